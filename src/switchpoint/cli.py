@@ -1,5 +1,5 @@
 """The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve,
-label, keys, report, prune, feedback, learn.
+label, keys, report, prune, feedback, learn, experiments.
 
 Bad input prints ``switchpoint: error: ...`` naming what is wrong (with anything shaped like a
 secret redacted) and exits with status 2; nothing is written when a command fails. A number
@@ -834,7 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)  # keys, report
     from switchpoint.learning.cli import add_commands as add_learning_commands
 
-    add_learning_commands(sub)  # feedback, learn
+    add_learning_commands(sub)  # feedback, learn, experiments
     return parser
 
 

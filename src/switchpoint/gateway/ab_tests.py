@@ -13,7 +13,8 @@ as after a reload. Ending one keeps its row, its decisions and its report.
 A reload or a start whose config does not fit a running run-time experiment (it lists one of
 the same name, drops a tenant, policy or model the run-time one names, or takes its tenants
 first) is refused naming it, and the running config stays: nothing made at run time is dropped
-silently. End the run-time one first, or change the config.
+silently. End the run-time one first (while no service runs, ``switchpoint experiments end``
+does, see :func:`end_kept`), or change the config.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from switchpoint._args import expect
-from switchpoint._messages import invalid_at, json_quoted, key_path, reason
+from switchpoint._messages import invalid_at, json_quoted, key_path, listed_names, reason
 from switchpoint.config import Settings, check_experiments
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
@@ -41,6 +42,7 @@ from switchpoint.learning.config import (
 )
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import (
+    LearningReader,
     RuntimeExperimentEnd,
     RuntimeExperimentRecord,
     StoredExperiment,
@@ -59,8 +61,10 @@ STRATEGIES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "quality_first": MappingProxyType({"cost_weight": 0.0})})
 #: What a strategy given as a mapping may set (its share of the traffic is ``split``'s).
 ARM_SETTINGS = ("policy", "cost_weight", "models")
-#: How a run-time experiment is ended, for the errors that say so.
-END_HINT = "Gateway.end_ab_test, DELETE /v1/router/experiments/{}"
+#: How a run-time experiment is ended, for the errors that say so: by the service (or the
+#: Python program) that runs it, or from the command line while none runs.
+END_HINT = ("Gateway.end_ab_test or DELETE /v1/router/experiments/{0} while the service runs, "
+            "`switchpoint experiments end {0}` while it is stopped")
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,7 @@ class RuntimeExperiments:
                     f"an experiment named {json_quoted(name, 100)} was created at run time "
                     f"({when(row_created(experiment))}) and is running, so the config may "
                     "not list one of that name: rename the config's, or end the run-time one "
-                    f"first ({END_HINT.format(name)}), then reload"))
+                    f"first ({END_HINT.format(name)}), then reload (or start)"))
         if len(config) + len(running) > MAX_EXPERIMENTS:
             raise ConfigError("experiments", (
                 f"the config lists {len(config)} experiments and {len(running)} more were "
@@ -364,22 +368,13 @@ class RuntimeExperiments:
 
     def _not_running(self, name: str, shown: str) -> None:
         """Why ``name`` names no running run-time experiment to end (raised)."""
-        settings = self.state.settings
-        configured = settings.experiments.get(name)
-        if configured is not None and configured.created_at is None:
-            raise ConflictError(f"name: experiment {shown} is in the config, not created at "
-                                "run time; end it there (take it out of experiments:, or set "
-                                "enabled: false) and reload", param="name")
-        if name in self.ended:
-            raise ConflictError(f"name: experiment {shown} ended already, at "
-                                f"{when(self.ended[name][1])}", param="name")
         if name in self.running:
             raise ConflictError(f"name: the ABTest given is of an earlier experiment {shown}, "
                                 "which ended; the one running now under that name was created "
                                 f"at {when(row_created(self.running[name]))}: pass its name "
                                 "to end it", param="name")
-        raise NotFoundError(f"name: no experiment {shown} was created at run time; running: "
-                            f"{', '.join(self.running) or 'none'}", param="name")
+        raise not_running(name, self.state.settings, self.running,
+                          {n: at for n, (_, at) in self.ended.items()})
 
     def current(self, test: ABTest) -> str:
         """The name of the experiment ``test`` describes, while it runs; else an
@@ -397,6 +392,99 @@ class RuntimeExperiments:
                                            "longer runs; pass the name of a running "
                                            "experiment, or the ABTest create_ab_test returned "
                                            "for it")
+
+
+def not_running(name: str, settings: Settings, running: Iterable[str],
+                ended: Mapping[str, float]) -> ConflictError | NotFoundError:
+    """Why ``name`` (no running run-time experiment's) cannot be ended: it is the config's
+    (``settings``), it ended (``ended``: when each ended one did), or none was made (the
+    error lists those ``running``)."""
+    shown = json_quoted(name, 100)
+    configured = settings.experiments.get(name)
+    if configured is not None and configured.created_at is None:
+        return ConflictError(f"name: experiment {shown} is in the config, not created at run "
+                             "time; end it there (take it out of experiments:, or set enabled: "
+                             "false) and reload", param="name")
+    if name in ended:
+        return ConflictError(f"name: experiment {shown} ended already, at "
+                             f"{when(ended[name])}", param="name")
+    return NotFoundError(f"name: no experiment {shown} was created at run time; running: "
+                         f"{listed_names(running) or 'none'}", param="name")
+
+
+def kept_experiments(reader: LearningReader) -> list[dict[str, Any]]:
+    """The run-time experiments the store ``reader`` reads keeps, running and ended, in the
+    order they were made, as ``switchpoint experiments list`` shows them: name, tenants (None:
+    every caller), each arm's strategy (``cost_optimized``, ``quality_first``, or its settings)
+    and share of the traffic, B's ``split`` (None: made of arms), ``min_n``, ``created_at``,
+    ``ended_at`` (None: running) and the decisions logged, per arm and in all. Read as kept, so
+    one whose settings no longer read as an experiment is listed too (and can be ended)."""
+    out: list[dict[str, Any]] = []
+    for row in reader.runtime_experiments():
+        kept = row.experiment
+        arms: dict[str, Any] = kept["arms"] if isinstance(kept.get("arms"), dict) else {}
+        logged = {arm: int(tally["decisions"])
+                  for arm, tally in reader.experiment(row.name).items()}
+        shown: dict[str, dict[str, Any]] = {}
+        for arm, settings in arms.items():
+            given = settings if isinstance(settings, dict) else {}
+            setting = {k: v for k, v in given.items() if k != "weight" and v is not None}
+            strategy = next((s for s, v in STRATEGIES.items() if v == setting), None)
+            shown[arm] = {"strategy": strategy if row.split is not None else None,
+                          "settings": setting, "weight": float(given.get("weight", 1.0)),
+                          "decisions": logged.pop(arm, 0)}
+        total = sum(a["weight"] for a in shown.values()) or 1.0
+        for a in shown.values():
+            a["share"] = round(a.pop("weight") / total, 4)
+        out.append({"name": row.name, "status": "running" if row.ended is None else "ended",
+                    "tenants": kept.get("tenants"), "arms": shown, "split": row.split,
+                    "min_n": kept.get("min_n"), "created_at": row.created,
+                    "ended_at": row.ended,
+                    "decisions": sum(int(a["decisions"]) for a in shown.values())
+                    + sum(logged.values())})
+    return out
+
+
+def start_clash(settings: Settings, reader: LearningReader) -> ConfigError | None:
+    """Why a gateway on ``settings`` would not start beside the running run-time experiments
+    the store ``reader`` reads keeps (as it is refused, naming the one at fault and how to end
+    it), or None."""
+    running: dict[str, ExperimentConfig] = {}
+    try:
+        for row in reader.runtime_experiments():
+            if row.ended is None:
+                running[row.name] = _stored(row)
+        RuntimeExperiments.merged(settings, running)
+    except ConfigError as exc:
+        return exc
+    return None
+
+
+def check_endable(reader: LearningReader, settings: Settings, name: str) -> None:
+    """Refuse ending ``name`` from the store ``reader`` reads unless it is a running run-time
+    experiment there, as :meth:`RuntimeExperiments.end` refuses it (one of the config, as
+    ``settings`` lists it; one ended; none)."""
+    rows = reader.runtime_experiments()
+    running = [row.name for row in rows if row.ended is None]
+    if name not in running:
+        raise not_running(name, settings, running,
+                          {row.name: row.ended for row in rows if row.ended is not None})
+
+
+def end_kept(store: SQLiteStore, settings: Settings, name: str) -> float:
+    """End run-time experiment ``name`` in ``store`` while no gateway runs on it (the caller
+    holds ``data_dir``'s lock, see :mod:`switchpoint.gateway.owner`) as
+    :meth:`RuntimeExperiments.end` does: the same end written to its row, at this time, its
+    decisions and report kept, the oldest ended ones past the newest 100 going. Refused as
+    :func:`check_endable` refuses it, and then nothing changes. Returns when it ended."""
+    reader = LearningReader(store.path, store.gone)
+    try:
+        check_endable(reader, settings, name)
+    finally:
+        reader.close()
+    ended_at = time.time()
+    store.append(RuntimeExperimentEnd(name, ended_at)).result(timeout=30)
+    return ended_at
 
 
 def row_created(experiment: ExperimentConfig) -> float:
@@ -420,4 +508,6 @@ def _stored(row: StoredExperiment) -> ExperimentConfig:
     return experiment.made_at_run_time(row.created, row.split)
 
 
-__all__ = ["ARM_SETTINGS", "STRATEGIES", "ABTest", "RuntimeExperiments", "made_experiment"]
+__all__ = ["ARM_SETTINGS", "STRATEGIES", "ABTest", "RuntimeExperiments", "check_endable",
+           "end_kept", "kept_experiments", "made_experiment", "not_running",
+           "start_clash"]

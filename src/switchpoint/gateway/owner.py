@@ -15,7 +15,9 @@ its restart. What only reads or learns offline (``switchpoint keys``, ``feedback
 ``report``, ``prune``, and a gateway built with ``serves_chat=False``) takes no lock: it works
 beside a running service, as the README says (its store leaves the spill file to the service,
 see :meth:`~switchpoint.store.SQLiteStore.open`, and ``prune`` its feedback log, see
-:mod:`switchpoint.store.retention`).
+:mod:`switchpoint.store.retention`). ``switchpoint experiments end`` and ``keys clock --reset``
+take the lock while they write, and are refused while a service holds it: it keeps in memory
+what they change.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""``switchpoint feedback`` and ``switchpoint learn``: outcomes from the command line, and the
-explicit step that folds them into new shared weights.
+"""``switchpoint feedback``, ``switchpoint learn`` and ``switchpoint experiments``: outcomes from
+the command line, the explicit step that folds them into new shared weights, and the
+experiments created at run time.
 
 ``feedback`` reports how one answer went. With ``--url`` it posts to a running service
 (``POST /v1/feedback``, with ``--api-key`` or ``$SWITCHPOINT_API_KEY`` when the service uses
@@ -14,6 +15,14 @@ so a refused command creates no file.
 ``learn --export DIR`` writes a new weights package: the configured weights with one tenant's
 outcomes (``--tenant``, default the deployment's own) folded in. The service's weights never
 change by themselves; point ``weights:`` at the new package (and reload) to adopt it.
+
+``experiments list`` lists the experiments created at run time that ``data_dir`` keeps,
+running and ended (it reads, beside a running service too). ``experiments end NAME`` ends a
+running one as ``DELETE /v1/router/experiments/{name}`` does, with no service on ``data_dir``:
+it takes the directory's lock while it writes (see :mod:`switchpoint.gateway.owner`), and is
+refused while a service holds it, since that service runs the experiment from its memory. A
+config that clashes with a run-time experiment keeps the service from starting; this is the
+way out that keeps the config.
 """
 
 from __future__ import annotations
@@ -28,10 +37,18 @@ from typing import TYPE_CHECKING, Any
 
 from switchpoint import _options
 from switchpoint._json import loads
-from switchpoint._messages import cut, header_value_problem, printable, quoted_path
+from switchpoint._messages import (
+    cut,
+    header_value_problem,
+    json_quoted,
+    listed_names,
+    plural,
+    printable,
+    quoted_path,
+)
 from switchpoint._numbers import real_number
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError
-from switchpoint.governance.cli import DATA_DIR_HELP
+from switchpoint.governance.cli import DATA_DIR_HELP, _common
 from switchpoint.learning.events import check_tenant
 
 if TYPE_CHECKING:
@@ -300,8 +317,119 @@ def _as_config_sees(path: Path, config: Path | None) -> str:
     return os.path.relpath(target, config.resolve().parent)
 
 
+# experiments ------------------------------------------------------------------------------------
+
+
+def _experiment_name(name: str) -> str:
+    """``NAME`` as an experiment's name may be (at most 64 characters, ...), else refused."""
+    from switchpoint.learning.config import check_name
+
+    try:
+        return check_name(name, "an experiment's name")
+    except ValueError as exc:
+        raise InvalidInputError("name", f"{exc}; `switchpoint experiments list` lists those "
+                                        "created at run time") from None
+
+
+def _arm_words(arm: str, shown: dict[str, Any]) -> str:
+    """An arm as ``experiments list`` prints it: its name, its strategy (or settings) and its
+    share of the traffic."""
+    settings = shown["settings"]
+    what = shown["strategy"] or ", ".join(
+        f"{key} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+        for key, value in settings.items()) or "configured routing"
+    return f"{arm} ({cut(what, 80)}) {shown['share']:.0%}"
+
+
+def cmd_experiments_list(args: argparse.Namespace) -> int:
+    from switchpoint.gateway.ab_tests import kept_experiments, start_clash
+    from switchpoint.governance.cli import _table, _when
+    from switchpoint.store.learning import LearningReader
+
+    settings = _settings(args)
+    _existing_state(args, settings, "no experiment created at run time; point it at the "
+                                    "data_dir of the service that made them")
+    reader = LearningReader(settings.db_path)
+    try:
+        listed = kept_experiments(reader)
+        # (without a config file, what would start is unknown: nothing to judge)
+        clash = None if settings.source_path is None else start_clash(settings, reader)
+    finally:
+        reader.close()
+    if args.json:
+        _print_json(listed)
+        return 0
+    if not listed:
+        print("no experiment was created at run time (the config's are under its "
+              "experiments:)")
+        return 0
+    if clash is not None:
+        from switchpoint.gateway.redact import redact
+
+        print(f"note: a service on {quoted_path(settings.source_path)} would not start: "
+              f"{redact(str(clash))}", file=sys.stderr)
+    rows = [[printable(e["name"]), e["status"],
+             printable(listed_names(e["tenants"], 5, 30)) if e["tenants"] else "(everyone)",
+             printable("; ".join(_arm_words(arm, shown) for arm, shown in e["arms"].items())),
+             _when(e["created_at"]), _when(e["ended_at"]), e["decisions"]] for e in listed]
+    print(_table(["name", "status", "tenants", "arms (strategy, share)", "created (UTC)",
+                  "ended (UTC)", "decisions"], rows))
+    return 0
+
+
+def cmd_experiments_end(args: argparse.Namespace) -> int:
+    from switchpoint.errors import DataDirInUseError
+    from switchpoint.gateway.ab_tests import check_endable, end_kept, kept_experiments
+    from switchpoint.gateway.experiments import when
+    from switchpoint.gateway.owner import DataDirLock
+    from switchpoint.store import SQLiteStore
+    from switchpoint.store.learning import LearningReader
+
+    name = _experiment_name(args.name)
+    settings = _settings(args)
+    _existing_state(args, settings, f"no experiment {json_quoted(name)} to end; point it at "
+                                    "the data_dir of the service that made it")
+    reader = LearningReader(settings.db_path)
+    try:  # refused before anything is locked or opened: a refusal changes nothing
+        check_endable(reader, settings, name)
+    finally:
+        reader.close()
+    try:
+        lock = DataDirLock(settings.data_dir).acquire()
+    except DataDirInUseError as exc:
+        if not exc.serving:
+            raise
+        raise DataDirInUseError(
+            f"a switchpoint service{exc.holder} is serving from data_dir "
+            f"{quoted_path(settings.data_dir)}, running experiment {json_quoted(name)} from "
+            "its memory, where an end written here would not reach: end it through the "
+            f"service, DELETE /v1/router/experiments/{name} (an admin route; "
+            "Gateway.end_ab_test in a Python program), or stop it and run this again",
+            serving=True, holder=exc.holder) from None
+    try:
+        store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous,
+                            logs=False)
+        with store.open(serving=True):  # (this process holds the lock, as a service does)
+            ended_at = end_kept(store, settings, name)
+            reader = LearningReader(store.path, store.gone)
+            try:
+                ended = next(e for e in kept_experiments(reader) if e["name"] == name)
+            finally:
+                reader.close()
+    finally:
+        lock.release()
+    if args.json:
+        _print_json(ended)
+        return 0
+    print(f"ended experiment {name} at {when(ended_at)}: the service takes no traffic into it "
+          f"when it starts; its {plural(ended['decisions'], 'decision')} and report stay, and "
+          "its name stays taken")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
-    """Register ``feedback`` and ``learn`` on the main parser's subcommands."""
+    """Register ``feedback``, ``learn`` and ``experiments`` on the main parser's
+    subcommands."""
     p = sub.add_parser("feedback", help="report how an answer went (by its decision id): to a "
                                         "running service (--url) or to the state in data_dir")
     p.add_argument("decision_id", help="the x-switchpoint-decision-id the answer carried")
@@ -339,3 +467,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_learn)
+
+    experiments = sub.add_parser("experiments", help="experiments created at run time: list "
+                                                     "them, or end one while the service is "
+                                                     "stopped")
+    es = experiments.add_subparsers(dest="experiments_command", required=True)
+    p = es.add_parser("list", help="each experiment created at run time: running or ended, its "
+                                   "tenants, arms, split and decisions logged")
+    _common(p, cmd_experiments_list)
+    p = es.add_parser("end", help="end an experiment created at run time, with the service "
+                                  "stopped (its decisions and report stay)")
+    p.add_argument("name", metavar="NAME", help="the experiment's name")
+    _common(p, cmd_experiments_end)

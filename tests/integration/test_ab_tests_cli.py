@@ -1,0 +1,202 @@
+"""``switchpoint experiments list`` and ``switchpoint experiments end NAME`` on a real data_dir
+whose run-time experiments a real gateway made (SQLite in ``tmp_path``, the fake provider):
+the list shows each, running or ended; a start whose config clashes with a running one is
+refused naming the command; ``end`` frees it, as ``end_ab_test`` would, and the start then
+succeeds. Refusals (a config experiment, an ended one, none, a bad name, a service on the
+data_dir) exit non-zero, naming it, and change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchpoint.cli import main
+from switchpoint.config import Settings, load_settings
+from switchpoint.errors import ConfigError
+from switchpoint.gateway import Gateway
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import math_prompt
+from tests.integration.learning_env import KEYS, loader, settings_for
+
+CONFIG = """tenants:
+  acme: {}
+  globex: {models: [cheap, runner, auto]}
+experiments:
+  thrift:
+    tenants: [acme]
+    arms:
+      control: {}
+      thrifty: {cost_weight: 5}
+"""
+# The config's own experiment of the name a run-time one holds: a clash while that one runs.
+CLASH = "  kept:\n    tenants: [globex]\n    arms: {p: {}, q: {cost_weight: 1}}\n"
+
+
+def _gateway(settings: Settings) -> Gateway:
+    gateway = Gateway(settings, loader=loader, env=KEYS)
+    gateway.start()
+    return gateway
+
+
+def _rows(settings: Settings) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(settings.db_path) as db:
+        return db.execute("SELECT name, created, experiment, split, ended "
+                          "FROM runtime_experiments ORDER BY seq").fetchall()
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def made(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
+    """A data_dir where a gateway, now closed, made ``kept`` (globex, split 0.3, five
+    decisions; running) and ``after`` (of arms; ended)."""
+    settings = settings_for(fake, tmp_path, CONFIG)
+    with _gateway(settings) as gateway:
+        gateway.create_ab_test("kept", split=0.3, tenants=["globex"])
+        for i in range(5):
+            assert gateway.route(math_prompt(i), tenant="globex").experiment == "kept"
+        gateway.create_ab_test("after", arms={"x": {}, "y": {"cost_weight": 2, "weight": 3}})
+        gateway.end_ab_test("after")
+    return settings
+
+
+def test_list_shows_each_run_time_experiment_running_or_ended(
+        made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(made.source_path)
+    code, out, _ = _run(capsys, "experiments", "list", "--config", config, "--json")
+    assert code == 0
+    listed = json.loads(out)
+    assert [(e["name"], e["status"]) for e in listed] == [("kept", "running"),
+                                                          ("after", "ended")]
+    kept, after = listed
+    assert kept["tenants"] == ["globex"] and kept["split"] == 0.3 and kept["min_n"] == 30
+    assert kept["ended_at"] is None and kept["decisions"] == 5
+    assert {arm: (a["strategy"], a["share"]) for arm, a in kept["arms"].items()} == {
+        "a": ("cost_optimized", 0.7), "b": ("quality_first", 0.3)}
+    assert sum(a["decisions"] for a in kept["arms"].values()) == 5
+    assert after["tenants"] is None and after["split"] is None and after["decisions"] == 0
+    assert after["arms"]["y"] == {"strategy": None, "settings": {"cost_weight": 2.0},
+                                  "share": 0.75, "decisions": 0}
+    rows = _rows(made)
+    assert (kept["created_at"], after["ended_at"]) == (rows[0][1], rows[1][4])
+
+    code, out, err = _run(capsys, "experiments", "list", "--data-dir", str(made.data_dir))
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["name", "status", "tenants"]
+    assert lines[2].startswith("kept") and "running" in lines[2] and "globex" in lines[2]
+    assert "a (cost_optimized) 70%; b (quality_first) 30%" in lines[2]
+    assert lines[3].startswith("after") and "ended" in lines[3]
+    assert "x (configured routing) 25%; y (cost_weight 2.0) 75%" in lines[3]
+    assert lines[2].rstrip().endswith("5") and lines[3].rstrip().endswith("0")
+
+
+def test_a_start_refused_for_a_clash_starts_once_the_cli_ended_the_run_time_experiment(
+        made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    path = made.source_path
+    assert path is not None
+    config = str(path)
+    original = path.read_text(encoding="utf-8")
+    path.write_text(original + CLASH, encoding="utf-8")
+    clashing = load_settings(path, environ={})
+    with pytest.raises(ConfigError, match="created at run time") as refused:
+        _gateway(clashing)
+    assert refused.value.key == "experiments.kept"
+    assert "`switchpoint experiments end kept` while it is stopped" in str(refused.value)
+    assert "DELETE /v1/router/experiments/kept" in str(refused.value)
+
+    # The list says why, and the way out.
+    code, out, err = _run(capsys, "experiments", "list", "--config", config)
+    assert code == 0 and out.splitlines()[2].startswith("kept")
+    assert err.startswith(f"note: a service on '{path}' would not start: experiments.kept: ")
+    assert "`switchpoint experiments end kept`" in err
+
+    before = _rows(made)
+    t0 = time.time()
+    code, out, err = _run(capsys, "experiments", "end", "kept", "--config", config)
+    t1 = time.time()
+    assert (code, err) == (0, "")
+    assert out.startswith("ended experiment kept at ") and "5 decisions and report stay" in out
+    after = _rows(made)
+    assert after[1:] == before[1:]  # (the ended one, untouched)
+    assert after[0][:4] == before[0][:4] and before[0][4] is None
+    ended_at = after[0][4]
+    assert t0 <= ended_at <= t1
+    # Its decisions are kept; the list says it ended, when.
+    code, out, err = _run(capsys, "experiments", "list", "--config", config, "--json")
+    kept = json.loads(out)[0]
+    assert err == ""
+    assert (kept["status"], kept["ended_at"], kept["decisions"]) == ("ended", ended_at, 5)
+
+    # The start refused now succeeds: the config's experiment takes the name.
+    with _gateway(clashing) as gateway:
+        assert list(gateway.settings.experiments) == ["thrift", "kept"]
+        assert gateway.settings.experiments["kept"].created_at is None
+        assert gateway.route(math_prompt(1), tenant="globex").arm in ("p", "q")
+    # The original config sees it ended, at the time the command wrote, as end_ab_test would.
+    path.write_text(original, encoding="utf-8")
+    with _gateway(load_settings(path, environ={})) as gateway:
+        report = gateway.experiment_report("kept")
+        assert report["ended_at"] == ended_at and not report["enabled"]
+        assert sum(a["decisions"] for a in report["arms"]) == 5
+        assert gateway.route(math_prompt(2), tenant="globex").experiment == ""
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("thrift", 'experiment "thrift" is in the config, not created at run time'),
+    ("after", 'experiment "after" ended already, at '),
+    ("never-made", 'no experiment "never-made" was created at run time; running: kept'),
+    ("x" * 5000, "name: an experiment's name \"xxxx"),
+    ("bad/name", "must be 1-64 letters, digits"),
+])
+def test_end_refused_names_it_and_changes_nothing(
+        made: Settings, capsys: pytest.CaptureFixture[str], name: str, words: str) -> None:
+    before = _rows(made)
+    code, out, err = _run(capsys, "experiments", "end", name, "--config",
+                          str(made.source_path))
+    assert code == 2 and out == ""
+    assert err.startswith("switchpoint: error: ") and words in err
+    assert len(err) < 400
+    assert _rows(made) == before
+
+
+def test_end_is_refused_while_a_service_runs_on_the_data_dir_and_list_reads_beside_it(
+        made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(made.source_path)
+    before = _rows(made)
+    with _gateway(made) as gateway:
+        code, out, err = _run(capsys, "experiments", "end", "kept", "--config", config)
+        assert code == 2 and out == ""
+        assert "is serving from data_dir" in err
+        assert "end it through the service, DELETE /v1/router/experiments/kept" in err
+        assert _rows(made) == before
+        assert gateway.route(math_prompt(3), tenant="globex").experiment == "kept"
+        code, out, _ = _run(capsys, "experiments", "list", "--config", config, "--json")
+        assert code == 0
+        assert [(e["name"], e["decisions"]) for e in json.loads(out)] == [("kept", 6),
+                                                                         ("after", 0)]
+        gateway.end_ab_test("kept")  # (the service's own way, meanwhile)
+    code, _, err = _run(capsys, "experiments", "end", "kept", "--config", config)
+    assert code == 2 and 'experiment "kept" ended already' in err
+
+
+def test_list_on_a_data_dir_no_service_made_is_refused_and_creates_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir = tmp_path / "typo"
+    code, _, err = _run(capsys, "experiments", "list", "--data-dir", str(data_dir))
+    assert code == 2 and "--data-dir:" in err and "does not exist" in err
+    assert not data_dir.exists()
+    data_dir.mkdir()
+    code, _, err = _run(capsys, "experiments", "end", "kept", "--data-dir", str(data_dir))
+    assert code == 2 and "holds no" in err
+    assert list(data_dir.iterdir()) == []
