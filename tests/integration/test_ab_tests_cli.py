@@ -10,38 +10,29 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from switchpoint.cli import main
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import ConfigError
-from switchpoint.gateway import Gateway
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
-from tests.integration.learning_env import KEYS, loader, settings_for
+from tests.integration.gateway_env import KEYS as GATEWAY_KEYS
+from tests.integration.gateway_env import config_text
+from tests.integration.learning_env import serve, settings_for
+from tests.integration.servers import refused_start
+from tests.integration.test_ab_tests import CONFIG, _gateway
 
-CONFIG = """tenants:
-  acme: {}
-  globex: {models: [cheap, runner, auto]}
-experiments:
-  thrift:
-    tenants: [acme]
-    arms:
-      control: {}
-      thrifty: {cost_weight: 5}
-"""
 # The config's own experiment of the name a run-time one holds: a clash while that one runs.
+PATH = "/v1/router/experiments"
 CLASH = "  kept:\n    tenants: [globex]\n    arms: {p: {}, q: {cost_weight: 1}}\n"
-
-
-def _gateway(settings: Settings) -> Gateway:
-    gateway = Gateway(settings, loader=loader, env=KEYS)
-    gateway.start()
-    return gateway
 
 
 def _rows(settings: Settings) -> list[tuple[Any, ...]]:
@@ -200,3 +191,39 @@ def test_list_on_a_data_dir_no_service_made_is_refused_and_creates_nothing(
     code, _, err = _run(capsys, "experiments", "end", "kept", "--data-dir", str(data_dir))
     assert code == 2 and "holds no" in err
     assert list(data_dir.iterdir()) == []
+
+
+def _command(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    """``switchpoint ARGV`` in a process of its own, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "switchpoint.cli", *map(str, argv)],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_beside_and_after_switchpoint_serve_as_a_user_runs_them(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "switchpoint.yaml"
+    text = config_text(gw_fake, str(data))
+    config.write_text(text, encoding="utf-8")
+    with serve(config, data) as server:
+        made = httpx.post(f"{server.base}{PATH}", json={"name": "kept", "split": 0.4},
+                          timeout=30)
+        assert made.status_code == 201, made.text
+        refused = _command("experiments", "end", "kept", "--config", config)
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert server.proc is not None and f"(pid {server.proc.pid})" in refused.stderr
+        assert "DELETE /v1/router/experiments/kept" in refused.stderr
+        assert httpx.get(f"{server.base}{PATH}/kept", timeout=15).json()["ended_at"] is None
+        assert server.terminate()[0] == 0
+    # A config of its own "kept": serve refuses to start, naming the command.
+    config.write_text(text + "experiments:\n  kept:\n    arms: {p: {}, q: {cost_weight: 1}}\n",
+                      encoding="utf-8")
+    code, err = refused_start("--config", config, data_dir=data, env=GATEWAY_KEYS)
+    assert code == 2 and "`switchpoint experiments end kept` while it is stopped" in err
+    ended = _command("experiments", "end", "kept", "--config", config, "--json")
+    assert ended.returncode == 0, ended.stderr
+    assert json.loads(ended.stdout)["status"] == "ended"
+    with serve(config, data) as server:
+        report = httpx.get(f"{server.base}{PATH}/kept", timeout=15).json()
+        assert report["created_at"] is None and report["enabled"]  # (the config's now)
+        assert server.terminate()[0] == 0
