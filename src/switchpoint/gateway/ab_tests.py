@@ -407,9 +407,12 @@ def not_running(name: str, settings: Settings, running: Iterable[str],
                              "false) and reload", param="name")
     if name in ended:
         return ConflictError(f"name: experiment {shown} ended already, at "
-                             f"{when(ended[name])}", param="name")
-    return NotFoundError(f"name: no experiment {shown} was created at run time; running: "
-                         f"{listed_names(running) or 'none'}", param="name")
+                             f"{when(ended[name])}: there is nothing to end (its decisions and "
+                             "report stay)", param="name")
+    names = listed_names(running)
+    return NotFoundError(f"name: no experiment {shown} was created at run time; check the "
+                         "name: " + (f"those running are {names}" if names else
+                                     "none is running"), param="name")
 
 
 def kept_experiments(reader: LearningReader) -> list[dict[str, Any]]:
@@ -475,7 +478,8 @@ def end_kept(store: SQLiteStore, settings: Settings, name: str) -> float:
     """End run-time experiment ``name`` in ``store`` while no gateway runs on it (the caller
     holds ``data_dir``'s lock, see :mod:`switchpoint.gateway.owner`) as
     :meth:`RuntimeExperiments.end` does: the same end written to its row, at this time, its
-    decisions and report kept, the oldest ended ones past the newest 100 going. Refused as
+    decisions and report kept, the oldest ended ones past the newest
+    :data:`~switchpoint.store.sqlite.ENDED_KEPT` going. Refused as
     :func:`check_endable` refuses it, and then nothing changes. Returns when it ended."""
     reader = LearningReader(store.path, store.gone)
     try:
