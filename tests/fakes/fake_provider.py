@@ -37,7 +37,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    a stream (percent-decoded; some label their event stream
                    ``application/json``).
                    Anthropic dialect: ``id_pad=N`` N more characters of the message id
-``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma) instead of the
+``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma; as WTF-8, so
+                   ``%ED%A0%80`` is a lone surrogate, sent as ``\\ud800``) instead of the
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
 ``usage``          ``ok``, but reporting ``prompt=`` and ``completion=`` tokens (any integers,
                    negative or beyond 64 bits included: an upstream that misreports)
@@ -45,7 +46,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    date percent-decoded: ``%2C`` is a comma), ``retry_after_ms=`` sets
                    ``retry-after-ms``
 ``500``, ``503``,  that status with the dialect's error body (any 4xx/5xx code works;
-``529``, ``401``   ``retry_after=`` adds ``Retry-After``)
+``529``, ``401``   ``retry_after=`` adds ``Retry-After``; ``message=``, percent-decoded as
+                   ``say``'s text is, replaces its message)
 ``reset``          reset the TCP connection (RST) without answering
 ``hang``           send nothing for ``seconds=`` (default 10), then close
 ``stall``          send the headers (and, streaming, the role chunk), then nothing for
@@ -189,6 +191,13 @@ def parse_behaviour(spec: str) -> tuple[str, dict[str, str]]:
         key, _, value = item.partition("=")
         params[key.strip()] = value.strip()
     return name.strip(), params
+
+
+def _text_param(params: dict[str, str], key: str, default: str = "") -> str:
+    """``params[key]`` percent-decoded, its bytes read as WTF-8: ``%ED%A0%80`` is a lone
+    surrogate (U+D800), which the JSON sent then carries as the escape ``\\ud800``, as some
+    upstreams write one."""
+    return urllib.parse.unquote(params.get(key, default), errors="surrogatepass")
 
 
 def _num(params: dict[str, str], key: str, default: float) -> float:
@@ -460,13 +469,14 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
             headers["retry-after-ms"] = params["retry_after_ms"]
         kinds = {429: ("rate_limit_exceeded", "requests"), 401: ("invalid_api_key", "auth")}
         code, typ = kinds.get(status, ("server_error", "server_error"))
-        await send_json(writer, status, openai_error(f"fake {status}", typ, code), headers)
+        said = _text_param(params, "message", f"fake {status}")
+        await send_json(writer, status, openai_error(said, typ, code), headers)
         return True
     last = messages[-1] if messages else {}
     answer = Answer(model, messages, body.get("tools"), body.get("tool_choice"),
                     isinstance(last, dict) and last.get("role") == "tool")
     if name == "say":
-        answer.say(urllib.parse.unquote(params.get("text", "")))
+        answer.say(_text_param(params, "text"))
     if name in ("usage", "whole"):
         answer.misreport(params)
     model += "x" * int(params.get("model_pad", "0"))  # an upstream naming itself at length
@@ -736,7 +746,8 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
         kinds = {429: "rate_limit_error", 529: "overloaded_error", 401: "authentication_error",
                  500: "api_error"}
         await send_json(writer, status,
-                        anthropic_error(kinds.get(status, "api_error"), f"fake {status}"),
+                        anthropic_error(kinds.get(status, "api_error"),
+                                        _text_param(params, "message", f"fake {status}")),
                         headers)
         return True
     messages = body.get("messages") or []
@@ -748,7 +759,7 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
                     (body.get("tool_choice") or {}).get("type"), last_is_result,
                     str(body.get("system") or ""))
     if name == "say":
-        answer.say(urllib.parse.unquote(params.get("text", "")))
+        answer.say(_text_param(params, "text"))
     if name in ("usage", "whole"):
         answer.misreport(params)
     STATE.counter += 1

@@ -773,3 +773,11 @@ def test_a_whole_answer_without_believable_usage_has_no_usage_chunk() -> None:
     chunks = stream_of_answer(answer)
     assert [c["choices"][0]["finish_reason"] for c in chunks] == ["stop"]
     assert "usage" not in chunks[-1] and usage_of(chunks[-1]) is None
+
+
+def test_upstream_json_reads_a_lone_surrogate_as_the_replacement_character() -> None:
+    """Neither UTF-8 nor the request log can write one: it was relayed to a 500."""
+    assert upstream_json('{"a": "x\\ud800y", "b\\udfff": ["\\udc00"]}') == {
+        "a": "x\ufffdy", "b\ufffd": ["\ufffd"]}
+    assert upstream_json(b'{"a": "\xed\xa0\x80"}') == {"a": "\ufffd"}  # (its WTF-8 bytes)
+    assert upstream_json('{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}  # (a pair is one)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
@@ -305,20 +306,46 @@ def upstream_json(text: str | bytes) -> Any:
     any other unreadable JSON does, and so does nesting deeper than a request body may
     (:data:`~switchpoint.gateway.parsing.MAX_DEPTH` levels): an answer nested nearly as deep as
     Python's reader goes is read, but cannot be written again to the client. Bytes are read as
-    ``json.loads`` reads them (UTF-8, -16 or -32, told apart as it does)."""
+    ``json.loads`` reads them (UTF-8, -16 or -32, told apart as it does).
+
+    A lone surrogate (an unpaired ``\\ud800``-``\\udfff`` escape, or its bytes), which is
+    not Unicode text and which neither an answer written as UTF-8 nor the request log can
+    hold, is read as U+FFFD, the replacement character, in a string or a key, as a browser
+    reads one: the answer is relayed and logged, that character in its place."""
     if isinstance(text, str):
         if text.startswith("\ufeff"):
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-        value = _UPSTREAM_DECODER.decode(text)
+        source = text
     else:
-        value = _UPSTREAM_DECODER.decode(text.decode(json.detect_encoding(text), "surrogatepass"))
-    brackets = (text.count("[") + text.count("{") if isinstance(text, str)
-                else text.count(b"[") + text.count(b"{"))
+        source = text.decode(json.detect_encoding(text), "surrogatepass")
+    value = _UPSTREAM_DECODER.decode(source)
+    brackets = source.count("[") + source.count("{")
     if brackets > MAX_DEPTH:  # (only such text can nest that deep: most answers skip the walk)
         try:
             check_embedded_json(value, "the answer")
         except InvalidInputError as exc:
             raise ValueError(exc.reason) from None
+    if _MAY_HOLD_SURROGATE.search(source):  # (most answers hold none, and skip the walk)
+        value = _replaced_surrogates(value)
+    return value
+
+
+# What JSON text holding a lone surrogate holds: an escape of one, or one read from its bytes.
+_MAY_HOLD_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|[\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replaced_surrogates(value: Any) -> Any:
+    """``value`` with each surrogate left in its strings and keys (a pair of escapes is read as
+    the one character it writes, so any left is lone) replaced by U+FFFD; ``value`` nests at
+    most :data:`~switchpoint.gateway.parsing.MAX_DEPTH` levels (checked before)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_SURROGATE.sub("\ufffd", key): _replaced_surrogates(item)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replaced_surrogates(item) for item in value]
     return value
 
 
