@@ -119,3 +119,22 @@ def test_a_bad_experiment_body_is_refused_naming_the_field_and_nothing_is_made(
         assert len(error["message"]) < 800
         assert [e["experiment"] for e in get(server, PATH).json()["data"]] == ["thrift"]
         assert not post(server, "/v1/route", {"prompt": "hi"}).json().get("experiment")
+
+
+def test_an_unknown_name_is_a_404_naming_the_experiments_there_are_ended_ones_too(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """It said 'there are: thrift' while an ended one's report was there to read too."""
+    with learning_server(fake, tmp_path, CONFIG) as server:
+        assert post(server, PATH, {"name": "finished"}).status_code == 201
+        assert delete(server, f"{PATH}/finished").status_code == 200
+        assert get(server, f"{PATH}/finished").status_code == 200  # (its report is read)
+        for r in (get(server, f"{PATH}/nope"), post(server, f"{PATH}/nope/promote", {})):
+            assert r.status_code == 404, r.text
+            error = r.json()["error"]
+            assert error["param"] == "name", error
+            assert error["message"].startswith('name: no experiment "nope" '), error
+        assert get(server, f"{PATH}/nope").json()["error"]["message"].endswith(
+            "there are: thrift, finished")
+        # Promoting an ended one is refused for that, so promote names those it may take.
+        assert post(server, f"{PATH}/nope/promote", {}).json()["error"]["message"].endswith(
+            "there are: thrift")

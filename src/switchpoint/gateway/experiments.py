@@ -247,9 +247,10 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
     if experiment is None and ended and name in ended:
         experiment, ended_at = ended[name]
     if experiment is None:
-        raise NotFoundError(f"experiment: no experiment {json_quoted(name, 100)} is configured "
+        known = [*settings.experiments, *(n for n in ended or () if n not in settings.experiments)]
+        raise NotFoundError(f"name: no experiment {json_quoted(name, 100)} is configured "
                             "or was created at run time; there are: "
-                            f"{', '.join(settings.experiments) or 'none'}", param="name")
+                            f"{listed_names(known) or 'none'}", param="name")
     rows = reader.experiment(name) if reader is not None else {}
     arms: list[dict[str, Any]] = []
     for arm, config in experiment.arms.items():
