@@ -534,3 +534,41 @@ def test_offline_feedback_beside_a_running_service_is_replaced_by_a_repeat_over_
     with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
         assert _learned(server) == three
         assert _scored(server, did, 0.75)["previous_quality"] == 0.5
+
+
+def test_offline_commands_without_the_config_of_a_run_time_experiment_say_to_give_it(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """With --data-dir alone, an experiment the service made at run time for a tenant of its
+    config does not fit the default config: the error said to end the experiment (which would
+    stop it in the service), not to give the config it needs."""
+    monkeypatch.delenv("SWITCHPOINT_CONFIG", raising=False)
+    config = tmp_path / "switchpoint.yaml"
+    data = tmp_path / "data"
+    config.write_text(config_text(gw_fake, str(data)) + "tenants:\n  acme: {}\n",
+                      encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with Gateway(settings, loader=FACTORY, env=KEYS) as gateway:
+        gateway.start()
+        gateway.create_ab_test("trial", tenants=["acme"])
+        decision = gateway.route(PROMPT, tenant="acme")
+    capsys.readouterr()
+    for command in (["feedback", decision.decision_id, "--score", "0.5"],
+                    ["learn", "--export", str(tmp_path / "new")]):
+        assert main([*command, "--data-dir", str(data)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('switchpoint: error: experiments.trial.tenants[0]: "acme" is '
+                              "not a tenant of this config"), err
+        assert err.rstrip().endswith("give that config with --config (or "
+                                     "$SWITCHPOINT_CONFIG)"), err
+        assert "end it first" not in err and "Traceback" not in err, err
+    assert db_count(data, "feedback") == 0 and not (tmp_path / "new").exists()
+    assert main(["feedback", decision.decision_id, "--score", "0.5", "--config",
+                 str(config)]) == 0
+    assert db_count(data, "feedback") == 1
+
+
+def db_count(data: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{data / 'switchpoint.db'}?mode=ro",
+                                            uri=True)) as db:
+        return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -47,12 +48,13 @@ from switchpoint._messages import (
     quoted_path,
 )
 from switchpoint._numbers import real_number
-from switchpoint.errors import DecisionNotFoundError, InvalidInputError
+from switchpoint.errors import ConfigError, DecisionNotFoundError, InvalidInputError
 from switchpoint.governance.cli import DATA_DIR_HELP, _common
 from switchpoint.learning.events import check_tenant
 
 if TYPE_CHECKING:
     from switchpoint.config import Settings
+    from switchpoint.gateway import Gateway
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -84,11 +86,33 @@ def _cost_words(answer: dict[str, Any]) -> str:
     return f" at {cost:.6g} USD ({source.get(str(answer.get('cost_from')), 'as given')})"
 
 
+def _state_gateway(settings: Settings) -> Gateway:
+    """A gateway on the state in ``settings``' data_dir, serving no chat. Read without a config
+    (``--data-dir`` alone), the experiments the service there created at run time may name
+    tenants, policies or models that only its config has: the error says to give that config,
+    not to end them (which would stop them in the service)."""
+    from switchpoint.gateway import Gateway
+
+    try:
+        return Gateway.from_config(settings, serves_chat=False)
+    except ConfigError as exc:
+        if settings.source_path is not None or not exc.key.startswith("experiments."):
+            raise
+        rule = _HOW_TO_END.sub("", exc.reason)  # (what the service's operator would do)
+        raise ConfigError(exc.key, (
+            f"{rule}; no config was read (--data-dir alone), and an experiment the service "
+            f"created at run time in {quoted_path(Path(settings.data_dir))} names what its "
+            "config has: give that config with --config (or $SWITCHPOINT_CONFIG)")) from None
+
+
+# How a config's error on an experiment made at run time says to end it (ab_tests.merged).
+_HOW_TO_END = re.compile(r' \("[^"]*" was created at run time: keep in the config .*\)$')
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     score, success = _quality(args)
     if args.url is not None:
         return _feedback_over_http(args, score, success)
-    from switchpoint.gateway import Gateway
     from switchpoint.gateway.feedback_log import check_comment, check_decision_id
 
     # Every argument is checked before the state is opened: a refused command writes nothing.
@@ -101,7 +125,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     _existing_state(args, settings, "no decision to give feedback on; point it at the data_dir "
                                     "of the service that made the decision (or give --url to "
                                     "reach that service)")
-    with Gateway.from_config(settings, serves_chat=False) as gateway:
+    with _state_gateway(settings) as gateway:
         try:
             result = gateway.report_outcome(args.decision_id, score, success,
                                             model=args.model, comment=args.comment,
@@ -267,7 +291,6 @@ def _existing_state(args: argparse.Namespace, settings: Settings, holds_none: st
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
-    from switchpoint.gateway import Gateway
     from switchpoint.learning.export import export_weights
     from switchpoint.weights import check_weights_target
 
@@ -281,7 +304,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
             raise InvalidInputError("--tenant", unknown)
     _existing_state(args, settings, "no outcomes to fold into the weights; point it at the "
                                     "data_dir of the service that learned them")
-    with Gateway.from_config(settings, serves_chat=False) as gateway:
+    with _state_gateway(settings) as gateway:
         if (why := gateway.learning.nothing_new(args.tenant)) is not None:
             raise InvalidInputError("tenant", why)
         package = export_weights(gateway.router, args.export, tenant=args.tenant,
