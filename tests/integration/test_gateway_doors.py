@@ -1041,15 +1041,17 @@ def test_a_synchronous_call_interrupted_by_ctrl_c_is_cancelled_settled_and_logge
 
 
 def test_a_synchronous_call_under_way_as_another_thread_closes_the_gateway_is_told_so(
-        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A thread's synchronous call still waiting on a slow upstream when another thread closes
-    the gateway is cancelled once the close has given it its time, and told the gateway was
+    the gateway is waited for as any request is; still under way past that wait (here made
+    short), it is cancelled once the close has given it its time, and told the gateway was
     closed during the call, as a StoreError saying what to do (it got a bare CancelledError);
     its request is logged once, its budget hold settled; a call made later is refused as the
     closed gateway refuses any."""
     from switchpoint.gateway.engine import LOOP_DRAIN_S
 
     gateway, store, ledger = _trickling(gw_fake, tmp_path, 60)
+    monkeypatch.setattr(gateway, "_drain_s", lambda: 0.5)  # (the wait: max_total_s + 2 s)
     got: list[BaseException | ChatCompletion] = []
 
     def call() -> None:
@@ -1068,7 +1070,7 @@ def test_a_synchronous_call_under_way_as_another_thread_closes_the_gateway_is_to
     gateway.close()
     caller.join(timeout=10)
     assert not caller.is_alive()
-    assert time.monotonic() - started < 2 * LOOP_DRAIN_S + 2
+    assert time.monotonic() - started < 0.5 + 2 * LOOP_DRAIN_S + 2
     [error] = got
     assert isinstance(error, StoreError), repr(error)
     assert "the gateway was closed" in str(error) and "while this call" in str(error)

@@ -9,10 +9,13 @@ out once it has ended (its log entry queued, what it taught kept), and closing w
 
 So a request that passed its open check as the gateway closed either ends before the state it
 uses is closed, its rows written and its outcome learned, or, coming once closing has begun, is
-refused with the closed error before it does anything. A request already inside (a
-comparison's calls, a route an HTTP request makes) is not counted again, so closing never
-refuses part of a request it let in. Closing waits at most a bound (a request's own deadline);
-what is still inside then is named in the log, and meets the closed state's own clear errors.
+refused with the closed error before it does anything. A synchronous call is counted in on
+its caller's thread, before the gateway's own loop takes it up (its task carries the mark). A
+part of a request already inside (a comparison's calls, a route an HTTP request makes, a
+synchronous call's request on the gateway's loop) is counted too but never refused, so closing
+never refuses part of a request it let in, and waits for a part that outlasts it. Closing waits
+at most a bound (a request's own deadline); what is still inside then is named in the log, and
+meets the closed state's own clear errors.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -41,10 +44,6 @@ def running_loop() -> Loop:
         return None
 
 
-def _nothing() -> None:
-    """What counts out a request already inside: nothing (its outer request does)."""
-
-
 class Admission:
     """The requests inside a gateway, by the event loop each runs on (None: a thread's)."""
 
@@ -60,12 +59,12 @@ class Admission:
 
     def enter(self, refuse: Callable[[], Exception]) -> Callable[[], None]:
         """Count a request in, or raise ``refuse()`` once closing has begun; returns what
-        counts it out, to call once it has ended (a second call does nothing)."""
-        if _INSIDE.get():
-            return _nothing
+        counts it out, to call once it has ended (a second call does nothing). A part of a
+        request already inside is counted too, never refused: closing waits for it as well,
+        should it outlast its request (a stream's answer, read after its route returned)."""
         loop = running_loop()
         with self._cond:
-            if self._shut:
+            if self._shut and not _INSIDE.get():
                 raise refuse()
             self._inside[loop] += 1
         left = False
@@ -103,17 +102,18 @@ class Admission:
         with self._cond:
             self._shut = False
 
-    def inside(self, *, but: Loop = None) -> int:
-        """How many requests are inside that can still end: not those of ``but`` (a loop
-        the caller blocks), nor of a loop closed with them inside."""
+    def inside(self, *, but: Collection[Loop] = ()) -> int:
+        """How many requests are inside that can still end: not those of the loops in ``but``
+        (one the caller blocks, one whose requests it ends itself), nor of a loop closed with
+        them inside."""
         with self._cond:
             return self._count(but)
 
-    def _count(self, but: Loop) -> int:
+    def _count(self, but: Collection[Loop]) -> int:
         return sum(n for loop, n in self._inside.items()
-                   if loop is None or (loop is not but and not loop.is_closed()))
+                   if loop is None or (loop not in but and not loop.is_closed()))
 
-    def drain(self, timeout: float, *, but: Loop = None) -> int:
+    def drain(self, timeout: float, *, but: Collection[Loop] = ()) -> int:
         """Wait until no request that can end is inside (see :meth:`inside`), for at most
         ``timeout`` seconds; returns how many are still inside."""
         deadline = time.monotonic() + timeout
@@ -124,7 +124,7 @@ class Admission:
                     return left
                 self._cond.wait(min(wait, _TICK_S))
 
-    async def adrain(self, timeout: float, *, but: Loop = None) -> int:
+    async def adrain(self, timeout: float, *, but: Collection[Loop] = ()) -> int:
         """:meth:`drain` from the running loop, whose own requests go on meanwhile."""
         deadline = time.monotonic() + timeout
         while True:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import functools
 import ipaddress
 import logging
@@ -408,15 +409,17 @@ class Gateway:
         connections, the pins and the log. A request that comes once closing has begun is
         refused (the closed error); one already under way is waited for, up to its deadline
         (``gateway.max_total_s``), so its log entry is written and what it taught is kept
-        before the state closes (a synchronous call's is given :data:`LOOP_DRAIN_S`, then
-        cancelled: see :meth:`close`). In a child of ``os.fork()`` it does nothing: what it
-        would close is the parent's."""
+        before the state closes. A synchronous call another thread makes is waited for as any
+        request (counted in on its thread as it passes its open check, before the gateway's
+        own loop takes it up); one still under way past that bound is given
+        :data:`LOOP_DRAIN_S`, then cancelled (see :meth:`close`). In a child of
+        ``os.fork()`` it does nothing: what it would close is the parent's."""
         if in_other_process(self._pid):
             return
         self._admission.shut()
         await self._close_streams()
-        sync_loop = self._sync.loop if self._sync is not None else None
-        self._left_inside(await self._admission.adrain(self._drain_s(), but=sync_loop))
+        self._left_inside(await self._admission.adrain(self._drain_s(),
+                                                       but=self._sync_loops()))
         await self.pool.aclose()
         await self._maintenance_done()
         if self._sync is not None:  # what the synchronous methods opened, on their own loop
@@ -428,19 +431,21 @@ class Gateway:
         self._close_state()
 
     def close(self) -> None:
-        """:meth:`aclose` from synchronous code. A synchronous call another thread waits for
-        is given :data:`LOOP_DRAIN_S` to end, then cancelled; a request under way on another
-        event loop is waited for as :meth:`aclose` waits (not one on the loop of the thread
-        calling this, which cannot go on while it waits)."""
+        """:meth:`aclose` from synchronous code. A request under way, a synchronous call
+        another thread waits for or one on another event loop, is waited for as :meth:`aclose`
+        waits (not one on the loop of the thread calling this, which cannot go on while it
+        waits); a synchronous call still under way past that bound is given
+        :data:`LOOP_DRAIN_S` to end, then cancelled."""
         if in_other_process(self._pid):
             return
         self._admission.shut()
-        if self._sync is not None:
+        self._left_inside(self._admission.drain(self._drain_s(),
+                                                but=(running_loop(), *self._sync_loops())))
+        if self._sync is not None:  # (its streams' requests logged, as closed by the client)
             self._sync.run(self._close_streams())
             self._sync.run(self.pool.aclose())
             self._sync.stop()
             self._sync = None
-        self._left_inside(self._admission.drain(self._drain_s(), but=running_loop()))
         future = self._take_maintenance()
         if future is not None:
             future.result()
@@ -470,6 +475,12 @@ class Gateway:
             self.store.close()
         self._opened = False
         self._release_data_dir()
+
+    def _sync_loops(self) -> tuple[asyncio.AbstractEventLoop, ...]:
+        """The synchronous methods' loop, if it runs: what is counted in there is a part of a
+        synchronous call (counted on its caller's thread) or a stream it returned, which
+        closing closes there itself."""
+        return (self._sync.loop,) if self._sync is not None else ()
 
     def _drain_s(self) -> float:
         """How long closing waits for the requests under way: a request's deadline."""
@@ -2247,12 +2258,20 @@ class Gateway:
             return None
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._closed or in_other_process(self._pid):  # (the loop thread is the parent's)
-            coro.close()
-            self._check_open()
-        if self._sync is None:
-            self._sync = _LoopThread()
-        return self._sync.run(coro)
+        """A synchronous call: ``coro`` run on the gateway's own loop, as one request counted
+        in here, on the caller's thread, before the loop takes it up (closing, begun
+        meanwhile, waits for it as for any request let in); its task carries the mark."""
+        with contextlib.ExitStack() as inside:
+            try:
+                if self._closed or in_other_process(self._pid):  # (the loop is the parent's)
+                    self._check_open()
+                inside.enter_context(self._admitted())
+            except BaseException:
+                coro.close()
+                raise
+            if self._sync is None:
+                self._sync = _LoopThread()
+            return self._sync.run(coro)
 
 
 class SyncChatStream:
@@ -2291,7 +2310,8 @@ class SyncChatStream:
 #: What a synchronous call is told when the gateway closes under it (see :meth:`_LoopThread.run`).
 CLOSED_DURING_CALL = (
     "the gateway was closed (Gateway.close, from another thread or at exit) while this call "
-    f"was under way; it was given {LOOP_DRAIN_S:g} s to end, then cancelled (a chat request is "
+    "was under way; it was waited for until its deadline (gateway.max_total_s) and given "
+    f"{LOOP_DRAIN_S:g} s more to end, then cancelled (a chat request is "
     "logged as closed by the client, its budget hold settled); close the gateway once its "
     "calls have returned, or make this call on an open gateway")
 # How often a synchronous call's wait looks whether the loop it waits on has stopped.
@@ -2320,13 +2340,14 @@ class _LoopThread:
         (:data:`CLOSED_DURING_CALL`), not a bare ``CancelledError``, nor waits for ever."""
         ended = threading.Event()
         started: list[asyncio.Task[T]] = []
+        context = contextvars.copy_context()  # (the caller's: whether it was counted in)
 
         def start() -> None:
             if self.stopping:  # (closing: it would be cancelled, or never end)
                 coro.close()
                 ended.set()
                 return
-            task = self.loop.create_task(coro)
+            task = self.loop.create_task(coro, context=context)
             task.add_done_callback(lambda _: ended.set())
             started.append(task)
 
