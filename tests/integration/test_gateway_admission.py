@@ -1,5 +1,7 @@
-"""Closing counts every request: a synchronous call let in before closing began is waited for,
-not refused as its turn on the gateway's own loop comes."""
+"""Closing counts every request: a read (a report, the stats, the learning status, the request
+log, the keys) and a key's check are let in or refused as a chat request is, and a synchronous
+call let in before closing began is waited for, not refused as its turn on the gateway's own
+loop comes."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from switchpoint import Gateway
+from switchpoint.config import load_settings
 from switchpoint.errors import StoreError
 from switchpoint.gateway import ChatCompletion
+from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import (
     FACTORY,
@@ -22,6 +27,10 @@ from tests.integration.gateway_env import (
     db_rows,
     user,
 )
+from tests.integration.servers import thread_server
+
+ADMIN_ENV = "SP_ADMISSION_ADMIN"
+ADMIN = {"Authorization": "Bearer admission-admin-token"}
 
 
 def _gateway(fake: FakeProviderProcess, root: Path) -> Gateway:
@@ -44,6 +53,21 @@ def _on_a_thread(call: Any) -> tuple[threading.Thread, list[object]]:
     thread = threading.Thread(target=run)
     thread.start()
     return thread, got
+
+
+def _held(owner: object, name: str, monkeypatch: pytest.MonkeyPatch
+          ) -> tuple[threading.Event, threading.Event]:
+    """``owner.name`` waits, the first time it is called, for ``go``, having set ``inside``."""
+    real, inside, go = getattr(owner, name), threading.Event(), threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        if not inside.is_set():
+            inside.set()
+            assert go.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, held)
+    return inside, go
 
 
 def test_a_synchronous_call_let_in_as_the_gateway_closes_is_waited_for_and_logged(
@@ -79,3 +103,96 @@ def test_a_synchronous_call_let_in_as_the_gateway_closes_is_waited_for_and_logge
     assert db_rows(tmp_path / "data", "SELECT status FROM requests") == [("ok",)]
     with pytest.raises(StoreError, match="the gateway is closed"):
         gateway.complete(user("Hello again"), model="good")
+
+
+def test_a_read_under_way_as_the_gateway_closes_is_waited_for_and_the_next_refused(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``stats`` reads the log in two steps; the gateway closes between them. Closing did not
+    wait for it, and its second step met a closed log. Now closing waits for the read, which
+    answers; the reports, the stats and the learning status asked once closing has begun are
+    refused with the closed error a chat request gets, and read nothing."""
+    gateway = _gateway(gw_fake, tmp_path)
+    gateway.route("What is the capital of France?")
+    assert gateway.store is not None
+    inside, go = _held(gateway.store, "request_stats", monkeypatch)
+    reader, got = _on_a_thread(gateway.stats)
+    assert inside.wait(10)
+    closer, closed = closing_in_background(gateway)
+    for read in (gateway.stats, gateway.cost_report, gateway.budget_status,
+                 gateway.learning_status, gateway.experiment_reports, gateway.get_sla_report):
+        with pytest.raises(StoreError, match="the gateway is closed"):
+            read()
+    time.sleep(0.2)
+    assert not closed.is_set()  # closing waits for the read under way
+    go.set()
+    reader.join(10)
+    closer.join(30)
+    assert not reader.is_alive() and closed.is_set()
+    [stats] = got
+    assert isinstance(stats, dict), repr(stats)
+    assert stats["total"] == 1
+
+
+def _keys_config(fake: FakeProviderProcess, root: Path) -> Path:
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(fake) + f"auth: keys\nadmin_token_env: {ADMIN_ENV}\n"
+                      "tenants: {acme: {}}\n", encoding="utf-8")
+    return config
+
+
+def _said(answer: httpx.Response) -> tuple[str, str]:
+    """An error answer's code and message (chat's carries OpenAI's type too)."""
+    error = answer.json()["error"]
+    return error["code"], error["message"]
+
+
+def test_over_http_a_read_under_way_as_the_gateway_closes_is_waited_for_and_the_rest_refused(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real server with client keys: ``GET /v1/router/requests`` is under way as the
+    gateway closes. Closing waits for it, and it answers 200. Once closing has begun, the
+    reads (the request log, the keys, the stats, the budgets, a report, the learning status),
+    a key's check and a chat request are each refused as chat is, a 503
+    ``storage_unavailable``: nothing reads the log or the key store being closed (the key
+    store was opened again, on data_dir let go, by a read after closing)."""
+    settings = load_settings(_keys_config(gw_fake, tmp_path),
+                             environ={ADMIN_ENV: ADMIN["Authorization"].split()[1]})
+    app = create_app(settings, loader=FACTORY, provider_env=KEYS)
+    with thread_server(app) as server:
+        base, gateway = server.base, server.service.gateway
+        made = httpx.post(f"{base}/v1/router/keys", json={"tenant": "acme"}, headers=ADMIN,
+                          timeout=10)
+        assert made.status_code == 201, made.text
+        key = {"Authorization": f"Bearer {made.json()['key']}"}
+        answered = httpx.post(f"{base}/v1/chat/completions", headers=key, timeout=15,
+                              json={"model": "good", "messages": user("Hello")})
+        assert answered.status_code == 200, answered.text
+        assert gateway.store is not None
+        inside, go = _held(gateway.store, "requests", monkeypatch)
+        reader, got = _on_a_thread(lambda: httpx.get(f"{base}/v1/router/requests",
+                                                     headers=ADMIN, timeout=30))
+        assert inside.wait(10)
+        closer, closed = closing_in_background(gateway)
+        chat = httpx.post(f"{base}/v1/chat/completions", headers=key, timeout=15,
+                          json={"model": "good", "messages": user("Hello again")})
+        assert chat.status_code == 503, chat.text
+        refusal = _said(chat)
+        reads = ["/v1/router/requests", "/v1/router/keys", "/v1/router/stats",
+                 "/v1/router/budgets", "/v1/router/report/cost", "/v1/router/status",
+                 "/v1/router/experiments"]
+        for path in reads:
+            r = httpx.get(f"{base}{path}", headers=ADMIN, timeout=15)
+            assert (r.status_code, _said(r)) == (503, refusal), (path, r.text)
+        checked = httpx.get(f"{base}/v1/models", headers=key, timeout=15)
+        assert (checked.status_code, _said(checked)) == (503, refusal), checked.text
+        time.sleep(0.2)
+        assert not closed.is_set()  # closing waits for the read under way
+        go.set()
+        reader.join(30)
+        closer.join(30)
+        assert not reader.is_alive() and closed.is_set()
+        [page] = got
+        assert isinstance(page, httpx.Response) and page.status_code == 200, page
+        assert [e["status"] for e in page.json()["data"]] == ["ok"]
+        after = httpx.get(f"{base}/v1/router/keys", headers=ADMIN, timeout=15)
+        assert after.status_code == 503, after.text
+        assert gateway.governor.keys._conn is None  # (not opened again)

@@ -9,13 +9,17 @@ out once it has ended (its log entry queued, what it taught kept), and closing w
 
 So a request that passed its open check as the gateway closed either ends before the state it
 uses is closed, its rows written and its outcome learned, or, coming once closing has begun, is
-refused with the closed error before it does anything. A synchronous call is counted in on
-its caller's thread, before the gateway's own loop takes it up (its task carries the mark). A
-part of a request already inside (a comparison's calls, a route an HTTP request makes, a
-synchronous call's request on the gateway's loop) is counted too but never refused, so closing
-never refuses part of a request it let in, and waits for a part that outlasts it. Closing waits
-at most a bound (a request's own deadline); what is still inside then is named in the log, and
-meets the closed state's own clear errors.
+refused with the closed error before it does anything. A request is whatever reaches that
+state: a route, a chat request, feedback, a comparison, an experiment's change, and a read (a
+report, the stats, the learning status, an experiment's report, the budgets), each counted by
+the gateway's method; over HTTP, each route that reaches it, from its key check to its answer
+(the server's routes count themselves in); a synchronous call, on its caller's thread before
+the gateway's own loop takes it up (its task carries the mark). A part of a request already
+inside (a comparison's calls, the route an HTTP request makes, the rest of a stream its route
+returned) is counted too but never refused, so closing never refuses part of a request it let
+in, and waits for a part that outlasts it. Closing waits at most a bound (a request's own
+deadline); what is still inside then is named in the log, and meets the closed state's own
+clear errors.
 """
 
 from __future__ import annotations

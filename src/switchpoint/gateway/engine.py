@@ -192,7 +192,7 @@ def _request(method: F) -> F:
     :mod:`switchpoint.gateway.admission`): refused once closing has begun, waited for by it."""
     @functools.wraps(method)
     async def inside(self: Gateway, *args: Any, **kwargs: Any) -> Any:
-        with self._admitted():
+        with self.admitted():
             return await method(self, *args, **kwargs)
 
     return cast(F, inside)
@@ -202,7 +202,7 @@ def _sync_request(method: F) -> F:
     """:func:`_request` for a method that runs on its caller's thread."""
     @functools.wraps(method)
     def inside(self: Gateway, *args: Any, **kwargs: Any) -> Any:
-        with self._admitted():
+        with self.admitted():
             return method(self, *args, **kwargs)
 
     return cast(F, inside)
@@ -409,11 +409,12 @@ class Gateway:
         connections, the pins and the log. A request that comes once closing has begun is
         refused (the closed error); one already under way is waited for, up to its deadline
         (``gateway.max_total_s``), so its log entry is written and what it taught is kept
-        before the state closes. A synchronous call another thread makes is waited for as any
-        request (counted in on its thread as it passes its open check, before the gateway's
-        own loop takes it up); one still under way past that bound is given
-        :data:`LOOP_DRAIN_S`, then cancelled (see :meth:`close`). In a child of
-        ``os.fork()`` it does nothing: what it would close is the parent's."""
+        before the state closes; a read (a report, the stats, the learning status) is waited
+        for so too. A synchronous call another thread makes is waited for as any request
+        (counted in on its thread as it passes its open check, before the gateway's own loop
+        takes it up); one still under way past that bound is given :data:`LOOP_DRAIN_S`, then
+        cancelled (see :meth:`close`). In a child of ``os.fork()`` it does nothing: what it
+        would close is the parent's."""
         if in_other_process(self._pid):
             return
         self._admission.shut()
@@ -501,7 +502,7 @@ class Gateway:
     def _check_open(self) -> None:
         """Refuse work once :meth:`close` has run: its log, pins and learning state are shut,
         so nothing it did could be kept; and in a child of ``os.fork()``. (A request refused
-        as closing begins is refused by :meth:`_admitted`.)"""
+        as closing begins is refused by :meth:`admitted`.)"""
         check_process(self._pid, "this Gateway")
         if self._closed:
             raise self._closed_error()
@@ -513,10 +514,13 @@ class Gateway:
         check_process(self._pid, "this Gateway")
         return self._admission.enter(self._closed_error)
 
-    def _admitted(self) -> AbstractContextManager[None]:
-        """One request inside the gateway (see :mod:`switchpoint.gateway.admission`):
-        refused, as :meth:`_check_open` refuses, once closing has begun; closing waits for it
-        to end."""
+    def admitted(self) -> AbstractContextManager[None]:
+        """The block as one request inside the gateway (see
+        :mod:`switchpoint.gateway.admission`): refused with the closed error, as
+        :meth:`_check_open` refuses, once closing has begun; closing waits for it to end. Its
+        calls to the gateway are parts of it, let in while it is inside. The gateway's own
+        methods count themselves in; a caller that reaches its state another way (the
+        server's routes: the key check, the keys, the request log) counts itself in so."""
         check_process(self._pid, "this Gateway")
         return self._admission.admitted(self._closed_error)
 
@@ -1756,6 +1760,7 @@ class Gateway:
         """:meth:`ascore` from synchronous code."""
         return self._run(self.ascore(compare_id, scores, **kwargs))
 
+    @_sync_request
     def learning_status(self, tenants: Sequence[str] | None = None, *,
                         caller: Principal | None = None) -> dict[str, Any]:
         """What each tenant has taught: its memory (examples, per-model coverage, still cold
@@ -1852,6 +1857,7 @@ class Gateway:
             memory["progress"] = round(min(1.0, memory["examples"] / memory["warm_at"]), 4)
         return memory
 
+    @_sync_request
     def experiment_report(self, name: str) -> dict[str, Any]:
         """How each arm of experiment ``name`` does: decisions, scored decisions, mean quality
         with its 95% interval, mean cost, and the winner once the evidence is there. Of an
@@ -1859,6 +1865,7 @@ class Gateway:
         check_process(self._pid, "this Gateway")
         return self.learning.report_experiment(self.settings, name, self.ab_tests.ended)
 
+    @_sync_request
     def experiment_reports(self) -> list[dict[str, Any]]:
         """Every experiment's report: the config's, those created at run time and running
         (in the order requests join them), then those ended that the store keeps."""
@@ -2021,37 +2028,44 @@ class Gateway:
                        cost_scale=(live.router.cost_scale if live is not None else None),
                        gone=self.store.gone if self.store is not None else None)
 
+    @_sync_request
     def cost_report(self, period: str = "day", **kwargs: Any) -> dict[str, Any]:
         """Requests and cost of the last day / week / month by model, tenant and key, with the
         savings against the strongest model (see :meth:`Reports.cost_report`)."""
         return self.reports.cost_report(period, **kwargs)
 
+    @_sync_request
     def savings_estimate(self, comparison_model: str | None = None,
                          period: str = "month", **kwargs: Any) -> dict[str, Any]:
         """What the logged requests would have cost on ``comparison_model``."""
         return self.reports.savings_estimate(comparison_model, period, **kwargs)
 
+    @_sync_request
     def forecast_cost(self, requests_per_hour: float, avg_input_tokens: float,
                       avg_output_tokens: float, **kwargs: Any) -> dict[str, Any]:
         """Projected spend of a traffic assumption over the logged routing mix."""
         return self.reports.forecast_cost(requests_per_hour, avg_input_tokens,
                                           avg_output_tokens, **kwargs)
 
+    @_sync_request
     def get_cost_optimizations(self, estimate_tokens: Sequence[int] | None = None,
                                **kwargs: Any) -> list[dict[str, Any]]:
         """Suggestions from re-routing the logged traffic offline at other λ and pools."""
         return self.reports.get_cost_optimizations(estimate_tokens, **kwargs)
 
+    @_sync_request
     def get_sla_report(self, since_hours: float = 1.0, **kwargs: Any) -> dict[str, Any]:
         """SLA compliance of the last ``since_hours`` of requests."""
         return self.reports.get_sla_report(since_hours, **kwargs)
 
+    @_sync_request
     def check_budget_alert(self, tenant: str | None = None, *, limit: int | None = None,
                            cursor: str | None = None) -> dict[str, Any]:
         """ok / warning / critical, the hour's spend and its projection, every budget (or a
         page of them: ``limit`` after ``cursor``, with the ``next_cursor``)."""
         return self.reports.check_budget_alert(tenant, limit=limit, cursor=cursor)
 
+    @_sync_request
     def stats(self, tenant: str | None = None) -> dict[str, Any]:
         """Decisions by model, policy and cluster (``total``, ``by_model``, ...) and under
         ``requests`` the requests' counts, tokens and cost, from the logs; ``tenant``: that
@@ -2068,6 +2082,7 @@ class Gateway:
         return {**counts, "weights_id": weights_id, "policy": live.policy if live else None,
                 "tenant": tenant, "requests": requests}
 
+    @_sync_request
     def get_analytics(self, tenant: str | None = None) -> dict[str, Any]:
         """Routing at a glance, from the figures :meth:`stats`, :meth:`learning_status` and
         :meth:`savings_estimate` give (over every tenant, or ``tenant``'s alone):
@@ -2111,10 +2126,12 @@ class Gateway:
                              "(store=False); make it with a store to read them")
         return self.store
 
+    @_sync_request
     def budget_status(self) -> list[dict[str, Any]]:
         """Every configured budget: limit, spent, held by requests in flight, resets."""
         return self.governor.budget_status(self.settings)[0]
 
+    @_sync_request
     def tenant_status(self) -> dict[str, Any]:
         """``GET /v1/router/tenants``'s answer: each configured tenant's settings and its own
         budgets' state (``budget_status``), as ``data``."""
@@ -2123,6 +2140,7 @@ class Gateway:
         return {"data": {name: {**t.model_dump(), "budget_status": budgets[name]}
                          for name, t in settings.tenants.items()}}
 
+    @_sync_request
     def budget_page(self, limit: int, cursor: str | None = None) -> dict[str, Any]:
         """A page of :meth:`budget_status`: ``limit`` budgets after ``cursor`` (the
         ``next_cursor`` of the page before; None: the first), as ``data``, and the next
@@ -2265,7 +2283,7 @@ class Gateway:
             try:
                 if self._closed or in_other_process(self._pid):  # (the loop is the parent's)
                     self._check_open()
-                inside.enter_context(self._admitted())
+                inside.enter_context(self.admitted())
             except BaseException:
                 coro.close()
                 raise

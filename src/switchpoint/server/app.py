@@ -116,7 +116,8 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    routers = (route.router, chat.router, admin.router, governance.router, learning.router)
+    routers = (route.router, chat.router, admin.service, admin.router, governance.router,
+               learning.router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(HeadMiddleware)  # innermost: HEAD is routed as GET, answered bodiless

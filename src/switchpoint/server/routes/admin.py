@@ -30,7 +30,7 @@ from switchpoint.governance.governor import Principal
 from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.server.auth import ADMIN, CLIENT, is_admin
 from switchpoint.server.bodies import no_body
-from switchpoint.server.context import Service, get_service
+from switchpoint.server.context import GatewayRoute, Service, get_service
 from switchpoint.server.queries import ANY_QUERY, WHOLE, QueryCheckedRoute
 from switchpoint.server.schemas import (
     CHAT_ERROR_RESPONSES,
@@ -50,10 +50,13 @@ from switchpoint.store.retention import disk_usage
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
 log = logging.getLogger("switchpoint.server")
-router = APIRouter(route_class=QueryCheckedRoute)
+# /health and /metrics read only what stays in memory and on disk, and answer while the
+# gateway closes; the rest reach its state (see GatewayRoute).
+service = APIRouter(route_class=QueryCheckedRoute)
+router = APIRouter(route_class=GatewayRoute)
 
 
-@router.get("/health", response_model=HealthResponse, tags=["service"],
+@service.get("/health", response_model=HealthResponse, tags=["service"],
             responses={503: {"model": HealthResponse, "description": "Not ready yet."}},
             summary="Readiness: 200 when the router is loaded, 503 before")
 async def health(request: Request) -> JSONResponse:
@@ -128,7 +131,7 @@ def _model_objects(live: Live, allowed: frozenset[str] | None = None) -> list[di
     return data
 
 
-@router.get("/metrics", dependencies=ADMIN, response_class=PlainTextResponse, tags=["service"],
+@service.get("/metrics", dependencies=ADMIN, response_class=PlainTextResponse, tags=["service"],
             summary="Prometheus metrics (text exposition format)")
 async def metrics(request: Request) -> PlainTextResponse:
     service = get_service(request)
@@ -181,14 +184,16 @@ async def reload_service(service: Service) -> dict[str, Any]:
     """Re-read ``service``'s config file and weights and swap them in (``POST
     /v1/router/reload``, and ``SIGHUP`` to ``switchpoint serve``): the answer, with the live
     keys the new config affects (also logged). A bad config or bad weights raise
-    :class:`ConfigError` and leave the old router serving."""
-    state = service.state
-    state.live()
-    old, new, ms = await run_in_threadpool(_guarded, state.reload)
-    keys = service.gateway.governor.keys
-    losses = key_losses(await run_in_threadpool(keys.list, include_revoked=False),
-                        old.settings.tenants, new.settings.tenants,
-                        old.router.catalog.names, new.router.catalog.names, keys.now())
+    :class:`ConfigError` and leave the old router serving. One request inside the gateway
+    (a ``SIGHUP`` as it closes is refused with the closed error, as the route is)."""
+    with service.gateway.admitted():
+        state = service.state
+        state.live()
+        old, new, ms = await run_in_threadpool(_guarded, state.reload)
+        keys = service.gateway.governor.keys
+        losses = key_losses(await run_in_threadpool(keys.list, include_revoked=False),
+                            old.settings.tenants, new.settings.tenants,
+                            old.router.catalog.names, new.router.catalog.names, keys.now())
     note = losses_note(losses)
     if note is not None:
         log.warning("config reloaded: %s", note)

@@ -26,13 +26,13 @@ from switchpoint.gateway.planning import ChatCall
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
 from switchpoint.governance.governor import Principal
 from switchpoint.server.auth import CLIENT
-from switchpoint.server.context import get_service
+from switchpoint.server.context import GatewayRoute, get_service
 from switchpoint.server.errors import answer_for, log_store_failure
-from switchpoint.server.queries import ANY_QUERY, QueryCheckedRoute, once
+from switchpoint.server.queries import ANY_QUERY, once
 from switchpoint.server.schemas import CHAT_ERROR_RESPONSES, inlined
 from switchpoint.server.streaming import SSEResponse, sse_body
 
-router = APIRouter(route_class=QueryCheckedRoute)
+router = APIRouter(route_class=GatewayRoute)
 
 SESSION_HEADER = "x-session-id"
 COST_WEIGHT_HEADER = "x-switchpoint-cost-weight"

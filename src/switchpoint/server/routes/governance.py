@@ -26,8 +26,8 @@ from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOUR
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
 from switchpoint.server.bodies import no_body, parse_body
-from switchpoint.server.context import get_service
-from switchpoint.server.queries import NUMBER, WHOLE, QueryCheckedRoute
+from switchpoint.server.context import GatewayRoute, get_service
+from switchpoint.server.queries import NUMBER, WHOLE
 from switchpoint.server.schemas import (
     ERROR_RESPONSES,
     BudgetAlert,
@@ -48,8 +48,7 @@ from switchpoint.server.schemas import (
 )
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
-router = APIRouter(tags=["admin"], dependencies=ADMIN,
-                   route_class=QueryCheckedRoute)
+router = APIRouter(tags=["admin"], dependencies=ADMIN, route_class=GatewayRoute)
 
 _JSON: dict[int | str, dict[str, Any]] = {
     200: {"description": "JSON answer.", "content": {"application/json": {}}},

@@ -35,8 +35,7 @@ from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.server.auth import ADMIN, caller_key, is_admin
 from switchpoint.server.bodies import no_body, parse_body
-from switchpoint.server.context import get_service
-from switchpoint.server.queries import QueryCheckedRoute
+from switchpoint.server.context import GatewayRoute, get_service
 from switchpoint.server.schemas import (
     ChatErrorResponse,
     CompareResponse,
@@ -50,7 +49,7 @@ from switchpoint.server.schemas import (
     TenantQuery,
 )
 
-router = APIRouter(route_class=QueryCheckedRoute)
+router = APIRouter(route_class=GatewayRoute)
 
 _WHY = {400: "Malformed or invalid request (the param names the field).",
         401: "A client key (auth: keys) or the admin token is missing or wrong.",
