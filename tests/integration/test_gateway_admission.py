@@ -196,3 +196,36 @@ def test_over_http_a_read_under_way_as_the_gateway_closes_is_waited_for_and_the_
         after = httpx.get(f"{base}/v1/router/keys", headers=ADMIN, timeout=15)
         assert after.status_code == 503, after.text
         assert gateway.governor.keys._conn is None  # (not opened again)
+
+
+def test_threads_making_their_first_synchronous_calls_at_once_share_one_loop(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight threads make the gateway's first synchronous calls at the same moment: they share
+    one loop on one thread (each made its own, and all but the last were left running, never
+    closed), and every call is answered."""
+    from switchpoint.gateway import engine
+
+    made: list[Any] = []
+
+    class Slow(engine._LoopThread):  # (widens the moment between looking and making)
+        def __init__(self) -> None:
+            time.sleep(0.1)
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(engine, "_LoopThread", Slow)
+    gateway = _gateway(gw_fake, tmp_path)
+    start = threading.Barrier(8)
+
+    def first_call() -> object:
+        start.wait(10)
+        return gateway.route("What is the capital of France?")
+
+    calls = [_on_a_thread(first_call) for _ in range(8)]
+    for thread, _ in calls:
+        thread.join(30)
+    answers = [got for _, got in calls]
+    gateway.close()
+    assert all(len(got) == 1 and not isinstance(got[0], Exception) for got in answers), answers
+    assert len(made) == 1
+    assert not made[0].thread.is_alive()  # (closing stopped the one made)

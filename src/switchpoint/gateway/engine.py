@@ -295,6 +295,8 @@ class Gateway:
         # reaches the gateway there since is ended as it arrives.
         self._stopping: dict[asyncio.AbstractEventLoop, str] = {}
         self._sync: _LoopThread | None = None
+        # Held to make the synchronous methods' loop: two threads' first calls make one.
+        self._sync_lock = threading.Lock()
         # The requests inside it: closing refuses new ones and waits for these to end.
         self._admission = Admission()
         # (Looked up through a weak reference: the governor's flush thread must not keep a
@@ -2287,9 +2289,14 @@ class Gateway:
             except BaseException:
                 coro.close()
                 raise
+            return self._sync_loop().run(coro)
+
+    def _sync_loop(self) -> _LoopThread:
+        """The synchronous methods' loop, made by the first call that needs it."""
+        with self._sync_lock:
             if self._sync is None:
                 self._sync = _LoopThread()
-            return self._sync.run(coro)
+            return self._sync
 
 
 class SyncChatStream:
