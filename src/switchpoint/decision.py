@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._args import INTEGER, expect
-from switchpoint._messages import json_quoted, quoted
+from switchpoint._messages import cut, json_quoted, quoted
 from switchpoint._numbers import real_number
 from switchpoint.errors import InvalidInputError
 
@@ -47,18 +47,22 @@ def _shown(value: object, x: float) -> str:
     return json_quoted(value if isinstance(value, int | float) else x)
 
 
-def check_cost_weight(value: object, field: str = "cost_weight") -> float:
+def check_cost_weight(value: object, field: str = "cost_weight", *,
+                      written: str | None = None) -> float:
+    """``value`` as a λ (a float from 0 to :data:`MAX_COST_WEIGHT`), else an
+    :class:`~switchpoint.errors.InvalidInputError` naming ``field`` that quotes the value as
+    sent: ``written``, the number as its text gave it (a header's ``-1``, ``1e5``), when it
+    was read from text."""
     x = real_number(value)
     if x is None:
         raise InvalidInputError(field, f"must be a number >= 0, got {json_quoted(value)}")
     if math.isnan(x):
         raise InvalidInputError(field, "is NaN; use a number >= 0 (0 = quality first)")
+    shown = _shown(value, x) if written is None else cut(written.strip(), 60)
     if x < 0:
-        raise InvalidInputError(field, f"is {_shown(value, x)}; it must be >= 0 "
-                                       "(0 = quality first)")
+        raise InvalidInputError(field, f"is {shown}; it must be >= 0 (0 = quality first)")
     if x > MAX_COST_WEIGHT:
-        raise InvalidInputError(field, f"is {_shown(value, x)}; it must be at most "
-                                       f"{MAX_COST_WEIGHT:g}")
+        raise InvalidInputError(field, f"is {shown}; it must be at most {MAX_COST_WEIGHT:g}")
     return x
 
 

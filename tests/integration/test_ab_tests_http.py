@@ -91,6 +91,21 @@ def test_an_experiment_created_over_http_is_routed_promoted_ended_and_kept_acros
         assert headers["x-switchpoint-experiment"] == "cheap-first"
 
 
+def test_a_split_out_of_range_is_quoted_as_sent(fake: FakeProviderProcess,
+                                                tmp_path: Path) -> None:
+    """An integer is quoted as the integer sent (1), as the library quotes it, not as the float
+    it reads as (1.0)."""
+    with learning_server(fake, tmp_path, CONFIG) as server:
+        for sent, says in ((b"1", "got 1:"), (b"0", "got 0:"), (b"-2", "got -2:"),
+                           (b"1.0", "got 1.0:")):
+            r = httpx.post(f"{server.base}{PATH}", content=b'{"name": "x", "split": ' + sent
+                           + b"}", headers={"content-type": "application/json"}, timeout=30)
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert error["param"] == "split" and says in error["message"], error
+        assert [e["experiment"] for e in get(server, PATH).json()["data"]] == ["thrift"]
+
+
 @pytest.mark.parametrize(("body", "status", "param"), [
     ({"name": "x", "split": 0}, 400, "split"),
     ({"name": "x", "split": 1.5}, 400, "split"),

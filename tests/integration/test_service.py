@@ -285,6 +285,18 @@ def test_negative_cost_weight(server: ThreadServer) -> None:
                                     "cost_weight")
 
 
+@pytest.mark.parametrize(("sent", "says"), [
+    (b"-1", "is -1; it must be >= 0"), (b"-0.5", "is -0.5; it must be >= 0"),
+    (b"20000", "is 20000; it must be at most 10000"),
+    (b"2.5e4", "is 25000.0; it must be at most 10000"),
+])
+def test_a_cost_weight_out_of_range_is_quoted_as_sent(server: ThreadServer, sent: bytes,
+                                                      says: str) -> None:
+    """An integer is quoted as the integer sent (-1), not as the float it reads as (-1.0)."""
+    body = b'{"prompt": "hi", "cost_weight": ' + sent + b"}"
+    assert assert_invalid(post(server, body), "cost_weight").startswith(f"cost_weight: {says}")
+
+
 def test_non_numeric_cost_weight(server: ThreadServer) -> None:
     assert "number" in assert_invalid(post(server, {"prompt": "hi", "cost_weight": "cheap"}),
                                       "cost_weight")

@@ -11,7 +11,14 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.decision import MAX_COST_WEIGHT
@@ -20,7 +27,23 @@ from switchpoint.gateway.parsing import MAX_MODELS
 from switchpoint.governance.settings import SLASettings, TenantSettings
 from switchpoint.learning.config import MAX_NAME
 
+
+def _as_sent(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A number checked as a float is, then kept as the caller sent it: an integer stays one,
+    so a range checked past the body (a λ, a split) quotes what was sent (``-1``, not
+    ``-1.0``)."""
+    number = handler(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else number
+
+
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: A JSON number whose range is checked past the body (by the rule it shares with the library),
+#: kept as sent: an integer stays one (never true or a string). A range the body's model
+#: states itself (``ge``, ``le``) quotes the value as sent anyway.
+Number = Annotated[float, Field(strict=True), WrapValidator(_as_sent)]
+#: :data:`Number`, never NaN nor infinite.
+FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False),
+                         WrapValidator(_as_sent)]
 #: The ``?tenant=`` of the routes that take one: a tenant's name (never empty), or all of them.
 TenantQuery = Annotated[str | None, Query(min_length=1, max_length=64,
                                           description="A configured tenant's name.")]
@@ -51,7 +74,7 @@ class RouteRequest(BaseModel):
         description="Restrict candidates to this subset (at most 64 names, as a chat request's "
                     "models). If omitted, all registered models.")
     # The range is documented here and checked where every λ is, by the decision rule.
-    cost_weight: Annotated[float, Field(strict=True)] | None = Field(
+    cost_weight: Number | None = Field(
         None, description="Override λ for this call. 0.0 = quality-first; 1.0+ = cheap-first.",
         json_schema_extra={"minimum": 0, "maximum": MAX_COST_WEIGHT})
     # The options below mean what the in-process gateway's route() options mean; their ranges

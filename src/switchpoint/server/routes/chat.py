@@ -139,7 +139,7 @@ def _cost_weight(raw: str | None) -> float | None:
                                      f"1e3, got {shown}")
     # Checked here, before planning, so a pinned session (which skips the router) is refused
     # the same bad value as any other request.
-    return check_cost_weight(value, COST_WEIGHT_HEADER)
+    return check_cost_weight(value, COST_WEIGHT_HEADER, written=raw)
 
 
 async def _unless_disconnected(request: Request,

@@ -44,6 +44,7 @@ from switchpoint.server.schemas import (
     ExperimentReport,
     FeedbackResponse,
     FiniteFloat,
+    FiniteNumber,
     ScoreResponse,
     StatusResponse,
     TenantQuery,
@@ -159,9 +160,9 @@ class ExperimentCreate(BaseModel):
         "(λ 0) or an object of policy, cost_weight and models."))
     strategy_b: Strategy | None = Field(None, description=(
         "Arm b, as strategy_a (default \"quality_first\")."))
-    split: FiniteFloat | None = Field(None, description="B's share of the traffic, between 0 "
-                                                        "and 1, neither included (default "
-                                                        "0.5).")
+    split: FiniteNumber | None = Field(None, description="B's share of the traffic, between "
+                                                         "0 and 1, neither included "
+                                                         "(default 0.5).")
     arms: dict[StrictStr, dict[StrictStr, Any]] | None = Field(None, description=(
         "Instead of the three above: arms as the config gives them, name: {weight, policy, "
         "cost_weight, models}."))
