@@ -105,19 +105,41 @@ def _shown(value: object) -> str:
     return quoted(value)
 
 
+#: What ends the text of a string :func:`json_quoted` cut short, inside its closing quote.
+CUT_MARK = "…"
+
+
 def json_quoted(value: object, limit: int = 60) -> str:
     """``value`` as JSON writes it (``true``, ``"text"``, ``{"a": 1}``; not Python's ``True``,
-    ``'text'``), cut short (see :func:`cut`), any character a terminal would not show as itself
-    written as ``\\uXXXX`` (:func:`printable`): how an error quotes a value a request sent. A
-    long string is cut before it is written; a value JSON cannot write (its ``str`` raises, it
-    holds itself) is shown as :func:`quoted` shows it."""
+    ``'text'``), at most ``limit`` characters, any character a terminal would not show as
+    itself written as ``\\uXXXX`` (:func:`printable`): how an error quotes a value a request
+    sent. A string too long still reads as one: its text is cut, marked so (``"aaa…"``), and
+    the quotes close it, never an escape cut in two; another value is cut as :func:`cut` cuts
+    it. A value JSON cannot write (its ``str`` raises, it holds itself) is shown as
+    :func:`quoted` shows it."""
     if isinstance(value, str):
-        value = str.__getitem__(value, slice(0, limit + 1))
+        return _quoted_text(str.__getitem__(value, slice(0, limit + 1)), limit)
     try:
         text = json.dumps(value, default=str, ensure_ascii=False)
     except Exception:  # (anything a caller's __str__ raises, a cycle, too many digits)
         return quoted(value, limit)
     return cut(printable(text), limit)
+
+
+def _quoted_text(text: str, limit: int) -> str:
+    """The string ``text`` as :func:`json_quoted` writes it."""
+    whole = printable(json.dumps(text, ensure_ascii=False))
+    if len(whole) <= limit:
+        return whole
+    room = max(limit - 2 - len(CUT_MARK), 0)  # (the quotes and the mark)
+    kept: list[str] = []
+    for char in text:
+        written = printable(json.dumps(char, ensure_ascii=False)[1:-1])
+        if len(written) > room:
+            break
+        kept.append(written)
+        room -= len(written)
+    return '"' + "".join(kept) + CUT_MARK + '"'
 
 
 # One value in pydantic's list of a field's choices: a string's repr, or a word (3, True, or).

@@ -123,16 +123,16 @@ def test_an_integer_of_thousands_of_digits_is_told_alike_on_every_route(
 
 def test_a_long_experiment_name_is_shortened_as_a_policy_name_is(attacked: Attacked) -> None:
     """The 404 cut the name at 100 characters without saying it was cut; a policy swap's 400
-    ends a shortened name with "..."."""
+    ends a shortened name with "…", inside its closing quote."""
     long = "e" * 150
     r = httpx.get(f"{attacked.base}/v1/router/experiments/{long}", headers=attacked.admin,
                   timeout=10)
     assert r.status_code == 404, r.text
     message = r.json()["error"]["message"]
-    assert f'"{"e" * 96}... is configured' in message, message
+    assert f'"{"e" * 97}…" is configured' in message, message
     r = httpx.post(f"{attacked.base}/v1/router/policy/{'p' * 150}", headers=attacked.admin,
                    timeout=10)
-    assert r.status_code == 400 and "p" * 76 + "..." in r.json()["error"]["message"], r.text
+    assert r.status_code == 400 and "p" * 77 + '…"' in r.json()["error"]["message"], r.text
 
 
 def test_a_name_a_request_sent_is_quoted_as_json_writes_it(attacked: Attacked) -> None:

@@ -219,7 +219,7 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
      '"fe80::1%eth0" has a zone'),
     ("server: {trusted_proxies: [10.0.0.0/33]}\n", 'server.trusted_proxies[0]: "10.0.0.0/33" '
      "is not an IP address or a network"),
-    ("server: {trusted_proxies: ['" + "a" * 5000 + "']}\n", '"' + "a" * 56 + "... is not an "),
+    ("server: {trusted_proxies: ['" + "a" * 5000 + "']}\n", '"' + "a" * 57 + '…" is not an '),
     ("server: {trusted_proxies: 10.0.0.1}\n", "server.trusted_proxies: must be a list"),
     ("server: {trusted_proxies: [" + ", ".join(["10.0.0.1"] * 101) + "]}\n",
      "server.trusted_proxies: "),
@@ -248,7 +248,7 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("cors: {allow_origins: [\"https://app.example\\n\"]}\n",
      'cors.allow_origins: "https://app.example\\n" is not an origin'),
     ("cors: {allow_origins: ['https://" + "a" * 5000 + "/']}\n",
-     'cors.allow_origins: "https://' + "a" * 48 + "... is not an origin"),
+     'cors.allow_origins: "https://' + "a" * 49 + '…" is not an origin'),
     ("- just\n- a list\n", "config: "),
     ("models: [\n", "config: "),
 ])

@@ -168,7 +168,7 @@ def test_an_unreadable_judge_is_reported_quoting_each_reply_once() -> None:
     with pytest.raises(JudgeReplyError) as info:
         parse_judge_reply("It's \x1b[2J" + "x" * 500)
     assert info.value.reason.startswith('"It\'s \\u001b[2Jxxx')
-    assert info.value.reason[114:].startswith("xxx... is neither")  # cut at 120 characters
+    assert info.value.reason[114:].startswith('xxxx…" is neither')  # cut at 120 characters
 
 
 # Reference answers ---------------------------------------------------------------------------

@@ -3,6 +3,8 @@ caller's own exception."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from switchpoint._messages import json_quoted
@@ -15,7 +17,7 @@ class _Unprintable:
 
 @pytest.mark.parametrize(("value", "shown"), [
     ("it's", '"it\'s"'), (True, "true"), (None, "null"), ({"a": [1, 2]}, '{"a": [1, 2]}'),
-    ("\x1b[2J", '"\\u001b[2J"'), ("x" * 1_000_000, '"' + "x" * 56 + "..."),
+    ("\x1b[2J", '"\\u001b[2J"'), ("x" * 1_000_000, '"' + "x" * 57 + '…"'),
 ])
 def test_a_value_is_quoted_as_json_writes_it(value: object, shown: str) -> None:
     assert json_quoted(value) == shown
@@ -27,3 +29,20 @@ def test_a_value_json_cannot_write_is_shown_as_python_shows_it() -> None:
     assert json_quoted(cycle) == "[[...]]"
     assert json_quoted(_Unprintable()).startswith("<")
     assert json_quoted(10 ** 5000).startswith("a number of more than")
+
+
+@pytest.mark.parametrize("text", ["x" * 61, "\x1b" * 100, 'a"' * 100, "é" * 100,
+                                  "ab\\" * 50, "x" * 59 + "\x1b"])
+def test_a_long_string_is_cut_within_its_quotes_never_in_an_escape(text: str) -> None:
+    """A string cut short still reads as one: its quotes close it, the cut is marked inside
+    them, the bound holds, and what is kept is the string's start, each character written
+    whole (never half of \\u001b or \\")."""
+    shown = json_quoted(text)
+    assert len(shown) <= 60 and shown.startswith('"') and shown.endswith('…"'), shown
+    kept = json.loads(shown)
+    assert kept.endswith("…") and text.startswith(kept[:-1]) and len(kept) > 1, shown
+
+
+def test_a_string_that_fits_is_not_cut() -> None:
+    assert json_quoted("x" * 58) == '"' + "x" * 58 + '"'
+    assert json_quoted("x" * 80, 100) == '"' + "x" * 80 + '"'

@@ -73,7 +73,7 @@ def test_an_option_refuses_a_value_quoting_it_as_json_writes_it_with_what_it_tak
                                      "number, such as 2.5 or 1e3"),
         (_options.days_option, "0", '"0" is out of range: give a number of days > 0'),
         (_options.port_option, "70000", '"70000" is not a port number (0-65535)'),
-        (_options.port_option, "x" * 5000, '"' + "x" * 56 + "... is not a port number"),
+        (_options.port_option, "x" * 5000, '"' + "x" * 57 + '…" is not a port number'),
     ]
     for option, text, message in cases:
         with pytest.raises(argparse.ArgumentTypeError) as info:
