@@ -43,6 +43,19 @@ def run(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]) -> tuple
     return code, out, err
 
 
+def test_keys_create_takes_a_budget_of_0_as_the_config_and_http_do(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """0 blocks all spend (one rule for the config's budgets and keys'), so it is made."""
+    config.write_text(CONFIG.replace("budgets: [1/day]", "budgets: [0/day]"), encoding="utf-8")
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "0/day",
+                          "--config", config, "--json"], capsys)
+    assert code == 0, err
+    issued = json.loads(out)
+    assert issued["budgets"] == ["0/day"]
+    code, out, _ = run(["keys", "show", issued["id"], "--config", config], capsys)
+    assert code == 0 and "budget       0/day: spent $0.000000" in out, out
+
+
 def test_keys_create_list_show_rotate_revoke(config: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "50/month",

@@ -444,6 +444,30 @@ def test_an_exhausted_budget_is_a_rate_limit_error_with_code_budget_exceeded(
     assert feedback.status_code == 404 and "refused" not in feedback.text, feedback.text
 
 
+def test_a_budget_of_0_blocks_all_spend_and_says_so(gov: ThreadServer) -> None:
+    """0 is a budget (the config's, a key's made by the CLI or over HTTP): it allows no spend,
+    so each request that may cost anything is refused, told not to retry (no smaller request
+    fits, nor does waiting help), charged nothing and logged."""
+    issued = new_key(gov, budget="0/day", models=["cheap", "auto"])
+    assert issued["budgets"] == ["0/day"]
+    for model in ("cheap", "auto"):
+        with pytest.raises(openai.RateLimitError) as info:
+            client(gov, issued["key"]).chat.completions.create(
+                model=model, messages=user("spend"), max_tokens=5)
+        err = info.value
+        assert err.code == "budget_exceeded", err
+        assert (f"key {issued['id']}'s budget of $0/day allows no spend" in err.message
+                and "smaller max_tokens" not in err.message), err.message
+        headers = err.response.headers
+        assert headers["x-should-retry"] == "false" and "retry-after" not in headers
+        entry = log_entry(gov, headers["x-switchpoint-request-id"], headers=ADMIN)
+        assert entry["status"] == "refused" and entry["error_kind"] == "budget_exceeded"
+        assert entry["charged_usd"] is None
+    shown = httpx.get(f"{gov.base}/v1/router/keys/{issued['id']}", headers=ADMIN).json()
+    status = shown["budget_status"][0]
+    assert (status["limit_usd"], status["spent_usd"], status["held_usd"]) == (0, 0, 0)
+
+
 def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:
     issued = new_key(gov, rpm=2)
     c = client(gov, issued["key"])

@@ -697,6 +697,12 @@ class Ledger:
         self._bucket(budget.period, now)
         resets = self._bounds[budget.period][1]
 
+        if limit == 0:  # (a budget of 0 blocks all spend: no smaller request fits)
+            return Blocked("budget", account,
+                           f"{who}'s budget of $0/{budget.period} allows no spend and this "
+                           f"request may cost up to ${amount:.6f} (its worst case); only a "
+                           "request that costs nothing passes it (raise the budget to spend)",
+                           None, budget)
         if amount > limit * (1 + _EPS) + 1e-12:
             return Blocked("budget", account,
                            f"this request may cost up to ${amount:.6f} (its worst case), more "
