@@ -250,11 +250,23 @@ def test_errors_to_a_limited_key_name_only_the_models_it_may_use(gov: ThreadServ
                                                         "model": "auto"}, headers=routing)
     assert auto.status_code == 400 and _named(auto.json()["error"]["message"]) == {
         "cheap", "good", "fresh"}, auto.text
-    shown = httpx.get(f"{gov.base}/v1/models/other", headers=routing)
-    assert shown.status_code == 404
-    message = shown.json()["error"]["message"]
-    assert "is not a model this key may use" in message
-    assert _named(message) == {"auto", "cheap", "good", "fresh"}
+    # Reading a model the key may not use is answered as a chat request naming it is: a 403,
+    # the same whether it exists or not; the list shows only what the key may use.
+    for key in (routing, naming):
+        listed = httpx.get(f"{gov.base}/v1/models", headers=key).json()["data"]
+        for name in ("nope", "other", *({"auto", "cheap", "good", "fresh", "other"}
+                                        - {m["id"] for m in listed})):
+            shown = httpx.get(f"{gov.base}/v1/models/{name}", headers=key)
+            chat = httpx.post(f"{gov.base}/v1/chat/completions",
+                              json={"model": name, "messages": user("x")}, headers=key)
+            assert shown.status_code == chat.status_code == 403, (shown.text, chat.text)
+            assert shown.json() == chat.json(), (shown.text, chat.text)
+            assert shown.json()["error"]["code"] == "permission_denied"
+        for model in listed:
+            assert httpx.get(f"{gov.base}/v1/models/{model['id']}",
+                             headers=key).json() == model
+    assert {m["id"] for m in httpx.get(f"{gov.base}/v1/models", headers=naming).json()[
+        "data"]} == {"cheap", "good"}
     # Without a key's limits every catalog model may be named.
     limited = new_key(gov, tenant="limited")["key"]
     everyone = httpx.post(f"{gov.base}/v1/route",
