@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 import stat
@@ -103,6 +104,7 @@ from switchpoint.governance.settings import (
 from switchpoint.known_providers import OPENAI_COMPATIBLE, check_provider, infer_provider
 from switchpoint.learning.config import (
     MAX_EXPERIMENTS,
+    MIN_ARM_SHARE,
     ArmConfig,
     ExperimentConfig,
     LearningConfig,
@@ -1037,6 +1039,7 @@ def check_experiments(settings: Settings) -> None:
     unrouted = {m.name for m in settings.models or () if not m.auto}
     tenants = [*settings.tenants, DEFAULT_TENANT]
     for name, experiment in settings.experiments.items():
+        _check_shares(name, experiment)
         for i, tenant in enumerate(experiment.tenants or []):
             if tenant not in tenants:
                 raise ConfigError(f"experiments.{name}.tenants[{i}]",
@@ -1084,6 +1087,26 @@ def check_experiments(settings: Settings) -> None:
                                                        "use, or leave it out of the "
                                                        "experiment's tenants")
     _check_experiment_scopes(settings, tenants)
+
+
+def _check_shares(name: str, experiment: ExperimentConfig) -> None:
+    """Each arm gets at least :data:`MIN_ARM_SHARE` of the experiment's traffic (its weight
+    over the arms' total): one with less would never be served, and its report never fill."""
+    total = math.fsum(arm.weight for arm in experiment.arms.values())
+    for arm_name, arm in experiment.arms.items():
+        share = arm.weight / total
+        if share < MIN_ARM_SHARE:
+            raise ConfigError(f"experiments.{name}.arms.{arm_name}.weight", (
+                f"arm {json_quoted(arm_name)} would get {share:.6g} of the experiment's "
+                f"traffic (its weight, {_written(arm.weight)}, over the arms' total of "
+                f"{_written(total)}), under the {MIN_ARM_SHARE:g} an arm needs to be served at "
+                "all; give it a larger weight, or take the arm out"))
+
+
+def _written(number: float) -> str:
+    """A config's number as it would write it: ``1``, not ``1.0``; ``5e-324`` in full."""
+    text = repr(number)
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _check_experiment_scopes(settings: Settings, tenants: list[str]) -> None:

@@ -219,6 +219,10 @@ def test_an_ended_run_time_experiment_is_kept_for_good_by_listing_its_name_in_th
     ({"arms": {"x": {}, "y": {}}, "split": 0.4}, "arms", "not both"),
     ({"arms": {"x": {}, "y": {"colour": 1}}}, "arms", "not a known key"),
     ({"arms": {"x": {}, "bad name": {}}}, "arms", "letters, digits"),
+    ({"arms": {"x": {}, "y": {"weight": 5e-324}}}, "arms",
+     'arms.y.weight: arm "y" would get 4.94066e-324 of the experiment\'s traffic'),
+    ({"split": 1e-300}, "split", 'split: arm "b" would get 1e-300 of the experiment\'s'),
+    ({"split": 1 - 2 ** -53}, "split", 'split: arm "a" would get 1.11022e-16 of the'),
 ])
 def test_a_bad_ab_test_is_refused_naming_its_argument_and_nothing_is_made(
         gateway: Gateway, kwargs: dict[str, Any], field: str, says: str) -> None:

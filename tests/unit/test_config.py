@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from switchpoint.config import MAX_CONFIG_BYTES, Settings, load_settings
 from switchpoint.errors import ConfigError, WeightsError
@@ -695,6 +696,27 @@ def test_a_key_written_twice_is_refused_naming_it_and_its_line(tmp_path: Path, t
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert f"the key {key} is written twice" in str(info.value) and "at line" in str(info.value)
+
+
+@pytest.mark.parametrize(("arms", "says"), [
+    ("{a: {}, tiny: {weight: 5e-324}}",
+     'experiments.e.arms.tiny.weight: arm "tiny" would get 4.94066e-324 of the experiment\'s '
+     "traffic (its weight, 5e-324, over the arms' total of 1), under the 1e-06 an arm needs"),
+    ("{a: {weight: 1000000}, b: {weight: 1}}",
+     'experiments.e.arms.b.weight: arm "b" would get 9.99999e-07 of the experiment\'s traffic '
+     "(its weight, 1, over the arms' total of 1000001), under the 1e-06"),
+])
+def test_an_arm_too_small_a_share_to_be_served_is_refused_naming_it(arms: str, says: str
+                                                                   ) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides={"experiments": {"e": yaml.safe_load(f"{{arms: {arms}}}")}})
+    assert str(info.value).startswith(says), str(info.value)
+
+
+def test_an_arm_of_a_millionth_of_the_traffic_is_served() -> None:
+    s = load_settings(overrides={"experiments": {"e": {"arms": {
+        "a": {"weight": 999_999}, "b": {"weight": 1}}}}})
+    assert s.experiments["e"].arms["b"].weight == 1
 
 
 def test_a_list_too_short_says_how_many_it_needs() -> None:

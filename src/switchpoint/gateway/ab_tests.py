@@ -188,7 +188,9 @@ def _request_error(exc: ConfigError, name: str, by_strategies: bool
     if exc.key != prefix and not exc.key.startswith(prefix + "."):
         return exc
     path = exc.key[len(prefix) + 1:] or "tenants"  # (the whole of it: whom it takes)
-    if by_strategies and path.startswith(("arms.a", "arms.b")):
+    if by_strategies and path in ("arms.a.weight", "arms.b.weight"):
+        path = "split"  # (the arms' weights are what it makes of the split)
+    elif by_strategies and path.startswith(("arms.a", "arms.b")):
         path = f"strategy_{path[5]}{path[6:]}"
     return invalid_at(path.split(".")[0].split("[")[0], path, exc.reason)
 

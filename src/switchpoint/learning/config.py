@@ -61,6 +61,9 @@ NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
 MAX_EXPERIMENTS = 100
 #: The most arms an experiment may have: each needs its own evidence (min_n) to be judged.
 MAX_ARMS = 16
+#: The least share of its experiment's traffic an arm may have (its weight over the arms'
+#: total): one under it would in practice never be served, so never compared.
+MIN_ARM_SHARE = 1e-6
 
 
 def check_name(value: str, what: str) -> str:
