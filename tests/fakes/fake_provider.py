@@ -35,7 +35,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    ``finish=`` the finish reason of a text answer (default ``stop``; some
                    upstreams say ``eos`` or ``model_length``), ``type=`` the content-type of
                    a stream (percent-decoded; some label their event stream
-                   ``application/json``).
+                   ``application/json``), ``index=`` the choices' indices, JSON values split
+                   by ``;`` (``0;0``, ``1e30``, ``-1``): one choice per index, each alike, in
+                   a whole answer and in each chunk of a stream.
                    Anthropic dialect: ``id_pad=N`` N more characters of the message id
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma; as WTF-8, so
                    ``%ED%A0%80`` is a lone surrogate, sent as ``\\ud800``) instead of the
@@ -485,6 +487,8 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
     STATE.counter += 1
     ident = f"chatcmpl-fake-{STATE.counter}"
     created = int(time.time())
+    # (an upstream numbering its choices as it likes: out of range, repeated, not a number)
+    indices = [json.loads(v) for v in urllib.parse.unquote(params.get("index", "0")).split(";")]
     if not stream or name == "whole":
         if name == "malformed":
             await send_body(writer, 200, "application/json", b"{not json")
@@ -498,8 +502,8 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
             finish = "tool_calls"
         full = {"id": ident, "object": "chat.completion", "created": created, "model": model,
                 "system_fingerprint": "fp_fake",
-                "choices": [{"index": 0, "message": message, "finish_reason": finish,
-                             "logprobs": None}],
+                "choices": [{"index": index, "message": message, "finish_reason": finish,
+                             "logprobs": None} for index in indices],
                 "usage": answer.usage(), **extra}
         if params.get("nousage") == "1":
             del full["usage"]
@@ -528,8 +532,8 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"id": ident, "object": "chat.completion.chunk", "created": created,
                 "model": model, "system_fingerprint": "fp_fake",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
-                             "logprobs": None}], **extra}
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish,
+                             "logprobs": None} for index in indices], **extra}
 
     await out.data(chunk({"role": "assistant", "content": ""}))
     if name == "stall":

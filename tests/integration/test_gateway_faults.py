@@ -489,6 +489,48 @@ def test_a_stream_answered_whole_reaches_the_client_as_a_stream_and_is_logged(
     assert [r["body"]["stream"] for r in gw_fake.requests()] == [True]
 
 
+@pytest.mark.parametrize(("indices", "says"), [
+    ("1e30", "choice 0 has the index 1e+30"), ("-1", "choice 0 has the index -1"),
+    ("0;0", "two choices have the index 0"), ("1", "choice 0 has the index 1, where the "
+                                                   "request asked for 1 answer, numbered 0"),
+    ("%220%22", 'choice 0 has the index "0"'), ("true", "choice 0 has the index true"),
+])
+@pytest.mark.parametrize("kind", ["whole", "ok", "stream"])
+def test_an_answer_numbering_its_choices_out_of_the_request_s_n_is_malformed_and_fails_over(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, indices: str, says: str,
+        kind: str) -> None:
+    """A choice's index is a whole number from 0 to n - 1 (n: the request's, 1 by default),
+    each once: an upstream's answer that numbers them otherwise (1e30, -1, "0", a repeat) is
+    malformed, in a whole answer, a whole answer to a stream request and a stream's chunk
+    alike, and fails over as any malformed answer does; the log says why."""
+    behaviour = f"{'ok' if kind == 'stream' else kind}:index={indices}"
+    gw_fake.script("good", behaviour, behaviour)
+    if kind == "ok":
+        completion, entry = plain(gw)
+        text, models = completion.choices[0].message.content or "", {completion.model}
+    else:
+        text, models, entry = streamed(gw)
+    assert text.startswith(f"Echo from {OTHER}") and models == {"other"}
+    kinds = {"whole": "malformed_response", "ok": "malformed_response",
+             "stream": "stream_broken"}
+    assert outcomes(entry) == [("good", kinds[kind]), ("good", kinds[kind]), ("other", "ok")]
+    assert entry["status"] == "ok"
+    assert says in str(entry["attempts"][0]), entry["attempts"][0]
+
+
+def test_an_answer_of_as_many_choices_as_the_request_asked_for_is_passed_on(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "ok:index=0;1", "whole:index=1")
+    completion, entry = plain(gw, n=2)
+    assert [c.index for c in completion.choices] == [0, 1] and completion.model == "good"
+    assert outcomes(entry) == [("good", "ok")]
+    with client(gw).chat.completions.with_streaming_response.create(
+            model="good", messages=user(), stream=True, n=2) as response:
+        chunks = list(response.parse())
+    assert [c.choices[0].index for c in chunks if c.choices] == [1]
+    assert {c.model for c in chunks} == {"good"}
+
+
 @pytest.mark.parametrize("misreport", ["completion=-5", "prompt=99999999999", "nousage=1"])
 def test_a_stream_answered_whole_with_usage_not_believed_logs_no_tokens(
         gw: ThreadServer, gw_fake: FakeProviderProcess, misreport: str) -> None:

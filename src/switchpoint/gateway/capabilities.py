@@ -49,7 +49,12 @@ from typing import Any
 from switchpoint._messages import cut
 from switchpoint.catalog import CHARS_PER_TOKEN, Catalog, ModelCard
 from switchpoint.gateway.data_url import media_type_of, parse_data_url
-from switchpoint.gateway.parsing import IMAGE_PART_TYPES, PART_TYPES, output_cap
+from switchpoint.gateway.parsing import (
+    IMAGE_PART_TYPES,
+    PART_TYPES,
+    answers_asked,
+    output_cap,
+)
 from switchpoint.known_providers import Wire, spec_of
 
 # Tokens charged per image part (about one high-detail 1024² image on OpenAI's and Anthropic's
@@ -494,8 +499,7 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     prompt_tokens = (math.ceil(chars / CHARS_PER_TOKEN) + images * IMAGE_TOKENS
                      + TOKENS_PER_MESSAGE * len(messages))
     output_tokens = output_cap(request) or 0
-    n = request.get("n")
-    answers = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    answers = answers_asked(request)
     unanswered = sum(1 for call in function_results(messages).values() if call is None)
     odd, results = odd_tool_names(request), odd_result_names(request)
     return Needs(vision=vision, tools=tools, prompt_tokens=prompt_tokens,

@@ -202,6 +202,13 @@ def output_cap(body: Mapping[str, Any]) -> int | None:
     return max(caps, default=None)
 
 
+def answers_asked(body: Mapping[str, Any]) -> int:
+    """How many answers (choices) a checked request asks for: its ``n``, 1 when it names
+    none."""
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
 def _shown(value: object) -> str:
     """A JSON value as an error names it: its JSON type, and the value when it is short."""
     if isinstance(value, bool) or value is None:

@@ -143,6 +143,31 @@ def is_content_chunk(chunk: Mapping[str, Any]) -> bool:
 
 
 
+def choices_problem(choices: object, answers: int, *, whole: bool) -> str | None:
+    """Why the ``choices`` of an upstream's whole answer (``whole``) or of one chunk of its
+    stream do not number the ``answers`` the request asked for (its ``n``), or None: each
+    choice's ``index`` is a whole number from 0 to ``answers`` - 1, no two of one answer or
+    chunk alike (a chunk of a stream carries a piece of each answer it names). A choice without
+    an index is numbered by its place in a whole answer, 0 in a chunk; one that is not an
+    object is left to the rules of what it holds."""
+    if not isinstance(choices, list):
+        return None
+    seen: set[int] = set()
+    for at, choice in enumerate(choices):
+        if not isinstance(choice, Mapping):
+            continue
+        index = choice.get("index", at if whole else 0)
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < answers:
+            numbered = "0" if answers == 1 else f"0 to {answers - 1}"
+            return (f"choice {at} has the index {json_quoted(index, 40)}, where the request "
+                    f"asked for {answers} answer{'s' if answers > 1 else ''}, numbered "
+                    f"{numbered}")
+        if index in seen:
+            return f"two choices have the index {index}, where each answer is numbered once"
+        seen.add(index)
+    return None
+
+
 class WholeAnswerChunk(dict[str, Any]):
     """The first chunk of a stream made from a whole answer: an upstream asked for a stream
     answered with one complete JSON answer instead (see :func:`stream_of_answer`). It is a

@@ -31,10 +31,12 @@ from switchpoint.errors import (
     StreamBroken,
     UnsupportedRequest,
 )
+from switchpoint.gateway.parsing import answers_asked
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
 from switchpoint.gateway.providers.base import (
     ProviderResponse,
     Timeouts,
+    choices_problem,
     chunks_of,
     classify_stream_error,
     is_content_chunk,
@@ -133,10 +135,12 @@ def rejects_stream_options(error: BadRequest) -> bool:
 
 
 class OpenAIChunkDecoder:
-    """OpenAI SSE events → chunks; ``data: [DONE]`` ends the stream."""
+    """OpenAI SSE events → chunks; ``data: [DONE]`` ends the stream. ``answers``: how many
+    the request asked for (its ``n``), which its chunks' choices number."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, answers: int = 1) -> None:
         self.model = model
+        self.answers = answers
         self.done = False
         self._content_seen = False
 
@@ -156,11 +160,30 @@ class OpenAIChunkDecoder:
         if event.event == "error" or chunk.get("error"):
             raise classify_stream_error(chunk, model=self.model,
                                         after_first_byte=self._content_seen)
+        problem = choices_problem(chunk.get("choices"), self.answers, whole=False)
+        if problem is not None:
+            raise StreamBroken(f"the upstream sent a malformed chunk ({problem}): "
+                               f"{json_quoted(redact(data[:200]), 200)}", model=self.model,
+                               after_first_byte=self._content_seen)
         self._content_seen = self._content_seen or is_content_chunk(chunk)
         return [chunk]
 
     def whole(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return stream_of_answer(body) if isinstance(body.get("choices"), list) else []
+        if not isinstance(body.get("choices"), list):
+            return []
+        check_choices(body, self.answers, model=self.model)
+        return stream_of_answer(body)
+
+
+def check_choices(body: Mapping[str, Any], answers: int, *, model: str,
+                  status: int | None = None) -> None:
+    """Refuse a whole answer whose choices do not number the ``answers`` asked for
+    (:func:`~switchpoint.gateway.providers.base.choices_problem`): a
+    :class:`MalformedResponse`, which fails over as any malformed answer does."""
+    problem = choices_problem(body.get("choices"), answers, whole=True)
+    if problem is not None:
+        raise MalformedResponse(f"the answer's choices are malformed: {problem}", model=model,
+                                status=status, body=dict(body))
 
 
 class OpenAIProvider:
@@ -199,6 +222,8 @@ class OpenAIProvider:
         if not isinstance(data.get("choices"), list):
             raise MalformedResponse("the answer has no 'choices' list", model=card.name,
                                     status=response.status_code, body=data)
+        check_choices(data, answers_asked(request), model=card.name,
+                      status=response.status_code)
         return ProviderResponse(body=data, model=card.name, status=response.status_code,
                                 headers=dict(response.headers), latency_ms=latency_ms)
 
@@ -235,4 +260,5 @@ class OpenAIProvider:
         base, url, headers = self._target(card, stream=True)
         body = upstream_body(request, card, stream=True, stream_usage=usage)
         return stream_chunks(self.pool.get(base), url, body, headers, timeouts,
-                             OpenAIChunkDecoder(card.name), model=card.name)
+                             OpenAIChunkDecoder(card.name, answers_asked(request)),
+                             model=card.name)
