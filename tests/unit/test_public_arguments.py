@@ -357,7 +357,7 @@ def test_an_unknown_decision_id_is_shown_cut_short(world: World) -> None:
     router = Router(world.package, embedder=world.embedder)
     with pytest.raises(switchpoint.DecisionNotFoundError) as caught:
         router.report_outcome("x" * 2**20, 0.5)
-    assert "xxx..." in str(caught.value) and len(str(caught.value)) < 400
+    assert 'xxx…"' in str(caught.value) and len(str(caught.value)) < 400
 
 
 @pytest.mark.parametrize(("field", "call"), [
