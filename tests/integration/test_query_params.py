@@ -222,6 +222,16 @@ def test_a_number_parameter_is_read_as_a_person_writes_one(
 
 
 @pytest.mark.parametrize(("path", "name", "others"), _NUMBERS)
+def test_a_number_out_of_range_is_quoted_as_written(
+        guarded: ThreadServer, path: str, name: str, others: dict[str, str]) -> None:
+    """A whole number is quoted as the whole number sent (-1), not the float it reads as."""
+    r = httpx.get(f"{guarded.base}{path}", params={**others, name: "-1"}, headers=ADMIN)
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith(f"{name}: ") and message.endswith("got -1"), message
+
+
+@pytest.mark.parametrize(("path", "name", "others"), _NUMBERS)
 def test_a_number_parameter_written_plainly_is_taken(
         guarded: ThreadServer, path: str, name: str, others: dict[str, str]) -> None:
     whole = name in ("limit", "cursor")

@@ -90,12 +90,18 @@ does not read, as OpenAI's API does, instead of refusing it."""
 
 def _number_text(text: object, whole: bool) -> object:
     """A query parameter's ``text`` as the number it says (a whole one when ``whole``), or a
-    ValueError saying how to write one; a value that is not text (a default) as it is."""
+    ValueError saying how to write one; a value that is not text (a default) as it is. A
+    whole number stays an int where any number is taken, so a range the route's bounds refuse
+    quotes it as written (``-1``, not ``-1.0``)."""
     if not isinstance(text, str):
         return text
     shown = json_quoted(text, 40)
     exact = text == text.strip()
-    number = (integer_text(text) if whole else number_text(text)) if exact else None
+    number: int | float | None = None
+    if exact:
+        number = integer_text(text)
+        if number is None and not whole:
+            number = number_text(text)
     if number is not None:
         return number
     if exact and not whole and too_small(text):
