@@ -629,8 +629,9 @@ class UnaskedCoding(MalformedResponse):
 
 
 class ResponseTooLarge(ProviderError):
-    """An upstream answer (or one line of its stream) is larger than the configured limit.
-    The same model would send it again; another model may answer within the limit."""
+    """An upstream answer (one line of its stream, or its head: status line and headers) is
+    larger than its limit. The same model would send it again; another model may answer
+    within the limit."""
 
     kind = "response_too_large"
     _escalate = True

@@ -97,6 +97,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    Content-Length stops short of what is sent: ``text=`` (percent-decoded;
                    default a whole second answer, head and body, saying ``SPILLED``) follows
                    it on the connection, which is kept open for the next request
+``bighead``       a 200 whose head carries ``kb=`` kilobytes of headers (default 100), then
+                   ``{}``: an upstream flooding its answer's head
 ``hold``           send nothing for ``seconds=`` (default 10), noting in the request log
                    (``closed_at``) when the client closes the connection
 ``encoded``        a 200 whole answer saying ``ENCODED`` (streamed or not) in plain bytes, but
@@ -1171,6 +1173,10 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
                 "message": f"fake upstream failure ({req.headers.get('authorization', '')})",
                 "type": code, "code": code}})
             return True
+        if name == "bighead":
+            padding = {f"x-pad-{i}": "p" * 1000 for i in range(int(_num(params, "kb", 100)))}
+            await send_body(writer, 200, "application/json", b"{}", padding)
+            return False
         if name == "html":
             await send_body(writer, 200, "text/html",
                             b"<html><body><h1>Service temporarily down</h1></body></html>")

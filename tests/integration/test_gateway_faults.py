@@ -606,6 +606,26 @@ def test_an_answer_in_a_coding_not_asked_for_fails_over_undecoded(
 
 
 @pytest.mark.parametrize("streaming", [False, True])
+def test_an_answer_whose_head_is_too_large_fails_over_named_so(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, streaming: bool) -> None:
+    """An upstream whose answer's head (status line and headers) is over the gateway's
+    bound answered: its try is ``response_too_large`` saying so, not a connection lost, and
+    another model answers. The model is not asked again: it would answer so again."""
+    gw_fake.script("good", "bighead", "bighead")
+    if streaming:
+        text, _, entry = streamed(gw)
+    else:
+        completion, entry = plain(gw)
+        text = completion.choices[0].message.content or ""
+    assert text.startswith(f"Echo from {OTHER}")
+    assert outcomes(entry) == [("good", "response_too_large"), ("other", "ok")]
+    said = str(entry["attempts"][0])
+    assert "head (status line and headers) over the limit of 65536 bytes" in said, said
+    assert "connection was lost" not in said
+    assert upstream_models(gw_fake).count("good") == 1
+
+
+@pytest.mark.parametrize("streaming", [False, True])
 def test_bytes_past_an_answers_content_length_reach_no_later_request(
         gw: ThreadServer, gw_fake: FakeProviderProcess, streaming: bool) -> None:
     """An upstream sends more than its Content-Length said: the answer ends where the length

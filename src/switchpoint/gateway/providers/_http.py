@@ -31,7 +31,7 @@ from switchpoint.errors import (
     StreamBroken,
     UnaskedCoding,
 )
-from switchpoint.gateway.providers._transport import PooledTransport
+from switchpoint.gateway.providers._transport import MAX_HEAD_BYTES, HeadTooLarge, PooledTransport
 from switchpoint.gateway.providers.base import (
     MAX_ERROR_BODY,
     FinishedChoices,
@@ -190,6 +190,11 @@ def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
                            model=model, generated=False)
     if isinstance(exc, httpx.ConnectError):
         return ConnectError(f"could not connect ({detail or name})", model=model)
+    if isinstance(exc, HeadTooLarge):
+        # The upstream answered: the connection was not lost. Its answer is not read.
+        return ResponseTooLarge(f"the upstream answered with a head (status line and headers) "
+                                f"over the limit of {MAX_HEAD_BYTES} bytes; the answer was "
+                                "not read", model=model)
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
         # Reading the response's head failed: the request had been sent whole (a failure to
         # send it is a WriteError), so the upstream may have been generating its answer.

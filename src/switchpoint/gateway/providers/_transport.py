@@ -42,6 +42,11 @@ class _Unanswered(httpx.RemoteProtocolError):
     """The upstream closed the connection before any byte of an answer."""
 
 
+class HeadTooLarge(httpx.RemoteProtocolError):
+    """The upstream answered, but the head of its answer (status line and headers) is over
+    :data:`MAX_HEAD_BYTES`: the rest is not read."""
+
+
 class _Connection:
     __slots__ = ("idle_since", "reader", "writer")
 
@@ -233,8 +238,8 @@ class PooledTransport(httpx.AsyncBaseTransport):
             raise error("Server disconnected without sending a response.",
                         request=request) from None
         except asyncio.LimitOverrunError:
-            raise httpx.RemoteProtocolError("the response head is too large",
-                                            request=request) from None
+            raise HeadTooLarge(f"the response head is over the limit of {MAX_HEAD_BYTES} bytes",
+                               request=request) from None
         except OSError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
         framing: Any
