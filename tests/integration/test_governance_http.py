@@ -210,6 +210,26 @@ def test_a_model_the_key_may_not_use_is_a_permission_error(gov: ThreadServer) ->
     assert other.status_code == 403 and 'may not use \\"good\\"' in other.text
 
 
+def test_a_route_for_a_key_that_may_not_use_auto_names_available_models(
+        gov: ThreadServer) -> None:
+    """POST /v1/route asks for "auto" among its available_models, and has no field model:
+    a key that may not use "auto" is refused naming available_models, as a chat request for
+    "auto" is refused naming model."""
+    narrow = new_key(gov, models=["cheap"])
+    headers = {"authorization": f"Bearer {narrow['key']}"}
+    for body in ({"prompt": "prove it"}, {"prompt": "prove it", "available_models": ["cheap"]}):
+        r = httpx.post(f"{gov.base}/v1/route", json=body, headers=headers)
+        assert r.status_code == 403, r.text
+        error = r.json()["error"]
+        assert error["param"] == "available_models", error
+        assert error["message"].startswith('available_models: ') and (
+            'may not use "auto" (routing); it may use cheap' in error["message"]), error
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        client(gov, narrow["key"]).chat.completions.create(model="auto", messages=user("x"))
+    error = info.value.response.json()["error"]
+    assert error["param"] == "model" and error["message"].startswith("model: "), error
+
+
 def _named(message: str) -> set[str]:
     """The models an error lists (after "known models are:", "use one of", "it may use" or
     "choose among")."""

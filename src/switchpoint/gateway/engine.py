@@ -669,7 +669,8 @@ class Gateway:
                                   else None, cost_weight)
         else:
             catalog = live.router.catalog
-            self.governor.check_model(policy, "auto", catalog)
+            # (a route asks for "auto" among available_models: its errors name that field)
+            self.governor.check_model(policy, "auto", catalog, field="available_models")
             self.governor.check_candidates(policy, catalog, "available_models",
                                            available_models)
             if available_models is not None:
@@ -677,7 +678,8 @@ class Gateway:
                     live.router.check_candidates(available_models)  # unknown names: a 400
                 except UnknownModelError as exc:
                     raise self.governor.unknown_model(policy, catalog, exc, "auto") from None
-            allowed = self.governor.narrow(policy, catalog, available_models)
+            allowed = self.governor.narrow(policy, catalog, available_models,
+                                           field="available_models")
             self.governor.count_route(policy)
             decision = await self.governor.route(
                 base, "", allowed if allowed is not None else list(catalog.names),

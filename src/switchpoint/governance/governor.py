@@ -558,12 +558,12 @@ class Governor:
                 param="model")
 
     def narrow(self, policy: Policy, catalog: Catalog, candidates: Sequence[str] | None, *,
-               also: object = None) -> list[str] | None:
+               also: object = None, field: str = "model") -> list[str] | None:
         """What ``auto`` may choose for the caller: ``candidates`` (a caller's list, already
         passed by :meth:`check_candidates`; None: every model it may use). A caller a budget
         watches chooses among the models with prices only (see :meth:`check_priced`); a 403
-        when that leaves none of those its lists (``candidates`` and ``also``, the body's
-        ``models``) name."""
+        naming ``field`` (the request's field asking for ``auto``) when that leaves none of
+        those its lists (``candidates`` and ``also``, the body's ``models``) name."""
         allowed = self.allowed_names(policy, catalog)
         names = (list(candidates) if candidates is not None
                  else None if allowed is None else list(allowed))
@@ -575,8 +575,8 @@ class Governor:
             pool = [m for m in base if m in also]
         if pool and not any(m not in catalog or catalog[m].priced for m in pool):
             raise PermissionDeniedError(
-                f"model: {self._unpriced(policy, [m for m in pool if m in catalog])}, so "
-                "'auto' has no model to choose", param="model")
+                f"{field}: {self._unpriced(policy, [m for m in pool if m in catalog])}, so "
+                "'auto' has no model to choose", param=field)
         kept = [m for m in base if m not in catalog or catalog[m].priced]
         return kept if len(kept) < len(base) or names is not None else None
 
