@@ -1042,21 +1042,25 @@ def check_experiments(settings: Settings) -> None:
         _check_shares(name, experiment)
         for i, tenant in enumerate(experiment.tenants or []):
             if tenant not in tenants:
+                problem = f"{json_quoted(tenant)} is not a tenant of this config"
                 raise ConfigError(f"experiments.{name}.tenants[{i}]",
-                                  f"{json_quoted(tenant)} is not a tenant of this config; use one "
-                                  f"of {listed_names(tenants)} ({json_quoted(DEFAULT_TENANT)}: "
-                                  "requests without a tenant)")
+                                  f"{problem}; use one of {listed_names(tenants)} "
+                                  f"({json_quoted(DEFAULT_TENANT)}: requests without a tenant)",
+                                  problem=problem)
         for arm_name, arm in experiment.arms.items():
             key = f"experiments.{name}.arms.{arm_name}"
             if arm.policy is not None and arm.policy not in policies:
-                raise ConfigError(f"{key}.policy", f"{json_quoted(arm.policy)} is neither a "
-                                                   "bundled policy nor under policies:; use "
-                                                   f"one of {listed_names(sorted(policies))}")
+                problem = (f"{json_quoted(arm.policy)} is neither a bundled policy nor under "
+                           "policies:")
+                raise ConfigError(f"{key}.policy", f"{problem}; use one of "
+                                                   f"{listed_names(sorted(policies))}",
+                                  problem=problem)
             for j, model in enumerate(arm.models or []):
                 if names is not None and model not in names:
-                    raise ConfigError(f"{key}.models[{j}]", f"{json_quoted(model)} is not a "
-                                                            "model in the catalog; use one of "
-                                                            f"{listed_names(names)}")
+                    problem = f"{json_quoted(model)} is not a model in the catalog"
+                    raise ConfigError(f"{key}.models[{j}]",
+                                      f"{problem}; use one of {listed_names(names)}",
+                                      problem=problem)
             if arm.models and set(arm.models) <= unrouted:
                 raise ConfigError(f"{key}.models", f"{listed_names(arm.models)}: auto: false in "
                                                    "the catalog (served only when a request "

@@ -147,12 +147,16 @@ class NoCandidatesError(InvalidInputError):
 
 
 class ConfigError(SwitchpointError, ValueError):
-    """A configuration value that cannot be used. ``key`` is its path, e.g. ``cache.size``."""
+    """A configuration value that cannot be used. ``key`` is its path, e.g. ``cache.size``.
 
-    def __init__(self, key: str, reason: str) -> None:
+    ``reason`` says what is wrong and how to fix it; ``problem`` what is wrong alone (the
+    reason without its advice, when it has some), for a caller that knows the fix better."""
+
+    def __init__(self, key: str, reason: str, *, problem: str | None = None) -> None:
         super().__init__(f"{key}: {reason}")
         self.key = key
         self.reason = reason
+        self.problem = reason if problem is None else problem
 
 
 def _shown_path(path: object) -> str:

@@ -541,7 +541,8 @@ def test_offline_commands_without_the_config_of_a_run_time_experiment_say_to_giv
         capsys: pytest.CaptureFixture[str]) -> None:
     """With --data-dir alone, an experiment the service made at run time for a tenant of its
     config does not fit the default config: the error said to end the experiment (which would
-    stop it in the service), not to give the config it needs."""
+    stop it in the service), not to give the config it needs; it says what is wrong and that
+    one fix, not the default config's tenants to use instead."""
     monkeypatch.delenv("SWITCHPOINT_CONFIG", raising=False)
     config = tmp_path / "switchpoint.yaml"
     data = tmp_path / "data"
@@ -558,10 +559,13 @@ def test_offline_commands_without_the_config_of_a_run_time_experiment_say_to_giv
         assert main([*command, "--data-dir", str(data)]) == 2
         err = capsys.readouterr().err
         assert err.startswith('switchpoint: error: experiments.trial.tenants[0]: "acme" is '
-                              "not a tenant of this config"), err
-        assert err.rstrip().endswith("give that config with --config (or "
-                                     "$SWITCHPOINT_CONFIG)"), err
+                              "not a tenant of this config (--data-dir alone reads no config: "
+                              "the default one is used), and an experiment the service "
+                              "created at run time in "), err
+        assert err.rstrip().endswith("names what its config has: give that config with "
+                                     "--config (or $SWITCHPOINT_CONFIG)"), err
         assert "end it first" not in err and "Traceback" not in err, err
+        assert "use one of" not in err and "default (" not in err, err
     assert db_count(data, "feedback") == 0 and not (tmp_path / "new").exists()
     assert main(["feedback", decision.decision_id, "--score", "0.5", "--config",
                  str(config)]) == 0

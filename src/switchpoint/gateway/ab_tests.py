@@ -267,8 +267,8 @@ class RuntimeExperiments:
                 raise
             raise ConfigError(exc.key, (
                 f"{exc.reason} ({json_quoted(made, 100)} was created at run time: keep in "
-                f"the config what it names, or end it first ({END_HINT.format(made)}))")
-                              ) from None
+                f"the config what it names, or end it first ({END_HINT.format(made)}))"),
+                              problem=exc.problem) from None
         return merged
 
     def create(self, name: object, strategy_a: object = None, strategy_b: object = None,

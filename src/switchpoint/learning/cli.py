@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -98,15 +97,13 @@ def _state_gateway(settings: Settings) -> Gateway:
     except ConfigError as exc:
         if settings.source_path is not None or not exc.key.startswith("experiments."):
             raise
-        rule = _HOW_TO_END.sub("", exc.reason)  # (what the service's operator would do)
+        # (what is wrong alone: the config's advice, to use a name it has or to end the
+        # experiment, is for the service's operator, and the fix here is its config)
         raise ConfigError(exc.key, (
-            f"{rule}; no config was read (--data-dir alone), and an experiment the service "
-            f"created at run time in {quoted_path(Path(settings.data_dir))} names what its "
-            "config has: give that config with --config (or $SWITCHPOINT_CONFIG)")) from None
-
-
-# How a config's error on an experiment made at run time says to end it (ab_tests.merged).
-_HOW_TO_END = re.compile(r' \("[^"]*" was created at run time: keep in the config .*\)$')
+            f"{exc.problem} (--data-dir alone reads no config: the default one is used), and an "
+            f"experiment the service created at run time in "
+            f"{quoted_path(Path(settings.data_dir))} names what its config has: give that "
+            "config with --config (or $SWITCHPOINT_CONFIG)")) from None
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
