@@ -16,7 +16,9 @@ to fix it::
     │                                     remembered, or remembered for another tenant
     ├── ServeError                        the server could not start, or its router not load
     ├── StoreError                        a log or state file cannot be opened or written
-    │   └── DataDirInUseError             another process serves from the same data_dir
+    │   ├── DataDirInUseError             another process serves from the same data_dir
+    │   └── GatewayClosedError            a call made once the gateway began closing, refused
+    │                                     before it did anything (over HTTP: shutting down)
     ├── ProcessBoundError (RuntimeError)  a Gateway or store used in a child of os.fork()
     │                                     of the process that opened it
     ├── ChatNotServedError (RuntimeError)  a model call through a Gateway built with
@@ -252,6 +254,13 @@ class DataDirInUseError(StoreError):
         super().__init__(message)
         self.serving = serving
         self.holder = holder
+
+
+class GatewayClosedError(StoreError):
+    """The gateway is closing, or closed: a call made once closing had begun was refused
+    before it did anything (nothing routed, called, logged or learned). Over HTTP the service
+    is shutting down: the same request, sent again, reaches it once it is back (or the
+    service that takes over)."""
 
 
 class ProcessBoundError(SwitchpointError, RuntimeError):

@@ -151,9 +151,11 @@ def test_over_http_a_read_under_way_as_the_gateway_closes_is_waited_for_and_the_
     """A real server with client keys: ``GET /v1/router/requests`` is under way as the
     gateway closes. Closing waits for it, and it answers 200. Once closing has begun, the
     reads (the request log, the keys, the stats, the budgets, a report, the learning status),
-    a key's check and a chat request are each refused as chat is, a 503
-    ``storage_unavailable``: nothing reads the log or the key store being closed (the key
-    store was opened again, on data_dir let go, by a read after closing)."""
+    a key's check and a chat request are each refused as chat is, a 503 ``service_closing``
+    with ``Retry-After`` saying the service is shutting down and did nothing (it read as a
+    storage failure, ``storage_unavailable``, "try again when data_dir's disk is full..."):
+    nothing reads the log or the key store being closed (the key store was opened again, on
+    data_dir let go, by a read after closing)."""
     settings = load_settings(_keys_config(gw_fake, tmp_path),
                              environ={ADMIN_ENV: ADMIN["Authorization"].split()[1]})
     app = create_app(settings, loader=FACTORY, provider_env=KEYS)
@@ -176,12 +178,19 @@ def test_over_http_a_read_under_way_as_the_gateway_closes_is_waited_for_and_the_
                           json={"model": "good", "messages": user("Hello again")})
         assert chat.status_code == 503, chat.text
         refusal = _said(chat)
+        assert refusal[0] == "service_closing", chat.text
+        assert refusal[1].startswith("the service is shutting down, so it did nothing with "
+                                     "this request"), chat.text
+        assert "storage" not in refusal[1] and "data_dir" not in refusal[1], chat.text
+        assert chat.headers["retry-after"] == "1"
+        assert chat.json()["error"]["type"] == "service_unavailable"  # (OpenAI's shape)
         reads = ["/v1/router/requests", "/v1/router/keys", "/v1/router/stats",
                  "/v1/router/budgets", "/v1/router/report/cost", "/v1/router/status",
                  "/v1/router/experiments"]
         for path in reads:
             r = httpx.get(f"{base}{path}", headers=ADMIN, timeout=15)
             assert (r.status_code, _said(r)) == (503, refusal), (path, r.text)
+            assert r.headers["retry-after"] == "1", path
         checked = httpx.get(f"{base}/v1/models", headers=key, timeout=15)
         assert (checked.status_code, _said(checked)) == (503, refusal), checked.text
         time.sleep(0.2)
@@ -194,7 +203,7 @@ def test_over_http_a_read_under_way_as_the_gateway_closes_is_waited_for_and_the_
         assert isinstance(page, httpx.Response) and page.status_code == 200, page
         assert [e["status"] for e in page.json()["data"]] == ["ok"]
         after = httpx.get(f"{base}/v1/router/keys", headers=ADMIN, timeout=15)
-        assert after.status_code == 503, after.text
+        assert (after.status_code, _said(after)) == (503, refusal), after.text
         assert gateway.governor.keys._conn is None  # (not opened again)
 
 

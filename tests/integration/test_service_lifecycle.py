@@ -926,7 +926,7 @@ def test_the_api_document_names_every_error_code(tmp_path: Path) -> None:
     codes = {c.code for c in classes} | {
         "invalid_request", "invalid_config", "decision_not_found", "not_found",
         "method_not_allowed", "request_too_large", "unsupported_media_type", "server_busy",
-        "storage_unavailable", "internal_error"}
+        "storage_unavailable", "service_closing", "internal_error"}
     assert len(codes) > 20
     assert not [code for code in codes if code not in said], said
 

@@ -74,6 +74,7 @@ from switchpoint.errors import (
     ChatNotServedError,
     ConflictError,
     FailoverError,
+    GatewayClosedError,
     GatewayError,
     InvalidInputError,
     ModelNotFoundError,
@@ -496,8 +497,8 @@ class Gateway:
                         "(the longest a request may take) go on over a closed gateway: what "
                         "they would log or teach now is refused", left)
 
-    def _closed_error(self) -> StoreError:
-        return StoreError(f"{quoted_path(self.state.settings.data_dir)}: the gateway is "
+    def _closed_error(self) -> GatewayClosedError:
+        return GatewayClosedError(f"{quoted_path(self.state.settings.data_dir)}: the gateway is "
                           "closed, so it neither routes, calls models nor learns; start it "
                           "again (Gateway.start) or make a new one")
 

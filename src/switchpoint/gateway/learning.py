@@ -74,6 +74,7 @@ from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     ConflictError,
     DecisionNotFoundError,
+    GatewayClosedError,
     InvalidInputError,
     PermissionDeniedError,
     StoreError,
@@ -1248,7 +1249,7 @@ class GatewayLearning:
         if self.store is None:
             return
         if not self.store.is_open:
-            raise StoreError(f"{quoted_path(self.store.path)}: the gateway is closed, so "
+            raise GatewayClosedError(f"{quoted_path(self.store.path)}: the gateway is closed, so "
                              "nothing can be "
                              "learned or kept; start it again (Gateway.start) to give feedback")
         refusing = self.store.refusing()

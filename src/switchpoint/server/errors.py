@@ -35,6 +35,7 @@ from switchpoint.errors import (
     ConfigError,
     DecisionNotFoundError,
     FailoverError,
+    GatewayClosedError,
     GatewayError,
     InvalidInputError,
     ProviderError,
@@ -117,6 +118,11 @@ def _answer_for(exc: BaseException) -> ErrorAnswer:
         return ErrorAnswer(400, "invalid_config", str(exc), exc.key)
     if isinstance(exc, WeightsError):
         return ErrorAnswer(400, "invalid_config", f"weights: {exc}", "weights")
+    if isinstance(exc, GatewayClosedError):  # (nothing failed: the service is stopping)
+        return ErrorAnswer(503, "service_closing", "the service is shutting down, so it did "
+                           "nothing with this request (nothing was routed, called or kept); "
+                           "send it again in a moment: it reaches the service once it is back, "
+                           "or the one that takes over", None, {"Retry-After": "1"})
     if isinstance(exc, StoreError) and exc.damaged:  # waiting does not mend it
         return ErrorAnswer(503, "storage_unavailable", f"the service cannot use its state: "
                            f"{exc.reason} (its log names the file and what to do)")
@@ -186,6 +192,8 @@ def log_store_failure(request: Request, exc: BaseException) -> bool:
     words); whether ``exc`` was one."""
     if not isinstance(exc, StoreError):
         return False
+    if isinstance(exc, GatewayClosedError):
+        return True  # a refusal as the service stops, not a failure of its storage
     log.error("%s %s: %s", sent_method(request), shown_path(request), exc)
     return True
 

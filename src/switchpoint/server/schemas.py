@@ -185,7 +185,7 @@ class RouteResponse(BaseModel):
 #: :func:`error_codes`).
 SERVER_CODES = ("invalid_request", "invalid_config", "decision_not_found", "not_found",
                 "method_not_allowed", "request_too_large", "unsupported_media_type",
-                "server_busy", "storage_unavailable", "internal_error")
+                "server_busy", "storage_unavailable", "service_closing", "internal_error")
 
 
 def error_codes() -> list[str]:
