@@ -498,6 +498,21 @@ def test_a_budget_of_0_blocks_all_spend_and_says_so(gov: ThreadServer) -> None:
     shown = httpx.get(f"{gov.base}/v1/router/keys/{issued['id']}", headers=ADMIN).json()
     status = shown["budget_status"][0]
     assert (status["limit_usd"], status["spent_usd"], status["held_usd"]) == (0, 0, 0)
+    # Wholly used from the start, in every view (the key's said 0.0, the λ curve 1.0), and
+    # its alert is ok while nothing is spent against it (it warned for ever).
+    assert status["used_fraction"] == 1.0
+    account = f"key:{issued['id']}"
+    budgets = httpx.get(f"{gov.base}/v1/router/budgets", headers=ADMIN).json()["data"]
+    assert next(b for b in budgets if b["account"] == account)["used_fraction"] == 1.0
+    alerts, cursor = [], None
+    while True:
+        page = httpx.get(f"{gov.base}/v1/router/budget/alert", headers=ADMIN,
+                         params={"cursor": cursor} if cursor else {}).json()
+        alerts += page["budgets"]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    mine = next(b for b in alerts if b["account"] == account)
+    assert (mine["utilization"], mine["used_fraction"], mine["status"]) == (1.0, 1.0, "ok")
 
 
 def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:

@@ -529,3 +529,24 @@ def test_a_charge_dated_in_a_later_period_never_drops_the_spend_of_the_period_un
         clock.now = at + 1
         for period in PERIODS:
             assert ledger.spent("tenant:a", period) == pytest.approx(0.25), (at, period)
+
+
+def test_a_budgets_used_fraction_is_one_rule_for_the_curve_and_the_status() -> None:
+    """A budget of 0 allows no spend, so it is wholly used from the start, in the status the
+    budget views show (it said 0.0 there, while the λ curve read 1.0) as for the curve; a
+    charge past a budget reads past 1 in both."""
+    ledger = Ledger(Clock())
+    zero, small = Budget(0.0, "day"), Budget(0.1, "day")
+    assert ledger.status("key:z", zero)["used_fraction"] == 1.0
+    assert ledger.used_fraction({"key:z": [zero]}) == (1.0, "key:z", zero)
+    free = reserve(ledger, 0.0, {"key:z": [zero]}, accounts=("key:z",))
+    assert isinstance(free, Ticket)  # (a request that costs nothing passes a budget of 0)
+    ledger.settle(free, charged_usd=0.0, accounts=["key:z"], tokens=None)
+    assert ledger.status("key:z", zero)["used_fraction"] == 1.0
+    held = reserve(ledger, 0.1, {"tenant:a": [small]})
+    assert isinstance(held, Ticket)
+    ledger.settle(held, charged_usd=0.15, accounts=["tenant:a"], tokens=None)
+    assert ledger.status("tenant:a", small)["used_fraction"] == pytest.approx(1.5)
+    fraction, account, _ = ledger.used_fraction({"tenant:a": [small]}) or (0.0, "", small)
+    assert fraction == pytest.approx(1.5) and account == "tenant:a"
+    assert ledger.used_fraction({}) is None

@@ -878,3 +878,39 @@ def test_after_a_clock_step_back_the_reports_count_each_charge_in_its_own_period
     from_log = Reports.from_settings(bare, clock=lambda: T0).check_budget_alert()
     assert from_log["hourly_spend_usd"] == pytest.approx(0.03)
     assert from_log["hourly_cost_unknown_requests"] == 0
+
+
+def test_a_budget_of_0_is_wholly_used_and_alerts_only_once_something_is_spent(
+        tmp_path: Path) -> None:
+    """A budget of 0 blocks all spend on purpose: its utilization is 1.0 (it read 0.0 while
+    the λ curve read 1.0) and its alert is ok while nothing is spent against it (it warned
+    for ever, projected spend of 0 'reaching' its limit of 0), critical once something is."""
+    s = load_settings(overrides={
+        "data_dir": str(tmp_path),
+        "models": [{"name": m, "input_per_mtok": i, "output_per_mtok": o}
+                   for m, (i, o) in PRICES.items()],
+        "tenants": {"shut": {"budgets": ["0/day"]}}}, environ={})
+    alert = Reports.from_settings(s, clock=lambda: T0).check_budget_alert("shut")
+    [shut] = alert["budgets"]
+    assert (shut["budget"], shut["utilization"], shut["used_fraction"]) == ("0/day", 1.0, 1.0)
+    assert (shut["status"], alert["status"]) == ("ok", "ok"), alert
+    assert alert["recommendation"] == "spend is within every budget; nothing to do"
+    with SQLiteStore(s.db_path) as store:  # (spent before the budget was lowered to 0)
+        store.append(LedgerRecord(ts=T0 - 60, reservation_id="r", kind="settle",
+                                  amount_usd=0.001, request_id="r", tenant="shut",
+                                  model="small", provider="openai")).result()
+    alert = Reports.from_settings(s, clock=lambda: T0).check_budget_alert("shut")
+    [shut] = alert["budgets"]
+    assert (shut["utilization"], shut["status"], alert["status"]) == (1.0, "critical",
+                                                                      "critical")
+    assert "tenant shut has used 100% of its $0/day budget" in alert["recommendation"]
+
+
+def test_an_alerts_level_is_one_rule_for_every_budget_and_the_hourly_one() -> None:
+    from switchpoint.governance.reports import alert_level
+
+    assert [alert_level(used, 1.0, used, 0.8) for used in (0.0, 0.79, 0.8, 1.0, 1.5)] == [
+        "ok", "ok", "warning", "critical", "critical"]
+    assert alert_level(0.1, 1.0, 1.0, 0.8) == "warning"  # projected to reach it
+    assert [alert_level(0.0, 0.0, 0.0, 0.8), alert_level(0.0, 0.0, 0.01, 0.8),
+            alert_level(0.01, 0.0, 0.01, 0.8)] == ["ok", "warning", "critical"]

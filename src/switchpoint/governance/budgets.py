@@ -151,6 +151,15 @@ def check_curve(points: Sequence[Sequence[float]]) -> tuple[tuple[float, float],
     return tuple(out)
 
 
+def used_fraction(used: float, limit: float) -> float:
+    """How much of a budget of ``limit`` USD ``used`` USD (spent plus held) uses, the one rule
+    for every reading of it (the λ curve, the budget views, the alerts, the reports):
+    ``used / limit``, past 1 when a charge went over the limit (a request's cost may pass what
+    it held); a budget of 0 allows no spend, so it is wholly used from the start: 1.0, whatever
+    was spent."""
+    return used / limit if limit > 0 else 1.0
+
+
 def curve_value(curve: Sequence[tuple[float, float]], fraction: float) -> float:
     """The curve's λ at ``fraction`` (linear between points, flat outside them; 0 if empty)."""
     if not curve:

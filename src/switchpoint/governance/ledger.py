@@ -111,6 +111,7 @@ from switchpoint.governance.budgets import (
     describe_seconds,
     period_end,
     period_start,
+    used_fraction,
 )
 from switchpoint.store.sqlite import (
     LEDGER_LOOKBACK_S,
@@ -518,8 +519,7 @@ class Ledger:
                 for budget in listed:
                     used = self._spent_now(account, budget.period, now) + self._held.get(
                         account, 0.0)
-                    fraction = used / budget.limit_usd if budget.limit_usd > 0 else (
-                        1.0 if used > 0 or budget.limit_usd == 0 else 0.0)
+                    fraction = used_fraction(used, budget.limit_usd)
                     if best is None or fraction > best[0]:
                         best = (fraction, account, budget)
         return best
@@ -537,8 +537,7 @@ class Ledger:
                 "period": budget.period, "spent_usd": round(spent, 10),
                 "held_usd": round(held, 10),
                 "remaining_usd": round(max(0.0, budget.limit_usd - spent - held), 10),
-                "used_fraction": round((spent + held) / budget.limit_usd, 6)
-                if budget.limit_usd > 0 else (1.0 if spent + held > 0 else 0.0),
+                "used_fraction": round(used_fraction(spent + held, budget.limit_usd), 6),
                 "period_start": start, "resets_at": resets}
 
     def open_tickets(self) -> int:

@@ -56,6 +56,7 @@ from switchpoint.governance.budgets import (
     describe_seconds,
     period_end,
     period_start,
+    used_fraction,
 )
 from switchpoint.governance.keys import KeyStore
 from switchpoint.governance.ledger import (
@@ -232,6 +233,21 @@ def _number(value: object, name: str, *, integer: bool = False,
 
 def _r(x: float, digits: int = 10) -> float:
     return round(float(x), digits)
+
+
+def alert_level(used: float, limit: float, projected: float, threshold: float) -> str:
+    """A budget alert's level for a budget of ``limit`` USD with ``used`` USD spent (and
+    held) and ``projected`` by the period's end: ``critical`` at or over the limit,
+    ``warning`` from ``threshold`` of it or when projected to reach it, else ``ok``. A budget
+    of 0 blocks all spend on purpose: wholly used from the start, it is doing its job, not
+    nearing a refusal nobody expects, so it is ``ok`` while nothing is spent against it
+    (``critical`` once something is, ``warning`` when the recent rate says something would
+    be), not a standing alarm beside every budget of 0."""
+    if limit <= 0:
+        return "critical" if used > 0 else "warning" if projected > 0 else "ok"
+    fraction = used_fraction(used, limit)
+    return ("critical" if fraction >= 1.0 else
+            "warning" if fraction >= threshold or projected >= limit else "ok")
 
 
 class Reports:
@@ -924,8 +940,8 @@ class Reports:
         sla = self.sla_for(tenant)
         hourly = None
         account, spent, unknown = self._sla_hour(tenant, end)
-        if sla is not None and sla.budget_per_hour_usd:
-            hourly = round(spent / sla.budget_per_hour_usd, 6)
+        if sla is not None and sla.budget_per_hour_usd is not None:
+            hourly = round(used_fraction(spent, sla.budget_per_hour_usd), 6)
         total = len(latencies)
         return {"since": since, "until": end, "tenant": tenant,
                 "sla": sla.model_dump() if sla is not None else None,
@@ -1070,10 +1086,8 @@ class Reports:
             rate = spent_recently / window.seconds
             used = status["spent_usd"] + status["held_usd"]
             projected = status["spent_usd"] + rate * max(end - now, 0.0)
-            limit = budget.limit_usd
-            utilization = used / limit if limit > 0 else (1.0 if used > 0 else 0.0)
-            level = ("critical" if utilization >= 1.0 else
-                     "warning" if utilization >= threshold or projected >= limit else "ok")
+            utilization = used_fraction(used, budget.limit_usd)
+            level = alert_level(used, budget.limit_usd, projected, threshold)
             alerts.append({**status, "utilization": round(utilization, 6),
                            "projected_usd": _r(projected), **window.fields(), "status": level,
                            "resets_in": describe_seconds(end - now)})
@@ -1112,10 +1126,8 @@ class Reports:
         utilization = None
         hourly_status = "ok"
         if budget is not None:
-            utilization = spent / budget if budget > 0 else (1.0 if spent > 0 else 0.0)
-            hourly_status = ("critical" if utilization >= 1.0 else
-                             "warning" if utilization >= threshold or projected >= budget
-                             else "ok")
+            utilization = used_fraction(spent, budget)
+            hourly_status = alert_level(spent, budget, projected, threshold)
         listed = listed_budgets(self.settings, self.keys, tenant)
         budgets = self.budget_alerts([(entry.account, entry.budget) for entry in listed],
                                      log_start)

@@ -465,7 +465,9 @@ class BudgetStatus(BaseModel):
     spent_usd: float = Field(description="Charged in this period.")
     held_usd: float = Field(description="Held by requests in flight.")
     remaining_usd: float = Field(description="limit_usd - spent_usd - held_usd, at least 0.")
-    used_fraction: float = Field(description="(spent_usd + held_usd) / limit_usd.")
+    used_fraction: float = Field(description="(spent_usd + held_usd) / limit_usd, past 1 when "
+                                             "spend went over it; 1 for a budget of 0 (it "
+                                             "allows no spend).")
     period_start: float = Field(description="When this period began (epoch seconds, UTC).")
     resets_at: float = Field(description="When the next one begins (epoch seconds, UTC).")
 
@@ -490,7 +492,8 @@ class TenantList(BaseModel):
 class BudgetAlertEntry(BudgetStatus):
     """One budget's state, with its projection and its level."""
 
-    utilization: float = Field(description="(spent_usd + held_usd) / limit_usd.")
+    utilization: float = Field(description="used_fraction: (spent_usd + held_usd) / "
+                                           "limit_usd, 1 for a budget of 0.")
     projected_usd: float = Field(description="spent_usd plus the recent rate of spend until "
                                              "the period ends.")
     projection_window_seconds: float = Field(description="The recent span that rate is "
