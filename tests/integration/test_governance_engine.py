@@ -83,6 +83,32 @@ def test_in_process_key_and_tenant(gateway_of: Any) -> None:
     assert gw.budget_status()[0]["spent_usd"] > 0
 
 
+def test_the_models_a_caller_may_use_are_read_by_the_rule_chat_uses(gateway_of: Any) -> None:
+    """Gateway.models and Gateway.model (GET /v1/models and /v1/models/{id}) list what a key
+    may use and refuse a model it may not as a chat request naming it is refused."""
+    from switchpoint.errors import ModelNotFoundError
+
+    gw = gateway_of(tenants={"acme": {"models": ["cheap", "auto"]}})
+    key = gw.governor.keys.create(KeySpec(tenant="acme").checked(["acme"], None)).key
+    caller = gw.governor.principal(gw.settings, key=key)
+    assert [m["id"] for m in gw.models()] == ["auto", "good", "cheap"]
+    assert [m["id"] for m in gw.models(caller)] == ["auto", "cheap"]
+    assert gw.model("cheap", caller) == gw.models(caller)[1]
+    assert gw.model("good")["id"] == "good"
+    for name in ("good", "nope"):
+        with pytest.raises(PermissionDeniedError) as refused:
+            gw.model(name, caller)
+        with pytest.raises(PermissionDeniedError) as chat:
+            gw.complete(messages("x"), model=name, key=key)
+        assert str(refused.value) == str(chat.value) and "may use cheap, auto" in str(chat.value)
+    with pytest.raises(ModelNotFoundError, match='"nope" is not a model of this gateway; use '
+                                                 "one of auto, good, cheap"):
+        gw.model("nope")
+    with pytest.raises(InvalidInputError) as bad:
+        gw.model(5)
+    assert bad.value.field == "model_id", bad.value
+
+
 def test_the_budget_curve_steers_auto_to_cheaper_models(gateway_of: Any) -> None:
     gw = gateway_of(cost_weight=0.0, tenants={"acme": {"budgets": ["1/day"]}})
     quality_first = gw.complete(messages("Prove that there are infinitely many primes."),

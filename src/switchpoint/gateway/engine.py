@@ -1840,6 +1840,53 @@ class Gateway:
                           from_checkpoint=learning.restored if learning is not None else 0)
         return status
 
+    @_sync_request
+    def models(self, caller: Principal | None = None) -> list[dict[str, Any]]:
+        """The routable models ``caller`` (a client's key) may use, by name or through
+        ``auto``, as OpenAI's model objects, ``auto`` first: every one for no caller or one
+        nothing narrows. ``GET /v1/models``'s ``data``."""
+        live = self.state.live()
+        return live.model_objects(self._usable(live, caller)[1])
+
+    @_sync_request
+    def model(self, model_id: str, caller: Principal | None = None) -> dict[str, Any]:
+        """The one of :meth:`models` named ``model_id``. A model ``caller`` may not use is
+        refused as a chat request naming it is (a
+        :class:`~switchpoint.errors.PermissionDeniedError` listing those it may use), whether
+        the catalog has it or not; one it may use that the catalog lacks, or a name unknown to
+        a caller nothing narrows, is a :class:`~switchpoint.errors.ModelNotFoundError` naming
+        the models it may use. ``GET /v1/models/{id}``'s answer."""
+        expect("model_id", model_id, str, "a model's name")
+        live = self.state.live()
+        policy, allowed = self._usable(live, caller)
+        entries = live.model_objects(allowed)
+        for entry in entries:
+            if entry["id"] == model_id:
+                return entry
+        whose = "of this gateway" if allowed is None else "this key may use"
+        missing = ModelNotFoundError(f"model: {json_quoted(model_id, 200)} is not a model {whose}; "
+                                     f"use one of {', '.join(e['id'] for e in entries)}",
+                                     param="model")
+        if allowed is None or policy is None:
+            raise missing
+        # Answered as a chat request naming it is: a 403 for a model the key may not use,
+        # whether it exists or not, and one it may name that the catalog lacks is a 404
+        # naming its models.
+        catalog = live.router.catalog
+        self.governor.check_model(policy, model_id, catalog)
+        raise self.governor.unknown_model(policy, catalog, missing, model_id)
+
+    def _usable(self, live: Live, caller: Principal | None
+                ) -> tuple[Policy | None, frozenset[str] | None]:
+        """What governs ``caller`` and the model names it may use, by name or through ``auto``
+        (None: every one)."""
+        policy = (None if caller is None
+                  else self._policy(live.settings, caller.tenant, caller.key_id))
+        if policy is None or policy.models is None:
+            return policy, None
+        return policy, (frozenset(policy.models)
+                        | frozenset(self.governor.visible(policy, live.router.catalog)))
+
     def _shown_models(self, live: Live, caller: Principal | None) -> set[str] | None:
         """The models a client's key may be told about (None: every one)."""
         policy = (None if caller is None

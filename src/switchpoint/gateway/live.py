@@ -30,6 +30,7 @@ from switchpoint.errors import (
     RouterNotReadyError,
     WeightsError,
 )
+from switchpoint.gateway.parsing import AUTO_MODEL
 from switchpoint.learning.learner import LearningSettings
 from switchpoint.router import Router
 from switchpoint.weights import WeightsPackage, bundled_policies, load_weights, policy_of
@@ -62,6 +63,23 @@ class Live:
         """Snapshot ``router``; the weights id (a hash of every array) is computed once here."""
         return cls(router, settings, _policy_name(settings, router, policy),
                    router.weights_id, unprofiled=tuple(router.unprofiled_models))
+
+    def model_objects(self, allowed: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        """The routable models as OpenAI's model objects, ``auto`` first; ``allowed``: the
+        names a caller may use, by name or through ``auto`` (None: every one)."""
+        created = int(self.loaded_at)
+        data = []
+        if allowed is None or AUTO_MODEL in allowed:
+            data.append({"id": AUTO_MODEL, "object": "model", "created": created,
+                         "owned_by": "switchpoint"})
+        configured = self.settings.models is not None
+        listed = allowed is not None and any(m != AUTO_MODEL for m in allowed)
+        for card in self.router.catalog.cards:
+            if listed and allowed is not None and card.name not in allowed:
+                continue
+            data.append({"id": card.name, "object": "model", "created": created,
+                         "owned_by": card.provider if configured else "switchpoint"})
+        return data
 
     def unprofiled_note(self) -> str | None:
         """What to tell whoever loaded these weights about the catalog models they do not

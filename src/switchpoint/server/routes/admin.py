@@ -23,10 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from switchpoint._messages import json_quoted
 from switchpoint._version import __version__
-from switchpoint.errors import ConfigError, InvalidInputError, ModelNotFoundError
+from switchpoint.errors import ConfigError, InvalidInputError
 from switchpoint.gateway.live import Live, policy_choices
-from switchpoint.gateway.parsing import AUTO_MODEL
-from switchpoint.governance.governor import Policy, Principal
 from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.server.auth import ADMIN, CLIENT, is_admin
 from switchpoint.server.bodies import no_body
@@ -83,8 +81,7 @@ async def health(request: Request) -> JSONResponse:
             responses={503: ERROR_RESPONSES[503]},
             summary="The routable models, OpenAI list format, with 'auto' first")
 async def models(request: Request, principal: CLIENT) -> dict[str, Any]:
-    return {"object": "list", "data": _model_objects(
-        get_service(request).state.live(), _allowed(request, _policy(request, principal)))}
+    return {"object": "list", "data": get_service(request).gateway.models(principal)}
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelObject, tags=["gateway"],
@@ -93,58 +90,7 @@ async def models(request: Request, principal: CLIENT) -> dict[str, Any]:
                        503: ERROR_RESPONSES[503]},
             summary="One routable model, OpenAI format")
 async def model(model_id: str, request: Request, principal: CLIENT) -> dict[str, Any]:
-    live = get_service(request).state.live()
-    policy = _policy(request, principal)
-    allowed = _allowed(request, policy)
-    entries = _model_objects(live, allowed)
-    for entry in entries:
-        if entry["id"] == model_id:
-            return entry
-    whose = "of this gateway" if allowed is None else "this key may use"
-    missing = ModelNotFoundError(f"model: {json_quoted(model_id, 200)} is not a model {whose}; "
-                                 f"use one of {', '.join(e['id'] for e in entries)}",
-                                 param="model")
-    if allowed is None or policy is None:
-        raise missing
-    # Answered as a chat request naming it is: a 403 for a model the key may not use, whether
-    # it exists or not, and one it may name that the catalog lacks is a 404 naming its models.
-    governor = get_service(request).gateway.governor
-    catalog = live.router.catalog
-    governor.check_model(policy, model_id, catalog)
-    raise governor.unknown_model(policy, catalog, missing, model_id)
-
-
-def _policy(request: Request, principal: Principal | None) -> Policy | None:
-    """What a client key's caller may use (None: no key, or one without a tenant)."""
-    if principal is None or (principal.tenant is None and principal.key_id is None):
-        return None
-    gateway = get_service(request).gateway
-    return gateway.governor.policy(gateway.settings, principal.tenant, principal.key_id)
-
-
-def _allowed(request: Request, policy: Policy | None) -> frozenset[str] | None:
-    """The model names a client key may use, by name or through ``auto`` (None: every one)."""
-    if policy is None or policy.models is None:
-        return None
-    gateway = get_service(request).gateway
-    catalog = get_service(request).state.live().router.catalog
-    return frozenset(policy.models) | frozenset(gateway.governor.visible(policy, catalog))
-
-
-def _model_objects(live: Live, allowed: frozenset[str] | None = None) -> list[dict[str, Any]]:
-    created = int(live.loaded_at)
-    data = []
-    if allowed is None or AUTO_MODEL in allowed:
-        data.append({"id": AUTO_MODEL, "object": "model", "created": created,
-                     "owned_by": "switchpoint"})
-    configured = live.settings.models is not None
-    listed = allowed is not None and any(m != AUTO_MODEL for m in allowed)
-    for card in live.router.catalog.cards:
-        if listed and allowed is not None and card.name not in allowed:
-            continue
-        data.append({"id": card.name, "object": "model", "created": created,
-                     "owned_by": card.provider if configured else "switchpoint"})
-    return data
+    return get_service(request).gateway.model(model_id, principal)
 
 
 @service.get("/metrics", dependencies=ADMIN, response_class=PlainTextResponse, tags=["service"],
