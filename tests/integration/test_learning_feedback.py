@@ -1010,7 +1010,9 @@ def test_feedback_under_a_held_lock_is_refused_at_once_and_taken_after_it_is_let
                 assert error["code"] == "storage_unavailable"
                 assert "locked" in error["message"] and "nothing of it was learned" in \
                     error["message"]
-            assert max(took) < busy_s / 2, f"feedback took {took} s to be refused"
+            # (waiting out the busy timeout takes busy_s at least; a refusal at once takes
+            # milliseconds, up to most of a second on a loaded machine)
+            assert max(took) < busy_s, f"feedback took {took} s to be refused"
         assert _status(server)["learned_router"] == {"events": 0, "outcomes": 0}
         _until(lambda: feedback(server, decision, score=0.0).status_code == 200,
                "the feedback taken")
