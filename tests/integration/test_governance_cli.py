@@ -54,6 +54,10 @@ def test_keys_create_takes_a_budget_of_0_as_the_config_and_http_do(
     assert issued["budgets"] == ["0/day"]
     code, out, _ = run(["keys", "show", issued["id"], "--config", config], capsys)
     assert code == 0 and "budget       0/day: spent $0.000000" in out, out
+    # A reset frees no spend for it, and a key's budgets are kept as it was made.
+    assert "resets" not in out and ("held $0.000000, allows no spend in any period (for a "
+                                    "key that may spend, create one with a larger budget "
+                                    "and revoke this one)") in out, out
 
 
 def test_keys_create_list_show_rotate_revoke(config: Path,

@@ -903,7 +903,39 @@ def test_a_budget_of_0_is_wholly_used_and_alerts_only_once_something_is_spent(
     [shut] = alert["budgets"]
     assert (shut["utilization"], shut["status"], alert["status"]) == (1.0, "critical",
                                                                       "critical")
-    assert "tenant shut has used 100% of its $0/day budget" in alert["recommendation"]
+    # A reset allows it no spend either: the way out is raising it, not waiting.
+    assert alert["recommendation"] == (
+        "tenant shut's $0/day budget allows no spend, yet $0.001000 was spent or held against "
+        "it this period: every request that may cost anything is refused (429 "
+        "budget_exceeded), now and after the budget resets alike; raise the budget to allow "
+        "spend, or leave it at 0 to keep tenant shut from spending")
+    assert "until it resets" not in alert["recommendation"]
+
+
+def test_a_budget_of_0_that_recent_spend_would_reach_says_a_reset_allows_none_either(
+        tmp_path: Path) -> None:
+    """Spent just before its period began, a budget of 0 warns; its recommendation does not
+    speak of nearing a budget or of levers that slow its filling: it allows no spend."""
+    s = load_settings(overrides={
+        "data_dir": str(tmp_path),
+        "models": [{"name": m, "input_per_mtok": i, "output_per_mtok": o}
+                   for m, (i, o) in PRICES.items()],
+        "tenants": {"shut": {"budgets": ["0/hour"]}}}, environ={})
+    top = T0 + 1800  # (09:00:00, an hour's start)
+    with SQLiteStore(s.db_path) as store:
+        store.append(LedgerRecord(ts=top - 300, reservation_id="r", kind="settle",
+                                  amount_usd=0.001, request_id="r", tenant="shut",
+                                  model="small", provider="openai")).result()
+    alert = Reports.from_settings(s, clock=lambda: top).check_budget_alert("shut")
+    [shut] = alert["budgets"]
+    assert (shut["spent_usd"], shut["status"], alert["status"]) == (0, "warning", "warning")
+    assert alert["hourly_status"] == "ok"
+    assert alert["recommendation"].startswith(
+        "tenant shut's $0/hour budget allows no spend, yet at the recent rate of spend "
+        f"${shut['projected_usd']:.6f} would go against it by the period's end: every request "
+        "that may cost anything is refused (429 budget_exceeded), now and after the budget "
+        "resets alike; raise the budget to allow spend"), alert["recommendation"]
+    assert "nearing" not in alert["recommendation"]
 
 
 def test_an_alerts_level_is_one_rule_for_every_budget_and_the_hourly_one() -> None:

@@ -323,9 +323,13 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     print(f"{'created':<12} {_when(record.created_at)} UTC")
     print(f"{'expires':<12} {_expires(record.expires_at)}")
     for s in statuses:
+        # (a budget of 0 allows no spend after a reset either, and a key's budgets are kept
+        # as it was made: rotate keeps them)
+        state = (f"{s['used_fraction']:.1%} used, resets {_when(s['resets_at'])} UTC"
+                 if s["limit_usd"] > 0 else "allows no spend in any period (for a key "
+                 "that may spend, create one with a larger budget and revoke this one)")
         print(f"budget       {s['budget']}: spent {_usd(s['spent_usd'])}, held "
-              f"{_usd(s['held_usd'])}, {s['used_fraction']:.1%} used, resets "
-              f"{_when(s['resets_at'])} UTC")
+              f"{_usd(s['held_usd'])}, {state}")
     return 0
 
 

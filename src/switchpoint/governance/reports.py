@@ -1132,7 +1132,8 @@ class Reports:
         budgets = self.budget_alerts([(entry.account, entry.budget) for entry in listed],
                                      log_start)
         worst = max([hourly_status, *(b["status"] for b in budgets)], key=levels.__getitem__)
-        recommendation = self._recommend(worst, budgets, budget, spent, projected, tenant)
+        recommendation = self._recommend(worst, hourly_status, budgets, budget, spent, projected,
+                                         tenant)
         by_position = {entry.position: alert for entry, alert in zip(listed, budgets,
                                                                      strict=True)}
         page, next_cursor = page_of(listed, after, limit)
@@ -1147,7 +1148,7 @@ class Reports:
                 "next_cursor": next_cursor,
                 "recommendation": recommendation}
 
-    def _recommend(self, worst: str, budgets: Sequence[Mapping[str, Any]],
+    def _recommend(self, worst: str, hourly_status: str, budgets: Sequence[Mapping[str, Any]],
                    hourly_budget: float | None, spent: float, projected: float,
                    tenant: str | None) -> str:
         if worst == "ok":
@@ -1155,10 +1156,20 @@ class Reports:
         over = [b for b in budgets if b["status"] == "critical"]
         if over:
             b = over[0]
+            if b["limit_usd"] <= 0:
+                return _shut(b, f"${b['spent_usd'] + b['held_usd']:.6f} was spent or held "
+                                "against it this period")
             return (f"{describe_account(b['account'])} has used {b['utilization']:.0%} of its "
                     f"${b['limit_usd']:g}/{b['period']} budget: requests that do not fit are "
                     f"refused (429 budget_exceeded) until it resets in {b['resets_in']}; raise "
                     "the budget or lower the traffic")
+        # A budget of 0 warns only when the recent rate of spend would spend against it: it
+        # is nearing nothing, so the levers for a budget that fills do not apply to it.
+        nearing = [b for b in budgets if b["status"] == "warning"]
+        if hourly_status == "ok" and nearing and all(b["limit_usd"] <= 0 for b in nearing):
+            b = nearing[0]
+            return _shut(b, "at the recent rate of spend "
+                            f"${b['projected_usd']:.6f} would go against it by the period's end")
         try:
             suggestions = self.get_cost_optimizations(period="day", tenant=tenant)
         except InvalidInputError:
@@ -1174,6 +1185,16 @@ class Reports:
                 + (f" against ${hourly_budget:g}" if hourly_budget is not None else "")
                 + "); the tenants' budget curves raise λ as budgets fill; lower the traffic or "
                   "raise the budget")
+
+
+def _shut(alert: Mapping[str, Any], seen: str) -> str:
+    """The recommendation for a budget of 0 that alerts (``seen``: what spend it saw): it
+    allows no spend, in this period or after a reset, so only raising it allows any."""
+    who = describe_account(alert["account"])
+    return (f"{who}'s $0/{alert['period']} budget allows no spend, yet {seen}: every request "
+            "that may cost anything is refused (429 budget_exceeded), now and after the budget "
+            f"resets alike; raise the budget to allow spend, or leave it at 0 to keep {who} "
+            "from spending")
 
 
 _ACCOUNT_COLUMNS = {"key": "key_id", "tenant": "tenant", "model": "model",
