@@ -538,7 +538,7 @@ def test_a_budgets_used_fraction_is_one_rule_for_the_curve_and_the_status() -> N
     ledger = Ledger(Clock())
     zero, small = Budget(0.0, "day"), Budget(0.1, "day")
     assert ledger.status("key:z", zero)["used_fraction"] == 1.0
-    assert ledger.used_fraction({"key:z": [zero]}) == (1.0, "key:z", zero)
+    assert ledger.most_used_budget({"key:z": [zero]}) == (1.0, "key:z", zero)
     free = reserve(ledger, 0.0, {"key:z": [zero]}, accounts=("key:z",))
     assert isinstance(free, Ticket)  # (a request that costs nothing passes a budget of 0)
     ledger.settle(free, charged_usd=0.0, accounts=["key:z"], tokens=None)
@@ -547,6 +547,8 @@ def test_a_budgets_used_fraction_is_one_rule_for_the_curve_and_the_status() -> N
     assert isinstance(held, Ticket)
     ledger.settle(held, charged_usd=0.15, accounts=["tenant:a"], tokens=None)
     assert ledger.status("tenant:a", small)["used_fraction"] == pytest.approx(1.5)
-    fraction, account, _ = ledger.used_fraction({"tenant:a": [small]}) or (0.0, "", small)
+    most = ledger.most_used_budget({"tenant:a": [small]})
+    assert most is not None
+    fraction, account, _ = most
     assert fraction == pytest.approx(1.5) and account == "tenant:a"
-    assert ledger.used_fraction({}) is None
+    assert ledger.most_used_budget({}) is None

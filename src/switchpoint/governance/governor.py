@@ -676,7 +676,7 @@ class Governor:
                    ) -> tuple[float, dict[str, Any] | None]:
         if not policy.curve or not policy.budgeted:
             return base, None
-        used = self.ledger.used_fraction(policy.budgets)
+        used = self.ledger.most_used_budget(policy.budgets)
         if used is None:
             return base, None
         fraction, account, budget = used

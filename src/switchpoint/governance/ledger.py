@@ -507,9 +507,10 @@ class Ledger:
             self._expire(self.clock())
             return self._held.get(account, 0.0)
 
-    def used_fraction(self, budgets: Mapping[str, Sequence[Budget]]) -> tuple[float, str, Budget
-                                                                              ] | None:
-        """The most used budget among ``budgets`` (spent plus held over its limit):
+    def most_used_budget(self, budgets: Mapping[str, Sequence[Budget]]
+                         ) -> tuple[float, str, Budget] | None:
+        """The most used budget among ``budgets`` (each read by
+        :func:`~switchpoint.governance.budgets.used_fraction`, spent plus held over its limit):
         (fraction, account, budget), or None when there is none."""
         now = self.clock()
         best: tuple[float, str, Budget] | None = None
