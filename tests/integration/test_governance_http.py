@@ -1007,6 +1007,17 @@ def test_a_key_whose_models_a_reload_took_from_its_tenant_is_told_why(
         routed = httpx.post(f"{server.base}/v1/route", json={"prompt": "x"},
                             headers={"authorization": f"Bearer {narrow['key']}"})
         assert routed.status_code == 403 and "may use no model" in routed.text
+        # It is shown no model, as chat refuses it every one: the model list (it listed the
+        # whole catalog) and the learning status alike.
+        bearer = {"authorization": f"Bearer {narrow['key']}"}
+        listed = httpx.get(f"{server.base}/v1/models", headers=bearer)
+        assert listed.status_code == 200 and listed.json()["data"] == [], listed.text
+        assert client(server, narrow["key"]).models.list().data == []
+        with pytest.raises(openai.PermissionDeniedError):
+            client(server, narrow["key"]).models.retrieve("good")
+        status = httpx.get(f"{server.base}/v1/router/status", headers=bearer)
+        assert status.status_code == 200, status.text
+        assert status.json()["tenants"]["acme"]["narrowed_to"] == []
 
 
 def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_them(

@@ -335,6 +335,9 @@ def test_a_key_narrowed_to_some_models_sees_the_status_of_those_models_only(
 
         seen = get(server, "/v1/router/status", key=narrow).json()["tenants"]["acme"]
         assert seen["narrowed_to"] == ["cheap"]
+        # The models it is told of are the model list's, auto aside (no model of its own).
+        listed = [m["id"] for m in get(server, "/v1/models", key=narrow).json()["data"]]
+        assert listed == ["auto", *seen["narrowed_to"]]
         assert "strong" not in str(seen)
         assert seen["memory"]["models"] == {"cheap": 1}
         assert (seen["memory"]["examples"], seen["memory"]["progress"]) == (1, 0.25)

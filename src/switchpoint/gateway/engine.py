@@ -51,6 +51,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -1758,7 +1759,7 @@ class Gateway:
         caller = principal if principal is not None and principal.key_id is not None else None
         return {"compare_id": compare.compare_id, "tenant": name, "scores": learned,
                 **revealed,
-                "memory": self._memory_status(live, name, self._shown_models(live, caller))}
+                "memory": self._memory_status(live, name, self._usable(live, caller)[1])}
 
     def score(self, compare_id: str, scores: Mapping[str, float], **kwargs: Any
               ) -> dict[str, Any]:
@@ -1804,7 +1805,7 @@ class Gateway:
         names = list(tenants) if tenants is not None else sorted(
             set(learning.tenants() if learning is not None else []) | set(live.settings.tenants)
             | set(quality))
-        shown = self._shown_models(live, caller)
+        shown = self._usable(live, caller)[1]
         out = {}
         for name in names:
             learned: dict[str, int | None] = {"events": router.learner.n_events(name),
@@ -1846,7 +1847,7 @@ class Gateway:
         ``auto``, as OpenAI's model objects, ``auto`` first: every one for no caller or one
         nothing narrows. ``GET /v1/models``'s ``data``."""
         live = self.state.live()
-        return live.model_objects(self._usable(live, caller)[1])
+        return live.model_objects(*self._listed(live, caller)[1:])
 
     @_sync_request
     def model(self, model_id: str, caller: Principal | None = None) -> dict[str, Any]:
@@ -1858,8 +1859,8 @@ class Gateway:
         the models it may use. ``GET /v1/models/{id}``'s answer."""
         expect("model_id", model_id, str, "a model's name")
         live = self.state.live()
-        policy, allowed = self._usable(live, caller)
-        entries = live.model_objects(allowed)
+        policy, allowed, auto = self._listed(live, caller)
+        entries = live.model_objects(allowed, auto)
         for entry in entries:
             if entry["id"] == model_id:
                 return entry
@@ -1878,25 +1879,28 @@ class Gateway:
 
     def _usable(self, live: Live, caller: Principal | None
                 ) -> tuple[Policy | None, frozenset[str] | None]:
-        """What governs ``caller`` and the model names it may use, by name or through ``auto``
-        (None: every one)."""
+        """What governs ``caller`` and the catalog models it may use, by name or through
+        ``auto`` (None: every one): the one set a client's key is told of, in the model list
+        (:meth:`models`) and the learning status (:meth:`learning_status`) alike, as chat's
+        errors name it (a model its list names that the catalog lacks is in neither)."""
         policy = (None if caller is None
                   else self._policy(live.settings, caller.tenant, caller.key_id))
         if policy is None or policy.models is None:
             return policy, None
-        return policy, (frozenset(policy.models)
-                        | frozenset(self.governor.visible(policy, live.router.catalog)))
+        return policy, frozenset(self.governor.visible(policy, live.router.catalog))
 
-    def _shown_models(self, live: Live, caller: Principal | None) -> set[str] | None:
-        """The models a client's key may be told about (None: every one)."""
-        policy = (None if caller is None
-                  else self._policy(live.settings, caller.tenant, caller.key_id))
+    def _listed(self, live: Live, caller: Principal | None
+                ) -> tuple[Policy | None, frozenset[str] | None, bool]:
+        """:meth:`_usable`, and whether the model list shows ``auto`` to ``caller``: when it
+        may route with it (``auto`` is no model a status counts anything of)."""
+        policy, usable = self._usable(live, caller)
         if policy is None or policy.models is None:
-            return None
-        return set(self.governor.visible(policy, live.router.catalog))
+            return policy, usable, True
+        return policy, usable, AUTO_MODEL in policy.models
 
     @staticmethod
-    def _memory_status(live: Live, tenant: str, shown: set[str] | None) -> dict[str, Any]:
+    def _memory_status(live: Live, tenant: str, shown: AbstractSet[str] | None
+                       ) -> dict[str, Any]:
         """A tenant's memory status, its per-model coverage and its examples only of the models
         in ``shown`` (what a client's key may be told about; None: all). ``cold`` stays the
         memory's own state: whether it routes."""
@@ -2598,7 +2602,7 @@ def health_config(g: GatewaySettings) -> HealthConfig:
 __all__ = ["Gateway", "Observer", "SyncChatStream"]
 
 
-def _only(by_model: dict[str, Any], shown: set[str] | None) -> dict[str, Any]:
+def _only(by_model: dict[str, Any], shown: AbstractSet[str] | None) -> dict[str, Any]:
     """``by_model`` narrowed to the models in ``shown`` (None: all)."""
     return by_model if shown is None else {m: v for m, v in by_model.items() if m in shown}
 

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,18 +65,19 @@ class Live:
         return cls(router, settings, _policy_name(settings, router, policy),
                    router.weights_id, unprofiled=tuple(router.unprofiled_models))
 
-    def model_objects(self, allowed: frozenset[str] | None = None) -> list[dict[str, Any]]:
-        """The routable models as OpenAI's model objects, ``auto`` first; ``allowed``: the
-        names a caller may use, by name or through ``auto`` (None: every one)."""
+    def model_objects(self, allowed: AbstractSet[str] | None = None, auto: bool = True
+                      ) -> list[dict[str, Any]]:
+        """The routable models as OpenAI's model objects, ``auto`` first (unless ``auto`` is
+        false); ``allowed``: the catalog models a caller may use, by name or through ``auto``
+        (None: every one; empty: none)."""
         created = int(self.loaded_at)
         data = []
-        if allowed is None or AUTO_MODEL in allowed:
+        if auto:
             data.append({"id": AUTO_MODEL, "object": "model", "created": created,
                          "owned_by": "switchpoint"})
         configured = self.settings.models is not None
-        listed = allowed is not None and any(m != AUTO_MODEL for m in allowed)
         for card in self.router.catalog.cards:
-            if listed and allowed is not None and card.name not in allowed:
+            if allowed is not None and card.name not in allowed:
                 continue
             data.append({"id": card.name, "object": "model", "created": created,
                          "owned_by": card.provider if configured else "switchpoint"})
