@@ -90,14 +90,15 @@ def test_the_models_a_caller_may_use_are_read_by_the_rule_chat_uses(gateway_of: 
 
     gw = gateway_of(tenants={"acme": {"models": ["cheap", "auto"]}})
     key = gw.governor.keys.create(KeySpec(tenant="acme").checked(["acme"], None)).key
-    caller = gw.governor.principal(gw.settings, key=key)
     assert [m["id"] for m in gw.models()] == ["auto", "good", "cheap"]
-    assert [m["id"] for m in gw.models(caller)] == ["auto", "cheap"]
-    assert gw.model("cheap", caller) == gw.models(caller)[1]
+    assert [m["id"] for m in gw.models(key=key)] == ["auto", "cheap"]
+    assert gw.models(tenant="acme") == gw.models(key=key)
+    assert gw.model("cheap", key=key) == gw.models(key=key)[1] == gw.model("cheap",
+                                                                           tenant="acme")
     assert gw.model("good")["id"] == "good"
     for name in ("good", "nope"):
         with pytest.raises(PermissionDeniedError) as refused:
-            gw.model(name, caller)
+            gw.model(name, key=key)
         with pytest.raises(PermissionDeniedError) as chat:
             gw.complete(messages("x"), model=name, key=key)
         assert str(refused.value) == str(chat.value) and "may use cheap, auto" in str(chat.value)
@@ -107,6 +108,18 @@ def test_the_models_a_caller_may_use_are_read_by_the_rule_chat_uses(gateway_of: 
     with pytest.raises(InvalidInputError) as bad:
         gw.model(5)
     assert bad.value.field == "model_id", bad.value
+    # The caller is checked as complete checks it: a key verified, a tenant known, the two
+    # agreeing.
+    def one(**who: str) -> object:
+        return gw.model("cheap", **who)
+
+    for read in (gw.models, one):
+        with pytest.raises(AuthenticationError):
+            read(key="sp-0123456789_" + "a" * 43)
+        with pytest.raises(InvalidInputError, match='belongs to tenant "acme"'):
+            read(key=key, tenant="other")
+        with pytest.raises(NotFoundError, match='tenant: "other" is not in the config'):
+            read(tenant="other")
 
 
 def test_the_budget_curve_steers_auto_to_cheaper_models(gateway_of: Any) -> None:

@@ -1842,23 +1842,30 @@ class Gateway:
         return status
 
     @_sync_request
-    def models(self, caller: Principal | None = None) -> list[dict[str, Any]]:
-        """The routable models ``caller`` (a client's key) may use, by name or through
-        ``auto``, as OpenAI's model objects, ``auto`` first: every one for no caller or one
-        nothing narrows. ``GET /v1/models``'s ``data``."""
+    def models(self, *, key: str | None = None, tenant: str | None = None,
+               principal: Principal | None = None) -> list[dict[str, Any]]:
+        """The routable models the caller may use, by name or through ``auto``, as OpenAI's
+        model objects, ``auto`` first (unless it may not route with it): every one for no
+        caller or one nothing narrows. ``key`` (a client key, verified) or ``tenant``
+        (trusted) names the caller as :meth:`complete`'s do (``principal``: one the HTTP door
+        checked). ``GET /v1/models``'s ``data``."""
         live = self.state.live()
+        caller = self._reader(live, key, tenant, principal)
         return live.model_objects(*self._listed(live, caller)[1:])
 
     @_sync_request
-    def model(self, model_id: str, caller: Principal | None = None) -> dict[str, Any]:
-        """The one of :meth:`models` named ``model_id``. A model ``caller`` may not use is
-        refused as a chat request naming it is (a
-        :class:`~switchpoint.errors.PermissionDeniedError` listing those it may use), whether
-        the catalog has it or not; one it may use that the catalog lacks, or a name unknown to
-        a caller nothing narrows, is a :class:`~switchpoint.errors.ModelNotFoundError` naming
-        the models it may use. ``GET /v1/models/{id}``'s answer."""
+    def model(self, model_id: str, *, key: str | None = None, tenant: str | None = None,
+              principal: Principal | None = None) -> dict[str, Any]:
+        """The one of :meth:`models` named ``model_id`` (``key``, ``tenant`` and ``principal``
+        name the caller as there). A model the caller may not use is refused as a chat
+        request naming it is (a :class:`~switchpoint.errors.PermissionDeniedError` listing
+        those it may use), whether the catalog has it or not; one it may use that the catalog
+        lacks, or a name unknown to a caller nothing narrows, is a
+        :class:`~switchpoint.errors.ModelNotFoundError` naming the models it may use.
+        ``GET /v1/models/{id}``'s answer."""
         expect("model_id", model_id, str, "a model's name")
         live = self.state.live()
+        caller = self._reader(live, key, tenant, principal)
         policy, allowed, auto = self._listed(live, caller)
         entries = live.model_objects(allowed, auto)
         for entry in entries:
@@ -1876,6 +1883,15 @@ class Gateway:
         catalog = live.router.catalog
         self.governor.check_model(policy, model_id, catalog)
         raise self.governor.unknown_model(policy, catalog, missing, model_id)
+
+    def _reader(self, live: Live, key: str | None, tenant: str | None,
+                principal: Principal | None) -> Principal | None:
+        """Who reads what a caller may use: ``principal`` (the HTTP door's, its key checked),
+        else the caller ``key`` (verified as a bearer key is) or ``tenant`` (trusted) names,
+        as for :meth:`complete` (None: neither, trusted code that sees every model)."""
+        if principal is not None:
+            return principal
+        return self.governor.principal(live.settings, key=key, tenant=tenant)
 
     def _usable(self, live: Live, caller: Principal | None
                 ) -> tuple[Policy | None, frozenset[str] | None]:

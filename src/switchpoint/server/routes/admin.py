@@ -81,7 +81,7 @@ async def health(request: Request) -> JSONResponse:
             responses={503: ERROR_RESPONSES[503]},
             summary="The routable models, OpenAI list format, with 'auto' first")
 async def models(request: Request, principal: CLIENT) -> dict[str, Any]:
-    return {"object": "list", "data": get_service(request).gateway.models(principal)}
+    return {"object": "list", "data": get_service(request).gateway.models(principal=principal)}
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelObject, tags=["gateway"],
@@ -90,7 +90,7 @@ async def models(request: Request, principal: CLIENT) -> dict[str, Any]:
                        503: ERROR_RESPONSES[503]},
             summary="One routable model, OpenAI format")
 async def model(model_id: str, request: Request, principal: CLIENT) -> dict[str, Any]:
-    return get_service(request).gateway.model(model_id, principal)
+    return get_service(request).gateway.model(model_id, principal=principal)
 
 
 @service.get("/metrics", dependencies=ADMIN, response_class=PlainTextResponse, tags=["service"],
