@@ -330,6 +330,28 @@ def test_the_sla_report_and_the_alert_read_the_hour_the_sla_budget_watches(
     assert beta["budget_account"] == "tenant beta" and beta["budget_utilization"] is None
 
 
+def test_an_hour_over_its_sla_budget_with_no_budget_listed_is_recommended_as_such(
+        tmp_path: Path) -> None:
+    """Only the SLA's hourly budget is critical (no budget is listed): the recommendation
+    says the hour has reached it and what that does, not that spend nears a budget."""
+    s = load_settings(overrides={
+        "data_dir": str(tmp_path), "sla": {"budget_per_hour_usd": 0.01},
+        "models": [{"name": m, "input_per_mtok": i, "output_per_mtok": o}
+                   for m, (i, o) in PRICES.items()]}, environ={})
+    with SQLiteStore(s.db_path) as store:
+        store.append(RequestRecord(
+            id="a", ts=T0 - 600, requested_model="big", status="ok", http_status=200,
+            pin_state="fresh", stream=False, latency_ms=10.0, model="big",
+            prompt_tokens=1000, completion_tokens=500,
+            cost_usd=price("big", 1000, 500))).result()
+    alert = Reports.from_settings(s, clock=lambda: T0).check_budget_alert()
+    assert (alert["status"], alert["hourly_status"], alert["budgets"]) == (
+        "critical", "critical", [])
+    assert "nearing" not in alert["recommendation"]
+    assert "has reached the SLA's $0.01/hour budget" in alert["recommendation"]
+    assert "sla.budget_per_hour_usd" in alert["recommendation"]
+
+
 def test_budget_alert_without_budgets_reads_the_hours_spend_from_the_request_log(
         tmp_path: Path) -> None:
     """Without a budget or an hourly SLA budget nothing is settled in the ledger: the hour's

@@ -1163,6 +1163,11 @@ class Reports:
                     f"${b['limit_usd']:g}/{b['period']} budget: requests that do not fit are "
                     f"refused (429 budget_exceeded) until it resets in {b['resets_in']}; raise "
                     "the budget or lower the traffic")
+        if hourly_status == "critical" and hourly_budget is not None:
+            return (f"this hour's spend ${spent:.4f} has reached the SLA's "
+                    f"${hourly_budget:g}/hour budget: auto requests are routed as breaching it "
+                    "(at a higher λ with auto_escalate_on_breach) until the hour ends; lower the "
+                    "traffic or raise sla.budget_per_hour_usd")
         # A budget of 0 warns only when the recent rate of spend would spend against it: it
         # is nearing nothing, so the levers for a budget that fills do not apply to it.
         nearing = [b for b in budgets if b["status"] == "warning"]
