@@ -27,6 +27,11 @@ class DuplicateKeyError(json.JSONDecodeError):
     """A key written twice in one JSON object (the text is valid JSON, but ambiguous)."""
 
 
+class UnusableJSONError(json.JSONDecodeError):
+    """JSON text that :func:`loads` will not read whole (an integer too long to convert,
+    nesting too deep): its message says why, at no one place in the text."""
+
+
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """An object's key/value pairs as a dict (an ``object_pairs_hook``), refusing a key written
     twice with :class:`DuplicateKeyError` naming it."""
@@ -52,13 +57,13 @@ def loads(text: str | bytes, **kwargs: Any) -> Any:
         try:
             return int(digits)
         except ValueError:
-            raise json.JSONDecodeError(f"a number of {len(digits.lstrip('-'))} digits is too "
-                                       "long to read", digits, 0) from None
+            raise UnusableJSONError(f"a number of {len(digits.lstrip('-'))} digits is too "
+                                    "long to read", digits, 0) from None
 
     try:
         return json.loads(text, parse_int=parse_int, **kwargs)
     except RecursionError:
-        raise json.JSONDecodeError("arrays or objects nested too deeply to read", "", 0) from None
+        raise UnusableJSONError("arrays or objects nested too deeply to read", "", 0) from None
 
 
 def too_long(digits: str) -> bool:
@@ -78,8 +83,22 @@ def not_finite(text: str) -> str:
 
 def unreadable(exc: json.JSONDecodeError) -> str:
     """What an error from :func:`loads` says of the text: ``not valid JSON (why)``, or for a key
-    written twice, which is valid JSON, just that."""
-    return exc.msg if isinstance(exc, DuplicateKeyError) else f"not valid JSON ({exc.msg})"
+    written twice, which is valid JSON, just that. A syntax error says where it is (``at
+    column 13``, or ``at line 2, column 13`` in text of several lines), since a line may be
+    megabytes long; a control character written raw inside a string is named, with the escape
+    that writes it."""
+    if isinstance(exc, DuplicateKeyError):
+        return exc.msg
+    if isinstance(exc, UnusableJSONError):
+        return f"not valid JSON ({exc.msg})"
+    where = (f"column {exc.colno:,}" if exc.lineno == 1
+             else f"line {exc.lineno:,}, column {exc.colno:,}")
+    if exc.msg.startswith("Invalid control character") and exc.pos < len(exc.doc):
+        code = ord(exc.doc[exc.pos])
+        return (f"not valid JSON (a control character, U+{code:04X}, written as it is inside a "
+                f"string at {where}; write it as the escape \\u{code:04x}, or remove it)")
+    msg = exc.msg.removesuffix(" at")  # Python's own ends some with "at", its place cut off
+    return f"not valid JSON ({msg} at {where})"
 
 
 def as_float(value: SupportsFloat) -> float:

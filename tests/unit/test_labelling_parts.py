@@ -296,7 +296,12 @@ def test_jsonl_fields() -> None:
 
 
 @pytest.mark.parametrize(("lines", "message"), [
-    (['{"prompt": "a"}', "plain text"], "line 2: not valid JSON"),
+    (['{"prompt": "a"}', "plain text"], "line 2: not valid JSON (Expecting value at column 1)"),
+    (['{"prompt": "a\x00b"}'], "line 1: not valid JSON (a control character, U+0000, written "
+                                "as it is inside a string at column 14; write it as the escape "
+                                "\\u0000, or remove it)"),
+    (['{"prompt": "a", "id": "x}'], "line 1: not valid JSON (Unterminated string starting at "
+                                    "column 23)"),
     (['{"prompt": "a"}', '{"prompt": "b", "prompt": "c"}'],
      'line 2: the key "prompt" is written twice in one object; keep one'),
     (['{"id": "x"}'], "line 1: missing field 'prompt'"),

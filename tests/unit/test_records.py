@@ -70,6 +70,13 @@ def test_parse_real_records(small_records: RecordSet) -> None:
 
 BAD_LINES = [
     pytest.param("{not json", "not valid JSON", id="not-json"),
+    pytest.param(GOOD.replace('"r1"', '"r\x00"'), "line 3: not valid JSON (a control character, "
+                 "U+0000, written as it is inside a string at column 10; write it as the escape "
+                 "\\u0000, or remove it)", id="raw-control-character"),
+    pytest.param(GOOD[:-1] + ", }", "line 3: not valid JSON (Expecting property name enclosed in "
+                 f"double quotes at column {len(GOOD) + 2})", id="comma-before-brace"),
+    pytest.param(GOOD.replace('"r1"', '"r1'), "line 3: not valid JSON (Expecting ',' delimiter "
+                 "at column ", id="unclosed-string-says-where"),
     pytest.param("[1, 2, 3]", "JSON object", id="not-object"),
     pytest.param('"just a string"', "JSON object", id="string-not-object"),
     pytest.param(json.dumps({"scores": {"a": 1}, "costs": {"a": 0}}), "'prompt'",
