@@ -329,7 +329,12 @@ def printed_name_problem(model: str) -> str | None:
     """Why ``model`` cannot name a model in routing records or a weights package, or None
     when it can: its name shows as itself (see :func:`unprintable`), since the router answers
     with it and ``switchpoint info``, logs and reports print it. (Unlike a catalog name, which
-    rides in a header, it may be long and need not be ASCII.)"""
+    rides in a header, it may be long and need not be ASCII.) A name that is empty, or only
+    spaces, names nothing a caller could ask for or read (``add-model`` refuses one too)."""
+    if not model.strip():
+        return (f"a model is named {json_quoted(model, 80)}, which shows as nothing: a model's "
+                "name is how the router answers with it and how a config names it, so each "
+                "model needs a name of its own")
     hidden = unprintable(model)
     if hidden is None:
         return None

@@ -188,7 +188,7 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
         for m in new:
             problem = printed_name_problem(m)
             if problem is not None:
-                raise RecordsError(source, number, f"{problem}; name the model without them")
+                raise RecordsError(source, number, f"{problem}; rename the model in the records")
         clean_s = {m: _number(v, source, number, f"scores[{json_quoted(m)}]", 0.0, 1.0)
                    for m, v in scores.items()}
         clean_c = {m: _number(v, source, number, f"costs[{json_quoted(m)}]", 0.0,

@@ -328,7 +328,7 @@ def _check_model_names(models: Iterable[str], where: Path) -> None:
         problem = printed_name_problem(model)
         if problem is not None:
             raise WeightsError(where, f"{problem}; fit the weights again from records that "
-                                      "name the model without them")
+                                      "name the model so")
 
 
 def _unwritable(target: Path, reason: str) -> WeightsError:

@@ -125,6 +125,22 @@ BAD_LINES = [
 ]
 
 
+@pytest.mark.parametrize(("name", "shown"), [("", '""'), ("   ", '"   "'), ("\t", '"\\t"')])
+def test_a_model_named_nothing_is_refused_naming_the_line(
+        tmp_path: Path, name: str, shown: str) -> None:
+    """A model whose name is empty or only spaces (a spreadsheet's blank column header) would
+    be fitted into weights that answer with it, a name no config can give (add-model refuses
+    one too): the records are refused as they are read."""
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join([GOOD, _line(id="r2", scores={"a": 1.0, name: 0.5},
+                                           costs={"a": 0.1, name: 0.2})]) + "\n")
+    with pytest.raises(RecordsError) as info:
+        load_records(path)
+    assert info.value.line == 2
+    assert str(info.value).startswith(f"'{path}', line 2: a model is named {shown}, ")
+    assert str(info.value).endswith("; rename the model in the records")
+
+
 @pytest.mark.parametrize(("name", "shown", "char"), [
     ("evil\x1b[2J\nmodel", '"evil\\u001b[2J\\nmodel"', "U+001B (character 5)"),
     ("safe\u202eldom", '"safe\\u202eldom"', "U+202E (character 5)"),
