@@ -52,12 +52,20 @@ def bounded_lines(stream: TextIO) -> Iterator[str]:
             return
         number += 1
         if len(line) > MAX_LINE_CHARS:
-            raise PromptFileError(f"is over {MAX_LINE_CHARS:,} characters; shorten that "
-                                  "prompt", number)
+            raise PromptFileError(f"is over {MAX_LINE_CHARS:,} characters, the most a line "
+                                  "may hold; shorten it (in JSONL, whichever field is long: "
+                                  "the prompt, a reference, an embedding)", number)
         bad = not_utf8(line)
         if bad is not None:
             raise PromptFileError(bad, number)
         yield line
+
+
+def blank_file(lines: int) -> str:
+    """What a file of ``lines`` lines, each blank, is told when it holds nothing to read."""
+    if lines == 0:
+        return "the file is empty"
+    return f"the file's {lines:,} line{'s are' if lines > 1 else ' is'} blank"
 
 
 def prompt_lines(lines: Iterable[str]) -> Iterator[tuple[int, str, bool]]:

@@ -38,7 +38,7 @@ from switchpoint._json import (
 from switchpoint._messages import json_quoted, listed_names, printed_name_problem
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
 from switchpoint.errors import RecordsError
-from switchpoint.prompt_files import BOM, ENCODING_ERRORS, not_utf8
+from switchpoint.prompt_files import BOM, ENCODING_ERRORS, blank_file, not_utf8
 
 FloatMatrix = npt.NDArray[np.float64]
 # A record is one line: a prompt and its labels, as JSON writes them (a quote, a backslash or a
@@ -141,6 +141,7 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     model_order: dict[str, None] = {}
+    number = 0
     for number, raw in enumerate(lines, start=1):
         if len(raw) > MAX_RECORD_CHARS:
             raise RecordsError(source, number, f"is over {MAX_RECORD_CHARS:,} characters; a "
@@ -204,7 +205,7 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
         rows.append({"id": rid, "prompt": prompt, "task": task, "split": split,
                      "scores": clean_s, "costs": clean_c})
     if not rows:
-        raise RecordsError(source, None, "no records found; the file is empty")
+        raise RecordsError(source, None, f"no records found; {blank_file(number)}")
     models = list(model_order)
     col = {m: j for j, m in enumerate(models)}
     scores_m = np.full((len(rows), len(models)), np.nan)

@@ -628,7 +628,13 @@ def test_a_prompt_file_past_its_bounds_is_refused_before_it_is_held(
     with pytest.raises(LabellingError) as info:
         parse_prompts(prompt_files.bounded_lines(io.StringIO("a\n" + "y" * 50 + "\n")))
     assert info.value.line == 2 and str(info.value) == (
-        "'prompts', line 2: is over 40 characters; shorten that prompt")
+        "'prompts', line 2: is over 40 characters, the most a line may hold; shorten it (in "
+        "JSONL, whichever field is long: the prompt, a reference, an embedding)")
+    with pytest.raises(LabellingError) as info:  # a short prompt with a long reference
+        parse_prompts(prompt_files.bounded_lines(io.StringIO(
+            json.dumps({"prompt": "Say x", "reference": "x" * 50}) + "\n")))
+    assert info.value.line == 1 and "shorten that prompt" not in str(info.value)
+    assert "whichever field is long: the prompt, a reference" in str(info.value)
 
 
 def test_route_file_argument_errors(

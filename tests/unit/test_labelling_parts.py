@@ -333,7 +333,8 @@ def test_jsonl_fields() -> None:
     (['{"prompt": "same"}', '{"prompt": "same"}'], "line 2: repeats the prompt of line 1"),
     (["same\n", "other\n", "same\n"], "line 3: repeats the prompt of line 1"),
     (['{"prompt": "a"}', '["a list"]'], "line 2: each line must be a JSON object"),
-    (["", "  "], "no prompts found"),
+    ([], "no prompts found; the file is empty"),
+    (["", "  \n"], "no prompts found; the file's 2 lines are blank"),
 ])
 def test_bad_lines_are_named(lines: list[str], message: str) -> None:
     with pytest.raises(LabellingError) as info:

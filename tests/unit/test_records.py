@@ -210,13 +210,15 @@ def test_integer_ids_are_strings_and_collide_with_their_string_form() -> None:
         parse_records([_line(id=7), _line(id="7")])
 
 
-@pytest.mark.parametrize("lines", [[], [""], ["", "   ", "\n"]])
-def test_empty_input_raises(lines: list[str]) -> None:
+@pytest.mark.parametrize(("lines", "said"), [
+    ([], "the file is empty"), ([""], "the file's 1 line is blank"),
+    (["", "   ", "\n"], "the file's 3 lines are blank")])
+def test_empty_input_raises(lines: list[str], said: str) -> None:
+    """A file of blank lines is not called empty (its size says otherwise)."""
     with pytest.raises(RecordsError) as info:
         parse_records(lines, source="empty.jsonl")
     assert info.value.line is None
-    assert "empty" in str(info.value)
-    assert str(info.value).startswith("'empty.jsonl': ")
+    assert str(info.value) == f"'empty.jsonl': no records found; {said}"
 
 
 def test_load_records_missing_file(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from switchpoint.labelling.reference import normalise, parse_number
 from switchpoint.prompt_files import (
     ENCODING_ERRORS,
     PromptFileError,
+    blank_file,
     bounded_lines,
     prompt_lines,
 )
@@ -73,8 +74,16 @@ def parse_prompts(lines: Iterable[str], source: object = "prompts") -> list[Labe
     else one prompt per line). Blank lines are skipped."""
     out: list[LabelPrompt] = []
     seen: dict[str, int] = {}
+    read = 0
+
+    def counted(source_lines: Iterable[str]) -> Iterable[str]:
+        nonlocal read
+        for line in source_lines:
+            read += 1
+            yield line
+
     try:
-        numbered = list(prompt_lines(lines))
+        numbered = list(prompt_lines(counted(lines)))
     except PromptFileError as exc:
         raise LabellingError(str(exc), source=source, line=exc.line) from None
     for number, raw, jsonl in numbered:
@@ -93,7 +102,7 @@ def parse_prompts(lines: Iterable[str], source: object = "prompts") -> list[Labe
         seen[item.id] = number
         out.append(item)
     if not out:
-        raise LabellingError("no prompts found; the file is empty", source=source)
+        raise LabellingError(f"no prompts found; {blank_file(read)}", source=source)
     return out
 
 
