@@ -503,8 +503,8 @@ def test_an_out_that_is_the_prompts_file_is_refused_and_the_prompts_kept(
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--models", "a,zeta", "--judge", "judge"], "'zeta' is not in the catalog of the config"),
-    (["--models", "a", "--judge", "nobody"], "judge: 'nobody' is not in the catalog"),
+    (["--models", "a,zeta", "--judge", "judge"], "\"zeta\" is not in the catalog of the config"),
+    (["--models", "a", "--judge", "nobody"], 'judge: "nobody" is not in the catalog'),
     (["--models", "a"], "have no 'reference', so a judge must score the answers"),
     (["--models", "a", "--rubric", "rubric.txt"], "--rubric: give --judge MODEL too"),
     (["--models", "a", "--judge", "judge", "--rubric", "missing.txt"],

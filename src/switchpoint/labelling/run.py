@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import switchpoint.labelling.journal as jr
 from switchpoint._files import LinkError, output_target, path_problem, same_file
 from switchpoint._json import LONE_SURROGATE, lone_surrogate, shown_number
-from switchpoint._messages import json_quoted, listed_names, plural, quoted, quoted_path
+from switchpoint._messages import json_quoted, listed_names, plural, quoted_path
 from switchpoint._progress import ProgressFn
 from switchpoint.catalog import MAX_TOKENS
 from switchpoint.config import MAPPING_CONFIG, Settings, load_settings
@@ -378,7 +378,7 @@ def _model_names(models: Sequence[str]) -> list[str]:
             raise InvalidInputError("models", f"{json_quoted(name)} is not a model name")
     repeated = sorted(n for n, count in Counter(names).items() if count > 1)
     if repeated:
-        raise InvalidInputError("models", f"{listed_names(map(quoted, repeated))} "
+        raise InvalidInputError("models", f"{listed_names(map(json_quoted, repeated))} "
                                           f"{'is' if len(repeated) == 1 else 'are'} listed twice")
     return names
 
@@ -400,7 +400,7 @@ def _check_catalog(settings: Settings, models: list[str], judge: str | None,
     for role, names in (("models", models), ("judge", [judge] if judge else [])):
         unknown = [n for n in names if n not in index]
         if unknown:
-            shown = listed_names(map(quoted, unknown))
+            shown = listed_names(map(json_quoted, unknown))
             raise InvalidInputError(role, f"{shown} {'is' if len(unknown) == 1 else 'are'} not "
                                           f"in the catalog of {where} (it has {catalog}); "
                                           "labelling calls catalog models only")
