@@ -166,8 +166,8 @@ def remove_model(package: WeightsPackage, name: str) -> WeightsPackage:
     expect("name", name, str, "the name of a model of the weights")
     if name not in package.models:
         raise InvalidInputError("name", f"model {json_quoted(name)} is not in these weights; "
-                                        "they hold "
-                                        f"{package.models}")
+                                        f"they hold {listed_names(package.models)} "
+                                        "(`switchpoint info --weights DIR` lists them)")
     if len(package.models) == 1:
         raise InvalidInputError("name", "cannot remove the only model; a router needs at least one")
     policy = copy.copy(package.policy).remove_model(name)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from switchpoint.errors import RecordsError
+from switchpoint.errors import InvalidInputError, RecordsError
 from switchpoint.policies import Inputs
 from switchpoint.records import RecordSet
 from switchpoint.router import Router
@@ -129,3 +129,14 @@ def test_a_source_model_the_records_do_not_label_is_refused_naming_those_they_do
         add_model(package, "new", small_records, embedder=fake_embedder, source_model="absent")
     assert str(info.value).endswith(
         f'no labels for model "absent"; the records label {", ".join(small_records.models)}')
+
+
+def test_removing_a_model_the_weights_lack_lists_those_they_hold_as_words(
+        small_records: RecordSet, fake_embedder: FakeEmbedder) -> None:
+    """Named as add-model's refusal names them (bounded words, not a Python list)."""
+    package = _package("fixed", small_records, fake_embedder)
+    with pytest.raises(InvalidInputError) as info:
+        remove_model(package, "absent")
+    assert str(info.value) == (
+        'name: model "absent" is not in these weights; they hold '
+        f'{", ".join(package.models)} (`switchpoint info --weights DIR` lists them)')
