@@ -502,6 +502,33 @@ def test_an_out_that_is_the_prompts_file_is_refused_and_the_prompts_kept(
     assert fake.requests() == []
 
 
+@pytest.mark.parametrize("name", ["switchpoint.db", "sessions.db", "records.jsonl"])
+def test_an_out_inside_data_dir_is_refused_having_made_and_called_nothing(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], name: str) -> None:
+    """The run's gateway makes its databases in data_dir as it starts: an --out named as one
+    of them had its records written into the request log's database (and lost, the run
+    saying all was labelled); any file there is the service's state's place, not records'."""
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    fake.default("judge", JUDGE_SAYS)
+    data = tmp_path / "data"
+    code, _, err = run(["label", prompts, "--models", "a", "--judge", "judge",
+                        "--out", data / name, "--config", config(fake, tmp_path)], capsys)
+    assert code == 2, err
+    assert f"switchpoint: error: '{data / name}': --out is inside data_dir ('{data}'), " in err
+    assert "write the records outside it, e.g. --out records.jsonl" in err
+    assert not data.exists() and fake.requests() == []
+    # A link to a file there is refused too: the records would go where it leads.
+    data.mkdir()
+    (data / name).write_bytes(b"")
+    (tmp_path / "link.jsonl").symlink_to(data / name)
+    code, _, err = run(["label", prompts, "--models", "a", "--judge", "judge",
+                        "--out", tmp_path / "link.jsonl", "--config", config(fake, tmp_path)],
+                       capsys)
+    assert code == 2 and "--out is inside data_dir" in err, err
+    assert sorted(p.name for p in data.iterdir()) == [name] and fake.requests() == []
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--models", "a,zeta", "--judge", "judge"], "\"zeta\" is not in the catalog of the config"),
     (["--models", "a", "--judge", "nobody"], 'judge: "nobody" is not in the catalog'),

@@ -248,6 +248,7 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
     plan = _check(prompts, models, judge, settings, concurrency, max_tokens,
                   keys=env if env is not None else os.environ if gateway is None else None)
     _check_out_apart(prompts, path)
+    _check_out_outside(settings.data_dir, path)
     with OutputLock(path):
         if not resume:
             jr.check_discardable(path)
@@ -365,6 +366,20 @@ def _check_out_apart(prompts: PromptsArg, out: Path) -> None:
                                  "which would lose the prompts: write the records to another "
                                  "--out",
                                  source=source)
+
+
+def _check_out_outside(data_dir: str, out: Path) -> None:
+    """``out`` (and so its journal, mark and lock beside it) must not be in ``data_dir``: the
+    run's gateway keeps its state there (the request log's database and its journal files,
+    sessions.db, keys.db, the lock), created as the run starts, so a record file named as one
+    of them would be written into a database (the records lost, the database at risk), and
+    the service's pruning and moves of its state would meet files it does not know."""
+    state = Path(data_dir).absolute().resolve()
+    if out.absolute().resolve().is_relative_to(state):
+        raise LabellingError(f"--out is inside data_dir ({quoted_path(data_dir)}), where the "
+                             "gateway the run calls through keeps its state (its databases "
+                             "and their journals, its lock): write the records outside it, "
+                             "e.g. --out records.jsonl", source=out)
 
 
 def _model_names(models: Sequence[str]) -> list[str]:
