@@ -122,6 +122,34 @@ def test_the_models_a_caller_may_use_are_read_by_the_rule_chat_uses(gateway_of: 
             read(tenant="other")
 
 
+def test_the_learning_status_takes_its_caller_as_complete_does(gateway_of: Any) -> None:
+    """Gateway.learning_status names its caller by key= (verified) or tenant= (trusted), as
+    complete does: the caller's own tenant alone, narrowed to the models it may use, and a
+    bad key, a key of another tenant or an unknown tenant refused as complete refuses them."""
+    gw = gateway_of(tenants={"acme": {"models": ["cheap", "auto"]}})
+    key = gw.governor.keys.create(KeySpec(tenant="acme").checked(["acme"], None)).key
+    whole = gw.learning_status()
+    assert list(whole["tenants"]) == ["acme"] and "replayed" in whole
+    assert "narrowed_to" not in whole["tenants"]["acme"]
+    mine = gw.learning_status(key=key)
+    assert list(mine["tenants"]) == ["acme"] and "replayed" not in mine
+    assert mine["tenants"]["acme"]["narrowed_to"] == ["cheap"]
+    assert gw.learning_status(tenant="acme") == mine == gw.learning_status(["acme"], key=key)
+    with pytest.raises(InvalidInputError) as other:
+        gw.learning_status(["default"], key=key)
+    assert other.value.field == "tenants", other.value
+    assert "its own tenant's status alone (\"acme\")" in str(other.value)
+    for who, refusal in (({"key": "sp-0123456789_" + "a" * 43}, AuthenticationError),
+                         ({"key": key, "tenant": "other"}, InvalidInputError),
+                         ({"tenant": "other"}, NotFoundError)):
+        with pytest.raises(refusal) as status:
+            gw.learning_status(**who)
+        with pytest.raises(refusal) as chat:
+            gw.complete(messages("x"), **who)
+        assert str(status.value) == str(chat.value), (status.value, chat.value)
+        assert refusal is AuthenticationError or str(status.value).startswith("tenant: ")
+
+
 def test_the_budget_curve_steers_auto_to_cheaper_models(gateway_of: Any) -> None:
     gw = gateway_of(cost_weight=0.0, tenants={"acme": {"budgets": ["1/day"]}})
     quality_first = gw.complete(messages("Prove that there are infinitely many primes."),

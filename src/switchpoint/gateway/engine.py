@@ -1768,23 +1768,36 @@ class Gateway:
 
     @_sync_request
     def learning_status(self, tenants: Sequence[str] | None = None, *,
-                        caller: Principal | None = None) -> dict[str, Any]:
+                        key: str | None = None, tenant: str | None = None,
+                        principal: Principal | None = None) -> dict[str, Any]:
         """What each tenant has taught: its memory (examples, per-model coverage, still cold
         or not), the outcomes its learned router holds and the quality feedback says each model
         has (over the feedback rows the log keeps: ``feedback_log`` says whether retention
         pruned some, which the learned router still holds). ``tenants``: these (None: every
-        tenant with a memory, outcomes, feedback or config). ``caller``: a client's key, which
-        sees only its tenant's experiments and the models it may use, and not the deployment's
-        replay counts nor its log positions. A key narrowed to some models sees a view narrowed
-        to them (``narrowed_to``): its memory's examples and progress
-        and its learned router's counts count only their records and outcomes (the learned
-        router's are ``null`` when learned before a restore from a checkpoint that did not
-        keep them by model)."""
+        tenant with a memory, outcomes, feedback or config). ``key`` (a client key, verified)
+        or ``tenant`` (trusted) names the caller as :meth:`complete`'s do (``principal``: one
+        the HTTP door checked): a caller reads its own tenant's status alone (``tenants``, if
+        given, names only it), sees only its tenant's experiments and the models it may use,
+        and not the deployment's replay counts nor its log positions. A caller narrowed to
+        some models sees a view narrowed to them (``narrowed_to``, the models :meth:`models`
+        lists to it, ``auto`` aside): its memory's examples and progress and its learned
+        router's counts count only their records and outcomes (the learned router's are
+        ``null`` when learned before a restore from a checkpoint that did not keep them by
+        model). Neither: the deployment's view, of every tenant."""
         check_process(self._pid, "this Gateway")
+        live = self.state.live()
+        caller = self._reader(live, key, tenant, principal)
         if tenants is not None and (isinstance(tenants, (str, bytes))
                                     or not isinstance(tenants, Sequence)):
             raise InvalidInputError("tenants", "must be a list of tenant names (a single "
                                                "tenant too: [name]) or None")
+        own = None if caller is None else caller.tenant or DEFAULT_TENANT
+        if own is not None and tenants is not None and any(n != own for n in tenants):
+            raise InvalidInputError("tenants", f"a caller reads its own tenant's status alone "
+                                               f"({json_quoted(own)}): leave tenants out, or "
+                                               "name no caller for any tenant's")
+        if own is not None:
+            tenants = [own]
         if tenants is not None:
             # An unknown tenant (the reports' rule: neither the config nor the request or
             # feedback log names it) is a 404, not a status of nothing learned.
@@ -1818,24 +1831,22 @@ class Gateway:
                     p for p in map(router.outcome_profile, shown) if p is not None})
                 learned = (dict.fromkeys(learned) if split is None
                            else dict(zip(learned, split, strict=True)))
-            tenant: dict[str, Any] = {
+            view: dict[str, Any] = {
                 "memory": self._memory_status(live, name, shown),
                 "learned_router": learned,
                 "feedback": _only(quality.get(name, {}), shown)}
             if shown is not None:
-                tenant["narrowed_to"] = sorted(shown)
-            out[name] = tenant
+                view["narrowed_to"] = sorted(shown)
+            out[name] = view
         settings = live.settings.learning
         experiments = sorted(
             n for n, e in live.settings.experiments.items()
-            if caller is None or not e.tenants or (caller.tenant or DEFAULT_TENANT) in e.tenants)
+            if own is None or not e.tenants or own in e.tenants)
         status: dict[str, Any] = {"tenants": out, "exploration": settings.exploration,
                                   "memory_size": settings.memory_size,
                                   "experiments": experiments,
                                   "feedback_log": self.learning.log_kept(
-                                      deployment=caller is None,
-                                      tenant=None if caller is None
-                                      else caller.tenant or DEFAULT_TENANT)}
+                                      deployment=caller is None, tenant=own)}
         if caller is None:
             status.update(replayed=learning.replayed if learning is not None else 0,
                           from_checkpoint=learning.restored if learning is not None else 0)

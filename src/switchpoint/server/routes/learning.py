@@ -292,20 +292,15 @@ async def score(request: Request, who: Annotated[Caller, Depends(caller)]) -> JS
 async def status(request: Request, who: Annotated[Caller, Depends(caller)],
                  tenant: TenantQuery = None
                  ) -> JSONResponse:
+    # The admin reads any tenant the gateway knows (the config, the request or feedback log:
+    # the reports' rule, which learning_status applies), acting for none; a client key its
+    # own tenant's (the gateway's rule for a caller); a client without keys the default's.
     gateway = get_service(request).gateway
-    principal, admin = who
-    if admin:
-        # The admin reads any tenant the gateway knows (the config, the request or feedback
-        # log: the reports' rule, which learning_status applies), acting for none.
-        names = None if tenant is None else [tenant]
-        caller = None
-    else:
-        principal, _ = tenant_caller(request, tenant, who)
-        names = [principal.tenant if principal is not None and principal.tenant
-                 else DEFAULT_TENANT]
-        caller = principal
-    return JSONResponse(await run_in_threadpool(
-        lambda: gateway.learning_status(names, caller=caller)))
+    principal, admin = who if who[1] else tenant_caller(request, tenant, who)
+    if tenant is None and not admin and principal is None:
+        tenant = DEFAULT_TENANT
+    return JSONResponse(await run_in_threadpool(lambda: gateway.learning_status(
+        None if tenant is None else [tenant], principal=principal)))
 
 
 @router.get("/v1/router/experiments", tags=["learning"], dependencies=ADMIN,
