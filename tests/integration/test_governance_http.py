@@ -1020,6 +1020,41 @@ def test_a_key_whose_models_a_reload_took_from_its_tenant_is_told_why(
         assert status.json()["tenants"]["acme"]["narrowed_to"] == []
 
 
+def test_auto_is_listed_to_a_key_only_while_it_may_route_with_it(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A key of auto and one model: once a reload drops that model from the catalog, chat
+    refuses the key's auto, and the model list shows it no auto (it showed auto and no
+    model), through the openai client as over plain HTTP."""
+    config = tmp_path / "switchpoint.yaml"
+    governance = GOVERNANCE.replace("    models: [cheap, good, fresh, auto]\n", "")
+    config.write_text(config_text(gw_fake) + governance, encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        lone = new_key(server, models=["auto", "fresh"])
+        sdk = client(server, lone["key"])
+        assert [m.id for m in sdk.models.list().data] == ["auto", "fresh"]
+        assert sdk.chat.completions.create(model="auto", messages=user("x")).model == "fresh"
+        without = re.sub(r"  - \{name: fresh,[^}]*\}\n", "", config_text(gw_fake))
+        assert "fresh" not in without
+        config.write_text(without + governance, encoding="utf-8")
+        reload = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=30)
+        assert reload.status_code == 200, reload.text
+        with pytest.raises(openai.PermissionDeniedError) as chat:
+            sdk.chat.completions.create(model="auto", messages=user("x"))
+        assert "none of the models this key may use is in the catalog" in chat.value.message
+        assert sdk.models.list().data == []
+        listed = httpx.get(f"{server.base}/v1/models",
+                           headers={"authorization": f"Bearer {lone['key']}"})
+        assert listed.status_code == 200 and listed.json()["data"] == [], listed.text
+        # auto by name is refused as chat refuses it.
+        with pytest.raises(openai.PermissionDeniedError) as one:
+            sdk.models.retrieve("auto")
+        assert one.value.message == chat.value.message
+        # A key whose auto still reaches a model is shown it, as before.
+        wide = client(server, new_key(server, models=["auto", "cheap"])["key"])
+        assert [m.id for m in wide.models.list().data] == ["auto", "cheap"]
+
+
 def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_them(
         gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     config = tmp_path / "switchpoint.yaml"

@@ -1918,12 +1918,14 @@ class Gateway:
 
     def _listed(self, live: Live, caller: Principal | None
                 ) -> tuple[Policy | None, frozenset[str] | None, bool]:
-        """:meth:`_usable`, and whether the model list shows ``auto`` to ``caller``: when it
-        may route with it (``auto`` is no model a status counts anything of)."""
+        """:meth:`_usable`, and whether the model list shows ``auto`` to ``caller``: when a
+        chat request for it would not be refused it (a key of ``auto`` whose models the
+        catalog no longer has may not route: it is shown no ``auto``; ``auto`` is no model a
+        status counts anything of)."""
         policy, usable = self._usable(live, caller)
         if policy is None or policy.models is None:
             return policy, usable, True
-        return policy, usable, AUTO_MODEL in policy.models
+        return policy, usable, self.governor.may_ask(policy, AUTO_MODEL, live.router.catalog)
 
     @staticmethod
     def _memory_status(live: Live, tenant: str, shown: AbstractSet[str] | None

@@ -489,13 +489,25 @@ class Governor:
     def check_model(self, policy: Policy, requested: str, catalog: Catalog, *,
                     field: str = "model") -> None:
         """403 unless the caller may use ``requested`` (named by the request's ``field``)."""
+        refused = self._refusal(policy, requested, catalog, field)
+        if refused is not None:
+            raise refused
+
+    def may_ask(self, policy: Policy, requested: str, catalog: Catalog) -> bool:
+        """Whether :meth:`check_model` lets the caller ask for ``requested`` (``auto`` too):
+        a model list shows it only what a request naming it may use."""
+        return self._refusal(policy, requested, catalog, "model") is None
+
+    def _refusal(self, policy: Policy, requested: str, catalog: Catalog,
+                 field: str) -> PermissionDeniedError | None:
+        """Why the caller may not use ``requested`` (None: it may): :meth:`check_model`'s."""
         if policy.models is None:
-            return
+            return None
         if not policy.models:
             # A key's models and its tenant's no longer meet (a reload narrowed the tenant):
             # say so, naming only the key's own models, rather than list none.
             own = policy.key.models if policy.key is not None else None
-            raise PermissionDeniedError(
+            return PermissionDeniedError(
                 f"{field}: {policy.who} may use no model: "
                 + (f"its models ({', '.join(own)}) are none of its tenant's any more (the "
                    "configuration changed); " if own else "")
@@ -503,19 +515,20 @@ class Governor:
                 param=field)
         if requested == AUTO:
             if AUTO not in policy.models:
-                raise PermissionDeniedError(
+                return PermissionDeniedError(
                     f'{field}: {policy.who} may not use "auto" (routing); it may use '
                     f"{', '.join(policy.models)}", param=field)
             names = self.allowed_names(policy, catalog)
             if names is not None and not names:
-                raise PermissionDeniedError(
+                return PermissionDeniedError(
                     f"{field}: none of the models {policy.who} may use is in the catalog any more "
                     f"({', '.join(policy.models)}); ask the operator", param=field)
-            return
+            return None
         if requested not in policy.models:
-            raise PermissionDeniedError(
+            return PermissionDeniedError(
                 f"{field}: {policy.who} may not use {json_quoted(str(requested), 100)}; it may "
                 f"use {', '.join(policy.models)}", param=field)
+        return None
 
     def _reacher(self, policy: Policy, catalog: Catalog) -> Callable[[str], bool]:
         """:meth:`reaches` for one request (the caller's pool worked out once)."""
