@@ -1042,6 +1042,8 @@ def test_auto_is_listed_to_a_key_only_while_it_may_route_with_it(
         with pytest.raises(openai.PermissionDeniedError) as chat:
             sdk.chat.completions.create(model="auto", messages=user("x"))
         assert "none of the models this key may use is in the catalog" in chat.value.message
+        # (it names the key's models, not "auto", which is what has nothing to route to)
+        assert '(fresh), so "auto" has nothing to route to' in chat.value.message
         assert sdk.models.list().data == []
         listed = httpx.get(f"{server.base}/v1/models",
                            headers={"authorization": f"Bearer {lone['key']}"})

@@ -522,7 +522,8 @@ class Governor:
             if names is not None and not names:
                 return PermissionDeniedError(
                     f"{field}: none of the models {policy.who} may use is in the catalog any more "
-                    f"({', '.join(policy.models)}); ask the operator", param=field)
+                    f"({', '.join(m for m in policy.models if m != AUTO)}), so \"auto\" has "
+                    "nothing to route to; ask the operator", param=field)
             return None
         if requested not in policy.models:
             return PermissionDeniedError(
