@@ -121,3 +121,39 @@ def days_option(text: str) -> float:
     from switchpoint.store.retention import MAX_RETENTION_DAYS, RETENTION_DAYS
 
     return number_option(RETENTION_DAYS, "30", 0.0, MAX_RETENTION_DAYS, above_low=True)(text)
+
+
+#: Where a command's parsed arguments keep which of its options fills which field.
+_FILLED = "_option_fields"
+
+
+def fills(parser: argparse.ArgumentParser, **fields: str) -> None:
+    """Say which option of ``parser``'s command fills which field of what it calls
+    (``available_models="--models"``): an error about that field, when the option was given,
+    names the option the user typed (:func:`as_typed`). An option the parser lacks is a
+    mistake of the command line's, raised as it is built."""
+    known = dict(parser.get_default(_FILLED) or {})
+    for field, option in fields.items():
+        action = next((a for a in parser._actions if option in a.option_strings), None)
+        if action is None:
+            raise ValueError(f"{parser.prog} has no option {option}")
+        known[field] = (option, action.dest)
+    parser.set_defaults(**{_FILLED: known})
+
+
+def as_typed(error: Exception, args: argparse.Namespace) -> str:
+    """``error``'s message as the command line shows it: one about a field an option of the
+    command filled (:func:`fills`) names that option (``--models: ...``, not
+    ``available_models: ...``); any other as it is."""
+    from switchpoint.errors import ConfigError, InvalidInputError
+
+    if isinstance(error, InvalidInputError):
+        field, reason = error.field, error.reason
+    elif isinstance(error, ConfigError):
+        field, reason = error.key, error.reason
+    else:
+        return str(error)
+    option, dest = getattr(args, _FILLED, {}).get(field, (None, None))
+    if option is None or getattr(args, dest, None) is None:  # (not given: not the user's)
+        return str(error)
+    return f"{option}: {reason}"

@@ -195,10 +195,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         print(f"route: routing the text {shown!r} as a prompt; it is also the name of a file: "
               f"to route the prompts the file holds, give --input {shown}", file=sys.stderr)
     router = load_router(args.weights, warm=False, max_weights_bytes=_weights_cap(args))
-    try:
-        router.check_candidates(models)
-    except InvalidInputError as exc:
-        _fail(f"--models: {exc.reason}")
+    router.check_candidates(models)
     if router.policy.requires == "embedding":
         with _feedback(args) as feedback:  # the one-time embedder build, if it is due
             warm_up(router.embedder, feedback)
@@ -703,6 +700,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE",
                    help="write one JSONL decision per id and cost weight here (default: stdout)")
     p.set_defaults(func=cmd_route)
+    _options.fills(p, available_models="--models", cost_weight="--cost-weight",
+                   cost_weights="--cost-weights")
 
     p = sub.add_parser("fit", parents=[feedback],
                        help="fit a weights package from routing records")
@@ -719,6 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="any other policy parameter (repeatable)")
     p.set_defaults(func=cmd_fit)
+    _options.fills(p, n_clusters="--n-clusters", k="--k", split="--split",
+                   embedder="--embedder")
 
     p = sub.add_parser("add-model", parents=[feedback, cap],
                        help="teach the weights a new model from labelled records")
@@ -784,6 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or without an admin token (e.g. behind an authenticating proxy; "
                         "the config's allow_unauthenticated: true does the same)")
     p.set_defaults(func=cmd_serve)
+    _options.fills(p, data_dir="--data-dir")
 
     p = sub.add_parser("label", parents=[feedback],
                        help="label your own models: call them on prompts, score the answers "
@@ -816,6 +818,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "or a finished one its .done mark matches)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_label)
+    _options.fills(p, models="--models", judge="--judge", concurrency="--concurrency",
+                   max_tokens="--max-tokens")
 
     p = sub.add_parser("prune", help="delete log entries older than the retention and give "
                                      "the disk space back")
@@ -828,6 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_prune)
+    _options.fills(p, data_dir="--data-dir")
 
     from switchpoint.governance.cli import add_commands
 
@@ -924,7 +929,7 @@ def _main(argv: Sequence[str] | None) -> int:
         from switchpoint.gateway.redact import redact
 
         # An error may quote a value it refused (a config key's): a secret there is not shown.
-        print(f"switchpoint: error: {redact(str(exc))}", file=sys.stderr)
+        print(f"switchpoint: error: {redact(_options.as_typed(exc, args))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130

@@ -22,13 +22,13 @@ from typing import Any, cast
 
 import pytest
 
-from switchpoint import prompt_files
+from switchpoint import _options, prompt_files
 from switchpoint import router as router_module
 from switchpoint._messages import unprintable
 from switchpoint.cli import build_parser, main
 from switchpoint.decision import ROUTE_FIELDS, RoutingDecision
 from switchpoint.embedding import MiniLMEmbedder
-from switchpoint.errors import LabellingError
+from switchpoint.errors import InvalidInputError, LabellingError
 from switchpoint.labelling.prompts import parse_prompts
 from switchpoint.policies import ClusterPolicy
 from switchpoint.router import Router
@@ -172,6 +172,50 @@ def test_serve_explains_a_key_variable_name_with_a_dash_in_words_not_masked(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]  # nothing made
 
 
+def test_an_error_about_a_field_an_option_filled_names_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The library names its field (available_models, requests_per_hour, data_dir); the command
+    # line names the option the user typed that filled it, and only when it was typed.
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello\n", encoding="utf-8")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("", encoding="utf-8")
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"data_dir: {a_file}\n", encoding="utf-8")
+    cases: list[tuple[list[str | Path], str]] = [
+        (["route", "--input", prompts, "--models", "nope"], '--models: unknown model(s) "nope"'),
+        (["route", "hello", "--models", "nope"], '--models: unknown model(s) "nope"'),
+        (["report", "forecast", "--data-dir", tmp_path, "--requests-per-hour", "-1",
+          "--avg-input-tokens", "1", "--avg-output-tokens", "1"], "--requests-per-hour: "),
+        (["keys", "list", "--data-dir", a_file], "--data-dir: "),
+        (["keys", "list", "--config", config], "data_dir: "),  # the config's, not the option
+        (["feedback", "d1", "--success", "--url", "http://127.0.0.1:1", "--tenant", "acme"],
+         "--tenant: applies only without --url"),
+    ]
+    for argv, start in cases:
+        code, out, err = run(argv, capsys)
+        assert_bad_input(code, err)
+        assert err.startswith(f"switchpoint: error: {start}"), (argv, err)
+        assert out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "prompts.txt",
+                                                          "switchpoint.yaml"]
+
+
+def test_an_option_said_to_fill_a_field_is_one_the_command_has() -> None:
+    parser = argparse.ArgumentParser(prog="demo")
+    parser.add_argument("--models")
+    _options.fills(parser, available_models="--models")
+    args = parser.parse_args(["--models", "a"])
+    assert _options.as_typed(InvalidInputError("available_models", "is bad"), args) == (
+        "--models: is bad")
+    assert _options.as_typed(InvalidInputError("other", "is bad"), args) == "other: is bad"
+    assert _options.as_typed(InvalidInputError("available_models", "is bad"),
+                             parser.parse_args([])) == "available_models: is bad"
+    with pytest.raises(ValueError, match="demo has no option --model"):
+        _options.fills(parser, model="--model")
+
+
 def test_a_data_dir_the_system_refuses_is_a_clean_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -181,7 +225,7 @@ def test_a_data_dir_the_system_refuses_is_a_clean_error(
                                      ["prune", "--older-than", "1", "--data-dir", long_dir]]
     for argv in argvs:
         code, _, err = run(argv, capsys)
-        assert_bad_input(code, err, "data_dir: ", "cannot be used")
+        assert_bad_input(code, err, "--data-dir: ", "cannot be used")
         assert "too long" in err or "longer than the file system allows" in err, err
     assert list(tmp_path.iterdir()) == []
 
@@ -1150,7 +1194,7 @@ def test_fit_bad_records_exit_2_and_write_nothing(
                      ["records.jsonl': no records in split \"validation\"", '"test", "train"',
                       "--split on the command line"], id="unknown-split"),
         pytest.param(["--embedder", "mystery/tail-256"], ["mystery"], id="unknown-embedder"),
-        pytest.param(["--n-clusters", "0"], ["n_clusters"], id="zero-clusters"),
+        pytest.param(["--n-clusters", "0"], ["--n-clusters: must be >= 1"], id="zero-clusters"),
         pytest.param(["--param", "colour=red"], ["colour"], id="unknown-param"),
         pytest.param(["--param", "novalue"], ["--param", "name=value"], id="malformed-param"),
         pytest.param(["--param", "n_clusters=" + "[" * 50_000 + "]" * 50_000],

@@ -352,17 +352,17 @@ def test_reports(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["report", "forecast", "--requests-per-hour", "-1",
                         "--avg-input-tokens", "1", "--avg-output-tokens", "1",
                         "--config", config], capsys)
-    assert code == 2 and "requests_per_hour" in err
+    assert code == 2 and "--requests-per-hour: must be" in err
 
 
 @pytest.mark.parametrize(("argv", "name"), [
     (["forecast", "--requests-per-hour", "1e308", "--avg-input-tokens", "100",
-      "--avg-output-tokens", "100"], "requests_per_hour"),
+      "--avg-output-tokens", "100"], "--requests-per-hour"),
     (["forecast", "--requests-per-hour", "1", "--avg-input-tokens", "1e300",
-      "--avg-output-tokens", "1e300"], "avg_input_tokens"),
+      "--avg-output-tokens", "1e300"], "--avg-input-tokens"),
     (["forecast", "--requests-per-hour", "1", "--avg-input-tokens", "100",
-      "--avg-output-tokens", "1e9"], "avg_output_tokens"),
-    (["sla", "--since-hours", "1e308"], "since_hours"),
+      "--avg-output-tokens", "1e9"], "--avg-output-tokens"),
+    (["sla", "--since-hours", "1e308"], "--since-hours"),
 ])
 def test_report_figures_past_their_bounds_are_refused_not_projected_to_infinity(
         config: Path, capsys: pytest.CaptureFixture[str], argv: list[str], name: str) -> None:
@@ -633,6 +633,6 @@ def test_a_comparison_model_of_thousands_of_characters_is_named_cut_short(
         code, out, err = run(["report", "cost", "--config", config, "--comparison-model", name],
                              capsys)
         assert code == 2 and out == ""
-        assert "comparison_model:" in err and "is not a catalog model (big, small)" in err
+        assert "--comparison-model:" in err and "is not a catalog model (big, small)" in err
         assert len(err) < 300 and "\x1b" not in err, err[:300]
     assert '"nope" is not a catalog model' in err

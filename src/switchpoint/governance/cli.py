@@ -103,19 +103,6 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-#: The option of ``keys create`` that gives each field of a key's spec.
-_CREATE_OPTIONS = {"tenant": "--tenant", "name": "--name", "budget": "--budget",
-                   "rpm": "--rpm", "tpm": "--tpm", "models": "--models",
-                   "cost_weight": "--cost-weight", "expires": "--expires"}
-
-
-def _as_option(exc: InvalidInputError) -> InvalidInputError:
-    """``exc``, a refusal of a key's spec naming its field (``cost_weight``), naming the
-    option the user typed instead (``--cost-weight``)."""
-    option = _CREATE_OPTIONS.get(exc.field)
-    return exc if option is None else InvalidInputError(option, exc.reason)
-
-
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from switchpoint.governance.keys import KeySpec, expiry_text
 
@@ -129,16 +116,13 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     budgets = [b for item in (args.budget or []) for b in (_split(item) or [])]
     cost_weight = args.cost_weight
     catalog = [m.name for m in settings.models] if settings.models is not None else None
-    try:
-        spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,
-                       tpm=args.tpm, models=_split(args.models), cost_weight=cost_weight,
-                       expires=args.expires).checked(
-            list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
-        with _store(settings, create=True) as store:
-            issued = store.create(spec)
-            ahead = store.ahead_note() if issued.record.expires_at else ""
-    except InvalidInputError as exc:
-        raise _as_option(exc) from None
+    spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,
+                   tpm=args.tpm, models=_split(args.models), cost_weight=cost_weight,
+                   expires=args.expires).checked(
+        list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
+    with _store(settings, create=True) as store:
+        issued = store.create(spec)
+        ahead = store.ahead_note() if issued.record.expires_at else ""
     if args.json:
         _print_json(issued.to_dict(store.now()))
         return 0
@@ -344,7 +328,7 @@ def _reports(args: argparse.Namespace, *, routing: bool = False) -> Any:
     settings = _settings(args)
     data_dir = Path(settings.data_dir)
     if not data_dir.is_dir():
-        raise InvalidInputError("--data-dir" if args.data_dir else "data_dir",
+        raise InvalidInputError("data_dir",
                                 f"{quoted_path(data_dir)} does not exist, so it holds no log to "
                                 "report on; "
                                 "point it at the data_dir of the service whose requests to "
@@ -523,6 +507,7 @@ def _common(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=func)
+    _options.fills(p, data_dir="--data-dir")
 
 
 def add_commands(sub: Any) -> None:
@@ -544,11 +529,14 @@ def add_commands(sub: Any) -> None:
                                      "(2027-01-31T12:00:00Z), a duration (30d), or epoch "
                                      "seconds")
     _common(p, cmd_keys_create)
+    _options.fills(p, tenant="--tenant", name="--name", budget="--budget", rpm="--rpm", tpm="--tpm",
+                   models="--models", cost_weight="--cost-weight", expires="--expires")
     p = ks.add_parser("list", help="list keys (never a secret)")
     p.add_argument("--tenant", help="only this tenant's keys")
     p.add_argument("--all", action="store_true", default=True, help=argparse.SUPPRESS)
     p.add_argument("--active", dest="all", action="store_false", help="hide revoked keys")
     _common(p, cmd_keys_list)
+    _options.fills(p, tenant="--tenant")
     p = ks.add_parser("show", help="one key and its budgets' state")
     p.add_argument("id", help=KEY_ID_HELP)
     _common(p, cmd_keys_show)
@@ -577,11 +565,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--tenant", help=TENANT_HELP)
     p.add_argument("--comparison-model", help="default: the strongest model of the pool")
     _common(p, cmd_report_cost)
+    _options.fills(p, tenant="--tenant", comparison_model="--comparison-model")
     p = rs.add_parser("sla", help="SLA compliance, breaches and adjustments")
     p.add_argument("--since-hours", type=_options.NUMBER, default=1.0,
                    help="the requests of the last this many hours (default: 1)")
     p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_sla)
+    _options.fills(p, tenant="--tenant", since_hours="--since-hours")
     p = rs.add_parser("forecast", help="projected spend over the logged routing mix")
     p.add_argument("--requests-per-hour", type=_options.NUMBER, required=True,
                    help="the traffic to price, in requests per hour")
@@ -591,12 +581,16 @@ def add_commands(sub: Any) -> None:
                    help="answer tokens of an average request")
     p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_forecast)
+    _options.fills(p, tenant="--tenant", requests_per_hour="--requests-per-hour",
+                   avg_input_tokens="--avg-input-tokens", avg_output_tokens="--avg-output-tokens")
     p = rs.add_parser("suggest", help="cost optimisations from re-routing the logged traffic")
     p.add_argument("--period", choices=["day", "week", "month"], default="week",
                    help="re-route the last 24 h, 7 d or 30 d (default: week)")
     p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_suggest)
+    _options.fills(p, tenant="--tenant")
     p = rs.add_parser("alert", help="budget alert: ok / warning / critical")
     p.add_argument("--tenant", help="judge by this tenant's SLA and budgets (default: the "
                                     "deployment's)")
     _common(p, cmd_report_alert)
+    _options.fills(p, tenant="--tenant")

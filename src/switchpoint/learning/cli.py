@@ -119,7 +119,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.tenant is not None:
         check_tenant(args.tenant, "--tenant")
     settings = _settings(args)
-    _existing_state(args, settings, "no decision to give feedback on; point it at the data_dir "
+    _existing_state(settings, "no decision to give feedback on; point it at the data_dir "
                                     "of the service that made the decision (or give --url to "
                                     "reach that service)")
     with _state_gateway(settings) as gateway:
@@ -178,8 +178,8 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
     if cost is not None:
         body["cost"] = cost
     if args.tenant is not None:
-        raise InvalidInputError("tenant", "--tenant applies without --url; over HTTP the "
-                                          "client key (--api-key) says whose decision it is")
+        raise InvalidInputError("--tenant", "applies only without --url; over HTTP the "
+                                            "client key (--api-key) says whose decision it is")
     source = "--api-key" if args.api_key else "$SWITCHPOINT_API_KEY"
     key = (args.api_key or os.environ.get("SWITCHPOINT_API_KEY") or "").strip()
     problem = header_value_problem(key)
@@ -271,20 +271,19 @@ def _not_a_feedback_answer(answer: dict[str, Any]) -> str | None:
     return None
 
 
-def _existing_state(args: argparse.Namespace, settings: Settings, holds_none: str) -> None:
+def _existing_state(settings: Settings, holds_none: str) -> None:
     """A ``data_dir`` that does not exist, or holds no store (a typo, say, or a folder no
     service has run on), is a mistake, not a place to make an empty state: the command says
     so and creates nothing."""
     data_dir = Path(settings.data_dir)
-    field = "--data-dir" if args.data_dir else "data_dir"
     if not data_dir.is_dir():
-        raise InvalidInputError(field, f"{quoted_path(data_dir)} does not exist, so it holds "
-                                       f"{holds_none}")
+        raise InvalidInputError("data_dir", f"{quoted_path(data_dir)} does not exist, so it "
+                                            f"holds {holds_none}")
     if not Path(settings.db_path).is_file():
-        raise InvalidInputError(field, f"{quoted_path(data_dir)} holds no "
-                                       f"{Path(settings.db_path).name} "
-                                       f"(no service has logged there), so it holds "
-                                       f"{holds_none}")
+        raise InvalidInputError("data_dir", f"{quoted_path(data_dir)} holds no "
+                                            f"{Path(settings.db_path).name} "
+                                            f"(no service has logged there), so it holds "
+                                            f"{holds_none}")
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
@@ -299,7 +298,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         unknown = Reports.from_settings(settings).unknown_tenant(args.tenant)
         if unknown is not None:
             raise InvalidInputError("--tenant", unknown)
-    _existing_state(args, settings, "no outcomes to fold into the weights; point it at the "
+    _existing_state(settings, "no outcomes to fold into the weights; point it at the "
                                     "data_dir of the service that learned them")
     with _state_gateway(settings) as gateway:
         if (why := gateway.learning.nothing_new(args.tenant)) is not None:
@@ -367,7 +366,7 @@ def cmd_experiments_list(args: argparse.Namespace) -> int:
     from switchpoint.store.learning import LearningReader
 
     settings = _settings(args)
-    _existing_state(args, settings, "no experiment created at run time; point it at the "
+    _existing_state(settings, "no experiment created at run time; point it at the "
                                     "data_dir of the service that made them")
     reader = LearningReader(settings.db_path)
     try:
@@ -407,7 +406,7 @@ def cmd_experiments_end(args: argparse.Namespace) -> int:
 
     name = _experiment_name(args.name)
     settings = _settings(args)
-    _existing_state(args, settings, f"no experiment {json_quoted(name)} to end; point it at "
+    _existing_state(settings, f"no experiment {json_quoted(name)} to end; point it at "
                                     "the data_dir of the service that made it")
     reader = LearningReader(settings.db_path)
     try:  # refused before anything is locked or opened: a refusal changes nothing
@@ -476,6 +475,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_feedback)
+    _options.fills(p, model="--model", cost="--cost", score="--score", data_dir="--data-dir")
 
     p = sub.add_parser("learn", help="fold what the service learned from outcomes into a new "
                                      "weights package")
@@ -487,6 +487,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_learn)
+    _options.fills(p, tenant="--tenant", data_dir="--data-dir")
 
     experiments = sub.add_parser("experiments", help="experiments created at run time: list "
                                                      "them, or end one while the service is "
