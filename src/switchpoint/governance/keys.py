@@ -226,7 +226,9 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
                                            "expires by 9999-12-31 at the latest (leave expires "
                                            "out for a key that never does)")
     if ts <= now:
-        raise InvalidInputError("expires", f"{json_quoted(value, 40)} is not in the future")
+        raise InvalidInputError("expires", f"{json_quoted(value, 40)} is not in the future; "
+                                           "give a later date (YYYY-MM-DD, UTC) or a duration "
+                                           "from now (30d, 12h)")
     if ts < now + MIN_LIFETIME_S:
         raise InvalidInputError("expires", f"{json_quoted(value, 40)} is {ts - now:.3g} s from "
                                            f"now; a key must live at least {MIN_LIFETIME_S:g} s "
@@ -336,9 +338,9 @@ class IssuedKey:
 
 
 def _names(names: Sequence[str], most: int = 10) -> str:
-    """Model names as an error quotes them: the first ``most``, each cut short (a name given
-    is any string, of any length)."""
-    shown = ", ".join(cut(n, 100) for n in names[:most])
+    """Model names as an error quotes them: the first ``most``, each quoted as JSON writes it
+    and cut short (a name given is any string, of any length)."""
+    shown = ", ".join(json_quoted(n, 100) for n in names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
@@ -397,7 +399,7 @@ class KeySpec:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or not 1 <= value <= most):
                 raise InvalidInputError(field_name, f"must be a whole number from 1 to "
-                                                    f"{most:_}, got {json_quoted(value, 30)}")
+                                                    f"{most:,}, got {json_quoted(value, 30)}")
         models = None
         if self.models is not None:
             models = [str(m).strip() for m in self.models if str(m).strip()]
@@ -409,7 +411,7 @@ class KeySpec:
                 if unknown:
                     raise InvalidInputError("models", f"not in the catalog: "
                                                       f"{_names(unknown)}; use "
-                                                      f"{', '.join(catalog)} or 'auto'")
+                                                      f"{listed_names(catalog)} or 'auto'")
             if tenant_models is not None and not [m for m in models if m in tenant_models]:
                 raise InvalidInputError("models", f"none of {_names(models)} is among the "
                                                   f"models tenant {json_quoted(self.tenant, 100)} "
