@@ -1179,4 +1179,5 @@ def _check_paths(settings: Settings) -> None:
     data_dir = Path(settings.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError("data_dir", f"{quoted_path(data_dir)} exists and is not a "
-                                      "directory")
+                                      "directory; point data_dir at a directory, or move the "
+                                      "file away")

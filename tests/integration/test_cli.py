@@ -188,7 +188,9 @@ def test_an_error_about_a_field_an_option_filled_names_the_option(
         (["route", "hello", "--models", "nope"], '--models: unknown model(s) "nope"'),
         (["report", "forecast", "--data-dir", tmp_path, "--requests-per-hour", "-1",
           "--avg-input-tokens", "1", "--avg-output-tokens", "1"], "--requests-per-hour: "),
-        (["keys", "list", "--data-dir", a_file], "--data-dir: "),
+        (["keys", "list", "--data-dir", a_file], f"--data-dir: {str(a_file)!r} exists and is "
+                                                 "not a directory; point data_dir at a "
+                                                 "directory, or move the file away"),
         (["keys", "list", "--config", config], "data_dir: "),  # the config's, not the option
         (["feedback", "d1", "--success", "--url", "http://127.0.0.1:1", "--tenant", "acme"],
          "--tenant: applies only without --url"),
