@@ -68,14 +68,19 @@ def integer_option(what: str = "a whole number", example: str = "8") -> Callable
 def number_list_option(item: Callable[[str], float], example: str
                        ) -> Callable[[str], list[float]]:
     """An ``argparse`` type reading a comma-separated list of numbers, each read by ``item``
-    (and refused as it refuses one); ``example`` shows a list."""
+    (and refused as it refuses one); an empty item (``1,,2``, a comma at an end) is refused
+    naming its place; ``example`` shows a list."""
 
     def numbers(text: str) -> list[float]:
-        values = [item(part.strip()) for part in text.split(",") if part.strip()]
-        if not values:
+        parts = text.split(",")
+        if not any(part.strip() for part in parts):
             raise refused(text, f"holds no number: give a comma-separated list such as "
                                 f"{example}")
-        return values
+        for place, part in enumerate(parts, 1):
+            if not part.strip():
+                raise refused(text, f"has no number at item {place} of {len(parts)}: write "
+                                    f"one number between commas, such as {example}")
+        return [item(part.strip()) for part in parts]
 
     return numbers
 

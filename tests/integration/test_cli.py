@@ -637,6 +637,9 @@ def test_route_file_bad_input_writes_nothing(
     ("0,-1", '"-1" is out of range: give a number from 0 to 10000'),
     ("0,nan", '"nan" is not a number in ASCII digits'),
     (",", '"," holds no number: give a comma-separated list such as 0,0.1,1,10'),
+    ("1,,2", '"1,,2" has no number at item 2 of 3: write one number between commas, such as '
+             "0,0.1,1,10"),
+    ("0,1,", '"0,1," has no number at item 3 of 3'),
 ])
 def test_route_file_refuses_a_bad_sweep_and_writes_nothing(
     real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], sweep: str,

@@ -64,6 +64,7 @@ def test_an_option_refuses_a_value_quoting_it_as_json_writes_it_with_what_it_tak
         (_options.COST_WEIGHTS, "0,it's", '"it\'s" is not a number in ASCII digits'),
         (_options.COST_WEIGHTS, " , ", '" , " holds no number: give a comma-separated list '
                                        "such as 0,0.1,1,10"),
+        (_options.COST_WEIGHTS, "1, ,2", '"1, ,2" has no number at item 2 of 3'),
         (_options.COUNT, "8.5", '"8.5" is not a whole number in ASCII digits: give a whole '
                                 "number, such as 8"),
         (_options.SCORE, "1.5", '"1.5" is out of range: give a number from 0 to 1 (1 = best)'),
