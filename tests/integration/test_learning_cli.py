@@ -73,7 +73,9 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
     assert ('argument --cost: "-1" is out of range: give what the answer cost, a number from '
             "0 to 1000 (USD)" in capsys.readouterr().err)
     assert main(["learn", "--export", str(tmp_path / "nothing"), "--config", str(config)]) == 2
-    assert "reported no outcomes" in capsys.readouterr().err
+    assert ('tenant "default" has reported no outcomes; there is nothing to fold into the '
+            "weights; report how answers went by their decision id first (POST /v1/feedback, "
+            "switchpoint feedback or report_outcome)") in capsys.readouterr().err
     assert not (tmp_path / "nothing").exists()
 
     assert main(["feedback", decision.decision_id, "--score", "0", "--comment", "wrong",

@@ -30,7 +30,8 @@ def learned_package(router: Router, *, tenant: str | None = None,
     if not outcomes:
         others = [t for t in router.learner.tenants() if router.learner.n_outcomes(t)]
         where = (f"; tenants with outcomes: {', '.join(others)} (name one with --tenant)"
-                 if others else "")
+                 if others else "; report how answers went by their decision id first "
+                                "(POST /v1/feedback, switchpoint feedback or report_outcome)")
         raise InvalidInputError("tenant", f"tenant {json_quoted(name)} has reported no outcomes; "
                                           "there is "
                                           f"nothing to fold into the weights{where}")
