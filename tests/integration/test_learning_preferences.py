@@ -710,3 +710,48 @@ def test_a_comparison_without_models_compares_those_auto_may_choose(
         assert error["param"] == "models"
         assert "auto may choose 1 of the models to compare (strong; judge auto: false" in (
             error["message"])
+
+
+def test_a_score_shows_the_memory_of_the_models_its_caller_may_use(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A tenant narrowed to some models (after its memory learned of another) is shown by a
+    score the memory of its models alone, as its status and its model list show them, whether
+    it is named in process (tenant=, trusted), by its key or by the admin acting for it."""
+    admin = "r" * 32
+    environ = {"ADMIN_TOKEN": admin}
+    wide = ("auth: keys\nadmin_token_env: ADMIN_TOKEN\n"
+            "tenants: {acme: {memory: {min_records: 8}}}\n")
+    with learning_server(fake, tmp_path, wide, environ=environ) as server:
+        gateway = server.service.gateway
+        taught = gateway.compare(prompt=math_prompt(700), models=["strong", "cheap"],
+                                 tenant="acme", blind=False)
+        gateway.score(taught["compare_id"], {"strong": 1.0, "cheap": 0.5}, tenant="acme")
+        assert set(gateway.learning_status(tenant="acme")["tenants"]["acme"]["memory"][
+            "models"]) == {"strong", "cheap"}
+    narrow = wide.replace("acme: {", "acme: {models: [cheap, runner, auto], ")
+    with learning_server(fake, tmp_path, narrow, environ=environ) as server:
+        gateway = server.service.gateway
+        key = post(server, "/v1/router/keys", {"tenant": "acme"}, key=admin).json()["key"]
+
+        def compared(n: int) -> str:
+            return str(gateway.compare(prompt=math_prompt(n), models=["cheap", "runner"],
+                                       tenant="acme", blind=False)["compare_id"])
+
+        in_process = gateway.score(compared(701), {"cheap": 1.0}, tenant="acme")["memory"]
+        status = gateway.learning_status(tenant="acme")["tenants"]["acme"]
+        assert status["narrowed_to"] == ["cheap", "runner"]
+        assert in_process == status["memory"]
+        assert set(in_process["models"]) == {"cheap"}  # strong's example is not shown
+        assert in_process["examples"] == 2
+        listed = [m["id"] for m in gateway.models(tenant="acme")]
+        assert set(in_process["models"]) <= set(listed) and "strong" not in listed
+        # Over HTTP: the tenant's key, and the admin acting for the tenant, alike.
+        for n, (who, body) in enumerate(((key, {}), (admin, {"tenant": "acme"}))):
+            scored = post(server, "/v1/router/preferences/score",
+                          {"compare_id": compared(702 + n), "scores": {"runner": 1.0}, **body},
+                          key=who)
+            assert scored.status_code == 200, scored.text
+            memory = scored.json()["memory"]
+            assert set(memory["models"]) == {"cheap", "runner"}, memory
+            assert memory == get(server, "/v1/router/status",
+                                 key=key).json()["tenants"]["acme"]["memory"]

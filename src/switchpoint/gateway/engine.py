@@ -1733,7 +1733,8 @@ class Gateway:
         caller's tenant's. A blind comparison is scored by label, once: the answer reveals its
         models, and a later score is refused (:class:`ConflictError`), since it would not be
         blind. Returns once every outcome is committed, with the models revealed and the
-        tenant's memory status."""
+        tenant's memory status, narrowed to the models the caller may use as
+        :meth:`learning_status` narrows it."""
         if principal is None:
             principal = await self.governor.aprincipal(self.settings, key=key, tenant=tenant)
         who = principal or Principal()
@@ -1756,10 +1757,11 @@ class Gateway:
                                     **compare.details.get(model, {})}
                                    for label, model in compare.labels.items()]
         live = self.state.live()
-        caller = principal if principal is not None and principal.key_id is not None else None
+        # The memory of the models the caller may use (a key's, or a tenant's named in
+        # trust), as the model list and the learning status show them to it.
         return {"compare_id": compare.compare_id, "tenant": name, "scores": learned,
                 **revealed,
-                "memory": self._memory_status(live, name, self._usable(live, caller)[1])}
+                "memory": self._memory_status(live, name, self._usable(live, principal)[1])}
 
     def score(self, compare_id: str, scores: Mapping[str, float], **kwargs: Any
               ) -> dict[str, Any]:
