@@ -394,6 +394,22 @@ def test_unknown_models_are_quoted_short() -> None:
         assert 'xxx…"' in message  # (cut short inside its quotes)
 
 
+def test_a_tenants_models_a_key_shares_none_of_are_listed_bounded() -> None:
+    # A tenant of thousands of models (each name up to the catalog's bound) listed them all.
+    tenant_models = [f"model-{i:04}-" + "y" * 200 for i in range(2000)]
+    with pytest.raises(InvalidInputError) as info:
+        KeySpec(tenant="acme", models=["other", "auto"]).checked(
+            ["acme"], None, tenant_models=tenant_models)
+    message = str(info.value)
+    assert info.value.field == "models"
+    assert len(message) < 2500, len(message)
+    assert 'none of "other", "auto" is among the models tenant "acme" may use (model-0000-' in (
+        message)
+    assert "model-0019-" in message and "model-0020-" not in message
+    assert "and 1980 more); a key narrows its tenant's models" in message
+    assert "y" * 100 not in message  # (each name cut short)
+
+
 def test_a_keys_model_names_are_bounded_without_a_catalog_to_check_them() -> None:
     # Routing over the weights' own profiles (no catalog), a key's names were kept unchecked.
     checked = KeySpec(tenant="acme", models=["a", "b", "a"]).checked(["acme"], None)

@@ -415,7 +415,7 @@ class KeySpec:
             if tenant_models is not None and not [m for m in models if m in tenant_models]:
                 raise InvalidInputError("models", f"none of {_names(models)} is among the "
                                                   f"models tenant {json_quoted(self.tenant, 100)} "
-                                                  f"may use ({', '.join(tenant_models)}); a key "
+                                                  f"may use ({listed_names(tenant_models)}); a key "
                                                   "narrows its tenant's models")
             models = list(dict.fromkeys(models))
             if len(models) > MAX_CATALOG_MODELS + 1:
