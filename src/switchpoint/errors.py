@@ -627,7 +627,10 @@ class FirstTokenTimeout(ProviderError):
 
 
 class MalformedResponse(ProviderError):
-    """A 2xx answer that is not a chat completion (not JSON, no ``choices``, ...)."""
+    """A 2xx answer that is not a chat completion (not JSON, no ``choices``, ...), or an
+    answer whose head no HTTP/1.1 client reads (not HTTP/1.x, a bad status line, an invalid
+    ``Content-Length``, a 101 no request asked for), which is no connection lost: the upstream
+    had the whole request, so it may have generated (``may_have_generated`` says so)."""
 
     kind = "malformed_response"
     _retryable = True

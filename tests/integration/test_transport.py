@@ -14,7 +14,7 @@ import zlib
 import httpx
 import pytest
 
-from switchpoint.errors import ResponseTooLarge
+from switchpoint.errors import ConnectError, MalformedResponse, ProviderError, ResponseTooLarge
 from switchpoint.gateway.providers._http import ClientPool, post_json, read_capped
 from switchpoint.gateway.providers._transport import PooledTransport
 from switchpoint.gateway.providers.base import Timeouts
@@ -527,3 +527,51 @@ def test_an_unasked_switch_of_protocols_is_a_protocol_error_not_an_answer() -> N
             await server.wait_closed()
 
     asyncio.run(run())
+
+
+async def _posted(writes: list[bytes]) -> ProviderError:
+    """What post_json raises for an upstream that answers ``writes`` and hangs up."""
+    server, url = await _scripted(writes, close=True)
+    try:
+        async with httpx.AsyncClient(transport=PooledTransport(), timeout=2) as client:
+            with pytest.raises(ProviderError) as info:
+                await post_json(client, url, BODY, {}, Timeouts(), model="m")
+            return info.value
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(("head", "said"), [
+    (b"HTTP/2 200\r\ncontent-type: application/json\r\n\r\n{}",
+     'not an HTTP/1.1 response: "HTTP/2 200"'),
+    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", 'not an HTTP/1.1 response: "SSH-2.0-OpenSSH_9.6"'),
+    (b"HTTP/1.1 OK 200\r\n\r\n", 'bad status line: "HTTP/1.1 OK 200"'),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello", "invalid Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n{}", "invalid Content-Length"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+     "101 Switching Protocols, which no request asked for"),
+])
+def test_an_upstream_that_answered_malformed_is_a_malformed_answer_not_a_lost_connection(
+        head: bytes, said: str) -> None:
+    """An upstream that answered with a head no HTTP/1.1 client reads answered: its try is a
+    malformed answer naming what was wrong, not a connection lost. It had the request whole,
+    so it may have generated (and is charged as such)."""
+    error = asyncio.run(_posted([head]))
+    assert type(error) is MalformedResponse and error.kind == "malformed_response"
+    assert said in str(error) and "the answer was not read" in str(error), str(error)
+    assert "connection was lost" not in str(error)
+    assert error.may_have_generated and error.retryable and error.escalate
+
+
+@pytest.mark.parametrize("writes", [[], [b"HTTP/1.1 200 OK\r\nContent-Ty"]],
+                         ids=["nothing", "part of a head"])
+def test_an_upstream_that_hung_up_before_its_answer_is_a_lost_connection(
+        writes: list[bytes]) -> None:
+    """Closed without a whole head (nothing, or part of one): the connection was lost after
+    the request was sent, which may have been generating, as before."""
+    error = asyncio.run(_posted(writes))
+    assert type(error) is ConnectError and error.kind == "connect_error"
+    assert "the connection was lost after the request was sent" in str(error), str(error)
+    assert "Server disconnected without sending a response." in str(error)
+    assert error.may_have_generated

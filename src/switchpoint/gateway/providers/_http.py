@@ -31,7 +31,12 @@ from switchpoint.errors import (
     StreamBroken,
     UnaskedCoding,
 )
-from switchpoint.gateway.providers._transport import MAX_HEAD_BYTES, HeadTooLarge, PooledTransport
+from switchpoint.gateway.providers._transport import (
+    MAX_HEAD_BYTES,
+    HeadTooLarge,
+    MalformedHead,
+    PooledTransport,
+)
 from switchpoint.gateway.providers.base import (
     MAX_ERROR_BODY,
     FinishedChoices,
@@ -195,6 +200,11 @@ def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
         return ResponseTooLarge(f"the upstream answered with a head (status line and headers) "
                                 f"over the limit of {MAX_HEAD_BYTES} bytes; the answer was "
                                 "not read", model=model)
+    if isinstance(exc, MalformedHead):
+        # The upstream answered, malformed: the connection was not lost. The request had been
+        # sent whole, so the upstream may have been generating its answer.
+        return MalformedResponse(f"the upstream answered malformed ({detail}); the answer "
+                                 "was not read", model=model, generated=True)
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
         # Reading the response's head failed: the request had been sent whole (a failure to
         # send it is a WriteError), so the upstream may have been generating its answer.

@@ -47,6 +47,12 @@ class HeadTooLarge(httpx.RemoteProtocolError):
     :data:`MAX_HEAD_BYTES`: the rest is not read."""
 
 
+class MalformedHead(httpx.RemoteProtocolError):
+    """The upstream answered, but its answer's head is not one an HTTP/1.1 client can read (not
+    HTTP/1.x, a bad status line, an invalid ``Content-Length``, a 101 no request asked for):
+    the connection was not lost, and the request had been sent whole."""
+
+
 class _Connection:
     __slots__ = ("idle_since", "reader", "writer")
 
@@ -224,7 +230,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
                     status, reason, headers = _parse_head(raw, request)
                     http10 = raw.startswith(b"HTTP/1.0 ")
                     if status == 101:  # (no request here asks to switch protocols)
-                        raise httpx.RemoteProtocolError(
+                        raise MalformedHead(
                             "the upstream answered 101 Switching Protocols, which no request "
                             "asked for", request=request)
                     if not 100 <= status < 200:
@@ -254,8 +260,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
                     break
                 if lower == b"content-length":
                     if not value.isdigit():  # (int() would take "-5", "+5" and "1_0")
-                        raise httpx.RemoteProtocolError("invalid Content-Length",
-                                                        request=request)
+                        raise MalformedHead("invalid Content-Length", request=request)
                     framing = int(value)
         connection = b",".join(v.lower() for k, v in headers if k.lower() == b"connection")
         tokens = {t.strip() for t in connection.split(b",")}
@@ -281,13 +286,11 @@ def _parse_head(raw: bytes, request: httpx.Request) -> tuple[int, bytes, list[tu
     lines = raw[:-4].split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-        raise httpx.RemoteProtocolError(f"not an HTTP/1.1 response: {_shown(lines[0])}",
-                                        request=request)
+        raise MalformedHead(f"not an HTTP/1.1 response: {_shown(lines[0])}", request=request)
     try:
         status = int(parts[1])
     except ValueError:
-        raise httpx.RemoteProtocolError(f"bad status line: {_shown(lines[0])}",
-                                        request=request) from None
+        raise MalformedHead(f"bad status line: {_shown(lines[0])}", request=request) from None
     headers = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
