@@ -99,6 +99,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    it on the connection, which is kept open for the next request
 ``bighead``       a 200 whose head carries ``kb=`` kilobytes of headers (default 100), then
                    ``{}``: an upstream flooding its answer's head
+``badhead``        send ``head=`` (percent-decoded; default ``HTTP/2 200`` and a blank line)
+                   as the answer's head, then close: an upstream answering malformed
 ``hold``           send nothing for ``seconds=`` (default 10), noting in the request log
                    (``closed_at``) when the client closes the connection
 ``encoded``        a 200 whole answer saying ``ENCODED`` (streamed or not) in plain bytes, but
@@ -1176,6 +1178,11 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
         if name == "bighead":
             padding = {f"x-pad-{i}": "p" * 1000 for i in range(int(_num(params, "kb", 100)))}
             await send_body(writer, 200, "application/json", b"{}", padding)
+            return False
+        if name == "badhead":
+            head = _text_param(params, "head", "HTTP/2 200%0D%0A%0D%0A")
+            writer.write(head.encode("utf-8", "surrogatepass"))
+            await writer.drain()
             return False
         if name == "html":
             await send_body(writer, 200, "text/html",

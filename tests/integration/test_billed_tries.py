@@ -304,19 +304,27 @@ def test_a_try_the_budget_cannot_hold_after_a_billed_one_is_not_sent(
     assert gov.service.gateway.governor.ledger.held(f"key:{tight['id']}") == 0
 
 
-def test_a_connection_lost_after_the_request_was_sent_is_charged_beside_the_answer(
-        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+@pytest.mark.parametrize(("behaviour", "outcome", "said"), [
     # cheap reads the request, then resets the connection before any response: the model may
-    # have been generating (unlike a connection that could not be made). Its retry answers.
+    # have been generating (unlike a connection that could not be made).
+    ("reset", "connect_error", "the connection was lost after the request was sent"),
+    # ... or answers with a head no HTTP/1.1 client reads: it answered (no connection was
+    # lost), having had the whole request, so it too may have been generating.
+    ("badhead", "malformed_response", 'not an HTTP/1.1 response: "HTTP/2 200"'),
+], ids=["connection lost", "malformed head"])
+def test_a_try_failed_after_the_request_was_sent_is_charged_beside_the_answer(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess, behaviour: str,
+        outcome: str, said: str) -> None:
+    # Its retry answers.
     raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
-        model="cheap", max_tokens=1000, messages=user("lost [[fake:once:reset]]"))
+        model="cheap", max_tokens=1000, messages=user(f"sent [[fake:once:{behaviour}]]"))
     request_id = raw.headers["x-switchpoint-request-id"]
     entry = _logged(gov, request_id)
     worst = _worst(gov, gw_fake, "cheap")
     assert entry["status"] == "ok" and entry["cost"] > 0
     assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
-        ("connect_error", pytest.approx(worst)), ("ok", None)]
-    assert "after the request was sent" in entry["attempts"][0]["error"]
+        (outcome, pytest.approx(worst)), ("ok", None)]
+    assert said in entry["attempts"][0]["error"], entry["attempts"][0]
     assert entry["charged"] == pytest.approx(worst + entry["cost"])
     assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
 
