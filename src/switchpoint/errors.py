@@ -48,7 +48,7 @@ to fix it::
         ├── ConnectError                  refused, reset, DNS, connect timeout
         ├── ReadTimeout                   silence longer than the read timeout
         ├── FirstTokenTimeout             a stream without content in time
-        ├── MalformedResponse             a 2xx that is not a chat completion
+        ├── MalformedResponse             a 2xx that is not a chat completion, a bad head
         │   └── UnaskedCoding             in a Content-Encoding the gateway did not ask for
         ├── ResponseTooLarge              an answer or an SSE line over its size limit
         ├── StreamBroken                  a stream cut, malformed or ended early
@@ -73,7 +73,8 @@ error                       retry      escalate  when
 :class:`ConnectError`       yes        yes       refused, reset, DNS, connect timeout
 :class:`ReadTimeout`        yes        yes       no bytes for ``read_s``
 :class:`FirstTokenTimeout`  yes        yes       no content within ``first_token_s``
-:class:`MalformedResponse`  yes        yes       a 2xx whose body is not a chat completion
+:class:`MalformedResponse`  yes        yes       a 2xx whose body is not a chat completion, or
+                                                 a head no HTTP/1.1 client reads
 :class:`UnaskedCoding`      no         yes       an answer in a coding the gateway did not ask for
 :class:`ResponseTooLarge`   no         yes       an answer or SSE line over its size limit
 :class:`StreamBroken`       yes*       yes*      cut, malformed chunk, ended unfinished
