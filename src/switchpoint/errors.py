@@ -48,8 +48,9 @@ to fix it::
         ├── ConnectError                  refused, reset, DNS, connect timeout
         ├── ReadTimeout                   silence longer than the read timeout
         ├── FirstTokenTimeout             a stream without content in time
-        ├── MalformedResponse             a 2xx that is not a chat completion, a bad head
-        │   └── UnaskedCoding             in a Content-Encoding the gateway did not ask for
+        ├── MalformedResponse             a 2xx that is not a chat completion
+        │   ├── UnaskedCoding             in a Content-Encoding the gateway did not ask for
+        │   └── UnreadableHead            a head no HTTP/1.1 client reads
         ├── ResponseTooLarge              an answer or an SSE line over its size limit
         ├── StreamBroken                  a stream cut, malformed or ended early
         ├── ContextLengthExceeded         the prompt does not fit this model
@@ -73,9 +74,9 @@ error                       retry      escalate  when
 :class:`ConnectError`       yes        yes       refused, reset, DNS, connect timeout
 :class:`ReadTimeout`        yes        yes       no bytes for ``read_s``
 :class:`FirstTokenTimeout`  yes        yes       no content within ``first_token_s``
-:class:`MalformedResponse`  yes        yes       a 2xx whose body is not a chat completion, or
-                                                 a head no HTTP/1.1 client reads
+:class:`MalformedResponse`  yes        yes       a 2xx whose body is not a chat completion
 :class:`UnaskedCoding`      no         yes       an answer in a coding the gateway did not ask for
+:class:`UnreadableHead`     no         yes       a head no HTTP/1.1 client reads
 :class:`ResponseTooLarge`   no         yes       an answer or SSE line over its size limit
 :class:`StreamBroken`       yes*       yes*      cut, malformed chunk, ended unfinished
 :class:`ContextLengthExceeded`  no     yes       the prompt does not fit this model
@@ -628,10 +629,10 @@ class FirstTokenTimeout(ProviderError):
 
 
 class MalformedResponse(ProviderError):
-    """A 2xx answer that is not a chat completion (not JSON, no ``choices``, ...), or an
-    answer whose head no HTTP/1.1 client reads (not HTTP/1.x, a bad status line, an invalid
-    ``Content-Length``, a 101 no request asked for), which is no connection lost: the upstream
-    had the whole request, so it may have generated (``may_have_generated`` says so)."""
+    """A 2xx answer that is not a chat completion (not JSON, no ``choices``, ...), or one
+    whose head no HTTP/1.1 client reads (:class:`UnreadableHead`), which is no connection
+    lost: the upstream had the whole request, so it may have generated (``may_have_generated``
+    says so)."""
 
     kind = "malformed_response"
     _retryable = True
@@ -641,6 +642,15 @@ class MalformedResponse(ProviderError):
 class UnaskedCoding(MalformedResponse):
     """An answer in a ``Content-Encoding`` the gateway did not ask for, left undecoded. The
     same model would answer in it again (its server is set up so); another model may not."""
+
+    _retryable = False
+
+
+class UnreadableHead(MalformedResponse):
+    """An answer whose head no HTTP/1.1 client reads (not HTTP/1.x, a bad status line, an
+    invalid ``Content-Length``, a 101 no request asked for). The same model's server would
+    answer so again; another model may not. It had the whole request, so it may have
+    generated (and billed) an answer."""
 
     _retryable = False
 

@@ -27,6 +27,7 @@ from switchpoint.errors import (
     ServerError,
     StreamBroken,
     UnaskedCoding,
+    UnreadableHead,
     UnsupportedRequest,
 )
 from switchpoint.gateway.providers._http import ClientPool
@@ -94,6 +95,7 @@ __all__ = [
     "Timeouts",
     "TokenUsage",
     "UnaskedCoding",
+    "UnreadableHead",
     "UnsupportedRequest",
     "is_content_chunk",
     "usage_of",

@@ -30,6 +30,7 @@ from switchpoint.errors import (
     ServerError,
     StreamBroken,
     UnaskedCoding,
+    UnreadableHead,
 )
 from switchpoint.gateway.providers._transport import (
     MAX_HEAD_BYTES,
@@ -203,8 +204,8 @@ def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
     if isinstance(exc, MalformedHead):
         # The upstream answered, malformed: the connection was not lost. The request had been
         # sent whole, so the upstream may have been generating its answer.
-        return MalformedResponse(f"the upstream answered malformed ({detail}); the answer "
-                                 "was not read", model=model, generated=True)
+        return UnreadableHead(f"the upstream answered malformed ({detail}); the answer was "
+                              "not read", model=model, generated=True)
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
         # Reading the response's head failed: the request had been sent whole (a failure to
         # send it is a WriteError), so the upstream may have been generating its answer.
