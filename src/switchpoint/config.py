@@ -759,6 +759,18 @@ def _read_config_text(file: Path, path_arg: str) -> str:
         raise ConfigError("config", f"{shown} is not UTF-8 text") from None
 
 
+def _place(text: str, position: int) -> str:
+    """Where character ``position`` of ``text`` is, as an editor counts: " at line L, column C"."""
+    line_start = text.rfind("\n", 0, position) + 1
+    return f" at line {text.count(chr(10), 0, position) + 1}, column {position - line_start + 1}"
+
+
+def _character(character: object) -> str:
+    """The character a YAML reader refused (its code point, or a byte's), as U+XXXX."""
+    code = character if isinstance(character, int) else ord(str(character)[:1] or "\0")
+    return f"U+{code:04X}"
+
+
 def _read_yaml(file: Path, path_arg: str) -> dict[str, Any]:
     text = _read_config_text(file, path_arg)
     shown = quoted_path(file)
@@ -767,6 +779,11 @@ def _read_yaml(file: Path, path_arg: str) -> dict[str, Any]:
     except RecursionError:
         raise ConfigError("config", f"{shown} is not valid YAML: its values are nested too "
                                     "deeply to read") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML allows nowhere in a file
+        raise ConfigError("config", f"{shown} is not valid YAML{_place(text, exc.position)}: "
+                                    f"it holds {_character(exc.character)}, a character YAML "
+                                    "does not allow in a file (a control character, say); "
+                                    "remove it") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -737,6 +737,23 @@ def test_yaml_merge_keys_still_work_and_a_complex_key_is_a_config_error(tmp_path
         load_settings(complex_key)
 
 
+@pytest.mark.parametrize(("text", "line", "column", "char"),
+                         [("\x00 garbage", 1, 1, "U+0000"),
+                          ("policy: cluster\ndata_dir: da\x07ta\n", 2, 13, "U+0007"),
+                          ("models: []\n# a note \ufffe\n", 2, 10, "U+FFFE")])
+def test_a_character_yaml_forbids_is_named_with_its_line_and_column(
+        tmp_path: Path, text: str, line: int, column: int, char: str) -> None:
+    config = tmp_path / "control.yaml"
+    config.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ={})
+    message = str(info.value)
+    assert info.value.key == "config"
+    assert f"is not valid YAML at line {line}, column {column}: it holds {char}" in message
+    assert "remove it" in message
+    assert "\n" not in message and "<unicode string>" not in message
+
+
 @pytest.mark.parametrize("deep", ["data_dir: " + "[" * 50_000 + "]" * 50_000,
                                   "store: " + "{a: " * 5_000 + "1" + "}" * 5_000])
 def test_a_config_nested_too_deeply_is_a_config_error(tmp_path: Path, deep: str) -> None:
