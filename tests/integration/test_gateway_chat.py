@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -375,12 +378,20 @@ def test_the_request_log_pages_newest_first(gw: ThreadServer) -> None:
 # Reload ------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def reloadable_server(fake: FakeProviderProcess, config: Path) -> Iterator[ThreadServer]:
+    """A gateway server of its own, reading ``config`` (written here), which a test may change
+    and reload."""
+    config.write_text(config_text(fake), encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        yield server
+
+
 def test_reload_changes_the_catalog_the_chat_route_uses(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake), encoding="utf-8")
-    settings = load_settings(config, environ={})
-    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+    with reloadable_server(gw_fake, config) as server:
         session = {"x-session-id": f"reload-{uuid.uuid4().hex}"}
         # Pin a session to `fresh`, then take `fresh` out of the catalog and add `newbie`.
         answer = client(server).chat.completions.create(model="fresh", messages=user("one"),
@@ -401,6 +412,37 @@ def test_reload_changes_the_catalog_the_chat_route_uses(
         assert raw.headers["x-switchpoint-pin"] == "evicted_missing_model"
         entry = log_entry(server, raw.headers["x-switchpoint-request-id"])
         assert entry["pin"]["previous_model"] == "fresh"
+
+
+def test_a_stream_a_reload_outlives_counts_in_metrics_under_the_model_that_answered_it(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # `fresh` answers a stream; a reload takes `fresh` out of the catalog before it ends. The
+    # log names `fresh`; /metrics counted it under "other" (a model of the new catalog, too).
+    config = tmp_path / "switchpoint.yaml"
+    with reloadable_server(gw_fake, config) as server:
+        def counted() -> dict[str, str]:
+            text = httpx.get(f"{server.base}/metrics", timeout=10).text
+            return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1]
+                    for line in text.splitlines() if line.startswith("switchpoint_chat_")}
+
+        stream = client(server).chat.completions.create(
+            model="fresh", stream=True,
+            messages=user("one two three four five six [[fake:ok:chunk_delay=0.1]]"))
+        next(iter(stream))  # under way
+        config.write_text(config_text(gw_fake).replace("name: fresh,", "name: newbie,"),
+                          encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload", timeout=60)
+        assert r.status_code == 200, r.text
+        assert "fresh" not in r.json()["models"]
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        deadline = time.monotonic() + 10  # (a stream is logged once its end is sent)
+        while not any(n.startswith("switchpoint_chat_requests_total") for n in counted()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        after = counted()
+        assert after.get('switchpoint_chat_requests_total{model="fresh",status="ok"}') == "1"
+        assert 'switchpoint_chat_cost_usd_total{model="fresh"}' in after
+        assert not any('model="other"' in name for name in after)
 
 
 def test_openapi_documents_the_chat_route(gw: ThreadServer) -> None:

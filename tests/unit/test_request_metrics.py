@@ -86,3 +86,17 @@ def test_every_outcome_failover_records_is_counted_under_its_own_name() -> None:
         assert _outcome(outcome) == outcome
     assert {"budget_exceeded", "rate_limit_exceeded"} <= failover.SKIPPED
     assert _outcome("made_up") == "other"
+
+
+def test_model_labels_remember_replaced_catalogs_up_to_a_bound() -> None:
+    from switchpoint.server.metrics import MAX_MODEL_LABELS
+
+    live = {"now-a", "now-b"}
+    metrics = Metrics(models=lambda: live)
+    metrics.saw_catalog([f"old-{i}" for i in range(MAX_MODEL_LABELS)])
+    metrics.saw_catalog(["now-a", "now-b"])  # a reload: the newest catalog
+    assert metrics._model("now-a") == "now-a"
+    assert metrics._model(f"old-{MAX_MODEL_LABELS - 1}") == f"old-{MAX_MODEL_LABELS - 1}"
+    assert metrics._model("old-0") == "other" and metrics._model("old-1") == "other"
+    assert len(metrics._served) == MAX_MODEL_LABELS
+    assert metrics._model("made-up") == "other"

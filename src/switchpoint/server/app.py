@@ -75,7 +75,8 @@ def create_app(
     cached: list[Any] = [None, frozenset()]  # [the live router seen last, its names]
 
     def model_names() -> frozenset[str]:
-        """The live catalog's model names: the only values a metric's ``model`` label takes."""
+        """The live catalog's model names, which a metric's ``model`` label takes (as it takes
+        those of the catalogs that were live before: :meth:`Metrics.saw_catalog`)."""
         live = gateway.state.peek()
         if live is not cached[0]:
             cached[:] = [live, frozenset(live.router.catalog.names) if live else frozenset()]
@@ -86,6 +87,7 @@ def create_app(
     metrics.bodies = BodyBuffer(settings.server.max_body_buffer_bytes)
     gateway = Gateway(settings, loader=loader, store=store, env=provider_env, observer=metrics)
     gateway.state.vets.append(check_admin_token)
+    gateway.state.on_swap(lambda live: metrics.saw_catalog(live.router.catalog.names))
     service = Service(gateway=gateway, metrics=metrics)
 
     @asynccontextmanager

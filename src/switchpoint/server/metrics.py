@@ -25,7 +25,9 @@ Exposed on ``GET /metrics``:
 
 No client can add series: every label takes a value from a fixed set. ``route`` is a route
 template of the app (or ``unmatched``), ``method`` a standard method (or ``other``), ``status`` a
-standard HTTP status (or its class, ``4xx``), ``model`` a catalog model (or ``other``; ``none``
+standard HTTP status (or its class, ``4xx``), ``model`` a model of the live catalog or of one a
+reload replaced (a request under way as its model left the catalog is counted under it, as the
+request log names it; at most :data:`MAX_MODEL_LABELS` names are remembered) (or ``other``; ``none``
 when no model answered), ``outcome`` ``ok``, a skip reason or an error kind of
 :mod:`switchpoint.errors` (or ``other``).
 """
@@ -37,11 +39,12 @@ import http
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchpoint import errors
+from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.decision import RoutingDecision
 from switchpoint.gateway import failover
 from switchpoint.server.body_buffer import BodyBuffer
@@ -57,6 +60,9 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 CLIENT_CLOSED = 499
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 KNOWN_STATUSES = frozenset(int(s) for s in http.HTTPStatus)
+#: The most model names a ``model`` label takes: the live catalog's and, newest first, those of
+#: the catalogs reloads replaced (a catalog holds at most MAX_CATALOG_MODELS).
+MAX_MODEL_LABELS = 2 * MAX_CATALOG_MODELS
 # Upstream attempt outcomes: "ok", the skip reasons, and every error kind switchpoint defines.
 KNOWN_OUTCOMES = frozenset({"ok", failover.CLIENT_CLOSED, *failover.SKIPPED,
                             *(getattr(cls, "kind", "") for cls in vars(errors).values()
@@ -82,8 +88,9 @@ def _labels(**labels: str) -> str:
 class Metrics:
     """Thread-safe counters and latency histograms for one app.
 
-    ``models`` returns the model names a ``model`` label may take (the live catalog's); any
-    other is counted as ``other``. ``connections`` is the connection guard's counts, when the
+    ``models`` returns the live catalog's model names, which a ``model`` label may take, as it
+    may those :meth:`saw_catalog` was told of (the catalogs that have been live); any other is
+    counted as ``other``. ``connections`` is the connection guard's counts, when the
     app runs under ``switchpoint serve``.
     """
 
@@ -91,6 +98,9 @@ class Metrics:
         self._lock = threading.Lock()
         self.started = time.monotonic()
         self.models = models
+        # The names of the catalogs that have been live, oldest first (see saw_catalog):
+        # replaced whole, so a reader needs no lock.
+        self._served: dict[str, None] = {}
         self.connections: ConnectionStats | None = None
         self.bodies: BodyBuffer | None = None  # the request bodies held (the app's)
         self.requests: Counter[tuple[str, str, str]] = Counter()
@@ -153,10 +163,23 @@ class Metrics:
                 self._ttft[bisect.bisect_left(BUCKETS, record.ttft_ms / 1e3)] += 1
                 self._ttft_sum += record.ttft_ms / 1e3
 
+    def saw_catalog(self, names: Iterable[str]) -> None:
+        """Remember the model names of a catalog going live: a request it serves may be counted
+        after a reload replaced it, under the model that answered. The newest
+        :data:`MAX_MODEL_LABELS` names are kept (a live catalog's are never forgotten)."""
+        with self._lock:
+            served = dict(self._served)
+            for name in names:
+                served.pop(name, None)
+                served[name] = None
+            for name in list(served)[:max(0, len(served) - MAX_MODEL_LABELS)]:
+                del served[name]
+            self._served = served
+
     def _model(self, name: str) -> str:
         if self.models is None:
             return name
-        return name if name in self.models() else "other"
+        return name if name in self._served or name in self.models() else "other"
 
     def render(self, ready: bool) -> str:
         lines: list[str] = []
