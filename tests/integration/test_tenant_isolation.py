@@ -262,7 +262,7 @@ def _counts(server: ThreadServer, key_id: str) -> dict[str, int]:
 
     stats = admin("/v1/router/stats", tenant="alpha")["requests"]
     assert stats["by_status"].get("refused", 0) == stats["refused"], stats
-    metric = 'switchpoint_chat_requests_total{model="none",status="refused"} '
+    metric = 'switchpoint_chat_requests_total{model="«none»",status="refused"} '
     lines = [line for line in admin("/metrics").splitlines() if line.startswith(metric)]
     cost = admin("/v1/router/report/cost", tenant="alpha")
     return {"refused": stats["refused"],

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from switchpoint.server.metrics import Metrics, MetricsMiddleware
+from switchpoint.catalog import model_name_problem
+from switchpoint.server.metrics import NO_MODEL, OTHER_MODEL, Metrics, MetricsMiddleware
+from switchpoint.store import RequestRecord
 
 pytestmark = pytest.mark.anyio
 
@@ -97,6 +99,35 @@ def test_model_labels_remember_replaced_catalogs_up_to_a_bound() -> None:
     metrics.saw_catalog(["now-a", "now-b"])  # a reload: the newest catalog
     assert metrics._model("now-a") == "now-a"
     assert metrics._model(f"old-{MAX_MODEL_LABELS - 1}") == f"old-{MAX_MODEL_LABELS - 1}"
-    assert metrics._model("old-0") == "other" and metrics._model("old-1") == "other"
+    assert metrics._model("old-0") == OTHER_MODEL and metrics._model("old-1") == OTHER_MODEL
     assert len(metrics._served) == MAX_MODEL_LABELS
-    assert metrics._model("made-up") == "other"
+    assert metrics._model("made-up") == OTHER_MODEL
+
+
+
+def test_models_named_other_and_none_keep_series_apart_from_the_sentinels() -> None:
+    # A catalog model named "other" was credited with the tokens and cost of models outside the
+    # catalog, and one named "none" with the requests no model answered.
+    metrics = Metrics(models=lambda: {"other", "none"})
+
+    def record(model: str | None, tokens: int, cost: float | None) -> RequestRecord:
+        return RequestRecord(id="r", ts=0.0, requested_model="auto", status="ok" if model else
+                             "refused", http_status=200 if model else 403, pin_state="none",
+                             stream=False, latency_ms=1.0, model=model,
+                             prompt_tokens=tokens if model else None,
+                             cost_usd=cost if model else None)
+
+    metrics.on_request(record("other", 10, 0.5))
+    metrics.on_request(record("none", 20, 0.25))
+    metrics.on_request(record("gone", 1000, 9.0))  # a model outside the names a label takes
+    metrics.on_request(record(None, 0, None))
+    lines = set(metrics.render(ready=True).splitlines())
+    assert 'switchpoint_chat_tokens_total{model="other",kind="prompt"} 10' in lines
+    assert 'switchpoint_chat_tokens_total{model="none",kind="prompt"} 20' in lines
+    assert f'switchpoint_chat_tokens_total{{model="{OTHER_MODEL}",kind="prompt"}} 1000' in lines
+    assert 'switchpoint_chat_requests_total{model="none",status="ok"} 1' in lines
+    assert f'switchpoint_chat_requests_total{{model="{NO_MODEL}",status="refused"}} 1' in lines
+    assert 'switchpoint_chat_cost_usd_total{model="other"} 0.500000000' in lines
+    assert f'switchpoint_chat_cost_usd_total{{model="{OTHER_MODEL}"}} 9.000000000' in lines
+    for sentinel in (OTHER_MODEL, NO_MODEL):  # no catalog model can take a sentinel's name
+        assert model_name_problem(sentinel) is not None

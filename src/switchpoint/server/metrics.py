@@ -12,7 +12,7 @@ Exposed on ``GET /metrics``:
 - ``switchpoint_store_errors_total``, ``switchpoint_router_ready``, ``switchpoint_uptime_seconds``
 - the gateway (``POST /v1/chat/completions``), one observation per logged request:
   ``switchpoint_chat_requests_total{model, status}`` (``model`` = the model that answered, or
-  ``none``), ``switchpoint_chat_upstream_attempts_total{model, outcome}`` (``ok`` or the error
+  ``«none»``), ``switchpoint_chat_upstream_attempts_total{model, outcome}`` (``ok`` or the error
   kind of each try), ``switchpoint_chat_escalations_total`` (answered by another model than the
   first tried), ``switchpoint_chat_tokens_total{model, kind}`` (``prompt`` / ``completion``, as
   the upstream reported them), ``switchpoint_chat_cost_usd_total{model}``,
@@ -27,8 +27,9 @@ No client can add series: every label takes a value from a fixed set. ``route`` 
 template of the app (or ``unmatched``), ``method`` a standard method (or ``other``), ``status`` a
 standard HTTP status (or its class, ``4xx``), ``model`` a model of the live catalog or of one a
 reload replaced (a request under way as its model left the catalog is counted under it, as the
-request log names it; at most :data:`MAX_MODEL_LABELS` names are remembered) (or ``other``; ``none``
-when no model answered), ``outcome`` ``ok``, a skip reason or an error kind of
+request log names it; at most :data:`MAX_MODEL_LABELS` names are remembered) (or ``«other»``;
+``«none»`` when no model answered: no model name can be either, as a name is visible ASCII),
+``outcome`` ``ok``, a skip reason or an error kind of
 :mod:`switchpoint.errors` (or ``other``).
 """
 
@@ -58,6 +59,11 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 #: What a request the client abandoned before any answer counts as (nginx's "client closed
 #: request"; the gateway answers it too, to a client that left).
 CLIENT_CLOSED = 499
+#: The ``model`` label of a model outside the names a label may take, and of a request no model
+#: answered. A catalog model's name is visible ASCII (``catalog.model_name_problem``), so a model
+#: named ``other`` or ``none`` has a series of its own, apart from these.
+OTHER_MODEL = "«other»"
+NO_MODEL = "«none»"
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 KNOWN_STATUSES = frozenset(int(s) for s in http.HTTPStatus)
 #: The most model names a ``model`` label takes: the live catalog's and, newest first, those of
@@ -90,7 +96,7 @@ class Metrics:
 
     ``models`` returns the live catalog's model names, which a ``model`` label may take, as it
     may those :meth:`saw_catalog` was told of (the catalogs that have been live); any other is
-    counted as ``other``. ``connections`` is the connection guard's counts, when the
+    counted as :data:`OTHER_MODEL`. ``connections`` is the connection guard's counts, when the
     app runs under ``switchpoint serve``.
     """
 
@@ -143,7 +149,7 @@ class Metrics:
 
     def on_request(self, record: RequestRecord) -> None:
         """Count one gateway request as the request log records it."""
-        model = "none" if record.model is None else self._model(record.model)
+        model = NO_MODEL if record.model is None else self._model(record.model)
         tries = [(self._model(str(a["model"])), _outcome(str(a["outcome"])))
                  for a in record.attempts]
         with self._lock:
@@ -179,7 +185,7 @@ class Metrics:
     def _model(self, name: str) -> str:
         if self.models is None:
             return name
-        return name if name in self._served or name in self.models() else "other"
+        return name if name in self._served or name in self.models() else OTHER_MODEL
 
     def render(self, ready: bool) -> str:
         lines: list[str] = []
