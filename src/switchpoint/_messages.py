@@ -164,12 +164,20 @@ def _choices(expected: str) -> str:
     return _one_of([_shown(value) for value in values])
 
 
+def _got(value: object) -> str:
+    """What a reason adds of the value refused: ``, got 5``, ``, got "x"``; a list or an object
+    by its JSON type alone (``, got a list``), as its items may be many and long."""
+    if isinstance(value, (dict, list)):
+        return ", got an object" if isinstance(value, dict) else ", got a list"
+    return f", got {_shown(value)}"
+
+
 def reason(err: Any, known: Sequence[str] = ()) -> str:
     """One pydantic error (an item of ``ValidationError.errors()``) as a short reason."""
     kind = str(err["type"])
     ctx = err.get("ctx") or {}
     value = err.get("input")
-    got = "" if isinstance(value, (dict, list)) else f", got {_shown(value)}"
+    got = _got(value)
     if kind == "missing":
         return "is required"
     least = ctx.get("min_length")
@@ -242,8 +250,7 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
         return invalid_at(param, path, f"is not a field of this request{known}")
     if takes is not None:
         value = err.get("input")
-        got = "" if isinstance(value, (dict, list)) else f", got {_shown(value)}"
-        return invalid_at(param, path, f"must be {' or '.join(takes)}{got}")
+        return invalid_at(param, path, f"must be {' or '.join(takes)}{_got(value)}")
     return invalid_at(param, path, reason(err))
 
 

@@ -297,6 +297,16 @@ def test_a_cost_weight_out_of_range_is_quoted_as_sent(server: ThreadServer, sent
     assert assert_invalid(post(server, body), "cost_weight").startswith(f"cost_weight: {says}")
 
 
+@pytest.mark.parametrize(("value", "got"), [
+    (5, "got 5"), (["x"], "got a list"), ({"name": "x"}, "got an object"), (True, "got true"),
+])
+def test_a_field_of_the_wrong_type_says_what_it_got(server: ThreadServer, value: object,
+                                                    got: str) -> None:
+    # A list or an object was refused without what was sent ("ab_test: must be a string").
+    message = assert_invalid(post(server, {"prompt": "hi", "ab_test": value}), "ab_test")
+    assert message == f"ab_test: must be a string, {got}"
+
+
 def test_non_numeric_cost_weight(server: ThreadServer) -> None:
     assert "number" in assert_invalid(post(server, {"prompt": "hi", "cost_weight": "cheap"}),
                                       "cost_weight")
