@@ -22,6 +22,7 @@ import pytest
 
 from switchpoint.cli import main
 from switchpoint.config import load_settings
+from switchpoint.governance.reload_check import MAX_NAMED
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.full_disk import FULL, FullDisk
@@ -1069,7 +1070,7 @@ def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_t
         untouched = new_key(server, models=["good"])
         same = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=30)
         assert same.status_code == 200 and same.json()["keys_affected"] == [], same.text
-        assert same.json()["keys_note"] is None
+        assert same.json()["keys_note"] is None and same.json()["keys_affected_count"] == 0
         config.write_text(config_text(gw_fake) + GOVERNANCE.replace(
             "models: [cheap, good, fresh, auto]", "models: [good, fresh]").replace(
             "  tight:\n    models: [cheap]\n", ""), encoding="utf-8")
@@ -1084,6 +1085,7 @@ def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_t
         assert affected[tight["id"]]["tenant_removed"] and affected[tight["id"]]["tenant"] == (
             "tight")
         note = reload.json()["keys_note"]
+        assert reload.json()["keys_affected_count"] == 3
         assert "3 key(s)" in note and "The keys stay" in note and untouched["id"] not in note
         assert '"tight" is no longer configured' in note
         assert any(tight["id"] in r.getMessage() for r in caplog.records), caplog.text
@@ -1092,6 +1094,27 @@ def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_t
         assert {narrow["id"], wide["id"], tight["id"]} <= {k["id"] for k in listed["data"]}
         assert client(server, wide["key"]).chat.completions.create(
             model="good", messages=user("x")).model == "good"
+
+
+def test_a_reload_that_affects_more_keys_than_it_names_lists_as_many_as_its_note_and_counts_all(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # keys_affected listed every affected key, with no bound; its note named MAX_NAMED.
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + GOVERNANCE, encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        made = [new_key(server, tenant="tight")["id"] for _ in range(MAX_NAMED + 3)]
+        config.write_text(config_text(gw_fake) + GOVERNANCE.replace(
+            "  tight:\n    models: [cheap]\n", ""), encoding="utf-8")
+        reload = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=30)
+        assert reload.status_code == 200, reload.text
+        answer = reload.json()
+        assert answer["keys_affected_count"] == MAX_NAMED + 3
+        listed = [k["key_id"] for k in answer["keys_affected"]]
+        assert len(listed) == MAX_NAMED and set(listed) <= set(made)
+        assert all(k["tenant_removed"] for k in answer["keys_affected"])
+        assert f"{MAX_NAMED + 3} key(s)" in answer["keys_note"]
+        assert "(and 3 more keys)" in answer["keys_note"]
 
 
 # Every route that reads a query, with a parameter it reads given twice; the answer with one

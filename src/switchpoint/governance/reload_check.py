@@ -69,11 +69,16 @@ def key_losses(keys: Iterable[KeyRecord], old_tenants: Mapping[str, TenantSettin
     return out
 
 
+def named(losses: Sequence[KeyLoss]) -> Sequence[KeyLoss]:
+    """The losses an answer names: the first MAX_NAMED (their count says how many in all)."""
+    return losses[:MAX_NAMED]
+
+
 def losses_note(losses: Sequence[KeyLoss]) -> str | None:
     """The losses in words (at most MAX_NAMED keys named), or None when there are none."""
     if not losses:
         return None
-    shown = "; ".join(loss.describe() for loss in losses[:MAX_NAMED])
+    shown = "; ".join(loss.describe() for loss in named(losses))
     more = f" (and {len(losses) - MAX_NAMED} more keys)" if len(losses) > MAX_NAMED else ""
     return (f"the new config leaves {len(losses)} key(s) short of what they used: {shown}{more}."
             " The keys stay; restore the tenant or model, or revoke or reissue the keys")

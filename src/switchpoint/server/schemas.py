@@ -24,6 +24,7 @@ from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.decision import MAX_COST_WEIGHT
 from switchpoint.errors import GatewayError
 from switchpoint.gateway.parsing import MAX_MODELS
+from switchpoint.governance.reload_check import MAX_NAMED
 from switchpoint.governance.settings import SLASettings, TenantSettings
 from switchpoint.learning.config import MAX_NAME
 
@@ -635,7 +636,12 @@ class SwapResponse(BaseModel):
         default_factory=list,
         description="After a config reload: the live keys whose tenant the new config no "
                     "longer lists, or that can no longer use a model they (or their tenant) "
-                    "named. The keys stay; this is a warning.")
+                    f"named, the first {MAX_NAMED} of them (keys_affected_count says how many "
+                    "in all). "
+                    "The keys stay; this is a warning.")
+    keys_affected_count: int = Field(
+        0, description="How many live keys the config reload affected, listed in "
+                       "keys_affected or not.")
     keys_note: str | None = Field(
         None, description="keys_affected in words (null when no key lost anything).")
 

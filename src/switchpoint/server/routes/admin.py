@@ -25,7 +25,7 @@ from switchpoint._messages import json_quoted
 from switchpoint._version import __version__
 from switchpoint.errors import ConfigError, InvalidInputError
 from switchpoint.gateway.live import Live, policy_choices
-from switchpoint.governance.reload_check import key_losses, losses_note
+from switchpoint.governance.reload_check import key_losses, losses_note, named
 from switchpoint.server.auth import ADMIN, CLIENT, is_admin
 from switchpoint.server.bodies import no_body
 from switchpoint.server.context import GatewayRoute, Service, get_service
@@ -159,8 +159,8 @@ async def reload_service(service: Service) -> dict[str, Any]:
     note = losses_note(losses)
     if note is not None:
         log.warning("config reloaded: %s", note)
-    return {**_swapped(old, new, ms), "keys_affected": [x.to_dict() for x in losses],
-            "keys_note": note}
+    return {**_swapped(old, new, ms), "keys_affected": [x.to_dict() for x in named(losses)],
+            "keys_affected_count": len(losses), "keys_note": note}
 
 
 def _guarded(action: Any, *args: Any) -> tuple[Live, Live, float]:
