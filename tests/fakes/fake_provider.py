@@ -42,8 +42,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma; as WTF-8, so
                    ``%ED%A0%80`` is a lone surrogate, sent as ``\\ud800``) instead of the
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
-``usage``          ``ok``, but reporting ``prompt=`` and ``completion=`` tokens (any integers,
-                   negative or beyond 64 bits included: an upstream that misreports)
+``usage``          ``ok``, but reporting ``prompt=`` and ``completion=`` tokens (any numbers,
+                   negative, fractional or beyond 64 bits included, a whole one however
+                   written: ``1e30`` is sent as the integer 10**30; an upstream that misreports)
 ``429``            rate limited; ``retry_after=`` sets ``Retry-After`` (seconds, or an HTTP
                    date percent-decoded: ``%2C`` is a comma), ``retry_after_ms=`` sets
                    ``retry-after-ms``
@@ -126,6 +127,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import decimal
 import hashlib
 import json
 import math
@@ -208,6 +210,16 @@ def _text_param(params: dict[str, str], key: str, default: str = "") -> str:
 
 def _num(params: dict[str, str], key: str, default: float) -> float:
     return float(params.get(key, default))
+
+
+def _count(text: str) -> int | float:
+    """A token count as the ``usage`` behaviour reports it: a whole number however written
+    (``7``, ``-1e9``, ``1e30``) as that integer, sent as JSON writes it whatever its size, so
+    an upstream can report usage beyond any bound; any other number (``2.5``) as a float."""
+    number = decimal.Decimal(text)
+    if number.is_finite() and number == number.to_integral_value():
+        return int(number)
+    return float(number)
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +344,8 @@ class Answer:
                 last_user = _text(m.get("content"))
         self.model = model
         self.last_user = last_user
-        self.prompt_tokens = math.ceil((_chars(messages) + len(system)) / 4) + 4 * len(messages)
+        self.prompt_tokens: int | float = (math.ceil((_chars(messages) + len(system)) / 4)
+                                           + 4 * len(messages))
         self.tool_name: str | None = None
         self.tool_args = ""
         if tools and tool_choice != "none" and not last_is_tool_result:
@@ -345,7 +358,7 @@ class Answer:
         else:
             self.text = f"Echo from {model}: {clean[:200]}".strip()
         digest = hashlib.sha1(f"{model}|{last_user}|{len(messages)}".encode()).hexdigest()
-        self.reported_completion: int | None = None  # the ``usage`` behaviour's
+        self.reported_completion: int | float | None = None  # the ``usage`` behaviour's
         self.openai_call_id = "call_" + digest[:24]
         self.anthropic_call_id = "toolu_01" + digest[:22]
         self._split_words()
@@ -362,16 +375,18 @@ class Answer:
 
     def misreport(self, params: dict[str, str]) -> None:
         """Report ``prompt=`` and ``completion=`` tokens (the ``usage`` behaviour)."""
-        self.prompt_tokens = int(params.get("prompt", self.prompt_tokens))
-        self.reported_completion = int(params.get("completion", self.completion_tokens))
+        if "prompt" in params:
+            self.prompt_tokens = _count(params["prompt"])
+        self.reported_completion = (_count(params["completion"]) if "completion" in params
+                                    else self.completion_tokens)
 
     @property
-    def completion_tokens(self) -> int:
+    def completion_tokens(self) -> int | float:
         if self.reported_completion is not None:
             return self.reported_completion
         return max(1, math.ceil(len(self.tool_args) / 4)) if self.tool_name else len(self.words)
 
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> dict[str, int | float]:
         return {"prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens}

@@ -754,6 +754,41 @@ def test_usage_an_upstream_misreports_charges_the_worst_case_held(gov: ThreadSer
     assert sum(charged) < spent < sum(charged) + min(misreported)
 
 
+def test_usage_written_as_a_huge_number_is_logged_unknown_and_charged_the_worst_case(
+        gov: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # An upstream reporting 1e30 tokens (sent as the integer 10**30) is not believed: its
+    # answer is logged with its usage and cost unknown and charged the worst case held, as an
+    # answer that reports no usage at all is (prompts of one length: the same hold).
+    issued = new_key(gov, budget="3/day")
+    c = client(gov, issued["key"])
+    charged = {}
+    for name, behaviour in (("huge", "usage:prompt=1e30,a=1"), ("none", "usage:nousage=1,abc=1"),
+                            ("both", "usage:prompt=1e30,completion=1e30")):
+        raw = c.chat.completions.with_raw_response.create(
+            model="cheap", messages=user(f"hostile usage [[fake:{behaviour}]]"), max_tokens=50)
+        entry = log_entry(gov, raw.headers["x-switchpoint-request-id"], headers=ADMIN)
+        assert raw.parse().choices[0].message.content
+        assert entry["status"] == "ok" and entry["cost_usd"] is None, entry
+        assert entry["prompt_tokens"] is None and entry["completion_tokens"] is None, entry
+        assert float(raw.headers["x-switchpoint-charged"]) == entry["charged_usd"] > 0
+        charged[name] = entry["charged_usd"]
+    assert charged["huge"] == pytest.approx(charged["none"])
+    # (the fake sends 1e30 as the whole number it is, as a hostile upstream may)
+    direct = httpx.post(f"{gw_fake.openai_base_url}/chat/completions", timeout=10, json={
+        "model": "cheap", "messages": user("[[fake:usage:prompt=1e30,completion=-2.5]]")})
+    assert b'"prompt_tokens": 1000000000000000000000000000000,' in direct.content
+    assert direct.json()["usage"]["completion_tokens"] == -2.5
+    # A stream's usage chunk of that size is not believed either.
+    text = "hostile usage [[fake:usage:prompt=1e30,a=1]]"
+    chunks = list(c.chat.completions.create(
+        model="cheap", messages=user(text), max_tokens=50, stream=True,
+        stream_options={"include_usage": True}))
+    assert any(ch.choices and ch.choices[0].delta.content for ch in chunks)
+    entry = log_entry(gov, _last_request(gov, issued["id"]), headers=ADMIN)
+    assert entry["stream"] and entry["cost_usd"] is None and entry["prompt_tokens"] is None
+    assert entry["charged_usd"] == pytest.approx(charged["none"])
+
+
 def test_a_request_naming_both_output_caps_is_held_and_charged_at_the_larger(
         gov: ThreadServer) -> None:
     # An upstream that honours max_tokens alone writes 5,000 tokens: with the hold taken at
