@@ -255,6 +255,7 @@ class _Source:
     environ: Mapping[str, str] | None  # None: the process environment at each load
     overrides_from: str = "the command line"
     path_arg: str = "path"
+    empty: bool = False  # the file held no settings (empty, or only comments)
 
 
 class CacheSettings(BaseModel):
@@ -575,6 +576,13 @@ class Settings(BaseModel):
         return self._source.path if self._source is not None else None
 
     @property
+    def source_empty(self) -> bool:
+        """The config file these settings were read from held no settings (it was empty, or
+        held only whitespace and comments): they are the defaults, with what the environment
+        and the command line set."""
+        return self._source is not None and self._source.empty
+
+    @property
     def admin_token(self) -> str | None:
         """The bearer token the admin routes require: what the variable ``admin_token_env``
         names held when these settings were read, if it is fit to guard them (None: no
@@ -633,10 +641,12 @@ def load_settings(
     """
     env = os.environ if environ is None else environ
     data: dict[str, Any] = {}
+    file_empty = False
     origin: dict[str, str] = {}
     file = None if path is None else Path(path)
     if file is not None:
         data = _read_yaml(file, path_arg)
+        file_empty = not data
         for key in _PATH_KEYS:
             if isinstance(data.get(key), str):
                 data[key] = _resolve_given(file, data[key])
@@ -669,7 +679,8 @@ def load_settings(
         settings._admin_token, settings._admin_token_problem = _admin_token(
             env, settings.admin_token_env)
     settings._source = _Source(path=file, overrides=dict(overrides or {}), environ=environ,
-                               overrides_from=overrides_from, path_arg=path_arg)
+                               overrides_from=overrides_from, path_arg=path_arg,
+                               empty=file_empty)
     return settings
 
 

@@ -32,6 +32,7 @@ from switchpoint.errors import (
     WeightsError,
 )
 from switchpoint.gateway.parsing import AUTO_MODEL
+from switchpoint.governance.reload_check import check_reload
 from switchpoint.learning.learner import LearningSettings
 from switchpoint.router import Router
 from switchpoint.weights import WeightsPackage, bundled_policies, load_weights, policy_of
@@ -328,8 +329,14 @@ class RouterState:
 
     def reload(self) -> tuple[Live, Live, float]:
         """Re-read the config file and the weights, then make the result live (with what
-        was made at run time: see :attr:`extend`)."""
-        return self._replace(lambda s: self._extended(s.reloaded()), None)
+        was made at run time: see :attr:`extend`). A file that holds no settings, or would
+        lower the service's protection, is refused (:func:`check_reload`)."""
+        def read(running: Settings) -> Settings:
+            settings = running.reloaded()
+            check_reload(running, settings)
+            return self._extended(settings)
+
+        return self._replace(read, None)
 
     def rebuild(self, settings_of: Callable[[Settings], Settings],
                 before: Callable[[], None] | None = None) -> tuple[Live, Live, float]:

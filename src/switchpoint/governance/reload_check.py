@@ -1,7 +1,12 @@
-"""What a config reload takes from the keys already issued: a key whose tenant the new config
-no longer lists, or a model it may use that the new catalog (or its tenant) no longer offers.
+"""What a config reload may not do, and what it takes from the keys already issued.
 
-A reload that does so is accepted (keys stay; an operator may mean it), and this says which keys
+A reload never lowers the service's protection and never empties it (:func:`check_reload`):
+one that would turn client keys off, or drop the admin token (opening ``/v1/router/*`` and
+``/metrics``), or that reads a file holding no settings (an editor's write caught half-way) is
+refused, changing nothing; a restart with that config applies it, if it is meant.
+
+A reload that takes a key's tenant, or a model it may use that the new catalog (or its tenant)
+no longer offers, is accepted (keys stay; an operator may mean it), and this says which keys
 lost what, for the reload's answer and its log.
 """
 
@@ -10,15 +15,51 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from switchpoint._messages import json_quoted, listed_names
+from switchpoint._messages import json_quoted, listed_names, quoted_path
+from switchpoint.errors import ConfigError
 from switchpoint.governance.keys import KeyRecord
 from switchpoint.governance.settings import TenantSettings
+
+if TYPE_CHECKING:
+    from switchpoint.config import Settings
 
 AUTO = "auto"
 # Most keys an answer names (a log line stays readable); the count says how many in all.
 MAX_NAMED = 50
+
+
+def check_reload(running: Settings, read: Settings) -> None:
+    """Refuse to reload ``read`` (the config file read again) over ``running`` (the settings
+    serving) when it holds no settings, or would lower the service's protection: client keys
+    turned off (``auth: keys`` to ``none``), or ``admin_token_env`` dropped (the admin routes
+    and ``/metrics`` would need no token). Raises :class:`ConfigError` naming what it would
+    change and how to apply it if it is meant: a restart with that config, which is the rule
+    a start applies (loopback may serve unguarded; any other address may not)."""
+    if read.source_empty:
+        raise ConfigError("config", f"{quoted_path(read.source_path)} holds no settings (it is "
+                                    "empty, or holds only comments: an editor may be writing "
+                                    "it); a reload never empties the service, so the running "
+                                    "config keeps serving. Write the settings in the file and "
+                                    "reload again, or restart the service to run on the "
+                                    "defaults")
+    lowered: list[tuple[str, str]] = []
+    if running.auth == "keys" and read.auth != "keys":
+        lowered.append(("auth", f"it turns client keys off (auth: keys to auth: {read.auth}): "
+                                "chat completions and routing would take requests without a "
+                                "key"))
+    if running.admin_token_env is not None and read.admin_token_env is None:
+        lowered.append(("admin_token_env", "it drops admin_token_env: the admin routes "
+                                           "(/v1/router/*) and /metrics would be open without "
+                                           "a token"))
+    if lowered:
+        raise ConfigError(lowered[0][0], "refusing to reload a config that lowers the "
+                                         "service's protection: "
+                                         + "; and ".join(what for _, what in lowered)
+                                         + ". The running config keeps serving; a reload never "
+                                         "lowers protection: if this is meant, restart the "
+                                         "service with this config")
 
 
 @dataclass(frozen=True)
