@@ -334,6 +334,30 @@ def test_a_reload_that_would_open_a_public_bind_is_refused(tmp_path: Path) -> No
         server.terminate()
 
 
+
+def test_a_reload_dropping_allow_unauthenticated_on_a_public_bind_is_refused(
+        tmp_path: Path) -> None:
+    """A service that opted out of credentials on a public address keeps the rule it started
+    under: a config read again without the opt-out would serve unguarded, and is refused."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("allow_unauthenticated: true\n", encoding="utf-8")
+    server = ProcessServer("--config", config, "--host", "0.0.0.0",
+                           data_dir=tmp_path / "data").start()
+    try:
+        server.wait_ready()
+        config.write_text("cost_weight: 0.6\n", encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload", timeout=60)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["code"] == "invalid_config" and err["param"] == "auth"
+        assert "refusing to reload a config that would serve on \"0.0.0.0\"" in (
+            err["message"]), err["message"]
+        config.write_text("allow_unauthenticated: true\ncost_weight: 0.6\n", encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload", timeout=60)
+        assert r.status_code == 200, r.text
+    finally:
+        server.terminate()
+
 # Whole processes: start-up errors, restart and crash ---------------------------------------------
 
 
