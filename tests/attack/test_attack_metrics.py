@@ -11,6 +11,7 @@ import socket
 
 import httpx
 
+from switchpoint.server.metrics import NO_MODEL, OTHER_MODEL
 from tests.attack.attack_env import Attacked, chat_body
 
 
@@ -68,4 +69,4 @@ def test_model_labels_are_catalog_names(attacked: Attacked) -> None:
         text = client.get("/metrics", headers=attacked.admin).text
     assert "invented-" not in text
     models = set(re.findall(r'model="([^"]*)"', text))
-    assert models <= {"alpha", "beta", "gamma", "solo", "none", "other"}, models
+    assert models <= {"alpha", "beta", "gamma", "solo", NO_MODEL, OTHER_MODEL}, models
