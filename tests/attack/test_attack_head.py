@@ -1,12 +1,17 @@
 """HEAD on the wire, against `switchpoint serve` (its guarded h11 protocol): an answer to a HEAD
 carries headers and no body, so the next request on the same connection reads as its own; a
 HEAD without the token gets the GET's 401 and nothing of the body the token guards; a HEAD on
-a route that takes no GET is a 405 whose Allow names what it takes.
+a route that takes no GET is a 405 whose Allow names what it takes; any method a path does not
+take is a 405 whose Allow and message name every method the path takes (they named only those
+of the first route the router met: DELETE alone for /v1/router/keys/{id}).
 """
 
 from __future__ import annotations
 
 import socket
+
+import httpx
+import pytest
 
 from tests.attack.attack_env import Attacked
 
@@ -55,3 +60,20 @@ def test_a_head_answer_carries_no_body_on_a_kept_alive_connection(attacked: Atta
     assert post_only.startswith(b"405 ") and post_only_body == b""
     assert b"\r\nallow: post" in post_only
     assert health.startswith(b"200 ") and b'"status"' in health_body
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("PUT", "/v1/router/experiments/thrift", "GET, HEAD, DELETE"),
+    ("PATCH", "/v1/router/keys/0123456789", "GET, HEAD, DELETE"),
+    ("GET", "/v1/router/keys/0123456789/rotate", "POST"),
+    ("POST", "/v1/router/status", "GET, HEAD"),
+    ("DELETE", "/v1/feedback", "POST"),
+    ("TRACE", "/health", "GET, HEAD"),
+])
+def test_a_method_the_path_does_not_take_names_every_one_it_does(
+        attacked: Attacked, method: str, path: str, allowed: str) -> None:
+    r = httpx.request(method, attacked.base + path, headers=attacked.admin, timeout=10)
+    assert r.status_code == 405, r.text
+    assert r.headers["allow"] == allowed
+    assert r.json()["error"]["code"] == "method_not_allowed"
+    assert r.json()["error"]["message"].endswith(f"; this path takes {allowed}")

@@ -210,6 +210,22 @@ def _without_trailing_slash(request: Request) -> str | None:
     return None
 
 
+# The methods a route of the service may take, in the order an answer names them.
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route takes the request's path with: those of every route of that
+    path, not only of the first one the router met (``/v1/router/keys/{id}`` is a GET and a
+    DELETE), and HEAD wherever GET is (see :mod:`switchpoint.server.head`)."""
+    routes = request.app.router.routes
+    methods = [method for method in _METHODS
+               if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                      for route in routes)]
+    return [m for method in methods for m in ((method, "HEAD") if method == "GET"
+                                              else (method,))]
+
+
 _INVALID_DOC = ("Invalid request: a path or query parameter (or the body) is not what the "
                 "route takes; the error names it (param).")
 
@@ -290,8 +306,12 @@ def install(app: FastAPI) -> None:
             meant = _without_trailing_slash(request)
             message += (f"; did you mean {meant}?" if meant is not None
                         else "; GET /openapi.json lists the routes")
-        answer = ErrorAnswer(exc.status_code, code, message, None,
-                             getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            allowed = allowed_methods(request)
+            message += f"; this path takes {', '.join(allowed)}"
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        answer = ErrorAnswer(exc.status_code, code, message, None, headers)
         return render(request, answer)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
