@@ -136,3 +136,24 @@ def test_cors_allows_the_configured_origins_only(cors_server: ThreadServer) -> N
                         json={"model": "good", "messages": ask()}, timeout=15)
     assert answer.status_code == 200
     assert "x-switchpoint-cost" in answer.headers["access-control-expose-headers"]
+
+
+def test_a_page_of_an_origin_cors_does_not_list_is_refused(
+        cors_server: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # Its POST needs no preflight as text/plain, so only the service can keep it from the models.
+    gw_fake.reset()
+    url = f"{cors_server.base}/v1/chat/completions"
+    body = b'{"model": "good", "messages": [{"role": "user", "content": "hi"}]}'
+    refused = httpx.post(url, content=body, timeout=15, headers={
+        "origin": "https://evil.example", "content-type": "text/plain;charset=UTF-8"})
+    assert refused.status_code == 403, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["type"], error["param"]) == (
+        "permission_denied", "permission_error", "origin")
+    assert '"https://evil.example"' in error["message"]
+    assert "cors.allow_origins does not list (it lists https://app.example)" in error["message"]
+    assert gw_fake.requests() == []
+    allowed = httpx.post(url, content=body, timeout=15, headers={
+        "origin": "https://app.example", "content-type": "text/plain;charset=UTF-8"})
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"

@@ -31,6 +31,7 @@ from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.head import HeadMiddleware
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
 from switchpoint.server.middleware import BodyLimitMiddleware, document_bodies
+from switchpoint.server.origins import OriginGuardMiddleware, document_origins
 from switchpoint.server.proxies import ForwardedClientMiddleware
 from switchpoint.server.queries import single_query
 from switchpoint.server.routes import admin, chat, governance, learning, route
@@ -113,8 +114,8 @@ def create_app(
     def openapi() -> dict[str, Any]:
         """The API document, with the errors the handlers and the middleware answer."""
         if app.openapi_schema is None:
-            app.openapi_schema = document_guards(document_bodies(document_errors(generate())),
-                                                 routers)
+            app.openapi_schema = document_origins(document_guards(
+                document_bodies(document_errors(generate())), routers))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -123,6 +124,10 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(HeadMiddleware)  # innermost: HEAD is routed as GET, answered bodiless
+    # A page's request from an origin the config does not allow is refused unread (the body
+    # limit outside it reads the body to its end and drops it); an allowed origin's CORS
+    # preflight is answered outside it, by CORSMiddleware.
+    app.add_middleware(OriginGuardMiddleware, allowed=settings.cors.allow_origins)
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes,
                        bodies=metrics.bodies, client=body_owner)

@@ -283,7 +283,7 @@ async def _busy(send: Send, capacity: int, share: int, mine: bool, path: str) ->
     else:
         message = (f"body: the request bodies being received total over {capacity} bytes "
                    "(server.max_body_buffer_bytes in the config); retry in a moment")
-    await _send(send, ErrorAnswer(503, "server_busy", message, "body"), path,
+    await send_error(send, ErrorAnswer(503, "server_busy", message, "body"), path,
                 [(b"retry-after", b"1")])
 
 
@@ -291,13 +291,13 @@ async def _reject(send: Send, size: int, limit: int, exact: bool, path: str) -> 
     amount = f"is {size} bytes, over" if exact else "is larger than"
     advice = PROMPT_ADVICE if path in _PROMPT_PATHS else "Send a smaller body"
     message = "body: " + too_large(f"the request body {amount}", limit, advice)
-    await _send(send, ErrorAnswer(413, "request_too_large", message, "body"), path, [])
+    await send_error(send, ErrorAnswer(413, "request_too_large", message, "body"), path, [])
 
 
 async def _unsupported_encoding(send: Send, encoding: str, path: str) -> None:
     message = (f"content-encoding: the body is sent as {json_quoted(encoding, 40)}; request "
                "bodies are read as they are sent, so send it uncompressed, without the header")
-    await _send(send, ErrorAnswer(415, "unsupported_media_type", message, "content-encoding"),
+    await send_error(send, ErrorAnswer(415, "unsupported_media_type", message, "content-encoding"),
                 path, [])
 
 
@@ -319,7 +319,7 @@ def document_bodies(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-async def _send(send: Send, answer: ErrorAnswer, path: str,
+async def send_error(send: Send, answer: ErrorAnswer, path: str,
                 extra: list[tuple[bytes, bytes]]) -> None:
     payload = json.dumps(answer.openai() if is_openai_path(path) else answer.body()).encode()
     await send({"type": "http.response.start", "status": answer.status, "headers": [

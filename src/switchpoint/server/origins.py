@@ -1,0 +1,83 @@
+"""Requests a web page sent: only from the origins ``cors.allow_origins`` lists.
+
+A browser lets any page it shows send a request to any address, the service's on loopback
+too: a form's POST, or a ``fetch`` whose body is ``text/plain`` or has no type, goes out
+without asking the service first (no CORS preflight), and the service reads a body as JSON
+whatever its ``Content-Type``. Without ``auth: keys`` and an admin token (the defaults, on
+loopback) a page the operator merely visits could so call the paid upstream models, give
+feedback that teaches the router, swap its policy or reload it, though it never reads the
+answer. Browsers name the page's origin in the ``Origin`` header (programs such as curl and
+the openai client send none), so :class:`OriginGuardMiddleware` answers a request carrying
+one the config does not allow a 403 ``permission_denied`` naming it, before any route reads
+it: nothing is called, learned or changed. An allowed origin's requests pass, its CORS
+preflights answered by Starlette's ``CORSMiddleware`` outside this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from switchpoint._messages import json_quoted
+from switchpoint.server.errors import ErrorAnswer, error_content
+from switchpoint.server.middleware import send_error
+
+#: How the API document describes the refusal, for every operation.
+_DOC = ("permission_denied: the request came from a web page (it carries an Origin header) "
+        "whose origin cors.allow_origins does not list; add the page's origin there if the "
+        "page is yours.")
+
+
+class OriginGuardMiddleware:
+    """Refuse (403) a request whose ``Origin`` header names an origin not in ``allowed``
+    (``*`` allows any)."""
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or "*" in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        origins = [value for name, value in scope["headers"] if name == b"origin"]
+        if not origins:
+            await self.app(scope, receive, send)
+            return
+        shown = [origin.decode("latin-1") for origin in origins]
+        if len(shown) == 1 and shown[0] in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        await send_error(send, ErrorAnswer(403, "permission_denied", refusal(
+            shown, self.allowed), "origin"), scope["path"], [])
+
+
+def refusal(origins: list[str], allowed: Iterable[str]) -> str:
+    """Why a request from a page of ``origins`` (its Origin headers) is refused."""
+    if len(origins) > 1:
+        return (f"origin: the header is given {len(origins)} times; a browser sends one, "
+                "naming the page the request comes from")
+    listed = sorted(allowed)
+    lists = ("lists none: CORS is off" if not listed else "lists " + ", ".join(listed[:5])
+             + (f" and {len(listed) - 5} more" if len(listed) > 5 else ""))
+    return (f"origin: the request comes from a web page of {json_quoted(origins[0], 100)}, "
+            f"an origin cors.allow_origins does not list (it {lists}), so it is refused: a "
+            "page open in a browser may not call the models, teach the router or change the "
+            "service. If the page is yours, add its origin to cors.allow_origins and restart; "
+            "a program other than a browser sends no Origin header")
+
+
+def document_origins(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document ``schema`` with the 403 of a refused origin on every operation, in
+    the shape of that operation's other errors (beside a 403 it describes already)."""
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
+            refused = responses.setdefault("403", {"description": "",
+                                                   "content": error_content(path)})
+            refused["description"] = " Or ".join(filter(None, (refused["description"], _DOC)))
+    return schema
