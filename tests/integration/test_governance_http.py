@@ -109,6 +109,23 @@ def test_a_wrong_missing_or_malformed_key_is_an_authentication_error(
     assert httpx.get(f"{gov.base}/health").status_code == 200  # probes stay open
 
 
+def test_a_client_key_on_an_admin_route_is_told_it_is_a_client_key(gov: ThreadServer) -> None:
+    issued = new_key(gov)
+    listed = httpx.get(f"{gov.base}/v1/router/keys", headers=ADMIN, timeout=10).json()
+    r = httpx.post(f"{gov.base}/v1/router/keys", json={"tenant": "acme"}, timeout=10,
+                   headers={"authorization": f"Bearer {issued['key']}"})
+    assert r.status_code == 401, r.text
+    message = r.json()["error"]["message"]
+    assert "with the token in $SP_TEST_ADMIN, not a client key (sp-...)" in message
+    assert issued["key"] not in message
+    assert httpx.get(f"{gov.base}/v1/router/keys", headers=ADMIN,
+                     timeout=10).json() == listed  # no key made
+    # A credential of no key's shape is told only what the route needs.
+    other = httpx.get(f"{gov.base}/v1/router/keys", timeout=10,
+                      headers={"authorization": "Bearer not-a-key"})
+    assert other.status_code == 401 and "client key" not in other.json()["error"]["message"]
+
+
 def test_revoked_and_expired_keys(gov: ThreadServer) -> None:
     revoked = new_key(gov)
     client(gov, revoked["key"]).chat.completions.create(model="cheap", messages=user("ok"))

@@ -1017,6 +1017,12 @@ def check_key_id(value: object) -> str:
     return value
 
 
+def has_key_shape(value: str) -> bool:
+    """Whether ``value`` is written as a client key is (``sp-<id>_<secret>``), whether or not
+    such a key exists: what a message may say of a credential without checking it."""
+    return _KEY.fullmatch(value.strip()) is not None
+
+
 def _not_an_id(value: object) -> str:
     """Why ``value`` is not a key id, never repeating a secret: a whole key pasted where its id
     goes is named by its id alone, anything else is shown redacted and cut short."""

@@ -38,6 +38,7 @@ from starlette.types import Scope
 from switchpoint.config import Settings
 from switchpoint.errors import AuthenticationError, ConfigError, InvalidKeyError
 from switchpoint.governance.governor import Governor, Principal
+from switchpoint.governance.keys import has_key_shape
 from switchpoint.server.context import get_service
 from switchpoint.server.errors import error_content
 
@@ -89,11 +90,16 @@ async def require_admin(request: Request) -> None:
     dependency here is: FastAPI runs a plain function in its thread pool."""
     if is_admin(request):
         return
-    authorization(request)  # (a header sent twice is told so)
+    scheme, given = authorization(request)  # (a header sent twice is told so)
     settings = get_service(request).gateway.settings
-    raise AuthenticationError("this admin route needs the header `Authorization: Bearer "
-                              f"<token>` with the token in ${settings.admin_token_env}",
-                              param="authorization")
+    needs = ("this admin route needs the header `Authorization: Bearer <token>` with the "
+             f"token in ${settings.admin_token_env}")
+    if scheme.lower() == "bearer" and has_key_shape(given):
+        # The mix-up the other way round (see client_principal): say which credential it is.
+        needs += (", not a client key (sp-...): a client key opens the routes that act for "
+                  "its tenant (chat, routing, models, feedback, comparisons, the learning "
+                  "status), not the admin routes nor /metrics")
+    raise AuthenticationError(needs, param="authorization")
 
 
 ADMIN = [Depends(require_admin)]
