@@ -172,6 +172,18 @@ def _got(value: object) -> str:
     return f", got {_shown(value)}"
 
 
+def _past_floats(value: object) -> bool:
+    """Whether ``value`` is an integer no float holds (its digits were read, a float's were
+    not enough: the JSON number 1 followed by 400 zeros)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    return False
+
+
 def reason(err: Any, known: Sequence[str] = ()) -> str:
     """One pydantic error (an item of ``ValidationError.errors()``) as a short reason."""
     kind = str(err["type"])
@@ -207,6 +219,10 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
         if isinstance(bound, float) and math.isfinite(bound) and bound.is_integer():
             bound = int(bound)
         return f"must be {op} {bound}{got}"
+    if kind in ("float_type", "float_parsing", "finite_number") and _past_floats(value):
+        # (a number, and not NaN: "must be a number, got 1000..." said it was none)
+        return (f"must be a finite number, got an integer of {len(str(abs(value)))} digits, "
+                "past the largest a number holds (about 1.8e308)")
     if kind in _SIMPLE:
         return _SIMPLE[kind] + ("" if kind in _NO_VALUE else got)
     if kind == "literal_error":

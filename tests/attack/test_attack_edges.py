@@ -121,6 +121,28 @@ def test_an_integer_of_thousands_of_digits_is_told_alike_on_every_route(
                                 "send finite numbers only"), error
 
 
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/chat/completions", '{"model": "alpha", "messages": [{"role": "user", "content": '
+                             '"hi"}], "temperature": %s}', "temperature"),
+    ("/v1/route", '{"prompt": "hi", "cost_weight": %s}', "cost_weight"),
+    ("/v1/feedback", '{"decision_id": "d", "score": %s}', "score"),
+    ("/v1/router/preferences/score", '{"compare_id": "c", "scores": {"A": %s}}', "scores.A"),
+    ("/v1/router/experiments", '{"name": "e", "arms": {"a": {}, "b": {"weight": %s}}}',
+     "arms.b.weight")])
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_an_integer_past_what_a_number_holds_is_told_so_alike_on_every_route(
+        attacked: Attacked, path: str, body: str, field: str, sign: str) -> None:
+    """Read (it has fewer digits than the parser's limit), but no float holds it: one field
+    said it must be a finite number "(not NaN or infinity)", another that it must be a number
+    at all."""
+    r = httpx.post(f"{attacked.base}{path}", content=body % (sign + "1" + "0" * 400),
+                   headers={"content-type": "application/json", **attacked.admin}, timeout=10)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == (
+        f"{field}: must be a finite number, got an integer of 401 digits, past the largest a "
+        "number holds (about 1.8e308)"), r.text
+
+
 def test_a_long_experiment_name_is_shortened_as_a_policy_name_is(attacked: Attacked) -> None:
     """The 404 cut the name at 100 characters without saying it was cut; a policy swap's 400
     ends a shortened name with "…", inside its closing quote."""
