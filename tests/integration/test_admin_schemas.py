@@ -113,6 +113,7 @@ def test_tenants_and_the_budget_alert_validate_against_the_published_schema(
                                    post(server, "/v1/router/reload", None, ADMIN))
         affected = {k["key_id"]: k for k in reloaded["keys_affected"]}
         assert affected[made.json()["id"]]["models_removed"] == ["cheap"]
+        assert affected[made.json()["id"]]["models_removed_count"] == 1
         assert affected[bare["id"]]["tenant_removed"] is True
         published.each_field_needed(["TenantList", "TenantView", "BudgetStatus", "BudgetAlert",
                                      "BudgetAlertEntry", "BudgetPressure", "KeyAffected"])

@@ -20,6 +20,7 @@ import httpx
 import openai
 import pytest
 
+from switchpoint._messages import MAX_LISTED
 from switchpoint.cli import main
 from switchpoint.config import load_settings
 from switchpoint.governance.reload_check import MAX_NAMED
@@ -1133,6 +1134,8 @@ def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_t
         assert set(affected) == {narrow["id"], wide["id"], tight["id"]}, affected
         assert affected[narrow["id"]]["models_removed"] == ["cheap"]
         assert affected[wide["id"]]["models_removed"] == ["cheap"]
+        assert affected[wide["id"]]["models_removed_count"] == 1
+        assert affected[tight["id"]]["models_removed_count"] == 0
         assert not affected[wide["id"]]["tenant_removed"]
         assert affected[tight["id"]]["tenant_removed"] and affected[tight["id"]]["tenant"] == (
             "tight")
@@ -1167,6 +1170,39 @@ def test_a_reload_that_affects_more_keys_than_it_names_lists_as_many_as_its_note
         assert all(k["tenant_removed"] for k in answer["keys_affected"])
         assert f"{MAX_NAMED + 3} key(s)" in answer["keys_note"]
         assert "(and 3 more keys)" in answer["keys_note"]
+
+
+def test_a_reload_that_takes_more_models_from_a_key_than_it_names_lists_as_many_as_its_note(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # Each affected key's models_removed listed every model it lost, with no bound.
+    spares = [f"spare-{n:03}" for n in range(MAX_LISTED + 5)]
+    entries = "".join(f'  - {{name: {name}, base_url: "{gw_fake.openai_base_url}", '
+                      "input_per_mtok: 0.05, output_per_mtok: 0.1, context_window: 8000, "
+                      "tier: simple}\n" for name in spares)
+    many = f"  many:\n    models: [cheap, {', '.join(spares)}]\n"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake).replace("data_dir:", entries + "data_dir:", 1)
+                      + GOVERNANCE.replace("  limited:\n", many + "  limited:\n"),
+                      encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        key = new_key(server, tenant="many")
+        config.write_text(config_text(gw_fake) + GOVERNANCE.replace(
+            "  limited:\n", "  many:\n    models: [cheap]\n  limited:\n"), encoding="utf-8")
+        reload = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=30)
+        assert reload.status_code == 200, reload.text
+        answer = reload.json()
+        assert answer["keys_affected_count"] == 1
+        [lost] = answer["keys_affected"]
+        assert lost["key_id"] == key["id"] and not lost["tenant_removed"]
+        assert lost["models_removed"] == spares[:MAX_LISTED]
+        assert lost["models_removed_count"] == MAX_LISTED + 5
+        # The note lists the same models, and how many more.
+        assert f"{spares[MAX_LISTED - 1]} and 5 more" in answer["keys_note"]
+        assert spares[MAX_LISTED] not in answer["keys_note"]
+        # The key keeps the model its tenant still offers.
+        assert client(server, key["key"]).chat.completions.create(
+            model="cheap", messages=user("x")).model == "cheap"
 
 
 # Every route that reads a query, with a parameter it reads given twice; the answer with one

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from switchpoint._messages import json_quoted, listed_names, quoted_path
+from switchpoint._messages import MAX_LISTED, json_quoted, listed_names, quoted_path
 from switchpoint.errors import ConfigError
 from switchpoint.governance.keys import KeyRecord
 from switchpoint.governance.settings import TenantSettings
@@ -73,9 +73,12 @@ class KeyLoss:
     models_removed: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
+        """The loss as an answer gives it: the first MAX_LISTED models it lost, as its note
+        lists them (:func:`listed_names`), and how many in all."""
         return {"key_id": self.key_id, "name": self.name, "tenant": self.tenant,
                 "tenant_removed": self.tenant_removed,
-                "models_removed": list(self.models_removed)}
+                "models_removed": list(self.models_removed[:MAX_LISTED]),
+                "models_removed_count": len(self.models_removed)}
 
     def describe(self) -> str:
         what = [f"its tenant {json_quoted(self.tenant)} is no longer configured"] if (

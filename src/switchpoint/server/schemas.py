@@ -20,6 +20,7 @@ from pydantic import (
     WrapValidator,
 )
 
+from switchpoint._messages import MAX_LISTED
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.decision import MAX_COST_WEIGHT
 from switchpoint.errors import GatewayError
@@ -608,7 +609,11 @@ class KeyAffected(BaseModel):
     tenant_removed: bool = Field(description="Whether the new config no longer lists its "
                                              "tenant.")
     models_removed: list[str] = Field(description="Models it (or its tenant) named that it "
-                                                  "can no longer use.")
+                                                  f"can no longer use, the first {MAX_LISTED} "
+                                                  "of them (models_removed_count says how "
+                                                  "many in all).")
+    models_removed_count: int = Field(description="How many models it can no longer use, "
+                                                  "listed in models_removed or not.")
 
 
 class SwapResponse(BaseModel):
