@@ -4,6 +4,7 @@ named and nothing half-made, and changes seen by a running gateway."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -58,6 +59,29 @@ def test_keys_create_takes_a_budget_of_0_as_the_config_and_http_do(
     assert "resets" not in out and ("held $0.000000, allows no spend in any period (for a "
                                     "key that may spend, create one with a larger budget "
                                     "and revoke this one)") in out, out
+
+
+def test_report_alert_says_a_budget_of_0_never_allows_spend_where_others_say_when_they_reset(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Its "resets in" column gave a budget of 0 a time, as if its reset would allow spend.
+    config.write_text(CONFIG.replace("budgets: [1/day]", "budgets: [0/day]"), encoding="utf-8")
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "5/day",
+                          "--config", config, "--json"], capsys)
+    assert code == 0, err
+    key_id = json.loads(out)["id"]
+    code, out, err = run(["report", "alert", "--config", config], capsys)
+    assert code == 0, err
+    rows = {line.split()[0]: line for line in out.splitlines()
+            if line.startswith(("tenant:", "key:"))}
+    assert rows["tenant:acme"].endswith("  never allows spend"), out
+    assert "never allows spend" not in rows[f"key:{key_id}"], out
+    assert re.search(r"  \d+ (h|min|s)( \d+ min)?$", rows[f"key:{key_id}"]), out
+    # The JSON keeps its documented field for every budget: the period's end, in words.
+    code, out, err = run(["report", "alert", "--config", config, "--json"], capsys)
+    assert code == 0, err
+    budgets = {b["account"]: b for b in json.loads(out)["budgets"]}
+    assert budgets["tenant:acme"]["limit_usd"] == 0
+    assert budgets["tenant:acme"]["resets_in"] == budgets[f"key:{key_id}"]["resets_in"]
 
 
 def test_keys_create_list_show_rotate_revoke(config: Path,

@@ -481,9 +481,11 @@ def cmd_report_alert(args: argparse.Namespace) -> int:
               "unknown cost this hour (a model without prices, or no usage reported)")
     if report["budgets"]:
         print()
+        # (a budget of 0 allows no spend after it resets either: its reset frees nothing)
         rows = [[b["account"], b["budget"], _usd(b["spent_usd"]), _usd(b["held_usd"]),
                  f"{b['utilization']:.1%}", _usd(b["projected_usd"]), b["status"],
-                 b["resets_in"]] for b in report["budgets"]]
+                 b["resets_in"] if b["limit_usd"] > 0 else "never allows spend"]
+                for b in report["budgets"]]
         print(_table(["account", "budget", "spent", "held", "used", "projected", "status",
                       "resets in"], rows))
     print()

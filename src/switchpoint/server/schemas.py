@@ -471,7 +471,8 @@ class BudgetStatus(BaseModel):
                                              "spend went over it; 1 for a budget of 0 (it "
                                              "allows no spend).")
     period_start: float = Field(description="When this period began (epoch seconds, UTC).")
-    resets_at: float = Field(description="When the next one begins (epoch seconds, UTC).")
+    resets_at: float = Field(description="When the next one begins (epoch seconds, UTC); a "
+                                         "budget of 0 allows no spend in it either.")
 
 
 class TenantView(TenantSettings):
@@ -506,7 +507,9 @@ class BudgetAlertEntry(BudgetStatus):
     status: Literal["ok", "warning", "critical"] = Field(
         description="critical: used up; warning: past the warning threshold or projected "
                     "over the limit.")
-    resets_in: str = Field(description="Until the period ends, in words (e.g. 1 h 2 min).")
+    resets_in: str = Field(description="Until the period ends, in words (e.g. 1 h 2 min). "
+                                       "A budget of 0 allows no spend in the next period "
+                                       "either: its reset frees nothing.")
 
 
 class BudgetAlert(BaseModel):
