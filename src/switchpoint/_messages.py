@@ -1,7 +1,8 @@
 """Plain-English reasons for pydantic validation errors, shared by the config and the HTTP API.
 
 ``key_path(("models", 0, "input_per_mtok"))`` is ``models[0].input_per_mtok``; ``reason(err)``
-turns one pydantic error into ``must be >= 0, got -1``; ``plural(3, "prompt")`` is ``3 prompts``;
+turns one pydantic error into ``must be >= 0, got -1`` (``got(-1)`` is its ``, got -1``, as
+any check of a field says what it was sent); ``plural(3, "prompt")`` is ``3 prompts``;
 ``unprintable(name)`` finds a character a terminal would not show as itself, and
 ``printable(text)`` writes each such character as ``\\uXXXX``.
 """
@@ -164,9 +165,10 @@ def _choices(expected: str) -> str:
     return _one_of([_shown(value) for value in values])
 
 
-def _got(value: object) -> str:
+def got(value: object) -> str:
     """What a reason adds of the value refused: ``, got 5``, ``, got "x"``; a list or an object
-    by its JSON type alone (``, got a list``), as its items may be many and long."""
+    by its JSON type alone (``, got a list``), as its items may be many and long. The one rule
+    for every reason of a body or config field that says what was sent instead."""
     if isinstance(value, (dict, list)):
         return ", got an object" if isinstance(value, dict) else ", got a list"
     return f", got {_shown(value)}"
@@ -189,7 +191,7 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
     kind = str(err["type"])
     ctx = err.get("ctx") or {}
     value = err.get("input")
-    got = _got(value)
+    sent = got(value)
     if kind == "missing":
         return "is required"
     least = ctx.get("min_length")
@@ -218,19 +220,19 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
         bound = ctx.get(name)
         if isinstance(bound, float) and math.isfinite(bound) and bound.is_integer():
             bound = int(bound)
-        return f"must be {op} {bound}{got}"
+        return f"must be {op} {bound}{sent}"
     if kind in ("float_type", "float_parsing", "finite_number") and _past_floats(value):
         # (a number, and not NaN: "must be a number, got 1000..." said it was none)
         return (f"must be a finite number, got an integer of {len(str(abs(value)))} digits, "
                 "past the largest a number holds (about 1.8e308)")
     if kind in _SIMPLE:
-        return _SIMPLE[kind] + ("" if kind in _NO_VALUE else got)
+        return _SIMPLE[kind] + ("" if kind in _NO_VALUE else sent)
     if kind == "literal_error":
-        return f"must be one of {_choices(str(ctx.get('expected')))}{got}"
+        return f"must be one of {_choices(str(ctx.get('expected')))}{sent}"
     if kind == "value_error" and "error" in ctx:
         return str(ctx["error"])
     msg = str(err.get("msg", "is not valid"))
-    return msg[:1].lower() + msg[1:] + got
+    return msg[:1].lower() + msg[1:] + sent
 
 
 def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
@@ -266,7 +268,7 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
         return invalid_at(param, path, f"is not a field of this request{known}")
     if takes is not None:
         value = err.get("input")
-        return invalid_at(param, path, f"must be {' or '.join(takes)}{_got(value)}")
+        return invalid_at(param, path, f"must be {' or '.join(takes)}{got(value)}")
     return invalid_at(param, path, reason(err))
 
 

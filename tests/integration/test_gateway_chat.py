@@ -267,8 +267,11 @@ def test_malformed_bodies_are_400s_naming_the_field(gw: ThreadServer, body: Any,
 
 
 @pytest.mark.parametrize(("content", "named"), [
-    (5, "not the number 5"), ({"text": "hi"}, "not an object"), (True, "not true"),
-    ([1, 2], "part 0 is the number 1"), (["hi"], 'part 0 is the string "hi"'),
+    (5, "), got 5"), ({"text": "hi"}, "), got an object"), (True, "), got true"),
+    ([1, 2], 'part 0 must be an object with a type, such as {"type": "text", "text": '
+             '"..."}, got 1'),
+    (["hi"], 'part 0 must be an object with a type, such as {"type": "text", "text": '
+             '"..."}, got "hi"'),
     ([{"type": "text", "text": "a"}, {"text": "b"}], "part 1 has no type string")])
 def test_a_message_content_not_text_null_or_parts_is_a_400(
         gw: ThreadServer, gw_fake: FakeProviderProcess, content: Any, named: str) -> None:
@@ -289,6 +292,39 @@ def test_a_message_content_not_text_null_or_parts_is_a_400(
     assert gw_fake.requests() == []
     after = httpx.get(f"{gw.base}/v1/router/requests", params={"limit": 1}).json()["data"]
     assert after == before
+
+
+@pytest.mark.parametrize(("fields", "said"), [
+    ({"stop": {"a": 1}}, "stop: must be a string or a list of strings, got an object; send"),
+    ({"stop": ["a", ["b"]]}, "stop[1]: must be a string, got a list; send"),
+    ({"tools": {"type": "function"}}, "tools: must be a list of tools, got an object; each"),
+    ({"tools": [["lookup"]]}, "tools[0]: must be an object, got a list; a function tool"),
+    ({"functions": "lookup"}, 'functions: must be a list of functions, got "lookup"; each'),
+    ({"tool_choice": ["auto"]}, "tool_choice: must be a string or an object, got a list; send"),
+    ({"messages": [{"role": "assistant", "tool_calls": {"id": "call_1"}}]},
+     "messages[0].tool_calls: must be a list of tool calls, got an object; each"),
+    ({"messages": [{"role": "tool", "content": "42", "tool_call_id": ["call_1"]}]},
+     "messages[0].tool_call_id: must be a string, got a list; a tool message"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": [
+        "https://x.test/a.png"]}]}]},
+     "messages[0].content[0].image_url: must be an object, got a list; an image_url part"),
+])
+def test_a_chat_field_of_the_wrong_type_says_what_it_got_as_every_field_does(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, fields: dict[str, Any],
+        said: str) -> None:
+    # These checks said "not a list" / "not an object" / "not the string ..." where every
+    # other field of the body says ", got a list" (one rule for what a field was sent).
+    body = {"model": "good", "messages": user("x"), **fields}
+    with pytest.raises(openai.BadRequestError) as info:
+        client(gw).chat.completions.create(**body)
+    assert info.value.code == "invalid_request"
+    assert f"400 - {said}" in info.value.message, info.value.message
+    assert ", not " not in info.value.message
+    assert gw_fake.requests() == []
+    # The same rule as a field pydantic checks: model sent as a list.
+    with pytest.raises(openai.BadRequestError) as model:
+        client(gw).chat.completions.create(**{**body, "model": ["good"]})
+    assert "model: must be a string, got a list" in model.value.message
 
 
 def test_message_contents_openai_allows_are_forwarded_as_sent(

@@ -71,7 +71,7 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
      "is missing; a tool message names the tool call it answers: send the id"),
     ([{"role": "assistant", "content": None, "tool_calls": [CALL]},
       {"role": "tool", "tool_call_id": 1, "content": "42"}], "messages[3].tool_call_id",
-     "must be a string, not the number 1"),
+     "must be a string, got 1"),
     ([{"role": "assistant", "content": None, "tool_calls": [CALL]},
       {"role": "tool", "tool_call_id": "call_1"}], "messages[3].content",
      "is missing; a tool message needs content"),
@@ -98,16 +98,16 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
      "messages[3].content[0].text", "is missing; a text part carries its text"),
     # An assistant's calls, as OpenAI's schema has them.
     ([{"role": "assistant", "content": None, "function_call": "lookup"}],
-     "messages[2].function_call", 'must be an object, not the string "lookup"; a '
+     "messages[2].function_call", 'must be an object, got "lookup"; a '
      'function_call is written {"name": "...", "arguments": "{...}"}'),
     ([{"role": "assistant", "content": None, "function_call": {"name": "lookup"}}],
      "messages[2].function_call.arguments", "is missing; a function_call is written"),
     ([{"role": "assistant", "content": None, "function_call": {"name": 1, "arguments": "{}"}}],
-     "messages[2].function_call.name", "must be a string, not the number 1"),
+     "messages[2].function_call.name", "must be a string, got 1"),
     ([{"role": "assistant", "content": None, "tool_calls": CALL}],
-     "messages[2].tool_calls", "must be a list of tool calls, not an object"),
+     "messages[2].tool_calls", "must be a list of tool calls, got an object"),
     ([{"role": "assistant", "content": None, "tool_calls": ["call_1"]}],
-     "messages[2].tool_calls[0]", 'must be an object, not the string "call_1"; a tool call '
+     "messages[2].tool_calls[0]", 'must be an object, got "call_1"; a tool call '
      'is written {"id": "call_...", "type": "function", "function": {"name": "...", '
      '"arguments": "{...}"}}'),
     ([{"role": "assistant", "content": None, "tool_calls": [{**CALL, "id": None}]}],
@@ -123,7 +123,7 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
     ([{"role": "assistant", "content": None, "tool_calls": [
         CALL, {**CALL, "id": "call_2", "function": {"name": "lookup", "arguments": {}}}]}],
      "messages[2].tool_calls[1].function.arguments",
-     "must be a string, not an object; a tool call is written"),
+     "must be a string, got an object; a tool call is written"),
     ([{"role": "assistant", "content": None, "tool_calls": [
         {"id": "call_1", "type": "custom", "custom": {"name": "grep"}}]}],
      "messages[2].tool_calls[0].custom.input", 'is missing; a custom tool call is written '

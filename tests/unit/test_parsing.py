@@ -70,13 +70,13 @@ def test_a_good_body_comes_back_as_sent() -> None:
     # A stop that is not text: OpenAI refuses it, and the Anthropic adapter failed on a number
     # (a 500).
     (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "stop": 5}', "stop",
-     "stop: must be a string or a list of strings, not the number 5; send a string"),
+     "stop: must be a string or a list of strings, got 5; send a string"),
     (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "stop": true}', "stop",
-     "stop: must be a string or a list of strings, not true"),
+     "stop: must be a string or a list of strings, got true"),
     (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "stop": {"a": 1}}',
-     "stop", "stop: must be a string or a list of strings, not an object"),
+     "stop", "stop: must be a string or a list of strings, got an object"),
     (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "stop": ["a", 2]}',
-     "stop", "stop[1]: must be a string, not the number 2"),
+     "stop", "stop[1]: must be a string, got 2"),
 ])
 def test_bad_bodies_name_their_field(raw: bytes, field: str, needle: str) -> None:
     with pytest.raises(InvalidInputError) as info:
@@ -151,7 +151,7 @@ _CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "argument
       {"role": "tool", "content": "1", "tool_call_id": None}], "messages[2].tool_call_id",
      "is null; a tool message names the tool call it answers"),
     ([{"role": "user", "content": "x"}, {"role": "function", "content": "1", "name": 3}],
-     "messages[1].name", "must be a string, not the number 3"),
+     "messages[1].name", "must be a string, got 3"),
     # An author's name (system, developer, user, assistant): what OpenAI's API refuses in it.
     ([{"role": "user", "content": "x", "name": "Ann Smith"}], "messages[0].name",
      'is "Ann Smith"; a message\'s name (its author\'s, such as ann or agent_2) is a string of '
@@ -167,7 +167,7 @@ _CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "argument
     ([{"role": "user", "content": "x", "name": "n" * 257}], "messages[0].name",
      "1 to 256 characters"),
     ([{"role": "user", "content": "x", "name": 7}], "messages[0].name",
-     "must be a string, not the number 7; a message's name"),
+     "must be a string, got 7; a message's name"),
 ])
 def test_a_message_without_what_its_role_needs_is_refused_naming_the_field(
         messages: list[dict[str, object]], path: str, needle: str) -> None:

@@ -115,7 +115,7 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
      'is missing; a tool_choice naming a function is written {"type": "function", '
      '"function": {"name": "..."}}'),
     ({"tools": [tool("lookup")], "tool_choice": {"type": "function", "function": "lookup"}},
-     "tool_choice", "tool_choice.function", 'must be an object, not the string "lookup"'),
+     "tool_choice", "tool_choice.function", 'must be an object, got "lookup"'),
     ({"tools": [tool("lookup"), CUSTOM],
       "tool_choice": {"type": "custom", "custom": {"name": "lookup"}}},
      "tool_choice", "tool_choice.custom.name",
@@ -132,15 +132,15 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
      'is "sometimes"; send auto, none or required, or an object naming a tool the request '
      "declares"),
     ({"tools": [tool("lookup")], "tool_choice": 5}, "tool_choice", "tool_choice",
-     "must be a string or an object, not the number 5; send auto, none or required"),
+     "must be a string or an object, got 5; send auto, none or required"),
     ({"tools": [tool("lookup")], "tool_choice": True}, "tool_choice", "tool_choice",
-     "must be a string or an object, not true"),
+     "must be a string or an object, got true"),
     ({"tools": [tool("lookup")], "tool_choice": ["auto"]}, "tool_choice", "tool_choice",
-     "must be a string or an object, not a list"),
+     "must be a string or an object, got a list"),
     ({"functions": [{"name": "lookup"}], "function_call": "required"}, "function_call",
      "function_call", 'is "required"; send auto or none, or an object naming a tool'),
     ({"functions": [{"name": "lookup"}], "function_call": 3}, "function_call",
-     "function_call", "must be a string or an object, not the number 3; send auto or none"),
+     "function_call", "must be a string or an object, got 3; send auto or none"),
     # An allowed_tools choice lists tools the request declares, as a choice of one does.
     ({"tools": [tool("lookup")], "tool_choice": _allowed(_fn("lookup"), _fn("nope"))},
      "tool_choice", "tool_choice.allowed_tools.tools[1].function.name",
@@ -167,14 +167,14 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
     ({"tools": [tool("lookup")], "tool_choice": _allowed(_fn(None))}, "tool_choice",
      "tool_choice.allowed_tools.tools[0].function.name", "is null"),
     ({"tools": [tool("lookup")], "tool_choice": _allowed("lookup")}, "tool_choice",
-     "tool_choice.allowed_tools.tools[0]", 'must be an object, not the string "lookup"'),
+     "tool_choice.allowed_tools.tools[0]", 'must be an object, got "lookup"'),
     # Names no provider takes: empty, or longer than any takes.
     ({"tools": [tool("lookup"), tool("")]}, "tools", "tools[1].function.name",
      'is ""; a tool\'s name is a string of 1 to 256 characters (OpenAI\'s API takes 1 to 64 '
      "letters, digits, underscores or hyphens)"),
     ({"tools": [tool("x" * 257)]}, "tools", "tools[0].function.name", "1 to 256 characters"),
     ({"tools": [tool(7)]}, "tools", "tools[0].function.name",
-     "must be a string, not the number 7"),
+     "must be a string, got 7"),
     # A custom tool's name is held to the same bounds as a function tool's.
     ({"tools": [CUSTOM, {"type": "custom", "custom": {"name": "x" * 257}}]}, "tools",
      "tools[1].custom.name", "1 to 256 characters"),
@@ -191,11 +191,11 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
     ({"tools": [{"type": "function", "function": {"parameters": {}}}]}, "tools",
      "tools[0].function.name", "is missing"),
     ({"tools": tool("lookup")}, "tools", "tools",
-     "must be a list of tools, not an object"),
-    ({"tools": ["lookup"]}, "tools", "tools[0]", 'must be an object, not the string "lookup"'),
+     "must be a list of tools, got an object"),
+    ({"tools": ["lookup"]}, "tools", "tools[0]", 'must be an object, got "lookup"'),
     ({"functions": [{"name": ""}]}, "functions", "functions[0].name", 'is ""; a tool'),
     ({"functions": {"name": "lookup"}}, "functions", "functions",
-     "must be a list of functions, not an object"),
+     "must be a list of functions, got an object"),
     # The names of the tools the history calls or answers are held to a declared tool's
     # bounds (OpenAI refuses them with a 400 wherever they are).
     ({"messages": [*USER, {"role": "assistant", "content": None, "tool_calls": [

@@ -57,7 +57,7 @@ from switchpoint._json import (
     too_long,
     unique_keys,
 )
-from switchpoint._messages import cut, invalid_at, invalid_from_validation, listed_names
+from switchpoint._messages import cut, got, invalid_at, invalid_from_validation, listed_names
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.image_urls import image_url_problem
@@ -107,13 +107,12 @@ class ChatMessage(BaseModel):
             return value
         if not isinstance(value, list):
             raise ValueError(f"must be a string, null, or a list of content parts (objects "
-                             f"with a type, such as {{\"type\": \"text\", \"text\": \"...\"}}), "
-                             f"not {_shown(value)}")
+                             f"with a type, such as {{\"type\": \"text\", \"text\": \"...\"}})"
+                             f"{got(value)}")
         for i, part in enumerate(value):
             if not isinstance(part, dict):
-                raise ValueError(f"part {i} is {_shown(part)}; each content part must be an "
-                                 f"object with a type, such as {{\"type\": \"text\", "
-                                 f"\"text\": \"...\"}}")
+                raise ValueError(f"part {i} must be an object with a type, such as "
+                                 f"{{\"type\": \"text\", \"text\": \"...\"}}{got(part)}")
             if not isinstance(part.get("type"), str):
                 raise ValueError(f"part {i} has no type string; each content part names its "
                                  "type (text, image_url, input_audio, file, ...)")
@@ -209,17 +208,6 @@ def answers_asked(body: Mapping[str, Any]) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
-def _shown(value: object) -> str:
-    """A JSON value as an error names it: its JSON type, and the value when it is short."""
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, (int, float)):
-        return f"the number {cut(repr(value), 40)}"
-    if isinstance(value, str):
-        return f"the string {cut(json.dumps(value), 40)}"
-    return "an object" if isinstance(value, dict) else "a list"
-
-
 def parse_chat_body(raw: bytes) -> dict[str, Any]:
     """The request body (a dict) from its bytes, once it checks out.
 
@@ -284,11 +272,11 @@ def _check_stop(stop: object) -> None:
         return
     written = 'send a string, or a list of strings such as ["\\n\\n", "END"]'
     if not isinstance(stop, list):
-        raise invalid_at("stop", "stop", f"must be a string or a list of strings, not "
-                                         f"{_shown(stop)}; {written}")
+        raise invalid_at("stop", "stop", f"must be a string or a list of strings{got(stop)}; "
+                                         f"{written}")
     for i, sequence in enumerate(stop):
         if not isinstance(sequence, str):
-            raise invalid_at("stop", f"stop[{i}]", f"must be a string, not {_shown(sequence)}; "
+            raise invalid_at("stop", f"stop[{i}]", f"must be a string{got(sequence)}; "
                                                    f"{written}")
 
 
@@ -304,7 +292,7 @@ def _absent(message: Mapping[str, Any], key: str) -> str:
     if key not in message:
         return "is missing"
     value = message[key]
-    return "is null" if value is None else f"must be a string, not {_shown(value)}"
+    return "is null" if value is None else f"must be a string{got(value)}"
 
 
 def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
@@ -385,7 +373,7 @@ def _not_object(value: object, present: bool = True) -> str:
     """How a value that must be an object falls short."""
     if not present:
         return "is missing"
-    return "is null" if value is None else f"must be an object, not {_shown(value)}"
+    return "is null" if value is None else f"must be an object{got(value)}"
 
 
 def _check_strings(value: Mapping[str, Any], members: tuple[str, ...], where: str,
@@ -419,7 +407,7 @@ def _check_calls(message: Mapping[str, Any], where: str) -> None:
         return
     if not isinstance(calls, list):
         raise invalid_at("messages", f"{where}.tool_calls",
-                         f"must be a list of tool calls, not {_shown(calls)}; each is written "
+                         f"must be a list of tool calls{got(calls)}; each is written "
                          f"{_TOOL_CALLS['function'][2]}")
     for j, tool_call in enumerate(calls):
         at = f"{where}.tool_calls[{j}]"
@@ -497,8 +485,8 @@ def _declared(data: Mapping[str, Any]) -> tuple[dict[str, list[str]], list[str] 
     names: dict[str, list[str]] = {"function": [], "custom": []}
     if tools is not None:
         if not isinstance(tools, list):
-            raise invalid_at("tools", "tools", f"must be a list of tools, not {_shown(tools)}; "
-                                               f"each is written {_FUNCTION_TOOL}")
+            raise invalid_at("tools", "tools", f"must be a list of tools{got(tools)}; each is "
+                                               f"written {_FUNCTION_TOOL}")
         for i, declared in enumerate(tools):
             where = f"tools[{i}]"
             if not isinstance(declared, dict):
@@ -526,7 +514,7 @@ def _declared(data: Mapping[str, Any]) -> tuple[dict[str, list[str]], list[str] 
         return names, None
     if not isinstance(functions, list):
         raise invalid_at("functions", "functions",
-                         f"must be a list of functions, not {_shown(functions)}; each is "
+                         f"must be a list of functions{got(functions)}; each is "
                          'written {"name": "...", "parameters": {...}}')
     legacy = []
     for i, function in enumerate(functions):
@@ -589,7 +577,7 @@ def _check_allowed(choice: Mapping[str, Any], declared: dict[str, list[str]] | N
     tools = allowed.get("tools")
     if not isinstance(tools, list) or not tools:
         shown = ("is an empty list" if tools == [] else "is missing" if "tools" not in allowed
-                 else f"must be a list of tools, not {_shown(tools)}")
+                 else f"must be a list of tools{got(tools)}")
         raise invalid_at("tool_choice", "tool_choice.allowed_tools.tools",
                          f"{shown}; list the declared tools the model may call: {written}")
     for i, listed in enumerate(tools):
@@ -617,7 +605,7 @@ def _check_choice_mode(choice: object, field: str, modes: tuple[str, ...]) -> No
     if choice is None or isinstance(choice, dict) or choice in modes:
         return
     shown = (f"is {cut(json.dumps(choice), 40)}" if isinstance(choice, str)
-             else f"must be a string or an object, not {_shown(choice)}")
+             else f"must be a string or an object{got(choice)}")
     said = f"{', '.join(modes[:-1])} or {modes[-1]}"
     raise invalid_at(field, field, f"{shown}; send {said}, or an object naming a tool the "
                                    "request declares")
@@ -719,7 +707,7 @@ def _check_parts(message: Mapping[str, Any], i: int) -> None:
         value = part.get(kind)
         if not isinstance(value, kind_of):
             wrong = (_absent(part, kind) if kind_of is str or value is None or kind not in part
-                     else f"must be an object, not {_shown(value)}")
+                     else f"must be an object{got(value)}")
             raise invalid_at("messages", f"{where}.{kind}", f"{wrong}; {carries}")
         if not isinstance(value, dict):
             continue
