@@ -72,6 +72,16 @@ def listed_names(names: Iterable[str], most: int = MAX_LISTED, width: int = 64) 
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def people_number(value: float) -> str:
+    """A limit or a count as a message writes it for people: its thousands separated
+    (``10,000,000``, as every message writes them), a whole number held as a float written as
+    the integer it is (``1e9`` is ``1,000,000,000``, not ``1e+09``), a fraction as Python
+    writes it shortest (``0.5``)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        value = int(value)
+    return f"{value:,}"
+
+
 def quoted(value: object, limit: int = 60) -> str:
     """``value``'s repr, cut short (see :func:`cut`): what an error message shows of a value it
     refuses, whatever the caller passed. A string (of a subclass too) shows the text it holds,
@@ -198,8 +208,8 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
     if kind in ("too_short", "string_too_short") and isinstance(least, int) and least > 1:
         what = "characters" if kind == "string_too_short" else "items"
         had = ctx.get("actual_length")
-        return f"must have at least {least} {what}" + (
-            f", got {had}" if isinstance(had, int) else "")
+        return f"must have at least {people_number(least)} {what}" + (
+            f", got {people_number(had)}" if isinstance(had, int) else "")
     most = ctx.get("max_length")
     if kind in ("too_long", "string_too_long") and isinstance(most, int):
         what = ("characters" if kind == "string_too_long"
@@ -207,8 +217,8 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
         had = ctx.get("actual_length")
         if had is None and isinstance(value, (dict, list)):
             had = len(value)
-        return f"must have at most {most} {what}" + (
-            f", got {had}" if isinstance(had, int) else "")
+        return f"must have at most {people_number(most)} {what}" + (
+            f", got {people_number(had)}" if isinstance(had, int) else "")
     if kind == "extra_forbidden":
         listed = f"; known keys here: {', '.join(known)}" if known else ""
         loc = err.get("loc") or ("",)
@@ -218,9 +228,9 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
     if kind in _BOUNDS:
         op, name = _BOUNDS[kind]
         bound = ctx.get(name)
-        if isinstance(bound, float) and math.isfinite(bound) and bound.is_integer():
-            bound = int(bound)
-        return f"must be {op} {bound}{sent}"
+        shown = (people_number(bound) if isinstance(bound, (int, float))
+                 and not isinstance(bound, bool) and math.isfinite(bound) else bound)
+        return f"must be {op} {shown}{sent}"
     if kind in ("float_type", "float_parsing", "finite_number") and _past_floats(value):
         # (a number, and not NaN: "must be a number, got 1000..." said it was none)
         return (f"must be a finite number, got an integer of {len(str(abs(value)))} digits, "

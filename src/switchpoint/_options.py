@@ -5,7 +5,7 @@ number, a value refused quoted as JSON writes it (``"abc"``, as the ``keys`` com
 HTTP errors quote values)::
 
     switchpoint route: error: argument --cost-weight: "abc" is not a number in ASCII digits:
-    give a number from 0 to 10000 (0 = quality first), such as 0.5
+    give a number from 0 to 10,000 (0 = quality first), such as 0.5
 
 An option whose range the library checks naming the option (a key's ``--rpm``, ``fit``'s
 ``--n-clusters``) is read here as a number of its kind and left to that check; one the command
@@ -18,7 +18,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, people_number
 from switchpoint._numbers import TOO_SMALL, integer_text, number_text, too_small
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.decision import MAX_COST_WEIGHT
@@ -104,14 +104,16 @@ def port_option(text: str) -> int | range:
 
 
 #: A λ: ``route --cost-weight``, ``keys create --cost-weight``.
-COST_WEIGHT = number_option(f"a number from 0 to {MAX_COST_WEIGHT:g} (0 = quality first)",
+COST_WEIGHT = number_option(f"a number from 0 to {people_number(MAX_COST_WEIGHT)} (0 = quality "
+                            "first)",
                             "0.5", 0.0, MAX_COST_WEIGHT)
 #: A sweep of λs: ``route --cost-weights``.
 COST_WEIGHTS = number_list_option(COST_WEIGHT, "0,0.1,1,10")
 #: A quality score: ``feedback --score``.
 SCORE = number_option("a number from 0 to 1 (1 = best)", "0.8", 0.0, 1.0)
 #: What an answer cost: ``feedback --cost``.
-COST = number_option(f"what the answer cost, a number from 0 to {MAX_ANSWER_COST:g} (USD)",
+COST = number_option("what the answer cost, a number from 0 to "
+                     f"{people_number(MAX_ANSWER_COST)} (USD)",
                      "0.002", 0.0, MAX_ANSWER_COST)
 #: Any number (its range checked by the library, naming the option): the forecast's figures.
 NUMBER = number_option()

@@ -14,7 +14,7 @@ import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from switchpoint._messages import json_quoted, quoted
+from switchpoint._messages import json_quoted, people_number, quoted
 from switchpoint.errors import InvalidInputError
 
 TIERS = ("trivial", "simple", "moderate", "complex", "expert")
@@ -124,8 +124,9 @@ class Catalog:
             for price in (card.input_per_mtok, card.output_per_mtok):
                 if price is not None and not 0 <= price <= MAX_PRICE_PER_MTOK:
                     raise InvalidInputError(
-                        f"models.{card.name}", f"prices must be from 0 to "
-                        f"{MAX_PRICE_PER_MTOK:g} USD per million tokens, got {price:g}")
+                        f"models.{card.name}", "prices must be from 0 to "
+                        f"{people_number(MAX_PRICE_PER_MTOK)} USD per million tokens, got "
+                        f"{price:g}")
         if not any(c.auto for c in self.cards):
             raise InvalidInputError("models", "every model has auto: false, so 'auto' could "
                                               "choose none; let at least one be routed")

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._args import INTEGER, expect
-from switchpoint._messages import cut, json_quoted, quoted
+from switchpoint._messages import cut, json_quoted, people_number, quoted
 from switchpoint._numbers import real_number
 from switchpoint.errors import InvalidInputError
 
@@ -62,7 +62,8 @@ def check_cost_weight(value: object, field: str = "cost_weight", *,
     if x < 0:
         raise InvalidInputError(field, f"is {shown}; it must be >= 0 (0 = quality first)")
     if x > MAX_COST_WEIGHT:
-        raise InvalidInputError(field, f"is {shown}; it must be at most {MAX_COST_WEIGHT:g}")
+        raise InvalidInputError(field, f"is {shown}; it must be at most "
+                                       f"{people_number(MAX_COST_WEIGHT)}")
     return x
 
 
@@ -91,7 +92,7 @@ RATE = (0.0, 1.0, "a number from 0 to 1")
 ERROR = (0.0, _FINITE, "a finite number >= 0")
 SCORE = (-_FINITE, _FINITE, "a finite number")
 COST = (0.0, _FINITE, "a finite number >= 0")
-LAMBDA = (0.0, MAX_COST_WEIGHT, f"a number from 0 to {MAX_COST_WEIGHT:g}")
+LAMBDA = (0.0, MAX_COST_WEIGHT, f"a number from 0 to {people_number(MAX_COST_WEIGHT)}")
 
 
 def in_range(field: str, value: object, low: float, high: float, what: str) -> None:

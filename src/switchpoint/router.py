@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, people_number
 from switchpoint._numbers import real_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import MAX_TOKENS, Catalog, check_token_counts, estimate_tokens
@@ -1127,7 +1127,8 @@ class _CardMap:
             return None
         if dollars > MAX_PRICE_RATIO * flat:
             raise InvalidInputError(
-                "cost", f"{dollars:g} USD is over {MAX_PRICE_RATIO:g} times what {name}'s "
+                "cost", f"{dollars:g} USD is over {people_number(MAX_PRICE_RATIO)} times what "
+                f"{name}'s "
                 f"prices make of this prompt ({flat:.3g} USD with "
                 f"{self.out_tokens} output tokens); check the cost, or the catalog's prices "
                 "and expected_output_tokens")

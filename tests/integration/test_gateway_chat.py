@@ -212,7 +212,7 @@ def test_a_model_without_a_profile_is_routed_by_tier_and_price(gw: ThreadServer)
 
 
 @pytest.mark.parametrize(("value", "says"), [
-    ("-1", "is -1; it must be >= 0"), ("1e5", "is 1e5; it must be at most 10000"),
+    ("-1", "is -1; it must be >= 0"), ("1e5", "is 1e5; it must be at most 10,000"),
     ("-0.50", "is -0.50; it must be >= 0"), ("nan", 'got "nan"'), ("inf", 'got "inf"'),
     ("1_0", 'got "1_0"'),
     ("0x1", 'got "0x1"'), ("1e-400", '"1e-400" is too small a number to be told from 0'),

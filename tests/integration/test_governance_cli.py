@@ -243,11 +243,11 @@ def test_bad_key_input_is_named_and_creates_nothing(config: Path, argv: list[str
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--cost-weight", "cheap"], '--cost-weight: "cheap" is not a number in ASCII digits: give '
-                                 "a number from 0 to 10000 (0 = quality first), such as 0.5"),
+                                 "a number from 0 to 10,000 (0 = quality first), such as 0.5"),
     (["--cost-weight", "1e-400"], '--cost-weight: "1e-400" is too small a number to be told '
                                   "from 0"),
     (["--cost-weight", "-1"], '--cost-weight: "-1" is out of range: give a number from 0 to '
-                              "10000"),
+                              "10,000"),
     (["--rpm", "abc"], '--rpm: "abc" is not a whole number in ASCII digits'),
     (["--tpm", "1.5"], '--tpm: "1.5" is not a whole number in ASCII digits'),
 ])

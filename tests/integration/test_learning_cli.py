@@ -71,7 +71,7 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
               str(config)])
     assert exited.value.code == 2
     assert ('argument --cost: "-1" is out of range: give what the answer cost, a number from '
-            "0 to 1000 (USD)" in capsys.readouterr().err)
+            "0 to 1,000 (USD)" in capsys.readouterr().err)
     assert main(["learn", "--export", str(tmp_path / "nothing"), "--config", str(config)]) == 2
     assert ('tenant "default" has reported no outcomes; there is nothing to fold into the '
             "weights; report how answers went by their decision id first (POST /v1/feedback, "
@@ -181,7 +181,7 @@ def test_learn_from_quality_observations_only_says_they_teach_no_routing(
     (["--score", "0.5", "--cost", "inf"], '--cost: "inf" is not a number in ASCII digits'),
     (["--score", "0.5", "--cost", "1e-400"], '--cost: "1e-400" is too small a number to be told'),
     (["--score", "1e-400"], '--score: "1e-400" is too small a number to be told from 0'),
-    (["--score", "0.5", "--comment", "x" * 100_000], "comment: is 100000 characters"),
+    (["--score", "0.5", "--comment", "x" * 100_000], "comment: is 100,000 characters"),
     (["--score", "0.5", "--comment", "ok\x1b]0;owned\x07"], "comment: holds U+001B (character 3)"),
     (["--success", "--tenant", " "], "--tenant: must be a non-empty tenant name"),
     (["--success"], "does not exist, so it holds no decision"),

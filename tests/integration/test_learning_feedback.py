@@ -505,7 +505,7 @@ def test_with_prices_feedback_takes_the_answers_cost_from_the_gateways_accountin
         priced = completion.to_dict()["usage"]["cost"]
         assert priced > 0
         for cost, words in ((-1, ">= 0"), ("0.1", "number"), (True, "number"),
-                            (1e308, "<= 1000")):
+                            (1e308, "<= 1,000")):
             r = feedback(server, decision, score=0.5, cost=cost)
             assert r.status_code == 400, r.text
             assert r.json()["error"]["param"] == "cost" and words in r.json()["error"]["message"]

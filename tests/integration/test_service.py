@@ -287,8 +287,8 @@ def test_negative_cost_weight(server: ThreadServer) -> None:
 
 @pytest.mark.parametrize(("sent", "says"), [
     (b"-1", "is -1; it must be >= 0"), (b"-0.5", "is -0.5; it must be >= 0"),
-    (b"20000", "is 20000; it must be at most 10000"),
-    (b"2.5e4", "is 25000.0; it must be at most 10000"),
+    (b"20000", "is 20000; it must be at most 10,000"),
+    (b"2.5e4", "is 25000.0; it must be at most 10,000"),
 ])
 def test_a_cost_weight_out_of_range_is_quoted_as_sent(server: ThreadServer, sent: bytes,
                                                       says: str) -> None:

@@ -150,10 +150,10 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("gateway: {cooldown_s: 0}\n", "gateway.cooldown_s: must be > 0"),
     ("gateway: {failure_threshold: 0}\n", "gateway.failure_threshold: must be >= 1"),
     ("gateway: {health_window_s: 0}\n", "gateway.health_window_s: must be > 0, got 0"),
-    ("gateway: {health_window_s: 1.0e+9}\n", "gateway.health_window_s: must be <= 86400"),
+    ("gateway: {health_window_s: 1.0e+9}\n", "gateway.health_window_s: must be <= 86,400"),
     ("gateway: {health_window_s: .nan}\n", "gateway.health_window_s: must be a finite number"),
     ("gateway: {health_window: 0}\n", "gateway.health_window: must be >= 1"),
-    ("gateway: {health_window: 10001}\n", "gateway.health_window: must be <= 10000"),
+    ("gateway: {health_window: 10001}\n", "gateway.health_window: must be <= 10,000"),
     ("gateway: {health_min_samples: 0}\n", "gateway.health_min_samples: must be >= 1"),
     ("gateway: {health_min_samples: 2.5}\n", "gateway.health_min_samples: "),
     ("gateway: {health_window: 10, health_min_samples: 11}\n",
@@ -165,13 +165,13 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("gateway: {backoff_base_s: 1, backoff_cap_s: 0.5}\n",
      "gateway: backoff_cap_s (0.5) must be >= backoff_base_s (1): the cap would hold every "
      "backoff under the base; for retries without a wait set both to 0"),
-    ("gateway: {pin_soft_bonus: 1.0e+5}\n", "gateway.pin_soft_bonus: must be <= 10000"),
+    ("gateway: {pin_soft_bonus: 1.0e+5}\n", "gateway.pin_soft_bonus: must be <= 10,000"),
     ("gateway: {degraded_latency_ms: 1.0e+12}\n", "gateway.degraded_latency_ms: must be <= "),
     ("models:\n  - {name: a, input_per_mtok: 1.0e+300, output_per_mtok: 1}\n",
-     "models[0].input_per_mtok: must be <= 100000, got 1e+300"),
+     "models[0].input_per_mtok: must be <= 100,000, got 1e+300"),
     ("models:\n  - {name: a, input_per_mtok: 1, output_per_mtok: 100001}\n",
-     "models[0].output_per_mtok: must be <= 100000, got 100001"),
-    ("sla: {budget_per_hour_usd: 1.0e+300}\n", "sla.budget_per_hour_usd: must be <= 1000000000"),
+     "models[0].output_per_mtok: must be <= 100,000, got 100001"),
+    ("sla: {budget_per_hour_usd: 1.0e+300}\n", "sla.budget_per_hour_usd: must be <= 1,000,000,000"),
     ("sla: {budget_per_hour_usd: 0}\n", "sla.budget_per_hour_usd: must be > 0 (0 would count "
      "every request that costs anything as over budget); leave it out for no hourly budget"),
     ("tenants: {acme: {sla: {budget_per_hour_usd: 0}}}\n",
@@ -186,27 +186,27 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("server: {backlog: yes}\n", "server.backlog: must be a number, not a boolean"),
     ("tenants: {acme: {budget_curve: [[0.5, true], [1, 1]]}}\n",
      "tenants.acme.budget_curve[0][1]: must be a number, not a boolean"),
-    ("cache: {size: 100000000000000000000}\n", "cache.size: must be <= 10000000, got 1000"),
+    ("cache: {size: 100000000000000000000}\n", "cache.size: must be <= 10,000,000, got 1000"),
     ("cache: {size: 1.0e+20}\n", "cache.size: is too large for an integer, got 1e+20"),
-    ("cache: {ttl_seconds: 1.0e+20}\n", "cache.ttl_seconds: must be <= 31622400"),
-    ("max_request_bytes: 1.0e+14\n", "max_request_bytes: must be <= 1073741824, got 1"),
-    ("max_request_bytes: 100000000000000\n", "max_request_bytes: must be <= 1073741824"),
-    ("expected_output_tokens: 9223372036854775808\n", "must be <= 100000000"),
+    ("cache: {ttl_seconds: 1.0e+20}\n", "cache.ttl_seconds: must be <= 31,622,400"),
+    ("max_request_bytes: 1.0e+14\n", "max_request_bytes: must be <= 1,073,741,824, got 1"),
+    ("max_request_bytes: 100000000000000\n", "max_request_bytes: must be <= 1,073,741,824"),
+    ("expected_output_tokens: 9223372036854775808\n", "must be <= 100,000,000"),
     ("models:\n  - {name: a, context_window: 10000000000}\n",
-     "models[0].context_window: must be <= 100000000"),
-    ("server: {max_connections: 1000000000000}\n", "server.max_connections: must be <= 1000000"),
+     "models[0].context_window: must be <= 100,000,000"),
+    ("server: {max_connections: 1000000000000}\n", "server.max_connections: must be <= 1,000,000"),
     ("gateway: {max_response_bytes: 100000000000000}\n", "max_response_bytes: must be <= "),
     ("gateway: {max_sse_line_bytes: 100000000000000}\n", "max_sse_line_bytes: must be <= "),
-    ("gateway: {max_upstream_connections: 1000000000}\n", "must be <= 100000"),
+    ("gateway: {max_upstream_connections: 1000000000}\n", "must be <= 100,000"),
     ("gateway: {max_in_flight_per_tenant: 10000000}\n",
-     "gateway.max_in_flight_per_tenant: must be <= 1000000"),
-    ("gateway: {failure_threshold: 1000000000}\n", "gateway.failure_threshold: must be <= 1000"),
-    ("store: {retention_days: 1.0e+300}\n", "store.retention_days: must be <= 36525"),
-    ("gateway: {max_total_s: 1.0e+308}\n", "gateway.max_total_s: must be <= 86400"),
+     "gateway.max_in_flight_per_tenant: must be <= 1,000,000"),
+    ("gateway: {failure_threshold: 1000000000}\n", "gateway.failure_threshold: must be <= 1,000"),
+    ("store: {retention_days: 1.0e+300}\n", "store.retention_days: must be <= 36,525"),
+    ("gateway: {max_total_s: 1.0e+308}\n", "gateway.max_total_s: must be <= 86,400"),
     ("gateway: {cooldown_s: 1.0e+9, max_cooldown_s: 2.0e+9}\n", "gateway.cooldown_s: must be"),
     ("gateway: {pin_soft_window_s: 1.0e+12}\n", "gateway.pin_soft_window_s: must be <= "),
-    ("server: {header_timeout_s: 1.0e+100}\n", "server.header_timeout_s: must be <= 86400"),
-    ("server: {shutdown_timeout_s: 1.0e+100}\n", "server.shutdown_timeout_s: must be <= 86400"),
+    ("server: {header_timeout_s: 1.0e+100}\n", "server.header_timeout_s: must be <= 86,400"),
+    ("server: {shutdown_timeout_s: 1.0e+100}\n", "server.shutdown_timeout_s: must be <= 86,400"),
     ("server: {shutdown_timeout_s: -1}\n", "server.shutdown_timeout_s: must be >= 0"),
     ("server: {trusted_proxies: [10.0.0.1, nginx]}\n",
      'server.trusted_proxies[1]: "nginx" is not an IP address or a network: write an address '
@@ -225,8 +225,8 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("server: {trusted_proxies: [" + ", ".join(["10.0.0.1"] * 101) + "]}\n",
      "server.trusted_proxies: "),
     ("governance: {max_output_tokens: 10000000000}\n", "max_output_tokens: must be <="),
-    ("governance: {image_tokens: 10000000000}\n", "image_tokens: must be <= 1000000"),
-    ("learning: {seed: 100000000000000000000}\n", "seed: must be <= 9223372036854775807"),
+    ("governance: {image_tokens: 10000000000}\n", "image_tokens: must be <= 1,000,000"),
+    ("learning: {seed: 100000000000000000000}\n", "seed: must be <= 9,223,372,036,854,775,807"),
     ("cache: {ttl: 5}\n", "cache.ttl: is not a known key (check its spelling); known keys "
                           "here: size, ttl_seconds"),
     ("policy: nonsense\n", 'policy: "nonsense" has no bundled weights'),
@@ -240,7 +240,7 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("tenants: {\"acme\\n\": {}}\n", "tenants: tenant name \"acme\\n\" must be 1-64"),
     ("experiments: {\"ab\\n\": {arms: {a: {}, b: {cost_weight: 1}}}}\n",
      "experiments: experiment name \"ab\\n\" must be 1-64"),
-    ("max_request_bytes: 10\n", "max_request_bytes: must be >= 1024, got 10"),
+    ("max_request_bytes: 10\n", "max_request_bytes: must be >= 1,024, got 10"),
     ("store: {synchronous: sometimes}\n", "store.synchronous: must be one of"),
     ("expected_output_tokens: many\n", "expected_output_tokens: must be an integer"),
     ("cost_weigth: 1\n", "cost_weigth: is not a known key"),
@@ -265,10 +265,10 @@ def test_the_lists_of_models_policies_tenants_experiments_and_arms_are_bounded(
 
     for text, expected in (
         ("models: [" + ", ".join(f"{{name: m{i}}}" for i in range(1001)) + "]\n",
-         "models: must have at most 1000 items, got 1001"),
+         "models: must have at most 1,000 items, got 1,001"),
         (mapping("policies", 101, "./p"), "policies: must have at most 100 entries, got 101"),
-        (mapping("tenants", 10_001, "{}"), "tenants: must have at most 10000 entries, got "
-                                           "10001"),
+        (mapping("tenants", 10_001, "{}"), "tenants: must have at most 10,000 entries, got "
+                                           "10,001"),
         (mapping("experiments", 101, "{arms: {a: {}, b: {}}, enabled: false}"),
          "experiments: must have at most 100 entries, got 101"),
         ("experiments: {e: {arms: {" + ", ".join(f"a{i}: {{}}" for i in range(17)) + "}}}\n",
@@ -294,20 +294,20 @@ def test_every_list_of_names_in_the_config_is_bounded(tmp_path: Path) -> None:
     curve = "[" + ", ".join(f"[{i}, 0.1]" for i in range(101)) + "]"
     for text, expected in (
         ("models:\n  - {name: a, fallbacks: " + names + "}\n",
-         "models[0].fallbacks: must have at most 1000 items, got 1002"),
+         "models[0].fallbacks: must have at most 1,000 items, got 1,002"),
         ("models:\n  - {name: a, capabilities: [tools, vision, code, json, streaming, "
          "tools]}\n", "models[0].capabilities: must have at most 5 items, got 6"),
         (catalog + "tenants: {acme: {models: " + names + "}}\n",
-         "tenants.acme.models: must have at most 1001 items, got 1002"),
+         "tenants.acme.models: must have at most 1,001 items, got 1,002"),
         (catalog + "tenants: {acme: {budget_curve: " + curve + "}}\n",
          "tenants.acme.budget_curve: 101 points given; give at most 100"),
         ("budgets: {models: {" + ", ".join(f"m{i}: 1/day" for i in range(1001)) + "}}\n",
-         "budgets.models: must have at most 1000 entries, got 1001"),
+         "budgets.models: must have at most 1,000 entries, got 1,001"),
         ("experiments: {e: {arms: {a: {models: " + names + "}, b: {}}}}\n",
-         "experiments.e.arms.a.models: must have at most 1001 items, got 1002"),
+         "experiments.e.arms.a.models: must have at most 1,001 items, got 1,002"),
         ("tenants: {acme: {}}\nexperiments: {e: {arms: {a: {}, b: {}}, tenants: ["
          + ", ".join(["acme"] * 10_001) + "]}}\n",
-         "experiments.e.tenants: must have at most 10000 items, got 10001"),
+         "experiments.e.tenants: must have at most 10,000 items, got 10,001"),
         # (each copy was kept: a report and every refusal naming the tenants repeated them)
         ("tenants: {acme: {}}\nexperiments: {e: {arms: {a: {}, b: {}}, tenants: ["
          + ", ".join(["acme"] * 2) + "]}}\n",
@@ -397,7 +397,7 @@ def test_the_breakers_window_and_minimum_of_calls_come_from_the_file_or_the_envi
 def test_a_reload_refuses_an_unbounded_value_too(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, "cache: {size: 10}\n"), environ={})
     write(tmp_path, "cache: {size: 10}\nmax_request_bytes: 100000000000000\n")
-    with pytest.raises(ConfigError, match="max_request_bytes: must be <= 1073741824"):
+    with pytest.raises(ConfigError, match="max_request_bytes: must be <= 1,073,741,824"):
         settings.reloaded()
 
 
@@ -609,7 +609,7 @@ def test_a_tenant_s_own_share_of_calls_in_flight_is_read_from_file_and_environme
 @pytest.mark.parametrize(("value", "expected"), [
     ("0", "must be >= 1, got 0"),
     ("-2", "must be >= 1, got -2"),
-    ("1000001", "must be <= 1000000, got 1000001"),
+    ("1000001", "must be <= 1,000,000, got 1000001"),
     ("1.5", "must be a whole number"),
     ("true", "must be a number, not a boolean"),
     ("many", "must be an integer, got \"many\""),

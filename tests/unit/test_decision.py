@@ -218,7 +218,7 @@ NAN, INF = float("nan"), float("inf")
     ("original_confidence", NAN, "original_confidence", "got nan"),
     ("expected_cost", -1.0, "expected_cost", "must be a finite number >= 0, got -1.0"),
     ("expected_cost", INF, "expected_cost", "got inf"),
-    ("cost_weight", -1.0, "cost_weight", f"must be a number from 0 to {MAX_COST_WEIGHT:g}"),
+    ("cost_weight", -1.0, "cost_weight", "must be a number from 0 to 10,000"),
     ("fallback_models", ["nowhere"], "fallback_models",
      'names "nowhere", which all_scores does not score'),
     ("fallback_models", "big", "fallback_models", "must be a list of model names, got str"),

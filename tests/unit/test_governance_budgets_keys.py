@@ -65,8 +65,9 @@ def test_budget_strings(text: str, budget: Budget) -> None:
     ("-5/day", "must be >= 0"),
     ("fifty/month", "write AMOUNT/PERIOD"),
     ("50", "write AMOUNT/PERIOD"),
-    ("1e12/day", "the amount is too large; it must be at most 1e+09"),
-    ("1e400/day", "the amount is too large (not a finite number); it must be at most 1e+09"),
+    ("1e12/day", "the amount is too large; it must be at most 1,000,000,000"),
+    ("1e400/day", "the amount is too large (not a finite number); it must be at most "
+                  "1,000,000,000"),
     ("-1e400/day", "must be >= 0"),
     ("1" * 400 + "/day", "the amount is too large (not a finite number)"),
 ])
@@ -142,14 +143,14 @@ def test_a_budget_curve_may_raise_lambda_to_the_most_a_request_routes_with() -> 
     # (a λ past what a request may route with refused every request of the tenant as it filled)
     ({"tenants": {"acme": {"budget_curve": [[0.5, 1], [0.9, 20000]]}}},
      "tenants.acme.budget_curve",
-     "point 1's cost_weight is 20000; the most a request may route with is 10000"),
+     "point 1's cost_weight is 20000; the most a request may route with is 10,000"),
     ({"tenants": {"acme": {"sla": {"min_quality": 1}}}}, "tenants.acme.sla.min_quality",
      "known keys here: max_latency_ms"),
     ({"escalation": {"strategy": "sometimes"}}, "escalation.strategy", "must be one of"),
     ({"budgets": {"total": "5/eon"}}, "budgets.total", '"eon" is not a budget period'),
     ({"auth": "tokens"}, "auth", 'must be one of "none" or "keys", got "tokens"'),
-    ({"tenants": {"acme": {"rpm": 10**30}}}, "tenants.acme.rpm", "must be <= 10000000"),
-    ({"tenants": {"acme": {"tpm": 2**63}}}, "tenants.acme.tpm", "must be <= 10000000000"),
+    ({"tenants": {"acme": {"rpm": 10**30}}}, "tenants.acme.rpm", "must be <= 10,000,000"),
+    ({"tenants": {"acme": {"tpm": 2**63}}}, "tenants.acme.tpm", "must be <= 10,000,000,000"),
     ({"models": [{"name": "a", "input_per_mtok": 1, "output_per_mtok": 1}],
       "tenants": {"acme": {"models": ["b"]}}}, "tenants.acme.models[0]",
      '"b" is not a model in the catalog'),
@@ -414,8 +415,8 @@ def test_a_keys_model_names_are_bounded_without_a_catalog_to_check_them() -> Non
     # Routing over the weights' own profiles (no catalog), a key's names were kept unchecked.
     checked = KeySpec(tenant="acme", models=["a", "b", "a"]).checked(["acme"], None)
     assert checked.models == ("a", "b")
-    for models, needle in (([f"m{i}" for i in range(1002)], "lists 1002 names; a key may "
-                                                             "name at most 1001"),
+    for models, needle in (([f"m{i}" for i in range(1002)], "lists 1,002 names; a key may "
+                                                             "name at most 1,001"),
                            (["x" * 257], "is longer than 256 characters")):
         with pytest.raises(InvalidInputError) as info:
             KeySpec(tenant="acme", models=models).checked(["acme"], None)
@@ -496,7 +497,7 @@ def test_a_grace_that_is_infinite_negative_or_over_30_days_is_refused_naming_the
         grace: str, why: str) -> None:
     # 1e999 was an infinite grace, refused later by the rotation naming its grace_s.
     with pytest.raises(InvalidInputError, match=rf'^--grace: ".* is {why}[^;]*; give 0 to '
-                                                r"2592000 seconds, or e\.g\. 90m") as caught:
+                                                r"2,592,000 seconds, or e\.g\. 90m") as caught:
         duration_s(grace, "--grace")
     assert caught.value.field == "--grace" and len(str(caught.value)) < 200
     assert duration_s("30d", "--grace") == duration_s("2592000", "--grace") == MAX_GRACE_S

@@ -149,7 +149,7 @@ def test_the_judge_always_gets_the_reply_contract_and_a_reminder_that_says_why()
     with pytest.raises(ValueError, match="rubric: is empty"):
         Judge("grader", rubric="  ")
     assert Judge("grader", rubric="x" * MAX_RUBRIC_CHARS).rubric_id
-    with pytest.raises(ValueError, match="rubric: is longer than 100000 characters"):
+    with pytest.raises(ValueError, match="rubric: is longer than 100,000 characters"):
         Judge("grader", rubric="x" * (MAX_RUBRIC_CHARS + 1))
 
 

@@ -397,7 +397,7 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
     (dict(concurrency=0), InvalidInputError, "concurrency: must be an integer from 1 to 256"),
     (dict(concurrency=10**5000), InvalidInputError, "got a number of more than 4300 digits"),
     (dict(max_tokens=0), InvalidInputError, "max_tokens: must be an integer from 1 to "
-                                             "100000000 (what a chat request's output cap may "
+                                             "100,000,000 (what a chat request's output cap may "
                                              "be), got 0"),
     (dict(max_tokens=10**12), InvalidInputError, "max_tokens: must be an integer from 1 to "),
     (dict(max_tokens=10**5000), InvalidInputError, "got a number of more than 4300 digits"),

@@ -51,7 +51,7 @@ def test_a_good_body_comes_back_as_sent() -> None:
     (b'{"model": "auto", "messages": [{"role": "user"}], "max_tokens": 1e30}', "max_tokens",
      "must be an integer"),
     (b'{"model": "auto", "messages": [{"role": "user"}], "max_tokens": 9223372036854775808}',
-     "max_tokens", "must be <= 100000000"),
+     "max_tokens", "must be <= 100,000,000"),
     (b'{"model": "auto", "messages": [{"role": "user"}], "max_completion_tokens": -5}',
      "max_completion_tokens", ">= 1, got -5"),
     (b'{"model": "auto", "messages": [{"role": "user"}], "max_completion_tokens": 2.5}',

@@ -1012,7 +1012,7 @@ def test_a_catalog_refuses_a_price_that_is_not_finite_between_0_and_its_bound(
     the request log's cost totals overflow."""
     with pytest.raises(InvalidInputError) as info:
         Catalog([ModelCard(name="a", input_per_mtok=1.0, output_per_mtok=price)])
-    assert "models.a" in str(info.value) and "from 0 to 100000" in str(info.value)
+    assert "models.a" in str(info.value) and "from 0 to 100,000" in str(info.value)
     assert Catalog([ModelCard(name="a", input_per_mtok=0.0, output_per_mtok=100_000.0)])
 
 

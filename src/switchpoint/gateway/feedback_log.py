@@ -17,6 +17,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
+from switchpoint._messages import people_number
 from switchpoint.errors import (
     ConflictError,
     InvalidInputError,
@@ -299,8 +300,8 @@ def check_comment(comment: object) -> str | None:
     if not isinstance(comment, str):
         raise InvalidInputError("comment", "must be a string")
     if len(comment) > MAX_COMMENT:
-        raise InvalidInputError("comment", f"is {len(comment)} characters; at most "
-                                           f"{MAX_COMMENT}")
+        raise InvalidInputError("comment", f"is {people_number(len(comment))} characters; "
+                                           f"at most {people_number(MAX_COMMENT)}")
     if lone_surrogate(comment):
         raise InvalidInputError("comment", LONE_SURROGATE)
     found = _UNWRITTEN.search(comment)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, people_number
 from switchpoint.decision import MAX_COST_WEIGHT
 
 PERIODS = ("hour", "day", "week", "month")
@@ -69,7 +69,7 @@ def _parse_text(text: str) -> Budget:
     if not math.isfinite(amount) or amount > MAX_BUDGET_USD:
         large = "too large (not a finite number)" if not math.isfinite(amount) else "too large"
         raise ValueError(f"{json_quoted(text)}: the amount is {large}; it must be at most "
-                         f"{MAX_BUDGET_USD:g} US dollars")
+                         f"{people_number(MAX_BUDGET_USD)} US dollars")
     return Budget(amount, period)
 
 
@@ -143,7 +143,7 @@ def check_curve(points: Sequence[Sequence[float]]) -> tuple[tuple[float, float],
             raise ValueError(f"point {i} ({fraction:g}, {lam:g}) must hold finite numbers >= 0")
         if lam > MAX_COST_WEIGHT:
             raise ValueError(f"point {i}'s cost_weight is {lam:g}; the most a request may route "
-                             f"with is {MAX_COST_WEIGHT:g}, so give at most that")
+                             f"with is {people_number(MAX_COST_WEIGHT)}, so give at most that")
         if out and fraction <= out[-1][0]:
             raise ValueError(f"the fractions must increase (point {i}: {fraction:g} after "
                              f"{out[-1][0]:g})")

@@ -45,7 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._files import database_identity, private_dir, private_file
-from switchpoint._messages import cut, json_quoted, listed_names, quoted_path, unprintable
+from switchpoint._messages import (
+    cut,
+    json_quoted,
+    listed_names,
+    people_number,
+    quoted_path,
+    unprintable,
+)
 from switchpoint._numbers import TOO_SMALL, number_text, too_small
 from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_MODEL_NAME
 from switchpoint.errors import (
@@ -419,8 +426,9 @@ class KeySpec:
                                                   "narrows its tenant's models")
             models = list(dict.fromkeys(models))
             if len(models) > MAX_CATALOG_MODELS + 1:
-                raise InvalidInputError("models", f"lists {len(models)} names; a key may name "
-                                                  f"at most {MAX_CATALOG_MODELS + 1} (a "
+                raise InvalidInputError("models", f"lists {people_number(len(models))} names; a "
+                                                  "key may name at most "
+                                                  f"{people_number(MAX_CATALOG_MODELS + 1)} (a "
                                                   "catalog's models and 'auto')")
             long_name = next((m for m in models if len(m) > MAX_MODEL_NAME), None)
             if long_name is not None:
@@ -943,7 +951,8 @@ class KeyStore:
         if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not (
                 0 <= grace_s <= MAX_GRACE_S):
             raise InvalidInputError("grace_s", f"must be a number of seconds between 0 and "
-                                               f"{MAX_GRACE_S}, got {json_quoted(grace_s)}")
+                                               f"{people_number(MAX_GRACE_S)}, got "
+                                               f"{json_quoted(grace_s)}")
         with self._lock:
             conn = self._db()
             # (Read, checked and changed in one transaction: a revocation by another
@@ -1082,5 +1091,5 @@ def duration_s(text: str, field: str) -> float:
     if not 0 <= seconds <= MAX_GRACE_S:  # (an infinite one too: 1e999, or 400 digits and d)
         raise InvalidInputError(field, f"{json_quoted(text)} is " + (
             "negative" if seconds < 0 else "longer than 30 days, the longest grace there is")
-            + f"; give 0 to {MAX_GRACE_S} seconds, or e.g. 90m, 1h, 2d or 30d")
+            + f"; give 0 to {people_number(MAX_GRACE_S)} seconds, or e.g. 90m, 1h, 2d or 30d")
     return seconds

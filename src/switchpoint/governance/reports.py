@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from switchpoint._json import lone_surrogate
-from switchpoint._messages import cut, json_quoted, listed_names
+from switchpoint._messages import cut, json_quoted, listed_names, people_number
 from switchpoint._numbers import real_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard, check_token_counts
 from switchpoint.config import Settings
@@ -225,7 +225,7 @@ def _number(value: object, name: str, *, integer: bool = False,
     if not math.isfinite(x) or x < 0:
         raise InvalidInputError(name, f"must be a finite number >= 0, got {x:g}")
     if at_most is not None and x > at_most:
-        raise InvalidInputError(name, f"must be at most {at_most:g}, got {x:g}")
+        raise InvalidInputError(name, f"must be at most {people_number(at_most)}, got {x:g}")
     if integer and not x.is_integer():
         raise InvalidInputError(name, f"must be a whole number of tokens, got {x:g}")
     return x

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchpoint._json import as_float, loads, shown_number
-from switchpoint._messages import cut, json_quoted
+from switchpoint._messages import cut, json_quoted, people_number
 from switchpoint.errors import InvalidInputError, JudgeReplyError
 
 DEFAULT_RUBRIC = """\
@@ -136,7 +136,8 @@ class Judge:
             raise InvalidInputError("rubric", "is empty; give the grading criteria, or leave "
                                               "it out for the default rubric")
         if len(self.rubric) > MAX_RUBRIC_CHARS:
-            raise InvalidInputError("rubric", f"is longer than {MAX_RUBRIC_CHARS} characters; "
+            raise InvalidInputError("rubric", "is longer than "
+                                              f"{people_number(MAX_RUBRIC_CHARS)} characters; "
                                               "shorten it (it is sent with every call to the "
                                               "judge)")
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import switchpoint.labelling.journal as jr
 from switchpoint._files import LinkError, output_target, path_problem, same_file
 from switchpoint._json import LONE_SURROGATE, lone_surrogate, shown_number
-from switchpoint._messages import json_quoted, listed_names, plural, quoted_path
+from switchpoint._messages import json_quoted, listed_names, people_number, plural, quoted_path
 from switchpoint._progress import ProgressFn
 from switchpoint.catalog import MAX_TOKENS
 from switchpoint.config import MAPPING_CONFIG, Settings, load_settings
@@ -293,8 +293,9 @@ def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None
     if max_tokens is not None and (isinstance(max_tokens, bool)
                                    or not isinstance(max_tokens, int)
                                    or not 1 <= max_tokens <= MAX_TOKENS):
-        raise InvalidInputError("max_tokens", f"must be an integer from 1 to {MAX_TOKENS} (what "
-                                              "a chat request's output cap may be), got "
+        raise InvalidInputError("max_tokens", "must be an integer from 1 to "
+                                              f"{people_number(MAX_TOKENS)} (what a chat "
+                                              "request's output cap may be), got "
                                               f"{shown_number(max_tokens)}")
     unjudged = [p for p in items if p.reference is None]
     the_judge = Judge(judge) if isinstance(judge, str) else judge

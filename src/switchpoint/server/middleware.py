@@ -36,7 +36,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, people_number
 from switchpoint.gateway.body_size import PROMPT_ADVICE, too_large
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.errors import ErrorAnswer, error_content, is_openai_path
@@ -276,12 +276,14 @@ async def _drain(receive: Receive, more: bool, cap: int) -> None:
 
 async def _busy(send: Send, capacity: int, share: int, mine: bool, path: str) -> None:
     if mine:
-        message = (f"body: this client's request bodies being received total over {share} "
+        message = ("body: this client's request bodies being received total over "
+                   f"{people_number(share)} "
                    "bytes, its share of the server's body buffer (a quarter of "
                    "server.max_body_buffer_bytes in the config); retry once some of its "
                    "requests have been answered")
     else:
-        message = (f"body: the request bodies being received total over {capacity} bytes "
+        message = ("body: the request bodies being received total over "
+                   f"{people_number(capacity)} bytes "
                    "(server.max_body_buffer_bytes in the config); retry in a moment")
     await send_error(send, ErrorAnswer(503, "server_busy", message, "body"), path,
                 [(b"retry-after", b"1")])
