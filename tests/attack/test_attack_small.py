@@ -183,6 +183,28 @@ def test_the_log_filter_passes_a_burst_then_counts() -> None:
     assert limiter.filter(other)
 
 
+
+def test_the_log_filter_tells_texts_written_beforehand_apart() -> None:
+    # A text logged as ("%s", text) was keyed by "%s" alone: the start's warnings about six
+    # models' keys shared one burst, and the sixth (and every one after, a price warning
+    # too) was dropped as a repeat of the first.
+    limiter = RateLimitFilter(burst=3, interval=10, clock=lambda: 0.0)
+    log = logging.getLogger("switchpoint.test.start")
+
+    def record(text: str) -> logging.LogRecord:
+        return log.makeRecord(log.name, logging.WARNING, __file__, 1, "%s", (text,), None)
+
+    different = [record(f"model m{i}: its API key variable K is not set") for i in range(8)]
+    assert all(limiter.filter(r) for r in different)
+    assert not any("more like this" in r.getMessage() for r in different)
+    same = [record("the same warning\nwith a second line") for _ in range(10)]
+    passed = [r for r in same if limiter.filter(r)]
+    assert len(passed) == 3 and "more like this are not logged" in passed[-1].getMessage()
+    # A template still counts as one message whatever fills it.
+    filled = [log.makeRecord(log.name, logging.ERROR, __file__, 1, "%s: could not write %s",
+                             (f"db{i}", "x"), None) for i in range(10)]
+    assert sum(limiter.filter(r) for r in filled) == 3
+
 # Catalog names travel in headers --------------------------------------------------------------
 
 

@@ -272,6 +272,27 @@ def test_a_providers_default_key_variable_and_models_without_prices_are_warned_a
     assert len(warnings) == 1 and "MISTRAL_API_KEY" in warnings[0]
 
 
+
+def test_serve_warns_about_every_model_of_a_large_catalog(tmp_path: Path) -> None:
+    # Each warning was logged as one message ("%s"), so the log's limit of five alike a minute
+    # let the first five through and dropped the rest: of seven models without a key, two
+    # went unnamed, and their missing prices were never said.
+    names = [f"m{i}" for i in range(7)]
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("models:\n" + "".join(
+        f"  - {{name: {name}, provider: mistral, profile: claude-v1}}\n" for name in names),
+        encoding="utf-8")
+    server = ProcessServer("--config", config, data_dir=tmp_path / "data",
+                           env={"MISTRAL_API_KEY": ""}).start()
+    try:
+        server.wait_ready()
+    finally:
+        _, err = server.terminate()
+    for name in names:
+        assert err.count(f"model {name}: its API key variable MISTRAL_API_KEY") == 1, err
+        assert err.count(f"model {name} has no prices") == 1, err
+    assert "more like this" not in err
+
 # Stream usage only where the model takes it -------------------------------------------------------
 
 

@@ -51,8 +51,10 @@ class RateLimitFilter(logging.Filter):
 
     Records are "the same message" when they share the logger, the level and the first line of
     the unformatted message (so ``unexpected error on %s %s`` counts as one whatever the path,
-    and asyncio's multi-line reports by their first line). The first record let through after
-    some were dropped says how many. At most ``max_keys`` messages are tracked (the least
+    and asyncio's multi-line reports by their first line). A message that is a lone ``%s``
+    (a text written beforehand: each model's start warning, a reload's note) is its text, so
+    different ones are different messages, not repeats of one. The first record let through
+    after some were dropped says how many. At most ``max_keys`` messages are tracked (the least
     recently seen are forgotten first), so the filter's own memory is bounded too.
     """
 
@@ -70,7 +72,10 @@ class RateLimitFilter(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        first_line = str(record.msg).split("\n", 1)[0][:200]
+        template = str(record.msg)
+        if template == "%s" and isinstance(record.args, tuple) and len(record.args) == 1:
+            template = str(record.args[0])  # (written beforehand: the text is the message)
+        first_line = template.split("\n", 1)[0][:200]
         key = (record.name, record.levelno, first_line)
         now = self.clock()
         with self._lock:

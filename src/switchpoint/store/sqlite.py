@@ -1702,8 +1702,9 @@ class SQLiteStore:
                                f"{exc}", reason=str(exc))
             if done is not None:
                 done.set_exception(error)
-            else:
-                log.error("%s", error)
+            else:  # (one message however many records: a flood of them is counted as one)
+                log.error("%s: could not write %s %s: %s", quoted_path(self.path),
+                          _what(record), record.id, exc)
             return
         for _, done, _ in batch:
             if done is not None:
