@@ -148,6 +148,16 @@ def fills(parser: argparse.ArgumentParser, **fields: str) -> None:
     parser.set_defaults(**{_FILLED: known})
 
 
+def filled(args: argparse.Namespace, dest: str, fields: dict[str, str]) -> None:
+    """Say, as a command runs, which fields the value of its option ``dest`` filled, once that
+    value is read (``--param``'s names): an error about one of ``fields`` names the option as
+    it was typed (``fields[field]``, ``--param cluster.n_clusters``), as :func:`fills` says
+    it for an option that fills one field."""
+    known = dict(getattr(args, _FILLED, None) or {})
+    known.update({field: (option, dest) for field, option in fields.items()})
+    setattr(args, _FILLED, known)
+
+
 def as_typed(error: Exception, args: argparse.Namespace) -> str:
     """``error``'s message as the command line shows it: one about a field an option of the
     command filled (:func:`fills`) names that option (``--models: ...``, not

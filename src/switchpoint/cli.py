@@ -387,10 +387,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from switchpoint.weights import check_weights_target
 
     params = _parse_params(args.param or [])
-    if args.n_clusters is not None:
-        params["n_clusters"] = args.n_clusters
-    if args.k is not None:
-        params["k"] = args.k
+    _options.filled(args, "param", {name: f"--param {name}" for name in params})
+    for name, flag in (("n_clusters", "--n-clusters"), ("k", "--k")):
+        value = getattr(args, name)
+        if value is not None:
+            if name in params:
+                _fail(f"{flag}: {name} is given by --param {name} too; give it once")
+            params[name] = value
     out = check_weights_target(args.out)  # before the work, not after it
     with _feedback(args) as feedback:
         package = fit(args.records, policy=args.policy, split=args.split,
@@ -524,6 +527,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         except ImportError as exc:
             _fail(f"--plot: {exc}")
     params = _parse_policy_params(args.param or [])
+    _options.filled(args, "param", {f"params.{policy}.{name}": f"--param {policy}.{name}"
+                                    for policy, given in params.items() for name in given})
     weights = None
     if args.weights is not None:
         from switchpoint.weights import load_weights
@@ -759,6 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="write the cost-quality curves to this PNG")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.set_defaults(func=cmd_eval)
+    _options.fills(p, policies="--policy", policy="--policy", params="--param",
+                   fit_split="--fit-split", embedder="--embedder", weights="--weights")
 
     p = sub.add_parser("serve", help="serve the router and the OpenAI-compatible gateway over "
                                      "HTTP: POST /v1/route, POST /v1/chat/completions (with "

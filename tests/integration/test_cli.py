@@ -1200,7 +1200,14 @@ def test_fit_bad_records_exit_2_and_write_nothing(
                       "--split on the command line"], id="unknown-split"),
         pytest.param(["--embedder", "mystery/tail-256"], ["mystery"], id="unknown-embedder"),
         pytest.param(["--n-clusters", "0"], ["--n-clusters: must be >= 1"], id="zero-clusters"),
-        pytest.param(["--param", "colour=red"], ["colour"], id="unknown-param"),
+        pytest.param(["--param", "colour=red"],
+                     ['--param colour: the "cluster" policy has no parameter(s) "colour"'],
+                     id="unknown-param"),
+        pytest.param(["--param", "n_clusters=0"], ["--param n_clusters: must be >= 1; got 0"],
+                     id="bad-param-value"),
+        pytest.param(["--param", "n_clusters=3", "--n-clusters", "4"],
+                     ["--n-clusters: n_clusters is given by --param n_clusters too; give it "
+                      "once"], id="param-and-its-flag"),
         pytest.param(["--param", "novalue"], ["--param", "name=value"], id="malformed-param"),
         pytest.param(["--param", "n_clusters=" + "[" * 50_000 + "]" * 50_000],
                      ["--param n_clusters: not valid JSON", "nested too deeply"],
@@ -1210,7 +1217,7 @@ def test_fit_bad_records_exit_2_and_write_nothing(
         pytest.param(["--param", "n_clusters=[4,"],
                      ["--param n_clusters: not valid JSON"], id="param-not-json"),
         pytest.param(["--param", "n_clusters=1" + "0" * 5000],
-                     ["n_clusters: must be an integer"], id="param-of-5001-digits"),
+                     ["--param n_clusters: must be an integer"], id="param-of-5001-digits"),
     ],
 )
 def test_fit_bad_arguments_exit_2(

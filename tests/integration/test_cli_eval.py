@@ -140,8 +140,11 @@ def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: 
     ("argv", "needle"),
     [
         pytest.param(["{missing}"], "file not found", id="missing-file"),
-        pytest.param(["{records}", "--policy", "telepathy"], 'unknown policy "telepathy"',
-                     id="unknown-policy"),
+        pytest.param(["{records}", "--policy", "telepathy"],
+                     '--policy: unknown policy "telepathy"', id="unknown-policy"),
+        pytest.param(["{records}", "--policy", "knn", "knn"],
+                     '--policy: "knn" named more than once: name each policy once',
+                     id="policy-twice"),
         pytest.param(["{train_only}"], "train_only.jsonl': no records in split \"test\", which "
                      'eval would measure on; splits present: "train"; name the split to '
                      "measure on with --test-split", id="no-test-split"),
@@ -159,13 +162,20 @@ def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: 
                      "apply when fitting", id="weights-and-policy"),
         pytest.param(["{records}", "--param", "n_clusters=3"], "policy.name=value",
                      id="param-without-policy"),
-        pytest.param(["{records}", "--param", "knn.k=3", "--policy", "tiers"], "not evaluated",
+        pytest.param(["{records}", "--param", "knn.k=3", "--policy", "tiers"],
+                     '--param: parameters given for "knn", which is not among the policies '
+                     "evaluated (tiers): give parameters of those, or evaluate that policy too",
                      id="param-for-other-policy"),
-        pytest.param(["{records}", "--param", "cluster.n_clusters=0"], "n_clusters",
-                     id="bad-param-value"),
+        pytest.param(["{records}", "--param", "cluster.n_clusters=0"],
+                     "--param cluster.n_clusters: must be >= 1; got 0", id="bad-param-value"),
+        pytest.param(["{records}", "--param", "knn.colour=red"],
+                     '--param knn.colour: the "knn" policy has no parameter(s) "colour"',
+                     id="unknown-param"),
         pytest.param(["{records}", "--param", 'knn.weights={"a": 1, "a": 2}'],
                      '--param knn.weights: the key "a" is written twice', id="param-key-twice"),
-        pytest.param(["{records}", "--fit-split", "test"], "measures nothing", id="fit-on-test"),
+        pytest.param(["{records}", "--fit-split", "test"],
+                     '--fit-split: is the test split "test"; fitting on the prompts you test on '
+                     "measures nothing: fit on another split, such as train", id="fit-on-test"),
         pytest.param(["{records}", "--plot", "{tmp}/curve.pdf"], ".png", id="plot-not-png"),
         pytest.param(["{records}", "--weights", "{tmp}/nowhere"], "nowhere", id="bad-weights"),
     ],

@@ -365,14 +365,25 @@ def _check_policies(
         raise InvalidInputError("policies", "name at least one policy to fit")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise InvalidInputError("policies", f"{dupes} named more than once")
+        raise InvalidInputError("policies", f"{listed_names(map(json_quoted, dupes))} named "
+                                            "more than once: name each policy once")
     params = dict(params or {})
     stray = sorted(set(params) - set(names))
     if stray:
         raise InvalidInputError(
-            "params", f"parameters given for {stray}, which are not evaluated; policies: {names}")
+            "params", f"parameters given for {listed_names(map(json_quoted, stray))}, which "
+            f"{'is' if len(stray) == 1 else 'are'} not among the policies evaluated "
+            f"({listed_names(names)}): give parameters of those, or evaluate "
+            f"{'that policy' if len(stray) == 1 else 'those policies'} too")
     for name in names:
-        make_policy(name, **params.get(name, {}))  # unknown names and bad parameters fail now
+        given = params.get(name, {})
+        try:
+            make_policy(name, **given)  # unknown names and bad parameters fail now
+        except InvalidInputError as exc:
+            if exc.field not in given:
+                raise
+            # (which policy's parameter: several policies may take one of that name)
+            raise InvalidInputError(f"params.{name}.{exc.field}", exc.reason) from None
     return names, params
 
 
@@ -431,7 +442,8 @@ def evaluate(
                                             "weights already hold a fitted policy")
     if fit_split is not None and fit_split == test_split:
         raise InvalidInputError("fit_split", f"is the test split {json_quoted(test_split)}; "
-                                             "fitting on the prompts you test on measures nothing")
+                                             "fitting on the prompts you test on measures "
+                                             "nothing: fit on another split, such as train")
     names: list[str] = []
     if weights is None:
         names, params = _check_policies(policies, params)
