@@ -668,7 +668,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Route each LLM request to the model minimising expected error + λ·cost.",
     )
     from switchpoint._version import __version__
+    from switchpoint.catalog import MAX_TOKENS
+    from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
     from switchpoint.governance.cli import DATA_DIR_HELP
+    from switchpoint.policies import policy_class
+    from switchpoint.router import MAX_BATCH
+    from switchpoint.store.retention import MAX_RETENTION_DAYS
+    from switchpoint.training import DEFAULT_EMBEDDER_ID
 
     parser.add_argument("--version", action="version", version=f"switchpoint {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -693,9 +699,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the prompt to route (default: read it from stdin when piped)")
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")
     p.add_argument("--cost-weight", type=_options.COST_WEIGHT,
-                   help="λ for this call (0 = quality first)")
+                   help=f"λ for this call, from 0 to {MAX_COST_WEIGHT:g} (0 = quality first; "
+                        f"default: {DEFAULT_COST_WEIGHT:g})")
     p.add_argument("--cost-weights", type=_options.COST_WEIGHTS,
-                   help="comma-separated λ sweep for --input, e.g. 0,0.1,1")
+                   help="comma-separated λ sweep for --input, each from 0 to "
+                        f"{MAX_COST_WEIGHT:g}, at most {MAX_BATCH:,} of them, e.g. 0,0.1,1")
     p.add_argument("--models", help="comma-separated models allowed for this call")
     p.add_argument("--json", action="store_true", help="print the whole decision as JSON")
     p.add_argument("--explain", action="store_true", help="print the plain-English explanation")
@@ -717,9 +725,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="cluster",
                    choices=["cluster", "knn", "tiers", "tfidf", "fixed", "random"],
                    help="the policy to fit (default: cluster)")
-    p.add_argument("--n-clusters", type=_options.COUNT, help="clusters for the cluster policy")
-    p.add_argument("--k", type=_options.COUNT, help="neighbours for the knn policy")
-    p.add_argument("--embedder", help="embedder id, e.g. all-MiniLM-L6-v2/tail-64")
+    p.add_argument("--n-clusters", type=_options.COUNT,
+                   help="clusters for the cluster policy, at least 1 (default: "
+                        f"{policy_class('cluster')().get_params()['n_clusters']})")
+    p.add_argument("--k", type=_options.COUNT,
+                   help="neighbours for the knn policy, at least 1 (default: "
+                        f"{policy_class('knn')().get_params()['k']})")
+    p.add_argument("--embedder", help=f"embedder id (default: {DEFAULT_EMBEDDER_ID}), or "
+                                      "st:PATH for a sentence-transformers model")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="any other policy parameter (repeatable)")
     p.set_defaults(func=cmd_fit)
@@ -760,7 +773,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policies to fit (repeatable; default: cluster knn)")
     p.add_argument("--param", action="append", metavar="POLICY.NAME=VALUE",
                    help="a policy parameter, e.g. cluster.n_clusters=25 (repeatable)")
-    p.add_argument("--embedder", help="embedder id for fitting, e.g. all-MiniLM-L6-v2/tail-64")
+    p.add_argument("--embedder", help=f"embedder id for fitting (default: "
+                                      f"{DEFAULT_EMBEDDER_ID}), or st:PATH for a "
+                                      "sentence-transformers model")
     p.add_argument("--plot", metavar="PNG", help="write the cost-quality curves to this PNG")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.set_defaults(func=cmd_eval)
@@ -813,7 +828,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=_options.COUNT, default=4, metavar="N",
                    help="upstream calls at once (default: 4)")
     p.add_argument("--max-tokens", type=_options.COUNT, metavar="N",
-                   help="max_tokens for each model's answer")
+                   help=f"max_tokens for each model's answer, from 1 to {MAX_TOKENS:,} "
+                        "(default: not sent: the model's own limit, or "
+                        "governance.max_output_tokens where a budget applies)")
     p.add_argument("--rubric", metavar="FILE", help="the judge's grading criteria (text); the "
                                                     "reply format is fixed and added to it")
     group = p.add_mutually_exclusive_group()
@@ -834,8 +851,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(default: $SWITCHPOINT_CONFIG, if set)")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--older-than", metavar="DAYS", type=_options.days_option,
-                   help="delete entries older than this many days (default: "
-                        "store.retention_days)")
+                   help="delete entries older than this many days, more than 0 and at most "
+                        f"{MAX_RETENTION_DAYS:,} (default: store.retention_days)")
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_prune)

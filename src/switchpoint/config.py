@@ -91,6 +91,7 @@ from switchpoint.catalog import (
     ModelCard,
     model_name_problem,
 )
+from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
 from switchpoint.errors import ConfigError
 from switchpoint.governance.settings import (
     MAX_IN_FLIGHT,
@@ -520,7 +521,8 @@ class Settings(BaseModel):
     models: list[ModelEntry] | None = Field(None, max_length=MAX_CATALOG_MODELS)
     policy: str = Field("cluster", min_length=1)
     policies: dict[str, str] = Field(default_factory=dict, max_length=MAX_POLICIES)
-    cost_weight: Real = Field(0.5, ge=0, le=1e4, allow_inf_nan=False)
+    cost_weight: Real = Field(DEFAULT_COST_WEIGHT, ge=0, le=MAX_COST_WEIGHT,
+                              allow_inf_nan=False)
     cache: CacheSettings = CacheSettings()
     weights: str | None = None
     data_dir: str = DEFAULT_DATA_DIR

@@ -37,6 +37,8 @@ from switchpoint.errors import InvalidInputError
 
 Array = npt.NDArray[np.float64]
 MAX_COST_WEIGHT = 1e4
+#: The λ a router routes with when none is given (a config's ``cost_weight``, ``route``).
+DEFAULT_COST_WEIGHT = 0.5
 #: Scores closer than this are tied; a tie goes to the cheaper candidate.
 TIE_TOLERANCE = 1e-9
 

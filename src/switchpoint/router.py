@@ -28,6 +28,7 @@ from switchpoint._numbers import real_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import MAX_TOKENS, Catalog, check_token_counts, estimate_tokens
 from switchpoint.decision import (
+    DEFAULT_COST_WEIGHT,
     WEAKEST_PRIOR,
     RoutingDecision,
     Usage,
@@ -252,7 +253,7 @@ class Router(RemadeOnLoad):
         *,
         catalog: Catalog | None = None,
         embedder: Embedder | None = None,
-        cost_weight: float = 0.5,
+        cost_weight: float = DEFAULT_COST_WEIGHT,
         allowed_models: Sequence[str] | None = None,
         cache_size: int = 10_000,
         cache_ttl: float = 3600.0,
@@ -1146,7 +1147,7 @@ class _CardMap:
 
 def load_router(
     weights_path: str | Path | None = None,
-    cost_weight: float = 0.5,
+    cost_weight: float = DEFAULT_COST_WEIGHT,
     allowed_models: Sequence[str] | None = None,
     use_soft_assignment: bool | None = None,
     embedder: Embedder | None = None,

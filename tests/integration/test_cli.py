@@ -139,6 +139,56 @@ def test_every_data_dir_option_says_where_the_state_is_when_left_out() -> None:
     assert wrong == {}
 
 
+
+def test_every_number_option_says_its_range_and_its_default() -> None:
+    # They said what the number was for alone (route's "λ for this call", keys create's
+    # "requests per minute"): a newcomer learnt the range from the error, and not the default.
+    from switchpoint.catalog import MAX_ANSWER_COST, MAX_TOKENS
+    from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
+    from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS
+    from switchpoint.governance.settings import MAX_RPM, MAX_TPM
+    from switchpoint.labelling import DEFAULT_CONCURRENCY
+    from switchpoint.policies import KnnPolicy
+    from switchpoint.router import MAX_BATCH
+    from switchpoint.store.retention import MAX_RETENTION_DAYS
+
+    helps = {(path, option): " ".join((action.help or "").split())
+             for path, parser in _commands(build_parser()) for action in parser._actions
+             for option in action.option_strings}
+    expected = {
+        ("switchpoint route", "--cost-weight"):
+            [f"from 0 to {MAX_COST_WEIGHT:g}", f"(0 = quality first; default: "
+                                               f"{DEFAULT_COST_WEIGHT:g})"],
+        ("switchpoint route", "--cost-weights"):
+            [f"each from 0 to {MAX_COST_WEIGHT:g}, at most {MAX_BATCH:,} of them"],
+        ("switchpoint fit", "--n-clusters"):
+            [f"at least 1 (default: {ClusterPolicy().n_clusters})"],
+        ("switchpoint fit", "--k"): [f"at least 1 (default: {KnnPolicy().k})"],
+        ("switchpoint fit", "--embedder"): [f"(default: {DEFAULT_EMBEDDER_ID})", "st:PATH"],
+        ("switchpoint eval", "--embedder"): [f"(default: {DEFAULT_EMBEDDER_ID})"],
+        ("switchpoint label", "--concurrency"): [f"(default: {DEFAULT_CONCURRENCY})"],
+        ("switchpoint label", "--max-tokens"): [f"from 1 to {MAX_TOKENS:,}", "(default: not"],
+        ("switchpoint prune", "--older-than"):
+            [f"more than 0 and at most {MAX_RETENTION_DAYS:,}", "(default: "],
+        ("switchpoint keys create", "--rpm"): [f"from 1 to {MAX_RPM:,}", "(default: "],
+        ("switchpoint keys create", "--tpm"): [f"from 1 to {MAX_TPM:,}", "(default: "],
+        ("switchpoint keys create", "--cost-weight"):
+            [f"from 0 to {MAX_COST_WEIGHT:g} (default: its tenant's)"],
+        ("switchpoint report sla", "--since-hours"):
+            [f"more than 0 and at most {MAX_SINCE_HOURS:,}", "default: 1)"],
+        ("switchpoint report forecast", "--requests-per-hour"):
+            [f"(0 to {MAX_REQUESTS_PER_HOUR:,.0f})"],
+        ("switchpoint report forecast", "--avg-input-tokens"): [f"(0 to {MAX_TOKENS:,})"],
+        ("switchpoint report forecast", "--avg-output-tokens"): [f"(0 to {MAX_TOKENS:,})"],
+        ("switchpoint feedback", "--cost"): [f"from 0 to {MAX_ANSWER_COST:,.0f} USD"],
+    }
+    missing = {key: [text for text in texts if text not in helps[key]]
+               for key, texts in expected.items()}
+    assert {key: texts for key, texts in missing.items() if texts} == {}, helps
+    # And the defaults said are the ones taken.
+    args = build_parser().parse_args(["label", "p.jsonl", "--models", "a", "--out", "o"])
+    assert args.concurrency == DEFAULT_CONCURRENCY
+
 def test_serve_refuses_a_policy_its_weights_would_override(
     real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

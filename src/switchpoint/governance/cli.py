@@ -514,6 +514,11 @@ def _common(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int
 
 def add_commands(sub: Any) -> None:
     """Register ``keys`` and ``report`` on the main parser's subcommands."""
+    from switchpoint.catalog import MAX_TOKENS
+    from switchpoint.decision import MAX_COST_WEIGHT
+    from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS
+    from switchpoint.governance.settings import MAX_RPM, MAX_TPM
+
     keys = sub.add_parser("keys", help="client keys: create, list, show, revoke, rotate, clock")
     ks = keys.add_subparsers(dest="keys_command", required=True)
     p = ks.add_parser("create", help="make a key for a tenant (printed once)")
@@ -522,10 +527,16 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--name", help="a label for the key")
     p.add_argument("--budget", action="append", metavar="AMOUNT/PERIOD",
                    help="e.g. 50/month (USD; hour, day, week, month; repeatable)")
-    p.add_argument("--rpm", type=_options.COUNT, help="requests per minute")
-    p.add_argument("--tpm", type=_options.COUNT, help="tokens per minute")
+    p.add_argument("--rpm", type=_options.COUNT,
+                   help=f"requests per minute, from 1 to {MAX_RPM:,} (default: none of its "
+                        "own: its tenant's applies)")
+    p.add_argument("--tpm", type=_options.COUNT,
+                   help=f"tokens per minute, from 1 to {MAX_TPM:,} (default: none of its "
+                        "own: its tenant's applies)")
     p.add_argument("--models", help="comma-separated models the key may use ('auto': routing)")
-    p.add_argument("--cost-weight", type=_options.COST_WEIGHT, help="the key's default λ")
+    p.add_argument("--cost-weight", type=_options.COST_WEIGHT,
+                   help=f"the key's default λ, from 0 to {MAX_COST_WEIGHT:g} (default: its "
+                        "tenant's)")
     p.add_argument("--expires", help="the last day the key works, an ISO date (2027-01-31: it "
                                      "expires as that day ends, UTC), an exact date-time "
                                      "(2027-01-31T12:00:00Z), a duration (30d), or epoch "
@@ -570,17 +581,19 @@ def add_commands(sub: Any) -> None:
     _options.fills(p, tenant="--tenant", comparison_model="--comparison-model")
     p = rs.add_parser("sla", help="SLA compliance, breaches and adjustments")
     p.add_argument("--since-hours", type=_options.NUMBER, default=1.0,
-                   help="the requests of the last this many hours (default: 1)")
+                   help="the requests of the last this many hours, more than 0 and at most "
+                        f"{MAX_SINCE_HOURS:,} (366 days; default: 1)")
     p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_sla)
     _options.fills(p, tenant="--tenant", since_hours="--since-hours")
     p = rs.add_parser("forecast", help="projected spend over the logged routing mix")
     p.add_argument("--requests-per-hour", type=_options.NUMBER, required=True,
-                   help="the traffic to price, in requests per hour")
+                   help="the traffic to price, in requests per hour (0 to "
+                        f"{MAX_REQUESTS_PER_HOUR:,.0f})")
     p.add_argument("--avg-input-tokens", type=_options.NUMBER, required=True,
-                   help="prompt tokens of an average request")
+                   help=f"prompt tokens of an average request (0 to {MAX_TOKENS:,})")
     p.add_argument("--avg-output-tokens", type=_options.NUMBER, required=True,
-                   help="answer tokens of an average request")
+                   help=f"answer tokens of an average request (0 to {MAX_TOKENS:,})")
     p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_forecast)
     _options.fills(p, tenant="--tenant", requests_per_hour="--requests-per-hour",

@@ -449,6 +449,8 @@ def cmd_experiments_end(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     """Register ``feedback``, ``learn`` and ``experiments`` on the main parser's
     subcommands."""
+    from switchpoint.catalog import MAX_ANSWER_COST
+
     p = sub.add_parser("feedback", help="report how an answer went (by its decision id): to a "
                                         "running service (--url) or to the state in data_dir")
     p.add_argument("decision_id", help="the x-switchpoint-decision-id the answer carried")
@@ -461,7 +463,8 @@ def add_commands(sub: Any) -> None:
                                    "answered)")
     p.add_argument("--comment", help="a note kept with the outcome")
     p.add_argument("--cost", type=_options.COST,
-                   help="what the answer cost (USD): teaches the model's cost on this kind of "
+                   help=f"what the answer cost, from 0 to {MAX_ANSWER_COST:,.0f} USD: teaches "
+                        "the model's cost on this kind of "
                         "prompt (with catalog prices the gateway's own accounting of the answer "
                         "is used when left out)")
     p.add_argument("--tenant", help="only a decision of this tenant (without --url)")
