@@ -584,13 +584,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from switchpoint.governance.cli import _settings
+    from switchpoint.governance.cli import _settings, existing_state
     from switchpoint.store.retention import cutoff_for, prune
 
     settings = _settings(args)
     days = settings.store.retention_days if args.older_than is None else args.older_than
     if days is None:
         _fail("prune: give --older-than DAYS, or set store.retention_days in the config")
+    existing_state(settings, "no log to prune; point it at the data_dir of the service whose "
+                             "logs to prune")
     report = prune(settings.db_path, cutoff_for(days), dry_run=args.dry_run)
     verb = "would delete" if report.dry_run else "deleted"
     names = {"spend": "spend ledger entries (those budgets still count are kept)",

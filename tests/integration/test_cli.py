@@ -1556,6 +1556,22 @@ def test_prune_says_the_age_it_went_by(days: str, said: str, tmp_path: Path,
     assert said in err, err
 
 
+def test_prune_on_a_data_dir_holding_no_log_says_where_to_point_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # It said "'data/switchpoint.db': no store there (check --config / data_dir)", where
+    # feedback, learn and experiments name the data_dir and say what to point it at.
+    typo = tmp_path / "typo" / "data"
+    code, _, err = run(["prune", "--older-than", "30", "--data-dir", typo], capsys)
+    assert_bad_input(code, err, f"--data-dir: {str(typo)!r} does not exist, so it holds no log "
+                                "to prune; point it at the data_dir of the service whose logs "
+                                "to prune")
+    typo.mkdir(parents=True)
+    code, _, err = run(["prune", "--older-than", "30", "--data-dir", typo], capsys)
+    assert_bad_input(code, err, f"--data-dir: {str(typo)!r} holds no switchpoint.db (no "
+                                "service has logged there), so it holds no log to prune")
+    assert list(typo.iterdir()) == []
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_results_that_cannot_be_written_exit_non_zero_saying_why(
         real_weights_dir: Path, tmp_path: Path) -> None:

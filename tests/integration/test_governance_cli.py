@@ -307,7 +307,7 @@ def test_keys_on_a_data_dir_without_keys_create_nothing(
     assert got == code and needle in err and "Traceback" not in err, err
     assert "ab" * 16 not in err
     if argv == ["list"]:
-        assert out.strip() == "no keys"
+        assert out.strip() == f"no keys: {data_dir} holds no key store"
     assert list(tmp_path.iterdir()) == []
 
 

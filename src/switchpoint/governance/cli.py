@@ -88,6 +88,22 @@ def _store(settings: Any, *, create: bool = False) -> Any:
     return store
 
 
+def existing_state(settings: Any, holds_none: str) -> None:
+    """A ``data_dir`` that does not exist, or holds no store (a typo, say, or a folder no
+    service has run on), is a mistake, not a place to make an empty state: the command says
+    so and creates nothing. ``holds_none`` says what it would have held and where to point
+    it (``no log to prune; point it at ...``)."""
+    data_dir = Path(settings.data_dir)
+    if not data_dir.is_dir():
+        raise InvalidInputError("data_dir", f"{quoted_path(data_dir)} does not exist, so it "
+                                            f"holds {holds_none}")
+    if not Path(settings.db_path).is_file():
+        raise InvalidInputError("data_dir", f"{quoted_path(data_dir)} holds no "
+                                            f"{Path(settings.db_path).name} "
+                                            f"(no service has logged there), so it holds "
+                                            f"{holds_none}")
+
+
 def _no_store(settings: Any, key_id: str) -> InvalidInputError:
     from switchpoint.governance.keys import KEYS_FILENAME, check_key_id
 
@@ -159,7 +175,8 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         _print_json([r.to_dict(now) for r in records])
         return 0
     if not records:
-        print("no keys" + (f" for tenant {args.tenant}" if args.tenant else ""))
+        print("no keys" + (f" for tenant {args.tenant}" if args.tenant else "")
+              + (f": {settings.data_dir} holds no key store" if store is None else ""))
         return 0
     rows = [[r.id, r.tenant, printable(r.name or ""), r.status(now), ", ".join(r.budgets) or "-",
              r.rpm or "-", r.tpm or "-", ", ".join(r.models) if r.models else "(tenant's)",

@@ -48,7 +48,7 @@ from switchpoint._messages import (
 )
 from switchpoint._numbers import real_number
 from switchpoint.errors import ConfigError, DecisionNotFoundError, InvalidInputError
-from switchpoint.governance.cli import DATA_DIR_HELP, _common
+from switchpoint.governance.cli import DATA_DIR_HELP, _common, existing_state
 from switchpoint.learning.events import check_tenant
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.tenant is not None:
         check_tenant(args.tenant, "--tenant")
     settings = _settings(args)
-    _existing_state(settings, "no decision to give feedback on; point it at the data_dir "
+    existing_state(settings, "no decision to give feedback on; point it at the data_dir "
                                     "of the service that made the decision (or give --url to "
                                     "reach that service)")
     with _state_gateway(settings) as gateway:
@@ -271,21 +271,6 @@ def _not_a_feedback_answer(answer: dict[str, Any]) -> str | None:
     return None
 
 
-def _existing_state(settings: Settings, holds_none: str) -> None:
-    """A ``data_dir`` that does not exist, or holds no store (a typo, say, or a folder no
-    service has run on), is a mistake, not a place to make an empty state: the command says
-    so and creates nothing."""
-    data_dir = Path(settings.data_dir)
-    if not data_dir.is_dir():
-        raise InvalidInputError("data_dir", f"{quoted_path(data_dir)} does not exist, so it "
-                                            f"holds {holds_none}")
-    if not Path(settings.db_path).is_file():
-        raise InvalidInputError("data_dir", f"{quoted_path(data_dir)} holds no "
-                                            f"{Path(settings.db_path).name} "
-                                            f"(no service has logged there), so it holds "
-                                            f"{holds_none}")
-
-
 def cmd_learn(args: argparse.Namespace) -> int:
     from switchpoint.learning.export import export_weights
     from switchpoint.weights import check_weights_target
@@ -298,7 +283,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         unknown = Reports.from_settings(settings).unknown_tenant(args.tenant)
         if unknown is not None:
             raise InvalidInputError("--tenant", unknown)
-    _existing_state(settings, "no outcomes to fold into the weights; point it at the "
+    existing_state(settings, "no outcomes to fold into the weights; point it at the "
                                     "data_dir of the service that learned them")
     with _state_gateway(settings) as gateway:
         if (why := gateway.learning.nothing_new(args.tenant)) is not None:
@@ -366,7 +351,7 @@ def cmd_experiments_list(args: argparse.Namespace) -> int:
     from switchpoint.store.learning import LearningReader
 
     settings = _settings(args)
-    _existing_state(settings, "no experiment created at run time; point it at the "
+    existing_state(settings, "no experiment created at run time; point it at the "
                                     "data_dir of the service that made them")
     reader = LearningReader(settings.db_path)
     try:
@@ -406,7 +391,7 @@ def cmd_experiments_end(args: argparse.Namespace) -> int:
 
     name = _experiment_name(args.name)
     settings = _settings(args)
-    _existing_state(settings, f"no experiment {json_quoted(name)} to end; point it at "
+    existing_state(settings, f"no experiment {json_quoted(name)} to end; point it at "
                                     "the data_dir of the service that made it")
     reader = LearningReader(settings.db_path)
     try:  # refused before anything is locked or opened: a refusal changes nothing
