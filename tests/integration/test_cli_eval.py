@@ -233,7 +233,8 @@ def test_eval_plot_without_matplotlib_fails_before_any_work(
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     code, out, err = run(["eval", records_file, "--plot", tmp_path / "c.png"], capsys)
     assert code == 2 and out == ""
-    assert "pip install 'switchpoint[eval]'" in err and "embedding" not in err
+    assert "pip install matplotlib" in err and "scripts/setup eval" in err
+    assert "embedding" not in err
     assert not (tmp_path / "c.png").exists()
 
 

@@ -1,4 +1,4 @@
-"""Any sentence-transformers model as the embedder (``pip install 'switchpoint[st]'``).
+"""Any sentence-transformers model as the embedder (the ``[st]`` extra: ``scripts/setup st``).
 
 This pulls in PyTorch, so it is never part of the default install. Weights are loaded from a
 local path or the local cache only; switchpoint itself never downloads anything.
@@ -26,8 +26,9 @@ class SentenceTransformerEmbedder:
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:  # pragma: no cover - depends on the extra
                 raise ImportError(
-                    "the sentence-transformers embedder needs the 'st' extra: "
-                    "pip install 'switchpoint[st]'"
+                    "the sentence-transformers embedder needs the [st] extra: pip install "
+                    "sentence-transformers in switchpoint's environment (in a clone of "
+                    "switchpoint: scripts/setup st)"
                 ) from exc
             self._model = SentenceTransformer(self.model_name_or_path, local_files_only=True)
         return self._model

@@ -1,8 +1,8 @@
 """Cost-quality curves of an :class:`~switchpoint.evaluation.harness.EvaluationReport` as a PNG.
 
-matplotlib is an optional extra (``pip install 'switchpoint[eval]'``), imported only here and only
-when a plot is drawn; it renders with the Agg backend through a private canvas, so plotting never
-touches pyplot's global state or needs a display.
+matplotlib is an optional extra (``[eval]``: ``scripts/setup eval`` in a clone), imported only
+here and only when a plot is drawn; it renders with the Agg backend through a private canvas, so
+plotting never touches pyplot's global state or needs a display.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from switchpoint.evaluation.metrics import Point
 if TYPE_CHECKING:
     from switchpoint.evaluation.harness import EvaluationReport
 
-INSTALL_HINT = "plotting needs matplotlib: pip install 'switchpoint[eval]'"
+INSTALL_HINT = ("plotting needs matplotlib, which the [eval] extra installs: pip install "
+                "matplotlib in switchpoint's environment (in a clone of switchpoint: "
+                "scripts/setup eval)")
 
 
 def require_matplotlib() -> None:
