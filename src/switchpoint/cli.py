@@ -673,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     from switchpoint.catalog import MAX_TOKENS
     from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
     from switchpoint.governance.cli import DATA_DIR_HELP
-    from switchpoint.policies import policy_class
+    from switchpoint.policies import POLICIES, policy_class
     from switchpoint.router import MAX_BATCH
     from switchpoint.store.retention import MAX_RETENTION_DAYS
     from switchpoint.training import DEFAULT_EMBEDDER_ID
@@ -725,7 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="use only records of this split (default: train when the "
                                    "records carry splits, else every record)")
     p.add_argument("--policy", default="cluster",
-                   choices=["cluster", "knn", "tiers", "tfidf", "fixed", "random"],
+                   choices=list(POLICIES),
                    help="the policy to fit (default: cluster)")
     p.add_argument("--n-clusters", type=_options.COUNT,
                    help="clusters for the cluster policy, at least 1 (default: "
@@ -798,8 +798,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config: catalog, policy, λ, cache, data_dir "
                                     "(default: $SWITCHPOINT_CONFIG, if set)")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
-    p.add_argument("--policy", help="bundled policy to load when no weights are given "
-                                    "(--weights or the config's weights:; default: cluster)")
+    p.add_argument("--policy", help="the bundled weights of a policy to load when no weights "
+                                    f"are given (--weights or the config's weights:): "
+                                    f"{', '.join(POLICIES)}, or a name under the config's "
+                                    "policies: (default: the config's policy:, else cluster)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"],
                    help="least severity logged (default: info)")
@@ -809,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or without an admin token (e.g. behind an authenticating proxy; "
                         "the config's allow_unauthenticated: true does the same)")
     p.set_defaults(func=cmd_serve)
-    _options.fills(p, data_dir="--data-dir")
+    _options.fills(p, data_dir="--data-dir", policy="--policy", weights="--weights")
 
     p = sub.add_parser("label", parents=[feedback],
                        help="label your own models: call them on prompts, score the answers "

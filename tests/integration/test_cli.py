@@ -205,6 +205,26 @@ def test_serve_refuses_a_policy_its_weights_would_override(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]  # nothing made
 
 
+
+def test_serve_names_the_policy_or_weights_option_it_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # They named the config's fields ("policy: ...", "weights: ..."), given on the command line.
+    data = tmp_path / "data"
+    code, _, err = run(["serve", "--policy", "nope", "--port", "0", "--data-dir", data], capsys)
+    assert_bad_input(code, err, '--policy: "nope" has no bundled weights; choose one of '
+                                "cluster, fixed, knn, random, tfidf, tiers")
+    code, _, err = run(["serve", "--weights", tmp_path / "nope", "--port", "0", "--data-dir",
+                        data], capsys)
+    assert_bad_input(code, err, f"--weights: {str(tmp_path / 'nope')!r} is not a weights package")
+    # The same value from the config is the config's key.
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"policy: nope\ndata_dir: {data}\n", encoding="utf-8")
+    code, _, err = run(["serve", "--config", config, "--port", "0"], capsys)
+    assert_bad_input(code, err, 'policy: "nope" has no bundled weights')
+    assert "--policy" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]  # nothing made
+
 def test_serve_explains_a_key_variable_name_with_a_dash_in_words_not_masked(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
