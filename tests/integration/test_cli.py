@@ -264,6 +264,13 @@ def test_an_error_about_a_field_an_option_filled_names_the_option(
         (["keys", "list", "--config", config], "data_dir: "),  # the config's, not the option
         (["feedback", "d1", "--success", "--url", "http://127.0.0.1:1", "--tenant", "acme"],
          "--tenant: applies only without --url"),
+        # Bounds as people write them, and a range said whole (it was "at most 1e+09", and
+        # "must be > 0" without the most).
+        (["report", "forecast", "--data-dir", tmp_path, "--requests-per-hour", "1e12",
+          "--avg-input-tokens", "1", "--avg-output-tokens", "1"],
+         "--requests-per-hour: must be at most 1,000,000,000, got 1e+12"),
+        (["report", "sla", "--data-dir", tmp_path, "--since-hours", "0"],
+         "--since-hours: must be more than 0 and at most 8,784 (366 days), got 0"),
     ]
     for argv, start in cases:
         code, out, err = run(argv, capsys)

@@ -899,7 +899,8 @@ class Reports:
         self.check_tenant(tenant)
         hours = _number(since_hours, "since_hours", at_most=MAX_SINCE_HOURS)
         if hours <= 0:
-            raise InvalidInputError("since_hours", "must be > 0")
+            raise InvalidInputError("since_hours", f"must be more than 0 and at most "
+                                                   f"{MAX_SINCE_HOURS:,} (366 days), got {hours:g}")
         end = self.clock() if until is None else float(until)
         since = end - hours * 3600.0
         clause, more = of_tenant("r.tenant", tenant)
