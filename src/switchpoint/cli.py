@@ -794,14 +794,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", default="8080", type=_options.port_option,
                    help="port (default: 8080); 0 for any free one, or FIRST-LAST for a free one "
                         "of that range: then `switchpoint: listening on URL` on stdout says which")
-    p.add_argument("--weights", help="weights package directory (default: the bundled one)")
+    p.add_argument("--weights", help="weights package directory (default: $SWITCHPOINT_WEIGHTS, "
+                                     "else the config's weights:, else the bundled weights of "
+                                     "--policy)")
     p.add_argument("--config", help="YAML config: catalog, policy, λ, cache, data_dir "
                                     "(default: $SWITCHPOINT_CONFIG, if set)")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--policy", help="the bundled weights of a policy to load when no weights "
                                     f"are given (--weights or the config's weights:): "
                                     f"{', '.join(POLICIES)}, or a name under the config's "
-                                    "policies: (default: the config's policy:, else cluster)")
+                                    "policies: (default: $SWITCHPOINT_POLICY, else the config's "
+                                    "policy:, else cluster)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"],
                    help="least severity logged (default: info)")

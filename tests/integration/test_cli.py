@@ -181,6 +181,14 @@ def test_every_number_option_says_its_range_and_its_default() -> None:
         ("switchpoint report forecast", "--avg-input-tokens"): [f"(0 to {MAX_TOKENS:,})"],
         ("switchpoint report forecast", "--avg-output-tokens"): [f"(0 to {MAX_TOKENS:,})"],
         ("switchpoint feedback", "--cost"): [f"from 0 to {MAX_ANSWER_COST:,.0f} USD"],
+        # serve's sources in the order they win, as --data-dir's are said
+        ("switchpoint serve", "--weights"):
+            ["(default: $SWITCHPOINT_WEIGHTS, else the config's weights:, else the bundled "
+             "weights of --policy)"],
+        ("switchpoint serve", "--policy"):
+            ["cluster, knn, tiers, tfidf, fixed, random, or a name under the config's "
+             "policies:", "(default: $SWITCHPOINT_POLICY, else the config's policy:, else "
+             "cluster)"],
     }
     missing = {key: [text for text in texts if text not in helps[key]]
                for key, texts in expected.items()}
