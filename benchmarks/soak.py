@@ -159,21 +159,21 @@ async def hostile(host: str, port: int, rng: random.Random, tally: Tally, stop: 
         if act == "silent":
             held.append(writer)
         elif act == "slowloris":
-            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-a: ")
+            writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
             held.append(writer)
         elif act == "garbage":
             junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
-            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
-                         + str(len(junk)).encode() + b"\r\n\r\n" + junk)
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Length: " + str(len(junk)).encode() + b"\r\n\r\n" + junk)
             await _drain_answer(reader, writer)
         elif act == "big_header":
-            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nx-session-id: "
+            writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nx-session-id: "
                          + b"s" * 40_000 + b"\r\n\r\n")
             await _drain_answer(reader, writer)
         else:  # hang up while the upstream is answering
             raw = json.dumps({"model": "b", "messages": [
                 {"role": "user", "content": "[[fake:hold:seconds=5]] wait"}]}).encode()
-            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                          b"application/json\r\nContent-Length: " + str(len(raw)).encode()
                          + b"\r\n\r\n" + raw)
             await asyncio.sleep(0.2)

@@ -25,7 +25,8 @@ VALID = b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}'
 
 def exchange(sock: socket.socket, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
     """One request on a kept-alive socket: (status, body)."""
-    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Content-Type: application/json\r\n"
                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     data = b""
     while b"\r\n\r\n" not in data:

@@ -31,7 +31,7 @@ ROUTE_BODY = b'{"prompt": "hi"}' + b" " * (SIZE - 100)
 
 
 def head(path: str = "/v1/route", length: int = SIZE + 1, *extra: str) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "Host: x", f"Content-Length: {length}", *extra]
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {length}", *extra]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -261,7 +261,7 @@ def test_a_client_gone_before_its_empty_body_is_read_fails_nothing(attacked: Att
     logged = attacked.log_path.stat().st_size
     for _ in range(5):
         with connect(attacked.port) as sock:
-            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
                          f"{attacked.admin['Authorization'][7:]}\r\nContent-Length: 0\r\n\r\n"
                          .encode())
     time.sleep(0.5)

@@ -100,7 +100,7 @@ def test_slowloris_connections_are_closed_by_the_header_deadline(attacked: Attac
     started = time.monotonic()
     socks = [connect(attacked.port) for _ in range(n)]
     for s in socks:
-        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     open_ = list(socks)
     answered_408 = 0
     health_worst = 0.0
@@ -123,7 +123,7 @@ def test_slowloris_connections_are_closed_by_the_header_deadline(attacked: Attac
     assert health_worst < 1.5
     # The ones not evicted to make room were told why: 408 with the error shape.
     probe = connect(attacked.port)
-    probe.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-slow: ")
+    probe.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-slow: ")
     probe.settimeout(LIMITS["header_timeout_s"] + 2)
     answer = probe.recv(4096)
     probe.close()
@@ -135,7 +135,7 @@ def test_slowloris_connections_are_closed_by_the_header_deadline(attacked: Attac
 def test_a_body_sent_a_byte_at_a_time_gets_a_408(attacked: Attacked) -> None:
     failures_before = attacked.server_failures()
     sock = connect(attacked.port)
-    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 1000\r\n\r\n{\"prompt\": \"")
     started = time.monotonic()
     answer = b""
@@ -163,7 +163,7 @@ def test_a_body_sent_a_byte_at_a_time_gets_a_408(attacked: Attacked) -> None:
 
 def test_an_idle_keep_alive_connection_is_closed(attacked: Attacked) -> None:
     sock = connect(attacked.port)
-    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     head = sock.recv(65_536)
     assert head.startswith(b"HTTP/1.1 200")
     started = time.monotonic()
@@ -177,7 +177,7 @@ def test_an_idle_keep_alive_connection_is_closed(attacked: Attacked) -> None:
 def test_a_head_over_the_limit_is_a_431_whole_or_trickled(attacked: Attacked) -> None:
     # A 60 KB session id in one packet (it used to be accepted and stored forever).
     sock = connect(attacked.port)
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
                  b"x-session-id: " + b"s" * 60_000 + b"\r\n\r\n{}")
     answer = sock.recv(65_536)
     sock.close()
@@ -185,7 +185,7 @@ def test_a_head_over_the_limit_is_a_431_whole_or_trickled(attacked: Attacked) ->
     assert b"server.max_header_bytes" in answer
     # The same, arriving in small pieces: refused once the limit is passed, not at the end.
     sock = connect(attacked.port)
-    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     answer = b""
     for _ in range(40):
         try:
@@ -205,7 +205,7 @@ def test_a_client_that_stops_reading_is_cut_off(attacked: Attacked) -> None:
     sock = connect(attacked.port, rcvbuf=4096)
     body = (b'{"model": "beta", "stream": true, "messages": [{"role": "user", '
             b'"content": "[[fake:huge:mb=40]]"}]}')
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  b"Content-Type: application/json\r\nContent-Length: "
                  + str(len(body)).encode() + b"\r\n\r\n" + body)
     time.sleep(0.3)
@@ -247,10 +247,10 @@ def test_a_request_with_both_a_length_and_chunks_is_refused_and_the_connection_c
     # bytes after it (here a GET) would be taken as a request of someone else's connection.
     body = b'{"prompt": "hi"}'
     sock = connect(attacked.port)
-    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
                  + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
-                 b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                 b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     answer = read_until_closed(sock)
     sock.close()
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
@@ -259,7 +259,7 @@ def test_a_request_with_both_a_length_and_chunks_is_refused_and_the_connection_c
     assert not answer.endswith(b"<still open>")
     # Chunks alone are fine, and so is the server.
     sock = connect(attacked.port)
-    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                  + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
     answer = read_until_closed(sock)
@@ -274,7 +274,7 @@ def test_a_client_that_asks_before_sending_an_oversized_body_is_told_no_at_once(
     # over max_request_bytes is the 413, not "100 Continue" (which invited the client to send
     # up to 64 times the limit, read and thrown away, before it got the 413).
     sock = connect(attacked.port)
-    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Expect: 100-continue\r\nContent-Length: 1000000000\r\n\r\n")
     answer = read_until_closed(sock)
     sock.close()
@@ -284,7 +284,7 @@ def test_a_client_that_asks_before_sending_an_oversized_body_is_told_no_at_once(
     # A body within the limit is still invited and answered.
     body = b'{"prompt": "hi"}'
     sock = connect(attacked.port)
-    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Expect: 100-continue\r\nConnection: close\r\n"
                  + f"Content-Length: {len(body)}\r\n\r\n".encode())
     assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
@@ -298,12 +298,12 @@ def test_a_malformed_request_is_told_what_is_wrong_without_its_bytes_repeated(
         attacked: Attacked) -> None:
     # It used to be "Invalid HTTP request received." whatever the fault.
     cases = [
-        (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        (b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
          b"Only Transfer-Encoding: chunked is supported"),
         (b"GET /health HTTP/1.1\r\n\r\n", b"Missing mandatory Host: header"),
-        (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        (b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n",
          b"bad Content-Length"),
-        (b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header: sk-secret-0123\r\n\r\n",
+        (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header: sk-secret-0123\r\n\r\n",
          b"illegal header line"),
     ]
     for request, reason in cases:
@@ -325,7 +325,8 @@ def test_a_request_target_in_absolute_form_reaches_its_route(attacked: Attacked)
                            (b"http://127.0.0.1?x=1", b"404"),
                            (b"http://127.0.0.1/nowhere", b"404")):
         sock = connect(attacked.port)
-        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET " + target
+                     + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         answer = read_until_closed(sock)
         sock.close()
         assert answer.startswith(b"HTTP/1.1 " + status), (target, answer[:300])

@@ -52,7 +52,7 @@ def test_a_client_that_leaves_cancels_the_upstream_call(attacked: Attacked,
     body = (b'{"model": "beta", "messages": [{"role": "user", '
             b'"content": "[[fake:hold:seconds=10]] wait"}]}')
     sock = socket.create_connection(("127.0.0.1", attacked.port), timeout=5)
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  b"Content-Type: application/json\r\nContent-Length: "
                  + str(len(body)).encode() + b"\r\n\r\n" + body)
     deadline = time.monotonic() + 5
@@ -89,7 +89,7 @@ def test_clients_that_leave_while_their_entry_commits_cannot_stop_the_log(
     raw = json.dumps(body).encode()
     for _ in range(60):
         with socket.create_connection(("127.0.0.1", attacked.port), timeout=5) as sock:
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                          b"application/json\r\nContent-Length: " + str(len(raw)).encode()
                          + b"\r\n\r\n" + raw)
     r = httpx.post(f"{attacked.base}/v1/chat/completions", json=body, timeout=10)

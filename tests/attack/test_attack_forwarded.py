@@ -74,7 +74,7 @@ def client_of(server: Attacked, source: str, *claims: bytes) -> str:
     """Who the access log says sent a request from ``source`` with an ``X-Forwarded-For``
     header per claim (as raw bytes: a proxy may pass on any), as it says it."""
     tag = uuid.uuid4().hex
-    lines = [f"GET /health?n={tag} HTTP/1.1".encode(), b"Host: x", b"Connection: close",
+    lines = [f"GET /health?n={tag} HTTP/1.1".encode(), b"Host: 127.0.0.1", b"Connection: close",
              *(b"X-Forwarded-For: " + claim for claim in claims)]
     with connect(server.port, source) as sock:
         sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n")

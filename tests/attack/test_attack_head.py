@@ -37,11 +37,11 @@ def _answers(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
 def test_a_head_answer_carries_no_body_on_a_kept_alive_connection(attacked: Attacked) -> None:
     token = attacked.admin["Authorization"]
     requests = [
-        b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n",  # guarded: the GET's 401
-        f"HEAD /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n\r\n".encode(),
-        b"HEAD /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n",  # large, served whole by GET
-        b"HEAD /v1/route HTTP/1.1\r\nHost: x\r\n\r\n",  # POST only
-        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"HEAD /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",  # guarded: the GET's 401
+        f"HEAD /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {token}\r\n\r\n".encode(),
+        b"HEAD /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",  # large, served whole by GET
+        b"HEAD /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",  # POST only
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     ]
     with socket.create_connection(("127.0.0.1", attacked.port), timeout=30) as sock:
         sock.sendall(b"".join(requests))

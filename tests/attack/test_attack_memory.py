@@ -113,7 +113,7 @@ def test_bodies_held_at_once_are_bounded(attacked: Attacked) -> None:
     # 503 with Retry-After, read and dropped, instead of more memory (a thousand such
     # connections used to hold a gigabyte).
     size = (1 << 20) - 1000
-    head = (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    head = (b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
             + f"Content-Length: {size + 1}\r\n\r\n".encode())
     held = [socket.create_connection(("127.0.0.1", attacked.port), timeout=5,
                                      source_address=(f"127.0.0.{2 + i}", 0))

@@ -97,7 +97,7 @@ def test_any_page_is_refused_while_cors_is_off(attacked: Attacked, origin: str) 
 
 def test_two_origin_headers_are_refused(attacked: Attacked) -> None:
     with socket.create_connection(("127.0.0.1", attacked.port), timeout=30) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nOrigin: http://a.example\r\n"
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://a.example\r\n"
                      b"Origin: http://b.example\r\nConnection: close\r\n\r\n")
         data = b""
         while chunk := sock.recv(65_536):
