@@ -28,6 +28,7 @@
       max_connections: 1000
       header_timeout_s: 10
       trusted_proxies: [127.0.0.1]  # proxies whose X-Forwarded-For names the client
+      allowed_hosts: [api.internal] # Host names served besides localhost and IP addresses
     gateway:                      # POST /v1/chat/completions: upstream calls, failover, health,
       connect_timeout_s: 5        # session pins (see GatewaySettings for every key)
       read_timeout_s: 60
@@ -358,6 +359,62 @@ def _proxy_entry(entry: str) -> str:
     return entry
 
 
+# The most names ``server.allowed_hosts`` may list.
+MAX_ALLOWED_HOSTS = 100
+# A host name: labels of letters, digits, hyphens and underscores (not at a label's ends), at
+# most 63 characters each, 253 in all (a trailing dot, the root, is dropped before).
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
+
+
+def host_name(text: str) -> str | None:
+    """``text`` (a host name, or an IP address: an IPv6 one in brackets or not) as it is
+    compared: lowercase, without a trailing dot, an IPv6 address without brackets and written
+    as :mod:`ipaddress` writes it; None when it is neither a host name nor an address."""
+    name = text.lower()
+    if name.startswith("[") and name.endswith("]"):
+        try:
+            return str(ipaddress.IPv6Address(name[1:-1]))
+        except ValueError:
+            return None
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    name = name[:-1] if name.endswith(".") else name
+    return name if _HOST_NAME.fullmatch(name) else None
+
+
+def allowed_host(entry: str) -> str:
+    """``entry`` of ``server.allowed_hosts`` (a host name or an IP address, or ``*``) as it is
+    compared (:func:`host_name`); ValueError saying how to write it otherwise."""
+    text = entry.strip()
+    if text == "*":
+        return text
+    name = host_name(text)
+    if name is not None:
+        return name
+    bare = text.split("://", 1)[-1].split("/", 1)[0]  # a URL's host and port
+    host, _, port = bare.rpartition(":") if re.fullmatch(r".+:[0-9]*", bare) else (bare, "", "")
+    what = cut(host, 60) if host_name(host) is not None else "the host name"
+    if "://" in text:
+        problem = f"is a URL: write {what} alone, as a Host header names it"
+    elif "/" in text:
+        problem = f"has a path: write {what} alone"
+    elif "*" in text:
+        problem = ("holds a wildcard, which only '*' alone takes (any host, no check): list "
+                   "each name")
+    elif port or bare.endswith(":"):
+        problem = f"has a port: write {what} alone; every port of it is allowed"
+    elif not text:
+        problem = "is empty: write a host name (api.internal) or an IP address"
+    else:
+        problem = ("is not a host name or an IP address: write a name of letters, digits, "
+                   "hyphens and dots (api.internal, router.example.com), an address "
+                   "(10.0.0.5, ::1), or '*' for any host")
+    raise ValueError(f"{json_quoted(entry)} {problem}")
+
+
 class ServerSettings(BaseModel):
     """The HTTP server's own limits (``switchpoint serve``), so no client can exhaust it.
 
@@ -388,6 +445,12 @@ class ServerSettings(BaseModel):
     default), the client is the peer of the connection, whatever a request claims: its
     address is what a request without a credential counts against in the body buffer, and
     the owner of its conversations when it sends no session id.
+
+    ``allowed_hosts`` lists the host names (or addresses) a request's ``Host`` header may
+    name besides ``localhost`` and an IP address, which are always served: each written as
+    :func:`host_name` writes it, ``*`` for any. A service listening on loopback checks every
+    request's ``Host`` against them; one listening beyond it, only when the list is given
+    (see :mod:`switchpoint.server.hosts`).
     Every key needs a restart.
     """
 
@@ -404,6 +467,8 @@ class ServerSettings(BaseModel):
     shutdown_timeout_s: Real = Field(5.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
     trusted_proxies: list[Annotated[str, AfterValidator(_proxy_entry)]] = Field(
         default_factory=list, max_length=MAX_TRUSTED_PROXIES)
+    allowed_hosts: list[Annotated[str, AfterValidator(allowed_host)]] = Field(
+        default_factory=list, max_length=MAX_ALLOWED_HOSTS)
 
     @property
     def proxy_networks(self) -> tuple[IPNetwork, ...]:

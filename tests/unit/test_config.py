@@ -224,6 +224,27 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("server: {trusted_proxies: 10.0.0.1}\n", "server.trusted_proxies: must be a list"),
     ("server: {trusted_proxies: [" + ", ".join(["10.0.0.1"] * 101) + "]}\n",
      "server.trusted_proxies: "),
+    ("server: {allowed_hosts: [api.internal, 'https://router.example.com:8443/v1']}\n",
+     'server.allowed_hosts[1]: "https://router.example.com:8443/v1" is a URL: write '
+     "router.example.com alone, as a Host header names it"),
+    ("server: {allowed_hosts: [api.internal/v1]}\n",
+     'server.allowed_hosts[0]: "api.internal/v1" has a path: write api.internal alone'),
+    ("server: {allowed_hosts: ['api.internal:8080']}\n",
+     'server.allowed_hosts[0]: "api.internal:8080" has a port: write api.internal alone; '
+     "every port of it is allowed"),
+    ("server: {allowed_hosts: ['*.example.com']}\n", 'server.allowed_hosts[0]: "*.example.com" '
+     "holds a wildcard, which only '*' alone takes (any host, no check): list each name"),
+    ("server: {allowed_hosts: ['']}\n", 'server.allowed_hosts[0]: "" is empty: write a host '
+     "name (api.internal) or an IP address"),
+    ("server: {allowed_hosts: [api internal, -api.internal, 'api..internal']}\n",
+     'server.allowed_hosts[0]: "api internal" is not a host name or an IP address: write a '
+     "name of letters, digits, hyphens and dots (api.internal, router.example.com), an "
+     "address (10.0.0.5, ::1), or '*' for any host"),
+    ("server: {allowed_hosts: [" + "a" * 64 + ".example]}\n",
+     'server.allowed_hosts[0]: "' + "a" * 57 + '…" is not a host name'),
+    ("server: {allowed_hosts: api.internal}\n", "server.allowed_hosts: must be a list"),
+    ("server: {allowed_hosts: [" + ", ".join(f"h{n}.internal" for n in range(101)) + "]}\n",
+     "server.allowed_hosts: "),
     ("governance: {max_output_tokens: 10000000000}\n", "max_output_tokens: must be <="),
     ("governance: {image_tokens: 10000000000}\n", "image_tokens: must be <= 1,000,000"),
     ("learning: {seed: 100000000000000000000}\n", "seed: must be <= 9,223,372,036,854,775,807"),
@@ -804,6 +825,19 @@ def test_a_list_given_in_an_environment_variable_as_plain_text_is_told_how_to_wr
     hint = str(caught.value).split("write it as a YAML list: ", 1)[1].split(" (from", 1)[0]
     settings = load_settings(None, environ={"SWITCHPOINT_SERVER__TRUSTED_PROXIES": hint})
     assert settings.server.trusted_proxies == ["::1", "fd00::/8"]
+
+
+def test_allowed_hosts_are_kept_as_a_host_header_is_compared(tmp_path: Path) -> None:
+    """Lowercase, without the root's trailing dot, an IPv6 address without its brackets."""
+    settings = load_settings(write(tmp_path, "server:\n  allowed_hosts: [API.Internal., "
+                                             "'[::1]', 10.0.0.5, my_service, '*']\n"),
+                             environ={})
+    assert settings.server.allowed_hosts == ["api.internal", "::1", "10.0.0.5", "my_service",
+                                             "*"]
+    from_env = load_settings(None, environ={"SWITCHPOINT_SERVER__ALLOWED_HOSTS":
+                                            "[router.example.com]"})
+    assert from_env.server.allowed_hosts == ["router.example.com"]
+    assert load_settings(None, environ={}).server.allowed_hosts == []
 
 
 def test_an_arm_whose_models_a_tenant_of_its_experiment_may_not_use_is_refused(

@@ -29,6 +29,7 @@ from switchpoint.server.context import Service
 from switchpoint.server.errors import document_errors
 from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.head import HeadMiddleware
+from switchpoint.server.hosts import HostGuardMiddleware, document_hosts, guards_hosts
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
 from switchpoint.server.middleware import BodyLimitMiddleware, document_bodies
 from switchpoint.server.origins import OriginGuardMiddleware, document_origins
@@ -61,6 +62,7 @@ def create_app(
     loader: Loader | None = None,
     store: SQLiteStore | None = None,
     provider_env: Mapping[str, str] | None = None,
+    listen_host: str = "127.0.0.1",
 ) -> FastAPI:
     """Build the ASGI app. ``loader`` builds routers (default: the bundled/configured weights);
     ``store`` defaults to SQLite in ``settings.data_dir``; ``provider_env`` is where upstream
@@ -68,12 +70,20 @@ def create_app(
     :class:`~switchpoint.errors.ConfigError` when the settings name an admin token that was
     not exported (:func:`~switchpoint.server.auth.check_admin_token`), as a reload does.
 
+    ``listen_host`` is the address the app is served on: on loopback (the default) it answers
+    only requests whose ``Host`` is ``localhost``, an IP address or a name
+    ``server.allowed_hosts`` lists, and beyond it so once that setting lists names (see
+    :mod:`switchpoint.server.hosts`); pass the address a server runs it on (``0.0.0.0``), or
+    have a test client send ``Host: localhost``.
+
     The app reads ``X-Forwarded-For`` itself, from ``server.trusted_proxies`` alone (see
     :mod:`switchpoint.server.proxies`): a server running it must not (uvicorn:
     ``proxy_headers=False``, as ``switchpoint serve`` sets it), or the client is who uvicorn
     believes."""
     check_admin_token(settings)
     cached: list[Any] = [None, frozenset()]  # [the live router seen last, its names]
+    allowed_hosts = settings.server.allowed_hosts
+    host_guard = guards_hosts(listen_host, allowed_hosts)
 
     def model_names() -> frozenset[str]:
         """The live catalog's model names, which a metric's ``model`` label takes (as it takes
@@ -114,8 +124,9 @@ def create_app(
     def openapi() -> dict[str, Any]:
         """The API document, with the errors the handlers and the middleware answer."""
         if app.openapi_schema is None:
-            app.openapi_schema = document_origins(document_guards(
+            schema = document_origins(document_guards(
                 document_bodies(document_errors(generate())), routers))
+            app.openapi_schema = document_hosts(schema) if host_guard else schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -128,6 +139,8 @@ def create_app(
     # limit outside it reads the body to its end and drops it); an allowed origin's CORS
     # preflight is answered outside it, by CORSMiddleware.
     app.add_middleware(OriginGuardMiddleware, allowed=settings.cors.allow_origins)
+    if host_guard:  # a request naming a host the service does not answer to, before its origin
+        app.add_middleware(HostGuardMiddleware, allowed=allowed_hosts)
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes,
                        bodies=metrics.bodies, client=body_owner)

@@ -70,8 +70,14 @@ def refusal(origins: list[str], allowed: Iterable[str]) -> str:
 
 
 def document_origins(schema: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI document ``schema`` with the 403 of a refused origin on every operation, in
-    the shape of that operation's other errors (beside a 403 it describes already)."""
+    """The OpenAPI document ``schema`` with the 403 of a refused origin on every operation."""
+    return document_forbidden(schema, _DOC)
+
+
+def document_forbidden(schema: dict[str, Any], doc: str) -> dict[str, Any]:
+    """The OpenAPI document ``schema`` with a 403 described by ``doc`` on every operation (a
+    refusal of the middleware, before any route), in the shape of that operation's other
+    errors (beside a 403 it describes already)."""
     for path, item in schema.get("paths", {}).items():
         for operation in item.values():
             if not isinstance(operation, dict):
@@ -79,5 +85,5 @@ def document_origins(schema: dict[str, Any]) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             refused = responses.setdefault("403", {"description": "",
                                                    "content": error_content(path)})
-            refused["description"] = " Or ".join(filter(None, (refused["description"], _DOC)))
+            refused["description"] = " Or ".join(filter(None, (refused["description"], doc)))
     return schema

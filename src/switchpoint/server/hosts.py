@@ -1,0 +1,135 @@
+"""Requests for a host the service does not answer to: only names ``server.allowed_hosts``
+lists, besides ``localhost`` and IP addresses (DNS rebinding).
+
+A web page at ``http://evil.example:8080`` can make its own name resolve to ``127.0.0.1`` a
+moment after it has loaded (DNS rebinding). Its requests then reach the service on loopback as
+the browser's same-origin requests, with no ``Origin`` header for
+:mod:`switchpoint.server.origins` to refuse, and the page reads the answers: the status, the
+reports, the models, the request log where no admin token guards it. The browser still names
+the page's host in the ``Host`` header. So :class:`HostGuardMiddleware` answers a request whose
+``Host`` names neither ``localhost`` nor an IP address (any port: a rebinding needs a name the
+page's owner controls, which an address is not) nor a name ``server.allowed_hosts`` lists
+(``*``: any) a 403 ``permission_denied`` naming it and how to allow it, before any route reads
+it: nothing is called, logged, learned or changed. A request without a ``Host`` (HTTP/1.0)
+comes from no browser, and is served.
+
+The guard is on where :func:`guards_hosts` says: a service listening on loopback
+(``switchpoint serve``'s default) always; one listening beyond it (which then needs
+credentials, or was told to serve without them) only when ``server.allowed_hosts`` lists names,
+such as the one a proxy in front passes on in the ``Host`` header; never with ``*``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from switchpoint._messages import json_quoted, listed_names
+from switchpoint.config import host_name
+from switchpoint.server.errors import ErrorAnswer
+from switchpoint.server.exposure import is_loopback
+from switchpoint.server.middleware import send_error
+from switchpoint.server.origins import document_forbidden
+
+#: How the API document describes the refusal, for every operation.
+_DOC = ("permission_denied: the request's Host header names a host the service does not "
+        "answer to (not localhost, an IP address, nor a name server.allowed_hosts lists), as "
+        "a web page whose name was pointed at this machine would; reach the service as "
+        "localhost or 127.0.0.1, or list the name in server.allowed_hosts.")
+# A port, after the host: what a Host header may end with.
+_PORT = re.compile(r"(?::[0-9]{0,5})?")
+
+
+def guards_hosts(listen_host: str, allowed: Iterable[str]) -> bool:
+    """Whether a service listening on ``listen_host`` with ``server.allowed_hosts`` of
+    ``allowed`` checks each request's ``Host``: on loopback unless ``*`` is listed, and
+    beyond it when names are listed (but ``*``)."""
+    listed = frozenset(allowed)
+    return "*" not in listed and (bool(listed) or is_loopback(listen_host))
+
+
+class HostGuardMiddleware:
+    """Refuse (403) a request whose ``Host`` header names a host that is not ``localhost``,
+    an IP address, nor one of ``allowed`` (the normalised entries of
+    ``server.allowed_hosts``)."""
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        hosts = [value.decode("latin-1") for name, value in scope["headers"] if name == b"host"]
+        problem = refusal(hosts, self.allowed)
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        await send_error(send, ErrorAnswer(403, "permission_denied", problem, "host"),
+                         scope["path"], [])
+
+
+def served_name(host: str, allowed: frozenset[str]) -> bool:
+    """A request naming ``host`` (a Host header's value) is served: its name is
+    ``localhost`` (or another loopback name), an IP address, or one of ``allowed``."""
+    name = _name(host)
+    if name is None:
+        return False
+    if name in allowed or is_loopback(name):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def refusal(hosts: list[str], allowed: frozenset[str]) -> str | None:
+    """Why a request whose Host headers are ``hosts`` is refused, or None when it is served
+    (it has none, or one :func:`served_name` serves)."""
+    if not hosts or (len(hosts) == 1 and (not hosts[0] or served_name(hosts[0], allowed))):
+        return None
+    if len(hosts) > 1:
+        return (f"host: the header is given {len(hosts)} times; a client sends one, naming the "
+                "host it reaches the service by")
+    host = hosts[0]
+    name = _name(host)
+    lists = ("lists none" if not allowed
+             else "lists " + listed_names(sorted(allowed), most=5))
+    if name is None:
+        what = (f"host: the Host header {json_quoted(host, 100)} is not a host name or an IP "
+                "address, with a port or without one (host[:port])")
+        allow = ""
+    else:
+        what = (f"host: the request names the host {json_quoted(host, 100)} in its Host "
+                "header, which is not localhost, an IP address, nor a name "
+                f"server.allowed_hosts lists (it {lists})")
+        allow = (f"; if the name is yours (a proxy in front that passes the Host on, say), add "
+                 f"{json_quoted(name, 100)} to server.allowed_hosts in the config and restart")
+    return (f"{what}, so it is refused: a web page may point a name of its own at this machine "
+            "(DNS rebinding) to read and call the service. Reach the service as localhost or "
+            f"127.0.0.1{allow}")
+
+
+def _name(host: str) -> str | None:
+    """The host a Host header's value names (as :func:`~switchpoint.config.host_name` writes
+    it, without the port), or None when the value is no ``host[:port]``."""
+    if host.startswith("["):  # an IPv6 address, in brackets, then perhaps a port
+        end = host.find("]") + 1
+        name, port = (host[:end], host[end:]) if end else (host, "")
+    else:
+        name, colon, port = host.partition(":")
+        port = colon + port
+    if not _PORT.fullmatch(port):
+        return None
+    return host_name(name)
+
+
+def document_hosts(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document ``schema`` with the 403 of a refused Host on every operation."""
+    return document_forbidden(schema, _DOC)

@@ -1,0 +1,224 @@
+"""A web page that points its own name at the service (DNS rebinding): a page at
+``http://evil.example:8080`` has the name resolve to 127.0.0.1 once it has loaded, and its
+same-origin requests, which carry no ``Origin``, reach the service on loopback. They still name
+the page's host in ``Host``: a service on loopback answers such a request a 403 naming it, and
+nothing is read, called, logged or learned. ``localhost`` and IP addresses, on any port, are
+served (the openai client sends ``Host: 127.0.0.1:PORT``), and so are the names
+``server.allowed_hosts`` lists (a proxy in front that passes the Host on).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.attack.attack_env import Attacked, chat_body, serving
+from tests.attack.test_attack_origins import _gateway_requests
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.servers import refused_start
+
+REBOUND = "evil.example:8080"
+
+
+def _refused(r: httpx.Response, host: str = REBOUND) -> str:
+    assert r.status_code == 403, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["param"]) == ("permission_denied", "host"), error
+    message: str = error["message"]
+    assert f"names the host {json.dumps(host)} in its Host header" in message, message
+    assert "DNS rebinding" in message and "Reach the service as localhost or 127.0.0.1" in message
+    return message
+
+
+def _raw(port: int, head: bytes) -> tuple[bytes, bytes]:
+    """The answer (status line and headers, body) to the request ``head``, on a connection of
+    its own."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        data = b""
+        while chunk := sock.recv(65_536):
+            data += chunk
+    status, _, body = data.partition(b"\r\n\r\n")
+    return status, body
+
+
+def test_a_rebound_page_cannot_read_the_service(attacked: Attacked) -> None:
+    # The admin token guards /v1/router/status here; without one (the default) the page read it.
+    # The Host is refused first, so the page learns not even that a token is needed.
+    for headers in ({"host": REBOUND}, {"host": REBOUND, **attacked.admin}):
+        r = httpx.get(f"{attacked.base}/v1/router/status", headers=headers, timeout=30)
+        message = _refused(r)
+        assert "router" not in r.json() and "policy" not in r.text
+    assert "server.allowed_hosts lists (it lists none)" in message
+    assert 'add "evil.example" to server.allowed_hosts in the config and restart' in message
+    for path in ("/health", "/v1/models", "/metrics", "/openapi.json"):
+        _refused(httpx.get(attacked.base + path, headers={"host": REBOUND}, timeout=30))
+
+
+def test_a_rebound_page_cannot_route_call_or_teach(attacked: Attacked,
+                                                   fake: FakeProviderProcess) -> None:
+    before = httpx.get(f"{attacked.base}/v1/router/status", headers=attacked.admin,
+                       timeout=30).json()
+    logged = [entry["id"] for entry in attacked.requests()]
+    counted = _gateway_requests(attacked)
+    _refused(httpx.post(f"{attacked.base}/v1/route", json={"prompt": "hello"},
+                        headers={"host": REBOUND}, timeout=30))
+    chat = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("spend for me"),
+                      headers={"host": REBOUND}, timeout=30)
+    _refused(chat)
+    assert chat.json()["error"]["type"] == "permission_error"  # OpenAI's envelope on its path
+    _refused(httpx.post(f"{attacked.base}/v1/feedback", json={"decision_id": "d", "score": 0},
+                        headers={"host": REBOUND}, timeout=30))
+    assert fake.requests() == []
+    assert [entry["id"] for entry in attacked.requests()] == logged
+    assert _gateway_requests(attacked) == counted
+    after = httpx.get(f"{attacked.base}/v1/router/status", headers=attacked.admin,
+                      timeout=30).json()
+    assert after == before
+
+
+@pytest.mark.parametrize("host", [
+    "localhost", "localhost:1", "LocalHost:8080", "localhost.:9", "127.0.0.1", "127.0.0.1:65535",
+    "127.3.2.1:80", "[::1]", "[::1]:9", "[0:0:0:0:0:0:0:1]:8080",
+    # An address is no name a page's owner could point elsewhere: a proxy may pass its own on.
+    "203.0.113.5:8443", "[2001:db8::7]"])
+def test_loopback_names_and_addresses_are_served_on_any_port(attacked: Attacked,
+                                                             host: str) -> None:
+    r = httpx.get(f"{attacked.base}/v1/router/status", headers={"host": host, **attacked.admin},
+                  timeout=30)
+    assert r.status_code == 200, r.text
+    routed = httpx.post(f"{attacked.base}/v1/route", json={"prompt": "hello"},
+                        headers={"host": host}, timeout=30)
+    assert routed.status_code == 200, routed.text
+
+
+@pytest.mark.parametrize("host", [
+    "evil.example", "EVIL.example.:80", "127.0.0.1.evil.example", "localhost.evil.example",
+    "localhost:8080.evil.example", "xn--80ak6aa92e.com"])
+def test_a_name_that_is_not_localhost_is_refused(attacked: Attacked, host: str) -> None:
+    r = httpx.get(f"{attacked.base}/health", headers={"host": host}, timeout=30)
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["param"] == "host"
+    assert json.dumps(host) in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("host", [b"evil.example:http", b"[::1", b"[::1]x", b"a b", b"::1"])
+def test_a_host_header_that_names_no_host_is_refused(attacked: Attacked, host: bytes) -> None:
+    status, body = _raw(attacked.port, b"GET /health HTTP/1.1\r\nHost: " + host
+                        + b"\r\nConnection: close\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 403 "), status
+    message = json.loads(body)["error"]["message"]
+    assert "is not a host name or an IP address, with a port or without one" in message
+    assert json.dumps(host.decode()) in message
+
+
+def test_a_request_without_a_host_is_served(attacked: Attacked) -> None:
+    # HTTP/1.0 needs none, and a browser always sends one.
+    status, body = _raw(attacked.port, b"GET /health HTTP/1.0\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200 "), status
+    assert "uptime_seconds" in json.loads(body)
+
+
+def test_the_openai_client_is_served_by_address_and_by_localhost(
+        attacked: Attacked, fake: FakeProviderProcess) -> None:
+    for base in (attacked.base, f"http://localhost:{attacked.port}"):
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0,
+                               timeout=30)
+        reply = client.chat.completions.create(model="alpha", messages=[
+            {"role": "user", "content": "hello"}])
+        assert reply.choices[0].message.content
+        assert [model.id for model in client.models.list()][:1] == ["auto"]
+    assert len(fake.requests()) == 2
+
+
+def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacked) -> None:
+    document = httpx.get(f"{attacked.base}/openapi.json", timeout=30).json()
+    operations = [(path, method, op) for path, item in document["paths"].items()
+                  for method, op in item.items()]
+    assert len(operations) > 30
+    for path, method, op in operations:
+        description = op["responses"]["403"]["description"]
+        assert "Host header" in description and "server.allowed_hosts" in description, (
+            method, path)
+
+
+# Names listed: a proxy in front passes its own on ---------------------------------------------
+
+LISTED = "allowed_hosts: [api.internal, Router.Example.COM.]"
+
+
+@pytest.fixture(scope="module")
+def listed(fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Attacked]:
+    root: Path = tmp_path_factory.mktemp("listed")
+    with serving(fake, root, server_lines="\n  " + LISTED) as server:
+        yield server
+        assert "Traceback" not in server.log_text()
+        assert server.server_failures() == 0
+
+
+@pytest.mark.parametrize("host", [
+    "api.internal", "api.internal:443", "router.example.com", "ROUTER.example.com.:8443",
+    "localhost:1", "127.0.0.1", "[::1]:80"])
+def test_a_listed_name_is_served_beside_loopback(listed: Attacked, host: str) -> None:
+    r = httpx.post(f"{listed.base}/v1/route", json={"prompt": "hello"}, headers={"host": host},
+                   timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def test_a_name_not_listed_is_refused_naming_the_list(listed: Attacked) -> None:
+    for host in (REBOUND, "api.internal.evil.example", "internal"):
+        message = _refused(httpx.get(f"{listed.base}/health", headers={"host": host},
+                                     timeout=30), host)
+        assert "(it lists api.internal, router.example.com)" in message, message
+
+
+def test_a_reload_checks_the_list_and_keeps_the_one_the_service_started_with(
+        listed: Attacked) -> None:
+    served = listed.data_dir.parent / "switchpoint.yaml"
+    before = served.read_text(encoding="utf-8")
+    assert LISTED in before
+    try:
+        served.write_text(before.replace(LISTED, "allowed_hosts: [api.internal, "
+                                                 "'https://evil.example']"), encoding="utf-8")
+        r = httpx.post(f"{listed.base}/v1/router/reload", headers=listed.admin, timeout=30)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_config"
+        assert error["message"].startswith('server.allowed_hosts[1]: "https://evil.example" is '
+                                           "a URL: write evil.example alone"), error
+        served.write_text(before.replace(LISTED, "allowed_hosts: [evil.example]"),
+                          encoding="utf-8")
+        r = httpx.post(f"{listed.base}/v1/router/reload", headers=listed.admin, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["restart_required"] == ["server"]
+        # Still the names it started with: a change needs a restart, as the answer says.
+        _refused(httpx.get(f"{listed.base}/health", headers={"host": REBOUND}, timeout=30))
+        served_still = httpx.get(f"{listed.base}/health", headers={"host": "api.internal"},
+                                 timeout=30)
+        assert served_still.status_code == 200, served_still.text
+    finally:
+        served.write_text(before, encoding="utf-8")
+        r = httpx.post(f"{listed.base}/v1/router/reload", headers=listed.admin, timeout=30)
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(("config", "env"), [
+    ("server:\n  allowed_hosts: [api.internal, 'api.internal:8080']\n", {}),
+    ("", {"SWITCHPOINT_SERVER__ALLOWED_HOSTS": "[api.internal, 'api.internal:8080']"}),
+])
+def test_a_listed_name_with_a_port_refuses_the_start(tmp_path: Path, config: str,
+                                                     env: dict[str, str]) -> None:
+    path = tmp_path / "switchpoint.yaml"
+    path.write_text(config, encoding="utf-8")
+    code, err = refused_start("--config", path, data_dir=tmp_path / "data", env=env)
+    assert code == 2, err
+    assert ('server.allowed_hosts[1]: "api.internal:8080" has a port: write api.internal '
+            "alone; every port of it is allowed") in err, err
+    assert "Traceback" not in err and not (tmp_path / "data").exists()

@@ -1,0 +1,94 @@
+"""Which ``Host`` an app answers, by where it is served (``create_app(listen_host=...)``, as
+``switchpoint serve --host`` builds it) and ``server.allowed_hosts``. Each app is served on
+loopback here, whatever address it was built for: what is tested is the app's rule.
+
+On loopback (the default) only ``localhost``, IP addresses and the names listed are served;
+beyond it (a service that then needs credentials, or was told to serve without) any Host is
+served, as before the guard, until ``server.allowed_hosts`` lists names; ``*`` serves any.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from switchpoint.config import load_settings
+from switchpoint.server import create_app
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, KEYS, client, config_text
+from tests.integration.servers import ThreadServer, thread_server
+
+REBOUND = "evil.example:8080"
+
+
+@contextmanager
+def served(fake: FakeProviderProcess, root: Path, allowed: str | None = None,
+           listen_host: str | None = None) -> Iterator[ThreadServer]:
+    """A server of the gateway's config, ``allowed`` as its ``server.allowed_hosts`` (YAML),
+    its app built for ``listen_host`` (None: create_app's default)."""
+    config = root / "switchpoint.yaml"
+    extra = "" if allowed is None else f"server:\n  allowed_hosts: {allowed}\n"
+    config.write_text(config_text(fake) + extra, encoding="utf-8")
+    settings = load_settings(config, environ={})
+    app = (create_app(settings, loader=FACTORY, provider_env=KEYS) if listen_host is None
+           else create_app(settings, loader=FACTORY, provider_env=KEYS, listen_host=listen_host))
+    with thread_server(app) as server:
+        yield server
+
+
+def _status(server: ThreadServer, host: str) -> int:
+    return httpx.get(f"{server.base}/v1/router/status", headers={"host": host},
+                     timeout=30).status_code
+
+
+def _documents_the_refusal(server: ThreadServer) -> bool:
+    document = httpx.get(f"{server.base}/openapi.json", timeout=30).json()
+    return "Host header" in document["paths"]["/v1/route"]["post"]["responses"]["403"][
+        "description"]
+
+
+def test_an_app_built_without_an_address_guards_as_on_loopback(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with served(gw_fake, tmp_path) as server:
+        assert _status(server, REBOUND) == 403
+        assert _status(server, f"localhost:{server.port}") == 200
+        assert _documents_the_refusal(server)
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "192.0.2.10", "router.internal"])
+def test_beyond_loopback_any_host_is_served_until_names_are_listed(
+        gw_fake: FakeProviderProcess, tmp_path: Path, address: str) -> None:
+    with served(gw_fake, tmp_path, listen_host=address) as server:
+        assert _status(server, REBOUND) == 200
+        assert not _documents_the_refusal(server)
+
+
+def test_beyond_loopback_the_listed_names_are_enforced(gw_fake: FakeProviderProcess,
+                                                       tmp_path: Path) -> None:
+    # A proxy in front that passes the client's Host on: its name is listed.
+    with served(gw_fake, tmp_path, "[router.example.com]", listen_host="0.0.0.0") as server:
+        refused = httpx.get(f"{server.base}/v1/router/status", headers={"host": REBOUND},
+                            timeout=30)
+        assert refused.status_code == 403, refused.text
+        assert "(it lists router.example.com)" in refused.json()["error"]["message"]
+        assert _status(server, "router.example.com") == 200
+        assert _status(server, "router.example.com:443") == 200
+        assert _status(server, "localhost:8080") == 200  # a check on the machine itself
+        assert _status(server, "10.1.2.3:8080") == 200  # a probe by the pod's address
+        assert _documents_the_refusal(server)
+        # The openai client names the address it connects to.
+        reply = client(server).chat.completions.create(
+            model="good", messages=[{"role": "user", "content": "hello"}])
+        assert reply.choices[0].message.content
+
+
+@pytest.mark.parametrize("listen_host", [None, "0.0.0.0"])
+def test_a_star_serves_any_host(gw_fake: FakeProviderProcess, tmp_path: Path,
+                                listen_host: str | None) -> None:
+    with served(gw_fake, tmp_path, "['*']", listen_host) as server:
+        assert _status(server, REBOUND) == 200
+        assert not _documents_the_refusal(server)
