@@ -288,6 +288,20 @@ class RoutingDecision:
         if self.budget_pressure is not None:
             _check_pressure(self.budget_pressure)
 
+    def __eq__(self, other: object) -> bool:
+        """Field by field, as a dataclass compares; the cluster distribution by its values (an
+        array's ``==`` is elementwise, which no ``bool`` reads: a decision compared with its
+        copy, pickled or deep-copied, raised NumPy's ValueError)."""
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, RoutingDecision)
+        mine, theirs = self.cluster_probabilities, other.cluster_probabilities
+        if (mine is None) != (theirs is None) or (
+                mine is not None and theirs is not None and not np.array_equal(mine, theirs)):
+            return False
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self)
+                   if f.name != "cluster_probabilities")
+
     def to_dict(self, fields: Sequence[str] | None = None) -> dict[str, Any]:
         """The decision as JSON-ready values: every field, or just ``fields`` (e.g.
         :data:`ROUTE_FIELDS`, the routing answer). The one serialiser of a decision."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -170,6 +173,19 @@ def test_to_dict_of_chosen_fields_is_the_routing_answer() -> None:
     out = _decision().to_dict(ROUTE_FIELDS)
     assert list(out) == list(ROUTE_FIELDS)
     assert out["usage"] == {"routing_ms": 0.5, "embedding_ms": 3.0}
+
+
+def test_a_decision_equals_its_copy_and_differs_from_another_by_its_distribution() -> None:
+    """A decision compared with a copy of itself (pickled, as a worker returns it, or
+    deep-copied) raised NumPy's ValueError, its cluster distribution an array."""
+    d = _decision()
+    assert pickle.loads(pickle.dumps(d)) == d and copy.deepcopy(d) == d
+    assert d != replace(d, cluster_probabilities=np.array([0.0, 0.75, 0.0, 0.25]))
+    assert d != replace(d, cluster_probabilities=None) and d != replace(d, cluster_id=4)
+    assert replace(d, cluster_probabilities=None) == replace(d, cluster_probabilities=None)
+    assert d != "small" and d in [copy.deepcopy(d)]
+    with pytest.raises(TypeError):
+        hash(d)  # (unhashable, as a dataclass that compares by value is)
 
 
 def test_decision_ids_are_unique() -> None:
