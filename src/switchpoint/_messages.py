@@ -134,7 +134,8 @@ def json_quoted(value: object, limit: int = 60) -> str:
         text = json.dumps(value, default=str, ensure_ascii=False)
     except Exception:  # (anything a caller's __str__ raises, a cycle, too many digits)
         return quoted(value, limit)
-    return cut(printable(text), limit)
+    # (only what is shown is made printable: a list of a million items is written at once)
+    return cut(printable(text[:limit + 1]), limit)
 
 
 def _quoted_text(text: str, limit: int) -> str:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import switchpoint._messages as messages
 from switchpoint._messages import json_quoted
 
 
@@ -46,3 +47,22 @@ def test_a_long_string_is_cut_within_its_quotes_never_in_an_escape(text: str) ->
 def test_a_string_that_fits_is_not_cut() -> None:
     assert json_quoted("x" * 58) == '"' + "x" * 58 + '"'
     assert json_quoted("x" * 80, 100) == '"' + "x" * 80 + '"'
+
+
+def test_a_value_of_a_million_items_is_made_printable_only_as_far_as_it_is_shown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refusal quoting a list of a million items scanned every character of its JSON for
+    ones a terminal would not show (seconds of work for a message of 60 characters); only
+    what is shown is scanned, and escaped as before."""
+    scanned: list[int] = []
+    real = messages.printable
+
+    def spy(text: str) -> str:
+        scanned.append(len(text))
+        return real(text)
+
+    monkeypatch.setattr(messages, "printable", spy)
+    shown = json_quoted(["\x1b", *["x"] * 1_000_000])
+    assert shown.startswith('["\\u001b", "x", "x"') and shown.endswith("...")
+    assert len(shown) <= 60 and max(scanned) <= 61, scanned
+    assert json_quoted({"a": "\x1b"}) == '{"a": "\\u001b"}'
