@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from switchpoint.config import Settings, load_settings
@@ -211,6 +212,10 @@ def test_an_ended_run_time_experiment_is_kept_for_good_by_listing_its_name_in_th
     ({"strategy_b": {"models": ["strong"]}, "tenants": ["globex"]}, "strategy_b",
      "may use none of"),
     ({"strategy_b": 3}, "strategy_b", "got int"),
+    ({"strategy_b": ""}, "strategy_b", 'unknown strategy ""'),
+    ({"strategy_a": 0}, "strategy_a", "got int"),
+    ({"strategy_a": []}, "strategy_a", "got list"),
+    ({"strategy_a": np.array([0.5, 0.5])}, "strategy_a", "got ndarray"),
     ({"tenants": ["nobody"]}, "tenants", "not a tenant of this config"),
     ({"tenants": "acme"}, "tenants", "list"),
     ({"tenants": ["acme"]}, "tenants", "would get no traffic"),
@@ -236,6 +241,18 @@ def test_a_bad_ab_test_is_refused_naming_its_argument_and_nothing_is_made(
     assert len(str(error)) < 700
     assert list(gateway.settings.experiments) == before and _rows(gateway) == []
     assert gateway.route(math_prompt(1)).experiment == ""
+
+
+def test_an_empty_strategy_is_the_configured_routing_not_the_default_strategy(
+        gateway: Gateway) -> None:
+    """A strategy given as {} (no setting changed) is the configured routing; it was taken
+    as one left out, so an empty strategy_b was quality_first (λ 0), and "", 0 or [] as a
+    strategy made the default one (an array, NumPy's ValueError)."""
+    test = gateway.create_ab_test("plain", strategy_a={"cost_weight": 0.0}, strategy_b={})
+    assert test.arms["a"].cost_weight == 0.0 and test.arms["b"].cost_weight is None
+    arms = {d.arm: d.cost_weight for d in (gateway.route(math_prompt(i), ab_test=test)
+                                           for i in range(60))}
+    assert arms == {"a": 0.0, "b": 0.1}  # b: the configured λ
 
 
 def test_a_name_made_at_run_time_is_taken_and_the_experiments_are_bounded(

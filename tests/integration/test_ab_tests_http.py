@@ -106,11 +106,24 @@ def test_a_split_out_of_range_is_quoted_as_sent(fake: FakeProviderProcess,
         assert [e["experiment"] for e in get(server, PATH).json()["data"]] == ["thrift"]
 
 
+def test_an_empty_strategy_over_http_is_the_configured_routing(fake: FakeProviderProcess,
+                                                              tmp_path: Path) -> None:
+    """strategy_b {} (no setting changed) made arm b quality_first (λ 0), the strategy for
+    one left out."""
+    with learning_server(fake, tmp_path, CONFIG) as server:
+        made = post(server, PATH, {"name": "plain", "strategy_a": "quality_first",
+                                   "strategy_b": {}})
+        assert made.status_code == 201, made.text
+        assert [(a["arm"], a["cost_weight"]) for a in made.json()["arms"]] == [
+            ("a", 0.0), ("b", None)]
+
+
 @pytest.mark.parametrize(("body", "status", "param"), [
     ({"name": "x", "split": 0}, 400, "split"),
     ({"name": "x", "split": 1.5}, 400, "split"),
     ({"name": "x", "split": "half"}, 400, "split"),
     ({"name": "x", "strategy_b": "fastest"}, 400, "strategy_b"),
+    ({"name": "x", "strategy_b": ""}, 400, "strategy_b"),
     ({"name": "x", "strategy_a": {"cost_weight": 1e9}}, 400, "strategy_a"),
     ({"name": "x", "tenants": ["nobody"]}, 400, "tenants"),
     ({"name": "x", "tenants": ["globex"] * 5000}, 400, "tenants"),

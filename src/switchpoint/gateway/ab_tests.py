@@ -117,10 +117,12 @@ def made_experiment(name: object, strategy_a: object = None, strategy_b: object 
         data["arms"] = arms
     else:
         share = 0.5 if split is None else _split(split)
-        data["arms"] = {"a": {**_strategy("strategy_a", strategy_a or "cost_optimized"),
-                              "weight": 1.0 - share},
-                        "b": {**_strategy("strategy_b", strategy_b or "quality_first"),
-                              "weight": share}}
+        # (a default for a strategy left out alone: an empty one, {}, is the configured
+        # routing, and "" or 0 no strategy at all)
+        data["arms"] = {"a": {**_strategy("strategy_a", "cost_optimized" if strategy_a is None
+                                          else strategy_a), "weight": 1.0 - share},
+                        "b": {**_strategy("strategy_b", "quality_first" if strategy_b is None
+                                          else strategy_b), "weight": share}}
     if tenants is not None:
         data["tenants"] = list(tenants) if isinstance(tenants, tuple) else tenants
     if min_n is not None:
