@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from switchpoint import Gateway
@@ -129,3 +130,34 @@ def test_a_chat_parameter_json_cannot_hold_is_refused_naming_it(local: Gateway,
     assert "JSON" in str(caught.value)
     assert logged(local) == before
 
+
+
+FLAGS: list[tuple[str, GatewayCall]] = [
+    ("blind", lambda g, v: g.compare([{"role": "user", "content": "hi"}], ["good", "cheap"],
+                                     blind=v)),
+    ("exact", lambda g, v: g.complete([{"role": "user", "content": "hi"}], "good", exact=v)),
+    ("stream", lambda g, v: g.complete([{"role": "user", "content": "hi"}], stream=v)),
+    ("stream", lambda g, v: g.stream([{"role": "user", "content": "hi"}], stream=v)),
+    ("stream", lambda g, v: g.compare([{"role": "user", "content": "hi"}], ["good", "cheap"],
+                                      stream=v)),
+]
+
+
+@pytest.mark.parametrize("value", [0, 1, "", "no", [], {}, np.array([True, False])],
+                         ids=["0", "1", "empty string", "string", "empty list", "empty dict",
+                              "array"])
+@pytest.mark.parametrize(("field", "call"), FLAGS,
+                         ids=["compare-blind", "complete-exact", "complete-stream",
+                              "stream-stream", "compare-stream"])
+def test_a_flag_that_is_not_true_or_false_is_refused_naming_it(
+        local: Gateway, field: str, call: GatewayCall, value: object) -> None:
+    """A flag was read for its truth: 0, "" or [] as False, 1 or "no" as True, and an array
+    raised NumPy's ValueError; a comparison's blind was not read until its answers were paid
+    for, then failed to be kept, said as a full disk. Now it is refused naming it before
+    anything is called or logged."""
+    before = logged(local)
+    with pytest.raises(InvalidInputError) as caught:
+        call(local, value)
+    assert caught.value.field == field, caught.value
+    assert "True or False" in str(caught.value)
+    assert logged(local) == before

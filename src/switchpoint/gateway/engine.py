@@ -1441,9 +1441,8 @@ class Gateway:
         ``InvalidInputError``).
         """
         self.check_serves_chat()
-        if params.get("stream"):
+        if _stream_flag(params):
             raise InvalidInputError("stream", "use astream() (or stream()) for a streamed answer")
-        params.pop("stream", None)
         call = await self._call(messages, model, session_id, cost_weight, models, decision,
                                 params, stream=False, exact=exact, key=key, tenant=tenant)
         result = await self.chat(call)
@@ -1459,7 +1458,7 @@ class Gateway:
         """A streamed chat completion: ``async for chunk in await gateway.astream(...)``.
         Failover happens before this returns (the stream is committed to one model)."""
         self.check_serves_chat()
-        params.pop("stream", None)
+        _stream_flag(params)
         call = await self._call(messages, model, session_id, cost_weight, models, decision,
                                 params, stream=True, exact=exact, key=key, tenant=tenant)
         result = await self.chat(call)
@@ -1508,6 +1507,7 @@ class Gateway:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
         expect("session_id", session_id, str, "a string (the conversation's id)",
                optional=True)
+        expect("exact", exact, bool, "True or False")
         expect("decision", decision, RoutingDecision, "a RoutingDecision (what route() "
                                                       "returned)", optional=True)
         if models is not None and (isinstance(models, (str, bytes))
@@ -1613,6 +1613,7 @@ class Gateway:
         from switchpoint.gateway.planning import routing_text
 
         self.check_serves_chat()
+        expect("blind", blind, bool, "True or False")
         if (prompt is None) == (messages is None):
             raise InvalidInputError("prompt", "give a prompt or messages (exactly one)")
         if not measured:
@@ -1622,10 +1623,9 @@ class Gateway:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise InvalidInputError("prompt", "must be a non-empty string")
             messages = [{"role": "user", "content": prompt}]
-        if params.get("stream"):
+        if _stream_flag(params):
             raise InvalidInputError("stream", "a comparison returns whole answers; leave "
                                               "stream out")
-        params.pop("stream", None)
         self.learning.check_writable("the comparison", "no model was called")  # before paying
         live = self.state.live()
         settings = live.settings
@@ -2516,6 +2516,16 @@ class _LoopThread:
                 task.cancel()
             await asyncio.wait(pending, timeout=LOOP_DRAIN_S)
         await self.loop.shutdown_asyncgens()
+
+
+def _stream_flag(params: dict[str, Any]) -> bool:
+    """Whether ``params`` ask for a stream, their ``stream`` taken out of them (each door says
+    how it answers): True or False, or None (left out); any other value is refused naming it,
+    never read for its truth (``0``, ``[]`` or ``"no"`` are no answer to "stream?")."""
+    value = params.pop("stream", None)
+    if value is not None:
+        expect("stream", value, bool, "True or False (or left out)")
+    return value is True
 
 
 def _as_list(messages: object) -> list[Any]:
