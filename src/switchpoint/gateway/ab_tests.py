@@ -82,12 +82,23 @@ class ABTest:
     min_n: int
     created_at: float
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A mappingproxy does not pickle: the arms travel as a dict, read-only again on arrival.
+        return (_ab_test, (self.name, dict(self.arms), self.split, self.tenants, self.min_n,
+                           self.created_at))
+
     @classmethod
     def of(cls, name: str, experiment: ExperimentConfig) -> ABTest:
         assert experiment.created_at is not None
         return cls(name, MappingProxyType(dict(experiment.arms)), experiment.split,
                    None if experiment.tenants is None else tuple(experiment.tenants),
                    experiment.min_n, experiment.created_at)
+
+
+def _ab_test(name: str, arms: dict[str, ArmConfig], split: float | None,
+             tenants: tuple[str, ...] | None, min_n: int, created_at: float) -> ABTest:
+    """An :class:`ABTest` as a pickle (or a deep copy) carries it."""
+    return ABTest(name, MappingProxyType(arms), split, tenants, min_n, created_at)
 
 
 def made_experiment(name: object, strategy_a: object = None, strategy_b: object = None,

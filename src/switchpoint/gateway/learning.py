@@ -61,7 +61,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -505,11 +505,16 @@ class FeedbackResult:
     kind: str
     teaches_routing: bool
     note: str = ""
-    commits: tuple[Future[None], ...] = ()
+    commits: tuple[Future[None], ...] = field(default=(), compare=False, repr=False)
     cost: float | None = None  # what the answer cost, as the feedback said or as it was priced
     # "feedback", "answer" (the gateway's own accounting) or "kept" (a repeat without a cost
     # keeps the one taken before)
     cost_from: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy (pickled, deep-copied) holds what the feedback did, not the writes it waited
+        # on: those belong to this process's store (a future holds a lock no pickle takes).
+        return {**self.__dict__, "commits": ()}
 
     def to_dict(self) -> dict[str, Any]:
         out = self.outcome.to_dict()
