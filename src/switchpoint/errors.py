@@ -23,6 +23,9 @@ to fix it::
     │                                     of the process that opened it
     ├── ChatNotServedError (RuntimeError)  a model call through a Gateway built with
     │                                     serves_chat=False
+    ├── ReentrantCallError (RuntimeError)  a Gateway's synchronous method called on the
+    │                                     gateway's own event loop (from an observer's
+    │                                     callback), where it would wait for itself
     ├── GatewayError                      the service refused a request or could not answer it
     │   ├── AuthenticationError           a missing or wrong token (401)
     │   │   ├── InvalidKeyError               a malformed or unknown client key
@@ -276,6 +279,14 @@ class ChatNotServedError(SwitchpointError, RuntimeError):
     learns or reports beside a running service) was asked to call a model: it holds no lock
     on ``data_dir``, so its budgets and rate limits would be enforced beside the service's,
     each on its own. Nothing was called, held or logged."""
+
+
+class ReentrantCallError(SwitchpointError, RuntimeError):
+    """A synchronous method of a :class:`~switchpoint.gateway.Gateway` (``route``,
+    ``complete``, reading a stream, ...) was called on the thread of the gateway's own event
+    loop, which runs its synchronous calls: from an observer's callback, say. It would wait
+    for that loop, which waits for it, for ever. Nothing was done; call it from another
+    thread, or schedule its async form (``aroute``, ``acomplete``) on the running loop."""
 
 
 # The gateway -----------------------------------------------------------------------------------

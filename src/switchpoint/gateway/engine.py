@@ -82,6 +82,7 @@ from switchpoint.errors import (
     NoUpstreamError,
     PermissionDeniedError,
     RateLimitExceededError,
+    ReentrantCallError,
     ServiceStoppingError,
     StorageUnavailableError,
     StoreError,
@@ -443,6 +444,13 @@ class Gateway:
         :data:`LOOP_DRAIN_S` to end, then cancelled."""
         if in_other_process(self._pid):
             return
+        if self._sync is not None and self._sync.runs_here():
+            raise ReentrantCallError(
+                "close() was called on the thread of the gateway's own event loop (from an "
+                "observer's callback, which that loop runs, inside the call it tells of), and "
+                "would wait for that call, which waits for it, then stop the loop under it; "
+                "nothing was closed: close the gateway once the call has returned, or from "
+                "another thread")
         self._admission.shut()
         self._left_inside(self._admission.drain(self._drain_s(),
                                                 but=(running_loop(), *self._sync_loops())))
@@ -2448,6 +2456,15 @@ class _LoopThread:
         the loop's :meth:`stop` cancels, or one that comes as it stops, raises
         :class:`~switchpoint.errors.StoreError` saying the gateway was closed during it
         (:data:`CLOSED_DURING_CALL`), not a bare ``CancelledError``, nor waits for ever."""
+        if self.runs_here():  # (a callback the loop runs)
+            coro.close()
+            raise ReentrantCallError(
+                "a synchronous method of the gateway (route, complete, report_outcome, reading "
+                "a stream, ...) was called on the thread of its own event loop (from an "
+                "observer's callback, which that loop runs), and would wait for the loop, "
+                "which waits for it, for ever; nothing was done: call it from another thread, "
+                "or schedule its async form there "
+                "(asyncio.get_running_loop().create_task(gateway.aroute(...)))")
         ended = threading.Event()
         started: list[asyncio.Task[T]] = []
         context = contextvars.copy_context()  # (the caller's: whether it was counted in)
@@ -2487,6 +2504,10 @@ class _LoopThread:
         if not started or (started[0].cancelled() and self.stopping):
             raise StoreError(CLOSED_DURING_CALL)
         return started[0].result()
+
+    def runs_here(self) -> bool:
+        """This thread is the loop's: a call it runs (an observer's callback) is on it."""
+        return threading.current_thread() is self.thread
 
     def stop(self) -> None:
         """Stop the loop and close it, once the tasks still pending on it (a call another
