@@ -447,6 +447,11 @@ class Router(RemadeOnLoad):
         lams = [self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")]
         if cost_weights is not None:
+            if cost_weight_override is not None:  # (it would be ignored)
+                raise InvalidInputError(
+                    "cost_weights", "give cost_weights (the λ of each pass over the batch) or "
+                                    "cost_weight_override (one λ), not both; put that λ among "
+                                    "the cost_weights to have it too")
             if isinstance(cost_weights, (str, bytes, bytearray, memoryview, Mapping, Set)) or \
                     not isinstance(cost_weights, Iterable):
                 raise InvalidInputError(

@@ -457,6 +457,14 @@ def test_route_batch_refuses_a_bad_sweep(router: Router, cost_weights: object,
     assert router.stats.total_requests == 0
 
 
+def test_route_batch_refuses_a_sweep_beside_one_cost_weight(router: Router) -> None:
+    """(The cost_weight_override was ignored: every decision at the sweep's λ.)"""
+    with pytest.raises(InvalidInputError) as info:
+        router.route_batch(PROMPTS[:2], None, 0.5, cost_weights=[3.0])
+    assert info.value.field == "cost_weights" and "not both" in str(info.value)
+    assert router.stats.total_requests == 0
+
+
 def test_a_batch_over_the_bound_is_refused_naming_the_argument_before_anything_is_embedded(
         router: Router, fake_embedder: FakeEmbedder) -> None:
     from switchpoint.router import MAX_BATCH
