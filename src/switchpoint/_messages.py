@@ -324,10 +324,11 @@ def _union_kinds(errors: Sequence[Any], loc: tuple[Any, ...]) -> list[str] | Non
 
 
 def invalid_at(param: str, path: str, message: str) -> InvalidInputError:
-    """An error for ``param`` whose message starts with the full ``path`` (``a[0].b: ...``)."""
+    """An error for ``param`` whose message starts with the full ``path`` (``a[0].b: ...``),
+    written printable as the field is (a key in it is any string the caller sent)."""
     error = InvalidInputError(param, message)
     if path != param:
-        error.args = (f"{path}: {message}",)
+        error.args = (f"{printable(path)}: {message}",)
     return error
 
 

@@ -116,10 +116,15 @@ class SwitchpointError(Exception):
 class InvalidInputError(SwitchpointError, ValueError):
     """A caller passed something the router cannot use (a bad prompt, λ, embedding, ...).
 
-    ``field`` names the offending argument or request field.
+    ``field`` names the offending argument or request field; a character of it a terminal
+    would not show as itself (a control character, a lone surrogate: a mapping's key the
+    caller sent is part of some fields) is written as ``\\uXXXX``, so the message prints.
     """
 
     def __init__(self, field: str, message: str) -> None:
+        from switchpoint._messages import printable  # (it reads this module's errors)
+
+        field = printable(field)
         super().__init__(f"{field}: {message}")
         self.field = field
         self.reason = message

@@ -206,6 +206,7 @@ def test_an_ended_run_time_experiment_is_kept_for_good_by_listing_its_name_in_th
     ({"split": True}, "split", "must be a number"),
     ({"strategy_b": "fastest"}, "strategy_b", "unknown strategy"),
     ({"strategy_b": {"weight": 2}}, "strategy_b", "not an arm setting"),
+    ({"strategy_b": {"w\x1b[2J": 2}}, "strategy_b", "strategy_b.w\\u001b[2J: is not an arm"),
     ({"strategy_b": {"cost_weight": -1}}, "strategy_b", ">= 0"),
     ({"strategy_a": {"policy": "nope"}}, "strategy_a", "neither a bundled policy"),
     ({"strategy_b": {"models": ["nope"]}}, "strategy_b", "not a model in the catalog"),

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from switchpoint.config import load_settings
+from switchpoint.errors import InvalidInputError
 from switchpoint.server import create_app
 from switchpoint.store.learning import LearningReader
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -198,6 +199,7 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
         ({"compare_id": cid, "scores": {}}, "scores", 400),
         ({"compare_id": cid, "scores": {"Z": 0.5}}, "scores.Z", 400),
         ({"compare_id": cid, "scores": {"runner": 0.5}}, "scores.runner", 400),
+        ({"compare_id": cid, "scores": {"Z\x1b[2J": 0.5}}, "scores.Z\\u001b[2J", 400),
         ({"compare_id": cid, "scores": {"A": 0.5, "B": 0.2, "strong": 0.1}}, None, 400),
         ({"compare_id": "nope", "scores": {"A": 0.5}}, "compare_id", 404),
         ({"compare_id": cid, "scores": {"A": 0.5}, "tenant": "globex"}, "tenant", 403),
@@ -207,6 +209,12 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
         assert r.status_code == status, (body, r.text)
         if field is not None:
             assert r.json()["error"]["param"] == field, (body, r.json())
+    # A key the caller sent is written printable where an error names it: in process, a
+    # lone surrogate in it made the message one no UTF-8 stream could print.
+    with pytest.raises(InvalidInputError) as unprintable:
+        server.service.gateway.score(cid, {"Z\ud800\x1b": 0.5}, tenant="acme")
+    assert unprintable.value.field == "scores.Z\\ud800\\u001b"
+    assert str(unprintable.value).encode().startswith(b"scores.Z\\ud800\\u001b: is neither")
     # Another tenant's compare id is not found, exactly like an unknown one.
     theirs = post(server, "/v1/router/preferences/score",
                   {"compare_id": cid, "scores": {"A": 0.5}}, key=keys["globex"])
