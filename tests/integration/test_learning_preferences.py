@@ -38,6 +38,15 @@ tenants:
 """
 
 
+class _Unshowable:
+    """A key whose str and repr raise."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+
 @pytest.fixture
 def server(fake: FakeProviderProcess, tmp_path: Path):  # type: ignore[no-untyped-def]
     with learning_server(fake, tmp_path, TENANTS) as server:
@@ -215,6 +224,10 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
         server.service.gateway.score(cid, {"Z\ud800\x1b": 0.5}, tenant="acme")
     assert unprintable.value.field == "scores.Z\\ud800\\u001b"
     assert str(unprintable.value).encode().startswith(b"scores.Z\\ud800\\u001b: is neither")
+    with pytest.raises(InvalidInputError) as unshown:  # (its str raised its own exception)
+        server.service.gateway.score(cid, {_Unshowable(): 0.5},  # type: ignore[dict-item]
+                                     tenant="acme")
+    assert unshown.value.field == "scores.a value of type _Unshowable"
     # Another tenant's compare id is not found, exactly like an unknown one.
     theirs = post(server, "/v1/router/preferences/score",
                   {"compare_id": cid, "scores": {"A": 0.5}}, key=keys["globex"])

@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._messages import json_quoted, listed_names, quoted_path
+from switchpoint._messages import json_quoted, listed_names, quoted, quoted_path
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
@@ -1392,7 +1392,9 @@ class GatewayLearning:
                 except PermissionDeniedError:
                     model = None
             if model is None:
-                raise InvalidInputError(f"scores.{str(key)[:50]}", f"is neither a label nor a "
+                # (a key of another type is shown as quoted shows it: its own str may raise)
+                shown = key[:50] if isinstance(key, str) else quoted(key, 50)
+                raise InvalidInputError(f"scores.{shown}", f"is neither a label nor a "
                                         f"model of this comparison ({', '.join(compare.labels)})")
             named[key] = model
         by_label = [key for key in named if key in compare.labels]
