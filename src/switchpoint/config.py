@@ -115,6 +115,7 @@ from switchpoint.learning.config import (
     check_name,
 )
 from switchpoint.learning.events import MAX_TENANTS
+from switchpoint.router import MAX_CACHE_ENTRIES, MAX_CACHE_TTL_S
 from switchpoint.store.retention import MAX_RETENTION_DAYS
 from switchpoint.store.sqlite import MAX_SPILL_BYTES
 from switchpoint.weights import MAX_WEIGHTS_BYTES, MAX_WEIGHTS_BYTES_LIMIT
@@ -266,8 +267,8 @@ class CacheSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    size: Integer = Field(10_000, ge=0, le=10_000_000)
-    ttl_seconds: Real = Field(3600.0, ge=0, le=366 * 86_400, allow_inf_nan=False)
+    size: Integer = Field(10_000, ge=0, le=MAX_CACHE_ENTRIES)
+    ttl_seconds: Real = Field(3600.0, ge=0, le=MAX_CACHE_TTL_S, allow_inf_nan=False)
 
 
 class CorsSettings(BaseModel):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
-import math
 import numbers
 import threading
 import time
@@ -117,11 +116,21 @@ def check_route_input(prompt: object, embedding: object) -> None:
         raise InvalidInputError("embedding", "give either a prompt or an embedding, not both")
 
 
+#: The most entries a cache holds (the config's ``cache.size`` takes as many): a bound on its
+#: memory, since the LRU evicts only past it.
+MAX_CACHE_ENTRIES = 10_000_000
+#: The longest a decision is kept in the cache: a year (the config's ``cache.ttl_seconds``).
+MAX_CACHE_TTL_S = 366 * 86_400
+
+
 def check_cache_size(size: object, field_name: str) -> int:
-    """A cache's size: a whole number of entries >= 0 (0 turns the cache off)."""
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:
-        raise InvalidInputError(field_name, f"must be a whole number of entries >= 0 (0 turns "
-                                            f"the cache off), got {json_quoted(size)}")
+    """A cache's size: a whole number of entries from 0 (0 turns the cache off) to
+    :data:`MAX_CACHE_ENTRIES`."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not (
+            0 <= int(size) <= MAX_CACHE_ENTRIES):
+        raise InvalidInputError(field_name, f"must be a whole number of entries from 0 (0 turns "
+                                            f"the cache off) to {MAX_CACHE_ENTRIES:,}, got "
+                                            f"{json_quoted(size)}")
     return int(size)
 
 
@@ -184,9 +193,10 @@ class DecisionCache(RemadeOnLoad):
     def __init__(self, size: int = 10_000, ttl_seconds: float = 3600.0) -> None:
         self.size = check_cache_size(size, "cache_size")
         ttl = real_number(ttl_seconds)
-        if ttl is None or not 0.0 <= ttl < math.inf:
-            raise InvalidInputError("cache_ttl", f"must be a number of seconds >= 0 (0: no "
-                                                 f"expiry), got {json_quoted(ttl_seconds)}")
+        if ttl is None or not 0.0 <= ttl <= MAX_CACHE_TTL_S:
+            raise InvalidInputError("cache_ttl", f"must be a number of seconds from 0 (0: no "
+                                                 f"expiry) to {MAX_CACHE_TTL_S:,} (a year), got "
+                                                 f"{json_quoted(ttl_seconds)}")
         self.ttl = ttl
         self._entries: OrderedDict[tuple[Any, ...], tuple[float, RoutingDecision, np.ndarray]] = (
             OrderedDict())

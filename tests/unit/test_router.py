@@ -152,16 +152,23 @@ def test_cache_disabled_and_expiry(make_router: RouterFactory) -> None:
     ({"cache_size": 1.5}, "cache_size"),
     ({"cache_size": "10"}, "cache_size"),
     ({"cache_size": True}, "cache_size"),
+    # Past the bound the config's cache.size has: a cache that large never evicts, so its
+    # memory grows with every prompt (10**400 was taken).
+    ({"cache_size": 10_000_001}, "cache_size"),
+    ({"cache_size": 10**400}, "cache_size"),
     ({"cache_ttl": -1}, "cache_ttl"),
     ({"cache_ttl": math.nan}, "cache_ttl"),  # (would never expire)
     ({"cache_ttl": "60"}, "cache_ttl"),
+    ({"cache_ttl": 366 * 86_400 + 1}, "cache_ttl"),
     ({"embedding_cache_size": -1}, "embedding_cache_size"),
+    ({"embedding_cache_size": 10**12}, "embedding_cache_size"),
 ])
 def test_bad_cache_settings_are_a_typed_error_naming_them(
         make_router: RouterFactory, kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidInputError) as info:
         make_router(**kwargs)
     assert info.value.field == field
+    assert len(str(info.value)) < 200
     if field != "embedding_cache_size":  # (load_router takes the decision cache's two)
         with pytest.raises(InvalidInputError) as info:
             load_router(**kwargs, warm=False)  # type: ignore[arg-type]
@@ -992,6 +999,18 @@ def test_a_model_kept_out_of_auto_is_never_chosen_nor_explored_to(
     assert info.value.field == "available_models"
     assert "strong is never chosen by routing (auto: false" in str(info.value)
     assert "strong" not in router.analyze_routing_distribution([math_prompt(9), poem_prompt(9)])
+
+
+def test_the_cache_bounds_are_the_config_s(make_router: RouterFactory) -> None:
+    """The library takes the largest cache and the longest time the config takes, no more."""
+    from switchpoint.config import CacheSettings
+    from switchpoint.router import MAX_CACHE_ENTRIES, MAX_CACHE_TTL_S
+
+    widest = CacheSettings(size=MAX_CACHE_ENTRIES, ttl_seconds=MAX_CACHE_TTL_S)
+    router = make_router(cache_size=widest.size, cache_ttl=widest.ttl_seconds)
+    assert (router.cache.size, router.cache.ttl) == (10_000_000, 366 * 86_400)
+    with pytest.raises(ValueError):
+        CacheSettings(size=MAX_CACHE_ENTRIES + 1)
 
 
 @pytest.mark.parametrize(("ttl", "kept"), [(0.0, True), (3600.0, False)])
