@@ -65,3 +65,15 @@ def test_a_run_time_experiment_copies_with_its_arms_read_only(
         assert local.route("hi", ab_test=again).experiment == test.name
     finally:
         local.end_ab_test(test)
+
+
+@pytest.mark.parametrize("copied", [*COPIES, copy.copy], ids=["pickle", "deepcopy", "copy"])
+def test_the_gateway_itself_refuses_to_be_copied_saying_to_make_one_in_each_process(
+        local: Gateway, copied: Callable[[Any], Any]) -> None:
+    """(Pickling it raised "cannot pickle '_thread.lock' object", naming none of it; a
+    shallow copy shared its loop, store and lock with the gateway it copied.)"""
+    with pytest.raises(TypeError) as refused:
+        copied(local)
+    assert str(refused.value).startswith("cannot pickle or copy a Gateway")
+    assert "make one in each process" in str(refused.value)
+    assert local.route("Still serving?").selected_model

@@ -56,7 +56,15 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast, runtime_checkable
+from typing import (
+    Any,
+    NoReturn,
+    Protocol,
+    SupportsIndex,
+    TypeVar,
+    cast,
+    runtime_checkable,
+)
 
 import anyio.to_thread
 import numpy as np
@@ -344,6 +352,13 @@ class Gateway:
         return gateway
 
     # Lifecycle ---------------------------------------------------------------------------------
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        # (pickle and copy.deepcopy alike: a copy would share, or lose, what is this process's)
+        raise TypeError("cannot pickle or copy a Gateway: its event loop, store, data_dir lock "
+                        "and upstream connections stay in the process that opened it; make one "
+                        "in each process (Gateway.from_config), or pass its results, which "
+                        "pickle")
 
     @property
     def settings(self) -> Settings:
