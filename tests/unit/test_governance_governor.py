@@ -1261,3 +1261,32 @@ def test_a_ticket_settled_by_two_threads_at_once_is_booked_by_one(tmp_path: Path
     assert sorted(len(rows) for rows, _ in results) == [0, 1]
     assert sorted((charged is None) for _, charged in results) == [False, True]
     assert gov.ledger.spent(tenant_account("acme"), "day") == pytest.approx(0.001)
+
+
+def test_the_models_a_refusal_names_are_listed_bounded(tmp_path: Path) -> None:
+    # A refusal listed every model the caller may use (a tenant may name a thousand), and the
+    # names it refused or found unpriced by a bound of ten of its own: each list is the first
+    # 20 names and how many more, as every message lists names.
+    names = [f"m{i:02}" for i in range(30)]
+    catalog = Catalog([ModelCard(n, provider="openai") for n in names])
+    s = load_settings(overrides={
+        "models": [{"name": n, "provider": "openai", "input_per_mtok": 1,
+                    "output_per_mtok": 1} for n in names],
+        "data_dir": str(tmp_path),
+        "tenants": {"acme": {"models": [*names, "auto"]}, "beta": {"budgets": ["10/day"]}}},
+        environ={})
+    gov = Governor(s)
+    acme = gov.policy(s, "acme", None)
+    first = ", ".join(names[:20])
+    with pytest.raises(PermissionDeniedError) as refused:
+        gov.check_model(acme, "other", catalog)
+    assert str(refused.value).endswith(f"it may use {first} and 11 more"), refused.value
+    with pytest.raises(PermissionDeniedError) as refused:
+        gov.check_candidates(acme, catalog, "models", [f"x{i:02}" for i in range(25)])
+    shown = ", ".join(f'"x{i:02}"' for i in range(20))
+    assert f"may not choose {shown} and 5 more; it may choose among {first} and 10 more" in (
+        str(refused.value)), refused.value
+    with pytest.raises(PermissionDeniedError) as refused:
+        gov.narrow(gov.policy(s, "beta", None), catalog, None)  # (none priced here)
+    assert f"model: {first} and 10 more have no prices in the catalog" in str(refused.value), (
+        refused.value)

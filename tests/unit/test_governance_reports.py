@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from switchpoint.config import Settings, load_settings
-from switchpoint.errors import InvalidInputError
+from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.governance.budgets import period_end
 from switchpoint.governance.ledger import TOTAL, Ledger, LedgerRecord, rebuild
 from switchpoint.governance.reports import Reports
@@ -741,8 +741,8 @@ def test_a_forecast_names_models_gone_from_the_catalog_apart_from_unpriced_ones(
     only_mid = Catalog([ModelCard("mid")])
     tip = Reports(reports.db_path, reports.settings, catalog=only_mid,
                   clock=reports.clock).forecast_cost(1000, 500, 200)["optimization_tip"]
-    assert tip == ("nothing to project: mid has no prices in the catalog (give it "
-                   "input_per_mtok and output_per_mtok), and big and small are gone from it "
+    assert tip == ("nothing to project: the catalog has no prices for mid (give it "
+                   "input_per_mtok and output_per_mtok), and it no longer holds big, small "
                    "(the mix logged with them will change as the gateway routes over the "
                    "current catalog: forecast again once it has)"), tip
     gone = Reports(reports.db_path, reports.settings,
@@ -752,8 +752,8 @@ def test_a_forecast_names_models_gone_from_the_catalog_apart_from_unpriced_ones(
     assert sorted(gone["removed_models"]) == ["big", "mid", "small"]
     assert gone["removed_requests_pct"] == 1.0
     assert "no prices" not in gone["optimization_tip"], gone["optimization_tip"]
-    assert gone["optimization_tip"].startswith("nothing to project: big, mid and small are "
-                                               "gone from the catalog"), gone["optimization_tip"]
+    assert gone["optimization_tip"].startswith("nothing to project: the catalog no longer "
+                                               "holds big, mid, small"), gone["optimization_tip"]
 
 
 def test_a_budget_alert_in_a_deployments_first_seconds_projects_over_five_minutes(
@@ -968,3 +968,34 @@ def test_an_alerts_level_is_one_rule_for_every_budget_and_the_hourly_one() -> No
     assert alert_level(0.1, 1.0, 1.0, 0.8) == "warning"  # projected to reach it
     assert [alert_level(0.0, 0.0, 0.0, 0.8), alert_level(0.0, 0.0, 0.01, 0.8),
             alert_level(0.01, 0.0, 0.01, 0.8)] == ["ok", "warning", "critical"]
+
+
+def test_a_forecast_lists_the_models_of_unknown_cost_bounded(tmp_path: Path) -> None:
+    # The tip listed at most ten models it could not price, by a rule of its own: it lists
+    # them as every message lists names, the first 20 and how many more.
+    from switchpoint.catalog import Catalog, ModelCard
+
+    s = settings(tmp_path)
+    with SQLiteStore(s.db_path) as store:
+        for i in range(25):
+            store.append(RequestRecord(
+                id=f"r{i}", ts=T0 - 60, requested_model=f"gone-{i:02}", status="ok",
+                http_status=200, pin_state="fresh", stream=False, latency_ms=10.0,
+                model=f"gone-{i:02}", prompt_tokens=10, completion_tokens=10)).result()
+    catalog = Catalog([ModelCard("other", input_per_mtok=1, output_per_mtok=2)])
+    tip = Reports(s.db_path, s, catalog=catalog, clock=lambda: T0).forecast_cost(
+        10, 100, 100)["optimization_tip"]
+    shown = ", ".join(f"gone-{i:02}" for i in range(20))
+    assert tip.startswith(f"nothing to project: the catalog no longer holds {shown} and 5 "
+                          "more (the mix logged with them will change"), tip
+
+
+def test_an_unknown_tenant_lists_the_known_ones_bounded(tmp_path: Path) -> None:
+    s = load_settings(overrides={"data_dir": str(tmp_path),
+                                 "tenants": {f"t{i:02}": {} for i in range(30)}}, environ={})
+    SQLiteStore(s.db_path).close()
+    with pytest.raises(NotFoundError) as info:
+        Reports.from_settings(s, clock=lambda: T0).check_tenant("nobody")
+    shown = ", ".join(["default", *(f"t{i:02}" for i in range(19))])
+    assert str(info.value).endswith(f"known: {shown} and 11 more (default: requests without "
+                                    "a tenant)"), str(info.value)

@@ -483,7 +483,7 @@ class Governor:
         if isinstance(exc, UnknownModelError):
             return UnknownModelError(exc.field, exc.names, shown)
         return ModelNotFoundError(f"model: {json_quoted(requested, 200)} is not in this gateway's "
-                                  f"catalog; {policy.who} may use {', '.join(shown) or 'none'}",
+                                  f"catalog; {policy.who} may use {listed_names(shown) or 'none'}",
                                   param="model")
 
     def check_model(self, policy: Policy, requested: str, catalog: Catalog, *,
@@ -509,7 +509,7 @@ class Governor:
             own = policy.key.models if policy.key is not None else None
             return PermissionDeniedError(
                 f"{field}: {policy.who} may use no model: "
-                + (f"its models ({', '.join(own)}) are none of its tenant's any more (the "
+                + (f"its models ({listed_names(own)}) are none of its tenant's any more (the "
                    "configuration changed); " if own else "")
                 + "ask the operator for a key of the models its tenant may use now",
                 param=field)
@@ -517,18 +517,18 @@ class Governor:
             if AUTO not in policy.models:
                 return PermissionDeniedError(
                     f'{field}: {policy.who} may not use "auto" (routing); it may use '
-                    f"{', '.join(policy.models)}", param=field)
+                    f"{listed_names(policy.models)}", param=field)
             names = self.allowed_names(policy, catalog)
             if names is not None and not names:
                 return PermissionDeniedError(
                     f"{field}: none of the models {policy.who} may use is in the catalog any more "
-                    f"({', '.join(m for m in policy.models if m != AUTO)}), so \"auto\" has "
+                    f"({listed_names(m for m in policy.models if m != AUTO)}), so \"auto\" has "
                     "nothing to route to; ask the operator", param=field)
             return None
         if requested not in policy.models:
             return PermissionDeniedError(
                 f"{field}: {policy.who} may not use {json_quoted(str(requested), 100)}; it may "
-                f"use {', '.join(policy.models)}", param=field)
+                f"use {listed_names(policy.models)}", param=field)
         return None
 
     def _reacher(self, policy: Policy, catalog: Catalog) -> Callable[[str], bool]:
@@ -556,10 +556,10 @@ class Governor:
             return
         bad = [n for n in names if n not in pool]
         if bad:
-            shown = ", ".join(json_quoted(str(n), 100) for n in bad[:10])
+            shown = listed_names(json_quoted(str(n)) for n in bad)
             raise PermissionDeniedError(
                 f"{field}: the routing of {policy.who} may not choose {shown}; it may choose among "
-                f"{', '.join(pool) or 'none'}", param=field)
+                f"{listed_names(pool) or 'none'}", param=field)
 
     def check_teachable(self, policy: Policy, model: str, catalog: Catalog) -> None:
         """403 unless the caller may teach its tenant about ``model``'s answers: one it
@@ -568,7 +568,7 @@ class Governor:
         if not self.reaches(policy, model, catalog):
             raise PermissionDeniedError(
                 f"this is about an answer of a model {policy.who} may not use, so it cannot "
-                f"teach it; it may use {', '.join(self.visible(policy, catalog)) or 'none'}",
+                f"teach it; it may use {listed_names(self.visible(policy, catalog)) or 'none'}",
                 param="model")
 
     def narrow(self, policy: Policy, catalog: Catalog, candidates: Sequence[str] | None, *,
@@ -607,10 +607,9 @@ class Governor:
     def _unpriced(policy: Policy, names: Sequence[str]) -> str:
         """Why a caller's budgets keep it from ``names`` (models without prices)."""
         watched = ", ".join(describe_account(a) for a in policy.budgets)
-        shown = ", ".join(names[:10]) + (f" (and {len(names) - 10} more)"
-                                        if len(names) > 10 else "")
-        return (f"{shown} {'has' if len(names) == 1 else 'have'} no prices in the catalog, so "
-                f"what {'it costs' if len(names) == 1 else 'they cost'} is unknown and the "
+        one = len(names) == 1
+        return (f"{listed_names(names)} {'has' if one else 'have'} no prices in the catalog, "
+                f"so what {'it costs' if one else 'they cost'} is unknown and the "
                 f"budgets that watch {policy.who}'s requests ({watched}) could not hold it; "
                 "requests under a budget use priced models only (the operator gives a model "
                 "input_per_mtok and output_per_mtok, 0 for a free one)")
@@ -668,21 +667,21 @@ class Governor:
                      and TIERS.index(catalog[m].tier or "trivial") >= floor]
             if not names:
                 raise NoCapableModelError(
-                    f"messages: none of {', '.join(allowed)} has a tier of "
+                    f"messages: none of {listed_names(allowed)} has a tier of "
                     f"{json_quoted(esc.min_tier)} or "
                     "above (escalation.min_tier)", {m: ["below min_tier"] for m in allowed})
         if esc.capability is not None:
             names = [m for m in names if catalog[m].has(esc.capability)]
             if not names:
                 raise NoCapableModelError(
-                    f"messages: none of {', '.join(allowed)} lists the capability "
+                    f"messages: none of {listed_names(allowed)} lists the capability "
                     f"{json_quoted(esc.capability)} (escalation.capability)",
                     {m: [f"lacks {esc.capability}"] for m in allowed})
         if esc.prefer_provider is not None:
             preferred = [m for m in names if catalog[m].provider == esc.prefer_provider]
             if preferred and len(preferred) < len(names):
                 notes.append(f"Preferred provider {esc.prefer_provider}: routed among "
-                             f"{', '.join(preferred)}.")
+                             f"{listed_names(preferred)}.")
                 names = preferred
         return names
 
@@ -851,11 +850,11 @@ class Governor:
             cards = [c for c in cards if c.priced]
             if not cards:
                 raise PermissionDeniedError(
-                    f"model: {', '.join(unpriced)} have no prices in the catalog, so no budget "
+                    f"model: {listed_names(unpriced)} have no prices in the catalog, so no budget "
                     "can hold what they cost; give them input_per_mtok and output_per_mtok (0 "
                     "for a free model)", param="model")
             notes.append(f"No prices, so no budget can hold what it costs; left out of the "
-                         f"fallbacks: {', '.join(unpriced)}.")
+                         f"fallbacks: {listed_names(unpriced)}.")
         per_card: dict[str, dict[str, tuple[Budget, ...]]] = {}
         for card in cards:
             own: dict[str, tuple[Budget, ...]] = {}

@@ -344,13 +344,6 @@ class IssuedKey:
         return {"key": self.key, **self.record.to_dict(now)}
 
 
-def _names(names: Sequence[str], most: int = 10) -> str:
-    """Model names as an error quotes them: the first ``most``, each quoted as JSON writes it
-    and cut short (a name given is any string, of any length)."""
-    shown = ", ".join(json_quoted(n, 100) for n in names[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
 @dataclass(frozen=True)
 class KeySpec:
     """What a new key may do (each field narrows its tenant's)."""
@@ -416,13 +409,14 @@ class KeySpec:
             if catalog is not None:
                 unknown = [m for m in models if m != "auto" and m not in catalog]
                 if unknown:
-                    raise InvalidInputError("models", f"not in the catalog: "
-                                                      f"{_names(unknown)}; use "
+                    shown = listed_names(map(json_quoted, unknown))
+                    raise InvalidInputError("models", f"not in the catalog: {shown}; use "
                                                       f"{listed_names(catalog)} or 'auto'")
             if tenant_models is not None and not [m for m in models if m in tenant_models]:
-                raise InvalidInputError("models", f"none of {_names(models)} is among the "
-                                                  f"models tenant {json_quoted(self.tenant, 100)} "
-                                                  f"may use ({listed_names(tenant_models)}); a key "
+                shown = listed_names(map(json_quoted, models))
+                raise InvalidInputError("models", f"none of {shown} is among the models tenant "
+                                                  f"{json_quoted(self.tenant, 100)} may use "
+                                                  f"({listed_names(tenant_models)}); a key "
                                                   "narrows its tenant's models")
             models = list(dict.fromkeys(models))
             if len(models) > MAX_CATALOG_MODELS + 1:

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from switchpoint._json import lone_surrogate
-from switchpoint._messages import cut, json_quoted, listed_names, people_number
+from switchpoint._messages import json_quoted, listed_names, people_number
 from switchpoint._numbers import real_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard, check_token_counts
 from switchpoint.config import Settings
@@ -85,9 +85,8 @@ SWEEP = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 # A what-if whose expected quality falls by at most this much counts as "no real loss".
 QUALITY_TOLERANCE = 0.01
 NONE = "(none)"
-# How much of a tenant's name an error quotes, and how many known tenants it lists.
+# How much of a tenant's name an error quotes.
 MAX_TENANT_SHOWN = 66
-MAX_TENANTS_LISTED = 20
 
 
 # The reference prompt the router prices a request at to set the λ scale (see router.py).
@@ -329,9 +328,7 @@ class Reports:
         from switchpoint.gateway.redact import redact
 
         known = sorted({*self.settings.tenants, *self.logged_tenants(), DEFAULT_TENANT})
-        shown = ", ".join(cut(name, MAX_TENANT_SHOWN) for name in known[:MAX_TENANTS_LISTED])
-        if len(known) > MAX_TENANTS_LISTED:
-            shown += f" (and {len(known) - MAX_TENANTS_LISTED} more)"
+        shown = listed_names(known, width=MAX_TENANT_SHOWN)
         return (f"{json_quoted(redact(tenant), MAX_TENANT_SHOWN)} is neither a tenant of the "
                 f"config nor one the request or feedback log names; known: {shown} (default: "
                 "requests without a tenant)")
@@ -670,15 +667,14 @@ class Reports:
             why = []
             if unpriced:
                 one = len(unpriced) == 1
-                why.append(f"{_and(sorted(unpriced))} {'has' if one else 'have'} no prices in "
-                           f"the catalog (give {'it' if one else 'them'} input_per_mtok and "
+                why.append(f"the catalog has no prices for {listed_names(sorted(unpriced))} "
+                           f"(give {'it' if one else 'them'} input_per_mtok and "
                            "output_per_mtok)")
             if removed:
-                one = len(removed) == 1
-                why.append(f"{_and(sorted(removed))} {'is' if one else 'are'} gone from "
-                           f"{'it' if unpriced else 'the catalog'} (the mix logged with "
-                           f"{'it' if one else 'them'} will change as the gateway routes over "
-                           "the current catalog: forecast again once it has)")
+                why.append(f"{'it' if unpriced else 'the catalog'} no longer holds "
+                           f"{listed_names(sorted(removed))} (the mix logged with "
+                           f"{'it' if len(removed) == 1 else 'them'} will change as the gateway "
+                           "routes over the current catalog: forecast again once it has)")
             return "nothing to project: " + ", and ".join(why)
         if hourly <= 0:
             return "nothing to save: the projected spend is zero"
@@ -1205,15 +1201,6 @@ def _shut(alert: Mapping[str, Any], seen: str) -> str:
 
 _ACCOUNT_COLUMNS = {"key": "key_id", "tenant": "tenant", "model": "model",
                     "provider": "provider"}
-
-
-def _and(names: Sequence[str], most: int = 10) -> str:
-    """Names as a sentence lists them: ``a``, ``a and b``, ``a, b and c``; past ``most``, the
-    first ones and how many more (each cut short: a logged name may be long)."""
-    shown = [cut(n, 100) for n in names[:most]]
-    if len(names) > most:
-        return f"{', '.join(shown)} and {len(names) - most} more"
-    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
 
 
 def _lambdas(values: Iterable[float], most: int = 4) -> str:
