@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from switchpoint import Gateway
+from switchpoint._messages import MAX_LISTED
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import ConfigError
 from switchpoint.gateway.live import RouterFactory
@@ -31,7 +32,8 @@ from switchpoint.server import create_app, runner
 from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.weights import default_weights_path, load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import gateway_server
+from tests.integration.gateway_env import KEYS, config_text, gateway_server
+from tests.integration.published_schema import Published
 from tests.integration.servers import (
     ProcessServer,
     free_port,
@@ -145,6 +147,33 @@ def test_a_swap_to_weights_without_a_profile_of_some_catalog_models_names_them(
         assert warned == [swapped["note"]]
         assert any(rec.getMessage().startswith("router swapped: ") and
                    swapped["weights_id"] in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_swap_names_the_first_unprofiled_models_and_counts_them_all(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A catalog of thousands of models the weights do not profile listed every one in the
+    swap's answer and its note: both list the first 20, and the answer says how many in
+    all, as the published schema says."""
+    spares = [f"spare-{n:03}" for n in range(MAX_LISTED + 5)]
+    entries = "".join(f'  - {{name: {name}, base_url: "{gw_fake.openai_base_url}", '
+                      "input_per_mtok: 0.05, output_per_mtok: 0.1, context_window: 8000, "
+                      "tier: simple}\n" for name in spares)
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake).replace("data_dir:", entries + "data_dir:", 1),
+                      encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server, \
+            caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+        published = Published(httpx.get(f"{server.base}/openapi.json", timeout=15).json())
+        swapped = published.valid("POST", "/v1/router/policy/{name}", httpx.post(
+            f"{server.base}/v1/router/policy/knn", timeout=60))
+        unprofiled = ["fresh", *spares]  # (in the catalog's order)
+        assert swapped["unprofiled_models"] == unprofiled[:MAX_LISTED]
+        assert swapped["unprofiled_models_count"] == len(unprofiled) == MAX_LISTED + 6
+        assert f"{unprofiled[MAX_LISTED - 1]} and 6 more: they are routed" in swapped["note"]
+        assert unprofiled[MAX_LISTED] not in swapped["note"]
+        warned = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+        assert warned == [swapped["note"]]
 
 
 def test_a_swap_back_to_the_configured_weights_policy_serves_them_again(

@@ -22,7 +22,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from switchpoint._messages import json_quoted, listed_names
+from switchpoint._messages import MAX_LISTED, json_quoted, listed_names
 from switchpoint.config import Settings
 from switchpoint.embedding import Embedder, embedder_from_id
 from switchpoint.errors import (
@@ -86,13 +86,21 @@ class Live:
 
     def unprofiled_note(self) -> str | None:
         """What to tell whoever loaded these weights about the catalog models they do not
-        profile, or None when they profile every one."""
+        profile (the first :data:`MAX_LISTED`, by :func:`listed_names`), or None when they
+        profile every one."""
         if not self.unprofiled:
             return None
         return (f"the {self.policy} weights {self.weights_id} have no learned profile for "
-                f"catalog model(s) {', '.join(self.unprofiled)}: they are routed by tier and "
+                f"catalog model(s) {listed_names(self.unprofiled)}: they are routed by tier and "
                 "price alone; label them (switchpoint label, then add-model) or load weights "
                 "that profile them")
+
+    def unprofiled_answer(self) -> dict[str, Any]:
+        """The unprofiled models as a swap's answer gives them: the first
+        :data:`MAX_LISTED`, as its note lists them, how many in all, and the note."""
+        return {"unprofiled_models": list(self.unprofiled[:MAX_LISTED]),
+                "unprofiled_models_count": len(self.unprofiled),
+                "note": self.unprofiled_note()}
 
 
 class RouterFactory:

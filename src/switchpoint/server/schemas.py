@@ -636,7 +636,11 @@ class SwapResponse(BaseModel):
         description="Catalog models auto may choose that the new weights have no learned "
                     "profile for: they are "
                     "routed by tier and price alone until labelled (switchpoint label, "
-                    "add-model).")
+                    f"add-model). The first {MAX_LISTED} of them (unprofiled_models_count "
+                    "says how many in all).")
+    unprofiled_models_count: int = Field(
+        0, description="How many catalog models the new weights have no learned profile "
+                       "for, listed in unprofiled_models or not.")
     note: str | None = Field(
         None, description="What the new weights leave unprofiled, in words (null when they "
                           "profile every catalog model).")

@@ -177,7 +177,7 @@ def _swapped(old: Live, new: Live, ms: float) -> dict[str, Any]:
     return {"policy": new.policy, "weights_id": new.weights_id, "models": new.router.models,
             "previous_policy": old.policy, "previous_weights_id": old.weights_id,
             "load_ms": round(ms, 1), "restart_required": list(new.restart_required),
-            "unprofiled_models": list(new.unprofiled), "note": new.unprofiled_note()}
+            **new.unprofiled_answer()}
 
 
 @router.get("/v1/router/health", dependencies=ADMIN, tags=["admin"],
