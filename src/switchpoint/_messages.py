@@ -16,7 +16,7 @@ import math
 import re
 import sys
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from switchpoint.errors import InvalidInputError
@@ -246,10 +246,21 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
     return msg[:1].lower() + msg[1:] + sent
 
 
+def entry_param(field: str, path: str, keyed: Collection[str] = ()) -> str:
+    """The ``param`` of an error at ``path`` inside the request's top-level ``field``: the
+    field, or, where it is a mapping keyed by names the caller chose (``keyed``: a
+    comparison's scores by label, an experiment's arms by name), the whole ``path`` to the
+    entry at fault (``scores.A``, ``arms.y.weight``), as an entry that is not there is named:
+    the client is told which of its entries to fix."""
+    return path if field in keyed and path != field else field
+
+
 def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
-                            root: str = "body") -> InvalidInputError:
+                            root: str = "body", keyed: Collection[str] = ()
+                            ) -> InvalidInputError:
     """The first pydantic error of a request body as an :class:`InvalidInputError` naming the
-    field (``field`` is the top-level field at fault, or ``root``)."""
+    field (``param`` is the top-level field at fault, or ``root``; inside a field of
+    ``keyed``, the entry's path: :func:`entry_param`)."""
     err = errors[0]
     listed = f" with the fields {', '.join(fields)}" if fields else ""
     raw_loc = tuple(err["loc"])
@@ -274,6 +285,7 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
     # A key of the body is any string the client sent: quoted short, like a value.
     param = cut(str(loc[0]), MAX_FIELD) if loc else root
     path = cut(key_path(loc, root), 2 * MAX_FIELD)
+    param = entry_param(param, path, keyed)
     if kind == "extra_forbidden":
         known = f"; the fields are {', '.join(fields)}" if fields else ""
         return invalid_at(param, path, f"is not a field of this request{known}")

@@ -129,7 +129,11 @@ def test_an_empty_strategy_over_http_is_the_configured_routing(fake: FakeProvide
     ({"name": "x", "tenants": ["globex"] * 5000}, 400, "tenants"),
     ({"name": "x", "min_n": 0}, 400, "min_n"),
     ({"name": "x", "arms": {"p": {}}}, 400, "arms"),
-    ({"name": "x", "arms": {"p": {}, "q": {"weight": 5e-324}}}, 400, "arms"),
+    # An arm's bad setting names the arm's path, as the arm's own checks do.
+    ({"name": "x", "arms": {"p": {}, "q": {"weight": 5e-324}}}, 400, "arms.q.weight"),
+    ({"name": "x", "arms": {"p": {}, "q": {"weight": "heavy"}}}, 400, "arms.q.weight"),
+    ({"name": "x", "arms": {"p": {}, "q": {"weight": -1}}}, 400, "arms.q.weight"),
+    ({"name": "x", "arms": {"p": {}, "q": 5}}, 400, "arms.q"),
     ({"name": "x", "split": 1e-9}, 400, "split"),
     ({"name": "x", "arms": {"p": {}, "q": {}}, "strategy_a": "quality_first"}, 400, "arms"),
     ({"name": "x", "colour": "red"}, 400, "colour"),

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from switchpoint.config import load_settings
@@ -202,9 +203,11 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
                    key=acme).json()
     cid = compare["compare_id"]
     bad_scores = [
-        ({"compare_id": cid, "scores": {"A": 1.5}}, "scores", 400),
-        ({"compare_id": cid, "scores": {"A": -1}}, "scores", 400),
-        ({"compare_id": cid, "scores": {"A": "high"}}, "scores", 400),
+        # A bad score names its label, as an unknown label is named.
+        ({"compare_id": cid, "scores": {"A": 1.5}}, "scores.A", 400),
+        ({"compare_id": cid, "scores": {"B": 0.5, "A": -1}}, "scores.A", 400),
+        ({"compare_id": cid, "scores": {"A": "high"}}, "scores.A", 400),
+        ({"compare_id": cid, "scores": {"B": None}}, "scores.B", 400),
         ({"compare_id": cid, "scores": {}}, "scores", 400),
         ({"compare_id": cid, "scores": {"Z": 0.5}}, "scores.Z", 400),
         ({"compare_id": cid, "scores": {"runner": 0.5}}, "scores.runner", 400),
@@ -228,6 +231,13 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
         server.service.gateway.score(cid, {_Unshowable(): 0.5},  # type: ignore[dict-item]
                                      tenant="acme")
     assert unshown.value.field == "scores.a value of type _Unshowable"
+    # NaN (which JSON does not have, but some writers send) alike.
+    r = httpx.post(f"{server.base}/v1/router/preferences/score",
+                   content=f'{{"compare_id": "{cid}", "scores": {{"A": NaN}}}}',
+                   headers={"authorization": f"Bearer {acme}",
+                            "content-type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "scores.A", r.text
+    assert r.json()["error"]["message"].startswith("scores.A: must be a finite number"), r.text
     # Another tenant's compare id is not found, exactly like an unknown one.
     theirs = post(server, "/v1/router/preferences/score",
                   {"compare_id": cid, "scores": {"A": 0.5}}, key=keys["globex"])

@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from switchpoint._args import expect
-from switchpoint._messages import invalid_at, json_quoted, key_path, listed_names, reason
+from switchpoint._messages import (
+    entry_param,
+    invalid_at,
+    json_quoted,
+    key_path,
+    listed_names,
+    reason,
+)
 from switchpoint.config import Settings, check_experiments
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
@@ -61,6 +68,8 @@ STRATEGIES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "quality_first": MappingProxyType({"cost_weight": 0.0})})
 #: What a strategy given as a mapping may set (its share of the traffic is ``split``'s).
 ARM_SETTINGS = ("policy", "cost_weight", "models")
+#: The argument keyed by names the caller chose: an error inside it names the arm's path.
+ARMS = frozenset({"arms"})
 #: How a run-time experiment is ended, for the errors that say so: by the service (or the
 #: Python program) that runs it, or from the command line while none runs.
 END_HINT = ("Gateway.end_ab_test or DELETE /v1/router/experiments/{0} while the service runs, "
@@ -190,7 +199,8 @@ def _field_error(err: Any, by_strategies: bool) -> InvalidInputError:
         if by_strategies:
             loc = (f"strategy_{loc[1]}", *loc[2:])
     path = key_path(loc, "arms")
-    return invalid_at(str(loc[0]) if loc else "arms", path, reason(err, known))
+    return invalid_at(entry_param(str(loc[0]) if loc else "arms", path, ARMS), path,
+                      reason(err, known))
 
 
 def _request_error(exc: ConfigError, name: str, by_strategies: bool
@@ -205,7 +215,8 @@ def _request_error(exc: ConfigError, name: str, by_strategies: bool
         path = "split"  # (the arms' weights are what it makes of the split)
     elif by_strategies and path.startswith(("arms.a", "arms.b")):
         path = f"strategy_{path[5]}{path[6:]}"
-    return invalid_at(path.split(".")[0].split("[")[0], path, exc.reason)
+    return invalid_at(entry_param(path.split(".")[0].split("[")[0], path, ARMS), path,
+                      exc.reason)
 
 
 class RuntimeExperiments:

@@ -61,13 +61,15 @@ _STRUCTURE = json.JSONDecoder(object_pairs_hook=unique_keys, parse_float=_number
 
 def parse_body(model: type[Body], raw: bytes) -> Body:
     """``raw`` as a ``model``; :class:`InvalidInputError` naming the field (``body`` for what
-    is wrong with the JSON itself) otherwise."""
+    is wrong with the JSON itself; the entry's path inside a field the model lists in its
+    ``keyed_fields``, mappings keyed by the caller's names) otherwise."""
     raw = _utf8(raw.removeprefix(_BOM))  # as the chat gateway's reader (Python's json) takes it
     _check_text(raw)
     try:
         return model.model_validate_json(raw or b"")
     except ValidationError as exc:
-        raise invalid_from_validation(list(exc.errors()), list(model.model_fields)) from None
+        raise invalid_from_validation(list(exc.errors()), list(model.model_fields),
+                                      keyed=getattr(model, "keyed_fields", ())) from None
 
 
 def _utf8(raw: bytes) -> bytes:

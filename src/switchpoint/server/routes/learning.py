@@ -20,7 +20,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_MODEL_NAME
 from switchpoint.errors import InvalidInputError, PermissionDeniedError
+from switchpoint.gateway.ab_tests import ARMS
 from switchpoint.gateway.feedback_log import MAX_COMMENT, MAX_DECISION_ID
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
@@ -134,6 +135,9 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"compare_id": "9c1e...", "scores": {"A": 0.9, "B": 0.4}}]})
 
+    # A bad score names its label (scores.A), as an unknown label is named.
+    keyed_fields: ClassVar[frozenset[str]] = frozenset({"scores"})
+
     compare_id: StrictStr = Field(min_length=1, max_length=200)
     scores: dict[StrictStr, Quality] = Field(min_length=1, max_length=MAX_COMPARE_MODELS)
     tenant: TenantName | None = Field(None, description="Act for this tenant (admin token).")
@@ -151,6 +155,9 @@ class ExperimentCreate(BaseModel):
          "strategy_b": "quality_first", "split": 0.3},
         {"name": "neighbours", "tenants": ["acme"], "min_n": 50,
          "arms": {"control": {}, "knn": {"policy": "knn", "weight": 0.5}}}]})
+
+    # A bad arm names its path (arms.q.weight), as the experiment's own checks name it.
+    keyed_fields: ClassVar[frozenset[str]] = ARMS
 
     name: StrictStr = Field(description="1-64 letters, digits, '_', '.' or '-'; not the name "
                                         "of another experiment (of the config, or made at run "
