@@ -136,12 +136,14 @@ _FILLED = "_option_fields"
 
 def fills(parser: argparse.ArgumentParser, **fields: str) -> None:
     """Say which option of ``parser``'s command fills which field of what it calls
-    (``available_models="--models"``): an error about that field, when the option was given,
-    names the option the user typed (:func:`as_typed`). An option the parser lacks is a
-    mistake of the command line's, raised as it is built."""
+    (``available_models="--models"``; a positional argument by the name its usage shows,
+    ``name="MODEL"``): an error about that field, when the option was given, names the
+    option the user typed (:func:`as_typed`). An option the parser lacks is a mistake of the
+    command line's, raised as it is built."""
     known = dict(parser.get_default(_FILLED) or {})
     for field, option in fields.items():
-        action = next((a for a in parser._actions if option in a.option_strings), None)
+        action = next((a for a in parser._actions if option in a.option_strings or (
+            not a.option_strings and (a.metavar or a.dest) == option)), None)
         if action is None:
             raise ValueError(f"{parser.prog} has no option {option}")
         known[field] = (option, action.dest)

@@ -743,21 +743,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("add-model", parents=[feedback, cap],
                        help="teach the weights a new model from labelled records")
-    p.add_argument("name", help="the new model's name")
-    p.add_argument("records", help="routing records that label the model")
+    p.add_argument("name", metavar="MODEL", help="the new model's name")
+    p.add_argument("records", metavar="RECORDS", help="routing records that label the model")
     p.add_argument("--weights", help="weights package to extend (default: the bundled one, "
                    "which needs --out)")
     p.add_argument("--out", help="write here instead of updating --weights in place")
     p.add_argument("--label", help="the model's name inside the records, if different")
     p.set_defaults(func=cmd_add_model)
+    _options.fills(p, name="MODEL")
 
     p = sub.add_parser("remove-model", parents=[feedback, cap],
                        help="remove a model from a weights package")
-    p.add_argument("name", help="the model to remove (see switchpoint info)")
+    p.add_argument("name", metavar="MODEL", help="the model to remove (see switchpoint info)")
     p.add_argument("--weights", required=True,
                    help="weights package to remove it from (in place, unless --out)")
     p.add_argument("--out", help="write here instead of updating --weights in place")
     p.set_defaults(func=cmd_remove_model)
+    _options.fills(p, name="MODEL")
 
     p = sub.add_parser("info", parents=[cap], help="describe a weights package")
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")

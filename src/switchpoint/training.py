@@ -49,10 +49,10 @@ def select_split(records: RecordSet, split: str | None,
             present = sorted({s for s in records.splits if s is not None})
             raise RecordsError(
                 source, None,
-                f"the records carry splits ({', '.join(map(repr, present))}) but none is "
-                "'train', the split fitting uses when records have splits; name the split to "
-                f"fit on (--split {present[0]} on the command line, split= in Python), or "
-                "remove the split fields to fit on every record")
+                f"the records carry the splits {listed_names(map(json_quoted, present))} but "
+                'none is "train", the split fitting uses when records have splits; name the '
+                f"split to fit on (--split {present[0]} on the command line, split= in "
+                "Python), or remove the split fields to fit on every record")
         return records.split("train").check_labelled(source, "train")
     return records
 

@@ -1323,7 +1323,7 @@ def test_fit_on_records_with_splits_but_no_train_says_to_name_one(
                               for i, split in enumerate(["dev", "test", "dev", "test"])) + "\n")
     out = tmp_path / "weights"
     code, _, err = run(["fit", path, "--out", out, "--n-clusters", "2"], capsys)
-    assert_bad_input(code, err, str(path), "splits ('dev', 'test') but none is 'train'",
+    assert_bad_input(code, err, str(path), 'the splits "dev", "test" but none is "train"',
                      "--split dev")
     assert not out.exists()
     # Fitting on every record (no split fields) says so in `info`.
@@ -1439,7 +1439,9 @@ def test_add_and_remove_model(
     # Adding it again is refused.
     code, _, err = run(["add-model", "super", labels, "--weights", weights_copy, "--label",
                         "Super-Model"], capsys)
-    assert_bad_input(code, err, '"super"', "already")
+    # (The model's name is named as the usage shows it, not as the library's field.)
+    assert_bad_input(code, err, 'MODEL: model "super" is already in these weights')
+    assert "name:" not in err
     # Labels for a model the records do not have.
     code, _, err = run(["add-model", "other2", labels, "--weights", weights_copy, "--label",
                         "Absent"], capsys)
@@ -1461,7 +1463,7 @@ def test_add_and_remove_model(
     assert code == 0
     assert load_weights(weights_copy).models == before.models
     code, _, err = run(["remove-model", "super", "--weights", weights_copy], capsys)
-    assert_bad_input(code, err, '"super"', "not in these weights")
+    assert_bad_input(code, err, 'MODEL: model "super" is not in these weights')
 
 
 def test_add_model_without_weights_extends_the_bundled_ones_into_out(

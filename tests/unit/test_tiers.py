@@ -308,3 +308,16 @@ def test_fit_rejects_mismatched_arrays_and_unlabelled_models() -> None:
     scores[:, 1] = np.nan
     with pytest.raises(InvalidInputError):
         TiersPolicy().fit(Inputs(texts=texts), scores, costs, list(MODELS))
+
+
+def test_models_without_labels_are_named_as_words() -> None:
+    # They were named as a Python list (model(s) ['a', 'b'] have no labels ...).
+    texts, scores, costs = _training_set()
+    scores = np.array(scores, dtype=np.float64)
+    scores[:, :2] = np.nan
+    with pytest.raises(InvalidInputError) as info:
+        TiersPolicy().fit(Inputs(texts=texts), scores, costs, list(MODELS))
+    first, second = list(MODELS)[:2]
+    assert info.value.field == "records"
+    assert str(info.value).startswith(f'records: "{first}", "{second}" have no labels in these '
+                                      "records"), str(info.value)

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._messages import MAX_LISTED, json_quoted
+from switchpoint._messages import MAX_LISTED, json_quoted, listed_names
 from switchpoint.errors import InvalidInputError, NotFittedError, UnknownModelError
 
 Array = npt.NDArray[np.float64]
@@ -461,8 +461,9 @@ def check_training_arrays(scores: Array, costs: Array, models: list[str], n: int
     unlabelled = [m for j, m in enumerate(models) if np.all(np.isnan(scores[:, j]))]
     if unlabelled:
         raise InvalidInputError(
-            "records", f"model(s) {unlabelled} have no labels in these records; label at least "
-            "one prompt for each model, or leave the model out",
+            "records", f"{listed_names(map(json_quoted, unlabelled))} "
+            f"{'has' if len(unlabelled) == 1 else 'have'} no labels in these records; label "
+            "at least one prompt for each model, or leave the model out",
         )
 
 

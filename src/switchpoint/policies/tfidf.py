@@ -297,11 +297,6 @@ class TfidfPolicy(TablePolicy):
         check_training_arrays(scores, costs, models, len(texts))
         scores = np.asarray(scores, dtype=np.float64)
         costs = np.asarray(costs, dtype=np.float64)
-        unlabelled = [m for j, m in enumerate(models) if np.all(np.isnan(scores[:, j]))]
-        if unlabelled:
-            raise InvalidInputError(
-                "scores", f"model(s) {', '.join(map(repr, unlabelled))} have no labelled examples"
-            )
         vectorizer = TfidfVectorizer(self.max_features, self.min_df)
         x = vectorizer.fit_transform(texts)
         difficulty = nan_mean(1.0 - scores, axis=1)

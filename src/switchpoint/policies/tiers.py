@@ -34,7 +34,6 @@ from typing import Any, Self
 
 import numpy as np
 
-from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Array,
     Estimates,
@@ -365,11 +364,6 @@ class TiersPolicy(TablePolicy):
         self.validate_params()
         texts = self._texts(inputs)
         check_training_arrays(scores, costs, models, len(texts))
-        unlabelled = [m for j, m in enumerate(models) if np.all(np.isnan(scores[:, j]))]
-        if unlabelled:
-            raise InvalidInputError(
-                "scores", f"model(s) {', '.join(map(repr, unlabelled))} have no labelled examples"
-            )
         ids = [classify_tier(t).index for t in texts]
         weights = _onehot(ids, self.n_units)
         self.table_ = ProfileTable.from_assignments(
