@@ -261,10 +261,14 @@ def test_an_error_about_a_field_an_option_filled_names_the_option(
     a_file.write_text("", encoding="utf-8")
     config = tmp_path / "switchpoint.yaml"
     config.write_text(f"data_dir: {a_file}\n", encoding="utf-8")
+    logged = tmp_path / "logged"  # (a report reads a data_dir a service has logged in)
+    logged.mkdir()
+    with SQLiteStore(logged / "switchpoint.db"):
+        pass
     cases: list[tuple[list[str | Path], str]] = [
         (["route", "--input", prompts, "--models", "nope"], '--models: unknown model(s) "nope"'),
         (["route", "hello", "--models", "nope"], '--models: unknown model(s) "nope"'),
-        (["report", "forecast", "--data-dir", tmp_path, "--requests-per-hour", "-1",
+        (["report", "forecast", "--data-dir", logged, "--requests-per-hour", "-1",
           "--avg-input-tokens", "1", "--avg-output-tokens", "1"], "--requests-per-hour: "),
         (["keys", "list", "--data-dir", a_file], f"--data-dir: {str(a_file)!r} exists and is "
                                                  "not a directory; point data_dir at a "
@@ -274,10 +278,10 @@ def test_an_error_about_a_field_an_option_filled_names_the_option(
          "--tenant: applies only without --url"),
         # Bounds as people write them, and a range said whole (it was "at most 1e+09", and
         # "must be > 0" without the most).
-        (["report", "forecast", "--data-dir", tmp_path, "--requests-per-hour", "1e12",
+        (["report", "forecast", "--data-dir", logged, "--requests-per-hour", "1e12",
           "--avg-input-tokens", "1", "--avg-output-tokens", "1"],
          "--requests-per-hour: must be at most 1,000,000,000, got 1e+12"),
-        (["report", "sla", "--data-dir", tmp_path, "--since-hours", "0"],
+        (["report", "sla", "--data-dir", logged, "--since-hours", "0"],
          "--since-hours: must be more than 0 and at most 8,784 (366 days), got 0"),
     ]
     for argv, start in cases:
@@ -285,7 +289,7 @@ def test_an_error_about_a_field_an_option_filled_names_the_option(
         assert_bad_input(code, err)
         assert err.startswith(f"switchpoint: error: {start}"), (argv, err)
         assert out == ""
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "prompts.txt",
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "logged", "prompts.txt",
                                                           "switchpoint.yaml"]
 
 

@@ -336,7 +336,7 @@ def seed(config: Path) -> None:
     ["cost"], ["sla"], ["suggest"], ["alert"],
     ["forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",
      "--avg-output-tokens", "100"]])
-def test_a_report_of_a_data_dir_that_does_not_exist_says_so(
+def test_a_report_of_a_data_dir_that_does_not_exist_or_holds_no_log_says_so(
         config: Path, tmp_path: Path, report: list[str],
         capsys: pytest.CaptureFixture[str]) -> None:
     typo = tmp_path / "dat"
@@ -346,6 +346,15 @@ def test_a_report_of_a_data_dir_that_does_not_exist_says_so(
                    "no log to report on; point it at the data_dir of the service whose requests "
                    "to report\n")
     assert not typo.exists()
+    # A folder no service has logged in: not a report of nothing either (it was one), but
+    # where to point it, as prune, feedback, learn and experiments say.
+    typo.mkdir()
+    code, out, err = run(["report", *report, "--config", config, "--data-dir", typo], capsys)
+    assert code == 2 and out == ""
+    assert err == (f"switchpoint: error: --data-dir: {str(typo)!r} holds no switchpoint.db (no "
+                   "service has logged there), so it holds no log to report on; point it at "
+                   "the data_dir of the service whose requests to report\n")
+    assert list(typo.iterdir()) == []  # (nothing made there)
     code, _, err = run(["report", *report, "--config", config], capsys)  # the config's own
     assert code == 2 and f"data_dir: {str(tmp_path / 'data')!r} does not exist" in err
     seed(config)  # where the service logged, the same command reports

@@ -88,15 +88,19 @@ def _store(settings: Any, *, create: bool = False) -> Any:
     return store
 
 
-def existing_state(settings: Any, holds_none: str) -> None:
+def existing_state(settings: Any, holds_none: str, *, keys_count: bool = False) -> None:
     """A ``data_dir`` that does not exist, or holds no store (a typo, say, or a folder no
     service has run on), is a mistake, not a place to make an empty state: the command says
     so and creates nothing. ``holds_none`` says what it would have held and where to point
-    it (``no log to prune; point it at ...``)."""
+    it (``no log to prune; point it at ...``). With ``keys_count``, a folder holding the key
+    store is one too (keys made before the service first logged: the reports speak of their
+    budgets)."""
     data_dir = Path(settings.data_dir)
     if not data_dir.is_dir():
         raise InvalidInputError("data_dir", f"{quoted_path(data_dir)} does not exist, so it "
                                             f"holds {holds_none}")
+    if keys_count and _store(settings) is not None:
+        return
     if not Path(settings.db_path).is_file():
         raise InvalidInputError("data_dir", f"{quoted_path(data_dir)} holds no "
                                             f"{Path(settings.db_path).name} "
@@ -339,17 +343,13 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 
 def _reports(args: argparse.Namespace, *, routing: bool = False) -> Any:
     """What reads the logs in ``data_dir``. Every report is of what was logged, so a
-    ``data_dir`` that does not exist (a typo, say) is an error, not a report of nothing."""
+    ``data_dir`` that does not exist or holds no log (a typo, say) is an error, not a report
+    of nothing (:func:`existing_state`)."""
     from switchpoint.governance.reports import Reports
 
     settings = _settings(args)
-    data_dir = Path(settings.data_dir)
-    if not data_dir.is_dir():
-        raise InvalidInputError("data_dir",
-                                f"{quoted_path(data_dir)} does not exist, so it holds no log to "
-                                "report on; "
-                                "point it at the data_dir of the service whose requests to "
-                                "report")
+    existing_state(settings, "no log to report on; point it at the data_dir of the service "
+                             "whose requests to report", keys_count=True)
     catalog = settings.catalog()
     if routing and (catalog is None or not catalog.all_priced):
         from switchpoint.router import load_router
