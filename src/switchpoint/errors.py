@@ -134,24 +134,19 @@ class UnknownModelError(InvalidInputError):
     """A model name that the loaded weights (or catalog) do not know."""
 
     def __init__(self, field: str, names: list[str], known: list[str]) -> None:
-        shown = ", ".join(sorted(known)[:20])
-        more = "" if len(known) <= 20 else f" (and {len(known) - 20} more)"
         # The message stays short whatever the caller sent: the first names, each clipped.
-        from switchpoint._messages import json_quoted  # (it reads this module's errors)
+        from switchpoint._messages import listed_names  # (it reads this module's errors)
 
-        unknown = ", ".join(json_quoted(str(n), _SHOWN_CHARS) for n in names[:_SHOWN_NAMES])
-        if len(names) > _SHOWN_NAMES:
-            unknown += f" (and {len(names) - _SHOWN_NAMES} more)"
+        unknown = listed_names(names, width=_SHOWN_CHARS, quoted=True)
         super().__init__(
             field,
             f"unknown model(s) {unknown}; "
-            f"known models are: {shown}{more}",
+            f"known models are: {listed_names(sorted(known))}",
         )
         self.names = names
 
 
-_SHOWN_NAMES = 20  # unknown names an error message lists
-_SHOWN_CHARS = 100  # characters of each
+_SHOWN_CHARS = 100  # characters of each unknown name an error message shows
 
 
 class NoCandidatesError(InvalidInputError):

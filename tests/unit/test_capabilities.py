@@ -379,6 +379,21 @@ def test_two_tools_of_one_name_leave_out_the_messages_api(
     assert 'two tools named "lookup"' in excluded["claude"][0]
 
 
+def test_the_tool_names_a_reason_names_are_the_first_three_and_how_many_more() -> None:
+    # (a refusal says every model's reasons: the names are few, each quoted and cut short)
+    names = [f"d{i}" for i in range(5)]
+    request = {"messages": [{"role": "user", "content": "x"}],
+               "tools": [_function(name) for name in names + names]}
+    excluded = filter_candidates(TOOL_CATALOG, TOOL_CATALOG.names, needs_of(request))[1]
+    assert 'two tools named "d0", "d1", "d2" and 2 more (tools and' in excluded["claude"][0]
+    request = {"messages": [{"role": "user", "content": "x"}],
+               "tools": [_function("é" * 129)]}
+    excluded = filter_candidates(TOOL_CATALOG, TOOL_CATALOG.names, needs_of(request))[1]
+    # Written as JSON writes it, its quote closed once it is cut (it read "\u00e9\u00e9...).
+    shown = '"' + "é" * 45 + '…"'
+    assert f"a tool named {shown}, and the Anthropic" in excluded["claude"][0], excluded
+
+
 _CALLED = [{"role": "user", "content": "x"}, {"role": "assistant", "content": None,
                                               "tool_calls": [{"id": "c", "type": "function",
                                                               "function": {"name": "fs.read",

@@ -1074,6 +1074,9 @@ def test_listed_names_shows_the_first_and_how_many_more() -> None:
     assert listed_names([]) == ""
     assert listed_names([str(i) for i in range(25)], most=3) == "0, 1, 2 and 22 more"
     assert listed_names(["n" * 100], width=10) == "nnnnnnn..."
+    # Quoted: each shown as JSON writes it (an escape made printable, a cut one still closed).
+    assert listed_names(["a", "b\x1b", "c"], most=2, quoted=True) == '"a", "b\\u001b" and 1 more'
+    assert listed_names(["n" * 100], width=10, quoted=True) == '"nnnnnnn…"'
 
 
 def test_the_budget_list_pages_through_the_config_then_the_keys_in_the_order_made(

@@ -89,12 +89,15 @@ def test_the_judge_protocol_accepts_a_score_object_or_a_bare_number(reply: str,
     ('{"score": 1' + "0" * 400 + "}", "a number of 401 digits, is outside [0, 1]"),
     ('{"score": 1' + "0" * 5000 + "}", "a number of 5001 digits is too long to read"),
     ('{"score": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply to read"),
-    ('{"Score": 0.8}', "no 'score' key"),
-    ('{"rating": 0.8}', "no 'score' key"),
-    ("{}", "no 'score' key"),
+    ('{"Score": 0.8}', 'no "score" key (it has "Score")'),
+    ('{"rating": 0.8, "reason": "ok"}', 'no "score" key (it has "rating", "reason")'),
+    ("{}", 'no "score" key (it has no keys)'),
+    ("{" + ", ".join(f'"k{i}": 0' for i in range(30)) + "}",
+     'no "score" key (it has "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10", '
+     '"k11", "k12", "k13", "k14", "k15", "k16", "k17", "k18", "k19" and 10 more)'),
     ('{"score": 0.8', "not valid JSON"),
     ("{score: 0.8}", "not valid JSON"),
-    ('{"score": 0.8, "score": 0.2}', "repeats 'score'"),
+    ('{"score": 0.8, "score": 0.2}', 'the object repeats "score"'),
     ('{"score": 0.8}\n{"score": 0.1}', "text after the JSON object"),
     ('{"score": 0.8} I am confident.', "text after the JSON object"),
     ("[0.8]", "neither a JSON object"),
@@ -163,8 +166,8 @@ def test_an_unreadable_judge_is_reported_quoting_each_reply_once() -> None:
     assert message.count("Score: 8/10") == 1, message
     assert message.count("eight") == 1 and "; then " in message, message
     assert message == ('the judge\'s replies could not be read as a score: "Score: 8/10" is '
-                       "neither a JSON object with a 'score' nor a bare number; then \"eight\" "
-                       "is neither a JSON object with a 'score' nor a bare number")
+                       "neither a JSON object with a \"score\" nor a bare number; then \"eight\" "
+                       "is neither a JSON object with a \"score\" nor a bare number")
     with pytest.raises(JudgeReplyError) as info:
         parse_judge_reply("It's \x1b[2J" + "x" * 500)
     assert info.value.reason.startswith('"It\'s \\u001b[2Jxxx')

@@ -382,6 +382,9 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
     (dict(judge="nobody"), InvalidInputError, "judge: \"nobody\" is not in the catalog"),
     (dict(judge=None), LabellingError, "the prompts of lines 1, 2 have no 'reference', so a "
                                        "judge must score the answers: give --judge MODEL"),
+    (dict(judge=None, prompts=[{"prompt": f"p{i}"} for i in range(25)]), LabellingError,
+     "the prompts of lines 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20 "
+     "and 5 more have no 'reference'"),
     (dict(models=["a", "a"]), InvalidInputError, "models: \"a\" is listed twice"),
     # Thousands of names, or a name of thousands of characters: the message names a few, cut.
     (dict(models=[f"m{i}" for i in range(20_000)]), InvalidInputError,

@@ -138,6 +138,9 @@ def test_estimate_shapes_probabilities_and_notes() -> None:
     single = policy.estimate(Inputs(texts=[MATH_PROMPT]))
     assert single.notes and single.notes[0].startswith("tier ")
     assert any("integral" in note or "derivative" in note for note in single.notes)
+    # The terms are named as words, as JSON writes them, not as Python's reprs.
+    terms = next(note for note in single.notes if note.startswith("terms closest to tier "))
+    assert '"' in terms and "'" not in terms.split(": ", 1)[1], terms
     assert policy.estimate(Inputs(texts=[])).error.shape == (0, 3)
 
 

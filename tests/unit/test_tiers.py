@@ -93,6 +93,16 @@ def test_signals_and_evidence_are_present() -> None:
     assert "chars" in result.evidence[0]
 
 
+def test_evidence_names_the_keywords_as_words_the_first_four_and_how_many_more() -> None:
+    result = classify_tier("Design a scalable, distributed architecture and refactor the "
+                           "algorithm for performance")
+    line = next(e for e in result.evidence if e.startswith("complex keywords: "))
+    # (sorted; a decision's reasoning reaches a response header, so the list stays short)
+    assert line == ('complex keywords: "algorithm", "architecture", "design", "distributed" '
+                    "and 3 more"), line
+    assert "'" not in " ".join(result.evidence)
+
+
 @pytest.mark.parametrize(
     ("length", "tier"),
     [(1, "trivial"), (50, "trivial"), (51, "simple"), (200, "simple"), (201, "moderate"),

@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from switchpoint._messages import cut
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.catalog import CHARS_PER_TOKEN, Catalog, ModelCard
 from switchpoint.gateway.data_url import media_type_of, parse_data_url
 from switchpoint.gateway.parsing import (
@@ -450,7 +450,7 @@ def other_tools(request: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
             kind = tool.get("type") if isinstance(tool, Mapping) else None
             if (isinstance(kind, str) and kind not in _TRANSLATED_TOOLS
                     and len(found) < MAX_ODD_NAMES):
-                found.add((cut(json.dumps(kind), 48), field))
+                found.add((json_quoted(kind, 48), field))
     return frozenset(found)
 
 
@@ -592,12 +592,21 @@ def _anthropic_limits(needs: Needs) -> list[str]:
     reasons.extend(_tool_name_limits(needs, needs.tool_names, ANTHROPIC_TOOL_NAME,
                                      "the Anthropic Messages API", 128))
     if needs.duplicate_tool_names:
-        shown = ", ".join(cut(json.dumps(n), 48) for n in sorted(needs.duplicate_tool_names)[:3])
+        shown = _tool_names(sorted(needs.duplicate_tool_names))
         reasons.append(Reason(f"the request declares two tools named {shown} (tools and "
                               "functions together), and the Anthropic Messages API takes "
                               "unique tool names only (declare each tool once)",
                               needs.tools_field))
     return reasons
+
+
+#: The tool names a reason names: a refusal says each model's reasons, so they stay short.
+_TOOL_NAMES_SHOWN = 3
+
+
+def _tool_names(names: Sequence[str]) -> str:
+    """The request's tool ``names`` as a reason names them (:func:`listed_names`)."""
+    return listed_names(names, _TOOL_NAMES_SHOWN, 48, quoted=True)
 
 
 def _tool_name_limits(needs: Needs, names: frozenset[str], rule: re.Pattern[str], api: str,
@@ -609,9 +618,8 @@ def _tool_name_limits(needs: Needs, names: frozenset[str], rule: re.Pattern[str]
     if not refused:
         return []
     fields = {f for name, f in needs.name_fields if name in refused}
-    shown = ", ".join(cut(json.dumps(name), 48) for name in refused[:3])
-    more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
-    return [Reason(f"the request declares, calls or answers a tool named {shown}{more}, and "
+    return [Reason(f"the request declares, calls or answers a tool named "
+                   f"{_tool_names(refused)}, and "
                    f"{api} takes tool names of 1 to {most} letters, digits, underscores or "
                    "hyphens only (rename the tool, or name a model whose API takes the name)",
                    fields.pop() if len(fields) == 1 else None)]

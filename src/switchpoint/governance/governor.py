@@ -642,12 +642,12 @@ class Governor:
                     adjusted = without_prior_names(await route(text, pool, new_lam), reaches)
                     if adjusted.selected_model != decision.selected_model:
                         original = decision.selected_model
-                    notes.append(f"SLA breach ({', '.join(breaches)}): "
+                    notes.append(f"SLA breach ({listed_names(breaches)}): "
                                  f"{'; '.join(a.replace('_', ' ') for a in adjustments)}; "
                                  f"now {adjusted.selected_model}.")
                     decision = adjusted
             elif breaches:
-                notes.append(f"SLA breach ({', '.join(breaches)}); auto_escalate_on_breach is "
+                notes.append(f"SLA breach ({listed_names(breaches)}); auto_escalate_on_breach is "
                              "off, so the choice stands.")
         decision = self._escalate(decision, policy.escalation, notes, reaches)
         if decision.escalation_changed_model and not original:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchpoint._json import as_float, loads, shown_number
-from switchpoint._messages import cut, json_quoted, people_number
+from switchpoint._messages import cut, json_quoted, listed_names, people_number
 from switchpoint.errors import InvalidInputError, JudgeReplyError
 
 DEFAULT_RUBRIC = """\
@@ -75,7 +75,7 @@ def parse_judge_reply(reply: str | None) -> float:
     if "\n" in text:
         raise JudgeReplyError("the reply has text besides the score; it must be the score "
                               "alone", reply)
-    raise JudgeReplyError(f"{_quote(text)} is neither a JSON object with a 'score' nor a bare "
+    raise JudgeReplyError(f'{_quote(text)} is neither a JSON object with a "score" nor a bare '
                           "number", reply)
 
 
@@ -84,7 +84,8 @@ def _from_object(text: str, reply: str) -> float:
         keys = [k for k, _ in pairs]
         repeated = sorted({k for k in keys if keys.count(k) > 1})
         if repeated:
-            raise JudgeReplyError(f"the object repeats {', '.join(map(repr, repeated))}", reply)
+            raise JudgeReplyError(f"the object repeats {listed_names(repeated, quoted=True)}",
+                                  reply)
         return dict(pairs)
 
     try:
@@ -94,11 +95,11 @@ def _from_object(text: str, reply: str) -> float:
                 else f"is not valid JSON ({exc.msg})")
         raise JudgeReplyError(f"the reply {what}", reply) from None
     if "score" not in obj:
-        keys = ", ".join(map(repr, obj)) or "no keys"
-        raise JudgeReplyError(f"the object has no 'score' key (it has {keys})", reply)
+        keys = listed_names(obj, quoted=True) or "no keys"
+        raise JudgeReplyError(f'the object has no "score" key (it has {keys})', reply)
     value = obj["score"]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise JudgeReplyError(f"'score' is {json.dumps(value)[:40]}, not a number", reply)
+        raise JudgeReplyError(f'"score" is {json_quoted(value, 40)}, not a number', reply)
     number = as_float(value)
     if isinstance(value, int) and not math.isfinite(number):
         raise JudgeReplyError(f"the score, {shown_number(value)}, is outside [0, 1]", reply)

@@ -300,10 +300,9 @@ def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None
     unjudged = [p for p in items if p.reference is None]
     the_judge = Judge(judge) if isinstance(judge, str) else judge
     if unjudged and the_judge is None:
-        lines = ", ".join(str(p.line) for p in unjudged[:5])
-        more = f" (and {len(unjudged) - 5} more)" if len(unjudged) > 5 else ""
+        lines = listed_names(str(p.line) for p in unjudged)
         which = (f"the prompt of line {lines} has" if len(unjudged) == 1
-                 else f"the prompts of lines {lines}{more} have")
+                 else f"the prompts of lines {lines} have")
         raise LabellingError(f"{which} no 'reference', so a judge must score the answers: "
                              "give --judge MODEL (a catalog model; it may be one of --models)")
     idle = None

@@ -45,6 +45,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._messages import listed_names
 from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Array,
@@ -365,7 +366,7 @@ class TfidfPolicy(TablePolicy):
         order = np.argsort(-contrib, kind="stable")[:5]
         top = [self.vectorizer_.terms_[int(x.indices[i])] for i in order if contrib[i] > 0]
         if top:
-            notes.append(f"terms closest to tier {names[tier]!r}: {', '.join(map(repr, top))}")
+            notes.append(f"terms closest to tier {names[tier]!r}: {listed_names(top, quoted=True)}")
         runner = sorted(range(self.n_tiers), key=lambda t: -probs[t])[1:3]
         others = [f"{names[t]} {probs[t]:.2f}" for t in runner if probs[t] > 0.01]
         if others:

@@ -34,6 +34,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from switchpoint._messages import listed_names
 from switchpoint.policies.base import (
     Array,
     Estimates,
@@ -215,9 +216,12 @@ def _structure(text: str, words: set[bytes]) -> tuple[int, list[str]]:
     return score, parts
 
 
-def _quote(words: list[str], limit: int = 4) -> str:
-    shown = ", ".join(repr(w) for w in words[:limit])
-    return shown + (f" (+{len(words) - limit} more)" if len(words) > limit else "")
+#: The keywords a line of evidence names (a decision's reasoning reaches a response header).
+_KEYWORDS_SHOWN = 4
+
+
+def _keywords(words: list[str]) -> str:
+    return listed_names(words, _KEYWORDS_SHOWN, quoted=True)
 
 
 def classify_tier(text: str) -> TierClassification:
@@ -269,11 +273,11 @@ def classify_tier(text: str) -> TierClassification:
     same = matched[base]
     for t, found in enumerate(matched):
         if found:
-            evidence.append(f"{TIER_NAMES[t]} keywords: {_quote(found)}")
+            evidence.append(f"{TIER_NAMES[t]} keywords: {_keywords(found)}")
     if higher and len(higher) > len(lower_kw):
-        up.append(f"keywords of higher tiers: {_quote(higher)}")
+        up.append(f"keywords of higher tiers: {_keywords(higher)}")
     elif lower_kw and len(lower_kw) > len(higher):
-        down.append(f"keywords of lower tiers: {_quote(lower_kw)}")
+        down.append(f"keywords of lower tiers: {_keywords(lower_kw)}")
     if has_code:
         what = f"code detected ({code_indicators} indicators)"
         if base < 3:

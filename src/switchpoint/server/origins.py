@@ -20,7 +20,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.server.errors import ErrorAnswer, error_content
 from switchpoint.server.middleware import send_error
 
@@ -59,9 +59,8 @@ def refusal(origins: list[str], allowed: Iterable[str]) -> str:
     if len(origins) > 1:
         return (f"origin: the header is given {len(origins)} times; a browser sends one, "
                 "naming the page the request comes from")
-    listed = sorted(allowed)
-    lists = ("lists none: CORS is off" if not listed else "lists " + ", ".join(listed[:5])
-             + (f" and {len(listed) - 5} more" if len(listed) > 5 else ""))
+    lists = ("lists " + listed_names(sorted(allowed), most=5) if allowed
+             else "lists none: CORS is off")
     return (f"origin: the request comes from a web page of {json_quoted(origins[0], 100)}, "
             f"an origin cors.allow_origins does not list (it {lists}), so it is refused: a "
             "page open in a browser may not call the models, teach the router or change the "

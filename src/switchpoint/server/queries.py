@@ -52,7 +52,7 @@ from fastapi.routing import APIRoute
 from pydantic import BeforeValidator
 from starlette.requests import Request
 
-from switchpoint._messages import MAX_FIELD, cut, json_quoted, printable
+from switchpoint._messages import MAX_FIELD, cut, json_quoted, listed_names, printable
 from switchpoint._numbers import TOO_SMALL, integer_text, number_text, too_small
 from switchpoint.errors import InvalidInputError
 from switchpoint.server.head import sent_method
@@ -184,12 +184,11 @@ def check_known(given: Iterable[str], taken: Sequence[str], method: str, path: s
     unknown = list(dict.fromkeys(name for name in given if name not in taken))
     if not unknown:
         return
-    first, *others = (printable(cut(name, MAX_FIELD)) for name in unknown[:_SHOWN])
+    first, others = printable(cut(unknown[0], MAX_FIELD)), unknown[1:]
     nor = ""
     if others:
-        more = len(unknown) - _SHOWN
-        nor = f" (nor {'is' if len(others) == 1 else 'are'} {', '.join(map(repr, others))}" + (
-            f" and {more} more)" if more > 0 else ")")
+        nor = (f" (nor {'is' if len(others) == 1 else 'are'} "
+               f"{listed_names(others, _SHOWN - 1, MAX_FIELD, quoted=True)})")
     where = f"{method} {path}"
     if taken:
         listed = f"it takes {', '.join(taken)}"
