@@ -163,13 +163,17 @@ def filled(args: argparse.Namespace, dest: str, fields: dict[str, str]) -> None:
 def as_typed(error: Exception, args: argparse.Namespace) -> str:
     """``error``'s message as the command line shows it: one about a field an option of the
     command filled (:func:`fills`) names that option (``--models: ...``, not
-    ``available_models: ...``); any other as it is."""
-    from switchpoint.errors import ConfigError, InvalidInputError
+    ``available_models: ...``; a refusal of the service's, ``name: ...`` about its ``param``
+    ``name``, as ``NAME: ...``); any other as it is."""
+    from switchpoint.errors import ConfigError, GatewayError, InvalidInputError
 
     if isinstance(error, InvalidInputError):
         field, reason = error.field, error.reason
     elif isinstance(error, ConfigError):
         field, reason = error.key, error.reason
+    elif isinstance(error, GatewayError) and error.param is not None \
+            and error.message.startswith(f"{error.param}: "):
+        field, reason = error.param, error.message[len(error.param) + 2:]
     else:
         return str(error)
     option, dest = getattr(args, _FILLED, {}).get(field, (None, None))

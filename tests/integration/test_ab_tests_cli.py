@@ -148,7 +148,7 @@ def test_a_start_refused_for_a_clash_starts_once_the_cli_ended_the_run_time_expe
     ("after", 'experiment "after" ended already, at '),
     ("never-made", 'no experiment "never-made" was created at run time; check the name: '
                    "those running are kept"),
-    ("x" * 5000, "name: an experiment's name \"xxxx"),
+    ("x" * 5000, "NAME: an experiment's name \"xxxx"),
     ("bad/name", "must be 1-64 letters, digits"),
 ])
 def test_end_refused_names_it_and_changes_nothing(
@@ -157,7 +157,8 @@ def test_end_refused_names_it_and_changes_nothing(
     code, out, err = _run(capsys, "experiments", "end", name, "--config",
                           str(made.source_path))
     assert code == 2 and out == ""
-    assert err.startswith("switchpoint: error: ") and words in err
+    # (each names the experiment's name as the usage line does, not as the library's field)
+    assert err.startswith("switchpoint: error: NAME: ") and words in err, err
     assert len(err) < 400
     assert _rows(made) == before
 

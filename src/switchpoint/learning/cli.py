@@ -488,3 +488,4 @@ def add_commands(sub: Any) -> None:
                                   "stopped (its decisions and report stay)")
     p.add_argument("name", metavar="NAME", help="the experiment's name")
     _common(p, cmd_experiments_end)
+    _options.fills(p, name="NAME")
