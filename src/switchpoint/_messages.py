@@ -62,6 +62,38 @@ def cut(text: str, limit: int = 60) -> str:
 MAX_LISTED = 20
 
 
+def refuse_unknown(given: Iterable[str], taken: Sequence[str], kind: str, where: str, *,
+                   none_advice: str) -> None:
+    """Raise :class:`InvalidInputError` naming the first of ``given`` that is not in
+    ``taken`` (the names of ``kind``, a query parameter or an argument, that ``where`` takes),
+    listing the ones it takes (or saying it takes none: then ``none_advice`` says what to do);
+    the others unknown follow, the first few of them."""
+    unknown = list(dict.fromkeys(name for name in given if name not in taken))
+    if not unknown:
+        return
+    first, others = printable(cut(unknown[0], MAX_FIELD)), unknown[1:]
+    nor = ""
+    if others:
+        nor = (f" (nor {'is' if len(others) == 1 else 'are'} "
+               f"{listed_names(others, _SHOWN_UNKNOWN - 1, MAX_FIELD, quoted=True)})")
+    if taken:
+        listed = f"it takes {', '.join(taken)}"
+        advice = "check its spelling, or leave it out"
+    else:
+        listed = "it takes none"
+        advice = none_advice
+    raise InvalidInputError(first or kind, f"is not {_article(kind)} {kind} of {where}{nor}; "
+                                           f"{listed} ({advice})")
+
+
+# The most unknown names one refusal quotes.
+_SHOWN_UNKNOWN = 5
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1] in "aeiou" else "a"
+
+
 def listed_names(names: Iterable[str], most: int = MAX_LISTED, width: int = 64, *,
                  quoted: bool = False) -> str:
     """``names`` as a message lists them: the first ``most``, each cut short at ``width``

@@ -161,3 +161,44 @@ def test_a_flag_that_is_not_true_or_false_is_refused_naming_it(
     assert caught.value.field == field, caught.value
     assert "True or False" in str(caught.value)
     assert logged(local) == before
+
+
+PASSED_ON: list[tuple[str, GatewayCall, tuple[str, ...]]] = [
+    ("Gateway.cost_report", lambda g, v: g.cost_report(**v),
+     ("period", "until", "tenant", "comparison_model")),
+    ("Gateway.savings_estimate", lambda g, v: g.savings_estimate(**v),
+     ("comparison_model", "period", "until", "tenant")),
+    ("Gateway.forecast_cost", lambda g, v: g.forecast_cost(10, 100, 100, **v),
+     ("requests_per_hour", "avg_input_tokens", "avg_output_tokens", "period", "until",
+      "tenant")),
+    ("Gateway.get_cost_optimizations", lambda g, v: g.get_cost_optimizations(**v),
+     ("estimate_tokens", "period", "until", "tenant", "max_quality_loss")),
+    ("Gateway.get_sla_report", lambda g, v: g.get_sla_report(**v),
+     ("since_hours", "tenant", "until")),
+    ("Gateway.score", lambda g, v: g.score("no-such-comparison", {"good": 0.5}, **v),
+     ("compare_id", "scores", "key", "tenant", "principal")),
+    ("Gateway.from_config", lambda g, v: Gateway.from_config(
+        {"data_dir": str(g.settings.data_dir)}, start=False, **v),
+     ("config", "start", "loader", "store", "env", "providers", "observer", "serves_chat")),
+]
+
+
+@pytest.mark.parametrize(("method", "call", "takes"), PASSED_ON, ids=[m for m, _, _ in PASSED_ON])
+def test_an_unknown_keyword_argument_is_refused_naming_it_and_those_taken(
+        local: Gateway, method: str, call: GatewayCall, takes: tuple[str, ...]) -> None:
+    """A method that passes its keyword arguments on refuses one neither it nor what it calls
+    takes, naming it, the method and every argument it takes, before anything is done: it was
+    Python's TypeError naming the inner function the caller never called (Reports.cost_report,
+    Gateway.__init__, Gateway.ascore)."""
+    with pytest.raises(InvalidInputError) as caught:
+        call(local, {"bogus": 1, "colour\n": 2})
+    assert caught.value.field == "bogus", caught.value
+    assert str(caught.value) == (
+        f"bogus: is not an argument of {method} (nor is 'colour\\\\u000a'); it takes "
+        f"{', '.join(takes)} (check its spelling, or leave it out)")
+    # (and every argument it lists is taken: none of them is refused as unknown)
+    for name in takes:
+        try:  # (refused as the argument it is, or given twice: the method passes it itself)
+            call(local, {name: Unshowable()})
+        except Exception as err:
+            assert "is not an argument" not in str(err), err

@@ -70,7 +70,7 @@ import anyio.to_thread
 import numpy as np
 
 import switchpoint.gateway.accounting as accounting
-from switchpoint._args import FUNCTION, PATH, expect
+from switchpoint._args import FUNCTION, PATH, expect, passes_on
 from switchpoint._files import access_problem, private_dir
 from switchpoint._messages import json_quoted, quoted_path
 from switchpoint._numbers import real_number
@@ -332,6 +332,7 @@ class Gateway:
         self.state.on_swap(self._take_up)
 
     @classmethod
+    @passes_on(__init__)
     def from_config(cls, config: str | Path | Mapping[str, Any] | Settings | None = None, *,
                     start: bool = True, **kwargs: Any) -> Gateway:
         """A gateway from a YAML config file, a mapping of the same keys, or :class:`Settings`
@@ -1786,6 +1787,7 @@ class Gateway:
                 **revealed,
                 "memory": self._memory_status(live, name, self._usable(live, principal)[1])}
 
+    @passes_on(ascore)
     def score(self, compare_id: str, scores: Mapping[str, float], **kwargs: Any
               ) -> dict[str, Any]:
         """:meth:`ascore` from synchronous code."""
@@ -2139,18 +2141,21 @@ class Gateway:
                        gone=self.store.gone if self.store is not None else None)
 
     @_sync_request
+    @passes_on(Reports.cost_report)
     def cost_report(self, period: str = "day", **kwargs: Any) -> dict[str, Any]:
         """Requests and cost of the last day / week / month by model, tenant and key, with the
         savings against the strongest model (see :meth:`Reports.cost_report`)."""
         return self.reports.cost_report(period, **kwargs)
 
     @_sync_request
+    @passes_on(Reports.savings_estimate)
     def savings_estimate(self, comparison_model: str | None = None,
                          period: str = "month", **kwargs: Any) -> dict[str, Any]:
         """What the logged requests would have cost on ``comparison_model``."""
         return self.reports.savings_estimate(comparison_model, period, **kwargs)
 
     @_sync_request
+    @passes_on(Reports.forecast_cost)
     def forecast_cost(self, requests_per_hour: float, avg_input_tokens: float,
                       avg_output_tokens: float, **kwargs: Any) -> dict[str, Any]:
         """Projected spend of a traffic assumption over the logged routing mix."""
@@ -2158,12 +2163,14 @@ class Gateway:
                                           avg_output_tokens, **kwargs)
 
     @_sync_request
+    @passes_on(Reports.get_cost_optimizations)
     def get_cost_optimizations(self, estimate_tokens: Sequence[int] | None = None,
                                **kwargs: Any) -> list[dict[str, Any]]:
         """Suggestions from re-routing the logged traffic offline at other λ and pools."""
         return self.reports.get_cost_optimizations(estimate_tokens, **kwargs)
 
     @_sync_request
+    @passes_on(Reports.get_sla_report)
     def get_sla_report(self, since_hours: float = 1.0, **kwargs: Any) -> dict[str, Any]:
         """SLA compliance of the last ``since_hours`` of requests."""
         return self.reports.get_sla_report(since_hours, **kwargs)

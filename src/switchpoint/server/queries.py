@@ -52,13 +52,10 @@ from fastapi.routing import APIRoute
 from pydantic import BeforeValidator
 from starlette.requests import Request
 
-from switchpoint._messages import MAX_FIELD, cut, json_quoted, listed_names, printable
+from switchpoint._messages import json_quoted, refuse_unknown
 from switchpoint._numbers import TOO_SMALL, integer_text, number_text, too_small
 from switchpoint.errors import InvalidInputError
 from switchpoint.server.head import sent_method
-
-# The most unknown names one answer quotes.
-_SHOWN = 5
 
 
 def once(name: str, values: Sequence[str]) -> str | None:
@@ -181,23 +178,8 @@ def takes_any_query(dependant: Dependant) -> bool:
 def check_known(given: Iterable[str], taken: Sequence[str], method: str, path: str) -> None:
     """Raise :class:`InvalidInputError` naming the first parameter of ``given`` that is not
     in ``taken`` (the route ``method path``'s), listing the ones it takes."""
-    unknown = list(dict.fromkeys(name for name in given if name not in taken))
-    if not unknown:
-        return
-    first, others = printable(cut(unknown[0], MAX_FIELD)), unknown[1:]
-    nor = ""
-    if others:
-        nor = (f" (nor {'is' if len(others) == 1 else 'are'} "
-               f"{listed_names(others, _SHOWN - 1, MAX_FIELD, quoted=True)})")
-    where = f"{method} {path}"
-    if taken:
-        listed = f"it takes {', '.join(taken)}"
-        advice = "check its spelling, or leave it out"
-    else:
-        listed = "it takes none"
-        advice = "send the request without a query string"
-    raise InvalidInputError(first or "query", f"is not a query parameter of {where}{nor}; "
-                                              f"{listed} ({advice})")
+    refuse_unknown(given, taken, "query parameter", f"{method} {path}",
+                   none_advice="send the request without a query string")
 
 
 class QueryCheckedRoute(APIRoute):
