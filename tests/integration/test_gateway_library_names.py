@@ -6,7 +6,7 @@ over a real gateway (SQLite logs in ``tmp_path``) whose models are served by the
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,13 @@ import httpx
 import pytest
 
 from switchpoint.catalog import TIERS
-from switchpoint.errors import InvalidInputError, NotFoundError, StoreError, UnknownModelError
+from switchpoint.errors import (
+    GatewayClosedError,
+    InvalidInputError,
+    NotFoundError,
+    StoreError,
+    UnknownModelError,
+)
 from switchpoint.gateway import Gateway
 from switchpoint.router import Router
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -113,6 +119,28 @@ def test_a_bad_provider_event_is_refused_naming_it_and_records_nothing(
     assert bad.value.field == field
     assert len(str(bad.value)) < 600
     assert gateway.health_snapshot()["models"] == before
+
+
+def test_a_closed_gateway_refuses_to_read_or_change_its_models_health(
+        gateway: Gateway) -> None:
+    """Once closed, a gateway refuses its health calls as it refuses every other call, saying
+    it is closed: a reported event and a reset changed its health (a reset closing circuits
+    the gateway, started again, would then route to), and a read answered as if it served."""
+    gateway.record_provider_event("strong", "error", details="rate_limited")
+    gateway.close()
+    calls: list[Callable[[], object]] = [
+        lambda: gateway.record_provider_event("strong", "success", latency_ms=10.0),
+        lambda: gateway.record_provider_event("strong", "timeout"),
+        gateway.reset_health, gateway.health_snapshot,
+        lambda: gateway.get_provider_health("strong")]
+    for call in calls:
+        with pytest.raises(GatewayClosedError, match="the gateway is closed"):
+            call()
+    gateway.start()  # (open again: what it knew is as it was)
+    health = gateway.get_provider_health("strong")
+    assert (health["successes"], health["failures"], health["latency_ewma_ms"]) == (
+        0, 1, None)
+    assert [e["detail"] for e in health["recent_errors"]] == ["rate_limited"]
 
 
 def test_an_sla_quality_score_is_an_outcome_of_its_decision(gateway: Gateway) -> None:

@@ -2037,11 +2037,13 @@ class Gateway:
 
     # Admin views -------------------------------------------------------------------------------
 
+    @_sync_request
     def reset_health(self) -> None:
         """Forget every model's health: circuits close, counts and errors start afresh."""
         self.health = HealthTracker(config=self.health.config)
         self.planner.health = self.health
 
+    @_sync_request
     def health_snapshot(self) -> dict[str, Any]:
         """Every catalog model's health (and any model called since), with the breaker's
         thresholds."""
@@ -2060,6 +2062,7 @@ class Gateway:
         snapshot["prefer_healthy"] = self.planner.prefer_healthy
         return snapshot
 
+    @_sync_request
     def get_provider_health(self, model: str) -> dict[str, Any]:
         """``model``'s health: its entry of :meth:`health_snapshot` (what ``GET
         /v1/router/health`` answers under ``models``) with its name as ``model``, so the two
@@ -2079,6 +2082,7 @@ class Gateway:
             raise UnknownModelError("model", [model], sorted(snapshot["models"]))
         return {"model": model, **entry, "avg_latency_ms": entry["latency_ewma_ms"]}
 
+    @_sync_request
     def record_provider_event(self, model: str, event: str, latency_ms: float | None = None,
                               details: str | None = None) -> None:
         """Tell the gateway's health how a call to catalog ``model`` that the caller made
