@@ -17,6 +17,8 @@ import re
 import sys
 import unicodedata
 from collections.abc import Collection, Iterable, Sequence
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from switchpoint.errors import InvalidInputError
@@ -222,16 +224,30 @@ def got(value: object) -> str:
     return f", got {_shown(value)}"
 
 
-def _past_floats(value: object) -> bool:
-    """Whether ``value`` is an integer no float holds (its digits were read, a float's were
-    not enough: the JSON number 1 followed by 400 zeros)."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        return False
+#: What a number no float holds is told, after what it was (``got an integer of 401 digits``).
+PAST_FLOATS = "past the largest a number holds (about 1.8e308)"
+
+
+def past_floats(value: object) -> str | None:
+    """Why ``value`` is refused when it is a finite number no float holds (an integer of 401
+    digits, the JSON number 1 followed by 400 zeros, or a ``Decimal`` or ``Fraction`` as large),
+    else None: the one reason of every number check, the HTTP body's and the library's (a
+    float would hold it as infinity, and "is inf" is not what was sent)."""
+    if isinstance(value, bool) or not isinstance(value, int | Fraction | Decimal):
+        return None
+    if isinstance(value, Decimal) and not value.is_finite():
+        return None
     try:
-        float(value)
+        if math.isfinite(float(value)):
+            return None
     except OverflowError:
-        return True
-    return False
+        pass
+    try:
+        shown = (f"an integer of {len(str(abs(value)))} digits" if isinstance(value, int)
+                 else cut(str(value), 40))
+    except ValueError:  # (more digits than Python writes)
+        shown = f"a number of more than {sys.get_int_max_str_digits()} digits"
+    return f"must be a finite number, got {shown}, {PAST_FLOATS}"
 
 
 def reason(err: Any, known: Sequence[str] = ()) -> str:
@@ -269,10 +285,10 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
         shown = (people_number(bound) if isinstance(bound, (int, float))
                  and not isinstance(bound, bool) and math.isfinite(bound) else bound)
         return f"must be {op} {shown}{sent}"
-    if kind in ("float_type", "float_parsing", "finite_number") and _past_floats(value):
-        # (a number, and not NaN: "must be a number, got 1000..." said it was none)
-        return (f"must be a finite number, got an integer of {len(str(abs(value)))} digits, "
-                "past the largest a number holds (about 1.8e308)")
+    past = (past_floats(value) if kind in ("float_type", "float_parsing", "finite_number")
+            else None)
+    if past is not None:  # (a number, and not NaN: "must be a number, got 1000..." said none)
+        return past
     if kind in _SIMPLE:
         return _SIMPLE[kind] + ("" if kind in _NO_VALUE else sent)
     if kind == "literal_error":

@@ -1,8 +1,11 @@
-"""What the library takes as a number from Python callers: ``int`` and ``float`` and NumPy's
-scalars (``np.float32(0.5)``, ``np.int64(1)``), never a boolean (``True`` is not a score). An
-integer too large for a float is infinite, so range checks refuse it with their own message
-instead of an ``OverflowError``. Negative zero is zero: every number taken here (a score, a
-cost, a λ, a rate) is a magnitude, and ``-0.0`` would be echoed, stored and shown as such.
+"""What the library takes as a number from Python callers: ``int`` and ``float``, NumPy's
+scalars (``np.float32(0.5)``, ``np.int64(1)``) and ``Fraction``, never a boolean (``True`` is
+not a score); its input checks (:func:`checked_number`) take a ``Decimal`` too, each read as
+the float nearest it. An integer too large for a
+float is infinite, so range checks refuse it instead of an ``OverflowError``;
+:func:`checked_number` refuses it saying so (an integer of 401 digits, past the largest a
+number holds), as the HTTP door does. Negative zero is zero: every number taken here (a score,
+a cost, a λ, a rate) is a magnitude, and ``-0.0`` would be echoed, stored and shown as such.
 
 The converse holds for a config's boolean: it is ``true`` or ``false``, never a number (``1``
 is not a yes), and an environment variable's text is read as one by :func:`boolean_text`.
@@ -18,15 +21,19 @@ the command line's options read numbers by :mod:`switchpoint._options`)."""
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
+from decimal import Decimal
+from fractions import Fraction
 from typing import Annotated
 
 import numpy as np
 from pydantic import BeforeValidator
 
 from switchpoint._json import as_float
-from switchpoint._messages import quoted
+from switchpoint._messages import cut, past_floats, quoted
+from switchpoint.errors import InvalidInputError
 
 
 def real_number(value: object) -> float | None:
@@ -37,6 +44,32 @@ def real_number(value: object) -> float | None:
         return as_float(value) + 0.0  # -0.0 + 0.0 is 0.0
     except Exception:  # (a Real whose __float__ raises: no number to read)
         return None
+
+
+def checked_number(field: str, value: object) -> float | None:
+    """``value`` as :func:`real_number` reads it (None: no real number), where a number no
+    float holds is refused, an :class:`InvalidInputError` naming ``field``: one past the
+    largest (an integer of 401 digits, read as infinity, is told so as the HTTP door tells it:
+    :func:`~switchpoint._messages.past_floats`), or a ``Decimal`` or ``Fraction`` that is not 0
+    but a float holds only as 0 (:data:`TOO_SMALL`, as the command line says of ``1e-400``).
+    The one reading of every number check of the library door (a cost, a quality score, a
+    λ, a report's figures), which takes a ``Decimal`` too, as the float nearest it (a
+    signalling NaN is no number)."""
+    if isinstance(value, Decimal):
+        try:
+            x: float | None = float(value) + 0.0  # -0.0 + 0.0 is 0.0
+        except ValueError:
+            x = None
+    else:
+        x = real_number(value)
+    if x is None or (x != 0 and math.isfinite(x)):
+        return x
+    past = past_floats(value)
+    if past is not None:
+        raise InvalidInputError(field, past)
+    if x == 0 and isinstance(value, Decimal | Fraction) and value != 0:
+        raise InvalidInputError(field, f"{cut(str(value), 40)} {TOO_SMALL}")
+    return x
 
 
 def boolean(value: object) -> bool | None:

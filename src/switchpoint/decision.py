@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from switchpoint._args import INTEGER, expect
 from switchpoint._messages import cut, json_quoted, people_number, quoted
-from switchpoint._numbers import real_number
+from switchpoint._numbers import checked_number, real_number
 from switchpoint.errors import InvalidInputError
 
 Array = npt.NDArray[np.float64]
@@ -55,7 +55,7 @@ def check_cost_weight(value: object, field: str = "cost_weight", *,
     :class:`~switchpoint.errors.InvalidInputError` naming ``field`` that quotes the value as
     sent: ``written``, the number as its text gave it (a header's ``-1``, ``1e5``), when it
     was read from text."""
-    x = real_number(value)
+    x = checked_number(field, value)
     if x is None:
         raise InvalidInputError(field, f"must be a number >= 0, got {json_quoted(value)}")
     if math.isnan(x):

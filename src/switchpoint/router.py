@@ -23,7 +23,7 @@ import numpy as np
 
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
 from switchpoint._messages import json_quoted, people_number
-from switchpoint._numbers import real_number
+from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import MAX_TOKENS, Catalog, check_token_counts, estimate_tokens
 from switchpoint.decision import (
@@ -192,7 +192,7 @@ class DecisionCache(RemadeOnLoad):
 
     def __init__(self, size: int = 10_000, ttl_seconds: float = 3600.0) -> None:
         self.size = check_cache_size(size, "cache_size")
-        ttl = real_number(ttl_seconds)
+        ttl = checked_number("cache_ttl", ttl_seconds)
         if ttl is None or not 0.0 <= ttl <= MAX_CACHE_TTL_S:
             raise InvalidInputError("cache_ttl", f"must be a number of seconds from 0 (0: no "
                                                  f"expiry) to {MAX_CACHE_TTL_S:,} (a year), got "
@@ -621,9 +621,9 @@ class Router(RemadeOnLoad):
         :class:`InvalidInputError` when ``cost`` is beyond any answer's (over
         ``MAX_PRICE_RATIO`` times that flat price)."""
         expect("model", model, str, "a catalog model's name")
-        expect("cost", cost, NUMBER, "a number (what the answer cost)")
-        measured = check_cost(cost)  # (finite, >= 0, no more than an answer costs)
-        assert measured is not None
+        measured = check_cost(cost)  # (a number, finite, >= 0, no more than an answer costs)
+        if measured is None:
+            raise InvalidInputError("cost", "must be a number (what the answer cost), got None")
         expect("prompt_tokens", prompt_tokens, INTEGER, "a count of tokens", optional=True)
         if prompt_tokens is not None and not 0 <= prompt_tokens <= MAX_TOKENS:
             raise InvalidInputError("prompt_tokens", f"must be a count of tokens from 0 to "

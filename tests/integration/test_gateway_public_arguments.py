@@ -202,3 +202,38 @@ def test_an_unknown_keyword_argument_is_refused_naming_it_and_those_taken(
             call(local, {name: Unshowable()})
         except Exception as err:
             assert "is not an argument" not in str(err), err
+
+
+HUGE: list[tuple[str, GatewayCall]] = [
+    ("requests_per_hour", lambda g, v: g.forecast_cost(v, 100, 100)),
+    ("since_hours", lambda g, v: g.get_sla_report(v)),
+    ("max_quality_loss", lambda g, v: g.get_cost_optimizations(max_quality_loss=v)),
+    ("cost_weight", lambda g, v: g.route("hi", cost_weight=v)),
+    ("quality_score", lambda g, v: g.report_outcome(g.route("hi").decision_id, v)),
+    ("cost", lambda g, v: g.report_outcome(g.route("hi").decision_id, 0.5, cost=v)),
+]
+
+
+@pytest.mark.parametrize(("field", "call"), HUGE, ids=[f for f, _ in HUGE])
+def test_an_integer_past_what_a_float_holds_is_told_so_as_over_http(
+        local: Gateway, field: str, call: GatewayCall) -> None:
+    """A report's figure, a λ, a quality score or a cost of 10**400 was "got inf" or "is inf";
+    HTTP says what it is, and the gateway's methods now say the same, changing nothing."""
+    before = logged(local)
+    with pytest.raises(InvalidInputError) as caught:
+        call(local, 10**400)
+    assert str(caught.value) == (
+        f"{field}: must be a finite number, got an integer of 401 digits, past the largest a "
+        "number holds (about 1.8e308)")
+    assert logged(local) == before
+
+
+@pytest.mark.parametrize("value", ["0.1", -0.1, 2, float("nan"), None],
+                         ids=["string", "negative", "past 1", "NaN", "None"])
+def test_a_quality_loss_that_is_no_share_of_quality_is_refused_naming_it(
+        local: Gateway, value: object) -> None:
+    """get_cost_optimizations' max_quality_loss was taken unread: a string raised a TypeError
+    once the log held requests, a negative loss or NaN gave suggestions of no meaning."""
+    with pytest.raises(InvalidInputError) as caught:
+        local.get_cost_optimizations(max_quality_loss=value)
+    assert caught.value.field == "max_quality_loss", caught.value

@@ -8,6 +8,8 @@ import inspect
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -418,3 +420,53 @@ def test_a_tenant_that_is_not_valid_unicode_is_refused(
     with pytest.raises(InvalidInputError) as caught:
         call(router)
     assert caught.value.field == "tenant" and "lone surrogate" in str(caught.value)
+
+
+PAST = "must be a finite number, got {}, past the largest a number holds (about 1.8e308)"
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (10**400, "an integer of 401 digits"), (-10**400, "an integer of 401 digits"),
+    (Decimal("1e400"), "1E+400"), (Fraction(10**400, 3), "1" + "0" * 36 + "...")],
+    ids=["integer", "negative integer", "Decimal", "Fraction"])
+@pytest.mark.parametrize(("field", "call"), [
+    ("quality_score", lambda r, v: r.report_outcome(r.route("hi").decision_id, v)),
+    ("cost", lambda r, v: r.report_outcome(r.route("hi").decision_id, 0.5, cost=v)),
+    ("cost_weight_override", lambda r, v: r.route("hi", cost_weight_override=v)),
+    ("cost_weight", lambda r, v: r.route_batch(["hi"], cost_weights=[v])),
+    ("cost", lambda r, v: r.learnable_cost(r.models[0], v, None)),
+], ids=["quality_score", "cost", "cost_weight_override", "cost_weights", "learnable_cost"])
+def test_a_number_past_what_a_float_holds_is_told_so_as_the_http_door_tells_it(
+        world: World, field: str, call: Callable[[Router, object], object], value: object,
+        shown: str) -> None:
+    """A quality score, cost or λ of 10**400 was said to be "inf" (or quoted whole, 401
+    digits cut at 60): the HTTP door says what it is, and the library door now says the same
+    by the same rule, whatever kind of number holds it."""
+    router = Router(world.package, embedder=world.embedder)
+    with pytest.raises(InvalidInputError) as caught:
+        call(router, value)
+    assert caught.value.field.startswith(field), caught.value
+    assert caught.value.reason == PAST.format(shown), caught.value
+
+
+def test_a_decimal_is_a_number_as_a_fraction_is(world: World) -> None:
+    """A Decimal quality score, cost or λ is read as the float it is nearest, as a Fraction
+    and NumPy's scalars are (it was refused, "must be a number, got "0.5"", as if a string);
+    one that is not 0 but too small for a float to tell from 0 is refused as the command line
+    refuses 1e-400."""
+    router = Router(world.package, embedder=world.embedder)
+    decision = router.route("hi", cost_weight_override=Decimal("0.25"))  # type: ignore[arg-type]
+    assert decision.cost_weight == 0.25 and type(decision.cost_weight) is float
+    assert decision.selected_model == router.route("hi", cost_weight_override=0.25).selected_model
+    outcome = router.report_outcome(decision.decision_id, Decimal("0.75"),  # type: ignore[arg-type]
+                                    cost=Decimal("0.001"))  # type: ignore[arg-type]
+    assert outcome.quality == 0.75 and type(outcome.quality) is float
+    assert router.learnable_cost(router.models[0], Decimal("0.001"),  # type: ignore[arg-type]
+                                 None) == router.learnable_cost(router.models[0], 0.001, None)
+    with pytest.raises(InvalidInputError) as caught:
+        router.report_outcome(decision.decision_id, Decimal("1e-400"))  # type: ignore[arg-type]
+    assert caught.value.field == "quality_score"
+    assert "1E-400 is too small a number to be told from 0" in str(caught.value)
+    with pytest.raises(InvalidInputError) as nan:
+        router.report_outcome(decision.decision_id, Decimal("NaN"))  # type: ignore[arg-type]
+    assert nan.value.field == "quality_score" and "NaN" in str(nan.value)

@@ -73,7 +73,7 @@ import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect, passes_on
 from switchpoint._files import access_problem, private_dir
 from switchpoint._messages import json_quoted, quoted_path
-from switchpoint._numbers import real_number
+from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint.catalog import Catalog
 from switchpoint.config import MAPPING_CONFIG, GatewaySettings, Settings, load_settings
@@ -2108,7 +2108,7 @@ class Gateway:
             if event != "success":
                 raise InvalidInputError("latency_ms", "is recorded for a success only; leave "
                                                       f"it out when event is {json_quoted(event)}")
-            latency = real_number(latency_ms)
+            latency = checked_number("latency_ms", latency_ms)
             if latency is None or not 0 <= latency <= MAX_EVENT_LATENCY_MS:
                 raise InvalidInputError(
                     "latency_ms", f"must be a number of milliseconds from 0 to "

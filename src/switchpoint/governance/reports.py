@@ -41,7 +41,7 @@ import numpy as np
 
 from switchpoint._json import lone_surrogate
 from switchpoint._messages import json_quoted, listed_names, people_number
-from switchpoint._numbers import real_number
+from switchpoint._numbers import checked_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard, check_token_counts
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError, NotFoundError
@@ -218,7 +218,7 @@ MAX_SINCE_HOURS = 24 * 366
 
 def _number(value: object, name: str, *, integer: bool = False,
             at_most: float | None = None) -> float:
-    x = real_number(value)  # (NumPy's scalars too; an int too large for a float is inf)
+    x = checked_number(name, value)  # (NumPy's scalars, a Decimal too)
     if x is None:
         raise InvalidInputError(name, f"must be a number >= 0, got {json_quoted(value)}")
     if not math.isfinite(x) or x < 0:
@@ -814,6 +814,7 @@ class Reports:
         removal from the pool saves money at no real loss. Each item: ``suggestion``,
         ``estimated_savings_usd_per_day``, ``tradeoff`` and the what-if figures behind it."""
         self.check_tenant(tenant)
+        max_quality_loss = _number(max_quality_loss, "max_quality_loss", at_most=1.0)
         tokens = None if estimate_tokens is None else check_token_counts(estimate_tokens)
         since, end = self._window(period, until)
         routed = self._routed(since, end, tenant, tokens)

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._messages import json_quoted
-from switchpoint._numbers import boolean, real_number
+from switchpoint._numbers import boolean, checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import InvalidInputError
@@ -64,7 +64,7 @@ def check_quality(quality_score: object, success: object) -> float:
         if flag is None:
             raise InvalidInputError("success", f"must be True or False, got {json_quoted(success)}")
         return 1.0 if flag else 0.0
-    q = real_number(quality_score)
+    q = checked_number("quality_score", quality_score)
     if q is None:
         raise InvalidInputError("quality_score", f"must be a number in [0, 1], got "
                                                  f"{json_quoted(quality_score)}")
@@ -82,7 +82,7 @@ def check_cost(cost: object) -> float | None:
     None)."""
     if cost is None:
         return None
-    value = real_number(cost)
+    value = checked_number("cost", cost)
     if value is None:
         raise InvalidInputError("cost", f"must be a number >= 0 (what the answer cost), got "
                                         f"{json_quoted(cost)}")

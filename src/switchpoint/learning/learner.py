@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from switchpoint._messages import json_quoted
-from switchpoint._numbers import real_number
+from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RLOCK, RemadeOnLoad, remade
 from switchpoint.errors import (
     DecisionNotFoundError,
@@ -97,12 +97,12 @@ class LearningSettings:
         whole("max_new_clusters", self.max_new_clusters,
               none="for twice the base policy's clusters")
         whole("max_tenants", self.max_tenants, least=1, none="for no bound")
-        rate = real_number(self.exploration)
+        rate = checked_number("exploration", self.exploration)
         if rate is None or not 0.0 <= rate <= 1.0:
             raise InvalidInputError("exploration", f"must be a fraction in [0, 1], got "
                                                    f"{json_quoted(self.exploration)}")
         object.__setattr__(self, "exploration", rate)  # a plain float, -0.0 as 0.0
-        novelty = real_number(self.novelty_threshold)
+        novelty = checked_number("novelty_threshold", self.novelty_threshold)
         if novelty is None or not -1.0 <= novelty <= 1.0:
             raise InvalidInputError("novelty_threshold", f"must be a cosine in [-1, 1], got "
                                                          f"{json_quoted(self.novelty_threshold)}")

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._messages import MAX_LISTED, json_quoted, listed_names
+from switchpoint._numbers import checked_number
 from switchpoint.errors import InvalidInputError, NotFittedError, UnknownModelError
 
 Array = npt.NDArray[np.float64]
@@ -423,11 +424,16 @@ def check_param_names(cls: type[Policy], params: Mapping[str, object]) -> None:
 def check_number(name: str, value: object, *, low: float = 0.0, inclusive: bool = True) -> float:
     """``value`` as a float, if it is a finite real number ``>= low`` (``> low`` if not
     ``inclusive``); otherwise an :class:`InvalidInputError` naming the parameter."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        # (kept as given, and written to the weights' JSON: a Decimal would not be)
+        raise InvalidInputError(name, f"must be a finite number (a float or an int); got "
+                                      f"{json_quoted(value)} (a {type(value).__name__})")
+    x = checked_number(name, value)  # (an integer no float holds is told so)
+    if x is None or not math.isfinite(x):
         raise InvalidInputError(name, f"must be a finite number; got {json_quoted(value)}")
-    if value < low or (not inclusive and value == low):
-        raise InvalidInputError(name, f"must be {'>=' if inclusive else '>'} {low:g}; got {value}")
-    return float(value)
+    if x < low or (not inclusive and x == low):
+        raise InvalidInputError(name, f"must be {'>=' if inclusive else '>'} {low:g}; got {x:g}")
+    return x
 
 
 def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
