@@ -43,6 +43,40 @@ DEFAULT_COST_WEIGHT = 0.5
 TIE_TOLERANCE = 1e-9
 
 
+#: Longest decision id an outcome may name (an id is 32 characters; the rest is room).
+MAX_DECISION_ID = 200
+#: What a decision id is written in: a random UUID's lowercase hexadecimal digits
+#: (``uuid.uuid4().hex``), as the router writes a decision's and the gateway a request's (the
+#: id a request to a named model answers with, which feedback names as it names a decision's).
+DECISION_ID_PATTERN = "^[0-9a-f]+$"
+_DECISION_ID_DIGITS = frozenset("0123456789abcdef")
+_DECISION_ID_IS = ("a decision id is the 32 lowercase hexadecimal digits (0-9, a-f) an answer "
+                   "carried (x-switchpoint-decision-id, or decision_id)")
+
+
+def check_decision_id(decision_id: object) -> str:
+    """``decision_id`` when it could name a decision (or a request): a string of at most
+    :data:`MAX_DECISION_ID` characters, each a lowercase hexadecimal digit, as every id the
+    router and the gateway make is; else an :class:`InvalidInputError` naming
+    ``decision_id``, its first character no id holds and what an id looks like, before
+    anything is looked up (an id no decision could have is a mistake to tell, not a decision
+    to look for). The one check of an outcome's decision id, in process and over HTTP."""
+    if not isinstance(decision_id, str) or not decision_id:
+        got = "an empty string" if decision_id == "" else type(decision_id).__name__
+        raise InvalidInputError("decision_id", f"must be a decision id, got {got}; "
+                                               f"{_DECISION_ID_IS}")
+    if len(decision_id) > MAX_DECISION_ID:
+        raise InvalidInputError("decision_id", f"is {len(decision_id)} characters; decision "
+                                               f"ids have at most {MAX_DECISION_ID}")
+    if not _DECISION_ID_DIGITS.issuperset(decision_id):
+        at, char = next((i, c) for i, c in enumerate(decision_id)
+                        if c not in _DECISION_ID_DIGITS)
+        shown = (json_quoted(char) if " " < char <= "~" else f"U+{ord(char):04X}")
+        raise InvalidInputError("decision_id", f"holds {shown} (character {at + 1}), which no "
+                                               f"decision id holds: {_DECISION_ID_IS}")
+    return decision_id
+
+
 def _shown(value: object, x: float) -> str:
     """A number refused as JSON writes what was sent (``-1``, ``-0.5``), or as the float it
     reads as when it is another kind of number (a Fraction, a Decimal)."""

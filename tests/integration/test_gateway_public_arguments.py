@@ -100,8 +100,8 @@ def test_an_id_that_is_not_valid_unicode_is_refused_or_not_found(local: Gateway)
     """A decision id or comparison id holding a lone surrogate was looked up in the store, and
     the query failed with a UnicodeEncodeError; no id holds one."""
     with pytest.raises(InvalidInputError) as refused:
-        local.report_outcome("decision\ud800", 0.5)
-    assert refused.value.field == "decision_id" and "lone surrogate" in str(refused.value)
+        local.report_outcome("abc\ud800", 0.5)
+    assert refused.value.field == "decision_id" and "U+D800 (character 4)" in str(refused.value)
     with pytest.raises(NotFoundError) as missing:
         local.score("compare\ud800", {"good": 0.5})
     assert missing.value.param == "compare_id"

@@ -4,6 +4,7 @@ scoping with client keys; the in-process door."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -239,6 +240,63 @@ def test_named_model_answers_carry_their_request_id_for_quality_feedback(
         assert by_request["kind"] == "decision"
 
 
+# Ids no decision could have: each holds a character no id the service makes holds (they are
+# lowercase hexadecimal digits), with the character named as the refusal names it.
+NO_IDS = [("\u0000", "U+0000 (character 1)"), ("0ff\n", "U+000A (character 4)"),
+          (" ", "U+0020 (character 1)"), (" " + "0" * 32, "U+0020 (character 1)"),
+          ("3F2A", '"F" (character 2)'), ("abc\ud800", "U+D800 (character 4)"),
+          ("id", '"i" (character 1)')]
+ID_IS = ("which no decision id holds: a decision id is the 32 lowercase hexadecimal digits "
+         "(0-9, a-f) an answer carried (x-switchpoint-decision-id, or decision_id)")
+
+
+def test_an_id_no_decision_could_have_is_a_400_saying_what_an_id_is(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """An id holding a character no id holds was looked up ("\\u0000", "id\\n": 404, no such
+    decision) while " " was a 400: now each is a 400 naming decision_id and saying what an id
+    looks like, before any lookup; a well-formed id of no decision is still a 404. The
+    published schema says what an id holds."""
+    with learning_server(fake, tmp_path) as server:
+        decision = chat(server, math_prompt(12))[0]["x-switchpoint-decision-id"]
+        assert re.fullmatch("[0-9a-f]{32}", decision)
+        for sent, where in NO_IDS:
+            r = httpx.post(f"{server.base}/v1/feedback", timeout=15,
+                           headers={"content-type": "application/json"},
+                           content=json.dumps({"decision_id": sent, "score": 0.5}))
+            assert r.status_code == 400, (sent, r.text)
+            error = r.json()["error"]
+            assert (error["code"], error["param"]) == ("invalid_request", "decision_id"), error
+            if "\ud800" in sent:  # (no text holds it: refused as any field of a body is)
+                assert "lone surrogate" in error["message"], error
+                continue
+            assert error["message"] == f"decision_id: holds {where}, {ID_IS}", error
+        missing = feedback(server, "0" * 32, score=0.5)
+        assert missing.status_code == 404, missing.text
+        assert _status(server)["learned_router"]["events"] == 0
+        assert feedback(server, decision, score=0.5).status_code == 200
+        document = httpx.get(f"{server.base}/openapi.json", timeout=15).json()
+        body = document["paths"]["/v1/feedback"]["post"]["requestBody"]["content"][
+            "application/json"]["schema"]
+        field = body["properties"]["decision_id"]
+        assert field["pattern"] == "^[0-9a-f]+$", field
+        assert all(re.fullmatch(field["pattern"], example["decision_id"])
+                   for example in body["examples"])
+
+
+def test_the_in_process_door_refuses_an_id_no_decision_could_have_alike(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    settings = settings_for(fake, tmp_path)
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        decision = gateway.route(math_prompt(13))
+        for sent, where in NO_IDS:
+            for report in (gateway.report_outcome, gateway.state.live().router.report_outcome):
+                with pytest.raises(InvalidInputError) as refused:
+                    report(sent, 0.5)
+                assert str(refused.value) == f"decision_id: holds {where}, {ID_IS}"
+        assert gateway.report_outcome(decision.decision_id, 0.5).outcome.replaced is False
+
+
 def test_bad_feedback_is_a_400_naming_the_field_and_changes_nothing(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path) as server:
@@ -386,7 +444,7 @@ def test_the_in_process_gateway_reports_outcomes(fake: FakeProviderProcess,
         decision_id = reply.switchpoint.decision_id
         assert reply.switchpoint.decision is not None
         with pytest.raises(DecisionNotFoundError):
-            gateway.report_outcome("nope", 0.5)
+            gateway.report_outcome("0" * 32, 0.5)
         with pytest.raises(InvalidInputError) as bad:
             gateway.report_outcome(decision_id, math.nan)
         assert bad.value.field == "quality_score"

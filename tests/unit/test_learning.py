@@ -91,8 +91,8 @@ def test_report_outcome_rejects_bad_quality(package, fake_embedder, kwargs, fiel
 
 def test_unknown_decisions_wrong_tenant_and_unknown_models(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
     router = _router(package, fake_embedder)
-    with pytest.raises(DecisionNotFoundError, match="no decision \"nope\""):
-        router.report_outcome("nope", 1.0)
+    with pytest.raises(DecisionNotFoundError, match="no decision \"0ff\""):
+        router.report_outcome("0ff", 1.0)
     d = router.route(math_prompt(1), tenant="acme")
     with pytest.raises(DecisionNotFoundError):  # another tenant cannot report on it
         router.report_outcome(d.decision_id, 1.0, tenant="globex")

@@ -34,8 +34,6 @@ log = logging.getLogger("switchpoint.gateway")
 
 #: Longest feedback comment kept (characters).
 MAX_COMMENT = 2000
-#: Longest decision id accepted (ids are 32 hex characters; this leaves room for others').
-MAX_DECISION_ID = 200
 #: Outcomes one decision (or one answer of a comparison) takes: its first and the repeats
 #: that replace it. Each is a row of the feedback log, which retention prunes only once the
 #: learning checkpoint holds it, so repeats without end would grow it without end. Counted
@@ -268,19 +266,6 @@ class RouterLog:
 
     def replay(self, tenant: str | None = None) -> Iterator[FeedbackEvent]:
         return (row.event for row in self.log.replay(tenant) if row.kind != "model")
-
-def check_decision_id(decision_id: object) -> str:
-    if not isinstance(decision_id, str) or not decision_id.strip():
-        raise InvalidInputError("decision_id", "must be the decision id an answer carried "
-                                               "(x-switchpoint-decision-id, or decision_id)")
-    if len(decision_id) > MAX_DECISION_ID:
-        raise InvalidInputError("decision_id", f"is {len(decision_id)} characters; decision "
-                                               f"ids have at most {MAX_DECISION_ID}")
-    if lone_surrogate(decision_id):  # (no id holds one, and none can be looked up)
-        raise InvalidInputError("decision_id", f"{LONE_SURROGATE}; send the decision id an "
-                                               "answer carried")
-    return decision_id
-
 
 def check_comment(comment: object) -> str | None:
     """The comment to keep with a feedback (None: none), with anything shaped like a secret

@@ -70,7 +70,7 @@ import numpy.typing as npt
 
 from switchpoint._messages import json_quoted, listed_names, quoted, quoted_path
 from switchpoint.config import Settings
-from switchpoint.decision import RoutingDecision
+from switchpoint.decision import RoutingDecision, check_decision_id
 from switchpoint.errors import (
     ConflictError,
     DecisionNotFoundError,
@@ -88,7 +88,6 @@ from switchpoint.gateway.feedback_log import (
     RouterLog,
     ServiceFeedbackLog,
     check_comment,
-    check_decision_id,
     not_kept,
 )
 from switchpoint.gateway.live import Live, RouterState, learning_settings

@@ -23,6 +23,7 @@ from typing import Any
 
 from switchpoint._json import lone_surrogate
 from switchpoint._messages import json_quoted
+from switchpoint.decision import MAX_DECISION_ID
 from switchpoint.errors import (
     ConflictError,
     ContextLengthExceeded,
@@ -32,7 +33,6 @@ from switchpoint.errors import (
     NotFoundError,
 )
 from switchpoint.gateway.capabilities import too_long
-from switchpoint.gateway.feedback_log import MAX_DECISION_ID
 from switchpoint.gateway.redact import clip, redact
 from switchpoint.gateway.results import ChatCompletion
 from switchpoint.store.learning import CompareRecord

@@ -110,7 +110,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     score, success = _quality(args)
     if args.url is not None:
         return _feedback_over_http(args, score, success)
-    from switchpoint.gateway.feedback_log import check_comment, check_decision_id
+    from switchpoint.decision import check_decision_id
+    from switchpoint.gateway.feedback_log import check_comment
 
     # Every argument is checked before the state is opened: a refused command writes nothing.
     cost: float | None = args.cost

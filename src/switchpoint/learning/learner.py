@@ -23,6 +23,7 @@ from itertools import islice
 from switchpoint._messages import json_quoted
 from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RLOCK, RemadeOnLoad, remade
+from switchpoint.decision import check_decision_id
 from switchpoint.errors import (
     DecisionNotFoundError,
     InvalidInputError,
@@ -230,8 +231,7 @@ class Learner(RemadeOnLoad):
                success: bool | None = None, *, model: str | None = None,
                tenant: str | None = None, cost: float | None = None) -> OutcomeResult:
         """Learn how a remembered decision went (see ``Router.report_outcome``)."""
-        if not isinstance(decision_id, str) or not decision_id:
-            raise InvalidInputError("decision_id", "must be the decision_id a route returned")
+        check_decision_id(decision_id)
         quality = check_quality(quality_score, success)
         measured = check_cost(cost)
         entry = self.memory.get(decision_id)

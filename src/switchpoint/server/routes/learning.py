@@ -28,9 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from starlette.concurrency import run_in_threadpool
 
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_MODEL_NAME
+from switchpoint.decision import DECISION_ID_PATTERN, MAX_DECISION_ID
 from switchpoint.errors import InvalidInputError, PermissionDeniedError
 from switchpoint.gateway.ab_tests import ARMS
-from switchpoint.gateway.feedback_log import MAX_COMMENT, MAX_DECISION_ID
+from switchpoint.gateway.feedback_log import MAX_COMMENT
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT
@@ -88,11 +89,15 @@ class FeedbackRequest(BaseModel):
     """How one answer went: ``score`` in [0, 1] or ``success`` (exactly one)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"decision_id": "3f2a...", "score": 0.8},
-        {"decision_id": "3f2a...", "success": False, "comment": "wrong unit in the answer"}]})
+        {"decision_id": "3f2a0c5e8b7d4a1f9e6b2c8d4f0a7e13", "score": 0.8},
+        {"decision_id": "3f2a0c5e8b7d4a1f9e6b2c8d4f0a7e13", "success": False,
+         "comment": "wrong unit in the answer"}]})
 
+    # (the pattern is the published contract; the gateway checks it, saying what an id is)
     decision_id: StrictStr = Field(min_length=1, max_length=MAX_DECISION_ID, description=(
-        "The x-switchpoint-decision-id the answer carried (POST /v1/route: decision_id)."))
+        "The x-switchpoint-decision-id the answer carried (POST /v1/route: decision_id): "
+        "lowercase hexadecimal digits; an id of any other character is a 400."),
+        json_schema_extra={"pattern": DECISION_ID_PATTERN})
     score: Quality | None = Field(None, description="Quality of the answer, 0 (worst) to 1.")
     success: StrictBool | None = Field(None, description="Whether the answer did the job.")
     model: StrictStr | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME, description=(
