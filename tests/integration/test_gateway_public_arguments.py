@@ -194,7 +194,7 @@ def test_an_unknown_keyword_argument_is_refused_naming_it_and_those_taken(
         call(local, {"bogus": 1, "colour\n": 2})
     assert caught.value.field == "bogus", caught.value
     assert str(caught.value) == (
-        f"bogus: is not an argument of {method} (nor is 'colour\\\\u000a'); it takes "
+        f'bogus: is not an argument of {method} (nor is "colour\\n"); it takes '
         f"{', '.join(takes)} (check its spelling, or leave it out)")
     # (and every argument it lists is taken: none of them is refused as unknown)
     for name in takes:
