@@ -43,38 +43,43 @@ DEFAULT_COST_WEIGHT = 0.5
 TIE_TOLERANCE = 1e-9
 
 
-#: Longest decision id an outcome may name (an id is 32 characters; the rest is room).
+#: Longest id an outcome or a score may name (an id is 32 characters; the rest is room).
 MAX_DECISION_ID = 200
-#: What a decision id is written in: a random UUID's lowercase hexadecimal digits
-#: (``uuid.uuid4().hex``), as the router writes a decision's and the gateway a request's (the
-#: id a request to a named model answers with, which feedback names as it names a decision's).
+#: What an id is written in: a random UUID's lowercase hexadecimal digits
+#: (``uuid.uuid4().hex``), as the router writes a decision's, the gateway a request's (the
+#: id a request to a named model answers with, which feedback names as it names a decision's)
+#: and a comparison's.
 DECISION_ID_PATTERN = "^[0-9a-f]+$"
-_DECISION_ID_DIGITS = frozenset("0123456789abcdef")
-_DECISION_ID_IS = ("a decision id is the 32 lowercase hexadecimal digits (0-9, a-f) an answer "
-                   "carried (x-switchpoint-decision-id, or decision_id)")
+_ID_DIGITS = frozenset("0123456789abcdef")
+#: What each field naming an id names, and where its id came from: the one check
+#: (:func:`check_id`) says so of the field it is given.
+_IDS = {"decision_id": ("decision id", "an answer carried (x-switchpoint-decision-id, or "
+                                       "decision_id)"),
+        "compare_id": ("comparison id", "a comparison answered with (its compare_id)")}
 
 
-def check_decision_id(decision_id: object) -> str:
-    """``decision_id`` when it could name a decision (or a request): a string of at most
-    :data:`MAX_DECISION_ID` characters, each a lowercase hexadecimal digit, as every id the
-    router and the gateway make is; else an :class:`InvalidInputError` naming
-    ``decision_id``, its first character no id holds and what an id looks like, before
-    anything is looked up (an id no decision could have is a mistake to tell, not a decision
-    to look for). The one check of an outcome's decision id, in process and over HTTP."""
-    if not isinstance(decision_id, str) or not decision_id:
-        got = "an empty string" if decision_id == "" else type(decision_id).__name__
-        raise InvalidInputError("decision_id", f"must be a decision id, got {got}; "
-                                               f"{_DECISION_ID_IS}")
-    if len(decision_id) > MAX_DECISION_ID:
-        raise InvalidInputError("decision_id", f"is {len(decision_id)} characters; decision "
-                                               f"ids have at most {MAX_DECISION_ID}")
-    if not _DECISION_ID_DIGITS.issuperset(decision_id):
-        at, char = next((i, c) for i, c in enumerate(decision_id)
-                        if c not in _DECISION_ID_DIGITS)
+def check_id(value: object, field: str = "decision_id") -> str:
+    """``value`` when it could name what ``field`` names (``decision_id``: a decision or a
+    request; ``compare_id``: a comparison): a string of at most :data:`MAX_DECISION_ID`
+    characters, each a lowercase hexadecimal digit, as every id the router and the gateway
+    make is; else an :class:`InvalidInputError` naming ``field``, its first character no id
+    holds and what an id looks like, before anything is looked up (an id nothing could have
+    is a mistake to tell, not a thing to look for). The one check of an outcome's decision id
+    and a score's comparison id, in process and over HTTP."""
+    what, source = _IDS[field]
+    is_ = f"a {what} is the 32 lowercase hexadecimal digits (0-9, a-f) {source}"
+    if not isinstance(value, str) or not value:
+        got = "an empty string" if value == "" else type(value).__name__
+        raise InvalidInputError(field, f"must be a {what}, got {got}; {is_}")
+    if len(value) > MAX_DECISION_ID:
+        raise InvalidInputError(field, f"is {len(value)} characters; {what}s have at most "
+                                       f"{MAX_DECISION_ID}")
+    if not _ID_DIGITS.issuperset(value):
+        at, char = next((i, c) for i, c in enumerate(value) if c not in _ID_DIGITS)
         shown = (json_quoted(char) if " " < char <= "~" else f"U+{ord(char):04X}")
-        raise InvalidInputError("decision_id", f"holds {shown} (character {at + 1}), which no "
-                                               f"decision id holds: {_DECISION_ID_IS}")
-    return decision_id
+        raise InvalidInputError(field, f"holds {shown} (character {at + 1}), which no {what} "
+                                       f"holds: {is_}")
+    return value
 
 
 def _shown(value: object, x: float) -> str:

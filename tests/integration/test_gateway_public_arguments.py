@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from switchpoint import Gateway
-from switchpoint.errors import InvalidInputError, NotFoundError
+from switchpoint.errors import InvalidInputError
 from tests.integration.gateway_env import FACTORY, KEYS
 
 NOWHERE = "http://127.0.0.1:19299/v1"  # never asked: each request here is refused first
@@ -102,12 +102,12 @@ def test_an_id_that_is_not_valid_unicode_is_refused_or_not_found(local: Gateway)
     with pytest.raises(InvalidInputError) as refused:
         local.report_outcome("abc\ud800", 0.5)
     assert refused.value.field == "decision_id" and "U+D800 (character 4)" in str(refused.value)
-    with pytest.raises(NotFoundError) as missing:
-        local.score("compare\ud800", {"good": 0.5})
-    assert missing.value.param == "compare_id"
-    with pytest.raises(NotFoundError) as unshown:
+    with pytest.raises(InvalidInputError) as missing:
+        local.score("abc\ud800", {"good": 0.5})
+    assert missing.value.field == "compare_id" and "U+D800 (character 4)" in str(missing.value)
+    with pytest.raises(InvalidInputError) as unshown:
         local.score(Unshowable(), {"good": 0.5})  # type: ignore[arg-type]
-    assert unshown.value.param == "compare_id"
+    assert str(unshown.value).startswith("compare_id: must be a comparison id, got Unshowable")
 
 
 def logged(gateway: Gateway) -> int:

@@ -5,6 +5,8 @@ tenant's does not."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -213,7 +215,7 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
         ({"compare_id": cid, "scores": {"runner": 0.5}}, "scores.runner", 400),
         ({"compare_id": cid, "scores": {"Z\x1b[2J": 0.5}}, "scores.Z\\u001b[2J", 400),
         ({"compare_id": cid, "scores": {"A": 0.5, "B": 0.2, "strong": 0.1}}, None, 400),
-        ({"compare_id": "nope", "scores": {"A": 0.5}}, "compare_id", 404),
+        ({"compare_id": "0" * 32, "scores": {"A": 0.5}}, "compare_id", 404),
         ({"compare_id": cid, "scores": {"A": 0.5}, "tenant": "globex"}, "tenant", 403),
     ]
     for body, field, status in bad_scores:
@@ -246,6 +248,59 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
     assert _memory(server, keys["globex"])["examples"] == 0
     status = get(server, "/v1/router/status", key=acme).json()["tenants"]["acme"]
     assert status["learned_router"]["events"] == 0
+
+
+# Ids no comparison could have: each holds a character no id the gateway makes holds (they
+# are lowercase hexadecimal digits), with the character named as the refusal names it.
+NO_IDS = [("\u0000", "U+0000 (character 1)"), ("0ff\n", "U+000A (character 4)"),
+          (" ", "U+0020 (character 1)"), ("9C1E", '"C" (character 2)'),
+          ("nope", '"n" (character 1)'), ("abc\ud800", "U+D800 (character 4)")]
+ID_IS = ("which no comparison id holds: a comparison id is the 32 lowercase hexadecimal "
+         "digits (0-9, a-f) a comparison answered with (its compare_id)")
+
+
+def test_an_id_no_comparison_could_have_is_a_400_saying_what_an_id_is(
+        server: ThreadServer) -> None:
+    """A compare id of any shape was looked up, and one no comparison could have was a 404
+    (no open comparison): now it is a 400 naming compare_id and saying what an id looks
+    like, before any lookup, over HTTP and in process alike, by the rule decision ids are
+    checked by; a well-formed id of no comparison is still a 404. The published schema says
+    what an id holds."""
+    keys = _keys(server)
+    cid = post(server, "/v1/router/preferences/compare",
+               {"prompt": math_prompt(410), "models": ["strong", "cheap"]},
+               key=keys["acme"]).json()["compare_id"]
+    assert re.fullmatch("[0-9a-f]{32}", cid)
+    for sent, where in NO_IDS:
+        r = httpx.post(f"{server.base}/v1/router/preferences/score", timeout=30,
+                       headers={"authorization": f"Bearer {keys['acme']}",
+                                "content-type": "application/json"},
+                       content=json.dumps({"compare_id": sent, "scores": {"A": 0.5}}))
+        assert r.status_code == 400, (sent, r.text)
+        error = r.json()["error"]
+        assert (error["code"], error["param"]) == ("invalid_request", "compare_id"), error
+        if "\ud800" not in sent:  # (no text holds it: refused as any field of a body is)
+            assert error["message"] == f"compare_id: holds {where}, {ID_IS}", error
+        with pytest.raises(InvalidInputError) as refused:
+            server.service.gateway.score(sent, {"A": 0.5}, tenant="acme")
+        assert str(refused.value) == f"compare_id: holds {where}, {ID_IS}"
+    with pytest.raises(InvalidInputError) as long:  # (longer than any id: not looked up)
+        server.service.gateway.score("a" * 2**20, {"A": 0.5}, tenant="acme")
+    assert str(long.value) == "compare_id: is 1048576 characters; comparison ids have at most 200"
+    missing = post(server, "/v1/router/preferences/score",
+                   {"compare_id": "0" * 32, "scores": {"A": 0.5}}, key=keys["acme"])
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "compare_id"
+    assert _memory(server, keys["acme"])["examples"] == 0
+    scored = post(server, "/v1/router/preferences/score",
+                  {"compare_id": cid, "scores": {"A": 0.5}}, key=keys["acme"])
+    assert scored.status_code == 200, scored.text
+    document = httpx.get(f"{server.base}/openapi.json", timeout=30).json()
+    body = document["paths"]["/v1/router/preferences/score"]["post"]["requestBody"][
+        "content"]["application/json"]["schema"]
+    field = body["properties"]["compare_id"]
+    assert field["pattern"] == "^[0-9a-f]+$", field
+    assert all(re.fullmatch(field["pattern"], example["compare_id"])
+               for example in body["examples"])
 
 
 def test_a_caller_without_a_valid_key_is_refused_before_its_input_is_checked(

@@ -70,7 +70,7 @@ import numpy.typing as npt
 
 from switchpoint._messages import json_quoted, listed_names, quoted, quoted_path
 from switchpoint.config import Settings
-from switchpoint.decision import RoutingDecision, check_decision_id
+from switchpoint.decision import RoutingDecision, check_id
 from switchpoint.errors import (
     ConflictError,
     DecisionNotFoundError,
@@ -1110,7 +1110,7 @@ class GatewayLearning:
         thread, under the state's guard, on the snapshot live then; the commits it returns are
         waited for by the caller. Everything is checked before anything is learned."""
         self.check_writable("the feedback")
-        decision_id = check_decision_id(decision_id)
+        decision_id = check_id(decision_id)
         quality = check_quality(quality_score, success)
         comment = check_comment(comment)
         scope = None if tenant is None else check_tenant(tenant)
@@ -1373,7 +1373,7 @@ class GatewayLearning:
         :meth:`release` s it when the score is refused after this returns. A blind comparison
         is scored by label only."""
         self.check_writable("the scores")
-        compare = self.compares.get(compare_id, tenant)
+        compare = self.compares.get(check_id(compare_id, "compare_id"), tenant)
         if compare.blind and compare.revealed is not None:
             raise ConflictError(REVEALED, param="compare_id")
         if not isinstance(scores, Mapping) or not scores:

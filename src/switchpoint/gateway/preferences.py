@@ -21,9 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from switchpoint._json import lone_surrogate
 from switchpoint._messages import json_quoted
-from switchpoint.decision import MAX_DECISION_ID
 from switchpoint.errors import (
     ConflictError,
     ContextLengthExceeded,
@@ -119,16 +117,15 @@ class Compares:
                 while len(items) > capacity:
                     items.popitem(last=False)
 
-    def get(self, compare_id: object, tenant: str) -> Compare:
-        """The comparison, if it exists for ``tenant`` and has not expired (else 404)."""
+    def get(self, compare_id: str, tenant: str) -> Compare:
+        """The comparison, if it exists for ``tenant`` and has not expired (else 404);
+        ``compare_id`` is one :func:`~switchpoint.decision.check_id` took."""
         now = time.time()
         with self._lock:
             self._expire(now)
             items = self._tenants.get(tenant)
-            found = (items.get(compare_id) if items is not None and isinstance(compare_id, str)
-                     else None)
-        if (found is None and self.lookup is not None and isinstance(compare_id, str)
-                and 0 < len(compare_id) <= MAX_DECISION_ID and not lone_surrogate(compare_id)):
+            found = items.get(compare_id) if items is not None else None
+        if found is None and self.lookup is not None:
             found = self.lookup(compare_id)
         if found is None or found.tenant != tenant or found.expires <= now:
             raise NotFoundError(f"compare_id: no open comparison {json_quoted(compare_id, 100)} "

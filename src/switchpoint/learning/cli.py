@@ -110,12 +110,12 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     score, success = _quality(args)
     if args.url is not None:
         return _feedback_over_http(args, score, success)
-    from switchpoint.decision import check_decision_id
+    from switchpoint.decision import check_id
     from switchpoint.gateway.feedback_log import check_comment
 
     # Every argument is checked before the state is opened: a refused command writes nothing.
     cost: float | None = args.cost
-    check_decision_id(args.decision_id)
+    check_id(args.decision_id)
     check_comment(args.comment)
     if args.tenant is not None:
         check_tenant(args.tenant, "--tenant")

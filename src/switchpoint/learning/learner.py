@@ -23,7 +23,7 @@ from itertools import islice
 from switchpoint._messages import json_quoted
 from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RLOCK, RemadeOnLoad, remade
-from switchpoint.decision import check_decision_id
+from switchpoint.decision import check_id
 from switchpoint.errors import (
     DecisionNotFoundError,
     InvalidInputError,
@@ -231,7 +231,7 @@ class Learner(RemadeOnLoad):
                success: bool | None = None, *, model: str | None = None,
                tenant: str | None = None, cost: float | None = None) -> OutcomeResult:
         """Learn how a remembered decision went (see ``Router.report_outcome``)."""
-        check_decision_id(decision_id)
+        check_id(decision_id)
         quality = check_quality(quality_score, success)
         measured = check_cost(cost)
         entry = self.memory.get(decision_id)

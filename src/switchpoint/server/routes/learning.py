@@ -138,12 +138,16 @@ class ScoreRequest(BaseModel):
     models); for one that is not blind, a repeat replaces the scores it names."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"compare_id": "9c1e...", "scores": {"A": 0.9, "B": 0.4}}]})
+        {"compare_id": "9c1e5d7a2b4f4e0c8a6d3b1f7e9c2a40", "scores": {"A": 0.9, "B": 0.4}}]})
 
     # A bad score names its label (scores.A), as an unknown label is named.
     keyed_fields: ClassVar[frozenset[str]] = frozenset({"scores"})
 
-    compare_id: StrictStr = Field(min_length=1, max_length=200)
+    # (the pattern is the published contract; the gateway checks it, saying what an id is)
+    compare_id: StrictStr = Field(min_length=1, max_length=MAX_DECISION_ID, description=(
+        "The compare_id POST /v1/router/preferences/compare answered with: lowercase "
+        "hexadecimal digits; an id of any other character is a 400."),
+        json_schema_extra={"pattern": DECISION_ID_PATTERN})
     scores: dict[StrictStr, Quality] = Field(min_length=1, max_length=MAX_COMPARE_MODELS)
     tenant: TenantName | None = Field(None, description="Act for this tenant (admin token).")
 
