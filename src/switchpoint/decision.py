@@ -116,8 +116,8 @@ class Usage:
     embedding_ms: float = 0.0
 
     def __post_init__(self) -> None:
-        in_range("routing_ms", self.routing_ms, *MILLISECONDS)
-        in_range("embedding_ms", self.embedding_ms, *MILLISECONDS)
+        self.routing_ms = in_range("routing_ms", self.routing_ms, *MILLISECONDS)
+        self.embedding_ms = in_range("embedding_ms", self.embedding_ms, *MILLISECONDS)
 
 
 # What a decision's numbers take: (lowest, highest, in words). Each is checked as a decision
@@ -136,30 +136,40 @@ COST = (0.0, _FINITE, "a finite number >= 0")
 LAMBDA = (0.0, MAX_COST_WEIGHT, f"a number from 0 to {people_number(MAX_COST_WEIGHT)}")
 
 
-def in_range(field: str, value: object, low: float, high: float, what: str) -> None:
-    """Raise :class:`InvalidInputError` for ``field`` unless ``value`` is a real number (not a
-    boolean) from ``low`` to ``high``; ``what`` says so in words."""
+def in_range(field: str, value: object, low: float, high: float, what: str) -> float:
+    """``value`` as a Python float when it is a real number (not a boolean) from ``low`` to
+    ``high``, else an :class:`InvalidInputError` for ``field`` (``what`` says so in words).
+    A decision keeps the float it returns: a NumPy scalar or a Fraction kept as given is a
+    number ``json.dumps`` cannot write, and ``to_dict()`` promises JSON."""
     if type(value) is float and low <= value <= high:  # (the quick path: what routing builds)
-        return
+        return value
     x = real_number(value)
     if x is None:
         raise InvalidInputError(field, f"must be {what}, got {type(value).__name__}")
     if not low <= x <= high:
         raise InvalidInputError(field, f"must be {what}, got {quoted(value)}")
+    return x
 
 
-def _numbers_by_model(field: str, value: object, low: float, high: float, what: str) -> None:
+def _numbers_by_model(field: str, value: object, low: float, high: float, what: str
+                      ) -> dict[str, float]:
     """``value`` as a dict of model names to numbers from ``low`` to ``high`` (:func:`in_range`
-    names the entry refused: ``all_scores['gpt-4']``)."""
+    names the entry refused: ``all_scores['gpt-4']``): ``value`` itself when each is a float
+    already, else a copy holding each as the float :func:`in_range` reads."""
     if type(value) is not dict:
         expect(field, value, dict, f"a dict of model names to numbers ({what})")
     assert isinstance(value, dict)
+    taken: dict[str, float] = value
     for name, x in value.items():
         if type(name) is not str:
             raise InvalidInputError(field, f"must map model names (strings) to numbers, got "
                                            f"a key of type {type(name).__name__}")
         if not (type(x) is float and low <= x <= high):
-            in_range(f"{field}[{json_quoted(name)}]", x, low, high, what)
+            number = in_range(f"{field}[{json_quoted(name)}]", x, low, high, what)
+            if taken is value:
+                taken = dict(value)
+            taken[name] = number
+    return taken
 
 
 def _strings(field: str, value: object, what: str) -> None:
@@ -290,10 +300,13 @@ class RoutingDecision:
         # Types and ranges alike: anything to_dict(), explain(), the JSON a decision is written
         # as or the gateway's order of candidates could not take is refused here, naming it.
         expect("selected_model", self.selected_model, str, "a model's name")
-        in_range("expected_error", self.expected_error, *ERROR)
-        in_range("cost_adjusted_score", self.cost_adjusted_score, *SCORE)
-        _numbers_by_model("all_scores", self.all_scores, *SCORE)
-        expect("cluster_id", self.cluster_id, INTEGER, "an integer")
+        self.expected_error = in_range("expected_error", self.expected_error, *ERROR)
+        self.cost_adjusted_score = in_range("cost_adjusted_score", self.cost_adjusted_score,
+                                            *SCORE)
+        self.all_scores = _numbers_by_model("all_scores", self.all_scores, *SCORE)
+        if type(self.cluster_id) is not int:
+            expect("cluster_id", self.cluster_id, INTEGER, "an integer")
+            self.cluster_id = int(self.cluster_id)  # (np.int64: no number json writes)
         expect("reasoning", self.reasoning, (list, str), "a list of sentences (or one)")
         if isinstance(self.reasoning, str):
             self.reasoning = [self.reasoning]
@@ -301,10 +314,11 @@ class RoutingDecision:
         expect("usage", self.usage, Usage, "a Usage")
         if self.cluster_probabilities is not None:
             self.cluster_probabilities = _distribution(self.cluster_probabilities)
-        in_range("expected_cost", self.expected_cost, *COST)
-        in_range("cost_weight", self.cost_weight, *LAMBDA)
-        in_range("confidence", self.confidence, *RATE)
-        in_range("original_confidence", self.original_confidence, *RATE)
+        self.expected_cost = in_range("expected_cost", self.expected_cost, *COST)
+        self.cost_weight = in_range("cost_weight", self.cost_weight, *LAMBDA)
+        self.confidence = in_range("confidence", self.confidence, *RATE)
+        self.original_confidence = in_range("original_confidence", self.original_confidence,
+                                            *RATE)
         _strings("fallback_models", self.fallback_models, "model names")
         for name in self.fallback_models:
             if name not in self.all_scores:
@@ -312,8 +326,9 @@ class RoutingDecision:
                                         "all_scores does not score; a fallback is one of the "
                                         "candidates all_scores holds")
         _strings("evidence", self.evidence, "sentences")
-        _numbers_by_model("expected_errors", self.expected_errors, *ERROR)
-        _numbers_by_model("expected_costs", self.expected_costs, *COST)
+        self.expected_errors = _numbers_by_model("expected_errors", self.expected_errors,
+                                                 *ERROR)
+        self.expected_costs = _numbers_by_model("expected_costs", self.expected_costs, *COST)
         for name in _TEXT_FIELDS:
             value = getattr(self, name)
             if type(value) is not str:
@@ -325,7 +340,7 @@ class RoutingDecision:
         _strings("sla_breaches", self.sla_breaches, "sentences")
         _strings("sla_adjustments", self.sla_adjustments, "sentences")
         if self.budget_pressure is not None:
-            _check_pressure(self.budget_pressure)
+            self.budget_pressure = _check_pressure(self.budget_pressure)
 
     def __eq__(self, other: object) -> bool:
         """Field by field, as a dataclass compares; the cluster distribution by its values (an
@@ -560,17 +575,24 @@ def renewed(decision: RoutingDecision, **changes: Any) -> RoutingDecision:
     return fresh
 
 
-def _check_pressure(pressure: object) -> None:
+def _check_pressure(pressure: object) -> dict[str, Any]:
     """A decision's ``budget_pressure``: a dict whose ``fraction_used`` (None: a budget shared
-    with other callers), ``base_cost_weight`` and ``cost_weight`` are what explain() shows."""
+    with other callers), ``base_cost_weight`` and ``cost_weight`` are what explain() shows;
+    ``pressure`` itself when those are floats already, else a copy holding them as floats."""
     expect("budget_pressure", pressure, dict, "a dict (what a budget did to λ)")
     assert isinstance(pressure, dict)
+    taken: dict[str, Any] = pressure
     used = pressure.get("fraction_used")
-    if used is not None:
-        in_range('budget_pressure["fraction_used"]', used, *COST)
-    for name in ("base_cost_weight", "cost_weight"):
-        if name in pressure:
-            in_range(f"budget_pressure[{json_quoted(name)}]", pressure[name], *LAMBDA)
+    numbers = [] if used is None else [("fraction_used", COST)]
+    numbers += [(name, LAMBDA) for name in ("base_cost_weight", "cost_weight")
+                if name in pressure]
+    for name, bounds in numbers:
+        number = in_range(f"budget_pressure[{json_quoted(name)}]", pressure[name], *bounds)
+        if type(pressure[name]) is not float:
+            if taken is pressure:
+                taken = dict(pressure)
+            taken[name] = number
+    return taken
 
 
 # How a decision's reasoning names the profiled model whose estimate a model without a profile

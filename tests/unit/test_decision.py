@@ -279,3 +279,45 @@ def test_a_decision_within_its_ranges_writes_strict_json_and_explains_itself() -
     assert json.loads(json.dumps(d.to_dict(), allow_nan=False))["cluster_probabilities"] == [
         0.0, 1.0]
     assert "Budget: $5/day is 120% used" in d.explain()
+
+
+def test_a_decision_of_numpy_and_other_numbers_keeps_python_numbers_json_writes() -> None:
+    """A decision built of NumPy scalars (what a policy's arrays hold: np.float32, np.int64),
+    or a Fraction kept them as given, and to_dict()'s answer failed in json.dumps
+    (Object of type float32 is not JSON serializable): each is kept as the Python number it
+    is, the check of its range unchanged."""
+    from fractions import Fraction
+
+    d = _decision(expected_error=np.float32(0.25), cost_adjusted_score=np.float64(-0.5),
+                  all_scores={"small": np.float32(0.25), "big": Fraction(2, 5)},
+                  cluster_id=np.int64(2), expected_cost=Fraction(1, 1000),
+                  cost_weight=np.int64(1), confidence=np.float16(0.5),
+                  original_confidence=np.float32(0.5),
+                  expected_errors={"small": np.float32(0.25), "big": 0.5},
+                  expected_costs={"small": np.float64(0.0001), "big": np.int32(0)},
+                  usage=Usage(np.float32(0.5), np.int64(3)),  # type: ignore[arg-type]
+                  budget_pressure={"fraction_used": np.float32(0.5), "budget": "$5/day",
+                                   "base_cost_weight": np.float32(0.5),
+                                   "cost_weight": np.int64(1)})
+    out = json.loads(json.dumps(d.to_dict(), allow_nan=False))
+    assert (out["expected_error"], out["cost_adjusted_score"], out["cluster_id"]) == (
+        0.25, -0.5, 2)
+    assert out["all_scores"] == {"small": 0.25, "big": 0.4}
+    assert (out["expected_cost"], out["cost_weight"], out["confidence"]) == (0.001, 1.0, 0.5)
+    assert out["expected_errors"] == {"small": 0.25, "big": 0.5}
+    assert out["expected_costs"] == {"small": 0.0001, "big": 0.0}
+    assert out["usage"] == {"routing_ms": 0.5, "embedding_ms": 3.0}
+    assert out["budget_pressure"] == {"fraction_used": 0.5, "budget": "$5/day",
+                                      "base_cost_weight": 0.5, "cost_weight": 1.0}
+    assert type(d.cluster_id) is int and type(d.expected_error) is float
+    assert all(type(x) is float for x in d.all_scores.values())
+    assert "Budget: $5/day is 50% used" in d.explain()
+    # (a dict of floats is kept as given; one holding another number is copied, not changed)
+    scores = {"small": 0.25, "big": 0.4}
+    assert _decision(all_scores=scores).all_scores is scores
+    given = {"small": np.float32(0.25), "big": 0.4}
+    assert _decision(all_scores=given).all_scores == {"small": 0.25, "big": 0.4}
+    assert type(given["small"]) is np.float32
+    with pytest.raises(InvalidInputError) as refused:  # (the range is checked as before)
+        _decision(confidence=np.float32(1.5))
+    assert str(refused.value).startswith("confidence: must be a number from 0 to 1, got ")
