@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -136,11 +138,13 @@ def test_estimate_shapes_probabilities_and_notes() -> None:
     assert np.allclose(est.cost, [[1.0, 2.0, 3.0]] * 3)
     assert est.notes == []
     single = policy.estimate(Inputs(texts=[MATH_PROMPT]))
-    assert single.notes and single.notes[0].startswith("tier ")
+    # Tier names are quoted as JSON writes them ("hard"), not as Python's reprs ('hard').
+    assert single.notes and re.match(r'tier "\w+" with probability ', single.notes[0])
     assert any("integral" in note or "derivative" in note for note in single.notes)
     # The terms are named as words, as JSON writes them, not as Python's reprs.
     terms = next(note for note in single.notes if note.startswith("terms closest to tier "))
     assert '"' in terms and "'" not in terms.split(": ", 1)[1], terms
+    assert re.match(r'terms closest to tier "\w+": "', terms), terms
     assert policy.estimate(Inputs(texts=[])).error.shape == (0, 3)
 
 
@@ -240,8 +244,8 @@ def test_constructor_validates(param: str, value: float) -> None:
 
 def test_describe_unit_best_model_and_global_cost() -> None:
     policy = _fitted()
-    assert policy.describe_unit(3) == "tier 'complex'"
-    assert TfidfPolicy(n_tiers=3).describe_unit(1) == "tier 'moderate'"
+    assert policy.describe_unit(3) == 'tier "complex"'
+    assert TfidfPolicy(n_tiers=3).describe_unit(1) == 'tier "moderate"'
     math_tier = int(policy.estimate(Inputs(texts=[MATH_PROMPT])).unit_ids[0])
     poem_tier = int(policy.estimate(Inputs(texts=[POEM_PROMPT])).unit_ids[0])
     math_unit, poem_unit = policy.unit_estimate(math_tier), policy.unit_estimate(poem_tier)

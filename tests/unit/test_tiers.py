@@ -184,7 +184,7 @@ def test_single_row_notes_carry_the_evidence() -> None:
     policy = _fitted()
     est = policy.estimate(Inputs(texts=["hi"]))
     result = classify_tier("hi")
-    assert est.notes[0].startswith("tier 'trivial'")
+    assert est.notes[0].startswith('tier "trivial"')
     assert est.notes[1:] == result.evidence
 
 
@@ -305,8 +305,8 @@ def test_constructor_validates_prior_strength(bad: float) -> None:
 
 def test_describe_unit_and_repr() -> None:
     policy = _fitted()
-    assert policy.describe_unit(3) == "tier 'complex'"
-    assert policy.describe_unit(0) == "tier 'trivial'"
+    assert policy.describe_unit(3) == 'tier "complex"'
+    assert policy.describe_unit(0) == 'tier "trivial"'
     assert repr(TiersPolicy()) == "TiersPolicy(prior_strength=10.0)"
 
 

@@ -45,7 +45,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._messages import listed_names
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Array,
@@ -358,7 +358,7 @@ class TfidfPolicy(TablePolicy):
 
     def _notes(self, x: SparseRows, probs: Array, tier: int) -> list[str]:
         names = tier_names(self.n_tiers)
-        notes = [f"tier {names[tier]!r} with probability {probs[tier]:.2f}"]
+        notes = [f"tier {json_quoted(names[tier])} with probability {probs[tier]:.2f}"]
         if x.data.size == 0:
             notes.append("no known terms in the prompt; the tier distribution is uniform")
             return notes
@@ -366,7 +366,8 @@ class TfidfPolicy(TablePolicy):
         order = np.argsort(-contrib, kind="stable")[:5]
         top = [self.vectorizer_.terms_[int(x.indices[i])] for i in order if contrib[i] > 0]
         if top:
-            notes.append(f"terms closest to tier {names[tier]!r}: {listed_names(top, quoted=True)}")
+            notes.append(f"terms closest to tier {json_quoted(names[tier])}: "
+                         f"{listed_names(top, quoted=True)}")
         runner = sorted(range(self.n_tiers), key=lambda t: -probs[t])[1:3]
         others = [f"{names[t]} {probs[t]:.2f}" for t in runner if probs[t] > 0.01]
         if others:
@@ -374,7 +375,7 @@ class TfidfPolicy(TablePolicy):
         return notes
 
     def describe_unit(self, unit_id: int) -> str:
-        return f"tier {tier_names(self.n_tiers)[unit_id]!r}"
+        return f"tier {json_quoted(tier_names(self.n_tiers)[unit_id])}"
 
     def _unit_weights(self, inputs: Inputs) -> Array:
         return self._distribution(self.vectorizer_.transform(self._texts(inputs)))

@@ -34,7 +34,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from switchpoint._messages import listed_names
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.policies.base import (
     Array,
     Estimates,
@@ -389,7 +389,7 @@ class TiersPolicy(TablePolicy):
         notes: list[str] = []
         if len(results) == 1:
             r = results[0]
-            notes = [f"tier {r.tier!r} (confidence {r.confidence:.2f})", *r.evidence]
+            notes = [f"tier {json_quoted(r.tier)} (confidence {r.confidence:.2f})", *r.evidence]
         return Estimates(
             models=list(self.models_),
             error=self.error_[ids].reshape(len(ids), len(self.models_)),
@@ -402,7 +402,7 @@ class TiersPolicy(TablePolicy):
         )
 
     def describe_unit(self, unit_id: int) -> str:
-        return f"tier {TIER_NAMES[unit_id]!r}"
+        return f"tier {json_quoted(TIER_NAMES[unit_id])}"
 
     def _unit_weights(self, inputs: Inputs) -> Array:
         return _onehot([classify_tier(t).index for t in self._texts(inputs)], self.n_units)
