@@ -97,17 +97,18 @@ def _article(noun: str) -> str:
 
 
 def listed_names(names: Iterable[str], most: int = MAX_LISTED, width: int = 64, *,
-                 quoted: bool = False) -> str:
+                 quoted: bool = False, total: int | None = None) -> str:
     """``names`` as a message lists them: the first ``most``, each cut short at ``width``
     characters (:func:`cut`), and how many more, so a list of thousands (tenants, tools) does
     not become the message. ``quoted``: each name shown as JSON writes it, at most ``width``
     characters (:func:`json_quoted`: ``"a", "b" and 3 more``, a caller's names that may hold
     anything), only those shown quoted however many there are. A smaller ``most`` is for a
-    list that must stay short (a header's, a one-line note's)."""
+    list that must stay short (a header's, a one-line note's). ``total``: how many there are
+    in all, when ``names`` holds only the first of them (a bounded list kept of many)."""
     names = list(names)
     shown = ", ".join(json_quoted(name, width) if quoted else cut(name, width)
                       for name in names[:most])
-    more = len(names) - most
+    more = max(len(names), total or 0) - most
     return shown + (f" and {more} more" if more > 0 else "")
 
 

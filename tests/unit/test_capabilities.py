@@ -331,6 +331,28 @@ def test_the_odd_tool_names_kept_are_bounded() -> None:
     assert len(reasons) == 1 and " more, and OpenAI's API takes" in reasons[0]
 
 
+def test_a_reason_counts_every_odd_or_duplicate_tool_name_not_only_those_kept() -> None:
+    """Only the first 16 odd or duplicate names are kept, and "and N more" counted those:
+    1,000 bad names read "and 13 more". It says how many there are in all."""
+    names = [f"a.{i:03}" for i in range(1_000)]
+    request = {"messages": [{"role": "user", "content": "x"},
+                            {"role": "function", "name": "b.0", "content": "done"},
+                            {"role": "function", "name": "a.000", "content": "done"}],
+               "tools": [_function(name) for name in names]}
+    excluded = filter_candidates(TOOL_CATALOG, TOOL_CATALOG.names, needs_of(request))[1]
+    # (the first three of those kept, sorted; 1,001 distinct names: a.000 is answered too)
+    (openai,) = excluded["gpt"]
+    assert "named \"a.000\", \"a.001\", \"a.002\" and 998 more, and OpenAI's" in openai
+    (claude,) = [reason for reason in excluded["claude"] if "tool named" in reason]
+    assert '"a.002" and 997 more, and the Anthropic Messages API' in claude, claude
+    twice = {"messages": [{"role": "user", "content": "x"}],
+             "tools": [_function(f"d{i}") for i in range(40)] * 2}
+    needs = needs_of(twice)
+    assert len(needs.duplicate_tool_names) == 16 and needs.duplicate_tool_names_count == 40
+    (reason,) = filter_candidates(TOOL_CATALOG, ["claude"], needs)[1]["claude"]
+    assert 'two tools named "d0", "d1", "d10" and 37 more (tools and' in reason
+
+
 @pytest.mark.parametrize(("request_fields", "says"), [
     ({"tools": []}, "an empty tools list"),
     ({"tool_choice": "none"}, "tool_choice without tools"),

@@ -145,6 +145,13 @@ class Needs:
     # :data:`PLAIN_TOOL_NAME`: OpenAI's API checks a message's name as it checks a tool's; the
     # Messages API is not sent them (a result names the call it answers by its id).
     result_names: frozenset[str] = frozenset()
+    # How many distinct names there are in all of those kept above (the first
+    # :data:`MAX_ODD_NAMES`), so a reason says the true number: the names OpenAI's API refuses
+    # (:data:`PLAIN_TOOL_NAME`: declared, called or answered), those the Anthropic Messages
+    # API refuses (:data:`ANTHROPIC_TOOL_NAME`: declared or called), and the duplicates.
+    plain_refused_count: int = 0
+    anthropic_refused_count: int = 0
+    duplicate_tool_names_count: int = 0
     # (name, the request field it is in) of each odd name (:attr:`tool_names`,
     # :attr:`result_names`): tools or functions when declared there, else messages.
     name_fields: frozenset[tuple[str, str]] = frozenset()
@@ -270,38 +277,42 @@ def _named(items: object, nested: str | None) -> list[str]:
     return names
 
 
-def odd_tool_names(request: Mapping[str, Any]) -> frozenset[str]:
+def tool_names(request: Mapping[str, Any]) -> list[str]:
     """The names of the function tools ``request`` declares (``tools``, legacy ``functions``)
-    or its assistant messages call (``tool_calls``, ``function_call``) that are not
-    :data:`PLAIN_TOOL_NAME` (at most :data:`MAX_ODD_NAMES` of them)."""
+    or its assistant messages call (``tool_calls``, ``function_call``)."""
     names = _declared_names(request)
     messages = request.get("messages")
     for message in messages if isinstance(messages, list) else []:
         if isinstance(message, Mapping) and message.get("role") == "assistant":
             names += _named(message.get("tool_calls"), "function")
             names += _named([message.get("function_call")], None)
-    return _odd(names)
+    return names
 
 
-def odd_result_names(request: Mapping[str, Any]) -> frozenset[str]:
-    """The names the function messages of ``request`` carry (each its function's) that are not
-    :data:`PLAIN_TOOL_NAME` (at most :data:`MAX_ODD_NAMES` of them). A tool message's ``name``
-    is no field of OpenAI's tool message: it is not judged (nor sent to Anthropic)."""
+def result_names(request: Mapping[str, Any]) -> list[str]:
+    """The names the function messages of ``request`` carry (each its function's). A tool
+    message's ``name`` is no field of OpenAI's tool message: it is not judged (nor sent to
+    Anthropic)."""
     messages = request.get("messages")
-    return _odd(_named([m for m in messages if isinstance(m, Mapping)
-                        and m.get("role") == "function"], None)
-                if isinstance(messages, list) else [])
+    return (_named([m for m in messages if isinstance(m, Mapping)
+                    and m.get("role") == "function"], None)
+            if isinstance(messages, list) else [])
 
 
-def _odd(names: list[str]) -> frozenset[str]:
-    """The ``names`` that are not :data:`PLAIN_TOOL_NAME` (at most :data:`MAX_ODD_NAMES`)."""
-    odd: set[str] = set()
+def refused_names(names: list[str], rule: re.Pattern[str] = PLAIN_TOOL_NAME
+                  ) -> tuple[frozenset[str], int]:
+    """The ``names`` ``rule`` refuses: the first :data:`MAX_ODD_NAMES` of them (distinct),
+    and how many distinct ones there are in all."""
+    refused = {name for name in names if not rule.fullmatch(name)}
+    if len(refused) <= MAX_ODD_NAMES:
+        return frozenset(refused), len(refused)
+    kept: set[str] = set()
     for name in names:
-        if not PLAIN_TOOL_NAME.fullmatch(name):
-            odd.add(name)
-            if len(odd) >= MAX_ODD_NAMES:
+        if name in refused:
+            kept.add(name)
+            if len(kept) >= MAX_ODD_NAMES:
                 break
-    return frozenset(odd)
+    return frozenset(kept), len(refused)
 
 
 def _name_fields(request: Mapping[str, Any], odd: frozenset[str]) -> frozenset[tuple[str, str]]:
@@ -328,16 +339,19 @@ def _declared_names(request: Mapping[str, Any]) -> list[str]:
             *_named(request.get("functions"), None)]
 
 
-def duplicate_tool_names(request: Mapping[str, Any]) -> frozenset[str]:
-    """The names two or more of the function tools ``request`` declares share (at most
-    :data:`MAX_ODD_NAMES` of them)."""
+def duplicate_tool_names(request: Mapping[str, Any]) -> tuple[frozenset[str], int]:
+    """The names two or more of the function tools ``request`` declares share: the first
+    :data:`MAX_ODD_NAMES` of them, and how many there are in all."""
     seen: set[str] = set()
     twice: set[str] = set()
+    kept: set[str] = set()
     for name in _declared_names(request):
-        if name in seen and len(twice) < MAX_ODD_NAMES:
+        if name in seen:
             twice.add(name)
+            if len(kept) < MAX_ODD_NAMES:
+                kept.add(name)
         seen.add(name)
-    return frozenset(twice)
+    return frozenset(kept), len(twice)
 
 
 # The request field each of :func:`empty_tool_fields`'s findings is in.
@@ -501,14 +515,19 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     output_tokens = output_cap(request) or 0
     answers = answers_asked(request)
     unanswered = sum(1 for call in function_results(messages).values() if call is None)
-    odd, results = odd_tool_names(request), odd_result_names(request)
+    called, answered = tool_names(request), result_names(request)
+    odd, results = refused_names(called)[0], refused_names(answered)[0]
+    duplicates, duplicates_count = duplicate_tool_names(request)
     return Needs(vision=vision, tools=tools, prompt_tokens=prompt_tokens,
                  last_user_text=last_user, output_tokens=output_tokens, answers=answers,
                  parts=frozenset(parts), unanswered_results=unanswered,
                  audio_answers=audio_answers, custom_tools=custom,
                  data_images=frozenset(data_images), tool_names=odd,
                  empty_tool_fields=empty_tool_fields(request),
-                 duplicate_tool_names=duplicate_tool_names(request),
+                 duplicate_tool_names=duplicates,
+                 duplicate_tool_names_count=duplicates_count,
+                 plain_refused_count=refused_names(called + answered)[1],
+                 anthropic_refused_count=refused_names(called, ANTHROPIC_TOOL_NAME)[1],
                  result_names=results, name_fields=_name_fields(request, odd | results),
                  tools_field=_tools_field(request),
                  custom_field="tools" if _any_custom(request.get("tools")) else "messages",
@@ -590,9 +609,11 @@ def _anthropic_limits(needs: Needs) -> list[str]:
                       if (why := anthropic_image_refusal(*image)) is not None})
     reasons.extend(f"the request has {why}, and {ANTHROPIC_IMAGES}" for why in refused)
     reasons.extend(_tool_name_limits(needs, needs.tool_names, ANTHROPIC_TOOL_NAME,
-                                     "the Anthropic Messages API", 128))
+                                     "the Anthropic Messages API", 128,
+                                     needs.anthropic_refused_count))
     if needs.duplicate_tool_names:
-        shown = _tool_names(sorted(needs.duplicate_tool_names))
+        shown = _tool_names(sorted(needs.duplicate_tool_names),
+                            needs.duplicate_tool_names_count)
         reasons.append(Reason(f"the request declares two tools named {shown} (tools and "
                               "functions together), and the Anthropic Messages API takes "
                               "unique tool names only (declare each tool once)",
@@ -604,22 +625,24 @@ def _anthropic_limits(needs: Needs) -> list[str]:
 _TOOL_NAMES_SHOWN = 3
 
 
-def _tool_names(names: Sequence[str]) -> str:
-    """The request's tool ``names`` as a reason names them (:func:`listed_names`)."""
-    return listed_names(names, _TOOL_NAMES_SHOWN, 48, quoted=True)
+def _tool_names(names: Sequence[str], total: int) -> str:
+    """The request's tool ``names`` as a reason names them (:func:`listed_names`): the first
+    of ``total`` in all (a request's needs keep :data:`MAX_ODD_NAMES` of them)."""
+    return listed_names(names, _TOOL_NAMES_SHOWN, 48, quoted=True, total=total)
 
 
 def _tool_name_limits(needs: Needs, names: frozenset[str], rule: re.Pattern[str], api: str,
-                      most: int) -> list[str]:
+                      most: int, total: int) -> list[str]:
     """Why ``api``, which takes tool names of 1 to ``most`` letters, digits, underscores or
-    hyphens (``rule``), cannot take the request's tool ``names`` (empty when it can), about
-    the field holding them (:attr:`Needs.name_fields`)."""
+    hyphens (``rule``), cannot take the request's tool ``names`` (empty when it can; the
+    first of ``total`` it refuses in all), about the field holding them
+    (:attr:`Needs.name_fields`)."""
     refused = sorted(name for name in names if not rule.fullmatch(name))
     if not refused:
         return []
     fields = {f for name, f in needs.name_fields if name in refused}
     return [Reason(f"the request declares, calls or answers a tool named "
-                   f"{_tool_names(refused)}, and "
+                   f"{_tool_names(refused, total)}, and "
                    f"{api} takes tool names of 1 to {most} letters, digits, underscores or "
                    "hyphens only (rename the tool, or name a model whose API takes the name)",
                    fields.pop() if len(fields) == 1 else None)]
@@ -630,7 +653,7 @@ def _openai_api_limits(needs: Needs) -> list[str]:
     tool name outside its rule (declared, called, or carried by a function message),
     and tool fields empty or without tools (:func:`empty_tool_fields`)."""
     return [*_tool_name_limits(needs, needs.tool_names | needs.result_names, PLAIN_TOOL_NAME,
-                               "OpenAI's API", 64),
+                               "OpenAI's API", 64, needs.plain_refused_count),
             *(Reason(f"the request has {what}, which OpenAI's API refuses (leave the field out)",
                      _EMPTY_FIELD_OF.get(what, "messages"))
               for what in sorted(needs.empty_tool_fields))]
