@@ -353,6 +353,22 @@ def test_a_reason_counts_every_odd_or_duplicate_tool_name_not_only_those_kept() 
     assert 'two tools named "d0", "d1", "d10" and 37 more (tools and' in reason
 
 
+
+def test_a_name_only_the_messages_api_refuses_counts_past_the_first_odd_names_kept() -> None:
+    """The names kept were the first 16 OpenAI's API refuses: 20 long names the Messages API
+    takes (65 to 128 characters) kept none it refuses, and a dotted name past them left no
+    reason to leave its models out. The first of each API's are kept."""
+    names = [f"{i:02}" + "a" * 98 for i in range(20)] + ["x.y"]
+    request = {"messages": [{"role": "user", "content": "x"}],
+               "tools": [_function(name) for name in names]}
+    needs = needs_of(request)
+    assert "x.y" in needs.tool_names and len(needs.tool_names) == 17
+    excluded = filter_candidates(TOOL_CATALOG, TOOL_CATALOG.names, needs)[1]
+    assert set(excluded) == {"claude", "gpt"}
+    assert 'a tool named "x.y", and the Anthropic Messages API' in excluded["claude"][0]
+    assert " and 18 more, and OpenAI's API" in excluded["gpt"][0]
+
+
 @pytest.mark.parametrize(("request_fields", "says"), [
     ({"tools": []}, "an empty tools list"),
     ({"tool_choice": "none"}, "tool_choice without tools"),

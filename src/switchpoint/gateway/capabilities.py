@@ -133,7 +133,8 @@ class Needs:
     data_images: frozenset[tuple[str, bool]] = frozenset()
     # The names of the tools the request declares or its history calls that are not 1 to 64
     # letters, digits, underscores or hyphens (:data:`PLAIN_TOOL_NAME`): a dotted MCP-style
-    # ``server.tool`` name, say, which some providers take and others refuse.
+    # ``server.tool`` name, say, which some providers take and others refuse (the first
+    # :data:`MAX_ODD_NAMES` of them, and of those :data:`ANTHROPIC_TOOL_NAME` refuses).
     tool_names: frozenset[str] = frozenset()
     # What the request's tool fields hold that OpenAI's own API refuses with a 400 and other
     # OpenAI-compatible servers take (:func:`empty_tool_fields`).
@@ -516,7 +517,10 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     answers = answers_asked(request)
     unanswered = sum(1 for call in function_results(messages).values() if call is None)
     called, answered = tool_names(request), result_names(request)
-    odd, results = refused_names(called)[0], refused_names(answered)[0]
+    # (the first names each API refuses: the Anthropic Messages API's may come past the
+    # first of OpenAI's, which takes no name the Messages API refuses either)
+    odd = refused_names(called)[0] | refused_names(called, ANTHROPIC_TOOL_NAME)[0]
+    results = refused_names(answered)[0]
     duplicates, duplicates_count = duplicate_tool_names(request)
     return Needs(vision=vision, tools=tools, prompt_tokens=prompt_tokens,
                  last_user_text=last_user, output_tokens=output_tokens, answers=answers,
