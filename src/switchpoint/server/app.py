@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -29,10 +30,16 @@ from switchpoint.server.context import Service
 from switchpoint.server.errors import document_errors
 from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.head import HeadMiddleware
-from switchpoint.server.hosts import HostGuardMiddleware, document_hosts, guards_hosts
+from switchpoint.server.hosts import document_hosts, guards_hosts
+from switchpoint.server.hosts import refusal as host_refusal
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
-from switchpoint.server.middleware import BodyLimitMiddleware, document_bodies
-from switchpoint.server.origins import OriginGuardMiddleware, document_origins
+from switchpoint.server.middleware import (
+    BodyLimitMiddleware,
+    HeaderGuardMiddleware,
+    document_bodies,
+)
+from switchpoint.server.origins import document_origins
+from switchpoint.server.origins import refusal as origin_refusal
 from switchpoint.server.proxies import ForwardedClientMiddleware
 from switchpoint.server.queries import single_query
 from switchpoint.server.routes import admin, chat, governance, learning, route
@@ -138,9 +145,11 @@ def create_app(
     # A page's request from an origin the config does not allow is refused unread (the body
     # limit outside it reads the body to its end and drops it); an allowed origin's CORS
     # preflight is answered outside it, by CORSMiddleware.
-    app.add_middleware(OriginGuardMiddleware, allowed=settings.cors.allow_origins)
+    app.add_middleware(HeaderGuardMiddleware, header="origin", refuse=partial(
+        origin_refusal, allowed=frozenset(settings.cors.allow_origins)))
     if host_guard:  # a request naming a host the service does not answer to, before its origin
-        app.add_middleware(HostGuardMiddleware, allowed=allowed_hosts)
+        app.add_middleware(HeaderGuardMiddleware, header="host", refuse=partial(
+            host_refusal, allowed=frozenset(allowed_hosts)))
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes,
                        bodies=metrics.bodies, client=body_owner)

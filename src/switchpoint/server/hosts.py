@@ -6,7 +6,7 @@ moment after it has loaded (DNS rebinding). Its requests then reach the service 
 the browser's same-origin requests, with no ``Origin`` header for
 :mod:`switchpoint.server.origins` to refuse, and the page reads the answers: the status, the
 reports, the models, the request log where no admin token guards it. The browser still names
-the page's host in the ``Host`` header. So :class:`HostGuardMiddleware` answers a request whose
+the page's host in the ``Host`` header. So :func:`refusal` answers a request whose
 ``Host`` names neither ``localhost`` nor an IP address (any port: a rebinding needs a name the
 page's owner controls, which an address is not) nor a name ``server.allowed_hosts`` lists
 (``*``: any) a 403 ``permission_denied`` naming it and how to allow it, before any route reads
@@ -26,13 +26,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from switchpoint._messages import json_quoted, listed_names
 from switchpoint.config import host_name
-from switchpoint.server.errors import ErrorAnswer
 from switchpoint.server.exposure import is_loopback
-from switchpoint.server.middleware import send_error
 from switchpoint.server.origins import document_forbidden
 
 #: How the API document describes the refusal, for every operation.
@@ -50,28 +46,6 @@ def guards_hosts(listen_host: str, allowed: Iterable[str]) -> bool:
     beyond it when names are listed (but ``*``)."""
     listed = frozenset(allowed)
     return "*" not in listed and (bool(listed) or is_loopback(listen_host))
-
-
-class HostGuardMiddleware:
-    """Refuse (403) a request whose ``Host`` header names a host that is not ``localhost``,
-    an IP address, nor one of ``allowed`` (the normalised entries of
-    ``server.allowed_hosts``)."""
-
-    def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
-        self.app = app
-        self.allowed = frozenset(allowed)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        hosts = [value.decode("latin-1") for name, value in scope["headers"] if name == b"host"]
-        problem = refusal(hosts, self.allowed)
-        if problem is None:
-            await self.app(scope, receive, send)
-            return
-        await send_error(send, ErrorAnswer(403, "permission_denied", problem, "host"),
-                         scope["path"], [])
 
 
 def served_name(host: str, allowed: frozenset[str]) -> bool:

@@ -328,3 +328,30 @@ async def send_error(send: Send, answer: ErrorAnswer, path: str,
         (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
         (b"connection", b"close"), *extra]})
     await send({"type": "http.response.body", "body": payload})
+
+
+class HeaderGuardMiddleware:
+    """Refuse a request by the values of one of its headers, before any route reads it: the
+    rule ``refuse`` is given every value of the header ``header`` (none, one, or the several a
+    request repeats it with) and says why the request is refused (a 403 ``permission_denied``
+    whose param is the header), or None to serve it. The shell of the service's header rules
+    (:mod:`~switchpoint.server.origins`, :mod:`~switchpoint.server.hosts`), which keep only
+    their rule."""
+
+    def __init__(self, app: ASGIApp, header: str,
+                 refuse: Callable[[list[str]], str | None]) -> None:
+        self.app = app
+        self.header = header
+        self.raw = header.encode("latin-1")
+        self.refuse = refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            values = [value.decode("latin-1") for name, value in scope["headers"]
+                      if name == self.raw]
+            problem = self.refuse(values)
+            if problem is not None:
+                await send_error(send, ErrorAnswer(403, "permission_denied", problem,
+                                                   self.header), scope["path"], [])
+                return
+        await self.app(scope, receive, send)

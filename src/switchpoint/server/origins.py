@@ -7,7 +7,7 @@ whatever its ``Content-Type``. Without ``auth: keys`` and an admin token (the de
 loopback) a page the operator merely visits could so call the paid upstream models, give
 feedback that teaches the router, swap its policy or reload it, though it never reads the
 answer. Browsers name the page's origin in the ``Origin`` header (programs such as curl and
-the openai client send none), so :class:`OriginGuardMiddleware` answers a request carrying
+the openai client send none), so :func:`refusal` answers a request carrying
 one the config does not allow a 403 ``permission_denied`` naming it, before any route reads
 it: nothing is called, learned or changed. An allowed origin's requests pass, its CORS
 preflights answered by Starlette's ``CORSMiddleware`` outside this one.
@@ -15,14 +15,10 @@ preflights answered by Starlette's ``CORSMiddleware`` outside this one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from switchpoint._messages import json_quoted, listed_names
-from switchpoint.server.errors import ErrorAnswer, error_content
-from switchpoint.server.middleware import send_error
+from switchpoint.server.errors import error_content
 
 #: How the API document describes the refusal, for every operation.
 _DOC = ("permission_denied: the request came from a web page (it carries an Origin header) "
@@ -30,32 +26,11 @@ _DOC = ("permission_denied: the request came from a web page (it carries an Orig
         "page is yours.")
 
 
-class OriginGuardMiddleware:
-    """Refuse (403) a request whose ``Origin`` header names an origin not in ``allowed``
-    (``*`` allows any)."""
-
-    def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
-        self.app = app
-        self.allowed = frozenset(allowed)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or "*" in self.allowed:
-            await self.app(scope, receive, send)
-            return
-        origins = [value for name, value in scope["headers"] if name == b"origin"]
-        if not origins:
-            await self.app(scope, receive, send)
-            return
-        shown = [origin.decode("latin-1") for origin in origins]
-        if len(shown) == 1 and shown[0] in self.allowed:
-            await self.app(scope, receive, send)
-            return
-        await send_error(send, ErrorAnswer(403, "permission_denied", refusal(
-            shown, self.allowed), "origin"), scope["path"], [])
-
-
-def refusal(origins: list[str], allowed: Iterable[str]) -> str:
-    """Why a request from a page of ``origins`` (its Origin headers) is refused."""
+def refusal(origins: list[str], allowed: frozenset[str]) -> str | None:
+    """Why a request whose Origin headers are ``origins`` is refused, or None when it is
+    served: it names no origin (a program's), or one ``allowed`` lists (``*``: any)."""
+    if "*" in allowed or not origins or (len(origins) == 1 and origins[0] in allowed):
+        return None
     if len(origins) > 1:
         return (f"origin: the header is given {len(origins)} times; a browser sends one, "
                 "naming the page the request comes from")
