@@ -448,10 +448,10 @@ class ServerSettings(BaseModel):
     the owner of its conversations when it sends no session id.
 
     ``allowed_hosts`` lists the host names (or addresses) a request's ``Host`` header may
-    name besides ``localhost`` and an IP address, which are always served: each written as
-    :func:`host_name` writes it, ``*`` for any. A service listening on loopback checks every
-    request's ``Host`` against them; one listening beyond it, only when the list is given
-    (see :mod:`switchpoint.server.hosts`).
+    name besides ``localhost`` (and the names under it) and an IP address, which are always
+    served: each written as :func:`host_name` writes it, ``*`` for any. A service listening
+    on loopback checks every request's ``Host`` against them; one listening beyond it, only
+    when the list is given (see :mod:`switchpoint.server.hosts`).
     Every key needs a restart.
     """
 

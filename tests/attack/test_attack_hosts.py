@@ -3,7 +3,8 @@
 same-origin requests, which carry no ``Origin``, reach the service on loopback. They still name
 the page's host in ``Host``: a service on loopback answers such a request a 403 naming it, and
 nothing is read, called, logged or learned. ``localhost`` and IP addresses, on any port, are
-served (the openai client sends ``Host: 127.0.0.1:PORT``), and so are the names
+served (the openai client sends ``Host: 127.0.0.1:PORT``), and so are the names under
+``localhost`` (``app.localhost``, which browsers resolve to loopback themselves) and the names
 ``server.allowed_hosts`` lists (a proxy in front that passes the Host on).
 """
 
@@ -86,6 +87,8 @@ def test_a_rebound_page_cannot_route_call_or_teach(attacked: Attacked,
 @pytest.mark.parametrize("host", [
     "localhost", "localhost:1", "LocalHost:8080", "localhost.:9", "127.0.0.1", "127.0.0.1:65535",
     "127.3.2.1:80", "[::1]", "[::1]:9", "[0:0:0:0:0:0:0:1]:8080",
+    # A name under localhost: browsers resolve it to loopback themselves, whatever DNS says.
+    "app.localhost", "app.localhost:8080", "A.b.LocalHost.:9",
     # An address is no name a page's owner could point elsewhere: a proxy may pass its own on.
     "203.0.113.5:8443", "[2001:db8::7]"])
 def test_loopback_names_and_addresses_are_served_on_any_port(attacked: Attacked,
@@ -100,7 +103,8 @@ def test_loopback_names_and_addresses_are_served_on_any_port(attacked: Attacked,
 
 @pytest.mark.parametrize("host", [
     "evil.example", "EVIL.example.:80", "127.0.0.1.evil.example", "localhost.evil.example",
-    "localhost:8080.evil.example", "xn--80ak6aa92e.com"])
+    "localhost:8080.evil.example", "xn--80ak6aa92e.com", "evillocalhost", "evil-localhost:80",
+    "app.localhost.evil.example", "localhost.localhost.example"])
 def test_a_name_that_is_not_localhost_is_refused(attacked: Attacked, host: str) -> None:
     r = httpx.get(f"{attacked.base}/health", headers={"host": host}, timeout=30)
     assert r.status_code == 403, r.text
@@ -108,7 +112,10 @@ def test_a_name_that_is_not_localhost_is_refused(attacked: Attacked, host: str) 
     assert json.dumps(host) in r.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("host", [b"evil.example:http", b"[::1", b"[::1]x", b"a b", b"::1"])
+@pytest.mark.parametrize("host", [b"evil.example:http", b"[::1", b"[::1]x", b"a b", b"::1",
+                                  # a name under localhost is checked as any other name is
+                                  b".localhost", b"a..localhost", b"-a.localhost",
+                                  b"x" * 64 + b".localhost:80"])
 def test_a_host_header_that_names_no_host_is_refused(attacked: Attacked, host: bytes) -> None:
     status, body = _raw(attacked.port, b"GET /health HTTP/1.1\r\nHost: " + host
                         + b"\r\nConnection: close\r\n\r\n")
@@ -165,7 +172,7 @@ def listed(fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.mark.parametrize("host", [
     "api.internal", "api.internal:443", "router.example.com", "ROUTER.example.com.:8443",
-    "localhost:1", "127.0.0.1", "[::1]:80"])
+    "localhost:1", "app.localhost:8080", "127.0.0.1", "[::1]:80"])
 def test_a_listed_name_is_served_beside_loopback(listed: Attacked, host: str) -> None:
     r = httpx.post(f"{listed.base}/v1/route", json={"prompt": "hello"}, headers={"host": host},
                    timeout=30)

@@ -2,9 +2,10 @@
 ``switchpoint serve --host`` builds it) and ``server.allowed_hosts``. Each app is served on
 loopback here, whatever address it was built for: what is tested is the app's rule.
 
-On loopback (the default) only ``localhost``, IP addresses and the names listed are served;
-beyond it (a service that then needs credentials, or was told to serve without) any Host is
-served, as before the guard, until ``server.allowed_hosts`` lists names; ``*`` serves any.
+On loopback (the default) only ``localhost`` (and the names under it), IP addresses and the
+names listed are served; beyond it (a service that then needs credentials, or was told to
+serve without) any Host is served, as before the guard, until ``server.allowed_hosts`` lists
+names; ``*`` serves any.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def test_beyond_loopback_the_listed_names_are_enforced(gw_fake: FakeProviderProc
         assert _status(server, "router.example.com") == 200
         assert _status(server, "router.example.com:443") == 200
         assert _status(server, "localhost:8080") == 200  # a check on the machine itself
+        assert _status(server, "app.localhost:8080") == 200
         assert _status(server, "10.1.2.3:8080") == 200  # a probe by the pod's address
         assert _documents_the_refusal(server)
         # The openai client names the address it connects to.

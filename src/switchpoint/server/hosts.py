@@ -1,5 +1,5 @@
 """Requests for a host the service does not answer to: only names ``server.allowed_hosts``
-lists, besides ``localhost`` and IP addresses (DNS rebinding).
+lists, besides ``localhost``, the names under it and IP addresses (DNS rebinding).
 
 A web page at ``http://evil.example:8080`` can make its own name resolve to ``127.0.0.1`` a
 moment after it has loaded (DNS rebinding). Its requests then reach the service on loopback as
@@ -7,10 +7,11 @@ the browser's same-origin requests, with no ``Origin`` header for
 :mod:`switchpoint.server.origins` to refuse, and the page reads the answers: the status, the
 reports, the models, the request log where no admin token guards it. The browser still names
 the page's host in the ``Host`` header. So :func:`refusal` answers a request whose
-``Host`` names neither ``localhost`` nor an IP address (any port: a rebinding needs a name the
-page's owner controls, which an address is not) nor a name ``server.allowed_hosts`` lists
-(``*``: any) a 403 ``permission_denied`` naming it and how to allow it, before any route reads
-it: nothing is called, logged, learned or changed. A request without a ``Host`` (HTTP/1.0)
+``Host`` names neither ``localhost`` nor a name under it (``app.localhost``: browsers resolve
+those to loopback themselves, whatever DNS says) nor an IP address (any port: a rebinding needs
+a name the page's owner controls, which an address is not) nor a name ``server.allowed_hosts``
+lists (``*``: any) a 403 ``permission_denied`` naming it and how to allow it, before any route
+reads it: nothing is called, logged, learned or changed. A request without a ``Host`` (HTTP/1.0)
 comes from no browser, and is served.
 
 The guard is on where :func:`guards_hosts` says: a service listening on loopback
@@ -33,11 +34,16 @@ from switchpoint.server.origins import document_forbidden
 
 #: How the API document describes the refusal, for every operation.
 _DOC = ("permission_denied: the request's Host header names a host the service does not "
-        "answer to (not localhost, an IP address, nor a name server.allowed_hosts lists), as "
+        "answer to (not localhost or a name under it, an IP address, nor a name "
+        "server.allowed_hosts lists), as "
         "a web page whose name was pointed at this machine would; reach the service as "
         "localhost or 127.0.0.1, or list the name in server.allowed_hosts.")
 # A port, after the host: what a Host header may end with.
 _PORT = re.compile(r"(?::[0-9]{0,5})?")
+# The names under localhost (app.localhost): reserved for loopback, a browser resolves them to
+# it itself, so no page can point one elsewhere. (Not a loopback name to listen on: the
+# system's resolver may ask DNS for them.)
+_UNDER_LOCALHOST = ".localhost"
 
 
 def guards_hosts(listen_host: str, allowed: Iterable[str]) -> bool:
@@ -50,11 +56,12 @@ def guards_hosts(listen_host: str, allowed: Iterable[str]) -> bool:
 
 def served_name(host: str, allowed: frozenset[str]) -> bool:
     """A request naming ``host`` (a Host header's value) is served: its name is
-    ``localhost`` (or another loopback name), an IP address, or one of ``allowed``."""
+    ``localhost`` (or another loopback name), a name under ``localhost``, an IP address, or one
+    of ``allowed``."""
     name = _name(host)
     if name is None:
         return False
-    if name in allowed or is_loopback(name):
+    if name in allowed or is_loopback(name) or name.endswith(_UNDER_LOCALHOST):
         return True
     try:
         ipaddress.ip_address(name)
@@ -81,8 +88,8 @@ def refusal(hosts: list[str], allowed: frozenset[str]) -> str | None:
         allow = ""
     else:
         what = (f"host: the request names the host {json_quoted(host, 100)} in its Host "
-                "header, which is not localhost, an IP address, nor a name "
-                f"server.allowed_hosts lists (it {lists})")
+                "header, which is not localhost or a name under it (app.localhost), an IP "
+                f"address, nor a name server.allowed_hosts lists (it {lists})")
         allow = (f"; if the name is yours (a proxy in front that passes the Host on, say), add "
                  f"{json_quoted(name, 100)} to server.allowed_hosts in the config and restart")
     return (f"{what}, so it is refused: a web page may point a name of its own at this machine "
