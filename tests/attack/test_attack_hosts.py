@@ -2,10 +2,12 @@
 ``http://evil.example:8080`` has the name resolve to 127.0.0.1 once it has loaded, and its
 same-origin requests, which carry no ``Origin``, reach the service on loopback. They still name
 the page's host in ``Host``: a service on loopback answers such a request a 403 naming it, and
-nothing is read, called, logged or learned. ``localhost`` and IP addresses, on any port, are
-served (the openai client sends ``Host: 127.0.0.1:PORT``), and so are the names under
-``localhost`` (``app.localhost``, which browsers resolve to loopback themselves) and the names
-``server.allowed_hosts`` lists (a proxy in front that passes the Host on).
+nothing is read, called, logged or learned. A target in absolute form (``GET http://host/path``)
+is checked by the host it names, which HTTP has a server take in the header's place.
+``localhost`` and IP addresses, on any port, are served (the openai client sends
+``Host: 127.0.0.1:PORT``), and so are the names under ``localhost`` (``app.localhost``, which
+browsers resolve to loopback themselves) and the names ``server.allowed_hosts`` lists (a proxy
+in front that passes the Host on).
 """
 
 from __future__ import annotations
@@ -125,6 +127,40 @@ def test_a_host_header_that_names_no_host_is_refused(attacked: Attacked, host: b
     assert json.dumps(host.decode()) in message
 
 
+@pytest.mark.parametrize(("target", "host"), [
+    (b"http://evil.example:8080/v1/models", "evil.example:8080"),
+    (b"HTTPS://Evil.Example/v1/models?x=1", "Evil.Example"),
+    (b"http://localhost.evil.example", "localhost.evil.example")])
+def test_an_absolute_target_naming_another_host_is_refused(attacked: Attacked, target: bytes,
+                                                           host: str) -> None:
+    # HTTP has a server take the target's host, not the Host header's: it was served, the
+    # host it named dropped unchecked. Over HTTP/1.0 a request needs no Host header at all.
+    for version, header in ((b"1.1", b"Host: 127.0.0.1\r\n"), (b"1.0", b"")):
+        status, body = _raw(attacked.port, b"GET " + target + b" HTTP/" + version + b"\r\n"
+                            + header + b"Connection: close\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 403 "), status
+        error = json.loads(body)["error"]
+        assert (error["code"], error["param"]) == ("permission_denied", "host"), error
+        assert (f"names the host {json.dumps(host)} in its Host header or request target, "
+                "which is not localhost") in error["message"], error
+        assert "data" not in json.loads(body)
+
+
+def test_an_absolute_target_is_checked_by_the_host_it_names(attacked: Attacked) -> None:
+    # The target's host is served by the one rule, whatever the Host header says.
+    for target in (b"http://localhost/health", b"http://app.localhost:1/health",
+                   b"http://127.0.0.1:9/health"):
+        status, body = _raw(attacked.port, b"GET " + target
+                            + b" HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 200 "), (target, status, body)
+        assert "uptime_seconds" in json.loads(body)
+    status, body = _raw(attacked.port, b"GET http://user@localhost/health HTTP/1.1\r\n"
+                        b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 403 "), status
+    assert ('names "user@localhost" as its host in its Host header or request target, which '
+            "is not a host name") in json.loads(body)["error"]["message"]
+
+
 def test_a_request_without_a_host_is_served(attacked: Attacked) -> None:
     # HTTP/1.0 needs none, and a browser always sends one.
     status, body = _raw(attacked.port, b"GET /health HTTP/1.0\r\n\r\n")
@@ -151,8 +187,8 @@ def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacke
     assert len(operations) > 30
     for path, method, op in operations:
         description = op["responses"]["403"]["description"]
-        assert "Host header" in description and "server.allowed_hosts" in description, (
-            method, path)
+        assert "Host header (or its target, in absolute form" in description, (method, path)
+        assert "server.allowed_hosts" in description, (method, path)
 
 
 # Names listed: a proxy in front passes its own on ---------------------------------------------

@@ -3,6 +3,7 @@ in a subprocess (for restarts and crashes)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -19,6 +20,7 @@ from typing import IO
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import HTTPProtocolType
 
 from switchpoint.server.context import Service
 from tests.fakes.fake_provider import PORTS_ENV, reserved_ports
@@ -69,9 +71,11 @@ def wait_ready(base: str, timeout: float = 60.0) -> dict[str, object]:
 class ThreadServer:
     """uvicorn serving ``app`` on a free loopback port, in a background thread. The port is
     bound here and the bound socket handed to uvicorn: no other process can take it between
-    its choice and the server's start."""
+    its choice and the server's start. ``http``: uvicorn's HTTP protocol (a class, as
+    ``switchpoint serve`` gives its guarded one, or uvicorn's name for its own)."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, http: type[asyncio.Protocol] | HTTPProtocolType = "auto"
+                 ) -> None:
         self.app = app
         sock = loopback_socket()
         self.port = int(sock.getsockname()[1])
@@ -79,7 +83,7 @@ class ThreadServer:
         # (X-Forwarded-For is the app's to read, as under `switchpoint serve`)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
                                                     log_level="warning", lifespan="on",
-                                                    proxy_headers=False))
+                                                    proxy_headers=False, http=http))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        daemon=True)
 
@@ -104,8 +108,10 @@ class ThreadServer:
 
 
 @contextmanager
-def thread_server(app: FastAPI, ready: bool = True) -> Iterator[ThreadServer]:
-    server = ThreadServer(app).start()
+def thread_server(app: FastAPI, ready: bool = True,
+                  http: type[asyncio.Protocol] | HTTPProtocolType = "auto"
+                  ) -> Iterator[ThreadServer]:
+    server = ThreadServer(app, http).start()
     try:
         if ready:
             wait_ready(server.base)

@@ -10,6 +10,7 @@ names; ``*`` serves any.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,6 +87,25 @@ def test_beyond_loopback_the_listed_names_are_enforced(gw_fake: FakeProviderProc
         reply = client(server).chat.completions.create(
             model="good", messages=[{"role": "user", "content": "hello"}])
         assert reply.choices[0].message.content
+
+
+def test_uvicorn_s_own_protocol_serves_no_absolute_target(gw_fake: FakeProviderProcess,
+                                                          tmp_path: Path) -> None:
+    # It leaves the URL whole in the path (switchpoint serve's protocol routes it by its path,
+    # the host it names taken as the Host): no route matches it, whatever host it names.
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    app = create_app(load_settings(config, environ={}), loader=FACTORY, provider_env=KEYS)
+    with thread_server(app, http="h11") as server:
+        for target in (b"http://evil.example/v1/models", b"http://127.0.0.1/v1/models"):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+                sock.sendall(b"GET " + target
+                             + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := sock.recv(65_536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 404 "), answer
+            assert b'"code":"not_found"' in answer and b'"object":"list"' not in answer
 
 
 @pytest.mark.parametrize("listen_host", [None, "0.0.0.0"])

@@ -7,12 +7,13 @@ the browser's same-origin requests, with no ``Origin`` header for
 :mod:`switchpoint.server.origins` to refuse, and the page reads the answers: the status, the
 reports, the models, the request log where no admin token guards it. The browser still names
 the page's host in the ``Host`` header. So :func:`refusal` answers a request whose
-``Host`` names neither ``localhost`` nor a name under it (``app.localhost``: browsers resolve
-those to loopback themselves, whatever DNS says) nor an IP address (any port: a rebinding needs
-a name the page's owner controls, which an address is not) nor a name ``server.allowed_hosts``
-lists (``*``: any) a 403 ``permission_denied`` naming it and how to allow it, before any route
-reads it: nothing is called, logged, learned or changed. A request without a ``Host`` (HTTP/1.0)
-comes from no browser, and is served.
+``Host`` (or target in absolute form, ``http://host/path``, whose host HTTP has a server take
+in the header's place) names neither ``localhost`` nor a name under it (``app.localhost``:
+browsers resolve those to loopback themselves, whatever DNS says) nor an IP address (any port:
+a rebinding needs a name the page's owner controls, which an address is not) nor a name
+``server.allowed_hosts`` lists (``*``: any) a 403 ``permission_denied`` naming it and how to
+allow it, before any route reads it: nothing is called, logged, learned or changed. A request
+without a ``Host`` (HTTP/1.0) comes from no browser, and is served.
 
 The guard is on where :func:`guards_hosts` says: a service listening on loopback
 (``switchpoint serve``'s default) always; one listening beyond it (which then needs
@@ -33,11 +34,15 @@ from switchpoint.server.exposure import is_loopback
 from switchpoint.server.origins import document_forbidden
 
 #: How the API document describes the refusal, for every operation.
-_DOC = ("permission_denied: the request's Host header names a host the service does not "
-        "answer to (not localhost or a name under it, an IP address, nor a name "
-        "server.allowed_hosts lists), as "
-        "a web page whose name was pointed at this machine would; reach the service as "
-        "localhost or 127.0.0.1, or list the name in server.allowed_hosts.")
+_DOC = ("permission_denied: the request's Host header (or its target, in absolute form: "
+        "http://host/path) names a host the service does not answer to (not localhost or a "
+        "name under it, an IP address, nor a name server.allowed_hosts lists), as a web page "
+        "whose name was pointed at this machine would; reach the service as localhost or "
+        "127.0.0.1, or list the name in server.allowed_hosts.")
+# Where a request names its host: the Host header, or the target in absolute form
+# (http://host/path), whose host a server takes in the header's place (see
+# switchpoint.server.protocol, which hands it on as the Host).
+_WHERE = "in its Host header or request target"
 # A port, after the host: what a Host header may end with.
 _PORT = re.compile(r"(?::[0-9]{0,5})?")
 # The names under localhost (app.localhost): reserved for loopback, a browser resolves them to
@@ -83,13 +88,14 @@ def refusal(hosts: list[str], allowed: frozenset[str]) -> str | None:
     lists = ("lists none" if not allowed
              else "lists " + listed_names(sorted(allowed), most=5))
     if name is None:
-        what = (f"host: the Host header {json_quoted(host, 100)} is not a host name or an IP "
-                "address, with a port or without one (host[:port])")
+        what = (f"host: the request names {json_quoted(host, 100)} as its host {_WHERE}, "
+                "which is not a host name or an IP address, with a port or without one "
+                "(host[:port])")
         allow = ""
     else:
-        what = (f"host: the request names the host {json_quoted(host, 100)} in its Host "
-                "header, which is not localhost or a name under it (app.localhost), an IP "
-                f"address, nor a name server.allowed_hosts lists (it {lists})")
+        what = (f"host: the request names the host {json_quoted(host, 100)} {_WHERE}, which "
+                "is not localhost or a name under it (app.localhost), an IP address, nor a "
+                f"name server.allowed_hosts lists (it {lists})")
         allow = (f"; if the name is yours (a proxy in front that passes the Host on, say), add "
                  f"{json_quoted(name, 100)} to server.allowed_hosts in the config and restart")
     return (f"{what}, so it is refused: a web page may point a name of its own at this machine "
