@@ -8,6 +8,10 @@ accept, names a host, which HTTP has a server take in the ``Host`` header's plac
 guarded protocol it reaches the app as the ``Host``, so the rule of the hosts the service
 answers to checks it (see test_attack_hosts.py). uvicorn's own protocol leaves the URL whole in
 the path, which no route matches: the app answers it a 404, serving nothing.
+
+A ``#`` begins a URL's fragment, which clients keep to themselves; one sent raw is handed on as
+part of the path or of the query (``?x=1#frag``: x is ``1#frag``). The service refuses such a
+target, a 400 naming it, before any route reads it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from switchpoint.server.protocol import ConnectionLimits, guarded_protocol
+from tests.attack.attack_env import Attacked, chat_body
 from tests.attack.test_attack_hosts import _raw
+from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.servers import ThreadServer, thread_server
 
 
@@ -126,3 +132,80 @@ def test_an_absolute_target_without_a_host_is_refused(guarded: ThreadServer,
     assert json.loads(body)["error"]["message"] == (
         "not a valid HTTP/1.1 request: the request target names no host after its http:// "
         "(a URL needs one); send the path alone, as /v1/models, or the URL with its host")
+
+
+# A "#" in the target -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", ["guarded", "plain"])
+def test_a_raw_hash_reaches_the_app_in_the_query_or_the_path(request: pytest.FixtureRequest,
+                                                             server: str) -> None:
+    echo: ThreadServer = request.getfixturevalue(server)
+    scope = scope_of(echo, b"/v1/models?x=1#frag")
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == (
+        "/v1/models", "/v1/models", "x=1#frag")
+    scope = scope_of(echo, b"/v1/models#frag")
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == (
+        "/v1/models#frag", "/v1/models#frag", "")
+    # Written %23, it stays so in raw_path and the query string (the path is decoded).
+    scope = scope_of(echo, b"/v1/mo%23dels?a=%23")
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == (
+        "/v1/mo#dels", "/v1/mo%23dels", "a=%23")
+
+
+def _refused_target(answer: tuple[bytes, bytes], target: str) -> dict[str, Any]:
+    status, body = answer
+    assert status.startswith(b"HTTP/1.1 400 "), (status, body)
+    error: dict[str, Any] = json.loads(body)["error"]
+    assert (error["code"], error["param"]) == ("invalid_request", "request-target"), error
+    assert error["message"] == (
+        f"request-target: the request target {json.dumps(target)} holds a \"#\", which begins "
+        "a URL's fragment: a client keeps the fragment to itself, so a \"#\" sent is part of "
+        "no path or query value. Send the target without the fragment, and write a \"#\" a "
+        "value holds as %23"), error
+    return error
+
+
+def _get(attacked: Attacked, target: bytes) -> tuple[bytes, bytes]:
+    return _raw(attacked.port, b"GET " + target
+                + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize(("target", "shown"), [
+    (b"/v1/models?x=1#frag", "/v1/models?x=1#frag"),
+    (b"/v1/models#", "/v1/models#"),
+    (b"/v1/models/alpha#x?y=1", "/v1/models/alpha#x?y=1"),
+    (b"http://127.0.0.1/v1/models?#", "/v1/models?#")])
+def test_a_target_holding_a_hash_is_refused_naming_it(attacked: Attacked, target: bytes,
+                                                      shown: str) -> None:
+    # OpenAI's envelope on its paths.
+    assert _refused_target(_get(attacked, target), shown)["type"] == "invalid_request_error"
+
+
+def test_a_hash_is_refused_on_every_route_before_it_reads_the_request(
+        attacked: Attacked, fake: FakeProviderProcess) -> None:
+    logged = [entry["id"] for entry in attacked.requests()]
+    error = _refused_target(_get(attacked, b"/health?#x"), "/health?#x")
+    assert "type" not in error  # switchpoint's own envelope on its own routes
+    # Not even the admin token is asked for first.
+    _refused_target(_get(attacked, b"/v1/router/status#"), "/v1/router/status#")
+    body = json.dumps(chat_body("spend for me")).encode()
+    answer = _raw(attacked.port, b"POST /v1/chat/completions#x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nConnection: close\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    _refused_target(answer, "/v1/chat/completions#x")
+    answer = _raw(attacked.port, b"POST /v1/route?tenant=a#b HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nConnection: close\r\n"
+                  b"Content-Length: 17\r\n\r\n{\"prompt\": \"hi\"}")
+    _refused_target(answer, "/v1/route?tenant=a#b")
+    assert fake.requests() == []
+    assert [entry["id"] for entry in attacked.requests()] == logged
+
+
+def test_a_hash_written_as_percent_23_is_served(attacked: Attacked) -> None:
+    status, body = _get(attacked, b"/v1/models?x=%23")
+    assert status.startswith(b"HTTP/1.1 200 "), (status, body)
+    assert json.loads(body)["object"] == "list"
+    status, body = _get(attacked, b"/v1/models/no%23such")
+    assert status.startswith(b"HTTP/1.1 404 "), (status, body)  # the model, not the target
+    assert json.loads(body)["error"]["param"] != "request-target"

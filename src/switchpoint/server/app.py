@@ -36,6 +36,7 @@ from switchpoint.server.metrics import Metrics, MetricsMiddleware
 from switchpoint.server.middleware import (
     BodyLimitMiddleware,
     HeaderGuardMiddleware,
+    TargetGuardMiddleware,
     document_bodies,
 )
 from switchpoint.server.origins import document_origins
@@ -150,6 +151,7 @@ def create_app(
     if host_guard:  # a request naming a host the service does not answer to, before its origin
         app.add_middleware(HeaderGuardMiddleware, header="host", refuse=partial(
             host_refusal, allowed=frozenset(allowed_hosts)))
+    app.add_middleware(TargetGuardMiddleware)  # a "#" in the request line, before its headers
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes,
                        bodies=metrics.bodies, client=body_owner)

@@ -355,3 +355,41 @@ class HeaderGuardMiddleware:
                                                    self.header), scope["path"], [])
                 return
         await self.app(scope, receive, send)
+
+
+#: The param of a refused request target: the request line's part, as HTTP names it.
+TARGET = "request-target"
+
+
+class TargetGuardMiddleware:
+    """Refuse a request whose target (the request line's ``/path?query``) holds a ``#``, a 400
+    ``invalid_request`` naming it, before any route reads it. A ``#`` begins a URL's fragment,
+    which a client keeps to itself: one sent raw is part of no path or query, yet the server
+    hands it on as one (``?x=1#frag`` is read as x = ``1#frag``), so a value would be taken
+    other than as the client meant it. A ``#`` in a value is written ``%23``, which passes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem = target_refusal(scope)
+            if problem is not None:
+                await send_error(send, ErrorAnswer(400, "invalid_request", problem, TARGET),
+                                 scope["path"], [])
+                return
+        await self.app(scope, receive, send)
+
+
+def target_refusal(scope: Scope) -> str | None:
+    """Why the request target of ``scope`` is refused (it holds a raw ``#``), or None."""
+    raw_path = scope.get("raw_path")
+    path = raw_path if isinstance(raw_path, bytes) else scope["path"].encode("utf-8")
+    query = scope.get("query_string", b"")
+    if b"#" not in path and b"#" not in query:
+        return None
+    target = (path + b"?" + query if query else path).decode("latin-1")
+    return (f"{TARGET}: the request target {json_quoted(target, 100)} holds a \"#\", which "
+            "begins a URL's fragment: a client keeps the fragment to itself, so a \"#\" sent is "
+            "part of no path or query value. Send the target without the fragment, and write a "
+            "\"#\" a value holds as %23")
