@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ import pytest
 
 from switchpoint import Gateway
 from switchpoint.config import load_settings
-from switchpoint.errors import StoreError
+from switchpoint.errors import GatewayClosedError, StoreError
 from switchpoint.gateway import ChatCompletion
+from switchpoint.governance.reports import Reports
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import (
@@ -131,6 +133,46 @@ def test_a_read_under_way_as_the_gateway_closes_is_waited_for_and_the_next_refus
     [stats] = got
     assert isinstance(stats, dict), repr(stats)
     assert stats["total"] == 1
+
+
+def test_a_read_of_the_reports_object_under_way_as_the_gateway_closes_is_waited_for(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``gateway.reports`` read directly (the reports object, not the gateway's methods):
+    a cost report is under way as the gateway closes. Closing did not wait for it, and its
+    reads went on over a closing gateway; and a read of reports taken before closing, or
+    after, read the log of a closed gateway. Now closing waits for the report, which
+    answers; every read of the reports (held from before, or taken now) and of the models'
+    health asked once closing has begun is refused with the closed error, as the gateway's
+    own methods are."""
+    gateway = _gateway(gw_fake, tmp_path)
+    answer = gateway.complete(user("Hello"), model="good")
+    held_reports = gateway.reports  # (taken while open, read after closing began)
+    inside, go = _held(Reports, "_rows", monkeypatch)
+    reader, got = _on_a_thread(held_reports.cost_report)
+    assert inside.wait(10)
+    closer, closed = closing_in_background(gateway)
+    reads: list[Callable[[], object]] = [
+        held_reports.cost_report, held_reports.logged_tenants,
+        lambda: held_reports.check_tenant("acme"), held_reports.get_sla_report,
+        held_reports.check_budget_alert, lambda: held_reports.forecast_cost(10, 100, 100),
+        lambda: gateway.reports.savings_estimate(), lambda: gateway.reports.what_if(),
+        lambda: gateway.reports.routing_mix(), gateway.health_snapshot,
+        lambda: gateway.get_provider_health("good")]
+    for read in reads:
+        with pytest.raises(GatewayClosedError, match="the gateway is closed"):
+            read()
+    time.sleep(0.2)
+    assert not closed.is_set()  # closing waits for the report under way
+    go.set()
+    reader.join(10)
+    closer.join(30)
+    assert not reader.is_alive() and closed.is_set()
+    [report] = got
+    assert isinstance(report, dict), repr(report)
+    assert report["requests"] == 1
+    assert list(report["by_model"]) == [answer.model]
+    with pytest.raises(GatewayClosedError, match="the gateway is closed"):
+        gateway.reports.cost_report()
 
 
 def _keys_config(fake: FakeProviderProcess, root: Path) -> Path:

@@ -2135,14 +2135,18 @@ class Gateway:
     @property
     def reports(self) -> Reports:
         """Cost, SLA and budget reports over this gateway's log (see
-        :class:`~switchpoint.governance.reports.Reports`)."""
+        :class:`~switchpoint.governance.reports.Reports`). Each of their reads is one request
+        inside the gateway (see :meth:`admitted`), as the gateway's own methods are: closing
+        waits for one under way, and one made once closing has begun is refused with the
+        closed error, whenever the reports were taken."""
         check_process(self._pid, "this Gateway")
         live = self.state.peek()
         path = self.store.path if self.store is not None else self.settings.db_path
         return Reports(path, self.settings, ledger=self.governor.ledger,
                        keys=self.governor.keys,
                        cost_scale=(live.router.cost_scale if live is not None else None),
-                       gone=self.store.gone if self.store is not None else None)
+                       gone=self.store.gone if self.store is not None else None,
+                       admitted=self.admitted)
 
     @_sync_request
     @passes_on(Reports.cost_report)

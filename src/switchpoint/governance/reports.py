@@ -27,6 +27,7 @@ what-if and says so:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sqlite3
@@ -34,8 +35,9 @@ import statistics
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 
@@ -97,6 +99,19 @@ REFERENCE_INPUT_TOKENS = 500
 # if it came every few seconds. Five minutes is a third of the hour's 15-minute span, so a
 # real burn still shows in the projection within five minutes of a start.
 MIN_RATE_WINDOW = 300.0
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _counted(method: F) -> F:
+    """A public read of the logs, made as one request inside whatever ``admitted`` (given to
+    :class:`Reports`) counts (a gateway's: closing waits for it, and refuses it once begun)."""
+    @functools.wraps(method)
+    def inside(self: Reports, *args: Any, **kwargs: Any) -> Any:
+        with self.admitted():
+            return method(self, *args, **kwargs)
+
+    return cast(F, inside)
 
 
 class RateWindow(NamedTuple):
@@ -257,15 +272,21 @@ class Reports:
     from the log); ``keys`` the key store (for keys' budgets); ``cost_scale`` the router's λ
     scale for a pool (default: from catalog prices, as the router computes it); ``gone`` the
     store writing ``db_path`` beside these reports (its ``gone``: a file deleted or replaced
-    under it is not read, see :func:`~switchpoint.store.sqlite.still_there`).
+    under it is not read, see :func:`~switchpoint.store.sqlite.still_there`); ``admitted``
+    what each public read runs inside (a gateway's reports: one request inside the gateway,
+    see :meth:`Gateway.admitted <switchpoint.gateway.engine.Gateway.admitted>`, so closing
+    waits for a read under way and refuses one once begun; default: nothing).
     """
 
     def __init__(self, db_path: str | Path, settings: Settings, *,
                  catalog: Catalog | None = None, ledger: Ledger | None = None,
                  keys: KeyStore | None = None,
                  cost_scale: Callable[[Sequence[str]], float] | None = None,
-                 clock: Callable[[], float] = time.time, gone: Gone | None = None) -> None:
+                 clock: Callable[[], float] = time.time, gone: Gone | None = None,
+                 admitted: Callable[[], AbstractContextManager[object]] = nullcontext,
+                 ) -> None:
         self.db_path = Path(db_path)
+        self.admitted = admitted
         self.gone = gone
         self.settings = settings
         self.catalog = catalog if catalog is not None else settings.catalog()
@@ -292,6 +313,7 @@ class Reports:
         except sqlite3.DatabaseError as exc:
             raise store_error(self.db_path, "read the request and decision logs", exc) from None
 
+    @_counted
     def logged_tenants(self) -> list[str]:
         """The tenants the request log and the feedback log name (``default`` for requests
         that name none)."""
@@ -304,6 +326,7 @@ class Reports:
         return bool(self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                                 [name]))
 
+    @_counted
     def unknown_tenant(self, tenant: str | None) -> str | None:
         """Why ``tenant`` is unknown, or None when it is known: every tenant (None),
         ``default`` (the requests without a tenant), a tenant of the configuration and one the
@@ -333,6 +356,7 @@ class Reports:
                 f"config nor one the request or feedback log names; known: {shown} (default: "
                 "requests without a tenant)")
 
+    @_counted
     def check_tenant(self, tenant: str | None) -> None:
         """Refuse a ``tenant`` there is nothing to report on (see :meth:`unknown_tenant`) with
         a :class:`NotFoundError` naming the known ones."""
@@ -422,6 +446,7 @@ class Reports:
             return float(amount)
         return 0.0
 
+    @_counted
     def cost_report(self, period: str = "day", *, until: float | None = None,
                     tenant: str | None = None,
                     comparison_model: str | None = None) -> dict[str, Any]:
@@ -487,6 +512,7 @@ class Reports:
         report["savings"] = savings.report()
         return report
 
+    @_counted
     def savings_estimate(self, comparison_model: str | None = None, period: str = "month", *,
                          until: float | None = None,
                          tenant: str | None = None) -> dict[str, Any]:
@@ -499,6 +525,7 @@ class Reports:
             savings.add(model, pt, ct, cost)
         return savings.report()
 
+    @_counted
     def strongest_model(self, since: float | None = None,
                         until: float | None = None) -> tuple[str | None, str]:
         """(model, why): the lowest mean expected error over the logged decisions, else the
@@ -581,6 +608,7 @@ class Reports:
 
     # Forecast ----------------------------------------------------------------------------------
 
+    @_counted
     def routing_mix(self, period: str = "week", *, until: float | None = None,
                     tenant: str | None = None) -> tuple[dict[str, float], str]:
         """Share of requests by answering model over the last ``period`` (else by the
@@ -603,6 +631,7 @@ class Reports:
         total = sum(counts.values())
         return {m: n / total for m, n in sorted(counts.items(), key=lambda kv: -kv[1])}, basis
 
+    @_counted
     def forecast_cost(self, requests_per_hour: float, avg_input_tokens: float,
                       avg_output_tokens: float, *, period: str = "week",
                       until: float | None = None, tenant: str | None = None) -> dict[str, Any]:
@@ -745,6 +774,7 @@ class Reports:
             group.freeze(self)
         return out
 
+    @_counted
     def what_if(self, *, cost_weight: float | None = None, without: Sequence[str] = (),
                 period: str = "week", until: float | None = None, tenant: str | None = None,
                 estimate_tokens: Sequence[int] | None = None) -> dict[str, Any]:
@@ -804,6 +834,7 @@ class Reports:
             if counted else None,
             "models": dict(sorted(picks.items(), key=lambda kv: -kv[1]))}
 
+    @_counted
     def get_cost_optimizations(self, estimate_tokens: Sequence[int] | None = None, *,
                                period: str = "week", until: float | None = None,
                                tenant: str | None = None,
@@ -889,6 +920,7 @@ class Reports:
                                      period_start("hour", now), period_end("hour", now))
         return account, spent, unknown
 
+    @_counted
     def get_sla_report(self, since_hours: float = 1.0, *, tenant: str | None = None,
                        until: float | None = None) -> dict[str, Any]:
         """SLA compliance of the chat requests of the last ``since_hours``, measured against
@@ -1058,6 +1090,7 @@ class Reports:
         logged = span if log_start is None else now - log_start
         return RateWindow(max(min(span, logged), floor), logged < floor)
 
+    @_counted
     def budget_alert(self, account: str, budget: Budget,
                      log_start: float | None = None) -> dict[str, Any]:
         """One budget: spent, held, utilization, projected spend at the period's end (at the
@@ -1065,6 +1098,7 @@ class Reports:
         status."""
         return self.budget_alerts([(account, budget)], log_start)[0]
 
+    @_counted
     def budget_alerts(self, budgets: Sequence[tuple[str, Budget]],
                       log_start: float | None = None) -> list[dict[str, Any]]:
         """:meth:`budget_alert` of each ``(account, budget)``, the ledger read once for all."""
@@ -1091,6 +1125,7 @@ class Reports:
                            "resets_in": describe_seconds(end - now)})
         return alerts
 
+    @_counted
     def check_budget_alert(self, tenant: str | None = None, *, limit: int | None = None,
                            cursor: str | None = None) -> dict[str, Any]:
         """The hour's spend against the SLA's ``budget_per_hour_usd`` (the tenant's SLA, else
