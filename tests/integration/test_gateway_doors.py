@@ -1109,6 +1109,61 @@ def test_a_gateway_dropped_without_close_is_closed_as_it_is_collected_with_a_war
         again.close()
 
 
+def test_synchronous_calls_made_as_the_interpreter_finalizes_fail_at_once_saying_why(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Two gateways opened by an atexit handler (registered before any gateway opened, so it
+    runs after their close-at-exit hook) are still open as the interpreter finalizes, when
+    an object's ``__del__`` makes 80 synchronous calls on each: on one whose loop runs, each
+    waited half a second for a loop that runs no more, then said the gateway was closed
+    during the call (40 s in all, past the bound here); on one that never made its loop, the
+    call raised ImportError ("sys.meta_path is None"), its coroutine never awaited. Now each
+    raises GatewayClosedError at once saying the interpreter is exiting and when to call, and
+    the script exits well within the bound."""
+    configs = []
+    for name in ("warm", "cold"):
+        (tmp_path / name).mkdir()
+        config = tmp_path / name / "switchpoint.yaml"
+        config.write_text(config_text(gw_fake), encoding="utf-8")
+        configs.append(str(config))
+    script = textwrap.dedent(f"""
+        import atexit
+        from switchpoint import Gateway
+        from tests.integration.gateway_env import FACTORY, KEYS
+
+        class Flush:  # what a program flushes as it is collected at teardown
+            gateways = []
+
+            def __del__(self):
+                for gateway in self.gateways:
+                    said = set()
+                    for _ in range(80):
+                        try:
+                            gateway.route("What is the capital of France?")
+                        except Exception as exc:
+                            said.add(f"{{type(exc).__name__}}: {{exc}}")
+                    print(len(said), *sorted(said), sep=" | ", flush=True)
+
+        def open_late():
+            warm = Gateway.from_config({configs[0]!r}, loader=FACTORY, env=KEYS)
+            warm.route("What is the capital of France?")  # (its loop runs)
+            Flush.gateways += [warm, Gateway.from_config({configs[1]!r}, loader=FACTORY,
+                                                         env=KEYS)]
+
+        atexit.register(open_late)
+        flush = Flush()
+    """)
+    done = subprocess.run([sys.executable, "-X", "dev", "-c", script], capture_output=True,
+                          text=True, timeout=30, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "never awaited" not in done.stderr, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2, done.stdout
+    for line in lines:
+        # (one error, the same each time)
+        assert line.startswith("1 | GatewayClosedError: the interpreter is exiting"), line
+        assert "make the call before the interpreter exits" in line, line
+
+
 def test_a_script_that_exits_with_its_gateway_open_keeps_its_work_and_exits_promptly(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     """A script that reports an outcome, reads part of a stream and exits (sys.exit) without

@@ -2408,6 +2408,8 @@ class Gateway:
             try:
                 if self._closed or in_other_process(self._pid):  # (the loop is the parent's)
                     self._check_open()
+                if sys.is_finalizing():  # (no loop could be made, or run, for it now)
+                    raise GatewayClosedError(AT_EXIT)
                 inside.enter_context(self.admitted())
             except BaseException:
                 coro.close()
@@ -2462,6 +2464,13 @@ CLOSED_DURING_CALL = (
     f"{LOOP_DRAIN_S:g} s more to end, then cancelled (a chat request is "
     "logged as closed by the client, its budget hold settled); close the gateway once its "
     "calls have returned, or make this call on an open gateway")
+#: What a synchronous call made as the interpreter finalizes is told (see :meth:`_LoopThread.run`).
+AT_EXIT = (
+    "the interpreter is exiting (past its atexit handlers: its threads, the gateway's own "
+    "event loop among them, no longer run), so this synchronous call could only wait for that "
+    "loop in vain; nothing was done: make the call before the interpreter exits, before the "
+    "script ends or in an atexit handler (one registered after the gateway was opened runs "
+    "while it is still open)")
 # How often a synchronous call's wait looks whether the loop it waits on has stopped.
 _WAIT_TICK_S = 0.5
 
@@ -2485,7 +2494,13 @@ class _LoopThread:
         interruption goes on: it is not left running with nobody to take its answer. A call
         the loop's :meth:`stop` cancels, or one that comes as it stops, raises
         :class:`~switchpoint.errors.StoreError` saying the gateway was closed during it
-        (:data:`CLOSED_DURING_CALL`), not a bare ``CancelledError``, nor waits for ever."""
+        (:data:`CLOSED_DURING_CALL`), not a bare ``CancelledError``, nor waits for ever. One
+        made as the interpreter finalizes (from an object's ``__del__`` as its modules are
+        torn down), when the loop's thread runs no more, raises
+        :class:`~switchpoint.errors.GatewayClosedError` at once (:data:`AT_EXIT`)."""
+        if sys.is_finalizing():
+            coro.close()
+            raise GatewayClosedError(AT_EXIT)
         if self.runs_here():  # (a callback the loop runs)
             coro.close()
             raise ReentrantCallError(
