@@ -59,6 +59,10 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    mid-body; non-streamed, half the body and then drop
 ``malformed``      stream ``after=`` chunks (default 1), then ``data: {not json``;
                    non-streamed, a 200 whose body is not JSON
+``twice``          OpenAI dialect: ``ok``, but with ``key=`` (``usage``, the default, or
+                   ``choices``) written twice in one object, the answer's (streamed: each
+                   chunk's that has it): first a decoy (1 and 1 tokens; choices saying
+                   ``DECOY``), then the real one, which a reader keeping the last reads
 ``nodone``         a full stream, finish reason included, that ends cleanly without
                    ``[DONE]`` / ``message_stop`` (some real upstreams do)
 ``nofinish``       stream ``after=`` content chunks (default 1), then end the body cleanly: no
@@ -451,6 +455,18 @@ def nested(levels: int) -> list[Any]:
     return value
 
 
+def written_twice(obj: dict[str, Any], key: str) -> str:
+    """``obj`` as JSON text with ``key`` written twice in it: first a decoy (one prompt and
+    one completion token; choices whose text is ``DECOY``), then its own value."""
+    value = obj[key]
+    if key == "usage":
+        decoy: Any = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    else:
+        decoy = [{**c, **{part: {"role": "assistant", "content": "DECOY"}
+                          for part in ("message", "delta") if part in c}} for c in value]
+    return json.dumps({key: decoy})[:-1] + ", " + json.dumps(obj)[1:]
+
+
 async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
                        params: dict[str, str]) -> bool:
     body = req.json or {}
@@ -541,12 +557,24 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
             await writer.drain()
             reset_connection(writer)
             return False
+        if name == "twice":
+            await send_body(writer, 200, "application/json",
+                            written_twice(full, params.get("key", "usage")).encode())
+            return True
         await send_json(writer, 200, full)
         return True
 
     out = ChunkedWriter(writer, _num(params, "chunk_delay", 0),
                         urllib.parse.unquote(params.get("type", "text/event-stream")))
     await out.start()
+    if name == "twice":  # (each chunk that has the key written twice)
+        key, send = params.get("key", "usage"), out.data
+
+        async def twice(payload: Any, event: str | None = None) -> None:
+            twofold = isinstance(payload, dict) and key in payload
+            await send(written_twice(payload, key) if twofold else payload, event)
+
+        out.data = twice  # type: ignore[method-assign]
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"id": ident, "object": "chat.completion.chunk", "created": created,

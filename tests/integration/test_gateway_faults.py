@@ -345,6 +345,59 @@ def test_a_malformed_plain_answer_is_retried(gw: ThreadServer,
     assert outcomes(entry) == [("good", "malformed_response"), ("good", "ok")]
 
 
+@pytest.mark.parametrize("key", ["usage", "choices"])
+def test_a_plain_answer_with_a_key_written_twice_is_malformed_and_retried(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, key: str) -> None:
+    """An answer whose ``usage`` (or ``choices``) is written twice, a decoy first: it was
+    read as the last one, so the gateway accounted one usage while a client keeping the
+    first read another. Now it is a malformed answer naming the key, retried as one is; the
+    client reads the answer of the retry, whose usage is the one logged."""
+    gw_fake.script("good", f"twice:key={key}")
+    completion, entry = plain(gw)
+    assert completion.model == "good"
+    assert "DECOY" not in completion.choices[0].message.content
+    assert outcomes(entry) == [("good", "malformed_response"), ("good", "ok")]
+    said = entry["attempts"][0]["error"]
+    assert f'the key "{key}" is written twice in one object' in said, said
+    assert (entry["prompt_tokens"], entry["completion_tokens"]) == (
+        completion.usage.prompt_tokens, completion.usage.completion_tokens)
+    assert completion.usage.completion_tokens > 1  # (not the decoy's)
+
+
+def test_a_chunk_with_a_key_written_twice_before_any_content_fails_over(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    """A stream each of whose chunks writes ``choices`` twice is broken at its first chunk
+    (it was relayed as the last one), so the request fails over, as for any malformed
+    chunk; no decoy reaches the client."""
+    gw_fake.script("good", "twice:key=choices", "twice:key=choices")
+    text, models, entry = streamed(gw)
+    assert models == {"other"} and text.startswith(f"Echo from {OTHER}")
+    assert "DECOY" not in text
+    assert outcomes(entry) == [("good", "stream_broken"), ("good", "stream_broken"),
+                               ("other", "ok")]
+
+
+def test_answers_with_a_key_written_twice_everywhere_are_an_upstream_error(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    """Each try of ``good`` answers with ``usage``, then ``choices``, written twice, and its
+    fallback fails too: the client gets the gateway's 502, nothing relayed as an answer, and
+    the log names the key of each malformed answer."""
+    gw_fake.script("good", "twice", "twice:key=choices")
+    gw_fake.script(OTHER, "503", "503")
+    with pytest.raises(openai.APIStatusError) as info:
+        client(gw).chat.completions.create(model="good", messages=user())
+    assert info.value.status_code == 502
+    assert info.value.code == "upstream_failed"
+    entry = log_entry(gw, info.value.response.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "error" and entry["http_status"] == 502
+    said = info.value.message
+    assert 'the key "usage" is written twice in one object' in said, said
+    assert 'the key "choices" is written twice in one object' in said, said
+    assert [a["outcome"] for a in entry["attempts"][:2]] == ["malformed_response"] * 2
+    for attempt, key in zip(entry["attempts"], ("usage", "choices"), strict=False):
+        assert f'the key "{key}" is written twice in one object' in attempt["error"], attempt
+
+
 # Refusals ----------------------------------------------------------------------------------------
 
 

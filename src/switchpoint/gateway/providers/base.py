@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 
+from switchpoint._json import DuplicateKeyError, unique_keys
 from switchpoint._messages import cut, json_quoted
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
@@ -322,13 +323,17 @@ def _finite(digits: str) -> float:
 
 # Built once: ``json.loads`` with hooks builds a decoder per call, which costs as much as the
 # decoding of a stream's small events.
-_UPSTREAM_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+_UPSTREAM_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite,
+                                     object_pairs_hook=unique_keys)
 
 
 def upstream_json(text: str | bytes) -> Any:
     """An upstream's JSON, strictly: ``NaN``, ``Infinity`` and numbers beyond a float (which
     Python's reader takes, but an answer relayed to a client cannot hold) raise ValueError, as
-    any other unreadable JSON does, and so does nesting deeper than a request body may
+    any other unreadable JSON does, and so does a key written twice in one object (read as
+    the last, an answer's ``usage`` or ``choices`` written twice would be accounted by one and
+    read by a client that keeps the first by the other), and nesting deeper than a request
+    body may
     (:data:`~switchpoint.gateway.parsing.MAX_DEPTH` levels): an answer nested nearly as deep as
     Python's reader goes is read, but cannot be written again to the client. Bytes are read as
     ``json.loads`` reads them (UTF-8, -16 or -32, told apart as it does).
@@ -343,15 +348,18 @@ def upstream_json(text: str | bytes) -> Any:
         source = text
     else:
         source = text.decode(json.detect_encoding(text), "surrogatepass")
-    value = _UPSTREAM_DECODER.decode(source)
-    brackets = source.count("[") + source.count("{")
-    if brackets > MAX_DEPTH:  # (only such text can nest that deep: most answers skip the walk)
-        try:
-            check_embedded_json(value, "the answer")
-        except InvalidInputError as exc:
-            raise ValueError(exc.reason) from None
-    if _MAY_HOLD_SURROGATE.search(source):  # (most answers hold none, and skip the walk)
-        value = _replaced_surrogates(value)
+    try:
+        value = _UPSTREAM_DECODER.decode(source)
+        brackets = source.count("[") + source.count("{")
+        if brackets > MAX_DEPTH:  # (only such text can nest that deep: most skip the walk)
+            try:
+                check_embedded_json(value, "the answer")
+            except InvalidInputError as exc:
+                raise ValueError(exc.reason) from None
+        if _MAY_HOLD_SURROGATE.search(source):  # (most answers hold none, and skip the walk)
+            value = _replaced_surrogates(value)
+    except DuplicateKeyError as exc:  # (its message names the key; it is at no one place)
+        raise ValueError(exc.msg) from None
     return value
 
 
@@ -367,8 +375,9 @@ def _replaced_surrogates(value: Any) -> Any:
     if isinstance(value, str):
         return _SURROGATE.sub("\ufffd", value)
     if isinstance(value, dict):
-        return {_SURROGATE.sub("\ufffd", key): _replaced_surrogates(item)
-                for key, item in value.items()}
+        # (two keys told apart only by their lone surrogates are one key now: refused too)
+        return unique_keys([(_SURROGATE.sub("\ufffd", key), _replaced_surrogates(item))
+                            for key, item in value.items()])
     if isinstance(value, list):
         return [_replaced_surrogates(item) for item in value]
     return value
