@@ -673,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     from switchpoint.catalog import MAX_TOKENS
     from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
     from switchpoint.governance.cli import DATA_DIR_HELP
+    from switchpoint.labelling import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
     from switchpoint.policies import POLICIES, policy_class
     from switchpoint.router import MAX_BATCH
     from switchpoint.store.retention import MAX_RETENTION_DAYS
@@ -834,8 +835,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE",
                    help="YAML config with the catalog: where each model is served, its key "
                         "and prices (default: $SWITCHPOINT_CONFIG)")
-    p.add_argument("--concurrency", type=_options.COUNT, default=4, metavar="N",
-                   help="upstream calls at once (default: 4)")
+    p.add_argument("--concurrency", type=_options.COUNT, default=DEFAULT_CONCURRENCY,
+                   metavar="N", help=f"upstream calls at once, from 1 to {MAX_CONCURRENCY:,} "
+                                     f"(default: {DEFAULT_CONCURRENCY})")
     p.add_argument("--max-tokens", type=_options.COUNT, metavar="N",
                    help=f"max_tokens for each model's answer, from 1 to {MAX_TOKENS:,} "
                         "(default: not sent: the model's own limit, or "

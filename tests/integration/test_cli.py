@@ -147,7 +147,7 @@ def test_every_number_option_says_its_range_and_its_default() -> None:
     from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
     from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS
     from switchpoint.governance.settings import MAX_RPM, MAX_TPM
-    from switchpoint.labelling import DEFAULT_CONCURRENCY
+    from switchpoint.labelling import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
     from switchpoint.policies import KnnPolicy
     from switchpoint.router import MAX_BATCH
     from switchpoint.store.retention import MAX_RETENTION_DAYS
@@ -166,7 +166,8 @@ def test_every_number_option_says_its_range_and_its_default() -> None:
         ("switchpoint fit", "--k"): [f"at least 1 (default: {KnnPolicy().k})"],
         ("switchpoint fit", "--embedder"): [f"(default: {DEFAULT_EMBEDDER_ID})", "st:PATH"],
         ("switchpoint eval", "--embedder"): [f"(default: {DEFAULT_EMBEDDER_ID})"],
-        ("switchpoint label", "--concurrency"): [f"(default: {DEFAULT_CONCURRENCY})"],
+        ("switchpoint label", "--concurrency"):
+            [f"from 1 to {MAX_CONCURRENCY} (default: {DEFAULT_CONCURRENCY})"],
         ("switchpoint label", "--max-tokens"): [f"from 1 to {MAX_TOKENS:,}", "(default: not"],
         ("switchpoint prune", "--older-than"):
             [f"more than 0 and at most {MAX_RETENTION_DAYS:,}", "(default: "],

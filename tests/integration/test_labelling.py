@@ -543,7 +543,11 @@ def test_an_out_inside_data_dir_is_refused_having_made_and_called_nothing(
     (["--models", "a", "--judge", "judge", "--rubric", "long.txt"],
      "--rubric: 'long.txt' is longer than 100,000 characters; shorten it"),
     (["--models", "a", "--judge", ""], "judge: must be a catalog model's name"),
-    (["--models", "a", "--judge", "judge", "--concurrency", "0"], "concurrency: must be"),
+    (["--models", "a", "--judge", "judge", "--concurrency", "0"],
+     "switchpoint: error: --concurrency: must be an integer from 1 to 256, got 0\n"),
+    # (the range its --help says: upstream calls at once, from 1 to 256)
+    (["--models", "a", "--judge", "judge", "--concurrency", "257"],
+     "switchpoint: error: --concurrency: must be an integer from 1 to 256, got 257\n"),
     (["--models", "a", "--judge", "judge", "--bad-line"], "line 2: field 'prompt' must be"),
     (["--models", "a", "--judge", "judge", "--no-key"], '$B_KEY (the API key of "b") is not'),
     (["--models", "a", "--judge", "judge", "--no-config"], "label: give --config FILE"),

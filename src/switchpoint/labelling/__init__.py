@@ -18,6 +18,7 @@ from switchpoint.labelling.prompts import LabelPrompt, parse_prompts, read_promp
 from switchpoint.labelling.reference import reference_score
 from switchpoint.labelling.run import (
     DEFAULT_CONCURRENCY,
+    MAX_CONCURRENCY,
     LabelFailure,
     LabelReport,
     alabel,
@@ -28,6 +29,7 @@ __all__ = [
     "CONTRACT",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_RUBRIC",
+    "MAX_CONCURRENCY",
     "Judge",
     "LabelFailure",
     "LabelPrompt",

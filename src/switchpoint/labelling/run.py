@@ -40,7 +40,6 @@ from switchpoint.errors import (
     LabellingError,
     SwitchpointError,
 )
-from switchpoint.gateway.body_size import check_body_size
 from switchpoint.labelling.judge import Judge, unreadable_message
 from switchpoint.labelling.lock import OutputLock, lock_path
 from switchpoint.labelling.prompts import LabelPrompt, as_prompts, read_prompts
@@ -325,6 +324,10 @@ def _check_sizes(items: Sequence[LabelPrompt], models: Sequence[str], judge: Jud
     the prompt as 2 to 6 characters). And the gateway takes each prompt's calls: the question
     to each model, and the judge's request before the answer is added to it, are within
     ``max_request_bytes``."""
+    # (imported here: the gateway's package is heavy, and the command line's parser reads this
+    # module's bounds for every command)
+    from switchpoint.gateway.body_size import check_body_size
+
     chars = jr.record_chars(models)
     longest = max(models, key=len)
     for item in items:
