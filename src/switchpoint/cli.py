@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from switchpoint import _options
 from switchpoint._files import (
@@ -49,6 +49,9 @@ from switchpoint.prompt_files import (
     bounded_lines,
     prompt_lines,
 )
+
+if TYPE_CHECKING:
+    from switchpoint.weights import WeightsPackage
 
 EXIT_BAD_INPUT = 2
 # Results that could not be written to stdout (a full disk, a device that takes nothing).
@@ -404,17 +407,28 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_add_model(args: argparse.Namespace) -> int:
-    from switchpoint.embedding import embedder_from_id, warm_up
-    from switchpoint.training import add_model
+def _weights_to_edit(args: argparse.Namespace, result: str,
+                     edit: str) -> tuple[WeightsPackage, Path]:
+    """The weights package a command that edits one (``add-model``, ``remove-model``) starts
+    from, and where it writes the result (checked before the work): ``--weights``, in place
+    unless ``--out``; without ``--weights``, the bundled weights, which need ``--out`` (they are
+    never changed in place). ``result`` says what the bundled weights become (``plus the new
+    model``), ``edit`` what is done to a package of the user's own (``extend``)."""
     from switchpoint.weights import check_weights_target, load_weights
 
     if args.weights is None and args.out is None:
-        _fail("add-model: give --out DIR to write the bundled weights plus the new model there "
-              "(the bundled weights are never changed in place), or --weights DIR to extend a "
+        _fail(f"{args.command}: give --out DIR to write the bundled weights {result} there (the "
+              f"bundled weights are never changed in place), or --weights DIR to {edit} a "
               "weights package of your own in place")
     package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
-    out = check_weights_target(args.out or args.weights)
+    return package, check_weights_target(args.out or args.weights)
+
+
+def cmd_add_model(args: argparse.Namespace) -> int:
+    from switchpoint.embedding import embedder_from_id, warm_up
+    from switchpoint.training import add_model
+
+    package, out = _weights_to_edit(args, "plus the new model", "extend")
     with _feedback(args) as feedback:
         embedder = None
         if package.policy.requires == "embedding":
@@ -429,11 +443,9 @@ def cmd_add_model(args: argparse.Namespace) -> int:
 
 def cmd_remove_model(args: argparse.Namespace) -> int:
     from switchpoint.training import remove_model
-    from switchpoint.weights import load_weights
 
-    package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
+    package, out = _weights_to_edit(args, "without the model", "remove it from")
     package = remove_model(package, args.name)
-    out = Path(args.out or args.weights)
     package.save(out)
     _feedback(args).note(f"removed {args.name!r}; wrote {package.weights_id} to {out}")
     return 0
@@ -756,8 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("remove-model", parents=[feedback, cap],
                        help="remove a model from a weights package")
     p.add_argument("name", metavar="MODEL", help="the model to remove (see switchpoint info)")
-    p.add_argument("--weights", required=True,
-                   help="weights package to remove it from (in place, unless --out)")
+    p.add_argument("--weights", help="weights package to remove it from, in place unless --out "
+                                     "(default: the bundled one, which needs --out)")
     p.add_argument("--out", help="write here instead of updating --weights in place")
     p.set_defaults(func=cmd_remove_model)
     _options.fills(p, name="MODEL")

@@ -1495,6 +1495,33 @@ def test_add_model_without_weights_extends_the_bundled_ones_into_out(
     assert code == 0 and f"added     mine-small from 4 records of {labels} at " in said, said
 
 
+def test_remove_model_without_weights_removes_it_from_the_bundled_ones_into_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As add-model does: the bundled weights are the source, and --out is where they go (it
+    # said --weights was required).
+    bundled = load_weights()
+    gone = bundled.models[0]
+    code, _, err = run(["remove-model", gone], capsys)
+    assert_bad_input(code, err, "remove-model: give --out DIR to write the bundled weights "
+                                "without the model there (the bundled weights are never "
+                                "changed in place), or --weights DIR to remove it from a "
+                                "weights package of your own in place")
+    code, _, err = run(["remove-model", "no-such-model", "--out", tmp_path / "w"], capsys)
+    assert_bad_input(code, err, 'MODEL: model "no-such-model" is not in these weights')
+    assert list(tmp_path.iterdir()) == []
+    out = tmp_path / "without"
+    code, _, err = run(["remove-model", gone, "--out", out], capsys)
+    assert code == 0, err
+    assert load_weights(out).models == [m for m in bundled.models if m != gone]
+    assert load_weights().models == bundled.models  # the bundled weights are as they were
+    # Its help says so, as add-model's does.
+    helps = dict(_commands(build_parser()))
+    for command in ("add-model", "remove-model"):
+        text = " ".join(helps[f"switchpoint {command}"].format_help().split())
+        assert "(default: the bundled one, which needs --out)" in text, text
+
+
 def test_commands_that_load_weights_take_max_weights_bytes(
         real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     records = tmp_path / "records.jsonl"
