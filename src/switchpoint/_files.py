@@ -167,6 +167,13 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
+def within(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, each taken as the place it leads to
+    (made absolute, its symbolic links followed; either may not exist yet, the part of it
+    that does is followed)."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
 def _beside(path: str | Path) -> str:
     """Where SQLite keeps the side files of the database ``path``: beside the file a symbolic
     link names, not beside the link (a linked folder on the way leads to the same files)."""

@@ -96,10 +96,11 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
     # Only an earlier package is replaced: never the state in data_dir, nor the config file.
     db = tmp_path / "data" / "switchpoint.db"
     kept = {p: p.read_bytes() for p in (db, config)}
-    for target in (tmp_path / "data", config):
+    for target, fix in ((tmp_path / "data", "choose a folder outside the data_dir"),
+                        (config, "choose a new or empty directory")):
         assert main(["learn", "--export", str(target), "--config", str(config)]) == 2
-        assert f"{str(target)!r}: " in (err := capsys.readouterr().err) and "Traceback" not in err
-        assert "choose a new or empty directory" in err
+        assert f"{str(target)!r}" in (err := capsys.readouterr().err) and "Traceback" not in err
+        assert fix in err, err
     assert {p: p.read_bytes() for p in (db, config)} == kept
     assert main(["learn", "--export", str(export), "--config", str(config)]) == 0
     assert load_weights(export).weights_id == result["weights_id"]
@@ -377,6 +378,44 @@ def test_refused_on_an_empty_data_dir_writes_nothing_there(
     assert needle in err and "Traceback" not in err, err
     assert list(data_dir.iterdir()) == []
     assert list(tmp_path.iterdir()) == [data_dir]
+
+
+def test_learn_exports_nowhere_in_the_data_dir(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A weights package written into the data_dir would be mixed with the service's state:
+    the data_dir itself, a folder inside it, or either reached through a link, is refused
+    naming --export, and nothing is written."""
+    config, _, _ = _decided(gw_fake, tmp_path, score=0.0)
+    data = tmp_path / "data"
+    (data / "empty").mkdir()
+    (tmp_path / "link").symlink_to(data)
+    state, names = _tree(data), sorted(p.name for p in tmp_path.iterdir())
+    paths = sorted(p.relative_to(data).as_posix() for p in data.rglob("*"))
+    assert "empty" in paths
+    capsys.readouterr()
+    for target, where in ((data, "is the data_dir"), (data / "empty", "is inside the data_dir"),
+                          (data / "learned", "is inside the data_dir"),
+                          (data / "a" / "b", "is inside the data_dir"),
+                          (tmp_path / "link", "is the data_dir"),
+                          (tmp_path / "link" / "learned", "is inside the data_dir")):
+        assert main(["learn", "--export", str(target), "--config", str(config)]) == 2, target
+        err = capsys.readouterr().err
+        assert err == (f"switchpoint: error: --export: {str(target)!r} {where} ({str(data)!r}), "
+                       "where the service keeps its state: the weights would be mixed with it; "
+                       "choose a folder outside the data_dir, e.g. --export "
+                       "./learned-weights\n"), err
+    # The same through a data_dir given by a link.
+    assert main(["learn", "--export", str(data / "learned"), "--data-dir",
+                 str(tmp_path / "link")]) == 2
+    assert "is inside the data_dir" in capsys.readouterr().err
+    assert _tree(data) == state
+    assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == paths
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    # A folder beside it, whose name only begins as the data_dir's, is outside it.
+    assert main(["learn", "--export", str(tmp_path / "data-learned"), "--config",
+                 str(config)]) == 0
+    assert load_weights(tmp_path / "data-learned").provenance["learned"][-1]["outcomes"] == 1
 
 
 def test_learn_to_a_name_too_long_is_a_clean_error(tmp_path: Path,

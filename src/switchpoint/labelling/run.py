@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import switchpoint.labelling.journal as jr
-from switchpoint._files import LinkError, output_target, path_problem, same_file
+from switchpoint._files import LinkError, output_target, path_problem, same_file, within
 from switchpoint._json import LONE_SURROGATE, lone_surrogate, shown_number
 from switchpoint._messages import json_quoted, listed_names, people_number, plural, quoted_path
 from switchpoint._progress import ProgressFn
@@ -377,8 +377,7 @@ def _check_out_outside(data_dir: str, out: Path) -> None:
     sessions.db, keys.db, the lock), created as the run starts, so a record file named as one
     of them would be written into a database (the records lost, the database at risk), and
     the service's pruning and moves of its state would meet files it does not know."""
-    state = Path(data_dir).absolute().resolve()
-    if out.absolute().resolve().is_relative_to(state):
+    if within(out, data_dir):
         raise LabellingError(f"--out is inside data_dir ({quoted_path(data_dir)}), where the "
                              "gateway the run calls through keeps its state (its databases "
                              "and their journals, its lock): write the records outside it, "

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from switchpoint import _options
+from switchpoint._files import within
 from switchpoint._json import loads
 from switchpoint._messages import (
     cut,
@@ -276,8 +277,9 @@ def cmd_learn(args: argparse.Namespace) -> int:
     from switchpoint.learning.export import export_weights
     from switchpoint.weights import check_weights_target
 
-    check_weights_target(args.export)  # before the state in data_dir is opened
     settings = _settings(args)
+    _check_export_outside(args.export, settings.data_dir)
+    check_weights_target(args.export)  # before the state in data_dir is opened
     if args.tenant is not None:
         from switchpoint.governance.reports import Reports
 
@@ -311,6 +313,20 @@ def cmd_learn(args: argparse.Namespace) -> int:
           f"config (then reload) "
           f"to route with them ({twice})", file=sys.stderr)
     return 0
+
+
+def _check_export_outside(export: str, data_dir: str) -> None:
+    """``--export`` must be neither the data_dir nor inside it (through links too): the
+    package would be mixed with the service's state, which pruning, moves of the state and a
+    later start take for their own."""
+    if within(export, data_dir):
+        where = ("is the data_dir" if os.path.realpath(export) == os.path.realpath(data_dir)
+                 else "is inside the data_dir")
+        raise InvalidInputError("--export", f"{quoted_path(export)} {where} "
+                                            f"({quoted_path(data_dir)}), where the service "
+                                            "keeps its state: the weights would be mixed with "
+                                            "it; choose a folder outside the data_dir, e.g. "
+                                            "--export ./learned-weights")
 
 
 def _as_config_sees(path: Path, config: Path | None) -> str:
