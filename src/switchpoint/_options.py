@@ -134,20 +134,27 @@ def days_option(text: str) -> float:
 _FILLED = "_option_fields"
 
 
-def fills(parser: argparse.ArgumentParser, **fields: str) -> None:
-    """Say which option of ``parser``'s command fills which field of what it calls
-    (``available_models="--models"``; a positional argument by the name its usage shows,
-    ``name="MODEL"``): an error about that field, when the option was given, names the
-    option the user typed (:func:`as_typed`). An option the parser lacks is a mistake of the
-    command line's, raised as it is built."""
+def fills(parser: argparse.ArgumentParser, **fields: argparse.Action) -> None:
+    """Say which option of ``parser``'s command fills which field of what it calls, each given
+    by the action ``parser.add_argument`` returned for it (``available_models=models``, where
+    ``models = parser.add_argument("--models", ...)``): an error about that field, when the
+    option was given, names the option as the user typed it (:func:`as_typed`): by its long
+    option string (``--models``), a positional argument by the name its usage shows
+    (``MODEL``)."""
     known = dict(parser.get_default(_FILLED) or {})
-    for field, option in fields.items():
-        action = next((a for a in parser._actions if option in a.option_strings or (
-            not a.option_strings and (a.metavar or a.dest) == option)), None)
-        if action is None:
-            raise ValueError(f"{parser.prog} has no option {option}")
-        known[field] = (option, action.dest)
+    for field, action in fields.items():
+        known[field] = (_typed_name(action), action.dest)
     parser.set_defaults(**{_FILLED: known})
+
+
+def _typed_name(action: argparse.Action) -> str:
+    """How the user types ``action``: its first long option string, else its first (as
+    argparse names its ``dest`` after it), or a positional argument's metavar, else its
+    ``dest`` (as its usage shows it)."""
+    if action.option_strings:
+        return next((o for o in action.option_strings if o.startswith("--")),
+                    action.option_strings[0])
+    return action.metavar if isinstance(action.metavar, str) else action.dest
 
 
 def filled(args: argparse.Namespace, dest: str, fields: dict[str, str]) -> None:

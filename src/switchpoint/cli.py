@@ -713,13 +713,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", nargs="?",
                    help="the prompt to route (default: read it from stdin when piped)")
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")
-    p.add_argument("--cost-weight", type=_options.COST_WEIGHT,
-                   help=f"λ for this call, from 0 to {MAX_COST_WEIGHT:g} (0 = quality first; "
-                        f"default: {DEFAULT_COST_WEIGHT:g})")
-    p.add_argument("--cost-weights", type=_options.COST_WEIGHTS,
-                   help="comma-separated λ sweep for --input, each from 0 to "
-                        f"{MAX_COST_WEIGHT:g}, at most {MAX_BATCH:,} of them, e.g. 0,0.1,1")
-    p.add_argument("--models", help="comma-separated models allowed for this call")
+    cost_weight = p.add_argument("--cost-weight", type=_options.COST_WEIGHT,
+                                 help=f"λ for this call, from 0 to {MAX_COST_WEIGHT:g} (0 = "
+                                      f"quality first; default: {DEFAULT_COST_WEIGHT:g})")
+    cost_weights = p.add_argument("--cost-weights", type=_options.COST_WEIGHTS,
+                                  help="comma-separated λ sweep for --input, each from 0 to "
+                                       f"{MAX_COST_WEIGHT:g}, at most {MAX_BATCH:,} of them, "
+                                       "e.g. 0,0.1,1")
+    models = p.add_argument("--models", help="comma-separated models allowed for this call")
     p.add_argument("--json", action="store_true", help="print the whole decision as JSON")
     p.add_argument("--explain", action="store_true", help="print the plain-English explanation")
     p.add_argument("--input", metavar="FILE",
@@ -728,51 +729,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE",
                    help="write one JSONL decision per id and cost weight here (default: stdout)")
     p.set_defaults(func=cmd_route)
-    _options.fills(p, available_models="--models", cost_weight="--cost-weight",
-                   cost_weights="--cost-weights")
+    _options.fills(p, available_models=models, cost_weight=cost_weight,
+                   cost_weights=cost_weights)
 
     p = sub.add_parser("fit", parents=[feedback],
                        help="fit a weights package from routing records")
     p.add_argument("records", help="routing records (JSONL)")
     p.add_argument("--out", required=True, help="directory to write the weights package to")
-    p.add_argument("--split", help="use only records of this split (default: train when the "
-                                   "records carry splits, else every record)")
+    split = p.add_argument("--split", help="use only records of this split (default: train "
+                                           "when the records carry splits, else every record)")
     p.add_argument("--policy", default="cluster",
                    choices=list(POLICIES),
                    help="the policy to fit (default: cluster)")
-    p.add_argument("--n-clusters", type=_options.COUNT,
-                   help="clusters for the cluster policy, at least 1 (default: "
-                        f"{policy_class('cluster')().get_params()['n_clusters']})")
-    p.add_argument("--k", type=_options.COUNT,
-                   help="neighbours for the knn policy, at least 1 (default: "
-                        f"{policy_class('knn')().get_params()['k']})")
-    p.add_argument("--embedder", help=f"embedder id (default: {DEFAULT_EMBEDDER_ID}), or "
-                                      "st:PATH for a sentence-transformers model")
+    n_clusters = p.add_argument("--n-clusters", type=_options.COUNT,
+                                help="clusters for the cluster policy, at least 1 (default: "
+                                     f"{policy_class('cluster')().get_params()['n_clusters']})")
+    k = p.add_argument("--k", type=_options.COUNT,
+                       help="neighbours for the knn policy, at least 1 (default: "
+                            f"{policy_class('knn')().get_params()['k']})")
+    embedder = p.add_argument("--embedder", help=f"embedder id (default: "
+                                                 f"{DEFAULT_EMBEDDER_ID}), or st:PATH for a "
+                                                 "sentence-transformers model")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="any other policy parameter (repeatable)")
     p.set_defaults(func=cmd_fit)
-    _options.fills(p, n_clusters="--n-clusters", k="--k", split="--split",
-                   embedder="--embedder")
+    _options.fills(p, n_clusters=n_clusters, k=k, split=split, embedder=embedder)
 
     p = sub.add_parser("add-model", parents=[feedback, cap],
                        help="teach the weights a new model from labelled records")
-    p.add_argument("name", metavar="MODEL", help="the new model's name")
+    name = p.add_argument("name", metavar="MODEL", help="the new model's name")
     p.add_argument("records", metavar="RECORDS", help="routing records that label the model")
     p.add_argument("--weights", help="weights package to extend (default: the bundled one, "
                    "which needs --out)")
     p.add_argument("--out", help="write here instead of updating --weights in place")
     p.add_argument("--label", help="the model's name inside the records, if different")
     p.set_defaults(func=cmd_add_model)
-    _options.fills(p, name="MODEL")
+    _options.fills(p, name=name)
 
     p = sub.add_parser("remove-model", parents=[feedback, cap],
                        help="remove a model from a weights package")
-    p.add_argument("name", metavar="MODEL", help="the model to remove (see switchpoint info)")
+    name = p.add_argument("name", metavar="MODEL",
+                          help="the model to remove (see switchpoint info)")
     p.add_argument("--weights", help="weights package to remove it from, in place unless --out "
                                      "(default: the bundled one, which needs --out)")
     p.add_argument("--out", help="write here instead of updating --weights in place")
     p.set_defaults(func=cmd_remove_model)
-    _options.fills(p, name="MODEL")
+    _options.fills(p, name=name)
 
     p = sub.add_parser("info", parents=[cap], help="describe a weights package")
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")
@@ -783,21 +785,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fit policies on one split and measure them on another "
                             "(AIQ, QNC, per-task breakdown, cost-quality plot)")
     p.add_argument("records", help="routing records (JSONL) with a test split")
-    p.add_argument("--weights", help="evaluate this fitted weights package instead of fitting")
-    p.add_argument("--fit-split", help="fit on this split (default: train, unless --weights)")
+    weights = p.add_argument("--weights",
+                             help="evaluate this fitted weights package instead of fitting")
+    fit_split = p.add_argument("--fit-split",
+                               help="fit on this split (default: train, unless --weights)")
     p.add_argument("--test-split", default="test", help="measure on this split (default: test)")
-    p.add_argument("--policy", action="extend", nargs="+", metavar="NAME",
-                   help="policies to fit (repeatable; default: cluster knn)")
-    p.add_argument("--param", action="append", metavar="POLICY.NAME=VALUE",
-                   help="a policy parameter, e.g. cluster.n_clusters=25 (repeatable)")
-    p.add_argument("--embedder", help=f"embedder id for fitting (default: "
-                                      f"{DEFAULT_EMBEDDER_ID}), or st:PATH for a "
-                                      "sentence-transformers model")
+    policy = p.add_argument("--policy", action="extend", nargs="+", metavar="NAME",
+                            help="policies to fit (repeatable; default: cluster knn)")
+    param = p.add_argument("--param", action="append", metavar="POLICY.NAME=VALUE",
+                           help="a policy parameter, e.g. cluster.n_clusters=25 (repeatable)")
+    embedder = p.add_argument("--embedder", help=f"embedder id for fitting (default: "
+                                                 f"{DEFAULT_EMBEDDER_ID}), or st:PATH for a "
+                                                 "sentence-transformers model")
     p.add_argument("--plot", metavar="PNG", help="write the cost-quality curves to this PNG")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.set_defaults(func=cmd_eval)
-    _options.fills(p, policies="--policy", policy="--policy", params="--param",
-                   fit_split="--fit-split", embedder="--embedder", weights="--weights")
+    _options.fills(p, policies=policy, policy=policy, params=param, fit_split=fit_split,
+                   embedder=embedder, weights=weights)
 
     p = sub.add_parser("serve", help="serve the router and the OpenAI-compatible gateway over "
                                      "HTTP: POST /v1/route, POST /v1/chat/completions (with "
@@ -809,17 +813,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", default="8080", type=_options.port_option,
                    help="port (default: 8080); 0 for any free one, or FIRST-LAST for a free one "
                         "of that range: then `switchpoint: listening on URL` on stdout says which")
-    p.add_argument("--weights", help="weights package directory (default: $SWITCHPOINT_WEIGHTS, "
-                                     "else the config's weights:, else the bundled weights of "
-                                     "--policy)")
+    weights = p.add_argument("--weights", help="weights package directory (default: "
+                                               "$SWITCHPOINT_WEIGHTS, else the config's weights:, "
+                                               "else the bundled weights of --policy)")
     p.add_argument("--config", help="YAML config: catalog, policy, λ, cache, data_dir "
                                     "(default: $SWITCHPOINT_CONFIG, if set)")
-    p.add_argument("--data-dir", help=DATA_DIR_HELP)
-    p.add_argument("--policy", help="the bundled weights of a policy to load when no weights "
-                                    f"are given (--weights or the config's weights:): "
-                                    f"{', '.join(POLICIES)}, or a name under the config's "
-                                    "policies: (default: $SWITCHPOINT_POLICY, else the config's "
-                                    "policy:, else cluster)")
+    data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    policy = p.add_argument("--policy", help="the bundled weights of a policy to load when no "
+                                             "weights are given (--weights or the config's "
+                                             f"weights:): {', '.join(POLICIES)}, or a name under "
+                                             "the config's policies: (default: "
+                                             "$SWITCHPOINT_POLICY, else the config's policy:, "
+                                             "else cluster)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"],
                    help="least severity logged (default: info)")
@@ -829,31 +834,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "or without an admin token (e.g. behind an authenticating proxy; "
                         "the config's allow_unauthenticated: true does the same)")
     p.set_defaults(func=cmd_serve)
-    _options.fills(p, data_dir="--data-dir", policy="--policy", weights="--weights")
+    _options.fills(p, data_dir=data_dir, policy=policy, weights=weights)
 
     p = sub.add_parser("label", parents=[feedback],
                        help="label your own models: call them on prompts, score the answers "
                             "(a judge model, or reference answers) and write routing records")
     p.add_argument("prompts", help='JSONL of {"prompt", "id"?, "task"?, "split"?, '
                                    '"reference"?} lines, or plain text with one prompt a line')
-    p.add_argument("--models", required=True, metavar="A,B,...",
-                   help="comma-separated catalog models to label")
-    p.add_argument("--judge", metavar="MODEL",
-                   help="the catalog model that scores answers (needed unless every prompt "
-                        "has a reference; it may be one of --models)")
+    models = p.add_argument("--models", required=True, metavar="A,B,...",
+                            help="comma-separated catalog models to label")
+    judge = p.add_argument("--judge", metavar="MODEL",
+                           help="the catalog model that scores answers (needed unless every "
+                                "prompt has a reference; it may be one of --models)")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="routing records to write (JSONL), one line per prompt as soon as it "
                         "is labelled")
     p.add_argument("--config", metavar="FILE",
                    help="YAML config with the catalog: where each model is served, its key "
                         "and prices (default: $SWITCHPOINT_CONFIG)")
-    p.add_argument("--concurrency", type=_options.COUNT, default=DEFAULT_CONCURRENCY,
-                   metavar="N", help=f"upstream calls at once, from 1 to {MAX_CONCURRENCY:,} "
-                                     f"(default: {DEFAULT_CONCURRENCY})")
-    p.add_argument("--max-tokens", type=_options.COUNT, metavar="N",
-                   help=f"max_tokens for each model's answer, from 1 to {MAX_TOKENS:,} "
-                        "(default: not sent: the model's own limit, or "
-                        "governance.max_output_tokens where a budget applies)")
+    concurrency = p.add_argument("--concurrency", type=_options.COUNT,
+                                 default=DEFAULT_CONCURRENCY, metavar="N",
+                                 help=f"upstream calls at once, from 1 to {MAX_CONCURRENCY:,} "
+                                      f"(default: {DEFAULT_CONCURRENCY})")
+    max_tokens = p.add_argument("--max-tokens", type=_options.COUNT, metavar="N",
+                                help="max_tokens for each model's answer, from 1 to "
+                                     f"{MAX_TOKENS:,} (default: not sent: the model's own "
+                                     "limit, or governance.max_output_tokens where a budget "
+                                     "applies)")
     p.add_argument("--rubric", metavar="FILE", help="the judge's grading criteria (text); the "
                                                     "reply format is fixed and added to it")
     group = p.add_mutually_exclusive_group()
@@ -865,21 +872,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "or a finished one its .done mark matches)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_label)
-    _options.fills(p, models="--models", judge="--judge", concurrency="--concurrency",
-                   max_tokens="--max-tokens")
+    _options.fills(p, models=models, judge=judge, concurrency=concurrency, max_tokens=max_tokens)
 
     p = sub.add_parser("prune", help="delete log entries older than the retention and give "
                                      "the disk space back")
     p.add_argument("--config", help="YAML config: its data_dir and store.retention_days "
                                     "(default: $SWITCHPOINT_CONFIG, if set)")
-    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--older-than", metavar="DAYS", type=_options.days_option,
                    help="delete entries older than this many days, more than 0 and at most "
                         f"{MAX_RETENTION_DAYS:,} (default: store.retention_days)")
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_prune)
-    _options.fills(p, data_dir="--data-dir")
+    _options.fills(p, data_dir=data_dir)
 
     from switchpoint.governance.cli import add_commands
 

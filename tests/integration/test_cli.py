@@ -294,18 +294,27 @@ def test_an_error_about_a_field_an_option_filled_names_the_option(
                                                           "switchpoint.yaml"]
 
 
-def test_an_option_said_to_fill_a_field_is_one_the_command_has() -> None:
+def test_an_option_said_to_fill_a_field_is_named_as_typed() -> None:
+    # The options are the actions add_argument returned (argparse's list of them is private).
     parser = argparse.ArgumentParser(prog="demo")
-    parser.add_argument("--models")
-    _options.fills(parser, available_models="--models")
+    models = parser.add_argument("--models")
+    _options.fills(parser, available_models=models)
     args = parser.parse_args(["--models", "a"])
     assert _options.as_typed(InvalidInputError("available_models", "is bad"), args) == (
         "--models: is bad")
     assert _options.as_typed(InvalidInputError("other", "is bad"), args) == "other: is bad"
     assert _options.as_typed(InvalidInputError("available_models", "is bad"),
                              parser.parse_args([])) == "available_models: is bad"
-    with pytest.raises(ValueError, match="demo has no option --model"):
-        _options.fills(parser, model="--model")
+    # An option with a short form by its long one; a positional by its usage's name.
+    parser = argparse.ArgumentParser(prog="demo")
+    tenant = parser.add_argument("-t", "--tenant")
+    model = parser.add_argument("name", metavar="MODEL")
+    prompt = parser.add_argument("prompt")
+    _options.fills(parser, tenant=tenant, name=model, text=prompt)
+    args = parser.parse_args(["-t", "x", "m", "p"])
+    assert [_options.as_typed(InvalidInputError(field, "is bad"), args)
+            for field in ("tenant", "name", "text")] == [
+        "--tenant: is bad", "MODEL: is bad", "prompt: is bad"]
 
 
 def test_a_data_dir_the_system_refuses_is_a_clean_error(

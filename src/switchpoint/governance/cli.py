@@ -523,10 +523,10 @@ DATA_DIR_HELP = ("where the state lives (default: $SWITCHPOINT_DATA_DIR, else th
 
 def _common(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int]) -> None:
     p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
-    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=func)
-    _options.fills(p, data_dir="--data-dir")
+    _options.fills(p, data_dir=data_dir)
 
 
 def add_commands(sub: Any) -> None:
@@ -539,34 +539,36 @@ def add_commands(sub: Any) -> None:
     keys = sub.add_parser("keys", help="client keys: create, list, show, revoke, rotate, clock")
     ks = keys.add_subparsers(dest="keys_command", required=True)
     p = ks.add_parser("create", help="make a key for a tenant (printed once)")
-    p.add_argument("--tenant", required=True,
-                   help="the tenant the key belongs to (a name under tenants: in the config)")
-    p.add_argument("--name", help="a label for the key")
-    p.add_argument("--budget", action="append", metavar="AMOUNT/PERIOD",
-                   help="e.g. 50/month (USD; hour, day, week, month; repeatable)")
-    p.add_argument("--rpm", type=_options.COUNT,
-                   help=f"requests per minute, from 1 to {MAX_RPM:,} (default: none of its "
-                        "own: its tenant's applies)")
-    p.add_argument("--tpm", type=_options.COUNT,
-                   help=f"tokens per minute, from 1 to {MAX_TPM:,} (default: none of its "
-                        "own: its tenant's applies)")
-    p.add_argument("--models", help="comma-separated models the key may use ('auto': routing)")
-    p.add_argument("--cost-weight", type=_options.COST_WEIGHT,
-                   help=f"the key's default λ, from 0 to {MAX_COST_WEIGHT:g} (default: its "
-                        "tenant's)")
-    p.add_argument("--expires", help="the last day the key works, an ISO date (2027-01-31: it "
-                                     "expires as that day ends, UTC), an exact date-time "
-                                     "(2027-01-31T12:00:00Z), a duration (30d), or epoch "
-                                     "seconds")
+    tenant = p.add_argument("--tenant", required=True,
+                            help="the tenant the key belongs to (a name under tenants: in the "
+                                 "config)")
+    name = p.add_argument("--name", help="a label for the key")
+    budget = p.add_argument("--budget", action="append", metavar="AMOUNT/PERIOD",
+                            help="e.g. 50/month (USD; hour, day, week, month; repeatable)")
+    rpm = p.add_argument("--rpm", type=_options.COUNT,
+                         help=f"requests per minute, from 1 to {MAX_RPM:,} (default: none of "
+                              "its own: its tenant's applies)")
+    tpm = p.add_argument("--tpm", type=_options.COUNT,
+                         help=f"tokens per minute, from 1 to {MAX_TPM:,} (default: none of "
+                              "its own: its tenant's applies)")
+    models = p.add_argument("--models",
+                            help="comma-separated models the key may use ('auto': routing)")
+    cost_weight = p.add_argument("--cost-weight", type=_options.COST_WEIGHT,
+                                 help=f"the key's default λ, from 0 to {MAX_COST_WEIGHT:g} "
+                                      "(default: its tenant's)")
+    expires = p.add_argument("--expires", help="the last day the key works, an ISO date "
+                                               "(2027-01-31: it expires as that day ends, UTC), "
+                                               "an exact date-time (2027-01-31T12:00:00Z), a "
+                                               "duration (30d), or epoch seconds")
     _common(p, cmd_keys_create)
-    _options.fills(p, tenant="--tenant", name="--name", budget="--budget", rpm="--rpm", tpm="--tpm",
-                   models="--models", cost_weight="--cost-weight", expires="--expires")
+    _options.fills(p, tenant=tenant, name=name, budget=budget, rpm=rpm, tpm=tpm, models=models,
+                   cost_weight=cost_weight, expires=expires)
     p = ks.add_parser("list", help="list keys (never a secret)")
-    p.add_argument("--tenant", help="only this tenant's keys")
+    tenant = p.add_argument("--tenant", help="only this tenant's keys")
     p.add_argument("--all", action="store_true", default=True, help=argparse.SUPPRESS)
     p.add_argument("--active", dest="all", action="store_false", help="hide revoked keys")
     _common(p, cmd_keys_list)
-    _options.fills(p, tenant="--tenant")
+    _options.fills(p, tenant=tenant)
     p = ks.add_parser("show", help="one key and its budgets' state")
     p.add_argument("id", help=KEY_ID_HELP)
     _common(p, cmd_keys_show)
@@ -592,37 +594,42 @@ def add_commands(sub: Any) -> None:
     p = rs.add_parser("cost", help="requests and cost by model, tenant and key; savings")
     p.add_argument("--period", choices=["day", "week", "month"], default="day",
                    help="the last 24 h, 7 d or 30 d (default: day)")
-    p.add_argument("--tenant", help=TENANT_HELP)
-    p.add_argument("--comparison-model", help="default: the strongest model of the pool")
+    tenant = p.add_argument("--tenant", help=TENANT_HELP)
+    comparison_model = p.add_argument("--comparison-model",
+                                      help="default: the strongest model of the pool")
     _common(p, cmd_report_cost)
-    _options.fills(p, tenant="--tenant", comparison_model="--comparison-model")
+    _options.fills(p, tenant=tenant, comparison_model=comparison_model)
     p = rs.add_parser("sla", help="SLA compliance, breaches and adjustments")
-    p.add_argument("--since-hours", type=_options.NUMBER, default=1.0,
-                   help="the requests of the last this many hours, more than 0 and at most "
-                        f"{MAX_SINCE_HOURS:,} (366 days; default: 1)")
-    p.add_argument("--tenant", help=TENANT_HELP)
+    since_hours = p.add_argument("--since-hours", type=_options.NUMBER, default=1.0,
+                                 help="the requests of the last this many hours, more than 0 "
+                                      f"and at most {MAX_SINCE_HOURS:,} (366 days; default: 1)")
+    tenant = p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_sla)
-    _options.fills(p, tenant="--tenant", since_hours="--since-hours")
+    _options.fills(p, tenant=tenant, since_hours=since_hours)
     p = rs.add_parser("forecast", help="projected spend over the logged routing mix")
-    p.add_argument("--requests-per-hour", type=_options.NUMBER, required=True,
-                   help="the traffic to price, in requests per hour (0 to "
-                        f"{MAX_REQUESTS_PER_HOUR:,.0f})")
-    p.add_argument("--avg-input-tokens", type=_options.NUMBER, required=True,
-                   help=f"prompt tokens of an average request (0 to {MAX_TOKENS:,})")
-    p.add_argument("--avg-output-tokens", type=_options.NUMBER, required=True,
-                   help=f"answer tokens of an average request (0 to {MAX_TOKENS:,})")
-    p.add_argument("--tenant", help=TENANT_HELP)
+    requests_per_hour = p.add_argument("--requests-per-hour", type=_options.NUMBER,
+                                       required=True,
+                                       help="the traffic to price, in requests per hour (0 to "
+                                            f"{MAX_REQUESTS_PER_HOUR:,.0f})")
+    avg_input_tokens = p.add_argument("--avg-input-tokens", type=_options.NUMBER, required=True,
+                                      help="prompt tokens of an average request (0 to "
+                                           f"{MAX_TOKENS:,})")
+    avg_output_tokens = p.add_argument("--avg-output-tokens", type=_options.NUMBER,
+                                       required=True,
+                                       help="answer tokens of an average request (0 to "
+                                            f"{MAX_TOKENS:,})")
+    tenant = p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_forecast)
-    _options.fills(p, tenant="--tenant", requests_per_hour="--requests-per-hour",
-                   avg_input_tokens="--avg-input-tokens", avg_output_tokens="--avg-output-tokens")
+    _options.fills(p, tenant=tenant, requests_per_hour=requests_per_hour,
+                   avg_input_tokens=avg_input_tokens, avg_output_tokens=avg_output_tokens)
     p = rs.add_parser("suggest", help="cost optimisations from re-routing the logged traffic")
     p.add_argument("--period", choices=["day", "week", "month"], default="week",
                    help="re-route the last 24 h, 7 d or 30 d (default: week)")
-    p.add_argument("--tenant", help=TENANT_HELP)
+    tenant = p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_suggest)
-    _options.fills(p, tenant="--tenant")
+    _options.fills(p, tenant=tenant)
     p = rs.add_parser("alert", help="budget alert: ok / warning / critical")
-    p.add_argument("--tenant", help="judge by this tenant's SLA and budgets (default: the "
-                                    "deployment's)")
+    tenant = p.add_argument("--tenant", help="judge by this tenant's SLA and budgets (default: the "
+                                             "deployment's)")
     _common(p, cmd_report_alert)
-    _options.fills(p, tenant="--tenant")
+    _options.fills(p, tenant=tenant)

@@ -457,18 +457,18 @@ def add_commands(sub: Any) -> None:
                                         "running service (--url) or to the state in data_dir")
     p.add_argument("decision_id", help="the x-switchpoint-decision-id the answer carried")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--score", type=_options.SCORE,
-                       help="quality of the answer, 0 (worst) to 1 (best)")
+    score = group.add_argument("--score", type=_options.SCORE,
+                               help="quality of the answer, 0 (worst) to 1 (best)")
     group.add_argument("--success", action="store_true", help="the answer did the job")
     group.add_argument("--failure", action="store_true", help="the answer failed")
-    p.add_argument("--model", help="the model the feedback is about (default: the one that "
-                                   "answered)")
+    model = p.add_argument("--model", help="the model the feedback is about (default: the one "
+                                           "that answered)")
     p.add_argument("--comment", help="a note kept with the outcome")
-    p.add_argument("--cost", type=_options.COST,
-                   help=f"what the answer cost, from 0 to {MAX_ANSWER_COST:,.0f} USD: teaches "
-                        "the model's cost on this kind of "
-                        "prompt (with catalog prices the gateway's own accounting of the answer "
-                        "is used when left out)")
+    cost = p.add_argument("--cost", type=_options.COST,
+                          help=f"what the answer cost, from 0 to {MAX_ANSWER_COST:,.0f} USD: "
+                               "teaches the model's cost on this kind of prompt (with catalog "
+                               "prices the gateway's own accounting of the answer is used when "
+                               "left out)")
     p.add_argument("--tenant", help="only a decision of this tenant (without --url)")
     p.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8080 (it learns at "
                                  "once); without it the state in data_dir is updated and a "
@@ -477,22 +477,22 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--api-key", help="client key, or the admin token, for --url (default: "
                                      "$SWITCHPOINT_API_KEY)")
     p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
-    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_feedback)
-    _options.fills(p, model="--model", cost="--cost", score="--score", data_dir="--data-dir")
+    _options.fills(p, model=model, cost=cost, score=score, data_dir=data_dir)
 
     p = sub.add_parser("learn", help="fold what the service learned from outcomes into a new "
                                      "weights package")
     p.add_argument("--export", required=True, metavar="DIR",
                    help="directory to write the new weights package to")
-    p.add_argument("--tenant", help="whose outcomes to fold in (default: the deployment's "
-                                    "own, 'default')")
+    tenant = p.add_argument("--tenant", help="whose outcomes to fold in (default: the "
+                                             "deployment's own, 'default')")
     p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
-    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_learn)
-    _options.fills(p, tenant="--tenant", data_dir="--data-dir")
+    _options.fills(p, tenant=tenant, data_dir=data_dir)
 
     experiments = sub.add_parser("experiments", help="experiments created at run time: list "
                                                      "them, or end one while the service is "
@@ -503,6 +503,6 @@ def add_commands(sub: Any) -> None:
     _common(p, cmd_experiments_list)
     p = es.add_parser("end", help="end an experiment created at run time, with the service "
                                   "stopped (its decisions and report stay)")
-    p.add_argument("name", metavar="NAME", help="the experiment's name")
+    name = p.add_argument("name", metavar="NAME", help="the experiment's name")
     _common(p, cmd_experiments_end)
-    _options.fills(p, name="NAME")
+    _options.fills(p, name=name)
