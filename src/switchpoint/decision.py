@@ -256,6 +256,13 @@ class RoutingDecision:
     arm: str = ""
 
     @property
+    def ab_variant(self) -> str:
+        """The arm of the experiment this decision was routed in (``"a"`` or ``"b"`` for an
+        A/B test made by ``create_ab_test``, an arm's name for one of the config's), ``""``
+        when it was routed in none: :attr:`arm`, read by the name tiered routers give it."""
+        return self.arm
+
+    @property
     def overrides_scores(self) -> bool:
         """The selected model is not the one the scores rank first: an escalation, exploration
         or a tenant's memory chose it deliberately (the gateway tries it first). Scores that

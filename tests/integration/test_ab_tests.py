@@ -110,6 +110,25 @@ def test_an_ab_test_made_at_run_time_routes_by_its_object_or_name_and_ends_keepi
         gateway.end_ab_test("never-made")
 
 
+def test_a_decision_reads_its_arm_as_ab_variant_as_tiered_routers_name_it(
+        gateway: Gateway) -> None:
+    """``decision.ab_variant`` is "a" or "b" in an A/B test made at run time, "" outside any
+    experiment: the arm, by the name tiered routers give it, neither a field of its own nor
+    a key of the decision's dict."""
+    outside = gateway.route(math_prompt(0))
+    assert (outside.experiment, outside.arm, outside.ab_variant) == ("", "", "")
+    test = gateway.create_ab_test("quality-vs-cost", split=0.5)
+    decisions = [gateway.route(math_prompt(i), ab_test=test) for i in range(40)]
+    assert {d.ab_variant for d in decisions} == {"a", "b"}
+    for d in decisions:
+        assert d.ab_variant == d.arm and d.experiment == "quality-vs-cost"
+        assert d.cost_weight == (0.0 if d.ab_variant == "b" else 0.1)  # b: quality first
+        assert "ab_variant" not in d.to_dict()
+    with pytest.raises(AttributeError):
+        decisions[0].ab_variant = "b"  # type: ignore[misc]
+    assert gateway.route(math_prompt(1), tenant="acme").ab_variant in ("control", "thrifty")
+
+
 def test_split_is_honoured_over_many_sessions_and_a_session_stays_in_its_arm(
         gateway: Gateway) -> None:
     gateway.create_ab_test("sessions", strategy_a="quality_first",

@@ -321,3 +321,14 @@ def test_a_decision_of_numpy_and_other_numbers_keeps_python_numbers_json_writes(
     with pytest.raises(InvalidInputError) as refused:  # (the range is checked as before)
         _decision(confidence=np.float32(1.5))
     assert str(refused.value).startswith("confidence: must be a number from 0 to 1, got ")
+
+
+def test_a_decision_reads_its_arm_as_ab_variant() -> None:
+    """``ab_variant`` is the arm ("" when the decision was routed in no experiment): a
+    property, not a field a decision is built or written with."""
+    assert _decision().ab_variant == ""
+    d = _decision(experiment="quality-vs-cost", arm="b")
+    assert d.ab_variant == "b" and replace(d, arm="a").ab_variant == "a"
+    assert "ab_variant" not in d.to_dict() and "ab_variant" not in json.dumps(d.to_dict())
+    with pytest.raises(TypeError):
+        RoutingDecision("m", 0.1, 0.1, {"m": 0.1}, 0, ab_variant="a")  # type: ignore[call-arg]
