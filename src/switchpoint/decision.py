@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from switchpoint._args import INTEGER, expect
 from switchpoint._messages import cut, json_quoted, people_number, quoted
-from switchpoint._numbers import checked_number, real_number
+from switchpoint._numbers import checked_number
 from switchpoint.errors import InvalidInputError
 
 Array = npt.NDArray[np.float64]
@@ -137,13 +137,16 @@ LAMBDA = (0.0, MAX_COST_WEIGHT, f"a number from 0 to {people_number(MAX_COST_WEI
 
 
 def in_range(field: str, value: object, low: float, high: float, what: str) -> float:
-    """``value`` as a Python float when it is a real number (not a boolean) from ``low`` to
-    ``high``, else an :class:`InvalidInputError` for ``field`` (``what`` says so in words).
-    A decision keeps the float it returns: a NumPy scalar or a Fraction kept as given is a
-    number ``json.dumps`` cannot write, and ``to_dict()`` promises JSON."""
+    """``value`` as a Python float when it is a number (not a boolean) from ``low`` to
+    ``high``, read as every number check of the library door reads one
+    (:func:`~switchpoint._numbers.checked_number`: a Decimal as the float nearest it, one no
+    float holds refused saying so), else an :class:`InvalidInputError` for ``field`` (``what``
+    says so in words). A decision keeps the float it returns: a NumPy scalar, a Fraction or a
+    Decimal kept as given is a number ``json.dumps`` cannot write, and ``to_dict()`` promises
+    JSON."""
     if type(value) is float and low <= value <= high:  # (the quick path: what routing builds)
         return value
-    x = real_number(value)
+    x = checked_number(field, value)
     if x is None:
         raise InvalidInputError(field, f"must be {what}, got {type(value).__name__}")
     if not low <= x <= high:

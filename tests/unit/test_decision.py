@@ -332,3 +332,44 @@ def test_a_decision_reads_its_arm_as_ab_variant() -> None:
     assert "ab_variant" not in d.to_dict() and "ab_variant" not in json.dumps(d.to_dict())
     with pytest.raises(TypeError):
         RoutingDecision("m", 0.1, 0.1, {"m": 0.1}, 0, ab_variant="a")  # type: ignore[call-arg]
+
+
+def test_a_decision_of_decimals_keeps_the_floats_nearest_them_and_refuses_one_no_float_holds(
+        ) -> None:
+    """A Decimal, which every number check of the library door takes, was refused by a
+    decision ("must be a finite number >= 0, got Decimal"): each is kept as the float nearest
+    it, so to_dict() is JSON json.dumps writes; one no float holds is refused saying so."""
+    from decimal import Decimal
+
+    d = _decision(expected_error=Decimal("0.2"), cost_adjusted_score=Decimal("-0.25"),
+                  all_scores={"small": Decimal("0.25"), "big": 0.4},
+                  expected_cost=Decimal("0.0001"), cost_weight=Decimal("2"),
+                  confidence=Decimal("0.8"), original_confidence=Decimal("0"),
+                  expected_errors={"small": Decimal("0.2"), "big": 0.1},
+                  expected_costs={"small": Decimal("1E-4"), "big": 0.003},
+                  usage=Usage(Decimal("0.5"), Decimal(3)),  # type: ignore[arg-type]
+                  budget_pressure={"fraction_used": Decimal("0.5"), "budget": "$5/day",
+                                   "base_cost_weight": Decimal("0.5"),
+                                   "cost_weight": Decimal("2")})
+    out = json.loads(json.dumps(d.to_dict(), allow_nan=False))
+    assert (out["expected_error"], out["cost_adjusted_score"], out["expected_cost"]) == (
+        0.2, -0.25, 0.0001)
+    assert (out["cost_weight"], out["confidence"], out["original_confidence"]) == (2.0, 0.8, 0.0)
+    assert out["all_scores"] == {"small": 0.25, "big": 0.4}
+    assert out["expected_errors"] == {"small": 0.2, "big": 0.1}
+    assert out["expected_costs"] == {"small": 0.0001, "big": 0.003}
+    assert out["usage"] == {"routing_ms": 0.5, "embedding_ms": 3.0}
+    assert out["budget_pressure"] == {"fraction_used": 0.5, "budget": "$5/day",
+                                      "base_cost_weight": 0.5, "cost_weight": 2.0}
+    assert type(d.expected_error) is float and type(d.all_scores["small"]) is float
+    assert "(confidence: 80%)" in d.explain()
+    with pytest.raises(InvalidInputError) as past:
+        _decision(expected_cost=Decimal("1e400"))
+    assert str(past.value) == ("expected_cost: must be a finite number, got 1E+400, past the "
+                               "largest a number holds (about 1.8e308)")
+    with pytest.raises(InvalidInputError) as tiny:
+        _decision(expected_cost=Decimal("1e-400"))
+    assert str(tiny.value).startswith("expected_cost: 1E-400 is too small a number")
+    with pytest.raises(InvalidInputError) as over:
+        _decision(confidence=Decimal("1.5"))
+    assert str(over.value).startswith("confidence: must be a number from 0 to 1, got ")
