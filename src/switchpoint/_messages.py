@@ -13,6 +13,7 @@ import ast
 import difflib
 import json
 import math
+import numbers
 import re
 import sys
 import unicodedata
@@ -153,7 +154,8 @@ def _shown(value: object) -> str:
         return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, str):
         return json_quoted(value)
-    return quoted(value)
+    number = plain_number(value)
+    return quoted(value) if number is None else number
 
 
 #: What ends the text of a string :func:`json_quoted` cut short, inside its closing quote.
@@ -165,11 +167,16 @@ def json_quoted(value: object, limit: int = 60) -> str:
     ``'text'``), at most ``limit`` characters, any character a terminal would not show as
     itself written as ``\\uXXXX`` (:func:`printable`): how an error quotes a value a request
     sent. A string too long still reads as one: its text is cut, marked so (``"aaa…"``), and
-    the quotes close it, never an escape cut in two; another value is cut as :func:`cut` cuts
-    it. A value JSON cannot write (its ``str`` raises, it holds itself) is shown as
-    :func:`quoted` shows it."""
+    the quotes close it, never an escape cut in two; a number is shown as
+    :func:`plain_number` shows it (``1.5``, not ``np.float64(1.5)`` nor ``"1.5"``; an
+    infinity as too large, not ``Infinity``); another value is cut as :func:`cut` cuts it. A
+    value JSON cannot write (its ``str`` raises, it holds itself) is shown as :func:`quoted`
+    shows it."""
     if isinstance(value, str):
         return _quoted_text(str.__getitem__(value, slice(0, limit + 1)), limit)
+    number = plain_number(value, limit)
+    if number is not None:
+        return number
     try:
         text = json.dumps(value, default=str, ensure_ascii=False)
     except Exception:  # (anything a caller's __str__ raises, a cycle, too many digits)
@@ -234,21 +241,63 @@ def past_floats(value: object) -> str | None:
     digits, the JSON number 1 followed by 400 zeros, or a ``Decimal`` or ``Fraction`` as large),
     else None: the one reason of every number check, the HTTP body's and the library's (a
     float would hold it as infinity, and "is inf" is not what was sent)."""
+    if not _past_floats(value):
+        return None
+    return f"must be a finite number, got {plain_number(value)}"
+
+
+def _past_floats(value: object) -> bool:
+    """Whether ``value`` is a finite number (an integer, a Fraction or a Decimal) no float
+    holds: one a float would hold as infinity."""
     if isinstance(value, bool) or not isinstance(value, int | Fraction | Decimal):
-        return None
+        return False
     if isinstance(value, Decimal) and not value.is_finite():
-        return None
+        return False
     try:
-        if math.isfinite(float(value)):
-            return None
+        return not math.isfinite(float(value))
     except OverflowError:
-        pass
+        return True
+
+
+#: How an infinity is shown, by its sign: what it was given as cannot be known (Python reads
+#: ``1e400`` as ``inf``), so it is named, with the numbers that read as it.
+INFINITY = {1: "infinity, too large a number (what 1e400, or any number past about 1.8e308, "
+               "reads as)",
+            -1: "-infinity, too large a negative number (what -1e400, or any number below "
+                "about -1.8e308, reads as)"}
+
+
+def plain_number(value: object, limit: int = 40) -> str | None:
+    """A number an error message shows, in plain terms (None: ``value`` is no number, and a
+    boolean is none): an ``int`` or a ``float`` as Python writes it (``-1``, ``0.5``,
+    ``20000.0``), a NumPy scalar, a ``Decimal`` or a ``Fraction`` by its value
+    (``1.5``, ``1E+400``, ``1/3``), never its repr (``np.float64(1.5)``,
+    ``Decimal('1.5')``); a NaN as ``NaN``; an infinity as :data:`INFINITY` says; a finite
+    number no float holds by its size, past the largest a number holds (``an integer of 401
+    digits``). Digits are cut at ``limit`` characters (:func:`cut`). The one rule for a number
+    in a message: :func:`json_quoted`, :func:`got` and :func:`past_floats` show one by it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | Decimal):
+        return None
+    if _past_floats(value):
+        try:
+            shown = (f"an integer of {len(str(abs(value)))} digits" if isinstance(value, int)
+                     else cut(str(value), limit))
+        except ValueError:  # (more digits than Python writes)
+            shown = f"a number of more than {sys.get_int_max_str_digits()} digits"
+        return f"{shown}, {PAST_FLOATS}"
+    if isinstance(value, Decimal) and value.is_nan():
+        return "NaN"  # (a signalling one too: no float reads it)
     try:
-        shown = (f"an integer of {len(str(abs(value)))} digits" if isinstance(value, int)
-                 else cut(str(value), 40))
-    except ValueError:  # (more digits than Python writes)
-        shown = f"a number of more than {sys.get_int_max_str_digits()} digits"
-    return f"must be a finite number, got {shown}, {PAST_FLOATS}"
+        x = float(value)
+    except Exception:  # (a Real whose __float__ raises: no number to show)
+        return None
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return INFINITY[1 if x > 0 else -1]
+    kind: type = type(value)
+    plain = kind is int or kind is float  # (a subclass's repr may name it: np.float64(1.5))
+    return cut(repr(value) if plain else str(value), limit)
 
 
 def reason(err: Any, known: Sequence[str] = ()) -> str:

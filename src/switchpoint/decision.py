@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._args import INTEGER, expect
-from switchpoint._messages import cut, json_quoted, people_number, quoted
+from switchpoint._messages import cut, json_quoted, people_number
 from switchpoint._numbers import checked_number
 from switchpoint.errors import InvalidInputError
 
@@ -82,12 +82,6 @@ def check_id(value: object, field: str = "decision_id") -> str:
     return value
 
 
-def _shown(value: object, x: float) -> str:
-    """A number refused as JSON writes what was sent (``-1``, ``-0.5``), or as the float it
-    reads as when it is another kind of number (a Fraction, a Decimal)."""
-    return json_quoted(value if isinstance(value, int | float) else x)
-
-
 def check_cost_weight(value: object, field: str = "cost_weight", *,
                       written: str | None = None) -> float:
     """``value`` as a λ (a float from 0 to :data:`MAX_COST_WEIGHT`), else an
@@ -99,7 +93,7 @@ def check_cost_weight(value: object, field: str = "cost_weight", *,
         raise InvalidInputError(field, f"must be a number >= 0, got {json_quoted(value)}")
     if math.isnan(x):
         raise InvalidInputError(field, "is NaN; use a number >= 0 (0 = quality first)")
-    shown = _shown(value, x) if written is None else cut(written.strip(), 60)
+    shown = json_quoted(value) if written is None else cut(written.strip(), 60)
     if x < 0:
         raise InvalidInputError(field, f"is {shown}; it must be >= 0 (0 = quality first)")
     if x > MAX_COST_WEIGHT:
@@ -150,7 +144,7 @@ def in_range(field: str, value: object, low: float, high: float, what: str) -> f
     if x is None:
         raise InvalidInputError(field, f"must be {what}, got {type(value).__name__}")
     if not low <= x <= high:
-        raise InvalidInputError(field, f"must be {what}, got {quoted(value)}")
+        raise InvalidInputError(field, f"must be {what}, got {json_quoted(value)}")
     return x
 
 

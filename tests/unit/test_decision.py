@@ -6,6 +6,7 @@ import copy
 import json
 import pickle
 from dataclasses import replace
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -217,23 +218,24 @@ NAN, INF = float("nan"), float("inf")
 
 
 @pytest.mark.parametrize(("field", "value", "named", "message"), [
-    ("expected_error", NAN, "expected_error", "must be a finite number >= 0, got nan"),
+    ("expected_error", NAN, "expected_error", "must be a finite number >= 0, got NaN"),
     ("expected_error", -0.5, "expected_error", "must be a finite number >= 0, got -0.5"),
-    ("cost_adjusted_score", INF, "cost_adjusted_score", "must be a finite number, got inf"),
+    ("cost_adjusted_score", INF, "cost_adjusted_score",
+     "must be a finite number, got infinity, too large a number"),
     ("all_scores", {"small": NAN, "big": 0.4}, 'all_scores["small"]', "must be a finite number"),
     ("all_scores", {"small": "0.25", "big": 0.4}, 'all_scores["small"]', "got str"),
     ("all_scores", {("small",): 0.25, "big": 0.4}, "all_scores", "a key of type tuple"),
     ("cluster_probabilities", [0.5, NAN], "cluster_probabilities[1]",
-     "must be a number from 0 to 1, got nan"),
+     "must be a number from 0 to 1, got NaN"),
     ("cluster_probabilities", [1.5, -0.5], "cluster_probabilities[0]", "got 1.5"),
     ("cluster_probabilities", np.array([[0.5], [0.5]]), "cluster_probabilities",
      "not a flat list of numbers"),
     ("cluster_probabilities", np.array(["x"]), "cluster_probabilities",
      "not a flat list of numbers"),
     ("confidence", 1.5, "confidence", "must be a number from 0 to 1, got 1.5"),
-    ("original_confidence", NAN, "original_confidence", "got nan"),
+    ("original_confidence", NAN, "original_confidence", "got NaN"),
     ("expected_cost", -1.0, "expected_cost", "must be a finite number >= 0, got -1.0"),
-    ("expected_cost", INF, "expected_cost", "got inf"),
+    ("expected_cost", INF, "expected_cost", "got infinity"),
     ("cost_weight", -1.0, "cost_weight", "must be a number from 0 to 10,000"),
     ("fallback_models", ["nowhere"], "fallback_models",
      'names "nowhere", which all_scores does not score'),
@@ -241,7 +243,7 @@ NAN, INF = float("nan"), float("inf")
     ("reasoning", ["fine", 1], "reasoning[1]", "must be a string, got int"),
     ("evidence", [None], "evidence[0]", "must be a string, got None"),
     ("sla_breaches", [3], "sla_breaches[0]", "must be a string"),
-    ("expected_errors", {"small": NAN}, 'expected_errors["small"]', "got nan"),
+    ("expected_errors", {"small": NAN}, 'expected_errors["small"]', "got NaN"),
     ("expected_costs", {"small": -1.0}, 'expected_costs["small"]', "got -1.0"),
     ("decision_id", 5, "decision_id", "must be a string, got int"),
     ("cache_hit", 1, "cache_hit", "must be True or False, got int"),
@@ -339,8 +341,6 @@ def test_a_decision_of_decimals_keeps_the_floats_nearest_them_and_refuses_one_no
     """A Decimal, which every number check of the library door takes, was refused by a
     decision ("must be a finite number >= 0, got Decimal"): each is kept as the float nearest
     it, so to_dict() is JSON json.dumps writes; one no float holds is refused saying so."""
-    from decimal import Decimal
-
     d = _decision(expected_error=Decimal("0.2"), cost_adjusted_score=Decimal("-0.25"),
                   all_scores={"small": Decimal("0.25"), "big": 0.4},
                   expected_cost=Decimal("0.0001"), cost_weight=Decimal("2"),
@@ -373,3 +373,32 @@ def test_a_decision_of_decimals_keeps_the_floats_nearest_them_and_refuses_one_no
     with pytest.raises(InvalidInputError) as over:
         _decision(confidence=Decimal("1.5"))
     assert str(over.value).startswith("confidence: must be a number from 0 to 1, got ")
+
+
+def test_a_number_refused_is_shown_in_plain_terms_not_as_a_repr_nor_as_json_infinity() -> None:
+    """A λ of 1e400 (infinity, as Python reads it) said "is Infinity", and a NumPy scalar or
+    a Decimal out of range was shown as its repr (np.float64(1.5), Decimal('NaN')): each is
+    now the number given, an infinity named as too large, by the one rule for a number in a
+    message."""
+    with pytest.raises(InvalidInputError) as too_large:
+        check_cost_weight(1e400)
+    assert str(too_large.value) == (
+        "cost_weight: is infinity, too large a number (what 1e400, or any number past about "
+        "1.8e308, reads as); it must be at most 10,000")
+    with pytest.raises(InvalidInputError) as negative:
+        check_cost_weight(-1e400, "lam")
+    assert str(negative.value).startswith("lam: is -infinity, too large a negative number (what "
+                                          "-1e400, or any number below about -1.8e308, reads as)")
+    with pytest.raises(InvalidInputError) as numpy_lambda:
+        check_cost_weight(np.float32(2e4))
+    assert str(numpy_lambda.value) == "cost_weight: is 20000.0; it must be at most 10,000"
+    for value, shown in [(np.float64(1.5), "1.5"), (np.float32(1.5), "1.5"), (np.int64(2), "2"),
+                         (Decimal("NaN"), "NaN"), (np.float64("nan"), "NaN")]:
+        with pytest.raises(InvalidInputError) as refused:
+            _decision(confidence=value)
+        assert str(refused.value) == f"confidence: must be a number from 0 to 1, got {shown}"
+    with pytest.raises(InvalidInputError) as infinite:
+        _decision(expected_cost=np.float64("inf"))
+    assert str(infinite.value) == (
+        "expected_cost: must be a finite number >= 0, got infinity, too large a number (what "
+        "1e400, or any number past about 1.8e308, reads as)")

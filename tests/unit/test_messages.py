@@ -4,11 +4,14 @@ caller's own exception."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
+from fractions import Fraction
 
+import numpy as np
 import pytest
 
 import switchpoint._messages as messages
-from switchpoint._messages import json_quoted
+from switchpoint._messages import got, json_quoted, past_floats, plain_number
 
 
 class _Unprintable:
@@ -66,3 +69,23 @@ def test_a_value_of_a_million_items_is_made_printable_only_as_far_as_it_is_shown
     assert shown.startswith('["\\u001b", "x", "x"') and shown.endswith("...")
     assert len(shown) <= 60 and max(scanned) <= 61, scanned
     assert json_quoted({"a": "\x1b"}) == '{"a": "\\u001b"}'
+
+
+def test_a_number_is_shown_as_given_in_plain_terms_by_the_one_rule() -> None:
+    """A NumPy scalar or a Decimal was shown as its repr (np.float64(1.5)) or as a JSON
+    string ("1.5"), an infinity as JSON's Infinity (what 1e400 reads as in Python): each
+    message helper now shows the number given, an infinity as too large."""
+    for value, shown in [(np.float64(1.5), "1.5"), (np.float32(0.1), "0.1"), (np.int64(3), "3"),
+                         (Decimal("1.5"), "1.5"), (Fraction(1, 3), "1/3"), (-0.5, "-0.5"),
+                         (20000.0, "20000.0"), (float("nan"), "NaN"), (Decimal("sNaN"), "NaN")]:
+        assert plain_number(value) == json_quoted(value) == shown, value
+        assert got(value) == f", got {shown}"
+    infinite = ("infinity, too large a number (what 1e400, or any number past about 1.8e308, "
+                "reads as)")
+    assert json_quoted(1e400) == got(np.float64("inf"))[6:] == infinite
+    assert json_quoted(Decimal("-Infinity")).startswith("-infinity, too large a negative number")
+    assert past_floats(10**400) == ("must be a finite number, got an integer of 401 digits, "
+                                    "past the largest a number holds (about 1.8e308)")
+    assert plain_number(Decimal("1e400")) == ("1E+400, past the largest a number holds (about "
+                                              "1.8e308)")
+    assert plain_number(True) is None and plain_number("1") is None and json_quoted(True) == "true"
