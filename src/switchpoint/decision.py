@@ -401,9 +401,10 @@ class RoutingDecision:
             ratio = self.expected_costs.get(name, math.nan) / base_cost
             delta = err - self.expected_error
             quality = "more accurate" if delta < 0 else "less accurate"
+            # (a difference of error rates: 20% against 10% is 10 percentage points, not 10%)
             alternatives.append(
-                f"{name} (score {self.all_scores[name]:.4f}, {quality} by {abs(delta):.1%}, "
-                f"{ratio:.2g}x cost)"
+                f"{name} (score {self.all_scores[name]:.4f}, {quality} by "
+                f"{abs(delta) * 100:.1f} percentage points, {ratio:.2g}x cost)"
             )
         lines.append("Alternatives considered: " + (", ".join(alternatives) or "none"))
         if self.budget_pressure:

@@ -203,9 +203,13 @@ def test_explain_has_every_section() -> None:
     assert "cluster policy, cluster 3" in text
     assert "$0.000100" in text
     assert "40 labelled examples" in text
-    # big: error 0.1 vs 0.2 -> more accurate by 10.0%, 0.003 / 0.0001 = 30x the cost
+    # big: error 0.1 vs 0.2 -> more accurate by 10.0 percentage points (a difference of
+    # rates: "by 10.0%" read as a tenth of 20%), 0.003 / 0.0001 = 30x the cost
     alt = next(line for line in lines if line.startswith("Alternatives considered:"))
-    assert "big (score 0.4000, more accurate by 10.0%, 30x cost)" in alt
+    assert "big (score 0.4000, more accurate by 10.0 percentage points, 30x cost)" in alt
+    worse = _decision(expected_errors={"small": 0.2, "big": 0.255}).explain()
+    assert "big (score 0.4000, less accurate by 5.5 percentage points, 30x cost)" in worse
+    assert "%," not in worse.splitlines()[-1]
 
 
 def test_explain_without_alternatives_says_none() -> None:
