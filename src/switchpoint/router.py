@@ -123,6 +123,31 @@ MAX_CACHE_ENTRIES = 10_000_000
 MAX_CACHE_TTL_S = 366 * 86_400
 
 
+def model_names(names: object, field_name: str) -> list[str] | None:
+    """A caller's list of model names (``available_models``, ``allowed_models``) as a list
+    (None: none given), else an :class:`InvalidInputError` naming ``field_name``: a string, a
+    set (Python orders one by hash, differently from run to run, so the same call would name
+    its models in another order each time, as HTTP's JSON list never does), or anything else
+    that is not a list of strings. The one check of such a list, in the router and at the
+    gateway's door (before a tenant's or a key's limits read it)."""
+    if names is None:
+        return None
+    if isinstance(names, Set):
+        raise InvalidInputError(field_name, f"must be a list of model names, got "
+                                            f"{type(names).__name__}, whose order is not kept "
+                                            "(it changes from run to run); pass a list, in the "
+                                            f"order you prefer (sorted({field_name}) for a "
+                                            "fixed one)")
+    if isinstance(names, str) or not isinstance(names, Iterable):
+        raise InvalidInputError(field_name, "must be a list of model names")
+    names = list(names)
+    bad_type = [n for n in names if not isinstance(n, str)]
+    if bad_type:
+        kinds = ", ".join(dict.fromkeys(type(n).__name__ for n in bad_type))
+        raise InvalidInputError(field_name, f"must hold model names (strings), got {kinds}")
+    return names
+
+
 def check_cache_size(size: object, field_name: str) -> int:
     """A cache's size: a whole number of entries from 0 (0 turns the cache off) to
     :data:`MAX_CACHE_ENTRIES`."""
@@ -827,15 +852,9 @@ class Router(RemadeOnLoad):
         return decision
 
     def _check_models(self, names: Sequence[str] | None, field_name: str) -> list[str] | None:
+        names = model_names(names, field_name)
         if names is None:
             return None
-        if isinstance(names, str) or not isinstance(names, Iterable):
-            raise InvalidInputError(field_name, "must be a list of model names")
-        names = list(names)
-        bad_type = [n for n in names if not isinstance(n, str)]
-        if bad_type:
-            kinds = ", ".join(dict.fromkeys(type(n).__name__ for n in bad_type))
-            raise InvalidInputError(field_name, f"must hold model names (strings), got {kinds}")
         unknown = list(dict.fromkeys(n for n in names if n not in self.models))
         if unknown:
             raise UnknownModelError(field_name, unknown, self.models)

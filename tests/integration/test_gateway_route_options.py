@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from switchpoint.errors import InvalidInputError
+from switchpoint.errors import InvalidInputError, PermissionDeniedError
 from switchpoint.gateway import Gateway
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
@@ -213,3 +213,36 @@ def test_a_bad_routing_option_is_refused_naming_it_and_routes_nothing(
     assert bad.value.field == field
     assert len(str(bad.value)) < 600
     assert gateway.stats()["total"] == 0
+
+
+LIMITED = """tenants:
+  acme: {}
+  globex: {models: [cheap, runner, auto]}
+"""
+
+
+@pytest.mark.parametrize("kind", [set, frozenset])
+def test_a_set_of_candidates_is_refused_before_a_tenants_limits_would_miss_it(
+        fake: FakeProviderProcess, tmp_path: Path, kind: type) -> None:
+    """A set of available_models was routed by: the limits of a tenant held to some models
+    read a list alone, so a set naming a model it may not use ({"strong"}) was routed to it.
+    It is refused at the door, naming available_models and saying to pass a list, and
+    nothing is routed or logged; the same name in a list is the 403 it always was."""
+    with Gateway(settings_for(fake, tmp_path, LIMITED), loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        with pytest.raises(InvalidInputError) as refused:
+            gateway.route(math_prompt(1), available_models=kind({"strong"}), tenant="globex")
+        assert refused.value.field == "available_models"
+        assert "pass a list, in the order you prefer" in str(refused.value)
+        with pytest.raises(InvalidInputError):
+            gateway.route(math_prompt(1), available_models=kind({"cheap", "runner"}))
+        assert gateway.stats()["total"] == 0
+        with pytest.raises(PermissionDeniedError, match='may not choose "strong"'):
+            gateway.route(math_prompt(1), available_models=["strong"], tenant="globex")
+        # (any other iterable of names is read once, as the list the limits check)
+        with pytest.raises(PermissionDeniedError, match='may not choose "strong"'):
+            gateway.route(math_prompt(1), tenant="globex",
+                          available_models=(m for m in ["strong"]))  # type: ignore[arg-type]
+        chosen = gateway.route(math_prompt(1), available_models=["cheap", "runner"],
+                               tenant="globex")
+        assert chosen.selected_model in ("cheap", "runner")

@@ -293,6 +293,34 @@ def test_empty_list_is_no_candidates(router: Router) -> None:
         router.route(PROMPTS[0], available_models=[])
 
 
+@pytest.mark.parametrize("kind", [set, frozenset])
+def test_a_set_of_models_is_refused_as_a_list_in_an_order_is_asked_for(
+        router: Router, kind: type) -> None:
+    """A set of candidates was taken, its order Python's hash order, which changes from run to
+    run (as HTTP's JSON list never does): each door that takes a list of models refuses one,
+    naming its argument and saying to pass a list, and changes nothing."""
+    before = _state(router)
+    names = kind(CHEAP)
+    for call in (lambda: router.route(PROMPTS[0], available_models=names),
+                 lambda: router.route_batch(PROMPTS[:2], available_models=names),
+                 lambda: router.cost_scale(names),
+                 lambda: router.check_candidates(names)):
+        with pytest.raises(InvalidInputError) as info:
+            call()
+        assert info.value.field == "available_models"
+        assert str(info.value) == (
+            f"available_models: must be a list of model names, got {kind.__name__}, whose "
+            "order is not kept (it changes from run to run); pass a list, in the order you "
+            "prefer (sorted(available_models) for a fixed one)")
+    assert _state(router) == before
+    allowed = router.allowed_models
+    with pytest.raises(InvalidInputError) as info:
+        router.allowed_models = names
+    assert info.value.field == "allowed_models" and "sorted(allowed_models)" in str(info.value)
+    assert router.allowed_models == allowed
+    assert router.route(PROMPTS[0], available_models=sorted(names)).selected_model in CHEAP
+
+
 # Bad input changes nothing ---------------------------------------------------------------------
 
 

@@ -148,7 +148,7 @@ from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of
 from switchpoint.learning.events import DEFAULT_TENANT, check_quality, check_tenant
-from switchpoint.router import Router, check_route_input
+from switchpoint.router import Router, check_route_input, model_names
 from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.store.retention import cutoff_for, prune
 from switchpoint.store.sqlite import REFUSING_S, spill_reserve
@@ -657,6 +657,8 @@ class Gateway:
         Every argument is checked before anything is routed, counted or logged: a bad one
         raises :class:`~switchpoint.errors.InvalidInputError` naming it."""
         check_route_input(prompt, embedding)
+        # (a list from here on: a tenant's or a key's limits read the list the router routes by)
+        available_models = model_names(available_models, "available_models")
         if not measured:
             self.check_size({"prompt": prompt, "embedding": embedding, "cost_weight": cost_weight,
                              "available_models": available_models}, route=True)
@@ -691,8 +693,7 @@ class Gateway:
             return decision
 
         if policy is None:
-            decision = await base("", list(available_models) if available_models is not None
-                                  else None, cost_weight)
+            decision = await base("", available_models, cost_weight)
         else:
             catalog = live.router.catalog
             # (a route asks for "auto" among available_models: its errors name that field)
