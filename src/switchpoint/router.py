@@ -1051,7 +1051,7 @@ class _CardMap:
             self.untiered[j] = not same
             self.prior_basis[j] = (
                 f"{name} has no learned profile yet: its expected error is "
-                + (f"the mean of the profiled models of tier {tier!r}" if same else
+                + (f"the mean of the profiled models of tier {json_quoted(tier)}" if same else
                    WEAKEST_PRIOR.format(name=weakest[0] if weakest else "none")
                    + ", as uncertain as the profiled models disagree")
                 + " on this prompt, and its cost comes from its price; label it "

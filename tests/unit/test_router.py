@@ -960,6 +960,10 @@ def test_a_model_without_a_profile_is_not_trusted_over_the_measured_ones(
     assert d.selected_model != "tiny"  # (the unprofiled model of a profiled tier may win)
     alone = router.route(math_prompt(1), available_models=["tiny"])
     assert f"that of the weakest profiled model, {weakest}" in " ".join(alone.reasoning)
+    # (its tier named as JSON writes it, as every note names a tier: it was a Python repr)
+    peer = " ".join(router.route(math_prompt(1), available_models=["peer"]).reasoning)
+    assert 'the mean of the profiled models of tier "complex" on this prompt' in peer, peer
+    assert "'complex'" not in peer
 
 
 def test_a_model_without_a_profile_or_tier_takes_only_prompts_the_measured_ones_agree_on(

@@ -145,6 +145,12 @@ def test_estimate_shapes_probabilities_and_notes() -> None:
     terms = next(note for note in single.notes if note.startswith("terms closest to tier "))
     assert '"' in terms and "'" not in terms.split(": ", 1)[1], terms
     assert re.match(r'terms closest to tier "\w+": "', terms), terms
+    # The runners-up too ("other tiers: "easy" 0.20"; they were named bare).
+    others = [note for text in (MATH_PROMPT, POEM_PROMPT, "integral poem")
+              for note in policy.estimate(Inputs(texts=[text])).notes
+              if note.startswith("other tiers: ")]
+    assert others and all(re.fullmatch(r'other tiers: "\w+" [0-9.]+(, "\w+" [0-9.]+)?', note)
+                          for note in others), others
     assert policy.estimate(Inputs(texts=[])).error.shape == (0, 3)
 
 

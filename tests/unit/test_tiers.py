@@ -96,11 +96,25 @@ def test_signals_and_evidence_are_present() -> None:
 def test_evidence_names_the_keywords_as_words_the_first_four_and_how_many_more() -> None:
     result = classify_tier("Design a scalable, distributed architecture and refactor the "
                            "algorithm for performance")
-    line = next(e for e in result.evidence if e.startswith("complex keywords: "))
+    line = next(e for e in result.evidence if e.startswith('tier "complex" keywords: '))
     # (sorted; a decision's reasoning reaches a response header, so the list stays short)
-    assert line == ('complex keywords: "algorithm", "architecture", "design", "distributed" '
-                    "and 3 more"), line
+    assert line == ('tier "complex" keywords: "algorithm", "architecture", "design", '
+                    '"distributed" and 3 more'), line
     assert "'" not in " ".join(result.evidence)
+
+
+def test_evidence_names_each_tier_as_json_writes_it_as_the_other_notes_do() -> None:
+    """The length's tier, the tier of each keyword and a move from one tier to another were
+    named bare (→ simple range, complex keywords, from simple to moderate), while the tier a
+    decision is given and the TF-IDF policy's tiers are quoted ("simple")."""
+    result = classify_tier("Design a scalable, distributed architecture and refactor the "
+                           "algorithm for performance")
+    evidence = result.evidence
+    assert evidence[0] == 'Input length 86 chars → the range of tier "simple"', evidence
+    assert 'tier raised from "simple" to "moderate"' in evidence, evidence
+    for line in evidence:
+        for name in TIER_NAMES:
+            assert f"{name} " not in line.replace(f'"{name}"', ""), line
 
 
 @pytest.mark.parametrize(

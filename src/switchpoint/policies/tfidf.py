@@ -369,7 +369,7 @@ class TfidfPolicy(TablePolicy):
             notes.append(f"terms closest to tier {json_quoted(names[tier])}: "
                          f"{listed_names(top, quoted=True)}")
         runner = sorted(range(self.n_tiers), key=lambda t: -probs[t])[1:3]
-        others = [f"{names[t]} {probs[t]:.2f}" for t in runner if probs[t] > 0.01]
+        others = [f"{json_quoted(names[t])} {probs[t]:.2f}" for t in runner if probs[t] > 0.01]
         if others:
             notes.append(f"other tiers: {', '.join(others)}")
         return notes

@@ -262,8 +262,8 @@ def classify_tier(text: str) -> TierClassification:
 
     structural, structure_parts = _structure(text, words)
 
-    band = f"{TIER_NAMES[base]} range"
-    evidence = [f"Input length {length:,} chars → {band}"]
+    evidence = [f"Input length {length:,} chars → the range of tier "
+                f"{json_quoted(TIER_NAMES[base])}"]
     up: list[str] = []
     down: list[str] = []
     # Trivial and simple keywords (greetings, lookups) can only lower a tier; moderate and
@@ -273,7 +273,7 @@ def classify_tier(text: str) -> TierClassification:
     same = matched[base]
     for t, found in enumerate(matched):
         if found:
-            evidence.append(f"{TIER_NAMES[t]} keywords: {_keywords(found)}")
+            evidence.append(f"tier {json_quoted(TIER_NAMES[t])} keywords: {_keywords(found)}")
     if higher and len(higher) > len(lower_kw):
         up.append(f"keywords of higher tiers: {_keywords(higher)}")
     elif lower_kw and len(lower_kw) > len(higher):
@@ -303,7 +303,8 @@ def classify_tier(text: str) -> TierClassification:
         evidence.append(f"↓ {reason}")
     if shift:
         verb = "raised" if shift > 0 else "lowered"
-        evidence.append(f"tier {verb} from {TIER_NAMES[base]} to {TIER_NAMES[index]}")
+        evidence.append(f"tier {verb} from {json_quoted(TIER_NAMES[base])} to "
+                        f"{json_quoted(TIER_NAMES[index])}")
 
     # Confidence: far from a length boundary and no disagreement -> high.
     distance = min(abs(math.log(max(length, 1)) - math.log(b)) for b in LENGTH_BOUNDS)
