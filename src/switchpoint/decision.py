@@ -19,6 +19,7 @@ evaluation harness both call it, so they choose identically.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import sys
@@ -55,30 +56,59 @@ _ID_DIGITS = frozenset("0123456789abcdef")
 #: (:func:`check_id`) says so of the field it is given.
 _IDS = {"decision_id": ("decision id", "an answer carried (x-switchpoint-decision-id, or "
                                        "decision_id)"),
-        "compare_id": ("comparison id", "a comparison answered with (its compare_id)")}
+        "compare_id": ("comparison id", "a comparison answered with (its compare_id)"),
+        "prompt_hash": ("prompt hash", "of the SHA-256 of the prompt a decision routed on "
+                                       "(its prompt_hash)")}
+#: How many hexadecimal digits a decision id has (a random UUID's), and a prompt hash (a
+#: SHA-256's): the two shapes an outcome may name its decision by.
+ID_DIGITS = 32
+PROMPT_HASH_DIGITS = 64
+PROMPT_HASH_PATTERN = f"^[0-9a-f]{{{PROMPT_HASH_DIGITS}}}$"
 
 
-def check_id(value: object, field: str = "decision_id") -> str:
+def hash_prompt(text: str) -> str:
+    """The prompt hash of ``text``: the SHA-256 of its UTF-8 bytes, as 64 lowercase
+    hexadecimal digits (what a decision routed on ``text`` carries as ``prompt_hash``)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_id(value: object, field: str = "decision_id", *, or_prompt_hash: bool = False) -> str:
     """``value`` when it could name what ``field`` names (``decision_id``: a decision or a
-    request; ``compare_id``: a comparison): a string of at most :data:`MAX_DECISION_ID`
-    characters, each a lowercase hexadecimal digit, as every id the router and the gateway
-    make is; else an :class:`InvalidInputError` naming ``field``, its first character no id
-    holds and what an id looks like, before anything is looked up (an id nothing could have
-    is a mistake to tell, not a thing to look for). The one check of an outcome's decision id
-    and a score's comparison id, in process and over HTTP."""
+    request; ``compare_id``: a comparison; ``prompt_hash``: the prompt a decision routed on,
+    64 digits): a string of at most :data:`MAX_DECISION_ID` characters, each a lowercase
+    hexadecimal digit, as every id the router and the gateway make is; else an
+    :class:`InvalidInputError` naming ``field``, its first character no id holds and what an
+    id looks like, before anything is looked up (an id nothing could have is a mistake to
+    tell, not a thing to look for). With ``or_prompt_hash`` the value names a decision by
+    either shape, a decision id's :data:`ID_DIGITS` digits or a prompt hash's
+    :data:`PROMPT_HASH_DIGITS` (:meth:`Router.report_outcome`), and a length of neither is
+    refused too. The one check of an outcome's decision id or prompt hash and a score's
+    comparison id, in process and over HTTP."""
     what, source = _IDS[field]
-    is_ = f"a {what} is the 32 lowercase hexadecimal digits (0-9, a-f) {source}"
+    digits = PROMPT_HASH_DIGITS if field == "prompt_hash" else ID_DIGITS
+    is_ = f"a {what} is the {digits} lowercase hexadecimal digits (0-9, a-f) {source}"
+    if or_prompt_hash:
+        what = f"{what} or prompt hash"
+        is_ += f", a prompt hash the {PROMPT_HASH_DIGITS} digits {_IDS['prompt_hash'][1]}"
     if not isinstance(value, str) or not value:
         got = "an empty string" if value == "" else type(value).__name__
         raise InvalidInputError(field, f"must be a {what}, got {got}; {is_}")
-    if len(value) > MAX_DECISION_ID:
+    lengths = ((ID_DIGITS, PROMPT_HASH_DIGITS) if or_prompt_hash
+               else (PROMPT_HASH_DIGITS,) if field == "prompt_hash" else None)
+    if lengths is None and len(value) > MAX_DECISION_ID:
         raise InvalidInputError(field, f"is {len(value)} characters; {what}s have at most "
                                        f"{MAX_DECISION_ID}")
-    if not _ID_DIGITS.issuperset(value):
+    # (a value longer than any is refused unread; a shorter one first by a character no id
+    # holds, as an id is)
+    if len(value) <= MAX_DECISION_ID and not _ID_DIGITS.issuperset(value):
         at, char = next((i, c) for i, c in enumerate(value) if c not in _ID_DIGITS)
         shown = (json_quoted(char) if " " < char <= "~" else f"U+{ord(char):04X}")
         raise InvalidInputError(field, f"holds {shown} (character {at + 1}), which no {what} "
                                        f"holds: {is_}")
+    if lengths is not None and len(value) not in lengths:
+        neither = (f", neither a decision id ({ID_DIGITS}) nor a prompt hash "
+                   f"({PROMPT_HASH_DIGITS})" if or_prompt_hash else "")
+        raise InvalidInputError(field, f"is {len(value)} characters{neither}: {is_}")
     return value
 
 
@@ -218,6 +248,12 @@ class RoutingDecision:
     router (``cold_start``, ``sparse_neighbourhood``, ``low_confidence``, ``tool_request``; ''
     when it chose, or when the tenant has none); ``experiment`` and ``arm`` the experiment the
     request was assigned to ('' when none).
+
+    ``prompt_hash`` is the SHA-256 of the text the router routed on (for chat messages, the
+    text it embedded), as 64 lowercase hexadecimal digits (:func:`hash_prompt`): the same
+    prompt gives the same hash, and an outcome may name the decision by it
+    (``Router.report_outcome``); '' for a decision routed from an embedding alone. The library
+    keeps it (``to_dict()`` with no field list gives it); the routing answer does not.
     """
 
     selected_model: str
@@ -251,6 +287,7 @@ class RoutingDecision:
     memory_fallback: str = ""
     experiment: str = ""
     arm: str = ""
+    prompt_hash: str = ""
 
     @property
     def ab_variant(self) -> str:
@@ -345,6 +382,9 @@ class RoutingDecision:
         _strings("sla_adjustments", self.sla_adjustments, "sentences")
         if self.budget_pressure is not None:
             self.budget_pressure = _check_pressure(self.budget_pressure)
+        if self.prompt_hash and not (len(self.prompt_hash) == PROMPT_HASH_DIGITS
+                                     and _ID_DIGITS.issuperset(self.prompt_hash)):
+            check_id(self.prompt_hash, "prompt_hash")
 
     def __eq__(self, other: object) -> bool:
         """Field by field, as a dataclass compares; the cluster distribution by its values (an
@@ -541,7 +581,7 @@ def scores_dict(
 _FIELD_NAMES = tuple(f.name for f in fields(RoutingDecision))
 # A decision's fields that hold one string, and those that hold a flag.
 _TEXT_FIELDS = ("decision_id", "policy", "basis", "escalation_reason", "original_model",
-                "source", "memory_fallback", "experiment", "arm")
+                "source", "memory_fallback", "experiment", "arm", "prompt_hash")
 _FLAGS = ("cache_hit", "escalated", "sla_compliant")
 
 

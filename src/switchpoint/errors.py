@@ -219,17 +219,29 @@ class NotFittedError(SwitchpointError):
 
 class DecisionNotFoundError(SwitchpointError, LookupError):
     """An outcome names a decision this router does not remember (never made here, made for
-    another tenant, or too old: only the most recent decisions are kept)."""
+    another tenant, or too old: only the most recent decisions are kept), by its id or, with
+    ``prompt_hash``, by the hash of its prompt. ``field`` names the argument or request field
+    that named it."""
 
-    def __init__(self, decision_id: str, capacity: int) -> None:
+    def __init__(self, decision_id: str, capacity: int, *, prompt_hash: bool = False,
+                 field: str = "decision_id") -> None:
         from switchpoint._messages import json_quoted  # (it reads this module's errors)
 
-        shown = json_quoted(decision_id)  # (an id a caller made up may be any length)
-        super().__init__(
-            f"decision_id: no decision {shown} is remembered for this tenant; outcomes "
-            f"can be reported for the last {capacity} decisions a router made, with the "
-            "decision_id it returned (and the same tenant)")
+        # (an id a caller made up may be any length; a prompt hash is shown whole)
+        shown = json_quoted(decision_id, 70) if prompt_hash else json_quoted(decision_id)
+        if prompt_hash:
+            message = (f"no remembered decision has prompt hash {shown} for this tenant; "
+                       f"outcomes can be reported by prompt hash for the last {capacity} "
+                       "decisions a router made while it remembers them (the latest decision "
+                       "routed on that prompt), with the prompt_hash a decision carried (and "
+                       "the same tenant)")
+        else:
+            message = (f"no decision {shown} is remembered for this tenant; outcomes can be "
+                       f"reported for the last {capacity} decisions a router made, with the "
+                       "decision_id it returned (and the same tenant)")
+        super().__init__(f"{field}: {message}")
         self.decision_id = decision_id
+        self.field = field
 
 
 class ServeError(SwitchpointError):

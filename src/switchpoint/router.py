@@ -33,6 +33,7 @@ from switchpoint.decision import (
     Usage,
     check_cost_weight,
     choose,
+    hash_prompt,
     renewed,
     scores_dict,
 )
@@ -406,10 +407,11 @@ class Router(RemadeOnLoad):
             key: tuple[Any, ...] = ("e", hashlib.sha256(vector.tobytes()).digest(), lam,
                                     mask.tobytes(), tenant_key, revision, tokens)
             text = None
+            prompt_hash = ""
         else:
             text = check_prompt(prompt)
-            key = ("p", hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest(), lam,
-                   mask.tobytes(), tenant_key, revision, tokens)
+            prompt_hash = hash_prompt(text)  # (the cache's key too: the same text, the same hit)
+            key = ("p", prompt_hash, lam, mask.tobytes(), tenant_key, revision, tokens)
             vector = None
         hit = self.cache.get(key)
         if hit is not None and self.learner.memory.capacity and self.learner.memory.get(
@@ -432,7 +434,7 @@ class Router(RemadeOnLoad):
             embedding_ms = (time.perf_counter() - t1) * 1e3
         inputs = Inputs(texts=None if text is None else [text], embeddings=vector)
         est = self._map.estimate(policy.estimate(inputs), inputs.texts, cards, tokens=tokens)
-        decision = self._decide(est, 0, mask, lam)
+        decision = self._decide(est, 0, mask, lam, prompt_hash)
         total_ms = (time.perf_counter() - t0) * 1e3
         decision.usage = Usage(routing_ms=round(total_ms - embedding_ms, 4),
                                embedding_ms=round(embedding_ms, 4))
@@ -504,10 +506,12 @@ class Router(RemadeOnLoad):
         if n == 0:
             return []
         est = self._estimates(inputs, tenant_key)
+        hashes = ([""] * n if inputs.texts is None
+                  else [hash_prompt(text) for text in inputs.texts])
         decisions: list[RoutingDecision] = []
         for lam in lams:
             for i in range(n):
-                d = self._decide(est, i, mask, lam)
+                d = self._decide(est, i, mask, lam, hashes[i])
                 self._remember(d, tenant_key, mask, est, i, inputs.embeddings,
                                None if inputs.texts is None else inputs.texts[i])
                 decisions.append(self._serve(d, tenant_key, mask, est.support[i],
@@ -624,16 +628,26 @@ class Router(RemadeOnLoad):
         outcome is appended to it first, and learned only once the log keeps it (an error the
         log raises leaves nothing learned). An unknown or forgotten ``decision_id`` raises
         :class:`DecisionNotFoundError`.
+
+        ``decision_id`` is the decision's id (32 lowercase hexadecimal digits) or its
+        ``prompt_hash`` (64: the SHA-256 of the prompt it routed on). A prompt hash names the
+        latest remembered decision routed on that prompt (``tenant``'s latest, if given), and
+        the outcome is learned and logged exactly as that decision id's
+        (:attr:`OutcomeResult.decision_id <switchpoint.learning.learner.OutcomeResult>` says
+        which); a hash no remembered decision has raises :class:`DecisionNotFoundError` saying
+        so, and a string of neither shape is an :class:`InvalidInputError` naming
+        ``decision_id``.
         """
         expect("model", model, str, "a catalog model's name", optional=True)
         if model is not None:
             self._check_models([model], "model")
         measured = check_cost(cost)
-        if measured is not None and self._map.priced:
-            entry = self.learner.memory.get(decision_id) if isinstance(decision_id, str) else None
-            if entry is not None:  # (an unknown decision is refused by the learner)
-                measured = self.learnable_cost(model or entry.chosen, measured,
-                                               entry.prompt_tokens)
+        # (an unknown decision, or a value of neither shape, is refused by the learner)
+        entry = self.learner.lookup(decision_id, tenant) if isinstance(decision_id, str) else None
+        if entry is not None:  # (a prompt hash: the decision it names now, learned as one)
+            decision_id = entry.decision_id
+        if measured is not None and self._map.priced and entry is not None:
+            measured = self.learnable_cost(model or entry.chosen, measured, entry.prompt_tokens)
         return self.learner.report(decision_id, quality_score, success, model=model,
                                    tenant=tenant, cost=measured)
 
@@ -823,7 +837,8 @@ class Router(RemadeOnLoad):
             candidates=tuple(m for m, keep in zip(self.models, mask, strict=True) if keep),
             embedding=None if vectors is None else vectors[row],
             units=units, expected_cost=decision.expected_cost,
-            prompt_tokens=self._map.prompt_tokens(text) if self._map.priced else None))
+            prompt_tokens=self._map.prompt_tokens(text) if self._map.priced else None,
+            prompt_hash=decision.prompt_hash))
 
     def _serve(self, decision: RoutingDecision, tenant: str, mask: np.ndarray,
                support: np.ndarray, source_id: str) -> RoutingDecision:
@@ -890,7 +905,8 @@ class Router(RemadeOnLoad):
                                                 f"models {self.allowed_models}")
         return mask
 
-    def _decide(self, est: Estimates, row: int, mask: np.ndarray, lam: float) -> RoutingDecision:
+    def _decide(self, est: Estimates, row: int, mask: np.ndarray, lam: float,
+                prompt_hash: str = "") -> RoutingDecision:
         err, cost, support = est.error[row], est.cost[row], est.support[row]
         stderr = None if est.stderr is None else est.stderr[row]
         scale = self._map.cost_scale(mask)
@@ -945,6 +961,7 @@ class Router(RemadeOnLoad):
             basis=f"{self.policy.name} policy, {est.unit_kind} {unit}",
             expected_errors={names[int(i)]: round(float(err[int(i)]), 6) for i in order},
             expected_costs={names[int(i)]: float(cost[int(i)]) for i in order},
+            prompt_hash=prompt_hash,
         )
 
     def _unit_distribution(self, est: Estimates, row: int, unit: int) -> np.ndarray | None:

@@ -248,6 +248,9 @@ NO_IDS = [("\u0000", "U+0000 (character 1)"), ("0ff\n", "U+000A (character 4)"),
           ("id", '"i" (character 1)')]
 ID_IS = ("which no decision id holds: a decision id is the 32 lowercase hexadecimal digits "
          "(0-9, a-f) an answer carried (x-switchpoint-decision-id, or decision_id)")
+OR_HASH = "decision id or prompt hash holds"
+HASH_IS = (", a prompt hash the 64 digits of the SHA-256 of the prompt a decision routed on "
+           "(its prompt_hash)")
 
 
 def test_an_id_no_decision_could_have_is_a_400_saying_what_an_id_is(
@@ -289,11 +292,17 @@ def test_the_in_process_door_refuses_an_id_no_decision_could_have_alike(
     with Gateway(settings, loader=loader, env=KEYS) as gateway:
         gateway.start()
         decision = gateway.route(math_prompt(13))
+        router = gateway.state.live().router
         for sent, where in NO_IDS:
-            for report in (gateway.report_outcome, gateway.state.live().router.report_outcome):
-                with pytest.raises(InvalidInputError) as refused:
-                    report(sent, 0.5)
-                assert str(refused.value) == f"decision_id: holds {where}, {ID_IS}"
+            with pytest.raises(InvalidInputError) as refused:
+                gateway.report_outcome(sent, 0.5)
+            assert str(refused.value) == f"decision_id: holds {where}, {ID_IS}"
+            # (the library's router takes a decision's prompt hash in its place, and says so)
+            with pytest.raises(InvalidInputError) as refused:
+                router.report_outcome(sent, 0.5)
+            assert str(refused.value) == (
+                f"decision_id: holds {where}, {ID_IS.replace('decision id holds', OR_HASH)}"
+                f"{HASH_IS}")
         assert gateway.report_outcome(decision.decision_id, 0.5).outcome.replaced is False
 
 

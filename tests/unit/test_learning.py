@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from switchpoint.catalog import Catalog, ModelCard, estimate_tokens
+from switchpoint.decision import ROUTE_FIELDS, hash_prompt
 from switchpoint.errors import (
     DecisionNotFoundError,
     InvalidInputError,
@@ -91,8 +94,8 @@ def test_report_outcome_rejects_bad_quality(package, fake_embedder, kwargs, fiel
 
 def test_unknown_decisions_wrong_tenant_and_unknown_models(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
     router = _router(package, fake_embedder)
-    with pytest.raises(DecisionNotFoundError, match="no decision \"0ff\""):
-        router.report_outcome("0ff", 1.0)
+    with pytest.raises(DecisionNotFoundError, match=f"no decision \"{'0' * 32}\""):
+        router.report_outcome("0" * 32, 1.0)
     d = router.route(math_prompt(1), tenant="acme")
     with pytest.raises(DecisionNotFoundError):  # another tenant cannot report on it
         router.report_outcome(d.decision_id, 1.0, tenant="globex")
@@ -368,6 +371,116 @@ def test_exploration_aims_at_the_least_evidenced_candidate(package, fake_embedde
     assert min(counts.values()) >= 15, counts  # balanced, not left to chance
 
 
+# report_outcome by prompt hash --------------------------------------------------------------
+
+
+def test_a_decision_carries_the_sha256_of_the_prompt_it_routed_on(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    prompt = math_prompt(1) + " \u00e9"
+    first = router.route(prompt)
+    assert first.prompt_hash == hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+    hit = router.route(prompt)
+    assert hit.cache_hit and hit.prompt_hash == first.prompt_hash
+    batch = router.route_batch([prompt, poem_prompt(1)], cost_weights=[0.0, 1.0])
+    assert [d.prompt_hash for d in batch] == [first.prompt_hash, hash_prompt(poem_prompt(1))] * 2
+    assert "prompt_hash" in first.to_dict()  # a library field, as policy and basis are
+    assert "prompt_hash" not in first.to_dict(ROUTE_FIELDS)  # not the routing answer's
+    vector = fake_embedder.embed([prompt])[0]
+    assert router.route(embedding=vector).prompt_hash == ""  # no prompt: no hash
+
+
+@pytest.mark.parametrize("bad", ["A" * 64, "0" * 63, "x", 5])
+def test_a_decision_refuses_a_prompt_hash_of_another_shape(package, fake_embedder, bad) -> None:  # type: ignore[no-untyped-def]
+    d = _router(package, fake_embedder).route(math_prompt(1))
+    with pytest.raises(InvalidInputError) as info:
+        dataclasses.replace(d, prompt_hash=bad)
+    assert info.value.field == "prompt_hash"
+
+
+def test_an_outcome_by_prompt_hash_is_learned_as_the_latest_decision_of_that_prompt(  # type: ignore[no-untyped-def]
+        package, fake_embedder) -> None:
+    log = InMemoryFeedbackLog()
+    router = _router(package, fake_embedder, feedback_log=log, cache_size=0)
+    first, latest = router.route(math_prompt(1)), router.route(math_prompt(1))
+    assert first.prompt_hash == latest.prompt_hash and first.decision_id != latest.decision_id
+    result = router.report_outcome(first.prompt_hash, 0.0)
+    assert result.decision_id == latest.decision_id  # the latest of the two
+    assert (result.model, result.tenant, result.quality) == ("strong", "default", 0.0)
+    [event] = log.replay()
+    assert event.decision_id == latest.decision_id  # logged as that decision's
+    assert router.learner.n_events() == 1
+    # The same as reporting by its id: a repeat by id replaces it.
+    again = router.report_outcome(latest.decision_id, 1.0)
+    assert again.replaced and again.previous_quality == 0.0
+    by_id = _router(package, fake_embedder, cache_size=0)
+    by_id.report_outcome(by_id.route(math_prompt(1)).decision_id, 1.0)
+    assert _math_error(router) == pytest.approx(_math_error(by_id), abs=1e-12)
+
+
+def test_a_prompt_hash_names_the_latest_decision_of_a_given_tenant(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    acme = router.route(math_prompt(1), tenant="acme")
+    globex = router.route(math_prompt(1), tenant="globex")
+    assert router.report_outcome(acme.prompt_hash, 1.0, tenant="acme").decision_id == \
+        acme.decision_id
+    with pytest.raises(DecisionNotFoundError, match="no remembered decision has prompt hash"):
+        router.report_outcome(acme.prompt_hash, 1.0, tenant="initech")
+    # Without a tenant: the latest of any tenant's, learned as that tenant's.
+    result = router.report_outcome(acme.prompt_hash, 0.5)
+    assert (result.decision_id, result.tenant) == (globex.decision_id, "globex")
+    assert router.learner.n_events("acme") == 1 and router.learner.n_events("globex") == 1
+
+
+def test_an_unknown_or_forgotten_prompt_hash_is_not_found_and_learns_nothing(  # type: ignore[no-untyped-def]
+        package, fake_embedder) -> None:
+    router = _router(package, fake_embedder, learning=LearningSettings(memory_size=2),
+                     cache_size=0)
+    gone = router.route(math_prompt(1))
+    router.route(math_prompt(2))
+    router.route(math_prompt(3))  # the first leaves the memory, and its prompt's hash with it
+    unknown = hash_prompt("never routed")
+    for missing in (gone.prompt_hash, unknown):
+        with pytest.raises(DecisionNotFoundError) as info:
+            router.report_outcome(missing, 1.0)
+        assert str(info.value).startswith(f'decision_id: no remembered decision has prompt '
+                                          f'hash "{missing}"'), info.value
+        assert "last 2 decisions" in str(info.value)
+    assert router.learner.n_events() == 0
+    assert router.learner.memory.latest(gone.prompt_hash) is None
+    assert len(router.learner.memory._latest) == 4  # two prompts, by hash and by tenant
+
+
+@pytest.mark.parametrize(("sent", "says"), [
+    ("0ff", "is 3 characters, neither a decision id (32) nor a prompt hash (64)"),
+    ("0" * 33, "is 33 characters, neither"), ("a" * 2**20, "is 1048576 characters, neither"),
+    ("A" * 64, 'holds "A" (character 1), which no decision id or prompt hash holds'),
+    ("", "must be a decision id or prompt hash, got an empty string")])
+def test_an_outcome_naming_neither_shape_is_refused_naming_both(  # type: ignore[no-untyped-def]
+        package, fake_embedder, sent: str, says: str) -> None:
+    router = _router(package, fake_embedder)
+    router.route(math_prompt(1))
+    with pytest.raises(InvalidInputError) as info:
+        router.report_outcome(sent, 1.0)
+    assert info.value.field == "decision_id"
+    assert says in str(info.value) and "a prompt hash the 64 digits" in str(info.value)
+    assert len(str(info.value)) < 400 and router.learner.n_events() == 0
+
+
+def test_a_prompt_hash_index_follows_copies_and_a_smaller_memory(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    """A cached decision served again is remembered as a copy (an alias), which the hash then
+    names; a memory rebuilt smaller keeps the index of the entries it keeps only."""
+    router = _router(package, fake_embedder)
+    first = router.route(math_prompt(1))
+    hit = router.route(math_prompt(1))
+    assert hit.cache_hit
+    assert router.report_outcome(first.prompt_hash, 1.0).decision_id == hit.decision_id
+    others = [router.route(math_prompt(i)) for i in (2, 3)]
+    router.learner.configure(LearningSettings(memory_size=2))
+    assert router.learner.memory.latest(first.prompt_hash) is None
+    assert [router.learner.memory.latest(d.prompt_hash).decision_id  # type: ignore[union-attr]
+            for d in others] == [d.decision_id for d in others]
+
+
 # Events, replay, the log ---------------------------------------------------------------------
 
 
@@ -419,7 +532,9 @@ def test_replay_in_order_gives_the_same_posterior(package, fake_embedder) -> Non
     for i in range(60):
         prompt = math_prompt(i) if i % 2 else f"an entirely new topic number {i} about ships"
         d = router.route(prompt, tenant=["x", "y"][i % 2])
-        router.report_outcome(d.decision_id, float(rng.random()))
+        # (a third by prompt hash: logged as the decision it names, replayed as any other)
+        router.report_outcome(d.prompt_hash if i % 3 == 0 else d.decision_id,
+                              float(rng.random()))
     rebuilt = _router(package, fake_embedder)
     assert rebuilt.learner.replay(log.replay()) == 60
     probe = Inputs(embeddings=fake_embedder.embed([math_prompt(500), "new topic about ships"]))

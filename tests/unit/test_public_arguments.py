@@ -358,11 +358,15 @@ def test_a_refused_value_is_shown_in_a_few_words_whatever_it_is(
 def test_an_unknown_decision_id_is_shown_cut_short(world: World) -> None:
     router = Router(world.package, embedder=world.embedder)
     with pytest.raises(switchpoint.DecisionNotFoundError) as caught:
-        router.report_outcome("a" * 200, 0.5)
-    assert 'aaa…"' in str(caught.value) and len(str(caught.value)) < 400
-    with pytest.raises(InvalidInputError) as long:  # (longer than any id: not looked up)
-        router.report_outcome("a" * 2**20, 0.5)
-    assert long.value.field == "decision_id" and len(str(long.value)) < 400
+        router.report_outcome("a" * 32, 0.5)
+    assert f'"{"a" * 32}"' in str(caught.value) and len(str(caught.value)) < 400
+    with pytest.raises(switchpoint.DecisionNotFoundError) as hashed:  # (shown whole)
+        router.report_outcome("a" * 64, 0.5)
+    assert f'"{"a" * 64}"' in str(hashed.value) and len(str(hashed.value)) < 400
+    for sent in ("a" * 200, "a" * 2**20):  # (of neither shape: not looked up)
+        with pytest.raises(InvalidInputError) as long:
+            router.report_outcome(sent, 0.5)
+        assert long.value.field == "decision_id" and len(str(long.value)) < 400
 
 
 @pytest.mark.parametrize(("field", "call"), [

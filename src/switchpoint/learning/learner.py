@@ -23,7 +23,7 @@ from itertools import islice
 from switchpoint._messages import json_quoted
 from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RLOCK, RemadeOnLoad, remade
-from switchpoint.decision import check_id
+from switchpoint.decision import PROMPT_HASH_DIGITS, check_id
 from switchpoint.errors import (
     DecisionNotFoundError,
     InvalidInputError,
@@ -230,13 +230,16 @@ class Learner(RemadeOnLoad):
     def report(self, decision_id: str, quality_score: float | None = None,
                success: bool | None = None, *, model: str | None = None,
                tenant: str | None = None, cost: float | None = None) -> OutcomeResult:
-        """Learn how a remembered decision went (see ``Router.report_outcome``)."""
-        check_id(decision_id)
+        """Learn how a remembered decision went, named by its id or its prompt hash (see
+        ``Router.report_outcome``)."""
+        check_id(decision_id, or_prompt_hash=True)
         quality = check_quality(quality_score, success)
         measured = check_cost(cost)
-        entry = self.memory.get(decision_id)
-        if entry is None or (tenant is not None and check_tenant(tenant) != entry.tenant):
-            raise DecisionNotFoundError(decision_id, self.memory.capacity)
+        entry = self.lookup(decision_id, tenant)
+        if entry is None:
+            raise DecisionNotFoundError(decision_id, self.memory.capacity,
+                                        prompt_hash=len(decision_id) == PROMPT_HASH_DIGITS)
+        decision_id = entry.decision_id  # (the one a prompt hash names)
         served = entry.chosen if model is None else model
         profile = self._resolve(served)
         event = FeedbackEvent(
@@ -260,6 +263,16 @@ class Learner(RemadeOnLoad):
             previous = self.apply(event, fresh=fresh)
         return OutcomeResult(decision_id, entry.tenant, served, quality, previous is not None,
                              previous, event)
+
+    def lookup(self, decision_id: str, tenant: str | None = None) -> PendingDecision | None:
+        """The remembered decision ``decision_id`` names (of ``tenant``, if given): the one of
+        that id or, a prompt hash's :data:`~switchpoint.decision.PROMPT_HASH_DIGITS` digits,
+        the latest routed on that prompt; None when none is remembered."""
+        scope = None if tenant is None else check_tenant(tenant)
+        if len(decision_id) == PROMPT_HASH_DIGITS:
+            return self.memory.latest(decision_id, scope)
+        entry = self.memory.get(decision_id)
+        return None if entry is None or (scope is not None and entry.tenant != scope) else entry
 
     def apply(self, event: FeedbackEvent, *, fresh: Overlay | None = None) -> float | None:
         """Apply one event to its tenant's overlay (created on first use: ``fresh``, if

@@ -23,7 +23,9 @@ class PendingDecision:
     """What learning needs from one decision: the prompt's vector (or its routing units), the
     candidates, the model chosen, the tenant it was routed for, and (a router whose catalog
     prices requests) the prompt's tokens as it priced them, so a measured cost can be read
-    against the price it was estimated from."""
+    against the price it was estimated from, and the prompt's hash (``prompt_hash``: its
+    SHA-256, '' for a decision routed from an embedding alone), by which an outcome may name
+    it."""
 
     decision_id: str
     tenant: str
@@ -34,13 +36,18 @@ class PendingDecision:
     expected_cost: float | None = None
     created: float = field(default_factory=time.time)
     prompt_tokens: int | None = None
+    prompt_hash: str = ""
 
 
 class DecisionMemory(RemadeOnLoad):
     """A bounded map ``decision_id → PendingDecision``; the oldest entries go first. Thread-safe.
 
     An entry is kept at most ``capacity`` decisions; an outcome for a decision that has left
-    (or never was here) is reported as not found.
+    (or never was here) is reported as not found. Beside them, an index of prompt hashes: the
+    most recently remembered decision of each prompt, and of each tenant's prompt
+    (:meth:`latest`), which goes with that entry. (The entry it names is the last of its
+    prompt's in the memory's order, a copy made by :meth:`alias` coming after its source, so
+    none of that prompt is left when it goes.)
     """
 
     _remade = remade(_lock=LOCK)
@@ -50,16 +57,42 @@ class DecisionMemory(RemadeOnLoad):
             raise ValueError(f"capacity must be an integer >= 0, got {json_quoted(capacity)}")
         self.capacity = capacity
         self._entries: OrderedDict[str, PendingDecision] = OrderedDict()
+        # prompt hash (any tenant's) or (tenant, prompt hash) → the latest decision id of it
+        self._latest: dict[str | tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def remember(self, entry: PendingDecision) -> None:
         if not self.capacity:
             return
         with self._lock:
+            earlier = self._entries.get(entry.decision_id)
+            if earlier is not None:
+                self._unindex(earlier)
             self._entries[entry.decision_id] = entry
             self._entries.move_to_end(entry.decision_id)
+            if entry.prompt_hash:
+                self._latest[entry.prompt_hash] = entry.decision_id
+                self._latest[entry.tenant, entry.prompt_hash] = entry.decision_id
             while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+                _, gone = self._entries.popitem(last=False)
+                self._unindex(gone)
+
+    def _unindex(self, entry: PendingDecision) -> None:
+        """Take ``entry`` out of the prompt hash index, where it is the latest of its prompt.
+        Call with ``_lock`` held."""
+        if not entry.prompt_hash:
+            return
+        for key in (entry.prompt_hash, (entry.tenant, entry.prompt_hash)):
+            if self._latest.get(key) == entry.decision_id:
+                del self._latest[key]
+
+    def latest(self, prompt_hash: str, tenant: str | None = None) -> PendingDecision | None:
+        """The most recently remembered decision whose prompt has ``prompt_hash`` (of
+        ``tenant``, if given), or None."""
+        key: str | tuple[str, str] = prompt_hash if tenant is None else (tenant, prompt_hash)
+        with self._lock:
+            decision_id = self._latest.get(key)
+            return None if decision_id is None else self._entries.get(decision_id)
 
     def alias(self, decision_id: str, source_id: str, chosen: str | None = None,
               expected_cost: float | None = None) -> bool:
