@@ -4,6 +4,7 @@ scoping with client keys; the in-process door."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -283,7 +284,7 @@ def test_an_id_no_decision_could_have_is_a_400_saying_what_an_id_is(
         field = body["properties"]["decision_id"]
         assert field["pattern"] == "^[0-9a-f]+$", field
         assert all(re.fullmatch(field["pattern"], example["decision_id"])
-                   for example in body["examples"])
+                   for example in body["examples"] if "decision_id" in example)
 
 
 def test_the_in_process_door_refuses_an_id_no_decision_could_have_alike(
@@ -351,6 +352,118 @@ def test_bad_feedback_is_a_400_naming_the_field_and_changes_nothing(
         ok = feedback(server, decision, score=0.5,
                       comment="fine\r\nall of it\t\u05e9\u05dc\u05d5\u05dd").json()
         assert ok["replaced"] is False  # nothing before it was learned
+
+
+def _prompt_hash(prompt: str) -> str:
+    """What a chat request's decision carries as its prompt_hash: the SHA-256 of its last user
+    turn (what ``auto`` routes on), stripped."""
+    return hashlib.sha256(prompt.strip().encode("utf-8")).hexdigest()
+
+
+def _by_hash(server: ThreadServer, body: dict[str, Any], key: str | None = None
+             ) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{server.base}/v1/feedback", json=body, headers=headers, timeout=15)
+
+
+def test_feedback_by_prompt_hash_teaches_the_latest_decision_of_that_prompt_across_a_restart(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """An outcome may name its decision by the prompt's hash: the latest decision routed on
+    that prompt takes it, exactly as by its id (the log keeps that id, so a restart replays
+    it). The service keeps no prompt hash in its store: after a restart only the decisions
+    made since are found by one."""
+    prompt = f"  {math_prompt(41)}\n"
+    hashed = _prompt_hash(prompt)
+    with learning_server(fake, tmp_path) as server:
+        first = chat(server, prompt)[0]["x-switchpoint-decision-id"]
+        latest = chat(server, prompt)[0]["x-switchpoint-decision-id"]
+        assert first != latest
+        r = _by_hash(server, {"prompt_hash": hashed, "score": 0.0})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["decision_id"], body["model"], body["quality"], body["kind"],
+                body["teaches_routing"], body["replaced"]) == (
+            latest, "strong", 0.0, "decision", True, False)
+        again = feedback(server, latest, score=1.0).json()  # the same decision, by its id
+        assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
+        assert _status(server)["learned_router"]["events"] == 2
+        assert _status(server)["feedback"]["strong"] == {"n": 1, "mean_quality": 1.0}
+    with learning_server(fake, tmp_path) as server:
+        assert _status(server)["learned_router"]["events"] == 2  # replayed from the log
+        gone = _by_hash(server, {"prompt_hash": hashed, "score": 0.5})
+        assert gone.status_code == 404, gone.text
+        error = gone.json()["error"]
+        assert (error["code"], error["param"]) == ("decision_not_found", "prompt_hash"), error
+        assert f'no remembered decision has prompt hash "{hashed}"' in error["message"], error
+        since = chat(server, prompt)[0]["x-switchpoint-decision-id"]
+        taken = _by_hash(server, {"prompt_hash": hashed, "success": True}).json()
+        assert (taken["decision_id"], taken["quality"]) == (since, 1.0)
+        assert _status(server)["learned_router"]["events"] == 3
+
+
+def test_feedback_names_its_decision_by_exactly_one_of_decision_id_and_prompt_hash(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        headers = chat(server, math_prompt(42))[0]
+        decision, hashed = headers["x-switchpoint-decision-id"], _prompt_hash(math_prompt(42))
+        cases: list[tuple[dict[str, Any], str, str]] = [
+            ({"decision_id": decision, "prompt_hash": hashed, "score": 0.5}, "prompt_hash",
+             "give decision_id or prompt_hash, not both"),
+            ({"score": 0.5}, "decision_id", "is needed, or prompt_hash in its place"),
+            ({"decision_id": None, "prompt_hash": None, "score": 0.5}, "decision_id",
+             "is needed, or prompt_hash in its place"),
+            ({"prompt_hash": "F" * 64, "score": 0.5}, "prompt_hash",
+             'holds "F" (character 1), which no prompt hash holds'),
+            ({"prompt_hash": hashed[:63], "score": 0.5}, "prompt_hash",
+             "is 63 characters: a prompt hash is the 64 lowercase hexadecimal digits"),
+            ({"prompt_hash": decision, "score": 0.5}, "prompt_hash", "is 32 characters"),
+            ({"prompt_hash": 5, "score": 0.5}, "prompt_hash", "string"),
+            ({"prompt_hash": hashed, "score": 1.5}, "score", "")]
+        for body, param, says in cases:
+            r = _by_hash(server, body)
+            assert r.status_code == 400, (body, r.text)
+            error = r.json()["error"]
+            assert error["param"] == param and says in error["message"], (body, error)
+            if "needed" in says or "not both" in says:  # (both named, and what each is)
+                assert "x-switchpoint-decision-id" in error["message"], error
+                assert "SHA-256 of the prompt" in error["message"], error
+        unknown = _by_hash(server, {"prompt_hash": "0" * 64, "score": 0.5})
+        assert unknown.status_code == 404, unknown.text
+        assert unknown.json()["error"]["param"] == "prompt_hash"
+        assert _status(server)["learned_router"]["events"] == 0  # nothing refused was learned
+        document = httpx.get(f"{server.base}/openapi.json", timeout=15).json()
+        schema = document["paths"]["/v1/feedback"]["post"]["requestBody"]["content"][
+            "application/json"]["schema"]
+        field = schema["properties"]["prompt_hash"]
+        assert field["pattern"] == "^[0-9a-f]{64}$" and field["maxLength"] == 64, field
+        assert re.fullmatch(field["pattern"], hashed)
+        assert all(re.fullmatch(field["pattern"], example["prompt_hash"])
+                   for example in schema["examples"] if "prompt_hash" in example)
+        assert {"required": ["prompt_hash"]} in schema["oneOf"]
+        assert "required" not in schema or "decision_id" not in schema["required"]
+
+
+def test_with_client_keys_a_prompt_hash_names_the_latest_decision_of_the_callers_tenant(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    extra = "auth: keys\ntenants: {acme: {}, globex: {}, initech: {}}\n"
+    with learning_server(fake, tmp_path, extra) as server:
+        keys = {t: post(server, "/v1/router/keys", {"tenant": t}).json()["key"]
+                for t in ("acme", "globex", "initech")}
+        prompt = math_prompt(43)
+        acme = chat(server, prompt, key=keys["acme"])[0]["x-switchpoint-decision-id"]
+        globex = chat(server, prompt, key=keys["globex"])[0]["x-switchpoint-decision-id"]
+        body = {"prompt_hash": _prompt_hash(prompt), "score": 0.25}
+        mine = _by_hash(server, body, keys["acme"]).json()
+        assert (mine["decision_id"], mine["tenant"]) == (acme, "acme")  # not globex's, later
+        theirs = _by_hash(server, body, keys["globex"]).json()
+        assert (theirs["decision_id"], theirs["tenant"]) == (globex, "globex")
+        none = _by_hash(server, body, keys["initech"])
+        assert none.status_code == 404 and none.json()["error"]["code"] == "decision_not_found"
+        assert acme not in none.text and globex not in none.text and "acme" not in none.text
+        assert _by_hash(server, body).status_code == 401
+        for tenant, events in (("acme", 1), ("globex", 1), ("initech", 0)):
+            status = get(server, "/v1/router/status", key=keys[tenant]).json()
+            assert status["tenants"][tenant]["learned_router"]["events"] == events
 
 
 def test_with_client_keys_a_key_scores_only_its_tenants_decisions(
@@ -468,14 +581,26 @@ def test_the_in_process_gateway_reports_outcomes(fake: FakeProviderProcess,
         assert named.switchpoint.decision_id == named.switchpoint.request_id
         observed = gateway.report_outcome(named.switchpoint.decision_id, 0.9)
         assert (observed.kind, observed.outcome.model) == ("model", "cheap")
+        # By the prompt's hash, which the decision carries: the latest decision of the prompt.
+        hashed = reply.switchpoint.decision.prompt_hash
+        assert hashed == hashlib.sha256(math_prompt(31).encode()).hexdigest()
+        by_hash = gateway.report_outcome(prompt_hash=hashed, quality_score=1.0, tenant="acme")
+        assert (by_hash.outcome.decision_id, by_hash.outcome.replaced) == (decision_id, True)
+        with pytest.raises(DecisionNotFoundError) as unknown:
+            gateway.report_outcome(prompt_hash="0" * 64, quality_score=1.0, tenant="acme")
+        assert unknown.value.field == "prompt_hash"
+        with pytest.raises(InvalidInputError) as both:
+            gateway.report_outcome(decision_id, 1.0, prompt_hash=hashed)
+        assert both.value.field == "prompt_hash"
+        assert gateway.router.learner.n_events("acme") == 2
         # What cannot be kept is refused before anything is learned.
         with pytest.raises(InvalidInputError) as bad:
             gateway.report_outcome(decision_id, 0.5, tenant="acme", comment="bad \ud800")
         assert bad.value.field == "comment" and "lone surrogate" in str(bad.value)
-        assert gateway.router.learner.n_events("acme") == 1
+        assert gateway.router.learner.n_events("acme") == 2
     with pytest.raises(StoreError, match="the gateway is closed"):
         gateway.report_outcome(decision_id, 1.0, tenant="acme")
-    assert gateway.router.learner.n_events("acme") == 1
+    assert gateway.router.learner.n_events("acme") == 2
 
 
 def test_decisions_open_to_feedback_are_bounded_by_the_learning_memory(

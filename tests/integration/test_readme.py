@@ -71,6 +71,7 @@ EXPECTED_OUTPUT = [
     ("tmp/vector.json", '"embedding_ms":0.0'),
     ("gateway.create_ab_test(", "True 1"),
     ("--success --url", "replaced an earlier outcome"),
+    ("hashlib.sha256(sys.argv[1]", '"kind":"decision","teaches_routing":true'),
     ("switchpoint learn --export tmp/learned-weights", "'events': 2"),
 ]
 

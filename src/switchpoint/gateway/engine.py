@@ -1550,17 +1550,24 @@ class Gateway:
     # Learning from outcomes ---------------------------------------------------------------------
 
     @_request
-    async def areport_outcome(self, decision_id: str, quality_score: float | None = None,
+    async def areport_outcome(self, decision_id: str | None = None,
+                              quality_score: float | None = None,
                               success: bool | None = None, *, model: str | None = None,
                               comment: str | None = None, key: str | None = None,
                               tenant: str | None = None, cost: float | None = None,
-                              principal: Principal | None = None) -> FeedbackResult:
+                              principal: Principal | None = None,
+                              prompt_hash: str | None = None) -> FeedbackResult:
         """Learn how one answer went: a quality in [0, 1] or a success flag (exactly one).
 
         ``decision_id`` is what the answer carried (``x-switchpoint-decision-id``,
         ``reply.switchpoint.decision_id``): a routing decision's id teaches routing (the
         tenant's learned router and its memory); a request id of a request that named its model
-        records a quality observation of that model. ``model`` is the model the feedback is
+        records a quality observation of that model. ``prompt_hash`` may name the decision in
+        its place (exactly one of them): the SHA-256 of the prompt a decision routed on
+        (``decision.prompt_hash``), which names the latest decision of that prompt the live
+        router remembers (the caller's tenant's), learned as that decision id (the result's
+        ``decision_id`` says which; after a restart or a reload, only decisions made since
+        are found by their prompt hash). ``model`` is the model the feedback is
         about (default: the one that answered); ``cost`` what the answer cost, which teaches
         that model's cost on this kind of prompt. With catalog prices it is in USD and may be
         left out: the gateway then takes what its own accounting priced the answer at
@@ -1579,18 +1586,20 @@ class Gateway:
             lambda: self.learning.report(decision_id, quality_score, success, model=model,
                                          tenant=who.tenant if principal is not None else None,
                                          key_id=who.key_id, comment=comment, cost=cost,
-                                         teachable=teachable))
+                                         teachable=teachable, prompt_hash=prompt_hash))
         await _kept(result.commits, "the feedback")
         return result
 
-    def report_outcome(self, decision_id: str, quality_score: float | None = None,
+    def report_outcome(self, decision_id: str | None = None,
+                       quality_score: float | None = None,
                        success: bool | None = None, *, model: str | None = None,
                        comment: str | None = None, key: str | None = None,
-                       tenant: str | None = None, cost: float | None = None) -> FeedbackResult:
+                       tenant: str | None = None, cost: float | None = None,
+                       prompt_hash: str | None = None) -> FeedbackResult:
         """:meth:`areport_outcome` from synchronous code."""
         return self._run(self.areport_outcome(decision_id, quality_score, success, model=model,
                                               comment=comment, key=key, tenant=tenant,
-                                              cost=cost))
+                                              cost=cost, prompt_hash=prompt_hash))
 
     def record_sla_quality(self, model: str, score: float, *, decision_id: str | None = None,
                            key: str | None = None, tenant: str | None = None

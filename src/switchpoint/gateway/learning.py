@@ -1098,24 +1098,42 @@ class GatewayLearning:
 
     # Feedback --------------------------------------------------------------------------------
 
-    def report(self, decision_id: object, quality_score: object = None,
+    def report(self, decision_id: object = None, quality_score: object = None,
                success: object = None, *, model: object = None, tenant: str | None = None,
                key_id: str | None = None, comment: object = None,
-               cost: object = None, teachable: Callable[[str], None] | None = None
-               ) -> FeedbackResult:
+               cost: object = None, teachable: Callable[[str], None] | None = None,
+               prompt_hash: object = None) -> FeedbackResult:
         """Learn how one decision (or one named-model request) went; see the module docstring.
-        ``tenant`` scopes the lookup (None: any tenant, for trusted code); ``cost`` is what the
-        answer cost, if the caller knows it (see ``Router.report_outcome``); ``teachable``
-        refuses a model the caller may not teach about (its key's limits). Runs on a worker
-        thread, under the state's guard, on the snapshot live then; the commits it returns are
-        waited for by the caller. Everything is checked before anything is learned."""
+        It is named by ``decision_id`` or by ``prompt_hash`` (exactly one): the latest
+        decision a live router remembers routing on that prompt (for ``tenant``), learned as
+        that decision id. ``tenant`` scopes the lookup (None: any tenant, for trusted code);
+        ``cost`` is what the answer cost, if the caller knows it (see
+        ``Router.report_outcome``); ``teachable`` refuses a model the caller may not teach
+        about (its key's limits). Runs on a worker thread, under the state's guard, on the
+        snapshot live then; the commits it returns are waited for by the caller. Everything
+        is checked before anything is learned."""
         self.check_writable("the feedback")
-        decision_id = check_id(decision_id)
+        if (decision_id is None) == (prompt_hash is None):
+            both = decision_id is not None
+            raise InvalidInputError(
+                "prompt_hash" if both else "decision_id",
+                ("give decision_id or prompt_hash, not both" if both else
+                 "is needed, or prompt_hash in its place (exactly one)")
+                + ": decision_id is the id the answer carried (x-switchpoint-decision-id), "
+                "prompt_hash the SHA-256 of the prompt a decision routed on (its prompt_hash), "
+                "which names the latest decision of that prompt")
+        if prompt_hash is not None:
+            prompt_hash = check_id(prompt_hash, "prompt_hash")
+        else:
+            decision_id = check_id(decision_id)
         quality = check_quality(quality_score, success)
         comment = check_comment(comment)
         scope = None if tenant is None else check_tenant(tenant)
         if model is not None and not isinstance(model, str):
             raise InvalidInputError("model", "must be a model name (a string)")
+        if prompt_hash is not None:
+            decision_id = self._latest_of(prompt_hash, scope)
+        assert isinstance(decision_id, str)
         self._check_not_refused(decision_id, scope)
         note = Note(kind="decision", key_id=key_id, comment=comment)
         token = NOTE.set(note)
@@ -1260,6 +1278,22 @@ class GatewayLearning:
         if refusing is not None:
             reason, left = refusing
             raise not_kept(what, reason, then=then, retry_after=left)
+
+    def _latest_of(self, prompt_hash: str, tenant: str | None) -> str:
+        """The id of the latest decision the live routers remember routing on the prompt of
+        ``prompt_hash`` (``tenant``'s; None: any tenant's), else a
+        :class:`DecisionNotFoundError` naming ``prompt_hash``. (The store keeps no prompt hash:
+        after a restart or a reload only the decisions made since are found by one.)"""
+        with self.state.guard:
+            live = self.state.live()
+            learning: LiveLearning | None = live.learning
+            routers = [] if learning is None else learning.routers()
+            found = [entry for router in routers
+                     if (entry := router.learner.memory.latest(prompt_hash, tenant)) is not None]
+            if not found:
+                raise DecisionNotFoundError(prompt_hash, live.router.learner.memory.capacity,
+                                            prompt_hash=True, field="prompt_hash")
+            return max(found, key=lambda entry: entry.created).decision_id
 
     def _check_not_refused(self, answer_id: str, tenant: str | None) -> None:
         """A request refused for who asked (see ``Gateway._refused``) got no answer: there is

@@ -113,7 +113,7 @@ def _answer_for(exc: BaseException) -> ErrorAnswer:
     if isinstance(exc, InvalidInputError):
         return ErrorAnswer(400, "invalid_request", str(exc), exc.field)
     if isinstance(exc, DecisionNotFoundError):
-        return ErrorAnswer(404, "decision_not_found", str(exc), "decision_id")
+        return ErrorAnswer(404, "decision_not_found", str(exc), exc.field)
     if isinstance(exc, ConfigError):
         return ErrorAnswer(400, "invalid_config", str(exc), exc.key)
     if isinstance(exc, WeightsError):

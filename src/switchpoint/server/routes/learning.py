@@ -1,6 +1,7 @@
 """Learning from outcomes over HTTP: feedback, preference comparisons, status, experiments.
 
-- ``POST /v1/feedback``: how an answer went, by the decision id it carried. A gateway route:
+- ``POST /v1/feedback``: how an answer went, by the decision id it carried (or the prompt hash
+  of its decision: the latest decision of that prompt). A gateway route:
   with ``auth: keys`` it needs the caller's client key, and a key only reaches its own tenant's
   decisions (another tenant's id is a 404, the same as an unknown one). The admin token (when
   the config names ``admin_token_env``) is taken too, for any tenant's decision: the id names
@@ -28,7 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from starlette.concurrency import run_in_threadpool
 
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_MODEL_NAME
-from switchpoint.decision import DECISION_ID_PATTERN, MAX_DECISION_ID
+from switchpoint.decision import (
+    DECISION_ID_PATTERN,
+    MAX_DECISION_ID,
+    PROMPT_HASH_DIGITS,
+    PROMPT_HASH_PATTERN,
+)
 from switchpoint.errors import InvalidInputError, PermissionDeniedError
 from switchpoint.gateway.ab_tests import ARMS
 from switchpoint.gateway.feedback_log import MAX_COMMENT
@@ -86,18 +92,35 @@ TenantName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class FeedbackRequest(BaseModel):
-    """How one answer went: ``score`` in [0, 1] or ``success`` (exactly one)."""
+    """How one answer went: ``score`` in [0, 1] or ``success`` (exactly one), about the
+    decision ``decision_id`` or ``prompt_hash`` names (exactly one)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"decision_id": "3f2a0c5e8b7d4a1f9e6b2c8d4f0a7e13", "score": 0.8},
         {"decision_id": "3f2a0c5e8b7d4a1f9e6b2c8d4f0a7e13", "success": False,
-         "comment": "wrong unit in the answer"}]})
+         "comment": "wrong unit in the answer"},
+        {"prompt_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+         "score": 1.0}],
+        # (exactly one names the decision: the gateway says so, naming both, when it is not)
+        "oneOf": [{"required": ["decision_id"]}, {"required": ["prompt_hash"]}]})
 
-    # (the pattern is the published contract; the gateway checks it, saying what an id is)
-    decision_id: StrictStr = Field(min_length=1, max_length=MAX_DECISION_ID, description=(
-        "The x-switchpoint-decision-id the answer carried (POST /v1/route: decision_id): "
-        "lowercase hexadecimal digits; an id of any other character is a 400."),
+    # (the patterns are the published contract; the gateway checks them, saying what an id
+    # and a hash are; the null it may send for the one not given is refused as not given)
+    decision_id: StrictStr | None = Field(
+        None, min_length=1, max_length=MAX_DECISION_ID, description=(
+            "The x-switchpoint-decision-id the answer carried (POST /v1/route: decision_id): "
+            "lowercase hexadecimal digits; an id of any other character is a 400. Give it or "
+            "prompt_hash (exactly one)."),
         json_schema_extra={"pattern": DECISION_ID_PATTERN})
+    prompt_hash: StrictStr | None = Field(
+        None, min_length=1, max_length=MAX_DECISION_ID, description=(
+            "In place of decision_id: the SHA-256 of the prompt a decision routed on (the "
+            "library's decision.prompt_hash, 64 lowercase hexadecimal digits). It names the "
+            "latest decision of that prompt the service remembers for the caller's tenant "
+            "(the answer's decision_id says which), made since it last started or reloaded; "
+            "404 decision_not_found when there is none."),
+        json_schema_extra={"pattern": PROMPT_HASH_PATTERN, "minLength": PROMPT_HASH_DIGITS,
+                           "maxLength": PROMPT_HASH_DIGITS})
     score: Quality | None = Field(None, description="Quality of the answer, 0 (worst) to 1.")
     success: StrictBool | None = Field(None, description="Whether the answer did the job.")
     model: StrictStr | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME, description=(
@@ -236,7 +259,9 @@ def tenant_caller(request: Request, named: str | None, who: Caller
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": FeedbackRequest.model_json_schema()}}}},
              summary="Report how an answer went (teaches routing for the decision's tenant)",
-             description="decision_id is what the answer carried. For a routed (auto) answer "
+             description="decision_id is what the answer carried; prompt_hash (exactly one "
+                         "of them) names the latest decision routed on that prompt instead. "
+                         "For a routed (auto) answer "
                          "the outcome teaches the tenant's learned router and its memory; for "
                          "a request that named its model it is a quality observation of that "
                          "model (kind: model, teaches_routing: false). A repeat replaces the "
@@ -254,7 +279,8 @@ async def feedback(request: Request, who: Annotated[Caller, Depends(caller)]) ->
     try:
         result = await gateway.areport_outcome(body.decision_id, body.score, body.success,
                                                model=body.model, comment=body.comment,
-                                               cost=body.cost, principal=principal)
+                                               cost=body.cost, principal=principal,
+                                               prompt_hash=body.prompt_hash)
     except InvalidInputError as exc:
         if exc.field != "quality_score":
             raise
