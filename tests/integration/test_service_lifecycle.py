@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -386,6 +387,72 @@ def test_a_reload_dropping_allow_unauthenticated_on_a_public_bind_is_refused(
         assert r.status_code == 200, r.text
     finally:
         server.terminate()
+
+def test_a_reload_turning_allow_unauthenticated_on_on_a_public_bind_is_refused(
+        tmp_path: Path) -> None:
+    """The opt-out is part of the exposure a service starts with: a config read again that
+    turns it on beyond loopback is refused, over HTTP and on SIGHUP, and the running config
+    keeps serving (its λ too); on loopback the same change is no exposure at all."""
+    from switchpoint.server.exposure import reload_problem
+
+    config = tmp_path / "switchpoint.yaml"
+    guarded = "auth: keys\nadmin_token_env: SP_RELOAD_ADMIN\ntenants: {acme: {}}\n"
+    config.write_text(guarded, encoding="utf-8")
+    token = "reload-admin-token-0123456789"
+    admin = {"Authorization": f"Bearer {token}"}
+    server = ProcessServer("--config", config, "--host", "0.0.0.0", "--log-level", "info",
+                           data_dir=tmp_path / "data", env={"SP_RELOAD_ADMIN": token}).start()
+    assert server.proc is not None
+    try:
+        server.wait_ready()
+        r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
+                       headers=admin, timeout=10)
+        assert r.status_code == 201, r.text
+        client = {"Authorization": f"Bearer {r.json()['key']}"}
+
+        def cost_weight() -> float:
+            r = httpx.post(f"{server.base}/v1/route", json={"prompt": "hi"}, headers=client,
+                           timeout=60)
+            assert r.status_code == 200, r.text
+            return float(r.json()["cost_weight"])
+
+        assert cost_weight() == 0.5
+        opened = guarded + "allow_unauthenticated: true\ncost_weight: 0.6\n"
+        config.write_text(opened, encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload", headers=admin, timeout=60)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert (err["code"], err["param"]) == ("invalid_config", "allow_unauthenticated"), err
+        for needle in ("turns allow_unauthenticated on while the service listens on "
+                       "\"0.0.0.0\"", "the running config keeps serving",
+                       "restart the service with this config to change its exposure"):
+            assert needle in err["message"], err["message"]
+        refused = "SIGHUP: the config was not reloaded"
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while refused not in server.stderr:
+            assert time.monotonic() < deadline, server.stderr[-3000:]
+            time.sleep(0.05)
+        assert "allow_unauthenticated: refusing to reload" in server.stderr.split(refused)[1]
+        # nothing of it applies: the λ is the one it started with, and credentials are needed
+        assert cost_weight() == 0.5
+        assert httpx.post(f"{server.base}/v1/route", json={"prompt": "hi"},
+                          timeout=60).status_code == 401
+        assert httpx.get(f"{server.base}/v1/router/stats", timeout=10).status_code == 401
+        config.write_text(guarded + "cost_weight: 0.6\n", encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload", headers=admin, timeout=60)
+        assert r.status_code == 200, r.text
+        assert cost_weight() == 0.6
+        assert "SIGHUP: config reloaded" not in server.stderr
+    finally:
+        server.terminate()
+    running = load_settings(None, overrides={"auth": "keys"}, environ={})
+    read = load_settings(None, overrides={"auth": "keys", "allow_unauthenticated": True},
+                         environ={})
+    assert reload_problem(running, read, "127.0.0.1") is None
+    assert reload_problem(running, read, "0.0.0.0", allow_unauthenticated=True) is None
+    assert reload_problem(read, read, "0.0.0.0") is None  # (it started opted out)
+
 
 # Whole processes: start-up errors, restart and crash ---------------------------------------------
 

@@ -6,7 +6,8 @@ need a credential: the chat and routing routes a client key (``auth: keys``), th
 (``/v1/router/*``: the request log, keys, policy swap, reload) a bearer token
 (``admin_token_env``), unless the operator opts out explicitly (``allow_unauthenticated: true``
 in the config, or ``--allow-unauthenticated``), e.g. behind a proxy that authenticates.
-:func:`exposure_problem` is the whole rule.
+:func:`exposure_problem` is the whole rule; :func:`reload_problem` applies it to a config read
+again while the service runs, whose opt-out may not turn on: exposure is set at start.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import ipaddress
 
 from switchpoint._messages import json_quoted
 from switchpoint.config import Settings
+from switchpoint.errors import ConfigError
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
@@ -51,3 +53,26 @@ def exposure_problem(settings: Settings, host: str, *,
     return (f"refusing to serve on {json_quoted(host)}: " + "; and ".join(open_parts)
             + ". Or serve on 127.0.0.1 behind a proxy, or accept the risk with "
             "--allow-unauthenticated (allow_unauthenticated: true in the config)")
+
+
+def reload_problem(running: Settings, read: Settings, host: str, *,
+                   allow_unauthenticated: bool = False) -> ConfigError | None:
+    """Why a reload of ``read`` over ``running`` (the settings serving on ``host``) must be
+    refused, or None. Beyond loopback (unless the start opted out with
+    ``--allow-unauthenticated``), a config that turns ``allow_unauthenticated`` on where the
+    running one has it off is refused: the opt-out is part of the service's exposure, which
+    only a start sets; and so is one that would leave routes open (:func:`exposure_problem`)."""
+    if is_loopback(host) or allow_unauthenticated:
+        return None
+    if read.allow_unauthenticated and not running.allow_unauthenticated:
+        return ConfigError("allow_unauthenticated", (
+            f"refusing to reload a config that turns allow_unauthenticated on while the service "
+            f"listens on {json_quoted(host)}: whether its routes may be open to the network is "
+            "part of its exposure, which only a start opens; the running config keeps "
+            "serving. Take allow_unauthenticated out of the config to reload it, or restart "
+            "the service with this config to change its exposure"))
+    problem = exposure_problem(read, host)
+    if problem is None:
+        return None
+    return ConfigError("auth", problem.replace(
+        "refusing to serve", "refusing to reload a config that would serve"))

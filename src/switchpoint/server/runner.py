@@ -37,7 +37,7 @@ import uvicorn
 from switchpoint import _hangup
 from switchpoint.config import ServerSettings, Settings
 from switchpoint.embedding import embedder_from_id
-from switchpoint.errors import ConfigError, ServeError, SwitchpointError
+from switchpoint.errors import ServeError, SwitchpointError
 from switchpoint.gateway.live import RouterState, checked_package, checked_policies
 from switchpoint.gateway.redact import redact
 from switchpoint.governance.keys import holds_keys
@@ -45,7 +45,7 @@ from switchpoint.server import logs
 from switchpoint.server.app import create_app
 from switchpoint.server.auth import check_admin_token
 from switchpoint.server.context import Service
-from switchpoint.server.exposure import exposure_problem
+from switchpoint.server.exposure import exposure_problem, reload_problem
 from switchpoint.server.protocol import ConnectionLimits, ConnectionStats, guarded_protocol
 from switchpoint.server.proxies import proxy_warnings
 from switchpoint.server.routes.admin import reload_service
@@ -421,10 +421,10 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
     state.on_load_error = stop
 
     def vet(read: Settings) -> None:  # a reload must not open what serve refused to
-        problem = exposure_problem(read, host, allow_unauthenticated=allow_unauthenticated)
-        if problem is not None:
-            raise ConfigError("auth", problem.replace("refusing to serve", "refusing to reload "
-                                                      "a config that would serve"))
+        refused = reload_problem(state.settings, read, host,
+                                 allow_unauthenticated=allow_unauthenticated)
+        if refused is not None:
+            raise refused
 
     state.vets.append(vet)
     try:
