@@ -54,7 +54,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -1042,23 +1042,9 @@ def _check_governance(settings: Settings) -> None:
         return
     names = [m.name for m in settings.models]
     providers = sorted({m.provider for m in settings.models})
-
-    def model(key: str, name: str | None, allow_auto: bool = False) -> None:
-        if name is None or name in names or (allow_auto and name == "auto"):
-            return
-        extra = " or 'auto'" if allow_auto else ""
-        raise ConfigError(key, f"{json_quoted(name)} is not a model in the catalog; use one of "
-                               f"{listed_names(names)}{extra}")
-
-    escalations = [("escalation", settings.escalation)]
-    for tenant, t in settings.tenants.items():
-        for i, name in enumerate(t.models or []):
-            model(f"tenants.{tenant}.models[{i}]", name, allow_auto=True)
-        if t.escalation is not None:
-            escalations.append((f"tenants.{tenant}.escalation", t.escalation))
+    check_named_models(settings, names)
     unrouted = {m.name for m in settings.models if not m.auto}
-    for key, e in escalations:
-        model(f"{key}.escalation_model", e.escalation_model)
+    for key, e in _escalations(settings):
         if e.escalation_model in unrouted:
             raise ConfigError(f"{key}.escalation_model",
                               f"{json_quoted(e.escalation_model)} has auto: false (served only "
@@ -1077,14 +1063,42 @@ def _check_governance(settings: Settings) -> None:
                 raise ConfigError(f"{key}.min_tier", f"no catalog model has a tier of "
                                                      f"{json_quoted(e.min_tier)} or above; give "
                                                      "models a tier: or lower min_tier")
-    for name in settings.budgets.models:
-        model(f"budgets.models.{name}", name)
     for name in settings.budgets.providers:
         if name not in providers:
             raise ConfigError(f"budgets.providers.{name}", f"no catalog model has the provider "
                                                            f"{json_quoted(name)} (providers: "
                                                            f"{listed_names(providers)})")
     _check_budgets_priced(settings)
+
+
+def check_named_models(settings: Settings, names: Sequence[str],
+                       where: str = "in the catalog") -> None:
+    """The models the governance keys name (a tenant's models, ``auto`` aside; the escalation
+    models; the budgeted models) must be among ``names``, the models routed (``where`` says
+    what holds them: the catalog, or the weights' own profiles when there is none): a
+    :class:`ConfigError` naming the first that is not, at start and at every reload, so a
+    config never names a model the service no longer has."""
+    def model(key: str, name: str | None, allow_auto: bool = False) -> None:
+        if name is None or name in names or (allow_auto and name == "auto"):
+            return
+        extra = " or 'auto'" if allow_auto else ""
+        raise ConfigError(key, f"{json_quoted(name)} is not a model {where}; use one of "
+                               f"{listed_names(names)}{extra}")
+
+    for tenant, t in settings.tenants.items():
+        for i, name in enumerate(t.models or []):
+            model(f"tenants.{tenant}.models[{i}]", name, allow_auto=True)
+    for key, e in _escalations(settings):
+        model(f"{key}.escalation_model", e.escalation_model)
+    for name in settings.budgets.models:
+        model(f"budgets.models.{name}", name)
+
+
+def _escalations(settings: Settings) -> list[tuple[str, EscalationSettings]]:
+    """The escalation settings and their key paths: the default, then each tenant's own."""
+    return [("escalation", settings.escalation),
+            *((f"tenants.{tenant}.escalation", t.escalation)
+              for tenant, t in settings.tenants.items() if t.escalation is not None)]
 
 
 def _check_budgets_priced(settings: Settings) -> None:

@@ -267,6 +267,45 @@ def test_reload_with_a_bad_config_keeps_the_old_router(tmp_path: Path) -> None:
         assert route(server.base, "still routing").status_code == 200
 
 
+CATALOG = """models:
+  - {name: good, profile: gpt-4-1106-preview, input_per_mtok: 10, output_per_mtok: 30}
+  - {name: cheap, profile: gpt-3.5-turbo-1106, input_per_mtok: 0.5, output_per_mtok: 1.5}
+"""
+
+
+@pytest.mark.parametrize(("names", "param"), [
+    ("tenants: {acme: {models: [good, auto]}}\n", "tenants.acme.models[0]"),
+    ("tenants: {acme: {escalation: {escalation_model: good}}}\n",
+     "tenants.acme.escalation.escalation_model"),
+    ("escalation: {escalation_model: good}\n", "escalation.escalation_model"),
+    ("budgets: {models: {good: 5/day}}\n", "budgets.models.good"),
+])
+def test_a_reload_dropping_the_catalog_that_the_config_still_names_is_refused(
+        tmp_path: Path, names: str, param: str) -> None:
+    """Without `models:` the weights' own profiles are the models routed: a config read again
+    that drops the catalog while a tenant, an escalation or a budget still names one of its
+    models is refused naming it, and the running catalog keeps serving (a start with it is
+    refused alike)."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(CATALOG + names + "data_dir: data\n", encoding="utf-8")
+    with thread_server(create_app(load_settings(config, environ={}), loader=FACTORY)) as server:
+        config.write_text(names + "data_dir: data\n", encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload", timeout=60)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert (err["code"], err["param"]) == ("invalid_config", param), err
+        weights_id = httpx.get(f"{server.base}/health").json()["weights_id"]
+        assert err["message"].startswith(
+            f'{param}: "good" is not a model of the weights {weights_id} (there is no '
+            "catalog, so those are the models routed); use one of gpt-3.5-turbo-1106, "), err
+        assert [m["id"] for m in httpx.get(f"{server.base}/v1/models").json()["data"]] == [
+            "auto", "good", "cheap"]
+        assert server.service.state.settings.models is not None
+    with pytest.raises(ConfigError) as refused:  # what `switchpoint serve` checks first
+        runner._check_loadable(load_settings(config, environ={}))
+    assert refused.value.key == param
+
+
 def test_a_reload_naming_a_policy_for_weights_of_another_is_refused(tmp_path: Path) -> None:
     # `policies: {knn: <cluster weights>}` would route with cluster weights while the health,
     # the decision log and the stats all said knn: refused, and the running router kept.

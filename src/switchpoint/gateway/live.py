@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from switchpoint._messages import MAX_LISTED, json_quoted, listed_names
-from switchpoint.config import Settings
+from switchpoint.config import Settings, check_named_models
 from switchpoint.embedding import Embedder, embedder_from_id
 from switchpoint.errors import (
     ConfigError,
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from switchpoint.gateway.learning import LiveLearning
 
 log = logging.getLogger("switchpoint.gateway")
+# Why the weights' models are the ones a config's names must be among.
+NO_CATALOG = "there is no catalog, so those are the models routed"
 SwapHook = Callable[["Live"], None]
 
 
@@ -141,7 +143,8 @@ def checked_package(settings: Settings, policy: str | None = None) -> WeightsPac
     """The weights :class:`RouterFactory` loads for ``settings`` and ``policy``, checked
     against the catalog and the experiments' arms: what a load refuses without any state of
     ``data_dir`` (a missing or corrupt package, a catalog model without a profile of it, an
-    arm narrowed to models it cannot route). Cheap (no embedder loads), so a start can find
+    arm narrowed to models it cannot route; without a catalog, a tenant, an escalation or a
+    budget naming a model the weights lack). Cheap (no embedder loads), so a start can find
     it before it makes ``data_dir``. Raises the load's own error."""
     if policy is None and settings.weights is not None:
         path: str | None = settings.weights
@@ -163,7 +166,10 @@ def checked_package(settings: Settings, policy: str | None = None) -> WeightsPac
                     f"({listed_names(package.models)}); name one of them, or give every "
                     "model input_per_mtok and output_per_mtok so a model without a "
                     "profile is routed by tier and price")
-    if catalog is None:  # an arm routes with these weights: the live ones, or its policy's
+    if catalog is None:  # the weights' own profiles are the models routed
+        check_named_models(settings, package.models, f"of the weights {package.weights_id} "
+                                                     f"({NO_CATALOG})")
+        # an arm routes with these weights: the live ones, or its policy's
         name = policy if policy is not None else (
             package.policy.name if settings.weights is not None else settings.policy)
         routed_here: set[str | None] = {name} if policy is not None else {None, name}
@@ -199,9 +205,8 @@ def _check_arm_models(settings: Settings, models: list[str], weights_id: str,
                 if model not in models:
                     raise ConfigError(
                         f"experiments.{name}.arms.{arm_name}.models[{j}]",
-                        f"{json_quoted(model)} is not a model of the weights {weights_id} (there "
-                        f"is no catalog, so those are the models routed); use one of "
-                        f"{listed_names(models)}")
+                        f"{json_quoted(model)} is not a model of the weights {weights_id} "
+                        f"({NO_CATALOG}); use one of {listed_names(models)}")
 
 
 def learning_settings(settings: Settings) -> LearningSettings:
