@@ -154,12 +154,19 @@ class NoCandidatesError(InvalidInputError):
 
 
 class ConfigError(SwitchpointError, ValueError):
-    """A configuration value that cannot be used. ``key`` is its path, e.g. ``cache.size``.
+    """A configuration value that cannot be used. ``key`` is its path, e.g. ``cache.size``,
+    each character of it a terminal would not show as itself (a control character: a
+    mapping's key the file wrote is part of some paths) written as ``\\uXXXX``, as an
+    :class:`InvalidInputError`'s field is, so a config file cannot write terminal escapes
+    into the message.
 
     ``reason`` says what is wrong and how to fix it; ``problem`` what is wrong alone (the
     reason without its advice, when it has some), for a caller that knows the fix better."""
 
     def __init__(self, key: str, reason: str, *, problem: str | None = None) -> None:
+        from switchpoint._messages import printable  # (it reads this module's errors)
+
+        key = printable(key)
         super().__init__(f"{key}: {reason}")
         self.key = key
         self.reason = reason

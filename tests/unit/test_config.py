@@ -719,6 +719,24 @@ def test_a_key_written_twice_is_refused_naming_it_and_its_line(tmp_path: Path, t
     assert f"the key {key} is written twice" in str(info.value) and "at line" in str(info.value)
 
 
+@pytest.mark.parametrize(("text", "says"), [
+    ('"a\\e[31m": 1\n', "a\\u001b[31m: is not a known key"),
+    ('gateway: {"x\\e[2J\\x07": 1}\n', "gateway.x\\u001b[2J\\u0007: is not a known key"),
+    (CATALOG_EXAMPLE + 'budgets: {models: {"good\\e[0m": 5/day}}\n',
+     'budgets.models.good\\u001b[0m: "good\\u001b[0m" is not a model in the catalog'),
+    (CATALOG_EXAMPLE + 'budgets: {providers: {"\\e]0;hi\\x07": 5/day}}\n',
+     "budgets.providers.\\u001b]0;hi\\u0007: no catalog model has the provider"),
+])
+def test_a_key_holding_control_characters_is_named_escaped(tmp_path: Path, text: str,
+                                                            says: str) -> None:
+    # (a key the file wrote reaches the message, and the terminal printing it, escaped)
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), environ={})
+    assert str(info.value).startswith(says), str(info.value)
+    assert "\x1b" not in str(info.value) and "\x1b" not in info.value.key
+    assert str(info.value).startswith(f"{info.value.key}: ")
+
+
 @pytest.mark.parametrize(("arms", "says"), [
     ("{a: {}, tiny: {weight: 5e-324}}",
      'experiments.e.arms.tiny.weight: arm "tiny" would get 4.94066e-324 of the experiment\'s '
