@@ -43,7 +43,8 @@ def test_head_answers_like_get_without_a_body(tmp_path: Path, path: str, admin: 
 
 def test_a_head_is_counted_under_its_route_and_method(tmp_path: Path) -> None:
     config = tmp_path / "switchpoint.yaml"
-    config.write_text("data_dir: data\n", encoding="utf-8")
+    config.write_text("models:\n  - {name: m, profile: gpt-3.5-turbo-1106, input_per_mtok: 1, "
+                      "output_per_mtok: 1}\ndata_dir: data\n", encoding="utf-8")
     app = create_app(load_settings(config, environ={}), loader=FACTORY)
     with thread_server(app) as server, httpx.Client(base_url=server.base, timeout=30) as http:
         model = http.get("/v1/models").json()["data"][0]["id"]

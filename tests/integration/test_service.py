@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from switchpoint.config import load_settings
@@ -353,13 +354,35 @@ def test_health(server: ThreadServer) -> None:
     assert body["uptime_seconds"] > 0
 
 
-def test_models_openai_list(server: ThreadServer) -> None:
-    body = httpx.get(server.base + "/v1/models").json()
+def test_models_openai_list(seed_catalog_server: ThreadServer) -> None:
+    body = httpx.get(seed_catalog_server.base + "/v1/models").json()
     assert body["object"] == "list"
     ids = [m["id"] for m in body["data"]]
-    assert ids == ["auto", *load_weights(None).models]
+    assert ids == ["auto", *SEED_MODELS]
     for m in body["data"]:
         assert m["object"] == "model" and isinstance(m["created"], int) and m["owned_by"]
+
+
+def test_without_models_configured_the_model_list_is_empty_as_chat_answers_no_name(
+        server: ThreadServer) -> None:
+    # No `models:`: a chat request to any name, `auto` too, is a 503 no_upstream_configured,
+    # so the list names none and a lookup of one answers as chat does; /v1/route still routes
+    # over the weights' own profiles.
+    sdk = openai.OpenAI(base_url=f"{server.base}/v1", api_key="sk-anything", max_retries=0,
+                        timeout=15)
+    assert sdk.models.list().data == []
+    for name in ("auto", load_weights(None).models[0]):
+        with pytest.raises(openai.InternalServerError) as chat:
+            sdk.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(openai.InternalServerError) as lookup:
+            sdk.models.retrieve(name)
+        for refused in (chat.value, lookup.value):
+            assert refused.status_code == 503
+            assert isinstance(refused.body, dict)
+            assert refused.body["code"] == "no_upstream_configured", refused.body
+        assert lookup.value.body == chat.value.body
+    assert post(server, {"prompt": "still routes"}).json()["selected_model"] in (
+        load_weights(None).models)
 
 
 def test_unknown_route_and_method_keep_the_error_shape(server: ThreadServer) -> None:

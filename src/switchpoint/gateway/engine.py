@@ -1894,7 +1894,8 @@ class Gateway:
                principal: Principal | None = None) -> list[dict[str, Any]]:
         """The routable models the caller may use, by name or through ``auto``, as OpenAI's
         model objects, ``auto`` first (unless it may not route with it): every one for no
-        caller or one nothing narrows. ``key`` (a client key, verified) or ``tenant``
+        caller or one nothing narrows; none without ``models:`` configured, as a chat request
+        is then answered for no name. ``key`` (a client key, verified) or ``tenant``
         (trusted) names the caller as :meth:`complete`'s do (``principal``: one the HTTP door
         checked). ``GET /v1/models``'s ``data``."""
         live = self.state.live()
@@ -1909,11 +1910,15 @@ class Gateway:
         request naming it is (a :class:`~switchpoint.errors.PermissionDeniedError` listing
         those it may use), whether the catalog has it or not; one it may use that the catalog
         lacks, or a name unknown to a caller nothing narrows, is a
-        :class:`~switchpoint.errors.ModelNotFoundError` naming the models it may use.
+        :class:`~switchpoint.errors.ModelNotFoundError` naming the models it may use. Without
+        ``models:`` configured, any name is the
+        :class:`~switchpoint.errors.NoUpstreamError` a chat request naming it gets.
         ``GET /v1/models/{id}``'s answer."""
         expect("model_id", model_id, str, "a model's name")
         live = self.state.live()
         caller = self._reader(live, key, tenant, principal)
+        if live.settings.models is None:  # answered as a chat request naming it is
+            raise NoUpstreamError(_no_upstream_message(live.settings))
         policy, allowed, auto = self._listed(live, caller)
         entries = live.model_objects(allowed, auto)
         for entry in entries:

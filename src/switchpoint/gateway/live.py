@@ -72,18 +72,21 @@ class Live:
                       ) -> list[dict[str, Any]]:
         """The routable models as OpenAI's model objects, ``auto`` first (unless ``auto`` is
         false); ``allowed``: the catalog models a caller may use, by name or through ``auto``
-        (None: every one; empty: none)."""
+        (None: every one; empty: none). Empty without a catalog (no ``models:``): a chat
+        request then answers no name, ``auto`` neither (the weights' own profiles route
+        ``/v1/route`` alone)."""
+        if self.settings.models is None:
+            return []
         created = int(self.loaded_at)
         data = []
         if auto:
             data.append({"id": AUTO_MODEL, "object": "model", "created": created,
                          "owned_by": "switchpoint"})
-        configured = self.settings.models is not None
         for card in self.router.catalog.cards:
             if allowed is not None and card.name not in allowed:
                 continue
             data.append({"id": card.name, "object": "model", "created": created,
-                         "owned_by": card.provider if configured else "switchpoint"})
+                         "owned_by": card.provider})
         return data
 
     def unprofiled_note(self) -> str | None:
