@@ -557,6 +557,62 @@ def test_a_narrowed_keys_status_counts_outcomes_of_its_models_learned_under_thei
         assert seen["learned_router"] == whole["learned_router"]
 
 
+def test_the_admins_status_of_a_tenant_shows_the_models_the_tenant_may_use(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """``GET /v1/router/status?tenant=acme`` with the admin token: once acme's config lists
+    its models (a reload narrowed it), the view counts those alone, as acme's keys see it;
+    the deployment's view of every tenant stays whole."""
+    var, token = "SP_STATUS_ADMIN", "status-admin-token-0123456789"
+    admin = {"authorization": f"Bearer {token}"}
+    memory = "memory: {min_records: 4}"
+    wide_config = f"auth: keys\nadmin_token_env: {var}\ntenants: {{acme: {{{memory}}}}}\n"
+    with learning_server(fake, tmp_path, wide_config, environ={var: token}) as server:
+        def keyed(body: dict[str, Any]) -> str:
+            r = httpx.post(f"{server.base}/v1/router/keys", json=body, headers=admin,
+                           timeout=15)
+            assert r.status_code == 201, r.text
+            return str(r.json()["key"])
+
+        def status(**params: str) -> dict[str, Any]:
+            r = httpx.get(f"{server.base}/v1/router/status", params=params, headers=admin,
+                          timeout=15)
+            assert r.status_code == 200, r.text
+            return dict(r.json()["tenants"]["acme"])
+
+        wide = keyed({"tenant": "acme"})
+        for n in range(2):
+            headers = chat(server, math_prompt(70 + n), key=wide)[0]
+            assert headers["x-switchpoint-model"] == "strong"
+            assert feedback(server, headers["x-switchpoint-decision-id"], key=wide,
+                            score=0.9).status_code == 200
+        narrow = keyed({"tenant": "acme", "models": ["cheap", "auto"]})
+        headers = chat(server, math_prompt(80), key=narrow)[0]
+        assert headers["x-switchpoint-model"] == "cheap"
+        assert feedback(server, headers["x-switchpoint-decision-id"], key=narrow,
+                        score=0.5).status_code == 200
+        whole = status(tenant="acme")
+        assert "narrowed_to" not in whole and whole["memory"]["models"] == {"strong": 2,
+                                                                            "cheap": 1}
+        settings_for(fake, tmp_path, wide_config.replace(
+            memory, f"models: [cheap, auto], {memory}"), environ={var: token})
+        r = httpx.post(f"{server.base}/v1/router/reload", headers=admin, timeout=60)
+        assert r.status_code == 200, r.text
+
+        seen = status(tenant="acme")
+        assert seen["narrowed_to"] == ["cheap"]
+        assert "strong" not in str(seen)
+        assert seen["memory"]["models"] == {"cheap": 1}
+        assert seen["learned_router"] == {"events": 1, "outcomes": 1}
+        assert list(seen["feedback"]) == ["cheap"]
+        # as acme's keys see it, the one named to models and the one that is not
+        for key in (narrow, wide):
+            mine = get(server, "/v1/router/status", key=key).json()["tenants"]["acme"]
+            assert mine == seen
+        everyone = status()  # (no tenant named: the deployment's whole view)
+        assert "narrowed_to" not in everyone
+        assert everyone["memory"]["models"] == {"strong": 2, "cheap": 1}
+
+
 def test_the_in_process_gateway_reports_outcomes(fake: FakeProviderProcess,
                                                  tmp_path: Path) -> None:
     settings = settings_for(fake, tmp_path, "tenants: {acme: {}}\n")

@@ -1820,7 +1820,9 @@ class Gateway:
         lists to it, ``auto`` aside): its memory's examples and progress and its learned
         router's counts count only their records and outcomes (the learned router's are
         ``null`` when learned before a restore from a checkpoint that did not keep them by
-        model). Neither: the deployment's view, of every tenant."""
+        model). Neither: the deployment's view, of every tenant; a tenant ``tenants`` names
+        is then narrowed as its keys' view is, to the models its config lets it use, when it
+        lists some."""
         check_process(self._pid, "this Gateway")
         live = self.state.live()
         caller = self._reader(live, key, tenant, principal)
@@ -1858,6 +1860,10 @@ class Gateway:
         shown = self._usable(live, caller)[1]
         out = {}
         for name in names:
+            if caller is None and tenants is not None:
+                # A tenant named by trusted code (the admin's ?tenant=) is shown as its own
+                # keys see it: narrowed to the models its config lets it use, if it lists any.
+                shown = self._tenant_usable(live, name)
             learned: dict[str, int | None] = {"events": router.learner.n_events(name),
                                               "outcomes": router.learner.n_outcomes(name)}
             if shown is not None:
@@ -1957,6 +1963,15 @@ class Gateway:
         if policy is None or policy.models is None:
             return policy, None
         return policy, frozenset(self.governor.visible(policy, live.router.catalog))
+
+    def _tenant_usable(self, live: Live, tenant: str) -> frozenset[str] | None:
+        """The catalog models ``tenant`` may use, by name or through ``auto``, as
+        :meth:`_usable` says for a caller of that tenant without a key of narrower models
+        (None: every one, for a tenant whose config lists no models, or none in the
+        config)."""
+        if tenant not in live.settings.tenants:
+            return None
+        return self._usable(live, Principal(tenant=tenant))[1]
 
     def _listed(self, live: Live, caller: Principal | None
                 ) -> tuple[Policy | None, frozenset[str] | None, bool]:

@@ -819,7 +819,10 @@ class TenantLearning(BaseModel):
                                                           "feedback log keeps and their mean "
                                                           "quality.")
     narrowed_to: list[str] | None = Field(None, description="For a key limited to some "
-                                                            "models: those the figures count.")
+                                                            "models, or a tenant the admin "
+                                                            "names (?tenant=) whose config "
+                                                            "lists its models: those the "
+                                                            "figures count.")
 
 
 class FeedbackLogKept(BaseModel):
