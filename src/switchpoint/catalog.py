@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from switchpoint._messages import json_quoted, people_number, quoted
@@ -61,6 +61,39 @@ def model_name_problem(name: str) -> str | None:
                     "answer, so its name is visible ASCII (letters, digits, punctuation, spaces "
                     "between them); give the provider's own name as upstream_model")
     return None
+
+
+def model_names(names: object, field_name: str) -> list[str] | None:
+    """A caller's list of model names (``available_models``, ``allowed_models``, a chat
+    call's ``models``) as a list (None: none given), else an :class:`InvalidInputError` naming
+    ``field_name``: a string, a set (Python orders one by hash, differently from run to run,
+    so the same call would name its models in another order each time, as HTTP's JSON list
+    never does), a mapping (a dict's keys are not a list the caller wrote), or anything else
+    that is not a list of strings. Any other iterable (a tuple, a generator) is read once, as
+    the list that is checked and routed by. The one check of such a list, in the router, at
+    the gateway's door and in a tenant's or a key's limits."""
+    if names is None:
+        return None
+    if isinstance(names, Set):
+        raise InvalidInputError(field_name, f"must be a list of model names, got "
+                                            f"{type(names).__name__}, whose order is not kept "
+                                            "(it changes from run to run); pass a list, in the "
+                                            f"order you prefer (sorted({field_name}) for a "
+                                            "fixed one)")
+    if isinstance(names, Mapping):
+        raise InvalidInputError(field_name, f"must be a list of model names, got "
+                                            f"{type(names).__name__} (a mapping); pass a list "
+                                            f"of the names (list({field_name}) for its keys)")
+    if isinstance(names, (str, bytes, bytearray)) or not isinstance(names, Iterable):
+        raise InvalidInputError(field_name, f"must be a list of model names, got "
+                                            f"{type(names).__name__}")
+    names = list(names)
+    bad_type = [n for n in names if not isinstance(n, str)]
+    if bad_type:
+        kinds = ", ".join(dict.fromkeys(type(n).__name__ for n in bad_type))
+        raise InvalidInputError(field_name, f"must be a list of model names (strings), got "
+                                            f"{kinds} among them")
+    return names
 
 
 @dataclass(frozen=True)

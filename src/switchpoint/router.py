@@ -25,7 +25,13 @@ from switchpoint._args import INTEGER, NUMBER, PATH, expect
 from switchpoint._messages import json_quoted, people_number
 from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
-from switchpoint.catalog import MAX_TOKENS, Catalog, check_token_counts, estimate_tokens
+from switchpoint.catalog import (
+    MAX_TOKENS,
+    Catalog,
+    check_token_counts,
+    estimate_tokens,
+    model_names,
+)
 from switchpoint.decision import (
     DEFAULT_COST_WEIGHT,
     WEAKEST_PRIOR,
@@ -122,31 +128,6 @@ def check_route_input(prompt: object, embedding: object) -> None:
 MAX_CACHE_ENTRIES = 10_000_000
 #: The longest a decision is kept in the cache: a year (the config's ``cache.ttl_seconds``).
 MAX_CACHE_TTL_S = 366 * 86_400
-
-
-def model_names(names: object, field_name: str) -> list[str] | None:
-    """A caller's list of model names (``available_models``, ``allowed_models``) as a list
-    (None: none given), else an :class:`InvalidInputError` naming ``field_name``: a string, a
-    set (Python orders one by hash, differently from run to run, so the same call would name
-    its models in another order each time, as HTTP's JSON list never does), or anything else
-    that is not a list of strings. The one check of such a list, in the router and at the
-    gateway's door (before a tenant's or a key's limits read it)."""
-    if names is None:
-        return None
-    if isinstance(names, Set):
-        raise InvalidInputError(field_name, f"must be a list of model names, got "
-                                            f"{type(names).__name__}, whose order is not kept "
-                                            "(it changes from run to run); pass a list, in the "
-                                            f"order you prefer (sorted({field_name}) for a "
-                                            "fixed one)")
-    if isinstance(names, str) or not isinstance(names, Iterable):
-        raise InvalidInputError(field_name, "must be a list of model names")
-    names = list(names)
-    bad_type = [n for n in names if not isinstance(n, str)]
-    if bad_type:
-        kinds = ", ".join(dict.fromkeys(type(n).__name__ for n in bad_type))
-        raise InvalidInputError(field_name, f"must hold model names (strings), got {kinds}")
-    return names
 
 
 def check_cache_size(size: object, field_name: str) -> int:
@@ -755,6 +736,7 @@ class Router(RemadeOnLoad):
                 "Gateway.from_config('switchpoint.yaml') (its `models:` say where each model "
                 "lives) and pass gateway=, or use gateway.router")
         gateway.check_serves_chat()  # (before anything is routed)
+        available_models = model_names(available_models, "available_models")  # (read once)
         # The gateway's bound on a request's size, before anything is routed: the prompt as a
         # routing request's, the messages (when not the prompt) as a chat request's.
         gateway.check_size({"prompt": prompt, "available_models": available_models,

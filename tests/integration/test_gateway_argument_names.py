@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
@@ -66,6 +66,20 @@ def test_a_forbidden_candidate_names_the_models_argument(local: Gateway) -> None
         local.complete(messages(), models=["good"], tenant="acme")
     assert caught.value.param == "models" and str(caught.value).startswith("models: ")
     assert "x-switchpoint" not in str(caught.value)
+
+
+def test_candidates_not_in_a_list_are_read_by_the_rule_of_a_list_of_names(
+        local: Gateway) -> None:
+    """models is read as available_models is: a dict or a set is refused naming models and
+    saying to pass a list; a generator is read once, as the list a tenant's limits check."""
+    for listed, said in (({"cheap": 1}, "got dict (a mapping)"), ({"cheap"}, "got set")):
+        with pytest.raises(InvalidInputError) as caught:
+            local.complete(messages(), models=cast(Any, listed), tenant="acme")
+        assert caught.value.field == "models" and said in str(caught.value)
+        assert "pass a list" in str(caught.value)
+    with pytest.raises(PermissionDeniedError) as denied:
+        local.complete(messages(), models=cast(Any, (m for m in ["good"])), tenant="acme")
+    assert denied.value.param == "models" and 'may not choose "good"' in str(denied.value)
 
 
 def test_an_oversized_session_id_names_the_session_id_argument(local: Gateway) -> None:

@@ -471,6 +471,8 @@ async def test_a_closed_gateway_refuses_async_calls(gw_fake: FakeProviderProcess
     ("decision", {"decision": "not-a-decision"}),
     ("models", {"models": "good"}),
     ("models", {"models": ["good", 3]}),
+    ("models", {"models": {"good": 1}}),
+    ("models", {"models": {"good"}}),
 ])
 def test_the_in_process_door_names_an_argument_of_the_wrong_type(
         local: Gateway, field: str, kwargs: dict[str, Any]) -> None:

@@ -246,3 +246,26 @@ def test_a_set_of_candidates_is_refused_before_a_tenants_limits_would_miss_it(
         chosen = gateway.route(math_prompt(1), available_models=["cheap", "runner"],
                                tenant="globex")
         assert chosen.selected_model in ("cheap", "runner")
+
+
+def test_a_dict_of_candidates_is_refused_and_a_generator_held_to_a_tenants_limits(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A dict of available_models was taken as its keys: it is refused at the door, naming
+    available_models and saying to pass a list, and nothing is routed or logged. A generator
+    is read once, as the list a tenant's limits check and the router routes by: it can name
+    no model the tenant may not use, and within them it narrows the choice."""
+    with Gateway(settings_for(fake, tmp_path, LIMITED), loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        for tenant in ("globex", None):
+            with pytest.raises(InvalidInputError) as refused:
+                gateway.route(math_prompt(1), tenant=tenant,
+                              available_models={"strong": 1})  # type: ignore[arg-type]
+            assert refused.value.field == "available_models"
+            assert "got dict (a mapping); pass a list of the names" in str(refused.value)
+        assert gateway.stats()["total"] == 0
+        with pytest.raises(PermissionDeniedError, match='may not choose "strong"'):
+            gateway.route(math_prompt(1), tenant="globex",
+                          available_models=(m for m in ["runner", "strong"]))  # type: ignore[arg-type]
+        chosen = gateway.route(math_prompt(1), tenant="globex",
+                               available_models=(m for m in ["runner"]))  # type: ignore[arg-type]
+        assert chosen.selected_model == "runner"

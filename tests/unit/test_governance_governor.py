@@ -15,6 +15,7 @@ from switchpoint.config import Settings, load_settings
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     BudgetExceededError,
+    InvalidInputError,
     NoCapableModelError,
     NotFoundError,
     PermissionDeniedError,
@@ -1290,3 +1291,31 @@ def test_the_models_a_refusal_names_are_listed_bounded(tmp_path: Path) -> None:
         gov.narrow(gov.policy(s, "beta", None), catalog, None)  # (none priced here)
     assert f"model: {first} and 10 more have no prices in the catalog" in str(refused.value), (
         refused.value)
+
+
+def test_a_candidate_list_the_limits_did_not_read_is_refused_never_passed(
+        tmp_path: Path) -> None:
+    """The check of a caller's candidates for auto returned, passing them, for anything but a
+    list or a tuple: a dict or a generator naming a model the caller may not use went by
+    unchecked. Each is read by the one rule of a list of model names: a dict, a set or a
+    string is refused naming the field (for a caller of any reach), any other iterable is read
+    once and checked, and the list checked is what the caller routes by."""
+    catalog = Catalog(CARDS)
+    s = load_settings(overrides={
+        "models": [{"name": c.name, "provider": "openai"} for c in CARDS],
+        "data_dir": str(tmp_path),
+        "tenants": {"acme": {"models": ["mid", "small", "auto"]}, "open": {}}}, environ={})
+    gov = Governor(s)
+    acme, anyone = gov.policy(s, "acme", None), gov.policy(s, "open", None)
+    for policy in (acme, anyone):
+        for names in ({"big": 1}, {"big"}, "big"):
+            with pytest.raises(InvalidInputError) as refused:
+                gov.check_candidates(policy, catalog, "models", names)
+            assert refused.value.field == "models", refused.value
+            assert "must be a list of model names" in str(refused.value)
+    for listed in ((m for m in ["big"]), iter(["mid", "big"]), ("big",), ["big"]):
+        with pytest.raises(PermissionDeniedError, match='may not choose "big"'):
+            gov.check_candidates(acme, catalog, "models", listed)
+    assert gov.check_candidates(acme, catalog, "models", (m for m in ["small"])) == ["small"]
+    assert gov.check_candidates(anyone, catalog, "models", iter(["big"])) == ["big"]
+    assert gov.check_candidates(acme, catalog, "models", None) is None

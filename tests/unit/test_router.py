@@ -321,6 +321,36 @@ def test_a_set_of_models_is_refused_as_a_list_in_an_order_is_asked_for(
     assert router.route(PROMPTS[0], available_models=sorted(names)).selected_model in CHEAP
 
 
+def test_a_dict_of_models_is_refused_and_any_other_iterable_read_once(
+        make_router: RouterFactory) -> None:
+    """A dict of candidates was taken as its keys, a list nobody wrote: it is refused, naming
+    the argument and saying to pass a list. A generator is read once, as the list that is
+    checked: it can name a model only within the router's allowed models."""
+    allowed = ["claude-v1", "gpt-4-1106-preview"]
+    router = make_router(allowed_models=allowed)
+    before = _state(router)
+    outside = "meta/llama-2-70b-chat"
+    mapping: Any = {outside: 1}
+    for call in (lambda: router.route(PROMPTS[0], available_models=mapping),
+                 lambda: router.route_batch(PROMPTS[:2], available_models=mapping),
+                 lambda: router.check_candidates(mapping)):
+        with pytest.raises(InvalidInputError) as info:
+            call()
+        assert str(info.value) == (
+            "available_models: must be a list of model names, got dict (a mapping); pass a "
+            "list of the names (list(available_models) for its keys)")
+    with pytest.raises(InvalidInputError, match="got dict"):
+        router.allowed_models = mapping
+    assert router.allowed_models == allowed
+    assert _state(router) == before
+    with pytest.raises(NoCandidatesError):
+        router.route(PROMPTS[0], available_models=cast(Any, (m for m in [outside])))
+    chosen = router.route(PROMPTS[0],
+                          available_models=cast(Any, (m for m in ["gpt-4-1106-preview"])))
+    assert chosen.selected_model == "gpt-4-1106-preview"
+    assert set(chosen.all_scores) == {"gpt-4-1106-preview"}
+
+
 # Bad input changes nothing ---------------------------------------------------------------------
 
 

@@ -152,6 +152,19 @@ def test_falls_back_to_the_global_learned_router_with_a_reason(tenant_router) ->
     assert tools.fallback is Fallback.TOOL_REQUEST
 
 
+def test_a_generator_of_candidates_is_read_once_for_the_router_and_the_memory(  # type: ignore[no-untyped-def]
+        tenant_router) -> None:
+    """The router's decision read a generator of candidates to its end, and the memory's
+    choice then found none ("is empty"); a dict was taken as its keys. A generator is read
+    once, the list both choose among; a dict is refused naming available_models."""
+    d = tenant_router.route(math_prompt(1), tenant="acme",
+                            available_models=(m for m in ["cheap", "runner"]))
+    assert d.model in ("cheap", "runner") and set(d.decision.all_scores) == {"cheap", "runner"}
+    with pytest.raises(InvalidInputError) as refused:
+        tenant_router.route(math_prompt(1), tenant="acme", available_models={"strong": 1})
+    assert refused.value.field == "available_models" and "got dict" in str(refused.value)
+
+
 def test_a_tenants_outcomes_teach_its_memory_only(tenant_router, fake_embedder) -> None:  # type: ignore[no-untyped-def]
     for i in range(30):  # acme finds runner as good as strong on its math, for half the price
         d = tenant_router.route(math_prompt(i), tenant="acme")

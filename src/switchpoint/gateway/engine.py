@@ -75,7 +75,7 @@ from switchpoint._files import access_problem, private_dir
 from switchpoint._messages import json_quoted, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
-from switchpoint.catalog import Catalog
+from switchpoint.catalog import Catalog, model_names
 from switchpoint.config import MAPPING_CONFIG, GatewaySettings, Settings, load_settings
 from switchpoint.decision import RoutingDecision, check_cost_weight
 from switchpoint.errors import (
@@ -148,7 +148,7 @@ from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of
 from switchpoint.learning.events import DEFAULT_TENANT, check_quality, check_tenant
-from switchpoint.router import Router, check_route_input, model_names
+from switchpoint.router import Router, check_route_input
 from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.store.retention import cutoff_for, prune
 from switchpoint.store.sqlite import REFUSING_S, spill_reserve
@@ -1535,17 +1535,14 @@ class Gateway:
         expect("exact", exact, bool, "True or False")
         expect("decision", decision, RoutingDecision, "a RoutingDecision (what route() "
                                                       "returned)", optional=True)
-        if models is not None and (isinstance(models, (str, bytes))
-                                   or not isinstance(models, Sequence)
-                                   or not all(isinstance(m, str) for m in models)):
-            raise InvalidInputError("models", "must be a list of model names (strings) or None")
+        names = model_names(models, "models")
         who = (await self.governor.aprincipal(self.settings, key=key, tenant=tenant)
                or Principal())
         return ChatCall(body=body, session_id=session_id, caller=who.key_id or "in-process",
                         tenant=who.tenant, key_id=who.key_id, cost_weight=cost_weight,
                         decision=decision, exact=exact,
-                        models=(check_model_count(list(models), "models")
-                                if models is not None else None))
+                        models=(check_model_count(names, "models")
+                                if names is not None else None))
 
     # Learning from outcomes ---------------------------------------------------------------------
 

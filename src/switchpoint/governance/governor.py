@@ -63,7 +63,7 @@ from typing import Any
 import anyio.to_thread
 
 from switchpoint._messages import json_quoted, listed_names
-from switchpoint.catalog import TIERS, Catalog, ModelCard
+from switchpoint.catalog import TIERS, Catalog, ModelCard, model_names
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision, without_prior_names
 from switchpoint.errors import (
@@ -546,20 +546,26 @@ class Governor:
             self.check_model(policy, model, catalog)
 
     def check_candidates(self, policy: Policy, catalog: Catalog, field: str,
-                         names: object) -> None:
-        """403 when a caller's list of candidates for ``auto`` (``field``) names a model
-        ``auto`` may not choose for it: an unknown name and a forbidden one alike, so that a
-        key limited to some models cannot tell which other names exist. (A key whose
-        ``auto`` reaches the whole catalog is told of unknown names as anyone is.)"""
+                         names: object) -> list[str] | None:
+        """``names``, a caller's list of candidates for ``auto`` (``field``; None: none given),
+        as the list it checked, which the caller routes by: an
+        :class:`~switchpoint.errors.InvalidInputError` when it is no list of names (a set, a
+        mapping, a string: see :func:`~switchpoint.catalog.model_names`; any other iterable is
+        read once), and a 403 when it names a model ``auto`` may not choose for the caller: an
+        unknown name and a forbidden one alike, so that a key limited to some models cannot
+        tell which other names exist. (A key whose ``auto`` reaches the whole catalog is told
+        of unknown names as anyone is.)"""
+        listed = model_names(names, field)
         pool = self.allowed_names(policy, catalog)
-        if pool is None or not isinstance(names, Sequence) or isinstance(names, str):
-            return
-        bad = [n for n in names if n not in pool]
+        if pool is None or listed is None:
+            return listed
+        bad = [n for n in listed if n not in pool]
         if bad:
             shown = listed_names(json_quoted(str(n)) for n in bad)
             raise PermissionDeniedError(
                 f"{field}: the routing of {policy.who} may not choose {shown}; it may choose among "
                 f"{listed_names(pool) or 'none'}", param=field)
+        return listed
 
     def check_teachable(self, policy: Policy, model: str, catalog: Catalog) -> None:
         """403 unless the caller may teach its tenant about ``model``'s answers: one it

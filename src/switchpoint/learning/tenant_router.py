@@ -18,6 +18,7 @@ import numpy as np
 
 from switchpoint._args import expect
 from switchpoint._messages import json_quoted
+from switchpoint.catalog import model_names
 from switchpoint.decision import RoutingDecision
 from switchpoint.embedding import check_embedding, check_prompt
 from switchpoint.errors import InvalidInputError
@@ -76,6 +77,8 @@ class TenantRouter:
         tools: bool = False,
     ) -> TenantDecision:
         """Decide one request for ``tenant`` (None: the deployment's own)."""
+        # (read once: the router's decision and the memory's choose among the same list)
+        available_models = model_names(available_models, "available_models")
         decision = self.router.route(prompt, available_models, cost_weight,
                                      embedding=embedding, tenant=tenant)
         if embedding is not None:
