@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Any, SupportsFloat
 
-from switchpoint._messages import cut
+from switchpoint._messages import cut, json_quoted
 
 # A surrogate escape in JSON text (paired or not): text without one cannot hold a lone surrogate.
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -112,18 +112,6 @@ def as_float(value: SupportsFloat) -> float:
         return -math.inf if negative else math.inf
 
 
-def shown_number(value: object) -> str:
-    """``value`` as an error message shows it: an integer too large for a float by its
-    length (not its thousands of digits), anything else as written."""
-    if isinstance(value, int) and not isinstance(value, bool) and not math.isfinite(
-            as_float(value)):
-        try:
-            return f"a number of {len(str(abs(value)))} digits"
-        except ValueError:  # more digits than Python prints
-            return f"a number of more than {sys.get_int_max_str_digits()} digits"
-    return repr(value)
-
-
 def lone_surrogate(text: str) -> bool:
     """Whether ``text`` holds a lone surrogate (it cannot be encoded as UTF-8)."""
     if text.isascii():
@@ -143,7 +131,7 @@ def json_kind(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
-        return f"the number {shown_number(value)}"
+        return f"the number {json_quoted(value)}"
     if isinstance(value, str):
         return "a string" if value.strip() else "an empty string"
     return "a list" if isinstance(value, list) else "an object"

@@ -32,7 +32,6 @@ from switchpoint._json import (
     json_kind,
     loads,
     lone_surrogate,
-    shown_number,
     unreadable,
 )
 from switchpoint._messages import json_quoted, listed_names, printed_name_problem
@@ -131,7 +130,7 @@ def _number(value: Any, source: object, line: int, where: str, lo: float, hi: fl
     x = as_float(value)
     if not math.isfinite(x) or x < lo or x > hi:
         bounds = f"[{lo}, {hi}]" if math.isfinite(hi) else f">= {lo}"
-        raise RecordsError(source, line, f"{where} is {shown_number(value)}; it must be finite "
+        raise RecordsError(source, line, f"{where} is {json_quoted(value)}; it must be finite "
                                          f"and {bounds}")
     return x
 

@@ -52,9 +52,9 @@ from switchpoint._files import (
     unnameable,
     write_problem,
 )
-from switchpoint._json import DuplicateKeyError, as_float, loads, shown_number, unreadable
+from switchpoint._json import DuplicateKeyError, as_float, loads, unreadable
 from switchpoint._messages import (
-    cut,
+    got,
     json_quoted,
     listed_names,
     printed_name_problem,
@@ -424,7 +424,7 @@ def check_max_weights_bytes(value: object, field: str = "max_weights_bytes") -> 
     assert isinstance(value, int)
     if not 1 <= value <= MAX_WEIGHTS_BYTES_LIMIT:
         raise InvalidInputError(field, f"must be from 1 to {MAX_WEIGHTS_BYTES_LIMIT:,} bytes (1 "
-                                       f"TiB), got {shown_number(value)}")
+                                       f"TiB){got(value)}")
     return value
 
 
@@ -724,7 +724,7 @@ def _check_profile(path: Path, profile: dict[str, Any]) -> None:
     NaN, infinity or a negative cost."""
     for key, (low, high) in _PROFILE_NUMBERS.items():
         if key in profile and not _within(profile[key], low, high):
-            raise WeightsError(path, f"field {key!r} is {cut(shown_number(profile[key]), 60)}; "
+            raise WeightsError(path, f"field {key!r} is {json_quoted(profile[key])}; "
                                      f"it must be a finite number in [{low:g}, {high:g}]; "
                                      f"{_CORRUPT}")
     for key, (low, high, nullable) in _PROFILE_LISTS.items():
@@ -740,7 +740,7 @@ def _check_profile(path: Path, profile: dict[str, Any]) -> None:
             if not _within(value, low, high):
                 bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
                 allowed = " or null (no label)" if nullable else ""
-                raise WeightsError(path, f"field {key!r}[{i}] is {cut(shown_number(value), 60)}; "
+                raise WeightsError(path, f"field {key!r}[{i}] is {json_quoted(value)}; "
                                          f"it must be a finite number {bounds}{allowed}; "
                                          f"{_CORRUPT}")
 

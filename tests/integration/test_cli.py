@@ -1274,7 +1274,7 @@ def test_fit_knn_and_cluster(
         pytest.param(_record(99, "test", {"big": 1, "mid": 0, "small": 0}, prompt="hi \ud800"),
                      ["line 3", "lone surrogate"], id="lone-surrogate"),
         pytest.param(_record(99, "test", {"big": 10**400, "mid": 0, "small": 0}),
-                     ["line 3", 'scores["big"] is a number of 401 digits'], id="huge-score"),
+                     ["line 3", 'scores["big"] is an integer of 401 digits'], id="huge-score"),
     ],
 )
 def test_fit_bad_records_exit_2_and_write_nothing(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from switchpoint.catalog import ModelCard
@@ -398,7 +399,10 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
      '"m26" and 10 more are listed twice'),
     (dict(models=[]), InvalidInputError, "give at least one catalog model"),
     (dict(concurrency=0), InvalidInputError, "concurrency: must be an integer from 1 to 256"),
-    (dict(concurrency=10**5000), InvalidInputError, "got a number of more than 4300 digits"),
+    (dict(concurrency=10**5000), InvalidInputError, "got a number of more than 4300 digits, "
+                                                    "past the largest a number holds"),
+    (dict(concurrency=np.float64(2.5)), InvalidInputError, "to 256, got 2.5"),
+    (dict(concurrency=float("inf")), InvalidInputError, "got infinity, too large a number"),
     (dict(max_tokens=0), InvalidInputError, "max_tokens: must be an integer from 1 to "
                                              "100,000,000 (what a chat request's output cap may "
                                              "be), got 0"),

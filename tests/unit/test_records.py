@@ -103,11 +103,13 @@ BAD_LINES = [
     pytest.param(_line(split=3), "split", id="split-not-string"),
     pytest.param(_line(id=["x"]), "id", id="id-not-string"),
     pytest.param(_line(scores={"a": 10**400, "b": 0}),
-                 "scores[\"a\"] is a number of 401 digits; it must be finite", id="huge-score"),
+                 "scores[\"a\"] is an integer of 401 digits, past the largest a number holds "
+                 "(about 1.8e308); it must be finite", id="huge-score"),
     pytest.param(_line(costs={"a": 1e300, "b": 0}),
                  "costs[\"a\"] is 1e+300; it must be finite and [0.0, 1000.0]", id="dear-cost"),
     pytest.param(_line(costs={"a": 10**400, "b": 0}),
-                 "costs[\"a\"] is a number of 401 digits; it must be finite", id="huge-cost"),
+                 "costs[\"a\"] is an integer of 401 digits, past the largest a number holds "
+                 "(about 1.8e308); it must be finite", id="huge-cost"),
     pytest.param(GOOD.replace('"r1"', "1" + "0" * 5000),
                  "not valid JSON (a number of 5001 digits is too long to read)",
                  id="id-too-long"),
@@ -389,7 +391,9 @@ def test_a_model_the_fitted_split_does_not_label_is_named_with_the_file_and_spli
 
 @pytest.mark.parametrize(("rid", "got"), [
     (True, "true"), ("", "an empty string"), ("  ", "an empty string"), (None, "null"),
-    (1.5, "the number 1.5"), (float("inf"), "the number inf"), ([1], "a list")])
+    (1.5, "the number 1.5"), ([1], "a list"),
+    (float("inf"), "the number infinity, too large a number (what 1e400, or any number past "
+                   "about 1.8e308, reads as)")])
 def test_an_id_is_a_non_empty_string_or_an_integer(rid: object, got: str) -> None:
     with pytest.raises(RecordsError) as info:
         parse_records([_line(id=rid)], source="r.jsonl")

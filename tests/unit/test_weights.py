@@ -852,16 +852,16 @@ def _replace_profile(root: Path, rel: str, profile: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("key", "value", "said"), [
-    ("error", "nan", "field 'error'[0] is 'nan'; it must be a finite number in [0, 1] or null"),
+    ("error", "nan", "field 'error'[0] is \"nan\"; it must be a finite number in [0, 1] or null"),
     ("error", 5.0, "field 'error'[0] is 5.0; it must be a finite number in [0, 1]"),
-    ("error", 1e999, "field 'error'[0] is inf"),
-    ("error", float("nan"), "field 'error'[0] is nan"),
-    ("error", True, "field 'error'[0] is True"),
+    ("error", 1e999, "field 'error'[0] is infinity, too large a number (what 1e400"),
+    ("error", float("nan"), "field 'error'[0] is NaN;"),
+    ("error", True, "field 'error'[0] is true;"),
     ("error", [0.1], "field 'error'[0] is [0.1]"),
     ("cost", -1, "field 'cost'[0] is -1; it must be a finite number in [0, 1000] or null"),
     ("count", -10, "field 'count'[0] is -10; it must be a finite number >= 0;"),
-    ("count", None, "field 'count'[0] is None; it must be a finite number >= 0;"),
-    ("prior_error", float("nan"), "field 'prior_error'[0] is nan; it must be a finite number "
+    ("count", None, "field 'count'[0] is null; it must be a finite number >= 0;"),
+    ("prior_error", float("nan"), "field 'prior_error'[0] is NaN; it must be a finite number "
      "in [0, 1];"),
 ])
 def test_a_profile_number_out_of_its_bounds_is_named(pkg_dir: Path, key: str, value: object,
@@ -887,14 +887,15 @@ def _learned(profile: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(("key", "value", "said"), [
     ("expected_cost", [-1.0], "field 'expected_cost'[0] is -1.0; it must be a finite number "
      "in [0, 1000];"),
-    ("expected_cost", [None], "field 'expected_cost'[0] is None"),
-    ("stderr_count", [float("nan")], "field 'stderr_count'[0] is nan; it must be a finite "
+    ("expected_cost", [None], "field 'expected_cost'[0] is null;"),
+    ("stderr_count", [float("nan")], "field 'stderr_count'[0] is NaN; it must be a finite "
      "number >= 0;"),
-    ("mean_cost", 1e999, "field 'mean_cost' is inf; it must be a finite number in [0, 1000]"),
-    ("mean_cost", "0.1", "field 'mean_cost' is '0.1'; it must be a finite number"),
+    ("mean_cost", 1e999, "field 'mean_cost' is infinity, too large a number (what 1e400, or "
+     "any number past about 1.8e308, reads as); it must be a finite number in [0, 1000]"),
+    ("mean_cost", "0.1", "field 'mean_cost' is \"0.1\"; it must be a finite number"),
     ("label_variance", 0.5, "field 'label_variance' is 0.5; it must be a finite number in "
      "[0, 0.25]"),
-    ("label_variance", True, "field 'label_variance' is True"),
+    ("label_variance", True, "field 'label_variance' is true"),
 ])
 def test_what_an_export_adds_to_a_profile_is_bounded_too(pkg_dir: Path, key: str,
                                                          value: object, said: str) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from switchpoint._json import as_float, loads, shown_number
+from switchpoint._json import as_float, loads
 from switchpoint._messages import cut, json_quoted, listed_names, people_number
 from switchpoint.errors import InvalidInputError, JudgeReplyError
 
@@ -102,7 +102,7 @@ def _from_object(text: str, reply: str) -> float:
         raise JudgeReplyError(f'"score" is {json_quoted(value, 40)}, not a number', reply)
     number = as_float(value)
     if isinstance(value, int) and not math.isfinite(number):
-        raise JudgeReplyError(f"the score, {shown_number(value)}, is outside [0, 1]", reply)
+        raise JudgeReplyError(f"the score ({json_quoted(value)}) is outside [0, 1]", reply)
     return _in_range(number, json.dumps(value), reply)
 
 

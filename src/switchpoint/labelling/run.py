@@ -27,8 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import switchpoint.labelling.journal as jr
 from switchpoint._files import LinkError, output_target, path_problem, same_file, within
-from switchpoint._json import LONE_SURROGATE, lone_surrogate, shown_number
-from switchpoint._messages import json_quoted, listed_names, people_number, plural, quoted_path
+from switchpoint._json import LONE_SURROGATE, lone_surrogate
+from switchpoint._messages import (
+    got,
+    json_quoted,
+    listed_names,
+    people_number,
+    plural,
+    quoted_path,
+)
 from switchpoint._progress import ProgressFn
 from switchpoint.catalog import MAX_TOKENS
 from switchpoint.config import MAPPING_CONFIG, Settings, load_settings
@@ -287,15 +294,14 @@ def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) \
             or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InvalidInputError("concurrency", f"must be an integer from 1 to "
-                                               f"{MAX_CONCURRENCY}, got "
-                                               f"{shown_number(concurrency)}")
+                                               f"{MAX_CONCURRENCY}{got(concurrency)}")
     if max_tokens is not None and (isinstance(max_tokens, bool)
                                    or not isinstance(max_tokens, int)
                                    or not 1 <= max_tokens <= MAX_TOKENS):
         raise InvalidInputError("max_tokens", "must be an integer from 1 to "
                                               f"{people_number(MAX_TOKENS)} (what a chat "
-                                              "request's output cap may be), got "
-                                              f"{shown_number(max_tokens)}")
+                                              "request's output cap may be)"
+                                              f"{got(max_tokens)}")
     unjudged = [p for p in items if p.reference is None]
     the_judge = Judge(judge) if isinstance(judge, str) else judge
     if unjudged and the_judge is None:
