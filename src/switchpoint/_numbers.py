@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import BeforeValidator
 
 from switchpoint._json import as_float
-from switchpoint._messages import cut, past_floats, quoted
+from switchpoint._messages import cut, json_quoted, past_floats
 from switchpoint.errors import InvalidInputError
 
 
@@ -92,9 +92,11 @@ def only_a_boolean(value: object) -> object:
     taken = boolean(value)
     if taken is not None:
         return taken
-    kind = ("the number " if isinstance(value, numbers.Number)
-            else "the string " if isinstance(value, str) else "")
-    raise ValueError(f"must be true or false, not {kind}{quoted(value)}")
+    shown = json_quoted(value)  # (a number as plain_number shows it, never its repr)
+    kind = ("the string " if isinstance(value, str)
+            else "" if not isinstance(value, numbers.Number) or shown.startswith(("a ", "an "))
+            else "the number ")
+    raise ValueError(f"must be true or false, not {kind}{shown}")
 
 
 #: The spellings of a boolean an environment variable's text may take (case aside).

@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -351,11 +352,25 @@ def test_every_list_of_names_in_the_config_is_bounded(tmp_path: Path) -> None:
     ("experiments: {e: {arms: {a: {}, b: {}}, enabled: 1}}\n", "experiments.e.enabled: must "
      "be true or false, not the number 1"),
     ("allow_unauthenticated: 'yes'\n", "allow_unauthenticated: must be true or false, not the "
-                                       "string 'yes'"),
+                                       "string \"yes\""),
 ])
 def test_a_boolean_key_takes_only_true_or_false_in_the_file(tmp_path: Path, text: str,
                                                              expected: str) -> None:
     assert expected in error_of(tmp_path, text)
+
+
+def test_a_boolean_given_as_a_numpy_scalar_is_taken_or_shown_as_its_value() -> None:
+    """A NumPy boolean is a boolean; a NumPy number is refused, shown as the number it holds
+    (1.0), never as its repr (np.float64(1.0)), by the one rule for a number in a message."""
+    s = load_settings(overrides={"allow_unauthenticated": np.True_,
+                                 "gateway": {"prefer_healthy": np.False_}}, environ={})
+    assert s.allow_unauthenticated is True and s.gateway.prefer_healthy is False
+    for value, shown in ((np.float64(1.0), "the number 1.0"), (np.int64(0), "the number 0"),
+                         (np.float64("nan"), "the number NaN")):
+        with pytest.raises(ConfigError) as info:
+            load_settings(overrides={"allow_unauthenticated": value}, environ={})
+        assert f"allow_unauthenticated: must be true or false, not {shown}" in str(info.value)
+        assert "np." not in str(info.value)
 
 
 def test_a_boolean_keys_variable_takes_the_usual_spellings(tmp_path: Path) -> None:
@@ -371,7 +386,7 @@ def test_a_boolean_keys_variable_takes_the_usual_spellings(tmp_path: Path) -> No
     assert load_settings(path, environ={"SWITCHPOINT_ALLOW_UNAUTHENTICATED": "0"}
                          ).allow_unauthenticated is False
     message = error_of(tmp_path, "", env={"SWITCHPOINT_ALLOW_UNAUTHENTICATED": "2"})
-    assert message == ("allow_unauthenticated: must be true or false, not the string '2' "
+    assert message == ("allow_unauthenticated: must be true or false, not the string \"2\" "
                        "(from SWITCHPOINT_ALLOW_UNAUTHENTICATED)")
 
 
