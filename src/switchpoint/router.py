@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
-from switchpoint._messages import json_quoted, people_number
+from switchpoint._messages import json_quoted, listed_names, people_number
 from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import (
@@ -878,13 +878,15 @@ class Router(RemadeOnLoad):
             listed = names if names is not None else self._allowed_models or []
             unrouted = self.catalog.not_routed(listed)
             if unrouted:
-                raise NoCandidatesError(field_name, f"{', '.join(unrouted)} "
+                raise NoCandidatesError(field_name, f"{listed_names(unrouted, quoted=True)} "
                                         f"{'is' if len(unrouted) == 1 else 'are'} never chosen "
                                         "by routing (auto: false in the catalog: served only "
                                         "when a request names it as its model); list a model "
                                         "routing may choose")
-            raise NoCandidatesError(field_name, f"none of {listed} is in this router's allowed "
-                                                f"models {self.allowed_models}")
+            allowed = listed_names(self._allowed_models or self.catalog.routed, quoted=True)
+            raise NoCandidatesError(field_name, f"none of {listed_names(listed, quoted=True)} "
+                                                "is in this router's allowed models "
+                                                f"({allowed}); list one of those")
         return mask
 
     def _decide(self, est: Estimates, row: int, mask: np.ndarray, lam: float,
@@ -900,7 +902,8 @@ class Router(RemadeOnLoad):
         names = self.models
         order = choice.order
         reasoning = [
-            f"{self.policy.describe_unit(unit).capitalize()} of the {self.policy.name!r} policy.",
+            f"{self.policy.describe_unit(unit).capitalize()} of the "
+            f"{json_quoted(self.policy.name)} policy.",
             f"{names[j]} has the lowest score: expected error {err[j]:.3f} + λ {lam:g} × "
             f"normalised cost {cost[j] / scale if scale else 0:.3f}.",
         ]

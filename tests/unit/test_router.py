@@ -94,6 +94,8 @@ def test_route_returns_a_full_decision(router: Router) -> None:
     assert d.cluster_probabilities is not None  # soft: the cluster policy's default
     assert np.count_nonzero(d.cluster_probabilities) > 1
     assert d.reasoning and d.evidence
+    # (the policy named as JSON writes a name, not as Python's repr: 'cluster')
+    assert d.reasoning[0] == f'Cluster {d.cluster_id} of the "cluster" policy.', d.reasoning
     assert d.policy == "cluster"
     assert d.basis == f"cluster policy, cluster {d.cluster_id}"
     assert d.expected_cost == pytest.approx(d.expected_costs[d.selected_model])
@@ -249,6 +251,10 @@ def test_allowed_models_restricts(make_router: RouterFactory) -> None:
     with pytest.raises(NoCandidatesError) as info:
         r.route(PROMPTS[0], available_models=["claude-v2"])
     assert info.value.field == "available_models"
+    # (names as JSON writes them, listed as every message lists names: never Python's lists)
+    assert str(info.value) == (
+        'available_models: none of "claude-v2" is in this router\'s allowed models '
+        '("claude-v1", "gpt-4-1106-preview"); list one of those')
     assert r.check_candidates(None) == ["claude-v1", "gpt-4-1106-preview"]
     with pytest.raises(UnknownModelError, match='"nope"'):
         make_router(allowed_models=["nope"])
@@ -1059,7 +1065,7 @@ def test_a_model_kept_out_of_auto_is_never_chosen_nor_explored_to(
     with pytest.raises(NoCandidatesError) as info:
         router.route(math_prompt(0), available_models=["strong"])
     assert info.value.field == "available_models"
-    assert "strong is never chosen by routing (auto: false" in str(info.value)
+    assert '"strong" is never chosen by routing (auto: false' in str(info.value)
     assert "strong" not in router.analyze_routing_distribution([math_prompt(9), poem_prompt(9)])
 
 
