@@ -35,15 +35,16 @@ from switchpoint.server.hosts import refusal as host_refusal
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
 from switchpoint.server.middleware import (
     BodyLimitMiddleware,
-    HeaderGuardMiddleware,
-    TargetGuardMiddleware,
+    GuardMiddleware,
     document_bodies,
+    header_rule,
 )
 from switchpoint.server.origins import document_origins
 from switchpoint.server.origins import refusal as origin_refusal
 from switchpoint.server.proxies import ForwardedClientMiddleware
 from switchpoint.server.queries import single_query
 from switchpoint.server.routes import admin, chat, governance, learning, route
+from switchpoint.server.targets import guard as target_guard
 from switchpoint.store import SQLiteStore
 
 # The answer headers a browser page may read (with CORS on).
@@ -146,12 +147,12 @@ def create_app(
     # A page's request from an origin the config does not allow is refused unread (the body
     # limit outside it reads the body to its end and drops it); an allowed origin's CORS
     # preflight is answered outside it, by CORSMiddleware.
-    app.add_middleware(HeaderGuardMiddleware, header="origin", refuse=partial(
-        origin_refusal, allowed=frozenset(settings.cors.allow_origins)))
+    app.add_middleware(GuardMiddleware, rule=header_rule("origin", partial(
+        origin_refusal, allowed=frozenset(settings.cors.allow_origins))))
     if host_guard:  # a request naming a host the service does not answer to, before its origin
-        app.add_middleware(HeaderGuardMiddleware, header="host", refuse=partial(
-            host_refusal, allowed=frozenset(allowed_hosts)))
-    app.add_middleware(TargetGuardMiddleware)  # a "#" in the request line, before its headers
+        app.add_middleware(GuardMiddleware, rule=header_rule("host", partial(
+            host_refusal, allowed=frozenset(allowed_hosts))))
+    app.add_middleware(GuardMiddleware, rule=target_guard)  # the target, before its headers
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes,
                        bodies=metrics.bodies, client=body_owner)

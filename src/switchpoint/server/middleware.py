@@ -330,66 +330,40 @@ async def send_error(send: Send, answer: ErrorAnswer, path: str,
     await send({"type": "http.response.body", "body": payload})
 
 
-class HeaderGuardMiddleware:
-    """Refuse a request by the values of one of its headers, before any route reads it: the
-    rule ``refuse`` is given every value of the header ``header`` (none, one, or the several a
-    request repeats it with) and says why the request is refused (a 403 ``permission_denied``
-    whose param is the header), or None to serve it. The shell of the service's header rules
-    (:mod:`~switchpoint.server.origins`, :mod:`~switchpoint.server.hosts`), which keep only
+#: A guard's rule: the answer refusing a request (given its scope), or None to serve it.
+Rule = Callable[[Scope], ErrorAnswer | None]
+
+
+class GuardMiddleware:
+    """Refuse a request by ``rule`` before any route reads it, in the shape of the path's
+    other errors. The shell of the service's rules of a request's target
+    (:mod:`~switchpoint.server.targets`) and of its headers (:mod:`~switchpoint.server.origins`,
+    :mod:`~switchpoint.server.hosts`, each made a rule by :func:`header_rule`), which keep only
     their rule."""
 
-    def __init__(self, app: ASGIApp, header: str,
-                 refuse: Callable[[list[str]], str | None]) -> None:
+    def __init__(self, app: ASGIApp, rule: Rule) -> None:
         self.app = app
-        self.header = header
-        self.raw = header.encode("latin-1")
-        self.refuse = refuse
+        self.rule = rule
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            values = [value.decode("latin-1") for name, value in scope["headers"]
-                      if name == self.raw]
-            problem = self.refuse(values)
-            if problem is not None:
-                await send_error(send, ErrorAnswer(403, "permission_denied", problem,
-                                                   self.header), scope["path"], [])
+            refused = self.rule(scope)
+            if refused is not None:
+                await send_error(send, refused, scope["path"], [])
                 return
         await self.app(scope, receive, send)
 
 
-#: The param of a refused request target: the request line's part, as HTTP names it.
-TARGET = "request-target"
+def header_rule(header: str, refuse: Callable[[list[str]], str | None]) -> Rule:
+    """The rule refusing a request by the values of its header ``header``: ``refuse`` is given
+    every value (none, one, or the several a request repeats it with) and says why the request
+    is refused (a 403 ``permission_denied`` whose param is the header), or None to serve it."""
+    raw = header.encode("latin-1")
 
+    def rule(scope: Scope) -> ErrorAnswer | None:
+        problem = refuse([value.decode("latin-1") for name, value in scope["headers"]
+                          if name == raw])
+        return None if problem is None else ErrorAnswer(403, "permission_denied", problem,
+                                                        header)
 
-class TargetGuardMiddleware:
-    """Refuse a request whose target (the request line's ``/path?query``) holds a ``#``, a 400
-    ``invalid_request`` naming it, before any route reads it. A ``#`` begins a URL's fragment,
-    which a client keeps to itself: one sent raw is part of no path or query, yet the server
-    hands it on as one (``?x=1#frag`` is read as x = ``1#frag``), so a value would be taken
-    other than as the client meant it. A ``#`` in a value is written ``%23``, which passes."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            problem = target_refusal(scope)
-            if problem is not None:
-                await send_error(send, ErrorAnswer(400, "invalid_request", problem, TARGET),
-                                 scope["path"], [])
-                return
-        await self.app(scope, receive, send)
-
-
-def target_refusal(scope: Scope) -> str | None:
-    """Why the request target of ``scope`` is refused (it holds a raw ``#``), or None."""
-    raw_path = scope.get("raw_path")
-    path = raw_path if isinstance(raw_path, bytes) else scope["path"].encode("utf-8")
-    query = scope.get("query_string", b"")
-    if b"#" not in path and b"#" not in query:
-        return None
-    target = (path + b"?" + query if query else path).decode("latin-1")
-    return (f"{TARGET}: the request target {json_quoted(target, 100)} holds a \"#\", which "
-            "begins a URL's fragment: a client keeps the fragment to itself, so a \"#\" sent is "
-            "part of no path or query value. Send the target without the fragment, and write a "
-            "\"#\" a value holds as %23")
+    return rule
