@@ -20,10 +20,12 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from switchpoint.server.errors import is_openai_path
 from switchpoint.server.protocol import ConnectionLimits, guarded_protocol
 from tests.attack.attack_env import Attacked, chat_body
 from tests.attack.test_attack_hosts import _raw
@@ -209,3 +211,20 @@ def test_a_hash_written_as_percent_23_is_served(attacked: Attacked) -> None:
     status, body = _get(attacked, b"/v1/models/no%23such")
     assert status.startswith(b"HTTP/1.1 404 "), (status, body)  # the model, not the target
     assert json.loads(body)["error"]["param"] != "request-target"
+
+
+def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacked) -> None:
+    document = httpx.get(f"{attacked.base}/openapi.json", timeout=30).json()
+    operations = [(path, method, op) for path, item in document["paths"].items()
+                  for method, op in item.items()]
+    assert len(operations) > 30
+    for path, method, op in operations:
+        refused = op["responses"]["400"]
+        assert "invalid_request (param request-target)" in refused["description"], (method, path)
+        assert "%23" in refused["description"], (method, path)
+        shape = refused["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        assert shape == ("ChatErrorResponse" if is_openai_path(path) else "ErrorResponse"), (
+            method, path)
+    # An operation that takes no input lists it too, the one 400 it answers.
+    assert document["paths"]["/health"]["get"]["responses"]["400"]["description"].startswith(
+        "invalid_request (param request-target): the request target holds a raw \"#\"")

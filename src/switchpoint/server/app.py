@@ -44,6 +44,7 @@ from switchpoint.server.origins import refusal as origin_refusal
 from switchpoint.server.proxies import ForwardedClientMiddleware
 from switchpoint.server.queries import single_query
 from switchpoint.server.routes import admin, chat, governance, learning, route
+from switchpoint.server.targets import document_targets
 from switchpoint.server.targets import guard as target_guard
 from switchpoint.store import SQLiteStore
 
@@ -133,8 +134,8 @@ def create_app(
     def openapi() -> dict[str, Any]:
         """The API document, with the errors the handlers and the middleware answer."""
         if app.openapi_schema is None:
-            schema = document_origins(document_guards(
-                document_bodies(document_errors(generate())), routers))
+            schema = document_targets(document_origins(document_guards(
+                document_bodies(document_errors(generate())), routers)))
             app.openapi_schema = document_hosts(schema) if host_guard else schema
         return app.openapi_schema
 

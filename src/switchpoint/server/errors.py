@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, get_args
 
@@ -235,6 +235,25 @@ def error_content(path: str) -> dict[str, Any]:
     its errors come in (OpenAI's on the OpenAI routes)."""
     return {"application/json": {"schema": {"$ref": "#/components/schemas/" + (
         "ChatErrorResponse" if is_openai_path(path) else "ErrorResponse")}}}
+
+
+def document_refusal(schema: dict[str, Any], status: int, doc: str,
+                     methods: Collection[str] | None = None) -> dict[str, Any]:
+    """The OpenAPI document ``schema`` with the answer ``status`` described by ``doc`` (a
+    refusal the middleware gives, before any route) on every operation, or on those of
+    ``methods`` (lowercase, as the document names them), in the shape of that operation's other
+    errors; where the operation lists that status already, ``doc`` is added to its
+    description."""
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or (methods is not None
+                                                   and method not in methods):
+                continue
+            responses = operation.setdefault("responses", {})
+            refused = responses.setdefault(str(status), {"description": "",
+                                                         "content": error_content(path)})
+            refused["description"] = " Or ".join(filter(None, (refused["description"], doc)))
+    return schema
 
 
 def document_errors(schema: dict[str, Any]) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from typing import Any
 
 from switchpoint._messages import json_quoted, listed_names
 from switchpoint.config import host_name
+from switchpoint.server.errors import document_refusal
 from switchpoint.server.exposure import is_loopback
-from switchpoint.server.origins import document_forbidden
 
 #: How the API document describes the refusal, for every operation.
 _DOC = ("permission_denied: the request's Host header (or its target, in absolute form: "
@@ -119,4 +119,4 @@ def _name(host: str) -> str | None:
 
 def document_hosts(schema: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI document ``schema`` with the 403 of a refused Host on every operation."""
-    return document_forbidden(schema, _DOC)
+    return document_refusal(schema, 403, _DOC)

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from switchpoint._messages import json_quoted, people_number
 from switchpoint.gateway.body_size import PROMPT_ADVICE, too_large
 from switchpoint.server.body_buffer import BodyBuffer
-from switchpoint.server.errors import ErrorAnswer, error_content, is_openai_path
+from switchpoint.server.errors import ErrorAnswer, document_refusal, is_openai_path
 
 DRAIN_FACTOR = 64
 # Where a body is mostly a prompt (the advice for an oversized one differs).
@@ -308,16 +308,8 @@ def document_bodies(schema: dict[str, Any]) -> dict[str, Any]:
     (413 ``request_too_large``, 415 ``unsupported_media_type``, 503 ``server_busy``) listed
     for every operation that reads a body (every method but GET), in the shape of that
     operation's other errors (the OpenAI envelope on the OpenAI routes)."""
-    for path, item in schema.get("paths", {}).items():
-        shape = error_content(path)
-        for method, operation in item.items():
-            if method not in _READ_BODY or not isinstance(operation, dict):
-                continue
-            responses = operation.setdefault("responses", {})
-            for status, doc in (("413", _TOO_LARGE_DOC), ("415", _ENCODED_DOC)):
-                responses.setdefault(status, {"description": doc, "content": shape})
-            busy = responses.setdefault("503", {"description": "", "content": shape})
-            busy["description"] = " Or ".join(filter(None, (busy["description"], _BUSY_DOC)))
+    for status, doc in ((413, _TOO_LARGE_DOC), (415, _ENCODED_DOC), (503, _BUSY_DOC)):
+        document_refusal(schema, status, doc, _READ_BODY)
     return schema
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from switchpoint._messages import json_quoted, listed_names
-from switchpoint.server.errors import error_content
+from switchpoint.server.errors import document_refusal
 
 #: How the API document describes the refusal, for every operation.
 _DOC = ("permission_denied: the request came from a web page (it carries an Origin header) "
@@ -45,19 +45,4 @@ def refusal(origins: list[str], allowed: frozenset[str]) -> str | None:
 
 def document_origins(schema: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI document ``schema`` with the 403 of a refused origin on every operation."""
-    return document_forbidden(schema, _DOC)
-
-
-def document_forbidden(schema: dict[str, Any], doc: str) -> dict[str, Any]:
-    """The OpenAPI document ``schema`` with a 403 described by ``doc`` on every operation (a
-    refusal of the middleware, before any route), in the shape of that operation's other
-    errors (beside a 403 it describes already)."""
-    for path, item in schema.get("paths", {}).items():
-        for operation in item.values():
-            if not isinstance(operation, dict):
-                continue
-            responses = operation.setdefault("responses", {})
-            refused = responses.setdefault("403", {"description": "",
-                                                   "content": error_content(path)})
-            refused["description"] = " Or ".join(filter(None, (refused["description"], doc)))
-    return schema
+    return document_refusal(schema, 403, _DOC)

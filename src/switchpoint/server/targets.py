@@ -10,13 +10,19 @@ host, origin, credentials or body). A ``#`` in a value is written ``%23``, which
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.types import Scope
 
 from switchpoint._messages import json_quoted
-from switchpoint.server.errors import ErrorAnswer
+from switchpoint.server.errors import ErrorAnswer, document_refusal
 
 #: The param of a refused request target: the request line's part, as HTTP names it.
 TARGET = "request-target"
+#: How the API document describes the refusal, for every operation.
+_DOC = ("invalid_request (param request-target): the request target holds a raw \"#\", which "
+        "begins a URL's fragment, a part a client keeps to itself; send the target without "
+        "it, and write a \"#\" a value holds as %23.")
 
 
 def guard(scope: Scope) -> ErrorAnswer | None:
@@ -37,3 +43,8 @@ def refusal(scope: Scope) -> str | None:
             "begins a URL's fragment: a client keeps the fragment to itself, so a \"#\" sent is "
             "part of no path or query value. Send the target without the fragment, and write a "
             "\"#\" a value holds as %23")
+
+
+def document_targets(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document ``schema`` with the 400 of a refused target on every operation."""
+    return document_refusal(schema, 400, _DOC)
