@@ -1,13 +1,14 @@
 """What a request's target (the request line's ``/path?query``) hands the app, sent raw as a
 client may write it: the scope uvicorn builds from it under ``switchpoint serve``'s guarded
 protocol and under uvicorn's own h11 protocol (a program embedding the app), seen by an app
-that answers with its scope; and how the service answers it.
+that answers with its scope; what the service's reading of the target makes of it; and how the
+service answers it, under either protocol.
 
 A target in absolute form (``GET http://evil.example/v1/models``), which RFC 9112 has servers
-accept, names a host, which HTTP has a server take in the ``Host`` header's place: under the
-guarded protocol it reaches the app as the ``Host``, so the rule of the hosts the service
-answers to checks it (see test_attack_hosts.py). uvicorn's own protocol leaves the URL whole in
-the path, which no route matches: the app answers it a 404, serving nothing.
+accept, names a host, which HTTP has a server take in the ``Host`` header's place. Either
+protocol hands the URL on whole, as the path; the app reads it as its path and query, the host
+it names as the ``Host``, so the rule of the hosts the service answers to checks it (see
+test_attack_hosts.py) and the routes serve its path, whatever server runs the app.
 
 A ``#`` begins a URL's fragment, which clients keep to themselves; one sent raw is handed on as
 part of the path or of the query (``?x=1#frag``: x is ``1#frag``). The service refuses such a
@@ -16,6 +17,7 @@ target, a 400 naming it, before any route reads it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -24,10 +26,15 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.config import HTTPProtocolType
 
+from switchpoint.config import load_settings
+from switchpoint.server import create_app
 from switchpoint.server.errors import is_openai_path
+from switchpoint.server.middleware import GuardMiddleware
 from switchpoint.server.protocol import ConnectionLimits, guarded_protocol
-from tests.attack.attack_env import Attacked, chat_body
+from switchpoint.server.targets import guard
+from tests.attack.attack_env import ADMIN_TOKEN, KEYS, Attacked, chat_body, config_text
 from tests.attack.test_attack_hosts import _raw
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.servers import ThreadServer, thread_server
@@ -54,24 +61,43 @@ class _ScopeEcho:
         await send({"type": "http.response.body", "body": body})
 
 
-def _echo_app() -> FastAPI:
+def _echo_app(read: bool) -> FastAPI:
     app = FastAPI()
     app.add_middleware(_ScopeEcho)
+    if read:  # the service's reading of the target, before the echo
+        app.add_middleware(GuardMiddleware, rule=guard)
     return app
 
 
-@pytest.fixture(scope="module")
-def guarded() -> Iterator[ThreadServer]:
-    """A scope-echoing app under the guarded protocol, as ``switchpoint serve`` runs it."""
-    with thread_server(_echo_app(), ready=False,
-                       http=guarded_protocol(ConnectionLimits())) as server:
+def _protocol(name: str) -> type[asyncio.Protocol] | HTTPProtocolType:
+    """``switchpoint serve``'s guarded protocol, or uvicorn's own h11 (a program embedding the
+    app under plain uvicorn)."""
+    return guarded_protocol(ConnectionLimits()) if name == "guarded" else "h11"
+
+
+@pytest.fixture(scope="module", params=["guarded", "plain"])
+def echo(request: pytest.FixtureRequest) -> Iterator[ThreadServer]:
+    """A scope-echoing app under each protocol: the scope as the protocol builds it."""
+    with thread_server(_echo_app(False), ready=False, http=_protocol(request.param)) as server:
         yield server
 
 
-@pytest.fixture(scope="module")
-def plain() -> Iterator[ThreadServer]:
-    """A scope-echoing app under uvicorn's own h11 protocol."""
-    with thread_server(_echo_app(), ready=False, http="h11") as server:
+@pytest.fixture(scope="module", params=["guarded", "plain"])
+def read(request: pytest.FixtureRequest) -> Iterator[ThreadServer]:
+    """A scope-echoing app under each protocol, behind the service's reading of the target."""
+    with thread_server(_echo_app(True), ready=False, http=_protocol(request.param)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=["guarded", "plain"])
+def service(request: pytest.FixtureRequest, fake: FakeProviderProcess,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    """The service's app (the attack config, on loopback) under each protocol."""
+    root = tmp_path_factory.mktemp("target")
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(fake, root / "data"), encoding="utf-8")
+    app = create_app(load_settings(config, environ=KEYS), provider_env=KEYS)
+    with thread_server(app, http=_protocol(request.param)) as server:
         yield server
 
 
@@ -91,23 +117,34 @@ def scope_of(server: ThreadServer, target: bytes, host: bytes | None = b"127.0.0
     return scope
 
 
-def test_an_absolute_target_s_host_reaches_the_app_as_its_host(guarded: ThreadServer) -> None:
-    # Routed by its path, its host in the Host header's place (the header's is dropped).
-    scope = scope_of(guarded, b"http://evil.example:8080/v1/models?x=1")
-    assert (scope["path"], scope["raw_path"], scope["query_string"]) == (
-        "/v1/models", "/v1/models", "x=1")
-    assert _hosts(scope) == ["evil.example:8080"]
-    # HTTP/1.0 needs no Host header: the target's is given.
-    assert _hosts(scope_of(guarded, b"http://evil.example/", None, b"1.0")) == ["evil.example"]
+def _get(port: int, target: bytes, host: bytes = b"127.0.0.1") -> tuple[bytes, bytes]:
+    return _raw(port, b"GET " + target + b" HTTP/1.1\r\nHost: " + host
+                + b"\r\nConnection: close\r\n\r\n")
 
 
-def test_uvicorn_s_own_protocol_keeps_an_absolute_target_whole_in_the_path(
-        plain: ThreadServer) -> None:
-    # No route matches such a path (the service answers it a 404: test_attack_hosts.py).
-    scope = scope_of(plain, b"http://evil.example:8080/v1/models?x=1")
+# A target in absolute form -------------------------------------------------------------------
+
+
+def test_either_protocol_hands_an_absolute_target_whole_to_the_app(echo: ThreadServer) -> None:
+    scope = scope_of(echo, b"http://evil.example:8080/v1/models?x=1")
     assert (scope["path"], scope["raw_path"], scope["query_string"]) == (
         "http://evil.example:8080/v1/models", "http://evil.example:8080/v1/models", "x=1")
     assert _hosts(scope) == ["127.0.0.1"]
+
+
+def test_the_app_reads_an_absolute_target_s_host_as_its_host(read: ThreadServer) -> None:
+    # Its path and query, as routes read them; its host in the Host header's place (the
+    # header's is dropped).
+    scope = scope_of(read, b"http://evil.example:8080/v1/mo%64els?x=1")
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == (
+        "/v1/models", "/v1/mo%64els", "x=1")
+    assert _hosts(scope) == ["evil.example:8080"]
+    # HTTP/1.0 needs no Host header: the target's is given.
+    assert _hosts(scope_of(read, b"http://evil.example/", None, b"1.0")) == ["evil.example"]
+    # A target in origin form is left as it is.
+    scope = scope_of(read, b"/v1/models?x=1", b"localhost:1")
+    assert (scope["path"], scope["query_string"], _hosts(scope)) == (
+        "/v1/models", "x=1", ["localhost:1"])
 
 
 @pytest.mark.parametrize(("target", "path", "host"), [
@@ -115,34 +152,67 @@ def test_uvicorn_s_own_protocol_keeps_an_absolute_target_whole_in_the_path(
     (b"http://evil.example?x=1", "/", "evil.example"),
     (b"http://user@evil.example/health", "/health", "user@evil.example"),
     (b"http://[::1]:8080/health", "/health", "[::1]:8080"),
-    # A fragment ends the host too (and the target's "#" is the app's to refuse).
-    (b"http://evil.example#/health", "/#/health", "evil.example"),
 ])
-def test_the_host_is_what_comes_before_the_path_query_or_fragment(
-        guarded: ThreadServer, target: bytes, path: str, host: str) -> None:
-    scope = scope_of(guarded, target, b"localhost")
+def test_the_host_is_what_comes_before_the_path_or_query(
+        read: ThreadServer, target: bytes, path: str, host: str) -> None:
+    scope = scope_of(read, target, b"localhost")
     assert scope["raw_path"] == path
     assert _hosts(scope) == [host]
 
 
-@pytest.mark.parametrize("target", [b"http:///health", b"http://?x=1", b"https://"])
-def test_an_absolute_target_without_a_host_is_refused(guarded: ThreadServer,
-                                                      target: bytes) -> None:
-    status, body = _raw(guarded.port, b"GET " + target
-                        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+def test_a_fragment_ends_the_host_and_its_hash_is_refused(read: ThreadServer) -> None:
+    _refused_target(_get(read.port, b"http://evil.example#/health"), "/#/health")
+
+
+@pytest.mark.parametrize(("target", "path"), [
+    (b"http:///health", "/health"), (b"http://?x=1", "/?x=1"), (b"https://", "/")])
+def test_an_absolute_target_without_a_host_is_refused(service: ThreadServer, target: bytes,
+                                                      path: str) -> None:
+    status, body = _get(service.port, target)
     assert status.startswith(b"HTTP/1.1 400 "), status
-    assert json.loads(body)["error"]["message"] == (
-        "not a valid HTTP/1.1 request: the request target names no host after its http:// "
-        "(a URL needs one); send the path alone, as /v1/models, or the URL with its host")
+    error = json.loads(body)["error"]
+    assert (error["code"], error["param"]) == ("invalid_request", "request-target"), error
+    assert error["message"] == (
+        f"request-target: the request target {json.dumps(target.decode())} names no host after "
+        f"its http:// (a URL needs one); send the path alone, as {json.dumps(path)}, or the "
+        "URL with its host")
+
+
+def test_an_absolute_target_is_served_by_its_path_under_either_protocol(
+        service: ThreadServer) -> None:
+    # uvicorn's own protocol hands the URL on whole: the app answered it a 404, even for
+    # http://127.0.0.1/v1/models, while switchpoint serve served it.
+    for target in (b"http://127.0.0.1/v1/models", b"HTTP://localhost:1/v1/models?x=1"):
+        status, body = _get(service.port, target, b"evil.example")
+        assert status.startswith(b"HTTP/1.1 200 "), (target, status, body)
+        assert json.loads(body)["object"] == "list"
+    body_sent = b'{"prompt": "hello"}'
+    status, body = _raw(service.port, b"POST http://127.0.0.1/v1/route HTTP/1.1\r\n"
+                        b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        + f"Content-Length: {len(body_sent)}\r\n".encode()
+                        + b"Connection: close\r\n\r\n" + body_sent)
+    assert status.startswith(b"HTTP/1.1 200 "), (status, body)
+    assert json.loads(body)["selected_model"]
+    # The host it names is checked by the Host rule, in the envelope of the path it names.
+    status, body = _get(service.port, b"http://evil.example:8080/v1/models")
+    assert status.startswith(b"HTTP/1.1 403 "), (status, body)
+    error = json.loads(body)["error"]
+    assert (error["param"], error["type"]) == ("host", "permission_error"), error
+    assert 'names the host "evil.example:8080" in its Host header or request target' in (
+        error["message"])
+    # A hash it holds is refused as one in origin form is.
+    _refused_target(_get(service.port, b"http://127.0.0.1/v1/models?#"), "/v1/models?#")
+    # The metrics count it by the route it reached.
+    metrics = httpx.get(f"{service.base}/metrics",
+                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30).text
+    assert 'switchpoint_http_requests_total{route="/v1/route",method="POST",status="200"} 1' in (
+        metrics)
 
 
 # A "#" in the target -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("server", ["guarded", "plain"])
-def test_a_raw_hash_reaches_the_app_in_the_query_or_the_path(request: pytest.FixtureRequest,
-                                                             server: str) -> None:
-    echo: ThreadServer = request.getfixturevalue(server)
+def test_a_raw_hash_reaches_the_app_in_the_query_or_the_path(echo: ThreadServer) -> None:
     scope = scope_of(echo, b"/v1/models?x=1#frag")
     assert (scope["path"], scope["raw_path"], scope["query_string"]) == (
         "/v1/models", "/v1/models", "x=1#frag")
@@ -168,11 +238,6 @@ def _refused_target(answer: tuple[bytes, bytes], target: str) -> dict[str, Any]:
     return error
 
 
-def _get(attacked: Attacked, target: bytes) -> tuple[bytes, bytes]:
-    return _raw(attacked.port, b"GET " + target
-                + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-
-
 @pytest.mark.parametrize(("target", "shown"), [
     (b"/v1/models?x=1#frag", "/v1/models?x=1#frag"),
     (b"/v1/models#", "/v1/models#"),
@@ -181,16 +246,16 @@ def _get(attacked: Attacked, target: bytes) -> tuple[bytes, bytes]:
 def test_a_target_holding_a_hash_is_refused_naming_it(attacked: Attacked, target: bytes,
                                                       shown: str) -> None:
     # OpenAI's envelope on its paths.
-    assert _refused_target(_get(attacked, target), shown)["type"] == "invalid_request_error"
+    assert _refused_target(_get(attacked.port, target), shown)["type"] == "invalid_request_error"
 
 
 def test_a_hash_is_refused_on_every_route_before_it_reads_the_request(
         attacked: Attacked, fake: FakeProviderProcess) -> None:
     logged = [entry["id"] for entry in attacked.requests()]
-    error = _refused_target(_get(attacked, b"/health?#x"), "/health?#x")
+    error = _refused_target(_get(attacked.port, b"/health?#x"), "/health?#x")
     assert "type" not in error  # switchpoint's own envelope on its own routes
     # Not even the admin token is asked for first.
-    _refused_target(_get(attacked, b"/v1/router/status#"), "/v1/router/status#")
+    _refused_target(_get(attacked.port, b"/v1/router/status#"), "/v1/router/status#")
     body = json.dumps(chat_body("spend for me")).encode()
     answer = _raw(attacked.port, b"POST /v1/chat/completions#x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                   b"Content-Type: application/json\r\nConnection: close\r\n"
@@ -205,10 +270,10 @@ def test_a_hash_is_refused_on_every_route_before_it_reads_the_request(
 
 
 def test_a_hash_written_as_percent_23_is_served(attacked: Attacked) -> None:
-    status, body = _get(attacked, b"/v1/models?x=%23")
+    status, body = _get(attacked.port, b"/v1/models?x=%23")
     assert status.startswith(b"HTTP/1.1 200 "), (status, body)
     assert json.loads(body)["object"] == "list"
-    status, body = _get(attacked, b"/v1/models/no%23such")
+    status, body = _get(attacked.port, b"/v1/models/no%23such")
     assert status.startswith(b"HTTP/1.1 404 "), (status, body)  # the model, not the target
     assert json.loads(body)["error"]["param"] != "request-target"
 

@@ -153,7 +153,6 @@ def create_app(
     if host_guard:  # a request naming a host the service does not answer to, before its origin
         app.add_middleware(GuardMiddleware, rule=header_rule("host", partial(
             host_refusal, allowed=frozenset(allowed_hosts))))
-    app.add_middleware(GuardMiddleware, rule=target_guard)  # the target, before its headers
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes,
                        bodies=metrics.bodies, client=body_owner)
@@ -162,6 +161,9 @@ def create_app(
         app.add_middleware(CORSMiddleware, allow_origins=cors.allow_origins,
                            allow_methods=["GET", "POST"], allow_headers=cors.allow_headers,
                            expose_headers=EXPOSED_HEADERS, max_age=cors.max_age_s)
+    # The target as the app reads it (a URL's path, its host as the Host), before its headers
+    # and body: whatever server runs the app (uvicorn's own protocol hands the URL on whole).
+    app.add_middleware(GuardMiddleware, rule=target_guard)
     app.add_middleware(MetricsMiddleware, metrics=metrics,  # sees every answer
                        paths=[str(getattr(r, "path", "")) for router in routers
                               for r in router.routes])

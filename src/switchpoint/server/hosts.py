@@ -41,7 +41,7 @@ _DOC = ("permission_denied: the request's Host header (or its target, in absolut
         "127.0.0.1, or list the name in server.allowed_hosts.")
 # Where a request names its host: the Host header, or the target in absolute form
 # (http://host/path), whose host a server takes in the header's place (see
-# switchpoint.server.protocol, which hands it on as the Host).
+# switchpoint.server.targets, which hands it on as the Host).
 _WHERE = "in its Host header or request target"
 # A port, after the host: what a Host header may end with.
 _PORT = re.compile(r"(?::[0-9]{0,5})?")

@@ -322,28 +322,35 @@ async def send_error(send: Send, answer: ErrorAnswer, path: str,
     await send({"type": "http.response.body", "body": payload})
 
 
-#: A guard's rule: the answer refusing a request (given its scope), or None to serve it.
-Rule = Callable[[Scope], ErrorAnswer | None]
+#: A guard's rule: the request (given its scope) as the app is to read it (its scope, or one the
+#: rule made of it) and the answer refusing it, or None to serve it.
+Rule = Callable[[Scope], tuple[Scope, ErrorAnswer | None]]
 
 
 class GuardMiddleware:
     """Refuse a request by ``rule`` before any route reads it, in the shape of the path's
-    other errors. The shell of the service's rules of a request's target
-    (:mod:`~switchpoint.server.targets`) and of its headers (:mod:`~switchpoint.server.origins`,
-    :mod:`~switchpoint.server.hosts`, each made a rule by :func:`header_rule`), which keep only
-    their rule."""
+    other errors, or hand the app the request as the rule reads it. The shell of the service's
+    rules of a request's target (:mod:`~switchpoint.server.targets`) and of its headers
+    (:mod:`~switchpoint.server.origins`, :mod:`~switchpoint.server.hosts`, each made a rule by
+    :func:`header_rule`), which keep only their rule."""
 
     def __init__(self, app: ASGIApp, rule: Rule) -> None:
         self.app = app
         self.rule = rule
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            refused = self.rule(scope)
-            if refused is not None:
-                await send_error(send, refused, scope["path"], [])
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        read, refused = self.rule(scope)
+        if refused is not None:
+            await send_error(send, refused, read["path"], [])
+            return
+        try:
+            await self.app(read, receive, send)
+        finally:  # the route matched, for those outside (the metrics label the request by it)
+            if read is not scope and "route" in read:
+                scope["route"] = read["route"]
 
 
 def header_rule(header: str, refuse: Callable[[list[str]], str | None]) -> Rule:
@@ -352,10 +359,10 @@ def header_rule(header: str, refuse: Callable[[list[str]], str | None]) -> Rule:
     is refused (a 403 ``permission_denied`` whose param is the header), or None to serve it."""
     raw = header.encode("latin-1")
 
-    def rule(scope: Scope) -> ErrorAnswer | None:
+    def rule(scope: Scope) -> tuple[Scope, ErrorAnswer | None]:
         problem = refuse([value.decode("latin-1") for name, value in scope["headers"]
                           if name == raw])
-        return None if problem is None else ErrorAnswer(403, "permission_denied", problem,
-                                                        header)
+        return scope, None if problem is None else ErrorAnswer(403, "permission_denied",
+                                                               problem, header)
 
     return rule

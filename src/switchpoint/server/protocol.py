@@ -23,11 +23,9 @@ server:
 - **one framing per request**: a request giving both Content-Length and Transfer-Encoding is a
   400 and its connection closes (a proxy in front reading the other framing would take the
   bytes after it for another request); any malformed request's 400 says what was wrong.
-- **absolute-form targets** (``GET http://host/path``), which RFC 9112 has servers accept, are
-  routed by their path, the host they name taking the ``Host`` header's place (RFC 9112 has the
-  server use it and ignore the header), so the app's rule of the hosts it answers to
-  (:mod:`~switchpoint.server.hosts`) checks the name the request gives, wherever it gives it;
-  one that names no host (``http:///path``) is a 400.
+
+A target in absolute form (``GET http://host/path``) is handed on whole, as uvicorn's own
+protocol hands it: the app reads it, whatever server runs it (:mod:`switchpoint.server.targets`).
 
 What is closed, evicted or refused is counted in :class:`ConnectionStats` (``GET /metrics``),
 not logged one line per connection.
@@ -44,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,36 +133,7 @@ class _Connection(h11.Connection):
             if b"content-length" in names and b"transfer-encoding" in names:
                 self.error_reason = _BOTH_FRAMINGS
                 raise h11.RemoteProtocolError(_BOTH_FRAMINGS, error_status_hint=400)
-            if _ABSOLUTE.match(event.target):
-                event = _origin_form(event)
-                if not _host(event):
-                    self.error_reason = _NO_AUTHORITY
-                    raise h11.RemoteProtocolError(_NO_AUTHORITY, error_status_hint=400)
         return event
-
-
-_ABSOLUTE = re.compile(rb"https?://", re.IGNORECASE)
-_NO_AUTHORITY = ("the request target names no host after its http:// (a URL needs one); send "
-                 "the path alone, as /v1/models, or the URL with its host")
-
-
-def _origin_form(event: h11.Request) -> h11.Request:
-    """A request whose target is in absolute form (``http://host/path?q``, which RFC 9112 has
-    servers accept) with its target as the path and query alone, as routes read it, and the
-    host it names (what comes before the path, the query or a fragment) as its ``Host``, in
-    place of the header's (RFC 9112 has a server take the target's and ignore the header)."""
-    rest = _ABSOLUTE.sub(b"", event.target, count=1)
-    cut_at = min((i for i in (rest.find(b"/"), rest.find(b"?"), rest.find(b"#")) if i >= 0),
-                 default=len(rest))
-    target = rest[cut_at:]
-    headers = [(name, value) for name, value in event.headers if name != b"host"]
-    return h11.Request(method=event.method, headers=[(b"host", rest[:cut_at]), *headers],
-                       target=target if target.startswith(b"/") else b"/" + target,
-                       http_version=event.http_version)
-
-
-def _host(event: h11.Request) -> bytes:
-    return next((value for name, value in event.headers if name == b"host"), b"")
 
 
 class _CoalescingTransport:

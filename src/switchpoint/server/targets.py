@@ -1,16 +1,29 @@
-"""Requests whose target (the request line's ``/path?query``) the service does not read as
-sent: one holding a raw ``#``.
+"""The request target (the request line's ``/path?query``) as the service reads it: a target in
+absolute form taken for its path and the host it names, and one holding a raw ``#`` refused.
+
+A target in absolute form (``GET http://evil.example/v1/models``, as a client of a proxy
+writes it), which RFC 9112 has servers accept, names a host, which HTTP has a server take in
+the ``Host`` header's place (and the header ignored). :func:`guard` hands the app such a
+request as its path and query, the host it names as its ``Host``, so the rule of the hosts the
+service answers to (:mod:`~switchpoint.server.hosts`) checks the name the request gives,
+wherever it gives it, and the routes read its path; under any server (uvicorn's own protocol
+hands the URL on whole, as the path, which no route matches). One that names no host
+(``http:///v1/models``) is refused.
 
 A ``#`` begins a URL's fragment, which a client keeps to itself: one sent raw is part of no
 path or query, yet the server hands it on as one (``?x=1#frag`` is read as x = ``1#frag``), so
-a value would be taken other than as the client meant it. :func:`guard` answers such a request
-a 400 ``invalid_request`` naming :data:`TARGET`, before any route reads it (and before its
-host, origin, credentials or body). A ``#`` in a value is written ``%23``, which passes.
+a value would be taken other than as the client meant it. :func:`guard` refuses such a target.
+
+Each refusal is a 400 ``invalid_request`` naming :data:`TARGET`, before any route reads the
+request (and before its host, origin, credentials or body). A ``#`` in a value is written
+``%23``, which passes.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.types import Scope
 
@@ -21,28 +34,65 @@ from switchpoint.server.errors import ErrorAnswer, document_refusal
 TARGET = "request-target"
 #: How the API document describes the refusal, for every operation.
 _DOC = ("invalid_request (param request-target): the request target holds a raw \"#\", which "
-        "begins a URL's fragment, a part a client keeps to itself; send the target without "
-        "it, and write a \"#\" a value holds as %23.")
+        "begins a URL's fragment, a part a client keeps to itself (send the target without "
+        "it, and write a \"#\" a value holds as %23), or is a URL that names no host "
+        "(http:///path: send the path alone, or the URL with its host).")
+# The start of a target in absolute form (http://host/path?q): its scheme, in any case.
+_ABSOLUTE = re.compile(rb"https?://", re.IGNORECASE)
 
 
-def guard(scope: Scope) -> ErrorAnswer | None:
-    """The answer refusing the request of ``scope`` for its target, or None to serve it."""
-    problem = refusal(scope)
-    return None if problem is None else ErrorAnswer(400, "invalid_request", problem, TARGET)
+def guard(scope: Scope) -> tuple[Scope, ErrorAnswer | None]:
+    """The request of ``scope`` as the app reads it (its target in origin form: see
+    :func:`origin_form`), and the answer refusing it for its target, or None to serve it."""
+    scope, problem = origin_form(scope)
+    if problem is None:
+        problem = refusal(scope)
+    return scope, None if problem is None else ErrorAnswer(400, "invalid_request", problem,
+                                                           TARGET)
+
+
+def origin_form(scope: Scope) -> tuple[Scope, str | None]:
+    """``scope`` with a target in absolute form (``http://host/path?q``) as the path and query
+    alone, as routes read them, and the host it names (what comes before the path, the query
+    or a fragment) as its only ``Host``, in place of the header's; with why it is refused when
+    it names no host. Any other target is left as it is."""
+    target = _target(scope)
+    scheme = _ABSOLUTE.match(target)
+    if scheme is None:
+        return scope, None
+    rest = target[scheme.end():]
+    cut_at = min((i for i in (rest.find(b"/"), rest.find(b"?"), rest.find(b"#")) if i >= 0),
+                 default=len(rest))
+    host, origin = rest[:cut_at], rest[cut_at:]
+    if not origin.startswith(b"/"):
+        origin = b"/" + origin
+    if not host:
+        return scope, (f"{TARGET}: the request target {json_quoted(target.decode('latin-1'), 100)}"
+                       " names no host after its http:// (a URL needs one); send the path "
+                       f"alone, as {json_quoted(origin.decode('latin-1'), 100)}, or the URL "
+                       "with its host")
+    raw_path, _, query = origin.partition(b"?")
+    headers = [(name, value) for name, value in scope["headers"] if name != b"host"]
+    return {**scope, "path": unquote(raw_path.decode("latin-1")), "raw_path": raw_path,
+            "query_string": query, "headers": [(b"host", host), *headers]}, None
 
 
 def refusal(scope: Scope) -> str | None:
     """Why the request target of ``scope`` is refused (it holds a raw ``#``), or None."""
+    if b"#" not in _target(scope):
+        return None
+    return (f"{TARGET}: the request target {json_quoted(_target(scope).decode('latin-1'), 100)}"
+            " holds a \"#\", which begins a URL's fragment: a client keeps the fragment to "
+            "itself, so a \"#\" sent is part of no path or query value. Send the target "
+            "without the fragment, and write a \"#\" a value holds as %23")
+
+
+def _target(scope: Scope) -> bytes:
+    """The request target of ``scope``, as sent: its raw path, then its query after a ``?``."""
     raw_path = scope.get("raw_path")
     path = raw_path if isinstance(raw_path, bytes) else scope["path"].encode("utf-8")
-    query = scope.get("query_string", b"")
-    if b"#" not in path and b"#" not in query:
-        return None
-    target = (path + b"?" + query if query else path).decode("latin-1")
-    return (f"{TARGET}: the request target {json_quoted(target, 100)} holds a \"#\", which "
-            "begins a URL's fragment: a client keeps the fragment to itself, so a \"#\" sent is "
-            "part of no path or query value. Send the target without the fragment, and write a "
-            "\"#\" a value holds as %23")
+    query: bytes = scope.get("query_string", b"")
+    return path + b"?" + query if query else path
 
 
 def document_targets(schema: dict[str, Any]) -> dict[str, Any]:
