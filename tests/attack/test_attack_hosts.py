@@ -7,7 +7,8 @@ is checked by the host it names, which HTTP has a server take in the header's pl
 ``localhost`` and IP addresses, on any port, are served (the openai client sends
 ``Host: 127.0.0.1:PORT``), and so are the names under ``localhost`` (``app.localhost``, which
 browsers resolve to loopback themselves) and the names ``server.allowed_hosts`` lists (a proxy
-in front that passes the Host on).
+in front that passes the Host on). An HTTP/1.1 request whose ``Host`` is empty names no host:
+a 400 naming it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -162,10 +164,55 @@ def test_an_absolute_target_is_checked_by_the_host_it_names(attacked: Attacked) 
 
 
 def test_a_request_without_a_host_is_served(attacked: Attacked) -> None:
-    # HTTP/1.0 needs none, and a browser always sends one.
-    status, body = _raw(attacked.port, b"GET /health HTTP/1.0\r\n\r\n")
-    assert status.startswith(b"HTTP/1.1 200 "), status
-    assert "uptime_seconds" in json.loads(body)
+    # HTTP/1.0 needs none, and a browser always sends one; an empty one there names none too.
+    for head in (b"GET /health HTTP/1.0\r\n\r\n", b"GET /health HTTP/1.0\r\nHost:\r\n\r\n"):
+        status, body = _raw(attacked.port, head)
+        assert status.startswith(b"HTTP/1.1 200 "), (head, status)
+        assert "uptime_seconds" in json.loads(body)
+
+
+EMPTY_HOST = ("host: the request's Host header is empty, which names no host: HTTP/1.1 requires "
+              "the host the service is reached by. Send it, with the port (Host: "
+              "127.0.0.1:8080, say; curl and the openai client send it themselves)")
+
+
+def _no_host(answer: tuple[bytes, bytes]) -> dict[str, Any]:
+    status, body = answer
+    assert status.startswith(b"HTTP/1.1 400 "), (status, body)
+    error: dict[str, Any] = json.loads(body)["error"]
+    assert (error["code"], error["param"], error["message"]) == (
+        "invalid_request", "host", EMPTY_HOST), error
+    return error
+
+
+@pytest.mark.parametrize("host", [b"Host:", b"Host:   ", b"host: \t"])
+def test_an_empty_host_on_http_1_1_is_refused(attacked: Attacked, host: bytes) -> None:
+    # It was served: HTTP/1.1 requires a Host, and an empty one names nothing to check.
+    _no_host(_raw(attacked.port, b"GET /health HTTP/1.1\r\n" + host
+                  + b"\r\nConnection: close\r\n\r\n"))
+
+
+def test_an_empty_host_is_refused_on_every_route_before_it_is_read(
+        attacked: Attacked, fake: FakeProviderProcess) -> None:
+    logged = [entry["id"] for entry in attacked.requests()]
+    error = _no_host(_raw(attacked.port, b"GET /v1/models HTTP/1.1\r\nHost:\r\n"
+                          b"Connection: close\r\n\r\n"))
+    assert error["type"] == "invalid_request_error"  # OpenAI's envelope on its paths
+    body = json.dumps(chat_body("spend for me")).encode()
+    _no_host(_raw(attacked.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost:\r\n"
+                  b"Content-Type: application/json\r\nConnection: close\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body))
+    _no_host(_raw(attacked.port, b"GET /v1/router/status HTTP/1.1\r\nHost:\r\n"
+                  b"Connection: close\r\n\r\n"))  # before the admin token is asked for
+    assert fake.requests() == []
+    assert [entry["id"] for entry in attacked.requests()] == logged
+
+
+def test_an_absolute_target_names_the_host_an_empty_header_does_not(attacked: Attacked) -> None:
+    # The target's host is taken in the header's place: the request names one.
+    status, body = _raw(attacked.port, b"GET http://127.0.0.1/health HTTP/1.1\r\nHost:\r\n"
+                        b"Connection: close\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200 "), (status, body)
 
 
 def test_the_openai_client_is_served_by_address_and_by_localhost(
@@ -189,6 +236,8 @@ def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacke
         description = op["responses"]["403"]["description"]
         assert "Host header (or its target, in absolute form" in description, (method, path)
         assert "server.allowed_hosts" in description, (method, path)
+        assert ("invalid_request (param host): the HTTP/1.1 request's Host header is empty"
+                in op["responses"]["400"]["description"]), (method, path)
 
 
 # Names listed: a proxy in front passes its own on ---------------------------------------------

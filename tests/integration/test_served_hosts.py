@@ -10,6 +10,7 @@ names; ``*`` serves any.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,6 +108,30 @@ def test_under_uvicorn_s_own_protocol_an_absolute_target_is_read_as_the_app_read
                     answer += chunk
             assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer
             assert (b'"object":"list"' in answer) is (status == b"200"), answer
+
+
+@pytest.mark.parametrize(("allowed", "listen_host"), [
+    (None, None), (None, "0.0.0.0"), ("['*']", None), ("[api.internal]", "0.0.0.0")])
+def test_an_empty_host_on_http_1_1_is_refused_wherever_the_app_is_served(
+        gw_fake: FakeProviderProcess, tmp_path: Path, allowed: str | None,
+        listen_host: str | None) -> None:
+    # HTTP/1.1 requires a Host, and an empty one names none, whether or not the names are
+    # checked (beyond loopback with none listed, or with *, they are not): it was served.
+    with served(gw_fake, tmp_path, allowed, listen_host) as server:
+        for version, status in ((b"1.1", b"400"), (b"1.0", b"200")):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+                sock.sendall(b"GET /v1/models HTTP/" + version
+                             + b"\r\nHost:\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := sock.recv(65_536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer
+            body = json.loads(answer.partition(b"\r\n\r\n")[2])
+            if status == b"400":
+                assert (body["error"]["param"], body["error"]["type"]) == (
+                    "host", "invalid_request_error"), body
+            else:
+                assert body["object"] == "list", body
 
 
 @pytest.mark.parametrize("listen_host", [None, "0.0.0.0"])

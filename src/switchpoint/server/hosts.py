@@ -15,6 +15,12 @@ a rebinding needs a name the page's owner controls, which an address is not) nor
 allow it, before any route reads it: nothing is called, logged, learned or changed. A request
 without a ``Host`` (HTTP/1.0) comes from no browser, and is served.
 
+HTTP/1.1 requires a ``Host``, and an empty one names no host, so no rule can check it: such a
+request is refused wherever the service listens, whether or not it checks the names
+(:func:`nameless`: a 400 ``invalid_request`` naming ``host``, which the request target's guard
+in :mod:`switchpoint.server.targets` answers, after taking a target's host in the header's
+place). An HTTP/1.0 request with an empty one names none, as one without it, and is served.
+
 The guard is on where :func:`guards_hosts` says: a service listening on loopback
 (``switchpoint serve``'s default) always; one listening beyond it (which then needs
 credentials, or was told to serve without them) only when ``server.allowed_hosts`` lists names,
@@ -39,6 +45,10 @@ _DOC = ("permission_denied: the request's Host header (or its target, in absolut
         "name under it, an IP address, nor a name server.allowed_hosts lists), as a web page "
         "whose name was pointed at this machine would; reach the service as localhost or "
         "127.0.0.1, or list the name in server.allowed_hosts.")
+#: How the API document describes the refusal of a request naming no host, for every operation.
+NAMELESS_DOC = ("invalid_request (param host): the HTTP/1.1 request's Host header is empty, "
+                "naming no host; send the host the service is reached by (Host: "
+                "127.0.0.1:8080).")
 # Where a request names its host: the Host header, or the target in absolute form
 # (http://host/path), whose host a server takes in the header's place (see
 # switchpoint.server.targets, which hands it on as the Host).
@@ -73,6 +83,16 @@ def served_name(host: str, allowed: frozenset[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def nameless(hosts: list[str], http_version: str) -> str | None:
+    """Why a request of HTTP ``http_version`` whose Host headers are ``hosts`` is refused for
+    naming no host (HTTP/1.1, with a Host header that is empty), or None."""
+    if http_version != "1.1" or hosts != [""]:
+        return None
+    return ("host: the request's Host header is empty, which names no host: HTTP/1.1 requires "
+            "the host the service is reached by. Send it, with the port (Host: "
+            "127.0.0.1:8080, say; curl and the openai client send it themselves)")
 
 
 def refusal(hosts: list[str], allowed: frozenset[str]) -> str | None:

@@ -16,7 +16,10 @@ a value would be taken other than as the client meant it. :func:`guard` refuses 
 
 Each refusal is a 400 ``invalid_request`` naming :data:`TARGET`, before any route reads the
 request (and before its host, origin, credentials or body). A ``#`` in a value is written
-``%23``, which passes.
+``%23``, which passes. Then the host the request is for, in its target or its ``Host``, is
+named at all (:func:`switchpoint.server.hosts.nameless`: an HTTP/1.1 request with an empty
+``Host`` is a 400 naming ``host``), wherever the service listens; which names it serves is the
+host rule's to say, after this guard.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from starlette.types import Scope
 
 from switchpoint._messages import json_quoted
 from switchpoint.server.errors import ErrorAnswer, document_refusal
+from switchpoint.server.hosts import NAMELESS_DOC, nameless
 
 #: The param of a refused request target: the request line's part, as HTTP names it.
 TARGET = "request-target"
@@ -43,12 +47,17 @@ _ABSOLUTE = re.compile(rb"https?://", re.IGNORECASE)
 
 def guard(scope: Scope) -> tuple[Scope, ErrorAnswer | None]:
     """The request of ``scope`` as the app reads it (its target in origin form: see
-    :func:`origin_form`), and the answer refusing it for its target, or None to serve it."""
+    :func:`origin_form`), and the answer refusing it for its target or for naming no host, or
+    None to serve it."""
     scope, problem = origin_form(scope)
     if problem is None:
         problem = refusal(scope)
+    if problem is not None:
+        return scope, ErrorAnswer(400, "invalid_request", problem, TARGET)
+    problem = nameless([value.decode("latin-1") for name, value in scope["headers"]
+                        if name == b"host"], scope.get("http_version", "1.1"))
     return scope, None if problem is None else ErrorAnswer(400, "invalid_request", problem,
-                                                           TARGET)
+                                                           "host")
 
 
 def origin_form(scope: Scope) -> tuple[Scope, str | None]:
@@ -96,5 +105,6 @@ def _target(scope: Scope) -> bytes:
 
 
 def document_targets(schema: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI document ``schema`` with the 400 of a refused target on every operation."""
-    return document_refusal(schema, 400, _DOC)
+    """The OpenAPI document ``schema`` with the 400s of a refused target and of a request
+    naming no host on every operation."""
+    return document_refusal(document_refusal(schema, 400, _DOC), 400, NAMELESS_DOC)
