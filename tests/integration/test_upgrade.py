@@ -6,6 +6,7 @@ the upgrade leaves the old schema whole, and the next start finishes it."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import sqlite3
@@ -29,6 +30,8 @@ ADMIN = "fixture-admin-token-0123456789"
 ENV = {"SP_ADMIN": ADMIN, "FAKE_KEY": "sk-fake"}
 # The prompt acme's feedback taught (make_store.py's TAUGHT).
 EXPECTED_PROMPT = "Translate the following sentence into French: the cat sleeps on the mat."
+# The prompt of the decision acme scores after the upgrade (make_store.py's pending_decision).
+PENDING_PROMPT = "A question whose feedback comes after the upgrade."
 EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
 # The tables of running totals (the requests the service took since add to them).
 TOTALS = {"sqlite_sequence", "stat_counts", "tenant_stat_counts", "decision_errors"}
@@ -59,6 +62,12 @@ def rows(path: Path) -> dict[str, list[Any]]:
         return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
     finally:
         conn.close()
+
+
+def as_they_were(rows: list[Any], old_rows: list[Any]) -> list[Any]:
+    """The first ``len(old_rows)`` of a table's ``rows`` upgraded, each with the columns it
+    had before (a column added since comes after them)."""
+    return [row[:len(old)] for row, old in zip(rows[:len(old_rows)], old_rows, strict=True)]
 
 
 def version(path: Path) -> int:
@@ -152,7 +161,11 @@ def test_a_store_an_older_switchpoint_wrote_keeps_everything_it_held_after_the_u
         client = openai.OpenAI(base_url=f"{base}/v1", api_key=secrets["acme"], max_retries=0)
         assert client.chat.completions.create(
             model="small", messages=[{"role": "user", "content": "hi"}]).choices
-        # A decision routed before the upgrade still takes its feedback.
+        # A decision routed before the upgrade still takes its feedback, by its id: it was
+        # kept without its prompt's hash, which finds no decision.
+        hashed = hashlib.sha256(PENDING_PROMPT.encode()).hexdigest()
+        r = post(base, "/v1/feedback", {"prompt_hash": hashed, "score": 0.5}, secrets["acme"])
+        assert r.status_code == 404 and r.json()["error"]["param"] == "prompt_hash", r.text
         r = post(base, "/v1/feedback", {"decision_id": EXPECTED["pending_decision"],
                                         "score": 0.5}, secrets["acme"])
         assert r.status_code == 200, r.text
@@ -161,7 +174,7 @@ def test_a_store_an_older_switchpoint_wrote_keeps_everything_it_held_after_the_u
     upgraded = rows(data / "switchpoint.db")
     for table, old_rows in before.items():
         if table not in TOTALS:
-            assert upgraded[table][:len(old_rows)] == old_rows, table
+            assert as_they_were(upgraded[table], old_rows) == old_rows, table
 
 _KILLED_AT = textwrap.dedent("""
     import os, signal, sys
@@ -201,5 +214,6 @@ def test_a_kill_in_the_middle_of_the_upgrade_leaves_the_old_schema_whole_and_the
     assert step > 3 and int(done.stdout) == step - 1  # (every statement was a kill point)
     assert version(path) == SCHEMA_VERSION
     upgraded = rows(path)
-    assert all(upgraded[table] == old_rows for table, old_rows in before.items()
-               if table not in TOTALS)
+    assert all(len(upgraded[table]) == len(old_rows)
+               and as_they_were(upgraded[table], old_rows) == old_rows
+               for table, old_rows in before.items() if table not in TOTALS)

@@ -675,6 +675,8 @@ def test_the_strongest_model_is_read_from_hourly_sums_not_from_every_decision(
     conn = sqlite3.connect(s.db_path)
     conn.executescript("DROP TRIGGER decisions_errors_counted; "
                        "DROP TRIGGER decisions_errors_uncounted; DROP TABLE decision_errors; "
+                       "DROP INDEX pending_prompt; DROP INDEX pending_tenant_prompt; "
+                       "ALTER TABLE pending DROP COLUMN prompt_hash; "  # (what 24 added)
                        "PRAGMA user_version = 19;")
     conn.close()
     since, until = windows[1]

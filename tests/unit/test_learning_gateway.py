@@ -309,7 +309,8 @@ def test_feedback_rows_replay_exactly_and_pending_decisions_are_bounded(tmp_path
         entry = PendingDecision(decision_id=f"p{i}", tenant="default", chosen="cheap",
                                 candidates=("cheap", "strong"), embedding=vector,
                                 units=((0, 1.0),), expected_cost=0.002,
-                                prompt_tokens=None if i % 2 else 40 + i)
+                                prompt_tokens=None if i % 2 else 40 + i,
+                                prompt_hash="" if i % 2 else f"{i % 4:064x}")
         store.append(PendingRecord(entry, "w1")).result()
     store.append(PendingPrune(5)).result()
     reader = LearningReader(store.path)
@@ -318,9 +319,17 @@ def test_feedback_rows_replay_exactly_and_pending_decisions_are_bounded(tmp_path
     assert weights_id == "w1" and kept.candidates == ("cheap", "strong")
     assert kept.prompt_tokens is None and reader.pending("p18")[0].prompt_tokens == 58  # type: ignore[index]
     assert kept.embedding is not None and float(kept.embedding @ vector) > 0.9999
+    assert kept.prompt_hash == "" and reader.pending("p18")[0].prompt_hash == f"{2:064x}"  # type: ignore[index]
+    # (the latest kept of each prompt; one pruned is not found, nor one not among the newest)
+    assert [reader.latest_pending(f"{n:064x}") for n in range(4)] == ["p16", None, "p18", None]
+    assert reader.latest_pending(f"{2:064x}", "default", newest=2) == "p18"
+    assert reader.latest_pending(f"{0:064x}", newest=3) is None
+    assert reader.latest_pending(f"{0:064x}", "acme") is None
     conn = sqlite3.connect(store.path)
     try:
         assert conn.execute("SELECT count(*) FROM pending").fetchone()[0] == 5
+        assert conn.execute("SELECT count(*) FROM pending WHERE prompt_hash IS NULL"
+                            ).fetchone()[0] == 3  # (a decision without a prompt keeps none)
     finally:
         conn.close()
     store.close()

@@ -29,6 +29,11 @@ from switchpoint.store.sqlite import SCHEMA_VERSION, Record
 from tests.fakes.full_disk import FULL, full_disk
 from tests.fakes.racing import at_once
 
+#: Undoes what the schema gained since 23 (a column, and its indexes), which a file made to be
+#: of an older schema by hand must not hold: the upgrade adds it.
+_SINCE_23 = ("DROP INDEX pending_prompt; DROP INDEX pending_tenant_prompt; "
+             "ALTER TABLE pending DROP COLUMN prompt_hash; ")
+
 
 def record(model: str = "a", cluster: int = 1, cache_hit: bool = False,
            weights_id: str = "w1") -> DecisionRecord:
@@ -350,15 +355,16 @@ def test_a_version_22_store_gains_the_run_time_experiments_in_place_and_keeps_wh
         assert reader.promotions() == {"thrift": ("control", 1.0, "chosen")}
     db = sqlite3.connect(path, isolation_level=None)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 23
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         for table, rows in before.items():  # (sqlite_sequence gains the new table's row)
             now = db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
             assert now[:len(rows)] == rows, table
         # The previous switchpoint refuses the upgraded file, and leaves it as it is.
-        with pytest.raises(NewerSchemaError, match="schema version 23 is newer than this "
-                                                   "switchpoint's 22; upgrade switchpoint"):
+        with pytest.raises(NewerSchemaError, match=f"schema version {SCHEMA_VERSION} is newer "
+                                                   "than this switchpoint's 22; upgrade "
+                                                   "switchpoint"):
             upgrade_schema(db, previous, newer=NEWER_HINT)
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 23
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         # A row changes only as its experiment ends, once; a running one is never deleted.
         db.execute(RuntimeExperimentRecord.insert, ("running", 7.0, "{}", None))
         for sql in ("UPDATE runtime_experiments SET ended = 9 WHERE name = 'made'",
@@ -373,6 +379,79 @@ def test_a_version_22_store_gains_the_run_time_experiments_in_place_and_keeps_wh
             db.execute(RuntimeExperimentEnd.insert, (20.0 + i, f"e{i}"))
         names = [n for (n,) in db.execute("SELECT name FROM runtime_experiments ORDER BY seq")]
         assert names == ["running", *(f"e{i}" for i in range(ENDED_KEPT))]
+    finally:
+        db.close()
+
+
+
+def test_a_version_23_store_gains_prompt_hashes_for_its_pending_decisions_and_keeps_its_rows(
+        tmp_path: Path) -> None:
+    """A store of schema 23 (what the previous switchpoint wrote) is upgraded in place when it
+    opens: its pending decisions stay as they were, without a prompt hash (their ids are still
+    found, their hashes not), the ones kept since carry theirs, and the newest of a prompt
+    (of one tenant, of any) is read from an index; the previous switchpoint then refuses the
+    file, saying what to do, as any older one refuses a newer file."""
+    from switchpoint.store.learning import LearningReader
+    from switchpoint.store.sqlite import _MIGRATIONS, NEWER_HINT, NewerSchemaError, upgrade_schema
+
+    path = tmp_path / "switchpoint.db"
+    previous = {n: script for n, script in _MIGRATIONS.items() if n <= 23}
+    old = sqlite3.connect(path, isolation_level=None)
+    upgrade_schema(old, previous)
+    old.execute(record().insert, record().row())
+    columns = ("decision_id", "ts", "tenant", "chosen", "candidates", "embedding", "units",
+               "expected_cost", "weights_id", "prompt_tokens")  # (the pending row of schema 23)
+    old.execute(f"INSERT INTO pending ({', '.join(columns)}) VALUES "
+                f"({', '.join('?' for _ in columns)})",
+                ("before", 1.0, "acme", "a", '["a", "b"]', None, None, None, "w1", 12))
+    tables = [t for (t,) in old.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    before = {t: old.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
+    assert old.execute("PRAGMA user_version").fetchone()[0] == 23
+    assert "prompt_hash" not in [c[1] for c in old.execute("PRAGMA table_info(pending)")]
+    old.close()
+    hashed = "ab" * 32
+
+    def pending(decision_id: str, tenant: str) -> PendingRecord:
+        return PendingRecord(PendingDecision(decision_id=decision_id, tenant=tenant, chosen="a",
+                                             candidates=("a", "b"), prompt_hash=hashed), "w1")
+
+    with SQLiteStore(path) as store:
+        for decision_id, tenant in (("acme1", "acme"), ("globex1", "globex"), ("acme2", "acme"),
+                                    ("globex2", "globex")):
+            store.append(pending(decision_id, tenant)).result()
+        reader = LearningReader(path)
+        kept = reader.pending("before")
+        assert kept is not None and (kept[0].prompt_hash, kept[0].prompt_tokens) == ("", 12)
+        assert reader.pending("acme2")[0].prompt_hash == hashed  # type: ignore[index]
+        assert reader.latest_pending(hashed) == "globex2"
+        assert reader.latest_pending(hashed, "acme") == "acme2"
+        assert reader.latest_pending(hashed, "initech") is None
+        assert reader.latest_pending(hashed, "acme", newest=1) is None  # not the newest row
+        assert reader.latest_pending(hashed, "acme", newest=2) == "acme2"
+        assert reader.latest_pending(hashed, newest=1) == "globex2"
+        assert reader.latest_pending("cd" * 32) is None
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 24
+        for table, rows in before.items():  # (a column added since comes after the old ones)
+            if table != "sqlite_sequence":  # (which counts the rows written since)
+                now = db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+                assert [row[:len(was)] for row, was in zip(now[:len(rows)], rows, strict=True)
+                        ] == rows, table
+        assert db.execute("SELECT prompt_hash FROM pending WHERE decision_id = 'before'"
+                          ).fetchone() == (None,)
+        # The newest row of a prompt is found in an index, in its order: no scan, no sort.
+        for where in ("prompt_hash = ?", "prompt_hash = ? AND tenant = ?"):
+            plan = " ".join(str(step[3]) for step in db.execute(
+                f"EXPLAIN QUERY PLAN SELECT decision_id FROM pending WHERE {where} "
+                "ORDER BY seq DESC LIMIT 1", (hashed, "acme")[:where.count("?")]))
+            assert "USING INDEX pending_" in plan and "SCAN" not in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+        # The previous switchpoint refuses the upgraded file, and leaves it as it is.
+        with pytest.raises(NewerSchemaError, match="schema version 24 is newer than this "
+                                                   "switchpoint's 23; upgrade switchpoint"):
+            upgrade_schema(db, previous, newer=NEWER_HINT)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 24
     finally:
         db.close()
 
@@ -997,7 +1076,8 @@ def test_stats_give_what_a_scan_gives_as_rows_are_logged_pruned_and_upgraded(
     db.executescript("DROP TABLE stat_counts; DROP TRIGGER requests_counted; "
                      "DROP TRIGGER requests_uncounted; DROP TRIGGER decisions_counted; "
                      "DROP TRIGGER decisions_uncounted; ALTER TABLE compares DROP COLUMN "
-                     "details; PRAGMA user_version = 12;")  # (what later versions added)
+                     "details; " + _SINCE_23  # (what later versions added)
+                     + "PRAGMA user_version = 12;")
     db.close()
     with SQLiteStore(path) as store:
         assert _reported(store) == _scanned(path) and _reported(store)["decisions"][0] == 20
@@ -1015,7 +1095,7 @@ def test_stats_give_what_a_scan_gives_as_rows_are_logged_pruned_and_upgraded(
                      "streams INTEGER NOT NULL, cache_hits INTEGER NOT NULL, "
                      "PRIMARY KEY (dim, key, sub)); "
                      "INSERT INTO stat_counts VALUES ('requests', '', '', 3, -2.3e-9, 0, 0, 0, "
-                     "0, 0, 0); PRAGMA user_version = 15;")
+                     "0, 0, 0); " + _SINCE_23 + "PRAGMA user_version = 15;")
     db.close()
     with SQLiteStore(path) as store:
         assert _reported(store) == _scanned(path) and _reported(store)["requests"][0] == 20
@@ -1067,7 +1147,8 @@ def test_one_tenants_stats_are_kept_as_rows_are_logged_pruned_and_upgraded(
     db.executescript("DROP TABLE tenant_stat_counts; DROP TRIGGER requests_tenant_counted; "
                      "DROP TRIGGER requests_tenant_uncounted; "
                      "DROP TRIGGER decisions_tenant_counted; "
-                     "DROP TRIGGER decisions_tenant_uncounted; PRAGMA user_version = 18;")
+                     "DROP TRIGGER decisions_tenant_uncounted; " + _SINCE_23
+                     + "PRAGMA user_version = 18;")
     db.close()
     with SQLiteStore(path) as store:
         for tenant in ("acme", "default", "zeta"):
@@ -1254,7 +1335,7 @@ def test_an_older_file_holding_absurd_costs_still_opens_and_gives_its_stats(
     db.executescript("DROP TABLE stat_counts; DROP TRIGGER requests_counted; "
                      "DROP TRIGGER requests_uncounted; DROP TRIGGER decisions_counted; "
                      "DROP TRIGGER decisions_uncounted; ALTER TABLE compares DROP COLUMN "
-                     "details; PRAGMA user_version = 15;")
+                     "details; " + _SINCE_23 + "PRAGMA user_version = 15;")
     db.close()
     with SQLiteStore(path) as store:
         stats = store.request_stats()

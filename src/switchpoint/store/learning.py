@@ -10,9 +10,10 @@
   was learned under, the caller's key and an optional comment. Replayed in order on every
   start and reload (after the checkpoint, when one fits).
 - ``pending``: what learning needs from each recent routing decision (the prompt's vector as
-  float16, the units it fell in, the candidates, the model chosen), so feedback for a decision
-  made before a restart still teaches. Bounded: only the last ``learning.memory_size`` rows are
-  kept (older ones are pruned as new ones arrive).
+  float16, the units it fell in, the candidates, the model chosen, the prompt's hash), so
+  feedback for a decision made before a restart still teaches, named by its id or by its
+  prompt's hash (a row kept before the store kept hashes has none). Bounded: only the last
+  ``learning.memory_size`` rows are kept (older ones are pruned as new ones arrive).
 - ``promotions``: experiments whose winning arm was promoted (append-only but for the oldest
   past each experiment's newest ``PROMOTIONS_KEPT``, which go as a new one is written; the
   last one wins).
@@ -69,7 +70,12 @@ _FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model",
                      "quality", "weight", "chosen", "cost", "embedding", "units", "weights_id",
                      "key_id", "comment", "measured_cost")
 _PENDING_COLUMNS = ("decision_id", "ts", "tenant", "chosen", "candidates", "embedding", "units",
-                    "expected_cost", "weights_id", "prompt_tokens")
+                    "expected_cost", "weights_id", "prompt_tokens", "prompt_hash")
+#: Whether the pending row at hand (``pending``) is among the newest ``?`` rows kept (None:
+#: any row), given that bound twice: only the last memory_size decisions take feedback, though
+#: the table keeps more until its next prune.
+_AMONG_NEWEST = ("(? IS NULL OR (SELECT count(*) FROM pending later "
+                 "WHERE later.seq > pending.seq) < ?)")
 _COMPARE_COLUMNS = ("compare_id", "ts", "expires", "tenant", "labels", "answered", "embedding",
                     "units", "weights_id", "costs", "blind", "revealed", "details")
 
@@ -130,7 +136,8 @@ class PendingRecord:
         vector = None if e.embedding is None else np.asarray(
             e.embedding, dtype=np.float32).reshape(-1).astype(np.float16).tobytes()
         return (e.decision_id, e.created, e.tenant, e.chosen, json.dumps(list(e.candidates)),
-                vector, _units_json(e.units), e.expected_cost, self.weights_id, e.prompt_tokens)
+                vector, _units_json(e.units), e.expected_cost, self.weights_id, e.prompt_tokens,
+                e.prompt_hash or None)
 
 
 @dataclass(frozen=True)
@@ -560,19 +567,36 @@ class LearningReader:
         ``newest``, only if it is among the ``newest`` decisions kept (the table is pruned to
         them only now and then)."""
         row = self._one(f"SELECT {', '.join(_PENDING_COLUMNS)} FROM pending "
-                        "WHERE decision_id = ? AND (? IS NULL OR (SELECT count(*) FROM pending "
-                        "later WHERE later.seq > pending.seq) < ?)",
+                        f"WHERE decision_id = ? AND {_AMONG_NEWEST}",
                         (decision_id, newest, newest))
         if row is None:
             return None
-        (did, ts, tenant, chosen, candidates, vector, units, cost, weights_id, tokens) = row
+        (did, ts, tenant, chosen, candidates, vector, units, cost, weights_id, tokens,
+         hashed) = row
         embedding = None if vector is None else np.frombuffer(
             vector, dtype=np.float16).astype(np.float32)
         entry = PendingDecision(decision_id=did, tenant=tenant, chosen=chosen,
                                 candidates=tuple(json.loads(candidates)), embedding=embedding,
                                 units=_units_of(units), expected_cost=cost, created=ts,
-                                prompt_tokens=None if tokens is None else int(tokens))
+                                prompt_tokens=None if tokens is None else int(tokens),
+                                prompt_hash=hashed or "")
         return entry, str(weights_id)
+
+    def latest_pending(self, prompt_hash: str, tenant: str | None = None,
+                       newest: int | None = None) -> str | None:
+        """The id of the latest decision still open to feedback that routed on the prompt of
+        ``prompt_hash`` (of ``tenant``; None: of any tenant), with ``newest`` among the
+        ``newest`` decisions kept as :meth:`pending` reads them; None when there is none (a
+        row kept before the store kept hashes has none). Read from the table's index of
+        prompts: the newest row of the prompt first, then whether it is recent enough (an
+        older one of the same prompt is not)."""
+        of_tenant = "" if tenant is None else " AND tenant = ?"
+        # (the row found is named pending, the row the bound reads)
+        row = self._one(f"SELECT decision_id FROM (SELECT decision_id, seq FROM pending "
+                        f"WHERE prompt_hash = ?{of_tenant} ORDER BY seq DESC LIMIT 1) pending "
+                        f"WHERE {_AMONG_NEWEST}",
+                        (prompt_hash, *(() if tenant is None else (tenant,)), newest, newest))
+        return None if row is None else str(row[0])
 
     def compare(self, compare_id: str, newest: int | None = None) -> CompareRecord | None:
         """A comparison still waiting for scores (expired or not: the caller decides); with

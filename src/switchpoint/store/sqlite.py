@@ -57,7 +57,7 @@ from switchpoint.store.moved import (
 from switchpoint.store.totals import Totals
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 23
+SCHEMA_VERSION = 24
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -937,6 +937,15 @@ _MIGRATIONS: dict[int, str] = {
                                       WHERE ended IS NOT NULL
                                       ORDER BY seq DESC LIMIT {ENDED_KEPT}));
         END;
+    """,
+    # The hash of the prompt each decision still open to feedback routed on (NULL for one
+    # kept before, or routed from an embedding alone), so that an outcome naming a decision
+    # by its prompt finds one made before a restart or a reload: the newest row of a prompt,
+    # of one tenant or of any, is read from an index, not by a scan.
+    24: """
+    ALTER TABLE pending ADD COLUMN prompt_hash TEXT;
+    CREATE INDEX IF NOT EXISTS pending_prompt ON pending (prompt_hash, seq);
+    CREATE INDEX IF NOT EXISTS pending_tenant_prompt ON pending (tenant, prompt_hash, seq);
     """,
 }
 # The tables retention prunes, oldest rows first.
