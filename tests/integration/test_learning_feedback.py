@@ -370,8 +370,9 @@ def test_feedback_by_prompt_hash_teaches_the_latest_decision_of_that_prompt_acro
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     """An outcome may name its decision by the prompt's hash: the latest decision routed on
     that prompt takes it, exactly as by its id (the log keeps that id, so a restart replays
-    it). The service keeps no prompt hash in its store: after a restart only the decisions
-    made since are found by one."""
+    it). The store keeps each decision's hash with it: after a restart or a reload the latest
+    decision made before is found by it, as by its id (an older one of the same prompt read
+    back by its id does not take its place), until one is made since."""
     prompt = f"  {math_prompt(41)}\n"
     hashed = _prompt_hash(prompt)
     with learning_server(fake, tmp_path) as server:
@@ -390,15 +391,32 @@ def test_feedback_by_prompt_hash_teaches_the_latest_decision_of_that_prompt_acro
         assert _status(server)["feedback"]["strong"] == {"n": 1, "mean_quality": 1.0}
     with learning_server(fake, tmp_path) as server:
         assert _status(server)["learned_router"]["events"] == 2  # replayed from the log
-        gone = _by_hash(server, {"prompt_hash": hashed, "score": 0.5})
-        assert gone.status_code == 404, gone.text
-        error = gone.json()["error"]
-        assert (error["code"], error["param"]) == ("decision_not_found", "prompt_hash"), error
-        assert f'no remembered decision has prompt hash "{hashed}"' in error["message"], error
+        found = _by_hash(server, {"prompt_hash": hashed, "score": 0.5})
+        assert found.status_code == 200, found.text
+        body = found.json()
+        assert (body["decision_id"], body["model"], body["kind"], body["teaches_routing"],
+                body["replaced"], body["previous_quality"]) == (
+            latest, "strong", "decision", True, True, 1.0)
+        older = feedback(server, first, score=0.0).json()  # read back from the store by its id
+        assert (older["decision_id"], older["replaced"]) == (first, False)
+        still = _by_hash(server, {"prompt_hash": hashed, "score": 0.25}).json()
+        assert (still["decision_id"], still["previous_quality"]) == (latest, 0.5)
+        assert _status(server)["learned_router"]["events"] == 5
+        assert post(server, "/v1/router/reload").status_code == 200
+        reloaded = _by_hash(server, {"prompt_hash": hashed, "score": 0.75}).json()
+        assert (reloaded["decision_id"], reloaded["previous_quality"]) == (latest, 0.25)
         since = chat(server, prompt)[0]["x-switchpoint-decision-id"]
         taken = _by_hash(server, {"prompt_hash": hashed, "success": True}).json()
-        assert (taken["decision_id"], taken["quality"]) == (since, 1.0)
-        assert _status(server)["learned_router"]["events"] == 3
+        assert (taken["decision_id"], taken["quality"], taken["replaced"]) == (since, 1.0, False)
+        assert _status(server)["learned_router"]["events"] == 7
+        assert _status(server)["feedback"]["strong"] == {"n": 3, "mean_quality": 0.583333}
+    with learning_server(fake, tmp_path) as server:  # the log names each decision by its id
+        assert _status(server)["learned_router"]["events"] == 7
+        unknown = _by_hash(server, {"prompt_hash": "0" * 64, "score": 0.5})
+        assert unknown.status_code == 404, unknown.text
+        error = unknown.json()["error"]
+        assert (error["code"], error["param"]) == ("decision_not_found", "prompt_hash"), error
+        assert f'no remembered decision has prompt hash "{"0" * 64}"' in error["message"]
 
 
 def test_feedback_names_its_decision_by_exactly_one_of_decision_id_and_prompt_hash(
@@ -462,6 +480,41 @@ def test_with_client_keys_a_prompt_hash_names_the_latest_decision_of_the_callers
         assert acme not in none.text and globex not in none.text and "acme" not in none.text
         assert _by_hash(server, body).status_code == 401
         for tenant, events in (("acme", 1), ("globex", 1), ("initech", 0)):
+            status = get(server, "/v1/router/status", key=keys[tenant]).json()
+            assert status["tenants"][tenant]["learned_router"]["events"] == events
+
+
+def test_with_client_keys_a_prompt_hash_finds_the_callers_tenants_decisions_after_a_restart(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Read back from the store after a restart, a prompt hash still names the latest
+    decision of the caller's tenant (the admin token's: of any tenant); another tenant's
+    decision is a 404, as one never made, naming neither it nor its tenant."""
+    admin = "a" * 32
+    extra = "auth: keys\nadmin_token_env: ADMIN_TOKEN\ntenants: {acme: {}, globex: {}}\n"
+    environ = {"ADMIN_TOKEN": admin}
+    shared, own = math_prompt(46), math_prompt(47)
+    with learning_server(fake, tmp_path, extra, environ=environ) as server:
+        keys = {t: post(server, "/v1/router/keys", {"tenant": t}, key=admin).json()["key"]
+                for t in ("acme", "globex")}
+        acme = chat(server, shared, key=keys["acme"])[0]["x-switchpoint-decision-id"]
+        globex = chat(server, shared, key=keys["globex"])[0]["x-switchpoint-decision-id"]
+        acme_own = chat(server, own, key=keys["acme"])[0]["x-switchpoint-decision-id"]
+    with learning_server(fake, tmp_path, extra, environ=environ) as server:
+        mine = _by_hash(server, {"prompt_hash": _prompt_hash(shared), "score": 0.25},
+                        keys["acme"]).json()
+        assert (mine["decision_id"], mine["tenant"], mine["kind"]) == (acme, "acme", "decision")
+        theirs = _by_hash(server, {"prompt_hash": _prompt_hash(own), "score": 0.25},
+                          keys["globex"])
+        assert theirs.status_code == 404, theirs.text
+        error = theirs.json()["error"]
+        assert (error["code"], error["param"]) == ("decision_not_found", "prompt_hash"), error
+        assert acme_own not in theirs.text and "acme" not in theirs.text
+        latest = _by_hash(server, {"prompt_hash": _prompt_hash(shared), "score": 0.5},
+                          admin).json()
+        assert (latest["decision_id"], latest["tenant"]) == (globex, "globex")
+        assert _by_hash(server, {"prompt_hash": _prompt_hash(own), "score": 1.0},
+                        keys["acme"]).json()["decision_id"] == acme_own
+        for tenant, events in (("acme", 2), ("globex", 1)):
             status = get(server, "/v1/router/status", key=keys[tenant]).json()
             assert status["tenants"][tenant]["learned_router"]["events"] == events
 

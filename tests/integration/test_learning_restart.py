@@ -1,9 +1,10 @@
 """Feedback survives ``kill -9`` and a reload: ``switchpoint serve`` as a user runs it (a
-subprocess, bundled weights, the real MiniLM embedder), feedback over HTTP, a crash right
-after it was acknowledged, a restart, a reload."""
+subprocess, bundled weights, the real MiniLM embedder), feedback over HTTP (by decision id and
+by prompt hash), a crash right after it was acknowledged, a restart, a reload."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.integration.learning_env import scored, serve
 from tests.integration.servers import ProcessServer
 
 PROMPT = "Prove that the square root of 2 is irrational, step by step."
+UNSCORED = "What is the capital of France?"
 
 
 
@@ -28,6 +30,16 @@ def _chat(server: ProcessServer, prompt: str, model: str = "auto") -> Any:
         model=model, messages=[{"role": "user", "content": prompt}],
         extra_headers={"x-switchpoint-models": "good,cheap,other"}).headers
 
+
+
+def _by_hash(server: ProcessServer, prompt: str, score: float) -> dict[str, Any]:
+    """``POST /v1/feedback`` naming the latest decision of ``prompt`` by its hash (the SHA-256
+    of the chat's user turn), which must be taken: its answer."""
+    body = {"prompt_hash": hashlib.sha256(prompt.encode()).hexdigest(), "score": score}
+    r = httpx.post(f"{server.base}/v1/feedback", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    taken: dict[str, Any] = r.json()
+    return taken
 
 
 def _events(server: ProcessServer) -> int:
@@ -54,7 +66,7 @@ def test_feedback_survives_kill_9_a_restart_and_a_reload(gw_fake: FakeProviderPr
         assert scored(server, decision, 0.0)["kind"] == "decision"
         learned = _scores(server)
         assert learned[model] > before[model]  # quality 0 raised the model's expected error
-        unscored = _chat(server, "What is the capital of France?")["x-switchpoint-decision-id"]
+        unscored = _chat(server, UNSCORED)["x-switchpoint-decision-id"]
         named = _chat(server, "Say hello.", model="cheap")["x-switchpoint-decision-id"]
         assert scored(server, named, 0.4)["kind"] == "model"
         server.kill()  # a crash right after the acknowledgements
@@ -64,8 +76,10 @@ def test_feedback_survives_kill_9_a_restart_and_a_reload(gw_fake: FakeProviderPr
         assert _scores(server) == learned  # the same lesson, replayed exactly
         again = scored(server, decision, 1.0)
         assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
-        first = scored(server, unscored, 0.5)  # decided before the crash, scored after
-        assert (first["replaced"], first["kind"]) == (False, "decision")
+        # Decided before the crash, scored after by its prompt's hash, as by its id.
+        first = _by_hash(server, UNSCORED, 0.5)
+        assert (first["decision_id"], first["replaced"], first["kind"],
+                first["teaches_routing"]) == (unscored, False, "decision", True)
         repeat = scored(server, named, 0.6)
         assert (repeat["replaced"], repeat["previous_quality"]) == (True, 0.4)
         relearned = _scores(server)
@@ -75,12 +89,15 @@ def test_feedback_survives_kill_9_a_restart_and_a_reload(gw_fake: FakeProviderPr
         assert _scores(server) == relearned
         third = scored(server, decision, 0.25)
         assert (third["replaced"], third["previous_quality"]) == (True, 1.0)
+        fourth = _by_hash(server, UNSCORED, 0.75)  # made before the crash, found after a reload
+        assert (fourth["decision_id"], fourth["replaced"], fourth["previous_quality"]) == (
+            unscored, True, 0.5)
         final = _scores(server)
         server.kill()
 
     server = serve(config, data)
     try:
-        assert _events(server) == 4
+        assert _events(server) == 5
         assert _scores(server) == final
     finally:
         server.terminate()

@@ -35,7 +35,7 @@ from switchpoint.learning.checkpoint import (
 from switchpoint.learning.config import LearningConfig
 from switchpoint.learning.exploration import Explorer
 from switchpoint.learning.export import export_weights
-from switchpoint.learning.memory import MAX_MEMORY_SIZE
+from switchpoint.learning.memory import MAX_MEMORY_SIZE, DecisionMemory, PendingDecision
 from switchpoint.learning.overlay import make_overlay
 from switchpoint.policies import ClusterPolicy, Inputs
 from switchpoint.records import RecordSet
@@ -479,6 +479,35 @@ def test_a_prompt_hash_index_follows_copies_and_a_smaller_memory(package, fake_e
     assert router.learner.memory.latest(first.prompt_hash) is None
     assert [router.learner.memory.latest(d.prompt_hash).decision_id  # type: ignore[union-attr]
             for d in others] == [d.decision_id for d in others]
+
+
+
+def test_a_decision_read_back_from_a_store_keeps_its_hash_but_not_its_prompts_index() -> None:
+    """An entry remembered ``restored`` (made before the router went live) is not named by its
+    prompt's hash, which a store answers for: the latest decision of the prompt may be another
+    one the store keeps. A copy of it (a decision made now) is named, and a memory rebuilt
+    keeps each entry as it was."""
+    def entry(decision_id: str, created: float) -> PendingDecision:
+        return PendingDecision(decision_id=decision_id, tenant="acme", chosen="a",
+                               candidates=("a", "b"), created=created, prompt_hash="f" * 64)
+
+    memory = DecisionMemory(4)
+    memory.remember(entry("old", 1.0), restored=True)
+    assert memory.get("old") is not None and memory.get("old").prompt_hash == "f" * 64  # type: ignore[union-attr]
+    assert memory.latest("f" * 64) is None and memory.latest("f" * 64, "acme") is None
+    memory.remember(entry("made", 5.0))
+    memory.remember(entry("old", 1.0), restored=True)  # read back again: the index stays
+    assert memory.latest("f" * 64, "acme").decision_id == "made"  # type: ignore[union-attr]
+    rebuilt = memory.resized(3)
+    assert [e.decision_id for e in rebuilt.entries()] == ["made", "old"]
+    assert rebuilt.latest("f" * 64).decision_id == "made"  # type: ignore[union-attr]
+    assert rebuilt.alias("copy", "old")  # a decision made now, a copy of the one read back
+    assert rebuilt.latest("f" * 64, "acme").decision_id == "copy"  # type: ignore[union-attr]
+    alone = DecisionMemory(2)
+    alone.remember(entry("old", 1.0), restored=True)
+    alone.remember(entry("old", 1.0))  # remembered as made here: named by its hash
+    assert alone.latest("f" * 64).decision_id == "old"  # type: ignore[union-attr]
+    assert alone.resized(2).latest("f" * 64).decision_id == "old"  # type: ignore[union-attr]
 
 
 # Events, replay, the log ---------------------------------------------------------------------

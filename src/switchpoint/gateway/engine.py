@@ -1561,10 +1561,10 @@ class Gateway:
         tenant's learned router and its memory); a request id of a request that named its model
         records a quality observation of that model. ``prompt_hash`` may name the decision in
         its place (exactly one of them): the SHA-256 of the prompt a decision routed on
-        (``decision.prompt_hash``), which names the latest decision of that prompt the live
-        router remembers (the caller's tenant's), learned as that decision id (the result's
-        ``decision_id`` says which; after a restart or a reload, only decisions made since
-        are found by their prompt hash). ``model`` is the model the feedback is
+        (``decision.prompt_hash``), which names the latest decision of that prompt that still
+        takes feedback (the caller's tenant's; one made before a restart or a reload too, as a
+        decision id is), learned as that decision id (the result's ``decision_id`` says
+        which). ``model`` is the model the feedback is
         about (default: the one that answered); ``cost`` what the answer cost, which teaches
         that model's cost on this kind of prompt. With catalog prices it is in USD and may be
         left out: the gateway then takes what its own accounting priced the answer at

@@ -26,7 +26,8 @@ experiments and exploration.
   service's retention prunes the log (never past what the service learned), so a repeat given
   here replaces one given there, and no such row is pruned unlearned. What learning needs from
   each recent decision is kept in the ``pending`` table (the last ``learning.memory_size`` of
-  them), so a decision made before a restart or a reload still accepts feedback. See
+  them, with the hash of the prompt each routed on), so a decision made before a restart or a
+  reload still accepts feedback, named by its id or by its prompt's hash. See
   :mod:`switchpoint.store.learning`.
 - **Checkpoints.** What the live snapshot has learned is saved beside the store
   (``learning.checkpoint``; see :mod:`switchpoint.learning.checkpoint`) every
@@ -1093,7 +1094,7 @@ class GatewayLearning:
             entry = replace(entry, units=None)
         if not router.learner.memory.capacity:
             return None
-        router.learner.remember(entry)
+        router.learner.remember(entry, restored=True)
         return router, entry
 
     # Feedback --------------------------------------------------------------------------------
@@ -1105,8 +1106,9 @@ class GatewayLearning:
                prompt_hash: object = None) -> FeedbackResult:
         """Learn how one decision (or one named-model request) went; see the module docstring.
         It is named by ``decision_id`` or by ``prompt_hash`` (exactly one): the latest
-        decision a live router remembers routing on that prompt (for ``tenant``), learned as
-        that decision id. ``tenant`` scopes the lookup (None: any tenant, for trusted code);
+        decision routed on that prompt that still takes feedback (for ``tenant``; made before
+        a restart or a reload too, see :meth:`_latest_of`), learned as that decision id.
+        ``tenant`` scopes the lookup (None: any tenant, for trusted code);
         ``cost`` is what the answer cost, if the caller knows it (see
         ``Router.report_outcome``); ``teachable`` refuses a model the caller may not teach
         about (its key's limits). Runs on a worker thread, under the state's guard, on the
@@ -1280,20 +1282,27 @@ class GatewayLearning:
             raise not_kept(what, reason, then=then, retry_after=left)
 
     def _latest_of(self, prompt_hash: str, tenant: str | None) -> str:
-        """The id of the latest decision the live routers remember routing on the prompt of
-        ``prompt_hash`` (``tenant``'s; None: any tenant's), else a
-        :class:`DecisionNotFoundError` naming ``prompt_hash``. (The store keeps no prompt hash:
-        after a restart or a reload only the decisions made since are found by one.)"""
+        """The id of the latest decision routed on the prompt of ``prompt_hash``
+        (``tenant``'s; None: any tenant's) that takes feedback: the latest the live routers
+        made, else (none since the last start or reload, or none they still remember) the
+        latest the store keeps among the decisions its ids are taken for (the newest
+        ``memory_size``); else a :class:`DecisionNotFoundError` naming ``prompt_hash``. The
+        decision id found is then taken as any other."""
         with self.state.guard:
             live = self.state.live()
             learning: LiveLearning | None = live.learning
             routers = [] if learning is None else learning.routers()
             found = [entry for router in routers
                      if (entry := router.learner.memory.latest(prompt_hash, tenant)) is not None]
-            if not found:
-                raise DecisionNotFoundError(prompt_hash, live.router.learner.memory.capacity,
-                                            prompt_hash=True, field="prompt_hash")
-            return max(found, key=lambda entry: entry.created).decision_id
+            if found:
+                return max(found, key=lambda entry: entry.created).decision_id
+            capacity = live.router.learner.memory.capacity
+            stored = (self.reader.latest_pending(prompt_hash, tenant, newest=capacity)
+                      if learning is not None and self.reader is not None else None)
+            if stored is None:
+                raise DecisionNotFoundError(prompt_hash, capacity, prompt_hash=True,
+                                            field="prompt_hash")
+            return stored
 
     def _check_not_refused(self, answer_id: str, tenant: str | None) -> None:
         """A request refused for who asked (see ``Gateway._refused``) got no answer: there is

@@ -191,9 +191,7 @@ class Learner(RemadeOnLoad):
         """Apply new settings: the decision memory and the explorer are rebuilt (remembered
         decisions are kept, up to the new ``memory_size``); overlays stay as they are."""
         with self._lock:
-            memory = DecisionMemory(settings.memory_size)
-            for entry in self.memory.entries():
-                memory.remember(entry)
+            memory = self.memory.resized(settings.memory_size)
             self.settings = settings
             self.memory = memory
             self.explorer = Explorer(settings.exploration, settings.seed)
@@ -222,8 +220,10 @@ class Learner(RemadeOnLoad):
                 self._overlays[oldest].forget_posterior()
             return policy, self._revisions[tenant], cards
 
-    def remember(self, entry: PendingDecision) -> None:
-        self.memory.remember(entry)
+    def remember(self, entry: PendingDecision, *, restored: bool = False) -> None:
+        """Remember ``entry`` for its outcome; ``restored``: read back from a store (see
+        :class:`~switchpoint.learning.memory.DecisionMemory`)."""
+        self.memory.remember(entry, restored=restored)
 
     # Outcome side ------------------------------------------------------------------------------
 

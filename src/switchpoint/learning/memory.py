@@ -47,7 +47,10 @@ class DecisionMemory(RemadeOnLoad):
     most recently remembered decision of each prompt, and of each tenant's prompt
     (:meth:`latest`), which goes with that entry. (The entry it names is the last of its
     prompt's in the memory's order, a copy made by :meth:`alias` coming after its source, so
-    none of that prompt is left when it goes.)
+    none of that prompt is left when it goes.) An entry remembered ``restored`` (read back
+    from a store, made before the router went live) keeps its hash but is not indexed: an
+    index names only the latest decision of the router's own, and the store, which knows
+    every decision kept, answers for the others.
     """
 
     _remade = remade(_lock=LOCK)
@@ -59,9 +62,13 @@ class DecisionMemory(RemadeOnLoad):
         self._entries: OrderedDict[str, PendingDecision] = OrderedDict()
         # prompt hash (any tenant's) or (tenant, prompt hash) → the latest decision id of it
         self._latest: dict[str | tuple[str, str], str] = {}
+        # the ids of the entries remembered ``restored`` (left out of the index)
+        self._restored: set[str] = set()
         self._lock = threading.Lock()
 
-    def remember(self, entry: PendingDecision) -> None:
+    def remember(self, entry: PendingDecision, *, restored: bool = False) -> None:
+        """Remember ``entry`` as the newest; ``restored``: read back from a store, left out
+        of the prompt hash index (see the class)."""
         if not self.capacity:
             return
         with self._lock:
@@ -70,12 +77,17 @@ class DecisionMemory(RemadeOnLoad):
                 self._unindex(earlier)
             self._entries[entry.decision_id] = entry
             self._entries.move_to_end(entry.decision_id)
-            if entry.prompt_hash:
-                self._latest[entry.prompt_hash] = entry.decision_id
-                self._latest[entry.tenant, entry.prompt_hash] = entry.decision_id
+            if restored:
+                self._restored.add(entry.decision_id)
+            else:
+                self._restored.discard(entry.decision_id)
+                if entry.prompt_hash:
+                    self._latest[entry.prompt_hash] = entry.decision_id
+                    self._latest[entry.tenant, entry.prompt_hash] = entry.decision_id
             while len(self._entries) > self.capacity:
                 _, gone = self._entries.popitem(last=False)
                 self._unindex(gone)
+                self._restored.discard(gone.decision_id)
 
     def _unindex(self, entry: PendingDecision) -> None:
         """Take ``entry`` out of the prompt hash index, where it is the latest of its prompt.
@@ -124,6 +136,17 @@ class DecisionMemory(RemadeOnLoad):
             self._entries[decision_id] = replace(entry, chosen=model,
                                                  expected_cost=expected_cost)
             return True
+
+    def resized(self, capacity: int) -> DecisionMemory:
+        """A memory of ``capacity`` holding this one's entries (the newest of them, when it is
+        smaller), each remembered as it was here (restored or not)."""
+        memory = DecisionMemory(capacity)
+        with self._lock:
+            kept = [(entry, entry.decision_id in self._restored)
+                    for entry in self._entries.values()]
+        for entry, restored in kept:
+            memory.remember(entry, restored=restored)
+        return memory
 
     def entries(self) -> list[PendingDecision]:
         """Every remembered decision, oldest first."""

@@ -117,8 +117,8 @@ class FeedbackRequest(BaseModel):
             "In place of decision_id: the SHA-256 of the prompt a decision routed on (the "
             "library's decision.prompt_hash, 64 lowercase hexadecimal digits). It names the "
             "latest decision of that prompt the service remembers for the caller's tenant "
-            "(the answer's decision_id says which), made since it last started or reloaded; "
-            "404 decision_not_found when there is none."),
+            "(the answer's decision_id says which), as a decision id is remembered, across "
+            "restarts and reloads; 404 decision_not_found when there is none."),
         json_schema_extra={"pattern": PROMPT_HASH_PATTERN, "minLength": PROMPT_HASH_DIGITS,
                            "maxLength": PROMPT_HASH_DIGITS})
     score: Quality | None = Field(None, description="Quality of the answer, 0 (worst) to 1.")
