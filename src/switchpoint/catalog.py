@@ -9,6 +9,7 @@ shares it, the weakest profiled model's) until it has labels, and its decisions 
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence, Set
@@ -70,8 +71,10 @@ def model_names(names: object, field_name: str) -> list[str] | None:
     so the same call would name its models in another order each time, as HTTP's JSON list
     never does), a mapping (a dict's keys are not a list the caller wrote), or anything else
     that is not a list of strings. Any other iterable (a tuple, a generator) is read once, as
-    the list that is checked and routed by. The one check of such a list, in the router, at
-    the gateway's door and in a tenant's or a key's limits."""
+    the list that is checked and routed by, and no further than :data:`MAX_CATALOG_MODELS`
+    names and one more: a longer list is refused (it can only repeat names or name models no
+    catalog holds), so an endless generator cannot hang the caller. The one check of such a
+    list, in the router, at the gateway's door and in a tenant's or a key's limits."""
     if names is None:
         return None
     if isinstance(names, Set):
@@ -87,7 +90,12 @@ def model_names(names: object, field_name: str) -> list[str] | None:
     if isinstance(names, (str, bytes, bytearray)) or not isinstance(names, Iterable):
         raise InvalidInputError(field_name, f"must be a list of model names, got "
                                             f"{type(names).__name__}")
-    names = list(names)
+    names = list(itertools.islice(names, MAX_CATALOG_MODELS + 1))
+    if len(names) > MAX_CATALOG_MODELS:
+        raise InvalidInputError(field_name, f"names more than {people_number(MAX_CATALOG_MODELS)} "
+                                            f"models; it may name at most "
+                                            f"{people_number(MAX_CATALOG_MODELS)} (the most a "
+                                            "catalog may list): name each model once")
     bad_type = [n for n in names if not isinstance(n, str)]
     if bad_type:
         kinds = ", ".join(dict.fromkeys(type(n).__name__ for n in bad_type))

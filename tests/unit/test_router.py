@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.catalog import MAX_CATALOG_MODELS, Catalog, ModelCard, model_names
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     InvalidInputError,
@@ -274,12 +275,12 @@ def test_unknown_model_is_named(router: Router) -> None:
 
 
 def test_an_unknown_model_error_stays_short_whatever_was_sent(router: Router) -> None:
-    many = [f"model-{i}" for i in range(100_000)]
+    many = [f"model-{i}" for i in range(MAX_CATALOG_MODELS)]  # (the most a list may name)
     with pytest.raises(UnknownModelError) as info:
         router.route(PROMPTS[0], available_models=many)
     message = str(info.value)
     assert len(message) < 1000 and info.value.names == many  # every name stays on the error
-    assert '"model-0"' in message and "and 99980 more;" in message
+    assert '"model-0"' in message and f"and {MAX_CATALOG_MODELS - 20} more;" in message
     with pytest.raises(UnknownModelError) as info:
         router.route(PROMPTS[0], available_models=["x" * 1_000_000])
     assert len(str(info.value)) < 1000 and "\"" + "x" * 97 + '…"' in str(info.value)
@@ -355,6 +356,28 @@ def test_a_dict_of_models_is_refused_and_any_other_iterable_read_once(
                           available_models=cast(Any, (m for m in ["gpt-4-1106-preview"])))
     assert chosen.selected_model == "gpt-4-1106-preview"
     assert set(chosen.all_scores) == {"gpt-4-1106-preview"}
+
+
+def test_an_endless_generator_of_models_is_refused_not_read_forever(router: Router) -> None:
+    """A generator of candidates was read whole: an endless one hung the caller. It is read
+    no further than the most models a catalog may list and one more, and refused, naming the
+    argument and the bound; a list of exactly that many is still read."""
+    before = _state(router)
+    for call in (lambda names: router.route(PROMPTS[0], available_models=names),
+                 lambda names: router.check_candidates(names)):
+        endless = map(str, itertools.count())
+        with pytest.raises(InvalidInputError) as info:
+            call(endless)
+        assert info.value.field == "available_models"
+        assert str(info.value) == (
+            f"available_models: names more than {MAX_CATALOG_MODELS:,} models; it may name at "
+            f"most {MAX_CATALOG_MODELS:,} (the most a catalog may list): name each model once")
+        assert next(endless) == str(MAX_CATALOG_MODELS + 1)  # read the bound and one more
+    with pytest.raises(InvalidInputError, match="names more than"):
+        router.allowed_models = cast(Any, map(str, itertools.count()))
+    assert _state(router) == before
+    names = [f"m{i}" for i in range(MAX_CATALOG_MODELS)]
+    assert model_names(iter(names), "available_models") == names
 
 
 # Bad input changes nothing ---------------------------------------------------------------------
