@@ -250,6 +250,34 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
     assert status["learned_router"]["events"] == 0
 
 
+def test_compare_reads_its_models_as_every_list_of_model_names_is_read(
+        fake: FakeProviderProcess, server: ThreadServer) -> None:
+    """In process, a comparison's models were checked by a rule of their own: a generator was
+    refused though every other list of model names reads one once, and a set's refusal did
+    not say why or what to pass. A set and a mapping are refused as everywhere, naming models
+    and saying to pass a list, and call no model; a generator is read once, as the list
+    compared, and still holds 2 to 6 different models."""
+    gateway = server.service.gateway
+    hi = [{"role": "user", "content": "hi"}]
+    sent = len(fake.requests())
+    with pytest.raises(InvalidInputError) as refused:
+        gateway.compare(hi, {"strong", "cheap"}, tenant="acme")
+    assert refused.value.field == "models"
+    assert str(refused.value).startswith("models: must be a list of model names, got set, "
+                                         "whose order is not kept"), refused.value
+    assert "sorted(models)" in str(refused.value)
+    with pytest.raises(InvalidInputError, match=r"got dict \(a mapping\)"):
+        gateway.compare(hi, {"strong": 1, "cheap": 2}, tenant="acme")
+    for seven in (f"m{i}" for i in range(7)), iter(["strong", "strong"]):
+        with pytest.raises(InvalidInputError, match="models: give 2 to 6 different models"):
+            gateway.compare(hi, seven, tenant="acme")
+    assert len(fake.requests()) == sent  # no model was called
+    compared = gateway.compare(hi, (m for m in ["strong", "cheap"]), tenant="acme",
+                               blind=False)
+    assert sorted(a["model"] for a in compared["answers"]) == ["cheap", "strong"]
+    assert len(fake.requests()) == sent + 2
+
+
 # Ids no comparison could have: each holds a character no id the gateway makes holds (they
 # are lowercase hexadecimal digits), with the character named as the refusal names it.
 NO_IDS = [("\u0000", "U+0000 (character 1)"), ("0ff\n", "U+000A (character 4)"),

@@ -50,7 +50,7 @@ import urllib.parse
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
@@ -1628,16 +1628,18 @@ class Gateway:
 
     @_request
     async def acompare(self, messages: Sequence[Mapping[str, Any]] | None = None,
-                       models: Sequence[str] | None = None, *, prompt: str | None = None,
+                       models: Iterable[str] | None = None, *, prompt: str | None = None,
                        blind: bool = True, key: str | None = None, tenant: str | None = None,
                        principal: Principal | None = None, measured: bool = False,
                        **params: Any) -> dict[str, Any]:
         """Ask up to six models the same thing at once (exact calls: no fallbacks, each logged
         and governed as a chat request) and return their answers under blind labels A, B, ...
         with a ``compare_id`` that :meth:`ascore` teaches from. ``prompt`` is a one-turn
-        shortcut for ``messages``; ``models`` default to those the caller may use that
-        ``auto`` may choose (when there are at most six: a comparison teaches ``auto``, so a
-        model with ``auto: false`` is compared only when named); ``params`` are OpenAI fields
+        shortcut for ``messages``; ``models``, a list of 2 to 6 different names (read as
+        :func:`~switchpoint.catalog.model_names` reads one: a set or a mapping is refused, a
+        generator read once), default to those the caller may use that ``auto`` may choose
+        (when there are at most six: a comparison teaches ``auto``, so a model with ``auto:
+        false`` is compared only when named); ``params`` are OpenAI fields
         (max_tokens, temperature, ...). One whose body (as ``POST
         /v1/router/preferences/compare`` would receive it) is over ``max_request_bytes`` is
         refused as over HTTP (``measured``: the HTTP door, which counted its body's bytes)."""
@@ -1647,8 +1649,9 @@ class Gateway:
         expect("blind", blind, bool, "True or False")
         if (prompt is None) == (messages is None):
             raise InvalidInputError("prompt", "give a prompt or messages (exactly one)")
+        listed = model_names(models, "models")  # (a generator read once, before it is sized)
         if not measured:
-            self.check_size({"messages": messages, "prompt": prompt, "models": models,
+            self.check_size({"messages": messages, "prompt": prompt, "models": listed,
                              **params})
         if prompt is not None:
             if not isinstance(prompt, str) or not prompt.strip():
@@ -1667,7 +1670,7 @@ class Gateway:
         who = principal or Principal()
         catalog = live.router.catalog
         policy = self._policy(settings, who.tenant, who.key_id)
-        if models is None:  # the models the caller may name (a comparison calls each by
+        if listed is None:  # the models the caller may name (a comparison calls each by
             # name) that auto may choose: a comparison teaches auto, so a model kept out of
             # it (auto: false, a judge say) is compared only when named
             nameable = (self.governor.nameable(policy, catalog) if policy is not None
@@ -1688,11 +1691,8 @@ class Gateway:
             if len(allowed) > MAX_COMPARE_MODELS:
                 raise InvalidInputError("models", f"name the 2 to {MAX_COMPARE_MODELS} models "
                                                   f"to compare (of {', '.join(allowed)})")
-            models = allowed
-        if isinstance(models, str) or not isinstance(models, Sequence) or not all(
-                isinstance(m, str) for m in models):
-            raise InvalidInputError("models", "must be a list of model names")
-        names = list(models)
+            listed = allowed
+        names = listed
         if not 2 <= len(names) <= MAX_COMPARE_MODELS or len(set(names)) != len(names):
             raise InvalidInputError("models", f"give 2 to {MAX_COMPARE_MODELS} different "
                                               f"models, got {json_quoted(names[:10], 200)}")
@@ -1751,7 +1751,7 @@ class Gateway:
                 "expires_at": compare.expires, "blind": blind, "answers": answers}
 
     def compare(self, messages: Sequence[Mapping[str, Any]] | None = None,
-                models: Sequence[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+                models: Iterable[str] | None = None, **kwargs: Any) -> dict[str, Any]:
         """:meth:`acompare` from synchronous code."""
         return self._run(self.acompare(messages, models, **kwargs))
 
