@@ -15,7 +15,7 @@ import numbers
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
-from switchpoint._messages import json_quoted, people_number, quoted
+from switchpoint._messages import json_quoted, listed_names, people_number, quoted
 from switchpoint.errors import InvalidInputError
 
 TIERS = ("trivial", "simple", "moderate", "complex", "expert")
@@ -202,6 +202,24 @@ class Catalog:
     def not_routed(self, names: Iterable[str]) -> list[str]:
         """Those of ``names`` that ``auto`` never chooses (``auto: false``)."""
         return [n for n in names if n in self._by_name and not self._by_name[n].auto]
+
+    def leaves_no_model(self, listed: Sequence[str], within: Sequence[str],
+                        within_name: str) -> str:
+        """Why a caller's candidate list ``listed`` (of catalog names) leaves routing no model,
+        given the models it may narrow (``within``, which ``within_name`` names: ``this
+        router's allowed models``): the names routing never chooses (``auto: false``), else
+        that none of the others is among ``within``. The one wording of this refusal, in the
+        router and at the gateway's door; names are listed as every message lists them."""
+        unrouted = self.not_routed(listed)
+        never = (f"{listed_names(unrouted, quoted=True)} "
+                 f"{'is' if len(unrouted) == 1 else 'are'} never chosen by routing (auto: false "
+                 "in the catalog: served only when a request names it as its model)")
+        others = [n for n in listed if n not in unrouted]
+        if unrouted and not others:
+            return f"{never}; list a model routing may choose"
+        return (f"none of {listed_names(others, quoted=True)} is in {within_name} "
+                f"({listed_names(within, quoted=True)})" + (f", and {never}" if unrouted else "")
+                + "; list one of those")
 
     @property
     def all_priced(self) -> bool:

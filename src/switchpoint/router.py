@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
-from switchpoint._messages import json_quoted, listed_names, people_number
+from switchpoint._messages import json_quoted, people_number
 from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import (
@@ -876,17 +876,9 @@ class Router(RemadeOnLoad):
         if not mask.any():
             field_name = "available_models" if names is not None else "allowed_models"
             listed = names if names is not None else self._allowed_models or []
-            unrouted = self.catalog.not_routed(listed)
-            if unrouted:
-                raise NoCandidatesError(field_name, f"{listed_names(unrouted, quoted=True)} "
-                                        f"{'is' if len(unrouted) == 1 else 'are'} never chosen "
-                                        "by routing (auto: false in the catalog: served only "
-                                        "when a request names it as its model); list a model "
-                                        "routing may choose")
-            allowed = listed_names(self._allowed_models or self.catalog.routed, quoted=True)
-            raise NoCandidatesError(field_name, f"none of {listed_names(listed, quoted=True)} "
-                                                "is in this router's allowed models "
-                                                f"({allowed}); list one of those")
+            raise NoCandidatesError(field_name, self.catalog.leaves_no_model(
+                listed, self._allowed_models or self.catalog.routed,
+                "this router's allowed models"))
         return mask
 
     def _decide(self, est: Estimates, row: int, mask: np.ndarray, lam: float,

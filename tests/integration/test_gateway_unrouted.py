@@ -80,7 +80,9 @@ def test_a_model_kept_out_of_auto_is_never_chosen_but_is_served_when_named(
                     extra_body={"models": ["grader"]})
     body = refused.value.body
     assert isinstance(body, dict) and body["param"] == "models"
-    assert "grader is served only when a request names it" in body["message"]
+    assert body["message"] == ("models: \"grader\" is never chosen by routing (auto: false in "
+                               "the catalog: served only when a request names it as its model); "
+                               "list a model routing may choose")
     # Listed beside others, it is passed over.
     mixed = chat.create(model="auto", messages=[{"role": "user", "content": PROMPTS[1]}],
                         extra_body={"models": ["grader", "cheap"]},

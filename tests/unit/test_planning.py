@@ -10,6 +10,7 @@ from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     InvalidInputError,
     ModelNotFoundError,
+    NoCandidatesError,
     NoCapableModelError,
     UnknownModelError,
 )
@@ -106,8 +107,33 @@ async def test_auto_narrowed_by_the_candidate_lists() -> None:
     with pytest.raises(UnknownModelError) as unknown:
         await planner().plan(ChatCall(body(models=["zz"])), catalog(), route)
     assert unknown.value.field == "models"
-    with pytest.raises(InvalidInputError, match="leaves no model"):
+    # Lists that do not overlap are refused as the router refuses them, names quoted.
+    with pytest.raises(NoCandidatesError) as disjoint:
         await planner().plan(ChatCall(body(models=["a"]), models=["b"]), catalog(), route)
+    assert disjoint.value.field == "models"
+    assert str(disjoint.value) == ('models: none of "a" is in the models auto may choose that '
+                                   'models lists ("b"); list one of those')
+
+
+async def test_candidates_routing_never_picks_are_named_as_the_router_names_them() -> None:
+    """A candidate list naming only models with auto: false was refused in words of its own,
+    the names unquoted; it reads as the router's refusal, each name as JSON writes it."""
+    kept_out = Catalog([*catalog().cards, ModelCard("d, e", profile="a", auto=False)])
+    route = FakeRoute()
+    never = ('"d, e" is never chosen by routing (auto: false in the catalog: served only when '
+             'a request names it as its model)')
+    with pytest.raises(NoCandidatesError) as only:
+        await planner().plan(ChatCall(body(), models=["d, e"],
+                                      models_field="x-switchpoint-models"), kept_out, route)
+    assert only.value.field == "x-switchpoint-models"
+    assert str(only.value) == f"x-switchpoint-models: {never}; list a model routing may choose"
+    with pytest.raises(NoCandidatesError) as mixed:
+        await planner().plan(ChatCall(body(models=["c", "d, e"]), models=["a", "b"],
+                                      models_field="x-switchpoint-models"), kept_out, route)
+    assert str(mixed.value) == (
+        'models: none of "c" is in the models auto may choose that x-switchpoint-models lists '
+        f'("a", "b"), and {never}; list one of those')
+    assert route.calls == []
 
 
 async def test_unknown_models_and_impossible_requests_are_refused() -> None:

@@ -1090,6 +1090,13 @@ def test_a_model_kept_out_of_auto_is_never_chosen_nor_explored_to(
     assert info.value.field == "available_models"
     assert '"strong" is never chosen by routing (auto: false' in str(info.value)
     assert "strong" not in router.analyze_routing_distribution([math_prompt(9), poem_prompt(9)])
+    router.allowed_models = ["cheap"]  # (a list naming both kinds says what is wrong with each)
+    with pytest.raises(NoCandidatesError) as info:
+        router.route(math_prompt(0), available_models=["strong", "runner"])
+    assert str(info.value) == (
+        'available_models: none of "runner" is in this router\'s allowed models ("cheap"), and '
+        '"strong" is never chosen by routing (auto: false in the catalog: served only when a '
+        "request names it as its model); list one of those")
 
 
 def test_the_cache_bounds_are_the_config_s(make_router: RouterFactory) -> None:

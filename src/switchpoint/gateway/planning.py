@@ -30,6 +30,7 @@ from switchpoint.errors import (
     GatewayError,
     InvalidInputError,
     ModelNotFoundError,
+    NoCandidatesError,
     NoCapableModelError,
     UnknownModelError,
 )
@@ -466,6 +467,7 @@ class Planner:
         """The models ``auto`` may choose (not one with ``auto: false``, which a request must
         name as its model), narrowed by the call's candidate list and the body's ``models``."""
         names = catalog.routed
+        within_name = "the models auto may choose"
         for field_name, listed in ((call.models_field, call.models),
                                    ("models", call.body.get("models"))):
             if listed is None:
@@ -474,16 +476,12 @@ class Planner:
             if unknown:
                 raise UnknownModelError(field_name, unknown, catalog.names)
             keep = set(listed)
-            names = [n for n in names if n in keep]
-            if not names:
-                unrouted = catalog.not_routed(listed)
-                if unrouted:
-                    raise InvalidInputError(field_name, f"leaves no model 'auto' may choose: "
-                                            f"{', '.join(unrouted)} is served only when a "
-                                            "request names it as its model (auto: false in "
-                                            "the catalog)")
-                raise InvalidInputError(field_name, "leaves no model to choose from (the "
-                                                    "candidate lists do not overlap)")
+            narrowed = [n for n in names if n in keep]
+            if not narrowed:
+                raise NoCandidatesError(field_name, catalog.leaves_no_model(
+                    listed, names, within_name))
+            names = narrowed
+            within_name = f"the models auto may choose that {call.models_field} lists"
         return names
 
     def _note_unhealthy(self, plan: Plan, order: list[str]) -> None:
