@@ -571,12 +571,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from switchpoint import _hangup
 
     _hangup.defer()  # first: a SIGHUP while it starts is taken up once it serves, not fatal
-    from switchpoint.config import load_settings
+    from switchpoint.config import COMMAND_LINE, load_settings
 
     port = args.port
     settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
                              overrides={"weights": args.weights, "data_dir": args.data_dir,
-                                        "policy": args.policy}, path_arg="--config")
+                                        "policy": args.policy}, path_arg="--config",
+                             overrides_from=COMMAND_LINE)
     if args.policy is not None and settings.weights is not None:
         from switchpoint.weights import policy_of
 

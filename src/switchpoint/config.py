@@ -247,6 +247,10 @@ class ModelEntry(BaseModel):
 
 #: Where a config given to a Python call as a mapping of its keys comes from, as its errors say.
 MAPPING_CONFIG = "the config mapping passed in"
+#: Where a command's flags come from, as its errors say (a command's ``overrides``).
+COMMAND_LINE = "the command line"
+#: Where :func:`load_settings`'s ``overrides`` come from when its caller does not say.
+OVERRIDES = "overrides"
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,7 @@ class _Source:
     path: Path | None
     overrides: dict[str, Any]
     environ: Mapping[str, str] | None  # None: the process environment at each load
-    overrides_from: str = "the command line"
+    overrides_from: str = OVERRIDES
     path_arg: str = "path"
     empty: bool = False  # the file held no settings (empty, or only comments)
 
@@ -696,13 +700,15 @@ def load_settings(
     *,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
-    overrides_from: str = "the command line",
+    overrides_from: str = OVERRIDES,
     path_arg: str = "path",
 ) -> Settings:
     """Build :class:`Settings` from a YAML file (optional), the environment and ``overrides``.
 
-    ``overrides`` hold command-line values by top-level key (None values are ignored), or a
-    config given as a mapping: ``overrides_from`` says which, in the error about a bad one.
+    ``overrides`` hold values by top-level key (None values are ignored): a command's flags,
+    a config given as a mapping, or a program's own. ``overrides_from`` says where they came
+    from, in the error about a bad one (``models: must be a list, got 5 (from overrides)``):
+    :data:`COMMAND_LINE` for a command's flags, :data:`MAPPING_CONFIG` for a config mapping.
     ``path_arg`` is what the caller took the file's path as, a Python argument (``config``)
     or a flag (``--config``), which an error about the file tells to fix.
     Raises :class:`ConfigError` naming the key path and the reason.

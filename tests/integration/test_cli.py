@@ -226,6 +226,9 @@ def test_serve_names_the_policy_or_weights_option_it_refuses(
     code, _, err = run(["serve", "--weights", tmp_path / "nope", "--port", "0", "--data-dir",
                         data], capsys)
     assert_bad_input(code, err, f"--weights: {str(tmp_path / 'nope')!r} is not a weights package")
+    # A flag the config's own rules refuse says it came from the command line.
+    code, _, err = run(["serve", "--policy", "", "--port", "0", "--data-dir", data], capsys)
+    assert_bad_input(code, err, "--policy: must not be empty (from the command line)")
     # The same value from the config is the config's key.
     config = tmp_path / "switchpoint.yaml"
     config.write_text(f"policy: nope\ndata_dir: {data}\n", encoding="utf-8")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from switchpoint.config import MAX_CONFIG_BYTES, Settings, load_settings
+from switchpoint.config import COMMAND_LINE, MAX_CONFIG_BYTES, Settings, load_settings
 from switchpoint.errors import ConfigError, WeightsError
 from switchpoint.gateway.live import RouterFactory, checked_package
 from switchpoint.weights import default_weights_path
@@ -98,8 +98,11 @@ def test_a_bad_key_of_a_config_mapping_given_in_python_says_it_came_from_that_ma
     from switchpoint.labelling import label
 
     data_dir = tmp_path / "data"
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError) as info:  # (a program's own overrides: no command line)
         load_settings(overrides={"cost_weight": 0.2, "models": 5})
+    assert str(info.value) == "models: must be a list, got 5 (from overrides)"
+    with pytest.raises(ConfigError) as info:  # (a command's flags, as its caller says)
+        load_settings(overrides={"models": 5}, overrides_from=COMMAND_LINE)
     assert str(info.value) == "models: must be a list, got 5 (from the command line)"
     for call in (lambda: Gateway.from_config({"cost_weight": -1, "data_dir": str(data_dir)}),
                  lambda: label(["Hi"], ["m"], tmp_path / "out.jsonl",

@@ -28,10 +28,11 @@ def _settings(args: argparse.Namespace) -> Any:
     in ``data_dir``, saying whose it is and what to run. The admin token it may name need not
     be exported: it guards HTTP routes, which these commands do not serve."""
     from switchpoint._files import unreachable
-    from switchpoint.config import load_settings
+    from switchpoint.config import COMMAND_LINE, load_settings
 
     settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
-                             overrides={"data_dir": args.data_dir}, path_arg="--config")
+                             overrides={"data_dir": args.data_dir}, path_arg="--config",
+                             overrides_from=COMMAND_LINE)
     problem = unreachable(Path(settings.data_dir))
     if problem is not None:  # (another user's data_dir: no file in it can even be looked for)
         raise StoreError(f"data_dir: {problem}")
