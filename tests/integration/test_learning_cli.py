@@ -20,13 +20,13 @@ import pytest
 
 from switchpoint.cli import main
 from switchpoint.config import Settings, load_settings
-from switchpoint.decision import RoutingDecision
+from switchpoint.decision import RoutingDecision, hash_prompt
 from switchpoint.gateway import Gateway
 from switchpoint.server import create_app
 from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.weights import default_weights_path, load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import FACTORY, KEYS, config_text
+from tests.integration.gateway_env import FACTORY, KEYS, client, config_text
 from tests.integration.servers import loopback_socket, thread_server
 
 PROMPT = "Prove that the square root of 2 is irrational, step by step."
@@ -132,6 +132,90 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
         said, note = capsys.readouterr()
         assert "learned: cheap scored 0.5" in said and "(tenant default, model)" in said
         assert "does not teach routing" in note
+
+
+def _auto_chat(server: Any, prompt: str) -> str:
+    """The decision id of a chat request routed by ``auto`` through the official client, in a
+    session of its own (so no earlier answer pins it)."""
+    raw = client(server).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": prompt}],
+        extra_headers={"x-session-id": uuid.uuid4().hex})
+    return str(raw.headers["x-switchpoint-decision-id"])
+
+
+def _feedback_rows(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return int(conn.execute("SELECT count(*) FROM feedback").fetchone()[0])
+
+
+def test_feedback_by_prompt_hash_offline_after_a_service_stopped_and_over_http(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--prompt-hash`` names the latest decision routed on that prompt, in place of its id:
+    offline, from the store a stopped service left (the decisions it made are found by their
+    prompt's hash as by their ids), and with --url from the running service; a decision id
+    and a hash together, or neither, are refused naming them, changing nothing."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, str(tmp_path / "data")) + "tenants:\n  acme: {}\n",
+                      encoding="utf-8")
+    settings = load_settings(config, environ={})
+    hashed = hash_prompt(PROMPT)
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        first = _auto_chat(server, PROMPT)
+        latest = _auto_chat(server, PROMPT)
+        other = _auto_chat(server, "Write a haiku about autumn leaves.")
+    assert len({first, latest, other}) == 3
+    db = tmp_path / "data" / "switchpoint.db"
+    capsys.readouterr()
+
+    offline = ["--config", str(config)]
+    for argv, needle in [
+            ([first, "--prompt-hash", hashed, "--success"],
+             "--prompt-hash: give a decision id or --prompt-hash, not both"),
+            (["--success"], "decision_id: is needed, or --prompt-hash HASH in its place"),
+            (["--prompt-hash", "F" * 64, "--success"],
+             '--prompt-hash: holds "F" (character 1)'),
+            (["--prompt-hash", hashed[:63], "--success"], "--prompt-hash: is 63 characters"),
+            (["--prompt-hash", "0" * 64, "--success"],
+             f'--prompt-hash: no remembered decision has prompt hash "{"0" * 64}"'),
+            (["--prompt-hash", hashed, "--success", "--tenant", "acme"],  # (default's)
+             "--prompt-hash: no remembered decision has prompt hash")]:
+        assert main(["feedback", *argv, *offline]) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, err
+    assert "searched the state in" in err  # (a hash not found says where it looked)
+    assert _feedback_rows(db) == 0
+
+    assert main(["feedback", "--prompt-hash", hashed, "--score", "0.25", *offline,
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["decision_id"], out["quality"], out["kind"], out["replaced"]) == (
+        latest, 0.25, "decision", False)
+    assert main(["feedback", "--prompt-hash", hashed, "--score", "0.5", *offline]) == 0
+    said = capsys.readouterr().out
+    assert "replaced an earlier outcome: " in said and f"for decision {latest} " in said, said
+    assert _feedback_rows(db) == 2
+
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        url = ["--url", server.base]
+        assert main(["feedback", "--prompt-hash", hashed, "--score", "1", *url,
+                     "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert (answer["decision_id"], answer["replaced"], answer["previous_quality"]) == (
+            latest, True, 0.5)
+        assert main(["feedback", latest, "--prompt-hash", hashed, "--success", *url]) == 2
+        assert "--prompt-hash: give a decision id or --prompt-hash, not both" in (
+            capsys.readouterr().err)
+        assert main(["feedback", "--prompt-hash", "0" * 64, "--success", *url]) == 2
+        err = capsys.readouterr().err
+        assert "answered 404" in err and "no remembered decision has prompt hash" in err, err
+        # A decision made since is the latest of its prompt.
+        since = _auto_chat(server, PROMPT)
+        assert main(["feedback", "--prompt-hash", hashed, "--failure", *url, "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert (answer["decision_id"], answer["quality"], answer["replaced"]) == (
+            since, 0.0, False)
+    assert _feedback_rows(db) == 4
 
 
 def test_learn_with_nothing_new_to_fold_in_says_why(

@@ -2,15 +2,16 @@
 the command line, the explicit step that folds them into new shared weights, and the
 experiments created at run time.
 
-``feedback`` reports how one answer went. With ``--url`` it posts to a running service
-(``POST /v1/feedback``, with ``--api-key`` or ``$SWITCHPOINT_API_KEY`` when the service uses
-client keys), which learns at once. Without it, it works on the state in ``data_dir`` (the
-config's, or ``--data-dir``): it loads the router as the service would, replays the feedback
-log, learns the outcome and appends it to the log; a service running on that ``data_dir``
-takes it up before it learns its next outcome (so a repeat sent to it replaces this one, and
-says so), or at its next reload (``POST /v1/router/reload``) or restart, whichever comes
-first. Every argument is checked first, and a ``data_dir`` that does not exist is an error,
-so a refused command creates no file.
+``feedback`` reports how one answer went, named by its decision id or by its prompt's hash
+(``--prompt-hash``: the latest decision routed on that prompt). With ``--url`` it posts to a
+running service (``POST /v1/feedback``, with ``--api-key`` or ``$SWITCHPOINT_API_KEY`` when the
+service uses client keys), which learns at once. Without it, it works on the state in
+``data_dir`` (the config's, or ``--data-dir``): it loads the router as the service would,
+replays the feedback log, learns the outcome and appends it to the log; a service running on
+that ``data_dir`` takes it up before it learns its next outcome (so a repeat sent to it
+replaces this one, and says so), or at its next reload (``POST /v1/router/reload``) or restart,
+whichever comes first. Every argument is checked first, and a ``data_dir`` that does not exist
+is an error, so a refused command creates no file.
 
 ``learn --export DIR`` writes a new weights package: the configured weights with one tenant's
 outcomes (``--tenant``, default the deployment's own) folded in. The service's weights never
@@ -107,16 +108,35 @@ def _state_gateway(settings: Settings) -> Gateway:
             "config with --config (or $SWITCHPOINT_CONFIG)")) from None
 
 
+def _named(args: argparse.Namespace) -> tuple[str, str]:
+    """The request field that names the decision (``decision_id`` or ``prompt_hash``) and its
+    value: exactly one of the decision id and ``--prompt-hash`` is given, else refused naming
+    them."""
+    if (args.decision_id is None) == (args.prompt_hash is None):
+        both = args.decision_id is not None
+        raise InvalidInputError(
+            "prompt_hash" if both else "decision_id",
+            ("give a decision id or --prompt-hash, not both" if both else
+             "is needed, or --prompt-hash HASH in its place (exactly one)")
+            + ": the decision id is the one the answer carried (x-switchpoint-decision-id), "
+            "HASH the SHA-256 of the prompt a decision routed on (its prompt_hash), which "
+            "names the latest decision of that prompt")
+    if args.prompt_hash is not None:
+        return "prompt_hash", str(args.prompt_hash)
+    return "decision_id", str(args.decision_id)
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     score, success = _quality(args)
+    field, named = _named(args)
     if args.url is not None:
-        return _feedback_over_http(args, score, success)
+        return _feedback_over_http(args, score, success, {field: named})
     from switchpoint.decision import check_id
     from switchpoint.gateway.feedback_log import check_comment
 
     # Every argument is checked before the state is opened: a refused command writes nothing.
     cost: float | None = args.cost
-    check_id(args.decision_id)
+    check_id(named, field)
     check_comment(args.comment)
     if args.tenant is not None:
         check_tenant(args.tenant, "--tenant")
@@ -126,13 +146,14 @@ def cmd_feedback(args: argparse.Namespace) -> int:
                                     "reach that service)")
     with _state_gateway(settings) as gateway:
         try:
-            result = gateway.report_outcome(args.decision_id, score, success,
-                                            model=args.model, comment=args.comment,
-                                            tenant=args.tenant, cost=cost)
+            result = gateway.report_outcome(
+                named if field == "decision_id" else None, score, success, model=args.model,
+                comment=args.comment, tenant=args.tenant, cost=cost,
+                prompt_hash=named if field == "prompt_hash" else None)
         except DecisionNotFoundError as exc:
             # Which state was searched is what a user most often got wrong: say it.
             raise InvalidInputError(
-                "decision_id", f"{str(exc).removeprefix('decision_id: ')}; searched the "
+                exc.field, f"{str(exc).removeprefix(f'{exc.field}: ')}; searched the "
                 f"state in {quoted_path(Path(settings.data_dir).resolve())} (--data-dir, or the "
                 "data_dir "
                 "of --config): is it the data_dir of the service that made the decision? "
@@ -162,12 +183,12 @@ def _clipped(text: str) -> str:
 
 
 def _feedback_over_http(args: argparse.Namespace, score: float | None,
-                        success: bool | None) -> int:
+                        success: bool | None, named: dict[str, str]) -> int:
     import httpx
 
     from switchpoint.errors import ServeError
 
-    body: dict[str, Any] = {"decision_id": args.decision_id}
+    body: dict[str, Any] = dict(named)  # (the decision_id, or the prompt_hash)
     if score is not None:
         body["score"] = score
     else:
@@ -453,9 +474,16 @@ def add_commands(sub: Any) -> None:
     subcommands."""
     from switchpoint.catalog import MAX_ANSWER_COST
 
-    p = sub.add_parser("feedback", help="report how an answer went (by its decision id): to a "
-                                        "running service (--url) or to the state in data_dir")
-    p.add_argument("decision_id", help="the x-switchpoint-decision-id the answer carried")
+    p = sub.add_parser("feedback", help="report how an answer went (by its decision id, or "
+                                        "its prompt's hash): to a running service (--url) or "
+                                        "to the state in data_dir")
+    decision_id = p.add_argument("decision_id", nargs="?",
+                                 help="the x-switchpoint-decision-id the answer carried (or "
+                                      "give --prompt-hash)")
+    prompt_hash = p.add_argument("--prompt-hash", metavar="HASH",
+                                 help="in place of the decision id: the SHA-256 of the prompt "
+                                      "a decision routed on (its prompt_hash, 64 hexadecimal "
+                                      "digits), naming the latest decision of that prompt")
     group = p.add_mutually_exclusive_group()
     score = group.add_argument("--score", type=_options.SCORE,
                                help="quality of the answer, 0 (worst) to 1 (best)")
@@ -480,7 +508,8 @@ def add_commands(sub: Any) -> None:
     data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_feedback)
-    _options.fills(p, model=model, cost=cost, score=score, data_dir=data_dir)
+    _options.fills(p, model=model, cost=cost, score=score, data_dir=data_dir,
+                   decision_id=decision_id, prompt_hash=prompt_hash)
 
     p = sub.add_parser("learn", help="fold what the service learned from outcomes into a new "
                                      "weights package")
