@@ -806,6 +806,55 @@ def _wait_retried(store: SQLiteStore, count: int) -> None:
         time.sleep(0.01)
 
 
+def test_a_pending_decision_takes_feedback_while_among_the_newest_and_not_after(
+        tmp_path: Path) -> None:
+    """With ``newest=N`` the N-th newest pending decision is found, by its id and by its
+    prompt's hash, and the one before it is not. The bound counts decisions, not positions: a
+    decision written again moves to the end and leaves a gap, and the older ones it passed
+    stay among the newest as the router's memory keeps them (found past the positions'
+    bound); every decision at every bound is found exactly when fewer than N come after it."""
+    from switchpoint.store.learning import LearningReader
+
+    path = tmp_path / "switchpoint.db"
+    ids = [f"d{i}" for i in range(12)]
+
+    def kept(decision_id: str) -> PendingRecord:
+        return PendingRecord(PendingDecision(decision_id=decision_id, tenant="acme",
+                                             chosen="a", candidates=("a", "b"),
+                                             prompt_hash=f"{ids.index(decision_id):064x}"),
+                             "w1")
+
+    def found(reader: LearningReader, decision_id: str, newest: int | None) -> bool:
+        by_id = reader.pending(decision_id, newest=newest) is not None
+        hashed = f"{ids.index(decision_id):064x}"
+        assert (reader.latest_pending(hashed, "acme", newest=newest) == decision_id) == by_id
+        return by_id
+
+    with SQLiteStore(path) as store:
+        for decision_id in ids:
+            store.append(kept(decision_id)).result()
+        reader = LearningReader(path)
+        try:
+            for n in (1, 5, 12):
+                assert found(reader, ids[-n], n)  # the n-th newest
+                assert n == 12 or not found(reader, ids[-n - 1], n)  # the one before it
+            assert not any(found(reader, d, 0) for d in ids)
+            assert all(found(reader, d, None) for d in ids)
+            for again in ("d8", "d9", "d10"):  # (positions 9 to 11 are left empty)
+                store.append(kept(again)).result()
+            order = [*ids[:8], "d11", "d8", "d9", "d10"]  # oldest first
+            seqs = [seq for (seq,) in sqlite3.connect(path).execute(
+                "SELECT seq FROM pending ORDER BY seq")]
+            assert seqs == [1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 14, 15]
+            # The 10th newest, d2 at position 3, is 12 positions behind the newest: found.
+            assert found(reader, "d2", 10) and not found(reader, "d1", 10)
+            for n in range(len(order) + 2):
+                newest = order[max(0, len(order) - n):]
+                assert [d for d in order if found(reader, d, n)] == newest, n
+        finally:
+            reader.close()
+
+
 def _pending(decision_id: str) -> PendingRecord:
     return PendingRecord(PendingDecision(decision_id=decision_id, tenant="default", chosen="a",
                                          candidates=("a", "b")), "w1")

@@ -71,11 +71,6 @@ _FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model",
                      "key_id", "comment", "measured_cost")
 _PENDING_COLUMNS = ("decision_id", "ts", "tenant", "chosen", "candidates", "embedding", "units",
                     "expected_cost", "weights_id", "prompt_tokens", "prompt_hash")
-#: Whether the pending row at hand (``pending``) is among the newest ``?`` rows kept (None:
-#: any row), given that bound twice: only the last memory_size decisions take feedback, though
-#: the table keeps more until its next prune.
-_AMONG_NEWEST = ("(? IS NULL OR (SELECT count(*) FROM pending later "
-                 "WHERE later.seq > pending.seq) < ?)")
 _COMPARE_COLUMNS = ("compare_id", "ts", "expires", "tenant", "labels", "answered", "embedding",
                     "units", "weights_id", "costs", "blind", "revealed", "details")
 
@@ -86,6 +81,31 @@ def _units_json(units: tuple[tuple[int, float], ...] | None) -> str | None:
 
 def _units_of(raw: str | None) -> tuple[tuple[int, float], ...] | None:
     return None if raw is None else tuple((int(u), float(w)) for u, w in json.loads(raw))
+
+
+def _among_newest(newest: int | None) -> tuple[str, tuple[int, ...]]:
+    """The condition that the pending row at hand (``pending``) is among the ``newest`` rows
+    kept (None: any row; 0: none), and its parameters: only the last memory_size decisions
+    take feedback, though the table keeps more until its next prune.
+
+    Exact (the rows after it are fewer than ``newest``), without counting them: a row less
+    than ``newest`` positions (``seq``) behind the newest one is among them, since no more
+    rows fit in between, which the primary key tells at once. Positions leave a gap only where
+    a decision was written again (``INSERT OR REPLACE`` moves it to the end, as a router's
+    memory does when it remembers it anew), so that settles every row found but one pushed
+    back by such gaps. For any other row (past the bound, until the next prune deletes it)
+    it is whether the ``newest``-th row after it exists: at most ``newest`` steps along the
+    primary key, where a count read every row after it. (Positions alone would be a bound of
+    at most the newest rows: they would refuse a decision pushed back by rewrites that the
+    memory of the service that made it still holds, and a lookup after a restart is to find
+    what that memory would.)"""
+    if newest is None:
+        return "1", ()
+    if newest <= 0:
+        return "0", ()
+    return ("(pending.seq > (SELECT max(seq) FROM pending) - ? OR NOT EXISTS (SELECT 1 FROM "
+            "pending later WHERE later.seq > pending.seq ORDER BY later.seq LIMIT 1 "
+            "OFFSET ?))", (newest, newest - 1))
 
 
 @dataclass(frozen=True)
@@ -566,9 +586,9 @@ class LearningReader:
         """A decision still open to feedback, with the weights it was made under; with
         ``newest``, only if it is among the ``newest`` decisions kept (the table is pruned to
         them only now and then)."""
+        among, bound = _among_newest(newest)
         row = self._one(f"SELECT {', '.join(_PENDING_COLUMNS)} FROM pending "
-                        f"WHERE decision_id = ? AND {_AMONG_NEWEST}",
-                        (decision_id, newest, newest))
+                        f"WHERE decision_id = ? AND {among}", (decision_id, *bound))
         if row is None:
             return None
         (did, ts, tenant, chosen, candidates, vector, units, cost, weights_id, tokens,
@@ -591,11 +611,12 @@ class LearningReader:
         prompts: the newest row of the prompt first, then whether it is recent enough (an
         older one of the same prompt is not)."""
         of_tenant = "" if tenant is None else " AND tenant = ?"
+        among, bound = _among_newest(newest)
         # (the row found is named pending, the row the bound reads)
         row = self._one(f"SELECT decision_id FROM (SELECT decision_id, seq FROM pending "
                         f"WHERE prompt_hash = ?{of_tenant} ORDER BY seq DESC LIMIT 1) pending "
-                        f"WHERE {_AMONG_NEWEST}",
-                        (prompt_hash, *(() if tenant is None else (tenant,)), newest, newest))
+                        f"WHERE {among}",
+                        (prompt_hash, *(() if tenant is None else (tenant,)), *bound))
         return None if row is None else str(row[0])
 
     def compare(self, compare_id: str, newest: int | None = None) -> CompareRecord | None:
