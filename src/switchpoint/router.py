@@ -13,11 +13,11 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 
@@ -86,6 +86,7 @@ from switchpoint.weights import (
 MAX_BATCH = 10_000
 
 _Row = TypeVar("_Row")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def bounded_batch(values: Iterable[_Row], field_name: str, noun: str,
@@ -113,6 +114,24 @@ def bounded_batch(values: Iterable[_Row], field_name: str, noun: str,
                 f"{MAX_BATCH:,} one call makes")
     raise InvalidInputError(field_name, f"holds {held} {noun}s, {over}; split the batch into "
                                         f"calls of {most:,} {noun}s or fewer")
+
+
+def _in_its_gateway(method: _F) -> _F:
+    """A method that changes what the router remembers or learned (or reads its feedback
+    log), made, by a router serving in a gateway, as one request inside that gateway (see
+    :meth:`Gateway.admitted <switchpoint.gateway.engine.Gateway.admitted>`): closing waits
+    for one under way, and one made once closing has begun, or after, is refused with the
+    gateway's :class:`~switchpoint.errors.GatewayClosedError`, having done nothing. A router
+    alone runs it as it is."""
+    @functools.wraps(method)
+    def inside(self: Router, *args: Any, **kwargs: Any) -> Any:
+        gateway = self.gateway
+        if gateway is None:
+            return method(self, *args, **kwargs)
+        with gateway.admitted():
+            return method(self, *args, **kwargs)
+
+    return cast(_F, inside)
 
 
 def check_route_input(prompt: object, embedding: object) -> None:
@@ -254,7 +273,14 @@ class Router(RemadeOnLoad):
     copy of its policy (the arrays are shared, not copied) and a copy of its provenance. So
     changing the package given once the router is built (its policy's ``set_params``, say)
     changes neither what the router chooses nor its ``weights_id``, from any thread; build a
-    router from the changed package to route with it."""
+    router from the changed package to route with it.
+
+    A router serving in a gateway (``gateway.router``) routes, learns and calls models as that
+    gateway's own methods do, each call one request inside it: :meth:`route`,
+    :meth:`route_batch` (and :meth:`analyze_routing_distribution`), :meth:`estimates`,
+    :meth:`report_outcome` and :meth:`route_and_execute` are waited for by its closing, and
+    refused with :class:`~switchpoint.errors.GatewayClosedError` once closing has begun, or
+    after, remembering, learning and logging nothing."""
 
     _remade = remade(_stats_lock=LOCK)
 
@@ -354,6 +380,7 @@ class Router(RemadeOnLoad):
 
     # Public API --------------------------------------------------------------------------------
 
+    @_in_its_gateway
     def route(
         self,
         prompt: str | None = None,
@@ -441,6 +468,7 @@ class Router(RemadeOnLoad):
                 "and output_per_mtok, or leave estimate_tokens out")
         return tokens
 
+    @_in_its_gateway
     def route_batch(
         self,
         prompts: Sequence[str] | None = None,
@@ -504,6 +532,7 @@ class Router(RemadeOnLoad):
         self._count(decisions)
         return decisions
 
+    @_in_its_gateway
     def estimates(
         self,
         prompts: Sequence[str] | None = None,
@@ -583,6 +612,7 @@ class Router(RemadeOnLoad):
             vectors = np.zeros((0, self.weights.dimension), np.float32)
         return Inputs(texts=texts, embeddings=vectors), ms
 
+    @_in_its_gateway
     def report_outcome(
         self,
         decision_id: str,
@@ -708,7 +738,9 @@ class Router(RemadeOnLoad):
     ) -> ChatCompletion:
         """Route ``prompt``, then answer ``messages`` (default: ``prompt`` as one user turn)
         with the chosen model through a :class:`~switchpoint.gateway.Gateway`: retried, failed
-        over to the next-best candidates, pinned and logged as the HTTP gateway does.
+        over to the next-best candidates, pinned and logged as the HTTP gateway does, as one
+        request inside that gateway (closing waits for it; once closing has begun it is refused
+        with :class:`~switchpoint.errors.GatewayClosedError`, nothing routed).
 
         ``gateway`` defaults to the one this router serves in (a router loaded by a gateway
         knows it); a router loaded alone has no upstreams, so pass one
@@ -735,17 +767,18 @@ class Router(RemadeOnLoad):
                 "this router has no gateway to call models through; build one with "
                 "Gateway.from_config('switchpoint.yaml') (its `models:` say where each model "
                 "lives) and pass gateway=, or use gateway.router")
-        gateway.check_serves_chat()  # (before anything is routed)
-        available_models = model_names(available_models, "available_models")  # (read once)
-        # The gateway's bound on a request's size, before anything is routed: the prompt as a
-        # routing request's, the messages (when not the prompt) as a chat request's.
-        gateway.check_size({"prompt": prompt, "available_models": available_models,
-                            "cost_weight_override": cost_weight_override}, route=True)
-        if messages is not None:
-            gateway.check_size({"messages": list(messages)})
-        decision = self.route(prompt, available_models, cost_weight_override)
-        turns = messages if messages is not None else [{"role": "user", "content": prompt}]
-        return gateway.complete(turns, decision=decision, **kwargs)
+        with gateway.admitted():  # (its route and its call: one request, which closing awaits)
+            gateway.check_serves_chat()  # (before anything is routed)
+            available_models = model_names(available_models, "available_models")  # (read once)
+            # The gateway's bound on a request's size, before anything is routed: the prompt as
+            # a routing request's, the messages (when not the prompt) as a chat request's.
+            gateway.check_size({"prompt": prompt, "available_models": available_models,
+                                "cost_weight_override": cost_weight_override}, route=True)
+            if messages is not None:
+                gateway.check_size({"messages": list(messages)})
+            decision = self.route(prompt, available_models, cost_weight_override)
+            turns = messages if messages is not None else [{"role": "user", "content": prompt}]
+            return gateway.complete(turns, decision=decision, **kwargs)
 
     @staticmethod
     def explain(decision: RoutingDecision) -> str:

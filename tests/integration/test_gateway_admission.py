@@ -5,6 +5,7 @@ loop comes."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from switchpoint.config import load_settings
 from switchpoint.errors import GatewayClosedError, StoreError
 from switchpoint.gateway import ChatCompletion
 from switchpoint.governance.reports import Reports
+from switchpoint.learning.learner import OutcomeResult
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import (
@@ -173,6 +175,78 @@ def test_a_read_of_the_reports_object_under_way_as_the_gateway_closes_is_waited_
     assert list(report["by_model"]) == [answer.model]
     with pytest.raises(GatewayClosedError, match="the gateway is closed"):
         gateway.reports.cost_report()
+
+
+def test_the_gateways_router_is_let_in_and_refused_as_the_gateways_own_methods_are(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``gateway.router``'s own methods reach the gateway's learning, feedback log and models
+    without its methods: an outcome reported to the router is under way as the gateway closes.
+    Closing did not wait for it, and the router routed, learned and logged over a closing
+    gateway, and after close met its closed feedback log. Now closing waits for the outcome,
+    which is learned and logged; the router's routing, learning and model calls asked once
+    closing has begun, or after (through the router taken before, or taken now), are refused
+    with the closed error, and route, learn, log and call nothing."""
+    gateway = _gateway(gw_fake, tmp_path)
+    router = gateway.router
+    first = router.route("What is the capital of France?")
+    second = router.route("Prove that the square root of 2 is irrational.")
+    called = len(gw_fake.requests())
+    inside, go = _held(router.learner, "report", monkeypatch)
+    reporter, got = _on_a_thread(lambda: router.report_outcome(first.decision_id, 0.9))
+    assert inside.wait(10)
+    closer, closed = closing_in_background(gateway)
+    calls: list[Callable[[], object]] = [
+        lambda: router.report_outcome(second.decision_id, 0.2),
+        lambda: router.route("Summarise the meeting notes."),
+        lambda: router.route_batch(["Say hello.", "Say goodbye."]),
+        lambda: router.analyze_routing_distribution(["Say hello."]),
+        lambda: router.estimates(["Say hello."]),
+        lambda: router.route_and_execute("Say hello.")]
+    for call in calls:
+        with pytest.raises(GatewayClosedError, match="the gateway is closed"):
+            call()
+    time.sleep(0.2)
+    assert not closed.is_set()  # closing waits for the outcome under way
+    go.set()
+    reporter.join(10)
+    closer.join(30)
+    assert not reporter.is_alive() and closed.is_set()
+    [outcome] = got
+    assert isinstance(outcome, OutcomeResult), repr(outcome)
+    assert outcome.decision_id == first.decision_id and outcome.quality == 0.9
+    for call in [*calls, lambda: gateway.router.report_outcome(second.decision_id, 0.2)]:
+        with pytest.raises(GatewayClosedError, match="the gateway is closed"):
+            call()
+    assert db_rows(tmp_path / "data", "SELECT decision_id, quality FROM feedback") == [
+        (first.decision_id, 0.9)]
+    assert router.stats.total_requests == 2  # (the two routed before closing, no more)
+    assert router.learner.n_outcomes() == 1
+    assert len(gw_fake.requests()) == called
+
+
+def test_a_chat_request_routing_as_the_gateway_closes_is_waited_for_not_refused(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An async chat request for ``auto``, on an event loop of its own, is counted in and
+    held before it is routed; the gateway then closes. Its routing, on the live router that
+    refuses calls made once closing has begun, is a part of the request let in, so it is
+    routed, answered and logged, and closing waits for it."""
+    gateway = _gateway(gw_fake, tmp_path)
+    inside, go = _held(gateway, "_maintain", monkeypatch)
+    caller, got = _on_a_thread(lambda: asyncio.run(gateway.acomplete(user("Hello"))))
+    assert inside.wait(10)
+    closer, closed = closing_in_background(gateway)
+    time.sleep(0.2)
+    assert not closed.is_set()  # closing waits for the request being planned
+    go.set()
+    caller.join(30)
+    closer.join(30)
+    assert not caller.is_alive() and closed.is_set()
+    [answer] = got
+    assert isinstance(answer, ChatCompletion), repr(answer)
+    decision = answer.switchpoint.decision
+    assert decision is not None and answer.model == decision.selected_model
+    assert db_rows(tmp_path / "data", "SELECT status, decision_id FROM requests") == [
+        ("ok", decision.decision_id)]
 
 
 def _keys_config(fake: FakeProviderProcess, root: Path) -> Path:

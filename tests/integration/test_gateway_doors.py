@@ -434,8 +434,8 @@ def test_a_gateway_used_in_a_forked_child_refuses_at_once_saying_to_make_it_afte
         assert os.waitstatus_to_exitcode(status) == 0  # (-14: it hung until the alarm)
         assert set(said) == set(calls)
         for name, message in said.items():
-            what = "this store" if name == "router.report_outcome" else "this Gateway"
-            assert message.startswith(f"{what} was opened in process {os.getpid()}, and this "
+            # (the router's outcome is one request inside its gateway, refused as its own)
+            assert message.startswith(f"this Gateway was opened in process {os.getpid()}, and this "
                                       f"is process {pid}, a child made by os.fork()"), name
             assert message.endswith("make it after the fork, in each worker (gunicorn without "
                                     "--preload or in its post_fork hook, a multiprocessing "

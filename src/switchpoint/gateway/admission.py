@@ -90,12 +90,23 @@ class Admission:
     def admitted(self, refuse: Callable[[], Exception]) -> Iterator[None]:
         """:meth:`enter` for the block's length; what it calls counts as inside."""
         leave = self.enter(refuse)
+        try:
+            with self.within():
+                yield
+        finally:
+            leave()
+
+    @staticmethod
+    @contextmanager
+    def within() -> Iterator[None]:
+        """The block as a part of a request already counted in (by :meth:`enter`, which marks
+        nothing itself): what it calls, on its tasks and worker threads too, is let in while
+        closing, never refused."""
         token = _INSIDE.set(True)
         try:
             yield
         finally:
             _INSIDE.reset(token)
-            leave()
 
     def shut(self) -> None:
         """Closing begins: from now until :meth:`reopen`, :meth:`enter` refuses."""

@@ -856,7 +856,8 @@ class Gateway:
             leave()
             raise
         try:
-            plan, live = await self._plan_held(call, live, started)
+            with self._admission.within():  # (its routing, on the live router, is part of it)
+                plan, live = await self._plan_held(call, live, started)
         except BaseException:
             if slot is not None:
                 slot.release()
