@@ -238,6 +238,20 @@ class Gateway:
     :meth:`close` releases it: while a service (or another such gateway, in this process or
     another) serves from the same ``data_dir``, opening raises
     :class:`~switchpoint.errors.DataDirInUseError` naming its pid.
+
+    Its public API is its methods, the :attr:`router`, :attr:`reports` and :attr:`settings`
+    properties and :meth:`admitted`. Each call that routes, calls a model, learns or reads
+    its logs, through its methods or through the router and the reports it hands out, is a
+    request inside the gateway (closing waits for it, and refuses it once begun); its
+    methods check their caller as its HTTP door does (a key, or a trusted tenant, where they
+    take one), while the router routes and learns as any :class:`~switchpoint.router.Router`
+    does, bound by no tenant's models, budgets or rates (its ``tenant=`` only picks what that
+    tenant's outcomes taught). Its other attributes (``state``, ``store``, ``learning``,
+    ``governor``, ``ab_tests``, ``health``, ``pinner``, ``planner``, ``pool``,
+    ``providers``, ``in_flight``, ``timeouts``, ``retry``, ``observer``) are the engine's
+    parts, which the server's routes and the tests reach; they are no API and may change, and
+    a call made through one skips what the methods do (closing's wait and refusal, a caller's
+    checks, the request's log).
     """
 
     def __init__(self, settings: Settings, *, loader: Loader | None = None,
