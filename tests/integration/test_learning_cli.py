@@ -170,6 +170,8 @@ def test_feedback_by_prompt_hash_offline_after_a_service_stopped_and_over_http(
 
     offline = ["--config", str(config)]
     for argv, needle in [
+            (["--prompt-hash", hashed, "--success", "--tenant", "nope"],
+             '--tenant: "nope" is not in the configuration'),
             ([first, "--prompt-hash", hashed, "--success"],
              "--prompt-hash: give a decision id or --prompt-hash, not both"),
             (["--success"], "decision_id: is needed, or --prompt-hash HASH in its place"),

@@ -497,7 +497,7 @@ def add_commands(sub: Any) -> None:
                                "teaches the model's cost on this kind of prompt (with catalog "
                                "prices the gateway's own accounting of the answer is used when "
                                "left out)")
-    p.add_argument("--tenant", help="only a decision of this tenant (without --url)")
+    tenant = p.add_argument("--tenant", help="only a decision of this tenant (without --url)")
     p.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8080 (it learns at "
                                  "once); without it the state in data_dir is updated and a "
                                  "service on it learns it before its next outcome, or at its "
@@ -509,7 +509,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_feedback)
     _options.fills(p, model=model, cost=cost, score=score, data_dir=data_dir,
-                   decision_id=decision_id, prompt_hash=prompt_hash)
+                   decision_id=decision_id, prompt_hash=prompt_hash, tenant=tenant)
 
     p = sub.add_parser("learn", help="fold what the service learned from outcomes into a new "
                                      "weights package")
