@@ -822,8 +822,38 @@ def test_a_comparison_without_models_compares_those_auto_may_choose(
         assert refused.status_code == 400, refused.text
         error = refused.json()["error"]
         assert error["param"] == "models"
-        assert "auto may choose 1 of the models to compare (strong; judge auto: false" in (
-            error["message"])
+        assert error["message"] == (
+            'models: auto may choose 1 of the models to compare ("strong"; "judge" is auto: '
+            'false, compared only when named): name the 2 to 6 models to compare')
+
+
+def test_a_comparison_left_to_choose_its_models_lists_them_as_every_message_does(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Left to choose, a comparison refused names the models it could have compared as JSON
+    writes names, as every message lists them: more than it compares at once, or a key that
+    may name fewer than two (it joined them unquoted)."""
+    more = "".join(f'  - {{name: extra-{i}, base_url: "{{base}}", api_key_env: FAKE_KEY, '
+                   'input_per_mtok: 2, output_per_mtok: 2}\n' for i in range(4))
+    with learning_server(fake, tmp_path, "auth: keys\ntenants: {acme: {}}\n",
+                         more_models=more) as server:
+        acme = post(server, "/v1/router/keys", {"tenant": "acme"}).json()["key"]
+        many = post(server, "/v1/router/preferences/compare",
+                    {"prompt": math_prompt(714)}, key=acme)
+        assert many.status_code == 400, many.text
+        assert many.json()["error"]["message"] == (
+            'models: name the 2 to 6 models to compare (of "strong", "runner", "cheap", '
+            '"extra-0", "extra-1", "extra-2", "extra-3")')
+        with pytest.raises(InvalidInputError, match=r'\(of "strong", "runner", "cheap", '):
+            server.service.gateway.compare(prompt=math_prompt(715), tenant="acme")
+        one = post(server, "/v1/router/keys", {"tenant": "acme", "models": [
+            "cheap", "auto"]}).json()["key"]
+        refused = post(server, "/v1/router/preferences/compare",
+                       {"prompt": math_prompt(716)}, key=one)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["param"] == "models"
+        assert refused.json()["error"]["message"] == (
+            'models: a comparison calls each model by name, and this key may name 1 model(s) '
+            '("cheap"); compare with a key that may name at least two')
 
 
 def test_a_score_shows_the_memory_of_the_models_its_caller_may_use(

@@ -72,7 +72,7 @@ import numpy as np
 import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect, passes_on
 from switchpoint._files import access_problem, private_dir
-from switchpoint._messages import json_quoted, quoted_path
+from switchpoint._messages import json_quoted, listed_names, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint.catalog import Catalog, model_names
@@ -1693,19 +1693,22 @@ class Gateway:
             if len(nameable) < 2 and policy is not None and policy.models is not None:
                 raise PermissionDeniedError(
                     "models: a comparison calls each model by name, and this key may name "
-                    f"{len(nameable)} model(s) ({', '.join(nameable) or 'none'}); compare with "
-                    "a key that may name at least two", param="models")
+                    f"{len(nameable)} model(s) ({listed_names(nameable, quoted=True) or 'none'})"
+                    "; compare with a key that may name at least two", param="models")
             kept_out = catalog.not_routed(nameable)
             allowed = [m for m in nameable if m not in kept_out]
             if len(allowed) < 2:
+                unrouted = (f"; {listed_names(kept_out, quoted=True)} "
+                            f"{'is' if len(kept_out) == 1 else 'are'} auto: false, compared "
+                            "only when named" if kept_out else "")
                 raise InvalidInputError(
                     "models", f"auto may choose {len(allowed)} of the models to compare "
-                              f"({', '.join(allowed) or 'none'}; {', '.join(kept_out)} "
-                              "auto: false, compared only when named): name the 2 to "
-                              f"{MAX_COMPARE_MODELS} models to compare")
+                              f"({listed_names(allowed, quoted=True) or 'none'}{unrouted}): "
+                              f"name the 2 to {MAX_COMPARE_MODELS} models to compare")
             if len(allowed) > MAX_COMPARE_MODELS:
                 raise InvalidInputError("models", f"name the 2 to {MAX_COMPARE_MODELS} models "
-                                                  f"to compare (of {', '.join(allowed)})")
+                                                  "to compare (of "
+                                                  f"{listed_names(allowed, quoted=True)})")
             listed = allowed
         names = listed
         if not 2 <= len(names) <= MAX_COMPARE_MODELS or len(set(names)) != len(names):
