@@ -413,6 +413,20 @@ async def test_a_decision_made_elsewhere_is_followed_not_recomputed() -> None:
     assert [c.name for c in plan.cards] == ["c", "b"]
 
 
+async def test_a_decision_made_elsewhere_over_other_models_is_refused_naming_them() -> None:
+    """A decision none of whose models can serve the request is refused listing its models
+    as every message lists names: as JSON writes them, the first 20 and how many more (they
+    were joined unquoted and whole, a name holding ", " read as two)."""
+    elsewhere = {"x, y": 0.1, **{f"m{i}": 0.5 + i / 100 for i in range(21)}}
+    made = RoutingDecision("x, y", 0.1, 0.1, elsewhere, 0)
+    with pytest.raises(InvalidInputError) as refused:
+        await planner().plan(ChatCall(body(), decision=made), catalog(), FakeRoute())
+    assert refused.value.field == "decision"
+    shown = ", ".join(f'"m{i}"' for i in range(19))
+    assert str(refused.value) == (f'decision: none of the decision\'s models ("x, y", {shown} '
+                                  "and 2 more) can serve this request through this gateway")
+
+
 async def test_an_exact_call_plans_the_named_model_alone() -> None:
     plan = await planner().plan(ChatCall(body("a"), exact=True), catalog(), FakeRoute())
     assert [c.name for c in plan.cards] == ["a"]

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
@@ -501,9 +501,9 @@ def _within(decision: RoutingDecision, allowed: Sequence[str]) -> RoutingDecisio
         return decision
     scores = {m: s for m, s in decision.all_scores.items() if m in allowed}
     if not scores:
-        raise InvalidInputError("decision", f"none of the decision's models "
-                                            f"({', '.join(decision.all_scores)}) can serve this "
-                                            "request through this gateway")
+        raise InvalidInputError("decision", "none of the decision's models "
+                                            f"({listed_names(decision.all_scores, quoted=True)})"
+                                            " can serve this request through this gateway")
     return replace(decision, all_scores=scores,
                    fallback_models=[m for m in decision.fallback_models if m in scores])
 
