@@ -83,6 +83,15 @@ def test_a_model_kept_out_of_auto_is_never_chosen_but_is_served_when_named(
     assert body["message"] == ("models: \"grader\" is never chosen by routing (auto: false in "
                                "the catalog: served only when a request names it as its model); "
                                "list a model routing may choose")
+    # Over HTTP, the body's list is told from the header's by the header's name.
+    with pytest.raises(openai.BadRequestError) as disjoint:
+        chat.create(model="auto", messages=[{"role": "user", "content": PROMPTS[0]}],
+                    extra_body={"models": ["fresh"]},
+                    extra_headers={"x-switchpoint-models": "cheap"})
+    body = disjoint.value.body
+    assert isinstance(body, dict) and body["param"] == "models"
+    assert body["message"] == ('models: none of "fresh" is in the models auto may choose that '
+                               'x-switchpoint-models lists ("cheap"); list one of those')
     # Listed beside others, it is passed over.
     mixed = chat.create(model="auto", messages=[{"role": "user", "content": PROMPTS[1]}],
                         extra_body={"models": ["grader", "cheap"]},

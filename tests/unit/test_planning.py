@@ -107,12 +107,14 @@ async def test_auto_narrowed_by_the_candidate_lists() -> None:
     with pytest.raises(UnknownModelError) as unknown:
         await planner().plan(ChatCall(body(models=["zz"])), catalog(), route)
     assert unknown.value.field == "models"
-    # Lists that do not overlap are refused as the router refuses them, names quoted.
+    # Lists that do not overlap are refused as the router refuses them, names quoted; in
+    # process, where the argument and the body's field are both called models, the argument
+    # is named as one ("that models lists" did not say which).
     with pytest.raises(NoCandidatesError) as disjoint:
         await planner().plan(ChatCall(body(models=["a"]), models=["b"]), catalog(), route)
     assert disjoint.value.field == "models"
     assert str(disjoint.value) == ('models: none of "a" is in the models auto may choose that '
-                                   'models lists ("b"); list one of those')
+                                   'the models argument lists ("b"); list one of those')
 
 
 async def test_candidates_routing_never_picks_are_named_as_the_router_names_them() -> None:

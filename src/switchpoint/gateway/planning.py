@@ -91,6 +91,13 @@ class ChatCall:
         return str(self.body["model"])
 
     @property
+    def models_named(self) -> str:
+        """The call's candidate list as a message names it beside the body's ``models``: by
+        its field (the header ``x-switchpoint-models``), or, in process, where the argument is
+        called ``models`` as the body's field is, as the models argument."""
+        return "the models argument" if self.models_field == "models" else self.models_field
+
+    @property
     def stream(self) -> bool:
         return bool(self.body.get("stream"))
 
@@ -481,7 +488,7 @@ class Planner:
                 raise NoCandidatesError(field_name, catalog.leaves_no_model(
                     listed, names, within_name))
             names = narrowed
-            within_name = f"the models auto may choose that {call.models_field} lists"
+            within_name = f"the models auto may choose that {call.models_named} lists"
         return names
 
     def _note_unhealthy(self, plan: Plan, order: list[str]) -> None:
