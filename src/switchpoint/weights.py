@@ -217,8 +217,8 @@ def check_weights_target(path: str | Path, *, bundled: bool = False) -> Path:
         raise WeightsError(target, f"cannot read it: {exc.strerror or exc}") from None
     if not empty:
         raise WeightsError(target, "holds other files than a weights package's own (its "
-                                   f"manifest.json of format {FORMAT!r} and the files it "
-                                   f"lists); {_CHOOSE}")
+                                   f"manifest.json of format {json_quoted(FORMAT)} and the "
+                                   f"files it lists); {_CHOOSE}")
     return target
 
 
@@ -512,9 +512,10 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
     for name, values in (("models", models), ("arrays", array_files.values()),
                          ("profiles", profile_files.values()), ("files", checksums.values())):
         if not all(isinstance(v, str) for v in values):
-            raise WeightsError(manifest_path, f"field {name!r} must hold strings; {_CORRUPT}")
+            raise WeightsError(manifest_path, f"field {json_quoted(name)} must hold strings; "
+                                              f"{_CORRUPT}")
     if len(models) > MAX_CATALOG_MODELS:
-        raise WeightsError(manifest_path, f"field 'models' lists {len(models):,} models; a "
+        raise WeightsError(manifest_path, f'field "models" lists {len(models):,} models; a '
                                           f"package holds at most {MAX_CATALOG_MODELS:,} (the "
                                           f"most a catalog does); {_CORRUPT}")
     _check_model_names(models, manifest_path)
@@ -561,8 +562,9 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
     try:
         fitted = policy_from_state(state)
     except KeyError as exc:
+        missing = exc.args[0] if exc.args else str(exc)
         raise WeightsError(root, f"cannot rebuild the {json_quoted(state.name)} policy: it lacks "
-                                 f"the field {exc}; {_CORRUPT}") from None
+                                 f"the field {json_quoted(missing)}; {_CORRUPT}") from None
     except (ValueError, TypeError, IndexError) as exc:
         raise WeightsError(root, f"cannot rebuild the {json_quoted(state.name)} policy: "
                                  f"{exc}") from None
@@ -587,11 +589,11 @@ def _part(manifest: dict[str, Any], path: str, kind: type, where: Path,
         if not isinstance(value, dict) or key not in value:
             if default is not _REQUIRED and isinstance(value, dict):
                 return default
-            raise WeightsError(where, f"lacks the field {path!r}; {_CORRUPT}")
+            raise WeightsError(where, f"lacks the field {json_quoted(path)}; {_CORRUPT}")
         value = value[key]
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise WeightsError(where, f"field {path!r} must be a {_KIND_NAMES[kind]}, got "
-                                  f"{type(value).__name__}; {_CORRUPT}")
+        raise WeightsError(where, f"field {json_quoted(path)} must be a {_KIND_NAMES[kind]}"
+                                  f"{got(value)}; {_CORRUPT}")
     return value
 
 
@@ -605,8 +607,9 @@ def _check_inside(root: Path, rel: str, field: str, manifest_path: Path) -> None
         except (OSError, RuntimeError):  # a link loop: not a file of the package either
             inside = False
     if not inside:
-        raise WeightsError(manifest_path, f"field {field!r} names {json_quoted(rel, 200)}, a "
-                                          "file that is not inside the package's folder; "
+        raise WeightsError(manifest_path, f"field {json_quoted(field)} names "
+                                          f"{json_quoted(rel, 200)}, a file that is not inside "
+                                          "the package's folder; "
                                           f"{_CORRUPT}")
 
 
@@ -697,8 +700,9 @@ def _array(path: Path, data: bytes) -> np.ndarray:
     except ValueError as exc:
         raise WeightsError(path, f"is not a valid .npy array ({exc}); {_CORRUPT}") from None
     if dtype.kind not in "biuf" or dtype.fields is not None:
-        raise WeightsError(path, f"holds values of type {dtype} (read as {dtype.kind!r}); a "
-                                 f"weights array holds real numbers. {_CORRUPT.capitalize()}")
+        raise WeightsError(path, f"holds values of type {dtype} (read as "
+                                 f"{json_quoted(dtype.kind)}); a weights array holds real "
+                                 f"numbers. {_CORRUPT.capitalize()}")
     held = len(data) - buffer.tell()
     if held != expected:
         raise WeightsError(path, f"is not a valid .npy array: its header says {shape} values "
@@ -724,7 +728,7 @@ def _check_profile(path: Path, profile: dict[str, Any]) -> None:
     NaN, infinity or a negative cost."""
     for key, (low, high) in _PROFILE_NUMBERS.items():
         if key in profile and not _within(profile[key], low, high):
-            raise WeightsError(path, f"field {key!r} is {json_quoted(profile[key])}; "
+            raise WeightsError(path, f"field {json_quoted(key)} is {json_quoted(profile[key])}; "
                                      f"it must be a finite number in [{low:g}, {high:g}]; "
                                      f"{_CORRUPT}")
     for key, (low, high, nullable) in _PROFILE_LISTS.items():
@@ -732,15 +736,15 @@ def _check_profile(path: Path, profile: dict[str, Any]) -> None:
             continue
         values = profile[key]
         if not isinstance(values, list):
-            raise WeightsError(path, f"field {key!r} must be a JSON list, got "
-                                     f"{type(values).__name__}; {_CORRUPT}")
+            raise WeightsError(path, f"field {json_quoted(key)} must be a JSON list"
+                                     f"{got(values)}; {_CORRUPT}")
         for i, value in enumerate(values):
             if value is None and nullable:
                 continue
             if not _within(value, low, high):
                 bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
                 allowed = " or null (no label)" if nullable else ""
-                raise WeightsError(path, f"field {key!r}[{i}] is {json_quoted(value)}; "
+                raise WeightsError(path, f"field {json_quoted(key)}[{i}] is {json_quoted(value)}; "
                                          f"it must be a finite number {bounds}{allowed}; "
                                          f"{_CORRUPT}")
 

@@ -58,7 +58,7 @@ def _error_of_five(package: Path) -> tuple[str, str]:
     profile = json.loads((package / rel).read_bytes())
     profile["error"][2] = 5
     _rewrite(package, rel, json.dumps(profile).encode())
-    return rel, "field 'error'[2] is 5; it must be a finite number in [0, 1]"
+    return rel, 'field "error"[2] is 5; it must be a finite number in [0, 1]'
 
 
 @pytest.mark.parametrize("corrupt", [_terabytes, _nan, _error_of_five])

@@ -707,17 +707,17 @@ def test_profile_not_json_with_matching_checksum(pkg_dir: Path, bad: bytes, said
 
 
 @pytest.mark.parametrize(("path", "value", "needle"), [
-    ("provenance", "notes", "field 'provenance' must be a JSON object, got str"),
-    ("provenance", [1, 2], "field 'provenance' must be a JSON object, got list"),
-    ("policy", "cluster", "lacks the field 'policy.name'"),
-    ("policy.params", [1], "field 'policy.params' must be a JSON object"),
-    ("policy.meta", [1], "field 'policy.meta' must be a JSON object"),
-    ("embedder.dimension", "384", "field 'embedder.dimension' must be a whole number"),
-    ("embedder.dimension", True, "field 'embedder.dimension' must be a whole number"),
-    ("arrays", ["a"], "field 'arrays' must be a JSON object"),
-    ("models", None, "field 'models' must be a JSON list, got NoneType"),
-    ("models", [1], "field 'models' must hold strings"),
-    ("files", {"manifest.json": 5}, "field 'files' must hold strings"),
+    ("provenance", "notes", 'field "provenance" must be a JSON object, got "notes"'),
+    ("provenance", [1, 2], 'field "provenance" must be a JSON object, got a list'),
+    ("policy", "cluster", 'lacks the field "policy.name"'),
+    ("policy.params", [1], 'field "policy.params" must be a JSON object'),
+    ("policy.meta", [1], 'field "policy.meta" must be a JSON object'),
+    ("embedder.dimension", "384", 'field "embedder.dimension" must be a whole number'),
+    ("embedder.dimension", True, 'field "embedder.dimension" must be a whole number'),
+    ("arrays", ["a"], 'field "arrays" must be a JSON object'),
+    ("models", None, 'field "models" must be a JSON list, got null'),
+    ("models", [1], 'field "models" must hold strings'),
+    ("files", {"manifest.json": 5}, 'field "files" must hold strings'),
 ])
 def test_manifest_field_of_the_wrong_kind_is_named(pkg_dir: Path, path: str, value: object,
                                                     needle: str) -> None:
@@ -755,7 +755,7 @@ def test_profile_without_a_field_names_the_field(pkg_dir: Path) -> None:
     m = _manifest(pkg_dir)
     m["files"][rel] = hashlib.sha256(data).hexdigest()
     _write_manifest(pkg_dir, m)
-    with pytest.raises(WeightsError, match="lacks the field 'count'"):
+    with pytest.raises(WeightsError, match='lacks the field "count"'):
         load_weights(pkg_dir)
 
 
@@ -852,16 +852,16 @@ def _replace_profile(root: Path, rel: str, profile: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("key", "value", "said"), [
-    ("error", "nan", "field 'error'[0] is \"nan\"; it must be a finite number in [0, 1] or null"),
-    ("error", 5.0, "field 'error'[0] is 5.0; it must be a finite number in [0, 1]"),
-    ("error", 1e999, "field 'error'[0] is infinity, too large a number (what 1e400"),
-    ("error", float("nan"), "field 'error'[0] is NaN;"),
-    ("error", True, "field 'error'[0] is true;"),
-    ("error", [0.1], "field 'error'[0] is [0.1]"),
-    ("cost", -1, "field 'cost'[0] is -1; it must be a finite number in [0, 1000] or null"),
-    ("count", -10, "field 'count'[0] is -10; it must be a finite number >= 0;"),
-    ("count", None, "field 'count'[0] is null; it must be a finite number >= 0;"),
-    ("prior_error", float("nan"), "field 'prior_error'[0] is NaN; it must be a finite number "
+    ("error", "nan", 'field "error"[0] is "nan"; it must be a finite number in [0, 1] or null'),
+    ("error", 5.0, 'field "error"[0] is 5.0; it must be a finite number in [0, 1]'),
+    ("error", 1e999, 'field "error"[0] is infinity, too large a number (what 1e400'),
+    ("error", float("nan"), 'field "error"[0] is NaN;'),
+    ("error", True, 'field "error"[0] is true;'),
+    ("error", [0.1], 'field "error"[0] is [0.1]'),
+    ("cost", -1, 'field "cost"[0] is -1; it must be a finite number in [0, 1000] or null'),
+    ("count", -10, 'field "count"[0] is -10; it must be a finite number >= 0;'),
+    ("count", None, 'field "count"[0] is null; it must be a finite number >= 0;'),
+    ("prior_error", float("nan"), 'field "prior_error"[0] is NaN; it must be a finite number '
      "in [0, 1];"),
 ])
 def test_a_profile_number_out_of_its_bounds_is_named(pkg_dir: Path, key: str, value: object,
@@ -885,17 +885,17 @@ def _learned(profile: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("key", "value", "said"), [
-    ("expected_cost", [-1.0], "field 'expected_cost'[0] is -1.0; it must be a finite number "
+    ("expected_cost", [-1.0], 'field "expected_cost"[0] is -1.0; it must be a finite number '
      "in [0, 1000];"),
-    ("expected_cost", [None], "field 'expected_cost'[0] is null;"),
-    ("stderr_count", [float("nan")], "field 'stderr_count'[0] is NaN; it must be a finite "
+    ("expected_cost", [None], 'field "expected_cost"[0] is null;'),
+    ("stderr_count", [float("nan")], 'field "stderr_count"[0] is NaN; it must be a finite '
      "number >= 0;"),
-    ("mean_cost", 1e999, "field 'mean_cost' is infinity, too large a number (what 1e400, or "
+    ("mean_cost", 1e999, 'field "mean_cost" is infinity, too large a number (what 1e400, or '
      "any number past about 1.8e308, reads as); it must be a finite number in [0, 1000]"),
-    ("mean_cost", "0.1", "field 'mean_cost' is \"0.1\"; it must be a finite number"),
-    ("label_variance", 0.5, "field 'label_variance' is 0.5; it must be a finite number in "
+    ("mean_cost", "0.1", 'field "mean_cost" is "0.1"; it must be a finite number'),
+    ("label_variance", 0.5, 'field "label_variance" is 0.5; it must be a finite number in '
      "[0, 0.25]"),
-    ("label_variance", True, "field 'label_variance' is true"),
+    ("label_variance", True, 'field "label_variance" is true'),
 ])
 def test_what_an_export_adds_to_a_profile_is_bounded_too(pkg_dir: Path, key: str,
                                                          value: object, said: str) -> None:
@@ -935,7 +935,7 @@ def test_a_profile_list_that_is_no_list_is_named(pkg_dir: Path) -> None:
     rel = "profiles/claude-v2.json"
     profile = json.loads((pkg_dir / rel).read_bytes())
     _replace_profile(pkg_dir, rel, {**profile, "cost": "0.1"})
-    with pytest.raises(WeightsError, match="field 'cost' must be a JSON list, got str"):
+    with pytest.raises(WeightsError, match=r'field "cost" must be a JSON list, got "0\.1"'):
         load_weights(pkg_dir)
 
 
@@ -967,7 +967,7 @@ def test_a_manifest_listing_more_models_than_a_catalog_holds_is_refused(pkg_dir:
     m = _manifest(pkg_dir)
     m["models"] = [f"m{i}" for i in range(MAX_CATALOG_MODELS + 1)]
     _write_manifest(pkg_dir, m)
-    with pytest.raises(WeightsError, match="field 'models' lists 1,001 models; a package "
+    with pytest.raises(WeightsError, match='field "models" lists 1,001 models; a package '
                                            "holds at most 1,000"):
         load_weights(pkg_dir)
 
@@ -1022,6 +1022,16 @@ def test_fit_knn_package_round_trip(
     x = Inputs(embeddings=fake_embedder.embed(small_records.prompts[50:55]))
     np.testing.assert_allclose(loaded.policy.estimate(x).error,
                                package.policy.estimate(x).error, atol=1e-6)
+    # A profile not of one value per example names its model as JSON writes a name.
+    model = loaded.models[0]
+    rel = _manifest(path)["profiles"][model]
+    profile = json.loads((path / rel).read_bytes())
+    _replace_profile(path, rel, {**profile, "error": profile["error"][:-1]})
+    with pytest.raises(WeightsError) as short:
+        load_weights(path)
+    assert (f'cannot rebuild the "knn" policy: profile of "{model}" has 39 error values but '
+            "there are 40 examples") in str(short.value)
+    _replace_profile(path, rel, profile)
     # The example matrix must match the embedder's dimension too.
     _replace_array(path, "examples/examples.npy", np.ones((40, 10), np.float32))
     with pytest.raises(WeightsError, match="dimension 384"):
@@ -1061,7 +1071,7 @@ def test_a_file_named_outside_the_package_is_refused(pkg_dir: Path, tmp_path: Pa
     _write_manifest(pkg_dir, m)
     with pytest.raises(WeightsError) as info:
         load_weights(pkg_dir)
-    assert f"field {field!r} names {json.dumps(named)}" in str(info.value)
+    assert f"field {json.dumps(field)} names {json.dumps(named)}" in str(info.value)
     assert "inside the package's folder" in str(info.value)
     assert info.value.path == pkg_dir / "manifest.json"
 

@@ -15,6 +15,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._messages import json_quoted
 from switchpoint.policies.base import (
     Array,
     Estimates,
@@ -196,7 +197,7 @@ class KnnPolicy(Policy):
             values = state.profiles[m][key]
             if len(values) != policy.examples_.shape[0]:
                 raise ValueError(
-                    f"profile of {m!r} has {len(values)} {key} values but there are "
+                    f"profile of {json_quoted(m)} has {len(values)} {key} values but there are "
                     f"{policy.examples_.shape[0]} examples"
                 )
             return np.array([np.nan if v is None else float(v) for v in values])
