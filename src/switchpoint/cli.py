@@ -38,7 +38,14 @@ from switchpoint._files import (
     write_problem,
 )
 from switchpoint._json import DuplicateKeyError, json_kind, loads, unreadable
-from switchpoint._messages import cut, json_quoted, plural, printable, quoted_path
+from switchpoint._messages import (
+    MAX_PATH,
+    cut,
+    json_quoted,
+    plural,
+    printable,
+    quoted_path,
+)
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
@@ -194,9 +201,9 @@ def cmd_route(args: argparse.Namespace) -> int:
                                feedback)
     prompt = check_prompt(args.prompt if args.prompt is not None else _prompt_from_stdin())
     if args.prompt is not None and _names_a_file(prompt):
-        shown = printable(prompt)
-        print(f"route: routing the text {shown!r} as a prompt; it is also the name of a file: "
-              f"to route the prompts the file holds, give --input {shown}", file=sys.stderr)
+        print(f"route: routing the text {json_quoted(prompt, MAX_PATH)} as a prompt; it is "
+              "also the name of a file: to route the prompts the file holds, give --input "
+              f"{printable(prompt)}", file=sys.stderr)
     router = load_router(args.weights, warm=False, max_weights_bytes=_weights_cap(args))
     router.check_candidates(models)
     if router.policy.requires == "embedding":
@@ -437,7 +444,7 @@ def cmd_add_model(args: argparse.Namespace) -> int:
         package = add_model(package, args.name, args.records, source_model=args.label,
                             embedder=embedder)
         package.save(out)
-        feedback.note(f"added {args.name!r}; wrote {package.weights_id} to {out}")
+        feedback.note(f"added {json_quoted(args.name)}; wrote {package.weights_id} to {out}")
     return 0
 
 
@@ -447,7 +454,7 @@ def cmd_remove_model(args: argparse.Namespace) -> int:
     package, out = _weights_to_edit(args, "without the model", "remove it from")
     package = remove_model(package, args.name)
     package.save(out)
-    _feedback(args).note(f"removed {args.name!r}; wrote {package.weights_id} to {out}")
+    _feedback(args).note(f"removed {json_quoted(args.name)}; wrote {package.weights_id} to {out}")
     return 0
 
 

@@ -155,7 +155,7 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
             raise RecordsError(source, number, "each line must be a JSON object")
         for key in ("prompt", "scores", "costs"):
             if key not in obj:
-                raise RecordsError(source, number, f"missing field {key!r}")
+                raise RecordsError(source, number, f"missing field {json_quoted(key)}")
         prompt = obj["prompt"]
         if not isinstance(prompt, str) or not prompt.strip():
             raise RecordsError(source, number, "field 'prompt' must be a non-empty string")

@@ -89,7 +89,7 @@ def fit(
         if embedder is None or isinstance(embedder, str) else embedder
     )
     inputs = _inputs(data, emb, model.requires, progress)
-    with step(progress, f"fitting the {policy!r} policy on {len(data)} records, "
+    with step(progress, f"fitting the {json_quoted(policy)} policy on {len(data)} records, "
                         f"{len(data.models)} models"):
         model.fit(inputs, data.scores, data.costs, list(data.models))
     provenance = {

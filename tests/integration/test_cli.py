@@ -878,7 +878,7 @@ def test_route_a_prompt_naming_a_file_routes_the_text_and_says_how_to_route_the_
     code, out, err = run(["route", "prompts.jsonl", "--weights", real_weights_dir], capsys)
     assert code == 0, err
     assert out.strip()  # a model was chosen for the text
-    assert ("route: routing the text 'prompts.jsonl' as a prompt; it is also the name of a "
+    assert ('route: routing the text "prompts.jsonl" as a prompt; it is also the name of a '
             "file: to route the prompts the file holds, give --input prompts.jsonl") in err
     # A prompt that names no file routes without the note.
     code, out, err = run(["route", "prompts.json", "--weights", real_weights_dir], capsys)
@@ -1084,7 +1084,7 @@ def test_forced_progress_bars_go_to_stderr_and_never_to_stdout(
     assert out == ""
     assert f"embedding 8 prompts with {DEFAULT_EMBEDDER_ID}\n" in err
     assert [m.group(1) for m in BAR_END.finditer(err)] == ["8"]
-    assert "fitting the 'knn' policy on 8 records, 3 models... done (" in err
+    assert 'fitting the "knn" policy on 8 records, 3 models... done (' in err
     assert err.rstrip("\n").endswith(f"to {weights}")
 
     src = tmp_path / "prompts.txt"
@@ -1105,7 +1105,7 @@ def test_progress_off_a_terminal_is_one_line_per_stage_and_quiet_is_silent(
     assert "\r" not in err  # stderr is not a terminal here: no bars
     assert re.search(rf"^embedding 8 prompts with {re.escape(DEFAULT_EMBEDDER_ID)}\.\.\. "
                      r"done \(\d+\.\d s\)$", err, re.MULTILINE), err
-    assert re.search(r"^fitting the 'cluster' policy on 8 records, 3 models\.\.\. done",
+    assert re.search(r'^fitting the "cluster" policy on 8 records, 3 models\.\.\. done',
                      err, re.MULTILINE), err
     code, out, err = run(["fit", records_file, "--out", tmp_path / "w2", "--split", "test",
                           "-q"], capsys)
@@ -1447,6 +1447,7 @@ def test_add_and_remove_model(
     code, _, err = run(["add-model", "super", labels, "--weights", weights_copy, "--label",
                         "Super-Model"], capsys)
     assert code == 0, err
+    assert 'added "super"; wrote ' in err  # (the name as JSON writes it, not a Python repr)
     after = load_weights(weights_copy)
     assert after.models == [*before.models, "super"]
     assert (cast(ClusterPolicy, after.policy).centroids_ == centroids).all()  # no re-clustering
@@ -1477,7 +1478,7 @@ def test_add_and_remove_model(
     assert load_weights(other).models == before.models
     assert "super" in load_weights(weights_copy).models
     code, _, err = run(["remove-model", "super", "--weights", weights_copy], capsys)
-    assert code == 0
+    assert code == 0 and 'removed "super"; wrote ' in err, err
     assert load_weights(weights_copy).models == before.models
     code, _, err = run(["remove-model", "super", "--weights", weights_copy], capsys)
     assert_bad_input(code, err, 'MODEL: model "super" is not in these weights')

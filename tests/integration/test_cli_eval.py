@@ -65,7 +65,7 @@ def test_eval_fits_prints_the_table_and_plots(
     assert "embedding 24 prompts (12 train + 12 test)" in err
     assert f"wrote the cost-quality plot to {str(plot)!r}" in err
     lines = out.splitlines()
-    assert lines[0].startswith("records.jsonl: fitted on 'train' (12 prompts), tested on 'test' "
+    assert lines[0].startswith('records.jsonl: fitted on "train" (12 prompts), tested on "test" '
                                "(12 prompts), 3 models, embedder all-MiniLM-L6-v2/tail-64")
     for name in ("cluster", "knn", "tiers", "zero router", "oracle"):
         assert any(line.startswith(name) for line in lines), name
@@ -112,8 +112,8 @@ def test_eval_progress_goes_to_stderr_and_the_json_stays_whole(
     assert [p["name"] for p in json.loads(out)["policies"]] == ["cluster", "knn"]
     assert "embedding 24 prompts (12 train + 12 test) with all-MiniLM-L6-v2/tail-64\n" in err
     assert "\r  [##############################] 24/24 100%" in err
-    assert "fitting 'cluster' on 12 train prompts... done (" in err
-    assert "fitting 'knn' on 12 train prompts... done (" in err
+    assert 'fitting "cluster" on 12 train prompts... done (' in err
+    assert 'fitting "knn" on 12 train prompts... done (' in err
     code, quiet_out, err = run(["eval", records_file, "--param", "cluster.n_clusters=2",
                                 "--param", "knn.k=3", "--json", "--quiet"], capsys)
     assert code == 0 and err == ""

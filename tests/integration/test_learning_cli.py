@@ -372,7 +372,7 @@ def not_the_service() -> Iterator[str]:
 
 @pytest.mark.parametrize(("kind", "needle"), [
     ("string-error", 'answered 500: {"error": "boom"}'),
-    ("a-list", "answered 200 with '[1, 2]', not the service's answer to feedback"),
+    ("a-list", 'answered 200 with "[1, 2]", not the service\'s answer to feedback'),
     ("nested", "not the service's answer to feedback (a JSON object)"),
     ("long-message", "answered 400: " + "x" * 497 + "..."),
     ("escape", "answered 400: \\u001b[2Jcleared"),

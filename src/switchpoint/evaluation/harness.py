@@ -265,12 +265,12 @@ def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]
 
 
 def _format(r: EvaluationReport) -> list[str]:
-    fitted = (f"fitted on {r.fit_split!r} ({r.n_fit} prompts)" if r.fit_split is not None
+    fitted = (f"fitted on {json_quoted(r.fit_split)} ({r.n_fit} prompts)" if r.fit_split is not None
               else "given weights")
     lo, hi = r.cost_range
     best = r.best_single
     out = [
-        f"{r.records}: {fitted}, tested on {r.test_split!r} ({r.n_test} prompts), "
+        f"{r.records}: {fitted}, tested on {json_quoted(r.test_split)} ({r.n_test} prompts), "
         f"{len(r.models)} models, embedder {r.embedder or '-'}",
         f"best single model: {best.name}, quality {best.quality:.3f} at "
         f"${best.cost * 1000:.3g} per 1k prompts; AIQ averages over ${lo * 1000:.3g}-"
@@ -298,7 +298,7 @@ def _format(r: EvaluationReport) -> list[str]:
             "(inf = never). Costs in $ per 1,000 prompts.",
             "below zero: share of the cost range where the router's hull is under the zero "
             "router's, and by how much quality at most (- = nowhere).", ""]
-    out.append(f"single models on {r.test_split!r}:")
+    out.append(f"single models on {json_quoted(r.test_split)}:")
     out += _table(["model", "quality", "$/1k"],
                   [[m.name, _q(m.quality), _k(m.cost)]
                    for m in sorted(r.models, key=lambda m: m.cost)])
@@ -482,7 +482,7 @@ def evaluate(
         data = data.select_models(candidates)
         split = weights.provenance.get("split")
         if split == test_split and weights.provenance.get("records"):
-            notes.append(f"these weights were fitted on split {split!r} of "
+            notes.append(f"these weights were fitted on split {json_quoted(split)} of "
                          f"{weights.provenance['records']}: if that is this file, the test "
                          "prompts leaked into fitting")
 
@@ -527,8 +527,8 @@ def evaluate(
     if train is not None:
         shared = len(set(train.prompts) & set(test.prompts))
         if shared:
-            notes.append(f"{shared} prompt text(s) appear in both {fit_split!r} and "
-                         f"{test_split!r}")
+            notes.append(f"{shared} prompt text(s) appear in both {json_quoted(fit_split)} "
+                         f"and {json_quoted(test_split)}")
     # A prompt with no label for any candidate cannot be measured.
     labelled = ~np.all(np.isnan(test.scores), axis=1)
     if not labelled.all():
@@ -551,12 +551,13 @@ def evaluate(
         assert train is not None
         for pname in names:
             t0 = time.perf_counter()
-            with step(progress, f"fitting {pname!r} on {len(train)} {fit_split} prompts"):
+            with step(progress, f"fitting {json_quoted(pname)} on {len(train)} {fit_split} "
+                                "prompts"):
                 package = training.fit(train, policy=pname, split=fit_split, embedder=emb,
                                        **params.get(pname, {}))
             fit_s = time.perf_counter() - t0
             results.append(ctx.score(pname, package.policy, package.policy.get_params(),
-                                     f"fitted on {fit_split!r}", fit_s))
+                                     f"fitted on {json_quoted(fit_split)}", fit_s))
     return ctx.report(label, test_split, fit_split, None if train is None else len(train),
                       embedder_id, results, embed_seconds, notes)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from switchpoint._files import write_atomically
+from switchpoint._messages import json_quoted
 from switchpoint.evaluation.metrics import Point
 
 if TYPE_CHECKING:
@@ -106,9 +107,9 @@ def plot_curves(report: EvaluationReport, path: str | Path) -> Path:
     ax.axvline(hi, color="0.8", linewidth=0.8)
     ax.set_xlabel("mean cost per prompt, USD (log scale)")
     ax.set_ylabel("mean quality")
-    fitted = (f"fitted on {report.fit_split!r}" if report.fit_split is not None
+    fitted = (f"fitted on {json_quoted(report.fit_split)}" if report.fit_split is not None
               else "given weights")
-    ax.set_title(f"{report.records}: cost-quality on {report.test_split!r} "
+    ax.set_title(f"{report.records}: cost-quality on {json_quoted(report.test_split)} "
                  f"({report.n_test} prompts), {fitted}")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)

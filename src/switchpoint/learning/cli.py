@@ -250,9 +250,9 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
                   if status == 401 and not key else "")
         raise ServeError(f"{quoted_path(url)} answered {status}: {_clipped(shown)}{advice}")
     if not isinstance(answer, dict):
-        raise ServeError(f"{quoted_path(url)} answered 200 with {_clipped(text)!r}, not the "
-                         "service's answer to feedback (a JSON object); is --url the "
-                         "switchpoint service?")
+        raise ServeError(f"{quoted_path(url)} answered 200 with "
+                         f"{json_quoted(text, SHOWN_CHARS)}, not the service's answer to "
+                         "feedback (a JSON object); is --url the switchpoint service?")
     if (problem := _not_a_feedback_answer(answer)) is not None:
         raise ServeError(f"the server at {quoted_path(url)} did not answer as a switchpoint "
                          f"feedback endpoint: {_clipped(problem)}; is --url the switchpoint "
