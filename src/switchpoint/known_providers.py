@@ -92,7 +92,7 @@ def check_provider(value: str) -> str:
     if name in KNOWN_PROVIDERS:
         return name
     close = difflib.get_close_matches(name, list(KNOWN_PROVIDERS), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = f" (did you mean {json_quoted(close[0])}?)" if close else ""
     raise ValueError(f"{json_quoted(value)} is not a known provider{hint}; use one of "
                      f"{known_names()} ({OPENAI_COMPATIBLE} needs a base_url)")
 

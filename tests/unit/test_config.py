@@ -683,7 +683,7 @@ def test_bad_gateway_settings_name_the_key(tmp_path: Path, text: str, expected: 
 def test_an_unknown_provider_is_an_error_naming_the_known_ones(tmp_path: Path) -> None:
     message = error_of(tmp_path, "models:\n  - {name: m, provider: mistrall}\n")
     assert message.startswith('models[0].provider: "mistrall" is not a known provider')
-    assert "did you mean 'mistral'" in message
+    assert 'did you mean "mistral"' in message
     for name in ("openai", "anthropic", "groq", "ollama", "openai-compatible"):
         assert name in message
 

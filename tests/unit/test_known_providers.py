@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import numpy as np
 import pytest
 
 from switchpoint.catalog import ModelCard
@@ -78,14 +79,30 @@ async def test_a_providers_key_is_required_at_its_url_and_never_sent_elsewhere()
 async def test_a_model_without_any_url_fails_loudly_instead_of_going_to_openai() -> None:
     registry, seen = recording_registry({})
     card = ModelCard("local", provider=OPENAI_COMPATIBLE)
-    with pytest.raises(UnsupportedRequest, match="no base_url"):
+    with pytest.raises(UnsupportedRequest) as refused:
         await registry.for_card(card).complete(REQUEST, card, Timeouts())
+    assert (f'no base_url: provider "{OPENAI_COMPATIBLE}" has no default URL; set the model\'s '
+            "base_url") in str(refused.value)
     assert seen == []
+
+
+@pytest.mark.parametrize(("field", "value", "said"), [
+    ("read_s", np.float64(0.0), "Timeouts.read_s must be a finite number > 0, got 0.0"),
+    ("connect_s", "5", 'Timeouts.connect_s must be a finite number > 0, got "5"'),
+    ("max_response_bytes", None, "Timeouts.max_response_bytes must be an integer > 0, got null"),
+])
+def test_a_timeout_out_of_range_is_shown_as_every_number_is(field: str, value: object,
+                                                            said: str) -> None:
+    """What a Timeouts field was given is shown by the one rule of a value in a message: it
+    was its repr (np.float64(0.0), '5', None)."""
+    with pytest.raises(ValueError) as refused:
+        Timeouts(**{field: value})  # type: ignore[arg-type]
+    assert str(refused.value) == said
 
 
 def test_provider_names_and_inference() -> None:
     assert check_provider(" Groq ") == "groq"
-    with pytest.raises(ValueError, match="did you mean 'openrouter'"):
+    with pytest.raises(ValueError, match='did you mean "openrouter"'):
         check_provider("open-router")
     assert infer_provider(None) == "openai"
     assert infer_provider("https://openrouter.ai/api/v1/") == "openrouter"

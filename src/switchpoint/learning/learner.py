@@ -384,12 +384,12 @@ class Learner(RemadeOnLoad):
         self._restarted[tenant] = restart
         self._evicted[tenant] = (restart + kept, last)
         log.warning(
-            "tenant %r: its learned evidence was let go to bound memory (at most %s tenants "
+            "tenant %s: its learned evidence was let go to bound memory (at most %s tenants "
             "held) and the feedback log no longer holds every one of the %d outcome(s) it was "
             "built from; it begins again from the %d the log holds (%s), as a restart would "
             "(keep every event in the feedback log, or raise LearningSettings.max_tenants, to "
             "keep a tenant's evidence whole)",
-            tenant, self.settings.max_tenants, built_from, kept,
+            json_quoted(tenant), self.settings.max_tenants, built_from, kept,
             "the global router's estimates" if not kept else "and learns on from there")
         return overlay, restart + kept
 

@@ -249,7 +249,7 @@ async def _refuse_coding(response: httpx.Response, coding: str, *, model: str) -
     await response.aclose()
     if response.status_code >= 300:
         return classify_status(response.status_code, None, response.headers, model=model)
-    return UnaskedCoding(f"the answer is in Content-Encoding {cut(coding, 80)!r}, which the "
+    return UnaskedCoding(f"the answer is in Content-Encoding {json_quoted(coding, 80)}, which the "
                          f"gateway did not ask for (it asks for {ACCEPT_ENCODING}) and does "
                          "not decode", model=model, status=response.status_code)
 

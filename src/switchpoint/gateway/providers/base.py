@@ -22,7 +22,7 @@ from datetime import UTC
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from switchpoint._json import DuplicateKeyError, unique_keys
-from switchpoint._messages import cut, json_quoted
+from switchpoint._messages import cut, got, json_quoted
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     AuthError,
@@ -69,11 +69,11 @@ class Timeouts:
         for name in ("connect_s", "read_s", "first_token_s", "write_s", "pool_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"Timeouts.{name} must be a finite number > 0, got {value!r}")
+                raise ValueError(f"Timeouts.{name} must be a finite number > 0{got(value)}")
         for name in ("max_response_bytes", "max_sse_line_bytes"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value > 0):
-                raise ValueError(f"Timeouts.{name} must be an integer > 0, got {value!r}")
+                raise ValueError(f"Timeouts.{name} must be an integer > 0{got(value)}")
 
 
 @dataclass(frozen=True)

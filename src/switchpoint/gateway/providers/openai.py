@@ -95,8 +95,8 @@ def target_url(card: ModelCard, default: str | None = None) -> str:
     provider has one). Raises :class:`UnsupportedRequest` when there is none at all."""
     base = base_url_of(card) or default
     if base is None:
-        raise UnsupportedRequest(f"no base_url: provider {card.provider!r} has no default URL; "
-                                 "set the model's base_url", model=card.name)
+        raise UnsupportedRequest(f"no base_url: provider {json_quoted(card.provider)} has no "
+                                 "default URL; set the model's base_url", model=card.name)
     return base.rstrip("/")
 
 
