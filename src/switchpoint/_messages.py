@@ -17,7 +17,7 @@ import numbers
 import re
 import sys
 import unicodedata
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -191,14 +191,47 @@ def _quoted_text(text: str, limit: int) -> str:
     if len(whole) <= limit:
         return whole
     room = max(limit - 2 - len(CUT_MARK), 0)  # (the quotes and the mark)
+    return '"' + _cut_written(text, room, _json_char) + CUT_MARK + '"'
+
+
+def _json_char(char: str) -> str:
+    return printable(json.dumps(char, ensure_ascii=False)[1:-1])
+
+
+def _cut_written(text: str, room: int, write: Callable[[str], str]) -> str:
+    """The first characters of ``text``, each as ``write`` writes it, that fit in ``room``
+    characters: the cut rule of every text too long to show whole (a character's escape is
+    never cut in two), which the caller marks with :data:`CUT_MARK`."""
     kept: list[str] = []
     for char in text:
-        written = printable(json.dumps(char, ensure_ascii=False)[1:-1])
+        written = write(char)
         if len(written) > room:
             break
         kept.append(written)
         room -= len(written)
-    return '"' + "".join(kept) + CUT_MARK + '"'
+    return "".join(kept)
+
+
+#: The most of a config key's path (``tenants.acme.cost_weight``) a message names.
+MAX_KEY_PATH = 4 * MAX_FIELD
+
+
+def shown_key(key: str) -> str:
+    """A key's path as a message names it: each part between dots written :func:`printable`,
+    and one of more than :data:`MAX_FIELD` characters (a mapping's key the file wrote) cut as
+    :func:`json_quoted` cuts a string, its first whole characters and :data:`CUT_MARK`, so the
+    path keeps the key at fault after it (``tenants.tttt….cost_weight``); a path longer than
+    :data:`MAX_KEY_PATH` even so ends with ``.…`` where it is cut."""
+    shown = ""
+    for i, part in enumerate(key.split(".")):
+        whole = printable(part[:MAX_FIELD + 1])
+        if len(whole) > MAX_FIELD:
+            whole = _cut_written(part, MAX_FIELD - len(CUT_MARK), printable) + CUT_MARK
+        piece = f".{whole}" if i else whole
+        if len(shown) + len(piece) > MAX_KEY_PATH - 2:  # (room for the cut's ".…")
+            return f"{shown}.{CUT_MARK}"
+        shown += piece
+    return shown
 
 
 # One value in pydantic's list of a field's choices: a string's repr, or a word (3, True, or).

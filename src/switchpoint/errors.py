@@ -158,15 +158,16 @@ class ConfigError(SwitchpointError, ValueError):
     each character of it a terminal would not show as itself (a control character: a
     mapping's key the file wrote is part of some paths) written as ``\\uXXXX``, as an
     :class:`InvalidInputError`'s field is, so a config file cannot write terminal escapes
-    into the message.
+    into the message; a part of it longer than a field's name may be (a key of 100 kB) cut
+    short as a long string is (:func:`~switchpoint._messages.shown_key`).
 
     ``reason`` says what is wrong and how to fix it; ``problem`` what is wrong alone (the
     reason without its advice, when it has some), for a caller that knows the fix better."""
 
     def __init__(self, key: str, reason: str, *, problem: str | None = None) -> None:
-        from switchpoint._messages import printable  # (it reads this module's errors)
+        from switchpoint._messages import shown_key  # (it reads this module's errors)
 
-        key = printable(key)
+        key = shown_key(key)
         super().__init__(f"{key}: {reason}")
         self.key = key
         self.reason = reason

@@ -755,6 +755,26 @@ def test_a_key_holding_control_characters_is_named_escaped(tmp_path: Path, text:
     assert str(info.value).startswith(f"{info.value.key}: ")
 
 
+@pytest.mark.parametrize(("text", "says"), [
+    (f'? "{"k" * 100_000}"\n: 1\n', f"{'k' * 99}…: is not a known key"),
+    (f'tenants:\n  ? "{"t" * 100_000}"\n  : {{cost_weight: -1}}\n',
+     f"tenants.{'t' * 99}….cost_weight: must be >= 0, got -1"),
+    (f'gateway:\n  ? "{"x" * 99}\\e{"y" * 100_000}"\n  : 1\n',
+     f"gateway.{'x' * 99}…: is not a known key"),
+    (f'? "{"k." * 50_000}"\n: 1\n', f"{'k.' * 199}…: is not a known key"),
+])
+def test_a_long_key_is_named_cut_short_as_a_long_string_is(tmp_path: Path, text: str,
+                                                             says: str) -> None:
+    """A key of 100 kB the file wrote was named whole, in the message and in the key (the
+    param of a refused reload): each part of its path is cut as a long string is, so the
+    path keeps the key at fault after it; an escape is never cut in two."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), environ={})
+    assert str(info.value).startswith(says), str(info.value)[:500]
+    assert len(info.value.key) <= 400 and str(info.value).startswith(f"{info.value.key}: ")
+    assert len(str(info.value)) < 2_000
+
+
 @pytest.mark.parametrize(("arms", "says"), [
     ("{a: {}, tiny: {weight: 5e-324}}",
      'experiments.e.arms.tiny.weight: arm "tiny" would get 4.94066e-324 of the experiment\'s '
