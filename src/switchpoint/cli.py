@@ -283,12 +283,12 @@ def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
             _fail(f"{name}, line {number}: {unreadable(exc)}; a file whose first line is a "
                   "JSON object is read as JSONL")
         if not isinstance(obj, dict) or "id" not in obj:
-            _fail(f"{name}, line {number}: each line must be an object with an 'id'")
+            _fail(f'{name}, line {number}: each line must be an object with an "id"')
         has_p, has_e = "prompt" in obj, "embedding" in obj
         if has_p == has_e:
-            _fail(f"{name}, line {number}: give exactly one of 'prompt' or 'embedding'")
+            _fail(f'{name}, line {number}: give exactly one of "prompt" or "embedding"')
         if isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int)):
-            _fail(f"{name}, line {number}: field 'id' must be a string or an integer, got "
+            _fail(f'{name}, line {number}: field "id" must be a string or an integer, got '
                   f"{json_kind(obj['id'])}; each decision is written with its prompt's id")
         rid = str(obj["id"])
         if rid in seen:

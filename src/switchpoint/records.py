@@ -158,12 +158,12 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
                 raise RecordsError(source, number, f"missing field {json_quoted(key)}")
         prompt = obj["prompt"]
         if not isinstance(prompt, str) or not prompt.strip():
-            raise RecordsError(source, number, "field 'prompt' must be a non-empty string")
+            raise RecordsError(source, number, 'field "prompt" must be a non-empty string')
         if lone_surrogate(prompt):
-            raise RecordsError(source, number, f"field 'prompt' {LONE_SURROGATE}; fix its text")
+            raise RecordsError(source, number, f'field "prompt" {LONE_SURROGATE}; fix its text')
         rid = obj.get("id", f"line-{number}")
         if isinstance(rid, bool) or not isinstance(rid, (str, int)) or not str(rid).strip():
-            raise RecordsError(source, number, "field 'id' must be a non-empty string or an "
+            raise RecordsError(source, number, 'field "id" must be a non-empty string or an '
                                                f"integer, got {json_kind(rid)}")
         rid = str(rid)
         if rid in seen:
@@ -171,13 +171,13 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
         seen.add(rid)
         scores, costs = obj["scores"], obj["costs"]
         if not isinstance(scores, dict) or not scores:
-            raise RecordsError(source, number, "field 'scores' must be a non-empty object")
+            raise RecordsError(source, number, 'field "scores" must be a non-empty object')
         if not isinstance(costs, dict):
-            raise RecordsError(source, number, "field 'costs' must be an object")
+            raise RecordsError(source, number, 'field "costs" must be an object')
         if set(scores) != set(costs):
             diff = listed_names(map(json_quoted, sorted(set(scores) ^ set(costs))))
             raise RecordsError(
-                source, number, f"'scores' and 'costs' must name the same models; differ on {diff}"
+                source, number, f'"scores" and "costs" must name the same models; differ on {diff}'
             )
         new = [m for m in scores if m not in model_order]  # (earlier ones were checked)
         if len(model_order) + len(new) > MAX_CATALOG_MODELS:
@@ -195,10 +195,10 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
                               MAX_ANSWER_COST) for m, v in costs.items()}
         split = obj.get("split")
         if split is not None and not isinstance(split, str):
-            raise RecordsError(source, number, "field 'split' must be a string")
+            raise RecordsError(source, number, 'field "split" must be a string')
         task = obj.get("task") or ""
         if not isinstance(task, str):
-            raise RecordsError(source, number, "field 'task' must be a string")
+            raise RecordsError(source, number, 'field "task" must be a string')
         for m in clean_s:
             model_order.setdefault(m, None)
         rows.append({"id": rid, "prompt": prompt, "task": task, "split": split,

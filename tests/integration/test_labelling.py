@@ -456,7 +456,7 @@ def test_a_multiple_choice_reference_that_is_an_article_scores_the_answers_namin
                        encoding="utf-8")
     code, _, err = run(["label", prompts, "--models", "a", "--out", tmp_path / "other.jsonl",
                         "--config", config(fake, tmp_path)], capsys)
-    assert code == 2 and "line 1: field 'reference' \"...\" is only punctuation" in err, err
+    assert code == 2 and 'line 1: field "reference" "..." is only punctuation' in err, err
     assert fake.requests() == []
 
 
@@ -532,7 +532,7 @@ def test_an_out_inside_data_dir_is_refused_having_made_and_called_nothing(
 @pytest.mark.parametrize(("argv", "message"), [
     (["--models", "a,zeta", "--judge", "judge"], "\"zeta\" is not in the catalog of the config"),
     (["--models", "a", "--judge", "nobody"], 'judge: "nobody" is not in the catalog'),
-    (["--models", "a"], "have no 'reference', so a judge must score the answers"),
+    (["--models", "a"], 'have no "reference", so a judge must score the answers'),
     (["--models", "a", "--rubric", "rubric.txt"], "--rubric: give --judge MODEL too"),
     (["--models", "a", "--judge", "judge", "--rubric", "missing.txt"],
      "--rubric: cannot read 'missing.txt'"),
@@ -548,7 +548,7 @@ def test_an_out_inside_data_dir_is_refused_having_made_and_called_nothing(
     # (the range its --help says: upstream calls at once, from 1 to 256)
     (["--models", "a", "--judge", "judge", "--concurrency", "257"],
      "switchpoint: error: --concurrency: must be an integer from 1 to 256, got 257\n"),
-    (["--models", "a", "--judge", "judge", "--bad-line"], "line 2: field 'prompt' must be"),
+    (["--models", "a", "--judge", "judge", "--bad-line"], 'line 2: field "prompt" must be'),
     (["--models", "a", "--judge", "judge", "--no-key"], '$B_KEY (the API key of "b") is not'),
     (["--models", "a", "--judge", "judge", "--no-config"], "label: give --config FILE"),
 ])

@@ -381,11 +381,11 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
     (dict(models=["a", "zeta"]), InvalidInputError,
      "models: \"zeta\" is not in the catalog of the config (--config FILE) (it has a, b, judge)"),
     (dict(judge="nobody"), InvalidInputError, "judge: \"nobody\" is not in the catalog"),
-    (dict(judge=None), LabellingError, "the prompts of lines 1, 2 have no 'reference', so a "
+    (dict(judge=None), LabellingError, 'the prompts of lines 1, 2 have no "reference", so a '
                                        "judge must score the answers: give --judge MODEL"),
     (dict(judge=None, prompts=[{"prompt": f"p{i}"} for i in range(25)]), LabellingError,
      "the prompts of lines 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20 "
-     "and 5 more have no 'reference'"),
+     'and 5 more have no "reference"'),
     (dict(models=["a", "a"]), InvalidInputError, "models: \"a\" is listed twice"),
     # Thousands of names, or a name of thousands of characters: the message names a few, cut.
     (dict(models=[f"m{i}" for i in range(20_000)]), InvalidInputError,
@@ -410,11 +410,11 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
     (dict(max_tokens=10**5000), InvalidInputError, "got a number of more than 4300 digits"),
     (dict(prompts="missing.jsonl"), LabellingError, "file not found"),
     (dict(prompts=[{"prompt": "ok"}, {"prompt": ""}]), LabellingError,
-     "'prompts', line 2: field 'prompt' must be a non-empty string"),
+     "'prompts', line 2: field \"prompt\" must be a non-empty string"),
     (dict(prompts=[{"prompt": "ok"}, {"prompt": "hello \ud800 world"}]), LabellingError,
-     "'prompts', line 2: field 'prompt' holds a lone surrogate"),
+     "'prompts', line 2: field \"prompt\" holds a lone surrogate"),
     (dict(prompts=[{"prompt": "ok", "reference": 10**400}]), LabellingError,
-     "'prompts', line 1: field 'reference' must be a finite number"),
+     "'prompts', line 1: field \"reference\" must be a finite number"),
     (dict(settings=dict(models=[{"name": "a", "profile": "claude-v2"},
                                 {"name": "judge", "input_per_mtok": 1, "output_per_mtok": 1}])),
      ConfigError, "models[0].input_per_mtok: \"a\" has no input_per_mtok or output_per_mtok, so "

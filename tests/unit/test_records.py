@@ -98,7 +98,8 @@ BAD_LINES = [
     pytest.param(_line(costs={"a": float("inf"), "b": 0}), "costs[\"a\"]", id="inf-cost"),
     pytest.param(_line(scores={"a": float("nan"), "b": 0}), "scores[\"a\"]", id="nan-score"),
     pytest.param(_line(costs={"a": 0.1, "c": 0.2}), "same models", id="different-models"),
-    pytest.param(_line(costs={"a": 0.1}), "same models", id="cost-missing-model"),
+    pytest.param(_line(costs={"a": 0.1}), '"scores" and "costs" must name the same models',
+                 id="cost-missing-model"),
     pytest.param(_line(scores={}, costs={}), "scores", id="empty-scores"),
     pytest.param(_line(scores=[1, 0]), "scores", id="scores-not-object"),
     pytest.param(_line(costs=[1, 0]), "costs", id="costs-not-object"),
@@ -115,7 +116,7 @@ BAD_LINES = [
     pytest.param(GOOD.replace('"r1"', "1" + "0" * 5000),
                  "not valid JSON (a number of 5001 digits is too long to read)",
                  id="id-too-long"),
-    pytest.param(_line(prompt="hello \ud800"), "field 'prompt' holds a lone surrogate",
+    pytest.param(_line(prompt="hello \ud800"), 'field "prompt" holds a lone surrogate',
                  id="lone-surrogate"),
     pytest.param(GOOD.replace('"r1"', "[" * 100_000 + "]" * 100_000),
                  "not valid JSON (arrays or objects nested too deeply to read)",
@@ -399,5 +400,5 @@ def test_a_model_the_fitted_split_does_not_label_is_named_with_the_file_and_spli
 def test_an_id_is_a_non_empty_string_or_an_integer(rid: object, got: str) -> None:
     with pytest.raises(RecordsError) as info:
         parse_records([_line(id=rid)], source="r.jsonl")
-    assert str(info.value) == ("'r.jsonl', line 1: field 'id' must be a non-empty string or an "
+    assert str(info.value) == ("'r.jsonl', line 1: field \"id\" must be a non-empty string or an "
                                f"integer, got {got}")

@@ -97,7 +97,7 @@ def parse_prompts(lines: Iterable[str], source: object = "prompts") -> list[Labe
             what = (f"repeats id {json_quoted(item.id)} of line {first}; ids must be unique"
                     if named
                     else f"repeats the prompt of line {first}; remove it or give each line "
-                         "an 'id'")
+                         'an "id"')
             raise LabellingError(what, source=source, line=number)
         seen[item.id] = number
         out.append(item)
@@ -158,30 +158,31 @@ def _from_json(raw: str, source: object, number: int) -> tuple[LabelPrompt, bool
         raise bad(f"{unreadable(exc)}; a file whose first line is a JSON object is read as "
                   "JSONL, one object per line") from None
     if not isinstance(obj, dict):
-        raise bad("each line must be a JSON object with a 'prompt'")
+        raise bad('each line must be a JSON object with a "prompt"')
     for key in obj:
         if key not in FIELDS:
             close = difflib.get_close_matches(key, FIELDS, n=1, cutoff=0.75)
             if close:  # other fields are ignored, but a misspelt one would silently not apply
-                raise bad(f"unknown field {json_quoted(key)}; did you mean '{close[0]}'?")
+                raise bad(f"unknown field {json_quoted(key)}; did you mean "
+                          f"{json_quoted(close[0])}?")
     for key in FIELDS:
         if isinstance(obj.get(key), str) and lone_surrogate(obj[key]):
-            raise bad(f"field '{key}' {LONE_SURROGATE}; fix the line's text")
+            raise bad(f"field \"{key}\" {LONE_SURROGATE}; fix the line's text")
     prompt = obj.get("prompt")
     if "prompt" not in obj:
-        raise bad("missing field 'prompt'")
+        raise bad('missing field "prompt"')
     if not isinstance(prompt, str) or not prompt.strip():
-        raise bad("field 'prompt' must be a non-empty string")
+        raise bad('field "prompt" must be a non-empty string')
     rid: Any = obj.get("id")
     if rid is None:
         rid = default_id(prompt)
     elif isinstance(rid, bool) or not isinstance(rid, (str, int)) or not str(rid).strip():
-        raise bad("field 'id' must be a non-empty string (or an integer)")
+        raise bad('field "id" must be a non-empty string (or an integer)')
     texts: dict[str, str | None] = {}
     for key in ("task", "split"):
         value = obj.get(key)
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise bad(f"field '{key}' must be a non-empty string")
+            raise bad(f'field "{key}" must be a non-empty string')
         texts[key] = value
     item = LabelPrompt(id=str(rid), prompt=prompt, task=texts["task"], split=texts["split"],
                        reference=_reference(obj, bad), line=number)
@@ -193,17 +194,17 @@ def _reference(obj: Mapping[str, Any], bad: Any) -> str | float | None:
         return None
     value = obj["reference"]
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise bad("field 'reference' must be a string or a number (the expected answer)")
+        raise bad('field "reference" must be a string or a number (the expected answer)')
     if isinstance(value, str):
         if not value.strip():
-            raise bad("field 'reference' is empty; leave it out to have a judge score answers")
+            raise bad('field "reference" is empty; leave it out to have a judge score answers')
         if parse_number(value) is None and not normalise(value, articles=False):
-            raise bad(f"field 'reference' {json_quoted(value, 40)} is only punctuation or "
+            raise bad(f'field "reference" {json_quoted(value, 40)} is only punctuation or '
                       "symbols, which are ignored when answers are compared with it, so no answer "
                       "could match; give the expected answer, or leave it out to have a judge "
                       "score answers")
         return value
     number = as_float(value)
     if not math.isfinite(number):
-        raise bad("field 'reference' must be a finite number")
+        raise bad('field "reference" must be a finite number')
     return number

@@ -308,7 +308,7 @@ def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None
         lines = listed_names(str(p.line) for p in unjudged)
         which = (f"the prompt of line {lines} has" if len(unjudged) == 1
                  else f"the prompts of lines {lines} have")
-        raise LabellingError(f"{which} no 'reference', so a judge must score the answers: "
+        raise LabellingError(f'{which} no "reference", so a judge must score the answers: '
                              "give --judge MODEL (a catalog model; it may be one of --models)")
     idle = None
     if not unjudged and the_judge is not None:
