@@ -7,8 +7,9 @@ is checked by the host it names, which HTTP has a server take in the header's pl
 ``localhost`` and IP addresses, on any port, are served (the openai client sends
 ``Host: 127.0.0.1:PORT``), and so are the names under ``localhost`` (``app.localhost``, which
 browsers resolve to loopback themselves) and the names ``server.allowed_hosts`` lists (a proxy
-in front that passes the Host on). An HTTP/1.1 request whose ``Host`` is empty names no host:
-a 400 naming it.
+in front that passes the Host on). An HTTP/1.1 request whose ``Host`` is empty names no host,
+and one that gives ``Host`` more than once, or lists several hosts in it, names no one host: a
+400 naming it.
 """
 
 from __future__ import annotations
@@ -215,6 +216,78 @@ def test_an_absolute_target_names_the_host_an_empty_header_does_not(attacked: At
     assert status.startswith(b"HTTP/1.1 200 "), (status, body)
 
 
+MANY_HOSTS = ("host: the request gives the Host header more than once; a request names one "
+              "host, and which of them it is for would be anyone's guess (a proxy in front may "
+              "read another than the service does). Send the one host the service is reached "
+              "by, with the port (Host: 127.0.0.1:8080, say; curl and the openai client send "
+              "it themselves)")
+
+
+def listed_hosts(host: str) -> str:
+    """What the service answers to a Host header ``host`` that lists several hosts."""
+    return (f"host: the request's Host header {json.dumps(host)} lists more than one host (a "
+            "comma between them, as a proxy joins a header given more than once); a request "
+            "names one host, and which of them it is for would be anyone's guess. Send the one "
+            "host the service is reached by, with the port (Host: 127.0.0.1:8080, say; curl "
+            "and the openai client send it themselves)")
+
+
+def _malformed(answer: tuple[bytes, bytes], message: str) -> dict[str, Any]:
+    status, body = answer
+    assert status.startswith(b"HTTP/1.1 400 "), (status, body)
+    error: dict[str, Any] = json.loads(body)["error"]
+    assert (error["code"], error["param"], error["message"]) == (
+        "invalid_request", "host", message), error
+    return error
+
+
+@pytest.mark.parametrize("hosts", [
+    b"Host: 127.0.0.1\r\nHost: 127.0.0.1\r\n",  # the same twice, served names both
+    b"Host: localhost\r\nHost: evil.example\r\n",
+    b"Host: 127.0.0.1\r\nhost:\r\n",  # an empty one beside
+    b"Host: a\r\nHost: b\r\nHost: c\r\n"])
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+def test_a_host_given_more_than_once_is_refused_naming_it(attacked: Attacked, hosts: bytes,
+                                                          version: bytes) -> None:
+    # Which of them the request is for is anyone's guess: a proxy in front may read the first,
+    # the service the last. HTTP has a server answer it a 400, in any version.
+    for target in (b"/health", b"/v1/models", b"http://127.0.0.1/health"):
+        _malformed(_raw(attacked.port, b"GET " + target + b" HTTP/" + version + b"\r\n" + hosts
+                        + b"Connection: close\r\n\r\n"), MANY_HOSTS)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1, evil.example", "localhost,localhost", "a,", ","])
+def test_a_host_listing_several_is_refused_naming_it(attacked: Attacked, host: str) -> None:
+    # It was a 403 saying the value was no host name, as if it could be one.
+    for version in (b"1.1", b"1.0"):
+        _malformed(_raw(attacked.port, b"GET /health HTTP/" + version + b"\r\nHost: "
+                        + host.encode() + b"\r\nConnection: close\r\n\r\n"),
+                   listed_hosts(host))
+    # Beside a target in absolute form too: the header is as malformed.
+    _malformed(_raw(attacked.port, b"GET http://127.0.0.1/health HTTP/1.1\r\nHost: "
+                    + host.encode() + b"\r\nConnection: close\r\n\r\n"), listed_hosts(host))
+
+
+def test_a_malformed_host_is_refused_on_every_route_before_it_is_read(
+        attacked: Attacked, fake: FakeProviderProcess) -> None:
+    logged = [entry["id"] for entry in attacked.requests()]
+    body = json.dumps(chat_body("spend for me")).encode()
+    error = _malformed(_raw(attacked.port, b"POST /v1/chat/completions HTTP/1.1\r\n"
+                            b"Host: 127.0.0.1, evil.example\r\nContent-Type: application/json"
+                            b"\r\nConnection: close\r\n"
+                            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body),
+                       listed_hosts("127.0.0.1, evil.example"))
+    assert error["type"] == "invalid_request_error"  # OpenAI's envelope on its paths
+    _malformed(_raw(attacked.port, b"GET /v1/router/status HTTP/1.1\r\nHost: a, b\r\n"
+                    b"Connection: close\r\n\r\n"), listed_hosts("a, b"))  # before the token
+    _malformed(_raw(attacked.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1"
+                    b"\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body), MANY_HOSTS)
+    assert fake.requests() == []
+    assert [entry["id"] for entry in attacked.requests()] == logged
+
+
 def test_the_openai_client_is_served_by_address_and_by_localhost(
         attacked: Attacked, fake: FakeProviderProcess) -> None:
     for base in (attacked.base, f"http://localhost:{attacked.port}"):
@@ -236,7 +309,9 @@ def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacke
         description = op["responses"]["403"]["description"]
         assert "Host header (or its target, in absolute form" in description, (method, path)
         assert "server.allowed_hosts" in description, (method, path)
-        assert ("invalid_request (param host): the HTTP/1.1 request's Host header is empty"
+        assert ("invalid_request (param host): the HTTP/1.1 request's Host header is empty, "
+                "naming no host, or the request gives more than one Host header, or one "
+                "listing several hosts (a comma between them)"
                 in op["responses"]["400"]["description"]), (method, path)
 
 

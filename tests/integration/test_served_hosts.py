@@ -5,11 +5,13 @@ loopback here, whatever address it was built for: what is tested is the app's ru
 On loopback (the default) only ``localhost`` (and the names under it), IP addresses and the
 names listed are served; beyond it (a service that then needs credentials, or was told to
 serve without) any Host is served, as before the guard, until ``server.allowed_hosts`` lists
-names; ``*`` serves any.
+names; ``*`` serves any. Wherever it is served, a request that names no one host (an empty
+``Host`` over HTTP/1.1, ``Host`` given twice, or listing several) is a 400 naming it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import Iterator
@@ -18,9 +20,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from uvicorn.config import HTTPProtocolType
 
 from switchpoint.config import load_settings
 from switchpoint.server import create_app
+from switchpoint.server.protocol import ConnectionLimits, guarded_protocol
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import FACTORY, KEYS, client, config_text
 from tests.integration.servers import ThreadServer, thread_server
@@ -30,16 +34,18 @@ REBOUND = "evil.example:8080"
 
 @contextmanager
 def served(fake: FakeProviderProcess, root: Path, allowed: str | None = None,
-           listen_host: str | None = None) -> Iterator[ThreadServer]:
+           listen_host: str | None = None,
+           http: type[asyncio.Protocol] | HTTPProtocolType = "auto") -> Iterator[ThreadServer]:
     """A server of the gateway's config, ``allowed`` as its ``server.allowed_hosts`` (YAML),
-    its app built for ``listen_host`` (None: create_app's default)."""
+    its app built for ``listen_host`` (None: create_app's default), under uvicorn's protocol
+    ``http`` (``switchpoint serve``'s guarded one, or uvicorn's own)."""
     config = root / "switchpoint.yaml"
     extra = "" if allowed is None else f"server:\n  allowed_hosts: {allowed}\n"
     config.write_text(config_text(fake) + extra, encoding="utf-8")
     settings = load_settings(config, environ={})
     app = (create_app(settings, loader=FACTORY, provider_env=KEYS) if listen_host is None
            else create_app(settings, loader=FACTORY, provider_env=KEYS, listen_host=listen_host))
-    with thread_server(app) as server:
+    with thread_server(app, http=http) as server:
         yield server
 
 
@@ -132,6 +138,52 @@ def test_an_empty_host_on_http_1_1_is_refused_wherever_the_app_is_served(
                     "host", "invalid_request_error"), body
             else:
                 assert body["object"] == "list", body
+
+
+def _answer(port: int, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(65_536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("protocol", ["guarded", "plain"])
+@pytest.mark.parametrize(("allowed", "listen_host"), [
+    (None, None), (None, "0.0.0.0"), ("['*']", None), ("[api.internal]", "0.0.0.0")])
+def test_a_host_given_twice_or_listing_several_is_refused_wherever_the_app_is_served(
+        gw_fake: FakeProviderProcess, tmp_path: Path, allowed: str | None,
+        listen_host: str | None, protocol: str) -> None:
+    # A request names one host. One listing several was served where the names are not
+    # checked (beyond loopback with none listed, or with *), and a 403 where they are.
+    http: type[asyncio.Protocol] | HTTPProtocolType = (
+        guarded_protocol(ConnectionLimits()) if protocol == "guarded" else "h11")
+    with served(gw_fake, tmp_path, allowed, listen_host, http=http) as server:
+        for version in (b"1.1", b"1.0"):
+            answer = _answer(server.port, b"GET /v1/models HTTP/" + version
+                             + b"\r\nHost: 127.0.0.1, evil.example\r\nConnection: close"
+                             b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 400 "), answer
+            error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+            assert (error["param"], error["type"]) == ("host", "invalid_request_error"), error
+            assert error["message"].startswith('host: the request\'s Host header "127.0.0.1, '
+                                               'evil.example" lists more than one host'), error
+            # Given twice, h11 refuses it before the app: switchpoint serve's protocol in the
+            # app's words, plain uvicorn in its own.
+            answer = _answer(server.port, b"GET /v1/models HTTP/" + version
+                             + b"\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n"
+                             b"Connection: close\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 400 "), answer
+            body = answer.partition(b"\r\n\r\n")[2]
+            if protocol == "guarded":
+                error = json.loads(body)["error"]
+                assert (error["code"], error["param"]) == ("invalid_request", "host"), error
+                assert error["message"].startswith("host: the request gives the Host header "
+                                                   "more than once"), error
+            else:
+                assert body == b"Invalid HTTP request received.", body
+        assert _status(server, "127.0.0.1") == 200
 
 
 @pytest.mark.parametrize("listen_host", [None, "0.0.0.0"])

@@ -1,5 +1,6 @@
 """The rule of which hosts a service answers to (:mod:`switchpoint.server.hosts`), by the names
-a request gives; tests/attack/test_attack_hosts.py tests it on a real server."""
+a request gives, and of a request naming no one host; tests/attack/test_attack_hosts.py tests
+them on a real server."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import json
 import pytest
 
 from switchpoint.server.exposure import is_loopback
-from switchpoint.server.hosts import refusal, served_name
+from switchpoint.server.hosts import MANY_HOSTS, malformed, refusal, served_name
+from switchpoint.server.targets import guard
 
 LISTED = frozenset({"api.internal"})
 
@@ -53,3 +55,43 @@ def test_a_name_under_localhost_long_as_a_name_may_be_is_served() -> None:
 def test_a_name_under_localhost_is_no_loopback_address_to_listen_on() -> None:
     # The system's resolver may ask DNS for it; only a browser is sure to keep it on loopback.
     assert is_loopback("localhost") and not is_loopback("app.localhost")
+
+
+def _scope(target: bytes, hosts: list[bytes], version: str = "1.1") -> dict[str, object]:
+    path, _, query = target.partition(b"?")
+    return {"type": "http", "http_version": version, "method": "GET", "path": path.decode(),
+            "raw_path": path, "query_string": query,
+            "headers": [(b"host", host) for host in hosts] + [(b"accept", b"*/*")]}
+
+
+@pytest.mark.parametrize("hosts", [[b"127.0.0.1", b"127.0.0.1"], [b"localhost", b""],
+                                   [b"a", b"b", b"c"]])
+@pytest.mark.parametrize("target", [b"/health", b"http://127.0.0.1/health"])
+def test_a_host_given_more_than_once_is_refused_whatever_server_passes_it_on(
+        hosts: list[bytes], target: bytes) -> None:
+    # uvicorn's h11 refuses it before the app; a server that hands it on meets the app's rule.
+    for version in ("1.1", "1.0"):
+        _, answer = guard(_scope(target, hosts, version))
+        assert answer is not None
+        assert (answer.status, answer.code, answer.param) == (400, "invalid_request", "host")
+        assert answer.message == MANY_HOSTS
+    assert malformed([host.decode() for host in hosts], "1.1") == MANY_HOSTS
+
+
+def test_one_host_or_none_is_well_formed() -> None:
+    assert malformed(["127.0.0.1:8080"], "1.1") is None
+    assert malformed([], "1.1") is None and malformed([], "1.0") is None
+    assert malformed([""], "1.0") is None  # HTTP/1.0: taken as none
+    assert malformed([""], "1.1", in_target=True) is None  # the target names it
+    message = malformed([""], "1.1")
+    assert message is not None and message.startswith("host: the request's Host header is empty")
+    # The target's host, in the header's place, is the one the request is read with.
+    read, answer = guard(_scope(b"http://127.0.0.1/health", [b""]))
+    assert answer is None
+    assert [value for name, value in read["headers"] if name == b"host"] == [b"127.0.0.1"]
+
+
+def test_the_host_rule_checks_every_host_it_is_given() -> None:
+    # (the target's guard refuses more than one first: none passes unchecked even so)
+    assert refusal(["localhost", "evil.example"], LISTED) is not None
+    assert refusal(["localhost", ""], LISTED) is None

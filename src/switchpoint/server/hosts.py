@@ -15,11 +15,17 @@ a rebinding needs a name the page's owner controls, which an address is not) nor
 allow it, before any route reads it: nothing is called, logged, learned or changed. A request
 without a ``Host`` (HTTP/1.0) comes from no browser, and is served.
 
-HTTP/1.1 requires a ``Host``, and an empty one names no host, so no rule can check it: such a
-request is refused wherever the service listens, whether or not it checks the names
-(:func:`nameless`: a 400 ``invalid_request`` naming ``host``, which the request target's guard
-in :mod:`switchpoint.server.targets` answers, after taking a target's host in the header's
-place). An HTTP/1.0 request with an empty one names none, as one without it, and is served.
+A request names one host: one that gives the ``Host`` header more than once, or a ``Host``
+listing several (a comma between them, as a proxy joins a header given more than once), leaves
+which host it is for to whoever reads it (a proxy in front may take one, the service another),
+and an HTTP/1.1 request, which requires a ``Host``, names none with an empty one. No rule can
+check such a host, so the request is refused wherever the service listens, whether or not it
+checks the names (:func:`malformed`: a 400 ``invalid_request`` naming ``host``, which the
+request target's guard in :mod:`switchpoint.server.targets` answers before anything else reads
+the request; ``switchpoint serve``'s protocol, whose h11 refuses a header given more than once
+before the app sees it, answers that in the same words, :data:`MANY_HOSTS`). An HTTP/1.0
+request with an empty ``Host`` names none, as one without it, and is served, as is one whose
+target, in absolute form, names the host in an empty header's place.
 
 The guard is on where :func:`guards_hosts` says: a service listening on loopback
 (``switchpoint serve``'s default) always; one listening beyond it (which then needs
@@ -45,10 +51,20 @@ _DOC = ("permission_denied: the request's Host header (or its target, in absolut
         "name under it, an IP address, nor a name server.allowed_hosts lists), as a web page "
         "whose name was pointed at this machine would; reach the service as localhost or "
         "127.0.0.1, or list the name in server.allowed_hosts.")
-#: How the API document describes the refusal of a request naming no host, for every operation.
-NAMELESS_DOC = ("invalid_request (param host): the HTTP/1.1 request's Host header is empty, "
-                "naming no host; send the host the service is reached by (Host: "
-                "127.0.0.1:8080).")
+#: How the API document describes the refusal of a request whose host is malformed, for every
+#: operation.
+MALFORMED_DOC = ("invalid_request (param host): the HTTP/1.1 request's Host header is empty, "
+                 "naming no host, or the request gives more than one Host header, or one "
+                 "listing several hosts (a comma between them); send the one host the service "
+                 "is reached by (Host: 127.0.0.1:8080).")
+# How to send the host, which each refusal of a malformed one ends with.
+_WITH_PORT = ("with the port (Host: 127.0.0.1:8080, say; curl and the openai client send it "
+              "themselves)")
+_SEND_ONE = f"Send the one host the service is reached by, {_WITH_PORT}"
+#: Why a request giving the Host header more than once is refused (param ``host``).
+MANY_HOSTS = ("host: the request gives the Host header more than once; a request names one "
+              "host, and which of them it is for would be anyone's guess (a proxy in front may "
+              f"read another than the service does). {_SEND_ONE}")
 # Where a request names its host: the Host header, or the target in absolute form
 # (http://host/path), whose host a server takes in the header's place (see
 # switchpoint.server.targets, which hands it on as the Host).
@@ -85,25 +101,32 @@ def served_name(host: str, allowed: frozenset[str]) -> bool:
     return True
 
 
-def nameless(hosts: list[str], http_version: str) -> str | None:
-    """Why a request of HTTP ``http_version`` whose Host headers are ``hosts`` is refused for
-    naming no host (HTTP/1.1, with a Host header that is empty), or None."""
-    if http_version != "1.1" or hosts != [""]:
+def malformed(hosts: list[str], http_version: str, in_target: bool = False) -> str | None:
+    """Why a request of HTTP ``http_version`` whose Host headers are ``hosts`` (as sent) is
+    refused for its host's form, or None: more than one header, or one listing several hosts (a
+    comma), in any version; over HTTP/1.1, a header that is empty, unless the request names its
+    host in its target instead (``in_target``: a target in absolute form)."""
+    if len(hosts) > 1:
+        return MANY_HOSTS
+    if hosts and "," in hosts[0]:
+        return (f"host: the request's Host header {json_quoted(hosts[0], 100)} lists more than "
+                "one host (a comma between them, as a proxy joins a header given more than "
+                "once); a request names one host, and which of them it is for would be "
+                f"anyone's guess. {_SEND_ONE}")
+    if http_version != "1.1" or hosts != [""] or in_target:
         return None
     return ("host: the request's Host header is empty, which names no host: HTTP/1.1 requires "
-            "the host the service is reached by. Send it, with the port (Host: "
-            "127.0.0.1:8080, say; curl and the openai client send it themselves)")
+            f"the host the service is reached by. Send it, {_WITH_PORT}")
 
 
 def refusal(hosts: list[str], allowed: frozenset[str]) -> str | None:
     """Why a request whose Host headers are ``hosts`` is refused, or None when it is served
-    (it has none, or one :func:`served_name` serves)."""
-    if not hosts or (len(hosts) == 1 and (not hosts[0] or served_name(hosts[0], allowed))):
+    (it has none, or each it has is empty or one :func:`served_name` serves; a request giving
+    more than one is refused before, by :func:`malformed`)."""
+    refused = [host for host in hosts if host and not served_name(host, allowed)]
+    if not refused:
         return None
-    if len(hosts) > 1:
-        return (f"host: the header is given {len(hosts)} times; a client sends one, naming the "
-                "host it reaches the service by")
-    host = hosts[0]
+    host = refused[0]
     name = _name(host)
     lists = ("lists none" if not allowed
              else "lists " + listed_names(sorted(allowed), most=5))

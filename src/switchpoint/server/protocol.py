@@ -22,7 +22,9 @@ server:
   431, whether it trickles in or arrives in one packet.
 - **one framing per request**: a request giving both Content-Length and Transfer-Encoding is a
   400 and its connection closes (a proxy in front reading the other framing would take the
-  bytes after it for another request); any malformed request's 400 says what was wrong.
+  bytes after it for another request); any malformed request's 400 says what was wrong (one
+  giving the ``Host`` header more than once, in the words of the app's own rule of it, naming
+  ``host``: :func:`switchpoint.server.hosts.malformed`).
 
 A target in absolute form (``GET http://host/path``) is handed on whole, as uvicorn's own
 protocol hands it: the app reads it, whatever server runs it (:mod:`switchpoint.server.targets`).
@@ -47,6 +49,8 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from switchpoint.server.hosts import MANY_HOSTS
 
 _IDLE = "idle"  # between requests (keep-alive)
 _HEAD = "head"  # reading a request's line and headers
@@ -88,11 +92,16 @@ class _Registry:
         self.evictable: dict[GuardedH11Protocol, None] = {}
 
 
-def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
-    body = json.dumps({"error": {"code": code, "message": message, "param": None}}).encode()
+def _raw_error(status: int, reason: str, code: str, message: str,
+               param: str | None = None) -> bytes:
+    body = json.dumps({"error": {"code": code, "message": message, "param": param}}).encode()
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
+
+# What h11 says of a request giving the Host header more than once, which it refuses before the
+# app sees it: answered as the app's rule of a malformed host does (hosts.malformed).
+_H11_MANY_HOSTS = "Found multiple Host: headers"
 
 # A request framed both ways: a proxy in front that reads the length and this server, which
 # would read the chunks, disagree on where the request ends, so the bytes after it could be
@@ -107,13 +116,15 @@ class _Connection(h11.Connection):
     whole (h11 itself only bounds a head that is still incomplete), and a request that gives
     both a Content-Length and a Transfer-Encoding (h11 would read the chunks and keep the
     connection open). ``error_reason`` keeps what was wrong, for the 400 to say (uvicorn's
-    own says only "Invalid HTTP request received.")."""
+    own says only "Invalid HTTP request received."), and ``error_param`` what it names, when
+    a rule of the app's says it in its own words (a ``Host`` given more than once)."""
 
     def __init__(self, max_head: int) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
         self.max_head = max_head
         self.error_status: int | None = None
         self.error_reason: str | None = None  # what the 400 says, when this layer knows
+        self.error_param: str | None = None
 
     def next_event(self) -> Any:
         try:
@@ -122,6 +133,8 @@ class _Connection(h11.Connection):
             self.error_status = exc.error_status_hint
             # What h11 found wrong, without the bytes it quotes (a header line may hold a key).
             self.error_reason = str(exc).split(": bytearray(", 1)[0][:200] or None
+            if self.error_reason == _H11_MANY_HOSTS:
+                self.error_param, self.error_reason = "host", MANY_HOSTS
             raise
         if type(event) is h11.Request:
             size = len(event.method) + len(event.target) + 12 + sum(
@@ -236,15 +249,19 @@ class GuardedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         self._cancel_timers()
-        if self.conn.error_status == 431:  # type: ignore[attr-defined]
+        conn: _Connection = self.conn  # type: ignore[assignment]
+        if conn.error_status == 431:
             self._registry.stats.too_large += 1
             limit = self._registry.limits.max_header_bytes
             self.transport.write(_raw_error(
                 431, "Request Header Fields Too Large", "headers_too_large",
                 f"the request line and headers exceed {limit} bytes "
                 "(server.max_header_bytes); send smaller headers"))
+        elif conn.error_param is not None and conn.error_reason is not None:
+            self.transport.write(_raw_error(400, "Bad Request", "invalid_request",
+                                            conn.error_reason, conn.error_param))
         else:
-            reason = self.conn.error_reason or msg  # type: ignore[attr-defined]
+            reason = conn.error_reason or msg
             self.transport.write(_raw_error(400, "Bad Request", "invalid_request",
                                             f"not a valid HTTP/1.1 request: {reason}"))
         self.transport.close()

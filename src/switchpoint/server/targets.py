@@ -16,10 +16,11 @@ a value would be taken other than as the client meant it. :func:`guard` refuses 
 
 Each refusal is a 400 ``invalid_request`` naming :data:`TARGET`, before any route reads the
 request (and before its host, origin, credentials or body). A ``#`` in a value is written
-``%23``, which passes. Then the host the request is for, in its target or its ``Host``, is
-named at all (:func:`switchpoint.server.hosts.nameless`: an HTTP/1.1 request with an empty
-``Host`` is a 400 naming ``host``), wherever the service listens; which names it serves is the
-host rule's to say, after this guard.
+``%23``, which passes. Then the request's ``Host`` headers, as sent, name one host, and the
+request names it in its target or its ``Host`` (:func:`switchpoint.server.hosts.malformed`: one
+given more than once, one listing several hosts, or an empty one over HTTP/1.1 is a 400 naming
+``host``), wherever the service listens; which names it serves is the host rule's to say,
+after this guard.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from starlette.types import Scope
 
 from switchpoint._messages import json_quoted
 from switchpoint.server.errors import ErrorAnswer, document_refusal
-from switchpoint.server.hosts import NAMELESS_DOC, nameless
+from switchpoint.server.hosts import MALFORMED_DOC, malformed
 
 #: The param of a refused request target: the request line's part, as HTTP names it.
 TARGET = "request-target"
@@ -47,17 +48,18 @@ _ABSOLUTE = re.compile(rb"https?://", re.IGNORECASE)
 
 def guard(scope: Scope) -> tuple[Scope, ErrorAnswer | None]:
     """The request of ``scope`` as the app reads it (its target in origin form: see
-    :func:`origin_form`), and the answer refusing it for its target or for naming no host, or
-    None to serve it."""
-    scope, problem = origin_form(scope)
+    :func:`origin_form`), and the answer refusing it for its target or for its host's form
+    (its Host headers as sent), or None to serve it."""
+    sent = [value.decode("latin-1") for name, value in scope["headers"] if name == b"host"]
+    read, problem = origin_form(scope)
     if problem is None:
-        problem = refusal(scope)
+        problem = refusal(read)
     if problem is not None:
-        return scope, ErrorAnswer(400, "invalid_request", problem, TARGET)
-    problem = nameless([value.decode("latin-1") for name, value in scope["headers"]
-                        if name == b"host"], scope.get("http_version", "1.1"))
-    return scope, None if problem is None else ErrorAnswer(400, "invalid_request", problem,
-                                                           "host")
+        return read, ErrorAnswer(400, "invalid_request", problem, TARGET)
+    # (a target in absolute form, read anew, names the host in the header's place)
+    problem = malformed(sent, scope.get("http_version", "1.1"), read is not scope)
+    return read, None if problem is None else ErrorAnswer(400, "invalid_request", problem,
+                                                          "host")
 
 
 def origin_form(scope: Scope) -> tuple[Scope, str | None]:
@@ -106,5 +108,5 @@ def _target(scope: Scope) -> bytes:
 
 def document_targets(schema: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI document ``schema`` with the 400s of a refused target and of a request
-    naming no host on every operation."""
-    return document_refusal(document_refusal(schema, 400, _DOC), 400, NAMELESS_DOC)
+    whose host is malformed on every operation."""
+    return document_refusal(document_refusal(schema, 400, _DOC), 400, MALFORMED_DOC)
