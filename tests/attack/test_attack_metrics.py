@@ -70,3 +70,43 @@ def test_model_labels_are_catalog_names(attacked: Attacked) -> None:
     assert "invented-" not in text
     models = set(re.findall(r'model="([^"]*)"', text))
     assert models <= {"alpha", "beta", "gamma", "solo", NO_MODEL, OTHER_MODEL}, models
+
+
+def _count(attacked: Attacked, labels: str) -> int:
+    """The count of ``switchpoint_http_requests_total{labels}`` now (0 before the first)."""
+    text = httpx.get(f"{attacked.base}/metrics", headers=attacked.admin, timeout=10).text
+    found = re.search(rf"^switchpoint_http_requests_total\{{{re.escape(labels)}\}} (\d+)$", text,
+                      re.MULTILINE)
+    return int(found.group(1)) if found else 0
+
+
+def test_a_refused_request_is_counted_under_its_route_whatever_its_target_s_form(
+        attacked: Attacked) -> None:
+    # A target in absolute form a guard refused was counted as unmatched; the one served was
+    # counted under its route, as an origin-form one is, refused or served.
+    refused = 'route="/v1/models",method="GET",status="403"'
+    unmatched = 'route="unmatched",method="GET",status="403"'
+    before = _count(attacked, refused), _count(attacked, unmatched)
+    heads = [b"GET http://evil.example:8080/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+             b"GET HTTP://evil.example/v1/models?x=1 HTTP/1.0\r\n",
+             b"GET /v1/models HTTP/1.1\r\nHost: evil.example:8080\r\n",
+             b"GET http://127.0.0.1/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             b"Origin: http://evil.example\r\n"]  # the Origin rule's refusal
+    for head in heads:
+        with socket.create_connection(("127.0.0.1", attacked.port), timeout=30) as sock:
+            sock.sendall(head + b"Connection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65_536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 403 "), (head, answer)
+    assert (_count(attacked, refused), _count(attacked, unmatched)) == (
+        before[0] + len(heads), before[1])
+    # A target refused for itself (a raw "#" in its query) is counted as one in origin form is.
+    target_refused = 'route="/v1/models",method="GET",status="400"'
+    counted = _count(attacked, target_refused)
+    for target in (b"http://127.0.0.1/v1/models?#", b"/v1/models?#"):
+        with socket.create_connection(("127.0.0.1", attacked.port), timeout=30) as sock:
+            sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Connection: close\r\n\r\n")
+            assert sock.recv(65_536).startswith(b"HTTP/1.1 400 ")
+    assert _count(attacked, target_refused) == counted + 2

@@ -50,6 +50,7 @@ from switchpoint.decision import RoutingDecision
 from switchpoint.gateway import failover
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.protocol import ConnectionStats
+from switchpoint.server.targets import origin_form
 from switchpoint.store import RequestRecord
 
 _Family = Callable[[str, str, str], None]
@@ -357,11 +358,13 @@ class MetricsMiddleware:
 
     def _fixed_path(self, scope: Scope) -> str:
         """A request answered without the route in the scope (by the app's own routes, the docs
-        and the schema, or before routing: a body over the limit, a client gone): its path
-        when it is one of the app's fixed paths, else ``unmatched`` (a label never holds a raw
-        path a client made up)."""
+        and the schema, or before routing: a body over the limit, a client gone, a guard's
+        refusal): its path as the app reads it (a target in absolute form, ``http://host/path``,
+        by its path: :func:`~switchpoint.server.targets.origin_form`) when it is one of the
+        app's fixed paths, else ``unmatched`` (a label never holds a raw path a client made
+        up)."""
         app = scope.get("app")
         fixed = self.paths | {getattr(r, "path", None) for r in getattr(app, "routes", ())
                               if "{" not in str(getattr(r, "path", "{"))}
-        path = scope.get("path")
+        path = origin_form(scope)[0].get("path")
         return path if isinstance(path, str) and path in fixed else "unmatched"
