@@ -209,6 +209,76 @@ def test_an_absolute_target_is_served_by_its_path_under_either_protocol(
         metrics)
 
 
+# Under a root path (uvicorn --root-path, for an app a proxy serves under a prefix) ------------
+
+ROOT = "/api"
+
+
+@pytest.fixture(scope="module", params=["guarded", "plain"])
+def rooted(request: pytest.FixtureRequest, fake: FakeProviderProcess,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    """The service's app under each protocol, served with the root path :data:`ROOT` (as a
+    program serving create_app may serve it: switchpoint serve sets none)."""
+    root = tmp_path_factory.mktemp("rooted")
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(fake, root / "data"), encoding="utf-8")
+    app = create_app(load_settings(config, environ=KEYS), provider_env=KEYS)
+    with thread_server(app, http=_protocol(request.param), root_path=ROOT) as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=["guarded", "plain"])
+def rooted_read(request: pytest.FixtureRequest) -> Iterator[ThreadServer]:
+    """A scope-echoing app behind the service's reading of the target, with :data:`ROOT`."""
+    with thread_server(_echo_app(True), ready=False, http=_protocol(request.param),
+                       root_path=ROOT) as server:
+        yield server
+
+
+def test_under_a_root_path_an_absolute_target_is_read_below_it(rooted_read: ThreadServer
+                                                               ) -> None:
+    # uvicorn puts the root path before the target, a URL too ("/apihttp://..."): the app
+    # reads the URL's path below the root path, as it reads a path in origin form.
+    scope = scope_of(rooted_read, b"http://evil.example:8080/v1/mo%64els?x=1")
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == (
+        "/api/v1/models", "/api/v1/mo%64els", "x=1")
+    assert _hosts(scope) == ["evil.example:8080"]
+    scope = scope_of(rooted_read, b"/v1/models?x=1")
+    assert (scope["path"], scope["raw_path"], _hosts(scope)) == (
+        "/api/v1/models", "/api/v1/models", ["127.0.0.1"])
+
+
+def test_under_a_root_path_an_absolute_target_is_served_by_its_path(rooted: ThreadServer
+                                                                    ) -> None:
+    # It was a 404 (the path "/apihttp://127.0.0.1/v1/models" matched no route).
+    for target in (b"http://127.0.0.1/v1/models", b"/v1/models"):
+        status, body = _get(rooted.port, target)
+        assert status.startswith(b"HTTP/1.1 200 "), (target, status, body)
+        assert json.loads(body)["object"] == "list"
+    status, body = _get(rooted.port, b"http://evil.example/v1/models")
+    assert status.startswith(b"HTTP/1.1 403 "), (status, body)
+    assert json.loads(body)["error"]["param"] == "host"
+    # A refused target is shown as the client sent it, without the root path.
+    status, body = _get(rooted.port, b"http:///v1/models")
+    assert status.startswith(b"HTTP/1.1 400 "), (status, body)
+    assert json.loads(body)["error"]["message"].startswith(
+        'request-target: the request target "http:///v1/models" names no host'), body
+    _refused_target(_get(rooted.port, b"http://127.0.0.1/v1/models?#"), "/v1/models?#")
+    _refused_target(_get(rooted.port, b"/v1/models?#"), "/v1/models?#")
+
+
+def test_a_root_path_a_server_did_not_put_before_the_target_is_left_out() -> None:
+    # (as one given to the app alone is: FastAPI(root_path=...) sets it, the path stays bare)
+    def scope(raw: bytes, query: bytes = b"") -> dict[str, Any]:
+        return {"type": "http", "http_version": "1.1", "path": raw.decode(), "raw_path": raw,
+                "query_string": query, "root_path": ROOT, "headers": [(b"host", b"localhost")]}
+
+    read, answer = guard(scope(b"http://127.0.0.1/v1/models"))
+    assert answer is None and (read["path"], read["raw_path"]) == ("/v1/models", b"/v1/models")
+    _, answer = guard(scope(b"/apiary", b"x#"))  # its start is the root path's, by chance
+    assert answer is not None and '"/apiary?x#"' in answer.message, answer
+
+
 # A "#" in the target -------------------------------------------------------------------------
 
 

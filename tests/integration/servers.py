@@ -72,10 +72,11 @@ class ThreadServer:
     """uvicorn serving ``app`` on a free loopback port, in a background thread. The port is
     bound here and the bound socket handed to uvicorn: no other process can take it between
     its choice and the server's start. ``http``: uvicorn's HTTP protocol (a class, as
-    ``switchpoint serve`` gives its guarded one, or uvicorn's name for its own)."""
+    ``switchpoint serve`` gives its guarded one, or uvicorn's name for its own); ``root_path``:
+    the ASGI root path uvicorn gives the app (``uvicorn --root-path``)."""
 
-    def __init__(self, app: FastAPI, http: type[asyncio.Protocol] | HTTPProtocolType = "auto"
-                 ) -> None:
+    def __init__(self, app: FastAPI, http: type[asyncio.Protocol] | HTTPProtocolType = "auto",
+                 root_path: str = "") -> None:
         self.app = app
         sock = loopback_socket()
         self.port = int(sock.getsockname()[1])
@@ -83,7 +84,8 @@ class ThreadServer:
         # (X-Forwarded-For is the app's to read, as under `switchpoint serve`)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
                                                     log_level="warning", lifespan="on",
-                                                    proxy_headers=False, http=http))
+                                                    proxy_headers=False, http=http,
+                                                    root_path=root_path))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        daemon=True)
 
@@ -109,9 +111,9 @@ class ThreadServer:
 
 @contextmanager
 def thread_server(app: FastAPI, ready: bool = True,
-                  http: type[asyncio.Protocol] | HTTPProtocolType = "auto"
+                  http: type[asyncio.Protocol] | HTTPProtocolType = "auto", root_path: str = ""
                   ) -> Iterator[ThreadServer]:
-    server = ThreadServer(app, http).start()
+    server = ThreadServer(app, http, root_path).start()
     try:
         if ready:
             wait_ready(server.base)

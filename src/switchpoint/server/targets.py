@@ -7,8 +7,10 @@ the ``Host`` header's place (and the header ignored). :func:`guard` hands the ap
 request as its path and query, the host it names as its ``Host``, so the rule of the hosts the
 service answers to (:mod:`~switchpoint.server.hosts`) checks the name the request gives,
 wherever it gives it, and the routes read its path; under any server (uvicorn's own protocol
-hands the URL on whole, as the path, which no route matches). One that names no host
-(``http:///v1/models``) is refused.
+hands the URL on whole, as the path, which no route matches), and below the root path a server
+is given (``uvicorn --root-path /api`` puts it before the URL, ``/apihttp://host/path``, as
+before a path). One that names no host (``http:///v1/models``) is refused. A refused target is
+shown as the client sent it, without that root path.
 
 A ``#`` begins a URL's fragment, which a client keeps to itself: one sent raw is part of no
 path or query, yet the server hands it on as one (``?x=1#frag`` is read as x = ``1#frag``), so
@@ -64,10 +66,12 @@ def guard(scope: Scope) -> tuple[Scope, ErrorAnswer | None]:
 
 def origin_form(scope: Scope) -> tuple[Scope, str | None]:
     """``scope`` with a target in absolute form (``http://host/path?q``) as the path and query
-    alone, as routes read them, and the host it names (what comes before the path, the query
-    or a fragment) as its only ``Host``, in place of the header's; with why it is refused when
-    it names no host. Any other target is left as it is."""
-    target = _target(scope)
+    alone, as routes read them (below the root path, when the server gives one, as it gives a
+    path in origin form: uvicorn's ``--root-path`` puts it before the URL), and the host it
+    names (what comes before the path, the query or a fragment) as its only ``Host``, in place
+    of the header's; with why it is refused when it names no host. Any other target is left as
+    it is."""
+    root, target = _root_and_target(scope)
     scheme = _ABSOLUTE.match(target)
     if scheme is None:
         return scope, None
@@ -82,7 +86,8 @@ def origin_form(scope: Scope) -> tuple[Scope, str | None]:
                        " names no host after its http:// (a URL needs one); send the path "
                        f"alone, as {json_quoted(origin.decode('latin-1'), 100)}, or the URL "
                        "with its host")
-    raw_path, _, query = origin.partition(b"?")
+    path, _, query = origin.partition(b"?")
+    raw_path = root + path
     headers = [(name, value) for name, value in scope["headers"] if name != b"host"]
     return {**scope, "path": unquote(raw_path.decode("latin-1")), "raw_path": raw_path,
             "query_string": query, "headers": [(b"host", host), *headers]}, None
@@ -90,20 +95,27 @@ def origin_form(scope: Scope) -> tuple[Scope, str | None]:
 
 def refusal(scope: Scope) -> str | None:
     """Why the request target of ``scope`` is refused (it holds a raw ``#``), or None."""
-    if b"#" not in _target(scope):
+    target = _root_and_target(scope)[1]
+    if b"#" not in target:
         return None
-    return (f"{TARGET}: the request target {json_quoted(_target(scope).decode('latin-1'), 100)}"
+    return (f"{TARGET}: the request target {json_quoted(target.decode('latin-1'), 100)}"
             " holds a \"#\", which begins a URL's fragment: a client keeps the fragment to "
             "itself, so a \"#\" sent is part of no path or query value. Send the target "
             "without the fragment, and write a \"#\" a value holds as %23")
 
 
-def _target(scope: Scope) -> bytes:
-    """The request target of ``scope``, as sent: its raw path, then its query after a ``?``."""
+def _root_and_target(scope: Scope) -> tuple[bytes, bytes]:
+    """The root path the server put before the request target of ``scope`` (its raw path, then
+    its query after a ``?``), and the target as the client sent it, after that root path."""
     raw_path = scope.get("raw_path")
     path = raw_path if isinstance(raw_path, bytes) else scope["path"].encode("utf-8")
     query: bytes = scope.get("query_string", b"")
-    return path + b"?" + query if query else path
+    target = path + b"?" + query if query else path
+    root = str(scope.get("root_path", "")).encode("utf-8")
+    sent = target[len(root):]
+    if root and target.startswith(root) and (sent.startswith(b"/") or _ABSOLUTE.match(sent)):
+        return root, sent
+    return b"", target  # (a server that gives a root path without putting it before the path)
 
 
 def document_targets(schema: dict[str, Any]) -> dict[str, Any]:
