@@ -3,7 +3,8 @@ field of which some answer needs: the models' health (before any call, then with
 failing, one whose circuit is open and one an upstream's Retry-After keeps out) and its
 reset; the tenants (one with every setting, one with hardly any), the budget alert (quiet,
 then critical, a page at a time), the budget pressure of a routing answer (of the caller's own
-budget, and of one shared) and the keys a reload affects."""
+budget, and of one shared) and the keys a reload affects; the reset's refusal of a body, as
+published."""
 
 from __future__ import annotations
 
@@ -50,6 +51,41 @@ def test_model_health_and_its_reset_validate_against_the_published_schema(
         assert reset["models"]["cheap"]["circuit"] == "closed"
         published.each_field_needed(["HealthSnapshot", "ModelHealth", "HealthError",
                                      "BreakerSettings"])
+
+
+def test_a_body_sent_to_the_health_reset_is_refused_as_it_publishes_and_resets_nothing(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # It takes no body, as the other routes that take none: one that means something
+    # ({"model": "cheap"}, as if it reset one model) is a 400, not answered as if unsaid.
+    with learning_server(fake, tmp_path, extra="max_request_bytes: 1024\n") as server:
+        published = Published(httpx.get(f"{server.base}/openapi.json", timeout=15).json())
+        described = published.document["paths"]["/v1/router/health/reset"]["post"][
+            "responses"]
+        assert described["400"]["description"].startswith(
+            "invalid_request (param body): a body was sent to a route that takes none (an "
+            "empty one, or {}, is fine)"), described["400"]
+        assert "request_too_large" in described["413"]["description"]
+        fake.script("cheap", *["500"] * 6)  # its circuit opens at the 5th failure in a row
+        for n in range(3):
+            assert post(server, "/v1/chat/completions", {"model": "cheap", "messages": [
+                {"role": "user", "content": math_prompt(n)}]}).status_code == 502
+        url = f"{server.base}/v1/router/health/reset"
+        for body in (b'{"model": "cheap"}', b"not json", b"[]"):
+            error = published.valid("POST", "/v1/router/health/reset",
+                                    httpx.post(url, content=body, timeout=15), 400)["error"]
+            assert (error["code"], error["param"]) == ("invalid_request", "body"), error
+            assert error["message"] == ("body: POST /v1/router/health/reset takes no body; "
+                                        "send the request without one"), error
+        error = published.valid("POST", "/v1/router/health/reset",
+                                httpx.post(url, content=b"{" + b" " * 2048 + b"}", timeout=15),
+                                413)["error"]
+        assert (error["code"], error["param"]) == ("request_too_large", "body"), error
+        health = get(server, "/v1/router/health").json()
+        assert health["models"]["cheap"]["circuit"] == "open"  # nothing was reset
+        for body in (b"", b"{}", b" \r\n"):
+            reset = published.valid("POST", "/v1/router/health/reset",
+                                    httpx.post(url, content=body, timeout=15))
+            assert reset["models"]["cheap"]["circuit"] == "closed"
 
 
 ADMIN = "a" * 32

@@ -114,6 +114,11 @@ def _check_text(raw: bytes) -> None:
             stack.extend((item, field) for item in node)
 
 
+#: How the API document describes :func:`no_body`'s refusal, for a route that takes no body.
+NO_BODY_DOC = ("invalid_request (param body): a body was sent to a route that takes none (an "
+               "empty one, or {}, is fine); send the request without one.")
+
+
 async def no_body(request: Request) -> None:
     """Refuse a body on a route that takes none (an empty one, or ``{}``, is fine): ignoring
     it would answer a request that meant something else (``{"weights": ...}`` to a reload) as

@@ -27,7 +27,7 @@ from switchpoint.errors import ConfigError, InvalidInputError
 from switchpoint.gateway.live import Live, policy_choices
 from switchpoint.governance.reload_check import key_losses, losses_note, named
 from switchpoint.server.auth import ADMIN, CLIENT, is_admin
-from switchpoint.server.bodies import no_body
+from switchpoint.server.bodies import NO_BODY_DOC, no_body
 from switchpoint.server.context import GatewayRoute, Service, get_service
 from switchpoint.server.queries import ANY_QUERY, WHOLE, QueryCheckedRoute
 from switchpoint.server.schemas import (
@@ -189,6 +189,9 @@ async def model_health(request: Request) -> JSONResponse:
 
 @router.post("/v1/router/health/reset", dependencies=ADMIN, tags=["admin"],
              response_model=HealthSnapshot,
+             responses={400: {"model": ErrorResponse, "description": (
+                 f"{NO_BODY_DOC} Or invalid_request naming a query parameter: the route "
+                 "takes none.")}},
              summary="Forget every model's health (circuits close, waits end); the fresh "
                      "health")
 async def reset_model_health(request: Request) -> JSONResponse:
