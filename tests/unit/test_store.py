@@ -855,6 +855,36 @@ def test_a_pending_decision_takes_feedback_while_among_the_newest_and_not_after(
             reader.close()
 
 
+def test_the_pending_prune_keeps_exactly_the_newest_decisions_written_again_or_not(
+        tmp_path: Path) -> None:
+    """A decision written again moves to the end and leaves a gap in the positions; the prune
+    still keeps exactly the newest ``keep`` decisions (not the rows within ``keep`` positions
+    of the newest, fewer), and they are what the lookup bounded to the newest ``keep`` finds."""
+    from switchpoint.store.learning import LearningReader
+
+    path = tmp_path / "switchpoint.db"
+    ids = [f"d{i}" for i in range(12)]
+    with SQLiteStore(path) as store:
+        for decision_id in [*ids, "d8", "d9", "d2", "d10"]:  # (four gaps)
+            store.append(_pending(decision_id)).result()
+        order = ["d0", "d1", *ids[3:8], "d11", "d8", "d9", "d2", "d10"]  # oldest first
+        reader = LearningReader(path)
+        try:
+            for keep in (20, 16, 12, 10, 6, 1, 0):
+                store.append(PendingPrune(keep)).result()
+                newest = order[max(0, len(order) - keep):]
+                with sqlite3.connect(path) as db:
+                    left = [d for (d,) in db.execute(
+                        "SELECT decision_id FROM pending ORDER BY seq")]
+                assert left == newest, keep
+                assert [d for d in ids if reader.pending(d, newest=keep) is not None] == sorted(
+                    newest, key=ids.index), keep
+                assert [d for d in ids if reader.pending(d) is not None] == sorted(
+                    newest, key=ids.index), keep
+        finally:
+            reader.close()
+
+
 def _pending(decision_id: str) -> PendingRecord:
     return PendingRecord(PendingDecision(decision_id=decision_id, tenant="default", chosen="a",
                                          candidates=("a", "b")), "w1")

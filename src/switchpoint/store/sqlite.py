@@ -1134,8 +1134,16 @@ def keep_newest(table: str) -> str:
     """The statement (one parameter: how many) that keeps only the newest rows of ``table``
     (by ``seq``), written like a record: a table's cap. Refused, it waits, and is kept in the
     spill file where it ran, so that rows it dropped are not written again when the file is
-    read (see :func:`_capped`)."""
-    return f"DELETE FROM {table} WHERE seq <= (SELECT coalesce(max(seq), 0) FROM {table}) - ?"
+    read (see :func:`_capped`).
+
+    It keeps exactly that many rows, counted, not positions: a row written again
+    (``INSERT OR REPLACE``) takes a new ``seq`` and leaves a gap, so the newest ``n`` rows may
+    reach further back than ``n`` positions. The rows at and before the ``n+1``-th newest go,
+    found by stepping ``n`` rows back along the primary key; where the positions from the
+    oldest to the newest are no more than ``n``, nor are the rows, and nothing is stepped."""
+    return (f"DELETE FROM {table} WHERE seq <= CASE WHEN (SELECT max(seq) FROM {table}) - "
+            f"(SELECT min(seq) FROM {table}) < ?1 THEN 0 ELSE coalesce((SELECT seq FROM "
+            f"{table} ORDER BY seq DESC LIMIT 1 OFFSET ?1), 0) END")
 
 
 def _cap_of(insert: str) -> str | None:
