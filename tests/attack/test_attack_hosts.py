@@ -193,6 +193,24 @@ def test_an_empty_host_on_http_1_1_is_refused(attacked: Attacked, host: bytes) -
                   + b"\r\nConnection: close\r\n\r\n"))
 
 
+NO_HOST = ("host: the HTTP/1.1 request gives no Host header, which names no host: HTTP/1.1 "
+           "requires the host the service is reached by. Send it, with the port (Host: "
+           "127.0.0.1:8080, say; curl and the openai client send it themselves)")
+
+
+@pytest.mark.parametrize("target", [b"/health", b"/v1/models", b"http://127.0.0.1/health"])
+def test_no_host_on_http_1_1_is_refused_naming_it_in_the_rule_s_words(attacked: Attacked,
+                                                                       target: bytes) -> None:
+    # switchpoint serve's h11 refuses it before the app sees it: the 400 said only what h11
+    # said ("not a valid HTTP/1.1 request: Missing mandatory Host: header"), param null.
+    status, body = _raw(attacked.port, b"GET " + target + b" HTTP/1.1\r\n"
+                        b"Connection: close\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400 "), (status, body)
+    error = json.loads(body)["error"]
+    assert (error["code"], error["param"], error["message"]) == (
+        "invalid_request", "host", NO_HOST), error
+
+
 def test_an_empty_host_is_refused_on_every_route_before_it_is_read(
         attacked: Attacked, fake: FakeProviderProcess) -> None:
     logged = [entry["id"] for entry in attacked.requests()]

@@ -23,7 +23,8 @@ check such a host, so the request is refused wherever the service listens, wheth
 checks the names (:func:`malformed`: a 400 ``invalid_request`` naming ``host``, which the
 request target's guard in :mod:`switchpoint.server.targets` answers before anything else reads
 the request; ``switchpoint serve``'s protocol, whose h11 refuses a header given more than once
-before the app sees it, answers that in the same words, :data:`MANY_HOSTS`). An HTTP/1.0
+before the app sees it, answers that in the same words, :data:`MANY_HOSTS`, and an HTTP/1.1
+request without a ``Host``, which its h11 refuses too, as :data:`NO_HOST`). An HTTP/1.0
 request with an empty ``Host`` names none, as one without it, and is served, as is one whose
 target, in absolute form, names the host in an empty header's place.
 
@@ -55,12 +56,17 @@ _DOC = ("permission_denied: the request's Host header (or its target, in absolut
 #: operation.
 MALFORMED_DOC = ("invalid_request (param host): the HTTP/1.1 request's Host header is empty, "
                  "naming no host, or the request gives more than one Host header, or one "
-                 "listing several hosts (a comma between them); send the one host the service "
-                 "is reached by (Host: 127.0.0.1:8080).")
+                 "listing several hosts (a comma between them), or (under switchpoint serve) "
+                 "none at all; send the one host the service is reached by (Host: "
+                 "127.0.0.1:8080).")
 # How to send the host, which each refusal of a malformed one ends with.
 _WITH_PORT = ("with the port (Host: 127.0.0.1:8080, say; curl and the openai client send it "
               "themselves)")
 _SEND_ONE = f"Send the one host the service is reached by, {_WITH_PORT}"
+#: Why an HTTP/1.1 request giving no Host header is refused (param ``host``), where the server
+#: refuses it before the app sees it (``switchpoint serve``'s protocol).
+NO_HOST = ("host: the HTTP/1.1 request gives no Host header, which names no host: HTTP/1.1 "
+           f"requires the host the service is reached by. Send it, {_WITH_PORT}")
 #: Why a request giving the Host header more than once is refused (param ``host``).
 MANY_HOSTS = ("host: the request gives the Host header more than once; a request names one "
               "host, and which of them it is for would be anyone's guess (a proxy in front may "

@@ -23,8 +23,9 @@ server:
 - **one framing per request**: a request giving both Content-Length and Transfer-Encoding is a
   400 and its connection closes (a proxy in front reading the other framing would take the
   bytes after it for another request); any malformed request's 400 says what was wrong (one
-  giving the ``Host`` header more than once, in the words of the app's own rule of it, naming
-  ``host``: :func:`switchpoint.server.hosts.malformed`).
+  giving the ``Host`` header more than once, or an HTTP/1.1 one giving none, in the words of
+  the app's own rule of a request's host, naming ``host``:
+  :func:`switchpoint.server.hosts.malformed`).
 
 A target in absolute form (``GET http://host/path``) is handed on whole, as uvicorn's own
 protocol hands it: the app reads it, whatever server runs it (:mod:`switchpoint.server.targets`).
@@ -50,7 +51,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from switchpoint.server.hosts import MANY_HOSTS
+from switchpoint.server.hosts import MANY_HOSTS, NO_HOST
 
 _IDLE = "idle"  # between requests (keep-alive)
 _HEAD = "head"  # reading a request's line and headers
@@ -99,9 +100,11 @@ def _raw_error(status: int, reason: str, code: str, message: str,
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
-# What h11 says of a request giving the Host header more than once, which it refuses before the
-# app sees it: answered as the app's rule of a malformed host does (hosts.malformed).
-_H11_MANY_HOSTS = "Found multiple Host: headers"
+# What h11 says of a request giving the Host header more than once, or of an HTTP/1.1 one giving
+# none, which it refuses before the app sees them: answered in the words of the rule of a
+# request's host (hosts.malformed), naming host.
+_H11_HOST_ERRORS = {"Found multiple Host: headers": MANY_HOSTS,
+                    "Missing mandatory Host: header": NO_HOST}
 
 # A request framed both ways: a proxy in front that reads the length and this server, which
 # would read the chunks, disagree on where the request ends, so the bytes after it could be
@@ -117,7 +120,8 @@ class _Connection(h11.Connection):
     both a Content-Length and a Transfer-Encoding (h11 would read the chunks and keep the
     connection open). ``error_reason`` keeps what was wrong, for the 400 to say (uvicorn's
     own says only "Invalid HTTP request received."), and ``error_param`` what it names, when
-    a rule of the app's says it in its own words (a ``Host`` given more than once)."""
+    a rule of the app's says it in its own words (a ``Host`` given more than once, or none
+    over HTTP/1.1)."""
 
     def __init__(self, max_head: int) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
@@ -133,8 +137,8 @@ class _Connection(h11.Connection):
             self.error_status = exc.error_status_hint
             # What h11 found wrong, without the bytes it quotes (a header line may hold a key).
             self.error_reason = str(exc).split(": bytearray(", 1)[0][:200] or None
-            if self.error_reason == _H11_MANY_HOSTS:
-                self.error_param, self.error_reason = "host", MANY_HOSTS
+            if self.error_reason in _H11_HOST_ERRORS:
+                self.error_param, self.error_reason = "host", _H11_HOST_ERRORS[self.error_reason]
             raise
         if type(event) is h11.Request:
             size = len(event.method) + len(event.target) + 12 + sum(
