@@ -110,3 +110,46 @@ def test_a_refused_request_is_counted_under_its_route_whatever_its_target_s_form
                          b"Connection: close\r\n\r\n")
             assert sock.recv(65_536).startswith(b"HTTP/1.1 400 ")
     assert _count(attacked, target_refused) == counted + 2
+
+
+def _answer(attacked: Attacked, head: bytes) -> bytes:
+    """The status line of the answer to ``head``, sent on a connection of its own."""
+    with socket.create_connection(("127.0.0.1", attacked.port), timeout=30) as sock:
+        sock.sendall(head + b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65_536):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_a_refused_request_on_a_route_with_a_parameter_is_counted_under_its_template(
+        attacked: Attacked) -> None:
+    # It was counted as unmatched: only the routes without a parameter were looked up.
+    cases = [  # (the request head, its status, the route it is counted under)
+        (b"GET /v1/models/alpha HTTP/1.1\r\nHost: evil.example\r\n", 403,
+         "/v1/models/{model_id:path}"),
+        (b"GET http://evil.example/v1/models/a/b HTTP/1.1\r\nHost: 127.0.0.1\r\n", 403,
+         "/v1/models/{model_id:path}"),
+        (b"DELETE /v1/router/experiments/ab1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+         b"Origin: http://evil.example\r\n", 403, "/v1/router/experiments/{name}"),
+        (b"GET /v1/router/experiments/ab1?# HTTP/1.1\r\nHost: 127.0.0.1\r\n", 400,
+         "/v1/router/experiments/{name}"),
+        (b"POST /v1/router/keys/k1/revoke HTTP/1.1\r\nHost:\r\n", 400,
+         "/v1/router/keys/{key_id}/revoke")]
+    unmatched = [f'route="unmatched",method="{method}",status="{status}"'
+                 for method, status in (("GET", 403), ("DELETE", 403), ("GET", 400),
+                                        ("POST", 400))]
+    before = [_count(attacked, labels) for labels in unmatched]
+    for head, status, route in cases:
+        method = head.split(b" ", 1)[0].decode()
+        labels = f'route="{route}",method="{method}",status="{status}"'
+        counted = _count(attacked, labels)
+        assert _answer(attacked, head).startswith(f"HTTP/1.1 {status} ".encode()), head
+        assert _count(attacked, labels) == counted + 1, (head, labels)
+    assert [_count(attacked, labels) for labels in unmatched] == before
+    # A path no route takes is still unmatched, not a template's.
+    assert _answer(attacked, b"GET /v1/models HTTP/1.1\r\nHost: evil.example\r\n").startswith(
+        b"HTTP/1.1 403 ")
+    assert _answer(attacked, b"GET /v1/nothing/x HTTP/1.1\r\nHost: evil.example\r\n"
+                   ).startswith(b"HTTP/1.1 403 ")
+    assert _count(attacked, unmatched[0]) == before[0] + 1

@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import bisect
 import http
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchpoint import errors
@@ -322,8 +324,10 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics, paths: Collection[str] = ()) -> None:
         self.app = app
         self.metrics = metrics
-        # The app's own routes without a parameter, for a request answered before routing.
-        self.paths = frozenset(path for path in paths if "{" not in path)
+        # The app's own route templates, in the order it routes by, each with the pattern of
+        # the paths it takes, for a request answered before routing.
+        self.templates = tuple((path, compile_path(path)[0]) for path in dict.fromkeys(paths)
+                               if path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -352,19 +356,26 @@ class MetricsMiddleware:
             if status is None:
                 status = CLIENT_CLOSED if client_left else 500
             route = scope.get("route")
-            path = getattr(route, "path", None) or self._fixed_path(scope)
+            path = getattr(route, "path", None) or self._template(scope)
             self.metrics.observe_request(path, scope["method"], status,
                                          time.perf_counter() - t0)
 
-    def _fixed_path(self, scope: Scope) -> str:
+    def _template(self, scope: Scope) -> str:
         """A request answered without the route in the scope (by the app's own routes, the docs
         and the schema, or before routing: a body over the limit, a client gone, a guard's
-        refusal): its path as the app reads it (a target in absolute form, ``http://host/path``,
-        by its path: :func:`~switchpoint.server.targets.origin_form`) when it is one of the
-        app's fixed paths, else ``unmatched`` (a label never holds a raw path a client made
-        up)."""
-        app = scope.get("app")
-        fixed = self.paths | {getattr(r, "path", None) for r in getattr(app, "routes", ())
-                              if "{" not in str(getattr(r, "path", "{"))}
+        refusal): the template of the first of the app's routes whose pattern takes its path as
+        the app reads it (a target in absolute form, ``http://host/path``, by its path:
+        :func:`~switchpoint.server.targets.origin_form`), as routing would count it
+        (``/v1/router/keys/{key_id}`` for ``/v1/router/keys/k1``), else ``unmatched`` (a label
+        never holds a raw path a client made up)."""
         path = origin_form(scope)[0].get("path")
-        return path if isinstance(path, str) and path in fixed else "unmatched"
+        if not isinstance(path, str):
+            return "unmatched"
+        app = scope.get("app")
+        own = [(getattr(r, "path", None), getattr(r, "path_regex", None))
+               for r in getattr(app, "routes", ())]
+        for template, pattern in (*self.templates, *own):
+            if isinstance(template, str) and isinstance(pattern, re.Pattern) and (
+                    pattern.match(path)):
+                return template
+        return "unmatched"
