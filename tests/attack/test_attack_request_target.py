@@ -360,6 +360,10 @@ def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacke
         shape = refused["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
         assert shape == ("ChatErrorResponse" if is_openai_path(path) else "ErrorResponse"), (
             method, path)
-    # An operation that takes no input lists it too, the one 400 it answers.
-    assert document["paths"]["/health"]["get"]["responses"]["400"]["description"].startswith(
-        "invalid_request (param request-target): the request target holds a raw \"#\"")
+    # An operation that takes no input lists it too, beside the query parameter it refuses.
+    described = document["paths"]["/health"]["get"]["responses"]["400"]["description"]
+    assert described.startswith("invalid_request (param the query parameter's name): the query "
+                                "string names a parameter, and the route takes none; send the "
+                                "request without a query string. Or invalid_request (param "
+                                "request-target): the request target holds a raw \"#\""), (
+        described)

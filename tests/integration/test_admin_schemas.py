@@ -88,6 +88,56 @@ def test_a_body_sent_to_the_health_reset_is_refused_as_it_publishes_and_resets_n
             assert reset["models"]["cheap"]["circuit"] == "closed"
 
 
+NO_BODY = ("invalid_request (param body): a body was sent to a route that takes none (an empty "
+           "one, or {}, is fine); send the request without one.")
+NO_QUERY = ("invalid_request (param the query parameter's name): the query string names a "
+            "parameter, and the route takes none; send the request without a query string.")
+
+
+def test_the_routes_that_take_no_body_or_no_query_publish_their_refusal(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # A body sent to a route that takes none and a query parameter sent to a route that takes
+    # none are each a 400 naming what was sent; the document said only "Malformed or invalid
+    # request" (or, for /health, nothing of a query parameter).
+    with learning_server(fake, tmp_path) as server:
+        published = Published(httpx.get(f"{server.base}/openapi.json", timeout=15).json())
+        paths = published.document["paths"]
+
+        def described(method: str, path: str) -> str:
+            description: str = paths[path][method]["responses"]["400"]["description"]
+            return description
+
+        for method, path in (("post", "/v1/router/reload"), ("post", "/v1/router/policy/{name}"),
+                             ("post", "/v1/router/keys/{key_id}/revoke"),
+                             ("delete", "/v1/router/keys/{key_id}"),
+                             ("delete", "/v1/router/experiments/{name}"),
+                             ("post", "/v1/router/health/reset")):
+            assert NO_BODY in described(method, path), (method, path)
+            assert NO_QUERY in described(method, path), (method, path)
+        for path in ("/health", "/metrics", "/v1/router/health", "/v1/router/experiments"):
+            assert NO_QUERY in described("get", path), path
+            assert NO_BODY not in described("get", path), path
+        # Not on a route that takes a body or a query parameter, nor on OpenAI's, which take any.
+        for method, path in (("post", "/v1/route"), ("get", "/v1/router/requests"),
+                             ("post", "/v1/router/experiments/{name}/promote"),
+                             ("get", "/v1/models"), ("post", "/v1/chat/completions")):
+            assert NO_BODY not in described(method, path), (method, path)
+        for method, path in (("get", "/v1/router/requests"), ("get", "/v1/models"),
+                             ("post", "/v1/chat/completions")):
+            assert NO_QUERY not in described(method, path), (method, path)
+        # As answered.
+        error = published.valid("GET", "/health", httpx.get(f"{server.base}/health?x=1",
+                                                              timeout=15), 400)["error"]
+        assert (error["code"], error["param"]) == ("invalid_request", "x"), error
+        for method, path, url in (("POST", "/v1/router/reload", "/v1/router/reload"),
+                                  ("DELETE", "/v1/router/experiments/{name}",
+                                   "/v1/router/experiments/ab1")):
+            answer = httpx.request(method, f"{server.base}{url}", content=b'{"weights": "w"}',
+                                   timeout=15)
+            error = published.valid(method, path, answer, 400)["error"]
+            assert (error["code"], error["param"]) == ("invalid_request", "body"), error
+
+
 ADMIN = "a" * 32
 TENANTS = """auth: keys
 admin_token_env: ADMIN_TOKEN

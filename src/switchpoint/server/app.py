@@ -25,6 +25,7 @@ from switchpoint.config import Settings
 from switchpoint.gateway.engine import Gateway
 from switchpoint.gateway.live import Loader
 from switchpoint.server.auth import body_owner, check_admin_token, document_guards
+from switchpoint.server.bodies import document_no_body
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.context import Service
 from switchpoint.server.errors import document_errors
@@ -42,7 +43,7 @@ from switchpoint.server.middleware import (
 from switchpoint.server.origins import document_origins
 from switchpoint.server.origins import refusal as origin_refusal
 from switchpoint.server.proxies import ForwardedClientMiddleware
-from switchpoint.server.queries import single_query
+from switchpoint.server.queries import document_queries, single_query
 from switchpoint.server.routes import admin, chat, governance, learning, route
 from switchpoint.server.targets import document_targets
 from switchpoint.server.targets import guard as target_guard
@@ -134,8 +135,10 @@ def create_app(
     def openapi() -> dict[str, Any]:
         """The API document, with the errors the handlers and the middleware answer."""
         if app.openapi_schema is None:
+            routes = document_queries(document_no_body(document_errors(generate()), routers),
+                                      routers)
             schema = document_targets(document_origins(document_guards(
-                document_bodies(document_errors(generate())), routers)))
+                document_bodies(routes), routers)))
             app.openapi_schema = document_hosts(schema) if host_guard else schema
         return app.openapi_schema
 

@@ -15,9 +15,13 @@ any value."""
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar, cast
 
+from fastapi import APIRouter
+from fastapi.dependencies.utils import get_typed_signature
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
@@ -32,7 +36,7 @@ from switchpoint._json import (
 )
 from switchpoint._messages import invalid_from_validation
 from switchpoint.errors import InvalidInputError
-from switchpoint.server.errors import shown_path
+from switchpoint.server.errors import document_refusal, operations, shown_path
 from switchpoint.server.head import sent_method
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -117,6 +121,40 @@ def _check_text(raw: bytes) -> None:
 #: How the API document describes :func:`no_body`'s refusal, for a route that takes no body.
 NO_BODY_DOC = ("invalid_request (param body): a body was sent to a route that takes none (an "
                "empty one, or {}, is fine); send the request without one.")
+
+
+# The mark :func:`refuses_body` leaves on an endpoint (kept by a wrapper that copies its
+# attributes, as functools.wraps does), which :func:`document_no_body` reads.
+_REFUSES_BODY = "switchpoint_refuses_body"
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Awaitable[Any]])
+
+
+def refuses_body(endpoint: _Endpoint) -> _Endpoint:
+    """The endpoint (an ``async def`` that takes a ``request: Request``) of a route that takes
+    no body: it refuses one (:func:`no_body`) before it runs, and the API document lists that
+    refusal (:func:`document_no_body`)."""
+    signature = get_typed_signature(endpoint)
+    name = next((p.name for p in signature.parameters.values() if p.annotation is Request), None)
+    if name is None:
+        raise TypeError(f"{getattr(endpoint, '__qualname__', endpoint)}: a route that refuses "
+                        "a body takes a `request: Request` parameter")
+
+    @functools.wraps(endpoint)
+    async def refusing(*args: Any, **values: Any) -> Any:
+        await no_body(signature.bind(*args, **values).arguments[name])
+        return await endpoint(*args, **values)
+
+    setattr(refusing, _REFUSES_BODY, True)
+    return cast("_Endpoint", refusing)
+
+
+def document_no_body(schema: dict[str, Any], routers: Iterable[APIRouter]) -> dict[str, Any]:
+    """The OpenAPI document ``schema`` with the 400 of a body sent to a route that takes none
+    (:data:`NO_BODY_DOC`) on each operation of the ``routers``' routes that refuse one
+    (:func:`refuses_body`)."""
+    refusing = [route for router in routers for route in router.routes
+                if getattr(getattr(route, "endpoint", None), _REFUSES_BODY, False)]
+    return document_refusal(schema, 400, NO_BODY_DOC, operations=operations(refusing))
 
 
 async def no_body(request: Request) -> None:

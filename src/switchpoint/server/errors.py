@@ -19,16 +19,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 
 from switchpoint._messages import cut, invalid_from_validation
 from switchpoint.errors import (
@@ -238,22 +239,32 @@ def error_content(path: str) -> dict[str, Any]:
 
 
 def document_refusal(schema: dict[str, Any], status: int, doc: str,
-                     methods: Collection[str] | None = None) -> dict[str, Any]:
+                     methods: Collection[str] | None = None,
+                     operations: Collection[tuple[str, str]] | None = None) -> dict[str, Any]:
     """The OpenAPI document ``schema`` with the answer ``status`` described by ``doc`` (a
-    refusal the middleware gives, before any route) on every operation, or on those of
-    ``methods`` (lowercase, as the document names them), in the shape of that operation's other
+    refusal the middleware gives, before any route, or one some routes give) on every
+    operation, or on those of ``methods`` (lowercase, as the document names them), or on the
+    ``operations`` listed (path and lowercase method), in the shape of that operation's other
     errors; where the operation lists that status already, ``doc`` is added to its
     description."""
     for path, item in schema.get("paths", {}).items():
         for method, operation in item.items():
             if not isinstance(operation, dict) or (methods is not None
-                                                   and method not in methods):
+                                                   and method not in methods) or (
+                    operations is not None and (path, method) not in operations):
                 continue
             responses = operation.setdefault("responses", {})
             refused = responses.setdefault(str(status), {"description": "",
                                                          "content": error_content(path)})
             refused["description"] = " Or ".join(filter(None, (refused["description"], doc)))
     return schema
+
+
+def operations(routes: Iterable[BaseRoute]) -> set[tuple[str, str]]:
+    """The operations of ``routes`` (the API routes among them), as :func:`document_refusal`
+    takes them: each path as the document writes it, with each method in lowercase."""
+    return {(route.path_format, method.lower()) for route in routes
+            if isinstance(route, APIRoute) for method in route.methods or ()}
 
 
 def document_errors(schema: dict[str, Any]) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from fastapi import Depends, params
+from fastapi import APIRouter, Depends, params
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_flat_params, get_typed_signature
 from fastapi.routing import APIRoute
@@ -55,6 +55,7 @@ from starlette.requests import Request
 from switchpoint._messages import json_quoted, refuse_unknown
 from switchpoint._numbers import TOO_SMALL, integer_text, number_text, too_small
 from switchpoint.errors import InvalidInputError
+from switchpoint.server.errors import document_refusal, operations
 from switchpoint.server.head import sent_method
 
 
@@ -180,6 +181,22 @@ def check_known(given: Iterable[str], taken: Sequence[str], method: str, path: s
     in ``taken`` (the route ``method path``'s), listing the ones it takes."""
     refuse_unknown(given, taken, "query parameter", f"{method} {path}",
                    none_advice="send the request without a query string")
+
+
+#: How the API document describes :func:`check_known`'s refusal, for a route that takes no query
+#: parameter.
+NO_QUERY_DOC = ("invalid_request (param the query parameter's name): the query string names a "
+                "parameter, and the route takes none; send the request without a query "
+                "string.")
+
+
+def document_queries(schema: dict[str, Any], routers: Iterable[APIRouter]) -> dict[str, Any]:
+    """The OpenAPI document ``schema`` with the 400 of a query parameter sent to a route that
+    takes none (:data:`NO_QUERY_DOC`) on each operation of the ``routers``' routes that refuse
+    every one (a :class:`QueryCheckedRoute` that takes none)."""
+    refusing = [route for router in routers for route in router.routes
+                if isinstance(route, QueryCheckedRoute) and route.taken == ()]
+    return document_refusal(schema, 400, NO_QUERY_DOC, operations=operations(refusing))
 
 
 class QueryCheckedRoute(APIRoute):

@@ -27,7 +27,7 @@ from switchpoint.errors import ConfigError, InvalidInputError
 from switchpoint.gateway.live import Live, policy_choices
 from switchpoint.governance.reload_check import key_losses, losses_note, named
 from switchpoint.server.auth import ADMIN, CLIENT, is_admin
-from switchpoint.server.bodies import NO_BODY_DOC, no_body
+from switchpoint.server.bodies import refuses_body
 from switchpoint.server.context import GatewayRoute, Service, get_service
 from switchpoint.server.queries import ANY_QUERY, WHOLE, QueryCheckedRoute
 from switchpoint.server.schemas import (
@@ -120,8 +120,8 @@ async def stats(request: Request, tenant: TenantQuery = None) -> dict[str, Any]:
              responses=ERROR_RESPONSES,
              summary="Swap the routing policy at run time (requests in flight finish on the "
                      "old one)")
+@refuses_body
 async def swap_policy(name: str, request: Request) -> dict[str, Any]:
-    await no_body(request)
     state = get_service(request).state
     live = state.live()
     choices = policy_choices(live.settings)
@@ -137,8 +137,8 @@ async def swap_policy(name: str, request: Request) -> dict[str, Any]:
              responses=ERROR_RESPONSES,
              summary="Re-read the config file and the weights, then swap them in without "
                      "dropping requests")
+@refuses_body
 async def reload(request: Request) -> dict[str, Any]:
-    await no_body(request)
     return await reload_service(get_service(request))
 
 
@@ -189,15 +189,12 @@ async def model_health(request: Request) -> JSONResponse:
 
 @router.post("/v1/router/health/reset", dependencies=ADMIN, tags=["admin"],
              response_model=HealthSnapshot,
-             responses={400: {"model": ErrorResponse, "description": (
-                 f"{NO_BODY_DOC} Or invalid_request naming a query parameter: the route "
-                 "takes none.")}},
              summary="Forget every model's health (circuits close, waits end); the fresh "
                      "health")
+@refuses_body
 async def reset_model_health(request: Request) -> JSONResponse:
     """For when an upstream's trouble is fixed (a key rotated, an outage over): its model gets
     requests again now, not after its cooldown or its ``Retry-After``."""
-    await no_body(request)
     gateway = get_service(request).gateway
     gateway.reset_health()
     return JSONResponse(gateway.health_snapshot())

@@ -25,7 +25,7 @@ from switchpoint.governance.ledger import key_account
 from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
-from switchpoint.server.bodies import no_body, parse_body
+from switchpoint.server.bodies import parse_body, refuses_body
 from switchpoint.server.context import GatewayRoute, get_service
 from switchpoint.server.queries import NUMBER, WHOLE
 from switchpoint.server.schemas import (
@@ -166,17 +166,22 @@ async def show_key(key_id: str, request: Request) -> JSONResponse:
 
 @router.post("/v1/router/keys/{key_id}/revoke", responses=_BY_ID, response_model=KeyView,
              summary="Revoke a client key at once")
+@refuses_body
 async def revoke_key(key_id: str, request: Request) -> JSONResponse:
-    await no_body(request)
-    keys = get_service(request).gateway.governor.keys
-    record = await run_in_threadpool(keys.revoke, key_id)
-    return JSONResponse(record.to_dict(keys.now()))
+    return await _revoke(key_id, request)
 
 
 @router.delete("/v1/router/keys/{key_id}", responses=_BY_ID, response_model=KeyView,
                summary="Revoke a client key at once (the record stays, for the logs)")
+@refuses_body
 async def delete_key(key_id: str, request: Request) -> JSONResponse:
-    return await revoke_key(key_id, request)
+    return await _revoke(key_id, request)
+
+
+async def _revoke(key_id: str, request: Request) -> JSONResponse:
+    keys = get_service(request).gateway.governor.keys
+    record = await run_in_threadpool(keys.revoke, key_id)
+    return JSONResponse(record.to_dict(keys.now()))
 
 
 @router.post("/v1/router/keys/{key_id}/rotate", responses=_BY_ID, response_model=IssuedKey,

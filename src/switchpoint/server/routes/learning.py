@@ -42,7 +42,7 @@ from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.server.auth import ADMIN, caller_key, is_admin
-from switchpoint.server.bodies import no_body, parse_body
+from switchpoint.server.bodies import parse_body, refuses_body
 from switchpoint.server.context import GatewayRoute, get_service
 from switchpoint.server.schemas import (
     ChatErrorResponse,
@@ -383,8 +383,8 @@ async def create_experiment(request: Request) -> JSONResponse:
                                     409, 503),
                summary="End an experiment created at run time (its decisions and report "
                        "stay)")
+@refuses_body
 async def end_experiment(name: str, request: Request) -> JSONResponse:
-    await no_body(request)
     gateway = get_service(request).gateway
     return JSONResponse(await run_in_threadpool(gateway.end_ab_test, name))
 
