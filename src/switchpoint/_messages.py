@@ -360,7 +360,7 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
         listed = f"; known keys here: {', '.join(known)}" if known else ""
         loc = err.get("loc") or ("",)
         close = difflib.get_close_matches(str(loc[-1]), list(known), n=1)
-        meant = f": did you mean {close[0]}?" if close else ""
+        meant = f": did you mean {json_quoted(close[0])}?" if close else ""
         return f"is not a known key (check its spelling{meant}){listed}"
     if kind in _BOUNDS:
         op, name = _BOUNDS[kind]

@@ -169,7 +169,7 @@ class Catalog:
                         f"{people_number(MAX_PRICE_PER_MTOK)} USD per million tokens, got "
                         f"{price:g}")
         if not any(c.auto for c in self.cards):
-            raise InvalidInputError("models", "every model has auto: false, so 'auto' could "
+            raise InvalidInputError("models", "every model has auto: false, so \"auto\" could "
                                               "choose none; let at least one be routed")
         self._by_name = {c.name: c for c in self.cards}
         self._routed = tuple(c.name for c in self.cards if c.auto)

@@ -1020,7 +1020,7 @@ def _check_catalog(settings: Settings) -> None:
                                                    f"models[{names.index(name)}]); names must "
                                                    "be unique")
         if name == "auto":
-            raise ConfigError(f"models[{i}].name", "'auto' is reserved for the router itself; "
+            raise ConfigError(f"models[{i}].name", "\"auto\" is reserved for the router itself; "
                                                    "rename the model")
     for i, entry in enumerate(settings.models):
         if entry.provider == OPENAI_COMPATIBLE and entry.base_url is None:
@@ -1032,12 +1032,13 @@ def _check_catalog(settings: Settings) -> None:
             if fb not in names:
                 raise ConfigError(f"models[{i}].fallbacks[{j}]",
                                   f"{json_quoted(fb)} is not a model in the catalog; define it "
-                                  f"under models: or remove it (models: {listed_names(names)})")
+                                  "under models: or remove it (models: "
+                                  f"{listed_names(names, quoted=True)})")
             if fb == entry.name:
                 raise ConfigError(f"models[{i}].fallbacks[{j}]",
                                   f"{json_quoted(fb)} cannot fall back to itself")
     if not any(m.auto for m in settings.models):
-        raise ConfigError("models", "every model has auto: false, so 'auto' could choose none; "
+        raise ConfigError("models", "every model has auto: false, so \"auto\" could choose none; "
                                     "let at least one be routed")
 
 
@@ -1055,11 +1056,12 @@ def _check_governance(settings: Settings) -> None:
             raise ConfigError(f"{key}.escalation_model",
                               f"{json_quoted(e.escalation_model)} has auto: false (served only "
                               "when a request names it), so escalation may not choose it; name a "
-                              "model 'auto' may choose")
+                              "model \"auto\" may choose")
         if e.prefer_provider is not None and e.prefer_provider not in providers:
             raise ConfigError(f"{key}.prefer_provider", f"no catalog model has the provider "
                                                         f"{json_quoted(e.prefer_provider)} "
-                                                        f"(providers: {listed_names(providers)})")
+                                                        "(providers: "
+                                                        f"{listed_names(providers, quoted=True)})")
         if e.min_tier is not None:
             from switchpoint.catalog import TIERS
 
@@ -1073,7 +1075,8 @@ def _check_governance(settings: Settings) -> None:
         if name not in providers:
             raise ConfigError(f"budgets.providers.{name}", f"no catalog model has the provider "
                                                            f"{json_quoted(name)} (providers: "
-                                                           f"{listed_names(providers)})")
+                                                           f"{listed_names(providers, quoted=True)}"
+                                                           ")")
     _check_budgets_priced(settings)
 
 
@@ -1087,9 +1090,9 @@ def check_named_models(settings: Settings, names: Sequence[str],
     def model(key: str, name: str | None, allow_auto: bool = False) -> None:
         if name is None or name in names or (allow_auto and name == "auto"):
             return
-        extra = " or 'auto'" if allow_auto else ""
+        extra = ' or "auto"' if allow_auto else ""
         raise ConfigError(key, f"{json_quoted(name)} is not a model {where}; use one of "
-                               f"{listed_names(names)}{extra}")
+                               f"{listed_names(names, quoted=True)}{extra}")
 
     for tenant, t in settings.tenants.items():
         for i, name in enumerate(t.models or []):
@@ -1160,7 +1163,7 @@ def check_experiments(settings: Settings) -> None:
             if tenant not in tenants:
                 problem = f"{json_quoted(tenant)} is not a tenant of this config"
                 raise ConfigError(f"experiments.{name}.tenants[{i}]",
-                                  f"{problem}; use one of {listed_names(tenants)} "
+                                  f"{problem}; use one of {listed_names(tenants, quoted=True)} "
                                   f"({json_quoted(DEFAULT_TENANT)}: requests without a tenant)",
                                   problem=problem)
         for arm_name, arm in experiment.arms.items():
@@ -1169,19 +1172,20 @@ def check_experiments(settings: Settings) -> None:
                 problem = (f"{json_quoted(arm.policy)} is neither a bundled policy nor under "
                            "policies:")
                 raise ConfigError(f"{key}.policy", f"{problem}; use one of "
-                                                   f"{listed_names(sorted(policies))}",
+                                                   f"{listed_names(sorted(policies), quoted=True)}",
                                   problem=problem)
             for j, model in enumerate(arm.models or []):
                 if names is not None and model not in names:
                     problem = f"{json_quoted(model)} is not a model in the catalog"
                     raise ConfigError(f"{key}.models[{j}]",
-                                      f"{problem}; use one of {listed_names(names)}",
+                                      f"{problem}; use one of {listed_names(names, quoted=True)}",
                                       problem=problem)
             if arm.models and set(arm.models) <= unrouted:
-                raise ConfigError(f"{key}.models", f"{listed_names(arm.models)}: auto: false in "
+                raise ConfigError(f"{key}.models", f"{listed_names(arm.models, quoted=True)}"
+                                                   ": auto: false in "
                                                    "the catalog (served only when a request "
                                                    "names it), so this arm could choose none; "
-                                                   "list a model 'auto' may choose")
+                                                   "list a model \"auto\" may choose")
             # An arm's models are what auto chooses among in it: one kept out of auto would be
             # passed over, silently, and the arm measured without it.
             for j, model in enumerate(arm.models or []):
@@ -1199,8 +1203,10 @@ def check_experiments(settings: Settings) -> None:
                 if arm.models and allowed is not None and not set(arm.models) & set(allowed):
                     raise ConfigError(f"{key}.models", f"tenant {json_quoted(tenant)} of the "
                                                        "experiment may use none of "
-                                                       f"{listed_names(arm.models)} (its models: "
-                                                       f"{listed_names(allowed)}), so its "
+                                                       f"{listed_names(arm.models, quoted=True)}"
+                                                       " (its models: "
+                                                       f"{listed_names(allowed, quoted=True)}"
+                                                       "), so its "
                                                        "requests in this arm would be routed "
                                                        "without the arm's models and counted "
                                                        "as the arm's; list a model it may "
@@ -1241,10 +1247,10 @@ def _check_experiment_scopes(settings: Settings, tenants: list[str]) -> None:
         if scope and all(t in taken for t in scope):
             earlier = sorted({taken[t] for t in scope})
             who = ("every tenant already takes" if experiment.tenants is None
-                   else f"its tenants ({listed_names(scope)}) already take")
+                   else f"its tenants ({listed_names(scope, quoted=True)}) already take")
             raise ConfigError(f"experiments.{name}", (
                 f"would get no traffic: {who} part in "
-                f"{listed_names(map(json_quoted, earlier))}, listed before it, and a request "
+                f"{listed_names(earlier, quoted=True)}, listed before it, and a request "
                 "joins only the first enabled experiment that holds its tenant; give the "
                 "experiments tenants of their own, or set enabled: false on one of them"))
         for tenant in scope:
@@ -1286,11 +1292,12 @@ def _check_paths(settings: Settings) -> None:
                                                   f"package, not {name} weights; list it under "
                                                   f"{served + ': or ' if known else ''}a name "
                                                   "of your own (not one of "
-                                                  f"{listed_names(bundled)})")
+                                                  f"{listed_names(bundled, quoted=True)})")
     if (settings.weights is None and settings.policy not in settings.policies
             and settings.policy not in bundled):
         raise ConfigError("policy", f"{json_quoted(settings.policy)} has no bundled weights; "
-                                    f"choose one of {listed_names(bundled)} or add it under "
+                                    "choose one of "
+                                    f"{listed_names(bundled, quoted=True)} or add it under "
                                     "policies:")
     data_dir = Path(settings.data_dir)
     if data_dir.exists() and not data_dir.is_dir():

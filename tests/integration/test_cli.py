@@ -222,7 +222,7 @@ def test_serve_names_the_policy_or_weights_option_it_refuses(
     data = tmp_path / "data"
     code, _, err = run(["serve", "--policy", "nope", "--port", "0", "--data-dir", data], capsys)
     assert_bad_input(code, err, '--policy: "nope" has no bundled weights; choose one of '
-                                "cluster, fixed, knn, random, tfidf, tiers")
+                                '"cluster", "fixed", "knn", "random", "tfidf", "tiers"')
     code, _, err = run(["serve", "--weights", tmp_path / "nope", "--port", "0", "--data-dir",
                         data], capsys)
     assert_bad_input(code, err, f"--weights: {str(tmp_path / 'nope')!r} is not a weights package")

@@ -142,7 +142,7 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("models:\n  - {name: a, pricee: 1}\n", "models[0].pricee: is not a known key"),
     ("models:\n  - {name: a}\n  - {name: a}\n", 'models[1].name: "a" is defined twice'),
     ("models:\n  - {name: a, fallbacks: [b]}\n", 'models[0].fallbacks[0]: "b" is not a model'),
-    ("models:\n  - {name: auto}\n", "models[0].name: 'auto' is reserved"),
+    ("models:\n  - {name: auto}\n", 'models[0].name: "auto" is reserved'),
     ("models: []\n", "models: is empty"),
     ("cost_weight: -0.5\n", "cost_weight: must be >= 0, got -0.5"),
     ("cost_weight: .nan\n", "cost_weight: must be a finite number"),
@@ -449,13 +449,14 @@ def test_env_errors_say_which_variable(tmp_path: Path) -> None:
     ({"SWITCHPOINT_GATEWAY__NOPE": "1"}, "gateway.nope: is not a known key (check its "
                                          "spelling); known keys here: connect_timeout_s, "),
     ({"SWITCHPOINT_GATEWAY__FIRST_TOKEN_TIMOUT_S": "5"}, "gateway.first_token_timout_s: is not "
-     "a known key (check its spelling: did you mean first_token_timeout_s?); known keys here: "),
+     "a known key (check its spelling: did you mean \"first_token_timeout_s\"?); known keys "
+     "here: "),
     ({"SWITCHPOINT_CACHE__SIZ": "3"}, "cache.siz: is not a known key (check its spelling: did "
-     "you mean size?); known keys here: size, ttl_seconds (from SWITCHPOINT_CACHE__SIZ)"),
+     "you mean \"size\"?); known keys here: size, ttl_seconds (from SWITCHPOINT_CACHE__SIZ)"),
     ({"SWITCHPOINT_SLA__MAX_LATENCY": "900"}, "sla.max_latency: is not a known key (check its "
-     "spelling: did you mean max_latency_ms?)"),
+     "spelling: did you mean \"max_latency_ms\"?)"),
     ({"SWITCHPOINT_GATEWAI__HEALTH_WINDOW": "9"}, "gatewai: is not a known key (check its "
-     "spelling: did you mean gateway?)"),
+     "spelling: did you mean \"gateway\"?)"),
     ({"SWITCHPOINT_COST_WEIGHT__X": "1"}, "cost_weight: holds a value, not keys, so "
      "SWITCHPOINT_COST_WEIGHT__X names no config key; set it whole in SWITCHPOINT_COST_WEIGHT"),
 ])
@@ -850,13 +851,13 @@ def test_a_catalog_that_leaves_auto_no_model_or_escalates_to_a_model_kept_out_is
     judge = "  - {name: judge, profile: gpt-4-1106-preview, auto: false}\n"
     other = "  - {name: other, profile: claude-v2}\n"
     assert error_of(tmp_path, "models:\n" + judge).startswith(
-        "models: every model has auto: false, so 'auto' could choose none")
+        "models: every model has auto: false, so \"auto\" could choose none")
     message = error_of(tmp_path, "models:\n" + judge + other
                        + "escalation: {escalation_model: judge}\n")
     assert message.startswith('escalation.escalation_model: "judge" has auto: false')
     arm = error_of(tmp_path, "models:\n" + judge + other
                    + "experiments: {e: {arms: {a: {}, b: {models: [judge]}}}}\n")
-    assert arm.startswith("experiments.e.arms.b.models: judge: auto: false"), arm
+    assert arm.startswith('experiments.e.arms.b.models: "judge": auto: false'), arm
     # Listed beside a model auto may choose, it would be passed over in silence.
     mixed = error_of(tmp_path, "models:\n" + judge + other
                      + "experiments: {e: {arms: {a: {}, b: {models: [other, judge]}}}}\n")
@@ -906,7 +907,7 @@ def test_an_arm_whose_models_a_tenant_of_its_experiment_may_not_use_is_refused(
     arm = error_of(tmp_path, catalog + "experiments: {e: {tenants: [acme, open], "
                                        "arms: {x: {}, y: {models: [c]}}}}\n")
     assert arm.startswith('experiments.e.arms.y.models: tenant "acme" of the experiment may '
-                          "use none of c"), arm
+                          'use none of "c"'), arm
     # (every tenant, when the experiment names none)
     everyone = error_of(tmp_path, catalog + "experiments: {e: {arms: {x: {}, y: {models: [c]}}}}\n")
     assert everyone.startswith('experiments.e.arms.y.models: tenant "acme"'), everyone
