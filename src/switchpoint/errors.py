@@ -141,7 +141,7 @@ class UnknownModelError(InvalidInputError):
         super().__init__(
             field,
             f"unknown model(s) {unknown}; "
-            f"known models are: {listed_names(sorted(known))}",
+            f"known models are: {listed_names(sorted(known), quoted=True)}",
         )
         self.names = names
 

@@ -90,7 +90,7 @@ class RecordSet:
         rows = [i for i, s in enumerate(self.splits) if s == name]
         if not rows:
             present = sorted({s for s in self.splits if s is not None})
-            shown = listed_names(map(json_quoted, present)) or "none"
+            shown = listed_names(present, quoted=True) or "none"
             raise RecordsError(source, None, f"no records in split {json_quoted(name)}; splits "
                                              f"present: {shown}{hint}")
         return self.subset(rows)
@@ -111,7 +111,7 @@ class RecordSet:
             which = (f"split {json_quoted(split)} ({len(self):,} records)" if split
                      else "these records")
             one = len(unlabelled) == 1
-            raise RecordsError(source, None, f"{listed_names(map(json_quoted, unlabelled))} "
+            raise RecordsError(source, None, f"{listed_names(unlabelled, quoted=True)} "
                                              f"{'has' if one else 'have'} no label in {which}, "
                                              "which a fit needs; label "
                                              f"{'it' if one else 'them'} there, fit on another "
@@ -175,7 +175,7 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
         if not isinstance(costs, dict):
             raise RecordsError(source, number, 'field "costs" must be an object')
         if set(scores) != set(costs):
-            diff = listed_names(map(json_quoted, sorted(set(scores) ^ set(costs))))
+            diff = listed_names(sorted(set(scores) ^ set(costs)), quoted=True)
             raise RecordsError(
                 source, number, f'"scores" and "costs" must name the same models; differ on {diff}'
             )

@@ -49,7 +49,7 @@ def select_split(records: RecordSet, split: str | None,
             present = sorted({s for s in records.splits if s is not None})
             raise RecordsError(
                 source, None,
-                f"the records carry the splits {listed_names(map(json_quoted, present))} but "
+                f"the records carry the splits {listed_names(present, quoted=True)} but "
                 'none is "train", the split fitting uses when records have splits; name the '
                 f"split to fit on (--split {present[0]} on the command line, split= in "
                 "Python), or remove the split fields to fit on every record")
@@ -137,7 +137,7 @@ def add_model(
     if label not in data.models:
         raise RecordsError(str(records) if isinstance(records, PATH) else "records", None,
                            f"no labels for model {json_quoted(label)}; the records label "
-                           f"{listed_names(data.models)}"
+                           f"{listed_names(data.models, quoted=True)}"
                            + ("" if source_model else
                               " (to add one of them under the name "
                               f"{json_quoted(name)}, name it as the source: add-model --label "
@@ -166,7 +166,7 @@ def remove_model(package: WeightsPackage, name: str) -> WeightsPackage:
     expect("name", name, str, "the name of a model of the weights")
     if name not in package.models:
         raise InvalidInputError("name", f"model {json_quoted(name)} is not in these weights; "
-                                        f"they hold {listed_names(package.models)} "
+                                        f"they hold {listed_names(package.models, quoted=True)} "
                                         "(`switchpoint info --weights DIR` lists them)")
     if len(package.models) == 1:
         raise InvalidInputError("name", "cannot remove the only model; a router needs at least one")

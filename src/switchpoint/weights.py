@@ -390,7 +390,7 @@ def load_weights(path: str | Path | None = None, policy: str | None = None, *,
     if path is None and policy is not None and policy not in bundled_policies():
         raise WeightsError(default_weights_path(policy), f"no bundled weights for policy "
                            f"{json_quoted(policy)}; bundled: "
-                           f"{listed_names(bundled_policies())}. Pass a weights path")
+                           f"{listed_names(bundled_policies(), quoted=True)}. Pass a weights path")
     root = default_weights_path(policy or DEFAULT_POLICY) if path is None else Path(path)
     problem = path_problem(root)
     if problem is not None:  # (a name too long, a NUL: the system refuses to look)

@@ -147,7 +147,7 @@ def test_a_start_refused_for_a_clash_starts_once_the_cli_ended_the_run_time_expe
     ("thrift", 'experiment "thrift" is in the config, not created at run time'),
     ("after", 'experiment "after" ended already, at '),
     ("never-made", 'no experiment "never-made" was created at run time; check the name: '
-                   "those running are kept"),
+                   'those running are "kept"'),
     ("x" * 5000, "NAME: an experiment's name \"xxxx"),
     ("bad/name", "must be 1-64 letters, digits"),
 ])

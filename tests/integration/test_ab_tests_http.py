@@ -168,7 +168,7 @@ def test_an_unknown_name_is_a_404_naming_the_experiments_there_are_ended_ones_to
             assert error["param"] == "name", error
             assert error["message"].startswith('name: no experiment "nope" '), error
         assert get(server, f"{PATH}/nope").json()["error"]["message"].endswith(
-            "there are: thrift, finished")
+            'there are: "thrift", "finished"')
         # Promoting an ended one is refused for that, so promote names those it may take.
         assert post(server, f"{PATH}/nope/promote", {}).json()["error"]["message"].endswith(
-            "there are: thrift")
+            'there are: "thrift"')

@@ -164,7 +164,7 @@ def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: 
                      id="param-without-policy"),
         pytest.param(["{records}", "--param", "knn.k=3", "--policy", "tiers"],
                      '--param: parameters given for "knn", which is not among the policies '
-                     "evaluated (tiers): give parameters of those, or evaluate that policy too",
+                     "evaluated (\"tiers\"): give parameters of those, or evaluate that policy too",
                      id="param-for-other-policy"),
         pytest.param(["{records}", "--param", "cluster.n_clusters=0"],
                      "--param cluster.n_clusters: must be >= 1; got 0", id="bad-param-value"),

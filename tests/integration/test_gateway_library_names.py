@@ -195,7 +195,7 @@ def test_analytics_are_the_stats_feedback_and_savings_figures(gateway: Gateway) 
     assert gateway.get_analytics(tenant="default") == {**analytics, "tenant": "default"}
     with pytest.raises(NotFoundError) as unknown:
         gateway.get_analytics(tenant="nobody")
-    assert '"nobody"' in str(unknown.value) and "known: default" in str(unknown.value)
+    assert '"nobody"' in str(unknown.value) and 'known: "default"' in str(unknown.value)
 
 
 def _by_tier(usage: dict[str, int], catalog: Any) -> dict[str, int]:

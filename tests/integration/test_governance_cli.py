@@ -476,7 +476,7 @@ def test_a_report_for_a_tenant_nobody_knows_is_refused_not_reported_empty(
     code, out, err = run(["report", *report, "--tenant", "acem", "--config", config], capsys)
     assert (code, out) == (2, "")
     assert err == ('switchpoint: error: --tenant: "acem" is neither a tenant of the config nor '
-                   "one the request or feedback log names; known: acme, default (default: "
+                   'one the request or feedback log names; known: "acme", "default" (default: '
                    "requests without a tenant)\n")
     code, out, err = run(["report", *report, "--tenant", "acme", "--config", config], capsys)
     assert code == 0 and out, err
@@ -671,6 +671,6 @@ def test_a_comparison_model_of_thousands_of_characters_is_named_cut_short(
         code, out, err = run(["report", "cost", "--config", config, "--comparison-model", name],
                              capsys)
         assert code == 2 and out == ""
-        assert "--comparison-model:" in err and "is not a catalog model (big, small)" in err
+        assert "--comparison-model:" in err and 'is not a catalog model ("big", "small")' in err
         assert len(err) < 300 and "\x1b" not in err, err[:300]
     assert '"nope" is not a catalog model' in err

@@ -101,7 +101,8 @@ def test_the_models_a_caller_may_use_are_read_by_the_rule_chat_uses(gateway_of: 
             gw.model(name, key=key)
         with pytest.raises(PermissionDeniedError) as chat:
             gw.complete(messages("x"), model=name, key=key)
-        assert str(refused.value) == str(chat.value) and "may use cheap, auto" in str(chat.value)
+        assert str(refused.value) == str(chat.value), chat.value
+        assert 'may use "cheap", "auto"' in str(chat.value), chat.value
     with pytest.raises(ModelNotFoundError, match='"nope" is not a model of this gateway; use '
                                                  "one of auto, good, cheap"):
         gw.model("nope")

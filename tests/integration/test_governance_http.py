@@ -242,7 +242,7 @@ def test_a_route_for_a_key_that_may_not_use_auto_names_available_models(
         error = r.json()["error"]
         assert error["param"] == "available_models", error
         assert error["message"].startswith('available_models: ') and (
-            'may not use "auto" (routing); it may use cheap' in error["message"]), error
+            'may not use "auto" (routing); it may use "cheap"' in error["message"]), error
     with pytest.raises(openai.PermissionDeniedError) as info:
         client(gov, narrow["key"]).chat.completions.create(model="auto", messages=user("x"))
     error = info.value.response.json()["error"]
@@ -252,10 +252,10 @@ def test_a_route_for_a_key_that_may_not_use_auto_names_available_models(
 def _named(message: str) -> set[str]:
     """The models an error lists (after "known models are:", "use one of", "it may use" or
     "choose among")."""
-    found = re.search(r"(?:known models are:|use one of|it may use|choose among) ([\w, -]+)",
+    found = re.search(r'(?:known models are:|use one of|it may use|choose among) ([\w", -]+)',
                       message)
     assert found is not None, message
-    return {m.strip() for m in found.group(1).split(",")}
+    return {m.strip().strip('"') for m in found.group(1).split(",")}
 
 
 def test_errors_to_a_limited_key_name_only_the_models_it_may_use(gov: ThreadServer) -> None:
@@ -692,7 +692,7 @@ def test_the_key_list_comes_a_bounded_page_at_a_time(gov: ThreadServer,
     ({"tenant": "acme", "budget": ["1/day"] * 5000}, "budget", "5000 budgets given"),
     ({"tenant": "acme", "models": ["gpt-9"]}, "models", 'not in the catalog: "gpt-9"'),
     ({"tenant": "tight", "models": ["good", "auto"]}, "models",
-     'none of "good", "auto" is among the models tenant "tight" may use (cheap)'),
+     'none of "good", "auto" is among the models tenant "tight" may use ("cheap")'),
     ({"tenant": "acme", "rpm": 0}, "rpm", ">= 1"),
     ({"tenant": "acme", "rpm": 10**30}, "rpm", "must be <= 10,000,000"),
     ({"tenant": "acme", "tpm": 2**63}, "tpm", "must be <= 10,000,000,000"),
@@ -1054,7 +1054,7 @@ def test_a_key_whose_models_a_reload_took_from_its_tenant_is_told_why(
                 client(server, narrow["key"]).chat.completions.create(model=model,
                                                                        messages=user("x"))
             message = info.value.message
-            assert "this key may use no model: its models (cheap, auto) are none of its " \
+            assert 'this key may use no model: its models ("cheap", "auto") are none of its ' \
                    "tenant's any more" in message, message
             assert "ask the operator" in message and "good" not in message.replace(
                 f"'{model}'", "") and "fresh" not in message
@@ -1097,7 +1097,7 @@ def test_auto_is_listed_to_a_key_only_while_it_may_route_with_it(
             sdk.chat.completions.create(model="auto", messages=user("x"))
         assert "none of the models this key may use is in the catalog" in chat.value.message
         # (it names the key's models, not "auto", which is what has nothing to route to)
-        assert '(fresh), so "auto" has nothing to route to' in chat.value.message
+        assert '("fresh"), so "auto" has nothing to route to' in chat.value.message
         assert sdk.models.list().data == []
         listed = httpx.get(f"{server.base}/v1/models",
                            headers={"authorization": f"Bearer {lone['key']}"})
@@ -1198,7 +1198,7 @@ def test_a_reload_that_takes_more_models_from_a_key_than_it_names_lists_as_many_
         assert lost["models_removed"] == spares[:MAX_LISTED]
         assert lost["models_removed_count"] == MAX_LISTED + 5
         # The note lists the same models, and how many more.
-        assert f"{spares[MAX_LISTED - 1]} and 5 more" in answer["keys_note"]
+        assert f'"{spares[MAX_LISTED - 1]}" and 5 more' in answer["keys_note"]
         assert spares[MAX_LISTED] not in answer["keys_note"]
         # The key keeps the model its tenant still offers.
         assert client(server, key["key"]).chat.completions.create(

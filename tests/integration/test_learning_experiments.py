@@ -231,7 +231,7 @@ def test_a_promotion_whose_arm_a_reload_removed_is_reported_as_not_applied(
         assert report["promoted"] is None
         assert report["promotion"].startswith(
             'not applied: the promoted arm "thrifty" is no longer an arm of ')
-        assert "control, frugal, neighbours" in report["promotion"]
+        assert '"control", "frugal", "neighbours"' in report["promotion"]
         listed = get(server, "/v1/router/experiments").json()["data"][0]
         assert (listed["promoted"], listed["promotion"]) == (None, report["promotion"])
 

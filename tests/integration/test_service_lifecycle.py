@@ -142,7 +142,7 @@ def test_a_swap_to_weights_without_a_profile_of_some_catalog_models_names_them(
         assert r.status_code == 200, r.text
         swapped = r.json()
         assert swapped["policy"] == "knn" and swapped["unprofiled_models"] == ["fresh"]
-        assert "no learned profile for catalog model(s) fresh" in swapped["note"]
+        assert 'no learned profile for catalog model(s) "fresh"' in swapped["note"]
         assert "routed by tier and price alone" in swapped["note"]
         warned = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
         assert warned == [swapped["note"]]
@@ -171,7 +171,7 @@ def test_a_swap_names_the_first_unprofiled_models_and_counts_them_all(
         unprofiled = ["fresh", *spares]  # (in the catalog's order)
         assert swapped["unprofiled_models"] == unprofiled[:MAX_LISTED]
         assert swapped["unprofiled_models_count"] == len(unprofiled) == MAX_LISTED + 6
-        assert f"{unprofiled[MAX_LISTED - 1]} and 6 more: they are routed" in swapped["note"]
+        assert f'"{unprofiled[MAX_LISTED - 1]}" and 6 more: they are routed' in swapped["note"]
         assert unprofiled[MAX_LISTED] not in swapped["note"]
         warned = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
         assert warned == [swapped["note"]]
@@ -297,7 +297,7 @@ def test_a_reload_dropping_the_catalog_that_the_config_still_names_is_refused(
         weights_id = httpx.get(f"{server.base}/health").json()["weights_id"]
         assert err["message"].startswith(
             f'{param}: "good" is not a model of the weights {weights_id} (there is no '
-            "catalog, so those are the models routed); use one of gpt-3.5-turbo-1106, "), err
+            'catalog, so those are the models routed); use one of "gpt-3.5-turbo-1106", '), err
         assert [m["id"] for m in httpx.get(f"{server.base}/v1/models").json()["data"]] == [
             "auto", "good", "cheap"]
         assert server.service.state.settings.models is not None

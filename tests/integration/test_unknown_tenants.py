@@ -82,14 +82,14 @@ def test_every_tenant_query_takes_the_tenants_the_config_or_the_log_knows(
         assert len(messages) == 1, messages
         message = messages.pop()
         assert '"bet" is neither a tenant of the config nor one the request or feedback log ' \
-               "names; known: acme, beta, default" in message, message
+               'names; known: "acme", "beta", "default"' in message, message
     # The CLI says the same ("no keys for tenant bet" read as: bet has no keys).
     from switchpoint.cli import main
 
     monkeypatch.setenv("SP_TEST_ADMIN", ADMIN_TOKEN)
     code = main(["keys", "list", "--tenant", "bet", "--config", str(tmp_path / "switchpoint.yaml")])
     err = capsys.readouterr().err
-    assert code == 2 and '"bet" is neither a tenant' in err and "known: acme, beta" in err, err
+    assert code == 2 and '"bet" is neither a tenant' in err and 'known: "acme", "beta"' in err, err
 
 
 @pytest.mark.parametrize("tenant", ["gamma", "x" * 64])
@@ -105,4 +105,4 @@ def test_the_python_status_refuses_an_unknown_tenant_too(
                                                                                 "default"}
         with pytest.raises(NotFoundError) as info:
             gateway.learning_status([tenant])
-        assert info.value.param == "tenant" and "known: acme, default" in str(info.value)
+        assert info.value.param == "tenant" and 'known: "acme", "default"' in str(info.value)

@@ -118,12 +118,12 @@ def test_a_budgeted_key_cannot_spend_through_an_unpriced_model(
     with pytest.raises(openai.PermissionDeniedError) as info:
         client(server, key).chat.completions.create(model="gratis", messages=user("free?"))
     message = info.value.message
-    assert "gratis has no prices" in message and "input_per_mtok" in message, message
+    assert '"gratis" has no prices' in message and "input_per_mtok" in message, message
     # auto, narrowed to the unpriced model alone, has nothing to choose.
     with pytest.raises(openai.PermissionDeniedError) as info:
         client(server, key).chat.completions.create(
             model="auto", messages=user("free?"), extra_body={"models": ["gratis"]})
-    assert "gratis has no prices" in info.value.message
+    assert '"gratis" has no prices' in info.value.message
     assert info.value.response.json()["error"]["param"] == "model"
     # Nor the routing API narrowed to it: its error names the field that narrowed it.
     narrowed = httpx.post(f"{server.base}/v1/route",
@@ -132,7 +132,7 @@ def test_a_budgeted_key_cannot_spend_through_an_unpriced_model(
     assert narrowed.status_code == 403, narrowed.text
     error = narrowed.json()["error"]
     assert error["param"] == "available_models", error
-    assert error["message"].startswith("available_models: gratis has no prices"), error
+    assert error["message"].startswith('available_models: "gratis" has no prices'), error
     # The routing API does not choose it either.
     for _ in range(3):
         decision = httpx.post(f"{server.base}/v1/route", json={"prompt": user("hi")[0][

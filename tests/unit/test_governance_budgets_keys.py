@@ -404,7 +404,7 @@ def test_a_tenants_models_a_key_shares_none_of_are_listed_bounded() -> None:
     message = str(info.value)
     assert info.value.field == "models"
     assert len(message) < 2500, len(message)
-    assert 'none of "other", "auto" is among the models tenant "acme" may use (model-0000-' in (
+    assert 'none of "other", "auto" is among the models tenant "acme" may use ("model-0000-' in (
         message)
     assert "model-0019-" in message and "model-0020-" not in message
     assert "and 1980 more); a key narrows its tenant's models" in message

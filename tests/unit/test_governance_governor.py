@@ -321,7 +321,7 @@ def test_a_budget_never_holds_an_unpriced_model_as_free(tmp_path: Path) -> None:
     assert kept == ["small"] and "gratis" not in ticket.worst_by_model
     assert any("No prices" in n and "gratis" in n for n in notes), notes
     _ended(gov, ticket, request_id="r1")
-    with pytest.raises(PermissionDeniedError, match="gratis has no prices"):
+    with pytest.raises(PermissionDeniedError, match='"gratis" has no prices'):
         admit(gov, s, "acme", dict(body), cards=[gratis, CARDS[2]], require_first=True)
     # Where no budget watches the request, it is served (its cost is only unknown).
     ticket, kept, _ = admit(gov, s, None, dict(body), cards=[gratis, CARDS[2]],
@@ -1278,7 +1278,7 @@ def test_the_models_a_refusal_names_are_listed_bounded(tmp_path: Path) -> None:
         environ={})
     gov = Governor(s)
     acme = gov.policy(s, "acme", None)
-    first = ", ".join(names[:20])
+    first = ", ".join(f'"{n}"' for n in names[:20])
     with pytest.raises(PermissionDeniedError) as refused:
         gov.check_model(acme, "other", catalog)
     assert str(refused.value).endswith(f"it may use {first} and 11 more"), refused.value

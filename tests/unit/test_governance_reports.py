@@ -433,7 +433,7 @@ def test_a_tenant_only_the_log_names_is_reported_and_one_nobody_names_is_refused
             message = str(info.value)
             assert info.value.param == "tenant" and len(message) < 300, message
             assert "s3cr3t" not in message
-            assert message.endswith("known: acme, beta, default (default: requests without "
+            assert message.endswith('known: "acme", "beta", "default" (default: requests without '
                                     "a tenant)"), message
 
 
@@ -743,8 +743,8 @@ def test_a_forecast_names_models_gone_from_the_catalog_apart_from_unpriced_ones(
     only_mid = Catalog([ModelCard("mid")])
     tip = Reports(reports.db_path, reports.settings, catalog=only_mid,
                   clock=reports.clock).forecast_cost(1000, 500, 200)["optimization_tip"]
-    assert tip == ("nothing to project: the catalog has no prices for mid (give it "
-                   "input_per_mtok and output_per_mtok), and it no longer holds big, small "
+    assert tip == ('nothing to project: the catalog has no prices for "mid" (give it '
+                   'input_per_mtok and output_per_mtok), and it no longer holds "big", "small" '
                    "(the mix logged with them will change as the gateway routes over the "
                    "current catalog: forecast again once it has)"), tip
     gone = Reports(reports.db_path, reports.settings,
@@ -754,8 +754,9 @@ def test_a_forecast_names_models_gone_from_the_catalog_apart_from_unpriced_ones(
     assert sorted(gone["removed_models"]) == ["big", "mid", "small"]
     assert gone["removed_requests_pct"] == 1.0
     assert "no prices" not in gone["optimization_tip"], gone["optimization_tip"]
-    assert gone["optimization_tip"].startswith("nothing to project: the catalog no longer "
-                                               "holds big, mid, small"), gone["optimization_tip"]
+    assert gone["optimization_tip"].startswith(
+        'nothing to project: the catalog no longer holds "big", "mid", "small"'), (
+        gone["optimization_tip"])
 
 
 def test_a_budget_alert_in_a_deployments_first_seconds_projects_over_five_minutes(
@@ -987,7 +988,7 @@ def test_a_forecast_lists_the_models_of_unknown_cost_bounded(tmp_path: Path) -> 
     catalog = Catalog([ModelCard("other", input_per_mtok=1, output_per_mtok=2)])
     tip = Reports(s.db_path, s, catalog=catalog, clock=lambda: T0).forecast_cost(
         10, 100, 100)["optimization_tip"]
-    shown = ", ".join(f"gone-{i:02}" for i in range(20))
+    shown = ", ".join(f'"gone-{i:02}"' for i in range(20))
     assert tip.startswith(f"nothing to project: the catalog no longer holds {shown} and 5 "
                           "more (the mix logged with them will change"), tip
 
@@ -998,6 +999,6 @@ def test_an_unknown_tenant_lists_the_known_ones_bounded(tmp_path: Path) -> None:
     SQLiteStore(s.db_path).close()
     with pytest.raises(NotFoundError) as info:
         Reports.from_settings(s, clock=lambda: T0).check_tenant("nobody")
-    shown = ", ".join(["default", *(f"t{i:02}" for i in range(19))])
+    shown = ", ".join(['"default"', *(f'"t{i:02}"' for i in range(19))])
     assert str(info.value).endswith(f"known: {shown} and 11 more (default: requests without "
                                     "a tenant)"), str(info.value)

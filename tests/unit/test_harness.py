@@ -254,7 +254,7 @@ def test_weights_with_models_the_records_do_not_label(
     fewer = records.select_models(["big", "small"])
     r = evaluate(fewer, weights=package, embedder=emb)
     assert [m.name for m in r.models] == ["big", "small"]
-    assert any("'mid'" in n and "not labelled" in n for n in r.notes)
+    assert any('"mid" are' in n and "not labelled" in n for n in r.notes)
     pkg2 = training.fit(fewer, "knn", split="train", embedder=emb, k=3)
     r2 = evaluate(records, weights=pkg2, embedder=emb)
     assert [m.name for m in r2.models] == ["big", "small"]
@@ -345,7 +345,7 @@ def test_format_table_lists_every_policy_task_and_model(report: EvaluationReport
                      'policies: "knn" named more than once', id="duplicate"),
         pytest.param({"params": {"tiers": {"prior_strength": 1}}},
                      'params: parameters given for "tiers", which is not among the policies '
-                     "evaluated (cluster, knn)", id="stray-params"),
+                     'evaluated ("cluster", "knn")', id="stray-params"),
         pytest.param({"params": {"cluster": {"n_clusters": 0}}},
                      "params.cluster.n_clusters: must be >= 1; got 0", id="bad-param"),
         pytest.param({"params": {"knn": {"neighbours": 3}}},

@@ -499,8 +499,8 @@ def test_the_same_models_in_another_order_resume(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("content", "message"), [
     (_record(7) + "\n", 'id "p7", which is not in the prompts file'),
-    (_record(0, ("a",)) + "\n", "labels a, not the models asked for (a, b)"),
-    (_record(0, ("a", "b", "c")) + "\n", "labels a, b, c, not the models asked for"),
+    (_record(0, ("a",)) + "\n", 'labels "a", not the models asked for ("a", "b")'),
+    (_record(0, ("a", "b", "c")) + "\n", 'labels "a", "b", "c", not the models asked for'),
     (_record(0).replace("Prompt 0?", "Other") + "\n", "another prompt than line 1"),
     ("not json\n" + _record(0) + "\n", "line 1: not valid JSON"),
     (_record(0) + "\n" + _record(0) + "\n", 'duplicate id "p0"'),

@@ -379,7 +379,8 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("call", "error", "message"), [
     (dict(models=["a", "zeta"]), InvalidInputError,
-     "models: \"zeta\" is not in the catalog of the config (--config FILE) (it has a, b, judge)"),
+     "models: \"zeta\" is not in the catalog of the config (--config FILE) (it has \"a\", \"b\", "
+     "\"judge\")"),
     (dict(judge="nobody"), InvalidInputError, "judge: \"nobody\" is not in the catalog"),
     (dict(judge=None), LabellingError, 'the prompts of lines 1, 2 have no "reference", so a '
                                        "judge must score the answers: give --judge MODEL"),
@@ -392,9 +393,9 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
      'models: "m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9", "m10", "m11", "m12", '
      '"m13", "m14", "m15", "m16", "m17", "m18", "m19" and 19980 more are not in the catalog'),
     (dict(models=["a", "x" * 100_000]), InvalidInputError,
-     f'models: "{"x" * 57}…" is not in the catalog of the config (--config FILE) (it has a, '),
+     f'models: "{"x" * 61}…" is not in the catalog of the config (--config FILE) (it has "a", '),
     (dict(judge="\x1b[2J" + "j" * 100_000), InvalidInputError,
-     f'judge: "\\u001b[2J{"j" * 48}…" is not in the catalog'),
+     f'judge: "\\u001b[2J{"j" * 52}…" is not in the catalog'),
     (dict(models=[f"m{i}" for i in range(30)] * 2), InvalidInputError,
      '"m26" and 10 more are listed twice'),
     (dict(models=[]), InvalidInputError, "give at least one catalog model"),

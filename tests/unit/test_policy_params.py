@@ -85,7 +85,7 @@ def test_a_choice_or_a_model_refused_lists_what_it_may_be_as_words() -> None:
     with pytest.raises(InvalidInputError, match=r'^assignment: must be one of hard, soft; got '
                                                 r'"firm"$'):
         ClusterPolicy().set_params(assignment="firm")
-    with pytest.raises(InvalidInputError, match=r'^model: "c" is not among a, b$'):
+    with pytest.raises(InvalidInputError, match=r'^model: "c" is not among "a", "b"$'):
         FixedPolicy(model="c").fit(Inputs(embeddings=np.eye(3, dtype=np.float32)),
                                    np.ones((3, 2)), np.ones((3, 2)), ["a", "b"])
 

@@ -128,7 +128,8 @@ def test_a_source_model_the_records_do_not_label_is_refused_naming_those_they_do
     with pytest.raises(RecordsError) as info:
         add_model(package, "new", small_records, embedder=fake_embedder, source_model="absent")
     assert str(info.value).endswith(
-        f'no labels for model "absent"; the records label {", ".join(small_records.models)}')
+        'no labels for model "absent"; the records label '
+        + ", ".join(f'"{m}"' for m in small_records.models))
 
 
 def test_removing_a_model_the_weights_lack_lists_those_they_hold_as_words(
@@ -139,4 +140,5 @@ def test_removing_a_model_the_weights_lack_lists_those_they_hold_as_words(
         remove_model(package, "absent")
     assert str(info.value) == (
         'name: model "absent" is not in these weights; they hold '
-        f'{", ".join(package.models)} (`switchpoint info --weights DIR` lists them)')
+        + ", ".join(f'"{m}"' for m in package.models)
+        + " (`switchpoint info --weights DIR` lists them)")

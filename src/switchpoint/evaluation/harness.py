@@ -365,15 +365,15 @@ def _check_policies(
         raise InvalidInputError("policies", "name at least one policy to fit")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise InvalidInputError("policies", f"{listed_names(map(json_quoted, dupes))} named "
+        raise InvalidInputError("policies", f"{listed_names(dupes, quoted=True)} named "
                                             "more than once: name each policy once")
     params = dict(params or {})
     stray = sorted(set(params) - set(names))
     if stray:
         raise InvalidInputError(
-            "params", f"parameters given for {listed_names(map(json_quoted, stray))}, which "
+            "params", f"parameters given for {listed_names(stray, quoted=True)}, which "
             f"{'is' if len(stray) == 1 else 'are'} not among the policies evaluated "
-            f"({listed_names(names)}): give parameters of those, or evaluate "
+            f"({listed_names(names, quoted=True)}): give parameters of those, or evaluate "
             f"{'that policy' if len(stray) == 1 else 'those policies'} too")
     for name in names:
         given = params.get(name, {})
@@ -394,7 +394,7 @@ def _missing_split(source: str, data: RecordSet, split: str, role: str,
     present = sorted({s for s in data.splits if s is not None})
     if present:
         other = "fit on" if role == "measure on" else "measure on"
-        fix = (f"splits present: {listed_names(map(json_quoted, present))}; name the split "
+        fix = (f"splits present: {listed_names(present, quoted=True)}; name the split "
                f"to {role} with {flag} "
                f"({flag[2:].replace('-', '_')}= in Python), another than the one to {other}")
     else:
@@ -469,15 +469,18 @@ def evaluate(
         candidates = [m for m in weights.models if m in data.models]
         if not candidates:
             raise InvalidInputError(
-                "weights", f"none of the weights' models ({listed_names(weights.models)}) is "
-                f"labelled in {label}; its models are {listed_names(data.models)}")
+                "weights", "none of the weights' models "
+                f"({listed_names(weights.models, quoted=True)}) is labelled in {label}; its "
+                f"models are {listed_names(data.models, quoted=True)}")
         unlabelled = [m for m in weights.models if m not in data.models]
         if unlabelled:
-            notes.append(f"{unlabelled} are in the weights but not labelled in the records; "
+            notes.append(f"{listed_names(unlabelled, quoted=True)}"
+                         " are in the weights but not labelled in the records; "
                          "routed without them")
         extra = [m for m in data.models if m not in weights.models]
         if extra:
-            notes.append(f"{extra} are labelled in the records but unknown to the weights; "
+            notes.append(f"{listed_names(extra, quoted=True)}"
+                         " are labelled in the records but unknown to the weights; "
                          "left out of the single models and the oracle too")
         data = data.select_models(candidates)
         split = weights.provenance.get("split")
@@ -537,7 +540,7 @@ def evaluate(
         test = test.subset(np.flatnonzero(labelled))
         if len(test) == 0:
             raise InvalidInputError("records", f"no test prompt labels any of "
-                                               f"{listed_names(data.models)}")
+                                               f"{listed_names(data.models, quoted=True)}")
 
     ctx = _TestContext(test, lams, t_lams)
     results: list[PolicyResult] = []

@@ -435,7 +435,7 @@ def not_running(name: str, settings: Settings, running: Iterable[str],
         return ConflictError(f"name: experiment {shown} ended already, at "
                              f"{when(ended[name])}: there is nothing to end (its decisions and "
                              "report stay)", param="name")
-    names = listed_names(running)
+    names = listed_names(running, quoted=True)
     return NotFoundError(f"name: no experiment {shown} was created at run time; check the "
                          "name: " + (f"those running are {names}" if names else
                                      "none is running"), param="name")

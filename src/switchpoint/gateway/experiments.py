@@ -250,7 +250,7 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
         known = [*settings.experiments, *(n for n in ended or () if n not in settings.experiments)]
         raise NotFoundError(f"name: no experiment {json_quoted(name, 100)} is configured "
                             "or was created at run time; there are: "
-                            f"{listed_names(known) or 'none'}", param="name")
+                            f"{listed_names(known, quoted=True) or 'none'}", param="name")
     rows = reader.experiment(name) if reader is not None else {}
     arms: list[dict[str, Any]] = []
     for arm, config in experiment.arms.items():
@@ -283,7 +283,8 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
         promotion = (f"not applied: the promoted arm {json_quoted(promoted_arm)} is no longer "
                      f"an arm of {json_quoted(name)}, so its traffic is split among the "
                      "configured arms again (it applies again if an arm of that name comes "
-                     f"back); promote one of {listed_names(experiment.arms)} to send everyone "
+                     "back); promote one of "
+                     f"{listed_names(experiment.arms, quoted=True)} to send everyone "
                      "to it")
         promoted_arm = None
     return {"experiment": name, "enabled": experiment.enabled and ended_at is None,

@@ -558,7 +558,7 @@ def check_configured(settings: Settings, tenant: str) -> None:
     routes; the deployment's own traffic (:data:`DEFAULT_TENANT`) is always there."""
     if tenant == DEFAULT_TENANT or tenant in settings.tenants:
         return
-    known = listed_names(settings.tenants) or "none"
+    known = listed_names(settings.tenants, quoted=True) or "none"
     raise ConflictError(f"decision_id: this decision was made for tenant {json_quoted(tenant)}, "
                         f"which is no longer in the configuration (tenants: {known}), so its "
                         "outcomes teach nothing; restore the tenant to the config and reload "

@@ -96,7 +96,8 @@ class Live:
         if not self.unprofiled:
             return None
         return (f"the {self.policy} weights {self.weights_id} have no learned profile for "
-                f"catalog model(s) {listed_names(self.unprofiled)}: they are routed by tier and "
+                "catalog model(s) "
+                f"{listed_names(self.unprofiled, quoted=True)}: they are routed by tier and "
                 "price alone; label them (switchpoint label, then add-model) or load weights "
                 "that profile them")
 
@@ -166,7 +167,8 @@ def checked_package(settings: Settings, policy: str | None = None) -> WeightsPac
                 raise ConfigError(
                     f"models[{i}].profile",
                     f"{json_quoted(profile)} is not a profile of the weights {package.weights_id} "
-                    f"({listed_names(package.models)}); name one of them, or give every "
+                    f"({listed_names(package.models, quoted=True)}); name one of them, or "
+                    "give every "
                     "model input_per_mtok and output_per_mtok so a model without a "
                     "profile is routed by tier and price")
     if catalog is None:  # the weights' own profiles are the models routed
@@ -209,7 +211,7 @@ def _check_arm_models(settings: Settings, models: list[str], weights_id: str,
                     raise ConfigError(
                         f"experiments.{name}.arms.{arm_name}.models[{j}]",
                         f"{json_quoted(model)} is not a model of the weights {weights_id} "
-                        f"({NO_CATALOG}); use one of {listed_names(models)}")
+                        f"({NO_CATALOG}); use one of {listed_names(models, quoted=True)}")
 
 
 def learning_settings(settings: Settings) -> LearningSettings:

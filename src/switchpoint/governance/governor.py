@@ -390,7 +390,7 @@ class Governor:
     def _tenant_settings(self, settings: Settings, tenant: str, key_id: str | None) -> Any:
         t = settings.tenants.get(tenant)
         if t is None:
-            known = f"(tenants: {listed_names(settings.tenants) or 'none'})"
+            known = f"(tenants: {listed_names(settings.tenants, quoted=True) or 'none'})"
             if key_id is None:  # a tenant named by the caller: there is no such tenant
                 raise NotFoundError(f"tenant: {json_quoted(tenant, 100)} is not in the "
                                     f"configuration {known}", param="tenant")
@@ -483,7 +483,8 @@ class Governor:
         if isinstance(exc, UnknownModelError):
             return UnknownModelError(exc.field, exc.names, shown)
         return ModelNotFoundError(f"model: {json_quoted(requested, 200)} is not in this gateway's "
-                                  f"catalog; {policy.who} may use {listed_names(shown) or 'none'}",
+                                  f"catalog; {policy.who} may use "
+                                  f"{listed_names(shown, quoted=True) or 'none'}",
                                   param="model")
 
     def check_model(self, policy: Policy, requested: str, catalog: Catalog, *,
@@ -509,7 +510,8 @@ class Governor:
             own = policy.key.models if policy.key is not None else None
             return PermissionDeniedError(
                 f"{field}: {policy.who} may use no model: "
-                + (f"its models ({listed_names(own)}) are none of its tenant's any more (the "
+                + (f"its models ({listed_names(own, quoted=True)}) are none of its tenant's "
+                   "any more (the "
                    "configuration changed); " if own else "")
                 + "ask the operator for a key of the models its tenant may use now",
                 param=field)
@@ -517,18 +519,19 @@ class Governor:
             if AUTO not in policy.models:
                 return PermissionDeniedError(
                     f'{field}: {policy.who} may not use "auto" (routing); it may use '
-                    f"{listed_names(policy.models)}", param=field)
+                    f"{listed_names(policy.models, quoted=True)}", param=field)
             names = self.allowed_names(policy, catalog)
             if names is not None and not names:
                 return PermissionDeniedError(
                     f"{field}: none of the models {policy.who} may use is in the catalog any more "
-                    f"({listed_names(m for m in policy.models if m != AUTO)}), so \"auto\" has "
+                    f"({listed_names((m for m in policy.models if m != AUTO), quoted=True)}), "
+                    "so \"auto\" has "
                     "nothing to route to; ask the operator", param=field)
             return None
         if requested not in policy.models:
             return PermissionDeniedError(
                 f"{field}: {policy.who} may not use {json_quoted(str(requested), 100)}; it may "
-                f"use {listed_names(policy.models)}", param=field)
+                f"use {listed_names(policy.models, quoted=True)}", param=field)
         return None
 
     def _reacher(self, policy: Policy, catalog: Catalog) -> Callable[[str], bool]:
@@ -561,10 +564,10 @@ class Governor:
             return listed
         bad = [n for n in listed if n not in pool]
         if bad:
-            shown = listed_names(json_quoted(str(n)) for n in bad)
+            shown = listed_names((str(n) for n in bad), quoted=True)
             raise PermissionDeniedError(
                 f"{field}: the routing of {policy.who} may not choose {shown}; it may choose among "
-                f"{listed_names(pool) or 'none'}", param=field)
+                f"{listed_names(pool, quoted=True) or 'none'}", param=field)
         return listed
 
     def check_teachable(self, policy: Policy, model: str, catalog: Catalog) -> None:
@@ -574,7 +577,8 @@ class Governor:
         if not self.reaches(policy, model, catalog):
             raise PermissionDeniedError(
                 f"this is about an answer of a model {policy.who} may not use, so it cannot "
-                f"teach it; it may use {listed_names(self.visible(policy, catalog)) or 'none'}",
+                "teach it; it may use "
+                f"{listed_names(self.visible(policy, catalog), quoted=True) or 'none'}",
                 param="model")
 
     def narrow(self, policy: Policy, catalog: Catalog, candidates: Sequence[str] | None, *,
@@ -596,7 +600,7 @@ class Governor:
         if pool and not any(m not in catalog or catalog[m].priced for m in pool):
             raise PermissionDeniedError(
                 f"{field}: {self._unpriced(policy, [m for m in pool if m in catalog])}, so "
-                "'auto' has no model to choose", param=field)
+                "\"auto\" has no model to choose", param=field)
         kept = [m for m in base if m not in catalog or catalog[m].priced]
         return kept if len(kept) < len(base) or names is not None else None
 
@@ -614,7 +618,8 @@ class Governor:
         """Why a caller's budgets keep it from ``names`` (models without prices)."""
         watched = ", ".join(describe_account(a) for a in policy.budgets)
         one = len(names) == 1
-        return (f"{listed_names(names)} {'has' if one else 'have'} no prices in the catalog, "
+        return (f"{listed_names(names, quoted=True)}"
+                f" {'has' if one else 'have'} no prices in the catalog, "
                 f"so what {'it costs' if one else 'they cost'} is unknown and the "
                 f"budgets that watch {policy.who}'s requests ({watched}) could not hold it; "
                 "requests under a budget use priced models only (the operator gives a model "
@@ -673,21 +678,21 @@ class Governor:
                      and TIERS.index(catalog[m].tier or "trivial") >= floor]
             if not names:
                 raise NoCapableModelError(
-                    f"messages: none of {listed_names(allowed)} has a tier of "
+                    f"messages: none of {listed_names(allowed, quoted=True)} has a tier of "
                     f"{json_quoted(esc.min_tier)} or "
                     "above (escalation.min_tier)", {m: ["below min_tier"] for m in allowed})
         if esc.capability is not None:
             names = [m for m in names if catalog[m].has(esc.capability)]
             if not names:
                 raise NoCapableModelError(
-                    f"messages: none of {listed_names(allowed)} lists the capability "
+                    f"messages: none of {listed_names(allowed, quoted=True)} lists the capability "
                     f"{json_quoted(esc.capability)} (escalation.capability)",
                     {m: [f"lacks {esc.capability}"] for m in allowed})
         if esc.prefer_provider is not None:
             preferred = [m for m in names if catalog[m].provider == esc.prefer_provider]
             if preferred and len(preferred) < len(names):
-                notes.append(f"Preferred provider {esc.prefer_provider}: routed among "
-                             f"{listed_names(preferred)}.")
+                notes.append(f"Preferred provider {json_quoted(esc.prefer_provider)}: routed among "
+                             f"{listed_names(preferred, quoted=True)}.")
                 names = preferred
         return names
 
@@ -850,17 +855,19 @@ class Governor:
             unpriced = [c.name for c in cards if not c.priced]
             if require_first and cards and not cards[0].priced:
                 raise PermissionDeniedError(
-                    f"model: {unpriced[0]} has no prices in the catalog, so no budget can hold "
+                    f"model: {json_quoted(unpriced[0])} has no prices in the catalog, so no "
+                    "budget can hold "
                     "what it costs; give it input_per_mtok and output_per_mtok (0 for a free "
                     "model)", param="model")
             cards = [c for c in cards if c.priced]
             if not cards:
                 raise PermissionDeniedError(
-                    f"model: {listed_names(unpriced)} have no prices in the catalog, so no budget "
+                    f"model: {listed_names(unpriced, quoted=True)} have no prices in the "
+                    "catalog, so no budget "
                     "can hold what they cost; give them input_per_mtok and output_per_mtok (0 "
                     "for a free model)", param="model")
             notes.append(f"No prices, so no budget can hold what it costs; left out of the "
-                         f"fallbacks: {listed_names(unpriced)}.")
+                         f"fallbacks: {listed_names(unpriced, quoted=True)}.")
         per_card: dict[str, dict[str, tuple[Budget, ...]]] = {}
         for card in cards:
             own: dict[str, tuple[Budget, ...]] = {}

@@ -367,7 +367,7 @@ class KeySpec:
         if not isinstance(self.tenant, str) or not self.tenant:
             raise InvalidInputError("tenant", "is required: the tenant the key belongs to")
         if tenants is not None and self.tenant not in tenants:
-            known = listed_names(sorted(tenants)) or "none: add tenants: to the config"
+            known = listed_names(sorted(tenants), quoted=True) or "none: add tenants: to the config"
             raise InvalidInputError("tenant", f"unknown tenant {json_quoted(self.tenant)}; tenants "
                                               f"are defined under tenants: in the config "
                                               f"(configured: {known})")
@@ -404,26 +404,28 @@ class KeySpec:
         if self.models is not None:
             models = [str(m).strip() for m in self.models if str(m).strip()]
             if not models:
-                raise InvalidInputError("models", "is empty; list model names (and 'auto') or "
+                raise InvalidInputError("models", "is empty; list model names (and \"auto\") or "
                                                   "leave it out to allow the tenant's")
             if catalog is not None:
                 unknown = [m for m in models if m != "auto" and m not in catalog]
                 if unknown:
-                    shown = listed_names(map(json_quoted, unknown))
+                    shown = listed_names(unknown, quoted=True)
                     raise InvalidInputError("models", f"not in the catalog: {shown}; use "
-                                                      f"{listed_names(catalog)} or 'auto'")
+                                                      f"{listed_names(catalog, quoted=True)}"
+                                                      " or \"auto\"")
             if tenant_models is not None and not [m for m in models if m in tenant_models]:
-                shown = listed_names(map(json_quoted, models))
+                shown = listed_names(models, quoted=True)
                 raise InvalidInputError("models", f"none of {shown} is among the models tenant "
                                                   f"{json_quoted(self.tenant, 100)} may use "
-                                                  f"({listed_names(tenant_models)}); a key "
+                                                  f"({listed_names(tenant_models, quoted=True)}"
+                                                  "); a key "
                                                   "narrows its tenant's models")
             models = list(dict.fromkeys(models))
             if len(models) > MAX_CATALOG_MODELS + 1:
                 raise InvalidInputError("models", f"lists {people_number(len(models))} names; a "
                                                   "key may name at most "
                                                   f"{people_number(MAX_CATALOG_MODELS + 1)} (a "
-                                                  "catalog's models and 'auto')")
+                                                  "catalog's models and \"auto\")")
             long_name = next((m for m in models if len(m) > MAX_MODEL_NAME), None)
             if long_name is not None:
                 raise InvalidInputError("models", f"{json_quoted(long_name)} is longer than "

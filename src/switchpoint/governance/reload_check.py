@@ -84,7 +84,7 @@ class KeyLoss:
         what = [f"its tenant {json_quoted(self.tenant)} is no longer configured"] if (
             self.tenant_removed) else []
         if self.models_removed:
-            what.append("it can no longer use " + listed_names(self.models_removed))
+            what.append("it can no longer use " + listed_names(self.models_removed, quoted=True))
         return f"key {self.key_id}: " + "; ".join(what)
 
 

@@ -351,7 +351,7 @@ class Reports:
         from switchpoint.gateway.redact import redact
 
         known = sorted({*self.settings.tenants, *self.logged_tenants(), DEFAULT_TENANT})
-        shown = listed_names(known, width=MAX_TENANT_SHOWN)
+        shown = listed_names(known, width=MAX_TENANT_SHOWN, quoted=True)
         return (f"{json_quoted(redact(tenant), MAX_TENANT_SHOWN)} is neither a tenant of the "
                 f"config nor one the request or feedback log names; known: {shown} (default: "
                 "requests without a tenant)")
@@ -600,7 +600,7 @@ class Reports:
         if comparison is None:
             return self.strongest_model(since, until)
         if self.card(comparison) is None:
-            names = (listed_names(self.catalog.names) if self.catalog is not None
+            names = (listed_names(self.catalog.names, quoted=True) if self.catalog is not None
                      else "none")
             raise InvalidInputError("comparison_model", f"{json_quoted(comparison)} is not a "
                                                         f"catalog model ({names})")
@@ -696,12 +696,13 @@ class Reports:
             why = []
             if unpriced:
                 one = len(unpriced) == 1
-                why.append(f"the catalog has no prices for {listed_names(sorted(unpriced))} "
+                why.append("the catalog has no prices for "
+                           f"{listed_names(sorted(unpriced), quoted=True)} "
                            f"(give {'it' if one else 'them'} input_per_mtok and "
                            "output_per_mtok)")
             if removed:
                 why.append(f"{'it' if unpriced else 'the catalog'} no longer holds "
-                           f"{listed_names(sorted(removed))} (the mix logged with "
+                           f"{listed_names(sorted(removed), quoted=True)} (the mix logged with "
                            f"{'it' if len(removed) == 1 else 'them'} will change as the gateway "
                            "routes over the current catalog: forecast again once it has)")
             return "nothing to project: " + ", and ".join(why)

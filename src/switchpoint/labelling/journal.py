@@ -385,8 +385,10 @@ def _read_output(out: Path, lines: Iterator[str], by_id: Mapping[str, LabelPromp
                     if not math.isnan(records.scores[i, j])}
         if labelled != wanted:
             raise LabellingError(
-                f"the record {json_quoted(rid)} labels {listed_names(sorted(labelled))}, not the "
-                f"models asked for ({listed_names(key.models)}); {hint(ours)} (add-model takes one "
+                "the record "
+                f"{json_quoted(rid)} labels {listed_names(sorted(labelled), quoted=True)}, not the "
+                "models asked for ("
+                f"{listed_names(key.models, quoted=True)}); {hint(ours)} (add-model takes one "
                 "model's labels from a file of their own)", source=out)
         resume.done.add(rid)
         for j, model in enumerate(records.models):

@@ -401,7 +401,7 @@ def _model_names(models: Sequence[str]) -> list[str]:
             raise InvalidInputError("models", f"{json_quoted(name)} is not a model name")
     repeated = sorted(n for n, count in Counter(names).items() if count > 1)
     if repeated:
-        raise InvalidInputError("models", f"{listed_names(map(json_quoted, repeated))} "
+        raise InvalidInputError("models", f"{listed_names(repeated, quoted=True)} "
                                           f"{'is' if len(repeated) == 1 else 'are'} listed twice")
     return names
 
@@ -419,11 +419,11 @@ def _check_catalog(settings: Settings, models: list[str], judge: str | None,
                                     "api_key_env: MY_KEY, input_per_mtok: 0.2, "
                                     "output_per_mtok: 0.6}")
     index = {m.name: i for i, m in enumerate(settings.models)}
-    catalog = listed_names(index)
+    catalog = listed_names(index, quoted=True)
     for role, names in (("models", models), ("judge", [judge] if judge else [])):
         unknown = [n for n in names if n not in index]
         if unknown:
-            shown = listed_names(map(json_quoted, unknown))
+            shown = listed_names(unknown, quoted=True)
             raise InvalidInputError(role, f"{shown} {'is' if len(unknown) == 1 else 'are'} not "
                                           f"in the catalog of {where} (it has {catalog}); "
                                           "labelling calls catalog models only")

@@ -504,7 +504,7 @@ def _names(value: object) -> str:
     """Model names a checkpoint holds (or an overlay's own), as a message lists them: each
     quoted as JSON writes it, ``none`` for none, or the value so if it is not a list of names."""
     if isinstance(value, list) and all(isinstance(name, str) for name in value):
-        return listed_names(map(json_quoted, value)) or "none"
+        return listed_names(value, quoted=True) or "none"
     return json_quoted(value)
 
 

@@ -467,7 +467,7 @@ def check_training_arrays(scores: Array, costs: Array, models: list[str], n: int
     unlabelled = [m for j, m in enumerate(models) if np.all(np.isnan(scores[:, j]))]
     if unlabelled:
         raise InvalidInputError(
-            "records", f"{listed_names(map(json_quoted, unlabelled))} "
+            "records", f"{listed_names(unlabelled, quoted=True)} "
             f"{'has' if len(unlabelled) == 1 else 'have'} no labels in these records; label "
             "at least one prompt for each model, or leave the model out",
         )

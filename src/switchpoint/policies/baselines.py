@@ -122,7 +122,7 @@ class FixedPolicy(_GlobalMeans):
             self.model_ = self.models_[int(np.nanargmin(self.error_))]
         elif self.model not in self.models_:
             raise InvalidInputError("model", f"{json_quoted(self.model)} is not among "
-                                             f"{listed_names(self.models_)}")
+                                             f"{listed_names(self.models_, quoted=True)}")
         else:
             self.model_ = self.model
 
