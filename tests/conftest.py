@@ -33,6 +33,7 @@ from switchpoint.training import fit
 from switchpoint.weights import WeightsPackage, load_weights
 from tests.head_start import MARKER, HeadStart, begin_all, last
 from tests.shards import assign, file_of, merge_durations, parse_shard, read_durations
+from tests.tls_context import shared as shared_tls_context
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # A verbatim sample of routerbench-3task.jsonl; its first lines are that file's first lines.
@@ -200,6 +201,13 @@ def _head_starts(request: pytest.FixtureRequest,
     finally:
         for head_start in started.values():
             head_start.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_tls_context() -> Iterator[None]:
+    """The HTTP clients the tests make share one TLS context (see tests/tls_context.py)."""
+    with shared_tls_context():
+        yield
 
 
 @pytest.fixture
