@@ -7,6 +7,7 @@ root without the capabilities that pass over them, ``setpriv --bounding-set
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,17 +42,33 @@ pytestmark = pytest.mark.skipif(
     "or under `setpriv --bounding-set -dac_override,-dac_read_search,-fowner --`")
 
 
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """A config and the data_dir it names, holding a store and a key store (as a service and
-    `switchpoint keys create` leave them): (config, data_dir). Every mode a test changes in it
-    is made the owner's again afterwards, so that it can be removed."""
-    data = tmp_path / "data"
-    config = tmp_path / "switchpoint.yaml"
+def _config(folder: Path) -> tuple[Path, Path]:
+    """A config naming ``folder``/data as its data_dir: (config, data_dir)."""
+    data = folder / "data"
+    config = folder / "switchpoint.yaml"
     config.write_text(f"data_dir: {data}\ntenants: {{acme: {{}}}}\n", encoding="utf-8")
+    return config, data
+
+
+@pytest.fixture(scope="module")
+def made_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_dir holding a store and a key store, as a service and `switchpoint keys create`
+    leave them, made once: each test takes a copy."""
+    config, data = _config(tmp_path_factory.mktemp("made"))
     with Gateway(load_settings(config, environ={})) as gateway:
         gateway.open()
     assert main(["keys", "create", "--tenant", "acme", "--config", str(config)]) == 0
+    assert (data / "switchpoint.db").is_file() and (data / "keys.db").is_file()
+    return data
+
+
+@pytest.fixture
+def state(made_state: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A config and the data_dir it names, a copy of ``made_state`` (modes kept): (config,
+    data_dir). Every mode a test changes in it is made the owner's again afterwards, so that it
+    can be removed."""
+    config, data = _config(tmp_path)
+    shutil.copytree(made_state, data)
     assert (data / "switchpoint.db").is_file() and (data / "keys.db").is_file()
     try:
         yield config, data
