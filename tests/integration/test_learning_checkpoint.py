@@ -676,6 +676,23 @@ def _feedback_rows(data: Path) -> list[tuple[int, int]]:
         conn.close()
 
 
+RETENTION_DAYS = "0.00001"  # (0.86 s: the retention the prunes below are given)
+
+
+def _past_retention(data: Path) -> None:
+    """Wait until every row of the store is older than a retention of ``RETENTION_DAYS``: as
+    long as its newest row is younger (a row the service wrote just before is)."""
+    import sqlite3
+
+    conn = sqlite3.connect(data / "switchpoint.db")
+    try:
+        newest = max(conn.execute(f"SELECT coalesce(max(ts), 0) FROM {table}").fetchone()[0]
+                     for table in ("decisions", "feedback", "requests"))
+    finally:
+        conn.close()
+    time.sleep(max(0.0, newest + float(RETENTION_DAYS) * 86400 + 0.1 - time.time()))
+
+
 def test_retention_prunes_the_feedback_the_checkpoint_holds_and_nothing_learned_is_lost(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     """The feedback log was never pruned: POST /v1/route is free and each decision takes
@@ -705,9 +722,9 @@ def test_retention_prunes_the_feedback_the_checkpoint_holds_and_nothing_learned_
     before = _feedback_rows(data)
     assert [s for s, _ in before] == list(range(1, len(TOPICS) + 3))
 
-    time.sleep(1.2)  # every row is older than a retention of 1e-5 days (0.86 s)
+    _past_retention(data)
     cli = str(Path(sys.executable).with_name("switchpoint"))
-    done = subprocess.run([cli, "prune", "--config", str(config), "--older-than", "0.00001",
+    done = subprocess.run([cli, "prune", "--config", str(config), "--older-than", RETENTION_DAYS,
                            "--json"], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "feedback rows (of those the learning checkpoint holds)" in done.stderr
@@ -716,18 +733,19 @@ def test_retention_prunes_the_feedback_the_checkpoint_holds_and_nothing_learned_
     # The row the checkpoint ends at stays (a start checks the event there), and those after.
     assert _feedback_rows(data) == before[len(TOPICS) - 1:]
 
-    for _ in range(2):  # and again after a kill -9 of a start from the pruned log
+    for crash in (True, False):  # and again after a kill -9 of a start from the pruned log
         with serve(config, data) as server:
             status = _status(server)
             assert (status["from_checkpoint"], status["replayed"]) == (len(TOPICS),
                                                                         len(TOPICS) + 2)
             assert _lesson(server) == learned
-            server.kill()
-    with serve(config, data) as server:
-        again = scored(server, decisions[0], 0.9)  # a pruned decision's outcome, replaced
-        assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
-        code, err = server.terminate()
-        assert code == 0 and "checkpoint not used" not in err, err
+            if crash:
+                server.kill()
+                continue
+            again = scored(server, decisions[0], 0.9)  # a pruned decision's outcome, replaced
+            assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
+            code, err = server.terminate()
+            assert code == 0 and "checkpoint not used" not in err, err
     # Without the checkpoint the outcomes pruned are not learned, and the start says so.
     (data / CHECKPOINT_FILENAME).unlink()
     with serve(config, data) as server:
@@ -762,10 +780,10 @@ def test_switchpoint_prune_beside_a_running_service_leaves_its_feedback_log_alon
         capsys.readouterr()
         held = checkpoint_position(data / CHECKPOINT_FILENAME, None)
         assert held is not None and held[0] == 3  # the offline command's: all three rows
-        time.sleep(1.2)  # every row is older than a retention of 1e-5 days (0.86 s)
+        _past_retention(data)
         cli = str(Path(sys.executable).with_name("switchpoint"))
         done = subprocess.run([cli, "prune", "--config", str(config), "--older-than",
-                               "0.00001", "--json"], capture_output=True, text=True,
+                               RETENTION_DAYS, "--json"], capture_output=True, text=True,
                               timeout=120, check=False)
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
@@ -788,8 +806,8 @@ def test_switchpoint_prune_beside_a_running_service_leaves_its_feedback_log_alon
         code, err = server.terminate()
         assert code == 0, err
     # With no service serving, the prune takes the feedback the checkpoint holds.
-    time.sleep(1.2)
-    assert main(["prune", "--config", str(config), "--older-than", "0.00001", "--json"]) == 0
+    _past_retention(data)
+    assert main(["prune", "--config", str(config), "--older-than", RETENTION_DAYS, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["deleted"]["feedback"], report["feedback_kept"]) == (2, None)
 
@@ -831,9 +849,9 @@ def test_the_services_own_retention_prunes_checkpointed_feedback_and_a_crash_los
         code, err = server.terminate()
         assert code == 0, err
     assert len(_feedback_rows(data)) == len(TOPICS)
-    time.sleep(1.2)
+    _past_retention(data)
     config.write_text(config.read_text(encoding="utf-8")
-                      + "store: {retention_days: 0.00001}\n", encoding="utf-8")
+                      + f"store: {{retention_days: {RETENTION_DAYS}}}\n", encoding="utf-8")
     with serve(config, data) as server:
         assert _lesson(server) == learned  # (its request sets the prune off)
         deadline = time.monotonic() + 30
@@ -874,11 +892,11 @@ def test_the_services_retention_keeps_feedback_a_checkpoint_of_other_settings_ho
         code, err = server.terminate()  # its checkpoint holds all six, under k: 5
         assert code == 0, err
     assert (data / CHECKPOINT_FILENAME).exists()
-    time.sleep(1.2)
+    _past_retention(data)
     started = time.time()
     config = _config(tmp_path, gw_fake, data, k=4)
     config.write_text(config.read_text(encoding="utf-8")
-                      + "store: {retention_days: 0.00001}\n", encoding="utf-8")
+                      + f"store: {{retention_days: {RETENTION_DAYS}}}\n", encoding="utf-8")
     with serve(config, data) as server:
         assert _status(server)["replayed"] == len(TOPICS)
         learned = _lesson(server)  # (its request sets the prune off)
