@@ -4,6 +4,7 @@ in a subprocess (for restarts and crashes)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -68,6 +69,35 @@ def wait_ready(base: str, timeout: float = 60.0) -> dict[str, object]:
     raise TimeoutError(f"{base} not ready after {timeout} s (last: {last})")
 
 
+class PromptServer(uvicorn.Server):
+    """uvicorn's server, whose main loop notices :meth:`exit` at once: uvicorn's own looks at
+    ``should_exit`` on its next tick, a tenth of a second on, which each test's server stop
+    waited out. Between ticks it does what uvicorn's does (:meth:`on_tick`); its shutdown is
+    uvicorn's."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _woken: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._woken = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), 0.1)
+            should_exit = await self.on_tick(counter)
+
+    def exit(self) -> None:
+        """Stop serving (from any thread), as ``should_exit = True`` does, without the wait."""
+        self.should_exit = True
+        loop, woken = self._loop, self._woken
+        if loop is not None and woken is not None:
+            with contextlib.suppress(RuntimeError):  # (the loop has closed: it has stopped)
+                loop.call_soon_threadsafe(woken.set)
+
+
 class ThreadServer:
     """uvicorn serving ``app`` on a free loopback port, in a background thread. The port is
     bound here and the bound socket handed to uvicorn: no other process can take it between
@@ -82,7 +112,7 @@ class ThreadServer:
         self.port = int(sock.getsockname()[1])
         self.base = f"http://127.0.0.1:{self.port}"
         # (X-Forwarded-For is the app's to read, as under `switchpoint serve`)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+        self.server = PromptServer(uvicorn.Config(app, host="127.0.0.1", port=self.port,
                                                     log_level="warning", lifespan="on",
                                                     proxy_headers=False, http=http,
                                                     root_path=root_path))
@@ -105,7 +135,7 @@ class ThreadServer:
         return self
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        self.server.exit()
         self.thread.join(timeout=30)
 
 
