@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from switchpoint._admitted import admitted_by
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
 from switchpoint._messages import json_quoted, people_number
 from switchpoint._numbers import checked_number
@@ -116,22 +117,13 @@ def bounded_batch(values: Iterable[_Row], field_name: str, noun: str,
                                         f"calls of {most:,} {noun}s or fewer")
 
 
-def _in_its_gateway(method: _F) -> _F:
-    """A method that changes what the router remembers or learned (or reads its feedback
-    log), made, by a router serving in a gateway, as one request inside that gateway (see
-    :meth:`Gateway.admitted <switchpoint.gateway.engine.Gateway.admitted>`): closing waits
-    for one under way, and one made once closing has begun, or after, is refused with the
-    gateway's :class:`~switchpoint.errors.GatewayClosedError`, having done nothing. A router
-    alone runs it as it is."""
-    @functools.wraps(method)
-    def inside(self: Router, *args: Any, **kwargs: Any) -> Any:
-        gateway = self.gateway
-        if gateway is None:
-            return method(self, *args, **kwargs)
-        with gateway.admitted():
-            return method(self, *args, **kwargs)
-
-    return cast(_F, inside)
+# A method that changes what the router remembers or learned (or reads its feedback log),
+# made, by a router serving in a gateway, as one request inside that gateway (see
+# Gateway.admitted): closing waits for one under way, and one made once closing has begun, or
+# after, is refused with the gateway's GatewayClosedError, having done nothing. A router alone
+# runs it as it is.
+_in_its_gateway = admitted_by(
+    lambda router: None if router.gateway is None else router.gateway.admitted())
 
 
 def check_route_input(prompt: object, embedding: object) -> None:

@@ -27,7 +27,6 @@ what-if and says so:
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sqlite3
@@ -37,10 +36,11 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from switchpoint._admitted import admitted_by
 from switchpoint._json import lone_surrogate
 from switchpoint._messages import json_quoted, listed_names, people_number
 from switchpoint._numbers import checked_number
@@ -100,18 +100,9 @@ REFERENCE_INPUT_TOKENS = 500
 # real burn still shows in the projection within five minutes of a start.
 MIN_RATE_WINDOW = 300.0
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _counted(method: F) -> F:
-    """A public read of the logs, made as one request inside whatever ``admitted`` (given to
-    :class:`Reports`) counts (a gateway's: closing waits for it, and refuses it once begun)."""
-    @functools.wraps(method)
-    def inside(self: Reports, *args: Any, **kwargs: Any) -> Any:
-        with self.admitted():
-            return method(self, *args, **kwargs)
-
-    return cast(F, inside)
+# A public read of the logs, made as one request inside whatever ``admitted`` (given to
+# :class:`Reports`) counts (a gateway's: closing waits for it, and refuses it once begun).
+_counted = admitted_by(lambda reports: reports.admitted())
 
 
 class RateWindow(NamedTuple):
