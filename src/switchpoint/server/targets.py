@@ -53,8 +53,9 @@ def guard(scope: Scope) -> tuple[Scope, ErrorAnswer | None]:
     :func:`origin_form`), and the answer refusing it for its target or for its host's form
     (its Host headers as sent), or None to serve it."""
     sent = [value.decode("latin-1") for name, value in scope["headers"] if name == b"host"]
-    read, problem = origin_form(scope)
-    if problem is None:
+    root, target = _root_and_target(scope)
+    read, problem = _origin_form(scope, root, target)
+    if problem is None and b"#" in target:  # (then the target read holds it too)
         problem = refusal(read)
     if problem is not None:
         return read, ErrorAnswer(400, "invalid_request", problem, TARGET)
@@ -71,7 +72,12 @@ def origin_form(scope: Scope) -> tuple[Scope, str | None]:
     names (what comes before the path, the query or a fragment) as its only ``Host``, in place
     of the header's; with why it is refused when it names no host. Any other target is left as
     it is."""
-    root, target = _root_and_target(scope)
+    return _origin_form(scope, *_root_and_target(scope))
+
+
+def _origin_form(scope: Scope, root: bytes, target: bytes) -> tuple[Scope, str | None]:
+    """:func:`origin_form`, given the root path and the target of ``scope``
+    (:func:`_root_and_target`)."""
     scheme = _ABSOLUTE.match(target)
     if scheme is None:
         return scope, None
