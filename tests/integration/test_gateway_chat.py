@@ -448,6 +448,9 @@ def test_reload_changes_the_catalog_the_chat_route_uses(
         assert raw.headers["x-switchpoint-pin"] == "evicted_missing_model"
         entry = log_entry(server, raw.headers["x-switchpoint-request-id"])
         assert entry["pin"]["previous_model"] == "fresh"
+        dropped = ("the session's pinned model is no longer in the catalog (a reload or restart "
+                   "took it out): the pin was dropped; routed")
+        assert entry["pin"]["note"] == dropped and dropped in entry["reasoning"]
 
 
 def test_a_stream_a_reload_outlives_counts_in_metrics_under_the_model_that_answered_it(

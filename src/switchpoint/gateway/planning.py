@@ -44,7 +44,7 @@ from switchpoint.gateway.failover import (
 from switchpoint.gateway.health import BreakerState, HealthStatus, HealthTracker
 from switchpoint.gateway.in_flight import Slot
 from switchpoint.gateway.parsing import AUTO_MODEL, upstream_body
-from switchpoint.gateway.sessions import PinDecision, SessionPinner, session_key
+from switchpoint.gateway.sessions import PinDecision, PinState, SessionPinner, session_key
 
 # Routes one text among some models at some λ (the live router's ``route``, run off the loop).
 RouteFn = Callable[[str, list[str], float | None], Awaitable[RoutingDecision]]
@@ -364,6 +364,13 @@ class Planner:
             needs = replace(needs, context_floor=pin.context_floor)
         plan = Plan(request_id=uuid.uuid4().hex, started=started, ts=now, call=call,
                     body=upstream_body(call.body), needs=needs, session=session, pin=pin)
+        if pin.state is PinState.EVICTED_MISSING_MODEL:
+            # (Before planning only a model gone from the catalog says so.) Not named: another
+            # key of the tenant may have pinned the session to it.
+            plan.unpin(pin, "the session's pinned model is no longer in the catalog (a reload "
+                            "or restart took it out): the pin was dropped; "
+                            + ("routed" if requested == AUTO_MODEL
+                               else "the request goes to the model it names"))
         if requested != AUTO_MODEL:
             chain = ([requested] if call.exact
                      else [c.name for c in fallback_chain(catalog, requested)])
