@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -304,6 +305,63 @@ def test_a_reload_dropping_the_catalog_that_the_config_still_names_is_refused(
     with pytest.raises(ConfigError) as refused:  # what `switchpoint serve` checks first
         runner._check_loadable(load_settings(config, environ={}))
     assert refused.value.key == param
+
+
+def catalog(without: str = "", *, fallback: bool = False, unrouted: str = "") -> str:
+    """Three models (``good`` falling back to ``cheap`` with ``fallback``), less ``without``;
+    ``unrouted`` has ``auto: false``."""
+    lines = {"good": "{name: good, profile: gpt-4-1106-preview, input_per_mtok: 10, "
+                     "output_per_mtok: 30" + (", fallbacks: [cheap]" if fallback else "") + "}",
+             "cheap": "{name: cheap, profile: gpt-3.5-turbo-1106, input_per_mtok: 0.5, "
+                      "output_per_mtok: 1.5}",
+             "claude": "{name: claude, provider: anthropic, profile: claude-v2, "
+                       "input_per_mtok: 8, output_per_mtok: 24}"}
+    return "models:\n" + "".join(
+        f"  - {line[:-1] + ', auto: false}' if name == unrouted else line}\n"
+        for name, line in lines.items() if name != without)
+
+
+@pytest.mark.parametrize(("names", "change", "param", "said"), [
+    ("", {"without": "cheap", "fallback": True}, "models[0].fallbacks[0]",
+     '"cheap" is not a model in the catalog; define it under models: or remove it'),
+    ("budgets: {models: {cheap: 5/day}}\n", {"without": "cheap"}, "budgets.models.cheap",
+     '"cheap" is not a model in the catalog; use one of "good", "claude"'),
+    ("escalation: {escalation_model: cheap}\n", {"without": "cheap"},
+     "escalation.escalation_model", '"cheap" is not a model in the catalog'),
+    ("tenants: {acme: {escalation: {escalation_model: cheap}}}\n", {"without": "cheap"},
+     "tenants.acme.escalation.escalation_model", '"cheap" is not a model in the catalog'),
+    ("tenants: {acme: {models: [cheap, auto]}}\n", {"without": "cheap"},
+     "tenants.acme.models[0]", '"cheap" is not a model in the catalog'),
+    ("experiments: {e: {arms: {a: {}, b: {models: [good, cheap]}}}}\n", {"without": "cheap"},
+     "experiments.e.arms.b.models[1]", '"cheap" is not a model in the catalog'),
+    ("budgets: {providers: {anthropic: 5/day}}\n", {"without": "claude"},
+     "budgets.providers.anthropic", 'no catalog model has the provider "anthropic"'),
+    ("escalation: {prefer_provider: anthropic}\n", {"without": "claude"},
+     "escalation.prefer_provider", 'no catalog model has the provider "anthropic"'),
+    ("escalation: {escalation_model: cheap}\n", {"unrouted": "cheap"},
+     "escalation.escalation_model", '"cheap" has auto: false (served only when a request '
+                                    "names it), so escalation may not choose it"),
+])
+def test_a_reload_taking_out_a_model_the_config_still_names_is_refused(
+        tmp_path: Path, names: str, change: dict[str, Any], param: str, said: str) -> None:
+    """A reload whose catalog loses a model (or lets ``auto`` choose it no more) that a
+    fallback, a budget, an escalation, a tenant or an experiment still names is refused
+    naming the key and the model, and the running catalog and its governance keep serving."""
+    config = tmp_path / "switchpoint.yaml"
+    fallback = bool(change.get("fallback"))
+    config.write_text(catalog(fallback=fallback) + names + "data_dir: data\n", encoding="utf-8")
+    with thread_server(create_app(load_settings(config, environ={}), loader=FACTORY)) as server:
+        before = server.service.state.settings
+        config.write_text(catalog(**change) + names + "data_dir: data\n", encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload", timeout=60)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert (err["code"], err["param"]) == ("invalid_config", param), err
+        assert err["message"].startswith(f"{param}: {said}"), err
+        assert [m["id"] for m in httpx.get(f"{server.base}/v1/models").json()["data"]] == [
+            "auto", "good", "cheap", "claude"]
+        assert server.service.state.settings is before
+        assert route(server.base, "still routing").status_code == 200
 
 
 def test_a_reload_naming_a_policy_for_weights_of_another_is_refused(tmp_path: Path) -> None:
