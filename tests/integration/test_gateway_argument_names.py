@@ -31,8 +31,9 @@ def config(data_dir: Path) -> dict[str, Any]:
             {"name": "good", "profile": "gpt-4-1106-preview", "base_url": NOWHERE,
              "input_per_mtok": 10, "output_per_mtok": 30, "context_window": 128000},
             {"name": "cheap", "profile": "gpt-3.5-turbo-1106", "base_url": NOWHERE,
-             "input_per_mtok": 0.5, "output_per_mtok": 1.5, "context_window": 16000}],
-        "tenants": {"acme": {"models": ["cheap", "auto"]}},
+             "input_per_mtok": 0.5, "output_per_mtok": 1.5, "context_window": 16000},
+            {"name": "gratis", "profile": "gpt-3.5-turbo-1106", "base_url": NOWHERE}],
+        "tenants": {"acme": {"models": ["cheap", "auto"]}, "frugal": {"budgets": ["5/day"]}},
         "data_dir": str(data_dir)}
 
 
@@ -132,3 +133,29 @@ def test_a_models_header_naming_no_model_says_so_and_how_to_fix_it(served: Threa
     body = caught.value.body
     assert isinstance(body, dict) and body["param"] == "x-switchpoint-models", body
     assert body["message"] == f"x-switchpoint-models: {NAMES_NO_MODEL}"
+
+
+UNPRICED = '"gratis" has no prices in the catalog'
+
+
+def test_a_candidate_list_a_budget_leaves_nothing_in_names_the_models_argument(
+        local: Gateway) -> None:
+    """A caller a budget watches routes among priced models only: a models argument naming
+    only an unpriced one leaves auto nothing, an error about that argument (as the routing
+    door names its available_models), not about the request's model."""
+    store = local.store
+    assert store is not None
+    before, _ = store.requests(1000, None)
+    with pytest.raises(PermissionDeniedError) as caught:
+        local.complete(messages(), models=["gratis"], tenant="frugal")
+    assert caught.value.param == "models"
+    assert str(caught.value).startswith(f"models: {UNPRICED}"), caught.value
+    with pytest.raises(PermissionDeniedError) as routed:
+        local.route("Which model?", available_models=["gratis"], tenant="frugal")
+    assert routed.value.param == "available_models"
+    assert str(routed.value).startswith(f"available_models: {UNPRICED}"), routed.value
+    # Nothing was routed, called or charged; a refused chat request is logged as refused.
+    after, _ = store.requests(1000, None)
+    assert all(e["status"] == "refused" for e in after[:len(after) - len(before)])
+    assert len(after) == len(before) + 1
+

@@ -119,12 +119,20 @@ def test_a_budgeted_key_cannot_spend_through_an_unpriced_model(
         client(server, key).chat.completions.create(model="gratis", messages=user("free?"))
     message = info.value.message
     assert '"gratis" has no prices' in message and "input_per_mtok" in message, message
-    # auto, narrowed to the unpriced model alone, has nothing to choose.
-    with pytest.raises(openai.PermissionDeniedError) as info:
-        client(server, key).chat.completions.create(
-            model="auto", messages=user("free?"), extra_body={"models": ["gratis"]})
-    assert '"gratis" has no prices' in info.value.message
-    assert info.value.response.json()["error"]["param"] == "model"
+    # auto, narrowed to the unpriced model alone, has nothing to choose: the error names the
+    # list that narrowed it, the body's or the header's (the header's when its own names no
+    # priced model, whatever the body's adds).
+    for body, headers, param in (({"models": ["gratis"]}, {}, "models"),
+                                 ({}, {"x-switchpoint-models": "gratis"},
+                                  "x-switchpoint-models"),
+                                 ({"models": ["gratis", "cheap"]},
+                                  {"x-switchpoint-models": "gratis"}, "x-switchpoint-models")):
+        with pytest.raises(openai.PermissionDeniedError) as info:
+            client(server, key).chat.completions.create(
+                model="auto", messages=user("free?"), extra_body=body, extra_headers=headers)
+        error = info.value.response.json()["error"]
+        assert error["param"] == param, error
+        assert error["message"].startswith(f'{param}: "gratis" has no prices'), error
     # Nor the routing API narrowed to it: its error names the field that narrowed it.
     narrowed = httpx.post(f"{server.base}/v1/route",
                           json={"prompt": "free?", "available_models": ["gratis"]},
@@ -151,7 +159,7 @@ def test_a_budgeted_key_cannot_spend_through_an_unpriced_model(
     refused = [e for e in httpx.get(f"{server.base}/v1/router/requests",
                                     params={"limit": 100}, headers=ADMIN).json()["data"]
                if e["status"] == "refused" and e["key_id"] == key[3:13]]
-    assert len(refused) == 2 and all(e["charged_usd"] is None for e in refused)
+    assert len(refused) == 4 and all(e["charged_usd"] is None for e in refused)
 
 
 @pytest.mark.parametrize(("extra", "where"), [

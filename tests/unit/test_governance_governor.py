@@ -1319,3 +1319,33 @@ def test_a_candidate_list_the_limits_did_not_read_is_refused_never_passed(
     assert gov.check_candidates(acme, catalog, "models", (m for m in ["small"])) == ["small"]
     assert gov.check_candidates(anyone, catalog, "models", iter(["big"])) == ["big"]
     assert gov.check_candidates(acme, catalog, "models", None) is None
+
+
+def test_a_budget_leaving_auto_no_priced_model_names_the_list_that_left_none(
+        tmp_path: Path) -> None:
+    """The caller's list when it alone names no priced model, else the body's ``models``
+    (applied after it), else the request's field asking for auto."""
+    s = load_settings(overrides={
+        "models": [{"name": "paid", "provider": "openai", "input_per_mtok": 1,
+                    "output_per_mtok": 1},
+                   {"name": "free", "provider": "openai"}],
+        "data_dir": str(tmp_path), "tenants": {"beta": {"budgets": ["10/day"]}}}, environ={})
+    catalog = s.catalog()
+    assert catalog is not None
+    gov = Governor(s)
+    beta = gov.policy(s, "beta", None)
+    for candidates, also, named in ((["free"], None, "models"),
+                                    (["free"], ["free", "paid"], "models"),
+                                    (["free", "paid"], ["free"], "body"),
+                                    (None, ["free"], "body")):
+        with pytest.raises(PermissionDeniedError) as refused:
+            gov.narrow(beta, catalog, candidates, also=also, candidates_field="models",
+                       also_field="body")
+        assert refused.value.param == named
+        assert str(refused.value).startswith(f'{named}: "free" has no prices'), refused.value
+    # Without a name of its own, the caller's list is named as the request's field.
+    with pytest.raises(PermissionDeniedError) as refused:
+        gov.narrow(beta, catalog, ["free"], field="available_models")
+    assert refused.value.param == "available_models"
+    assert gov.narrow(beta, catalog, ["free", "paid"], also=["paid"],
+                      candidates_field="models") == ["paid"]

@@ -983,7 +983,8 @@ class Gateway:
                 # Narrowed to what the caller may use; refused early when its RPM window is
                 # full (routing costs CPU; a named model is admitted right away anyway).
                 call = replace(call, models=self.governor.narrow(
-                                   policy, catalog, call.models, also=call.body.get("models")),
+                                   policy, catalog, call.models, also=call.body.get("models"),
+                                   candidates_field=call.models_field),
                                cost_weight=(call.cost_weight if call.cost_weight is not None
                                             else policy.cost_weight))
                 self.governor.precheck(policy)

@@ -582,12 +582,16 @@ class Governor:
                 param="model")
 
     def narrow(self, policy: Policy, catalog: Catalog, candidates: Sequence[str] | None, *,
-               also: object = None, field: str = "model") -> list[str] | None:
+               also: object = None, field: str = "model", candidates_field: str | None = None,
+               also_field: str = "models") -> list[str] | None:
         """What ``auto`` may choose for the caller: ``candidates`` (a caller's list, already
         passed by :meth:`check_candidates`; None: every model it may use). A caller a budget
         watches chooses among the models with prices only (see :meth:`check_priced`); a 403
-        naming ``field`` (the request's field asking for ``auto``) when that leaves none of
-        those its lists (``candidates`` and ``also``, the body's ``models``) name."""
+        when that leaves none of those its lists (``candidates`` and ``also``, the body's
+        ``models``, applied after it) name, naming the list that left none as the caller
+        called it: ``candidates_field`` when ``candidates`` alone names no priced model,
+        else ``also_field``; ``field`` (the request's field asking for ``auto``) when no list
+        given did (``candidates_field`` None: ``candidates`` is named ``field`` too)."""
         allowed = self.allowed_names(policy, catalog)
         names = (list(candidates) if candidates is not None
                  else None if allowed is None else list(allowed))
@@ -597,10 +601,17 @@ class Governor:
         pool = base
         if isinstance(also, Sequence) and not isinstance(also, str):
             pool = [m for m in base if m in also]
-        if pool and not any(m not in catalog or catalog[m].priced for m in pool):
+
+        def unpriced(models: Sequence[str]) -> bool:
+            return bool(models) and not any(m not in catalog or catalog[m].priced
+                                            for m in models)
+
+        if unpriced(pool):
+            name = (candidates_field if candidates is not None and candidates_field is not None
+                    and unpriced(base) else also_field if pool is not base else field)
             raise PermissionDeniedError(
-                f"{field}: {self._unpriced(policy, [m for m in pool if m in catalog])}, so "
-                "\"auto\" has no model to choose", param=field)
+                f"{name}: {self._unpriced(policy, [m for m in pool if m in catalog])}, so "
+                "\"auto\" has no model to choose", param=name)
         kept = [m for m in base if m not in catalog or catalog[m].priced]
         return kept if len(kept) < len(base) or names is not None else None
 
