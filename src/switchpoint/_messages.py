@@ -80,7 +80,7 @@ def refuse_unknown(given: Iterable[str], taken: Sequence[str], kind: str, where:
         nor = (f" (nor {'is' if len(others) == 1 else 'are'} "
                f"{listed_names(others, _SHOWN_UNKNOWN - 1, MAX_FIELD, quoted=True)})")
     if taken:
-        listed = f"it takes {', '.join(taken)}"
+        listed = f"it takes {listed_keys(taken)}"
         advice = "check its spelling, or leave it out"
     else:
         listed = "it takes none"
@@ -111,6 +111,20 @@ def listed_names(names: Iterable[str], most: int = MAX_LISTED, width: int = 64, 
                       for name in names[:most])
     more = max(len(names), total or 0) - most
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+#: How many of the code's own names (a config section's keys, a request's fields, a route's
+#: query parameters, a method's arguments) a message lists: more than any of them has (a
+#: section of the gateway's 26 keys), so the list is whole, and bounded all the same.
+MAX_KEYS = 40
+
+
+def listed_keys(names: Iterable[str]) -> str:
+    """The names the code takes (a config section's keys, a request's fields, a route's query
+    parameters, a method's arguments) as a message offers them to choose from: each quoted as
+    JSON writes it (:func:`listed_names`), every one of them (up to :data:`MAX_KEYS`), as
+    ``"size", "ttl_seconds"``."""
+    return listed_names(names, MAX_KEYS, MAX_FIELD, quoted=True)
 
 
 def people_number(value: float) -> str:
@@ -357,7 +371,7 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
         return f"must have at most {people_number(most)} {what}" + (
             f", got {people_number(had)}" if isinstance(had, int) else "")
     if kind == "extra_forbidden":
-        listed = f"; known keys here: {', '.join(known)}" if known else ""
+        listed = f"; known keys here: {listed_keys(known)}" if known else ""
         loc = err.get("loc") or ("",)
         close = difflib.get_close_matches(str(loc[-1]), list(known), n=1)
         meant = f": did you mean {json_quoted(close[0])}?" if close else ""
@@ -398,7 +412,7 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
     field (``param`` is the top-level field at fault, or ``root``; inside a field of
     ``keyed``, the entry's path: :func:`entry_param`)."""
     err = errors[0]
-    listed = f" with the fields {', '.join(fields)}" if fields else ""
+    listed = f" with the fields {listed_keys(fields)}" if fields else ""
     raw_loc = tuple(err["loc"])
     loc = raw_loc[1:] if raw_loc[:1] == ("body",) else raw_loc
     kind = err["type"]
@@ -423,7 +437,7 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
     path = cut(key_path(loc, root), 2 * MAX_FIELD)
     param = entry_param(param, path, keyed)
     if kind == "extra_forbidden":
-        known = f"; the fields are {', '.join(fields)}" if fields else ""
+        known = f"; the fields are {listed_keys(fields)}" if fields else ""
         return invalid_at(param, path, f"is not a field of this request{known}")
     if takes is not None:
         value = err.get("input")

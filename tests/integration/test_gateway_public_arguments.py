@@ -6,6 +6,7 @@ deep inside. The catalog points at an address nothing is asked at."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -195,7 +196,8 @@ def test_an_unknown_keyword_argument_is_refused_naming_it_and_those_taken(
     assert caught.value.field == "bogus", caught.value
     assert str(caught.value) == (
         f'bogus: is not an argument of {method} (nor is "colour\\n"); it takes '
-        f"{', '.join(takes)} (check its spelling, or leave it out)")
+        f"{', '.join(json.dumps(name) for name in takes)} (check its spelling, or leave it "
+        "out)")
     # (and every argument it lists is taken: none of them is refused as unknown)
     for name in takes:
         try:  # (refused as the argument it is, or given twice: the method passes it itself)

@@ -712,7 +712,8 @@ def test_the_key_list_comes_a_bounded_page_at_a_time(gov: ThreadServer,
     ({"tenant": "acme", "name": "ops sk-ant-api03-" + "S" * 40}, "name",
      "shaped like a credential"),
     ({"tenant": "acme", "colour": "red"}, "colour",
-     "not a field of this request; the fields are tenant, name, budget, rpm, tpm, models"),
+     'not a field of this request; the fields are "tenant", "name", "budget", "rpm", "tpm", '
+     '"models"'),
     # A field of several types names itself and what it takes, not one of its types
     # (the message said "expires.str: must be a string").
     ({"tenant": "acme", "expires": [1]}, "expires", "expires: must be a string or a number"),
@@ -928,7 +929,7 @@ def test_an_unknown_rotate_field_is_a_400_listing_the_fields(gov: ThreadServer) 
     r = httpx.post(f"{gov.base}/v1/router/keys/{issued['id']}/rotate", json={"grace": 30},
                    headers=ADMIN)
     assert r.status_code == 400 and r.json()["error"]["param"] == "grace"
-    assert r.json()["error"]["message"].endswith("the fields are grace_seconds")
+    assert r.json()["error"]["message"].endswith('the fields are "grace_seconds"')
 
 
 def test_reports_and_budgets_over_http(gov: ThreadServer) -> None:
@@ -1282,7 +1283,7 @@ def test_a_query_parameter_a_route_does_not_take_is_refused_and_so_is_one_given_
     assert "is given 2 times" in r.json()["error"]["message"]
     r = httpx.get(f"{gov.base}/v1/router/budgets", params={"offset": "50"}, headers=ADMIN)
     assert r.status_code == 400 and r.json()["error"]["param"] == "offset", r.text
-    assert "it takes limit, cursor" in r.json()["error"]["message"]
+    assert 'it takes "limit", "cursor"' in r.json()["error"]["message"]
 
 
 def test_the_admin_token_where_a_client_key_goes_is_told_apart(gov: ThreadServer) -> None:

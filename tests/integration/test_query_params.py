@@ -67,12 +67,12 @@ def test_own_routes_refuse_a_parameter_they_do_not_take(gw: ThreadServer) -> Non
     assert "GET /v1/router/stats" in message and "tenant" in message
     message = refused(httpx.get(f"{base}/v1/router/report/sla", params={"windw": "1h"}),
                       "windw")
-    assert "it takes since_hours, tenant" in message
+    assert 'it takes "since_hours", "tenant"' in message
     message = refused(httpx.get(f"{base}/health", params={"verbose": "1"}), "verbose")
     assert "it takes none" in message
     message = refused(httpx.get(f"{base}/v1/router/requests",
                                 params={"limit": 2, "page": 3}), "page")
-    assert "it takes limit, cursor" in message
+    assert 'it takes "limit", "cursor"' in message
     refused(httpx.get(f"{base}/metrics", params={"format": "json"}), "format")
     refused(httpx.get(f"{base}/v1/router/keys/nosuchkey", params={"x": "1"}), "x")
     # POST routes: the query is checked before the body is read, and nothing is done.
@@ -139,7 +139,7 @@ def test_a_caller_who_may_not_use_a_route_learns_nothing_of_its_parameters(
         assert r.status_code == 401, (path, r.status_code, r.text)
         assert "windw" not in r.text and "takes" not in r.text, (path, r.text)
     # With the token, or a client key, the same request is told what the route takes.
-    assert "it takes since_hours, tenant" in refused(
+    assert 'it takes "since_hours", "tenant"' in refused(
         httpx.get(f"{base}/v1/router/report/sla", params={"windw": "1h"}, headers=ADMIN),
         "windw")
     key = {"authorization": f"Bearer {key_for(guarded, 'acme')}"}

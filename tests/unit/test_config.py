@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 import yaml
 
-from switchpoint.config import COMMAND_LINE, MAX_CONFIG_BYTES, Settings, load_settings
+from switchpoint.config import (
+    COMMAND_LINE,
+    MAX_CONFIG_BYTES,
+    GatewaySettings,
+    Settings,
+    load_settings,
+)
 from switchpoint.errors import ConfigError, WeightsError
 from switchpoint.gateway.live import RouterFactory, checked_package
 from switchpoint.weights import default_weights_path
@@ -253,7 +259,7 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("governance: {image_tokens: 10000000000}\n", "image_tokens: must be <= 1,000,000"),
     ("learning: {seed: 100000000000000000000}\n", "seed: must be <= 9,223,372,036,854,775,807"),
     ("cache: {ttl: 5}\n", "cache.ttl: is not a known key (check its spelling); known keys "
-                          "here: size, ttl_seconds"),
+                          "here: \"size\", \"ttl_seconds\""),
     ("policy: nonsense\n", 'policy: "nonsense" has no bundled weights'),
     ("weights: ./nowhere\n", "weights: "),
     ("policies: {mine: ./nowhere}\n", "policies.mine: "),
@@ -447,12 +453,13 @@ def test_env_errors_say_which_variable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("env", "expected"), [
     ({"SWITCHPOINT_GATEWAY__NOPE": "1"}, "gateway.nope: is not a known key (check its "
-                                         "spelling); known keys here: connect_timeout_s, "),
+                                         "spelling); known keys here: \"connect_timeout_s\", "),
     ({"SWITCHPOINT_GATEWAY__FIRST_TOKEN_TIMOUT_S": "5"}, "gateway.first_token_timout_s: is not "
      "a known key (check its spelling: did you mean \"first_token_timeout_s\"?); known keys "
      "here: "),
     ({"SWITCHPOINT_CACHE__SIZ": "3"}, "cache.siz: is not a known key (check its spelling: did "
-     "you mean \"size\"?); known keys here: size, ttl_seconds (from SWITCHPOINT_CACHE__SIZ)"),
+     "you mean \"size\"?); known keys here: \"size\", \"ttl_seconds\" (from "
+     "SWITCHPOINT_CACHE__SIZ)"),
     ({"SWITCHPOINT_SLA__MAX_LATENCY": "900"}, "sla.max_latency: is not a known key (check its "
      "spelling: did you mean \"max_latency_ms\"?)"),
     ({"SWITCHPOINT_GATEWAI__HEALTH_WINDOW": "9"}, "gatewai: is not a known key (check its "
@@ -466,6 +473,18 @@ def test_a_variable_whose_path_names_no_config_key_is_refused_naming_it(
     message = error_of(tmp_path, "cache: {size: 5}\n", env)
     assert message.startswith(expected), message
     assert next(iter(env)) in message
+
+
+def test_an_unknown_key_lists_every_key_of_its_section_quoted(tmp_path: Path) -> None:
+    """The gateway section has more keys than a message lists of other names (26, past 20):
+    each is offered, quoted as JSON writes a name, none of them left as "and 6 more"."""
+    message = error_of(tmp_path, "gateway: {nope: 1}\n")
+    keys = list(GatewaySettings.model_fields)
+    assert len(keys) > 20
+    listed = ", ".join(json.dumps(key) for key in keys)
+    assert message.startswith(f"gateway.nope: is not a known key (check its spelling); known "
+                              f"keys here: {listed}"), message
+    assert " more" not in message
 
 
 def test_variables_that_are_no_config_path_are_left_alone_and_a_section_key_is_read() -> None:

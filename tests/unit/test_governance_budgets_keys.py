@@ -145,7 +145,7 @@ def test_a_budget_curve_may_raise_lambda_to_the_most_a_request_routes_with() -> 
      "tenants.acme.budget_curve",
      "point 1's cost_weight is 20000; the most a request may route with is 10,000"),
     ({"tenants": {"acme": {"sla": {"min_quality": 1}}}}, "tenants.acme.sla.min_quality",
-     "known keys here: max_latency_ms"),
+     'known keys here: "max_latency_ms"'),
     ({"escalation": {"strategy": "sometimes"}}, "escalation.strategy", "must be one of"),
     ({"budgets": {"total": "5/eon"}}, "budgets.total", '"eon" is not a budget period'),
     ({"auth": "tokens"}, "auth", 'must be one of "none" or "keys", got "tokens"'),

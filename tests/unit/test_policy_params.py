@@ -66,7 +66,7 @@ def test_set_params_unknown_name_is_a_clear_error() -> None:
         KnnPolicy().set_params(assignment="soft")
     assert info.value.field == "assignment"
     message = str(info.value)
-    assert '"knn" policy has no parameter(s) "assignment"; its parameters are k, ' in message
+    assert '"knn" policy has no parameter(s) "assignment"; its parameters are "k", ' in message
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
@@ -77,7 +77,8 @@ def test_make_policy_unknown_name_lists_the_parameters(name: str) -> None:
     assert info.value.field == "no_such_parameter"
     message = str(info.value)
     assert f'"{name}" policy has no parameter(s) "no_such_parameter"' in message
-    assert f"its parameters are {', '.join(param_names(policy_class(name)))}" in message
+    listed = ", ".join(f'"{param}"' for param in param_names(policy_class(name)))
+    assert f"its parameters are {listed}" in message
     assert "__init__" not in message
 
 

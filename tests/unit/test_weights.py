@@ -916,8 +916,8 @@ def _copy_with_profile(root: Path, rel: str, profile: dict[str, Any]) -> Path:
 
 
 @pytest.mark.parametrize(("change", "said"), [
-    (lambda p: p.pop("label_variance"), "has expected_cost, mean_cost, stderr_count but not "
-     "label_variance"),
+    (lambda p: p.pop("label_variance"), 'has "expected_cost", "mean_cost", "stderr_count" '
+     'but not "label_variance"'),
     (lambda p: p["stderr_count"].pop(), "stderr_count values for"),
 ])
 def test_what_an_export_adds_is_whole_or_the_package_is_refused(

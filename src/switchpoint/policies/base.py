@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._messages import MAX_LISTED, json_quoted, listed_names
+from switchpoint._messages import json_quoted, listed_keys, listed_names
 from switchpoint._numbers import checked_number
 from switchpoint.errors import InvalidInputError, NotFittedError, UnknownModelError
 
@@ -141,8 +141,8 @@ class Kept:
             return None
         if len(held) < len(cls.FIELDS):
             missing = [key for key in cls.FIELDS if key not in profile]
-            raise ValueError(f"profile of {json_quoted(model)} has {', '.join(held)} but not "
-                             f"{', '.join(missing)} (what an export of a learned router "
+            raise ValueError(f"profile of {json_quoted(model)} has {listed_keys(held)} but not "
+                             f"{listed_keys(missing)} (what an export of a learned router "
                              "writes together)")
         for key in ("expected_cost", "stderr_count"):
             if len(profile[key]) != n_units:
@@ -417,8 +417,7 @@ def check_param_names(cls: type[Policy], params: Mapping[str, object]) -> None:
     if unknown:
         raise InvalidInputError(
             unknown[0], f"the {json_quoted(cls.name)} policy has no parameter(s) "
-            f"{', '.join(json_quoted(name) for name in unknown[:MAX_LISTED])}; its "
-            f"parameters are {', '.join(known)}")
+            f"{listed_names(unknown, quoted=True)}; its parameters are {listed_keys(known)}")
 
 
 def check_number(name: str, value: object, *, low: float = 0.0, inclusive: bool = True) -> float:
