@@ -361,7 +361,7 @@ def test_a_name_not_listed_is_refused_naming_the_list(listed: Attacked) -> None:
     for host in (REBOUND, "api.internal.evil.example", "internal"):
         message = _refused(httpx.get(f"{listed.base}/health", headers={"host": host},
                                      timeout=30), host)
-        assert "(it lists api.internal, router.example.com)" in message, message
+        assert '(it lists "api.internal", "router.example.com")' in message, message
 
 
 def test_a_reload_checks_the_list_and_keeps_the_one_the_service_started_with(

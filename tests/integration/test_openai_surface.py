@@ -151,7 +151,7 @@ def test_a_page_of_an_origin_cors_does_not_list_is_refused(
     assert (error["code"], error["type"], error["param"]) == (
         "permission_denied", "permission_error", "origin")
     assert '"https://evil.example"' in error["message"]
-    assert "cors.allow_origins does not list (it lists https://app.example)" in error["message"]
+    assert 'cors.allow_origins does not list (it lists "https://app.example")' in error["message"]
     assert gw_fake.requests() == []
     allowed = httpx.post(url, content=body, timeout=15, headers={
         "origin": "https://app.example", "content-type": "text/plain;charset=UTF-8"})

@@ -83,7 +83,7 @@ def test_beyond_loopback_the_listed_names_are_enforced(gw_fake: FakeProviderProc
         refused = httpx.get(f"{server.base}/v1/router/status", headers={"host": REBOUND},
                             timeout=30)
         assert refused.status_code == 403, refused.text
-        assert "(it lists router.example.com)" in refused.json()["error"]["message"]
+        assert '(it lists "router.example.com")' in refused.json()["error"]["message"]
         assert _status(server, "router.example.com") == 200
         assert _status(server, "router.example.com:443") == 200
         assert _status(server, "localhost:8080") == 200  # a check on the machine itself

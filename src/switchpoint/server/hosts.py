@@ -135,7 +135,7 @@ def refusal(hosts: list[str], allowed: frozenset[str]) -> str | None:
     host = refused[0]
     name = _name(host)
     lists = ("lists none" if not allowed
-             else "lists " + listed_names(sorted(allowed), most=5))
+             else "lists " + listed_names(sorted(allowed), most=5, quoted=True))
     if name is None:
         what = (f"host: the request names {json_quoted(host, 100)} as its host {_WHERE}, "
                 "which is not a host name or an IP address, with a port or without one "

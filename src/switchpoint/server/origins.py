@@ -34,7 +34,7 @@ def refusal(origins: list[str], allowed: frozenset[str]) -> str | None:
     if len(origins) > 1:
         return (f"origin: the header is given {len(origins)} times; a browser sends one, "
                 "naming the page the request comes from")
-    lists = ("lists " + listed_names(sorted(allowed), most=5) if allowed
+    lists = ("lists " + listed_names(sorted(allowed), most=5, quoted=True) if allowed
              else "lists none: CORS is off")
     return (f"origin: the request comes from a web page of {json_quoted(origins[0], 100)}, "
             f"an origin cors.allow_origins does not list (it {lists}), so it is refused: a "
