@@ -110,8 +110,8 @@ def test_over_http_the_same_errors_name_the_headers(served: ThreadServer,
     assert str(body["message"]).startswith(f"{param}: ")
 
 
-NAMES_NO_MODEL = ("names no model; name at least one for 'auto' to choose among, or leave it "
-                  "out to let 'auto' choose among every model it may")
+NAMES_NO_MODEL = ('names no model; name at least one for "auto" to choose among, or leave it '
+                  'out to let "auto" choose among every model it may')
 
 
 def test_an_empty_candidate_list_says_it_names_no_model(local: Gateway) -> None:

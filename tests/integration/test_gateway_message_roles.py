@@ -789,7 +789,7 @@ def test_a_history_calling_a_tool_not_offered_this_turn_reaches_either_wire_as_i
 REFUSED_TOOLS: list[tuple[dict[str, Any], str, str, str]] = [
     ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "x"}}},
      "tool_choice", "tool_choice.function.name",
-     'is "x", which is not a function the request declares in tools (lookup); name one of '
+     'is "x", which is not a function the request declares in tools ("lookup"); name one of '
      "them, or send auto, none or required"),
     ({"tools": [*TOOLS, {"type": "function", "function": {"name": ""}}]},
      "tools", "tools[1].function.name",
@@ -801,7 +801,7 @@ REFUSED_TOOLS: list[tuple[dict[str, Any], str, str, str]] = [
     ({"tools": TOOLS, "tool_choice": {"type": "allowed_tools", "allowed_tools": {
         "mode": "auto", "tools": [{"type": "function", "function": {"name": "search"}}]}}},
      "tool_choice", "tool_choice.allowed_tools.tools[0].function.name",
-     'is "search", which is not a function the request declares in tools (lookup)'),
+     'is "search", which is not a function the request declares in tools ("lookup")'),
 ]
 
 

@@ -95,7 +95,7 @@ def _fn(name: Any) -> dict[str, Any]:
 REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
     ({"tools": [tool("lookup")], "tool_choice": {"type": "function", "function": {"name": "x"}}},
      "tool_choice", "tool_choice.function.name",
-     'is "x", which is not a function the request declares in tools (lookup); name one of '
+     'is "x", which is not a function the request declares in tools ("lookup"); name one of '
      "them, or send auto, none or required"),
     ({"tool_choice": {"type": "function", "function": {"name": "lookup"}}},
      "tool_choice", "tool_choice.function.name",
@@ -109,7 +109,7 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
     ({"tools": [tool(f"t{i}") for i in range(30)],
       "tool_choice": {"type": "function", "function": {"name": "t30"}}},
      "tool_choice", "tool_choice.function.name",
-     "(t0, t1, t2, t3, t4, t5, t6, t7, t8, t9 and 20 more)"),
+     '("t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9" and 20 more)'),
     ({"tools": [tool("lookup")], "tool_choice": {"type": "function", "function": {}}},
      "tool_choice", "tool_choice.function.name",
      'is missing; a tool_choice naming a function is written {"type": "function", '
@@ -119,13 +119,13 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
     ({"tools": [tool("lookup"), CUSTOM],
       "tool_choice": {"type": "custom", "custom": {"name": "lookup"}}},
      "tool_choice", "tool_choice.custom.name",
-     'is "lookup", which is not a custom tool the request declares in tools (grep)'),
+     'is "lookup", which is not a custom tool the request declares in tools ("grep")'),
     ({"tools": [tool("lookup")], "tool_choice": {"type": "custom", "custom": {"name": "grep"}}},
      "tool_choice", "tool_choice.custom.name",
      'is "grep", which is not a custom tool the request declares in tools (it declares none)'),
     ({"functions": [{"name": "lookup"}], "function_call": {"name": "search"}},
      "function_call", "function_call.name",
-     'is "search", which is not a function the request declares in functions (lookup)'),
+     'is "search", which is not a function the request declares in functions ("lookup")'),
     # A choice that is neither a mode OpenAI takes nor an object (it was routed, logged and
     # sent: OpenAI refused it upstream, the Anthropic adapter as a request it cannot express).
     ({"tools": [tool("lookup")], "tool_choice": "sometimes"}, "tool_choice", "tool_choice",
@@ -144,11 +144,11 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
     # An allowed_tools choice lists tools the request declares, as a choice of one does.
     ({"tools": [tool("lookup")], "tool_choice": _allowed(_fn("lookup"), _fn("nope"))},
      "tool_choice", "tool_choice.allowed_tools.tools[1].function.name",
-     'is "nope", which is not a function the request declares in tools (lookup); name one of '
+     'is "nope", which is not a function the request declares in tools ("lookup"); name one of '
      "them, or send auto, none or required"),
     ({"tools": [tool("lookup")], "tool_choice": _allowed({"type": "function", "name": "x"})},
      "tool_choice", "tool_choice.allowed_tools.tools[0].name",
-     'is "x", which is not a function the request declares in tools (lookup)'),
+     'is "x", which is not a function the request declares in tools ("lookup")'),
     ({"tools": [tool("lookup")], "tool_choice": _allowed(
         {"type": "custom", "custom": {"name": "grep"}})},
      "tool_choice", "tool_choice.allowed_tools.tools[0].custom.name",

@@ -57,7 +57,14 @@ from switchpoint._json import (
     too_long,
     unique_keys,
 )
-from switchpoint._messages import cut, got, invalid_at, invalid_from_validation, listed_names
+from switchpoint._messages import (
+    got,
+    invalid_at,
+    invalid_from_validation,
+    json_quoted,
+    listed_keys,
+    listed_names,
+)
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.image_urls import image_url_problem
@@ -149,7 +156,7 @@ class ChatRequest(BaseModel):
     )
 
     model: StrictStr = Field(min_length=1, max_length=MAX_MODEL_NAME,
-                             description="'auto' to let the router choose, or a catalog model "
+                             description="\"auto\" to let the router choose, or a catalog model "
                                          "name (GET /v1/models).")
     messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool | None = Field(None, description="Answer as server-sent events.")
@@ -157,7 +164,7 @@ class ChatRequest(BaseModel):
         None, description="Options of a stream (an object): include_usage (a boolean).")
     models: list[StrictStr] | None = Field(
         None, min_length=1, max_length=MAX_MODELS,
-        description="With model 'auto': the catalog models the router may choose among (the "
+        description="With model \"auto\": the catalog models the router may choose among (the "
                     "header x-switchpoint-models does the same). Not forwarded upstream.")
     max_tokens: StrictInt | None = Field(
         None, ge=1, le=MAX_TOKENS,
@@ -248,7 +255,7 @@ def check_chat_body(data: object, *, walk: bool = True, surrogates: bool = True
     numbers, lone surrogates when ``surrogates``) for a caller that knows it cannot fail."""
     if not isinstance(data, dict):
         raise InvalidInputError("body", f"must be a JSON object with the fields "
-                                        f"{', '.join(_FIELDS)}")
+                                        f"{listed_keys(_FIELDS)}")
     if walk:
         _check_values(data, surrogates)
     try:
@@ -416,7 +423,7 @@ def _check_calls(message: Mapping[str, Any], where: str) -> None:
                                              f"written {_TOOL_CALLS['function'][2]}")
         kind = tool_call.get("type")
         if kind not in _TOOL_CALLS:
-            shown = (f"is {cut(json.dumps(kind), 40)}" if isinstance(kind, str)
+            shown = (f"is {json_quoted(kind, 40)}" if isinstance(kind, str)
                      else _absent(tool_call, "type"))
             raise invalid_at("messages", f"{at}.type",
                              f"{shown}; a tool call's type is function (or custom): "
@@ -473,7 +480,7 @@ def _name(holder: Mapping[str, Any], where: str, param: str, rule: str,
     if not isinstance(name, str):
         raise invalid_at(param, f"{where}.name", f"{_absent(holder, 'name')}; {written or rule}")
     if not 1 <= len(name) <= MAX_TOOL_NAME or (refused is not None and refused.search(name)):
-        raise invalid_at(param, f"{where}.name", f"is {cut(json.dumps(name), 80)}; {rule}")
+        raise invalid_at(param, f"{where}.name", f"is {json_quoted(name, 80)}; {rule}")
     return name
 
 
@@ -528,8 +535,9 @@ def _declared(data: Mapping[str, Any]) -> tuple[dict[str, list[str]], list[str] 
 
 def _listed(names: list[str]) -> str:
     """Declared tool names as an error lists them: the first :data:`MAX_NAMES_LISTED`, each
-    cut short (a name may be up to :data:`MAX_TOOL_NAME` characters), and how many more."""
-    return listed_names(names, MAX_NAMES_LISTED)
+    quoted as JSON writes it and cut short (a name may be up to :data:`MAX_TOOL_NAME`
+    characters), and how many more."""
+    return listed_names(names, MAX_NAMES_LISTED, quoted=True)
 
 
 def _chosen(choice: Mapping[str, Any], where: str, param: str, written: str,
@@ -540,7 +548,7 @@ def _chosen(choice: Mapping[str, Any], where: str, param: str, written: str,
     name = choice.get("name")
     if not isinstance(name, str):
         raise invalid_at(param, f"{where}.name", f"{_absent(choice, 'name')}; {written}")
-    shown = cut(json.dumps(name), 80)
+    shown = json_quoted(name, 80)
     if declared is None:
         raise invalid_at(param, f"{where}.name",
                          f"is {shown}, but the request declares no {field}: declare it in "
@@ -569,7 +577,7 @@ def _check_allowed(choice: Mapping[str, Any], declared: dict[str, list[str]] | N
                          f"{_not_object(allowed, 'allowed_tools' in choice)}; {written}")
     mode = allowed.get("mode")
     if mode not in ("auto", "required"):
-        shown = (f"is {cut(json.dumps(mode), 40)}" if isinstance(mode, str)
+        shown = (f"is {json_quoted(mode, 40)}" if isinstance(mode, str)
                  else _absent(allowed, "mode"))
         raise invalid_at("tool_choice", "tool_choice.allowed_tools.mode",
                          f"{shown}; the mode is auto (the model may call one of the listed "
@@ -604,7 +612,7 @@ def _check_choice_mode(choice: object, field: str, modes: tuple[str, ...]) -> No
     has a meaning for it."""
     if choice is None or isinstance(choice, dict) or choice in modes:
         return
-    shown = (f"is {cut(json.dumps(choice), 40)}" if isinstance(choice, str)
+    shown = (f"is {json_quoted(choice, 40)}" if isinstance(choice, str)
              else f"must be a string or an object{got(choice)}")
     said = f"{', '.join(modes[:-1])} or {modes[-1]}"
     raise invalid_at(field, field, f"{shown}; send {said}, or an object naming a tool the "
@@ -698,7 +706,7 @@ def _check_parts(message: Mapping[str, Any], i: int) -> None:
         kind = part["type"]
         if kind not in PART_TYPES[role]:
             raise invalid_at("messages", f"{where}.type",
-                             f"is {cut(json.dumps(kind), 40)}, which {_article(role)} {role} "
+                             f"is {json_quoted(kind, 40)}, which {_article(role)} {role} "
                              f"message does not take: {_article(role)} {role} message takes "
                              f"{_takes(role)}")
         kind_of, members, written = _PART_FIELDS[kind]
@@ -726,9 +734,9 @@ def check_model_count(models: list[str], field: str) -> list[str]:
     more than :data:`MAX_MODELS` names (dropping the rest would route among fewer models than
     the caller listed)."""
     if not models:
-        raise InvalidInputError(field, "names no model; name at least one for 'auto' to choose "
-                                       "among, or leave it out to let 'auto' choose among every "
-                                       "model it may")
+        raise InvalidInputError(field, "names no model; name at least one for \"auto\" to choose "
+                                       "among, or leave it out to let \"auto\" choose among "
+                                       "every model it may")
     if len(models) > MAX_MODELS:
         raise InvalidInputError(field, f"names {len(models)} models; it takes at most "
                                        f"{MAX_MODELS}")
