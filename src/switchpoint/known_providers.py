@@ -36,7 +36,7 @@ import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, listed_names
 
 if TYPE_CHECKING:
     from switchpoint.catalog import ModelCard
@@ -83,7 +83,7 @@ KNOWN_PROVIDERS: dict[str, ProviderSpec] = {spec.name: spec for spec in (
 
 def known_names() -> str:
     """The provider names, for messages."""
-    return ", ".join(KNOWN_PROVIDERS)
+    return listed_names(KNOWN_PROVIDERS, quoted=True)
 
 
 def check_provider(value: str) -> str:
@@ -94,7 +94,7 @@ def check_provider(value: str) -> str:
     close = difflib.get_close_matches(name, list(KNOWN_PROVIDERS), n=1)
     hint = f" (did you mean {json_quoted(close[0])}?)" if close else ""
     raise ValueError(f"{json_quoted(value)} is not a known provider{hint}; use one of "
-                     f"{known_names()} ({OPENAI_COMPATIBLE} needs a base_url)")
+                     f"{known_names()} ({json_quoted(OPENAI_COMPATIBLE)} needs a base_url)")
 
 
 def infer_provider(base_url: str | None) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 
 from switchpoint._admitted import admitted_by
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
-from switchpoint._messages import json_quoted, people_number
+from switchpoint._messages import json_quoted, listed_names, people_number
 from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import (
@@ -455,7 +455,8 @@ class Router(RemadeOnLoad):
             unpriced = [c.name for c in self.catalog.cards if not c.priced]
             raise InvalidInputError(
                 "estimate_tokens", f"prices a request with the catalog's prices, and "
-                f"{', '.join(unpriced[:5])} {'has' if len(unpriced) == 1 else 'have'} none "
+                f"{listed_names(unpriced, 5, quoted=True)} "
+                f"{'has' if len(unpriced) == 1 else 'have'} none "
                 "(costs come from the weights' profiles); give every model input_per_mtok "
                 "and output_per_mtok, or leave estimate_tokens out")
         return tokens
@@ -1248,21 +1249,22 @@ def load_router(
     expect("weights_name", weights_name, str, "a bundled package name", optional=True)
     expect("embedding_model", embedding_model, str, "an embedding model's name",
            optional=True)
-    expect("engine", engine, str, f"an engine's name ({', '.join(ENGINES)})")
+    expect("engine", engine, str, f"an engine's name ({listed_names(ENGINES, quoted=True)})")
     expect("download_if_missing", download_if_missing, bool, "True or False")
     expect("policy", policy, str, "the name of a bundled policy", optional=True)
     expect("catalog", catalog, Catalog, "a Catalog", optional=True)
     expect("warm", warm, bool, "True or False")
     if engine not in ENGINES:
         raise InvalidInputError("engine", f"unknown engine {json_quoted(engine)}; use one of "
-                                          f"{', '.join(ENGINES)} (all run switchpoint's "
-                                          "in-process ONNX engine)")
+                                          f"{listed_names(ENGINES, quoted=True)} (all run "
+                                          "switchpoint's in-process ONNX engine)")
     if weights_name is not None and weights_path is None:
         named = DEFAULT_POLICY if weights_name == "default" else weights_name
         if named not in bundled_policies():
             raise InvalidInputError(
                 "weights_name", f"no bundled weights named {json_quoted(weights_name)}; "
-                f"bundled: default, {', '.join(bundled_policies())} (switchpoint never "
+                "bundled: "
+                f"{listed_names(['default', *bundled_policies()], quoted=True)} (switchpoint never "
                 "downloads weights: pass weights_path for your own, made with `switchpoint fit`)")
         policy = policy or named
     package = load_weights(weights_path, policy=policy, max_weights_bytes=max_weights_bytes)

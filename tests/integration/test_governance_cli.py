@@ -598,7 +598,7 @@ def test_a_forecast_says_a_model_gone_from_the_catalog_is_gone_not_unpriced(
     code, out, err = run(argv, capsys)
     assert code == 0, err
     assert "does not price" not in out, out
-    assert ("not counted: 33.3% of the requests went to small, which is no longer in the "
+    assert ('not counted: 33.3% of the requests went to "small", which is no longer in the '
             "catalog (its share will go to the models there are)") in out, out
 
 

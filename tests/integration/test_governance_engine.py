@@ -104,7 +104,7 @@ def test_the_models_a_caller_may_use_are_read_by_the_rule_chat_uses(gateway_of: 
         assert str(refused.value) == str(chat.value), chat.value
         assert 'may use "cheap", "auto"' in str(chat.value), chat.value
     with pytest.raises(ModelNotFoundError, match='"nope" is not a model of this gateway; use '
-                                                 "one of auto, good, cheap"):
+                                                 'one of "auto", "good", "cheap"'):
         gw.model("nope")
     with pytest.raises(InvalidInputError) as bad:
         gw.model(5)
@@ -246,9 +246,9 @@ def test_an_experiment_arm_s_note_names_only_models_the_key_may_use(
     d = gw.route("Hello there", key=key)
     assert d.experiment == "narrow" and d.selected_model == "cheap"
     note = next(r for r in d.reasoning if r.startswith('Experiment "narrow"'))
-    assert "(models cheap)" in note and "good" not in " ".join(d.reasoning), d.reasoning
+    assert '(models "cheap")' in note and "good" not in " ".join(d.reasoning), d.reasoning
     wide = gw.route("Hello there")
-    assert any("(models good, cheap)" in r for r in wide.reasoning), wide.reasoning
+    assert any('(models "good", "cheap")' in r for r in wide.reasoning), wide.reasoning
 
 
 def test_named_models_drop_fallbacks_the_key_may_not_use(gateway_of: Any,

@@ -756,7 +756,7 @@ def test_a_blind_comparison_tells_no_model_before_its_one_score(
                        {"compare_id": cid, "scores": {"strong": 0.5}})
         assert by_name.status_code == 400, by_name.text
         assert by_name.json()["error"]["param"] == "scores"
-        assert "blind: score its answers by label (A, B)" in by_name.text
+        assert 'blind: score its answers by label ("A", "B")' in by_name.json()["error"]["message"]
         assert "default" not in get(server, "/v1/router/status").json()["tenants"]
         first = post(server, "/v1/router/preferences/score",
                      {"compare_id": cid, "scores": {"A": 0.5}})

@@ -725,7 +725,7 @@ def test_export_folds_the_overlay_into_new_weights(package, fake_embedder, tmp_p
     router.report_outcome(router.route(math_prompt(0), tenant="acme").decision_id, 1.0)
     with pytest.raises(InvalidInputError, match="nothing to fold") as info:
         export_weights(router, tmp_path / "none", tenant="zeta")
-    assert "tenants with outcomes: acme, default (name one with --tenant)" in str(info.value)
+    assert 'tenants with outcomes: "acme", "default" (name one with --tenant)' in str(info.value)
     exported = export_weights(router, tmp_path / "learned")
     assert exported.path == tmp_path / "learned"
     loaded = load_weights(tmp_path / "learned")
@@ -964,7 +964,7 @@ def test_an_export_of_only_outcomes_of_models_without_a_profile_is_refused(
     router = _with_newcomers(package, fake_embedder)
     _teach(router, "tiny", 1.0, 5, tenant="a")
     with pytest.raises(InvalidInputError, match=r"all of models without a learned profile "
-                                                r"\(tiny\).*add-model") as info:
+                                                r'\("tiny"\).*add-model') as info:
         export_weights(router, tmp_path / "w", tenant="a")
     assert info.value.field == "tenant" and not (tmp_path / "w").exists()
     _teach(router, "cheap", 0.0, 1, tenant="a", offset=100)

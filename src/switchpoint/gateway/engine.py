@@ -1948,7 +1948,8 @@ class Gateway:
                 return entry
         whose = "of this gateway" if allowed is None else "this key may use"
         missing = ModelNotFoundError(f"model: {json_quoted(model_id, 200)} is not a model {whose}; "
-                                     f"use one of {', '.join(e['id'] for e in entries)}",
+                                     "use one of "
+                                     f"{listed_names((e['id'] for e in entries), quoted=True)}",
                                      param="model")
         if allowed is None or policy is None:
             raise missing

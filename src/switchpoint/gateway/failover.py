@@ -38,6 +38,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, overload
 
+from switchpoint._messages import listed_names
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import (
     ContextLengthExceeded,
@@ -802,7 +803,8 @@ def _gave_up(attempts: Sequence[Attempt], candidates: Sequence[ModelCard] = ()) 
     else:
         head = (f"no model answered ({len(called)} attempt(s) on "
                 f"{len(_tried(attempts))} model(s))")
-    tail = (f"; not tried before the deadline: {', '.join(untried)}" if untried else "")
+    tail = (f"; not tried before the deadline: {listed_names(untried, quoted=True)}"
+            if untried else "")
     return f"{head}: {describe_attempts(attempts)}{tail}"
 
 

@@ -486,7 +486,7 @@ def _arm_note(assignment: Assignment, used: float | None,
         if used is not None and used != config.cost_weight else "")
     shown = [m for m in config.models or () if allowed is None or m in allowed]
     parts = [f"policy {config.policy}" if config.policy else "", lam,
-             f"models {', '.join(shown)}" if shown else ""]
+             f"models {listed_names(shown, quoted=True)}" if shown else ""]
     what = ", ".join(p for p in parts if p) or "the configured routing"
     return (f"Experiment {json_quoted(assignment.experiment)}, arm "
             f"{json_quoted(assignment.arm)} ({what}).")
@@ -1151,7 +1151,7 @@ class GatewayLearning:
                 if model is not None and model not in router.models:
                     raise InvalidInputError("model", f"{json_quoted(model, 100)} is not a model "
                                                      f"of this gateway; use one of "
-                                                     f"{', '.join(router.models)}")
+                                                     f"{listed_names(router.models, quoted=True)}")
                 # (counted for the caller's tenant only: another's decision is not found)
                 logged = self.log.check_repeats(decision_id, scope, "this decision")
                 found = self._find(learning, decision_id) if learning is not None else None
@@ -1437,12 +1437,14 @@ class GatewayLearning:
                 # (a key of another type is shown as quoted shows it: its own str may raise)
                 shown = key[:50] if isinstance(key, str) else quoted(key, 50)
                 raise InvalidInputError(f"scores.{shown}", f"is neither a label nor a "
-                                        f"model of this comparison ({', '.join(compare.labels)})")
+                                        "model of this comparison "
+                                        f"({listed_names(compare.labels, quoted=True)})")
             named[key] = model
         by_label = [key for key in named if key in compare.labels]
         if by_label and len(by_label) < len(named):
             raise InvalidInputError("scores", "key the scores by label or by model name, not "
-                                              f"both (labels: {', '.join(compare.labels)})")
+                                              "both (labels: "
+                                              f"{listed_names(compare.labels, quoted=True)})")
         chosen: dict[str, tuple[str, float]] = {}
         for key, value in scores.items():
             try:
@@ -1454,10 +1456,10 @@ class GatewayLearning:
         if teachable is not None:
             self._check_teaches_all(compare, teachable)
         if compare.blind and not by_label:
+            labels = listed_names(compare.labels, quoted=True)
             raise InvalidInputError("scores", "this comparison is blind: score its answers by "
-                                              f"label ({', '.join(compare.labels)}); a "
-                                              "comparison made with blind: false takes model "
-                                              "names")
+                                              f"label ({labels}); a comparison made with blind: "
+                                              "false takes model names")
         for model, (key, _) in chosen.items():
             if model not in compare.answered:
                 raise InvalidInputError(f"scores.{key}", f"{key} did not answer (its call "
@@ -1573,11 +1575,11 @@ class GatewayLearning:
         else:
             if not isinstance(arm, str):
                 raise InvalidInputError("arm", f"must be the name of an arm of {shown} "
-                                               f"({', '.join(experiment.arms)}), or None for "
-                                               f"its winner; got {type(arm).__name__}")
+                                               f"({listed_names(experiment.arms, quoted=True)}), "
+                                               f"or None for its winner; got {type(arm).__name__}")
             if arm not in experiment.arms:
                 raise InvalidInputError("arm", f"{json_quoted(arm, 64)} is not an arm of {shown} "
-                                               f"({', '.join(experiment.arms)})")
+                                               f"({listed_names(experiment.arms, quoted=True)})")
             reason = "winner" if arm == report["winner"] else "chosen"
         # One promotion at a time, from its row to the arm it sends traffic to: of two at
         # once, the one the store keeps last is the one that applies, now and after a restart.

@@ -353,7 +353,8 @@ class Planner:
         if requested != AUTO_MODEL and requested not in catalog:
             raise ModelNotFoundError(
                 f"model: {json_quoted(requested, 200)} is not a model of this gateway; use "
-                f'"auto" or one of {", ".join(catalog.names)} (GET /v1/models)', param="model")
+                f'"auto" or one of {listed_names(catalog.names, quoted=True)} '
+                "(GET /v1/models)", param="model")
         now = time.time()
         needs = needs_of(call.body)
         session = call_session(call)
@@ -402,7 +403,7 @@ class Planner:
             allowed, plan.excluded = filter_candidates(catalog, names, plan.needs)
         if not allowed:
             what = ("no catalog model can" if names == catalog.routed
-                    else f"{', '.join(names)} cannot")
+                    else f"{listed_names(names, quoted=True)} cannot")
             raise _nothing_fits(plan.excluded, what)
         health = self.health if self.prefer_healthy else None
         favoured = plan.pin.favoured_model  # (hard: where it sends; soft: whom it lifts)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint import _options
-from switchpoint._messages import json_quoted, printable, quoted_path
+from switchpoint._messages import json_quoted, listed_names, printable, quoted_path
 from switchpoint.errors import InvalidInputError, StoreError
 
 
@@ -442,14 +442,15 @@ def cmd_report_forecast(args: argparse.Namespace) -> int:
               "input_per_mtok and output_per_mtok)")
     elif report["unpriced_models"]:
         print(f"not counted: {report['unpriced_requests_pct']:.1%} of the requests go to "
-              f"{', '.join(report['unpriced_models'])}, which the catalog does not price "
+              f"{listed_names(report['unpriced_models'], quoted=True)}, which the catalog does not "
+              "price "
               "(cost unknown)")
     removed = report["removed_models"]
     if removed:
         one = len(removed) == 1
         print(f"not counted: {report['removed_requests_pct']:.1%} of the requests went to "
-              f"{', '.join(removed)}, which {'is' if one else 'are'} no longer in the catalog "
-              f"({'its' if one else 'their'} share will go to the models there are)")
+              f"{listed_names(removed, quoted=True)}, which {'is' if one else 'are'} no longer "
+              f"in the catalog ({'its' if one else 'their'} share will go to the models there are)")
     print()
     rows = [[m, f"{v['requests_pct']:.1%}", _usd(v["cost_per_request_usd"]),
              _usd(v["hourly_cost_usd"])] for m, v in report["breakdown_by_model"].items()]
@@ -553,7 +554,7 @@ def add_commands(sub: Any) -> None:
                          help=f"tokens per minute, from 1 to {MAX_TPM:,} (default: none of "
                               "its own: its tenant's applies)")
     models = p.add_argument("--models",
-                            help="comma-separated models the key may use ('auto': routing)")
+                            help="comma-separated models the key may use (\"auto\": routing)")
     cost_weight = p.add_argument("--cost-weight", type=_options.COST_WEIGHT,
                                  help=f"the key's default λ, from 0 to {MAX_COST_WEIGHT:g} "
                                       "(default: its tenant's)")

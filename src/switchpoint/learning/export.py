@@ -12,7 +12,7 @@ import copy
 import datetime as _dt
 from pathlib import Path
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.events import check_tenant
 from switchpoint.router import Router
@@ -29,7 +29,8 @@ def learned_package(router: Router, *, tenant: str | None = None,
     outcomes = router.learner.n_outcomes(name)
     if not outcomes:
         others = [t for t in router.learner.tenants() if router.learner.n_outcomes(t)]
-        where = (f"; tenants with outcomes: {', '.join(others)} (name one with --tenant)"
+        where = (f"; tenants with outcomes: {listed_names(others, quoted=True)} (name one with "
+                 "--tenant)"
                  if others else "; report how answers went by their decision id first "
                                 "(POST /v1/feedback, switchpoint feedback or report_outcome)")
         raise InvalidInputError("tenant", f"tenant {json_quoted(name)} has reported no outcomes; "
@@ -38,8 +39,8 @@ def learned_package(router: Router, *, tenant: str | None = None,
     overlay = router.learner.overlay(name)
     if overlay is not None and not overlay.profiled_evidence:
         cards = router.learner.view(name)[2]
-        models = ", ".join(n for c, n in enumerate(cards.names) if cards.count[:, c].any()
-                           ) if cards is not None else "none"
+        models = listed_names((n for c, n in enumerate(cards.names) if cards.count[:, c].any()),
+                              quoted=True) if cards is not None else "none"
         raise InvalidInputError(
             "tenant", f"the {outcomes} outcome(s) of tenant {json_quoted(name)} are all of "
                       "models without "

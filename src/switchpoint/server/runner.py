@@ -35,6 +35,7 @@ from typing import Any
 import uvicorn
 
 from switchpoint import _hangup
+from switchpoint._messages import listed_names
 from switchpoint.config import ServerSettings, Settings
 from switchpoint.embedding import embedder_from_id
 from switchpoint.errors import ServeError, SwitchpointError
@@ -180,10 +181,11 @@ class _Server(uvicorn.Server):
             log.error("SIGHUP: the config was not reloaded; the running one keeps serving: %s",
                       redact(what))
             return
+        restart = answer["restart_required"]
         log.info("SIGHUP: config reloaded: %s policy, weights %s, %d models%s",
                  answer["policy"], answer["weights_id"], len(answer["models"]),
-                 f"; a restart is needed for {', '.join(answer['restart_required'])}"
-                 if answer["restart_required"] else "")
+                 f"; a restart is needed for {listed_names(restart, quoted=True)}"
+                 if restart else "")
 
 
 def _url_host(host: str) -> str:

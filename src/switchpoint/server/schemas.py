@@ -272,7 +272,7 @@ CHAT_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
                                                      "catalog can serve it (the message says "
                                                      "why for each); an upstream's own 4xx "
                                                      "(content filter, context length) as sent."},
-    404: {"model": ChatErrorResponse, "description": "model_not_found: not 'auto' nor a "
+    404: {"model": ChatErrorResponse, "description": "model_not_found: not \"auto\" nor a "
                                                      "catalog model."},
     403: {"model": ChatErrorResponse, "description": "permission_denied (client keys): the key "
                                                      "may not use the model named, or one "

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint._version import __version__
 from switchpoint.errors import ConfigError, InvalidInputError
 from switchpoint.gateway.live import Live, policy_choices
@@ -79,7 +79,7 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get("/v1/models", response_model=ModelList, tags=["gateway"], dependencies=[ANY_QUERY],
             responses={503: ERROR_RESPONSES[503]},
-            summary="The routable models, OpenAI list format, with 'auto' first")
+            summary="The routable models, OpenAI list format, with \"auto\" first")
 async def models(request: Request, principal: CLIENT) -> dict[str, Any]:
     return {"object": "list", "data": get_service(request).gateway.models(principal=principal)}
 
@@ -127,7 +127,8 @@ async def swap_policy(name: str, request: Request) -> dict[str, Any]:
     choices = policy_choices(live.settings)
     if name not in choices:
         raise InvalidInputError("name", f"unknown policy {json_quoted(name, 80)}; choose one of "
-                                       f"{', '.join(choices)} (or add it under policies: in "
+                                       f"{listed_names(choices, quoted=True)} (or add it under "
+                                       "policies: in "
                                        "the config)")
     old, new, ms = await run_in_threadpool(_guarded, state.swap_policy, name)
     return _swapped(old, new, ms)

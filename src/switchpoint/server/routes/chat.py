@@ -56,7 +56,7 @@ _ANSWER: dict[int | str, dict[str, Any]] = {200: {
     dependencies=[ANY_QUERY],  # as OpenAI's API: SDKs and proxies add their own
     responses={**_ANSWER, **CHAT_ERROR_RESPONSES},
     openapi_extra=_REQUEST_BODY,
-    summary="OpenAI chat completions: route (model 'auto') or pass through, with failover",
+    summary="OpenAI chat completions: route (model \"auto\") or pass through, with failover",
     description="Forwards the request to the chosen model, retrying and escalating along the "
                 "fallbacks before the first byte reaches the client. Headers: "
                 "x-switchpoint-model (who answered), x-switchpoint-routed-model, "
@@ -69,7 +69,7 @@ _ANSWER: dict[int | str, dict[str, Any]] = {200: {
                 "x-switchpoint-arm, x-switchpoint-charged (what the caller's budgets "
                 "were charged). Send x-session-id to pin a conversation; "
                 "x-switchpoint-cost-weight overrides λ; x-switchpoint-models (comma-separated) "
-                "narrows the models 'auto' may choose.",
+                "narrows the models \"auto\" may choose.",
 )
 async def chat_completions(request: Request, principal: CLIENT) -> Response:
     started = time.perf_counter()

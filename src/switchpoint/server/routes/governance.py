@@ -77,7 +77,7 @@ class KeyCreate(BaseModel):
     rpm: StrictInt | None = Field(None, ge=1, le=MAX_RPM)
     tpm: StrictInt | None = Field(None, ge=1, le=MAX_TPM)
     models: list[StrictStr] | None = Field(None, min_length=1, max_length=256,
-                                           description="Models the key may use; 'auto' "
+                                           description="Models the key may use; \"auto\" "
                                                        "allows routing among them.")
     cost_weight: StrictFloat | StrictInt | None = Field(None, description="The key's "
                                                                           "default λ.")
