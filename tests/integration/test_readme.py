@@ -400,5 +400,43 @@ def test_readme_commands_are_the_command_line() -> None:
     assert wrong == []
 
 
+
+# Error messages the README quotes whole, each beside a command that gives it: (how the quote
+# begins, the command's arguments; {bad_config} is a config whose first model has a negative
+# price).
+QUOTED_ERRORS = [
+    ("switchpoint route: error: argument --cost-weight:", ["route", "Hi", "--cost-weight", "abc"]),
+    ("switchpoint: error: models[0].input_per_mtok:",
+     ["serve", "--config", "{bad_config}", "--port", "0"]),
+]
+
+
+def readme_quote(text: str, start: str) -> str:
+    """The one inline code span of ``text`` (outside fenced blocks) that begins with ``start``,
+    its whitespace (a line break the paragraph put in it) written as single spaces."""
+    parts = re.split(r"^```.*$", text, flags=re.MULTILINE)[::2]  # (the prose between blocks)
+    spans = [" ".join(span.split()) for part in parts for span in re.findall(r"`([^`]+)`", part)]
+    found = [span for span in spans if span.startswith(start)]
+    assert len(found) == 1, f"README.md quotes {start!r} {len(found)} times; update QUOTED_ERRORS"
+    return found[0]
+
+
+def test_readme_quoted_errors_are_what_the_commands_say(tmp_path: Path) -> None:
+    text = README.read_text(encoding="utf-8")
+    bad_config = tmp_path / "bad.yaml"
+    bad_config.write_text("models:\n  - {name: a, profile: claude-v1, input_per_mtok: -1, "
+                          "output_per_mtok: 1}\n", encoding="utf-8")
+    command = Path(sys.executable).parent / "switchpoint"
+    for start, args in QUOTED_ERRORS:
+        quote = readme_quote(text, start)
+        argv = [str(command), *(a.replace("{bad_config}", str(bad_config)) for a in args)]
+        proc = subprocess.run(argv, cwd=tmp_path, env=block_env(), capture_output=True,
+                              text=True, timeout=BLOCK_TIMEOUT_S, check=False)
+        said = " ".join(proc.stderr.split())
+        assert proc.returncode == 2, (argv, proc.returncode, proc.stderr)
+        assert quote in said, f"README.md quotes {quote!r}; {args[0]} says {said!r}"
+    assert not (tmp_path / "data").exists()  # (a start refused for its config makes no state)
+
+
 if __name__ == "__main__":
     run_readme(Path(sys.argv[1]))
