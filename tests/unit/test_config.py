@@ -610,6 +610,19 @@ def test_the_shipped_deployment_configs_load_and_name_the_tenant_their_keys_are_
         assert settings.gateway.max_total_s <= drain < min(graces), (drain, graces)
 
 
+def test_every_config_the_deployment_guide_shows_loads(tmp_path: Path) -> None:
+    # Each ```yaml block at the start of a line is a switchpoint config (the Prometheus scrape
+    # job is indented, inside a list item): a newcomer pastes them into switchpoint.yaml.
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text(
+        encoding="utf-8")
+    blocks = re.findall(r"^```yaml\n(.*?)^```", guide, re.M | re.S)
+    assert len(blocks) >= 3, blocks
+    shown = [load_settings(write(tmp_path, block), environ={"SWITCHPOINT_ADMIN_TOKEN": "t" * 32})
+             for block in blocks]
+    assert ["router.example.com"] in [s.server.allowed_hosts for s in shown]
+    assert ["127.0.0.1"] in [[str(p) for p in s.server.trusted_proxies] for s in shown]
+
+
 def test_the_image_publishes_to_loopback_and_will_not_serve_open_beyond_it() -> None:
     # The Dockerfile's own example published the port on every address of the host, where
     # the deployment guide binds loopback.
