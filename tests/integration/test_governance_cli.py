@@ -55,6 +55,7 @@ def test_keys_create_takes_a_budget_of_0_as_the_config_and_http_do(
     assert issued["budgets"] == ["0/day"]
     code, out, _ = run(["keys", "show", issued["id"], "--config", config], capsys)
     assert code == 0 and "budget       0/day: spent $0.000000" in out, out
+    assert "\nmodels       (tenant's)\n" in out, out  # it names none: its tenant's, as listed
     # A reset frees no spend for it, and a key's budgets are kept as it was made.
     assert "resets" not in out and ("held $0.000000, allows no spend in any period (for a "
                                     "key that may spend, create one with a larger budget "
@@ -101,6 +102,7 @@ def test_keys_create_list_show_rotate_revoke(config: Path,
     assert issued["key"] not in out
     code, out, _ = run(["keys", "show", issued["id"], "--config", config], capsys)
     assert code == 0 and "budget       50/month: spent $0.000000" in out
+    assert "\nmodels       small, auto\n" in out, out  # as the list shows them (not ['small', ...])
     code, out, err = run(["keys", "rotate", issued["id"], "--grace", "1h", "--config", config],
                          capsys)
     assert code == 0 and out.strip().startswith(f"sp-{issued['id']}_")

@@ -78,6 +78,11 @@ def _usd(x: float | None) -> str:
 # keys ------------------------------------------------------------------------------------------
 
 
+def _models(record: Any) -> str:
+    """A key's models as its tables show them: the list, or its tenant's when it names none."""
+    return ", ".join(record.models) if record.models else "(tenant's)"
+
+
 def _store(settings: Any, *, create: bool = False) -> Any:
     """The key store in ``data_dir``. Only ``keys create`` makes one: the other commands find
     no keys where there is none (a mistyped --data-dir, say) and create nothing there."""
@@ -184,7 +189,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
               + (f": {settings.data_dir} holds no key store" if store is None else ""))
         return 0
     rows = [[r.id, r.tenant, printable(r.name or ""), r.status(now), ", ".join(r.budgets) or "-",
-             r.rpm or "-", r.tpm or "-", ", ".join(r.models) if r.models else "(tenant's)",
+             r.rpm or "-", r.tpm or "-", _models(r),
              _when(r.created_at), _expires(r.expires_at)] for r in records]
     print(_table(["id", "tenant", "name", "status", "budgets", "rpm", "tpm", "models",
                   "created (UTC)", "expires"], rows))
@@ -324,8 +329,9 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(out)
         return 0
+    shown = {**out, "models": _models(record)}
     for name in ("id", "tenant", "name", "status", "rpm", "tpm", "models", "cost_weight"):
-        print(f"{name:<12} {printable(str(out[name])) if out[name] is not None else '-'}")
+        print(f"{name:<12} {printable(str(shown[name])) if shown[name] is not None else '-'}")
     print(f"{'created':<12} {_when(record.created_at)} UTC")
     print(f"{'expires':<12} {_expires(record.expires_at)}")
     for s in statuses:
