@@ -885,9 +885,10 @@ def test_the_pending_prune_keeps_exactly_the_newest_decisions_written_again_or_n
             reader.close()
 
 
-def _pending(decision_id: str) -> PendingRecord:
-    return PendingRecord(PendingDecision(decision_id=decision_id, tenant="default", chosen="a",
-                                         candidates=("a", "b")), "w1")
+def _pending(decision_id: str, created: float | None = None) -> PendingRecord:
+    return PendingRecord(PendingDecision(
+        decision_id=decision_id, tenant="default", chosen="a", candidates=("a", "b"),
+        created=time.time() if created is None else created), "w1")
 
 
 def test_pending_rows_the_cap_removed_do_not_come_back_from_the_spill_file(
@@ -923,6 +924,48 @@ def test_pending_rows_the_cap_removed_do_not_come_back_from_the_spill_file(
         pass
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM pending").fetchone()[0] == 2
+
+
+#: The pending cap as a spill file written before the cap counted rows holds it: it deleted
+#: the rows that many positions behind the newest, fewer than that many once a decision
+#: written again had left a gap.
+_POSITIONAL_PENDING_CAP = ("DELETE FROM pending WHERE seq <= "
+                           "(SELECT coalesce(max(seq), 0) FROM pending) - ?")
+
+
+def test_a_spill_file_holding_the_cap_as_it_was_written_before_caps_its_rows_exactly(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A spill file an earlier version wrote holds the pending cap in the positional form it
+    had then: read, it still drops the file's rows before it past the cap, and runs as the cap
+    runs now, keeping exactly the newest decisions (the positional form would have kept two of
+    the three here, a decision written again having left a gap among them)."""
+    path = tmp_path / "s.db"
+    with SQLiteStore(path) as store:
+        for decision_id in ("d0", "d1"):  # written before the outage
+            store.append(_pending(decision_id)).result()
+        spill = store.spill_path
+    at = time.time()
+    spilled = [_pending(f"p{i}", created=at + i) for i in range(4)]
+    again = _pending("p3", created=at + 10)  # written again: a new position, a gap
+    last = _pending("p4", created=at + 11)
+    lines = [json.dumps({"insert": r.insert, "row": list(r.row())}, separators=(",", ":"))
+             for r in [*spilled, again]]
+    lines.append(json.dumps({"insert": _POSITIONAL_PENDING_CAP, "row": [3]},
+                            separators=(",", ":")))
+    lines.append(json.dumps({"insert": last.insert, "row": list(last.row())},
+                            separators=(",", ":")))
+    spill.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    with SQLiteStore(path):
+        pass
+    assert not spill.exists()
+    # p0 was dropped by the cap where it ran (passed over, not written); d0 and d1, in the
+    # database before, are pruned; p1, p2 and p3 (written again) are the newest three.
+    assert "wrote 5 record(s) kept at the last close (1 passed over)" in caplog.text
+    with sqlite3.connect(path) as db:
+        assert [r[0] for r in db.execute("SELECT decision_id FROM pending ORDER BY seq")] == [
+            "p1", "p2", "p3", "p4"]
+        assert db.execute("SELECT ts FROM pending WHERE decision_id = 'p3'").fetchone() == (
+            at + 10,)
 
 
 def test_the_spill_file_stops_at_its_limit_and_what_it_could_not_take_is_still_written(

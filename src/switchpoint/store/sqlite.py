@@ -1134,7 +1134,8 @@ def keep_newest(table: str) -> str:
     """The statement (one parameter: how many) that keeps only the newest rows of ``table``
     (by ``seq``), written like a record: a table's cap. Refused, it waits, and is kept in the
     spill file where it ran, so that rows it dropped are not written again when the file is
-    read (see :func:`_capped`).
+    read (see :func:`_capped`). Spill files keep its text: changing it, add the text it had to
+    :data:`_EARLIER_CAPS`, so that a file written before is still read as it meant.
 
     It keeps exactly that many rows, counted, not positions: a row written again
     (``INSERT OR REPLACE``) takes a new ``seq`` and leaves a gap, so the newest ``n`` rows may
@@ -1146,10 +1147,27 @@ def keep_newest(table: str) -> str:
             f"{table} ORDER BY seq DESC LIMIT 1 OFFSET ?1), 0) END")
 
 
+#: The texts :func:`keep_newest` wrote before (``{table}`` for the table), which a spill file
+#: written then holds: each meant the same cap (the table's newest rows, as many as its
+#: parameter), so it caps the rows before it as :func:`keep_newest` does, and runs as it does
+#: today. The first kept the rows within that many positions of the newest: fewer once a row
+#: written again had left a gap.
+_EARLIER_CAPS = (
+    "DELETE FROM {table} WHERE seq <= (SELECT coalesce(max(seq), 0) FROM {table}) - ?",
+)
+
+
+#: Each text a cap of one of :data:`_SPILLABLE`'s tables is kept in (:func:`keep_newest`,
+#: today's or one of :data:`_EARLIER_CAPS`), to its table: made once, as every line of a spill
+#: file is looked up in it as the file is read.
+_CAPS = {text: table for table in _SPILLABLE
+         for text in (keep_newest(table), *(e.format(table=table) for e in _EARLIER_CAPS))}
+
+
 def _cap_of(insert: str) -> str | None:
-    """The table ``insert`` caps, if it is a :func:`keep_newest` of one of :data:`_SPILLABLE`'s
-    tables."""
-    return next((table for table in _SPILLABLE if insert == keep_newest(table)), None)
+    """The table ``insert`` caps, if it is a cap of one of :data:`_SPILLABLE`'s tables (see
+    :data:`_CAPS`)."""
+    return _CAPS.get(insert)
 
 
 def _spillable(insert: str) -> bool:
@@ -1976,8 +1994,9 @@ class SQLiteStore:
             if not (isinstance(insert, str) and _spillable(insert)) or index in capped:
                 passed += 1
                 continue
-            if _cap_of(insert) is not None:  # runs again where it ran: no row counted
-                conn.execute(insert, item["row"])
+            table = _cap_of(insert)
+            if table is not None:  # runs again where it ran, as it runs today: no row counted
+                conn.execute(keep_newest(table), item["row"])
                 continue
             values = [_from_json(v) for v in item["row"]]
             if _already_there(conn, insert, values):  # written before (a crash after
