@@ -1417,6 +1417,43 @@ def test_prunes_keep_their_newest_rows_and_the_latest_cutoff(
         db.close()
 
 
+def test_prunes_keep_exactly_their_newest_rows_where_positions_left_gaps(
+        tmp_path: Path) -> None:
+    """The prunes table keeps its newest PRUNES_KEPT rows counted, not those within as many
+    positions of the newest (fewer where rows between were deleted), and the one with the
+    latest cutoff behind them."""
+    from switchpoint.store import retention
+    from switchpoint.store.sqlite import PRUNES_KEPT
+
+    path = tmp_path / "switchpoint.db"
+    day = 86_400.0
+    now = time.time()
+    with SQLiteStore(path) as store:
+        store.append(replace(request(), ts=now - 6 * day)).result()
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        for i in range(PRUNES_KEPT + 40):  # the third holds the latest cutoff
+            cutoff = now - 2 * day if i == 2 else now - 10 * day + i
+            db.execute("INSERT INTO prunes (ts, cutoff) VALUES (?, ?)", (now - day, cutoff))
+        seqs = [seq for (seq,) in db.execute("SELECT seq FROM prunes ORDER BY seq")]
+        latest = seqs[2]
+        gaps = seqs[-50:-1:3]  # among the newest positions, not the newest row
+        db.executemany("DELETE FROM prunes WHERE seq = ?", [(seq,) for seq in gaps])
+        left = [seq for seq in seqs if seq not in gaps]
+    finally:
+        db.close()
+    assert retention.prune(path, now - 5 * day).deleted["requests"] == 1
+    db = sqlite3.connect(path)
+    try:
+        kept = [seq for (seq,) in db.execute("SELECT seq FROM prunes ORDER BY seq")]
+        newest = max(kept)
+        assert newest > max(left)  # the prune's own row
+        assert kept == [latest, *[*left, newest][-PRUNES_KEPT:]]
+        assert db.execute("SELECT max(cutoff) FROM prunes").fetchone() == (now - 2 * day,)
+    finally:
+        db.close()
+
+
 def test_a_prune_takes_a_cutoff_less_than_a_second_old_and_refuses_one_ahead(
         tmp_path: Path) -> None:
     from switchpoint.store.retention import prune

@@ -64,6 +64,7 @@ from switchpoint.store.sqlite import (
     PRUNES_KEPT,
     Gone,
     SQLiteStore,
+    behind_newest,
     read_only,
     read_store,
     still_there,
@@ -405,11 +406,12 @@ def _delete_older(conn: sqlite3.Connection, table: str, cutoff: float,
 
 
 def _fold_prunes(conn: sqlite3.Connection) -> None:
-    """Delete the prunes behind the newest PRUNES_KEPT, except the one with the latest cutoff
-    (the last of them on a tie): the triggers read only that cutoff, and a reader watching for
-    prunes only the newest seq, so both stay as they were."""
+    """Delete the prunes behind the newest PRUNES_KEPT (exactly that many, counted, as a
+    table's cap keeps its newest rows: see :func:`behind_newest`), except the one with the
+    latest cutoff (the last of them on a tie): the triggers read only that cutoff, and a
+    reader watching for prunes only the newest seq, so both stay as they were."""
     conn.execute(
-        "DELETE FROM prunes WHERE seq <= (SELECT max(seq) FROM prunes) - ? "
+        f"DELETE FROM prunes WHERE seq <= {behind_newest('prunes')} "
         "AND seq <> (SELECT seq FROM prunes ORDER BY cutoff DESC, seq DESC LIMIT 1)",
         (PRUNES_KEPT,))
 

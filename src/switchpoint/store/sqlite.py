@@ -1130,21 +1130,29 @@ WRITE_ERRORS = (sqlite3.Error, ValueError, TypeError, OverflowError)
 _SPILLABLE = ("decisions", "requests", "spend", "pending")
 
 
+def behind_newest(table: str) -> str:
+    """The SQL expression (one parameter, ``?1``: how many) of the position (``seq``) at and
+    before which ``table``'s rows are not among its newest that many (0 when all of them are):
+    the rule by which a table keeps its newest rows.
+
+    Exact, counted, not positions: a row written again (``INSERT OR REPLACE``) takes a new
+    ``seq`` and leaves a gap, as does a row deleted from the middle, so the newest ``n`` rows
+    may reach further back than ``n`` positions. It is the ``n+1``-th newest row's, found by
+    stepping ``n`` rows back along the primary key; where the positions from the oldest to the
+    newest are no more than ``n``, nor are the rows, and nothing is stepped."""
+    return (f"CASE WHEN (SELECT max(seq) FROM {table}) - (SELECT min(seq) FROM {table}) < ?1 "
+            f"THEN 0 ELSE coalesce((SELECT seq FROM {table} ORDER BY seq DESC LIMIT 1 OFFSET "
+            f"?1), 0) END")
+
+
 def keep_newest(table: str) -> str:
     """The statement (one parameter: how many) that keeps only the newest rows of ``table``
-    (by ``seq``), written like a record: a table's cap. Refused, it waits, and is kept in the
-    spill file where it ran, so that rows it dropped are not written again when the file is
-    read (see :func:`_capped`). Spill files keep its text: changing it, add the text it had to
-    :data:`_EARLIER_CAPS`, so that a file written before is still read as it meant.
-
-    It keeps exactly that many rows, counted, not positions: a row written again
-    (``INSERT OR REPLACE``) takes a new ``seq`` and leaves a gap, so the newest ``n`` rows may
-    reach further back than ``n`` positions. The rows at and before the ``n+1``-th newest go,
-    found by stepping ``n`` rows back along the primary key; where the positions from the
-    oldest to the newest are no more than ``n``, nor are the rows, and nothing is stepped."""
-    return (f"DELETE FROM {table} WHERE seq <= CASE WHEN (SELECT max(seq) FROM {table}) - "
-            f"(SELECT min(seq) FROM {table}) < ?1 THEN 0 ELSE coalesce((SELECT seq FROM "
-            f"{table} ORDER BY seq DESC LIMIT 1 OFFSET ?1), 0) END")
+    (by ``seq``, exactly that many: see :func:`behind_newest`), written like a record: a
+    table's cap. Refused, it waits, and is kept in the spill file where it ran, so that rows it
+    dropped are not written again when the file is read (see :func:`_capped`). Spill files
+    keep its text: changing it, add the text it had to :data:`_EARLIER_CAPS`, so that a file
+    written before is still read as it meant."""
+    return f"DELETE FROM {table} WHERE seq <= {behind_newest(table)}"
 
 
 #: The texts :func:`keep_newest` wrote before (``{table}`` for the table), which a spill file
