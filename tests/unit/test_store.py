@@ -968,6 +968,23 @@ def test_a_spill_file_holding_the_cap_as_it_was_written_before_caps_its_rows_exa
             at + 10,)
 
 
+#: The pending cap as spill files written by this version hold it.
+_PENDING_CAP = (
+    'DELETE FROM pending WHERE seq <= CASE WHEN (SELECT max(seq) FROM pending) - (SEL'
+    'ECT min(seq) FROM pending) < ?1 THEN 0 ELSE coalesce((SELECT seq FROM pending OR'
+    'DER BY seq DESC LIMIT 1 OFFSET ?1), 0) END'
+)
+
+
+def test_the_cap_keeps_the_text_spill_files_hold() -> None:
+    """Spill files keep the cap's text and are read by it: a change to it must list the text
+    it had among the earlier caps, or files written before would no longer be capped."""
+    from switchpoint.store.sqlite import _CAPS, keep_newest
+    assert keep_newest("pending") == _PENDING_CAP, (
+        "keep_newest's text changed: add the text it had to _EARLIER_CAPS, then update this")
+    assert _CAPS[_PENDING_CAP] == "pending" and _CAPS[_POSITIONAL_PENDING_CAP] == "pending"
+
+
 def test_the_spill_file_stops_at_its_limit_and_what_it_could_not_take_is_still_written(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A long outage cannot grow the spill file past ``spill_limit``: past it the store says
