@@ -46,6 +46,7 @@ from switchpoint.errors import (
 )
 from switchpoint.gateway.redact import redact
 from switchpoint.server.head import sent_method
+from switchpoint.server.paths import app_path
 
 log = logging.getLogger("switchpoint.server")
 
@@ -299,7 +300,7 @@ def install(app: FastAPI) -> None:
     """Register the handlers that give every error its shape."""
 
     def render(request: Request, answer: ErrorAnswer) -> JSONResponse:
-        return answer.response(openai=is_openai_path(request.url.path))
+        return answer.response(openai=is_openai_path(app_path(request.scope)))
 
     async def switchpoint_error(request: Request, exc: Exception) -> JSONResponse:
         answer = answer_for(exc)

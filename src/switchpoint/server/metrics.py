@@ -51,6 +51,7 @@ from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.decision import RoutingDecision
 from switchpoint.gateway import failover
 from switchpoint.server.body_buffer import BodyBuffer
+from switchpoint.server.paths import app_path
 from switchpoint.server.protocol import ConnectionStats
 from switchpoint.server.targets import origin_form
 from switchpoint.store import RequestRecord
@@ -364,13 +365,12 @@ class MetricsMiddleware:
         """A request answered without the route in the scope (by the app's own routes, the docs
         and the schema, or before routing: a body over the limit, a client gone, a guard's
         refusal): the template of the first of the app's routes whose pattern takes its path as
-        the app reads it (a target in absolute form, ``http://host/path``, by its path:
-        :func:`~switchpoint.server.targets.origin_form`), as routing would count it
-        (``/v1/router/keys/{key_id}`` for ``/v1/router/keys/k1``), else ``unmatched`` (a label
-        never holds a raw path a client made up)."""
-        path = origin_form(scope)[0].get("path")
-        if not isinstance(path, str):
-            return "unmatched"
+        the app reads it (below the root path a server gives the app:
+        :func:`~switchpoint.server.paths.app_path`; a target in absolute form,
+        ``http://host/path``, by its path: :func:`~switchpoint.server.targets.origin_form`), as
+        routing would count it (``/v1/router/keys/{key_id}`` for ``/v1/router/keys/k1``),
+        else ``unmatched`` (a label never holds a raw path a client made up)."""
+        path = app_path(origin_form(scope)[0])
         app = scope.get("app")
         own = [(getattr(r, "path", None), getattr(r, "path_regex", None))
                for r in getattr(app, "routes", ())]

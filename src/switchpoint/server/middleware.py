@@ -40,6 +40,7 @@ from switchpoint._messages import json_quoted, people_number
 from switchpoint.gateway.body_size import PROMPT_ADVICE, too_large
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.errors import ErrorAnswer, document_refusal, is_openai_path
+from switchpoint.server.paths import app_path
 
 DRAIN_FACTOR = 64
 # Where a body is mostly a prompt (the advice for an oversized one differs).
@@ -200,7 +201,7 @@ class _Request:
             self.middleware.bodies.count_refusal(refused.reason)
         if self.sending():
             await _drain(self._receive, refused.more, self.limit * DRAIN_FACTOR)
-        path = self.scope["path"]
+        path = app_path(self.scope)
         if refused.reason == ENCODED:
             await _unsupported_encoding(self._send, _content_encoding(self.scope) or "", path)
         elif refused.reason == "too_large":
@@ -315,6 +316,8 @@ def document_bodies(schema: dict[str, Any]) -> dict[str, Any]:
 
 async def send_error(send: Send, answer: ErrorAnswer, path: str,
                 extra: list[tuple[bytes, bytes]]) -> None:
+    """Send ``answer``, with the headers ``extra``, in the envelope of ``path`` (the path as
+    the app reads it: :func:`~switchpoint.server.paths.app_path`), closing the connection."""
     payload = json.dumps(answer.openai() if is_openai_path(path) else answer.body()).encode()
     await send({"type": "http.response.start", "status": answer.status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
@@ -344,7 +347,7 @@ class GuardMiddleware:
             return
         read, refused = self.rule(scope)
         if refused is not None:
-            await send_error(send, refused, read["path"], [])
+            await send_error(send, refused, app_path(read), [])
             return
         try:
             await self.app(read, receive, send)
