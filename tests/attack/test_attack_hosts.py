@@ -327,9 +327,9 @@ def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacke
         description = op["responses"]["403"]["description"]
         assert "Host header (or its target, in absolute form" in description, (method, path)
         assert "server.allowed_hosts" in description, (method, path)
-        assert ("invalid_request (param host): the HTTP/1.1 request's Host header is empty, "
-                "naming no host, or the request gives more than one Host header, or one "
-                "listing several hosts (a comma between them)"
+        assert ("invalid_request (param host): the HTTP/1.1 request gives no Host header, "
+                "or an empty one, naming no host, or the request gives more than one Host "
+                "header, or one listing several hosts (a comma between them)"
                 in op["responses"]["400"]["description"]), (method, path)
 
 

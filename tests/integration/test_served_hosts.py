@@ -20,10 +20,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import HTTPProtocolType
 
 from switchpoint.config import load_settings
 from switchpoint.server import create_app
+from switchpoint.server.hosts import NO_HOST
 from switchpoint.server.protocol import ConnectionLimits, guarded_protocol
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import FACTORY, KEYS, client, config_text
@@ -32,19 +34,42 @@ from tests.integration.servers import ThreadServer, thread_server
 REBOUND = "evil.example:8080"
 
 
+# The header a test request sends for :class:`_HostlessServer` to hand it on without a Host.
+HOSTLESS = b"x-test-hostless"
+
+
+class _HostlessServer:
+    """The app as a server whose parser requires no ``Host`` of an HTTP/1.1 request would run
+    it: a request sending :data:`HOSTLESS` is handed on without its ``Host`` headers (uvicorn's
+    h11, which serves the app here, refuses such a request itself, so it must be sent one)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(name == HOSTLESS for name, _ in scope["headers"]):
+            scope = {**scope, "headers": [(name, value) for name, value in scope["headers"]
+                                          if name not in (b"host", HOSTLESS)]}
+        await self.app(scope, receive, send)
+
+
 @contextmanager
 def served(fake: FakeProviderProcess, root: Path, allowed: str | None = None,
            listen_host: str | None = None,
-           http: type[asyncio.Protocol] | HTTPProtocolType = "auto") -> Iterator[ThreadServer]:
+           http: type[asyncio.Protocol] | HTTPProtocolType = "auto",
+           hostless: bool = False) -> Iterator[ThreadServer]:
     """A server of the gateway's config, ``allowed`` as its ``server.allowed_hosts`` (YAML),
     its app built for ``listen_host`` (None: create_app's default), under uvicorn's protocol
-    ``http`` (``switchpoint serve``'s guarded one, or uvicorn's own)."""
+    ``http`` (``switchpoint serve``'s guarded one, or uvicorn's own); ``hostless``: run as a
+    server that passes a request on without a Host would (:class:`_HostlessServer`)."""
     config = root / "switchpoint.yaml"
     extra = "" if allowed is None else f"server:\n  allowed_hosts: {allowed}\n"
     config.write_text(config_text(fake) + extra, encoding="utf-8")
     settings = load_settings(config, environ={})
     app = (create_app(settings, loader=FACTORY, provider_env=KEYS) if listen_host is None
            else create_app(settings, loader=FACTORY, provider_env=KEYS, listen_host=listen_host))
+    if hostless:
+        app.add_middleware(_HostlessServer)  # (outermost: before any part of the app)
     with thread_server(app, http=http) as server:
         yield server
 
@@ -147,6 +172,46 @@ def _answer(port: int, head: bytes) -> bytes:
         while chunk := sock.recv(65_536):
             answer += chunk
     return answer
+
+
+@pytest.mark.parametrize(("allowed", "listen_host"), [
+    (None, None), (None, "0.0.0.0"), ("['*']", None), ("[api.internal]", "0.0.0.0")])
+def test_no_host_on_http_1_1_is_refused_whatever_server_hands_it_on(
+        gw_fake: FakeProviderProcess, tmp_path: Path, allowed: str | None,
+        listen_host: str | None) -> None:
+    # HTTP/1.1 requires a Host: only switchpoint serve's h11 refused a request giving none, and
+    # a server handing it on had it served, wherever the app listened and whatever it checked.
+    with served(gw_fake, tmp_path, allowed, listen_host, hostless=True) as server:
+        for target, version, status in ((b"/v1/models", b"1.1", b"400"),
+                                        (b"/v1/models", b"1.0", b"200"),
+                                        (b"http://127.0.0.1/v1/models", b"1.1", b"200")):
+            answer = _answer(server.port, b"GET " + target + b" HTTP/" + version
+                             + b"\r\nHost: 127.0.0.1\r\n" + HOSTLESS
+                             + b": 1\r\nConnection: close\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 " + status + b" "), (target, version, answer)
+            body = json.loads(answer.partition(b"\r\n\r\n")[2])
+            if status == b"200":  # HTTP/1.0 needs none; an absolute target names the host
+                assert body["object"] == "list", body
+                continue
+            error = body["error"]  # in OpenAI's envelope, on its path
+            assert (error["code"], error["param"], error["type"]) == (
+                "invalid_request", "host", "invalid_request_error"), error
+            assert error["message"] == NO_HOST, error
+        # The service's own envelope on its own routes, before the body is read.
+        answer = _answer(server.port, b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         + HOSTLESS + b": 1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {"error": {
+            "code": "invalid_request", "message": NO_HOST, "param": "host"}}
+        # /openapi.json lists the refusal on every operation.
+        document = httpx.get(f"{server.base}/openapi.json", timeout=30).json()
+        for path, item in document["paths"].items():
+            for method, operation in item.items():
+                assert ("invalid_request (param host): the HTTP/1.1 request gives no Host "
+                        "header, or an empty one" in operation["responses"]["400"][
+                            "description"]), (method, path)
+        assert _status(server, "127.0.0.1") == 200
 
 
 @pytest.mark.parametrize("protocol", ["guarded", "plain"])

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from switchpoint.server.exposure import is_loopback
-from switchpoint.server.hosts import MANY_HOSTS, malformed, refusal, served_name
+from switchpoint.server.hosts import MANY_HOSTS, NO_HOST, malformed, refusal, served_name
 from switchpoint.server.targets import guard
 
 LISTED = frozenset({"api.internal"})
@@ -80,13 +80,30 @@ def test_a_host_given_more_than_once_is_refused_whatever_server_passes_it_on(
 
 def test_one_host_or_none_is_well_formed() -> None:
     assert malformed(["127.0.0.1:8080"], "1.1") is None
-    assert malformed([], "1.1") is None and malformed([], "1.0") is None
+    assert malformed([], "1.0") is None  # HTTP/1.0 needs none
+    assert malformed([], "1.1", in_target=True) is None  # the target names it
     assert malformed([""], "1.0") is None  # HTTP/1.0: taken as none
     assert malformed([""], "1.1", in_target=True) is None  # the target names it
     message = malformed([""], "1.1")
     assert message is not None and message.startswith("host: the request's Host header is empty")
     # The target's host, in the header's place, is the one the request is read with.
     read, answer = guard(_scope(b"http://127.0.0.1/health", [b""]))
+    assert answer is None
+    assert [value for name, value in read["headers"] if name == b"host"] == [b"127.0.0.1"]
+
+
+@pytest.mark.parametrize("target", [b"/health", b"/v1/models?x=1"])
+def test_no_host_over_http_1_1_is_refused_whatever_server_passes_it_on(target: bytes) -> None:
+    # switchpoint serve's h11 refuses it before the app; a server that hands it on meets the
+    # app's rule, in the same words.
+    assert malformed([], "1.1") == NO_HOST
+    _, answer = guard(_scope(target, []))
+    assert answer is not None
+    assert (answer.status, answer.code, answer.param, answer.message) == (
+        400, "invalid_request", "host", NO_HOST)
+    # HTTP/1.0 needs none; a target in absolute form names the host in the header's place.
+    assert guard(_scope(target, [], "1.0"))[1] is None
+    read, answer = guard(_scope(b"http://127.0.0.1" + target, []))
     assert answer is None
     assert [value for name, value in read["headers"] if name == b"host"] == [b"127.0.0.1"]
 

@@ -18,15 +18,16 @@ without a ``Host`` (HTTP/1.0) comes from no browser, and is served.
 A request names one host: one that gives the ``Host`` header more than once, or a ``Host``
 listing several (a comma between them, as a proxy joins a header given more than once), leaves
 which host it is for to whoever reads it (a proxy in front may take one, the service another),
-and an HTTP/1.1 request, which requires a ``Host``, names none with an empty one. No rule can
-check such a host, so the request is refused wherever the service listens, whether or not it
-checks the names (:func:`malformed`: a 400 ``invalid_request`` naming ``host``, which the
-request target's guard in :mod:`switchpoint.server.targets` answers before anything else reads
-the request; ``switchpoint serve``'s protocol, whose h11 refuses a header given more than once
-before the app sees it, answers that in the same words, :data:`MANY_HOSTS`, and an HTTP/1.1
-request without a ``Host``, which its h11 refuses too, as :data:`NO_HOST`). An HTTP/1.0
-request with an empty ``Host`` names none, as one without it, and is served, as is one whose
-target, in absolute form, names the host in an empty header's place.
+and an HTTP/1.1 request, which requires a ``Host``, names none without one or with an empty
+one. No rule can check such a host, so the request is refused wherever the service listens,
+whether or not it checks the names, and whatever server runs the app (:func:`malformed`: a 400
+``invalid_request`` naming ``host``, which the request target's guard in
+:mod:`switchpoint.server.targets` answers before anything else reads the request;
+``switchpoint serve``'s protocol, whose h11 refuses a header given more than once, and an
+HTTP/1.1 request without a ``Host``, before the app sees them, answers them in the same words,
+:data:`MANY_HOSTS` and :data:`NO_HOST`). An HTTP/1.0 request without a ``Host``, or with an
+empty one, names none and is served, as is one whose target, in absolute form, names the host
+in the header's place.
 
 The guard is on where :func:`guards_hosts` says: a service listening on loopback
 (``switchpoint serve``'s default) always; one listening beyond it (which then needs
@@ -54,17 +55,16 @@ _DOC = ("permission_denied: the request's Host header (or its target, in absolut
         "127.0.0.1, or list the name in server.allowed_hosts.")
 #: How the API document describes the refusal of a request whose host is malformed, for every
 #: operation.
-MALFORMED_DOC = ("invalid_request (param host): the HTTP/1.1 request's Host header is empty, "
-                 "naming no host, or the request gives more than one Host header, or one "
-                 "listing several hosts (a comma between them), or (under switchpoint serve) "
-                 "none at all; send the one host the service is reached by (Host: "
-                 "127.0.0.1:8080).")
+MALFORMED_DOC = ("invalid_request (param host): the HTTP/1.1 request gives no Host header, "
+                 "or an empty one, naming no host, or the request gives more than one Host "
+                 "header, or one listing several hosts (a comma between them); send the one "
+                 "host the service is reached by (Host: 127.0.0.1:8080).")
 # How to send the host, which each refusal of a malformed one ends with.
 _WITH_PORT = ("with the port (Host: 127.0.0.1:8080, say; curl and the openai client send it "
               "themselves)")
 _SEND_ONE = f"Send the one host the service is reached by, {_WITH_PORT}"
-#: Why an HTTP/1.1 request giving no Host header is refused (param ``host``), where the server
-#: refuses it before the app sees it (``switchpoint serve``'s protocol).
+#: Why an HTTP/1.1 request giving no Host header is refused (param ``host``): by the app, or by
+#: the server before the app sees it (``switchpoint serve``'s protocol), in the same words.
 NO_HOST = ("host: the HTTP/1.1 request gives no Host header, which names no host: HTTP/1.1 "
            f"requires the host the service is reached by. Send it, {_WITH_PORT}")
 #: Why a request giving the Host header more than once is refused (param ``host``).
@@ -110,8 +110,8 @@ def served_name(host: str, allowed: frozenset[str]) -> bool:
 def malformed(hosts: list[str], http_version: str, in_target: bool = False) -> str | None:
     """Why a request of HTTP ``http_version`` whose Host headers are ``hosts`` (as sent) is
     refused for its host's form, or None: more than one header, or one listing several hosts (a
-    comma), in any version; over HTTP/1.1, a header that is empty, unless the request names its
-    host in its target instead (``in_target``: a target in absolute form)."""
+    comma), in any version; over HTTP/1.1, no header or an empty one, unless the request names
+    its host in its target instead (``in_target``: a target in absolute form)."""
     if len(hosts) > 1:
         return MANY_HOSTS
     if hosts and "," in hosts[0]:
@@ -119,8 +119,10 @@ def malformed(hosts: list[str], http_version: str, in_target: bool = False) -> s
                 "one host (a comma between them, as a proxy joins a header given more than "
                 "once); a request names one host, and which of them it is for would be "
                 f"anyone's guess. {_SEND_ONE}")
-    if http_version != "1.1" or hosts != [""] or in_target:
+    if http_version != "1.1" or in_target or hosts not in ([], [""]):
         return None
+    if not hosts:
+        return NO_HOST
     return ("host: the request's Host header is empty, which names no host: HTTP/1.1 requires "
             f"the host the service is reached by. Send it, {_WITH_PORT}")
 

@@ -20,9 +20,9 @@ Each refusal is a 400 ``invalid_request`` naming :data:`TARGET`, before any rout
 request (and before its host, origin, credentials or body). A ``#`` in a value is written
 ``%23``, which passes. Then the request's ``Host`` headers, as sent, name one host, and the
 request names it in its target or its ``Host`` (:func:`switchpoint.server.hosts.malformed`: one
-given more than once, one listing several hosts, or an empty one over HTTP/1.1 is a 400 naming
-``host``), wherever the service listens; which names it serves is the host rule's to say,
-after this guard.
+given more than once, one listing several hosts, or none or an empty one over HTTP/1.1 is a 400
+naming ``host``), wherever the service listens; which names it serves is the host rule's to
+say, after this guard.
 """
 
 from __future__ import annotations
