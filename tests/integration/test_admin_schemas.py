@@ -203,3 +203,39 @@ def test_tenants_and_the_budget_alert_validate_against_the_published_schema(
         assert affected[bare["id"]]["tenant_removed"] is True
         published.each_field_needed(["TenantList", "TenantView", "BudgetStatus", "BudgetAlert",
                                      "BudgetAlertEntry", "BudgetPressure", "KeyAffected"])
+
+
+# The operations that take any query parameter, as OpenAI's API does.
+ANY_QUERY = {("/v1/chat/completions", "post"), ("/v1/models", "get"),
+             ("/v1/models/{model_id}", "get")}
+
+
+def test_every_route_publishes_the_query_parameters_it_takes(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # A route that takes query parameters listed an unknown one's 400 only as a generic
+    # "Invalid request"; it now names those it takes, as the answer does.
+    with learning_server(fake, tmp_path) as server:
+        published = Published(httpx.get(f"{server.base}/openapi.json", timeout=15).json())
+        paths = published.document["paths"]
+        for path, takes in (("/v1/router/requests", "limit, cursor"),
+                            ("/v1/router/keys", "tenant, limit, cursor"),
+                            ("/v1/router/report/sla", "since_hours, tenant"),
+                            ("/v1/router/stats", "tenant")):
+            described = paths[path]["get"]["responses"]["400"]["description"]
+            assert ("invalid_request (param the query parameter's name): the query string "
+                    f"names a parameter the route does not take; it takes {takes} (check the "
+                    "name's spelling, or leave it out).") in described, (path, described)
+            assert NO_QUERY not in described, path
+            answer = httpx.get(f"{server.base}{path}", params={"windw": "1h"}, timeout=15)
+            error = published.valid("GET", path, answer, 400)["error"]
+            assert (error["code"], error["param"]) == ("invalid_request", "windw"), error
+            assert f"; it takes {takes} (" in error["message"], error
+        # Every operation but OpenAI's lists the refusal, once.
+        listed = 0
+        for path, item in paths.items():
+            for method, operation in item.items():
+                described = operation["responses"]["400"]["description"]
+                count = described.count("invalid_request (param the query parameter's name)")
+                assert count == (0 if (path, method) in ANY_QUERY else 1), (method, path)
+                listed += count
+        assert listed > 30

@@ -176,27 +176,46 @@ def takes_any_query(dependant: Dependant) -> bool:
     return False
 
 
+# What to do with a query string sent to a route that takes no query parameter.
+_NO_QUERY_ADVICE = "send the request without a query string"
+
+
 def check_known(given: Iterable[str], taken: Sequence[str], method: str, path: str) -> None:
     """Raise :class:`InvalidInputError` naming the first parameter of ``given`` that is not
     in ``taken`` (the route ``method path``'s), listing the ones it takes."""
     refuse_unknown(given, taken, "query parameter", f"{method} {path}",
-                   none_advice="send the request without a query string")
+                   none_advice=_NO_QUERY_ADVICE)
 
 
+# How the API document begins to describe :func:`check_known`'s refusal.
+_UNKNOWN_DOC = ("invalid_request (param the query parameter's name): the query string names a "
+                "parameter")
 #: How the API document describes :func:`check_known`'s refusal, for a route that takes no query
 #: parameter.
-NO_QUERY_DOC = ("invalid_request (param the query parameter's name): the query string names a "
-                "parameter, and the route takes none; send the request without a query "
-                "string.")
+NO_QUERY_DOC = f"{_UNKNOWN_DOC}, and the route takes none; {_NO_QUERY_ADVICE}."
+
+
+def unknown_query_doc(taken: Sequence[str]) -> str:
+    """How the API document describes :func:`check_known`'s refusal, for a route that takes
+    the query parameters ``taken`` (:data:`NO_QUERY_DOC` when it takes none), naming them as
+    the answer lists them."""
+    if not taken:
+        return NO_QUERY_DOC
+    return (f"{_UNKNOWN_DOC} the route does not take; it takes {', '.join(taken)} (check the "
+            "name's spelling, or leave it out).")
 
 
 def document_queries(schema: dict[str, Any], routers: Iterable[APIRouter]) -> dict[str, Any]:
-    """The OpenAPI document ``schema`` with the 400 of a query parameter sent to a route that
-    takes none (:data:`NO_QUERY_DOC`) on each operation of the ``routers``' routes that refuse
-    every one (a :class:`QueryCheckedRoute` that takes none)."""
-    refusing = [route for router in routers for route in router.routes
-                if isinstance(route, QueryCheckedRoute) and route.taken == ()]
-    return document_refusal(schema, 400, NO_QUERY_DOC, operations=operations(refusing))
+    """The OpenAPI document ``schema`` with the 400 of a query parameter the route does not
+    take (:func:`unknown_query_doc`, naming those it takes, as its check reads them:
+    ``QueryCheckedRoute.taken``) on each operation of the ``routers``' routes that refuse one
+    (every :class:`QueryCheckedRoute` but those that take any, :data:`ANY_QUERY`)."""
+    for router in routers:
+        for route in router.routes:
+            if isinstance(route, QueryCheckedRoute) and route.taken is not None:
+                document_refusal(schema, 400, unknown_query_doc(route.taken),
+                                 operations=operations([route]))
+    return schema
 
 
 class QueryCheckedRoute(APIRoute):
