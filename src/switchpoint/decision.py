@@ -253,7 +253,8 @@ class RoutingDecision:
     text it embedded), as 64 lowercase hexadecimal digits (:func:`hash_prompt`): the same
     prompt gives the same hash, and an outcome may name the decision by it
     (``Router.report_outcome``); '' for a decision routed from an embedding alone. The library
-    keeps it (``to_dict()`` with no field list gives it); the routing answer does not.
+    keeps it (``to_dict()`` with no field list gives it), and the service's routing answer
+    carries it when it is not ''.
     """
 
     selected_model: str

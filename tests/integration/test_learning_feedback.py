@@ -419,6 +419,46 @@ def test_feedback_by_prompt_hash_teaches_the_latest_decision_of_that_prompt_acro
         assert f'no remembered decision has prompt hash "{"0" * 64}"' in error["message"]
 
 
+# The routing answer's first fields, always there, in their order.
+ROUTE_FIELDS = ["selected_model", "cluster_id", "expected_error", "cost_adjusted_score",
+                "all_scores", "cache_hit", "usage", "decision_id"]
+
+
+def test_a_routing_answer_carries_the_prompt_hash_feedback_takes(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """POST /v1/route's answer carries its decision's prompt_hash, after its first eight fields,
+    when it routed on a prompt: feedback naming the decision by it teaches that decision, as
+    by its id. A decision routed on an embedding alone has none, and the answer carries none."""
+    prompt = math_prompt(43)
+    with learning_server(fake, tmp_path) as server:
+        routed = post(server, "/v1/route", {"prompt": prompt})
+        assert routed.status_code == 200, routed.text
+        answer = routed.json()
+        assert list(answer)[:9] == [*ROUTE_FIELDS, "prompt_hash"], list(answer)
+        assert answer["prompt_hash"] == hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+        taught = _by_hash(server, {"prompt_hash": answer["prompt_hash"], "score": 0.0})
+        assert taught.status_code == 200, taught.text
+        body = taught.json()
+        assert (body["decision_id"], body["model"], body["kind"], body["teaches_routing"],
+                body["replaced"]) == (answer["decision_id"], answer["selected_model"],
+                                      "decision", True, False)
+        assert _status(server)["learned_router"]["events"] == 1
+        # The same decision, by its id: the outcome given by the hash is the one replaced.
+        again = feedback(server, answer["decision_id"], score=1.0).json()
+        assert (again["replaced"], again["previous_quality"]) == (True, 0.0), again
+        # The same prompt routed again carries the same hash, which names the latest decision.
+        later = post(server, "/v1/route", {"prompt": prompt}).json()
+        assert later["decision_id"] != answer["decision_id"]
+        assert later["prompt_hash"] == answer["prompt_hash"]
+        latest = _by_hash(server, {"prompt_hash": later["prompt_hash"], "score": 0.5}).json()
+        assert (latest["decision_id"], latest["replaced"]) == (later["decision_id"], False)
+        # Routed on an embedding alone: no prompt_hash.
+        dimension = server.service.gateway.state.live().router.weights.dimension
+        alone = post(server, "/v1/route", {"embedding": [0.1] * dimension})
+        assert alone.status_code == 200, alone.text
+        assert "prompt_hash" not in alone.json() and alone.json()["decision_id"]
+
+
 def test_feedback_names_its_decision_by_exactly_one_of_decision_id_and_prompt_hash(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path) as server:

@@ -94,7 +94,7 @@ def test_seed_classify_example(server: ThreadServer) -> None:
     r = post(server, SEED_CLASSIFY)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {*SEED_KEYS, "decision_id"}
+    assert set(body) == {*SEED_KEYS, "decision_id", "prompt_hash"}  # (routed on a prompt)
     assert isinstance(body["selected_model"], str)
     assert isinstance(body["cluster_id"], int)
     for key in ("expected_error", "cost_adjusted_score"):

@@ -384,7 +384,7 @@ def test_a_decision_carries_the_sha256_of_the_prompt_it_routed_on(package, fake_
     batch = router.route_batch([prompt, poem_prompt(1)], cost_weights=[0.0, 1.0])
     assert [d.prompt_hash for d in batch] == [first.prompt_hash, hash_prompt(poem_prompt(1))] * 2
     assert "prompt_hash" in first.to_dict()  # a library field, as policy and basis are
-    assert "prompt_hash" not in first.to_dict(ROUTE_FIELDS)  # not the routing answer's
+    assert "prompt_hash" not in first.to_dict(ROUTE_FIELDS)  # (the service adds it after them)
     vector = fake_embedder.embed([prompt])[0]
     assert router.route(embedding=vector).prompt_hash == ""  # no prompt: no hash
 

@@ -133,8 +133,8 @@ class BudgetPressure(BaseModel):
 
 
 class RouteResponse(BaseModel):
-    """The routing answer: the first eight fields always; the others when what they tell of
-    is configured, absent otherwise."""
+    """The routing answer: the first eight fields always; ``prompt_hash`` when it routed on
+    a prompt; the others when what they tell of is configured, absent otherwise."""
 
     model_config = CLOSED
 
@@ -146,6 +146,13 @@ class RouteResponse(BaseModel):
     cache_hit: bool = Field(description="Whether this call's decision came from the cache.")
     usage: RouteUsage
     decision_id: str = Field(description="Names this decision in the decision log.")
+    # Present when the decision was routed on a prompt (not on an embedding alone):
+    prompt_hash: str | None = Field(
+        None, description="The SHA-256 of the text the decision routed on, 64 lowercase "
+                          "hexadecimal digits (the same prompt, the same hash): POST "
+                          "/v1/feedback takes it in place of decision_id, naming the latest "
+                          "decision routed on that prompt. Absent for a decision routed on an "
+                          "embedding alone.")
     # Present when keys, tenants, budgets, an SLA or escalation are configured:
     cost_weight: float | None = Field(None, description="The λ the decision was made with "
                                                         "(after any budget or SLA "

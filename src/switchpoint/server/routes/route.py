@@ -40,7 +40,8 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {
                 "governance configured the answer adds the SLA, escalation and budget "
                 "fields; with a tenant memory, an experiment or exploration configured, "
                 "source, memory_fallback, experiment and arm. POST /v1/feedback with its "
-                "decision_id teaches the router. λ and the candidates are given in the body "
+                "decision_id (or, for a decision routed on a prompt, its prompt_hash) teaches "
+                "the router. λ and the candidates are given in the body "
                 "(cost_weight, available_models): the chat route's x-switchpoint-cost-weight "
                 "and x-switchpoint-models headers are a 400 here. prefer_healthy, "
                 "auto_scale, estimate_tokens and ab_test are the in-process gateway's "
@@ -59,10 +60,15 @@ async def route(request: Request, principal: CLIENT) -> JSONResponse:
         principal=principal, measured=True, prefer_healthy=body.prefer_healthy,
         auto_scale=body.auto_scale, estimate_tokens=body.estimate_tokens, ab_test=body.ab_test)
     gateway = get_service(request).gateway
-    fields: tuple[str, ...] = ROUTE_FIELDS
+    answer = decision.to_dict(ROUTE_FIELDS)
+    if decision.prompt_hash:  # (routed on a prompt, not on an embedding alone)
+        answer["prompt_hash"] = decision.prompt_hash
+    fields: tuple[str, ...] = ()
     if Governor.governs(gateway.settings):
         fields += GOVERNANCE_FIELDS
     learning = gateway.state.live().learning
     if learning is not None and learning.configured:
         fields += LEARNING_FIELDS
-    return JSONResponse(decision.to_dict(fields))
+    if fields:
+        answer.update(decision.to_dict(fields))
+    return JSONResponse(answer)
