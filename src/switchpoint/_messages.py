@@ -81,13 +81,16 @@ def refuse_unknown(given: Iterable[str], taken: Sequence[str], kind: str, where:
                f"{listed_names(others, _SHOWN_UNKNOWN - 1, MAX_FIELD, quoted=True)})")
     if taken:
         listed = f"it takes {listed_keys(taken)}"
-        advice = "check its spelling, or leave it out"
+        advice = UNKNOWN_NAME_ADVICE
     else:
         listed = "it takes none"
         advice = none_advice
     raise InvalidInputError(first or kind, f"is not {_article(kind)} {kind} of {where}{nor}; "
                                            f"{listed} ({advice})")
 
+
+#: What :func:`refuse_unknown` advises for a name the code does not take, where it takes some.
+UNKNOWN_NAME_ADVICE = "check its spelling, or leave it out"
 
 # The most unknown names one refusal quotes.
 _SHOWN_UNKNOWN = 5

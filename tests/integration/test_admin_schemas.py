@@ -217,14 +217,14 @@ def test_every_route_publishes_the_query_parameters_it_takes(
     with learning_server(fake, tmp_path) as server:
         published = Published(httpx.get(f"{server.base}/openapi.json", timeout=15).json())
         paths = published.document["paths"]
-        for path, takes in (("/v1/router/requests", "limit, cursor"),
-                            ("/v1/router/keys", "tenant, limit, cursor"),
-                            ("/v1/router/report/sla", "since_hours, tenant"),
-                            ("/v1/router/stats", "tenant")):
+        for path, takes in (("/v1/router/requests", '"limit", "cursor"'),
+                            ("/v1/router/keys", '"tenant", "limit", "cursor"'),
+                            ("/v1/router/report/sla", '"since_hours", "tenant"'),
+                            ("/v1/router/stats", '"tenant"')):
             described = paths[path]["get"]["responses"]["400"]["description"]
             assert ("invalid_request (param the query parameter's name): the query string "
-                    f"names a parameter the route does not take; it takes {takes} (check the "
-                    "name's spelling, or leave it out).") in described, (path, described)
+                    f"names a parameter the route does not take; it takes {takes} (check its "
+                    "spelling, or leave it out).") in described, (path, described)
             assert NO_QUERY not in described, path
             answer = httpx.get(f"{server.base}{path}", params={"windw": "1h"}, timeout=15)
             error = published.valid("GET", path, answer, 400)["error"]

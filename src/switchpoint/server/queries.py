@@ -52,7 +52,7 @@ from fastapi.routing import APIRoute
 from pydantic import BeforeValidator
 from starlette.requests import Request
 
-from switchpoint._messages import json_quoted, refuse_unknown
+from switchpoint._messages import UNKNOWN_NAME_ADVICE, json_quoted, listed_keys, refuse_unknown
 from switchpoint._numbers import TOO_SMALL, integer_text, number_text, too_small
 from switchpoint.errors import InvalidInputError
 from switchpoint.server.errors import document_refusal, operations
@@ -201,8 +201,8 @@ def unknown_query_doc(taken: Sequence[str]) -> str:
     the answer lists them."""
     if not taken:
         return NO_QUERY_DOC
-    return (f"{_UNKNOWN_DOC} the route does not take; it takes {', '.join(taken)} (check the "
-            "name's spelling, or leave it out).")
+    return (f"{_UNKNOWN_DOC} the route does not take; it takes {listed_keys(taken)} "
+            f"({UNKNOWN_NAME_ADVICE}).")
 
 
 def document_queries(schema: dict[str, Any], routers: Iterable[APIRouter]) -> dict[str, Any]:
