@@ -318,7 +318,8 @@ async def send_error(send: Send, answer: ErrorAnswer, path: str,
                 extra: list[tuple[bytes, bytes]]) -> None:
     """Send ``answer``, with the headers ``extra``, in the envelope of ``path`` (the path as
     the app reads it: :func:`~switchpoint.server.paths.app_path`), closing the connection."""
-    payload = json.dumps(answer.openai() if is_openai_path(path) else answer.body()).encode()
+    payload = json.dumps(answer.openai() if is_openai_path(path) else answer.body(),
+                         separators=(",", ":")).encode()
     await send({"type": "http.response.start", "status": answer.status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
         (b"connection", b"close"), *extra]})

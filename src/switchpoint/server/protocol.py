@@ -95,7 +95,8 @@ class _Registry:
 
 def _raw_error(status: int, reason: str, code: str, message: str,
                param: str | None = None) -> bytes:
-    body = json.dumps({"error": {"code": code, "message": message, "param": param}}).encode()
+    body = json.dumps({"error": {"code": code, "message": message, "param": param}},
+                      separators=(",", ":")).encode()
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
