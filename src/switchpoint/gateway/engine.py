@@ -976,10 +976,10 @@ class Gateway:
             self.governor.check_priced(policy, call.requested, catalog)
             if policy.pool is not None:
                 call = replace(call, pool=policy.pool)
+            # (Beside a named model too: a name the caller may not use is refused alike.)
+            for field_name, listed in call.candidate_lists:
+                self.governor.check_candidates(policy, catalog, field_name, listed)
             if call.requested == AUTO_MODEL:
-                for field_name, listed in ((call.models_field, call.models),
-                                           ("models", call.body.get("models"))):
-                    self.governor.check_candidates(policy, catalog, field_name, listed)
                 # Narrowed to what the caller may use; refused early when its RPM window is
                 # full (routing costs CPU; a named model is admitted right away anyway).
                 call = replace(call, models=self.governor.narrow(
@@ -1474,12 +1474,14 @@ class Gateway:
 
         ``params`` are the other OpenAI fields (temperature, tools, max_tokens, ...), forwarded
         as given. ``session_id`` pins a conversation; ``cost_weight`` overrides λ for
-        ``auto``; ``models`` narrows the models ``auto`` may choose; ``decision`` (a routing
-        decision already made) makes ``auto`` follow its ranking; ``exact`` asks the named model
-        alone (retried, but never replaced by a fallback). ``key`` (a client key, verified) or
-        ``tenant`` (trusted) makes the call as that caller: its models, budgets, limits, SLA
-        and escalation apply. Raises :class:`~switchpoint.errors.GatewayError` subclasses (and
-        ``InvalidInputError``).
+        ``auto``; ``models`` narrows the models ``auto`` may choose (beside a named ``model``
+        it must list that model, else an :class:`~switchpoint.errors.InvalidInputError` naming
+        ``models``, and the model's fallbacks it leaves out are not tried); ``decision`` (a
+        routing decision already made) makes ``auto`` follow its ranking; ``exact`` asks the
+        named model alone (retried, but never replaced by a fallback). ``key`` (a client key,
+        verified) or ``tenant`` (trusted) makes the call as that caller: its models, budgets,
+        limits, SLA and escalation apply. Raises :class:`~switchpoint.errors.GatewayError`
+        subclasses (and ``InvalidInputError``).
         """
         self.check_serves_chat()
         if _stream_flag(params):

@@ -165,7 +165,9 @@ class ChatRequest(BaseModel):
     models: list[StrictStr] | None = Field(
         None, min_length=1, max_length=MAX_MODELS,
         description="With model \"auto\": the catalog models the router may choose among (the "
-                    "header x-switchpoint-models does the same). Not forwarded upstream.")
+                    "header x-switchpoint-models does the same). Beside a named model it must "
+                    "list that model (else a 400 naming models), and the model's fallbacks it "
+                    "leaves out are not tried. Not forwarded upstream.")
     max_tokens: StrictInt | None = Field(
         None, ge=1, le=MAX_TOKENS,
         description="The most tokens the answer may have (its cost is reserved against "

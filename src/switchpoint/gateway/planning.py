@@ -4,6 +4,7 @@
 
     ChatCall ─► model check ─► needs, session, pin ─► candidates ───────────────────► Plan
                 (404 unknown)                         named: the model, then its fallbacks
+                                                        (those the candidate list holds)
                                                       auto: the router's ranking − pin bonus
                                                         + health penalty; a hard pin first
                                                       then the capability filter and the
@@ -59,7 +60,8 @@ class ChatCall:
     (a client key's id, else the client's address), which scopes conversations known only by
     their first message; ``tenant`` the caller's tenant, which scopes explicit session ids;
     ``cost_weight`` overrides λ for ``auto``; ``models`` narrows the models ``auto`` may choose
-    (the body's own ``models`` field does the same; both given, both apply); ``decision`` is a
+    (the body's own ``models`` field does the same; both given, both apply), and beside a named
+    model must list it and narrows its fallbacks; ``decision`` is a
     routing decision already made for this request (``auto`` then follows its ranking instead
     of routing again); ``exact`` asks for the named model alone, without its fallbacks (an
     answer from that model or an error: what labelling and comparisons need).
@@ -96,6 +98,15 @@ class ChatCall:
         its field (the header ``x-switchpoint-models``), or, in process, where the argument is
         called ``models`` as the body's field is, as the models argument."""
         return "the models argument" if self.models_field == "models" else self.models_field
+
+    @property
+    def candidate_lists(self) -> list[tuple[str, Sequence[str]]]:
+        """The candidate lists the call gives, each beside the field it came in, in the order
+        they apply: its own (the models argument, the header), then the body's ``models``."""
+        body_models = self.body.get("models")
+        return [(name, listed) for name, listed in ((self.models_field, self.models),
+                                                    ("models", body_models))
+                if listed is not None]
 
     @property
     def stream(self) -> bool:
@@ -373,6 +384,7 @@ class Planner:
                             + ("routed" if requested == AUTO_MODEL
                                else "the request goes to the model it names"))
         if requested != AUTO_MODEL:
+            lists = _named_within(call, catalog)
             chain = ([requested] if call.exact
                      else [c.name for c in fallback_chain(catalog, requested)])
             if call.pool is not None:
@@ -381,6 +393,11 @@ class Planner:
                     # (they could be another tenant's: not named)
                     plan.notes.append("Fallbacks this key may not use are left out.")
                 chain = kept
+            unlisted = [n for n in chain[1:] if any(n not in listed for _, listed in lists)]
+            if unlisted:  # (models the caller may use: it may see them named)
+                plan.notes.append("Fallbacks the request's candidate list leaves out are left "
+                                  f"out ({listed_names(unlisted, quoted=True)}).")
+                chain = [n for n in chain if n not in unlisted]
             allowed, plan.excluded = filter_candidates(catalog, chain, needs)
             if not allowed:
                 raise _nothing_fits(plan.excluded, f"model {json_quoted(requested, 200)} and its "
@@ -483,13 +500,8 @@ class Planner:
         name as its model), narrowed by the call's candidate list and the body's ``models``."""
         names = catalog.routed
         within_name = "the models auto may choose"
-        for field_name, listed in ((call.models_field, call.models),
-                                   ("models", call.body.get("models"))):
-            if listed is None:
-                continue
-            unknown = [m for m in listed if m not in catalog]
-            if unknown:
-                raise UnknownModelError(field_name, unknown, catalog.names)
+        for field_name, listed in call.candidate_lists:
+            _check_known(field_name, listed, catalog)
             keep = set(listed)
             narrowed = [n for n in names if n in keep]
             if not narrowed:
@@ -506,6 +518,34 @@ class Planner:
         note = unhealthy_note(self.health, chosen, order[0])
         if note is not None:
             plan.notes.append(note)
+
+
+def _check_known(field_name: str, listed: Sequence[str], catalog: Catalog) -> None:
+    """An :class:`~switchpoint.errors.UnknownModelError` naming ``field_name`` when the
+    candidate list ``listed`` names a model the catalog does not hold."""
+    unknown = [m for m in listed if m not in catalog]
+    if unknown:
+        raise UnknownModelError(field_name, unknown, catalog.names)
+
+
+def _named_within(call: ChatCall, catalog: Catalog) -> list[tuple[str, Sequence[str]]]:
+    """The candidate lists of ``call``, which names its model, each checked as ``auto``'s are
+    (:func:`_check_known`) and holding the model named: a caller that asks for a model its own
+    list leaves out asked for two things at once, so that is refused (a
+    :class:`~switchpoint.errors.NoCandidatesError` naming the list) rather than one of them
+    ignored. The model's fallbacks are then held to the lists too."""
+    requested = call.requested
+    lists = call.candidate_lists
+    for field_name, listed in lists:
+        _check_known(field_name, listed, catalog)
+        if requested not in listed:
+            shown = json_quoted(requested, 200)
+            raise NoCandidatesError(
+                field_name, f"lists {listed_names(listed, quoted=True)} but not {shown}, the "
+                            f"model the request names: add {shown} to it, ask for model "
+                            f'"auto" to route among the models it lists, or leave {field_name} '
+                            f"out to call {shown} and its fallbacks")
+    return lists
 
 
 def _within(decision: RoutingDecision, allowed: Sequence[str]) -> RoutingDecision:

@@ -69,7 +69,8 @@ _ANSWER: dict[int | str, dict[str, Any]] = {200: {
                 "x-switchpoint-arm, x-switchpoint-charged (what the caller's budgets "
                 "were charged). Send x-session-id to pin a conversation; "
                 "x-switchpoint-cost-weight overrides λ; x-switchpoint-models (comma-separated) "
-                "narrows the models \"auto\" may choose.",
+                "narrows the models \"auto\" may choose (beside a named model it must list "
+                "that model, and narrows its fallbacks).",
 )
 async def chat_completions(request: Request, principal: CLIENT) -> Response:
     started = time.perf_counter()
