@@ -6,10 +6,12 @@ it; exploration sends auto decisions to another candidate, never a named model's
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import httpx
@@ -391,6 +393,51 @@ def test_promoting_in_process_refuses_an_arm_that_is_not_a_name_and_keeps_a_name
         gateway.start()
         assert gateway.experiment_report("thrift")["promoted"] == "thrifty"
 
+
+
+REBUILT = """tenants: {acme: {}}
+experiments:
+  thrift:
+    tenants: [default]
+    arms:
+      control: {}
+      thrifty: {cost_weight: 5}
+"""
+
+
+@pytest.mark.parametrize("rebuild", ["reload", "create"])
+def test_a_promotion_made_while_a_new_snapshot_is_readied_applies_to_it(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        rebuild: str) -> None:
+    # A reload, or an experiment made at run time, readies its snapshot with the promotions
+    # of that moment; one made meanwhile went to the snapshot serving then, so once the new
+    # one went live the report said "promoted" while the traffic was split among the arms.
+    with learning_server(fake, tmp_path, REBUILT) as server:
+        state = server.service.gateway.state
+        prepare = state.prepare
+        assert prepare is not None
+        readied, go_on = threading.Event(), threading.Event()
+
+        def held(live: Any, old: Any) -> Any:
+            made = prepare(live, old)
+            readied.set()
+            go_on.wait(30)
+            return made
+
+        monkeypatch.setattr(state, "prepare", held)
+        path, body = (("/v1/router/reload", {}) if rebuild == "reload" else
+                      ("/v1/router/experiments", {"name": "other", "tenants": ["acme"]}))
+        with ThreadPoolExecutor(1) as pool:
+            rebuilt = pool.submit(post, server, path, body)
+            assert readied.wait(30)
+            promoted = post(server, "/v1/router/experiments/thrift/promote", {"arm": "thrifty"})
+            go_on.set()
+            assert rebuilt.result().status_code in (200, 201), rebuilt.result().text
+        assert promoted.status_code == 200, promoted.text
+        assert get(server, "/v1/router/experiments/thrift").json()["promoted"] == "thrifty"
+        arms = {post(server, "/v1/route", {"prompt": math_prompt(i)}).json()["arm"]
+                for i in range(12)}
+        assert arms == {"thrifty"}
 
 TWO_ARMS = """experiments:
   thrift:

@@ -666,9 +666,13 @@ class GatewayLearning:
             router.learner.log = RouterLog(self.log, router)
         self.compares.resize(settings.learning.max_compares, settings.learning.compare_ttl_s)
         self.log.resize(settings.learning.memory_size)
-        learning = LiveLearning(live.router, settings, arms, Experiments(
-            settings, {name: arm for name, (arm, _) in self.promoted.items()}))
+        learning = LiveLearning(live.router, settings, arms,
+                                Experiments(settings, self._promoted_arms()))
         return replace(live, learning=learning)
+
+    def _promoted_arms(self) -> dict[str, str]:
+        """The arm each promoted experiment sends its traffic to."""
+        return {name: arm for name, (arm, _) in self.promoted.items()}
 
     def _replay(self, live: Live) -> None:
         """Take up the feedback log into the snapshot (under the state's guard, right before
@@ -677,6 +681,9 @@ class GatewayLearning:
         learning: LiveLearning | None = live.learning
         if learning is None:
             return
+        # A promotion made while the snapshot was readied (outside the guard, which every
+        # promotion is made under) applies to it too: it went to the snapshot serving then.
+        learning.experiments.promoted = self._promoted_arms()
         t0 = time.perf_counter()
         self.log.flush()
         after = self._restore(learning)
