@@ -29,7 +29,7 @@ from fractions import Fraction
 from typing import Annotated
 
 import numpy as np
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from switchpoint._json import as_float
 from switchpoint._messages import cut, json_quoted, past_floats
@@ -157,7 +157,13 @@ def integer_text(text: str) -> int | None:
 
 #: A config field's integer: any integer the field's bounds take, never a boolean.
 Integer = Annotated[int, BeforeValidator(not_a_boolean)]
-#: A config field's real number: any number the field's bounds take, never a boolean.
-Real = Annotated[float, BeforeValidator(not_a_boolean)]
+def unsigned_zero(value: float) -> float:
+    """``value``, ``-0.0`` as ``0.0`` (see the module's docstring)."""
+    return value + 0.0  # -0.0 + 0.0 is 0.0
+
+
+#: A config field's real number: any number the field's bounds take, never a boolean, and
+#: ``-0.0`` as ``0.0``.
+Real = Annotated[float, BeforeValidator(not_a_boolean), AfterValidator(unsigned_zero)]
 #: A config field's boolean: ``true`` or ``false``, never a number nor a string.
 Boolean = Annotated[bool, BeforeValidator(only_a_boolean)]

@@ -106,6 +106,25 @@ def test_a_split_out_of_range_is_quoted_as_sent(fake: FakeProviderProcess,
         assert [e["experiment"] for e in get(server, PATH).json()["data"]] == ["thrift"]
 
 
+
+def test_an_arms_cost_weight_of_negative_zero_is_taken_as_zero(fake: FakeProviderProcess,
+                                                                tmp_path: Path) -> None:
+    # It was taken as it came: kept, reported as -0.0 and said as "lambda -0" in the
+    # reasoning of every decision of the arm.
+    with learning_server(fake, tmp_path, CONFIG) as server:
+        made = httpx.post(f"{server.base}{PATH}", headers={"content-type": "application/json"},
+                          content=b'{"name": "zero", "tenants": ["default"], "strategy_a": '
+                                  b'{"cost_weight": -0.0}, "strategy_b": {"cost_weight": 1}}',
+                          timeout=30)
+        assert made.status_code == 201, made.text
+        assert "-0" not in made.text and '"cost_weight":0.0' in made.text, made.text
+        reasons = {chat(server, math_prompt(n), session=f"s{n}")[0]["x-switchpoint-reasoning"]
+                   for n in range(12)}
+        said = [r for r in reasons if 'arm "a"' in r]
+        assert said and all("lambda 0 " in r or "lambda 0)" in r for r in said), said
+        assert not any("-0" in r for r in reasons), reasons
+        assert "-0" not in get(server, f"{PATH}/zero").text
+
 def test_an_empty_strategy_over_http_is_the_configured_routing(fake: FakeProviderProcess,
                                                               tmp_path: Path) -> None:
     """strategy_b {} (no setting changed) made arm b quality_first (λ 0), the strategy for
