@@ -106,3 +106,46 @@ def test_creates_over_http_at_once_make_one_per_name_and_never_pass_the_bound(
     assert [r[0] for r in _rows(settings_for(fake, tmp_path, CONFIG))] == listed
     with learning_server(fake, tmp_path, CONFIG) as server:
         assert [e["experiment"] for e in get(server, PATH).json()["data"]] == listed
+
+
+def test_a_promotion_sent_while_its_experiment_ends_waits_and_is_refused(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A promotion checked "not ended" before the end went live, then stored for the ended
+    # experiment: its report said promoted. It now waits for the end, and is refused.
+    with _gateway(settings) as gateway:
+        gateway.create_ab_test("rt", tenants=["t0"])
+        state = gateway.state
+        prepare = state.prepare
+        assert prepare is not None
+        readied, go_on = threading.Event(), threading.Event()
+
+        def held(live: Any, old: Any) -> Any:
+            made = prepare(live, old)
+            readied.set()
+            go_on.wait(30)
+            return made
+
+        monkeypatch.setattr(state, "prepare", held)
+        outcome: dict[str, object] = {}
+
+        def promote() -> None:
+            try:
+                outcome["promoted"] = gateway.promote("rt", "b")
+            except SwitchpointError as exc:
+                outcome["promoted"] = exc
+
+        ending = threading.Thread(target=lambda: outcome.update(ended=gateway.end_ab_test("rt")))
+        ending.start()
+        assert readied.wait(30)
+        promoting = threading.Thread(target=promote)
+        promoting.start()
+        promoting.join(0.5)
+        assert promoting.is_alive(), outcome  # it waits for the end under way
+        go_on.set()
+        ending.join(30)
+        promoting.join(30)
+        assert not ending.is_alive() and not promoting.is_alive()
+        refused = outcome["promoted"]
+        assert isinstance(refused, ConflictError) and refused.param == "name", refused
+        assert "has ended" in str(refused)
+        assert gateway.experiment_report("rt").get("promoted") is None

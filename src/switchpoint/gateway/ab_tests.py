@@ -232,8 +232,14 @@ class RuntimeExperiments:
         # Each replaced whole (never changed in place) as one is made or ends.
         self.running: Mapping[str, ExperimentConfig] = {}
         self.ended: Mapping[str, tuple[ExperimentConfig, float]] = {}
-        self._lock = threading.Lock()  # one creation or end at a time
+        self._lock = threading.Lock()  # one creation, end or promotion at a time
         state.extend = self.extend
+
+    @property
+    def changing(self) -> threading.Lock:
+        """Held while the run-time experiments change (one is made or ends) and while an
+        experiment's arm is promoted, so a promotion never lands on one ending meanwhile."""
+        return self._lock
 
     def open(self) -> None:
         """Read what the store keeps (it is open, and the promotions read): an experiment

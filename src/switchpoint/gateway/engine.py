@@ -2039,13 +2039,16 @@ class Gateway:
     def promote(self, name: str, arm: str | None = None) -> dict[str, Any]:
         """Send all of experiment ``name``'s traffic to ``arm`` (default: its winner)."""
         check_process(self._pid, "this Gateway")
-        settings = self.settings
-        if isinstance(name, str) and name not in settings.experiments and (
-                name in self.ab_tests.ended):
-            raise ConflictError(f"name: experiment {json_quoted(name, 100)}, created at run "
-                                "time, has ended, so it takes no traffic to promote an arm "
-                                "for; create another", param="name")
-        return self.learning.promote(settings, name, arm)
+        # A run-time experiment's arm is promoted between its changes, never while it ends.
+        running = isinstance(name, str) and name in self.ab_tests.running
+        with self.ab_tests.changing if running else contextlib.nullcontext():
+            settings = self.settings
+            if isinstance(name, str) and name not in settings.experiments and (
+                    name in self.ab_tests.ended):
+                raise ConflictError(f"name: experiment {json_quoted(name, 100)}, created at "
+                                    "run time, has ended, so it takes no traffic to promote "
+                                    "an arm for; create another", param="name")
+            return self.learning.promote(settings, name, arm)
 
     @_sync_request
     def create_ab_test(self, name: str, strategy_a: str | Mapping[str, Any] | None = None,
