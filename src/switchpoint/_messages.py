@@ -4,7 +4,8 @@
 turns one pydantic error into ``must be >= 0, got -1`` (``got(-1)`` is its ``, got -1``, as
 any check of a field says what it was sent); ``plural(3, "prompt")`` is ``3 prompts``;
 ``unprintable(name)`` finds a character a terminal would not show as itself, and
-``printable(text)`` writes each such character as ``\\uXXXX``.
+``printable(text)`` writes each such character as ``\\uXXXX``; ``one_of(("day", "week"))`` is
+``"day" or "week"``, the fixed values a message offers to choose from.
 """
 
 from __future__ import annotations
@@ -255,8 +256,25 @@ def shown_key(key: str) -> str:
 _CHOICE = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s,]+""")
 
 
-def _one_of(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+def _joined(items: Sequence[str], last: str = "or") -> str:
+    if len(items) < 2:
+        return "".join(items)
+    return ", ".join(items[:-1]) + f" {last} " + items[-1]
+
+
+def one_of(values: Iterable[object]) -> str:
+    """The fixed values a field, an argument or an option takes, as a message offers them to
+    choose from: each as JSON writes it, the last after ``or`` (``"hour", "day", "week" or
+    "month"``), as pydantic's own "must be one of" is shown (:func:`reason`), so every list of
+    choices reads alike. (The names a caller chose, of any number, are
+    :func:`listed_names`'s.)"""
+    return _joined([_shown(value) for value in values])
+
+
+def all_of(values: Iterable[object]) -> str:
+    """The fixed values a message names together, as :func:`one_of` writes them, the last
+    after ``and`` (``"text" and "image_url"``)."""
+    return _joined([_shown(value) for value in values], "and")
 
 
 def _choices(expected: str) -> str:
@@ -268,9 +286,9 @@ def _choices(expected: str) -> str:
                   if token != "or"]
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return expected
-    if not values or _one_of([repr(value) for value in values]) != expected:
+    if not values or _joined([repr(value) for value in values]) != expected:
         return expected
-    return _one_of([_shown(value) for value in values])
+    return one_of(values)
 
 
 def got(value: object) -> str:

@@ -15,7 +15,7 @@ import numbers
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
-from switchpoint._messages import json_quoted, listed_names, people_number, quoted
+from switchpoint._messages import json_quoted, listed_names, one_of, people_number, quoted
 from switchpoint.errors import InvalidInputError
 
 TIERS = ("trivial", "simple", "moderate", "complex", "expert")
@@ -160,7 +160,7 @@ class Catalog:
                         f"names {json_quoted(fb)}, which is not in the catalog")
             if card.tier is not None and card.tier not in TIERS:
                 raise InvalidInputError(f"models.{card.name}.tier",
-                                        f"must be one of {', '.join(TIERS)}, got "
+                                        f"must be one of {one_of(TIERS)}, got "
                                         f"{json_quoted(card.tier)}")
             for price in (card.input_per_mtok, card.output_per_mtok):
                 if price is not None and not 0 <= price <= MAX_PRICE_PER_MTOK:

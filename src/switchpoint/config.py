@@ -79,6 +79,7 @@ from switchpoint._messages import (
     json_quoted,
     key_path,
     listed_names,
+    one_of,
     quoted_path,
 )
 from switchpoint._messages import reason as describe
@@ -163,8 +164,8 @@ def _env_var_name(value: str | None, example: str) -> str | None:
                    value[:1])
         # "NAME (...)", not "NAME: ...": the words after "SOME_API_KEY:" would read as a
         # credential to the redaction every error message goes through.
-        raise ValueError(f"{must} (letters, digits and '_', not starting with a digit; the "
-                         f"value given, not shown in case it is the secret itself, has "
+        raise ValueError(f'{must} (letters, digits and "_", not starting with a digit; the '
+                         "value given, not shown in case it is the secret itself, has "
                          f"{len(value)} characters and holds {json_quoted(bad)})")
     if _SECRET_LIKE.fullmatch(value) and not value.isupper():
         raise ValueError(f"{must}; the value given ({len(value)} letters and digits, not "
@@ -1292,12 +1293,11 @@ def _check_paths(settings: Settings) -> None:
                                                   f"package, not {name} weights; list it under "
                                                   f"{served + ': or ' if known else ''}a name "
                                                   "of your own (not one of "
-                                                  f"{listed_names(bundled, quoted=True)})")
+                                                  f"{one_of(bundled)})")
     if (settings.weights is None and settings.policy not in settings.policies
             and settings.policy not in bundled):
         raise ConfigError("policy", f"{json_quoted(settings.policy)} has no bundled weights; "
-                                    "choose one of "
-                                    f"{listed_names(bundled, quoted=True)} or add it under "
+                                    f"choose one of {one_of(bundled)}, or add it under "
                                     "policies:")
     data_dir = Path(settings.data_dir)
     if data_dir.exists() and not data_dir.is_dir():

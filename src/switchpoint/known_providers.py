@@ -36,7 +36,7 @@ import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from switchpoint._messages import json_quoted, listed_names
+from switchpoint._messages import json_quoted, one_of
 
 if TYPE_CHECKING:
     from switchpoint.catalog import ModelCard
@@ -83,7 +83,7 @@ KNOWN_PROVIDERS: dict[str, ProviderSpec] = {spec.name: spec for spec in (
 
 def known_names() -> str:
     """The provider names, for messages."""
-    return listed_names(KNOWN_PROVIDERS, quoted=True)
+    return one_of(KNOWN_PROVIDERS)
 
 
 def check_provider(value: str) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 
 from switchpoint._admitted import admitted_by
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
-from switchpoint._messages import json_quoted, listed_names, people_number
+from switchpoint._messages import json_quoted, listed_names, one_of, people_number
 from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import (
@@ -1249,14 +1249,14 @@ def load_router(
     expect("weights_name", weights_name, str, "a bundled package name", optional=True)
     expect("embedding_model", embedding_model, str, "an embedding model's name",
            optional=True)
-    expect("engine", engine, str, f"an engine's name ({listed_names(ENGINES, quoted=True)})")
+    expect("engine", engine, str, f"an engine's name ({one_of(ENGINES)})")
     expect("download_if_missing", download_if_missing, bool, "True or False")
     expect("policy", policy, str, "the name of a bundled policy", optional=True)
     expect("catalog", catalog, Catalog, "a Catalog", optional=True)
     expect("warm", warm, bool, "True or False")
     if engine not in ENGINES:
         raise InvalidInputError("engine", f"unknown engine {json_quoted(engine)}; use one of "
-                                          f"{listed_names(ENGINES, quoted=True)} (all run "
+                                          f"{one_of(ENGINES)} (all run "
                                           "switchpoint's in-process ONNX engine)")
     if weights_name is not None and weights_path is None:
         named = DEFAULT_POLICY if weights_name == "default" else weights_name

@@ -222,7 +222,8 @@ def test_serve_names_the_policy_or_weights_option_it_refuses(
     data = tmp_path / "data"
     code, _, err = run(["serve", "--policy", "nope", "--port", "0", "--data-dir", data], capsys)
     assert_bad_input(code, err, '--policy: "nope" has no bundled weights; choose one of '
-                                '"cluster", "fixed", "knn", "random", "tfidf", "tiers"')
+                                '"cluster", "fixed", "knn", "random", "tfidf" or "tiers", or add '
+                                "it under policies:")
     code, _, err = run(["serve", "--weights", tmp_path / "nope", "--port", "0", "--data-dir",
                         data], capsys)
     assert_bad_input(code, err, f"--weights: {str(tmp_path / 'nope')!r} is not a weights package")
@@ -249,7 +250,7 @@ def test_serve_explains_a_key_variable_name_with_a_dash_in_words_not_masked(
                       encoding="utf-8")
     code, _, err = run(["serve", "--config", config, "--port", "19499"], capsys)
     assert_bad_input(code, err, "models[0].api_key_env: must be the name of the environment "
-                                "variable", "letters, digits and '_'", 'holds "-"')
+                                "variable", 'letters, digits and "_"', 'holds "-"')
     assert "[REDACTED]" not in err and secret not in err and secret[:12] not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]  # nothing made
 

@@ -121,6 +121,15 @@ def test_a_bad_provider_event_is_refused_naming_it_and_records_nothing(
     assert gateway.health_snapshot()["models"] == before
 
 
+def test_a_provider_event_refused_quotes_the_events_it_takes(gateway: Gateway) -> None:
+    with pytest.raises(InvalidInputError) as bad:
+        gateway.record_provider_event("strong", "crash")
+    assert str(bad.value) == 'event: must be one of "success", "error" or "timeout", got "crash"'
+    with pytest.raises(InvalidInputError) as bad:
+        gateway.record_provider_event("strong", "success", details="fine")
+    assert str(bad.value).endswith('leave it out when event is "success"')
+
+
 def test_a_closed_gateway_refuses_to_read_or_change_its_models_health(
         gateway: Gateway) -> None:
     """Once closed, a gateway refuses its health calls as it refuses every other call, saying

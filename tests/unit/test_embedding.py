@@ -26,13 +26,14 @@ from switchpoint.errors import InvalidInputError
 DIM = 8
 
 
-def test_a_minilm_setting_refused_lists_the_settings_as_words() -> None:
-    with pytest.raises(ValueError, match=r'^truncation must be one of head, tail, head_tail, '
-                                         r'got "middle"$'):
+def test_a_minilm_setting_refused_lists_the_settings_it_takes() -> None:
+    with pytest.raises(ValueError, match=r'^truncation must be one of "head", "tail" or '
+                                         r'"head_tail", got "middle"$'):
         MiniLMEmbedder(truncation="middle")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r'^precision must be one of fp32, int8, got "fp8"$'):
+    with pytest.raises(ValueError, match=r'^precision must be one of "fp32" or "int8", got "fp8"$'):
         MiniLMEmbedder(precision="fp8")  # type: ignore[arg-type]
-    with pytest.raises(InvalidInputError, match=r"with truncation one of head, tail, head_tail$"):
+    with pytest.raises(InvalidInputError,
+                       match=r'with truncation one of "head", "tail" or "head_tail"$'):
         embedder_from_id("all-MiniLM-L6-v2/middle-64")
 
 

@@ -61,7 +61,8 @@ def test_budget_strings(text: str, budget: Budget) -> None:
 
 
 @pytest.mark.parametrize(("text", "needle"), [
-    ("50/fortnight", '"fortnight" is not a budget period; use one of hour, day, week, month'),
+    ("50/fortnight", '"fortnight" is not a budget period; use one of "hour", "day", "week" or '
+                     '"month"'),
     ("-5/day", "must be >= 0"),
     ("fifty/month", "write AMOUNT/PERIOD"),
     ("50", "write AMOUNT/PERIOD"),

@@ -4,14 +4,31 @@ caller's own exception."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
+from typing import Literal
 
 import numpy as np
 import pytest
+from pydantic import BaseModel, ValidationError
 
 import switchpoint._messages as messages
-from switchpoint._messages import got, json_quoted, past_floats, plain_number
+from switchpoint._messages import (
+    all_of,
+    got,
+    json_quoted,
+    one_of,
+    past_floats,
+    plain_number,
+    reason,
+)
+from switchpoint.catalog import TIERS, Catalog, ModelCard
+from switchpoint.errors import InvalidInputError
+from switchpoint.governance.budgets import PERIODS, parse_budget
+from switchpoint.governance.reports import REPORT_PERIODS
+from switchpoint.known_providers import KNOWN_PROVIDERS, check_provider
+from switchpoint.policies import POLICIES, policy_class
 
 
 class _Unprintable:
@@ -89,3 +106,36 @@ def test_a_number_is_shown_as_given_in_plain_terms_by_the_one_rule() -> None:
     assert plain_number(Decimal("1e400")) == ("1E+400, past the largest a number holds (about "
                                               "1.8e308)")
     assert plain_number(True) is None and plain_number("1") is None and json_quoted(True) == "true"
+
+
+def test_the_values_a_message_offers_are_quoted_as_json_writes_them() -> None:
+    assert one_of(("day", "week", "month")) == '"day", "week" or "month"'
+    assert one_of(("auto",)) == '"auto"' and one_of(()) == ""
+    assert all_of(("text", "image_url")) == '"text" and "image_url"'
+    assert one_of(["it's", "\x1b"]) == '"it\'s" or "\\u001b"'
+
+
+def test_a_fixed_set_of_choices_reads_as_pydantic_writes_its_own() -> None:
+    """The code's own checks offered their choices unquoted (``hour, day, week, month``)
+    beside pydantic's, which the HTTP service shows quoted (``"day", "week" or "month"``)."""
+
+    class Report(BaseModel):
+        period: Literal["day", "week", "month"]
+
+    with pytest.raises(ValidationError) as info:
+        Report(period="year")
+    assert reason(info.value.errors()[0]) == (
+        f'must be one of {one_of(REPORT_PERIODS)}, got "year"')
+
+
+@pytest.mark.parametrize(("refuse", "choices"), [
+    (lambda: parse_budget("5/year"), one_of(PERIODS)),
+    (lambda: Catalog([ModelCard("a", tier="godlike")]), one_of(TIERS)),
+    (lambda: check_provider("mistrall"), one_of(KNOWN_PROVIDERS)),
+    (lambda: policy_class("telepathy"), one_of(sorted(POLICIES))),
+], ids=["budget-period", "tier", "provider", "policy"])
+def test_a_refusal_offers_its_fixed_choices_quoted(refuse: Callable[[], object],
+                                                   choices: str) -> None:
+    with pytest.raises((ValueError, InvalidInputError)) as refused:
+        refuse()
+    assert choices.startswith('"') and choices in str(refused.value), str(refused.value)

@@ -83,8 +83,8 @@ def test_make_policy_unknown_name_lists_the_parameters(name: str) -> None:
 
 
 def test_a_choice_or_a_model_refused_lists_what_it_may_be_as_words() -> None:
-    with pytest.raises(InvalidInputError, match=r'^assignment: must be one of hard, soft; got '
-                                                r'"firm"$'):
+    with pytest.raises(InvalidInputError, match=r'^assignment: must be one of "hard" or "soft", '
+                                                r'got "firm"$'):
         ClusterPolicy().set_params(assignment="firm")
     with pytest.raises(InvalidInputError, match=r'^model: "c" is not among "a", "b"$'):
         FixedPolicy(model="c").fit(Inputs(embeddings=np.eye(3, dtype=np.float32)),

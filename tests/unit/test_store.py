@@ -1771,6 +1771,6 @@ def test_the_stores_settings_refused_quote_the_value_as_json_writes_it(tmp_path:
     with pytest.raises(ValueError, match=r"retention must be .*, got -1$"):
         cutoff_for(-1)
     event = FeedbackEvent(decision_id="d", model="m", quality=1.0)
-    with pytest.raises(ValueError, match=r'^kind must be one of decision, .*[a-z], got "x"$'):
+    with pytest.raises(ValueError, match=r'^kind must be one of "decision", .*"[a-z]+", got "x"$'):
         feedback_record(event, "x", weights_id=None)
     assert not path.exists() and not (tmp_path / "sessions.db").exists()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, one_of
 from switchpoint.embedding.base import (
     Embedder,
     check_embedding,
@@ -44,16 +44,16 @@ def embedder_from_id(embedder_id: str) -> Embedder:
         raise InvalidInputError(
             "embedder",
             f"unknown embedder {json_quoted(embedder_id)}; use "
-            f"'{MODEL_NAME}/<truncation>-<tokens>' "
-            "or 'st:<sentence-transformers model path>'",
+            f'"{MODEL_NAME}/<truncation>-<tokens>" '
+            'or "st:<sentence-transformers model path>"',
         )
     truncation, _, tokens = setting.rpartition("-") if setting else ("tail", "", "64")
     if truncation not in TRUNCATIONS or not tokens.isdigit():
         raise InvalidInputError(
             "embedder",
             f"bad embedder setting {json_quoted(setting)} in {json_quoted(embedder_id)}; "
-            "expected e.g. 'tail-256' "
-            f"with truncation one of {', '.join(TRUNCATIONS)}",
+            'expected e.g. "tail-256" '
+            f"with truncation one of {one_of(TRUNCATIONS)}",
         )
     try:
         return MiniLMEmbedder(truncation=truncation, max_tokens=int(tokens))

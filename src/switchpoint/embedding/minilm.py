@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, one_of
 from switchpoint._pickling import LAZY, LOCK, RemadeOnLoad, remade
 from switchpoint._progress import ProgressFn
 from switchpoint.embedding.base import Matrix
@@ -81,10 +81,10 @@ class MiniLMEmbedder(RemadeOnLoad):
         cache_dir: str | Path | None = None,
     ) -> None:
         if truncation not in TRUNCATIONS:
-            raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got "
+            raise ValueError(f"truncation must be one of {one_of(TRUNCATIONS)}, got "
                              f"{json_quoted(truncation)}")
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+            raise ValueError(f"precision must be one of {one_of(PRECISIONS)}, got "
                              f"{json_quoted(precision)}")
         self.precision: Precision = precision
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None

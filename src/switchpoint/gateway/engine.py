@@ -72,7 +72,7 @@ import numpy as np
 import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect, passes_on
 from switchpoint._files import access_problem, private_dir
-from switchpoint._messages import json_quoted, listed_names, quoted_path
+from switchpoint._messages import json_quoted, listed_names, one_of, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint.catalog import Catalog, model_names
@@ -2152,9 +2152,9 @@ class Gateway:
         catalog = self.state.live().router.catalog
         if model not in catalog:
             raise UnknownModelError("model", [model], list(catalog.names))
-        expect("event", event, str, f"one of {', '.join(HEALTH_EVENTS)}")
+        expect("event", event, str, f"one of {one_of(HEALTH_EVENTS)}")
         if event not in HEALTH_EVENTS:
-            raise InvalidInputError("event", f"must be one of {', '.join(HEALTH_EVENTS)}, got "
+            raise InvalidInputError("event", f"must be one of {one_of(HEALTH_EVENTS)}, got "
                                              f"{json_quoted(event, 40)}")
         if latency_ms is not None:
             if event != "success":
@@ -2171,7 +2171,7 @@ class Gateway:
             if event == "success":
                 raise InvalidInputError("details", "is recorded for an error or a timeout "
                                                    "only; leave it out when event is "
-                                                   "'success'")
+                                                   '"success"')
             expect("details", details, str, "a string (what went wrong)")
             if len(details) > MAX_DETAIL_CHARS:
                 raise InvalidInputError("details", f"must be at most {MAX_DETAIL_CHARS} "

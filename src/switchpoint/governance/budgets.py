@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from switchpoint._messages import json_quoted, people_number
+from switchpoint._messages import all_of, json_quoted, one_of, people_number
 from switchpoint.decision import MAX_COST_WEIGHT
 
 PERIODS = ("hour", "day", "week", "month")
@@ -58,12 +58,12 @@ def _parse_text(text: str) -> Budget:
     match = _BUDGET.fullmatch(text)
     if match is None:
         raise ValueError(f"{json_quoted(text)} is not a budget; write AMOUNT/PERIOD in US "
-                         f'dollars, e.g. "50/month" or "2.5/day" (periods: {", ".join(PERIODS)})')
+                         f'dollars, e.g. "50/month" or "2.5/day" (the period {one_of(PERIODS)})')
     amount = float(match["amount"]) + 0.0  # "-0/day" is "0/day"
     period = match["period"].lower()
     if period not in PERIODS:
         raise ValueError(f"{json_quoted(text)}: {json_quoted(period)} is not a budget period; "
-                         f"use one of {', '.join(PERIODS)} (calendar periods in UTC)")
+                         f"use one of {one_of(PERIODS)} (calendar periods in UTC)")
     if amount < 0:
         raise ValueError(f"{json_quoted(text)}: the amount must be >= 0 US dollars")
     if not math.isfinite(amount) or amount > MAX_BUDGET_USD:
@@ -80,7 +80,7 @@ def parse_budgets(items: str | Sequence[str] | None) -> list[Budget]:
     listed = [items] if isinstance(items, str) else list(items)
     if len(listed) > len(PERIODS):
         raise ValueError(f"{len(listed)} budgets given; give at most {len(PERIODS)}, one per "
-                         f"period ({', '.join(PERIODS)})")
+                         f"period ({all_of(PERIODS)})")
     budgets = [parse_budget(item) for item in listed]
     periods = [b.period for b in budgets]
     for period in PERIODS:
@@ -107,7 +107,7 @@ def period_start(period: str, ts: float) -> float:
     elif period == "month":
         start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     else:
-        raise ValueError(f"unknown period {json_quoted(period)}; use one of {', '.join(PERIODS)}")
+        raise ValueError(f"unknown period {json_quoted(period)}; use one of {one_of(PERIODS)}")
     return start.timestamp()
 
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from switchpoint._admitted import admitted_by
 from switchpoint._json import lone_surrogate
-from switchpoint._messages import json_quoted, listed_names, people_number
+from switchpoint._messages import json_quoted, listed_names, one_of, people_number
 from switchpoint._numbers import checked_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard, check_token_counts
 from switchpoint.config import Settings
@@ -211,7 +211,7 @@ class _Savings:
 def _period_seconds(period: str) -> float:
     if not isinstance(period, str) or period not in REPORT_PERIODS:
         raise InvalidInputError("period", f"{json_quoted(period)} is not a report period; use "
-                                          f"one of {', '.join(REPORT_PERIODS)}")
+                                          f"one of {one_of(REPORT_PERIODS)}")
     return REPORT_PERIODS[period]
 
 

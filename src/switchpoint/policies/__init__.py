@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from switchpoint._messages import json_quoted, listed_names
+from switchpoint._messages import json_quoted, one_of
 from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Estimates,
@@ -54,7 +54,7 @@ def policy_class(name: str) -> type[Policy]:
     if target is None:
         raise InvalidInputError(
             "policy", f"unknown policy {json_quoted(name)}; choose one of "
-                      f"{listed_names(sorted(POLICIES), quoted=True)}")
+                      f"{one_of(sorted(POLICIES))}")
     module, _, attr = target.partition(":")
     cls: type[Policy] = getattr(importlib.import_module(module), attr)
     return cls

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._messages import json_quoted, listed_keys, listed_names
+from switchpoint._messages import got, json_quoted, listed_keys, listed_names, one_of
 from switchpoint._numbers import checked_number
 from switchpoint.errors import InvalidInputError, NotFittedError, UnknownModelError
 
@@ -447,8 +447,7 @@ def check_int(name: str, value: object, *, low: int, high: int | None = None) ->
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise InvalidInputError(name, f"must be one of {', '.join(choices)}; got "
-                                      f"{json_quoted(value)}")
+        raise InvalidInputError(name, f"must be one of {one_of(choices)}{got(value)}")
     return str(value)
 
 

@@ -50,7 +50,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, one_of
 from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.store.sqlite import (
@@ -924,7 +924,7 @@ def _logged(row: tuple[Any, ...]) -> LoggedFeedback:
 def feedback_record(event: FeedbackEvent, kind: str, *, weights_id: str | None,
                     key_id: str | None = None, comment: str | None = None) -> FeedbackRecord:
     if kind not in FEEDBACK_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(FEEDBACK_KINDS)}, got "
+        raise ValueError(f"kind must be one of {one_of(FEEDBACK_KINDS)}, got "
                          f"{json_quoted(kind)}")
     return FeedbackRecord(event, kind, weights_id, key_id, comment)
 
