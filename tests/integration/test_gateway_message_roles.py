@@ -83,14 +83,14 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
     ([{"role": "developer", "content": [{"type": "image_url",
                                          "image_url": {"url": "https://x.test/a.png"}}]}],
      "messages[2].content[0].type", 'is "image_url", which a developer message does not '
-     "take: a developer message takes text parts only"),
+     'take: a developer message takes "text" parts only'),
     ([{"role": "user", "content": [{"type": "text", "text": "see"},
                                    {"type": "video_url", "video_url": {"url": "x"}}]}],
      "messages[2].content[1].type", 'is "video_url", which a user message does not take: a '
-     "user message takes text, image_url, input_audio or file parts"),
+     'user message takes "text", "image_url", "input_audio" or "file" parts'),
     ([{"role": "assistant", "content": [{"type": "input_audio", "input_audio": {
         "data": "SUQz", "format": "mp3"}}]}, {"role": "user", "content": "and?"}],
-     "messages[2].content[0].type", "an assistant message takes text or refusal parts"),
+     "messages[2].content[0].type", 'an assistant message takes "text" or "refusal" parts'),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"detail": "low"}}]}],
      "messages[2].content[0].image_url.url", "is missing; an image_url part carries"),
     ([{"role": "assistant", "content": None, "tool_calls": [CALL]},
@@ -342,9 +342,9 @@ def test_every_part_type_each_role_takes_is_forwarded_as_sent(
 AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
 # (the part, the role of the message carrying it, what the Anthropic adapter sends there)
 UNSENDABLE = [
-    (AUDIO, "user", "text and image_url parts in user messages"),
+    (AUDIO, "user", '"text" and "image_url" parts in user messages'),
     ({"type": "file", "file": {"file_id": "file-abc"}}, "user",
-     "text and image_url parts in user messages"),
+     '"text" and "image_url" parts in user messages'),
 ]
 
 
@@ -368,7 +368,7 @@ def test_a_part_a_models_adapter_cannot_send_is_refused_for_it_before_anything_i
     # adapter only when the call began.
     gateway = budgeted.service.gateway
     kind = part["type"]
-    says = (f"other: the request has {kind} parts in {role} messages, which the Anthropic "
+    says = (f'other: the request has "{kind}" parts in {role} messages, which the Anthropic '
             f"adapter cannot send (it sends {sends})")
     before, spent = rows(data_dir(budgeted)), _spend(budgeted)
     for named in ({"model": "other"}, {"model": "auto", "extra_body": {"models": ["other"]}}):
@@ -528,7 +528,7 @@ def test_an_assistants_refusal_reaches_an_anthropic_model_as_its_text(
     ({"role": "user", "content": [{"type": "text", "text": "Look."}, {
         "type": "image_url", "image_url": {"url": "data:image/svg+xml,<svg/>"}}]},
      "has an image given as a data URL that is not base64 (image/svg+xml), and the Anthropic "
-     "Messages API takes images as base64 data URLs of image/jpeg"),
+     'Messages API takes images as base64 data URLs of "image/jpeg"'),
     ({"role": "user", "content": [{"type": "image_url", "image_url": {
         "url": "data:image/bmp;name=a.bmp;base64,Qk0="}}]},
      "has an image given as a data URL of type image/bmp, and the Anthropic Messages API"),
@@ -790,7 +790,7 @@ REFUSED_TOOLS: list[tuple[dict[str, Any], str, str, str]] = [
     ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "x"}}},
      "tool_choice", "tool_choice.function.name",
      'is "x", which is not a function the request declares in tools ("lookup"); name one of '
-     "them, or send auto, none or required"),
+     'them, or send "auto", "none" or "required"'),
     ({"tools": [*TOOLS, {"type": "function", "function": {"name": ""}}]},
      "tools", "tools[1].function.name",
      'is ""; a tool\'s name is a string of 1 to 256 characters'),

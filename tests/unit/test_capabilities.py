@@ -154,10 +154,11 @@ PICTURE = {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}
 
 @pytest.mark.parametrize(("message", "says"), [
     ({"role": "user", "content": [{"type": "text", "text": "hear"}, AUDIO]},
-     "the request has input_audio parts in user messages, which the Anthropic adapter "
-     "cannot send (it sends text and image_url parts in user messages)"),
+     'the request has "input_audio" parts in user messages, which the Anthropic adapter '
+     'cannot send (it sends "text" and "image_url" parts in user messages)'),
     ({"role": "user", "content": [PDF]},
-     "the request has file parts in user messages, which the Anthropic adapter cannot send"),
+     'the request has "file" parts in user messages, which the Anthropic adapter cannot '
+     "send"),
 ])
 def test_parts_an_adapter_cannot_send_leave_its_models_out(message: dict[str, object],
                                                            says: str) -> None:
@@ -252,7 +253,7 @@ def test_a_data_url_image_the_messages_api_cannot_take_leaves_out_an_anthropic_m
     assert allowed == ["gpt"]
     assert excluded == {"claude": [
         f"the request has {says}, and the Anthropic Messages API takes images as base64 data "
-        "URLs of image/jpeg, image/png, image/gif or image/webp (or as http(s) URLs)"]}
+        'URLs of "image/jpeg", "image/png", "image/gif" or "image/webp" (or as http(s) URLs)']}
 
 
 @pytest.mark.parametrize("url", [

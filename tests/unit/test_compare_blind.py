@@ -51,7 +51,7 @@ CASES = [
      "too_long"),
     (NoCapableModelError("messages: model 'small' cannot serve this request",
                          {"small": ["the request has images and the model does not list "
-                                    "'vision'"]}), "refused"),
+                                    '"vision"']}), "refused"),
     (BudgetExceededError("model budget of small ($1/day) is spent", budget="model:small",
                          retry_after=60), "refused"),
     (RuntimeError("small exploded"), "upstream_error"),

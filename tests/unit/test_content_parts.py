@@ -47,13 +47,13 @@ ACCEPTED: list[list[dict[str, Any]]] = [
 # (messages, the path the error names, what it says)
 REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
     ([{"role": "system", "content": [IMAGE]}], "messages[0].content[0].type",
-     'is "image_url", which a system message does not take: a system message takes text '
+     'is "image_url", which a system message does not take: a system message takes "text" '
      "parts only"),
     ([{"role": "developer", "content": [TEXT, REFUSAL]}], "messages[0].content[1].type",
-     "a developer message takes text parts only"),
+     'a developer message takes "text" parts only'),
     ([{"role": "user", "content": [TEXT, REFUSAL]}], "messages[0].content[1].type",
-     'is "refusal", which a user message does not take: a user message takes text, '
-     "image_url, input_audio or file parts"),
+     'is "refusal", which a user message does not take: a user message takes "text", '
+     '"image_url", "input_audio" or "file" parts'),
     ([{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "x"}}]}],
      "messages[0].content[0].type", 'is "video_url", which a user message does not take'),
     ([{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}],
@@ -62,13 +62,13 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
      "messages[0].content[0].type", 'is "Text", which a user message does not take'),
     ([{"role": "user", "content": "x"}, {"role": "assistant", "content": [IMAGE]}],
      "messages[1].content[0].type",
-     "an assistant message takes text or refusal parts"),
+     'an assistant message takes "text" or "refusal" parts'),
     ([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [
         {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
       {"role": "tool", "tool_call_id": "c1", "content": [FILE]}],
-     "messages[2].content[0].type", "a tool message takes text parts only"),
+     "messages[2].content[0].type", 'a tool message takes "text" parts only'),
     ([{"role": "user", "content": "x"}, {"role": "function", "name": "f", "content": [AUDIO]}],
-     "messages[1].content[0].type", "a function message takes text parts only"),
+     "messages[1].content[0].type", 'a function message takes "text" parts only'),
     # A known type without its field, or with the field of the wrong type.
     ([{"role": "user", "content": [{"type": "text"}]}], "messages[0].content[0].text",
      'is missing; a text part carries its text: {"type": "text", "text": "..."}'),

@@ -149,7 +149,7 @@ async def test_unknown_models_and_impossible_requests_are_refused() -> None:
     with pytest.raises(NoCapableModelError) as none:
         await planner().plan(ChatCall({**image, "model": "c"}), catalog(), FakeRoute())
     assert "vision" in str(none.value) and none.value.excluded == {
-        "c": ["the request has images and the model does not list 'vision'"]}
+        "c": ['the request has images and the model does not list "vision"']}
 
 
 async def test_an_unhealthy_choice_is_ranked_last_and_said_so() -> None:

@@ -347,7 +347,7 @@ def test_an_allowed_tools_choice_sends_only_the_tools_it_lists(
 @pytest.mark.parametrize(("allowed", "says"), [
     ({"mode": "auto", "tools": [{"type": "function", "function": {"name": "nope"}}]},
      "lists none of the tools the request declares"),
-    ({"mode": "sometimes", "tools": []}, "is not a mode (auto or required)"),
+    ({"mode": "sometimes", "tools": []}, 'is not a mode ("auto" or "required")'),
     ({"mode": "auto", "tools": [{"type": "function"}]}, "not a function with a name"),
 ], ids=["undeclared", "bad-mode", "no-name"])
 def test_an_allowed_tools_choice_the_messages_api_cannot_express_is_refused(
@@ -707,13 +707,13 @@ def test_a_last_assistant_turn_is_sent_without_its_trailing_whitespace() -> None
 
 
 @pytest.mark.parametrize(("extra", "says"), [
-    ({"tool_choice": True}, "tool_choice true is not auto, none, required, allowed_tools or a "
-                            "function"),
+    ({"tool_choice": True}, 'tool_choice true is not a mode ("auto", "none" or "required"), '
+                            "an allowed_tools choice or a function"),
     ({"tool_choice": {"type": "web_search"}},
-     'tool_choice {"type": "web_search"} is not auto, none, required, allowed_tools or a '
-     "function"),
+     'tool_choice {"type": "web_search"} is not a mode ("auto", "none" or "required"), an '
+     "allowed_tools choice or a function"),
     ({"functions": [{"name": "f"}], "function_call": "required"},
-     'function_call "required" is not auto, none or a function')])
+     'function_call "required" is not a mode ("auto" or "none") or a function')])
 def test_a_choice_the_adapter_cannot_send_is_quoted_as_json(extra: dict[str, Any],
                                                             says: str) -> None:
     """The adapter's own refusal (for a caller that skipped the request check) quotes the
@@ -727,7 +727,7 @@ def test_a_choice_the_adapter_cannot_send_is_quoted_as_json(extra: dict[str, Any
 
 
 def test_a_role_the_adapter_cannot_send_is_quoted_as_json() -> None:
-    with pytest.raises(UnsupportedRequest, match=re.escape('has role "robot" (system')):
+    with pytest.raises(UnsupportedRequest, match=re.escape('has role "robot" ("system"')):
         to_anthropic_request({"messages": [{"role": "robot", "content": "hi"}]}, CLAUDE,
                              stream=False)
 

@@ -96,7 +96,7 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
     ({"tools": [tool("lookup")], "tool_choice": {"type": "function", "function": {"name": "x"}}},
      "tool_choice", "tool_choice.function.name",
      'is "x", which is not a function the request declares in tools ("lookup"); name one of '
-     "them, or send auto, none or required"),
+     'them, or send "auto", "none" or "required"'),
     ({"tool_choice": {"type": "function", "function": {"name": "lookup"}}},
      "tool_choice", "tool_choice.function.name",
      'is "lookup", but the request declares no tools: declare it in tools, or leave '
@@ -129,23 +129,23 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
     # A choice that is neither a mode OpenAI takes nor an object (it was routed, logged and
     # sent: OpenAI refused it upstream, the Anthropic adapter as a request it cannot express).
     ({"tools": [tool("lookup")], "tool_choice": "sometimes"}, "tool_choice", "tool_choice",
-     'is "sometimes"; send auto, none or required, or an object naming a tool the request '
-     "declares"),
+     'is "sometimes"; send "auto", "none" or "required", or an object naming a tool the '
+     "request declares"),
     ({"tools": [tool("lookup")], "tool_choice": 5}, "tool_choice", "tool_choice",
-     "must be a string or an object, got 5; send auto, none or required"),
+     'must be a string or an object, got 5; send "auto", "none" or "required"'),
     ({"tools": [tool("lookup")], "tool_choice": True}, "tool_choice", "tool_choice",
      "must be a string or an object, got true"),
     ({"tools": [tool("lookup")], "tool_choice": ["auto"]}, "tool_choice", "tool_choice",
      "must be a string or an object, got a list"),
     ({"functions": [{"name": "lookup"}], "function_call": "required"}, "function_call",
-     "function_call", 'is "required"; send auto or none, or an object naming a tool'),
+     "function_call", 'is "required"; send "auto" or "none", or an object naming a tool'),
     ({"functions": [{"name": "lookup"}], "function_call": 3}, "function_call",
-     "function_call", "must be a string or an object, got 3; send auto or none"),
+     "function_call", 'must be a string or an object, got 3; send "auto" or "none"'),
     # An allowed_tools choice lists tools the request declares, as a choice of one does.
     ({"tools": [tool("lookup")], "tool_choice": _allowed(_fn("lookup"), _fn("nope"))},
      "tool_choice", "tool_choice.allowed_tools.tools[1].function.name",
      'is "nope", which is not a function the request declares in tools ("lookup"); name one of '
-     "them, or send auto, none or required"),
+     'them, or send "auto", "none" or "required"'),
     ({"tools": [tool("lookup")], "tool_choice": _allowed({"type": "function", "name": "x"})},
      "tool_choice", "tool_choice.allowed_tools.tools[0].name",
      'is "x", which is not a function the request declares in tools ("lookup")'),
@@ -160,8 +160,8 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
      "tool_choice.allowed_tools.tools", "is an empty list; list the declared tools"),
     ({"tools": [tool("lookup")], "tool_choice": _allowed(_fn("lookup"), mode="sometimes")},
      "tool_choice", "tool_choice.allowed_tools.mode",
-     'is "sometimes"; the mode is auto (the model may call one of the listed tools) or '
-     "required (it must)"),
+     'is "sometimes"; the mode is "auto" (the model may call one of the listed tools) or '
+     '"required" (it must)'),
     ({"tools": [tool("lookup")], "tool_choice": {"type": "allowed_tools"}}, "tool_choice",
      "tool_choice.allowed_tools", "is missing; an allowed_tools choice is written"),
     ({"tools": [tool("lookup")], "tool_choice": _allowed(_fn(None))}, "tool_choice",
@@ -279,6 +279,6 @@ def test_the_declared_names_an_error_lists_are_bounded() -> None:
     custom = [{"type": "custom", "custom": {"name": f"{i}" + "y" * 250}} for i in range(40)]
     for error in _refused(_body({"tools": custom, "tool_choice": {
             "type": "custom", "custom": {"name": "x"}}})):
-        assert str(error).endswith("and 30 more); name one of them, or send auto, none or "
-                                   "required"), str(error)[-200:]
+        assert str(error).endswith('and 30 more); name one of them, or send "auto", "none" or '
+                                   '"required"'), str(error)[-200:]
         assert len(str(error)) < 1000

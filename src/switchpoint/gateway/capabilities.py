@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from switchpoint._messages import json_quoted, listed_names
+from switchpoint._messages import all_of, json_quoted, listed_names, one_of
 from switchpoint.catalog import CHARS_PER_TOKEN, Catalog, ModelCard
 from switchpoint.gateway.data_url import media_type_of, parse_data_url
 from switchpoint.gateway.parsing import (
@@ -232,8 +232,7 @@ def anthropic_image_refusal(media_type: str, base64: bool) -> str | None:
 
 
 ANTHROPIC_IMAGES = (f"the Anthropic Messages API takes images as base64 data URLs of "
-                    f"{', '.join(ANTHROPIC_IMAGE_TYPES[:-1])} or {ANTHROPIC_IMAGE_TYPES[-1]} "
-                    "(or as http(s) URLs)")
+                    f"{one_of(ANTHROPIC_IMAGE_TYPES)} (or as http(s) URLs)")
 
 
 def function_results(messages: Sequence[object]) -> dict[int, int | None]:
@@ -569,9 +568,9 @@ def unsendable(wire: Wire, needs: Needs) -> list[str]:
     for role, kinds in by_role.items():
         taken = sends.get(role, ())
         what = (f"no {role} messages" if not taken
-                else f"{taken[0]} parts only in {role} messages" if len(taken) == 1
-                else f"{', '.join(taken[:-1])} and {taken[-1]} parts in {role} messages")
-        reasons.append(f"the request has {' and '.join(kinds)} parts in {role} messages, "
+                else f"{all_of(taken)} parts{' only' if len(taken) == 1 else ''} in {role} "
+                     "messages")
+        reasons.append(f"the request has {all_of(kinds)} parts in {role} messages, "
                        f"which the {ADAPTER_NAMES[wire]} adapter cannot send (it sends {what})")
     return reasons
 
@@ -705,9 +704,9 @@ def exclusion_reasons(catalog: Catalog, name: str, needs: Needs) -> list[str]:
         return ["not in the catalog"]
     reasons: list[str] = []
     if needs.vision and not card.has("vision"):
-        reasons.append("the request has images and the model does not list 'vision'")
+        reasons.append('the request has images and the model does not list "vision"')
     if needs.tools and not card.has("tools"):
-        reasons.append(Reason("the request uses tools and the model does not list 'tools'",
+        reasons.append(Reason('the request uses tools and the model does not list "tools"',
                               needs.tools_field))
     reasons.extend(adapter_limits(card, needs))
     if card.context_window is not None and needs.total_tokens > card.context_window:

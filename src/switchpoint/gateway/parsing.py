@@ -34,7 +34,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -64,12 +64,18 @@ from switchpoint._messages import (
     json_quoted,
     listed_keys,
     listed_names,
+    one_of,
 )
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.image_urls import image_url_problem
 
 AUTO_MODEL = "auto"
+#: The modes a ``tool_choice`` takes as a string, a legacy ``function_call`` takes, and an
+#: ``allowed_tools`` choice's ``mode`` takes (OpenAI's).
+TOOL_CHOICE_MODES = ("auto", "none", "required")
+FUNCTION_CALL_MODES = ("auto", "none")
+ALLOWED_TOOLS_MODES = ("auto", "required")
 # How deep a body may nest. OpenAI bodies reach about 6 levels (messages → content → parts →
 # image_url); tool schemas go deeper, rarely past 20.
 MAX_DEPTH = 64
@@ -90,6 +96,11 @@ _CONTENT_SCHEMA: dict[str, Any] = {"anyOf": [
                                 "additionalProperties": True}}]}
 
 
+#: The roles a message takes (OpenAI's).
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+ROLES: tuple[str, ...] = get_args(Role)
+
+
 class ChatMessage(BaseModel):
     """One message. ``role`` is checked (one of OpenAI's, so a typo is refused here, not
     after a paid call upstream) and so is the shape of ``content``; every other key, and the
@@ -97,8 +108,9 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"] = Field(
-        description="system, developer, user, assistant, tool (or the older function).")
+    role: Role = Field(
+        description='"system", "developer", "user", "assistant", "tool" (or the older '
+                    '"function").')
     content: Annotated[Any, WithJsonSchema(_CONTENT_SCHEMA)] = Field(
         None, description="The text, or a list of content parts, objects with a type and "
                           "that type's field: text parts for every role; image_url, "
@@ -122,7 +134,7 @@ class ChatMessage(BaseModel):
                                  f"{{\"type\": \"text\", \"text\": \"...\"}}{got(part)}")
             if not isinstance(part.get("type"), str):
                 raise ValueError(f"part {i} has no type string; each content part names its "
-                                 "type (text, image_url, input_audio, file, ...)")
+                                 'type ("text", "image_url", "input_audio", "file", ...)')
         return value
 
 
@@ -578,12 +590,12 @@ def _check_allowed(choice: Mapping[str, Any], declared: dict[str, list[str]] | N
         raise invalid_at("tool_choice", "tool_choice.allowed_tools",
                          f"{_not_object(allowed, 'allowed_tools' in choice)}; {written}")
     mode = allowed.get("mode")
-    if mode not in ("auto", "required"):
+    if mode not in ALLOWED_TOOLS_MODES:
         shown = (f"is {json_quoted(mode, 40)}" if isinstance(mode, str)
                  else _absent(allowed, "mode"))
         raise invalid_at("tool_choice", "tool_choice.allowed_tools.mode",
-                         f"{shown}; the mode is auto (the model may call one of the listed "
-                         "tools) or required (it must)")
+                         f'{shown}; the mode is "auto" (the model may call one of the listed '
+                         'tools) or "required" (it must)')
     tools = allowed.get("tools")
     if not isinstance(tools, list) or not tools:
         shown = ("is an empty list" if tools == [] else "is missing" if "tools" not in allowed
@@ -604,7 +616,7 @@ def _check_allowed(choice: Mapping[str, Any], declared: dict[str, list[str]] | N
         _chosen(named, at, "tool_choice", written,
                 None if declared is None else declared[kind],
                 "a function" if kind == "function" else "a custom tool", "tools",
-                "auto, none or required")
+                one_of(TOOL_CHOICE_MODES))
 
 
 def _check_choice_mode(choice: object, field: str, modes: tuple[str, ...]) -> None:
@@ -616,9 +628,8 @@ def _check_choice_mode(choice: object, field: str, modes: tuple[str, ...]) -> No
         return
     shown = (f"is {json_quoted(choice, 40)}" if isinstance(choice, str)
              else f"must be a string or an object{got(choice)}")
-    said = f"{', '.join(modes[:-1])} or {modes[-1]}"
-    raise invalid_at(field, field, f"{shown}; send {said}, or an object naming a tool the "
-                                   "request declares")
+    raise invalid_at(field, field, f"{shown}; send {one_of(modes)}, or an object naming a "
+                                   "tool the request declares")
 
 
 def _check_tools(data: Mapping[str, Any]) -> None:
@@ -630,8 +641,8 @@ def _check_tools(data: Mapping[str, Any]) -> None:
     A tool or a choice of another type (a built-in tool) goes upstream as sent."""
     names, legacy = _declared(data)
     choice = data.get("tool_choice")
-    _check_choice_mode(choice, "tool_choice", ("auto", "none", "required"))
-    _check_choice_mode(data.get("function_call"), "function_call", ("auto", "none"))
+    _check_choice_mode(choice, "tool_choice", TOOL_CHOICE_MODES)
+    _check_choice_mode(data.get("function_call"), "function_call", FUNCTION_CALL_MODES)
     if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
         kind = choice["type"]
         written = (f'a tool_choice naming a {"function" if kind == "function" else "custom tool"}'
@@ -643,14 +654,14 @@ def _check_tools(data: Mapping[str, Any]) -> None:
         _chosen(named, f"tool_choice.{kind}", "tool_choice", written,
                 names[kind] if data.get("tools") else None,
                 "a function" if kind == "function" else "a custom tool", "tools",
-                "auto, none or required")
+                one_of(TOOL_CHOICE_MODES))
     elif isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         _check_allowed(choice, names if data.get("tools") else None)
     call = data.get("function_call")
     if isinstance(call, dict):
         _chosen(call, "function_call", "function_call",
                 'a function_call naming a function is written {"name": "..."}', legacy,
-                "a function", "functions", "auto or none")
+                "a function", "functions", one_of(FUNCTION_CALL_MODES))
 
 
 # The content-part types each role's message may carry, as OpenAI's Chat Completions API takes
@@ -687,9 +698,7 @@ def _article(word: str) -> str:
 def _takes(role: str) -> str:
     """What a ``role`` message takes, as an error says it."""
     kinds = PART_TYPES[role]
-    if len(kinds) == 1:
-        return f"{kinds[0]} parts only"
-    return f"{', '.join(kinds[:-1])} or {kinds[-1]} parts"
+    return f"{one_of(kinds)} parts" + (" only" if len(kinds) == 1 else "")
 
 
 def _check_parts(message: Mapping[str, Any], i: int) -> None:

@@ -64,7 +64,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Se
 from contextlib import aclosing
 from typing import Any
 
-from switchpoint._messages import cut, json_quoted
+from switchpoint._messages import all_of, cut, json_quoted, one_of
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     InvalidInputError,
@@ -82,7 +82,14 @@ from switchpoint.gateway.capabilities import (
 )
 from switchpoint.gateway.data_url import compact_base64, media_type_of, parse_data_url
 from switchpoint.gateway.image_urls import image_url_problem, is_web_url
-from switchpoint.gateway.parsing import MAX_DEPTH, check_embedded_json
+from switchpoint.gateway.parsing import (
+    ALLOWED_TOOLS_MODES,
+    FUNCTION_CALL_MODES,
+    MAX_DEPTH,
+    ROLES,
+    TOOL_CHOICE_MODES,
+    check_embedded_json,
+)
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
 from switchpoint.gateway.providers.base import (
     ProviderResponse,
@@ -310,8 +317,8 @@ def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dic
                            "answers")
             add("user", [_tool_result(legacy_call_id(call), content, where)])
         else:
-            raise _bad(f"{where} has role {json_quoted(role)} (system, developer, user, "
-                       "assistant, tool and function are supported)")
+            raise _bad(f"{where} has role {json_quoted(role)} ({all_of(ROLES)} are "
+                       "supported)")
     for turn in out:
         if turn["role"] == "user":
             turn["content"] = _results_first(turn["content"])
@@ -353,9 +360,9 @@ def _allowed_tools(request: Mapping[str, Any]) -> tuple[str, set[str]] | None:
     allowed = choice.get("allowed_tools")
     mode = allowed.get("mode") if isinstance(allowed, Mapping) else None
     tools = allowed.get("tools") if isinstance(allowed, Mapping) else None
-    if mode not in ("auto", "required") or not isinstance(tools, list):
-        raise _bad("tool_choice allowed_tools is not a mode (auto or required) and a list of "
-                   "tools")
+    if mode not in ALLOWED_TOOLS_MODES or not isinstance(tools, list):
+        raise _bad(f"tool_choice allowed_tools is not a mode ({one_of(ALLOWED_TOOLS_MODES)}) "
+                   "and a list of tools")
     names = set()
     for tool in tools:
         named = tool.get("function") if isinstance(tool, Mapping) else None
@@ -414,8 +421,10 @@ def _translate_tool_choice(request: Mapping[str, Any]) -> dict[str, Any] | None:
     elif (allowed := None if legacy else _allowed_tools(request)) is not None:
         out = {"type": "any" if allowed[0] == "required" else "auto"}
     else:
-        modes = "auto, none" if legacy else "auto, none, required, allowed_tools"
-        raise _bad(f"{field} {json_quoted(choice)} is not {modes} or a function")
+        modes = FUNCTION_CALL_MODES if legacy else TOOL_CHOICE_MODES
+        others = "" if legacy else ", an allowed_tools choice"
+        raise _bad(f"{field} {json_quoted(choice)} is not a mode ({one_of(modes)}){others} or "
+                   "a function")
     # A legacy answer carries one call: the model makes no more.
     if legacy or (request.get("parallel_tool_calls") is False and request.get("tools")):
         out = out or {"type": "auto"}
