@@ -8,14 +8,34 @@ published."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from switchpoint._messages import one_of
+from switchpoint.learning.tenant_memory import Fallback
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
 from tests.integration.learning_env import chat, get, learning_server, post
 from tests.integration.published_schema import Published
+
+# A value quoted as Python writes it ('always', ''), not as JSON does ("always", "").
+_PYTHON_QUOTED = re.compile(r"(?<!\w)'[^'\s]*'(?!\w)")
+
+
+def _descriptions(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                yield value
+            else:
+                yield from _descriptions(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _descriptions(item)
 
 
 def test_model_health_and_its_reset_validate_against_the_published_schema(
@@ -239,3 +259,22 @@ def test_every_route_publishes_the_query_parameters_it_takes(
                 assert count == (0 if (path, method) in ANY_QUERY else 1), (method, path)
                 listed += count
         assert listed > 30
+
+
+def test_the_published_descriptions_quote_the_values_they_name_as_json_writes_them(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """They quoted a strategy, a tenant or an empty reason as Python writes it ('always',
+    'default', ''), and listed the error codes and a fallback's reasons unquoted, beside the
+    answers' own messages, which quote the values they offer as JSON does."""
+    with learning_server(fake, tmp_path) as server:
+        document = httpx.get(f"{server.base}/openapi.json", timeout=15).json()
+    described = list(_descriptions(document))
+    assert [d for d in described if _PYTHON_QUOTED.search(d)] == []
+    properties = {name: schema.get("properties", {})
+                  for name, schema in document["components"]["schemas"].items()}
+    code = properties["ErrorDetail"]["code"]["description"]
+    assert code.startswith('One of "budget_exceeded", ') and '"invalid_request", ' in code
+    routed = properties["RouteResponse"]
+    assert one_of(f.value for f in Fallback) in routed["memory_fallback"]["description"]
+    escalated = routed["escalated"]["description"]
+    assert '(strategy "always")' in escalated and '(strategy "ask")' in escalated

@@ -263,7 +263,8 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("policy: nonsense\n", 'policy: "nonsense" has no bundled weights'),
     ("weights: ./nowhere\n", "weights: "),
     ("policies: {mine: ./nowhere}\n", "policies.mine: "),
-    ("policies: {'': ./nowhere}\n", "policies: policy name \"\" must be 1-64 letters, digits"),
+    ("policies: {'': ./nowhere}\n", 'policies: policy name "" must be 1-64 letters, digits, "_", '
+                                   '"." or "-", starting with a letter or digit'),
     ("policies: {a/b: ./nowhere}\n", "policies: policy name \"a/b\" must be 1-64 letters"),
     ("policies: {my policy: ./nowhere}\n", "policies: policy name \"my policy\" must be 1-64"),
     ("policies: {\"mine\\n\": ./nowhere}\n", "policies: policy name \"mine\\n\" must be 1-64"),

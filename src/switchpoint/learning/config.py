@@ -42,7 +42,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, one_of
 from switchpoint._numbers import Boolean, Integer, Real
 from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError
@@ -54,6 +54,9 @@ from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
 #: URL paths, query values, metric labels and log lines as they are (at most MAX_NAME long).
 MAX_NAME = 64
 NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
+#: :data:`NAME` in words, as a message or a schema says what a name may hold.
+NAME_RULE = (f"1-{MAX_NAME} letters, digits, {one_of(('_', '.', '-'))}, starting with a letter "
+             "or digit")
 
 
 #: The most experiments a config may list: a tenant takes part in one enabled experiment at a
@@ -70,8 +73,7 @@ def check_name(value: str, what: str) -> str:
     """``value``, when it is a usable name (:data:`NAME`, the whole of it: a trailing newline
     is no part of a name); else a ``ValueError`` saying what ``what`` may hold."""
     if not NAME.fullmatch(value):
-        raise ValueError(f"{what} {json_quoted(value, 80)} must be 1-64 letters, digits, '_', '.' "
-                         "or '-', starting with a letter or digit")
+        raise ValueError(f"{what} {json_quoted(value, 80)} must be {NAME_RULE}")
     return value
 
 

@@ -20,7 +20,7 @@ from pydantic import (
     WrapValidator,
 )
 
-from switchpoint._messages import MAX_LISTED
+from switchpoint._messages import MAX_LISTED, one_of
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.decision import MAX_COST_WEIGHT
 from switchpoint.errors import GatewayError
@@ -28,6 +28,7 @@ from switchpoint.gateway.parsing import MAX_MODELS
 from switchpoint.governance.reload_check import MAX_NAMED
 from switchpoint.governance.settings import SLASettings, TenantSettings
 from switchpoint.learning.config import MAX_NAME
+from switchpoint.learning.tenant_memory import Fallback
 
 
 def _as_sent(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -160,11 +161,11 @@ class RouteResponse(BaseModel):
     confidence: float | None = Field(None, description="Chance the selected model really "
                                                        "scores below the runner-up.")
     escalated: bool | None = Field(None, description="A low confidence changed the model "
-                                                     "(strategy 'always') or asks to "
-                                                     "(strategy 'ask').")
+                                                     '(strategy "always") or asks to '
+                                                     '(strategy "ask").')
     original_confidence: float | None = Field(None, description="The confidence before the "
                                                                 "escalation.")
-    escalation_reason: str | None = Field(None, description="Why escalation triggered ('' "
+    escalation_reason: str | None = Field(None, description='Why escalation triggered ("" '
                                                             "when it did not).")
     sla_compliant: bool | None = Field(None, description="Whether the decision meets every "
                                                          "SLA in force.")
@@ -181,13 +182,13 @@ class RouteResponse(BaseModel):
         None, description="Who chose selected_model: the learned router, the tenant's memory "
                           "of its own outcomes, or exploration.")
     memory_fallback: str | None = Field(None, description="Why the tenant's memory left the "
-                                                          "choice to the router: cold_start, "
-                                                          "sparse_neighbourhood, "
-                                                          "low_confidence, tool_request ('' "
-                                                          "when it chose or there is none).")
+                                                          "choice to the router: "
+                                                          + one_of(f.value for f in Fallback)
+                                                          + ' ("" when it chose or there is '
+                                                            "none).")
     experiment: str | None = Field(None, description="The experiment the request was "
-                                                     "assigned to ('' when none).")
-    arm: str | None = Field(None, description="Its arm ('' when none).")
+                                                     'assigned to ("" when none).')
+    arm: str | None = Field(None, description='Its arm ("" when none).')
 
 
 #: The codes the server answers with itself (the others are its errors' own: see
@@ -212,7 +213,7 @@ def error_codes() -> list[str]:
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(description=f"One of {', '.join(error_codes())}; the message says what "
+    code: str = Field(description=f"One of {one_of(error_codes())}; the message says what "
                                   "is wrong.")
     message: str = Field(description="What is wrong and how to fix it.")
     param: str | None = Field(None, description="The request field (or config key) at fault.")
@@ -353,7 +354,7 @@ class StatsResponse(BaseModel):
     weights_id: str | None
     policy: str | None
     tenant: str | None = Field(None, description="The tenant the figures are of (?tenant=: its "
-                                                 "decisions and requests alone; 'default' "
+                                                 'decisions and requests alone; "default" '
                                                  "counts those without a tenant); null: every "
                                                  "tenant's.")
     requests: RequestStats | None = Field(
@@ -1074,9 +1075,9 @@ class CostReport(BaseModel):
     avg_cost_per_request_usd: float = Field(description="Over the answers of known cost (0: "
                                                         "none).")
     by_model: dict[str, ModelCost] = Field(description="Per answering model, dearest first.")
-    by_tenant: dict[str, CostShare] = Field(description="Per tenant ('default': requests "
+    by_tenant: dict[str, CostShare] = Field(description='Per tenant ("default": requests '
                                                         "without one), dearest first.")
-    by_key: dict[str, CostShare] = Field(description="Per client key id ('(none)': requests "
+    by_key: dict[str, CostShare] = Field(description='Per client key id ("(none)": requests '
                                                      "without a key), dearest first.")
     savings: SavingsReport
 

@@ -19,7 +19,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
+from switchpoint._messages import one_of
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
+from switchpoint.governance.budgets import PERIODS
 from switchpoint.governance.keys import MAX_GRACE_S, KeySpec
 from switchpoint.governance.ledger import key_account
 from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS
@@ -73,7 +75,7 @@ class KeyCreate(BaseModel):
     tenant: StrictStr = Field(min_length=1, max_length=64)
     name: StrictStr | None = Field(None, max_length=200)
     budget: StrictStr | list[StrictStr] | None = Field(
-        None, description="AMOUNT/PERIOD in USD, e.g. '50/month' (hour, day, week, month).")
+        None, description=f'AMOUNT/PERIOD in USD, e.g. "50/month" (the period {one_of(PERIODS)}).')
     rpm: StrictInt | None = Field(None, ge=1, le=MAX_RPM)
     tpm: StrictInt | None = Field(None, ge=1, le=MAX_TPM)
     models: list[StrictStr] | None = Field(None, min_length=1, max_length=256,

@@ -40,6 +40,7 @@ from switchpoint.gateway.ab_tests import ARMS
 from switchpoint.gateway.feedback_log import MAX_COMMENT
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
+from switchpoint.learning.config import NAME_RULE
 from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.server.auth import ADMIN, caller_key, is_admin
 from switchpoint.server.bodies import parse_body, refuses_body
@@ -191,7 +192,7 @@ class ExperimentCreate(BaseModel):
     # A bad arm names its path (arms.q.weight), as the experiment's own checks name it.
     keyed_fields: ClassVar[frozenset[str]] = ARMS
 
-    name: StrictStr = Field(description="1-64 letters, digits, '_', '.' or '-'; not the name "
+    name: StrictStr = Field(description=f"{NAME_RULE}; not the name "
                                         "of another experiment (of the config, or made at run "
                                         "time and kept, running or ended).")
     strategy_a: Strategy | None = Field(None, description=(
