@@ -527,11 +527,11 @@ def test_an_assistants_refusal_reaches_an_anthropic_model_as_its_text(
      "function tools only"),
     ({"role": "user", "content": [{"type": "text", "text": "Look."}, {
         "type": "image_url", "image_url": {"url": "data:image/svg+xml,<svg/>"}}]},
-     "has an image given as a data URL that is not base64 (image/svg+xml), and the Anthropic "
+     'has an image given as a data URL that is not base64 ("image/svg+xml"), and the Anthropic '
      'Messages API takes images as base64 data URLs of "image/jpeg"'),
     ({"role": "user", "content": [{"type": "image_url", "image_url": {
         "url": "data:image/bmp;name=a.bmp;base64,Qk0="}}]},
-     "has an image given as a data URL of type image/bmp, and the Anthropic Messages API"),
+     'has an image given as a data URL of type "image/bmp", and the Anthropic Messages API'),
 ], ids=["function-result", "null-function-result", "audio-answer", "custom-tool-call",
        "svg-image", "bmp-image"])
 def test_a_turn_the_anthropic_adapter_cannot_send_leaves_its_model_out_holding_nothing(

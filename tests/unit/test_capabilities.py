@@ -11,6 +11,7 @@ from switchpoint.gateway.capabilities import (
     IMAGE_TOKENS,
     TOKENS_PER_MESSAGE,
     Needs,
+    anthropic_image_refusal,
     common_field,
     filter_candidates,
     function_results,
@@ -236,11 +237,11 @@ def _image(url: str) -> dict[str, object]:
 
 @pytest.mark.parametrize(("url", "says"), [
     ("data:image/svg+xml,<svg/>", "an image given as a data URL that is not base64 "
-     "(image/svg+xml)"),
-    ("data:image/png,%89PNG", "an image given as a data URL that is not base64 (image/png)"),
-    ("data:image/bmp;base64,Qk0=", "an image given as a data URL of type image/bmp"),
+     '("image/svg+xml")'),
+    ("data:image/png,%89PNG", 'an image given as a data URL that is not base64 ("image/png")'),
+    ("data:image/bmp;base64,Qk0=", 'an image given as a data URL of type "image/bmp"'),
     ("data:image/svg+xml;name=a.svg;base64,PHN2Zy8+",
-     "an image given as a data URL of type image/svg+xml"),
+     'an image given as a data URL of type "image/svg+xml"'),
 ], ids=["svg-text", "percent-encoded", "bmp", "svg-base64-with-parameter"])
 def test_a_data_url_image_the_messages_api_cannot_take_leaves_out_an_anthropic_model(
         url: str, says: str) -> None:
@@ -576,3 +577,13 @@ def test_a_tool_of_another_type_leaves_out_anthropic_only(
         f"the request declares or allows a tool of type \"{kind}\", and the Anthropic adapter "
         "sends function tools only"]
     assert common_field(excluded) == field
+
+
+def test_the_media_type_a_refusal_shows_is_quoted_escaped_and_cut() -> None:
+    # The caller's media type was shown as sent: a control character reached logs as itself.
+    said = anthropic_image_refusal("image/\x1b[2J" + "x" * 500, True)
+    assert said is not None and "\x1b" not in said and "\\u001b[2J" in said
+    assert len(said) < 200
+    assert anthropic_image_refusal("", False) == (
+        "an image given as a data URL that is not base64 (no media type)")
+    assert anthropic_image_refusal("image/png", True) is None

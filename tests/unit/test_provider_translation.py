@@ -251,9 +251,10 @@ def test_every_base64_data_url_of_a_type_anthropic_takes_is_a_base64_block(
 
 @pytest.mark.parametrize(("url", "says"), [
     ("data:image/svg+xml,<svg xmlns='http://www.w3.org/2000/svg'/>",
-     "an image given as a data URL that is not base64 (image/svg+xml)"),
-    ("data:image/png,%89PNG%0D%0A", "an image given as a data URL that is not base64 (image/png)"),
-    ("data:image/bmp;base64,Qk0=", "an image given as a data URL of type image/bmp"),
+     'an image given as a data URL that is not base64 ("image/svg+xml")'),
+    ("data:image/png,%89PNG%0D%0A",
+     'an image given as a data URL that is not base64 ("image/png")'),
+    ("data:image/bmp;base64,Qk0=", 'an image given as a data URL of type "image/bmp"'),
     # (the request check refuses these first; the adapter never sends them as URL images)
     ("file:///etc/passwd", "url uses the file scheme, which no provider fetches"),
     ("ftp://x.test/a.png", "url uses the ftp scheme, which no provider fetches"),

@@ -224,10 +224,11 @@ def _data_images(content: object) -> set[tuple[str, bool]]:
 def anthropic_image_refusal(media_type: str, base64: bool) -> str | None:
     """Why the Anthropic Messages API cannot take an image given as a data URL of
     ``media_type`` (base64 or not), as what the request has (None when it can)."""
+    shown = json_quoted(media_type, 100) if media_type else None
     if not base64:
-        return f"an image given as a data URL that is not base64 ({media_type or 'no media type'})"
+        return f"an image given as a data URL that is not base64 ({shown or 'no media type'})"
     if media_type not in ANTHROPIC_IMAGE_TYPES:
-        return f"an image given as a data URL of type {media_type or 'none'}"
+        return f"an image given as a data URL of type {shown or 'none'}"
     return None
 
 
