@@ -195,6 +195,19 @@ def test_list_on_a_data_dir_no_service_made_is_refused_and_creates_nothing(
     assert list(data_dir.iterdir()) == []
 
 
+def test_list_refuses_a_store_a_newer_switchpoint_wrote_as_end_does(
+        made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its rows may be of a kind this switchpoint reads wrong: list said what it made of them."""
+    with sqlite3.connect(made.db_path) as db:
+        db.execute("PRAGMA user_version = 99")
+    for argv in (["list"], ["end", "kept"]):
+        code, out, err = _run(capsys, "experiments", *argv, "--config", str(made.source_path))
+        assert code == 2 and out == "", (argv, out)
+        assert "schema version 99 is newer than this switchpoint's" in err, (argv, err)
+        assert "upgrade switchpoint or point data_dir elsewhere" in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1, err
+
+
 def _command(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     """``switchpoint ARGV`` in a process of its own, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "switchpoint.cli", *map(str, argv)],

@@ -158,3 +158,23 @@ def test_a_service_on_a_read_only_data_dir_names_it_and_what_to_run(
     assert (f"may not write in '{data}', so no file can be made there (mode 555, its owner): "
             f"`chmod u+rwx {data}`") in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["experiments", "list"], ["experiments", "end", "kept"]],
+                         ids=" ".join)
+def test_the_experiments_commands_on_a_read_only_data_dir_name_it_and_what_to_run(
+        state: tuple[Path, Path], capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    """SQLite reads a store in WAL mode only where it may make the -shm beside it: the first
+    read of a read-only data_dir fails, which these commands met as a traceback."""
+    config, data = state
+    for side in ("-wal", "-shm"):  # (as a clean stop leaves it: a reader must make them)
+        (data / f"switchpoint.db{side}").unlink(missing_ok=True)
+    before = sorted(data.iterdir())
+    capsys.readouterr()
+    with mode(data, 0o555):
+        assert main([*argv, "--config", str(config)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert (f"may not write in '{data}', so no file can be made there (mode 555, its owner): "
+            f"`chmod u+rwx {data}`") in err, err
+    assert sorted(data.iterdir()) == before

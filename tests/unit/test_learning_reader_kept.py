@@ -13,7 +13,7 @@ from switchpoint.errors import StoreError
 from switchpoint.store import SQLiteStore
 from switchpoint.store import learning as learning_module
 from switchpoint.store.learning import KEPT_CONNECTIONS, LearningReader
-from switchpoint.store.sqlite import read_only
+from switchpoint.store.sqlite import read_store
 
 
 @pytest.fixture
@@ -22,10 +22,10 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[sqlite3.Connection]:
     connections: list[sqlite3.Connection] = []
 
     def counting(path: Path, gone: Any = None) -> sqlite3.Connection:
-        connections.append(read_only(path, gone))
+        connections.append(read_store(path, gone))
         return connections[-1]
 
-    monkeypatch.setattr(learning_module, "read_only", counting)
+    monkeypatch.setattr(learning_module, "read_store", counting)
     return connections
 
 

@@ -49,7 +49,7 @@ def test_a_connection_whose_set_up_fails_is_closed_and_the_failure_is_a_store_er
         opened.append(_Refusing(sqlite3.connect(path)))
         return opened[-1]
 
-    monkeypatch.setattr(learning_module, "read_only", refusing)
+    monkeypatch.setattr(learning_module, "read_store", refusing)
     with pytest.raises(StoreError, match="disk I/O error"):
         LearningReader(store.path).feedback_count()
     assert len(opened) == 1 and opened[0].closed

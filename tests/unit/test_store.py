@@ -143,22 +143,26 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_the_readers_beside_the_store_refuse_a_newer_schema_as_the_store_does(
         tmp_path: Path) -> None:
     """A file an upgraded switchpoint wrote is not read by an older one: the reports, the
-    spend ledger and a prune's dry run refuse it, saying what to do, rather than answer from
-    tables whose rows they may read wrong; a file of this schema is read as before."""
+    spend ledger, a prune's dry run and the learning tables' reader (`switchpoint experiments
+    list`) refuse it, saying what to do, rather than answer from tables whose rows they may
+    read wrong; a file of this schema is read as before."""
     from switchpoint.config import Settings
     from switchpoint.governance.ledger import load_state
     from switchpoint.governance.reports import Reports
+    from switchpoint.store.learning import LearningReader
     from switchpoint.store.retention import prune
 
     path = tmp_path / "switchpoint.db"
     SQLiteStore(path).open().close()
     reports = Reports(path, Settings(data_dir=str(tmp_path)))
     assert reports.cost_report("day")["requests"] == 0
+    assert LearningReader(path).runtime_experiments() == []
     before = path.read_bytes()
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     for read in (lambda: reports.cost_report("day"), lambda: load_state(path),
-                 lambda: prune(path, time.time(), dry_run=True)):
+                 lambda: prune(path, time.time(), dry_run=True),
+                 lambda: LearningReader(path).runtime_experiments()):
         with pytest.raises(StoreError) as info:
             read()
         message = str(info.value)

@@ -57,7 +57,7 @@ from switchpoint.store.sqlite import (
     Gone,
     damaged,
     keep_newest,
-    read_only,
+    read_store,
     still_there,
     store_error,
 )
@@ -457,10 +457,12 @@ class LearningReader:
 
     def _connect(self) -> sqlite3.Connection:
         """A read-only connection to the store file, waiting on its lock; a file that cannot
-        be opened is a :class:`StoreError` saying what to do (see
-        :func:`~switchpoint.store.sqlite.store_error`)."""
+        be opened (one a newer switchpoint wrote, or one whose folder takes no -shm, without
+        which SQLite reads no file in WAL mode) is a :class:`StoreError` saying what to do
+        (see :func:`~switchpoint.store.sqlite.store_error`), met here rather than at the first
+        read, which would raise it bare."""
         try:
-            conn = read_only(self.path, self.gone)
+            conn = read_store(self.path, self.gone)
         except sqlite3.Error as exc:
             raise store_error(self.path, "open it to read", exc) from None
         try:
