@@ -28,6 +28,7 @@ from switchpoint.gateway.live import RouterFactory
 from switchpoint.gateway.providers import ProviderResponse, Timeouts
 from switchpoint.labelling import CONTRACT, Judge, alabel, label
 from switchpoint.labelling.journal import journal_path
+from switchpoint.labelling.judge import JUDGE_REPLY_ECHOED_CHARS
 from switchpoint.labelling.lock import OutputLock, lock_path
 from switchpoint.records import MAX_RECORD_CHARS, load_records
 
@@ -219,6 +220,51 @@ async def test_an_unreadable_judge_is_reminded_once_then_a_failure_that_a_rerun_
     assert again.complete
     assert records_of(out)["p0"]["scores"] == {"a": 0.9, "b": 0.6}
     assert not journal_path(out).exists()
+
+
+async def test_a_rambling_judge_is_reminded_with_its_reply_cut_short(tmp_path: Path) -> None:
+    # A judge that wrote a megabyte instead of a score: its reply went whole into the reminder,
+    # which the gateway refused as too large (never sent, yet counted as a reminder), and the
+    # failure said to shorten messages or raise max_request_bytes.
+    up = Upstream()
+    up.judge_script.extend(["Let me think. " * 80_000, '{"score": 0.4}'])
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(1))
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        report = await alabel(prompts, ["a"], out, judge="judge", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    assert not report.failures, report.failures
+    assert records_of(out)["p0"]["scores"] == {"a": 0.4}
+    reminder = [m for name, m, _ in up.calls if name == "judge"][1]
+    assert reminder[2]["content"].startswith("Let me think. Let me think.")
+    assert len(reminder[2]["content"]) <= JUDGE_REPLY_ECHOED_CHARS
+    assert (report.judge_calls, report.judge_reminders) == (2, 1)
+
+
+async def test_a_reminder_that_could_not_be_sent_is_no_reminder_and_the_failure_says_why(
+        tmp_path: Path) -> None:
+    # The reminder's call failed: the summary counted it as a reminder made, and the failure
+    # named the call's error alone, not the unreadable reply that needed it.
+    up = Upstream()
+    up.judge_script.append("eight")
+    up.fail = lambda model, prompt: model == "judge" and "could not be read" in prompt
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(1))
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        report = await alabel(prompts, ["a"], out, judge="judge", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    [failure] = report.failures
+    assert failure.stage == "judge"
+    assert failure.message.startswith('the judge\'s reply could not be read as a score: "eight" '
+                                      "is neither"), failure.message
+    assert "then the reminder failed: " in failure.message and "upstream exploded" in \
+        failure.message, failure.message
+    assert (report.judge_calls, report.judge_reminders) == (1, 0)
+    assert "with a format reminder" not in report.summary()
 
 
 async def test_a_failed_answer_is_a_failure_not_a_score(tmp_path: Path) -> None:

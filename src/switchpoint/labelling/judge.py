@@ -55,6 +55,9 @@ SHOWN_NUMBER_CHARS = 40
 QUOTE_CHARS = 120
 # A rubric is sent with every judge call: a few pages of criteria, not a document.
 MAX_RUBRIC_CHARS = 100_000
+# How much of an unreadable reply the reminder gives back to the judge: enough to show it what
+# it wrote, while a reply of megabytes does not make the reminder too large to send.
+JUDGE_REPLY_ECHOED_CHARS = 4_000
 
 
 def parse_judge_reply(reply: str | None) -> float:
@@ -156,9 +159,11 @@ class Judge:
 
     def retry_messages(self, prompt: str, answer: str,
                        error: JudgeReplyError) -> list[dict[str, str]]:
-        """The second request's: the first, the judge's unreadable reply, and the reminder."""
+        """The second request's: the first, the judge's unreadable reply (cut short past
+        :data:`JUDGE_REPLY_ECHOED_CHARS`), and the reminder."""
+        echoed = cut(error.reply.strip(), JUDGE_REPLY_ECHOED_CHARS)
         return [*self.messages(prompt, answer),
-                {"role": "assistant", "content": error.reply.strip() or "(no reply)"},
+                {"role": "assistant", "content": echoed or "(no reply)"},
                 {"role": "user", "content": REMINDER.format(reason=error.reason)}]
 
     parse = staticmethod(parse_judge_reply)
@@ -170,4 +175,5 @@ def unreadable_message(errors: list[JudgeReplyError]) -> str:
     for e in errors:
         quoted = _quote(e.reply.strip())
         parts.append(e.reason if e.reason.startswith(quoted) else f"{quoted} ({e.reason})")
-    return "the judge's replies could not be read as a score: " + "; then ".join(parts)
+    replies = "replies" if len(errors) > 1 else "reply"
+    return f"the judge's {replies} could not be read as a score: " + "; then ".join(parts)

@@ -602,16 +602,19 @@ class _Run:
         messages = judge.messages(prompt.prompt, answer)
         for attempt in range(2):
             if attempt:
-                self.report.judge_reminders += 1
                 messages = judge.retry_messages(prompt.prompt, answer, errors[-1])
             try:
                 verdict = await self.gateway.acomplete(messages, model=judge.model, exact=True,
                                                        **dict(judge.params))
             except (GatewayError, InvalidInputError) as exc:  # (an answer too long to send)
-                self._fail(unit, "judge", _message(exc))
+                failed = _message(exc)
+                if errors:  # (the reminder's call: the reply that needed it comes first)
+                    failed = f"{unreadable_message(errors)}; then the reminder failed: {failed}"
+                self._fail(unit, "judge", failed)
                 return
             spent = self._cost(verdict, judge.model, "the judge's calls")
             self.report.judge_calls += 1
+            self.report.judge_reminders += attempt
             self.report.judge_cost_usd += spent
             judge_cost += spent
             try:
