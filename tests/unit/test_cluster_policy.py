@@ -141,6 +141,28 @@ def test_cluster_without_labels_gets_exactly_its_coarse_prior(policy: ClusterPol
     np.testing.assert_allclose(est.cost[:, j], 0.003)  # every cost estimate is the only cost
 
 
+def test_repeated_prompts_make_no_more_clusters_than_distinct_prompts() -> None:
+    """Records that repeat a few prompts (one asked 10,000 times, say) make one cluster per
+    distinct prompt: more clusters than that were copies of one centroid, all but one empty,
+    and a soft assignment spread each prompt evenly over the copies (0.025 each of 40), its
+    estimate mostly the prior of clusters that held nothing."""
+    groups = _centres()[:3].astype(np.float32)
+    x = np.repeat(groups, 30, axis=0)
+    x[30:60] *= 2.0  # (the same direction at another length is the same prompt)
+    n = len(x)
+    scores = np.zeros((n, 2))
+    scores[:30, 0] = 1.0
+    costs = np.column_stack([np.full(n, 0.01), np.full(n, 0.001)])
+    policy = ClusterPolicy(n_clusters=40, n_coarse=6, assignment="soft")
+    policy.fit(Inputs(embeddings=x), scores, costs, ["good", "bad"])
+    assert policy.n_units == 3
+    assert sorted(policy.table_.count[:, 0].tolist()) == [30, 30, 30]
+    est = policy.estimate(Inputs(embeddings=groups))
+    assert est.unit_probabilities is not None
+    assert np.all(est.unit_probabilities.max(axis=1) > 0.99)
+    assert est.error[0, 0] < 0.1 and est.error[1, 0] > 0.9  # each its own prompt's labels
+
+
 def test_single_coarse_cluster_falls_back_to_global_mean() -> None:
     policy = ClusterPolicy(n_clusters=4, n_coarse=1, prior_strength=S, assignment="hard")
     scores, costs = _labels()

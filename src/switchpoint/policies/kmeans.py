@@ -23,7 +23,7 @@ def spherical_kmeans(
     """
     x = _normalise(np.asarray(x, dtype=np.float32))
     n = x.shape[0]
-    k = max(1, min(k, n))
+    k = max(1, _distinct_rows(x, k))
     rng = np.random.default_rng(seed)
     best: tuple[float, Matrix, npt.NDArray[np.int64]] | None = None
     for _ in range(n_init):
@@ -48,6 +48,17 @@ def spherical_kmeans(
             best = (score, centroids, labels)
     assert best is not None
     return best[1], best[2]
+
+
+def _distinct_rows(x: Matrix, enough: int) -> int:
+    """How many distinct rows ``x`` holds, counted up to ``enough`` (a larger ``k`` would only
+    copy centroids, every copy but one left empty)."""
+    seen: set[bytes] = set()
+    for row in x:
+        seen.add(row.tobytes())
+        if len(seen) >= enough:
+            break
+    return len(seen)
 
 
 def _plus_plus(x: Matrix, k: int, rng: np.random.Generator) -> Matrix:
