@@ -54,6 +54,7 @@ from switchpoint.prompt_files import (
     MAX_LINE_CHARS,
     PromptFileError,
     bounded_lines,
+    not_utf8,
     prompt_lines,
 )
 
@@ -643,12 +644,14 @@ def cmd_label(args: argparse.Namespace) -> int:
     judge: Judge | str | None = args.judge
     if args.rubric is not None:
         try:
-            with Path(args.rubric).open(encoding="utf-8") as fh:  # past the limit: refused
-                rubric = fh.read(MAX_RUBRIC_CHARS + 1)
+            with Path(args.rubric).open(encoding="utf-8", errors=ENCODING_ERRORS) as fh:
+                rubric = fh.read(MAX_RUBRIC_CHARS + 1)  # past the limit: refused
+            for number, line in enumerate(rubric.split("\n"), 1):
+                if (bad := not_utf8(line)) is not None:
+                    _fail(f"--rubric: {quoted_path(args.rubric)}, line {number}: {bad}")
             judge = Judge(args.judge, rubric=rubric)
-        except (OSError, UnicodeDecodeError) as exc:
-            _fail(f"--rubric: cannot read {quoted_path(args.rubric)}: "
-                  f"{getattr(exc, 'strerror', None) or exc}")
+        except OSError as exc:
+            _fail(f"--rubric: cannot read {quoted_path(args.rubric)}: {exc.strerror or exc}")
         except ValueError as exc:  # an empty rubric
             _fail(f"--rubric: {quoted_path(args.rubric)} {getattr(exc, 'reason', exc)}")
     from switchpoint.config import load_settings

@@ -538,6 +538,9 @@ def test_an_out_inside_data_dir_is_refused_having_made_and_called_nothing(
      "--rubric: cannot read 'missing.txt'"),
     (["--models", "a", "--judge", "judge", "--rubric", "empty.txt"],
      "--rubric: 'empty.txt' is empty; give the grading criteria"),
+    (["--models", "a", "--judge", "judge", "--rubric", "latin1.txt"],
+     "--rubric: 'latin1.txt', line 2: is not UTF-8 text (byte 0xE9 at byte 2 of the line); "
+     "save the file as UTF-8"),
     (["--models", "a", "--judge", "judge", "--rubric", "/dev/zero"],
      "--rubric: '/dev/zero' is longer than 100,000 characters; shorten it"),
     (["--models", "a", "--judge", "judge", "--rubric", "long.txt"],
@@ -572,6 +575,7 @@ def test_bad_input_exits_2_before_calling_anything(
         cfg = []
     (tmp_path / "rubric.txt").write_text("Grade strictly.", encoding="utf-8")
     (tmp_path / "empty.txt").write_text(" \n", encoding="utf-8")
+    (tmp_path / "latin1.txt").write_text("Be stern.\nRéponds.", encoding="latin-1")
     (tmp_path / "long.txt").write_text("Grade strictly. " * 10_000, encoding="utf-8")
     out = tmp_path / "records.jsonl"
     code, _, err = run(["label", prompts, "--out", out, *cfg, *argv], capsys)
