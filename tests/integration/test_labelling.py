@@ -328,6 +328,13 @@ def test_restart_discards_only_an_out_this_command_wrote(
     journal_path(out).write_text("", encoding="utf-8")
     code, _, err = run([*argv, "--out", out], capsys)
     assert code == 0 and len(records_of(out)) == 2, err
+    # A file at the journal's name that no run began is someone else's too: it was deleted.
+    fresh = tmp_path / "fresh.jsonl"
+    journal_path(fresh).write_text("my important notes\n", encoding="utf-8")
+    code, _, err = run([*argv, "--out", fresh], capsys)
+    assert code == 2 and "--restart discards only a journal this command began" in err, err
+    assert journal_path(fresh).read_text(encoding="utf-8") == "my important notes\n"
+    assert not fresh.exists()
 
 
 def test_an_out_given_as_a_symbolic_link_writes_the_file_it_leads_to(

@@ -537,6 +537,41 @@ def test_a_file_that_is_not_text_or_not_a_journal_is_not_offered_for_restart(
     assert "--restart" not in str(info.value)
 
 
+@pytest.mark.parametrize("journal", ["someone's notes\n", '{"id": "p0"}\n', "\n",
+                                     '{"labelling_journal": 2}\n', "notes, unfinished"])
+def test_a_file_at_the_journals_name_that_is_not_one_makes_nothing_this_commands(
+        tmp_path: Path, journal: str) -> None:
+    # Any file there was taken for this command's journal: the refusal said the file "may be
+    # someone else's: it is left as it is", yet --restart deleted it, and the --out beside it.
+    out = tmp_path / "out.jsonl"
+    out.write_text(_record(0) + "\n")
+    jr.journal_path(out).write_text(journal)
+    assert not jr.written_here(out)
+    for _ in ("with --out", "without it"):
+        with pytest.raises(LabellingError) as info:
+            jr.check_discardable(out)
+        assert str(info.value).startswith(f"{str(jr.journal_path(out))!r}: --restart discards "
+                                          "only a journal this command began"), info.value
+        assert jr.FOREIGN_HINT in str(info.value)
+        assert jr.journal_path(out).read_text() == journal
+        if out.exists():
+            assert out.read_text() == _record(0) + "\n"
+            out.unlink()
+
+
+@pytest.mark.parametrize("journal", ["", json.dumps(KEY.header()) + "\n",
+                                     json.dumps(KEY.header())[:7],
+                                     json.dumps(KEY.header())[:40]])
+def test_a_journal_this_command_began_makes_its_output_its_own(tmp_path: Path,
+                                                               journal: str) -> None:
+    """Made and killed before its header was written, or part-way through writing it."""
+    out = tmp_path / "out.jsonl"
+    out.write_text("not a record\n")
+    jr.journal_path(out).write_text(journal)
+    assert jr.written_here(out)
+    jr.check_discardable(out)
+
+
 def test_a_journal_that_is_not_one_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     journal = jr.journal_path(out)

@@ -109,9 +109,9 @@ def mark_done(out: Path) -> None:
 
 def written_here(out: Path) -> bool:
     """Whether this command demonstrably wrote ``out``: a run is part-way through it (its
-    journal is beside it), or a run finished it and it is unchanged since (its mark matches).
-    Reads only."""
-    if journal_path(out).exists():
+    journal is beside it: :func:`began_here`), or a run finished it and it is unchanged since
+    (its mark matches). Reads only."""
+    if began_here(journal_path(out)):
         return True
     mark = done_path(out)
     try:
@@ -121,6 +121,23 @@ def written_here(out: Path) -> bool:
         return isinstance(saved, dict) and saved == _fingerprint(out)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
+
+
+# How every journal this command writes begins: its header's first key, then the next one.
+_HEADER_START = (json.dumps({"labelling_journal": JOURNAL_FORMAT})[:-1] + ",").encode()
+
+
+def began_here(journal: Path) -> bool:
+    """Whether the file at a journal's name is one this command began: its first line this
+    command's header, whole or cut short (a run killed while writing it), or nothing yet (killed
+    before). Any other file there is not a run's journal, so it makes nothing this command's.
+    Reads the file's first few bytes only."""
+    try:
+        with journal.open("rb") as fh:
+            start = fh.read(len(_HEADER_START) + 1)
+    except OSError:  # (none there, or one it may not read: not taken for its own)
+        return False
+    return start.startswith(_HEADER_START) or _HEADER_START.startswith(start)
 
 
 @dataclass(frozen=True)
@@ -262,10 +279,15 @@ def check_discardable(out: Path) -> None:
     """Raise :class:`~switchpoint.errors.LabellingError` unless ``--restart`` may discard
     ``out``: it is missing or empty, or this command wrote it (:func:`written_here`: its journal
     is beside it, or the mark of the run that finished it matches it). Anything else may be
-    someone else's and is left as it is, even records of the same prompts. Reads only (up to
-    its first line that is not blank)."""
+    someone else's and is left as it is, even records of the same prompts, and so is a file at
+    the journal's name that is not a journal this command began (:func:`began_here`). Reads
+    only (up to ``out``'s first line that is not blank)."""
     if written_here(out):
         return
+    journal = journal_path(out)
+    if os.path.lexists(journal):  # (not one this command began, or it would be ours)
+        raise LabellingError(f"--restart discards only a journal this command began, and "
+                             f"this is not one; {FOREIGN_HINT}", source=journal)
     with closing(_lines(out, Resume(out=out, key=RunKey(models=())), "")) as lines:
         if not any(line.strip() for line in lines):
             return
