@@ -1,4 +1,7 @@
-"""The command line's number options, read by shared ``argparse`` types: one reading (ASCII
+"""The command line's number and path options, read by shared ``argparse`` types. A path
+option (:func:`path_option`) takes any path but an empty one, which the system reads as the
+current directory and a command could take for the option left out (``--out ""`` wrote the
+weights in place). A number option has one reading (ASCII
 digits, by :func:`~switchpoint._numbers.number_text` and
 :func:`~switchpoint._numbers.integer_text`) and one wording for every option that takes a
 number, a value refused quoted as JSON writes it (``"abc"``, as the ``keys`` commands and the
@@ -49,6 +52,23 @@ def number_option(what: str = "a number", example: str = "2.5 or 1e3",
         return value
 
     return number
+
+
+def path_option(what: str) -> Callable[[str], str]:
+    """An ``argparse`` type taking a path, refusing an empty one; ``what`` says which path to
+    give (``the directory to write the weights to``)."""
+
+    def path(text: str) -> str:
+        if not text:
+            raise refused(text, f"is empty: give {what}")
+        return text
+
+    return path
+
+
+WEIGHTS_DIR = path_option("a weights package's directory")
+WEIGHTS_OUT = path_option("the directory to write the weights to")
+RECORDS = path_option("a file of routing records (JSONL)")
 
 
 def integer_option(what: str = "a whole number", example: str = "8") -> Callable[[str], int]:

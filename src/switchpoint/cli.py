@@ -723,7 +723,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="route one prompt (argument or stdin), or a file of prompts")
     p.add_argument("prompt", nargs="?",
                    help="the prompt to route (default: read it from stdin when piped)")
-    p.add_argument("--weights", help="weights package directory (default: the bundled one)")
+    p.add_argument("--weights", type=_options.WEIGHTS_DIR,
+                   help="weights package directory (default: the bundled one)")
     cost_weight = p.add_argument("--cost-weight", type=_options.COST_WEIGHT,
                                  help=f"λ for this call, from 0 to {MAX_COST_WEIGHT:g} (0 = "
                                       f"quality first; default: {DEFAULT_COST_WEIGHT:g})")
@@ -735,9 +736,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the whole decision as JSON")
     p.add_argument("--explain", action="store_true", help="print the plain-English explanation")
     p.add_argument("--input", metavar="FILE",
+                   type=_options.path_option("a file of prompts, or - for stdin"),
                    help='JSONL of {"id", "prompt"} or {"id", "embedding"} lines, or plain text '
                         "with one prompt a line (id = line number); - reads stdin")
     p.add_argument("--output", metavar="FILE",
+                   type=_options.path_option("a file to write the decisions to"),
                    help="write one JSONL decision per id and cost weight here (default: stdout)")
     p.set_defaults(func=cmd_route)
     _options.fills(p, available_models=models, cost_weight=cost_weight,
@@ -745,8 +748,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", parents=[feedback],
                        help="fit a weights package from routing records")
-    p.add_argument("records", help="routing records (JSONL)")
-    p.add_argument("--out", required=True, help="directory to write the weights package to")
+    p.add_argument("records", type=_options.RECORDS, help="routing records (JSONL)")
+    p.add_argument("--out", required=True, type=_options.WEIGHTS_OUT,
+                   help="directory to write the weights package to")
     split = p.add_argument("--split", help="use only records of this split (default: train "
                                            "when the records carry splits, else every record)")
     p.add_argument("--policy", default="cluster",
@@ -769,10 +773,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("add-model", parents=[feedback, cap],
                        help="teach the weights a new model from labelled records")
     name = p.add_argument("name", metavar="MODEL", help="the new model's name")
-    p.add_argument("records", metavar="RECORDS", help="routing records that label the model")
-    p.add_argument("--weights", help="weights package to extend (default: the bundled one, "
-                   "which needs --out)")
-    p.add_argument("--out", help="write here instead of updating --weights in place")
+    p.add_argument("records", metavar="RECORDS", type=_options.RECORDS,
+                   help="routing records that label the model")
+    p.add_argument("--weights", type=_options.WEIGHTS_DIR,
+                   help="weights package to extend (default: the bundled one, which needs "
+                        "--out)")
+    p.add_argument("--out", type=_options.WEIGHTS_OUT,
+                   help="write here instead of updating --weights in place")
     p.add_argument("--label", help="the model's name inside the records, if different")
     p.set_defaults(func=cmd_add_model)
     _options.fills(p, name=name)
@@ -781,22 +788,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="remove a model from a weights package")
     name = p.add_argument("name", metavar="MODEL",
                           help="the model to remove (see switchpoint info)")
-    p.add_argument("--weights", help="weights package to remove it from, in place unless --out "
-                                     "(default: the bundled one, which needs --out)")
-    p.add_argument("--out", help="write here instead of updating --weights in place")
+    p.add_argument("--weights", type=_options.WEIGHTS_DIR,
+                   help="weights package to remove it from, in place unless --out (default: "
+                        "the bundled one, which needs --out)")
+    p.add_argument("--out", type=_options.WEIGHTS_OUT,
+                   help="write here instead of updating --weights in place")
     p.set_defaults(func=cmd_remove_model)
     _options.fills(p, name=name)
 
     p = sub.add_parser("info", parents=[cap], help="describe a weights package")
-    p.add_argument("--weights", help="weights package directory (default: the bundled one)")
+    p.add_argument("--weights", type=_options.WEIGHTS_DIR,
+                   help="weights package directory (default: the bundled one)")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("eval", parents=[feedback, cap],
                        help="fit policies on one split and measure them on another "
                             "(AIQ, QNC, per-task breakdown, cost-quality plot)")
-    p.add_argument("records", help="routing records (JSONL) with a test split")
-    weights = p.add_argument("--weights",
+    p.add_argument("records", type=_options.RECORDS,
+                   help="routing records (JSONL) with a test split")
+    weights = p.add_argument("--weights", type=_options.WEIGHTS_DIR,
                              help="evaluate this fitted weights package instead of fitting")
     fit_split = p.add_argument("--fit-split",
                                help="fit on this split (default: train, unless --weights)")
@@ -808,7 +819,8 @@ def build_parser() -> argparse.ArgumentParser:
     embedder = p.add_argument("--embedder", help=f"embedder id for fitting (default: "
                                                  f"{DEFAULT_EMBEDDER_ID}), or st:PATH for a "
                                                  "sentence-transformers model")
-    p.add_argument("--plot", metavar="PNG", help="write the cost-quality curves to this PNG")
+    p.add_argument("--plot", metavar="PNG", type=_options.path_option("a .png path"),
+                   help="write the cost-quality curves to this PNG")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.set_defaults(func=cmd_eval)
     _options.fills(p, policies=policy, policy=policy, params=param, fit_split=fit_split,
@@ -850,7 +862,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", parents=[feedback],
                        help="label your own models: call them on prompts, score the answers "
                             "(a judge model, or reference answers) and write routing records")
-    p.add_argument("prompts", help='JSONL of {"prompt", "id"?, "task"?, "split"?, '
+    p.add_argument("prompts", type=_options.path_option("a file of prompts"),
+                   help='JSONL of {"prompt", "id"?, "task"?, "split"?, '
                                    '"reference"?} lines, or plain text with one prompt a line')
     models = p.add_argument("--models", required=True, metavar="A,B,...",
                             help="comma-separated catalog models to label")
@@ -858,6 +871,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the catalog model that scores answers (needed unless every "
                                 "prompt has a reference; it may be one of --models)")
     p.add_argument("--out", required=True, metavar="FILE",
+                   type=_options.path_option("a file to write the routing records to"),
                    help="routing records to write (JSONL), one line per prompt as soon as it "
                         "is labelled")
     p.add_argument("--config", metavar="FILE",
@@ -872,8 +886,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      f"{MAX_TOKENS:,} (default: not sent: the model's own "
                                      "limit, or governance.max_output_tokens where a budget "
                                      "applies)")
-    p.add_argument("--rubric", metavar="FILE", help="the judge's grading criteria (text); the "
-                                                    "reply format is fixed and added to it")
+    p.add_argument("--rubric", metavar="FILE", type=_options.path_option("a text file"),
+                   help="the judge's grading criteria (text); the reply format is fixed and "
+                        "added to it")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", default=True,
                        help="keep what an interrupted run wrote to --out (the default)")

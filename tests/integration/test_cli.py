@@ -1411,6 +1411,44 @@ def test_fit_and_add_model_write_weights_only_where_it_is_safe(
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize(("argv", "flag", "give"), [
+    (["remove-model", "big", "--weights", "{w}", "--out", ""], "--out",
+     "the directory to write the weights to"),
+    (["add-model", "new", "{r}", "--weights", "{w}", "--label", "big", "--out", ""], "--out",
+     "the directory to write the weights to"),
+    (["add-model", "new", "{r}", "--label", "big", "--out", ""], "--out",
+     "the directory to write the weights to"),
+    (["add-model", "new", "{r}", "--weights", "", "--out", "{t}/w"], "--weights",
+     "a weights package's directory"),
+    (["add-model", "new", "", "--weights", "{w}"], "RECORDS",
+     "a file of routing records (JSONL)"),
+    (["fit", "{r}", "--out", ""], "--out", "the directory to write the weights to"),
+    (["fit", "", "--out", "{t}/w"], "records", "a file of routing records (JSONL)"),
+    (["eval", "{r}", "--plot", ""], "--plot", "a .png path"),
+    (["info", "--weights", ""], "--weights", "a weights package's directory"),
+    (["route", "--input", "{r}", "--output", ""], "--output",
+     "a file to write the decisions to"),
+    (["label", "{r}", "--models", "big", "--out", ""], "--out",
+     "a file to write the routing records to"),
+    (["label", "", "--models", "big", "--out", "{t}/o.jsonl"], "prompts", "a file of prompts"),
+    (["learn", "--export", ""], "--export", "the directory to write the weights to"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_an_empty_path_is_refused_naming_the_option_and_changes_nothing(
+    records_file: Path, weights_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], argv: list[str], flag: str, give: str,
+) -> None:
+    """An unset variable (``--out "$DIR"``) is an empty path: remove-model and add-model took
+    it for --out left out and wrote the weights in place, add-model without --weights and
+    label stopped with a traceback, and the others named the current directory, '.'."""
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(r=records_file, w=weights_copy, t=tmp_path) for a in argv]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, out, err = run_refused_option(argv, capsys)
+    assert_bad_option(code, err, flag, f'"" is empty: give {give}')
+    assert out == ""
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 def test_fit_into_a_place_that_takes_no_files_exits_2(
     records_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

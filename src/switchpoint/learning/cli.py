@@ -513,7 +513,7 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("learn", help="fold what the service learned from outcomes into a new "
                                      "weights package")
-    p.add_argument("--export", required=True, metavar="DIR",
+    p.add_argument("--export", required=True, metavar="DIR", type=_options.WEIGHTS_OUT,
                    help="directory to write the new weights package to")
     tenant = p.add_argument("--tenant", help="whose outcomes to fold in (default: the "
                                              "deployment's own, 'default')")
