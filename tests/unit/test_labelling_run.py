@@ -267,6 +267,39 @@ async def test_a_reminder_that_could_not_be_sent_is_no_reminder_and_the_failure_
     assert "with a format reminder" not in report.summary()
 
 
+class _Shouting(Upstream):
+    """Model "a" fails with an upstream message that holds a terminal's control sequence."""
+
+    async def complete(self, request: Mapping[str, Any], card: ModelCard,
+                       timeouts: Timeouts) -> ProviderResponse:
+        if card.name == "a":
+            raise ServerError("overloaded\x1b[2J\x1b[31m, retry", model="a", status=500)
+        return await super().complete(request, card, timeouts)
+
+
+async def test_the_summary_shows_ids_and_upstream_messages_as_text_never_as_control_codes(
+        tmp_path: Path) -> None:
+    # A prompt's id and an upstream's error message went to the terminal as they were: an
+    # escape sequence cleared the screen or recoloured it, a line break split the failure.
+    up = _Shouting()
+    prompts = write_prompts(tmp_path / "prompts.jsonl",
+                            [{"id": "evil\x1b[31m\nid\u2028", "prompt": "Question?"}])
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        report = await alabel(prompts, ["a"], out, judge="judge", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    [failure] = report.failures
+    assert failure.id == "evil\x1b[31m\nid\u2028"  # (the report keeps them as they are)
+    summary = report.summary()
+    assert "\x1b" not in summary and "\u2028" not in summary, summary
+    shown = [line for line in summary.splitlines() if line.startswith("  ")]
+    assert shown == [
+        "  evil\\u001b[31m\\u000aid\\u2028 / a (answer): no model answered (1 attempt(s) on 1 "
+        "model(s)): a: server_error (HTTP 500): overloaded\\u001b[2J\\u001b[31m, retry"], shown
+
+
 async def test_a_failed_answer_is_a_failure_not_a_score(tmp_path: Path) -> None:
     up = Upstream()
     up.fail = lambda model, prompt: model == "b" and prompt == "Question 1?"

@@ -34,6 +34,7 @@ from switchpoint._messages import (
     listed_names,
     people_number,
     plural,
+    printable,
     quoted_path,
 )
 from switchpoint._progress import ProgressFn
@@ -174,7 +175,9 @@ class LabelReport:
                      f"judge = ${self.total_cost_usd:.6f}")
         if self.failures:
             lines.append(f"failures: {len(self.failures)}")
-            lines += [f"  {f.id} / {f.model} ({f.stage}): {f.message}"
+            # (ids come from the prompts file and messages from upstreams: as text, never as
+            # the terminal's control sequences or line breaks)
+            lines += [f"  {printable(f.id)} / {f.model} ({f.stage}): {printable(f.message)}"
                       for f in self.failures[:SHOWN_FAILURES]]
             if len(self.failures) > SHOWN_FAILURES:
                 lines.append(f"  ... and {len(self.failures) - SHOWN_FAILURES} more, in "
