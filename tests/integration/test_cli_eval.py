@@ -91,6 +91,25 @@ def test_eval_json_without_embeddings(records_file: Path, capsys: pytest.Capture
     assert fixed["cost"] == pytest.approx(0.01)
 
 
+def test_eval_shows_a_task_name_as_text_never_as_control_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A task name from the records went to the terminal as it was: an escape sequence
+    # recoloured it, a line break split the per-task table.
+    path = write_records(tmp_path / "records.jsonl")
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        '"proofs"', '"pro\\u001b[31mofs\\nx\\u2028"'), encoding="utf-8")
+    code, out, err = run(["eval", path, "--policy", "tiers", "fixed"], capsys)
+    assert code == 0, err
+    assert "\x1b" not in out and "\u2028" not in out, out
+    shown = [line for line in out.splitlines() if line.startswith("pro")]
+    assert len(shown) == 1 and shown[0].startswith(
+        "pro\\u001b[31mofs\\u000ax\\u2028  6   best on task: big"), shown
+    code, out, err = run(["eval", path, "--policy", "tiers", "fixed", "--json"], capsys)
+    assert code == 0, err  # (JSON keeps the name as it is)
+    assert {t["task"] for t in json.loads(out)["tasks"]} == {"arith", "pro\x1b[31mofs\nx\u2028"}
+
+
 def test_eval_defaults_fit_cluster_and_knn_on_train(
     records_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint import training
-from switchpoint._messages import json_quoted, listed_names
+from switchpoint._messages import json_quoted, listed_names, printable
 from switchpoint._progress import ProgressFn, step
 from switchpoint.decision import check_cost_weight, decide
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
@@ -314,7 +314,7 @@ def _format(r: EvaluationReport) -> list[str]:
 
     n_l = len(r.task_lambdas)
     for t in r.tasks:
-        rows.append([t.task, str(t.n), f"best on task: {t.best_model.name}",
+        rows.append([printable(t.task), str(t.n), f"best on task: {t.best_model.name}",
                      *cells([Point(t.best_model.cost, t.best_model.quality)] * n_l)])
         rows.append(["", "", f"best overall: {t.overall_best.name}",
                      *cells([Point(t.overall_best.cost, t.overall_best.quality)] * n_l)])
