@@ -114,9 +114,11 @@ def _name_max(folder: Path) -> int:
 
 
 def write_problem(path: Path, exc: OSError) -> str:
-    """Why writing ``path`` failed with ``exc``: :func:`path_problem`, else the system's
-    reason."""
-    return path_problem(path) or exc.strerror or str(exc)
+    """Why writing ``path`` failed with ``exc``: :func:`path_problem`, else, when the system
+    refused permission, the directory or file this process may not write, whose it is and what
+    to run (:func:`access_problem`), else the system's reason."""
+    denied = access_problem(path, ()) if isinstance(exc, PermissionError) else None
+    return path_problem(path) or denied or exc.strerror or str(exc)
 
 
 def private_dir(path: Path) -> Path:

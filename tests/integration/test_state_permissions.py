@@ -178,3 +178,27 @@ def test_the_experiments_commands_on_a_read_only_data_dir_name_it_and_what_to_ru
     assert (f"may not write in '{data}', so no file can be made there (mode 555, its owner): "
             f"`chmod u+rwx {data}`") in err, err
     assert sorted(data.iterdir()) == before
+
+
+def test_an_output_in_a_directory_it_may_not_write_names_it_and_what_to_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each said only "Permission denied"."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What is 2 + 2?\n", encoding="utf-8")
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\nmodels:\n  - {{name: a, base_url: "
+                      '"http://127.0.0.1:9/v1", input_per_mtok: 1, output_per_mtok: 1}\n',
+                      encoding="utf-8")
+    capsys.readouterr()
+    with mode(folder, 0o555):
+        for argv in (["route", "-q", "--input", prompts, "--output", folder / "decisions.jsonl"],
+                     ["label", "-q", prompts, "--models", "a", "--judge", "a", "--config", config,
+                      "--out", folder / "records.jsonl"]):
+            assert main([str(a) for a in argv]) == 2
+            err = capsys.readouterr().err
+            assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+            assert (f"may not write in '{folder}', so no file can be made there (mode 555, its "
+                    f"owner): `chmod u+rwx {folder}`") in err, err
+        assert list(folder.iterdir()) == []
