@@ -140,6 +140,19 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     assert "upgrade switchpoint" in str(info.value) and "writable" not in str(info.value)
 
 
+def test_a_newer_schema_is_refused_before_its_header_is_written(tmp_path: Path) -> None:
+    # Refused, the file was still set to WAL and incremental vacuum first, header bytes that
+    # the newer version owns.
+    path = tmp_path / "switchpoint.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (x)")
+        db.execute("PRAGMA user_version = 99")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="newer"):
+        SQLiteStore(path).open()
+    assert path.read_bytes() == before
+
+
 def test_the_readers_beside_the_store_refuse_a_newer_schema_as_the_store_does(
         tmp_path: Path) -> None:
     """A file an upgraded switchpoint wrote is not read by an older one: the reports, the

@@ -1478,6 +1478,9 @@ class SQLiteStore:
         """A connection to the file in WAL mode, with the schema up to date."""
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
+            # A file of a newer schema is refused before anything is set on it (the journal
+            # and vacuum modes below write to its header).
+            _schema_version(conn, max(_MIGRATIONS), NEWER_HINT)
             # A new file frees the pages of pruned rows back to the disk on demand (it must be
             # set before the first table exists).
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
