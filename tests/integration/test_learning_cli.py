@@ -349,6 +349,14 @@ class NotTheService(http.server.BaseHTTPRequestHandler):
                 while True:
                     self.wfile.write(b" " * 65536)
             return
+        if kind == "trickle":  # an answer that never ends, a byte at a time
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for _ in range(400):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            return
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -392,6 +400,20 @@ def test_feedback_to_a_url_that_is_not_the_service_says_so(
         out, err = capsys.readouterr()
         assert err.startswith("switchpoint: error: ") and needle in err, err[:1000]
         assert "Traceback" not in err and len(err) < 1500 and out == ""
+
+
+def test_feedback_to_a_url_that_trickles_its_answer_stops_at_the_deadline(
+        not_the_service: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each read waited up to 30 s, so a byte every few seconds held the command for ever.
+    from switchpoint.learning import cli as learning_cli
+    monkeypatch.setattr(learning_cli, "ANSWER_DEADLINE_S", 0.5)
+    started = time.monotonic()
+    assert main(["feedback", "abc", "--success", "--url", f"{not_the_service}/trickle"]) == 2
+    out, err = capsys.readouterr()
+    assert "answered 200 but its answer did not arrive whole within 0.5 s" in err, err
+    assert "is --url the switchpoint service?" in err and out == ""
+    assert time.monotonic() - started < 15  # (the trickle lasts 20 s)
 
 
 @pytest.mark.parametrize("key", ["sp-0123456789_caf\u00e9-secret", "sp-one\nX-Two: secret",

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,6 +174,10 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 
 MAX_ANSWER_BYTES = 1 << 20  # the service's answer to feedback is a few hundred bytes
+#: The most seconds the service's answer may take to arrive whole, once it has begun (each
+#: read also waits at most the request's timeout): a server trickling bytes cannot hold the
+#: command for long.
+ANSWER_DEADLINE_S = 60.0
 SHOWN_CHARS = 500  # of an unexpected answer, in an error message
 
 
@@ -227,8 +232,15 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
     try:
         with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
             raw = b""
+            deadline = time.monotonic() + ANSWER_DEADLINE_S
             for chunk in response.iter_bytes():
                 raw += chunk
+                if time.monotonic() > deadline:
+                    raise ServeError(f"{quoted_path(url)} answered {response.status_code} "
+                                     f"but its answer did not arrive whole within "
+                                     f"{ANSWER_DEADLINE_S:g} s ({len(raw):,} bytes by then), "
+                                     "which the service's never takes; is --url the "
+                                     "switchpoint service?")
                 if len(raw) > MAX_ANSWER_BYTES:
                     raise ServeError(f"{quoted_path(url)} answered {response.status_code} "
                                      f"with more than {MAX_ANSWER_BYTES:,} bytes, which is not "
