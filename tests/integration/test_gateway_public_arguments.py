@@ -74,6 +74,7 @@ NAMED: list[tuple[str, str, GatewayCall]] = [
     ("promote", "name", lambda g, v: g.promote(v)),
     ("create_ab_test", "name", lambda g, v: g.create_ab_test(v)),
     ("end_ab_test", "name", lambda g, v: g.end_ab_test(v)),
+    ("swap_policy", "name", lambda g, v: g.swap_policy(v)),
     ("cost_report", "period", lambda g, v: g.cost_report(v)),
     ("savings_estimate", "comparison_model", lambda g, v: g.savings_estimate(v)),
     ("budget_page", "limit", lambda g, v: g.budget_page(v)),

@@ -143,6 +143,7 @@ from switchpoint.gateway.sessions import (
     SQLitePinStore,
     session_key,
 )
+from switchpoint.gateway.swaps import check_policy, config_checked, reload_answer, swap_answer
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
@@ -251,7 +252,10 @@ class Gateway:
     ``providers``, ``in_flight``, ``timeouts``, ``retry``, ``observer``) are the engine's
     parts, which the server's routes and the tests reach; they are no API and may change, and
     a call made through one skips what the methods do (closing's wait and refusal, a caller's
-    checks, the request's log).
+    checks, the request's log). :meth:`reload` and :meth:`swap_policy` re-read the config
+    and swap the routing policy, answering as ``POST /v1/router/reload`` and ``POST
+    /v1/router/policy/{name}`` answer (those routes, and ``SIGHUP`` to ``switchpoint serve``,
+    call them).
     """
 
     def __init__(self, settings: Settings, *, loader: Loader | None = None,
@@ -2086,6 +2090,39 @@ class Gateway:
         and its name stays taken. One of the config is ended in the config (a
         :class:`~switchpoint.errors.ConflictError` says so)."""
         return self.experiment_report(self.ab_tests.end(name))
+
+    # Reloading and swapping --------------------------------------------------------------------
+
+    @_sync_request
+    def swap_policy(self, name: str) -> dict[str, Any]:
+        """Load policy ``name`` (a bundled one, or one under the config's ``policies:``) and
+        make it live until the next reload or restart; requests under way finish on the old
+        one. Returns what ``POST /v1/router/policy/{name}`` answers: ``policy``,
+        ``weights_id`` and ``models`` now live, ``previous_policy`` and
+        ``previous_weights_id``, ``load_ms``, ``restart_required``, and the catalog models the
+        weights have no learned profile for (``unprofiled_models``, its count and ``note``).
+        An unknown policy is an :class:`~switchpoint.errors.InvalidInputError` naming
+        ``name``; weights that do not fit the config (a catalog model they cannot serve) are a
+        :class:`~switchpoint.errors.ConfigError`, and a package that cannot be read a
+        :class:`~switchpoint.errors.WeightsError`; each leaves the old router serving."""
+        state = self.state
+        check_policy(state.live().settings, name)
+        return swap_answer(*config_checked(lambda: state.swap_policy(name)))
+
+    @_sync_request
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config file and the weights and make them live (what was made at run
+        time, such as experiments created, stays); requests under way finish on the old
+        router. Returns what ``POST /v1/router/reload`` answers: :meth:`swap_policy`'s answer
+        with the live keys the new config leaves without their tenant or a model they used
+        (``keys_affected``, the first of them, ``keys_affected_count`` and ``keys_note``,
+        which is also logged as a warning). A bad config (or weights that do not fit it), a
+        file that holds no settings or one that would lower the service's protection is a
+        :class:`~switchpoint.errors.ConfigError` naming what is wrong, and a weights package
+        that cannot be read a :class:`~switchpoint.errors.WeightsError`; each leaves the old
+        router serving."""
+        old, new, ms = config_checked(self.state.reload)
+        return reload_answer(old, new, ms, self.governor.keys)
 
     # Admin views -------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from starlette.concurrency import run_in_threadpool
 
 from switchpoint import _hangup
 from switchpoint._messages import listed_names
@@ -49,7 +50,6 @@ from switchpoint.server.context import Service
 from switchpoint.server.exposure import exposure_problem, reload_problem
 from switchpoint.server.protocol import ConnectionLimits, ConnectionStats, guarded_protocol
 from switchpoint.server.proxies import proxy_warnings
-from switchpoint.server.routes.admin import reload_service
 from switchpoint.store import SQLiteStore
 from switchpoint.store.sqlite import spill_reserve, spill_shortfall, store_error
 
@@ -173,7 +173,7 @@ class _Server(uvicorn.Server):
         if not state.ready:
             return  # it failed to load, or stops: nothing to reload
         try:
-            answer = await reload_service(self.service)
+            answer = await run_in_threadpool(self.service.gateway.reload)
         except Exception as exc:  # whatever it was, the service keeps serving
             # Redacted as the HTTP reload's answer is: an error may quote a value of the file.
             what = str(exc) if isinstance(exc, SwitchpointError) else (

@@ -14,21 +14,16 @@ models, load error and disk only to a caller that carries it.
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from switchpoint._messages import json_quoted, listed_names
 from switchpoint._version import __version__
-from switchpoint.errors import ConfigError, InvalidInputError
-from switchpoint.gateway.live import Live, policy_choices
-from switchpoint.governance.reload_check import key_losses, losses_note, named
 from switchpoint.server.auth import ADMIN, CLIENT, is_admin
 from switchpoint.server.bodies import refuses_body
-from switchpoint.server.context import GatewayRoute, Service, get_service
+from switchpoint.server.context import GatewayRoute, get_service
 from switchpoint.server.queries import ANY_QUERY, WHOLE, QueryCheckedRoute
 from switchpoint.server.schemas import (
     CHAT_ERROR_RESPONSES,
@@ -47,7 +42,6 @@ from switchpoint.server.schemas import (
 from switchpoint.store.retention import disk_usage
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
-log = logging.getLogger("switchpoint.server")
 # /health and /metrics read only what stays in memory and on disk, and answer while the
 # gateway closes; the rest reach its state (see GatewayRoute).
 service = APIRouter(route_class=QueryCheckedRoute)
@@ -122,16 +116,9 @@ async def stats(request: Request, tenant: TenantQuery = None) -> dict[str, Any]:
                      "old one)")
 @refuses_body
 async def swap_policy(name: str, request: Request) -> dict[str, Any]:
-    state = get_service(request).state
-    live = state.live()
-    choices = policy_choices(live.settings)
-    if name not in choices:
-        raise InvalidInputError("name", f"unknown policy {json_quoted(name, 80)}; choose one of "
-                                       f"{listed_names(choices, quoted=True)} (or add it under "
-                                       "policies: in "
-                                       "the config)")
-    old, new, ms = await run_in_threadpool(_guarded, state.swap_policy, name)
-    return _swapped(old, new, ms)
+    answer: dict[str, Any] = await run_in_threadpool(get_service(request).gateway.swap_policy,
+                                                     name)
+    return answer
 
 
 @router.post("/v1/router/reload", dependencies=ADMIN, response_model=SwapResponse, tags=["admin"],
@@ -140,45 +127,8 @@ async def swap_policy(name: str, request: Request) -> dict[str, Any]:
                      "dropping requests")
 @refuses_body
 async def reload(request: Request) -> dict[str, Any]:
-    return await reload_service(get_service(request))
-
-
-async def reload_service(service: Service) -> dict[str, Any]:
-    """Re-read ``service``'s config file and weights and swap them in (``POST
-    /v1/router/reload``, and ``SIGHUP`` to ``switchpoint serve``): the answer, with the live
-    keys the new config affects (also logged). A bad config or bad weights raise
-    :class:`ConfigError` and leave the old router serving. One request inside the gateway
-    (a ``SIGHUP`` as it closes is refused with the closed error, as the route is)."""
-    with service.gateway.admitted():
-        state = service.state
-        state.live()
-        old, new, ms = await run_in_threadpool(_guarded, state.reload)
-        keys = service.gateway.governor.keys
-        losses = key_losses(await run_in_threadpool(keys.list, include_revoked=False),
-                            old.settings.tenants, new.settings.tenants,
-                            old.router.catalog.names, new.router.catalog.names, keys.now())
-    note = losses_note(losses)
-    if note is not None:
-        log.warning("config reloaded: %s", note)
-    return {**_swapped(old, new, ms), "keys_affected": [x.to_dict() for x in named(losses)],
-            "keys_affected_count": len(losses), "keys_note": note}
-
-
-def _guarded(action: Any, *args: Any) -> tuple[Live, Live, float]:
-    """Run a swap; a bad config or bad weights is the caller's 400 ``invalid_config`` and
-    leaves the old router serving."""
-    try:
-        result: tuple[Live, Live, float] = action(*args)
-    except InvalidInputError as exc:  # e.g. a catalog the new weights cannot serve
-        raise ConfigError(exc.field, exc.reason) from None
-    return result
-
-
-def _swapped(old: Live, new: Live, ms: float) -> dict[str, Any]:
-    return {"policy": new.policy, "weights_id": new.weights_id, "models": new.router.models,
-            "previous_policy": old.policy, "previous_weights_id": old.weights_id,
-            "load_ms": round(ms, 1), "restart_required": list(new.restart_required),
-            **new.unprofiled_answer()}
+    answer: dict[str, Any] = await run_in_threadpool(get_service(request).gateway.reload)
+    return answer
 
 
 @router.get("/v1/router/health", dependencies=ADMIN, tags=["admin"],

@@ -1,0 +1,72 @@
+"""What a policy swap and a config reload check and answer, whichever door asked.
+
+:meth:`Gateway.swap_policy <switchpoint.gateway.engine.Gateway.swap_policy>` and
+:meth:`Gateway.reload <switchpoint.gateway.engine.Gateway.reload>` (and through them ``POST
+/v1/router/policy/{name}``, ``POST /v1/router/reload`` and ``SIGHUP`` to ``switchpoint
+serve``) make a new snapshot live through :class:`~switchpoint.gateway.live.RouterState`; this
+checks the policy a swap names, turns the input a load refuses into a :class:`ConfigError`,
+and composes the answer: the new snapshot beside the one it replaced, and for a reload the
+live keys the new config takes something from (also logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from switchpoint._args import expect
+from switchpoint._messages import json_quoted, listed_names
+from switchpoint.config import Settings
+from switchpoint.errors import ConfigError, InvalidInputError
+from switchpoint.gateway.live import Live, policy_choices
+from switchpoint.governance.keys import KeyStore
+from switchpoint.governance.reload_check import key_losses, losses_note, named
+
+log = logging.getLogger("switchpoint.gateway")
+Swap = tuple[Live, Live, float]
+
+
+def check_policy(settings: Settings, name: object) -> None:
+    """Refuse a swap to ``name`` unless it is a policy ``settings`` offers (a bundled one or
+    one under ``policies:``), with :class:`InvalidInputError` naming ``name``."""
+    expect("name", name, str, "a policy's name (a string)")
+    choices = policy_choices(settings)
+    if name not in choices:
+        raise InvalidInputError("name", f"unknown policy {json_quoted(name, 80)}; choose one of "
+                                        f"{listed_names(choices, quoted=True)} (or add it under "
+                                        "policies: in the config)")
+
+
+def config_checked(swap: Callable[[], Swap]) -> Swap:
+    """Run ``swap``; input its load refuses (e.g. a catalog the new weights cannot serve) is
+    a fault of the config, so a :class:`ConfigError` (over HTTP, a 400 ``invalid_config``),
+    and leaves the old router serving."""
+    try:
+        return swap()
+    except InvalidInputError as exc:
+        raise ConfigError(exc.field, exc.reason) from None
+
+
+def swap_answer(old: Live, new: Live, ms: float) -> dict[str, Any]:
+    """A swap's answer: the policy, weights and models now live, those replaced, how long the
+    load took, the settings that wait for a restart and the models the weights do not
+    profile."""
+    return {"policy": new.policy, "weights_id": new.weights_id, "models": new.router.models,
+            "previous_policy": old.policy, "previous_weights_id": old.weights_id,
+            "load_ms": round(ms, 1), "restart_required": list(new.restart_required),
+            **new.unprofiled_answer()}
+
+
+def reload_answer(old: Live, new: Live, ms: float, keys: KeyStore) -> dict[str, Any]:
+    """A reload's answer: :func:`swap_answer` with the live ``keys`` the new config leaves
+    short of a tenant or a model they used (the first of them named, how many in all, and a
+    note in words, which is logged as a warning)."""
+    losses = key_losses(keys.list(include_revoked=False), old.settings.tenants,
+                        new.settings.tenants, old.router.catalog.names,
+                        new.router.catalog.names, keys.now())
+    note = losses_note(losses)
+    if note is not None:
+        log.warning("config reloaded: %s", note)
+    return {**swap_answer(old, new, ms), "keys_affected": [x.to_dict() for x in named(losses)],
+            "keys_affected_count": len(losses), "keys_note": note}

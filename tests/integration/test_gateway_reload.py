@@ -1,0 +1,261 @@
+"""Reloading the config and swapping the routing policy in process: ``Gateway.reload`` and
+``Gateway.swap_policy`` answer as ``POST /v1/router/reload`` and ``POST
+/v1/router/policy/{name}`` do (the same fields, the keys a reload leaves short named alike) and
+refuse as they refuse (the same error, field and message), a refusal leaving the old router
+serving; each is one request inside the gateway, refused once closing has begun and waited
+for by closing when under way. The in-process gateway and a real server on loopback run the
+same config, each in a data_dir of its own; the models are served by the fake provider."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from switchpoint import Gateway
+from switchpoint.config import Settings, load_settings
+from switchpoint.errors import (
+    ConfigError,
+    GatewayClosedError,
+    InvalidInputError,
+    WeightsError,
+)
+from switchpoint.governance.keys import KeySpec
+from switchpoint.router import Router
+from switchpoint.server import create_app
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import (
+    FACTORY,
+    KEYS,
+    closing_in_background,
+    config_text,
+    user,
+)
+from tests.integration.servers import ThreadServer, thread_server
+
+ACME = "tenants: {acme: {models: [cheap, good, fresh, auto]}}\n"
+# The edit: `fresh` leaves the catalog for `newbie`, and acme no longer lists `cheap`.
+EDITED = "tenants: {acme: {models: [good, newbie, auto]}}\n"
+
+
+def _write(root: Path, fake: FakeProviderProcess, *, edited: bool = False) -> Path:
+    config = root / "switchpoint.yaml"
+    text = config_text(fake, data_dir=str(root / "data"))
+    if edited:
+        text = text.replace("name: fresh,", "name: newbie,")
+    config.write_text(text + (EDITED if edited else ACME), encoding="utf-8")
+    return config
+
+
+@contextmanager
+def _doors(fake: FakeProviderProcess, tmp_path: Path) -> Iterator[tuple[Gateway, ThreadServer]]:
+    """An in-process gateway and a server of the same config, each in its own data_dir."""
+    local_root, served_root = tmp_path / "local", tmp_path / "served"
+    local_root.mkdir()
+    served_root.mkdir()
+    settings = load_settings(_write(served_root, fake), environ={})
+    with (Gateway.from_config(_write(local_root, fake), loader=FACTORY, env=KEYS) as local,
+          thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server):
+        yield local, server
+
+
+def _key(gateway: Gateway, models: list[str]) -> str:
+    """A live key of acme's, limited to ``models``: its id."""
+    spec = KeySpec(tenant="acme", models=models).checked(["acme"], None)
+    return gateway.governor.keys.create(spec).record.id
+
+
+def _comparable(answer: dict[str, Any], key_id: str) -> dict[str, Any]:
+    """``answer`` as JSON holds it, without what differs between two loads (``load_ms``) or
+    two data_dirs (the key's id)."""
+    shown = json.loads(json.dumps(answer).replace(key_id, "KEY"))
+    del shown["load_ms"]
+    return dict(shown)
+
+
+def test_reload_picks_up_an_edited_config_and_answers_as_the_route_does(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with _doors(gw_fake, tmp_path) as (local, server):
+        before = local.router.weights_id
+        assert [m["id"] for m in local.models()] == ["auto", "good", "other", "cheap", "fresh"]
+        local_key = _key(local, ["cheap", "auto"])
+        served_key = _key(server.service.gateway, ["cheap", "auto"])
+        _write(tmp_path / "local", gw_fake, edited=True)
+        _write(tmp_path / "served", gw_fake, edited=True)
+
+        with caplog.at_level(logging.WARNING, logger="switchpoint"):
+            answer = local.reload()
+        served = httpx.post(f"{server.base}/v1/router/reload", timeout=60)
+        assert served.status_code == 200, served.text
+
+        assert [m["id"] for m in local.models()] == ["auto", "good", "other", "cheap", "newbie"]
+        assert answer["models"] == ["good", "other", "cheap", "newbie"]
+        assert (answer["policy"], answer["previous_policy"]) == ("cluster", "cluster")
+        assert answer["weights_id"] == answer["previous_weights_id"] == before
+        assert answer["restart_required"] == [] and answer["load_ms"] >= 0
+        assert answer["unprofiled_models"] == ["newbie"]
+        assert answer["keys_affected"] == [
+            {"key_id": local_key, "name": None, "tenant": "acme", "tenant_removed": False,
+             "models_removed": ["cheap"], "models_removed_count": 1}]
+        assert answer["keys_affected_count"] == 1
+        note = answer["keys_note"]
+        assert note.startswith("the new config leaves 1 key(s) short of what they used: "
+                               f'key {local_key}: it can no longer use "cheap"'), note
+        assert [r.levelno for r in caplog.records
+                if r.getMessage() == f"config reloaded: {note}"] == [logging.WARNING]
+        assert _comparable(answer, local_key) == _comparable(served.json(), served_key)
+
+
+
+def _http_error(exc: Exception) -> tuple[str, str, str]:
+    """The code, param and message the HTTP door answers ``exc`` with."""
+    if isinstance(exc, WeightsError):
+        return "invalid_config", "weights", f"weights: {exc}"
+    assert isinstance(exc, ConfigError), repr(exc)
+    return "invalid_config", exc.key, str(exc)
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param("", id="emptied"),
+    pytest.param("cost_weight: -3\n", id="bad value"),
+    pytest.param("models:\n  - {name: odd, profile: no-such-profile, base_url: "
+                 "\"http://127.0.0.1:9/v1\"}\n", id="unknown profile"),
+    pytest.param("weights: ROOT/no-such-weights\n", id="missing weights")])
+def test_a_bad_config_raises_as_the_route_refuses_and_leaves_the_old_router_serving(
+        gw_fake: FakeProviderProcess, tmp_path: Path, bad: str) -> None:
+    with _doors(gw_fake, tmp_path) as (local, server):
+        before = local.router.weights_id
+        for root in ("local", "served"):
+            (tmp_path / root / "switchpoint.yaml").write_text(
+                bad.replace("ROOT", str(tmp_path / root)), encoding="utf-8")
+        with pytest.raises((ConfigError, WeightsError)) as refused:
+            local.reload()
+        served = httpx.post(f"{server.base}/v1/router/reload", timeout=60)
+        assert served.status_code == 400, served.text
+        error = served.json()["error"]
+        code, param, message = _http_error(refused.value)
+        assert (error["code"], error["param"], error["message"]) == (
+            code, param, message.replace(str(tmp_path / "local"), str(tmp_path / "served")))
+
+        assert local.router.weights_id == before
+        assert [m["id"] for m in local.models()] == ["auto", "good", "other", "cheap", "fresh"]
+        reply = local.complete(user("Still there?"), model="fresh", tenant="acme")
+        assert reply.switchpoint.model == "fresh"
+
+
+def test_input_a_reload_cannot_load_is_a_config_error_naming_it(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """What the loader refuses as input (an InvalidInputError, e.g. a catalog the weights
+    cannot serve) is the config's fault: a ConfigError of the same key and reason."""
+    refusing: list[str] = []
+
+    def loader(settings: Settings, policy: str | None) -> Router:
+        if refusing:
+            raise InvalidInputError("models", refusing[0])
+        return FACTORY(settings, policy)
+
+    root = tmp_path / "local"
+    root.mkdir()
+    with Gateway.from_config(_write(root, gw_fake), loader=loader, env=KEYS) as gateway:
+        before = gateway.router.weights_id
+        refusing.append("these weights cannot serve the catalog")
+        _write(root, gw_fake, edited=True)
+        for swap in (gateway.reload, lambda: gateway.swap_policy("tiers")):
+            with pytest.raises(ConfigError) as refused:
+                swap()
+            assert (refused.value.key, refused.value.reason) == (
+                "models", "these weights cannot serve the catalog")
+            assert gateway.router.weights_id == before
+            assert [m["id"] for m in gateway.models()] == [
+                "auto", "good", "other", "cheap", "fresh"]
+
+
+def test_swap_policy_swaps_and_an_unknown_policy_is_refused_naming_name_as_the_route_does(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with _doors(gw_fake, tmp_path) as (local, server):
+        before = local.router.weights_id
+        with pytest.raises(InvalidInputError) as refused:
+            local.swap_policy("telepathy")
+        served = httpx.post(f"{server.base}/v1/router/policy/telepathy", timeout=60)
+        assert served.status_code == 400, served.text
+        error = served.json()["error"]
+        assert refused.value.field == "name"
+        assert (error["code"], error["param"], error["message"]) == (
+            "invalid_request", "name", str(refused.value))
+        assert str(refused.value).startswith('name: unknown policy "telepathy"; choose one of ')
+        assert local.router.weights_id == before
+
+        answer = local.swap_policy("tiers")
+        served = httpx.post(f"{server.base}/v1/router/policy/tiers", timeout=60)
+        assert served.status_code == 200, served.text
+        assert (answer["policy"], answer["previous_policy"]) == ("tiers", "cluster")
+        assert answer["previous_weights_id"] == before
+        assert answer["weights_id"].startswith("tiers-")
+        assert local.router.policy.name == "tiers"
+        assert "keys_affected" not in answer  # (a swap reads the same config: no key loses)
+        shown = {k: v for k, v in answer.items() if k != "load_ms"}
+        assert shown == {k: v for k, v in served.json().items() if k in shown}
+
+
+def _on_a_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    got: list[object] = []
+
+    def run() -> None:
+        try:
+            got.append(call())
+        except Exception as exc:  # (the test tells)
+            got.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, got
+
+
+def test_reload_and_swap_policy_are_refused_once_closing_has_begun_and_waited_for_before(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload under way (held as it lists the keys) when closing begins is waited for and
+    answers; a reload or a swap asked once closing has begun, or after it, is refused with the
+    closed error and changes nothing."""
+    root = tmp_path / "local"
+    root.mkdir()
+    gateway = Gateway.from_config(_write(root, gw_fake), loader=FACTORY, env=KEYS)
+    keys = gateway.governor.keys
+    real, inside, go = keys.list, threading.Event(), threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        inside.set()
+        assert go.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(keys, "list", held)
+    _write(root, gw_fake, edited=True)
+    reloading, got = _on_a_thread(gateway.reload)
+    assert inside.wait(30)
+    closer, closed = closing_in_background(gateway)
+    for refused in (gateway.reload, lambda: gateway.swap_policy("tiers")):
+        with pytest.raises(GatewayClosedError, match="the gateway is closed"):
+            refused()
+    time.sleep(0.2)
+    assert not closed.is_set()  # closing waits for the reload under way
+    go.set()
+    reloading.join(30)
+    closer.join(30)
+    assert not reloading.is_alive() and closed.is_set()
+    [answer] = got
+    assert isinstance(answer, dict), repr(answer)
+    assert answer["models"] == ["good", "other", "cheap", "newbie"]
+
+    _write(root, gw_fake)
+    for refused in (gateway.reload, lambda: gateway.swap_policy("tiers")):
+        with pytest.raises(GatewayClosedError, match="the gateway is closed"):
+            refused()
+    assert gateway.settings.models is not None
+    assert [m.name for m in gateway.settings.models] == ["good", "other", "cheap", "newbie"]
