@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -158,9 +159,65 @@ def test_failures_exit_1_and_the_rerun_retries_them(
     before = len(fake.requests())
     code, stdout, err = run(argv, capsys)
     assert code == 0, err
-    assert [r["body"]["model"] for r in fake.requests()[before:]] == ["a", "judge"]
+    # The answer the judge could not score was kept: only the judge is asked again.
+    rerun = fake.requests()[before:]
+    assert [r["body"]["model"] for r in rerun] == ["judge"]
+    first_answer = next(r for r in fake.requests()[:before] if r["body"]["model"] == "a")
+    assert rerun[0]["body"]["messages"][-1]["content"].endswith(
+        "[Answer to grade]\n" + _answer_text(first_answer))
     assert set(records_of(out)) == {"q0", "q1"} and not journal_path(out).exists()
     assert "1 of 2 prompts are already labelled" in err
+    assert "1 answer kept from an earlier run judged again (not asked for again)" in stdout
+
+
+def _answer_text(request: dict[str, Any]) -> str:
+    """The text the fake answered ``request`` with (its echo)."""
+    body = request["body"]
+    return str(Answer(body["model"], body["messages"], None, None, False).text)
+
+
+def test_an_answer_the_judge_failed_to_score_is_judged_again_never_asked_for_twice(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The judge's call fails (after the gateway's retries) in two runs, then answers: each
+    model is called once per prompt across the three runs, and each record's cost is that one
+    call's."""
+    fake.default("judge", "500")
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 3)
+    out = tmp_path / "records.jsonl"
+    argv = ["label", prompts, "--models", "a,b", "--judge", "judge", "--out", out,
+            "--config", config(fake, tmp_path), "--concurrency", "2", "--json"]
+    costs = []
+    for attempt in range(2):
+        code, stdout, err = run(argv, capsys)
+        assert code == 1, err
+        summary = json.loads(stdout)
+        assert summary["labelled"] == 0 and len(summary["failures"]) == 6
+        assert all(f["stage"] == "judge" for f in summary["failures"])
+        assert summary["answer_calls"] == (6 if attempt == 0 else 0)
+        assert summary["rejudged_answers"] == (0 if attempt == 0 else 6)
+        costs.append(summary["cost_usd"]["answers"])
+        kept = [json.loads(line) for line in journal_path(out).read_text().splitlines()[1:]]
+        assert all(e["failed"] == "judge" and isinstance(e["answer"], str) for e in kept)
+    assert costs[0] > 0 and costs[1] == 0  # the answers were paid for once
+    fake.default("judge", JUDGE_SAYS)
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["labelled"] == 3 and summary["answer_calls"] == 0
+    assert summary["rejudged_answers"] == 6 and summary["cost_usd"]["answers"] == 0
+    assert "answers the judge failed to score kept from an earlier run" in err
+    answered = Counter((r["body"]["model"], json.dumps(r["body"]["messages"][-1]["content"]))
+                       for r in fake.requests() if r["body"]["model"] in ("a", "b"))
+    assert len(answered) == 6 and set(answered.values()) == {1}, answered
+    records = records_of(out)
+    assert set(records) == {"q0", "q1", "q2"} and not journal_path(out).exists()
+    for record in records.values():
+        assert record["scores"] == {"a": 0.7, "b": 0.7}
+        for model in ("a", "b"):
+            assert record["costs"][model] == pytest.approx(
+                expected_cost(model, record["prompt"]), rel=1e-9)
+    assert sum(sum(r["costs"].values()) for r in records.values()) == pytest.approx(costs[0])
 
 
 def _spawn(argv: list[Any], cwd: Path) -> subprocess.Popen[str]:
@@ -428,8 +485,9 @@ def test_records_and_journal_carry_costs_without_float_noise(
     assert journal_path(out).exists()  # a judgement failed: the journal is kept
     written = [r["costs"]["a"] for r in records_of(out).values()]
     journal = [json.loads(line) for line in journal_path(out).read_text().splitlines()[1:]]
-    written += [e[k] for e in journal if "failed" not in e for k in ("cost_usd",
-                                                                      "judge_cost_usd")]
+    # (a failure's line keeps the answer the judge could not score, and its cost)
+    written += [e[k] for e in journal for k in ("cost_usd", "judge_cost_usd") if k in e]
+    assert any("failed" in e and "cost_usd" in e for e in journal)
     assert written and all(cost == float(f"{cost:.12g}") for cost in written), written
     card = ModelCard(name="a", input_per_mtok=1.1, output_per_mtok=2.7)
     usages = [Answer("a", [{"role": "user", "content": r["prompt"]}], None, None, False).usage()

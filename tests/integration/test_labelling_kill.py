@@ -51,3 +51,48 @@ def test_a_run_killed_at_every_step_resumes_without_losing_or_repeating_a_record
         assert load_records(out).models == ["a", "b"]
         assert done_path(out).exists() and not journal_path(out).exists()
     assert step > 3, step
+
+
+def test_answers_kept_for_the_judge_are_never_asked_for_again_whatever_step_a_rerun_dies_at(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first run's judge fails, so its answers are kept; a rerun that judges them again is
+    killed at each of its steps on disk, then run again: the models are never called again."""
+    monkeypatch.setenv("B_KEY", "sk-ant-test")
+    monkeypatch.delenv("SWITCHPOINT_CONFIG", raising=False)
+    for model in ("a", "b"):
+        fake.default(model, "ok")
+    fake.default("judge", "500")
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 1)
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "records.jsonl"
+    argv = [str(a) for a in ("label", prompts, "--models", "a,b", "--judge", "judge", "--out",
+                             out, "--config", config(fake, tmp_path), "-q")]
+    status = run_killed_at(0, argv, str(work))
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1
+    kept = journal_path(out).read_bytes()
+    assert kept.count(b'"answer": ') == 2
+    answered = sum(r["body"]["model"] in ("a", "b") for r in fake.requests())
+    assert answered == 2
+    fake.default("judge", JUDGE_SAYS)
+    step, finished = 0, False
+    while not finished:
+        step += 1
+        assert step < 200, "the command never finished"
+        for path in (out, done_path(out)):
+            path.unlink(missing_ok=True)
+        journal_path(out).write_bytes(kept)
+        status = run_killed_at(step, argv, str(work))
+        finished = os.WIFEXITED(status)
+        if finished:
+            assert os.WEXITSTATUS(status) == 0, step
+        else:
+            assert os.WTERMSIG(status) == signal.SIGKILL
+            rerun = run_killed_at(0, argv, str(work))
+            assert os.WIFEXITED(rerun) and os.WEXITSTATUS(rerun) == 0, f"killed at step {step}"
+        record = json.loads(out.read_text(encoding="utf-8"))
+        assert record["id"] == "q0" and record["scores"] == {"a": 0.7, "b": 0.7}, step
+        assert done_path(out).exists() and not journal_path(out).exists()
+        now = sum(r["body"]["model"] in ("a", "b") for r in fake.requests())
+        assert now == answered, f"killed at step {step}: a model was asked again"
+    assert step > 3, step

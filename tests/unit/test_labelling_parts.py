@@ -465,6 +465,75 @@ def test_the_journal_keeps_scored_answers_of_unfinished_prompts(tmp_path: Path) 
     assert any("half-written" in n and "journal" in n for n in state.notes)
 
 
+def _kept(i: int, model: str, answer: str = "Because of Rayleigh scattering.",
+          prompt: LabelPrompt | None = None) -> str:
+    """A judging failure's line keeping the answer (as a run writes it)."""
+    return json.dumps(jr.failure_line(prompt or _prompts(i + 1)[i], model, "judge",
+                                      "the judge's reply could not be read as a score",
+                                      jr.Kept(answer, 0.0021)), ensure_ascii=False)
+
+
+def test_an_answer_the_judge_failed_to_score_is_kept_to_be_judged_again(
+        tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    journal = jr.journal_path(out)
+    unkept = json.dumps(jr.failure_line(_prompts()[2], "a", "answer", "a 500"))
+    journal.write_text("\n".join([json.dumps(KEY.header()), _kept(0, "a", "Blue — é ✓"),
+                                  _kept(1, "a"), _scored(1, "a", 0.25), _kept(1, "b"),
+                                  unkept, _kept(2, "b"), ""]), encoding="utf-8")
+    state = jr.inspect(out, _prompts(), KEY)
+    # p1/a was judged again by a later run (its score wins); p2/a's call failed (no answer)
+    assert set(state.kept) == {("p0", "a"), ("p1", "b"), ("p2", "b")}
+    assert state.kept[("p0", "a")] == jr.Kept("Blue — é ✓", 0.0021)
+    assert set(state.scored) == {("p1", "a")}
+    assert any("3 answers the judge failed to score kept" in n for n in state.notes)
+    # A prompt whose text changed since is asked again; one already in the output is done.
+    changed = [LabelPrompt(id="p0", prompt="Another prompt", line=1), *_prompts()[1:]]
+    out.write_text(_record(1) + "\n")
+    state = jr.inspect(out, changed, KEY)
+    assert set(state.kept) == {("p2", "b")}
+    assert any("1 journalled answer is for prompts no longer in the prompts file" in n
+               for n in state.notes)
+
+
+def test_a_kept_answer_of_another_run_or_tampered_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    journal = jr.journal_path(out)
+    good = json.loads(_kept(0, "a"))
+    changes: list[tuple[dict[str, object], str]] = [
+        ({"model": "z"}, 'model "z" is not one of --models'),
+        ({"answer": 42}, "'answer' is missing or not a string"),
+        ({"cost_usd": -1}, "'cost_usd' is missing or out of range"),
+        ({"cost_usd": None}, "'cost_usd' is missing or out of range"),
+        ({"failed": "answer"}, 'kept only when the judge failed to score it, and this '
+                               'failure is "answer"'),
+        ({"answer": "\ud800"}, "the kept answer holds a lone surrogate")]
+    for change, message in changes:
+        journal.write_text(json.dumps(KEY.header()) + "\n" + json.dumps({**good, **change})
+                           + "\n")
+        before = journal.read_bytes()
+        with pytest.raises(LabellingError) as info:
+            jr.inspect(out, _prompts(), KEY)
+        assert message in str(info.value) and "line 2" in str(info.value), str(info.value)
+        assert "this is not a journal this command wrote" in str(info.value)
+        assert journal.read_bytes() == before
+
+
+def test_an_answer_too_long_for_a_journal_line_is_not_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    prompt = _prompts(1)[0]
+    line = jr.failure_line(prompt, "a", "judge", "unreadable", jr.Kept("x" * 200, 0.5))
+    assert line["answer"] == "x" * 200 and line["cost_usd"] == 0.5
+    fits = len(jr.encoded(line).encode("utf-8"))
+    monkeypatch.setattr(jr, "MAX_LINE_BYTES", fits)
+    assert "answer" in jr.failure_line(prompt, "a", "judge", "unreadable",
+                                       jr.Kept("x" * 200, 0.5))
+    # (one more byte, in UTF-8: the line is measured as written, not in characters)
+    line = jr.failure_line(prompt, "a", "judge", "unreadable", jr.Kept("x" * 199 + "é", 0.5))
+    assert "answer" not in line and "cost_usd" not in line
+    assert line == jr.failure_line(prompt, "a", "judge", "unreadable")
+
+
 def test_journal_answers_for_a_changed_prompt_are_not_reused(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     jr.journal_path(out).write_text(json.dumps(KEY.header()) + "\n" + _scored(1, "a") + "\n")

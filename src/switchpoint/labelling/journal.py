@@ -6,8 +6,10 @@ of every answer scored so far.
 * ``OUT.journal`` gets one line per scored answer (prompt × model) and per failure, after a
   header line that says which models, judge, rubric and ``max_tokens`` the run uses. A prompt
   whose answers are partly scored when the run stops keeps them: a rerun asks only the models
-  still missing (failed answers are asked again). The journal is removed once every prompt is in
-  ``OUT``.
+  still missing (failed answers are asked again). An answer the judge failed to score is kept
+  on its failure's line with its cost (:class:`Kept`), so a rerun only judges it again, never
+  paying for it twice (unless the line would be longer than :data:`MAX_LINE_BYTES`: then the
+  answer is asked for again). The journal is removed once every prompt is in ``OUT``.
 * ``OUT.done`` is written when a run completes, just before the journal is removed: the size
   and SHA-256 of the ``OUT`` it finished. It is this command's mark on its finished output: a
   later ``--restart`` discards ``OUT`` only while the journal is beside it (a run is part-way
@@ -41,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._files import write_problem
-from switchpoint._json import as_float, loads
-from switchpoint._messages import json_quoted, listed_names
+from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate
+from switchpoint._messages import json_quoted, listed_names, plural
 from switchpoint.errors import LabellingError, RecordsError
 from switchpoint.labelling.prompts import LabelPrompt
 from switchpoint.records import MAX_RECORD_CHARS, parse_records
@@ -187,9 +189,31 @@ class Scored:
                 "cost_usd": self.cost_usd, "by": self.by, "judge_cost_usd": self.judge_cost_usd}
 
 
-def failure_line(prompt: LabelPrompt, model: str, stage: str, message: str) -> dict[str, Any]:
-    return {"id": prompt.id, "model": model, "digest": prompt.digest, "failed": stage,
+@dataclass(frozen=True)
+class Kept:
+    """A model's answer to a prompt that the judge failed to score, and what the answer cost
+    (rounded, :func:`usd`): kept in the journal, so a rerun judges it again instead of paying
+    for it twice."""
+
+    answer: str
+    cost_usd: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cost_usd", usd(self.cost_usd))
+
+
+def failure_line(prompt: LabelPrompt, model: str, stage: str, message: str,
+                 kept: Kept | None = None) -> dict[str, Any]:
+    """The journal's line for a failed answer; with ``kept`` (the answer the judge failed to
+    score) when the line, the answer in it, is at most :data:`MAX_LINE_BYTES` (as the journal
+    is read back), else without it (the rerun asks for the answer again)."""
+    line = {"id": prompt.id, "model": model, "digest": prompt.digest, "failed": stage,
             "error": message}
+    if kept is not None:
+        with_answer = {**line, "answer": kept.answer, "cost_usd": kept.cost_usd}
+        if len(encoded(with_answer).encode("utf-8")) <= MAX_LINE_BYTES:
+            return with_answer
+    return line
 
 
 def record_line(prompt: LabelPrompt, scored: Mapping[str, Scored],
@@ -244,6 +268,8 @@ class Resume:
     key: RunKey
     done: set[str] = field(default_factory=set)
     scored: dict[tuple[str, str], Scored] = field(default_factory=dict)
+    #: answers the judge failed to score, to be judged again (never for a pair in ``scored``)
+    kept: dict[tuple[str, str], Kept] = field(default_factory=dict)
     score_sums: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     journal_has_header: bool = False
@@ -439,21 +465,35 @@ def _read_journal(journal: Path, lines: Iterator[str], by_id: Mapping[str, Label
             _check_header(journal, obj, key)
             header = resume.journal_has_header = True
             continue
-        if "failed" in obj:
+        if "failed" in obj and "answer" not in obj:
             continue  # a failed answer is asked for again
-        scored = _scored(journal, number, obj, key)
-        prompt = by_id.get(scored.id)
-        if prompt is None or prompt.digest != scored.digest:
+        item = _kept(journal, number, obj, key) if "failed" in obj else \
+            _scored(journal, number, obj, key)
+        rid, model, digest = obj["id"], obj["model"], obj["digest"]
+        prompt = by_id.get(rid)
+        if prompt is None or prompt.digest != digest:
             stale += 1  # a prompt removed or changed since: labelled again if still there
             continue
-        if scored.id not in resume.done:
-            resume.scored[(scored.id, scored.model)] = scored
+        if rid in resume.done:
+            continue
+        if isinstance(item, Scored):
+            resume.scored[(rid, model)] = item
+        else:
+            resume.kept[(rid, model)] = item
+    for pair in resume.scored:  # (judged again by the run that wrote the score)
+        resume.kept.pop(pair, None)
     if resume.scored:
         resume.notes.append(f"{journal}: {len(resume.scored)} scored answers kept from an "
                             "interrupted run")
+    if resume.kept:
+        kept = len(resume.kept)
+        resume.notes.append(f"{journal}: {plural(kept, 'answer')} the judge failed to score "
+                            f"kept from an earlier run; {'it is' if kept == 1 else 'they are'} "
+                            "judged again, not asked for again")
     if stale:
-        resume.notes.append(f"{journal}: {stale} scored answers are for prompts no longer in "
-                            "the prompts file (or changed since); ignored")
+        resume.notes.append(f"{journal}: {plural(stale, 'journalled answer')} "
+                            f"{'is' if stale == 1 else 'are'} for prompts no longer in the "
+                            "prompts file (or changed since); ignored")
 
 
 def _check_header(journal: Path, header: Mapping[str, Any], key: RunKey) -> None:
@@ -481,27 +521,56 @@ def _shown(value: object) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def _scored(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> Scored:
-    def bad(what: str) -> LabellingError:
-        return LabellingError(f"line {number}: {what}; this is not a journal this command "
-                              f"wrote: {FOREIGN_HINT}", source=journal)
+class _Line:
+    """Checks of one journal line (numbered ``number``) that is not the header: a line that
+    fails one is refused as not written by this command."""
 
-    for name in ("id", "model", "digest", "by"):
-        if not isinstance(obj.get(name), str):
-            raise bad(f"'{name}' is missing or not a string")
-    if obj["model"] not in key.models:
-        raise bad(f"model {json_quoted(obj['model'])} is not one of --models")
-    numbers = {}
-    for name, hi in (("score", 1.0), ("cost_usd", math.inf), ("judge_cost_usd", math.inf)):
-        value = obj.get(name, 0.0 if name == "judge_cost_usd" else None)
+    def __init__(self, journal: Path, number: int, obj: Mapping[str, Any]) -> None:
+        self.journal, self.number, self.obj = journal, number, obj
+
+    def bad(self, what: str) -> LabellingError:
+        return LabellingError(f"line {self.number}: {what}; this is not a journal this command "
+                              f"wrote: {FOREIGN_HINT}", source=self.journal)
+
+    def strings(self, key: RunKey, *names: str) -> None:
+        """``id``, ``model``, ``digest`` and ``names`` are strings; ``model`` one of the
+        run's."""
+        for name in ("id", "model", "digest", *names):
+            if not isinstance(self.obj.get(name), str):
+                raise self.bad(f"'{name}' is missing or not a string")
+        if self.obj["model"] not in key.models:
+            raise self.bad(f"model {json_quoted(self.obj['model'])} is not one of --models")
+
+    def number_in(self, name: str, hi: float, default: float | None = None) -> float:
+        """The line's number ``name``, from 0 to ``hi`` (finite)."""
+        value = self.obj.get(name, default)
         x = (math.nan if isinstance(value, bool) or not isinstance(value, (int, float))
              else as_float(value))
         if not 0.0 <= x <= hi or math.isinf(x):
-            raise bad(f"'{name}' is missing or out of range")
-        numbers[name] = x
+            raise self.bad(f"'{name}' is missing or out of range")
+        return x
+
+
+def _scored(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> Scored:
+    line = _Line(journal, number, obj)
+    line.strings(key, "by")
     return Scored(id=obj["id"], model=obj["model"], digest=obj["digest"],
-                  score=numbers["score"], cost_usd=numbers["cost_usd"], by=obj["by"],
-                  judge_cost_usd=numbers["judge_cost_usd"])
+                  score=line.number_in("score", 1.0),
+                  cost_usd=line.number_in("cost_usd", math.inf), by=obj["by"],
+                  judge_cost_usd=line.number_in("judge_cost_usd", math.inf, 0.0))
+
+
+def _kept(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> Kept:
+    """The answer a failure's line keeps: only a judging failure keeps one, as text that
+    can be sent again (UTF-8), with its cost."""
+    line = _Line(journal, number, obj)
+    line.strings(key, "answer")
+    if obj["failed"] != "judge":
+        raise line.bad("an answer is kept only when the judge failed to score it, and this "
+                       f"failure is {json_quoted(obj['failed'], 40)}")
+    if lone_surrogate(obj["answer"]):
+        raise line.bad(f"the kept answer {LONE_SURROGATE}")
+    return Kept(answer=obj["answer"], cost_usd=line.number_in("cost_usd", math.inf))
 
 
 def open_for_writing(path: Path, flags: int, *, source: Path | None = None) -> int:

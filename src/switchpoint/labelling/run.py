@@ -12,7 +12,9 @@ Nothing is called before every check has passed. Costs are the upstream's token 
 catalog's prices (the gateway's ``CallInfo.cost_usd``); the judge's cost is counted apart and is
 not in the records. A failed call (after the gateway's retries), an answer that is not Unicode
 text (it cannot be sent to the judge) or an unreadable judge is a labelling failure: that
-prompt gets no record this run and is retried on the next one.
+prompt gets no record this run and is retried on the next one. An answer the judge failed to
+score is journalled with it and its cost, so the next run only judges it again (its cost is
+counted once, by the run that paid for it).
 """
 
 from __future__ import annotations
@@ -87,7 +89,10 @@ class LabelFailure:
 @dataclass
 class LabelReport:
     """What one labelling run did. Costs are USD; ``answers_cost_usd`` is what the records'
-    ``costs`` add up to for this run's calls, ``judge_cost_usd`` the judge's, apart."""
+    ``costs`` add up to for this run's calls, ``judge_cost_usd`` the judge's, apart.
+    ``reused``: scored answers an earlier run journalled; ``rejudged``: answers an earlier run
+    journalled when the judge failed to score them, judged again this run without calling
+    their model (their cost counted by the run that paid for it)."""
 
     out: Path
     prompts: int
@@ -100,6 +105,7 @@ class LabelReport:
     judge_reminders: int = 0
     by_reference: int = 0
     reused: int = 0
+    rejudged: int = 0
     answers_cost_usd: float = 0.0
     judge_cost_usd: float = 0.0
     failures: list[LabelFailure] = field(default_factory=list)
@@ -140,7 +146,8 @@ class LabelReport:
                 "labelled": self.labelled, "remaining": self.remaining,
                 "answer_calls": self.answer_calls, "judge_calls": self.judge_calls,
                 "judge_reminders": self.judge_reminders, "by_reference": self.by_reference,
-                "reused_answers": self.reused, "records": self.records,
+                "reused_answers": self.reused, "rejudged_answers": self.rejudged,
+                "records": self.records,
                 "mean_scores": self.mean_scores,
                 "cost_usd": {"answers": round(self.answers_cost_usd, 10),
                              "judge": round(self.judge_cost_usd, 10),
@@ -164,6 +171,9 @@ class LabelReport:
                 calls += f" ({self.judge_reminders} with a format reminder)"
         if self.reused:
             calls += f"; {plural(self.reused, 'answer')} reused from an interrupted run"
+        if self.rejudged:
+            calls += (f"; {plural(self.rejudged, 'answer')} kept from an earlier run judged "
+                      "again (not asked for again)")
         lines.append(calls)
         if self.mean_scores:
             scores = ", ".join(f"{m} {s:.3f}" for m, s in self.mean_scores.items())
@@ -453,6 +463,7 @@ def _check_catalog(settings: Settings, models: list[str], judge: str | None,
 class _Unit:
     prompt: LabelPrompt
     model: str
+    kept: jr.Kept | None = None  # the answer an earlier run got: only judged again
 
 
 class _Run:
@@ -537,7 +548,8 @@ class _Run:
             self.missing[prompt.id] = len(self.plan.models) - len(scored)
             if not self.missing[prompt.id]:
                 self._write_record(prompt)
-            units += [_Unit(prompt, m) for m in self.plan.models if m not in scored]
+            units += [_Unit(prompt, m, self.state.kept.get((prompt.id, m)))
+                      for m in self.plan.models if m not in scored]
         return units
 
     async def _work(self, units: list[_Unit]) -> None:
@@ -580,16 +592,21 @@ class _Run:
 
     async def _label(self, unit: _Unit) -> None:
         prompt, model = unit.prompt, unit.model
-        try:
-            reply = await self.gateway.acomplete([{"role": "user", "content": prompt.prompt}],
-                                                 model=model, exact=True, **self.plan.params)
-        except GatewayError as exc:
-            self._fail(unit, "answer", _message(exc))
-            return
-        cost = self._cost(reply, model, "its answers")
-        self.report.answer_calls += 1
-        self.report.answers_cost_usd += cost
-        answer = _content(reply)
+        if unit.kept is not None:  # paid for by an earlier run: its cost is counted there
+            self.report.rejudged += 1
+            answer, cost = unit.kept.answer, unit.kept.cost_usd
+        else:
+            try:
+                reply = await self.gateway.acomplete(
+                    [{"role": "user", "content": prompt.prompt}], model=model, exact=True,
+                    **self.plan.params)
+            except GatewayError as exc:
+                self._fail(unit, "answer", _message(exc))
+                return
+            cost = self._cost(reply, model, "its answers")
+            self.report.answer_calls += 1
+            self.report.answers_cost_usd += cost
+            answer = _content(reply)
         if prompt.reference is not None:
             self.report.by_reference += 1
             self._scored(unit, reference_score(answer, prompt.reference), cost, "reference", 0.0)
@@ -600,6 +617,8 @@ class _Run:
             self._fail(unit, "answer", f"the answer {LONE_SURROGATE}, so it cannot be sent to "
                                        "the judge")
             return
+        # (kept with a judging failure, so that a rerun judges it again without paying twice)
+        kept = unit.kept if unit.kept is not None else jr.Kept(answer, cost)
         errors: list[JudgeReplyError] = []
         judge_cost = 0.0
         messages = judge.messages(prompt.prompt, answer)
@@ -613,9 +632,13 @@ class _Run:
                 failed = _message(exc)
                 if errors:  # (the reminder's call: the reply that needed it comes first)
                     failed = f"{unreadable_message(errors)}; then the reminder failed: {failed}"
-                self._fail(unit, "judge", failed)
+                self._fail(unit, "judge", failed, kept)
                 return
-            spent = self._cost(verdict, judge.model, "the judge's calls")
+            try:
+                spent = self._cost(verdict, judge.model, "the judge's calls")
+            except LabellingError as exc:  # (the run stops: the answer is kept for the next)
+                self._journal_failure(unit, "judge", _message(exc), kept)
+                raise
             self.report.judge_calls += 1
             self.report.judge_reminders += attempt
             self.report.judge_cost_usd += spent
@@ -627,7 +650,7 @@ class _Run:
                 continue
             self._scored(unit, score, cost, "judge", judge_cost)
             return
-        self._fail(unit, "judge", unreadable_message(errors))
+        self._fail(unit, "judge", unreadable_message(errors), kept)
 
     def _cost(self, reply: ChatCompletion, model: str, what: str) -> float:
         cost = reply.switchpoint.cost_usd
@@ -652,10 +675,14 @@ class _Run:
         if not self.missing[unit.prompt.id]:
             self._write_record(unit.prompt)
 
-    def _fail(self, unit: _Unit, stage: str, message: str) -> None:
-        assert self.journal is not None
-        self.journal.append(jr.failure_line(unit.prompt, unit.model, stage, message))
+    def _fail(self, unit: _Unit, stage: str, message: str, kept: jr.Kept | None = None) -> None:
+        self._journal_failure(unit, stage, message, kept)
         self.report.failures.append(LabelFailure(unit.prompt.id, unit.model, stage, message))
+
+    def _journal_failure(self, unit: _Unit, stage: str, message: str,
+                         kept: jr.Kept | None) -> None:
+        assert self.journal is not None
+        self.journal.append(jr.failure_line(unit.prompt, unit.model, stage, message, kept))
 
     def _write_record(self, prompt: LabelPrompt) -> None:
         assert self.records is not None
