@@ -686,3 +686,22 @@ def test_labelling_never_loads_the_embedder(fake: FakeProviderProcess, tmp_path:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "no embedder", done.stdout
     assert sorted(records_of(out)) == ["q0", "q1"]
+
+
+def test_a_judge_without_usage_stops_the_run_keeping_the_answer_for_the_next(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    fake.default("judge", "usage:prompt=-1,completion=1")
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 1)
+    out = tmp_path / "records.jsonl"
+    argv = ["label", prompts, "--models", "a", "--judge", "judge", "--out", out,
+            "--config", config(fake, tmp_path)]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "without a usable token usage" in err, err
+    assert '"answer": ' in journal_path(out).read_text(encoding="utf-8")
+    fake.default("judge", JUDGE_SAYS)
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert [r["body"]["model"] for r in fake.requests()] == ["a", "judge", "judge"]
+    assert records_of(out)["q0"]["costs"]["a"] == pytest.approx(
+        expected_cost("a", records_of(out)["q0"]["prompt"]), rel=1e-9)
