@@ -116,9 +116,24 @@ def _name_max(folder: Path) -> int:
 def write_problem(path: Path, exc: OSError) -> str:
     """Why writing ``path`` failed with ``exc``: :func:`path_problem`, else, when the system
     refused permission, the directory or file this process may not write, whose it is and what
-    to run (:func:`access_problem`), else the system's reason."""
-    denied = access_problem(path, ()) if isinstance(exc, PermissionError) else None
+    to run (:func:`output_problem`), else the system's reason."""
+    denied = output_problem(path) if isinstance(exc, PermissionError) else None
     return path_problem(path) or denied or exc.strerror or str(exc)
+
+
+def output_problem(path: Path) -> str | None:
+    """Why this process may not write the output file ``path`` (a path :func:`path_problem`
+    finds nothing wrong with), before any work is done for it: it may not make files in the
+    nearest of its folders that exists (where the file, or the first folder still to make,
+    goes), or a file is there already that it may not write (replacing it by a rename would
+    overrule its mode, which a shell's redirection does not); whose it is, its mode and what to
+    run (:func:`access_problem`). ``None`` when it may."""
+    first = path
+    for folder in path.parents:
+        if folder.is_dir():
+            break
+        first = folder
+    return access_problem(first, ())
 
 
 def private_dir(path: Path) -> Path:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 from switchpoint import _options
 from switchpoint._files import (
     LinkError,
+    output_problem,
     output_target,
     path_problem,
     same_file,
@@ -116,8 +117,10 @@ def _check_output(path: Path, flag: str, example: str = "out.jsonl") -> Path:
     """Where the output named ``path`` is written, if a file can be written there (checked
     before the work, not after it): ``path``, or the file it leads to when it is a symbolic
     link (one that leads to no file is refused); not a directory, nor a device, pipe or socket
-    (the file written is renamed into place, which would put it where that was), and its folder
-    one that exists or can be made."""
+    (the file written is renamed into place, which would put it where that was), nor a file
+    this process may not write (a read-only one is refused, as a shell's redirection refuses
+    it, not replaced), and its folder one that exists or that this process may make, and make
+    files in."""
     problem = path_problem(path)  # first: the system may refuse even to look at it
     shown = quoted_path(path)
     if problem is not None:
@@ -132,6 +135,9 @@ def _check_output(path: Path, flag: str, example: str = "out.jsonl") -> Path:
     if target.exists() and not target.is_file():
         _fail(f"{flag}: {shown} is not a regular file (a device, pipe or socket), which the "
               "file written would replace; give the path of a file")
+    problem = output_problem(target)
+    if problem is not None:
+        _fail(f"{flag}: cannot write {shown}: {problem}")
     return target
 
 

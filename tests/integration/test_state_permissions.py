@@ -7,6 +7,7 @@ root without the capabilities that pass over them, ``setpriv --bounding-set
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -202,3 +203,65 @@ def test_an_output_in_a_directory_it_may_not_write_names_it_and_what_to_run(
             assert (f"may not write in '{folder}', so no file can be made there (mode 555, its "
                     f"owner): `chmod u+rwx {folder}`") in err, err
         assert list(folder.iterdir()) == []
+
+
+def test_an_output_whose_folders_are_yet_to_make_under_one_it_may_not_write_is_refused_first(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The folders route --output makes go in the nearest one that exists: one it may not
+    write there was found only once every prompt had been routed."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What is 2 + 2?\n", encoding="utf-8")
+    output = folder / "runs" / "today" / "decisions.jsonl"
+    capsys.readouterr()
+    with mode(folder, 0o555):
+        assert main(["route", "--input", str(prompts), "--output", str(output)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "routing" not in err, err  # (before any work)
+    assert (f"--output: cannot write '{output}': this process's user") in err, err
+    assert (f"may not write in '{folder}', so no file can be made there (mode 555, its "
+            f"owner): `chmod u+rwx {folder}`") in err, err
+    assert list(folder.iterdir()) == []
+
+
+def test_a_read_only_output_is_refused_before_any_work_and_kept_as_it_was(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A shell's redirection refuses a file of mode 444; route --output and eval --plot
+    replaced it (a new file renamed over it, of mode 600), after all their work."""
+    from tests.integration.test_cli_eval import write_records
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What is 2 + 2?\n", encoding="utf-8")
+    records = write_records(tmp_path / "records.jsonl")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    kept = folder / "decisions.jsonl"
+    kept.write_text("someone's notes\n", encoding="utf-8")
+    curve = folder / "curve.png"
+    curve.write_bytes(b"a curve drawn by hand")
+    link = tmp_path / "latest.jsonl"  # (written through: the file it leads to is refused)
+    link.symlink_to(kept)
+    capsys.readouterr()
+    with mode(kept, 0o444), mode(curve, 0o444):
+        for argv, flag, named in (
+                (["route", "--input", prompts, "--output", kept], "--output", kept),
+                (["route", "--input", prompts, "--output", link], "--output", kept),
+                (["eval", records, "--plot", curve], "--plot", curve)):
+            assert main([str(a) for a in argv]) == 2
+            out, err = capsys.readouterr()
+            assert out == "" and "Traceback" not in err, err
+            assert len(err.strip().splitlines()) == 1, err
+            assert all(work not in err for work in ("routing", "embedding", "fitting")), err
+            assert f"{flag}: cannot write '{argv[-1]}': this process's user" in err, err
+            assert (f"may not write '{named}' (mode 444, its owner): `chmod u+rw "
+                    f"{named}`") in err, err
+        assert kept.read_text(encoding="utf-8") == "someone's notes\n"
+        assert curve.read_bytes() == b"a curve drawn by hand"
+        assert kept.stat().st_mode & 0o777 == 0o444 == curve.stat().st_mode & 0o777
+        assert sorted(p.name for p in folder.iterdir()) == ["curve.png", "decisions.jsonl"]
+    # Made writable, as the refusal says, it is written.
+    kept.chmod(0o644)
+    assert main(["route", "-q", "--input", str(prompts), "--output", str(kept)]) == 0
+    assert json.loads(kept.read_text(encoding="utf-8"))["id"] == 1
