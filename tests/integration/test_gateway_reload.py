@@ -114,6 +114,43 @@ def test_reload_picks_up_an_edited_config_and_answers_as_the_route_does(
         assert _comparable(answer, local_key) == _comparable(served.json(), served_key)
 
 
+def test_a_key_is_named_by_the_reload_that_narrows_its_tenant_and_not_by_the_next_of_that_file(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A key listing a model still in the catalog that its tenant no longer allows was named
+    by every reload after the one that narrowed the tenant, of an unchanged file too: a reload
+    names the keys it leaves short of what they had before it."""
+    with _doors(gw_fake, tmp_path) as (local, server):
+        made = {"local": _key(local, ["cheap", "good", "auto"]),
+                "served": _key(server.service.gateway, ["cheap", "good", "auto"])}
+
+        def reload_both() -> dict[str, dict[str, Any]]:
+            served = httpx.post(f"{server.base}/v1/router/reload", timeout=60)
+            assert served.status_code == 200, served.text
+            return {"local": local.reload(), "served": served.json()}
+
+        for root in made:
+            _write(tmp_path / root, gw_fake, edited=True)  # acme no longer lists cheap
+        for root, answer in reload_both().items():
+            assert answer["keys_affected"] == [
+                {"key_id": made[root], "name": None, "tenant": "acme", "tenant_removed": False,
+                 "models_removed": ["cheap"], "models_removed_count": 1}], root
+            assert answer["keys_affected_count"] == 1
+            assert f'key {made[root]}: it can no longer use "cheap"' in answer["keys_note"]
+        assert "cheap" in local.router.models  # (still in the catalog)
+        # The same file again, and the first one back (which gives cheap back): no key loses.
+        for edited in (True, False):
+            for root in made:
+                _write(tmp_path / root, gw_fake, edited=edited)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="switchpoint"):
+                answers = reload_both()
+            for root, answer in answers.items():
+                assert answer["keys_affected"] == [], (root, edited, answer["keys_note"])
+                assert answer["keys_affected_count"] == 0 and answer["keys_note"] is None
+            assert not [r for r in caplog.records
+                        if r.getMessage().startswith("config reloaded")], caplog.text
+
+
 
 def _http_error(exc: Exception) -> tuple[str, str, str]:
     """The code, param and message the HTTP door answers ``exc`` with."""

@@ -2114,13 +2114,13 @@ class Gateway:
         """Re-read the config file and the weights and make them live (what was made at run
         time, such as experiments created, stays); requests under way finish on the old
         router. Returns what ``POST /v1/router/reload`` answers: :meth:`swap_policy`'s answer
-        with the live keys the new config leaves without their tenant or a model they used
-        (``keys_affected``, the first of them, ``keys_affected_count`` and ``keys_note``,
-        which is also logged as a warning). A bad config (or weights that do not fit it), a
-        file that holds no settings or one that would lower the service's protection is a
-        :class:`~switchpoint.errors.ConfigError` naming what is wrong, and a weights package
-        that cannot be read a :class:`~switchpoint.errors.WeightsError`; each leaves the old
-        router serving."""
+        with the live keys the new config leaves without their tenant or a model they could
+        use under the old one (``keys_affected``, the first of them, ``keys_affected_count``
+        and ``keys_note``, which is also logged as a warning). A bad config (or weights that
+        do not fit it), a file that holds no settings or one that would lower the service's
+        protection is a :class:`~switchpoint.errors.ConfigError` naming what is wrong, and a
+        weights package that cannot be read a :class:`~switchpoint.errors.WeightsError`; each
+        leaves the old router serving."""
         old, new, ms = config_checked(self.state.reload)
         return reload_answer(old, new, ms, self.governor.keys)
 

@@ -60,8 +60,8 @@ def swap_answer(old: Live, new: Live, ms: float) -> dict[str, Any]:
 
 def reload_answer(old: Live, new: Live, ms: float, keys: KeyStore) -> dict[str, Any]:
     """A reload's answer: :func:`swap_answer` with the live ``keys`` the new config leaves
-    short of a tenant or a model they used (the first of them named, how many in all, and a
-    note in words, which is logged as a warning)."""
+    short of a tenant or a model they could use under the old one (the first of them named,
+    how many in all, and a note in words, which is logged as a warning)."""
     losses = key_losses(keys.list(include_revoked=False), old.settings.tenants,
                         new.settings.tenants, old.router.catalog.names,
                         new.router.catalog.names, keys.now())

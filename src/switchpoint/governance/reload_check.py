@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -91,9 +92,14 @@ class KeyLoss:
 def key_losses(keys: Iterable[KeyRecord], old_tenants: Mapping[str, TenantSettings],
                new_tenants: Mapping[str, TenantSettings], old_models: Sequence[str],
                new_models: Sequence[str], now: float | None = None) -> list[KeyLoss]:
-    """The keys (not revoked, not expired) that lose their tenant or a model they named: one
-    listed by the key or, for a key listing none, by its tenant, and in the old catalog (a key
-    and tenant that list no models name none: they route over whatever the catalog holds)."""
+    """The keys (not revoked, not expired) that the reload from the old config to the new
+    leaves short of something they had: their tenant, or a model they named (one listed by the
+    key or, for a key listing none, by its tenant) that they could use under the old config
+    (in its catalog and allowed for their tenant) and cannot under the new. A key already short
+    of a model before the reload (one its tenant did not allow, or the catalog did not hold),
+    or whose tenant the old config did not hold (its requests were refused), loses nothing; a
+    key and tenant that list no models name none: they route over whatever the catalog
+    holds."""
     at = time.time() if now is None else now
     old_names, new_names = set(old_models), set(new_models)
     out = []
@@ -101,16 +107,25 @@ def key_losses(keys: Iterable[KeyRecord], old_tenants: Mapping[str, TenantSettin
         if key.status(at) != "active":
             continue
         was, now_t = old_tenants.get(key.tenant), new_tenants.get(key.tenant)
-        tenant_removed = bool(old_tenants) and was is not None and now_t is None
-        listed = key.models if key.models is not None else (
-            was.models if was is not None and was.models is not None else None)
-        before = [m for m in listed or () if m != AUTO and m in old_names]
-        allowed = set(now_t.models) if now_t is not None and now_t.models is not None else None
-        lost = tuple(m for m in before
-                     if m not in new_names or (allowed is not None and m not in allowed))
+        if was is None:
+            continue
+        tenant_removed = now_t is None
+        listed = key.models if key.models is not None else was.models
+        before = _usable(listed or (), old_names, was.models)
+        # (a tenant dropped is said as such: the models named are those gone besides)
+        after = set(_usable(before, new_names, now_t.models if now_t is not None else None))
+        lost = tuple(m for m in before if m not in after)
         if tenant_removed or lost:
             out.append(KeyLoss(key.id, key.name, key.tenant, tenant_removed, lost))
     return out
+
+
+def _usable(models: Iterable[str], catalog: AbstractSet[str],
+            allowed: Sequence[str] | None) -> list[str]:
+    """Those of ``models`` a key may use by name under a config whose catalog holds
+    ``catalog`` and whose tenant allows ``allowed`` (None: any)."""
+    return [m for m in models
+            if m != AUTO and m in catalog and (allowed is None or m in allowed)]
 
 
 def named(losses: Sequence[KeyLoss]) -> Sequence[KeyLoss]:

@@ -654,10 +654,12 @@ class SwapResponse(BaseModel):
                           "profile every catalog model).")
     keys_affected: list[KeyAffected] = Field(
         default_factory=list,
-        description="After a config reload: the live keys whose tenant the new config no "
-                    "longer lists, or that can no longer use a model they (or their tenant) "
-                    f"named, the first {MAX_NAMED} of them (keys_affected_count says how many "
-                    "in all). "
+        description="After a config reload: the live keys this reload leaves short of "
+                    "something they had before it: whose tenant the new config no longer "
+                    "lists, or that can no longer use a model they (or their tenant) named "
+                    "which they could use under the old config (a key already short of a "
+                    f"model is not named again), the first {MAX_NAMED} of them "
+                    "(keys_affected_count says how many in all). "
                     "The keys stay; this is a warning.")
     keys_affected_count: int = Field(
         0, description="How many live keys the config reload affected, listed in "
