@@ -208,15 +208,15 @@ async def test_an_unreadable_judge_is_reminded_once_then_a_failure_that_a_rerun_
         assert json.loads(journal[0])["judge"] == "judge"
         assert any(json.loads(line).get("failed") == "judge" for line in journal)
 
-        # The rerun asks only for what failed: p0/b, and the judge for it.
+        # The rerun asks only for what failed: the judge, for p0/b's journalled answer.
         up.calls.clear()
         again = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
     finally:
         await gateway.aclose()
     assert [(name, m[-1]["content"]) for name, m, _ in up.calls] == [
-        ("b", "Question 0?"),
         ("judge", "[Request]\nQuestion 0?\n\n[Answer to grade]\nanswer of b: Question 0?")]
-    assert again.reused == 1 and again.labelled == 1 and again.already_labelled == 1
+    assert again.reused == 1 and again.rejudged == 1 and again.answer_calls == 0
+    assert again.labelled == 1 and again.already_labelled == 1
     assert again.complete
     assert records_of(out)["p0"]["scores"] == {"a": 0.9, "b": 0.6}
     assert not journal_path(out).exists()
