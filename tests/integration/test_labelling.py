@@ -167,7 +167,7 @@ def test_failures_exit_1_and_the_rerun_retries_them(
         "[Answer to grade]\n" + _answer_text(first_answer))
     assert set(records_of(out)) == {"q0", "q1"} and not journal_path(out).exists()
     assert "1 of 2 prompts are already labelled" in err
-    assert "1 answer kept from an earlier run judged again (not asked for again)" in stdout
+    assert "1 answer kept from an earlier run judged (not asked for again)" in stdout
 
 
 def _answer_text(request: dict[str, Any]) -> str:
@@ -197,8 +197,12 @@ def test_an_answer_the_judge_failed_to_score_is_judged_again_never_asked_for_twi
         assert summary["answer_calls"] == (6 if attempt == 0 else 0)
         assert summary["rejudged_answers"] == (0 if attempt == 0 else 6)
         costs.append(summary["cost_usd"]["answers"])
-        kept = [json.loads(line) for line in journal_path(out).read_text().splitlines()[1:]]
-        assert all(e["failed"] == "judge" and isinstance(e["answer"], str) for e in kept)
+        # Each answer journalled once, as it arrived; each failure on a line of its own.
+        lines = [json.loads(line) for line in journal_path(out).read_text().splitlines()[1:]]
+        kept = [e for e in lines if "answer" in e]
+        assert len(kept) == 6 and all(isinstance(e["answer"], str) for e in kept)
+        assert all("failed" not in e for e in kept)
+        assert [e["failed"] for e in lines if "answer" not in e] == ["judge"] * 6 * (attempt + 1)
     assert costs[0] > 0 and costs[1] == 0  # the answers were paid for once
     fake.default("judge", JUDGE_SAYS)
     code, stdout, err = run(argv, capsys)
@@ -206,7 +210,7 @@ def test_an_answer_the_judge_failed_to_score_is_judged_again_never_asked_for_twi
     summary = json.loads(stdout)
     assert summary["labelled"] == 3 and summary["answer_calls"] == 0
     assert summary["rejudged_answers"] == 6 and summary["cost_usd"]["answers"] == 0
-    assert "answers the judge failed to score kept from an earlier run" in err
+    assert "6 answers an earlier run got but did not score are kept" in err
     answered = Counter((r["body"]["model"], json.dumps(r["body"]["messages"][-1]["content"]))
                        for r in fake.requests() if r["body"]["model"] in ("a", "b"))
     assert len(answered) == 6 and set(answered.values()) == {1}, answered
@@ -485,9 +489,9 @@ def test_records_and_journal_carry_costs_without_float_noise(
     assert journal_path(out).exists()  # a judgement failed: the journal is kept
     written = [r["costs"]["a"] for r in records_of(out).values()]
     journal = [json.loads(line) for line in journal_path(out).read_text().splitlines()[1:]]
-    # (a failure's line keeps the answer the judge could not score, and its cost)
+    # (an answer's line keeps its cost, until it is scored)
     written += [e[k] for e in journal for k in ("cost_usd", "judge_cost_usd") if k in e]
-    assert any("failed" in e and "cost_usd" in e for e in journal)
+    assert any("answer" in e and "cost_usd" in e for e in journal)
     assert written and all(cost == float(f"{cost:.12g}") for cost in written), written
     card = ModelCard(name="a", input_per_mtok=1.1, output_per_mtok=2.7)
     usages = [Answer("a", [{"role": "user", "content": r["prompt"]}], None, None, False).usage()

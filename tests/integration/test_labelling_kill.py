@@ -1,12 +1,15 @@
 """``kill -9`` of ``switchpoint label`` at each of its steps on disk, then a rerun each time
 (:mod:`tests.integration.kill_points`): every rerun resumes, and the output ends valid JSONL
-with every prompt once, labelled by every model."""
+with every prompt once, labelled by every model. ``kill -9`` of a run whose answers are all in
+while the judge holds its replies: the rerun only judges them."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,14 @@ from switchpoint.labelling.journal import done_path, journal_path
 from switchpoint.records import load_records
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.kill_points import run_killed_at
-from tests.integration.test_labelling import JUDGE_SAYS, config, write_prompts
+from tests.integration.test_labelling import (
+    JUDGE_SAYS,
+    _spawn,
+    config,
+    expected_cost,
+    records_of,
+    write_prompts,
+)
 
 
 def test_a_run_killed_at_every_step_resumes_without_losing_or_repeating_a_record(
@@ -96,3 +106,62 @@ def test_answers_kept_for_the_judge_are_never_asked_for_again_whatever_step_a_re
         now = sum(r["body"]["model"] in ("a", "b") for r in fake.requests())
         assert now == answered, f"killed at step {step}: a model was asked again"
     assert step > 3, step
+
+
+def test_a_run_killed_while_the_judge_holds_its_answers_leaves_them_to_the_rerun(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Every model has answered and the judge holds every reply when the run is SIGKILLed: the
+    rerun only judges the answers, each model called once per prompt across both runs, each
+    record's cost that first call's (the rerun's prices are ten times higher)."""
+    for model in ("a", "b"):
+        fake.default(model, "ok")
+    fake.default("judge", "hold:seconds=120")
+    n = 3
+    prompts = write_prompts(tmp_path / "prompts.jsonl", n)
+    out = tmp_path / "records.jsonl"
+    path = config(fake, tmp_path)
+    argv = ["label", prompts, "--models", "a,b", "--judge", "judge", "--out", out,
+            "--config", path, "--concurrency", 2 * n]
+    proc = _spawn(argv, tmp_path)
+    deadline = time.monotonic() + 60
+    # (each judge's request is sent once the answer it grades is journalled)
+    while sum(r["body"]["model"] == "judge" for r in fake.requests()) < 2 * n:
+        assert proc.poll() is None, f"the run ended early: {proc.communicate()}"
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the judge never had {2 * n} answers to grade")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert out.read_text(encoding="utf-8") == ""  # nothing was scored
+    lines = journal_path(out).read_text(encoding="utf-8").splitlines()
+    kept = [obj for obj in map(json.loads, lines) if "answer" in obj]
+    assert sorted((e["id"], e["model"]) for e in kept) == [
+        (f"q{i}", m) for i in range(n) for m in ("a", "b")]
+    assert all("failed" not in e for e in kept)
+
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "input_per_mtok: 1, output_per_mtok: 2", "input_per_mtok: 10, output_per_mtok: 20")
+        .replace("input_per_mtok: 3, output_per_mtok: 15",
+                 "input_per_mtok: 30, output_per_mtok: 150"), encoding="utf-8")
+    fake.default("judge", JUDGE_SAYS)
+    proc = _spawn([*argv, "--json"], tmp_path)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert (f"{2 * n} answers an earlier run got but did not score are kept; they are judged, "
+            "not asked for again") in err
+    summary = json.loads(stdout)
+    assert summary["answer_calls"] == 0 and summary["rejudged_answers"] == 2 * n
+    assert summary["cost_usd"]["answers"] == 0  # (paid for by the killed run)
+    asked = Counter((r["body"]["model"], json.dumps(r["body"]["messages"][-1]["content"]))
+                    for r in fake.requests() if r["body"]["model"] in ("a", "b"))
+    assert len(asked) == 2 * n and set(asked.values()) == {1}, asked
+    records = records_of(out)
+    assert sorted(records) == [f"q{i}" for i in range(n)]
+    for record in records.values():
+        assert record["scores"] == {"a": 0.7, "b": 0.7}
+        for model in ("a", "b"):
+            assert record["costs"][model] == pytest.approx(
+                expected_cost(model, record["prompt"]), rel=1e-9)
+    assert done_path(out).exists() and not journal_path(out).exists()

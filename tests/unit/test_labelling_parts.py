@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -465,46 +466,67 @@ def test_the_journal_keeps_scored_answers_of_unfinished_prompts(tmp_path: Path) 
     assert any("half-written" in n and "journal" in n for n in state.notes)
 
 
-def _kept(i: int, model: str, answer: str = "Because of Rayleigh scattering.",
-          prompt: LabelPrompt | None = None) -> str:
-    """A judging failure's line keeping the answer (as a run writes it)."""
-    return json.dumps(jr.failure_line(prompt or _prompts(i + 1)[i], model, "judge",
-                                      "the judge's reply could not be read as a score",
-                                      jr.Kept(answer, 0.0021)), ensure_ascii=False)
+def _answered(i: int, model: str, answer: str = "Because of Rayleigh scattering.") -> str:
+    """An answer's line, as a run writes it the moment the answer arrives."""
+    line = jr.answer_line(_prompts(i + 1)[i], model, jr.Kept(answer, 0.0021))
+    assert line is not None
+    return json.dumps(line, ensure_ascii=False)
 
 
-def test_an_answer_the_judge_failed_to_score_is_kept_to_be_judged_again(
-        tmp_path: Path) -> None:
+def _failed(i: int, model: str, stage: str = "judge") -> str:
+    return json.dumps(jr.failure_line(_prompts(i + 1)[i], model, stage,
+                                      "the judge's reply could not be read as a score"))
+
+
+def _kept_on_failure(i: int, model: str) -> str:
+    """A judging failure's line keeping the answer, as an earlier version wrote it."""
+    return json.dumps({**json.loads(_failed(i, model)), **json.loads(_answered(i, model))})
+
+
+def test_an_answer_journalled_but_not_scored_is_kept_to_be_judged(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     journal = jr.journal_path(out)
-    unkept = json.dumps(jr.failure_line(_prompts()[2], "a", "answer", "a 500"))
-    journal.write_text("\n".join([json.dumps(KEY.header()), _kept(0, "a", "Blue — é ✓"),
-                                  _kept(1, "a"), _scored(1, "a", 0.25), _kept(1, "b"),
-                                  unkept, _kept(2, "b"), ""]), encoding="utf-8")
+    journal.write_text("\n".join([
+        json.dumps(KEY.header()),
+        _answered(0, "a", "Blue — é ✓"),  # the run stopped while it was judged
+        _kept_on_failure(0, "b"),
+        _answered(1, "a"), _scored(1, "a", 0.25),  # judged: the score is kept, not the answer
+        _answered(1, "b"), _failed(1, "b"),  # the judge failed to score it
+        _failed(2, "a", "answer"),  # the model's call failed: no answer
+        _answered(2, "b"), ""]), encoding="utf-8")
     state = jr.inspect(out, _prompts(), KEY)
-    # p1/a was judged again by a later run (its score wins); p2/a's call failed (no answer)
-    assert set(state.kept) == {("p0", "a"), ("p1", "b"), ("p2", "b")}
+    assert set(state.kept) == {("p0", "a"), ("p0", "b"), ("p1", "b"), ("p2", "b")}
     assert state.kept[("p0", "a")] == jr.Kept("Blue — é ✓", 0.0021)
     assert set(state.scored) == {("p1", "a")}
-    assert any("3 answers the judge failed to score kept" in n for n in state.notes)
-    # A prompt whose text changed since is asked again; one already in the output is done.
-    changed = [LabelPrompt(id="p0", prompt="Another prompt", line=1), *_prompts()[1:]]
-    out.write_text(_record(1) + "\n")
+    assert any("4 answers an earlier run got but did not score are kept; they are judged, "
+               "not asked for again" in n for n in state.notes), state.notes
+    # A prompt whose text changed since is asked again (its answer and score count once in
+    # the note); one already in the output is done.
+    changed = [_prompts()[0], LabelPrompt(id="p1", prompt="Another prompt", line=2),
+               _prompts()[2]]
+    out.write_text(_record(0) + "\n")
     state = jr.inspect(out, changed, KEY)
-    assert set(state.kept) == {("p2", "b")}
-    assert any("1 journalled answer is for prompts no longer in the prompts file" in n
-               for n in state.notes)
+    assert set(state.kept) == {("p2", "b")} and state.scored == {}
+    assert any("2 journalled answers are for prompts no longer in the prompts file" in n
+               for n in state.notes), state.notes
+    assert any("1 answer an earlier run got but did not score is kept; it is judged" in n
+               for n in state.notes), state.notes
 
 
-def test_a_kept_answer_of_another_run_or_tampered_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("written", [_answered, _kept_on_failure])
+def test_a_journalled_answer_of_another_run_or_tampered_is_refused(
+        tmp_path: Path, written: Callable[[int, str], str]) -> None:
     out = tmp_path / "out.jsonl"
     journal = jr.journal_path(out)
-    good = json.loads(_kept(0, "a"))
+    good = json.loads(written(0, "a"))
     changes: list[tuple[dict[str, object], str]] = [
         ({"model": "z"}, 'model "z" is not one of --models'),
+        ({"id": None}, "'id' is missing or not a string"),
+        ({"digest": 7}, "'digest' is missing or not a string"),
         ({"answer": 42}, "'answer' is missing or not a string"),
         ({"cost_usd": -1}, "'cost_usd' is missing or out of range"),
         ({"cost_usd": None}, "'cost_usd' is missing or out of range"),
+        ({"cost_usd": True}, "'cost_usd' is missing or out of range"),
         ({"failed": "answer"}, 'kept only when the judge failed to score it, and this '
                                'failure is "answer"'),
         ({"answer": "\ud800"}, "the kept answer holds a lone surrogate")]
@@ -516,22 +538,19 @@ def test_a_kept_answer_of_another_run_or_tampered_is_refused(tmp_path: Path) -> 
             jr.inspect(out, _prompts(), KEY)
         assert message in str(info.value) and "line 2" in str(info.value), str(info.value)
         assert "this is not a journal this command wrote" in str(info.value)
-        assert journal.read_bytes() == before
+        assert journal.read_bytes() == before and not out.exists()
 
 
-def test_an_answer_too_long_for_a_journal_line_is_not_kept(
+def test_an_answer_too_long_for_a_journal_line_is_not_journalled(
         monkeypatch: pytest.MonkeyPatch) -> None:
     prompt = _prompts(1)[0]
-    line = jr.failure_line(prompt, "a", "judge", "unreadable", jr.Kept("x" * 200, 0.5))
-    assert line["answer"] == "x" * 200 and line["cost_usd"] == 0.5
+    line = jr.answer_line(prompt, "a", jr.Kept("x" * 200, 0.5))
+    assert line is not None and line["answer"] == "x" * 200 and line["cost_usd"] == 0.5
     fits = len(jr.encoded(line).encode("utf-8"))
     monkeypatch.setattr(jr, "MAX_LINE_BYTES", fits)
-    assert "answer" in jr.failure_line(prompt, "a", "judge", "unreadable",
-                                       jr.Kept("x" * 200, 0.5))
+    assert jr.answer_line(prompt, "a", jr.Kept("x" * 200, 0.5)) == line
     # (one more byte, in UTF-8: the line is measured as written, not in characters)
-    line = jr.failure_line(prompt, "a", "judge", "unreadable", jr.Kept("x" * 199 + "é", 0.5))
-    assert "answer" not in line and "cost_usd" not in line
-    assert line == jr.failure_line(prompt, "a", "judge", "unreadable")
+    assert jr.answer_line(prompt, "a", jr.Kept("x" * 199 + "é", 0.5)) is None
 
 
 def test_journal_answers_for_a_changed_prompt_are_not_reused(tmp_path: Path) -> None:

@@ -6,10 +6,12 @@ of every answer scored so far.
 * ``OUT.journal`` gets one line per scored answer (prompt × model) and per failure, after a
   header line that says which models, judge, rubric and ``max_tokens`` the run uses. A prompt
   whose answers are partly scored when the run stops keeps them: a rerun asks only the models
-  still missing (failed answers are asked again). An answer the judge failed to score is kept
-  on its failure's line with its cost (:class:`Kept`), so a rerun only judges it again, never
-  paying for it twice (unless the line would be longer than :data:`MAX_LINE_BYTES`: then the
-  answer is asked for again). The journal is removed once every prompt is in ``OUT``.
+  still missing (failed answers are asked again). An answer for the judge gets a line of its
+  own with its cost (:class:`Kept`, :func:`answer_line`) the moment it arrives, before it is
+  judged: a rerun that finds it unscored (the run stopped while it was being judged, or the
+  judge failed to score it) only judges it, never paying for it twice (unless the line would
+  be longer than :data:`MAX_LINE_BYTES`: then it is not journalled, and a rerun asks for the
+  answer again). The journal is removed once every prompt is in ``OUT``.
 * ``OUT.done`` is written when a run completes, just before the journal is removed: the size
   and SHA-256 of the ``OUT`` it finished. It is this command's mark on its finished output: a
   later ``--restart`` discards ``OUT`` only while the journal is beside it (a run is part-way
@@ -191,9 +193,9 @@ class Scored:
 
 @dataclass(frozen=True)
 class Kept:
-    """A model's answer to a prompt that the judge failed to score, and what the answer cost
-    (rounded, :func:`usd`): kept in the journal, so a rerun judges it again instead of paying
-    for it twice."""
+    """A model's answer to a prompt, to be judged, and what the answer cost (rounded,
+    :func:`usd`): kept in the journal from the moment it arrives, so a rerun that finds it
+    unscored judges it instead of paying for it twice."""
 
     answer: str
     cost_usd: float
@@ -202,18 +204,20 @@ class Kept:
         object.__setattr__(self, "cost_usd", usd(self.cost_usd))
 
 
-def failure_line(prompt: LabelPrompt, model: str, stage: str, message: str,
-                 kept: Kept | None = None) -> dict[str, Any]:
-    """The journal's line for a failed answer; with ``kept`` (the answer the judge failed to
-    score) when the line, the answer in it, is at most :data:`MAX_LINE_BYTES` (as the journal
-    is read back), else without it (the rerun asks for the answer again)."""
-    line = {"id": prompt.id, "model": model, "digest": prompt.digest, "failed": stage,
+def answer_line(prompt: LabelPrompt, model: str, kept: Kept) -> dict[str, Any] | None:
+    """The journal's line for ``model``'s answer to ``prompt`` as it arrives, before it is
+    judged; None when the line would be longer than :data:`MAX_LINE_BYTES` (as the journal is
+    read back): such an answer is not journalled, and a rerun asks for it again."""
+    line = {"id": prompt.id, "model": model, "digest": prompt.digest, "answer": kept.answer,
+            "cost_usd": kept.cost_usd}
+    return line if len(encoded(line).encode("utf-8")) <= MAX_LINE_BYTES else None
+
+
+def failure_line(prompt: LabelPrompt, model: str, stage: str, message: str) -> dict[str, Any]:
+    """The journal's line for a failed answer (an answer the judge failed to score is on its
+    own line before it: :func:`answer_line`)."""
+    return {"id": prompt.id, "model": model, "digest": prompt.digest, "failed": stage,
             "error": message}
-    if kept is not None:
-        with_answer = {**line, "answer": kept.answer, "cost_usd": kept.cost_usd}
-        if len(encoded(with_answer).encode("utf-8")) <= MAX_LINE_BYTES:
-            return with_answer
-    return line
 
 
 def record_line(prompt: LabelPrompt, scored: Mapping[str, Scored],
@@ -268,7 +272,7 @@ class Resume:
     key: RunKey
     done: set[str] = field(default_factory=set)
     scored: dict[tuple[str, str], Scored] = field(default_factory=dict)
-    #: answers the judge failed to score, to be judged again (never for a pair in ``scored``)
+    #: answers journalled but not scored, to be judged (never for a pair in ``scored``)
     kept: dict[tuple[str, str], Kept] = field(default_factory=dict)
     score_sums: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -447,7 +451,7 @@ def _read_output(out: Path, lines: Iterator[str], by_id: Mapping[str, LabelPromp
 def _read_journal(journal: Path, lines: Iterator[str], by_id: Mapping[str, LabelPrompt],
                   key: RunKey, resume: Resume) -> None:
     header = False
-    stale = 0
+    stale: set[tuple[str, str]] = set()  # (a pair's answer and its score count once)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -466,33 +470,35 @@ def _read_journal(journal: Path, lines: Iterator[str], by_id: Mapping[str, Label
             header = resume.journal_has_header = True
             continue
         if "failed" in obj and "answer" not in obj:
-            continue  # a failed answer is asked for again
-        item = _kept(journal, number, obj, key) if "failed" in obj else \
+            continue  # a failure: asked for again (unless its answer is on a line of its own)
+        # (an answer is on its own line, or, as an earlier version wrote it, its failure's)
+        item = _kept(journal, number, obj, key) if "answer" in obj else \
             _scored(journal, number, obj, key)
-        rid, model, digest = obj["id"], obj["model"], obj["digest"]
+        rid = obj["id"]
+        pair = rid, obj["model"]
         prompt = by_id.get(rid)
-        if prompt is None or prompt.digest != digest:
-            stale += 1  # a prompt removed or changed since: labelled again if still there
+        if prompt is None or prompt.digest != obj["digest"]:
+            stale.add(pair)  # a prompt removed or changed since: labelled again if still there
             continue
         if rid in resume.done:
             continue
         if isinstance(item, Scored):
-            resume.scored[(rid, model)] = item
-        else:
-            resume.kept[(rid, model)] = item
-    for pair in resume.scored:  # (judged again by the run that wrote the score)
-        resume.kept.pop(pair, None)
+            resume.scored[pair] = item
+            resume.kept.pop(pair, None)  # (its answer, judged: not held)
+        elif pair not in resume.scored:
+            resume.kept[pair] = item
     if resume.scored:
         resume.notes.append(f"{journal}: {len(resume.scored)} scored answers kept from an "
                             "interrupted run")
     if resume.kept:
         kept = len(resume.kept)
-        resume.notes.append(f"{journal}: {plural(kept, 'answer')} the judge failed to score "
-                            f"kept from an earlier run; {'it is' if kept == 1 else 'they are'} "
-                            "judged again, not asked for again")
+        resume.notes.append(f"{journal}: {plural(kept, 'answer')} an earlier run got but did "
+                            f"not score {'is' if kept == 1 else 'are'} kept; "
+                            f"{'it is' if kept == 1 else 'they are'} judged, not asked for "
+                            "again")
     if stale:
-        resume.notes.append(f"{journal}: {plural(stale, 'journalled answer')} "
-                            f"{'is' if stale == 1 else 'are'} for prompts no longer in the "
+        resume.notes.append(f"{journal}: {plural(len(stale), 'journalled answer')} "
+                            f"{'is' if len(stale) == 1 else 'are'} for prompts no longer in the "
                             "prompts file (or changed since); ignored")
 
 
@@ -561,11 +567,12 @@ def _scored(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> 
 
 
 def _kept(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> Kept:
-    """The answer a failure's line keeps: only a judging failure keeps one, as text that
-    can be sent again (UTF-8), with its cost."""
+    """The answer a line keeps (:func:`answer_line`, or a judging failure's line as an earlier
+    version wrote it: no other failure keeps one), as text that can be sent to the judge
+    (UTF-8), with its cost."""
     line = _Line(journal, number, obj)
     line.strings(key, "answer")
-    if obj["failed"] != "judge":
+    if "failed" in obj and obj["failed"] != "judge":
         raise line.bad("an answer is kept only when the judge failed to score it, and this "
                        f"failure is {json_quoted(obj['failed'], 40)}")
     if lone_surrogate(obj["answer"]):

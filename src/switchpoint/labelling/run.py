@@ -6,15 +6,17 @@ or the prompt's reference answer) and write routing records with the answers' re
     prompts ─► checks (every line, every model, prices, keys, an earlier run's files)
             ─► workers (at most ``concurrency`` upstream calls at once)
                  model (exact call: that model or a failure) ─► reference_score | Judge
-            ─► OUT.journal (each scored answer)  ─► OUT (each prompt, once every model is scored)
+            ─► OUT.journal (each answer for the judge as it arrives, each scored answer)
+            ─► OUT (each prompt, once every model is scored)
 
 Nothing is called before every check has passed. Costs are the upstream's token usage at the
 catalog's prices (the gateway's ``CallInfo.cost_usd``); the judge's cost is counted apart and is
 not in the records. A failed call (after the gateway's retries), an answer that is not Unicode
 text (it cannot be sent to the judge) or an unreadable judge is a labelling failure: that
-prompt gets no record this run and is retried on the next one. An answer the judge failed to
-score is journalled with it and its cost, so the next run only judges it again (its cost is
-counted once, by the run that paid for it).
+prompt gets no record this run and is retried on the next one. An answer for the judge is
+journalled with its cost as soon as it arrives, so a run that stops (or whose judge fails)
+before it is scored leaves it to the next run, which only judges it (its cost is counted once,
+by the run that paid for it).
 """
 
 from __future__ import annotations
@@ -91,8 +93,8 @@ class LabelReport:
     """What one labelling run did. Costs are USD; ``answers_cost_usd`` is what the records'
     ``costs`` add up to for this run's calls, ``judge_cost_usd`` the judge's, apart.
     ``reused``: scored answers an earlier run journalled; ``rejudged``: answers an earlier run
-    journalled when the judge failed to score them, judged again this run without calling
-    their model (their cost counted by the run that paid for it)."""
+    journalled but did not score (it stopped first, or its judge failed), judged this run
+    without calling their model (their cost counted by the run that paid for it)."""
 
     out: Path
     prompts: int
@@ -173,7 +175,7 @@ class LabelReport:
             calls += f"; {plural(self.reused, 'answer')} reused from an interrupted run"
         if self.rejudged:
             calls += (f"; {plural(self.rejudged, 'answer')} kept from an earlier run judged "
-                      "again (not asked for again)")
+                      "(not asked for again)")
         lines.append(calls)
         if self.mean_scores:
             scores = ", ".join(f"{m} {s:.3f}" for m, s in self.mean_scores.items())
@@ -463,7 +465,7 @@ def _check_catalog(settings: Settings, models: list[str], judge: str | None,
 class _Unit:
     prompt: LabelPrompt
     model: str
-    kept: jr.Kept | None = None  # the answer an earlier run got: only judged again
+    kept: jr.Kept | None = None  # the answer an earlier run got: only judged
 
 
 class _Run:
@@ -617,8 +619,12 @@ class _Run:
             self._fail(unit, "answer", f"the answer {LONE_SURROGATE}, so it cannot be sent to "
                                        "the judge")
             return
-        # (kept with a judging failure, so that a rerun judges it again without paying twice)
-        kept = unit.kept if unit.kept is not None else jr.Kept(answer, cost)
+        # Journalled before it is judged, so that a run stopped before it is scored (or whose
+        # judge fails) leaves it to the next, which never pays for it twice.
+        if unit.kept is None:
+            line = jr.answer_line(prompt, model, jr.Kept(answer, cost))
+            if line is not None:  # (else too long for a line: a rerun asks for it again)
+                self._journal(line)
         errors: list[JudgeReplyError] = []
         judge_cost = 0.0
         messages = judge.messages(prompt.prompt, answer)
@@ -632,13 +638,9 @@ class _Run:
                 failed = _message(exc)
                 if errors:  # (the reminder's call: the reply that needed it comes first)
                     failed = f"{unreadable_message(errors)}; then the reminder failed: {failed}"
-                self._fail(unit, "judge", failed, kept)
+                self._fail(unit, "judge", failed)
                 return
-            try:
-                spent = self._cost(verdict, judge.model, "the judge's calls")
-            except LabellingError as exc:  # (the run stops: the answer is kept for the next)
-                self._journal_failure(unit, "judge", _message(exc), kept)
-                raise
+            spent = self._cost(verdict, judge.model, "the judge's calls")
             self.report.judge_calls += 1
             self.report.judge_reminders += attempt
             self.report.judge_cost_usd += spent
@@ -650,7 +652,7 @@ class _Run:
                 continue
             self._scored(unit, score, cost, "judge", judge_cost)
             return
-        self._fail(unit, "judge", unreadable_message(errors), kept)
+        self._fail(unit, "judge", unreadable_message(errors))
 
     def _cost(self, reply: ChatCompletion, model: str, what: str) -> float:
         cost = reply.switchpoint.cost_usd
@@ -668,21 +670,19 @@ class _Run:
                 judge_cost: float) -> None:
         scored = jr.Scored(id=unit.prompt.id, model=unit.model, digest=unit.prompt.digest,
                            score=score, cost_usd=cost, by=by, judge_cost_usd=judge_cost)
-        assert self.journal is not None
-        self.journal.append(scored.to_line())
+        self._journal(scored.to_line())
         self.scored[unit.prompt.id][unit.model] = scored
         self.missing[unit.prompt.id] -= 1
         if not self.missing[unit.prompt.id]:
             self._write_record(unit.prompt)
 
-    def _fail(self, unit: _Unit, stage: str, message: str, kept: jr.Kept | None = None) -> None:
-        self._journal_failure(unit, stage, message, kept)
+    def _fail(self, unit: _Unit, stage: str, message: str) -> None:
+        self._journal(jr.failure_line(unit.prompt, unit.model, stage, message))
         self.report.failures.append(LabelFailure(unit.prompt.id, unit.model, stage, message))
 
-    def _journal_failure(self, unit: _Unit, stage: str, message: str,
-                         kept: jr.Kept | None) -> None:
+    def _journal(self, line: Mapping[str, Any]) -> None:
         assert self.journal is not None
-        self.journal.append(jr.failure_line(unit.prompt, unit.model, stage, message, kept))
+        self.journal.append(line)
 
     def _write_record(self, prompt: LabelPrompt) -> None:
         assert self.records is not None
