@@ -237,7 +237,10 @@ def test_swap_policy_swaps_and_an_unknown_policy_is_refused_naming_name_as_the_r
         assert answer["previous_weights_id"] == before
         assert answer["weights_id"].startswith("tiers-")
         assert local.router.policy.name == "tiers"
-        assert "keys_affected" not in answer  # (a swap reads the same config: no key loses)
+        # (a swap reads the same config: no key loses, and both doors say so)
+        assert (answer["keys_affected"], answer["keys_affected_count"], answer["keys_note"]) == (
+            [], 0, None)
+        assert set(answer) == set(served.json())
         shown = {k: v for k, v in answer.items() if k != "load_ms"}
         assert shown == {k: v for k, v in served.json().items() if k in shown}
 

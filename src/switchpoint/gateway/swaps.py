@@ -51,11 +51,12 @@ def config_checked(swap: Callable[[], Swap]) -> Swap:
 def swap_answer(old: Live, new: Live, ms: float) -> dict[str, Any]:
     """A swap's answer: the policy, weights and models now live, those replaced, how long the
     load took, the settings that wait for a restart and the models the weights do not
-    profile."""
+    profile; no key is affected (a policy swap changes no config: a reload says which)."""
     return {"policy": new.policy, "weights_id": new.weights_id, "models": new.router.models,
             "previous_policy": old.policy, "previous_weights_id": old.weights_id,
             "load_ms": round(ms, 1), "restart_required": list(new.restart_required),
-            **new.unprofiled_answer()}
+            **new.unprofiled_answer(), "keys_affected": [], "keys_affected_count": 0,
+            "keys_note": None}
 
 
 def reload_answer(old: Live, new: Live, ms: float, keys: KeyStore) -> dict[str, Any]:
