@@ -572,7 +572,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             try:
                 plot_curves(report, plot)
             except OSError as exc:
-                _fail(f"--plot: cannot write {quoted_path(plot)}: {exc.strerror or exc}")
+                _fail(f"--plot: cannot write {quoted_path(plot)}: {write_problem(plot, exc)}")
             feedback.note(f"wrote the cost-quality plot to {quoted_path(plot)}")
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, allow_nan=False))
