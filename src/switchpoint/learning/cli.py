@@ -528,7 +528,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--export", required=True, metavar="DIR", type=_options.WEIGHTS_OUT,
                    help="directory to write the new weights package to")
     tenant = p.add_argument("--tenant", help="whose outcomes to fold in (default: the "
-                                             "deployment's own, 'default')")
+                                             "deployment's own, default)")
     p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
     data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
