@@ -149,3 +149,58 @@ def test_a_promotion_sent_while_its_experiment_ends_waits_and_is_refused(
         assert isinstance(refused, ConflictError) and refused.param == "name", refused
         assert "has ended" in str(refused)
         assert gateway.experiment_report("rt").get("promoted") is None
+
+
+def test_a_promotion_sent_as_an_ended_experiment_goes_live_is_refused(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The end takes the experiment out of the run-time set, then its snapshot goes live: a
+    # promotion between the two found it neither running (so took no lock) nor gone from the
+    # live settings (so not ended), and was stored for the ended experiment.
+    with _gateway(settings) as gateway:
+        gateway.create_ab_test("rt", tenants=["t0"])
+        state = gateway.state
+        reached, go_on = threading.Event(), threading.Event()
+
+        def hold(live: Any) -> None:  # (runs as the end's snapshot goes live)
+            if "rt" not in live.settings.experiments and not reached.is_set():
+                reached.set()
+                go_on.wait(30)
+
+        state.on_swap(hold)
+        learning_promote = gateway.learning.promote
+        promoting_now = threading.Event()
+
+        def promote_seen(*args: Any) -> Any:
+            promoting_now.set()
+            return learning_promote(*args)
+
+        monkeypatch.setattr(gateway.learning, "promote", promote_seen)
+        outcome: dict[str, object] = {}
+
+        def promote() -> None:
+            try:
+                outcome["promoted"] = gateway.promote("rt", "b")
+            except SwitchpointError as exc:
+                outcome["promoted"] = exc
+
+        ending = threading.Thread(target=lambda: outcome.update(ended=gateway.end_ab_test("rt")))
+        ending.start()
+        assert reached.wait(30)
+        assert "rt" not in gateway.ab_tests.running and "rt" in gateway.ab_tests.ended
+        assert "rt" in gateway.settings.experiments  # (not live yet)
+        promoting = threading.Thread(target=promote)
+        promoting.start()
+        # A promotion that does not wait for the end reaches the learning part meanwhile (one
+        # that waits never does: the bound only keeps this test from hanging on it).
+        promoting_now.wait(2)
+        go_on.set()
+        ending.join(30)
+        promoting.join(30)
+        assert not ending.is_alive() and not promoting.is_alive()
+        assert outcome["ended"]["experiment"] == "rt"  # type: ignore[index]
+        refused = outcome["promoted"]
+        assert isinstance(refused, ConflictError) and refused.param == "name", refused
+        assert "has ended" in str(refused)
+        assert gateway.experiment_report("rt").get("promoted") is None
+        with sqlite3.connect(settings.db_path) as db:
+            assert db.execute("SELECT count(*) FROM promotions").fetchone() == (0,)

@@ -237,8 +237,9 @@ class RuntimeExperiments:
 
     @property
     def changing(self) -> threading.Lock:
-        """Held while the run-time experiments change (one is made or ends) and while an
-        experiment's arm is promoted, so a promotion never lands on one ending meanwhile."""
+        """Held while the run-time experiments change (one is made or ends, from the check to
+        its snapshot gone live) and while a run-time experiment's arm is promoted, so a promotion
+        never lands on one ending meanwhile."""
         return self._lock
 
     def open(self) -> None:

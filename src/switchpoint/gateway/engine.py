@@ -2043,9 +2043,12 @@ class Gateway:
     def promote(self, name: str, arm: str | None = None) -> dict[str, Any]:
         """Send all of experiment ``name``'s traffic to ``arm`` (default: its winner)."""
         check_process(self._pid, "this Gateway")
-        # A run-time experiment's arm is promoted between its changes, never while it ends.
-        running = isinstance(name, str) and name in self.ab_tests.running
-        with self.ab_tests.changing if running else contextlib.nullcontext():
+        # A run-time experiment's arm (any but the config's: one ending may have left the
+        # running set while its snapshot is not live yet) is promoted between the run-time
+        # experiments' changes, never while it ends; the config's need not wait for them.
+        live = self.settings.experiments.get(name) if isinstance(name, str) else None
+        configured = live is not None and live.created_at is None
+        with contextlib.nullcontext() if configured else self.ab_tests.changing:
             settings = self.settings
             if isinstance(name, str) and name not in settings.experiments and (
                     name in self.ab_tests.ended):
