@@ -260,7 +260,7 @@ class RuntimeExperiments:
         for name, experiment in running.items():
             kept = promotions.get(name)
             if kept is not None and kept[1] < row_created(experiment):
-                self.learning.promoted.pop(name, None)
+                self.learning.forget_promotion(name)
         self.running, self.ended = running, ended
 
     def extend(self, settings: Settings) -> Settings:
@@ -324,7 +324,7 @@ class RuntimeExperiments:
                 name, row_created(made), json.dumps(made.model_dump(mode="json"),
                                                     separators=(",", ":")), made.split)
             # A promotion of an earlier experiment of this name is not this one's.
-            self.learning.promoted.pop(name, None)
+            self.learning.forget_promotion(name)
 
             def keep() -> None:
                 if self.store is not None:

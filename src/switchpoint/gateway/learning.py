@@ -614,7 +614,9 @@ class GatewayLearning:
         self.log = ServiceFeedbackLog(store, settings.memory_size)
         self.compares = Compares(settings.max_compares, settings.compare_ttl_s,
                                  lookup=self._stored_compare)
-        self.promoted: dict[str, tuple[str, str]] = {}  # experiment: (arm, why)
+        # experiment: (arm, why); replaced whole, never changed in place, so a reload or a
+        # creation readying its snapshot reads it while a promotion lands.
+        self.promoted: Mapping[str, tuple[str, str]] = {}
         self._promotion_lock = threading.Lock()
         self._pending_writes = 0
         self._compare_writes = 0
@@ -669,6 +671,10 @@ class GatewayLearning:
         learning = LiveLearning(live.router, settings, arms,
                                 Experiments(settings, self._promoted_arms()))
         return replace(live, learning=learning)
+
+    def forget_promotion(self, name: str) -> None:
+        """Forget experiment ``name``'s promotion (one of an earlier experiment of its name)."""
+        self.promoted = {n: p for n, p in self.promoted.items() if n != name}
 
     def _promoted_arms(self) -> dict[str, str]:
         """The arm each promoted experiment sends its traffic to."""
@@ -1596,7 +1602,7 @@ class GatewayLearning:
                 self.store.append(PromotionRecord(time.time(), name, arm, reason)).result(
                     timeout=30)
             with self.state.guard:
-                self.promoted[name] = (arm, reason)
+                self.promoted = {**self.promoted, name: (arm, reason)}
                 current = self.state.peek()
                 if current is not None and current.learning is not None:
                     current.learning.experiments.promoted[name] = arm
