@@ -194,6 +194,31 @@ def test_a_second_sigint_ends_the_drain_at_once_losing_nothing(
             server.kill()
 
 
+def test_a_sighup_while_the_service_stops_reloads_nothing_and_says_so(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A SIGHUP during the drain is not a reload (it ran a whole one, or was logged as an
+    error of a closed gateway, with advice for Python): one warning says why."""
+    server, data = _slow_stream_server(fake, tmp_path, drain_s=60)
+    assert server.proc is not None
+    try:
+        reader, got = _stream_in_flight(server)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert server.proc.poll() is None  # draining
+        server.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        server.proc.send_signal(signal.SIGINT)
+        code, err = server.wait_exit(timeout=30)
+        reader.join(timeout=10)
+        assert code == 0, err
+        assert "SIGHUP came while the service stops: the config is not reloaded" in err, err
+        assert "config reloaded" not in err and "was not reloaded" not in err, err
+        _assert_ended_by_the_stop(data, err, got)
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+
+
 def test_sigterm_ends_a_plain_request_waiting_on_its_model_with_a_503_logged_and_charged(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     """A plain request whose model has not answered when the drain runs out gets a 503

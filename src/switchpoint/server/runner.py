@@ -39,7 +39,7 @@ from switchpoint import _hangup
 from switchpoint._messages import listed_names
 from switchpoint.config import ServerSettings, Settings
 from switchpoint.embedding import embedder_from_id
-from switchpoint.errors import ServeError, SwitchpointError
+from switchpoint.errors import GatewayClosedError, ServeError, SwitchpointError
 from switchpoint.gateway.live import RouterState, checked_package, checked_policies
 from switchpoint.gateway.redact import redact
 from switchpoint.governance.keys import holds_keys
@@ -172,8 +172,14 @@ class _Server(uvicorn.Server):
             await asyncio.sleep(0.1)
         if not state.ready:
             return  # it failed to load, or stops: nothing to reload
+        if self.should_exit:
+            log.warning(_STOPPING)
+            return
         try:
             answer = await run_in_threadpool(self.service.gateway.reload)
+        except GatewayClosedError:  # (closing began meanwhile)
+            log.warning(_STOPPING)
+            return
         except Exception as exc:  # whatever it was, the service keeps serving
             # Redacted as the HTTP reload's answer is: an error may quote a value of the file.
             what = str(exc) if isinstance(exc, SwitchpointError) else (
@@ -186,6 +192,10 @@ class _Server(uvicorn.Server):
                  answer["policy"], answer["weights_id"], len(answer["models"]),
                  f"; a restart is needed for {listed_names(restart, quoted=True)}"
                  if restart else "")
+
+
+#: What a SIGHUP that comes while the service stops logs: no reload (what would it serve?).
+_STOPPING = "SIGHUP came while the service stops: the config is not reloaded"
 
 
 def _url_host(host: str) -> str:
