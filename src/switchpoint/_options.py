@@ -69,6 +69,9 @@ def path_option(what: str) -> Callable[[str], str]:
 WEIGHTS_DIR = path_option("a weights package's directory")
 WEIGHTS_OUT = path_option("the directory to write the weights to")
 RECORDS = path_option("a file of routing records (JSONL)")
+#: ``--config``: left out, a command reads ``$SWITCHPOINT_CONFIG`` (or no config), so an empty
+#: one, taken for it left out, would read another config than the one meant.
+CONFIG = path_option("a YAML config file")
 
 
 def integer_option(what: str = "a whole number", example: str = "8") -> Callable[[str], int]:

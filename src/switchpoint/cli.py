@@ -845,8 +845,9 @@ def build_parser() -> argparse.ArgumentParser:
     weights = p.add_argument("--weights", help="weights package directory (default: "
                                                "$SWITCHPOINT_WEIGHTS, else the config's weights:, "
                                                "else the bundled weights of --policy)")
-    p.add_argument("--config", help="YAML config: catalog, policy, λ, cache, data_dir "
-                                    "(default: $SWITCHPOINT_CONFIG, if set)")
+    p.add_argument("--config", type=_options.CONFIG,
+                   help="YAML config: catalog, policy, λ, cache, data_dir (default: "
+                        "$SWITCHPOINT_CONFIG, if set)")
     data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
     policy = p.add_argument("--policy", help="the bundled weights of a policy to load when no "
                                              "weights are given (--weights or the config's "
@@ -880,7 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
                    type=_options.path_option("a file to write the routing records to"),
                    help="routing records to write (JSONL), one line per prompt as soon as it "
                         "is labelled")
-    p.add_argument("--config", metavar="FILE",
+    p.add_argument("--config", metavar="FILE", type=_options.CONFIG,
                    help="YAML config with the catalog: where each model is served, its key "
                         "and prices (default: $SWITCHPOINT_CONFIG)")
     concurrency = p.add_argument("--concurrency", type=_options.COUNT,
@@ -908,8 +909,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="delete log entries older than the retention and give "
                                      "the disk space back")
-    p.add_argument("--config", help="YAML config: its data_dir and store.retention_days "
-                                    "(default: $SWITCHPOINT_CONFIG, if set)")
+    p.add_argument("--config", type=_options.CONFIG,
+                   help="YAML config: its data_dir and store.retention_days (default: "
+                        "$SWITCHPOINT_CONFIG, if set)")
     data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--older-than", metavar="DAYS", type=_options.days_option,
                    help="delete entries older than this many days, more than 0 and at most "

@@ -1449,6 +1449,40 @@ def test_an_empty_path_is_refused_naming_the_option_and_changes_nothing(
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("argv", [
+    ["serve", "--port", "0", "--host", "0.0.0.0"],  # (refused fast without the fix)
+    ["label", "{t}/prompts.txt", "--models", "a", "--out", "{t}/o.jsonl"],
+    ["prune", "--older-than", "30"],
+    ["keys", "create", "--tenant", "acme"],
+    ["keys", "list"],
+    ["report", "cost"],
+    ["feedback", "d-1", "--score", "1"],
+    ["learn", "--export", "{t}/w"],
+    ["experiments", "list"],
+    ["experiments", "end", "x"],
+], ids=" ".join)
+def test_an_empty_config_is_refused_not_taken_for_the_one_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    """``--config "$CFG"`` with the variable unset: each command took it for --config left
+    out, so it read $SWITCHPOINT_CONFIG (another config than the one meant: keys made, logs
+    pruned or a service started on another data_dir), or no config at all."""
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    env_config = other / "switchpoint.yaml"
+    env_config.write_text(f"data_dir: {other / 'data'}\ntenants: {{acme: {{}}}}\n",
+                          encoding="utf-8")
+    monkeypatch.setenv("SWITCHPOINT_CONFIG", str(env_config))
+    (tmp_path / "prompts.txt").write_text("What is 2 + 2?\n", encoding="utf-8")
+    argv = [a.format(t=tmp_path) for a in argv]
+    before = sorted(tmp_path.rglob("*"))
+    code, out, err = run_refused_option([*argv, "--config", ""], capsys)
+    assert_bad_option(code, err, "--config", '"" is empty: give a YAML config file')
+    assert out == ""
+    assert sorted(tmp_path.rglob("*")) == before
+
 def test_fit_into_a_place_that_takes_no_files_exits_2(
     records_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -530,7 +530,8 @@ DATA_DIR_HELP = ("where the state lives (default: $SWITCHPOINT_DATA_DIR, else th
 
 
 def _common(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int]) -> None:
-    p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
+    p.add_argument("--config", type=_options.CONFIG,
+                   help="YAML config (default: $SWITCHPOINT_CONFIG)")
     data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=func)

@@ -516,7 +516,8 @@ def add_commands(sub: Any) -> None:
                                  "next reload")
     p.add_argument("--api-key", help="client key, or the admin token, for --url (default: "
                                      "$SWITCHPOINT_API_KEY)")
-    p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
+    p.add_argument("--config", type=_options.CONFIG,
+                   help="YAML config (default: $SWITCHPOINT_CONFIG)")
     data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_feedback)
@@ -529,7 +530,8 @@ def add_commands(sub: Any) -> None:
                    help="directory to write the new weights package to")
     tenant = p.add_argument("--tenant", help="whose outcomes to fold in (default: the "
                                              "deployment's own, default)")
-    p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
+    p.add_argument("--config", type=_options.CONFIG,
+                   help="YAML config (default: $SWITCHPOINT_CONFIG)")
     data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_learn)
