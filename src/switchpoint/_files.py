@@ -117,8 +117,10 @@ def write_problem(path: Path, exc: OSError) -> str:
     """Why writing ``path`` failed with ``exc``: :func:`path_problem`, else, when the system
     refused permission, the directory or file this process may not write, whose it is and what
     to run (:func:`output_problem`), else the system's reason."""
-    denied = output_problem(path) if isinstance(exc, PermissionError) else None
-    return path_problem(path) or denied or exc.strerror or str(exc)
+    problem = path_problem(path)  # (first: the others need every folder on the way looked at)
+    if problem is None and isinstance(exc, PermissionError):
+        problem = output_problem(path)
+    return problem or exc.strerror or str(exc)
 
 
 def output_problem(path: Path) -> str | None:
@@ -130,7 +132,7 @@ def output_problem(path: Path) -> str | None:
     run (:func:`access_problem`). ``None`` when it may."""
     first = path
     for folder in path.parents:
-        if folder.is_dir():
+        if os.path.isdir(folder):  # (False, never an error, for one it may not look at)
             break
         first = folder
     return access_problem(first, ())

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from switchpoint._files import output_problem, write_problem
 from switchpoint.cli import main
 from switchpoint.config import load_settings
 from switchpoint.gateway import Gateway
@@ -265,3 +266,20 @@ def test_a_read_only_output_is_refused_before_any_work_and_kept_as_it_was(
     kept.chmod(0o644)
     assert main(["route", "-q", "--input", str(prompts), "--output", str(kept)]) == 0
     assert json.loads(kept.read_text(encoding="utf-8"))["id"] == 1
+
+
+def test_a_write_refused_under_a_folder_it_may_not_search_is_said_not_raised(
+        tmp_path: Path) -> None:
+    """Why a write was refused, for a path through a folder this process may not search: the
+    permission's owner was looked for before that folder was found wanting, and looking
+    raised a PermissionError of its own, out of the handler meant to word the first."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    path = locked / "sub" / "out.jsonl"
+    with mode(locked, 0o000):
+        with pytest.raises(PermissionError) as info:
+            path.parent.mkdir(parents=True)
+        problem = write_problem(path, info.value)
+        assert output_problem(path) is not None  # (it may not make "sub" there)
+    assert problem == (f"its path goes through '{locked / 'sub'}', which cannot be used "
+                       "(Permission denied)"), problem
