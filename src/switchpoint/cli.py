@@ -746,8 +746,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='JSONL of {"id", "prompt"} or {"id", "embedding"} lines, or plain text '
                         "with one prompt a line (id = line number); - reads stdin")
     p.add_argument("--output", metavar="FILE",
-                   type=_options.path_option("a file to write the decisions to"),
-                   help="write one JSONL decision per id and cost weight here (default: stdout)")
+                   type=_options.path_option("a file to write the decisions to, or - for "
+                                             "stdout"),
+                   help="write one JSONL decision per id and cost weight here; - or no "
+                        "--output writes them to stdout")
     p.set_defaults(func=cmd_route)
     _options.fills(p, available_models=models, cost_weight=cost_weight,
                    cost_weights=cost_weights)

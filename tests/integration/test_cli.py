@@ -1427,7 +1427,7 @@ def test_fit_and_add_model_write_weights_only_where_it_is_safe(
     (["eval", "{r}", "--plot", ""], "--plot", "a .png path"),
     (["info", "--weights", ""], "--weights", "a weights package's directory"),
     (["route", "--input", "{r}", "--output", ""], "--output",
-     "a file to write the decisions to"),
+     "a file to write the decisions to, or - for stdout"),
     (["label", "{r}", "--models", "big", "--out", ""], "--out",
      "a file to write the routing records to"),
     (["label", "", "--models", "big", "--out", "{t}/o.jsonl"], "prompts", "a file of prompts"),
