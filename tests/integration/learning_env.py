@@ -8,6 +8,7 @@ Math prompts: ``strong`` is right 90% of the time, ``runner`` 75%, ``cheap`` 20%
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,3 +139,21 @@ def post(server: ThreadServer, path: str, body: Any = None, key: str | None = No
          ) -> httpx.Response:
     headers = {"authorization": f"Bearer {key}"} if key else {}
     return httpx.post(f"{server.base}{path}", json=body, headers=headers, timeout=30)
+
+
+def hold_readying(state: Any, monkeypatch: Any) -> tuple[threading.Event, threading.Event]:
+    """Hold every new snapshot ``state`` readies (a reload's, an experiment's creation or end)
+    once it is readied and before it goes live: the first event is set there, and the
+    snapshot goes on once the second is set."""
+    prepare = state.prepare
+    assert prepare is not None
+    readied, go_on = threading.Event(), threading.Event()
+
+    def held(live: Any, old: Any) -> Any:
+        made = prepare(live, old)
+        readied.set()
+        go_on.wait(30)
+        return made
+
+    monkeypatch.setattr(state, "prepare", held)
+    return readied, go_on

@@ -17,7 +17,15 @@ from switchpoint.errors import ConflictError, SwitchpointError
 from switchpoint.gateway import Gateway
 from switchpoint.learning.config import MAX_EXPERIMENTS
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.learning_env import KEYS, get, learning_server, loader, post, settings_for
+from tests.integration.learning_env import (
+    KEYS,
+    get,
+    hold_readying,
+    learning_server,
+    loader,
+    post,
+    settings_for,
+)
 
 TENANTS = 120
 PATH = "/v1/router/experiments"
@@ -108,37 +116,38 @@ def test_creates_over_http_at_once_make_one_per_name_and_never_pass_the_bound(
         assert [e["experiment"] for e in get(server, PATH).json()["data"]] == listed
 
 
+def _ending(gateway: Gateway, name: str, outcome: dict[str, object]) -> threading.Thread:
+    """End experiment ``name`` on a thread of its own, its report kept as ``ended``."""
+    thread = threading.Thread(target=lambda: outcome.update(ended=gateway.end_ab_test(name)))
+    thread.start()
+    return thread
+
+
+def _promoting(gateway: Gateway, name: str, outcome: dict[str, object]) -> threading.Thread:
+    """Promote arm ``b`` of ``name`` on a thread of its own, its answer or refusal kept as
+    ``promoted``."""
+    def promote() -> None:
+        try:
+            outcome["promoted"] = gateway.promote(name, "b")
+        except SwitchpointError as exc:
+            outcome["promoted"] = exc
+
+    thread = threading.Thread(target=promote)
+    thread.start()
+    return thread
+
+
 def test_a_promotion_sent_while_its_experiment_ends_waits_and_is_refused(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     # A promotion checked "not ended" before the end went live, then stored for the ended
     # experiment: its report said promoted. It now waits for the end, and is refused.
     with _gateway(settings) as gateway:
         gateway.create_ab_test("rt", tenants=["t0"])
-        state = gateway.state
-        prepare = state.prepare
-        assert prepare is not None
-        readied, go_on = threading.Event(), threading.Event()
-
-        def held(live: Any, old: Any) -> Any:
-            made = prepare(live, old)
-            readied.set()
-            go_on.wait(30)
-            return made
-
-        monkeypatch.setattr(state, "prepare", held)
+        readied, go_on = hold_readying(gateway.state, monkeypatch)
         outcome: dict[str, object] = {}
-
-        def promote() -> None:
-            try:
-                outcome["promoted"] = gateway.promote("rt", "b")
-            except SwitchpointError as exc:
-                outcome["promoted"] = exc
-
-        ending = threading.Thread(target=lambda: outcome.update(ended=gateway.end_ab_test("rt")))
-        ending.start()
+        ending = _ending(gateway, "rt", outcome)
         assert readied.wait(30)
-        promoting = threading.Thread(target=promote)
-        promoting.start()
+        promoting = _promoting(gateway, "rt", outcome)
         promoting.join(0.5)
         assert promoting.is_alive(), outcome  # it waits for the end under way
         go_on.set()
@@ -176,20 +185,11 @@ def test_a_promotion_sent_as_an_ended_experiment_goes_live_is_refused(
 
         monkeypatch.setattr(gateway.learning, "promote", promote_seen)
         outcome: dict[str, object] = {}
-
-        def promote() -> None:
-            try:
-                outcome["promoted"] = gateway.promote("rt", "b")
-            except SwitchpointError as exc:
-                outcome["promoted"] = exc
-
-        ending = threading.Thread(target=lambda: outcome.update(ended=gateway.end_ab_test("rt")))
-        ending.start()
+        ending = _ending(gateway, "rt", outcome)
         assert reached.wait(30)
         assert "rt" not in gateway.ab_tests.running and "rt" in gateway.ab_tests.ended
         assert "rt" in gateway.settings.experiments  # (not live yet)
-        promoting = threading.Thread(target=promote)
-        promoting.start()
+        promoting = _promoting(gateway, "rt", outcome)
         # A promotion that does not wait for the end reaches the learning part meanwhile (one
         # that waits never does: the bound only keeps this test from hanging on it).
         promoting_now.wait(2)

@@ -6,12 +6,10 @@ it; exploration sends auto decisions to another candidate, never a named model's
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote
 
 import httpx
@@ -27,6 +25,7 @@ from tests.integration.learning_env import (
     chat,
     feedback,
     get,
+    hold_readying,
     learning_server,
     loader,
     post,
@@ -413,18 +412,7 @@ def test_a_promotion_made_while_a_new_snapshot_is_readied_applies_to_it(
     # of that moment; one made meanwhile went to the snapshot serving then, so once the new
     # one went live the report said "promoted" while the traffic was split among the arms.
     with learning_server(fake, tmp_path, REBUILT) as server:
-        state = server.service.gateway.state
-        prepare = state.prepare
-        assert prepare is not None
-        readied, go_on = threading.Event(), threading.Event()
-
-        def held(live: Any, old: Any) -> Any:
-            made = prepare(live, old)
-            readied.set()
-            go_on.wait(30)
-            return made
-
-        monkeypatch.setattr(state, "prepare", held)
+        readied, go_on = hold_readying(server.service.gateway.state, monkeypatch)
         path, body = (("/v1/router/reload", {}) if rebuild == "reload" else
                       ("/v1/router/experiments", {"name": "other", "tenants": ["acme"]}))
         with ThreadPoolExecutor(1) as pool:
