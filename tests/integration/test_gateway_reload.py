@@ -3,7 +3,8 @@
 /v1/router/policy/{name}`` do (the same fields, the keys a reload leaves short named alike) and
 refuse as they refuse (the same error, field and message), a refusal leaving the old router
 serving; each is one request inside the gateway, refused once closing has begun and waited
-for by closing when under way. The in-process gateway and a real server on loopback run the
+for by closing when under way, and a swap asked while a reload loads waits for it and is checked
+against the config it makes live. The in-process gateway and a real server on loopback run the
 same config, each in a data_dir of its own; the models are served by the fake provider."""
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from switchpoint.errors import (
 from switchpoint.governance.keys import KeySpec
 from switchpoint.router import Router
 from switchpoint.server import create_app
+from switchpoint.weights import default_weights_path
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import (
     FACTORY,
@@ -299,3 +301,72 @@ def test_reload_and_swap_policy_are_refused_once_closing_has_begun_and_waited_fo
             refused()
     assert gateway.settings.models is not None
     assert [m.name for m in gateway.settings.models] == ["good", "other", "cheap", "newbie"]
+
+
+class _Asked:
+    """``lock`` that sets ``asked`` when the thread named ``who`` asks for it."""
+
+    def __init__(self, lock: Any, who: str) -> None:
+        self.lock, self.who, self.asked = lock, who, threading.Event()
+
+    def __enter__(self) -> Any:
+        if threading.current_thread().name == self.who:
+            self.asked.set()
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc: object) -> Any:
+        return self.lock.__exit__(*exc)
+
+
+def test_a_swap_to_a_policy_a_reload_under_way_drops_is_refused_naming_name(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A swap asked while a reload that drops its policy loads waits for the reload, then is
+    refused as an unknown policy naming ``name``: the name was checked against the config the
+    reload replaced, and the load of a policy no longer listed failed for want of its weights."""
+    root = tmp_path / "local"
+    root.mkdir()
+    config = _write(root, gw_fake)
+    listed = config.read_text(encoding="utf-8")
+    config.write_text(listed + f"policies: {{mine: '{default_weights_path('cluster')}'}}\n",
+                      encoding="utf-8")
+    loading, go = threading.Event(), threading.Event()
+
+    def loader(settings: Settings, policy: str | None) -> Router:
+        if threading.current_thread().name == "reloading":
+            loading.set()
+            assert go.wait(30)
+        return FACTORY(settings, policy)
+
+    with Gateway.from_config(config, loader=loader, env=KEYS) as gateway:
+        before = gateway.router.weights_id
+        swap_lock = _Asked(gateway.state._swap, "swapping")
+        monkeypatch.setattr(gateway.state, "_swap", swap_lock)
+        config.write_text(listed, encoding="utf-8")  # (mine is no longer listed)
+        outcome: dict[str, object] = {}
+
+        def run(name: str, call: Callable[[], object]) -> threading.Thread:
+            def work() -> None:
+                try:
+                    outcome[name] = call()
+                except Exception as exc:  # (the test tells)
+                    outcome[name] = exc
+
+            thread = threading.Thread(target=work, name=name)
+            thread.start()
+            return thread
+
+        reloading = run("reloading", gateway.reload)
+        assert loading.wait(30)  # the reload holds the swap's lock, loading
+        swapping = run("swapping", lambda: gateway.swap_policy("mine"))
+        assert swap_lock.asked.wait(30)  # the swap waits for it
+        go.set()
+        reloading.join(30)
+        swapping.join(30)
+        assert not reloading.is_alive() and not swapping.is_alive()
+        assert isinstance(outcome["reloading"], dict), outcome
+        refused = outcome["swapping"]
+        assert isinstance(refused, InvalidInputError) and refused.field == "name", refused
+        assert str(refused).startswith('name: unknown policy "mine"; choose one of ')
+        assert "policies: in the config" in str(refused)
+        assert gateway.router.weights_id == before
+        assert gateway.router.policy.name == "cluster"

@@ -2104,13 +2104,16 @@ class Gateway:
         ``weights_id`` and ``models`` now live, ``previous_policy`` and
         ``previous_weights_id``, ``load_ms``, ``restart_required``, and the catalog models the
         weights have no learned profile for (``unprofiled_models``, its count and ``note``).
-        An unknown policy is an :class:`~switchpoint.errors.InvalidInputError` naming
-        ``name``; weights that do not fit the config (a catalog model they cannot serve) are a
+        An unknown policy (to the config live as the swap runs, after a reload under way) is
+        an :class:`~switchpoint.errors.InvalidInputError` naming ``name``; weights that do not
+        fit the config (a catalog model they cannot serve) are a
         :class:`~switchpoint.errors.ConfigError`, and a package that cannot be read a
         :class:`~switchpoint.errors.WeightsError`; each leaves the old router serving."""
         state = self.state
-        check_policy(state.live().settings, name)
-        return swap_answer(*config_checked(lambda: state.swap_policy(name)))
+        with state.swapping() as live:  # (no reload may drop the name once it is checked)
+            check_policy(live.settings, name)
+            swapped = config_checked(lambda: state.swap_policy(name))
+        return swap_answer(*swapped)
 
     @_sync_request
     def reload(self) -> dict[str, Any]:

@@ -13,11 +13,12 @@ the swap.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -246,7 +247,8 @@ class RouterState:
         self.error: str | None = None
         self.failure: Exception | None = None
         self._live: Live | None = None
-        self._swap = threading.Lock()  # one load, swap or reload at a time
+        # One load, swap or reload at a time (reentrant: see :meth:`swapping`).
+        self._swap = threading.RLock()
         self.on_load_error: Callable[[BaseException], None] | None = None
         self._on_swap: list[SwapHook] = []
         self.prepare: Prepare | None = None
@@ -340,6 +342,16 @@ class RouterState:
             return
         log.info("router ready: %s (%s policy, %d models) in %.2f s", router.weights_id,
                  router.policy.name, len(router.models), time.perf_counter() - t0)
+
+    @contextlib.contextmanager
+    def swapping(self) -> Iterator[Live]:
+        """Hold off every other load, swap and reload while the block runs, yielding the live
+        snapshot: what the block checks of it (a swap's policy name) still holds when a swap
+        the block makes runs (it runs inside, on this thread). :class:`RouterNotReadyError`
+        (503) at once while the first load runs."""
+        self.live()
+        with self._swap:
+            yield self.live()
 
     def swap_policy(self, name: str) -> tuple[Live, Live, float]:
         """Load policy ``name`` and make it live. Returns (old, new, milliseconds)."""
