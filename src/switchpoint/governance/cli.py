@@ -487,7 +487,11 @@ def cmd_report_alert(args: argparse.Namespace) -> int:
     from switchpoint.governance.budgets import describe_seconds
     from switchpoint.governance.reports import MIN_RATE_WINDOW
 
-    report = _reports(args).check_budget_alert(args.tenant)
+    reports = _reports(args)
+    try:
+        report = reports.check_budget_alert(args.tenant)
+    finally:  # (the key store it read keys' budgets from: closed, it leaves no side file)
+        reports.keys.close()
     if args.json:
         _print_json(report)
         return 0

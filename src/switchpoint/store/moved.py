@@ -333,11 +333,27 @@ def read_only_connection(path: str | Path) -> sqlite3.Connection:
     file's commits are not taken for this one's, and a reader changes no file, so the log is
     left for the next store opening the file to remove (which waits until such readers are
     closed: they read without SQLite's locks); a warning (once) names it.
-    :class:`sqlite3.Error` when it cannot be opened."""
-    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    :class:`sqlite3.Error` when it cannot be opened.
+
+    A file with no ``-wal`` or ``-shm`` beside it (as a clean stop leaves it) is opened as
+    SQLite's other connections open it, set to refuse every write (``query_only``): a
+    connection SQLite opened read-only leaves the side files its reading made when it closes
+    last, so a report run with the service stopped left both beside the store; this one, the
+    last to close, removes them, and the file is as it was. Beside another connection (a
+    service starting meanwhile) it reads as any reader does, and the side files stay theirs."""
+    base = Path(path).resolve().as_uri()
+    uri = f"{base}?mode=ro"
     held = _hold_stale_log(path)
     if held is None:
-        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+        if any(side_file(path, suffix).exists() for suffix in SQLITE_SIDE_FILES):
+            return sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn = sqlite3.connect(f"{base}?mode=rw", uri=True, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA query_only=ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
     fd, stale = held
     lock = _Held(fd)
     try:
