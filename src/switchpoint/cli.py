@@ -43,6 +43,7 @@ from switchpoint._messages import (
     MAX_PATH,
     cut,
     json_quoted,
+    one_of,
     plural,
     printable,
     quoted_path,
@@ -707,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     from switchpoint.router import MAX_BATCH
     from switchpoint.store.retention import MAX_RETENTION_DAYS
     from switchpoint.training import DEFAULT_EMBEDDER_ID
+    from switchpoint.weights import bundled_policies
 
     parser.add_argument("--version", action="version", version=f"switchpoint {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -853,7 +855,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
     policy = p.add_argument("--policy", help="the bundled weights of a policy to load when no "
                                              "weights are given (--weights or the config's "
-                                             f"weights:): {', '.join(POLICIES)}, or a name under "
+                                             f"weights:): one of {one_of(bundled_policies())}, "
+                                             "or a name under "
                                              "the config's policies: (default: "
                                              "$SWITCHPOINT_POLICY, else the config's policy:, "
                                              "else cluster)")

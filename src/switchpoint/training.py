@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 
 from switchpoint._args import FUNCTION, PATH, expect
-from switchpoint._messages import json_quoted, listed_names
+from switchpoint._messages import json_quoted, listed_names, one_of
 from switchpoint._progress import ProgressFn, step
 from switchpoint._version import __version__
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
 from switchpoint.errors import InvalidInputError, RecordsError
-from switchpoint.policies import Inputs, Policy, make_policy
+from switchpoint.policies import POLICIES, Inputs, Policy, make_policy
 from switchpoint.records import RecordSet, load_records
 from switchpoint.weights import WeightsPackage
 
@@ -73,7 +73,7 @@ def fit(
     fitting (one step); see :mod:`switchpoint._progress`.
     """
     expect("records", records, (RecordSet, *PATH), _RECORDS)
-    expect("policy", policy, str, "a policy name (cluster, knn, tiers, tfidf, fixed, random)")
+    expect("policy", policy, str, f"a policy name ({one_of(POLICIES)})")
     expect("split", split, str, "the name of a split of the records (train, ...)",
            optional=True)
     expect("embedder", embedder, (Embedder, str), "an Embedder or an embedder's id",

@@ -187,9 +187,9 @@ def test_every_number_option_says_its_range_and_its_default() -> None:
             ["(default: $SWITCHPOINT_WEIGHTS, else the config's weights:, else the bundled "
              "weights of --policy)"],
         ("switchpoint serve", "--policy"):
-            ["cluster, knn, tiers, tfidf, fixed, random, or a name under the config's "
-             "policies:", "(default: $SWITCHPOINT_POLICY, else the config's policy:, else "
-             "cluster)"],
+            ['one of "cluster", "fixed", "knn", "random", "tfidf" or "tiers", or a name under '
+             "the config's policies:",
+             "(default: $SWITCHPOINT_POLICY, else the config's policy:, else cluster)"],
     }
     missing = {key: [text for text in texts if text not in helps[key]]
                for key, texts in expected.items()}

@@ -142,3 +142,12 @@ def test_removing_a_model_the_weights_lack_lists_those_they_hold_as_words(
         'name: model "absent" is not in these weights; they hold '
         + ", ".join(f'"{m}"' for m in package.models)
         + " (`switchpoint info --weights DIR` lists them)")
+
+
+def test_a_policy_that_is_no_name_is_refused_offering_the_policies_as_choices(
+        small_records: RecordSet) -> None:
+    """The policies as every fixed list of choices is offered (quoted, the last after "or")."""
+    with pytest.raises(InvalidInputError) as info:
+        fit(small_records, 3)  # type: ignore[arg-type]
+    assert str(info.value) == ('policy: must be a policy name ("cluster", "knn", "tiers", '
+                               '"tfidf", "fixed" or "random"), got int')
