@@ -1308,7 +1308,7 @@ def test_fit_bad_records_exit_2_and_write_nothing(
         pytest.param(["--param", "colour=red"],
                      ['--param colour: the "cluster" policy has no parameter(s) "colour"'],
                      id="unknown-param"),
-        pytest.param(["--param", "n_clusters=0"], ["--param n_clusters: must be >= 1; got 0"],
+        pytest.param(["--param", "n_clusters=0"], ["--param n_clusters: must be >= 1, got 0"],
                      id="bad-param-value"),
         pytest.param(["--param", "n_clusters=3", "--n-clusters", "4"],
                      ["--n-clusters: n_clusters is given by --param n_clusters too; give it "

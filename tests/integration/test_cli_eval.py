@@ -186,7 +186,7 @@ def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: 
                      "evaluated (\"tiers\"): give parameters of those, or evaluate that policy too",
                      id="param-for-other-policy"),
         pytest.param(["{records}", "--param", "cluster.n_clusters=0"],
-                     "--param cluster.n_clusters: must be >= 1; got 0", id="bad-param-value"),
+                     "--param cluster.n_clusters: must be >= 1, got 0", id="bad-param-value"),
         pytest.param(["{records}", "--param", "knn.colour=red"],
                      '--param knn.colour: the "knn" policy has no parameter(s) "colour"',
                      id="unknown-param"),

@@ -347,7 +347,7 @@ def test_format_table_lists_every_policy_task_and_model(report: EvaluationReport
                      'params: parameters given for "tiers", which is not among the policies '
                      'evaluated ("cluster", "knn")', id="stray-params"),
         pytest.param({"params": {"cluster": {"n_clusters": 0}}},
-                     "params.cluster.n_clusters: must be >= 1; got 0", id="bad-param"),
+                     "params.cluster.n_clusters: must be >= 1, got 0", id="bad-param"),
         pytest.param({"params": {"knn": {"neighbours": 3}}},
                      'params.knn.neighbours: the "knn" policy has no parameter(s) "neighbours"',
                      id="bad-name"),

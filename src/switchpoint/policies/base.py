@@ -425,23 +425,23 @@ def check_number(name: str, value: object, *, low: float = 0.0, inclusive: bool 
     ``inclusive``); otherwise an :class:`InvalidInputError` naming the parameter."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         # (kept as given, and written to the weights' JSON: a Decimal would not be)
-        raise InvalidInputError(name, f"must be a finite number (a float or an int); got "
+        raise InvalidInputError(name, f"must be a finite number (a float or an int), got "
                                       f"{json_quoted(value)} (a {type(value).__name__})")
     x = checked_number(name, value)  # (an integer no float holds is told so)
     if x is None or not math.isfinite(x):
-        raise InvalidInputError(name, f"must be a finite number; got {json_quoted(value)}")
+        raise InvalidInputError(name, f"must be a finite number{got(value)}")
     if x < low or (not inclusive and x == low):
-        raise InvalidInputError(name, f"must be {'>=' if inclusive else '>'} {low:g}; got {x:g}")
+        raise InvalidInputError(name, f"must be {'>=' if inclusive else '>'} {low:g}, got {x:g}")
     return x
 
 
 def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
     """``value`` if it is an integer in ``[low, high]``; otherwise an :class:`InvalidInputError`."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(name, f"must be an integer; got {json_quoted(value)}")
+        raise InvalidInputError(name, f"must be an integer{got(value)}")
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"between {low} and {high}"
-        raise InvalidInputError(name, f"must be {bound}; got {value}")
+        raise InvalidInputError(name, f"must be {bound}{got(value)}")
     return value
 
 
