@@ -141,9 +141,9 @@ def test_cluster_without_labels_gets_exactly_its_coarse_prior(policy: ClusterPol
     np.testing.assert_allclose(est.cost[:, j], 0.003)  # every cost estimate is the only cost
 
 
-def test_repeated_prompts_make_no_more_clusters_than_distinct_prompts() -> None:
+def test_repeated_prompts_make_no_more_clusters_than_distinct_embeddings() -> None:
     """Records that repeat a few prompts (one asked 10,000 times, say) make one cluster per
-    distinct prompt: more clusters than that were copies of one centroid, all but one empty,
+    distinct embedding: more clusters than that were copies of one centroid, all but one empty,
     and a soft assignment spread each prompt evenly over the copies (0.025 each of 40), its
     estimate mostly the prior of clusters that held nothing."""
     groups = _centres()[:3].astype(np.float32)
@@ -161,6 +161,27 @@ def test_repeated_prompts_make_no_more_clusters_than_distinct_prompts() -> None:
     assert est.unit_probabilities is not None
     assert np.all(est.unit_probabilities.max(axis=1) > 0.99)
     assert est.error[0, 0] < 0.1 and est.error[1, 0] > 0.9  # each its own prompt's labels
+
+
+def test_prompts_the_default_embedder_reads_alike_count_once(minilm: Any) -> None:
+    """As README says: prompts that differ only in letter case or spacing, or that end in the
+    same 64 word pieces the default embedder reads, are one embedding, so one cluster."""
+    tail = " ".join(["the rest of this question says nothing new"] * 12)  # (past 64 pieces)
+    spellings = [["What is 2 + 2?", "what is 2 + 2?", "WHAT  is 2 +  2?"],
+                 ["Write a haiku about rain.", "write a HAIKU about rain.",
+                  "Write a haiku  about rain."],
+                 [f"Summarise this: {tail}", f"Translate this: {tail}",
+                  f"Proofread this: {tail}"]]
+    texts = [text for group in spellings for text in group]
+    x = minilm.embed(texts)
+    assert len({row.tobytes() for row in x}) == 3
+    scores = np.zeros((len(texts), 2))
+    scores[:3, 0] = 1.0
+    costs = np.column_stack([np.full(len(texts), 0.01), np.full(len(texts), 0.001)])
+    policy = ClusterPolicy(n_clusters=9, n_coarse=2, assignment="hard")
+    policy.fit(Inputs(embeddings=x), scores, costs, ["good", "bad"])
+    assert policy.n_units == 3
+    assert sorted(policy.table_.count[:, 0].tolist()) == [3, 3, 3]
 
 
 def test_single_coarse_cluster_falls_back_to_global_mean() -> None:
