@@ -560,6 +560,22 @@ def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:
         assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
 
 
+def test_feedback_naming_an_unknown_decision_counts_against_the_keys_minute(
+        gov: ThreadServer) -> None:
+    # Each unknown id costs the service a lookup: a flood of them is bounded by the key's RPM
+    # as any other requests are.
+    issued = new_key(gov, rpm=2, models=["cheap", "auto"])
+    auth = {"authorization": f"Bearer {issued['key']}"}
+    routed = httpx.post(f"{gov.base}/v1/route", json={"prompt": "Hello"}, headers=auth)
+    assert routed.status_code == 200, routed.text  # (the minute's first request)
+    unknown = httpx.post(f"{gov.base}/v1/feedback", json={"decision_id": "0" * 32,
+                                                          "score": 0.5}, headers=auth)
+    assert unknown.status_code == 404, unknown.text  # (the second)
+    r = httpx.post(f"{gov.base}/v1/feedback", json={"decision_id": "0" * 32, "score": 0.5},
+                   headers=auth)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded", r.text
+
+
 def test_a_request_refused_before_planning_reports_the_pin_it_would_have_kept(
         gov: ThreadServer) -> None:
     # A request refused before it is planned (a model its key may not use) used to say pin
