@@ -562,6 +562,74 @@ def test_journal_answers_for_a_changed_prompt_are_not_reused(tmp_path: Path) -> 
     assert any("no longer in the prompts file (or changed since)" in n for n in state.notes)
 
 
+def _by_reference(prompt: LabelPrompt, model: str, answer: str | None = "Paris",
+                  score: float = 1.0, *, named: bool = True) -> str:
+    """A score by reference as a run writes it (with its answer, and naming its reference), or
+    as an earlier version wrote it (``named=False``: neither)."""
+    scored = jr.Scored(id=prompt.id, model=model, digest=prompt.digest, score=score,
+                       cost_usd=0.002, by="reference",
+                       reference_digest=prompt.reference_digest if named else None)
+    return json.dumps(jr.scored_line(scored, answer if named else None), ensure_ascii=False)
+
+
+def test_a_score_stands_only_while_the_reference_it_was_made_against_is_unchanged(
+        tmp_path: Path) -> None:
+    """A score by reference is reused while the prompt's reference is the one it was made
+    against; once that reference is changed, removed, or added to a judged prompt, the kept
+    answer is scored again (its model not asked), or, when no answer was kept, asked for."""
+    out = tmp_path / "out.jsonl"
+    then = [LabelPrompt(id="p0", prompt="Capital of France?", reference="London", line=1),
+            LabelPrompt(id="p1", prompt="Capital of Spain?", reference="Madrid", line=2),
+            LabelPrompt(id="p2", prompt="Prompt 2?", line=3),
+            LabelPrompt(id="p3", prompt="Capital of Italy?", reference="Rome", line=4)]
+    jr.journal_path(out).write_text("\n".join([
+        json.dumps(KEY.header()),
+        _by_reference(then[0], "a", score=0.0), _by_reference(then[0], "b", "London"),
+        _by_reference(then[1], "a", "Madrid"),
+        _answered(2, "a", "Rayleigh"), _scored(2, "a", 0.25),
+        _by_reference(then[3], "a", named=False),  # (an earlier version's line)
+        _by_reference(then[3], "b", None),  # (an answer too long to keep with its score)
+        ""]), encoding="utf-8")
+    before = jr.journal_path(out).read_bytes()
+    state = jr.inspect(out, then, KEY)  # nothing changed: every score stands
+    assert set(state.scored) == {("p0", "a"), ("p0", "b"), ("p1", "a"), ("p2", "a"),
+                                 ("p3", "a"), ("p3", "b")}
+    assert state.kept == {} and state.rescored == set()
+    now = [LabelPrompt(id="p0", prompt="Capital of France?", reference="Paris", line=1),
+           LabelPrompt(id="p1", prompt="Capital of Spain?", line=2),
+           LabelPrompt(id="p2", prompt="Prompt 2?", reference="Rayleigh", line=3),
+           LabelPrompt(id="p3", prompt="Capital of Italy?", reference="Roma", line=4)]
+    state = jr.inspect(out, now, KEY)
+    assert jr.journal_path(out).read_bytes() == before  # (reading changes nothing)
+    # p3/a: an earlier version's score names no reference and kept no answer: it stands.
+    assert set(state.scored) == {("p3", "a")}
+    assert state.rescored == {("p0", "a"), ("p0", "b"), ("p1", "a"), ("p2", "a")}
+    assert set(state.kept) == state.rescored  # (p3/b kept no answer: asked for again)
+    assert state.kept[("p0", "b")] == jr.Kept("London", 0.002)
+    assert state.kept[("p2", "a")] == jr.Kept("Rayleigh", 0.0021)
+    assert any("5 scores were made against a prompt's reference that changed since (or was "
+               "added or removed): 4 kept answers scored again, not asked for again; 1 answer "
+               "not kept, asked for again" in n for n in state.notes), state.notes
+    assert not any("did not score" in n for n in state.notes), state.notes
+
+
+def test_a_score_line_of_another_run_or_tampered_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    prompt = LabelPrompt(id="p0", prompt="Prompt 0?", reference="x", line=1)
+    good = json.loads(_by_reference(prompt, "a"))
+    changes: list[tuple[dict[str, object], str]] = [
+            ({"by": "guess"}, "'by' is \"guess\", neither \"judge\" nor \"reference\""),
+            ({"reference_digest": 7}, "'reference_digest' is not a string"),
+            ({"by": "judge"}, "'reference_digest' is not a string on a score by reference"),
+            ({"answer": 7}, "'answer' is missing or not a string")]
+    for change, message in changes:
+        jr.journal_path(out).write_text(json.dumps(KEY.header()) + "\n"
+                                        + json.dumps({**good, **change}) + "\n")
+        with pytest.raises(LabellingError) as info:
+            jr.inspect(out, [prompt], KEY)
+        assert message in str(info.value) and "line 2" in str(info.value), str(info.value)
+
+
 @pytest.mark.parametrize(("key", "message"), [
     (jr.RunKey(models=("a", "c"), judge="j", rubric="r1"), "--models a,b then, a,c now"),
     (jr.RunKey(models=("a", "b"), judge="k", rubric="r1"), "--judge j then, k now"),

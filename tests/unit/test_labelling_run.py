@@ -411,6 +411,72 @@ async def test_a_resumed_runs_mean_scores_cover_every_record_of_the_output(
         nothing_left.summary())
 
 
+async def test_a_corrected_reference_scores_the_kept_answer_again_never_asking_its_model(
+        tmp_path: Path) -> None:
+    """A run stops with a prompt's answers scored against a wrong reference; the user corrects
+    it: the rerun scores the kept answer against the new reference (the model is not called
+    again, its cost counted once), and says how many it scored again and why. The score of a
+    prompt whose reference did not change is reused."""
+    up = Upstream()
+    up.answers[("a", "Capital of France?")] = "The answer is Paris."
+    up.fail = lambda model, prompt: model == "b"
+    rows_then = [{"id": "fr", "prompt": "Capital of France?", "reference": "London"},
+                 {"id": "es", "prompt": "Capital of Spain?", "reference": "Madrid"}]
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows_then)
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        first = await alabel(prompts, ["a", "b"], out, gateway=gateway)
+        assert len(first.failures) == 2 and first.labelled == 0
+        assert first.answers_cost_usd == pytest.approx(2 * cost("a"))
+        rows_then[0]["reference"] = "Paris"  # corrected
+        write_prompts(prompts, rows_then)
+        up.fail = lambda model, prompt: False
+        up.calls.clear()
+        noted: list[str] = []
+        again = await alabel(prompts, ["a", "b"], out, gateway=gateway, notes=noted.append)
+    finally:
+        await gateway.aclose()
+    assert sorted(name for name, _, _ in up.calls) == ["b", "b"]  # a is not asked again
+    assert again.complete and again.answer_calls == 2
+    assert (again.rescored, again.reused, again.rejudged) == (1, 1, 0)
+    assert again.answers_cost_usd == pytest.approx(2 * cost("b"))
+    records = records_of(out)
+    assert records["fr"]["scores"] == {"a": 1.0, "b": 0.0}  # against Paris, not London
+    assert records["fr"]["costs"]["a"] == pytest.approx(cost("a"))  # (the first run's)
+    assert records["es"]["scores"]["a"] == 0.0
+    assert any("1 score was made against a prompt's reference that changed since (or was added "
+               "or removed): 1 kept answer scored again, not asked for again" in n
+               for n in noted), noted
+    assert ("1 answer kept from an earlier run scored again, the prompt's reference having "
+            "changed since (not asked for again)") in again.summary()
+    assert again.to_dict()["rescored_answers"] == 1
+
+
+async def test_a_reference_removed_has_the_judge_score_the_kept_answer(tmp_path: Path) -> None:
+    up = Upstream(judge_default='{"score": 0.3}')
+    up.fail = lambda model, prompt: model == "b"
+    prompts = write_prompts(tmp_path / "prompts.jsonl", [
+        {"id": "p0", "prompt": "Question 0?", "reference": "42"},
+        {"id": "p1", "prompt": "Question 1?"}])
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+        write_prompts(prompts, [{"id": "p0", "prompt": "Question 0?"},  # now for the judge
+                                {"id": "p1", "prompt": "Question 1?"}])
+        up.fail = lambda model, prompt: False
+        up.calls.clear()
+        again = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    assert sorted(name for name, _, _ in up.calls) == ["b", "b", "judge", "judge", "judge"]
+    assert "[Request]\nQuestion 0?\n\n[Answer to grade]\nanswer of a: Question 0?" in [
+        m[1]["content"] for name, m, _ in up.calls if name == "judge"]
+    assert again.complete and (again.rescored, again.reused) == (1, 1)
+    assert records_of(out)["p0"]["scores"] == {"a": 0.3, "b": 0.3}
+
+
 async def test_resume_restart_and_an_all_reference_run_without_a_judge(tmp_path: Path) -> None:
     up = Upstream()
     prompts = write_prompts(tmp_path / "prompts.jsonl", rows(3, reference="Question"))

@@ -171,7 +171,9 @@ def usd(cost: float) -> float:
 
 @dataclass(frozen=True)
 class Scored:
-    """One model's scored answer to one prompt. ``by``: ``judge`` or ``reference``. Its costs
+    """One model's scored answer to one prompt. ``by``: ``judge`` or ``reference``; a score by
+    reference names the reference it was made against (``reference_digest``:
+    :attr:`LabelPrompt.reference_digest`; None on a line an earlier version wrote). Its costs
     are kept rounded (:func:`usd`), so the journal and the records carry them so."""
 
     id: str
@@ -181,14 +183,31 @@ class Scored:
     cost_usd: float
     by: str
     judge_cost_usd: float = 0.0
+    reference_digest: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cost_usd", usd(self.cost_usd))
         object.__setattr__(self, "judge_cost_usd", usd(self.judge_cost_usd))
 
     def to_line(self) -> dict[str, Any]:
-        return {"id": self.id, "model": self.model, "digest": self.digest, "score": self.score,
+        line = {"id": self.id, "model": self.model, "digest": self.digest, "score": self.score,
                 "cost_usd": self.cost_usd, "by": self.by, "judge_cost_usd": self.judge_cost_usd}
+        if self.reference_digest is not None:
+            line["reference_digest"] = self.reference_digest
+        return line
+
+    def holds_for(self, prompt: LabelPrompt) -> bool:
+        """Whether this score still stands for ``prompt`` as it is now: one by the judge while
+        the prompt has no reference (the judge and its rubric are the journal header's, checked
+        whole), one by reference while the reference is the one it was made against. A score
+        by reference from a line that does not name its reference (an earlier version wrote it,
+        and kept no answer to score again) stands as it is."""
+        if self.by == "reference" and self.reference_digest is None:
+            return True
+        now = prompt.reference_digest
+        if now is None:
+            return self.by == "judge"
+        return self.by == "reference" and self.reference_digest == now
 
 
 @dataclass(frozen=True)
@@ -211,6 +230,17 @@ def answer_line(prompt: LabelPrompt, model: str, kept: Kept) -> dict[str, Any] |
     line = {"id": prompt.id, "model": model, "digest": prompt.digest, "answer": kept.answer,
             "cost_usd": kept.cost_usd}
     return line if len(encoded(line).encode("utf-8")) <= MAX_LINE_BYTES else None
+
+
+def scored_line(scored: Scored, answer: str | None = None) -> dict[str, Any]:
+    """The journal's line for a scored answer; a score by reference keeps its ``answer`` there
+    (when the line stays within :data:`MAX_LINE_BYTES`), so that a rerun after the reference
+    changed scores that answer again instead of asking for it."""
+    line = scored.to_line()
+    if answer is None or lone_surrogate(answer):  # (not text a line can hold)
+        return line
+    with_answer = {**line, "answer": answer}
+    return with_answer if len(encoded(with_answer).encode("utf-8")) <= MAX_LINE_BYTES else line
 
 
 def failure_line(prompt: LabelPrompt, model: str, stage: str, message: str) -> dict[str, Any]:
@@ -274,6 +304,9 @@ class Resume:
     scored: dict[tuple[str, str], Scored] = field(default_factory=dict)
     #: answers journalled but not scored, to be judged (never for a pair in ``scored``)
     kept: dict[tuple[str, str], Kept] = field(default_factory=dict)
+    #: the pairs of ``kept`` whose score was made against a reference that changed since (or
+    #: was added or removed): scored again from their kept answer
+    rescored: set[tuple[str, str]] = field(default_factory=set)
     score_sums: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     journal_has_header: bool = False
@@ -452,6 +485,8 @@ def _read_journal(journal: Path, lines: Iterator[str], by_id: Mapping[str, Label
                   key: RunKey, resume: Resume) -> None:
     header = False
     stale: set[tuple[str, str]] = set()  # (a pair's answer and its score count once)
+    scores: dict[tuple[str, str], Scored] = {}  # each pair's last score, and its last answer
+    answers: dict[tuple[str, str], Kept] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -471,9 +506,11 @@ def _read_journal(journal: Path, lines: Iterator[str], by_id: Mapping[str, Label
             continue
         if "failed" in obj and "answer" not in obj:
             continue  # a failure: asked for again (unless its answer is on a line of its own)
-        # (an answer is on its own line, or, as an earlier version wrote it, its failure's)
-        item = _kept(journal, number, obj, key) if "answer" in obj else \
-            _scored(journal, number, obj, key)
+        # (an answer is on its own line, or on its score's (by reference), or, as an earlier
+        # version wrote it, on its failure's)
+        item = _scored(journal, number, obj, key) if "score" in obj or "answer" not in obj \
+            else None
+        answer = _kept(journal, number, obj, key) if "answer" in obj else None
         rid = obj["id"]
         pair = rid, obj["model"]
         prompt = by_id.get(rid)
@@ -482,20 +519,38 @@ def _read_journal(journal: Path, lines: Iterator[str], by_id: Mapping[str, Label
             continue
         if rid in resume.done:
             continue
-        if isinstance(item, Scored):
+        if item is not None:
+            scores[pair] = item
+        if answer is not None:
+            answers[pair] = answer
+    changed = set()  # scores made against a reference that changed since
+    for pair, item in scores.items():
+        if item.holds_for(by_id[pair[0]]):
             resume.scored[pair] = item
-            resume.kept.pop(pair, None)  # (its answer, judged: not held)
-        elif pair not in resume.scored:
-            resume.kept[pair] = item
+            answers.pop(pair, None)  # (its answer, scored: not held)
+        else:
+            changed.add(pair)
+    resume.kept = answers
+    resume.rescored = changed & answers.keys()
     if resume.scored:
         resume.notes.append(f"{journal}: {len(resume.scored)} scored answers kept from an "
                             "interrupted run")
-    if resume.kept:
-        kept = len(resume.kept)
-        resume.notes.append(f"{journal}: {plural(kept, 'answer')} an earlier run got but did "
-                            f"not score {'is' if kept == 1 else 'are'} kept; "
-                            f"{'it is' if kept == 1 else 'they are'} judged, not asked for "
+    unscored = len(resume.kept) - len(resume.rescored)
+    if unscored:
+        resume.notes.append(f"{journal}: {plural(unscored, 'answer')} an earlier run got but "
+                            f"did not score {'is' if unscored == 1 else 'are'} kept; "
+                            f"{'it is' if unscored == 1 else 'they are'} judged, not asked for "
                             "again")
+    if changed:
+        again = len(resume.rescored)
+        lost = len(changed) - again
+        resume.notes.append(
+            f"{journal}: {plural(len(changed), 'score')} {'was' if len(changed) == 1 else 'were'}"
+            " made against a prompt's reference that changed since (or was added or removed): "
+            + (f"{plural(again, 'kept answer')} scored again, not asked for again" if again
+               else "")
+            + ("; " if again and lost else "")
+            + (f"{plural(lost, 'answer')} not kept, asked for again" if lost else ""))
     if stale:
         resume.notes.append(f"{journal}: {plural(len(stale), 'journalled answer')} "
                             f"{'is' if len(stale) == 1 else 'are'} for prompts no longer in the "
@@ -560,16 +615,23 @@ class _Line:
 def _scored(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> Scored:
     line = _Line(journal, number, obj)
     line.strings(key, "by")
+    if obj["by"] not in ("judge", "reference"):
+        raise line.bad(f"'by' is {json_quoted(obj['by'], 40)}, neither \"judge\" nor "
+                       "\"reference\"")
+    reference = obj.get("reference_digest")
+    if reference is not None and (obj["by"] != "reference" or not isinstance(reference, str)):
+        raise line.bad("'reference_digest' is not a string on a score by reference")
     return Scored(id=obj["id"], model=obj["model"], digest=obj["digest"],
                   score=line.number_in("score", 1.0),
                   cost_usd=line.number_in("cost_usd", math.inf), by=obj["by"],
-                  judge_cost_usd=line.number_in("judge_cost_usd", math.inf, 0.0))
+                  judge_cost_usd=line.number_in("judge_cost_usd", math.inf, 0.0),
+                  reference_digest=reference)
 
 
 def _kept(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> Kept:
-    """The answer a line keeps (:func:`answer_line`, or a judging failure's line as an earlier
-    version wrote it: no other failure keeps one), as text that can be sent to the judge
-    (UTF-8), with its cost."""
+    """The answer a line keeps (:func:`answer_line`, a score by reference's
+    (:func:`scored_line`), or a judging failure's line as an earlier version wrote it: no other
+    failure keeps one), as text that can be sent to the judge (UTF-8), with its cost."""
     line = _Line(journal, number, obj)
     line.strings(key, "answer")
     if "failed" in obj and obj["failed"] != "judge":

@@ -60,6 +60,14 @@ class LabelPrompt:
         """A short hash of the prompt's text (a rerun checks that an id still means it)."""
         return prompt_digest(self.prompt)
 
+    @property
+    def reference_digest(self) -> str | None:
+        """A short hash of the reference (None without one): a score made against it is reused
+        only while it is unchanged."""
+        if self.reference is None:
+            return None
+        return prompt_digest(json.dumps(self.reference, ensure_ascii=False))
+
 
 def prompt_digest(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]

@@ -94,7 +94,9 @@ class LabelReport:
     ``costs`` add up to for this run's calls, ``judge_cost_usd`` the judge's, apart.
     ``reused``: scored answers an earlier run journalled; ``rejudged``: answers an earlier run
     journalled but did not score (it stopped first, or its judge failed), judged this run
-    without calling their model (their cost counted by the run that paid for it)."""
+    without calling their model (their cost counted by the run that paid for it);
+    ``rescored``: answers an earlier run scored against their prompt's reference, which changed
+    since (or was added or removed), scored again this run from the journal, likewise."""
 
     out: Path
     prompts: int
@@ -108,6 +110,7 @@ class LabelReport:
     by_reference: int = 0
     reused: int = 0
     rejudged: int = 0
+    rescored: int = 0
     answers_cost_usd: float = 0.0
     judge_cost_usd: float = 0.0
     failures: list[LabelFailure] = field(default_factory=list)
@@ -149,6 +152,7 @@ class LabelReport:
                 "answer_calls": self.answer_calls, "judge_calls": self.judge_calls,
                 "judge_reminders": self.judge_reminders, "by_reference": self.by_reference,
                 "reused_answers": self.reused, "rejudged_answers": self.rejudged,
+                "rescored_answers": self.rescored,
                 "records": self.records,
                 "mean_scores": self.mean_scores,
                 "cost_usd": {"answers": round(self.answers_cost_usd, 10),
@@ -176,6 +180,10 @@ class LabelReport:
         if self.rejudged:
             calls += (f"; {plural(self.rejudged, 'answer')} kept from an earlier run judged "
                       "(not asked for again)")
+        if self.rescored:
+            calls += (f"; {plural(self.rescored, 'answer')} kept from an earlier run scored "
+                      "again, the prompt's reference having changed since (not asked for "
+                      "again)")
         lines.append(calls)
         if self.mean_scores:
             scores = ", ".join(f"{m} {s:.3f}" for m, s in self.mean_scores.items())
@@ -466,6 +474,7 @@ class _Unit:
     prompt: LabelPrompt
     model: str
     kept: jr.Kept | None = None  # the answer an earlier run got: only judged
+    rescore: bool = False  # (its score was made against a reference that changed since)
 
 
 class _Run:
@@ -550,7 +559,8 @@ class _Run:
             self.missing[prompt.id] = len(self.plan.models) - len(scored)
             if not self.missing[prompt.id]:
                 self._write_record(prompt)
-            units += [_Unit(prompt, m, self.state.kept.get((prompt.id, m)))
+            units += [_Unit(prompt, m, self.state.kept.get((prompt.id, m)),
+                            (prompt.id, m) in self.state.rescored)
                       for m in self.plan.models if m not in scored]
         return units
 
@@ -595,7 +605,10 @@ class _Run:
     async def _label(self, unit: _Unit) -> None:
         prompt, model = unit.prompt, unit.model
         if unit.kept is not None:  # paid for by an earlier run: its cost is counted there
-            self.report.rejudged += 1
+            if unit.rescore:
+                self.report.rescored += 1
+            else:
+                self.report.rejudged += 1
             answer, cost = unit.kept.answer, unit.kept.cost_usd
         else:
             try:
@@ -611,7 +624,10 @@ class _Run:
             answer = _content(reply)
         if prompt.reference is not None:
             self.report.by_reference += 1
-            self._scored(unit, reference_score(answer, prompt.reference), cost, "reference", 0.0)
+            # (its answer kept with the score, unless the journal holds it already: a rerun
+            # after the reference changes scores it again)
+            self._scored(unit, reference_score(answer, prompt.reference), cost, "reference", 0.0,
+                         answer=answer if unit.kept is None else None)
             return
         judge = self.plan.judge
         assert judge is not None
@@ -667,10 +683,12 @@ class _Run:
         return float(cost)
 
     def _scored(self, unit: _Unit, score: float, cost: float, by: str,
-                judge_cost: float) -> None:
+                judge_cost: float, *, answer: str | None = None) -> None:
         scored = jr.Scored(id=unit.prompt.id, model=unit.model, digest=unit.prompt.digest,
-                           score=score, cost_usd=cost, by=by, judge_cost_usd=judge_cost)
-        self._journal(scored.to_line())
+                           score=score, cost_usd=cost, by=by, judge_cost_usd=judge_cost,
+                           reference_digest=(unit.prompt.reference_digest if by == "reference"
+                                             else None))
+        self._journal(jr.scored_line(scored, answer))
         self.scored[unit.prompt.id][unit.model] = scored
         self.missing[unit.prompt.id] -= 1
         if not self.missing[unit.prompt.id]:
