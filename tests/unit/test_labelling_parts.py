@@ -541,6 +541,34 @@ def test_a_journalled_answer_of_another_run_or_tampered_is_refused(
         assert journal.read_bytes() == before and not out.exists()
 
 
+@pytest.mark.parametrize("stage", ["answer", "judge"])
+def test_a_failure_line_of_another_run_or_tampered_is_refused(tmp_path: Path,
+                                                               stage: str) -> None:
+    # A failure's line without an answer was skipped unread: any object holding "failed"
+    # passed, whatever its model, id or stage.
+    out = tmp_path / "out.jsonl"
+    journal = jr.journal_path(out)
+    good = json.loads(_failed(0, "a", stage))
+    journal.write_text(json.dumps(KEY.header()) + "\n" + json.dumps(good) + "\n")
+    assert jr.inspect(out, _prompts(), KEY).kept == {}  # (as written: read, nothing kept)
+    changes: list[tuple[dict[str, object], str]] = [
+        ({"model": "z"}, 'model "z" is not one of --models'),
+        ({"id": None}, "'id' is missing or not a string"),
+        ({"digest": 7}, "'digest' is missing or not a string"),
+        ({"failed": None}, "'failed' is missing or not a string"),
+        ({"failed": "the disk"}, "'failed' is \"the disk\", neither \"answer\" nor \"judge\""),
+        ({"error": ["boom"]}, "'error' is missing or not a string")]
+    for change, message in changes:
+        journal.write_text(json.dumps(KEY.header()) + "\n" + json.dumps({**good, **change})
+                           + "\n")
+        before = journal.read_bytes()
+        with pytest.raises(LabellingError) as info:
+            jr.inspect(out, _prompts(), KEY)
+        assert message in str(info.value) and "line 2" in str(info.value), str(info.value)
+        assert "this is not a journal this command wrote" in str(info.value)
+        assert journal.read_bytes() == before and not out.exists()
+
+
 def test_an_answer_too_long_for_a_journal_line_is_not_journalled(
         monkeypatch: pytest.MonkeyPatch) -> None:
     prompt = _prompts(1)[0]

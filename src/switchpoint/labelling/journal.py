@@ -505,6 +505,7 @@ def _read_journal(journal: Path, lines: Iterator[str], by_id: Mapping[str, Label
             header = resume.journal_has_header = True
             continue
         if "failed" in obj and "answer" not in obj:
+            _failure(journal, number, obj, key)
             continue  # a failure: asked for again (unless its answer is on a line of its own)
         # (an answer is on its own line, or on its score's (by reference), or, as an earlier
         # version wrote it, on its failure's)
@@ -626,6 +627,16 @@ def _scored(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> 
                   cost_usd=line.number_in("cost_usd", math.inf), by=obj["by"],
                   judge_cost_usd=line.number_in("judge_cost_usd", math.inf, 0.0),
                   reference_digest=reference)
+
+
+def _failure(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> None:
+    """Check a failure's line (:func:`failure_line`) as the journal's other lines are checked,
+    though nothing of it is kept (the answer it failed is asked for, or judged, again)."""
+    line = _Line(journal, number, obj)
+    line.strings(key, "failed", "error")
+    if obj["failed"] not in ("answer", "judge"):
+        raise line.bad(f"'failed' is {json_quoted(obj['failed'], 40)}, neither \"answer\" nor "
+                       "\"judge\"")
 
 
 def _kept(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> Kept:
