@@ -468,7 +468,7 @@ def test_the_journal_keeps_scored_answers_of_unfinished_prompts(tmp_path: Path) 
 
 def _answered(i: int, model: str, answer: str = "Because of Rayleigh scattering.") -> str:
     """An answer's line, as a run writes it the moment the answer arrives."""
-    line = jr.answer_line(_prompts(i + 1)[i], model, jr.Kept(answer, 0.0021))
+    line = jr.answer_line(_prompts(i + 1)[i], model, answer, 0.0021)
     assert line is not None
     return json.dumps(line, ensure_ascii=False)
 
@@ -496,7 +496,8 @@ def test_an_answer_journalled_but_not_scored_is_kept_to_be_judged(tmp_path: Path
         _answered(2, "b"), ""]), encoding="utf-8")
     state = jr.inspect(out, _prompts(), KEY)
     assert set(state.kept) == {("p0", "a"), ("p0", "b"), ("p1", "b"), ("p2", "b")}
-    assert state.kept[("p0", "a")] == jr.Kept("Blue — é ✓", 0.0021)
+    kept = state.kept[("p0", "a")]
+    assert (state.answer(("p0", "a"), kept), kept.cost_usd) == ("Blue — é ✓", 0.0021)
     assert set(state.scored) == {("p1", "a")}
     assert any("4 answers an earlier run got but did not score are kept; they are judged, "
                "not asked for again" in n for n in state.notes), state.notes
@@ -511,6 +512,45 @@ def test_an_answer_journalled_but_not_scored_is_kept_to_be_judged(tmp_path: Path
                for n in state.notes), state.notes
     assert any("1 answer an earlier run got but did not score is kept; it is judged" in n
                for n in state.notes), state.notes
+
+
+def test_a_rerun_holds_where_each_kept_answer_is_not_the_answers(tmp_path: Path) -> None:
+    """Reading a journal of 400 kept answers of 50 KB (20 MB) holds none of them: each is read
+    when it is judged, checked again then (a line changed since is refused)."""
+    out = tmp_path / "out.jsonl"
+    prompts = _prompts(400)
+    with jr.journal_path(out).open("w", encoding="utf-8") as fh:
+        fh.write(json.dumps(KEY.header()) + "\n")
+        for i, prompt in enumerate(prompts):
+            line = jr.answer_line(prompt, "a", f"{i} " + "é" * 25_000, 0.001)
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    tracemalloc.start()
+    try:
+        state = jr.inspect(out, prompts, KEY)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(state.kept) == 400
+    assert peak < 2 << 20, peak  # (a few lines' worth, however many the journal keeps)
+    kept = state.kept[("p7", "a")]
+    assert state.answer(("p7", "a"), kept) == "7 " + "é" * 25_000
+    with pytest.raises(LabellingError, match=r"line 9 changed since this run read it .*; run "
+                                             r"the same command again"):
+        state.answer(("p8", "a"), kept)  # (another pair's place)
+    text = jr.journal_path(out).read_text(encoding="utf-8")
+    # (a change of the same length: the line stays where it was)
+    jr.journal_path(out).write_text(text.replace('"cost_usd": 0.001', '"cost_usd": -0.01', 8),
+                                    encoding="utf-8")
+    with pytest.raises(LabellingError, match="line 9: 'cost_usd' is missing or out of range"):
+        state.answer(("p7", "a"), kept)
+    # A last line without its newline gets it (the repair), and is still read.
+    jr.journal_path(out).write_text(json.dumps(KEY.header()) + "\n" + _answered(0, "a"),
+                                    encoding="utf-8")
+    state = jr.inspect(out, prompts, KEY)
+    state.apply()
+    assert jr.journal_path(out).read_text(encoding="utf-8").endswith("}\n")
+    assert state.answer(("p0", "a"), state.kept[("p0", "a")]) == (
+        "Because of Rayleigh scattering.")
 
 
 @pytest.mark.parametrize("written", [_answered, _kept_on_failure])
@@ -572,13 +612,13 @@ def test_a_failure_line_of_another_run_or_tampered_is_refused(tmp_path: Path,
 def test_an_answer_too_long_for_a_journal_line_is_not_journalled(
         monkeypatch: pytest.MonkeyPatch) -> None:
     prompt = _prompts(1)[0]
-    line = jr.answer_line(prompt, "a", jr.Kept("x" * 200, 0.5))
+    line = jr.answer_line(prompt, "a", "x" * 200, 0.5)
     assert line is not None and line["answer"] == "x" * 200 and line["cost_usd"] == 0.5
     fits = len(jr.encoded(line).encode("utf-8"))
     monkeypatch.setattr(jr, "MAX_LINE_BYTES", fits)
-    assert jr.answer_line(prompt, "a", jr.Kept("x" * 200, 0.5)) == line
+    assert jr.answer_line(prompt, "a", "x" * 200, 0.5) == line
     # (one more byte, in UTF-8: the line is measured as written, not in characters)
-    assert jr.answer_line(prompt, "a", jr.Kept("x" * 199 + "é", 0.5)) is None
+    assert jr.answer_line(prompt, "a", "x" * 199 + "é", 0.5) is None
 
 
 def test_journal_answers_for_a_changed_prompt_are_not_reused(tmp_path: Path) -> None:
@@ -633,8 +673,8 @@ def test_a_score_stands_only_while_the_reference_it_was_made_against_is_unchange
     assert set(state.scored) == {("p3", "a")}
     assert state.rescored == {("p0", "a"), ("p0", "b"), ("p1", "a"), ("p2", "a")}
     assert set(state.kept) == state.rescored  # (p3/b kept no answer: asked for again)
-    assert state.kept[("p0", "b")] == jr.Kept("London", 0.002)
-    assert state.kept[("p2", "a")] == jr.Kept("Rayleigh", 0.0021)
+    assert [(state.answer(pair, state.kept[pair]), state.kept[pair].cost_usd)
+            for pair in (("p0", "b"), ("p2", "a"))] == [("London", 0.002), ("Rayleigh", 0.0021)]
     assert any("5 scores were made against a prompt's reference that changed since (or was "
                "added or removed): 4 kept answers scored again, not asked for again; 1 answer "
                "not kept, asked for again" in n for n in state.notes), state.notes

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
+import tracemalloc
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from switchpoint.errors import (
 from switchpoint.gateway import Gateway
 from switchpoint.gateway.live import RouterFactory
 from switchpoint.gateway.providers import ProviderResponse, Timeouts
-from switchpoint.labelling import CONTRACT, Judge, alabel, label
+from switchpoint.labelling import CONTRACT, Judge, alabel, label, read_prompts
+from switchpoint.labelling import journal as jr
 from switchpoint.labelling.journal import journal_path
 from switchpoint.labelling.judge import JUDGE_REPLY_ECHOED_CHARS
 from switchpoint.labelling.lock import OutputLock, lock_path
@@ -475,6 +477,52 @@ async def test_a_reference_removed_has_the_judge_score_the_kept_answer(tmp_path:
         m[1]["content"] for name, m, _ in up.calls if name == "judge"]
     assert again.complete and (again.rescored, again.reused) == (1, 1)
     assert records_of(out)["p0"]["scores"] == {"a": 0.3, "b": 0.3}
+
+
+class _Forgetful(Upstream):
+    """Keeps no call (what a run holds is measured, not what the fake does): counts them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: Counter[str] = Counter()
+
+    async def complete(self, request: Mapping[str, Any], card: ModelCard,
+                       timeouts: Timeouts) -> ProviderResponse:
+        self.asked[card.name] += 1
+        try:
+            return await super().complete(request, card, timeouts)
+        finally:
+            self.calls.clear()
+
+
+async def test_a_rerun_holds_the_answers_it_judges_not_every_kept_one(tmp_path: Path) -> None:
+    """A rerun over a journal of 400 kept answers of 50 KB (20 MB) judges each, calling no
+    model, without holding them all at once: it held every kept answer's text from start to
+    end."""
+    up = _Forgetful()
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(400))
+    out = tmp_path / "records.jsonl"
+    key = jr.RunKey(models=("a",), judge="judge", rubric=Judge("judge").rubric_id)
+    with journal_path(out).open("w", encoding="utf-8") as fh:
+        fh.write(json.dumps(key.header()) + "\n")
+        for prompt in read_prompts(prompts):
+            line = jr.answer_line(prompt, "a", f"{prompt.id}: " + "x" * 50_000, 0.001)
+            fh.write(json.dumps(line) + "\n")
+    gateway = gateway_for(tmp_path, up)
+    try:
+        tracemalloc.start()
+        try:
+            report = await alabel(prompts, ["a"], out, judge="judge", gateway=gateway,
+                                  concurrency=2)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        await gateway.aclose()
+    assert report.complete and report.answer_calls == 0 and report.judge_calls == 400
+    assert up.asked == {"judge": 400}
+    assert peak < 8 << 20, peak  # (20 MB of answers kept: all of them were held)
+    assert records_of(out)["p7"]["costs"] == {"a": 0.001}
 
 
 async def test_resume_restart_and_an_all_reference_run_without_a_judge(tmp_path: Path) -> None:

@@ -7,11 +7,13 @@ of every answer scored so far.
   header line that says which models, judge, rubric and ``max_tokens`` the run uses. A prompt
   whose answers are partly scored when the run stops keeps them: a rerun asks only the models
   still missing (failed answers are asked again). An answer for the judge gets a line of its
-  own with its cost (:class:`Kept`, :func:`answer_line`) the moment it arrives, before it is
+  own with its cost (:func:`answer_line`) the moment it arrives, before it is
   judged: a rerun that finds it unscored (the run stopped while it was being judged, or the
   judge failed to score it) only judges it, never paying for it twice (unless the line would
   be longer than :data:`MAX_LINE_BYTES`: then it is not journalled, and a rerun asks for the
-  answer again). The journal is removed once every prompt is in ``OUT``.
+  answer again). The rerun remembers where each such line is (:class:`Kept`) and reads the
+  answer when it judges it, so it holds no more answers at once than it judges at once,
+  however many the journal keeps. The journal is removed once every prompt is in ``OUT``.
 * ``OUT.done`` is written when a run completes, just before the journal is removed: the size
   and SHA-256 of the ``OUT`` it finished. It is this command's mark on its finished output: a
   later ``--restart`` discards ``OUT`` only while the journal is beside it (a run is part-way
@@ -42,7 +44,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from switchpoint._files import write_problem
 from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate
@@ -212,23 +214,28 @@ class Scored:
 
 @dataclass(frozen=True)
 class Kept:
-    """A model's answer to a prompt, to be judged, and what the answer cost (rounded,
-    :func:`usd`): kept in the journal from the moment it arrives, so a rerun that finds it
-    unscored judges it instead of paying for it twice."""
+    """Where the journal keeps a model's answer to a prompt, to be judged (its line's number,
+    and its offset and length in bytes), and what the answer cost (rounded, :func:`usd`): kept
+    in the journal from the moment it arrives, so a rerun that finds it unscored judges it
+    instead of paying for it twice. The answer itself is read when it is judged
+    (:meth:`Resume.answer`)."""
 
-    answer: str
+    line: int
+    at: int
+    size: int
     cost_usd: float
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cost_usd", usd(self.cost_usd))
 
 
-def answer_line(prompt: LabelPrompt, model: str, kept: Kept) -> dict[str, Any] | None:
+def answer_line(prompt: LabelPrompt, model: str, answer: str,
+                cost_usd: float) -> dict[str, Any] | None:
     """The journal's line for ``model``'s answer to ``prompt`` as it arrives, before it is
     judged; None when the line would be longer than :data:`MAX_LINE_BYTES` (as the journal is
     read back): such an answer is not journalled, and a rerun asks for it again."""
-    line = {"id": prompt.id, "model": model, "digest": prompt.digest, "answer": kept.answer,
-            "cost_usd": kept.cost_usd}
+    line = {"id": prompt.id, "model": model, "digest": prompt.digest, "answer": answer,
+            "cost_usd": usd(cost_usd)}
     return line if len(encoded(line).encode("utf-8")) <= MAX_LINE_BYTES else None
 
 
@@ -316,6 +323,28 @@ class Resume:
     def journal(self) -> Path:
         return journal_path(self.out)
 
+    def answer(self, pair: tuple[str, str], kept: Kept) -> str:
+        """The answer of ``pair`` (id, model) the journal keeps where ``kept`` says, read now and
+        checked again as :func:`inspect` checked it (a line changed since is refused)."""
+        try:
+            with self.journal.open("rb") as fh:
+                fh.seek(kept.at)
+                raw = fh.read(kept.size)
+        except OSError as exc:
+            raise LabellingError(f"cannot read it: {exc.strerror or exc}",
+                                 source=self.journal) from None
+        try:
+            obj = loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            obj = None
+        if not isinstance(obj, dict) or (obj.get("id"), obj.get("model")) != pair \
+                or "answer" not in obj:
+            raise LabellingError(f"line {kept.line} changed since this run read it (another "
+                                 "program wrote there); run the same command again to resume "
+                                 "from the journal as it is now", source=self.journal)
+        _kept(self.journal, kept.line, obj, self.key, kept.at, kept.size)
+        return str(obj["answer"])
+
     def apply(self) -> None:
         """Make the repairs :func:`inspect` found (drop half-written lines)."""
         for repair in self._repairs:
@@ -352,7 +381,7 @@ def check_discardable(out: Path) -> None:
         raise LabellingError(f"--restart discards only a journal this command began, and "
                              f"this is not one; {FOREIGN_HINT}", source=journal)
     with closing(_lines(out, Resume(out=out, key=RunKey(models=())), "")) as lines:
-        if not any(line.strip() for line in lines):
+        if not any(line.text.strip() for line in lines):
             return
     raise LabellingError("--restart discards only a file this command wrote (its journal "
                          f"beside it, or the {DONE_SUFFIX} mark of the run that finished it "
@@ -370,7 +399,7 @@ def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
     journal = journal_path(out)
     ours = written_here(out)
     with closing(_lines(out, resume, "that prompt will be labelled again", ours=ours)) as lines:
-        _read_output(out, lines, by_id, key, resume, ours=ours)
+        _read_output(out, (line.text for line in lines), by_id, key, resume, ours=ours)
     # (the journal's name is this command's own: a half-written first line is its header)
     with closing(_lines(journal, resume, "that answer will be asked for again",
                         ours=True)) as lines:
@@ -378,8 +407,16 @@ def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
     return resume
 
 
+class _Read(NamedTuple):
+    """A line as read: where it starts in the file and its length, in bytes, and its text."""
+
+    at: int
+    size: int
+    text: str
+
+
 def _lines(path: Path, resume: Resume, lost: str, *, ours: bool = False
-           ) -> Generator[str, None, None]:
+           ) -> Generator[_Read, None, None]:
     """The file's lines, read one at a time, each at most :data:`MAX_LINE_BYTES` (a longer one
     is refused once that much of it is read). A half-written last line (no newline after it)
     is scheduled to be dropped when non-blank lines come before it or the file is known to be
@@ -408,10 +445,11 @@ def _lines(path: Path, resume: Resume, lost: str, *, ours: bool = False
                                             f"{number}) left by an interrupted run; {lost}")
                         return
                 try:
-                    yield raw.decode("utf-8")
+                    text = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     raise LabellingError("is not UTF-8 text, so it is not a file this command "
                                          f"wrote; {FOREIGN_HINT}", source=path) from None
+                yield _Read(offset, len(raw), text)
                 before = before or bool(raw.strip())
                 offset += len(raw)
     except OSError as exc:
@@ -481,13 +519,14 @@ def _read_output(out: Path, lines: Iterator[str], by_id: Mapping[str, LabelPromp
                                         + float(records.scores[i, j]))
 
 
-def _read_journal(journal: Path, lines: Iterator[str], by_id: Mapping[str, LabelPrompt],
+def _read_journal(journal: Path, lines: Iterator[_Read], by_id: Mapping[str, LabelPrompt],
                   key: RunKey, resume: Resume) -> None:
     header = False
     stale: set[tuple[str, str]] = set()  # (a pair's answer and its score count once)
     scores: dict[tuple[str, str], Scored] = {}  # each pair's last score, and its last answer
     answers: dict[tuple[str, str], Kept] = {}
-    for number, line in enumerate(lines, start=1):
+    for number, read in enumerate(lines, start=1):
+        line = read.text
         if not line.strip():
             continue
         try:
@@ -511,11 +550,12 @@ def _read_journal(journal: Path, lines: Iterator[str], by_id: Mapping[str, Label
         # version wrote it, on its failure's)
         item = _scored(journal, number, obj, key) if "score" in obj or "answer" not in obj \
             else None
-        answer = _kept(journal, number, obj, key) if "answer" in obj else None
-        rid = obj["id"]
+        answer = _kept(journal, number, obj, key, read.at, read.size) if "answer" in obj \
+            else None
+        rid, digest = obj["id"], obj["digest"]
         pair = rid, obj["model"]
         prompt = by_id.get(rid)
-        if prompt is None or prompt.digest != obj["digest"]:
+        if prompt is None or prompt.digest != digest:
             stale.add(pair)  # a prompt removed or changed since: labelled again if still there
             continue
         if rid in resume.done:
@@ -524,7 +564,7 @@ def _read_journal(journal: Path, lines: Iterator[str], by_id: Mapping[str, Label
             scores[pair] = item
         if answer is not None:
             answers[pair] = answer
-    changed = set()  # scores made against a reference that changed since
+    changed: set[tuple[str, str]] = set()  # scores made against a reference changed since
     for pair, item in scores.items():
         if item.holds_for(by_id[pair[0]]):
             resume.scored[pair] = item
@@ -639,10 +679,12 @@ def _failure(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) ->
                        "\"judge\"")
 
 
-def _kept(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> Kept:
+def _kept(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey, at: int,
+          size: int) -> Kept:
     """The answer a line keeps (:func:`answer_line`, a score by reference's
     (:func:`scored_line`), or a judging failure's line as an earlier version wrote it: no other
-    failure keeps one), as text that can be sent to the judge (UTF-8), with its cost."""
+    failure keeps one), checked to be text that can be sent to the judge (UTF-8): where it is
+    (the line is ``size`` bytes from ``at``), and its cost."""
     line = _Line(journal, number, obj)
     line.strings(key, "answer")
     if "failed" in obj and obj["failed"] != "judge":
@@ -650,7 +692,7 @@ def _kept(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> Ke
                        f"failure is {json_quoted(obj['failed'], 40)}")
     if lone_surrogate(obj["answer"]):
         raise line.bad(f"the kept answer {LONE_SURROGATE}")
-    return Kept(answer=obj["answer"], cost_usd=line.number_in("cost_usd", math.inf))
+    return Kept(line=number, at=at, size=size, cost_usd=line.number_in("cost_usd", math.inf))
 
 
 def open_for_writing(path: Path, flags: int, *, source: Path | None = None) -> int:

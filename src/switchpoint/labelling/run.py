@@ -609,7 +609,8 @@ class _Run:
                 self.report.rescored += 1
             else:
                 self.report.rejudged += 1
-            answer, cost = unit.kept.answer, unit.kept.cost_usd
+            # (read now, not held from the start: a rerun holds the answers it judges at once)
+            answer, cost = self.state.answer((prompt.id, model), unit.kept), unit.kept.cost_usd
         else:
             try:
                 reply = await self.gateway.acomplete(
@@ -638,7 +639,7 @@ class _Run:
         # Journalled before it is judged, so that a run stopped before it is scored (or whose
         # judge fails) leaves it to the next, which never pays for it twice.
         if unit.kept is None:
-            line = jr.answer_line(prompt, model, jr.Kept(answer, cost))
+            line = jr.answer_line(prompt, model, answer, cost)
             if line is not None:  # (else too long for a line: a rerun asks for it again)
                 self._journal(line)
         errors: list[JudgeReplyError] = []
