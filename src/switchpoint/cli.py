@@ -230,18 +230,25 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _piped_stdin(given: str, example: str) -> TextIO:
+    """stdin, to read prompts from when ``given`` (``--input -``, ``label -``) says so: refused,
+    with the ``example`` of a pipe, when it is a terminal; read with
+    :data:`~switchpoint.prompt_files.ENCODING_ERRORS`, so a line that is not UTF-8 is named."""
+    stdin = sys.stdin
+    if stdin is None or stream_is_terminal(stdin):
+        _fail(f"{given}: stdin is a terminal; pipe the prompts in, e.g. {example}")
+    reconfigure = getattr(stdin, "reconfigure", None)
+    if reconfigure is not None:  # (the line that is not UTF-8 is named)
+        reconfigure(errors=ENCODING_ERRORS)
+    return stdin
+
+
 @contextmanager
 def _input_lines(source: str) -> Iterator[tuple[str, Iterable[str]]]:
     """(the name errors use, the lines) of ``--input``: a file, or ``-`` for stdin."""
     if source == "-":
-        stdin = sys.stdin
-        if stdin is None or stream_is_terminal(stdin):
-            _fail("--input -: stdin is a terminal; pipe the prompts in, e.g. "
-                  "cat prompts.jsonl | switchpoint route --input -")
-        reconfigure = getattr(stdin, "reconfigure", None)
-        if reconfigure is not None:  # (the line that is not UTF-8 is named)
-            reconfigure(errors=ENCODING_ERRORS)
-        yield "stdin", bounded_lines(stdin)
+        yield "stdin", bounded_lines(_piped_stdin(
+            "--input -", "cat prompts.jsonl | switchpoint route --input -"))
         return
     path = Path(source)
     if not path.exists() or path.is_dir():  # (a pipe, such as <(...), reads as a file does)
@@ -665,9 +672,12 @@ def cmd_label(args: argparse.Namespace) -> int:
 
     # The service's config works as is: the admin token it may name guards HTTP routes alone.
     settings = load_settings(config, path_arg="--config")
+    prompts = (_piped_stdin("label -", "cat prompts.jsonl | switchpoint label - --models A,B "
+                                       "--out records.jsonl") if args.prompts == "-"
+               else args.prompts)
     with _feedback(args) as feedback:
         try:
-            report = label(args.prompts, _parse_models(args.models) or [], args.out,
+            report = label(prompts, _parse_models(args.models) or [], args.out,
                            judge=judge, config=settings, concurrency=args.concurrency,
                            max_tokens=args.max_tokens, resume=not args.restart,
                            progress=feedback, notes=feedback.note)
@@ -874,9 +884,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", parents=[feedback],
                        help="label your own models: call them on prompts, score the answers "
                             "(a judge model, or reference answers) and write routing records")
-    p.add_argument("prompts", type=_options.path_option("a file of prompts"),
+    p.add_argument("prompts", type=_options.path_option("a file of prompts, or - for stdin"),
                    help='JSONL of {"prompt", "id"?, "task"?, "split"?, '
-                                   '"reference"?} lines, or plain text with one prompt a line')
+                                   '"reference"?} lines, or plain text with one prompt a line; '
+                        "- reads them from stdin")
     models = p.add_argument("--models", required=True, metavar="A,B,...",
                             help="comma-separated catalog models to label")
     judge = p.add_argument("--judge", metavar="MODEL",

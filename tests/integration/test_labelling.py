@@ -4,6 +4,7 @@ resumes to a complete output without duplicates; bad input exits 2 having called
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -224,12 +225,19 @@ def test_an_answer_the_judge_failed_to_score_is_judged_again_never_asked_for_twi
     assert sum(sum(r["costs"].values()) for r in records.values()) == pytest.approx(costs[0])
 
 
-def _spawn(argv: list[Any], cwd: Path) -> subprocess.Popen[str]:
+def _command() -> list[str]:
     exe = Path(sys.executable).parent / "switchpoint"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "switchpoint.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "switchpoint.cli"]
+
+
+def _env() -> dict[str, str]:
     env = {**os.environ, "B_KEY": "sk-ant-test"}
     env.pop("SWITCHPOINT_CONFIG", None)
-    return subprocess.Popen([*cmd, *map(str, argv)], cwd=cwd, env=env, text=True,
+    return env
+
+
+def _spawn(argv: list[Any], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([*_command(), *map(str, argv)], cwd=cwd, env=_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=_interruptible)
 
@@ -569,6 +577,89 @@ def test_an_out_that_is_the_prompts_file_is_refused_and_the_prompts_kept(
     assert code == 2 and "--out's journal" in err, err
     assert journal.read_bytes() == before
     assert fake.requests() == []
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_label_dash_reads_the_prompts_from_stdin_and_resumes_as_for_a_file(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``label -`` reads the prompts from stdin; a rerun given them again (reordered, with
+    blank lines) resumes, each prompt checked by its text, and one whose text changed is asked
+    again."""
+    fake.default("judge", JUDGE_SAYS)
+    fake.script("judge", "say:text=8/10", "say:text=8/10")  # q0's answer: not scored
+    lines = write_prompts(tmp_path / "prompts.jsonl", 3).read_text(encoding="utf-8")
+    out = tmp_path / "records.jsonl"
+    argv = ["label", "-", "--models", "a", "--judge", "judge", "--out", out, "--config",
+            config(fake, tmp_path), "--concurrency", "1", "--json"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(lines))
+    code, stdout, err = run(argv, capsys)
+    assert code == 1, err
+    assert set(records_of(out)) == {"q1", "q2"}
+    assert [f["id"] for f in json.loads(stdout)["failures"]] == ["q0"]
+    before = len(fake.requests())
+    rows = lines.splitlines()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n\n" + "\n".join(reversed(rows)) + "\n"))
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["answer_calls"] == 0 and summary["already_labelled"] == 2
+    assert [r["body"]["model"] for r in fake.requests()[before:]] == ["judge"]
+    assert set(records_of(out)) == {"q0", "q1", "q2"} and not journal_path(out).exists()
+    # A bad line is named as stdin's, having called nothing.
+    before = len(fake.requests())
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"prompt": "ok"}\n\n{"prompt": ""}\n'))
+    code, _, err = run([*argv[:7], tmp_path / "other.jsonl", *argv[8:]], capsys)
+    assert code == 2 and "'stdin', line 3: field \"prompt\" must be a non-empty string" in err, err
+    assert len(fake.requests()) == before and not (tmp_path / "other.jsonl").exists()
+
+
+def test_label_dash_from_a_terminal_says_to_pipe_the_prompts_in(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    out = tmp_path / "records.jsonl"
+    code, stdout, err = run(["label", "-", "--models", "a", "--judge", "judge", "--out", out,
+                             "--config", config(fake, tmp_path)], capsys)
+    assert code == 2 and stdout == "", err
+    assert ("label -: stdin is a terminal; pipe the prompts in, e.g. cat prompts.jsonl | "
+            "switchpoint label - --models A,B --out records.jsonl") in err
+    assert not out.exists() and fake.requests() == []
+
+
+def test_label_dash_refuses_an_out_that_is_the_file_stdin_reads(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """``label - --out p.jsonl < p.jsonl``: the run would write its records into the prompts
+    (and --restart delete them), as with ``label p.jsonl --out p.jsonl``."""
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2, reference="blue")
+    before = prompts.read_bytes()
+    journal = journal_path(tmp_path / "records.jsonl")
+    journal.write_bytes(before)  # the prompts, under the name of --out's journal
+    for source, out, what in ((prompts, prompts, "--out"),
+                              (journal, tmp_path / "records.jsonl", "--out's journal")):
+        with source.open("rb") as stdin:
+            done = subprocess.run([*_command(), "label", "-", "--models", "a", "--out", str(out),
+                                   "--config", str(config(fake, tmp_path)), "--restart"],
+                                  cwd=tmp_path, env=_env(), stdin=stdin, capture_output=True,
+                                  text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert (f"{what} ('{source}') is the file the prompts are read from (stdin)"
+                in done.stderr), done.stderr
+        assert "another --out" in done.stderr and "Traceback" not in done.stderr
+        assert source.read_bytes() == before
+    assert fake.requests() == []
+    with prompts.open("rb") as stdin:  # (to another --out, the same prompts are labelled)
+        done = subprocess.run([*_command(), "label", "-", "--models", "a", "--out",
+                               str(tmp_path / "labels.jsonl"), "--config",
+                               str(config(fake, tmp_path))],
+                              cwd=tmp_path, env=_env(), stdin=stdin, capture_output=True,
+                              text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert set(records_of(tmp_path / "labels.jsonl")) == {"q0", "q1"}
 
 
 @pytest.mark.parametrize("name", ["switchpoint.db", "sessions.db", "records.jsonl"])

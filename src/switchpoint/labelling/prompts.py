@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from switchpoint._files import path_problem
 from switchpoint._json import (
@@ -114,8 +114,20 @@ def parse_prompts(lines: Iterable[str], source: object = "prompts") -> list[Labe
     return out
 
 
-def read_prompts(path: str | Path) -> list[LabelPrompt]:
-    """Read and check a prompts file (see :func:`parse_prompts`)."""
+#: What messages call prompts read from a stream (standard input).
+STDIN = "stdin"
+
+
+def read_prompts(path: str | Path | TextIO) -> list[LabelPrompt]:
+    """Read and check a prompts file (see :func:`parse_prompts`), or the prompts an open text
+    stream gives (standard input: read to its end, named ``stdin`` in errors)."""
+    if not isinstance(path, (str, Path)):
+        try:
+            return parse_prompts(bounded_lines(path), source=STDIN)
+        except UnicodeDecodeError:
+            raise LabellingError("is not UTF-8 text", source=STDIN) from None
+        except OSError as exc:
+            raise LabellingError(f"cannot be read: {exc.strerror or exc}", source=STDIN) from None
     p = Path(path)
     problem = path_problem(p)
     if problem is not None:  # (a name too long, a NUL: the system refuses to look)

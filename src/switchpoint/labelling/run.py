@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import switchpoint.labelling.journal as jr
 from switchpoint._files import LinkError, output_target, path_problem, same_file, within
@@ -54,7 +54,7 @@ from switchpoint.errors import (
 )
 from switchpoint.labelling.judge import Judge, unreadable_message
 from switchpoint.labelling.lock import OutputLock, lock_path
-from switchpoint.labelling.prompts import LabelPrompt, as_prompts, read_prompts
+from switchpoint.labelling.prompts import STDIN, LabelPrompt, as_prompts, read_prompts
 from switchpoint.labelling.reference import reference_score
 from switchpoint.records import MAX_RECORD_CHARS
 
@@ -68,7 +68,7 @@ MAX_CONCURRENCY = 256
 # Failures the summary spells out one by one (the journal holds them all).
 SHOWN_FAILURES = 5
 
-PromptsArg = str | Path | Sequence[LabelPrompt | Mapping[str, Any] | str]
+PromptsArg = str | Path | TextIO | Sequence[LabelPrompt | Mapping[str, Any] | str]
 ConfigArg = str | Path | Mapping[str, Any] | Settings | None
 
 
@@ -245,7 +245,8 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
                  notes: NoteFn | None = None) -> LabelReport:
     """Label ``prompts`` with ``models`` into the routing records file ``out``.
 
-    ``prompts``: a prompts file (see :mod:`switchpoint.labelling.prompts`) or the prompts
+    ``prompts``: a prompts file (see :mod:`switchpoint.labelling.prompts`), an open text
+    stream of its lines (``sys.stdin``: read to its end before anything else) or the prompts
     themselves. ``models``: catalog models to label, each called exactly (retried, never
     replaced by a fallback). ``judge``: the catalog model (or :class:`Judge`) that scores
     answers to prompts without a ``reference``. The catalog and the gateway settings come
@@ -311,8 +312,8 @@ def _settings(config: ConfigArg) -> Settings:
 def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None,
            settings: Settings, concurrency: int, max_tokens: int | None,
            keys: Mapping[str, str] | None) -> _Plan:
-    items = (read_prompts(prompts) if isinstance(prompts, (str, Path))
-             else as_prompts(prompts))
+    items = (as_prompts(prompts) if isinstance(prompts, Sequence)
+             and not isinstance(prompts, str) else read_prompts(prompts))
     names = _model_names(models)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) \
             or not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -338,8 +339,7 @@ def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None
         idle, the_judge = the_judge.model, None  # every answer is scored by its reference
     _check_catalog(settings, names, the_judge.model if the_judge else None, keys)
     params = {"max_tokens": max_tokens} if max_tokens is not None else {}
-    _check_sizes(items, names, the_judge, settings, params,
-                 Path(prompts) if isinstance(prompts, (str, Path)) else "prompts")
+    _check_sizes(items, names, the_judge, settings, params, _source(prompts))
     key = jr.RunKey(models=tuple(names), judge=the_judge.model if the_judge else None,
                     rubric=the_judge.rubric_id if the_judge else None, max_tokens=max_tokens)
     return _Plan(items, names, the_judge, settings, params, concurrency, key, idle)
@@ -382,22 +382,37 @@ def _check_sizes(items: Sequence[LabelPrompt], models: Sequence[str], judge: Jud
                                      source=source, line=item.line) from None
 
 
+def _source(prompts: PromptsArg) -> object:
+    """What errors name as where ``prompts`` came from."""
+    if isinstance(prompts, (str, Path)):
+        return Path(prompts)
+    return "prompts" if isinstance(prompts, Sequence) else STDIN
+
+
 def _check_out_apart(prompts: PromptsArg, out: Path) -> None:
-    """``out``, its journal and its lock must not be the prompts file itself: a run appends
-    records there, ``--restart`` deletes them, and a run that completes deletes the journal,
-    so any of them being the prompts would lose the prompts (their references and the
-    prompts that failed are in no record)."""
-    if not isinstance(prompts, (str, Path)):
+    """``out``, its journal and its lock must not be the prompts file itself (or the file
+    standard input was redirected from): a run appends records there, ``--restart`` deletes
+    them, and a run that completes deletes the journal, so any of them being the prompts would
+    lose the prompts (their references and the prompts that failed are in no record)."""
+    if isinstance(prompts, (str, Path)):
+        source: str | Path = Path(prompts)
+        which = "the prompts file itself"
+    elif isinstance(prompts, Sequence):
         return
-    source = Path(prompts)
+    else:
+        try:  # (the file a shell redirected standard input from, if any)
+            source = f"/dev/fd/{prompts.fileno()}"
+        except (OSError, ValueError):  # (a stream of no file: io.StringIO)
+            return
+        which = "the file the prompts are read from (stdin)"
     for what, path in (("--out", out), ("--out's journal", jr.journal_path(out)),
                        ("--out's mark", jr.done_path(out)), ("--out's lock", lock_path(out))):
         if same_file(source, path):
-            raise LabellingError(f"{what} ({quoted_path(path)}) is the prompts file itself; a "
+            raise LabellingError(f"{what} ({quoted_path(path)}) is {which}; a "
                                  "run writes its records there (and --restart discards it), "
                                  "which would lose the prompts: write the records to another "
                                  "--out",
-                                 source=source)
+                                 source=_source(prompts))
 
 
 def _check_out_outside(data_dir: str, out: Path) -> None:
