@@ -168,7 +168,7 @@ def test_failures_exit_1_and_the_rerun_retries_them(
         "[Answer to grade]\n" + _answer_text(first_answer))
     assert set(records_of(out)) == {"q0", "q1"} and not journal_path(out).exists()
     assert "1 of 2 prompts are already labelled" in err
-    assert "1 answer kept from an earlier run judged (not asked for again)" in stdout
+    assert "1 answer kept unscored from an earlier run scored now (not asked for again)" in stdout
 
 
 def _answer_text(request: dict[str, Any]) -> str:
@@ -196,7 +196,7 @@ def test_an_answer_the_judge_failed_to_score_is_judged_again_never_asked_for_twi
         assert summary["labelled"] == 0 and len(summary["failures"]) == 6
         assert all(f["stage"] == "judge" for f in summary["failures"])
         assert summary["answer_calls"] == (6 if attempt == 0 else 0)
-        assert summary["rejudged_answers"] == (0 if attempt == 0 else 6)
+        assert summary["kept_answers_scored"] == (0 if attempt == 0 else 6)
         costs.append(summary["cost_usd"]["answers"])
         # Each answer journalled once, as it arrived; each failure on a line of its own.
         lines = [json.loads(line) for line in journal_path(out).read_text().splitlines()[1:]]
@@ -210,7 +210,7 @@ def test_an_answer_the_judge_failed_to_score_is_judged_again_never_asked_for_twi
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["labelled"] == 3 and summary["answer_calls"] == 0
-    assert summary["rejudged_answers"] == 6 and summary["cost_usd"]["answers"] == 0
+    assert summary["kept_answers_scored"] == 6 and summary["cost_usd"]["answers"] == 0
     assert "6 answers an earlier run got but did not score are kept" in err
     answered = Counter((r["body"]["model"], json.dumps(r["body"]["messages"][-1]["content"]))
                        for r in fake.requests() if r["body"]["model"] in ("a", "b"))

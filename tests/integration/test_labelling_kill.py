@@ -152,7 +152,9 @@ def test_a_run_killed_while_the_judge_holds_its_answers_leaves_them_to_the_rerun
     assert (f"{2 * n} answers an earlier run got but did not score are kept; they are judged, "
             "not asked for again") in err
     summary = json.loads(stdout)
-    assert summary["answer_calls"] == 0 and summary["rejudged_answers"] == 2 * n
+    # (never judged before: the judge held them; counted with those whose judging failed)
+    assert summary["answer_calls"] == 0 and summary["kept_answers_scored"] == 2 * n
+    assert summary["reused_answers"] == 0 and summary["rescored_answers"] == 0
     assert summary["cost_usd"]["answers"] == 0  # (paid for by the killed run)
     asked = Counter((r["body"]["model"], json.dumps(r["body"]["messages"][-1]["content"]))
                     for r in fake.requests() if r["body"]["model"] in ("a", "b"))

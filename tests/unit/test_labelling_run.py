@@ -217,7 +217,7 @@ async def test_an_unreadable_judge_is_reminded_once_then_a_failure_that_a_rerun_
         await gateway.aclose()
     assert [(name, m[-1]["content"]) for name, m, _ in up.calls] == [
         ("judge", "[Request]\nQuestion 0?\n\n[Answer to grade]\nanswer of b: Question 0?")]
-    assert again.reused == 1 and again.rejudged == 1 and again.answer_calls == 0
+    assert again.reused == 1 and again.kept_scored == 1 and again.answer_calls == 0
     assert again.labelled == 1 and again.already_labelled == 1
     assert again.complete
     assert records_of(out)["p0"]["scores"] == {"a": 0.9, "b": 0.6}
@@ -441,7 +441,7 @@ async def test_a_corrected_reference_scores_the_kept_answer_again_never_asking_i
         await gateway.aclose()
     assert sorted(name for name, _, _ in up.calls) == ["b", "b"]  # a is not asked again
     assert again.complete and again.answer_calls == 2
-    assert (again.rescored, again.reused, again.rejudged) == (1, 1, 0)
+    assert (again.rescored, again.reused, again.kept_scored) == (1, 1, 0)
     assert again.answers_cost_usd == pytest.approx(2 * cost("b"))
     records = records_of(out)
     assert records["fr"]["scores"] == {"a": 1.0, "b": 0.0}  # against Paris, not London

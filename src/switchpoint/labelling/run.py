@@ -92,9 +92,10 @@ class LabelFailure:
 class LabelReport:
     """What one labelling run did. Costs are USD; ``answers_cost_usd`` is what the records'
     ``costs`` add up to for this run's calls, ``judge_cost_usd`` the judge's, apart.
-    ``reused``: scored answers an earlier run journalled; ``rejudged``: answers an earlier run
-    journalled but did not score (it stopped first, or its judge failed), judged this run
-    without calling their model (their cost counted by the run that paid for it);
+    ``reused``: scored answers an earlier run journalled; ``kept_scored``: answers an earlier
+    run journalled but did not score (it stopped while they waited for the judge or were being
+    judged, or its judge failed to score them), scored this run without calling their model
+    (their cost counted by the run that paid for it);
     ``rescored``: answers an earlier run scored against their prompt's reference, which changed
     since (or was added or removed), scored again this run from the journal, likewise."""
 
@@ -109,7 +110,7 @@ class LabelReport:
     judge_reminders: int = 0
     by_reference: int = 0
     reused: int = 0
-    rejudged: int = 0
+    kept_scored: int = 0
     rescored: int = 0
     answers_cost_usd: float = 0.0
     judge_cost_usd: float = 0.0
@@ -151,7 +152,7 @@ class LabelReport:
                 "labelled": self.labelled, "remaining": self.remaining,
                 "answer_calls": self.answer_calls, "judge_calls": self.judge_calls,
                 "judge_reminders": self.judge_reminders, "by_reference": self.by_reference,
-                "reused_answers": self.reused, "rejudged_answers": self.rejudged,
+                "reused_answers": self.reused, "kept_answers_scored": self.kept_scored,
                 "rescored_answers": self.rescored,
                 "records": self.records,
                 "mean_scores": self.mean_scores,
@@ -177,9 +178,9 @@ class LabelReport:
                 calls += f" ({self.judge_reminders} with a format reminder)"
         if self.reused:
             calls += f"; {plural(self.reused, 'answer')} reused from an interrupted run"
-        if self.rejudged:
-            calls += (f"; {plural(self.rejudged, 'answer')} kept from an earlier run judged "
-                      "(not asked for again)")
+        if self.kept_scored:
+            calls += (f"; {plural(self.kept_scored, 'answer')} kept unscored from an earlier "
+                      "run scored now (not asked for again)")
         if self.rescored:
             calls += (f"; {plural(self.rescored, 'answer')} kept from an earlier run scored "
                       "again, the prompt's reference having changed since (not asked for "
@@ -623,7 +624,7 @@ class _Run:
             if unit.rescore:
                 self.report.rescored += 1
             else:
-                self.report.rejudged += 1
+                self.report.kept_scored += 1
             # (read now, not held from the start: a rerun holds the answers it judges at once)
             answer, cost = self.state.answer((prompt.id, model), unit.kept), unit.kept.cost_usd
         else:
