@@ -37,7 +37,10 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    a stream (percent-decoded; some label their event stream
                    ``application/json``), ``index=`` the choices' indices, JSON values split
                    by ``;`` (``0;0``, ``1e30``, ``-1``): one choice per index, each alike, in
-                   a whole answer and in each chunk of a stream.
+                   a whole answer and in each chunk of a stream. ``blank=1``: before each
+                   chunk of a stream, a comment (``: keep-alive``) and an event with no
+                   data (``event: ping`` and a bare ``data:``), as some servers keep a
+                   stream alive; an event-stream reader dispatches no event for either.
                    Anthropic dialect: ``id_pad=N`` N more characters of the message id
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma; as WTF-8, so
                    ``%ED%A0%80`` is a lone surrogate, sent as ``\\ud800``) instead of the
@@ -575,6 +578,14 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
             await send(written_twice(payload, key) if twofold else payload, event)
 
         out.data = twice  # type: ignore[method-assign]
+    if params.get("blank") == "1":  # (a keep-alive before each chunk: no event to dispatch)
+        send_data = out.data
+
+        async def after_blank(payload: Any, event: str | None = None) -> None:
+            await out.raw(b": keep-alive\n\nevent: ping\ndata:\n\n")
+            await send_data(payload, event)
+
+        out.data = after_blank  # type: ignore[method-assign]
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"id": ident, "object": "chat.completion.chunk", "created": created,

@@ -307,6 +307,18 @@ def test_a_stream_that_ends_after_its_finish_reason_without_done_is_complete(
     assert entry["completion_tokens"] > 0  # the usage chunk came before the missing [DONE]
 
 
+def test_a_stream_kept_alive_with_comments_and_events_without_data_is_whole(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # Before each chunk a comment, and an event (event: ping) whose data: line holds nothing:
+    # an event-stream reader dispatches neither. The empty one broke the stream after its
+    # first chunk, as a chunk that was not JSON.
+    gw_fake.script("good", "ok:blank=1")
+    text, models, entry = streamed(gw)
+    assert text.startswith("Echo from good: Tell me about failover") and models == {"good"}
+    assert entry["status"] == "ok" and outcomes(entry) == [("good", "ok")]
+    assert entry["completion_tokens"] > 0  # the usage chunk, after a blank event too
+
+
 def test_a_cut_stream_raises_in_the_async_client(gw: ThreadServer,
                                                  gw_fake: FakeProviderProcess) -> None:
     gw_fake.script(OTHER, "cut:after=3")

@@ -635,6 +635,14 @@ async def test_iter_sse_joins_data_skips_comments_and_flushes_at_eof() -> None:
     assert events == [SSEEvent('{"a":\n1}', "delta"), SSEEvent("[DONE]")]
 
 
+async def test_iter_sse_dispatches_no_event_whose_data_is_empty() -> None:
+    # A bare data: line, or an event name with an empty data: line, is a keep-alive: the
+    # event-stream rules dispatch no event for it (it was read as a chunk that is not JSON).
+    events = [e async for e in iter_sse(_lines(
+        "data:", "", "event: ping", "data: ", "", "data: {}", "", "data:"))]
+    assert events == [SSEEvent("{}")]
+
+
 @pytest.mark.parametrize("messages", [
     [{"role": "system", "content": "Be brief."}],
     [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": ""},

@@ -2,9 +2,10 @@
 
 Reading follows the WHATWG event-stream rules that matter for LLM APIs: ``data:`` lines of
 one event are joined with newlines, ``event:`` names it, lines starting with ``:`` are
-comments (keep-alives), and a blank line dispatches the event. An event still pending when the
-body ends is dispatched too (a truncated JSON payload then fails to parse, which is what we
-want to notice).
+comments (keep-alives), and a blank line dispatches the event, unless its data is empty (a bare
+``data:``, or an ``event: ping`` with no data: some servers keep a stream alive so). An event
+still pending when the body ends is dispatched too (a truncated JSON payload then fails to
+parse, which is what we want to notice).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class SSEParser:
         return None
 
     def end(self) -> SSEEvent | None:
-        return SSEEvent("\n".join(self._data), self._event) if self._data else None
+        data = "\n".join(self._data)
+        return SSEEvent(data, self._event) if data else None
 
 
 async def iter_sse(lines: AsyncIterator[str],
