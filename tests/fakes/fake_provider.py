@@ -120,10 +120,11 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 =================  ===========================================================================
 
 The Anthropic endpoint validates what the real API insists on (``max_tokens``, alternating
-roles starting with ``user``, tool ids matching ``^[a-zA-Z0-9_-]+$``, every ``tool_result``
-answering a ``tool_use`` of the previous turn and coming before any other block of its turn,
-``tools`` declared whenever a ``tool_use`` or ``tool_result`` block is sent); the OpenAI
-endpoint checks that every ``tool`` message answers a ``tool_calls`` id of an earlier
+roles starting with ``user``, stop sequences that are not empty or whitespace only, tool ids
+matching ``^[a-zA-Z0-9_-]+$``, every ``tool_result`` answering a ``tool_use`` of the previous
+turn and coming before any other block of its turn, ``tools`` declared whenever a
+``tool_use`` or ``tool_result`` block is sent); the OpenAI endpoint checks that every
+``tool`` message answers a ``tool_calls`` id of an earlier
 assistant turn. Violations answer 400.
 """
 
@@ -738,6 +739,11 @@ def anthropic_validate(req: Request) -> str | None:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return "messages: at least one message is required"
+    for sequence in body.get("stop_sequences") or []:
+        if not str(sequence):
+            return "stop_sequences: each stop sequence must be non-empty"
+        if not str(sequence).strip():
+            return "stop_sequences: each stop sequence must contain non-whitespace"
     if messages[0].get("role") != "user":
         return "messages: first message must use the \"user\" role"
     if not body.get("tools") and any(

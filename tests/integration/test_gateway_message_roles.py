@@ -562,6 +562,46 @@ def test_a_turn_the_anthropic_adapter_cannot_send_leaves_its_model_out_holding_n
     assert gw_fake.requests()[-1]["body"]["messages"] == messages
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(("stop", "shown"), [
+    (["\n\n"], '"\\n\\n"'), (" ", '" "'), (["END", "", "\t"], '"", "\\t"'),
+], ids=["blank-line", "space", "empty-in-list"])
+def test_a_stop_sequence_the_messages_api_refuses_leaves_its_model_out_holding_nothing(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool,
+        stop: str | list[str], shown: str) -> None:
+    # OpenAI takes a stop sequence of whitespace (a blank line is a usual one); the Messages
+    # API refuses one empty or whitespace only with a 400, as the fake does: the request was
+    # held against budgets, sent, and refused, where another model would have answered it.
+    gateway = budgeted.service.gateway
+    messages = opening()
+    before, spent = rows(data_dir(budgeted)), _spend(budgeted)
+    with pytest.raises(openai.BadRequestError) as info:
+        client(budgeted).chat.completions.create(model="other", messages=messages,
+                                                 stream=stream, stop=stop)
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+    assert error["param"] == "stop"
+    assert (f"other: the request's stop holds a sequence empty or whitespace only ({shown}), "
+            "and the Anthropic Messages API takes stop sequences with something besides "
+            "whitespace only") in error["message"], error
+    assert gw_fake.requests() == [] and gateway.governor.ledger.open_tickets() == 0
+    assert _spend(budgeted) == spent and rows(data_dir(budgeted)) == before
+    # auto routes it to a model that takes it, with its stop as sent.
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="auto", messages=messages, stream=stream, stop=stop,
+        extra_body={"models": ["other", "good"]})
+    raw.http_response.read()
+    entry = log_entry(budgeted, raw.headers["x-switchpoint-request-id"])
+    assert entry["model"] == "good" and "stop holds" in entry["excluded"]["other"][0]
+    assert gw_fake.requests()[-1]["body"]["stop"] == stop
+    # A stop sequence with something besides whitespace goes to the Messages API.
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="other", messages=messages, stream=stream, stop=["\n\nEND", "Q:"])
+    raw.http_response.read()
+    assert log_entry(budgeted, raw.headers["x-switchpoint-request-id"])["model"] == "other"
+    assert gw_fake.requests()[-1]["body"]["stop_sequences"] == ["\n\nEND", "Q:"]
+
+
 # A conversation that called tools, continued without offering tools this turn.
 HISTORIES: list[tuple[list[dict[str, Any]], list[str]]] = [
     ([{"role": "assistant", "content": None, "tool_calls": [

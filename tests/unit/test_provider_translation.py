@@ -657,6 +657,19 @@ def test_a_conversation_with_no_turn_to_send_is_not_sent_to_anthropic(
         to_anthropic_request({"messages": messages}, CLAUDE, stream=False)
 
 
+@pytest.mark.parametrize("stop", [["\n\n"], " ", ["END", ""]])
+def test_a_stop_sequence_empty_or_whitespace_only_is_not_sent_to_anthropic(
+        stop: str | list[str]) -> None:
+    # The Messages API refuses such a stop sequence; planning leaves the model out, and the
+    # adapter sends no request without it (dropped, the answer would run past the stop).
+    with pytest.raises(UnsupportedRequest, match="stop holds a sequence empty or whitespace"):
+        to_anthropic_request({"messages": [{"role": "user", "content": "Hi"}], "stop": stop},
+                             CLAUDE, stream=False)
+    sent = to_anthropic_request({"messages": [{"role": "user", "content": "Hi"}],
+                                 "stop": ["\nQ:"]}, CLAUDE, stream=False)
+    assert sent["stop_sequences"] == ["\nQ:"]
+
+
 def test_whitespace_only_text_is_not_sent_to_anthropic() -> None:
     # OpenAI takes text that is whitespace only; the Messages API refuses a text block of it
     # ("text content blocks must contain non-whitespace text"): it is left out, as empty text

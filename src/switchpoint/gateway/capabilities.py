@@ -22,7 +22,8 @@ Messages API takes a conversation opening with the user's turn only) or has no t
 something in it (system messages alone, or blank text the adapter leaves out: the API takes
 no request without a turn) or ends with a blank user message after an assistant turn (left
 out, the assistant turn would be last, which the API continues as the start of its answer),
-nor one declaring or listing in an ``allowed_tools`` choice a
+nor one whose ``stop`` holds a sequence empty or whitespace only (``"\\n\\n"``: the Messages
+API refuses it), nor one declaring or listing in an ``allowed_tools`` choice a
 tool neither function nor custom (a built-in tool, an MCP server: :func:`other_tools`, which
 the Anthropic adapter has nothing to translate to), nor one declaring or
 calling a tool whose name its provider's API refuses (OpenAI's takes 1 to 64 letters, digits,
@@ -169,6 +170,8 @@ class Needs:
     # (type, field) of each declared or allowed tool of another type than function or custom
     # (:func:`other_tools`).
     other_tools: frozenset[tuple[str, str]] = frozenset()
+    # The request's stop sequences that are empty or whitespace only (:func:`blank_stops`).
+    blank_stops: tuple[str, ...] = ()
 
     @property
     def total_tokens(self) -> int:
@@ -469,6 +472,18 @@ def other_tools(request: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
     return frozenset(found)
 
 
+def blank_stops(request: Mapping[str, Any]) -> tuple[str, ...]:
+    """The stop sequences of ``request`` that are empty or whitespace only (``"\\n\\n"``,
+    a usual one), each once (the first :data:`MAX_ODD_NAMES`): the Anthropic Messages API
+    refuses each. (An empty ``stop`` string alone is no stop sequence, and is not sent.)"""
+    stop = request.get("stop")
+    sequences = [stop] if isinstance(stop, str) and stop else stop
+    if not isinstance(sequences, list):
+        return ()
+    blank = (s for s in sequences if isinstance(s, str) and not s.strip())
+    return tuple(dict.fromkeys(blank))[:MAX_ODD_NAMES]
+
+
 def _message_text(content: object) -> str:
     return "\n".join(_text_chars_and_images(content)[2])
 
@@ -536,7 +551,7 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                  tools_field=_tools_field(request),
                  custom_field="tools" if _any_custom(request.get("tools")) else "messages",
                  opening=opening_role(messages), blank_close=blank_close(messages),
-                 other_tools=other_tools(request))
+                 other_tools=other_tools(request), blank_stops=blank_stops(request))
 
 
 def _any_custom(tools: object) -> bool:
@@ -599,6 +614,11 @@ def _anthropic_limits(needs: Needs) -> list[str]:
                        "text) after an assistant turn, and the Anthropic Messages API, which "
                        "takes no blank text, would take that assistant turn as the start of "
                        "its answer and continue it (give the last user message some text)")
+    if needs.blank_stops:
+        reasons.append(Reason(f"the request's stop holds a sequence empty or whitespace "
+                              f"only ({_stops(needs.blank_stops)}), and the Anthropic Messages "
+                              "API takes stop sequences with something besides whitespace "
+                              "only (leave it out, or name a model of another API)", "stop"))
     if needs.audio_answers:
         reasons.append("the request has an assistant message standing for an earlier audio "
                        "answer (audio), which the Anthropic Messages API cannot refer to")
@@ -623,6 +643,11 @@ def _anthropic_limits(needs: Needs) -> list[str]:
                               "unique tool names only (declare each tool once)",
                               needs.tools_field))
     return reasons
+
+
+def _stops(sequences: Sequence[str]) -> str:
+    """Stop sequences as a reason names them: quoted as JSON writes them, the first three."""
+    return listed_names(sequences, _TOOL_NAMES_SHOWN, 16, quoted=True)
 
 
 #: The tool names a reason names: a refusal says each model's reasons, so they stay short.

@@ -78,6 +78,7 @@ from switchpoint.gateway.capabilities import (
     anthropic_image_refusal,
     blank,
     blank_close,
+    blank_stops,
     function_results,
 )
 from switchpoint.gateway.data_url import compact_base64, media_type_of, parse_data_url
@@ -481,6 +482,9 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
     if isinstance(request.get("top_p"), (int, float)):
         body["top_p"] = request["top_p"]
     stop = request.get("stop")
+    if blank_stops(request):  # (planning leaves such a model out)
+        raise _bad("stop holds a sequence empty or whitespace only, and the Messages API takes "
+                   "stop sequences with something besides whitespace only")
     if stop:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     tools = _translate_tools(request)
