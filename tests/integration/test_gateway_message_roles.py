@@ -602,6 +602,41 @@ def test_a_stop_sequence_the_messages_api_refuses_leaves_its_model_out_holding_n
     assert gw_fake.requests()[-1]["body"]["stop_sequences"] == ["\n\nEND", "Q:"]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_request_for_log_probabilities_leaves_the_messages_api_out_holding_nothing(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # The Messages API gives no log probabilities: the request was sent without the field,
+    # and its client got logprobs null with no error, as it would get one choice for n > 1.
+    gateway = budgeted.service.gateway
+    messages = opening()
+    before, spent = rows(data_dir(budgeted)), _spend(budgeted)
+    with pytest.raises(openai.BadRequestError) as info:
+        client(budgeted).chat.completions.create(model="other", messages=messages,
+                                                 stream=stream, logprobs=True, top_logprobs=2)
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+    assert error["param"] == "logprobs"
+    assert ("other: the request asks for the answer's log probabilities (logprobs) and the "
+            "Anthropic Messages API gives none") in error["message"], error
+    assert gw_fake.requests() == [] and gateway.governor.ledger.open_tickets() == 0
+    assert _spend(budgeted) == spent and rows(data_dir(budgeted)) == before
+    # auto routes it to a model that gives them, asked as sent.
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="auto", messages=messages, stream=stream, logprobs=True, top_logprobs=2,
+        extra_body={"models": ["other", "good"]})
+    raw.http_response.read()
+    entry = log_entry(budgeted, raw.headers["x-switchpoint-request-id"])
+    assert entry["model"] == "good" and "(logprobs)" in entry["excluded"]["other"][0]
+    sent = gw_fake.requests()[-1]["body"]
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 2
+    # logprobs false asks for none: the Messages API may answer.
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="other", messages=messages, stream=stream, logprobs=False)
+    raw.http_response.read()
+    assert log_entry(budgeted, raw.headers["x-switchpoint-request-id"])["model"] == "other"
+    assert gw_fake.requests()[-1]["path"] == "/v1/messages"
+
+
 # A conversation that called tools, continued without offering tools this turn.
 HISTORIES: list[tuple[list[dict[str, Any]], list[str]]] = [
     ([{"role": "assistant", "content": None, "tool_calls": [

@@ -9,7 +9,9 @@ will the prompt be, how many does it reserve for the answer, how many answers do
 others cannot. Capabilities are opt-in: a card serves images only if it lists ``"vision"`` and
 tool calls only if it lists ``"tools"``. A card without a ``context_window`` is assumed to fit.
 A request for several answers is not for a model behind the Anthropic Messages API, which
-gives one (its client would get fewer choices than it asked for, and no error); nor is a
+gives one (its client would get fewer choices than it asked for, and no error), nor one asking
+for log probabilities (``logprobs``), which it gives none of (its client would get
+``logprobs`` null, and no error); nor is a
 request carrying a content part its model's adapter cannot send (:data:`SENDS`: the Anthropic
 adapter sends text parts, image_url parts in user messages and refusal parts in assistant
 ones, but no audio or file part), nor one whose legacy ``function`` message answers no
@@ -172,6 +174,8 @@ class Needs:
     other_tools: frozenset[tuple[str, str]] = frozenset()
     # The request's stop sequences that are empty or whitespace only (:func:`blank_stops`).
     blank_stops: tuple[str, ...] = ()
+    # Whether the request asks for the answer's log probabilities (``logprobs: true``).
+    logprobs: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -551,7 +555,8 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                  tools_field=_tools_field(request),
                  custom_field="tools" if _any_custom(request.get("tools")) else "messages",
                  opening=opening_role(messages), blank_close=blank_close(messages),
-                 other_tools=other_tools(request), blank_stops=blank_stops(request))
+                 other_tools=other_tools(request), blank_stops=blank_stops(request),
+                 logprobs=request.get("logprobs") is True)
 
 
 def _any_custom(tools: object) -> bool:
@@ -597,6 +602,9 @@ def _anthropic_limits(needs: Needs) -> list[str]:
     if needs.answers > 1:
         reasons.append(Reason(f"the request asks for {needs.answers} answers (n) and the "
                               "Anthropic Messages API gives one", "n"))
+    if needs.logprobs:
+        reasons.append(Reason("the request asks for the answer's log probabilities (logprobs) "
+                              "and the Anthropic Messages API gives none", "logprobs"))
     if needs.unanswered_results:
         reasons.append("the request has a function message answering no function_call before "
                        "it, and the Anthropic Messages API takes a tool result only as the "

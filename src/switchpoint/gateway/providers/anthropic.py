@@ -48,9 +48,10 @@ sanitised form, the same for the ``tool_use`` and its ``tool_result``; Anthropic
 conversation can move between an OpenAI-compatible model and Claude in either direction.
 
 OpenAI-only request fields with no Messages equivalent (``response_format``,
-``presence_penalty``, ``logprobs``, ``seed``, ...) are dropped; ``temperature`` is clamped to
-Anthropic's [0, 1]. The Messages API gives one answer, so a request for several (``n`` > 1)
-is not planned onto an Anthropic model (see :mod:`switchpoint.gateway.capabilities`).
+``presence_penalty``, ``seed``, ...) are dropped; ``temperature`` is clamped to
+Anthropic's [0, 1]. The Messages API gives one answer and no log probabilities, so a request
+for several (``n`` > 1) or for ``logprobs`` is not planned onto an Anthropic model (see
+:mod:`switchpoint.gateway.capabilities`).
 """
 
 from __future__ import annotations
