@@ -41,7 +41,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    chunk of a stream, a comment (``: keep-alive``) and an event with no
                    data (``event: ping`` and a bare ``data:``), as some servers keep a
                    stream alive; an event-stream reader dispatches no event for either.
-                   Anthropic dialect: ``id_pad=N`` N more characters of the message id
+                   Anthropic dialect: ``id_pad=N`` N more characters of the message id;
+                   ``noargs=1``: its tool call takes no arguments (``input`` ``{}``; streamed,
+                   as the Messages API streams one: a single ``input_json_delta`` of ``""``)
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma; as WTF-8, so
                    ``%ED%A0%80`` is a lone surrogate, sent as ``\\ud800``) instead of the
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
@@ -826,6 +828,8 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
     answer = Answer(model, messages, body.get("tools"),
                     (body.get("tool_choice") or {}).get("type"), last_is_result,
                     str(body.get("system") or ""))
+    if params.get("noargs") == "1" and answer.tool_name:
+        answer.tool_args = ""
     if name == "say":
         answer.say(_text_param(params, "text"))
     if name in ("usage", "whole"):
@@ -839,7 +843,7 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
             return True
         if answer.tool_name:
             content = [{"type": "tool_use", "id": answer.anthropic_call_id,
-                        "name": answer.tool_name, "input": json.loads(answer.tool_args)}]
+                        "name": answer.tool_name, "input": json.loads(answer.tool_args or "{}")}]
             stop = "tool_use"
         else:
             content = [{"type": "text", "text": answer.text}]
@@ -868,7 +872,7 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
         events += [("content_block_delta", {
             "type": "content_block_delta", "index": 0,
             "delta": {"type": "input_json_delta", "partial_json": p}})
-            for p in answer.arg_pieces()]
+            for p in answer.arg_pieces() or [""]]
         stop = "tool_use"
     else:
         events.append(("content_block_start", {"type": "content_block_start", "index": 0,

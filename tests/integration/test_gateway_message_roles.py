@@ -394,6 +394,7 @@ def test_a_part_a_models_adapter_cannot_send_is_refused_for_it_before_anything_i
 
 # Refusals and legacy function calls, through the Anthropic adapter ---------------------------
 
+OTHER = "claude-fake-2"  # the upstream name of the catalog model `other`
 LOOKUP = {"name": "lookup", "description": "Look a thing up.",
           "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}
 
@@ -465,6 +466,29 @@ def test_a_legacy_function_call_round_trip_goes_to_an_anthropic_model_as_tool_us
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "function_call_2",
                                       **({"content": result} if result else {})}]}]
     assert answer["content"] and answer["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("legacy", [False, True], ids=["tools", "functions"])
+def test_a_call_without_arguments_from_an_anthropic_model_has_the_arguments_an_empty_object(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool,
+        legacy: bool) -> None:
+    # The Messages API streams a call that takes no arguments as one input_json_delta of ""
+    # (its input is {}): put together, the streamed arguments were "", which is not the JSON
+    # object OpenAI's arguments always are (json.loads fails), where the plain answer's were
+    # "{}".
+    gw_fake.script(OTHER, "ok:noargs=1")
+    fields: dict[str, Any] = ({"functions": [LOOKUP]} if legacy
+                              else {"tools": [{"type": "function", "function": LOOKUP}]})
+    answer = _to_other(budgeted, opening(), stream, **fields)
+    if legacy:
+        call = answer["function_call"]
+    else:  # (a stream's deltas are put together as a client does)
+        [call] = [{"name": d["function"]["name"], "arguments": "".join(
+            p["function"].get("arguments") or "" for p in answer["tool_calls"])}
+            for d in answer["tool_calls"] if d.get("id")]
+    assert call == {"name": "lookup", "arguments": "{}"}
+    assert answer["finish_reason"] == ("function_call" if legacy else "tool_calls")
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])

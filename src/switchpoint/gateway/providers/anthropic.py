@@ -581,6 +581,9 @@ class AnthropicChunkDecoder:
         self._upstream_model: str | None = None
         self._created = int(time.time())
         self._tool_index: dict[int, int] = {}
+        # The tool_use blocks (by their index) whose arguments have streamed nothing yet: a
+        # call that takes none is streamed as "" (its input {}), which ends as "{}".
+        self._no_arguments: set[int] = set()
         # The usage counts as reported so far: message_start's, then message_delta's over them.
         self._usage: dict[str, Any] = {}
         # Whether a message_delta brought the final counts: message_start's output_tokens is
@@ -638,6 +641,7 @@ class AnthropicChunkDecoder:
             if block.get("type") == "tool_use":
                 index = len(self._tool_index)
                 self._tool_index[int(data.get("index", 0))] = index
+                self._no_arguments.add(int(data.get("index", 0)))
                 if self.legacy:  # (one call: a second is not for a legacy client)
                     return [self._chunk({"function_call": {"name": block.get("name"),
                                                            "arguments": ""}})] if not index else []
@@ -652,13 +656,13 @@ class AnthropicChunkDecoder:
             if delta.get("type") == "text_delta":
                 return [self._chunk({"content": delta.get("text", "")})]
             if delta.get("type") == "input_json_delta":
-                index = self._tool_index.get(int(data.get("index", 0)), 0)
-                if self.legacy:
-                    return [self._chunk({"function_call": {
-                        "arguments": delta.get("partial_json", "")}})] if not index else []
-                return [self._chunk({"tool_calls": [{
-                    "index": index, "function": {"arguments": delta.get("partial_json", "")}}]})]
+                if delta.get("partial_json"):
+                    self._no_arguments.discard(int(data.get("index", 0)))
+                return self._arguments(int(data.get("index", 0)), delta.get("partial_json", ""))
             return []  # thinking and signature deltas are not part of the OpenAI format
+        if kind == "content_block_stop" and int(data.get("index", 0)) in self._no_arguments:
+            self._no_arguments.discard(int(data.get("index", 0)))
+            return self._arguments(int(data.get("index", 0)), "{}")
         if kind == "message_delta":
             usage = data.get("usage")
             if isinstance(usage, Mapping):
@@ -678,7 +682,16 @@ class AnthropicChunkDecoder:
             # (unknown without the final counts: the answer is charged its worst case)
             chunk["usage"] = _usage(self._usage) if self._final_usage else None
             return [chunk]
-        return []  # ping, content_block_stop and future event types
+        return []  # ping, the other content_block_stop events and future event types
+
+    def _arguments(self, block: int, text: object) -> list[dict[str, Any]]:
+        """The chunk carrying ``text`` of the arguments of the tool_use block ``block``
+        (a legacy client's one call only)."""
+        index = self._tool_index.get(block, 0)
+        if self.legacy:
+            return [self._chunk({"function_call": {"arguments": text}})] if not index else []
+        return [self._chunk({"tool_calls": [{"index": index,
+                                             "function": {"arguments": text}}]})]
 
 
 class AnthropicProvider:
