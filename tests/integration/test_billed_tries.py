@@ -716,12 +716,18 @@ def test_an_anthropic_stream_without_its_final_counts_is_charged_its_worst_case(
     assert _charged(gov, request_id) == {"other": pytest.approx(entry["charged"])}
 
 
+@pytest.mark.parametrize("code", ["server_error", "insufficient_quota",
+                                  "invalid_request_error"])
 def test_a_stream_failed_over_from_a_whole_error_to_a_whole_answer_is_charged_the_answer(
-        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess,
+        code: str) -> None:
     # good answers the stream request with a whole JSON error (a 200), each try; its
     # fallback other with a whole answer of 20 + 500 tokens. The error is no answer and
-    # billed nothing: the request is charged other's answer alone, and holds nothing after.
-    gw_fake.script("good", "error200", "error200")
+    # billed nothing, whatever its code: the request is charged other's answer alone, and
+    # holds nothing after. (An error of a code not of an overload was taken for a stream
+    # broken before its first chunk, which may have been generated: each try was charged
+    # good's worst case.)
+    gw_fake.script("good", f"error200:code={code}", f"error200:code={code}")
     gw_fake.script("claude-fake-2", "whole:prompt=20,completion=500")
     stream = client(gov, key["key"]).chat.completions.with_raw_response.create(
         model="good", max_tokens=1000, stream=True, messages=user("whole error, then whole"))

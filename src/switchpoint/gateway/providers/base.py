@@ -472,8 +472,9 @@ def classify_stream_error(payload: Mapping[str, Any], *, model: str | None = Non
     (``whole``) for a JSON error it answered a stream request with in place of a stream.
 
     Before the first content chunk, overload and rate-limit events classify like their HTTP
-    statuses so they can be retried; anything else is a broken stream. Secrets in the payload
-    are redacted.
+    statuses so they can be retried; anything else is a broken stream, but for a whole error
+    an upstream error (which no stream began: nothing was generated, so no provider billed it,
+    as for an error status). Secrets in the payload are redacted.
     """
     payload = redact_value(payload)
     code, message = _error_fields(payload)
@@ -490,6 +491,8 @@ def classify_stream_error(payload: Mapping[str, Any], *, model: str | None = Non
         if any(marker in f"{code} {message}" for marker in _CONTEXT_MARKERS):
             return ContextLengthExceeded(f"context length exceeded: {human}", model=model,
                                          body=payload)
+        if whole:
+            return ServerError(f"upstream error {where}: {human}", model=model, body=payload)
     return StreamBroken(f"{sent}: {human}", model=model,
                         body=payload, after_first_byte=after_first_byte)
 
