@@ -523,6 +523,24 @@ def test_a_stream_answered_without_events_fails_over_naming_what_came(
     assert key and key not in first
 
 
+def test_a_plain_answer_that_is_a_json_error_fails_over_naming_what_the_upstream_said(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    """A 200 to a plain request whose JSON is an error: the attempt names what the upstream
+    said (its key redacted), as a stream's does, and another model answers. It said only that
+    the answer had no choices list, so a quota or a key gone wrong upstream read as a bug."""
+    gw_fake.script("good", "error200:code=insufficient_quota", "error200")
+    completion, entry = plain(gw)
+    assert completion.model == "other"
+    assert outcomes(entry) == [("good", "malformed_response"), ("good", "malformed_response"),
+                               ("other", "ok")]
+    first = entry["attempts"][0]
+    assert first["error"].startswith("good: the 200 answer is an error, not a completion: "
+                                     "fake upstream failure"), first
+    key = gw_fake.requests()[0]["headers"]["authorization"].removeprefix("Bearer ")
+    assert key and key not in str(first)
+    assert first.get("charged_usd") is None
+
+
 @pytest.mark.parametrize(("model", "upstream"), [("good", "good"), ("other", OTHER)])
 def test_a_stream_answered_whole_reaches_the_client_as_a_stream_and_is_logged(
         gw: ThreadServer, gw_fake: FakeProviderProcess, model: str, upstream: str) -> None:

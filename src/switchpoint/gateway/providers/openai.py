@@ -39,6 +39,7 @@ from switchpoint.gateway.providers.base import (
     choices_problem,
     chunks_of,
     classify_stream_error,
+    error_message,
     is_content_chunk,
     stream_of_answer,
     upstream_json,
@@ -220,8 +221,11 @@ class OpenAIProvider:
             self.pool.get(base), url, upstream_body(request, card, stream=False), headers,
             timeouts, model=card.name)
         if not isinstance(data.get("choices"), list):
-            raise MalformedResponse("the answer has no 'choices' list", model=card.name,
-                                    status=response.status_code, body=data)
+            said = (f"the {response.status_code} answer is an error, not a completion: "
+                    f"{error_message(data, 'no message')}" if data.get("error")
+                    else "the answer has no 'choices' list")
+            raise MalformedResponse(said, model=card.name, status=response.status_code,
+                                    body=data)
         check_choices(data, answers_asked(request), model=card.name,
                       status=response.status_code)
         return ProviderResponse(body=data, model=card.name, status=response.status_code,
