@@ -410,8 +410,12 @@ class Gateway:
             self.governor.open(serving=self._owner is not None)
             self.learning.open()
             self.ab_tests.open()
-        except BaseException:
-            self._release_data_dir()
+        except BaseException:  # (a key store a newer switchpoint wrote, an unreadable file)
+            # What opened before the failure closes again, as a stop closes it: no writer or
+            # pin thread of a gateway that never opened runs on, holding the files (and making
+            # sessions.db again) once data_dir's lock is let go.
+            self.learning.close(checkpoint=False)
+            self._close_files(store=True)
             raise
         self._opened = True
         self._closed = False
@@ -514,13 +518,18 @@ class Gateway:
         if self._opened:
             self.learning.close()  # a checkpoint of what was learned, while the store is open
             self._closed = True
+        self._close_files(store=self._opened)
+        self._opened = False
+
+    def _close_files(self, *, store: bool) -> None:
+        """Close the key store and ledger, the session pins and (``store``) the log, then let
+        go of ``data_dir``."""
         self.governor.close()
         if self._pins is not None:
             self._pins.close()
             self._pins = None
-        if self.store is not None and self._opened:
+        if store and self.store is not None:
             self.store.close()
-        self._opened = False
         self._release_data_dir()
 
     def _sync_loops(self) -> tuple[asyncio.AbstractEventLoop, ...]:

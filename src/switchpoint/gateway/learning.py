@@ -994,17 +994,19 @@ class GatewayLearning:
                      checkpoint.seq, size / 1e6, time.perf_counter() - t0, waited * 1e3)
             return self.checkpoint_path
 
-    def close(self) -> None:
+    def close(self, *, checkpoint: bool = True) -> None:
         """Checkpoint what was learned since the last checkpoint (a graceful stop), after any
         checkpoint already under way; from now until :meth:`open`, no checkpoint run starts
-        (what feedback learns meanwhile is in this one, or in the feedback log)."""
+        (what feedback learns meanwhile is in this one, or in the feedback log). Without
+        ``checkpoint`` (an opening that failed), the log's read connections alone close."""
         with self._checkpoint_start:
             self._checkpoints_shut = True
             running = self._checkpointing
         if running is not None:
             running.join()
         try:
-            self.checkpoint()
+            if checkpoint:
+                self.checkpoint()
         except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
             log.error("learning checkpoint not written at stop: %s (the next start replays "
                       "the feedback log instead)", exc)
