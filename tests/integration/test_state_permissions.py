@@ -283,3 +283,30 @@ def test_a_write_refused_under_a_folder_it_may_not_search_is_said_not_raised(
         assert output_problem(path) is not None  # (it may not make "sub" there)
     assert problem == (f"its path goes through '{locked / 'sub'}', which cannot be used "
                        "(Permission denied)"), problem
+
+
+def test_a_learning_checkpoint_it_may_not_read_stops_the_start_and_is_kept(
+        state: tuple[Path, Path]) -> None:
+    """A checkpoint another user's (`switchpoint feedback` run as root writes it root's, mode
+    600) was passed over with a warning, the feedback log replayed without the outcomes
+    retention had pruned, and the stop wrote this process's own checkpoint over it: what it
+    alone held was gone. The start now stops, naming it, and the file stays as it was."""
+    config, data = state
+    with Gateway(load_settings(config, environ={})) as gateway:  # (a checkpoint to keep)
+        gateway.start()
+        decision = gateway.route("Prove that the square root of 2 is irrational.",
+                                 tenant="acme")
+        gateway.report_outcome(decision.decision_id, 1.0, tenant="acme")
+    checkpoint = data / "learning.checkpoint"
+    held = checkpoint.read_bytes()
+    with mode(checkpoint, 0):
+        code, err = refused_start("--config", config, data_dir=data)
+    assert code == 2, err
+    assert (f"'{checkpoint}': cannot use the learning checkpoint; this process's user") in err
+    assert f"may not read '{checkpoint}' (mode 000, its owner): `chmod u+rw {checkpoint}`" in err
+    assert "Traceback" not in err
+    assert checkpoint.read_bytes() == held
+    # Mended, it is taken up.
+    with Gateway(load_settings(config, environ={})) as gateway:
+        gateway.start()
+        assert gateway.learning_status()["from_checkpoint"] == 1

@@ -69,6 +69,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._files import access_problem
 from switchpoint._messages import json_quoted, listed_names, quoted, quoted_path
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision, check_id
@@ -641,7 +642,16 @@ class GatewayLearning:
         return self.log.reader
 
     def open(self) -> None:
-        """Read what was promoted (the store is open); checkpoints start again."""
+        """Read what was promoted (the store is open); checkpoints start again. A learning
+        checkpoint this process may not read and replace (another user's, as a command run
+        as root leaves it) stops the opening, naming it and what mends it, as the databases'
+        do: passed over, what it alone holds (outcomes retention pruned) would be lost when
+        this process wrote its own over it."""
+        problem = (None if self.checkpoint_path is None
+                   else access_problem(self.checkpoint_path, side_files=()))
+        if problem is not None:
+            raise StoreError(f"{quoted_path(self.checkpoint_path)}: cannot use the learning "
+                             f"checkpoint; {problem}")
         with self._checkpoint_start:
             self._checkpoints_shut = False
         if self.reader is not None:
