@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,13 @@ from switchpoint._json import (
     lone_surrogate,
     unreadable,
 )
-from switchpoint._messages import json_quoted, listed_names, printed_name_problem
+from switchpoint._messages import (
+    MAX_LISTED,
+    json_quoted,
+    listed_names,
+    plural,
+    printed_name_problem,
+)
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
 from switchpoint.errors import RecordsError
 from switchpoint.prompt_files import BOM, ENCODING_ERRORS, blank_file, not_utf8
@@ -69,6 +76,18 @@ class RecordSet:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __repr__(self) -> str:
+        """How many records, which models and splits, and whether they carry embeddings: never
+        the prompts or the arrays (a file of 100,000 records is one line, not megabytes); the
+        first 20 models and splits are named, and how many more there are."""
+        splits = Counter("no split" if s is None else json_quoted(s) for s in self.splits)
+        shown = (listed_names([f"{name}: {n:,}" for name, n in sorted(splits.items())],
+                              width=80) if self.has_splits else "none")
+        return (f"RecordSet({plural(len(self), 'record')}, "
+                f"{plural(len(self.models), 'model')}: "
+                f"{listed_names(self.models, MAX_LISTED, quoted=True)}; splits: {shown}; "
+                f"embeddings: {'none' if self.embeddings is None else 'given'})")
 
     def subset(self, rows: Sequence[int] | npt.NDArray[np.intp]) -> RecordSet:
         idx = np.asarray(rows, dtype=np.intp)

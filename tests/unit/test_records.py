@@ -402,3 +402,20 @@ def test_an_id_is_a_non_empty_string_or_an_integer(rid: object, got: str) -> Non
         parse_records([_line(id=rid)], source="r.jsonl")
     assert str(info.value) == ("'r.jsonl', line 1: field \"id\" must be a non-empty string or an "
                                f"integer, got {got}")
+
+
+def test_a_record_sets_repr_counts_its_records_and_never_prints_them() -> None:
+    """``repr`` (what a notebook shows) says how many records, which models and splits, not
+    every prompt and every score: 2000 records of 1000 characters, 30 models, stay a line."""
+    lines = [_line(id=f"r{i}", prompt=f"{i} " + "x" * 1000, split=("train", "test")[i % 2],
+                   scores={f"model-{j}": 0.5 for j in range(30)},
+                   costs={f"model-{j}": 0.001 for j in range(30)}) for i in range(2000)]
+    records = parse_records(lines)
+    shown = repr(records)
+    assert len(shown) < 1000, shown[:1000]
+    assert shown.startswith("RecordSet(2000 records, 30 models: \"model-0\", \"model-1\"")
+    assert "and 10 more" in shown and '"test": 1,000, "train": 1,000' in shown
+    assert "xxx" not in shown and "embeddings: none" in shown
+    records.embeddings = np.zeros((2000, 2), dtype=np.float32)
+    assert "embeddings: given" in repr(records)
+    assert "splits: none" in repr(parse_records([_line(split=None)]))
