@@ -42,8 +42,8 @@ from switchpoint._messages import (
     plural,
     printed_name_problem,
 )
-from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
-from switchpoint.errors import RecordsError
+from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS, model_names
+from switchpoint.errors import InvalidInputError, RecordsError, UnknownModelError
 from switchpoint.prompt_files import BOM, ENCODING_ERRORS, blank_file, not_utf8
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -73,6 +73,37 @@ class RecordSet:
                    "a NumPy array of one row per record and one column per model")
         expect("embeddings", self.embeddings, np.ndarray,
                "a NumPy array of one row per record", optional=True)
+        n = len(self.ids)
+        for name in ("prompts", "tasks", "splits"):
+            given = len(getattr(self, name))
+            if given != n:
+                raise InvalidInputError(name, f"has {given:,} entries; it must have one per "
+                                              f"record, as ids has ({n:,})")
+        models = model_names(self.models, "models") or []
+        if len(set(models)) != len(models):
+            twice = [m for m, k in Counter(models).items() if k > 1]
+            raise InvalidInputError("models", f"names {listed_names(twice, quoted=True)} more "
+                                              "than once; name each model's column once")
+        shape = (n, len(models))
+        for name, low, high in (("scores", 0.0, 1.0), ("costs", 0.0, MAX_ANSWER_COST)):
+            values = getattr(self, name)
+            if values.shape != shape:
+                raise InvalidInputError(name, f"has shape {values.shape}; it must be {shape}: "
+                                              "one row per record and one column per model")
+            try:
+                numbers = values.astype(np.float64, casting="same_kind")
+            except TypeError:
+                raise InvalidInputError(name, f"must hold numbers, got an array of "
+                                              f"{values.dtype}") from None
+            labelled = numbers[~np.isnan(numbers)]
+            if labelled.size and not (labelled.min() >= low and labelled.max() <= high):
+                raise InvalidInputError(name, f"holds values outside [{low:g}, {high:g}]; "
+                                              "each must be in that range, or NaN where the "
+                                              "model is unlabelled")
+        if self.embeddings is not None and (self.embeddings.ndim != 2
+                                            or len(self.embeddings) != n):
+            raise InvalidInputError("embeddings", f"has shape {self.embeddings.shape}; it must "
+                                                  f"be ({n:,}, dimension): one row per record")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,7 +121,29 @@ class RecordSet:
                 f"embeddings: {'none' if self.embeddings is None else 'given'})")
 
     def subset(self, rows: Sequence[int] | npt.NDArray[np.intp]) -> RecordSet:
-        idx = np.asarray(rows, dtype=np.intp)
+        """A new RecordSet of the records at ``rows`` (row numbers, in the order given; a
+        negative one counts from the end, as a list's index does), with every model.
+
+        Raises :class:`InvalidInputError` naming ``rows`` for anything but whole numbers
+        (a boolean mask included: pass ``np.flatnonzero(mask)``) or a row past the records."""
+        try:
+            idx = np.asarray(rows)
+        except (TypeError, ValueError):
+            idx = np.asarray(None)
+        if isinstance(rows, (str, bytes)) or idx.ndim != 1 or (
+                idx.size and not np.issubdtype(idx.dtype, np.integer)):
+            hint = (": pass the row numbers, np.flatnonzero(mask)" if idx.dtype == bool
+                    else "")
+            raise InvalidInputError("rows", f"must be a list of row numbers (whole numbers), "
+                                            f"got {type(rows).__name__}"
+                                            f"{' of ' + str(idx.dtype) if idx.ndim else ''}"
+                                            f"{hint}")
+        idx = idx.astype(np.intp)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            past = int(idx.max()) if idx.max() >= n else int(idx.min())
+            raise InvalidInputError("rows", f"row {past} is past these {plural(n, 'record')}; "
+                                            f"rows are numbered from 0 to {n - 1}")
         return RecordSet(
             ids=[self.ids[i] for i in idx],
             prompts=[self.prompts[i] for i in idx],
@@ -115,6 +168,23 @@ class RecordSet:
         return self.subset(rows)
 
     def select_models(self, names: Sequence[str]) -> RecordSet:
+        """A new RecordSet of the same records with only the models ``names``, in that order.
+
+        Raises :class:`InvalidInputError` naming ``names`` when it is not a list of model
+        names, is empty or names one twice, and :class:`UnknownModelError` for a model these
+        records do not hold."""
+        chosen = model_names(names, "names")
+        if not chosen:
+            raise InvalidInputError("names", "is empty; list at least one of the records' "
+                                             "models")
+        unknown = list(dict.fromkeys(m for m in chosen if m not in self.models))
+        if unknown:
+            raise UnknownModelError("names", unknown, self.models)
+        if len(set(chosen)) != len(chosen):
+            twice = [m for m, k in Counter(chosen).items() if k > 1]
+            raise InvalidInputError("names", f"names {listed_names(twice, quoted=True)} more "
+                                             "than once; name each model once")
+        names = chosen
         cols = [self.models.index(n) for n in names]
         out = self.subset(np.arange(len(self)))
         out.models = list(names)

@@ -11,7 +11,7 @@ import pytest
 
 from switchpoint._messages import unprintable
 from switchpoint.catalog import MAX_CATALOG_MODELS
-from switchpoint.errors import RecordsError, WeightsError
+from switchpoint.errors import InvalidInputError, RecordsError, UnknownModelError, WeightsError
 from switchpoint.records import MAX_RECORD_CHARS, RecordSet, load_records, parse_records
 from switchpoint.weights import _check_model_names, load_weights
 from tests.conftest import feed_pipe
@@ -419,3 +419,73 @@ def test_a_record_sets_repr_counts_its_records_and_never_prints_them() -> None:
     records.embeddings = np.zeros((2000, 2), dtype=np.float32)
     assert "embeddings: given" in repr(records)
     assert "splits: none" in repr(parse_records([_line(split=None)]))
+
+
+def _by_hand(**changed: object) -> RecordSet:
+    fields: dict[str, object] = {
+        "ids": ["r1", "r2"], "prompts": ["p1", "p2"], "tasks": ["t", "t"],
+        "splits": ["train", None], "models": ["a", "b"],
+        "scores": np.array([[1.0, np.nan], [0.0, 0.5]]),
+        "costs": np.array([[0.1, np.nan], [0.2, 0.3]])}
+    fields.update(changed)
+    return RecordSet(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("field", "changed", "said"), [
+    ("prompts", {"prompts": ["p1"]}, "has 1 entries; it must have one per record, as ids has (2)"),
+    ("splits", {"splits": []}, "has 0 entries"),
+    ("models", {"models": ["a", "a"]}, 'names "a" more than once'),
+    ("scores", {"scores": np.zeros((2, 3))}, "has shape (2, 3); it must be (2, 2)"),
+    ("costs", {"costs": np.zeros(4)}, "has shape (4,); it must be (2, 2)"),
+    ("scores", {"scores": np.array([[1.0, 2.0], [0.0, 0.5]])}, "outside [0, 1]"),
+    ("costs", {"costs": np.array([[-0.1, 0.0], [0.0, 0.0]])}, "outside [0, "),
+    ("costs", {"costs": np.array([[np.inf, 0.0], [0.0, 0.0]])}, "outside [0, "),
+    ("scores", {"scores": np.array([["1", "0"], ["0", "1"]])}, "must hold numbers"),
+    ("embeddings", {"embeddings": np.zeros((3, 4), dtype=np.float32)}, "one row per record"),
+], ids=["prompts short", "splits empty", "a model twice", "scores' columns", "costs flat",
+        "a score of 2", "a negative cost", "an infinite cost", "scores of text",
+        "embeddings' rows"])
+def test_records_built_by_hand_must_be_aligned_and_in_range(
+        field: str, changed: dict[str, object], said: str) -> None:
+    """A RecordSet built in Python is checked as a file's records are: one prompt, task and
+    split per id, a score and a cost per record and model, scores in [0, 1] and costs from 0
+    (NaN: unlabelled). A prompt short was an IndexError deep in fit; a score of 2 was fitted."""
+    assert len(_by_hand()) == 2  # (the unchanged set is taken, NaN labels and a None split)
+    with pytest.raises(InvalidInputError) as caught:
+        _by_hand(**changed)
+    assert caught.value.field == field and said in caught.value.reason, caught.value
+
+
+@pytest.mark.parametrize(("rows", "said"), [
+    ([3], "row 3 is past these 3 records; rows are numbered from 0 to 2"),
+    ([-4], "row -4 is past these 3 records"),
+    ("02", "must be a list of row numbers (whole numbers), got str"),
+    ([0.0, 1.0], "got list of float64"),
+    (np.array([True, False, True]), "pass the row numbers, np.flatnonzero(mask)"),
+    (1, "got int"),
+], ids=["past the end", "past the start", "a string", "floats", "a boolean mask", "one number"])
+def test_subset_refuses_what_is_no_row_of_the_records(rows: object, said: str) -> None:
+    """A row past the records was an IndexError; a boolean mask was read as rows 1, 0 and 1
+    (True and False as numbers), the wrong records taken without a word."""
+    rs = _three_records()
+    with pytest.raises(InvalidInputError) as caught:
+        rs.subset(rows)  # type: ignore[arg-type]
+    assert caught.value.field == "rows" and said in caught.value.reason, caught.value
+    assert rs.subset([-1]).ids == ["t2"] and len(rs.subset([])) == 0
+
+
+@pytest.mark.parametrize(("names", "error", "said"), [
+    (["a", "nope"], UnknownModelError, 'unknown model(s) "nope"; known models are: "a", "b"'),
+    ([], InvalidInputError, "is empty"),
+    ("a", InvalidInputError, "must be a list of model names, got str"),
+    (["a", "a"], InvalidInputError, 'names "a" more than once'),
+], ids=["unknown", "empty", "a string", "twice"])
+def test_select_models_refuses_a_model_the_records_do_not_hold(
+        names: object, error: type[InvalidInputError], said: str) -> None:
+    """An unknown model was Python's ValueError ("'nope' is not in list"), a string was read
+    letter by letter, and an empty list gave records of no model."""
+    rs = _three_records()
+    with pytest.raises(error) as caught:
+        rs.select_models(names)  # type: ignore[arg-type]
+    assert caught.value.field == "names" and said in caught.value.reason, caught.value
+    assert rs.models == ["a", "b"]
