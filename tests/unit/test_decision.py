@@ -406,3 +406,27 @@ def test_a_number_refused_is_shown_in_plain_terms_not_as_a_repr_nor_as_json_infi
     assert str(infinite.value) == (
         "expected_cost: must be a finite number >= 0, got infinity, too large a number (what "
         "1e400, or any number past about 1.8e308, reads as)")
+
+
+def test_a_decisions_repr_stays_a_few_lines_among_a_thousand_models() -> None:
+    """A decision among 1,000 models, with a distribution over 1,000 clusters and a megabyte
+    of reasoning, shows every field but only the first entries of each collection and the
+    start of each text (its repr was hundreds of KB: a notebook cell flooded)."""
+    names = [f"model-{j:04d}" for j in range(1000)]
+    scores = {name: j / 1000 for j, name in enumerate(names)}
+    decision = RoutingDecision(names[0], 0.0, 0.0, scores, 7, np.full(1000, 0.001),
+                               ["x" * 2**20], fallback_models=names[1:], expected_errors=scores,
+                               expected_costs=scores, prompt_hash="a" * 64)
+    shown = repr(decision)
+    assert len(shown) < 4000, len(shown)
+    assert shown.startswith("RoutingDecision(selected_model='model-0000', expected_error=0.0, "
+                            "cost_adjusted_score=0.0, all_scores={'model-0000': 0.0, ")
+    assert shown.count("... 988 more") == 4  # (the three dicts and the distribution)
+    assert "... 987 more" in shown  # (the 999 fallbacks)
+    assert "cluster_id=7, cluster_probabilities=array([0.001, " in shown
+    assert "'xxx" in shown and "x" * 300 not in shown
+    assert f"prompt_hash='{'a' * 64}')" in shown  # (the last field, whole)
+    small = RoutingDecision("a", 0.1, 0.2, {"a": 0.2, "b": 0.3}, 0, fallback_models=["b"])
+    assert repr(small).startswith("RoutingDecision(selected_model='a', expected_error=0.1, "
+                                  "cost_adjusted_score=0.2, all_scores={'a': 0.2, 'b': 0.3}, "
+                                  "cluster_id=0, cluster_probabilities=None, reasoning=[], ")
