@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import itertools
 import json
 import math
 import numbers
@@ -22,6 +23,8 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
+
+import numpy as np
 
 from switchpoint.errors import InvalidInputError
 
@@ -155,6 +158,37 @@ def quoted(value: object, limit: int = 60) -> str:
             return f"a number of more than {sys.get_int_max_str_digits()} digits"
         return f"a value of type {type(value).__name__}"
     return cut(text, limit)
+
+
+#: How many entries of each dict, list or array :func:`bounded_repr` shows before it says how
+#: many more there are.
+MAX_SHOWN = 12
+#: How many characters of a text :func:`bounded_repr` shows.
+MAX_SHOWN_CHARS = 200
+
+
+def bounded_repr(value: object) -> str:
+    """``value``'s ``repr`` as a public object's own ``repr`` shows a field (a decision's
+    scores, a package's provenance): at most :data:`MAX_SHOWN` entries of each dict, list,
+    tuple or NumPy array, and how many more there are (``... 988 more``), each entry shown so
+    in turn, and at most :data:`MAX_SHOWN_CHARS` characters of each text, so an object that
+    holds a thousand models or a megabyte of text is a few lines in a notebook."""
+    if isinstance(value, str):
+        return quoted(value, MAX_SHOWN_CHARS)
+    if isinstance(value, np.ndarray):
+        entries = [bounded_repr(x.item()) for x in value.ravel()[:MAX_SHOWN]]
+        opening, closing = "array([", "])"
+    elif isinstance(value, dict):
+        entries = [f"{bounded_repr(k)}: {bounded_repr(v)}"
+                   for k, v in itertools.islice(value.items(), MAX_SHOWN)]
+        opening, closing = "{", "}"
+    elif isinstance(value, (list, tuple)):
+        entries = [bounded_repr(item) for item in value[:MAX_SHOWN]]
+        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")")
+    else:
+        return quoted(value, MAX_SHOWN_CHARS)
+    more = (value.size if isinstance(value, np.ndarray) else len(value)) - MAX_SHOWN
+    return opening + ", ".join(entries + ([f"... {more:,} more"] if more > 0 else [])) + closing
 
 
 def quoted_path(path: object) -> str:

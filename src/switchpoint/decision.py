@@ -20,7 +20,6 @@ evaluation harness both call it, so they choose identically.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 import re
 import sys
@@ -33,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._args import INTEGER, expect
-from switchpoint._messages import cut, json_quoted, people_number, quoted
+from switchpoint._messages import bounded_repr, cut, json_quoted, people_number
 from switchpoint._numbers import checked_number
 from switchpoint.errors import InvalidInputError
 
@@ -389,11 +388,12 @@ class RoutingDecision:
             check_id(self.prompt_hash, "prompt_hash")
 
     def __repr__(self) -> str:
-        """Every field, as a dataclass shows them, each bounded: a dict, a list or the
-        cluster distribution shows its first :data:`MAX_SHOWN` entries and how many more there
-        are, a text its first 200 characters, so a decision among 1,000 models (or one built
-        with a megabyte of reasoning) is a few lines in a notebook, not hundreds of KB."""
-        shown = ", ".join(f"{f.name}={_bounded(getattr(self, f.name))}" for f in fields(self))
+        """Every field, as a dataclass shows them, each bounded (:func:`bounded_repr`): a
+        dict, a list or the cluster distribution shows its first 12 entries and how many more
+        there are, a text its first 200 characters, so a decision among 1,000 models (or one
+        built with a megabyte of reasoning) is a few lines in a notebook, not hundreds of KB."""
+        shown = ", ".join(f"{f.name}={bounded_repr(getattr(self, f.name))}"
+                          for f in fields(self))
         return f"{type(self).__name__}({shown})"
 
     def __eq__(self, other: object) -> bool:
@@ -472,34 +472,6 @@ class RoutingDecision:
                          + (f"; adjustments: {', '.join(self.sla_adjustments)}"
                             if self.sla_adjustments else ""))
         return "\n".join(lines)
-
-
-#: How many entries of a decision's dict or list its ``repr`` shows before it says how many
-#: more there are.
-MAX_SHOWN = 12
-_SHOWN_CHARS = 200  # characters of a text a decision's repr shows
-
-
-def _bounded(value: object) -> str:
-    """``value`` as :meth:`RoutingDecision.__repr__` shows it: its ``repr``, with at most
-    :data:`MAX_SHOWN` entries of each dict, list or array and :data:`_SHOWN_CHARS` characters
-    of each text."""
-    if isinstance(value, str):
-        return quoted(value, _SHOWN_CHARS)
-    if isinstance(value, np.ndarray):
-        entries = [repr(round(float(x), 6)) for x in value.ravel()[:MAX_SHOWN]]
-        opening, closing = "array([", "])"
-    elif isinstance(value, dict):
-        entries = [f"{_bounded(k)}: {_bounded(v)}"
-                   for k, v in itertools.islice(value.items(), MAX_SHOWN)]
-        opening, closing = "{", "}"
-    elif isinstance(value, list):
-        entries = [_bounded(item) for item in value[:MAX_SHOWN]]
-        opening, closing = "[", "]"
-    else:
-        return repr(value)
-    more = len(value) - MAX_SHOWN
-    return opening + ", ".join(entries + ([f"... {more:,} more"] if more > 0 else [])) + closing
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from switchpoint._files import (
 )
 from switchpoint._json import DuplicateKeyError, as_float, loads, unreadable
 from switchpoint._messages import (
+    bounded_repr,
     got,
     json_quoted,
     listed_names,
@@ -141,6 +142,16 @@ class WeightsPackage:
             raise InvalidInputError("dimension", f"is {self.dimension}, but the policy holds "
                                                  f"{width}-d vectors: give dimension={width}, "
                                                  "that of the embedder it was fitted with")
+
+    def __repr__(self) -> str:
+        """The policy with its parameters, the embedder, the models and where the package
+        came from, each list and text bounded (:func:`~switchpoint._messages.bounded_repr`):
+        the provenance of a fit on records of thousands of tasks, or of many ``add_model``
+        calls, is a few lines, never the arrays."""
+        return (f"WeightsPackage(policy={self.policy!r}, "
+                f"embedder_id={bounded_repr(self.embedder_id)}, dimension={self.dimension}, "
+                f"models={bounded_repr(self.models)}, "
+                f"provenance={bounded_repr(self.provenance)}, path={self.path!r})")
 
     @property
     def models(self) -> list[str]:

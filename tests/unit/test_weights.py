@@ -1197,3 +1197,21 @@ def test_a_load_sets_aside_what_its_files_hold_not_what_the_cap_allows(pkg_dir: 
     finally:
         tracemalloc.stop()
     assert peak < 64 * 1024 * 1024, peak
+
+
+def test_a_packages_repr_names_its_models_and_bounds_its_provenance(
+        small_records: RecordSet, fake_embedder: FakeEmbedder) -> None:
+    """A package fitted on records of a task each (each named at length) shows its policy, its
+    models and the start of its provenance: the provenance was printed whole, every task."""
+    n = len(small_records)
+    tasks = [f"task {i:04d} " + "t" * 500 for i in range(n)]
+    records = RecordSet(small_records.ids, small_records.prompts, tasks, small_records.splits,
+                        small_records.models, small_records.scores, small_records.costs)
+    package = fit(records, policy="fixed", split=SMALL_SPLIT, embedder=fake_embedder)
+    shown = repr(package)
+    assert len(package.provenance["tasks"]) > 12 and len(shown) < 3000, len(shown)
+    assert shown.startswith(f"WeightsPackage(policy={package.policy!r}, embedder_id=")
+    assert f"models={package.models!r}" in shown  # (a few: whole)
+    assert f"'tasks': ['task 0000 {'t' * 10}" in shown and "t" * 500 not in shown
+    assert f"... {len(package.provenance['tasks']) - 12} more]" in shown
+    assert shown.endswith("path=None)")
