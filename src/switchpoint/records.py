@@ -54,7 +54,17 @@ MAX_RECORD_CHARS = 16 << 20
 
 @dataclass
 class RecordSet:
-    """Records as aligned arrays: ``scores[i, j]`` is model ``models[j]`` on prompt ``i``."""
+    """Routing records as aligned arrays: ``scores[i, j]`` is model ``models[j]`` on prompt
+    ``i`` (what :func:`load_records` returns, and what :func:`~switchpoint.fit` and
+    :func:`~switchpoint.add_model` take).
+
+    ``ids``, ``prompts``, ``tasks`` and ``splits`` hold one entry per record (a split may be
+    None); ``models`` names each column once; ``scores`` (quality in [0, 1]) and ``costs``
+    (USD per answer, from 0) are float arrays of one row per record and one column per model,
+    NaN where a record leaves a model unlabelled; ``embeddings``, if given, one row per record
+    (a fit embeds the prompts itself when it is None). Built by hand, each is checked: a
+    wrong type, a length or a shape that does not line up, or a score or cost out of range
+    is an :class:`~switchpoint.errors.InvalidInputError` naming the field."""
 
     ids: list[str]
     prompts: list[str]
@@ -210,6 +220,8 @@ class RecordSet:
 
     @property
     def has_splits(self) -> bool:
+        """Whether any record names a split (then :func:`~switchpoint.fit` fits on ``train``
+        unless told another)."""
         return any(s is not None for s in self.splits)
 
 
@@ -314,7 +326,20 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
 
 
 def load_records(path: str | Path) -> RecordSet:
-    """Read a routing-records JSONL file."""
+    """Read a routing-records JSONL file (``path``: a string or a ``pathlib.Path``) into a
+    :class:`RecordSet`, its models in the order the file first names them.
+
+    Each line is one JSON object: ``prompt`` (a non-empty string), ``scores`` (model name to
+    quality in [0, 1]) and ``costs`` (the same models to USD for that answer, from 0), and
+    optionally ``id`` (a string or an integer, unique; default ``line-N``), ``task`` and
+    ``split`` (such as ``train`` or ``test``, which :func:`~switchpoint.fit` reads). A model a
+    line leaves out is unlabelled there (NaN). Blank lines are skipped; a line holds at most
+    16 MiB of characters, a file names at most 1,000 models in all.
+
+    Raises :class:`~switchpoint.errors.RecordsError` naming the file, and the line and field
+    where one is at fault: a missing file, a directory, text that is not UTF-8, a malformed
+    line or a file of no records; :class:`~switchpoint.errors.InvalidInputError` for a
+    ``path`` that is no path."""
     expect("path", path, PATH, "the path of a JSONL file of routing records")
     p = Path(path)
     problem = path_problem(p)

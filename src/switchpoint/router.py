@@ -185,11 +185,14 @@ class RoutingStats:
         self.avg_cost_score += (decision.cost_adjusted_score - self.avg_cost_score) / n
 
     def copy(self) -> RoutingStats:
+        """An independent copy (its counters are not shared)."""
         return RoutingStats(self.total_requests, self.cache_hits, Counter(self.model_selections),
                             Counter(self.cluster_distributions), self.avg_expected_error,
                             self.avg_cost_score)
 
     def to_dict(self) -> dict[str, Any]:
+        """The counters as JSON-ready values (cluster ids as strings, means rounded to 6
+        places)."""
         return {
             "total_requests": self.total_requests,
             "cache_hits": self.cache_hits,
@@ -254,6 +257,19 @@ class DecisionCache(RemadeOnLoad):
 
 class Router(RemadeOnLoad):
     """Routes prompts (or pre-computed embeddings) to the model that should answer them.
+
+    ``weights`` is a :class:`~switchpoint.WeightsPackage` (:func:`load_router` loads one for
+    you). ``catalog`` names the models to route over and their prices (default: the weights'
+    own models); ``embedder`` embeds prompts (default: the one the weights name, loaded on
+    first use); ``cost_weight`` is the λ a request routes at when it names none (0 to 10,000;
+    0 is quality first); ``allowed_models`` limits every request's candidates (None: all).
+    ``cache_size`` decisions (0 to 10,000,000; 0 turns the cache off) are kept for
+    ``cache_ttl`` seconds (0 to a year; 0: no expiry), and ``embedding_cache_size`` prompts'
+    vectors (0 to 10,000,000). ``learning`` (:class:`~switchpoint.learning.LearningSettings`)
+    sets how outcomes teach, and ``feedback_log`` keeps them (see :meth:`report_outcome`). A
+    wrong type, a value out of range or an unknown model is an
+    :class:`~switchpoint.errors.InvalidInputError` (an
+    :class:`~switchpoint.errors.UnknownModelError`) naming the argument.
 
     A router pickles (for a ``multiprocessing`` worker) with its weights, catalog, settings,
     counters and what it learned; its locks, its embedder's loaded model and its decision
@@ -336,8 +352,8 @@ class Router(RemadeOnLoad):
     @property
     def cost_weight(self) -> float:
         """The λ a request routes at when it names none. Setting it checks it as the
-        constructor does: a NaN, negative or non-numeric λ is an :class:`InvalidInputError`
-        and the router keeps the λ it had."""
+        constructor does: a NaN, negative or non-numeric λ, or one over 10,000, is an
+        :class:`InvalidInputError` and the router keeps the λ it had."""
         return self._cost_weight
 
     @cost_weight.setter
@@ -792,6 +808,8 @@ class Router(RemadeOnLoad):
 
     @property
     def stats(self) -> RoutingStats:
+        """The routing counters since the router was made or :meth:`reset_stats`: a copy,
+        which later routing does not change."""
         with self._stats_lock:
             return self._stats.copy()
 
@@ -1227,6 +1245,14 @@ def load_router(
     embedding model loads on a background thread, so this returns quickly and the first
     ``route`` waits only for what is left. ``max_weights_bytes``: the most the package's arrays
     and profiles may hold together (see :func:`~switchpoint.weights.load_weights`).
+    ``cost_weight``, ``allowed_models``, ``embedder``, ``catalog``, ``cache_size`` and
+    ``cache_ttl`` are :class:`Router`'s, checked as it checks them. ``verbose`` prints one line
+    to stdout naming the package loaded.
+
+    Raises :class:`~switchpoint.errors.WeightsError` for a package that cannot be loaded (a
+    missing directory, no bundled weights of that policy, a damaged file), naming it, and
+    :class:`~switchpoint.errors.InvalidInputError` naming the argument for any other bad
+    argument.
 
     Parameters other UniRoute-style loaders take, with their meaning here:
 

@@ -66,11 +66,23 @@ def fit(
     progress: ProgressFn | None = None,
     **params: Any,
 ) -> WeightsPackage:
-    """Fit a policy on routing records and return the weights package (not yet saved).
+    """Fit a policy on routing records and return the weights package (not yet saved:
+    :meth:`WeightsPackage.save <switchpoint.WeightsPackage.save>`).
 
-    Without ``split``, records that carry a ``split`` field are limited to ``train``.
-    ``progress(stage, done, total)`` hears about the embedding (per batch of prompts) and the
-    fitting (one step); see :mod:`switchpoint._progress`.
+    ``records`` is a :class:`~switchpoint.RecordSet` or the path of a records file
+    (:func:`~switchpoint.load_records`). ``policy`` is one of ``cluster`` (the default),
+    ``knn``, ``tiers``, ``tfidf``, ``fixed`` or ``random``, and ``params`` its parameters
+    (``n_clusters=20`` for ``cluster``, say; an unknown one is refused, listing the policy's).
+    Without ``split``, records that carry a ``split`` field are limited to ``train``; with
+    it, to that split. ``embedder`` is an :class:`~switchpoint.embedding.Embedder` or an
+    embedder's id (default: the bundled all-MiniLM-L6-v2). ``progress(stage, done, total)``
+    hears about the embedding (per batch of prompts) and the fitting (one step): a stage is
+    reported first with ``done=0``, then with ``done == total`` once it completes.
+
+    Raises :class:`~switchpoint.errors.InvalidInputError` naming the argument for a wrong
+    type, an unknown policy or parameter, a parameter out of range or records with nothing to
+    learn from; :class:`~switchpoint.errors.RecordsError` for a records file that cannot be
+    read, a split the records do not have, or a model the split does not label.
     """
     expect("records", records, (RecordSet, *PATH), _RECORDS)
     expect("policy", policy, str, f"a policy name ({one_of(POLICIES)})")

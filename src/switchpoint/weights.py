@@ -105,7 +105,18 @@ _LEARNED_FIELDS = ("expected_cost", "mean_cost", "stderr_count", "label_variance
 
 @dataclass
 class WeightsPackage:
-    """A fitted policy plus the embedder it expects and where it came from."""
+    """A fitted policy plus the embedder it expects and where it came from: what
+    :func:`~switchpoint.fit` returns, :func:`load_weights` reads and a
+    :class:`~switchpoint.Router` routes with.
+
+    ``policy`` is the fitted policy; ``embedder_id`` the id of the embedder it was fitted with
+    (the bundled default's is ``all-MiniLM-L6-v2/tail-64``) and ``dimension`` its vectors'
+    length (1 to 65,536, the policy's own when it holds vectors); ``provenance`` a dict of
+    where it came from (records, split, tasks, creation time, models added), written to the
+    manifest; ``path`` the directory it was loaded from or saved to (None until saved). Each
+    is checked as it is built: a wrong type, a policy not fitted, an empty ``embedder_id`` or
+    a ``dimension`` out of range is an :class:`~switchpoint.errors.InvalidInputError` naming
+    it."""
 
     policy: Policy
     embedder_id: str
@@ -155,6 +166,7 @@ class WeightsPackage:
 
     @property
     def models(self) -> list[str]:
+        """The models the policy has learned profiles for, in its order (a copy)."""
         return list(self.policy.models_)
 
     @property
@@ -172,6 +184,8 @@ class WeightsPackage:
         return f"{state.name}-{digest.hexdigest()[:12]}"
 
     def save(self, path: str | Path, *, bundled: bool = False) -> Path:
+        """:func:`save_weights` for this package: write it to the directory ``path`` and
+        return that path."""
         return save_weights(self, path, bundled=bundled)
 
 
@@ -266,9 +280,15 @@ def _is_package(root: Path) -> bool:
 
 
 def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = False) -> Path:
-    """Write ``package`` to the directory ``path``: a new or empty directory, or an earlier
-    weights package, which it replaces atomically (see :func:`check_weights_target`; ``bundled``
-    lets it replace the weights bundled with switchpoint)."""
+    """Write ``package`` to the directory ``path`` (a string or a ``pathlib.Path``) and
+    return that path, which the package's ``path`` then names too.
+
+    ``path`` must be a new or empty directory, or an earlier weights package, which is
+    replaced in one step: a process killed while saving leaves the old package or the new one,
+    whole. Anything else there (a file, a directory of other things) is refused with
+    :class:`~switchpoint.errors.WeightsError` naming it, nothing written, and so are the
+    weights bundled with switchpoint unless ``bundled`` is True (every router of the
+    installation loads them by default)."""
     expect("package", package, WeightsPackage, "a WeightsPackage (what fit returns)")
     expect("path", path, PATH, "the path of a directory")
     expect("bundled", bundled, bool, "True or False")

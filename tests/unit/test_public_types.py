@@ -34,3 +34,37 @@ def test_no_public_member_returns_any(cls: type) -> None:
 def test_the_gateway_router_is_a_router() -> None:
     hints = typing.get_type_hints(typing.cast(property, Gateway.router).fget)
     assert hints["return"] is Router
+
+
+def _undocumented(obj: object) -> list[str]:
+    """The public names of ``obj`` (an exported function, or a class and the methods and
+    properties it defines itself) whose ``help()`` would show no docstring of their own."""
+    if not inspect.isclass(obj):
+        return [] if inspect.getdoc(obj) else [getattr(obj, "__name__", repr(obj))]
+    found = [] if obj.__doc__ else [obj.__name__]
+    fields = getattr(obj, "__dataclass_fields__", {})
+    for name, member in vars(obj).items():
+        if name.startswith("_") or name in fields:  # (a field's default is no method)
+            continue
+        if isinstance(member, (staticmethod, classmethod)):
+            member = member.__func__
+        function = member.fget if isinstance(member, property) else member
+        if (callable(function) or isinstance(member, property)) and not getattr(
+                function, "__doc__", None):
+            found.append(f"{obj.__name__}.{name}")
+    return found
+
+
+PUBLIC = sorted({name: getattr(switchpoint, name) for name in switchpoint.__all__
+                 if name != "__version__"}.items()) + sorted(
+    {f"gateway.{name}": getattr(switchpoint.gateway, name)
+     for name in switchpoint.gateway.__all__}.items())
+
+
+@pytest.mark.parametrize(("name", "obj"), PUBLIC, ids=[name for name, _ in PUBLIC])
+def test_every_public_name_says_what_it_does(name: str, obj: object) -> None:
+    """What a newcomer reads with ``help()``: every exported function and class, and each
+    public method and property a class defines, has a docstring of its own (``help`` showed
+    none for ``Router.stats``, ``WeightsPackage.save``, ``RecordSet.subset``,
+    ``Gateway.settings``, the ``Observer``'s callbacks, ...)."""
+    assert _undocumented(obj) == []

@@ -190,13 +190,20 @@ _at_exit_registered = False
 
 @runtime_checkable
 class Observer(Protocol):
-    """Told what the gateway did (the server's Prometheus metrics are one)."""
+    """Told what the gateway did (the server's Prometheus metrics are one). Its methods run
+    on the gateway's event loop, so each must return quickly and must not call the gateway's
+    synchronous methods (that raises :class:`~switchpoint.errors.ReentrantCallError`)."""
 
-    def on_request(self, record: RequestRecord) -> None: ...
+    def on_request(self, record: RequestRecord) -> None:
+        """A chat request's log record, as it is written: every request the log keeps
+        (answered, failed, or refused by a budget or a rate limit)."""
 
-    def on_decision(self, decision: RoutingDecision) -> None: ...
+    def on_decision(self, decision: RoutingDecision) -> None:
+        """A prompt was routed (by :meth:`Gateway.route` or for a chat request)."""
 
-    def on_store_error(self) -> None: ...
+    def on_store_error(self) -> None:
+        """A decision or a request could not be written to the log (it stands; the log
+        says so)."""
 
 
 def _request(method: F) -> F:
@@ -381,6 +388,8 @@ class Gateway:
 
     @property
     def settings(self) -> Settings:
+        """The settings in force: the live router's (those of the last reload), or those the
+        gateway was built with while its first router loads."""
         live = self.state.peek()
         return live.settings if live is not None else self.state.settings
 

@@ -90,6 +90,7 @@ class ChatCall:
 
     @property
     def requested(self) -> str:
+        """The body's ``model``: ``auto``, or the catalog model the call names."""
         return str(self.body["model"])
 
     @property
@@ -110,6 +111,7 @@ class ChatCall:
 
     @property
     def stream(self) -> bool:
+        """Whether the call asks for a streamed answer (the body's ``stream``)."""
         return bool(self.body.get("stream"))
 
 
@@ -233,14 +235,18 @@ class Plan:
 
     @property
     def stream(self) -> bool:
+        """Whether its call asks for a streamed answer (:attr:`ChatCall.stream`)."""
         return self.call.stream
 
     @property
     def requested(self) -> str:
+        """The model its call names, or ``auto`` (:attr:`ChatCall.requested`)."""
         return self.call.requested
 
     @property
     def pin_info(self) -> dict[str, Any]:
+        """What the session's pin did, as logged (and why it differs from what its windows
+        said, under ``note``)."""
         info = self.pin.to_dict()
         if self.pin_note is not None:
             info["note"] = self.pin_note

@@ -100,6 +100,8 @@ class CallInfo:
 
     @property
     def escalated(self) -> bool:
+        """More than one model was tried: the first failed and another answered (or
+        failed)."""
         return len(self.models_tried) > 1
 
 
@@ -157,6 +159,7 @@ class ChatStream:
 
     @property
     def model(self) -> str:
+        """The catalog model whose answer this stream carries."""
         return self._stream.model
 
     @property
