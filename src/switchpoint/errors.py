@@ -181,7 +181,10 @@ def _shown_path(path: object) -> str:
 
 
 class WeightsError(SwitchpointError):
-    """A weights package is missing, incomplete, corrupt or does not fit the embedder."""
+    """A weights package that cannot be loaded (missing, incomplete, corrupt, larger than
+    ``max_weights_bytes``, or not fitting the embedder), or a place a package may not be saved
+    to (a file, a directory of other things, the weights bundled with switchpoint). ``path``
+    is the package's directory, which the message names first."""
 
     def __init__(self, path: object, message: str) -> None:
         super().__init__(f"{_shown_path(path)}: {message}")
@@ -189,7 +192,12 @@ class WeightsError(SwitchpointError):
 
 
 class RecordsError(SwitchpointError, ValueError):
-    """A routing-records file has a line that cannot be used."""
+    """Routing records that cannot be used: a file that cannot be read (missing, a
+    directory, not UTF-8), a malformed line, no records at all, a split the records do not
+    have, or a model the split a fit reads leaves unlabelled. ``source`` is the file (or
+    ``"records"`` for a :class:`~switchpoint.RecordSet` given in Python) and ``line`` the
+    number of the line at fault (None when no one line is), both named first in the
+    message."""
 
     def __init__(self, source: object, line: int | None, message: str) -> None:
         where = _shown_path(source) + ("" if line is None else f", line {line}")
