@@ -23,7 +23,7 @@ import numpy as np
 
 from switchpoint._admitted import admitted_by
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
-from switchpoint._messages import json_quoted, listed_names, one_of, people_number
+from switchpoint._messages import got, json_quoted, listed_names, one_of, people_number
 from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import (
@@ -35,12 +35,15 @@ from switchpoint.catalog import (
 )
 from switchpoint.decision import (
     DEFAULT_COST_WEIGHT,
+    ERROR,
+    SCORE,
     WEAKEST_PRIOR,
     RoutingDecision,
     Usage,
     check_cost_weight,
     choose,
     hash_prompt,
+    in_range,
     renewed,
     scores_dict,
 )
@@ -168,11 +171,21 @@ class RoutingStats:
 
     def __post_init__(self) -> None:
         for name in ("total_requests", "cache_hits"):
-            expect(name, getattr(self, name), INTEGER, "a count")
+            count = getattr(self, name)
+            expect(name, count, INTEGER, "a count")
+            if count < 0:
+                raise InvalidInputError(name, f"must be a count >= 0{got(count)}")
+        if self.cache_hits > self.total_requests:
+            raise InvalidInputError("cache_hits", f"is {self.cache_hits}, more than "
+                                                  f"total_requests ({self.total_requests}); "
+                                                  "a cache hit is one of the requests counted")
         for name in ("model_selections", "cluster_distributions"):
             expect(name, getattr(self, name), Counter, "a Counter")
         for name in ("avg_expected_error", "avg_cost_score"):
             expect(name, getattr(self, name), NUMBER, "a number")
+        self.avg_expected_error = in_range("avg_expected_error", self.avg_expected_error,
+                                           *ERROR)
+        self.avg_cost_score = in_range("avg_cost_score", self.avg_cost_score, *SCORE)
 
     def update(self, decision: RoutingDecision, cache_hit: bool = False) -> None:
         """Count one decision."""

@@ -30,7 +30,7 @@ from switchpoint.errors import (
 from switchpoint.learning import InMemoryFeedbackLog, LearningSettings
 from switchpoint.policies import ClusterPolicy
 from switchpoint.records import RecordSet
-from switchpoint.router import Router, load_router
+from switchpoint.router import Router, RoutingStats, load_router
 from switchpoint.training import fit
 from switchpoint.weights import load_weights
 from tests.conftest import SMALL_SPLIT, FakeEmbedder, RouterFactory
@@ -1154,3 +1154,24 @@ def test_a_judge_kept_out_of_auto_is_not_reported_as_routed_without_a_profile(
                                  auto=auto)])
     router = Router(package, embedder=fake_embedder, catalog=catalog)
     assert router.unprofiled_models == unprofiled
+
+
+@pytest.mark.parametrize(("given", "field", "said"), [
+    ({"total_requests": -1}, "total_requests", "must be a count >= 0, got -1"),
+    ({"cache_hits": -2}, "cache_hits", "must be a count >= 0, got -2"),
+    ({"total_requests": 1, "cache_hits": 5}, "cache_hits",
+     "is 5, more than total_requests (1); a cache hit is one of the requests counted"),
+    ({"avg_expected_error": math.nan}, "avg_expected_error", "got NaN"),
+    ({"avg_cost_score": math.inf}, "avg_cost_score", "a finite number"),
+], ids=["negative requests", "negative hits", "more hits than requests", "a NaN mean",
+        "an infinite mean"])
+def test_routing_stats_hold_counts_and_finite_means(given: dict[str, Any], field: str,
+                                                    said: str) -> None:
+    """Counters built by hand are counters: a negative count, more cache hits than requests or
+    a mean that is no finite number is refused naming it (each was kept, and to_dict() wrote
+    NaN, which no strict JSON reader takes)."""
+    with pytest.raises(InvalidInputError) as caught:
+        RoutingStats(**given)
+    assert caught.value.field == field and said in caught.value.reason, caught.value
+    kept = RoutingStats(total_requests=2, cache_hits=2, avg_expected_error=np.float32(0.25))  # type: ignore[arg-type]
+    assert kept.to_dict()["avg_expected_error"] == 0.25 and kept.copy() == kept
