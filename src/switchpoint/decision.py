@@ -227,11 +227,30 @@ LEARNING_FIELDS = ("source", "memory_fallback", "experiment", "arm")
 class RoutingDecision:
     """One routing decision. ``all_scores`` holds every candidate's ``error + λ·cost``.
 
+    What was chosen: ``selected_model``, its ``expected_error`` (the chance its answer is
+    wrong, from 0), its ``cost_adjusted_score`` (expected error + λ × its cost normalised by
+    the candidates' cost scale: the lowest wins) and its ``expected_cost`` (in the weights'
+    cost units: USD per request for the bundled weights); ``cost_weight`` is the λ it was
+    decided at, and ``confidence`` (0 to 1) the chance it really scores below the runner-up,
+    given the evidence behind both. Every candidate: ``all_scores``, ``expected_errors`` and
+    ``expected_costs`` by model, the router's choice first; ``fallback_models`` the other
+    candidates, best first (the order a gateway fails over in). Why: ``policy`` (its name),
+    ``cluster_id`` and ``basis`` (the cluster, tier or example of the policy the prompt fell
+    in), ``reasoning`` and ``evidence`` (sentences: how many labelled examples stand behind
+    the estimate). ``decision_id`` names it to :meth:`Router.report_outcome
+    <switchpoint.Router.report_outcome>` (32 lowercase hexadecimal digits, new for each
+    decision); ``cache_hit`` says it came from the router's decision cache, ``usage`` how long
+    routing and embedding took.
+
     The first seven fields can be given positionally in the order other UniRoute-style routers
     use (model, error, score, scores, cluster, cluster distribution, reasoning); everything
-    else has a default. ``cluster_probabilities`` is the distribution over the policy's
-    clusters (one-hot under hard assignment; ``None`` for policies with no small set of
-    units); ``reasoning`` is a list of sentences (a single string is taken as one).
+    else has a default. Each field is checked as the decision is built: a wrong type, or a
+    number out of its range (a NaN, a negative cost, a confidence past 1), is an
+    :class:`~switchpoint.errors.InvalidInputError` naming it.
+
+    ``cluster_probabilities`` is the distribution over the policy's clusters (one-hot under
+    hard assignment; ``None`` for policies with no small set of units); ``reasoning`` is a
+    list of sentences (a single string is taken as one).
 
     The last fields say what governance did (all default to "nothing"): ``escalated`` when a
     low confidence changed the model (``always``) or asks to (``ask``), with the confidence

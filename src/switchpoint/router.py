@@ -284,6 +284,13 @@ class Router(RemadeOnLoad):
     :class:`~switchpoint.errors.InvalidInputError` (an
     :class:`~switchpoint.errors.UnknownModelError`) naming the argument.
 
+    What it holds, to read (only :attr:`cost_weight` and :attr:`allowed_models` are set, each
+    checked): ``weights`` (its own copy of the package), ``policy``, ``catalog``, ``models``
+    (the catalog's names, in the order estimates list them), ``embedder`` (the given one
+    behind a cache of vectors), ``learner`` (what outcomes taught: ``learner.replay(events)``
+    rebuilds it from a feedback log), ``cache`` (the decision cache) and ``gateway`` (the
+    gateway it serves in; None for a router of its own).
+
     A router pickles (for a ``multiprocessing`` worker) with its weights, catalog, settings,
     counters and what it learned; its locks, its embedder's loaded model and its decision
     cache are made anew in the copy. One serving in a gateway, learning into a feedback log
