@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,7 +23,14 @@ import numpy as np
 
 from switchpoint._admitted import admitted_by
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
-from switchpoint._messages import got, json_quoted, listed_names, one_of, people_number
+from switchpoint._messages import (
+    bounded_repr,
+    got,
+    json_quoted,
+    listed_names,
+    one_of,
+    people_number,
+)
 from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import (
@@ -196,6 +203,14 @@ class RoutingStats:
         n = self.total_requests
         self.avg_expected_error += (decision.expected_error - self.avg_expected_error) / n
         self.avg_cost_score += (decision.cost_adjusted_score - self.avg_cost_score) / n
+
+    def __repr__(self) -> str:
+        """Every counter, each bounded as a decision's fields are (:func:`bounded_repr`): a
+        knn router's units are its examples, so its ``cluster_distributions`` may count
+        thousands; the first 12 of each, and how many more, are shown."""
+        shown = ", ".join(f"{f.name}={bounded_repr(getattr(self, f.name))}"
+                          for f in fields(self))
+        return f"RoutingStats({shown})"
 
     def copy(self) -> RoutingStats:
         """An independent copy (its counters are not shared)."""

@@ -1175,3 +1175,15 @@ def test_routing_stats_hold_counts_and_finite_means(given: dict[str, Any], field
     assert caught.value.field == field and said in caught.value.reason, caught.value
     kept = RoutingStats(total_requests=2, cache_hits=2, avg_expected_error=np.float32(0.25))  # type: ignore[arg-type]
     assert kept.to_dict()["avg_expected_error"] == 0.25 and kept.copy() == kept
+
+
+def test_routing_stats_repr_shows_the_first_units_of_thousands() -> None:
+    """A knn router's units are its examples: the counts of 5,000 of them are a line, not
+    every one (the repr printed each)."""
+    stats = RoutingStats(total_requests=5000, model_selections=Counter({"a": 5000}),
+                         cluster_distributions=Counter(dict.fromkeys(range(5000), 1)))
+    shown = repr(stats)
+    assert len(shown) < 600, shown[:600]
+    assert shown.startswith("RoutingStats(total_requests=5000, cache_hits=0, "
+                            "model_selections={'a': 5000}, cluster_distributions={0: 1, 1: 1, ")
+    assert "... 4,988 more}" in shown and shown.endswith("avg_cost_score=0.0)")
