@@ -193,6 +193,8 @@ def test_a_key_is_shown_once_and_stored_as_its_hash(tmp_path: Path) -> None:
         assert key_id_of(key) == record.id
         assert store.verify(key) == record
         assert record.models == ("cheap", "auto") and record.budgets == ("5/day",)
+    # (its repr, which a log line or a traceback may show, names the key's id, not its secret)
+    assert f"id='{record.id}'" in repr(issued) and key.split("_", 1)[1] not in repr(issued)
     raw = (tmp_path / "keys.db").read_bytes()
     assert key.encode() not in raw and key.split("_", 1)[1].encode() not in raw
     assert hash_key(key).encode() in raw

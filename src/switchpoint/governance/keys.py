@@ -335,9 +335,11 @@ class KeyRecord:
 
 @dataclass(frozen=True)
 class IssuedKey:
-    """A key just made or rotated: ``key`` is the secret, shown this once."""
+    """A key just made or rotated: ``key`` is the secret, shown this once. Its ``repr`` leaves
+    the secret out (a log line or a traceback showing the object does not carry it): read
+    ``key`` itself to show it."""
 
-    key: str
+    key: str = field(repr=False)
     record: KeyRecord
 
     def to_dict(self, now: float) -> dict[str, Any]:
