@@ -181,7 +181,8 @@ PASSED_ON: list[tuple[str, GatewayCall, tuple[str, ...]]] = [
      ("compare_id", "scores", "key", "tenant", "principal")),
     ("Gateway.from_config", lambda g, v: Gateway.from_config(
         {"data_dir": str(g.settings.data_dir)}, start=False, **v),
-     ("config", "start", "loader", "store", "env", "providers", "observer", "serves_chat")),
+     ("config", "start", "loader", "store", "env", "providers", "observer", "serves_chat",
+      "reads_only")),
 ]
 
 

@@ -540,6 +540,33 @@ def _tree(root: Path) -> dict[str, bytes]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def test_learn_leaves_the_data_dir_as_it_found_it_refused_or_not(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """learn only reads the data_dir (its package goes to --export): refused for want of
+    anything to fold, or exporting, it leaves every file there with its bytes and adds none
+    (no session pins' file, no learning checkpoint, no SQLite side file), where opening the
+    store for writing rewrote its header."""
+    config, _, decision = _decided(gw_fake, tmp_path)
+    data = tmp_path / "data"
+    (data / "sessions.db").unlink()  # (none is made)
+    kept = _tree(data)
+    capsys.readouterr()
+    assert main(["learn", "--export", str(tmp_path / "w"), "--config", str(config)]) == 2
+    assert "there is nothing to fold into the weights" in capsys.readouterr().err
+    assert _tree(data) == kept
+    assert not (tmp_path / "w").exists()
+
+    assert main(["feedback", decision.decision_id, "--score", "0.5", "--config",
+                 str(config)]) == 0
+    (data / "sessions.db").unlink()
+    (data / "learning.checkpoint").unlink()  # (the whole log is replayed: none is written)
+    kept = _tree(data)
+    assert main(["learn", "--export", str(tmp_path / "w"), "--config", str(config)]) == 0
+    assert load_weights(tmp_path / "w").provenance["learned"][-1]["outcomes"] == 1
+    assert _tree(data) == kept
+
+
 def test_nothing_writes_over_the_weights_bundled_with_switchpoint(
         gw_fake: FakeProviderProcess, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -239,7 +239,13 @@ class Gateway:
     (a tool that only learns or reports, such as an offline ``switchpoint feedback``) skips
     the warnings about what would make chat requests fail, takes no lock on ``data_dir``,
     opens a store whose log tables are damaged (only a read of them names the damage), and
-    calls no model (see :meth:`check_serves_chat`).
+    calls no model (see :meth:`check_serves_chat`). ``reads_only=True`` (a tool that only
+    reads ``data_dir``, such as ``switchpoint learn``; it serves no chat either) writes
+    nothing there: the store is read through read-only connections, never opened for
+    writing (which upgrades an older file's schema, takes up what a stop left beside it and
+    rewrites the file's header), no session pins, key store or budget rows are opened, and no
+    learning checkpoint is written, so the files are left as they were found, and a
+    ``data_dir`` with no store is an error rather than made.
 
     A gateway that serves chat enforces budgets and rate limits from its own memory, so
     :meth:`open` takes ``data_dir``'s lock (see :mod:`switchpoint.gateway.owner`) and
@@ -268,7 +274,8 @@ class Gateway:
     def __init__(self, settings: Settings, *, loader: Loader | None = None,
                  store: SQLiteStore | bool | None = None, env: Mapping[str, str] | None = None,
                  providers: Mapping[str, Provider] | None = None,
-                 observer: Observer | None = None, serves_chat: bool = True) -> None:
+                 observer: Observer | None = None, serves_chat: bool = True,
+                 reads_only: bool = False) -> None:
         expect("settings", settings, Settings, "Settings (Gateway.from_config takes a config "
                                                "file's path or a mapping)")
         expect("loader", loader, FUNCTION, "a function (settings, weights_path) -> Router",
@@ -282,6 +289,8 @@ class Gateway:
         expect("observer", observer, Observer,
                "an Observer (on_request, on_decision, on_store_error)", optional=True)
         expect("serves_chat", serves_chat, bool, "True or False")
+        expect("reads_only", reads_only, bool, "True or False")
+        serves_chat = serves_chat and not reads_only
         g = settings.gateway
         self.state = RouterState(settings, loader)
         if store is None or store is True:
@@ -301,6 +310,7 @@ class Gateway:
         self._env = env
         self._warned: set[str] = set()
         self._serves_chat = serves_chat
+        self._reads_only = reads_only
         self.health = HealthTracker(config=health_config(g))
         self.pinner = SessionPinner(g.pin_hard_window_s, g.pin_soft_window_s, g.pin_soft_bonus,
                                     store=MemoryPinStore(g.pin_max_sessions))
@@ -340,7 +350,7 @@ class Gateway:
         me = weakref.ref(self)
         self.governor = Governor(settings, store=self.store,
                                  health=lambda: getattr(me(), "health", None))
-        self.learning = GatewayLearning(self.state, self.store)
+        self.learning = GatewayLearning(self.state, self.store, checkpoints=not reads_only)
         self.ab_tests = RuntimeExperiments(self.state, self.store, self.learning)
         # The housekeeping run under way, on a thread of its own: a future of no event loop,
         # since either door's loop may start it and the other close the gateway.
@@ -400,6 +410,9 @@ class Gateway:
         if self._opened:
             return
         path = Path(self.state.settings.data_dir)
+        if self._reads_only:
+            self._open_to_read(path)
+            return
         try:  # the state is its owner's alone: data_dir 0700 when made here, its files 0600
             private_dir(path)
         except OSError as exc:
@@ -426,6 +439,21 @@ class Gateway:
             self.learning.close(checkpoint=False)
             self._close_files(store=True)
             raise
+        self._opened_now()
+
+    def _open_to_read(self, path: Path) -> None:
+        """:meth:`open` for a gateway that ``reads_only``: the store must be there (it is
+        read, never made); what was promoted and the run-time experiments are read from it
+        as the gateway's reads read it, through read-only connections."""
+        if self.store is not None and not self.store.path.is_file():
+            raise StoreError(f"{quoted_path(self.store.path)}: there is no store to read "
+                             f"(no service has logged in {quoted_path(path)}); point data_dir "
+                             "at the service's")
+        self.learning.open()
+        self.ab_tests.open()
+        self._opened_now()
+
+    def _opened_now(self) -> None:
         self._opened = True
         self._closed = False
         with self._maintenance_lock:

@@ -608,7 +608,8 @@ class GatewayLearning:
     comparisons, promotions. It readies every snapshot before it goes live
     (:meth:`prepare`, then the replay under the state's guard)."""
 
-    def __init__(self, state: RouterState, store: SQLiteStore | None) -> None:
+    def __init__(self, state: RouterState, store: SQLiteStore | None, *,
+                 checkpoints: bool = True) -> None:
         self.state = state
         self.store = store
         settings = state.settings.learning
@@ -629,6 +630,9 @@ class GatewayLearning:
         state.on_swap(self._replay)
         self.checkpoint_path = (None if store is None
                                 else Path(store.path).with_name(CHECKPOINT_FILENAME))
+        #: Whether it writes learning checkpoints (False: a gateway that only reads data_dir,
+        #: which takes one up all the same).
+        self.checkpoints = checkpoints
         self._checkpointing: threading.Thread | None = None
         self._checkpoint_lock = threading.Lock()
         # Held to start a checkpoint run and, as the gateway closes, to take the run to wait
@@ -951,7 +955,7 @@ class GatewayLearning:
         which the checkpoint waits for)."""
         due = CHECKPOINT_EVERY if due is None else due
         with self._checkpoint_start:
-            if (self._checkpoints_shut or self.checkpoint_path is None
+            if (self._checkpoints_shut or self.checkpoint_path is None or not self.checkpoints
                     or learning.events - learning.tried < due
                     or (self._checkpointing is not None and self._checkpointing.is_alive())):
                 return  # (closing: its own checkpoint holds what was learned)
@@ -979,7 +983,7 @@ class GatewayLearning:
         it holds, so the next start or reload replays only what follows; returns the file
         (None: no store, or nothing learned). Everything learned is in the feedback log too:
         a checkpoint only saves replaying it."""
-        if self.checkpoint_path is None or self.reader is None:
+        if self.checkpoint_path is None or self.reader is None or not self.checkpoints:
             return None
         with self._checkpoint_lock:
             with self.state.guard:  # feedback waits for the snapshot, not for the writing

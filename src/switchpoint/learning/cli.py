@@ -88,15 +88,16 @@ def _cost_words(answer: dict[str, Any]) -> str:
     return f" at {cost:.6g} USD ({source.get(str(answer.get('cost_from')), 'as given')})"
 
 
-def _state_gateway(settings: Settings) -> Gateway:
-    """A gateway on the state in ``settings``' data_dir, serving no chat. Read without a config
+def _state_gateway(settings: Settings, *, reads_only: bool = False) -> Gateway:
+    """A gateway on the state in ``settings``' data_dir, serving no chat (with
+    ``reads_only``, one that writes nothing there: see :class:`Gateway`). Read without a config
     (``--data-dir`` alone), the experiments the service there created at run time may name
     tenants, policies or models that only its config has: the error says to give that config,
     not to end them (which would stop them in the service)."""
     from switchpoint.gateway import Gateway
 
     try:
-        return Gateway.from_config(settings, serves_chat=False)
+        return Gateway.from_config(settings, serves_chat=False, reads_only=reads_only)
     except ConfigError as exc:
         if settings.source_path is not None or not exc.key.startswith("experiments."):
             raise
@@ -321,7 +322,9 @@ def cmd_learn(args: argparse.Namespace) -> int:
             raise InvalidInputError("--tenant", unknown)
     existing_state(settings, "no outcomes to fold into the weights; point it at the "
                                     "data_dir of the service that learned them")
-    with _state_gateway(settings) as gateway:
+    # It only reads data_dir (the package goes to --export): a refusal, like an export,
+    # leaves every file there as it was.
+    with _state_gateway(settings, reads_only=True) as gateway:
         if (why := gateway.learning.nothing_new(args.tenant)) is not None:
             raise InvalidInputError("tenant", why)
         package = export_weights(gateway.router, args.export, tenant=args.tenant,
