@@ -213,3 +213,54 @@ def test_a_corrected_reference_rescores_kept_answers_whatever_step_a_rerun_dies_
         now = sum(r["body"]["model"] == "a" for r in fake.requests())
         assert now == answered, f"killed at step {step}: a was asked again"
     assert step > 3, step
+
+
+def test_a_journal_begun_without_a_judge_gains_one_whatever_step_a_rerun_dies_at(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first run has a reference for every prompt, so its journal names no judge (b fails,
+    so nothing is finished); the references are removed, and a rerun given --judge, killed at
+    each of its steps on disk (before, while and after its journal's header gains the judge),
+    is run again: it resumes rather than asking for --restart, a is never asked again, and
+    the judge scores every answer."""
+    monkeypatch.setenv("B_KEY", "sk-ant-test")
+    monkeypatch.delenv("SWITCHPOINT_CONFIG", raising=False)
+    fake.default("a", "say:text=blue")
+    fake.default("b", "500")
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2, reference="red")
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "records.jsonl"
+    argv = [str(a) for a in ("label", prompts, "--models", "a,b", "--out", out, "--config",
+                             config(fake, tmp_path), "-q")]
+    status = run_killed_at(0, argv, str(work))
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1
+    kept = journal_path(out).read_bytes()
+    assert json.loads(kept.splitlines()[0])["judge"] is None
+    answered = sum(r["body"]["model"] == "a" for r in fake.requests())
+    assert answered == 2
+    write_prompts(prompts, 2)
+    fake.default("b", "say:text=red")
+    fake.default("judge", JUDGE_SAYS)
+    argv += ["--judge", "judge"]
+    step, finished = 0, False
+    while not finished:
+        step += 1
+        assert step < 200, "the command never finished"
+        for path in (out, done_path(out)):
+            path.unlink(missing_ok=True)
+        journal_path(out).write_bytes(kept)
+        status = run_killed_at(step, argv, str(work))
+        finished = os.WIFEXITED(status)
+        if finished:
+            assert os.WEXITSTATUS(status) == 0, step
+        else:
+            assert os.WTERMSIG(status) == signal.SIGKILL
+            rerun = run_killed_at(0, argv, str(work))
+            assert os.WIFEXITED(rerun) and os.WEXITSTATUS(rerun) == 0, f"killed at step {step}"
+        records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        assert sorted(r["id"] for r in records) == ["q0", "q1"], step
+        assert all(r["scores"] == {"a": 0.7, "b": 0.7} for r in records), (step, records)
+        assert done_path(out).exists() and not journal_path(out).exists()
+        now = sum(r["body"]["model"] == "a" for r in fake.requests())
+        assert now == answered, f"killed at step {step}: a was asked again"
+    assert step > 3, step

@@ -714,6 +714,58 @@ def test_a_journal_of_other_settings_is_refused(tmp_path: Path, key: jr.RunKey,
     assert message in str(info.value) and "--restart" in str(info.value)
 
 
+UNJUDGED = jr.RunKey(models=("a", "b"))  # (every prompt had a reference)
+
+
+def test_a_header_that_named_no_judge_gains_one_and_refuses_any_other(tmp_path: Path) -> None:
+    """A journal begun when every prompt had a reference names no judge: a rerun that needs
+    one (a reference removed since) resumes and appends the header with its judge; from then
+    on a run with another judge, or none, is refused as with any other setting."""
+    out = tmp_path / "out.jsonl"
+    then = [LabelPrompt(id="p0", prompt="Capital of France?", reference="Paris", line=1),
+            LabelPrompt(id="p1", prompt="Capital of Spain?", reference="Madrid", line=2)]
+    journal = jr.journal_path(out)
+    journal.write_text(json.dumps(UNJUDGED.header()) + "\n" + _by_reference(then[0], "a")
+                       + "\n", encoding="utf-8")
+    assert not jr.inspect(out, then, UNJUDGED).header_needed  # (the same settings)
+    now = [then[0], LabelPrompt(id="p1", prompt="Capital of Spain?", line=2)]
+    state = jr.inspect(out, now, KEY)
+    assert state.journal_has_header and state.journal_judge is None and state.header_needed
+    assert set(state.scored) == {("p0", "a")}
+    # (as the run appends it, before its first line)
+    journal.write_text(journal.read_text(encoding="utf-8") + json.dumps(KEY.header()) + "\n",
+                       encoding="utf-8")
+    state = jr.inspect(out, now, KEY)
+    assert state.journal_judge == "j" and not state.header_needed
+    assert set(state.scored) == {("p0", "a")}
+    for key, message in ((jr.RunKey(models=("a", "b"), judge="k", rubric="r1"),
+                          "--judge j then, k now"),
+                         (UNJUDGED, "--judge j then, (none) now")):
+        with pytest.raises(LabellingError, match="other settings") as info:
+            jr.inspect(out, then, key)
+        assert message in str(info.value) and "--restart" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(("first", "change", "message"), [
+    (KEY, {}, "another header, though the header names a judge already"),
+    (UNJUDGED, {"models": ["a", "c"]}, "with other models or max_tokens than it"),
+    (UNJUDGED, {"max_tokens": 64}, "with other models or max_tokens than it"),
+    (UNJUDGED, {"judge": None, "rubric": None}, "names no judge and its rubric"),
+    (UNJUDGED, {"judge": 7}, "names no judge and its rubric"),
+    (UNJUDGED, {"labelling_journal": 2}, "other fields than the first's"),
+    (UNJUDGED, {"extra": 1}, "other fields than the first's"),
+])
+def test_a_header_after_the_first_that_only_adds_no_judge_is_refused(
+        tmp_path: Path, first: jr.RunKey, change: dict[str, object], message: str) -> None:
+    out = tmp_path / "out.jsonl"
+    jr.journal_path(out).write_text(json.dumps(first.header()) + "\n"
+                                    + json.dumps({**KEY.header(), **change}) + "\n")
+    with pytest.raises(LabellingError) as info:
+        jr.inspect(out, _prompts(), KEY)
+    assert (message in str(info.value) and "line 2" in str(info.value)
+            and "not a journal this command wrote" in str(info.value)), str(info.value)
+
+
 def test_the_same_models_in_another_order_resume(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     jr.journal_path(out).write_text(json.dumps(KEY.header()) + "\n" + _scored(1, "a") + "\n")

@@ -4,7 +4,11 @@ of every answer scored so far.
 * ``OUT`` (the routing records) gets one line per prompt, written as soon as every model's
   answer to it is scored; so it is always a valid records file, whatever stops the run.
 * ``OUT.journal`` gets one line per scored answer (prompt × model) and per failure, after a
-  header line that says which models, judge, rubric and ``max_tokens`` the run uses. A prompt
+  header line that says which models, judge, rubric and ``max_tokens`` the run uses. A header
+  that names no judge (every prompt had a reference) gains one when a rerun needs it (a
+  reference removed since): a second header line, the first's with the judge and its rubric
+  added, appended before the rerun's first line; a judge other than the one named is refused
+  as any other setting that differs. A prompt
   whose answers are partly scored when the run stops keeps them: a rerun asks only the models
   still missing (failed answers are asked again). An answer for the judge gets a line of its
   own with its cost (:func:`answer_line`) the moment it arrives, before it is
@@ -317,11 +321,20 @@ class Resume:
     score_sums: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     journal_has_header: bool = False
+    #: the judge the journal's header names (None: none, or no header yet)
+    journal_judge: str | None = None
     _repairs: list[_Repair] = field(default_factory=list)
 
     @property
     def journal(self) -> Path:
         return journal_path(self.out)
+
+    @property
+    def header_needed(self) -> bool:
+        """Whether the run appends its header to the journal before its first line: there is
+        none yet, or it names no judge and this run has one (see :func:`inspect`)."""
+        return not self.journal_has_header or (self.journal_judge is None
+                                               and self.key.judge is not None)
 
     def answer(self, pair: tuple[str, str], kept: Kept) -> str:
         """The answer of ``pair`` (id, model) the journal keeps where ``kept`` says, read now and
@@ -522,6 +535,7 @@ def _read_output(out: Path, lines: Iterator[str], by_id: Mapping[str, LabelPromp
 def _read_journal(journal: Path, lines: Iterator[_Read], by_id: Mapping[str, LabelPrompt],
                   key: RunKey, resume: Resume) -> None:
     header = False
+    first: Mapping[str, Any] = {}  # (the header)
     stale: set[tuple[str, str]] = set()  # (a pair's answer and its score count once)
     scores: dict[tuple[str, str], Scored] = {}  # each pair's last score, and its last answer
     answers: dict[tuple[str, str], Kept] = {}
@@ -542,6 +556,13 @@ def _read_journal(journal: Path, lines: Iterator[_Read], by_id: Mapping[str, Lab
                                      f"{FOREIGN_HINT}", source=journal)
             _check_header(journal, obj, key)
             header = resume.journal_has_header = True
+            first = obj
+            resume.journal_judge = obj["judge"] if isinstance(obj.get("judge"), str) else None
+            continue
+        if "labelling_journal" in obj:  # (the header gaining a judge)
+            _gained_judge(_Line(journal, number, obj), first, resume.journal_judge)
+            _check_header(journal, obj, key)
+            resume.journal_judge = obj["judge"]
             continue
         if "failed" in obj and "answer" not in obj:
             _failure(journal, number, obj, key)
@@ -599,13 +620,18 @@ def _read_journal(journal: Path, lines: Iterator[_Read], by_id: Mapping[str, Lab
 
 
 def _check_header(journal: Path, header: Mapping[str, Any], key: RunKey) -> None:
+    """A header (the first, or one that gained a judge) whose settings are not ``key``'s is
+    refused naming each that differs, but for a judge this run adds where it named none (its
+    header gains it: see :meth:`Resume.header_needed`)."""
     expected = key.header()
     flags = {"models": "--models", "judge": "--judge", "rubric": "--rubric",
              "max_tokens": "--max-tokens"}
     differ = []
+    gains = header.get("judge") is None and expected["judge"] is not None
     for name, flag in flags.items():
         was, now = header.get(name), expected[name]
-        if was == now or (name == "rubric" and (was is None or now is None)):
+        if was == now or (name == "rubric" and (was is None or now is None)) or (
+                name in ("judge", "rubric") and gains):
             continue  # a judge added or dropped is said once, under --judge
         if name == "rubric":
             differ.append("--rubric (another rubric then)")
@@ -615,6 +641,20 @@ def _check_header(journal: Path, header: Mapping[str, Any], key: RunKey) -> None
         raise LabellingError(
             "was written by a run with other settings: " + "; ".join(differ) + ". Rerun with "
             f"that run's settings to resume it, or {RESTART_HINT}", source=journal)
+
+
+def _gained_judge(line: _Line, first: Mapping[str, Any], judge: str | None) -> None:
+    """A header line after the first is the first's with a judge (and its rubric) added,
+    where the header named none: anything else is refused as not this command's."""
+    obj = line.obj
+    if judge is not None:
+        raise line.bad("another header, though the header names a judge already")
+    if obj.get("labelling_journal") != JOURNAL_FORMAT or obj.keys() != first.keys():
+        raise line.bad("a header with other fields than the first's")
+    if not isinstance(obj["judge"], str) or not isinstance(obj["rubric"], str):
+        raise line.bad("a header after the first that names no judge and its rubric")
+    if any(obj[name] != first[name] for name in ("models", "max_tokens")):
+        raise line.bad("a header after the first with other models or max_tokens than it")
 
 
 def _shown(value: object) -> str:

@@ -545,7 +545,7 @@ class _Run:
         # longer match it.
         jr.done_path(state.out).unlink(missing_ok=True)
         try:
-            if not state.journal_has_header:
+            if state.header_needed:  # (none yet, or the judge it named none of)
                 self.journal.append(plan.key.header())
             units = self._units(todo)
             await self._work(units)
