@@ -191,11 +191,24 @@ def bounded_repr(value: object) -> str:
     return opening + ", ".join(entries + ([f"... {more:,} more"] if more > 0 else [])) + closing
 
 
+class _Stream(str):
+    """The name of a stream read where a file may be given (standard input)."""
+
+
+#: Standard input, where a file of lines may be given (``route --input -``, ``label -``), as
+#: messages name it: ``stdin, line 3``, as a file is named ``'prompts.jsonl', line 3`` (see
+#: :func:`quoted_path`).
+STDIN: str = _Stream("stdin")
+
+
 def quoted_path(path: object) -> str:
     """A file's path (or the name of what was read) as a message names it: its text quoted,
     cut short at :data:`MAX_PATH` characters and escaped (:func:`quoted`), so a path of
     thousands of characters or holding a terminal escape does not reach the message, or the
-    terminal printing it, as it is."""
+    terminal printing it, as it is. :data:`STDIN` is named as it is, unquoted, so it is not
+    taken for a file named ``stdin``."""
+    if isinstance(path, _Stream):
+        return str.__str__(path)
     return quoted(str(path), MAX_PATH)
 
 

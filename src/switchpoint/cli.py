@@ -41,6 +41,7 @@ from switchpoint._files import (
 from switchpoint._json import DuplicateKeyError, json_kind, loads, unreadable
 from switchpoint._messages import (
     MAX_PATH,
+    STDIN,
     cut,
     json_quoted,
     one_of,
@@ -247,7 +248,7 @@ def _piped_stdin(given: str, example: str) -> TextIO:
 def _input_lines(source: str) -> Iterator[tuple[str, Iterable[str]]]:
     """(the name errors use, the lines) of ``--input``: a file, or ``-`` for stdin."""
     if source == "-":
-        yield "stdin", bounded_lines(_piped_stdin(
+        yield quoted_path(STDIN), bounded_lines(_piped_stdin(
             "--input -", "cat prompts.jsonl | switchpoint route --input -"))
         return
     path = Path(source)
@@ -267,19 +268,26 @@ def _read_route_input(source: str) -> tuple[str, list[dict[str, Any]]]:
     integer; a plain prompt's id is its line number.
     """
     rows: list[dict[str, Any]] = []
-    name = "stdin" if source == "-" else quoted_path(source)
+    name = quoted_path(STDIN if source == "-" else source)
     try:
         with _input_lines(source) as (name, lines):
             rows = _parse_route_lines(name, lines)
     except UnicodeDecodeError:
         _fail(f"--input: {name} is not UTF-8 text")
     except PromptFileError as exc:
-        _fail(f"--input: {name}, line {exc.line}: {exc}")
+        _fail(f"{_input_line(name, exc.line)}: {exc}")
     except OSError as exc:
         _fail(f"--input: cannot read {name}: {exc.strerror or exc}")
     if not rows:
         _fail(f"--input: {name} has no lines to route")
     return name, rows
+
+
+def _input_line(name: str, number: int) -> str:
+    """Where an error about ``--input`` points: the option, the file by its quoted ``name``
+    (or stdin, named as ``label -`` names it: see :data:`~switchpoint._messages.STDIN`) and
+    the line, ``--input: stdin, line 3``."""
+    return f"--input: {name}, line {number}"
 
 
 def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
@@ -293,21 +301,23 @@ def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
         try:
             obj = loads(raw)
         except DuplicateKeyError as exc:
-            _fail(f"{name}, line {number}: {unreadable(exc)}")
+            _fail(f"{_input_line(name, number)}: {unreadable(exc)}")
         except json.JSONDecodeError as exc:
-            _fail(f"{name}, line {number}: {unreadable(exc)}; a file whose first line is a "
-                  "JSON object is read as JSONL")
+            _fail(f"{_input_line(name, number)}: {unreadable(exc)}; a file whose first "
+                  "line is a JSON object is read as JSONL")
         if not isinstance(obj, dict) or "id" not in obj:
-            _fail(f'{name}, line {number}: each line must be an object with an "id"')
+            _fail(f'{_input_line(name, number)}: each line must be an object with an "id"')
         has_p, has_e = "prompt" in obj, "embedding" in obj
         if has_p == has_e:
-            _fail(f'{name}, line {number}: give exactly one of "prompt" or "embedding"')
+            _fail(f'{_input_line(name, number)}: give exactly one of "prompt" or '
+                  '"embedding"')
         if isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int)):
-            _fail(f'{name}, line {number}: field "id" must be a string or an integer, got '
-                  f"{json_kind(obj['id'])}; each decision is written with its prompt's id")
+            _fail(f'{_input_line(name, number)}: field "id" must be a string or an '
+                  f"integer, got {json_kind(obj['id'])}; each decision is written with its "
+                  "prompt's id")
         rid = str(obj["id"])
         if rid in seen:
-            _fail(f"{name}, line {number}: duplicate id {json_quoted(rid)}")
+            _fail(f"{_input_line(name, number)}: duplicate id {json_quoted(rid)}")
         seen.add(rid)
         obj["_line"] = number
         rows.append(obj)
@@ -342,7 +352,7 @@ def _route_file(router: Any, source: str, rows: list[dict[str, Any]], output: Pa
             else:
                 check_embedding(row["embedding"], router.weights.dimension)
         except InvalidInputError as exc:
-            _fail(f"{source}, line {row['_line']} (id {json_quoted(row['id'])}): {exc}")
+            _fail(f"{_input_line(source, row['_line'])} (id {json_quoted(row['id'])}): {exc}")
     router.check_candidates(models)
     if router.policy.requires == "embedding" and any("prompt" in row for row in rows):
         warm_up(router.embedder, feedback)  # the one-time embedder build, if it is due

@@ -1040,6 +1040,17 @@ def test_route_input_from_stdin_writes_jsonl_to_stdout(
     assert [r["id"] for r in rows] == [1, 3]
     assert rows[0]["selected_model"] == real_router.route(
         PROMPT, cost_weight_override=0).selected_model
+    # A bad line names the option and stdin, as label - names stdin, whatever was wrong.
+    for text, problem in (('{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n',
+                           'line 2: duplicate id "a"'),
+                          ('{"id": "a", "prompt": "x"}\n{"prompt": "y"}\n',
+                           'line 2: each line must be an object with an "id"'),
+                          ('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": " "}\n',
+                           'line 2 (id "b"): prompt: is empty')):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+        code, out, err = run(["route", "--input", "-", "--weights", real_weights_dir], capsys)
+        assert_bad_input(code, err, f"switchpoint: error: --input: stdin, {problem}")
+        assert out == ""
 
 
 def test_route_file_without_output_writes_jsonl_to_stdout(

@@ -610,11 +610,14 @@ def test_label_dash_reads_the_prompts_from_stdin_and_resumes_as_for_a_file(
     assert summary["answer_calls"] == 0 and summary["already_labelled"] == 2
     assert [r["body"]["model"] for r in fake.requests()[before:]] == ["judge"]
     assert set(records_of(out)) == {"q0", "q1", "q2"} and not journal_path(out).exists()
-    # A bad line is named as stdin's, having called nothing.
+    # A bad line is named as stdin's, as route --input - names it (not quoted as a file named
+    # stdin would be), having called nothing.
     before = len(fake.requests())
     monkeypatch.setattr(sys, "stdin", io.StringIO('{"prompt": "ok"}\n\n{"prompt": ""}\n'))
     code, _, err = run([*argv[:7], tmp_path / "other.jsonl", *argv[8:]], capsys)
-    assert code == 2 and "'stdin', line 3: field \"prompt\" must be a non-empty string" in err, err
+    assert code == 2, err
+    assert err == ('switchpoint: error: stdin, line 3: field "prompt" must be a non-empty '
+                   "string\n"), err
     assert len(fake.requests()) == before and not (tmp_path / "other.jsonl").exists()
 
 

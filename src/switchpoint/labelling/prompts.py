@@ -28,7 +28,7 @@ from switchpoint._json import (
     lone_surrogate,
     unreadable,
 )
-from switchpoint._messages import json_quoted
+from switchpoint._messages import STDIN, json_quoted
 from switchpoint.errors import LabellingError
 from switchpoint.labelling.reference import normalise, parse_number
 from switchpoint.prompt_files import (
@@ -114,13 +114,12 @@ def parse_prompts(lines: Iterable[str], source: object = "prompts") -> list[Labe
     return out
 
 
-#: What messages call prompts read from a stream (standard input).
-STDIN = "stdin"
 
 
 def read_prompts(path: str | Path | TextIO) -> list[LabelPrompt]:
     """Read and check a prompts file (see :func:`parse_prompts`), or the prompts an open text
-    stream gives (standard input: read to its end, named ``stdin`` in errors)."""
+    stream gives (standard input: read to its end, named ``stdin`` in errors, as
+    ``route --input -`` names it: see :data:`~switchpoint._messages.STDIN`)."""
     if not isinstance(path, (str, Path)):
         try:
             return parse_prompts(bounded_lines(path), source=STDIN)

@@ -33,6 +33,7 @@ import switchpoint.labelling.journal as jr
 from switchpoint._files import LinkError, output_target, path_problem, same_file, within
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._messages import (
+    STDIN,
     got,
     json_quoted,
     listed_names,
@@ -54,7 +55,7 @@ from switchpoint.errors import (
 )
 from switchpoint.labelling.judge import Judge, unreadable_message
 from switchpoint.labelling.lock import OutputLock, lock_path
-from switchpoint.labelling.prompts import STDIN, LabelPrompt, as_prompts, read_prompts
+from switchpoint.labelling.prompts import LabelPrompt, as_prompts, read_prompts
 from switchpoint.labelling.reference import reference_score
 from switchpoint.records import MAX_RECORD_CHARS
 
