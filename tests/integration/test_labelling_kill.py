@@ -149,8 +149,8 @@ def test_a_run_killed_while_the_judge_holds_its_answers_leaves_them_to_the_rerun
     proc = _spawn([*argv, "--json"], tmp_path)
     stdout, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert (f"{2 * n} answers an earlier run got but did not score are kept; they are judged, "
-            "not asked for again") in err
+    assert (f"{2 * n} answers an earlier run got but did not score are kept; they are scored "
+            "now by the judge, not asked for again") in err
     summary = json.loads(stdout)
     # (never judged before: the judge held them; counted with those whose judging failed)
     assert summary["answer_calls"] == 0 and summary["kept_answers_scored"] == 2 * n

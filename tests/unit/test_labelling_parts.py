@@ -499,8 +499,8 @@ def test_an_answer_journalled_but_not_scored_is_kept_to_be_judged(tmp_path: Path
     kept = state.kept[("p0", "a")]
     assert (state.answer(("p0", "a"), kept), kept.cost_usd) == ("Blue — é ✓", 0.0021)
     assert set(state.scored) == {("p1", "a")}
-    assert any("4 answers an earlier run got but did not score are kept; they are judged, "
-               "not asked for again" in n for n in state.notes), state.notes
+    assert any("4 answers an earlier run got but did not score are kept; they are scored "
+               "now by the judge, not asked for again" in n for n in state.notes), state.notes
     # A prompt whose text changed since is asked again (its answer and score count once in
     # the note); one already in the output is done.
     changed = [_prompts()[0], LabelPrompt(id="p1", prompt="Another prompt", line=2),
@@ -510,7 +510,35 @@ def test_an_answer_journalled_but_not_scored_is_kept_to_be_judged(tmp_path: Path
     assert set(state.kept) == {("p2", "b")} and state.scored == {}
     assert any("2 journalled answers are for prompts no longer in the prompts file" in n
                for n in state.notes), state.notes
-    assert any("1 answer an earlier run got but did not score is kept; it is judged" in n
+    assert any("1 answer an earlier run got but did not score is kept; it is scored now by "
+               "the judge, not asked for again" in n for n in state.notes), state.notes
+
+
+def test_the_note_on_kept_answers_says_a_reference_gained_since_scores_them(
+        tmp_path: Path) -> None:
+    """Answers kept unscored (the run stopped while the judge held them) whose prompt has a
+    reference now are scored against it, not judged, and the note says so."""
+    out = tmp_path / "out.jsonl"
+    jr.journal_path(out).write_text("\n".join([
+        json.dumps(KEY.header()), _answered(0, "a"), _answered(0, "b"), _answered(1, "a"),
+        ""]), encoding="utf-8")
+    gained = [LabelPrompt(id="p0", prompt="Prompt 0?", reference="Rayleigh", line=1),
+              *_prompts()[1:]]
+    state = jr.inspect(out, gained, KEY)
+    assert set(state.kept) == {("p0", "a"), ("p0", "b"), ("p1", "a")} and not state.rescored
+    assert any("3 answers an earlier run got but did not score are kept; they are scored "
+               "now, 1 by the judge and 2 against their prompt's reference, not asked for "
+               "again" in n for n in state.notes), state.notes
+    assert not any("judged" in n for n in state.notes), state.notes
+    every = [LabelPrompt(id=p.id, prompt=p.prompt, reference="Rayleigh", line=p.line)
+             for p in _prompts()]
+    state = jr.inspect(out, every, KEY)
+    assert any("3 answers an earlier run got but did not score are kept; they are scored "
+               "now against their prompt's reference, not asked for again" in n
+               for n in state.notes), state.notes
+    state = jr.inspect(out, [every[1], *_prompts()[2:]], KEY)
+    assert any("1 answer an earlier run got but did not score is kept; it is scored now "
+               "against its prompt's reference, not asked for again" in n
                for n in state.notes), state.notes
 
 

@@ -597,12 +597,12 @@ def _read_journal(journal: Path, lines: Iterator[_Read], by_id: Mapping[str, Lab
     if resume.scored:
         resume.notes.append(f"{journal}: {len(resume.scored)} scored answers kept from an "
                             "interrupted run")
-    unscored = len(resume.kept) - len(resume.rescored)
+    unscored = [pair for pair in resume.kept if pair not in resume.rescored]
     if unscored:
-        resume.notes.append(f"{journal}: {plural(unscored, 'answer')} an earlier run got but "
-                            f"did not score {'is' if unscored == 1 else 'are'} kept; "
-                            f"{'it is' if unscored == 1 else 'they are'} judged, not asked for "
-                            "again")
+        resume.notes.append(f"{journal}: {plural(len(unscored), 'answer')} an earlier run got "
+                            f"but did not score {'is' if len(unscored) == 1 else 'are'} kept; "
+                            f"{_scored_how([by_id[rid] for rid, _ in unscored])}, not asked "
+                            "for again")
     if changed:
         again = len(resume.rescored)
         lost = len(changed) - again
@@ -617,6 +617,22 @@ def _read_journal(journal: Path, lines: Iterator[_Read], by_id: Mapping[str, Lab
         resume.notes.append(f"{journal}: {plural(len(stale), 'journalled answer')} "
                             f"{'is' if len(stale) == 1 else 'are'} for prompts no longer in the "
                             "prompts file (or changed since); ignored")
+
+
+def _scored_how(prompts: Sequence[LabelPrompt]) -> str:
+    """How the kept answers to ``prompts`` (one item per answer) are scored now: by the
+    judge, or against their prompt's reference where it has one now (one it gained since is
+    used)."""
+    referenced = sum(p.reference is not None for p in prompts)
+    judged = len(prompts) - referenced
+    one = len(prompts) == 1
+    if not referenced:
+        return f"{'it is' if one else 'they are'} scored now by the judge"
+    if not judged:
+        return (f"{'it is' if one else 'they are'} scored now against "
+                f"{'its' if one else 'their'} prompt's reference")
+    return (f"they are scored now, {judged} by the judge and {referenced} against their "
+            "prompt's reference")
 
 
 def _check_header(journal: Path, header: Mapping[str, Any], key: RunKey) -> None:
