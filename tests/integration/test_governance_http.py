@@ -1563,3 +1563,27 @@ def test_the_tenants_route_reads_the_tenants_budgets_alone_not_the_keys(
     assert data["tight"]["budget_status"] == data["limited"]["budget_status"] == []
     assert data["acme"]["cost_weight"] == 0.4
     assert not [s for s in statements if "FROM keys" in s], statements
+
+
+def test_a_routing_request_refused_after_it_is_counted_costs_one_of_the_minutes_requests(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A routing request refused before it is counted (a model its key may not use) costs
+    none of the key's requests per minute; one refused once counted (none of its models has
+    the capability escalation asks for: the router finds that out) costs one, as README
+    says."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, str(tmp_path / "data")) + GOVERNANCE
+                      + "escalation: {capability: vision}\n", encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        issued = new_key(server, rpm=2, models=["cheap", "fresh", "auto"])
+        auth = {"authorization": f"Bearer {issued['key']}"}
+        for _ in range(3):  # (refused before it is counted: the key's minute is untouched)
+            r = httpx.post(f"{server.base}/v1/route", headers=auth,
+                           json={"prompt": "Hello", "available_models": ["good"]})
+            assert r.status_code == 403, r.text
+        for _ in range(2):  # (counted, then refused: no model of the key's sees images)
+            r = httpx.post(f"{server.base}/v1/route", json={"prompt": "Hello"}, headers=auth)
+            assert r.status_code == 400 and "vision" in r.json()["error"]["message"], r.text
+        r = httpx.post(f"{server.base}/v1/route", json={"prompt": "Hello"}, headers=auth)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded", r.text
