@@ -712,10 +712,11 @@ class Gateway:
         - ``ab_test``: the experiment this request is routed in: the name of one of the
           config (``experiments:``) or of one created at run time, or the :class:`ABTest`
           :meth:`create_ab_test` returned. A request takes part in its tenant's experiment
-          whether or not it names it (by a hash of the request among the arms; its promoted
-          arm, once promoted), and the decision's ``experiment`` and ``arm`` say where it
-          went; ``ab_test`` names it, and is refused when that experiment would not take this
-          request (neither configured nor running, disabled, not the caller's tenant's, or
+          whether or not it names it (each call on its own, at random in the arms'
+          proportions, as a call has no session; its promoted arm, once promoted), and the
+          decision's ``experiment`` and ``arm`` say where it went; ``ab_test`` names it, and
+          is refused when that experiment would not take this request (neither configured
+          nor running, disabled, not the caller's tenant's, or
           another listed before it takes that tenant).
 
         Every argument is checked before anything is routed, counted or logged: a bad one
