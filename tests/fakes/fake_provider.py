@@ -37,7 +37,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    a stream (percent-decoded; some label their event stream
                    ``application/json``), ``index=`` the choices' indices, JSON values split
                    by ``;`` (``0;0``, ``1e30``, ``-1``): one choice per index, each alike, in
-                   a whole answer and in each chunk of a stream. ``blank=1``: before each
+                   a whole answer and in each chunk of a stream (``index=`` alone: none,
+                   ``choices: []`` throughout, usage as usual). ``blank=1``: before each
                    chunk of a stream, a comment (``: keep-alive``) and an event with no
                    data (``event: ping`` and a bare ``data:``), as some servers keep a
                    stream alive; an event-stream reader dispatches no event for either.
@@ -529,7 +530,9 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
     ident = f"chatcmpl-fake-{STATE.counter}"
     created = int(time.time())
     # (an upstream numbering its choices as it likes: out of range, repeated, not a number)
-    indices = [json.loads(v) for v in urllib.parse.unquote(params.get("index", "0")).split(";")]
+    # (``index=`` alone: none, an answer or chunks of ``choices: []``)
+    listed = urllib.parse.unquote(params.get("index", "0"))
+    indices = [json.loads(v) for v in listed.split(";")] if listed else []
     if not stream or name == "whole":
         if name == "malformed":
             await send_body(writer, 200, "application/json", b"{not json")

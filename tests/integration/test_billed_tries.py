@@ -228,6 +228,39 @@ def test_a_stream_answered_whole_is_charged_the_usage_its_upstream_reports(
                for note in entry["reasoning"])
 
 
+@pytest.mark.parametrize("usage", ["prompt=20,completion=500", "nousage=1"],
+                         ids=["usage", "no-usage"])
+def test_a_plain_answer_holding_no_choice_fails_over_charged_what_it_reports(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess,
+        usage: str) -> None:
+    # cheap answers a 200 whose choices list is empty (and its usage, or none): it was passed
+    # on as ok and charged as an answer. It is a broken answer, as a stream broken before its
+    # first content is: its retry answers, and the broken try is charged what the usage it
+    # reported costs (the upstream billed it), else its model's worst case.
+    raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000,
+        messages=user(f"no choice [[fake:once:whole:index=,{usage}]]"))
+    completion = raw.parse()
+    assert completion.choices and completion.choices[0].message.content
+    assert completion.model == "cheap"
+    request_id = raw.headers["x-switchpoint-request-id"]
+    entry = _logged(gov, request_id)
+    reported = (20 * 0.5 + 500 * 1.5) / 1e6  # cheap's catalog prices per million tokens
+    broken = reported if usage.startswith("prompt") else _worst(gov, gw_fake, "cheap")
+    assert entry["status"] == "ok" and entry["cost"] > 0
+    assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("malformed_response", pytest.approx(broken)), ("ok", None)]
+    assert "the answer holds no choice" in entry["attempts"][0]["error"]
+    assert entry["charged"] == pytest.approx(broken + entry["cost"])
+    assert _charged(gov, request_id) == {"cheap": pytest.approx(entry["charged"])}
+    assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
+    how = ("each at the usage its upstream reported, else its model's worst case"
+           if usage.startswith("prompt") else "each at its model's worst case")
+    assert [note.split(" for 1 try ")[0] for note in entry["reasoning"]
+            if "with no answer" in note] == [f"Budget: charged ${broken:.6f}"]
+    assert any(f"{how}: cheap #1 malformed_response" in note for note in entry["reasoning"])
+
+
 def test_each_try_after_a_billed_one_is_held_before_it_is_sent(
         gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
     # good stalls mid-answer on both its tries; its fallback other answers. The request held
@@ -536,8 +569,8 @@ def test_a_retry_the_tpm_window_can_take_is_held_sent_and_counted_once(
     assert settled == [
         f"Spend: recorded ${worst:.6f} in the spend ledger, against no budget (none applies to "
         "this request), for 1 try a provider may have billed with no answer (timed out, cut "
-        "by the deadline or mid-answer, or left by the caller while under way), each at its "
-        "model's worst case: cheap #1 read_timeout."], entry["reasoning"]
+        "by the deadline or mid-answer, answered with no choice, or left by the caller while "
+        "under way), each at its model's worst case: cheap #1 read_timeout."], entry["reasoning"]
     assert not [note for note in entry["reasoning"] if note.startswith("Budget:")]
     assert _charged(rated, request_id)["cheap"] == pytest.approx(entry["charged"])
     ((prompt, completion),) = _read(rated, "SELECT prompt_tokens, completion_tokens FROM "

@@ -117,6 +117,7 @@ from switchpoint.gateway.failover import (
     failed_models,
     none_answered,
     outgrown_models,
+    reported_use,
 )
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED, not_kept
 from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthConfig, HealthTracker
@@ -1445,8 +1446,9 @@ class Gateway:
         tokens-per-minute windows count): the answer of ``card`` (None: no answer) at
         ``cost_usd`` (None: unknown, its worst case), and each try of ``attempts`` a provider
         may have billed with no answer (:func:`billed_tries`: a timeout, the deadline or a cut
-        mid-answer, the caller leaving while it was under way) at its model's worst case; with
-        neither, the hold is released. Each such try carries its charge in the log
+        mid-answer, an answer holding no choice, the caller leaving while it was under way) at
+        the usage its upstream reported, else its model's worst case; with neither, the hold
+        is released. Each such try carries its charge in the log
         (``charged_usd``), and a note says what they added: charged against the request's
         budgets, or, where none applies (a tokens-per-minute limit alone), recorded in the
         spend ledger only. Returns the ledger rows for its log entry and the amount charged;
@@ -1455,14 +1457,19 @@ class Gateway:
             return None
         tries = _billed(plan, attempts)
         billed = [attempt for attempt, _ in tries]
-        for attempt, of in tries:
-            attempt.charged_usd = self.governor.worst_of(plan.ticket, of)
+        reported = [(of, *reported_use(attempt, of)) for attempt, of in tries]
+        for attempt, (of, cost, used) in zip(billed, reported, strict=True):
+            attempt.charged_usd = self.governor.charge_of(plan.ticket, of, cost, used,
+                                                          request_id=plan.request_id)[0]
         if billed:
             extra = sum(a.charged_usd or 0.0 for a in billed)
+            how = ("each at its model's worst case"
+                   if all(cost is None for _, cost, _ in reported)
+                   else "each at the usage its upstream reported, else its model's worst case")
             tries_of = (f"{len(billed)} tr{'y' if len(billed) == 1 else 'ies'} a provider may "
                         "have billed with no answer (timed out, cut by the deadline or "
-                        "mid-answer, or left by the caller while under way), each at its "
-                        "model's worst case: "
+                        "mid-answer, answered with no choice, or left by the caller while "
+                        f"under way), {how}: "
                         + ", ".join(f"{a.model} #{a.attempt} {a.outcome}" for a in billed))
             if plan.ticket.holds:  # a budget applies: charged against it
                 over = (" (more than the request held: charged in full)"
@@ -1476,7 +1483,7 @@ class Gateway:
         tokens = None if usage is None else usage.prompt_tokens + usage.completion_tokens
         rows, charged = self.governor.settle(plan.ticket, request_id=plan.request_id,
                                              card=card, cost_usd=cost_usd, tokens=tokens,
-                                             billed=[of for _, of in tries])
+                                             billed=reported)
         return list(rows), charged
 
     def _entry(self, settlement: accounting.Settlement | None,

@@ -131,8 +131,10 @@ class Attempt:
     ``begun`` is False for a try that was only waited for (the caller left between two
     tries): nothing was sent for it.
     ``billed``: the try ended after its request was sent and before an answer, in a way that
-    says the model may have generated (see :func:`billed_tries`); ``charged_usd`` is what the
-    request's budgets were charged for it, once settled."""
+    says the model may have generated (see :func:`billed_tries`); ``usage``, for such a try,
+    what the upstream reported it used (a whole answer holding no choice reports it), None
+    when unknown; ``charged_usd`` is what the request's budgets were charged for it, once
+    settled."""
 
     model: str
     attempt: int
@@ -145,6 +147,7 @@ class Attempt:
     begun: bool = True
     billed: bool = False
     charged_usd: float | None = None
+    usage: TokenUsage | None = None
 
     @property
     def ok(self) -> bool:
@@ -176,18 +179,28 @@ def failed_models(attempts: Sequence[Attempt]) -> set[str]:
 
 
 def billed_tries(attempts: Sequence[Attempt]) -> list[Attempt]:
-    """The tries of ``attempts`` that a provider may have billed without an answer whose usage
-    is known: each ended after its request was sent, in a way that says the model may have
-    been generating (a read or first-token timeout, the request's deadline cutting it, a
-    stream or an answer cut part-way, an answer too large; or the caller leaving while it was
-    under way). A provider bills what it generated until the connection closed, so each is
-    charged its model's worst case. (So is a connection lost after the request was sent, before
-    any response.) Not billed: a try that failed, or was cut by the deadline or left by the
-    caller, before its request was sent (connecting, waiting for a connection, a missing key),
-    one the upstream refused with an error status (4xx, 5xx, 429), a candidate passed over, a
-    try only waited for when the caller left. (A committed stream's own end is charged with its
-    answer: its usage, or its worst case.)"""
+    """The tries of ``attempts`` that a provider may have billed without an answer: each
+    ended after its request was sent, in a way that says the model may have been generating
+    (a read or first-token timeout, the request's deadline cutting it, a stream or an answer
+    cut part-way, an answer too large, an answer holding no choice; or the caller leaving
+    while it was under way). A provider bills what it generated until the connection closed,
+    so each is charged its model's worst case, or what its usage costs when the upstream
+    reported one (``usage``: an answer holding no choice may). (So is a connection lost after
+    the request was sent, before any response.) Not billed: a try that failed, or was cut by
+    the deadline or left by the caller, before its request was sent (connecting, waiting for
+    a connection, a missing key), one the upstream refused with an error status (4xx, 5xx,
+    429), a candidate passed over, a try only waited for when the caller left. (A committed
+    stream's own end is charged with its answer: its usage, or its worst case.)"""
     return [a for a in attempts if a.billed]
+
+
+def _reported(error: ProviderError) -> TokenUsage | None:
+    """The usage the upstream reported for a try that failed with ``error`` after it may have
+    generated (a whole answer holding no choice carries it): what it billed, None when
+    unknown (then its model's worst case is charged)."""
+    if not error.may_have_generated or not isinstance(error.body, Mapping):
+        return None
+    return usage_of(error.body)
 
 
 def outgrown_models(attempts: Sequence[Attempt]) -> set[str]:
@@ -240,6 +253,16 @@ def _cost(card: ModelCard, usage: TokenUsage | None) -> float | None:
     if usage is None or not card.priced:
         return None
     return card.price(usage.prompt_tokens, usage.completion_tokens)
+
+
+def reported_use(attempt: Attempt, card: ModelCard) -> tuple[float | None, int | None]:
+    """(what it cost in USD, its tokens) as the upstream reported them for ``attempt``, a try
+    of ``card`` a provider may have billed (:attr:`Attempt.usage`); None for what is unknown
+    (no usage, or a model without prices): its worst case is charged."""
+    if attempt.usage is None:
+        return None, None
+    return (_cost(card, attempt.usage),
+            attempt.usage.prompt_tokens + attempt.usage.completion_tokens)
 
 
 def _tried(attempts: Sequence[Attempt]) -> list[str]:
@@ -736,7 +759,8 @@ async def call_with_failover(
                 retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
                 attempts.append(Attempt(card.name, number, exc.kind, latency, waited,
                                         exc.status, str(exc), retry_after_s=retry_after,
-                                        billed=exc.may_have_generated))
+                                        billed=exc.may_have_generated,
+                                        usage=_reported(exc)))
                 if health is not None:
                     if exc.counts_against_health:
                         health.record_failure(card.name, exc.kind, detail=str(exc),

@@ -113,6 +113,9 @@ SLA_BUDGET_COST_WEIGHT = 10.0
 AUTO = "auto"
 
 RouteFn = Callable[[str, list[str], float | None], Awaitable[RoutingDecision]]
+#: A try a provider may have billed with no answer, whose upstream reported its use: its
+#: model's card, what it cost (USD) and its tokens, as reported (None: unknown).
+BilledTry = tuple[ModelCard, float | None, int | None]
 
 
 @dataclass(frozen=True)
@@ -1069,10 +1072,12 @@ class Governor:
 
     def settle(self, ticket: Ticket | None, *, request_id: str, card: ModelCard | None,
                cost_usd: float | None, tokens: int | None,
-               billed: Sequence[ModelCard] = ()) -> tuple[list[LedgerRecord], float | None]:
+               billed: Sequence[ModelCard | BilledTry] = ()
+               ) -> tuple[list[LedgerRecord], float | None]:
         """Close a reservation: charge the answer (``card``; its ``cost_usd`` and ``tokens``
         as reported, None: unknown) and each try in ``billed`` (one a provider may have billed
-        with no answer, see :func:`~switchpoint.gateway.failover.billed_tries`) as
+        with no answer, see :func:`~switchpoint.gateway.failover.billed_tries`: its card, or
+        its card, cost and tokens when the upstream reported them, :data:`BilledTry`) as
         :meth:`charge_of` says, to the budgets and the TPM windows alike; with no answer
         (``card`` None) and no such try, release it. A reservation that expired meanwhile is
         charged all the same (its expiry freed its hold, not what its tries cost); one settled
@@ -1088,7 +1093,8 @@ class Governor:
 
     def _book(self, ticket: Ticket, *, request_id: str, card: ModelCard | None,
               cost_usd: float | None, tokens: int | None,
-              billed: Sequence[ModelCard]) -> tuple[list[LedgerRecord], float | None]:
+              billed: Sequence[ModelCard | BilledTry]
+              ) -> tuple[list[LedgerRecord], float | None]:
         """:meth:`settle`, with ``_booking`` held."""
         if ticket.settled:
             return [], None
@@ -1106,7 +1112,7 @@ class Governor:
         # Per model charged, in order: its card, amount and tokens.
         charges: dict[str, tuple[ModelCard, float, int]] = {}
         tries: list[tuple[ModelCard, float | None, int | None]] = [
-            *((tried, None, None) for tried in billed),
+            *(tried if isinstance(tried, tuple) else (tried, None, None) for tried in billed),
             *(((card, cost_usd, tokens),) if card is not None else ())]
         for tried, cost, used in tries:
             amount, counted = self.charge_of(ticket, tried, cost, used, request_id=request_id)

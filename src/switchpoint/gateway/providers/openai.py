@@ -179,9 +179,17 @@ class OpenAIChunkDecoder:
 def check_choices(body: Mapping[str, Any], answers: int, *, model: str,
                   status: int | None = None) -> None:
     """Refuse a whole answer whose choices do not number the ``answers`` asked for
-    (:func:`~switchpoint.gateway.providers.base.choices_problem`): a
+    (:func:`~switchpoint.gateway.providers.base.choices_problem`), or that holds none (an
+    empty ``choices`` list: a broken answer, which the upstream may have billed): a
     :class:`MalformedResponse`, which fails over as any malformed answer does."""
-    problem = choices_problem(body.get("choices"), answers, whole=True)
+    choices = body.get("choices")
+    if isinstance(choices, list) and not choices:
+        # (A 200 the upstream generated and may have billed: its try is charged as a stream
+        # that broke before its first content is, at its usage when it reports one.)
+        raise MalformedResponse("the answer holds no choice (its 'choices' list is empty), so "
+                                "there is no answer to pass on", model=model, status=status,
+                                body=dict(body), generated=True)
+    problem = choices_problem(choices, answers, whole=True)
     if problem is not None:
         raise MalformedResponse(f"the answer's choices are malformed: {problem}", model=model,
                                 status=status, body=dict(body))
