@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletion
 
 from switchpoint.config import DB_FILENAME, load_settings
 from switchpoint.governance.governor import prompt_bound, worst_cost
@@ -228,29 +229,38 @@ def test_a_stream_answered_whole_is_charged_the_usage_its_upstream_reports(
                for note in entry["reasoning"])
 
 
-@pytest.mark.parametrize("usage", ["prompt=20,completion=500", "nousage=1"],
-                         ids=["usage", "no-usage"])
-def test_a_plain_answer_holding_no_choice_fails_over_charged_what_it_reports(
-        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess,
+@pytest.mark.parametrize(("stream", "usage"), [
+    (False, "prompt=20,completion=500"), (False, "nousage=1"),
+    (True, "prompt=20,completion=500")], ids=["plain", "plain-no-usage", "stream"])
+def test_an_answer_holding_no_choice_fails_over_charged_what_it_reports(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess, stream: bool,
         usage: str) -> None:
-    # cheap answers a 200 whose choices list is empty (and its usage, or none): it was passed
-    # on as ok and charged as an answer. It is a broken answer, as a stream broken before its
+    # cheap answers a 200 whose choices list is empty (and its usage, or none; streamed, each
+    # chunk's, then its usage and [DONE]): it was passed on as ok (streamed, as an empty
+    # stream) and charged as an answer. It is a broken answer, as a stream broken before its
     # first content is: its retry answers, and the broken try is charged what the usage it
     # reported costs (the upstream billed it), else its model's worst case.
     raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
-        model="cheap", max_tokens=1000,
-        messages=user(f"no choice [[fake:once:whole:index=,{usage}]]"))
-    completion = raw.parse()
-    assert completion.choices and completion.choices[0].message.content
-    assert completion.model == "cheap"
+        model="cheap", max_tokens=1000, stream=stream,
+        messages=user(f"no choice [[fake:once:usage:index=,{usage}]]"))
+    parsed = raw.parse()
+    if isinstance(parsed, ChatCompletion):
+        text, models = parsed.choices[0].message.content or "", {parsed.model}
+    else:
+        chunks = list(parsed)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        models = {c.model for c in chunks}
+    assert text.startswith("Echo from cheap") and models == {"cheap"}
     request_id = raw.headers["x-switchpoint-request-id"]
     entry = _logged(gov, request_id)
     reported = (20 * 0.5 + 500 * 1.5) / 1e6  # cheap's catalog prices per million tokens
     broken = reported if usage.startswith("prompt") else _worst(gov, gw_fake, "cheap")
     assert entry["status"] == "ok" and entry["cost"] > 0
+    outcome = "stream_broken" if stream else "malformed_response"
     assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
-        ("malformed_response", pytest.approx(broken)), ("ok", None)]
-    assert "the answer holds no choice" in entry["attempts"][0]["error"]
+        (outcome, pytest.approx(broken)), ("ok", None)]
+    assert ("before any content" if stream else "the answer holds no choice") in (
+        entry["attempts"][0]["error"])
     assert entry["charged"] == pytest.approx(broken + entry["cost"])
     assert _charged(gov, request_id) == {"cheap": pytest.approx(entry["charged"])}
     assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
@@ -258,7 +268,7 @@ def test_a_plain_answer_holding_no_choice_fails_over_charged_what_it_reports(
            if usage.startswith("prompt") else "each at its model's worst case")
     assert [note.split(" for 1 try ")[0] for note in entry["reasoning"]
             if "with no answer" in note] == [f"Budget: charged ${broken:.6f}"]
-    assert any(f"{how}: cheap #1 malformed_response" in note for note in entry["reasoning"])
+    assert any(f"{how}: cheap #1 {outcome}" in note for note in entry["reasoning"])
 
 
 def test_each_try_after_a_billed_one_is_held_before_it_is_sent(

@@ -601,6 +601,43 @@ def test_an_answer_numbering_its_choices_out_of_the_request_s_n_is_malformed_and
     assert says in str(entry["attempts"][0]), entry["attempts"][0]
 
 
+@pytest.mark.parametrize("kind", ["whole", "ok", "stream"])
+def test_an_answer_holding_no_choice_is_broken_and_fails_over(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, kind: str) -> None:
+    """An upstream's 200 whose choices list is empty (every chunk's, for a stream, which
+    then ends with [DONE]) holds no answer: a plain one reached the client as ``ok`` with no
+    choice, a stream as an empty stream logged broken. Each is a broken answer, tried again
+    and failed over to the fallback, whose answer the client gets."""
+    behaviour = f"{'ok' if kind == 'stream' else kind}:index="
+    gw_fake.script("good", behaviour, behaviour)
+    if kind == "ok":
+        completion, entry = plain(gw)
+        text, models = completion.choices[0].message.content or "", {completion.model}
+    else:
+        text, models, entry = streamed(gw)
+    assert text.startswith(f"Echo from {OTHER}") and models == {"other"}
+    kinds = {"whole": "malformed_response", "ok": "malformed_response",
+             "stream": "stream_broken"}
+    assert outcomes(entry) == [("good", kinds[kind]), ("good", kinds[kind]), ("other", "ok")]
+    assert entry["status"] == "ok"
+    says = ("the stream ended with its end marker before any content" if kind == "stream"
+            else "the answer holds no choice")
+    assert says in str(entry["attempts"][0]), entry["attempts"][0]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_an_answer_holding_no_choice_from_every_model_is_the_usual_error(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # (other's upstream, behind the Messages API, is told to fail as well)
+    gw_fake.script("good", "ok:index=", "ok:index=")
+    gw_fake.script("claude-fake-2", "500", "500")
+    with pytest.raises(openai.APIStatusError) as info:
+        client(gw).with_options(max_retries=0).chat.completions.create(
+            model="good", messages=user(), stream=stream)
+    assert info.value.status_code == 502, info.value
+    assert "good: " in info.value.message and "x2" in info.value.message, info.value.message
+
+
 def test_an_answer_of_as_many_choices_as_the_request_asked_for_is_passed_on(
         gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
     gw_fake.script("good", "ok:index=0;1", "whole:index=1")

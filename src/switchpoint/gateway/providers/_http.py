@@ -47,6 +47,7 @@ from switchpoint.gateway.providers.base import (
     decode_body,
     is_content_chunk,
     upstream_json,
+    usage_of,
 )
 from switchpoint.gateway.providers.sse import SSEEvent, sse_event_batches
 from switchpoint.gateway.redact import header_secrets, redact, redact_value
@@ -502,6 +503,17 @@ class ChunkDecoder(Protocol):
         ...
 
 
+def _ended_empty(chunks: Sequence[Mapping[str, Any]], model: str) -> StreamBroken:
+    """A stream that ended with its end marker before any content (``choices: []``
+    throughout, or no finish reason): broken before its first byte, as a plain answer holding
+    no choice is; it carries the usage the upstream reported (its last chunk's that has one),
+    which its try is charged (the upstream billed it)."""
+    reported = next((c for c in reversed(chunks) if usage_of(c) is not None), None)
+    return StreamBroken("the stream ended with its end marker before any content (no choice, "
+                        "no finish reason)", model=model,
+                        body=None if reported is None else {"usage": reported["usage"]})
+
+
 async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
                         headers: Mapping[str, str], timeouts: Timeouts,
                         decoder: ChunkDecoder, *,
@@ -572,6 +584,8 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                             break
                         if decoder.done:
                             break
+                if not content:  # (its end marker came first: no choice, no finish reason)
+                    raise _ended_empty(pending, model)
         except TimeoutError as exc:
             raise FirstTokenTimeout(
                 f"no content within the first-token timeout of {timeouts.first_token_s:g}s",
