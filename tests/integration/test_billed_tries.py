@@ -788,6 +788,10 @@ def test_a_stream_failed_over_from_a_whole_error_to_a_whole_answer_is_charged_th
     assert _charged(gov, request_id) == {"other": pytest.approx(entry["cost"])}
     assert _spent(gov, key["id"]) == pytest.approx(entry["cost"])
     assert gov.service.gateway.governor.ledger.held(f"key:{key['id']}") == 0
-    assert entry["reasoning"] == [
+    fell_back, *rest = entry["reasoning"]
+    assert fell_back.startswith("the named model good did not answer (server_error: upstream "
+                                "error in place of a stream: ")
+    assert fell_back.endswith(" x2); its fallback other answered"), fell_back
+    assert rest == [
         "other answered the stream request with a whole answer, not an event stream; it was "
         "sent on as a stream and its usage charged."]

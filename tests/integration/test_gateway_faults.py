@@ -780,3 +780,72 @@ def test_a_retry_after_of_years_is_taken_as_a_day(
     assert entry["attempts"][0]["retry_after_s"] == 86_400  # as taken: a day
     wait = gw.service.gateway.health.wait_s("fresh")
     assert wait is not None and 86_000 < wait <= 86_400
+
+
+def _answered(gw: ThreadServer, stream: bool, **kw: Any) -> tuple[str, str, dict[str, Any]]:
+    """A request read to its end: (the model that answered, its x-switchpoint-reasoning
+    header, its request log entry)."""
+    raw = client(gw).chat.completions.with_raw_response.create(stream=stream, **kw)
+    parsed = raw.parse()
+    model = ({c.model for c in parsed} if stream else {parsed.model}).pop()  # type: ignore
+    reasoning = raw.headers.get("x-switchpoint-reasoning", "")
+    return model, reasoning, log_entry(gw, raw.headers["x-switchpoint-request-id"])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_the_reasoning_header_says_why_a_named_model_fell_back(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # Only the log's attempts said why: the header was sent only when a session pin broke.
+    gw_fake.script("good", "500", "500")
+    model, reasoning, entry = _answered(gw, stream, model="good", messages=user())
+    assert model == "other" and outcomes(entry)[-1] == ("other", "ok")
+    assert ("the named model good did not answer (server_error (HTTP 500): upstream error "
+            "(500): fake 500 x2); its fallback other answered") in reasoning, reasoning
+    assert reasoning in " ".join(entry["reasoning"])
+    # (/openapi.json says what the header holds)
+    document = httpx.get(f"{gw.base}/openapi.json", timeout=15).json()
+    described = document["paths"]["/v1/chat/completions"]["post"]["description"]
+    assert "x-switchpoint-reasoning (why this model" in described
+    assert "how its tries ended before the request fell back" in described
+    # The named model answering: nothing to say.
+    model, reasoning, _ = _answered(gw, stream, model="good", messages=user())
+    assert model == "good" and "named model" not in reasoning
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_the_reasoning_header_says_what_a_named_model_skipped_lacks(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is it?"}, image]}]
+    model, reasoning, entry = _answered(gw, stream, model="cheap", messages=messages)
+    assert model == "good" and "cheap" in entry["excluded"]
+    assert ('the named model cheap cannot serve this request (the request has images and the '
+            'model does not list "vision"); its fallback good answered') in reasoning, reasoning
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_the_reasoning_header_says_why_autos_first_candidate_did_not_answer(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # (each request a session of its own: the same text is routed alike, and pins nothing)
+    messages = user("Explain how a hash map works.")
+    pool: dict[str, Any] = {"extra_body": {"models": ["good", "other"]}}
+    first, reasoning, _ = _answered(gw, stream, model="auto", messages=messages,
+                                    extra_headers={"x-session-id": uuid.uuid4().hex}, **pool)
+    assert "first of the routed candidates" not in reasoning
+    gw_fake.script("good" if first == "good" else OTHER, "500", "500")
+    model, reasoning, entry = _answered(gw, stream, model="auto", messages=messages,
+                                        extra_headers={"x-session-id": uuid.uuid4().hex}, **pool)
+    assert model != first and entry["routed_model"] == first
+    assert (f"{first}, first of the routed candidates, did not answer (server_error (HTTP "
+            f"500)") in reasoning, reasoning
+    assert reasoning.endswith(f"; {model} answered"), reasoning
+
+
+def test_the_reasoning_header_says_what_the_upstream_said_redacted(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # good's upstream refuses the key, quoting it: the header names the refusal, not the key.
+    gw_fake.script("good", "echo_auth")
+    model, reasoning, entry = _answered(gw, False, model="good", messages=user())
+    assert model == "other", entry["attempts"]
+    assert "the named model good did not answer (auth_error (HTTP 401)" in reasoning, reasoning
+    assert "sk-good-test" not in reasoning and "sk-good-test" not in str(entry["reasoning"])

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from switchpoint._messages import json_quoted, listed_names
+from switchpoint._messages import cut, json_quoted, listed_names
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
@@ -38,6 +38,7 @@ from switchpoint.errors import (
 from switchpoint.gateway.capabilities import Needs, common_field, filter_candidates, needs_of
 from switchpoint.gateway.failover import (
     Attempt,
+    describe_attempts,
     failed_models,
     fallback_chain,
     outgrown_models,
@@ -45,8 +46,12 @@ from switchpoint.gateway.failover import (
 from switchpoint.gateway.health import BreakerState, HealthStatus, HealthTracker
 from switchpoint.gateway.in_flight import Slot
 from switchpoint.gateway.parsing import AUTO_MODEL, upstream_body
+from switchpoint.gateway.redact import redact
 from switchpoint.gateway.sessions import PinDecision, PinState, SessionPinner, session_key
 
+#: The most characters a note says of why the answering model is not the one named (or
+#: routed first): the reasons it was left out, or how its tries ended.
+MAX_PASSED_OVER = 400
 # Routes one text among some models at some λ (the live router's ``route``, run off the loop).
 RouteFn = Callable[[str, list[str], float | None], Awaitable[RoutingDecision]]
 
@@ -189,12 +194,39 @@ class Plan:
         or the soft pin's where it ranked first) that one did not answer, so the pin did not
         hold: ``evicted_post_failure`` (``evicted_context`` when it refused the conversation as
         too long for it), the session moving to ``model``."""
+        self._note_passed_over(model, attempts)
         favoured = self.pin.favoured_model
         if favoured is None or favoured == model or not self.cards:
             return
         if self.cards[0].name != favoured:
             return  # (soft: the router ranked another model first; the bonus was all it did)
         self._not_held(favoured, attempts, f"{model} answered")
+
+    def _note_passed_over(self, model: str, attempts: Sequence[Attempt]) -> None:
+        """Note (in the reasoning, which the log and the ``x-switchpoint-reasoning`` header
+        carry) why ``model``, which answered, is not the model the request named, or for
+        ``auto`` the first of its candidates: the named model was left out for what it lacks
+        (:attr:`excluded`), or it did not answer and how each of its tries ended
+        (:func:`~switchpoint.gateway.failover.describe_attempts`: the request fell back).
+        Nothing when the pin's note says it already (the pin had sent the request there)."""
+        named = self.requested != AUTO_MODEL
+        wanted = self.requested if named else self.cards[0].name if self.cards else model
+        if wanted == model:
+            return
+        if ((self.pin.favoured_model == wanted and self.cards and self.cards[0].name == wanted)
+                or (self.pin_note is not None and f" {wanted} " in f" {self.pin_note} ")):
+            return
+        reasons = self.excluded.get(wanted)
+        if reasons:
+            why = f"cannot serve this request ({'; '.join(reasons)})"
+        else:
+            tried = describe_attempts([a for a in attempts if a.model == wanted])
+            # (what an upstream said, redacted as the log's attempts are)
+            why = f"did not answer ({redact(tried.removeprefix(f'{wanted}: ')) or 'not called'})"
+        who = (f"the named model {wanted}" if named
+               else f"{wanted}, first of the routed candidates,")
+        self.notes.append(f"{who} {cut(why, MAX_PASSED_OVER)}; "
+                          f"{'its fallback ' if named else ''}{model} answered")
 
     def unanswered(self, attempts: Sequence[Attempt]) -> None:
         """No model answered (every one failed, the upstream refused the request, or the

@@ -67,10 +67,14 @@ _ANSWER: dict[int | str, dict[str, Any]] = {200: {
                 "and x-switchpoint-memory-fallback (who chose the model: the tenant's memory, "
                 "exploration, or the router and why), x-switchpoint-experiment and "
                 "x-switchpoint-arm, x-switchpoint-charged (what the caller's budgets "
-                "were charged). Send x-session-id to pin a conversation; "
-                "x-switchpoint-cost-weight overrides λ; x-switchpoint-models (comma-separated) "
-                "narrows the models \"auto\" may choose (beside a named model it must list "
-                "that model, and narrows its fallbacks).",
+                "were charged), x-switchpoint-reasoning (why this model: the router's "
+                "reasoning, and, when the model that answered is not the one named or, for "
+                "\"auto\", routed first, why: what the named model lacks, or how its tries "
+                "ended before the request fell back; ASCII, at most 1000 characters). Send "
+                "x-session-id to pin a conversation; x-switchpoint-cost-weight overrides λ; "
+                "x-switchpoint-models (comma-separated) narrows the models \"auto\" may "
+                "choose (beside a named model it must list that model, and narrows its "
+                "fallbacks).",
 )
 async def chat_completions(request: Request, principal: CLIENT) -> Response:
     started = time.perf_counter()
