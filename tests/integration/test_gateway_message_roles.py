@@ -1068,6 +1068,42 @@ def test_a_function_results_dotted_name_leaves_out_openais_api_only(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_more_stop_sequences_than_openais_api_takes_leave_out_its_models_only(
+        with_openai_api: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # OpenAI's API takes at most 4 stop sequences: a request with more, to a model of the
+    # openai provider, was sent, and its 400 reached the client after the hold, where auto
+    # could have chosen a model that takes them. OpenAI-compatible servers differ: they get
+    # the request as sent.
+    stop = ["\n\n", "END", "Q:", "###", "</answer>"]
+    messages = opening()
+    before = gw_fake.requests()
+    with pytest.raises(openai.BadRequestError) as info:
+        client(with_openai_api).chat.completions.create(model="oai", messages=messages,
+                                                        stream=stream, stop=stop)
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+    assert error["param"] == "stop"
+    assert ("oai: the request's stop holds 5 sequences, and OpenAI's API takes at most 4 "
+            "(send 4 or fewer, or name a model of another provider)") in error["message"], error
+    assert gw_fake.requests() == before
+    # auto routes it to a model that takes them, with its stop as sent.
+    raw = client(with_openai_api).chat.completions.with_raw_response.create(
+        model="auto", messages=messages, stream=stream, stop=stop,
+        extra_body={"models": ["oai", "good"]})
+    raw.http_response.read()
+    entry = log_entry(with_openai_api, raw.headers["x-switchpoint-request-id"])
+    assert entry["model"] == "good", entry
+    assert "stop holds 5 sequences" in entry["excluded"]["oai"][0]
+    assert gw_fake.requests()[-1]["body"]["stop"] == stop
+    # Four go to OpenAI's API.
+    raw = client(with_openai_api).chat.completions.with_raw_response.create(
+        model="oai", messages=messages, stream=stream, stop=stop[:4])
+    raw.http_response.read()
+    assert log_entry(with_openai_api, raw.headers["x-switchpoint-request-id"])["model"] == "oai"
+    assert gw_fake.requests()[-1]["body"]["stop"] == stop[:4]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize(("model", "fields", "param"), [
     ("oai", {"tools": DOTTED_TOOLS}, "tools"),
     ("oai", {"tool_choice": "none"}, "tool_choice"),

@@ -587,3 +587,21 @@ def test_the_media_type_a_refusal_shows_is_quoted_escaped_and_cut() -> None:
     assert anthropic_image_refusal("", False) == (
         "an image given as a data URL that is not base64 (no media type)")
     assert anthropic_image_refusal("image/png", True) is None
+
+
+@pytest.mark.parametrize(("stop", "refused"), [
+    (["a", "b", "c", "d", "e"], True), (["a", "b", "c", "d"], False), ("END", False),
+    ("", False), (None, False), ([], False),
+], ids=["five", "four", "string", "empty-string", "null", "empty-list"])
+def test_more_than_four_stop_sequences_leave_out_only_openais_api(
+        stop: object, refused: bool) -> None:
+    # OpenAI's API takes at most 4; the Messages API and OpenAI-compatible servers take more.
+    request = {"messages": [{"role": "user", "content": "x"}], "stop": stop}
+    allowed, excluded = filter_candidates(TOOL_CATALOG, TOOL_CATALOG.names, needs_of(request))
+    assert list(excluded) == (["gpt"] if refused else [])
+    assert allowed == (["claude", "local", "compat"] if refused else TOOL_CATALOG.names)
+    if refused:
+        assert excluded["gpt"] == ["the request's stop holds 5 sequences, and OpenAI's API "
+                                   "takes at most 4 (send 4 or fewer, or name a model of "
+                                   "another provider)"]
+        assert common_field(excluded) == "stop"

@@ -25,15 +25,16 @@ something in it (system messages alone, or blank text the adapter leaves out: th
 no request without a turn) or ends with a blank user message after an assistant turn (left
 out, the assistant turn would be last, which the API continues as the start of its answer),
 nor one whose ``stop`` holds a sequence empty or whitespace only (``"\\n\\n"``: the Messages
-API refuses it), nor one declaring or listing in an ``allowed_tools`` choice a
-tool neither function nor custom (a built-in tool, an MCP server: :func:`other_tools`, which
-the Anthropic adapter has nothing to translate to), nor one declaring or
-calling a tool whose name its provider's API refuses (OpenAI's takes 1 to 64 letters, digits,
-underscores or hyphens, in a function message's name too, the Messages API up to 128
-and unique ones only; a dotted MCP-style name goes to the local and OpenAI-compatible servers
-that take it), which would otherwise be held against budgets and refused only once its call
-began (or, for that turn, sent without it). Each reason names the request field it is about
-(:class:`Reason`), so an error that leaves out every model can name it.
+API refuses it) or, for OpenAI's own API, more than four sequences, nor one declaring or
+listing in an ``allowed_tools`` choice a tool neither function nor custom (a built-in
+tool, an MCP server: :func:`other_tools`, which the Anthropic adapter has nothing to
+translate to), nor one declaring or calling a tool whose name its provider's API refuses
+(OpenAI's takes 1 to 64 letters, digits, underscores or hyphens, in a function message's
+name too, the Messages API up to 128 and unique ones only; a dotted MCP-style name goes to
+the local and OpenAI-compatible servers that take it), which would otherwise be held against
+budgets and refused only once its call began (or, for that turn, sent without it). Each
+reason names the request field it is about (:class:`Reason`), so an error that leaves out
+every model can name it.
 
 Token estimates use the catalog's convention (about four characters a token) over every
 message's text, tool calls, and the tool definitions; each image counts as
@@ -174,6 +175,8 @@ class Needs:
     other_tools: frozenset[tuple[str, str]] = frozenset()
     # The request's stop sequences that are empty or whitespace only (:func:`blank_stops`).
     blank_stops: tuple[str, ...] = ()
+    # How many stop sequences the request's ``stop`` holds (:func:`stop_count`).
+    stops: int = 0
     # Whether the request asks for the answer's log probabilities (``logprobs: true``).
     logprobs: bool = False
 
@@ -488,6 +491,15 @@ def blank_stops(request: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(blank))[:MAX_ODD_NAMES]
 
 
+def stop_count(request: Mapping[str, Any]) -> int:
+    """How many stop sequences ``request``'s ``stop`` holds: a list's items, or one for a
+    string (an empty string alone is no stop sequence, and is not sent to the Messages API)."""
+    stop = request.get("stop")
+    if isinstance(stop, list):
+        return len(stop)
+    return 1 if isinstance(stop, str) and stop else 0
+
+
 def _message_text(content: object) -> str:
     return "\n".join(_text_chars_and_images(content)[2])
 
@@ -556,6 +568,7 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                  custom_field="tools" if _any_custom(request.get("tools")) else "messages",
                  opening=opening_role(messages), blank_close=blank_close(messages),
                  other_tools=other_tools(request), blank_stops=blank_stops(request),
+                 stops=stop_count(request),
                  logprobs=request.get("logprobs") is True)
 
 
@@ -685,15 +698,26 @@ def _tool_name_limits(needs: Needs, names: frozenset[str], rule: re.Pattern[str]
                    fields.pop() if len(fields) == 1 else None)]
 
 
+#: The most stop sequences OpenAI's own API takes in a request's ``stop``.
+OPENAI_MAX_STOPS = 4
+
+
 def _openai_api_limits(needs: Needs) -> list[str]:
     """What OpenAI's own API refuses beyond what every OpenAI-compatible upstream is sent: a
     tool name outside its rule (declared, called, or carried by a function message),
-    and tool fields empty or without tools (:func:`empty_tool_fields`)."""
-    return [*_tool_name_limits(needs, needs.tool_names | needs.result_names, PLAIN_TOOL_NAME,
-                               "OpenAI's API", 64, needs.plain_refused_count),
-            *(Reason(f"the request has {what}, which OpenAI's API refuses (leave the field out)",
-                     _EMPTY_FIELD_OF.get(what, "messages"))
-              for what in sorted(needs.empty_tool_fields))]
+    tool fields empty or without tools (:func:`empty_tool_fields`), and more stop sequences
+    than :data:`OPENAI_MAX_STOPS`."""
+    reasons = [*_tool_name_limits(needs, needs.tool_names | needs.result_names,
+                                  PLAIN_TOOL_NAME, "OpenAI's API", 64,
+                                  needs.plain_refused_count),
+               *(Reason(f"the request has {what}, which OpenAI's API refuses (leave the field "
+                        "out)", _EMPTY_FIELD_OF.get(what, "messages"))
+                 for what in sorted(needs.empty_tool_fields))]
+    if needs.stops > OPENAI_MAX_STOPS:
+        reasons.append(Reason(f"the request's stop holds {needs.stops} sequences, and OpenAI's "
+                              f"API takes at most {OPENAI_MAX_STOPS} (send {OPENAI_MAX_STOPS} "
+                              "or fewer, or name a model of another provider)", "stop"))
+    return reasons
 
 
 #: Per wire format, what its adapter cannot take beyond the parts it sends (:data:`SENDS`).
@@ -701,8 +725,9 @@ WIRE_LIMITS: dict[str, Callable[[Needs], list[str]]] = {"anthropic": _anthropic_
 #: Per provider (:data:`~switchpoint.known_providers.KNOWN_PROVIDERS`), what its API refuses
 #: that the other providers of its wire take: OpenAI's own API (and Azure OpenAI's, which
 #: checks the same) refuses a tool name outside 1 to 64 letters, digits, underscores or
-#: hyphens, an empty tools or tool_calls list and a tool_choice or parallel_tool_calls without
-#: tools, which local and other OpenAI-compatible servers take.
+#: hyphens, an empty tools or tool_calls list, a tool_choice or parallel_tool_calls without
+#: tools, and more than four stop sequences, which local and other OpenAI-compatible servers
+#: take.
 PROVIDER_LIMITS: dict[str, Callable[[Needs], list[str]]] = {"openai": _openai_api_limits}
 
 
@@ -712,8 +737,8 @@ def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
     limits (:data:`WIRE_LIMITS`: for Anthropic's, several answers, a legacy function result
     that answers no call, an earlier audio answer's id, a custom tool, an image given as a
     data URL it cannot take, a tool name it refuses), then its provider's
-    (:data:`PROVIDER_LIMITS`: OpenAI's refuses a tool name outside its rule). Empty when it can
-    serve them."""
+    (:data:`PROVIDER_LIMITS`: OpenAI's refuses a tool name outside its rule, more than four
+    stop sequences). Empty when it can serve them."""
     spec = spec_of(card)
     limits = WIRE_LIMITS.get(spec.wire)
     provider = PROVIDER_LIMITS.get(spec.name)
