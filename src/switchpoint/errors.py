@@ -158,8 +158,10 @@ class ConfigError(SwitchpointError, ValueError):
     each character of it a terminal would not show as itself (a control character: a
     mapping's key the file wrote is part of some paths) written as ``\\uXXXX``, as an
     :class:`InvalidInputError`'s field is, so a config file cannot write terminal escapes
-    into the message; a part of it longer than a field's name may be (a key of 100 kB) cut
-    short as a long string is (:func:`~switchpoint._messages.shown_key`).
+    into the message. A part of it (between dots) longer than 100 characters, a key of 100 kB
+    the file wrote, is cut to its first characters and ``…``, the parts after it kept
+    (``tenants.tttt….cost_weight``); a path longer than 400 characters even so ends with
+    ``.…`` where it is cut.
 
     ``reason`` says what is wrong and how to fix it; ``problem`` what is wrong alone (the
     reason without its advice, when it has some), for a caller that knows the fix better."""

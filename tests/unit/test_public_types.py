@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 
 import pytest
@@ -68,3 +69,36 @@ def test_every_public_name_says_what_it_does(name: str, obj: object) -> None:
     none for ``Router.stats``, ``WeightsPackage.save``, ``RecordSet.subset``,
     ``Gateway.settings``, the ``Observer``'s callbacks, ...)."""
     assert _undocumented(obj) == []
+
+
+def _docs(obj: object) -> list[str]:
+    """The docstrings ``help(obj)`` shows: its own and those of the public methods and
+    properties a class defines."""
+    docs = [inspect.getdoc(obj) or ""]
+    if inspect.isclass(obj):
+        for name, member in vars(obj).items():
+            if name.startswith("_") and name != "__init__":
+                continue
+            function = member.fget if isinstance(member, property) else getattr(
+                member, "__func__", member)
+            docs.append(getattr(function, "__doc__", None) or "")
+    return docs
+
+
+@pytest.mark.parametrize(("name", "obj"), PUBLIC, ids=[name for name, _ in PUBLIC])
+def test_no_public_name_sends_its_reader_to_a_private_module(name: str, obj: object) -> None:
+    """A docstring says the behaviour, not where a private helper holds it (ConfigError's
+    sent its reader to ``switchpoint._messages.shown_key``)."""
+    assert [doc for doc in _docs(obj) if re.search(r"switchpoint(\.\w+)*\._", doc)] == []
+
+
+def test_a_config_error_cuts_its_key_as_its_docstring_says() -> None:
+    """What ConfigError's docstring promises of a long key: a part over 100 characters cut to
+    its first ones and "…", the parts after it kept; a path over 400 characters ends ".…"."""
+    from switchpoint import ConfigError
+
+    error = ConfigError(f"tenants.{'t' * 100_000}.cost_weight", "must be from 0 to 1")
+    assert error.key.startswith("tenants.tttt") and error.key.endswith("….cost_weight")
+    assert len(error.key.split(".")[1]) == 100
+    long_path = ConfigError(".".join(["x" * 90] * 10), "bad")
+    assert long_path.key.endswith(".…") and len(long_path.key) <= 400
