@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
@@ -102,6 +103,20 @@ def model_names(names: object, field_name: str) -> list[str] | None:
         raise InvalidInputError(field_name, f"must be a list of model names (strings), got "
                                             f"{kinds} among them")
     return names
+
+
+def named_once(names: list[str], field_name: str, advice: str = "name each model once"
+               ) -> list[str]:
+    """``names``, when each is in it once; else an :class:`InvalidInputError` naming
+    ``field_name`` and the names given more than once, with ``advice``. A list of models a
+    caller chooses (a router's ``allowed_models``, its ``available_models``, a record set's
+    models) names each once: a repeat chooses nothing more, and is more likely a mistake
+    (another name meant) than an intent."""
+    if len(set(names)) == len(names):
+        return names
+    twice = [n for n, k in Counter(names).items() if k > 1]
+    raise InvalidInputError(field_name, f"names {listed_names(twice, quoted=True)} more than "
+                                        f"once; {advice}")
 
 
 @dataclass(frozen=True)

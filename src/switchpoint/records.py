@@ -42,7 +42,7 @@ from switchpoint._messages import (
     plural,
     printed_name_problem,
 )
-from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS, model_names
+from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS, model_names, named_once
 from switchpoint.errors import InvalidInputError, RecordsError, UnknownModelError
 from switchpoint.prompt_files import BOM, ENCODING_ERRORS, blank_file, not_utf8
 
@@ -89,11 +89,8 @@ class RecordSet:
             if given != n:
                 raise InvalidInputError(name, f"has {given:,} entries; it must have one per "
                                               f"record, as ids has ({n:,})")
-        models = model_names(self.models, "models") or []
-        if len(set(models)) != len(models):
-            twice = [m for m, k in Counter(models).items() if k > 1]
-            raise InvalidInputError("models", f"names {listed_names(twice, quoted=True)} more "
-                                              "than once; name each model's column once")
+        models = named_once(model_names(self.models, "models") or [], "models",
+                            "name each model's column once")
         shape = (n, len(models))
         for name, low, high in (("scores", 0.0, 1.0), ("costs", 0.0, MAX_ANSWER_COST)):
             values = getattr(self, name)
@@ -190,11 +187,7 @@ class RecordSet:
         unknown = list(dict.fromkeys(m for m in chosen if m not in self.models))
         if unknown:
             raise UnknownModelError("names", unknown, self.models)
-        if len(set(chosen)) != len(chosen):
-            twice = [m for m, k in Counter(chosen).items() if k > 1]
-            raise InvalidInputError("names", f"names {listed_names(twice, quoted=True)} more "
-                                             "than once; name each model once")
-        names = chosen
+        names = named_once(chosen, "names")
         cols = [self.models.index(n) for n in names]
         out = self.subset(np.arange(len(self)))
         out.models = list(names)

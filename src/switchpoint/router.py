@@ -39,6 +39,7 @@ from switchpoint.catalog import (
     check_token_counts,
     estimate_tokens,
     model_names,
+    named_once,
 )
 from switchpoint.decision import (
     DEFAULT_COST_WEIGHT,
@@ -295,7 +296,7 @@ class Router(RemadeOnLoad):
     ``cache_ttl`` seconds (0 to a year; 0: no expiry), and ``embedding_cache_size`` prompts'
     vectors (0 to 10,000,000). ``learning`` (:class:`~switchpoint.learning.LearningSettings`)
     sets how outcomes teach, and ``feedback_log`` keeps them (see :meth:`report_outcome`). A
-    wrong type, a value out of range or an unknown model is an
+    wrong type, a value out of range, an unknown model or one named twice in a list is an
     :class:`~switchpoint.errors.InvalidInputError` (an
     :class:`~switchpoint.errors.UnknownModelError`) naming the argument.
 
@@ -398,8 +399,9 @@ class Router(RemadeOnLoad):
     @property
     def allowed_models(self) -> list[str] | None:
         """The models routing may choose from (None: every model of the catalog). Setting it
-        checks it as the constructor does: an empty list, an unknown model or a wrong type is
-        an error naming ``allowed_models``, and the router keeps the list it had."""
+        checks it as the constructor does: an empty list, an unknown model, a model named
+        twice or a wrong type is an error naming ``allowed_models``, and the router keeps the
+        list it had."""
         return None if self._allowed_models is None else list(self._allowed_models)
 
     @allowed_models.setter
@@ -936,7 +938,7 @@ class Router(RemadeOnLoad):
             raise UnknownModelError(field_name, unknown, self.models)
         if not names:
             raise NoCandidatesError(field_name, "is empty; list at least one model or omit it")
-        return names
+        return named_once(names, field_name)
 
     def check_candidates(self, available: Sequence[str] | None) -> list[str]:
         """Validate a candidate list; returns the models that remain allowed."""

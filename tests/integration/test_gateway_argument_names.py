@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import openai
 import pytest
 
@@ -159,3 +160,20 @@ def test_a_candidate_list_a_budget_leaves_nothing_in_names_the_models_argument(
     assert all(e["status"] == "refused" for e in after[:len(after) - len(before)])
     assert len(after) == len(before) + 1
 
+
+
+def test_a_candidate_named_twice_for_a_route_is_refused_naming_it(local: Gateway,
+                                                                  served: ThreadServer) -> None:
+    """A route's available_models names each model once, as a router's allowed_models does:
+    in process and over HTTP alike, the repeat is named and nothing is routed."""
+    with pytest.raises(InvalidInputError) as caught:
+        local.route("Which model?", available_models=["cheap", "good", "cheap"])
+    assert str(caught.value) == ('available_models: names "cheap" more than once; name each '
+                                 'model once')
+    answer = httpx.post(f"{served.base}/v1/route", timeout=15,
+                        json={"prompt": "Which model?", "available_models": ["good", "good"]})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == "available_models"
+    assert error["message"] == ('available_models: names "good" more than once; name each '
+                                'model once')

@@ -263,6 +263,23 @@ def test_allowed_models_restricts(make_router: RouterFactory) -> None:
         make_router(allowed_models=[])
 
 
+def test_a_model_named_twice_in_a_list_of_candidates_is_refused_naming_it(
+        make_router: RouterFactory) -> None:
+    """A list of models to choose among names each once, as a record set's models do: a
+    repeat was kept (``allowed_models`` read back with it, its errors listing it twice)."""
+    with pytest.raises(InvalidInputError) as info:
+        make_router(allowed_models=["claude-v1", "claude-v2", "claude-v1"])
+    assert str(info.value) == ('allowed_models: names "claude-v1" more than once; name each '
+                               'model once')
+    router = make_router()
+    before = router.stats.total_requests
+    with pytest.raises(InvalidInputError) as info:
+        router.route(PROMPTS[0], available_models=["claude-v2", "claude-v2"])
+    assert info.value.field == "available_models" and '"claude-v2" more than once' in str(
+        info.value)
+    assert router.stats.total_requests == before
+
+
 def test_unknown_model_is_named(router: Router) -> None:
     before = _state(router)
     with pytest.raises(UnknownModelError) as info:
@@ -449,7 +466,8 @@ def test_a_bad_lambda_set_on_the_router_is_refused_and_the_old_one_kept(router: 
 
 @pytest.mark.parametrize(("models", "error"), [
     ([], NoCandidatesError), (["no-such-model"], UnknownModelError),
-    ("mistralai/mistral-7b-chat", InvalidInputError), ([5], InvalidInputError)])
+    ("mistralai/mistral-7b-chat", InvalidInputError), ([5], InvalidInputError),
+    (["claude-v1", "claude-v2", "claude-v1"], InvalidInputError)])
 def test_bad_allowed_models_set_on_the_router_are_refused_and_the_old_ones_kept(
         router: Router, models: object, error: type[Exception]) -> None:
     router.allowed_models = CHEAP
