@@ -158,6 +158,9 @@ ERROR = (0.0, _FINITE, "a finite number >= 0")
 SCORE = (-_FINITE, _FINITE, "a finite number")
 COST = (0.0, _FINITE, "a finite number >= 0")
 LAMBDA = (0.0, MAX_COST_WEIGHT, f"a number from 0 to {people_number(MAX_COST_WEIGHT)}")
+# A unit's index (a cluster, a tier, a neighbouring example of the policy): from 0, as every
+# policy numbers them, to the most an SQLite integer holds (the request log stores it).
+MAX_UNIT = 2**63 - 1
 
 
 def in_range(field: str, value: object, low: float, high: float, what: str) -> float:
@@ -235,12 +238,12 @@ class RoutingDecision:
     given the evidence behind both. Every candidate: ``all_scores``, ``expected_errors`` and
     ``expected_costs`` by model, the router's choice first; ``fallback_models`` the other
     candidates, best first (the order a gateway fails over in). Why: ``policy`` (its name),
-    ``cluster_id`` and ``basis`` (the cluster, tier or example of the policy the prompt fell
-    in), ``reasoning`` and ``evidence`` (sentences: how many labelled examples stand behind
-    the estimate). ``decision_id`` names it to :meth:`Router.report_outcome
-    <switchpoint.Router.report_outcome>` (32 lowercase hexadecimal digits, new for each
-    decision); ``cache_hit`` says it came from the router's decision cache, ``usage`` how long
-    routing and embedding took.
+    ``cluster_id`` (the index, from 0, of the cluster, tier or example of the policy the
+    prompt fell in) and ``basis`` (the same in words), ``reasoning`` and ``evidence``
+    (sentences: how many labelled examples stand behind the estimate). ``decision_id``
+    names it to :meth:`Router.report_outcome <switchpoint.Router.report_outcome>` (32
+    lowercase hexadecimal digits, new for each decision); ``cache_hit`` says it came from
+    the router's decision cache, ``usage`` how long routing and embedding took.
 
     The first seven fields can be given positionally in the order other UniRoute-style routers
     use (model, error, score, scores, cluster, cluster distribution, reasoning); everything
@@ -368,6 +371,12 @@ class RoutingDecision:
         if type(self.cluster_id) is not int:
             expect("cluster_id", self.cluster_id, INTEGER, "an integer")
             self.cluster_id = int(self.cluster_id)  # (np.int64: no number json writes)
+        if not 0 <= self.cluster_id <= MAX_UNIT:
+            raise InvalidInputError("cluster_id", "must be the index of the policy's unit the "
+                                                  "prompt fell in (its cluster, tier or "
+                                                  "example), a whole number from 0 to "
+                                                  f"{MAX_UNIT}, got "
+                                                  f"{json_quoted(self.cluster_id)}")
         expect("reasoning", self.reasoning, (list, str), "a list of sentences (or one)")
         if isinstance(self.reasoning, str):
             self.reasoning = [self.reasoning]

@@ -236,6 +236,11 @@ NAN, INF = float("nan"), float("inf")
      "not a flat list of numbers"),
     ("cluster_probabilities", np.array(["x"]), "cluster_probabilities",
      "not a flat list of numbers"),
+    # (a unit's index, from 0: a negative one named no unit, and one past 2**63 - 1 was kept
+    # until the request log, an SQLite integer, could not store it)
+    ("cluster_id", -1, "cluster_id", "a whole number from 0 to 9223372036854775807, got -1"),
+    ("cluster_id", np.int64(-3), "cluster_id", "got -3"),
+    ("cluster_id", 2**63, "cluster_id", "got 9223372036854775808"),
     ("confidence", 1.5, "confidence", "must be a number from 0 to 1, got 1.5"),
     ("original_confidence", NAN, "original_confidence", "got NaN"),
     ("expected_cost", -1.0, "expected_cost", "must be a finite number >= 0, got -1.0"),
