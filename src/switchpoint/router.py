@@ -30,6 +30,7 @@ from switchpoint._messages import (
     listed_names,
     one_of,
     people_number,
+    plural,
 )
 from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
@@ -998,7 +999,8 @@ class Router(RemadeOnLoad):
                 f", the tier's estimate moved by {support[j]:.3g} outcomes of it here"
                 if support[j] > 0 else "")]
         else:
-            evidence = [f"{support[j]:.0f} labelled examples behind {names[j]}'s estimate"]
+            evidence = [_evidence(names[j], float(support[j]), None if est.neighbours is None
+                                  else int(est.neighbours[row, j]))]
             if support[j] < 5:
                 evidence.append("sparse evidence: the estimate leans on the coarser prior")
         evidence.extend(est.notes)
@@ -1042,6 +1044,20 @@ class Router(RemadeOnLoad):
 
 # Policies with more units than this (a neighbour per example) report no unit distribution.
 MAX_ONE_HOT_UNITS = 1024
+
+
+def _evidence(model: str, support: float, neighbours: int | None) -> str:
+    """The sentence saying what ``model``'s estimate rests on: the labelled examples behind
+    it, or, for a policy that averages the examples nearest the prompt (``neighbours`` not
+    None), how many it averaged and what their similarity makes them worth (``support``: an
+    identical prompt's label counts 1, a distant one's next to nothing)."""
+    if neighbours is None:
+        return f"{plural(round(support), 'labelled example')} behind {model}'s estimate"
+    if neighbours == 0:
+        return f"no labelled examples behind {model}'s estimate: its mean over all prompts"
+    return (f"the {plural(neighbours, 'nearest labelled example')} behind {model}'s estimate, "
+            f"weighing, by their similarity to the prompt, as much as {support:.2g} labels of "
+            "the prompt itself")
 
 
 def _evidence_charges(scores: np.ndarray, err: np.ndarray, cost: np.ndarray, lam: float,
@@ -1158,6 +1174,8 @@ class _CardMap:
                 error[:, j] = (est.error[:, sources].mean(axis=1) if sources
                                else self.global_error_mean)
         support = np.where(has, est.support[:, src], 0.0)
+        neighbours = (None if est.neighbours is None
+                      else np.where(has, est.neighbours[:, src], 0.0))
         stderr = None
         if est.stderr is not None:
             stderr = est.stderr[:, src].copy()
@@ -1189,7 +1207,7 @@ class _CardMap:
         return Estimates(models=list(self.catalog.names), error=error, cost=cost,
                          support=support, unit_ids=est.unit_ids, unit_kind=est.unit_kind,
                          unit_probabilities=est.unit_probabilities, notes=est.notes,
-                         stderr=stderr, pessimism=est.pessimism)
+                         stderr=stderr, pessimism=est.pessimism, neighbours=neighbours)
 
     def _learn_cards(self, est: Estimates, cards: CardEvidence, error: np.ndarray,
                      support: np.ndarray, stderr: np.ndarray | None) -> None:

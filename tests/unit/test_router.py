@@ -939,6 +939,37 @@ def test_load_router_soft_assignment_needs_a_cluster_policy(
     assert r.get_best_model_for_cluster(d.cluster_id, cost_weight_override=0) in r.models
 
 
+def test_a_knn_decision_says_how_many_neighbours_its_estimate_averages(
+    small_records: RecordSet, fake_embedder: FakeEmbedder, tmp_path: Path
+) -> None:
+    """A knn estimate is its nearest labelled examples' mean, weighted by similarity: the
+    evidence named the weights' sum, rounded ("0 labelled examples behind ..."), as if none
+    stood behind it. It says how many neighbours it averaged and what they weigh."""
+    path = fit(small_records.subset(range(20)), policy="knn", split=SMALL_SPLIT,
+               embedder=fake_embedder, k=3).save(tmp_path / "knn")
+    r = load_router(path, embedder=fake_embedder, warm=False)
+    for prompt in PROMPTS:
+        d = r.route(prompt)
+        first = d.evidence[0]
+        assert first.startswith(f"the 3 nearest labelled examples behind {d.selected_model}'s "
+                                "estimate, weighing, by their similarity to the prompt, as "
+                                "much as "), first
+        weight = float(first.split("as much as ")[1].split(" ")[0])
+        assert 0 < weight <= 3 and first.endswith(" labels of the prompt itself")
+        assert f"{weight:.2g}" == first.split("as much as ")[1].split(" ")[0]
+
+
+def test_a_decision_on_one_labelled_example_says_example() -> None:
+    """One example is "1 labelled example", not "1 labelled examples" (the bundled tiers
+    weights have one label of a model in their trivial tier)."""
+    router = load_router(weights_name="tiers", warm=False)
+    d = router.route("hi", available_models=["gpt-3.5-turbo-1106"])
+    assert d.evidence[0] == "1 labelled example behind gpt-3.5-turbo-1106's estimate"
+    many = router.route("Prove that the square root of 2 is irrational.",
+                        available_models=["gpt-3.5-turbo-1106"])
+    assert many.evidence[0].endswith(" labelled examples behind gpt-3.5-turbo-1106's estimate")
+
+
 # End to end with the real embedder (sparingly) ---------------------------------------------------
 
 

@@ -72,7 +72,10 @@ class Estimates:
     ``support`` counts the labelled examples behind each estimate; ``stderr`` (when the policy
     knows it) is the estimate's standard error, from the evidence behind it, and ``pessimism``
     is how many standard errors beyond the best-evidenced candidate's the decision rule charges
-    (see :mod:`switchpoint.decision`).
+    (see :mod:`switchpoint.decision`). ``neighbours`` is set by a policy whose estimate is a
+    similarity-weighted mean of the examples nearest the prompt: how many labelled examples
+    each estimate averages, while ``support`` is what their similarity makes them worth (the
+    sum of their weights, each 1 for an identical prompt).
     """
 
     models: list[str]
@@ -85,6 +88,7 @@ class Estimates:
     notes: list[str] = field(default_factory=list)
     stderr: Array | None = None
     pessimism: float = 0.0
+    neighbours: Array | None = None
 
 
 @dataclass

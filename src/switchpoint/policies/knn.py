@@ -86,6 +86,7 @@ class KnnPolicy(Policy):
         error = np.empty((n, n_models))
         cost = np.empty((n, n_models))
         support = np.empty((n, n_models))
+        neighbours = np.zeros((n, n_models))
         nearest = np.argmax(sims, axis=1).astype(np.int64)
         labelled = ~np.isnan(self.error_)
         full = labelled.all(axis=0)
@@ -99,6 +100,7 @@ class KnnPolicy(Policy):
                 e = self.error_[top, j]
                 c = self.cost_[top, j]
                 error[:, j], cost[:, j], support[:, j] = self._shrink(w, e, c, g_err[j], g_cost[j])
+                neighbours[:, j] = k
         for j in np.flatnonzero(~full):  # models labelled on a subset: neighbours among those
             idx = np.flatnonzero(labelled[:, j])
             if idx.size == 0:
@@ -113,10 +115,12 @@ class KnnPolicy(Policy):
             error[:, j], cost[:, j], support[:, j] = self._shrink(
                 w, self.error_[ex, j], self.cost_[ex, j], g_err[j], g_cost[j]
             )
+            neighbours[:, j] = kk
         return Estimates(
             models=list(self.models_), error=error, cost=cost, support=support,
             unit_ids=nearest, unit_kind=self.unit_kind,
             stderr=self._stderr(support), pessimism=float(self.pessimism),
+            neighbours=neighbours,
         )
 
     def _stderr(self, mass: Array) -> Array:
