@@ -1039,7 +1039,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return code
     except (CliError, SwitchpointError) as exc:
         # (imported here: the gateway's package is heavy, and only a failure needs it)
-        from switchpoint.gateway.redact import redact
+        from switchpoint._redact import redact
 
         # An error may quote a value it refused (a config key's): a secret there is not shown.
         print(f"switchpoint: error: {redact(_options.as_typed(exc, args))}", file=sys.stderr)

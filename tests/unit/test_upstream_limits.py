@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from switchpoint._redact import MASK, header_secrets, redact, remember
 from switchpoint.errors import ProviderError, ResponseTooLarge
 from switchpoint.gateway.providers import ClientPool, Timeouts
 from switchpoint.gateway.providers._http import bounded_lines, post_json
 from switchpoint.gateway.providers.base import classify_status, decode_body
 from switchpoint.gateway.providers.sse import iter_sse
-from switchpoint.gateway.redact import MASK, header_secrets, redact, remember
 
 
 async def chunks_of(*parts: bytes) -> AsyncIterator[bytes]:
@@ -207,7 +207,7 @@ def test_switchpoint_s_own_log_handler_redacts_messages_and_tracebacks() -> None
 def test_the_words_a_pattern_needs_never_skip_a_match(text: str) -> None:
     # A pattern runs only on text holding one of its words: the result is what running
     # every pattern gives.
-    from switchpoint.gateway import redact as module
+    from switchpoint import _redact as module
 
     full = text
     for pattern, replacement, _ in module._PATTERNS:
@@ -216,7 +216,7 @@ def test_the_words_a_pattern_needs_never_skip_a_match(text: str) -> None:
 
 
 def test_a_url_without_a_secret_is_logged_as_sent() -> None:
-    from switchpoint.gateway.redact import MAX_URL, redact_url
+    from switchpoint._redact import MAX_URL, redact_url
 
     for url in ("/v1/x?q=hello%20world&a=1+2", "/v1/models/gpt%2D4o", "/v1/x?p=%25%25"):
         assert redact_url(url) == url

@@ -7,7 +7,7 @@ prices (``input_per_mtok``, ``output_per_mtok``), ``None`` when the upstream rep
 An ``auto`` request's routing decision is also appended to the decision log, as a routing
 request's is. The same facts go back to the caller as a :class:`CallInfo`.
 
-Error text is stored redacted (:mod:`switchpoint.gateway.redact`) and bounded: at most
+Error text is stored redacted (:mod:`switchpoint._redact`) and bounded: at most
 :data:`MAX_ATTEMPT_ERROR` characters per try and :data:`MAX_ERROR` for the request, so an
 upstream's verbose errors cannot grow the log faster than the traffic does. So is the model an
 upstream says answered (:data:`MAX_UPSTREAM_MODEL` characters: a plain answer may be 32 MiB, all
@@ -21,13 +21,13 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from switchpoint._redact import clip, redact
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import FailoverError, GatewayError, ServiceStoppingError
 from switchpoint.gateway.failover import Attempt, FailoverResult, FailoverStream
 from switchpoint.gateway.live import Live
 from switchpoint.gateway.planning import ChatCall, Plan, call_session
 from switchpoint.gateway.providers import TokenUsage
-from switchpoint.gateway.redact import clip, redact
 from switchpoint.gateway.results import CallInfo
 from switchpoint.gateway.sessions import PinDecision, PinState
 from switchpoint.store import DecisionRecord, RequestRecord

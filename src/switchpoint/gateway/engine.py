@@ -75,6 +75,7 @@ from switchpoint._files import access_problem, private_dir
 from switchpoint._messages import json_quoted, listed_names, one_of, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
+from switchpoint._redact import redact, remember
 from switchpoint.catalog import Catalog, model_names
 from switchpoint.config import MAPPING_CONFIG, GatewaySettings, Settings, load_settings
 from switchpoint.decision import RoutingDecision, check_cost_weight
@@ -135,7 +136,6 @@ from switchpoint.gateway.preferences import (
 )
 from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
 from switchpoint.gateway.providers.openai import api_key_problem
-from switchpoint.gateway.redact import redact, remember
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
 from switchpoint.gateway.sessions import (
     MemoryPinStore,

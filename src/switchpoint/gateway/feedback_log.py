@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._messages import people_number
+from switchpoint._redact import redact
 from switchpoint.errors import (
     ConflictError,
     InvalidInputError,
     StorageUnavailableError,
     StoreError,
 )
-from switchpoint.gateway.redact import redact
 from switchpoint.learning.events import FeedbackEvent
 from switchpoint.router import Router
 from switchpoint.store import SQLiteStore

@@ -16,8 +16,8 @@ import re
 from urllib.parse import urlsplit
 
 from switchpoint._messages import cut, json_quoted
+from switchpoint._redact import redact_url
 from switchpoint.gateway.data_url import BASE64_WRITTEN, base64_problem, parse_data_url
-from switchpoint.gateway.redact import redact_url
 
 # The schemes of a URL a provider fetches an image from.
 WEB_SCHEMES = ("http", "https")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from switchpoint._messages import json_quoted
+from switchpoint._redact import clip, redact
 from switchpoint.errors import (
     ConflictError,
     ContextLengthExceeded,
@@ -31,7 +32,6 @@ from switchpoint.errors import (
     NotFoundError,
 )
 from switchpoint.gateway.capabilities import too_long
-from switchpoint.gateway.redact import clip, redact
 from switchpoint.gateway.results import ChatCompletion
 from switchpoint.store.learning import CompareRecord
 

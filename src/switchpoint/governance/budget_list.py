@@ -81,7 +81,7 @@ def budget_position(cursor: str | None) -> tuple[int, int, int]:
         return _START
     match = _CURSOR.fullmatch(cursor) if isinstance(cursor, str) else None
     if match is None or int(match.group(1) or match.group(2)) >= 2**63:
-        from switchpoint.gateway.redact import redact
+        from switchpoint._redact import redact
 
         shown = cut(redact(json_quoted(cursor, 1000)))
         raise InvalidInputError("cursor", f"{shown} is not a cursor of the "

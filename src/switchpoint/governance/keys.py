@@ -383,7 +383,7 @@ class KeySpec:
                                             "(newline, NUL, ...) and invisible or "
                                             "direction-changing ones are refused")
         if self.name is not None:
-            from switchpoint.gateway.redact import redact
+            from switchpoint._redact import redact
 
             shown = redact(self.name)
             if shown != self.name:  # (kept in keys.db and shown in lists: never a secret)
@@ -1033,7 +1033,7 @@ def has_key_shape(value: str) -> bool:
 def _not_an_id(value: object) -> str:
     """Why ``value`` is not a key id, never repeating a secret: a whole key pasted where its id
     goes is named by its id alone, anything else is shown redacted and cut short."""
-    from switchpoint.gateway.redact import redact
+    from switchpoint._redact import redact
 
     how = "10 hex characters, as `switchpoint keys list` shows"
     if isinstance(value, str):
@@ -1048,7 +1048,7 @@ def _seq_of(cursor: object) -> int:
     """Where a page of the key list goes on from: the number of a ``next_cursor``
     (``seq-N``); an :class:`InvalidInputError` naming the problem for anything else (a key id
     is the cursor of a version of switchpoint that paged by the keys' clock)."""
-    from switchpoint.gateway.redact import redact
+    from switchpoint._redact import redact
 
     if isinstance(cursor, str):
         match = _CURSOR_FORM.fullmatch(cursor)

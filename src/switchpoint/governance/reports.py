@@ -339,7 +339,7 @@ class Reports:
         if self._has_table("feedback") and self._query(
                 "SELECT 1 FROM feedback WHERE tenant = ? LIMIT 1", [tenant]):
             return None
-        from switchpoint.gateway.redact import redact
+        from switchpoint._redact import redact
 
         known = sorted({*self.settings.tenants, *self.logged_tenants(), DEFAULT_TENANT})
         shown = listed_names(known, width=MAX_TENANT_SHOWN, quoted=True)

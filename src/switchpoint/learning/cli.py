@@ -421,7 +421,7 @@ def cmd_experiments_list(args: argparse.Namespace) -> int:
               "experiments:)")
         return 0
     if clash is not None:
-        from switchpoint.gateway.redact import redact
+        from switchpoint._redact import redact
 
         print(f"note: a service on {quoted_path(settings.source_path)} would not start: "
               f"{redact(str(clash))}", file=sys.stderr)

@@ -11,7 +11,7 @@ gateway's own errors carry their status and code (404 ``model_not_found``, 503
 ``router_not_ready`` with ``Retry-After``, ...); an outcome for a decision that is not
 remembered (for the caller's tenant) is a 404 ``decision_not_found``; anything unexpected is a 500
 ``internal_error`` in the same shape, logged with its traceback, never a bare error page.
-Every message is redacted (:mod:`switchpoint.gateway.redact`) before it goes out.
+Every message is redacted (:mod:`switchpoint._redact`) before it goes out.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
 from switchpoint._messages import cut, invalid_from_validation
+from switchpoint._redact import redact
 from switchpoint.errors import (
     ConfigError,
     DecisionNotFoundError,
@@ -44,7 +45,6 @@ from switchpoint.errors import (
     SwitchpointError,
     WeightsError,
 )
-from switchpoint.gateway.redact import redact
 from switchpoint.server.head import sent_method
 from switchpoint.server.paths import app_path
 

@@ -10,10 +10,10 @@ The access log (``--access-log``) writes each request's path and query as the cl
 them, and a client may put a key there (a whole key where its id goes, ``?api_key=...``,
 ``?token=...``, ``?key=...``, percent-encoded or not): :class:`RedactFilter` redacts every
 secret, key-shaped string and value of a query parameter named for a credential from those
-records before they are written (see :func:`~switchpoint.gateway.redact.redact_url`).
+records before they are written (see :func:`~switchpoint._redact.redact_url`).
 switchpoint's own records are redacted where they are written as well: every call site redacts
 what it logs, and :class:`RedactingFormatter` on switchpoint's handler applies the same rule
-(:func:`~switchpoint.gateway.redact.redact`) to each formatted record, its traceback included,
+(:func:`~switchpoint._redact.redact`) to each formatted record, its traceback included,
 so a secret a call site let through (an exception's message, a local in a traceback line) is
 masked too.
 :class:`ForwardedClientFilter` writes a client a listed proxy named (see
@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from switchpoint.gateway.redact import redact, redact_url
+from switchpoint._redact import redact, redact_url
 from switchpoint.server.proxies import FORWARDED_PORT
 
 # Loggers whose messages a client or the OS can repeat at will.
@@ -112,7 +112,7 @@ def _append(record: logging.LogRecord, note: str) -> None:
 
 class RedactFilter(logging.Filter):
     """Redacts secrets, percent-encoded ones too (see
-    :func:`switchpoint.gateway.redact.redact_url`), from a record's message and from each of
+    :func:`switchpoint._redact.redact_url`), from a record's message and from each of
     its string arguments, keeping the arguments' shape (uvicorn's access formatter unpacks
     them)."""
 
@@ -131,7 +131,7 @@ class RedactFilter(logging.Filter):
 class RedactingFormatter(logging.Formatter):
     """A formatter whose output, the message with its exception and stack text, has every
     known secret and anything shaped like a credential masked (see
-    :func:`switchpoint.gateway.redact.redact`).
+    :func:`switchpoint._redact.redact`).
 
     It redacts the whole formatted text once, after the traceback is added, so nothing a
     record carries is written unredacted; the record itself is left as it was (its cached

@@ -37,11 +37,11 @@ from starlette.concurrency import run_in_threadpool
 
 from switchpoint import _hangup
 from switchpoint._messages import listed_names
+from switchpoint._redact import redact
 from switchpoint.config import ServerSettings, Settings
 from switchpoint.embedding import embedder_from_id
 from switchpoint.errors import GatewayClosedError, ServeError, SwitchpointError
 from switchpoint.gateway.live import RouterState, checked_package, checked_policies
-from switchpoint.gateway.redact import redact
 from switchpoint.governance.keys import holds_keys
 from switchpoint.server import logs
 from switchpoint.server.app import create_app

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import httpx
 
 from switchpoint._messages import cut, json_quoted
+from switchpoint._redact import header_secrets, redact, redact_value
 from switchpoint.errors import (
     ConnectError,
     FirstTokenTimeout,
@@ -50,7 +51,6 @@ from switchpoint.gateway.providers.base import (
     usage_of,
 )
 from switchpoint.gateway.providers.sse import SSEEvent, sse_event_batches
-from switchpoint.gateway.redact import header_secrets, redact, redact_value
 
 # The codings upstreams are asked for: those the transport inflates a small read at a time
 # (:data:`~switchpoint.gateway.providers._transport.ENCODED_READ_SIZE`), so an answer's size

@@ -66,6 +66,7 @@ from contextlib import aclosing
 from typing import Any
 
 from switchpoint._messages import all_of, cut, json_quoted, one_of
+from switchpoint._redact import redact
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     InvalidInputError,
@@ -105,7 +106,6 @@ from switchpoint.gateway.providers.base import (
 )
 from switchpoint.gateway.providers.openai import api_key, target_url
 from switchpoint.gateway.providers.sse import SSEEvent
-from switchpoint.gateway.redact import redact
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"

@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from switchpoint._json import DuplicateKeyError, unique_keys
 from switchpoint._messages import cut, got, json_quoted
+from switchpoint._redact import redact, redact_value
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     AuthError,
@@ -36,7 +37,6 @@ from switchpoint.errors import (
     StreamBroken,
 )
 from switchpoint.gateway.parsing import MAX_DEPTH, check_embedded_json
-from switchpoint.gateway.redact import redact, redact_value
 
 # Bytes of an upstream error body kept on the exception (enough for any JSON error envelope).
 MAX_ERROR_BODY = 16_384
@@ -386,7 +386,7 @@ def _replaced_surrogates(value: Any) -> Any:
 def decode_body(raw: bytes, secrets: Sequence[str] = ()) -> object:
     """An upstream body as JSON when it is JSON, else as (truncated) text, with secrets
     redacted (``secrets``: the credentials the request carried; see
-    :mod:`switchpoint.gateway.redact`)."""
+    :mod:`switchpoint._redact`)."""
     raw = raw[:MAX_ERROR_BODY]
     try:
         body: object = upstream_json(raw)

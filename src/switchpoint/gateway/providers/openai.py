@@ -23,6 +23,7 @@ from contextlib import aclosing
 from typing import Any
 
 from switchpoint._messages import cut, header_value_problem, json_quoted
+from switchpoint._redact import redact, remember
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     BadRequest,
@@ -45,7 +46,6 @@ from switchpoint.gateway.providers.base import (
     upstream_json,
 )
 from switchpoint.gateway.providers.sse import SSEEvent
-from switchpoint.gateway.redact import redact, remember
 from switchpoint.known_providers import (
     KNOWN_PROVIDERS,
     api_key_env_of,
