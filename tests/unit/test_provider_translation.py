@@ -803,3 +803,24 @@ def test_upstream_json_reads_a_lone_surrogate_as_the_replacement_character() -> 
         "a": "x\ufffdy", "b\ufffd": ["\ufffd"]}
     assert upstream_json(b'{"a": "\xed\xa0\x80"}') == {"a": "\ufffd"}  # (its WTF-8 bytes)
     assert upstream_json('{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}  # (a pair is one)
+
+
+@pytest.mark.parametrize(("provider", "base", "url"), [
+    ("openai-compatible", "https://h/openai/v1?api-version=2024-06-01",
+     "https://h/openai/v1/chat/completions?api-version=2024-06-01"),
+    ("openai-compatible", "http://127.0.0.1:9/v1/", "http://127.0.0.1:9/v1/chat/completions"),
+    ("anthropic", "https://h/v1?api-version=1", "https://h/v1/messages?api-version=1"),
+    ("anthropic", "https://h?api-version=1", "https://h/v1/messages?api-version=1"),
+])
+def test_a_query_of_a_base_url_follows_the_endpoints_path(provider: str, base: str,
+                                                          url: str) -> None:
+    """A query was followed by the endpoint's path (``/v1?api-version=1/chat/completions``),
+    which no upstream answers."""
+    from switchpoint.gateway.providers._http import ClientPool
+    from switchpoint.gateway.providers.anthropic import AnthropicProvider
+    from switchpoint.gateway.providers.openai import OpenAIProvider
+
+    card = ModelCard(name="m", provider=provider, base_url=base)
+    adapter = (AnthropicProvider(ClientPool(), env={}) if provider == "anthropic"
+               else OpenAIProvider(ClientPool(), env={}))
+    assert adapter._target(card, stream=False)[1] == url

@@ -61,6 +61,7 @@ import json
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -104,7 +105,7 @@ from switchpoint.gateway.providers.base import (
     stream_of_answer,
     upstream_json,
 )
-from switchpoint.gateway.providers.openai import api_key, target_url
+from switchpoint.gateway.providers.openai import api_key, endpoint_url, target_url
 from switchpoint.gateway.providers.sse import SSEEvent
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -718,7 +719,8 @@ class AnthropicProvider:
 
     def _target(self, card: ModelCard, *, stream: bool) -> tuple[str, str, dict[str, str]]:
         base = target_url(card, self.default_base_url)
-        url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+        path = urllib.parse.urlsplit(base).path.rstrip("/")
+        url = endpoint_url(base, "/messages" if path.endswith("/v1") else "/v1/messages")
         headers = {"content-type": "application/json", "anthropic-version": self.version,
                    "accept": "text/event-stream" if stream else "application/json"}
         key = api_key(card, os.environ if self._env is None else self._env)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
@@ -99,6 +100,17 @@ def target_url(card: ModelCard, default: str | None = None) -> str:
         raise UnsupportedRequest(f"no base_url: provider {json_quoted(card.provider)} has no "
                                  "default URL; set the model's base_url", model=card.name)
     return base.rstrip("/")
+
+
+def endpoint_url(base: str, path: str) -> str:
+    """``base`` (a model's URL, :func:`target_url`) with ``path`` added to its path and its
+    query kept after them: ``https://host/openai/v1?api-version=2024-06-01`` asks
+    ``https://host/openai/v1/chat/completions?api-version=2024-06-01``."""
+    if "?" not in base and "#" not in base:
+        return f"{base}{path}"
+    parts = urllib.parse.urlsplit(base)
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + path,
+                                                  fragment=""))
 
 
 def upstream_body(request: Mapping[str, Any], card: ModelCard, *, stream: bool,
@@ -216,7 +228,7 @@ class OpenAIProvider:
         key = api_key(card, os.environ if self._env is None else self._env)
         if key is not None:
             headers["authorization"] = f"Bearer {key}"
-        return base, f"{base}/chat/completions", headers
+        return base, endpoint_url(base, "/chat/completions"), headers
 
     def stream_usage(self, card: ModelCard) -> bool:
         """Whether a stream to ``card`` asks for ``stream_options.include_usage``."""
