@@ -23,6 +23,13 @@ plain to redact in free text (``?key=...``, ``?token=...``, ``?auth=...``, ``?si
 a word (``key``, ``token``, ``auth``, ``secret``, ``password``, ``signature``, ``session``,
 ``credential``; ``client_key``, ``auth_token`` too).
 
+A model's ``base_url`` may carry a secret the same two ways (``https://user:password@host``,
+``?key=...``): :func:`url_secrets` finds them, and a catalog remembers each (see
+:func:`remember`) as it is made, so every text that quotes them (an upstream's error, a
+connection error, a log line) is redacted as an API key's is, and :func:`redact_url` masks them
+where a URL itself is shown (a model card's repr, a redirect's target). A harmless parameter
+(``api-version``) is shown as written.
+
 Redaction is for text that is not the answer: a completed answer's content goes to the client
 untouched.
 """
@@ -194,6 +201,24 @@ def redact_url(text: str) -> str:
         if clean != decoded:
             return urllib.parse.quote(clean, safe=_URL_SAFE)
     return redacted
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The secrets ``url`` carries, each as written and percent-decoded: its userinfo's
+    password (``https://user:password@host``: the user is no secret) and the value of each
+    query parameter :func:`redact_url` redacts (``?key=``, ``?api_key=``, ``?sig=``, ...;
+    ``api-version`` is none)."""
+    if not url:
+        return []
+    parts = urllib.parse.urlsplit(url[:MAX_URL])
+    found = []
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        found.append(userinfo.partition(":")[2])
+    if parts.query:
+        found.extend(m.group(2) for m in _QUERY_SECRET.finditer(f"?{parts.query}"))
+    decoded = [urllib.parse.unquote_plus(v) for v in found]
+    return list(dict.fromkeys(v for v in [*found, *decoded] if v))
 
 
 def redact_value(value: Any, extra: Iterable[str] = (), _depth: int = 0) -> Any:

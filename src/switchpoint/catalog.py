@@ -14,9 +14,10 @@ import math
 import numbers
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from switchpoint._messages import json_quoted, listed_names, one_of, people_number, quoted
+from switchpoint._redact import redact_url, remember, url_secrets
 from switchpoint.errors import InvalidInputError
 
 TIERS = ("trivial", "simple", "moderate", "complex", "expert")
@@ -138,6 +139,14 @@ class ModelCard:
     # by routing, exploration, escalation, an experiment or a tenant's memory.
     auto: bool = True
 
+    def __repr__(self) -> str:
+        # (a base_url's password and credential parameters are secrets: masked, as every
+        # URL switchpoint shows is)
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.base_url is not None:
+            shown["base_url"] = redact_url(self.base_url)
+        return f"ModelCard({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+
     @property
     def priced(self) -> bool:
         return self.input_per_mtok is not None and self.output_per_mtok is not None
@@ -183,6 +192,9 @@ class Catalog:
                         f"models.{card.name}", "prices must be from 0 to "
                         f"{people_number(MAX_PRICE_PER_MTOK)} USD per million tokens, got "
                         f"{price:g}")
+        # A secret in a model's URL is redacted from every text from now on, as an API key
+        # is once read (a connection error, an upstream's answer or a log line may quote it).
+        remember(*(secret for card in self.cards for secret in url_secrets(card.base_url)))
         if not any(c.auto for c in self.cards):
             raise InvalidInputError("models", "every model has auto: false, so \"auto\" could "
                                               "choose none; let at least one be routed")

@@ -54,7 +54,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -84,6 +84,7 @@ from switchpoint._messages import (
 )
 from switchpoint._messages import reason as describe
 from switchpoint._numbers import Boolean, Integer, Real, boolean_text
+from switchpoint._redact import redact_url
 from switchpoint.catalog import (
     DEFAULT_OUTPUT_TOKENS,
     MAX_CATALOG_MODELS,
@@ -227,8 +228,16 @@ class ModelEntry(BaseModel):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {json_quoted(value)}")
+            raise ValueError(f"must start with http:// or https://, got "
+                             f"{json_quoted(redact_url(value))}")
         return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # (the settings' repr and str show a base_url's password and credential parameters
+        # masked, as every URL switchpoint shows)
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "base_url" and isinstance(value, str)
+                         else value)
 
     @field_validator("api_key_env")
     @classmethod

@@ -95,6 +95,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``echo_auth``      an error ``status=`` (401) whose message quotes the request's
                    ``Authorization`` and ``x-api-key`` headers verbatim (``text=1``: as plain
                    text, not JSON; ``pad=N``: N more characters of message)
+``echo_url``       an error ``status=`` (404) whose message quotes the request line's target,
+                   query included, and its ``Host`` (``Invalid URL (POST /v1/...?key=...)``,
+                   as OpenAI words one), and its ``Authorization`` header
 ``redirect``       a ``status=`` (307) redirect to ``location=`` (percent-decoded; default
                    ``http://127.0.0.1:9/elsewhere``) whose body is a whole chat completion
                    saying ``REDIRECTED`` (an answer a client must never see)
@@ -239,8 +242,10 @@ def _count(text: str) -> int | float:
 
 
 class Request:
-    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes,
+                 target: str = "") -> None:
         self.method, self.path, self.headers, self.raw = method, path, headers, body
+        self.target = target or path  # (the request line's, query included)
         try:
             self.json: Any = json.loads(body) if body else None
         except ValueError:
@@ -261,7 +266,7 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
             headers[key.strip().lower()] = value.strip()
     length = int(headers.get("content-length", "0") or 0)
     body = await reader.readexactly(length) if length else b""
-    return Request(method, path.split("?", 1)[0], headers, body)
+    return Request(method, path.split("?", 1)[0], headers, body, path)
 
 
 def head_bytes(status: int, headers: dict[str, str]) -> bytes:
@@ -1079,6 +1084,15 @@ async def serve_echo_auth(req: Request, writer: asyncio.StreamWriter,
     return True
 
 
+async def serve_echo_url(req: Request, writer: asyncio.StreamWriter,
+                         params: dict[str, str]) -> bool:
+    message = (f"Invalid URL ({req.method} {req.target}) at host "
+               f"{req.headers.get('host', '')} with {req.headers.get('authorization', '')}")
+    await send_json(writer, int(_num(params, "status", 404)), {"error": {
+        "message": message, "type": "invalid_request_error", "code": None, "param": None}})
+    return True
+
+
 async def serve_redirect(req: Request, writer: asyncio.StreamWriter,
                          params: dict[str, str]) -> bool:
     status = int(_num(params, "status", 307))
@@ -1234,6 +1248,8 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
             name = "ok"
         if name == "echo_auth":
             return await serve_echo_auth(req, writer, params)
+        if name == "echo_url":
+            return await serve_echo_url(req, writer, params)
         if name == "redirect":
             return await serve_redirect(req, writer, params)
         if name == "error200":

@@ -370,6 +370,33 @@ def test_a_key_sent_over_plain_http_beyond_this_machine_is_warned_about(tmp_path
     assert not any("plain http" in w for w in warnings)
 
 
+def test_a_secret_in_a_base_url_sent_over_plain_http_is_warned_about(tmp_path: Path) -> None:
+    """A password or a credential parameter in a base_url crosses the network as a key does;
+    the warning names neither."""
+    settings: dict[str, Any] = {"models": [
+        {"name": "proxied", "profile": "claude-v2", "input_per_mtok": 1, "output_per_mtok": 2,
+         "base_url": "http://bob:pw7Hq2Lm9Xc4@10.0.0.7:8000/v1"},
+        {"name": "both", "profile": "claude-v1", "input_per_mtok": 1, "output_per_mtok": 2,
+         "base_url": "http://llm.internal/v1?api-version=1&key=qk5Tz8Rw3Yn6",
+         "api_key_env": "SP_TEST_PLAIN_KEY"},
+        {"name": "harmless", "profile": "gpt-4-1106-preview", "input_per_mtok": 1,
+         "output_per_mtok": 2, "base_url": "http://llm.internal/v1?api-version=1"},
+        {"name": "here", "profile": "claude-instant-v1", "input_per_mtok": 1,
+         "output_per_mtok": 2, "base_url": "http://bob:pw7Hq2Lm9Xc4@127.0.0.1:9/v1"}],
+        "data_dir": str(tmp_path / "data")}
+    with gateway_warnings() as warnings, Gateway.from_config(
+            settings, loader=FACTORY, env={"SP_TEST_PLAIN_KEY": "sk-x"}, store=False):
+        pass
+    secret = "base_url's secret (its password or credential parameter)"
+    assert [w for w in warnings if "plain http" in w] == [
+        f"model proxied: its base_url is plain http to 10.0.0.7, so its {secret} crosses the "
+        "network unencrypted; use https, or a loopback address for a proxy on this machine",
+        "model both: its base_url is plain http to llm.internal, so its API key "
+        f"(SP_TEST_PLAIN_KEY) and its {secret} cross the network unencrypted; use https, or a "
+        "loopback address for a proxy on this machine"]
+    assert not any("pw7Hq2Lm9Xc4" in w or "qk5Tz8Rw3Yn6" in w for w in warnings)
+
+
 def test_a_key_no_header_can_carry_fails_over_and_is_named_without_its_value(
         tmp_path: Path, mis_fake: FakeProviderProcess) -> None:
     # A key pasted with a typographic character, or holding a line break, made every call to

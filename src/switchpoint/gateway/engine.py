@@ -75,7 +75,7 @@ from switchpoint._files import access_problem, private_dir
 from switchpoint._messages import json_quoted, listed_names, one_of, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
-from switchpoint._redact import redact, remember
+from switchpoint._redact import redact, remember, url_secrets
 from switchpoint.catalog import Catalog, model_names
 from switchpoint.config import MAPPING_CONFIG, GatewaySettings, Settings, load_settings
 from switchpoint.decision import RoutingDecision, check_cost_weight
@@ -2800,11 +2800,19 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
     for card in catalog.cards:
         var = api_key_env_of(card)
         host = _plain_http_host(card.base_url)
-        if host is not None and var is not None and env.get(var) and card.name not in skip:
+        if host is None or card.name in skip:
+            continue
+        keyed = var is not None and bool(env.get(var))
+        secrets = [what for what, there in (
+            (f"API key ({var})", keyed),
+            ("base_url's secret (its password or credential parameter)",
+             bool(url_secrets(card.base_url)))) if there]
+        if secrets:
             found.append((f"plain\0{card.name}",
                           f"model {card.name}: its base_url is plain http to {host}, so its "
-                          f"API key ({var}) crosses the network unencrypted; use https, or a "
-                          "loopback address for a proxy on this machine"))
+                          f"{' and its '.join(secrets)} cross"
+                          f"{'es' if len(secrets) == 1 else ''} the network unencrypted; use "
+                          "https, or a loopback address for a proxy on this machine"))
     for card in catalog.cards:
         if not card.priced:
             found.append((f"price\0{card.name}",

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from switchpoint._json import DuplicateKeyError, unique_keys
 from switchpoint._messages import cut, got, json_quoted
-from switchpoint._redact import redact, redact_value
+from switchpoint._redact import redact, redact_url, redact_value
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     AuthError,
@@ -437,7 +437,7 @@ def classify_status(status: int, body: object, headers: Mapping[str, str], *,
     human = error_message(body, f"HTTP {status}")
     if 300 <= status < 400:
         location = {k.lower(): v for k, v in headers.items()}.get("location")
-        to = f" to {json_quoted(redact(cut(location, 200)), 200)}" if location else ""
+        to = f" to {json_quoted(cut(redact_url(location), 200), 200)}" if location else ""
         return ServerError(f"the upstream answered {status}, a redirect{to}, which is not "
                            "followed: set the model's base_url to the URL that answers",
                            model=model, status=status, body=body)
