@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from switchpoint._messages import cut, json_quoted, listed_names
+from switchpoint._redact import redact
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
@@ -46,7 +47,6 @@ from switchpoint.gateway.failover import (
 from switchpoint.gateway.health import BreakerState, HealthStatus, HealthTracker
 from switchpoint.gateway.in_flight import Slot
 from switchpoint.gateway.parsing import AUTO_MODEL, upstream_body
-from switchpoint.gateway.redact import redact
 from switchpoint.gateway.sessions import PinDecision, PinState, SessionPinner, session_key
 
 #: The most characters a note says of why the answering model is not the one named (or
