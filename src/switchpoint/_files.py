@@ -1,5 +1,6 @@
 """Why a file or directory cannot be written, in words a person can act on; state files made
-for the owner alone (they hold prompts' vectors, feedback comments and key hashes); and a
+for the owner alone (they hold prompts' vectors, feedback comments and key hashes), and
+given their folder's owner when root makes them in another user's data_dir; and a
 file or a directory put in place of another in one step, so a crash leaves the old one or the
 new one (and the next write clears what it left beside it)."""
 
@@ -145,13 +146,62 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def give_folder_owner(fd: int, path: Path) -> None:
+    """Give the file ``path``, just made by this process and open on ``fd``, the owner and
+    group of its folder, when this process runs as root and the folder belongs to another user:
+    a command run as root in a service's data_dir (without ``sudo -u``) then leaves no file
+    there the service may not read or replace (SQLite's own -wal, -shm and -journal files take
+    their database's owner by themselves). Nothing otherwise: a user that is not root cannot
+    give a file away, and root's own folder keeps root's files. A file that cannot be given
+    (a file system that refuses root, say) stays root's, with a warning naming the ``chown``
+    that mends it."""
+    if os.geteuid() != 0:
+        return
+    try:
+        folder = os.stat(path.parent)
+    except OSError:
+        return
+    if folder.st_uid == 0:
+        return
+    try:
+        os.fchown(fd, folder.st_uid, folder.st_gid)
+    except OSError as exc:
+        log.warning("%s is root's: it could not be given to the owner of %s (%s); run `chown "
+                    "%d:%d %s`, or the service running as that user may not use it", path,
+                    path.parent, exc.strerror or exc, folder.st_uid, folder.st_gid,
+                    shlex.quote(str(path)))
+
+
+def open_made(path: Path, flags: int, mode: int) -> int:
+    """``os.open(path, flags | os.O_CREAT, mode)``: the file at ``path``, made if need be, and
+    then given its folder's owner (:func:`give_folder_owner`); one already there is opened as
+    it is."""
+    if os.geteuid() == 0:
+        for _ in range(3):  # (removed by another process between the two: made again)
+            try:
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+            except FileExistsError:
+                try:
+                    return os.open(path, flags & ~os.O_CREAT, mode)
+                except FileNotFoundError:
+                    continue  # (or a symbolic link that leads to no file: opened below)
+            give_folder_owner(fd, path)
+            return fd
+    return os.open(path, flags | os.O_CREAT, mode)
+
+
 def private_file(path: Path) -> Path:
     """``path``, created empty and readable by its owner alone (0600) when it does not exist
     yet, so a database opened on it afterwards (and SQLite's -wal and -shm files, which take
-    its mode) is private; an existing file keeps its mode, with a warning when others may read
-    it (one made before switchpoint made its files private, or by hand)."""
+    its mode) is private; a new file is given its folder's owner (see
+    :func:`give_folder_owner`); an existing file keeps its mode, with a warning when others may
+    read it (one made before switchpoint made its files private, or by hand)."""
     try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        try:
+            give_folder_owner(fd, path)
+        finally:
+            os.close(fd)
     except FileExistsError:
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
@@ -403,7 +453,7 @@ def open_lock(path: Path) -> int:
     cannot be; :class:`NotALockFileError` when a directory, a FIFO, a symbolic link or another
     file that is not a regular one is there: it is not waited on, nor followed)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+        fd = open_made(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
     except OSError as exc:
         if exc.errno not in (errno.EISDIR, errno.ELOOP, errno.ENXIO):
             raise
@@ -557,11 +607,11 @@ def locked_file(path: Path, *, append: bool = False,
     replaced while this waited is let go of, and the path opened again), or None when there
     is none (not ``append``). Waits up to ``wait_s`` for another holder, then ``OSError``
     (also when the file cannot be opened or locked)."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT if append else os.O_RDONLY
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            fd = os.open(path, flags, 0o600)
+            fd = (open_made(path, os.O_WRONLY | os.O_APPEND, 0o600) if append
+                  else os.open(path, os.O_RDONLY))
         except FileNotFoundError:
             if append:
                 raise
@@ -753,15 +803,19 @@ def temporary_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int = 0o644) -> None:
+def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int = 0o644, *,
+                     state: bool = False) -> None:
     """Write the file ``path`` whole or not at all: ``write`` fills a temporary file beside it
     (:func:`temporary_name`, made with ``mode``), which is fsynced and renamed over
-    ``path``; what writers of ``path`` killed mid-way left beside it goes first."""
+    ``path``; what writers of ``path`` killed mid-way left beside it goes first. A ``state``
+    file (one of data_dir's) is given its folder's owner (see :func:`give_folder_owner`)."""
     clear_leftovers(path)
     # Its own name: another process, or another thread of this one, may be writing beside it.
     tmp = temporary_name(path)
     try:
         with os.fdopen(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode), "wb") as fh:
+            if state:
+                give_folder_owner(fh.fileno(), tmp)
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

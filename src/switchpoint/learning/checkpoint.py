@@ -117,7 +117,8 @@ def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> int:
             "event_id": checkpoint.event_id, "state": checkpoint.state.meta}
     encoded = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
     arrays = {_META: encoded, **{f"a/{k}": v for k, v in checkpoint.state.built().items()}}
-    write_atomically(path, lambda f: np.savez(f, allow_pickle=False, **arrays), mode=0o600)
+    write_atomically(path, lambda f: np.savez(f, allow_pickle=False, **arrays), mode=0o600,
+                     state=True)
     return path.stat().st_size
 
 

@@ -123,7 +123,7 @@ def note_log_owner(path: str | Path) -> None:
         if db is None or wal is None:
             raise OSError("nothing to note")
         text = json.dumps({"db": db, "wal": wal, **({} if shm is None else {"shm": shm})})
-        write_atomically(owner, lambda fh: fh.write(text.encode()), mode=0o600)
+        write_atomically(owner, lambda fh: fh.write(text.encode()), mode=0o600, state=True)
     except OSError:
         with contextlib.suppress(OSError):
             owner.unlink(missing_ok=True)
