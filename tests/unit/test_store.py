@@ -153,6 +153,49 @@ def test_a_newer_schema_is_refused_before_its_header_is_written(tmp_path: Path) 
     assert path.read_bytes() == before
 
 
+def test_opening_a_store_for_writing_and_closing_it_without_a_write_leaves_its_file_as_it_was(
+        tmp_path: Path) -> None:
+    """Each opening set the file's incremental vacuum again, which SQLite writes into the
+    header (its change counter) whether or not it changed: a command that wrote nothing
+    changed the file all the same."""
+    path = tmp_path / "switchpoint.db"
+    with SQLiteStore(path) as store:
+        store.append(record()).result()
+    before = path.read_bytes()
+    with SQLiteStore(path):
+        pass
+    SQLiteStore(path).upgrade(take_up=True)  # (what `switchpoint prune` opens it with)
+    assert path.read_bytes() == before  # the header (its first 100 bytes) too
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # (incremental)
+
+
+def test_an_older_store_without_incremental_vacuum_is_converted_by_a_full_prune_as_before(
+        tmp_path: Path) -> None:
+    """A file made before stores freed their pages on demand is opened as it is (a VACUUM
+    is needed to convert it); a prune that may vacuum it whole converts it."""
+    from switchpoint.store.retention import prune
+
+    path = tmp_path / "switchpoint.db"
+    with SQLiteStore(path) as store:
+        store.append(replace(record(), ts=time.time() - 86_400)).result()
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("PRAGMA auto_vacuum=NONE")
+        db.execute("VACUUM")  # (as an older version made it)
+        assert db.execute("PRAGMA auto_vacuum").fetchone() == (0,)
+    before = path.read_bytes()
+    with SQLiteStore(path):
+        pass
+    assert path.read_bytes() == before
+    assert prune(path, time.time() - 3600).vacuum == "full"
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)
+    before = path.read_bytes()
+    with SQLiteStore(path):
+        pass
+    assert path.read_bytes() == before
+
+
 def test_the_readers_beside_the_store_refuse_a_newer_schema_as_the_store_does(
         tmp_path: Path) -> None:
     """A file an upgraded switchpoint wrote is not read by an older one: the reports, the

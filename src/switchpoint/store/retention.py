@@ -58,6 +58,7 @@ from switchpoint._messages import json_quoted, people_number, quoted_path
 from switchpoint.errors import StoreError
 from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME, checkpoint_position
 from switchpoint.store.sqlite import (
+    INCREMENTAL,
     LEDGER_KEEP_S,
     LEDGER_TABLE,
     LOG_TABLES,
@@ -420,7 +421,7 @@ def _vacuum(conn: sqlite3.Connection, full: bool, deleted: bool) -> str:
     """Give free pages back to the file system: after deletions, and on an incremental store
     whenever it holds some (a prune killed between its deletions and this step left them)."""
     mode = int(conn.execute("PRAGMA auto_vacuum").fetchone()[0])
-    if mode == 2:  # incremental
+    if mode == INCREMENTAL:
         if not deleted and not int(conn.execute("PRAGMA freelist_count").fetchone()[0]):
             return "none"
         # It frees one page per step of the statement: executescript steps it to the end.

@@ -58,6 +58,9 @@ from switchpoint.store.totals import Totals
 
 log = logging.getLogger("switchpoint.store")
 SCHEMA_VERSION = 24
+#: What ``PRAGMA auto_vacuum`` reads on a file that frees its pages on demand (every store this
+#: version makes: see ``retention``).
+INCREMENTAL = 2
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -1482,8 +1485,11 @@ class SQLiteStore:
             # and vacuum modes below write to its header).
             _schema_version(conn, max(_MIGRATIONS), NEWER_HINT)
             # A new file frees the pages of pruned rows back to the disk on demand (it must be
-            # set before the first table exists).
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            # set before the first table exists); an older file, made without it, converts at
+            # its next VACUUM. Set only where it is not yet: setting it on a file that has it
+            # rewrites the header, so every opening changed the file.
+            if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != INCREMENTAL:
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             wal_mode(conn)
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
