@@ -748,7 +748,8 @@ UNJUDGED = jr.RunKey(models=("a", "b"))  # (every prompt had a reference)
 def test_a_header_that_named_no_judge_gains_one_and_refuses_any_other(tmp_path: Path) -> None:
     """A journal begun when every prompt had a reference names no judge: a rerun that needs
     one (a reference removed since) resumes and appends the header with its judge; from then
-    on a run with another judge, or none, is refused as with any other setting."""
+    on a run with another judge is refused as with any other setting. One with none is read
+    (whether it needs a judge is the run's to say), the header's judge kept."""
     out = tmp_path / "out.jsonl"
     then = [LabelPrompt(id="p0", prompt="Capital of France?", reference="Paris", line=1),
             LabelPrompt(id="p1", prompt="Capital of Spain?", reference="Madrid", line=2)]
@@ -766,12 +767,35 @@ def test_a_header_that_named_no_judge_gains_one_and_refuses_any_other(tmp_path: 
     state = jr.inspect(out, now, KEY)
     assert state.journal_judge == "j" and not state.header_needed
     assert set(state.scored) == {("p0", "a")}
-    for key, message in ((jr.RunKey(models=("a", "b"), judge="k", rubric="r1"),
-                          "--judge j then, k now"),
-                         (UNJUDGED, "--judge j then, (none) now")):
-        with pytest.raises(LabellingError, match="other settings") as info:
-            jr.inspect(out, then, key)
-        assert message in str(info.value) and "--restart" in str(info.value), str(info.value)
+    with pytest.raises(LabellingError, match="other settings") as info:
+        jr.inspect(out, then, jr.RunKey(models=("a", "b"), judge="k", rubric="r1"))
+    assert "--judge j then, k now" in str(info.value) and "--restart" in str(info.value)
+    state = jr.inspect(out, then, UNJUDGED)
+    assert state.journal_judge == "j" and not state.header_needed
+    assert set(state.scored) == {("p0", "a")}
+
+
+def test_a_header_that_names_a_judge_is_read_by_a_run_without_one(tmp_path: Path) -> None:
+    """Every prompt has a reference now: a run without a judge resumes the journal of one
+    that had a judge (it was refused: "--judge j then, (none) now"), appends no header, and
+    keeps the judged score only where it still stands (none: every prompt has a reference,
+    so the kept answer is scored again against it)."""
+    out = tmp_path / "out.jsonl"
+    then = [LabelPrompt(id="p0", prompt="Capital of France?", line=1),
+            LabelPrompt(id="p1", prompt="Capital of Spain?", reference="Madrid", line=2)]
+    answer = jr.answer_line(then[0], "a", "Paris.", 0.001)
+    judged = jr.Scored(id="p0", model="a", digest=then[0].digest, score=0.9, cost_usd=0.001,
+                       by="judge", judge_cost_usd=0.0001)
+    jr.journal_path(out).write_text(
+        json.dumps(KEY.header()) + "\n" + json.dumps(answer) + "\n"
+        + json.dumps(jr.scored_line(judged)) + "\n" + _by_reference(then[1], "a") + "\n",
+        encoding="utf-8")
+    assert not jr.inspect(out, then, KEY).rescored  # (the judge's score stands)
+    now = [LabelPrompt(id="p0", prompt="Capital of France?", reference="Paris", line=1),
+           then[1]]
+    state = jr.inspect(out, now, UNJUDGED)
+    assert state.journal_judge == "j" and not state.header_needed
+    assert set(state.scored) == {("p1", "a")} and state.rescored == {("p0", "a")}
 
 
 @pytest.mark.parametrize(("first", "change", "message"), [

@@ -479,6 +479,110 @@ async def test_a_reference_removed_has_the_judge_score_the_kept_answer(tmp_path:
     assert records_of(out)["p0"]["scores"] == {"a": 0.3, "b": 0.3}
 
 
+def _headers(out: Path) -> list[dict[str, Any]]:
+    return [obj for obj in map(json.loads, journal_path(out).read_text().splitlines())
+            if "labelling_journal" in obj]
+
+
+async def test_a_rerun_without_a_judge_goes_on_where_every_answer_left_has_a_reference(
+        tmp_path: Path) -> None:
+    """A run judged the prompt without a reference, so its journal names the judge; the prompt
+    gains a reference since. A rerun without --judge was refused ("--judge judge then, (none)
+    now") and only --restart, paying for every answer again, got past: it goes on, scoring the
+    kept answer against the new reference, and the journal keeps the judge it named. A prompt
+    added without a reference then needs the judge: a rerun without --judge is refused naming
+    it, before anything is called; with it, the run completes."""
+    up = Upstream(judge_default='{"score": 0.3}')
+    up.fail = lambda model, prompt: model == "b"
+    then = [{"id": "p0", "prompt": "Capital of France?", "reference": "Paris"},
+            {"id": "p1", "prompt": "Capital of Spain?"}]
+    prompts = write_prompts(tmp_path / "prompts.jsonl", then)
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        first = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+        assert first.labelled == 0 and first.judge_calls == 1
+        now = [then[0], {**then[1], "reference": "Madrid"}]
+        write_prompts(prompts, now)
+        up.fail = lambda model, prompt: model == "b" and prompt == "Capital of France?"
+        up.calls.clear()
+        again = await alabel(prompts, ["a", "b"], out, gateway=gateway)
+        assert sorted(name for name, _, _ in up.calls) == ["b", "b"]  # no judge, a not asked
+        assert again.labelled == 1 and again.rescored == 1 and again.judge is None
+        assert records_of(out)["p1"]["scores"] == {"a": 0.0, "b": 0.0}  # (against Madrid)
+        assert [h["judge"] for h in _headers(out)] == ["judge"]  # (as recorded)
+
+        write_prompts(prompts, [*now, {"id": "p2", "prompt": "Capital of Italy?"}])
+        journal = journal_path(out).read_bytes()
+        up.calls.clear()
+        with pytest.raises(LabellingError) as info:
+            await alabel(prompts, ["a", "b"], out, gateway=gateway)
+        assert up.calls == [] and journal_path(out).read_bytes() == journal
+        assert str(info.value) == (
+            'the prompt of line 3 has no "reference", so a judge must score the answers: '
+            f"give --judge \"judge\", the judge the run it resumes named (its journal "
+            f"'{journal_path(out)}' says so), or write to another --out, or pass --restart to "
+            "start over (discarding it)")
+        up.fail = lambda model, prompt: False
+        last = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    assert last.complete and last.judge_calls == 2
+    assert sorted(name for name, _, _ in up.calls) == ["a", "b", "b", "judge", "judge"]
+    assert records_of(out)["p2"]["scores"] == {"a": 0.3, "b": 0.3}
+
+
+async def test_a_rerun_given_the_judge_it_no_longer_needs_resumes(tmp_path: Path) -> None:
+    """Given the journal's own judge once every prompt has a reference, the run (which then
+    calls no judge) was refused all the same: "--judge judge then, (none) now"."""
+    up = Upstream(judge_default='{"score": 0.3}')
+    up.fail = lambda model, prompt: model == "b"
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(2))
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+        write_prompts(prompts, rows(2, reference="Question"))
+        up.fail = lambda model, prompt: False
+        up.calls.clear()
+        noted: list[str] = []
+        again = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway,
+                             notes=noted.append)
+    finally:
+        await gateway.aclose()
+    assert again.complete and again.judge_calls == 0 and again.rescored == 2
+    assert sorted(name for name, _, _ in up.calls) == ["b", "b"]
+    assert 'every prompt has a reference, so the judge "judge" is not called' in noted
+
+
+async def test_a_rerun_without_a_judge_needs_one_only_for_answers_left_to_score(
+        tmp_path: Path) -> None:
+    """A prompt without a reference whose answers are all in the output, or all scored by the
+    judge in the journal, leaves nothing for a judge: a rerun without --judge goes on. Without
+    a journal naming one, a prompt left to judge is refused as before."""
+    up = Upstream(judge_default='{"score": 0.3}')
+    up.fail = lambda model, prompt: model == "b" and prompt == "Question 1?"
+    prompts = write_prompts(tmp_path / "prompts.jsonl", [
+        {"id": "p0", "prompt": "Question 0?"}, {"id": "p1", "prompt": "Question 1?",
+                                                "reference": "1"}])
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+        assert set(records_of(out)) == {"p0"}  # (judged; p1's b failed)
+        up.fail = lambda model, prompt: False
+        up.calls.clear()
+        again = await alabel(prompts, ["a", "b"], out, gateway=gateway)
+        assert again.complete and [name for name, _, _ in up.calls] == ["b"]
+        with pytest.raises(LabellingError, match=r'line 1 has no "reference", so a judge must '
+                           r"score the answers: give --judge MODEL \(a catalog model; it may "
+                           r"be one of --models\)$"):
+            await alabel(prompts, ["a", "b"], tmp_path / "other.jsonl", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    assert not (tmp_path / "other.jsonl").exists()
+
+
 class _Forgetful(Upstream):
     """Keeps no call (what a run holds is measured, not what the fake does): counts them."""
 

@@ -8,7 +8,8 @@ of every answer scored so far.
   that names no judge (every prompt had a reference) gains one when a rerun needs it (a
   reference removed since): a second header line, the first's with the judge and its rubric
   added, appended before the rerun's first line; a judge other than the one named is refused
-  as any other setting that differs. A prompt
+  as any other setting that differs. A rerun without a judge where the header names one (every
+  answer left to score has a reference now) goes on, the header's judge kept. A prompt
   whose answers are partly scored when the run stops keeps them: a rerun asks only the models
   still missing (failed answers are asked again). An answer for the judge gets a line of its
   own with its cost (:func:`answer_line`) the moment it arrives, before it is
@@ -638,16 +639,17 @@ def _scored_how(prompts: Sequence[LabelPrompt]) -> str:
 def _check_header(journal: Path, header: Mapping[str, Any], key: RunKey) -> None:
     """A header (the first, or one that gained a judge) whose settings are not ``key``'s is
     refused naming each that differs, but for a judge this run adds where it named none (its
-    header gains it: see :meth:`Resume.header_needed`)."""
+    header gains it: see :meth:`Resume.header_needed`), and for none where it named one (this
+    run scores by reference alone, which the run checks: the header keeps its judge)."""
     expected = key.header()
     flags = {"models": "--models", "judge": "--judge", "rubric": "--rubric",
              "max_tokens": "--max-tokens"}
     differ = []
-    gains = header.get("judge") is None and expected["judge"] is not None
+    either = header.get("judge") is None or expected["judge"] is None
     for name, flag in flags.items():
         was, now = header.get(name), expected[name]
         if was == now or (name == "rubric" and (was is None or now is None)) or (
-                name in ("judge", "rubric") and gains):
+                name in ("judge", "rubric") and either):
             continue  # a judge added or dropped is said once, under --judge
         if name == "rubric":
             differ.append("--rubric (another rubric then)")

@@ -285,6 +285,7 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
         if not resume:
             jr.check_discardable(path)
         state = jr.inspect(path, plan.prompts, plan.key) if resume else jr.fresh(path, plan.key)
+        _check_judge(plan, state)
         own = gateway is None
         if gateway is None:
             from switchpoint.gateway import Gateway
@@ -330,13 +331,7 @@ def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None
                                               f"{got(max_tokens)}")
     unjudged = [p for p in items if p.reference is None]
     the_judge = Judge(judge) if isinstance(judge, str) else judge
-    if unjudged and the_judge is None:
-        lines = listed_names(str(p.line) for p in unjudged)
-        which = (f"the prompt of line {lines} has" if len(unjudged) == 1
-                 else f"the prompts of lines {lines} have")
-        raise LabellingError(f'{which} no "reference", so a judge must score the answers: '
-                             "give --judge MODEL (a catalog model; it may be one of --models)")
-    idle = None
+    idle = None  # (none given where one is needed: refused once the journal is read)
     if not unjudged and the_judge is not None:
         idle, the_judge = the_judge.model, None  # every answer is scored by its reference
     _check_catalog(settings, names, the_judge.model if the_judge else None, keys)
@@ -345,6 +340,28 @@ def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None
     key = jr.RunKey(models=tuple(names), judge=the_judge.model if the_judge else None,
                     rubric=the_judge.rubric_id if the_judge else None, max_tokens=max_tokens)
     return _Plan(items, names, the_judge, settings, params, concurrency, key, idle)
+
+
+def _check_judge(plan: _Plan, state: jr.Resume) -> None:
+    """A run without a judge scores every answer against its prompt's reference: refused,
+    before anything is called, when an answer left to score (none kept scored by an earlier
+    run, ``state``) is to a prompt without one, naming ``--judge`` and, for a rerun, the judge
+    its journal names. One whose every answer left has a reference goes on, the judge the
+    journal names kept there (a rerun that needs one again must give it)."""
+    if plan.judge is not None:
+        return
+    left = [p for p in plan.prompts if p.reference is None and p.id not in state.done
+            and any((p.id, m) not in state.scored for m in plan.models)]
+    if not left:
+        return
+    lines = listed_names(str(p.line) for p in left)
+    which = (f"the prompt of line {lines} has" if len(left) == 1
+             else f"the prompts of lines {lines} have")
+    named = state.journal_judge
+    give = ("give --judge MODEL (a catalog model; it may be one of --models)" if named is None
+            else f"give --judge {json_quoted(named)}, the judge the run it resumes named "
+                 f"(its journal {quoted_path(state.journal)} says so), or {jr.RESTART_HINT}")
+    raise LabellingError(f'{which} no "reference", so a judge must score the answers: {give}')
 
 
 def _check_sizes(items: Sequence[LabelPrompt], models: Sequence[str], judge: Judge | None,
