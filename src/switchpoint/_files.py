@@ -266,6 +266,19 @@ def database_identity(path: str | Path) -> tuple[FileId | None, ...]:
                                    for suffix in SQLITE_SIDE_FILES))
 
 
+def check_database_writable(path: str | Path) -> None:
+    """Open the SQLite database ``path`` and each side file beside it for writing, and close
+    them: an :class:`OSError` naming the file this process may not write. SQLite opens such a
+    file read-only and refuses only the first write, which a store already set up may not make
+    until long after it opened; a missing file is left to SQLite to make."""
+    beside = _beside(path)
+    for name in (str(path), *(beside + suffix for suffix in SQLITE_SIDE_FILES)):
+        try:
+            os.close(os.open(name, os.O_RDWR))
+        except FileNotFoundError:
+            continue
+
+
 def _may(path: Path, mode: int) -> bool:
     """Whether this process may use ``path`` so (``os.R_OK | os.W_OK``, ...), as its
     effective user and capabilities allow (root passes unless its capabilities were taken)."""

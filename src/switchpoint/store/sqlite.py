@@ -37,6 +37,7 @@ from switchpoint._files import (
     Progress,
     access_problem,
     brief_lock,
+    check_database_writable,
     database_identity,
     locked_file,
     private_dir,
@@ -1479,6 +1480,8 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         """A connection to the file in WAL mode, with the schema up to date."""
+        # (nothing below writes to a file already set up: a file it may not write is named now)
+        check_database_writable(self.path)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             # A file of a newer schema is refused before anything is set on it (the journal
