@@ -12,6 +12,7 @@ cases from the request's own reservation (a model budget on each model holds tha
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -269,6 +270,36 @@ def test_an_answer_holding_no_choice_fails_over_charged_what_it_reports(
     assert [note.split(" for 1 try ")[0] for note in entry["reasoning"]
             if "with no answer" in note] == [f"Budget: charged ${broken:.6f}"]
     assert any(f"{how}: cheap #1 {outcome}" in note for note in entry["reasoning"])
+
+
+def test_a_billed_try_reporting_more_than_its_worst_case_is_charged_and_said_once(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    # cheap answers a 200 holding no choice whose usage (100,000 tokens written) is past
+    # what the request could use (max_tokens 1000): the try is charged its worst case, and
+    # the warning saying so is logged once (it was logged twice: once as the try's charge
+    # was noted in the log, again as the budgets were charged).
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    governance = logging.getLogger("switchpoint.governance")
+    governance.addHandler(handler)
+    try:
+        raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
+            model="cheap", max_tokens=1000, messages=user(
+                "no choice, past its worst case "
+                "[[fake:once:usage:index=,prompt=20,completion=100000]]"))
+        request_id = raw.headers["x-switchpoint-request-id"]
+        entry = _logged(gov, request_id)
+    finally:
+        governance.removeHandler(handler)
+    worst = _worst(gov, gw_fake, "cheap")
+    assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("malformed_response", pytest.approx(worst)), ("ok", None)]
+    assert entry["charged"] == pytest.approx(worst + entry["cost"])
+    assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
+    past = [m for m in said if request_id in m and "reported usage costing" in m]
+    assert len(past) == 1, said
+    assert "charged the worst case" in past[0]
 
 
 def test_each_try_after_a_billed_one_is_held_before_it_is_sent(

@@ -1458,9 +1458,13 @@ class Gateway:
         tries = _billed(plan, attempts)
         billed = [attempt for attempt, _ in tries]
         reported = [(of, *reported_use(attempt, of)) for attempt, of in tries]
-        for attempt, (of, cost, used) in zip(billed, reported, strict=True):
-            attempt.charged_usd = self.governor.charge_of(plan.ticket, of, cost, used,
-                                                          request_id=plan.request_id)[0]
+        # Each try's charge, worked out once (a usage past its worst case is said once): the
+        # log's charged_usd and what the budgets are charged are the same amounts.
+        charges = [(of, *self.governor.charge_of(plan.ticket, of, cost, used,
+                                                  request_id=plan.request_id))
+                   for of, cost, used in reported]
+        for attempt, (_, amount, _) in zip(billed, charges, strict=True):
+            attempt.charged_usd = amount
         if billed:
             extra = sum(a.charged_usd or 0.0 for a in billed)
             how = ("each at its model's worst case"
@@ -1483,7 +1487,7 @@ class Gateway:
         tokens = None if usage is None else usage.prompt_tokens + usage.completion_tokens
         rows, charged = self.governor.settle(plan.ticket, request_id=plan.request_id,
                                              card=card, cost_usd=cost_usd, tokens=tokens,
-                                             billed=reported)
+                                             billed=charges)
         return list(rows), charged
 
     def _entry(self, settlement: accounting.Settlement | None,

@@ -114,7 +114,8 @@ AUTO = "auto"
 
 RouteFn = Callable[[str, list[str], float | None], Awaitable[RoutingDecision]]
 #: A try a provider may have billed with no answer, whose upstream reported its use: its
-#: model's card, what it cost (USD) and its tokens, as reported (None: unknown).
+#: model's card, what it cost (USD) and its tokens, as reported (None: unknown), or as
+#: :meth:`Governor.charge_of` worked them out (which charges them as they are).
 BilledTry = tuple[ModelCard, float | None, int | None]
 
 
