@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, fields
@@ -120,6 +121,19 @@ def named_once(names: list[str], field_name: str, advice: str = "name each model
                                         f"once; {advice}")
 
 
+def base_url_problem(url: str) -> str | None:
+    """Why ``url``, a model's ``base_url``, cannot be read as a URL (a host in brackets that
+    is no IP address, or whose bracket is not closed), shown with its secrets masked; None
+    when it can be: its requests, and the secrets it carries, are read from its parts."""
+    try:
+        urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        return (f"cannot be read as a URL ({exc}), got {json_quoted(redact_url(url))}; write "
+                "its host as a name or an IP address, an IPv6 one in brackets "
+                "(https://[::1]:8000/v1)")
+    return None
+
+
 @dataclass(frozen=True)
 class ModelCard:
     name: str
@@ -186,6 +200,9 @@ class Catalog:
                 raise InvalidInputError(f"models.{card.name}.tier",
                                         f"must be one of {one_of(TIERS)}, got "
                                         f"{json_quoted(card.tier)}")
+            problem = None if card.base_url is None else base_url_problem(card.base_url)
+            if problem is not None:
+                raise InvalidInputError(f"models.{card.name}.base_url", problem)
             for price in (card.input_per_mtok, card.output_per_mtok):
                 if price is not None and not 0 <= price <= MAX_PRICE_PER_MTOK:
                     raise InvalidInputError(

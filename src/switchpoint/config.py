@@ -92,6 +92,7 @@ from switchpoint.catalog import (
     MAX_TOKENS,
     Catalog,
     ModelCard,
+    base_url_problem,
     model_name_problem,
 )
 from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
@@ -230,6 +231,9 @@ class ModelEntry(BaseModel):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https://, got "
                              f"{json_quoted(redact_url(value))}")
+        problem = None if value is None else base_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

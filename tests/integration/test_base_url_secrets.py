@@ -20,6 +20,7 @@ import pytest
 from switchpoint import ConfigError, Gateway
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import load_settings
+from switchpoint.errors import InvalidInputError
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import FACTORY
 from tests.integration.servers import ProcessServer
@@ -97,6 +98,27 @@ def test_a_card_built_in_python_masks_its_url_and_teaches_the_redaction_its_secr
     Catalog([card])
     # An error text quoting the secret in any form a URL does not show is redacted too.
     _clean(redact(f"upstream said: password {PASSWORD} and {QUERY_KEY} are wrong"), "redact")
+
+
+@pytest.mark.parametrize("url", [f"https://bob:{PASSWORD}@[::1/v1?key={QUERY_KEY}",
+                                 f"http://bob:{PASSWORD}@[proxy]/v1?key={QUERY_KEY}"],
+                         ids=["unclosed-bracket", "bracketed-name"])
+def test_a_base_url_that_is_no_url_is_refused_naming_it_its_secrets_masked(url: str) -> None:
+    # A host in brackets that is no IP address (or whose bracket is not closed) cannot be
+    # read as a URL: the config and a catalog built in Python refuse it naming the field,
+    # as the URL is shown, masked (the catalog raised Python's ValueError, "Invalid IPv6
+    # URL", naming nothing, as it looked for the URL's secrets).
+    with pytest.raises(ConfigError) as refused:
+        load_settings(overrides={"models": [{"name": "m", "base_url": url}]}, environ={})
+    message = str(refused.value)
+    assert message.startswith("models[0].base_url: cannot be read as a URL"), message
+    assert "bob:[REDACTED]@" in message and "key=[REDACTED]" in message
+    _clean(message, "a config error")
+    with pytest.raises(InvalidInputError) as invalid:
+        Catalog([ModelCard(name="m", base_url=url)])
+    assert invalid.value.field == "models.m.base_url"
+    assert "cannot be read as a URL" in str(invalid.value)
+    _clean(str(invalid.value), "a catalog's refusal")
 
 
 def _texts(answer: httpx.Response) -> str:
