@@ -73,8 +73,8 @@ def test_reading_a_stopped_services_data_dir_leaves_it_as_it_was(
     assert not {"switchpoint.db-wal", "switchpoint.db-shm"} & set(stopped)  # (a clean stop)
     assert _cost(config, capsys)["requests"] == 1  # (what they read is there)
     for argv in READERS:
-        main([*argv, "--config", str(config)])
-        assert _files(data) == stopped, argv
+        assert main([*argv, "--config", str(config)]) == 0, argv  # (it read: a refusal reads
+        assert _files(data) == stopped, argv  # nothing, and would leave the files so too)
 
 
 def test_reading_beside_a_running_service_reads_and_lets_it_go_on_writing(
@@ -87,7 +87,7 @@ def test_reading_beside_a_running_service_reads_and_lets_it_go_on_writing(
         _ask(server, data, 1)
         assert _cost(config, capsys)["requests"] == 1
         for argv in READERS:
-            main([*argv, "--config", str(config)])
+            assert main([*argv, "--config", str(config)]) == 0, argv
         assert (data / "switchpoint.db-wal").exists()  # (the service's, still in use)
         _ask(server, data, 2)
         assert _cost(config, capsys)["requests"] == 2
