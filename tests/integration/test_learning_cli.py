@@ -21,6 +21,7 @@ import pytest
 from switchpoint.cli import main
 from switchpoint.config import Settings, load_settings
 from switchpoint.decision import RoutingDecision, hash_prompt
+from switchpoint.errors import GatewayClosedError, StoreError
 from switchpoint.gateway import Gateway
 from switchpoint.server import create_app
 from switchpoint.store import RequestRecord, SQLiteStore
@@ -564,6 +565,29 @@ def test_learn_leaves_the_data_dir_as_it_found_it_refused_or_not(
     kept = _tree(data)
     assert main(["learn", "--export", str(tmp_path / "w"), "--config", str(config)]) == 0
     assert load_weights(tmp_path / "w").provenance["learned"][-1]["outcomes"] == 1
+    assert _tree(data) == kept
+
+
+def test_a_gateway_that_only_reads_refuses_what_it_would_keep_naming_reads_only(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A gateway built with reads_only=True (what learn opens) refuses feedback, scores and
+    experiments, each of which it would have to write, saying it only reads data_dir, and
+    leaves the files as they were: it said "the gateway is closed ... start it again
+    (Gateway.start)" of a gateway open and started."""
+    _, settings, decision = _decided(gw_fake, tmp_path)
+    data = tmp_path / "data"
+    kept = _tree(data)
+    with Gateway(settings, loader=FACTORY, env=KEYS, reads_only=True) as gateway:
+        gateway.start()
+        for refused in (lambda: gateway.report_outcome(decision.decision_id, 0.5),
+                        lambda: gateway.create_ab_test("cheaper", {"cost_weight": 0.1},
+                                                       {"cost_weight": 2.0})):
+            with pytest.raises(StoreError) as caught:
+                refused()
+            message = str(caught.value)
+            assert not isinstance(caught.value, GatewayClosedError), message
+            assert "reads_only=True" in message and "only reads data_dir" in message, message
+            assert "closed" not in message and "Gateway.start" not in message, message
     assert _tree(data) == kept
 
 

@@ -246,7 +246,9 @@ class Gateway:
     writing (which upgrades an older file's schema, takes up what a stop left beside it and
     rewrites the file's header), no session pins, key store or budget rows are opened, and no
     learning checkpoint is written, so the files are left as they were found, and a
-    ``data_dir`` with no store is an error rather than made.
+    ``data_dir`` with no store is an error rather than made; what it would have to keep
+    (feedback, scores, an experiment) is refused, a :class:`~switchpoint.errors.StoreError`
+    naming ``reads_only``.
 
     A gateway that serves chat enforces budgets and rate limits from its own memory, so
     :meth:`open` takes ``data_dir``'s lock (see :mod:`switchpoint.gateway.owner`) and

@@ -1296,11 +1296,17 @@ class GatewayLearning:
 
     def check_writable(self, what: str, then: str = NOTHING_LEARNED) -> None:
         """Turn away at once what must be kept (feedback, a comparison) where it cannot be:
-        once the store is closed, and for a few seconds after the database refused a write (a
+        by a gateway that only reads data_dir (a :class:`StoreError`), once the store is
+        closed, and for a few seconds after the database refused a write (a
         full disk, a lock held too long), until a write goes through; after that the next
         write tries the database again."""
         if self.store is None:
             return
+        if not self.checkpoints:  # (a gateway that only reads data_dir: its store stays shut)
+            raise StoreError(f"{quoted_path(self.store.path)}: this gateway only reads "
+                             f"data_dir (reads_only=True), so {what} cannot be kept "
+                             f"({then}); send it to a gateway built without reads_only, "
+                             "such as the service's")
         if not self.store.is_open:
             raise GatewayClosedError(f"{quoted_path(self.store.path)}: the gateway is closed, so "
                              "nothing can be "
