@@ -232,7 +232,8 @@ def test_a_stream_answered_whole_is_charged_the_usage_its_upstream_reports(
 
 @pytest.mark.parametrize(("stream", "usage"), [
     (False, "prompt=20,completion=500"), (False, "nousage=1"),
-    (True, "prompt=20,completion=500")], ids=["plain", "plain-no-usage", "stream"])
+    (True, "prompt=20,completion=500"), (True, "whole prompt=20,completion=500")],
+    ids=["plain", "plain-no-usage", "stream", "stream-answered-whole"])
 def test_an_answer_holding_no_choice_fails_over_charged_what_it_reports(
         gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess, stream: bool,
         usage: str) -> None:
@@ -240,10 +241,12 @@ def test_an_answer_holding_no_choice_fails_over_charged_what_it_reports(
     # chunk's, then its usage and [DONE]): it was passed on as ok (streamed, as an empty
     # stream) and charged as an answer. It is a broken answer, as a stream broken before its
     # first content is: its retry answers, and the broken try is charged what the usage it
-    # reported costs (the upstream billed it), else its model's worst case.
+    # reported costs (the upstream billed it), else its model's worst case. So is a stream
+    # request answered with such a whole answer (whole), as a plain answer is.
+    behaviour, _, usage = usage.rpartition(" ")
     raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
         model="cheap", max_tokens=1000, stream=stream,
-        messages=user(f"no choice [[fake:once:usage:index=,{usage}]]"))
+        messages=user(f"no choice [[fake:once:{behaviour or 'usage'}:index=,{usage}]]"))
     parsed = raw.parse()
     if isinstance(parsed, ChatCompletion):
         text, models = parsed.choices[0].message.content or "", {parsed.model}
@@ -257,10 +260,11 @@ def test_an_answer_holding_no_choice_fails_over_charged_what_it_reports(
     reported = (20 * 0.5 + 500 * 1.5) / 1e6  # cheap's catalog prices per million tokens
     broken = reported if usage.startswith("prompt") else _worst(gov, gw_fake, "cheap")
     assert entry["status"] == "ok" and entry["cost"] > 0
-    outcome = "stream_broken" if stream else "malformed_response"
+    streamed = stream and not behaviour  # (a whole answer is read as a plain one is)
+    outcome = "stream_broken" if streamed else "malformed_response"
     assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
         (outcome, pytest.approx(broken)), ("ok", None)]
-    assert ("before any content" if stream else "the answer holds no choice") in (
+    assert ("before any content" if streamed else "the answer holds no choice") in (
         entry["attempts"][0]["error"])
     assert entry["charged"] == pytest.approx(broken + entry["cost"])
     assert _charged(gov, request_id) == {"cheap": pytest.approx(entry["charged"])}
