@@ -312,3 +312,22 @@ def test_a_learning_checkpoint_it_may_not_read_stops_the_start_and_is_kept(
     with Gateway(load_settings(config, environ={})) as gateway:
         gateway.start()
         assert gateway.learning_status()["from_checkpoint"] == 1
+
+
+def test_learn_takes_up_a_checkpoint_it_may_read_but_not_write(
+        state: tuple[Path, Path], tmp_path: Path) -> None:
+    """learn writes no checkpoint (it only reads data_dir), so one it may read is enough: it
+    was refused with a chmod for a write it never makes."""
+    config, data = state
+    with Gateway(load_settings(config, environ={})) as gateway:  # (a checkpoint to take up)
+        gateway.start()
+        decision = gateway.route("Prove that the square root of 2 is irrational.",
+                                 tenant="acme")
+        gateway.report_outcome(decision.decision_id, 1.0, tenant="acme")
+    checkpoint = data / "learning.checkpoint"
+    held = checkpoint.read_bytes()
+    with mode(checkpoint, 0o400):
+        assert main(["learn", "--export", str(tmp_path / "learned"), "--tenant", "acme",
+                     "--config", str(config)]) == 0
+    assert (tmp_path / "learned" / "manifest.json").is_file()
+    assert checkpoint.read_bytes() == held
