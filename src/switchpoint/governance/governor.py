@@ -1123,9 +1123,9 @@ class Governor:
         counted_tokens = sum(counted for _, _, counted in charges.values())
         if total > ticket.held_for_usd * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
             log.warning("request %s: tries a provider may have billed with no answer (timed "
-                        "out or cut mid-answer) cost $%.6f in all at their worst case, more "
-                        "than the $%.6f held for the request; charged in full", request_id,
-                        total, ticket.worst_usd)
+                        "out, cut mid-answer, or broken) cost $%.6f in all (each at the usage "
+                        "it reported, else its worst case), more than the $%.6f held for the "
+                        "request; charged in full", request_id, total, ticket.held_for_usd)
         booked = [(amount, settle_accounts(ticket.key_id, ticket.tenant, c.name, c.provider))
                   for c, amount, _ in charges.values()]
         if not self.ledger.settle(ticket, charges=booked, tokens=counted_tokens):
