@@ -20,6 +20,10 @@ from switchpoint.policies import Inputs, Policy
 from switchpoint.records import RecordSet, load_records
 
 ROOT = Path(__file__).resolve().parent.parent
+# ONNX Runtime 1.32 sends telemetry from Linux too, read from this variable once, at its first
+# import: switchpoint sets it itself; set here, it also reaches the peers a benchmark starts
+# (OpenTracy's engine and Python package load ONNX Runtime), so no run reaches the network.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 DATA = Path(os.environ.get("SWITCHPOINT_DATA", ROOT.parent / "shared" / "data"))
 CACHE = Path(
     os.environ.get("SWITCHPOINT_BENCH_CACHE", Path.home() / ".cache" / "switchpoint-bench")
