@@ -849,3 +849,14 @@ def test_the_reasoning_header_says_what_the_upstream_said_redacted(
     assert model == "other", entry["attempts"]
     assert "the named model good did not answer (auth_error (HTTP 401)" in reasoning, reasoning
     assert "sk-good-test" not in reasoning and "sk-good-test" not in str(entry["reasoning"])
+
+
+def test_the_reasoning_header_carries_an_upstream_error_holding_control_characters(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # The upstream's words reach the header now: a control character (which no header value
+    # may hold) is a space, and the answer goes out as the fallback gave it.
+    gw_fake.script("good", "500:message=bad%01thing%7Fhere%00", "500:message=bad%01thing")
+    model, reasoning, entry = _answered(gw, False, model="good", messages=user())
+    assert model == "other", entry["attempts"]
+    assert "bad thing here" in reasoning, reasoning
+    assert all(32 <= ord(c) < 127 for c in reasoning), repr(reasoning)

@@ -40,6 +40,8 @@ MODELS_HEADER = "x-switchpoint-models"
 # Characters of the router's reasoning that HTTP headers (latin-1) cannot carry.
 _ASCII = str.maketrans({"λ": "lambda", "×": "x", "·": "*", "−": "-", "≤": "<=", "≥": ">=",
                         "—": "-", "–": "-", "’": "'"})
+# ASCII control characters, which no header value may hold.
+_CONTROLS = str.maketrans({c: " " for c in [*range(32), 127]})
 
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": inlined(ChatRequest.model_json_schema())}}}}
@@ -210,6 +212,9 @@ def info_headers(info: CallInfo | None) -> dict[str, str]:
 
 
 def header_text(text: str, limit: int = 1000) -> str:
-    """``text`` as a header value: ASCII, one line, at most ``limit`` characters."""
+    """``text`` as a header value: printable ASCII, one line, at most ``limit`` characters
+    (a control character, which no header may carry, is a space: the reasoning may quote an
+    upstream's error)."""
     text = " ".join(text.translate(_ASCII).split())
-    return text.encode("ascii", "replace").decode("ascii")[:limit]
+    text = text.encode("ascii", "replace").decode("ascii").translate(_CONTROLS)
+    return " ".join(text.split())[:limit]
