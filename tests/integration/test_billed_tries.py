@@ -306,6 +306,38 @@ def test_a_billed_try_reporting_more_than_its_worst_case_is_charged_and_said_onc
     assert "charged the worst case" in past[0]
 
 
+@pytest.mark.parametrize("usage", ["prompt=20,completion=500", "nousage=1"],
+                         ids=["usage", "no-usage"])
+@pytest.mark.parametrize(("indices", "says"), [
+    ("1e30", "choice 0 has the index 1e+30"), ("0;0", "two choices have the index 0")],
+    ids=["out-of-range", "repeated"])
+def test_a_plain_answer_misnumbering_its_choices_fails_over_charged_what_it_reports(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess, indices: str,
+        says: str, usage: str) -> None:
+    # cheap answers a 200 whose choices are misnumbered (an index of 1e30, one repeated): it
+    # failed over, its try charged nothing, though the upstream generated and billed it. It
+    # is charged as an answer holding no choice is: what the usage it reported costs, else
+    # its model's worst case.
+    raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000,
+        messages=user(f"misnumbered [[fake:once:usage:index={indices},{usage}]]"))
+    completion = raw.parse()
+    assert (completion.choices[0].message.content or "").startswith("Echo from cheap")
+    request_id = raw.headers["x-switchpoint-request-id"]
+    entry = _logged(gov, request_id)
+    reported = (20 * 0.5 + 500 * 1.5) / 1e6  # cheap's catalog prices per million tokens
+    broken = reported if usage.startswith("prompt") else _worst(gov, gw_fake, "cheap")
+    assert entry["status"] == "ok" and entry["cost"] > 0
+    assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("malformed_response", pytest.approx(broken)), ("ok", None)]
+    assert says in entry["attempts"][0]["error"]
+    assert entry["charged"] == pytest.approx(broken + entry["cost"])
+    assert _charged(gov, request_id) == {"cheap": pytest.approx(entry["charged"])}
+    assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
+    assert any("answered with no choice or misnumbered ones" in note
+               and "cheap #1 malformed_response" in note for note in entry["reasoning"])
+
+
 def test_each_try_after_a_billed_one_is_held_before_it_is_sent(
         gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
     # good stalls mid-answer on both its tries; its fallback other answers. The request held
@@ -614,8 +646,9 @@ def test_a_retry_the_tpm_window_can_take_is_held_sent_and_counted_once(
     assert settled == [
         f"Spend: recorded ${worst:.6f} in the spend ledger, against no budget (none applies to "
         "this request), for 1 try a provider may have billed with no answer (timed out, cut "
-        "by the deadline or mid-answer, answered with no choice, or left by the caller while "
-        "under way), each at its model's worst case: cheap #1 read_timeout."], entry["reasoning"]
+        "by the deadline or mid-answer, answered with no choice or misnumbered ones, or left "
+        "by the caller while under way), each at its model's worst case: cheap #1 "
+        "read_timeout."], entry["reasoning"]
     assert not [note for note in entry["reasoning"] if note.startswith("Budget:")]
     assert _charged(rated, request_id)["cheap"] == pytest.approx(entry["charged"])
     ((prompt, completion),) = _read(rated, "SELECT prompt_tokens, completion_tokens FROM "

@@ -1448,9 +1448,9 @@ class Gateway:
         tokens-per-minute windows count): the answer of ``card`` (None: no answer) at
         ``cost_usd`` (None: unknown, its worst case), and each try of ``attempts`` a provider
         may have billed with no answer (:func:`billed_tries`: a timeout, the deadline or a cut
-        mid-answer, an answer holding no choice, the caller leaving while it was under way) at
-        the usage its upstream reported, else its model's worst case; with neither, the hold
-        is released. Each such try carries its charge in the log
+        mid-answer, an answer holding no choice or misnumbered ones, the caller leaving while it
+        was under way) at the usage its upstream reported, else its model's worst case; with
+        neither, the hold is released. Each such try carries its charge in the log
         (``charged_usd``), and a note says what they added: charged against the request's
         budgets, or, where none applies (a tokens-per-minute limit alone), recorded in the
         spend ledger only. Returns the ledger rows for its log entry and the amount charged;
@@ -1474,8 +1474,8 @@ class Gateway:
                    else "each at the usage its upstream reported, else its model's worst case")
             tries_of = (f"{len(billed)} tr{'y' if len(billed) == 1 else 'ies'} a provider may "
                         "have billed with no answer (timed out, cut by the deadline or "
-                        "mid-answer, answered with no choice, or left by the caller while "
-                        f"under way), {how}: "
+                        "mid-answer, answered with no choice or misnumbered ones, or left by "
+                        f"the caller while under way), {how}: "
                         + ", ".join(f"{a.model} #{a.attempt} {a.outcome}" for a in billed))
             if plan.ticket.holds:  # a budget applies: charged against it
                 over = (" (more than the request held: charged in full)"

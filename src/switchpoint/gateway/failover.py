@@ -132,9 +132,9 @@ class Attempt:
     tries): nothing was sent for it.
     ``billed``: the try ended after its request was sent and before an answer, in a way that
     says the model may have generated (see :func:`billed_tries`); ``usage``, for such a try,
-    what the upstream reported it used (a whole answer holding no choice reports it), None
-    when unknown; ``charged_usd`` is what the request's budgets were charged for it, once
-    settled."""
+    what the upstream reported it used (a whole answer holding no choice, or misnumbered ones,
+    reports it), None when unknown; ``charged_usd`` is what the request's budgets were charged
+    for it, once settled."""
 
     model: str
     attempt: int
@@ -182,11 +182,12 @@ def billed_tries(attempts: Sequence[Attempt]) -> list[Attempt]:
     """The tries of ``attempts`` that a provider may have billed without an answer: each
     ended after its request was sent, in a way that says the model may have been generating
     (a read or first-token timeout, the request's deadline cutting it, a stream or an answer
-    cut part-way, an answer too large, an answer holding no choice; or the caller leaving
-    while it was under way). A provider bills what it generated until the connection closed,
-    so each is charged its model's worst case, or what its usage costs when the upstream
-    reported one (``usage``: an answer holding no choice may). (So is a connection lost after
-    the request was sent, before any response.) Not billed: a try that failed, or was cut by
+    cut part-way, an answer too large, an answer holding no choice or misnumbered ones (an
+    index of ``1e30``, one repeated); or the caller leaving while it was under way). A
+    provider bills what it generated until the connection closed, so each is charged its
+    model's worst case, or what its usage costs when the upstream reported one (``usage``:
+    such an answer may). (So is a connection lost after the request was sent, before any
+    response.) Not billed: a try that failed, or was cut by
     the deadline or left by the caller, before its request was sent (connecting, waiting for
     a connection, a missing key), one the upstream refused with an error status (4xx, 5xx,
     429), a candidate passed over, a try only waited for when the caller left. (A committed
@@ -196,8 +197,8 @@ def billed_tries(attempts: Sequence[Attempt]) -> list[Attempt]:
 
 def _reported(error: ProviderError) -> TokenUsage | None:
     """The usage the upstream reported for a try that failed with ``error`` after it may have
-    generated (a whole answer holding no choice carries it): what it billed, None when
-    unknown (then its model's worst case is charged)."""
+    generated (a whole answer holding no choice, or misnumbered ones, carries it): what it
+    billed, None when unknown (then its model's worst case is charged)."""
     if not error.may_have_generated or not isinstance(error.body, Mapping):
         return None
     return usage_of(error.body)

@@ -191,9 +191,11 @@ class OpenAIChunkDecoder:
 def check_choices(body: Mapping[str, Any], answers: int, *, model: str,
                   status: int | None = None) -> None:
     """Refuse a whole answer whose choices do not number the ``answers`` asked for
-    (:func:`~switchpoint.gateway.providers.base.choices_problem`), or that holds none (an
-    empty ``choices`` list: a broken answer, which the upstream may have billed): a
-    :class:`MalformedResponse`, which fails over as any malformed answer does."""
+    (:func:`~switchpoint.gateway.providers.base.choices_problem`: an index of ``1e30``, one
+    repeated), or that holds none (an empty ``choices`` list): a :class:`MalformedResponse`,
+    which fails over as any malformed answer does. Either is a broken answer the upstream
+    generated and may have billed, so its try is charged as one that broke before its first
+    content is, at the usage it reports when it reports one."""
     choices = body.get("choices")
     if isinstance(choices, list) and not choices:
         # (A 200 the upstream generated and may have billed: its try is charged as a stream
@@ -204,7 +206,7 @@ def check_choices(body: Mapping[str, Any], answers: int, *, model: str,
     problem = choices_problem(choices, answers, whole=True)
     if problem is not None:
         raise MalformedResponse(f"the answer's choices are malformed: {problem}", model=model,
-                                status=status, body=dict(body))
+                                status=status, body=dict(body), generated=True)
 
 
 class OpenAIProvider:
