@@ -332,8 +332,14 @@ def test_more_models_in_the_header_than_the_body_takes_is_a_400(attacked: Attack
     # routing among fewer models than the caller listed.
     url = f"{attacked.base}/v1/chat/completions"
     ok = httpx.post(url, json=chat_body("hi", "auto"), timeout=10,
-                    headers={"x-switchpoint-models": ",".join(["alpha"] * 63 + ["beta"])})
+                    headers={"x-switchpoint-models": "alpha,beta"})
     assert ok.status_code == 200, ok.text
+    # (64 names are within the bound: named so, a repeat is what is refused)
+    r = httpx.post(url, json=chat_body("hi", "auto"), timeout=10,
+                   headers={"x-switchpoint-models": ",".join(["alpha"] * 63 + ["beta"])})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == ('x-switchpoint-models: names "alpha" more than '
+                                            'once; name each model once'), r.text
     r = httpx.post(url, json=chat_body("hi", "auto"), timeout=10,
                    headers={"x-switchpoint-models": ",".join(["alpha"] * 64 + ["beta"])})
     assert r.status_code == 400, r.text

@@ -177,3 +177,35 @@ def test_a_candidate_named_twice_for_a_route_is_refused_naming_it(local: Gateway
     assert error["param"] == "available_models"
     assert error["message"] == ('available_models: names "good" more than once; name each '
                                 'model once')
+
+
+def test_a_candidate_named_twice_for_a_chat_request_is_refused_naming_it(
+        local: Gateway, served: ThreadServer) -> None:
+    """A chat request's candidate lists name each model once, as a route's available_models
+    does: the models argument in process, the body's models and the header over HTTP (beside
+    auto and beside a named model alike), each refused naming the list and the repeat, before
+    anything is routed, called or logged."""
+    store = local.store
+    assert store is not None
+    before, _ = store.requests(1000, None)
+    with pytest.raises(InvalidInputError) as caught:
+        local.complete(messages(), models=["cheap", "good", "cheap"])
+    assert caught.value.field == "models"
+    assert str(caught.value) == 'models: names "cheap" more than once; name each model once'
+    with pytest.raises(InvalidInputError) as named:
+        local.complete(messages(), model="good", models=["good", "good"])
+    assert str(named.value) == 'models: names "good" more than once; name each model once'
+    assert len(store.requests(1000, None)[0]) == len(before)
+    http = client(served).with_options(max_retries=0)
+    for model, body, headers, param, repeated in [
+            ("auto", {"models": ["good", "cheap", "good"]}, {}, "models", "good"),
+            ("cheap", {"models": ["cheap", "cheap"]}, {}, "models", "cheap"),
+            ("auto", {}, {"x-switchpoint-models": "cheap, good,cheap"},
+             "x-switchpoint-models", "cheap")]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            http.chat.completions.create(model=model, messages=messages(),  # type: ignore[arg-type]
+                                         extra_body=body, extra_headers=headers)
+        error = refused.value.body
+        assert isinstance(error, dict) and error["param"] == param, error
+        assert error["message"] == (f'{param}: names "{repeated}" more than once; name each '
+                                    'model once'), error

@@ -66,7 +66,7 @@ from switchpoint._messages import (
     listed_names,
     one_of,
 )
-from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
+from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS, named_once
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.image_urls import image_url_problem
 
@@ -177,9 +177,10 @@ class ChatRequest(BaseModel):
     models: list[StrictStr] | None = Field(
         None, min_length=1, max_length=MAX_MODELS,
         description="With model \"auto\": the catalog models the router may choose among (the "
-                    "header x-switchpoint-models does the same). Beside a named model it must "
-                    "list that model (else a 400 naming models), and the model's fallbacks it "
-                    "leaves out are not tried. Not forwarded upstream.")
+                    "header x-switchpoint-models does the same), each named once (a repeat is "
+                    "a 400 naming models and the name). Beside a named model it must list that "
+                    "model (else a 400 naming models), and the model's fallbacks it leaves out "
+                    "are not tried. Not forwarded upstream.")
     max_tokens: StrictInt | None = Field(
         None, ge=1, le=MAX_TOKENS,
         description="The most tokens the answer may have (its cost is reserved against "
@@ -235,7 +236,8 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
     Raises :class:`~switchpoint.errors.InvalidInputError` naming the field for anything else:
     an empty body, invalid JSON or UTF-8, a key written twice in one object (JSON readers
     disagree on which one counts), a non-finite number, nesting deeper than
-    :data:`MAX_DEPTH`, a lone surrogate, a missing or mistyped ``model`` / ``messages``.
+    :data:`MAX_DEPTH`, a lone surrogate, a missing or mistyped ``model`` / ``messages``, a
+    model named twice in ``models``.
     """
     if not raw.strip():
         raise InvalidInputError("body", 'is empty; send a JSON object such as {"model": "auto", '
@@ -282,6 +284,8 @@ def check_chat_body(data: object, *, walk: bool = True, surrogates: bool = True
             _check_parts(message, i)
     _check_tools(data)
     _check_stop(data.get("stop"))
+    if data.get("models") is not None:
+        named_once(data["models"], "models")
     return data
 
 
@@ -740,10 +744,10 @@ def _check_parts(message: Mapping[str, Any], i: int) -> None:
 
 def check_model_count(models: list[str], field: str) -> list[str]:
     """``models``, a list of candidates for ``auto`` given apart from the body (a header, an
-    argument), held to the body's ``models`` bounds: :class:`InvalidInputError` naming
-    ``field`` for none (left out, ``auto`` chooses among all; an empty list is no choice) or
+    argument), held to the body's ``models`` rules: :class:`InvalidInputError` naming
+    ``field`` for none (left out, ``auto`` chooses among all; an empty list is no choice),
     more than :data:`MAX_MODELS` names (dropping the rest would route among fewer models than
-    the caller listed)."""
+    the caller listed) or a name given twice (see :func:`~switchpoint.catalog.named_once`)."""
     if not models:
         raise InvalidInputError(field, "names no model; name at least one for \"auto\" to choose "
                                        "among, or leave it out to let \"auto\" choose among "
@@ -751,7 +755,7 @@ def check_model_count(models: list[str], field: str) -> list[str]:
     if len(models) > MAX_MODELS:
         raise InvalidInputError(field, f"names {len(models)} models; it takes at most "
                                        f"{MAX_MODELS}")
-    return models
+    return named_once(models, field)
 
 
 def upstream_body(body: Mapping[str, Any]) -> dict[str, Any]:

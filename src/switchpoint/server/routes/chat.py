@@ -74,9 +74,9 @@ _ANSWER: dict[int | str, dict[str, Any]] = {200: {
                 "\"auto\", routed first, why: what the named model lacks, or how its tries "
                 "ended before the request fell back; ASCII, at most 1000 characters). Send "
                 "x-session-id to pin a conversation; x-switchpoint-cost-weight overrides λ; "
-                "x-switchpoint-models (comma-separated) narrows the models \"auto\" may "
-                "choose (beside a named model it must list that model, and narrows its "
-                "fallbacks).",
+                "x-switchpoint-models (comma-separated, each model once) narrows the models "
+                "\"auto\" may choose (beside a named model it must list that model, and "
+                "narrows its fallbacks).",
 )
 async def chat_completions(request: Request, principal: CLIENT) -> Response:
     started = time.perf_counter()
