@@ -106,7 +106,12 @@ from switchpoint.governance.settings import (
     TenantSettings,
     check_tenant_names,
 )
-from switchpoint.known_providers import OPENAI_COMPATIBLE, check_provider, infer_provider
+from switchpoint.known_providers import (
+    OPENAI_COMPATIBLE,
+    check_provider,
+    infer_provider,
+    userinfo_displaces_key,
+)
 from switchpoint.learning.config import (
     MAX_EXPERIMENTS,
     MIN_ARM_SHARE,
@@ -1042,6 +1047,10 @@ def _check_catalog(settings: Settings) -> None:
                               f"is required for provider {OPENAI_COMPATIBLE} (model "
                               f"{json_quoted(entry.name)}): give the server's URL, e.g. "
                               "http://localhost:8080/v1, or name a known provider")
+        displaced = userinfo_displaces_key(entry.card())
+        if displaced is not None:
+            raise ConfigError(f"models[{i}].base_url",
+                              f"of model {json_quoted(entry.name)} {displaced}")
         for j, fb in enumerate(entry.fallbacks):
             if fb not in names:
                 raise ConfigError(f"models[{i}].fallbacks[{j}]",

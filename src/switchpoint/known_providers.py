@@ -33,10 +33,12 @@ Rules, for a model that leaves them out:
 from __future__ import annotations
 
 import difflib
+import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from switchpoint._messages import json_quoted, one_of
+from switchpoint._redact import redact_url
 
 if TYPE_CHECKING:
     from switchpoint.catalog import ModelCard
@@ -133,6 +135,28 @@ def api_key_env_of(card: ModelCard) -> str | None:
     return spec.api_key_env
 
 
+def userinfo_displaces_key(card: ModelCard) -> str | None:
+    """Why ``card`` cannot send the key it is configured with, or None: its ``base_url``
+    carries a user (and password), which the HTTP client sends as Basic authentication in
+    the ``Authorization`` header, and its provider speaks the OpenAI wire format, which sends
+    its key in that same header as a Bearer token: the Basic header replaces it, so the key
+    never reaches the upstream. (The Messages API takes its key in ``x-api-key``: both go,
+    as a proxy that asks for a password in front of the provider needs.)"""
+    if card.base_url is None or spec_of(card).wire != "openai":
+        return None
+    userinfo, at, _ = urllib.parse.urlsplit(card.base_url).netloc.rpartition("@")
+    var = api_key_env_of(card)
+    if not at or var is None:
+        return None
+    which = "a user and password" if ":" in userinfo else "a user"
+    return (f"carries {which} ({json_quoted(redact_url(card.base_url))}), which "
+            "the HTTP client sends as Basic authentication in the Authorization header, "
+            f"replacing the Bearer key from {var} (api_key_env) that provider "
+            f"{json_quoted(card.provider)} sends there, so the key would never reach the "
+            f"upstream: keep one of the two, the key (take {which} out of base_url) or "
+            "the password (leave api_key_env out)")
+
+
 def stream_usage_of(card: ModelCard) -> bool:
     """Whether a stream asks the card's upstream for ``stream_options.include_usage``."""
     if card.stream_usage is not None:
@@ -146,4 +170,4 @@ def _same_url(a: str, b: str) -> bool:
 
 __all__ = ["KNOWN_PROVIDERS", "OPENAI_COMPATIBLE", "ProviderSpec", "api_key_env_of",
            "base_url_of", "check_provider", "infer_provider", "known_names", "spec_of",
-           "stream_usage_of"]
+           "stream_usage_of", "userinfo_displaces_key"]

@@ -21,9 +21,10 @@ from switchpoint import ConfigError, Gateway
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import load_settings
 from switchpoint.errors import InvalidInputError
+from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import FACTORY
-from tests.integration.servers import ProcessServer
+from tests.integration.gateway_env import FACTORY, client
+from tests.integration.servers import ProcessServer, thread_server
 
 PASSWORD = "pw7Hq2Lm9Xc4"
 GONE_PASSWORD = "gp3Jf6Ws8Ea1"
@@ -195,3 +196,54 @@ def test_no_answer_view_log_or_file_of_the_service_shows_a_secret_of_a_base_url(
         for secret in SECRETS:
             assert secret.encode() not in content, f"{file.name} holds {secret}"
 
+
+
+def test_a_user_in_the_base_url_of_a_model_sending_its_key_as_a_bearer_token_is_refused(
+        ) -> None:
+    """The HTTP client sends a base_url's user and password as Basic authentication in the
+    Authorization header, where the OpenAI wire format sends the api_key_env's key as a
+    Bearer token: the key would never be sent. Such a config is refused at load, naming the
+    model's base_url and saying which of the two to keep; the password stays masked."""
+    for url in (f"http://bob:{PASSWORD}@127.0.0.1:9/v1", "http://bob@127.0.0.1:9/v1"):
+        for provider in ({}, {"provider": "openai"}, {"provider": "groq"}):
+            with pytest.raises(ConfigError) as refused:
+                load_settings(overrides={"models": [
+                    {"name": "ok", "base_url": "http://127.0.0.1:9/v1"},
+                    {"name": "proxied", "base_url": url, "api_key_env": "PROXIED_KEY",
+                     **provider}]}, environ={})
+            message = str(refused.value)
+            _clean(message, "the refusal")
+            assert refused.value.key == "models[1].base_url", message
+            assert message.startswith('models[1].base_url: of model "proxied" carries a '
+                                      f"user{' and password' if PASSWORD in url else ''} ("), \
+                message
+            assert "replacing the Bearer key from PROXIED_KEY (api_key_env)" in message
+            assert message.endswith("keep one of the two, the key (take "
+                                    f"a user{' and password' if PASSWORD in url else ''} out "
+                                    "of base_url) or the password (leave api_key_env out)")
+    # Without a key, the password is how the model authenticates: taken.
+    load_settings(overrides={"models": [{"name": "proxied", "base_url":
+                                         f"http://bob:{PASSWORD}@127.0.0.1:9/v1"}]}, environ={})
+
+
+def test_a_user_in_the_base_url_of_a_messages_api_model_is_sent_beside_its_key(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The Messages API takes its key in x-api-key, so a proxy that asks for a password in
+    front of it (the base_url's user and password) gets both: the config is taken, and each
+    request carries the key and the Basic authentication."""
+    fake.reset()
+    settings = load_settings(overrides={"models": [{
+        "name": "claude", "provider": "anthropic", "profile": "gpt-4-1106-preview",
+        "api_key_env": "PROXIED_KEY", "input_per_mtok": 1, "output_per_mtok": 2,
+        "base_url": f"http://bob:{PASSWORD}@127.0.0.1:{fake.port}"}],
+        "data_dir": str(tmp_path / "data")}, environ={})
+    app = create_app(settings, loader=FACTORY, provider_env={"PROXIED_KEY": "pk-proxied-key-1"})
+    with thread_server(app) as server:
+        answer = client(server).chat.completions.create(
+            model="claude", messages=[{"role": "user", "content": "hello"}])
+    assert (answer.choices[0].message.content or "").startswith("Echo from")
+    (asked,) = fake.requests()
+    assert asked["path"] == "/v1/messages"
+    assert asked["headers"]["x-api-key"] == "pk-proxied-key-1"
+    assert asked["headers"]["authorization"] == "Basic " + base64.b64encode(
+        f"bob:{PASSWORD}".encode()).decode()
