@@ -256,7 +256,11 @@ def test_available_models_are_bounded_and_unknown_ones_named_once(server: Thread
                                            "available_models": ["gpt-9"] * 40 + [known]}),
                              "available_models")
     assert message.count("gpt-9") == 1
-    assert post(server, {"prompt": "hi", "available_models": [known] * 64}).status_code == 200
+    # Within the bound, a model named more than once is refused naming it, once.
+    message = assert_invalid(post(server, {"prompt": "hi", "available_models": [known] * 64}),
+                             "available_models")
+    assert message == f'available_models: names "{known}" more than once; name each model once'
+    assert post(server, {"prompt": "hi", "available_models": [known]}).status_code == 200
 
 
 def test_the_chat_routes_overriding_headers_are_refused_naming_the_body_field(
