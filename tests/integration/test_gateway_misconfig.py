@@ -242,7 +242,13 @@ def test_the_engine_warns_once_about_each_unset_key_variable(
                 gateway.complete(user(), model="nokey2")
         assert gateway.complete(user(), model="ok").choices[0].message.content
         gateway.state.reload()  # a reload with the same catalog says nothing new
-        assert len(warnings) == 2  # not per request, not per reload
+        # Not per request, not per reload; each failed call's try is a line of its own.
+        tries = [w for w in warnings if ": upstream try " in w]
+        assert len(warnings) - len(tries) == 2
+        assert [w.split(" failed, ", 1)[1] for w in tries] == [
+            "nokey2: missing_api_key: the API key variable SP_TEST_UNSET_KEY_2 is not set; "
+            "export SP_TEST_UNSET_KEY_2=<key> or point the model's api_key_env at the variable "
+            "that holds it; the request fails"] * 2
 
 
 def test_a_providers_default_key_variable_and_models_without_prices_are_warned_about(
@@ -432,7 +438,11 @@ data_dir: {tmp_path / "data"}
     assert "SP_PASTED_KEY holds U+201C (character 4), which a request header cannot " \
            "carry" in errors[0]
     assert "SP_SPLIT_KEY holds U+000D (character 16)" in errors[1]
-    assert [w for w in warnings if "SP_SPLIT_KEY" in w] == [
+    assert [[*w.split(" failed, ", 1)[1].split(":", 2)[:2], w.rsplit("; ", 1)[1]]
+            for w in warnings if ": upstream try " in w] == [
+        ["pasted", " missing_api_key", "failing over to split"],
+        ["split", " missing_api_key", "failing over to newline"]]
+    assert [w for w in warnings if w.startswith("model ") and "SP_SPLIT_KEY" in w] == [
         "model split: its API key variable SP_SPLIT_KEY holds U+000D (character 16), which a "
         "request header cannot carry: an API key is printable ASCII; export the key as its "
         "provider issued it; calls to it fail with missing_api_key until you export "

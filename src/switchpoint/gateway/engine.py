@@ -104,6 +104,7 @@ from switchpoint.gateway.admission import Admission, running_loop
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.experiments import Assignment, check_experiment
+from switchpoint.gateway.failed_tries import log_failed_try
 from switchpoint.gateway.failover import (
     BUDGET_REFUSED,
     RATE_REFUSED,
@@ -113,6 +114,7 @@ from switchpoint.gateway.failover import (
     FailoverStream,
     NotSent,
     RetryPolicy,
+    Sequel,
     billed_tries,
     call_with_failover,
     failed_models,
@@ -1128,7 +1130,8 @@ class Gateway:
             result = await call_with_failover(
                 plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
                 policy=self.retry, timeouts=self.timeouts, health=self.health,
-                attempts=attempts, before_try=self._before_try(plan))
+                attempts=attempts, before_try=self._before_try(plan),
+                on_failed_try=functools.partial(log_failed_try, plan.request_id))
         except FailoverError as exc:
             rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
             plan.unanswered(exc.attempts)
@@ -1249,6 +1252,7 @@ class Gateway:
                 self._open_streams.pop(ended, None)
             if s.error is not None and not s.error.internal:
                 # (The gateway's own failure is not the model's: the pin stays as it was.)
+                log_failed_try(plan.request_id, s.attempts[-1], Sequel())
                 plan.broke_off(s.model)
                 self.pinner.evict_on_failure(plan.session, failed={s.model})
             entry = self._entry(self._settle(plan, s.card, s.cost_usd, s.usage, s.attempts),

@@ -83,6 +83,19 @@ log = logging.getLogger("switchpoint.gateway")
 
 
 @dataclass(frozen=True)
+class Sequel:
+    """What followed a failed try: the same model tried again after ``retry_in_s`` seconds,
+    the request failed over to ``next_model``, or (neither) the request failed."""
+
+    retry_in_s: float | None = None
+    next_model: str | None = None
+
+
+# Told of each failed try (its Attempt) once what follows it is known (see call_with_failover).
+OnFailedTry = Callable[["Attempt", Sequel], None]
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """How hard to try. Times in seconds."""
 
@@ -652,6 +665,7 @@ async def call_with_failover(
     rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
     attempts: list[Attempt] | None = None, before_try: BeforeTry | None = None,
+    on_failed_try: OnFailedTry | None = None,
 ) -> FailoverResult: ...
 
 
@@ -663,6 +677,7 @@ async def call_with_failover(
     rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
     attempts: list[Attempt] | None = None, before_try: BeforeTry | None = None,
+    on_failed_try: OnFailedTry | None = None,
 ) -> FailoverStream: ...
 
 
@@ -673,6 +688,7 @@ async def call_with_failover(
     rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
     attempts: list[Attempt] | None = None, before_try: BeforeTry | None = None,
+    on_failed_try: OnFailedTry | None = None,
 ) -> FailoverResult | FailoverStream:
     """Answer ``request`` with the first of ``candidates`` that can, retrying and escalating.
 
@@ -685,6 +701,9 @@ async def call_with_failover(
     ``before_try`` (optional; see :data:`BeforeTry`) is asked before each try is sent: a try it
     refuses is not sent, the model is passed over (``budget_exceeded`` or
     ``rate_limit_exceeded``, with why) and failover goes on to the next candidate.
+    ``on_failed_try`` (optional) is told of each try that failed, once what follows it is
+    known (:class:`Sequel`: a retry, the next model called, or the request's failure); a try
+    that answered is not told of.
 
     Returns a :class:`FailoverResult` (or, with ``stream=True``, a committed
     :class:`FailoverStream`); raises :class:`FailoverError` when no candidate answers.
@@ -697,6 +716,14 @@ async def call_with_failover(
     last_error: ProviderError | None = None
     # After a context-length refusal: the refusing model's window; smaller ones are skipped.
     context_floor: int | None = None
+    # The failed try whose sequel is not known yet: the next model called, or the request's
+    # failure (see on_failed_try).
+    unsettled: list[Attempt] = []
+
+    def settle(sequel: Sequel) -> None:
+        if unsettled and on_failed_try is not None:
+            on_failed_try(unsettled.pop(), sequel)
+        unsettled.clear()
 
     def timeouts_for(card: ModelCard) -> Timeouts:
         if timeouts is None:
@@ -734,6 +761,7 @@ async def call_with_failover(
                     attempts.append(Attempt(card.name, number, refused.outcome,
                                             error=refused.why, begun=False))
                     break
+            settle(Sequel(next_model=card.name))  # (a try of the model before failed)
             watch = SendWatch()  # (replaced as the try begins; bound for the handlers below)
             try:
                 if remaining <= 0:
@@ -758,10 +786,11 @@ async def call_with_failover(
                 exc.model = exc.model or card.name
                 last_error = exc
                 retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-                attempts.append(Attempt(card.name, number, exc.kind, latency, waited,
-                                        exc.status, str(exc), retry_after_s=retry_after,
-                                        billed=exc.may_have_generated,
-                                        usage=_reported(exc)))
+                failed = Attempt(card.name, number, exc.kind, latency, waited, exc.status,
+                                 str(exc), retry_after_s=retry_after,
+                                 billed=exc.may_have_generated, usage=_reported(exc))
+                attempts.append(failed)
+                unsettled.append(failed)
                 if health is not None:
                     if exc.counts_against_health:
                         health.record_failure(card.name, exc.kind, detail=str(exc),
@@ -769,6 +798,7 @@ async def call_with_failover(
                     else:
                         _no_verdict(health, card.name, slot)
                 if not exc.retryable and not exc.escalate:
+                    settle(Sequel())
                     raise FailoverError(_gave_up(attempts), attempts, exc) from exc
                 if isinstance(exc, ContextLengthExceeded) and card.context_window is not None:
                     context_floor = max(context_floor or 0, card.context_window)
@@ -782,6 +812,7 @@ async def call_with_failover(
                     break
                 if health is not None and health.state(card.name) is not BreakerState.CLOSED:
                     break
+                settle(Sequel(retry_in_s=wait))
                 slept_from = time.perf_counter()
                 try:
                     await sleep(wait)
@@ -812,9 +843,11 @@ async def call_with_failover(
                 response.body["model"] = card.name
             return FailoverResult(card.name, card, response, attempts, upstream_model)
         if last_error is not None and not last_error.escalate:
+            settle(Sequel())
             raise FailoverError(_gave_up(attempts), attempts, last_error) from last_error
         if clock() >= deadline:
             break
+    settle(Sequel())
     raise FailoverError(_gave_up(attempts, candidates), attempts, last_error)
 
 

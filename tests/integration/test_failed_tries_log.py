@@ -1,0 +1,121 @@
+"""Each upstream try that fails leaves one line in `switchpoint serve`'s log on stderr: the
+request id, the model, the try, the error's kind and HTTP status, the reason redacted and cut,
+and what followed (a retry, the next model, the request's failure). A retried 429 is INFO, any
+other failed try a WARNING; an answer logs nothing. An outage of a thousand failed tries
+prints a handful of lines, as the log's repeat limit lets through, not a thousand."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.servers import ProcessServer
+
+PASSWORD = "pw5Rt8Kz2Qn7"
+KEY = "sk-second-Jq4Wm9Vx3Lp6"
+SECRETS = (PASSWORD, KEY, base64.b64encode(f"bob:{PASSWORD}".encode()).decode(),
+           KEY.removeprefix("sk-"))
+# Each request makes 2 tries of first (whose fallback is second), then 2 of second.
+TRIES_PER_REQUEST = 4
+REQUESTS = 250
+
+
+def _config(fake: FakeProviderProcess, data_dir: Path) -> str:
+    return f"""models:
+  - {{name: first, profile: gpt-4-1106-preview, input_per_mtok: 1, output_per_mtok: 2,
+     base_url: "http://bob:{PASSWORD}@127.0.0.1:{fake.port}/v1", fallbacks: [second]}}
+  - {{name: second, profile: gpt-3.5-turbo-1106, input_per_mtok: 0.1, output_per_mtok: 0.2,
+     base_url: "http://127.0.0.1:{fake.port}/v1", api_key_env: SECOND_KEY}}
+data_dir: {data_dir}
+gateway:
+  max_attempts_per_model: 2
+  backoff_base_s: 0
+  backoff_cap_s: 0
+  failure_threshold: 1000
+  error_rate_threshold: 1
+"""
+
+
+@pytest.fixture
+def served(fake: FakeProviderProcess, tmp_path: Path) -> Iterator[ProcessServer]:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(_config(fake, tmp_path / "data"), encoding="utf-8")
+    with ProcessServer("--config", config, "--log-level", "info", data_dir=tmp_path / "data",
+                       env={"SECOND_KEY": KEY}).start() as server:
+        server.wait_ready()
+        yield server
+
+
+def _tries_logged(server: ProcessServer) -> list[str]:
+    return [line for line in server.stderr.splitlines() if "upstream try" in line]
+
+
+def test_each_failed_try_is_logged_redacted_and_bounded_an_outage_within_the_repeat_limit(
+        fake: FakeProviderProcess, served: ProcessServer) -> None:
+    chat = openai.OpenAI(base_url=f"{served.base}/v1", api_key="sk-anything",
+                         max_retries=0, timeout=30).chat.completions
+    # An answer logs nothing.
+    answered = chat.create(model="first", messages=[{"role": "user", "content": "Hello?"}])
+    assert answered.model == "first"
+    assert _tries_logged(served) == []
+    # Every upstream fails quoting the credentials it was sent, at length: first's try is
+    # rate limited once, then each try is a 500 (first's) or a 503 (second's).
+    fake.script("first", "429")
+    fake.default("first", "echo_auth:status=500,pad=5000")
+    fake.default("second", "echo_auth:status=503,pad=5000")
+    with pytest.raises(openai.APIStatusError) as failed:
+        chat.with_raw_response.create(model="first",
+                                      messages=[{"role": "user", "content": "Anyone?"}])
+    request_id = failed.value.response.headers["x-switchpoint-request-id"]
+    lines = _tries_logged(served)
+    assert [line.split(":", 1)[0] for line in lines] == ["INFO"] + ["WARNING"] * 3, lines
+    for line, (number, tried, then) in zip(lines, [
+            (1, "first: rate_limited (HTTP 429): ", "; retrying first in 0 s"),
+            (2, "first: server_error (HTTP 500): ", "; failing over to second"),
+            (1, "second: server_error (HTTP 503): ", "; retrying second in 0 s"),
+            (2, "second: server_error (HTTP 503): ", "; the request fails")], strict=True):
+        assert f"request {request_id}: upstream try {number} failed, {tried}" in line, line
+        assert line.endswith(then), line
+    assert "Invalid credentials in request: Authorization: Basic [REDACTED]" in lines[1]
+    assert "Authorization: Bearer [REDACTED]" in lines[2]
+    # A stream cut after its answer began fails the request: its try is a line too.
+    fake.script("first", "cut:after=2")
+    with pytest.raises(openai.APIError):
+        for _ in chat.create(model="first", stream=True,
+                             messages=[{"role": "user", "content": "Cut me off."}]):
+            pass
+    (cut,) = _tries_logged(served)[len(lines):]
+    assert cut.startswith("WARNING:     request "), cut
+    assert ": upstream try 1 failed, first: stream_broken: " in cut, cut
+    assert cut.endswith("; the request fails"), cut
+
+    # An outage: a thousand failed tries more, a few lines.
+    def ask(n: int) -> int:
+        try:
+            chat.create(model="first", messages=[{"role": "user", "content": f"Anyone {n}?"}])
+        except openai.APIStatusError as exc:
+            return exc.status_code
+        return 200
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(ask, range(REQUESTS)))
+    assert statuses == [502] * REQUESTS
+    asked = [r for r in fake.requests() if r["path"] == "/v1/chat/completions"]
+    assert len(asked) >= REQUESTS * TRIES_PER_REQUEST
+    lines = _tries_logged(served)
+    warnings = [line for line in lines if line.startswith("WARNING")]
+    # Five a minute pass (and, past a minute, five more with the count of those not logged).
+    assert 5 <= len(warnings) < 30, len(warnings)
+    assert warnings[4].endswith("[repeated 5 times; more like this are not logged for up to "
+                                "60 s]"), warnings[4]
+    for line in lines:
+        assert len(line) < 700, line
+    stderr = served.stderr
+    for secret in SECRETS:
+        assert secret not in stderr, secret
