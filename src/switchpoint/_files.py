@@ -323,12 +323,14 @@ def unreachable(folder: Path) -> str | None:
     return None
 
 
-def access_problem(path: Path, side_files: Collection[str] = SQLITE_SIDE_FILES) -> str | None:
+def access_problem(path: Path, side_files: Collection[str] = SQLITE_SIDE_FILES, *,
+                   writes: bool = True) -> str | None:
     """Why this process may not read and write the state file ``path`` (and the files beside
     it named by ``side_files``' suffixes, SQLite's -wal and -shm unless told), nor make files in
     its directory, which SQLite and the lock need: the first of them it may not use, whose it
     is, its mode and what to run; ``None`` when the permissions are not what stops it (a full
-    disk, a lock, a damaged file), or when it cannot be looked at."""
+    disk, a lock, a damaged file), or when it cannot be looked at. With ``writes=False`` (a
+    process that only reads the file), why it may not read them alone."""
     folder = path.parent
     problem = unreachable(folder)
     if problem is not None:
@@ -339,7 +341,7 @@ def access_problem(path: Path, side_files: Collection[str] = SQLITE_SIDE_FILES) 
         return None
     if not stat.S_ISDIR(st.st_mode):
         return None  # (not a matter of permissions)
-    if not _may(folder, os.W_OK):
+    if writes and not _may(folder, os.W_OK):
         return _denied(folder, st, "write in", "u+rwx", ", so no file can be made there")
     for name in [path, *(Path(_beside(path) + suffix) for suffix in side_files)]:
         try:
@@ -347,7 +349,9 @@ def access_problem(path: Path, side_files: Collection[str] = SQLITE_SIDE_FILES) 
         except OSError:
             continue
         if not _may(name, os.R_OK):
-            return _denied(name, st, "read", "u+rw")
+            return _denied(name, st, "read", "u+rw" if writes else "u+r")
+        if not writes:
+            continue
         if not _may(name, os.W_OK):
             return _denied(name, st, "write", "u+rw")
     return None

@@ -331,3 +331,29 @@ def test_learn_takes_up_a_checkpoint_it_may_read_but_not_write(
                      "--config", str(config)]) == 0
     assert (tmp_path / "learned" / "manifest.json").is_file()
     assert checkpoint.read_bytes() == held
+
+
+def test_learn_stops_on_a_checkpoint_it_may_not_read_and_keeps_it(
+        state: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """learn only reads the checkpoint, but it must read it: passed over, the weights it
+    exports would miss what the checkpoint alone holds (outcomes retention pruned), so it stops
+    naming the file and the chmod that lets it be read, and exports nothing."""
+    config, data = state
+    with Gateway(load_settings(config, environ={})) as gateway:  # (a checkpoint to take up)
+        gateway.start()
+        decision = gateway.route("Prove that the square root of 2 is irrational.",
+                                 tenant="acme")
+        gateway.report_outcome(decision.decision_id, 1.0, tenant="acme")
+    checkpoint = data / "learning.checkpoint"
+    held = checkpoint.read_bytes()
+    capsys.readouterr()
+    with mode(checkpoint, 0):
+        code = main(["learn", "--export", str(tmp_path / "learned"), "--tenant", "acme",
+                     "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert (f"'{checkpoint}': cannot use the learning checkpoint; this process's user") in err
+    assert f"may not read '{checkpoint}' (mode 000, its owner): `chmod u+r {checkpoint}`" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "learned").exists()
+    assert checkpoint.read_bytes() == held

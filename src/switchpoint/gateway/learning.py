@@ -648,11 +648,14 @@ class GatewayLearning:
     def open(self) -> None:
         """Read what was promoted (the store is open); checkpoints start again. A learning
         checkpoint this process may not read and replace (another user's, as a command run
-        as root leaves it) stops the opening of a gateway that writes checkpoints, naming it
-        and what mends it, as the databases' do: passed over, what it alone holds (outcomes
-        retention pruned) would be lost when this process wrote its own over it."""
-        problem = (None if self.checkpoint_path is None or not self.checkpoints
-                   else access_problem(self.checkpoint_path, side_files=()))
+        as root leaves it) stops the opening, naming it and what mends it, as the databases'
+        do: passed over, what it alone holds (outcomes retention pruned) would be lost when
+        this process wrote its own over it, or missing from what a gateway that only reads
+        data_dir (writing no checkpoint: ``switchpoint learn``) learns; such a gateway needs
+        only to read it."""
+        problem = (None if self.checkpoint_path is None
+                   else access_problem(self.checkpoint_path, side_files=(),
+                                       writes=self.checkpoints))
         if problem is not None:
             raise StoreError(f"{quoted_path(self.checkpoint_path)}: cannot use the learning "
                              f"checkpoint; {problem}")
