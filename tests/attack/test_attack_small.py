@@ -184,6 +184,29 @@ def test_the_log_filter_passes_a_burst_then_counts() -> None:
 
 
 
+def test_a_record_one_log_filter_let_through_is_not_counted_again_by_another() -> None:
+    # A gateway holds its failed tries' lines to the limit itself (in process no handler of
+    # the service's does), and the service's handler applies the limit too. Counted again, the
+    # lines the gateway let through at the end of one window and the start of the next were
+    # more than a burst to the handler, whose window starts later, and it dropped some.
+    now = [0.0]
+    gateway = RateLimitFilter(burst=5, interval=10, clock=lambda: now[0])
+    handler = RateLimitFilter(burst=5, interval=10, clock=lambda: now[0])
+    log = logging.getLogger("switchpoint.test.tries")
+    written: list[str] = []
+    for at, count in [(0.0, 6), (10.0, 1), (15.0, 4), (20.0, 5)]:
+        now[0] = at
+        for i in range(count):
+            record = log.makeRecord(log.name, logging.WARNING, __file__, 1,
+                                    "request %s: upstream try failed", (f"r{i}",), None)
+            if gateway.filter(record) and handler.filter(record):
+                written.append(record.getMessage())
+    assert len(written) == 5 + 1 + 4 + 5, written
+    assert handler.dropped_total == 0
+    assert sum("[repeated 5 times" in line for line in written) == 3, written
+    assert sum("[1 more like this were not logged" in line for line in written) == 1, written
+
+
 def test_the_log_filter_tells_texts_written_beforehand_apart() -> None:
     # A text logged as ("%s", text) was keyed by "%s" alone: the start's warnings about six
     # models' keys shared one burst, and the sixth (and every one after, a price warning

@@ -7,6 +7,7 @@ prints a handful of lines, as the log's repeat limit lets through, not a thousan
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import openai
 import pytest
 
+from switchpoint import Gateway
+from switchpoint.errors import GatewayError
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.servers import ProcessServer
 
@@ -119,3 +122,47 @@ def test_each_failed_try_is_logged_redacted_and_bounded_an_outage_within_the_rep
     stderr = served.stderr
     for secret in SECRETS:
         assert secret not in stderr, secret
+
+
+class _Kept(logging.Handler):
+    """The failed-try lines a program's own handler on the gateway's logger is given."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "upstream try" in record.getMessage():
+            self.lines.append(f"{record.levelname}: {record.getMessage()}")
+
+
+def test_a_gateway_in_process_holds_an_outage_to_the_same_repeat_limit(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """In process no handler of the service's limits the log: a notebook's loop through an
+    outage printed every failed try's WARNING on stderr (Python's last resort handler), one
+    line each. The gateway holds them to the same five a minute itself."""
+    config = {"models": [{"name": "first", "profile": "gpt-4-1106-preview",
+                          "base_url": f"http://127.0.0.1:{fake.port}/v1"}],
+              "data_dir": str(tmp_path / "data"),
+              "gateway": {"max_attempts_per_model": 2, "backoff_base_s": 0,
+                          "backoff_cap_s": 0, "failure_threshold": 1000,
+                          "error_rate_threshold": 1}}
+    fake.default("first", "500")
+    kept = _Kept()
+    logger = logging.getLogger("switchpoint.gateway")
+    logger.addHandler(kept)
+    try:
+        with Gateway.from_config(config, env={}) as gateway:
+            for n in range(20):
+                with pytest.raises(GatewayError):
+                    gateway.complete([{"role": "user", "content": f"Anyone {n}?"}],
+                                     model="first")
+    finally:
+        logger.removeHandler(kept)
+    asked = [r for r in fake.requests() if r["path"] == "/v1/chat/completions"]
+    assert len(asked) == 40
+    assert len(kept.lines) == 5, kept.lines
+    assert kept.lines[0].startswith("WARNING: request "), kept.lines[0]
+    assert kept.lines[0].endswith("; retrying first in 0 s"), kept.lines[0]
+    assert kept.lines[4].endswith("[repeated 5 times; more like this are not logged for up "
+                                  "to 60 s]"), kept.lines[4]

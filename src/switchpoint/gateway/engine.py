@@ -104,7 +104,7 @@ from switchpoint.gateway.admission import Admission, running_loop
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.experiments import Assignment, check_experiment
-from switchpoint.gateway.failed_tries import log_failed_try
+from switchpoint.gateway.failed_tries import FailedTryLog
 from switchpoint.gateway.failover import (
     BUDGET_REFUSED,
     RATE_REFUSED,
@@ -350,6 +350,8 @@ class Gateway:
         self._sync_lock = threading.Lock()
         # The requests inside it: closing refuses new ones and waits for these to end.
         self._admission = Admission()
+        # Its failed tries' lines in the log, held to a few a minute (in process too).
+        self._failed_tries = FailedTryLog()
         # (Looked up through a weak reference: the governor's flush thread must not keep a
         # gateway its caller dropped alive, or it could never be closed as it is collected.)
         me = weakref.ref(self)
@@ -1131,7 +1133,7 @@ class Gateway:
                 plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
                 policy=self.retry, timeouts=self.timeouts, health=self.health,
                 attempts=attempts, before_try=self._before_try(plan),
-                on_failed_try=functools.partial(log_failed_try, plan.request_id))
+                on_failed_try=functools.partial(self._failed_tries, plan.request_id))
         except FailoverError as exc:
             rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
             plan.unanswered(exc.attempts)
@@ -1252,7 +1254,7 @@ class Gateway:
                 self._open_streams.pop(ended, None)
             if s.error is not None and not s.error.internal:
                 # (The gateway's own failure is not the model's: the pin stays as it was.)
-                log_failed_try(plan.request_id, s.attempts[-1], Sequel())
+                self._failed_tries(plan.request_id, s.attempts[-1], Sequel())
                 plan.broke_off(s.model)
                 self.pinner.evict_on_failure(plan.session, failed={s.model})
             entry = self._entry(self._settle(plan, s.card, s.cost_usd, s.usage, s.attempts),

@@ -9,15 +9,18 @@ failed the request, is a WARNING; a 429 retried (after the wait its upstream ask
 INFO, as the upstream's own flow control at work rather than a fault. A try that answered logs
 nothing.
 
-All lines share one message, so the service's log filter
-(:class:`~switchpoint.server.logs.RateLimitFilter`) lets five a minute of each level through
-and counts the rest: an outage of thousands of failed tries does not flood the log.
+All lines share one message, and each gateway lets five a minute of each level through and
+counts the rest (:class:`~switchpoint._log_limit.RateLimitFilter`, the rule the service's log
+applies to every message): an outage of thousands of failed tries does not flood the log, in
+the service nor in a program using a :class:`~switchpoint.gateway.Gateway` in process, where
+no handler of the service's limits what Python prints on stderr.
 """
 
 from __future__ import annotations
 
 import logging
 
+from switchpoint._log_limit import RateLimitFilter
 from switchpoint._messages import printable
 from switchpoint._redact import redact
 from switchpoint.errors import RateLimited
@@ -29,17 +32,30 @@ log = logging.getLogger("switchpoint.gateway")
 MESSAGE = "request %s: upstream try %d failed, %s; %s"
 
 
-def log_failed_try(request_id: str, attempt: Attempt, sequel: Sequel) -> None:
-    """Log ``attempt``, a try of request ``request_id`` that failed, with what followed it."""
-    retried = sequel.retry_in_s is not None
-    level = logging.INFO if retried and attempt.outcome == RateLimited.kind else logging.WARNING
-    if not log.isEnabledFor(level):
-        return
-    if retried:
-        then = f"retrying {attempt.model} in {sequel.retry_in_s:.3g} s"
-    elif sequel.next_model is not None:
-        then = f"failing over to {sequel.next_model}"
-    else:
-        then = "the request fails"
-    log.log(level, MESSAGE, request_id, attempt.attempt,
-            printable(redact(describe_attempts([attempt]))), then)
+class FailedTryLog:
+    """The log of one gateway's failed tries: ``log(request_id, attempt, sequel)`` logs
+    ``attempt``, a try of request ``request_id`` that failed, with what followed it, unless
+    ``repeats`` (five lines of a level a minute unless told) holds it back."""
+
+    def __init__(self, repeats: RateLimitFilter | None = None) -> None:
+        self.repeats = RateLimitFilter() if repeats is None else repeats
+
+    def __call__(self, request_id: str, attempt: Attempt, sequel: Sequel) -> None:
+        retried = sequel.retry_in_s is not None
+        level = (logging.INFO if retried and attempt.outcome == RateLimited.kind
+                 else logging.WARNING)
+        if not log.isEnabledFor(level):
+            return
+        if retried:
+            then = f"retrying {attempt.model} in {sequel.retry_in_s:.3g} s"
+        elif sequel.next_model is not None:
+            then = f"failing over to {sequel.next_model}"
+        else:
+            then = "the request fails"
+        fn, lno, func, _ = log.findCaller()
+        record = log.makeRecord(log.name, level, fn, lno, MESSAGE,
+                                (request_id, attempt.attempt,
+                                 printable(redact(describe_attempts([attempt]))), then),
+                                None, func)
+        if self.repeats.filter(record):
+            log.handle(record)
