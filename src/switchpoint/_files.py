@@ -310,6 +310,15 @@ def _denied(path: Path, st: os.stat_result, verb: str, fix: str, why: str = "") 
             f"{fix}` it)")
 
 
+def _read_only_mount(folder: Path) -> bool:
+    """Whether ``folder`` is on a file system mounted read-only (no mode lets a file there be
+    written, root's neither)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # (a system without statvfs)
+        return False
+
+
 def unreachable(folder: Path) -> str | None:
     """Why this process may not reach the files in the directory ``folder`` (it may not
     search it: another user's, say), whose it is and what to run; ``None`` when it may, or
@@ -329,7 +338,8 @@ def access_problem(path: Path, side_files: Collection[str] = SQLITE_SIDE_FILES, 
     it named by ``side_files``' suffixes, SQLite's -wal and -shm unless told), nor make files in
     its directory, which SQLite and the lock need: the first of them it may not use, whose it
     is, its mode and what to run; ``None`` when the permissions are not what stops it (a full
-    disk, a lock, a damaged file), or when it cannot be looked at. With ``writes=False`` (a
+    disk, a lock, a damaged file), or when it cannot be looked at; a folder on a file system
+    mounted read-only is said to be so (no ``chmod`` mends that). With ``writes=False`` (a
     process that only reads the file), why it may not read them alone."""
     folder = path.parent
     problem = unreachable(folder)
@@ -341,6 +351,9 @@ def access_problem(path: Path, side_files: Collection[str] = SQLITE_SIDE_FILES, 
         return None
     if not stat.S_ISDIR(st.st_mode):
         return None  # (not a matter of permissions)
+    if writes and _read_only_mount(folder):
+        return (f"{quoted_path(folder)} is on a file system mounted read-only, so nothing can "
+                "be written there: mount it read-write, or choose a folder on one that is not")
     if writes and not _may(folder, os.W_OK):
         return _denied(folder, st, "write in", "u+rwx", ", so no file can be made there")
     for name in [path, *(Path(_beside(path) + suffix) for suffix in side_files)]:
