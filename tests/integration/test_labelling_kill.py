@@ -191,28 +191,7 @@ def test_a_corrected_reference_rescores_kept_answers_whatever_step_a_rerun_dies_
     assert answered == 2
     write_prompts(prompts, 2, reference="blue")
     fake.default("b", "say:text=red")
-    step, finished = 0, False
-    while not finished:
-        step += 1
-        assert step < 200, "the command never finished"
-        for path in (out, done_path(out)):
-            path.unlink(missing_ok=True)
-        journal_path(out).write_bytes(kept)
-        status = run_killed_at(step, argv, str(work))
-        finished = os.WIFEXITED(status)
-        if finished:
-            assert os.WEXITSTATUS(status) == 0, step
-        else:
-            assert os.WTERMSIG(status) == signal.SIGKILL
-            rerun = run_killed_at(0, argv, str(work))
-            assert os.WIFEXITED(rerun) and os.WEXITSTATUS(rerun) == 0, f"killed at step {step}"
-        records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-        assert sorted(r["id"] for r in records) == ["q0", "q1"], step
-        assert all(r["scores"] == {"a": 1.0, "b": 0.0} for r in records), (step, records)
-        assert done_path(out).exists() and not journal_path(out).exists()
-        now = sum(r["body"]["model"] == "a" for r in fake.requests())
-        assert now == answered, f"killed at step {step}: a was asked again"
-    assert step > 3, step
+    _rerun_killed_at_each_step(fake, argv, work, kept, answered, {"a": 1.0, "b": 0.0})
 
 
 def test_a_journal_begun_without_a_judge_gains_one_whatever_step_a_rerun_dies_at(
@@ -242,6 +221,16 @@ def test_a_journal_begun_without_a_judge_gains_one_whatever_step_a_rerun_dies_at
     fake.default("b", "say:text=red")
     fake.default("judge", JUDGE_SAYS)
     argv += ["--judge", "judge"]
+    _rerun_killed_at_each_step(fake, argv, work, kept, answered, {"a": 0.7, "b": 0.7})
+
+
+def _rerun_killed_at_each_step(fake: FakeProviderProcess, argv: list[str], work: Path,
+                               kept: bytes, answered: int, scores: dict[str, float]) -> None:
+    """From the journal ``kept``, run ``argv`` killed at each of its steps on disk in turn
+    (then run again to its end), until a run finishes unkilled: each time both prompts are
+    written with ``scores``, the run is marked done, and model a was asked nothing more than
+    its ``answered`` answers."""
+    out = work / "records.jsonl"
     step, finished = 0, False
     while not finished:
         step += 1
@@ -259,7 +248,7 @@ def test_a_journal_begun_without_a_judge_gains_one_whatever_step_a_rerun_dies_at
             assert os.WIFEXITED(rerun) and os.WEXITSTATUS(rerun) == 0, f"killed at step {step}"
         records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
         assert sorted(r["id"] for r in records) == ["q0", "q1"], step
-        assert all(r["scores"] == {"a": 0.7, "b": 0.7} for r in records), (step, records)
+        assert all(r["scores"] == scores for r in records), (step, records)
         assert done_path(out).exists() and not journal_path(out).exists()
         now = sum(r["body"]["model"] == "a" for r in fake.requests())
         assert now == answered, f"killed at step {step}: a was asked again"

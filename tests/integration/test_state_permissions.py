@@ -287,6 +287,17 @@ def test_a_write_refused_under_a_folder_it_may_not_search_is_said_not_raised(
                        "(Permission denied)"), problem
 
 
+def _checkpoint_of_one_outcome(config: Path, data: Path) -> Path:
+    """The learning checkpoint a gateway writes as it closes, having learned one outcome of
+    tenant acme."""
+    with Gateway(load_settings(config, environ={})) as gateway:
+        gateway.start()
+        decision = gateway.route("Prove that the square root of 2 is irrational.",
+                                 tenant="acme")
+        gateway.report_outcome(decision.decision_id, 1.0, tenant="acme")
+    return data / "learning.checkpoint"
+
+
 def test_a_learning_checkpoint_it_may_not_read_stops_the_start_and_is_kept(
         state: tuple[Path, Path]) -> None:
     """A checkpoint another user's (`switchpoint feedback` run as root writes it root's, mode
@@ -294,12 +305,7 @@ def test_a_learning_checkpoint_it_may_not_read_stops_the_start_and_is_kept(
     retention had pruned, and the stop wrote this process's own checkpoint over it: what it
     alone held was gone. The start now stops, naming it, and the file stays as it was."""
     config, data = state
-    with Gateway(load_settings(config, environ={})) as gateway:  # (a checkpoint to keep)
-        gateway.start()
-        decision = gateway.route("Prove that the square root of 2 is irrational.",
-                                 tenant="acme")
-        gateway.report_outcome(decision.decision_id, 1.0, tenant="acme")
-    checkpoint = data / "learning.checkpoint"
+    checkpoint = _checkpoint_of_one_outcome(config, data)
     held = checkpoint.read_bytes()
     with mode(checkpoint, 0):
         code, err = refused_start("--config", config, data_dir=data)
@@ -319,12 +325,7 @@ def test_learn_takes_up_a_checkpoint_it_may_read_but_not_write(
     """learn writes no checkpoint (it only reads data_dir), so one it may read is enough: it
     was refused with a chmod for a write it never makes."""
     config, data = state
-    with Gateway(load_settings(config, environ={})) as gateway:  # (a checkpoint to take up)
-        gateway.start()
-        decision = gateway.route("Prove that the square root of 2 is irrational.",
-                                 tenant="acme")
-        gateway.report_outcome(decision.decision_id, 1.0, tenant="acme")
-    checkpoint = data / "learning.checkpoint"
+    checkpoint = _checkpoint_of_one_outcome(config, data)
     held = checkpoint.read_bytes()
     with mode(checkpoint, 0o400):
         assert main(["learn", "--export", str(tmp_path / "learned"), "--tenant", "acme",
@@ -339,12 +340,7 @@ def test_learn_stops_on_a_checkpoint_it_may_not_read_and_keeps_it(
     exports would miss what the checkpoint alone holds (outcomes retention pruned), so it stops
     naming the file and the chmod that lets it be read, and exports nothing."""
     config, data = state
-    with Gateway(load_settings(config, environ={})) as gateway:  # (a checkpoint to take up)
-        gateway.start()
-        decision = gateway.route("Prove that the square root of 2 is irrational.",
-                                 tenant="acme")
-        gateway.report_outcome(decision.decision_id, 1.0, tenant="acme")
-    checkpoint = data / "learning.checkpoint"
+    checkpoint = _checkpoint_of_one_outcome(config, data)
     held = checkpoint.read_bytes()
     capsys.readouterr()
     with mode(checkpoint, 0):
