@@ -151,6 +151,53 @@ def test_a_read_only_store_is_named_and_the_side_file_it_left_then_too(
     assert "Traceback" not in err
 
 
+def test_a_read_only_key_store_stops_a_start_that_checks_keys_and_is_still_read(
+        state: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A keys.db of mode 444: SQLite opened it read-only, so a service checking keys started
+    and refused only its first write (a key revoked, the store's time). The start names it;
+    the commands that only read the keys still read it, and write no time into it."""
+    config, data = state
+    keys = data / "keys.db"
+    for side in ("-wal", "-shm"):  # (as a clean stop leaves it: none beside it)
+        (data / f"keys.db{side}").unlink(missing_ok=True)
+    checked = tmp_path / "checked.yaml"
+    checked.write_text(config.read_text(encoding="utf-8") + "auth: keys\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["keys", "list", "--json", "--config", str(config)]) == 0
+    [made] = json.loads(capsys.readouterr().out)
+    held = keys.read_bytes()
+    with mode(keys, 0o444):
+        code, err = refused_start("--config", checked, data_dir=data)
+        assert code == 2, err
+        assert f"'{keys}': cannot open the key store" in err, err
+        assert f"may not write '{keys}' (mode 444, its owner): `chmod u+rw {keys}`" in err, err
+        assert "Traceback" not in err
+        for argv, shown in ((["keys", "list"], made["id"]), (["keys", "show", made["id"]], "acme"),
+                            (["keys", "clock"], "keys are judged at"),
+                            (["report", "alert"], "nothing to do")):
+            assert main([*argv, "--config", str(config)]) == 0, argv
+            out, err = capsys.readouterr()
+            assert shown in out, (argv, out)
+            assert "latest time" not in err and "Traceback" not in err, (argv, err)
+    assert keys.read_bytes() == held
+
+
+def test_a_read_only_session_pin_store_stops_the_start(state: tuple[Path, Path]) -> None:
+    """A sessions.db of mode 444: SQLite opened it read-only, and the service refused only its
+    first pin written. The start names it."""
+    _, data = state
+    pins = data / "sessions.db"
+    assert pins.is_file()
+    for side in ("-wal", "-shm"):  # (as a clean stop leaves it: none beside it)
+        (data / f"sessions.db{side}").unlink(missing_ok=True)
+    with mode(pins, 0o444):
+        code, err = refused_start(data_dir=data)
+    assert code == 2, err
+    assert f"'{pins}': cannot open the session pins" in err, err
+    assert f"may not write '{pins}' (mode 444, its owner): `chmod u+rw {pins}`" in err, err
+    assert "Traceback" not in err
+
+
 def test_a_service_on_a_read_only_data_dir_names_it_and_what_to_run(
         state: tuple[Path, Path]) -> None:
     _, data = state

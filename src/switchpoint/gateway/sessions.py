@@ -103,6 +103,7 @@ from typing import Any, Protocol
 
 from switchpoint._files import (
     FileId,
+    check_database_writable,
     clear_leftovers,
     database_identity,
     private_dir,
@@ -505,7 +506,10 @@ class SQLitePinStore:
 
     def _connect_to(self, path: str, *, own: bool) -> sqlite3.Connection:
         """A connection to ``path`` with the schema in place (``own``: the store's file, in
-        WAL mode)."""
+        WAL mode; it, and each side file beside it, that this process may not write is named
+        now: SQLite would open it read-only and refuse only the first pin written)."""
+        if own:
+            check_database_writable(path)
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             if own:

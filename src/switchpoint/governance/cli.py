@@ -83,12 +83,13 @@ def _models(record: Any) -> str:
     return ", ".join(record.models) if record.models else "(tenant's)"
 
 
-def _store(settings: Any, *, create: bool = False) -> Any:
+def _store(settings: Any, *, create: bool = False, reads_only: bool = False) -> Any:
     """The key store in ``data_dir``. Only ``keys create`` makes one: the other commands find
-    no keys where there is none (a mistyped --data-dir, say) and create nothing there."""
+    no keys where there is none (a mistyped --data-dir, say) and create nothing there.
+    ``reads_only``: a command that only reads the keys, which reads a file it may not write."""
     from switchpoint.governance.keys import KeyStore
 
-    store = KeyStore.in_dir(settings.data_dir)
+    store = KeyStore.in_dir(settings.data_dir, reads_only=reads_only)
     if not create and not store.path.is_file():
         return None
     return store
@@ -166,7 +167,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _store(settings)
+    store = _store(settings, reads_only=True)
     now = 0.0  # (no keys to judge)
     if store is None:
         records = []
@@ -257,7 +258,7 @@ def cmd_keys_clock(args: argparse.Namespace) -> int:
     from switchpoint.gateway.owner import DataDirLock
 
     settings = _settings(args)
-    store = _store(settings)
+    store = _store(settings, reads_only=not args.reset)
     if store is None:
         if args.json:
             _print_json({"latest": None, "was": None, "revived": []} if args.reset else
@@ -314,7 +315,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     from switchpoint.governance.reports import Reports
 
     settings = _settings(args)
-    store = _store(settings)
+    store = _store(settings, reads_only=True)
     if store is None:
         raise _no_store(settings, args.id)
     with store:

@@ -44,7 +44,12 @@ from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
-from switchpoint._files import database_identity, private_dir, private_file
+from switchpoint._files import (
+    check_database_writable,
+    database_identity,
+    private_dir,
+    private_file,
+)
 from switchpoint._messages import (
     cut,
     json_quoted,
@@ -448,10 +453,13 @@ class KeySpec:
 @dataclass
 class KeyStore:
     """The keys of one data directory. Opens on first use (or ``open()``); ``close()`` after.
-    Thread-safe."""
+    Thread-safe. Opened for writing, a file of it this process may not write is named as it
+    opens; ``reads_only`` (a command that only reads the keys: ``keys list``, the reports)
+    reads a file it may not write, and writes no time into it."""
 
     path: Path
     clock: Any = time.time
+    reads_only: bool = False
     _conn: sqlite3.Connection | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _cache: dict[str, KeyRecord] = field(default_factory=dict, init=False, repr=False)
@@ -477,8 +485,8 @@ class KeyStore:
     _owed: float = field(default=-math.inf, init=False, repr=False)
 
     @classmethod
-    def in_dir(cls, data_dir: str | Path) -> KeyStore:
-        return cls(Path(data_dir) / KEYS_FILENAME)
+    def in_dir(cls, data_dir: str | Path, *, reads_only: bool = False) -> KeyStore:
+        return cls(Path(data_dir) / KEYS_FILENAME, reads_only=reads_only)
 
     def open(self) -> KeyStore:
         if self._conn is not None:
@@ -508,12 +516,15 @@ class KeyStore:
         with self._clock_lock:
             self._clock_conn = clock_conn
         self._files = database_identity(self.path)
-        self._writer = self._writer or self._clock_writer()
+        if not self.reads_only:
+            self._writer = self._writer or self._clock_writer()
         return self
 
     def _connect(self) -> sqlite3.Connection:
         """A connection to the file in WAL mode, with the schema up to date and the store's
         clock read."""
+        if not self.reads_only:  # (SQLite opens a file it may not write read-only, silently)
+            check_database_writable(self.path)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             wal_mode(conn)
@@ -536,7 +547,7 @@ class KeyStore:
             self._saved = max(self._saved, writer.written)
         with self._lock:
             if self._conn is not None:
-                if self._latest > self._saved:
+                if self._latest > self._saved and not self.reads_only:
                     self._save_clock(self._conn)
                 self._let_go(how_it_left(self._files, database_identity(self.path)))
                 forget_log_owner(self.path)

@@ -288,8 +288,8 @@ class Reports:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> Reports:
-        return cls(settings.db_path, settings, keys=KeyStore.in_dir(settings.data_dir),
-                   **kwargs)
+        return cls(settings.db_path, settings,
+                   keys=KeyStore.in_dir(settings.data_dir, reads_only=True), **kwargs)
 
     # Plumbing ----------------------------------------------------------------------------------
 
