@@ -79,9 +79,9 @@ def test_each_failed_try_is_logged_redacted_and_bounded_an_outage_within_the_rep
     lines = _tries_logged(served)
     assert [line.split(":", 1)[0] for line in lines] == ["INFO"] + ["WARNING"] * 3, lines
     for line, (number, tried, then) in zip(lines, [
-            (1, "first: rate_limited (HTTP 429): ", "; retrying first in 0 s"),
+            (1, "first: rate_limited (HTTP 429): ", "; retrying first after 0 s"),
             (2, "first: server_error (HTTP 500): ", "; failing over to second"),
-            (1, "second: server_error (HTTP 503): ", "; retrying second in 0 s"),
+            (1, "second: server_error (HTTP 503): ", "; retrying second after 0 s"),
             (2, "second: server_error (HTTP 503): ", "; the request fails")], strict=True):
         assert f"request {request_id}: upstream try {number} failed, {tried}" in line, line
         assert line.endswith(then), line
@@ -163,6 +163,6 @@ def test_a_gateway_in_process_holds_an_outage_to_the_same_repeat_limit(
     assert len(asked) == 40
     assert len(kept.lines) == 5, kept.lines
     assert kept.lines[0].startswith("WARNING: request "), kept.lines[0]
-    assert kept.lines[0].endswith("; retrying first in 0 s"), kept.lines[0]
+    assert kept.lines[0].endswith("; retrying first after 0 s"), kept.lines[0]
     assert kept.lines[4].endswith("[repeated 5 times; more like this are not logged for up "
                                   "to 60 s]"), kept.lines[4]

@@ -740,3 +740,52 @@ async def test_a_try_refused_before_it_is_sent_passes_its_model_over() -> None:
     assert result.attempts[1].error == "budget exceeded: no room"
     assert failed_models(result.attempts) == {"a"}  # (for its read timeout)
     assert result.models_tried == ["a", "b"]
+
+
+async def test_a_failed_try_is_told_of_its_retry_as_it_starts_or_of_what_stopped_it() -> None:
+    # Told of a retry before its wait, the log said "retrying" of a retry a budget then refused,
+    # or the client's leaving during the wait cancelled: nothing said it was never sent.
+    from switchpoint.gateway.failover import (
+        BUDGET_REFUSED,
+        CLIENT_CLOSED,
+        Attempt,
+        NotSent,
+        Sequel,
+    )
+
+    events: list[str] = []
+
+    def told(attempt: Attempt, sequel: Sequel) -> None:
+        events.append(f"told {attempt.model}#{attempt.attempt} {sequel}")
+
+    class Noted(Sleeps):
+        async def __call__(self, seconds: float) -> None:
+            events.append(f"slept {seconds}")
+
+    # A retry sent: told as it starts, once the wait is over.
+    p = Scripted({"a": [ServerError("500"), "ok"]})
+    await run(p, sleeps=Noted(), on_failed_try=told)
+    assert events[0].startswith("slept "), events
+    assert events[1] == (f"told a#1 Sequel(retry_in_s={events[0].split()[1]}, next_model=None, "
+                         "not_retried=None)"), events
+    # A retry a budget refused: what stopped it, then the next model.
+    events.clear()
+
+    def before(card: ModelCard, attempts: Any) -> NotSent | None:
+        return NotSent(BUDGET_REFUSED, "budget exceeded") if len(attempts) == 1 else None
+
+    p = Scripted({"a": [ServerError("500")]})
+    result = await run(p, sleeps=Noted(), before_try=before, on_failed_try=told)
+    assert result.model == "b" and p.calls == ["a", "b"]
+    assert events[1:] == ["told a#1 Sequel(retry_in_s=None, next_model='b', "
+                          f"not_retried='{BUDGET_REFUSED}')"], events
+    # The client leaving during the wait: said so.
+    events.clear()
+
+    async def leave(seconds: float) -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await run(Scripted({"a": [ServerError("500")]}), sleeps=leave, on_failed_try=told)
+    assert events == ["told a#1 Sequel(retry_in_s=None, next_model=None, "
+                      f"not_retried='{CLIENT_CLOSED}')"], events

@@ -4,10 +4,12 @@ log during an outage sees what the request log and the client's error say.
 Each line names the request, the model, the try, the error's kind (``server_error``,
 ``read_timeout``, ``rate_limited``, ...), its HTTP status when there was one, the reason
 (redacted, and cut as the request log's failover reasons are: :func:`describe_attempts`) and
-what followed: a retry, the next model, or the request's failure. A try that failed over, or
-failed the request, is a WARNING; a 429 retried (after the wait its upstream asked for) is
-INFO, as the upstream's own flow control at work rather than a fault. A try that answered logs
-nothing.
+what followed: a retry (logged as the retry starts, after its wait), the next model, or the
+request's failure; or, when the retry waited for was not sent, what stopped it (a budget's or a
+rate limit's refusal, then the next model or the request's failure; the client leaving during
+the wait). A try that failed over, or failed the request, is a WARNING; a 429 retried (after
+the wait its upstream asked for) is INFO, as the upstream's own flow control at work rather
+than a fault. A try that answered logs nothing.
 
 All lines share one message, and each gateway lets five a minute of each level through and
 counts the rest (:class:`~switchpoint._log_limit.RateLimitFilter`, the rule the service's log
@@ -24,7 +26,7 @@ from switchpoint._log_limit import RateLimitFilter
 from switchpoint._messages import printable
 from switchpoint._redact import redact
 from switchpoint.errors import RateLimited
-from switchpoint.gateway.failover import Attempt, Sequel, describe_attempts
+from switchpoint.gateway.failover import CLIENT_CLOSED, Attempt, Sequel, describe_attempts
 
 log = logging.getLogger("switchpoint.gateway")
 
@@ -47,11 +49,15 @@ class FailedTryLog:
         if not log.isEnabledFor(level):
             return
         if retried:
-            then = f"retrying {attempt.model} in {sequel.retry_in_s:.3g} s"
+            then = f"retrying {attempt.model} after {sequel.retry_in_s:.3g} s"
+        elif sequel.not_retried == CLIENT_CLOSED:
+            then = "the client left before its retry"
         elif sequel.next_model is not None:
             then = f"failing over to {sequel.next_model}"
         else:
             then = "the request fails"
+        if sequel.not_retried is not None and sequel.not_retried != CLIENT_CLOSED:
+            then = f"its retry was not sent ({sequel.not_retried}), {then}"
         fn, lno, func, _ = log.findCaller()
         record = log.makeRecord(log.name, level, fn, lno, MESSAGE,
                                 (request_id, attempt.attempt,

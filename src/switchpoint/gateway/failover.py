@@ -35,7 +35,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple, overload
 
 from switchpoint._messages import listed_names
@@ -84,11 +84,15 @@ log = logging.getLogger("switchpoint.gateway")
 
 @dataclass(frozen=True)
 class Sequel:
-    """What followed a failed try: the same model tried again after ``retry_in_s`` seconds,
-    the request failed over to ``next_model``, or (neither) the request failed."""
+    """What followed a failed try: the same model tried again after ``retry_in_s`` seconds
+    (told as that try starts), the request failed over to ``next_model``, or (neither) the
+    request failed. ``not_retried``: the retry waited for was not sent, and why (the outcome
+    of what stopped it: :data:`BUDGET_REFUSED`, :data:`RATE_REFUSED`, or
+    :data:`CLIENT_CLOSED` when the client left during the wait, which nothing follows)."""
 
     retry_in_s: float | None = None
     next_model: str | None = None
+    not_retried: str | None = None
 
 
 # Told of each failed try (its Attempt) once what follows it is known (see call_with_failover).
@@ -716,14 +720,18 @@ async def call_with_failover(
     last_error: ProviderError | None = None
     # After a context-length refusal: the refusing model's window; smaller ones are skipped.
     context_floor: int | None = None
-    # The failed try whose sequel is not known yet: the next model called, or the request's
-    # failure (see on_failed_try).
+    # The failed try whose sequel is not known yet: its retry starting, the next model called,
+    # or the request's failure (see on_failed_try); and what stopped the retry it waited for.
     unsettled: list[Attempt] = []
+    not_retried: list[str] = []
 
     def settle(sequel: Sequel) -> None:
         if unsettled and on_failed_try is not None:
+            if not_retried:
+                sequel = replace(sequel, not_retried=not_retried[-1])
             on_failed_try(unsettled.pop(), sequel)
         unsettled.clear()
+        not_retried.clear()
 
     def timeouts_for(card: ModelCard) -> Timeouts:
         if timeouts is None:
@@ -760,8 +768,11 @@ async def call_with_failover(
                     _no_verdict(health, card.name, slot)
                     attempts.append(Attempt(card.name, number, refused.outcome,
                                             error=refused.why, begun=False))
+                    if number > 1:  # (the retry its failed try waited for)
+                        not_retried.append(refused.outcome)
                     break
-            settle(Sequel(next_model=card.name))  # (a try of the model before failed)
+            # The try before failed: this is its retry, after the wait, or the next model.
+            settle(Sequel(retry_in_s=waited) if number > 1 else Sequel(next_model=card.name))
             watch = SendWatch()  # (replaced as the try begins; bound for the handlers below)
             try:
                 if remaining <= 0:
@@ -812,11 +823,11 @@ async def call_with_failover(
                     break
                 if health is not None and health.state(card.name) is not BreakerState.CLOSED:
                     break
-                settle(Sequel(retry_in_s=wait))
                 slept_from = time.perf_counter()
                 try:
                     await sleep(wait)
                 except asyncio.CancelledError:  # (before its next try: how long it waited)
+                    settle(Sequel(not_retried=CLIENT_CLOSED))
                     slept = min(wait, time.perf_counter() - slept_from)
                     attempts.append(Attempt(card.name, number + 1, CLIENT_CLOSED, 0.0, slept,
                                             begun=False))
