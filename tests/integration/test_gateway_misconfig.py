@@ -242,11 +242,13 @@ def test_the_engine_warns_once_about_each_unset_key_variable(
                 gateway.complete(user(), model="nokey2")
         assert gateway.complete(user(), model="ok").choices[0].message.content
         gateway.state.reload()  # a reload with the same catalog says nothing new
-        # Not per request, not per reload; each failed call's try is a line of its own.
-        tries = [w for w in warnings if ": upstream try " in w]
+        # Not per request, not per reload; each failed call's try is a line of its own, which
+        # says no request was sent (it said "upstream try 1 failed").
+        tries = [w for w in warnings if ": no request sent upstream for try " in w]
         assert len(warnings) - len(tries) == 2
-        assert [w.split(" failed, ", 1)[1] for w in tries] == [
-            "nokey2: missing_api_key: the API key variable SP_TEST_UNSET_KEY_2 is not set; "
+        assert not any("upstream try" in w for w in warnings), warnings
+        assert [w.split(" for try ", 1)[1] for w in tries] == [
+            "1, nokey2: missing_api_key: the API key variable SP_TEST_UNSET_KEY_2 is not set; "
             "export SP_TEST_UNSET_KEY_2=<key> or point the model's api_key_env at the variable "
             "that holds it; the request fails"] * 2
 
@@ -438,8 +440,8 @@ data_dir: {tmp_path / "data"}
     assert "SP_PASTED_KEY holds U+201C (character 4), which a request header cannot " \
            "carry" in errors[0]
     assert "SP_SPLIT_KEY holds U+000D (character 16)" in errors[1]
-    assert [[*w.split(" failed, ", 1)[1].split(":", 2)[:2], w.rsplit("; ", 1)[1]]
-            for w in warnings if ": upstream try " in w] == [
+    assert [[*w.split(" for try 1, ", 1)[1].split(":", 2)[:2], w.rsplit("; ", 1)[1]]
+            for w in warnings if ": no request sent upstream for try " in w] == [
         ["pasted", " missing_api_key", "failing over to split"],
         ["split", " missing_api_key", "failing over to newline"]]
     assert [w for w in warnings if w.startswith("model ") and "SP_SPLIT_KEY" in w] == [

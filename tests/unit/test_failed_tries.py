@@ -1,5 +1,6 @@
 """The failed-try log's line for each sequel a failed try can have: what the line says followed
-is what happened (a retry logged as it starts; one never sent says what stopped it)."""
+is what happened (a retry logged as it starts; one never sent says what stopped it); a try its
+model's missing API key kept from being sent says no request was sent, as an ERROR."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from switchpoint._log_limit import RateLimitFilter
+from switchpoint.errors import MissingApiKey
 from switchpoint.gateway.failed_tries import FailedTryLog
 from switchpoint.gateway.failover import BUDGET_REFUSED, CLIENT_CLOSED, Attempt, Sequel
 
@@ -53,3 +55,21 @@ def test_each_sequel_says_what_followed(kept: _Kept) -> None:
         f"; its retry was not sent ({BUDGET_REFUSED}), the request fails")
     left = _line(kept, limited, Sequel(not_retried=CLIENT_CLOSED))
     assert left.startswith("WARNING: ") and left.endswith("; the client left before its retry")
+
+
+def test_a_try_its_missing_key_kept_from_being_sent_says_so_naming_the_variable(
+        kept: _Kept) -> None:
+    """It said "upstream try 1 failed", a WARNING, though nothing was sent: the configuration
+    is at fault, every call to the model failing until the variable is exported."""
+    error = MissingApiKey("SP_SOME_KEY", model="a")
+    unsent = Attempt("a", 1, error.kind, error=str(error))
+    line = _line(kept, unsent, Sequel(next_model="b"))
+    assert line == ("ERROR: request r1: no request sent upstream for try 1, a: missing_api_key: "
+                    "the API key variable SP_SOME_KEY is not set; export SP_SOME_KEY=<key> or "
+                    "point the model's api_key_env at the variable that holds it; failing over "
+                    "to b"), line
+    # Held to the same five a minute.
+    log = FailedTryLog(RateLimitFilter())
+    for _ in range(20):
+        log("r2", unsent, Sequel())
+    assert len(kept.lines) == 5, kept.lines

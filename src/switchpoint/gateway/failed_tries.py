@@ -11,11 +11,16 @@ the wait). A try that failed over, or failed the request, is a WARNING; a 429 re
 the wait its upstream asked for) is INFO, as the upstream's own flow control at work rather
 than a fault. A try that answered logs nothing.
 
-All lines share one message, and each gateway lets five a minute of each level through and
-counts the rest (:class:`~switchpoint._log_limit.RateLimitFilter`, the rule the service's log
-applies to every message): an outage of thousands of failed tries does not flood the log, in
-the service nor in a program using a :class:`~switchpoint.gateway.Gateway` in process, where
-no handler of the service's limits what Python prints on stderr.
+A try never sent because its model's API key variable is not set (or holds no key a request
+header can carry) is no upstream's failure but the configuration's: its line says no request
+was sent, naming the variable (never its value) and what mends it, as an ERROR.
+
+The lines of each kind share one message, and each gateway lets five a minute of each message
+and level through and counts the rest (:class:`~switchpoint._log_limit.RateLimitFilter`, the
+rule the service's log applies to every message): an outage of thousands of failed tries does
+not flood the log, in the service nor in a program using a
+:class:`~switchpoint.gateway.Gateway` in process, where no handler of the service's limits
+what Python prints on stderr.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ import logging
 from switchpoint._log_limit import RateLimitFilter
 from switchpoint._messages import printable
 from switchpoint._redact import redact
-from switchpoint.errors import RateLimited
+from switchpoint.errors import MissingApiKey, RateLimited
 from switchpoint.gateway.failover import CLIENT_CLOSED, Attempt, Sequel, describe_attempts
 
 log = logging.getLogger("switchpoint.gateway")
 
-# The one message of every such line (the log filter counts its repeats by it).
+# The one message of every such line (the log filter counts its repeats by it), and that of a
+# try its model's missing API key kept from being sent.
 MESSAGE = "request %s: upstream try %d failed, %s; %s"
+NOT_SENT = "request %s: no request sent upstream for try %d, %s; %s"
 
 
 class FailedTryLog:
@@ -44,7 +51,9 @@ class FailedTryLog:
 
     def __call__(self, request_id: str, attempt: Attempt, sequel: Sequel) -> None:
         retried = sequel.retry_in_s is not None
-        level = (logging.INFO if retried and attempt.outcome == RateLimited.kind
+        unsent = attempt.outcome == MissingApiKey.kind  # (the configuration's fault)
+        level = (logging.ERROR if unsent
+                 else logging.INFO if retried and attempt.outcome == RateLimited.kind
                  else logging.WARNING)
         if not log.isEnabledFor(level):
             return
@@ -59,7 +68,7 @@ class FailedTryLog:
         if sequel.not_retried is not None and sequel.not_retried != CLIENT_CLOSED:
             then = f"its retry was not sent ({sequel.not_retried}), {then}"
         fn, lno, func, _ = log.findCaller()
-        record = log.makeRecord(log.name, level, fn, lno, MESSAGE,
+        record = log.makeRecord(log.name, level, fn, lno, NOT_SENT if unsent else MESSAGE,
                                 (request_id, attempt.attempt,
                                  printable(redact(describe_attempts([attempt]))), then),
                                 None, func)
