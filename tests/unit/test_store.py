@@ -1402,6 +1402,28 @@ def _nano(cost: float | None) -> int:
     return 0 if cost is None else int(Decimal(cost * 1e9).quantize(Decimal(1), ROUND_HALF_UP))
 
 
+def test_one_tenants_stats_read_a_stopped_stores_file_and_leave_it_as_it_was(
+        tmp_path: Path) -> None:
+    """A store not opened reads one tenant's stats from a file with no side file beside it
+    (as a stopped service leaves it), as the store that wrote them does, and leaves the
+    folder as it found it: no -wal or -shm, the file's bytes unchanged. The reading
+    connection refuses writes; the tenant's totals go in a temporary table of its own."""
+    path = tmp_path / "switchpoint.db"
+    with SQLiteStore(path) as store:
+        for n in range(6):
+            tenant = ("acme", None)[n % 2]
+            store.append(replace(request("ok", model="m1", cost=0.01), tenant=tenant)).result()
+            store.append(replace(record("m1", cluster=n % 2), tenant=tenant)).result()
+        written = {t: _reported(store, t) for t in ("acme", "default")}
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert list(before) == ["switchpoint.db"]
+    reader = SQLiteStore(path)
+    read = {t: _reported(reader, t) for t in ("acme", "default")}
+    assert read == written
+    assert read["acme"]["decisions"] == (3, 0)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_cost_totals_stay_exact_through_many_odd_costs_logged_and_pruned(
         tmp_path: Path) -> None:
     """The stats' cost totals are kept as each row is logged (added) and pruned (taken away):

@@ -526,12 +526,26 @@ def _count_tenant(conn: sqlite3.Connection, tenant: str | None) -> None:
     on the read connection ``conn`` by a temporary table of the same name holding that
     tenant's totals (kept in ``tenant_stat_counts`` as rows are logged and pruned): the readers
     of the totals then give that tenant's figures, at the same cost (the number of groups, not
-    of rows)."""
+    of rows).
+
+    A read connection that refuses every write (``query_only``, how a file with no side file
+    beside it is read: see :func:`~switchpoint.store.moved.read_only_connection`) refuses the
+    temporary table too, so the refusal is lifted for these two statements alone: they write
+    the connection's temporary database, never the file."""
     if tenant is None:
         return
-    conn.execute(_stat_table().replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
-    conn.execute(f"INSERT INTO temp.stat_counts SELECT dim, key, sub, {', '.join(_STAT_SUMS)} "
-                 "FROM main.tenant_stat_counts WHERE tenant = ?", (check_tenant(tenant),))
+    tenant = check_tenant(tenant)
+    refusing = conn.execute("PRAGMA query_only").fetchone()[0]
+    if refusing:
+        conn.execute("PRAGMA query_only=OFF")
+    try:
+        conn.execute(_stat_table().replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+        conn.execute(f"INSERT INTO temp.stat_counts SELECT dim, key, sub, "
+                     f"{', '.join(_STAT_SUMS)} FROM main.tenant_stat_counts WHERE tenant = ?",
+                     (tenant,))
+    finally:
+        if refusing:
+            conn.execute("PRAGMA query_only=ON")
 
 
 #: How far back a start looks in the spend ledger for reservations that may still be open, from
