@@ -18,7 +18,8 @@ Endpoints
                      behaviours for requests to model ``m`` (the ``model`` the request names);
                      ``{"model": "m", "default": "say:text=0.5"}`` sets what ``m`` does once
                      its queue is empty (``"default": null`` forgets it)
-``GET  /_requests``  every request received: path, lower-cased headers, JSON body, behaviour
+``GET  /_requests``  every request received: path, target (the request line's, query included),
+                     lower-cased headers, JSON body, behaviour
 ``POST /_reset``     clear the scripts and the request log
 
 Each request takes the next behaviour queued for its model, else one named in the last user
@@ -1223,8 +1224,8 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
     openai_paths = ("/v1/chat/completions", "/chat/completions")
     if req.method == "POST" and req.path in (*openai_paths, "/v1/messages"):
         spec = choose_behaviour(req.json)
-        entry = {"path": req.path, "headers": req.headers, "body": req.json,
-                 "behaviour": spec, "at": time.time()}
+        entry = {"path": req.path, "target": req.target, "headers": req.headers,
+                 "body": req.json, "behaviour": spec, "at": time.time()}
         if not STATE.lean:
             STATE.requests.append(entry)
         name, params = parse_behaviour(spec)

@@ -155,6 +155,7 @@ def test_no_answer_view_log_or_file_of_the_service_shows_a_secret_of_a_base_url(
     # after the endpoint's path.
     asked = fake.requests()[-1]
     assert asked["path"] == "/v1/chat/completions"
+    assert asked["target"].startswith("/v1/chat/completions?api-version=2024-06-01&key="), asked
     assert asked["headers"]["authorization"].startswith("Basic ")
     # An upstream quoting the URL it was asked (and the credentials) in its error.
     fake.script("proxied", "echo_url")
