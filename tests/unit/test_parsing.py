@@ -7,7 +7,13 @@ import json
 import pytest
 
 from switchpoint.errors import InvalidInputError
-from switchpoint.gateway.parsing import MAX_DEPTH, check_chat_body, parse_chat_body, upstream_body
+from switchpoint.gateway.parsing import (
+    MAX_DEPTH,
+    check_chat_body,
+    parse_chat_body,
+    stop_sequences,
+    upstream_body,
+)
 
 GOOD = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.2}
 
@@ -231,3 +237,15 @@ def test_the_choices_of_a_field_are_listed_as_json_writes_them() -> None:
     # A list that does not read back as values is given as it came.
     assert reason({"type": "literal_error", "ctx": {"expected": "a, b"}, "input": "z"}) == (
         'must be one of a, b, got "z"')
+
+
+@pytest.mark.parametrize(("stop", "sequences"), [
+    ("END", ["END"]), ("", []), (None, []), ([], []), (["\n\n", "", "Q:"], ["\n\n", "", "Q:"])],
+    ids=["string", "empty-string", "null", "empty-list", "list"])
+def test_a_requests_stop_reads_as_its_stop_sequences(stop: object,
+                                                     sequences: list[str]) -> None:
+    # One reading of stop for every rule that counts or sends its sequences: a string is one
+    # (an empty string alone none), a list its items, null none; so is a body naming none.
+    body = check_chat_body({**GOOD, "stop": stop})
+    assert stop_sequences(body) == sequences
+    assert stop_sequences(GOOD) == []

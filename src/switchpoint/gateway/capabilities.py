@@ -58,6 +58,7 @@ from switchpoint.gateway.parsing import (
     PART_TYPES,
     answers_asked,
     output_cap,
+    stop_sequences,
 )
 from switchpoint.known_providers import Wire, spec_of
 
@@ -480,24 +481,17 @@ def other_tools(request: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
 
 
 def blank_stops(request: Mapping[str, Any]) -> tuple[str, ...]:
-    """The stop sequences of ``request`` that are empty or whitespace only (``"\\n\\n"``,
-    a usual one), each once (the first :data:`MAX_ODD_NAMES`): the Anthropic Messages API
-    refuses each. (An empty ``stop`` string alone is no stop sequence, and is not sent.)"""
-    stop = request.get("stop")
-    sequences = [stop] if isinstance(stop, str) and stop else stop
-    if not isinstance(sequences, list):
-        return ()
-    blank = (s for s in sequences if isinstance(s, str) and not s.strip())
+    """The stop sequences of ``request`` (:func:`~switchpoint.gateway.parsing.stop_sequences`)
+    that are empty or whitespace only (``"\\n\\n"``, a usual one), each once (the first
+    :data:`MAX_ODD_NAMES`): the Anthropic Messages API refuses each."""
+    blank = (s for s in stop_sequences(request) if not s.strip())
     return tuple(dict.fromkeys(blank))[:MAX_ODD_NAMES]
 
 
 def stop_count(request: Mapping[str, Any]) -> int:
-    """How many stop sequences ``request``'s ``stop`` holds: a list's items, or one for a
-    string (an empty string alone is no stop sequence, and is not sent to the Messages API)."""
-    stop = request.get("stop")
-    if isinstance(stop, list):
-        return len(stop)
-    return 1 if isinstance(stop, str) and stop else 0
+    """How many stop sequences ``request``'s ``stop`` holds
+    (:func:`~switchpoint.gateway.parsing.stop_sequences`)."""
+    return len(stop_sequences(request))
 
 
 def _message_text(content: object) -> str:

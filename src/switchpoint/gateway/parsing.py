@@ -223,6 +223,17 @@ def output_cap(body: Mapping[str, Any]) -> int | None:
     return max(caps, default=None)
 
 
+def stop_sequences(body: Mapping[str, Any]) -> list[str]:
+    """The stop sequences of a checked request's ``stop``: a list's items, one for a string
+    (an empty string alone is no stop sequence), none for null or when it names none."""
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        return [stop] if stop else []
+    if isinstance(stop, list):
+        return [sequence for sequence in stop if isinstance(sequence, str)]
+    return []
+
+
 def answers_asked(body: Mapping[str, Any]) -> int:
     """How many answers (choices) a checked request asks for: its ``n``, 1 when it names
     none."""

@@ -93,6 +93,7 @@ from switchpoint.gateway.parsing import (
     ROLES,
     TOOL_CHOICE_MODES,
     check_embedded_json,
+    stop_sequences,
 )
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
 from switchpoint.gateway.providers.base import (
@@ -483,12 +484,11 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
         body["temperature"] = min(max(float(temperature), 0.0), 1.0)
     if isinstance(request.get("top_p"), (int, float)):
         body["top_p"] = request["top_p"]
-    stop = request.get("stop")
     if blank_stops(request):  # (planning leaves such a model out)
         raise _bad("stop holds a sequence empty or whitespace only, and the Messages API takes "
                    "stop sequences with something besides whitespace only")
-    if stop:
-        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if stops := stop_sequences(request):
+        body["stop_sequences"] = stops
     tools = _translate_tools(request)
     tool_choice = _translate_tool_choice(request)
     if tools:
