@@ -43,6 +43,10 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    chunk of a stream, a comment (``: keep-alive``) and an event with no
                    data (``event: ping`` and a bare ``data:``), as some servers keep a
                    stream alive; an event-stream reader dispatches no event for either.
+                   ``each=1``: each chunk of a stream carries the answer's ``usage`` (when
+                   asked for), as servers reporting usage continuously send it (vLLM's
+                   ``continuous_usage_stats``). Either dialect: ``prompt=`` and
+                   ``completion=`` report tokens as ``usage`` does, with any behaviour.
                    Anthropic dialect: ``id_pad=N`` N more characters of the message id;
                    ``noargs=1``: its tool call takes no arguments (``input`` ``{}``; streamed,
                    as the Messages API streams one: a single ``input_json_delta`` of ``""``)
@@ -527,7 +531,7 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
                     isinstance(last, dict) and last.get("role") == "tool")
     if name == "say":
         answer.say(_text_param(params, "text"))
-    if name in ("usage", "whole"):
+    if name in ("usage", "whole") or "prompt" in params or "completion" in params:
         answer.misreport(params)
     model += "x" * int(params.get("model_pad", "0"))  # an upstream naming itself at length
     nest = int(params.get("nest", "0"))  # an upstream answering with a field nested this deep
@@ -599,11 +603,16 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
 
         out.data = after_blank  # type: ignore[method-assign]
 
+    # (``each=1``: the usage in every chunk, as a server reporting it continuously sends it)
+    each = params.get("each") == "1" and bool((body.get("stream_options") or {}).get(
+        "include_usage"))
+
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"id": ident, "object": "chat.completion.chunk", "created": created,
                 "model": model, "system_fingerprint": "fp_fake",
                 "choices": [{"index": index, "delta": delta, "finish_reason": finish,
-                             "logprobs": None} for index in indices], **extra}
+                             "logprobs": None} for index in indices], **extra,
+                **({"usage": answer.usage()} if each else {})}
 
     await out.data(chunk({"role": "assistant", "content": ""}))
     if name == "stall":
@@ -841,7 +850,7 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
         answer.tool_args = ""
     if name == "say":
         answer.say(_text_param(params, "text"))
-    if name in ("usage", "whole"):
+    if name in ("usage", "whole") or "prompt" in params or "completion" in params:
         answer.misreport(params)
     STATE.counter += 1
     ident = f"msg_fake{STATE.counter:06d}" + "x" * int(params.get("id_pad", "0"))

@@ -109,7 +109,7 @@ def _logged(server: ThreadServer, request_id: str) -> dict[str, Any]:
                              "FROM requests WHERE id = ?", request_id)
         if rows:
             status, cost, charged, attempts, reasoning = rows[0]
-            return {"status": status, "cost": cost, "charged": charged,
+            return {"id": request_id, "status": status, "cost": cost, "charged": charged,
                     "attempts": json.loads(attempts), "reasoning": json.loads(reasoning)}
         time.sleep(0.02)
     raise AssertionError(f"request {request_id} is not in the log")
@@ -336,6 +336,79 @@ def test_a_plain_answer_misnumbering_its_choices_fails_over_charged_what_it_repo
     assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
     assert any("answered with no choice or misnumbered ones" in note
                and "cheap #1 malformed_response" in note for note in entry["reasoning"])
+
+
+def _streamed_once_then_answered(server: ThreadServer, key: dict[str, Any],
+                                 behaviour: str) -> dict[str, Any]:
+    """The log entry of a stream request of cheap whose first try does ``behaviour`` (once):
+    it fails over before any content, and its retry answers, its text reaching the client."""
+    stream = client(server, key["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000, stream=True,
+        messages=user(f"broken before its content [[fake:once:{behaviour}]]"))
+    chunks = list(stream.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("Echo from cheap") and {c.model for c in chunks} == {"cheap"}
+    entry = _logged(server, stream.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "ok" and entry["cost"] > 0
+    return entry
+
+
+@pytest.mark.parametrize("usage", ["each=1,prompt=20,completion=500", "prompt=20,completion=500"],
+                         ids=["usage", "no-usage"])
+@pytest.mark.parametrize(("indices", "says"), [
+    ("1e30", "choice 0 has the index 1e+30"), ("0;0", "two choices have the index 0")],
+    ids=["out-of-range", "repeated"])
+def test_a_stream_chunk_misnumbering_its_choices_before_any_content_is_charged_its_usage(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess, indices: str,
+        says: str, usage: str) -> None:
+    # cheap's stream opens with a chunk whose choices are misnumbered, carrying the usage of
+    # the answer (each chunk does, as a server reporting usage continuously sends it), or
+    # none: it fails over before any content, charged what that usage costs (the upstream
+    # billed it, as a plain answer so numbered reports it), else its model's worst case. It
+    # was charged the worst case though it reported its usage.
+    entry = _streamed_once_then_answered(gov, key, f"usage:index={indices},{usage}")
+    reported = (20 * 0.5 + 500 * 1.5) / 1e6  # cheap's catalog prices per million tokens
+    assert reported < _worst(gov, gw_fake, "cheap")
+    broken = reported if usage.startswith("each") else _worst(gov, gw_fake, "cheap")
+    assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("stream_broken", pytest.approx(broken)), ("ok", None)]
+    assert says in entry["attempts"][0]["error"]
+    assert entry["charged"] == pytest.approx(broken + entry["cost"])
+    assert _charged(gov, entry["id"]) == {"cheap": pytest.approx(entry["charged"])}
+    assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
+
+
+@pytest.mark.parametrize(("behaviour", "says"), [
+    # choices: [] throughout, then the usage chunk, then a clean end without [DONE]
+    ("nodone:index=", "the stream ended before any content"),
+    # the opening (role) chunk, carrying the answer's usage, then a clean end: no content,
+    # no finish reason, no end marker
+    ("nofinish:after=0,each=1", "the stream ended before any content"),
+    # the opening chunk, carrying the answer's usage, then silence past the first token's
+    # timeout
+    ("stall:seconds=3,each=1", "no content within the first-token timeout"),
+    # choices: [] throughout, then the usage chunk and [DONE] (charged so already)
+    ("usage:index=", "with its end marker before any content")],
+    ids=["no-done", "ended-clean", "silent", "done"])
+def test_a_stream_broken_before_any_content_is_charged_the_usage_an_earlier_chunk_reported(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess, behaviour: str,
+        says: str) -> None:
+    # cheap's stream reports its usage in a chunk before any content, then ends, or goes
+    # silent, before any content (without [DONE]): it fails over, charged what that usage
+    # costs, as a stream ending with [DONE] before any content is. It was charged its worst
+    # case.
+    entry = _streamed_once_then_answered(gov, key, f"{behaviour},prompt=20,completion=500")
+    reported = (20 * 0.5 + 500 * 1.5) / 1e6  # cheap's catalog prices per million tokens
+    assert reported < _worst(gov, gw_fake, "cheap")
+    outcome = "first_token_timeout" if behaviour.startswith("stall") else "stream_broken"
+    assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        (outcome, pytest.approx(reported)), ("ok", None)]
+    assert says in entry["attempts"][0]["error"], entry["attempts"][0]["error"]
+    assert entry["charged"] == pytest.approx(reported + entry["cost"])
+    assert _charged(gov, entry["id"]) == {"cheap": pytest.approx(entry["charged"])}
+    assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
+    assert any("each at the usage its upstream reported, else its model's worst case: "
+               f"cheap #1 {outcome}" in note for note in entry["reasoning"])
 
 
 def test_each_try_after_a_billed_one_is_held_before_it_is_sent(

@@ -150,7 +150,8 @@ class Attempt:
     ``billed``: the try ended after its request was sent and before an answer, in a way that
     says the model may have generated (see :func:`billed_tries`); ``usage``, for such a try,
     what the upstream reported it used (a whole answer holding no choice, or misnumbered ones,
-    reports it), None when unknown; ``charged_usd`` is what the request's budgets were charged
+    reports it; a stream broken before its first content may have, in a chunk before it
+    broke), None when unknown; ``charged_usd`` is what the request's budgets were charged
     for it, once settled."""
 
     model: str
@@ -214,8 +215,10 @@ def billed_tries(attempts: Sequence[Attempt]) -> list[Attempt]:
 
 def _reported(error: ProviderError) -> TokenUsage | None:
     """The usage the upstream reported for a try that failed with ``error`` after it may have
-    generated (a whole answer holding no choice, or misnumbered ones, carries it): what it
-    billed, None when unknown (then its model's worst case is charged)."""
+    generated (a whole answer holding no choice, or misnumbered ones, carries it; so does a
+    stream broken before its first content that reported it, see
+    :func:`~switchpoint.gateway.providers._http.stream_chunks`): what it billed, None when
+    unknown (then its model's worst case is charged)."""
     if not error.may_have_generated or not isinstance(error.body, Mapping):
         return None
     return usage_of(error.body)

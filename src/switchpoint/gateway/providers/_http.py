@@ -503,15 +503,22 @@ class ChunkDecoder(Protocol):
         ...
 
 
-def _ended_empty(chunks: Sequence[Mapping[str, Any]], model: str) -> StreamBroken:
-    """A stream that ended with its end marker before any content (``choices: []``
-    throughout, or no finish reason): broken before its first byte, as a plain answer holding
-    no choice is; it carries the usage the upstream reported (its last chunk's that has one),
-    which its try is charged (the upstream billed it)."""
+def _carry_reported(error: ProviderError, chunks: Sequence[Mapping[str, Any]]) -> None:
+    """Give ``error``, which ended a stream before its first content, the usage the upstream
+    reported for it: its own (a chunk misnumbering its choices may carry one), else that of
+    the last of ``chunks`` (those that came before it) that has one, so that its try, which
+    the upstream may have generated and billed, is charged what that usage costs rather than
+    its model's worst case (see :func:`~switchpoint.gateway.failover.billed_tries`): a stream
+    ending with its end marker before any content, cut or ended without one, broken by a
+    malformed chunk or silent past the first-token timeout. A failure that generated nothing
+    (``may_have_generated`` false) is left as it is."""
+    if not error.may_have_generated:
+        return
+    if isinstance(error.body, Mapping) and usage_of(error.body) is not None:
+        return
     reported = next((c for c in reversed(chunks) if usage_of(c) is not None), None)
-    return StreamBroken("the stream ended with its end marker before any content (no choice, "
-                        "no finish reason)", model=model,
-                        body=None if reported is None else {"usage": reported["usage"]})
+    if reported is not None:
+        error.body = {"usage": reported["usage"]}
 
 
 async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
@@ -527,7 +534,8 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
     The stream is complete at the decoder's end marker, or at a clean end of the body once
     every choice has its ``finish_reason`` (some upstreams never send ``[DONE]``; the final
     usage chunk may then be missing); any other end is :class:`StreamBroken`. An error is
-    raised once the chunks before it have been yielded.
+    raised once the chunks before it have been yielded; one before the first content carries
+    the usage the upstream reported so far (:func:`_carry_reported`), which its try is charged.
     """
     secrets = header_secrets(headers)
     request = _request(client, url, body, headers, timeouts)
@@ -542,61 +550,66 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
         pending: list[dict[str, Any]] = []
         rest: list[SSEEvent] = []  # the events read with the first content, after it
         try:
-            async with asyncio.timeout(timeouts.first_token_s):
-                response = await client.send(request, stream=True)
-                coding = unasked_coding(response)
-                if coding is not None:
-                    raise await _refuse_coding(response, coding, model=model)
-                if response.status_code >= 300:  # (a redirect is not followed)
-                    raw = await read_capped(response, MAX_ERROR_BODY, model=model,
-                                            truncate=True)
-                    raise classify_status(response.status_code, decode_body(raw, secrets),
-                                          response.headers, model=model)
-                received = True
-                limit = timeouts.max_sse_line_bytes
-                reading: AsyncIterator[bytes] = response.aiter_bytes()
-                if _is_json(response):
-                    # A whole answer to a stream request (a JSON object): sent on as the
-                    # stream it would have been, its usage charged (the upstream has billed
-                    # it); or its error. An event stream labelled as JSON is read as one.
-                    opening, reading = await _opening(reading, limit)
-                    if opening.lstrip()[:1] == b"{":
-                        whole = await _whole_answer(response, reading,
-                                                    timeouts.max_response_bytes, decoder,
-                                                    secrets, model)
-                stray: list[str] = []
-                events = sse_event_batches(_noting_stray(
-                    bounded_line_batches(reading, limit, model=model,
-                                         total=timeouts.max_response_bytes), stray),
-                    max_event_chars=limit)
-                content = bool(whole)
-                while not content and not decoder.done:
-                    batch = await anext(events, None)
-                    if batch is None:
-                        if stray:
-                            raise _not_events(response, "\n".join(stray), secrets, model)
-                        raise StreamBroken("the stream ended before any content", model=model)
-                    for at, event in enumerate(batch):
-                        chunks = decoder.feed(event)
-                        pending.extend(chunks)
-                        if any(is_content_chunk(c) for c in chunks):
-                            content, rest = True, batch[at + 1:]
-                            break
-                        if decoder.done:
-                            break
-                if not content:  # (its end marker came first: no choice, no finish reason)
-                    raise _ended_empty(pending, model)
-        except TimeoutError as exc:
-            raise FirstTokenTimeout(
-                f"no content within the first-token timeout of {timeouts.first_token_s:g}s",
-                model=model) from exc
-        except httpx.HTTPError as exc:
-            if received and isinstance(exc, httpx.ReadTimeout):
+            try:
+                async with asyncio.timeout(timeouts.first_token_s):
+                    response = await client.send(request, stream=True)
+                    coding = unasked_coding(response)
+                    if coding is not None:
+                        raise await _refuse_coding(response, coding, model=model)
+                    if response.status_code >= 300:  # (a redirect is not followed)
+                        raw = await read_capped(response, MAX_ERROR_BODY, model=model,
+                                                truncate=True)
+                        raise classify_status(response.status_code, decode_body(raw, secrets),
+                                              response.headers, model=model)
+                    received = True
+                    limit = timeouts.max_sse_line_bytes
+                    reading: AsyncIterator[bytes] = response.aiter_bytes()
+                    if _is_json(response):
+                        # A whole answer to a stream request (a JSON object): sent on as the
+                        # stream it would have been, its usage charged (the upstream has billed
+                        # it); or its error. An event stream labelled as JSON is read as one.
+                        opening, reading = await _opening(reading, limit)
+                        if opening.lstrip()[:1] == b"{":
+                            whole = await _whole_answer(response, reading,
+                                                        timeouts.max_response_bytes, decoder,
+                                                        secrets, model)
+                    stray: list[str] = []
+                    events = sse_event_batches(_noting_stray(
+                        bounded_line_batches(reading, limit, model=model,
+                                             total=timeouts.max_response_bytes), stray),
+                        max_event_chars=limit)
+                    content = bool(whole)
+                    while not content and not decoder.done:
+                        batch = await anext(events, None)
+                        if batch is None:
+                            if stray:
+                                raise _not_events(response, "\n".join(stray), secrets, model)
+                            raise StreamBroken("the stream ended before any content", model=model)
+                        for at, event in enumerate(batch):
+                            chunks = decoder.feed(event)
+                            pending.extend(chunks)
+                            if any(is_content_chunk(c) for c in chunks):
+                                content, rest = True, batch[at + 1:]
+                                break
+                            if decoder.done:
+                                break
+                    if not content:  # (its end marker came first: no choice, no finish reason)
+                        raise StreamBroken("the stream ended with its end marker before any "
+                                           "content (no choice, no finish reason)", model=model)
+            except TimeoutError as exc:
                 raise FirstTokenTimeout(
-                    f"the stream went silent for {timeouts.read_s:g}s before any content",
+                    f"no content within the first-token timeout of {timeouts.first_token_s:g}s",
                     model=model) from exc
-            raise map_transport_error(exc, model=model, timeouts=timeouts,
-                                      started=received) from exc
+            except httpx.HTTPError as exc:
+                if received and isinstance(exc, httpx.ReadTimeout):
+                    raise FirstTokenTimeout(
+                        f"the stream went silent for {timeouts.read_s:g}s before any content",
+                        model=model) from exc
+                raise map_transport_error(exc, model=model, timeouts=timeouts,
+                                          started=received) from exc
+        except ProviderError as exc:
+            _carry_reported(exc, pending)
+            raise
         if whole:
             yield whole
             return

@@ -175,9 +175,10 @@ class OpenAIChunkDecoder:
                                         after_first_byte=self._content_seen)
         problem = choices_problem(chunk.get("choices"), self.answers, whole=False)
         if problem is not None:
+            # (It carries the chunk, whose usage, when it reports one, its try is charged.)
             raise StreamBroken(f"the upstream sent a malformed chunk ({problem}): "
                                f"{json_quoted(redact(data[:200]), 200)}", model=self.model,
-                               after_first_byte=self._content_seen)
+                               body=chunk, after_first_byte=self._content_seen)
         self._content_seen = self._content_seen or is_content_chunk(chunk)
         return [chunk]
 
