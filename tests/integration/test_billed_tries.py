@@ -454,6 +454,65 @@ def test_each_try_after_a_billed_one_is_held_before_it_is_sent(
     assert not any("more than the request held" in note for note in entry["reasoning"])
 
 
+def test_a_retry_after_a_billed_try_that_reported_its_usage_holds_that_usage_not_its_worst(
+        gov: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # good answers a 200 whose choices are misnumbered, reporting 20 + 10 tokens: a billed
+    # try charged what they cost. Its retry then waits for another request to arrive
+    # (together). Before the retry, the request holds that try at its reported cost beside
+    # the retry's worst case, not at good's worst case twice over: a concurrent request of
+    # the same key, whose budget holds two and a half of good's worst cases, is let in and
+    # meets the retry. (It was refused, the budget holding three worst cases then.)
+    gateway = gov.service.gateway
+    gateway.reset_health()
+    catalog = gateway.settings.catalog()
+    assert catalog is not None
+    tag = uuid.uuid4().hex[:8]
+    first = user(f"misnumbered, then held {tag}")
+    second = user(f"meets it {tag} [[fake:together:n=2,seconds=5]]")
+    image_tokens = gateway.settings.governance.image_tokens
+    worst_of = [worst_cost(catalog["good"], prompt_bound({"messages": m}, image_tokens), 1000)
+                for m in (first, second)]
+    worst = max(worst_of)
+    reported = (20 * 10 + 10 * 30) / 1e6  # good's catalog prices per million tokens
+    assert 2 * worst + reported < 2.5 * worst < 3 * min(worst_of)
+    r = httpx.post(f"{gov.base}/v1/router/keys", headers=ADMIN, timeout=10,
+                   json={"tenant": "acme", "budget": f"{2.5 * worst:.10f}/day"})
+    assert r.status_code == 201, r.text
+    tight = r.json()
+    gw_fake.script("good", "usage:index=1e30,prompt=20,completion=10",
+                   "together:n=2,seconds=5")
+    answers: dict[str, Any] = {}
+
+    def ask() -> None:
+        try:
+            answers["first"] = client(gov, tight["key"]).chat.completions.with_raw_response \
+                .create(model="good", max_tokens=1000, messages=first)
+        except Exception as exc:  # (reported by the assertions below)
+            answers["first"] = exc
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(gw_fake.requests()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # (until good's retry, held before it was sent, is upstream)
+        assert len(gw_fake.requests()) == 2
+        met = client(gov, tight["key"]).chat.completions.create(
+            model="good", max_tokens=1000, messages=second)
+    finally:
+        asking.join()
+    assert (met.choices[0].message.content or "").startswith("Echo from good")
+    raw = answers["first"]
+    assert not isinstance(raw, Exception), raw
+    entry = _logged(gov, raw.headers["x-switchpoint-request-id"])
+    assert [(a["model"], a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("good", "malformed_response", pytest.approx(reported)), ("good", "ok", None)]
+    held = [note for note in entry["reasoning"] if note.startswith("Budget: held ")]
+    assert len(held) == 1 and held[0].endswith(
+        f"(${worst_of[0] + reported:.6f} held for the request's tries in all)."), held
+    assert gateway.governor.ledger.held(f"key:{tight['id']}") == 0
+
+
 def test_a_try_the_budget_cannot_hold_after_a_billed_one_is_not_sent(
         gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
     messages = user(f"stalls {uuid.uuid4().hex[:8]}")

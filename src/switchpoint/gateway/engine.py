@@ -1413,7 +1413,8 @@ class Gateway:
             return None
 
         def before(card: Any, attempts: Sequence[Attempt]) -> NotSent | None:
-            billed = [c for _, c in _billed(plan, attempts)]
+            # (each as it will be charged: at the usage its upstream reported, when it did)
+            billed = [(c, *reported_use(a, c)) for a, c in _billed(plan, attempts)]
             if not billed:
                 return None  # (the request's hold covers its first try)
             blocked = self.governor.hold_try(ticket, card, billed)

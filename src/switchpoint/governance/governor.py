@@ -976,41 +976,48 @@ class Governor:
         answer it may write): what a try of it a provider may have billed is charged."""
         return ticket.worst_by_model.get(card.name, ticket.worst_usd)
 
-    def hold_try(self, ticket: Ticket, card: ModelCard, billed: Sequence[ModelCard]
-                 ) -> Blocked | None:
+    def hold_try(self, ticket: Ticket, card: ModelCard,
+                 billed: Sequence[ModelCard | BilledTry]) -> Blocked | None:
         """Before a try of ``card`` that follows tries a provider may have billed (``billed``,
-        see :func:`~switchpoint.gateway.failover.billed_tries`; each is charged its model's
-        worst case and counts the tokens the request was admitted for): hold what the request
-        may then owe, those tries and this one at their worst case, on every account the
-        ticket holds on (the key's, tenant's and gateway's budgets; the model's and provider's
-        own) and in every TPM window it counts in (the key's, the tenant's), all or nothing,
-        so that neither ever holds less than the tries sent may cost or use (:meth:`charge_of`
-        is the rule; settlement counts each try once). Returns None when the try may be sent
-        (held, or nothing more was needed), else why not: a budget cannot hold it (``kind``
-        ``budget``) or a TPM window cannot take it (``tpm``), its ``message`` saying which and
-        what the earlier tries hold. With no billed try (the request's hold covers its first
-        try) it does nothing, in memory only."""
+        see :func:`~switchpoint.gateway.failover.billed_tries`: each its card, or its card,
+        cost and tokens when the upstream reported them, :data:`BilledTry`): hold what the
+        request may then owe, those tries as they will be charged (:meth:`charge_of`: the
+        usage an upstream reported, else the worst case and the tokens the request was
+        admitted for) and this one at its worst case, on every account the ticket holds on
+        (the key's, tenant's and gateway's budgets; the model's and provider's own) and in
+        every TPM window it counts in (the key's, the tenant's), all or nothing, so that
+        neither ever holds less than the tries sent may cost or use, nor a billed try's worst
+        case once its usage is known (settlement counts each try once). Returns None when the
+        try may be sent (held, or nothing more was needed), else why not: a budget cannot
+        hold it (``kind`` ``budget``) or a TPM window cannot take it (``tpm``), its
+        ``message`` saying which and what the earlier tries hold. With no billed try (the
+        request's hold covers its first try) it does nothing, in memory only."""
         if not billed or ticket.closed:
             return None
-        tries = [*billed, card]
+        tries = [*(tried if isinstance(tried, tuple) else (tried, None, None)
+                   for tried in billed), (card, None, None)]
+        charges = [(tried, *self._charge(ticket, tried, cost, used)[:2])
+                   for tried, cost, used in tries]
         needed: dict[str, float] = {}
-        for tried in tries:
-            worst = self.worst_of(ticket, tried)
+        for tried, amount, _ in charges:
             for account in settle_accounts(ticket.key_id, ticket.tenant, tried.name,
                                            tried.provider):
                 if account in ticket.holds:
-                    needed[account] = needed.get(account, 0.0) + worst
+                    needed[account] = needed.get(account, 0.0) + amount
         more = {account: amount - ticket.holds[account] for account, amount in needed.items()
                 if amount > ticket.holds[account] * (1 + 1e-9) + 1e-12}
-        tokens = len(tries) * ticket.tokens
+        tokens = sum(counted for _, _, counted in charges)
         more_tokens = {account: tokens - held for account, held in ticket.tokens_held().items()
                        if tokens > held}
-        total = sum(self.worst_of(ticket, tried) for tried in tries)
+        total = sum(amount for _, amount, _ in charges)
         if more or more_tokens:
             blocked = self.ledger.extend(ticket, more, more_tokens,
                                          what=f"another try of {card.name}")
             if blocked is not None:
                 earlier = f"{len(billed)} earlier tr{'y' if len(billed) == 1 else 'ies'}"
+                how = ("at its worst case" if len(billed) == 1 else "at their worst case")
+                if any(cost is not None for _, cost, _ in tries):
+                    how = "at the usage reported, else the worst case"
                 if blocked.kind == "budget":
                     label = (f"{describe_account(blocked.account)}'s {blocked.budget} budget"
                              if blocked.budget is not None
@@ -1025,8 +1032,7 @@ class Governor:
                     blocked.message = (
                         f"rate limit exceeded: not sent, as {earlier} a provider may have "
                         f"billed count{'s' if len(billed) == 1 else ''} "
-                        f"{len(billed) * ticket.tokens} tokens at "
-                        f"{'its' if len(billed) == 1 else 'their'} worst case in the "
+                        f"{tokens - ticket.tokens} tokens {how} in the "
                         f"tokens-per-minute window: {blocked.message}")
                 return blocked
         ticket.cover_usd = max(ticket.cover_usd, total)
@@ -1054,10 +1060,11 @@ class Governor:
         its cost and tokens as the upstream reported them, never past the worst case
         ``ticket`` holds for it; unknown (an answer that ended with no usage, a try a provider
         may have billed with no answer), its worst case (:meth:`worst_of`, and the tokens
-        the request was admitted for). One rule for budgets and rate windows alike."""
-        worst = self.worst_of(ticket, card)
-        charged = cost_usd if cost_usd is not None else worst
-        if charged > worst * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
+        the request was admitted for). One rule for budgets and rate windows alike; a usage
+        reported past the worst case is logged (once per charge: :meth:`hold_try` reads the
+        same rule without logging)."""
+        charged, counted, reported = self._charge(ticket, card, cost_usd, tokens)
+        if reported > charged * (1 + 1e-9) + 1e-12:
             # What the upstream reported is past what the request could use (its prompt's
             # bytes and images, its output cap): a try is never charged past the worst case
             # held for its model.
@@ -1065,11 +1072,20 @@ class Governor:
                         "worst case held for it; charged the worst case (more image tokens "
                         "than governance.image_tokens, or an upstream that ignores the "
                         "output cap or misreports its usage?)", request_id, card.name,
-                        charged, worst)
-            charged = worst
+                        reported, charged)
+        return charged, counted
+
+    def _charge(self, ticket: Ticket, card: ModelCard, cost_usd: float | None,
+                tokens: int | None) -> tuple[float, int, float]:
+        """:meth:`charge_of`'s amount and tokens, and the cost as reported (or the worst
+        case), unlogged."""
+        worst = self.worst_of(ticket, card)
+        reported = cost_usd if cost_usd is not None else worst
+        charged = (worst if reported > worst * (1 + 1e-9) + 1e-12 and ticket.worst_by_model
+                   else reported)
         counted = ticket.tokens if tokens is None else (
             min(tokens, ticket.tokens) if ticket.tokens else tokens)
-        return charged, counted
+        return charged, counted, reported
 
     def settle(self, ticket: Ticket | None, *, request_id: str, card: ModelCard | None,
                cost_usd: float | None, tokens: int | None,
