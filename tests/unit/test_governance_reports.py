@@ -677,6 +677,7 @@ def test_the_strongest_model_is_read_from_hourly_sums_not_from_every_decision(
                        "DROP TRIGGER decisions_errors_uncounted; DROP TABLE decision_errors; "
                        "DROP INDEX pending_prompt; DROP INDEX pending_tenant_prompt; "
                        "ALTER TABLE pending DROP COLUMN prompt_hash; "  # (what 24 added)
+                       "DROP TABLE runtime_models; "  # (what 25 added)
                        "PRAGMA user_version = 19;")
     conn.close()
     since, until = windows[1]

@@ -29,10 +29,11 @@ from switchpoint.store.sqlite import SCHEMA_VERSION, Record
 from tests.fakes.full_disk import FULL, full_disk
 from tests.fakes.racing import at_once
 
-#: Undoes what the schema gained since 23 (a column, and its indexes), which a file made to be
-#: of an older schema by hand must not hold: the upgrade adds it.
+#: Undoes what the schema gained since 23 (a column and its indexes; the registered models'
+#: table), which a file made to be of an older schema by hand must not hold: the upgrade adds
+#: it.
 _SINCE_23 = ("DROP INDEX pending_prompt; DROP INDEX pending_tenant_prompt; "
-             "ALTER TABLE pending DROP COLUMN prompt_hash; ")
+             "ALTER TABLE pending DROP COLUMN prompt_hash; DROP TABLE runtime_models; ")
 
 
 def record(model: str = "a", cluster: int = 1, cache_hit: bool = False,
@@ -492,7 +493,7 @@ def test_a_version_23_store_gains_prompt_hashes_for_its_pending_decisions_and_ke
         assert reader.latest_pending("cd" * 32) is None
     db = sqlite3.connect(path, isolation_level=None)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 24
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         for table, rows in before.items():  # (a column added since comes after the old ones)
             if table != "sqlite_sequence":  # (which counts the rows written since)
                 now = db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
@@ -508,13 +509,64 @@ def test_a_version_23_store_gains_prompt_hashes_for_its_pending_decisions_and_ke
             assert "USING INDEX pending_" in plan and "SCAN" not in plan, plan
             assert "TEMP B-TREE" not in plan, plan
         # The previous switchpoint refuses the upgraded file, and leaves it as it is.
-        with pytest.raises(NewerSchemaError, match="schema version 24 is newer than this "
-                                                   "switchpoint's 23; upgrade switchpoint"):
+        with pytest.raises(NewerSchemaError, match=f"schema version {SCHEMA_VERSION} is newer "
+                                                   "than this switchpoint's 23; upgrade "
+                                                   "switchpoint"):
             upgrade_schema(db, previous, newer=NEWER_HINT)
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 24
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         db.close()
 
+
+
+def test_a_version_24_store_gains_the_registered_models_table_and_keeps_its_rows(
+        tmp_path: Path) -> None:
+    """A store of schema 24 (what the previous switchpoint wrote) is upgraded in place when it
+    opens: its rows stay as they were, and it keeps the models registered at run time, one row
+    each in the order they were registered, deleted as each is unregistered and never
+    changed; the previous switchpoint then refuses the file, saying what to do."""
+    from switchpoint.store.learning import (
+        LearningReader,
+        RuntimeModelRecord,
+        RuntimeModelRemoval,
+    )
+    from switchpoint.store.sqlite import _MIGRATIONS, NEWER_HINT, NewerSchemaError, upgrade_schema
+
+    path = tmp_path / "switchpoint.db"
+    previous = {n: script for n, script in _MIGRATIONS.items() if n <= 24}
+    old = sqlite3.connect(path, isolation_level=None)
+    upgrade_schema(old, previous)
+    old.execute(record().insert, record().row())
+    tables = [t for (t,) in old.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    before = {t: old.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
+    assert old.execute("PRAGMA user_version").fetchone()[0] == 24
+    assert "runtime_models" not in tables
+    assert LearningReader(path).runtime_models() == []  # (read as none, not refused)
+    old.close()
+    with SQLiteStore(path) as store:
+        for i, name in enumerate(("free", "team/spare", "third")):
+            store.append(RuntimeModelRecord(name, 5.0 + i, f'{{"name": "{name}"}}')).result()
+        store.append(RuntimeModelRemoval("team/spare")).result()
+        reader = LearningReader(path)
+        assert [(m.name, m.created, m.card) for m in reader.runtime_models()] == [
+            ("free", 5.0, {"name": "free"}), ("third", 7.0, {"name": "third"})]
+        with pytest.raises(StoreError, match=r"UNIQUE constraint failed: runtime_models\.name"):
+            store.append(RuntimeModelRecord("free", 9.0, "{}")).result()  # (registered once)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 25
+        for table, rows in before.items():
+            if table != "sqlite_sequence":  # (which counts the rows written since)
+                assert db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall() == rows
+        with pytest.raises(sqlite3.IntegrityError, match="never changed"):
+            db.execute("UPDATE runtime_models SET card = '{}' WHERE name = 'free'")
+        # The previous switchpoint refuses the upgraded file, and leaves it as it is.
+        with pytest.raises(NewerSchemaError, match="schema version 25 is newer than this "
+                                                   "switchpoint's 24; upgrade switchpoint"):
+            upgrade_schema(db, previous, newer=NEWER_HINT)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 25
+    finally:
+        db.close()
 
 def _numbers(tree: object, path: str = "") -> list[tuple[str, object]]:
     """Every number in a nested stats dict, with its path (``by_model.m.requests``)."""

@@ -21,6 +21,9 @@
   each in the order they were made, holding the experiment as the config would write it (JSON)
   and, for one made of two strategies, B's share of the traffic; a row changes only as its
   experiment ends (once), and ended ones past the newest ``ENDED_KEPT`` go as another one ends.
+- ``runtime_models``: the models registered at run time (beside the config's ``models:``), one
+  row each in the order they were registered, holding the model as the config would write it
+  (JSON); a row never changes, and is deleted as its model is unregistered.
 - ``experiment_kept``: per experiment and arm, the totals of its decisions retention pruned,
   added by a trigger as each is deleted (see the store's migration 22), which an experiment's
   report adds to what the logs still hold.
@@ -325,6 +328,52 @@ class RuntimeExperimentEnd:
 
     def row(self) -> tuple[Any, ...]:
         return (self.ended, self.name)
+
+
+@dataclass(frozen=True)
+class RuntimeModelRecord:
+    """A model registered at run time: its name, when, and the model as the config's
+    ``models:`` would write it (JSON)."""
+
+    name: str
+    created: float
+    card: str
+
+    insert: ClassVar[str] = "INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)"
+    what: ClassVar[str] = "registered model"
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.name, self.created, self.card)
+
+
+@dataclass(frozen=True)
+class RuntimeModelRemoval:
+    """A model registered at run time unregistered (its row goes)."""
+
+    name: str
+
+    insert: ClassVar[str] = "DELETE FROM runtime_models WHERE name = ?"
+    what: ClassVar[str] = "registered model's removal"
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.name,)
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A row of ``runtime_models`` read back."""
+
+    name: str
+    created: float
+    card: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -905,6 +954,16 @@ class LearningReader:
                                  None if ended is None else float(ended))
                 for name, created, experiment, split, ended in rows]
 
+    def runtime_models(self) -> list[StoredModel]:
+        """The models registered at run time the store keeps, in the order they were
+        registered (none in a store too old to keep them)."""
+        if not self._all("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                         "name = 'runtime_models'"):
+            return []
+        rows = self._all("SELECT name, created, card FROM runtime_models ORDER BY seq")
+        return [StoredModel(str(name), float(created), json.loads(card))
+                for name, created, card in rows]
+
     def promotions(self) -> dict[str, tuple[str, float, str]]:
         """``{experiment: (arm, when, reason)}``: the last promotion of each experiment."""
         rows = self._all("SELECT experiment, arm, ts, reason FROM promotions ORDER BY seq")
@@ -933,4 +992,5 @@ def feedback_record(event: FeedbackEvent, kind: str, *, weights_id: str | None,
 
 __all__ = ["FEEDBACK_KINDS", "FeedbackRecord", "LearningReader", "LoggedFeedback",
            "PendingPrune", "PendingRecord", "PromotionRecord", "RuntimeExperimentEnd",
-           "RuntimeExperimentRecord", "StoredExperiment", "feedback_record"]
+           "RuntimeExperimentRecord", "RuntimeModelRecord", "RuntimeModelRemoval",
+           "StoredExperiment", "StoredModel", "feedback_record"]

@@ -58,7 +58,7 @@ from switchpoint.store.moved import (
 from switchpoint.store.totals import Totals
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 24
+SCHEMA_VERSION = 25
 #: What ``PRAGMA auto_vacuum`` reads on a file that frees its pages on demand (every store this
 #: version makes: see ``retention``).
 INCREMENTAL = 2
@@ -964,6 +964,19 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE pending ADD COLUMN prompt_hash TEXT;
     CREATE INDEX IF NOT EXISTS pending_prompt ON pending (prompt_hash, seq);
     CREATE INDEX IF NOT EXISTS pending_tenant_prompt ON pending (tenant, prompt_hash, seq);
+    """,
+    # Models registered at run time (see switchpoint.store.learning): one row each, in the
+    # order they were registered, holding the model as the config's models: would write it;
+    # a row never changes, and goes as its model is unregistered.
+    25: """
+    CREATE TABLE IF NOT EXISTS runtime_models (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL,
+        card TEXT NOT NULL
+    );
+    CREATE TRIGGER IF NOT EXISTS runtime_models_no_update BEFORE UPDATE ON runtime_models
+        BEGIN SELECT RAISE(ABORT, 'a registered model is unregistered, never changed'); END;
     """,
 }
 # The tables retention prunes, oldest rows first.
