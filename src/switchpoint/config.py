@@ -208,6 +208,21 @@ class ModelEntry(BaseModel):
     upstream_model: str | None = None
     auto: Boolean = True
 
+    # When the model was registered at run time (``Gateway.register_model``, ``POST
+    # /v1/router/models``); None for one the config lists. See ``registered_at``.
+    _registered_at: float | None = PrivateAttr(default=None)
+
+    @property
+    def registered_at(self) -> float | None:
+        """When this model was registered at run time; None for one the config lists."""
+        return self._registered_at
+
+    def registered(self, at: float) -> ModelEntry:
+        """This model, marked as registered at run time at ``at``."""
+        made = self.model_copy()
+        made._registered_at = at
+        return made
+
     @model_validator(mode="before")
     @classmethod
     def _default_provider(cls, data: Any) -> Any:
@@ -764,8 +779,7 @@ def load_settings(
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, origin) from None
-    _check_catalog(settings)
-    _check_governance(settings)
+    check_catalog(settings)
     _check_paths(settings)
     check_experiments(settings)
     if settings.admin_token_env is not None:
@@ -1024,6 +1038,15 @@ def _config_error(exc: ValidationError, origin: Mapping[str, str]) -> ConfigErro
     if more:
         reason += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ConfigError(key, reason)
+
+
+def check_catalog(settings: Settings) -> None:
+    """The rules of the catalog (``models:``) and of what the governance keys name of it: a
+    :class:`ConfigError` naming the first key at fault (``models[2].fallbacks[0]``,
+    ``tenants.acme.models[1]``), for a config as it is read and for one the models registered
+    at run time join."""
+    _check_catalog(settings)
+    _check_governance(settings)
 
 
 def _check_catalog(settings: Settings) -> None:

@@ -221,8 +221,8 @@ def _request_error(exc: ConfigError, name: str, by_strategies: bool
 
 class RuntimeExperiments:
     """The experiments created at run time: those running (in the order they were made) and
-    those ended that the store keeps; how they join the config's (:meth:`extend`, the
-    ``extend`` of the router state); creating and ending one. A gateway's own."""
+    those ended that the store keeps; how they join the config's (:meth:`extend`, one of the
+    router state's ``extends``); creating and ending one. A gateway's own."""
 
     def __init__(self, state: RouterState, store: SQLiteStore | None,
                  learning: GatewayLearning) -> None:
@@ -233,7 +233,7 @@ class RuntimeExperiments:
         self.running: Mapping[str, ExperimentConfig] = {}
         self.ended: Mapping[str, tuple[ExperimentConfig, float]] = {}
         self._lock = threading.Lock()  # one creation, end or promotion at a time
-        state.extend = self.extend
+        state.extends.append(self.extend)
 
     @property
     def changing(self) -> threading.Lock:

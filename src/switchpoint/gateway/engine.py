@@ -138,6 +138,7 @@ from switchpoint.gateway.preferences import (
 )
 from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
 from switchpoint.gateway.providers.openai import api_key_problem
+from switchpoint.gateway.registered_models import RuntimeModels
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
 from switchpoint.gateway.sessions import (
     MemoryPinStore,
@@ -266,14 +267,16 @@ class Gateway:
     take one), while the router routes and learns as any :class:`~switchpoint.router.Router`
     does, bound by no tenant's models, budgets or rates (its ``tenant=`` only picks what that
     tenant's outcomes taught). Its other attributes (``state``, ``store``, ``learning``,
-    ``governor``, ``ab_tests``, ``health``, ``pinner``, ``planner``, ``pool``,
-    ``providers``, ``in_flight``, ``timeouts``, ``retry``, ``observer``) are the engine's
-    parts, which the server's routes and the tests reach; they are no API and may change, and
-    a call made through one skips what the methods do (closing's wait and refusal, a caller's
-    checks, the request's log). :meth:`reload` and :meth:`swap_policy` re-read the config
-    and swap the routing policy, answering as ``POST /v1/router/reload`` and ``POST
+    ``governor``, ``models_registered``, ``ab_tests``, ``health``, ``pinner``, ``planner``,
+    ``pool``, ``providers``, ``in_flight``, ``timeouts``, ``retry``, ``observer``) are the
+    engine's parts, which the server's routes and the tests reach; they are no API and may
+    change, and a call made through one skips what the methods do (closing's wait and refusal,
+    a caller's checks, the request's log). :meth:`reload` and :meth:`swap_policy` re-read the
+    config and swap the routing policy, answering as ``POST /v1/router/reload`` and ``POST
     /v1/router/policy/{name}`` answer (those routes, and ``SIGHUP`` to ``switchpoint serve``,
-    call them).
+    call them); :meth:`register_model` and :meth:`unregister_model` add a model to the
+    catalog at run time and take it out, as ``POST /v1/router/models`` and ``DELETE
+    /v1/router/models/{name}`` do.
     """
 
     def __init__(self, settings: Settings, *, loader: Loader | None = None,
@@ -358,6 +361,9 @@ class Gateway:
         self.governor = Governor(settings, store=self.store,
                                  health=lambda: getattr(me(), "health", None))
         self.learning = GatewayLearning(self.state, self.store, checkpoints=not reads_only)
+        # (models first: a run-time experiment's arm may name a registered model)
+        self.models_registered = RuntimeModels(self.state, self.store, self.learning,
+                                               lambda: self.governor.keys)
         self.ab_tests = RuntimeExperiments(self.state, self.store, self.learning)
         # The housekeeping run under way, on a thread of its own: a future of no event loop,
         # since either door's loop may start it and the other close the gateway.
@@ -438,6 +444,7 @@ class Gateway:
             self.pinner.store = self._pins
             self.governor.open(serving=self._owner is not None)
             self.learning.open()
+            self.models_registered.open()
             self.ab_tests.open()
         except BaseException:  # (a key store a newer switchpoint wrote, an unreadable file)
             # What opened before the failure closes again, as a stop closes it: no writer or
@@ -457,6 +464,7 @@ class Gateway:
                              f"(no service has logged in {quoted_path(path)}); point data_dir "
                              "at the service's")
         self.learning.open()
+        self.models_registered.open()
         self.ab_tests.open()
         self._opened_now()
 
@@ -2160,6 +2168,41 @@ class Gateway:
         and its name stays taken. One of the config is ended in the config (a
         :class:`~switchpoint.errors.ConflictError` says so)."""
         return self.experiment_report(self.ab_tests.end(name))
+
+    # Models registered at run time -------------------------------------------------------------
+
+    @_sync_request
+    def register_model(self, card: Mapping[str, Any]) -> dict[str, Any]:
+        """Add a model to the catalog at run time: ``card`` holds the keys of a config
+        ``models:`` entry (``name``, ``tier``, ``input_per_mtok``, ``output_per_mtok``,
+        ``base_url``, ``api_key_env``, ...), checked by the same rules. It goes live at once
+        (requests under way finish on the old router) after the config's models, and is kept
+        in ``data_dir``, so it survives restarts and reloads (a config that comes to list a
+        model of its name wins: the registered one is then dropped, with a warning). Weights
+        without a profile of it route it by its tier and price until it is labelled.
+
+        Returns the model as :meth:`model` shows it, ``registered_at``, and the catalog models
+        the live weights have no learned profile for (``unprofiled_models``, its count and
+        ``note``). Refused, with nothing changed: an
+        :class:`~switchpoint.errors.InvalidInputError` naming the key at fault (a
+        ``base_url`` carrying a credential among them: put the key in the variable
+        ``api_key_env`` names), a :class:`~switchpoint.errors.ConflictError` for a name taken
+        (by the config, or a registered model), no room left
+        (:data:`~switchpoint.gateway.registered_models.MAX_REGISTERED_MODELS`), or a config
+        without ``models:``."""
+        return self.models_registered.register(card)
+
+    @_sync_request
+    def unregister_model(self, name: str) -> dict[str, Any]:
+        """Take model ``name``, registered at run time (:meth:`register_model`), out of the
+        catalog and ``data_dir``; requests under way finish on the old router. Returns
+        ``{"id": name, "object": "model", "deleted": true}`` with the unprofiled models, as
+        :meth:`register_model` does. A model of the config (edit the config and reload), one
+        not registered, or one still named by a live client key, a run-time experiment's arm
+        or a registered model's fallbacks is refused
+        (:class:`~switchpoint.errors.ConflictError`,
+        :class:`~switchpoint.errors.NotFoundError`), with nothing changed."""
+        return self.models_registered.unregister(name)
 
     # Reloading and swapping --------------------------------------------------------------------
 

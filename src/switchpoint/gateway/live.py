@@ -256,10 +256,10 @@ class RouterState:
         # token they name is exported, that they keep every route behind a credential on the
         # address it is bound to); each raises ConfigError.
         self.vets: list[Callable[[Settings], None]] = []
-        # Adds to settings read from the config what was made at run time (the gateway's
-        # experiments created at run time), at the first load and at every reload; raises
-        # ConfigError when the two do not fit together.
-        self.extend: Callable[[Settings], Settings] | None = None
+        # Add to settings read from the config what was made at run time (the gateway's
+        # models registered and experiments created at run time), in turn, at the first load
+        # and at every reload; each raises ConfigError when the two do not fit together.
+        self.extends: list[Callable[[Settings], Settings]] = []
         # The policy a swap made live (None: the config's), which a rebuild keeps.
         self._swapped: str | None = None
         # Held while a new snapshot is hooked up and goes live (and by whoever must not run
@@ -359,7 +359,7 @@ class RouterState:
 
     def reload(self) -> tuple[Live, Live, float]:
         """Re-read the config file and the weights, then make the result live (with what
-        was made at run time: see :attr:`extend`). A file that holds no settings, or would
+        was made at run time: see :attr:`extends`). A file that holds no settings, or would
         lower the service's protection, is refused (:func:`check_reload`)."""
         def read(running: Settings) -> Settings:
             settings = running.reloaded()
@@ -377,7 +377,9 @@ class RouterState:
         return self._replace(settings_of, self._swapped, before=before)
 
     def _extended(self, settings: Settings) -> Settings:
-        return settings if self.extend is None else self.extend(settings)
+        for extend in self.extends:
+            settings = extend(settings)
+        return settings
 
     def _replace(self, settings_of: Callable[[Settings], Settings],
                  policy: str | None, *, before: Callable[[], None] | None = None

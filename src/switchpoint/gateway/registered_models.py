@@ -1,0 +1,305 @@
+"""Models registered at run time (:meth:`Gateway.register_model
+<switchpoint.gateway.Gateway.register_model>`, ``POST /v1/router/models``), beside the config's
+``models:``, kept in the store so that a restart or a reload loses none.
+
+A registered model is a model as the config's ``models:`` writes it, checked by the config's
+own rules (:class:`~switchpoint.config.ModelEntry`, then :func:`~switchpoint.config.check_catalog`
+with the others), and goes live with a new snapshot, as after a reload: requests under way
+finish on the old router. Weights without a profile of it route it by its tier and price
+until it is labelled (see :meth:`Live.unprofiled_note
+<switchpoint.gateway.live.Live.unprofiled_note>`), learning from its outcomes meanwhile.
+
+The config's models come first, then the registered ones in the order they were registered.
+A config that comes to list a model of a registered one's name wins: as it goes live (a reload,
+a start), the registered one is dropped, from the store too, with one warning. A config
+without ``models:`` routes over the weights' own profiles, and so serves no registered model
+(they wait in the store, with a warning, until it lists models again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from switchpoint._args import expect
+from switchpoint._messages import invalid_from_validation, json_quoted, listed_names
+from switchpoint._redact import redact_url, url_secrets
+from switchpoint.catalog import MAX_CATALOG_MODELS
+from switchpoint.config import ModelEntry, Settings, check_catalog, check_experiments
+from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
+from switchpoint.gateway.experiments import when
+from switchpoint.governance.reload_check import key_losses, losses_note
+from switchpoint.store import SQLiteStore
+from switchpoint.store.learning import RuntimeModelRecord, RuntimeModelRemoval
+
+if TYPE_CHECKING:
+    from switchpoint.gateway.learning import GatewayLearning
+    from switchpoint.gateway.live import Live, RouterState
+    from switchpoint.governance.keys import KeyStore
+
+log = logging.getLogger("switchpoint.gateway")
+
+#: The most models there may be registered at run time at once: far more than a team adds
+#: between two edits of its config, and each is weighed by every ``auto`` request (the config's
+#: and the registered ones together stay within the catalog's bound too).
+MAX_REGISTERED_MODELS = 256
+#: How a registered model is taken out again, for the errors that say so.
+UNREGISTER_HINT = ("Gateway.unregister_model or DELETE /v1/router/models/{0} while the "
+                   "service runs")
+
+
+def model_card(card: object) -> ModelEntry:
+    """``card`` (a mapping of a config ``models:`` entry's keys) as the model it describes,
+    checked by the config's rules for one entry; a bad one is an
+    :class:`~switchpoint.errors.InvalidInputError` naming its key. A ``base_url`` carrying a
+    credential (a user or password before its host, a key in its query) is refused: the store
+    keeps the card, and the credential belongs in the variable ``api_key_env`` names."""
+    expect("card", card, Mapping, "a mapping of a model's keys, as the config's models: "
+                                  "entries write them (name, tier, input_per_mtok, ...)")
+    assert isinstance(card, Mapping)
+    try:
+        entry = ModelEntry.model_validate(dict(card))
+    except ValidationError as exc:
+        raise invalid_from_validation(list(exc.errors()), list(ModelEntry.model_fields),
+                                      root="card") from None
+    if entry.base_url is not None:
+        netloc = entry.base_url.split("//", 1)[-1].split("/", 1)[0]
+        if "@" in netloc or url_secrets(entry.base_url):
+            raise InvalidInputError("base_url", (
+                f"{json_quoted(redact_url(entry.base_url))} carries a credential (a user or "
+                "password before its host, or a key in its query): a registered model is kept "
+                "in data_dir as it is given, so its secret would be too; give the URL without "
+                "it and put the key in an environment variable named by api_key_env"))
+    return entry
+
+
+class RuntimeModels:
+    """The models registered at run time (in the order they were registered); how they join
+    the config's (:meth:`extend`, one of the router state's ``extends``); registering and
+    unregistering one. A gateway's own."""
+
+    def __init__(self, state: RouterState, store: SQLiteStore | None,
+                 learning: GatewayLearning, keys: Callable[[], KeyStore]) -> None:
+        self.state = state
+        self.store = store
+        self.learning = learning
+        self.keys = keys
+        # Replaced whole (never changed in place), under the state's swap lock, as one is
+        # registered, unregistered or dropped for a config model of its name.
+        self.registered: tuple[ModelEntry, ...] = ()
+        self._lock = threading.Lock()  # one registration or removal at a time
+        self._unserved_warned = False
+        state.extends.append(self.extend)
+        state.on_swap(self._drop_shadowed)
+
+    def open(self) -> None:
+        """Read what the store keeps (it is open). A row that no longer reads as a model (the
+        rules changed since) is left out, with a warning naming it, and kept."""
+        reader = self.learning.reader
+        if reader is None:
+            return
+        registered = []
+        for row in reader.runtime_models():
+            try:
+                entry = ModelEntry.model_validate(row.card)
+            except ValidationError as exc:
+                log.warning("model %s, registered at run time at %s, no longer reads as a "
+                            "model (%s) and is not served; unregister it (%s) and register "
+                            "it again as this switchpoint reads models",
+                            json_quoted(row.name, 100), when(row.created),
+                            exc.errors()[0].get("msg", "invalid"),
+                            UNREGISTER_HINT.format(row.name))
+                continue
+            registered.append(entry.registered(row.created))
+        self.registered = tuple(registered)
+
+    def extend(self, settings: Settings) -> Settings:
+        """``settings`` (read from the config) with the registered models after the config's
+        (see :meth:`merged`)."""
+        return self.merged(settings, self.registered)
+
+    def merged(self, settings: Settings, registered: tuple[ModelEntry, ...]) -> Settings:
+        """``settings`` with its registered models replaced by ``registered``, after the
+        config's (but those of a name the config lists: it wins), the whole checked by the
+        config's rules (a :class:`ConfigError` naming the key at fault)."""
+        if settings.models is None:
+            if registered and not self._unserved_warned:
+                self._unserved_warned = True
+                log.warning("the config lists no models: (the weights' own profiles are "
+                            "routed), so the %d model(s) registered at run time (%s) are not "
+                            "served; list models in the config to serve them again",
+                            len(registered), listed_names((m.name for m in registered),
+                                                          quoted=True))
+            return settings
+        config = [m for m in settings.models if m.registered_at is None]
+        names = {m.name for m in config}
+        kept = [m for m in registered if m.name not in names]
+        if len(config) + len(kept) > MAX_CATALOG_MODELS:
+            raise ConfigError("models", (
+                f"the config lists {len(config)} models and {len(kept)} more were registered "
+                f"at run time, over the {MAX_CATALOG_MODELS} a catalog may hold: list fewer, "
+                f"or unregister some first ({UNREGISTER_HINT.format('NAME')})"))
+        merged = settings.model_copy(update={"models": [*config, *kept]})
+        check_catalog(merged)
+        check_experiments(merged)
+        return merged
+
+    def _drop_shadowed(self, live: Live) -> None:
+        """A snapshot went live: a registered model whose name its config lists is dropped
+        (the config's is served), from the store too, with one warning. Runs under the
+        state's swap lock, as every change of :attr:`registered` does."""
+        config = {m.name for m in live.settings.models or [] if m.registered_at is None}
+        shadowed = [m for m in self.registered if m.name in config]
+        if not shadowed:
+            return
+        self.registered = tuple(m for m in self.registered if m.name not in config)
+        for entry in shadowed:
+            log.warning("the config lists model %s, which was registered at run time at %s: "
+                        "the config's is served, and the registered one is dropped",
+                        json_quoted(entry.name, 100), when(entry.registered_at or 0.0))
+            if self.store is not None:  # (not waited for: a snapshot is going live)
+                self.store.append(RuntimeModelRemoval(entry.name)).add_done_callback(
+                    _log_failed_drop)
+
+    def register(self, card: object) -> dict[str, Any]:
+        """Register the model ``card`` describes (see :func:`model_card`), checked with the
+        others by the config's rules, kept in the store, then live. Nothing changes when it
+        is refused. Returns the model as the model list shows it, when it was registered,
+        and the catalog models the live weights have no learned profile for (with a note)."""
+        entry = model_card(card)
+        name = entry.name
+        with self._lock:
+            settings = self.state.live().settings  # (503 while the router loads)
+            self._check_free(settings, name)
+            self.learning.check_writable("the model", "nothing was registered")
+            made = entry.registered(time.time())
+            record = RuntimeModelRecord(name, made.registered_at or 0.0, json.dumps(
+                made.model_dump(mode="json", exclude_none=True), separators=(",", ":")))
+
+            def settings_of(live: Settings) -> Settings:
+                return self.merged(live, (*self.registered, made))
+
+            def keep() -> None:
+                if self.store is not None:
+                    self.store.append(record).result(timeout=30)
+                self.registered = (*self.registered, made)
+
+            try:
+                _, new, _ = self.state.rebuild(settings_of, keep)
+            except (ConfigError, InvalidInputError) as exc:
+                raise _card_error(exc, new_index(settings), name) from None
+        view = next(m for m in new.model_objects(auto=False) if m["id"] == name)
+        return {**view, "registered_at": made.registered_at, **new.unprofiled_answer()}
+
+    def _check_free(self, settings: Settings, name: str) -> None:
+        shown = json_quoted(name, 100)
+        if settings.models is None:
+            raise ConflictError("card: the config lists no models: (the weights' own profiles "
+                                "are routed, and chat requests have no upstream), so there is "
+                                "no catalog to register a model in; list models in the config "
+                                "and reload", param="card")
+        if any(m.name == name for m in self.registered):
+            raise ConflictError(f"name: model {shown} was registered at run time already; "
+                                "pick another name, or unregister that one first "
+                                f"({UNREGISTER_HINT.format(name)})", param="name")
+        if any(m.name == name for m in settings.models):
+            raise ConflictError(f"name: model {shown} is in the config; pick another name (or "
+                                "change that one in the config and reload)", param="name")
+        if len(self.registered) >= MAX_REGISTERED_MODELS:
+            raise ConflictError(f"card: {len(self.registered)} models are registered at run "
+                                f"time already, the most there may be "
+                                f"({MAX_REGISTERED_MODELS}); unregister one first "
+                                f"({UNREGISTER_HINT.format('NAME')}), or list models in the "
+                                "config", param="card")
+
+    def unregister(self, name: object) -> dict[str, Any]:
+        """Take model ``name``, registered at run time, out of the catalog and the store: no
+        longer served once the new snapshot is live (requests under way finish on the old
+        one). Refused, changing nothing, for a model of the config, one not registered, and
+        one still named by a live client key, a run-time experiment's arm or another
+        registered model's fallbacks. Returns the deletion as OpenAI's model deletion answers
+        it, with the models the live weights do not profile."""
+        expect("name", name, str, "the name of a model registered at run time")
+        assert isinstance(name, str)
+        shown = json_quoted(name, 100)
+        with self._lock:
+            live = self.state.live()
+            if not any(m.name == name for m in self.registered):
+                self._not_registered(live.settings, name, shown)
+            catalog = live.router.catalog.names
+            keys = self.keys()
+            losses = key_losses(keys.list(include_revoked=False), live.settings.tenants,
+                                live.settings.tenants, catalog,
+                                [n for n in catalog if n != name], keys.now())
+            if losses:
+                raise ConflictError(f"name: model {shown} is named by live client keys: "
+                                    f"{losses_note(losses)}; reissue those keys without it (or "
+                                    "revoke them) first", param="name")
+            self.learning.check_writable("the model's removal", "it is still registered")
+
+            def settings_of(settings: Settings) -> Settings:
+                return self.merged(settings, tuple(m for m in self.registered
+                                                   if m.name != name))
+
+            def keep() -> None:
+                if self.store is not None:
+                    self.store.append(RuntimeModelRemoval(name)).result(timeout=30)
+                self.registered = tuple(m for m in self.registered if m.name != name)
+
+            try:
+                _, new, _ = self.state.rebuild(settings_of, keep)
+            except (ConfigError, InvalidInputError) as exc:
+                key = exc.key if isinstance(exc, ConfigError) else exc.field
+                raise ConflictError(f"name: model {shown} is still named by {key} ({exc.reason}); "
+                                    "take it out there first", param="name") from None
+        return {"id": name, "object": "model", "deleted": True, **new.unprofiled_answer()}
+
+    def _not_registered(self, settings: Settings, name: str, shown: str) -> None:
+        """Why ``name`` names no registered model to unregister (raised)."""
+        if any(m.name == name and m.registered_at is None for m in settings.models or []):
+            raise ConflictError(f"name: model {shown} is in the config, not registered at run "
+                                "time; take it out of the config's models: and reload",
+                                param="name")
+        names = listed_names((m.name for m in self.registered), quoted=True)
+        raise NotFoundError(f"name: no model {shown} was registered at run time; check the "
+                            "name: " + (f"those registered are {names}" if names else
+                                        "none is registered"), param="name")
+
+
+def _log_failed_drop(done: Future[Any]) -> None:
+    """A registered model dropped for the config's of its name, its row not deleted: said,
+    and dropped again at the next start or reload (the config still wins)."""
+    exc = done.exception()
+    if exc is not None:
+        log.warning("a registered model the config now lists could not be dropped from "
+                    "data_dir (%s); it is dropped again at the next start or reload", exc)
+
+
+def new_index(settings: Settings) -> int:
+    """Where a model registered now stands in ``settings``'s catalog once merged: after the
+    config's models and those registered before (``models[N]`` in the config's rules'
+    errors)."""
+    return len(settings.models or [])
+
+
+def _card_error(exc: ConfigError | InvalidInputError, index: int, name: str
+                ) -> ConfigError | InvalidInputError:
+    """A rule of the catalog broken by the model being registered (named as the config would
+    name it: ``models[N]...``, or ``models.<name>...`` by the catalog), naming the card's key
+    instead; any other, as it is."""
+    key = exc.key if isinstance(exc, ConfigError) else exc.field
+    for prefix in (f"models[{index}]", f"models.{name}"):
+        if key == prefix or key.startswith((prefix + ".", prefix + "[")):
+            rest = key[len(prefix):].lstrip(".") or "card"
+            return InvalidInputError(rest, exc.reason)
+    return exc
+
+
+__all__ = ["MAX_REGISTERED_MODELS", "RuntimeModels", "model_card"]

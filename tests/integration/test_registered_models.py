@@ -1,0 +1,217 @@
+"""Models registered at run time: ``Gateway.register_model`` adds a model to the live catalog
+at once (``auto`` may choose it, a request naming it is served by its upstream), keeps it in
+``data_dir`` across a restart and a reload (a config that comes to list its name wins), and
+``unregister_model`` takes it out again; the config's rules refuse a bad one, and a refusal
+changes nothing. A real gateway (SQLite in ``tmp_path``) over the fake provider."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchpoint.config import Settings, load_settings
+from switchpoint.errors import (
+    ConflictError,
+    InvalidInputError,
+    ModelNotFoundError,
+    NotFoundError,
+)
+from switchpoint.gateway import Gateway, registered_models
+from switchpoint.governance.keys import KeySpec
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import poem_prompt
+from tests.integration.learning_env import (
+    KEYS,
+    config_text,
+    loader,
+    settings_for,
+)
+
+CONFIG = "tenants:\n  acme: {}\n"
+
+
+def card(fake: FakeProviderProcess, name: str = "free", **more: Any) -> dict[str, Any]:
+    """A model at the fake provider, free, so ``auto`` chooses it over the priced three."""
+    return {"name": name, "base_url": fake.openai_base_url, "api_key_env": "FAKE_KEY",
+            "input_per_mtok": 0, "output_per_mtok": 0, "tier": "simple", **more}
+
+
+def _gateway(settings: Settings) -> Gateway:
+    gateway = Gateway(settings, loader=loader, env=KEYS)
+    gateway.start()
+    return gateway
+
+
+@pytest.fixture
+def settings(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
+    return settings_for(fake, tmp_path, CONFIG)
+
+
+@pytest.fixture
+def gateway(settings: Settings) -> Iterator[Gateway]:
+    with _gateway(settings) as gw:
+        yield gw
+
+
+def stored(settings: Settings) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(settings.db_path) as db:
+        return db.execute("SELECT name, card FROM runtime_models ORDER BY seq").fetchall()
+
+
+def catalog(gateway: Gateway) -> list[str]:
+    return gateway.router.catalog.names
+
+
+def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_upstream(
+        gateway: Gateway, fake: FakeProviderProcess) -> None:
+    assert gateway.route(poem_prompt(0)).selected_model != "free"
+    answer = gateway.register_model(card(fake))
+    assert (answer["id"], answer["object"], answer["owned_by"]) == ("free", "model",
+                                                                    "openai-compatible")
+    assert answer["registered_at"] > 0
+    # The weights have no profile of it: routed by tier and price, and the answer says so.
+    assert answer["unprofiled_models"] == ["free"] and answer["unprofiled_models_count"] == 1
+    assert "routed by tier and price alone" in answer["note"]
+    assert catalog(gateway) == ["strong", "runner", "cheap", "free"]
+    assert [m["id"] for m in gateway.models()] == ["auto", "strong", "runner", "cheap", "free"]
+    assert gateway.model("free")["id"] == "free"
+    decision = gateway.route(poem_prompt(0))
+    assert decision.selected_model == "free"
+    fake.reset()
+    completion = gateway.complete([{"role": "user", "content": poem_prompt(1)}])
+    assert completion.model == "free"
+    named = gateway.complete([{"role": "user", "content": "hello"}], model="free")
+    assert named.model == "free"
+    asked = fake.requests()
+    assert [r["body"]["model"] for r in asked] == ["free", "free"]
+    assert all(r["headers"]["authorization"] == "Bearer sk-fake" for r in asked)
+    assert [name for name, _ in stored(gateway.settings)] == ["free"]
+
+
+@pytest.mark.parametrize(("given", "kind", "field"), [
+    ({"name": "strong"}, ConflictError, "name"),  # the config's
+    ({"name": "free"}, ConflictError, "name"),  # registered already
+    ({"name": "auto"}, InvalidInputError, "name"),
+    ({"name": "x", "tier": "huge"}, InvalidInputError, "tier"),
+    ({"name": "x", "input_per_mtok": -1}, InvalidInputError, "input_per_mtok"),
+    ({"name": "x", "colour": "red"}, InvalidInputError, "colour"),
+    ({"name": "x", "fallbacks": ["nowhere"]}, InvalidInputError, "fallbacks[0]"),
+    ({"name": "x", "provider": "openai-compatible"}, InvalidInputError, "base_url"),
+    ({"name": "x", "api_key_env": "sk-abcdef0123456789abcdef"}, InvalidInputError,
+     "api_key_env"),
+    ({"name": "x", "base_url": "https://me:hunter2secret@llm.example/v1"},
+     InvalidInputError, "base_url"),
+    ({"name": "x", "base_url": "https://llm.example/v1?api_key=hunter2secret"},
+     InvalidInputError, "base_url"),
+    ({"tier": "simple"}, InvalidInputError, "name"),
+    (["free"], InvalidInputError, "card"),
+])
+def test_a_refused_registration_names_the_field_and_changes_nothing(
+        gateway: Gateway, fake: FakeProviderProcess, given: Any, kind: type[Exception],
+        field: str) -> None:
+    gateway.register_model(card(fake))
+    before, rows, snapshot = catalog(gateway), stored(gateway.settings), gateway.state.peek()
+    with pytest.raises(kind) as caught:
+        gateway.register_model(given)
+    error = caught.value
+    assert getattr(error, "field", getattr(error, "param", None)) == field, error
+    assert "hunter2secret" not in str(error)
+    if field == "base_url" and "base_url" in given:
+        assert "api_key_env" in str(error)  # (where the key belongs)
+    assert catalog(gateway) == before and stored(gateway.settings) == rows
+    assert gateway.state.peek() is snapshot  # (no rebuild went live)
+
+
+def test_registrations_are_bounded_and_the_one_past_the_bound_changes_nothing(
+        gateway: Gateway, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registered_models, "MAX_REGISTERED_MODELS", 2)
+    gateway.register_model(card(fake, "one"))
+    gateway.register_model(card(fake, "two"))
+    with pytest.raises(ConflictError, match="2 models are registered at run time already, "
+                                            r"the most there may be \(2\); unregister one"):
+        gateway.register_model(card(fake, "three"))
+    assert catalog(gateway) == ["strong", "runner", "cheap", "one", "two"]
+    assert [n for n, _ in stored(gateway.settings)] == ["one", "two"]
+
+
+def test_a_registered_model_is_kept_across_a_restart_and_a_reload_and_a_config_of_its_name_wins(
+        settings: Settings, fake: FakeProviderProcess, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with _gateway(settings) as gateway:
+        gateway.register_model(card(fake))
+        gateway.register_model(card(fake, "spare", input_per_mtok=2, output_per_mtok=2))
+    with _gateway(settings) as gateway:  # a restart on the same data_dir
+        assert catalog(gateway) == ["strong", "runner", "cheap", "free", "spare"]
+        assert gateway.route(poem_prompt(0)).selected_model == "free"
+        answer = gateway.reload()
+        assert answer["models"][-2:] == ["free", "spare"] and "free" in answer["unprofiled_models"]
+        assert catalog(gateway) == ["strong", "runner", "cheap", "free", "spare"]
+        # The config comes to list "spare" (dearer): the config's is served, the registered
+        # one dropped, from the store too, with one warning.
+        config = settings.source_path
+        assert config is not None
+        config.write_text(config_text(fake, tmp_path / "data", CONFIG, more_models=(
+            '  - {name: spare, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 20, '
+            "output_per_mtok: 20}\n")), encoding="utf-8")
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            gateway.reload()
+        assert catalog(gateway) == ["strong", "runner", "cheap", "spare", "free"]
+        assert gateway.router.catalog["spare"].input_per_mtok == 20
+        warned = [r.getMessage() for r in caplog.records if "registered one is dropped" in
+                  r.getMessage()]
+        assert len(warned) == 1 and '"spare"' in warned[0], warned
+        with pytest.raises(ConflictError, match="is in the config, not registered"):
+            gateway.unregister_model("spare")
+    assert [n for n, _ in stored(settings)] == ["free"]  # (its row went as it closed)
+    with _gateway(settings.reloaded()) as gateway:  # (the config as it is now)
+        assert catalog(gateway) == ["strong", "runner", "cheap", "spare", "free"]
+
+
+def test_unregistering_takes_the_model_out_unless_something_still_names_it(
+        gateway: Gateway, fake: FakeProviderProcess) -> None:
+    gateway.register_model(card(fake))
+    gateway.register_model(card(fake, "backup", fallbacks=["free"]))
+    with pytest.raises(ConflictError, match="is in the config, not registered at run time"):
+        gateway.unregister_model("strong")
+    with pytest.raises(NotFoundError, match='no model "nope" was registered at run time; check '
+                                            'the name: those registered are "free", '
+                                            '"backup"'):
+        gateway.unregister_model("nope")
+    gateway.create_ab_test("free-only", {"models": ["free"]}, "cost_optimized")
+    key = gateway.governor.keys.create(KeySpec(tenant="acme", models=["free", "cheap"]).checked(
+        ["acme"], None)).record.id
+    snapshot, rows = gateway.state.peek(), stored(gateway.settings)
+    with pytest.raises(ConflictError, match=f"key {key}: it can no longer use \"free\""):
+        gateway.unregister_model("free")  # a live key names it
+    gateway.governor.keys.revoke(key)
+    with pytest.raises(ConflictError, match=r"still named by models\[3\].fallbacks\[0\]"):
+        gateway.unregister_model("free")  # backup falls back to it
+    assert gateway.state.peek() is snapshot and stored(gateway.settings) == rows
+    deleted = gateway.unregister_model("backup")
+    assert {k: deleted[k] for k in ("id", "object", "deleted")} == {
+        "id": "backup", "object": "model", "deleted": True}
+    assert deleted["unprofiled_models"] == ["free"]
+    with pytest.raises(ConflictError, match=r"experiments.free-only.arms.a.models\[0\]"):
+        gateway.unregister_model("free")  # a run-time experiment's arm names it
+    gateway.end_ab_test("free-only")
+    assert gateway.unregister_model("free")["unprofiled_models"] == []
+    assert catalog(gateway) == ["strong", "runner", "cheap"] and stored(gateway.settings) == []
+    with pytest.raises(ModelNotFoundError):
+        gateway.complete([{"role": "user", "content": "hello"}], model="free")
+    gateway.register_model(card(fake))  # (its name is free again)
+    assert catalog(gateway)[-1] == "free"
+
+
+def test_without_models_in_the_config_there_is_no_catalog_to_register_in(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    settings = load_settings(overrides={"data_dir": str(tmp_path / "data")}, environ={})
+    with _gateway(settings) as gateway:
+        with pytest.raises(ConflictError, match="the config lists no models:") as caught:
+            gateway.register_model(card(fake))
+        assert caught.value.param == "card"
+        assert gateway.settings.models is None and stored(settings) == []
