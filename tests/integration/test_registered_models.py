@@ -2,7 +2,9 @@
 at once (``auto`` may choose it, a request naming it is served by its upstream), keeps it in
 ``data_dir`` across a restart and a reload (a config that comes to list its name wins), and
 ``unregister_model`` takes it out again; the config's rules refuse a bad one, and a refusal
-changes nothing. A real gateway (SQLite in ``tmp_path``) over the fake provider."""
+changes nothing. Over HTTP, ``POST /v1/router/models`` and ``DELETE /v1/router/models/{name}``
+are guarded by the admin token as the reload is. A real gateway (SQLite in ``tmp_path``) over
+the fake provider."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 
 from switchpoint.config import Settings, load_settings
@@ -28,11 +32,18 @@ from tests.fakes.two_kinds import poem_prompt
 from tests.integration.learning_env import (
     KEYS,
     config_text,
+    get,
+    learning_server,
     loader,
+    post,
     settings_for,
 )
+from tests.integration.published_schema import Published
+from tests.integration.servers import ThreadServer
 
 CONFIG = "tenants:\n  acme: {}\n"
+ADMIN = "registered-models-admin-0123456789"
+PATH = "/v1/router/models"
 
 
 def card(fake: FakeProviderProcess, name: str = "free", **more: Any) -> dict[str, Any]:
@@ -205,6 +216,59 @@ def test_unregistering_takes_the_model_out_unless_something_still_names_it(
         gateway.complete([{"role": "user", "content": "hello"}], model="free")
     gateway.register_model(card(fake))  # (its name is free again)
     assert catalog(gateway)[-1] == "free"
+
+
+def test_over_http_models_are_registered_and_unregistered_with_the_admin_token_alone(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    extra = CONFIG + "admin_token_env: SP_ADMIN\n"
+    with learning_server(fake, tmp_path, extra, environ={"SP_ADMIN": ADMIN}) as server:
+        published = Published(get(server, "/openapi.json").json())
+        assert published.schema_name("POST", PATH, 201) == "ModelRegistered"
+        assert published.schema_name("DELETE", f"{PATH}/{{name}}") == "ModelDeleted"
+        for key in (None, "wrong-token-0123456789abcdef"):
+            r = post(server, PATH, card(fake), key)
+            assert r.status_code == 401, r.text
+            r = _delete(server, "free", key)
+            assert r.status_code == 401, r.text
+        assert _models(server) == ["auto", "strong", "runner", "cheap"]
+        made = post(server, PATH, card(fake, "team/free"), ADMIN)
+        body = published.valid("POST", PATH, made, status=201)
+        assert made.headers["location"] == "/v1/models/team/free"
+        assert body["id"] == "team/free" and body["unprofiled_models"] == ["team/free"]
+        assert _models(server)[-1] == "team/free"
+        client = openai.OpenAI(base_url=f"{server.base}/v1", api_key="sk-anything",
+                               max_retries=0, timeout=15)
+        answer = client.chat.completions.create(
+            model="team/free", messages=[{"role": "user", "content": "hello"}])
+        assert answer.model == "team/free"
+        bad = post(server, PATH, card(fake, "x", tier="huge"), ADMIN)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "tier", bad.text
+        taken = post(server, PATH, card(fake, "strong"), ADMIN)
+        assert taken.status_code == 409 and taken.json()["error"]["param"] == "name", taken.text
+        secret = post(server, PATH, card(fake, "y", base_url="https://u:hunter2secret@h/v1"),
+                      ADMIN)
+        assert secret.status_code == 400 and "hunter2secret" not in secret.text, secret.text
+        assert _models(server)[-1] == "team/free"
+        missing = _delete(server, "nope", ADMIN)
+        assert missing.status_code == 404 and missing.json()["error"]["param"] == "name"
+        config = _delete(server, "strong", ADMIN)
+        assert config.status_code == 409, config.text
+        gone = _delete(server, "team/free", ADMIN)
+        deleted = published.valid("DELETE", f"{PATH}/{{name}}", gone)
+        assert (deleted["id"], deleted["deleted"]) == ("team/free", True)
+        assert _models(server) == ["auto", "strong", "runner", "cheap"]
+        published.each_field_needed(["ModelRegistered", "ModelDeleted"], optional=[
+            "ModelRegistered.note", "ModelDeleted.note", "ModelDeleted.unprofiled_models",
+            "ModelDeleted.unprofiled_models_count"])
+
+
+def _delete(server: ThreadServer, name: str, key: str | None) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.delete(f"{server.base}{PATH}/{name}", headers=headers, timeout=30)
+
+
+def _models(server: ThreadServer) -> list[str]:
+    return [m["id"] for m in get(server, "/v1/models").json()["data"]]
 
 
 def test_without_models_in_the_config_there_is_no_catalog_to_register_in(

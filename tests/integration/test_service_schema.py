@@ -62,6 +62,8 @@ OPERATIONS = [
     ("POST", "/v1/router/experiments/{name}/promote"),
     ("POST", "/v1/router/experiments"),
     ("DELETE", "/v1/router/experiments/{name}"),
+    ("POST", "/v1/router/models"),
+    ("DELETE", "/v1/router/models/{name}"),
 ]
 # Operations with an input the schema constrains (by path, or method and path); no request to
 # the others is schema-invalid (any string is a valid policy name in the schema; unknown ones
@@ -70,14 +72,14 @@ WITH_INPUT: set[str | tuple[str, str]] = {
     "/v1/route", "/v1/chat/completions", "/v1/router/requests", "/v1/router/keys",
     "/v1/router/report/forecast", "/v1/router/report/sla", "/v1/feedback",
     "/v1/router/preferences/compare", "/v1/router/preferences/score", "/v1/router/status",
-    ("POST", "/v1/router/experiments")}
+    ("POST", "/v1/router/experiments"), ("POST", "/v1/router/models")}
 CASES = [(m, p, mode) for m, p in OPERATIONS
          for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
          if mode is GenerationMode.POSITIVE or p in WITH_INPUT or (m, p) in WITH_INPUT]
 EXAMPLES = {"/v1/route": 100, "/v1/router/policy/{name}": 10, "/v1/router/reload": 3,
             "/v1/chat/completions": 30, "/v1/router/requests": 20, "/v1/feedback": 30,
             "/v1/router/preferences/compare": 20, "/v1/router/preferences/score": 20,
-            "/v1/router/experiments": 20}
+            "/v1/router/experiments": 20, "/v1/router/models": 20}
 # Routes whose valid requests reach the (unreachable) upstreams: a documented 502/503/504.
 UPSTREAM = {"/v1/chat/completions", "/v1/router/preferences/compare"}
 

@@ -668,6 +668,40 @@ class SwapResponse(BaseModel):
         None, description="keys_affected in words (null when no key lost anything).")
 
 
+class _Unprofiled(BaseModel):
+    unprofiled_models: list[str] = Field(
+        description="Catalog models auto may choose that the live weights have no learned "
+                    "profile for, now: routed by tier and price alone until labelled "
+                    f"(switchpoint label, add-model). The first {MAX_LISTED} of them.")
+    unprofiled_models_count: int = Field(
+        description="How many catalog models the live weights have no learned profile for.")
+    note: str | None = Field(
+        description="unprofiled_models in words (null when the weights profile every "
+                    "catalog model).")
+
+
+class ModelRegistered(_Unprofiled):
+    """A model registered at run time, as the model list shows it."""
+
+    model_config = CLOSED
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="When the router serving it went live (Unix seconds).")
+    owned_by: str = Field(description="Its provider.")
+    registered_at: float = Field(description="When it was registered (Unix seconds).")
+
+
+class ModelDeleted(_Unprofiled):
+    """A model registered at run time, unregistered (as OpenAI answers a model's deletion)."""
+
+    model_config = CLOSED
+
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool
+
+
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "Malformed or invalid request."},
     503: {"model": ErrorResponse, "description": "The router is still loading its weights."},

@@ -1,5 +1,7 @@
 """Service routes: health, the model list, metrics; admin: stats, the request log, model health
-(and its reset), policy swap and reload.
+(and its reset), policy swap and reload, models registered at run time (``POST
+/v1/router/models``, ``DELETE /v1/router/models/{name}``: see
+:meth:`Gateway.register_model <switchpoint.gateway.Gateway.register_model>`).
 
 ``GET /health`` answers 200 with ``ready: true`` once the router is loaded and 503 with
 ``ready: false`` before (or if loading failed), so a load balancer's probe can use the status
@@ -15,14 +17,16 @@ models, load error and disk only to a caller that carries it.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from switchpoint._version import __version__
+from switchpoint.config import ModelEntry
 from switchpoint.server.auth import ADMIN, CLIENT, is_admin
-from switchpoint.server.bodies import refuses_body
+from switchpoint.server.bodies import parse_body, refuses_body
 from switchpoint.server.context import GatewayRoute, get_service
 from switchpoint.server.queries import ANY_QUERY, WHOLE, QueryCheckedRoute
 from switchpoint.server.schemas import (
@@ -32,12 +36,15 @@ from switchpoint.server.schemas import (
     ErrorResponse,
     HealthResponse,
     HealthSnapshot,
+    ModelDeleted,
     ModelList,
     ModelObject,
+    ModelRegistered,
     RequestLogPage,
     StatsResponse,
     SwapResponse,
     TenantQuery,
+    inlined,
 )
 from switchpoint.store.retention import disk_usage
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
@@ -128,6 +135,51 @@ async def swap_policy(name: str, request: Request) -> dict[str, Any]:
 @refuses_body
 async def reload(request: Request) -> dict[str, Any]:
     answer: dict[str, Any] = await run_in_threadpool(get_service(request).gateway.reload)
+    return answer
+
+
+_MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "invalid_request: the card's key at fault "
+                                                 "(param), as the config's rules name it."},
+    401: {"model": ErrorResponse, "description": "The admin token is missing or wrong."},
+    404: {"model": ErrorResponse, "description": "not_found: no model of that name was "
+                                                 "registered at run time."},
+    409: {"model": ErrorResponse, "description": "conflict: the name is taken (by the config, "
+                                                 "or a registered model), as many models are "
+                                                 "registered as may be, the config lists no "
+                                                 "models:, the model is the config's, or a "
+                                                 "live key, a run-time experiment or a "
+                                                 "registered model's fallbacks still names "
+                                                 "it."},
+    503: ERROR_RESPONSES[503]}
+
+
+@router.post("/v1/router/models", dependencies=ADMIN, status_code=201,
+             response_model=ModelRegistered, tags=["admin"],
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": inlined(ModelEntry.model_json_schema())}}}},
+             responses={201: {"description": "The model registered, live now.",
+                              "content": {"application/json": {}}},
+                        **{c: r for c, r in _MODEL_ERRORS.items() if c != 404}},
+             summary="Register a model at run time, as a config models: entry writes it "
+                     "(live at once, kept across restarts and reloads)")
+async def register_model(request: Request) -> JSONResponse:
+    card = parse_body(ModelEntry, await request.body())
+    answer = await run_in_threadpool(get_service(request).gateway.register_model,
+                                     card.model_dump(exclude_unset=True))
+    return JSONResponse(answer, status_code=201,
+                        headers={"Location": f"/v1/models/{quote(card.name, safe='/')}"})
+
+
+@router.delete("/v1/router/models/{name:path}", dependencies=ADMIN,
+               response_model=ModelDeleted, tags=["admin"],
+               responses={c: r for c, r in _MODEL_ERRORS.items() if c != 400},
+               summary="Unregister a model registered at run time (requests in flight finish "
+                       "on the old router)")
+@refuses_body
+async def unregister_model(name: str, request: Request) -> dict[str, Any]:
+    answer: dict[str, Any] = await run_in_threadpool(
+        get_service(request).gateway.unregister_model, name)
     return answer
 
 
