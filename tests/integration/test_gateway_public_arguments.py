@@ -75,6 +75,7 @@ NAMED: list[tuple[str, str, GatewayCall]] = [
     ("create_ab_test", "name", lambda g, v: g.create_ab_test(v)),
     ("end_ab_test", "name", lambda g, v: g.end_ab_test(v)),
     ("swap_policy", "name", lambda g, v: g.swap_policy(v)),
+    ("unregister_model", "name", lambda g, v: g.unregister_model(v)),
     ("cost_report", "period", lambda g, v: g.cost_report(v)),
     ("savings_estimate", "comparison_model", lambda g, v: g.savings_estimate(v)),
     ("budget_page", "limit", lambda g, v: g.budget_page(v)),
@@ -96,6 +97,16 @@ def test_a_name_of_the_wrong_type_is_refused_naming_the_argument(
     with pytest.raises(InvalidInputError) as caught:
         call(local, value)
     assert caught.value.field == field, caught.value
+
+
+@pytest.mark.parametrize("value", [5, ["good"], "good", Unshowable()],
+                         ids=["int", "list", "str", "unshowable"])
+def test_a_model_to_register_that_is_no_mapping_is_refused_naming_the_card(
+        local: Gateway, value: object) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        local.register_model(value)  # type: ignore[arg-type]
+    assert caught.value.field == "card", caught.value
+    assert local.router.catalog.names == ["good", "cheap"]
 
 
 def test_an_id_that_is_not_valid_unicode_is_refused_or_not_found(local: Gateway) -> None:
