@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.attack.attack_env import Attacked
+from tests.attack.attack_env import ADMIN_TOKEN, Attacked
 from tests.fakes.fake_provider import FakeProviderProcess
 
 VALID = b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}'
@@ -81,6 +81,29 @@ def test_the_same_on_the_routing_api(attacked: Attacked) -> None:
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "invalid_request"
 
+
+@pytest.mark.parametrize(("path", "admin", "template", "holder"), [
+    ("/v1/route", False, b'{"prompt": "hi", "available_models": %s}', "available_models"),
+    ("/v1/feedback", False, b'{"decision_id": "0123456789abcdef0123456789abcdef", "score": 1, '
+                            b'"comment": %s}', "comment"),
+    ("/v1/router/keys", True, b'{"tenant": "acme", "models": %s}', "models"),
+])
+@pytest.mark.parametrize("depth", [100, 5000])
+def test_a_body_nested_too_deep_is_told_so_on_every_route(
+        attacked: Attacked, path: str, admin: bool, template: bytes, holder: str,
+        depth: int) -> None:
+    # Valid JSON nested past 64 levels is refused as a chat body is, naming the field that
+    # holds it (the whole body, past what Python's reader goes). These routes called it "not
+    # valid JSON (recursion limit exceeded ...)" past pydantic's own limit, and took it below.
+    field = holder if depth == 100 else "body"
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"} if admin else {}
+    for inner in (b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth):
+        r = httpx.post(f"{attacked.base}{path}", content=template % inner, headers=headers,
+                       timeout=10)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == field, error
+        assert error["message"] == f"{field}: nests deeper than 64 levels", error
 
 
 def tool_history(arguments: str) -> dict[str, object]:

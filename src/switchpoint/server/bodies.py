@@ -2,16 +2,18 @@
 :func:`switchpoint.gateway.parsing.parse_chat_body` reads), validated by their pydantic model.
 
 Read by the handler, after the route's own checks of who calls (an admin route's token, a
-client key), so a caller who may not use a route learns nothing of what its body must be. Three
+client key), so a caller who may not use a route learns nothing of what its body must be. Four
 faults are found, and named, as the chat gateway finds them: a key written twice in one object
 (JSON readers disagree on which of the two counts, so a filter in front could check one value
 while the service acted on the other), an integer of more digits than Python reads (told as
-the chat gateway tells it, :func:`~switchpoint._json.not_finite`), and a lone surrogate (an
-unpaired ``\\ud800``-``\\udfff`` escape, which is no text; pydantic's reader calls it a bad
-escape). Those checks read the text's structure with Python's reader, without making numbers of
-its numbers (no check converts them, and converting an embedding's floats was most of the time
-they took); pydantic's reader then reads the body into its model and says what is wrong with
-any value."""
+the chat gateway tells it, :func:`~switchpoint._json.not_finite`), nesting deeper than the
+chat gateway's :data:`~switchpoint.gateway.parsing.MAX_DEPTH` levels (pydantic's reader called
+valid JSON past its own limit "not valid JSON (recursion limit exceeded ...)"), and a lone
+surrogate (an unpaired ``\\ud800``-``\\udfff`` escape, which is no text; pydantic's reader
+calls it a bad escape). Those checks read the text's structure with Python's reader, without
+making numbers of its numbers (no check converts them, and converting an embedding's floats was
+most of the time they took); pydantic's reader then reads the body into its model and says what
+is wrong with any value."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from switchpoint._json import (
 )
 from switchpoint._messages import invalid_from_validation
 from switchpoint.errors import InvalidInputError
+from switchpoint.gateway.parsing import MAX_DEPTH
 from switchpoint.server.errors import document_refusal, operations, shown_path
 from switchpoint.server.head import sent_method
 
@@ -91,31 +94,42 @@ def _utf8(raw: bytes) -> bytes:
 
 
 def _check_text(raw: bytes) -> None:
-    """Raise for a key written twice or a lone surrogate; a body that is not JSON at all is
-    left to pydantic's reader, which says why."""
+    """Raise for a key written twice, nesting deeper than :data:`MAX_DEPTH` levels (named by
+    the top-level field that holds it, as the chat gateway names it) or a lone surrogate; a
+    body that is not JSON at all is left to pydantic's reader, which says why."""
     try:
         data = _STRUCTURE.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except DuplicateKeyError as exc:
         raise InvalidInputError("body", exc.msg) from None
     except _TooLongError as exc:  # (pydantic's reader said "not valid JSON (number out of range)")
         raise InvalidInputError("body", not_finite(str(exc))) from None
-    except (ValueError, RecursionError):
+    except RecursionError:  # (deeper than Python's reader goes, far past MAX_DEPTH)
+        raise InvalidInputError("body", _TOO_DEEP) from None
+    except ValueError:
         return
-    if not SURROGATE_ESCAPE.search(raw):  # (a body with none skips the walk)
+    # Only a body with more brackets than MAX_DEPTH can nest too deeply, and only one with a
+    # surrogate escape can hold a lone surrogate: most bodies skip the walk.
+    surrogates = SURROGATE_ESCAPE.search(raw) is not None
+    if not surrogates and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return
-    stack: list[tuple[object, str]] = [(data, "body")]
+    stack: list[tuple[object, str, int]] = [(data, "body", 1)]
     while stack:
-        node, field = stack.pop()
+        node, field, depth = stack.pop()
         if isinstance(node, str):
-            if lone_surrogate(node):
+            if surrogates and lone_surrogate(node):
                 raise InvalidInputError(field, LONE_SURROGATE)
+        elif isinstance(node, dict | list) and depth > MAX_DEPTH:
+            raise InvalidInputError(field, _TOO_DEEP)
         elif isinstance(node, dict):
             for key, value in node.items():
-                if lone_surrogate(key):
+                if surrogates and lone_surrogate(key):
                     raise InvalidInputError(field, f"has a key that {LONE_SURROGATE}")
-                stack.append((value, key if node is data else field))
+                stack.append((value, key if node is data else field, depth + 1))
         elif isinstance(node, list):
-            stack.extend((item, field) for item in node)
+            stack.extend((item, field, depth + 1) for item in node)
+
+
+_TOO_DEEP = f"nests deeper than {MAX_DEPTH} levels"
 
 
 #: How the API document describes :func:`no_body`'s refusal, for a route that takes no body.
