@@ -148,11 +148,25 @@ TOO_SMALL = "is too small a number to be told from 0; write 0, or a number of at
 
 def integer_text(text: str) -> int | None:
     """``text`` as an int when it is a whole number in ASCII digits (``8``, ``-1``; spaces
-    around it aside), else None (``1_0``, ``٥``, ``8.0``, or more than 100 digits)."""
+    around it aside), else None (``1_0``, ``٥``, ``8.0``, or more than 100 digits:
+    :func:`too_many_digits`)."""
     text = text.strip(" \t\r\n")
-    if not _INTEGER_TEXT.fullmatch(text) or len(text.lstrip("+-")) > _MAX_INTEGER_DIGITS:
+    if not _INTEGER_TEXT.fullmatch(text) or too_many_digits(text):
         return None
     return int(text)
+
+
+def too_many_digits(text: str) -> bool:
+    """Whether ``text`` writes a whole number in ASCII digits of more digits than
+    :func:`integer_text` reads (100), which it does not read."""
+    text = text.strip(" \t\r\n")
+    return (_INTEGER_TEXT.fullmatch(text) is not None
+            and len(text.lstrip("+-")) > _MAX_INTEGER_DIGITS)
+
+
+#: Why :func:`too_many_digits` text is refused, as a message goes on after the value it quotes.
+TOO_MANY_DIGITS = (f"is a whole number of more than {_MAX_INTEGER_DIGITS} digits, larger than "
+                   "any value taken here")
 
 
 #: A config field's integer: any integer the field's bounds take, never a boolean.

@@ -22,7 +22,14 @@ import math
 from collections.abc import Callable
 
 from switchpoint._messages import json_quoted, people_number
-from switchpoint._numbers import TOO_SMALL, integer_text, number_text, too_small
+from switchpoint._numbers import (
+    TOO_MANY_DIGITS,
+    TOO_SMALL,
+    integer_text,
+    number_text,
+    too_many_digits,
+    too_small,
+)
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.decision import MAX_COST_WEIGHT
 
@@ -81,8 +88,9 @@ def integer_option(what: str = "a whole number", example: str = "8") -> Callable
     def whole_number(text: str) -> int:
         value = integer_text(text)
         if value is None:
-            raise refused(text, f"is not a whole number in ASCII digits: give {what}, such "
-                                f"as {example}")
+            why = (TOO_MANY_DIGITS if too_many_digits(text)
+                   else "is not a whole number in ASCII digits")
+            raise refused(text, f"{why}: give {what}, such as {example}")
         return value
 
     return whole_number

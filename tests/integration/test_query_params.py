@@ -232,6 +232,28 @@ def test_a_number_out_of_range_is_quoted_as_written(
 
 
 @pytest.mark.parametrize(("path", "name", "others"), _NUMBERS)
+def test_a_number_too_large_for_any_parameter_is_told_so(
+        guarded: ThreadServer, path: str, name: str, others: dict[str, str]) -> None:
+    """A number of 400 digits (and 1e400, where any number is taken) is refused as too large,
+    quoted as written: it was told as no whole number in ASCII digits, or as "not NaN or
+    infinity", which it is not as written."""
+    whole = name in ("limit", "cursor")
+    shown = json.dumps("9" * 37 + "…", ensure_ascii=False)
+    expected = {"9" * 400: (f"{name}: is a whole number of more than 100 digits, larger than "
+                            f"any value taken here, got {shown}") if whole else
+                           (f"{name}: must be a finite number, got {shown}, past the largest "
+                            "a number holds (about 1.8e308)")}
+    if not whole:
+        expected["1e400"] = (f'{name}: must be a finite number, got "1e400", past the largest '
+                             "a number holds (about 1.8e308)")
+    for big, message in expected.items():
+        r = httpx.get(f"{guarded.base}{path}", params={**others, name: big}, headers=ADMIN)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == name and error["message"] == message, error
+
+
+@pytest.mark.parametrize(("path", "name", "others"), _NUMBERS)
 def test_a_number_parameter_written_plainly_is_taken(
         guarded: ThreadServer, path: str, name: str, others: dict[str, str]) -> None:
     whole = name in ("limit", "cursor")

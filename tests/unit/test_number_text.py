@@ -67,6 +67,11 @@ def test_an_option_refuses_a_value_quoting_it_as_json_writes_it_with_what_it_tak
         (_options.COST_WEIGHTS, "1, ,2", '"1, ,2" has no number at item 2 of 3'),
         (_options.COUNT, "8.5", '"8.5" is not a whole number in ASCII digits: give a whole '
                                 "number, such as 8"),
+        # (a whole number past the 100 digits one is read to is told as too large, not as
+        # no whole number)
+        (_options.COUNT, "9" * 101, '"' + "9" * 57 + '…" is a whole number of more than 100 '
+                                    "digits, larger than any value taken here: give a whole "
+                                    "number, such as 8"),
         (_options.SCORE, "1.5", '"1.5" is out of range: give a number from 0 to 1 (1 = best)'),
         (_options.COST, "-1", '"-1" is out of range: give what the answer cost, a number '
                               "from 0 to 1,000 (USD)"),

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -52,8 +53,21 @@ from fastapi.routing import APIRoute
 from pydantic import BeforeValidator
 from starlette.requests import Request
 
-from switchpoint._messages import UNKNOWN_NAME_ADVICE, json_quoted, listed_keys, refuse_unknown
-from switchpoint._numbers import TOO_SMALL, integer_text, number_text, too_small
+from switchpoint._messages import (
+    PAST_FLOATS,
+    UNKNOWN_NAME_ADVICE,
+    json_quoted,
+    listed_keys,
+    refuse_unknown,
+)
+from switchpoint._numbers import (
+    TOO_MANY_DIGITS,
+    TOO_SMALL,
+    integer_text,
+    number_text,
+    too_many_digits,
+    too_small,
+)
 from switchpoint.errors import InvalidInputError
 from switchpoint.server.errors import document_refusal, operations
 from switchpoint.server.head import sent_method
@@ -100,10 +114,14 @@ def _number_text(text: object, whole: bool) -> object:
         number = integer_text(text)
         if number is None and not whole:
             number = number_text(text)
+    if isinstance(number, float) and math.isinf(number):  # (400 digits, 1e400)
+        raise ValueError(f"must be a finite number, got {shown}, {PAST_FLOATS}")
     if number is not None:
         return number
     if exact and not whole and too_small(text):
         raise ValueError(f"{TOO_SMALL}, got {shown}")
+    if exact and whole and too_many_digits(text):
+        raise ValueError(f"{TOO_MANY_DIGITS}, got {shown}")
     what = "a whole number" if whole else "a finite number"
     example = "50" if whole else "2.5 or 1e3"
     raise ValueError(f"must be {what} in ASCII digits with nothing around it, such as "
