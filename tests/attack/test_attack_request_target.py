@@ -348,6 +348,28 @@ def test_a_hash_written_as_percent_23_is_served(attacked: Attacked) -> None:
     assert json.loads(body)["error"]["param"] != "request-target"
 
 
+@pytest.mark.parametrize(("target", "path"), [
+    (b"health", "/health"), (b"v1/models?x=1", "/v1/models?x=1"), (b"?x=1", "/?x=1")])
+def test_a_target_that_is_neither_a_path_nor_a_url_is_refused_naming_it(
+        attacked: Attacked, target: bytes, path: str) -> None:
+    # The 404 it got quoted its path with a "/" before it: "GET /health: Not Found".
+    logged = [entry["id"] for entry in attacked.requests()]
+    status, body = _get(attacked.port, target)
+    assert status.startswith(b"HTTP/1.1 400 "), (status, body)
+    error = json.loads(body)["error"]
+    assert (error["code"], error["param"]) == ("invalid_request", "request-target"), error
+    assert error["message"] == (
+        f"request-target: the request target {json.dumps(target.decode())} is neither a path, "
+        f'which begins with "/", nor a URL (http://host/path); send the path, as '
+        f"{json.dumps(path)}"), error
+    assert [entry["id"] for entry in attacked.requests()] == logged
+    # The path itself, and the target of OPTIONS *, are not refused for their form.
+    assert _get(attacked.port, b"/health")[0].startswith(b"HTTP/1.1 200 ")
+    status, body = _raw(attacked.port, b"OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Connection: close\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 404 "), (status, body)
+
+
 def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacked) -> None:
     document = httpx.get(f"{attacked.base}/openapi.json", timeout=30).json()
     operations = [(path, method, op) for path, item in document["paths"].items()
@@ -357,6 +379,8 @@ def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacke
         refused = op["responses"]["400"]
         assert "invalid_request (param request-target)" in refused["description"], (method, path)
         assert "%23" in refused["description"], (method, path)
+        assert "neither a path (which begins with /) nor a URL" in refused["description"], (
+            method, path)
         shape = refused["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
         assert shape == ("ChatErrorResponse" if is_openai_path(path) else "ErrorResponse"), (
             method, path)

@@ -16,6 +16,11 @@ A ``#`` begins a URL's fragment, which a client keeps to itself: one sent raw is
 path or query, yet the server hands it on as one (``?x=1#frag`` is read as x = ``1#frag``), so
 a value would be taken other than as the client meant it. :func:`guard` refuses such a target.
 
+A target that is neither a path (which begins with ``/``) nor a URL (``GET health``, a hand-
+written request's slip) is refused too: no route takes it, and the 404 it got quoted its path
+as ``/health``, a route that is there. (``*``, the target of ``OPTIONS *``, is left to the 404
+of a path no route takes.)
+
 Each refusal is a 400 ``invalid_request`` naming :data:`TARGET`, before any route reads the
 request (and before its host, origin, credentials or body). A ``#`` in a value is written
 ``%23``, which passes. Then the request's ``Host`` headers, as sent, name one host, and the
@@ -43,7 +48,8 @@ TARGET = "request-target"
 _DOC = ("invalid_request (param request-target): the request target holds a raw \"#\", which "
         "begins a URL's fragment, a part a client keeps to itself (send the target without "
         "it, and write a \"#\" a value holds as %23), or is a URL that names no host "
-        "(http:///path: send the path alone, or the URL with its host).")
+        "(http:///path: send the path alone, or the URL with its host), or is neither a path "
+        "(which begins with /) nor a URL.")
 # The start of a target in absolute form (http://host/path?q): its scheme, in any case.
 _ABSOLUTE = re.compile(rb"https?://", re.IGNORECASE)
 
@@ -57,6 +63,8 @@ def guard(scope: Scope) -> tuple[Scope, ErrorAnswer | None]:
     read, problem = _origin_form(scope, root, target)
     if problem is None and b"#" in target:  # (then the target read holds it too)
         problem = refusal(read)
+    if problem is None and read is scope and not target.startswith(b"/") and target != b"*":
+        problem = _no_path(target)
     if problem is not None:
         return read, ErrorAnswer(400, "invalid_request", problem, TARGET)
     # (a target in absolute form, read anew, names the host in the header's place)
@@ -108,6 +116,14 @@ def refusal(scope: Scope) -> str | None:
             " holds a \"#\", which begins a URL's fragment: a client keeps the fragment to "
             "itself, so a \"#\" sent is part of no path or query value. Send the target "
             "without the fragment, and write a \"#\" a value holds as %23")
+
+
+def _no_path(target: bytes) -> str:
+    """Why ``target``, neither a path nor a URL (``health``), is refused."""
+    sent = target.decode("latin-1")
+    return (f"{TARGET}: the request target {json_quoted(sent, 100)} is neither a path, which "
+            "begins with \"/\", nor a URL (http://host/path); send the path, as "
+            f"{json_quoted('/' + sent, 100)}")
 
 
 def _root_and_target(scope: Scope) -> tuple[bytes, bytes]:
