@@ -676,3 +676,82 @@ def test_a_comparison_model_of_thousands_of_characters_is_named_cut_short(
         assert "--comparison-model:" in err and 'is not a catalog model ("big", "small")' in err
         assert len(err) < 300 and "\x1b" not in err, err[:300]
     assert '"nope" is not a catalog model' in err
+
+
+def _key_store_of_schema(data_dir: Path, version: int) -> list[str]:
+    """A keys.db written by a switchpoint whose key store's schema was ``version`` (in WAL
+    mode, closed cleanly: no file beside it), holding two keys of tenant acme, one with a
+    budget; their ids."""
+    from switchpoint.governance import keys as keys_module
+
+    data_dir.mkdir(mode=0o700, exist_ok=True)
+    path = data_dir / "keys.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        script = " ".join(keys_module._MIGRATIONS[v] for v in range(1, version + 1))
+        conn.executescript(f"BEGIN; {script} PRAGMA user_version={version}; COMMIT;")
+        ids = []
+        for created, budgets in ((time.time() - 60, '["5/day"]'), (time.time() - 30, "[]")):
+            key_id, key = keys_module.new_key()
+            conn.execute("INSERT INTO keys (id, hash, tenant, created_at, budgets) "
+                         "VALUES (?, ?, 'acme', ?, ?)",
+                         (key_id, keys_module.hash_key(key), created, budgets))
+            if version >= 2:
+                conn.execute("UPDATE keys SET seq = rowid WHERE id = ?", (key_id,))
+            ids.append(key_id)
+    finally:
+        conn.close()
+    path.chmod(0o600)
+    return ids
+
+
+def _folder(data_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir())}
+
+
+@pytest.mark.parametrize("version", [1, 3, 4])
+def test_the_commands_that_only_read_the_keys_leave_the_file_as_it_was(
+        config: Path, capsys: pytest.CaptureFixture[str], version: int) -> None:
+    """keys list, show and clock and a report read a key store of this schema or an older
+    one without upgrading it, writing its time or a note beside it: the folder holds the
+    same bytes after them. The first command that writes the keys upgrades the file."""
+    data_dir = config.parent / "data"
+    ids = _key_store_of_schema(data_dir, version)
+    before = _folder(data_dir)
+    assert list(before) == ["keys.db"]
+    code, out, err = run(["keys", "list", "--json", "--config", config], capsys)
+    assert code == 0, err
+    assert [k["id"] for k in json.loads(out)] == ids
+    assert [k["status"] for k in json.loads(out)] == ["active", "active"]
+    for argv, shown in ((["keys", "show", ids[0]], "5/day"), (["keys", "clock"], "judged at"),
+                        (["report", "alert"], ids[0])):
+        code, out, err = run([*argv, "--config", config], capsys)
+        assert code == 0 and shown in out, (argv, out, err)
+        assert "Traceback" not in err and "latest time" not in err, (argv, err)
+    assert _folder(data_dir) == before
+    code, out, err = run(["keys", "revoke", ids[1], "--config", config], capsys)
+    assert code == 0, err
+    conn = sqlite3.connect(data_dir / "keys.db")
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    finally:
+        conn.close()
+
+
+def test_an_older_key_store_too_big_to_read_upgraded_says_to_let_a_writer_upgrade_it(
+        config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from switchpoint.store import sqlite as sqlite_module
+
+    data_dir = config.parent / "data"
+    _key_store_of_schema(data_dir, 2)
+    before = _folder(data_dir)
+    monkeypatch.setattr(sqlite_module, "MAX_UPGRADE_COPY_BYTES", 1024)
+    code, out, err = run(["keys", "list", "--config", config], capsys)
+    assert code == 2 and out == "", (out, err)
+    assert "cannot open the key store (its schema version 2 is older than this " in err, err
+    assert ("start the service once (or run a command that writes the file) to upgrade it, "
+            "then run this command again)") in err, err
+    assert "Traceback" not in err
+    assert _folder(data_dir) == before

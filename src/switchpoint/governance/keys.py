@@ -83,6 +83,7 @@ from switchpoint.store.sqlite import (
     DEFAULT_PAGE,
     MAX_PAGE,
     read_only,
+    read_upgraded,
     remedy,
     store_error,
     upgrade_schema,
@@ -455,7 +456,10 @@ class KeyStore:
     """The keys of one data directory. Opens on first use (or ``open()``); ``close()`` after.
     Thread-safe. Opened for writing, a file of it this process may not write is named as it
     opens; ``reads_only`` (a command that only reads the keys: ``keys list``, the reports)
-    reads a file it may not write, and writes no time into it."""
+    opens the file read-only and changes nothing beside it either: no time written, no schema
+    upgrade (a file of an older schema is read as upgraded, see
+    :func:`~switchpoint.store.sqlite.read_upgraded`), no note of its log; a file it may not
+    write is read all the same."""
 
     path: Path
     clock: Any = time.time
@@ -491,6 +495,8 @@ class KeyStore:
     def open(self) -> KeyStore:
         if self._conn is not None:
             return self
+        if self.reads_only:
+            return self._open_reading()
         try:
             if self._stale:  # a file that left the path: its log must not be replayed here
                 remove_stale_side_files(self.path, self._stale)
@@ -520,11 +526,26 @@ class KeyStore:
             self._writer = self._writer or self._clock_writer()
         return self
 
+    def _open_reading(self) -> KeyStore:
+        """:meth:`open` for a store that ``reads_only``: the file is read as it is, and nothing
+        at its path is made or changed."""
+        try:
+            conn = read_upgraded(self.path, _MIGRATIONS, newer="upgrade switchpoint")
+            try:
+                self._read_clock(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except (OSError, sqlite3.Error) as exc:
+            raise store_error(self.path, "open the key store", exc) from None
+        self._conn = conn
+        self._files = database_identity(self.path)
+        return self
+
     def _connect(self) -> sqlite3.Connection:
         """A connection to the file in WAL mode, with the schema up to date and the store's
         clock read."""
-        if not self.reads_only:  # (SQLite opens a file it may not write read-only, silently)
-            check_database_writable(self.path)
+        check_database_writable(self.path)  # (SQLite opens one it may not write read-only)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             wal_mode(conn)
@@ -550,7 +571,8 @@ class KeyStore:
                 if self._latest > self._saved and not self.reads_only:
                     self._save_clock(self._conn)
                 self._let_go(how_it_left(self._files, database_identity(self.path)))
-                forget_log_owner(self.path)
+                if not self.reads_only:
+                    forget_log_owner(self.path)
             self._cache.clear()
 
     def __enter__(self) -> KeyStore:
@@ -595,7 +617,7 @@ class KeyStore:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if left is None:
+        if left is None or self.reads_only:  # (a reader has no log to write, nor files to tidy)
             conn.close()
             return
         try:

@@ -136,7 +136,7 @@ def remedy(exc: BaseException, path: str | Path | None = None) -> str:
         return ("the file is damaged: stop every process using it and restore it from a "
                 "backup (or salvage it with `sqlite3 FILE .recover`); moving it away, with its "
                 "-wal and -shm files, starts an empty one and loses what it held")
-    if isinstance(exc, NewerSchemaError):
+    if isinstance(exc, (NewerSchemaError, UpgradeNeededError)):
         return ""  # (its message says what to do)
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
@@ -156,6 +156,11 @@ def remedy(exc: BaseException, path: str | Path | None = None) -> str:
 
 class NewerSchemaError(sqlite3.DatabaseError):
     """A database file written by a newer switchpoint (its message says what to do)."""
+
+
+class UpgradeNeededError(sqlite3.DatabaseError):
+    """A database file of an older schema that a reader, which writes nothing, cannot read
+    upgraded (see :func:`read_upgraded`; its message says what to do)."""
 
 
 def damaged(exc: BaseException) -> bool:
@@ -237,6 +242,50 @@ def read_store(path: str | Path, gone: Gone | None = None) -> sqlite3.Connection
         conn.close()
         raise
     return conn
+
+
+#: The largest file of an older schema a reader copies into memory to read it upgraded (see
+#: :func:`read_upgraded`).
+MAX_UPGRADE_COPY_BYTES = 64 * 2**20
+
+
+def read_upgraded(path: str | Path, migrations: Mapping[int, str], *,
+                  newer: str = "") -> sqlite3.Connection:
+    """A read-only connection to the database ``path`` (see :func:`read_only`) as its schema
+    is once brought up to the last of ``migrations``, for a reader that writes nothing (a
+    command that only reads the keys): a file already up to date is read as it is; one of an
+    older schema is copied into memory and the copy upgraded (its readers then find every
+    table and column they ask for), the file left as it was, to be upgraded by the next
+    writer opening it. A file of a newer schema is :class:`NewerSchemaError` (``newer`` says
+    what to do); an older one past :data:`MAX_UPGRADE_COPY_BYTES`,
+    :class:`UpgradeNeededError`, saying to let a writer upgrade it first."""
+    latest = max(migrations)
+    conn = read_only(path)
+    try:
+        version = _schema_version(conn, latest, newer)
+        if version == latest:
+            return conn
+        size = os.path.getsize(path)
+        if size > MAX_UPGRADE_COPY_BYTES:
+            raise UpgradeNeededError(
+                f"its schema version {version} is older than this switchpoint's {latest}, and "
+                f"the file ({size / 2**20:.0f} MiB) is too big to be read upgraded in memory "
+                f"(at most {MAX_UPGRADE_COPY_BYTES // 2**20} MiB) by a command that writes "
+                "nothing: start the service once (or run a command that writes the file) to "
+                "upgrade it, then run this command again")
+        copy = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        try:
+            conn.backup(copy)
+            upgrade_schema(copy, migrations, newer=newer)
+            copy.execute("PRAGMA query_only=ON")
+        except BaseException:
+            copy.close()
+            raise
+    except BaseException:
+        conn.close()
+        raise
+    conn.close()
+    return copy
 
 
 def refused(exc: BaseException) -> bool:
