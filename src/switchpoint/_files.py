@@ -287,6 +287,13 @@ def _may(path: Path, mode: int) -> bool:
     return os.access(path, mode)
 
 
+def may_write(path: str | Path) -> bool:
+    """Whether this process may write the file ``path`` (see :func:`_may`): not one of mode
+    444, say, nor one on a file system mounted read-only, for a process without root's
+    capabilities."""
+    return _may(Path(path), os.W_OK)
+
+
 def _whose(uid: int) -> str:
     """``uid 1000 (alice)``, or ``uid 1000`` when no user has that number here."""
     try:

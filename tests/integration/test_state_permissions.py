@@ -126,29 +126,31 @@ def test_a_key_store_it_may_not_read_is_named_with_the_command_that_mends_it(
     assert main(["keys", "list", "--config", str(config)]) == 0  # mended, it is read
 
 
-def test_a_read_only_store_is_named_and_the_side_file_it_left_then_too(
+def test_a_read_only_store_is_named_and_read_leaving_nothing_beside_it(
         state: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A database of mode 444: feedback names it. A report reads it, and SQLite makes the
-    side files beside it with its mode; once the database is writable again, the service's
-    start names the first of them (it said to check that data_dir is writable, which it
-    was)."""
+    """A database of mode 444: feedback names it. A report reads it and leaves no file beside
+    it: SQLite, opening it read-only, made its side files with the file's mode and left them,
+    and the next command writing the store, once the file was writable again, was refused
+    naming the first of them."""
     config, data = state
     db = data / "switchpoint.db"
     for side in ("-wal", "-shm"):  # (as a clean stop leaves it: none beside it)
         (data / f"switchpoint.db{side}").unlink(missing_ok=True)
     capsys.readouterr()
+    held, names = db.read_bytes(), sorted(p.name for p in data.iterdir())
     with mode(db, 0o444):
         assert main(["feedback", "0" * 32, "--success", "--config", str(config)]) == 2
         err = capsys.readouterr().err
         assert f"may not write '{db}' (mode 444, its owner): `chmod u+rw {db}`" in err, err
-        assert main(["report", "cost", "--config", str(config)]) == 0  # reading is allowed
-    left = [data / f"switchpoint.db{side}" for side in ("-wal", "-shm")]
-    left = [side for side in left if side.exists()]
-    assert left and all(side.stat().st_mode & 0o777 == 0o444 for side in left), left
-    code, err = refused_start(data_dir=data)
-    assert code == 2, err
-    assert f"may not write '{left[0]}' (mode 444, its owner): `chmod u+rw {left[0]}`" in err, err
-    assert "Traceback" not in err
+        for argv in (["report", "cost"], ["report", "alert"], ["keys", "list"]):
+            assert main([*argv, "--config", str(config)]) == 0, argv  # reading is allowed
+            out, err = capsys.readouterr()
+            assert out and "Traceback" not in err, (argv, err)
+        assert sorted(p.name for p in data.iterdir()) == names
+    assert db.read_bytes() == held
+    assert main(["prune", "--older-than", "5", "--config", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert "may not write" not in err, err
 
 
 def test_a_read_only_key_store_stops_a_start_that_checks_keys_and_is_still_read(
@@ -179,6 +181,7 @@ def test_a_read_only_key_store_stops_a_start_that_checks_keys_and_is_still_read(
             out, err = capsys.readouterr()
             assert shown in out, (argv, out)
             assert "latest time" not in err and "Traceback" not in err, (argv, err)
+        assert not any((data / f"keys.db{side}").exists() for side in ("-wal", "-shm"))
     assert keys.read_bytes() == held
 
 

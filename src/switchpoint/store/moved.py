@@ -32,6 +32,7 @@ from switchpoint._files import (
     clear_leftovers,
     file_identity,
     file_stamp,
+    may_write,
     read_small,
     side_file,
     temporary_name,
@@ -340,13 +341,19 @@ def read_only_connection(path: str | Path) -> sqlite3.Connection:
     connection SQLite opened read-only leaves the side files its reading made when it closes
     last, so a report run with the service stopped left both beside the store; this one, the
     last to close, removes them, and the file is as it was. Beside another connection (a
-    service starting meanwhile) it reads as any reader does, and the side files stay theirs."""
+    service starting meanwhile) it reads as any reader does, and the side files stay theirs.
+    Such a file this process may not write (mode 444, a read-only mount) SQLite opens
+    read-only all the same, and its side files, made with the file's mode, would stay beside
+    it (a service started once the file is writable again would find them unwritable): with
+    no log to read, it is read alone (``immutable``), and nothing is made beside it."""
     base = Path(path).resolve().as_uri()
     uri = f"{base}?mode=ro"
     held = _hold_stale_log(path)
     if held is None:
         if any(side_file(path, suffix).exists() for suffix in SQLITE_SIDE_FILES):
             return sqlite3.connect(uri, uri=True, check_same_thread=False)
+        if not may_write(path):
+            return sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
         conn = sqlite3.connect(f"{base}?mode=rw", uri=True, check_same_thread=False)
         try:
             conn.execute("PRAGMA query_only=ON")
