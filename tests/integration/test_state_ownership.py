@@ -29,8 +29,13 @@ from switchpoint._files import locked_file, open_lock, private_file, write_atomi
 from switchpoint.cli import main
 from switchpoint.config import load_settings
 from switchpoint.gateway import Gateway
+from switchpoint.labelling.journal import done_path, journal_path
+from switchpoint.labelling.lock import OutputLock, lock_path
 from switchpoint.store import DecisionRecord, SQLiteStore
+from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.full_disk import full_disk
+from tests.integration.test_labelling import JUDGE_SAYS, write_prompts
+from tests.integration.test_labelling import config as labelling_config
 
 #: The service user's uid and gid (no such user exists: none needs to).
 OWNER = (12345, 12345)
@@ -157,6 +162,31 @@ def test_each_way_a_state_file_is_made_gives_it_the_folders_owner(
     # An output (not a state file) written there stays root's, as before.
     write_atomically(data / "output.json", lambda fh: fh.write(b"{}"))
     assert _owners(data)["output.json"] == (0, 0)
+
+
+def test_a_label_run_as_root_gives_its_journal_mark_and_lock_the_folders_owner(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``switchpoint label`` run as root with an --out in another user's folder: its own files
+    beside the output (the journal a failed run leaves, the mark a complete one leaves, the
+    lock held while it runs) are that user's, so the user's next run may use them; the
+    output, as every command's output, is the writer's."""
+    monkeypatch.setenv("B_KEY", "sk-ant-test")
+    folder = tmp_path / "labels"
+    folder.mkdir(mode=0o755)
+    os.chown(folder, *OWNER)
+    out = folder / "records.jsonl"
+    with OutputLock(out):
+        assert _owners(folder) == {lock_path(out).name: OWNER}
+    assert not lock_path(out).exists()
+    fake.default("judge", JUDGE_SAYS)
+    fake.script("judge", "say:text=It is a good answer.", "say:text=8/10")  # (no score)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    argv = ["label", str(prompts), "--models", "a", "--judge", "judge", "--out", str(out),
+            "--config", str(labelling_config(fake, tmp_path)), "--concurrency", "1"]
+    assert main(argv) == 1  # (a prompt left to label: the journal stays)
+    assert _owners(folder) == {out.name: (0, 0), journal_path(out).name: OWNER}
+    assert main(argv) == 0
+    assert _owners(folder) == {out.name: (0, 0), done_path(out).name: OWNER}
 
 
 def test_root_in_its_own_data_dir_and_another_user_in_anyones_make_their_files_their_own(

@@ -51,7 +51,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from switchpoint._files import write_problem
+from switchpoint._files import give_folder_owner, open_made, write_problem
 from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate
 from switchpoint._messages import json_quoted, listed_names, plural
 from switchpoint.errors import LabellingError, RecordsError
@@ -100,13 +100,16 @@ def _fingerprint(path: Path) -> dict[str, Any]:
 
 def mark_done(out: Path) -> None:
     """Leave the mark that this command finished ``out`` as it now is: written to a side
-    file, fsynced, then renamed into place, so a crash leaves the old mark or the new one."""
+    file, fsynced, then renamed into place, so a crash leaves the old mark or the new one; made
+    by root in another user's folder, it is given the folder's owner (see
+    :func:`~switchpoint._files.give_folder_owner`)."""
     mark = done_path(out)
     part = mark.with_name(mark.name + ".part")
     try:
         data = (json.dumps(_fingerprint(out)) + "\n").encode("utf-8")
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
+            give_folder_owner(fd, part)
             os.write(fd, data)
             os.fsync(fd)
         finally:
@@ -753,11 +756,18 @@ def _kept(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey, at: i
     return Kept(line=number, at=at, size=size, cost_usd=line.number_in("cost_usd", math.inf))
 
 
-def open_for_writing(path: Path, flags: int, *, source: Path | None = None) -> int:
+def open_for_writing(path: Path, flags: int, *, source: Path | None = None,
+                     own: bool = False) -> int:
     """``os.open`` of ``path``, created (with its parent directories) if need be; else
-    :class:`~switchpoint.errors.LabellingError` naming ``source`` (default ``path``) and why."""
+    :class:`~switchpoint.errors.LabellingError` naming ``source`` (default ``path``) and why.
+    ``own``: one of this command's own files (its journal, its lock), which, made by root in
+    another user's folder, is given the folder's owner (see
+    :func:`~switchpoint._files.open_made`), so that the user's next run may use it; the
+    output, like every command's, is the writer's."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if own:
+            return open_made(path, flags, 0o644)
         return os.open(path, flags | os.O_CREAT, 0o644)
     except OSError as exc:
         raise LabellingError(f"cannot open it for writing: {write_problem(path, exc)}",
@@ -766,11 +776,12 @@ def open_for_writing(path: Path, flags: int, *, source: Path | None = None) -> i
 
 class LineWriter:
     """Appends JSON lines to a file: each in one ``write``, then ``fsync``, so a crash leaves
-    at most one half-written last line (which the next run drops)."""
+    at most one half-written last line (which the next run drops). ``own``: see
+    :func:`open_for_writing`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, own: bool = False) -> None:
         self.path = path
-        self._fd: int | None = open_for_writing(path, os.O_WRONLY | os.O_APPEND)
+        self._fd: int | None = open_for_writing(path, os.O_WRONLY | os.O_APPEND, own=own)
 
     def append(self, obj: Mapping[str, Any]) -> None:
         if self._fd is None:

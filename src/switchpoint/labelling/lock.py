@@ -52,7 +52,8 @@ class OutputLock:
             if self.path.is_symlink():  # never follow one planted here
                 raise LabellingError(f"{quoted_path(self.path)} is a symbolic link, not a label "
                                      "run's lock file; remove it", source=self.out)
-            fd = open_for_writing(self.path, os.O_RDWR | os.O_NOFOLLOW, source=self.out)
+            fd = open_for_writing(self.path, os.O_RDWR | os.O_NOFOLLOW, source=self.out,
+                                  own=True)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

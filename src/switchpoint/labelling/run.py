@@ -558,7 +558,7 @@ class _Run:
             self.note(f"{report.already_labelled} of {len(plan.prompts)} prompts are already "
                       f"labelled in {state.out}; labelling the other {len(todo)}")
         self.records = jr.LineWriter(state.out)
-        self.journal = jr.LineWriter(state.journal)
+        self.journal = jr.LineWriter(state.journal, own=True)
         # The journal marks the output as this command's now: a finished run's mark would no
         # longer match it.
         jr.done_path(state.out).unlink(missing_ok=True)
