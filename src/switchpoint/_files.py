@@ -841,18 +841,26 @@ def temporary_name(target: Path) -> Path:
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int = 0o644, *,
-                     state: bool = False) -> None:
+                     state: bool = False, keep_mode: bool = False) -> None:
     """Write the file ``path`` whole or not at all: ``write`` fills a temporary file beside it
     (:func:`temporary_name`, made with ``mode``), which is fsynced and renamed over
     ``path``; what writers of ``path`` killed mid-way left beside it goes first. A ``state``
-    file (one of data_dir's) is given its folder's owner (see :func:`give_folder_owner`)."""
+    file (one of data_dir's) is given its folder's owner (see :func:`give_folder_owner`).
+    ``keep_mode`` (a user's output): a file already at ``path`` keeps its mode, as a shell's
+    ``>`` keeps it; ``mode`` is a new file's."""
     clear_leftovers(path)
+    kept = None
+    if keep_mode:
+        with contextlib.suppress(OSError):  # (none there: a new file, made with ``mode``)
+            kept = stat.S_IMODE(os.stat(path).st_mode)
     # Its own name: another process, or another thread of this one, may be writing beside it.
     tmp = temporary_name(path)
     try:
         with os.fdopen(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode), "wb") as fh:
             if state:
                 give_folder_owner(fh.fileno(), tmp)
+            if kept is not None:
+                os.fchmod(fh.fileno(), kept)
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

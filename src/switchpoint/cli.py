@@ -144,9 +144,12 @@ def _check_output(path: Path, flag: str, example: str = "out.jsonl") -> Path:
 
 
 def _atomic_write(path: Path, data: str, flag: str = "--output") -> None:
+    """``data`` into the output ``path``, whole or not at all: a new file readable by its
+    owner alone (0600), an existing one keeping its mode."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda fh: fh.write(data.encode("utf-8")), mode=0o600)
+        write_atomically(path, lambda fh: fh.write(data.encode("utf-8")), mode=0o600,
+                         keep_mode=True)
     except OSError as exc:
         _fail(f"{flag}: cannot write {quoted_path(path)}: {write_problem(path, exc)}")
 

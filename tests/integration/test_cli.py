@@ -888,6 +888,29 @@ def test_route_a_prompt_naming_a_file_routes_the_text_and_says_how_to_route_the_
     assert code == 0 and out.strip() and "also the name of a file" not in err, err
 
 
+def test_route_output_keeps_an_existing_files_mode_and_makes_a_new_one_private(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An --output already there is replaced keeping its mode, as a shell's > keeps it (it was
+    made 0600 whatever the user had chosen); a new one is readable by its owner alone."""
+    src = tmp_path / "in.txt"
+    src.write_text(PROMPT + "\n")
+    for bits in (0o644, 0o640, 0o664):
+        out = tmp_path / f"decisions-{bits:o}.jsonl"
+        out.write_text("old\n")
+        out.chmod(bits)
+        code, _, err = run(["route", "--input", src, "--output", out, "--weights",
+                            real_weights_dir, "-q"], capsys)
+        assert code == 0, err
+        assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [1]
+        assert out.stat().st_mode & 0o777 == bits
+    new = tmp_path / "new" / "decisions.jsonl"
+    code, _, err = run(["route", "--input", src, "--output", new, "--weights",
+                        real_weights_dir, "-q"], capsys)
+    assert code == 0, err
+    assert new.stat().st_mode & 0o777 == 0o600
+
+
 def test_route_output_that_is_the_input_file_is_refused_and_the_prompts_kept(
     real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:

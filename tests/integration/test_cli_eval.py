@@ -72,6 +72,11 @@ def test_eval_fits_prints_the_table_and_plots(
     assert "arith" in out and "proofs" in out and "best on task: small" in out
     data = plot.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 20_000
+    plot.chmod(0o640)  # (the user's own choice: a plot written again over it keeps it)
+    code, _, err = run(["eval", records_file, "--fit-split", "train", "--policy", "tiers",
+                        "--plot", plot], capsys)
+    assert code == 0, err
+    assert plot.read_bytes() != data and plot.stat().st_mode & 0o777 == 0o640
 
 
 def test_eval_json_without_embeddings(records_file: Path, capsys: pytest.CaptureFixture[str]

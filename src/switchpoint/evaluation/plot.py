@@ -115,5 +115,5 @@ def plot_curves(report: EvaluationReport, path: str | Path) -> Path:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(target, lambda fh: fig.savefig(fh, format="png"))
+    write_atomically(target, lambda fh: fig.savefig(fh, format="png"), keep_mode=True)
     return target
