@@ -13,7 +13,8 @@ message and body are clean wherever they travel. It replaces:
   Anthropic's ``sk-ant-...``, project keys), switchpoint's own client keys (``sp-<id>_...``:
   the id, which is not secret, stays), other vendors' key prefixes, and the value after
   ``x-api-key``, ``api_key``, ``authorization``, ``token``, ``secret`` or ``password``, and
-  a URL's password (``https://user:...@host``).
+  a URL's password (``https://user:...@host``), or its user when it has no password
+  (``https://...@host``: a token sent as the user, as some proxies and hosts take one).
 
 A URL (a request line, its path and query) may carry a secret percent-encoded (``%5F`` for the
 ``_`` of a key, ``api%5Fkey=``), which no pattern matches as written: :func:`redact_url`
@@ -23,12 +24,12 @@ plain to redact in free text (``?key=...``, ``?token=...``, ``?auth=...``, ``?si
 a word (``key``, ``token``, ``auth``, ``secret``, ``password``, ``signature``, ``session``,
 ``credential``; ``client_key``, ``auth_token`` too).
 
-A model's ``base_url`` may carry a secret the same two ways (``https://user:password@host``,
-``?key=...``): :func:`url_secrets` finds them, and a catalog remembers each (see
-:func:`remember`) as it is made, so every text that quotes them (an upstream's error, a
-connection error, a log line) is redacted as an API key's is, and :func:`redact_url` masks them
-where a URL itself is shown (a model card's repr, a redirect's target). A harmless parameter
-(``api-version``) is shown as written.
+A model's ``base_url`` may carry a secret the same ways (``https://user:password@host``,
+``https://token@host``, ``?key=...``): :func:`url_secrets` finds them, and a catalog
+remembers each (see :func:`remember`) as it is made, so every text that quotes them (an
+upstream's error, a connection error, a log line) is redacted as an API key's is, and
+:func:`redact_url` masks them where a URL itself is shown (a model card's repr, a redirect's
+target). A harmless parameter (``api-version``) is shown as written.
 
 Redaction is for text that is not the answer: a completed answer's content goes to the client
 untouched.
@@ -80,6 +81,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
     # A URL's password (scheme://user:password@host): the user stays.
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@"), r"\1" + MASK + "@",
      ("://",)),
+    # A URL's user with no password (scheme://token@host): a credential by itself.
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/:@?#]+@"), r"\1" + MASK + "@", ("://",)),
     # name: value / "name": "value" / name=value, for names that hold credentials.
     (re.compile(r"""(?ix)
         ( (?:x-)?api[-_]?key | authorization | access[-_]?token | refresh[-_]?token
@@ -205,7 +208,8 @@ def redact_url(text: str) -> str:
 
 def url_secrets(url: str | None) -> list[str]:
     """The secrets ``url`` carries, each as written and percent-decoded: its userinfo's
-    password (``https://user:password@host``: the user is no secret) and the value of each
+    password (``https://user:password@host``: the user is no secret), or its user when it has
+    no password (``https://token@host``: a credential by itself), and the value of each
     query parameter :func:`redact_url` redacts (``?key=``, ``?api_key=``, ``?sig=``, ...;
     ``api-version`` is none)."""
     if not url:
@@ -213,8 +217,8 @@ def url_secrets(url: str | None) -> list[str]:
     parts = urllib.parse.urlsplit(url[:MAX_URL])
     found = []
     userinfo, at, _ = parts.netloc.rpartition("@")
-    if at and ":" in userinfo:
-        found.append(userinfo.partition(":")[2])
+    if at:
+        found.append(userinfo.partition(":")[2] if ":" in userinfo else userinfo)
     if parts.query:
         found.extend(m.group(2) for m in _QUERY_SECRET.finditer(f"?{parts.query}"))
     decoded = [urllib.parse.unquote_plus(v) for v in found]

@@ -248,3 +248,72 @@ def test_a_user_in_the_base_url_of_a_messages_api_model_is_sent_beside_its_key(
     assert asked["headers"]["x-api-key"] == "pk-proxied-key-1"
     assert asked["headers"]["authorization"] == "Basic " + base64.b64encode(
         f"bob:{PASSWORD}".encode()).decode()
+
+
+TOKEN = "tk8Fd3Jw5Zp1"
+
+
+def test_a_token_given_as_a_base_urls_user_alone_is_masked_as_a_password_is(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """``https://TOKEN@host/v1``: a credential sent as the URL's user, with no password (some
+    proxies and hosts take one so). It is masked as a password is in a config error, the
+    settings' and a card's view and the service's log (the user of a user and password, no
+    secret, is still shown)."""
+    token_secrets = (TOKEN, base64.b64encode(f"{TOKEN}:".encode()).decode())
+
+    def clean(text: str, where: str) -> None:
+        for secret in token_secrets:
+            assert secret not in text, f"{where} shows {secret}: {text[:3000]}"
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(overrides={"models": [{"name": "m", "base_url": f"ftp://{TOKEN}@host/v1"}]},
+                      environ={})
+    clean(str(refused.value), "a config error")
+    assert 'got "ftp://[REDACTED]@host/v1"' in str(refused.value), str(refused.value)
+    url = f"http://{TOKEN}@127.0.0.1:{fake.port}/v1"
+    with pytest.raises(ConfigError) as refused:  # (with a key, which the user would displace)
+        load_settings(overrides={"models": [{"name": "m", "base_url": url,
+                                             "api_key_env": "M_KEY"}]}, environ={})
+    clean(str(refused.value), "a config error")
+    assert f'carries a user ("http://[REDACTED]@127.0.0.1:{fake.port}/v1")' in str(
+        refused.value), str(refused.value)
+
+    config = tmp_path / "switchpoint.yaml"
+    data = tmp_path / "data"
+    config.write_text(f"""models:
+  - {{name: tokened, profile: gpt-4-1106-preview, input_per_mtok: 1, output_per_mtok: 2,
+     base_url: "{url}"}}
+data_dir: {data}
+gateway: {{backoff_base_s: 0.01, backoff_cap_s: 0.02, read_timeout_s: 5}}
+""", encoding="utf-8")
+    settings = load_settings(config, environ={})
+    catalog = settings.catalog()
+    assert catalog is not None
+    for where, shown in (("the settings", repr(settings)), ("a card", repr(catalog["tokened"]))):
+        clean(shown, where)
+        assert f"http://[REDACTED]@127.0.0.1:{fake.port}/v1" in shown, shown
+    assert catalog["tokened"].base_url == url  # (what is sent is the URL as written)
+
+    # An upstream quoting the URL and the token in its error: the failed try's log line.
+    said = f"refused http://{TOKEN}@127.0.0.1:{fake.port}/v1, user {TOKEN}"
+    fake.script("tokened", "500:message=" + urllib.parse.quote(said, safe=""))
+    with ProcessServer("--config", config, "--log-level", "debug", "--access-log",
+                       data_dir=data).start() as server:
+        server.wait_ready()
+        answer = _chat(server, "tokened", "Who am I?")
+        assert answer.status_code == 200, answer.text
+        clean(_texts(answer), "the answer")
+        for path in ("/v1/models", "/v1/models/tokened", "/v1/router/requests"):
+            view = httpx.get(f"{server.base}{path}", timeout=15)
+            assert view.status_code == 200, (path, view.text)
+            clean(_texts(view), path)
+        code, stderr = server.terminate()
+    assert code == 0, stderr
+    # (the token reached the upstream, as the user of Basic authentication)
+    assert fake.requests()[-1]["headers"]["authorization"] == "Basic " + token_secrets[1]
+    assert f"refused http://[REDACTED]@127.0.0.1:{fake.port}/v1, user [REDACTED]" in stderr, \
+        stderr
+    clean(stderr + server.stdout, "the log")
+    for file in sorted(p for p in data.rglob("*") if p.is_file()):
+        for secret in token_secrets:
+            assert secret.encode() not in file.read_bytes(), f"{file.name} holds {secret}"
