@@ -38,9 +38,10 @@ from switchpoint._messages import (
     listed_names,
     reason,
 )
-from switchpoint.config import Settings, check_experiments
+from switchpoint.config import ModelEntry, Settings, check_experiments
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
+from switchpoint.gateway.registered_models import kept_models, with_registered
 from switchpoint.learning.config import (
     MAX_EXPERIMENTS,
     ArmConfig,
@@ -481,16 +482,30 @@ def kept_experiments(reader: LearningReader) -> list[dict[str, Any]]:
     return out
 
 
+def running_kept(reader: LearningReader) -> dict[str, ExperimentConfig]:
+    """The running run-time experiments the store ``reader`` reads keeps, in the order they
+    were made; one that no longer reads as an experiment is a :class:`ConfigError` naming
+    it (see :func:`_stored`)."""
+    return {row.name: _stored(row) for row in reader.runtime_experiments() if row.ended is None}
+
+
+def started(settings: Settings, registered: Sequence[ModelEntry],
+            running: Mapping[str, ExperimentConfig]) -> Settings:
+    """``settings`` (read from a config) with what was made at run time joined as a gateway
+    starting on them joins it: the models registered (:func:`~switchpoint.gateway.
+    registered_models.with_registered`) first, since a run-time experiment's arm may name
+    one, then the ``running`` experiments (:meth:`RuntimeExperiments.merged`); a
+    :class:`ConfigError` naming what does not fit."""
+    return RuntimeExperiments.merged(with_registered(settings, registered), running)
+
+
 def start_clash(settings: Settings, reader: LearningReader) -> ConfigError | None:
-    """Why a gateway on ``settings`` would not start beside the running run-time experiments
-    the store ``reader`` reads keeps (as it is refused, naming the one at fault and how to end
-    it), or None."""
-    running: dict[str, ExperimentConfig] = {}
+    """Why a gateway on ``settings`` would not start beside the models registered and the
+    running experiments created at run time that the store ``reader`` reads keeps (as it is
+    refused, naming the one at fault and how to end it), or None."""
+    registered = [m.entry for m in kept_models(reader) if m.entry is not None]
     try:
-        for row in reader.runtime_experiments():
-            if row.ended is None:
-                running[row.name] = _stored(row)
-        RuntimeExperiments.merged(settings, running)
+        started(settings, registered, running_kept(reader))
     except ConfigError as exc:
         return exc
     return None
@@ -546,5 +561,5 @@ def _stored(row: StoredExperiment) -> ExperimentConfig:
 
 
 __all__ = ["ARM_SETTINGS", "STRATEGIES", "ABTest", "RuntimeExperiments", "check_endable",
-           "end_kept", "kept_experiments", "made_experiment", "not_running",
-           "start_clash"]
+           "end_kept", "kept_experiments", "made_experiment", "not_running", "running_kept",
+           "start_clash", "started"]

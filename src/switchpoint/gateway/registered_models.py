@@ -22,14 +22,21 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from switchpoint._args import expect
-from switchpoint._messages import invalid_from_validation, json_quoted, listed_names
+from switchpoint._messages import (
+    invalid_from_validation,
+    json_quoted,
+    key_path,
+    listed_names,
+    reason,
+)
 from switchpoint._redact import redact_url, url_secrets
 from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.config import ModelEntry, Settings, check_catalog, check_experiments
@@ -37,12 +44,13 @@ from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, No
 from switchpoint.gateway.experiments import when
 from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.store import SQLiteStore
-from switchpoint.store.learning import RuntimeModelRecord, RuntimeModelRemoval
+from switchpoint.store.learning import LearningReader, RuntimeModelRecord, RuntimeModelRemoval
 
 if TYPE_CHECKING:
     from switchpoint.gateway.learning import GatewayLearning
     from switchpoint.gateway.live import Live, RouterState
-    from switchpoint.governance.keys import KeyStore
+    from switchpoint.governance.keys import KeyRecord, KeyStore
+    from switchpoint.governance.settings import TenantSettings
 
 log = logging.getLogger("switchpoint.gateway")
 
@@ -106,18 +114,15 @@ class RuntimeModels:
         if reader is None:
             return
         registered = []
-        for row in reader.runtime_models():
-            try:
-                entry = ModelEntry.model_validate(row.card)
-            except ValidationError as exc:
+        for kept in kept_models(reader):
+            if kept.entry is None:
                 log.warning("model %s, registered at run time at %s, no longer reads as a "
                             "model (%s) and is not served; unregister it (%s) and register "
                             "it again as this switchpoint reads models",
-                            json_quoted(row.name, 100), when(row.created),
-                            exc.errors()[0].get("msg", "invalid"),
-                            UNREGISTER_HINT.format(row.name))
+                            json_quoted(kept.name, 100), when(kept.registered_at),
+                            kept.problem, UNREGISTER_HINT.format(kept.name))
                 continue
-            registered.append(entry.registered(row.created))
+            registered.append(kept.entry)
         self.registered = tuple(registered)
 
     def extend(self, settings: Settings) -> Settings:
@@ -126,30 +131,17 @@ class RuntimeModels:
         return self.merged(settings, self.registered)
 
     def merged(self, settings: Settings, registered: tuple[ModelEntry, ...]) -> Settings:
-        """``settings`` with its registered models replaced by ``registered``, after the
-        config's (but those of a name the config lists: it wins), the whole checked by the
-        config's rules (a :class:`ConfigError` naming the key at fault)."""
-        if settings.models is None:
-            if registered and not self._unserved_warned:
-                self._unserved_warned = True
-                log.warning("the config lists no models: (the weights' own profiles are "
-                            "routed), so the %d model(s) registered at run time (%s) are not "
-                            "served; list models in the config to serve them again",
-                            len(registered), listed_names((m.name for m in registered),
-                                                          quoted=True))
-            return settings
-        config = [m for m in settings.models if m.registered_at is None]
-        names = {m.name for m in config}
-        kept = [m for m in registered if m.name not in names]
-        if len(config) + len(kept) > MAX_CATALOG_MODELS:
-            raise ConfigError("models", (
-                f"the config lists {len(config)} models and {len(kept)} more were registered "
-                f"at run time, over the {MAX_CATALOG_MODELS} a catalog may hold: list fewer, "
-                f"or unregister some first ({UNREGISTER_HINT.format('NAME')})"))
-        merged = settings.model_copy(update={"models": [*config, *kept]})
-        check_catalog(merged)
-        check_experiments(merged)
-        return merged
+        """``settings`` with its registered models replaced by ``registered`` (see
+        :func:`with_registered`); a config without ``models:``, which serves none of them,
+        warned of once."""
+        if settings.models is None and registered and not self._unserved_warned:
+            self._unserved_warned = True
+            log.warning("the config lists no models: (the weights' own profiles are "
+                        "routed), so the %d model(s) registered at run time (%s) are not "
+                        "served; list models in the config to serve them again",
+                        len(registered), listed_names((m.name for m in registered),
+                                                      quoted=True))
+        return with_registered(settings, registered)
 
     def _drop_shadowed(self, live: Live) -> None:
         """A snapshot went live: a registered model whose name its config lists is dropped
@@ -228,20 +220,13 @@ class RuntimeModels:
         it, with the models the live weights do not profile."""
         expect("name", name, str, "the name of a model registered at run time")
         assert isinstance(name, str)
-        shown = json_quoted(name, 100)
         with self._lock:
             live = self.state.live()
             if not any(m.name == name for m in self.registered):
-                self._not_registered(live.settings, name, shown)
-            catalog = live.router.catalog.names
+                raise not_registered(name, live.settings, (m.name for m in self.registered))
             keys = self.keys()
-            losses = key_losses(keys.list(include_revoked=False), live.settings.tenants,
-                                live.settings.tenants, catalog,
-                                [n for n in catalog if n != name], keys.now())
-            if losses:
-                raise ConflictError(f"name: model {shown} is named by live client keys: "
-                                    f"{losses_note(losses)}; reissue those keys without it (or "
-                                    "revoke them) first", param="name")
+            check_no_key_names(name, keys.list(include_revoked=False), live.settings.tenants,
+                               live.router.catalog.names, keys.now())
             self.learning.check_writable("the model's removal", "it is still registered")
 
             def settings_of(settings: Settings) -> Settings:
@@ -256,21 +241,95 @@ class RuntimeModels:
             try:
                 _, new, _ = self.state.rebuild(settings_of, keep)
             except (ConfigError, InvalidInputError) as exc:
-                key = exc.key if isinstance(exc, ConfigError) else exc.field
-                raise ConflictError(f"name: model {shown} is still named by {key} ({exc.reason}); "
-                                    "take it out there first", param="name") from None
+                raise still_named(name, exc) from None
         return {"id": name, "object": "model", "deleted": True, **new.unprofiled_answer()}
 
-    def _not_registered(self, settings: Settings, name: str, shown: str) -> None:
-        """Why ``name`` names no registered model to unregister (raised)."""
-        if any(m.name == name and m.registered_at is None for m in settings.models or []):
-            raise ConflictError(f"name: model {shown} is in the config, not registered at run "
-                                "time; take it out of the config's models: and reload",
-                                param="name")
-        names = listed_names((m.name for m in self.registered), quoted=True)
-        raise NotFoundError(f"name: no model {shown} was registered at run time; check the "
-                            "name: " + (f"those registered are {names}" if names else
-                                        "none is registered"), param="name")
+
+@dataclass(frozen=True)
+class KeptModel:
+    """A model the store keeps as registered at run time: its name, when it was registered,
+    and the model it reads as under this switchpoint; ``entry`` None (and ``problem`` saying
+    why) for a row that no longer reads as a model (the rules changed since), which is not
+    served."""
+
+    name: str
+    registered_at: float
+    entry: ModelEntry | None
+    problem: str | None = None
+
+
+def kept_models(reader: LearningReader) -> list[KeptModel]:
+    """The models registered at run time the store ``reader`` reads keeps, in the order they
+    were registered, each read by the config's rules for one entry (one that no longer reads
+    as a model is listed too, flagged: see :class:`KeptModel`)."""
+    out = []
+    for row in reader.runtime_models():
+        try:
+            entry = ModelEntry.model_validate(row.card)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            out.append(KeptModel(row.name, row.created, None,
+                                 f"{key_path(tuple(err['loc']), 'card')}: {reason(err)}"))
+            continue
+        out.append(KeptModel(row.name, row.created, entry.registered(row.created)))
+    return out
+
+
+def with_registered(settings: Settings, registered: Sequence[ModelEntry]) -> Settings:
+    """``settings`` with its registered models replaced by ``registered``, after the config's
+    (but those of a name the config lists: it wins), the whole checked by the config's rules
+    (a :class:`ConfigError` naming the key at fault). A config without ``models:`` serves none
+    of them: ``settings`` as they are. How a gateway joins them to its config, and how a
+    command reading a stopped service's ``data_dir`` does."""
+    if settings.models is None:
+        return settings
+    config = [m for m in settings.models if m.registered_at is None]
+    names = {m.name for m in config}
+    kept = [m for m in registered if m.name not in names]
+    if len(config) + len(kept) > MAX_CATALOG_MODELS:
+        raise ConfigError("models", (
+            f"the config lists {len(config)} models and {len(kept)} more were registered "
+            f"at run time, over the {MAX_CATALOG_MODELS} a catalog may hold: list fewer, "
+            f"or unregister some first ({UNREGISTER_HINT.format('NAME')})"))
+    merged = settings.model_copy(update={"models": [*config, *kept]})
+    check_catalog(merged)
+    check_experiments(merged)
+    return merged
+
+
+def not_registered(name: str, settings: Settings, registered: Iterable[str]
+                   ) -> ConflictError | NotFoundError:
+    """Why ``name`` names no model registered at run time to unregister: it is the config's
+    (``settings``), or none was registered (the error lists those ``registered``)."""
+    shown = json_quoted(name, 100)
+    if any(m.name == name and m.registered_at is None for m in settings.models or []):
+        return ConflictError(f"name: model {shown} is in the config, not registered at run "
+                             "time; take it out of the config's models: and reload",
+                             param="name")
+    names = listed_names(registered, quoted=True)
+    return NotFoundError(f"name: no model {shown} was registered at run time; check the "
+                         "name: " + (f"those registered are {names}" if names else
+                                     "none is registered"), param="name")
+
+
+def check_no_key_names(name: str, keys: Iterable[KeyRecord],
+                       tenants: Mapping[str, TenantSettings], catalog: Sequence[str],
+                       now: float) -> None:
+    """Refuse unregistering ``name`` while a live one of ``keys`` names it (it could use it
+    from ``catalog`` and would lose it): a :class:`ConflictError` naming the keys."""
+    losses = key_losses(keys, tenants, tenants, catalog, [n for n in catalog if n != name], now)
+    if losses:
+        raise ConflictError(f"name: model {json_quoted(name, 100)} is named by live client "
+                            f"keys: {losses_note(losses)}; reissue those keys without it (or "
+                            "revoke them) first", param="name")
+
+
+def still_named(name: str, exc: ConfigError | InvalidInputError) -> ConflictError:
+    """The refusal to unregister ``name``: what is left without it breaks the rule ``exc``
+    states (a run-time experiment's arm, or another registered model's fallbacks, names it)."""
+    key = exc.key if isinstance(exc, ConfigError) else exc.field
+    return ConflictError(f"name: model {json_quoted(name, 100)} is still named by {key} "
+                         f"({exc.reason}); take it out there first", param="name")
 
 
 def _log_failed_drop(done: Future[Any]) -> None:
@@ -302,4 +361,5 @@ def _card_error(exc: ConfigError | InvalidInputError, index: int, name: str
     return exc
 
 
-__all__ = ["MAX_REGISTERED_MODELS", "RuntimeModels", "model_card"]
+__all__ = ["MAX_REGISTERED_MODELS", "KeptModel", "RuntimeModels", "check_no_key_names",
+           "kept_models", "model_card", "not_registered", "still_named", "with_registered"]
