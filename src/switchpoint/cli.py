@@ -1,5 +1,5 @@
 """The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve,
-label, keys, report, prune, feedback, learn, experiments.
+label, keys, report, prune, feedback, learn, experiments, models.
 
 Bad input prints ``switchpoint: error: ...`` naming what is wrong (with anything shaped like a
 secret redacted) and exits with status 2; nothing is written when a command fails. A number
@@ -956,6 +956,9 @@ def build_parser() -> argparse.ArgumentParser:
     from switchpoint.learning.cli import add_commands as add_learning_commands
 
     add_learning_commands(sub)  # feedback, learn, experiments
+    from switchpoint.models_cli import add_commands as add_models_commands
+
+    add_models_commands(sub)  # models
     return parser
 
 

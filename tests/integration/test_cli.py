@@ -1494,6 +1494,8 @@ def test_an_empty_path_is_refused_naming_the_option_and_changes_nothing(
     ["learn", "--export", "{t}/w"],
     ["experiments", "list"],
     ["experiments", "end", "x"],
+    ["models", "list"],
+    ["models", "unregister", "x"],
 ], ids=" ".join)
 def test_an_empty_config_is_refused_not_taken_for_the_one_in_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

@@ -1,6 +1,7 @@
-"""A command that only reads a data_dir (the reports, ``experiments list``, a prune's dry run)
-leaves it as it found it: with the service stopped, no file is added beside the store (SQLite's
-``-wal`` and ``-shm``, which a connection it opened read-only left behind) and none changes;
+"""A command that only reads a data_dir (the reports, ``experiments list``, ``models list``, a
+prune's dry run) leaves it as it found it: with the service stopped, no file is added beside the
+store (SQLite's ``-wal`` and ``-shm``, which a connection it opened read-only left behind) and
+none changes;
 beside a running service, it reads what the service logged and the service goes on writing.
 
 A real service on loopback, the official ``openai`` client, the models served by the fake
@@ -24,7 +25,8 @@ from tests.integration.servers import ThreadServer, thread_server
 READERS = [["report", "cost"], ["report", "sla"], ["report", "suggest"], ["report", "alert"],
            ["report", "forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",
             "--avg-output-tokens", "100"],
-           ["experiments", "list"], ["prune", "--dry-run", "--older-than", "5"]]
+           ["experiments", "list"], ["models", "list"],
+           ["prune", "--dry-run", "--older-than", "5"]]
 
 
 def _files(data: Path) -> dict[str, str]:

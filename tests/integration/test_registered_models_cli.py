@@ -1,6 +1,12 @@
-"""The command line on a real data_dir whose models a real gateway registered at run time
-(SQLite in ``tmp_path``, the fake provider): ``experiments list`` judges a run-time experiment
-whose arm names a registered model against the config and the registered models together."""
+"""``switchpoint models list`` and ``switchpoint models unregister NAME`` on a real data_dir
+whose models a real gateway registered at run time (SQLite in ``tmp_path``, the fake
+provider): the list shows the config's models and the registered ones (a row that no longer
+reads as a model flagged, not hidden) and leaves the data_dir as it was; ``unregister`` refuses
+as the gateway does (a config model, an unknown name, a live key, a run-time experiment's arm
+or another registered model's fallbacks naming it), changing nothing, and is refused while a
+service runs on the data_dir; once it succeeds a gateway opened there no longer serves the
+model. ``experiments list`` judges a run-time experiment whose arm names a registered model
+against the config and the registered models together."""
 
 from __future__ import annotations
 
@@ -15,9 +21,11 @@ import pytest
 
 from switchpoint.cli import main
 from switchpoint.config import Settings
+from switchpoint.errors import ModelNotFoundError
+from switchpoint.governance.keys import KeySpec, KeyStore
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.learning_env import package, settings_for
-from tests.integration.test_registered_models import CONFIG, _gateway, card
+from tests.integration.test_registered_models import CONFIG, _gateway, card, stored
 
 #: When the row that no longer reads as a model was registered (by an earlier switchpoint).
 OLD_AT = 1.7e9
@@ -59,6 +67,110 @@ def made(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
     return settings
 
 
+def test_list_shows_the_config_s_models_and_the_registered_ones_and_reads_only(
+        made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(made.source_path)
+    data = Path(made.data_dir)
+    before = _files(data)
+    code, out, err = _run(capsys, "models", "list", "--config", config, "--json")
+    assert (code, err) == (0, "")
+    listed = {row["name"]: row for row in json.loads(out)}
+    assert list(listed) == ["strong", "runner", "cheap", "free", "spare", "backup", "old"]
+    assert [listed[n]["status"] for n in listed] == ["config"] * 3 + ["registered"] * 3 + [
+        "unreadable"]
+    assert listed["strong"]["registered_at"] is None and listed["strong"]["profiled"] is True
+    rows = {name: created for _, name, created, _ in _rows(made)}
+    spare = listed["spare"]
+    assert (spare["provider"], spare["tier"], spare["input_per_mtok"], spare["output_per_mtok"],
+            spare["registered_at"], spare["profiled"]) == ("openai-compatible", "simple", 2, 3,
+                                                           rows["spare"], True)
+    assert listed["free"]["profiled"] is False and listed["free"]["problem"] is None
+    old = listed["old"]
+    assert (old["registered_at"], old["provider"], old["profiled"]) == (OLD_AT, None, None)
+    assert old["problem"].startswith("no longer reads as a model (tier: must be one of ")
+
+    code, out, err = _run(capsys, "models", "list", "--config", config)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["name", "status", "provider", "tier"]
+    assert lines[2].startswith("strong") and lines[2].rstrip().endswith("yes")
+    assert lines[6].split()[:2] == ["spare", "registered"]
+    assert lines[8].split()[:2] == ["old", "unreadable"]
+    assert err.startswith('note: model "old": no longer reads as a model (tier: must be '), err
+    assert "unregister it" in err
+    assert _files(data) == before  # (no file added, none changed)
+
+
+def test_unregister_refuses_as_the_gateway_does_and_changes_nothing(
+        made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(made.source_path)
+    key = KeyStore.in_dir(made.data_dir)
+    with key:
+        key_id = key.create(KeySpec(tenant="acme", models=["free", "cheap"]).checked(
+            ["acme"], None)).record.id
+    data = Path(made.data_dir)
+    before, files = _rows(made), _files(data)
+    for name, words in [
+            ("strong", 'model "strong" is in the config, not registered at run time'),
+            ("nope", 'no model "nope" was registered at run time; check the name: those '
+                     'registered are "free", "spare", "backup", "old"'),
+            ("free", f'key {key_id}: it can no longer use "free"'),
+            ("x" * 5000, 'no model "xxxx')]:
+        code, out, err = _run(capsys, "models", "unregister", name, "--config", config)
+        assert code == 2 and out == "", (name, out)
+        assert err.startswith("switchpoint: error: NAME: ") and words in err, err
+        assert len(err) < 1000
+        assert _rows(made) == before and _files(data) == files
+    with key:
+        key.revoke(key_id)
+    before, files = _rows(made), _files(data)
+    code, out, err = _run(capsys, "models", "unregister", "free", "--config", config)
+    assert code == 2 and "still named by models[4].fallbacks[0]" in err, err
+    assert _rows(made) == before and _files(data) == files
+    code, _, err = _run(capsys, "models", "unregister", "old", "--data-dir", made.data_dir)
+    assert code == 2 and "give the service's config with --config" in err, err
+
+    # The row that no longer reads as a model goes; so does backup; then the arm refuses.
+    assert _run(capsys, "models", "unregister", "old", "--config", config)[0] == 0
+    code, out, err = _run(capsys, "models", "unregister", "backup", "--config", config,
+                          "--json")
+    assert (code, err) == (0, "") and json.loads(out) == {"id": "backup", "object": "model",
+                                                          "deleted": True}
+    assert [name for _, name, _, _ in _rows(made)] == ["free", "spare"]
+    code, _, err = _run(capsys, "models", "unregister", "free", "--config", config)
+    assert code == 2 and "still named by experiments.free-only.arms.a.models[0]" in err, err
+    assert _run(capsys, "experiments", "end", "free-only", "--config", config)[0] == 0
+    code, out, err = _run(capsys, "models", "unregister", "free", "--config", config)
+    assert (code, err) == (0, "")
+    assert out.startswith("unregistered model free: a service started on ")
+    assert [name for _, name, _, _ in _rows(made)] == ["spare"]
+
+    with _gateway(made) as gateway:  # a gateway opened on it no longer serves it
+        assert gateway.router.catalog.names == ["strong", "runner", "cheap", "spare"]
+        with pytest.raises(ModelNotFoundError):
+            gateway.complete([{"role": "user", "content": "hello"}], model="free")
+    assert [name for name, _ in stored(made)] == ["spare"]
+
+
+def test_unregister_is_refused_while_a_service_runs_on_the_data_dir_and_list_reads_beside_it(
+        made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(made.source_path)
+    before = _rows(made)
+    with _gateway(made) as gateway:
+        code, out, err = _run(capsys, "models", "unregister", "spare", "--config", config)
+        assert code == 2 and out == ""
+        assert "is serving from data_dir" in err and 'serving model "spare" from its memory' in err
+        assert "unregister it through the service, DELETE /v1/router/models/spare" in err
+        assert _rows(made) == before
+        assert "spare" in gateway.router.catalog.names
+        code, out, _ = _run(capsys, "models", "list", "--config", config, "--json")
+        assert code == 0 and [r["name"] for r in json.loads(out)][-4:] == [
+            "free", "spare", "backup", "old"]
+        gateway.unregister_model("spare")  # (the service's own way, meanwhile)
+    code, _, err = _run(capsys, "models", "unregister", "spare", "--config", config)
+    assert code == 2 and 'no model "spare" was registered at run time' in err
+
+
 def test_experiments_list_judges_an_arm_naming_a_registered_model_with_the_registered_ones(
         made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _run(capsys, "experiments", "list", "--config", str(made.source_path))
@@ -66,3 +178,23 @@ def test_experiments_list_judges_an_arm_naming_a_registered_model_with_the_regis
     assert err == ""  # (the arm names "free", registered: a service would start)
     with _gateway(made) as gateway:  # (and it does)
         assert gateway.route("hello").experiment == "free-only"
+
+
+def test_list_flags_a_registered_model_the_config_comes_to_list_and_unregister_refuses_it(
+        made: Settings, fake: FakeProviderProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    path = made.source_path
+    assert path is not None
+    spare = (f'  - {{name: spare, base_url: "{fake.openai_base_url}", api_key_env: FAKE_KEY, '
+             "input_per_mtok: 20, output_per_mtok: 20}\n")
+    path.write_text(path.read_text(encoding="utf-8").replace("models:\n", "models:\n" + spare, 1),
+                    encoding="utf-8")
+    code, out, err = _run(capsys, "models", "list", "--config", str(path), "--json")
+    assert code == 0
+    listed = [(r["name"], r["status"]) for r in json.loads(out)]
+    assert listed[:4] == [("spare", "config"), ("strong", "config"), ("runner", "config"),
+                          ("cheap", "config")]
+    assert ("spare", "shadowed") in listed[4:]
+    before = _rows(made)
+    code, _, err = _run(capsys, "models", "unregister", "spare", "--config", str(path))
+    assert code == 2 and 'model "spare" is in the config, not registered at run time' in err
+    assert _rows(made) == before

@@ -214,7 +214,8 @@ def test_a_service_on_a_read_only_data_dir_names_it_and_what_to_run(
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv", [["experiments", "list"], ["experiments", "end", "kept"]],
+@pytest.mark.parametrize("argv", [["experiments", "list"], ["experiments", "end", "kept"],
+                                  ["models", "list"], ["models", "unregister", "kept"]],
                          ids=" ".join)
 def test_the_experiments_commands_on_a_read_only_data_dir_name_it_and_what_to_run(
         state: tuple[Path, Path], capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:

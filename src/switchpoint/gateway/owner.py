@@ -15,9 +15,9 @@ its restart. What only reads or learns offline (``switchpoint keys``, ``feedback
 ``report``, ``prune``, and a gateway built with ``serves_chat=False``) takes no lock: it works
 beside a running service, as the README says (its store leaves the spill file to the service,
 see :meth:`~switchpoint.store.SQLiteStore.open`, and ``prune`` its feedback log, see
-:mod:`switchpoint.store.retention`). ``switchpoint experiments end`` and ``keys clock --reset``
-take the lock while they write, and are refused while a service holds it: it keeps in memory
-what they change.
+:mod:`switchpoint.store.retention`). ``switchpoint experiments end``, ``models unregister`` and
+``keys clock --reset`` take the lock while they write, and are refused while a service holds
+it: it keeps in memory what they change (see :func:`lock_while_stopped`).
 """
 
 from __future__ import annotations
@@ -157,3 +157,18 @@ class DataDirLock:
             return
         os.close(self._fd)
         self._fd = None
+
+
+def lock_while_stopped(data_dir: str | Path, held: str) -> DataDirLock:
+    """``data_dir``'s lock, taken by a command that writes there what a service keeps in
+    memory; while a service serves from it, a :class:`~switchpoint.errors.DataDirInUseError`
+    naming it and saying ``held`` (what it holds in memory, where a write here would not reach,
+    and how to change it through the service instead)."""
+    try:
+        return DataDirLock(data_dir).acquire()
+    except DataDirInUseError as exc:
+        if not exc.serving:
+            raise
+        raise DataDirInUseError(
+            f"a switchpoint service{exc.holder} is serving from data_dir "
+            f"{quoted_path(data_dir)}, {held}", serving=True, holder=exc.holder) from None

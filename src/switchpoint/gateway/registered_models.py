@@ -1,6 +1,8 @@
 """Models registered at run time (:meth:`Gateway.register_model
 <switchpoint.gateway.Gateway.register_model>`, ``POST /v1/router/models``), beside the config's
-``models:``, kept in the store so that a restart or a reload loses none.
+``models:``, kept in the store so that a restart or a reload loses none. With the service
+stopped, the command line lists and unregisters them
+(:mod:`switchpoint.gateway.registered_offline`).
 
 A registered model is a model as the config's ``models:`` writes it, checked by the config's
 own rules (:class:`~switchpoint.config.ModelEntry`, then :func:`~switchpoint.config.check_catalog`
@@ -60,7 +62,7 @@ log = logging.getLogger("switchpoint.gateway")
 MAX_REGISTERED_MODELS = 256
 #: How a registered model is taken out again, for the errors that say so.
 UNREGISTER_HINT = ("Gateway.unregister_model or DELETE /v1/router/models/{0} while the "
-                   "service runs")
+                   "service runs, `switchpoint models unregister {0}` while it is stopped")
 
 
 def model_card(card: object) -> ModelEntry:
@@ -117,10 +119,11 @@ class RuntimeModels:
         for kept in kept_models(reader):
             if kept.entry is None:
                 log.warning("model %s, registered at run time at %s, no longer reads as a "
-                            "model (%s) and is not served; unregister it (%s) and register "
-                            "it again as this switchpoint reads models",
+                            "model (%s) and is not served; unregister it with the service "
+                            "stopped (`switchpoint models unregister %s`) and register it "
+                            "again as this switchpoint reads models",
                             json_quoted(kept.name, 100), when(kept.registered_at),
-                            kept.problem, UNREGISTER_HINT.format(kept.name))
+                            kept.problem, kept.name)
                 continue
             registered.append(kept.entry)
         self.registered = tuple(registered)

@@ -435,10 +435,9 @@ def cmd_experiments_list(args: argparse.Namespace) -> int:
 
 
 def cmd_experiments_end(args: argparse.Namespace) -> int:
-    from switchpoint.errors import DataDirInUseError
     from switchpoint.gateway.ab_tests import check_endable, end_kept, kept_experiments
     from switchpoint.gateway.experiments import when
-    from switchpoint.gateway.owner import DataDirLock
+    from switchpoint.gateway.owner import lock_while_stopped
     from switchpoint.store import SQLiteStore
     from switchpoint.store.learning import LearningReader
 
@@ -451,18 +450,11 @@ def cmd_experiments_end(args: argparse.Namespace) -> int:
         check_endable(reader, settings, name)
     finally:
         reader.close()
-    try:
-        lock = DataDirLock(settings.data_dir).acquire()
-    except DataDirInUseError as exc:
-        if not exc.serving:
-            raise
-        raise DataDirInUseError(
-            f"a switchpoint service{exc.holder} is serving from data_dir "
-            f"{quoted_path(settings.data_dir)}, running experiment {json_quoted(name)} from "
-            "its memory, where an end written here would not reach: end it through the "
-            f"service, DELETE /v1/router/experiments/{name} (an admin route; "
-            "Gateway.end_ab_test in a Python program), or stop it and run this again",
-            serving=True, holder=exc.holder) from None
+    lock = lock_while_stopped(settings.data_dir, (
+        f"running experiment {json_quoted(name)} from its memory, where an end written here "
+        f"would not reach: end it through the service, DELETE /v1/router/experiments/{name} "
+        "(an admin route; Gateway.end_ab_test in a Python program), or stop it and run this "
+        "again"))
     try:
         store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous,
                             logs=False)
