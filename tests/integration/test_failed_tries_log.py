@@ -2,7 +2,8 @@
 request id, the model, the try, the error's kind and HTTP status, the reason redacted and cut,
 and what followed (a retry, the next model, the request's failure). A retried 429 is INFO, any
 other failed try a WARNING; an answer logs nothing. An outage of a thousand failed tries
-prints a handful of lines, as the log's repeat limit lets through, not a thousand."""
+prints a handful of lines for each model, as the log's repeat limit lets through, not a
+thousand; one model's outage does not hide another's failures."""
 
 from __future__ import annotations
 
@@ -112,11 +113,13 @@ def test_each_failed_try_is_logged_redacted_and_bounded_an_outage_within_the_rep
     asked = [r for r in fake.requests() if r["path"] == "/v1/chat/completions"]
     assert len(asked) >= REQUESTS * TRIES_PER_REQUEST
     lines = _tries_logged(served)
-    warnings = [line for line in lines if line.startswith("WARNING")]
-    # Five a minute pass (and, past a minute, five more with the count of those not logged).
-    assert 5 <= len(warnings) < 30, len(warnings)
-    assert warnings[4].endswith("[repeated 5 times; more like this are not logged for up to "
-                                "60 s]"), warnings[4]
+    # Five a minute of each model's pass, its INFO and WARNING lines together (and, past a
+    # minute, five more with the count of those not logged).
+    for model in ("first", "second"):
+        its = [line for line in lines if f" failed, {model}: " in line]
+        assert 5 <= len(its) < 30, len(its)
+        assert its[4].endswith("[repeated 5 times; more like this are not logged for up to "
+                               "60 s]"), its[4]
     for line in lines:
         assert len(line) < 700, line
     stderr = served.stderr
@@ -166,3 +169,38 @@ def test_a_gateway_in_process_holds_an_outage_to_the_same_repeat_limit(
     assert kept.lines[0].endswith("; retrying first after 0 s"), kept.lines[0]
     assert kept.lines[4].endswith("[repeated 5 times; more like this are not logged for up "
                                   "to 60 s]"), kept.lines[4]
+
+
+def test_one_models_outage_does_not_hide_anothers_failed_tries(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Every failed try's line was one message: a model's outage used the minute's five lines,
+    and another model's failures meanwhile were not logged, only counted."""
+    gateway_config = {"max_attempts_per_model": 2, "backoff_base_s": 0, "backoff_cap_s": 0,
+                      "failure_threshold": 1000, "error_rate_threshold": 1}
+    config = {"models": [{"name": name, "profile": "gpt-4-1106-preview",
+                          "base_url": f"http://127.0.0.1:{fake.port}/v1"}
+                         for name in ("first", "second")],
+              "data_dir": str(tmp_path / "data"), "gateway": gateway_config}
+    fake.default("first", "500")
+    fake.default("second", "503")
+    kept = _Kept()
+    logger = logging.getLogger("switchpoint.gateway")
+    logger.addHandler(kept)
+    try:
+        with Gateway.from_config(config, env={}) as gateway:
+            for model, requests in (("first", 20), ("second", 2)):
+                for n in range(requests):
+                    with pytest.raises(GatewayError):
+                        gateway.complete([{"role": "user", "content": f"Anyone {n}?"}],
+                                         model=model)
+    finally:
+        logger.removeHandler(kept)
+    asked = [r["body"]["model"] for r in fake.requests() if r["path"] == "/v1/chat/completions"]
+    assert asked == ["first"] * 40 + ["second"] * 4
+    first = [line for line in kept.lines if " failed, first: server_error (HTTP 500)" in line]
+    second = [line for line in kept.lines if " failed, second: server_error (HTTP 503)" in line]
+    assert len(first) == 5 and len(second) == 4 and len(kept.lines) == 9, kept.lines
+    assert first[4].endswith("[repeated 5 times; more like this are not logged for up to "
+                             "60 s]"), first[4]
+    assert [line.rsplit("; ", 1)[1] for line in second] == [
+        "retrying second after 0 s", "the request fails"] * 2, second

@@ -73,3 +73,27 @@ def test_a_try_its_missing_key_kept_from_being_sent_says_so_naming_the_variable(
     for _ in range(20):
         log("r2", unsent, Sequel())
     assert len(kept.lines) == 5, kept.lines
+
+
+def test_each_models_failed_tries_are_held_to_their_own_five_a_minute(kept: _Kept) -> None:
+    """Every failed try's line was one message: one model's outage used the minute's five
+    lines, and another's failures meanwhile showed only as a count."""
+    now = [0.0]
+    log = FailedTryLog(RateLimitFilter(clock=lambda: now[0]))
+    for n in range(20):
+        log(f"a{n}", Attempt("a", 1, "server_error", status=500), Sequel(retry_in_s=0))
+        log(f"a{n}", Attempt("a", 2, "rate_limited", status=429), Sequel(retry_in_s=1))
+    log("b0", Attempt("b", 1, "read_timeout"), Sequel())
+    assert [line.split(": ", 2)[1] for line in kept.lines] == (
+        ["request a0", "request a0", "request a1", "request a1", "request a2", "request b0"])
+    # a's retries' INFO lines and its failures' WARNINGs share its five.
+    assert [line.split(":", 1)[0] for line in kept.lines] == (
+        ["WARNING", "INFO", "WARNING", "INFO", "WARNING", "WARNING"])
+    assert kept.lines[4].endswith("[repeated 5 times; more like this are not logged for up "
+                                  "to 60 s]"), kept.lines[4]
+    now[0] = 60.0
+    log("a20", Attempt("a", 1, "server_error", status=500), Sequel())
+    log("b1", Attempt("b", 1, "read_timeout"), Sequel())
+    assert kept.lines[-2].endswith("; the request fails [35 more like this were not logged in "
+                                   "the previous 60 s]"), kept.lines[-2]
+    assert kept.lines[-1].endswith("; the request fails"), kept.lines[-1]

@@ -15,19 +15,20 @@ A try never sent because its model's API key variable is not set (or holds no ke
 header can carry) is no upstream's failure but the configuration's: its line says no request
 was sent, naming the variable (never its value) and what mends it, as an ERROR.
 
-The lines of each kind share one message, and each gateway lets five a minute of each message
-and level through and counts the rest (:class:`~switchpoint._log_limit.RateLimitFilter`, the
-rule the service's log applies to every message): an outage of thousands of failed tries does
-not flood the log, in the service nor in a program using a
+The lines of each kind share one message, repeated per model: each gateway lets five a minute
+of each message and model through, at every level together, and counts the rest
+(:class:`~switchpoint._log_limit.RateLimitFilter`, the rule the service's log applies to every
+message; a line more severe than those a minute let through still shows): an outage of
+thousands of failed tries does not flood the log, in the service nor in a program using a
 :class:`~switchpoint.gateway.Gateway` in process, where no handler of the service's limits
-what Python prints on stderr.
+what Python prints on stderr, and one model's outage does not hide another's failures.
 """
 
 from __future__ import annotations
 
 import logging
 
-from switchpoint._log_limit import RateLimitFilter
+from switchpoint._log_limit import RateLimitFilter, repeats_per
 from switchpoint._messages import printable
 from switchpoint._redact import redact
 from switchpoint.errors import MissingApiKey, RateLimited
@@ -44,7 +45,8 @@ NOT_SENT = "request %s: no request sent upstream for try %d, %s; %s"
 class FailedTryLog:
     """The log of one gateway's failed tries: ``log(request_id, attempt, sequel)`` logs
     ``attempt``, a try of request ``request_id`` that failed, with what followed it, unless
-    ``repeats`` (five lines of a level a minute unless told) holds it back."""
+    ``repeats`` (five lines of a message a minute for each model unless told) holds it
+    back."""
 
     def __init__(self, repeats: RateLimitFilter | None = None) -> None:
         self.repeats = RateLimitFilter() if repeats is None else repeats
@@ -71,6 +73,6 @@ class FailedTryLog:
         record = log.makeRecord(log.name, level, fn, lno, NOT_SENT if unsent else MESSAGE,
                                 (request_id, attempt.attempt,
                                  printable(redact(describe_attempts([attempt]))), then),
-                                None, func)
+                                None, func, repeats_per(attempt.model))
         if self.repeats.filter(record):
             log.handle(record)
