@@ -6,9 +6,10 @@ A real service on loopback (the fake provider trickling a stream), a budgeted ke
 ``openai`` client, ``switchpoint feedback`` run as a user runs it, the ledger read back from the
 SQLite file. The request is made to outrun its reservation by the service's ledger clocks alone
 (its wall clock at noon UTC the day before, its monotonic clock stepped on once the reservation
-is on disk): a request cannot outlive ``gateway.max_total_s`` plus the ledger's 30 s of grace
-otherwise, as one that overran them (a slow settlement, a host that stalled) would. At noon, its
-requests are dated in one day whatever the time of day the test runs at."""
+is on disk): a request cannot outlive ``gateway.max_total_s`` plus its reservation's grace
+(``governance.reservation_grace_s``, 30 s) otherwise, as one that overran them (a slow
+settlement, a host that stalled) would. At noon, its requests are dated in one day whatever
+the time of day the test runs at."""
 
 from __future__ import annotations
 

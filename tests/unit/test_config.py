@@ -257,6 +257,9 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
      "server.allowed_hosts: "),
     ("governance: {max_output_tokens: 10000000000}\n", "max_output_tokens: must be <="),
     ("governance: {image_tokens: 10000000000}\n", "image_tokens: must be <= 1,000,000"),
+    ("governance: {reservation_grace_s: 0.5}\n", "governance.reservation_grace_s: must be >= 1"),
+    ("governance: {reservation_grace_s: 3601}\n",
+     "governance.reservation_grace_s: must be <= 3,600, got 3601"),
     ("learning: {seed: 100000000000000000000}\n", "seed: must be <= 9,223,372,036,854,775,807"),
     ("cache: {ttl: 5}\n", "cache.ttl: is not a known key (check its spelling); known keys "
                           "here: \"size\", \"ttl_seconds\""),

@@ -84,7 +84,6 @@ from switchpoint.governance.keys import KeyRecord, KeyStore
 from switchpoint.governance.ledger import (
     EXPIRE_CHARGE,
     EXPIRE_RUNNING,
-    EXPIRY_GRACE_S,
     PERSIST_AFTER_S,
     TOTAL,
     Blocked,
@@ -913,7 +912,7 @@ class Governor:
         answers = choices(body)
         worst = {c.name: worst_cost(c, prompt, cap, answers) for c in cards}
         tokens = prompt + cap * answers
-        ttl = settings.gateway.max_total_s + EXPIRY_GRACE_S
+        ttl = settings.gateway.max_total_s + g.reservation_grace_s
         budgets: dict[str, tuple[Budget, ...]] = dict(shared)
         for own in per_card.values():
             budgets.update(own)

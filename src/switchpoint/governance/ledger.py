@@ -40,13 +40,14 @@ years ahead) is read from the table a month at a time, as the clock comes within
 it, so a start reads, and memory holds, two months of it at most, not an entry for every hour
 of years of it. A reservation still open when the process died
 (its request has no log entry and no known cost) keeps holding its amount until its request's
-deadline (``gateway.max_total_s`` after it was made, plus :data:`EXPIRY_GRACE_S`), then is
-*charged* what it held and recorded as ``expire_charge`` (at the start, if that deadline passed
-while the service was down, however long; in the periods its request began in): a deadline on
-disk is read by the wall clock, the only one that outlives the process. Its request had run at
-least :data:`PERSIST_AFTER_S` (that is when a reservation reaches disk) and was cut by a stop
-or crash, so a provider may have billed it: by the rule for a try a provider may have billed
-with no answer, it is charged its worst case, the most the reservation held
+deadline (``gateway.max_total_s`` after it was made, plus ``governance.reservation_grace_s``,
+30 s unless set), then is *charged* what it held and recorded as ``expire_charge`` (at the
+start, if that deadline passed while the service was down, however long; in the periods its
+request began in): a deadline on disk is read by the wall clock, the only one that outlives
+the process. Its request had run at least :data:`PERSIST_AFTER_S` (that is when a reservation
+reaches disk) and was cut by a stop or crash, so a provider may have billed it: by the rule
+for a try a provider may have billed with no answer, it is charged its worst case, the most the
+reservation held
 (:attr:`Ticket.held_for_usd`: its reserve row's amount), to the gateway's total and the key and
 tenant it was held for, and to a model's and provider's accounts only when its row names them:
 a reservation records its model when its request had one candidate, and its provider when all
@@ -123,7 +124,6 @@ from switchpoint.store.sqlite import (
 
 TOTAL = "all"
 WINDOW_S = 60.0
-EXPIRY_GRACE_S = 30.0
 # A reservation is written to disk once its request has run this long (see the governor).
 PERSIST_AFTER_S = 0.5
 # How far back a restart looks for reservations that may still be open (see

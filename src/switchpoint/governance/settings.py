@@ -37,6 +37,8 @@
       max_output_tokens: 4096       # the output cap set on budgeted requests that name none
       image_tokens: 2000            # prompt tokens reserved per image
       warning_threshold: 0.8        # budget alerts warn from this fraction used
+      reservation_grace_s: 30       # a crash's reservation holds until its request's deadline
+                                    # (gateway.max_total_s) plus this, then is charged (1-3600)
 
 :func:`exposure_problem` says whether a configuration is safe to serve beyond loopback.
 """
@@ -193,6 +195,11 @@ class GovernanceSettings(BaseModel):
     output_cap_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     image_tokens: Integer = Field(2000, ge=0, le=1_000_000)
     warning_threshold: Real = Field(0.8, gt=0, le=1, allow_inf_nan=False)
+    # How long past its request's deadline a reservation holds: a crash's is charged then, and
+    # a running request's hold is freed then (its settlement still charges it). At least a
+    # second, so a request ending at its deadline settles before its hold lapses; at most an
+    # hour, well inside how far back a start looks for open reservations.
+    reservation_grace_s: Real = Field(30.0, ge=1, le=3600, allow_inf_nan=False)
 
 
 def check_tenant_names(tenants: dict[str, TenantSettings]) -> dict[str, TenantSettings]:
