@@ -8,11 +8,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.child_pytest import pytest_argv
 from tests.integration.test_state_permissions import _modes_bind
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,8 +29,8 @@ def test_the_permission_checks_pass_without_roots_capabilities() -> None:
         pytest.skip("setpriv (util-linux) is not installed: the permission checks cannot "
                     "drop root's capabilities")
     run = subprocess.run(
-        [setpriv, "--bounding-set", DROPPED, "--", sys.executable, "-m", "pytest", "-q",
-         "-p", "no:cacheprovider", str(CHECKS.relative_to(ROOT))],
+        [setpriv, "--bounding-set", DROPPED, "--",
+         *pytest_argv("-q", str(CHECKS.relative_to(ROOT)))],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr

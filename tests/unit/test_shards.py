@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.child_pytest import pytest_argv
 from tests.shards import assign, file_of, merge_durations, parse_shard, read_durations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,9 +68,8 @@ def test_file_of_a_node_id() -> None:
 
 
 def collected(*args: str) -> set[str]:
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
-                           "-p", "no:cacheprovider", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(pytest_argv("--collect-only", "-q", *args), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {line for line in proc.stdout.splitlines() if "::" in line}
 
@@ -87,8 +86,8 @@ def test_the_parts_of_a_real_run_cover_its_tests_once() -> None:
 
 
 def test_a_bad_shard_is_a_usage_error() -> None:
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
-                           "-p", "no:cacheprovider", "--shard", "3/2", "tests/unit/test_shards.py"],
+    proc = subprocess.run(pytest_argv("--collect-only", "-q", "--shard", "3/2",
+                                      "tests/unit/test_shards.py"),
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 4  # pytest's usage error
     assert "--shard '3/2': write I/N" in proc.stderr
@@ -96,9 +95,8 @@ def test_a_bad_shard_is_a_usage_error() -> None:
 
 def test_a_run_records_its_seconds_per_file(tmp_path: Path) -> None:
     path = tmp_path / "durations.json"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "--record-durations", str(path),
-                           "tests/unit/test_shards.py::test_file_of_a_node_id"],
+    proc = subprocess.run(pytest_argv("-q", "--record-durations", str(path),
+                                      "tests/unit/test_shards.py::test_file_of_a_node_id"),
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     recorded = read_durations(path)
