@@ -75,6 +75,28 @@ def test_a_models_header_not_in_utf8_is_refused(attacked: Attacked,
     assert fake.requests() == []
 
 
+@pytest.mark.parametrize(("header", "written", "quoted"), [
+    ("host", "évil.com", '"évil.com"'),
+    ("origin", "http://évil.com", '"http://évil.com"'),
+    ("x-switchpoint-cost-weight", "٥", '"٥"'),
+    ("content-encoding", "gzïp", '"gzïp"'),
+])
+def test_an_error_quotes_a_header_as_its_client_wrote_it(
+        attacked: Attacked, fake: FakeProviderProcess, header: str, written: str,
+        quoted: str) -> None:
+    """A header's value in UTF-8 was quoted as read in Latin-1 (``évil.com`` as
+    ``Ã©vil.com``); bytes that are not UTF-8 are quoted as ``\\xff``, not as characters they
+    are not."""
+    for raw, shown in ((written.encode(), quoted),
+                       (b"\xff" + written.encode(), '"\\\\xff' + quoted[1:])):
+        r = chat(attacked, {header: raw})
+        assert r.status_code in (400, 403, 415), r.text
+        error = r.json()["error"]
+        assert error["param"] == header, error
+        assert shown in error["message"] and not {"Ã", "ÿ"} & set(error["message"]), error
+    assert fake.requests() == []
+
+
 @pytest.mark.parametrize("session", ["a\tb", "a\u0085b", "a\u202eb", "a\u200bb"])
 def test_a_session_id_holding_control_characters_is_refused(
         attacked: Attacked, fake: FakeProviderProcess, session: str) -> None:

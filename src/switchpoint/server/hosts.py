@@ -46,6 +46,7 @@ from switchpoint._messages import json_quoted, listed_names
 from switchpoint.config import host_name
 from switchpoint.server.errors import document_refusal
 from switchpoint.server.exposure import is_loopback
+from switchpoint.server.header_text import shown_text
 
 #: How the API document describes the refusal, for every operation.
 _DOC = ("permission_denied: the request's Host header (or its target, in absolute form: "
@@ -115,10 +116,10 @@ def malformed(hosts: list[str], http_version: str, in_target: bool = False) -> s
     if len(hosts) > 1:
         return MANY_HOSTS
     if hosts and "," in hosts[0]:
-        return (f"host: the request's Host header {json_quoted(hosts[0], 100)} lists more than "
-                "one host (a comma between them, as a proxy joins a header given more than "
-                "once); a request names one host, and which of them it is for would be "
-                f"anyone's guess. {_SEND_ONE}")
+        shown = json_quoted(shown_text(hosts[0]), 100)
+        return (f"host: the request's Host header {shown} lists more than one host (a comma "
+                "between them, as a proxy joins a header given more than once); a request "
+                f"names one host, and which of them it is for would be anyone's guess. {_SEND_ONE}")
     if http_version != "1.1" or in_target or hosts not in ([], [""]):
         return None
     if not hosts:
@@ -138,13 +139,14 @@ def refusal(hosts: list[str], allowed: frozenset[str]) -> str | None:
     name = _name(host)
     lists = ("lists none" if not allowed
              else "lists " + listed_names(sorted(allowed), most=5, quoted=True))
+    shown = json_quoted(shown_text(host), 100)
     if name is None:
-        what = (f"host: the request names {json_quoted(host, 100)} as its host {_WHERE}, "
+        what = (f"host: the request names {shown} as its host {_WHERE}, "
                 "which is not a host name or an IP address, with a port or without one "
                 "(host[:port])")
         allow = ""
     else:
-        what = (f"host: the request names the host {json_quoted(host, 100)} {_WHERE}, which "
+        what = (f"host: the request names the host {shown} {_WHERE}, which "
                 "is not localhost or a name under it (app.localhost), an IP address, nor a "
                 f"name server.allowed_hosts lists (it {lists})")
         allow = (f"; if the name is yours (a proxy in front that passes the Host on, say), add "

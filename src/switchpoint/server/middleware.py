@@ -40,6 +40,7 @@ from switchpoint._messages import json_quoted, people_number
 from switchpoint.gateway.body_size import PROMPT_ADVICE, too_large
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.errors import ErrorAnswer, document_refusal, is_openai_path
+from switchpoint.server.header_text import shown_text
 from switchpoint.server.paths import app_path
 
 DRAIN_FACTOR = 64
@@ -298,7 +299,8 @@ async def _reject(send: Send, size: int, limit: int, exact: bool, path: str) -> 
 
 
 async def _unsupported_encoding(send: Send, encoding: str, path: str) -> None:
-    message = (f"content-encoding: the body is sent as {json_quoted(encoding, 40)}; request "
+    shown = json_quoted(shown_text(encoding), 40)
+    message = (f"content-encoding: the body is sent as {shown}; request "
                "bodies are read as they are sent, so send it uncompressed, without the header")
     await send_error(send, ErrorAnswer(415, "unsupported_media_type", message, "content-encoding"),
                 path, [])

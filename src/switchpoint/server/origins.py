@@ -19,6 +19,7 @@ from typing import Any
 
 from switchpoint._messages import json_quoted, listed_names
 from switchpoint.server.errors import document_refusal
+from switchpoint.server.header_text import shown_text
 
 #: How the API document describes the refusal, for every operation.
 _DOC = ("permission_denied: the request came from a web page (it carries an Origin header) "
@@ -36,7 +37,8 @@ def refusal(origins: list[str], allowed: frozenset[str]) -> str | None:
                 "naming the page the request comes from")
     lists = ("lists " + listed_names(sorted(allowed), most=5, quoted=True) if allowed
              else "lists none: CORS is off")
-    return (f"origin: the request comes from a web page of {json_quoted(origins[0], 100)}, "
+    shown = json_quoted(shown_text(origins[0]), 100)
+    return (f"origin: the request comes from a web page of {shown}, "
             f"an origin cors.allow_origins does not list (it {lists}), so it is refused: a "
             "page open in a browser may not call the models, teach the router or change the "
             "service. If the page is yours, add its origin to cors.allow_origins and restart; "

@@ -28,6 +28,7 @@ from switchpoint.governance.governor import Principal
 from switchpoint.server.auth import CLIENT
 from switchpoint.server.context import GatewayRoute, get_service
 from switchpoint.server.errors import answer_for, log_store_failure
+from switchpoint.server.header_text import shown_text, utf8_text
 from switchpoint.server.queries import ANY_QUERY, once
 from switchpoint.server.schemas import CHAT_ERROR_RESPONSES, inlined
 from switchpoint.server.streaming import SSEResponse, sse_body
@@ -120,15 +121,13 @@ def _once(request: Request, name: str) -> str | None:
 
 def _text(request: Request, name: str) -> str | None:
     """The header ``name`` (:func:`_once`) that carries names (a model's, a session's): its
-    bytes read as UTF-8, as every client writes text that is not ASCII (the web framework reads
-    a header as Latin-1, so ``été`` was ``Ã©tÃ©``); bytes that are not UTF-8 are refused,
-    naming the header."""
+    bytes read as UTF-8 (:func:`utf8_text`), as every client writes text that is not ASCII;
+    bytes that are not UTF-8 are refused, naming the header."""
     value = _once(request, name)
-    if value is None or value.isascii():
+    if value is None:
         return value
-    raw = value.encode("latin-1")  # (the bytes as sent: Latin-1 maps each to one character)
     try:
-        return raw.decode("utf-8")
+        return utf8_text(value)
     except UnicodeDecodeError as exc:
         raise InvalidInputError(name, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                                       "send names that are not ASCII in UTF-8") from None
@@ -140,7 +139,7 @@ def _cost_weight(raw: str | None) -> float | None:
         return None
     value = number_text(raw)
     if value is None:
-        shown = json_quoted(raw, 40)
+        shown = json_quoted(shown_text(raw), 40)
         raise InvalidInputError(COST_WEIGHT_HEADER, f"{shown} {TOO_SMALL}" if too_small(raw)
                                 else "must be a number >= 0 in ASCII digits, such as 0.5 or "
                                      f"1e3, got {shown}")
