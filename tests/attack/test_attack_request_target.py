@@ -12,7 +12,8 @@ test_attack_hosts.py) and the routes serve its path, whatever server runs the ap
 
 A ``#`` begins a URL's fragment, which clients keep to themselves; one sent raw is handed on as
 part of the path or of the query (``?x=1#frag``: x is ``1#frag``). The service refuses such a
-target, a 400 naming it, before any route reads it.
+target, a 400 naming it, before any route reads it; as it refuses one whose %-escapes are not
+UTF-8 (``/v1/models/%FF``), which the web framework read as U+FFFD.
 """
 
 from __future__ import annotations
@@ -370,6 +371,37 @@ def test_a_target_that_is_neither_a_path_nor_a_url_is_refused_naming_it(
     assert status.startswith(b"HTTP/1.1 404 "), (status, body)
 
 
+_UTF8_ADVICE = ("is not UTF-8 text once its %-escapes are read. Write text that is not ASCII as "
+                "its UTF-8 bytes, each %-escaped (é as %C3%A9), as browsers and HTTP clients do")
+
+
+@pytest.mark.parametrize(("target", "param", "named"), [
+    (b"/v1/models/%FF", "request-target", 'the path "/v1/models/%FF"'),
+    (b"http://127.0.0.1/v1/models/%C3", "request-target", 'the path "/v1/models/%C3"'),
+    (b"/v1/router/stats?tenant=%ED%A0%80", "tenant", 'the value "%ED%A0%80"'),
+    (b"/v1/models?x=1&%FF=1", "request-target", 'the query parameter name "%FF"'),
+    (b"/health?a+b=%E9t%E9", "a b", 'the value "%E9t%E9"')])
+def test_a_target_whose_escapes_are_not_utf8_is_refused_naming_it(
+        attacked: Attacked, target: bytes, param: str, named: str) -> None:
+    # The web framework read each byte that is not UTF-8 as U+FFFD, which the answer quoted
+    # ('model: "\ufffd" is not a model of this gateway'), a character the client never sent.
+    logged = [entry["id"] for entry in attacked.requests()]
+    status, body = _get(attacked.port, target)  # (an admin route: refused before its token)
+    assert status.startswith(b"HTTP/1.1 400 "), (status, body)
+    error = json.loads(body)["error"]
+    assert (error["code"], error["param"]) == ("invalid_request", param), error
+    assert error["message"] == f"{param}: {named} {_UTF8_ADVICE}", error
+    assert "\ufffd" not in error["message"]
+    assert [entry["id"] for entry in attacked.requests()] == logged
+
+
+def test_a_target_whose_escapes_are_utf8_is_read_as_utf8(attacked: Attacked) -> None:
+    status, body = _get(attacked.port, b"/v1/models/%C3%A9t%C3%A9?x=%C3%A9")
+    assert status.startswith(b"HTTP/1.1 404 "), (status, body)
+    error = json.loads(body)["error"]
+    assert (error["param"], error["message"].split(" is ")[0]) == ("model", 'model: "été"'), error
+
+
 def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacked) -> None:
     document = httpx.get(f"{attacked.base}/openapi.json", timeout=30).json()
     operations = [(path, method, op) for path, item in document["paths"].items()
@@ -380,6 +412,8 @@ def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacke
         assert "invalid_request (param request-target)" in refused["description"], (method, path)
         assert "%23" in refused["description"], (method, path)
         assert "neither a path (which begins with /) nor a URL" in refused["description"], (
+            method, path)
+        assert "or a query parameter's name is not UTF-8" in refused["description"], (
             method, path)
         shape = refused["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
         assert shape == ("ChatErrorResponse" if is_openai_path(path) else "ErrorResponse"), (

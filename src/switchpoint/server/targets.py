@@ -16,6 +16,12 @@ A ``#`` begins a URL's fragment, which a client keeps to itself: one sent raw is
 path or query, yet the server hands it on as one (``?x=1#frag`` is read as x = ``1#frag``), so
 a value would be taken other than as the client meant it. :func:`guard` refuses such a target.
 
+A path or a query whose %-escapes are not UTF-8 (``/v1/models/%FF``, ``?tenant=%ED%A0%80``) is
+refused too, as a header that is not UTF-8 is: the web framework reads each byte that is not
+UTF-8 as U+FFFD, so a route was handed (and an error quoted) characters the client never sent.
+The path or a parameter's name is refused naming :data:`TARGET`, a parameter's value naming the
+parameter.
+
 A target that is neither a path (which begins with ``/``) nor a URL (``GET health``, a hand-
 written request's slip) is refused too: no route takes it, and the 404 it got quoted its path
 as ``/health``, a route that is there. (``*``, the target of ``OPTIONS *``, is left to the 404
@@ -34,7 +40,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 from starlette.types import Scope
 
@@ -49,7 +55,9 @@ _DOC = ("invalid_request (param request-target): the request target holds a raw 
         "begins a URL's fragment, a part a client keeps to itself (send the target without "
         "it, and write a \"#\" a value holds as %23), or is a URL that names no host "
         "(http:///path: send the path alone, or the URL with its host), or is neither a path "
-        "(which begins with /) nor a URL.")
+        "(which begins with /) nor a URL, or its path or a query parameter's name is not UTF-8 "
+        "once its %-escapes are read (a query parameter's value that is not is refused naming "
+        "the parameter); write text that is not ASCII as its UTF-8 bytes, each %-escaped.")
 # The start of a target in absolute form (http://host/path?q): its scheme, in any case.
 _ABSOLUTE = re.compile(rb"https?://", re.IGNORECASE)
 
@@ -67,6 +75,9 @@ def guard(scope: Scope) -> tuple[Scope, ErrorAnswer | None]:
         problem = _no_path(target)
     if problem is not None:
         return read, ErrorAnswer(400, "invalid_request", problem, TARGET)
+    not_utf8 = _not_utf8(_root_and_target(read)[1])
+    if not_utf8 is not None:
+        return read, ErrorAnswer(400, "invalid_request", not_utf8[1], not_utf8[0])
     # (a target in absolute form, read anew, names the host in the header's place)
     problem = malformed(sent, scope.get("http_version", "1.1"), read is not scope)
     return read, None if problem is None else ErrorAnswer(400, "invalid_request", problem,
@@ -124,6 +135,51 @@ def _no_path(target: bytes) -> str:
     return (f"{TARGET}: the request target {json_quoted(sent, 100)} is neither a path, which "
             "begins with \"/\", nor a URL (http://host/path); send the path, as "
             f"{json_quoted('/' + sent, 100)}")
+
+
+def _not_utf8(target: bytes) -> tuple[str, str] | None:
+    """The param and the message refusing ``target`` (a path, then perhaps ``?`` and a query)
+    for its path, a query parameter's name or a query parameter's value that is not UTF-8 once
+    its %-escapes are read (as a web framework reads them, it made ``%FF`` a U+FFFD, a
+    character the client never sent), or None when each is."""
+    path, _, query = target.partition(b"?")
+    if _undecodable(path):
+        return TARGET, (f"{TARGET}: the path {_shown(path)} is not UTF-8 text once its "
+                        f"%-escapes are read. {_UTF8_ADVICE}")
+    for field in query.split(b"&") if _undecodable(query) else ():
+        name, _, value = field.partition(b"=")
+        if _undecodable(name):
+            return TARGET, (f"{TARGET}: the query parameter name {_shown(name)} is not UTF-8 "
+                            f"text once its %-escapes are read. {_UTF8_ADVICE}")
+        if _undecodable(value):
+            param = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8") or "query"
+            return param, (f"{param}: the value {_shown(value)} is not UTF-8 text once its "
+                           f"%-escapes are read. {_UTF8_ADVICE}")
+    return None
+
+
+# How to write a path or a query that is not ASCII: what a refusal for its bytes ends with.
+_UTF8_ADVICE = ("Write text that is not ASCII as its UTF-8 bytes, each %-escaped (é as %C3%A9), "
+                "as browsers and HTTP clients do")
+
+
+def _undecodable(part: bytes) -> bool:
+    """Whether ``part`` of a target (ASCII with %-escapes, as HTTP sends it; or raw bytes, as
+    some servers pass them on) is not UTF-8 once its %-escapes are read; checked only when it
+    holds a ``%`` or a byte that is not ASCII."""
+    if b"%" not in part and part.isascii():
+        return False
+    try:
+        unquote_to_bytes(part).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _shown(part: bytes) -> str:
+    """``part`` of a target as a refusal quotes it: as sent, a byte that is not ASCII written
+    as ``\\xff``."""
+    return json_quoted(part.decode("ascii", "backslashreplace"), 100)
 
 
 def _root_and_target(scope: Scope) -> tuple[bytes, bytes]:
