@@ -125,22 +125,47 @@ def test_the_library_refuses_such_a_session_id_too() -> None:
     assert session_key("  café  ", [], field="session_id") == session_key("café", [])
 
 
-@pytest.mark.parametrize(("path", "body"), [
+@pytest.mark.parametrize(("path", "body", "field"), [
     ("/v1/chat/completions", '{"model": "auto", "messages": [{"role": "user", "content": "hi"}],'
-                             ' "seed": %s}'),
-    ("/v1/route", '{"prompt": "hi", "cost_weight": %s}'),
-    ("/v1/feedback", '{"decision_id": "d", "score": %s}')])
-def test_an_integer_of_thousands_of_digits_is_told_alike_on_every_route(
-        attacked: Attacked, path: str, body: str) -> None:
+                             ' "seed": %s}', "seed"),
+    ("/v1/route", '{"prompt": "hi", "cost_weight": %s}', "cost_weight"),
+    ("/v1/feedback", '{"decision_id": "d", "score": %s}', "score")])
+def test_an_integer_of_thousands_of_digits_is_named_by_its_field_on_every_route(
+        attacked: Attacked, path: str, body: str, field: str) -> None:
     """The routing and feedback routes read it as JSON that is not valid ("number out of
-    range"), the chat gateway as a number that is not finite: one message now."""
+    range"), the chat gateway as a number that is not finite; then each as the body's fault
+    ("body: holds a number of 5000 digits"): it is named by its field, as one of 401 digits is."""
     r = httpx.post(f"{attacked.base}{path}", content=body % ("9" * 5000),
                    headers={"content-type": "application/json"}, timeout=10)
     assert r.status_code == 400, r.text
     error = r.json()["error"]
-    assert error["param"] == "body", error
-    assert error["message"] == ("body: holds a number of 5000 digits, which is not finite; "
-                                "send finite numbers only"), error
+    assert error["param"] == field, error
+    assert error["message"] == (f"{field}: must be a finite number, got an integer of 5000 "
+                                "digits, past the largest a number holds (about 1.8e308)"), error
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/chat/completions", '{"model": "alpha", "messages": [{"role": "user", "content": '
+                             '"hi"}], "temperature": %s}', "temperature"),
+    ("/v1/route", '{"prompt": "hi", "cost_weight": %s}', "cost_weight"),
+    ("/v1/feedback", '{"decision_id": "d", "score": 0.5, "cost": %s}', "cost"),
+    ("/v1/router/preferences/score", '{"compare_id": "c", "scores": {"A": %s}}', "scores.A")])
+def test_a_number_a_float_holds_only_as_0_is_refused_naming_its_field(
+        attacked: Attacked, fake: FakeProviderProcess, path: str, body: str,
+        field: str) -> None:
+    """1e-400 was read as 0 on every body route (a cost_weight of 0 is quality first, a
+    feedback's cost was recorded as 0.0, a temperature sent upstream as 0.0), where a header,
+    a query parameter and the command line refuse it."""
+    logged = [entry["id"] for entry in attacked.requests()]
+    r = httpx.post(f"{attacked.base}{path}", content=body % "1e-400", timeout=10,
+                   headers={"content-type": "application/json", **attacked.admin})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_request", field), error
+    assert error["message"] == (f"{field}: 1e-400 is too small a number to be told from 0; "
+                                "write 0, or a number of at least 1e-300"), error
+    assert fake.requests() == []
+    assert [entry["id"] for entry in attacked.requests()] == logged
 
 
 @pytest.mark.parametrize(("path", "body", "field"), [

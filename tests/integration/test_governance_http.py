@@ -752,6 +752,19 @@ def test_bad_key_requests_are_400s_and_create_nothing(gov: ThreadServer, body: d
     assert r.status_code == 400 and "is not a key id" in r.json()["error"]["message"]
 
 
+def test_a_key_s_cost_weight_a_float_holds_only_as_0_is_refused(gov: ThreadServer) -> None:
+    # It was created with cost_weight 0.0 (quality first), which the caller did not write.
+    before = len(_all_keys(gov))
+    r = httpx.post(f"{gov.base}/v1/router/keys", headers={**ADMIN, "content-type":
+                   "application/json"}, content=b'{"tenant": "acme", "cost_weight": 1e-400}')
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == {
+        "code": "invalid_request", "param": "cost_weight",
+        "message": "cost_weight: 1e-400 is too small a number to be told from 0; write 0, or a "
+                   "number of at least 1e-300"}
+    assert len(_all_keys(gov)) == before
+
+
 def test_usage_an_upstream_misreports_charges_the_worst_case_held(gov: ThreadServer) -> None:
     issued = new_key(gov, budget="3/day", tpm=100_000)
     c = client(gov, issued["key"])

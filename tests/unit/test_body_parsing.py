@@ -38,19 +38,58 @@ def test_a_lone_surrogate_is_named_by_its_field() -> None:
     assert field == "prompt" and "lone surrogate" in message
 
 
-def test_a_number_too_long_to_read_is_told_as_the_chat_gateway_tells_it() -> None:
+def test_a_number_too_long_to_read_is_named_by_its_field_as_the_chat_gateway_names_it() -> None:
     # Python cannot make an int of it (nor pydantic's reader, which called the body "not valid
-    # JSON (number out of range ...)"): said as the chat gateway says it, whatever else the
-    # body holds.
+    # JSON (number out of range ...)"): named by its field, as an integer of 401 digits is,
+    # whatever else the body holds; it was "body: holds a number of 5000 digits".
     digits = b"9" * 5000
+    told = ("cost_weight: must be a finite number, got an integer of 5000 digits, past the "
+            "largest a number holds (about 1.8e308)")
     for raw in (b'{"prompt": "a", "cost_weight": ' + digits + b"}",
                 b'{"prompt": "a", "cost_weight": ' + digits + b', "prompt": "b"}'):
-        field, message = refusal(raw)
-        assert field == "body" and message == f"body: {not_finite(digits.decode())}", message
+        assert refusal(raw) == ("cost_weight", told)
+    field, message = refusal(b'{"embedding": [1, -' + digits + b"]}")
+    assert (field, message) == ("embedding", "embedding[1]: " + told.split(": ", 1)[1])
     chat = b'{"model": "auto", "messages": [], "seed": ' + digits + b"}"
     with pytest.raises(InvalidInputError) as caught:
         parse_chat_body(chat)
-    assert str(caught.value) == message
+    assert (caught.value.field, str(caught.value)) == ("seed", told.replace("cost_weight",
+                                                                            "seed"))
+    # The body itself a number: nothing else to name.
+    assert refusal(digits) == ("body", f"body: {not_finite(digits.decode())}")
+
+
+TOO_SMALL = "is too small a number to be told from 0; write 0, or a number of at least 1e-300"
+
+
+@pytest.mark.parametrize("literal", [b"1e-400", b"-1E-400", b"0.5e-330", b"1e-0400",
+                                     b"0." + b"0" * 400 + b"1"])
+def test_a_number_a_float_holds_only_as_0_is_named_by_its_field(literal: bytes) -> None:
+    # It was read as 0 (a cost_weight of 0 is quality first), where a header, a query
+    # parameter and the command line refuse it.
+    shown = literal.decode() if len(literal) <= 40 else literal[:37].decode() + "..."
+    assert refusal(b'{"prompt": "a", "cost_weight": ' + literal + b"}") == (
+        "cost_weight", f"cost_weight: {shown} {TOO_SMALL}")
+    assert refusal(b'{"embedding": [0.5, ' + literal + b"]}") == (
+        "embedding", f"embedding[1]: {shown} {TOO_SMALL}")
+    chat = (b'{"model": "auto", "messages": [{"role": "user", "content": "hi", "x": ['
+            + literal + b"]}]}")
+    with pytest.raises(InvalidInputError) as caught:
+        parse_chat_body(chat)
+    assert (caught.value.field, str(caught.value)) == (
+        "messages", f"messages: messages[0].x[0]: {shown} {TOO_SMALL}")
+    assert refusal(literal) == (
+        "body", f"body: holds the number {shown}, which {TOO_SMALL}")
+
+
+@pytest.mark.parametrize("literal", [b"0", b"0.0", b"-0e-400", b"0e999", b"1e-300", b"1e-99",
+                                     b"4.9e-324", b"1.5e-05", b"1" + b"0" * 300 + b"e-600"])
+def test_a_number_a_float_tells_from_0_or_0_itself_is_read(literal: bytes) -> None:
+    body = parse_body(RouteRequest, b'{"prompt": "a", "cost_weight": ' + literal + b"}")
+    assert body.cost_weight == float(literal)
+    chat = parse_chat_body(b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], '
+                           b'"temperature": ' + literal + b"}")
+    assert chat["temperature"] == float(literal)
 
 
 def test_non_finite_numbers_still_reach_the_models_check() -> None:

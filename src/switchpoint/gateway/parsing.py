@@ -58,14 +58,18 @@ from switchpoint._json import (
     unique_keys,
 )
 from switchpoint._messages import (
+    PAST_FLOATS,
+    cut,
     got,
     invalid_at,
     invalid_from_validation,
     json_quoted,
+    key_path,
     listed_keys,
     listed_names,
     one_of,
 )
+from switchpoint._numbers import TOO_SMALL, too_small
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS, named_once
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.image_urls import image_url_problem
@@ -246,9 +250,9 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
 
     Raises :class:`~switchpoint.errors.InvalidInputError` naming the field for anything else:
     an empty body, invalid JSON or UTF-8, a key written twice in one object (JSON readers
-    disagree on which one counts), a non-finite number, nesting deeper than
-    :data:`MAX_DEPTH`, a lone surrogate, a missing or mistyped ``model`` / ``messages``, a
-    model named twice in ``models``.
+    disagree on which one counts), a number no float holds as written (:func:`unheld_reason`),
+    nesting deeper than :data:`MAX_DEPTH`, a lone surrogate, a missing or mistyped ``model`` /
+    ``messages``, a model named twice in ``models``.
     """
     if not raw.strip():
         raise InvalidInputError("body", 'is empty; send a JSON object such as {"model": "auto", '
@@ -258,9 +262,9 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
                           parse_int=_finite_int, object_pairs_hook=unique_keys)
     except DuplicateKeyError as exc:
         raise InvalidInputError("body", exc.msg) from None
-    except _NonFiniteError as exc:
+    except _UnheldError as exc:
         _name_the_field(raw)  # raises naming the field, when it can
-        raise InvalidInputError("body", not_finite(exc.text)) from None
+        raise InvalidInputError("body", unheld_in_body(exc.text)) from None
     except RecursionError:
         raise InvalidInputError("body", f"nests deeper than {MAX_DEPTH} levels") from None
     except UnicodeDecodeError as exc:
@@ -776,37 +780,103 @@ def upstream_body(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
 
 
-class _NonFiniteError(ValueError):
+class _UnheldError(ValueError):
+    """A number of the body no float holds as written (:func:`unheld_number`)."""
+
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
 
 
 def _no_constant(text: str) -> Any:
-    raise _NonFiniteError(text)
+    raise _UnheldError(text)
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
-    if not math.isfinite(value):
-        raise _NonFiniteError(text)
+    # (a number that is not 0 yet reads as 0, 1e-400, reads so only here: no cost to others)
+    if not math.isfinite(value) or (value == 0 and too_small(text)):
+        raise _UnheldError(text)
     return value
 
 
 def _finite_int(text: str) -> int:
     if too_long(text):  # (more digits than int() reads)
-        raise _NonFiniteError(text)
+        raise _UnheldError(text)
     return int(text)
 
 
-def _name_the_field(raw: bytes) -> None:
-    """For a body holding a non-finite number: parse it leniently (``NaN`` and ``1e999``
-    become floats) and raise the error naming the field that holds one."""
+class _Unheld:
+    """Where a body holds a number no float holds as written, in the body read anew by
+    :func:`unheld_number`: the number's text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _held_float(text: str) -> float | _Unheld:
     try:
-        data = json.loads(raw)
+        return _finite_float(text)
+    except _UnheldError:
+        return _Unheld(text)
+
+
+def _held_int(text: str) -> int | _Unheld:
+    return _Unheld(text) if too_long(text) else int(text)
+
+
+def unheld_number(raw: bytes | str) -> tuple[tuple[str | int, ...], str] | None:
+    """Where the JSON body ``raw`` holds a number no float holds as written (``NaN``,
+    ``Infinity``, ``1e999``, an integer of more digits than Python reads, a number that is not
+    0 yet reads as 0 such as ``1e-400``), as the keys and indexes leading to the first one, and
+    its text; None when it holds none or is not JSON. Read only once a body's reader has found
+    one, to name the field that holds it (:func:`unheld_reason` says why it is refused)."""
+    try:
+        data = json.loads(raw, parse_constant=_Unheld, parse_float=_held_float,
+                          parse_int=_held_int)
     except (ValueError, RecursionError):
-        return
-    _check_values(data, surrogates=False)
+        return None
+    stack: list[tuple[object, tuple[str | int, ...]]] = [(data, ())]
+    while stack:
+        node, loc = stack.pop()
+        if isinstance(node, _Unheld):
+            return loc, node.text
+        if isinstance(node, dict):
+            stack.extend((value, (*loc, key)) for key, value in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((value, (*loc, i)) for i, value in reversed(list(enumerate(node))))
+    return None
+
+
+def unheld_reason(text: str) -> str:
+    """Why a body's number written ``text``, which no float holds as written
+    (:func:`unheld_number`), is refused, as a message goes on after the field that holds it."""
+    if too_long(text):
+        return (f"must be a finite number, got an integer of {len(text.lstrip('-'))} digits, "
+                f"{PAST_FLOATS}")
+    value = float(text)
+    if value == 0:
+        return f"{cut(text, 40)} {TOO_SMALL}"
+    return f"is {value}, not a finite number; send finite numbers only"
+
+
+def unheld_in_body(text: str) -> str:
+    """Why a body holding the number written ``text``, which no float holds as written, is
+    refused when no field can be named (the body is the number, or no JSON past it)."""
+    if not too_long(text) and float(text) == 0:
+        return f"holds the number {cut(text, 40)}, which {TOO_SMALL}"
+    return not_finite(text)
+
+
+def _name_the_field(raw: bytes) -> None:
+    """For a body holding a number no float holds: raise the error naming the field that holds
+    one (:func:`unheld_number`)."""
+    found = unheld_number(raw)
+    if found is not None and found[0]:
+        path = key_path(found[0], "body")
+        raise InvalidInputError(_top(path), f"{_at(path)}{unheld_reason(found[1])}")
 
 
 def check_embedded_json(value: object, where: str) -> None:

@@ -2,24 +2,27 @@
 :func:`switchpoint.gateway.parsing.parse_chat_body` reads), validated by their pydantic model.
 
 Read by the handler, after the route's own checks of who calls (an admin route's token, a
-client key), so a caller who may not use a route learns nothing of what its body must be. Four
+client key), so a caller who may not use a route learns nothing of what its body must be. Five
 faults are found, and named, as the chat gateway finds them: a key written twice in one object
 (JSON readers disagree on which of the two counts, so a filter in front could check one value
-while the service acted on the other), an integer of more digits than Python reads (told as
-the chat gateway tells it, :func:`~switchpoint._json.not_finite`), nesting deeper than the
-chat gateway's :data:`~switchpoint.gateway.parsing.MAX_DEPTH` levels (pydantic's reader called
-valid JSON past its own limit "not valid JSON (recursion limit exceeded ...)"), and a lone
-surrogate (an unpaired ``\\ud800``-``\\udfff`` escape, which is no text; pydantic's reader
-calls it a bad escape). Those checks read the text's structure with Python's reader, without
-making numbers of its numbers (no check converts them, and converting an embedding's floats was
-most of the time they took); pydantic's reader then reads the body into its model and says what
+while the service acted on the other), an integer of more digits than Python reads, a number
+that is not 0 yet a float holds only as 0 (``1e-400``: read as 0, it would mean what the
+caller did not write; a header, a query parameter and the command line refuse it alike), each
+named by the field that holds it (:func:`~switchpoint.gateway.parsing.unheld_reason`), nesting
+deeper than the chat gateway's :data:`~switchpoint.gateway.parsing.MAX_DEPTH` levels
+(pydantic's reader called valid JSON past its own limit "not valid JSON (recursion limit
+exceeded ...)"), and a lone surrogate (an unpaired ``\\ud800``-``\\udfff`` escape, which is no
+text; pydantic's reader calls it a bad escape). Those checks read the text's structure with
+Python's reader, without making numbers of its numbers (a number is converted only when its
+text could write one a float holds only as 0, and converting an embedding's floats was most of
+the time the checks took); pydantic's reader then reads the body into its model and says what
 is wrong with any value."""
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter
@@ -32,13 +35,13 @@ from switchpoint._json import (
     SURROGATE_ESCAPE,
     DuplicateKeyError,
     lone_surrogate,
-    not_finite,
     too_long,
     unique_keys,
 )
-from switchpoint._messages import invalid_from_validation
+from switchpoint._messages import entry_param, invalid_at, invalid_from_validation, key_path
+from switchpoint._numbers import too_small
 from switchpoint.errors import InvalidInputError
-from switchpoint.gateway.parsing import MAX_DEPTH
+from switchpoint.gateway.parsing import MAX_DEPTH, unheld_in_body, unheld_number, unheld_reason
 from switchpoint.server.errors import document_refusal, operations, shown_path
 from switchpoint.server.head import sent_method
 
@@ -46,18 +49,26 @@ Body = TypeVar("Body", bound=BaseModel)
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some clients write first
 
 
+class _UnheldError(ValueError):
+    """A number no float holds as written: an integer with more digits than Python reads, or
+    one that is not 0 yet reads as 0 (``1e-400``)."""
+
+
 def _number(text: str) -> None:
-    return None
-
-
-class _TooLongError(ValueError):
-    """An integer with more digits than Python reads."""
+    """Nothing, or for a number that is not 0 yet reads as 0 (``1e-400``), :class:`_UnheldError`.
+    Only text of more than 200 characters or with an exponent of -100 or below can write one
+    (a float tells apart numbers down to about 5e-324), so most numbers are not read."""
+    e = text.find("e-")
+    if e < 0:
+        e = text.find("E-")
+    if (len(text) > 200 or (e >= 0 and len(text) - e > 4)) and too_small(text):
+        raise _UnheldError(text)
 
 
 def _integer(digits: str) -> None:
-    """Nothing, or for an integer too long for Python to read, :class:`_TooLongError`."""
+    """Nothing, or for an integer too long for Python to read, :class:`_UnheldError`."""
     if too_long(digits):
-        raise _TooLongError(digits)
+        raise _UnheldError(digits)
 
 
 # The structure of a body: its objects (a key written twice refused) and strings, numbers left
@@ -71,7 +82,7 @@ def parse_body(model: type[Body], raw: bytes) -> Body:
     is wrong with the JSON itself; the entry's path inside a field the model lists in its
     ``keyed_fields``, mappings keyed by the caller's names) otherwise."""
     raw = _utf8(raw.removeprefix(_BOM))  # as the chat gateway's reader (Python's json) takes it
-    _check_text(raw)
+    _check_text(raw, getattr(model, "keyed_fields", ()))
     try:
         return model.model_validate_json(raw or b"")
     except ValidationError as exc:
@@ -93,16 +104,18 @@ def _utf8(raw: bytes) -> bytes:
                                         f"at byte {exc.start}); send the JSON as UTF-8") from None
 
 
-def _check_text(raw: bytes) -> None:
+def _check_text(raw: bytes, keyed: Collection[str]) -> None:
     """Raise for a key written twice, nesting deeper than :data:`MAX_DEPTH` levels (named by
-    the top-level field that holds it, as the chat gateway names it) or a lone surrogate; a
-    body that is not JSON at all is left to pydantic's reader, which says why."""
+    the top-level field that holds it, as the chat gateway names it), a number no float holds
+    as written (named by its path, as pydantic's reader names a field: :func:`_unheld`) or a
+    lone surrogate; a body that is not JSON at all is left to pydantic's reader, which says
+    why."""
     try:
         data = _STRUCTURE.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except DuplicateKeyError as exc:
         raise InvalidInputError("body", exc.msg) from None
-    except _TooLongError as exc:  # (pydantic's reader said "not valid JSON (number out of range)")
-        raise InvalidInputError("body", not_finite(str(exc))) from None
+    except _UnheldError as exc:  # (pydantic's reader: "not valid JSON (number out of range)",
+        raise _unheld(raw, str(exc), keyed) from None  # or 1e-400 read as 0)
     except RecursionError:  # (deeper than Python's reader goes, far past MAX_DEPTH)
         raise InvalidInputError("body", _TOO_DEEP) from None
     except ValueError:
@@ -130,6 +143,19 @@ def _check_text(raw: bytes) -> None:
 
 
 _TOO_DEEP = f"nests deeper than {MAX_DEPTH} levels"
+
+
+def _unheld(raw: bytes, text: str, keyed: Collection[str]) -> InvalidInputError:
+    """The error for the body ``raw``, which holds the number written ``text`` that no float
+    holds as written: naming the field that holds it (its path, the entry's inside a field of
+    ``keyed``, as :func:`~switchpoint._messages.invalid_from_validation` names one), read
+    anew to find it; the body, when none can be named."""
+    found = unheld_number(raw)
+    if found is None or not found[0]:
+        return InvalidInputError("body", unheld_in_body(text))
+    loc, text = found
+    path = key_path(loc, "body")
+    return invalid_at(entry_param(str(loc[0]), path, keyed), path, unheld_reason(text))
 
 
 #: How the API document describes :func:`no_body`'s refusal, for a route that takes no body.
