@@ -286,8 +286,12 @@ def test_an_error_about_a_field_an_option_filled_names_the_option(
         (["report", "forecast", "--data-dir", logged, "--requests-per-hour", "1e12",
           "--avg-input-tokens", "1", "--avg-output-tokens", "1"],
          "--requests-per-hour: must be at most 1,000,000,000, got 1e+12"),
-        (["report", "sla", "--data-dir", logged, "--since-hours", "0"],
-         "--since-hours: must be more than 0 and at most 8,784 (366 days), got 0"),
+        # Infinity said as what it is read from, not "inf", and past the most (it was "must
+        # be a finite number >= 0, got inf").
+        (["report", "forecast", "--data-dir", logged, "--requests-per-hour", "1e400",
+          "--avg-input-tokens", "1", "--avg-output-tokens", "1"],
+         "--requests-per-hour: must be at most 1,000,000,000, got infinity, too large a number "
+         "(what 1e400, or any number past about 1.8e308, reads as)"),
     ]
     for argv, start in cases:
         code, out, err = run(argv, capsys)
@@ -1796,11 +1800,28 @@ def test_results_that_cannot_be_written_exit_non_zero_saying_why(
     assert first["id"] == 1
     assert code == 0 and err == b""
 
-@pytest.mark.parametrize("days", ["-1", "nan", "0", "inf", "1e400", "36526"])
+@pytest.mark.parametrize("days", ["-1", "nan", "0", "inf", "1e400", "36526", "1e-400"])
 def test_prune_names_a_bad_age_in_days(days: str, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_refused_option(["prune", "--older-than", days, "--data-dir", tmp_path],
                                       capsys)
     assert_bad_option(code, err, "--older-than", f'"{days}" ', "a number of days > 0")
     assert "quality first" not in err  # (a cost weight's words, not an age's)
+    assert "write 0" not in err  # (0 is refused too)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("hours", "why"), [
+    ("1e400", "is out of range"), ("0", "is out of range"), ("-1", "is out of range"),
+    ("1e-400", "is too small a number to be told from 0"), ("8785", "is out of range")])
+def test_an_sla_report_s_window_is_refused_quoted_as_typed_with_its_bounds(
+        hours: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 1e400 was "must be a finite number >= 0, got inf" (0 is refused, and "inf" was not
+    # typed), and 1e-400 advised to "write 0", which is refused.
+    code, out, err = run_refused_option(["report", "sla", "--since-hours", hours,
+                                         "--data-dir", tmp_path], capsys)
+    assert_bad_option(code, err, "--since-hours")
+    assert err.splitlines()[-1].endswith(
+        f'argument --since-hours: "{hours}" {why}: give a number of hours more than 0 and at '
+        "most 8,784 (366 days)"), err
+    assert out == "" and list(tmp_path.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -309,8 +310,15 @@ def test_sla_report(reports: Reports) -> None:
     assert r["budget_utilization"] == pytest.approx((0.025 + 0.0016) / 0.1)  # r1, r4
     one = reports.get_sla_report(1)
     assert one["total_requests"] == 2 and one["compliance_rate"] == 1.0
-    with pytest.raises(InvalidInputError, match="since_hours"):
-        reports.get_sla_report(0)
+    # Each refused window is told the one range, 0 out of it ("must be a finite number >= 0,
+    # got -1" took 0), and an infinity said as what it is read from (it was "got inf").
+    for hours, shown in ((0, "0"), (-1, "-1"), (1e400, "infinity, too large a number"),
+                         (math.nan, "NaN"), (8785, "8785"), ("1", '"1"')):
+        with pytest.raises(InvalidInputError) as caught:
+            reports.get_sla_report(hours)  # type: ignore[arg-type]
+        assert str(caught.value).startswith(
+            "since_hours: must be a number of hours more than 0 and at most 8,784 (366 days), "
+            f"got {shown}"), caught.value
 
 
 def test_the_sla_report_and_the_alert_read_the_hour_the_sla_budget_watches(

@@ -547,7 +547,11 @@ def add_commands(sub: Any) -> None:
     """Register ``keys`` and ``report`` on the main parser's subcommands."""
     from switchpoint.catalog import MAX_TOKENS
     from switchpoint.decision import MAX_COST_WEIGHT
-    from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS
+    from switchpoint.governance.reports import (
+        MAX_REQUESTS_PER_HOUR,
+        MAX_SINCE_HOURS,
+        SINCE_HOURS,
+    )
     from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 
     keys = sub.add_parser("keys", help="client keys: create, list, show, revoke, rotate, clock")
@@ -614,9 +618,11 @@ def add_commands(sub: Any) -> None:
     _common(p, cmd_report_cost)
     _options.fills(p, tenant=tenant, comparison_model=comparison_model)
     p = rs.add_parser("sla", help="SLA compliance, breaches and adjustments")
-    since_hours = p.add_argument("--since-hours", type=_options.NUMBER, default=1.0,
-                                 help="the requests of the last this many hours, more than 0 "
-                                      f"and at most {MAX_SINCE_HOURS:,} (366 days; default: 1)")
+    since_hours = p.add_argument("--since-hours", default=1.0,
+                                 type=_options.number_option(SINCE_HOURS, "24", 0.0,
+                                                             MAX_SINCE_HOURS, above_low=True),
+                                 help=f"the requests of the last this many hours: {SINCE_HOURS} "
+                                      "(default: 1)")
     tenant = p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_sla)
     _options.fills(p, tenant=tenant, since_hours=since_hours)

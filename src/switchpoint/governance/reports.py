@@ -220,6 +220,9 @@ def _period_seconds(period: str) -> float:
 #: forecast overflowed to infinity.
 MAX_REQUESTS_PER_HOUR = 1e9
 MAX_SINCE_HOURS = 24 * 366
+#: What an SLA report's window (``since_hours``) may be, in words (for the messages that refuse
+#: one, the report's and the command line's, and its option's help).
+SINCE_HOURS = f"a number of hours more than 0 and at most {MAX_SINCE_HOURS:,} (366 days)"
 
 
 def _number(value: object, name: str, *, integer: bool = False,
@@ -227,10 +230,12 @@ def _number(value: object, name: str, *, integer: bool = False,
     x = checked_number(name, value)  # (NumPy's scalars, a Decimal too)
     if x is None:
         raise InvalidInputError(name, f"must be a number >= 0, got {json_quoted(value)}")
-    if not math.isfinite(x) or x < 0:
-        raise InvalidInputError(name, f"must be a finite number >= 0, got {x:g}")
+    # (an infinity said so, not "inf": see json_quoted; past the most when there is one)
+    shown = f"{x:g}" if math.isfinite(x) else json_quoted(x)
     if at_most is not None and x > at_most:
-        raise InvalidInputError(name, f"must be at most {people_number(at_most)}, got {x:g}")
+        raise InvalidInputError(name, f"must be at most {people_number(at_most)}, got {shown}")
+    if not math.isfinite(x) or x < 0:
+        raise InvalidInputError(name, f"must be a finite number >= 0, got {shown}")
     if integer and not x.is_integer():
         raise InvalidInputError(name, f"must be a whole number of tokens, got {x:g}")
     return x
@@ -918,10 +923,11 @@ class Reports:
         """SLA compliance of the chat requests of the last ``since_hours``, measured against
         the SLA in force for each request's tenant (its own, else the default)."""
         self.check_tenant(tenant)
-        hours = _number(since_hours, "since_hours", at_most=MAX_SINCE_HOURS)
-        if hours <= 0:
-            raise InvalidInputError("since_hours", f"must be more than 0 and at most "
-                                                   f"{MAX_SINCE_HOURS:,} (366 days), got {hours:g}")
+        hours = checked_number("since_hours", since_hours)  # (NumPy's scalars, a Decimal too)
+        if hours is None or not 0 < hours <= MAX_SINCE_HOURS:  # (NaN, infinity too)
+            shown = (json_quoted(since_hours) if hours is None
+                     else f"{hours:g}" if math.isfinite(hours) else json_quoted(hours))
+            raise InvalidInputError("since_hours", f"must be {SINCE_HOURS}, got {shown}")
         end = self.clock() if until is None else float(until)
         since = end - hours * 3600.0
         clause, more = of_tenant("r.tenant", tenant)
