@@ -373,6 +373,30 @@ def test_more_models_in_the_header_than_the_body_takes_is_a_400(attacked: Attack
     assert r.status_code == 400 and r.json()["error"]["param"] == "models", r.text
 
 
+def test_a_name_longer_than_a_model_s_is_refused_alike_wherever_a_list_gives_it(
+        attacked: Attacked, fake: FakeProviderProcess) -> None:
+    # A chat body's `models` called a name of 10,000 characters an unknown model, where
+    # `model` and a routing body's `available_models` say a name has at most 256 characters.
+    long = "x" * 10_000
+    url = f"{attacked.base}/v1/chat/completions"
+    answers = [
+        (httpx.post(url, json=chat_body("hi", "auto", models=["alpha", long]), timeout=10),
+         "models", "models[1]"),
+        (httpx.post(url, json=chat_body("hi", "auto"), timeout=10,
+                    headers={"x-switchpoint-models": "alpha, " + "x" * 1000}),
+         "x-switchpoint-models", "x-switchpoint-models[1]"),
+        (httpx.post(f"{attacked.base}/v1/route", timeout=10,
+                    json={"prompt": "hi", "available_models": ["alpha", long]}),
+         "available_models", "available_models[1]"),
+        (httpx.post(url, json=chat_body("hi", long), timeout=10), "model", "model")]
+    for r, param, path in answers:
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert (error["param"], error["message"]) == (
+            param, f"{path}: must have at most 256 characters"), error
+    assert fake.requests() == []
+
+
 @pytest.mark.parametrize(("path", "field"), [
     ("/v1/router/report/forecast?requests_per_hour={v}&avg_input_tokens=1"
      "&avg_output_tokens=1", "requests_per_hour"),

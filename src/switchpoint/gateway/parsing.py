@@ -85,6 +85,14 @@ ALLOWED_TOOLS_MODES = ("auto", "required")
 MAX_DEPTH = 64
 # How many models a request may name in ``models``.
 MAX_MODELS = 64
+#: A model's name in a request's list of models (a chat body's ``models``, a routing body's
+#: ``available_models``): at most :data:`~switchpoint.catalog.MAX_MODEL_NAME` characters, as
+#: the ``model`` a chat body names (and so every catalog name) is; one of 10,000 characters
+#: was looked up and called an unknown model.
+ModelName = Annotated[StrictStr, Field(max_length=MAX_MODEL_NAME)]
+# Why a name in a list of models given apart from the body (a header, an argument) is refused
+# when it is longer: the words the body's check says it in.
+_NAME_TOO_LONG = f"must have at most {MAX_MODEL_NAME} characters"
 # The most answers one request may ask for (``n``), as OpenAI allows.
 MAX_CHOICES = 128
 # Fields of the body that are the gateway's, not the upstream's: removed before forwarding.
@@ -178,7 +186,7 @@ class ChatRequest(BaseModel):
     stream: StrictBool | None = Field(None, description="Answer as server-sent events.")
     stream_options: StreamOptions | None = Field(
         None, description="Options of a stream (an object): include_usage (a boolean).")
-    models: list[StrictStr] | None = Field(
+    models: list[ModelName] | None = Field(
         None, min_length=1, max_length=MAX_MODELS,
         description="With model \"auto\": the catalog models the router may choose among (the "
                     "header x-switchpoint-models does the same), each named once (a repeat is "
@@ -762,7 +770,8 @@ def check_model_count(models: list[str], field: str) -> list[str]:
     argument), held to the body's ``models`` rules: :class:`InvalidInputError` naming
     ``field`` for none (left out, ``auto`` chooses among all; an empty list is no choice),
     more than :data:`MAX_MODELS` names (dropping the rest would route among fewer models than
-    the caller listed) or a name given twice (see :func:`~switchpoint.catalog.named_once`)."""
+    the caller listed), a name longer than a model's (:data:`ModelName`) or a name given twice
+    (see :func:`~switchpoint.catalog.named_once`)."""
     if not models:
         raise InvalidInputError(field, "names no model; name at least one for \"auto\" to choose "
                                        "among, or leave it out to let \"auto\" choose among "
@@ -770,6 +779,9 @@ def check_model_count(models: list[str], field: str) -> list[str]:
     if len(models) > MAX_MODELS:
         raise InvalidInputError(field, f"names {len(models)} models; it takes at most "
                                        f"{MAX_MODELS}")
+    for i, name in enumerate(models):
+        if len(name) > MAX_MODEL_NAME:
+            raise invalid_at(field, f"{field}[{i}]", _NAME_TOO_LONG)
     return named_once(models, field)
 
 

@@ -21,10 +21,10 @@ from pydantic import (
 )
 
 from switchpoint._messages import MAX_LISTED, one_of
-from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
+from switchpoint.catalog import MAX_TOKENS
 from switchpoint.decision import MAX_COST_WEIGHT
 from switchpoint.errors import GatewayError
-from switchpoint.gateway.parsing import MAX_MODELS
+from switchpoint.gateway.parsing import MAX_MODELS, ModelName
 from switchpoint.governance.reload_check import MAX_NAMED
 from switchpoint.governance.settings import SLASettings, TenantSettings
 from switchpoint.learning.config import MAX_NAME
@@ -72,7 +72,7 @@ class RouteRequest(BaseModel):
     embedding: list[FiniteFloat] | None = Field(
         None, description="A pre-computed vector (384-d all-MiniLM-L6-v2 for the default "
                           "weights). Skips the embedder.")
-    available_models: list[Annotated[StrictStr, Field(max_length=MAX_MODEL_NAME)]] | None = Field(
+    available_models: list[ModelName] | None = Field(
         None, min_length=1, max_length=MAX_MODELS,
         description="Restrict candidates to this subset (at most 64 names, as a chat request's "
                     "models). If omitted, all registered models.")
