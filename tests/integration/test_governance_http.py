@@ -127,6 +127,33 @@ def test_a_client_key_on_an_admin_route_is_told_it_is_a_client_key(gov: ThreadSe
     assert other.status_code == 401 and "client key" not in other.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(("header", "named"), [
+    ("Basic {key}", 'names the scheme "Basic"'), ("Token {key}", 'names the scheme "Token"'),
+    ("{key}", "names no scheme before its credential"),
+    ("{key} {key}", "names an unknown scheme")])
+def test_a_credential_sent_with_another_scheme_than_bearer_is_told_so(
+        gov: ThreadServer, header: str, named: str) -> None:
+    # A valid key sent as `Basic <key>` was told "this gateway needs a client key", and the
+    # admin token so sent that the route needs the token: neither said the scheme was at fault.
+    issued = new_key(gov)
+    r = httpx.post(f"{gov.base}/v1/route", json={"prompt": "hi"}, timeout=10,
+                   headers={"authorization": header.format(key=issued["key"])})
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == {
+        "code": "unauthorized", "param": "authorization",
+        "message": f"authorization: the header {named}; a credential is read only after the "
+                   "Bearer scheme: send `Authorization: Bearer sp-...`, a key `switchpoint "
+                   "keys create` made"}
+    r = httpx.get(f"{gov.base}/v1/router/keys", timeout=10,
+                  headers={"authorization": header.format(key=ADMIN_TOKEN)})
+    assert r.status_code == 401, r.text
+    assert r.json()["error"]["message"] == (
+        f"authorization: the header {named}; a credential is read only after the Bearer "
+        "scheme: send `Authorization: Bearer <token>`, with the token in $SP_TEST_ADMIN")
+    assert httpx.post(f"{gov.base}/v1/route", json={"prompt": "hi"}, timeout=10, headers={
+        "authorization": f"bearer {issued['key']}"}).status_code == 200
+
+
 def test_revoked_and_expired_keys(gov: ThreadServer) -> None:
     revoked = new_key(gov)
     client(gov, revoked["key"]).chat.completions.create(model="cheap", messages=user("ok"))

@@ -35,6 +35,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
+from switchpoint._messages import json_quoted
 from switchpoint.config import Settings
 from switchpoint.errors import AuthenticationError, ConfigError, InvalidKeyError
 from switchpoint.governance.governor import Governor, Principal
@@ -68,6 +69,33 @@ def authorization(request: Request, *, strict: bool = True) -> tuple[str, str]:
     return scheme, given
 
 
+# The schemes an Authorization header may name that a refusal quotes (those IANA registers,
+# and those some APIs take for a key): any other word could be a credential sent in the
+# scheme's place, and is not quoted.
+_SCHEMES = frozenset(scheme.lower() for scheme in (
+    "Basic", "Digest", "DPoP", "GNAP", "HOBA", "Mutual", "Negotiate", "NTLM", "OAuth",
+    "PrivateToken", "SCRAM-SHA-1", "SCRAM-SHA-256", "vapid", "Concealed", "Token", "ApiKey",
+    "Api-Key", "Key", "AWS4-HMAC-SHA256"))
+
+
+def scheme_problem(scheme: str, credential: str, send: str) -> str | None:
+    """Why the ``Authorization`` header of ``scheme`` and ``credential`` (:func:`authorization`)
+    carries no credential these guards read, or None: the credential comes after ``Bearer``,
+    and ``Basic`` (or another scheme) is not read, so a valid key sent with it was told the
+    gateway "needs a client key". ``send`` is what to send instead (``Bearer sp-...``). The
+    credential is never quoted, nor a scheme that could be one."""
+    if not scheme or scheme.lower() == "bearer":
+        return None
+    if not credential.strip():  # (one word: a credential without its scheme, most likely)
+        what = "names no scheme before its credential"
+    elif scheme.lower() in _SCHEMES:
+        what = f"names the scheme {json_quoted(scheme)}"
+    else:
+        what = "names an unknown scheme"
+    return (f"authorization: the header {what}; a credential is read only after the Bearer "
+            f"scheme: send `Authorization: {send}`")
+
+
 def is_admin(request: Request) -> bool:
     """The request may see what the admin routes show: no admin token is configured, or it
     carries the right one (in its one ``Authorization`` header)."""
@@ -94,6 +122,9 @@ async def require_admin(request: Request) -> None:
     settings = get_service(request).gateway.settings
     needs = ("this admin route needs the header `Authorization: Bearer <token>` with the "
              f"token in ${settings.admin_token_env}")
+    wrong = scheme_problem(scheme, given, "Bearer <token>")
+    if wrong is not None:
+        needs = f"{wrong}, with the token in ${settings.admin_token_env}"
     if scheme.lower() == "bearer" and has_key_shape(given):
         # The mix-up the other way round (see client_principal): say which credential it is.
         needs += (", not a client key (sp-...): a client key opens the routes that act for "
@@ -116,6 +147,10 @@ def client_principal(request: Request, *, wait: bool = True) -> Principal | None
     if not Governor.keys_required(settings):
         return None
     scheme, token = authorization(request)
+    wrong = scheme_problem(scheme, token, "Bearer sp-...")
+    if wrong is not None:
+        raise AuthenticationError(f"{wrong}, a key `switchpoint keys create` made",
+                                  param="authorization")
     if settings.admin_token is not None and is_admin(request):
         # The usual mix-up of an operator: say which credential this route takes.
         raise InvalidKeyError("this is the admin token, which guards /v1/router/* and "
