@@ -364,11 +364,25 @@ def test_a_target_that_is_neither_a_path_nor_a_url_is_refused_naming_it(
         f'which begins with "/", nor a URL (http://host/path); send the path, as '
         f"{json.dumps(path)}"), error
     assert [entry["id"] for entry in attacked.requests()] == logged
-    # The path itself, and the target of OPTIONS *, are not refused for their form.
+    # The path itself is not refused for its form.
     assert _get(attacked.port, b"/health")[0].startswith(b"HTTP/1.1 200 ")
-    status, body = _raw(attacked.port, b"OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
+@pytest.mark.parametrize(("method", "what"), [
+    (b"OPTIONS", "asks what the service as a whole takes (OPTIONS *), which it does not answer"),
+    (b"GET", "names no path: it is OPTIONS's alone, for the service as a whole, which the "
+             "service does not answer")])
+def test_the_target_star_is_refused_naming_it_and_where_the_routes_are_listed(
+        attacked: Attacked, method: bytes, what: str) -> None:
+    # OPTIONS * was answered 404 "OPTIONS /*: Not Found", a path the client never sent.
+    status, body = _raw(attacked.port, method + b" * HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                         b"Connection: close\r\n\r\n")
-    assert status.startswith(b"HTTP/1.1 404 "), (status, body)
+    assert status.startswith(b"HTTP/1.1 400 "), (status, body)
+    error = json.loads(body)["error"]
+    assert (error["code"], error["param"]) == ("invalid_request", "request-target"), error
+    assert error["message"] == (
+        f'request-target: the request target "*" {what}. GET /openapi.json lists the routes '
+        "and the methods each takes; send the request to a route's path"), error
 
 
 _UTF8_ADVICE = ("is not UTF-8 text once its %-escapes are read. Write text that is not ASCII as "

@@ -24,8 +24,9 @@ parameter.
 
 A target that is neither a path (which begins with ``/``) nor a URL (``GET health``, a hand-
 written request's slip) is refused too: no route takes it, and the 404 it got quoted its path
-as ``/health``, a route that is there. (``*``, the target of ``OPTIONS *``, is left to the 404
-of a path no route takes.)
+as ``/health``, a route that is there. So is ``*``, the target of ``OPTIONS *``, which asks
+what the service as a whole takes (the 404 it got said ``OPTIONS /*: Not Found``): the refusal
+points to ``/openapi.json``, which lists the routes and their methods.
 
 Each refusal is a 400 ``invalid_request`` naming :data:`TARGET`, before any route reads the
 request (and before its host, origin, credentials or body). A ``#`` in a value is written
@@ -55,9 +56,10 @@ _DOC = ("invalid_request (param request-target): the request target holds a raw 
         "begins a URL's fragment, a part a client keeps to itself (send the target without "
         "it, and write a \"#\" a value holds as %23), or is a URL that names no host "
         "(http:///path: send the path alone, or the URL with its host), or is neither a path "
-        "(which begins with /) nor a URL, or its path or a query parameter's name is not UTF-8 "
-        "once its %-escapes are read (a query parameter's value that is not is refused naming "
-        "the parameter); write text that is not ASCII as its UTF-8 bytes, each %-escaped.")
+        "(which begins with /) nor a URL (* too: OPTIONS * is not answered), or its path or a "
+        "query parameter's name is not UTF-8 once its %-escapes are read (a query parameter's "
+        "value that is not is refused naming the parameter); write text that is not ASCII as "
+        "its UTF-8 bytes, each %-escaped.")
 # The start of a target in absolute form (http://host/path?q): its scheme, in any case.
 _ABSOLUTE = re.compile(rb"https?://", re.IGNORECASE)
 
@@ -71,8 +73,8 @@ def guard(scope: Scope) -> tuple[Scope, ErrorAnswer | None]:
     read, problem = _origin_form(scope, root, target)
     if problem is None and b"#" in target:  # (then the target read holds it too)
         problem = refusal(read)
-    if problem is None and read is scope and not target.startswith(b"/") and target != b"*":
-        problem = _no_path(target)
+    if problem is None and read is scope and not target.startswith(b"/"):
+        problem = _whole_service(scope["method"]) if target == b"*" else _no_path(target)
     if problem is not None:
         return read, ErrorAnswer(400, "invalid_request", problem, TARGET)
     not_utf8 = _not_utf8(_root_and_target(read)[1])
@@ -180,6 +182,16 @@ def _shown(part: bytes) -> str:
     """``part`` of a target as a refusal quotes it: as sent, a byte that is not ASCII written
     as ``\\xff``."""
     return json_quoted(part.decode("ascii", "backslashreplace"), 100)
+
+
+def _whole_service(method: str) -> str:
+    """Why a request whose target is ``*`` (which names no path: the service as a whole, what
+    ``OPTIONS *`` asks about) is refused."""
+    what = ("asks what the service as a whole takes (OPTIONS *), which it does not answer"
+            if method == "OPTIONS" else "names no path: it is OPTIONS's alone, for the service "
+            "as a whole, which the service does not answer")
+    return (f"{TARGET}: the request target \"*\" {what}. GET /openapi.json lists the routes and "
+            "the methods each takes; send the request to a route's path")
 
 
 def _root_and_target(scope: Scope) -> tuple[bytes, bytes]:
