@@ -10,13 +10,16 @@ for 30-40 s.
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import time
 
 import httpx
+import pytest
 
-from tests.attack.attack_env import LIMITS, NOFILE, Attacked
+from tests.attack.attack_env import LIMITS, NOFILE, Attacked, chat_body
+from tests.fakes.fake_provider import FakeProviderProcess
 
 
 def connect(port: int, rcvbuf: int | None = None) -> socket.socket:
@@ -313,6 +316,66 @@ def test_a_malformed_request_is_told_what_is_wrong_without_its_bytes_repeated(
         assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
         assert b"not a valid HTTP/1.1 request: " + reason in answer, answer
         assert b"sk-secret" not in answer and b"bytearray" not in answer, answer
+
+
+@pytest.mark.parametrize("version", [b"1.2", b"2.0", b"0.9", b"9.9"])
+def test_a_request_of_an_http_version_the_server_does_not_speak_is_a_505(
+        attacked: Attacked, fake: FakeProviderProcess, version: bytes) -> None:
+    # h11 reads any digit.digit and answered such a request as HTTP/1.1.
+    body = json.dumps(chat_body("hi")).encode()
+    sock = connect(attacked.port)
+    sock.sendall(b"POST /v1/chat/completions HTTP/" + version + b"\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), answer[:200]
+    error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    assert error == {"code": "http_version_not_supported", "param": "http-version",
+                     "message": f"http-version: the request line names HTTP/{version.decode()}, "
+                                "which this server does not speak; send the request as "
+                                "HTTP/1.1 (HTTP/1.0 is read too)"}, error
+    assert not answer.endswith(b"<still open>")
+    assert fake.requests() == []
+    # HTTP/1.0 is read.
+    sock = connect(attacked.port)
+    sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def test_an_http_1_0_request_framed_with_chunks_is_refused_and_the_connection_closed(
+        attacked: Attacked) -> None:
+    # HTTP/1.0 has no Transfer-Encoding: a proxy of HTTP/1.0 in front would read the chunks as
+    # the body's bytes, and where the request ends would be in doubt (RFC 9112 §6.1); it was
+    # read as chunks, and the bytes after them as the next request.
+    body = b'{"prompt": "hi"}'
+    sock = connect(attacked.port)
+    sock.sendall(b"POST /v1/route HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: application/json\r\nConnection: keep-alive\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n"
+                 + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+                 b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    assert (error["code"], error["param"]) == ("invalid_request", "transfer-encoding"), error
+    assert error["message"] == (
+        "transfer-encoding: an HTTP/1.0 request gives Transfer-Encoding, which HTTP/1.0 does "
+        "not have, so where its body ends is in doubt; send it with Content-Length, or send the "
+        "request as HTTP/1.1"), error
+    assert answer.count(b"\r\n\r\n") == 1, answer  # one answer: the GET after it got none
+    assert not answer.endswith(b"<still open>")
+    # With a length it is served.
+    sock = connect(attacked.port)
+    sock.sendall(b"POST /v1/route HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
 
 
 def test_a_request_target_in_absolute_form_reaches_its_route(attacked: Attacked) -> None:

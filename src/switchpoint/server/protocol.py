@@ -25,7 +25,11 @@ server:
   bytes after it for another request); any malformed request's 400 says what was wrong (one
   giving the ``Host`` header more than once, or an HTTP/1.1 one giving none, in the words of
   the app's own rule of a request's host, naming ``host``:
-  :func:`switchpoint.server.hosts.malformed`).
+  :func:`switchpoint.server.hosts.malformed`); an HTTP/1.0 request framed with
+  ``Transfer-Encoding``, which HTTP/1.0 does not have, is one too (RFC 9112 §6.1).
+- **the versions it speaks**: a request line naming another HTTP version than 1.1 or 1.0
+  (``HTTP/1.2``, ``HTTP/2.0``, which h11 reads and answered as 1.1) is a 505 naming
+  ``http-version``.
 
 A target in absolute form (``GET http://host/path``) is handed on whole, as uvicorn's own
 protocol hands it: the app reads it, whatever server runs it (:mod:`switchpoint.server.targets`).
@@ -115,6 +119,28 @@ _BOTH_FRAMINGS = ("the request gives both Content-Length and Transfer-Encoding, 
                   "disagree on where its body ends; send one of them")
 
 
+# The HTTP versions a request line may name: h11 reads any digit.digit (HTTP/1.2, HTTP/2.0) and
+# answers it as 1.1, a version the client did not ask for (RFC 9110 §6.2 has a server answer 505
+# to a major version it does not speak).
+_VERSIONS = (b"1.0", b"1.1")
+# The param of a refused version: the request line's part, as HTTP names it.
+_VERSION = "http-version"
+
+
+def _unspoken(version: bytes) -> str:
+    """Why a request naming HTTP ``version`` (not 1.0 nor 1.1) is refused."""
+    return (f"{_VERSION}: the request line names HTTP/{version.decode('ascii')}, which this "
+            "server does not speak; send the request as HTTP/1.1 (HTTP/1.0 is read too)")
+
+
+# An HTTP/1.0 request framed with Transfer-Encoding, which HTTP/1.0 does not have: a proxy of
+# HTTP/1.0 in front would not read the chunks, so where the request ends is in doubt. RFC 9112
+# §6.1 has a server take its framing as faulty, and close the connection.
+_CHUNKED_1_0 = ("transfer-encoding: an HTTP/1.0 request gives Transfer-Encoding, which HTTP/1.0 "
+                "does not have, so where its body ends is in doubt; send it with Content-Length, "
+                "or send the request as HTTP/1.1")
+
+
 class _Connection(h11.Connection):
     """h11's connection, refusing a request head over ``max_head`` bytes even when it arrives
     whole (h11 itself only bounds a head that is still incomplete), and a request that gives
@@ -147,10 +173,17 @@ class _Connection(h11.Connection):
             if size > self.max_head:
                 self.error_status = 431
                 raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+            if event.http_version not in _VERSIONS:
+                self.error_status, self.error_param = 505, _VERSION
+                self.error_reason = _unspoken(event.http_version)
+                raise h11.RemoteProtocolError(self.error_reason, error_status_hint=505)
             names = {name for name, _ in event.headers}
             if b"content-length" in names and b"transfer-encoding" in names:
                 self.error_reason = _BOTH_FRAMINGS
                 raise h11.RemoteProtocolError(_BOTH_FRAMINGS, error_status_hint=400)
+            if event.http_version == b"1.0" and b"transfer-encoding" in names:
+                self.error_param, self.error_reason = "transfer-encoding", _CHUNKED_1_0
+                raise h11.RemoteProtocolError(_CHUNKED_1_0, error_status_hint=400)
         return event
 
 
@@ -262,6 +295,10 @@ class GuardedH11Protocol(H11Protocol):
                 431, "Request Header Fields Too Large", "headers_too_large",
                 f"the request line and headers exceed {limit} bytes "
                 "(server.max_header_bytes); send smaller headers"))
+        elif conn.error_status == 505 and conn.error_reason is not None:
+            self.transport.write(_raw_error(505, "HTTP Version Not Supported",
+                                            "http_version_not_supported", conn.error_reason,
+                                            conn.error_param))
         elif conn.error_param is not None and conn.error_reason is not None:
             self.transport.write(_raw_error(400, "Bad Request", "invalid_request",
                                             conn.error_reason, conn.error_param))
