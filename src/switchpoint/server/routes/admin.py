@@ -141,7 +141,6 @@ async def reload(request: Request) -> dict[str, Any]:
 _MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "invalid_request: the card's key at fault "
                                                  "(param), as the config's rules name it."},
-    401: {"model": ErrorResponse, "description": "The admin token is missing or wrong."},
     404: {"model": ErrorResponse, "description": "not_found: no model of that name was "
                                                  "registered at run time."},
     409: {"model": ErrorResponse, "description": "conflict: the name is taken (by the config, "
