@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -198,3 +199,36 @@ def test_list_flags_a_registered_model_the_config_comes_to_list_and_unregister_r
     code, _, err = _run(capsys, "models", "unregister", "spare", "--config", str(path))
     assert code == 2 and 'model "spare" is in the config, not registered at run time' in err
     assert _rows(made) == before
+
+
+def test_a_row_that_is_not_json_is_skipped_at_start_listed_unreadable_and_unregistered(
+        made: Settings, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    with closing(sqlite3.connect(made.db_path)) as db, db:
+        db.execute("INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)",
+                   ("torn", OLD_AT, '{"name": "torn", "tier'))
+        db.execute("INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)",
+                   ("binary", OLD_AT, b"\xff\xfe"))
+    with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"), \
+            _gateway(made) as gateway:  # the others are served; the torn rows skipped
+        assert gateway.router.catalog.names == ["strong", "runner", "cheap", "free", "spare",
+                                                "backup"]
+    warned = [r.getMessage() for r in caplog.records if "no longer reads" in r.getMessage()]
+    assert any(w.startswith('model "torn", registered at run time at ') and
+               "card: is not valid JSON (" in w for w in warned), warned
+    assert any(w.startswith('model "binary"') and "card: is not UTF-8 text" in w
+               for w in warned), warned
+
+    config = str(made.source_path)
+    code, out, err = _run(capsys, "models", "list", "--config", config, "--json")
+    assert (code, err) == (0, "")
+    listed = {row["name"]: row for row in json.loads(out)}
+    assert (listed["torn"]["status"], listed["torn"]["registered_at"]) == ("unreadable", OLD_AT)
+    assert listed["torn"]["problem"].startswith("no longer reads as a model (card: is not "
+                                                "valid JSON ("), listed["torn"]
+    assert listed["binary"]["status"] == "unreadable"
+    code, _, err = _run(capsys, "experiments", "list", "--config", config)
+    assert code == 0 and "would not start" not in err, err
+    for name in ("torn", "binary"):
+        assert _run(capsys, "models", "unregister", name, "--config", config)[0] == 0
+    assert [name for _, name, _, _ in _rows(made)] == ["free", "spare", "backup", "old"]

@@ -267,6 +267,9 @@ def kept_models(reader: LearningReader) -> list[KeptModel]:
     as a model is listed too, flagged: see :class:`KeptModel`)."""
     out = []
     for row in reader.runtime_models():
+        if row.problem is not None:  # (a row that cannot be read at all)
+            out.append(KeptModel(row.name, row.created, None, row.problem))
+            continue
         try:
             entry = ModelEntry.model_validate(row.card)
         except ValidationError as exc:

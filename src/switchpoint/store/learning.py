@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._json import loads, unreadable
 from switchpoint._messages import json_quoted, one_of
 from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
@@ -369,11 +370,13 @@ class RuntimeModelRemoval:
 
 @dataclass(frozen=True)
 class StoredModel:
-    """A row of ``runtime_models`` read back."""
+    """A row of ``runtime_models`` read back: its ``card`` as its JSON reads, or None with
+    ``problem`` saying why when it cannot be read (not JSON; a time that is no number)."""
 
     name: str
     created: float
-    card: dict[str, Any]
+    card: Any
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -961,13 +964,29 @@ class LearningReader:
                          "name = 'runtime_models'"):
             return []
         rows = self._all("SELECT name, created, card FROM runtime_models ORDER BY seq")
-        return [StoredModel(str(name), float(created), json.loads(card))
-                for name, created, card in rows]
+        return [_stored_model(name, created, card) for name, created, card in rows]
 
     def promotions(self) -> dict[str, tuple[str, float, str]]:
         """``{experiment: (arm, when, reason)}``: the last promotion of each experiment."""
         rows = self._all("SELECT experiment, arm, ts, reason FROM promotions ORDER BY seq")
         return {str(e): (str(a), float(ts), str(r)) for e, a, ts, r in rows}
+
+
+def _stored_model(name: object, created: object, card: object) -> StoredModel:
+    """A row of ``runtime_models`` as :class:`StoredModel` reads it: one that cannot be read
+    (its card not JSON, its time no number) is returned flagged, not raised, so that the
+    others are still read and it can be listed and removed."""
+    when = created if isinstance(created, (int, float)) else None
+    if when is None:
+        return StoredModel(str(name), 0.0, None,
+                           f"created: {json_quoted(created)} is not a time in seconds")
+    try:
+        text = card.decode("utf-8") if isinstance(card, bytes) else str(card)
+        return StoredModel(str(name), float(when), loads(text))
+    except UnicodeDecodeError:
+        return StoredModel(str(name), float(when), None, "card: is not UTF-8 text")
+    except json.JSONDecodeError as exc:
+        return StoredModel(str(name), float(when), None, f"card: is {unreadable(exc)}")
 
 
 def _logged(row: tuple[Any, ...]) -> LoggedFeedback:
