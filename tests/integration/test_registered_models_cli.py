@@ -25,8 +25,8 @@ from switchpoint.config import Settings
 from switchpoint.errors import ModelNotFoundError
 from switchpoint.governance.keys import KeySpec, KeyStore
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.learning_env import package, settings_for
-from tests.integration.test_registered_models import CONFIG, _gateway, card, stored
+from tests.integration.learning_env import learning_server, package, post, settings_for
+from tests.integration.test_registered_models import ADMIN, CONFIG, _gateway, card, stored
 
 #: When the row that no longer reads as a model was registered (by an earlier switchpoint).
 OLD_AT = 1.7e9
@@ -232,3 +232,33 @@ def test_a_row_that_is_not_json_is_skipped_at_start_listed_unreadable_and_unregi
     for name in ("torn", "binary"):
         assert _run(capsys, "models", "unregister", name, "--config", config)[0] == 0
     assert [name for _, name, _, _ in _rows(made)] == ["free", "spare", "backup", "old"]
+
+
+def test_keys_create_takes_a_registered_model_s_name_as_the_running_service_does(
+        fake: FakeProviderProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    extra = CONFIG + "admin_token_env: SP_ADMIN\n"
+    with learning_server(fake, tmp_path, extra, environ={"SP_ADMIN": ADMIN}) as server:
+        assert post(server, "/v1/router/models", card(fake), ADMIN).status_code == 201
+        made = post(server, "/v1/router/keys", {"tenant": "acme", "models": ["free", "auto"]},
+                    ADMIN)
+        assert made.status_code == 201 and made.json()["models"] == ["free", "auto"], made.text
+        bad = post(server, "/v1/router/keys", {"tenant": "acme", "models": ["nope"]}, ADMIN)
+        assert bad.status_code == 400, bad.text
+        served = bad.json()["error"]["message"]
+        assert 'not in the catalog: "nope"; use "strong", "runner", "cheap", "free"' in served
+    config = str(tmp_path / "switchpoint.yaml")
+    with closing(sqlite3.connect(tmp_path / "data" / "switchpoint.db")) as db, db:
+        db.execute("INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)",
+                   ("old", OLD_AT, json.dumps({"name": "old", "tier": "huge"})))
+    code, out, err = _run(capsys, "keys", "create", "--tenant", "acme", "--models",
+                          "free,auto", "--config", config, "--json")
+    assert (code, err) == (0, ""), err
+    assert json.loads(out)["models"] == ["free", "auto"]
+    code, out, err = _run(capsys, "keys", "create", "--tenant", "acme", "--models", "nope",
+                          "--config", config)
+    assert code == 2 and out == ""
+    assert 'not in the catalog: "nope"; use "strong", "runner", "cheap", "free"' in err, err
+    assert served.split("not in the catalog")[1] in err  # (the same words)
+    code, _, err = _run(capsys, "keys", "create", "--tenant", "acme", "--models", "old",
+                        "--config", config)  # (a row that does not read as a model: unserved)
+    assert code == 2 and 'not in the catalog: "old"' in err, err

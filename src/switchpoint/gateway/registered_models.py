@@ -281,17 +281,20 @@ def kept_models(reader: LearningReader) -> list[KeptModel]:
     return out
 
 
-def with_registered(settings: Settings, registered: Sequence[ModelEntry]) -> Settings:
+def with_registered(settings: Settings, registered: Sequence[ModelEntry], *,
+                    check: bool = True) -> Settings:
     """``settings`` with its registered models replaced by ``registered``, after the config's
     (but those of a name the config lists: it wins), the whole checked by the config's rules
-    (a :class:`ConfigError` naming the key at fault). A config without ``models:`` serves none
-    of them: ``settings`` as they are. How a gateway joins them to its config, and how a
-    command reading a stopped service's ``data_dir`` does."""
+    (a :class:`ConfigError` naming the key at fault) unless ``check`` is false. A config
+    without ``models:`` serves none of them: ``settings`` as they are. How a gateway joins them
+    to its config, and how a command reading a stopped service's ``data_dir`` does."""
     if settings.models is None:
         return settings
     config = [m for m in settings.models if m.registered_at is None]
     names = {m.name for m in config}
     kept = [m for m in registered if m.name not in names]
+    if not check:
+        return settings.model_copy(update={"models": [*config, *kept]})
     if len(config) + len(kept) > MAX_CATALOG_MODELS:
         raise ConfigError("models", (
             f"the config lists {len(config)} models and {len(kept)} more were registered "

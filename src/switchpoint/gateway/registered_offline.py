@@ -13,6 +13,7 @@ and unregistered here too.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from switchpoint.config import ModelEntry, Settings
@@ -80,6 +81,25 @@ def _row(entry: ModelEntry, status: str, profiles: set[str] | None,
             "problem": problem}
 
 
+def catalog_names(settings: Settings) -> list[str] | None:
+    """The names of the models a service started on ``settings`` serves: the config's, then
+    those its ``data_dir`` keeps as registered at run time (each that reads as a model, merged
+    as a start merges them), or None when the config lists no models (the weights' own
+    profiles are routed). What a command checking model names against a service's catalog
+    (``keys create --models``) checks them against, as the service's own routes do."""
+    if settings.models is None:
+        return None
+    registered: list[ModelEntry] = []
+    if Path(settings.db_path).is_file():
+        reader = LearningReader(settings.db_path)
+        try:
+            registered = [m.entry for m in kept_models(reader) if m.entry is not None]
+        finally:
+            reader.close()
+    merged = with_registered(settings, registered, check=False)
+    return [m.name for m in merged.models or []]
+
+
 def check_unregistrable(reader: LearningReader, settings: Settings, name: str,
                         keys: Sequence[KeyRecord], now: float) -> None:
     """Refuse unregistering ``name`` from the store ``reader`` reads as
@@ -133,4 +153,4 @@ def unregister_kept(store: SQLiteStore, settings: Settings, name: str,
     store.append(RuntimeModelRemoval(name)).result(timeout=30)
 
 
-__all__ = ["check_unregistrable", "listed_models", "unregister_kept"]
+__all__ = ["catalog_names", "check_unregistrable", "listed_models", "unregister_kept"]

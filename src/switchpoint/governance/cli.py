@@ -131,6 +131,7 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
+    from switchpoint.gateway.registered_offline import catalog_names
     from switchpoint.governance.keys import KeySpec, expiry_text
 
     settings = _settings(args)
@@ -142,7 +143,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             "where the service looks keys up")
     budgets = [b for item in (args.budget or []) for b in (_split(item) or [])]
     cost_weight = args.cost_weight
-    catalog = [m.name for m in settings.models] if settings.models is not None else None
+    catalog = catalog_names(settings)  # (the config's models and those registered at run time)
     spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,
                    tpm=args.tpm, models=_split(args.models), cost_weight=cost_weight,
                    expires=args.expires).checked(
