@@ -17,7 +17,14 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, fields
 
-from switchpoint._messages import json_quoted, listed_names, one_of, people_number, quoted
+from switchpoint._messages import (
+    json_quoted,
+    listed_names,
+    one_of,
+    people_number,
+    quoted,
+    unprintable,
+)
 from switchpoint._redact import redact_url, remember, url_secrets
 from switchpoint.errors import InvalidInputError
 
@@ -40,6 +47,9 @@ MAX_ANSWER_COST = 1000.0
 CHARS_PER_TOKEN = 4
 # The longest model name a request may give, and so a catalog model may have.
 MAX_MODEL_NAME = 256
+# The longest base_url a model may have: far past any provider API's URL (a host and a short
+# path), so only a mistake (a pasted document) is refused; every request to the model carries it.
+MAX_BASE_URL = 2048
 # The most models a catalog may list: several times the models any provider offers, and each
 # request weighs them all (an answer's estimates, an error's list of names). It bounds every
 # list of model names in the config too (fallbacks, a tenant's or an arm's models, budgets by
@@ -123,8 +133,21 @@ def named_once(names: list[str], field_name: str, advice: str = "name each model
 
 def base_url_problem(url: str) -> str | None:
     """Why ``url``, a model's ``base_url``, cannot be read as a URL (a host in brackets that
-    is no IP address, or whose bracket is not closed), shown with its secrets masked; None
-    when it can be: its requests, and the secrets it carries, are read from its parts."""
+    is no IP address, or whose bracket is not closed), shown with its secrets masked, or
+    cannot be sent (longer than :data:`MAX_BASE_URL`; a character that does not show as
+    itself: a control character such as NUL or a line break, which no request line carries,
+    or an invisible or direction-changing one, which would show it as another URL), said by
+    its place alone; None when it can be: its requests, and the secrets it carries, are read
+    from its parts."""
+    if len(url) > MAX_BASE_URL:
+        return (f"is {len(url):,} characters, over the {MAX_BASE_URL:,} a base_url may have; "
+                "give the URL of the provider's API, up to its version (https://host/v1)")
+    hidden = unprintable(url)
+    if hidden is not None:
+        return (f"holds U+{ord(hidden[1]):04X} (character {hidden[0] + 1}), which does not "
+                "show as itself: a control character (NUL, a line break) no request line can "
+                "carry, or an invisible or direction-changing one that shows the URL as "
+                "another; give the URL in visible characters")
     try:
         urllib.parse.urlsplit(url)
     except ValueError as exc:

@@ -121,6 +121,14 @@ def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_ups
      InvalidInputError, "base_url"),
     ({"tier": "simple"}, InvalidInputError, "name"),
     (["free"], InvalidInputError, "card"),
+    # A base_url no request can be sent to (each request to it failed with a 500), or that
+    # shows as another URL, or far too long.
+    ({"name": "x", "base_url": "https://llm.example/v1\x00"}, InvalidInputError, "base_url"),
+    ({"name": "x", "base_url": "https://llm.example/v1\r\nX-Evil: 1"}, InvalidInputError,
+     "base_url"),
+    ({"name": "x", "base_url": "https://llm.example/\u202e1v"}, InvalidInputError, "base_url"),
+    ({"name": "x", "base_url": "https://llm.example/" + "v" * 5000}, InvalidInputError,
+     "base_url"),
 ])
 def test_a_refused_registration_names_the_field_and_changes_nothing(
         gateway: Gateway, fake: FakeProviderProcess, given: Any, kind: type[Exception],
@@ -132,7 +140,7 @@ def test_a_refused_registration_names_the_field_and_changes_nothing(
     error = caught.value
     assert getattr(error, "field", getattr(error, "param", None)) == field, error
     assert "hunter2secret" not in str(error)
-    if field == "base_url" and "base_url" in given:
+    if field == "base_url" and "hunter2secret" in str(given):
         assert "api_key_env" in str(error)  # (where the key belongs)
     assert catalog(gateway) == before and stored(gateway.settings) == rows
     assert gateway.state.peek() is snapshot  # (no rebuild went live)
@@ -279,3 +287,27 @@ def test_without_models_in_the_config_there_is_no_catalog_to_register_in(
             gateway.register_model(card(fake))
         assert caught.value.param == "card"
         assert gateway.settings.models is None and stored(settings) == []
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("http://127.0.0.1:9/v1\x00", "holds U+0000 (character 22), which does not show as "
+                                   "itself: a control character (NUL, a line break) no "
+                                   "request line can carry"),
+    ("http://127.0.0.1:9/v1\r\nX-Evil: 1", "holds U+000D (character 22)"),
+    ("http://127.0.0.1:9/\u202e1v", "holds U+202E (character 20)"),
+    ("http://127.0.0.1:9/" + "v" * 3000, "is 3,019 characters, over the 2,048 a base_url may "
+                                         "have"),
+], ids=["nul", "crlf", "rtl", "long"])
+def test_a_base_url_that_cannot_be_sent_is_refused_by_the_config_as_by_a_registration(
+        url: str, words: str) -> None:
+    # The config's rule, which a registration checks too: such a base_url was taken, and
+    # every request to its model failed with a 500 and a traceback in the log.
+    from switchpoint.catalog import Catalog, ModelCard
+    from switchpoint.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(overrides={"models": [{"name": "m", "base_url": url}]}, environ={})
+    assert str(refused.value).startswith(f"models[0].base_url: {words}"), refused.value
+    with pytest.raises(InvalidInputError) as invalid:
+        Catalog([ModelCard(name="m", base_url=url)])
+    assert invalid.value.field == "models.m.base_url" and words in str(invalid.value)
