@@ -119,6 +119,11 @@ def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_ups
      InvalidInputError, "base_url"),
     ({"name": "x", "base_url": "https://llm.example/v1?api_key=hunter2secret"},
      InvalidInputError, "base_url"),
+    # A key-shaped token in the path (or fragment), which every view masks as a secret.
+    ({"name": "x", "base_url": "https://llm.example/sk-proj-hunter2secret0123456789abc/v1"},
+     InvalidInputError, "base_url"),
+    ({"name": "x", "base_url": "https://llm.example/v1#sk-hunter2secret0123456789abcdef"},
+     InvalidInputError, "base_url"),
     ({"tier": "simple"}, InvalidInputError, "name"),
     (["free"], InvalidInputError, "card"),
     # A base_url no request can be sent to (each request to it failed with a 500), or that

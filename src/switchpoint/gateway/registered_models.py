@@ -69,8 +69,9 @@ def model_card(card: object) -> ModelEntry:
     """``card`` (a mapping of a config ``models:`` entry's keys) as the model it describes,
     checked by the config's rules for one entry; a bad one is an
     :class:`~switchpoint.errors.InvalidInputError` naming its key. A ``base_url`` carrying a
-    credential (a user or password before its host, a key in its query) is refused: the store
-    keeps the card, and the credential belongs in the variable ``api_key_env`` names."""
+    credential (a user or password before its host, a key in its query, text anywhere in it
+    that every view of a URL masks as a secret) is refused: the store keeps the card, and the
+    credential belongs in the variable ``api_key_env`` names."""
     expect("card", card, Mapping, "a mapping of a model's keys, as the config's models: "
                                   "entries write them (name, tier, input_per_mtok, ...)")
     assert isinstance(card, Mapping)
@@ -81,12 +82,14 @@ def model_card(card: object) -> ModelEntry:
                                       root="card") from None
     if entry.base_url is not None:
         netloc = entry.base_url.split("//", 1)[-1].split("/", 1)[0]
-        if "@" in netloc or url_secrets(entry.base_url):
+        shown = redact_url(entry.base_url)
+        if "@" in netloc or url_secrets(entry.base_url) or shown != entry.base_url:
             raise InvalidInputError("base_url", (
-                f"{json_quoted(redact_url(entry.base_url))} carries a credential (a user or "
-                "password before its host, or a key in its query): a registered model is kept "
-                "in data_dir as it is given, so its secret would be too; give the URL without "
-                "it and put the key in an environment variable named by api_key_env"))
+                f"{json_quoted(shown)} carries a credential (a user or password before its "
+                "host, a key in its query, or text shaped like a key in its path): a "
+                "registered model is kept in data_dir as it is given, so its secret would be "
+                "too; give the URL without it and put the key in an environment variable "
+                "named by api_key_env"))
     return entry
 
 
