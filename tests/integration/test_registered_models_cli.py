@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 
 from switchpoint.cli import main
 from switchpoint.config import Settings
-from switchpoint.errors import ModelNotFoundError
+from switchpoint.errors import ConfigError, ModelNotFoundError
 from switchpoint.governance.keys import KeySpec, KeyStore
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.learning_env import learning_server, package, post, settings_for
@@ -126,7 +127,7 @@ def test_unregister_refuses_as_the_gateway_does_and_changes_nothing(
         key.revoke(key_id)
     before, files = _rows(made), _files(data)
     code, out, err = _run(capsys, "models", "unregister", "free", "--config", config)
-    assert code == 2 and "still named by models[4].fallbacks[0]" in err, err
+    assert code == 2 and "still named by models.backup.fallbacks[0]" in err, err
     assert _rows(made) == before and _files(data) == files
     code, _, err = _run(capsys, "models", "unregister", "old", "--data-dir", made.data_dir)
     assert code == 2 and "give the service's config with --config" in err, err
@@ -262,3 +263,32 @@ def test_keys_create_takes_a_registered_model_s_name_as_the_running_service_does
     code, _, err = _run(capsys, "keys", "create", "--tenant", "acme", "--models", "old",
                         "--config", config)  # (a row that does not read as a model: unserved)
     assert code == 2 and 'not in the catalog: "old"' in err, err
+
+
+def test_a_registered_model_falling_back_to_a_model_the_config_drops_is_named_with_the_way_out(
+        fake: FakeProviderProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = settings_for(fake, tmp_path, CONFIG)
+    path = settings.source_path
+    assert path is not None
+    with _gateway(settings) as gateway:
+        gateway.register_model(card(fake, "onto-cheap", fallbacks=["cheap"]))
+        text = path.read_text(encoding="utf-8")
+        path.write_text(re.sub(r"  - \{name: cheap,[^}]*\}\n", "", text), encoding="utf-8")
+        with pytest.raises(ConfigError) as refused:  # the reload changes nothing
+            gateway.reload()
+        assert refused.value.key == "models.onto-cheap.fallbacks[0]", refused.value
+        assert str(refused.value).startswith(
+            'models.onto-cheap.fallbacks[0]: "cheap" is not a model in the catalog'), refused
+        assert ('model "onto-cheap" was registered at run time, so no config lists it: '
+                "unregister it (Gateway.unregister_model or DELETE /v1/router/models/onto-cheap"
+                in str(refused.value)), refused.value
+        assert gateway.router.catalog.names == ["strong", "runner", "cheap", "onto-cheap"]
+    with pytest.raises(ConfigError) as refused:  # a start on the new config says the same
+        _gateway(settings.reloaded())
+    assert refused.value.key == "models.onto-cheap.fallbacks[0]"
+    assert "`switchpoint models unregister onto-cheap` while it is stopped" in str(refused.value)
+    code, _, err = _run(capsys, "models", "list", "--config", str(path))
+    assert code == 0 and "would not start: models.onto-cheap.fallbacks[0]: " in err, err
+    assert _run(capsys, "models", "unregister", "onto-cheap", "--config", str(path))[0] == 0
+    with _gateway(settings.reloaded()) as gateway:  # (then it starts)
+        assert gateway.router.catalog.names == ["strong", "runner"]

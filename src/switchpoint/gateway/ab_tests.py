@@ -41,7 +41,11 @@ from switchpoint._messages import (
 from switchpoint.config import ModelEntry, Settings, check_experiments
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
-from switchpoint.gateway.registered_models import kept_models, with_registered
+from switchpoint.gateway.registered_models import (
+    kept_models,
+    registered_fault,
+    with_registered,
+)
 from switchpoint.learning.config import (
     MAX_EXPERIMENTS,
     ArmConfig,
@@ -496,7 +500,11 @@ def started(settings: Settings, registered: Sequence[ModelEntry],
     registered_models.with_registered`) first, since a run-time experiment's arm may name
     one, then the ``running`` experiments (:meth:`RuntimeExperiments.merged`); a
     :class:`ConfigError` naming what does not fit."""
-    return RuntimeExperiments.merged(with_registered(settings, registered), running)
+    try:
+        joined = with_registered(settings, registered)
+    except ConfigError as exc:
+        raise registered_fault(exc, registered) from None
+    return RuntimeExperiments.merged(joined, running)
 
 
 def start_clash(settings: Settings, reader: LearningReader) -> ConfigError | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -133,8 +134,12 @@ class RuntimeModels:
 
     def extend(self, settings: Settings) -> Settings:
         """``settings`` (read from the config) with the registered models after the config's
-        (see :meth:`merged`)."""
-        return self.merged(settings, self.registered)
+        (see :meth:`merged`); a rule a registered model breaks with them is said to be its,
+        with how to take it out (see :func:`registered_fault`)."""
+        try:
+            return self.merged(settings, self.registered)
+        except ConfigError as exc:
+            raise registered_fault(exc, self.registered) from None
 
     def merged(self, settings: Settings, registered: tuple[ModelEntry, ...]) -> Settings:
         """``settings`` with its registered models replaced by ``registered`` (see
@@ -304,9 +309,39 @@ def with_registered(settings: Settings, registered: Sequence[ModelEntry], *,
             f"at run time, over the {MAX_CATALOG_MODELS} a catalog may hold: list fewer, "
             f"or unregister some first ({UNREGISTER_HINT.format('NAME')})"))
     merged = settings.model_copy(update={"models": [*config, *kept]})
-    check_catalog(merged)
-    check_experiments(merged)
+    try:
+        check_catalog(merged)
+        check_experiments(merged)
+    except ConfigError as exc:
+        raise _named_by_name(exc, len(config), kept) from None
     return merged
+
+
+def _named_by_name(exc: ConfigError, first: int, kept: Sequence[ModelEntry]) -> ConfigError:
+    """A rule broken at a registered model, ``models[N]...`` where N is past the config's
+    ``first`` models (a place in no file), named by the model's name instead
+    (``models.<name>...``, as the catalog names one); any other, as it is."""
+    found = re.match(r"models\[(\d+)\]", exc.key)
+    if found is None or not first <= int(found[1]) < first + len(kept):
+        return exc
+    return ConfigError(f"models.{kept[int(found[1]) - first].name}{exc.key[found.end():]}",
+                       exc.reason, problem=exc.problem)
+
+
+def registered_fault(exc: ConfigError, registered: Iterable[ModelEntry]) -> ConfigError:
+    """``exc`` (from :func:`with_registered`), when a model of ``registered`` breaks the rule
+    (its key ``models.<name>...``), saying that it was registered at run time and how it is
+    unregistered, since no config lists it: what to do when a reload or a start is refused
+    for a registered model's fallbacks naming a model the config no longer lists, say."""
+    for entry in registered:
+        prefix = f"models.{entry.name}"
+        if exc.key == prefix or exc.key.startswith((prefix + ".", prefix + "[")):
+            return ConfigError(exc.key, (
+                f"{exc.reason}; model {json_quoted(entry.name, 100)} was registered at run "
+                f"time, so no config lists it: unregister it "
+                f"({UNREGISTER_HINT.format(entry.name)}), or keep in the config what it "
+                "names"), problem=exc.problem)
+    return exc
 
 
 def not_registered(name: str, settings: Settings, registered: Iterable[str]
@@ -374,4 +409,5 @@ def _card_error(exc: ConfigError | InvalidInputError, index: int, name: str
 
 
 __all__ = ["MAX_REGISTERED_MODELS", "KeptModel", "RuntimeModels", "check_no_key_names",
-           "kept_models", "model_card", "not_registered", "still_named", "with_registered"]
+           "kept_models", "model_card", "not_registered", "registered_fault", "still_named",
+           "with_registered"]
