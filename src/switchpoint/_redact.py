@@ -13,8 +13,9 @@ message and body are clean wherever they travel. It replaces:
   Anthropic's ``sk-ant-...``, project keys), switchpoint's own client keys (``sp-<id>_...``:
   the id, which is not secret, stays), other vendors' key prefixes, and the value after
   ``x-api-key``, ``api_key``, ``authorization``, ``token``, ``secret`` or ``password``, and
-  a URL's password (``https://user:...@host``), or its user when it has no password
-  (``https://...@host``: a token sent as the user, as some proxies and hosts take one).
+  a URL's password (``https://user:...@host``), or its user when it has no password or an
+  empty one (``https://...@host``, ``https://...:@host``: a token sent as the user, as some
+  proxies and hosts take one).
 
 A URL (a request line, its path and query) may carry a secret percent-encoded (``%5F`` for the
 ``_`` of a key, ``api%5Fkey=``), which no pattern matches as written: :func:`redact_url`
@@ -81,8 +82,10 @@ _PATTERNS: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
     # A URL's password (scheme://user:password@host): the user stays.
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@"), r"\1" + MASK + "@",
      ("://",)),
-    # A URL's user with no password (scheme://token@host): a credential by itself.
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/:@?#]+@"), r"\1" + MASK + "@", ("://",)),
+    # A URL's user with no password (scheme://token@host), or an empty one
+    # (scheme://token:@host, as curl's -u token: sends it): a credential by itself.
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/:@?#]+(:?@)"), r"\1" + MASK + r"\2",
+     ("://",)),
     # name: value / "name": "value" / name=value, for names that hold credentials.
     (re.compile(r"""(?ix)
         ( (?:x-)?api[-_]?key | authorization | access[-_]?token | refresh[-_]?token
@@ -209,7 +212,8 @@ def redact_url(text: str) -> str:
 def url_secrets(url: str | None) -> list[str]:
     """The secrets ``url`` carries, each as written and percent-decoded: its userinfo's
     password (``https://user:password@host``: the user is no secret), or its user when it has
-    no password (``https://token@host``: a credential by itself), and the value of each
+    no password or an empty one (``https://token@host``, ``https://token:@host``: a credential
+    by itself), and the value of each
     query parameter :func:`redact_url` redacts (``?key=``, ``?api_key=``, ``?sig=``, ...;
     ``api-version`` is none)."""
     if not url:
@@ -218,7 +222,8 @@ def url_secrets(url: str | None) -> list[str]:
     found = []
     userinfo, at, _ = parts.netloc.rpartition("@")
     if at:
-        found.append(userinfo.partition(":")[2] if ":" in userinfo else userinfo)
+        user, _, password = userinfo.partition(":")
+        found.append(password or user)
     if parts.query:
         found.extend(m.group(2) for m in _QUERY_SECRET.finditer(f"?{parts.query}"))
     decoded = [urllib.parse.unquote_plus(v) for v in found]

@@ -115,10 +115,30 @@ def test_an_error_body_is_read_to_16_kb_and_scrubbed_of_the_key_sent() -> None:
     ("id: 'xsp-3f9a1c0b7e_" + "R" * 43 + "' is not a key id", "R" * 12),
     ("3f9a1c0b7esp-3f9a1c0b7e_" + "S" * 43, "S" * 12),
     ("cannot reach https://admin:s3cretpassw0rd@example.com:8080/v1", "s3cretpassw0rd"),
+    # a token as a URL's user, with no password or an empty one (curl's -u token:)
+    ("cannot reach https://tk8Fd3Jw5Zp1@example.com/v1", "tk8Fd3Jw5Zp1"),
+    ("cannot reach https://tk8Fd3Jw5Zp1:@example.com/v1", "tk8Fd3Jw5Zp1"),
 ])
 def test_credential_shapes_are_redacted(text: str, gone: str) -> None:
     cleaned = redact(text)
     assert gone not in cleaned and MASK in cleaned
+
+
+@pytest.mark.parametrize(("url", "secrets", "shown"), [
+    ("https://tk8Fd3Jw5Zp1@llm.example/v1", ["tk8Fd3Jw5Zp1"], "https://[REDACTED]@llm.example/v1"),
+    # an empty password leaves the user the credential, as curl's -u token: sends it
+    ("https://tk8Fd3Jw5Zp1:@llm.example/v1", ["tk8Fd3Jw5Zp1"],
+     "https://[REDACTED]:@llm.example/v1"),
+    ("https://bob:hunter2hunter2@llm.example/v1", ["hunter2hunter2"],
+     "https://bob:[REDACTED]@llm.example/v1"),
+])
+def test_a_base_urls_credential_is_found_and_masked(url: str, secrets: list[str],
+                                                    shown: str) -> None:
+    from switchpoint._redact import redact_url, url_secrets
+
+    assert url_secrets(url) == secrets
+    assert redact_url(url) == shown
+    assert redact(f"cannot reach {url}") == f"cannot reach {shown}"
 
 
 def test_known_secrets_and_sent_headers_are_redacted_everywhere_in_a_body() -> None:
