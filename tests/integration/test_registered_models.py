@@ -316,3 +316,58 @@ def test_a_base_url_that_cannot_be_sent_is_refused_by_the_config_as_by_a_registr
     with pytest.raises(InvalidInputError) as invalid:
         Catalog([ModelCard(name="m", base_url=url)])
     assert invalid.value.field == "models.m.base_url" and words in str(invalid.value)
+
+
+def test_a_registration_a_reload_overtakes_is_judged_against_the_config_that_went_live(
+        gateway: Gateway, fake: FakeProviderProcess, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A reload lands after a registration's checks and before its snapshot is built (here
+    # made to, on the same thread, as another request's could on its own): the config it
+    # made live lists the name. The registration is refused as if it had come after the
+    # reload, changing nothing; it was answered 201 with the config's model, its row written
+    # and then dropped again with a warning.
+    config = gateway.settings.source_path
+    assert config is not None
+    config.write_text(config_text(fake, tmp_path / "data", CONFIG, more_models=(
+        '  - {name: free, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 3, '
+        "output_per_mtok: 3}\n")), encoding="utf-8")
+    checked = gateway.learning.check_writable
+
+    def reloaded_meanwhile(*args: Any) -> None:
+        monkeypatch.setattr(gateway.learning, "check_writable", checked)
+        gateway.reload()
+        checked(*args)
+
+    monkeypatch.setattr(gateway.learning, "check_writable", reloaded_meanwhile)
+    with pytest.raises(ConflictError, match='model "free" is in the config') as caught:
+        gateway.register_model(card(fake))
+    assert caught.value.param == "name"
+    assert catalog(gateway) == ["strong", "runner", "cheap", "free"]
+    assert gateway.router.catalog["free"].input_per_mtok == 3
+    assert gateway.models_registered.registered == () and stored(gateway.settings) == []
+
+
+def test_an_unregistration_a_reload_overtakes_is_judged_against_the_config_that_went_live(
+        gateway: Gateway, fake: FakeProviderProcess, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # As above, for taking a registered model out: the reload made the config's model of its
+    # name live, dropping the registered one. The removal is refused naming the config's, as
+    # after the reload; it answered "deleted" for a model still served.
+    gateway.register_model(card(fake))
+    config = gateway.settings.source_path
+    assert config is not None
+    config.write_text(config_text(fake, tmp_path / "data", CONFIG, more_models=(
+        '  - {name: free, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 3, '
+        "output_per_mtok: 3}\n")), encoding="utf-8")
+    checked = gateway.learning.check_writable
+
+    def reloaded_meanwhile(*args: Any) -> None:
+        monkeypatch.setattr(gateway.learning, "check_writable", checked)
+        gateway.reload()
+        checked(*args)
+
+    monkeypatch.setattr(gateway.learning, "check_writable", reloaded_meanwhile)
+    with pytest.raises(ConflictError, match='model "free" is in the config, not registered'):
+        gateway.unregister_model("free")
+    assert catalog(gateway) == ["strong", "runner", "cheap", "free"]
+    assert gateway.router.catalog["free"].input_per_mtok == 3

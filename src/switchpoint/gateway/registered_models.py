@@ -187,6 +187,10 @@ class RuntimeModels:
                 made.model_dump(mode="json", exclude_none=True), separators=(",", ":")))
 
             def settings_of(live: Settings) -> Settings:
+                # (again, under the swap lock: a reload since may list the name, or no models)
+                self._check_free(live, name)
+                nonlocal settings
+                settings = live
                 return self.merged(live, (*self.registered, made))
 
             def keep() -> None:
@@ -241,6 +245,10 @@ class RuntimeModels:
             self.learning.check_writable("the model's removal", "it is still registered")
 
             def settings_of(settings: Settings) -> Settings:
+                # (again, under the swap lock: a reload since may have dropped it for the
+                # config's model of its name)
+                if not any(m.name == name for m in self.registered):
+                    raise not_registered(name, settings, (m.name for m in self.registered))
                 return self.merged(settings, tuple(m for m in self.registered
                                                    if m.name != name))
 
