@@ -55,15 +55,21 @@ budgets:
   models: {cheap: 1000/day, good: 1000/day, other: 1000/day}
 """
 
+# Reads that wait as long as a loaded machine may take to bring a second request upstream.
+PATIENT = GATEWAY.replace("read_timeout_s: 0.5", "read_timeout_s: 30").replace(
+    "max_total_s: 2", "max_total_s: 60")
+
 # The same callers with no budget anywhere: a key's tokens-per-minute limit alone governs it.
 RATED = GOVERNANCE.split("budgets:")[0]
 
 
 @contextmanager
-def _server(fake: FakeProviderProcess, root: Path, governance: str) -> Iterator[ThreadServer]:
-    """A service of the test gateway's models, with ``governance`` configured."""
+def _server(fake: FakeProviderProcess, root: Path, governance: str, gateway: str = GATEWAY
+            ) -> Iterator[ThreadServer]:
+    """A service of the test gateway's models, with ``governance`` (and ``gateway``)
+    configured."""
     config = root / "switchpoint.yaml"
-    config.write_text(config_text(fake, str(root / "data"), gateway=GATEWAY) + governance,
+    config.write_text(config_text(fake, str(root / "data"), gateway=gateway) + governance,
                       encoding="utf-8")
     settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
     with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
@@ -455,20 +461,27 @@ def test_each_try_after_a_billed_one_is_held_before_it_is_sent(
 
 
 def test_a_retry_after_a_billed_try_that_reported_its_usage_holds_that_usage_not_its_worst(
-        gov: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     # good answers a 200 whose choices are misnumbered, reporting 20 + 10 tokens: a billed
     # try charged what they cost. Its retry then waits for another request to arrive
     # (together). Before the retry, the request holds that try at its reported cost beside
     # the retry's worst case, not at good's worst case twice over: a concurrent request of
     # the same key, whose budget holds two and a half of good's worst cases, is let in and
-    # meets the retry. (It was refused, the budget holding three worst cases then.)
+    # meets the retry. (It was refused, the budget holding three worst cases then.) The
+    # retry waits upstream for as long as the second request takes to come: on a service
+    # whose reads wait long enough for a loaded machine.
+    with _server(gw_fake, tmp_path, GOVERNANCE, PATIENT) as gov:
+        _reported_usage_held(gov, gw_fake)
+
+
+def _reported_usage_held(gov: ThreadServer, gw_fake: FakeProviderProcess) -> None:
     gateway = gov.service.gateway
     gateway.reset_health()
     catalog = gateway.settings.catalog()
     assert catalog is not None
     tag = uuid.uuid4().hex[:8]
     first = user(f"misnumbered, then held {tag}")
-    second = user(f"meets it {tag} [[fake:together:n=2,seconds=5]]")
+    second = user(f"meets it {tag} [[fake:together:n=2,seconds=30]]")
     image_tokens = gateway.settings.governance.image_tokens
     worst_of = [worst_cost(catalog["good"], prompt_bound({"messages": m}, image_tokens), 1000)
                 for m in (first, second)]
@@ -480,7 +493,7 @@ def test_a_retry_after_a_billed_try_that_reported_its_usage_holds_that_usage_not
     assert r.status_code == 201, r.text
     tight = r.json()
     gw_fake.script("good", "usage:index=1e30,prompt=20,completion=10",
-                   "together:n=2,seconds=5")
+                   "together:n=2,seconds=30")
     answers: dict[str, Any] = {}
 
     def ask() -> None:
