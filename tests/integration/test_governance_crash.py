@@ -27,7 +27,7 @@ ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 ENV = {**KEYS, "SP_TEST_ADMIN": ADMIN_TOKEN}
 # A request's deadline of 3 s: its reservation expires 13 s after it was made (the deadline
 # plus a reservation grace of 10 s, set below: the default 30 s is a wait, no more), room
-# enough for the restart to see it still held.
+# enough for the restart to see it still held, unless a loaded machine slows the restart.
 GATEWAY = """gateway:
   connect_timeout_s: 1
   read_timeout_s: 2
@@ -132,10 +132,14 @@ def test_a_stream_a_crash_cut_is_charged_its_worst_case_once_when_its_reservatio
 
     with _start(config, data) as server:
         # Until its request's deadline passes, the reservation holds; nothing is spent yet.
+        # (A restart slower than the grace, on a loaded machine, finds it past already: what
+        # follows still holds, and this is judged only of a status read before the deadline.)
         status = _key_status(server, key_id)
-        assert status["held_usd"] == pytest.approx(worst) and status["spent_usd"] == 0.0
+        if time.time() < expires_at:
+            assert status["held_usd"] == pytest.approx(worst) and status["spent_usd"] == 0.0
         until(lambda: _key_status(server, key_id)["spent_usd"] > 0,
-               "the reservation expires", timeout=expires_at - time.time() + 15)
+               "the reservation expires",
+              timeout=max(expires_at - time.time(), 0) + 15)
         status = _key_status(server, key_id)
         assert status["spent_usd"] == pytest.approx(worst) and status["held_usd"] == 0.0
         assert _alert_status(server, key_id)["spent_usd"] == pytest.approx(worst)
