@@ -114,6 +114,7 @@ def _keys(settings: Settings) -> tuple[list[KeyRecord], float]:
 
 def cmd_models_unregister(args: argparse.Namespace) -> int:
     from switchpoint.gateway.owner import lock_while_stopped
+    from switchpoint.gateway.registered_models import deletion_path
     from switchpoint.gateway.registered_offline import check_unregistrable, unregister_kept
     from switchpoint.store import SQLiteStore
     from switchpoint.store.learning import LearningReader
@@ -135,9 +136,9 @@ def cmd_models_unregister(args: argparse.Namespace) -> int:
         reader.close()
     lock = lock_while_stopped(settings.data_dir, (
         f"serving model {json_quoted(name, 100)} from its memory, where a removal written "
-        "here would not reach: unregister it through the service, DELETE "
-        f"/v1/router/models/{name} (an admin route; Gateway.unregister_model in a Python "
-        "program), or stop it and run this again"))
+        f"here would not reach: unregister it through the service, DELETE {deletion_path(name)} "
+        "(an admin route; Gateway.unregister_model in a Python program), or stop it and run "
+        "this again"))
     try:
         records, now = _keys(settings)  # (as they are now the lock is held)
         store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous,

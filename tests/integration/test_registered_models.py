@@ -371,3 +371,24 @@ def test_an_unregistration_a_reload_overtakes_is_judged_against_the_config_that_
         gateway.unregister_model("free")
     assert catalog(gateway) == ["strong", "runner", "cheap", "free"]
     assert gateway.router.catalog["free"].input_per_mtok == 3
+
+
+def test_the_way_out_a_refusal_names_is_written_as_it_is_sent(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # A name holding a space, "?", "#" or "%": the path the 409 names unregisters it as it is
+    # written (it was the name as it is, a path naming another model, or its query), and the
+    # command it names quotes it for a shell.
+    name = "team/a b?#50%"
+    extra = CONFIG + "admin_token_env: SP_ADMIN\n"
+    with learning_server(fake, tmp_path, extra, environ={"SP_ADMIN": ADMIN}) as server:
+        assert post(server, PATH, card(fake, name), ADMIN).status_code == 201
+        again = post(server, PATH, card(fake, name), ADMIN)
+        assert again.status_code == 409, again.text
+        message = again.json()["error"]["message"]
+        path = "/v1/router/models/team/a%20b%3F%2350%25"
+        assert f"DELETE {path} while the service runs" in message, message
+        assert "`switchpoint models unregister 'team/a b?#50%'`" in message, message
+        gone = httpx.delete(f"{server.base}{path}", timeout=30,
+                            headers={"authorization": f"Bearer {ADMIN}"})
+        assert gone.status_code == 200 and gone.json()["id"] == name, gone.text
+        assert name not in _models(server)

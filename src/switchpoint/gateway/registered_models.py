@@ -23,12 +23,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from pydantic import ValidationError
 
@@ -61,9 +63,19 @@ log = logging.getLogger("switchpoint.gateway")
 #: between two edits of its config, and each is weighed by every ``auto`` request (the config's
 #: and the registered ones together stay within the catalog's bound too).
 MAX_REGISTERED_MODELS = 256
-#: How a registered model is taken out again, for the errors that say so.
-UNREGISTER_HINT = ("Gateway.unregister_model or DELETE /v1/router/models/{0} while the "
-                   "service runs, `switchpoint models unregister {0}` while it is stopped")
+
+
+def deletion_path(name: str) -> str:
+    """The path of ``DELETE`` that unregisters model ``name``, %-escaped as a URL writes it
+    (a name may hold a space, ``?``, ``#`` or ``%``; its ``/`` stay, as the route takes them)."""
+    return f"/v1/router/models/{quote(name, safe='/')}"
+
+
+def unregister_hint(name: str) -> str:
+    """How model ``name``, registered at run time, is taken out again, for the errors that say
+    so: the path and the command line written so that they name it as they are sent."""
+    return (f"Gateway.unregister_model or DELETE {deletion_path(name)} while the service "
+            f"runs, `switchpoint models unregister {shlex.quote(name)}` while it is stopped")
 
 
 def model_card(card: object) -> ModelEntry:
@@ -215,7 +227,7 @@ class RuntimeModels:
         if any(m.name == name for m in self.registered):
             raise ConflictError(f"name: model {shown} was registered at run time already; "
                                 "pick another name, or unregister that one first "
-                                f"({UNREGISTER_HINT.format(name)})", param="name")
+                                f"({unregister_hint(name)})", param="name")
         if any(m.name == name for m in settings.models):
             raise ConflictError(f"name: model {shown} is in the config; pick another name (or "
                                 "change that one in the config and reload)", param="name")
@@ -223,7 +235,7 @@ class RuntimeModels:
             raise ConflictError(f"card: {len(self.registered)} models are registered at run "
                                 f"time already, the most there may be "
                                 f"({MAX_REGISTERED_MODELS}); unregister one first "
-                                f"({UNREGISTER_HINT.format('NAME')}), or list models in the "
+                                f"({unregister_hint('NAME')}), or list models in the "
                                 "config", param="card")
 
     def unregister(self, name: object) -> dict[str, Any]:
@@ -315,7 +327,7 @@ def with_registered(settings: Settings, registered: Sequence[ModelEntry], *,
         raise ConfigError("models", (
             f"the config lists {len(config)} models and {len(kept)} more were registered "
             f"at run time, over the {MAX_CATALOG_MODELS} a catalog may hold: list fewer, "
-            f"or unregister some first ({UNREGISTER_HINT.format('NAME')})"))
+            f"or unregister some first ({unregister_hint('NAME')})"))
     merged = settings.model_copy(update={"models": [*config, *kept]})
     try:
         check_catalog(merged)
@@ -347,7 +359,7 @@ def registered_fault(exc: ConfigError, registered: Iterable[ModelEntry]) -> Conf
             return ConfigError(exc.key, (
                 f"{exc.reason}; model {json_quoted(entry.name, 100)} was registered at run "
                 f"time, so no config lists it: unregister it "
-                f"({UNREGISTER_HINT.format(entry.name)}), or keep in the config what it "
+                f"({unregister_hint(entry.name)}), or keep in the config what it "
                 "names"), problem=exc.problem)
     return exc
 
@@ -417,5 +429,5 @@ def _card_error(exc: ConfigError | InvalidInputError, index: int, name: str
 
 
 __all__ = ["MAX_REGISTERED_MODELS", "KeptModel", "RuntimeModels", "check_no_key_names",
-           "kept_models", "model_card", "not_registered", "registered_fault", "still_named",
-           "with_registered"]
+           "deletion_path", "kept_models", "model_card", "not_registered", "registered_fault",
+           "still_named", "unregister_hint", "with_registered"]
