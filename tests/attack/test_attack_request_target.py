@@ -394,7 +394,11 @@ _UTF8_ADVICE = ("is not UTF-8 text once its %-escapes are read. Write text that 
     (b"http://127.0.0.1/v1/models/%C3", "request-target", 'the path "/v1/models/%C3"'),
     (b"/v1/router/stats?tenant=%ED%A0%80", "tenant", 'the value "%ED%A0%80"'),
     (b"/v1/models?x=1&%FF=1", "request-target", 'the query parameter name "%FF"'),
-    (b"/health?a+b=%E9t%E9", "a b", 'the value "%E9t%E9"')])
+    (b"/health?a+b=%E9t%E9", "a b", 'the value "%E9t%E9"'),
+    # a name cut and shown printable, as an unknown parameter's is: it was the name whole,
+    # its control characters and all
+    (b"/health?" + b"n" * 300 + b"=%FF", "n" * 97 + "...", 'the value "%FF"'),
+    (b"/health?a%0A%1Bb=%FF", "a\\u000a\\u001bb", 'the value "%FF"')])
 def test_a_target_whose_escapes_are_not_utf8_is_refused_naming_it(
         attacked: Attacked, target: bytes, param: str, named: str) -> None:
     # The web framework read each byte that is not UTF-8 as U+FFFD, which the answer quoted

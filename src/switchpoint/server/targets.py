@@ -45,7 +45,7 @@ from urllib.parse import unquote, unquote_to_bytes
 
 from starlette.types import Scope
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import MAX_FIELD, cut, json_quoted, printable
 from switchpoint.server.errors import ErrorAnswer, document_refusal
 from switchpoint.server.hosts import MALFORMED_DOC, malformed
 
@@ -154,7 +154,9 @@ def _not_utf8(target: bytes) -> tuple[str, str] | None:
             return TARGET, (f"{TARGET}: the query parameter name {_shown(name)} is not UTF-8 "
                             f"text once its %-escapes are read. {_UTF8_ADVICE}")
         if _undecodable(value):
-            param = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8") or "query"
+            # (named as an unknown parameter is: cut, and shown as a terminal would print it)
+            read = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8")
+            param = printable(cut(read, MAX_FIELD)) or "query"
             return param, (f"{param}: the value {_shown(value)} is not UTF-8 text once its "
                            f"%-escapes are read. {_UTF8_ADVICE}")
     return None
