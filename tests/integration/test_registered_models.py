@@ -392,3 +392,37 @@ def test_the_way_out_a_refusal_names_is_written_as_it_is_sent(
                             headers={"authorization": f"Bearer {ADMIN}"})
         assert gone.status_code == 200 and gone.json()["id"] == name, gone.text
         assert name not in _models(server)
+
+
+@pytest.mark.parametrize(("where", "var", "says"), [
+    # the config's key, sent to another host (or port) than the config sends it to
+    ("http://127.0.0.1:9/v1", "FAKE_KEY", 'the config sends FAKE_KEY only to "http://127.0.0.1:'),
+    ("http://attacker.example/v1", "FAKE_KEY", "the config sends FAKE_KEY only to"),
+    # a variable of the service's environment no config model reads (another secret, the
+    # admin token's own), even to the config's host
+    (None, "SP_TEST_ADMIN", "no model of the config reads SP_TEST_ADMIN"),
+    ("http://attacker.example/v1", "AWS_SECRET_ACCESS_KEY",
+     "no model of the config reads AWS_SECRET_ACCESS_KEY"),
+], ids=["other-port", "other-host", "admin-variable", "cloud-secret"])
+def test_a_registration_sends_a_key_only_where_the_config_sends_it(
+        gateway: Gateway, fake: FakeProviderProcess, where: str | None, var: str,
+        says: str) -> None:
+    # Whoever may register a model could otherwise have any variable of the service's
+    # environment sent, as a Bearer key, to a host of their choosing with one chat request.
+    before, rows = catalog(gateway), stored(gateway.settings)
+    with pytest.raises(InvalidInputError) as caught:
+        gateway.register_model(card(fake, name="exfil", api_key_env=var,
+                                    base_url=where or fake.openai_base_url))
+    assert caught.value.field == "api_key_env", caught.value
+    assert says in str(caught.value) and "list the model in the config" in str(caught.value)
+    assert catalog(gateway) == before and stored(gateway.settings) == rows
+    assert fake.requests() == []
+
+
+def test_a_registration_may_send_the_config_s_key_to_the_config_s_host_on_another_path(
+        gateway: Gateway, fake: FakeProviderProcess) -> None:
+    # The same scheme, host and port as a config model reading the same variable: the key
+    # goes nowhere it did not already go.
+    base = fake.openai_base_url.rstrip("/")
+    answer = gateway.register_model(card(fake, name="elsewhere", base_url=base + "/"))
+    assert answer["id"] == "elsewhere" and "elsewhere" in catalog(gateway)

@@ -26,6 +26,7 @@ import re
 import shlex
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from switchpoint.config import ModelEntry, Settings, check_catalog, check_experi
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
 from switchpoint.governance.reload_check import key_losses, losses_note
+from switchpoint.known_providers import api_key_env_of, base_url_of
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import LearningReader, RuntimeModelRecord, RuntimeModelRemoval
 
@@ -334,7 +336,51 @@ def with_registered(settings: Settings, registered: Sequence[ModelEntry], *,
         check_experiments(merged)
     except ConfigError as exc:
         raise _named_by_name(exc, len(config), kept) from None
+    for entry in kept:
+        _check_key_destination(entry, config)
     return merged
+
+
+def _origin(url: str | None) -> str | None:
+    """Where a URL's requests go, as scheme, host and port (the default port written out)."""
+    if url is None:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    port = port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
+def _check_key_destination(entry: ModelEntry, config: Sequence[ModelEntry]) -> None:
+    """Refuse a registered model that would send a key where the config does not send it.
+
+    A model registered at run time names its key by a variable (``api_key_env``), so whoever
+    may register one could otherwise have any variable of the service's environment (another
+    provider's key, a cloud secret, the admin token's own variable) sent to a host of their
+    choosing with its first chat request. So its key goes only where the config already sends
+    that key: one of the config's models reads the same variable (explicitly, or as its
+    provider's usual one) and goes to the same scheme, host and port. A model that names no
+    variable needs nothing more (a provider's usual key goes only to the provider's own URL:
+    :func:`~switchpoint.known_providers.api_key_env_of`)."""
+    var = entry.api_key_env
+    if var is None:
+        return
+    card = entry.card()
+    where = _origin(base_url_of(card))
+    allowed = sorted({origin for c in config
+                      if api_key_env_of(c.card()) == var
+                      and (origin := _origin(base_url_of(c.card()))) is not None})
+    if where is not None and where in allowed:
+        return
+    sent = (f"the config sends {var} only to {listed_names(allowed, quoted=True)}" if allowed
+            else f"no model of the config reads {var}")
+    raise ConfigError(f"models.{entry.name}.api_key_env", (
+        f"a model registered at run time sends its key only where the config already sends "
+        f"that key, and {sent}: give a base_url on one of those hosts, or a variable a "
+        "config model reads for this host, or list the model in the config itself"))
 
 
 def _named_by_name(exc: ConfigError, first: int, kept: Sequence[ModelEntry]) -> ConfigError:
