@@ -9,6 +9,7 @@ data_dir) exit non-zero, naming it, and change nothing.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 
 from switchpoint.cli import main
 from switchpoint.config import Settings, load_settings
-from switchpoint.errors import ConfigError
+from switchpoint.errors import ConfigError, ConflictError
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
 from tests.integration.gateway_env import KEYS as GATEWAY_KEYS
@@ -141,6 +142,48 @@ def test_a_start_refused_for_a_clash_starts_once_the_cli_ended_the_run_time_expe
         assert report["ended_at"] == ended_at and not report["enabled"]
         assert sum(a["decisions"] for a in report["arms"]) == 5
         assert gateway.route(math_prompt(2), tenant="globex").experiment == ""
+
+
+def test_a_row_that_cannot_be_read_is_skipped_at_start_listed_unreadable_and_ended(
+        made: Settings, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    with sqlite3.connect(made.db_path) as db:
+        for name, created, experiment in [("torn", 1.7e9, '{"arms": {"a'),
+                                          ("binary", 1.7e9, b"\xff\xfe"),
+                                          ("timeless", "soon", "{}")]:
+            db.execute("INSERT INTO runtime_experiments (name, created, experiment) "
+                       "VALUES (?, ?, ?)", (name, created, experiment))
+    db.close()
+    with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"), \
+            _gateway(made) as gateway:  # the others run; the torn rows are skipped
+        assert gateway.route(math_prompt(7), tenant="globex").experiment == "kept"
+        with pytest.raises(ConflictError, match="cannot be read, so it does not run"):
+            gateway.create_ab_test("torn")
+    warned = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert any(w.startswith('experiment "torn", created at run time at ') and
+               "experiment: is not valid JSON (" in w and
+               "`switchpoint experiments end torn`" in w for w in warned), warned
+    assert any(w.startswith('experiment "binary"') and "experiment: is not UTF-8 text" in w
+               for w in warned), warned
+    assert any(w.startswith('experiment "timeless"') and
+               'created: "soon" is not a time in seconds' in w for w in warned), warned
+
+    config = str(made.source_path)
+    code, out, err = _run(capsys, "experiments", "list", "--config", config, "--json")
+    assert (code, err) == (0, "")
+    listed = {e["name"]: e for e in json.loads(out)}
+    assert (listed["torn"]["status"], listed["torn"]["created_at"]) == ("unreadable", 1.7e9)
+    assert listed["torn"]["problem"].startswith("cannot be read (experiment: is not valid "
+                                                "JSON ("), listed["torn"]
+    assert listed["kept"]["problem"] is None and listed["kept"]["status"] == "running"
+    code, out, err = _run(capsys, "experiments", "list", "--config", config)
+    assert code == 0 and "would not start" not in err, err
+    assert 'note: experiment "binary": cannot be read (experiment: is not UTF-8' in err
+    for name in ("torn", "binary", "timeless"):
+        code, out, err = _run(capsys, "experiments", "end", name, "--config", config)
+        assert (code, err) == (0, ""), err
+        assert out.startswith(f"ended experiment {name} at ")
+    assert [row[0] for row in _rows(made) if row[4] is None] == ["kept"]
 
 
 @pytest.mark.parametrize(("name", "words"), [

@@ -20,6 +20,7 @@ does, see :func:`end_kept`), or change the config.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -65,6 +66,10 @@ if TYPE_CHECKING:
     from switchpoint.gateway.learning import GatewayLearning
     from switchpoint.gateway.live import RouterState
 
+log = logging.getLogger("switchpoint.gateway")
+
+#: What ``experiments list`` says of a kept run-time experiment whose row cannot be read.
+UNREADABLE = "unreadable"
 #: The strategies an arm of :meth:`~switchpoint.gateway.Gateway.create_ab_test` may name, as
 #: the arm settings each stands for: the configured routing, or quality first (λ 0: the
 #: expected error alone decides, whatever a model costs).
@@ -237,6 +242,9 @@ class RuntimeExperiments:
         # Each replaced whole (never changed in place) as one is made or ends.
         self.running: Mapping[str, ExperimentConfig] = {}
         self.ended: Mapping[str, tuple[ExperimentConfig, float]] = {}
+        # Running ones the store keeps that cannot be read (skipped, with a warning): when
+        # each was made. Their names stay taken until the command line ends them.
+        self.unreadable: Mapping[str, float] = {}
         self._lock = threading.Lock()  # one creation, end or promotion at a time
         state.extends.append(self.extend)
 
@@ -249,13 +257,20 @@ class RuntimeExperiments:
 
     def open(self) -> None:
         """Read what the store keeps (it is open, and the promotions read): an experiment
-        takes no promotion kept from before it was made (an earlier one's of its name)."""
+        takes no promotion kept from before it was made (an earlier one's of its name). A
+        running one whose row cannot be read at all is skipped, with a warning naming it."""
         reader = self.learning.reader
         if reader is None:
             return
         running: dict[str, ExperimentConfig] = {}
         ended: dict[str, tuple[ExperimentConfig, float]] = {}
+        unreadable: dict[str, float] = {}
         for row in reader.runtime_experiments():
+            if row.problem is not None:
+                if row.ended is None:
+                    _warn_unreadable(row)
+                    unreadable[row.name] = row.created
+                continue
             experiment = _stored(row)
             if row.ended is None:
                 running[row.name] = experiment
@@ -266,7 +281,7 @@ class RuntimeExperiments:
             kept = promotions.get(name)
             if kept is not None and kept[1] < row_created(experiment):
                 self.learning.forget_promotion(name)
-        self.running, self.ended = running, ended
+        self.running, self.ended, self.unreadable = running, ended, unreadable
 
     def extend(self, settings: Settings) -> Settings:
         """``settings`` (read from the config) with the running run-time experiments after
@@ -354,6 +369,12 @@ class RuntimeExperiments:
                                 f"({when(row_created(self.running[name]))}) and is running; "
                                 f"pick another name, or end that one first "
                                 f"({END_HINT.format(name)})", param="name")
+        if name in self.unreadable:
+            raise ConflictError(f"name: experiment {shown} was created at run time "
+                                f"({when(self.unreadable[name])}) and data_dir keeps it, but "
+                                "it cannot be read, so it does not run; pick another name, "
+                                f"or end it with the service stopped (`switchpoint "
+                                f"experiments end {name}`)", param="name")
         if name in self.ended:
             raise ConflictError(f"name: experiment {shown}, created at run time, ended at "
                                 f"{when(self.ended[name][1])}; its name stays taken while "
@@ -458,11 +479,13 @@ def kept_experiments(reader: LearningReader) -> list[dict[str, Any]]:
     order they were made, as ``switchpoint experiments list`` shows them: name, tenants (None:
     every caller), each arm's strategy (``cost_optimized``, ``quality_first``, or its settings)
     and share of the traffic, B's ``split`` (None: made of arms), ``min_n``, ``created_at``,
-    ``ended_at`` (None: running) and the decisions logged, per arm and in all. Read as kept, so
-    one whose settings no longer read as an experiment is listed too (and can be ended)."""
+    ``ended_at`` (None: running), the decisions logged, per arm and in all, and ``problem``
+    (None, or why its row cannot be read at all: its status is then ``unreadable``, and a
+    start skips it). Read as kept, so one whose settings no longer read as an experiment is
+    listed too (and can be ended)."""
     out: list[dict[str, Any]] = []
     for row in reader.runtime_experiments():
-        kept = row.experiment
+        kept = row.experiment if isinstance(row.experiment, dict) else {}
         arms: dict[str, Any] = kept["arms"] if isinstance(kept.get("arms"), dict) else {}
         logged = {arm: int(tally["decisions"])
                   for arm, tally in reader.experiment(row.name).items()}
@@ -477,20 +500,28 @@ def kept_experiments(reader: LearningReader) -> list[dict[str, Any]]:
         total = sum(a["weight"] for a in shown.values()) or 1.0
         for a in shown.values():
             a["share"] = round(a.pop("weight") / total, 4)
-        out.append({"name": row.name, "status": "running" if row.ended is None else "ended",
+        status = (UNREADABLE if row.problem is not None else
+                  "running" if row.ended is None else "ended")
+        out.append({"name": row.name, "status": status,
                     "tenants": kept.get("tenants"), "arms": shown, "split": row.split,
                     "min_n": kept.get("min_n"), "created_at": row.created,
                     "ended_at": row.ended,
                     "decisions": sum(int(a["decisions"]) for a in shown.values())
-                    + sum(logged.values())})
+                    + sum(logged.values()),
+                    "problem": None if row.problem is None else (
+                        f"cannot be read ({row.problem}), so it does not run; end it with "
+                        f"the service stopped (`switchpoint experiments end {row.name}`)"
+                        if row.ended is None else f"cannot be read ({row.problem})")})
     return out
 
 
 def running_kept(reader: LearningReader) -> dict[str, ExperimentConfig]:
     """The running run-time experiments the store ``reader`` reads keeps, in the order they
     were made; one that no longer reads as an experiment is a :class:`ConfigError` naming
-    it (see :func:`_stored`)."""
-    return {row.name: _stored(row) for row in reader.runtime_experiments() if row.ended is None}
+    it (see :func:`_stored`), and one whose row cannot be read at all is left out, as a start
+    skips it."""
+    return {row.name: _stored(row) for row in reader.runtime_experiments()
+            if row.ended is None and row.problem is None}
 
 
 def started(settings: Settings, registered: Sequence[ModelEntry],
@@ -551,6 +582,14 @@ def row_created(experiment: ExperimentConfig) -> float:
     """When run-time ``experiment`` was made."""
     assert experiment.created_at is not None
     return experiment.created_at
+
+
+def _warn_unreadable(row: StoredExperiment) -> None:
+    """A running run-time experiment whose kept row cannot be read, skipped at a start: said,
+    naming it and how to end it."""
+    log.warning("experiment %s, created at run time at %s, cannot be read (%s) and does not "
+                "run; end it with the service stopped (`switchpoint experiments end %s`)",
+                json_quoted(row.name, 100), when(row.created), row.problem, row.name)
 
 
 def _stored(row: StoredExperiment) -> ExperimentConfig:

@@ -431,6 +431,10 @@ def cmd_experiments_list(args: argparse.Namespace) -> int:
              _when(e["created_at"]), _when(e["ended_at"]), e["decisions"]] for e in listed]
     print(_table(["name", "status", "tenants", "arms (strategy, share)", "created (UTC)",
                   "ended (UTC)", "decisions"], rows))
+    for e in listed:
+        if e["problem"] is not None:
+            print(f"note: experiment {printable(json_quoted(e['name'], 100))}: "
+                  f"{printable(e['problem'])}", file=sys.stderr)
     return 0
 
 

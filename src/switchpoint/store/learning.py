@@ -381,13 +381,17 @@ class StoredModel:
 
 @dataclass(frozen=True)
 class StoredExperiment:
-    """A row of ``runtime_experiments`` read back."""
+    """A row of ``runtime_experiments`` read back: its ``experiment`` as its JSON reads, or
+    None with ``problem`` saying why when it cannot be read (not JSON; a time or a split that
+    is no number). ``ended`` None: running (one whose end is no number is read as ended at
+    0, since the store takes no second end)."""
 
     name: str
     created: float
-    experiment: dict[str, Any]
+    experiment: Any
     split: float | None
     ended: float | None
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -952,10 +956,7 @@ class LearningReader:
             return []
         rows = self._all("SELECT name, created, experiment, split, ended "
                          "FROM runtime_experiments ORDER BY seq")
-        return [StoredExperiment(str(name), float(created), json.loads(experiment),
-                                 None if split is None else float(split),
-                                 None if ended is None else float(ended))
-                for name, created, experiment, split, ended in rows]
+        return [_stored_experiment(*row) for row in rows]
 
     def runtime_models(self) -> list[StoredModel]:
         """The models registered at run time the store keeps, in the order they were
@@ -976,17 +977,50 @@ def _stored_model(name: object, created: object, card: object) -> StoredModel:
     """A row of ``runtime_models`` as :class:`StoredModel` reads it: one that cannot be read
     (its card not JSON, its time no number) is returned flagged, not raised, so that the
     others are still read and it can be listed and removed."""
-    when = created if isinstance(created, (int, float)) else None
+    when = _number(created)
     if when is None:
-        return StoredModel(str(name), 0.0, None,
-                           f"created: {json_quoted(created)} is not a time in seconds")
+        return StoredModel(str(name), 0.0, None, _not_number("created", created))
+    parsed, problem = _kept_json("card", card)
+    return StoredModel(str(name), when, parsed, problem)
+
+
+def _stored_experiment(name: object, created: object, experiment: object, split: object,
+                       ended: object) -> StoredExperiment:
+    """A row of ``runtime_experiments`` as :class:`StoredExperiment` reads it: one that
+    cannot be read (its experiment not JSON, its time or split no number) is returned
+    flagged, not raised, as :func:`_stored_model` returns a model's."""
+    problems = [_not_number(column, value) for column, value in
+                (("created", created), ("split", split), ("ended", ended))
+                if value is not None and _number(value) is None]
+    parsed, problem = _kept_json("experiment", experiment)
+    if problem is not None:
+        problems.append(problem)
+    return StoredExperiment(str(name), _number(created) or 0.0, None if problems else parsed,
+                            _number(split), None if ended is None else _number(ended) or 0.0,
+                            "; ".join(problems) or None)
+
+
+def _number(value: object) -> float | None:
+    """A kept row's ``value`` as a float, or None when it is no number (SQLite may hold text
+    or bytes in any column)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _not_number(column: str, value: object) -> str:
+    what = "a share of the traffic" if column == "split" else "a time in seconds"
+    return f"{column}: {json_quoted(value)} is not {what}"
+
+
+def _kept_json(column: str, text: object) -> tuple[Any, str | None]:
+    """A kept row's JSON ``text`` (column ``column``) read, or None and why it cannot be."""
     try:
-        text = card.decode("utf-8") if isinstance(card, bytes) else str(card)
-        return StoredModel(str(name), float(when), loads(text))
+        return loads(text.decode("utf-8") if isinstance(text, bytes) else str(text)), None
     except UnicodeDecodeError:
-        return StoredModel(str(name), float(when), None, "card: is not UTF-8 text")
+        return None, f"{column}: is not UTF-8 text"
     except json.JSONDecodeError as exc:
-        return StoredModel(str(name), float(when), None, f"card: is {unreadable(exc)}")
+        return None, f"{column}: is {unreadable(exc)}"
 
 
 def _logged(row: tuple[Any, ...]) -> LoggedFeedback:
