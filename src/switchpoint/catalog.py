@@ -55,6 +55,9 @@ MAX_BASE_URL = 2048
 # list of model names in the config too (fallbacks, a tenant's or an arm's models, budgets by
 # model): a longer one can only repeat names.
 MAX_CATALOG_MODELS = 1000
+# What a model's fallbacks naming one model twice is told: a failed fallback is not tried again.
+FALLBACKS_ONCE = ("name each fallback once: they are tried in order, each at most once, so a "
+                  "repeat is never tried")
 
 
 def model_name_problem(name: str) -> str | None:
@@ -214,6 +217,7 @@ class Catalog:
         if not self.cards:
             raise InvalidInputError("models", "the catalog is empty; list at least one model")
         for card in self.cards:
+            named_once(list(card.fallbacks), f"models.{card.name}.fallbacks", FALLBACKS_ONCE)
             for fb in card.fallbacks:
                 if fb not in names:
                     raise InvalidInputError(

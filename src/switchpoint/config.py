@@ -87,6 +87,7 @@ from switchpoint._numbers import Boolean, Integer, Real, boolean_text
 from switchpoint._redact import redact_url
 from switchpoint.catalog import (
     DEFAULT_OUTPUT_TOKENS,
+    FALLBACKS_ONCE,
     MAX_CATALOG_MODELS,
     MAX_PRICE_PER_MTOK,
     MAX_TOKENS,
@@ -94,9 +95,10 @@ from switchpoint.catalog import (
     ModelCard,
     base_url_problem,
     model_name_problem,
+    named_once,
 )
 from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
-from switchpoint.errors import ConfigError
+from switchpoint.errors import ConfigError, InvalidInputError
 from switchpoint.governance.settings import (
     MAX_IN_FLIGHT,
     BudgetSettings,
@@ -239,6 +241,14 @@ class ModelEntry(BaseModel):
         if problem is not None:
             raise ValueError(problem)
         return value
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _fallbacks_once(cls, value: list[str]) -> list[str]:
+        try:
+            return named_once(value, "fallbacks", FALLBACKS_ONCE)
+        except InvalidInputError as exc:
+            raise ValueError(exc.reason) from None
 
     @field_validator("provider")
     @classmethod

@@ -112,6 +112,7 @@ def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_ups
     ({"name": "x", "input_per_mtok": -1}, InvalidInputError, "input_per_mtok"),
     ({"name": "x", "colour": "red"}, InvalidInputError, "colour"),
     ({"name": "x", "fallbacks": ["nowhere"]}, InvalidInputError, "fallbacks[0]"),
+    ({"name": "x", "fallbacks": ["cheap"] * 1000}, InvalidInputError, "fallbacks"),
     ({"name": "x", "provider": "openai-compatible"}, InvalidInputError, "base_url"),
     ({"name": "x", "api_key_env": "sk-abcdef0123456789abcdef"}, InvalidInputError,
      "api_key_env"),

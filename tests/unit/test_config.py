@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import (
     COMMAND_LINE,
     MAX_CONFIG_BYTES,
@@ -20,7 +21,7 @@ from switchpoint.config import (
     Settings,
     load_settings,
 )
-from switchpoint.errors import ConfigError, WeightsError
+from switchpoint.errors import ConfigError, InvalidInputError, WeightsError
 from switchpoint.gateway.live import RouterFactory, checked_package
 from switchpoint.weights import default_weights_path
 
@@ -133,6 +134,13 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     assert Settings().reloaded() == Settings()
 
 
+def test_a_catalog_built_in_python_takes_the_config_s_rule_of_fallbacks() -> None:
+    with pytest.raises(InvalidInputError) as twice:
+        Catalog([ModelCard(name="a", fallbacks=("b", "b")), ModelCard(name="b")])
+    assert twice.value.field == "models.a.fallbacks"
+    assert 'names "b" more than once; name each fallback once' in str(twice.value)
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("models:\n  - {name: good, input_per_mtok: -1}\n",
      "models[0].input_per_mtok: must be >= 0, got -1"),
@@ -148,6 +156,9 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("models:\n  - {name: a, pricee: 1}\n", "models[0].pricee: is not a known key"),
     ("models:\n  - {name: a}\n  - {name: a}\n", 'models[1].name: "a" is defined twice'),
     ("models:\n  - {name: a, fallbacks: [b]}\n", 'models[0].fallbacks[0]: "b" is not a model'),
+    ("models:\n  - {name: a, fallbacks: [b, c, b]}\n  - {name: b}\n  - {name: c}\n",
+     'models[0].fallbacks: names "b" more than once; name each fallback once: they are tried '
+     "in order, each at most once, so a repeat is never tried"),
     ("models:\n  - {name: auto}\n", 'models[0].name: "auto" is reserved'),
     ("models: []\n", "models: is empty"),
     ("cost_weight: -0.5\n", "cost_weight: must be >= 0, got -0.5"),
