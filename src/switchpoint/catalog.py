@@ -136,12 +136,12 @@ def named_once(names: list[str], field_name: str, advice: str = "name each model
 
 def base_url_problem(url: str) -> str | None:
     """Why ``url``, a model's ``base_url``, cannot be read as a URL (a host in brackets that
-    is no IP address, or whose bracket is not closed), shown with its secrets masked, or
-    cannot be sent (longer than :data:`MAX_BASE_URL`; a character that does not show as
-    itself: a control character such as NUL or a line break, which no request line carries,
-    or an invisible or direction-changing one, which would show it as another URL), said by
-    its place alone; None when it can be: its requests, and the secrets it carries, are read
-    from its parts."""
+    is no IP address, or whose bracket is not closed; no host at all: ``http:///v1``), shown
+    with its secrets masked, or cannot be sent (longer than :data:`MAX_BASE_URL`; a character
+    that does not show as itself: a control character such as NUL or a line break, which no
+    request line carries, or an invisible or direction-changing one, which would show it as
+    another URL), said by its place alone; None when it can be: its requests, and the secrets
+    it carries, are read from its parts."""
     if len(url) > MAX_BASE_URL:
         return (f"is {len(url):,} characters, over the {MAX_BASE_URL:,} a base_url may have; "
                 "give the URL of the provider's API, up to its version (https://host/v1)")
@@ -152,11 +152,15 @@ def base_url_problem(url: str) -> str | None:
                 "carry, or an invisible or direction-changing one that shows the URL as "
                 "another; give the URL in visible characters")
     try:
-        urllib.parse.urlsplit(url)
+        host = urllib.parse.urlsplit(url).hostname
     except ValueError as exc:
         return (f"cannot be read as a URL ({exc}), got {json_quoted(redact_url(url))}; write "
                 "its host as a name or an IP address, an IPv6 one in brackets "
                 "(https://[::1]:8000/v1)")
+    if not host:
+        return (f"has no host, got {json_quoted(redact_url(url))}: a request needs one to go "
+                "to; write it after the scheme's //, as a name or an IP address "
+                "(https://api.example.com/v1, http://127.0.0.1:8000/v1)")
     return None
 
 

@@ -134,11 +134,15 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     assert Settings().reloaded() == Settings()
 
 
-def test_a_catalog_built_in_python_takes_the_config_s_rule_of_fallbacks() -> None:
+def test_a_catalog_built_in_python_takes_the_config_s_rules_of_fallbacks_and_base_url() -> None:
     with pytest.raises(InvalidInputError) as twice:
         Catalog([ModelCard(name="a", fallbacks=("b", "b")), ModelCard(name="b")])
     assert twice.value.field == "models.a.fallbacks"
     assert 'names "b" more than once; name each fallback once' in str(twice.value)
+    with pytest.raises(InvalidInputError) as hostless:
+        Catalog([ModelCard(name="a", base_url="http:///v1")])
+    assert hostless.value.field == "models.a.base_url"
+    assert 'has no host, got "http:///v1"' in str(hostless.value)
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -159,6 +163,11 @@ def test_a_catalog_built_in_python_takes_the_config_s_rule_of_fallbacks() -> Non
     ("models:\n  - {name: a, fallbacks: [b, c, b]}\n  - {name: b}\n  - {name: c}\n",
      'models[0].fallbacks: names "b" more than once; name each fallback once: they are tried '
      "in order, each at most once, so a repeat is never tried"),
+    ("models:\n  - {name: a, base_url: 'http:///v1'}\n",
+     'models[0].base_url: has no host, got "http:///v1": a request needs one to go to; write '
+     "it after the scheme's //"),
+    ("models:\n  - {name: a, base_url: 'http://:8000/v1'}\n",
+     'models[0].base_url: has no host, got "http://:8000/v1"'),
     ("models:\n  - {name: auto}\n", 'models[0].name: "auto" is reserved'),
     ("models: []\n", "models: is empty"),
     ("cost_weight: -0.5\n", "cost_weight: must be >= 0, got -0.5"),
