@@ -89,6 +89,7 @@ from switchpoint.catalog import (
     DEFAULT_OUTPUT_TOKENS,
     FALLBACKS_ONCE,
     MAX_CATALOG_MODELS,
+    MAX_MODEL_NAME,
     MAX_PRICE_PER_MTOK,
     MAX_TOKENS,
     Catalog,
@@ -207,7 +208,7 @@ class ModelEntry(BaseModel):
         get_args(Capability)))
     tier: Tier | None = None
     fallbacks: list[str] = Field(default_factory=list, max_length=MAX_CATALOG_MODELS)
-    upstream_model: str | None = None
+    upstream_model: str | None = Field(None, max_length=MAX_MODEL_NAME)
     auto: Boolean = True
 
     # When the model was registered at run time (``Gateway.register_model``, ``POST

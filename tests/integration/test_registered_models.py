@@ -114,6 +114,7 @@ def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_ups
     ({"name": "x", "fallbacks": ["nowhere"]}, InvalidInputError, "fallbacks[0]"),
     ({"name": "x", "fallbacks": ["cheap"] * 1000}, InvalidInputError, "fallbacks"),
     ({"name": "x", "base_url": "http:///v1"}, InvalidInputError, "base_url"),
+    ({"name": "x", "upstream_model": "u" * 257}, InvalidInputError, "upstream_model"),
     ({"name": "x", "provider": "openai-compatible"}, InvalidInputError, "base_url"),
     ({"name": "x", "api_key_env": "sk-abcdef0123456789abcdef"}, InvalidInputError,
      "api_key_env"),

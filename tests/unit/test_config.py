@@ -168,6 +168,8 @@ def test_a_catalog_built_in_python_takes_the_config_s_rules_of_fallbacks_and_bas
      "it after the scheme's //"),
     ("models:\n  - {name: a, base_url: 'http://:8000/v1'}\n",
      'models[0].base_url: has no host, got "http://:8000/v1"'),
+    ("models:\n  - {name: a, upstream_model: " + "u" * 257 + "}\n",
+     "models[0].upstream_model: must have at most 256 characters"),
     ("models:\n  - {name: auto}\n", 'models[0].name: "auto" is reserved'),
     ("models: []\n", "models: is empty"),
     ("cost_weight: -0.5\n", "cost_weight: must be >= 0, got -0.5"),
