@@ -83,7 +83,7 @@ from switchpoint._messages import (
     quoted_path,
 )
 from switchpoint._messages import reason as describe
-from switchpoint._numbers import Boolean, Integer, Real, boolean_text
+from switchpoint._numbers import Boolean, Integer, Real, StrictInteger, StrictReal, boolean_text
 from switchpoint._redact import redact_url
 from switchpoint.catalog import (
     DEFAULT_OUTPUT_TOKENS,
@@ -200,10 +200,11 @@ class ModelEntry(BaseModel):
     base_url: str | None = None
     api_key_env: str | None = None
     stream_usage: Boolean | None = None
-    input_per_mtok: Real | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
-    output_per_mtok: Real | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK,
-                                          allow_inf_nan=False)
-    context_window: Integer | None = Field(None, gt=0, le=MAX_TOKENS)
+    input_per_mtok: StrictReal | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK,
+                                              allow_inf_nan=False)
+    output_per_mtok: StrictReal | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK,
+                                               allow_inf_nan=False)
+    context_window: StrictInteger | None = Field(None, gt=0, le=MAX_TOKENS)
     capabilities: list[Capability] = Field(default_factory=list, max_length=len(
         get_args(Capability)))
     tier: Tier | None = None

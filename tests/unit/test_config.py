@@ -134,6 +134,22 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     assert Settings().reloaded() == Settings()
 
 
+def test_a_model_s_numbers_and_names_read_as_yaml_writes_them(tmp_path: Path) -> None:
+    """A price or a window is a number as YAML writes one (1 an int, 1.5 a float, 1.0e+3 in
+    an exponent), never text; a name at the bounds is taken; the rules refuse only past them."""
+    settings = load_settings(write(tmp_path, (
+        "models:\n  - {name: a, input_per_mtok: 1, output_per_mtok: 1.5, context_window: 8192,"
+        " fallbacks: [b, c], upstream_model: " + "u" * 256 + "}\n"
+        "  - {name: b, input_per_mtok: 0, output_per_mtok: 1.0e+3, base_url: "
+        "'http://[::1]:8000/v1'}\n  - {name: c}\n")), environ={})
+    catalog = settings.catalog()
+    assert catalog is not None
+    a, b = catalog["a"], catalog["b"]
+    assert (a.input_per_mtok, a.output_per_mtok, a.context_window) == (1.0, 1.5, 8192)
+    assert (b.input_per_mtok, b.output_per_mtok) == (0.0, 1000.0)
+    assert a.fallbacks == ("b", "c") and a.upstream_model == "u" * 256
+
+
 def test_a_catalog_built_in_python_takes_the_config_s_rules_of_fallbacks_and_base_url() -> None:
     with pytest.raises(InvalidInputError) as twice:
         Catalog([ModelCard(name="a", fallbacks=("b", "b")), ModelCard(name="b")])
@@ -170,6 +186,15 @@ def test_a_catalog_built_in_python_takes_the_config_s_rules_of_fallbacks_and_bas
      'models[0].base_url: has no host, got "http://:8000/v1"'),
     ("models:\n  - {name: a, upstream_model: " + "u" * 257 + "}\n",
      "models[0].upstream_model: must have at most 256 characters"),
+    ("models:\n  - {name: a, input_per_mtok: '1', output_per_mtok: 1}\n",
+     'models[0].input_per_mtok: must be a number, got "1" (text: write the number without '
+     "quotes)"),
+    ("models:\n  - {name: a, input_per_mtok: 1, output_per_mtok: .nan}\n",
+     "models[0].output_per_mtok: must be a finite number (not NaN or infinity)"),
+    ("models:\n  - {name: a, context_window: '8192'}\n",
+     'models[0].context_window: must be a number, got "8192" (text'),
+    ("models:\n  - {name: a, context_window: .nan}\n",
+     "models[0].context_window: must be a finite number"),
     ("models:\n  - {name: auto}\n", 'models[0].name: "auto" is reserved'),
     ("models: []\n", "models: is empty"),
     ("cost_weight: -0.5\n", "cost_weight: must be >= 0, got -0.5"),
