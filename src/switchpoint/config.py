@@ -1100,6 +1100,29 @@ def _check_catalog(settings: Settings) -> None:
                                     "let at least one be routed")
 
 
+def shared_profiles(models: Sequence[ModelEntry]) -> list[tuple[ModelEntry, ModelEntry]]:
+    """The models of ``models`` that route on another's learned profile by their name alone,
+    each with that other: a model without ``profile:`` routes on the weights' profile of its
+    name, so one named as another model's ``profile:`` (``gpt-4-1106-preview`` beside ``gpt-4o``
+    with ``profile: gpt-4-1106-preview``) takes that model's learned quality, whatever it is
+    and costs. One that gives ``profile:`` shares a profile on purpose, and is not listed."""
+    owners: dict[str, ModelEntry] = {}
+    for model in models:
+        if model.profile is not None:
+            owners.setdefault(model.profile, model)
+    return [(model, owners[model.name]) for model in models
+            if model.profile is None and model.name in owners]
+
+
+def shared_profile_note(model: ModelEntry, owner: ModelEntry) -> str:
+    """What :func:`shared_profiles` found of ``model`` and ``owner``, said alike by the
+    warning a config's model gets and the refusal a registered one gets."""
+    name = json_quoted(model.name, 100)
+    return (f"model {name} has no profile:, so it routes on the weights' learned profile of "
+            f"its name, {name}, which model {json_quoted(owner.name, 100)} uses (its "
+            "profile:): it takes that model's learned quality, whatever it is and costs")
+
+
 def _check_governance(settings: Settings) -> None:
     """Names the governance keys use must exist: tenants' and escalation models, budgeted
     models and providers (when there is a catalog to check them against)."""

@@ -281,6 +281,33 @@ def test_a_providers_default_key_variable_and_models_without_prices_are_warned_a
 
 
 
+def test_a_config_model_named_as_the_profile_another_uses_is_warned_about_naming_both(
+        tmp_path: Path) -> None:
+    # Without profile:, "gpt-4-1106-preview" routes on the weights' profile of its name, which
+    # "gpt-4o" names as its own: the two share one learned quality, whatever each costs.
+    local = {"provider": "ollama", "input_per_mtok": 0, "output_per_mtok": 0}
+    settings: dict[str, Any] = {"models": [
+        {"name": "gpt-4o", "profile": "gpt-4-1106-preview", **local},
+        {"name": "gpt-4-1106-preview", **local},
+        {"name": "claude-v2", **local}],  # (its own profile, which no other model names)
+        "data_dir": str(tmp_path / "data")}
+    with gateway_warnings() as warnings, \
+            Gateway.from_config(settings, loader=FACTORY, env={}, store=False) as gateway:
+        assert gateway.router.catalog.profile_of("gpt-4-1106-preview") == "gpt-4-1106-preview"
+    assert warnings == [
+        'model "gpt-4-1106-preview" has no profile:, so it routes on the weights\' learned '
+        'profile of its name, "gpt-4-1106-preview", which model "gpt-4o" uses (its profile:): '
+        "it takes that model's learned quality, whatever it is and costs; give it the profile "
+        "it should route on (profile:), or profile: gpt-4-1106-preview to share that one on "
+        "purpose"]
+    # Said in the config, the sharing is on purpose: nothing is warned about.
+    settings["models"][1]["profile"] = "gpt-4-1106-preview"
+    with gateway_warnings() as warnings, \
+            Gateway.from_config(settings, loader=FACTORY, env={}, store=False):
+        pass
+    assert warnings == []
+
+
 def test_serve_warns_about_every_model_of_a_large_catalog(tmp_path: Path) -> None:
     # Each warning was logged as one message ("%s"), so the log's limit of five alike a minute
     # let the first five through and dropped the rest: of seven models without a key, two

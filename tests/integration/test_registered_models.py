@@ -27,6 +27,7 @@ from switchpoint.errors import (
 )
 from switchpoint.gateway import Gateway, registered_models
 from switchpoint.governance.keys import KeySpec
+from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import poem_prompt
 from tests.integration.learning_env import (
@@ -39,7 +40,7 @@ from tests.integration.learning_env import (
     settings_for,
 )
 from tests.integration.published_schema import Published
-from tests.integration.servers import ThreadServer
+from tests.integration.servers import ThreadServer, thread_server
 
 CONFIG = "tenants:\n  acme: {}\n"
 ADMIN = "registered-models-admin-0123456789"
@@ -279,6 +280,40 @@ def test_over_http_models_are_registered_and_unregistered_with_the_admin_token_a
         published.each_field_needed(["ModelRegistered", "ModelDeleted"], optional=[
             "ModelRegistered.note", "ModelDeleted.note", "ModelDeleted.unprofiled_models",
             "ModelDeleted.unprofiled_models_count"])
+
+
+def test_a_registration_named_as_the_profile_another_model_uses_must_say_it_shares_it(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # The config's "big" routes on the weights' profile "strong"; a model registered as
+    # "strong" without profile: took that learned quality at its own price (0 here).
+    config = tmp_path / "switchpoint.yaml"
+    text = config_text(fake, tmp_path / "data", CONFIG + "admin_token_env: SP_ADMIN\n")
+    config.write_text(text.replace("{name: strong,", "{name: big, profile: strong,"),
+                      encoding="utf-8")
+    settings = load_settings(config, environ={"SP_ADMIN": ADMIN})
+    app = create_app(settings, loader=loader, provider_env=KEYS)
+    with thread_server(app) as server:
+        refused = post(server, PATH, card(fake, "strong"), ADMIN)
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "name"
+        assert error["message"] == (
+            'name: model "strong" has no profile:, so it routes on the weights\' learned '
+            'profile of its name, "strong", which model "big" uses (its profile:): it takes '
+            "that model's learned quality, whatever it is and costs; to share that profile on "
+            'purpose, give profile: "strong" in the card, else give the profile it should '
+            "route on, or another name")
+        assert _models(server) == ["auto", "big", "runner", "cheap"]
+        assert stored(settings) == []
+        # Said in the card, it is taken: the model shares that profile on purpose.
+        made = post(server, PATH, card(fake, "strong", profile="strong"), ADMIN)
+        assert made.status_code == 201, made.text
+        assert made.json()["unprofiled_models"] == []
+        # Another name, or a profile of its own, is taken as ever.
+        assert post(server, PATH, card(fake, "other"), ADMIN).status_code == 201
+        assert post(server, PATH, card(fake, "cheap-twin", profile="cheap"),
+                    ADMIN).status_code == 201
+        assert _models(server)[-3:] == ["strong", "other", "cheap-twin"]
 
 
 def _delete(server: ThreadServer, name: str, key: str | None) -> httpx.Response:

@@ -20,6 +20,8 @@ from switchpoint.config import (
     GatewaySettings,
     Settings,
     load_settings,
+    shared_profile_note,
+    shared_profiles,
 )
 from switchpoint.errors import ConfigError, InvalidInputError, WeightsError
 from switchpoint.gateway.live import RouterFactory, checked_package
@@ -159,6 +161,23 @@ def test_a_catalog_built_in_python_takes_the_config_s_rules_of_fallbacks_and_bas
         Catalog([ModelCard(name="a", base_url="http:///v1")])
     assert hostless.value.field == "models.a.base_url"
     assert 'has no host, got "http:///v1"' in str(hostless.value)
+
+
+def test_a_model_named_as_another_s_profile_without_its_own_is_found_sharing_it(
+        tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, (
+        "models:\n  - {name: gpt-4o, profile: gpt-4-1106-preview}\n"
+        "  - {name: gpt-4-1106-preview}\n  - {name: grader, profile: gpt-4-1106-preview}\n"
+        "  - {name: mini, profile: gpt-3.5-turbo-1106}\n"
+        "  - {name: gpt-3.5-turbo-1106, profile: gpt-3.5-turbo-1106}\n")), environ={})
+    assert settings.models is not None
+    shared = shared_profiles(settings.models)
+    # (the one by its name alone, with the first that names it; one that says so is not)
+    assert [(m.name, o.name) for m, o in shared] == [("gpt-4-1106-preview", "gpt-4o")]
+    assert shared_profile_note(*shared[0]) == (
+        'model "gpt-4-1106-preview" has no profile:, so it routes on the weights\' learned '
+        'profile of its name, "gpt-4-1106-preview", which model "gpt-4o" uses (its profile:): '
+        "it takes that model's learned quality, whatever it is and costs")
 
 
 @pytest.mark.parametrize(("text", "expected"), [

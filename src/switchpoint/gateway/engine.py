@@ -77,7 +77,14 @@ from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint._redact import redact, remember, url_secrets
 from switchpoint.catalog import Catalog, model_names
-from switchpoint.config import MAPPING_CONFIG, GatewaySettings, Settings, load_settings
+from switchpoint.config import (
+    MAPPING_CONFIG,
+    GatewaySettings,
+    Settings,
+    load_settings,
+    shared_profile_note,
+    shared_profiles,
+)
 from switchpoint.decision import RoutingDecision, check_cost_weight
 from switchpoint.errors import (
     BudgetExceededError,
@@ -2830,8 +2837,9 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
     """What will make chat requests fail, or be accounted wrong, with these settings, as (key,
     message) pairs: no ``models:`` at all, a model whose key variable is unset (models and
     providers in ``skip`` have adapters of their own and are not checked), a model whose key
-    would cross the network over plain http, a model without prices (its answers would be
-    accounted as free)."""
+    would cross the network over plain http, a model routing on another's learned profile by
+    its name alone (:func:`~switchpoint.config.shared_profiles`: it would be routed as that
+    model), a model without prices (its answers would be accounted as free)."""
     if settings.models is None:
         return [("no-models", "chat is off: no `models:` are configured, so POST "
                               "/v1/chat/completions answers 503 no_upstream_configured until "
@@ -2869,6 +2877,12 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
                           f"{' and its '.join(secrets)} cross"
                           f"{'es' if len(secrets) == 1 else ''} the network unencrypted; use "
                           "https, or a loopback address for a proxy on this machine"))
+    # (the config's own: a registration that would is refused unless its card says profile:)
+    for model, owner in shared_profiles([m for m in settings.models if m.registered_at is None]):
+        found.append((f"profile\0{model.name}\0{owner.name}",
+                      f"{shared_profile_note(model, owner)}; give it the profile it should "
+                      f"route on (profile:), or profile: {model.name} to share that one on "
+                      "purpose"))
     for card in catalog.cards:
         if not card.priced:
             found.append((f"price\0{card.name}",

@@ -45,7 +45,14 @@ from switchpoint._messages import (
 )
 from switchpoint._redact import redact_url, url_secrets
 from switchpoint.catalog import MAX_CATALOG_MODELS
-from switchpoint.config import ModelEntry, Settings, check_catalog, check_experiments
+from switchpoint.config import (
+    ModelEntry,
+    Settings,
+    check_catalog,
+    check_experiments,
+    shared_profile_note,
+    shared_profiles,
+)
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
 from switchpoint.governance.reload_check import key_losses, losses_note
@@ -195,6 +202,7 @@ class RuntimeModels:
         with self._lock:
             settings = self.state.live().settings  # (503 while the router loads)
             self._check_free(settings, name)
+            _check_own_profile(entry, settings.models or [])
             self.learning.check_writable("the model", "nothing was registered")
             made = entry.registered(time.time())
             record = RuntimeModelRecord(name, made.registered_at or 0.0, json.dumps(
@@ -408,6 +416,19 @@ def registered_fault(exc: ConfigError, registered: Iterable[ModelEntry]) -> Conf
                 f"({unregister_hint(entry.name)}), or keep in the config what it "
                 "names"), problem=exc.problem)
     return exc
+
+
+def _check_own_profile(entry: ModelEntry, catalog: Sequence[ModelEntry]) -> None:
+    """Refuse registering ``entry`` when, without ``profile:``, it would route on the learned
+    profile another model of ``catalog`` uses (see :func:`~switchpoint.config.shared_profiles`):
+    a model registered at price 0 under GPT-4's profile name would take GPT-4's quality. The
+    card opts in by naming the profile."""
+    for model, owner in shared_profiles([*catalog, entry]):
+        if model is entry:
+            raise ConflictError(f"name: {shared_profile_note(model, owner)}; to share that "
+                                f"profile on purpose, give profile: "
+                                f"{json_quoted(model.name, 100)} in the card, else give the "
+                                "profile it should route on, or another name", param="name")
 
 
 def not_registered(name: str, settings: Settings, registered: Iterable[str]
