@@ -159,6 +159,10 @@ def test_a_row_that_cannot_be_read_is_skipped_at_start_listed_unreadable_and_end
         assert gateway.route(math_prompt(7), tenant="globex").experiment == "kept"
         with pytest.raises(ConflictError, match="cannot be read, so it does not run"):
             gateway.create_ab_test("torn")
+        with pytest.raises(ConflictError, match="cannot be read from data_dir, so it does not "
+                                                "run and this service cannot end it; end it "
+                                                "with the service stopped"):
+            gateway.end_ab_test("torn")
     warned = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
     assert any(w.startswith('experiment "torn", created at run time at ') and
                "experiment: is not valid JSON (" in w and

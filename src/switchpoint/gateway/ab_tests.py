@@ -432,6 +432,12 @@ class RuntimeExperiments:
                                 "which ended; the one running now under that name was created "
                                 f"at {when(row_created(self.running[name]))}: pass its name "
                                 "to end it", param="name")
+        if name in self.unreadable:
+            raise ConflictError(f"name: experiment {shown}, created at run time at "
+                                f"{when(self.unreadable[name])}, cannot be read from data_dir, "
+                                "so it does not run and this service cannot end it; end it "
+                                f"with the service stopped (`switchpoint experiments end "
+                                f"{name}`)", param="name")
         raise not_running(name, self.state.settings, self.running,
                           {n: at for n, (_, at) in self.ended.items()})
 
