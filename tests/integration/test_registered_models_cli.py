@@ -23,7 +23,7 @@ import pytest
 
 from switchpoint.cli import main
 from switchpoint.config import Settings
-from switchpoint.errors import ConfigError, ModelNotFoundError
+from switchpoint.errors import ConfigError, ConflictError, ModelNotFoundError
 from switchpoint.governance.keys import KeySpec, KeyStore
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.learning_env import learning_server, package, post, settings_for
@@ -203,7 +203,7 @@ def test_list_flags_a_registered_model_the_config_comes_to_list_and_unregister_r
 
 
 def test_a_row_that_is_not_json_is_skipped_at_start_listed_unreadable_and_unregistered(
-        made: Settings, capsys: pytest.CaptureFixture[str],
+        made: Settings, fake: FakeProviderProcess, capsys: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:
     with closing(sqlite3.connect(made.db_path)) as db, db:
         db.execute("INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)",
@@ -214,6 +214,20 @@ def test_a_row_that_is_not_json_is_skipped_at_start_listed_unreadable_and_unregi
             _gateway(made) as gateway:  # the others are served; the torn rows skipped
         assert gateway.router.catalog.names == ["strong", "runner", "cheap", "free", "spare",
                                                 "backup"]
+        # Its name stays taken, and only the command line takes it out: each says so.
+        rows = _rows(made)
+        with pytest.raises(ConflictError) as taken:
+            gateway.register_model(card(fake, "torn"))
+        said = str(taken.value)
+        assert taken.value.param == "name" and said.startswith(
+            'name: model "torn" was registered at run time at '), said
+        assert said.endswith("no longer reads as a model, so it is not served; pick another "
+                             "name, or unregister that one with the service stopped "
+                             "(`switchpoint models unregister torn`)"), said
+        with pytest.raises(ConflictError, match="so this service cannot unregister it; "
+                                                "unregister it with the service stopped"):
+            gateway.unregister_model("binary")
+        assert _rows(made) == rows
     warned = [r.getMessage() for r in caplog.records if "no longer reads" in r.getMessage()]
     assert any(w.startswith('model "torn", registered at run time at ') and
                "card: is not valid JSON (" in w for w in warned), warned

@@ -129,6 +129,9 @@ class RuntimeModels:
         # Replaced whole (never changed in place), under the state's swap lock, as one is
         # registered, unregistered or dropped for a config model of its name.
         self.registered: tuple[ModelEntry, ...] = ()
+        # Those the store keeps that do not read as a model (skipped, with a warning): when
+        # each was registered. Their names stay taken until the command line unregisters them.
+        self.unreadable: Mapping[str, float] = {}
         self._lock = threading.Lock()  # one registration or removal at a time
         self._unserved_warned = False
         state.extends.append(self.extend)
@@ -141,8 +144,10 @@ class RuntimeModels:
         if reader is None:
             return
         registered = []
+        unreadable: dict[str, float] = {}
         for kept in kept_models(reader):
             if kept.entry is None:
+                unreadable[kept.name] = kept.registered_at
                 log.warning("model %s, registered at run time at %s, no longer reads as a "
                             "model (%s) and is not served; unregister it with the service "
                             "stopped (`switchpoint models unregister %s`) and register it "
@@ -151,7 +156,7 @@ class RuntimeModels:
                             kept.problem, kept.name)
                 continue
             registered.append(kept.entry)
-        self.registered = tuple(registered)
+        self.registered, self.unreadable = tuple(registered), unreadable
 
     def extend(self, settings: Settings) -> Settings:
         """``settings`` (read from the config) with the registered models after the config's
@@ -241,12 +246,21 @@ class RuntimeModels:
         if any(m.name == name for m in settings.models):
             raise ConflictError(f"name: model {shown} is in the config; pick another name (or "
                                 "change that one in the config and reload)", param="name")
+        if name in self.unreadable:
+            raise ConflictError(f"name: {self._unreadable_words(name)}; pick another name, or "
+                                "unregister that one with the service stopped (`switchpoint "
+                                f"models unregister {name}`)", param="name")
         if len(self.registered) >= MAX_REGISTERED_MODELS:
             raise ConflictError(f"card: {len(self.registered)} models are registered at run "
                                 f"time already, the most there may be "
                                 f"({MAX_REGISTERED_MODELS}); unregister one first "
                                 f"({unregister_hint('NAME')}), or list models in the "
                                 "config", param="card")
+
+    def _unreadable_words(self, name: str) -> str:
+        return (f"model {json_quoted(name, 100)} was registered at run time at "
+                f"{when(self.unreadable[name])} and data_dir keeps it, but it no longer reads "
+                "as a model, so it is not served")
 
     def unregister(self, name: object) -> dict[str, Any]:
         """Take model ``name``, registered at run time, out of the catalog and the store: no
@@ -259,6 +273,11 @@ class RuntimeModels:
         assert isinstance(name, str)
         with self._lock:
             live = self.state.live()
+            if name in self.unreadable and not any(m.name == name for m in self.registered):
+                raise ConflictError(f"name: {self._unreadable_words(name)}, so this service "
+                                    "cannot unregister it; unregister it with the service "
+                                    f"stopped (`switchpoint models unregister {name}`)",
+                                    param="name")
             if not any(m.name == name for m in self.registered):
                 raise not_registered(name, live.settings, (m.name for m in self.registered))
             keys = self.keys()
