@@ -722,14 +722,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="switchpoint",
         description="Route each LLM request to the model minimising expected error + λ·cost.",
     )
+    # The limits come from _limits, not from the modules enforcing them: those import the
+    # config, SQLite and asyncio, which every command (--help too) would load for a number.
+    from switchpoint._limits import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_RETENTION_DAYS
     from switchpoint._version import __version__
     from switchpoint.catalog import MAX_TOKENS
     from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
     from switchpoint.governance.cli import DATA_DIR_HELP
-    from switchpoint.labelling import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
     from switchpoint.policies import POLICIES, policy_class
     from switchpoint.router import MAX_BATCH
-    from switchpoint.store.retention import MAX_RETENTION_DAYS
     from switchpoint.training import DEFAULT_EMBEDDER_ID
     from switchpoint.weights import bundled_policies
 

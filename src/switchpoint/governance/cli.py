@@ -546,14 +546,16 @@ def _common(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int
 
 def add_commands(sub: Any) -> None:
     """Register ``keys`` and ``report`` on the main parser's subcommands."""
-    from switchpoint.catalog import MAX_TOKENS
-    from switchpoint.decision import MAX_COST_WEIGHT
-    from switchpoint.governance.reports import (
+    # From _limits, not the reports and settings that enforce them: those import the config.
+    from switchpoint._limits import (
         MAX_REQUESTS_PER_HOUR,
+        MAX_RPM,
         MAX_SINCE_HOURS,
+        MAX_TPM,
         SINCE_HOURS,
     )
-    from switchpoint.governance.settings import MAX_RPM, MAX_TPM
+    from switchpoint.catalog import MAX_TOKENS
+    from switchpoint.decision import MAX_COST_WEIGHT
 
     keys = sub.add_parser("keys", help="client keys: create, list, show, revoke, rotate, clock")
     ks = keys.add_subparsers(dest="keys_command", required=True)

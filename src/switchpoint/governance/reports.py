@@ -42,6 +42,9 @@ import numpy as np
 
 from switchpoint._admitted import admitted_by
 from switchpoint._json import lone_surrogate
+from switchpoint._limits import MAX_REQUESTS_PER_HOUR as MAX_REQUESTS_PER_HOUR
+from switchpoint._limits import MAX_SINCE_HOURS as MAX_SINCE_HOURS
+from switchpoint._limits import SINCE_HOURS as SINCE_HOURS
 from switchpoint._messages import json_quoted, listed_names, one_of, people_number
 from switchpoint._numbers import checked_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard, check_token_counts
@@ -214,15 +217,6 @@ def _period_seconds(period: str) -> float:
                                           f"one of {one_of(REPORT_PERIODS)}")
     return REPORT_PERIODS[period]
 
-
-#: The most a forecast or an SLA report takes (the HTTP reports' bounds too): a billion
-#: requests an hour, a request of MAX_TOKENS tokens each way, a window of a year. Past them a
-#: forecast overflowed to infinity.
-MAX_REQUESTS_PER_HOUR = 1e9
-MAX_SINCE_HOURS = 24 * 366
-#: What an SLA report's window (``since_hours``) may be, in words (for the messages that refuse
-#: one, the report's and the command line's, and its option's help).
-SINCE_HOURS = f"a number of hours more than 0 and at most {MAX_SINCE_HOURS:,} (366 days)"
 
 
 def _number(value: object, name: str, *, integer: bool = False,

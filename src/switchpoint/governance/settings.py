@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from switchpoint._limits import MAX_RPM as MAX_RPM
+from switchpoint._limits import MAX_TPM as MAX_TPM
 from switchpoint._messages import json_quoted
 from switchpoint._numbers import Boolean, Integer, Real
 from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_TOKENS
@@ -59,10 +61,6 @@ from switchpoint.learning.events import DEFAULT_TENANT
 if TYPE_CHECKING:
     pass
 
-# The largest rate limits a tenant or key may set: far beyond any one gateway's traffic, and
-# well inside the 64-bit integers the key store keeps them as.
-MAX_RPM = 10_000_000
-MAX_TPM = 10_000_000_000
 # The most model calls in flight a tenant's share may be (gateway.max_in_flight_per_tenant, a
 # tenant's own max_in_flight): far beyond the connections any one gateway holds.
 MAX_IN_FLIGHT = 1_000_000

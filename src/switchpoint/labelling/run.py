@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import switchpoint.labelling.journal as jr
 from switchpoint._files import LinkError, output_target, path_problem, same_file, within
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
+from switchpoint._limits import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY
+from switchpoint._limits import MAX_CONCURRENCY as MAX_CONCURRENCY
 from switchpoint._messages import (
     STDIN,
     got,
@@ -64,8 +66,6 @@ if TYPE_CHECKING:
     from switchpoint.gateway.results import ChatCompletion
 
 NoteFn = Callable[[str], None]
-DEFAULT_CONCURRENCY = 4
-MAX_CONCURRENCY = 256
 # Failures the summary spells out one by one (the journal holds them all).
 SHOWN_FAILURES = 5
 

@@ -54,6 +54,7 @@ from switchpoint._files import (
     served,
     side_file,
 )
+from switchpoint._limits import MAX_RETENTION_DAYS as MAX_RETENTION_DAYS
 from switchpoint._messages import json_quoted, people_number, quoted_path
 from switchpoint.errors import StoreError
 from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME, checkpoint_position
@@ -117,8 +118,6 @@ BESIDE_SERVICE = ("a service is serving from this data_dir: its feedback log is 
                   "service first")
 
 
-#: The longest retention taken (a century): a longer one, infinity included, deletes nothing.
-MAX_RETENTION_DAYS = 36_525
 #: What a retention may be, in words (for the messages that refuse one).
 RETENTION_DAYS = f"a number of days > 0 and at most {people_number(MAX_RETENTION_DAYS)}"
 

@@ -1,0 +1,51 @@
+"""What starting up imports stays what it needs: every command builds the whole parser and
+``switchpoint serve`` is started in many subprocesses, so a heavy import pulled in for a
+constant is paid by every command. Each check runs a fresh interpreter and reads its
+``sys.modules``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+# What building the parser (--help, and the start of every command) must not import: the
+# config and its YAML, the store and SQLite, the labelling run and asyncio, the governance
+# reports, and everything of the gateway and the server.
+NOT_FOR_THE_PARSER = (
+    "asyncio", "fastapi", "httpx", "onnxruntime", "sqlite3", "uvicorn", "yaml",
+    "switchpoint.config", "switchpoint.gateway", "switchpoint.governance.reports",
+    "switchpoint.labelling", "switchpoint.server", "switchpoint.store",
+)
+
+
+def loaded_after(script: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``script``."""
+    done = subprocess.run(
+        [sys.executable, "-c", script + "\nimport json, sys\n"
+         "print(json.dumps(sorted(sys.modules)))"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_the_parser_imports_nothing_a_command_has_not_asked_for() -> None:
+    loaded = loaded_after("from switchpoint.cli import build_parser\n"
+                          "build_parser().format_help()")
+    assert "switchpoint.governance.cli" in loaded  # its commands are built, as --help shows
+    assert sorted(m for m in loaded if any(m == n or m.startswith(n + ".")
+                                           for n in NOT_FOR_THE_PARSER)) == []
+
+
+def test_the_limits_the_help_quotes_are_the_ones_enforced() -> None:
+    from switchpoint import _limits
+    from switchpoint.governance import reports, settings
+    from switchpoint.labelling import run
+    from switchpoint.store import retention
+
+    assert (run.DEFAULT_CONCURRENCY, run.MAX_CONCURRENCY) == (4, 256)
+    assert retention.MAX_RETENTION_DAYS is _limits.MAX_RETENTION_DAYS
+    assert (reports.MAX_REQUESTS_PER_HOUR, reports.MAX_SINCE_HOURS) == (1e9, 24 * 366)
+    assert (settings.MAX_RPM, settings.MAX_TPM) == (10_000_000, 10_000_000_000)
