@@ -9,15 +9,18 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 # What building the parser (--help, and the start of every command) must not import: the
 # config and its YAML, the store and SQLite, the labelling run and asyncio, the governance
-# reports, and everything of the gateway and the server.
+# settings' and reports' modules, and everything of the gateway and the server.
 NOT_FOR_THE_PARSER = (
     "asyncio", "fastapi", "httpx", "onnxruntime", "sqlite3", "uvicorn", "yaml",
     "switchpoint.config", "switchpoint.gateway", "switchpoint.governance.reports",
-    "switchpoint.labelling", "switchpoint.server", "switchpoint.store",
+    "switchpoint.governance.settings", "switchpoint.labelling", "switchpoint.server",
+    "switchpoint.store",
 )
 
 
@@ -37,6 +40,26 @@ def test_the_parser_imports_nothing_a_command_has_not_asked_for() -> None:
     assert "switchpoint.governance.cli" in loaded  # its commands are built, as --help shows
     assert sorted(m for m in loaded if any(m == n or m.startswith(n + ".")
                                            for n in NOT_FOR_THE_PARSER)) == []
+
+
+@pytest.mark.parametrize(("name", "module"), [
+    ("SLAConfig", "switchpoint.governance.settings"),
+    ("GovernanceSettings", "switchpoint.governance.settings"),
+    ("parse_budgets", "switchpoint.governance.budgets"),
+    ("KeyStore", "switchpoint.governance.keys"),
+])
+def test_the_governance_names_load_on_use(name: str, module: str) -> None:
+    import switchpoint.governance as governance
+
+    value = getattr(governance, name)
+    assert value.__module__ == module
+    assert name in governance.__all__
+
+
+def test_sla_config_is_the_sla_settings() -> None:
+    from switchpoint.governance import SLAConfig, SLASettings
+
+    assert SLAConfig is SLASettings
 
 
 def test_the_limits_the_help_quotes_are_the_ones_enforced() -> None:

@@ -26,23 +26,31 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from switchpoint.governance.budgets import Budget, parse_budget, parse_budgets
-from switchpoint.governance.settings import (
-    BudgetSettings,
-    EscalationSettings,
-    GovernanceSettings,
-    SLASettings,
-    TenantSettings,
-)
-
 if TYPE_CHECKING:
+    from switchpoint.governance.budgets import Budget, parse_budget, parse_budgets
     from switchpoint.governance.governor import Governor, Policy, Principal
     from switchpoint.governance.keys import IssuedKey, KeyRecord, KeySpec, KeyStore
     from switchpoint.governance.ledger import Ledger
     from switchpoint.governance.reports import Reports
+    from switchpoint.governance.settings import (
+        BudgetSettings,
+        EscalationSettings,
+        GovernanceSettings,
+        SLASettings,
+        TenantSettings,
+    )
 
-# The settings are read by the config itself; the rest imports the config, so it loads on use.
-_LAZY = {"Governor": "governor", "Policy": "governor", "Principal": "governor",
+    SLAConfig = SLASettings
+
+# Every name loads on use: the command line imports switchpoint.governance.cli for every
+# command (--help too), and the settings alone would bring pydantic's models and the learning
+# config with them. SLAConfig is SLASettings under the name other routers use
+# (max_latency_ms, budget_per_hour_usd, min_quality_score, auto_escalate_on_breach).
+_LAZY = {"Budget": "budgets", "parse_budget": "budgets", "parse_budgets": "budgets",
+         "BudgetSettings": "settings", "EscalationSettings": "settings",
+         "GovernanceSettings": "settings", "SLASettings": "settings",
+         "TenantSettings": "settings", "SLAConfig": "settings",
+         "Governor": "governor", "Policy": "governor", "Principal": "governor",
          "IssuedKey": "keys", "KeyRecord": "keys", "KeySpec": "keys", "KeyStore": "keys",
          "Ledger": "ledger", "Reports": "reports"}
 
@@ -51,12 +59,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'switchpoint.governance' has no attribute {name!r}")
-    return getattr(import_module(f"switchpoint.governance.{module}"), name)
+    return getattr(import_module(f"switchpoint.governance.{module}"),
+                   "SLASettings" if name == "SLAConfig" else name)
 
-
-SLAConfig = SLASettings
-"""The SLA's settings under the name other routers use (``max_latency_ms``,
-``budget_per_hour_usd``, ``min_quality_score``, ``auto_escalate_on_breach``)."""
 
 __all__ = [
     "Budget",
