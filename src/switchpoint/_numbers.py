@@ -26,11 +26,8 @@ import numbers
 import re
 from decimal import Decimal
 from fractions import Fraction
-from typing import Annotated
 
 import numpy as np
-from pydantic import AfterValidator, BeforeValidator
-from pydantic_core import PydanticCustomError
 
 from switchpoint._json import as_float
 from switchpoint._messages import cut, json_quoted, past_floats
@@ -170,37 +167,7 @@ TOO_MANY_DIGITS = (f"is a whole number of more than {_MAX_INTEGER_DIGITS} digits
                    "any value taken here")
 
 
-def a_number(value: object) -> object:
-    """``value`` unchanged when it is a number, else an error: never a boolean
-    (:func:`not_a_boolean`), never text (the string ``"1"``, which pydantic's lax mode would
-    read as 1: a JSON body's price sent as text is more likely a mistake than a number), never
-    NaN (told it must be finite, not that it is out of range)."""
-    not_a_boolean(value)
-    if isinstance(value, str | bytes | bytearray):
-        text = value if isinstance(value, str) else None
-        hint = (" (text: write the number without quotes)"
-                if text is not None and number_text(text) is not None else "")
-        raise ValueError(f"must be a number, got {json_quoted(value)}{hint}")
-    real = real_number(value)
-    if real is not None and math.isnan(real):
-        raise PydanticCustomError("finite_number", "must be a finite number")
-    return value
-
-
-#: A config field's integer: any integer the field's bounds take, never a boolean.
-Integer = Annotated[int, BeforeValidator(not_a_boolean)]
 def unsigned_zero(value: float) -> float:
     """``value``, ``-0.0`` as ``0.0`` (see the module's docstring)."""
     return value + 0.0  # -0.0 + 0.0 is 0.0
 
-
-#: A config field's real number: any number the field's bounds take, never a boolean, and
-#: ``-0.0`` as ``0.0``.
-Real = Annotated[float, BeforeValidator(not_a_boolean), AfterValidator(unsigned_zero)]
-#: A number a model's card gives (a price, a context window), which a registration's JSON
-#: body gives too: :data:`Real` and :data:`Integer` that take no text and no NaN
-#: (:func:`a_number`).
-StrictReal = Annotated[float, BeforeValidator(a_number), AfterValidator(unsigned_zero)]
-StrictInteger = Annotated[int, BeforeValidator(a_number)]
-#: A config field's boolean: ``true`` or ``false``, never a number nor a string.
-Boolean = Annotated[bool, BeforeValidator(only_a_boolean)]

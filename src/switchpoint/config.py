@@ -72,6 +72,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from switchpoint._config_numbers import Boolean, Integer, Real, StrictInteger, StrictReal
 from switchpoint._files import path_problem, unnameable
 from switchpoint._messages import (
     cut,
@@ -83,7 +84,7 @@ from switchpoint._messages import (
     quoted_path,
 )
 from switchpoint._messages import reason as describe
-from switchpoint._numbers import Boolean, Integer, Real, StrictInteger, StrictReal, boolean_text
+from switchpoint._numbers import boolean_text
 from switchpoint._redact import redact_url
 from switchpoint.catalog import (
     DEFAULT_OUTPUT_TOKENS,

@@ -15,13 +15,27 @@ from tests.conftest import REPO_ROOT
 
 # What building the parser (--help, and the start of every command) must not import: the
 # config and its YAML, the store and SQLite, the labelling run and asyncio, the governance
-# settings' and reports' modules, and everything of the gateway and the server.
+# settings' and reports' modules, pydantic, and everything of the gateway and the server.
 NOT_FOR_THE_PARSER = (
-    "asyncio", "fastapi", "httpx", "onnxruntime", "sqlite3", "uvicorn", "yaml",
+    "asyncio", "fastapi", "httpx", "onnxruntime", "pydantic", "sqlite3", "uvicorn", "yaml",
     "switchpoint.config", "switchpoint.gateway", "switchpoint.governance.reports",
     "switchpoint.governance.settings", "switchpoint.labelling", "switchpoint.server",
     "switchpoint.store",
 )
+
+# What the library's routing (``import switchpoint``: the router, the weights, fitting) must
+# not import: the config's pydantic models, the gateway and its HTTP client, the server, the
+# store, and the embedder's runtime until an embedder runs.
+NOT_FOR_ROUTING = (
+    "asyncio", "fastapi", "httpx", "onnxruntime", "pydantic", "sqlite3", "uvicorn", "yaml",
+    "switchpoint.config", "switchpoint.gateway", "switchpoint.governance", "switchpoint.server",
+    "switchpoint.store",
+)
+
+
+def among(loaded: set[str], names: tuple[str, ...]) -> list[str]:
+    """The modules of ``loaded`` that are one of ``names`` or inside one of them."""
+    return sorted(m for m in loaded if any(m == n or m.startswith(n + ".") for n in names))
 
 
 def loaded_after(script: str) -> set[str]:
@@ -38,8 +52,13 @@ def test_the_parser_imports_nothing_a_command_has_not_asked_for() -> None:
     loaded = loaded_after("from switchpoint.cli import build_parser\n"
                           "build_parser().format_help()")
     assert "switchpoint.governance.cli" in loaded  # its commands are built, as --help shows
-    assert sorted(m for m in loaded if any(m == n or m.startswith(n + ".")
-                                           for n in NOT_FOR_THE_PARSER)) == []
+    assert among(loaded, NOT_FOR_THE_PARSER) == []
+
+
+def test_importing_switchpoint_loads_what_routing_needs_alone() -> None:
+    loaded = loaded_after("import switchpoint\nswitchpoint.Router, switchpoint.load_router")
+    assert "numpy" in loaded  # the router's own
+    assert among(loaded, NOT_FOR_ROUTING) == []
 
 
 @pytest.mark.parametrize(("name", "module"), [

@@ -49,10 +49,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from switchpoint._config_numbers import Boolean, Integer, Real
 from switchpoint._limits import MAX_RPM as MAX_RPM
 from switchpoint._limits import MAX_TPM as MAX_TPM
 from switchpoint._messages import json_quoted
-from switchpoint._numbers import Boolean, Integer, Real
 from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_TOKENS
 from switchpoint.governance.budgets import MAX_BUDGET_USD, check_curve, parse_budgets
 from switchpoint.learning.config import MemoryConfig, check_name

@@ -42,8 +42,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from switchpoint._config_numbers import Boolean, Integer, Real
 from switchpoint._messages import json_quoted, one_of
-from switchpoint._numbers import Boolean, Integer, Real
 from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.events import MAX_TENANTS
