@@ -31,6 +31,7 @@ from switchpoint.records import RecordSet, parse_records
 from switchpoint.router import Router
 from switchpoint.training import fit
 from switchpoint.weights import WeightsPackage, load_weights
+from tests.bytecode import compile_sources
 from tests.head_start import MARKER, HeadStart, begin_all, last
 from tests.shards import assign, file_of, merge_durations, parse_shard, read_durations
 from tests.tls_context import shared as shared_tls_context
@@ -149,6 +150,9 @@ def shared_data() -> Path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The interpreters the tests start read src's bytecode compiled once, here, rather than
+    # compile it each (see tests/bytecode.py).
+    compile_sources(REPO_ROOT / "src")
     config.addinivalue_line("markers", f"{MARKER}(command): run command(workdir) from the "
                             "session's start at a low priority; the test runs last and "
                             "takes it as the head_start fixture (see tests/head_start.py)")
