@@ -1825,3 +1825,18 @@ def test_an_sla_report_s_window_is_refused_quoted_as_typed_with_its_bounds(
         f'argument --since-hours: "{hours}" {why}: give a number of hours more than 0 and at '
         "most 8,784 (366 days)"), err
     assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_python_m_switchpoint_runs_the_command_line() -> None:
+    # For an environment whose scripts folder is not on PATH: the same commands, the same
+    # program name in their messages.
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    version = subprocess.run([sys.executable, "-m", "switchpoint", "--version"],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip().startswith("switchpoint ")
+    bad = subprocess.run([sys.executable, "-m", "switchpoint", "route", PROMPT,
+                          "--cost-weight", "-3"], capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert bad.returncode == 2
+    assert 'switchpoint route: error: argument --cost-weight: "-3" is out of range' in bad.stderr
