@@ -754,3 +754,36 @@ def test_an_older_key_store_too_big_to_read_upgraded_says_to_let_a_writer_upgrad
             "then run this command again)") in err, err
     assert "Traceback" not in err
     assert _folder(data_dir) == before
+
+
+def test_an_older_key_store_whose_log_is_too_big_to_read_upgraded_is_refused_too(
+        config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound on what is copied into memory counts the -wal the copy takes in with the
+    file: a small file beside a large log is refused as a large file is, the folder left as
+    it was."""
+    from switchpoint.store import sqlite as sqlite_module
+
+    data_dir = config.parent / "data"
+    _key_store_of_schema(data_dir, 2)
+    path = data_dir / "keys.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:  # (rows left in the -wal: a snapshot of both files taken while it is open)
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("UPDATE keys SET tenant = ?", ("t" * 20_000,))
+        files = {p.name: p.read_bytes() for p in data_dir.iterdir() if not p.name.endswith("-shm")}
+    finally:
+        writer.close()
+    for p in data_dir.iterdir():
+        p.unlink()
+    for name, data in files.items():
+        (data_dir / name).write_bytes(data)
+    main, wal = len(files["keys.db"]), len(files["keys.db-wal"])
+    assert wal > 2 * main, (main, wal)
+    before = _folder(data_dir)
+    monkeypatch.setattr(sqlite_module, "MAX_UPGRADE_COPY_BYTES", main + 1024)
+    code, out, err = run(["keys", "list", "--config", config], capsys)
+    assert code == 2 and out == "", (out, err)
+    assert "the file with its -wal (0 MiB) is too big to be read upgraded" in err, err
+    assert "Traceback" not in err
+    assert {n: b for n, b in _folder(data_dir).items() if not n.endswith("-shm")} == before

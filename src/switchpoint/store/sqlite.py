@@ -244,9 +244,19 @@ def read_store(path: str | Path, gone: Gone | None = None) -> sqlite3.Connection
     return conn
 
 
-#: The largest file of an older schema a reader copies into memory to read it upgraded (see
-#: :func:`read_upgraded`).
+#: The most bytes of a file of an older schema and its ``-wal`` together that a reader copies
+#: into memory to read it upgraded (see :func:`read_upgraded`).
 MAX_UPGRADE_COPY_BYTES = 64 * 2**20
+
+
+def _size_with_log(path: str | Path) -> int:
+    """The bytes of the database ``path`` and of the ``-wal`` beside it (if any), which a copy
+    of it takes in together."""
+    try:
+        log_size = os.path.getsize(f"{path}-wal")
+    except FileNotFoundError:
+        log_size = 0
+    return os.path.getsize(path) + log_size
 
 
 def read_upgraded(path: str | Path, migrations: Mapping[int, str], *,
@@ -257,22 +267,22 @@ def read_upgraded(path: str | Path, migrations: Mapping[int, str], *,
     older schema is copied into memory and the copy upgraded (its readers then find every
     table and column they ask for), the file left as it was, to be upgraded by the next
     writer opening it. A file of a newer schema is :class:`NewerSchemaError` (``newer`` says
-    what to do); an older one past :data:`MAX_UPGRADE_COPY_BYTES`,
-    :class:`UpgradeNeededError`, saying to let a writer upgrade it first."""
+    what to do); an older one past :data:`MAX_UPGRADE_COPY_BYTES` (the file and its ``-wal``
+    together), :class:`UpgradeNeededError`, saying to let a writer upgrade it first."""
     latest = max(migrations)
     conn = read_only(path)
     try:
         version = _schema_version(conn, latest, newer)
         if version == latest:
             return conn
-        size = os.path.getsize(path)
+        size = _size_with_log(path)
         if size > MAX_UPGRADE_COPY_BYTES:
             raise UpgradeNeededError(
                 f"its schema version {version} is older than this switchpoint's {latest}, and "
-                f"the file ({size / 2**20:.0f} MiB) is too big to be read upgraded in memory "
-                f"(at most {MAX_UPGRADE_COPY_BYTES // 2**20} MiB) by a command that writes "
-                "nothing: start the service once (or run a command that writes the file) to "
-                "upgrade it, then run this command again")
+                f"the file with its -wal ({size / 2**20:.0f} MiB) is too big to be read "
+                f"upgraded in memory (at most {MAX_UPGRADE_COPY_BYTES // 2**20} MiB) by a "
+                "command that writes nothing: start the service once (or run a command that "
+                "writes the file) to upgrade it, then run this command again")
         copy = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         try:
             conn.backup(copy)
