@@ -5,7 +5,8 @@ turns one pydantic error into ``must be >= 0, got -1`` (``got(-1)`` is its ``, g
 any check of a field says what it was sent); ``plural(3, "prompt")`` is ``3 prompts``;
 ``unprintable(name)`` finds a character a terminal would not show as itself, and
 ``printable(text)`` writes each such character as ``\\uXXXX``; ``one_of(("day", "week"))`` is
-``"day" or "week"``, the fixed values a message offers to choose from.
+``"day" or "week"``, the fixed values a message offers to choose from; ``named_path`` and
+``command`` write a way out a message names (a route's path, a command line) as it is sent.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import json
 import math
 import numbers
 import re
+import shlex
 import sys
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -560,6 +563,19 @@ def invalid_at(param: str, path: str, message: str) -> InvalidInputError:
     if path != param:
         error.args = (f"{printable(path)}: {message}",)
     return error
+
+
+def named_path(route: str, name: str) -> str:
+    """The path of ``route``'s item ``name`` (``/v1/router/models/NAME``), the name %-escaped as a
+    URL writes it (a space, ``?``, ``#`` or ``%`` would otherwise end the path or read as an
+    escape); its ``/`` stay, as a route taking a path reads them."""
+    return f"{route}/{quote(name, safe='/')}"
+
+
+def command(*words: str) -> str:
+    """The command line ``words`` (``switchpoint models unregister NAME``) in backquotes, each
+    word quoted for a shell where it needs it, so that it names what it names when pasted."""
+    return f"`{shlex.join(words)}`"
 
 
 def plural(n: int, noun: str) -> str:

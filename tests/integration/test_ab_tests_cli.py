@@ -190,6 +190,30 @@ def test_a_row_that_cannot_be_read_is_skipped_at_start_listed_unreadable_and_end
     assert [row[0] for row in _rows(made) if row[4] is None] == ["kept"]
 
 
+def test_the_way_out_a_kept_experiment_names_is_written_as_it_is_sent(
+        made: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    # A kept row whose name holds a space, "?", "#" or "%" (written into data_dir by hand): the
+    # path a refusal names %-escapes it (it was the name as it is, a path ending at its "?")
+    # and the command quotes it for a shell, as a registered model's way out is written.
+    with sqlite3.connect(made.db_path) as db:
+        db.execute("INSERT INTO runtime_experiments (name, created, experiment) "
+                   "VALUES (?, ?, ?)", ("torn #1", 1.7e9, '{"arms": {"a'))
+    db.close()
+    with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"), _gateway(made):
+        pass
+    warned = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert any("(`switchpoint experiments end 'torn #1'`)" in w for w in warned), warned
+    with sqlite3.connect(made.db_path) as db:
+        db.execute("INSERT INTO runtime_experiments (name, created, experiment) "
+                   "VALUES (?, ?, ?)", ("old 50%?", 1.7e9, '{"arms": 5}'))
+    db.close()
+    with pytest.raises(ConfigError, match="no longer reads as one") as refused:
+        _gateway(made)
+    message = str(refused.value)
+    assert "DELETE /v1/router/experiments/old%2050%25%3F while the service runs" in message
+    assert "`switchpoint experiments end 'old 50%?'` while it is stopped" in message
+
+
 @pytest.mark.parametrize(("name", "words"), [
     ("thrift", 'experiment "thrift" is in the config, not created at run time'),
     ("after", 'experiment "after" ended already, at '),

@@ -32,11 +32,13 @@ from pydantic import ValidationError
 
 from switchpoint._args import expect
 from switchpoint._messages import (
+    command,
     entry_param,
     invalid_at,
     json_quoted,
     key_path,
     listed_names,
+    named_path,
     reason,
 )
 from switchpoint.config import ModelEntry, Settings, check_experiments
@@ -80,10 +82,26 @@ STRATEGIES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
 ARM_SETTINGS = ("policy", "cost_weight", "models")
 #: The argument keyed by names the caller chose: an error inside it names the arm's path.
 ARMS = frozenset({"arms"})
-#: How a run-time experiment is ended, for the errors that say so: by the service (or the
-#: Python program) that runs it, or from the command line while none runs.
-END_HINT = ("Gateway.end_ab_test or DELETE /v1/router/experiments/{0} while the service runs, "
-            "`switchpoint experiments end {0}` while it is stopped")
+
+
+def end_command(name: str) -> str:
+    """The command line that ends run-time experiment ``name`` while the service is stopped,
+    quoted for a shell."""
+    return command("switchpoint", "experiments", "end", name)
+
+
+def experiment_path(name: str) -> str:
+    """The path of experiment ``name`` (which ``DELETE`` ends, ``GET`` reports), written as it
+    is sent (see :func:`~switchpoint._messages.named_path`)."""
+    return named_path("/v1/router/experiments", name)
+
+
+def end_hint(name: str) -> str:
+    """How run-time experiment ``name`` is ended, for the errors that say so: by the service
+    (or the Python program) that runs it, or from the command line while none runs, each
+    written so that it names it as it is sent."""
+    return (f"Gateway.end_ab_test or DELETE {experiment_path(name)} while the service runs, "
+            f"{end_command(name)} while it is stopped")
 
 
 @dataclass(frozen=True)
@@ -302,12 +320,12 @@ class RuntimeExperiments:
                     f"an experiment named {json_quoted(name, 100)} was created at run time "
                     f"({when(row_created(experiment))}) and is running, so the config may "
                     "not list one of that name: rename the config's, or end the run-time one "
-                    f"first ({END_HINT.format(name)}), then reload (or start)"))
+                    f"first ({end_hint(name)}), then reload (or start)"))
         if len(config) + len(running) > MAX_EXPERIMENTS:
             raise ConfigError("experiments", (
                 f"the config lists {len(config)} experiments and {len(running)} more were "
                 f"created at run time, over the {MAX_EXPERIMENTS} there may be in all: list "
-                f"fewer, or end run-time ones first ({END_HINT.format('NAME')})"))
+                f"fewer, or end run-time ones first ({end_hint('NAME')})"))
         merged = settings.model_copy(update={"experiments": {**config, **running}})
         try:
             check_experiments(merged)
@@ -318,7 +336,7 @@ class RuntimeExperiments:
                 raise
             raise ConfigError(exc.key, (
                 f"{exc.reason} ({json_quoted(made, 100)} was created at run time: keep in "
-                f"the config what it names, or end it first ({END_HINT.format(made)}))"),
+                f"the config what it names, or end it first ({end_hint(made)}))"),
                               problem=exc.problem) from None
         return merged
 
@@ -368,13 +386,13 @@ class RuntimeExperiments:
             raise ConflictError(f"name: experiment {shown} was created at run time already "
                                 f"({when(row_created(self.running[name]))}) and is running; "
                                 f"pick another name, or end that one first "
-                                f"({END_HINT.format(name)})", param="name")
+                                f"({end_hint(name)})", param="name")
         if name in self.unreadable:
             raise ConflictError(f"name: experiment {shown} was created at run time "
                                 f"({when(self.unreadable[name])}) and data_dir keeps it, but "
                                 "it cannot be read, so it does not run; pick another name, "
-                                f"or end it with the service stopped (`switchpoint "
-                                f"experiments end {name}`)", param="name")
+                                f"or end it with the service stopped "
+                                f"({end_command(name)})", param="name")
         if name in self.ended:
             raise ConflictError(f"name: experiment {shown}, created at run time, ended at "
                                 f"{when(self.ended[name][1])}; its name stays taken while "
@@ -393,7 +411,7 @@ class RuntimeExperiments:
             raise ConflictError(f"name: there are {len(settings.experiments)} experiments "
                                 "already (the config's and those created at run time), the "
                                 f"most there may be; end one created at run time first "
-                                f"({END_HINT.format('NAME')})", param="name")
+                                f"({end_hint('NAME')})", param="name")
 
     def end(self, name: object) -> str:
         """End run-time experiment ``name`` (or the one an :class:`ABTest` describes): it
@@ -436,8 +454,8 @@ class RuntimeExperiments:
             raise ConflictError(f"name: experiment {shown}, created at run time at "
                                 f"{when(self.unreadable[name])}, cannot be read from data_dir, "
                                 "so it does not run and this service cannot end it; end it "
-                                f"with the service stopped (`switchpoint experiments end "
-                                f"{name}`)", param="name")
+                                f"with the service stopped ({end_command(name)})",
+                                param="name")
         raise not_running(name, self.state.settings, self.running,
                           {n: at for n, (_, at) in self.ended.items()})
 
@@ -516,7 +534,7 @@ def kept_experiments(reader: LearningReader) -> list[dict[str, Any]]:
                     + sum(logged.values()),
                     "problem": None if row.problem is None else (
                         f"cannot be read ({row.problem}), so it does not run; end it with "
-                        f"the service stopped (`switchpoint experiments end {row.name}`)"
+                        f"the service stopped ({end_command(row.name)})"
                         if row.ended is None else f"cannot be read ({row.problem})")})
     return out
 
@@ -594,8 +612,8 @@ def _warn_unreadable(row: StoredExperiment) -> None:
     """A running run-time experiment whose kept row cannot be read, skipped at a start: said,
     naming it and how to end it."""
     log.warning("experiment %s, created at run time at %s, cannot be read (%s) and does not "
-                "run; end it with the service stopped (`switchpoint experiments end %s`)",
-                json_quoted(row.name, 100), when(row.created), row.problem, row.name)
+                "run; end it with the service stopped (%s)",
+                json_quoted(row.name, 100), when(row.created), row.problem, end_command(row.name))
 
 
 def _stored(row: StoredExperiment) -> ExperimentConfig:
@@ -609,10 +627,10 @@ def _stored(row: StoredExperiment) -> ExperimentConfig:
             f"the experiment created at run time at {when(row.created)} and kept in "
             f"data_dir no longer reads as one ({key_path(tuple(err['loc']), 'experiment')}: "
             f"{reason(err)}); run the switchpoint that made it and end it "
-            f"({END_HINT.format(row.name)})")) from None
+            f"({end_hint(row.name)})")) from None
     return experiment.made_at_run_time(row.created, row.split)
 
 
 __all__ = ["ARM_SETTINGS", "STRATEGIES", "ABTest", "RuntimeExperiments", "check_endable",
-           "end_kept", "kept_experiments", "made_experiment", "not_running", "running_kept",
-           "start_clash", "started"]
+           "end_command", "end_hint", "end_kept", "experiment_path", "kept_experiments",
+           "made_experiment", "not_running", "running_kept", "start_clash", "started"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shlex
 import threading
 import time
 import urllib.parse
@@ -31,16 +30,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from pydantic import ValidationError
 
 from switchpoint._args import expect
 from switchpoint._messages import (
+    command,
     invalid_from_validation,
     json_quoted,
     key_path,
     listed_names,
+    named_path,
     reason,
 )
 from switchpoint._redact import redact_url, url_secrets
@@ -75,16 +75,22 @@ MAX_REGISTERED_MODELS = 256
 
 
 def deletion_path(name: str) -> str:
-    """The path of ``DELETE`` that unregisters model ``name``, %-escaped as a URL writes it
-    (a name may hold a space, ``?``, ``#`` or ``%``; its ``/`` stay, as the route takes them)."""
-    return f"/v1/router/models/{quote(name, safe='/')}"
+    """The path of ``DELETE`` that unregisters model ``name``, written as it is sent (see
+    :func:`~switchpoint._messages.named_path`)."""
+    return named_path("/v1/router/models", name)
+
+
+def unregister_command(name: str) -> str:
+    """The command line that unregisters model ``name`` while the service is stopped, quoted
+    for a shell."""
+    return command("switchpoint", "models", "unregister", name)
 
 
 def unregister_hint(name: str) -> str:
     """How model ``name``, registered at run time, is taken out again, for the errors that say
     so: the path and the command line written so that they name it as they are sent."""
     return (f"Gateway.unregister_model or DELETE {deletion_path(name)} while the service "
-            f"runs, `switchpoint models unregister {shlex.quote(name)}` while it is stopped")
+            f"runs, {unregister_command(name)} while it is stopped")
 
 
 def model_card(card: object) -> ModelEntry:
@@ -150,10 +156,10 @@ class RuntimeModels:
                 unreadable[kept.name] = kept.registered_at
                 log.warning("model %s, registered at run time at %s, no longer reads as a "
                             "model (%s) and is not served; unregister it with the service "
-                            "stopped (`switchpoint models unregister %s`) and register it "
+                            "stopped (%s) and register it "
                             "again as this switchpoint reads models",
                             json_quoted(kept.name, 100), when(kept.registered_at),
-                            kept.problem, kept.name)
+                            kept.problem, unregister_command(kept.name))
                 continue
             registered.append(kept.entry)
         self.registered, self.unreadable = tuple(registered), unreadable
@@ -248,8 +254,8 @@ class RuntimeModels:
                                 "change that one in the config and reload)", param="name")
         if name in self.unreadable:
             raise ConflictError(f"name: {self._unreadable_words(name)}; pick another name, or "
-                                "unregister that one with the service stopped (`switchpoint "
-                                f"models unregister {name}`)", param="name")
+                                "unregister that one with the service stopped "
+                                f"({unregister_command(name)})", param="name")
         if len(self.registered) >= MAX_REGISTERED_MODELS:
             raise ConflictError(f"card: {len(self.registered)} models are registered at run "
                                 f"time already, the most there may be "
@@ -276,7 +282,7 @@ class RuntimeModels:
             if name in self.unreadable and not any(m.name == name for m in self.registered):
                 raise ConflictError(f"name: {self._unreadable_words(name)}, so this service "
                                     "cannot unregister it; unregister it with the service "
-                                    f"stopped (`switchpoint models unregister {name}`)",
+                                    f"stopped ({unregister_command(name)})",
                                     param="name")
             if not any(m.name == name for m in self.registered):
                 raise not_registered(name, live.settings, (m.name for m in self.registered))
@@ -516,4 +522,4 @@ def _card_error(exc: ConfigError | InvalidInputError, index: int, name: str
 
 __all__ = ["MAX_REGISTERED_MODELS", "KeptModel", "RuntimeModels", "check_no_key_names",
            "deletion_path", "kept_models", "model_card", "not_registered", "registered_fault",
-           "still_named", "unregister_hint", "with_registered"]
+           "still_named", "unregister_command", "unregister_hint", "with_registered"]

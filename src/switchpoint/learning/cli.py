@@ -439,7 +439,12 @@ def cmd_experiments_list(args: argparse.Namespace) -> int:
 
 
 def cmd_experiments_end(args: argparse.Namespace) -> int:
-    from switchpoint.gateway.ab_tests import check_endable, end_kept, kept_experiments
+    from switchpoint.gateway.ab_tests import (
+        check_endable,
+        end_kept,
+        experiment_path,
+        kept_experiments,
+    )
     from switchpoint.gateway.experiments import when
     from switchpoint.gateway.owner import lock_while_stopped
     from switchpoint.store import SQLiteStore
@@ -456,7 +461,7 @@ def cmd_experiments_end(args: argparse.Namespace) -> int:
         reader.close()
     lock = lock_while_stopped(settings.data_dir, (
         f"running experiment {json_quoted(name)} from its memory, where an end written here "
-        f"would not reach: end it through the service, DELETE /v1/router/experiments/{name} "
+        f"would not reach: end it through the service, DELETE {experiment_path(name)} "
         "(an admin route; Gateway.end_ab_test in a Python program), or stop it and run this "
         "again"))
     try:

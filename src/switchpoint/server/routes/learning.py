@@ -36,7 +36,7 @@ from switchpoint.decision import (
     PROMPT_HASH_PATTERN,
 )
 from switchpoint.errors import InvalidInputError, PermissionDeniedError
-from switchpoint.gateway.ab_tests import ARMS
+from switchpoint.gateway.ab_tests import ARMS, experiment_path
 from switchpoint.gateway.feedback_log import MAX_COMMENT
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
@@ -375,7 +375,7 @@ async def create_experiment(request: Request) -> JSONResponse:
 
     report = await run_in_threadpool(create)
     return JSONResponse(report, status_code=201,
-                        headers={"Location": f"/v1/router/experiments/{body.name}"})
+                        headers={"Location": experiment_path(body.name)})
 
 
 @router.delete("/v1/router/experiments/{name}", tags=["learning"], dependencies=ADMIN,
