@@ -467,3 +467,57 @@ def test_a_registration_may_send_the_config_s_key_to_the_config_s_host_on_anothe
     base = fake.openai_base_url.rstrip("/")
     answer = gateway.register_model(card(fake, name="elsewhere", base_url=base + "/"))
     assert answer["id"] == "elsewhere" and "elsewhere" in catalog(gateway)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://169.254.169.254/latest/meta-data", "a cloud metadata service's address "
+                                                "(169.254.169.254)"),
+    ("http://[fd00:ec2::254]/v1", "a cloud metadata service's address (fd00:ec2::254)"),
+    ("http://Metadata.Google.Internal./computeMetadata/v1", "a cloud metadata service's host "
+                                                            "name (metadata.google.internal)"),
+    ("https://metadata.azure.com/v1", "host name (metadata.azure.com)"),
+    ("http://2852039166/v1", "address (169.254.169.254)"),  # (as a resolver reads it)
+    ("http://[::ffff:169.254.169.254]/v1", "address (169.254.169.254)"),
+    ("http://169.254.10.20:8000/v1", "a link-local address (169.254.10.20)"),
+    ("http://[fe80::1]:8000/v1", "a link-local address (fe80::1)"),
+])
+def test_a_registration_may_not_send_requests_to_a_cloud_metadata_service(
+        gateway: Gateway, fake: FakeProviderProcess, url: str, shown: str) -> None:
+    # Whoever holds the admin token could otherwise have the service's requests sent to the
+    # machine's metadata service, and read what it answers in the errors quoted back.
+    before, rows = catalog(gateway), stored(gateway.settings)
+    with pytest.raises(InvalidInputError) as caught:
+        gateway.register_model(card(fake, "meta", base_url=url, api_key_env=None))
+    said = str(caught.value)
+    assert caught.value.field == "base_url" and shown in said, said
+    assert "list it in the config" in said
+    assert catalog(gateway) == before and stored(gateway.settings) == rows
+    # The config may name it: its author owns the machine.
+    entry = {"name": "m", "base_url": url, "input_per_mtok": 0, "output_per_mtok": 0}
+    assert load_settings(overrides={"models": [entry]}, environ={}).models is not None
+
+
+def test_a_kept_registration_naming_a_metadata_service_is_not_served(
+        settings: Settings, fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # One kept before the rule (by an earlier switchpoint) is skipped at a start as a row that
+    # no longer reads as a model is; over HTTP, a registration is a 400 naming base_url.
+    import json
+
+    with _gateway(settings):
+        pass  # (data_dir made, as a service leaves it)
+    with sqlite3.connect(settings.db_path) as db:
+        db.execute("INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)",
+                   ("meta", 1.7e9, json.dumps({"name": "meta", "tier": "simple",
+                                               "base_url": "http://169.254.169.254/v1"})))
+    db.close()
+    with _gateway(settings) as gateway:
+        assert "meta" not in catalog(gateway)
+        assert "meta" in gateway.models_registered.unreadable
+    extra = CONFIG + "admin_token_env: SP_ADMIN\n"
+    with learning_server(fake, tmp_path / "served", extra,
+                         environ={"SP_ADMIN": ADMIN}) as server:
+        refused = post(server, PATH, card(fake, "meta2", api_key_env=None,
+                                          base_url="http://metadata.google.internal/v1"), ADMIN)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "base_url", refused.text
+        assert "meta2" not in _models(server)

@@ -20,9 +20,12 @@ without ``models:`` routes over the weights' own profiles, and so serves no regi
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -93,13 +96,66 @@ def unregister_hint(name: str) -> str:
             f"runs, {unregister_command(name)} while it is stopped")
 
 
+#: Where a cloud machine's metadata service answers (its instance's credentials among what it
+#: tells): addresses, as :mod:`ipaddress` writes them, and host names, in lower case. Beside
+#: every link-local address (169.254.0.0/16, fe80::/10), which is refused too, these are the
+#: hosts a model registered at run time may not name (see :func:`internal_host`).
+METADATA_HOSTS = frozenset({
+    "169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "192.0.0.192",
+    "metadata", "metadata.google.internal", "metadata.azure.com", "instance-data",
+    "instance-data.ec2.internal",
+})
+
+
+def internal_host(url: str) -> str | None:
+    """What ``url``'s host is, when it is a link-local address or a cloud metadata service's
+    (:data:`METADATA_HOSTS`), read as written, without looking a name up: an IPv4 address
+    written as a resolver reads it too (``2852039166``, ``0xa9.0xfe.0xa9.0xfe``), an IPv6 one
+    mapping an IPv4 one as that one; else None."""
+    host = (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        if host and re.fullmatch(r"[0-9a-fx.]+", host):
+            with contextlib.suppress(OSError):  # (not an address: a name)
+                address = ipaddress.IPv4Address(socket.inet_aton(host))
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address is not None and str(address) in METADATA_HOSTS:
+        return f"a cloud metadata service's address ({address})"
+    if address is not None and address.is_link_local:
+        return f"a link-local address ({address}), where a cloud's metadata service answers"
+    if address is None and host in METADATA_HOSTS:
+        return f"a cloud metadata service's host name ({host})"
+    return None
+
+
+def check_destination(entry: ModelEntry) -> None:
+    """Refuse a model registered at run time whose ``base_url`` names a link-local address or a
+    cloud metadata service (see :func:`internal_host`): an :class:`InvalidInputError` naming
+    ``base_url``. Whoever holds the admin token would otherwise have the service send its
+    requests there, and an upstream's error text comes back in the answer's headers and the
+    log. The config may name any host (its author owns the machine)."""
+    if entry.base_url is None:
+        return
+    what = internal_host(entry.base_url)
+    if what is not None:
+        raise InvalidInputError("base_url", (
+            f"{json_quoted(redact_url(entry.base_url))} names {what}: a model registered at "
+            "run time may not send its requests to one, which would answer whoever holds the "
+            "admin token with what the machine is told; if the model is really meant to be "
+            "there, list it in the config"))
+
+
 def model_card(card: object) -> ModelEntry:
     """``card`` (a mapping of a config ``models:`` entry's keys) as the model it describes,
     checked by the config's rules for one entry; a bad one is an
     :class:`~switchpoint.errors.InvalidInputError` naming its key. A ``base_url`` carrying a
     credential (a user or password before its host, a key in its query, text anywhere in it
     that every view of a URL masks as a secret) is refused: the store keeps the card, and the
-    credential belongs in the variable ``api_key_env`` names."""
+    credential belongs in the variable ``api_key_env`` names; so is one naming a link-local
+    or cloud metadata host (:func:`check_destination`)."""
     expect("card", card, Mapping, "a mapping of a model's keys, as the config's models: "
                                   "entries write them (name, tier, input_per_mtok, ...)")
     assert isinstance(card, Mapping)
@@ -118,6 +174,7 @@ def model_card(card: object) -> ModelEntry:
                 "registered model is kept in data_dir as it is given, so its secret would be "
                 "too; give the URL without it and put the key in an environment variable "
                 "named by api_key_env"))
+    check_destination(entry)
     return entry
 
 
@@ -335,10 +392,14 @@ def kept_models(reader: LearningReader) -> list[KeptModel]:
             continue
         try:
             entry = ModelEntry.model_validate(row.card)
+            check_destination(entry)
         except ValidationError as exc:
             err = exc.errors()[0]
             out.append(KeptModel(row.name, row.created, None,
                                  f"{key_path(tuple(err['loc']), 'card')}: {reason(err)}"))
+            continue
+        except InvalidInputError as exc:
+            out.append(KeptModel(row.name, row.created, None, f"card.{exc.field}: {exc.reason}"))
             continue
         out.append(KeptModel(row.name, row.created, entry.registered(row.created)))
     return out
@@ -520,6 +581,7 @@ def _card_error(exc: ConfigError | InvalidInputError, index: int, name: str
     return exc
 
 
-__all__ = ["MAX_REGISTERED_MODELS", "KeptModel", "RuntimeModels", "check_no_key_names",
-           "deletion_path", "kept_models", "model_card", "not_registered", "registered_fault",
+__all__ = ["MAX_REGISTERED_MODELS", "METADATA_HOSTS", "KeptModel", "RuntimeModels",
+           "check_destination", "check_no_key_names", "deletion_path", "internal_host",
+           "kept_models", "model_card", "not_registered", "registered_fault",
            "still_named", "unregister_command", "unregister_hint", "with_registered"]
