@@ -125,8 +125,8 @@ def named_once(names: list[str], field_name: str, advice: str = "name each model
     """``names``, when each is in it once; else an :class:`InvalidInputError` naming
     ``field_name`` and the names given more than once, with ``advice``. A list of models a
     caller chooses (a router's ``allowed_models``, its ``available_models``, a record set's
-    models) names each once: a repeat chooses nothing more, and is more likely a mistake
-    (another name meant) than an intent."""
+    models), or of a model's capabilities, names each once: a repeat chooses nothing more, and
+    is more likely a mistake (another name meant) than an intent."""
     if len(set(names)) == len(names):
         return names
     twice = [n for n, k in Counter(names).items() if k > 1]

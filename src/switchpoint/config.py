@@ -210,7 +210,7 @@ class ModelEntry(BaseModel):
         get_args(Capability)))
     tier: Tier | None = None
     fallbacks: list[str] = Field(default_factory=list, max_length=MAX_CATALOG_MODELS)
-    upstream_model: str | None = Field(None, max_length=MAX_MODEL_NAME)
+    upstream_model: str | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME)
     auto: Boolean = True
 
     # When the model was registered at run time (``Gateway.register_model``, ``POST
@@ -252,6 +252,15 @@ class ModelEntry(BaseModel):
             return named_once(value, "fallbacks", FALLBACKS_ONCE)
         except InvalidInputError as exc:
             raise ValueError(exc.reason) from None
+
+    @field_validator("capabilities")
+    @classmethod
+    def _capabilities_once(cls, value: list[Capability]) -> list[Capability]:
+        try:
+            named_once(list(value), "capabilities", "name each capability once")
+        except InvalidInputError as exc:
+            raise ValueError(exc.reason) from None
+        return value
 
     @field_validator("provider")
     @classmethod

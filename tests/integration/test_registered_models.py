@@ -116,6 +116,8 @@ def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_ups
     ({"name": "x", "fallbacks": ["cheap"] * 1000}, InvalidInputError, "fallbacks"),
     ({"name": "x", "base_url": "http:///v1"}, InvalidInputError, "base_url"),
     ({"name": "x", "upstream_model": "u" * 257}, InvalidInputError, "upstream_model"),
+    ({"name": "x", "upstream_model": ""}, InvalidInputError, "upstream_model"),
+    ({"name": "x", "capabilities": ["vision", "vision"]}, InvalidInputError, "capabilities"),
     ({"name": "x", "input_per_mtok": "1"}, InvalidInputError, "input_per_mtok"),
     ({"name": "x", "output_per_mtok": float("nan")}, InvalidInputError, "output_per_mtok"),
     ({"name": "x", "context_window": "8192"}, InvalidInputError, "context_window"),

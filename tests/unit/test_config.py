@@ -205,6 +205,10 @@ def test_a_model_named_as_another_s_profile_without_its_own_is_found_sharing_it(
      'models[0].base_url: has no host, got "http://:8000/v1"'),
     ("models:\n  - {name: a, upstream_model: " + "u" * 257 + "}\n",
      "models[0].upstream_model: must have at most 256 characters"),
+    ("models:\n  - {name: a, upstream_model: ''}\n",
+     "models[0].upstream_model: must not be empty"),
+    ("models:\n  - {name: a, capabilities: [tools, vision, tools]}\n",
+     'models[0].capabilities: names "tools" more than once; name each capability once'),
     ("models:\n  - {name: a, input_per_mtok: '1', output_per_mtok: 1}\n",
      'models[0].input_per_mtok: must be a number, got "1" (text: write the number without '
      "quotes)"),
