@@ -4,6 +4,7 @@ named and nothing half-made, and changes seen by a running gateway."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -530,6 +531,8 @@ def test_a_clock_once_set_ahead_is_shown_and_reset_with_no_service_running(
     try:
         code, _, err = run(["keys", "clock", "--reset", "--config", config], capsys)
         assert code == 2 and "stop it, reset, then start it again" in err, err
+        # (refused as experiments end and models unregister are, naming the service)
+        assert f"a switchpoint service (pid {os.getpid()}) is serving from data_dir" in err, err
         with KeyStore(path) as store, pytest.raises(KeyExpiredError):
             store.verify(key)  # nothing changed
     finally:

@@ -255,8 +255,7 @@ def _expiring(records: Sequence[Any], start: float, end: float) -> list[str]:
 def cmd_keys_clock(args: argparse.Namespace) -> int:
     """The time keys are judged at (the latest the key store has seen) beside this machine's
     clock; ``--reset`` sets it back to the clock, with no service on the data directory."""
-    from switchpoint.errors import DataDirInUseError
-    from switchpoint.gateway.owner import DataDirLock
+    from switchpoint.gateway.owner import lock_while_stopped
 
     settings = _settings(args)
     store = _store(settings, reads_only=not args.reset)
@@ -287,14 +286,9 @@ def cmd_keys_clock(args: argparse.Namespace) -> int:
                   "`switchpoint keys clock --reset`")
         return 0
     # A running service keeps the later time in memory and would write it back: not beside it.
-    try:
-        lock = DataDirLock(settings.data_dir).acquire()
-    except DataDirInUseError:
-        raise InvalidInputError("--reset", f"a switchpoint process is serving from "
-                                           f"{quoted_path(settings.data_dir)}: it keeps the "
-                                           "later time in "
-                                           "memory and would write it back; stop it, reset, "
-                                           "then start it again") from None
+    lock = lock_while_stopped(settings.data_dir, (
+        "keeping the later time in its memory, where a reset written here would not reach (it "
+        "would write that time back): stop it, reset, then start it again"))
     try:
         with store:
             before = store.reset_clock()
