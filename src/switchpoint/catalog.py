@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, fields
 
 from switchpoint._messages import (
+    invalid_at,
     json_quoted,
     listed_names,
     one_of,
@@ -80,13 +81,28 @@ def model_name_problem(name: str) -> str | None:
     return None
 
 
+#: Why a name in a caller's list of models is refused when it is longer than a model's: the
+#: words a body's check (a field of at most :data:`MAX_MODEL_NAME` characters) says it in.
+NAME_TOO_LONG = f"must have at most {MAX_MODEL_NAME} characters"
+
+
+def check_name_lengths(names: Sequence[str], field_name: str) -> None:
+    """An :class:`InvalidInputError` naming ``field_name`` (and the place, ``models[1]``) for
+    a name of ``names`` longer than any model's (:data:`MAX_MODEL_NAME`), as a request's body
+    refuses one: no catalog holds it, and it is not looked up."""
+    for i, name in enumerate(names):
+        if len(name) > MAX_MODEL_NAME:
+            raise invalid_at(field_name, f"{field_name}[{i}]", NAME_TOO_LONG)
+
+
 def model_names(names: object, field_name: str) -> list[str] | None:
     """A caller's list of model names (``available_models``, ``allowed_models``, a chat
     call's ``models``) as a list (None: none given), else an :class:`InvalidInputError` naming
     ``field_name``: a string, a set (Python orders one by hash, differently from run to run,
     so the same call would name its models in another order each time, as HTTP's JSON list
     never does), a mapping (a dict's keys are not a list the caller wrote), or anything else
-    that is not a list of strings. Any other iterable (a tuple, a generator) is read once, as
+    that is not a list of strings, or a name longer than a model's (:func:`check_name_lengths`).
+    Any other iterable (a tuple, a generator) is read once, as
     the list that is checked and routed by, and no further than :data:`MAX_CATALOG_MODELS`
     names and one more: a longer list is refused (it can only repeat names or name models no
     catalog holds), so an endless generator cannot hang the caller. The one check of such a
@@ -117,6 +133,7 @@ def model_names(names: object, field_name: str) -> list[str] | None:
         kinds = ", ".join(dict.fromkeys(type(n).__name__ for n in bad_type))
         raise InvalidInputError(field_name, f"must be a list of model names (strings), got "
                                             f"{kinds} among them")
+    check_name_lengths(names, field_name)
     return names
 
 

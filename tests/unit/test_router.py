@@ -299,8 +299,11 @@ def test_an_unknown_model_error_stays_short_whatever_was_sent(router: Router) ->
     assert len(message) < 1000 and info.value.names == many  # every name stays on the error
     assert '"model-0"' in message and f"and {MAX_CATALOG_MODELS - 20} more;" in message
     with pytest.raises(UnknownModelError) as info:
-        router.route(PROMPTS[0], available_models=["x" * 1_000_000])
+        router.route(PROMPTS[0], available_models=["x" * 256])  # (the longest a name may be)
     assert len(str(info.value)) < 1000 and "\"" + "x" * 97 + '…"' in str(info.value)
+    with pytest.raises(InvalidInputError) as too_long:  # (longer: not looked up)
+        router.route(PROMPTS[0], available_models=["x" * 1_000_000])
+    assert str(too_long.value) == "available_models[0]: must have at most 256 characters"
 
 
 @pytest.mark.parametrize("bad", [[], "claude-v1", [3], ["claude-v1", 5], 7])

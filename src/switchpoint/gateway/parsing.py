@@ -70,7 +70,7 @@ from switchpoint._messages import (
     one_of,
 )
 from switchpoint._numbers import TOO_SMALL, too_small
-from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS, named_once
+from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS, check_name_lengths, named_once
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.image_urls import image_url_problem
 
@@ -90,9 +90,6 @@ MAX_MODELS = 64
 #: the ``model`` a chat body names (and so every catalog name) is; one of 10,000 characters
 #: was looked up and called an unknown model.
 ModelName = Annotated[StrictStr, Field(max_length=MAX_MODEL_NAME)]
-# Why a name in a list of models given apart from the body (a header, an argument) is refused
-# when it is longer: the words the body's check says it in.
-_NAME_TOO_LONG = f"must have at most {MAX_MODEL_NAME} characters"
 # The most answers one request may ask for (``n``), as OpenAI allows.
 MAX_CHOICES = 128
 # Fields of the body that are the gateway's, not the upstream's: removed before forwarding.
@@ -779,9 +776,7 @@ def check_model_count(models: list[str], field: str) -> list[str]:
     if len(models) > MAX_MODELS:
         raise InvalidInputError(field, f"names {len(models)} models; it takes at most "
                                        f"{MAX_MODELS}")
-    for i, name in enumerate(models):
-        if len(name) > MAX_MODEL_NAME:
-            raise invalid_at(field, f"{field}[{i}]", _NAME_TOO_LONG)
+    check_name_lengths(models, field)
     return named_once(models, field)
 
 
