@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from switchpoint._json import not_finite
+from switchpoint._json import nests_deeper, not_finite
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.parsing import parse_chat_body
 from switchpoint.server.bodies import parse_body
@@ -117,3 +119,66 @@ def test_text_that_is_not_what_its_bytes_say_is_named_with_how_to_fix_it() -> No
     field, message = refusal(raw)
     assert field == "body" and "is not valid UTF-16-LE text" in message, message
     assert "send the JSON as UTF-8" in message
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+# Text whose brackets, quotes and backslashes could be taken for structure.
+_TRICKY = st.text(alphabet=['"', "\\", "[", "]", "{", "}", "a", "é", "\n", "\ud800"],
+                  max_size=8)
+_VALUES = st.recursive(st.none() | st.integers() | _TRICKY,
+                       lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(_TRICKY, inner, max_size=3), max_leaves=40)
+
+
+@given(_VALUES, st.sampled_from(["utf-8", "utf-16", "utf-32", "str"]), st.booleans())
+def test_the_depth_of_json_text_is_told_by_its_brackets_outside_strings(
+        value: object, encoding: str, ascii_only: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    written: str | bytes = text if encoding == "str" else text.encode(encoding, "surrogatepass")
+    depth = _depth(value)
+    for most in range(max(depth - 2, 0), depth + 2):
+        assert nests_deeper(written, most) == (depth > most), (text, most)
+
+
+def test_a_long_conversation_is_not_walked_to_check_its_depth(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A chat body of an agent's 200 turns (hundreds of objects and lists, far more brackets than
+    # the 64 levels a body may nest) was walked value by value on every request; its text tells
+    # its depth. One past the bound is still refused, naming the field that holds it.
+    from switchpoint.gateway import parsing
+    from switchpoint.server import bodies
+
+    turns: list[dict[str, object]] = [{"role": "user", "content": "[[[{{{ look it up"}]
+    for i in range(100):
+        turns.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"c{i}", "type": "function", "function": {
+                "name": "find", "arguments": json.dumps({"q": [[i]], "deep": "[" * 70})}}]})
+        turns.append({"role": "tool", "tool_call_id": f"c{i}", "content": "{" * 70})
+    raw = json.dumps({"model": "auto", "messages": turns}).encode()
+    assert raw.count(b"[") + raw.count(b"{") > 64 * 10
+
+    def walked(*args: object, **kwargs: object) -> None:
+        raise AssertionError("walked")
+
+    monkeypatch.setattr(parsing, "_check_values", walked)
+    monkeypatch.setattr(parsing, "_deep_field", walked)
+    assert len(parse_chat_body(raw)["messages"]) == 201
+    bodies._check_text(raw, ())
+    monkeypatch.undo()
+    nested: object = [[[[[[[[]]]]]]]]
+    for _ in range(60):
+        nested = {"a": nested}
+    deep = {"model": "auto", "messages": turns, "metadata": nested}
+    with pytest.raises(InvalidInputError) as caught:
+        parse_chat_body(json.dumps(deep).encode())
+    assert str(caught.value) == "metadata: nests deeper than 64 levels"
+    with pytest.raises(InvalidInputError) as caught:
+        bodies._check_text(json.dumps(deep).encode(), ())
+    assert str(caught.value) == "metadata: nests deeper than 64 levels"

@@ -53,6 +53,7 @@ from switchpoint._json import (
     SURROGATE_ESCAPE,
     DuplicateKeyError,
     lone_surrogate,
+    nests_deeper,
     not_finite,
     too_long,
     unique_keys,
@@ -83,6 +84,9 @@ ALLOWED_TOOLS_MODES = ("auto", "required")
 # How deep a body may nest. OpenAI bodies reach about 6 levels (messages → content → parts →
 # image_url); tool schemas go deeper, rarely past 20.
 MAX_DEPTH = 64
+#: Why a body (or a value passed on besides it) nesting deeper than :data:`MAX_DEPTH` levels is
+#: refused, after the field that holds it.
+TOO_DEEP = f"nests deeper than {MAX_DEPTH} levels"
 # How many models a request may name in ``models``.
 MAX_MODELS = 64
 #: A model's name in a request's list of models (a chat body's ``models``, a routing body's
@@ -271,17 +275,46 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
         _name_the_field(raw)  # raises naming the field, when it can
         raise InvalidInputError("body", unheld_in_body(exc.text)) from None
     except RecursionError:
-        raise InvalidInputError("body", f"nests deeper than {MAX_DEPTH} levels") from None
+        raise InvalidInputError("body", TOO_DEEP) from None
     except UnicodeDecodeError as exc:
         raise InvalidInputError("body", f"is not valid UTF-8 ({exc.reason} at byte "
                                         f"{exc.start})") from None
     except ValueError as exc:
         raise InvalidInputError("body", f"is not valid JSON ({exc})") from None
-    # Only a body with more brackets than MAX_DEPTH can nest too deeply, and only one with a
-    # surrogate escape can hold a lone surrogate: most bodies skip the walk.
+    check_depth(raw, data)
+    # Only a body with a surrogate escape can hold a lone surrogate: most bodies skip the walk
+    # (its numbers were read finite, and its depth is checked).
     surrogates = bool(SURROGATE_ESCAPE.search(raw))
-    deep = raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
-    return check_chat_body(data, walk=deep or surrogates, surrogates=surrogates)
+    return check_chat_body(data, walk=surrogates, surrogates=surrogates)
+
+
+def check_depth(raw: str | bytes, data: object) -> None:
+    """The one rule of a JSON body's depth: :class:`InvalidInputError` naming the top-level
+    field of ``data`` that holds arrays or objects nested deeper than :data:`MAX_DEPTH` levels
+    (``body`` for the body's own), when the JSON text ``raw`` it was read from nests so. The
+    text tells (:func:`~switchpoint._json.nests_deeper`, over its brackets outside strings),
+    so a body is walked only to name the field of one that does: a long conversation's
+    hundreds of objects and lists are not visited on every request."""
+    if nests_deeper(raw, MAX_DEPTH):
+        raise InvalidInputError(_deep_field(data), TOO_DEEP)
+
+
+def _deep_field(data: object) -> str:
+    """The top-level field of ``data`` holding an array or object deeper than
+    :data:`MAX_DEPTH` levels (``body`` for one in a list at the top, or none found)."""
+    stack: list[tuple[object, int, str]] = [(data, 1, "body")]
+    while stack:
+        node, depth, field = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        if depth > MAX_DEPTH:
+            return field
+        if isinstance(node, dict):
+            stack.extend((value, depth + 1, key if node is data else field)
+                         for key, value in node.items())
+        else:
+            stack.extend((item, depth + 1, field) for item in node)
+    return "body"
 
 
 def check_chat_body(data: object, *, walk: bool = True, surrogates: bool = True
@@ -908,14 +941,14 @@ def _check_values(data: object, surrogates: bool, root: str = "body") -> None:
         node, depth, path = stack.pop()
         if isinstance(node, dict):
             if depth > MAX_DEPTH:
-                raise InvalidInputError(_top(path), f"nests deeper than {MAX_DEPTH} levels")
+                raise InvalidInputError(_top(path), TOO_DEEP)
             for key, value in node.items():
                 if surrogates and isinstance(key, str):
                     _check_text(key, path)
                 stack.append((value, depth + 1, f"{path}.{key}" if path != "body" else key))
         elif isinstance(node, list | tuple):
             if depth > MAX_DEPTH:
-                raise InvalidInputError(_top(path), f"nests deeper than {MAX_DEPTH} levels")
+                raise InvalidInputError(_top(path), TOO_DEEP)
             stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(node))
         elif isinstance(node, str):
             if surrogates:

@@ -41,7 +41,13 @@ from switchpoint._json import (
 from switchpoint._messages import entry_param, invalid_at, invalid_from_validation, key_path
 from switchpoint._numbers import too_small
 from switchpoint.errors import InvalidInputError
-from switchpoint.gateway.parsing import MAX_DEPTH, unheld_in_body, unheld_number, unheld_reason
+from switchpoint.gateway.parsing import (
+    TOO_DEEP,
+    check_depth,
+    unheld_in_body,
+    unheld_number,
+    unheld_reason,
+)
 from switchpoint.server.errors import document_refusal, operations, shown_path
 from switchpoint.server.head import sent_method
 
@@ -105,8 +111,9 @@ def _utf8(raw: bytes) -> bytes:
 
 
 def _check_text(raw: bytes, keyed: Collection[str]) -> None:
-    """Raise for a key written twice, nesting deeper than :data:`MAX_DEPTH` levels (named by
-    the top-level field that holds it, as the chat gateway names it), a number no float holds
+    """Raise for a key written twice, nesting deeper than
+    :data:`~switchpoint.gateway.parsing.MAX_DEPTH` levels (by the chat gateway's own rule,
+    :func:`~switchpoint.gateway.parsing.check_depth`), a number no float holds
     as written (named by its path, as pydantic's reader names a field: :func:`_unheld`) or a
     lone surrogate; a body that is not JSON at all is left to pydantic's reader, which says
     why."""
@@ -117,32 +124,26 @@ def _check_text(raw: bytes, keyed: Collection[str]) -> None:
     except _UnheldError as exc:  # (pydantic's reader: "not valid JSON (number out of range)",
         raise _unheld(raw, str(exc), keyed) from None  # or 1e-400 read as 0)
     except RecursionError:  # (deeper than Python's reader goes, far past MAX_DEPTH)
-        raise InvalidInputError("body", _TOO_DEEP) from None
+        raise InvalidInputError("body", TOO_DEEP) from None
     except ValueError:
         return
-    # Only a body with more brackets than MAX_DEPTH can nest too deeply, and only one with a
-    # surrogate escape can hold a lone surrogate: most bodies skip the walk.
-    surrogates = SURROGATE_ESCAPE.search(raw) is not None
-    if not surrogates and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+    check_depth(raw, data)
+    # Only a body with a surrogate escape can hold a lone surrogate: most bodies skip the walk.
+    if SURROGATE_ESCAPE.search(raw) is None:
         return
-    stack: list[tuple[object, str, int]] = [(data, "body", 1)]
+    stack: list[tuple[object, str]] = [(data, "body")]
     while stack:
-        node, field, depth = stack.pop()
+        node, field = stack.pop()
         if isinstance(node, str):
-            if surrogates and lone_surrogate(node):
+            if lone_surrogate(node):
                 raise InvalidInputError(field, LONE_SURROGATE)
-        elif isinstance(node, dict | list) and depth > MAX_DEPTH:
-            raise InvalidInputError(field, _TOO_DEEP)
         elif isinstance(node, dict):
             for key, value in node.items():
-                if surrogates and lone_surrogate(key):
+                if lone_surrogate(key):
                     raise InvalidInputError(field, f"has a key that {LONE_SURROGATE}")
-                stack.append((value, key if node is data else field, depth + 1))
+                stack.append((value, key if node is data else field))
         elif isinstance(node, list):
-            stack.extend((item, field, depth + 1) for item in node)
-
-
-_TOO_DEEP = f"nests deeper than {MAX_DEPTH} levels"
+            stack.extend((item, field) for item in node)
 
 
 def _unheld(raw: bytes, text: str, keyed: Collection[str]) -> InvalidInputError:

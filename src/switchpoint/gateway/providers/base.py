@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 
-from switchpoint._json import DuplicateKeyError, unique_keys
+from switchpoint._json import DuplicateKeyError, nests_deeper, unique_keys
 from switchpoint._messages import cut, got, json_quoted
 from switchpoint._redact import redact, redact_url, redact_value
 from switchpoint.catalog import ModelCard
@@ -30,13 +30,12 @@ from switchpoint.errors import (
     BadRequest,
     ContentFiltered,
     ContextLengthExceeded,
-    InvalidInputError,
     ProviderError,
     RateLimited,
     ServerError,
     StreamBroken,
 )
-from switchpoint.gateway.parsing import MAX_DEPTH, check_embedded_json
+from switchpoint.gateway.parsing import MAX_DEPTH, TOO_DEEP
 
 # Bytes of an upstream error body kept on the exception (enough for any JSON error envelope).
 MAX_ERROR_BODY = 16_384
@@ -350,12 +349,8 @@ def upstream_json(text: str | bytes) -> Any:
         source = text.decode(json.detect_encoding(text), "surrogatepass")
     try:
         value = _UPSTREAM_DECODER.decode(source)
-        brackets = source.count("[") + source.count("{")
-        if brackets > MAX_DEPTH:  # (only such text can nest that deep: most skip the walk)
-            try:
-                check_embedded_json(value, "the answer")
-            except InvalidInputError as exc:
-                raise ValueError(exc.reason) from None
+        if nests_deeper(source, MAX_DEPTH):  # (told by its brackets: the answer is not walked)
+            raise ValueError(f"the answer {TOO_DEEP}")
         if _MAY_HOLD_SURROGATE.search(source):  # (most answers hold none, and skip the walk)
             value = _replaced_surrogates(value)
     except DuplicateKeyError as exc:  # (its message names the key; it is at no one place)
