@@ -469,12 +469,15 @@ def _check_key_destination(entry: ModelEntry, config: Sequence[ModelEntry]) -> N
                       and (origin := _origin(base_url_of(c.card()))) is not None})
     if where is not None and where in allowed:
         return
-    sent = (f"the config sends {var} only to {listed_names(allowed, quoted=True)}" if allowed
-            else f"no model of the config reads {var}")
+    if allowed:
+        sent = (f"the config sends {var} only to {listed_names(allowed, quoted=True)}: give a "
+                "base_url there, or a variable a config model sends to this host")
+    else:
+        sent = (f"no model of the config reads {var}: name a variable a config model sends to "
+                "this host, or none")
     raise ConfigError(f"models.{entry.name}.api_key_env", (
         f"a model registered at run time sends its key only where the config already sends "
-        f"that key, and {sent}: give a base_url on one of those hosts, or a variable a "
-        "config model reads for this host, or list the model in the config itself"))
+        f"that key, and {sent}; or list the model in the config itself"))
 
 
 def _named_by_name(exc: ConfigError, first: int, kept: Sequence[ModelEntry]) -> ConfigError:
