@@ -121,8 +121,8 @@ def check_unregistrable(reader: LearningReader, settings: Settings, name: str,
     if any(m.name == name and m.entry is None for m in kept):
         return
     rest = [m for m in served if m.name != name]
-    catalog = ([*config, *(m.name for m in served if m.name not in config)]
-               if settings.models is not None else [])
+    # (the catalog a start would serve, merged by the one rule a start merges by)
+    catalog = [m.name for m in with_registered(settings, served, check=False).models or []]
     check_no_key_names(name, keys, settings.tenants, catalog, now)
     try:
         running = running_kept(reader)
