@@ -477,6 +477,33 @@ def test_restart_knows_its_own_output_by_its_mark_not_by_the_prompts(
     assert code == 0 and "already labelled" in err and not done_path(copy).exists(), err
 
 
+def test_a_finished_output_takes_more_prompts_only_under_its_own_settings(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Its journal gone, a finished output took prompts added since under another judge or
+    # max_tokens, silently: one records file held scores of two judges.
+    fake.default("judge", JUDGE_SAYS)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 1)
+    out = tmp_path / "records.jsonl"
+    argv = ["label", prompts, "--models", "a", "--config", config(fake, tmp_path), "--out", out]
+    code, _, err = run([*argv, "--judge", "judge"], capsys)
+    assert code == 0 and done_path(out).exists() and not journal_path(out).exists(), err
+    write_prompts(prompts, 2)  # a prompt more
+    before, mark, asked = out.read_bytes(), done_path(out).read_bytes(), len(fake.requests())
+    for other, named in ((["--judge", "a"], '--judge judge then, a now'),
+                         (["--judge", "judge", "--max-tokens", "50"],
+                          "--max-tokens (none) then, 50 now")):
+        code, _, err = run([*argv, *other], capsys)
+        assert code == 2 and "Traceback" not in err, err
+        assert "was finished by a run with other settings" in err and named in err, err
+        assert "Rerun with that run's settings to add to it" in err and "--restart" in err, err
+        assert out.read_bytes() == before and done_path(out).read_bytes() == mark
+        assert not journal_path(out).exists()
+    assert len(fake.requests()) == asked
+    code, _, err = run([*argv, "--judge", "judge"], capsys)
+    assert code == 0 and set(records_of(out)) == {"q0", "q1"}, err
+
+
 def test_records_and_journal_carry_costs_without_float_noise(
         fake: FakeProviderProcess, keys: None, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,11 +20,15 @@ of every answer scored so far.
   answer when it judges it, so it holds no more answers at once than it judges at once,
   however many the journal keeps. The journal is removed once every prompt is in ``OUT``.
 * ``OUT.done`` is written when a run completes, just before the journal is removed: the size
-  and SHA-256 of the ``OUT`` it finished. It is this command's mark on its finished output: a
-  later ``--restart`` discards ``OUT`` only while the journal is beside it (a run is part-way
-  through it) or the mark matches it (the command's finished output, unchanged since), however
-  the prompts file was edited since; a file without either is never discarded, even a records
-  file of the same prompts.
+  and SHA-256 of the ``OUT`` it finished, and the run's settings (the journal header's). It is
+  this command's mark on its finished output: a later ``--restart`` discards ``OUT`` only while
+  the journal is beside it (a run is part-way through it) or the mark matches it (the command's
+  finished output, unchanged since), however the prompts file was edited since; a file without
+  either is never discarded, even a records file of the same prompts. A rerun on a finished
+  output (to label prompts added since, say) is refused, as a resumed journal is, when its
+  judge, rubric or ``max_tokens`` are not the settings the mark names, so one records file
+  never mixes answers scored under two settings (a mark written before it kept the settings
+  names none, and is not checked so).
 
 Every line goes out in one ``write`` followed by ``fsync``. A line left half-written by a crash
 or a kill (no newline at the end of the file) is dropped on the next run, with a note, when the
@@ -98,15 +102,16 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     return {"labelling_output": DONE_FORMAT, "bytes": size, "sha256": digest.hexdigest()}
 
 
-def mark_done(out: Path) -> None:
-    """Leave the mark that this command finished ``out`` as it now is: written to a side
-    file, fsynced, then renamed into place, so a crash leaves the old mark or the new one; made
-    by root in another user's folder, it is given the folder's owner (see
+def mark_done(out: Path, key: RunKey) -> None:
+    """Leave the mark that this command finished ``out`` as it now is, under ``key``'s settings:
+    written to a side file, fsynced, then renamed into place, so a crash leaves the old mark or
+    the new one; made by root in another user's folder, it is given the folder's owner (see
     :func:`~switchpoint._files.give_folder_owner`)."""
     mark = done_path(out)
     part = mark.with_name(mark.name + ".part")
     try:
-        data = (json.dumps(_fingerprint(out)) + "\n").encode("utf-8")
+        data = (json.dumps({**_fingerprint(out), "settings": key.header()}) + "\n"
+                ).encode("utf-8")
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             give_folder_owner(fd, part)
@@ -125,16 +130,23 @@ def written_here(out: Path) -> bool:
     """Whether this command demonstrably wrote ``out``: a run is part-way through it (its
     journal is beside it: :func:`began_here`), or a run finished it and it is unchanged since
     (its mark matches). Reads only."""
-    if began_here(journal_path(out)):
-        return True
+    return began_here(journal_path(out)) or _matching_mark(out) is not None
+
+
+def _matching_mark(out: Path) -> dict[str, Any] | None:
+    """The mark of the run that finished ``out``, if it matches ``out`` as it now is (else
+    None). Reads only."""
     mark = done_path(out)
     try:
         if not mark.is_file() or mark.stat().st_size > _HASH_CHUNK or not out.is_file():
-            return False
+            return None
         saved = loads(mark.read_text(encoding="utf-8"))
-        return isinstance(saved, dict) and saved == _fingerprint(out)
+        if not isinstance(saved, dict):
+            return None
+        now = _fingerprint(out)
+        return saved if {k: saved.get(k) for k in now} == now else None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
+        return None
 
 
 # How every journal this command writes begins: its header's first key, then the next one.
@@ -415,6 +427,12 @@ def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
     by_id = {p.id: p for p in prompts}
     journal = journal_path(out)
     ours = written_here(out)
+    if not began_here(journal) and (mark := _matching_mark(out)) is not None and isinstance(
+            settings := mark.get("settings"), dict):
+        # (a finished output: what a rerun adds to it is scored as its records were)
+        _check_header(out, settings, key, "was finished by a run with other settings, and its "
+                                          "records would be mixed with answers scored so",
+                      "add to it")
     with closing(_lines(out, resume, "that prompt will be labelled again", ours=ours)) as lines:
         _read_output(out, (line.text for line in lines), by_id, key, resume, ours=ours)
     # (the journal's name is this command's own: a half-written first line is its header)
@@ -639,7 +657,9 @@ def _scored_how(prompts: Sequence[LabelPrompt]) -> str:
             "prompt's reference")
 
 
-def _check_header(journal: Path, header: Mapping[str, Any], key: RunKey) -> None:
+def _check_header(journal: Path, header: Mapping[str, Any], key: RunKey,
+                  written: str = "was written by a run with other settings",
+                  goal: str = "resume it") -> None:
     """A header (the first, or one that gained a judge) whose settings are not ``key``'s is
     refused naming each that differs, but for a judge this run adds where it named none (its
     header gains it: see :meth:`Resume.header_needed`), and for none where it named one (this
@@ -660,8 +680,8 @@ def _check_header(journal: Path, header: Mapping[str, Any], key: RunKey) -> None
             differ.append(f"{flag} {_shown(was)} then, {_shown(now)} now")
     if differ:
         raise LabellingError(
-            "was written by a run with other settings: " + "; ".join(differ) + ". Rerun with "
-            f"that run's settings to resume it, or {RESTART_HINT}", source=journal)
+            f"{written}: " + "; ".join(differ) + ". Rerun with "
+            f"that run's settings to {goal}, or {RESTART_HINT}", source=journal)
 
 
 def _gained_judge(line: _Line, first: Mapping[str, Any], judge: str | None) -> None:

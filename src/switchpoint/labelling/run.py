@@ -579,7 +579,7 @@ class _Run:
         remove the journal (in that order, so the output is never left without a mark). A
         complete output found without a journal or a mark is someone else's: it gets none."""
         if self.state.out.exists() and jr.written_here(self.state.out):
-            jr.mark_done(self.state.out)
+            jr.mark_done(self.state.out, self.state.key)
         self.state.journal.unlink(missing_ok=True)
 
     def _units(self, todo: list[LabelPrompt]) -> list[_Unit]:
