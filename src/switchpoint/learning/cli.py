@@ -314,14 +314,16 @@ def cmd_learn(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _check_export_outside(args.export, settings.data_dir)
     check_weights_target(args.export)  # before the state in data_dir is opened
+    # (before --tenant, which is judged by the tenants data_dir's logs name: without them,
+    # any tenant only they name would be called unknown)
+    existing_state(settings, "no outcomes to fold into the weights; point it at the "
+                                    "data_dir of the service that learned them")
     if args.tenant is not None:
         from switchpoint.governance.reports import Reports
 
         unknown = Reports.from_settings(settings).unknown_tenant(args.tenant)
         if unknown is not None:
             raise InvalidInputError("--tenant", unknown)
-    existing_state(settings, "no outcomes to fold into the weights; point it at the "
-                                    "data_dir of the service that learned them")
     # It only reads data_dir (the package goes to --export): a refusal, like an export,
     # leaves every file there as it was.
     with _state_gateway(settings, reads_only=True) as gateway:
