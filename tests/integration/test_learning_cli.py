@@ -269,8 +269,9 @@ def test_learn_from_quality_observations_only_says_they_teach_no_routing(
     (["--score", "0.5", "--cost", "inf"], '--cost: "inf" is not a number in ASCII digits'),
     (["--score", "0.5", "--cost", "1e-400"], '--cost: "1e-400" is too small a number to be told'),
     (["--score", "1e-400"], '--score: "1e-400" is too small a number to be told from 0'),
-    (["--score", "0.5", "--comment", "x" * 100_000], "comment: is 100,000 characters"),
-    (["--score", "0.5", "--comment", "ok\x1b]0;owned\x07"], "comment: holds U+001B (character 3)"),
+    (["--score", "0.5", "--comment", "x" * 100_000], "--comment: is 100,000 characters"),
+    (["--score", "0.5", "--comment", "ok\x1b]0;owned\x07"],
+     "--comment: holds U+001B (character 3)"),
     (["--success", "--tenant", " "], "--tenant: must be a non-empty tenant name"),
     (["--success"], "does not exist, so it holds no decision"),
 ])

@@ -267,7 +267,7 @@ class RouterLog:
     def replay(self, tenant: str | None = None) -> Iterator[FeedbackEvent]:
         return (row.event for row in self.log.replay(tenant) if row.kind != "model")
 
-def check_comment(comment: object) -> str | None:
+def check_comment(comment: object, name: str = "comment") -> str | None:
     """The comment to keep with a feedback (None: none), with anything shaped like a secret
     redacted, since it is stored and shown back.
 
@@ -279,20 +279,21 @@ def check_comment(comment: object) -> str | None:
     another order than it reads) are refused, naming the field and the character: no person
     types them into a note, they could make what a log, a report or a terminal shows differ
     from what was said, and refusing them here, where the comment enters, keeps every
-    place that prints one free of escaping it (rather than each having to)."""
+    place that prints one free of escaping it (rather than each having to). ``name`` is what
+    a refusal names (``--comment`` on the command line)."""
     if comment is None:
         return None
     if not isinstance(comment, str):
-        raise InvalidInputError("comment", "must be a string")
+        raise InvalidInputError(name, "must be a string")
     if len(comment) > MAX_COMMENT:
-        raise InvalidInputError("comment", f"is {people_number(len(comment))} characters; "
+        raise InvalidInputError(name, f"is {people_number(len(comment))} characters; "
                                            f"at most {people_number(MAX_COMMENT)}")
     if lone_surrogate(comment):
-        raise InvalidInputError("comment", LONE_SURROGATE)
+        raise InvalidInputError(name, LONE_SURROGATE)
     found = _UNWRITTEN.search(comment)
     if found is not None:
         char = found.group()
-        raise InvalidInputError("comment", f"holds U+{ord(char):04X} (character "
+        raise InvalidInputError(name, f"holds U+{ord(char):04X} (character "
                                            f"{found.start() + 1}): a comment may hold newlines "
                                            "and tabs, but no other control character and no "
                                            "character that overrides the direction of text "

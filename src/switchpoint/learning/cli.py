@@ -139,7 +139,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     # Every argument is checked before the state is opened: a refused command writes nothing.
     cost: float | None = args.cost
     check_id(named, field)
-    check_comment(args.comment)
+    check_comment(args.comment, "--comment")
     if args.tenant is not None:
         check_tenant(args.tenant, "--tenant")
     settings = _settings(args)
