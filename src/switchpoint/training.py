@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from switchpoint._args import FUNCTION, PATH, expect
-from switchpoint._messages import json_quoted, listed_names, one_of
+from switchpoint._messages import json_quoted, listed_names, one_of, printed_name_problem
 from switchpoint._progress import ProgressFn, step
 from switchpoint._version import __version__
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
@@ -137,6 +137,9 @@ def add_model(
     expect("package", package, WeightsPackage, "a WeightsPackage (what load_weights returns)")
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError("name", "must be a non-empty model name")
+    if (problem := printed_name_problem(name)) is not None:
+        # (the rule the package's save keeps: said before the labels are learned, of the name)
+        raise InvalidInputError("name", f"{problem}; name the model without it")
     expect("records", records, (RecordSet, *PATH), _RECORDS)
     expect("embedder", embedder, Embedder, "an Embedder", optional=True)
     expect("source_model", source_model, str, "the model's name in the records",

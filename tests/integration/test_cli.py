@@ -1575,6 +1575,15 @@ def test_add_and_remove_model(
     # (The model's name is named as the usage shows it, not as the library's field.)
     assert_bad_input(code, err, 'MODEL: model "super" is already in these weights')
     assert "name:" not in err
+    # A name that would not print as itself is refused as the name, before anything is learned
+    # (it was refused as the weights when saved, saying to fit them again).
+    untouched = (weights_copy / "manifest.json").read_bytes()
+    code, _, err = run(["add-model", "sup\x1b[31mer", labels, "--weights", weights_copy,
+                        "--label", "Super-Model"], capsys)
+    assert_bad_input(code, err, 'MODEL: model "sup\\u001b[31mer" holds U+001B (character 4)',
+                     "name the model without it")
+    assert "fit the weights again" not in err
+    assert (weights_copy / "manifest.json").read_bytes() == untouched
     # Labels for a model the records do not have.
     code, _, err = run(["add-model", "other2", labels, "--weights", weights_copy, "--label",
                         "Absent"], capsys)
