@@ -44,12 +44,13 @@ def real_number(value: object) -> float | None:
         return None
 
 
-def checked_number(field: str, value: object) -> float | None:
+def checked_number(field: str, value: object, accepted: str | None = None) -> float | None:
     """``value`` as :func:`real_number` reads it (None: no real number), where a number no
     float holds is refused, an :class:`InvalidInputError` naming ``field``: one past the
     largest (an integer of 401 digits, read as infinity, is told so as the HTTP door tells it:
     :func:`~switchpoint._messages.past_floats`), or a ``Decimal`` or ``Fraction`` that is not 0
-    but a float holds only as 0 (:data:`TOO_SMALL`, as the command line says of ``1e-400``).
+    but a float holds only as 0 (:func:`too_small_why` of ``accepted``, what ``field`` takes
+    in words where 0 is not taken, as the command line says of ``1e-400``).
     The one reading of every number check of the library door (a cost, a quality score, a
     λ, a report's figures), which takes a ``Decimal`` too, as the float nearest it (a
     signalling NaN is no number)."""
@@ -66,7 +67,7 @@ def checked_number(field: str, value: object) -> float | None:
     if past is not None:
         raise InvalidInputError(field, past)
     if x == 0 and isinstance(value, Decimal | Fraction) and value != 0:
-        raise InvalidInputError(field, f"{cut(str(value), 40)} {TOO_SMALL}")
+        raise InvalidInputError(field, f"{cut(str(value), 40)} {too_small_why(accepted)}")
     return x
 
 
@@ -140,8 +141,21 @@ def too_small(text: str) -> bool:
             and float(text) == 0)
 
 
-#: Why :func:`too_small` text is refused, as a message goes on after the value it quotes.
+#: Why :func:`too_small` text is refused where 0 is taken, as a message goes on after the
+#: value it quotes (see :func:`too_small_why`).
 TOO_SMALL = "is too small a number to be told from 0; write 0, or a number of at least 1e-300"
+
+
+def too_small_why(accepted: str | None = None) -> str:
+    """Why :func:`too_small` text (``1e-400``) is refused, as a message goes on after the
+    value it quotes: :data:`TOO_SMALL` where 0 is taken (``accepted`` None); where it is not
+    (a window of hours, an age in days), that it is too small, and ``accepted``, what is
+    taken in words (``a number of hours more than 0 and at most 8,784``), since writing 0
+    would be refused too. The one rule of the command line's options, the query's numbers
+    and the library's."""
+    if accepted is None:
+        return TOO_SMALL
+    return f"is too small a number to be told from 0: give {accepted}"
 
 
 def integer_text(text: str) -> int | None:

@@ -24,11 +24,11 @@ from collections.abc import Callable
 from switchpoint._messages import json_quoted, people_number
 from switchpoint._numbers import (
     TOO_MANY_DIGITS,
-    TOO_SMALL,
     integer_text,
     number_text,
     too_many_digits,
     too_small,
+    too_small_why,
 )
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.decision import MAX_COST_WEIGHT
@@ -50,13 +50,12 @@ def number_option(what: str = "a number", example: str = "2.5 or 1e3",
     ``above_low``); ``what`` says which in words, ``example`` shows one."""
 
     # (where 0 is out of range, a number told from 0 only as 0 is not advised to be written 0)
-    too_small_why = (TOO_SMALL if low < 0 or (low == 0 and not above_low)
-                     else f"is too small a number to be told from 0: give {what}")
+    underflow = too_small_why(None if low < 0 or (low == 0 and not above_low) else what)
 
     def number(text: str) -> float:
         value = number_text(text)
         if value is None:
-            raise refused(text, too_small_why if too_small(text) else
+            raise refused(text, underflow if too_small(text) else
                           f"is not a number in ASCII digits: give {what}, such as {example}")
         if not ((low < value) if above_low else (low <= value)) or not value <= high:
             raise refused(text, f"is out of range: give {what}")

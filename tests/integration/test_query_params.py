@@ -221,6 +221,23 @@ def test_a_number_parameter_is_read_as_a_person_writes_one(
         assert "too small a number to be told from 0" in error["message"], error
 
 
+@pytest.mark.parametrize(("path", "name", "others", "advice"), [
+    ("/v1/router/report/sla", "since_hours", {}, ": give a number of hours more than 0 and "
+                                                 "at most 8,784 (366 days)"),
+    *[(path, name, others, "; write 0, or a number of at least 1e-300")
+      for path, name, others in _NUMBERS if name not in ("limit", "cursor", "since_hours")]])
+def test_a_number_too_small_to_be_told_from_0_is_told_what_to_give_instead(
+        guarded: ThreadServer, path: str, name: str, others: dict[str, str],
+        advice: str) -> None:
+    """1e-400 is told it is too small a number to be told from 0, with what the parameter
+    takes: the window of hours takes no 0, so it is not advised to write 0 (it was, and 0
+    was then refused as out of range); where 0 is taken, writing 0 is."""
+    r = httpx.get(f"{guarded.base}{path}", params={**others, name: "1e-400"}, headers=ADMIN)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == (
+        f'{name}: "1e-400" is too small a number to be told from 0{advice}'), r.text
+
+
 @pytest.mark.parametrize(("path", "name", "others"), _NUMBERS)
 def test_a_number_out_of_range_is_quoted_as_written(
         guarded: ThreadServer, path: str, name: str, others: dict[str, str]) -> None:

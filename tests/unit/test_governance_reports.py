@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +320,13 @@ def test_sla_report(reports: Reports) -> None:
         assert str(caught.value).startswith(
             "since_hours: must be a number of hours more than 0 and at most 8,784 (366 days), "
             f"got {shown}"), caught.value
+    # A Decimal that is not 0 but a float holds only as 0 is told so, with the range: it was
+    # advised to "write 0", which is refused too.
+    with pytest.raises(InvalidInputError) as tiny:
+        reports.get_sla_report(Decimal("1e-400"))  # type: ignore[arg-type]
+    assert str(tiny.value) == (
+        "since_hours: 1E-400 is too small a number to be told from 0: give a number of hours "
+        "more than 0 and at most 8,784 (366 days)")
 
 
 def test_the_sla_report_and_the_alert_read_the_hour_the_sla_budget_watches(

@@ -917,7 +917,8 @@ class Reports:
         """SLA compliance of the chat requests of the last ``since_hours``, measured against
         the SLA in force for each request's tenant (its own, else the default)."""
         self.check_tenant(tenant)
-        hours = checked_number("since_hours", since_hours)  # (NumPy's scalars, a Decimal too)
+        # (NumPy's scalars, a Decimal too)
+        hours = checked_number("since_hours", since_hours, SINCE_HOURS)
         if hours is None or not 0 < hours <= MAX_SINCE_HOURS:  # (NaN, infinity too)
             shown = (json_quoted(since_hours) if hours is None
                      else f"{hours:g}" if math.isfinite(hours) else json_quoted(hours))

@@ -62,11 +62,11 @@ from switchpoint._messages import (
 )
 from switchpoint._numbers import (
     TOO_MANY_DIGITS,
-    TOO_SMALL,
     integer_text,
     number_text,
     too_many_digits,
     too_small,
+    too_small_why,
 )
 from switchpoint.errors import InvalidInputError
 from switchpoint.server.errors import document_refusal, operations
@@ -100,11 +100,12 @@ ANY_QUERY = Depends(any_query)
 does not read, as OpenAI's API does, instead of refusing it."""
 
 
-def _number_text(text: object, whole: bool) -> object:
+def _number_text(text: object, whole: bool, accepted: str | None = None) -> object:
     """A query parameter's ``text`` as the number it says (a whole one when ``whole``), or a
     ValueError saying how to write one; a value that is not text (a default) as it is. A
     whole number stays an int where any number is taken, so a range the route's bounds refuse
-    quotes it as written (``-1``, not ``-1.0``)."""
+    quotes it as written (``-1``, not ``-1.0``). Text too small to be told from 0 is told so
+    by :func:`~switchpoint._numbers.too_small_why` of ``accepted``."""
     if not isinstance(text, str):
         return text
     shown = json_quoted(text, 40)
@@ -119,7 +120,7 @@ def _number_text(text: object, whole: bool) -> object:
     if number is not None:
         return number
     if exact and not whole and too_small(text):
-        raise ValueError(f"{TOO_SMALL}, got {shown}")
+        raise ValueError(f"{shown} {too_small_why(accepted)}")
     if exact and whole and too_many_digits(text):
         raise ValueError(f"{TOO_MANY_DIGITS}, got {shown}")
     what = "a whole number" if whole else "a finite number"
@@ -143,6 +144,22 @@ NUMBER = BeforeValidator(_real)
 """The mark of a query parameter that takes a number: ``Annotated[float, Query(...), NUMBER]``."""
 
 
+def number_without_0(accepted: str) -> BeforeValidator:
+    """The mark of a query parameter that takes a number but not 0 (a window of hours), as
+    :data:`NUMBER` is: text too small to be told from 0 (``1e-400``) is told to give
+    ``accepted`` (what it takes, in words: ``a number of hours more than 0 ...``), not to
+    write 0, which its bounds refuse too."""
+    return BeforeValidator(functools.partial(_number_text, whole=False, accepted=accepted))
+
+
+def _number_mark(mark: object) -> bool:
+    """Whether ``mark`` is :data:`WHOLE`, :data:`NUMBER` or a :func:`number_without_0`."""
+    if mark is WHOLE or mark is NUMBER:
+        return True
+    func = getattr(mark, "func", None) if isinstance(mark, BeforeValidator) else None
+    return isinstance(func, functools.partial) and func.func is _number_text
+
+
 def _numeric(annotation: object) -> bool:
     """Whether a parameter of type ``annotation`` holds a number (``int``, ``float``, either
     or None, as ``Annotated`` wraps them)."""
@@ -154,13 +171,14 @@ def _numeric(annotation: object) -> bool:
 
 
 def _marked(annotation: object, metadata: Iterable[object]) -> bool:
-    """Whether :data:`WHOLE` or :data:`NUMBER` is among ``metadata`` or ``annotation``'s."""
+    """Whether a number's mark (:data:`WHOLE`, :data:`NUMBER`, :func:`number_without_0`) is
+    among ``metadata`` or ``annotation``'s."""
     found = list(metadata)
     if get_origin(annotation) is Annotated:
         found += get_args(annotation)[1:]
     if get_origin(annotation) in (Union, types.UnionType):
         return any(_marked(member, found) for member in get_args(annotation))
-    return any(mark is WHOLE or mark is NUMBER for mark in found)
+    return any(_number_mark(mark) for mark in found)
 
 
 def check_numbers(dependant: Dependant, where: str) -> None:

@@ -24,12 +24,12 @@ from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.governance.budgets import PERIODS
 from switchpoint.governance.keys import MAX_GRACE_S, KeySpec
 from switchpoint.governance.ledger import key_account
-from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS
+from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS, SINCE_HOURS
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
 from switchpoint.server.bodies import parse_body, refuses_body
 from switchpoint.server.context import GatewayRoute, get_service
-from switchpoint.server.queries import NUMBER, WHOLE
+from switchpoint.server.queries import NUMBER, WHOLE, number_without_0
 from switchpoint.server.schemas import (
     ERROR_RESPONSES,
     BudgetAlert,
@@ -266,7 +266,8 @@ async def savings(request: Request, period: Period = "month",
             summary="SLA compliance, breaches and adjustments over the last hours")
 async def sla_report(request: Request,
                      since_hours: Annotated[float, Query(gt=0, le=MAX_SINCE_HOURS,
-                                                         allow_inf_nan=False), NUMBER] = 1.0,
+                                                         allow_inf_nan=False),
+                                           number_without_0(SINCE_HOURS)] = 1.0,
                      tenant: TenantQuery = None
                      ) -> JSONResponse:
     gateway = get_service(request).gateway
