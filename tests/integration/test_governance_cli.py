@@ -3,6 +3,7 @@ named and nothing half-made, and changes seen by a running gateway."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -741,6 +742,64 @@ def test_the_commands_that_only_read_the_keys_leave_the_file_as_it_was(
         conn.close()
 
 
+def _leave_in_log(data_dir: Path, sql: str, *args: object) -> None:
+    """Run ``sql`` on data_dir's keys.db, its change left in the -wal, and leave the folder
+    as a snapshot of its files taken while the writer had it open, but the -shm (as a copy
+    of the file with its log, or a crash that took the -shm, leaves it)."""
+    path = data_dir / "keys.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute(sql, args)
+        files = {p.name: p.read_bytes() for p in data_dir.iterdir() if not p.name.endswith("-shm")}
+    finally:
+        writer.close()
+    for p in data_dir.iterdir():
+        p.unlink()
+    for name, data in files.items():
+        (data_dir / name).write_bytes(data)
+    assert sorted(_folder(data_dir)) == ["keys.db", "keys.db-wal"]
+
+
+def _digests(data_dir: Path) -> dict[str, str]:
+    """Each file of ``data_dir`` and a digest of its bytes."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(data_dir.iterdir())}
+
+
+@pytest.mark.parametrize("version", [1, 3, 4])
+def test_reading_a_key_store_beside_its_log_leaves_no_file_beside_it(
+        config: Path, capsys: pytest.CaptureFixture[str], version: int) -> None:
+    """A keys.db (of this schema or an older one) with its -wal beside it and no -shm (a
+    copy of the two, a crash that took the -shm) is read with what its log holds by the
+    commands that only read the keys, and the folder keeps the same files with the same
+    bytes: SQLite, reading it even read-only, made a -shm beside it and left it there."""
+    data_dir = config.parent / "data"
+    ids = _key_store_of_schema(data_dir, version)
+    _leave_in_log(data_dir, "UPDATE keys SET revoked_at = ? WHERE id = ?", time.time(), ids[1])
+    before = _digests(data_dir)
+    code, out, err = run(["keys", "list", "--json", "--config", config], capsys)
+    assert code == 0, err
+    assert [(k["id"], k["status"]) for k in json.loads(out)] == [
+        (ids[0], "active"), (ids[1], "revoked")]  # (the revocation is in the log alone)
+    assert _digests(data_dir) == before
+    for argv, shown in ((["keys", "show", ids[0]], "5/day"),
+                        (["keys", "clock"], "judged at"), (["report", "alert"], ids[0])):
+        code, out, err = run([*argv, "--config", config], capsys)
+        assert code == 0 and shown in out, (argv, out, err)
+        assert "Traceback" not in err, (argv, err)
+        assert _digests(data_dir) == before, argv
+    code, out, err = run(["keys", "revoke", ids[0], "--config", config], capsys)
+    assert code == 0, err  # (a writer takes the log in and upgrades the file)
+    conn = sqlite3.connect(data_dir / "keys.db")
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("SELECT count(*) FROM keys WHERE revoked_at IS NULL"
+                            ).fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
 def test_an_older_key_store_too_big_to_read_upgraded_says_to_let_a_writer_upgrade_it(
         config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -769,24 +828,15 @@ def test_an_older_key_store_whose_log_is_too_big_to_read_upgraded_is_refused_too
 
     data_dir = config.parent / "data"
     _key_store_of_schema(data_dir, 2)
-    path = data_dir / "keys.db"
-    writer = sqlite3.connect(path, isolation_level=None)
-    try:  # (rows left in the -wal: a snapshot of both files taken while it is open)
-        writer.execute("PRAGMA wal_autocheckpoint=0")
-        writer.execute("UPDATE keys SET tenant = ?", ("t" * 20_000,))
-        files = {p.name: p.read_bytes() for p in data_dir.iterdir() if not p.name.endswith("-shm")}
-    finally:
-        writer.close()
-    for p in data_dir.iterdir():
-        p.unlink()
-    for name, data in files.items():
-        (data_dir / name).write_bytes(data)
+    _leave_in_log(data_dir, "UPDATE keys SET tenant = ?", "t" * 20_000)
+    files = _folder(data_dir)
     main, wal = len(files["keys.db"]), len(files["keys.db-wal"])
     assert wal > 2 * main, (main, wal)
-    before = _folder(data_dir)
+    before = _digests(data_dir)
     monkeypatch.setattr(sqlite_module, "MAX_UPGRADE_COPY_BYTES", main + 1024)
     code, out, err = run(["keys", "list", "--config", config], capsys)
     assert code == 2 and out == "", (out, err)
-    assert "the file with its -wal (0 MiB) is too big to be read upgraded" in err, err
+    assert ("its schema version 2 is older than this switchpoint's 4, and the file with its "
+            "-wal (0 MiB) is too big to be read upgraded") in err, err
     assert "Traceback" not in err
-    assert {n: b for n, b in _folder(data_dir).items() if not n.endswith("-shm")} == before
+    assert _digests(data_dir) == before  # (no -shm made beside it either)

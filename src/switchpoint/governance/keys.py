@@ -458,8 +458,9 @@ class KeyStore:
     opens; ``reads_only`` (a command that only reads the keys: ``keys list``, the reports)
     opens the file read-only and changes nothing beside it either: no time written, no schema
     upgrade (a file of an older schema is read as upgraded, see
-    :func:`~switchpoint.store.sqlite.read_upgraded`), no note of its log; a file it may not
-    write is read all the same."""
+    :func:`~switchpoint.store.sqlite.read_upgraded`), no note of its log, no ``-shm`` made
+    beside a file found with its ``-wal`` alone (read from a copy of the two); a file it may
+    not write is read all the same."""
 
     path: Path
     clock: Any = time.time

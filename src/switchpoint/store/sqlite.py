@@ -23,7 +23,9 @@ import logging
 import os
 import queue
 import re
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from collections import deque
@@ -42,6 +44,7 @@ from switchpoint._files import (
     locked_file,
     private_dir,
     private_file,
+    side_file,
 )
 from switchpoint._messages import json_quoted, quoted_path
 from switchpoint._process import check_process, in_other_process
@@ -54,6 +57,7 @@ from switchpoint.store.moved import (
     how_it_left,
     opened_for_writing,
     read_only_connection,
+    stale_log,
 )
 from switchpoint.store.totals import Totals
 
@@ -259,6 +263,56 @@ def _size_with_log(path: str | Path) -> int:
     return os.path.getsize(path) + log_size
 
 
+def _lone_log(path: str | Path) -> bool:
+    """Whether the database ``path`` has its own ``-wal`` beside it but no ``-shm`` (what a
+    copy of the two leaves, or a crash that took the ``-shm``): SQLite reading it, read-only
+    too, makes the ``-shm``, and leaves it there. (Another file's log, a
+    :func:`~switchpoint.store.moved.stale_log`, is not read at all.)"""
+    return (side_file(path, "-wal").exists() and not side_file(path, "-shm").exists()
+            and stale_log(path) is None)
+
+
+def _read_copied(path: str | Path) -> sqlite3.Connection:
+    """The database ``path`` with the ``-wal`` beside it, in memory: both are copied into a
+    private temporary folder, the copy opened there (SQLite takes the log into it) and backed
+    up into memory, and the folder removed, so nothing is made or changed beside ``path``."""
+    with tempfile.TemporaryDirectory(prefix="switchpoint-read-") as folder:
+        copy = Path(folder) / "copy.db"
+        shutil.copyfile(path, copy)
+        shutil.copyfile(side_file(path, "-wal"), side_file(copy, "-wal"))
+        source = sqlite3.connect(copy, isolation_level=None)
+        try:
+            memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            try:
+                source.backup(memory)
+            except BaseException:
+                memory.close()
+                raise
+        finally:
+            source.close()
+    return memory
+
+
+def _version_alone(path: str | Path, latest: int, newer: str) -> int:
+    """The schema version the database ``path`` itself holds, read without its ``-wal`` (as
+    SQLite reads a file it may not change: nothing is made beside it)."""
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro&immutable=1"
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        return _schema_version(conn, latest, newer)
+    finally:
+        conn.close()
+
+
+def _too_big_to_upgrade(version: int, latest: int, size: int) -> UpgradeNeededError:
+    return UpgradeNeededError(
+        f"its schema version {version} is older than this switchpoint's {latest}, and the "
+        f"file with its -wal ({size / 2**20:.0f} MiB) is too big to be read upgraded in "
+        f"memory (at most {MAX_UPGRADE_COPY_BYTES // 2**20} MiB) by a command that writes "
+        "nothing: start the service once (or run a command that writes the file) to upgrade "
+        "it, then run this command again")
+
+
 def read_upgraded(path: str | Path, migrations: Mapping[int, str], *,
                   newer: str = "") -> sqlite3.Connection:
     """A read-only connection to the database ``path`` (see :func:`read_only`) as its schema
@@ -268,21 +322,34 @@ def read_upgraded(path: str | Path, migrations: Mapping[int, str], *,
     table and column they ask for), the file left as it was, to be upgraded by the next
     writer opening it. A file of a newer schema is :class:`NewerSchemaError` (``newer`` says
     what to do); an older one past :data:`MAX_UPGRADE_COPY_BYTES` (the file and its ``-wal``
-    together), :class:`UpgradeNeededError`, saying to let a writer upgrade it first."""
+    together), :class:`UpgradeNeededError`, saying to let a writer upgrade it first.
+
+    A file with its ``-wal`` but no ``-shm`` beside it (:func:`_lone_log`) is read from a
+    copy of the two in memory (:func:`_read_copied`), up to date or not, so that no ``-shm``
+    is left beside it; past :data:`MAX_UPGRADE_COPY_BYTES`, an older one is refused as
+    above, its version read from the file alone, and one up to date is read where it is."""
     latest = max(migrations)
+    size = _size_with_log(path)
+    if _lone_log(path):
+        if size <= MAX_UPGRADE_COPY_BYTES:
+            copy = _read_copied(path)
+            try:
+                upgrade_schema(copy, migrations, newer=newer)  # (nothing, when up to date)
+                copy.execute("PRAGMA query_only=ON")
+            except BaseException:
+                copy.close()
+                raise
+            return copy
+        version = _version_alone(path, latest, newer)
+        if version < latest:
+            raise _too_big_to_upgrade(version, latest, size)
     conn = read_only(path)
     try:
         version = _schema_version(conn, latest, newer)
         if version == latest:
             return conn
-        size = _size_with_log(path)
         if size > MAX_UPGRADE_COPY_BYTES:
-            raise UpgradeNeededError(
-                f"its schema version {version} is older than this switchpoint's {latest}, and "
-                f"the file with its -wal ({size / 2**20:.0f} MiB) is too big to be read "
-                f"upgraded in memory (at most {MAX_UPGRADE_COPY_BYTES // 2**20} MiB) by a "
-                "command that writes nothing: start the service once (or run a command that "
-                "writes the file) to upgrade it, then run this command again")
+            raise _too_big_to_upgrade(version, latest, size)
         copy = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         try:
             conn.backup(copy)
