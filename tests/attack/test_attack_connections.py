@@ -14,11 +14,12 @@ import json
 import select
 import socket
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.attack.attack_env import LIMITS, NOFILE, Attacked, chat_body
+from tests.attack.attack_env import LIMITS, NOFILE, Attacked, chat_body, serving
 from tests.fakes.fake_provider import FakeProviderProcess
 
 
@@ -66,11 +67,14 @@ def health_seconds(attacked: Attacked) -> float:
     return time.monotonic() - started
 
 
-def metric(attacked: Attacked, name: str) -> float:
+def metric(attacked: Attacked, name: str, absent: float | None = None) -> float:
+    """The value of ``name`` in /metrics; ``absent`` if it is not there (else that fails)."""
     text = httpx.get(f"{attacked.base}/metrics", headers=attacked.admin, timeout=5).text
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
+    if absent is not None:
+        return absent
     raise AssertionError(f"{name} not in /metrics")
 
 
@@ -393,3 +397,80 @@ def test_a_request_target_in_absolute_form_reaches_its_route(attacked: Attacked)
         sock.close()
         assert answer.startswith(b"HTTP/1.1 " + status), (target, answer[:300])
         assert b"http://" not in answer.partition(b"\r\n\r\n")[2], answer
+
+
+# A server that waits 20 s for a body: an answer seen before that is not the body deadline's.
+PATIENT_BODY_S = 20.0
+PATIENT_LIMIT = 65_536  # max_request_bytes
+
+
+@pytest.fixture(scope="module")
+def patient(fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Attacked]:
+    with serving(fake, tmp_path_factory.mktemp("patient"), f"max_request_bytes: {PATIENT_LIMIT}\n",
+                 limits={"body_timeout_s": PATIENT_BODY_S}) as server:
+        yield server
+        assert "Traceback" not in server.log_text()
+        assert server.server_failures() == 0
+
+
+def chunks(size: int) -> bytes:
+    """``size`` bytes of a body as chunks of 16 KiB (the body's end not sent)."""
+    piece = 16_384
+    return b"".join(f"{piece:x}\r\n".encode() + b" " * piece + b"\r\n"
+                    for _ in range(size // piece))
+
+
+BODY_METRICS = ('switchpoint_http_requests_total{route="/v1/route",method="POST",status="413"}',
+                'switchpoint_http_request_bodies_refused_total{reason="too_large"}',
+                'switchpoint_http_connection_timeouts_total{phase="body"}')
+
+
+def test_a_body_over_the_limit_is_refused_at_once_however_it_is_sent(patient: Attacked) -> None:
+    # A chunked body was read to its end (up to 64 times the limit) before the 413 went out: a
+    # client that stopped sending past the limit to wait for an answer got a 408 once the body
+    # deadline passed, and so did one that declared a length over the limit and sent part of it.
+    head = (b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n")
+    cases = {
+        "chunks past the limit, the rest held back":
+            head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks(2 * PATIENT_LIMIT),
+        "every chunk and the body's end, then waiting":
+            head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks(2 * PATIENT_LIMIT)
+            + b"0\r\n\r\n",
+        "a length over the limit, part of the body sent":
+            head + f"Content-Length: {4 * PATIENT_LIMIT}\r\n\r\n".encode()
+            + b" " * PATIENT_LIMIT,
+        # (its bytes after the answer are dropped unread, not answered with a reset, which
+        # could destroy the answer before the client reads it)
+        "chunks far past the limit, all sent before reading":
+            head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks(16 * PATIENT_LIMIT),
+    }
+    before = [metric(patient, name, 0) for name in BODY_METRICS]
+    for case, request in cases.items():
+        sock = connect(patient.port)
+        sock.settimeout(PATIENT_BODY_S - 5)  # (what comes later is the body deadline's 408)
+        started = time.monotonic()
+        sock.sendall(request)
+        answer = read_until_closed(sock)
+        elapsed = time.monotonic() - started
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 413"), (case, answer[:300])
+        assert not answer.endswith(b"<still open>"), case  # closed: the rest is not read
+        assert answer.count(b"HTTP/1.1") == 1, case
+        error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+        assert (error["code"], error["param"]) == ("request_too_large", "body"), (case, error)
+        assert (f"the limit of {PATIENT_LIMIT} bytes (max_request_bytes in the config)"
+                in error["message"]), (case, error)
+        assert elapsed < PATIENT_BODY_S / 2, (case, elapsed)
+    # Each is counted under its route as a 413 and as a body refused, none as a body timeout.
+    after = [metric(patient, name) for name in BODY_METRICS]
+    assert after == [before[0] + 4, before[1] + 4, before[2]], (before, after)
+    # A body within the limit, sent in chunks, is served.
+    body = b'{"prompt": "hi"}'
+    sock = connect(patient.port)
+    sock.sendall(head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                 + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]

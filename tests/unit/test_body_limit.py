@@ -1,5 +1,6 @@
 """The request body limit, called as plain ASGI (no server): a body over the limit is a 413 in
-the path's error shape, read to its end first; a body within it reaches the app whole."""
+the path's error shape, answered once the limit is passed, the rest of the body unread; a body
+within it reaches the app whole."""
 
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ async def test_a_body_within_the_limit_reaches_the_app_whole() -> None:
 
 
 async def test_a_chunked_body_over_the_limit_is_refused_in_the_routing_shape() -> None:
-    sent, seen = await call("/v1/route", [b"ab", b"cd", b"e"], limit=4)
+    sent, seen = await call("/v1/route", [b"ab", b"cd", b"e", b"fg", b"hi"], limit=4)
     assert seen == [] and sent[0]["status"] == 413
+    assert [m["body"] for m in left] == [b"fg", b"hi"]  # answered once past the limit
     error = json.loads(sent[1]["body"])["error"]
     assert error["code"] == "request_too_large" and error["param"] == "body"
     assert "limit of 4 bytes" in error["message"] and "type" not in error
@@ -70,6 +72,7 @@ async def test_a_chunked_body_over_the_limit_is_refused_in_the_routing_shape() -
 async def test_a_declared_length_over_the_limit_is_refused_in_openais_shape() -> None:
     sent, seen = await call("/v1/chat/completions", [b"x" * 10], limit=4, declared=10)
     assert seen == [] and sent[0]["status"] == 413
+    assert len(left) == 1  # answered by its length: none of it read
     error = json.loads(sent[1]["body"])["error"]
     assert error["type"] == "invalid_request_error" and "is 10 bytes" in error["message"]
 

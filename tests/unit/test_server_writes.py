@@ -34,7 +34,7 @@ class Recording(asyncio.Transport):
 def test_writes_of_one_turn_go_out_together_and_a_close_sends_them_first() -> None:
     async def run() -> tuple[Recording, list[bytes], int]:
         raw = Recording()
-        transport = _CoalescingTransport(raw, asyncio.get_running_loop())
+        transport = _CoalescingTransport(raw, asyncio.get_running_loop(), lambda: False)
         transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
         transport.write(b"")
         transport.write(b"body")
@@ -51,14 +51,28 @@ def test_writes_of_one_turn_go_out_together_and_a_close_sends_them_first() -> No
     assert raw.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"0\r\n\r\n"] and raw.closed
 
 
+def test_a_close_the_protocol_stages_itself_sends_what_is_pending_and_leaves_it_open() -> None:
+    # (the answer to a body refused while the client still sends it: the protocol ends its
+    # side of the stream and closes once the client has, not the transport at once)
+    async def run() -> Recording:
+        raw = Recording()
+        transport = _CoalescingTransport(raw, asyncio.get_running_loop(), lambda: True)
+        transport.write(b"HTTP/1.1 413 Content Too Large\r\n\r\n")
+        transport.close()
+        return raw
+
+    raw = asyncio.run(run())
+    assert raw.writes == [b"HTTP/1.1 413 Content Too Large\r\n\r\n"] and not raw.closed
+
+
 def test_an_abort_drops_what_is_pending_and_nothing_is_written_after_a_close() -> None:
     async def run() -> tuple[Recording, Recording]:
         loop = asyncio.get_running_loop()
         aborted, closed = Recording(), Recording()
-        a = _CoalescingTransport(aborted, loop)
+        a = _CoalescingTransport(aborted, loop, lambda: False)
         a.write(b"never sent")
         a.abort()
-        c = _CoalescingTransport(closed, loop)
+        c = _CoalescingTransport(closed, loop, lambda: False)
         c.write(b"sent")
         c.close()
         c.write(b"too late")

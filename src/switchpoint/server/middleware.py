@@ -11,21 +11,23 @@ goes out at once, with ``Connection: close``; the body is then read to its end (
 :data:`DRAIN_FACTOR` times the limit) and dropped before the answer ends, so the client, which
 may still be sending, does not see its connection reset.
 
-An oversized body is read to its end (up to :data:`DRAIN_FACTOR` times the limit) before the
-answer goes out, so the client, which is still sending, receives the 413 instead of a reset
-connection; a client that asked first (``Expect: 100-continue``) and declared a length over the
-limit is sending nothing yet, so it is answered the 413 at once, not invited to send the body
-by a ``100 Continue``. A client that asked first and is answered without its body is not
-invited either; one that was invited (the app asked for its body) and is then refused is sending
-it, so its body is read to its end first, as any other's.
+A body refused (over the limit, sent with a ``Content-Encoding``, or with no room for it in the
+buffer below) is answered as soon as that is known, chunked or not: when its declared length,
+or the bytes read of it, pass the limit. The answer closes the connection and the rest of the
+body is not read: read first (it may be many times the limit), a client that sent part of its
+body and then waits for an answer, or sends the rest slowly, would get none until the body
+timeout. A client still sending when the connection closes finds its writes fail; HTTP clients
+(httpx, hence the openai client; urllib3, hence requests; curl) then read the answer that came
+before. A client that asked first (``Expect: 100-continue``) is refused without being invited
+to send the body by a ``100 Continue``.
 
 The bodies held at once are bounded (:class:`~switchpoint.server.body_buffer.BodyBuffer`:
 ``server.max_body_buffer_bytes`` in all, a quarter of it per client): each request counts the
 bytes it has read until its answer is sent, and one that would pass either bound is a 503
-``server_busy`` with ``Retry-After: 1`` (its body read to its end and dropped, like an oversized
-one's). Without the bound a thousand connections each sending a body just under the limit held
-a gigabyte; without the share one client's slow connections held the whole buffer and every
-other client got 503s.
+``server_busy`` with ``Retry-After: 1`` (answered at once, as an oversized body is). Without
+the bound a thousand connections each sending a body just under the limit held a gigabyte;
+without the share one client's slow connections held the whole buffer and every other client
+got 503s.
 """
 
 from __future__ import annotations
@@ -65,13 +67,12 @@ _READ_BODY = frozenset({"post", "put", "patch", "delete"})
 
 class _Refused(Exception):  # noqa: N818 (a signal to the middleware, not an error)
     """The body cannot be held: ``reason`` (``too_large`` or a buffer refusal), with the
-    bytes seen so far and whether more are coming."""
+    bytes seen so far."""
 
-    def __init__(self, reason: str, size: int, more: bool) -> None:
+    def __init__(self, reason: str, size: int) -> None:
         super().__init__(reason)
         self.reason = reason
         self.size = size
-        self.more = more
 
 
 class _Gone(Exception):  # noqa: N818
@@ -139,9 +140,9 @@ class _Request:
         self.unread = False
         limit = self.limit
         if _content_encoding(self.scope) is not None:
-            raise _Refused(ENCODED, 0, True)
+            raise _Refused(ENCODED, 0)
         if self.declared is not None and self.declared > limit:
-            raise _Refused("too_large", self.declared, True)
+            raise _Refused("too_large", self.declared)
         bodies = self.middleware.bodies
         self.client = self.middleware.client(self.scope)
         # (one buffer, not a list of the pieces: a body trickled a byte per packet arrives in as
@@ -158,10 +159,10 @@ class _Request:
             size += len(chunk)
             more = bool(message.get("more_body", False))
             if size > limit:
-                raise _Refused("too_large", size, more)
+                raise _Refused("too_large", size)
             refusal = bodies.take(self.client, len(chunk), limit)
             if refusal is not None:
-                raise _Refused(refusal, size, more)
+                raise _Refused(refusal, size)
             self.held += len(chunk)
             body += chunk
         return {"type": "http.request", "body": bytes(body), "more_body": False}
@@ -200,8 +201,6 @@ class _Request:
     async def refuse(self, refused: _Refused) -> None:
         if refused.reason != ENCODED:  # (the buffer's refusals: its bounds, not the body's form)
             self.middleware.bodies.count_refusal(refused.reason)
-        if self.sending():
-            await _drain(self._receive, refused.more, self.limit * DRAIN_FACTOR)
         path = app_path(self.scope)
         if refused.reason == ENCODED:
             await _unsupported_encoding(self._send, _content_encoding(self.scope) or "", path)

@@ -20,6 +20,11 @@ server:
   applies (the gateway's own, ``gateway.max_total_s``, does).
 - **a head size limit** (``max_header_bytes``, request line plus headers): a longer head is a
   431, whether it trickles in or arrives in one packet.
+- **a staged close** of a connection answered before its request's body ended (a body refused
+  as soon as it passed a limit): the answer is followed by the end of this side's stream, and
+  what the client still sends is dropped unread until it closes its side or the body's deadline
+  passes; closed at once, the connection would be reset, and the reset may destroy the answer
+  before the client reads it.
 - **one framing per request**: a request giving both Content-Length and Transfer-Encoding is a
   400 and its connection closes (a proxy in front reading the other framing would take the
   bytes after it for another request); any malformed request's 400 says what was wrong (one
@@ -49,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,13 +197,16 @@ class _CoalescingTransport:
     """A connection's transport whose writes made in one turn of the event loop go out as one
     write at the end of it: an answer's head, its body and its end (or a stream's last events
     and its end) cost one system call instead of one each. Closing sends what is pending
-    first; aborting drops it. Everything else is the transport's own."""
+    first, then asks ``linger`` whether the protocol closes the connection in stages itself;
+    aborting drops what is pending. Everything else is the transport's own."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_linger", "_loop", "_pending", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop,
+                 linger: Callable[[], bool]) -> None:
         self._transport = transport
         self._loop = loop
+        self._linger = linger
         self._pending: list[bytes] = []
 
     def write(self, data: bytes) -> None:
@@ -221,7 +230,8 @@ class _CoalescingTransport:
 
     def close(self) -> None:
         self._flush()
-        self._transport.close()
+        if not self._linger():
+            self._transport.close()
 
     def abort(self) -> None:
         self._pending.clear()
@@ -245,11 +255,13 @@ class GuardedH11Protocol(H11Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._counted = False
+        self._lingering = False
 
     # Connections -------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        super().connection_made(_CoalescingTransport(  # type: ignore[arg-type]
+            transport, self.loop, self._linger))
         registry = self._registry
         stats = registry.stats
         if stats.open >= registry.limits.max_connections:
@@ -278,11 +290,35 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:  # (the rest of a body answered without it: dropped unread)
+            return
         super().data_received(data)
         self._update(received=bool(data))
 
+    def _linger(self) -> bool:
+        """Close in stages a connection whose answer is complete while its client may still be
+        sending the request's body (a body refused as soon as it passed a limit): the answer
+        is followed by the end of this side's stream, and what the client still sends is
+        dropped unread until it closes its side, or the body's deadline passes. Closed at
+        once, with those bytes unread, the connection would be reset, and a reset may destroy
+        the answer before the client reads it (RFC 9112 §9.6). True when it lingers so."""
+        transport = self.transport
+        if (self._lingering or self.cycle is None or not self.cycle.response_complete
+                or self.conn.their_state is not h11.SEND_BODY or transport.is_closing()
+                or not transport.can_write_eof()):
+            return False
+        self._lingering = True
+        transport.write_eof()
+        self.flow.resume_reading()
+        if self._timer is None:  # (the body's deadline ends it; it is armed in the body)
+            self._timer = self.loop.call_later(self._registry.limits.body_timeout_s,
+                                               self._close_quietly)
+        return True
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if self._lingering:  # (it ends with the client's close or the body's deadline)
+            self._unset_keepalive_if_required()
         self._update(received=False)
 
     def send_400_response(self, msg: str) -> None:
@@ -349,6 +385,9 @@ class GuardedH11Protocol(H11Protocol):
     def _expired(self, phase: str) -> None:
         self._timer = None
         if self.transport.is_closing() or phase != self._phase:
+            return
+        if self._lingering:  # (answered: the client had its answer, and stopped sending)
+            self._close_quietly()
             return
         self._registry.stats.timed_out[phase] += 1
         answered = self.cycle is not None and self.cycle.response_started
