@@ -484,9 +484,10 @@ class ServerSettings(BaseModel):
     every connection is busy the newcomer gets a 503; it is also lowered to fit the process's
     open-file limit. A request's head (request line and headers) must arrive within
     ``header_timeout_s`` of its first byte (of the connection, for a first request) and be at
-    most ``max_header_bytes`` (else 431); its body must arrive within ``body_timeout_s`` of the
-    head (else 408). An idle keep-alive connection is closed after ``keep_alive_timeout_s``; a
-    client that reads none of its answer for ``write_timeout_s`` is disconnected. The request
+    most ``max_header_bytes`` (else 431; a chunked body's chunk-size line or trailer over it is
+    a 400); its body must arrive within ``body_timeout_s`` of the head (else 408). An idle
+    keep-alive connection is closed after ``keep_alive_timeout_s``; a client that reads none
+    of its answer for ``write_timeout_s`` is disconnected. The request
     bodies held in memory at once (each read whole, once its route has checked who calls)
     total at most ``max_body_buffer_bytes`` (or one ``max_request_bytes``, if that is more),
     and one client's (its credential, else its address) at most a quarter of it (or one

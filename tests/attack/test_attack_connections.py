@@ -474,3 +474,33 @@ def test_a_body_over_the_limit_is_refused_at_once_however_it_is_sent(patient: At
     answer = read_until_closed(sock)
     sock.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def test_a_chunk_size_line_over_the_head_limit_is_a_400_naming_it(patient: Attacked) -> None:
+    # It was a 431 saying the request line and headers were too large, and counted as such.
+    limit = LIMITS["max_header_bytes"]
+    counted = ('switchpoint_http_requests_total{route="/v1/route",method="POST",status="4xx"}',
+               "switchpoint_http_headers_too_large_total")
+    before = [metric(patient, name, 0) for name in counted]
+    sock = connect(patient.port)
+    sock.settimeout(PATIENT_BODY_S - 5)
+    started = time.monotonic()
+    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n10;ext=" + b"e" * (2 * int(limit)))
+    answer = read_until_closed(sock)
+    elapsed = time.monotonic() - started
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert not answer.endswith(b"<still open>")
+    error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    assert error["code"] == "invalid_request", error
+    assert error["message"] == (
+        f"not a valid HTTP/1.1 request: a chunk-size line of the request body (a chunk's size in "
+        f"hex and its extensions), or the trailer after its last chunk, is over {limit:g} bytes "
+        "(server.max_header_bytes); send each chunk's size without extensions, or raise "
+        "server.max_header_bytes"), error
+    assert elapsed < PATIENT_BODY_S / 2, elapsed
+    # Counted under its route, as a client's fault the guard answered (as its 408 is), and not
+    # as a head over the limit.
+    after = [metric(patient, name) for name in counted]
+    assert after == [before[0] + 1, before[1]], (before, after)

@@ -19,7 +19,9 @@ server:
   ``write_timeout_s`` is cut off. While the app handles a request no deadline of this layer
   applies (the gateway's own, ``gateway.max_total_s``, does).
 - **a head size limit** (``max_header_bytes``, request line plus headers): a longer head is a
-  431, whether it trickles in or arrives in one packet.
+  431, whether it trickles in or arrives in one packet. A chunked body's chunk-size lines and
+  trailer are bounded by it too (each is read whole before what follows): a longer one is a
+  400 naming the chunk-size line.
 - **a staged close** of a connection answered before its request's body ended (a body refused
   as soon as it passed a limit): the answer is followed by the end of this side's stream, and
   what the client still sends is dropped unread until it closes its side or the body's deadline
@@ -147,9 +149,19 @@ _CHUNKED_1_0 = ("transfer-encoding: an HTTP/1.0 request gives Transfer-Encoding,
                 "or send the request as HTTP/1.1")
 
 
+def _long_chunk_line(limit: int) -> str:
+    """Why a chunked body whose chunk-size line (or trailer) runs past ``limit`` bytes is
+    refused: h11 reads each whole before it reads on, so it is bounded as a head is."""
+    return (f"a chunk-size line of the request body (a chunk's size in hex and its "
+            f"extensions), or the trailer after its last chunk, is over {limit} bytes "
+            "(server.max_header_bytes); send each chunk's size without extensions, or raise "
+            "server.max_header_bytes")
+
+
 class _Connection(h11.Connection):
     """h11's connection, refusing a request head over ``max_head`` bytes even when it arrives
-    whole (h11 itself only bounds a head that is still incomplete), and a request that gives
+    whole (h11 itself only bounds a head that is still incomplete, and calls a chunk-size line
+    over the same bound a 431 too: here a 400 naming it), and a request that gives
     both a Content-Length and a Transfer-Encoding (h11 would read the chunks and keep the
     connection open). ``error_reason`` keeps what was wrong, for the 400 to say (uvicorn's
     own says only "Invalid HTTP request received."), and ``error_param`` what it names, when
@@ -164,6 +176,7 @@ class _Connection(h11.Connection):
         self.error_param: str | None = None
 
     def next_event(self) -> Any:
+        in_body = self.their_state is h11.SEND_BODY
         try:
             event = super().next_event()
         except h11.RemoteProtocolError as exc:
@@ -172,6 +185,9 @@ class _Connection(h11.Connection):
             self.error_reason = str(exc).split(": bytearray(", 1)[0][:200] or None
             if self.error_reason in _H11_HOST_ERRORS:
                 self.error_param, self.error_reason = "host", _H11_HOST_ERRORS[self.error_reason]
+            elif in_body and self.error_status == 431:
+                # (h11 bounds any incomplete line by the head's limit, and calls it a 431)
+                self.error_status, self.error_reason = 400, _long_chunk_line(self.max_head)
             raise
         if type(event) is h11.Request:
             size = len(event.method) + len(event.target) + 12 + sum(
