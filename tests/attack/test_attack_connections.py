@@ -504,3 +504,24 @@ def test_a_chunk_size_line_over_the_head_limit_is_a_400_naming_it(patient: Attac
     # as a head over the limit.
     after = [metric(patient, name) for name in counted]
     assert after == [before[0] + 1, before[1]], (before, after)
+
+
+def test_a_client_sending_on_after_its_refusal_is_cut_off_past_a_bound(patient: Attacked) -> None:
+    # What a refused body still sends is dropped unread while the connection closes in stages;
+    # a client sending on long after its answer is cut off once LINGER_BYTES are dropped, not
+    # kept busy until the body deadline.
+    from switchpoint.server.protocol import LINGER_BYTES
+    sock = connect(patient.port)
+    sock.settimeout(PATIENT_BODY_S - 5)
+    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                 b"\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks(2 * PATIENT_LIMIT))
+    answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    started, sent, piece = time.monotonic(), 0, chunks(1 << 20)
+    with pytest.raises(OSError):  # (a reset or a broken pipe once the server has closed)
+        while sent <= 2 * LINGER_BYTES:
+            sock.sendall(piece)
+            sent += len(piece)
+    sock.close()
+    assert LINGER_BYTES < sent <= 2 * LINGER_BYTES, sent
+    assert time.monotonic() - started < PATIENT_BODY_S / 2

@@ -24,9 +24,9 @@ server:
   400 naming the chunk-size line.
 - **a staged close** of a connection answered before its request's body ended (a body refused
   as soon as it passed a limit): the answer is followed by the end of this side's stream, and
-  what the client still sends is dropped unread until it closes its side or the body's deadline
-  passes; closed at once, the connection would be reset, and the reset may destroy the answer
-  before the client reads it.
+  what the client still sends is dropped unread until it closes its side, the body's deadline
+  passes or :data:`LINGER_BYTES` have been dropped; closed at once, the connection would be
+  reset, and the reset may destroy the answer before the client reads it.
 - **one framing per request**: a request giving both Content-Length and Transfer-Encoding is a
   400 and its connection closes (a proxy in front reading the other framing would take the
   bytes after it for another request); any malformed request's 400 says what was wrong (one
@@ -69,6 +69,9 @@ _IDLE = "idle"  # between requests (keep-alive)
 _HEAD = "head"  # reading a request's line and headers
 _BODY = "body"  # reading a request's body
 _BUSY = "busy"  # the app is answering
+
+
+LINGER_BYTES = 64 << 20  # what a connection closing in stages drops unread before it closes
 
 
 @dataclass(frozen=True)
@@ -272,6 +275,7 @@ class GuardedH11Protocol(H11Protocol):
         self._write_timer: asyncio.TimerHandle | None = None
         self._counted = False
         self._lingering = False
+        self._dropped = 0  # bytes of a refused body dropped unread while lingering
 
     # Connections -------------------------------------------------------------------------------
 
@@ -307,6 +311,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:  # (the rest of a body answered without it: dropped unread)
+            self._dropped += len(data)
+            if self._dropped > LINGER_BYTES:  # (the client had its answer long ago)
+                self._close_quietly()
             return
         super().data_received(data)
         self._update(received=bool(data))
