@@ -59,11 +59,9 @@ from pathlib import Path
 from typing import (
     Any,
     NoReturn,
-    Protocol,
     SupportsIndex,
     TypeVar,
     cast,
-    runtime_checkable,
 )
 
 import anyio.to_thread
@@ -134,6 +132,7 @@ from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthConfig, HealthTra
 from switchpoint.gateway.in_flight import InFlight, owner_of, share_of
 from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
+from switchpoint.gateway.observing import Observer, Told
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body, check_model_count
 from switchpoint.gateway.planning import ChatCall, Plan, Planner, call_session, healthy_choice
@@ -161,7 +160,7 @@ from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of
 from switchpoint.learning.events import DEFAULT_TENANT, check_quality, check_tenant
 from switchpoint.router import Router, check_route_input
-from switchpoint.store import RequestRecord, SQLiteStore
+from switchpoint.store import SQLiteStore
 from switchpoint.store.retention import cutoff_for, prune
 from switchpoint.store.sqlite import REFUSING_S, spill_reserve
 
@@ -197,24 +196,6 @@ MAX_EVENT_LATENCY_MS = 86_400_000.0
 _STILL_OPEN: weakref.WeakSet[Gateway] = weakref.WeakSet()
 _AT_EXIT = threading.Lock()
 _at_exit_registered = False
-
-
-@runtime_checkable
-class Observer(Protocol):
-    """Told what the gateway did (the server's Prometheus metrics are one). Its methods run
-    on the gateway's event loop, so each must return quickly and must not call the gateway's
-    synchronous methods (that raises :class:`~switchpoint.errors.ReentrantCallError`)."""
-
-    def on_request(self, record: RequestRecord) -> None:
-        """A chat request's log record, as it is written: every request the log keeps
-        (answered, failed, or refused by a budget or a rate limit)."""
-
-    def on_decision(self, decision: RoutingDecision) -> None:
-        """A prompt was routed (by :meth:`Gateway.route` or for a chat request)."""
-
-    def on_store_error(self) -> None:
-        """A decision or a request could not be written to the log (it stands; the log
-        says so)."""
 
 
 def _request(method: F) -> F:
@@ -316,6 +297,7 @@ class Gateway:
                                     limit, settings.server.max_connections))
         self.store: SQLiteStore | None = store or None
         self.observer = observer
+        self._told = Told(observer)  # (its callbacks, each error logged and kept from the work)
         self.pool = ClientPool(max_connections=g.max_upstream_connections,
                                max_keepalive_connections=g.max_upstream_connections)
         # Each tenant's model calls in flight (the pool's size is kept until a restart).
@@ -811,11 +793,9 @@ class Gateway:
                         decision, live, key_id=who.key_id, tenant=who.tenant),
                         keep_trying=True))
             except StoreError as exc:  # the decision stands; the log and the metric say so
-                if self.observer is not None:
-                    self.observer.on_store_error()
+                self._told.store_error()
                 log.error("decision %s not logged: %s", decision.decision_id, exc)
-        if self.observer is not None:
-            self.observer.on_decision(decision)
+        self._told.decision(decision)
         return decision
 
     def check_size(self, fields: Mapping[str, Any], *, route: bool = False) -> None:
@@ -1083,8 +1063,7 @@ class Gateway:
                     base, text, allowed, cost_weight, policy=policy, catalog=catalog,
                     default_cost_weight=live.router.cost_weight)
             self.learning.keep_pending(live, decision)
-            if self.observer is not None:
-                self.observer.on_decision(decision)
+            self._told.decision(decision)
             return decision
 
         try:
@@ -2592,8 +2571,7 @@ class Gateway:
                      ) -> Future[Any] | None:
         """Log ``entry`` (waiting for its commit when ``wait``); the commit's future, or None
         when nothing is left to wait for (no store, written, or refused)."""
-        if self.observer is not None:
-            self.observer.on_request(entry.request)
+        self._told.request(entry.request)
         if self.store is None:
             return None
         try:
@@ -2607,8 +2585,7 @@ class Gateway:
                 return None
             return done
         except StoreError as exc:
-            if self.observer is not None:
-                self.observer.on_store_error()
+            self._told.store_error()
             log.error("request %s not logged: %s", entry.request.id, exc)
             return None
 
