@@ -1,4 +1,4 @@
-"""The config's number and boolean fields as pydantic reads them.
+"""The config's number, boolean and text fields as pydantic reads them.
 
 The rules are :mod:`switchpoint._numbers`' (a number is never a boolean, ``-0.0`` is ``0.0``, a
 boolean is ``true`` or ``false``); this module binds them to pydantic's validators, apart from
@@ -52,3 +52,19 @@ StrictReal = Annotated[float, BeforeValidator(a_number), AfterValidator(unsigned
 StrictInteger = Annotated[int, BeforeValidator(a_number)]
 #: A config field's boolean: ``true`` or ``false``, never a number nor a string.
 Boolean = Annotated[bool, BeforeValidator(only_a_boolean)]
+
+
+def only_text(value: object) -> object:
+    """``value`` unchanged unless it is bytes, which pydantic's lax mode would decode as UTF-8
+    text: an error naming their type alone (they may hold a secret: a ``base_url``'s password,
+    a key given where its variable's name belongs)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        raise ValueError(f"must be a string, got {type(value).__name__} (not shown); decode "
+                         "them to text first (value.decode())")
+    return value
+
+
+#: A config field's text, and a mapping's key: a ``str`` (a NumPy string is one), never bytes
+#: (:func:`only_text`), which a mapping passed in, a card registered in process or YAML's
+#: ``!!binary`` may hold.
+Text = Annotated[str, BeforeValidator(only_text)]

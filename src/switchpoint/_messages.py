@@ -428,13 +428,13 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
         return "is required"
     least = ctx.get("min_length")
     if kind in ("too_short", "string_too_short") and isinstance(least, int) and least > 1:
-        what = "characters" if kind == "string_too_short" else "items"
+        what = "characters" if kind == "string_too_short" or isinstance(value, str) else "items"
         had = ctx.get("actual_length")
         return f"must have at least {people_number(least)} {what}" + (
             f", got {people_number(had)}" if isinstance(had, int) else "")
     most = ctx.get("max_length")
     if kind in ("too_long", "string_too_long") and isinstance(most, int):
-        what = ("characters" if kind == "string_too_long"
+        what = ("characters" if kind == "string_too_long" or isinstance(value, str)
                 else "entries" if isinstance(value, dict) else "items")
         had = ctx.get("actual_length")
         if had is None and isinstance(value, (dict, list)):

@@ -95,6 +95,17 @@ def check_name_lengths(names: Sequence[str], field_name: str) -> None:
             raise invalid_at(field_name, f"{field_name}[{i}]", NAME_TOO_LONG)
 
 
+def unordered_names(names: object, field_name: str) -> str | None:
+    """Why ``names`` is no list of model names when it is a set (Python orders one by hash,
+    differently from run to run, so the same call, or card, would name its models in another
+    order each time, as a JSON list never does), else None."""
+    if not isinstance(names, Set):
+        return None
+    return (f"must be a list of model names, got {type(names).__name__}, whose order is not "
+            f"kept (it changes from run to run); pass a list, in the order you prefer "
+            f"(sorted({field_name}) for a fixed one)")
+
+
 def model_names(names: object, field_name: str) -> list[str] | None:
     """A caller's list of model names (``available_models``, ``allowed_models``, a chat
     call's ``models``) as a list (None: none given), else an :class:`InvalidInputError` naming
@@ -109,12 +120,9 @@ def model_names(names: object, field_name: str) -> list[str] | None:
     list, in the router, at the gateway's door and in a tenant's or a key's limits."""
     if names is None:
         return None
-    if isinstance(names, Set):
-        raise InvalidInputError(field_name, f"must be a list of model names, got "
-                                            f"{type(names).__name__}, whose order is not kept "
-                                            "(it changes from run to run); pass a list, in the "
-                                            f"order you prefer (sorted({field_name}) for a "
-                                            "fixed one)")
+    unordered = unordered_names(names, field_name)
+    if unordered is not None:
+        raise InvalidInputError(field_name, unordered)
     if isinstance(names, Mapping):
         raise InvalidInputError(field_name, f"must be a list of model names, got "
                                             f"{type(names).__name__} (a mapping); pass a list "

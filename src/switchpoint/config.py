@@ -72,7 +72,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from switchpoint._config_numbers import Boolean, Integer, Real, StrictInteger, StrictReal
+from switchpoint._config_numbers import Boolean, Integer, Real, StrictInteger, StrictReal, Text
 from switchpoint._files import path_problem, unnameable
 from switchpoint._messages import (
     cut,
@@ -98,6 +98,7 @@ from switchpoint.catalog import (
     base_url_problem,
     model_name_problem,
     named_once,
+    unordered_names,
 )
 from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
 from switchpoint.errors import ConfigError, InvalidInputError
@@ -195,11 +196,11 @@ class ModelEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1)
-    profile: str | None = Field(None, min_length=1)
-    provider: str = Field("openai", min_length=1)  # omitted: inferred from base_url
-    base_url: str | None = None
-    api_key_env: str | None = None
+    name: Text = Field(min_length=1)
+    profile: Text | None = Field(None, min_length=1)
+    provider: Text = Field("openai", min_length=1)  # omitted: inferred from base_url
+    base_url: Text | None = None
+    api_key_env: Text | None = None
     stream_usage: Boolean | None = None
     input_per_mtok: StrictReal | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK,
                                               allow_inf_nan=False)
@@ -209,8 +210,8 @@ class ModelEntry(BaseModel):
     capabilities: list[Capability] = Field(default_factory=list, max_length=len(
         get_args(Capability)))
     tier: Tier | None = None
-    fallbacks: list[str] = Field(default_factory=list, max_length=MAX_CATALOG_MODELS)
-    upstream_model: str | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME)
+    fallbacks: list[Text] = Field(default_factory=list, max_length=MAX_CATALOG_MODELS)
+    upstream_model: Text | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME)
     auto: Boolean = True
 
     # When the model was registered at run time (``Gateway.register_model``, ``POST
@@ -243,6 +244,14 @@ class ModelEntry(BaseModel):
         problem = model_name_problem(value)
         if problem is not None:
             raise ValueError(problem)
+        return value
+
+    @field_validator("fallbacks", mode="before")
+    @classmethod
+    def _fallbacks_ordered(cls, value: object) -> object:
+        unordered = unordered_names(value, "fallbacks")  # (their order is the order tried)
+        if unordered is not None:
+            raise ValueError(unordered)
         return value
 
     @field_validator("fallbacks")
@@ -337,8 +346,8 @@ class CorsSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    allow_origins: list[str] = Field(default_factory=list, max_length=100)
-    allow_headers: list[str] = Field(
+    allow_origins: list[Text] = Field(default_factory=list, max_length=100)
+    allow_headers: list[Text] = Field(
         default_factory=lambda: ["authorization", "content-type", "x-session-id",
                                  "x-switchpoint-cost-weight", "x-switchpoint-models"],
         max_length=100)
@@ -527,9 +536,9 @@ class ServerSettings(BaseModel):
     max_body_buffer_bytes: Integer = Field(64 << 20, ge=1 << 20, le=MAX_BYTES)
     backlog: Integer = Field(128, ge=1, le=65_535)
     shutdown_timeout_s: Real = Field(5.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    trusted_proxies: list[Annotated[str, AfterValidator(_proxy_entry)]] = Field(
+    trusted_proxies: list[Annotated[Text, AfterValidator(_proxy_entry)]] = Field(
         default_factory=list, max_length=MAX_TRUSTED_PROXIES)
-    allowed_hosts: list[Annotated[str, AfterValidator(allowed_host)]] = Field(
+    allowed_hosts: list[Annotated[Text, AfterValidator(allowed_host)]] = Field(
         default_factory=list, max_length=MAX_ALLOWED_HOSTS)
 
     @property
@@ -646,30 +655,30 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: list[ModelEntry] | None = Field(None, max_length=MAX_CATALOG_MODELS)
-    policy: str = Field("cluster", min_length=1)
-    policies: dict[str, str] = Field(default_factory=dict, max_length=MAX_POLICIES)
+    policy: Text = Field("cluster", min_length=1)
+    policies: dict[Text, Text] = Field(default_factory=dict, max_length=MAX_POLICIES)
     cost_weight: Real = Field(DEFAULT_COST_WEIGHT, ge=0, le=MAX_COST_WEIGHT,
                               allow_inf_nan=False)
     cache: CacheSettings = CacheSettings()
-    weights: str | None = None
-    data_dir: str = DEFAULT_DATA_DIR
+    weights: Text | None = None
+    data_dir: Text = DEFAULT_DATA_DIR
     store: StoreSettings = StoreSettings()
     cors: CorsSettings = CorsSettings()
     expected_output_tokens: Integer = Field(DEFAULT_OUTPUT_TOKENS, ge=0, le=MAX_TOKENS)
     max_request_bytes: Integer = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024, le=MAX_BYTES)
     max_weights_bytes: Integer = Field(MAX_WEIGHTS_BYTES, ge=1, le=MAX_WEIGHTS_BYTES_LIMIT)
-    admin_token_env: str | None = None
+    admin_token_env: Text | None = None
     server: ServerSettings = ServerSettings()
     gateway: GatewaySettings = GatewaySettings()
     auth: Literal["none", "keys"] = "none"
     allow_unauthenticated: Boolean = False
-    tenants: dict[str, TenantSettings] = Field(default_factory=dict, max_length=MAX_TENANTS)
+    tenants: dict[Text, TenantSettings] = Field(default_factory=dict, max_length=MAX_TENANTS)
     budgets: BudgetSettings = BudgetSettings()
     sla: SLASettings | None = None
     escalation: EscalationSettings = EscalationSettings()
     governance: GovernanceSettings = GovernanceSettings()
     learning: LearningConfig = LearningConfig()
-    experiments: dict[str, ExperimentConfig] = Field(default_factory=dict,
+    experiments: dict[Text, ExperimentConfig] = Field(default_factory=dict,
                                                      max_length=MAX_EXPERIMENTS)
 
     _source: _Source | None = PrivateAttr(default=None)

@@ -135,6 +135,13 @@ def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_ups
      InvalidInputError, "base_url"),
     ({"tier": "simple"}, InvalidInputError, "name"),
     (["free"], InvalidInputError, "card"),
+    # Bytes, which were decoded as text, are refused by type, their value not shown; a set
+    # of fallbacks, whose order (the order they are tried) changes from run to run, too.
+    ({"name": b"x"}, InvalidInputError, "name"),
+    ({"name": "x", "api_key_env": b"sk-abcdef0123hunter2secret"}, InvalidInputError,
+     "api_key_env"),
+    ({"name": "x", "fallbacks": [bytearray(b"cheap")]}, InvalidInputError, "fallbacks"),
+    ({"name": "x", "fallbacks": {"cheap", "strong"}}, InvalidInputError, "fallbacks"),
     # A base_url no request can be sent to (each request to it failed with a 500), or that
     # shows as another URL, or far too long.
     ({"name": "x", "base_url": "https://llm.example/v1\x00"}, InvalidInputError, "base_url"),

@@ -101,6 +101,23 @@ def test_command_line_overrides_the_environment() -> None:
     assert s.policy == "tiers" and s.weights is None
 
 
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"data_dir": b"data"}, "data_dir"),
+    ({"tenants": {"acme": {"models": [bytearray(b"strong")]}}}, "tenants.acme.models[0]"),
+    ({"models": [{"name": "m", "base_url": b"https://me:hunter2secret@llm.example/v1"}]},
+     "models[0].base_url"),
+])
+def test_bytes_where_a_config_takes_text_are_refused_by_type_never_decoded_nor_shown(
+        overrides: dict[str, object], key: str) -> None:
+    """(pydantic decoded them as UTF-8: a mapping passed in, or YAML's !!binary, set a key
+    the caller had not written as text.)"""
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides=overrides)
+    kind = "bytearray" if "acme" in key else "bytes"
+    assert str(info.value) == (f"{key}: must be a string, got {kind} (not shown); decode them "
+                               "to text first (value.decode()) (from overrides)")
+
+
 def test_a_bad_key_of_a_config_mapping_given_in_python_says_it_came_from_that_mapping(
         tmp_path: Path) -> None:
     from switchpoint import Gateway

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from switchpoint._config_numbers import Boolean, Integer, Real
+from switchpoint._config_numbers import Boolean, Integer, Real, Text
 from switchpoint._limits import MAX_RPM as MAX_RPM
 from switchpoint._limits import MAX_TPM as MAX_TPM
 from switchpoint._messages import json_quoted
@@ -107,11 +107,11 @@ class EscalationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     low_confidence_threshold: Real = Field(0.0, ge=0, le=1, allow_inf_nan=False)
-    escalation_model: str | None = Field(None, min_length=1)
+    escalation_model: Text | None = Field(None, min_length=1)
     strategy: Strategy = "always"
     min_tier: Tier | None = None
     capability: Capability | None = None
-    prefer_provider: str | None = Field(None, min_length=1)
+    prefer_provider: Text | None = Field(None, min_length=1)
 
 
 class TenantSettings(BaseModel):
@@ -120,9 +120,9 @@ class TenantSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    models: list[str] | None = Field(None, min_length=1, max_length=MAX_CATALOG_MODELS + 1)
+    models: list[Text] | None = Field(None, min_length=1, max_length=MAX_CATALOG_MODELS + 1)
     cost_weight: Real | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
-    budgets: list[str] = Field(default_factory=list)
+    budgets: list[Text] = Field(default_factory=list)
     rpm: Integer | None = Field(None, ge=1, le=MAX_RPM)
     tpm: Integer | None = Field(None, ge=1, le=MAX_TPM)
     # Its share of the model calls in flight (see switchpoint.gateway.in_flight).
@@ -155,9 +155,9 @@ class BudgetSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    total: list[str] = Field(default_factory=list)
-    models: dict[str, list[str]] = Field(default_factory=dict, max_length=MAX_CATALOG_MODELS)
-    providers: dict[str, list[str]] = Field(default_factory=dict, max_length=MAX_CATALOG_MODELS)
+    total: list[Text] = Field(default_factory=list)
+    models: dict[Text, list[Text]] = Field(default_factory=dict, max_length=MAX_CATALOG_MODELS)
+    providers: dict[Text, list[Text]] = Field(default_factory=dict, max_length=MAX_CATALOG_MODELS)
 
     @field_validator("total", mode="before")
     @classmethod

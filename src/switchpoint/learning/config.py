@@ -42,7 +42,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from switchpoint._config_numbers import Boolean, Integer, Real
+from switchpoint._config_numbers import Boolean, Integer, Real, Text
 from switchpoint._messages import json_quoted, one_of
 from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError
@@ -127,10 +127,10 @@ class ArmConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     weight: Real = Field(1.0, gt=0, le=1e6, allow_inf_nan=False)
-    policy: str | None = Field(None, min_length=1)
+    policy: Text | None = Field(None, min_length=1)
     cost_weight: Real | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
     # (the catalog's names and auto)
-    models: list[str] | None = Field(None, min_length=1, max_length=MAX_CATALOG_MODELS + 1)
+    models: list[Text] | None = Field(None, min_length=1, max_length=MAX_CATALOG_MODELS + 1)
 
 
 class ExperimentConfig(BaseModel):
@@ -138,8 +138,8 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    arms: dict[str, ArmConfig] = Field(min_length=2, max_length=MAX_ARMS)
-    tenants: list[str] | None = Field(None, min_length=1, max_length=MAX_TENANTS)
+    arms: dict[Text, ArmConfig] = Field(min_length=2, max_length=MAX_ARMS)
+    tenants: list[Text] | None = Field(None, min_length=1, max_length=MAX_TENANTS)
     min_n: Integer = Field(30, ge=2, le=1_000_000)
     enabled: Boolean = True
 
