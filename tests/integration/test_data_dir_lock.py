@@ -75,8 +75,13 @@ def test_two_gateways_of_one_process_exclude_each_other(tmp_path: Path) -> None:
     with Gateway(settings_for(data)) as first:
         first.open()
         second = Gateway(settings_for(data))
-        with pytest.raises(DataDirInUseError, match=f"pid {os.getpid()}"):
+        with pytest.raises(DataDirInUseError) as refused:
             second.open()
+        # (it was told another process held the directory, naming its own pid)
+        assert str(refused.value).startswith(
+            f"a Gateway of this process (pid {os.getpid()}) is serving from data_dir "
+            f"{str(data)!r} already")
+        assert "close it first (gateway.close()" in str(refused.value)
         assert not second.store or not second.store.is_open  # refused before any state opened
     second.open()  # the first closed
     second.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +45,22 @@ from switchpoint.errors import DataDirInUseError, StoreError
 
 log = logging.getLogger("switchpoint.gateway")
 LOCK_FILENAME = SERVE_LOCK
+
+# The lock files this process holds (by device and inode), with the pid that took each (a child
+# made by fork inherits the table, not the locks' ownership): a refusal tells an opening that
+# another gateway of this very process holds the directory, what a program can mend itself.
+_HELD_HERE: dict[tuple[int, int], int] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    held = os.fstat(fd)
+    return held.st_dev, held.st_ino
+
+
+def _held_here(fd: int) -> bool:
+    with _HELD_LOCK:
+        return _HELD_HERE.get(_identity(fd)) == os.getpid()
 
 
 class DataDirLock:
@@ -87,6 +104,7 @@ class DataDirLock:
             holder = lock_holder(fd)
             stalled = held_briefly(fd)
             purpose = brief_purpose(fd)
+            here = _held_here(fd)
             os.close(fd)
             waited = time.monotonic() - started
             if stalled and waited >= _files.BRIEF_WAIT_MAX_S:
@@ -103,6 +121,14 @@ class DataDirLock:
                     f"no progress for {_files.BRIEF_HOLD_S:g} s; start again once it is done "
                     "(or stop it: nothing is lost, what it did not get to stays as it was)",
                     holder=holder)
+            if here:
+                raise DataDirInUseError(
+                    f"a Gateway of this process{holder} is serving from data_dir "
+                    f"{quoted_path(self.data_dir)} already (it holds the directory until it is "
+                    "closed): two would each enforce every budget and rate limit on their own, "
+                    "so callers could spend twice; use that one, or close it first "
+                    "(gateway.close(), or the end of its with block), or give this one another "
+                    "data_dir", serving=True, holder=holder)
             raise DataDirInUseError(
                 f"another switchpoint process{holder} is serving from data_dir "
                 f"{quoted_path(self.data_dir)} (`switchpoint serve`, or a Gateway or "
@@ -119,6 +145,8 @@ class DataDirLock:
                              f"({exc.strerror or exc}); check that data_dir's disk has room "
                              "and takes writes") from None
         self._fd = fd
+        with _HELD_LOCK:
+            _HELD_HERE[_identity(fd)] = os.getpid()
         return self
 
     def keep(self) -> None:
@@ -146,6 +174,7 @@ class DataDirLock:
                       "again (%s): a second service on data_dir would not be kept off", self.path,
                       exc)
             return
+        _forget(old)
         os.close(old)
         log.warning("%s was removed or replaced while this service ran; it is locked again, "
                     "keeping a second service off data_dir", self.path)
@@ -155,8 +184,17 @@ class DataDirLock:
         a process that opened it meanwhile lock a file no one else sees)."""
         if self._fd is None:
             return
+        _forget(self._fd)
         os.close(self._fd)
         self._fd = None
+
+
+def _forget(fd: int) -> None:
+    """The lock ``fd`` holds is let go: no longer held here."""
+    with _HELD_LOCK:
+        identity = _identity(fd)
+        if _HELD_HERE.get(identity) == os.getpid():
+            del _HELD_HERE[identity]
 
 
 def lock_while_stopped(data_dir: str | Path, held: str) -> DataDirLock:
