@@ -1,7 +1,9 @@
 """An error about a chat request's candidate models or session id names what the caller
 sent: the argument (``models``, ``session_id``) to ``Gateway.complete`` in process, the header
-(``x-switchpoint-models``, ``x-session-id``) over HTTP. Every case is refused before any model
-is called, so the catalog points at an address nothing is asked at."""
+(``x-switchpoint-models``, ``x-session-id``) over HTTP; an option of the openai client
+(``timeout``, ``extra_body``, ...) given to a call in process is refused naming it. Every case
+is refused before any model is called, so the catalog points at an address nothing is asked
+at."""
 
 from __future__ import annotations
 
@@ -92,6 +94,31 @@ def test_an_oversized_session_id_names_the_session_id_argument(local: Gateway) -
         local.complete(messages(), session_id=LONG_ID)
     assert caught.value.field == "session_id" and "at most 256" in str(caught.value)
     assert "x-session-id" not in str(caught.value)
+    after, _ = store.requests(1000, None)
+    assert len(after) == len(before)  # refused before anything was routed, called or logged
+
+
+@pytest.mark.parametrize("option", [{"timeout": 5}, {"extra_body": {"top_k": 3}},
+                                    {"extra_headers": {"x-session-id": "s1"}},
+                                    {"extra_query": {"a": 1}}])
+@pytest.mark.parametrize("call", ["complete", "stream", "compare"])
+def test_an_option_of_the_openai_client_is_refused_naming_it_not_sent_upstream(
+        local: Gateway, option: dict[str, Any], call: str) -> None:
+    """(Each went upstream as a field of the request's body, as given: a timeout bounded
+    nothing, extra_body's fields were not the request's, and an upstream refuses such a
+    field, or ignores it.)"""
+    store = local.store
+    assert store is not None
+    before, _ = store.requests(1000, None)
+    [name] = option
+    with pytest.raises(InvalidInputError) as caught:
+        if call == "compare":
+            local.compare(messages(), ["good", "cheap"], **option)
+        else:
+            getattr(local, call)(messages(), **option)
+    assert caught.value.field == name
+    assert str(caught.value).startswith(f"{name}: is an option of the openai client, not a "
+                                        "field of a chat request")
     after, _ = store.requests(1000, None)
     assert len(after) == len(before)  # refused before anything was routed, called or logged
 

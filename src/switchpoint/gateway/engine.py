@@ -1538,7 +1538,8 @@ class Gateway:
         """A chat completion, as ``openai``'s ``chat.completions.create`` would return it.
 
         ``params`` are the other OpenAI fields (temperature, tools, max_tokens, ...), forwarded
-        as given. ``session_id`` pins a conversation; ``cost_weight`` overrides λ for
+        as given; the openai client's own options (``timeout``, ``extra_body``, ...) are
+        refused naming them. ``session_id`` pins a conversation; ``cost_weight`` overrides λ for
         ``auto``; ``models`` narrows the models ``auto`` may choose (beside a named ``model``
         it must list that model, else an :class:`~switchpoint.errors.InvalidInputError` naming
         ``models``, and the model's fallbacks it leaves out are not tried); ``decision`` (a
@@ -1551,6 +1552,7 @@ class Gateway:
         self.check_serves_chat()
         if _stream_flag(params):
             raise InvalidInputError("stream", "use astream() (or stream()) for a streamed answer")
+        _no_client_options(params)
         call = await self._call(messages, model, session_id, cost_weight, models, decision,
                                 params, stream=False, exact=exact, key=key, tenant=tenant)
         result = await self.chat(call)
@@ -1567,6 +1569,7 @@ class Gateway:
         Failover happens before this returns (the stream is committed to one model)."""
         self.check_serves_chat()
         _stream_flag(params)
+        _no_client_options(params)
         call = await self._call(messages, model, session_id, cost_weight, models, decision,
                                 params, stream=True, exact=exact, key=key, tenant=tenant)
         result = await self.chat(call)
@@ -1733,7 +1736,8 @@ class Gateway:
         if (prompt is None) == (messages is None):
             raise InvalidInputError("prompt", "give a prompt or messages (exactly one)")
         listed = model_names(models, "models")  # (a generator read once, before it is sized)
-        if not measured:
+        if not measured:  # (in process: over HTTP, a body's fields are the request's as sent)
+            _no_client_options(params)
             self.check_size({"messages": messages, "prompt": prompt, "models": listed,
                              **params})
         if prompt is not None:
@@ -2781,6 +2785,32 @@ def _stream_flag(params: dict[str, Any]) -> bool:
     if value is not None:
         expect("stream", value, bool, "True or False (or left out)")
     return value is True
+
+
+# The openai client's options that are no fields of a request (it sends them elsewhere, or
+# merges them), and what to do instead: passed to a gateway's call, each would go upstream as a
+# field of the request's body, as given.
+_CLIENT_OPTIONS = {
+    "extra_body": "pass its fields as keyword arguments themselves (top_k=3), which go "
+                  "upstream as fields of the request",
+    "extra_headers": "the gateway sends its own headers upstream; pass session_id=, models= "
+                     "or key= for what x-session-id, x-switchpoint-models or Authorization "
+                     "would say over HTTP",
+    "extra_query": "the gateway sends no query string upstream; leave it out",
+    "timeout": "the gateway's own deadlines bound each call (gateway.max_total_s and the "
+               "other timeouts of the config); for a shorter one, wrap the async form in "
+               "asyncio.wait_for",
+}
+
+
+def _no_client_options(params: Mapping[str, Any]) -> None:
+    """Refuse an option of the openai client among ``params`` (the request's fields), naming
+    it and what to do instead (see :data:`_CLIENT_OPTIONS`)."""
+    for name, instead in _CLIENT_OPTIONS.items():
+        if name in params:
+            raise InvalidInputError(name, f"is an option of the openai client, not a field of "
+                                          f"a chat request, which the gateway would send "
+                                          f"upstream as it is; {instead}")
 
 
 def _as_list(messages: object) -> list[Any]:
