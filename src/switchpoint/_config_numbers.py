@@ -7,49 +7,21 @@ pydantic."""
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator
-from pydantic_core import PydanticCustomError
 
-from switchpoint._messages import json_quoted
 from switchpoint._numbers import (
     not_a_boolean,
-    number_text,
     only_a_boolean,
-    real_number,
     unsigned_zero,
 )
-
-
-def a_number(value: object) -> object:
-    """``value`` unchanged when it is a number, else an error: never a boolean
-    (:func:`not_a_boolean`), never text (the string ``"1"``, which pydantic's lax mode would
-    read as 1: a JSON body's price sent as text is more likely a mistake than a number), never
-    NaN (told it must be finite, not that it is out of range)."""
-    not_a_boolean(value)
-    if isinstance(value, str | bytes | bytearray):
-        text = value if isinstance(value, str) else None
-        hint = (" (text: write the number without quotes)"
-                if text is not None and number_text(text) is not None else "")
-        raise ValueError(f"must be a number, got {json_quoted(value)}{hint}")
-    real = real_number(value)
-    if real is not None and math.isnan(real):
-        raise PydanticCustomError("finite_number", "must be a finite number")
-    return value
-
 
 #: A config field's integer: any integer the field's bounds take, never a boolean.
 Integer = Annotated[int, BeforeValidator(not_a_boolean)]
 #: A config field's real number: any number the field's bounds take, never a boolean, and
 #: ``-0.0`` as ``0.0``.
 Real = Annotated[float, BeforeValidator(not_a_boolean), AfterValidator(unsigned_zero)]
-#: A number a model's card gives (a price, a context window), which a registration's JSON
-#: body gives too: :data:`Real` and :data:`Integer` that take no text and no NaN
-#: (:func:`a_number`).
-StrictReal = Annotated[float, BeforeValidator(a_number), AfterValidator(unsigned_zero)]
-StrictInteger = Annotated[int, BeforeValidator(a_number)]
 #: A config field's boolean: ``true`` or ``false``, never a number nor a string.
 Boolean = Annotated[bool, BeforeValidator(only_a_boolean)]
 

@@ -30,7 +30,7 @@ from fractions import Fraction
 import numpy as np
 
 from switchpoint._json import as_float
-from switchpoint._messages import cut, json_quoted, past_floats
+from switchpoint._messages import cut, got, json_quoted, past_floats
 from switchpoint.errors import InvalidInputError
 
 
@@ -82,6 +82,30 @@ def not_a_boolean(value: object) -> object:
     if isinstance(value, bool | np.bool_):
         raise ValueError("must be a number, not a boolean (true/false)")
     return value
+
+
+#: What a number that is NaN or infinite is told where a finite one is needed.
+NOT_FINITE = "must be a finite number (not NaN or infinity)"
+
+
+def number_problem(value: object) -> str | None:
+    """Why ``value`` is no number a model's card may give (a price, a context window), else
+    None: a boolean, text (the string ``"1"``, which pydantic's lax mode would read as 1: a
+    JSON body's price sent as text is more likely a mistake than a number), anything else that
+    is no real number, NaN or an infinity (an integer no float holds told so:
+    :func:`~switchpoint._messages.past_floats`)."""
+    if isinstance(value, bool | np.bool_):
+        return "must be a number, not a boolean (true/false)"
+    if isinstance(value, str | bytes | bytearray):
+        hint = (" (text: write the number without quotes)"
+                if isinstance(value, str) and number_text(value) is not None else "")
+        return f"must be a number, got {json_quoted(value)}{hint}"
+    real = real_number(value)
+    if real is None:
+        return f"must be a number{got(value)}"
+    if not math.isfinite(real):
+        return past_floats(value) or NOT_FINITE
+    return None
 
 
 def only_a_boolean(value: object) -> object:

@@ -14,10 +14,11 @@ import math
 import numbers
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, fields
 
 from switchpoint._messages import (
+    got,
     invalid_at,
     json_quoted,
     listed_names,
@@ -26,6 +27,7 @@ from switchpoint._messages import (
     quoted,
     unprintable,
 )
+from switchpoint._numbers import number_problem, real_number
 from switchpoint._redact import redact_url, remember, url_secrets
 from switchpoint.errors import InvalidInputError
 
@@ -160,13 +162,16 @@ def named_once(names: list[str], field_name: str, advice: str = "name each model
 
 
 def base_url_problem(url: str) -> str | None:
-    """Why ``url``, a model's ``base_url``, cannot be read as a URL (a host in brackets that
-    is no IP address, or whose bracket is not closed; no host at all: ``http:///v1``), shown
+    """Why ``url``, a model's ``base_url``, is no http:// or https:// URL, cannot be read as
+    a URL (a host in brackets that is no IP address, or whose bracket is not closed; no host
+    at all: ``http:///v1``), shown
     with its secrets masked, or cannot be sent (longer than :data:`MAX_BASE_URL`; a character
     that does not show as itself: a control character such as NUL or a line break, which no
     request line carries, or an invisible or direction-changing one, which would show it as
     another URL), said by its place alone; None when it can be: its requests, and the secrets
     it carries, are read from its parts."""
+    if not url.startswith(("http://", "https://")):
+        return f"must start with http:// or https://, got {json_quoted(redact_url(url))}"
     if len(url) > MAX_BASE_URL:
         return (f"is {len(url):,} characters, over the {MAX_BASE_URL:,} a base_url may have; "
                 "give the URL of the provider's API, up to its version (https://host/v1)")
@@ -186,6 +191,104 @@ def base_url_problem(url: str) -> str | None:
         return (f"has no host, got {json_quoted(redact_url(url))}: a request needs one to go "
                 "to; write it after the scheme's //, as a name or an IP address "
                 "(https://api.example.com/v1, http://127.0.0.1:8000/v1)")
+    return None
+
+
+def _text_problem(value: object, problem: Callable[[str], str | None]) -> str | None:
+    """Why ``value`` is no text, else what ``problem`` says of it."""
+    if not isinstance(value, str):
+        return f"must be a string{got(value)}"
+    return problem(value)
+
+
+def _name_problem(name: str) -> str | None:
+    if not name:
+        return "must not be empty"
+    if name == "auto":
+        return "\"auto\" is reserved for the router itself; rename the model"
+    return model_name_problem(name)
+
+
+def _upstream_model_problem(name: str) -> str | None:
+    if not name:
+        return "must not be empty"
+    return NAME_TOO_LONG if len(name) > MAX_MODEL_NAME else None
+
+
+def _names_problem(value: object, allowed: Sequence[str] | None, what: str,
+                   advice: str) -> str | None:
+    """Why ``value`` is no list of ``what`` (each of ``allowed``, when given), each named once."""
+    if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, (list, tuple)):
+        return f"must be a list of {what}{got(value)}"
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            return f"must be a list of {what} (strings), got {type(item).__name__} at [{i}]"
+        if allowed is not None and item not in allowed:
+            return f"must be a list of {one_of(allowed)}, got {json_quoted(item)} at [{i}]"
+    try:
+        named_once(list(value), what, advice)
+    except InvalidInputError as exc:
+        return exc.reason
+    return None
+
+
+def _price_problem(value: object) -> str | None:
+    problem = number_problem(value)
+    if problem is not None:
+        return problem
+    price = real_number(value)
+    assert price is not None
+    if price < 0:
+        return f"must be >= 0{got(value)}"
+    if price > MAX_PRICE_PER_MTOK:
+        return f"must be <= {people_number(MAX_PRICE_PER_MTOK)}{got(value)}"
+    return None
+
+
+def _context_window_problem(value: object) -> str | None:
+    problem = number_problem(value)
+    if problem is not None:
+        return problem
+    tokens = real_number(value)
+    assert tokens is not None
+    if not tokens.is_integer():
+        return f"must be a whole number{got(value)}"
+    if tokens <= 0:
+        return f"must be > 0{got(value)}"
+    if tokens > MAX_TOKENS:
+        return f"must be <= {people_number(MAX_TOKENS)}{got(value)}"
+    return None
+
+
+def _tier_problem(value: object) -> str | None:
+    return None if value in TIERS else f"must be one of {one_of(TIERS)}{got(value)}"
+
+
+#: The rules of one model's card, by field: why a value (never None, which each field takes)
+#: cannot be that field's, else None. The one statement of them: a catalog built in Python
+#: (:class:`Catalog`) checks each card by them, and the config's and a registered model's
+#: entry (:class:`~switchpoint.config.ModelEntry`) each value it reads.
+CARD_RULES: Mapping[str, Callable[[object], str | None]] = {
+    "name": lambda value: _text_problem(value, _name_problem),
+    "base_url": lambda value: _text_problem(value, base_url_problem),
+    "input_per_mtok": _price_problem,
+    "output_per_mtok": _price_problem,
+    "context_window": _context_window_problem,
+    "capabilities": lambda value: _names_problem(value, CAPABILITIES, "capabilities",
+                                                 "name each capability once"),
+    "tier": _tier_problem,
+    "fallbacks": lambda value: _names_problem(value, None, "fallbacks", FALLBACKS_ONCE),
+    "upstream_model": lambda value: _text_problem(value, _upstream_model_problem),
+}
+
+
+def card_problem(card: ModelCard) -> tuple[str, str] | None:
+    """The first field of ``card`` that :data:`CARD_RULES` refuse, with why; None when none."""
+    for field_name, rule in CARD_RULES.items():
+        value = getattr(card, field_name)
+        problem = None if value is None else rule(value)
+        if problem is not None:
+            return field_name, problem
     return None
 
 
@@ -239,32 +342,27 @@ class Catalog:
     _routed: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not self.cards:
+            raise InvalidInputError("models", "the catalog is empty; list at least one model")
+        for i, card in enumerate(self.cards):
+            if not isinstance(card, ModelCard):
+                raise InvalidInputError(f"models[{i}]", f"must be a ModelCard, got "
+                                                        f"{type(card).__name__}")
+            fault = card_problem(card)
+            if fault is not None:
+                field_name, problem = fault
+                raise InvalidInputError(f"models[{i}].name" if field_name == "name"
+                                        else f"models.{card.name}.{field_name}", problem)
         names = [c.name for c in self.cards]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise InvalidInputError("models", f"duplicate model names in the catalog: {dupes}")
-        if not self.cards:
-            raise InvalidInputError("models", "the catalog is empty; list at least one model")
         for card in self.cards:
-            named_once(list(card.fallbacks), f"models.{card.name}.fallbacks", FALLBACKS_ONCE)
             for fb in card.fallbacks:
                 if fb not in names:
                     raise InvalidInputError(
                         f"models.{card.name}.fallbacks",
                         f"names {json_quoted(fb)}, which is not in the catalog")
-            if card.tier is not None and card.tier not in TIERS:
-                raise InvalidInputError(f"models.{card.name}.tier",
-                                        f"must be one of {one_of(TIERS)}, got "
-                                        f"{json_quoted(card.tier)}")
-            problem = None if card.base_url is None else base_url_problem(card.base_url)
-            if problem is not None:
-                raise InvalidInputError(f"models.{card.name}.base_url", problem)
-            for price in (card.input_per_mtok, card.output_per_mtok):
-                if price is not None and not 0 <= price <= MAX_PRICE_PER_MTOK:
-                    raise InvalidInputError(
-                        f"models.{card.name}", "prices must be from 0 to "
-                        f"{people_number(MAX_PRICE_PER_MTOK)} USD per million tokens, got "
-                        f"{price:g}")
         # A secret in a model's URL is redacted from every text from now on, as an API key
         # is once read (a connection error, an upstream's answer or a log line may quote it).
         remember(*(secret for card in self.cards for secret in url_secrets(card.base_url)))

@@ -67,12 +67,13 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 
-from switchpoint._config_numbers import Boolean, Integer, Real, StrictInteger, StrictReal, Text
+from switchpoint._config_numbers import Boolean, Integer, Real, Text
 from switchpoint._files import path_problem, unnameable
 from switchpoint._messages import (
     cut,
@@ -87,21 +88,18 @@ from switchpoint._messages import reason as describe
 from switchpoint._numbers import boolean_text
 from switchpoint._redact import redact_url
 from switchpoint.catalog import (
+    CARD_RULES,
     DEFAULT_OUTPUT_TOKENS,
-    FALLBACKS_ONCE,
     MAX_CATALOG_MODELS,
     MAX_MODEL_NAME,
     MAX_PRICE_PER_MTOK,
     MAX_TOKENS,
     Catalog,
     ModelCard,
-    base_url_problem,
-    model_name_problem,
-    named_once,
     unordered_names,
 )
 from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
-from switchpoint.errors import ConfigError, InvalidInputError
+from switchpoint.errors import ConfigError
 from switchpoint.governance.settings import (
     MAX_IN_FLIGHT,
     BudgetSettings,
@@ -186,6 +184,17 @@ def _env_var_name(value: str | None, example: str) -> str | None:
     return value
 
 
+def _card_rule(value: Any, info: ValidationInfo) -> Any:
+    """``value`` of a model's field ``info.field_name``, once :data:`CARD_RULES` take it."""
+    problem = None if value is None else CARD_RULES[str(info.field_name)](value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+_PRICE_BOUNDS: dict[str, Any] = {"minimum": 0, "maximum": MAX_PRICE_PER_MTOK}
+
+
 class ModelEntry(BaseModel):
     """One routable model of the catalog (see :class:`switchpoint.catalog.ModelCard`).
 
@@ -196,22 +205,24 @@ class ModelEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Text = Field(min_length=1)
+    # (CARD_RULES check the card's fields; the bounds given as json_schema_extra only state
+    # them in the published schema of a registration's body)
+    name: Text = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_MODEL_NAME})
     profile: Text | None = Field(None, min_length=1)
     provider: Text = Field("openai", min_length=1)  # omitted: inferred from base_url
     base_url: Text | None = None
     api_key_env: Text | None = None
     stream_usage: Boolean | None = None
-    input_per_mtok: StrictReal | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK,
-                                              allow_inf_nan=False)
-    output_per_mtok: StrictReal | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK,
-                                               allow_inf_nan=False)
-    context_window: StrictInteger | None = Field(None, gt=0, le=MAX_TOKENS)
+    input_per_mtok: Real | None = Field(None, json_schema_extra=_PRICE_BOUNDS)
+    output_per_mtok: Real | None = Field(None, json_schema_extra=_PRICE_BOUNDS)
+    context_window: int | None = Field(None, json_schema_extra={"exclusiveMinimum": 0,
+                                                                "maximum": MAX_TOKENS})
     capabilities: list[Capability] = Field(default_factory=list, max_length=len(
         get_args(Capability)))
     tier: Tier | None = None
     fallbacks: list[Text] = Field(default_factory=list, max_length=MAX_CATALOG_MODELS)
-    upstream_model: Text | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME)
+    upstream_model: Text | None = Field(None, json_schema_extra={"minLength": 1,
+                                                                  "maxLength": MAX_MODEL_NAME})
     auto: Boolean = True
 
     # When the model was registered at run time (``Gateway.register_model``, ``POST
@@ -238,13 +249,13 @@ class ModelEntry(BaseModel):
                                                        else None)}
         return data
 
-    @field_validator("name")
+    # The card's own rules (catalog.CARD_RULES), the ones a catalog built in Python keeps: a
+    # number's before pydantic reads it (it would read the text "1" as 1), the others' after
+    # (a capability pydantic names by its place in the list, a value that is no string).
+    @field_validator("input_per_mtok", "output_per_mtok", "context_window", mode="before")
     @classmethod
-    def _header_safe_name(cls, value: str) -> str:
-        problem = model_name_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
+    def _card_number(cls, value: Any, info: ValidationInfo) -> Any:
+        return _card_rule(value, info)
 
     @field_validator("fallbacks", mode="before")
     @classmethod
@@ -254,38 +265,15 @@ class ModelEntry(BaseModel):
             raise ValueError(unordered)
         return value
 
-    @field_validator("fallbacks")
+    @field_validator("name", "base_url", "capabilities", "fallbacks", "upstream_model")
     @classmethod
-    def _fallbacks_once(cls, value: list[str]) -> list[str]:
-        try:
-            return named_once(value, "fallbacks", FALLBACKS_ONCE)
-        except InvalidInputError as exc:
-            raise ValueError(exc.reason) from None
-
-    @field_validator("capabilities")
-    @classmethod
-    def _capabilities_once(cls, value: list[Capability]) -> list[Capability]:
-        try:
-            named_once(list(value), "capabilities", "name each capability once")
-        except InvalidInputError as exc:
-            raise ValueError(exc.reason) from None
-        return value
+    def _card_value(cls, value: Any, info: ValidationInfo) -> Any:
+        return _card_rule(value, info)
 
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, value: str) -> str:
         return check_provider(value)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got "
-                             f"{json_quoted(redact_url(value))}")
-        problem = None if value is None else base_url_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # (the settings' repr and str show a base_url's password and credential parameters
@@ -1093,9 +1081,6 @@ def _check_catalog(settings: Settings) -> None:
             raise ConfigError(f"models[{i}].name", f"{json_quoted(name)} is defined twice (also "
                                                    f"models[{names.index(name)}]); names must "
                                                    "be unique")
-        if name == "auto":
-            raise ConfigError(f"models[{i}].name", "\"auto\" is reserved for the router itself; "
-                                                   "rename the model")
     for i, entry in enumerate(settings.models):
         if entry.provider == OPENAI_COMPATIBLE and entry.base_url is None:
             raise ConfigError(f"models[{i}].base_url",

@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import (
     ConflictError,
@@ -41,6 +42,7 @@ from tests.integration.learning_env import (
 )
 from tests.integration.published_schema import Published
 from tests.integration.servers import ThreadServer, thread_server
+from tests.unit.test_catalog_rules import BAD, IDS, card_of
 
 CONFIG = "tenants:\n  acme: {}\n"
 ADMIN = "registered-models-admin-0123456789"
@@ -103,6 +105,25 @@ def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_ups
     assert [r["body"]["model"] for r in asked] == ["free", "free"]
     assert all(r["headers"]["authorization"] == "Bearer sk-fake" for r in asked)
     assert [name for name, _ in stored(gateway.settings)] == ["free"]
+
+
+@pytest.mark.parametrize(("field", "value", "words"), BAD, ids=IDS)
+def test_a_registration_is_refused_as_a_catalog_built_any_other_way(
+        gateway: Gateway, fake: FakeProviderProcess, field: str, value: Any,
+        words: str) -> None:
+    """Each value the config and a catalog built in Python refuse (see test_catalog_rules) is
+    refused at registration for the same reason, naming the field; nothing changes."""
+    gateway.register_model(card(fake, "b"))
+    before, rows = catalog(gateway), stored(gateway.settings)
+    given = {**card(fake, "a"), field: value}
+    with pytest.raises(InvalidInputError) as in_python:
+        Catalog([card_of(given)])
+    with pytest.raises(InvalidInputError) as caught:
+        gateway.register_model(given)
+    assert caught.value.field == field
+    assert caught.value.reason == in_python.value.reason
+    assert words in caught.value.reason
+    assert catalog(gateway) == before and stored(gateway.settings) == rows
 
 
 @pytest.mark.parametrize(("given", "kind", "field"), [
@@ -357,7 +378,6 @@ def test_a_base_url_that_cannot_be_sent_is_refused_by_the_config_as_by_a_registr
         url: str, words: str) -> None:
     # The config's rule, which a registration checks too: such a base_url was taken, and
     # every request to its model failed with a 500 and a traceback in the log.
-    from switchpoint.catalog import Catalog, ModelCard
     from switchpoint.errors import ConfigError
 
     with pytest.raises(ConfigError) as refused:

@@ -79,6 +79,7 @@ from switchpoint.config import (
     MAPPING_CONFIG,
     GatewaySettings,
     Settings,
+    check_catalog,
     load_settings,
     shared_profile_note,
     shared_profiles,
@@ -287,6 +288,8 @@ class Gateway:
         expect("serves_chat", serves_chat, bool, "True or False")
         expect("reads_only", reads_only, bool, "True or False")
         serves_chat = serves_chat and not reads_only
+        # (Settings built in Python, not read by load_settings, keep the catalog's rules too)
+        check_catalog(settings)
         g = settings.gateway
         self.state = RouterState(settings, loader)
         if store is None or store is True:

@@ -1,0 +1,156 @@
+"""One model's rules hold however its catalog is built: a YAML config, settings built in
+Python (what a ``Gateway`` is given), a :class:`Catalog` of :class:`ModelCard` objects (what a
+``Router`` is given), and a model registered at run time (its test is beside the other
+registrations', in tests/integration/test_registered_models.py). Each way refuses each bad
+value with the same reason, naming the field and the model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from switchpoint._messages import reason
+from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.config import ModelEntry, Settings, load_settings
+from switchpoint.errors import ConfigError, InvalidInputError
+from switchpoint.gateway import Gateway
+
+#: (field, bad value, words of the reason): each refused by every way a catalog is built.
+BAD: list[tuple[str, Any, str]] = [
+    ("name", "", "must not be empty"),
+    ("name", "auto", '"auto" is reserved for the router itself'),
+    ("name", "a\nb", "holds U+000A (character 2)"),
+    ("base_url", "http://llm.example/v1\x00", "holds U+0000 (character 22)"),
+    ("base_url", "http://llm.example/\u202e1v", "holds U+202E (character 20)"),
+    ("base_url", "http:///v1", 'has no host, got "http:///v1"'),
+    ("base_url", "http://llm.example/" + "v" * 2100, "over the 2,048 a base_url may have"),
+    ("base_url", "ftp://llm.example/v1", "must start with http:// or https://"),
+    ("fallbacks", ["b", "b"], 'names "b" more than once; name each fallback once'),
+    ("capabilities", ["tools", "tools"], 'names "tools" more than once; name each capability'),
+    ("upstream_model", "", "must not be empty"),
+    ("upstream_model", "u" * 257, "must have at most 256 characters"),
+    ("input_per_mtok", "1", 'must be a number, got "1" (text: write the number without quotes)'),
+    ("output_per_mtok", math.nan, "must be a finite number (not NaN or infinity)"),
+    ("input_per_mtok", -1, "must be >= 0, got -1"),
+    ("output_per_mtok", 1e300, "must be <= 100,000, got 1e+300"),
+    ("context_window", "8192", 'must be a number, got "8192" (text'),
+    ("context_window", math.nan, "must be a finite number (not NaN or infinity)"),
+    ("context_window", True, "must be a number, not a boolean"),
+    ("context_window", 0, "must be > 0, got 0"),
+    ("context_window", 10**10, "must be <= 100,000,000, got 10000000000"),
+]
+IDS = [f"{field}-{i}" for i, (field, _, _) in enumerate(BAD)]
+
+
+def models(field: str, value: Any) -> list[dict[str, Any]]:
+    """A catalog of two models, the first (``a``) given ``value`` as its ``field``."""
+    bad = {"name": "a", "base_url": "https://llm.example/v1", field: value}
+    return [bad, {"name": "b", "base_url": "https://llm.example/v1"}]
+
+
+def card_of(entry: dict[str, Any]) -> ModelCard:
+    """The card a program builds for ``entry``, its lists as the card's tuples."""
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in entry.items()}
+    return ModelCard(**fields)
+
+
+def from_yaml(tmp_path: Path, field: str, value: Any) -> ConfigError:
+    path = tmp_path / "switchpoint.yaml"
+    path.write_text(yaml.safe_dump({"models": models(field, value)}), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    return caught.value
+
+
+@pytest.mark.parametrize(("field", "value", "words"), BAD, ids=IDS)
+def test_each_way_of_building_a_catalog_refuses_a_bad_value_alike(
+        tmp_path: Path, field: str, value: Any, words: str) -> None:
+    in_yaml = from_yaml(tmp_path, field, value)
+    assert in_yaml.key == f"models[0].{field}"
+    assert words in in_yaml.reason
+
+    with pytest.raises(ValidationError) as caught:  # settings a program builds for a Gateway
+        Settings.model_validate({"models": models(field, value)})
+    error = caught.value.errors()[0]
+    assert error["loc"][:3] == ("models", 0, field)
+    assert reason(error) == in_yaml.reason
+
+    with pytest.raises(InvalidInputError) as in_python:  # a catalog a program builds
+        Catalog([card_of(entry) for entry in models(field, value)])
+    assert in_python.value.field == ("models[0].name" if field == "name" else f"models.a.{field}")
+    assert in_python.value.reason == in_yaml.reason
+
+
+def test_a_card_given_another_type_is_refused_naming_the_field() -> None:
+    """A program's card may hold any Python value: one of no field's type is refused as the
+    config refuses it, not failed on later (a list's name, a price of a dict)."""
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({"name": ["a"]}, "models[0].name", "must be a string, got a list"),
+        ({"name": "a", "input_per_mtok": {"usd": 1}}, "models.a.input_per_mtok",
+         "must be a number, got an object"),
+        ({"name": "a", "context_window": 8192.5}, "models.a.context_window",
+         "must be a whole number, got 8192.5"),
+        ({"name": "a", "capabilities": "tools"}, "models.a.capabilities",
+         'must be a list of capabilities, got "tools"'),
+        ({"name": "a", "capabilities": ("telepathy",)}, "models.a.capabilities",
+         'must be a list of "tools", "vision", "code", "json" or "streaming", got "telepathy" '
+         "at [0]"),
+        ({"name": "a", "tier": "godlike"}, "models.a.tier", "must be one of"),
+    ]
+    for given, field, words in cases:
+        with pytest.raises(InvalidInputError) as caught:
+            Catalog([ModelCard(**given)])
+        assert caught.value.field == field, given
+        assert caught.value.reason.startswith(words), (given, caught.value.reason)
+    with pytest.raises(InvalidInputError, match=r"^models\[1\]: must be a ModelCard, got dict"):
+        Catalog([ModelCard(name="a"), {"name": "b"}])  # type: ignore[list-item]
+
+
+def test_settings_a_program_builds_keep_the_catalog_rules_in_a_gateway(tmp_path: Path) -> None:
+    """Settings built in Python, not read by load_settings, are held to what a config's
+    catalog is held to when a Gateway is built from them: a model falling back to itself is
+    refused as the config refuses it, before anything opens in data_dir."""
+    data_dir = tmp_path / "data"
+    entries = [ModelEntry(name="a", fallbacks=["a"]), ModelEntry(name="b")]
+    settings = Settings(models=entries, data_dir=str(data_dir))
+    path = tmp_path / "switchpoint.yaml"
+    path.write_text(yaml.safe_dump({"models": [{"name": "a", "fallbacks": ["a"]},
+                                               {"name": "b"}]}), encoding="utf-8")
+    with pytest.raises(ConfigError) as in_yaml:
+        load_settings(path, environ={})
+    with pytest.raises(ConfigError) as in_python:
+        Gateway(settings)
+    assert str(in_python.value) == str(in_yaml.value) == (
+        'models[0].fallbacks[0]: "a" cannot fall back to itself')
+    assert not data_dir.exists()
+
+
+def test_the_config_reads_a_good_card_as_before() -> None:
+    """YAML's whole numbers read as a price's float, -0.0 as 0.0, and a catalog a program
+    builds of the same values is the config's."""
+    entry = ModelEntry.model_validate({"name": "a", "input_per_mtok": 1, "output_per_mtok": -0.0,
+                                       "context_window": 8192, "capabilities": ["tools"],
+                                       "upstream_model": "u" * 256})
+    assert entry.input_per_mtok == 1.0 and isinstance(entry.input_per_mtok, float)
+    assert entry.output_per_mtok == 0.0 and math.copysign(1, entry.output_per_mtok) == 1
+    assert Catalog([entry.card()]).cards == [ModelCard(
+        name="a", provider="openai", input_per_mtok=1.0, output_per_mtok=0.0,
+        context_window=8192, capabilities=("tools",), upstream_model="u" * 256)]
+
+
+def test_a_registrations_published_schema_states_the_cards_bounds() -> None:
+    """The bounds the card's rules keep are stated in the schema of a registration's body."""
+    fields = ModelEntry.model_json_schema()["properties"]
+    assert {k: fields["name"][k] for k in ("minLength", "maxLength")} == {
+        "minLength": 1, "maxLength": 256}
+    assert fields["upstream_model"]["maxLength"] == 256
+    assert fields["input_per_mtok"]["minimum"] == fields["output_per_mtok"]["minimum"] == 0
+    assert fields["input_per_mtok"]["maximum"] == 100_000
+    assert fields["context_window"]["exclusiveMinimum"] == 0
+    assert fields["context_window"]["maximum"] == 100_000_000
