@@ -36,16 +36,21 @@ from tests.integration.servers import ThreadServer, thread_server
 
 ADMIN_TOKEN = "admin-secret-token"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-# Reads give up after 0.5 s of silence; the whole request after 2 s.
+# Reads give up after 2 s of silence (a stream, after 2 s without content); the whole request
+# after 10 s. A loaded machine answers far within them; a try meant to time out gets a
+# silence far longer (SILENT), which only the gateway's hanging up ends for it, so no try
+# races its window.
 GATEWAY = """gateway:
-  connect_timeout_s: 1
-  read_timeout_s: 0.5
-  first_token_timeout_s: 0.5
+  connect_timeout_s: 5
+  read_timeout_s: 2
+  first_token_timeout_s: 2
   backoff_base_s: 0.01
   backoff_cap_s: 0.02
   max_retry_after_s: 2
-  max_total_s: 2
+  max_total_s: 10
 """
+# The request's deadline cutting an answer that never falls silent for a read's window.
+SHORT_DEADLINE = GATEWAY.replace("max_total_s: 10", "max_total_s: 3")
 GOVERNANCE = """auth: keys
 admin_token_env: SP_TEST_ADMIN
 tenants:
@@ -56,8 +61,8 @@ budgets:
 """
 
 # Reads that wait as long as a loaded machine may take to bring a second request upstream.
-PATIENT = GATEWAY.replace("read_timeout_s: 0.5", "read_timeout_s: 30").replace(
-    "max_total_s: 2", "max_total_s: 60")
+PATIENT = GATEWAY.replace("read_timeout_s: 2", "read_timeout_s: 30").replace(
+    "max_total_s: 10", "max_total_s: 60")
 
 # The same callers with no budget anywhere: a key's tokens-per-minute limit alone governs it.
 RATED = GOVERNANCE.split("budgets:")[0]
@@ -95,7 +100,12 @@ def rated(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
 def key(gov: ThreadServer) -> dict[str, Any]:
     """A new key of its own, with a budget, and every model's health forgotten."""
     gov.service.gateway.reset_health()
-    r = httpx.post(f"{gov.base}/v1/router/keys", json={"tenant": "acme", "budget": "5/day"},
+    return _new_key(gov)
+
+
+def _new_key(server: ThreadServer) -> dict[str, Any]:
+    """A new key of tenant acme with a budget of $5 a day."""
+    r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme", "budget": "5/day"},
                    headers=ADMIN, timeout=10)
     assert r.status_code == 201, r.text
     out: dict[str, Any] = r.json()
@@ -152,7 +162,7 @@ def test_a_read_timeout_mid_answer_is_charged_beside_the_answer(
     # cheap sends its headers, then nothing: the read times out mid-answer; its retry answers.
     raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
         model="cheap", max_tokens=1000,
-        messages=user("stalls once [[fake:once:stall:seconds=3]]"))
+        messages=user("stalls once [[fake:once:stall:seconds=60]]"))
     request_id = raw.headers["x-switchpoint-request-id"]
     entry = _logged(gov, request_id)
     worst = {m: _worst(gov, gw_fake, m) for m in ("cheap", "good")}
@@ -167,8 +177,14 @@ def test_a_read_timeout_mid_answer_is_charged_beside_the_answer(
 
 
 def test_the_deadline_cutting_a_plain_answer_is_charged_the_models_worst_case(
-        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     # good never falls silent, but its answer takes far longer than the request's deadline.
+    with _server(gw_fake, tmp_path, GOVERNANCE, SHORT_DEADLINE) as gov:
+        _deadline_cut(gov, gw_fake)
+
+
+def _deadline_cut(gov: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    key = _new_key(gov)
     with pytest.raises(openai.APIStatusError) as caught:
         client(gov, key["key"]).chat.completions.create(
             model="good", max_tokens=1000,
@@ -392,7 +408,7 @@ def test_a_stream_chunk_misnumbering_its_choices_before_any_content_is_charged_i
     ("nofinish:after=0,each=1", "the stream ended before any content"),
     # the opening chunk, carrying the answer's usage, then silence past the first token's
     # timeout
-    ("stall:seconds=3,each=1", "no content within the first-token timeout"),
+    ("stall:seconds=60,each=1", "no content within the first-token timeout"),
     # choices: [] throughout, then the usage chunk and [DONE] (charged so already)
     ("usage:index=", "with its end marker before any content")],
     ids=["no-done", "ended-clean", "silent", "done"])
@@ -424,26 +440,39 @@ def test_each_try_after_a_billed_one_is_held_before_it_is_sent(
     # own worst case more before it is sent, so the budget never holds less than it may owe.
     ledger = gov.service.gateway.governor.ledger
     account = f"key:{key['id']}"
-    most_held = [0.0]
-    done = threading.Event()
+    # other answers only once the test has read what is held while it is called: it waits
+    # upstream for a second request asking to meet it, which the test sends to the fake.
+    release = user("meets other [[fake:together:n=2,seconds=30]]")
+    gw_fake.script("good", "stall:seconds=60", "stall:seconds=60")
+    gw_fake.script("claude-fake-2", "together:n=2,seconds=30")
+    sent = len(gw_fake.requests())
+    answers: dict[str, Any] = {}
 
-    def watch() -> None:
-        while not done.wait(0.005):
-            most_held[0] = max(most_held[0], ledger.held(account))
+    def ask() -> None:
+        try:
+            answers["raw"] = client(gov, key["key"]).chat.completions.with_raw_response.create(
+                model="good", max_tokens=1000, messages=user("stalls"))
+        except Exception as exc:  # (reported by the assertions below)
+            answers["raw"] = exc
 
-    gw_fake.script("good", "stall:seconds=3", "stall:seconds=3")
-    gw_fake.script("claude-fake-2", "ok:delay=0.3")  # (other, upstream: long enough to see)
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    asking = threading.Thread(target=ask)
+    asking.start()
     try:
-        raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
-            model="good", max_tokens=1000, messages=user("stalls"))
+        deadline = time.monotonic() + 30
+        while len(gw_fake.requests()) < sent + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # (until other's try, held before it was sent, is upstream)
+        assert [r["body"]["model"] for r in gw_fake.requests()[sent:]] == [
+            "good", "good", "claude-fake-2"]
+        held_then = ledger.held(account)
+        worst = {m: _worst(gov, gw_fake, m) for m in ("good", "other")}
     finally:
-        done.set()
-        watcher.join()
+        httpx.post(f"{gw_fake.openai_base_url}/chat/completions", timeout=60,
+                   json={"model": "release", "messages": release})
+        asking.join()
+    raw = answers["raw"]
+    assert not isinstance(raw, Exception), raw
     request_id = raw.headers["x-switchpoint-request-id"]
     entry = _logged(gov, request_id)
-    worst = {m: _worst(gov, gw_fake, m) for m in ("good", "other")}
     assert [(a["model"], a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
         ("good", "read_timeout", pytest.approx(worst["good"])),
         ("good", "read_timeout", pytest.approx(worst["good"])), ("other", "ok", None)]
@@ -453,7 +482,7 @@ def test_each_try_after_a_billed_one_is_held_before_it_is_sent(
                                          "other": pytest.approx(entry["cost"])}
     assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
     # Held while other was called: good's two billed tries and other's worst case.
-    assert most_held[0] == pytest.approx(2 * worst["good"] + worst["other"])
+    assert held_then == pytest.approx(2 * worst["good"] + worst["other"])
     assert ledger.held(account) == 0
     held = [note for note in entry["reasoning"] if note.startswith("Budget: held ")]
     assert [note.split("'")[0] for note in held] == ["Budget: held good", "Budget: held other"]
@@ -540,7 +569,7 @@ def test_a_try_the_budget_cannot_hold_after_a_billed_one_is_not_sent(
                    json={"tenant": "acme", "budget": f"{budget:.10f}/day"})
     assert r.status_code == 201, r.text
     tight = r.json()
-    gw_fake.script("good", "stall:seconds=3", "stall:seconds=3")
+    gw_fake.script("good", "stall:seconds=60", "stall:seconds=60")
     with pytest.raises(openai.APIStatusError) as caught:
         client(gov, tight["key"]).chat.completions.create(model="good", max_tokens=1000,
                                                           messages=messages)
@@ -616,7 +645,7 @@ def test_an_internal_error_after_a_billed_try_still_charges_that_try(
     with pytest.raises(openai.InternalServerError):
         client(gov, key["key"]).with_options(max_retries=0).chat.completions.create(
             model="cheap", max_tokens=1000,
-            messages=user(f"stalls once {tag} [[fake:once:stall:seconds=3]]"))
+            messages=user(f"stalls once {tag} [[fake:once:stall:seconds=60]]"))
     assert failing.calls == 2
     worst = _worst(gov, gw_fake, "cheap")
     deadline = time.monotonic() + 10
@@ -651,8 +680,8 @@ def test_an_internal_error_after_an_answer_charges_the_answer_and_closes_its_hol
 
 @pytest.mark.parametrize("kind", ["answered", "failed"])
 def test_an_internal_error_making_the_log_entry_still_writes_its_ledger_rows(
-        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess,
-        monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        kind: str) -> None:
     # The request was settled (the governor booked the answer, or the billed tries of a
     # request no model answered), then making its log entry, which carries the ledger rows to disk,
     # failed (a bug): the rows are written alone, so the spend survives a restart.
@@ -663,13 +692,16 @@ def test_an_internal_error_making_the_log_entry_still_writes_its_ledger_rows(
 
     monkeypatch.setattr(accounting, kind, broken)
     tag = uuid.uuid4().hex[:8]
-    # failed: every try of cheap stalls mid-answer until the request's 2 s are up (billed)
-    fault = "" if kind == "answered" else " [[fake:stall:seconds=3]]"
-    with pytest.raises(openai.InternalServerError):
-        client(gov, key["key"]).with_options(max_retries=0).chat.completions.create(
-            model="cheap", max_tokens=1000, messages=user(f"entry {tag}{fault}"))
-    assert gov.service.gateway.governor.ledger.open_tickets() == 0
-    assert _wait_spent(gov, key["id"]) > 0
+    # failed: every try of cheap stalls mid-answer until the request's 3 s are up (billed),
+    # before it could fail over
+    fault = "" if kind == "answered" else " [[fake:stall:seconds=60]]"
+    with _server(gw_fake, tmp_path, GOVERNANCE, SHORT_DEADLINE) as gov:
+        key = _new_key(gov)
+        with pytest.raises(openai.InternalServerError):
+            client(gov, key["key"]).with_options(max_retries=0).chat.completions.create(
+                model="cheap", max_tokens=1000, messages=user(f"entry {tag}{fault}"))
+        assert gov.service.gateway.governor.ledger.open_tickets() == 0
+        assert _wait_spent(gov, key["id"]) > 0
 
 
 def _wait_spent(server: ThreadServer, key_id: str) -> float:
@@ -688,8 +720,8 @@ def test_a_billed_try_counts_its_worst_case_tokens_in_the_tpm_window(
     # alone is refused.
     gov.service.gateway.reset_health()
     image_tokens = gov.service.gateway.settings.governance.image_tokens
-    first = user("stalls once [[fake:once:stall:seconds=3]]")
-    second = user("s" * len("stalls once [[fake:once:stall:seconds=3]]"))
+    first = user("stalls once [[fake:once:stall:seconds=60]]")
+    second = user("s" * len("stalls once [[fake:once:stall:seconds=60]]"))
     held = {name: prompt_bound({"messages": m}, image_tokens) + 1000
             for name, m in (("first", first), ("second", second))}
     limit = held["first"] + held["second"]
@@ -712,7 +744,7 @@ def test_a_billed_try_counts_its_worst_case_tokens_in_the_tpm_window(
     assert f"has used {used} of its {limit} tokens per minute" in caught.value.message
 
 
-STALLS = "stalls once [[fake:once:stall:seconds=3]]"
+STALLS = "stalls once [[fake:once:stall:seconds=60]]"
 
 
 def _rated_key(server: ThreadServer, tries: float) -> tuple[dict[str, Any], int, int]:
@@ -871,7 +903,7 @@ def test_a_billed_try_is_charged_when_its_request_ends_after_its_hold_expired(
     with pytest.raises(openai.InternalServerError):
         client(gov, key["key"]).chat.completions.create(
             model="cheap", max_tokens=1000,
-            messages=user(f"stalls once {tag} [[fake:once:stall:seconds=3]]"))
+            messages=user(f"stalls once {tag} [[fake:once:stall:seconds=60]]"))
     assert failing.calls == 2
     worst = _worst(gov, gw_fake, "cheap")
     assert _wait_spent(gov, key["id"]) == pytest.approx(worst)
@@ -911,7 +943,7 @@ def _sent_unheld_notes(server: ThreadServer, issued: dict[str, Any],
     tag = uuid.uuid4().hex[:8]
     raw = client(server, issued["key"]).chat.completions.with_raw_response.create(
         model="cheap", max_tokens=1000,
-        messages=user(f"stalls once {tag} [[fake:once:stall:seconds=3]]"))
+        messages=user(f"stalls once {tag} [[fake:once:stall:seconds=60]]"))
     entry = _logged(server, raw.headers["x-switchpoint-request-id"])
     assert [a["outcome"] for a in entry["attempts"]] == ["read_timeout", "ok"]
     assert expiring.calls == 2
