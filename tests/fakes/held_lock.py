@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+from switchpoint.store import SQLiteStore
+
+T = TypeVar("T")
 
 # Takes the lock, says so, and holds it until its stdin closes.
 _HOLD = ("import sqlite3, sys\n"
@@ -44,3 +51,26 @@ def short_lock_waits(monkeypatch: pytest.MonkeyPatch, seconds: float = 1.5) -> f
     monkeypatch.setattr("switchpoint.store.sqlite.BUSY_MS", int(seconds * 1000))
     monkeypatch.setattr("switchpoint.store.sqlite.REFUSING_S", seconds)
     return seconds
+
+
+def until_writable(store: SQLiteStore, within: float = 30.0) -> None:
+    """Wait until ``store`` takes writes again: after a write the database refused, it refuses
+    the next at once for a while (see :func:`short_lock_waits`)."""
+    deadline = time.monotonic() + within
+    while store.refusing() is not None:
+        assert time.monotonic() < deadline, "the store kept refusing"
+        time.sleep(0.05)
+
+
+def sent_while_held(path: Path, send: Callable[[], T], meanwhile: Callable[[], object]) -> T:
+    """What ``send`` returns, called (on another thread) while another process holds the
+    write lock of the database at ``path`` (for longer than the store waits: see
+    :func:`short_lock_waits`): it must not have answered a second on, when ``meanwhile``
+    checks what shows while it waits; then the lock is let go and its answer waited for."""
+    with ThreadPoolExecutor(1) as pool:
+        with held_lock(path):
+            answer = pool.submit(send)
+            done, _ = wait([answer], timeout=1.0)
+            assert not done, "answered while the write was held"
+            meanwhile()
+        return answer.result(timeout=60)

@@ -313,3 +313,26 @@ def test_beside_and_after_switchpoint_serve_as_a_user_runs_them(
         report = httpx.get(f"{server.base}{PATH}/kept", timeout=15).json()
         assert report["created_at"] is None and report["enabled"]  # (the config's now)
         assert server.terminate()[0] == 0
+
+
+def test_end_the_store_refuses_says_it_still_runs_and_changes_nothing(
+        made: Settings, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another process holds the database's write lock past the store's busy timeout (short
+    # here): the end is refused saying what could not be kept, what to do and that it still
+    # runs, as the service says it (it said only that the write failed, naming the file).
+    from tests.fakes.held_lock import held_lock, short_lock_waits
+
+    short_lock_waits(monkeypatch, seconds=1.0)
+    before = _rows(made)
+    with held_lock(made.db_path):
+        code, out, err = _run(capsys, "experiments", "end", "kept", "--config",
+                              str(made.source_path))
+    assert code == 2 and out == "", err
+    assert err.startswith("switchpoint: error: the end of the experiment could not be kept "
+                          "(database is locked)"), err
+    assert err.rstrip().endswith("(it still runs)") and "Traceback" not in err, err
+    assert _rows(made) == before
+    assert _run(capsys, "experiments", "end", "kept", "--config",
+                str(made.source_path))[0] == 0
+    assert [row[-1] is not None for row in _rows(made)] == [True, True]

@@ -6,6 +6,8 @@ restart on the same data_dir keeps it with its decisions; bad bodies are 400s an
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,89 @@ def test_an_unknown_name_is_a_404_naming_the_experiments_there_are_ended_ones_to
         # Promoting an ended one is refused for that, so promote names those it may take.
         assert post(server, f"{PATH}/nope/promote", {}).json()["error"]["message"].endswith(
             'there are: "thrift"')
+
+
+def _kept(server: ThreadServer) -> list[tuple[str, bool]]:
+    """data_dir's run-time experiments: (name, ended)."""
+    with sqlite3.connect(server.service.gateway.settings.db_path) as db:
+        return [(name, ended is not None) for name, ended in db.execute(
+            "SELECT name, ended FROM runtime_experiments ORDER BY seq")]
+
+
+def _shown(server: ThreadServer) -> list[tuple[str, bool]]:
+    """The service's run-time experiments as it lists them: (name, ended)."""
+    return [(e["experiment"], e["ended_at"] is not None)
+            for e in get(server, PATH).json()["data"] if e["experiment"] != "thrift"]
+
+
+def test_an_experiment_the_store_refuses_to_create_end_or_promote_is_a_503_changing_nothing(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer waits out the busy timeout (short here) and the write fails: a 503 with
+    # Retry-After saying nothing was created (or it still runs, or nothing was promoted),
+    # the service and data_dir as they were; once the lock is let go, it is taken. It was a
+    # 503 that did not say what happened (or a 500 after 30 s, the write left queued).
+    from tests.fakes.held_lock import held_lock, short_lock_waits, until_writable
+
+    short_lock_waits(monkeypatch, seconds=1.0)
+    with learning_server(fake, tmp_path, CONFIG) as server:
+        store = server.service.gateway.learning.store
+        assert store is not None
+        sends: list[tuple[Callable[[], httpx.Response], str, list[tuple[str, bool]]]] = [
+            (lambda: post(server, PATH, {"name": "held"}), "nothing was created", []),
+            (lambda: delete(server, f"{PATH}/held"), "it still runs", [("held", False)])]
+        for send, words, before in sends:
+            with held_lock(store.path):
+                refused = send()
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"].isdigit()
+            error = refused.json()["error"]
+            assert error["code"] == "storage_unavailable", error
+            assert "could not be kept (database is locked)" in error["message"], error
+            assert f"({words})" in error["message"], error
+            assert _kept(server) == before and _shown(server) == before
+            until_writable(store)  # (refused at once for a moment more)
+            taken = send()
+            assert taken.status_code in (200, 201), taken.text
+        assert _kept(server) == _shown(server) == [("held", True)]
+        # A promotion alike: nothing was promoted, here or in data_dir.
+        until_writable(store)
+        with held_lock(store.path):
+            refused = post(server, f"{PATH}/thrift/promote", {"arm": "thrifty"})
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"].isdigit()
+        assert ("the promotion could not be kept (database is locked)"
+                in refused.json()["error"]["message"]), refused.text
+        assert "(nothing was promoted)" in refused.json()["error"]["message"], refused.text
+        assert get(server, f"{PATH}/thrift").json()["promoted"] is None
+        with sqlite3.connect(store.path) as db:
+            assert db.execute("SELECT count(*) FROM promotions").fetchone() == (0,)
+        until_writable(store)
+        promoted = post(server, f"{PATH}/thrift/promote", {"arm": "thrifty"})
+        assert promoted.status_code == 200 and promoted.json()["promoted"] == "thrifty"
+
+
+def test_an_experiment_waits_for_data_dir_to_keep_it_and_the_service_follows_the_store(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another process holds the database's write lock for longer than a client would wait:
+    # the creation and the end wait for the write, the service listing what data_dir holds
+    # meanwhile, and the answer says what was kept once the lock is let go.
+    from tests.fakes.held_lock import sent_while_held, short_lock_waits
+
+    short_lock_waits(monkeypatch, seconds=120.0)
+    with learning_server(fake, tmp_path, CONFIG) as server:
+        store = server.service.gateway.learning.store
+        assert store is not None
+        sends: list[tuple[Callable[[], httpx.Response], list[tuple[str, bool]]]] = [
+            (lambda: post(server, PATH, {"name": "held"}), [("held", False)]),
+            (lambda: delete(server, f"{PATH}/held"), [("held", True)])]
+        before: list[tuple[str, bool]] = []
+        for send, after in sends:
+
+            def unchanged(before: list[tuple[str, bool]] = before) -> None:
+                assert _kept(server) == before and _shown(server) == before
+
+            answer = sent_while_held(store.path, send, unchanged)
+            assert answer.status_code in (200, 201), answer.text
+            assert answer.json()["experiment"] == "held"
+            assert _kept(server) == _shown(server) == after
+            before = after

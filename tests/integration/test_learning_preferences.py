@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -899,3 +903,103 @@ def test_a_score_shows_the_memory_of_the_models_its_caller_may_use(
             assert set(memory["models"]) == {"cheap", "runner"}, memory
             assert memory == get(server, "/v1/router/status",
                                  key=key).json()["tenants"]["acme"]["memory"]
+
+
+def _revealed_kept(server: ThreadServer, compare_id: str) -> bool:
+    """Whether data_dir keeps the comparison revealed."""
+    with sqlite3.connect(server.service.gateway.settings.db_path) as db:
+        (revealed,) = db.execute("SELECT revealed FROM compares WHERE compare_id = ?",
+                                 (compare_id,)).fetchone()
+    return revealed is not None
+
+
+def _reveal_under(monkeypatch: pytest.MonkeyPatch, server: ThreadServer,
+                  hold: Callable[[], AbstractContextManager[object]]) -> None:
+    """Make the scores' reveal run inside ``hold`` (another process taking the database's
+    write lock), once the scores are kept and learned: the reveal's own write meets it."""
+    learning = server.service.gateway.learning
+    reveal = learning.reveal
+
+    def held(compare: Any) -> Any:
+        with hold():
+            return reveal(compare)
+
+    monkeypatch.setattr(learning, "reveal", held)
+
+
+def test_a_reveal_the_store_refuses_is_a_503_and_the_models_stay_hidden(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer waits out the busy timeout (short here) and the reveal's write fails: a 503
+    # with Retry-After saying the scores were kept and the models are not revealed, neither
+    # in memory (the scores are taken again) nor in data_dir; sent again once the lock is let
+    # go, the scores reveal them. It gave up after 30 s with the write left queued.
+    from tests.fakes.held_lock import held_lock, short_lock_waits, until_writable
+
+    short_lock_waits(monkeypatch, seconds=1.0)
+    with learning_server(fake, tmp_path) as server:
+        store = server.service.gateway.learning.store
+        assert store is not None
+        cid = post(server, "/v1/router/preferences/compare",
+                   {"prompt": math_prompt(720), "models": ["strong", "cheap"]}).json()[
+            "compare_id"]
+        body = {"compare_id": cid, "scores": {"A": 0.9, "B": 0.1}}
+        with monkeypatch.context() as patched:
+            _reveal_under(patched, server, lambda: held_lock(store.path))
+            refused = post(server, "/v1/router/preferences/score", body)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"].isdigit()
+        error = refused.json()["error"]
+        assert error["code"] == "storage_unavailable", error
+        assert ("the comparison's reveal could not be kept (database is locked)"
+                in error["message"]), error
+        assert "the models are not revealed: send the scores again" in error["message"], error
+        assert "strong" not in refused.text and "cheap" not in refused.text
+        assert not _revealed_kept(server, cid)
+        until_writable(store)  # (refused at once for a moment more)
+        taken = post(server, "/v1/router/preferences/score", body)
+        assert taken.status_code == 200, taken.text
+        assert sorted(a["model"] for a in taken.json()["answers"]) == ["cheap", "strong"]
+        assert [s["replaced"] for s in taken.json()["scores"]] == [True, True]
+        assert _revealed_kept(server, cid)
+        again = post(server, "/v1/router/preferences/score", body)
+        assert again.status_code == 409 and "revealed" in again.json()["error"]["message"]
+
+
+def test_a_reveal_waits_for_data_dir_to_keep_it(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another process holds the database's write lock, from after the scores were kept until
+    # after the store would have waited for it: the answer waits, naming no model while
+    # data_dir keeps none revealed, and once the lock is let go it reveals them, as data_dir
+    # then does.
+    from tests.fakes.held_lock import held_lock, short_lock_waits
+
+    short_lock_waits(monkeypatch, seconds=120.0)
+    with learning_server(fake, tmp_path) as server:
+        cid = post(server, "/v1/router/preferences/compare",
+                   {"prompt": math_prompt(721), "models": ["strong", "cheap"]}).json()[
+            "compare_id"]
+        holding = ExitStack()
+        taken = threading.Event()
+
+        @contextmanager
+        def hold() -> Iterator[None]:
+            holding.enter_context(held_lock(server.service.gateway.settings.db_path))
+            taken.set()
+            yield
+
+        _reveal_under(monkeypatch, server, hold)
+        with ThreadPoolExecutor(1) as pool, holding:
+            sent = pool.submit(post, server, "/v1/router/preferences/score",
+                               {"compare_id": cid, "scores": {"A": 0.9, "B": 0.1}})
+            assert taken.wait(30), "the scores were not kept"
+            done, _ = wait([sent], timeout=1.0)
+            assert not done, "answered while the reveal's write was held"
+            assert not _revealed_kept(server, cid)
+            holding.close()
+            answer = sent.result(timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert sorted(a["model"] for a in answer.json()["answers"]) == ["cheap", "strong"]
+        assert _revealed_kept(server, cid)
+        again = post(server, "/v1/router/preferences/score",
+                     {"compare_id": cid, "scores": {"A": 0.5}})
+        assert again.status_code == 409 and "revealed" in again.json()["error"]["message"]

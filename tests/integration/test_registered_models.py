@@ -552,10 +552,6 @@ def test_a_kept_registration_naming_a_metadata_service_is_not_served(
         assert "meta2" not in _models(server)
 
 
-def _answer_into(send: Callable[[], httpx.Response], answers: list[httpx.Response]) -> None:
-    answers.append(send())
-
-
 def test_a_registration_waits_for_data_dir_to_keep_it_and_the_catalog_follows_the_store(
         fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Another process holds the database's write lock for longer than a client would wait
@@ -564,29 +560,22 @@ def test_a_registration_waits_for_data_dir_to_keep_it_and_the_catalog_follows_th
     # would serve the same), and once the lock is let go the answer says what was kept. They
     # gave up after 30 s with a 500 while the write stayed queued, so it could land later
     # with the catalog saying otherwise.
-    import threading
-
-    from tests.fakes.held_lock import held_lock, short_lock_waits
+    from tests.fakes.held_lock import sent_while_held, short_lock_waits
 
     short_lock_waits(monkeypatch, seconds=120.0)
     extra = CONFIG + "admin_token_env: SP_ADMIN\n"
     with learning_server(fake, tmp_path, extra, environ={"SP_ADMIN": ADMIN}) as server:
         settings = server.service.gateway.settings
-        answers: list[httpx.Response] = []
         sends: list[tuple[Callable[[], httpx.Response], list[str], list[str]]] = [
             (lambda: post(server, PATH, card(fake), ADMIN), [], ["free"]),
             (lambda: _delete(server, "free", ADMIN), ["free"], [])]
         for send, before, after in sends:
-            with held_lock(settings.db_path):
-                sent = threading.Thread(target=_answer_into, args=(send, answers))
-                sent.start()
-                sent.join(1.0)
-                assert sent.is_alive() and not answers, "answered while the write was held"
+
+            def unchanged(before: list[str] = before) -> None:
                 assert [n for n, _ in stored(settings)] == before
                 assert [m for m in _models(server) if m == "free"] == before
-            sent.join(60)
-            assert not sent.is_alive()
-            answer = answers.pop()
+
+            answer = sent_while_held(settings.db_path, send, unchanged)
             assert answer.status_code in (200, 201), answer.text
             assert answer.json()["id"] == "free"
             assert [n for n, _ in stored(settings)] == after
@@ -598,9 +587,7 @@ def test_a_registration_the_store_refuses_says_nothing_was_registered_and_change
     # The writer waits out the busy timeout (short here) and the write fails: a 503 with
     # Retry-After saying the model was not registered (or is still registered), and neither
     # the catalog nor data_dir changed; once the lock is let go, it is taken.
-    import time
-
-    from tests.fakes.held_lock import held_lock, short_lock_waits
+    from tests.fakes.held_lock import held_lock, short_lock_waits, until_writable
 
     short_lock_waits(monkeypatch, seconds=1.0)
     extra = CONFIG + "admin_token_env: SP_ADMIN\n"
@@ -608,13 +595,6 @@ def test_a_registration_the_store_refuses_says_nothing_was_registered_and_change
         gateway = server.service.gateway
         store = gateway.learning.store
         assert store is not None
-
-        def writable() -> None:
-            deadline = time.monotonic() + 30
-            while store.refusing() is not None:  # (refused at once for a moment more)
-                assert time.monotonic() < deadline, "the store kept refusing"
-                time.sleep(0.1)
-
         sends: list[tuple[Callable[[], httpx.Response], str, list[str]]] = [
             (lambda: post(server, PATH, card(fake), ADMIN), "nothing was registered", []),
             (lambda: _delete(server, "free", ADMIN), "it is still registered", ["free"])]
@@ -629,7 +609,7 @@ def test_a_registration_the_store_refuses_says_nothing_was_registered_and_change
             assert f"({words})" in error["message"], error
             assert [n for n, _ in stored(gateway.settings)] == before
             assert [m for m in _models(server) if m == "free"] == before
-            writable()
+            until_writable(store)  # (refused at once for a moment more)
             taken = send()
             assert taken.status_code in (200, 201), taken.text
         assert stored(gateway.settings) == [] and "free" not in _models(server)

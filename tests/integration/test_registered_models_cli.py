@@ -306,3 +306,26 @@ def test_a_registered_model_falling_back_to_a_model_the_config_drops_is_named_wi
     assert _run(capsys, "models", "unregister", "onto-cheap", "--config", str(path))[0] == 0
     with _gateway(settings.reloaded()) as gateway:  # (then it starts)
         assert gateway.router.catalog.names == ["strong", "runner"]
+
+
+def test_unregister_the_store_refuses_says_it_is_still_registered_and_changes_nothing(
+        made: Settings, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another process holds the database's write lock past the store's busy timeout (short
+    # here): the removal is refused saying what could not be kept, what to do and that the
+    # model is still registered, as the service says it (it said only that the write failed,
+    # naming the file).
+    from tests.fakes.held_lock import held_lock, short_lock_waits
+
+    short_lock_waits(monkeypatch, seconds=1.0)
+    config = str(made.source_path)
+    before = _rows(made)
+    with held_lock(made.db_path):
+        code, out, err = _run(capsys, "models", "unregister", "spare", "--config", config)
+    assert code == 2 and out == "", err
+    assert err.startswith("switchpoint: error: the model's removal could not be kept "
+                          "(database is locked)"), err
+    assert err.rstrip().endswith("(it is still registered)") and "Traceback" not in err, err
+    assert _rows(made) == before
+    assert _run(capsys, "models", "unregister", "spare", "--config", config)[0] == 0
+    assert "spare" not in [name for _, name, _, _ in _rows(made)]

@@ -44,6 +44,7 @@ from switchpoint._messages import (
 from switchpoint.config import ModelEntry, Settings, check_experiments
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
+from switchpoint.gateway.kept import written
 from switchpoint.gateway.registered_models import (
     kept_models,
     registered_fault,
@@ -361,12 +362,11 @@ class RuntimeExperiments:
             record = RuntimeExperimentRecord(
                 name, row_created(made), json.dumps(made.model_dump(mode="json"),
                                                     separators=(",", ":")), made.split)
-            # A promotion of an earlier experiment of this name is not this one's.
-            self.learning.forget_promotion(name)
 
             def keep() -> None:
-                if self.store is not None:
-                    self.store.append(record).result(timeout=30)
+                written(self.store, record, "the experiment", "nothing was created")
+                # A promotion of an earlier experiment of this name is not this one's.
+                self.learning.forget_promotion(name)
                 self.running = running
 
             try:
@@ -435,8 +435,8 @@ class RuntimeExperiments:
             kept.sort(key=lambda item: row_created(item[1][0]))
 
             def keep() -> None:
-                if self.store is not None:
-                    self.store.append(RuntimeExperimentEnd(name, ended_at)).result(timeout=30)
+                written(self.store, RuntimeExperimentEnd(name, ended_at),
+                        "the end of the experiment", "it still runs")
                 self.running = running
                 self.ended = dict(kept[-ENDED_KEPT:])  # (as the store keeps them)
 
@@ -598,7 +598,8 @@ def end_kept(store: SQLiteStore, settings: Settings, name: str) -> float:
     finally:
         reader.close()
     ended_at = time.time()
-    store.append(RuntimeExperimentEnd(name, ended_at)).result(timeout=30)
+    written(store, RuntimeExperimentEnd(name, ended_at), "the end of the experiment",
+            "it still runs")
     return ended_at
 
 

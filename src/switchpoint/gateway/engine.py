@@ -128,9 +128,10 @@ from switchpoint.gateway.failover import (
     outgrown_models,
     reported_use,
 )
-from switchpoint.gateway.feedback_log import NOTHING_LEARNED, not_kept
+from switchpoint.gateway.feedback_log import NOTHING_LEARNED
 from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthConfig, HealthTracker
 from switchpoint.gateway.in_flight import InFlight, owner_of, share_of
+from switchpoint.gateway.kept import not_kept
 from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.observing import Observer, Told

@@ -25,6 +25,7 @@ from switchpoint.errors import (
     StorageUnavailableError,
     StoreError,
 )
+from switchpoint.gateway.kept import not_kept
 from switchpoint.learning.events import FeedbackEvent
 from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
@@ -71,18 +72,6 @@ KEEP_WAIT_S = 30.0
 
 #: What a refused outcome left behind, as its 503 says.
 NOTHING_LEARNED = "nothing of it was learned; sending it again replaces whatever was"
-
-
-def not_kept(what: str, reason: object, *, then: str = NOTHING_LEARNED,
-             retry_after: float | None = None) -> StorageUnavailableError:
-    """The 503 for something the store could not keep (a full disk, a lock held too long),
-    saying what that left behind (``then``); a :class:`StoreError` is told by the database's
-    words alone (not the store's path)."""
-    if isinstance(reason, StoreError):
-        reason = reason.reason
-    return StorageUnavailableError(f"{what} could not be kept ({reason}); free space in "
-                                   f"data_dir, or stop what holds its lock, then try again "
-                                   f"({then})", retry_after=retry_after)
 
 
 class ServiceFeedbackLog:
@@ -189,7 +178,7 @@ class ServiceFeedbackLog:
                 "now, but may still be kept, and then learned before the next feedback (or at "
                 "the next reload or restart); sending it again replaces it") from None
         except StoreError as exc:
-            raise not_kept(what, exc) from None
+            raise not_kept(what, exc, then=NOTHING_LEARNED) from None
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every appended event is committed (or failed), and note it."""

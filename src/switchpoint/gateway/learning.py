@@ -90,8 +90,8 @@ from switchpoint.gateway.feedback_log import (
     RouterLog,
     ServiceFeedbackLog,
     check_comment,
-    not_kept,
 )
+from switchpoint.gateway.kept import not_kept, written
 from switchpoint.gateway.live import Live, RouterState, learning_settings
 from switchpoint.gateway.preferences import REVEALED, Compare, Compares
 from switchpoint.learning.checkpoint import (
@@ -1554,13 +1554,9 @@ class GatewayLearning:
         store first: it takes no score after this. A store that does not keep it is a 503
         (the models stay hidden, and a repeat of the scores is taken). Blocks on the store."""
         now = time.time()
-        if self.store is not None:
-            try:
-                self.store.append(CompareReveal(compare.compare_id, now)).result(timeout=30)
-            except (StoreError, TimeoutError) as exc:
-                raise not_kept("the comparison's reveal", exc, then=(
-                    "the scores were kept and learned, and the models are not revealed: send "
-                    "the scores again")) from None
+        written(self.store, CompareReveal(compare.compare_id, now), "the comparison's reveal",
+                "the scores were kept and learned, and the models are not revealed: send the "
+                "scores again")
         return self.compares.reveal(compare, now)
 
     def release(self, compare: Compare) -> None:
@@ -1623,9 +1619,8 @@ class GatewayLearning:
         # once, the one the store keeps last is the one that applies, now and after a restart.
         with self._promotion_lock:
             self.check_writable("the promotion", "nothing was promoted")
-            if self.store is not None:
-                self.store.append(PromotionRecord(time.time(), name, arm, reason)).result(
-                    timeout=30)
+            written(self.store, PromotionRecord(time.time(), name, arm, reason),
+                    "the promotion", "nothing was promoted")
             with self.state.guard:
                 self.promoted = {**self.promoted, name: (arm, reason)}
                 current = self.state.peek()

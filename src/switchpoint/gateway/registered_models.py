@@ -56,20 +56,13 @@ from switchpoint.config import (
     shared_profile_note,
     shared_profiles,
 )
-from switchpoint.errors import (
-    ConfigError,
-    ConflictError,
-    InvalidInputError,
-    NotFoundError,
-    StoreError,
-)
+from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
-from switchpoint.gateway.feedback_log import not_kept
+from switchpoint.gateway.kept import written
 from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.known_providers import api_key_env_of, base_url_of
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import LearningReader, RuntimeModelRecord, RuntimeModelRemoval
-from switchpoint.store.sqlite import Record
 
 if TYPE_CHECKING:
     from switchpoint.gateway.learning import GatewayLearning
@@ -292,7 +285,7 @@ class RuntimeModels:
                 return self.merged(live, (*self.registered, made))
 
             def keep() -> None:
-                self._written(record, "the model", "nothing was registered")
+                written(self.store, record, "the model", "nothing was registered")
                 self.registered = (*self.registered, made)
 
             try:
@@ -326,22 +319,6 @@ class RuntimeModels:
                                 f"({MAX_REGISTERED_MODELS}); unregister one first "
                                 f"({unregister_hint('NAME')}), or list models in the "
                                 "config", param="card")
-
-    def _written(self, record: Record, what: str, then: str) -> None:
-        """Write ``record`` (a registration or a removal) and wait until the store's writer
-        says how it went, so that the catalog changes exactly when data_dir does: memory and
-        a restart never disagree, and the answer says what happened. There is no bound of its
-        own to give up at: the writer settles every record it is given (one waiting for a
-        lock another process holds fails after SQLite's busy timeout), and a write given up
-        on while still queued would land after its answer said it failed. Refused, the
-        :class:`~switchpoint.errors.StorageUnavailableError` (503) of what could not be kept,
-        saying that ``then``."""
-        if self.store is None:
-            return
-        try:
-            self.store.append(record).result()
-        except StoreError as exc:
-            raise not_kept(what, exc, then=then) from None
 
     def _unreadable_words(self, name: str) -> str:
         return (f"model {json_quoted(name, 100)} was registered at run time at "
@@ -380,8 +357,8 @@ class RuntimeModels:
                                                    if m.name != name))
 
             def keep() -> None:
-                self._written(RuntimeModelRemoval(name), "the model's removal",
-                              "it is still registered")
+                written(self.store, RuntimeModelRemoval(name), "the model's removal",
+                        "it is still registered")
                 self.registered = tuple(m for m in self.registered if m.name != name)
 
             try:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from switchpoint.config import ModelEntry, Settings
 from switchpoint.errors import ConfigError
 from switchpoint.gateway.ab_tests import running_kept, started
+from switchpoint.gateway.kept import written
 from switchpoint.gateway.registered_models import (
     KeptModel,
     check_no_key_names,
@@ -150,7 +151,7 @@ def unregister_kept(store: SQLiteStore, settings: Settings, name: str,
         check_unregistrable(reader, settings, name, keys, now)
     finally:
         reader.close()
-    store.append(RuntimeModelRemoval(name)).result(timeout=30)
+    written(store, RuntimeModelRemoval(name), "the model's removal", "it is still registered")
 
 
 __all__ = ["catalog_names", "check_unregistrable", "listed_models", "unregister_kept"]
