@@ -330,6 +330,14 @@ def test_bad_feedback_is_a_400_naming_the_field_and_changes_nothing(
             r = feedback(server, decision, **body)
             assert r.status_code == 400, (body, r.text)
             assert r.json()["error"]["param"] == field, (body, r.json())
+        # A comment's bound is one rule, said alike over HTTP and in Python (the command
+        # line's names --comment).
+        said = "comment: must have at most 2,000 characters, got 2,001"
+        assert feedback(server, decision, score=0.5, comment="x" * 2001).json()["error"][
+            "message"] == said
+        with pytest.raises(InvalidInputError) as refused:
+            server.service.gateway.report_outcome(decision, 0.5, comment="x" * 2001)
+        assert str(refused.value) == said
         # A model's name is bounded as everywhere else a request names a model.
         long = feedback(server, decision, score=0.5, model="m" * (MAX_MODEL_NAME + 1)).json()
         assert f"at most {MAX_MODEL_NAME} characters" in long["error"]["message"], long
@@ -498,6 +506,7 @@ def test_feedback_names_its_decision_by_exactly_one_of_decision_id_and_prompt_ha
         assert all(re.fullmatch(field["pattern"], example["prompt_hash"])
                    for example in schema["examples"] if "prompt_hash" in example)
         assert {"required": ["prompt_hash"]} in schema["oneOf"]
+        assert schema["properties"]["comment"]["maxLength"] == 2000  # (the gateway's bound)
         assert "required" not in schema or "decision_id" not in schema["required"]
 
 

@@ -275,8 +275,8 @@ def check_comment(comment: object, name: str = "comment") -> str | None:
     if not isinstance(comment, str):
         raise InvalidInputError(name, "must be a string")
     if len(comment) > MAX_COMMENT:
-        raise InvalidInputError(name, f"is {people_number(len(comment))} characters; "
-                                           f"at most {people_number(MAX_COMMENT)}")
+        raise InvalidInputError(name, f"must have at most {people_number(MAX_COMMENT)} "
+                                      f"characters, got {people_number(len(comment))}")
     if lone_surrogate(comment):
         raise InvalidInputError(name, LONE_SURROGATE)
     found = _UNWRITTEN.search(comment)

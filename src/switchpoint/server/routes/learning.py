@@ -126,7 +126,9 @@ class FeedbackRequest(BaseModel):
     success: StrictBool | None = Field(None, description="Whether the answer did the job.")
     model: StrictStr | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME, description=(
         "The model the feedback is about (default: the one that answered)."))
-    comment: StrictStr | None = Field(None, max_length=MAX_COMMENT)
+    # (its bound is published; the gateway checks it, by the rule the library's and the
+    # command line's comment keep, with what else a comment may not hold)
+    comment: StrictStr | None = Field(None, json_schema_extra={"maxLength": MAX_COMMENT})
     cost: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0,
                                  le=MAX_ANSWER_COST)] | None = Field(
         None, description="What the answer cost (USD): teaches the model's cost on this kind of "
