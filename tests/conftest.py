@@ -33,7 +33,14 @@ from switchpoint.training import fit
 from switchpoint.weights import WeightsPackage, load_weights
 from tests.bytecode import compile_sources
 from tests.head_start import MARKER, HeadStart, begin_all, last
-from tests.shards import assign, file_of, merge_durations, parse_shard, read_durations
+from tests.shards import (
+    assign,
+    file_of,
+    files_to_deal,
+    merge_durations,
+    parse_shard,
+    read_durations,
+)
 from tests.tls_context import shared as shared_tls_context
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -149,6 +156,9 @@ def shared_data() -> Path:
     return directory
 
 
+_PARTS = pytest.StashKey[tuple[int, dict[str, int]]]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # The interpreters the tests start read src's bytecode compiled once, here, rather than
     # compile it each (see tests/bytecode.py).
@@ -156,6 +166,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}(command): run command(workdir) from the "
                             "session's start at a low priority; the test runs last and "
                             "takes it as the head_start fixture (see tests/head_start.py)")
+    shard = config.getoption("--shard")
+    if shard:
+        try:
+            index, count = parse_shard(shard)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        files = files_to_deal(config.args, config.invocation_params.dir, config.rootpath,
+                           config.getini("python_files"))
+        config.stash[_PARTS] = index, assign(files, read_durations(), count)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -165,19 +184,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="merge this run's seconds per test file into PATH (a JSON object)")
 
 
+def _other_part(config: pytest.Config, name: str, dealt_only: bool = False) -> bool:
+    """Whether the test file ``name`` (as node ids spell it) is another part's. A file the
+    parts were not dealt (none of a test should be) is the first part's, or nobody's with
+    ``dealt_only``."""
+    parts = config.stash.get(_PARTS, None)
+    if parts is None:
+        return False
+    index, part = parts
+    if dealt_only and name not in part:
+        return False
+    return part.get(name, 1) != index
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Another part's test file is not collected (nor its module imported)."""
+    if collection_path.suffix != ".py" or not collection_path.is_relative_to(config.rootpath):
+        return None
+    name = collection_path.relative_to(config.rootpath).as_posix()
+    return True if _other_part(config, name, dealt_only=True) else None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    shard = config.getoption("--shard")
-    if shard:
-        try:
-            index, count = parse_shard(shard)
-        except ValueError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        part = assign([file_of(item.nodeid) for item in items], read_durations(), count)
-        kept = [item for item in items if part[file_of(item.nodeid)] == index]
-        dropped = [item for item in items if part[file_of(item.nodeid)] != index]
-        if dropped:
-            config.hook.pytest_deselected(items=dropped)
-            items[:] = kept
+    dropped = [item for item in items if _other_part(config, file_of(item.nodeid))]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not _other_part(config, file_of(item.nodeid))]
     last(items)
 
 

@@ -2,20 +2,24 @@
 two on a machine's two cores): most tests spend their time waiting on the servers and
 processes they start, so two halves at once take little more than the longer half.
 
-``pytest --shard I/N`` keeps the test files of part ``I`` of ``N`` and deselects the rest. A
-file stays whole (its module-scoped servers start once), and the files are dealt out by their
-recorded durations (``tests/durations.json``, seconds per file): the longest first, each to the
-part with the least time so far. A file without a recorded duration counts as the median one.
-The parts cover every file once, whatever the durations say, so stale figures only cost
-balance. ``pytest --record-durations PATH`` writes a run's figures for the files it ran
-(setup, call and teardown of each test), merged into those already in ``PATH``.
+``pytest --shard I/N`` collects the test files of part ``I`` of ``N`` alone: the others are not
+imported (each part rewrites the asserts of its own files, which is most of what collecting the
+suite costs). A file stays whole (its module-scoped servers start once), and the files are
+dealt out by their recorded durations (``tests/durations.json``, seconds per file): the
+longest first, each to the part with the least time so far. A file without a recorded duration
+counts as the median one. The files dealt out are those the run's paths name: each file
+named, and in each folder named the files pytest collects (``python_files``). The parts cover
+every file once, whatever the durations say, so stale figures only cost balance. ``pytest
+--record-durations PATH`` writes a run's figures for the files it ran (setup, call and
+teardown of each test), merged into those already in ``PATH``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 DURATIONS = Path(__file__).with_name("durations.json")
@@ -58,6 +62,26 @@ def assign(files: Sequence[str], durations: Mapping[str, float], count: int) -> 
         load[lightest] += weight[name]
         held[lightest] += 1
     return part
+
+
+def files_to_deal(args: Iterable[str], where: Path, root: Path,
+               patterns: Sequence[str] = ("test_*.py",)) -> list[str]:
+    """The test files a run of pytest with ``args`` (paths or node ids, from ``where``) takes,
+    by their paths from ``root`` as node ids spell them: each file named, and in each folder
+    named those whose name matches one of ``patterns``, outside folders starting with a dot."""
+    found: set[Path] = set()
+    for arg in args:
+        path = (where / file_of(arg)).resolve()
+        if path.is_dir():
+            found.update(
+                f for f in path.rglob("*.py")
+                if any(fnmatch.fnmatch(f.name, p) for p in patterns)
+                and not any(part.startswith(".") for part in f.relative_to(path).parts))
+        elif path.is_file():
+            found.add(path)
+    return sorted(
+        f.relative_to(root).as_posix() if f.is_relative_to(root) else f.as_posix()
+        for f in found)
 
 
 def file_of(nodeid: str) -> str:

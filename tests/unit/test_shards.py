@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from tests.child_pytest import pytest_argv
-from tests.shards import assign, file_of, merge_durations, parse_shard, read_durations
+from tests.shards import (
+    assign,
+    file_of,
+    files_to_deal,
+    merge_durations,
+    parse_shard,
+    read_durations,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,3 +109,18 @@ def test_a_run_records_its_seconds_per_file(tmp_path: Path) -> None:
     recorded = read_durations(path)
     assert list(recorded) == ["tests/unit/test_shards.py"]
     assert 0 <= recorded["tests/unit/test_shards.py"] < 60
+
+
+def test_the_files_dealt_out_are_those_the_paths_name(tmp_path: Path) -> None:
+    (tmp_path / "tests" / "unit").mkdir(parents=True)
+    (tmp_path / "tests" / ".hidden").mkdir()
+    for name in ("tests/unit/test_a.py", "tests/unit/helpers.py", "tests/unit/b_check.py",
+                 "tests/test_c.py", "tests/.hidden/test_d.py", "tests/unit/conftest.py"):
+        (tmp_path / name).write_text("", encoding="utf-8")
+    assert files_to_deal(["tests"], tmp_path, tmp_path) == ["tests/test_c.py",
+                                                        "tests/unit/test_a.py"]
+    assert files_to_deal(["unit", "unit/b_check.py::test_x"], tmp_path / "tests", tmp_path,
+                      ["test_*.py", "*_check.py"]) == ["tests/unit/b_check.py",
+                                                      "tests/unit/test_a.py"]
+    assert files_to_deal(["tests/test_c.py::test_y[a::b]", "tests/missing"], tmp_path,
+                      tmp_path) == ["tests/test_c.py"]
