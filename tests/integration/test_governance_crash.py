@@ -25,9 +25,10 @@ from tests.integration.servers import ProcessServer
 ADMIN_TOKEN = "admin-secret-token"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 ENV = {**KEYS, "SP_TEST_ADMIN": ADMIN_TOKEN}
-# A request's deadline of 3 s: its reservation expires 13 s after it was made (the deadline
-# plus a reservation grace of 10 s, set below: the default 30 s is a wait, no more), room
-# enough for the restart to see it still held, unless a loaded machine slows the restart.
+# A request's deadline of 3 s: its reservation expires 8 s after it was made (the deadline
+# plus a reservation grace of 5 s, set below: the default 30 s is a wait, no more), room
+# enough for the crash, a second or so in, and the restart, a few seconds more, to see it still
+# held, unless a loaded machine slows the restart (the test then skips that one check).
 GATEWAY = """gateway:
   connect_timeout_s: 1
   read_timeout_s: 2
@@ -46,7 +47,7 @@ tenants:
 budgets:
   models: {good: 1000/day}
 governance:
-  reservation_grace_s: 10
+  reservation_grace_s: 5
 """
 MAX_TOKENS = 40_000  # a worst case of about $1.2 on `good` ($30 per million output tokens)
 SLOW = "[[fake:ok:chunk_delay=0.5]] " + " ".join(f"word{i}" for i in range(200))
