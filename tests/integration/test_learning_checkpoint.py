@@ -565,11 +565,15 @@ def test_weights_exported_from_a_log_do_not_learn_its_outcomes_twice(
         assert gateway.router.learner.n_events() == 1
 
 
-def _settled_late(settle: Callable[[Future[None]], None]) -> Future[None]:
+def _settled_late(settle: Callable[[Future[None]], None],
+                  settling: list[threading.Thread]) -> Future[None]:
     """A store's answer given by ``settle`` half a second from now (after feedback stopped
-    waiting for it)."""
+    waiting for it), on a thread added to ``settling``: joined, the answer is given and what
+    it calls back has run."""
     late = Future[None]()
-    threading.Timer(0.5, settle, args=(late,)).start()
+    timer = threading.Timer(0.5, settle, args=(late,))
+    settling.append(timer)
+    timer.start()
     return late
 
 
@@ -585,6 +589,13 @@ def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_is_take
 
     settings = settings_for(fake, tmp_path)
     path = Path(settings.data_dir) / CHECKPOINT_FILENAME
+    settling: list[threading.Thread] = []
+
+    def settled() -> None:
+        for thread in settling:
+            thread.join(timeout=30)
+            assert not thread.is_alive()
+
     with Gateway(settings, loader=loader, env=KEYS) as gateway:
         gateway.start()
         ids = [gateway.route(math_prompt(i)).decision_id for i in range(4)]
@@ -605,13 +616,14 @@ def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_is_take
 
         def failing_late(record: Any) -> Future[None]:
             """Refused, but only after the feedback stopped waiting."""
-            return _settled_late(lambda late: late.set_exception(StoreError("disk full")))
+            return _settled_late(lambda late: late.set_exception(StoreError("disk full")),
+                                 settling)
 
         monkeypatch.setattr(store, "append", failing_late)
         patience(0.2)
         with pytest.raises(StorageUnavailableError, match="may still be kept"):
             gateway.report_outcome(ids[1], 0.0)
-        time.sleep(0.6)  # refused after all: the log and what is learned still agree
+        settled()  # refused after all: the log and what is learned still agree
         monkeypatch.setattr(store, "append", real)
         patience(DEFAULT_WAIT)
         gateway.report_outcome(ids[1], 0.0)
@@ -620,7 +632,8 @@ def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_is_take
         def slow(record: Any) -> Future[None]:
             """Committed, but confirmed only after the feedback stopped waiting."""
             written = real(record)
-            return _settled_late(lambda late: late.set_result(written.result()))
+            return _settled_late(lambda late: late.set_result(written.result()),
+                                 settling)
 
         monkeypatch.setattr(store, "append", slow)
         patience(0.2)
@@ -628,7 +641,7 @@ def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_is_take
             gateway.report_outcome(ids[2], 0.0)
         monkeypatch.setattr(store, "append", real)
         patience(DEFAULT_WAIT)
-        time.sleep(0.6)  # it is in the log after all: the status takes it up, as a replay would
+        settled()  # it is in the log after all: the status takes it up, as a replay would
         assert gateway.learning_status()["tenants"]["default"]["learned_router"]["events"] == 3
         gateway.report_outcome(ids[3], 0.0)
         assert gateway.learning_status()["tenants"]["default"]["learned_router"]["events"] == 4
