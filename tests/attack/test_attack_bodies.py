@@ -129,7 +129,7 @@ def test_deep_tool_arguments_for_an_anthropic_model_are_refused_by_name(
     assert r.status_code == 400, r.text  # the client's request, not the upstream, is at fault
     assert r.json()["error"]["type"] == "invalid_request_error"
     message = r.json()["error"]["message"]
-    assert "messages[1].tool_calls[0].function.arguments nests deeper than 64 levels" in message
+    assert "messages[1].tool_calls[0].function.arguments: nests deeper than 64 levels" in message
     assert not fake.requests()  # nothing went upstream
     shallow = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=15,
                          json=tool_history('{"a": ' + "[" * 10 + "]" * 10 + "}"))

@@ -144,6 +144,19 @@ def test_a_chat_parameter_json_cannot_hold_is_refused_naming_it(local: Gateway,
     assert logged(local) == before
 
 
+def test_a_value_json_cannot_hold_deep_in_a_field_is_named_by_its_path_once(
+        local: Gateway) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        local.complete([{"role": "user", "content": b"hi"}])
+    assert caught.value.field == "messages"
+    assert str(caught.value) == ("messages[0].content: is of type bytes, which a JSON body "
+                                 "cannot hold; send strings, numbers, true or false, null, "
+                                 "lists and objects")
+    with pytest.raises(InvalidInputError) as caught:
+        local.complete([{"role": "user", "content": "hi"}], metadata={"a": [1, float("nan")]})
+    assert (caught.value.field, str(caught.value)) == (
+        "metadata", "metadata.a[1]: is nan, not a finite number; send finite numbers only")
+
 
 FLAGS: list[tuple[str, GatewayCall]] = [
     ("blind", lambda g, v: g.compare([{"role": "user", "content": "hi"}], ["good", "cheap"],

@@ -79,7 +79,7 @@ def test_a_number_a_float_holds_only_as_0_is_named_by_its_field(literal: bytes) 
     with pytest.raises(InvalidInputError) as caught:
         parse_chat_body(chat)
     assert (caught.value.field, str(caught.value)) == (
-        "messages", f"messages: messages[0].x[0]: {shown} {TOO_SMALL}")
+        "messages", f"messages[0].x[0]: {shown} {TOO_SMALL}")
     assert refusal(literal) == (
         "body", f"body: holds the number {shown}, which {TOO_SMALL}")
 

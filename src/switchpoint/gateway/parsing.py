@@ -59,6 +59,7 @@ from switchpoint._json import (
     unique_keys,
 )
 from switchpoint._messages import (
+    MAX_FIELD,
     PAST_FLOATS,
     cut,
     got,
@@ -916,20 +917,21 @@ def _name_the_field(raw: bytes) -> None:
     found = unheld_number(raw)
     if found is not None and found[0]:
         path = key_path(found[0], "body")
-        raise InvalidInputError(_top(path), f"{_at(path)}{unheld_reason(found[1])}")
+        raise _invalid_at(path, unheld_reason(found[1]))
 
 
 def check_embedded_json(value: object, where: str) -> None:
     """A JSON value the gateway passes on besides the body (a tool call's ``arguments``, which
     the body carries as text and an adapter sends as structure; an upstream's answer), held to
     the body's own rules: nesting within :data:`MAX_DEPTH` levels and finite numbers only
-    (:class:`InvalidInputError` naming ``where`` otherwise)."""
+    (:class:`InvalidInputError` whose message starts with ``where`` or the path in it
+    otherwise)."""
     try:
         _check_values(value, surrogates=False, root=where)
     except InvalidInputError as exc:
-        if exc.reason.startswith(where):
+        if str(exc).startswith(where):
             raise
-        raise InvalidInputError(exc.field, f"{where} {exc.reason}") from None
+        raise invalid_at(exc.field, where, exc.reason) from None
 
 
 def _check_values(data: object, surrogates: bool, root: str = "body") -> None:
@@ -955,23 +957,23 @@ def _check_values(data: object, surrogates: bool, root: str = "body") -> None:
                 _check_text(node, path)
         elif isinstance(node, float):
             if not math.isfinite(node):
-                raise InvalidInputError(_top(path), f"{_at(path)}is {node}, not a finite "
-                                                    "number; send finite numbers only")
+                raise _invalid_at(path, f"is {node}, not a finite number; send finite numbers "
+                                        "only")
         elif node is not None and not isinstance(node, int):  # (bool is an int)
-            raise InvalidInputError(_top(path), f"{_at(path)}is of type {type(node).__name__}, "
-                                                "which a JSON body cannot hold; send strings, "
-                                                "numbers, true or false, null, lists and "
-                                                "objects")
+            raise _invalid_at(path, f"is of type {type(node).__name__}, which a JSON body "
+                                    "cannot hold; send strings, numbers, true or false, null, "
+                                    "lists and objects")
 
 
 def _check_text(text: str, path: str) -> None:
     if lone_surrogate(text):
-        raise InvalidInputError(_top(path), f"{_at(path)}{LONE_SURROGATE}")
+        raise _invalid_at(path, LONE_SURROGATE)
 
 
-def _at(path: str) -> str:
-    """``path: `` when it is deeper than its top-level field (which the error names anyway)."""
-    return "" if path == _top(path) else f"{path}: "
+def _invalid_at(path: str, message: str) -> InvalidInputError:
+    """The error of the value at ``path`` (``messages[0].content``), naming its top-level
+    field, its message starting with the path once (both cut short: a key is any string)."""
+    return invalid_at(cut(_top(path), MAX_FIELD), cut(path, 2 * MAX_FIELD), message)
 
 
 def _top(path: str) -> str:

@@ -235,9 +235,9 @@ def _tool_use(block_id: str, fn: Mapping[str, Any], where: str) -> dict[str, Any
         # Sent as structure (tool_use input), so the body's bounds apply to it.
         check_embedded_json(args, arguments)
     except RecursionError:
-        raise _bad(f"{arguments} nests deeper than {MAX_DEPTH} levels") from None
-    except InvalidInputError as exc:
-        raise _bad(exc.reason) from None
+        raise _bad(f"{arguments}: nests deeper than {MAX_DEPTH} levels") from None
+    except InvalidInputError as exc:  # (its message starts with the path at fault)
+        raise _bad(str(exc)) from None
     except ValueError as exc:
         raise _bad(f"{arguments} is not JSON: {json_quoted(str(raw_args), 100)}") from exc
     if not isinstance(args, Mapping):
