@@ -71,6 +71,18 @@ def checked_number(field: str, value: object, accepted: str | None = None) -> fl
     return x
 
 
+def numpy_scalar(value: object) -> bool | int | float | None:
+    """``value``, a NumPy boolean, integer or float, as the Python one it holds (a float
+    past the largest a Python float holds is infinite); None for anything else."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return None
+
+
 def boolean(value: object) -> bool | None:
     """``value`` as a bool when it is one (Python's or NumPy's), else None."""
     return bool(value) if isinstance(value, bool | np.bool_) else None

@@ -7,6 +7,7 @@ deep inside. The catalog points at an address nothing is asked at."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from switchpoint import Gateway
 from switchpoint.errors import InvalidInputError
+from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import FACTORY, KEYS
 
 NOWHERE = "http://127.0.0.1:19299/v1"  # never asked: each request here is refused first
@@ -144,6 +146,21 @@ def test_a_chat_parameter_json_cannot_hold_is_refused_naming_it(local: Gateway,
     assert logged(local) == before
 
 
+@pytest.mark.parametrize(("value", "said"), [
+    (np.float32("nan"), "temperature: is nan, not a finite number"),
+    (np.float64("inf"), "temperature: is inf, not a finite number"),
+    (np.array([0.5]), "temperature: is of type ndarray, which a JSON body cannot hold"),
+    (np.complex128(0.5), "temperature: is of type complex128, which a JSON body cannot hold"),
+], ids=["float32 nan", "float64 inf", "array", "complex"])
+def test_a_numpy_value_no_number_holds_is_refused_naming_it(local: Gateway, value: object,
+                                                            said: str) -> None:
+    before = logged(local)
+    with pytest.raises(InvalidInputError) as caught:
+        local.complete([{"role": "user", "content": "hi"}], temperature=value)
+    assert caught.value.field == "temperature" and str(caught.value).startswith(said)
+    assert logged(local) == before
+
+
 def test_a_value_json_cannot_hold_deep_in_a_field_is_named_by_its_path_once(
         local: Gateway) -> None:
     with pytest.raises(InvalidInputError) as caught:
@@ -156,6 +173,30 @@ def test_a_value_json_cannot_hold_deep_in_a_field_is_named_by_its_path_once(
         local.complete([{"role": "user", "content": "hi"}], metadata={"a": [1, float("nan")]})
     assert (caught.value.field, str(caught.value)) == (
         "metadata", "metadata.a[1]: is nan, not a finite number; send finite numbers only")
+
+
+def test_numpy_numbers_in_a_chat_request_are_sent_as_the_numbers_they_hold(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A pandas column's values are NumPy scalars: they were refused as values a JSON body
+    cannot hold (np.float64 aside, a float). The caller's own values are left as they were."""
+    config = {"models": [{"name": "good", "profile": "gpt-4-1106-preview",
+                          "base_url": gw_fake.openai_base_url, "input_per_mtok": 10,
+                          "output_per_mtok": 30, "context_window": 128000}],
+              "data_dir": str(tmp_path / "data")}
+    messages = [{"role": "user", "content": f"numbers {uuid.uuid4().hex}"}]
+    bias = {"50256": np.int64(-100)}
+    with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gateway:
+        answer = gateway.complete(messages, "good", max_tokens=np.int64(5),
+                                  temperature=np.float32(0.5), top_p=np.float16(0.25),
+                                  seed=np.uint8(7), logprobs=np.bool_(False), logit_bias=bias)
+    assert answer.choices[0].message.content
+    sent = [r["body"] for r in gw_fake.requests() if r["body"].get("messages") == messages]
+    assert len(sent) == 1
+    assert {k: sent[0][k] for k in ("max_tokens", "temperature", "top_p", "seed", "logprobs",
+                                    "logit_bias")} == {
+        "max_tokens": 5, "temperature": 0.5, "top_p": 0.25, "seed": 7, "logprobs": False,
+        "logit_bias": {"50256": -100}}
+    assert type(bias["50256"]) is np.int64
 
 
 FLAGS: list[tuple[str, GatewayCall]] = [

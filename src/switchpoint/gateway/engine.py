@@ -1617,7 +1617,7 @@ class Gateway:
         if stream:
             body["stream"] = True
         self.check_size(body)
-        check_chat_body(body)
+        body = check_chat_body(body)
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
         expect("session_id", session_id, str, "a string (the conversation's id)",
@@ -1798,7 +1798,7 @@ class Gateway:
             raise self.governor.unknown_model(
                 policy, catalog, UnknownModelError("models", unknown, catalog.names), "auto")
         body: dict[str, Any] = {"model": names[0], "messages": _as_list(messages), **params}
-        check_chat_body(body)
+        body = check_chat_body(body)
         text = routing_text(body, needs_of(body))
         # A caller of its own, so the comparison's answers pin no conversation of the caller's.
         caller = f"compare:{uuid.uuid4().hex}"

@@ -71,7 +71,7 @@ from switchpoint._messages import (
     listed_names,
     one_of,
 )
-from switchpoint._numbers import TOO_SMALL, too_small
+from switchpoint._numbers import TOO_SMALL, numpy_scalar, too_small
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS, check_name_lengths, named_once
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.image_urls import image_url_problem
@@ -322,12 +322,16 @@ def check_chat_body(data: object, *, walk: bool = True, surrogates: bool = True
                     ) -> dict[str, Any]:
     """Check a body given as Python values (the in-process door's way in); see
     :func:`parse_chat_body`. ``walk=False`` skips the walk over every value (depth, finite
-    numbers, lone surrogates when ``surrogates``) for a caller that knows it cannot fail."""
+    numbers, lone surrogates when ``surrogates``) for a caller that knows it cannot fail.
+    The body checked is returned: a copy, each NumPy scalar in it (``np.int64(5)``, a
+    pandas column's value) the Python number it holds, when it holds any; else ``data``."""
     if not isinstance(data, dict):
         raise InvalidInputError("body", f"must be a JSON object with the fields "
                                         f"{listed_keys(_FIELDS)}")
-    if walk:
-        _check_values(data, surrogates)
+    if walk and _check_values(data, surrogates):
+        plain = _plain(data)
+        assert isinstance(plain, dict)
+        data = plain
     try:
         ChatRequest.model_validate(data)
     except ValidationError as exc:
@@ -934,13 +938,19 @@ def check_embedded_json(value: object, where: str) -> None:
         raise invalid_at(exc.field, where, exc.reason) from None
 
 
-def _check_values(data: object, surrogates: bool, root: str = "body") -> None:
+def _check_values(data: object, surrogates: bool, root: str = "body") -> bool:
     """Depth, finite floats and values JSON holds (for Python-built bodies: a tuple is a
-    list, and bytes, a set or any other object are refused naming the field) and, if asked,
-    lone surrogates."""
+    list, a NumPy boolean, integer or float is the Python one it holds, and bytes, a set, an
+    array or any other object are refused naming the field) and, if asked, lone surrogates.
+    Whether ``data`` holds a NumPy scalar (:func:`_plain` makes the body without)."""
+    numpy = False
     stack: list[tuple[object, int, str]] = [(data, 1, root)]
     while stack:
         node, depth, path = stack.pop()
+        scalar = numpy_scalar(node)
+        if scalar is not None:
+            numpy = True
+            node = scalar
         if isinstance(node, dict):
             if depth > MAX_DEPTH:
                 raise InvalidInputError(_top(path), TOO_DEEP)
@@ -963,6 +973,19 @@ def _check_values(data: object, surrogates: bool, root: str = "body") -> None:
             raise _invalid_at(path, f"is of type {type(node).__name__}, which a JSON body "
                                     "cannot hold; send strings, numbers, true or false, null, "
                                     "lists and objects")
+    return numpy
+
+
+def _plain(node: object) -> object:
+    """``node`` (checked by :func:`_check_values`) rebuilt with each NumPy scalar in it as
+    the Python number it holds, so the body is JSON any writer writes: the caller's own
+    values are left as they were."""
+    if isinstance(node, dict):
+        return {key: _plain(value) for key, value in node.items()}
+    if isinstance(node, list | tuple):
+        return [_plain(value) for value in node]
+    scalar = numpy_scalar(node)
+    return node if scalar is None else scalar
 
 
 def _check_text(text: str, path: str) -> None:
