@@ -25,6 +25,15 @@ MAX_SINCE_HOURS = 24 * 366
 #: one, the report's and the command line's, and its option's help).
 SINCE_HOURS = f"a number of hours more than 0 and at most {MAX_SINCE_HOURS:,} (366 days)"
 
+#: The largest request body taken unless ``max_request_bytes`` says otherwise (1 MiB); a
+#: :class:`~switchpoint.router.Router`'s bound on a prompt's characters by default, so a
+#: router alone takes every prompt the HTTP door's default body limit takes.
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+#: The most bytes a request, an upstream answer or one of its stream lines may be set to take
+#: (1 GiB), and the most characters a router's prompts may be set to take: far past any real
+#: need, so only a mistake (1e14) is refused.
+MAX_BYTES = 1 << 30
+
 # The largest rate limits a tenant or key may set: far beyond any one gateway's traffic, and
 # well inside the 64-bit integers the key store keeps them as.
 MAX_RPM = 10_000_000

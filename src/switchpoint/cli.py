@@ -206,7 +206,8 @@ def cmd_route(args: argparse.Namespace) -> int:
             _fail(f"--output: {quoted_path(args.output)} is the --input file; the decisions would "
                   "replace the prompts they come from: write them to another --output")
         source, rows = _read_route_input(args.input)
-        router = load_router(args.weights, warm=False, max_weights_bytes=_weights_cap(args))
+        router = load_router(args.weights, warm=False, max_weights_bytes=_weights_cap(args),
+                             max_prompt_chars=MAX_LINE_CHARS)  # (a line of the file's)
         with _feedback(args) as feedback:
             return _route_file(router, source, rows, output, models,
                                weights or [lam if lam is not None else router.cost_weight],
@@ -216,7 +217,8 @@ def cmd_route(args: argparse.Namespace) -> int:
         print(f"route: routing the text {json_quoted(prompt, MAX_PATH)} as a prompt; it is "
               "also the name of a file: to route the prompts the file holds, give --input "
               f"{printable(prompt)}", file=sys.stderr)
-    router = load_router(args.weights, warm=False, max_weights_bytes=_weights_cap(args))
+    router = load_router(args.weights, warm=False, max_weights_bytes=_weights_cap(args),
+                         max_prompt_chars=MAX_LINE_CHARS)  # (what stdin's prompt may hold)
     router.check_candidates(models)
     if router.policy.requires == "embedding":
         with _feedback(args) as feedback:  # the one-time embedder build, if it is due

@@ -75,6 +75,8 @@ from pydantic.fields import FieldInfo
 
 from switchpoint._config_numbers import Boolean, Integer, Real, Text
 from switchpoint._files import path_problem, unnameable
+from switchpoint._limits import DEFAULT_MAX_REQUEST_BYTES as DEFAULT_MAX_REQUEST_BYTES
+from switchpoint._limits import MAX_BYTES as MAX_BYTES
 from switchpoint._messages import (
     cut,
     header_value_problem,
@@ -133,11 +135,7 @@ from switchpoint.weights import MAX_WEIGHTS_BYTES, MAX_WEIGHTS_BYTES_LIMIT
 
 ENV_PREFIX = "SWITCHPOINT_"
 DEFAULT_DATA_DIR = "./data"
-DEFAULT_MAX_REQUEST_BYTES = 1 << 20
 DB_FILENAME = "switchpoint.db"
-# The most bytes a request, an upstream answer or one of its stream lines may be set to take
-# (1 GiB): far past any real need, so only a mistake (1e14) is refused.
-MAX_BYTES = 1 << 30
 # The largest config file read (1 MiB): a catalog of thousands of models fits many times over.
 MAX_CONFIG_BYTES = 1 << 20
 # The shortest admin token accepted: anything shorter is guessable.

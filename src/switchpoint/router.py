@@ -23,6 +23,7 @@ import numpy as np
 
 from switchpoint._admitted import admitted_by
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
+from switchpoint._limits import DEFAULT_MAX_REQUEST_BYTES, MAX_BYTES
 from switchpoint._messages import (
     bounded_repr,
     got,
@@ -164,6 +165,22 @@ def check_cache_size(size: object, field_name: str) -> int:
     return int(size)
 
 
+#: The most characters a router's prompts take by default: every prompt the HTTP door's
+#: default body limit takes (a character is at least a byte of the JSON that sends it).
+DEFAULT_MAX_PROMPT_CHARS = DEFAULT_MAX_REQUEST_BYTES
+
+
+def check_max_prompt_chars(value: object) -> int:
+    """A router's ``max_prompt_chars``: a whole number of characters from 1 to
+    :data:`~switchpoint._limits.MAX_BYTES`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not (
+            1 <= int(value) <= MAX_BYTES):
+        raise InvalidInputError("max_prompt_chars", f"must be a whole number of characters "
+                                                    f"from 1 to {MAX_BYTES:,}, got "
+                                                    f"{json_quoted(value)}")
+    return int(value)
+
+
 @dataclass
 class RoutingStats:
     """Counters since the router was made (or since :meth:`Router.reset_stats`).
@@ -289,24 +306,26 @@ class Router(RemadeOnLoad):
     """Routes prompts (or pre-computed embeddings) to the model that should answer them.
 
     ``weights`` is a :class:`~switchpoint.WeightsPackage` (:func:`load_router` loads one for
-    you). ``catalog`` names the models to route over and their prices (default: the weights'
-    own models); ``embedder`` embeds prompts (default: the one the weights name, loaded on
-    first use); ``cost_weight`` is the λ a request routes at when it names none (0 to 10,000;
-    0 is quality first); ``allowed_models`` limits every request's candidates (None: all).
-    ``cache_size`` decisions (0 to 10,000,000; 0 turns the cache off) are kept for
-    ``cache_ttl`` seconds (0 to a year; 0: no expiry), and ``embedding_cache_size`` prompts'
-    vectors (0 to 10,000,000). ``learning`` (:class:`~switchpoint.learning.LearningSettings`)
-    sets how outcomes teach, and ``feedback_log`` keeps them (see :meth:`report_outcome`). A
-    wrong type, a value out of range, an unknown model or one named twice in a list is an
+    you). ``catalog`` names the models to route over and their prices (default: the weights' own
+    models); ``embedder`` embeds prompts (default: the one the weights name, loaded on first
+    use); ``cost_weight`` is the λ a request routes at when it names none (0 to 10,000; 0 is
+    quality first); ``allowed_models`` limits every request's candidates (None: all).
+    ``cache_size`` decisions (0 to 10,000,000; 0 turns the cache off) are kept for ``cache_ttl``
+    seconds (0 to a year; 0: no expiry), and ``embedding_cache_size`` prompts' vectors (0 to
+    10,000,000). A prompt may have at most ``max_prompt_chars`` characters (1 to 1,073,741,824;
+    by default 1,048,576, what the HTTP door's default body limit takes): a longer one is
+    refused naming it. ``learning`` (:class:`~switchpoint.learning.LearningSettings`) sets how
+    outcomes teach, and ``feedback_log`` keeps them (see :meth:`report_outcome`). A wrong type,
+    a value out of range, an unknown model or one named twice in a list is an
     :class:`~switchpoint.errors.InvalidInputError` (an
     :class:`~switchpoint.errors.UnknownModelError`) naming the argument.
 
-    What it holds, to read (only :attr:`cost_weight` and :attr:`allowed_models` are set, each
-    checked): ``weights`` (its own copy of the package), ``policy``, ``catalog``, ``models``
-    (the catalog's names, in the order estimates list them), ``embedder`` (the given one
-    behind a cache of vectors), ``learner`` (what outcomes taught: ``learner.replay(events)``
-    rebuilds it from a feedback log), ``cache`` (the decision cache) and ``gateway`` (the
-    gateway it serves in; None for a router of its own).
+    What it holds, to read (only :attr:`cost_weight`, :attr:`allowed_models` and
+    :attr:`max_prompt_chars` are set, each checked): ``weights`` (its own copy of the package),
+    ``policy``, ``catalog``, ``models`` (the catalog's names, in the order estimates list them),
+    ``embedder`` (the given one behind a cache of vectors), ``learner`` (what outcomes taught:
+    ``learner.replay(events)`` rebuilds it from a feedback log), ``cache`` (the decision
+    cache) and ``gateway`` (the gateway it serves in; None for a router of its own).
 
     A router pickles (for a ``multiprocessing`` worker) with its weights, catalog, settings,
     counters and what it learned; its locks, its embedder's loaded model and its decision
@@ -348,6 +367,7 @@ class Router(RemadeOnLoad):
         embedding_cache_size: int = 4096,
         learning: LearningSettings | None = None,
         feedback_log: FeedbackLog | None = None,
+        max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
     ) -> None:
         expect("weights", weights, WeightsPackage,
                "a WeightsPackage (what load_weights or fit returns)")
@@ -369,6 +389,7 @@ class Router(RemadeOnLoad):
         self.embedder = CachedEmbedder(
             inner, check_cache_size(embedding_cache_size, "embedding_cache_size"))
         self._cost_weight = check_cost_weight(cost_weight)
+        self._max_prompt_chars = check_max_prompt_chars(max_prompt_chars)
         self.catalog = catalog or Catalog.from_profiles(self.policy.models_)
         self.models: list[str] = self.catalog.names
         # What routing may choose: not a model with ``auto: false`` (served only when named).
@@ -396,6 +417,28 @@ class Router(RemadeOnLoad):
     @cost_weight.setter
     def cost_weight(self, value: float) -> None:
         self._cost_weight = check_cost_weight(value)
+
+    @property
+    def max_prompt_chars(self) -> int:
+        """The most characters a prompt routed may have. Setting it checks it as the
+        constructor does (a gateway raises it to its ``max_request_bytes``, so it routes every
+        prompt its body limit takes)."""
+        return self._max_prompt_chars
+
+    @max_prompt_chars.setter
+    def max_prompt_chars(self, value: int) -> None:
+        self._max_prompt_chars = check_max_prompt_chars(value)
+
+    def _prompt(self, value: object, field: str = "prompt") -> str:
+        """``value`` as a prompt to route (:func:`~switchpoint.embedding.check_prompt`),
+        refused naming ``field`` when it is over :attr:`max_prompt_chars` characters."""
+        if isinstance(value, str) and len(value) > self._max_prompt_chars:
+            raise InvalidInputError(field, (
+                f"is {len(value):,} characters, over the {self._max_prompt_chars:,} a prompt "
+                "may have; send the end of a long prompt (the router reads only its last "
+                "part), or raise max_prompt_chars (Router(..., max_prompt_chars=...) or "
+                f"load_router(..., max_prompt_chars=...), at most {MAX_BYTES:,})"))
+        return check_prompt(value, field)
 
     @property
     def allowed_models(self) -> list[str] | None:
@@ -463,7 +506,7 @@ class Router(RemadeOnLoad):
             text = None
             prompt_hash = ""
         else:
-            text = check_prompt(prompt)
+            text = self._prompt(prompt)
             prompt_hash = hash_prompt(text)  # (the cache's key too: the same text, the same hit)
             key = ("p", prompt_hash, lam, mask.tobytes(), tenant_key, revision, tokens)
             vector = None
@@ -635,7 +678,7 @@ class Router(RemadeOnLoad):
                                                   "or a 2-D NumPy array, got "
                                                   f"{type(embeddings).__name__}")
         texts = None if prompts is None else [
-            check_prompt(p, f"prompts[{i}]")
+            self._prompt(p, f"prompts[{i}]")
             for i, p in enumerate(bounded_batch(prompts, "prompts", "prompt", per_row))]
         vectors = None
         if embeddings is not None:
@@ -1290,6 +1333,7 @@ def load_router(
     cache_ttl: float = 3600.0,
     warm: bool = True,
     max_weights_bytes: int = MAX_WEIGHTS_BYTES,
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
 ) -> Router:
     """Load a weights package (the bundled default when ``weights_path`` is None) into a Router.
 
@@ -1300,9 +1344,9 @@ def load_router(
     embedding model loads on a background thread, so this returns quickly and the first
     ``route`` waits only for what is left. ``max_weights_bytes``: the most the package's arrays
     and profiles may hold together (see :func:`~switchpoint.weights.load_weights`).
-    ``cost_weight``, ``allowed_models``, ``embedder``, ``catalog``, ``cache_size`` and
-    ``cache_ttl`` are :class:`Router`'s, checked as it checks them. ``verbose`` prints one line
-    to stdout naming the package loaded.
+    ``cost_weight``, ``allowed_models``, ``embedder``, ``catalog``, ``cache_size``,
+    ``cache_ttl`` and ``max_prompt_chars`` are :class:`Router`'s, checked as it checks them.
+    ``verbose`` prints one line to stdout naming the package loaded.
 
     Raises :class:`~switchpoint.errors.WeightsError` for a package that cannot be loaded (a
     missing directory, no bundled weights of that policy, a damaged file), naming it, and
@@ -1357,7 +1401,8 @@ def load_router(
     if embedder is None and embedding_model is not None:
         embedder = _embedder_named(embedding_model, package)
     router = Router(package, catalog=catalog, embedder=embedder, cost_weight=cost_weight,
-                    allowed_models=allowed_models, cache_size=cache_size, cache_ttl=cache_ttl)
+                    allowed_models=allowed_models, cache_size=cache_size, cache_ttl=cache_ttl,
+                    max_prompt_chars=max_prompt_chars)
     if warm:
         # Not a daemon: an interpreter that exits while ONNX Runtime is still creating its
         # session aborts the process (SIGABRT), so an exit waits for the load to finish.

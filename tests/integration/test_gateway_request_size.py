@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from switchpoint import Gateway
+from switchpoint import Gateway, Router
+from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError
 from switchpoint.governance.keys import KeySpec
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -170,3 +171,27 @@ def test_a_comparison_over_the_limit_is_refused_before_any_model_is_asked(
         gateway.compare(MANY, models=["good", "cheap"])
     assert caught.value.field == "messages"
     assert_untouched(gateway, gw_fake)
+
+
+def test_a_gateway_routes_every_prompt_its_body_limit_takes_whatever_its_loader_built(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A router takes prompts of a bounded length; the routers a gateway routes with take
+    at least as many characters as its max_request_bytes takes bytes (here past the 64 the
+    loader built them to take), so what its body limit takes is routed."""
+    def short(settings: Settings, policy: str | None) -> Router:
+        router = FACTORY(settings, policy)
+        router.max_prompt_chars = 64
+        return router
+
+    settings = {"models": [{"name": name, "profile": profile, "base_url": gw_fake.openai_base_url,
+                            "input_per_mtok": 1, "output_per_mtok": 2, "context_window": 16000}
+                           for name, profile in (("good", "gpt-4-1106-preview"),
+                                                 ("cheap", "gpt-3.5-turbo-1106"))],
+                "data_dir": str(tmp_path / "data"), "max_request_bytes": LIMIT}
+    with Gateway.from_config(settings, loader=short, env=KEYS) as gateway:
+        assert gateway.router.max_prompt_chars == LIMIT
+        prompt = "x" * (LIMIT - body_bytes({"prompt": ""}))
+        assert gateway.route(prompt).selected_model in ("good", "cheap")
+        shell = body_bytes({"model": "auto", "messages": [{"role": "user", "content": ""}]})
+        answer = gateway.complete([{"role": "user", "content": "y" * (LIMIT - shell)}])
+        assert answer.switchpoint.routed_model in ("good", "cheap")

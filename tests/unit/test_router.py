@@ -430,6 +430,51 @@ def test_bad_prompt_rejected_and_state_unchanged(router: Router, prompt: object)
     assert _state(router) == before
 
 
+def test_a_prompt_past_the_router_s_bound_is_refused_naming_it_and_how_to_raise_it(
+        make_router: RouterFactory, fake_embedder: FakeEmbedder) -> None:
+    """A 100 MB prompt was routed: only the gateway bounded a request's size. A router takes
+    what the HTTP door's default body limit takes, and more when built to."""
+    from switchpoint._limits import DEFAULT_MAX_REQUEST_BYTES, MAX_BYTES
+
+    router = make_router()
+    assert router.max_prompt_chars == DEFAULT_MAX_REQUEST_BYTES
+    calls = len(fake_embedder.calls)
+    before = _state(router)
+    over = "x" * (DEFAULT_MAX_REQUEST_BYTES + 1)
+    said = (f"is {DEFAULT_MAX_REQUEST_BYTES + 1:,} characters, over the "
+            f"{DEFAULT_MAX_REQUEST_BYTES:,} a prompt may have; send the end of a long prompt "
+            "(the router reads only its last part), or raise max_prompt_chars "
+            "(Router(..., max_prompt_chars=...) or load_router(..., max_prompt_chars=...), at "
+            f"most {MAX_BYTES:,})")
+    with pytest.raises(InvalidInputError) as info:
+        router.route(over)
+    assert str(info.value) == f"prompt: {said}"
+    for call in (router.route_batch, router.estimates):
+        with pytest.raises(InvalidInputError) as info:
+            call([PROMPTS[0], over])
+        assert str(info.value) == f"prompts[1]: {said}"
+    assert len(fake_embedder.calls) == calls and _state(router) == before
+    # The bound itself is taken, and a router built to take more takes more.
+    assert router.route("x" * DEFAULT_MAX_REQUEST_BYTES).selected_model in router.models
+    assert make_router(max_prompt_chars=len(over)).route(over).selected_model in router.models
+    small = make_router(max_prompt_chars=10)
+    with pytest.raises(InvalidInputError) as info:
+        small.route_batch(["short", "eleven char"])
+    assert info.value.field == "prompts[1]" and "over the 10 a prompt may have" in str(info.value)
+
+
+@pytest.mark.parametrize("bound", [0, -1, 1.5, "100", True, None, (1 << 30) + 1])
+def test_a_bad_bound_on_a_prompt_is_refused_naming_it(make_router: RouterFactory,
+                                                     router: Router, bound: object) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        make_router(max_prompt_chars=bound)
+    assert info.value.field == "max_prompt_chars"
+    assert "must be a whole number of characters from 1 to 1,073,741,824" in str(info.value)
+    with pytest.raises(InvalidInputError):
+        router.max_prompt_chars = bound  # type: ignore[assignment]
+    assert router.max_prompt_chars == 1 << 20
+
+
 def test_a_batch_that_is_no_list_of_prompts_is_refused_naming_prompts(router: Router) -> None:
     from types import MappingProxyType
 

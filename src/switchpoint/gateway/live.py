@@ -237,12 +237,26 @@ Loader = Callable[[Settings, str | None], Router]
 Prepare = Callable[["Live", "Live | None"], "Live"]
 
 
+def _taking_bodies(loader: Loader) -> Loader:
+    """``loader``, each router it makes raised to take a prompt as long as ``max_request_bytes``
+    (a character is at least a byte of the body that sends it), so the gateway's routing of
+    a request its body limit takes never meets a lower bound (a router of a loader of the
+    caller's own left with its default among them)."""
+    def load(settings: Settings, policy: str | None) -> Router:
+        router = loader(settings, policy)
+        if router.max_prompt_chars < settings.max_request_bytes:
+            router.max_prompt_chars = settings.max_request_bytes
+        return router
+
+    return load
+
+
 class RouterState:
     """Holds the live router behind an atomic swap; loads the first one on a thread."""
 
     def __init__(self, settings: Settings, loader: Loader | None = None) -> None:
         self.settings = settings
-        self.loader: Loader = loader or RouterFactory()
+        self.loader: Loader = _taking_bodies(loader or RouterFactory())
         self.started = time.monotonic()
         self.error: str | None = None
         self.failure: Exception | None = None
