@@ -34,6 +34,12 @@ DEFAULT_MAX_REQUEST_BYTES = 1 << 20
 #: need, so only a mistake (1e14) is refused.
 MAX_BYTES = 1 << 30
 
+#: The most tenants a config may list (and so name anywhere in it), and a list of tenants
+#: anywhere (an experiment's, the ones a learning status is asked of) may name: each is
+#: checked at every reload and a key names one, and ten thousand is past any config written
+#: (a tenant is an organisation, not a user).
+MAX_TENANTS = 10_000
+
 # The largest rate limits a tenant or key may set: far beyond any one gateway's traffic, and
 # well inside the 64-bit integers the key store keeps them as.
 MAX_RPM = 10_000_000

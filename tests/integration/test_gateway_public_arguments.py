@@ -71,6 +71,20 @@ def test_a_tenant_to_report_on_that_no_tenant_could_be_is_refused_naming_it(
     assert caught.value.field in ("tenant", "tenants"), caught.value
 
 
+def test_a_list_of_tenants_past_the_most_a_deployment_has_is_refused_naming_it(
+        local: Gateway) -> None:
+    """(Any length was taken, each name checked against the logs in turn.)"""
+    from switchpoint._limits import MAX_TENANTS
+
+    with pytest.raises(InvalidInputError) as caught:
+        local.learning_status(["acme"] * (MAX_TENANTS + 1))
+    assert str(caught.value) == (
+        f"tenants: names {MAX_TENANTS + 1:,} tenants, more than the {MAX_TENANTS:,} a "
+        f"deployment may have; name at most {MAX_TENANTS:,} in one call, or leave tenants out "
+        "for every tenant's status")
+    assert list(local.learning_status(["acme"] * MAX_TENANTS)["tenants"]) == ["acme"]
+
+
 NAMED: list[tuple[str, str, GatewayCall]] = [
     ("experiment_report", "name", lambda g, v: g.experiment_report(v)),
     ("promote", "name", lambda g, v: g.promote(v)),

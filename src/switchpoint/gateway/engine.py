@@ -160,7 +160,12 @@ from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of
-from switchpoint.learning.events import DEFAULT_TENANT, check_quality, check_tenant
+from switchpoint.learning.events import (
+    DEFAULT_TENANT,
+    MAX_TENANTS,
+    check_quality,
+    check_tenant,
+)
 from switchpoint.router import Router, check_route_input
 from switchpoint.store import SQLiteStore
 from switchpoint.store.retention import cutoff_for, prune
@@ -1921,6 +1926,11 @@ class Gateway:
                                     or not isinstance(tenants, Sequence)):
             raise InvalidInputError("tenants", "must be a list of tenant names (a single "
                                                "tenant too: [name]) or None")
+        if tenants is not None and len(tenants) > MAX_TENANTS:
+            raise InvalidInputError("tenants", f"names {len(tenants):,} tenants, more than the "
+                                               f"{MAX_TENANTS:,} a deployment may have; name "
+                                               f"at most {MAX_TENANTS:,} in one call, or leave "
+                                               "tenants out for every tenant's status")
         own = None if caller is None else caller.tenant or DEFAULT_TENANT
         if own is not None and tenants is not None and any(n != own for n in tenants):
             raise InvalidInputError("tenants", f"a caller reads its own tenant's status alone "

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
+from switchpoint._limits import MAX_TENANTS as MAX_TENANTS
 from switchpoint._messages import json_quoted
 from switchpoint._numbers import boolean, checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
@@ -31,10 +32,6 @@ from switchpoint.errors import InvalidInputError
 #: The deployment's own tenant: what ``tenant=None`` means everywhere.
 DEFAULT_TENANT = "default"
 MAX_TENANT_LENGTH = 200
-#: The most tenants a config may list (and so name anywhere in it): each is checked at every
-#: reload and a key names one, and ten thousand is past any config written (a tenant is an
-#: organisation, not a user).
-MAX_TENANTS = 10_000
 
 
 def check_tenant(tenant: object, field_name: str = "tenant") -> str:
