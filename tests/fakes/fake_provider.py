@@ -64,27 +64,33 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    ``say``'s text is, replaces its message)
 ``reset``          reset the TCP connection (RST) without answering
 ``hang``           send nothing for ``seconds=`` (default 10), then close
-``stall``          send the headers (and, streaming, the role chunk), then nothing for
-                   ``seconds=`` (default 10), then close
+``stall``          send the headers (and, streaming, the first chunk: the role, or
+                   ``message_start``), then nothing for ``seconds=`` (default 10), then close
 ``cut``            stream ``after=`` content chunks (default 2), then drop the connection
                    mid-body; non-streamed, half the body and then drop
 ``malformed``      stream ``after=`` chunks (default 1), then ``data: {not json``;
                    non-streamed, a 200 whose body is not JSON
-``twice``          OpenAI dialect: ``ok``, but with ``key=`` (``usage``, the default, or
-                   ``choices``) written twice in one object, the answer's (streamed: each
-                   chunk's that has it): first a decoy (1 and 1 tokens; choices saying
-                   ``DECOY``), then the real one, which a reader keeping the last reads
+``twice``          ``ok``, but with ``key=`` (``usage``, the default, or OpenAI's ``choices``,
+                   the Messages API's ``content``) written twice in one object, the answer's
+                   (streamed: each chunk's or message's that has it): first a decoy (1 and 1
+                   tokens; text ``DECOY``), then the real one, which a reader keeping the last
+                   reads; a key the dialect has not, the fake's 501
 ``nodone``         a full stream, finish reason included, that ends cleanly without
-                   ``[DONE]`` / ``message_stop`` (some real upstreams do)
+                   ``[DONE]`` / ``message_stop`` (some real upstreams do); non-streamed,
+                   ``ok`` (a whole answer has no end marker)
 ``nofinish``       stream ``after=`` content chunks (default 1), then end the body cleanly: no
                    finish reason, no end marker (an answer cut short); OpenAI dialect,
                    ``done=1``: then the usage chunk (when asked for) and ``[DONE]``, a stream
-                   cut short that ends politely
+                   cut short that ends politely; non-streamed, a whole answer whose finish
+                   reason (stop reason) is ``null``
 ``nodelta``        Anthropic dialect, streaming: a whole stream, ``message_stop`` included,
-                   without its ``message_delta`` (no stop reason, no final usage)
+                   without its ``message_delta`` (no stop reason, no final usage); asked of
+                   any other request, the fake's 501 saying so (``fake_misuse``)
 ``reject_stream_options``  OpenAI dialect: a request carrying ``stream_options`` is refused
                    with Mistral's 422 ``extra_forbidden`` naming the field; without it, ``ok``
-``sse_error``      stream ``after=`` chunks (default 1), then an error event
+``sse_error``      stream ``after=`` chunks (default 1), then an error event; non-streamed,
+                   that error as the answer (OpenAI's 500 ``server_error``, the Messages
+                   API's 529 ``overloaded_error``)
 ``context_length`` 400 context length exceeded, in the dialect's shape
 ``content_filter`` 400 content filter, in the dialect's shape
 ``huge``           a 200 answer of ``mb=`` megabytes (default 200), generated as it is sent:
@@ -171,7 +177,8 @@ _ID_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 _MAGIC = re.compile(r"\[\[fake:([^\]]+)\]\]")
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
            404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
-           502: "Bad Gateway", 503: "Service Unavailable", 529: "Overloaded"}
+           501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+           529: "Overloaded"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,14 +481,42 @@ def nested(levels: int) -> list[Any]:
 
 def written_twice(obj: dict[str, Any], key: str) -> str:
     """``obj`` as JSON text with ``key`` written twice in it: first a decoy (one prompt and
-    one completion token; choices whose text is ``DECOY``), then its own value."""
+    one completion token; choices, or the Messages API's content, whose text is ``DECOY``),
+    then its own value."""
     value = obj[key]
-    if key == "usage":
-        decoy: Any = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    if key == "usage":  # (OpenAI's counts, or the Messages API's: each 1, a total 2)
+        decoy: Any = {name: 2 if name == "total_tokens" else 1 for name in value}
+    elif key == "content":  # (the Messages API's answer)
+        decoy = [{"type": "text", "text": "DECOY"}]
     else:
         decoy = [{**c, **{part: {"role": "assistant", "content": "DECOY"}
                           for part in ("message", "delta") if part in c}} for c in value]
     return json.dumps({key: decoy})[:-1] + ", " + json.dumps(obj)[1:]
+
+
+async def serve_broken_whole(writer: asyncio.StreamWriter, name: str, params: dict[str, str],
+                             data: bytes) -> bool:
+    """A whole answer's head declaring ``data``'s length, then (``stall``) nothing for
+    ``seconds=`` or (``cut``) half of it, and the connection closed."""
+    writer.write(head_bytes(200, {"content-type": "application/json",
+                                  "content-length": str(len(data))}))
+    if name == "cut":
+        writer.write(data[: len(data) // 2])
+    await writer.drain()
+    if name == "cut":
+        reset_connection(writer)
+    else:
+        await asyncio.sleep(_num(params, "seconds", 10))
+    return False
+
+
+async def refuse_behaviour(writer: asyncio.StreamWriter, name: str, meant: str) -> bool:
+    """A behaviour asked of a request it cannot act on: a 501 saying so, never an answer as if
+    it had acted (a test would pass without the fault it meant to make)."""
+    await send_json(writer, 501, {"error": {
+        "message": f"fake provider: the behaviour {name!r} acts on {meant} only",
+        "type": "fake_misuse", "code": "fake_misuse"}})
+    return True
 
 
 async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
@@ -526,6 +561,15 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
         said = _text_param(params, "message", f"fake {status}")
         await send_json(writer, status, openai_error(said, typ, code), headers)
         return True
+    if name == "sse_error" and not stream:  # (the stream's error event, as a whole answer)
+        await send_json(writer, 500, openai_error(
+            "The server had an error while processing your request.", "server_error",
+            "server_error"))
+        return True
+    if name == "nodelta":
+        return await refuse_behaviour(writer, name, "an Anthropic stream")
+    if name == "twice" and params.get("key", "usage") not in ("usage", "choices"):
+        return await refuse_behaviour(writer, name, "usage or choices in this dialect")
     last = messages[-1] if messages else {}
     answer = Answer(model, messages, body.get("tools"), body.get("tool_choice"),
                     isinstance(last, dict) and last.get("role") == "tool")
@@ -548,12 +592,14 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
             await send_body(writer, 200, "application/json", b"{not json")
             return True
         message: dict[str, Any] = {"role": "assistant", "content": answer.text}
-        finish = params.get("finish", "stop")
+        finish: str | None = params.get("finish", "stop")
         if answer.tool_name:
             message = {"role": "assistant", "content": None, "tool_calls": [{
                 "id": answer.openai_call_id, "type": "function",
                 "function": {"name": answer.tool_name, "arguments": answer.tool_args}}]}
             finish = "tool_calls"
+        if name == "nofinish":  # (an answer cut short: no finish reason)
+            finish = None
         full = {"id": ident, "object": "chat.completion", "created": created, "model": model,
                 "system_fingerprint": "fp_fake",
                 "choices": [{"index": index, "message": message, "finish_reason": finish,
@@ -561,21 +607,8 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
                 "usage": answer.usage(), **extra}
         if params.get("nousage") == "1":
             del full["usage"]
-        if name == "stall":
-            data = json.dumps(full).encode()
-            writer.write(head_bytes(200, {"content-type": "application/json",
-                                          "content-length": str(len(data))}))
-            await writer.drain()
-            await asyncio.sleep(_num(params, "seconds", 10))
-            return False
-        if name == "cut":
-            data = json.dumps(full).encode()
-            writer.write(head_bytes(200, {"content-type": "application/json",
-                                          "content-length": str(len(data))}))
-            writer.write(data[: len(data) // 2])
-            await writer.drain()
-            reset_connection(writer)
-            return False
+        if name in ("stall", "cut"):
+            return await serve_broken_whole(writer, name, params, json.dumps(full).encode())
         if name == "twice":
             await send_body(writer, 200, "application/json",
                             written_twice(full, params.get("key", "usage")).encode())
@@ -838,6 +871,13 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
                                         _text_param(params, "message", f"fake {status}")),
                         headers)
         return True
+    if name == "sse_error" and not stream:  # (the stream's error event, as a whole answer)
+        await send_json(writer, 529, anthropic_error("overloaded_error", "Overloaded"))
+        return True
+    if name == "nodelta" and not stream:
+        return await refuse_behaviour(writer, name, "a streamed request")
+    if name == "twice" and params.get("key", "usage") not in ("usage", "content"):
+        return await refuse_behaviour(writer, name, "usage or content in this dialect")
     messages = body.get("messages") or []
     last = messages[-1] if messages else {}
     content = last.get("content")
@@ -866,13 +906,34 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
         else:
             content = [{"type": "text", "text": answer.text}]
             stop = "end_turn"
-        await send_json(writer, 200, {"id": ident, "type": "message", "role": "assistant",
-                                      "model": model, "content": content, "stop_reason": stop,
-                                      "stop_sequence": None, "usage": usage})
+        message = {"id": ident, "type": "message", "role": "assistant", "model": model,
+                   "content": content, "stop_reason": None if name == "nofinish" else stop,
+                   "stop_sequence": None, "usage": usage}
+        if name in ("stall", "cut"):
+            return await serve_broken_whole(writer, name, params, json.dumps(message).encode())
+        if name == "twice":
+            await send_body(writer, 200, "application/json",
+                            written_twice(message, params.get("key", "usage")).encode())
+            return True
+        await send_json(writer, 200, message)
         return True
 
     out = ChunkedWriter(writer, _num(params, "chunk_delay", 0))
     await out.start()
+    if name == "twice":  # (each event that has the key written twice)
+        key, send = params.get("key", "usage"), out.data
+
+        async def twice(payload: Any, event: str | None = None) -> None:
+            inner = payload.get("message", payload) if isinstance(payload, dict) else payload
+            if not (isinstance(inner, dict) and key in inner):
+                await send(payload, event)
+            elif inner is payload:
+                await send(written_twice(payload, key), event)
+            else:
+                await send(json.dumps({**payload, "message": None})[:-len("null}")]
+                           + written_twice(inner, key) + "}", event)
+
+        out.data = twice  # type: ignore[method-assign]
     await out.data({"type": "message_start", "message": {
         "id": ident, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None,
