@@ -44,10 +44,11 @@ PIN_SOFT_S = 1.2
 
 
 def config_text(fake: FakeProviderProcess, data_dir: Path, extra: str = "",
-                server_lines: str = "", limits: Mapping[str, float] | None = None) -> str:
+                server_lines: str = "", limits: Mapping[str, float] | None = None,
+                max_total_s: float = MAX_TOTAL_S) -> str:
     """The attack config, ``extra`` (top level YAML) added, and ``server_lines`` (lines of the
     ``server:`` block, indented two spaces) added to its limits, ``limits`` replacing some of
-    :data:`LIMITS`."""
+    :data:`LIMITS`, a request's deadline ``gateway.max_total_s``."""
     openai = fake.openai_base_url
     server = "\n".join(f"  {k}: {v}" for k, v in {**LIMITS, **(limits or {})}.items())
     server += server_lines
@@ -68,7 +69,7 @@ gateway:
   connect_timeout_s: 1
   read_timeout_s: 2
   first_token_timeout_s: 2
-  max_total_s: {MAX_TOTAL_S}
+  max_total_s: {max_total_s}
   max_attempts_per_model: 1
   backoff_base_s: 0.01
   backoff_cap_s: 0.02
@@ -155,14 +156,16 @@ class Attacked:
 
 @contextmanager
 def serving(fake: FakeProviderProcess, root: Path, extra: str = "", server_lines: str = "",
-            flags: tuple[str, ...] = (), limits: Mapping[str, float] | None = None
-            ) -> Iterator[Attacked]:
+            flags: tuple[str, ...] = (), limits: Mapping[str, float] | None = None,
+            max_total_s: float = MAX_TOTAL_S) -> Iterator[Attacked]:
     """`switchpoint serve` on a free loopback port with the attack config (plus ``extra``, top
-    level YAML, ``server_lines``, lines of its ``server:`` block, and ``limits`` replacing some
-    of :data:`LIMITS`) and ``flags``, files under ``root``; stopped on exit."""
+    level YAML, ``server_lines``, lines of its ``server:`` block, ``limits`` replacing some
+    of :data:`LIMITS`, and ``max_total_s``) and ``flags``, files under ``root``; stopped on
+    exit."""
     config = root / "switchpoint.yaml"
     data_dir = root / "data"
-    config.write_text(config_text(fake, data_dir, extra, server_lines, limits), encoding="utf-8")
+    config.write_text(config_text(fake, data_dir, extra, server_lines, limits, max_total_s),
+                      encoding="utf-8")
     port = free_port()
     log_path = root / "serve.log"
     env = {**os.environ, **KEYS}
