@@ -525,3 +525,29 @@ def test_a_client_sending_on_after_its_refusal_is_cut_off_past_a_bound(patient: 
     sock.close()
     assert LINGER_BYTES < sent <= 2 * LINGER_BYTES, sent
     assert time.monotonic() - started < PATIENT_BODY_S / 2
+
+
+@pytest.mark.parametrize(("target", "status"), [("/v1/router/reload", 401),
+                                                ("/v1/nowhere", 404)])
+def test_an_answer_before_the_body_is_read_comes_at_once_and_closes_cleanly(
+        patient: Attacked, target: str, status: int) -> None:
+    # A request answered before its route reads the body (no admin token, no such route), its
+    # body declared large and partly sent: the body was read and dropped before the answer
+    # ended (up to 64 times the limit), so a client waiting with the rest held back had its
+    # connection kept open until the body deadline. Now the connection closes in stages, as a
+    # refused body's does: the answer, this side's end of stream, the rest dropped unread.
+    sock = connect(patient.port)
+    sock.settimeout(PATIENT_BODY_S - 5)  # (what comes later is the body deadline's)
+    started = time.monotonic()
+    sock.sendall(f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                 f"\r\nContent-Length: {4 * PATIENT_LIMIT}\r\n\r\n".encode()
+                 + b" " * PATIENT_LIMIT)
+    answer = read_until_closed(sock)  # (a reset would raise here)
+    elapsed = time.monotonic() - started
+    assert answer.startswith(f"HTTP/1.1 {status}".encode()), answer[:300]
+    assert not answer.endswith(b"<still open>")  # this side's stream ended after the answer
+    assert b"connection: close" in answer.partition(b"\r\n\r\n")[0].lower()
+    assert answer.count(b"HTTP/1.1") == 1
+    assert elapsed < PATIENT_BODY_S / 2, elapsed
+    sock.sendall(b" " * PATIENT_LIMIT)  # the rest it still sends is dropped, not reset
+    sock.close()

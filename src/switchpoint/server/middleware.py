@@ -7,19 +7,19 @@ method that carries a body (a ``DELETE`` that reads one to refuse it too). The a
 the route has checked who calls (an admin route's token, a client key: see
 :mod:`switchpoint.server.auth`), so a caller the route refuses is answered before its body is
 read, and holds none of the buffer below. An answer given without the body (that 401, a 404)
-goes out at once, with ``Connection: close``; the body is then read to its end (up to
-:data:`DRAIN_FACTOR` times the limit) and dropped before the answer ends, so the client, which
-may still be sending, does not see its connection reset.
+goes out at once, with ``Connection: close``, and the body is not read: the connection closes
+in stages as a refused body's does (see below).
 
 A body refused (over the limit, sent with a ``Content-Encoding``, or with no room for it in the
 buffer below) is answered as soon as that is known, chunked or not: when its declared length,
 or the bytes read of it, pass the limit. The answer closes the connection and the rest of the
 body is not read: read first (it may be many times the limit), a client that sent part of its
 body and then waits for an answer, or sends the rest slowly, would get none until the body
-timeout. A client still sending when the connection closes finds its writes fail; HTTP clients
-(httpx, hence the openai client; urllib3, hence requests; curl) then read the answer that came
-before. A client that asked first (``Expect: 100-continue``) is refused without being invited
-to send the body by a ``100 Continue``.
+timeout. The connection then closes in stages (:mod:`switchpoint.server.protocol`): this side
+ends its stream after the answer, and what the client still sends is dropped unread until it
+closes, so the client reads its answer rather than a reset. A client that asked first
+(``Expect: 100-continue``) is answered without being invited to send the body by a
+``100 Continue``.
 
 The bodies held at once are bounded (:class:`~switchpoint.server.body_buffer.BodyBuffer`:
 ``server.max_body_buffer_bytes`` in all, a quarter of it per client): each request counts the
@@ -45,7 +45,6 @@ from switchpoint.server.errors import ErrorAnswer, document_refusal, is_openai_p
 from switchpoint.server.header_text import shown_text
 from switchpoint.server.paths import app_path
 
-DRAIN_FACTOR = 64
 # Where a body is mostly a prompt (the advice for an oversized one differs).
 _PROMPT_PATHS = frozenset({"/v1/route", "/v1/chat/completions",
                            "/v1/router/preferences/compare"})
@@ -126,9 +125,7 @@ class _Request:
         self._send = send
         self.limit = middleware.limit()
         self.declared = _content_length(scope)
-        self.read = False  # the app asked for the body
-        self.asked = False  # the client was asked for it (a 100 Continue, if it waits for one)
-        self.unread = False  # the app answers without having read the body
+        self.read = False  # the app asked for the body (or answered without it)
         self.started = False
         self.client = ""
         self.held = 0
@@ -137,7 +134,6 @@ class _Request:
         if self.read:
             return await self._receive()
         self.read = True
-        self.unread = False
         limit = self.limit
         if _content_encoding(self.scope) is not None:
             raise _Refused(ENCODED, 0)
@@ -151,7 +147,6 @@ class _Request:
         size = 0
         more = True
         while more:
-            self.asked = True
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 raise _Gone
@@ -170,33 +165,18 @@ class _Request:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.started = True
-            if not self.read:  # answered without the body (a route's 401, a 404)
-                self.unread = True
+            if not self.read:  # answered without the body (a route's 401, a 404): never read,
+                self.read = True  # the connection closes in stages once the answer ends
                 headers = list(message.get("headers", []))
                 if not any(name.lower() == b"connection" for name, _ in headers):
                     headers.append(_CLOSE)
                 message = {**message, "headers": headers}
-        elif (self.unread and message["type"] == "http.response.body"
-              and not message.get("more_body", False)):
-            # The answer goes out now; the body the client may still be sending is read and
-            # dropped before it ends (a client waiting to be asked for it sends nothing).
-            self.unread = False
-            self.read = True
-            await self._send({**message, "more_body": True})
-            if self.sending():
-                await _drain(self._receive, True, self.limit * DRAIN_FACTOR)
-            message = {"type": "http.response.body", "body": b"", "more_body": False}
         await self._send(message)
 
     def release(self) -> None:
         """Give back what the body held (its answer has ended, or it was refused)."""
         self.middleware.bodies.give_back(self.client, self.held)
         self.held = 0
-
-    def sending(self) -> bool:
-        """Whether the client may be sending its body now: it does not wait to be asked (a
-        ``100 Continue``), or it was asked."""
-        return self.asked or not _expects_continue(self.scope)
 
     async def refuse(self, refused: _Refused) -> None:
         if refused.reason != ENCODED:  # (the buffer's refusals: its bounds, not the body's form)
@@ -256,23 +236,6 @@ def _has_body(scope: Scope) -> bool:
     if declared is not None:
         return declared > 0
     return any(name == b"transfer-encoding" for name, _ in scope["headers"])
-
-
-def _expects_continue(scope: Scope) -> bool:
-    """Whether the client waits for ``100 Continue`` before it sends the body (which reading
-    the body would send it)."""
-    return any(name == b"expect" and value.strip().lower() == b"100-continue"
-               for name, value in scope["headers"])
-
-
-async def _drain(receive: Receive, more: bool, cap: int) -> None:
-    read = 0
-    while more and read <= cap:
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        read += len(message.get("body", b""))
-        more = bool(message.get("more_body", False))
 
 
 async def _busy(send: Send, capacity: int, share: int, mine: bool, path: str) -> None:

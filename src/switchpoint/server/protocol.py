@@ -23,10 +23,11 @@ server:
   trailer are bounded by it too (each is read whole before what follows): a longer one is a
   400 naming the chunk-size line.
 - **a staged close** of a connection answered before its request's body ended (a body refused
-  as soon as it passed a limit): the answer is followed by the end of this side's stream, and
-  what the client still sends is dropped unread until it closes its side, the body's deadline
-  passes or :data:`LINGER_BYTES` have been dropped; closed at once, the connection would be
-  reset, and the reset may destroy the answer before the client reads it.
+  as soon as it passed a limit, an answer given without reading it: a 401, a 404): the answer
+  is followed by the end of this side's stream, and what the client still sends is dropped
+  unread until it closes its side, the body's deadline passes or :data:`LINGER_BYTES` have
+  been dropped; closed at once, the connection would be reset, and the reset may destroy the
+  answer before the client reads it.
 - **one framing per request**: a request giving both Content-Length and Transfer-Encoding is a
   400 and its connection closes (a proxy in front reading the other framing would take the
   bytes after it for another request); any malformed request's 400 says what was wrong (one
@@ -320,11 +321,12 @@ class GuardedH11Protocol(H11Protocol):
 
     def _linger(self) -> bool:
         """Close in stages a connection whose answer is complete while its client may still be
-        sending the request's body (a body refused as soon as it passed a limit): the answer
-        is followed by the end of this side's stream, and what the client still sends is
-        dropped unread until it closes its side, or the body's deadline passes. Closed at
-        once, with those bytes unread, the connection would be reset, and a reset may destroy
-        the answer before the client reads it (RFC 9112 §9.6). True when it lingers so."""
+        sending the request's body (a body refused as soon as it passed a limit, or an answer
+        given without reading it): the answer is followed by the end of this side's stream,
+        and what the client still sends is dropped unread until it closes its side, or the
+        body's deadline passes. Closed at once, with those bytes unread, the connection would
+        be reset, and a reset may destroy the answer before the client reads it (RFC 9112
+        §9.6). True when it lingers so."""
         transport = self.transport
         if (self._lingering or self.cycle is None or not self.cycle.response_complete
                 or self.conn.their_state is not h11.SEND_BODY or transport.is_closing()
