@@ -302,6 +302,25 @@ def test_feedback_to_a_url_with_a_password_is_refused_without_repeating_it(
     assert needle in err and "s3cret-passw0rd" not in err, err
 
 
+@pytest.mark.parametrize(("comment", "needle"), [
+    ("x" * 3_000, "--comment: must have at most 2,000 characters, got 3,000"),
+    ("ok\x1b]0;owned\x07", "--comment: holds U+001B (character 3)"),
+])
+def test_feedback_to_a_url_refuses_a_comment_before_sending_anything(
+        capsys: pytest.CaptureFixture[str], comment: str, needle: str) -> None:
+    # It was sent, and the service's 400 reported, naming the request's field, comment.
+    with contextlib.closing(loopback_socket()) as listener:
+        listener.listen(8)
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        assert main(["feedback", "abc", "--success", "--comment", comment,
+                     "--url", f"http://127.0.0.1:{port}"]) == 2
+        with pytest.raises(BlockingIOError):  # (no connection came: nothing was sent)
+            listener.accept()
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize("url", ["127.0.0.1:8080", "localhost:8080", "ftp://127.0.0.1:9"])
 def test_feedback_to_a_url_without_http_says_to_add_it(
         capsys: pytest.CaptureFixture[str], url: str) -> None:

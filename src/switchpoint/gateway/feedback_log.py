@@ -1,13 +1,12 @@
 """The service's feedback log: outcomes appended to the store's ``feedback`` table and learned
-only once it keeps them, what a refused outcome leaves behind, and the checks of what a
-feedback names (its decision id and comment).
+only once it keeps them, and what a refused outcome leaves behind (what a comment may hold is
+:mod:`switchpoint.learning.comment`'s).
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
-import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -16,12 +15,8 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
-from switchpoint._json import LONE_SURROGATE, lone_surrogate
-from switchpoint._messages import people_number
-from switchpoint._redact import redact
 from switchpoint.errors import (
     ConflictError,
-    InvalidInputError,
     StorageUnavailableError,
     StoreError,
 )
@@ -33,8 +28,6 @@ from switchpoint.store.learning import LearningReader, LoggedFeedback, feedback_
 
 log = logging.getLogger("switchpoint.gateway")
 
-#: Longest feedback comment kept (characters).
-MAX_COMMENT = 2000
 #: Outcomes one decision (or one answer of a comparison) takes: its first and the repeats
 #: that replace it. Each is a row of the feedback log, which retention prunes only once the
 #: learning checkpoint holds it, so repeats without end would grow it without end. Counted
@@ -256,41 +249,4 @@ class RouterLog:
     def replay(self, tenant: str | None = None) -> Iterator[FeedbackEvent]:
         return (row.event for row in self.log.replay(tenant) if row.kind != "model")
 
-def check_comment(comment: object, name: str = "comment") -> str | None:
-    """The comment to keep with a feedback (None: none), with anything shaped like a secret
-    redacted, since it is stored and shown back.
 
-    A comment is a note a person writes: several lines, tabs and any script, right-to-left
-    ones included, are kept as written. Control characters other than newline and tab (an
-    escape sequence, a carriage return that lets a line overwrite itself; one before a
-    newline, as a browser's form sends it, is fine) and the characters that override or
-    isolate the direction of text (U+202A-U+202E, U+2066-U+2069, which make it display in
-    another order than it reads) are refused, naming the field and the character: no person
-    types them into a note, they could make what a log, a report or a terminal shows differ
-    from what was said, and refusing them here, where the comment enters, keeps every
-    place that prints one free of escaping it (rather than each having to). ``name`` is what
-    a refusal names (``--comment`` on the command line)."""
-    if comment is None:
-        return None
-    if not isinstance(comment, str):
-        raise InvalidInputError(name, "must be a string")
-    if len(comment) > MAX_COMMENT:
-        raise InvalidInputError(name, f"must have at most {people_number(MAX_COMMENT)} "
-                                      f"characters, got {people_number(len(comment))}")
-    if lone_surrogate(comment):
-        raise InvalidInputError(name, LONE_SURROGATE)
-    found = _UNWRITTEN.search(comment)
-    if found is not None:
-        char = found.group()
-        raise InvalidInputError(name, f"holds U+{ord(char):04X} (character "
-                                           f"{found.start() + 1}): a comment may hold newlines "
-                                           "and tabs, but no other control character and no "
-                                           "character that overrides the direction of text "
-                                           "(U+202A-U+202E, U+2066-U+2069); remove it")
-    return redact(comment)
-
-
-# What a comment may not hold (see check_comment): control characters but tab and newline (a
-# carriage return only before a newline), and the bidirectional overrides and isolates.
-_UNWRITTEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
-                        "|\r(?!\n)")

@@ -89,7 +89,6 @@ from switchpoint.gateway.feedback_log import (
     Note,
     RouterLog,
     ServiceFeedbackLog,
-    check_comment,
 )
 from switchpoint.gateway.kept import not_kept, written
 from switchpoint.gateway.live import Live, RouterState, learning_settings
@@ -102,6 +101,7 @@ from switchpoint.learning.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from switchpoint.learning.comment import check_comment
 from switchpoint.learning.config import ExperimentConfig
 from switchpoint.learning.events import (
     DEFAULT_TENANT,

@@ -52,6 +52,7 @@ from switchpoint._messages import (
 from switchpoint._numbers import real_number
 from switchpoint.errors import ConfigError, DecisionNotFoundError, InvalidInputError
 from switchpoint.governance.cli import DATA_DIR_HELP, _common, existing_state
+from switchpoint.learning.comment import check_comment
 from switchpoint.learning.events import check_tenant
 
 if TYPE_CHECKING:
@@ -131,15 +132,14 @@ def _named(args: argparse.Namespace) -> tuple[str, str]:
 def cmd_feedback(args: argparse.Namespace) -> int:
     score, success = _quality(args)
     field, named = _named(args)
+    check_comment(args.comment, "--comment")  # (here, not by the service: nothing is sent)
     if args.url is not None:
         return _feedback_over_http(args, score, success, {field: named})
     from switchpoint.decision import check_id
-    from switchpoint.gateway.feedback_log import check_comment
 
     # Every argument is checked before the state is opened: a refused command writes nothing.
     cost: float | None = args.cost
     check_id(named, field)
-    check_comment(args.comment, "--comment")
     if args.tenant is not None:
         check_tenant(args.tenant, "--tenant")
     settings = _settings(args)

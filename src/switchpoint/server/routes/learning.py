@@ -37,9 +37,9 @@ from switchpoint.decision import (
 )
 from switchpoint.errors import InvalidInputError, PermissionDeniedError
 from switchpoint.gateway.ab_tests import ARMS, experiment_path
-from switchpoint.gateway.feedback_log import MAX_COMMENT
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
+from switchpoint.learning.comment import MAX_COMMENT
 from switchpoint.learning.config import NAME_RULE
 from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.server.auth import ADMIN, caller_key, is_admin
