@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator
 
+from switchpoint._messages import bytes_problem
 from switchpoint._numbers import (
     not_a_boolean,
     only_a_boolean,
@@ -28,11 +29,10 @@ Boolean = Annotated[bool, BeforeValidator(only_a_boolean)]
 
 def only_text(value: object) -> object:
     """``value`` unchanged unless it is bytes, which pydantic's lax mode would decode as UTF-8
-    text: an error naming their type alone (they may hold a secret: a ``base_url``'s password,
-    a key given where its variable's name belongs)."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        raise ValueError(f"must be a string, got {type(value).__name__} (not shown); decode "
-                         "them to text first (value.decode())")
+    text: an error saying :func:`~switchpoint._messages.bytes_problem`."""
+    problem = bytes_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 

@@ -341,6 +341,17 @@ def _choices(expected: str) -> str:
     return one_of(values)
 
 
+def bytes_problem(value: object) -> str | None:
+    """Why ``value`` is refused where text is taken when it is bytes (a config's or a model
+    card's text field; pydantic's lax mode would decode them as UTF-8), naming their type
+    alone: they may hold a secret (a ``base_url``'s password, a key given where its variable's
+    name belongs). None for anything else."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return (f"must be a string, got {type(value).__name__} (not shown); decode them to "
+                "text first (value.decode())")
+    return None
+
+
 def got(value: object) -> str:
     """What a reason adds of the value refused: ``, got 5``, ``, got "x"``; a list or an object
     by its JSON type alone (``, got a list``), as its items may be many and long. The one rule

@@ -120,18 +120,27 @@ def number_problem(value: object) -> str | None:
     return None
 
 
-def only_a_boolean(value: object) -> object:
-    """``value`` as a bool when it is one (Python's or NumPy's), else an error: a config's
-    boolean is ``true`` or ``false`` (``1``, ``0`` or a string would otherwise be taken for one,
-    and ``allow_unauthenticated: 1`` would open the door)."""
-    taken = boolean(value)
-    if taken is not None:
-        return taken
+def boolean_problem(value: object) -> str | None:
+    """Why ``value`` is no boolean (Python's or NumPy's), else None: a config's boolean, and a
+    model card's (``auto``, ``stream_usage``), is ``true`` or ``false`` (``1``, ``0`` or a
+    string would otherwise be taken for one, and ``allow_unauthenticated: 1`` would open the
+    door)."""
+    if boolean(value) is not None:
+        return None
     shown = json_quoted(value)  # (a number as plain_number shows it, never its repr)
     kind = ("the string " if isinstance(value, str)
             else "" if not isinstance(value, numbers.Number) or shown.startswith(("a ", "an "))
             else "the number ")
-    raise ValueError(f"must be true or false, not {kind}{shown}")
+    return f"must be true or false, not {kind}{shown}"
+
+
+def only_a_boolean(value: object) -> object:
+    """``value`` as a bool when it is one (Python's or NumPy's), else a ValueError saying
+    :func:`boolean_problem`."""
+    problem = boolean_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return boolean(value)
 
 
 #: The spellings of a boolean an environment variable's text may take (case aside).

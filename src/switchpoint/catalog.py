@@ -16,8 +16,11 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, fields
+from typing import Literal, get_args
 
+from switchpoint._env_names import env_var_name_problem
 from switchpoint._messages import (
+    bytes_problem,
     got,
     invalid_at,
     json_quoted,
@@ -27,12 +30,17 @@ from switchpoint._messages import (
     quoted,
     unprintable,
 )
-from switchpoint._numbers import number_problem, real_number
+from switchpoint._numbers import boolean_problem, number_problem, real_number
 from switchpoint._redact import redact_url, remember, url_secrets
 from switchpoint.errors import InvalidInputError
+from switchpoint.known_providers import provider_problem
 
-TIERS = ("trivial", "simple", "moderate", "complex", "expert")
-CAPABILITIES = ("tools", "vision", "code", "json", "streaming")
+#: A model's tier, and a capability it may have: the types the config's keys read, and, as
+#: :data:`TIERS` and :data:`CAPABILITIES`, the names a card is checked against.
+Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
+Capability = Literal["tools", "vision", "code", "json", "streaming"]
+TIERS: tuple[str, ...] = get_args(Tier)
+CAPABILITIES: tuple[str, ...] = get_args(Capability)
 # Tokens assumed for an answer when pricing a request before it is made (LLMRouter's convention).
 DEFAULT_OUTPUT_TOKENS = 200
 # The most tokens a context window or an output cap may be (100 million): far past any model's,
@@ -195,24 +203,33 @@ def base_url_problem(url: str) -> str | None:
 
 
 def _text_problem(value: object, problem: Callable[[str], str | None]) -> str | None:
-    """Why ``value`` is no text, else what ``problem`` says of it."""
+    """Why ``value`` is no text (bytes named by their type alone: they may hold a secret),
+    else what ``problem`` says of it."""
     if not isinstance(value, str):
-        return f"must be a string{got(value)}"
+        return bytes_problem(value) or f"must be a string{got(value)}"
     return problem(value)
 
 
+def _not_empty(text: str) -> str | None:
+    return "must not be empty" if not text else None
+
+
+def _provider_problem(name: str) -> str | None:
+    return _not_empty(name) or provider_problem(name)
+
+
+def _api_key_env_problem(name: str) -> str | None:
+    return env_var_name_problem(name, "OPENAI_API_KEY")
+
+
 def _name_problem(name: str) -> str | None:
-    if not name:
-        return "must not be empty"
     if name == "auto":
         return "\"auto\" is reserved for the router itself; rename the model"
-    return model_name_problem(name)
+    return _not_empty(name) or model_name_problem(name)
 
 
 def _upstream_model_problem(name: str) -> str | None:
-    if not name:
-        return "must not be empty"
-    return NAME_TOO_LONG if len(name) > MAX_MODEL_NAME else None
+    return _not_empty(name) or (NAME_TOO_LONG if len(name) > MAX_MODEL_NAME else None)
 
 
 def _names_problem(value: object, allowed: Sequence[str] | None, what: str,
@@ -264,13 +281,18 @@ def _tier_problem(value: object) -> str | None:
     return None if value in TIERS else f"must be one of {one_of(TIERS)}{got(value)}"
 
 
-#: The rules of one model's card, by field: why a value (never None, which each field takes)
-#: cannot be that field's, else None. The one statement of them: a catalog built in Python
-#: (:class:`Catalog`) checks each card by them, and the config's and a registered model's
-#: entry (:class:`~switchpoint.config.ModelEntry`) each value it reads.
+#: The rules of one model's card, by field, in the order of its fields: why a value cannot be
+#: that field's, else None (None itself, which the fields of :data:`OPTIONAL_FIELDS` take, is
+#: not judged by them). The one statement of them: a catalog built in Python (:class:`Catalog`)
+#: checks each card by them, and the config's and a registered model's entry
+#: (:class:`~switchpoint.config.ModelEntry`) each value it reads.
 CARD_RULES: Mapping[str, Callable[[object], str | None]] = {
     "name": lambda value: _text_problem(value, _name_problem),
+    "profile": lambda value: _text_problem(value, _not_empty),
+    "provider": lambda value: _text_problem(value, _provider_problem),
     "base_url": lambda value: _text_problem(value, base_url_problem),
+    "api_key_env": lambda value: _text_problem(value, _api_key_env_problem),
+    "stream_usage": boolean_problem,
     "input_per_mtok": _price_problem,
     "output_per_mtok": _price_problem,
     "context_window": _context_window_problem,
@@ -279,16 +301,82 @@ CARD_RULES: Mapping[str, Callable[[object], str | None]] = {
     "tier": _tier_problem,
     "fallbacks": lambda value: _names_problem(value, None, "fallbacks", FALLBACKS_ONCE),
     "upstream_model": lambda value: _text_problem(value, _upstream_model_problem),
+    "auto": boolean_problem,
 }
+#: The card's fields that may be None (unset: a default applies); the others may not.
+OPTIONAL_FIELDS = frozenset({"profile", "base_url", "api_key_env", "stream_usage",
+                             "input_per_mtok", "output_per_mtok", "context_window", "tier",
+                             "upstream_model"})
 
 
 def card_problem(card: ModelCard) -> tuple[str, str] | None:
     """The first field of ``card`` that :data:`CARD_RULES` refuse, with why; None when none."""
     for field_name, rule in CARD_RULES.items():
         value = getattr(card, field_name)
-        problem = None if value is None else rule(value)
+        problem = None if value is None and field_name in OPTIONAL_FIELDS else rule(value)
         if problem is not None:
             return field_name, problem
+    return None
+
+
+@dataclass(frozen=True)
+class CatalogFault:
+    """What is wrong with a catalog as a whole, and where: in its card ``model`` (its place
+    in the list), its ``field`` and that field's item ``item`` (its place in the list); None
+    where the catalog itself is at fault (``models``)."""
+
+    reason: str
+    model: int | None = None
+    field: str | None = None
+    item: int | None = None
+
+    def by_place(self) -> str:
+        """Where, each model by its place, as a config's keys are named:
+        ``models[2].fallbacks[0]``."""
+        if self.model is None:
+            return "models"
+        where = f"models[{self.model}].{self.field}"
+        return where if self.item is None else f"{where}[{self.item}]"
+
+    def by_name(self, cards: Sequence[ModelCard]) -> str:
+        """Where, as a :class:`Catalog` of ``cards`` names it: a model by its name, but where
+        the name itself is at fault (``models[2].name``), and a field as a whole
+        (``models.a.fallbacks``)."""
+        if self.model is None or self.field == "name":
+            return self.by_place()
+        return f"models.{cards[self.model].name}.{self.field}"
+
+
+def catalog_problem(cards: Sequence[ModelCard]) -> CatalogFault | None:
+    """What is wrong with ``cards`` (each keeping :data:`CARD_RULES`) as a catalog, else None:
+    none at all, a name given twice, a fallback naming the model itself or a model not among
+    them, or every model ``auto: false``. The one statement of these rules: a
+    :class:`Catalog` built in Python keeps them, and the config's catalog (with the models
+    registered at run time) is checked by them."""
+    if not cards:
+        return CatalogFault("is empty; list at least one model, or leave it out to route over "
+                            "the weights' own profiles")
+    first: dict[str, int] = {}
+    for i, card in enumerate(cards):
+        if card.name in first:
+            return CatalogFault(f"{json_quoted(card.name)} is defined twice (also "
+                                f"models[{first[card.name]}]); names must be unique",
+                                i, "name")
+        first[card.name] = i
+    for i, card in enumerate(cards):
+        for j, fallback in enumerate(card.fallbacks):
+            if fallback == card.name:
+                return CatalogFault(f"{json_quoted(fallback)} cannot fall back to itself; "
+                                    "remove it from its fallbacks (a model that failed is "
+                                    "not tried again)", i, "fallbacks", j)
+            if fallback not in first:
+                return CatalogFault(f"{json_quoted(fallback)} is not a model in the catalog; "
+                                    "define it under models: or remove it (models: "
+                                    f"{listed_names(list(first), quoted=True)})",
+                                    i, "fallbacks", j)
+    if not any(card.auto for card in cards):
+        return CatalogFault("every model has auto: false, so \"auto\" could choose none; let "
+                            "at least one be routed")
     return None
 
 
@@ -342,33 +430,20 @@ class Catalog:
     _routed: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.cards:
-            raise InvalidInputError("models", "the catalog is empty; list at least one model")
         for i, card in enumerate(self.cards):
             if not isinstance(card, ModelCard):
                 raise InvalidInputError(f"models[{i}]", f"must be a ModelCard, got "
                                                         f"{type(card).__name__}")
-            fault = card_problem(card)
-            if fault is not None:
-                field_name, problem = fault
-                raise InvalidInputError(f"models[{i}].name" if field_name == "name"
-                                        else f"models.{card.name}.{field_name}", problem)
-        names = [c.name for c in self.cards]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise InvalidInputError("models", f"duplicate model names in the catalog: {dupes}")
-        for card in self.cards:
-            for fb in card.fallbacks:
-                if fb not in names:
-                    raise InvalidInputError(
-                        f"models.{card.name}.fallbacks",
-                        f"names {json_quoted(fb)}, which is not in the catalog")
+            problem = card_problem(card)
+            if problem is not None:
+                at = CatalogFault(problem[1], i, problem[0])
+                raise InvalidInputError(at.by_name(self.cards), at.reason)
+        fault = catalog_problem(self.cards)
+        if fault is not None:
+            raise InvalidInputError(fault.by_name(self.cards), fault.reason)
         # A secret in a model's URL is redacted from every text from now on, as an API key
         # is once read (a connection error, an upstream's answer or a log line may quote it).
         remember(*(secret for card in self.cards for secret in url_secrets(card.base_url)))
-        if not any(c.auto for c in self.cards):
-            raise InvalidInputError("models", "every model has auto: false, so \"auto\" could "
-                                              "choose none; let at least one be routed")
         self._by_name = {c.name: c for c in self.cards}
         self._routed = tuple(c.name for c in self.cards if c.auto)
 

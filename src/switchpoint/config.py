@@ -74,6 +74,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from switchpoint._config_numbers import Boolean, Integer, Real, Text
+from switchpoint._env_names import env_var_name_problem
 from switchpoint._files import path_problem, unnameable
 from switchpoint._limits import DEFAULT_MAX_REQUEST_BYTES as DEFAULT_MAX_REQUEST_BYTES
 from switchpoint._limits import MAX_BYTES as MAX_BYTES
@@ -96,8 +97,11 @@ from switchpoint.catalog import (
     MAX_MODEL_NAME,
     MAX_PRICE_PER_MTOK,
     MAX_TOKENS,
+    Capability,
     Catalog,
     ModelCard,
+    Tier,
+    catalog_problem,
     unordered_names,
 )
 from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
@@ -113,8 +117,8 @@ from switchpoint.governance.settings import (
 )
 from switchpoint.known_providers import (
     OPENAI_COMPATIBLE,
-    check_provider,
     infer_provider,
+    provider_spelling,
     userinfo_displaces_key,
 )
 from switchpoint.learning.config import (
@@ -149,37 +153,10 @@ MAX_PIN_S = 366 * 86_400.0
 MAX_POLICIES = 100
 # The most recent calls per model the circuit breaker may be set to weigh.
 MAX_HEALTH_WINDOW = 10_000
-Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
-Capability = Literal["tools", "vision", "code", "json", "streaming"]
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# A long run of letters and digits with no '_' (unless all capitals) is a token, not a name.
-_SECRET_LIKE = re.compile(r"(?=.*[0-9])[A-Za-z0-9]{16,}")
 # Keys whose values are paths, resolved against the config file's folder when given there.
 _PATH_KEYS = ("weights", "data_dir")
 # Keys whose environment values are taken as they are, not parsed as YAML.
 _PLAIN_STRINGS = ("policy", "weights", "data_dir", "store.synchronous", "admin_token_env", "auth")
-
-
-def _env_var_name(value: str | None, example: str) -> str | None:
-    """Validator body for keys that name an environment variable (the value is read later)."""
-    if value is None:
-        return value
-    # Never repeated: what stands here by mistake is often the secret itself.
-    must = (f"must be the name of the environment variable that holds the secret, such as "
-            f"{example}")
-    if not _ENV_NAME.fullmatch(value):
-        bad = next((c for c in value if not (c.isascii() and (c.isalnum() or c == "_"))),
-                   value[:1])
-        # "NAME (...)", not "NAME: ...": the words after "SOME_API_KEY:" would read as a
-        # credential to the redaction every error message goes through.
-        raise ValueError(f'{must} (letters, digits and "_", not starting with a digit; the '
-                         "value given, not shown in case it is the secret itself, has "
-                         f"{len(value)} characters and holds {json_quoted(bad)})")
-    if _SECRET_LIKE.fullmatch(value) and not value.isupper():
-        raise ValueError(f"{must}; the value given ({len(value)} letters and digits, not "
-                         "shown) looks like a secret itself: export it in a variable and "
-                         "name the variable here")
-    return value
 
 
 def _card_rule(value: Any, info: ValidationInfo) -> Any:
@@ -206,8 +183,9 @@ class ModelEntry(BaseModel):
     # (CARD_RULES check the card's fields; the bounds given as json_schema_extra only state
     # them in the published schema of a registration's body)
     name: Text = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_MODEL_NAME})
-    profile: Text | None = Field(None, min_length=1)
-    provider: Text = Field("openai", min_length=1)  # omitted: inferred from base_url
+    profile: Text | None = Field(None, json_schema_extra={"minLength": 1})
+    # omitted: inferred from base_url; a known name in another case is read as it
+    provider: Text = Field("openai", json_schema_extra={"minLength": 1})
     base_url: Text | None = None
     api_key_env: Text | None = None
     stream_usage: Boolean | None = None
@@ -249,7 +227,8 @@ class ModelEntry(BaseModel):
 
     # The card's own rules (catalog.CARD_RULES), the ones a catalog built in Python keeps: a
     # number's before pydantic reads it (it would read the text "1" as 1), the others' after
-    # (a capability pydantic names by its place in the list, a value that is no string).
+    # (a capability pydantic names by its place in the list, a value that is no string);
+    # stream_usage and auto are Boolean, read by the rule CARD_RULES give them.
     @field_validator("input_per_mtok", "output_per_mtok", "context_window", mode="before")
     @classmethod
     def _card_number(cls, value: Any, info: ValidationInfo) -> Any:
@@ -263,15 +242,16 @@ class ModelEntry(BaseModel):
             raise ValueError(unordered)
         return value
 
-    @field_validator("name", "base_url", "capabilities", "fallbacks", "upstream_model")
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _provider_spelling(cls, value: object) -> object:
+        return provider_spelling(value)
+
+    @field_validator("name", "profile", "provider", "base_url", "api_key_env", "capabilities",
+                     "fallbacks", "upstream_model")
     @classmethod
     def _card_value(cls, value: Any, info: ValidationInfo) -> Any:
         return _card_rule(value, info)
-
-    @field_validator("provider")
-    @classmethod
-    def _known_provider(cls, value: str) -> str:
-        return check_provider(value)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # (the settings' repr and str show a base_url's password and credential parameters
@@ -279,11 +259,6 @@ class ModelEntry(BaseModel):
         for name, value in super().__repr_args__():
             yield name, (redact_url(value) if name == "base_url" and isinstance(value, str)
                          else value)
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        return _env_var_name(value, "OPENAI_API_KEY")
 
     def card(self) -> ModelCard:
         return ModelCard(
@@ -674,7 +649,11 @@ class Settings(BaseModel):
     @field_validator("admin_token_env")
     @classmethod
     def _admin_env_name(cls, value: str | None) -> str | None:
-        return _env_var_name(value, "SWITCHPOINT_ADMIN_TOKEN")
+        problem = None if value is None else env_var_name_problem(value,
+                                                                  "SWITCHPOINT_ADMIN_TOKEN")
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("tenants")
     @classmethod
@@ -1070,15 +1049,9 @@ def check_catalog(settings: Settings) -> None:
 def _check_catalog(settings: Settings) -> None:
     if settings.models is None:
         return
-    if not settings.models:
-        raise ConfigError("models", "is empty; list at least one model, or leave `models:` out "
-                                    "to route over the weights' own profiles")
-    names = [m.name for m in settings.models]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise ConfigError(f"models[{i}].name", f"{json_quoted(name)} is defined twice (also "
-                                                   f"models[{names.index(name)}]); names must "
-                                                   "be unique")
+    fault = catalog_problem([m.card() for m in settings.models])
+    if fault is not None:
+        raise ConfigError(fault.by_place(), fault.reason)
     for i, entry in enumerate(settings.models):
         if entry.provider == OPENAI_COMPATIBLE and entry.base_url is None:
             raise ConfigError(f"models[{i}].base_url",
@@ -1089,18 +1062,6 @@ def _check_catalog(settings: Settings) -> None:
         if displaced is not None:
             raise ConfigError(f"models[{i}].base_url",
                               f"of model {json_quoted(entry.name)} {displaced}")
-        for j, fb in enumerate(entry.fallbacks):
-            if fb not in names:
-                raise ConfigError(f"models[{i}].fallbacks[{j}]",
-                                  f"{json_quoted(fb)} is not a model in the catalog; define it "
-                                  "under models: or remove it (models: "
-                                  f"{listed_names(names, quoted=True)})")
-            if fb == entry.name:
-                raise ConfigError(f"models[{i}].fallbacks[{j}]",
-                                  f"{json_quoted(fb)} cannot fall back to itself")
-    if not any(m.auto for m in settings.models):
-        raise ConfigError("models", "every model has auto: false, so \"auto\" could choose none; "
-                                    "let at least one be routed")
 
 
 def shared_profiles(models: Sequence[ModelEntry]) -> list[tuple[ModelEntry, ModelEntry]]:

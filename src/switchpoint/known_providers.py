@@ -88,15 +88,23 @@ def known_names() -> str:
     return one_of(KNOWN_PROVIDERS)
 
 
-def check_provider(value: str) -> str:
-    """``value`` as a known provider name (case-insensitive); ValueError naming them if not."""
-    name = value.strip().lower()
-    if name in KNOWN_PROVIDERS:
-        return name
-    close = difflib.get_close_matches(name, list(KNOWN_PROVIDERS), n=1)
+def provider_spelling(value: object) -> object:
+    """``value`` as the known provider name it spells in another case or with spaces around
+    it (a config's ``OpenAI``), else unchanged (for :func:`provider_problem` to judge)."""
+    if isinstance(value, str) and value.strip().lower() in KNOWN_PROVIDERS:
+        return value.strip().lower()
+    return value
+
+
+def provider_problem(value: str) -> str | None:
+    """Why ``value`` is no known provider's name (as :data:`KNOWN_PROVIDERS` spells it), naming
+    them and the closest, else None."""
+    if value in KNOWN_PROVIDERS:
+        return None
+    close = difflib.get_close_matches(value.strip().lower(), list(KNOWN_PROVIDERS), n=1)
     hint = f" (did you mean {json_quoted(close[0])}?)" if close else ""
-    raise ValueError(f"{json_quoted(value)} is not a known provider{hint}; use one of "
-                     f"{known_names()} ({json_quoted(OPENAI_COMPATIBLE)} needs a base_url)")
+    return (f"{json_quoted(value)} is not a known provider{hint}; use one of {known_names()} "
+            f"({json_quoted(OPENAI_COMPATIBLE)} needs a base_url)")
 
 
 def infer_provider(base_url: str | None) -> str:
@@ -111,7 +119,7 @@ def infer_provider(base_url: str | None) -> str:
 
 
 def spec_of(card: ModelCard) -> ProviderSpec:
-    """The card's provider (an unknown name, possible for cards built in code, is treated as
+    """The card's provider (an unknown name, which no catalog takes, is treated as
     ``openai-compatible``)."""
     return KNOWN_PROVIDERS.get(card.provider.lower(), KNOWN_PROVIDERS[OPENAI_COMPATIBLE])
 
@@ -169,5 +177,5 @@ def _same_url(a: str, b: str) -> bool:
 
 
 __all__ = ["KNOWN_PROVIDERS", "OPENAI_COMPATIBLE", "ProviderSpec", "api_key_env_of",
-           "base_url_of", "check_provider", "infer_provider", "known_names", "spec_of",
-           "stream_usage_of", "userinfo_displaces_key"]
+           "base_url_of", "infer_provider", "known_names", "provider_problem",
+           "provider_spelling", "spec_of", "stream_usage_of", "userinfo_displaces_key"]

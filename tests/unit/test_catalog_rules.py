@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from switchpoint._messages import reason
 from switchpoint.catalog import Catalog, ModelCard
-from switchpoint.config import ModelEntry, Settings, load_settings
+from switchpoint.config import ModelEntry, Settings, check_catalog, load_settings
 from switchpoint.errors import ConfigError, InvalidInputError
 from switchpoint.gateway import Gateway
 
@@ -43,6 +43,21 @@ BAD: list[tuple[str, Any, str]] = [
     ("context_window", True, "must be a number, not a boolean"),
     ("context_window", 0, "must be > 0, got 0"),
     ("context_window", 10**10, "must be <= 100,000,000, got 10000000000"),
+    ("profile", "", "must not be empty"),
+    ("profile", 3, "must be a string, got 3"),
+    ("provider", "", "must not be empty"),
+    ("provider", 3, "must be a string, got 3"),
+    ("provider", "opneai", '"opneai" is not a known provider (did you mean "openai"?); use one '
+                           'of "openai", "anthropic"'),
+    ("api_key_env", 5, "must be a string, got 5"),
+    ("api_key_env", "1KEY", "must be the name of the environment variable that holds the "
+                            'secret, such as OPENAI_API_KEY (letters, digits and "_", not '
+                            "starting with a digit"),
+    ("api_key_env", "sk9f8e7d6c5b4a3f2e1d0c", "looks like a secret itself"),
+    ("stream_usage", "yes", 'must be true or false, not the string "yes"'),
+    ("stream_usage", 1, "must be true or false, not the number 1"),
+    ("auto", 0, "must be true or false, not the number 0"),
+    ("auto", "false", 'must be true or false, not the string "false"'),
 ]
 IDS = [f"{field}-{i}" for i, (field, _, _) in enumerate(BAD)]
 
@@ -87,6 +102,81 @@ def test_each_way_of_building_a_catalog_refuses_a_bad_value_alike(
     assert in_python.value.reason == in_yaml.reason
 
 
+def test_a_secret_given_as_a_cards_key_variable_is_not_shown() -> None:
+    """A key given where its variable's name belongs is not repeated by the refusal, as
+    text or as bytes, however the catalog is built."""
+    for value in ("sk9f8e7d6c5b4a3f2e1d0c", b"sk9f8e7d6c5b4a3f2e1d0c"):
+        with pytest.raises(InvalidInputError) as in_python:
+            Catalog([ModelCard(name="a", api_key_env=value)])  # type: ignore[arg-type]
+        with pytest.raises(ValidationError) as in_settings:
+            Settings.model_validate({"models": [{"name": "a", "api_key_env": value}]})
+        assert in_python.value.field == "models.a.api_key_env"
+        assert in_python.value.reason == reason(in_settings.value.errors()[0])
+        assert "f2e1d0c" not in str(in_python.value)
+
+
+def test_a_cards_provider_is_a_known_one_as_the_catalog_spells_it() -> None:
+    """A config reads a known provider in another case (``OpenAI``) as its name; a card
+    built in Python, read as it is by every part that compares providers (a provider's
+    budget, an escalation's preferred provider), gives the name as it is spelt, and is told
+    which one it means. None, which a config reads as "infer it from base_url", is no
+    provider a card may have."""
+    entry = ModelEntry.model_validate({"name": "a", "provider": " Anthropic"})
+    assert entry.provider == "anthropic" and Catalog([entry.card()]).cards[0].provider == (
+        "anthropic")
+    with pytest.raises(InvalidInputError) as caught:
+        Catalog([ModelCard(name="a", provider="Anthropic")])
+    assert str(caught.value).startswith(
+        'models.a.provider: "Anthropic" is not a known provider (did you mean "anthropic"?)')
+    for field in ("provider", "auto", "capabilities", "fallbacks"):
+        with pytest.raises(InvalidInputError) as caught:
+            Catalog([ModelCard(**{"name": "a", field: None})])  # type: ignore[arg-type]
+        assert caught.value.field == f"models.a.{field}"
+        assert "null" in caught.value.reason
+
+
+#: (the catalog's models, the key a config names, the key a Catalog names, the reason): each
+#: fault of a catalog as a whole, refused alike by every way a catalog is built.
+CATALOG_FAULTS: list[tuple[list[dict[str, Any]], str, str, str]] = [
+    ([], "models", "models",
+     "is empty; list at least one model, or leave it out to route over the weights' own "
+     "profiles"),
+    ([{"name": "a"}, {"name": "b"}, {"name": "a"}], "models[2].name", "models[2].name",
+     '"a" is defined twice (also models[0]); names must be unique'),
+    ([{"name": "a", "fallbacks": ["b", "c"]}, {"name": "b"}], "models[0].fallbacks[1]",
+     "models.a.fallbacks",
+     '"c" is not a model in the catalog; define it under models: or remove it (models: "a", '
+     '"b")'),
+    ([{"name": "a"}, {"name": "b", "fallbacks": ["a", "b"]}], "models[1].fallbacks[1]",
+     "models.b.fallbacks",
+     '"b" cannot fall back to itself; remove it from its fallbacks (a model that failed is '
+     "not tried again)"),
+    ([{"name": "a", "auto": False}, {"name": "b", "auto": False}], "models", "models",
+     'every model has auto: false, so "auto" could choose none; let at least one be routed'),
+]
+
+
+@pytest.mark.parametrize(("entries", "config_key", "catalog_key", "words"), CATALOG_FAULTS,
+                         ids=["empty", "twice", "unknown-fallback", "own-fallback", "no-auto"])
+def test_each_way_of_building_a_catalog_refuses_a_bad_catalog_alike(
+        tmp_path: Path, entries: list[dict[str, Any]], config_key: str, catalog_key: str,
+        words: str) -> None:
+    path = tmp_path / "switchpoint.yaml"
+    path.write_text(yaml.safe_dump({"models": entries}), encoding="utf-8")
+    with pytest.raises(ConfigError) as in_yaml:
+        load_settings(path, environ={})
+    assert (in_yaml.value.key, in_yaml.value.reason) == (config_key, words)
+
+    settings = Settings.model_validate({"models": entries})  # what a program gives a Gateway
+    with pytest.raises(ConfigError) as in_settings:
+        check_catalog(settings)
+    assert (in_settings.value.key, in_settings.value.reason) == (config_key, words)
+
+    with pytest.raises(InvalidInputError) as in_python:  # what a program gives a Router
+        Catalog([card_of(entry) for entry in entries])
+    assert (in_python.value.field, in_python.value.reason) == (catalog_key, words)
+
+
 def test_a_card_given_another_type_is_refused_naming_the_field() -> None:
     """A program's card may hold any Python value: one of no field's type is refused as the
     config refuses it, not failed on later (a list's name, a price of a dict)."""
@@ -127,7 +217,8 @@ def test_settings_a_program_builds_keep_the_catalog_rules_in_a_gateway(tmp_path:
     with pytest.raises(ConfigError) as in_python:
         Gateway(settings)
     assert str(in_python.value) == str(in_yaml.value) == (
-        'models[0].fallbacks[0]: "a" cannot fall back to itself')
+        'models[0].fallbacks[0]: "a" cannot fall back to itself; remove it from its fallbacks '
+        "(a model that failed is not tried again)")
     assert not data_dir.exists()
 
 

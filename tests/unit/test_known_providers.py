@@ -16,8 +16,9 @@ from switchpoint.gateway.providers.anthropic import AnthropicProvider
 from switchpoint.known_providers import (
     KNOWN_PROVIDERS,
     OPENAI_COMPATIBLE,
-    check_provider,
     infer_provider,
+    provider_problem,
+    provider_spelling,
 )
 
 pytestmark = pytest.mark.anyio
@@ -101,9 +102,9 @@ def test_a_timeout_out_of_range_is_shown_as_every_number_is(field: str, value: o
 
 
 def test_provider_names_and_inference() -> None:
-    assert check_provider(" Groq ") == "groq"
-    with pytest.raises(ValueError, match='did you mean "openrouter"'):
-        check_provider("open-router")
+    assert provider_spelling(" Groq ") == "groq" and provider_problem("groq") is None
+    assert provider_spelling("open-router") == "open-router"
+    assert 'did you mean "openrouter"' in str(provider_problem("open-router"))
     assert infer_provider(None) == "openai"
     assert infer_provider("https://openrouter.ai/api/v1/") == "openrouter"
     assert infer_provider("http://localhost:11434/v1") == "ollama"

@@ -27,7 +27,7 @@ from switchpoint.catalog import TIERS, Catalog, ModelCard
 from switchpoint.errors import InvalidInputError
 from switchpoint.governance.budgets import PERIODS, parse_budget
 from switchpoint.governance.reports import REPORT_PERIODS
-from switchpoint.known_providers import KNOWN_PROVIDERS, check_provider
+from switchpoint.known_providers import KNOWN_PROVIDERS
 from switchpoint.policies import POLICIES, policy_class
 
 
@@ -131,7 +131,7 @@ def test_a_fixed_set_of_choices_reads_as_pydantic_writes_its_own() -> None:
 @pytest.mark.parametrize(("refuse", "choices"), [
     (lambda: parse_budget("5/year"), one_of(PERIODS)),
     (lambda: Catalog([ModelCard("a", tier="godlike")]), one_of(TIERS)),
-    (lambda: check_provider("mistrall"), one_of(KNOWN_PROVIDERS)),
+    (lambda: Catalog([ModelCard(name="a", provider="mistrall")]), one_of(KNOWN_PROVIDERS)),
     (lambda: policy_class("telepathy"), one_of(sorted(POLICIES))),
 ], ids=["budget-period", "tier", "provider", "policy"])
 def test_a_refusal_offers_its_fixed_choices_quoted(refuse: Callable[[], object],

@@ -53,7 +53,7 @@ from switchpoint._config_numbers import Boolean, Integer, Real, Text
 from switchpoint._limits import MAX_RPM as MAX_RPM
 from switchpoint._limits import MAX_TPM as MAX_TPM
 from switchpoint._messages import json_quoted
-from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_TOKENS
+from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_TOKENS, Capability, Tier
 from switchpoint.governance.budgets import MAX_BUDGET_USD, check_curve, parse_budgets
 from switchpoint.learning.config import MemoryConfig, check_name
 from switchpoint.learning.events import DEFAULT_TENANT
@@ -64,8 +64,6 @@ if TYPE_CHECKING:
 # The most model calls in flight a tenant's share may be (gateway.max_in_flight_per_tenant, a
 # tenant's own max_in_flight): far beyond the connections any one gateway holds.
 MAX_IN_FLIGHT = 1_000_000
-Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
-Capability = Literal["tools", "vision", "code", "json", "streaming"]
 Strategy = Literal["always", "log_only", "ask"]
 
 
