@@ -227,6 +227,26 @@ def file_identity(path: str | Path) -> FileId | None:
     return st.st_dev, st.st_ino
 
 
+@contextlib.contextmanager
+def held_identity(path: str | Path) -> Iterator[FileId | None]:
+    """:func:`file_identity` of the directory at ``path``, held open for the ``with`` block:
+    while it is, the system gives no other file its inode number, so :func:`file_identity`
+    of ``path`` still being this value at the block's end means this directory stayed there
+    (one removed and a new one made in its place may otherwise be given the number, as ext4
+    does at once). Where a directory cannot be opened (no read permission; Windows, whose
+    file ids change when one is reused), the identity is looked up unheld."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        yield file_identity(path)
+        return
+    try:
+        found = os.fstat(fd)
+        yield found.st_dev, found.st_ino
+    finally:
+        os.close(fd)
+
+
 def same_file(a: str | Path, b: str | Path) -> bool:
     """Whether ``a`` and ``b`` name one existing file, through links or other spellings
     (False when either is missing or cannot be looked at)."""

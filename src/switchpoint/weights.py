@@ -43,7 +43,9 @@ import numpy as np
 from switchpoint._args import INTEGER, PATH, expect
 from switchpoint._files import (
     clear_leftovers,
+    file_identity,
     file_kind,
+    held_identity,
     npy_header,
     path_problem,
     replace_dir,
@@ -411,7 +413,8 @@ def load_weights(path: str | Path | None = None, policy: str | None = None, *,
     """Read and validate a weights package.
 
     With no ``path``, the bundled default for ``policy`` (``cluster`` unless given). A package
-    a save replaces while it is read is read again, so a reader gets the old one or the new one.
+    a save replaces while it is read is read again, so a reader gets the old one or the new one,
+    whole; one replaced each of the five times it is read is refused saying so.
     ``max_weights_bytes``: the most its arrays and profiles may hold together (each is read
     whole), checked before any is read.
     """
@@ -437,15 +440,18 @@ def load_weights(path: str | Path | None = None, policy: str | None = None, *,
         what = "is not a directory" if root.exists() else "does not exist"
         raise WeightsError(root, f"{what}; pass the folder that holds manifest.json "
                                  "(make one with `switchpoint fit RECORDS.jsonl --out DIR`)")
-    for _ in range(_READS - 1):
-        before = _identity(root)
-        try:
-            return _read_package(root, max_weights_bytes)
-        except WeightsError:
-            if _identity(root) == before:
-                raise
-            # (a save swapped a new package in while this one was read: read that one)
-    return _read_package(root, max_weights_bytes)
+    for _ in range(_READS):
+        # (the folder read is held open: no folder a save makes can take its number meanwhile)
+        with held_identity(root) as before:
+            try:
+                return _read_package(root, max_weights_bytes)
+            except WeightsError:
+                if file_identity(root) == before:
+                    raise
+        # (a save swapped a new package in while this one was read: read that one)
+    raise WeightsError(root, f"a save replaced the package each of the {_READS} times it was "
+                             "read, before the read was done; load it again once it is no "
+                             "longer being saved")
 
 
 def check_max_weights_bytes(value: object, field: str = "max_weights_bytes") -> int:
@@ -495,16 +501,7 @@ class _Budget:
                                        "load_weights(..., max_weights_bytes=N)")
 
 
-_READS = 3  # a package replaced while it is read is read again, up to this many times
-
-
-def _identity(root: Path) -> tuple[int, int] | None:
-    """Which directory is at ``root`` now (a save puts a new one there)."""
-    try:
-        found = root.stat()
-    except OSError:
-        return None
-    return found.st_dev, found.st_ino
+_READS = 5  # a package replaced while it is read is read again, up to this many times
 
 
 def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:

@@ -338,6 +338,78 @@ def test_a_file_a_save_takes_away_mid_read_means_the_new_package_is_read(
     assert swapped and read.weights_id == new.weights_id != old.weights_id
 
 
+def test_a_read_torn_by_a_save_is_read_again_when_the_next_save_puts_the_old_one_back(
+    pkg_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A writer saving the old package and the new one in turn (add-model, then remove-model):
+    # the new package lands while the old one's profile is being opened, and the old package
+    # lands again before the reader looks at which folder is there. A new folder may be given
+    # the number of one just removed (ext4 does), so the folder there now looked like the one
+    # the reader started on, and the torn read was refused as a broken package.
+    old = load_weights(pkg_dir)
+    new = remove_model(old, "claude-v2")
+    open_file, stat_path = os.open, os.stat
+    saves: list[str] = []
+    saving = False
+
+    def save(package: WeightsPackage) -> None:
+        nonlocal saving
+        saving = True  # (the save's own looks at pkg_dir are not the reader's)
+        save_weights(package, pkg_dir)
+        saves.append(package.weights_id)
+        saving = False
+
+    def swap_then_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(path).name == "claude-v2.json" and not saves and not saving:
+            save(new)
+        return open_file(path, *args, **kwargs)
+
+    def swap_back_then_stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(path) == pkg_dir and saves == [new.weights_id] and not saving:
+            save(old)
+        return stat_path(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", swap_then_open)
+    monkeypatch.setattr(os, "stat", swap_back_then_stat)
+    read = load_weights(pkg_dir)
+    assert saves == [new.weights_id, old.weights_id]
+    assert read.weights_id == old.weights_id and "claude-v2" in read.models
+
+
+def test_a_package_a_save_replaces_each_time_it_is_read_is_refused_saying_so(
+    pkg_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two packages, each without a model the other has, saved in turn: every read takes one's
+    # manifest and the other's files.
+    old = load_weights(pkg_dir)
+    other = next(m for m in old.models if m != "claude-v2")
+    packages = [remove_model(old, "claude-v2"), remove_model(old, other)]
+    open_file = os.open
+    saves: list[str] = []
+    saving = False
+
+    def open_then_swap(path: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal saving
+        fd = open_file(path, *args, **kwargs)
+        if Path(path) == pkg_dir / "manifest.json" and not saving:  # (the reader's open)
+            saving = True
+            package = packages[len(saves) % 2]
+            save_weights(package, pkg_dir)
+            saves.append(package.weights_id)
+            saving = False
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_swap)
+    with pytest.raises(WeightsError) as caught:
+        load_weights(pkg_dir)
+    monkeypatch.undo()
+    assert str(caught.value) == (
+        f"{str(pkg_dir)!r}: a save replaced the package each of the 5 times it was read, before "
+        "the read was done; load it again once it is no longer being saved")
+    assert len(saves) == 5 and set(saves) == {p.weights_id for p in packages}
+    assert load_weights(pkg_dir).weights_id == saves[-1]  # (what is there is whole)
+
+
 def test_save_writes_into_a_new_or_empty_directory(pkg_dir: Path, tmp_path: Path) -> None:
     package = load_weights(pkg_dir)
     empty = tmp_path / "empty"
