@@ -175,6 +175,29 @@ def test_a_numpy_value_no_number_holds_is_refused_naming_it(local: Gateway, valu
     assert logged(local) == before
 
 
+def test_numpy_numbers_count_toward_the_size_bound_as_the_numbers_they_hold(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A NumPy scalar was measured as its quoted text (np.int64(-100) as "-100"), so a request
+    the HTTP door takes was refused in process."""
+    messages = [{"role": "user", "content": f"sized {uuid.uuid4().hex}"}]
+    bias = {str(token): -100 for token in range(200)}
+    plain = {"model": "good", "messages": messages, "max_tokens": 5, "logit_bias": bias}
+    size = len(json.dumps(plain, separators=(",", ":")).encode())
+    config = {"models": [{"name": "good", "profile": "gpt-4-1106-preview",
+                          "base_url": gw_fake.openai_base_url, "input_per_mtok": 10,
+                          "output_per_mtok": 30, "context_window": 128000}],
+              "max_request_bytes": size, "data_dir": str(tmp_path / "data")}
+    numpy_bias = {token: np.int64(value) for token, value in bias.items()}
+    with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gateway:
+        answer = gateway.complete(messages, "good", max_tokens=np.int64(5),
+                                  logit_bias=numpy_bias)
+        assert answer.choices[0].message.content
+        with pytest.raises(InvalidInputError) as caught:  # (a byte more is over the bound)
+            gateway.complete(messages, "good", max_tokens=np.int64(50), logit_bias=numpy_bias)
+    assert f"is {size + 1} bytes" in str(caught.value)
+    assert numpy_bias["0"] == np.int64(-100) and isinstance(numpy_bias["0"], np.int64)
+
+
 def test_a_value_json_cannot_hold_deep_in_a_field_is_named_by_its_path_once(
         local: Gateway) -> None:
     with pytest.raises(InvalidInputError) as caught:
