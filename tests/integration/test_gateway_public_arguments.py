@@ -85,6 +85,25 @@ def test_a_list_of_tenants_past_the_most_a_deployment_has_is_refused_naming_it(
     assert list(local.learning_status(["acme"] * MAX_TENANTS)["tenants"]) == ["acme"]
 
 
+def test_a_tenant_named_again_is_looked_up_once_and_answered_in_the_order_given(
+        local: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(Each copy of a name was looked up again: 10,000 copies of one took about a second.)"""
+    from switchpoint.governance.reports import Reports
+
+    looked_up: list[str] = []
+    check = Reports.check_tenant
+
+    def counted(reports: Reports, name: str) -> Any:
+        looked_up.append(name)
+        return check(reports, name)
+
+    monkeypatch.setattr(Reports, "check_tenant", counted)
+    status = local.learning_status(["acme", "default", "acme"] * 3_000)
+    assert list(status["tenants"]) == ["acme", "default"]
+    assert looked_up == ["acme", "default"]
+    assert list(local.learning_status(["default", "acme"])["tenants"]) == ["default", "acme"]
+
+
 NAMED: list[tuple[str, str, GatewayCall]] = [
     ("experiment_report", "name", lambda g, v: g.experiment_report(v)),
     ("promote", "name", lambda g, v: g.promote(v)),

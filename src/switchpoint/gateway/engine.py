@@ -1941,11 +1941,13 @@ class Gateway:
         if tenants is not None:
             # An unknown tenant (the reports' rule: neither the config nor the request or
             # feedback log names it) is a 404, not a status of nothing learned.
-            reports = self.reports
             for name in tenants:
                 if not isinstance(name, str):
                     raise InvalidInputError("tenants", f"must be tenant names (strings), got "
                                                        f"{type(name).__name__}")
+            tenants = list(dict.fromkeys(tenants))  # (each name once, in the order given)
+            reports = self.reports
+            for name in tenants:
                 reports.check_tenant(name)
         # What another process (an offline `switchpoint feedback`) logged, taken up first;
         # a large backlog a little at a time, so a status never waits long on it.
