@@ -22,6 +22,12 @@ Endpoints
                      lower-cased headers, JSON body, behaviour
 ``POST /_reset``     clear the scripts and the request log
 
+Every answer is in the request's dialect: an error is OpenAI's ``{"error": {...}}`` or the
+Messages API's ``{"type": "error", "error": {"type", "message"}}`` (its type the one the
+Messages API gives the status, or ``code=``), an answer a chat completion or a message, a
+stream OpenAI's ``data:`` chunks and ``[DONE]`` or the Messages API's named events
+(``event: message_start`` ... ``message_stop``, ``event: error``).
+
 Each request takes the next behaviour queued for its model, else one named in the last user
 message as ``[[fake:BEHAVIOUR]]`` (``[[fake:once:BEHAVIOUR]]``: only the first time that message
 is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``name`` or
@@ -94,15 +100,16 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``context_length`` 400 context length exceeded, in the dialect's shape
 ``content_filter`` 400 content filter, in the dialect's shape
 ``huge``           a 200 answer of ``mb=`` megabytes (default 200), generated as it is sent:
-                   chunked, or with ``length=1`` a declared Content-Length; streaming, one
-                   chunk and then that many bytes of content chunks
-``huge_line``      streaming: the role chunk, then one ``data:`` line of ``mb=`` megabytes
+                   chunked, or with ``length=1`` a declared Content-Length; streaming, the
+                   stream's start, that many bytes of content chunks (deltas), then its end
+``huge_line``      streaming: the role chunk (the Messages API's ``message_start`` and
+                   ``content_block_start``), then one ``data:`` line of ``mb=`` megabytes
                    (default 100) that never ends
 ``trickle``        the headers, then the answer one byte every ``every=`` seconds (0.5);
                    streaming, the first content chunk at once, then the rest so (``chunks=N``:
                    N more content chunks, the last with finish reason ``stop``; default 50 and
-                   none); noting in the request log (``closed_at``) when the client closes the
-                   connection
+                   none: the Messages API's stream then has no ``message_delta``); noting in
+                   the request log (``closed_at``) when the client closes the connection
 ``echo_auth``      an error ``status=`` (401) whose message quotes the request's
                    ``Authorization`` and ``x-api-key`` headers verbatim (``text=1``: as plain
                    text, not JSON; ``pad=N``: N more characters of message)
@@ -113,7 +120,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    ``http://127.0.0.1:9/elsewhere``) whose body is a whole chat completion
                    saying ``REDIRECTED`` (an answer a client must never see)
 ``error200``       a 200 whose JSON body is an error, streamed or not (``code=``, default
-                   ``server_error``; its message quotes the request's ``Authorization``)
+                   ``server_error``, the Messages API's ``api_error``; its message quotes
+                   the request's ``Authorization``, the Messages API's ``x-api-key``)
 ``html``           a 200 web page (``text/html``), streamed or not
 ``whole``          a stream request answered with a whole (not streamed) 200 JSON answer, as
                    an upstream that ignores ``stream`` does; ``prompt=`` and ``completion=``
@@ -708,6 +716,64 @@ def anthropic_error(typ: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": typ, "message": message}}
 
 
+#: The Messages API's error type for each status it answers with.
+ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                         403: "permission_error", 404: "not_found_error",
+                         413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+                         529: "overloaded_error"}
+
+
+def error_body(anthropic: bool, status: int, message: str, code: str | None = None,
+               typ: str | None = None) -> dict[str, Any]:
+    """An error in the request's dialect: the Messages API's ``{"type": "error", "error":
+    {"type", "message"}}`` (its type ``code``, else the one for ``status``), or OpenAI's
+    ``{"error": {"message", "type", "param", "code"}}``."""
+    if anthropic:
+        return anthropic_error(code or ANTHROPIC_ERROR_TYPES.get(status, "api_error"), message)
+    return openai_error(message, typ or code or "server_error", code)
+
+
+def anthropic_message(model: str, text: str, ident: str = "msg_fake",
+                      usage: tuple[int, int] = (1, 1)) -> dict[str, Any]:
+    """A whole Messages API answer saying ``text``."""
+    return {"id": ident, "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": usage[0], "output_tokens": usage[1]}}
+
+
+def anthropic_start(model: str, ident: str = "msg_fake") -> list[tuple[str, dict[str, Any]]]:
+    """A Messages API stream's opening events, up to its text block's start."""
+    return [("message_start", {"type": "message_start", "message": {
+                **anthropic_message(model, "", ident), "content": [], "stop_reason": None}}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}})]
+
+
+def anthropic_delta(text: str) -> tuple[str, dict[str, Any]]:
+    return ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                    "delta": {"type": "text_delta", "text": text}})
+
+
+def anthropic_end(output_tokens: int = 1) -> list[tuple[str, dict[str, Any]]]:
+    """A Messages API stream's closing events, from its text block's end."""
+    return [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta",
+                               "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                               "usage": {"output_tokens": output_tokens}}),
+            ("message_stop", {"type": "message_stop"})]
+
+
+def anthropic_stream(model: str, text: str, ident: str = "msg_fake") -> str:
+    """A whole Messages API stream saying ``text``, as event-stream text."""
+    return sse([*anthropic_start(model, ident), anthropic_delta(text), *anthropic_end()])
+
+
+def sse(events: list[tuple[str, dict[str, Any]]]) -> str:
+    """Named events as event-stream text (``event:`` then ``data:``)."""
+    return "".join(f"event: {event}\ndata: {json.dumps(data)}\n\n" for event, data in events)
+
+
 ANTHROPIC_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 
@@ -1038,22 +1104,36 @@ async def serve_huge(req: Request, writer: asyncio.StreamWriter, params: dict[st
     """``mb`` megabytes of answer, made as they are sent (the fake holds 64 KB at a time)."""
     total = int(_num(params, "mb", 200) * MB)
     piece = b"x" * 65_536
+    anthropic = req.path == "/v1/messages"
     if stream:
         out = ChunkedWriter(writer)
         await out.start()
-        sent = 0
-        while sent < total:
+        if anthropic:
+            await out.raw(sse(anthropic_start("m", "msg_huge")).encode())
+            data = sse([anthropic_delta("y" * 60_000)]).encode()
+        else:
             data = ('data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":'
                     '[{"index":0,"delta":{"content":"' + "y" * 60_000 + '"},'
                     '"finish_reason":null}]}\n\n').encode()
+        sent = 0
+        while sent < total:
             await out.raw(data)
             sent += len(data)
-        await out.data("[DONE]")
+        if anthropic:
+            await out.raw(sse(anthropic_end()).encode())
+        else:
+            await out.data({"id": "c", "object": "chat.completion.chunk", "model": "m",
+                            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            await out.data("[DONE]")
         await out.end()
         return True
-    head = b'{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,' \
-           b'"message":{"role":"assistant","content":"'
-    tail = b'"},"finish_reason":"stop"}]}'
+    if anthropic:
+        head, tail = json.dumps(anthropic_message("m", "\0", "msg_huge")).encode().split(
+            b"\\u0000")
+    else:
+        head = b'{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,' \
+               b'"message":{"role":"assistant","content":"'
+        tail = b'"},"finish_reason":"stop"}]}'
     body_len = len(head) + total + len(tail)
     if params.get("length"):
         writer.write(head_bytes(200, {"content-type": "application/json",
@@ -1079,14 +1159,21 @@ async def serve_huge(req: Request, writer: asyncio.StreamWriter, params: dict[st
     return True
 
 
-async def serve_huge_line(writer: asyncio.StreamWriter, params: dict[str, str]) -> bool:
+async def serve_huge_line(req: Request, writer: asyncio.StreamWriter,
+                          params: dict[str, str]) -> bool:
     total = int(_num(params, "mb", 100) * MB)
     out = ChunkedWriter(writer)
     await out.start()
-    await out.data({"id": "c", "object": "chat.completion.chunk", "model": "m",
-                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                 "finish_reason": None}]})
-    await out.raw(b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"')
+    if req.path == "/v1/messages":
+        await out.raw(sse(anthropic_start("m", "msg_huge_line")).encode())
+        await out.raw(b'event: content_block_delta\ndata: {"type":"content_block_delta",'
+                      b'"index":0,"delta":{"type":"text_delta","text":"')
+    else:
+        await out.data({"id": "c", "object": "chat.completion.chunk", "model": "m",
+                        "choices": [{"index": 0, "delta": {"role": "assistant",
+                                                           "content": ""},
+                                     "finish_reason": None}]})
+        await out.raw(b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"')
     sent = 0
     piece = b"z" * 65_536
     while sent < total:
@@ -1100,7 +1187,22 @@ async def serve_trickle(req: Request, writer: asyncio.StreamWriter, params: dict
     """The headers at once, then the answer a byte at a time: never silent for long, slow."""
     every = _num(params, "every", 0.5)
     model = str((req.json or {}).get("model"))
-    if stream:
+    anthropic = req.path == "/v1/messages"
+    if stream and anthropic:
+        more = int(_num(params, "chunks", 50))
+        delta = sse([anthropic_delta("slow answer")])
+        # (``chunks=``: the last ends the message, stop reason and all; else no stop reason)
+        ending = (anthropic_end() if "chunks" in params
+                  else [anthropic_end()[0], anthropic_end()[2]])
+        text = delta * more + sse(ending)
+        writer.write(head_bytes(200, {"content-type": "text/event-stream"})
+                     + (sse(anthropic_start(model, "msg_trickle")) + delta).encode())
+        body = text.encode()
+    elif anthropic:
+        body = json.dumps(anthropic_message(model, "slow " * 100, "msg_trickle")).encode()
+        writer.write(head_bytes(200, {"content-type": "application/json",
+                                      "content-length": str(len(body))}))
+    elif stream:
         chunk = {"id": "c", "object": "chat.completion.chunk", "model": model,
                  "choices": [{"index": 0, "delta": {"content": "slow answer"},
                               "finish_reason": None}]}
@@ -1148,10 +1250,14 @@ async def serve_echo_auth(req: Request, writer: asyncio.StreamWriter,
                                          "content-length": str(len(data))}) + data)
         await writer.drain()
         return True
+    echo = {"authorization": auth, "x-api-key": key}
+    if req.path == "/v1/messages":
+        await send_json(writer, status, {**anthropic_error(
+            ANTHROPIC_ERROR_TYPES.get(status, "api_error"), message), "echo": echo})
+        return True
     await send_json(writer, status, {"error": {"message": message, "type": "invalid_request",
                                                "code": "invalid_api_key", "param": None,
-                                               "echo": {"authorization": auth,
-                                                        "x-api-key": key}}})
+                                               "echo": echo}})
     return True
 
 
@@ -1159,8 +1265,9 @@ async def serve_echo_url(req: Request, writer: asyncio.StreamWriter,
                          params: dict[str, str]) -> bool:
     message = (f"Invalid URL ({req.method} {req.target}) at host "
                f"{req.headers.get('host', '')} with {req.headers.get('authorization', '')}")
-    await send_json(writer, int(_num(params, "status", 404)), {"error": {
-        "message": message, "type": "invalid_request_error", "code": None, "param": None}})
+    status = int(_num(params, "status", 404))
+    await send_json(writer, status, error_body(req.path == "/v1/messages", status, message,
+                                               typ="invalid_request_error"))
     return True
 
 
@@ -1169,6 +1276,10 @@ async def serve_redirect(req: Request, writer: asyncio.StreamWriter,
     status = int(_num(params, "status", 307))
     location = urllib.parse.unquote(params.get("location", "http://127.0.0.1:9/elsewhere"))
     model = str((req.json or {}).get("model"))
+    if req.path == "/v1/messages":
+        await send_json(writer, status, anthropic_message(model, "REDIRECTED", "msg_redirected"),
+                        {"location": location})
+        return True
     await send_json(writer, status, {
         "id": "chatcmpl-redirected", "object": "chat.completion", "created": int(time.time()),
         "model": model, "choices": [{"index": 0, "finish_reason": "stop", "message": {
@@ -1183,6 +1294,15 @@ async def serve_encoded(req: Request, writer: asyncio.StreamWriter,
     coding = urllib.parse.unquote(params.get("coding", "br"))
     model = str((req.json or {}).get("model"))
     base = {"id": "chatcmpl-encoded", "created": int(time.time()), "model": model}
+    if req.path == "/v1/messages":
+        if stream:
+            await send_body(writer, 200, "text/event-stream",
+                            anthropic_stream(model, "ENCODED", "msg_encoded").encode(),
+                            {"content-encoding": coding})
+        else:
+            await send_json(writer, 200, anthropic_message(model, "ENCODED", "msg_encoded"),
+                            {"content-encoding": coding})
+        return True
     if stream:
         events = [{**base, "object": "chat.completion.chunk", "choices": [
                       {"index": 0, "delta": {"role": "assistant", "content": "ENCODED"},
@@ -1207,7 +1327,11 @@ async def serve_overrun(req: Request, writer: asyncio.StreamWriter,
     base = {"id": "chatcmpl-overrun", "created": int(time.time()), "model": model}
     usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
 
+    anthropic = req.path == "/v1/messages"
+
     def whole(text: str) -> bytes:
+        if anthropic:
+            return json.dumps(anthropic_message(model, text, "msg_overrun")).encode()
         return json.dumps({**base, "object": "chat.completion", "choices": [{
             "index": 0, "finish_reason": "stop",
             "message": {"role": "assistant", "content": text}}], "usage": usage}).encode()
@@ -1216,7 +1340,10 @@ async def serve_overrun(req: Request, writer: asyncio.StreamWriter,
     tail = (urllib.parse.unquote(params["text"]).encode() if "text" in params else
             head_bytes(200, {"content-type": "application/json",
                              "content-length": str(len(spilled))}) + spilled)
-    if stream:
+    if stream and anthropic:
+        data = anthropic_stream(model, "OVERRUN", "msg_overrun").encode()
+        kind = "text/event-stream"
+    elif stream:
         events = [{**base, "object": "chat.completion.chunk", "choices": [
                       {"index": 0, "delta": {"role": "assistant", "content": "OVERRUN"},
                        "finish_reason": None}]},
@@ -1299,6 +1426,7 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
         if not STATE.lean:
             STATE.requests.append(entry)
         name, params = parse_behaviour(spec)
+        anthropic = req.path == "/v1/messages"
         if "delay" in params:
             await asyncio.sleep(float(params["delay"]))
         if name == "reset":
@@ -1312,9 +1440,9 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
         if name == "together":
             came, needed = await meet(params)
             if came < needed:
-                await send_json(writer, 500, {"error": {
-                    "message": f"only {came} of {needed} requests came together",
-                    "type": "server_error", "code": "server_error"}})
+                await send_json(writer, 500, error_body(
+                    anthropic, 500, f"only {came} of {needed} requests came together",
+                    None if anthropic else "server_error"))
                 return True
             name = "ok"
         if name == "echo_auth":
@@ -1324,10 +1452,11 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
         if name == "redirect":
             return await serve_redirect(req, writer, params)
         if name == "error200":
-            code = params.get("code", "server_error")
-            await send_json(writer, 200, {"error": {
-                "message": f"fake upstream failure ({req.headers.get('authorization', '')})",
-                "type": code, "code": code}})
+            code = params.get("code", "api_error" if anthropic else "server_error")
+            key = "x-api-key" if anthropic else "authorization"  # (the key, as it was sent)
+            await send_json(writer, 200, error_body(
+                anthropic, 500,
+                f"fake upstream failure ({req.headers.get(key, '')})", code))
             return True
         if name == "bighead":
             padding = {f"x-pad-{i}": "p" * 1000 for i in range(int(_num(params, "kb", 100)))}
@@ -1350,7 +1479,7 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
         if name == "huge":
             return await serve_huge(req, writer, params, stream)
         if name == "huge_line":
-            return await serve_huge_line(writer, params)
+            return await serve_huge_line(req, writer, params)
         if name == "trickle":
             return await serve_trickle(req, writer, params, stream, entry)
         if req.path in openai_paths:

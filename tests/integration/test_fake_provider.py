@@ -1,11 +1,14 @@
 """The fake provider itself: every failure it offers acts in each dialect it speaks (OpenAI's
-chat completions, Anthropic's messages), streamed and not, or says it cannot. A behaviour
-silently answered as ``ok`` would let a test pass without the fault it meant to make."""
+chat completions, Anthropic's messages), streamed and not, or says it cannot, and answers in
+that dialect's shapes (its errors, answers and stream events). A behaviour silently answered
+as ``ok``, or in the other dialect's shape, would let a test pass without the fault it meant
+to make."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import re
 from typing import Any
 
 import pytest
@@ -36,7 +39,25 @@ ACTS: dict[str, tuple[str, str, str, str]] = {
     "sse_error": ("500", "error event", "529", "error event"),
     "whole": ("ok", "whole", "ok", "whole"),
     "error200": ("error",) * 4,
+    "error200:code=insufficient_quota": ("error",) * 4,
+    "together:n=1": ("ok",) * 4,
+    "echo_auth": ("401",) * 4,
+    "echo_auth:status=500": ("500",) * 4,
+    "echo_url": ("404",) * 4,
+    "redirect": ("307",) * 4,  # (its body a whole answer in the dialect's shape)
+    "html": ("html",) * 4,
+    "encoded": ("ok",) * 4,
+    "overrun": ("ok",) * 4,  # (what follows the declared length is left unread)
+    "huge:mb=1": ("ok",) * 4,
+    "huge:mb=1,length=1": ("ok",) * 4,
+    "huge_line:mb=1": ("cut",) * 4,
+    "trickle:every=0": ("ok", "no finish", "ok", "no finish"),
+    "trickle:every=0,chunks=3": ("ok",) * 4,
+    "hold:seconds=0": ("no answer",) * 4,
 }
+
+#: What each 200 answer behaviour says, where it says something of its own.
+SAYS = {"encoded": "ENCODED", "overrun": "OVERRUN", "redirect": "REDIRECTED"}
 
 
 def _no_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -50,7 +71,26 @@ def _parse(data: bytes | str) -> Any:
     return json.loads(data, object_pairs_hook=_no_twice)
 
 
-def _whole(data: bytes) -> str:
+def _error(dialect: str, body: Any) -> None:
+    """``body`` is an error in ``dialect``'s shape: the Messages API's ``{"type": "error",
+    "error": {"type", "message"}}``, OpenAI's ``{"error": {"message", "type", ...}}``."""
+    inner = body.get("error") if isinstance(body, dict) else None
+    assert isinstance(inner, dict) and isinstance(inner.get("message"), str), body
+    assert isinstance(inner.get("type"), str), body
+    assert (body.get("type") == "error") == (dialect == "anthropic"), body
+
+
+def _text(dialect: str, answer: dict[str, Any]) -> str:
+    """What a whole answer says, checked to be in ``dialect``'s shape."""
+    if dialect == "anthropic":
+        assert answer.get("type") == "message" and answer.get("role") == "assistant", answer
+        assert set(answer["usage"]) >= {"input_tokens", "output_tokens"}, answer
+        return "".join(b.get("text", "") for b in answer["content"])
+    assert answer.get("object") == "chat.completion" and "choices" in answer, answer
+    return "".join(c["message"].get("content") or "" for c in answer["choices"])
+
+
+def _whole(dialect: str, data: bytes, said: list[str]) -> str:
     try:
         body = _parse(data)
     except KeyError:
@@ -58,17 +98,31 @@ def _whole(data: bytes) -> str:
     except ValueError:
         return "malformed"
     if "error" in body:
+        _error(dialect, body)
         return "error"
+    said.append(_text(dialect, body))
     ends = [c.get("finish_reason") for c in body.get("choices", [])] or [body.get("stop_reason")]
     return "ok" if all(ends) else "no finish"
 
 
-def _stream(data: bytes) -> str:
-    events = [line[len("data:"):].strip() for line in data.decode().split("\n")
-              if line.startswith("data:")]
+def _events(data: bytes) -> list[tuple[str | None, str]]:
+    """The events of an event stream whose end has come (name, data), comments and events
+    without data skipped."""
+    events = []
+    for block in re.split(r"\n\n", data.decode(errors="replace"))[:-1]:
+        lines = block.split("\n")
+        names = [line[len("event:"):].strip() for line in lines if line.startswith("event:")]
+        texts = [line[len("data:"):].strip() for line in lines if line.startswith("data:")]
+        if any(texts):
+            events.append((names[-1] if names else None, "\n".join(texts)))
+    return events
+
+
+def _stream(dialect: str, data: bytes, said: list[str]) -> str:
     finished = ended = False
-    for text in events:
+    for name, text in _events(data):
         if text == "[DONE]":
+            assert dialect == "openai" and name is None, "[DONE] in a Messages API stream"
             ended = True
             continue
         try:
@@ -77,8 +131,18 @@ def _stream(data: bytes) -> str:
             return "twice"
         except ValueError:
             return "malformed"
+        if dialect == "anthropic":  # (each event named as its data's type says)
+            assert name is not None and name == event.get("type"), (name, event)
+        else:
+            assert name in (None, "error"), name
         if "error" in event:
+            _error(dialect, event)
             return "error event"
+        if dialect == "openai":
+            assert event.get("object") == "chat.completion.chunk", event
+            said += [c["delta"].get("content") or "" for c in event["choices"]]
+        else:
+            said.append(event.get("delta", {}).get("text", ""))
         finished |= any(c.get("finish_reason") for c in event.get("choices", []))
         finished |= bool((event.get("delta") or {}).get("stop_reason"))
         ended |= event.get("type") == "message_stop"
@@ -88,10 +152,12 @@ def _stream(data: bytes) -> str:
 def outcome(fake: FakeProviderProcess, dialect: str, stream: bool, behaviour: str) -> str:
     """What the fake answers a request naming ``behaviour`` in its prompt: ``no answer`` (the
     connection closed before a head), ``cut`` (a body short of what its framing promised),
-    an error status, ``whole`` (a stream asked, a whole answer given), or what the 200 body
-    shows otherwise: ``ok``, ``twice`` (a key written twice), ``malformed``, ``error`` (an
-    error in a 200), ``error event``, ``no finish`` (no finish or stop reason), ``no end`` (a
-    finished stream without its end marker)."""
+    an error status, ``whole`` (a stream asked, a whole answer given), ``html`` (a web page),
+    or what the 200 body shows otherwise: ``ok``, ``twice`` (a key written twice),
+    ``malformed``, ``error`` (an error in a 200), ``error event``, ``no finish`` (no finish or
+    stop reason), ``no end`` (a finished stream without its end marker). Each error, answer
+    and event is checked to be in the dialect's shape, and an answer to say what its
+    behaviour says (:data:`SAYS`)."""
     prompt = f"hello [[fake:{behaviour}]]"
     body: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}]}
     headers = {"content-type": "application/json"}
@@ -103,6 +169,7 @@ def outcome(fake: FakeProviderProcess, dialect: str, stream: bool, behaviour: st
         path, body["model"], body["max_tokens"] = "/v1/messages", "fake-claude-1", 16
         headers["anthropic-version"] = "2023-06-01"
     body["stream"] = stream
+    said: list[str] = []
     connection = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
     try:
         connection.request("POST", path, json.dumps(body), headers)
@@ -110,21 +177,35 @@ def outcome(fake: FakeProviderProcess, dialect: str, stream: bool, behaviour: st
             response = connection.getresponse()
         except (http.client.RemoteDisconnected, ConnectionResetError):
             return "no answer"
+        kind = response.getheader("content-type")
         try:
             data = response.read()
-        except (http.client.IncompleteRead, ConnectionResetError):
+        except http.client.IncompleteRead as cut:
+            if kind == "text/event-stream":  # (what came before the cut, in its shape)
+                _stream(dialect, cut.partial, said)
+            return "cut"
+        except ConnectionResetError:
             return "cut"
     finally:
         connection.close()
+    if kind == "text/html":
+        return "html"
     if response.status != 200:
-        error = json.loads(data)
-        if response.status != 501:  # (the fake's own refusal; any other is the dialect's)
-            assert (error.get("type") == "error") == (dialect == "anthropic"), error
-        return str(response.status)
-    if response.getheader("content-type") == "application/json":
-        said = _whole(data)
-        return "whole" if stream and said == "ok" else said
-    return _stream(data)
+        answer = json.loads(data)
+        if "error" not in answer:  # (a redirect's body)
+            said.append(_text(dialect, answer))
+        elif response.status != 501:  # (the fake's own refusal; any other is the dialect's)
+            _error(dialect, answer)
+        result = str(response.status)
+    elif kind == "application/json":
+        result = _whole(dialect, data, said)
+        result = "whole" if stream and result == "ok" else result
+    else:
+        result = _stream(dialect, data, said)
+    name = behaviour.partition(":")[0]
+    if name in SAYS:
+        assert "".join(said) == SAYS[name], said
+    return result
 
 
 @pytest.mark.parametrize("behaviour", list(ACTS))
