@@ -541,6 +541,21 @@ def test_a_plain_answer_that_is_a_json_error_fails_over_naming_what_the_upstream
     assert first.get("charged_usd") is None
 
 
+def test_an_anthropic_models_json_error_in_a_200_is_named_as_what_the_upstream_said(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    """A 200 to a plain request whose JSON is the Messages API's error ({"type": "error",
+    "error": {...}}): the failure names what the upstream said (its key redacted), as an
+    OpenAI model's does; it said only that the answer had no content list."""
+    gw_fake.script(OTHER, "error200", "error200")
+    with pytest.raises(openai.InternalServerError) as caught:
+        plain(gw, "other")
+    said = str(caught.value)
+    assert ("other: malformed_response (HTTP 200): the 200 answer is an error, not a "
+            "completion: fake upstream failure ([REDACTED])") in said, said
+    key = gw_fake.requests()[0]["headers"]["x-api-key"]
+    assert key and key not in said
+
+
 @pytest.mark.parametrize(("model", "upstream"), [("good", "good"), ("other", OTHER)])
 def test_a_stream_answered_whole_reaches_the_client_as_a_stream_and_is_logged(
         gw: ThreadServer, gw_fake: FakeProviderProcess, model: str, upstream: str) -> None:

@@ -539,6 +539,25 @@ async def test_anthropic_faults_before_any_content(
         assert isinstance(info.value, RateLimited) and info.value.retry_after == 3.0
 
 
+async def test_an_anthropic_error_in_a_200_is_named_not_read_as_an_answer(
+        fake: FakeProviderProcess, anthropic_provider: AnthropicProvider,
+        claude: ModelCard) -> None:
+    """A 200 whose JSON is the Messages API's error ({"type": "error", "error": {...}}): the
+    plain request's failure names what the upstream said, as an OpenAI one's does (it said the
+    answer had no content list); a stream's is the upstream's error, not a malformed answer."""
+    fake.script("fake-claude-1", "error200:code=overloaded_error",
+                "error200:code=overloaded_error")
+    with pytest.raises(MalformedResponse) as plain:
+        await anthropic_provider.complete(req(), claude, FAST)
+    assert str(plain.value).startswith(
+        "claude: the 200 answer is an error, not a completion: fake upstream failure ("), (
+        plain.value)
+    assert plain.value.status == 200
+    with pytest.raises(ServerError) as streamed:
+        await collect(anthropic_provider.stream(req(), claude, FAST))
+    assert "fake upstream failure" in str(streamed.value), streamed.value
+
+
 async def test_anthropic_stall_before_the_first_token(
         fake: FakeProviderProcess, anthropic_provider: AnthropicProvider,
         claude: ModelCard) -> None:

@@ -99,6 +99,7 @@ from switchpoint.gateway.providers._http import ClientPool, post_json, stream_ch
 from switchpoint.gateway.providers.base import (
     ProviderResponse,
     Timeouts,
+    answered_error,
     chunks_of,
     classify_stream_error,
     is_content_chunk,
@@ -734,6 +735,9 @@ class AnthropicProvider:
         base, url, headers = self._target(card, stream=False)
         data, response, latency_ms = await post_json(self.pool.get(base), url, body, headers,
                                                      timeouts, model=card.name)
+        failure = answered_error(data, response.status_code, model=card.name)
+        if failure is not None:
+            raise failure
         try:
             answer = from_anthropic_response(data, legacy=legacy_functions(request))
         except MalformedResponse as exc:

@@ -30,6 +30,7 @@ from switchpoint.errors import (
     BadRequest,
     ContentFiltered,
     ContextLengthExceeded,
+    MalformedResponse,
     ProviderError,
     RateLimited,
     ServerError,
@@ -420,6 +421,18 @@ def error_message(body: object, default: str) -> str:
     elif isinstance(body, str) and body.strip():
         text = body.strip()
     return redact(text[:MAX_ERROR_MESSAGE])
+
+
+def answered_error(data: Mapping[str, Any], status: int, *,
+                   model: str) -> MalformedResponse | None:
+    """The error for a 2xx answer to a plain request whose JSON is an upstream's error in
+    place of an answer (OpenAI's ``{"error": {...}}``, the Messages API's ``{"type": "error",
+    "error": {...}}``), naming what the upstream said; None for any other body."""
+    if not data.get("error"):
+        return None
+    return MalformedResponse(f"the {status} answer is an error, not a completion: "
+                             f"{error_message(data, 'no message')}", model=model,
+                             status=status, body=data)
 
 
 def classify_status(status: int, body: object, headers: Mapping[str, str], *,

@@ -38,10 +38,10 @@ from switchpoint.gateway.providers._http import ClientPool, post_json, stream_ch
 from switchpoint.gateway.providers.base import (
     ProviderResponse,
     Timeouts,
+    answered_error,
     choices_problem,
     chunks_of,
     classify_stream_error,
-    error_message,
     is_content_chunk,
     stream_of_answer,
     upstream_json,
@@ -244,11 +244,9 @@ class OpenAIProvider:
             self.pool.get(base), url, upstream_body(request, card, stream=False), headers,
             timeouts, model=card.name)
         if not isinstance(data.get("choices"), list):
-            said = (f"the {response.status_code} answer is an error, not a completion: "
-                    f"{error_message(data, 'no message')}" if data.get("error")
-                    else "the answer has no 'choices' list")
-            raise MalformedResponse(said, model=card.name, status=response.status_code,
-                                    body=data)
+            raise answered_error(data, response.status_code, model=card.name) or (
+                MalformedResponse("the answer has no 'choices' list", model=card.name,
+                                  status=response.status_code, body=data))
         check_choices(data, answers_asked(request), model=card.name,
                       status=response.status_code)
         return ProviderResponse(body=data, model=card.name, status=response.status_code,
