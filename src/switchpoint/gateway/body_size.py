@@ -16,6 +16,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from switchpoint.errors import InvalidInputError
 
 #: The setting that bounds a request's body, at both doors.
@@ -82,9 +84,12 @@ def _dumped(value: object) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
-def _text(value: object) -> str:
-    """A value JSON cannot hold, as its text is measured: its ``str``, or its type's name when
-    that raises (the checks of the body refuse it anyway, naming the field)."""
+def _text(value: object) -> object:
+    """A value JSON cannot hold, as it is measured: a NumPy number as the number it holds (as
+    the body is sent), else its ``str``, or its type's name when that raises (the checks of
+    the body refuse it anyway, naming the field)."""
+    if isinstance(value, np.generic) and not isinstance(value, (np.str_, np.bytes_, np.void)):
+        return value.item()
     try:
         return str(value)
     except Exception:  # (whatever a caller's __str__ raises)

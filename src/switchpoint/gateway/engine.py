@@ -1621,8 +1621,8 @@ class Gateway:
         body: dict[str, Any] = {"model": model, "messages": _as_list(messages), **params}
         if stream:
             body["stream"] = True
-        body = check_chat_body(body)  # (NumPy scalars the numbers they hold: measured so)
         self.check_size(body)
+        body = check_chat_body(body)
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
         expect("session_id", session_id, str, "a string (the conversation's id)",
