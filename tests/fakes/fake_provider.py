@@ -71,7 +71,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``reset``          reset the TCP connection (RST) without answering
 ``hang``           send nothing for ``seconds=`` (default 10), then close
 ``stall``          send the headers (and, streaming, the first chunk: the role, or
-                   ``message_start``), then nothing for ``seconds=`` (default 10), then close
+                   ``message_start``, then ``after=`` content chunks, default 0), then
+                   nothing for ``seconds=`` (default 10), then close
 ``cut``            stream ``after=`` content chunks (default 2), then drop the connection
                    mid-body; non-streamed, half the body and then drop
 ``malformed``      stream ``after=`` chunks (default 1), then ``data: {not json``;
@@ -656,9 +657,6 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
                 **({"usage": answer.usage()} if each else {})}
 
     await out.data(chunk({"role": "assistant", "content": ""}))
-    if name == "stall":
-        await asyncio.sleep(_num(params, "seconds", 10))
-        return False
     if answer.tool_name:
         pieces = [chunk({"tool_calls": [{"index": 0, "id": answer.openai_call_id,
                                          "type": "function",
@@ -670,11 +668,14 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
     else:
         pieces = [chunk({"content": w}) for w in answer.words]
         finish = params.get("finish", "stop")
-    after = int(_num(params, "after", 2 if name == "cut" else 1))
+    after = int(_num(params, "after", {"cut": 2, "stall": 0}.get(name, 1)))
     for i, piece in enumerate(pieces):
-        if name in ("cut", "malformed", "sse_error", "nofinish") and i == after:
+        if name in ("cut", "malformed", "sse_error", "nofinish", "stall") and i == after:
             break
         await out.data(piece)
+    if name == "stall":
+        await asyncio.sleep(_num(params, "seconds", 10))
+        return False
     if name == "nofinish":
         if params.get("done") == "1":
             if (body.get("stream_options") or {}).get("include_usage"):
@@ -1005,9 +1006,6 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
         "stop_reason": None, "stop_sequence": None,
         "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": 1}}},
         event="message_start")
-    if name == "stall":
-        await asyncio.sleep(_num(params, "seconds", 10))
-        return False
     events: list[tuple[str, dict[str, Any]]] = []
     if answer.tool_name:
         events.append(("content_block_start", {
@@ -1033,14 +1031,18 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
                                      "usage": {"output_tokens": answer.completion_tokens}}))
     if name == "nodelta":
         events.pop()  # (no stop reason, no final usage: message_start's counts alone)
-    after = int(_num(params, "after", 2 if name == "cut" else 1))
+    after = int(_num(params, "after", {"cut": 2, "stall": 0}.get(name, 1)))
     sent_content = 0
     for event, payload in events:
-        if name in ("cut", "malformed", "sse_error", "nofinish") and sent_content == after:
+        if name in ("cut", "malformed", "sse_error", "nofinish", "stall") \
+                and sent_content == after:
             break
         await out.data(payload, event=event)
         if event == "content_block_delta":
             sent_content += 1
+    if name == "stall":
+        await asyncio.sleep(_num(params, "seconds", 10))
+        return False
     if name == "nofinish":
         await out.end()
         return True

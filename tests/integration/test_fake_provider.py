@@ -214,3 +214,31 @@ def test_each_behaviour_acts_in_each_dialect_streamed_and_not(
         fake: FakeProviderProcess, dialect: str, stream: bool, behaviour: str) -> None:
     expected = ACTS[behaviour][MODES.index((dialect, stream))]
     assert outcome(fake, dialect, stream, behaviour) == expected
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+@pytest.mark.parametrize("after", [0, 2])
+def test_a_stream_stalls_after_the_content_it_is_told(
+        fake: FakeProviderProcess, dialect: str, after: int) -> None:
+    # stall:after=N streams N content chunks (none by default) before its silence and cut.
+    body: dict[str, Any] = {"stream": True, "messages": [
+        {"role": "user", "content": f"one two three four [[fake:stall:seconds=0,after={after}]]"}]}
+    headers = {"content-type": "application/json"}
+    if dialect == "openai":
+        path, body["model"] = "/v1/chat/completions", "fake-gpt-1"
+    else:
+        path, body["model"], body["max_tokens"] = "/v1/messages", "fake-claude-1", 16
+        headers["anthropic-version"] = "2023-06-01"
+    connection = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
+    try:
+        connection.request("POST", path, json.dumps(body), headers)
+        response = connection.getresponse()
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            response.read()
+    finally:
+        connection.close()
+    events = [json.loads(line[len("data:"):]) for line in cut.value.partial.decode().split("\n")
+              if line.startswith("data:")]
+    texts = [(c["choices"][0]["delta"].get("content") if dialect == "openai"
+              else (c.get("delta") or {}).get("text")) for c in events]
+    assert [t for t in texts if t] == ["Echo ", "from "][:after]
