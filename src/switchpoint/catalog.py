@@ -503,8 +503,14 @@ class Catalog:
         return card.profile or card.name
 
 
+def text_tokens(chars: int) -> int:
+    """The tokens of ``chars`` characters of text, as estimated without the model's tokenizer
+    (:data:`CHARS_PER_TOKEN` characters a token): a prompt's, or the answer a stream relayed."""
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
 def estimate_tokens(text: str) -> int:
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+    return max(1, text_tokens(len(text)))
 
 
 def check_token_counts(value: object, field: str = "estimate_tokens") -> tuple[int, int]:

@@ -27,7 +27,9 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
+from switchpoint.catalog import text_tokens
 from switchpoint.config import DB_FILENAME, load_settings
+from switchpoint.gateway.capabilities import needs_of
 from switchpoint.governance.governor import prompt_bound, worst_cost
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -985,23 +987,19 @@ def test_a_retry_after_an_expired_reservation_names_what_it_held(
     assert notes == [f"{named}: {UNHELD}"], notes
 
 
-def test_an_anthropic_stream_without_its_final_counts_is_charged_its_worst_case(
+def test_an_anthropic_stream_without_its_final_counts_is_charged_an_estimate(
         gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
     """A Messages API stream that ends without its message_delta carries only message_start's
-    count of the output, made before any was written: the answer is charged its worst case,
-    not that count (and, no stop reason having come, it is logged as cut short)."""
-    with client(gov, key["key"]).chat.completions.with_streaming_response.create(
-            model="other", max_tokens=1000, stream=True,
-            messages=user("no final counts [[fake:nodelta]]")) as response:
-        request_id = response.headers["x-switchpoint-request-id"]
-        text = "".join(c.choices[0].delta.content or "" for c in response.parse()
-                       if c.choices)
+    count of the output, made before any was written: the answer is charged an estimate of
+    what it relayed, not that count (and, no stop reason having come, it is logged as cut
+    short)."""
+    messages = user("no final counts [[fake:nodelta]]")
+    request_id, text = _relayed(gov, key, "other", messages)
     assert text.startswith("Echo from claude-fake-2")
     entry = _logged(gov, request_id)
     assert entry["status"] == "stream_broken"
     assert "no finish reason" in entry["attempts"][-1]["error"]
-    assert entry["charged"] == pytest.approx(_worst(gov, gw_fake, "other"))
-    assert _charged(gov, request_id) == {"other": pytest.approx(entry["charged"])}
+    _charged_an_estimate(gov, key, entry, "other", messages, text)
 
 
 @pytest.mark.parametrize("code", ["server_error", "insufficient_quota",
@@ -1040,3 +1038,167 @@ def test_a_stream_failed_over_from_a_whole_error_to_a_whole_answer_is_charged_th
     assert rest == [
         "other answered the stream request with a whole answer, not an event stream; it was "
         "sent on as a stream and its usage charged."]
+
+
+# A stream broken after its answer began is charged what it used: the usage its upstream
+# reported, else an estimate from what it relayed (the prompt as the gateway estimates it, and
+# the tokens of the answer's text and tool-call arguments), never past its worst case. It was
+# charged its worst case.
+
+
+def _relayed(server: ThreadServer, key: dict[str, Any], model: str, messages: list[Any], *,
+             max_tokens: int = 1000, leave_after: int | None = None,
+             tools: list[Any] | None = None) -> tuple[str, str]:
+    """(request id, the text and tool-call arguments the client got) of a stream request of
+    ``model`` read until it ends or breaks (or, ``leave_after``, until that many chunks of
+    answer came, when the client hangs up)."""
+    got: list[str] = []
+    pieces = 0
+    extra: dict[str, Any] = {"tools": tools} if tools else {}
+    with client(server, key["key"]).chat.completions.with_streaming_response.create(
+            model=model, max_tokens=max_tokens, stream=True, messages=messages,
+            **extra) as response:
+        request_id = response.headers["x-switchpoint-request-id"]
+        try:
+            for chunk in response.parse():
+                for choice in chunk.choices:
+                    said = [choice.delta.content or "",
+                            *(call.function.arguments or "" for call in
+                              choice.delta.tool_calls or () if call.function)]
+                    got.extend(said)
+                    pieces += any(said)
+                if leave_after is not None and pieces >= leave_after:
+                    break  # (hang up: the response closes its connection)
+        except openai.APIError:
+            pass  # (the error event that ends a broken stream)
+    return request_id, "".join(got)
+
+
+def _bounds(server: ThreadServer, model: str, messages: list[Any], text: str,
+            max_tokens: int = 1000, tools: list[Any] | None = None) -> tuple[float, float]:
+    """(the estimate of a stream that relayed ``text`` for ``messages`` and ``tools``, its
+    worst case): the prompt's tokens as the gateway estimates them and the tokens of ``text``
+    by the same counter, at ``model``'s prices; the prompt's bound and ``max_tokens``."""
+    settings = server.service.gateway.settings
+    catalog = settings.catalog()
+    assert catalog is not None
+    card = catalog[model]
+    body = {"messages": messages, **({"tools": tools} if tools else {})}
+    estimate = card.price(needs_of(body).prompt_tokens, text_tokens(len(text)))
+    worst = worst_cost(card, prompt_bound(body, settings.governance.image_tokens), max_tokens)
+    return estimate, worst
+
+
+def _charged_an_estimate(server: ThreadServer, key: dict[str, Any], entry: dict[str, Any],
+                         model: str, messages: list[Any], text: str,
+                         max_tokens: int = 1000, tools: list[Any] | None = None) -> float:
+    """Assert the request of ``entry`` was charged the estimate of its stream (at most its
+    worst case), its budget and ledger alike, and its log says so; returns the charge."""
+    estimate, worst = _bounds(server, model, messages, text, max_tokens, tools)
+    charged = min(estimate, worst)
+    assert entry["cost"] is None  # (the upstream's usage is unknown)
+    assert entry["charged"] == pytest.approx(charged)
+    assert _charged(server, entry["id"]) == {model: pytest.approx(charged)}
+    assert _spent(server, key["id"]) == pytest.approx(charged)
+    notes = [n for n in entry["reasoning"] if n.startswith("Estimated charge: ")]
+    assert len(notes) == 1, entry["reasoning"]
+    assert f"{text_tokens(len(text))} answer tokens (the {len(text)} characters" in notes[0]
+    assert f"${charged:.6f}" in notes[0]
+    return charged
+
+
+@pytest.mark.parametrize(("model", "behaviour", "says"), [
+    ("cheap", "cut:after=3", "the stream failed part-way"),
+    ("cheap", "stall:after=2,seconds=60", "(ReadTimeout: timed out reading"),
+    ("cheap", "nofinish:after=2", "ended before"),
+    ("other", "cut:after=3", "the stream failed part-way")],
+    ids=["cut", "stalled", "ended-unfinished", "anthropic-cut"])
+def test_a_stream_broken_mid_answer_without_usage_is_charged_an_estimate_of_what_it_relayed(
+        gov: ThreadServer, key: dict[str, Any], model: str, behaviour: str, says: str) -> None:
+    # The upstream cuts the answer after some content, goes silent past the read timeout, or
+    # ends without a finish reason, having reported no usage.
+    messages = user(f"please answer at some length here [[fake:{behaviour}]]")
+    request_id, text = _relayed(gov, key, model, messages)
+    assert text.startswith("Echo from ")
+    entry = _logged(gov, request_id)
+    assert entry["status"] == "stream_broken"
+    assert says in entry["attempts"][-1]["error"], entry["attempts"][-1]["error"]
+    estimate, worst = _bounds(gov, model, messages, text)
+    assert estimate < worst
+    assert _charged_an_estimate(gov, key, entry, model, messages, text) == pytest.approx(
+        estimate)
+
+
+def test_a_tool_call_broken_mid_stream_is_charged_the_arguments_it_relayed(
+        gov: ThreadServer, key: dict[str, Any]) -> None:
+    tools = [{"type": "function", "function": {
+        "name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+    messages = user("look this up for me please at length [[fake:cut:after=3]]")
+    request_id, arguments = _relayed(gov, key, "cheap", messages, tools=tools)
+    assert arguments.startswith('{"query": ')
+    entry = _logged(gov, request_id)
+    assert entry["status"] == "stream_broken"
+    _charged_an_estimate(gov, key, entry, "cheap", messages, arguments, tools=tools)
+
+
+@pytest.mark.parametrize("behaviour", ["cut:after=3", "stall:after=2,seconds=60"])
+def test_a_stream_broken_mid_answer_that_reported_usage_is_charged_that_usage(
+        gov: ThreadServer, key: dict[str, Any], behaviour: str) -> None:
+    # Each chunk carries the answer's usage (a server reporting it continuously), then the
+    # stream breaks: charged what that usage costs, not an estimate, nor its worst case.
+    messages = user(f"usage in each chunk [[fake:{behaviour},each=1,prompt=20,completion=500]]")
+    request_id, text = _relayed(gov, key, "cheap", messages)
+    assert text.startswith("Echo from ")
+    entry = _logged(gov, request_id)
+    reported = (20 * 0.5 + 500 * 1.5) / 1e6  # cheap's catalog prices per million tokens
+    estimate, worst = _bounds(gov, "cheap", messages, text)
+    assert estimate < reported < worst
+    assert entry["status"] == "stream_broken"
+    assert entry["cost"] == pytest.approx(reported)
+    assert entry["charged"] == pytest.approx(reported)
+    assert _charged(gov, request_id) == {"cheap": pytest.approx(reported)}
+    assert _spent(gov, key["id"]) == pytest.approx(reported)
+    assert not any(n.startswith("Estimated charge") for n in entry["reasoning"])
+
+
+def test_a_client_that_hangs_up_mid_stream_is_charged_an_estimate_of_what_was_relayed(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    # cheap sends two chunks of answer, then nothing for a minute: the client hangs up once it
+    # has them, the gateway having relayed those two and no more.
+    messages = user("leave me early please [[fake:stall:after=2,seconds=60]]")
+    request_id, text = _relayed(gov, key, "cheap", messages, leave_after=2)
+    assert text == "Echo from "
+    entry = _logged(gov, request_id)
+    # (logged as closed by the client, unless a loaded machine let the read time out first)
+    assert entry["status"] == "client_closed" or "ReadTimeout" in str(
+        entry["attempts"][-1]["error"]), entry
+    _charged_an_estimate(gov, key, entry, "cheap", messages, text)
+
+
+@pytest.fixture(scope="module")
+def small_answers(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[ThreadServer]:
+    """A service whose answers are cut at 150,000 bytes (the fake's huge chunks are 60,000
+    characters each)."""
+    with _server(gw_fake, tmp_path_factory.mktemp("small"), GOVERNANCE,
+                 GATEWAY + "  max_response_bytes: 150000\n") as server:
+        yield server
+
+
+@pytest.mark.parametrize("max_tokens", [100_000, 1000], ids=["estimate", "worst-case"])
+def test_a_stream_cut_at_its_size_limit_is_charged_its_estimate_never_past_its_worst_case(
+        small_answers: ThreadServer, max_tokens: int) -> None:
+    # good streams megabytes of answer; the gateway cuts it at its size limit, having relayed
+    # what came before. Charged the estimate of that, unless it is past the worst case (an
+    # upstream writing past max_tokens), when the worst case is charged.
+    key = _new_key(small_answers)
+    messages = user("a huge answer [[fake:huge:mb=1]]")
+    request_id, text = _relayed(small_answers, key, "good", messages, max_tokens=max_tokens)
+    assert text and set(text) == {"y"}
+    entry = _logged(small_answers, request_id)
+    assert entry["status"] == "stream_broken"
+    assert "max_response_bytes" in entry["attempts"][-1]["error"]
+    estimate, worst = _bounds(small_answers, "good", messages, text, max_tokens)
+    assert (estimate < worst) == (max_tokens == 100_000)
+    assert _charged_an_estimate(small_answers, key, entry, "good", messages, text,
+                                max_tokens) == pytest.approx(min(estimate, worst))

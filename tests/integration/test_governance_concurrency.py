@@ -6,6 +6,7 @@ the period's spend; streams settle as they end, or at their reservation when the
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections import Counter
@@ -17,7 +18,9 @@ import httpx
 import openai
 import pytest
 
+from switchpoint.catalog import text_tokens
 from switchpoint.config import Settings, load_settings
+from switchpoint.gateway.capabilities import needs_of
 from switchpoint.governance.governor import prompt_bound, worst_cost
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -213,7 +216,9 @@ def test_streams_settle_at_their_usage_or_their_reservation(server: ThreadServer
     rid = whole.headers["x-switchpoint-request-id"]
     entry = wait_entry(server, rid)
     assert entry["status"] == "ok" and entry["charged_usd"] == pytest.approx(entry["cost_usd"])
-    # The client leaves after the first chunk, before the usage: charged the reservation.
+    # The client leaves after the first chunk, before the usage: charged an estimate of what
+    # was relayed (the prompt as estimated, and the answer's characters the log names), less
+    # than the reservation.
     slow = {"model": "cheap", "stream": True, "max_tokens": 32,
             "messages": [{"role": "user", "content": f"{text} [[fake:ok:chunk_delay=0.3]]"}]}
     with httpx.stream("POST", f"{server.base}/v1/chat/completions", headers=auth,
@@ -223,7 +228,12 @@ def test_streams_settle_at_their_usage_or_their_reservation(server: ThreadServer
     entry = wait_entry(server, rid)
     assert entry["status"] == "client_closed" and entry["cost_usd"] is None
     card = server.service.gateway.settings.catalog()["cheap"]  # type: ignore[index]
-    assert entry["charged_usd"] == pytest.approx(worst_cost(card, prompt_bound(slow, 2000), 32))
+    note = next(n for n in entry["reasoning"] if n.startswith("Estimated charge: "))
+    relayed = int(re.search(r"the (\d+) characters", note)[1])  # type: ignore[index]
+    assert 0 < relayed <= len(f"Echo from cheap: {text}")
+    estimate = card.price(needs_of(slow).prompt_tokens, text_tokens(relayed))
+    assert entry["charged_usd"] == pytest.approx(estimate)
+    assert estimate < worst_cost(card, prompt_bound(slow, 2000), 32)
     status = key_status(server, issued["id"])
     total = sum(r["charged_usd"] for r in key_rows(server, issued["id"]))
     assert status["spent_usd"] == pytest.approx(total) and status["held_usd"] == 0

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from switchpoint._redact import clip, redact
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import FailoverError, GatewayError, ServiceStoppingError
-from switchpoint.gateway.failover import Attempt, FailoverResult, FailoverStream
+from switchpoint.gateway.failover import Attempt, FailoverResult, FailoverStream, StreamUse
 from switchpoint.gateway.live import Live
 from switchpoint.gateway.planning import ChatCall, Plan, call_session
 from switchpoint.gateway.providers import TokenUsage
@@ -164,7 +164,7 @@ def answered(plan: Plan, result: FailoverResult, live: Live,
 
 
 def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
-             ledger: Settlement | None = None) -> Entry:
+             ledger: Settlement | None = None, use: StreamUse | None = None) -> Entry:
     """A stream's body ended: whole (``ok``), broken after its first byte (``stream_broken``:
     the client got an error event, or the gateway closed it, unread, at its request's
     deadline, which a read under way meets as a broken stream too) or abandoned by the client
@@ -172,7 +172,10 @@ def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
     the stream did not hold the pin, whatever the headers had said
     (:meth:`Plan.broke_off <switchpoint.gateway.planning.Plan.broke_off>`); one the gateway's
     own code broke is logged with the error kind ``internal_error`` and leaves the pin as it
-    was. A stream the upstream answered with one whole answer says so in its reasoning."""
+    was. A stream the upstream answered with one whole answer says so in its reasoning, and
+    one charged an estimate (``use``, see :meth:`FailoverStream.use`) says that: its
+    ``cost_usd`` and tokens stay unknown (null), as the upstream reported none, and its
+    ``charged_usd`` is the estimate."""
     if stream.completed:
         status, kind, error = "ok", None, None
     elif stream.error is not None:
@@ -187,7 +190,9 @@ def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
                   upstream_model=stream.upstream_model, usage=stream.usage,
                   cost_usd=stream.cost_usd, ttft_ms=ttft_ms, error_kind=kind, error=error,
                   ledger=ledger,
-                  notes=(_whole_note(stream.model, stream.usage),) if stream.whole else ())
+                  notes=((_whole_note(stream.model, stream.usage),) if stream.whole else ())
+                  + ((_estimate_note(stream.model, status, use),)
+                     if ledger is not None and use is not None and use.estimated else ()))
 
 
 def _whole_note(model: str, usage: TokenUsage | None) -> str:
@@ -197,6 +202,18 @@ def _whole_note(model: str, usage: TokenUsage | None) -> str:
                 "its usage charged." if usage is not None else
                 "reported no usage to believe, so its cost is unknown, as a stream's that "
                 "reports none."))
+
+
+def _estimate_note(model: str, status: str, use: StreamUse) -> str:
+    """What the log says of a stream charged an estimate of what it used."""
+    assert use.usage is not None
+    price = ("" if use.cost_usd is None else
+             f", ${use.cost_usd:.6f} at its prices (never past its worst case)")
+    return (f"Estimated charge: {model}'s stream ended mid-answer ({status}) with no usage "
+            f"reported, so it is charged as an estimate of what it used: "
+            f"{use.usage.prompt_tokens} prompt tokens (the prompt as the gateway estimates it) "
+            f"and {use.usage.completion_tokens} answer tokens (the {use.relayed_chars} "
+            f"characters of text and tool-call arguments relayed){price}.")
 
 
 def failed(plan: Plan, exc: FailoverError, live: Live,

@@ -44,14 +44,13 @@ message's text, tool calls, and the tool definitions; each image counts as
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from switchpoint._messages import all_of, json_quoted, listed_names, one_of
-from switchpoint.catalog import CHARS_PER_TOKEN, Catalog, ModelCard
+from switchpoint.catalog import Catalog, ModelCard, text_tokens
 from switchpoint.gateway.data_url import media_type_of, parse_data_url
 from switchpoint.gateway.parsing import (
     IMAGE_PART_TYPES,
@@ -536,7 +535,7 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     for key in ("tools", "functions"):
         if request.get(key):
             chars += len(json.dumps(request[key], default=str))
-    prompt_tokens = (math.ceil(chars / CHARS_PER_TOKEN) + images * IMAGE_TOKENS
+    prompt_tokens = (text_tokens(chars) + images * IMAGE_TOKENS
                      + TOKENS_PER_MESSAGE * len(messages))
     output_tokens = output_cap(request) or 0
     answers = answers_asked(request)

@@ -1260,9 +1260,10 @@ class Gateway:
                 self._failed_tries(plan.request_id, s.attempts[-1], Sequel())
                 plan.broke_off(s.model)
                 self.pinner.evict_on_failure(plan.session, failed={s.model})
-            entry = self._entry(self._settle(plan, s.card, s.cost_usd, s.usage, s.attempts),
+            use = s.use(plan.needs.prompt_tokens, cap)
+            entry = self._entry(self._settle(plan, s.card, use.cost_usd, use.usage, s.attempts),
                                 lambda ledger: accounting.streamed(plan, s, live, ttft_ms,
-                                                                   ledger))
+                                                                   ledger, use))
             _update(info, entry.info)
             written = None
             try:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple, overload
 
 from switchpoint._messages import listed_names
-from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.catalog import Catalog, ModelCard, text_tokens
 from switchpoint.errors import (
     ContextLengthExceeded,
     DeadlineSpent,
@@ -57,6 +57,7 @@ from switchpoint.gateway.providers.base import (
     Timeouts,
     TokenUsage,
     WholeAnswerChunk,
+    answer_chars,
     is_content_chunk,
     usage_of,
 )
@@ -209,7 +210,8 @@ def billed_tries(attempts: Sequence[Attempt]) -> list[Attempt]:
     the deadline or left by the caller, before its request was sent (connecting, waiting for
     a connection, a missing key), one the upstream refused with an error status (4xx, 5xx,
     429), a candidate passed over, a try only waited for when the caller left. (A committed
-    stream's own end is charged with its answer: its usage, or its worst case.)"""
+    stream's own end is charged with its answer: its usage, an estimate from what it relayed
+    when it ended mid-answer without one, or its worst case; see :meth:`FailoverStream.use`.)"""
     return [a for a in attempts if a.billed]
 
 
@@ -320,6 +322,18 @@ class FailoverResult:
         return _tried(self.attempts)
 
 
+class StreamUse(NamedTuple):
+    """What a committed stream is charged at (see :meth:`FailoverStream.use`): its cost in
+    USD and its tokens (None: unknown, its worst case), and ``estimated``: worked out from
+    what it relayed, the upstream having reported none; ``relayed_chars``, the characters of
+    answer it relayed."""
+
+    cost_usd: float | None
+    usage: TokenUsage | None
+    estimated: bool = False
+    relayed_chars: int = 0
+
+
 def wants_usage(request: Mapping[str, Any]) -> bool:
     """Did the client ask for usage in its stream (``stream_options.include_usage``)?"""
     options = request.get("stream_options")
@@ -345,6 +359,8 @@ class FailoverStream:
         self.attempts = attempts
         self.ttft_ms = ttft_ms
         self.usage: TokenUsage | None = None
+        # Characters of answer (text, tool-call arguments) read from the upstream and relayed.
+        self.relayed_chars = 0
         self.upstream_model: str | None = None
         self.finish_reason: str | None = None
         # Whether the upstream answered the stream request with one whole answer, sent on as
@@ -388,6 +404,24 @@ class FailoverStream:
         for a model without prices)."""
         return _cost(self.card, self.usage)
 
+    def use(self, prompt_tokens: int, worst_usd: float | None) -> StreamUse:
+        """What the stream is charged at once it has ended: the usage the upstream reported
+        (its last chunk's that had one), whole or not; else, for one that ended before its
+        end (broken after its first content, cut by the deadline or a stop, left by its
+        client), an estimate from what it relayed, as the upstream bills what it generated:
+        the prompt's ``prompt_tokens`` (as the gateway estimates a prompt's) and the tokens of
+        the text and tool-call arguments relayed (:func:`~switchpoint.catalog.text_tokens`),
+        at its model's prices, never past ``worst_usd`` (its worst case; None: none held);
+        else (a whole stream that reported none, a model without prices) unknown, so its
+        worst case. The one rule for what a committed stream costs."""
+        if self.usage is not None or self.completed:
+            return StreamUse(self.cost_usd, self.usage, relayed_chars=self.relayed_chars)
+        usage = TokenUsage(prompt_tokens, text_tokens(self.relayed_chars))
+        cost = _cost(self.card, usage)
+        if cost is not None and worst_usd is not None:
+            cost = min(cost, worst_usd)
+        return StreamUse(cost, usage, estimated=True, relayed_chars=self.relayed_chars)
+
     def seconds_left(self) -> float | None:
         """How long until the request's deadline runs out (``None``: it has none); past it,
         a read gets nothing more, only the deadline's error."""
@@ -398,6 +432,7 @@ class FailoverStream:
         usage = usage_of(chunk)
         if usage is not None:
             self.usage = usage
+        self.relayed_chars += answer_chars(chunk)
         self._finished.note(chunk)
         for choice in chunk.get("choices") or []:
             if isinstance(choice, Mapping) and choice.get("finish_reason"):

@@ -36,17 +36,18 @@ watches may not name one (:meth:`Governor.check_priced`), ``auto`` chooses among
 models (:meth:`Governor.narrow`), and admission leaves unpriced fallbacks out.
 
 Settlement charges the cost from the upstream's usage (plain answers as they arrive, streams
-as they end); when the usage is unknown (a client that left before the end, an upstream that
-sent none) it charges the answering model's worst case, and each try a provider may have billed
-without an answer its model's worst case (:meth:`Governor.charge_of`); the TPM windows count
-the same tries by the same rule, in tokens (the reported ones, else those the request was
-admitted for). Before a try that follows such a try, :meth:`Governor.hold_try` holds what the
-request may then owe, by the same rule, on its budgets and in its TPM windows alike (a key or
-tenant under a TPM limit and no budget too: a failover cannot send more tokens than its limit
-takes), or refuses the try, which is not sent; settlement counts each try once, whatever was
-held for it. A request that got no answer (and no such try) releases its reservation. A
-request's end is booked once, even after its reservation expired. A reservation a stop or crash
-left open on disk is charged what it held when it expires (see
+as they end; a stream that ended mid-answer without usage, an estimate from what it relayed:
+see :meth:`~switchpoint.gateway.failover.FailoverStream.use`); when the usage is unknown (an
+upstream that sent none) it charges the answering model's worst case, and each try a provider
+may have billed without an answer its model's worst case (:meth:`Governor.charge_of`); the TPM
+windows count the same tries by the same rule, in tokens (the reported ones, else those the
+request was admitted for). Before a try that follows such a try, :meth:`Governor.hold_try`
+holds what the request may then owe, by the same rule, on its budgets and in its TPM windows
+alike (a key or tenant under a TPM limit and no budget too: a failover cannot send more tokens
+than its limit takes), or refuses the try, which is not sent; settlement counts each try once,
+whatever was held for it. A request that got no answer (and no such try) releases its
+reservation. A request's end is booked once, even after its reservation expired. A
+reservation a stop or crash left open on disk is charged what it held when it expires (see
 :mod:`~switchpoint.governance.ledger`).
 """
 

@@ -143,6 +143,28 @@ def is_content_chunk(chunk: Mapping[str, Any]) -> bool:
     return False
 
 
+def answer_chars(chunk: Mapping[str, Any]) -> int:
+    """How many characters of answer a chunk carries, over its choices: the text (``content``,
+    ``refusal``) and the arguments of the tool calls (``tool_calls``, a legacy
+    ``function_call``). What a stream broken mid-answer is estimated to have written from."""
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return 0
+    total = 0
+    for choice in choices:
+        delta = choice.get("delta") if isinstance(choice, Mapping) else None
+        if not isinstance(delta, Mapping):
+            continue
+        calls = delta.get("tool_calls")
+        functions = [call.get("function") for call in calls if isinstance(call, Mapping)] \
+            if isinstance(calls, list) else []
+        functions.append(delta.get("function_call"))
+        texts = [delta.get("content"), delta.get("refusal"),
+                 *(f.get("arguments") for f in functions if isinstance(f, Mapping))]
+        total += sum(len(text) for text in texts if isinstance(text, str))
+    return total
+
+
 
 def choices_problem(choices: object, answers: int, *, whole: bool) -> str | None:
     """Why the ``choices`` of an upstream's whole answer (``whole``) or of one chunk of its
