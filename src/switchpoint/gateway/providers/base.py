@@ -143,6 +143,9 @@ def is_content_chunk(chunk: Mapping[str, Any]) -> bool:
     return False
 
 
+_PLAIN_DELTA = frozenset({"role", "content"})
+
+
 def answer_chars(chunk: Mapping[str, Any]) -> int:
     """How many characters of answer a chunk carries, over its choices: the text (``content``,
     ``refusal``) and the arguments of the tool calls (``tool_calls``, a legacy
@@ -155,15 +158,19 @@ def answer_chars(chunk: Mapping[str, Any]) -> int:
         delta = choice.get("delta") if isinstance(choice, Mapping) else None
         if not isinstance(delta, Mapping):
             continue
+        content = delta.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        if delta.keys() <= _PLAIN_DELTA:  # (the usual piece: no refusal, no call)
+            continue
         calls = delta.get("tool_calls")
         functions = [call.get("function") for call in calls if isinstance(call, Mapping)] \
             if isinstance(calls, list) else []
         functions.append(delta.get("function_call"))
-        texts = [delta.get("content"), delta.get("refusal"),
+        texts = [delta.get("refusal"),
                  *(f.get("arguments") for f in functions if isinstance(f, Mapping))]
         total += sum(len(text) for text in texts if isinstance(text, str))
     return total
-
 
 
 def choices_problem(choices: object, answers: int, *, whole: bool) -> str | None:
