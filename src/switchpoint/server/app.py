@@ -149,8 +149,8 @@ def create_app(
         app.include_router(router)
     app.add_middleware(HeadMiddleware)  # innermost: HEAD is routed as GET, answered bodiless
     # A page's request from an origin the config does not allow is refused unread (the body
-    # limit outside it reads the body to its end and drops it); an allowed origin's CORS
-    # preflight is answered outside it, by CORSMiddleware.
+    # limit outside it leaves the body unread, and the connection closes in stages); an
+    # allowed origin's CORS preflight is answered outside it, by CORSMiddleware.
     app.add_middleware(GuardMiddleware, rule=header_rule("origin", partial(
         origin_refusal, allowed=frozenset(settings.cors.allow_origins))))
     if host_guard:  # a request naming a host the service does not answer to, before its origin
