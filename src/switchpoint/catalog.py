@@ -299,7 +299,9 @@ CARD_RULES: Mapping[str, Callable[[object], str | None]] = {
     "capabilities": lambda value: _names_problem(value, CAPABILITIES, "capabilities",
                                                  "name each capability once"),
     "tier": _tier_problem,
-    "fallbacks": lambda value: _names_problem(value, None, "fallbacks", FALLBACKS_ONCE),
+    # (a set's order, the order they are tried, changes from run to run)
+    "fallbacks": lambda value: (unordered_names(value, "fallbacks")
+                                or _names_problem(value, None, "fallbacks", FALLBACKS_ONCE)),
     "upstream_model": lambda value: _text_problem(value, _upstream_model_problem),
     "auto": boolean_problem,
 }

@@ -31,6 +31,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("base_url", "http://llm.example/" + "v" * 2100, "over the 2,048 a base_url may have"),
     ("base_url", "ftp://llm.example/v1", "must start with http:// or https://"),
     ("fallbacks", ["b", "b"], 'names "b" more than once; name each fallback once'),
+    ("fallbacks", {"b"}, "must be a list of model names, got set, whose order is not kept"),
     ("capabilities", ["tools", "tools"], 'names "tools" more than once; name each capability'),
     ("upstream_model", "", "must not be empty"),
     ("upstream_model", "u" * 257, "must have at most 256 characters"),
