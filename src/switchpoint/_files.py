@@ -227,6 +227,13 @@ def file_identity(path: str | Path) -> FileId | None:
     return st.st_dev, st.st_ino
 
 
+def open_identity(fd: int) -> FileId:
+    """The device and inode of the file open as ``fd`` (:func:`file_identity` of the file
+    at its path is this value while it is still the one opened)."""
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
 @contextlib.contextmanager
 def held_identity(path: str | Path) -> Iterator[FileId | None]:
     """:func:`file_identity` of the directory at ``path``, held open for the ``with`` block:
@@ -241,8 +248,7 @@ def held_identity(path: str | Path) -> Iterator[FileId | None]:
         yield file_identity(path)
         return
     try:
-        found = os.fstat(fd)
-        yield found.st_dev, found.st_ino
+        yield open_identity(fd)
     finally:
         os.close(fd)
 

@@ -37,6 +37,7 @@ from switchpoint._files import (
     file_identity,
     held_briefly,
     lock_holder,
+    open_identity,
     open_lock,
     take_lock,
 )
@@ -53,14 +54,9 @@ _HELD_HERE: dict[tuple[int, int], int] = {}
 _HELD_LOCK = threading.Lock()
 
 
-def _identity(fd: int) -> tuple[int, int]:
-    held = os.fstat(fd)
-    return held.st_dev, held.st_ino
-
-
 def _held_here(fd: int) -> bool:
     with _HELD_LOCK:
-        return _HELD_HERE.get(_identity(fd)) == os.getpid()
+        return _HELD_HERE.get(open_identity(fd)) == os.getpid()
 
 
 class DataDirLock:
@@ -146,7 +142,7 @@ class DataDirLock:
                              "and takes writes") from None
         self._fd = fd
         with _HELD_LOCK:
-            _HELD_HERE[_identity(fd)] = os.getpid()
+            _HELD_HERE[open_identity(fd)] = os.getpid()
         return self
 
     def keep(self) -> None:
@@ -156,8 +152,7 @@ class DataDirLock:
         the new file already, that is logged as an error, and this one holds what it held."""
         if self._fd is None:
             return
-        held = os.fstat(self._fd)
-        if file_identity(self.path) == (held.st_dev, held.st_ino):
+        if file_identity(self.path) == open_identity(self._fd):
             return
         old, self._fd = self._fd, None
         try:
@@ -192,7 +187,7 @@ class DataDirLock:
 def _forget(fd: int) -> None:
     """The lock ``fd`` holds is let go: no longer held here."""
     with _HELD_LOCK:
-        identity = _identity(fd)
+        identity = open_identity(fd)
         if _HELD_HERE.get(identity) == os.getpid():
             del _HELD_HERE[identity]
 
