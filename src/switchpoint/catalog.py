@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, fields
 from typing import Literal, get_args
 
+from switchpoint._args import expect
 from switchpoint._env_names import env_var_name_problem
 from switchpoint._messages import (
     bytes_problem,
@@ -432,6 +433,9 @@ class Catalog:
     _routed: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        # (read once: a generator's cards would be gone by the catalog's own checks)
+        expect("models", self.cards, (list, tuple), "a list of ModelCard objects")
+        self.cards = list(self.cards)
         for i, card in enumerate(self.cards):
             if not isinstance(card, ModelCard):
                 raise InvalidInputError(f"models[{i}]", f"must be a ModelCard, got "

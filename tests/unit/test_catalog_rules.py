@@ -246,3 +246,15 @@ def test_a_registrations_published_schema_states_the_cards_bounds() -> None:
     assert fields["input_per_mtok"]["maximum"] == 100_000
     assert fields["context_window"]["exclusiveMinimum"] == 0
     assert fields["context_window"]["maximum"] == 100_000_000
+
+
+def test_a_catalog_takes_its_cards_as_a_list_and_refuses_anything_else_naming_models() -> None:
+    """A tuple is read as a list; a generator, which the catalog's checks would read up
+    before its rule of auto found any card, is refused by its type, as None and a string
+    are, not as a catalog of no model left to auto."""
+    cards = (ModelCard(name="a"), ModelCard(name="b", auto=False))
+    assert Catalog(cards).cards == list(cards)  # type: ignore[arg-type]
+    for given, kind in (((card for card in cards), "generator"), (None, "None"), ("ab", "str")):
+        with pytest.raises(InvalidInputError) as caught:
+            Catalog(given)  # type: ignore[arg-type]
+        assert str(caught.value) == f"models: must be a list of ModelCard objects, got {kind}"
