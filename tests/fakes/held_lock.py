@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import pytest
 
 from switchpoint.store import SQLiteStore
@@ -74,3 +75,15 @@ def sent_while_held(path: Path, send: Callable[[], T], meanwhile: Callable[[], o
             assert not done, "answered while the write was held"
             meanwhile()
         return answer.result(timeout=60)
+
+
+def refused_unkept(response: httpx.Response, what: str, then: str) -> None:
+    """``response`` is the 503 of a change the store could not keep while the lock was held:
+    Retry-After, ``storage_unavailable``, naming ``what`` could not be kept and saying
+    ``then`` (what did not happen)."""
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"].isdigit()
+    error = response.json()["error"]
+    assert error["code"] == "storage_unavailable", error
+    assert f"{what} could not be kept (database is locked)" in error["message"], error
+    assert f"({then})" in error["message"], error

@@ -214,24 +214,26 @@ def test_an_experiment_the_store_refuses_to_create_end_or_promote_is_a_503_chang
     # Retry-After saying nothing was created (or it still runs, or nothing was promoted),
     # the service and data_dir as they were; once the lock is let go, it is taken. It was a
     # 503 that did not say what happened (or a 500 after 30 s, the write left queued).
-    from tests.fakes.held_lock import held_lock, short_lock_waits, until_writable
+    from tests.fakes.held_lock import (
+        held_lock,
+        refused_unkept,
+        short_lock_waits,
+        until_writable,
+    )
 
     short_lock_waits(monkeypatch, seconds=1.0)
     with learning_server(fake, tmp_path, CONFIG) as server:
         store = server.service.gateway.learning.store
         assert store is not None
-        sends: list[tuple[Callable[[], httpx.Response], str, list[tuple[str, bool]]]] = [
-            (lambda: post(server, PATH, {"name": "held"}), "nothing was created", []),
-            (lambda: delete(server, f"{PATH}/held"), "it still runs", [("held", False)])]
-        for send, words, before in sends:
+        sends: list[tuple[Callable[[], httpx.Response], str, str, list[tuple[str, bool]]]] = [
+            (lambda: post(server, PATH, {"name": "held"}), "the experiment",
+             "nothing was created", []),
+            (lambda: delete(server, f"{PATH}/held"), "the end of the experiment",
+             "it still runs", [("held", False)])]
+        for send, what, words, before in sends:
             with held_lock(store.path):
                 refused = send()
-            assert refused.status_code == 503, refused.text
-            assert refused.headers["retry-after"].isdigit()
-            error = refused.json()["error"]
-            assert error["code"] == "storage_unavailable", error
-            assert "could not be kept (database is locked)" in error["message"], error
-            assert f"({words})" in error["message"], error
+            refused_unkept(refused, what, words)
             assert _kept(server) == before and _shown(server) == before
             until_writable(store)  # (refused at once for a moment more)
             taken = send()
@@ -241,11 +243,7 @@ def test_an_experiment_the_store_refuses_to_create_end_or_promote_is_a_503_chang
         until_writable(store)
         with held_lock(store.path):
             refused = post(server, f"{PATH}/thrift/promote", {"arm": "thrifty"})
-        assert refused.status_code == 503, refused.text
-        assert refused.headers["retry-after"].isdigit()
-        assert ("the promotion could not be kept (database is locked)"
-                in refused.json()["error"]["message"]), refused.text
-        assert "(nothing was promoted)" in refused.json()["error"]["message"], refused.text
+        refused_unkept(refused, "the promotion", "nothing was promoted")
         assert get(server, f"{PATH}/thrift").json()["promoted"] is None
         with sqlite3.connect(store.path) as db:
             assert db.execute("SELECT count(*) FROM promotions").fetchone() == (0,)

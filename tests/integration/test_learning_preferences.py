@@ -933,7 +933,12 @@ def test_a_reveal_the_store_refuses_is_a_503_and_the_models_stay_hidden(
     # with Retry-After saying the scores were kept and the models are not revealed, neither
     # in memory (the scores are taken again) nor in data_dir; sent again once the lock is let
     # go, the scores reveal them. It gave up after 30 s with the write left queued.
-    from tests.fakes.held_lock import held_lock, short_lock_waits, until_writable
+    from tests.fakes.held_lock import (
+        held_lock,
+        refused_unkept,
+        short_lock_waits,
+        until_writable,
+    )
 
     short_lock_waits(monkeypatch, seconds=1.0)
     with learning_server(fake, tmp_path) as server:
@@ -946,13 +951,8 @@ def test_a_reveal_the_store_refuses_is_a_503_and_the_models_stay_hidden(
         with monkeypatch.context() as patched:
             _reveal_under(patched, server, lambda: held_lock(store.path))
             refused = post(server, "/v1/router/preferences/score", body)
-        assert refused.status_code == 503, refused.text
-        assert refused.headers["retry-after"].isdigit()
-        error = refused.json()["error"]
-        assert error["code"] == "storage_unavailable", error
-        assert ("the comparison's reveal could not be kept (database is locked)"
-                in error["message"]), error
-        assert "the models are not revealed: send the scores again" in error["message"], error
+        refused_unkept(refused, "the comparison's reveal", "the scores were kept and learned, "
+                       "and the models are not revealed: send the scores again")
         assert "strong" not in refused.text and "cheap" not in refused.text
         assert not _revealed_kept(server, cid)
         until_writable(store)  # (refused at once for a moment more)

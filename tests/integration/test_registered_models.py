@@ -587,7 +587,12 @@ def test_a_registration_the_store_refuses_says_nothing_was_registered_and_change
     # The writer waits out the busy timeout (short here) and the write fails: a 503 with
     # Retry-After saying the model was not registered (or is still registered), and neither
     # the catalog nor data_dir changed; once the lock is let go, it is taken.
-    from tests.fakes.held_lock import held_lock, short_lock_waits, until_writable
+    from tests.fakes.held_lock import (
+        held_lock,
+        refused_unkept,
+        short_lock_waits,
+        until_writable,
+    )
 
     short_lock_waits(monkeypatch, seconds=1.0)
     extra = CONFIG + "admin_token_env: SP_ADMIN\n"
@@ -595,18 +600,15 @@ def test_a_registration_the_store_refuses_says_nothing_was_registered_and_change
         gateway = server.service.gateway
         store = gateway.learning.store
         assert store is not None
-        sends: list[tuple[Callable[[], httpx.Response], str, list[str]]] = [
-            (lambda: post(server, PATH, card(fake), ADMIN), "nothing was registered", []),
-            (lambda: _delete(server, "free", ADMIN), "it is still registered", ["free"])]
-        for send, words, before in sends:
+        sends: list[tuple[Callable[[], httpx.Response], str, str, list[str]]] = [
+            (lambda: post(server, PATH, card(fake), ADMIN), "the model",
+             "nothing was registered", []),
+            (lambda: _delete(server, "free", ADMIN), "the model's removal",
+             "it is still registered", ["free"])]
+        for send, what, words, before in sends:
             with held_lock(gateway.settings.db_path):
                 refused = send()
-            assert refused.status_code == 503, refused.text
-            assert refused.headers["retry-after"].isdigit()
-            error = refused.json()["error"]
-            assert error["code"] == "storage_unavailable", error
-            assert "could not be kept (database is locked)" in error["message"], error
-            assert f"({words})" in error["message"], error
+            refused_unkept(refused, what, words)
             assert [n for n, _ in stored(gateway.settings)] == before
             assert [m for m in _models(server) if m == "free"] == before
             until_writable(store)  # (refused at once for a moment more)
