@@ -947,10 +947,6 @@ def _check_values(data: object, surrogates: bool, root: str = "body") -> bool:
     stack: list[tuple[object, int, str]] = [(data, 1, root)]
     while stack:
         node, depth, path = stack.pop()
-        scalar = numpy_scalar(node)
-        if scalar is not None:
-            numpy = True
-            node = scalar
         if isinstance(node, dict):
             if depth > MAX_DEPTH:
                 raise InvalidInputError(_top(path), TOO_DEEP)
@@ -966,10 +962,16 @@ def _check_values(data: object, surrogates: bool, root: str = "body") -> bool:
             if surrogates:
                 _check_text(node, path)
         elif isinstance(node, float):
+            numpy = numpy or type(node) is not float  # (np.float64 is a float)
             if not math.isfinite(node):
-                raise _invalid_at(path, f"is {node}, not a finite number; send finite numbers "
-                                        "only")
-        elif node is not None and not isinstance(node, int):  # (bool is an int)
+                raise _invalid_at(path, f"is {float(node)}, not a finite number; send finite "
+                                        "numbers only")
+        elif node is None or isinstance(node, int):  # (bool is an int)
+            pass
+        elif (scalar := numpy_scalar(node)) is not None:  # (checked as the number it holds)
+            numpy = True
+            stack.append((scalar, depth, path))
+        else:
             raise _invalid_at(path, f"is of type {type(node).__name__}, which a JSON body "
                                     "cannot hold; send strings, numbers, true or false, null, "
                                     "lists and objects")
