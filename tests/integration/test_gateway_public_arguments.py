@@ -217,6 +217,20 @@ def test_numpy_numbers_count_toward_the_size_bound_as_the_numbers_they_hold(
     assert numpy_bias["0"] == np.int64(-100) and isinstance(numpy_bias["0"], np.int64)
 
 
+def test_a_numpy_long_double_counts_toward_the_size_bound_as_the_number_it_holds(
+        local: Gateway) -> None:
+    """np.longdouble, whose item() is itself again, made the measure of the field holding it
+    recurse until it gave up, and count that field as 0 bytes, however long its text."""
+    text = "x" * local.settings.max_request_bytes
+    plain = {"messages": [{"role": "user", "content": text, "weight": 0.5}]}
+    size = len(json.dumps(plain, separators=(",", ":")))
+    with pytest.raises(InvalidInputError) as caught:
+        local.check_size({"messages": [{"role": "user", "content": text,
+                                        "weight": np.longdouble(0.5)}]})
+    assert caught.value.field == "messages"
+    assert f"is {size} bytes (messages holds {size - 2} of them)" in str(caught.value)
+
+
 def test_a_value_json_cannot_hold_deep_in_a_field_is_named_by_its_path_once(
         local: Gateway) -> None:
     with pytest.raises(InvalidInputError) as caught:

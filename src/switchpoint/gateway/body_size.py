@@ -16,8 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
+from switchpoint._numbers import numpy_scalar
 from switchpoint.errors import InvalidInputError
 
 #: The setting that bounds a request's body, at both doors.
@@ -88,8 +87,9 @@ def _text(value: object) -> object:
     """A value JSON cannot hold, as it is measured: a NumPy number as the number it holds (as
     the body is sent), else its ``str``, or its type's name when that raises (the checks of
     the body refuse it anyway, naming the field)."""
-    if isinstance(value, np.generic) and not isinstance(value, (np.str_, np.bytes_, np.void)):
-        return value.item()
+    scalar = numpy_scalar(value)
+    if scalar is not None:
+        return scalar
     try:
         return str(value)
     except Exception:  # (whatever a caller's __str__ raises)
