@@ -70,6 +70,7 @@ import numpy as np
 import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect, passes_on
 from switchpoint._files import access_problem, private_dir
+from switchpoint._limits import MAX_TENANTS
 from switchpoint._messages import json_quoted, listed_names, one_of, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
@@ -162,7 +163,6 @@ from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of
 from switchpoint.learning.events import (
     DEFAULT_TENANT,
-    MAX_TENANTS,
     check_quality,
     check_tenant,
 )

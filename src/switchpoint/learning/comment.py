@@ -42,10 +42,10 @@ def check_comment(comment: object, name: str = "comment") -> str | None:
     if found is not None:
         char = found.group()
         raise InvalidInputError(name, f"holds U+{ord(char):04X} (character "
-                                           f"{found.start() + 1}): a comment may hold newlines "
-                                           "and tabs, but no other control character and no "
-                                           "character that overrides the direction of text "
-                                           "(U+202A-U+202E, U+2066-U+2069); remove it")
+                                      f"{found.start() + 1}): a comment may hold newlines "
+                                      "and tabs, but no other control character and no "
+                                      "character that overrides the direction of text "
+                                      "(U+202A-U+202E, U+2066-U+2069); remove it")
     return redact(comment)
 
 
