@@ -233,16 +233,23 @@ def _upstream_model_problem(name: str) -> str | None:
     return _not_empty(name) or (NAME_TOO_LONG if len(name) > MAX_MODEL_NAME else None)
 
 
-def _names_problem(value: object, allowed: Sequence[str] | None, what: str,
-                   advice: str) -> str | None:
-    """Why ``value`` is no list of ``what`` (each of ``allowed``, when given), each named once."""
+def list_problem(value: object, what: str) -> str | None:
+    """Why ``value``, a card's list of ``what``, is no list at all (text is none)."""
     if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, (list, tuple)):
         return f"must be a list of {what}{got(value)}"
+    return None
+
+
+def _names_problem(value: object, what: str, advice: str) -> str | None:
+    """Why ``value`` is no list of ``what`` (strings, each of them keeping its field's
+    :data:`ITEM_RULES`), each named once."""
+    problem = list_problem(value, what)
+    if problem is not None:
+        return problem
+    assert isinstance(value, (list, tuple))
     for i, item in enumerate(value):
         if not isinstance(item, str):
             return f"must be a list of {what} (strings), got {type(item).__name__} at [{i}]"
-        if allowed is not None and item not in allowed:
-            return f"must be a list of {one_of(allowed)}, got {json_quoted(item)} at [{i}]"
     try:
         named_once(list(value), what, advice)
     except InvalidInputError as exc:
@@ -282,6 +289,20 @@ def _tier_problem(value: object) -> str | None:
     return None if value in TIERS else f"must be one of {one_of(TIERS)}{got(value)}"
 
 
+def _capability_problem(value: object) -> str | None:
+    known = isinstance(value, str) and value in CAPABILITIES
+    return None if known else f"must be one of {one_of(CAPABILITIES)}{got(value)}"
+
+
+#: The rules of each item of a card's list field, by field: why a value cannot be an item of
+#: it, else None. Its items are judged once the field is a list, before the field's own rule
+#: (:data:`CARD_RULES`) judges the list, and a refusal names the item by its place
+#: (``capabilities[0]``), the config's and a catalog built in Python alike.
+ITEM_RULES: Mapping[str, Callable[[object], str | None]] = {
+    "capabilities": _capability_problem,
+}
+
+
 #: The rules of one model's card, by field, in the order of its fields: why a value cannot be
 #: that field's, else None (None itself, which the fields of :data:`OPTIONAL_FIELDS` take, is
 #: not judged by them). The one statement of them: a catalog built in Python (:class:`Catalog`)
@@ -297,12 +318,12 @@ CARD_RULES: Mapping[str, Callable[[object], str | None]] = {
     "input_per_mtok": _price_problem,
     "output_per_mtok": _price_problem,
     "context_window": _context_window_problem,
-    "capabilities": lambda value: _names_problem(value, CAPABILITIES, "capabilities",
+    "capabilities": lambda value: _names_problem(value, "capabilities",
                                                  "name each capability once"),
     "tier": _tier_problem,
     # (a set's order, the order they are tried, changes from run to run)
     "fallbacks": lambda value: (unordered_names(value, "fallbacks")
-                                or _names_problem(value, None, "fallbacks", FALLBACKS_ONCE)),
+                                or _names_problem(value, "fallbacks", FALLBACKS_ONCE)),
     "upstream_model": lambda value: _text_problem(value, _upstream_model_problem),
     "auto": boolean_problem,
 }
@@ -312,13 +333,23 @@ OPTIONAL_FIELDS = frozenset({"profile", "base_url", "api_key_env", "stream_usage
                              "upstream_model"})
 
 
-def card_problem(card: ModelCard) -> tuple[str, str] | None:
-    """The first field of ``card`` that :data:`CARD_RULES` refuse, with why; None when none."""
+def card_problem(card: ModelCard, place: int) -> CatalogFault | None:
+    """What :data:`CARD_RULES` (and :data:`ITEM_RULES`) first refuse of ``card``, the
+    catalog's model at ``place``, naming the field (and the item); None when nothing."""
     for field_name, rule in CARD_RULES.items():
         value = getattr(card, field_name)
-        problem = None if value is None and field_name in OPTIONAL_FIELDS else rule(value)
+        if value is None and field_name in OPTIONAL_FIELDS:
+            continue
+        item_rule = ITEM_RULES.get(field_name)
+        if item_rule is not None and list_problem(value, field_name) is None:
+            assert isinstance(value, (list, tuple))
+            for i, item in enumerate(value):
+                problem = item_rule(item)
+                if problem is not None:
+                    return CatalogFault(problem, place, field_name, i)
+        problem = rule(value)
         if problem is not None:
-            return field_name, problem
+            return CatalogFault(problem, place, field_name)
     return None
 
 
@@ -343,11 +374,12 @@ class CatalogFault:
 
     def by_name(self, cards: Sequence[ModelCard]) -> str:
         """Where, as a :class:`Catalog` of ``cards`` names it: a model by its name, but where
-        the name itself is at fault (``models[2].name``), and a field as a whole
-        (``models.a.fallbacks``)."""
+        the name itself is at fault (``models[2].name``), and a field's item by its place
+        (``models.a.fallbacks[0]``)."""
         if self.model is None or self.field == "name":
             return self.by_place()
-        return f"models.{cards[self.model].name}.{self.field}"
+        where = f"models.{cards[self.model].name}.{self.field}"
+        return where if self.item is None else f"{where}[{self.item}]"
 
 
 def catalog_problem(cards: Sequence[ModelCard]) -> CatalogFault | None:
@@ -440,10 +472,9 @@ class Catalog:
             if not isinstance(card, ModelCard):
                 raise InvalidInputError(f"models[{i}]", f"must be a ModelCard, got "
                                                         f"{type(card).__name__}")
-            problem = card_problem(card)
+            problem = card_problem(card, i)
             if problem is not None:
-                at = CatalogFault(problem[1], i, problem[0])
-                raise InvalidInputError(at.by_name(self.cards), at.reason)
+                raise InvalidInputError(problem.by_name(self.cards), problem.reason)
         fault = catalog_problem(self.cards)
         if fault is not None:
             raise InvalidInputError(fault.by_name(self.cards), fault.reason)

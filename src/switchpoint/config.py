@@ -63,6 +63,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -93,6 +94,7 @@ from switchpoint._redact import redact_url
 from switchpoint.catalog import (
     CARD_RULES,
     DEFAULT_OUTPUT_TOKENS,
+    ITEM_RULES,
     MAX_CATALOG_MODELS,
     MAX_MODEL_NAME,
     MAX_PRICE_PER_MTOK,
@@ -102,6 +104,7 @@ from switchpoint.catalog import (
     ModelCard,
     Tier,
     catalog_problem,
+    list_problem,
     unordered_names,
 )
 from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
@@ -167,6 +170,15 @@ def _card_rule(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+def _capability(value: object) -> object:
+    """An item of a model's ``capabilities``, once :data:`ITEM_RULES` take it (before its
+    type is read, so that a config says what a catalog built in Python says)."""
+    problem = ITEM_RULES["capabilities"](value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 _PRICE_BOUNDS: dict[str, Any] = {"minimum": 0, "maximum": MAX_PRICE_PER_MTOK}
 
 
@@ -193,8 +205,8 @@ class ModelEntry(BaseModel):
     output_per_mtok: Real | None = Field(None, json_schema_extra=_PRICE_BOUNDS)
     context_window: int | None = Field(None, json_schema_extra={"exclusiveMinimum": 0,
                                                                 "maximum": MAX_TOKENS})
-    capabilities: list[Capability] = Field(default_factory=list, max_length=len(
-        get_args(Capability)))
+    capabilities: list[Annotated[Capability, BeforeValidator(_capability)]] = Field(
+        default_factory=list, max_length=len(get_args(Capability)))
     tier: Tier | None = None
     fallbacks: list[Text] = Field(default_factory=list, max_length=MAX_CATALOG_MODELS)
     upstream_model: Text | None = Field(None, json_schema_extra={"minLength": 1,
@@ -233,6 +245,14 @@ class ModelEntry(BaseModel):
     @classmethod
     def _card_number(cls, value: Any, info: ValidationInfo) -> Any:
         return _card_rule(value, info)
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _capabilities_listed(cls, value: object) -> object:
+        problem = list_problem(value, "capabilities")  # (null too, as a card's)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("fallbacks", mode="before")
     @classmethod

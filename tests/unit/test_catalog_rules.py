@@ -6,6 +6,7 @@ value with the same reason, naming the field and the model."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ BAD: list[tuple[str, Any, str]] = [
     ("fallbacks", ["b", "b"], 'names "b" more than once; name each fallback once'),
     ("fallbacks", {"b"}, "must be a list of model names, got set, whose order is not kept"),
     ("capabilities", ["tools", "tools"], 'names "tools" more than once; name each capability'),
+    ("capabilities", None, "must be a list of capabilities, got null"),
+    ("capabilities", "tools", 'must be a list of capabilities, got "tools"'),
     ("upstream_model", "", "must not be empty"),
     ("upstream_model", "u" * 257, "must have at most 256 characters"),
     ("input_per_mtok", "1", 'must be a number, got "1" (text: write the number without quotes)'),
@@ -103,6 +106,27 @@ def test_each_way_of_building_a_catalog_refuses_a_bad_value_alike(
     assert in_python.value.reason == in_yaml.reason
 
 
+@pytest.mark.parametrize("item", ["telepathy", 1, None])
+def test_each_way_of_building_a_catalog_refuses_an_unknown_capability_alike(
+        tmp_path: Path, item: Any) -> None:
+    """An unknown capability is named by its place in the list, in the same words."""
+    value = ["tools", item]
+    in_yaml = from_yaml(tmp_path, "capabilities", value)
+    words = ('must be one of "tools", "vision", "code", "json" or "streaming", got '
+             f"{json.dumps(item)}")
+    assert (in_yaml.key, in_yaml.reason) == ("models[0].capabilities[1]", words)
+
+    with pytest.raises(ValidationError) as caught:  # settings a program builds for a Gateway
+        Settings.model_validate({"models": models("capabilities", value)})
+    error = caught.value.errors()[0]
+    assert (error["loc"], reason(error)) == (("models", 0, "capabilities", 1), words)
+
+    with pytest.raises(InvalidInputError) as in_python:  # a catalog a program builds
+        Catalog([card_of(entry) for entry in models("capabilities", value)])
+    assert (in_python.value.field, in_python.value.reason) == ("models.a.capabilities[1]",
+                                                                words)
+
+
 def test_a_secret_given_as_a_cards_key_variable_is_not_shown() -> None:
     """A key given where its variable's name belongs is not repeated by the refusal, as
     text or as bytes, however the catalog is built."""
@@ -145,11 +169,11 @@ CATALOG_FAULTS: list[tuple[list[dict[str, Any]], str, str, str]] = [
     ([{"name": "a"}, {"name": "b"}, {"name": "a"}], "models[2].name", "models[2].name",
      '"a" is defined twice (also models[0]); names must be unique'),
     ([{"name": "a", "fallbacks": ["b", "c"]}, {"name": "b"}], "models[0].fallbacks[1]",
-     "models.a.fallbacks",
+     "models.a.fallbacks[1]",
      '"c" is not a model in the catalog; define it under models: or remove it (models: "a", '
      '"b")'),
     ([{"name": "a"}, {"name": "b", "fallbacks": ["a", "b"]}], "models[1].fallbacks[1]",
-     "models.b.fallbacks",
+     "models.b.fallbacks[1]",
      '"b" cannot fall back to itself; remove it from its fallbacks (a model that failed is '
      "not tried again)"),
     ([{"name": "a", "auto": False}, {"name": "b", "auto": False}], "models", "models",
@@ -189,9 +213,8 @@ def test_a_card_given_another_type_is_refused_naming_the_field() -> None:
          "must be a whole number, got 8192.5"),
         ({"name": "a", "capabilities": "tools"}, "models.a.capabilities",
          'must be a list of capabilities, got "tools"'),
-        ({"name": "a", "capabilities": ("telepathy",)}, "models.a.capabilities",
-         'must be a list of "tools", "vision", "code", "json" or "streaming", got "telepathy" '
-         "at [0]"),
+        ({"name": "a", "capabilities": ("tools", "telepathy")}, "models.a.capabilities[1]",
+         'must be one of "tools", "vision", "code", "json" or "streaming", got "telepathy"'),
         ({"name": "a", "tier": "godlike"}, "models.a.tier", "must be one of"),
     ]
     for given, field, words in cases:

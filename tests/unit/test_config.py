@@ -203,7 +203,8 @@ def test_a_model_named_as_another_s_profile_without_its_own_is_found_sharing_it(
     ("models:\n  - {name: a}\n  - {name: b, output_per_mtok: cheap}\n",
      "models[1].output_per_mtok: must be a number, got \"cheap\""),
     ("models:\n  - {name: a, capabilities: [telepathy]}\n",
-     "models[0].capabilities[0]: must be one of"),
+     'models[0].capabilities[0]: must be one of "tools", "vision", "code", "json" or '
+     '"streaming", got "telepathy"'),
     ("models:\n  - {name: a, tier: godlike}\n", "models[0].tier: must be one of"),
     ("models:\n  - {name: a, base_url: ftp://x}\n", "models[0].base_url: must start with http"),
     ("models:\n  - {name: a, api_key_env: 'not a var'}\n", "models[0].api_key_env: must be"),
