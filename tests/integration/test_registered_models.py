@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,39 @@ def test_over_http_models_are_registered_and_unregistered_with_the_admin_token_a
         published.each_field_needed(["ModelRegistered", "ModelDeleted"], optional=[
             "ModelRegistered.note", "ModelDeleted.note", "ModelDeleted.unprofiled_models",
             "ModelDeleted.unprofiled_models_count"])
+
+
+def test_a_models_created_stays_put_across_a_reload_and_a_registration(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """``GET /v1/models`` gives each model the ``created`` it gave before a reload or a
+    registration (a client caching the list sees no model as new); a registered model's is
+    when it was registered."""
+    extra = CONFIG + "admin_token_env: SP_ADMIN\n"
+    with learning_server(fake, tmp_path, extra, environ={"SP_ADMIN": ADMIN}) as server:
+        client = openai.OpenAI(base_url=f"{server.base}/v1", api_key="sk-anything",
+                               max_retries=0, timeout=15)
+
+        def listed() -> dict[str, int]:
+            return {m.id: m.created for m in client.models.list()}
+
+        first = listed()
+        assert list(first) == ["auto", "strong", "runner", "cheap"]
+        while int(time.time()) <= max(first.values()):  # (a snapshot made now is later)
+            time.sleep(0.05)
+        reloaded = post(server, "/v1/router/reload", {}, ADMIN)
+        assert reloaded.status_code == 200, reloaded.text
+        assert listed() == first
+        made = post(server, PATH, card(fake, "team/free"), ADMIN)
+        assert made.status_code == 201, made.text
+        registered = int(made.json()["registered_at"])
+        assert made.json()["created"] == registered
+        assert listed() == {**first, "team/free": registered}
+        assert client.models.retrieve("team/free").created == registered
+        assert client.models.retrieve("strong").created == first["strong"]
+        while int(time.time()) <= registered:
+            time.sleep(0.05)
+        assert post(server, "/v1/router/reload", {}, ADMIN).status_code == 200
+        assert listed() == {**first, "team/free": registered}
 
 
 def test_a_registration_named_as_the_profile_another_model_uses_must_say_it_shares_it(

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,9 @@ class Live:
     restart_required: tuple[str, ...] = ()
     # The catalog models the weights have no learned profile for (routed by tier and price).
     unprofiled: tuple[str, ...] = ()
+    # When this process first served each config model (and ``auto``), in Unix seconds: kept
+    # across swaps and reloads (see :func:`first_served`).
+    served_since: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, router: Router, settings: Settings, policy: str | None) -> Live:
@@ -78,17 +81,26 @@ class Live:
         ``/v1/route`` alone)."""
         if self.settings.models is None:
             return []
-        created = int(self.loaded_at)
         data = []
         if auto:
-            data.append({"id": AUTO_MODEL, "object": "model", "created": created,
+            data.append({"id": AUTO_MODEL, "object": "model", "created": self.created(AUTO_MODEL),
                          "owned_by": "switchpoint"})
         for card in self.router.catalog.cards:
             if allowed is not None and card.name not in allowed:
                 continue
-            data.append({"id": card.name, "object": "model", "created": created,
+            data.append({"id": card.name, "object": "model", "created": self.created(card.name),
                          "owned_by": card.provider})
         return data
+
+    def created(self, name: str) -> int:
+        """A model's ``created`` (Unix seconds), which stays put as snapshots replace one
+        another: a registered model's registration time, else when this process first served
+        the name (see :func:`first_served`)."""
+        registered = next((m.registered_at for m in self.settings.models or []
+                           if m.name == name and m.registered_at is not None), None)
+        if registered is not None:
+            return int(registered)
+        return int(self.served_since.get(name, self.loaded_at))
 
     def unprofiled_note(self) -> str | None:
         """What to tell whoever loaded these weights about the catalog models they do not
@@ -289,6 +301,7 @@ class RouterState:
             hook(self._live)
 
     def _go_live(self, live: Live, before: Callable[[], None] | None = None) -> Live:
+        live = dataclasses.replace(live, served_since=first_served(live, self._live))
         if self.prepare is not None:
             live = self.prepare(live, self._live)
         if before is not None:  # (raising, it keeps the snapshot from going live)
@@ -423,6 +436,16 @@ class RouterState:
         if note is not None:
             log.warning("%s", note)
         return old, new, ms
+
+
+def first_served(live: Live, before: Live | None) -> dict[str, float]:
+    """When this process first served each of ``live``'s catalog models and ``auto``: as
+    ``before`` (the snapshot it replaces) says for the names it served too, else when
+    ``live`` was loaded. A model's ``created`` thus stays put across reloads, policy swaps
+    and registrations; one a reload drops and a later one lists again is served anew."""
+    kept = before.served_since if before is not None else {}
+    names = [AUTO_MODEL, *(card.name for card in live.router.catalog.cards)]
+    return {name: kept.get(name, live.loaded_at) for name in names}
 
 
 def _policy_name(settings: Settings, router: Router, policy: str | None) -> str:

@@ -252,7 +252,9 @@ class HealthResponse(BaseModel):
 class ModelObject(BaseModel):
     id: str
     object: Literal["model"] = "model"
-    created: int
+    created: int = Field(description="Unix seconds, the same across reloads and "
+                                     "registrations: a registered model's registration, else "
+                                     "when this process first served the name.")
     owned_by: str
 
 
@@ -687,7 +689,8 @@ class ModelRegistered(_Unprofiled):
 
     id: str
     object: Literal["model"] = "model"
-    created: int = Field(description="When the router serving it went live (Unix seconds).")
+    created: int = Field(description="When it was registered (Unix seconds, whole), as the "
+                                     "model list gives it.")
     owned_by: str = Field(description="Its provider.")
     registered_at: float = Field(description="When it was registered (Unix seconds).")
 
