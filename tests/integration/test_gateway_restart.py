@@ -1,6 +1,11 @@
-"""``switchpoint serve --config`` as a user runs it (a subprocess), with the issue's catalog:
-the openai client gets answers, and the request log and the session pins survive a graceful
-restart and a crash."""
+"""``switchpoint serve --config`` as a user runs it (a subprocess), with a catalog of four
+models: the openai client gets answers, and the request log and the session pins survive a
+graceful restart and a crash.
+
+Starting the service is most of what these tests cost, so a test that restarts one leaves the
+service it restarted running for the next test that only needs one running before it stops it
+(:class:`Warm`), which then works on that service's data_dir, each reading only what it made
+there."""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +39,17 @@ def log(server: ProcessServer) -> list[dict[str, Any]]:
     return data
 
 
-def pins_in(path: Path) -> int:
-    """How many session pins the file at ``path`` holds, as another process reads it."""
+def pins_in(path: Path, sessions: list[str]) -> int:
+    """How many of the pins of the conversations ``sessions`` (explicit session ids) the file
+    at ``path`` holds, as another process reads it."""
+    from switchpoint.gateway.sessions import session_key
+
+    keys = [session_key(session, []) for session in sessions]
     try:
         with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-            return int(db.execute("SELECT COUNT(*) FROM session_pins").fetchone()[0])
+            return int(db.execute(
+                f"SELECT COUNT(*) FROM session_pins WHERE session_id IN "
+                f"({', '.join('?' * len(keys))})", keys).fetchone()[0])
     except sqlite3.Error:  # not there (yet)
         return 0
 
@@ -47,17 +60,74 @@ def start(config: Path, data: Path) -> ProcessServer:
     return server
 
 
-def test_the_request_log_and_pins_survive_restart_and_crash(gw_fake: FakeProviderProcess,
-                                                            tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class Running:
+    """A service running ``--config config`` on ``data``."""
+
+    server: ProcessServer
+    config: Path
+    data: Path
+
+
+class Warm:
+    """The service a test restarted and left running (:meth:`hand_on`), which the next test
+    that needs one running takes (:meth:`take`) instead of starting its own."""
+
+    def __init__(self) -> None:
+        self._left: Running | None = None
+
+    def take(self, fake: FakeProviderProcess, tmp_path: Path) -> Running:
+        """The service left running, else one started on a fresh data_dir in ``tmp_path``."""
+        left, self._left = self._left, None
+        if left is not None and left.server.proc is not None and left.server.proc.poll() is None:
+            return left
+        config = tmp_path / "switchpoint.yaml"
+        data = tmp_path / "data"
+        config.write_text(config_text(fake, str(data)), encoding="utf-8")
+        return Running(start(config, data), config, data)
+
+    @contextlib.contextmanager
+    def hand_on(self, running: Running) -> Iterator[ProcessServer]:
+        """Yield ``running``'s server; left running for the next test if the block ends
+        well, else stopped."""
+        try:
+            yield running.server
+        except BaseException:
+            running.server.terminate()
+            raise
+        self.close()
+        self._left = running
+
+    def close(self) -> None:
+        if self._left is not None:
+            self._left.server.terminate()
+            self._left = None
+
+
+@pytest.fixture(scope="module")
+def warm() -> Iterator[Warm]:
+    kept = Warm()
+    try:
+        yield kept
+    finally:
+        kept.close()
+
+
+def test_the_request_log_and_pins_survive_restart_and_crash(
+        gw_fake: FakeProviderProcess, tmp_path: Path, warm: Warm) -> None:
+    """... and serve makes the data_dir it makes, and each file in it, its owner's alone."""
     config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake), encoding="utf-8")
-    data = tmp_path / "data"
+    data = tmp_path / "fresh" / "data"
+    config.write_text(config_text(gw_fake, str(data)), encoding="utf-8")
     session = {"x-session-id": f"restart-{uuid.uuid4().hex}"}
-    with start(config, data) as server:
+    with start(config, data) as server:  # serve opens the request log before anything else
         c = openai_client(server)
         answer = c.chat.completions.create(model="auto", messages=[
             {"role": "user", "content": "Name three prime numbers."}])
         assert answer.model in {"good", "other", "cheap", "fresh"}
+        assert data.stat().st_mode & 0o777 == 0o700
+        modes = {p.name: p.stat().st_mode & 0o777 for p in data.iterdir()}
+        assert "switchpoint.db" in modes and set(modes.values()) == {0o600}, modes
         text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
             model="good", messages=[{"role": "user", "content": "Stream it"}], stream=True)
             if ch.choices)
@@ -93,15 +163,12 @@ def test_the_request_log_and_pins_survive_restart_and_crash(gw_fake: FakeProvide
         stream_id = raw.headers["x-switchpoint-request-id"]
         server.kill()  # a crash right after [DONE]: both answers were already committed
 
-    server = start(config, data)
-    try:
+    with warm.hand_on(Running(start(config, data), config, data)) as server:
         entries = log(server)
         assert entries[0]["id"] == stream_id and entries[0]["status"] == "ok"
         assert entries[0]["model"] == "good" and entries[0]["stream"] is True
         assert entries[1]["id"] == request_id and entries[1]["pin_state"] == "hard"
         assert len(entries) == 6
-    finally:
-        server.terminate()
 
 
 def test_the_state_switchpoint_makes_is_its_owners_alone(gw_fake: FakeProviderProcess,
@@ -124,77 +191,22 @@ def test_the_state_switchpoint_makes_is_its_owners_alone(gw_fake: FakeProviderPr
             p.name: 0o600 for p in data.iterdir()}
 
 
-def test_serve_makes_its_state_its_owners_alone(gw_fake: FakeProviderProcess,
-                                                tmp_path: Path) -> None:
-    config = tmp_path / "switchpoint.yaml"
-    data = tmp_path / "fresh" / "data"
-    config.write_text(config_text(gw_fake, str(data)), encoding="utf-8")
-    server = start(config, data)  # serve opens the request log before anything else
-    try:
-        openai_client(server).chat.completions.create(
-            model="auto", messages=[{"role": "user", "content": "hi"}])
-        assert data.stat().st_mode & 0o777 == 0o700
-        modes = {p.name: p.stat().st_mode & 0o777 for p in data.iterdir()}
-        assert "switchpoint.db" in modes and set(modes.values()) == {0o600}, modes
-    finally:
-        server.terminate()
-
-
-@pytest.mark.parametrize("how", ["deleted", "replaced", "wal"])
-def test_a_request_log_deleted_or_replaced_under_the_service_is_said_so_on_read(
-        gw_fake: FakeProviderProcess, tmp_path: Path, how: str) -> None:
-    """Reads of a log whose file was deleted (or replaced, or whose -wal was deleted) under
-    the running service say so and that a restart is needed, not that the disk may be full
-    or a lock held."""
-    data = tmp_path / "data"
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake, str(data)), encoding="utf-8")
-    with start(config, data) as server:
-        openai_client(server).chat.completions.create(
-            model="good", messages=[{"role": "user", "content": "hello"}])
-        assert len(log(server)) == 1
-        db = data / "switchpoint.db"
-        for suffix in ("-wal",) if how == "wal" else ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
-        if how == "replaced":
-            db.write_bytes(b"")  # an empty file now at the path (a restore gone wrong, say)
-        said = "had its -wal file deleted" if how == "wal" else f"was {how}"
-        for path in ("/v1/router/requests", "/v1/router/stats"):
-            answer = httpx.get(f"{server.base}{path}", timeout=15)
-            assert answer.status_code == 503, answer.text
-            message = answer.json()["error"]["message"]
-            assert f"switchpoint.db in data_dir {said}" in message, message
-            assert "restart" in message, message
-            assert "disk is full" not in message and "lock" not in message, message
-            assert "Retry-After" not in answer.headers  # waiting does not mend it
-            assert str(tmp_path) not in message  # no path of the server's
-        code, err = server.terminate()
-        assert code == 0, err
-    if how == "wal":  # the log it had was written into the file: the request is still there
-        server = start(config, data)
-        try:
-            assert len(log(server)) == 1
-        finally:
-            server.terminate()
-
-
 @pytest.mark.parametrize("how", ["deleted", "deleted_alone", "deleted_then_crash", "replaced"])
 def test_session_pins_deleted_or_replaced_under_the_service_survive_a_restart(
-        gw_fake: FakeProviderProcess, tmp_path: Path, how: str) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path, warm: Warm, how: str) -> None:
     """``sessions.db`` deleted (with its ``-wal`` and ``-shm``, or alone, leaving them behind)
     or replaced (a backup moved over it) while the service runs: the pins made before and
     after it, and those of the file now at the path, are all there after a restart (a
     graceful one, or one after a crash once the pin made after is written)."""
     from switchpoint.gateway.sessions import Pin, SQLitePinStore, session_key
 
-    data = tmp_path / "data"
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake, str(data)), encoding="utf-8")
+    running = warm.take(gw_fake, tmp_path)
+    config, data = running.config, running.data
     tag = uuid.uuid4().hex
     before, after, restored = (f"{name}-{tag}" for name in ("before", "after", "restored"))
     expected = {before: "cheap", after: "good"}
     pins = data / "sessions.db"
-    with start(config, data) as server:
+    with running.server as server:
         c = openai_client(server)
         assert c.chat.completions.create(model="cheap", extra_headers={"x-session-id": before},
                                          messages=[{"role": "user", "content": "hi"}]
@@ -215,8 +227,10 @@ def test_session_pins_deleted_or_replaced_under_the_service_survive_a_restart(
             deadline = time.monotonic() + 15
             # Both written behind the answers, into the new file, and the move said (it is
             # logged just after the pins it moved are committed).
-            while pins_in(pins) < 2 or "sessions.db was deleted" not in server.stderr:
-                assert time.monotonic() < deadline, (pins_in(pins), server.stderr)
+            while (pins_in(pins, [before, after]) < 2
+                   or "sessions.db was deleted" not in server.stderr):
+                assert time.monotonic() < deadline, (pins_in(pins, [before, after]),
+                                                     server.stderr)
                 time.sleep(0.05)
             server.kill()
             err = server.stderr
@@ -226,8 +240,7 @@ def test_session_pins_deleted_or_replaced_under_the_service_survive_a_restart(
         said = "deleted" if how != "replaced" else "replaced"
         assert err.count(f"sessions.db was {said} while the service ran") == 1, err
 
-    server = start(config, data)
-    try:
+    with warm.hand_on(Running(start(config, data), config, data)) as server:
         c = openai_client(server)
         for session, model in expected.items():
             # Price-first routing would pick `fresh`: the pin keeps the session where it was.
@@ -239,5 +252,42 @@ def test_session_pins_deleted_or_replaced_under_the_service_survive_a_restart(
                     again.headers["x-switchpoint-pin"]) == (session.split("-")[0], model, "hard")
         with contextlib.closing(sqlite3.connect(pins)) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    finally:
-        server.terminate()
+
+
+# (after the pins' tests, so that the first takes the service they leave running, and the
+# case that restarts before the one that leaves none)
+@pytest.mark.parametrize("how", ["wal", "deleted", "replaced"])
+def test_a_request_log_deleted_or_replaced_under_the_service_is_said_so_on_read(
+        gw_fake: FakeProviderProcess, tmp_path: Path, warm: Warm, how: str) -> None:
+    """Reads of a log whose file was deleted (or replaced, or whose -wal was deleted) under
+    the running service say so and that a restart is needed, not that the disk may be full
+    or a lock held."""
+    running = warm.take(gw_fake, tmp_path)
+    config, data = running.config, running.data
+    with running.server as server:
+        earlier = [e["id"] for e in log(server)]
+        made = openai_client(server).chat.completions.with_raw_response.create(
+            model="good", messages=[{"role": "user", "content": "hello"}])
+        logged = [e["id"] for e in log(server)]
+        assert logged == [made.headers["x-switchpoint-request-id"], *earlier][:100]
+        db = data / "switchpoint.db"
+        for suffix in ("-wal",) if how == "wal" else ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        if how == "replaced":
+            db.write_bytes(b"")  # an empty file now at the path (a restore gone wrong, say)
+        said = "had its -wal file deleted" if how == "wal" else f"was {how}"
+        for path in ("/v1/router/requests", "/v1/router/stats"):
+            answer = httpx.get(f"{server.base}{path}", timeout=15)
+            assert answer.status_code == 503, answer.text
+            message = answer.json()["error"]["message"]
+            assert f"switchpoint.db in data_dir {said}" in message, message
+            assert "restart" in message, message
+            assert "disk is full" not in message and "lock" not in message, message
+            assert "Retry-After" not in answer.headers  # waiting does not mend it
+            # no path of the server's
+            assert str(config.parent) not in message and str(tmp_path) not in message
+        code, err = server.terminate()
+        assert code == 0, err
+    if how == "wal":  # the log it had was written into the file: the request is still there
+        with warm.hand_on(Running(start(config, data), config, data)) as server:
+            assert [e["id"] for e in log(server)] == logged
