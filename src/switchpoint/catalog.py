@@ -384,13 +384,17 @@ class CatalogFault:
 
 def catalog_problem(cards: Sequence[ModelCard]) -> CatalogFault | None:
     """What is wrong with ``cards`` (each keeping :data:`CARD_RULES`) as a catalog, else None:
-    none at all, a name given twice, a fallback naming the model itself or a model not among
-    them, or every model ``auto: false``. The one statement of these rules: a
-    :class:`Catalog` built in Python keeps them, and the config's catalog (with the models
-    registered at run time) is checked by them."""
+    none at all, more than :data:`MAX_CATALOG_MODELS`, a name given twice, a fallback naming
+    the model itself or a model not among them, or every model ``auto: false``. The one
+    statement of these rules: a :class:`Catalog` built in Python keeps them, and the config's
+    catalog (with the models registered at run time) is checked by them."""
     if not cards:
         return CatalogFault("is empty; list at least one model, or leave it out to route over "
                             "the weights' own profiles")
+    if len(cards) > MAX_CATALOG_MODELS:
+        return CatalogFault(f"must have at most {people_number(MAX_CATALOG_MODELS)} items, got "
+                            f"{people_number(len(cards))} (models registered at run time count "
+                            "too); route over fewer")
     first: dict[str, int] = {}
     for i, card in enumerate(cards):
         if card.name in first:

@@ -281,3 +281,20 @@ def test_a_catalog_takes_its_cards_as_a_list_and_refuses_anything_else_naming_mo
         with pytest.raises(InvalidInputError) as caught:
             Catalog(given)  # type: ignore[arg-type]
         assert str(caught.value) == f"models: must be a list of ModelCard objects, got {kind}"
+
+
+def test_a_catalog_holds_as_many_models_as_a_config_may_list() -> None:
+    """A config lists at most MAX_CATALOG_MODELS models; a catalog built in Python (or the
+    config's with the models registered at run time) is bounded alike, in the same words."""
+    from switchpoint.catalog import MAX_CATALOG_MODELS
+    assert len(Catalog([ModelCard(name=f"m{i}") for i in range(MAX_CATALOG_MODELS)]).names) \
+        == MAX_CATALOG_MODELS
+    with pytest.raises(InvalidInputError) as in_python:
+        Catalog([ModelCard(name=f"m{i}") for i in range(MAX_CATALOG_MODELS + 1)])
+    assert in_python.value.field == "models"
+    assert in_python.value.reason.startswith(
+        f"must have at most {MAX_CATALOG_MODELS:,} items, got {MAX_CATALOG_MODELS + 1:,}")
+    entries = [{"name": f"m{i}"} for i in range(MAX_CATALOG_MODELS + 1)]
+    with pytest.raises(ValidationError) as in_settings:
+        Settings.model_validate({"models": entries})
+    assert f"at most {MAX_CATALOG_MODELS}" in str(in_settings.value).replace(",", "")
