@@ -55,7 +55,10 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    ``completion=`` report tokens as ``usage`` does, with any behaviour.
                    Anthropic dialect: ``id_pad=N`` N more characters of the message id;
                    ``noargs=1``: its tool call takes no arguments (``input`` ``{}``; streamed,
-                   as the Messages API streams one: a single ``input_json_delta`` of ``""``)
+                   as the Messages API streams one: a single ``input_json_delta`` of ``""``);
+                   streaming, ``thinking=N``: a thinking block of N characters (``t``, 100 a
+                   ``thinking_delta``, then its ``signature_delta``) before the answer's block
+                   (``after=`` counts the answer's deltas alone)
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma; as WTF-8, so
                    ``%ED%A0%80`` is a lone surrogate, sent as ``\\ud800``) instead of the
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
@@ -1007,25 +1010,41 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
         "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": 1}}},
         event="message_start")
     events: list[tuple[str, dict[str, Any]]] = []
-    if answer.tool_name:
+    thought = int(_num(params, "thinking", 0))
+    block = 0  # (the answer's block: after the thinking block, when there is one)
+    if thought:
         events.append(("content_block_start", {
             "type": "content_block_start", "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""}}))
+        text = "t" * thought
+        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "thinking_delta",
+                                                      "thinking": text[i:i + 100]}})
+                   for i in range(0, thought, 100)]
+        events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                               "delta": {"type": "signature_delta",
+                                                         "signature": "c2lnbmVk"}}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        block = 1
+    if answer.tool_name:
+        events.append(("content_block_start", {
+            "type": "content_block_start", "index": block,
             "content_block": {"type": "tool_use", "id": answer.anthropic_call_id,
                               "name": answer.tool_name, "input": {}}}))
         events += [("content_block_delta", {
-            "type": "content_block_delta", "index": 0,
+            "type": "content_block_delta", "index": block,
             "delta": {"type": "input_json_delta", "partial_json": p}})
             for p in answer.arg_pieces() or [""]]
         stop = "tool_use"
     else:
-        events.append(("content_block_start", {"type": "content_block_start", "index": 0,
+        events.append(("content_block_start", {"type": "content_block_start", "index": block,
                                                "content_block": {"type": "text", "text": ""}}))
         events.append(("ping", {"type": "ping"}))
-        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+        events += [("content_block_delta", {"type": "content_block_delta", "index": block,
                                             "delta": {"type": "text_delta", "text": w}})
                    for w in answer.words]
         stop = "end_turn"
-    events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    events.append(("content_block_stop", {"type": "content_block_stop", "index": block}))
     events.append(("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": stop, "stop_sequence": None},
                                      "usage": {"output_tokens": answer.completion_tokens}}))
@@ -1038,7 +1057,7 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
                 and sent_content == after:
             break
         await out.data(payload, event=event)
-        if event == "content_block_delta":
+        if event == "content_block_delta" and payload["index"] == block:
             sent_content += 1
     if name == "stall":
         await asyncio.sleep(_num(params, "seconds", 10))

@@ -242,3 +242,38 @@ def test_a_stream_stalls_after_the_content_it_is_told(
     texts = [(c["choices"][0]["delta"].get("content") if dialect == "openai"
               else (c.get("delta") or {}).get("text")) for c in events]
     assert [t for t in texts if t] == ["Echo ", "from "][:after]
+
+
+@pytest.mark.parametrize("behaviour", ["ok:thinking=250", "stall:seconds=0,after=1,thinking=250"])
+def test_an_anthropic_stream_thinks_before_its_answer_when_told(
+        fake: FakeProviderProcess, behaviour: str) -> None:
+    # thinking=N streams a thinking block of N characters (and its signature) before the
+    # answer's block; after= counts the answer's deltas alone.
+    body = {"stream": True, "model": "fake-claude-1", "max_tokens": 16, "messages": [
+        {"role": "user", "content": f"one two three four [[fake:{behaviour}]]"}]}
+    connection = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
+    try:
+        connection.request("POST", "/v1/messages", json.dumps(body), {
+            "content-type": "application/json", "anthropic-version": "2023-06-01"})
+        response = connection.getresponse()
+        try:
+            data = response.read()
+        except http.client.IncompleteRead as short:
+            data = short.partial
+    finally:
+        connection.close()
+    events = [json.loads(line[len("data:"):]) for line in data.decode().split("\n")
+              if line.startswith("data:")]
+    starts = [(e["index"], e["content_block"]["type"]) for e in events
+              if e["type"] == "content_block_start"]
+    assert starts == [(0, "thinking"), (1, "text")]
+    deltas = [(e["index"], e["delta"]["type"], e["delta"].get("thinking") or
+               e["delta"].get("text")) for e in events if e["type"] == "content_block_delta"]
+    thought = [d for d in deltas if d[1] == "thinking_delta"]
+    assert all(index == 0 for index, _, _ in thought)
+    assert "".join(text for _, _, text in thought) == "t" * 250
+    assert [d[:2] for d in deltas if d[1] == "signature_delta"] == [(0, "signature_delta")]
+    texts = [text for index, kind, text in deltas if kind == "text_delta" and index == 1]
+    cut = behaviour.startswith("stall")
+    assert texts[:1] == ["Echo "] and (len(texts) == 1) == cut
+    assert (events[-1]["type"] == "message_stop") != cut
