@@ -108,6 +108,25 @@ def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_ups
     assert [name for name, _ in stored(gateway.settings)] == ["free"]
 
 
+def test_reports_price_a_registered_model_from_the_live_catalog_without_building_another(
+        gateway: Gateway, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reports know a model registered at run time (priced, a comparison to save
+    against), and read the live router's catalog: no report builds the catalog again from
+    the settings (which checks every card each time)."""
+    gateway.register_model(card(fake, input_per_mtok=2, output_per_mtok=4))
+    gateway.complete([{"role": "user", "content": "hello"}], model="free")
+    built: list[Settings] = []
+    build = Settings.catalog
+    monkeypatch.setattr(Settings, "catalog",
+                        lambda self: built.append(self) or build(self))  # type: ignore[func-returns-value]
+    savings = gateway.savings_estimate(comparison_model="free")
+    assert savings["comparison_model"] == "free"
+    report = gateway.cost_report("day")
+    assert report["by_model"]["free"]["requests"] == 1, report["by_model"]
+    gateway.forecast_cost(10, 100, 100)
+    assert built == []
+
+
 @pytest.mark.parametrize(("field", "value", "words"), BAD, ids=IDS)
 def test_a_registration_is_refused_as_a_catalog_built_any_other_way(
         gateway: Gateway, fake: FakeProviderProcess, field: str, value: Any,

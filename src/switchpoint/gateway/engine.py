@@ -2350,11 +2350,17 @@ class Gateway:
         :class:`~switchpoint.governance.reports.Reports`). Each of their reads is one request
         inside the gateway (see :meth:`admitted`), as the gateway's own methods are: closing
         waits for one under way, and one made once closing has begun is refused with the
-        closed error, whenever the reports were taken."""
+        closed error, whenever the reports were taken. They price by the live router's
+        catalog (the config's models and those registered since), built once at its reload or
+        registration, not again for each report."""
         check_process(self._pid, "this Gateway")
         live = self.state.peek()
-        path = self.store.path if self.store is not None else self.settings.db_path
-        return Reports(path, self.settings, ledger=self.governor.ledger,
+        settings = live.settings if live is not None else self.state.settings
+        # (no models: no catalog, not the weights' own profiles the router routes over)
+        catalog = live.router.catalog if live is not None and settings.models is not None \
+            else None
+        path = self.store.path if self.store is not None else settings.db_path
+        return Reports(path, settings, catalog=catalog, ledger=self.governor.ledger,
                        keys=self.governor.keys,
                        cost_scale=(live.router.cost_scale if live is not None else None),
                        gone=self.store.gone if self.store is not None else None,
