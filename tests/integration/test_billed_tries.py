@@ -71,13 +71,18 @@ RATED = GOVERNANCE.split("budgets:")[0]
 
 
 @contextmanager
-def _server(fake: FakeProviderProcess, root: Path, governance: str, gateway: str = GATEWAY
-            ) -> Iterator[ThreadServer]:
+def _server(fake: FakeProviderProcess, root: Path, governance: str, gateway: str = GATEWAY,
+            *, unasked: str | None = None) -> Iterator[ThreadServer]:
     """A service of the test gateway's models, with ``governance`` (and ``gateway``)
-    configured."""
+    configured; ``unasked``, a model whose streams are not asked for usage
+    (``stream_usage: false``)."""
+    text = config_text(fake, str(root / "data"), gateway=gateway)
+    if unasked is not None:
+        line = f"  - {{name: {unasked}, "
+        assert line in text
+        text = text.replace(line, line + "stream_usage: false, ")
     config = root / "switchpoint.yaml"
-    config.write_text(config_text(fake, str(root / "data"), gateway=gateway) + governance,
-                      encoding="utf-8")
+    config.write_text(text + governance, encoding="utf-8")
     settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
     with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
         yield server
@@ -990,16 +995,16 @@ def test_a_retry_after_an_expired_reservation_names_what_it_held(
 def test_an_anthropic_stream_without_its_final_counts_is_charged_an_estimate(
         gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
     """A Messages API stream that ends without its message_delta carries only message_start's
-    count of the output, made before any was written: the answer is charged an estimate of
-    what it relayed, not that count (and, no stop reason having come, it is logged as cut
-    short)."""
-    messages = user("no final counts [[fake:nodelta]]")
+    counts, the output's made before any was written: the answer is charged an estimate of
+    what it relayed, at the prompt tokens message_start reported, not that count of the
+    output (and, no stop reason having come, it is logged as cut short)."""
+    messages = user("no final counts [[fake:nodelta:prompt=40]]")
     request_id, text = _relayed(gov, key, "other", messages)
     assert text.startswith("Echo from claude-fake-2")
     entry = _logged(gov, request_id)
     assert entry["status"] == "stream_broken"
     assert "no finish reason" in entry["attempts"][-1]["error"]
-    _charged_an_estimate(gov, key, entry, "other", messages, text)
+    _charged_an_estimate(gov, key, entry, "other", messages, text, prompt=40)
 
 
 @pytest.mark.parametrize("code", ["server_error", "insufficient_quota",
@@ -1040,10 +1045,11 @@ def test_a_stream_failed_over_from_a_whole_error_to_a_whole_answer_is_charged_th
         "sent on as a stream and its usage charged."]
 
 
-# A stream broken after its answer began is charged what it used: the usage its upstream
-# reported, else an estimate from what it relayed (the prompt as the gateway estimates it, and
-# the tokens of the answer's text and tool-call arguments), never past its worst case. It was
-# charged its worst case.
+# A stream broken after its answer began, or ended whole, without its upstream reporting its
+# usage, is charged what it used: an estimate from what it relayed (the prompt's tokens as the
+# upstream reported them at the stream's start, else as the gateway estimates them, and the
+# tokens of the answer's text and tool-call arguments, and of the thinking the upstream
+# generated unrelayed), never past its worst case. It was charged its worst case.
 
 
 def _relayed(server: ThreadServer, key: dict[str, Any], model: str, messages: list[Any], *,
@@ -1075,26 +1081,32 @@ def _relayed(server: ThreadServer, key: dict[str, Any], model: str, messages: li
 
 
 def _bounds(server: ThreadServer, model: str, messages: list[Any], text: str,
-            max_tokens: int = 1000, tools: list[Any] | None = None) -> tuple[float, float]:
+            max_tokens: int = 1000, tools: list[Any] | None = None, *,
+            prompt: int | None = None, thought: int = 0) -> tuple[float, float]:
     """(the estimate of a stream that relayed ``text`` for ``messages`` and ``tools``, its
-    worst case): the prompt's tokens as the gateway estimates them and the tokens of ``text``
-    by the same counter, at ``model``'s prices; the prompt's bound and ``max_tokens``."""
+    worst case): the prompt's tokens (``prompt``, as its upstream reported them, else as the
+    gateway estimates them) and the tokens of ``text`` and of the ``thought`` characters of
+    thinking not relayed, by the same counter, at ``model``'s prices; the prompt's bound and
+    ``max_tokens``."""
     settings = server.service.gateway.settings
     catalog = settings.catalog()
     assert catalog is not None
     card = catalog[model]
     body = {"messages": messages, **({"tools": tools} if tools else {})}
-    estimate = card.price(needs_of(body).prompt_tokens, text_tokens(len(text)))
+    estimate = card.price(needs_of(body).prompt_tokens if prompt is None else prompt,
+                          text_tokens(len(text) + thought))
     worst = worst_cost(card, prompt_bound(body, settings.governance.image_tokens), max_tokens)
     return estimate, worst
 
 
 def _charged_an_estimate(server: ThreadServer, key: dict[str, Any], entry: dict[str, Any],
                          model: str, messages: list[Any], text: str,
-                         max_tokens: int = 1000, tools: list[Any] | None = None) -> float:
+                         max_tokens: int = 1000, tools: list[Any] | None = None, *,
+                         prompt: int | None = None, thought: int = 0) -> float:
     """Assert the request of ``entry`` was charged the estimate of its stream (at most its
     worst case), its budget and ledger alike, and its log says so; returns the charge."""
-    estimate, worst = _bounds(server, model, messages, text, max_tokens, tools)
+    estimate, worst = _bounds(server, model, messages, text, max_tokens, tools,
+                              prompt=prompt, thought=thought)
     charged = min(estimate, worst)
     assert entry["cost"] is None  # (the upstream's usage is unknown)
     assert entry["charged"] == pytest.approx(charged)
@@ -1102,7 +1114,12 @@ def _charged_an_estimate(server: ThreadServer, key: dict[str, Any], entry: dict[
     assert _spent(server, key["id"]) == pytest.approx(charged)
     notes = [n for n in entry["reasoning"] if n.startswith("Estimated charge: ")]
     assert len(notes) == 1, entry["reasoning"]
-    assert f"{text_tokens(len(text))} answer tokens (the {len(text)} characters" in notes[0]
+    assert (f"{text_tokens(len(text) + thought)} answer tokens (the {len(text)} characters"
+            in notes[0]), notes[0]
+    assert (f"{prompt} prompt tokens (as the upstream reported it)" if prompt is not None
+            else " prompt tokens (the prompt as the gateway estimates it)") in notes[0], notes[0]
+    assert (f"and the {thought} characters of thinking, not relayed" in notes[0]) == (
+        thought > 0), notes[0]
     assert f"${charged:.6f}" in notes[0]
     return charged
 
@@ -1111,22 +1128,59 @@ def _charged_an_estimate(server: ThreadServer, key: dict[str, Any], entry: dict[
     ("cheap", "cut:after=3", "the stream failed part-way"),
     ("cheap", "stall:after=2,seconds=60", "(ReadTimeout: timed out reading"),
     ("cheap", "nofinish:after=2", "ended before"),
-    ("other", "cut:after=3", "the stream failed part-way")],
-    ids=["cut", "stalled", "ended-unfinished", "anthropic-cut"])
+    ("other", "cut:after=3,prompt=40", "the stream failed part-way"),
+    ("other", "stall:after=2,seconds=60,prompt=40", "(ReadTimeout: timed out reading")],
+    ids=["cut", "stalled", "ended-unfinished", "anthropic-cut", "anthropic-stalled"])
 def test_a_stream_broken_mid_answer_without_usage_is_charged_an_estimate_of_what_it_relayed(
         gov: ThreadServer, key: dict[str, Any], model: str, behaviour: str, says: str) -> None:
     # The upstream cuts the answer after some content, goes silent past the read timeout, or
-    # ends without a finish reason, having reported no usage.
+    # ends without a finish reason, having reported no usage. An Anthropic stream reported its
+    # prompt's 40 tokens at its start: the estimate takes them, not the gateway's own count.
     messages = user(f"please answer at some length here [[fake:{behaviour}]]")
     request_id, text = _relayed(gov, key, model, messages)
     assert text.startswith("Echo from ")
     entry = _logged(gov, request_id)
     assert entry["status"] == "stream_broken"
     assert says in entry["attempts"][-1]["error"], entry["attempts"][-1]["error"]
-    estimate, worst = _bounds(gov, model, messages, text)
+    prompt = 40 if model == "other" else None
+    estimate, worst = _bounds(gov, model, messages, text, prompt=prompt)
     assert estimate < worst
-    assert _charged_an_estimate(gov, key, entry, model, messages, text) == pytest.approx(
+    if prompt is not None:  # (the upstream's count is not the gateway's)
+        assert needs_of({"messages": messages}).prompt_tokens != prompt
+    assert _charged_an_estimate(gov, key, entry, model, messages, text,
+                                prompt=prompt) == pytest.approx(estimate)
+
+
+def test_an_anthropic_stream_broken_after_thinking_is_charged_the_thinking_too(
+        gov: ThreadServer, key: dict[str, Any]) -> None:
+    # other thinks 2,000 characters (not relayed: the OpenAI format has no place for them,
+    # but the upstream bills them), then its answer is cut after some content: the estimate
+    # counts the thinking's tokens as answer tokens, beside the text relayed.
+    messages = user("think first, then answer [[fake:cut:after=3,prompt=40,thinking=2000]]")
+    request_id, text = _relayed(gov, key, "other", messages)
+    assert text.startswith("Echo from ") and "t" * 10 not in text
+    entry = _logged(gov, request_id)
+    assert entry["status"] == "stream_broken"
+    estimate, worst = _bounds(gov, "other", messages, text, prompt=40, thought=2000)
+    assert _bounds(gov, "other", messages, text, prompt=40)[0] < estimate < worst
+    _charged_an_estimate(gov, key, entry, "other", messages, text, prompt=40, thought=2000)
+
+
+def test_a_stream_answered_whole_without_usage_is_charged_an_estimate(
+        gov: ThreadServer, key: dict[str, Any]) -> None:
+    # cheap answers the stream request with one whole answer that reports no usage: the
+    # whole answer was relayed, and is charged the estimate of it, not its worst case.
+    messages = user("answered whole [[fake:whole:nousage=1]]")
+    request_id, text = _relayed(gov, key, "cheap", messages)
+    assert text.startswith("Echo from cheap")
+    entry = _logged(gov, request_id)
+    assert entry["status"] == "ok"
+    estimate, worst = _bounds(gov, "cheap", messages, text)
+    assert estimate < worst
+    assert _charged_an_estimate(gov, key, entry, "cheap", messages, text) == pytest.approx(
         estimate)
+    notes = [n for n in entry["reasoning"] if n.startswith("Estimated charge: ")]
+    assert "cheap's stream ended whole with no usage reported" in notes[0], notes
 
 
 def test_a_tool_call_broken_mid_stream_is_charged_the_arguments_it_relayed(
@@ -1173,6 +1227,34 @@ def test_a_client_that_hangs_up_mid_stream_is_charged_an_estimate_of_what_was_re
     assert entry["status"] == "client_closed" or "ReadTimeout" in str(
         entry["attempts"][-1]["error"]), entry
     _charged_an_estimate(gov, key, entry, "cheap", messages, text)
+
+
+@pytest.fixture(scope="module")
+def unasked(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[ThreadServer]:
+    """A service whose cheap is not asked for usage in its streams (``stream_usage: false``),
+    so the fake reports none."""
+    with _server(gw_fake, tmp_path_factory.mktemp("unasked"), GOVERNANCE,
+                 unasked="cheap") as server:
+        yield server
+
+
+def test_a_whole_stream_of_a_model_not_asked_for_usage_is_charged_an_estimate(
+        unasked: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # cheap streams its whole answer, finish reason and [DONE] included, with no usage (it is
+    # not asked for any): charged the estimate of what it relayed, as a broken stream is, not
+    # its worst case.
+    key = _new_key(unasked)
+    messages = user("a whole stream with no usage")
+    request_id, text = _relayed(unasked, key, "cheap", messages)
+    assert text.startswith("Echo from cheap")
+    assert "stream_options" not in gw_fake.requests()[-1]["body"]
+    entry = _logged(unasked, request_id)
+    assert entry["status"] == "ok"
+    estimate, worst = _bounds(unasked, "cheap", messages, text)
+    assert estimate < worst
+    assert _charged_an_estimate(unasked, key, entry, "cheap", messages,
+                                text) == pytest.approx(estimate)
 
 
 @pytest.fixture(scope="module")

@@ -678,8 +678,8 @@ def test_a_stream_answered_whole_with_usage_not_believed_logs_no_tokens(
     assert entry["prompt_tokens"] is None and entry["cost_usd"] is None
     assert [note for note in entry["reasoning"] if "whole answer" in note] == [
         "good answered the stream request with a whole answer, not an event stream; it was "
-        "sent on as a stream and reported no usage to believe, so its cost is unknown, as a "
-        "stream's that reports none."]
+        "sent on as a stream and reported no usage to believe, so it is charged as a stream "
+        "that reports none is."]
 
 
 @pytest.mark.parametrize("kind", ["application/json", "application/json%3B charset=utf-8"])

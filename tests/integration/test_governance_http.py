@@ -792,7 +792,8 @@ def test_a_key_s_cost_weight_a_float_holds_only_as_0_is_refused(gov: ThreadServe
     assert len(_all_keys(gov)) == before
 
 
-def test_usage_an_upstream_misreports_charges_the_worst_case_held(gov: ThreadServer) -> None:
+def test_usage_an_upstream_misreports_charges_the_worst_case_held_or_a_stream_its_estimate(
+        gov: ThreadServer) -> None:
     issued = new_key(gov, budget="3/day", tpm=100_000)
     c = client(gov, issued["key"])
     charged = []
@@ -816,11 +817,14 @@ def test_usage_an_upstream_misreports_charges_the_worst_case_held(gov: ThreadSer
         # what the log (and the reports) say it cost is never past what was charged
         assert entry["cost_usd"] is None or entry["cost_usd"] <= entry["charged_usd"]
         charged.append(entry["charged_usd"])
-    # Never negative, never past the hold: each misreport is the same worst case; the last
-    # answer's believable usage is charged as reported.
-    *misreported, believed = charged
+        if stream:  # (a stream without usage to believe: charged an estimate of its answer)
+            assert any(n.startswith("Estimated charge: cheap's stream ended whole")
+                       for n in entry["reasoning"]), entry["reasoning"]
+    # Never negative, never past the hold: each plain answer's misreport is the same worst
+    # case; the stream's estimate and the last answer's believable usage are below it.
+    misreported, (streamed, believed) = charged[:3], charged[3:]
     assert min(misreported) > 0 and max(misreported) == pytest.approx(min(misreported))
-    assert 0 < believed < min(misreported), charged
+    assert 0 < streamed < min(misreported) and 0 < believed < min(misreported), charged
     # The store took every entry, and takes the next one (no transaction left open); 18M
     # reported tokens did not fill the key's 100,000 tokens a minute either.
     c.chat.completions.create(model="cheap", messages=user("after"), max_tokens=50)
@@ -853,7 +857,8 @@ def test_usage_written_as_a_huge_number_is_logged_unknown_and_charged_the_worst_
         "model": "cheap", "messages": user("[[fake:usage:prompt=1e30,completion=-2.5]]")})
     assert b'"prompt_tokens": 1000000000000000000000000000000,' in direct.content
     assert direct.json()["usage"]["completion_tokens"] == -2.5
-    # A stream's usage chunk of that size is not believed either.
+    # A stream's usage chunk of that size is not believed either: as a stream that reports
+    # none, it is charged an estimate of what it relayed, below the worst case.
     text = "hostile usage [[fake:usage:prompt=1e30,a=1]]"
     chunks = list(c.chat.completions.create(
         model="cheap", messages=user(text), max_tokens=50, stream=True,
@@ -861,7 +866,10 @@ def test_usage_written_as_a_huge_number_is_logged_unknown_and_charged_the_worst_
     assert any(ch.choices and ch.choices[0].delta.content for ch in chunks)
     entry = log_entry(gov, _last_request(gov, issued["id"]), headers=ADMIN)
     assert entry["stream"] and entry["cost_usd"] is None and entry["prompt_tokens"] is None
-    assert entry["charged_usd"] == pytest.approx(charged["none"])
+    assert 0 < entry["charged_usd"] < charged["none"]
+    assert [n.split(" with ")[0] for n in entry["reasoning"]
+            if n.startswith("Estimated charge: ")] == [
+        "Estimated charge: cheap's stream ended whole"], entry["reasoning"]
 
 
 def test_a_request_naming_both_output_caps_is_held_and_charged_at_the_larger(

@@ -444,8 +444,8 @@ async def test_anthropic_ok_translates_both_ways(fake: FakeProviderProcess,
 async def test_an_anthropic_stream_without_its_final_counts_has_no_usage(
         fake: FakeProviderProcess, anthropic_provider: AnthropicProvider,
         claude: ModelCard) -> None:
-    """A stream ended without its message_delta reports no usage (the answer is charged its
-    worst case), not message_start's count of the output before it was written."""
+    """A stream ended without its message_delta reports no usage (the answer is charged an
+    estimate), not message_start's count of the output before it was written."""
     fake.script("fake-claude-1", "nodelta")
     chunks = await collect(anthropic_provider.stream(req(), claude, FAST))
     assert text_of(chunks) == "Echo from fake-claude-1: hello there"

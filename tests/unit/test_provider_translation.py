@@ -30,6 +30,7 @@ from switchpoint.errors import (
     UnsupportedRequest,
 )
 from switchpoint.gateway.capabilities import SENDS
+from switchpoint.gateway.failover import Attempt, FailoverStream
 from switchpoint.gateway.parsing import PART_TYPES
 from switchpoint.gateway.providers import Timeouts, is_content_chunk
 from switchpoint.gateway.providers.anthropic import (
@@ -40,6 +41,8 @@ from switchpoint.gateway.providers.anthropic import (
 )
 from switchpoint.gateway.providers.base import (
     MAX_REPORTED_TOKENS,
+    CountedChunk,
+    ReportedSoFar,
     TokenUsage,
     WholeAnswerChunk,
     classify_status,
@@ -551,7 +554,77 @@ def test_an_anthropic_stream_whose_usage_cannot_be_true_reports_none(
         ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
                            "usage": delta}),
         ("message_stop", {"type": "message_stop"})) for c in d.feed(e)]
-    assert chunks[-1]["usage"] is None  # charged its worst case
+    assert chunks[-1]["usage"] is None  # (none believed: charged an estimate)
+
+
+def _thinking_stream(start: dict[str, Any], *, stop: bool) -> list[SSEEvent]:
+    """A Messages API stream whose message_start reports ``start``, thinking 2 + 40
+    characters (and a signature), then answering "Hi there", with a stop reason (``stop``)
+    but never its final usage."""
+    return _events(
+        ("message_start", {"type": "message_start", "message": {"id": "m", "usage": start}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "thinking", "thinking": "ab"}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "thinking_delta", "thinking": "x" * 40}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "signature_delta", "signature": "s" * 50}}),
+        ("content_block_start", {"type": "content_block_start", "index": 1,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "text_delta", "text": "Hi there"}}),
+        *([("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}})]
+          if stop else []),
+        ("message_stop", {"type": "message_stop"}))
+
+
+def test_an_anthropic_stream_carries_what_its_start_reported_and_the_thinking_it_drops(
+        ) -> None:
+    # message_start's counts (the prompt's, its cache's included, and the output's so far)
+    # and the characters of thinking, which is not relayed, ride on each chunk after them.
+    d = AnthropicChunkDecoder("claude")
+    start = {"input_tokens": 30, "cache_creation_input_tokens": 5,
+             "cache_read_input_tokens": 7, "output_tokens": 9}
+    chunks = [c for e in _thinking_stream(start, stop=True) for c in d.feed(e)]
+    assert all(isinstance(c, CountedChunk) for c in chunks)
+    reported = [c.reported for c in chunks if isinstance(c, CountedChunk)]
+    assert reported[0] == ReportedSoFar(42, 9, 0)
+    assert reported[1:] == [ReportedSoFar(42, 9, 42)] * (len(chunks) - 1)
+    assert [c["choices"][0]["delta"] for c in chunks if c["choices"]] == [
+        {"role": "assistant", "content": ""}, {"content": "Hi there"}, {}]
+    assert chunks[-1]["usage"] is None
+    # A count message_start gives that cannot be true is not believed: the prompt's unknown.
+    d = AnthropicChunkDecoder("claude")
+    chunks = [c for e in _thinking_stream({"input_tokens": -1, "output_tokens": 2.5},
+                                          stop=True) for c in d.feed(e)]
+    assert {c.reported for c in chunks if isinstance(c, CountedChunk)} == {
+        ReportedSoFar(None, 0, 0), ReportedSoFar(None, 0, 42)}
+
+
+@pytest.mark.parametrize(("output", "tokens"), [(9, 13), (500, 500)])
+async def test_a_whole_stream_without_usage_is_charged_an_estimate_of_what_it_used(
+        output: int, tokens: int) -> None:
+    # An Anthropic stream finished whole without its final usage: charged the prompt's tokens
+    # message_start reported and the answer's estimated from what was relayed and thought
+    # (8 + 42 characters, 13 tokens), never fewer than message_start's count of the output,
+    # at its prices and never past the worst case.
+    card = ModelCard("claude", provider="anthropic", input_per_mtok=1, output_per_mtok=2)
+    events = _thinking_stream({"input_tokens": 30, "output_tokens": output}, stop=True)
+    d = AnthropicChunkDecoder("claude")
+    chunks = [c for e in events for c in d.feed(e)]
+
+    async def nothing() -> AsyncIterator[list[dict[str, Any]]]:
+        return
+        yield []
+
+    stream = FailoverStream(card, nothing(), chunks, True, [Attempt("claude", 1, "ok")],
+                            health=None, client_wants_usage=False, rewrite_model=False,
+                            ttft_ms=1.0)
+    assert [c async for c in stream]
+    assert stream.completed and stream.usage is None
+    use = stream.use(prompt_tokens=1000, worst_usd=1.0)
+    assert use == (card.price(30, tokens), TokenUsage(30, tokens), True, 8, 42, True)
+    assert stream.use(1000, worst_usd=1e-6).cost_usd == 1e-6
 
 
 @pytest.mark.parametrize("message", [

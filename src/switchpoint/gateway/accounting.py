@@ -200,8 +200,8 @@ def _whole_note(model: str, usage: TokenUsage | None) -> str:
     return (f"{model} answered the stream request with a whole answer, not an event stream; "
             "it was sent on as a stream and " + (
                 "its usage charged." if usage is not None else
-                "reported no usage to believe, so its cost is unknown, as a stream's that "
-                "reports none."))
+                "reported no usage to believe, so it is charged as a stream that reports "
+                "none is."))
 
 
 def _estimate_note(model: str, status: str, use: StreamUse) -> str:
@@ -209,11 +209,16 @@ def _estimate_note(model: str, status: str, use: StreamUse) -> str:
     assert use.usage is not None
     price = ("" if use.cost_usd is None else
              f", ${use.cost_usd:.6f} at its prices (never past its worst case)")
-    return (f"Estimated charge: {model}'s stream ended mid-answer ({status}) with no usage "
-            f"reported, so it is charged as an estimate of what it used: "
-            f"{use.usage.prompt_tokens} prompt tokens (the prompt as the gateway estimates it) "
-            f"and {use.usage.completion_tokens} answer tokens (the {use.relayed_chars} "
-            f"characters of text and tool-call arguments relayed){price}.")
+    ended = ("ended whole" if status == "ok" else f"ended mid-answer ({status})")
+    prompt = ("as the upstream reported it" if use.prompt_reported
+              else "the prompt as the gateway estimates it")
+    thinking = ("" if not use.unrelayed_chars else
+                f" and the {use.unrelayed_chars} characters of thinking, not relayed")
+    return (f"Estimated charge: {model}'s stream {ended} with no usage reported, so it is "
+            f"charged as an estimate of what it used: {use.usage.prompt_tokens} prompt tokens "
+            f"({prompt}) and {use.usage.completion_tokens} answer tokens (the "
+            f"{use.relayed_chars} characters of text and tool-call arguments relayed"
+            f"{thinking}){price}.")
 
 
 def failed(plan: Plan, exc: FailoverError, live: Live,

@@ -51,9 +51,11 @@ from switchpoint.errors import (
 )
 from switchpoint.gateway.health import BreakerState, HealthTracker
 from switchpoint.gateway.providers.base import (
+    CountedChunk,
     FinishedChoices,
     Provider,
     ProviderResponse,
+    ReportedSoFar,
     Timeouts,
     TokenUsage,
     WholeAnswerChunk,
@@ -210,8 +212,8 @@ def billed_tries(attempts: Sequence[Attempt]) -> list[Attempt]:
     the deadline or left by the caller, before its request was sent (connecting, waiting for
     a connection, a missing key), one the upstream refused with an error status (4xx, 5xx,
     429), a candidate passed over, a try only waited for when the caller left. (A committed
-    stream's own end is charged with its answer: its usage, an estimate from what it relayed
-    when it ended mid-answer without one, or its worst case; see :meth:`FailoverStream.use`.)"""
+    stream's own end is charged with its answer: its usage, else an estimate from what it
+    relayed; see :meth:`FailoverStream.use`.)"""
     return [a for a in attempts if a.billed]
 
 
@@ -325,13 +327,17 @@ class FailoverResult:
 class StreamUse(NamedTuple):
     """What a committed stream is charged at (see :meth:`FailoverStream.use`): its cost in
     USD and its tokens (None: unknown, its worst case), and ``estimated``: worked out from
-    what it relayed, the upstream having reported none; ``relayed_chars``, the characters of
-    answer it relayed."""
+    what it relayed, the upstream having reported no final usage; ``relayed_chars``, the
+    characters of answer it relayed; ``unrelayed_chars``, those the upstream reported it
+    generated but the gateway does not relay (thinking); ``prompt_reported``: whether its
+    prompt tokens are the upstream's own count, not the gateway's estimate."""
 
     cost_usd: float | None
     usage: TokenUsage | None
     estimated: bool = False
     relayed_chars: int = 0
+    unrelayed_chars: int = 0
+    prompt_reported: bool = False
 
 
 def wants_usage(request: Mapping[str, Any]) -> bool:
@@ -361,6 +367,9 @@ class FailoverStream:
         self.usage: TokenUsage | None = None
         # Characters of answer (text, tool-call arguments) read from the upstream and relayed.
         self.relayed_chars = 0
+        # What the upstream reported of its use before its final usage (an Anthropic stream's
+        # prompt tokens and thinking), if it did.
+        self.reported: ReportedSoFar | None = None
         self.upstream_model: str | None = None
         self.finish_reason: str | None = None
         # Whether the upstream answered the stream request with one whole answer, sent on as
@@ -406,21 +415,29 @@ class FailoverStream:
 
     def use(self, prompt_tokens: int, worst_usd: float | None) -> StreamUse:
         """What the stream is charged at once it has ended: the usage the upstream reported
-        (its last chunk's that had one), whole or not; else, for one that ended before its
-        end (broken after its first content, cut by the deadline or a stop, left by its
-        client), an estimate from what it relayed, as the upstream bills what it generated:
-        the prompt's ``prompt_tokens`` (as the gateway estimates a prompt's) and the tokens of
-        the text and tool-call arguments relayed (:func:`~switchpoint.catalog.text_tokens`),
-        at its model's prices, never past ``worst_usd`` (its worst case; None: none held);
-        else (a whole stream that reported none, a model without prices) unknown, so its
-        worst case. The one rule for what a committed stream costs."""
-        if self.usage is not None or self.completed:
+        (its last chunk's that had one), whole or not; else (a stream broken after its first
+        content, cut by the deadline or a stop, left by its client, or one that ended whole
+        without reporting any) an estimate of what it used, as the upstream bills what it
+        generated: the prompt's tokens (those the upstream reported at the stream's start,
+        else ``prompt_tokens``, as the gateway estimates a prompt's) and the answer's (the
+        tokens of the text and tool-call arguments relayed, and of what the upstream
+        generated unrelayed, by :func:`~switchpoint.catalog.text_tokens`, never fewer than it
+        reported), at its model's prices, never past ``worst_usd`` (its worst case; None: none
+        held); a model without prices has no cost to estimate, so it is charged its worst
+        case. The one rule for what a committed stream costs."""
+        if self.usage is not None:
             return StreamUse(self.cost_usd, self.usage, relayed_chars=self.relayed_chars)
-        usage = TokenUsage(prompt_tokens, text_tokens(self.relayed_chars))
+        reported = self.reported or ReportedSoFar()
+        answer = max(text_tokens(self.relayed_chars + reported.unrelayed_chars),
+                     reported.completion_tokens)
+        usage = TokenUsage(prompt_tokens if reported.prompt_tokens is None
+                           else reported.prompt_tokens, answer)
         cost = _cost(self.card, usage)
         if cost is not None and worst_usd is not None:
             cost = min(cost, worst_usd)
-        return StreamUse(cost, usage, estimated=True, relayed_chars=self.relayed_chars)
+        return StreamUse(cost, usage, estimated=True, relayed_chars=self.relayed_chars,
+                         unrelayed_chars=reported.unrelayed_chars,
+                         prompt_reported=reported.prompt_tokens is not None)
 
     def seconds_left(self) -> float | None:
         """How long until the request's deadline runs out (``None``: it has none); past it,
@@ -433,6 +450,8 @@ class FailoverStream:
         if usage is not None:
             self.usage = usage
         self.relayed_chars += answer_chars(chunk)
+        if isinstance(chunk, CountedChunk):
+            self.reported = chunk.reported
         self._finished.note(chunk)
         for choice in chunk.get("choices") or []:
             if isinstance(choice, Mapping) and choice.get("finish_reason"):

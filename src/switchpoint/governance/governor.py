@@ -36,8 +36,8 @@ watches may not name one (:meth:`Governor.check_priced`), ``auto`` chooses among
 models (:meth:`Governor.narrow`), and admission leaves unpriced fallbacks out.
 
 Settlement charges the cost from the upstream's usage (plain answers as they arrive, streams
-as they end; a stream that ended mid-answer without usage, an estimate from what it relayed:
-see :meth:`~switchpoint.gateway.failover.FailoverStream.use`); when the usage is unknown (an
+as they end; a stream without usage, an estimate from what it relayed: see
+:meth:`~switchpoint.gateway.failover.FailoverStream.use`); when the usage is unknown (an
 upstream that sent none) it charges the answering model's worst case, and each try a provider
 may have billed without an answer its model's worst case (:meth:`Governor.charge_of`); the TPM
 windows count the same tries by the same rule, in tokens (the reported ones, else those the

@@ -64,6 +64,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 from switchpoint._messages import all_of, cut, json_quoted, one_of
@@ -97,7 +98,9 @@ from switchpoint.gateway.parsing import (
 )
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
 from switchpoint.gateway.providers.base import (
+    CountedChunk,
     ProviderResponse,
+    ReportedSoFar,
     Timeouts,
     answered_error,
     chunks_of,
@@ -506,13 +509,27 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
 
 
 def _usage(usage: object) -> dict[str, Any] | None:
-    """The OpenAI usage of a Messages API ``usage``; None (not believed: the answer is charged
-    its worst case) unless ``input_tokens`` and ``output_tokens`` are there and every count is
-    a whole number from 0 to ``MAX_REPORTED_TOKENS`` (the cache counts may be left out)."""
-    if not isinstance(usage, Mapping) or not all(k in usage for k in _REQUIRED_USAGE):
+    """The OpenAI usage of a Messages API ``usage``; None (not believed: a plain answer is
+    charged its worst case, a stream an estimate of what it used) unless ``input_tokens`` and
+    ``output_tokens`` are there and every count is a whole number from 0 to
+    ``MAX_REPORTED_TOKENS`` (the cache counts may be left out)."""
+    if not isinstance(usage, Mapping) or not is_token_count(usage.get("output_tokens")):
         return None
+    prompt = _prompt_of(usage)
+    if prompt is None:
+        return None
+    completion = usage["output_tokens"]
+    return {"prompt_tokens": prompt[0], "completion_tokens": completion,
+            "total_tokens": prompt[0] + completion,
+            "prompt_tokens_details": {"cached_tokens": prompt[1]}}
+
+
+def _prompt_of(usage: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(the prompt's tokens, of them those read from the cache) of a Messages API ``usage``:
+    ``input_tokens`` and the cache counts (which may be left out), or None unless each is a
+    whole number from 0 to ``MAX_REPORTED_TOKENS``."""
     counts: dict[str, int] = {}
-    for key in (*_REQUIRED_USAGE, *_CACHE_USAGE):
+    for key in ("input_tokens", *_CACHE_USAGE):
         value = usage.get(key)
         if value is None and key in _CACHE_USAGE:
             value = 0
@@ -520,14 +537,9 @@ def _usage(usage: object) -> dict[str, Any] | None:
             return None
         counts[key] = value
     cached = counts["cache_read_input_tokens"]
-    prompt = counts["input_tokens"] + counts["cache_creation_input_tokens"] + cached
-    completion = counts["output_tokens"]
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached}}
+    return counts["input_tokens"] + counts["cache_creation_input_tokens"] + cached, cached
 
 
-_REQUIRED_USAGE = ("input_tokens", "output_tokens")
 _CACHE_USAGE = ("cache_creation_input_tokens", "cache_read_input_tokens")
 
 
@@ -592,11 +604,23 @@ class AnthropicChunkDecoder:
         # a count before the answer was written, not what it was charged.
         self._final_usage = False
         self._content_seen = False
+        # What the upstream reported of the stream's use so far, each chunk carrying it: the
+        # prompt's tokens and the least output at message_start, and the characters of
+        # thinking, which is not relayed but billed (None: message_start not come yet).
+        self._reported: ReportedSoFar | None = None
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                "model": self._upstream_model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        chunk = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                 "model": self._upstream_model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return chunk if self._reported is None else CountedChunk(chunk, self._reported)
+
+    def _thought(self, text: object) -> None:
+        """``text`` of thinking came: not relayed, but generated and billed as answer."""
+        if isinstance(text, str) and text:
+            reported = self._reported or ReportedSoFar()
+            self._reported = replace(reported,
+                                     unrelayed_chars=reported.unrelayed_chars + len(text))
 
     def whole(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
         try:
@@ -637,6 +661,12 @@ class AnthropicChunkDecoder:
             self._upstream_model = message.get("model")
             usage = message.get("usage")
             self._usage = dict(usage) if isinstance(usage, Mapping) else {}
+            prompt = _prompt_of(self._usage)
+            output = self._usage.get("output_tokens")
+            self._reported = ReportedSoFar(
+                None if prompt is None else prompt[0],
+                output if is_token_count(output) else 0,
+                0 if self._reported is None else self._reported.unrelayed_chars)
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = data.get("content_block") or {}
@@ -652,6 +682,8 @@ class AnthropicChunkDecoder:
                     "function": {"name": block.get("name"), "arguments": ""}}]})]
             if block.get("type") == "text" and block.get("text"):
                 return [self._chunk({"content": block["text"]})]
+            if block.get("type") == "thinking":
+                self._thought(block.get("thinking"))
             return []
         if kind == "content_block_delta":
             delta = data.get("delta") or {}
@@ -661,7 +693,10 @@ class AnthropicChunkDecoder:
                 if delta.get("partial_json"):
                     self._no_arguments.discard(int(data.get("index", 0)))
                 return self._arguments(int(data.get("index", 0)), delta.get("partial_json", ""))
-            return []  # thinking and signature deltas are not part of the OpenAI format
+            if delta.get("type") == "thinking_delta":
+                self._thought(delta.get("thinking"))
+            # (thinking and signature deltas are not part of the OpenAI format: not relayed)
+            return []
         if kind == "content_block_stop" and int(data.get("index", 0)) in self._no_arguments:
             self._no_arguments.discard(int(data.get("index", 0)))
             return self._arguments(int(data.get("index", 0)), "{}")
@@ -681,7 +716,8 @@ class AnthropicChunkDecoder:
             self.done = True
             chunk = self._chunk({})
             chunk["choices"] = []
-            # (unknown without the final counts: the answer is charged its worst case)
+            # (unknown without the final counts: the answer is charged an estimate, from the
+            # counts of message_start and the chunks relayed, that each chunk carries)
             chunk["usage"] = _usage(self._usage) if self._final_usage else None
             return [chunk]
         return []  # ping, the other content_block_stop events and future event types

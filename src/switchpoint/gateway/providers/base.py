@@ -96,7 +96,8 @@ class TokenUsage:
     def from_openai(cls, usage: object) -> TokenUsage | None:
         """Read an OpenAI ``usage`` object; ``None`` if it is missing or not one: counts that
         are not whole numbers from 0 to :data:`MAX_REPORTED_TOKENS` are an upstream's error,
-        and an answer whose usage is unknown is charged its worst case."""
+        and a plain answer whose usage is unknown is charged its worst case (a stream, an
+        estimate of what it used)."""
         if not isinstance(usage, Mapping):
             return None
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -149,7 +150,7 @@ _PLAIN_DELTA = frozenset({"role", "content"})
 def answer_chars(chunk: Mapping[str, Any]) -> int:
     """How many characters of answer a chunk carries, over its choices: the text (``content``,
     ``refusal``) and the arguments of the tool calls (``tool_calls``, a legacy
-    ``function_call``). What a stream broken mid-answer is estimated to have written from."""
+    ``function_call``). What a stream without usage is estimated to have written from."""
     choices = chunk.get("choices")
     if not isinstance(choices, list):
         return 0
@@ -196,6 +197,29 @@ def choices_problem(choices: object, answers: int, *, whole: bool) -> str | None
             return f"two choices have the index {index}, where each answer is numbered once"
         seen.add(index)
     return None
+
+
+@dataclass(frozen=True)
+class ReportedSoFar:
+    """What an upstream reported of a stream's use before its end, beside the answer it
+    relays: ``prompt_tokens``, the prompt's exact count (None: not reported);
+    ``completion_tokens``, the least the answer has been counted at; ``unrelayed_chars``, the
+    characters it generated that are not relayed (the Messages API's thinking), billed all the
+    same. What a stream that ends without its final usage is estimated from, beside the
+    characters it relayed."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int = 0
+    unrelayed_chars: int = 0
+
+
+class CountedChunk(dict[str, Any]):
+    """A chunk as any other on the wire, carrying what its upstream has reported of the
+    stream's use so far (``reported``, :class:`ReportedSoFar`), counted up to it."""
+
+    def __init__(self, chunk: Mapping[str, Any], reported: ReportedSoFar) -> None:
+        super().__init__(chunk)
+        self.reported = reported
 
 
 class WholeAnswerChunk(dict[str, Any]):
