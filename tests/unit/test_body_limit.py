@@ -1,6 +1,7 @@
-"""The request body limit, called as plain ASGI (no server): a body over the limit is a 413 in
-the path's error shape, answered once the limit is passed, the rest of the body unread; a body
-within it reaches the app whole."""
+"""The request body limit, called as plain ASGI: a body over the limit is a 413 in the path's
+error shape, answered once the limit is passed, the rest of the body unread where the server
+closes such a connection in stages (``switchpoint serve``'s), read and dropped after the answer
+under another server; a body within it reaches the app whole."""
 
 from __future__ import annotations
 
@@ -11,18 +12,19 @@ from typing import Any
 import pytest
 
 from switchpoint.server.body_buffer import BodyBuffer
-from switchpoint.server.middleware import BodyLimitMiddleware
+from switchpoint.server.middleware import DRAIN_FACTOR, STAGED_CLOSE, BodyLimitMiddleware
 
 pytestmark = pytest.mark.anyio
 left: list[dict[str, Any]] = []
 
 
 async def call(path: str, chunks: list[bytes], limit: int, declared: int | None = None,
-               reads: bool = True, extra: tuple[tuple[bytes, bytes], ...] = ()
-               ) -> tuple[list[MutableMapping[str, Any]], list[bytes]]:
+               reads: bool = True, extra: tuple[tuple[bytes, bytes], ...] = (),
+               staged: bool = True) -> tuple[list[MutableMapping[str, Any]], list[bytes]]:
     """The messages the middleware sent, and the bodies the app read (``reads``: whether it
-    asks for its body before answering); the messages of the body nobody read are in
-    ``left``."""
+    asks for its body before answering; ``staged``: whether the server says it closes a
+    connection answered before its body ended in stages); the messages of the body nobody
+    read are in ``left``."""
     seen: list[bytes] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -49,7 +51,8 @@ async def call(path: str, chunks: list[bytes], limit: int, declared: int | None 
 
     headers = [(b"transfer-encoding", b"chunked") if declared is None
                else (b"content-length", str(declared).encode()), *extra]
-    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers,
+             "extensions": {STAGED_CLOSE: {}} if staged else {}}
     await BodyLimitMiddleware(app, limit=lambda: limit, bodies=BodyBuffer(1 << 30),
                               client=lambda scope: "one")(scope, receive, send)
     return sent, seen
@@ -67,6 +70,26 @@ async def test_a_chunked_body_over_the_limit_is_refused_in_the_routing_shape() -
     error = json.loads(sent[1]["body"])["error"]
     assert error["code"] == "request_too_large" and error["param"] == "body"
     assert "limit of 4 bytes" in error["message"] and "type" not in error
+
+
+async def test_under_another_server_the_rest_of_a_refused_body_is_read_after_the_answer(
+        ) -> None:
+    # Without a staged close, closing with the body unread would reset the connection, and a
+    # reset may destroy the answer before the client reads it: the answer goes out, then the
+    # rest of the body is read (up to DRAIN_FACTOR times the limit) and dropped, then its end.
+    sent, seen = await call("/v1/route", [b"ab", b"cd", b"e", b"fg", b"hi"], limit=4,
+                            staged=False)
+    assert seen == [] and sent[0]["status"] == 413 and left == []
+    assert sent[1]["more_body"] is True and json.loads(sent[1]["body"])["error"]["param"] == "body"
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    # An answer given without the body (a 401) likewise; a body far over the cap is left.
+    sent, _ = await call("/v1/route", [b"x" * 10] * (DRAIN_FACTOR + 2), limit=10,
+                         reads=False, staged=False)
+    assert sent[0]["status"] == 401 and sent[1]["more_body"] is True and len(left) == 1
+    # A client waiting to be asked for its body (Expect: 100-continue) sends none: not read.
+    sent, _ = await call("/v1/route", [b"ab", b"cd"], limit=1, declared=4, staged=False,
+                         extra=((b"expect", b"100-continue"),))
+    assert sent[0]["status"] == 413 and len(left) == 2 and len(sent) == 2
 
 
 async def test_a_declared_length_over_the_limit_is_refused_in_openais_shape() -> None:

@@ -45,6 +45,14 @@ from switchpoint.server.errors import ErrorAnswer, document_refusal, is_openai_p
 from switchpoint.server.header_text import shown_text
 from switchpoint.server.paths import app_path
 
+#: The scope extension by which a server says a connection answered before its request's body
+#: ended closes in stages there (``switchpoint serve``'s protocol): the answer, the end of its
+#: side of the stream, what the client still sends dropped unread. Without it (the app under
+#: another server) the rest of such a body is read, up to :data:`DRAIN_FACTOR` times the
+#: limit, and dropped before the answer ends: closed with the body unread, the connection would
+#: be reset, and a reset may destroy the answer before the client reads it.
+STAGED_CLOSE = "switchpoint.staged_close"
+DRAIN_FACTOR = 64
 # Where a body is mostly a prompt (the advice for an oversized one differs).
 _PROMPT_PATHS = frozenset({"/v1/route", "/v1/chat/completions",
                            "/v1/router/preferences/compare"})
@@ -126,6 +134,8 @@ class _Request:
         self.limit = middleware.limit()
         self.declared = _content_length(scope)
         self.read = False  # the app asked for the body (or answered without it)
+        self.asked = False  # the client was asked for it (a 100 Continue, if it waits for one)
+        self.ended = not _has_body(scope)  # its body's end was read
         self.started = False
         self.client = ""
         self.held = 0
@@ -147,12 +157,14 @@ class _Request:
         size = 0
         more = True
         while more:
+            self.asked = True
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 raise _Gone
             chunk = message.get("body", b"")
             size += len(chunk)
             more = bool(message.get("more_body", False))
+            self.ended = not more
             if size > limit:
                 raise _Refused("too_large", size)
             refusal = bodies.take(self.client, len(chunk), limit)
@@ -171,7 +183,33 @@ class _Request:
                 if not any(name.lower() == b"connection" for name, _ in headers):
                     headers.append(_CLOSE)
                 message = {**message, "headers": headers}
+        elif (message["type"] == "http.response.body" and not message.get("more_body", False)
+              and self.unread_sent()):
+            await self._drained(message)
+            return
         await self._send(message)
+
+    def unread_sent(self) -> bool:
+        """Whether the client may still be sending a body this server will not close in stages
+        over (the app under another server): it has one not read to its end, and it does not
+        wait to be asked for it (``Expect: 100-continue``) or was asked."""
+        return (not self.ended and STAGED_CLOSE not in (self.scope.get("extensions") or {})
+                and (self.asked or not _expects_continue(self.scope)))
+
+    async def _drained(self, last: Message) -> None:
+        """Send ``last``, the answer's end, once the rest of the body is read and dropped (at
+        most :data:`DRAIN_FACTOR` times the limit): the answer goes out first, its end after."""
+        self.ended = True
+        await self._send({**last, "more_body": True})
+        read = 0
+        while read <= self.limit * DRAIN_FACTOR:
+            message = await self._receive()
+            if message["type"] != "http.request":
+                break
+            read += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def release(self) -> None:
         """Give back what the body held (its answer has ended, or it was refused)."""
@@ -183,12 +221,12 @@ class _Request:
             self.middleware.bodies.count_refusal(refused.reason)
         path = app_path(self.scope)
         if refused.reason == ENCODED:
-            await _unsupported_encoding(self._send, _content_encoding(self.scope) or "", path)
+            await _unsupported_encoding(self.send, _content_encoding(self.scope) or "", path)
         elif refused.reason == "too_large":
-            await _reject(self._send, refused.size, self.limit, self.declared is not None, path)
+            await _reject(self.send, refused.size, self.limit, self.declared is not None, path)
         else:
             capacity, share = self.middleware.bodies.bounds(self.limit)
-            await _busy(self._send, capacity, share, refused.reason == "client_share", path)
+            await _busy(self.send, capacity, share, refused.reason == "client_share", path)
 
 
 def _content_encoding(scope: Scope) -> str | None:
@@ -228,6 +266,13 @@ def _empty_body(receive: Receive) -> Receive:
         return message
 
     return received
+
+
+def _expects_continue(scope: Scope) -> bool:
+    """Whether the client waits for ``100 Continue`` before it sends the body (which reading
+    the body would send it)."""
+    return any(name == b"expect" and value.strip().lower() == b"100-continue"
+               for name, value in scope["headers"])
 
 
 def _has_body(scope: Scope) -> bool:

@@ -65,6 +65,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from switchpoint.server.hosts import MANY_HOSTS, NO_HOST
+from switchpoint.server.middleware import STAGED_CLOSE
 
 _IDLE = "idle"  # between requests (keep-alive)
 _HEAD = "head"  # reading a request's line and headers
@@ -101,12 +102,27 @@ class ConnectionStats:
 
 class _Registry:
     """The open connections of one server; the evictable ones (idle or reading a head) in the
-    order they became so, oldest first."""
+    order they became so, oldest first; the app they serve, announcing the staged close."""
 
     def __init__(self, limits: ConnectionLimits, stats: ConnectionStats) -> None:
         self.limits = limits
         self.stats = stats
         self.evictable: dict[GuardedH11Protocol, None] = {}
+        self.app: Any = None  # the server's app, and the same announcing the staged close
+        self.announcing: Any = None
+
+    def announced(self, app: Any) -> Any:
+        """``app``, each HTTP request's scope telling it (the extension :data:`STAGED_CLOSE`)
+        that a connection answered before its body ended closes in stages here, so the body
+        limit need not read the rest of a body it refuses."""
+        if app is not self.app:
+            async def announcing(scope: Any, receive: Any, send: Any) -> None:
+                if scope["type"] == "http":
+                    scope["extensions"] = {**(scope.get("extensions") or {}), STAGED_CLOSE: {}}
+                await app(scope, receive, send)
+
+            self.app, self.announcing = app, announcing
+        return self.announcing
 
 
 def _raw_error(status: int, reason: str, code: str, message: str,
@@ -269,6 +285,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.app = self._registry.announced(self.app)
         limits = self._registry.limits
         self.conn = _Connection(limits.max_header_bytes)
         self._phase: str | None = None
