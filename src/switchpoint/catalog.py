@@ -257,32 +257,29 @@ def _names_problem(value: object, what: str, advice: str) -> str | None:
     return None
 
 
-def _price_problem(value: object) -> str | None:
+def _number_in_range(value: object, high: float, *, whole: bool = False) -> str | None:
+    """Why ``value`` is no number from 0 (more than 0 when ``whole``: a count) to ``high``
+    (a whole one when ``whole``), else None: a card's prices and its context window."""
     problem = number_problem(value)
     if problem is not None:
         return problem
-    price = real_number(value)
-    assert price is not None
-    if price < 0:
-        return f"must be >= 0{got(value)}"
-    if price > MAX_PRICE_PER_MTOK:
-        return f"must be <= {people_number(MAX_PRICE_PER_MTOK)}{got(value)}"
+    number = real_number(value)
+    assert number is not None
+    if whole and not number.is_integer():
+        return f"must be a whole number{got(value)}"
+    if number < 0 or (whole and number == 0):
+        return f"must be {'>' if whole else '>='} 0{got(value)}"
+    if number > high:
+        return f"must be <= {people_number(high)}{got(value)}"
     return None
+
+
+def _price_problem(value: object) -> str | None:
+    return _number_in_range(value, MAX_PRICE_PER_MTOK)
 
 
 def _context_window_problem(value: object) -> str | None:
-    problem = number_problem(value)
-    if problem is not None:
-        return problem
-    tokens = real_number(value)
-    assert tokens is not None
-    if not tokens.is_integer():
-        return f"must be a whole number{got(value)}"
-    if tokens <= 0:
-        return f"must be > 0{got(value)}"
-    if tokens > MAX_TOKENS:
-        return f"must be <= {people_number(MAX_TOKENS)}{got(value)}"
-    return None
+    return _number_in_range(value, MAX_TOKENS, whole=True)
 
 
 def _tier_problem(value: object) -> str | None:
