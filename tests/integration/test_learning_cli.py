@@ -330,6 +330,19 @@ def test_feedback_to_a_url_without_http_says_to_add_it(
     assert "e.g. http://127.0.0.1:8080" in err and "cannot reach" not in err
 
 
+def test_feedback_to_a_url_nothing_serves_says_to_start_the_service_or_fix_the_port(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # A port held by a socket that does not listen: a connection to it is refused.
+    with contextlib.closing(loopback_socket()) as held:
+        port = held.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        assert main(["feedback", "abc", "--success", "--url", url]) == 2
+    err = capsys.readouterr().err
+    assert f"--url: cannot reach '{url}/v1/feedback'" in err, err
+    assert "is the service running there? start it (switchpoint serve)" in err, err
+    assert "the address and port it serves on" in err and "Traceback" not in err, err
+
+
 POSTED: list[str] = []  # (the paths NotTheService was sent, in order)
 
 

@@ -248,6 +248,10 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
                                      "what the service answers; is --url the switchpoint "
                                      "service?")
             status = response.status_code
+    except httpx.ConnectError as exc:
+        raise ServeError(f"--url: cannot reach {quoted_path(url)} ({exc}); is the service "
+                         "running there? start it (switchpoint serve), or give the address "
+                         "and port it serves on (its log names them)") from None
     except httpx.HTTPError as exc:
         raise ServeError(f"--url: cannot reach {quoted_path(url)} ({exc})") from None
     text = raw.decode("utf-8", "replace")
