@@ -219,6 +219,24 @@ def test_both_doors_refuse_a_request_over_max_request_bytes(
     assert (len(local.store.requests(1000)[0]), len(local.store.decisions(1000))) == logged
 
 
+@pytest.mark.parametrize("field", ["tenant", "prompt"])
+def test_both_doors_measure_a_whole_comparison_against_max_request_bytes(
+        field: str, gw: ThreadServer, local: Gateway, gw_fake: FakeProviderProcess) -> None:
+    """A comparison's body is measured whole: a long tenant counts as a long prompt does."""
+    body: dict[str, Any] = {"prompt": "Hi", "models": ["good", "other"], field: "t" * OVER}
+    assert local.store is not None
+    logged = len(local.store.requests(1000)[0])
+    answer = httpx.post(f"{gw.base}/v1/router/preferences/compare", json=body, timeout=15)
+    assert answer.status_code == 413
+    assert "over the limit of 1048576 bytes (max_request_bytes" in answer.text
+    with pytest.raises(InvalidInputError) as caught:
+        local.compare(**body)
+    assert caught.value.field == field
+    assert "over the limit of 1048576 bytes (max_request_bytes" in caught.value.reason
+    assert gw_fake.requests() == []
+    assert len(local.store.requests(1000)[0]) == logged
+
+
 def test_the_in_process_door_logs_like_the_server(local: Gateway) -> None:
     reply = local.complete(messages(), model="auto", cost_weight=0.0, session_id="doors-1")
     info = reply.switchpoint

@@ -170,6 +170,14 @@ def test_a_comparison_over_the_limit_is_refused_before_any_model_is_asked(
     with pytest.raises(InvalidInputError) as caught:
         gateway.compare(MANY, models=["good", "cheap"])
     assert caught.value.field == "messages"
+    # every field the body would hold is measured, not only the prompt, messages and models
+    fields: list[tuple[str, Any]] = [("tenant", "t" * LIMIT), ("metadata", {"note": "m" * LIMIT}),
+                                     ("user", "u" * LIMIT), ("stop", ["s" * 1000] * 5)]
+    for field, value in fields:
+        with pytest.raises(InvalidInputError) as caught:
+            gateway.compare(prompt="hi", models=["good", "cheap"], **{field: value})
+        assert caught.value.field == field
+        assert f"over the limit of {LIMIT} bytes (max_request_bytes" in caught.value.reason
     assert_untouched(gateway, gw_fake)
 
 

@@ -1748,8 +1748,9 @@ class Gateway:
         listed = model_names(models, "models")  # (a generator read once, before it is sized)
         if not measured:  # (in process: over HTTP, a body's fields are the request's as sent)
             _no_client_options(params)
+            # (every field the body would hold: a tenant named in process too)
             self.check_size({"messages": messages, "prompt": prompt, "models": listed,
-                             **params})
+                             "blind": blind, "tenant": tenant, **params})
         if prompt is not None:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise InvalidInputError("prompt", "must be a non-empty string")
