@@ -429,6 +429,14 @@ def plain_number(value: object, limit: int = 40) -> str | None:
     return cut(repr(value) if plain else str(value), limit)
 
 
+def too_long(most: int, had: int | None, what: str = "characters") -> str:
+    """Why a value of ``had`` ``what`` (characters, items; None: not known) is over the
+    ``most`` it may have: the one wording of a length bound (a request's field, a model's
+    name, a comment), ``must have at most 256 characters, got 300``."""
+    return f"must have at most {people_number(most)} {what}" + (
+        "" if had is None else f", got {people_number(had)}")
+
+
 def reason(err: Any, known: Sequence[str] = ()) -> str:
     """One pydantic error (an item of ``ValidationError.errors()``) as a short reason."""
     kind = str(err["type"])
@@ -448,10 +456,9 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
         what = ("characters" if kind == "string_too_long" or isinstance(value, str)
                 else "entries" if isinstance(value, dict) else "items")
         had = ctx.get("actual_length")
-        if had is None and isinstance(value, (dict, list)):
+        if had is None and isinstance(value, (str, dict, list)):
             had = len(value)
-        return f"must have at most {people_number(most)} {what}" + (
-            f", got {people_number(had)}" if isinstance(had, int) else "")
+        return too_long(most, had if isinstance(had, int) else None, what)
     if kind == "extra_forbidden":
         listed = f"; known keys here: {listed_keys(known)}" if known else ""
         loc = err.get("loc") or ("",)

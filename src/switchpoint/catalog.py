@@ -29,6 +29,7 @@ from switchpoint._messages import (
     one_of,
     people_number,
     quoted,
+    too_long,
     unprintable,
 )
 from switchpoint._numbers import boolean_problem, number_problem, real_number
@@ -79,9 +80,8 @@ def model_name_problem(name: str) -> str | None:
     header), so a name is visible ASCII (letters, digits, punctuation: ``gpt-4o``,
     ``meta-llama/Llama-3.1-8B``, ``llama3:8b``), with spaces only between its characters (a
     header's value loses those at its ends), no longer than a request may give."""
-    if len(name) > MAX_MODEL_NAME:
-        return (f"is {len(name)} characters; a request may name at most {MAX_MODEL_NAME}, "
-                "so a catalog name is no longer")
+    if (problem := name_length_problem(name)) is not None:
+        return problem
     for i, char in enumerate(name):
         inside = 0 < i < len(name) - 1
         if not ("!" <= char <= "~" or (char == " " and inside)):
@@ -92,9 +92,12 @@ def model_name_problem(name: str) -> str | None:
     return None
 
 
-#: Why a name in a caller's list of models is refused when it is longer than a model's: the
-#: words a body's check (a field of at most :data:`MAX_MODEL_NAME` characters) says it in.
-NAME_TOO_LONG = f"must have at most {MAX_MODEL_NAME} characters"
+def name_length_problem(name: str) -> str | None:
+    """Why ``name`` is longer than any model's (:data:`MAX_MODEL_NAME` characters: the most a
+    request may name), else None: the one statement of that bound, in the words a request's
+    body says it in (``must have at most 256 characters, got 300``), for a catalog's name and
+    upstream_model, a caller's list of models and a key's."""
+    return too_long(MAX_MODEL_NAME, len(name)) if len(name) > MAX_MODEL_NAME else None
 
 
 def check_name_lengths(names: Sequence[str], field_name: str) -> None:
@@ -102,8 +105,8 @@ def check_name_lengths(names: Sequence[str], field_name: str) -> None:
     a name of ``names`` longer than any model's (:data:`MAX_MODEL_NAME`), as a request's body
     refuses one: no catalog holds it, and it is not looked up."""
     for i, name in enumerate(names):
-        if len(name) > MAX_MODEL_NAME:
-            raise invalid_at(field_name, f"{field_name}[{i}]", NAME_TOO_LONG)
+        if (problem := name_length_problem(name)) is not None:
+            raise invalid_at(field_name, f"{field_name}[{i}]", problem)
 
 
 def unordered_names(names: object, field_name: str) -> str | None:
@@ -230,7 +233,7 @@ def _name_problem(name: str) -> str | None:
 
 
 def _upstream_model_problem(name: str) -> str | None:
-    return _not_empty(name) or (NAME_TOO_LONG if len(name) > MAX_MODEL_NAME else None)
+    return _not_empty(name) or name_length_problem(name)
 
 
 def list_problem(value: object, what: str) -> str | None:

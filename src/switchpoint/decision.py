@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._args import INTEGER, expect
-from switchpoint._messages import bounded_repr, cut, json_quoted, people_number
+from switchpoint._messages import bounded_repr, cut, json_quoted, people_number, too_long
 from switchpoint._numbers import checked_number
 from switchpoint.errors import InvalidInputError
 
@@ -96,8 +96,7 @@ def check_id(value: object, field: str = "decision_id", *, or_prompt_hash: bool 
     lengths = ((ID_DIGITS, PROMPT_HASH_DIGITS) if or_prompt_hash
                else (PROMPT_HASH_DIGITS,) if field == "prompt_hash" else None)
     if lengths is None and len(value) > MAX_DECISION_ID:
-        raise InvalidInputError(field, f"is {len(value)} characters; {what}s have at most "
-                                       f"{MAX_DECISION_ID}")
+        raise InvalidInputError(field, too_long(MAX_DECISION_ID, len(value)))
     # (a value longer than any is refused unread; a shorter one first by a character no id
     # holds, as an id is)
     if len(value) <= MAX_DECISION_ID and not _ID_DIGITS.issuperset(value):

@@ -381,19 +381,19 @@ def test_a_name_longer_than_a_model_s_is_refused_alike_wherever_a_list_gives_it(
     url = f"{attacked.base}/v1/chat/completions"
     answers = [
         (httpx.post(url, json=chat_body("hi", "auto", models=["alpha", long]), timeout=10),
-         "models", "models[1]"),
+         "models", "models[1]", "10,000"),
         (httpx.post(url, json=chat_body("hi", "auto"), timeout=10,
                     headers={"x-switchpoint-models": "alpha, " + "x" * 1000}),
-         "x-switchpoint-models", "x-switchpoint-models[1]"),
+         "x-switchpoint-models", "x-switchpoint-models[1]", "1,000"),
         (httpx.post(f"{attacked.base}/v1/route", timeout=10,
                     json={"prompt": "hi", "available_models": ["alpha", long]}),
-         "available_models", "available_models[1]"),
-        (httpx.post(url, json=chat_body("hi", long), timeout=10), "model", "model")]
-    for r, param, path in answers:
+         "available_models", "available_models[1]", "10,000"),
+        (httpx.post(url, json=chat_body("hi", long), timeout=10), "model", "model", "10,000")]
+    for r, param, path, given in answers:
         assert r.status_code == 400, r.text
         error = r.json()["error"]
         assert (error["param"], error["message"]) == (
-            param, f"{path}: must have at most 256 characters"), error
+            param, f"{path}: must have at most 256 characters, got {given}"), error
     assert fake.requests() == []
 
 

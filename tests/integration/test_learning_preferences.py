@@ -318,7 +318,7 @@ def test_an_id_no_comparison_could_have_is_a_400_saying_what_an_id_is(
         assert str(refused.value) == f"compare_id: holds {where}, {ID_IS}"
     with pytest.raises(InvalidInputError) as long:  # (longer than any id: not looked up)
         server.service.gateway.score("a" * 2**20, {"A": 0.5}, tenant="acme")
-    assert str(long.value) == "compare_id: is 1048576 characters; comparison ids have at most 200"
+    assert str(long.value) == "compare_id: must have at most 200 characters, got 1,048,576"
     missing = post(server, "/v1/router/preferences/score",
                    {"compare_id": "0" * 32, "scores": {"A": 0.5}}, key=keys["acme"])
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "compare_id"

@@ -37,7 +37,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("capabilities", None, "must be a list of capabilities, got null"),
     ("capabilities", "tools", 'must be a list of capabilities, got "tools"'),
     ("upstream_model", "", "must not be empty"),
-    ("upstream_model", "u" * 257, "must have at most 256 characters"),
+    ("upstream_model", "u" * 257, "must have at most 256 characters, got 257"),
     ("input_per_mtok", "1", 'must be a number, got "1" (text: write the number without quotes)'),
     ("output_per_mtok", math.nan, "must be a finite number (not NaN or infinity)"),
     ("input_per_mtok", -1, "must be >= 0, got -1"),

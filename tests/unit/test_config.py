@@ -222,7 +222,7 @@ def test_a_model_named_as_another_s_profile_without_its_own_is_found_sharing_it(
     ("models:\n  - {name: a, base_url: 'http://:8000/v1'}\n",
      'models[0].base_url: has no host, got "http://:8000/v1"'),
     ("models:\n  - {name: a, upstream_model: " + "u" * 257 + "}\n",
-     "models[0].upstream_model: must have at most 256 characters"),
+     "models[0].upstream_model: must have at most 256 characters, got 257"),
     ("models:\n  - {name: a, upstream_model: ''}\n",
      "models[0].upstream_model: must not be empty"),
     ("models:\n  - {name: a, capabilities: [tools, vision, tools]}\n",

@@ -420,7 +420,7 @@ def test_a_keys_model_names_are_bounded_without_a_catalog_to_check_them() -> Non
     assert checked.models == ("a", "b")
     for models, needle in (([f"m{i}" for i in range(1002)], "lists 1,002 names; a key may "
                                                              "name at most 1,001"),
-                           (["x" * 257], "is longer than 256 characters")):
+                           (["x" * 257], "must have at most 256 characters, got 257")):
         with pytest.raises(InvalidInputError) as info:
             KeySpec(tenant="acme", models=models).checked(["acme"], None)
         assert info.value.field == "models" and needle in str(info.value)

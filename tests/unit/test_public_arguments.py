@@ -485,16 +485,17 @@ def test_a_name_longer_than_a_model_s_is_refused_as_the_http_door_refuses_it(
     # where a request's body and header say a name has at most 256 characters.
     router = Router(world.package, embedder=world.embedder)
     model = next(iter(world.package.models))
-    calls: list[tuple[str, Callable[[], object]]] = [
-        ("available_models", lambda: router.route("hi", [model, "x" * 10_000])),
-        ("available_models", lambda: router.check_candidates([model, "x" * 257])),
-        ("allowed_models", lambda: setattr(router, "allowed_models", [model, "x" * 10_000])),
+    calls: list[tuple[str, str, Callable[[], object]]] = [
+        ("available_models", "10,000", lambda: router.route("hi", [model, "x" * 10_000])),
+        ("available_models", "257", lambda: router.check_candidates([model, "x" * 257])),
+        ("allowed_models", "10,000",
+         lambda: setattr(router, "allowed_models", [model, "x" * 10_000])),
     ]
-    for field, call in calls:
+    for field, given, call in calls:
         with pytest.raises(InvalidInputError) as caught:
             call()
         assert caught.value.field == field, caught.value
-        assert str(caught.value) == f"{field}[1]: must have at most 256 characters"
+        assert str(caught.value) == f"{field}[1]: must have at most 256 characters, got {given}"
     assert router.allowed_models is None
     with pytest.raises(switchpoint.UnknownModelError):  # (one of 256 is looked up)
         router.route("hi", [model, "x" * 256])

@@ -303,7 +303,8 @@ def test_an_unknown_model_error_stays_short_whatever_was_sent(router: Router) ->
     assert len(str(info.value)) < 1000 and "\"" + "x" * 97 + '…"' in str(info.value)
     with pytest.raises(InvalidInputError) as too_long:  # (longer: not looked up)
         router.route(PROMPTS[0], available_models=["x" * 1_000_000])
-    assert str(too_long.value) == "available_models[0]: must have at most 256 characters"
+    assert str(too_long.value) == ("available_models[0]: must have at most 256 characters, got "
+                                   "1,000,000")
 
 
 @pytest.mark.parametrize("bad", [[], "claude-v1", [3], ["claude-v1", 5], 7])

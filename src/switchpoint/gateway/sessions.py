@@ -110,7 +110,7 @@ from switchpoint._files import (
     private_file,
     temporary_name,
 )
-from switchpoint._messages import json_quoted, unprintable
+from switchpoint._messages import json_quoted, too_long, unprintable
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.capabilities import Needs, adapter_limits
@@ -797,8 +797,7 @@ def session_key(explicit: str | None, messages: Sequence[object], *,
     if explicit is not None:
         explicit = explicit.strip()
         if len(explicit) > MAX_SESSION_ID:
-            raise InvalidInputError(field, f"is {len(explicit)} characters long; a session id "
-                                           f"may have at most {MAX_SESSION_ID}")
+            raise InvalidInputError(field, too_long(MAX_SESSION_ID, len(explicit)))
         hidden = unprintable(explicit)
         if hidden is not None:
             at, char = hidden

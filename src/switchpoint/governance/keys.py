@@ -52,14 +52,16 @@ from switchpoint._files import (
 )
 from switchpoint._messages import (
     cut,
+    got,
     json_quoted,
     listed_names,
     people_number,
     quoted_path,
+    too_long,
     unprintable,
 )
 from switchpoint._numbers import TOO_SMALL, number_text, too_small
-from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_MODEL_NAME
+from switchpoint.catalog import MAX_CATALOG_MODELS, name_length_problem
 from switchpoint.errors import (
     InvalidInputError,
     InvalidKeyError,
@@ -94,6 +96,8 @@ log = logging.getLogger("switchpoint.governance")
 KEYS_FILENAME = "keys.db"
 PREFIX = "sp-"
 ID_CHARS = 10
+#: The longest a key's name (a note of whose it is) may be.
+MAX_KEY_NAME = 200
 _KEY = re.compile(r"sp-([0-9a-f]{10})_([A-Za-z0-9_-]{43})")
 _ID = re.compile(r"[0-9a-f]{10}")
 # A key list's next_cursor: where the page ended, in the order keys were made.
@@ -379,8 +383,10 @@ class KeySpec:
             raise InvalidInputError("tenant", f"unknown tenant {json_quoted(self.tenant)}; tenants "
                                               f"are defined under tenants: in the config "
                                               f"(configured: {known})")
-        if self.name is not None and (not isinstance(self.name, str) or len(self.name) > 200):
-            raise InvalidInputError("name", "must be a string of at most 200 characters")
+        if self.name is not None and not isinstance(self.name, str):
+            raise InvalidInputError("name", f"must be a string{got(self.name)}")
+        if self.name is not None and len(self.name) > MAX_KEY_NAME:
+            raise InvalidInputError("name", too_long(MAX_KEY_NAME, len(self.name)))
         hidden = None if self.name is None else unprintable(self.name)
         if hidden is not None:
             raise InvalidInputError("name", f"holds U+{ord(hidden[1]):04X} (character "
@@ -434,11 +440,10 @@ class KeySpec:
                                                   "key may name at most "
                                                   f"{people_number(MAX_CATALOG_MODELS + 1)} (a "
                                                   "catalog's models and \"auto\")")
-            long_name = next((m for m in models if len(m) > MAX_MODEL_NAME), None)
-            if long_name is not None:
-                raise InvalidInputError("models", f"{json_quoted(long_name)} is longer than "
-                                                  f"{MAX_MODEL_NAME} characters: no model's "
-                                                  "name is")
+            for name in models:
+                if (problem := name_length_problem(name)) is not None:
+                    raise InvalidInputError("models", f"{json_quoted(name)} {problem}, and no "
+                                                      "model's name is longer")
         cost_weight = None
         if self.cost_weight is not None:
             from switchpoint.decision import check_cost_weight

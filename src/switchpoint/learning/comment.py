@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
-from switchpoint._messages import people_number
+from switchpoint._messages import too_long
 from switchpoint._redact import redact
 from switchpoint.errors import InvalidInputError
 
@@ -34,8 +34,7 @@ def check_comment(comment: object, name: str = "comment") -> str | None:
     if not isinstance(comment, str):
         raise InvalidInputError(name, "must be a string")
     if len(comment) > MAX_COMMENT:
-        raise InvalidInputError(name, f"must have at most {people_number(MAX_COMMENT)} "
-                                      f"characters, got {people_number(len(comment))}")
+        raise InvalidInputError(name, too_long(MAX_COMMENT, len(comment)))
     if lone_surrogate(comment):
         raise InvalidInputError(name, LONE_SURROGATE)
     found = _UNWRITTEN.search(comment)

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._limits import MAX_TENANTS as MAX_TENANTS
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, too_long
 from switchpoint._numbers import boolean, checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import MAX_ANSWER_COST
@@ -43,8 +43,7 @@ def check_tenant(tenant: object, field_name: str = "tenant") -> str:
         raise InvalidInputError(field_name, f"must be a non-empty tenant name or None (the "
                                             f"deployment's own), got {json_quoted(tenant)}")
     if len(tenant) > MAX_TENANT_LENGTH:
-        raise InvalidInputError(field_name, f"is {len(tenant)} characters; at most "
-                                            f"{MAX_TENANT_LENGTH}")
+        raise InvalidInputError(field_name, too_long(MAX_TENANT_LENGTH, len(tenant)))
     if lone_surrogate(tenant):
         raise InvalidInputError(field_name, f"{LONE_SURROGATE}; name the tenant in valid "
                                             "Unicode text")

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from switchpoint._messages import one_of
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.governance.budgets import PERIODS
-from switchpoint.governance.keys import MAX_GRACE_S, KeySpec
+from switchpoint.governance.keys import MAX_GRACE_S, MAX_KEY_NAME, KeySpec
 from switchpoint.governance.ledger import key_account
 from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS, SINCE_HOURS
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
@@ -73,7 +73,7 @@ class KeyCreate(BaseModel):
         {"tenant": "acme", "budget": ["50/month"], "rpm": 60, "models": ["cheap", "auto"]}]})
 
     tenant: StrictStr = Field(min_length=1, max_length=64)
-    name: StrictStr | None = Field(None, max_length=200)
+    name: StrictStr | None = Field(None, max_length=MAX_KEY_NAME)
     budget: StrictStr | list[StrictStr] | None = Field(
         None, description=f'AMOUNT/PERIOD in USD, e.g. "50/month" (the period {one_of(PERIODS)}).')
     rpm: StrictInt | None = Field(None, ge=1, le=MAX_RPM)
