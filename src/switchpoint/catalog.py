@@ -327,6 +327,21 @@ CARD_RULES: Mapping[str, Callable[[object], str | None]] = {
     "upstream_model": lambda value: _text_problem(value, _upstream_model_problem),
     "auto": boolean_problem,
 }
+
+
+def catalog_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a catalog's model (the rule of a card's name in
+    :data:`CARD_RULES`), said of the name, quoted and cut short (``model "a b " holds a space
+    ...``); None when it can. A door that names a model that becomes a catalog card or a
+    weights model (a weights model is a card of the catalog routing builds without a config's:
+    :meth:`Catalog.from_profiles`) refuses such a name by it before any work: ``add-model``'s
+    name, ``fit``'s records, ``label``'s models."""
+    problem = CARD_RULES["name"](name)
+    if problem is None:
+        return None
+    return f"model {json_quoted(name, 80)}: {problem}"
+
+
 #: The card's fields that may be None (unset: a default applies); the others may not.
 OPTIONAL_FIELDS = frozenset({"profile", "base_url", "api_key_env", "stream_usage",
                              "input_per_mtok", "output_per_mtok", "context_window", "tier",

@@ -463,8 +463,9 @@ def _weights_to_edit(args: argparse.Namespace, result: str,
 
 def cmd_add_model(args: argparse.Namespace) -> int:
     from switchpoint.embedding import embedder_from_id, warm_up
-    from switchpoint.training import add_model
+    from switchpoint.training import add_model, check_model_name
 
+    check_model_name(args.name)  # before the weights are read
     package, out = _weights_to_edit(args, "plus the new model", "extend")
     with _feedback(args) as feedback:
         embedder = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -229,8 +229,11 @@ def _number(value: Any, source: object, line: int, where: str, lo: float, hi: fl
     return x
 
 
-def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet:
-    """Parse and validate JSONL lines. Blank lines are skipped."""
+def parse_records(lines: Iterable[str], source: object = "records", *,
+                  model_rule: Callable[[str], str | None] | None = None) -> RecordSet:
+    """Parse and validate JSONL lines. Blank lines are skipped. ``model_rule``: why a model's
+    name cannot be taken (None: it can), beyond the rule of every records file: refused at the
+    line that first names the model."""
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     model_order: dict[str, None] = {}
@@ -281,6 +284,8 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
                                                "holds), so split the file by model")
         for m in new:
             problem = printed_name_problem(m)
+            if problem is None and model_rule is not None:
+                problem = model_rule(m)
             if problem is not None:
                 raise RecordsError(source, number, f"{problem}; rename the model in the records")
         clean_s = {m: _number(v, source, number, f"scores[{json_quoted(m)}]", 0.0, 1.0)
@@ -318,7 +323,8 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
     )
 
 
-def load_records(path: str | Path) -> RecordSet:
+def load_records(path: str | Path, *,
+                 model_rule: Callable[[str], str | None] | None = None) -> RecordSet:
     """Read a routing-records JSONL file (``path``: a string or a ``pathlib.Path``) into a
     :class:`RecordSet`, its models in the order the file first names them.
 
@@ -331,8 +337,9 @@ def load_records(path: str | Path) -> RecordSet:
 
     Raises :class:`~switchpoint.errors.RecordsError` naming the file, and the line and field
     where one is at fault: a missing file, a directory, text that is not UTF-8, a malformed
-    line or a file of no records; :class:`~switchpoint.errors.InvalidInputError` for a
-    ``path`` that is no path."""
+    line or a file of no records, or a model's name ``model_rule`` refuses (see
+    :func:`parse_records`); :class:`~switchpoint.errors.InvalidInputError` for a ``path``
+    that is no path."""
     expect("path", path, PATH, "the path of a JSONL file of routing records")
     p = Path(path)
     problem = path_problem(p)
@@ -343,7 +350,7 @@ def load_records(path: str | Path) -> RecordSet:
                            + "; pass a JSONL file of routing records")
     try:
         with p.open(encoding="utf-8", errors=ENCODING_ERRORS) as fh:
-            return parse_records(_bounded_lines(fh, p), source=p)
+            return parse_records(_bounded_lines(fh, p), source=p, model_rule=model_rule)
     except UnicodeDecodeError:
         raise RecordsError(p, None, "is not UTF-8 text; save the records as UTF-8 JSON "
                                     "lines") from None

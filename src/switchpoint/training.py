@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from switchpoint._args import FUNCTION, PATH, expect
-from switchpoint._messages import json_quoted, listed_names, one_of, printed_name_problem
+from switchpoint._messages import json_quoted, listed_names, one_of
 from switchpoint._progress import ProgressFn, step
 from switchpoint._version import __version__
+from switchpoint.catalog import catalog_name_problem
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
 from switchpoint.errors import InvalidInputError, RecordsError
 from switchpoint.policies import POLICIES, Inputs, Policy, make_policy
@@ -93,7 +94,16 @@ def fit(
     expect("progress", progress, FUNCTION, "a function progress(stage, done, total)",
            optional=True)
     source = str(records) if isinstance(records, PATH) else "records"
-    data = load_records(records) if isinstance(records, PATH) else records
+    # (each model becomes one of the weights': refused, before any work, when no catalog
+    # could hold its name)
+    if isinstance(records, PATH):
+        data = load_records(records, model_rule=catalog_name_problem)
+    else:
+        data = records
+        for j, name in enumerate(data.models):
+            if (problem := catalog_name_problem(name)) is not None:
+                raise InvalidInputError(f"records.models[{j}]", f"{problem}; rename the model "
+                                                                "in the records")
     data = select_split(data, split, source)
     model = make_policy(policy, **params)
     emb: Embedder = (
@@ -116,6 +126,18 @@ def fit(
                           provenance=provenance)
 
 
+def check_model_name(name: str, field: str = "name") -> str:
+    """``name``, when a catalog can hold it as a model's name (the catalog's one rule:
+    :func:`~switchpoint.catalog.catalog_name_problem`), else an :class:`InvalidInputError`
+    naming ``field``: the new model of :func:`add_model`, which the command line checks before
+    it loads the weights."""
+    expect(field, name, str, "the new model's name")
+    problem = catalog_name_problem(name)
+    if problem is not None:
+        raise InvalidInputError(field, f"{problem}; name the model so a catalog can hold it")
+    return name
+
+
 def add_model(
     package: WeightsPackage,
     name: str,
@@ -135,11 +157,7 @@ def add_model(
     centroids, say) and has no ``path`` until it is saved.
     """
     expect("package", package, WeightsPackage, "a WeightsPackage (what load_weights returns)")
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInputError("name", "must be a non-empty model name")
-    if (problem := printed_name_problem(name)) is not None:
-        # (the rule the package's save keeps: said before the labels are learned, of the name)
-        raise InvalidInputError("name", f"{problem}; name the model without it")
+    check_model_name(name)
     expect("records", records, (RecordSet, *PATH), _RECORDS)
     expect("embedder", embedder, Embedder, "an Embedder", optional=True)
     expect("source_model", source_model, str, "the model's name in the records",

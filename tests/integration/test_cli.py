@@ -80,6 +80,14 @@ def weights_copy(real_weights_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(real_weights_dir, tmp_path / "weights"))
 
 
+def _naming(model: str) -> str:
+    """A record that labels ``model`` beside big, mid and small."""
+    return json.dumps({"id": "r99", "prompt": "What is 9 plus 9?", "split": "test",
+                       "scores": {"big": 1, "mid": 0, "small": 0, model: 1},
+                       "costs": {"big": 0.01, "mid": 0.002, "small": 0.0001, model: 0.001}},
+                      ensure_ascii=False)
+
+
 def _record(i: int, split: str, scores: dict[str, float], prompt: str | None = None) -> str:
     costs = {"big": 0.01, "mid": 0.002, "small": 0.0001, "extra": 0.0005}
     return json.dumps({
@@ -1319,6 +1327,14 @@ def test_fit_knn_and_cluster(
                      ["line 3", "lone surrogate"], id="lone-surrogate"),
         pytest.param(_record(99, "test", {"big": 10**400, "mid": 0, "small": 0}),
                      ["line 3", 'scores["big"] is an integer of 401 digits'], id="huge-score"),
+        # a model a catalog could not hold, by the catalog's rule of a name
+        pytest.param(_naming("m" * 300), ["line 3", 'model "mmm', "must have at most 256 "
+                                          "characters, got 300", "rename the model in the "
+                                          "records"], id="name-too-long"),
+        pytest.param(_naming("big "), ["line 3", 'model "big ": holds a space (character 4)'],
+                     id="name-ending-in-a-space"),
+        pytest.param(_naming("modèle"), ["line 3", 'model "modèle": holds U+00E8'],
+                     id="name-not-ascii"),
     ],
 )
 def test_fit_bad_records_exit_2_and_write_nothing(
@@ -1580,10 +1596,22 @@ def test_add_and_remove_model(
     untouched = (weights_copy / "manifest.json").read_bytes()
     code, _, err = run(["add-model", "sup\x1b[31mer", labels, "--weights", weights_copy,
                         "--label", "Super-Model"], capsys)
-    assert_bad_input(code, err, 'MODEL: model "sup\\u001b[31mer" holds U+001B (character 4)',
-                     "name the model without it")
+    assert_bad_input(code, err, 'MODEL: model "sup\\u001b[31mer": holds U+001B (character 4)',
+                     "name the model so a catalog can hold it")
     assert "fit the weights again" not in err
     assert (weights_copy / "manifest.json").read_bytes() == untouched
+    # ... as is any name a catalog could not hold, by the catalog's rule, before the weights
+    # are read, and nothing is written to --out
+    for name, rule in (("m" * 300, "must have at most 256 characters, got 300"),
+                       ("a b ", "holds a space (character 4)"), ("auto", '"auto" is reserved')):
+        code, _, err = run(["add-model", name, labels, "--weights", weights_copy, "--label",
+                            "Super-Model", "--out", tmp_path / "refused"], capsys)
+        assert_bad_input(code, err, f'MODEL: model "{name[:20]}', rule)
+        assert "m" * 100 not in err
+        assert not (tmp_path / "refused").exists()
+        assert (weights_copy / "manifest.json").read_bytes() == untouched
+    code, _, err = run(["add-model", "m" * 300, labels], capsys)  # (no --out: refused for it)
+    assert_bad_input(code, err, "MODEL:", "must have at most 256 characters, got 300")
     # Labels for a model the records do not have.
     code, _, err = run(["add-model", "other2", labels, "--weights", weights_copy, "--label",
                         "Absent"], capsys)

@@ -690,7 +690,14 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
      'models: "m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9", "m10", "m11", "m12", '
      '"m13", "m14", "m15", "m16", "m17", "m18", "m19" and 19980 more are not in the catalog'),
     (dict(models=["a", "x" * 100_000]), InvalidInputError,
-     f'models: "{"x" * 61}…" is not in the catalog of the config (--config FILE) (it has "a", '),
+     f'models: model "{"x" * 77}…": must have at most 256 characters, got 100,000; name a '
+     "catalog model"),
+    # A name no catalog could hold is refused by the catalog's rule, before the prompts are read
+    (dict(models=["a", "a "], prompts="missing.jsonl"), InvalidInputError,
+     'models: model "a ": holds a space (character 2)'),
+    (dict(models=["auto"]), InvalidInputError,
+     'models: model "auto": "auto" is reserved for the router itself'),
+    (dict(models=["modèle"]), InvalidInputError, 'models: model "modèle": holds U+00E8'),
     (dict(judge="\x1b[2J" + "j" * 100_000), InvalidInputError,
      f'judge: "\\u001b[2J{"j" * 52}…" is not in the catalog'),
     (dict(models=[f"m{i}" for i in range(30)] * 2), InvalidInputError,

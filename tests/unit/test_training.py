@@ -3,6 +3,7 @@ that one routing on as before, from threads too, while the new packages are made
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -151,3 +152,38 @@ def test_a_policy_that_is_no_name_is_refused_offering_the_policies_as_choices(
         fit(small_records, 3)  # type: ignore[arg-type]
     assert str(info.value) == ('policy: must be a policy name ("cluster", "knn", "tiers", '
                                '"tfidf", "fixed" or "random"), got int')
+
+
+# Names a catalog cannot hold: each door that makes a model of the weights refuses them by the
+# catalog's rule of a card's name, naming the model (quoted, cut short) and the rule.
+UNHELD = [("m" * 300, "must have at most 256 characters, got 300"),
+          (" spaced", "holds a space (character 1)"), ("modèle", "holds U+00E8 (character 4)"),
+          ("auto", '"auto" is reserved for the router itself')]
+
+
+@pytest.mark.parametrize(("name", "rule"), UNHELD)
+def test_add_model_refuses_a_name_a_catalog_cannot_hold(
+        name: str, rule: str, small_records: RecordSet, fake_embedder: FakeEmbedder) -> None:
+    package = _package("fixed", small_records, fake_embedder)
+    before = _state(package)
+    with pytest.raises(InvalidInputError) as info:
+        add_model(package, name, small_records, embedder=fake_embedder, source_model=SOURCE)
+    assert info.value.field == "name"
+    assert info.value.reason.startswith(f"model {json.dumps(name, ensure_ascii=False)[:6]}")
+    assert rule in info.value.reason and "m" * 81 not in info.value.reason
+    assert info.value.reason.endswith("; name the model so a catalog can hold it")
+    assert _state(package)[:3] == before[:3]
+
+
+@pytest.mark.parametrize(("name", "rule"), UNHELD[1:])  # (a RecordSet refuses a long name)
+def test_fit_refuses_records_naming_a_model_a_catalog_cannot_hold(
+        name: str, rule: str, small_records: RecordSet, fake_embedder: FakeEmbedder) -> None:
+    records = RecordSet(ids=list(small_records.ids), prompts=list(small_records.prompts),
+                        tasks=list(small_records.tasks), splits=list(small_records.splits),
+                        models=[*small_records.models[:-1], name],
+                        scores=small_records.scores, costs=small_records.costs)
+    with pytest.raises(InvalidInputError) as info:
+        fit(records, policy="fixed", split=SMALL_SPLIT, embedder=fake_embedder)
+    assert info.value.field == f"records.models[{len(records.models) - 1}]"
+    assert rule in info.value.reason
+    assert info.value.reason.endswith("; rename the model in the records")

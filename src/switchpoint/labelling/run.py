@@ -45,7 +45,7 @@ from switchpoint._messages import (
     quoted_path,
 )
 from switchpoint._progress import ProgressFn
-from switchpoint.catalog import MAX_TOKENS
+from switchpoint.catalog import MAX_TOKENS, catalog_name_problem
 from switchpoint.config import MAPPING_CONFIG, Settings, load_settings
 from switchpoint.errors import (
     ConfigError,
@@ -315,9 +315,9 @@ def _settings(config: ConfigArg) -> Settings:
 def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None,
            settings: Settings, concurrency: int, max_tokens: int | None,
            keys: Mapping[str, str] | None) -> _Plan:
+    names = _model_names(models)  # (before the prompts are read)
     items = (as_prompts(prompts) if isinstance(prompts, Sequence)
              and not isinstance(prompts, str) else read_prompts(prompts))
-    names = _model_names(models)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) \
             or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InvalidInputError("concurrency", f"must be an integer from 1 to "
@@ -456,6 +456,9 @@ def _model_names(models: Sequence[str]) -> list[str]:
     for name in names:
         if not isinstance(name, str) or not name.strip():
             raise InvalidInputError("models", f"{json_quoted(name)} is not a model name")
+        # (its records' model, which fit makes a weights model: one a catalog can hold)
+        if (problem := catalog_name_problem(name)) is not None:
+            raise InvalidInputError("models", f"{problem}; name a catalog model")
     repeated = sorted(n for n, count in Counter(names).items() if count > 1)
     if repeated:
         raise InvalidInputError("models", f"{listed_names(repeated, quoted=True)} "
