@@ -56,8 +56,10 @@ MAX_PRICE_PER_MTOK = 100_000.0
 # The most one answer may be reported to have cost (USD, or the weights' units): far beyond
 # any single call, so only a mistake is refused, and no sum of costs can overflow.
 MAX_ANSWER_COST = 1000.0
-# Characters per token when estimating a prompt's tokens without its model's tokenizer.
-CHARS_PER_TOKEN = 4
+# Bytes of UTF-8 per token when estimating tokens without the model's tokenizer (see
+# text_bytes): English text runs about 4 characters a token, text in other scripts about a
+# token per character of CJK (3 bytes) and two of Cyrillic, Greek or Arabic (2 bytes each).
+BYTES_PER_TOKEN = 4
 # The longest model name a request may give, and so a catalog model may have.
 MAX_MODEL_NAME = 256
 # The longest base_url a model may have: far past any provider API's URL (a host and a short
@@ -559,14 +561,26 @@ class Catalog:
         return card.profile or card.name
 
 
-def text_tokens(chars: int) -> int:
-    """The tokens of ``chars`` characters of text, as estimated without the model's tokenizer
-    (:data:`CHARS_PER_TOKEN` characters a token): a prompt's, or the answer a stream relayed."""
-    return math.ceil(chars / CHARS_PER_TOKEN)
+def text_bytes(text: str) -> int:
+    """The size of ``text`` as tokens are estimated from (:func:`text_tokens`): its UTF-8
+    bytes, so ASCII text counts a byte a character and other scripts more (CJK 3, emoji 4), as
+    tokenizers split them into more tokens; a lone surrogate counts its 3 bytes, never
+    raising."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def text_tokens(size: int) -> int:
+    """The tokens of text of ``size`` bytes (:func:`text_bytes`, summed over its pieces), as
+    estimated without the model's tokenizer (:data:`BYTES_PER_TOKEN` bytes a token): a
+    prompt's, or an answer's whose upstream reported no usage to believe."""
+    return math.ceil(size / BYTES_PER_TOKEN)
 
 
 def estimate_tokens(text: str) -> int:
-    return max(1, text_tokens(len(text)))
+    """The tokens of ``text`` (at least 1), as estimated without the model's tokenizer."""
+    return max(1, text_tokens(text_bytes(text)))
 
 
 def check_token_counts(value: object, field: str = "estimate_tokens") -> tuple[int, int]:

@@ -487,7 +487,7 @@ class Router(RemadeOnLoad):
         ``(input_tokens, output_tokens)`` prices the request from those tokens with the
         catalog's prices, as any request is priced (the decision's ``expected_cost``,
         ``expected_costs`` and the costs its scores weigh), instead of from the prompt's
-        characters / 4 and ``expected_output_tokens``; a catalog without prices for every model
+        UTF-8 bytes / 4 and ``expected_output_tokens``; a catalog without prices for every model
         cannot, and is refused."""
         t0 = time.perf_counter()
         check_route_input(prompt, embedding)
@@ -1145,7 +1145,7 @@ class _CardMap:
       pessimistic policy charges, so that one success would cost the model its traffic);
       its support is ``n``.
     - Costs: when every card has prices, a request's cost is priced from its estimated tokens
-      (prompt characters / 4, plus ``expected_output_tokens``), scaled per profile by how much
+      (prompt UTF-8 bytes / 4, plus ``expected_output_tokens``), scaled per profile by how much
       that profile's measured cost on this prompt's unit differs from its global mean (so a
       cluster of long answers stays dearer). Otherwise the profiles' measured costs are used
       and every card must have a profile.

@@ -27,7 +27,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
-from switchpoint.catalog import text_tokens
+from switchpoint.catalog import text_bytes, text_tokens
 from switchpoint.config import DB_FILENAME, load_settings
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.governance.governor import prompt_bound, worst_cost
@@ -1085,7 +1085,7 @@ def _bounds(server: ThreadServer, model: str, messages: list[Any], text: str,
             prompt: int | None = None, thought: int = 0) -> tuple[float, float]:
     """(the estimate of a stream that relayed ``text`` for ``messages`` and ``tools``, its
     worst case): the prompt's tokens (``prompt``, as its upstream reported them, else as the
-    gateway estimates them) and the tokens of ``text`` and of the ``thought`` characters of
+    gateway estimates them) and the tokens of ``text`` and of the ``thought`` bytes of
     thinking not relayed, by the same counter, at ``model``'s prices; the prompt's bound and
     ``max_tokens``."""
     settings = server.service.gateway.settings
@@ -1094,7 +1094,7 @@ def _bounds(server: ThreadServer, model: str, messages: list[Any], text: str,
     card = catalog[model]
     body = {"messages": messages, **({"tools": tools} if tools else {})}
     estimate = card.price(needs_of(body).prompt_tokens if prompt is None else prompt,
-                          text_tokens(len(text) + thought))
+                          text_tokens(text_bytes(text) + thought))
     worst = worst_cost(card, prompt_bound(body, settings.governance.image_tokens), max_tokens)
     return estimate, worst
 
@@ -1114,11 +1114,11 @@ def _charged_an_estimate(server: ThreadServer, key: dict[str, Any], entry: dict[
     assert _spent(server, key["id"]) == pytest.approx(charged)
     notes = [n for n in entry["reasoning"] if n.startswith("Estimated charge: ")]
     assert len(notes) == 1, entry["reasoning"]
-    assert (f"{text_tokens(len(text) + thought)} answer tokens (the {len(text)} characters"
-            in notes[0]), notes[0]
+    assert (f"{text_tokens(text_bytes(text) + thought)} answer tokens (the "
+            f"{text_bytes(text)} bytes, in UTF-8, of text" in notes[0]), notes[0]
     assert (f"{prompt} prompt tokens (as the upstream reported it)" if prompt is not None
             else " prompt tokens (the prompt as the gateway estimates it)") in notes[0], notes[0]
-    assert (f"and the {thought} characters of thinking, not relayed" in notes[0]) == (
+    assert (f"and the {thought} bytes of thinking, not relayed" in notes[0]) == (
         thought > 0), notes[0]
     assert f"${charged:.6f}" in notes[0]
     return charged
@@ -1227,6 +1227,22 @@ def test_a_client_that_hangs_up_mid_stream_is_charged_an_estimate_of_what_was_re
     assert entry["status"] == "client_closed" or "ReadTimeout" in str(
         entry["attempts"][-1]["error"]), entry
     _charged_an_estimate(gov, key, entry, "cheap", messages, text)
+
+
+def test_a_stream_of_cjk_text_broken_mid_answer_is_charged_its_bytes(
+        gov: ThreadServer, key: dict[str, Any]) -> None:
+    # A Chinese answer is about a token a character: its estimate counts its UTF-8 bytes (3
+    # a character, 4 a token), three times what its characters at 4 a token would be.
+    cjk = " ".join(["请详细解释量子计算的基本原理"] * 6)
+    messages = user(f"{cjk} [[fake:cut:after=8]]")
+    request_id, text = _relayed(gov, key, "cheap", messages)
+    assert text.startswith("Echo from cheap: 请详细")
+    entry = _logged(gov, request_id)
+    assert entry["status"] == "stream_broken"
+    estimate, worst = _bounds(gov, "cheap", messages, text)
+    assert text_tokens(text_bytes(text)) > 2 * text_tokens(len(text))
+    assert _charged_an_estimate(gov, key, entry, "cheap", messages,
+                                text) == pytest.approx(min(estimate, worst))
 
 
 @pytest.fixture(scope="module")

@@ -217,7 +217,7 @@ def test_streams_settle_at_their_usage_or_their_reservation(server: ThreadServer
     entry = wait_entry(server, rid)
     assert entry["status"] == "ok" and entry["charged_usd"] == pytest.approx(entry["cost_usd"])
     # The client leaves after the first chunk, before the usage: charged an estimate of what
-    # was relayed (the prompt as estimated, and the answer's characters the log names), less
+    # was relayed (the prompt as estimated, and the answer's bytes the log names), less
     # than the reservation.
     slow = {"model": "cheap", "stream": True, "max_tokens": 32,
             "messages": [{"role": "user", "content": f"{text} [[fake:ok:chunk_delay=0.3]]"}]}
@@ -229,7 +229,7 @@ def test_streams_settle_at_their_usage_or_their_reservation(server: ThreadServer
     assert entry["status"] == "client_closed" and entry["cost_usd"] is None
     card = server.service.gateway.settings.catalog()["cheap"]  # type: ignore[index]
     note = next(n for n in entry["reasoning"] if n.startswith("Estimated charge: "))
-    relayed = int(re.search(r"the (\d+) characters", note)[1])  # type: ignore[index]
+    relayed = int(re.search(r"the (\d+) bytes", note)[1])  # type: ignore[index]
     assert 0 < relayed <= len(f"Echo from cheap: {text}")
     estimate = card.price(needs_of(slow).prompt_tokens, text_tokens(relayed))
     assert entry["charged_usd"] == pytest.approx(estimate)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.catalog import Catalog, ModelCard, estimate_tokens, text_bytes, text_tokens
 from switchpoint.gateway.capabilities import (
     IMAGE_TOKENS,
     TOKENS_PER_MESSAGE,
@@ -34,6 +34,28 @@ def test_plain_string_conversation() -> None:
                       last_user_text="What is 2+2?",
                       parts=frozenset({("system", "text"), ("user", "text"),
                                        ("assistant", "text")}))
+
+
+def test_text_in_other_scripts_counts_its_utf8_bytes() -> None:
+    # Tokenizers split CJK text into about a token a character: counted at its 3 bytes a
+    # character, 4 a token, a CJK prompt is not estimated at a quarter of its tokens.
+    cjk = "请详细解释量子计算的基本原理" * 10  # (140 characters, 420 bytes)
+    assert text_bytes(cjk) == 420 and estimate_tokens(cjk) == 105
+    req = {"messages": [{"role": "user", "content": cjk},
+                        {"role": "user", "content": [{"type": "text", "text": cjk}]}]}
+    assert needs_of(req).prompt_tokens == 2 * 105 + 2 * TOKENS_PER_MESSAGE
+    # ASCII text counts as it did, a byte a character; other scripts their bytes.
+    assert text_bytes("What is 2+2?") == 12 and estimate_tokens("What is 2+2?") == 3
+    assert [text_bytes(t) for t in ("Привет", "γειά", "مرحبا", "🙂")] == [12, 8, 10, 4]
+    assert text_tokens(0) == 0 and estimate_tokens("") == 1
+
+
+def test_a_lone_surrogate_is_counted_not_raised_on() -> None:
+    # A lone surrogate (a JSON "\ud800" reads as one) is not UTF-8, but it counts its 3
+    # bytes rather than raising, in a prompt and any text.
+    assert text_bytes("a\ud800b") == 5 and estimate_tokens("\udfff") == 1
+    req = {"messages": [{"role": "user", "content": "x\ud800" * 4}]}
+    assert needs_of(req).prompt_tokens == text_tokens(16) + TOKENS_PER_MESSAGE
 
 
 def test_list_content_images_and_last_user_text() -> None:

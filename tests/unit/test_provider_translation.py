@@ -45,6 +45,7 @@ from switchpoint.gateway.providers.base import (
     ReportedSoFar,
     TokenUsage,
     WholeAnswerChunk,
+    answer_bytes,
     classify_status,
     parse_retry_after,
     stream_of_answer,
@@ -581,7 +582,7 @@ def _thinking_stream(start: dict[str, Any], *, stop: bool) -> list[SSEEvent]:
 def test_an_anthropic_stream_carries_what_its_start_reported_and_the_thinking_it_drops(
         ) -> None:
     # message_start's counts (the prompt's, its cache's included, and the output's so far)
-    # and the characters of thinking, which is not relayed, ride on each chunk after them.
+    # and the bytes of thinking, which is not relayed, ride on each chunk after them.
     d = AnthropicChunkDecoder("claude")
     start = {"input_tokens": 30, "cache_creation_input_tokens": 5,
              "cache_read_input_tokens": 7, "output_tokens": 9}
@@ -625,6 +626,21 @@ async def test_a_whole_stream_without_usage_is_charged_an_estimate_of_what_it_us
     use = stream.use(prompt_tokens=1000, worst_usd=1.0)
     assert use == (card.price(30, tokens), TokenUsage(30, tokens), True, 8, 42, True)
     assert stream.use(1000, worst_usd=1e-6).cost_usd == 1e-6
+
+
+def test_a_chunk_counts_the_utf8_bytes_of_every_choice_text_and_call() -> None:
+    # Each choice's delta: the text, a refusal, each call's arguments, a legacy
+    # function_call's; CJK text its 3 bytes a character, a lone surrogate its 3 without
+    # raising.
+    chunk = {"choices": [
+        {"index": 0, "delta": {"role": "assistant", "content": "你好 ok"}},
+        {"index": 1, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": '{"a":"é'}},
+            {"index": 1, "function": {"name": "g", "arguments": "{}"}}]}},
+        {"index": 2, "delta": {"content": "\ud800", "refusal": "no",
+                               "function_call": {"arguments": "{}"}}}]}
+    assert answer_bytes(chunk) == (6 + 3) + (8 + 2) + (3 + 2 + 2)
+    assert answer_bytes({"choices": [{"index": 0, "message": {"content": "ok"}}]}) == 0
 
 
 @pytest.mark.parametrize("message", [

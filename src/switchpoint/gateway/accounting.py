@@ -212,12 +212,12 @@ def _estimate_note(model: str, status: str, use: StreamUse) -> str:
     ended = ("ended whole" if status == "ok" else f"ended mid-answer ({status})")
     prompt = ("as the upstream reported it" if use.prompt_reported
               else "the prompt as the gateway estimates it")
-    thinking = ("" if not use.unrelayed_chars else
-                f" and the {use.unrelayed_chars} characters of thinking, not relayed")
+    thinking = ("" if not use.unrelayed_bytes else
+                f" and the {use.unrelayed_bytes} bytes of thinking, not relayed")
     return (f"Estimated charge: {model}'s stream {ended} with no usage reported, so it is "
             f"charged as an estimate of what it used: {use.usage.prompt_tokens} prompt tokens "
             f"({prompt}) and {use.usage.completion_tokens} answer tokens (the "
-            f"{use.relayed_chars} characters of text and tool-call arguments relayed"
+            f"{use.relayed_bytes} bytes, in UTF-8, of text and tool-call arguments relayed"
             f"{thinking}){price}.")
 
 

@@ -36,8 +36,9 @@ budgets and refused only once its call began (or, for that turn, sent without it
 reason names the request field it is about (:class:`Reason`), so an error that leaves out
 every model can name it.
 
-Token estimates use the catalog's convention (about four characters a token) over every
-message's text, tool calls, and the tool definitions; each image counts as
+Token estimates use the catalog's convention (about four bytes of UTF-8 a token:
+:func:`~switchpoint.catalog.text_bytes`) over every message's text, tool calls, and the tool
+definitions; each image counts as
 :data:`IMAGE_TOKENS`, since its base64 length says nothing about its token cost.
 """
 
@@ -50,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from switchpoint._messages import all_of, json_quoted, listed_names, one_of
-from switchpoint.catalog import Catalog, ModelCard, text_tokens
+from switchpoint.catalog import Catalog, ModelCard, text_bytes, text_tokens
 from switchpoint.gateway.data_url import media_type_of, parse_data_url
 from switchpoint.gateway.parsing import (
     IMAGE_PART_TYPES,
@@ -194,12 +195,13 @@ def _parts(content: object) -> list[object]:
     return [content]
 
 
-def _text_chars_and_images(content: object) -> tuple[int, int, list[str]]:
-    """(characters of text, number of images, the text pieces) in a message's content."""
-    chars, images, texts = 0, 0, []
+def _text_bytes_and_images(content: object) -> tuple[int, int, list[str]]:
+    """(bytes of text as tokens are estimated from, :func:`~switchpoint.catalog.text_bytes`;
+    number of images; the text pieces) in a message's content."""
+    size, images, texts = 0, 0, []
     for part in _parts(content):
         if isinstance(part, str):
-            chars += len(part)
+            size += text_bytes(part)
             texts.append(part)
         elif isinstance(part, Mapping):
             kind = part.get("type")
@@ -207,13 +209,14 @@ def _text_chars_and_images(content: object) -> tuple[int, int, list[str]]:
                 images += 1
             elif kind == "text" or "text" in part:
                 text = str(part.get("text") or "")
-                chars += len(text)
+                size += text_bytes(text)
                 texts.append(text)
             else:
-                # Audio, files, ...: count what they carry, excluding binary payloads.
-                chars += len(json.dumps({k: v for k, v in part.items()
+                # Audio, files, ...: count what they carry, excluding binary payloads (ASCII
+                # JSON, so its length is its bytes).
+                size += len(json.dumps({k: v for k, v in part.items()
                                          if k not in ("input_audio", "file")}, default=str))
-    return chars, images, texts
+    return size, images, texts
 
 
 def _data_images(content: object) -> set[tuple[str, bool]]:
@@ -494,7 +497,7 @@ def stop_count(request: Mapping[str, Any]) -> int:
 
 
 def _message_text(content: object) -> str:
-    return "\n".join(_text_chars_and_images(content)[2])
+    return "\n".join(_text_bytes_and_images(content)[2])
 
 
 def needs_of(request: Mapping[str, Any]) -> Needs:
@@ -504,7 +507,7 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
         messages = []
     vision = False
     tools = bool(request.get("tools") or request.get("functions"))
-    chars = 0
+    size = 0  # (bytes of text: catalog.text_bytes; JSON's dumps, ASCII, its length)
     images = 0
     last_user = ""
     parts: set[tuple[str, str]] = set()
@@ -516,8 +519,8 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
             continue
         parts.update(_part_kinds(message))
         data_images.update(_data_images(message.get("content")))
-        n_chars, n_images, texts = _text_chars_and_images(message.get("content"))
-        chars += n_chars
+        n_bytes, n_images, texts = _text_bytes_and_images(message.get("content"))
+        size += n_bytes
         images += n_images
         vision = vision or n_images > 0
         if message.get("role") == "user":
@@ -529,13 +532,13 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
             tools = True
         custom = custom or _any_custom(calls)
         if calls:
-            chars += len(json.dumps(calls, default=str))
+            size += len(json.dumps(calls, default=str))
         if message.get("function_call"):
-            chars += len(json.dumps(message["function_call"], default=str))
+            size += len(json.dumps(message["function_call"], default=str))
     for key in ("tools", "functions"):
         if request.get(key):
-            chars += len(json.dumps(request[key], default=str))
-    prompt_tokens = (text_tokens(chars) + images * IMAGE_TOKENS
+            size += len(json.dumps(request[key], default=str))
+    prompt_tokens = (text_tokens(size) + images * IMAGE_TOKENS
                      + TOKENS_PER_MESSAGE * len(messages))
     output_tokens = output_cap(request) or 0
     answers = answers_asked(request)

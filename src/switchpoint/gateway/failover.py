@@ -59,7 +59,7 @@ from switchpoint.gateway.providers.base import (
     Timeouts,
     TokenUsage,
     WholeAnswerChunk,
-    answer_chars,
+    answer_bytes,
     is_content_chunk,
     usage_of,
 )
@@ -327,16 +327,17 @@ class FailoverResult:
 class StreamUse(NamedTuple):
     """What a committed stream is charged at (see :meth:`FailoverStream.use`): its cost in
     USD and its tokens (None: unknown, its worst case), and ``estimated``: worked out from
-    what it relayed, the upstream having reported no final usage; ``relayed_chars``, the
-    characters of answer it relayed; ``unrelayed_chars``, those the upstream reported it
+    what it relayed, the upstream having reported no final usage; ``relayed_bytes``, the
+    bytes of answer (:func:`~switchpoint.catalog.text_bytes`) it relayed;
+    ``unrelayed_bytes``, those the upstream reported it
     generated but the gateway does not relay (thinking); ``prompt_reported``: whether its
     prompt tokens are the upstream's own count, not the gateway's estimate."""
 
     cost_usd: float | None
     usage: TokenUsage | None
     estimated: bool = False
-    relayed_chars: int = 0
-    unrelayed_chars: int = 0
+    relayed_bytes: int = 0
+    unrelayed_bytes: int = 0
     prompt_reported: bool = False
 
 
@@ -365,8 +366,9 @@ class FailoverStream:
         self.attempts = attempts
         self.ttft_ms = ttft_ms
         self.usage: TokenUsage | None = None
-        # Characters of answer (text, tool-call arguments) read from the upstream and relayed.
-        self.relayed_chars = 0
+        # Bytes of answer (text, tool-call arguments; catalog.text_bytes) read from the
+        # upstream and relayed.
+        self.relayed_bytes = 0
         # What the upstream reported of its use before its final usage (an Anthropic stream's
         # prompt tokens and thinking), if it did.
         self.reported: ReportedSoFar | None = None
@@ -420,23 +422,23 @@ class FailoverStream:
         without reporting any) an estimate of what it used, as the upstream bills what it
         generated: the prompt's tokens (those the upstream reported at the stream's start,
         else ``prompt_tokens``, as the gateway estimates a prompt's) and the answer's (the
-        tokens of the text and tool-call arguments relayed, and of what the upstream
+        tokens of the bytes of text and tool-call arguments relayed, and of what the upstream
         generated unrelayed, by :func:`~switchpoint.catalog.text_tokens`, never fewer than it
         reported), at its model's prices, never past ``worst_usd`` (its worst case; None: none
         held); a model without prices has no cost to estimate, so it is charged its worst
         case. The one rule for what a committed stream costs."""
         if self.usage is not None:
-            return StreamUse(self.cost_usd, self.usage, relayed_chars=self.relayed_chars)
+            return StreamUse(self.cost_usd, self.usage, relayed_bytes=self.relayed_bytes)
         reported = self.reported or ReportedSoFar()
-        answer = max(text_tokens(self.relayed_chars + reported.unrelayed_chars),
+        answer = max(text_tokens(self.relayed_bytes + reported.unrelayed_bytes),
                      reported.completion_tokens)
         usage = TokenUsage(prompt_tokens if reported.prompt_tokens is None
                            else reported.prompt_tokens, answer)
         cost = _cost(self.card, usage)
         if cost is not None and worst_usd is not None:
             cost = min(cost, worst_usd)
-        return StreamUse(cost, usage, estimated=True, relayed_chars=self.relayed_chars,
-                         unrelayed_chars=reported.unrelayed_chars,
+        return StreamUse(cost, usage, estimated=True, relayed_bytes=self.relayed_bytes,
+                         unrelayed_bytes=reported.unrelayed_bytes,
                          prompt_reported=reported.prompt_tokens is not None)
 
     def seconds_left(self) -> float | None:
@@ -449,7 +451,7 @@ class FailoverStream:
         usage = usage_of(chunk)
         if usage is not None:
             self.usage = usage
-        self.relayed_chars += answer_chars(chunk)
+        self.relayed_bytes += answer_bytes(chunk)
         if isinstance(chunk, CountedChunk):
             self.reported = chunk.reported
         self._finished.note(chunk)

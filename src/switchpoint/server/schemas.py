@@ -97,7 +97,7 @@ class RouteRequest(BaseModel):
         None, description="[input_tokens, output_tokens]: price the request at those tokens "
                           "with the catalog's prices (the scores weigh those costs, so a "
                           "large enough request goes to a cheaper model) instead of its "
-                          "characters / 4 and the expected output. A catalog without prices "
+                          "UTF-8 bytes / 4 and the expected output. A catalog without prices "
                           "for every model refuses it.",
         json_schema_extra={"minItems": 2, "maxItems": 2,
                            "items": {"type": "integer", "minimum": 0, "maximum": MAX_TOKENS}})

@@ -69,7 +69,7 @@ from typing import Any
 
 from switchpoint._messages import all_of, cut, json_quoted, one_of
 from switchpoint._redact import redact
-from switchpoint.catalog import ModelCard
+from switchpoint.catalog import ModelCard, text_bytes
 from switchpoint.errors import (
     InvalidInputError,
     MalformedResponse,
@@ -619,8 +619,8 @@ class AnthropicChunkDecoder:
         """``text`` of thinking came: not relayed, but generated and billed as answer."""
         if isinstance(text, str) and text:
             reported = self._reported or ReportedSoFar()
-            self._reported = replace(reported,
-                                     unrelayed_chars=reported.unrelayed_chars + len(text))
+            self._reported = replace(
+                reported, unrelayed_bytes=reported.unrelayed_bytes + text_bytes(text))
 
     def whole(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
         try:
@@ -666,7 +666,7 @@ class AnthropicChunkDecoder:
             self._reported = ReportedSoFar(
                 None if prompt is None else prompt[0],
                 output if is_token_count(output) else 0,
-                0 if self._reported is None else self._reported.unrelayed_chars)
+                0 if self._reported is None else self._reported.unrelayed_bytes)
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = data.get("content_block") or {}

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeGuard, runtime_checkable
 from switchpoint._json import DuplicateKeyError, nests_deeper, unique_keys
 from switchpoint._messages import cut, got, json_quoted
 from switchpoint._redact import redact, redact_url, redact_value
-from switchpoint.catalog import ModelCard
+from switchpoint.catalog import ModelCard, text_bytes
 from switchpoint.errors import (
     AuthError,
     BadRequest,
@@ -147,10 +147,11 @@ def is_content_chunk(chunk: Mapping[str, Any]) -> bool:
 _PLAIN_DELTA = frozenset({"role", "content"})
 
 
-def answer_chars(chunk: Mapping[str, Any]) -> int:
-    """How many characters of answer a chunk carries, over its choices: the text (``content``,
-    ``refusal``) and the arguments of the tool calls (``tool_calls``, a legacy
-    ``function_call``). What a stream without usage is estimated to have written from."""
+def answer_bytes(chunk: Mapping[str, Any]) -> int:
+    """How many bytes of answer (:func:`~switchpoint.catalog.text_bytes`) a chunk carries,
+    over its choices: the text (``content``, ``refusal``) and the arguments of the tool calls
+    (``tool_calls``, a legacy ``function_call``). What a stream without usage is estimated to
+    have written from."""
     choices = chunk.get("choices")
     if not isinstance(choices, list):
         return 0
@@ -161,7 +162,7 @@ def answer_chars(chunk: Mapping[str, Any]) -> int:
             continue
         content = delta.get("content")
         if isinstance(content, str):
-            total += len(content)
+            total += len(content) if content.isascii() else text_bytes(content)
         if delta.keys() <= _PLAIN_DELTA:  # (the usual piece: no refusal, no call)
             continue
         calls = delta.get("tool_calls")
@@ -170,7 +171,7 @@ def answer_chars(chunk: Mapping[str, Any]) -> int:
         functions.append(delta.get("function_call"))
         texts = [delta.get("refusal"),
                  *(f.get("arguments") for f in functions if isinstance(f, Mapping))]
-        total += sum(len(text) for text in texts if isinstance(text, str))
+        total += sum(text_bytes(text) for text in texts if isinstance(text, str))
     return total
 
 
@@ -203,14 +204,14 @@ def choices_problem(choices: object, answers: int, *, whole: bool) -> str | None
 class ReportedSoFar:
     """What an upstream reported of a stream's use before its end, beside the answer it
     relays: ``prompt_tokens``, the prompt's exact count (None: not reported);
-    ``completion_tokens``, the least the answer has been counted at; ``unrelayed_chars``, the
-    characters it generated that are not relayed (the Messages API's thinking), billed all the
-    same. What a stream that ends without its final usage is estimated from, beside the
-    characters it relayed."""
+    ``completion_tokens``, the least the answer has been counted at; ``unrelayed_bytes``, the
+    bytes (:func:`~switchpoint.catalog.text_bytes`) it generated that are not relayed (the
+    Messages API's thinking), billed all the same. What a stream that ends without its final
+    usage is estimated from, beside the bytes it relayed."""
 
     prompt_tokens: int | None = None
     completion_tokens: int = 0
-    unrelayed_chars: int = 0
+    unrelayed_bytes: int = 0
 
 
 class CountedChunk(dict[str, Any]):
