@@ -56,9 +56,10 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    Anthropic dialect: ``id_pad=N`` N more characters of the message id;
                    ``noargs=1``: its tool call takes no arguments (``input`` ``{}``; streamed,
                    as the Messages API streams one: a single ``input_json_delta`` of ``""``);
-                   streaming, ``thinking=N``: a thinking block of N characters (``t``, 100 a
+                   ``thinking=N``: a thinking block of N characters (``t``; streamed, 100 a
                    ``thinking_delta``, then its ``signature_delta``) before the answer's block
-                   (``after=`` counts the answer's deltas alone)
+                   (``after=`` counts the answer's deltas alone). Either dialect,
+                   non-streamed (and ``whole``): ``nousage=1`` answers without ``usage``
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma; as WTF-8, so
                    ``%ED%A0%80`` is a lone surrogate, sent as ``\\ud800``) instead of the
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
@@ -976,9 +977,14 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
         else:
             content = [{"type": "text", "text": answer.text}]
             stop = "end_turn"
+        if thought := int(_num(params, "thinking", 0)):
+            content.insert(0, {"type": "thinking", "thinking": "t" * thought,
+                               "signature": "s" * 50})
         message = {"id": ident, "type": "message", "role": "assistant", "model": model,
                    "content": content, "stop_reason": None if name == "nofinish" else stop,
                    "stop_sequence": None, "usage": usage}
+        if params.get("nousage") == "1":
+            del message["usage"]
         if name in ("stall", "cut"):
             return await serve_broken_whole(writer, name, params, json.dumps(message).encode())
         if name == "twice":

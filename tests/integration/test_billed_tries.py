@@ -1083,7 +1083,7 @@ def _relayed(server: ThreadServer, key: dict[str, Any], model: str, messages: li
 def _bounds(server: ThreadServer, model: str, messages: list[Any], text: str,
             max_tokens: int = 1000, tools: list[Any] | None = None, *,
             prompt: int | None = None, thought: int = 0) -> tuple[float, float]:
-    """(the estimate of a stream that relayed ``text`` for ``messages`` and ``tools``, its
+    """(the estimate of an answer that relayed ``text`` for ``messages`` and ``tools``, its
     worst case): the prompt's tokens (``prompt``, as its upstream reported them, else as the
     gateway estimates them) and the tokens of ``text`` and of the ``thought`` bytes of
     thinking not relayed, by the same counter, at ``model``'s prices; the prompt's bound and
@@ -1103,7 +1103,7 @@ def _charged_an_estimate(server: ThreadServer, key: dict[str, Any], entry: dict[
                          model: str, messages: list[Any], text: str,
                          max_tokens: int = 1000, tools: list[Any] | None = None, *,
                          prompt: int | None = None, thought: int = 0) -> float:
-    """Assert the request of ``entry`` was charged the estimate of its stream (at most its
+    """Assert the request of ``entry`` was charged the estimate of its answer (at most its
     worst case), its budget and ledger alike, and its log says so; returns the charge."""
     estimate, worst = _bounds(server, model, messages, text, max_tokens, tools,
                               prompt=prompt, thought=thought)
@@ -1180,7 +1180,7 @@ def test_a_stream_answered_whole_without_usage_is_charged_an_estimate(
     assert _charged_an_estimate(gov, key, entry, "cheap", messages, text) == pytest.approx(
         estimate)
     notes = [n for n in entry["reasoning"] if n.startswith("Estimated charge: ")]
-    assert "cheap's stream ended whole with no usage reported" in notes[0], notes
+    assert "cheap's stream ended whole with no usage to believe" in notes[0], notes
 
 
 def test_a_tool_call_broken_mid_stream_is_charged_the_arguments_it_relayed(
@@ -1227,6 +1227,53 @@ def test_a_client_that_hangs_up_mid_stream_is_charged_an_estimate_of_what_was_re
     assert entry["status"] == "client_closed" or "ReadTimeout" in str(
         entry["attempts"][-1]["error"]), entry
     _charged_an_estimate(gov, key, entry, "cheap", messages, text)
+
+
+@pytest.mark.parametrize(("model", "behaviour", "prompt", "thought"), [
+    ("cheap", "usage:nousage=1", None, 0),
+    ("cheap", "usage:prompt=-1,completion=5", None, 0),
+    ("cheap", "usage:completion=1e30", None, 0),
+    ("other", "usage:nousage=1", None, 0),
+    ("other", "usage:prompt=40,completion=-1", 40, 0),
+    ("other", "usage:nousage=1,thinking=2000", None, 2000)],
+    ids=["none", "negative", "huge", "anthropic-none", "anthropic-negative",
+         "anthropic-thinking"])
+def test_a_plain_answer_without_usage_to_believe_is_charged_an_estimate_of_what_it_used(
+        gov: ThreadServer, key: dict[str, Any], model: str, behaviour: str,
+        prompt: int | None, thought: int) -> None:
+    # A plain answer that reports no usage, or usage past belief, is charged as a stream is:
+    # the prompt's tokens (as an Anthropic answer reported them believably, else as the
+    # gateway estimates them) and its text's, plus the thinking an Anthropic model generated
+    # (billed, but the OpenAI answer has no place for it), not its model's worst case.
+    messages = user(f"please answer at some length here [[fake:{behaviour}]]")
+    raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
+        model=model, max_tokens=1000, messages=messages)
+    text = raw.parse().choices[0].message.content or ""
+    assert text.startswith("Echo from ") and "t" * 10 not in text
+    entry = _logged(gov, raw.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "ok"
+    estimate, worst = _bounds(gov, model, messages, text, prompt=prompt, thought=thought)
+    assert estimate < worst
+    assert _charged_an_estimate(gov, key, entry, model, messages, text, prompt=prompt,
+                                thought=thought) == pytest.approx(estimate)
+    assert float(raw.headers["x-switchpoint-charged"]) == pytest.approx(estimate)
+    notes = [n for n in entry["reasoning"] if n.startswith("Estimated charge: ")]
+    assert f"{model}'s answer came with no usage to believe" in notes[0], notes
+
+
+def test_a_plain_tool_call_without_usage_is_charged_its_arguments(
+        gov: ThreadServer, key: dict[str, Any]) -> None:
+    tools = [{"type": "function", "function": {
+        "name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+    messages = user("look this up for me please at length [[fake:usage:nousage=1]]")
+    raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000, messages=messages, tools=tools)  # type: ignore[arg-type]
+    calls = raw.parse().choices[0].message.tool_calls or []
+    arguments = "".join(call.function.arguments for call in calls
+                        if call.type == "function")
+    assert arguments.startswith('{"query": ')
+    entry = _logged(gov, raw.headers["x-switchpoint-request-id"])
+    _charged_an_estimate(gov, key, entry, "cheap", messages, arguments, tools=tools)
 
 
 def test_a_stream_of_cjk_text_broken_mid_answer_is_charged_its_bytes(

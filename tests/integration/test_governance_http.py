@@ -792,7 +792,7 @@ def test_a_key_s_cost_weight_a_float_holds_only_as_0_is_refused(gov: ThreadServe
     assert len(_all_keys(gov)) == before
 
 
-def test_usage_an_upstream_misreports_charges_the_worst_case_held_or_a_stream_its_estimate(
+def test_usage_an_upstream_misreports_charges_an_estimate_or_the_worst_case_held(
         gov: ThreadServer) -> None:
     issued = new_key(gov, budget="3/day", tpm=100_000)
     c = client(gov, issued["key"])
@@ -817,27 +817,30 @@ def test_usage_an_upstream_misreports_charges_the_worst_case_held_or_a_stream_it
         # what the log (and the reports) say it cost is never past what was charged
         assert entry["cost_usd"] is None or entry["cost_usd"] <= entry["charged_usd"]
         charged.append(entry["charged_usd"])
-        if stream:  # (a stream without usage to believe: charged an estimate of its answer)
-            assert any(n.startswith("Estimated charge: cheap's stream ended whole")
-                       for n in entry["reasoning"]), entry["reasoning"]
-    # Never negative, never past the hold: each plain answer's misreport is the same worst
-    # case; the stream's estimate and the last answer's believable usage are below it.
-    misreported, (streamed, believed) = charged[:3], charged[3:]
-    assert min(misreported) > 0 and max(misreported) == pytest.approx(min(misreported))
-    assert 0 < streamed < min(misreported) and 0 < believed < min(misreported), charged
+        # (an answer without usage to believe, plain or streamed: charged an estimate of it)
+        said = "stream ended whole" if stream else "answer came"
+        assert any(n.startswith(f"Estimated charge: cheap's {said}")
+                   for n in entry["reasoning"]) == (prompt not in (9_000_000, 1))
+    # Never negative, never past the hold: counts past belief are charged the estimate of the
+    # answer, the same plain or streamed; believable counts priced past the hold, the worst
+    # case held; the last answer's believable usage is below it.
+    negative, huge, worst, streamed, believed = charged
+    assert 0 < negative < worst and huge == streamed == pytest.approx(negative), charged
+    assert 0 < believed < worst, charged
     # The store took every entry, and takes the next one (no transaction left open); 18M
     # reported tokens did not fill the key's 100,000 tokens a minute either.
     c.chat.completions.create(model="cheap", messages=user("after"), max_tokens=50)
     budgets = httpx.get(f"{gov.base}/v1/router/budgets", headers=ADMIN).json()["data"]
     spent = next(b for b in budgets if b["account"] == f"key:{issued['id']}")["spent_usd"]
-    assert sum(charged) < spent < sum(charged) + min(misreported)
+    assert sum(charged) < spent < sum(charged) + worst
 
 
-def test_usage_written_as_a_huge_number_is_logged_unknown_and_charged_the_worst_case(
+def test_usage_written_as_a_huge_number_is_logged_unknown_and_charged_an_estimate(
         gov: ThreadServer, gw_fake: FakeProviderProcess) -> None:
     # An upstream reporting 1e30 tokens (sent as the integer 10**30) is not believed: its
-    # answer is logged with its usage and cost unknown and charged the worst case held, as an
-    # answer that reports no usage at all is (prompts of one length: the same hold).
+    # answer is logged with its usage and cost unknown and charged an estimate of what it
+    # used, as an answer that reports no usage at all is (prompts of one length: the same
+    # estimate), below the worst case held.
     issued = new_key(gov, budget="3/day")
     c = client(gov, issued["key"])
     charged = {}
@@ -850,6 +853,9 @@ def test_usage_written_as_a_huge_number_is_logged_unknown_and_charged_the_worst_
         assert entry["status"] == "ok" and entry["cost_usd"] is None, entry
         assert entry["prompt_tokens"] is None and entry["completion_tokens"] is None, entry
         assert float(raw.headers["x-switchpoint-charged"]) == entry["charged_usd"] > 0
+        assert [n.split(" with ")[0] for n in entry["reasoning"]
+                if n.startswith("Estimated charge: ")] == [
+            "Estimated charge: cheap's answer came"], entry["reasoning"]
         charged[name] = entry["charged_usd"]
     assert charged["huge"] == pytest.approx(charged["none"])
     # (the fake sends 1e30 as the whole number it is, as a hostile upstream may)
@@ -857,8 +863,8 @@ def test_usage_written_as_a_huge_number_is_logged_unknown_and_charged_the_worst_
         "model": "cheap", "messages": user("[[fake:usage:prompt=1e30,completion=-2.5]]")})
     assert b'"prompt_tokens": 1000000000000000000000000000000,' in direct.content
     assert direct.json()["usage"]["completion_tokens"] == -2.5
-    # A stream's usage chunk of that size is not believed either: as a stream that reports
-    # none, it is charged an estimate of what it relayed, below the worst case.
+    # A stream's usage chunk of that size is not believed either: as a plain answer that
+    # reports none, it is charged the estimate of the same answer.
     text = "hostile usage [[fake:usage:prompt=1e30,a=1]]"
     chunks = list(c.chat.completions.create(
         model="cheap", messages=user(text), max_tokens=50, stream=True,
@@ -866,7 +872,7 @@ def test_usage_written_as_a_huge_number_is_logged_unknown_and_charged_the_worst_
     assert any(ch.choices and ch.choices[0].delta.content for ch in chunks)
     entry = log_entry(gov, _last_request(gov, issued["id"]), headers=ADMIN)
     assert entry["stream"] and entry["cost_usd"] is None and entry["prompt_tokens"] is None
-    assert 0 < entry["charged_usd"] < charged["none"]
+    assert entry["charged_usd"] == pytest.approx(charged["none"])
     assert [n.split(" with ")[0] for n in entry["reasoning"]
             if n.startswith("Estimated charge: ")] == [
         "Estimated charge: cheap's stream ended whole"], entry["reasoning"]

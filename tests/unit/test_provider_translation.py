@@ -30,18 +30,20 @@ from switchpoint.errors import (
     UnsupportedRequest,
 )
 from switchpoint.gateway.capabilities import SENDS
-from switchpoint.gateway.failover import Attempt, FailoverStream
+from switchpoint.gateway.failover import Attempt, FailoverResult, FailoverStream
 from switchpoint.gateway.parsing import PART_TYPES
 from switchpoint.gateway.providers import Timeouts, is_content_chunk
 from switchpoint.gateway.providers.anthropic import (
     AnthropicChunkDecoder,
     anthropic_tool_id,
     from_anthropic_response,
+    reported_of,
     to_anthropic_request,
 )
 from switchpoint.gateway.providers.base import (
     MAX_REPORTED_TOKENS,
     CountedChunk,
+    ProviderResponse,
     ReportedSoFar,
     TokenUsage,
     WholeAnswerChunk,
@@ -624,23 +626,56 @@ async def test_a_whole_stream_without_usage_is_charged_an_estimate_of_what_it_us
     assert [c async for c in stream]
     assert stream.completed and stream.usage is None
     use = stream.use(prompt_tokens=1000, worst_usd=1.0)
-    assert use == (card.price(30, tokens), TokenUsage(30, tokens), True, 8, 42, True)
+    assert use == (card.price(30, tokens), TokenUsage(30, tokens), True, 8, 42, True, True)
     assert stream.use(1000, worst_usd=1e-6).cost_usd == 1e-6
 
 
-def test_a_chunk_counts_the_utf8_bytes_of_every_choice_text_and_call() -> None:
-    # Each choice's delta: the text, a refusal, each call's arguments, a legacy
-    # function_call's; CJK text its 3 bytes a character, a lone surrogate its 3 without
-    # raising.
-    chunk = {"choices": [
-        {"index": 0, "delta": {"role": "assistant", "content": "你好 ok"}},
-        {"index": 1, "delta": {"tool_calls": [
-            {"index": 0, "function": {"arguments": '{"a":"é'}},
-            {"index": 1, "function": {"name": "g", "arguments": "{}"}}]}},
-        {"index": 2, "delta": {"content": "\ud800", "refusal": "no",
-                               "function_call": {"arguments": "{}"}}}]}
-    assert answer_bytes(chunk) == (6 + 3) + (8 + 2) + (3 + 2 + 2)
-    assert answer_bytes({"choices": [{"index": 0, "message": {"content": "ok"}}]}) == 0
+def test_an_answer_counts_the_utf8_bytes_of_every_choice_text_and_call() -> None:
+    # A whole answer's choices, by their message, as a chunk's by their delta: the text, a
+    # refusal, each call's arguments, a legacy function_call's; CJK text its 3 bytes a
+    # character, a lone surrogate its 3 without raising.
+    body = {"choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "你好 ok"}},
+        {"index": 1, "message": {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}},
+            {"id": "d", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}},
+        {"index": 2, "message": {"role": "assistant", "content": "\ud800",
+                                 "refusal": "no", "function_call": {"arguments": "{}"}}}]}
+    assert answer_bytes(body, "message") == (6 + 3) + (7 + 2) + (3 + 2 + 2)
+    assert answer_bytes(body) == 0  # (no delta: not a chunk)
+    chunk = {"choices": [{"index": 0, "delta": {"content": "你好 ok"}}]}
+    assert answer_bytes(chunk) == 9
+
+
+@pytest.mark.parametrize(("usage", "prompt", "tokens"), [
+    (None, 1000, 21), ({"input_tokens": 30, "output_tokens": -1}, 30, 21),
+    ({"input_tokens": 30, "output_tokens": 7}, 30, 7)],
+    ids=["no-usage", "output-past-belief", "believed"])
+def test_a_plain_anthropic_answer_without_usage_is_charged_its_text_tool_input_and_thinking(
+        usage: dict[str, Any] | None, prompt: int, tokens: int) -> None:
+    # A Messages API answer without usage to believe: charged its prompt's tokens (as it
+    # reported them, when it did so believably, else the gateway's estimate) and the answer's
+    # text (6 bytes), its call's input (as arguments: {"q": "\u4f60"}, 15 bytes) and the
+    # thinking it generated (the OpenAI body drops: 60 bytes), 81 bytes, 21 tokens, never
+    # past its worst case; usage it believes, as reported.
+    card = ModelCard("claude", provider="anthropic", input_per_mtok=1, output_per_mtok=2)
+    message = {"id": "m", "model": "claude", "stop_reason": "tool_use", "content": [
+        {"type": "thinking", "thinking": "想" * 20, "signature": "s"},
+        {"type": "text", "text": "你好"},
+        {"type": "tool_use", "id": "t", "name": "f", "input": {"q": "你"}}],
+        **({"usage": usage} if usage is not None else {})}
+    body = from_anthropic_response(message)
+    assert ("usage" in body) == (tokens == 7)
+    result = FailoverResult("claude", card, ProviderResponse(body, "claude",
+                                                             reported=reported_of(message)),
+                            [Attempt("claude", 1, "ok")])
+    use = result.use(prompt_tokens=1000, worst_usd=1.0)
+    assert use.usage == TokenUsage(prompt, tokens)
+    assert use.estimated == (tokens == 21) and not use.stream
+    assert use.prompt_reported == (prompt == 30 and use.estimated)
+    assert use.cost_usd == card.price(prompt, tokens)
+    if use.estimated:
+        assert result.use(1000, worst_usd=1e-6).cost_usd == 1e-6
 
 
 @pytest.mark.parametrize("message", [

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from switchpoint._redact import clip, redact
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import FailoverError, GatewayError, ServiceStoppingError
-from switchpoint.gateway.failover import Attempt, FailoverResult, FailoverStream, StreamUse
+from switchpoint.gateway.failover import AnswerUse, Attempt, FailoverResult, FailoverStream
 from switchpoint.gateway.live import Live
 from switchpoint.gateway.planning import ChatCall, Plan, call_session
 from switchpoint.gateway.providers import TokenUsage
@@ -155,16 +155,19 @@ def _skipped_notes(attempts: list[Attempt]) -> list[str]:
 
 
 def answered(plan: Plan, result: FailoverResult, live: Live,
-             ledger: Settlement | None = None) -> Entry:
-    """A plain answer went out."""
+             ledger: Settlement | None = None, use: AnswerUse | None = None) -> Entry:
+    """A plain answer went out. One charged an estimate (``use``, see
+    :meth:`FailoverResult.use`) says so, as a stream does (see :func:`streamed`)."""
     return _entry(plan, live, status="ok", http_status=200, attempts=result.attempts,
                   models_tried=result.models_tried, model=result.model,
                   upstream_model=result.upstream_model, usage=result.usage,
-                  cost_usd=result.cost_usd, ledger=ledger)
+                  cost_usd=result.cost_usd, ledger=ledger,
+                  notes=((_estimate_note(result.model, "ok", use),)
+                         if ledger is not None and use is not None and use.estimated else ()))
 
 
 def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
-             ledger: Settlement | None = None, use: StreamUse | None = None) -> Entry:
+             ledger: Settlement | None = None, use: AnswerUse | None = None) -> Entry:
     """A stream's body ended: whole (``ok``), broken after its first byte (``stream_broken``:
     the client got an error event, or the gateway closed it, unread, at its request's
     deadline, which a read under way meets as a broken stream too) or abandoned by the client
@@ -204,18 +207,22 @@ def _whole_note(model: str, usage: TokenUsage | None) -> str:
                 "none is."))
 
 
-def _estimate_note(model: str, status: str, use: StreamUse) -> str:
-    """What the log says of a stream charged an estimate of what it used."""
+def _estimate_note(model: str, status: str, use: AnswerUse) -> str:
+    """What the log says of an answer, plain or streamed, charged an estimate of what it
+    used."""
     assert use.usage is not None
     price = ("" if use.cost_usd is None else
              f", ${use.cost_usd:.6f} at its prices (never past its worst case)")
-    ended = ("ended whole" if status == "ok" else f"ended mid-answer ({status})")
+    if not use.stream:
+        ended = "answer came"
+    else:
+        ended = "stream " + ("ended whole" if status == "ok" else f"ended mid-answer ({status})")
     prompt = ("as the upstream reported it" if use.prompt_reported
               else "the prompt as the gateway estimates it")
     thinking = ("" if not use.unrelayed_bytes else
                 f" and the {use.unrelayed_bytes} bytes of thinking, not relayed")
-    return (f"Estimated charge: {model}'s stream {ended} with no usage reported, so it is "
-            f"charged as an estimate of what it used: {use.usage.prompt_tokens} prompt tokens "
+    return (f"Estimated charge: {model}'s {ended} with no usage to believe, so it is charged "
+            f"as an estimate of what it used: {use.usage.prompt_tokens} prompt tokens "
             f"({prompt}) and {use.usage.completion_tokens} answer tokens (the "
             f"{use.relayed_bytes} bytes, in UTF-8, of text and tool-call arguments relayed"
             f"{thinking}){price}.")

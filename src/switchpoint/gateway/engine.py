@@ -1191,8 +1191,8 @@ class Gateway:
                 return self._committed(plan, live, result)
             except BaseException:
                 # An internal error before the stream reached its caller (the provider bills
-                # what it was generating): charged as a plain answer is on such an error, its
-                # usage unknown (its worst case), its hold closed now rather than when the
+                # what it was generating, which nothing read): charged its usage if known,
+                # else its worst case, its hold closed now rather than when the
                 # reservation expires, its upstream let go (and no feedback taken on it).
                 try:
                     self._release(plan, result.attempts, answered=result)
@@ -1208,7 +1208,8 @@ class Gateway:
         try:
             self._answered(plan, live, result.model, attempts)
             self.pinner.record(plan.session, result.model, time.time())
-            settlement = self._settle(plan, result.card, result.cost_usd, result.usage,
+            use = result.use(plan.needs.prompt_tokens, _worst_held(plan, result.model))
+            settlement = self._settle(plan, result.card, use.cost_usd, use.usage,
                                       result.attempts)
         except BaseException:
             # An internal error once the model answered (the provider bills the answer): the
@@ -1217,7 +1218,7 @@ class Gateway:
             self._release(plan, result.attempts, answered=result)
             raise
         entry = self._entry(settlement,
-                            lambda ledger: accounting.answered(plan, result, live, ledger))
+                            lambda ledger: accounting.answered(plan, result, live, ledger, use))
         body = result.body
         if isinstance(body.get("usage"), dict):
             # null when the model has no prices: unknown, not free (nor what the upstream says)
@@ -1277,9 +1278,7 @@ class Gateway:
                         lambda _: self.learning.stream_ended(plan.request_id))
                 plan.leave()  # (its entry queued: the store's closing writes it)
 
-        ticket = plan.ticket
-        cap = (ticket.worst_by_model.get(stream.model, ticket.worst_usd)
-               if ticket is not None and ticket.worst_by_model else None)
+        cap = _worst_held(plan, stream.model)
         chat_stream = ChatStream(stream, info, finish, price_usage=True, cost_cap=cap)
         opened.append(chat_stream)
         self._forget_streams_of_closed_loops()
@@ -1521,13 +1520,17 @@ class Gateway:
                  answered: FailoverResult | FailoverStream | None = None) -> None:
         """Close the reservation of a request that ended some unforeseen way (an internal
         error; no log entry carries its ledger rows, so they are written here), as
-        :meth:`_settle` closes it: the answer ``answered`` got (if any) at its cost, or its
-        worst case when unknown, and each of its ``attempts`` a provider may have billed
+        :meth:`_settle` closes it: the answer ``answered`` got (if any) at its cost (a plain
+        answer without usage, the estimate of what it used; a stream, unread, its worst case
+        when unknown), and each of its ``attempts`` a provider may have billed
         (:func:`billed_tries`) at its model's worst case; the rest of the hold released.
         Charged even when its reservation expired meanwhile; nothing when it was settled
         already (the governor books a request's end once)."""
         if answered is None:
             settled = self._settle(plan, None, None, None, attempts)
+        elif isinstance(answered, FailoverResult):  # (what its answer used, as when settled)
+            use = answered.use(plan.needs.prompt_tokens, _worst_held(plan, answered.model))
+            settled = self._settle(plan, answered.card, use.cost_usd, use.usage, attempts)
         else:
             settled = self._settle(plan, answered.card, answered.cost_usd, answered.usage,
                                    attempts)
@@ -2989,6 +2992,14 @@ def _billed(plan: Plan, attempts: Sequence[Attempt]) -> list[tuple[Attempt, Any]
     worst case)."""
     cards = {c.name: c for c in plan.cards}
     return [(a, cards[a.model]) for a in billed_tries(attempts) if a.model in cards]
+
+
+def _worst_held(plan: Plan, model: str) -> float | None:
+    """The worst case the plan's budget hold holds for an answer of ``model`` (what an
+    estimated charge is never past; None: no budget holds one)."""
+    ticket = plan.ticket
+    return (ticket.worst_by_model.get(model, ticket.worst_usd)
+            if ticket is not None and ticket.worst_by_model else None)
 
 
 def _limits_named(ticket: Any) -> str:

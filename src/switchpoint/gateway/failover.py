@@ -319,19 +319,27 @@ class FailoverResult:
         for an answer without usage or of a model without prices)."""
         return _cost(self.card, self.usage)
 
+    def use(self, prompt_tokens: int, worst_usd: float | None) -> AnswerUse:
+        """What the answer is charged at (:func:`answer_use`): its usage, else an estimate
+        from its text and tool-call arguments (each choice's) and what its upstream reported
+        beside them (the Messages API's prompt count and thinking)."""
+        return answer_use(self.card, self.usage, prompt_tokens,
+                          answer_bytes(self.body, "message"), worst_usd,
+                          self.response.reported, stream=False)
+
     @property
     def models_tried(self) -> list[str]:
         return _tried(self.attempts)
 
 
-class StreamUse(NamedTuple):
-    """What a committed stream is charged at (see :meth:`FailoverStream.use`): its cost in
+class AnswerUse(NamedTuple):
+    """What an answer, plain or streamed, is charged at (see :func:`answer_use`): its cost in
     USD and its tokens (None: unknown, its worst case), and ``estimated``: worked out from
-    what it relayed, the upstream having reported no final usage; ``relayed_bytes``, the
-    bytes of answer (:func:`~switchpoint.catalog.text_bytes`) it relayed;
-    ``unrelayed_bytes``, those the upstream reported it
-    generated but the gateway does not relay (thinking); ``prompt_reported``: whether its
-    prompt tokens are the upstream's own count, not the gateway's estimate."""
+    what it wrote, the upstream having reported no usage to believe; ``relayed_bytes``, the
+    bytes of answer (:func:`~switchpoint.catalog.text_bytes`) relayed; ``unrelayed_bytes``,
+    those the upstream reported it generated but the gateway does not relay (thinking);
+    ``prompt_reported``: whether its prompt tokens are the upstream's own count, not the
+    gateway's estimate; ``stream``: whether the answer was streamed."""
 
     cost_usd: float | None
     usage: TokenUsage | None
@@ -339,6 +347,36 @@ class StreamUse(NamedTuple):
     relayed_bytes: int = 0
     unrelayed_bytes: int = 0
     prompt_reported: bool = False
+    stream: bool = True
+
+
+def answer_use(card: ModelCard, usage: TokenUsage | None, prompt_tokens: int,
+               relayed_bytes: int, worst_usd: float | None,
+               reported: ReportedSoFar | None = None, *, stream: bool) -> AnswerUse:
+    """What an answer of ``card`` is charged at, plain or streamed, whole or broken: the
+    ``usage`` the upstream reported (one it believes: see
+    :meth:`~switchpoint.gateway.providers.base.TokenUsage.from_openai`); else an estimate of
+    what it used, as the upstream bills what it generated: the prompt's tokens (those the
+    upstream ``reported``, else ``prompt_tokens``, as the gateway estimates a prompt's) and
+    the answer's (the tokens of the ``relayed_bytes`` of text and tool-call arguments and of
+    what the upstream generated unrelayed, by :func:`~switchpoint.catalog.text_tokens`, never
+    fewer than it reported), at its model's prices, never past ``worst_usd`` (its worst case;
+    None: none held); a model without prices has no cost to estimate, so it is charged its
+    worst case. The one rule for what an answer costs."""
+    if usage is not None:
+        return AnswerUse(_cost(card, usage), usage, relayed_bytes=relayed_bytes,
+                         stream=stream)
+    reported = reported or ReportedSoFar()
+    answer = max(text_tokens(relayed_bytes + reported.unrelayed_bytes),
+                 reported.completion_tokens)
+    usage = TokenUsage(prompt_tokens if reported.prompt_tokens is None
+                       else reported.prompt_tokens, answer)
+    cost = _cost(card, usage)
+    if cost is not None and worst_usd is not None:
+        cost = min(cost, worst_usd)
+    return AnswerUse(cost, usage, estimated=True, relayed_bytes=relayed_bytes,
+                     unrelayed_bytes=reported.unrelayed_bytes,
+                     prompt_reported=reported.prompt_tokens is not None, stream=stream)
 
 
 def wants_usage(request: Mapping[str, Any]) -> bool:
@@ -415,31 +453,15 @@ class FailoverStream:
         for a model without prices)."""
         return _cost(self.card, self.usage)
 
-    def use(self, prompt_tokens: int, worst_usd: float | None) -> StreamUse:
-        """What the stream is charged at once it has ended: the usage the upstream reported
-        (its last chunk's that had one), whole or not; else (a stream broken after its first
-        content, cut by the deadline or a stop, left by its client, or one that ended whole
-        without reporting any) an estimate of what it used, as the upstream bills what it
-        generated: the prompt's tokens (those the upstream reported at the stream's start,
-        else ``prompt_tokens``, as the gateway estimates a prompt's) and the answer's (the
-        tokens of the bytes of text and tool-call arguments relayed, and of what the upstream
-        generated unrelayed, by :func:`~switchpoint.catalog.text_tokens`, never fewer than it
-        reported), at its model's prices, never past ``worst_usd`` (its worst case; None: none
-        held); a model without prices has no cost to estimate, so it is charged its worst
-        case. The one rule for what a committed stream costs."""
-        if self.usage is not None:
-            return StreamUse(self.cost_usd, self.usage, relayed_bytes=self.relayed_bytes)
-        reported = self.reported or ReportedSoFar()
-        answer = max(text_tokens(self.relayed_bytes + reported.unrelayed_bytes),
-                     reported.completion_tokens)
-        usage = TokenUsage(prompt_tokens if reported.prompt_tokens is None
-                           else reported.prompt_tokens, answer)
-        cost = _cost(self.card, usage)
-        if cost is not None and worst_usd is not None:
-            cost = min(cost, worst_usd)
-        return StreamUse(cost, usage, estimated=True, relayed_bytes=self.relayed_bytes,
-                         unrelayed_bytes=reported.unrelayed_bytes,
-                         prompt_reported=reported.prompt_tokens is not None)
+    def use(self, prompt_tokens: int, worst_usd: float | None) -> AnswerUse:
+        """What the stream is charged at once it has ended (:func:`answer_use`): the usage
+        the upstream reported (its last chunk's that had one), whole or not; else (a stream
+        broken after its first content, cut by the deadline or a stop, left by its client,
+        or one that ended whole without reporting any) an estimate from what it relayed and
+        what the upstream reported as it went (an Anthropic stream's prompt count at its
+        start, and its thinking)."""
+        return answer_use(self.card, self.usage, prompt_tokens, self.relayed_bytes,
+                          worst_usd, self.reported, stream=True)
 
     def seconds_left(self) -> float | None:
         """How long until the request's deadline runs out (``None``: it has none); past it,

@@ -36,9 +36,9 @@ watches may not name one (:meth:`Governor.check_priced`), ``auto`` chooses among
 models (:meth:`Governor.narrow`), and admission leaves unpriced fallbacks out.
 
 Settlement charges the cost from the upstream's usage (plain answers as they arrive, streams
-as they end; a stream without usage, an estimate from what it relayed: see
-:meth:`~switchpoint.gateway.failover.FailoverStream.use`); when the usage is unknown (an
-upstream that sent none) it charges the answering model's worst case, and each try a provider
+as they end; an answer without usage to believe, an estimate of what it used: see
+:func:`~switchpoint.gateway.failover.answer_use`); when the cost is unknown (a model without
+prices) it charges the answering model's worst case, and each try a provider
 may have billed without an answer its model's worst case (:meth:`Governor.charge_of`); the TPM
 windows count the same tries by the same rule, in tokens (the reported ones, else those the
 request was admitted for). Before a try that follows such a try, :meth:`Governor.hold_try`

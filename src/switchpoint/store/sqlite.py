@@ -1215,7 +1215,8 @@ class RequestRecord:
     ``pin`` is the session pin decision; ``excluded`` maps models the capability filter left
     out to its reasons. ``key_id`` and ``tenant`` say who asked (a client key, its tenant);
     ``charged_usd`` is what the request's budgets were charged when it settled (its cost from
-    usage, or its reservation when the usage is unknown; None when no budget ledger runs).
+    usage, an estimate of what it used when the usage is unknown, or its reservation when
+    that cost is unknown; None when no budget ledger runs).
     ``purpose`` is ``compare`` for one answer of a preference comparison, else None.
     """
 

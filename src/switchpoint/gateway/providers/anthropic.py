@@ -509,8 +509,8 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
 
 
 def _usage(usage: object) -> dict[str, Any] | None:
-    """The OpenAI usage of a Messages API ``usage``; None (not believed: a plain answer is
-    charged its worst case, a stream an estimate of what it used) unless ``input_tokens`` and
+    """The OpenAI usage of a Messages API ``usage``; None (not believed: the answer is
+    charged an estimate of what it used) unless ``input_tokens`` and
     ``output_tokens`` are there and every count is a whole number from 0 to
     ``MAX_REPORTED_TOKENS`` (the cache counts may be left out)."""
     if not isinstance(usage, Mapping) or not is_token_count(usage.get("output_tokens")):
@@ -581,6 +581,20 @@ def from_anthropic_response(message: Mapping[str, Any], *,
     if usage is not None:
         body["usage"] = usage
     return body
+
+
+def reported_of(message: Mapping[str, Any]) -> ReportedSoFar:
+    """What a Messages API answer reports of its use beside the usage its OpenAI body carries
+    (what it is estimated from, should that usage not be believed): the prompt's tokens, when
+    its counts of them are believable, and the bytes of the thinking it generated, which the
+    OpenAI body has no place for but the upstream bills."""
+    usage = message.get("usage")
+    prompt = _prompt_of(usage) if isinstance(usage, Mapping) else None
+    content = message.get("content")
+    thought = sum(text_bytes(block["thinking"]) for block in content
+                  if isinstance(block, Mapping) and block.get("type") == "thinking"
+                  and isinstance(block.get("thinking"), str)) if isinstance(content, list) else 0
+    return ReportedSoFar(None if prompt is None else prompt[0], 0, thought)
 
 
 class AnthropicChunkDecoder:
@@ -780,7 +794,8 @@ class AnthropicProvider:
             exc.model, exc.status = card.name, response.status_code
             raise
         return ProviderResponse(body=answer, model=card.name, status=response.status_code,
-                                headers=dict(response.headers), latency_ms=latency_ms)
+                                headers=dict(response.headers), latency_ms=latency_ms,
+                                reported=reported_of(data))
 
     def stream(self, request: Mapping[str, Any], card: ModelCard,
                timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:

@@ -96,8 +96,7 @@ class TokenUsage:
     def from_openai(cls, usage: object) -> TokenUsage | None:
         """Read an OpenAI ``usage`` object; ``None`` if it is missing or not one: counts that
         are not whole numbers from 0 to :data:`MAX_REPORTED_TOKENS` are an upstream's error,
-        and a plain answer whose usage is unknown is charged its worst case (a stream, an
-        estimate of what it used)."""
+        and an answer whose usage is unknown is charged an estimate of what it used."""
         if not isinstance(usage, Mapping):
             return None
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -147,17 +146,18 @@ def is_content_chunk(chunk: Mapping[str, Any]) -> bool:
 _PLAIN_DELTA = frozenset({"role", "content"})
 
 
-def answer_bytes(chunk: Mapping[str, Any]) -> int:
-    """How many bytes of answer (:func:`~switchpoint.catalog.text_bytes`) a chunk carries,
-    over its choices: the text (``content``, ``refusal``) and the arguments of the tool calls
-    (``tool_calls``, a legacy ``function_call``). What a stream without usage is estimated to
-    have written from."""
+def answer_bytes(chunk: Mapping[str, Any], part: str = "delta") -> int:
+    """How many bytes of answer (:func:`~switchpoint.catalog.text_bytes`) a chunk carries over
+    its choices' ``delta`` (``part``: ``"message"`` for a whole answer's): the text
+    (``content``, ``refusal``) and the arguments of the tool calls (``tool_calls``, a legacy
+    ``function_call``). What an answer without usage to believe is estimated to have written
+    from (see :func:`~switchpoint.gateway.failover.answer_use`)."""
     choices = chunk.get("choices")
     if not isinstance(choices, list):
         return 0
     total = 0
     for choice in choices:
-        delta = choice.get("delta") if isinstance(choice, Mapping) else None
+        delta = choice.get(part) if isinstance(choice, Mapping) else None
         if not isinstance(delta, Mapping):
             continue
         content = delta.get("content")
@@ -206,8 +206,8 @@ class ReportedSoFar:
     relays: ``prompt_tokens``, the prompt's exact count (None: not reported);
     ``completion_tokens``, the least the answer has been counted at; ``unrelayed_bytes``, the
     bytes (:func:`~switchpoint.catalog.text_bytes`) it generated that are not relayed (the
-    Messages API's thinking), billed all the same. What a stream that ends without its final
-    usage is estimated from, beside the bytes it relayed."""
+    Messages API's thinking), billed all the same. What an answer that ends without its usage
+    to believe is estimated from, beside the bytes it relayed."""
 
     prompt_tokens: int | None = None
     completion_tokens: int = 0
@@ -293,13 +293,16 @@ class FinishedChoices:
 
 @dataclass
 class ProviderResponse:
-    """A finished, non-streamed answer in OpenAI ``chat.completion`` shape."""
+    """A finished, non-streamed answer in OpenAI ``chat.completion`` shape; ``reported``,
+    what its upstream reported of its use beside the body's usage (the Messages API's prompt
+    count and the thinking it generated, which the body does not carry), if anything."""
 
     body: dict[str, Any]
     model: str
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     latency_ms: float = 0.0
+    reported: ReportedSoFar | None = None
 
     @property
     def usage(self) -> TokenUsage | None:
