@@ -257,6 +257,10 @@ def _input_lines(source: str) -> Iterator[tuple[str, Iterable[str]]]:
             "--input -", "cat prompts.jsonl | switchpoint route --input -"))
         return
     path = Path(source)
+    problem = path_problem(path)
+    if problem is not None:  # (a loop of links, a folder it may not look in: not "not found")
+        _fail(f"--input: cannot read {quoted_path(path)}: {problem}; give a file of prompts, "
+              "or - for stdin")
     if not path.exists() or path.is_dir():  # (a pipe, such as <(...), reads as a file does)
         _fail(f"--input: {quoted_path(path)} "
               + ("is a directory" if path.is_dir() else "not found")
@@ -650,7 +654,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
              "feedback": "feedback rows (of those the learning checkpoint holds)"}
     counts = ", ".join(f"{n} {names.get(table, table)}" for table, n in report.deleted.items())
     print(f"{verb} {counts} older than {days:g} day{'' if days == 1 else 's'} from "
-          f"{settings.db_path}; "
+          f"{printable(str(settings.db_path))}; "
           f"{report.bytes_before} -> {report.bytes_after} bytes"
           + ("" if report.dry_run else f" (vacuum: {report.vacuum})"), file=sys.stderr)
     if report.feedback_kept is not None:

@@ -826,6 +826,26 @@ def test_route_file_argument_errors(
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_route_input_the_system_cannot_look_at_says_why_not_that_it_is_missing(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A loop of symbolic links, or a path through a file: the reason the system gives, not
+    # "not found", and nothing written.
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    afile = tmp_path / "afile"
+    afile.write_text(PROMPT + "\n")
+    out_file = tmp_path / "o.jsonl"
+    for source, needle in ((tmp_path / "a", "Too many levels of symbolic links"),
+                           (afile / "x", f"its parent '{afile}' is not a directory")):
+        code, out, err = run(["route", "--input", source, "--output", out_file, "--weights",
+                              real_weights_dir], capsys)
+        assert_bad_input(code, err, f"--input: cannot read '{source}': ", needle,
+                         "give a file of prompts, or - for stdin")
+        assert "not found" not in err and out == ""
+    assert not out_file.exists()
+
+
 def test_route_output_that_cannot_be_written_is_a_clean_error(
     real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
