@@ -188,7 +188,8 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         return 0
     if not records:
         print("no keys" + (f" for tenant {args.tenant}" if args.tenant else "")
-              + (f": {settings.data_dir} holds no key store" if store is None else ""))
+              + (f": {printable(str(settings.data_dir))} holds no key store" if store is None
+                 else ""))
         return 0
     rows = [[r.id, r.tenant, printable(r.name or ""), r.status(now), ", ".join(r.budgets) or "-",
              r.rpm or "-", r.tpm or "-", _models(r),
@@ -264,7 +265,7 @@ def cmd_keys_clock(args: argparse.Namespace) -> int:
             _print_json({"latest": None, "was": None, "revived": []} if args.reset else
                         {"latest": None, "clock": time.time(), "ahead_s": 0.0})
         else:
-            print(f"no keys: {settings.data_dir} holds no key store")
+            print(f"no keys: {printable(str(settings.data_dir))} holds no key store")
         return 0
     clock = float(store.clock())
     if not args.reset:

@@ -169,8 +169,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
           f"{out['decision_id']} (tenant {out['tenant']}, {out['kind']})")
     if out.get("note"):
         print(out["note"], file=sys.stderr)
-    print(f"kept in {settings.db_path}; a service running on it learns it before its next "
-          "outcome, or at its next reload or restart", file=sys.stderr)
+    print(f"kept in {printable(str(settings.db_path))}; a service running on it learns it "
+          "before its next outcome, or at its next reload or restart", file=sys.stderr)
     return 0
 
 
