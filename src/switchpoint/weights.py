@@ -225,6 +225,12 @@ def check_weights_target(path: str | Path, *, bundled: bool = False) -> Path:
                                    "reinstall puts back; write to a directory of your own "
                                    "(then set weights: DIR in the config, or pass --weights "
                                    "DIR)")
+    holder = _enclosing_package(target)
+    if holder is not None:
+        raise WeightsError(target, f"is inside the weights package {quoted_path(holder)}, "
+                                   "which would then hold other files than its own, so a "
+                                   "save could no longer replace it; write the weights beside "
+                                   f"it, e.g. {quoted_path(holder.with_name(holder.name + '-2'))}")
     try:
         exists = target.exists()
     except OSError as exc:  # a name too long for the file system, say
@@ -261,6 +267,23 @@ def _among_bundled(target: Path) -> bool:
 
 _CHOOSE = ("choose a new or empty directory for the weights (saving replaces only an earlier "
            "weights package)")
+
+
+def _enclosing_package(target: Path) -> Path | None:
+    """The weights package (a folder whose manifest.json is of :data:`FORMAT`) that ``target``
+    lies inside, by any name, or ``None``."""
+    try:
+        real = target.resolve()
+    except (OSError, RuntimeError):  # a symlink loop, say: left to the checks that follow
+        return None
+    for folder in real.parents:
+        try:
+            manifest = loads(_read_json_file(folder / "manifest.json"))
+        except (OSError, ValueError, WeightsError):
+            continue
+        if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
+            return folder
+    return None
 
 
 def _is_package(root: Path) -> bool:

@@ -1468,6 +1468,8 @@ def test_a_prompt_file_that_is_not_utf8_is_named_with_its_line_and_byte(
     ("records.jsonl/w", ["cannot write a weights package there: its parent",
                          "records.jsonl' is not a directory"]),
     (".", ["names no directory of its own"]),
+    ("weights/sub", ["'weights/sub': is inside the weights package", "/weights', ",
+                     "write the weights beside it, e.g. "]),
 ])
 def test_fit_and_add_model_write_weights_only_where_it_is_safe(
     records_file: Path, weights_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

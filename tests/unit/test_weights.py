@@ -458,6 +458,23 @@ def test_save_never_replaces_what_is_not_a_weights_package(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg", "taken"]
 
 
+@pytest.mark.parametrize("where", ["pkg/sub", "pkg/profiles/deeper/w", "link/sub"])
+def test_save_refuses_a_place_inside_a_weights_package(
+        pkg_dir: Path, tmp_path: Path, where: str) -> None:
+    # Inside a package (by any name), a save would leave that package holding files of
+    # others, which no later save could replace: refused, naming it, nothing written.
+    (tmp_path / "link").symlink_to(pkg_dir)
+    before = _tree(pkg_dir)
+    with pytest.raises(WeightsError) as info:
+        save_weights(load_weights(pkg_dir), tmp_path / where)
+    assert str(info.value).startswith(f"'{tmp_path / where}': is inside the weights package "
+                                      f"'{pkg_dir}', ")
+    assert f"write the weights beside it, e.g. '{pkg_dir}-2'" in str(info.value)
+    assert _tree(pkg_dir) == before and not (pkg_dir / "sub").exists()
+    save_weights(load_weights(pkg_dir), pkg_dir)  # (the package itself is still replaced)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "pkg"]
+
+
 @pytest.mark.parametrize(("where", "reason"), [
     ("file/w", "its parent '{tmp}/file' is not a directory"),
     ("file/sub/w", "its path goes through '{tmp}/file', which is not a directory"),
