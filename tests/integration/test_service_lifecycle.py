@@ -793,6 +793,25 @@ def test_a_start_refused_before_it_serves_makes_no_data_dir(tmp_path: Path) -> N
             assert not data.exists(), f"{name}: {sorted(p.name for p in data.iterdir())}"
 
 
+def test_a_host_no_resolver_takes_is_a_clean_error_shown_escaped(tmp_path: Path) -> None:
+    """A --host IDNA cannot encode (a label of more than 63 characters, an empty one) is
+    refused as a host the resolver does not know is, on a chosen port or a given one, with the
+    host cut short and a control character escaped: no traceback, no data_dir made."""
+    long_label = "a" * 100
+    for host, port, said in ((long_label, "0", "label too long"),
+                             ("\u00e4..b", "18555", "label empty or too long"),
+                             ("x\x1by" + ".a" * 200, "0", "x\\u001by.a.a")):
+        data = tmp_path / "data"
+        code, err = refused_start("--host", host, "--port", port, "--allow-unauthenticated",
+                                  data_dir=data)
+        assert code == 2, err
+        assert "switchpoint: error: cannot serve on " in err and said in err, err
+        assert "give --host an address of this machine" in err, err
+        assert "Traceback" not in err and "\x1b" not in err, err
+        assert len(host) <= 100 or (host not in err and "..." in err), err
+        assert not data.exists()
+
+
 def _damaged_embedder_cache(cache: Path) -> None:
     """An embedder cache (``$SWITCHPOINT_CACHE_DIR``) whose built int8 network is damaged: the
     weights and the catalog load, and the embedder's warm-up, in the background, fails."""

@@ -36,7 +36,7 @@ import uvicorn
 from starlette.concurrency import run_in_threadpool
 
 from switchpoint import _hangup
-from switchpoint._messages import listed_names
+from switchpoint._messages import MAX_PATH, cut, listed_names, printable
 from switchpoint._redact import redact
 from switchpoint.config import ServerSettings, Settings
 from switchpoint.embedding import embedder_from_id
@@ -238,18 +238,33 @@ def connection_budget(server: ServerSettings) -> tuple[int, str | None]:
                   "it); raise the limit (ulimit -n) to allow more")
 
 
+def _host_shown(host: str) -> str:
+    """``host`` as a message names it: cut short and each character a terminal would not show
+    as itself escaped (``--host`` is any text the operator typed)."""
+    return printable(cut(host, MAX_PATH))
+
+
+def _addresses(host: str, port: int) -> list[Any]:
+    """The addresses the server would bind for ``host`` and ``port`` (``socket.getaddrinfo``),
+    or :class:`ServeError` naming ``--host`` when it names no address of this machine: one
+    the resolver does not know, or a name no resolver is asked about (a label of more than
+    63 characters, or an empty one, which IDNA encoding refuses)."""
+    try:
+        return socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                  flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        where = _host_shown(host) + (f":{port}" if port else "")
+        raise ServeError(f"cannot serve on {where} ({exc}); give --host an address of this "
+                         "machine") from None
+
+
 def _check_port(host: str, port: int) -> None:
     """:class:`ServeError` when ``host``:``port`` cannot be bound now (in use, or an address
     this machine does not have). The server binds it for real later: this only keeps such a
     start from making data_dir first."""
     if port == 0:
         return
-    try:
-        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
-    except OSError as exc:
-        raise ServeError(f"cannot serve on {host}:{port} ({exc}); give --host an address of "
-                         "this machine") from None
+    addresses = _addresses(host, port)
     for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as probe:
             # As the server binds (asyncio's create_server).
@@ -261,8 +276,9 @@ def _check_port(host: str, port: int) -> None:
             except OSError as exc:
                 if exc.errno == errno.EADDRNOTAVAIL and len(addresses) > 1:
                     continue  # a family this machine lacks: the server passes it over too
-                raise ServeError(f"cannot serve on {host}:{port} ({exc.strerror or exc}; is "
-                                 "the port in use? choose another with --port)") from None
+                raise ServeError(f"cannot serve on {_host_shown(host)}:{port} "
+                                 f"({exc.strerror or exc}; is the port in use? choose another "
+                                 "with --port)") from None
 
 
 def _bind_chosen(host: str, ports: int | range) -> socket.socket:
@@ -270,13 +286,7 @@ def _bind_chosen(host: str, ports: int | range) -> socket.socket:
     one of the range ``ports``, tried in random order (processes sharing a range seldom reach
     for the same one). Bound here, by the server's own process, so no other can take the port
     between its choice and the start; :class:`ServeError` when none is free."""
-    try:
-        addresses = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
-    except OSError as exc:
-        raise ServeError(f"cannot serve on {host} ({exc}); give --host an address of this "
-                         "machine") from None
-    family, kind, proto, _, address = addresses[0]
+    family, kind, proto, _, address = _addresses(host, 0)[0]
     candidates = [ports] if isinstance(ports, int) else random.sample(ports, len(ports))
     for candidate in candidates:
         sock = socket.socket(family, kind, proto)
@@ -290,12 +300,14 @@ def _bind_chosen(host: str, ports: int | range) -> socket.socket:
             sock.close()
             if exc.errno == errno.EADDRINUSE and len(candidates) > 1:
                 continue
-            raise ServeError(f"cannot serve on {host}:{candidate} ({exc.strerror or exc}; "
-                             "choose another port with --port)") from None
+            raise ServeError(f"cannot serve on {_host_shown(host)}:{candidate} "
+                             f"({exc.strerror or exc}; choose another port with --port)"
+                             ) from None
         return sock
     assert isinstance(ports, range)
-    raise ServeError(f"cannot serve on {host}: every port of {ports.start}-{ports.stop - 1} is "
-                     "in use; choose another range with --port")
+    raise ServeError(f"cannot serve on {_host_shown(host)}: every port of "
+                     f"{ports.start}-{ports.stop - 1} is in use; choose another range with "
+                     "--port")
 
 
 def _check_loadable(settings: Settings) -> None:
@@ -447,8 +459,8 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
         app.state.service.gateway.open()
         server.run(sockets=None if sock is None else [sock])
     except SystemExit as exc:  # uvicorn exits when it cannot bind the port
-        raise ServeError(f"cannot serve on {host}:{port} (see the message above; is the port "
-                         "in use? choose another with --port)") from exc
+        raise ServeError(f"cannot serve on {_host_shown(host)}:{port} (see the message "
+                         "above; is the port in use? choose another with --port)") from exc
     finally:
         store.close()
     failure = state.failure
