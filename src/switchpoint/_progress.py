@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
+from switchpoint._messages import printable
+
 #: ``progress(stage, done, total)``; see the module docstring.
 ProgressFn = Callable[[str, int, int], None]
 
@@ -104,11 +106,14 @@ class StderrProgress:
             self._draw_bar(done, total, now - self._started)
 
     def note(self, text: str) -> None:
-        """A line of feedback that is not progress (e.g. ``wrote 12 decisions to out.jsonl``)."""
+        """A line of feedback that is not progress (e.g. ``wrote 12 decisions to out.jsonl``),
+        each of its lines with the characters a terminal would not show as itself written as
+        ``\\uXXXX`` (:func:`~switchpoint._messages.printable`): a note names paths and names
+        the user gave, which may hold an escape."""
         if self.quiet:
             return
         self._end_line()
-        self._write(text + "\n")
+        self._write("\n".join(printable(line) for line in text.split("\n")) + "\n")
 
     def close(self) -> None:
         """End a line left open by a stage that never completed (e.g. it raised)."""

@@ -846,6 +846,20 @@ def test_route_input_the_system_cannot_look_at_says_why_not_that_it_is_missing(
     assert not out_file.exists()
 
 
+def test_a_note_naming_a_path_with_an_escape_shows_it_escaped(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The note on stderr names the file written as \u001b: the escape in its name does not
+    # reach the terminal (the file itself is named as asked).
+    src = tmp_path / "in.txt"
+    src.write_text(PROMPT + "\n")
+    dst = tmp_path / "o\x1b[2J.jsonl"
+    code, out, err = run(["route", "--input", src, "--output", dst, "--weights",
+                          real_weights_dir], capsys)
+    assert code == 0 and out == "" and dst.is_file()
+    assert f"to {tmp_path}/o\\u001b[2J.jsonl\n" in err and "\x1b" not in err, err
+
+
 def test_route_output_that_cannot_be_written_is_a_clean_error(
     real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
