@@ -1368,3 +1368,11 @@ def _check_paths(settings: Settings) -> None:
         raise ConfigError("data_dir", f"{quoted_path(data_dir)} exists and is not a "
                                       "directory; point data_dir at a directory, or move the "
                                       "file away")
+    if data_dir.is_symlink() and not data_dir.exists():  # (no folder can be made in its place)
+        try:
+            where = f" to {quoted_path(os.readlink(data_dir))}"
+        except OSError:
+            where = ""
+        raise ConfigError("data_dir", f"{quoted_path(data_dir)} is a symbolic link{where}, which "
+                                      "leads to no directory; create the directory it leads to, "
+                                      "or point data_dir at a directory")

@@ -347,6 +347,28 @@ def test_a_data_dir_the_system_refuses_is_a_clean_error(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_data_dir_that_is_a_link_to_nothing_is_refused_saying_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A symbolic link to a folder that is not there: no folder can be made in its place, so
+    # each command refuses it naming the link and where it leads (keys create said only "File
+    # exists"), and makes nothing.
+    config = tmp_path / "c.yaml"
+    config.write_text("tenants: {acme: {}}\n")
+    link = tmp_path / "data"
+    link.symlink_to(tmp_path / "gone")
+    argvs: list[list[str | Path]] = [
+        ["keys", "create", "--tenant", "acme", "--config", config], ["keys", "list"],
+        ["prune", "--older-than", "1"], ["report", "cost"], ["models", "list"]]
+    for argv in argvs:
+        code, out, err = run([*argv, "--data-dir", link], capsys)
+        assert_bad_input(code, err, f"--data-dir: '{link}' is a symbolic link to "
+                                    f"'{tmp_path / 'gone'}', which leads to no directory; "
+                                    "create the directory it leads to")
+        assert out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "data"]
+
+
 def _prompts_file(folder: Path) -> Path:
     """A prompts file of one good line in ``folder``."""
     src = folder / "prompts.jsonl"
