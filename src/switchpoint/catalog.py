@@ -10,6 +10,7 @@ shares it, the weakest profiled model's) until it has labels, and its decisions 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import numbers
 import urllib.parse
@@ -569,6 +570,14 @@ def text_bytes(text: str) -> int:
     if text.isascii():
         return len(text)
     return len(text.encode("utf-8", "surrogatepass"))
+
+
+def json_bytes(value: object) -> int:
+    """The size of ``value`` written as JSON (what :func:`str` gives where JSON has no
+    form), as tokens are estimated from: the :func:`text_bytes` of its text with each
+    character written as itself, so a non-ASCII one counts its UTF-8 bytes, not the 6 of a
+    ``\\uXXXX`` escape; ASCII JSON counts as its length."""
+    return text_bytes(json.dumps(value, default=str, ensure_ascii=False))
 
 
 def text_tokens(size: int) -> int:

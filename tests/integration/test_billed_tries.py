@@ -1276,6 +1276,29 @@ def test_a_plain_tool_call_without_usage_is_charged_its_arguments(
     _charged_an_estimate(gov, key, entry, "cheap", messages, arguments, tools=tools)
 
 
+def test_a_plain_anthropic_tool_call_in_chinese_is_charged_its_arguments_utf8_bytes(
+        gov: ThreadServer, key: dict[str, Any]) -> None:
+    # other calls a tool with Chinese arguments and reports no usage: its arguments are
+    # relayed with their characters as themselves, as OpenAI writes them, and charged their
+    # UTF-8 bytes (3 a character), not the 6 of the \uXXXX escapes they were written as; the
+    # Chinese tool definition counts its UTF-8 bytes in the prompt too.
+    tools = [{"type": "function", "function": {
+        "name": "lookup", "description": "查找资料" * 20,
+        "parameters": {"type": "object", "properties": {}}}}]
+    messages = user("请详细解释量子计算的基本原理 [[fake:usage:nousage=1]]")
+    raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
+        model="other", max_tokens=1000, messages=messages, tools=tools)  # type: ignore[arg-type]
+    calls = raw.parse().choices[0].message.tool_calls or []
+    arguments = "".join(call.function.arguments for call in calls
+                        if call.type == "function")
+    assert json.loads(arguments)["query"].startswith("请详细解释量子计算的基本原理")
+    assert "量子" in arguments and text_bytes(arguments) < len(json.dumps(json.loads(arguments)))
+    entry = _logged(gov, raw.headers["x-switchpoint-request-id"])
+    assert _charged_an_estimate(gov, key, entry, "other", messages, arguments, tools=tools,
+                                ) == pytest.approx(_bounds(gov, "other", messages, arguments,
+                                                           tools=tools)[0])
+
+
 def test_a_stream_of_cjk_text_broken_mid_answer_is_charged_its_bytes(
         gov: ThreadServer, key: dict[str, Any]) -> None:
     # A Chinese answer is about a token a character: its estimate counts its UTF-8 bytes (3

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
-from switchpoint.catalog import Catalog, ModelCard, estimate_tokens, text_bytes, text_tokens
+from switchpoint.catalog import (
+    Catalog,
+    ModelCard,
+    estimate_tokens,
+    json_bytes,
+    text_bytes,
+    text_tokens,
+)
 from switchpoint.gateway.capabilities import (
     IMAGE_TOKENS,
     TOKENS_PER_MESSAGE,
@@ -56,6 +64,30 @@ def test_a_lone_surrogate_is_counted_not_raised_on() -> None:
     assert text_bytes("a\ud800b") == 5 and estimate_tokens("\udfff") == 1
     req = {"messages": [{"role": "user", "content": "x\ud800" * 4}]}
     assert needs_of(req).prompt_tokens == text_tokens(16) + TOKENS_PER_MESSAGE
+
+
+def test_json_in_a_prompt_counts_its_characters_utf8_bytes_not_their_escapes() -> None:
+    # Tool definitions, tool calls and a legacy function_call count the UTF-8 bytes of their
+    # JSON with each character as itself (你 its 3 bytes, not the 6 of a \u4f60 escape);
+    # ASCII JSON counts as it did, a lone surrogate its 3 bytes without raising.
+    tools = [{"type": "function", "function": {
+        "name": "search", "description": "搜索网页" * 10,
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
+    calls = [{"id": "c1", "type": "function",
+              "function": {"name": "search", "arguments": '{"q": "量子计算"}'}}]
+    legacy = {"name": "search", "arguments": "\ud800"}
+    req = {"messages": [{"role": "user", "content": "hi"},
+                        {"role": "assistant", "content": None, "tool_calls": calls},
+                        {"role": "assistant", "content": None, "function_call": legacy}],
+           "tools": tools}
+    # (each CJK character 3 bytes where its escape took 6; the surrogate 3 where it took 6)
+    sizes = [len(json.dumps(calls)) - 4 * 3, len(json.dumps(legacy)) - 3,
+             len(json.dumps(tools)) - 40 * 3]
+    assert [json_bytes(calls), json_bytes(legacy), json_bytes(tools)] == sizes
+    assert needs_of(req).prompt_tokens == text_tokens(2 + sum(sizes)) + 3 * TOKENS_PER_MESSAGE
+    ascii_tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert json_bytes(ascii_tools) == len(json.dumps(ascii_tools))
+    assert json_bytes({"a": "\ud800"}) == len('{"a": "') + 3 + 2
 
 
 def test_list_content_images_and_last_user_text() -> None:

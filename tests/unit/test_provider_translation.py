@@ -648,16 +648,17 @@ def test_an_answer_counts_the_utf8_bytes_of_every_choice_text_and_call() -> None
 
 
 @pytest.mark.parametrize(("usage", "prompt", "tokens"), [
-    (None, 1000, 21), ({"input_tokens": 30, "output_tokens": -1}, 30, 21),
+    (None, 1000, 20), ({"input_tokens": 30, "output_tokens": -1}, 30, 20),
     ({"input_tokens": 30, "output_tokens": 7}, 30, 7)],
     ids=["no-usage", "output-past-belief", "believed"])
 def test_a_plain_anthropic_answer_without_usage_is_charged_its_text_tool_input_and_thinking(
         usage: dict[str, Any] | None, prompt: int, tokens: int) -> None:
     # A Messages API answer without usage to believe: charged its prompt's tokens (as it
     # reported them, when it did so believably, else the gateway's estimate) and the answer's
-    # text (6 bytes), its call's input (as arguments: {"q": "\u4f60"}, 15 bytes) and the
-    # thinking it generated (the OpenAI body drops: 60 bytes), 81 bytes, 21 tokens, never
-    # past its worst case; usage it believes, as reported.
+    # text (6 bytes), its call's input (as arguments, in UTF-8 as OpenAI writes them, not
+    # escaped: {"q": "你"}, 12 bytes) and the thinking it generated (the OpenAI body drops:
+    # 60 bytes), 78 bytes, 20 tokens, never past its worst case; usage it believes, as
+    # reported.
     card = ModelCard("claude", provider="anthropic", input_per_mtok=1, output_per_mtok=2)
     message = {"id": "m", "model": "claude", "stop_reason": "tool_use", "content": [
         {"type": "thinking", "thinking": "想" * 20, "signature": "s"},
@@ -665,13 +666,15 @@ def test_a_plain_anthropic_answer_without_usage_is_charged_its_text_tool_input_a
         {"type": "tool_use", "id": "t", "name": "f", "input": {"q": "你"}}],
         **({"usage": usage} if usage is not None else {})}
     body = from_anthropic_response(message)
+    assert body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == (
+        '{"q": "你"}')
     assert ("usage" in body) == (tokens == 7)
     result = FailoverResult("claude", card, ProviderResponse(body, "claude",
                                                              reported=reported_of(message)),
                             [Attempt("claude", 1, "ok")])
     use = result.use(prompt_tokens=1000, worst_usd=1.0)
     assert use.usage == TokenUsage(prompt, tokens)
-    assert use.estimated == (tokens == 21) and not use.stream
+    assert use.estimated == (tokens == 20) and not use.stream
     assert use.prompt_reported == (prompt == 30 and use.estimated)
     assert use.cost_usd == card.price(prompt, tokens)
     if use.estimated:

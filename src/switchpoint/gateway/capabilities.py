@@ -44,14 +44,13 @@ definitions; each image counts as
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from switchpoint._messages import all_of, json_quoted, listed_names, one_of
-from switchpoint.catalog import Catalog, ModelCard, text_bytes, text_tokens
+from switchpoint.catalog import Catalog, ModelCard, json_bytes, text_bytes, text_tokens
 from switchpoint.gateway.data_url import media_type_of, parse_data_url
 from switchpoint.gateway.parsing import (
     IMAGE_PART_TYPES,
@@ -212,10 +211,9 @@ def _text_bytes_and_images(content: object) -> tuple[int, int, list[str]]:
                 size += text_bytes(text)
                 texts.append(text)
             else:
-                # Audio, files, ...: count what they carry, excluding binary payloads (ASCII
-                # JSON, so its length is its bytes).
-                size += len(json.dumps({k: v for k, v in part.items()
-                                         if k not in ("input_audio", "file")}, default=str))
+                # Audio, files, ...: count what they carry, excluding binary payloads.
+                size += json_bytes({k: v for k, v in part.items()
+                                    if k not in ("input_audio", "file")})
     return size, images, texts
 
 
@@ -507,7 +505,7 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
         messages = []
     vision = False
     tools = bool(request.get("tools") or request.get("functions"))
-    size = 0  # (bytes of text: catalog.text_bytes; JSON's dumps, ASCII, its length)
+    size = 0  # (bytes of text and of JSON: catalog.text_bytes, catalog.json_bytes)
     images = 0
     last_user = ""
     parts: set[tuple[str, str]] = set()
@@ -532,12 +530,12 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
             tools = True
         custom = custom or _any_custom(calls)
         if calls:
-            size += len(json.dumps(calls, default=str))
+            size += json_bytes(calls)
         if message.get("function_call"):
-            size += len(json.dumps(message["function_call"], default=str))
+            size += json_bytes(message["function_call"])
     for key in ("tools", "functions"):
         if request.get(key):
-            size += len(json.dumps(request[key], default=str))
+            size += json_bytes(request[key])
     prompt_tokens = (text_tokens(size) + images * IMAGE_TOKENS
                      + TOKENS_PER_MESSAGE * len(messages))
     output_tokens = output_cap(request) or 0

@@ -558,9 +558,12 @@ def from_anthropic_response(message: Mapping[str, Any], *,
         if block.get("type") == "text":
             texts.append(str(block.get("text", "")))
         elif block.get("type") == "tool_use":
+            # (characters written as themselves, as OpenAI writes a call's arguments, not as
+            # \uXXXX escapes: what an answer without usage is estimated from is their size)
+            arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
             tool_calls.append({"id": block.get("id"), "type": "function",
                                "function": {"name": block.get("name"),
-                                            "arguments": json.dumps(block.get("input") or {})}})
+                                            "arguments": arguments}})
     reply: dict[str, Any] = {"role": "assistant",
                              "content": "".join(texts) if texts or not tool_calls else None}
     stop = message.get("stop_reason")
