@@ -58,8 +58,15 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    as the Messages API streams one: a single ``input_json_delta`` of ``""``);
                    ``thinking=N``: a thinking block of N characters (``t``; streamed, 100 a
                    ``thinking_delta``, then its ``signature_delta``) before the answer's block
-                   (``after=`` counts the answer's deltas alone). Either dialect,
-                   non-streamed (and ``whole``): ``nousage=1`` answers without ``usage``
+                   (``after=`` counts the answer's deltas alone); ``redacted=N``: a
+                   ``redacted_thinking`` block whose ``data`` is N characters (``r``; streamed,
+                   whole in its ``content_block_start``) before the answer's block, after any
+                   thinking. OpenAI dialect: ``reasoning=N``: N characters (``r``) of
+                   reasoning before the answer, as ``reasoning_content`` (``reasoning_key=``
+                   names the field otherwise: ``reasoning``), in the message or streamed 100
+                   a delta before the answer's chunks (``after=`` counts those alone). Either
+                   dialect, non-streamed (and ``whole``): ``nousage=1`` answers without
+                   ``usage``
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma; as WTF-8, so
                    ``%ED%A0%80`` is a lone surrogate, sent as ``\\ud800``) instead of the
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
@@ -600,6 +607,9 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
     # (``index=`` alone: none, an answer or chunks of ``choices: []``)
     listed = urllib.parse.unquote(params.get("index", "0"))
     indices = [json.loads(v) for v in listed.split(";")] if listed else []
+    # (reasoning some servers send beside the answer: DeepSeek's, vLLM's)
+    reasoning = "r" * int(_num(params, "reasoning", 0))
+    reasoning_key = params.get("reasoning_key", "reasoning_content")
     if not stream or name == "whole":
         if name == "malformed":
             await send_body(writer, 200, "application/json", b"{not json")
@@ -613,6 +623,8 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
             finish = "tool_calls"
         if name == "nofinish":  # (an answer cut short: no finish reason)
             finish = None
+        if reasoning:
+            message[reasoning_key] = reasoning
         full = {"id": ident, "object": "chat.completion", "created": created, "model": model,
                 "system_fingerprint": "fp_fake",
                 "choices": [{"index": index, "message": message, "finish_reason": finish,
@@ -661,6 +673,8 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
                 **({"usage": answer.usage()} if each else {})}
 
     await out.data(chunk({"role": "assistant", "content": ""}))
+    for i in range(0, len(reasoning), 100):
+        await out.data(chunk({"content": None, reasoning_key: reasoning[i:i + 100]}))
     if answer.tool_name:
         pieces = [chunk({"tool_calls": [{"index": 0, "id": answer.openai_call_id,
                                          "type": "function",
@@ -977,6 +991,8 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
         else:
             content = [{"type": "text", "text": answer.text}]
             stop = "end_turn"
+        if redacted := int(_num(params, "redacted", 0)):
+            content.insert(0, {"type": "redacted_thinking", "data": "r" * redacted})
         if thought := int(_num(params, "thinking", 0)):
             content.insert(0, {"type": "thinking", "thinking": "t" * thought,
                                "signature": "s" * 50})
@@ -1032,6 +1048,12 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
                                                          "signature": "c2lnbmVk"}}))
         events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
         block = 1
+    if redacted := int(_num(params, "redacted", 0)):
+        events.append(("content_block_start", {
+            "type": "content_block_start", "index": block,
+            "content_block": {"type": "redacted_thinking", "data": "r" * redacted}}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": block}))
+        block += 1
     if answer.tool_name:
         events.append(("content_block_start", {
             "type": "content_block_start", "index": block,

@@ -1052,10 +1052,20 @@ def test_a_stream_failed_over_from_a_whole_error_to_a_whole_answer_is_charged_th
 # generated unrelayed), never past its worst case. It was charged its worst case.
 
 
+def _reasoning(part: Any) -> str:
+    """The reasoning a message or delta relayed beside its text (``reasoning_content``, else
+    ``reasoning``: fields the openai client keeps as extras), or ""."""
+    extra = part.model_extra or {}
+    said = extra.get("reasoning_content")
+    said = said if isinstance(said, str) else extra.get("reasoning")
+    return said if isinstance(said, str) else ""
+
+
 def _relayed(server: ThreadServer, key: dict[str, Any], model: str, messages: list[Any], *,
              max_tokens: int = 1000, leave_after: int | None = None,
              tools: list[Any] | None = None) -> tuple[str, str]:
-    """(request id, the text and tool-call arguments the client got) of a stream request of
+    """(request id, the text, reasoning and tool-call arguments the client got) of a stream
+    request of
     ``model`` read until it ends or breaks (or, ``leave_after``, until that many chunks of
     answer came, when the client hangs up)."""
     got: list[str] = []
@@ -1068,7 +1078,7 @@ def _relayed(server: ThreadServer, key: dict[str, Any], model: str, messages: li
         try:
             for chunk in response.parse():
                 for choice in chunk.choices:
-                    said = [choice.delta.content or "",
+                    said = [choice.delta.content or "", _reasoning(choice.delta),
                             *(call.function.arguments or "" for call in
                               choice.delta.tool_calls or () if call.function)]
                     got.extend(said)
@@ -1151,19 +1161,53 @@ def test_a_stream_broken_mid_answer_without_usage_is_charged_an_estimate_of_what
                                 prompt=prompt) == pytest.approx(estimate)
 
 
+@pytest.mark.parametrize(("thinking", "thought"), [
+    ("thinking=2000", 2000), ("redacted=1200", 1200), ("thinking=800,redacted=1200", 2000)],
+    ids=["thinking", "redacted", "both"])
 def test_an_anthropic_stream_broken_after_thinking_is_charged_the_thinking_too(
-        gov: ThreadServer, key: dict[str, Any]) -> None:
-    # other thinks 2,000 characters (not relayed: the OpenAI format has no place for them,
-    # but the upstream bills them), then its answer is cut after some content: the estimate
-    # counts the thinking's tokens as answer tokens, beside the text relayed.
-    messages = user("think first, then answer [[fake:cut:after=3,prompt=40,thinking=2000]]")
+        gov: ThreadServer, key: dict[str, Any], thinking: str, thought: int) -> None:
+    # other thinks (not relayed: the OpenAI format has no place for it, but the upstream
+    # bills it; redacted thinking, sent encrypted, counted as its data's bytes), then its
+    # answer is cut after some content: the estimate counts the thinking's tokens as answer
+    # tokens, beside the text relayed.
+    messages = user(f"think first, then answer [[fake:cut:after=3,prompt=40,{thinking}]]")
     request_id, text = _relayed(gov, key, "other", messages)
-    assert text.startswith("Echo from ") and "t" * 10 not in text
+    assert text.startswith("Echo from ") and "t" * 10 not in text and "r" * 10 not in text
     entry = _logged(gov, request_id)
     assert entry["status"] == "stream_broken"
-    estimate, worst = _bounds(gov, "other", messages, text, prompt=40, thought=2000)
+    estimate, worst = _bounds(gov, "other", messages, text, prompt=40, thought=thought)
     assert _bounds(gov, "other", messages, text, prompt=40)[0] < estimate < worst
-    _charged_an_estimate(gov, key, entry, "other", messages, text, prompt=40, thought=2000)
+    _charged_an_estimate(gov, key, entry, "other", messages, text, prompt=40, thought=thought)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_an_answer_is_charged_the_reasoning_its_server_sent_beside_its_text(
+        gov: ThreadServer, key: dict[str, Any], stream: bool, field: str) -> None:
+    # cheap reasons (as DeepSeek and vLLM send it, beside the text) before its answer, which
+    # reports no usage (plain) or is cut after some content (streamed): the reasoning was
+    # generated, billed and relayed, and is counted with the text.
+    keyed = "" if field == "reasoning_content" else f",reasoning_key={field}"
+    behaviour = ("usage:nousage=1" if not stream else "cut:after=3") + f",reasoning=300{keyed}"
+    messages = user(f"reason first, then answer [[fake:{behaviour}]]")
+    if stream:
+        request_id, said = _relayed(gov, key, "cheap", messages)
+        text = said.replace("r" * 300, "", 1)
+    else:
+        raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
+            model="cheap", max_tokens=1000, messages=messages)
+        message = raw.parse().choices[0].message
+        request_id, text = raw.headers["x-switchpoint-request-id"], message.content or ""
+        said = _reasoning(message) + text
+    assert said.startswith("r" * 300) and text.startswith("Echo from cheap")
+    entry = _logged(gov, request_id)
+    assert entry["status"] == ("stream_broken" if stream else "ok")
+    estimate, worst = _bounds(gov, "cheap", messages, said)
+    assert _bounds(gov, "cheap", messages, text)[0] < estimate < worst
+    assert _charged_an_estimate(gov, key, entry, "cheap", messages,
+                                said) == pytest.approx(estimate)
+    notes = [n for n in entry["reasoning"] if n.startswith("Estimated charge: ")]
+    assert "of text, reasoning and tool-call arguments relayed" in notes[0], notes
 
 
 def test_a_stream_answered_whole_without_usage_is_charged_an_estimate(
@@ -1235,9 +1279,10 @@ def test_a_client_that_hangs_up_mid_stream_is_charged_an_estimate_of_what_was_re
     ("cheap", "usage:completion=1e30", None, 0),
     ("other", "usage:nousage=1", None, 0),
     ("other", "usage:prompt=40,completion=-1", 40, 0),
-    ("other", "usage:nousage=1,thinking=2000", None, 2000)],
+    ("other", "usage:nousage=1,thinking=2000", None, 2000),
+    ("other", "usage:nousage=1,thinking=500,redacted=1500", None, 2000)],
     ids=["none", "negative", "huge", "anthropic-none", "anthropic-negative",
-         "anthropic-thinking"])
+         "anthropic-thinking", "anthropic-redacted-thinking"])
 def test_a_plain_answer_without_usage_to_believe_is_charged_an_estimate_of_what_it_used(
         gov: ThreadServer, key: dict[str, Any], model: str, behaviour: str,
         prompt: int | None, thought: int) -> None:
@@ -1249,7 +1294,7 @@ def test_a_plain_answer_without_usage_to_believe_is_charged_an_estimate_of_what_
     raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
         model=model, max_tokens=1000, messages=messages)
     text = raw.parse().choices[0].message.content or ""
-    assert text.startswith("Echo from ") and "t" * 10 not in text
+    assert text.startswith("Echo from ") and "t" * 10 not in text and "r" * 10 not in text
     entry = _logged(gov, raw.headers["x-switchpoint-request-id"])
     assert entry["status"] == "ok"
     estimate, worst = _bounds(gov, model, messages, text, prompt=prompt, thought=thought)

@@ -277,3 +277,61 @@ def test_an_anthropic_stream_thinks_before_its_answer_when_told(
     cut = behaviour.startswith("stall")
     assert texts[:1] == ["Echo "] and (len(texts) == 1) == cut
     assert (events[-1]["type"] == "message_stop") != cut
+
+
+def _post(fake: FakeProviderProcess, path: str, body: dict[str, Any]) -> bytes:
+    connection = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
+    try:
+        connection.request("POST", path, json.dumps(body), {
+            "content-type": "application/json", "anthropic-version": "2023-06-01"})
+        return connection.getresponse().read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_an_anthropic_answer_holds_redacted_thinking_when_told(
+        fake: FakeProviderProcess, stream: bool) -> None:
+    # redacted=N: a redacted_thinking block of N characters of data, after any thinking and
+    # before the answer's block (streamed whole in its content_block_start).
+    data = _post(fake, "/v1/messages", {
+        "stream": stream, "model": "fake-claude-1", "max_tokens": 16, "messages": [
+            {"role": "user", "content": "one two [[fake:ok:thinking=10,redacted=30]]"}]})
+    if stream:
+        events = [json.loads(line[len("data:"):]) for line in data.decode().split("\n")
+                  if line.startswith("data:")]
+        blocks = [(e["index"], e["content_block"]) for e in events
+                  if e["type"] == "content_block_start"]
+        assert [(i, b["type"]) for i, b in blocks] == [
+            (0, "thinking"), (1, "redacted_thinking"), (2, "text")]
+        assert blocks[1][1]["data"] == "r" * 30
+        assert {e["index"] for e in events if e["type"] == "content_block_delta"
+                and e["delta"]["type"] == "text_delta"} == {2}
+    else:
+        content = json.loads(data)["content"]
+        assert [b["type"] for b in content] == ["thinking", "redacted_thinking", "text"]
+        assert content[1]["data"] == "r" * 30
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+def test_an_openai_answer_reasons_before_its_answer_when_told(
+        fake: FakeProviderProcess, stream: bool, key: str) -> None:
+    # reasoning=N: N characters of reasoning (reasoning_content, or reasoning_key=) in the
+    # message, or streamed 100 a delta before the answer's chunks.
+    keyed = "" if key == "reasoning_content" else f",reasoning_key={key}"
+    data = _post(fake, "/v1/chat/completions", {
+        "stream": stream, "model": "fake-gpt-1", "messages": [
+            {"role": "user", "content": f"one two [[fake:ok:reasoning=250{keyed}]]"}]})
+    if stream:
+        deltas = [json.loads(line[len("data:"):])["choices"][0]["delta"]
+                  for line in data.decode().split("\n")
+                  if line.startswith("data:") and line != "data: [DONE]"
+                  and json.loads(line[len("data:"):])["choices"]]
+        reasoned = [d[key] for d in deltas if key in d]
+        assert reasoned == ["r" * 100, "r" * 100, "r" * 50]
+        first = next(i for i, d in enumerate(deltas) if d.get("content"))
+        assert all(key not in d for d in deltas[first:])
+    else:
+        message = json.loads(data)["choices"][0]["message"]
+        assert message[key] == "r" * 250 and message["content"].startswith("Echo ")

@@ -647,6 +647,52 @@ def test_an_answer_counts_the_utf8_bytes_of_every_choice_text_and_call() -> None
     assert answer_bytes(chunk) == 9
 
 
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+def test_an_answer_counts_the_reasoning_a_server_sends_beside_its_text(key: str) -> None:
+    # Reasoning an OpenAI-compatible server sends beside the text (DeepSeek's and vLLM's
+    # reasoning_content, others' reasoning) is generated and billed: counted, in a whole
+    # answer's message and a stream's delta, its UTF-8 bytes; a server sending both fields
+    # sends the same text twice, counted once.
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok",
+                                                 key: "想 it"}}]}
+    assert answer_bytes(body, "message") == 2 + 6
+    chunk = {"choices": [{"index": 0, "delta": {"content": None, key: "想 it"}}]}
+    assert answer_bytes(chunk) == 6
+    both = {"choices": [{"index": 0, "delta": {"reasoning_content": "abc",
+                                               "reasoning": "abc"}}]}
+    assert answer_bytes(both) == 3
+    assert answer_bytes({"choices": [{"index": 0, "delta": {key: None}}]}) == 0
+
+
+def test_an_anthropic_answer_counts_its_redacted_thinking_plain_and_streamed() -> None:
+    # A redacted_thinking block is thinking the model generated and is billed for, sent
+    # encrypted: counted as its data's bytes, beside the thinking blocks, plain or streamed
+    # (where it comes whole in its content_block_start).
+    message = {"id": "m", "model": "claude", "stop_reason": "end_turn", "content": [
+        {"type": "thinking", "thinking": "想" * 4, "signature": "s"},
+        {"type": "redacted_thinking", "data": "EnCrYpTeD" * 3},
+        {"type": "text", "text": "hi"}], "usage": {"input_tokens": 30}}
+    assert reported_of(message) == ReportedSoFar(30, 0, 12 + 27)
+    assert from_anthropic_response(message)["choices"][0]["message"]["content"] == "hi"
+    d = AnthropicChunkDecoder("claude")
+    chunks = [c for e in _events(
+        ("message_start", {"type": "message_start", "message": {
+            "id": "m", "model": "claude", "usage": {"input_tokens": 30, "output_tokens": 1}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "redacted_thinking",
+                                                   "data": "EnCrYpTeD" * 3}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("content_block_start", {"type": "content_block_start", "index": 1,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "text_delta", "text": "hi"}}))
+        for c in d.feed(e)]
+    assert [c["choices"][0]["delta"] for c in chunks] == [
+        {"role": "assistant", "content": ""}, {"content": "hi"}]
+    assert isinstance(chunks[-1], CountedChunk)
+    assert chunks[-1].reported == ReportedSoFar(30, 1, 27)
+
+
 @pytest.mark.parametrize(("usage", "prompt", "tokens"), [
     (None, 1000, 20), ({"input_tokens": 30, "output_tokens": -1}, 30, 20),
     ({"input_tokens": 30, "output_tokens": 7}, 30, 7)],

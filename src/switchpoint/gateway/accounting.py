@@ -224,8 +224,8 @@ def _estimate_note(model: str, status: str, use: AnswerUse) -> str:
     return (f"Estimated charge: {model}'s {ended} with no usage to believe, so it is charged "
             f"as an estimate of what it used: {use.usage.prompt_tokens} prompt tokens "
             f"({prompt}) and {use.usage.completion_tokens} answer tokens (the "
-            f"{use.relayed_bytes} bytes, in UTF-8, of text and tool-call arguments relayed"
-            f"{thinking}){price}.")
+            f"{use.relayed_bytes} bytes, in UTF-8, of text, reasoning and tool-call arguments "
+            f"relayed{thinking}){price}.")
 
 
 def failed(plan: Plan, exc: FailoverError, live: Live,

@@ -589,15 +589,25 @@ def from_anthropic_response(message: Mapping[str, Any], *,
 def reported_of(message: Mapping[str, Any]) -> ReportedSoFar:
     """What a Messages API answer reports of its use beside the usage its OpenAI body carries
     (what it is estimated from, should that usage not be believed): the prompt's tokens, when
-    its counts of them are believable, and the bytes of the thinking it generated, which the
-    OpenAI body has no place for but the upstream bills."""
+    its counts of them are believable, and the bytes of the thinking it generated
+    (:func:`thought_of` each block), which the OpenAI body has no place for but the upstream
+    bills."""
     usage = message.get("usage")
     prompt = _prompt_of(usage) if isinstance(usage, Mapping) else None
     content = message.get("content")
-    thought = sum(text_bytes(block["thinking"]) for block in content
-                  if isinstance(block, Mapping) and block.get("type") == "thinking"
-                  and isinstance(block.get("thinking"), str)) if isinstance(content, list) else 0
+    thought = sum(text_bytes(thought_of(block)) for block in content
+                  if isinstance(block, Mapping)) if isinstance(content, list) else 0
     return ReportedSoFar(None if prompt is None else prompt[0], 0, thought)
+
+
+def thought_of(block: Mapping[str, Any]) -> str:
+    """The thinking a Messages API content block holds, as it is sized ("" for another
+    block): a ``thinking`` block's text, or a ``redacted_thinking`` block's ``data`` (the
+    thinking it generated, encrypted: about its size)."""
+    kind = block.get("type")
+    text = (block.get("thinking") if kind == "thinking"
+            else block.get("data") if kind == "redacted_thinking" else None)
+    return text if isinstance(text, str) else ""
 
 
 class AnthropicChunkDecoder:
@@ -699,8 +709,7 @@ class AnthropicChunkDecoder:
                     "function": {"name": block.get("name"), "arguments": ""}}]})]
             if block.get("type") == "text" and block.get("text"):
                 return [self._chunk({"content": block["text"]})]
-            if block.get("type") == "thinking":
-                self._thought(block.get("thinking"))
+            self._thought(thought_of(block))  # (a redacted block comes whole here)
             return []
         if kind == "content_block_delta":
             delta = data.get("delta") or {}

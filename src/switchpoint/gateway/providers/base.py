@@ -149,9 +149,12 @@ _PLAIN_DELTA = frozenset({"role", "content"})
 def answer_bytes(chunk: Mapping[str, Any], part: str = "delta") -> int:
     """How many bytes of answer (:func:`~switchpoint.catalog.text_bytes`) a chunk carries over
     its choices' ``delta`` (``part``: ``"message"`` for a whole answer's): the text
-    (``content``, ``refusal``) and the arguments of the tool calls (``tool_calls``, a legacy
-    ``function_call``). What an answer without usage to believe is estimated to have written
-    from (see :func:`~switchpoint.gateway.failover.answer_use`)."""
+    (``content``, ``refusal``), the reasoning some servers send beside it, billed as answer
+    (``reasoning_content``, as DeepSeek and vLLM name it, else ``reasoning``, as others do:
+    one of them, as a server sending both sends the same text twice), and the arguments of
+    the tool calls (``tool_calls``, a legacy ``function_call``). What an answer without usage
+    to believe is estimated to have written from (see
+    :func:`~switchpoint.gateway.failover.answer_use`)."""
     choices = chunk.get("choices")
     if not isinstance(choices, list):
         return 0
@@ -169,7 +172,10 @@ def answer_bytes(chunk: Mapping[str, Any], part: str = "delta") -> int:
         functions = [call.get("function") for call in calls if isinstance(call, Mapping)] \
             if isinstance(calls, list) else []
         functions.append(delta.get("function_call"))
-        texts = [delta.get("refusal"),
+        reasoning = delta.get("reasoning_content")
+        if not isinstance(reasoning, str):
+            reasoning = delta.get("reasoning")
+        texts = [delta.get("refusal"), reasoning,
                  *(f.get("arguments") for f in functions if isinstance(f, Mapping))]
         total += sum(text_bytes(text) for text in texts if isinstance(text, str))
     return total
