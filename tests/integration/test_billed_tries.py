@@ -1180,6 +1180,27 @@ def test_an_anthropic_stream_broken_after_thinking_is_charged_the_thinking_too(
     _charged_an_estimate(gov, key, entry, "other", messages, text, prompt=40, thought=thought)
 
 
+def test_an_anthropic_stream_answered_whole_is_charged_its_reported_prompt_and_thinking(
+        gov: ThreadServer, key: dict[str, Any]) -> None:
+    # other answers the stream request with one whole answer, its thinking and redacted
+    # thinking in it and usage past belief (its output count negative, its prompt's 40
+    # believable): charged as the plain answer would be, the prompt at the 40 tokens it
+    # reported and the answer's text and 300 bytes of thinking, not the gateway's estimate
+    # of the prompt and the text alone.
+    messages = user("answered whole [[fake:whole:prompt=40,completion=-1,thinking=200,"
+                    "redacted=100]]")
+    request_id, text = _relayed(gov, key, "other", messages)
+    assert text.startswith("Echo from ") and "t" * 10 not in text and "r" * 10 not in text
+    entry = _logged(gov, request_id)
+    assert entry["status"] == "ok"
+    estimate, worst = _bounds(gov, "other", messages, text, prompt=40, thought=300)
+    assert estimate < worst
+    assert _charged_an_estimate(gov, key, entry, "other", messages, text, prompt=40,
+                                thought=300) == pytest.approx(estimate)
+    notes = [n for n in entry["reasoning"] if n.startswith("Estimated charge: ")]
+    assert "other's stream ended whole with no usage to believe" in notes[0], notes
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 def test_an_answer_is_charged_the_reasoning_its_server_sent_beside_its_text(

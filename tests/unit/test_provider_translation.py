@@ -693,6 +693,40 @@ def test_an_anthropic_answer_counts_its_redacted_thinking_plain_and_streamed() -
     assert chunks[-1].reported == ReportedSoFar(30, 1, 27)
 
 
+async def test_an_anthropic_stream_answered_whole_carries_its_prompt_count_and_thinking(
+        ) -> None:
+    # A stream request the upstream answered with one whole answer: each chunk carries what
+    # the answer reported beside its usage (its prompt's tokens, its thinking, redacted
+    # included), so a whole answer without usage to believe is estimated as a plain one is.
+    card = ModelCard("claude", provider="anthropic", input_per_mtok=1, output_per_mtok=2)
+    message = {"id": "m", "model": "claude", "stop_reason": "end_turn", "content": [
+        {"type": "thinking", "thinking": "t" * 40, "signature": "s"},
+        {"type": "redacted_thinking", "data": "r" * 20},
+        {"type": "text", "text": "Hi there"}],
+        "usage": {"input_tokens": 30, "output_tokens": -1}}
+    chunks = AnthropicChunkDecoder("claude").whole(message)
+    assert isinstance(chunks[0], WholeAnswerChunk)
+    assert [c.reported for c in chunks if isinstance(c, CountedChunk)] == [
+        ReportedSoFar(30, 0, 60)] * len(chunks)
+
+    async def nothing() -> AsyncIterator[list[dict[str, Any]]]:
+        return
+        yield []
+
+    stream = FailoverStream(card, nothing(), chunks, True, [Attempt("claude", 1, "ok")],
+                            health=None, client_wants_usage=False, rewrite_model=False,
+                            ttft_ms=1.0)
+    assert [c async for c in stream]
+    assert stream.whole and stream.usage is None
+    use = stream.use(prompt_tokens=1000, worst_usd=1.0)
+    # (8 bytes of text relayed and 60 of thinking: 17 tokens; the prompt as reported)
+    assert use == (card.price(30, 17), TokenUsage(30, 17), True, 8, 60, True, True)
+    # Without anything reported beside it, a whole answer's chunks are as they were.
+    plain = stream_of_answer(from_anthropic_response(message))
+    assert isinstance(plain[0], WholeAnswerChunk)
+    assert not any(isinstance(c, CountedChunk) for c in plain)
+
+
 @pytest.mark.parametrize(("usage", "prompt", "tokens"), [
     (None, 1000, 20), ({"input_tokens": 30, "output_tokens": -1}, 30, 20),
     ({"input_tokens": 30, "output_tokens": 7}, 30, 7)],

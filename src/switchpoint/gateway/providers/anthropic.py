@@ -650,11 +650,13 @@ class AnthropicChunkDecoder:
                 reported, unrelayed_bytes=reported.unrelayed_bytes + text_bytes(text))
 
     def whole(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The chunks of a whole answer ``body``, each carrying what it reports beside its
+        usage (:func:`reported_of`: its prompt count and thinking), as a plain answer does."""
         try:
             answer = from_anthropic_response(body, legacy=self.legacy)
         except MalformedResponse:
             return []
-        return stream_of_answer(answer)
+        return stream_of_answer(answer, reported_of(body))
 
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
         try:

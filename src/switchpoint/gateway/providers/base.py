@@ -236,14 +236,23 @@ class WholeAnswerChunk(dict[str, Any]):
     whole."""
 
 
-def stream_of_answer(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
+class _CountedWholeAnswerChunk(CountedChunk, WholeAnswerChunk):
+    """The first chunk of a stream made from a whole answer, carrying what its upstream
+    reported beside its usage."""
+
+
+def stream_of_answer(answer: Mapping[str, Any], reported: ReportedSoFar | None = None
+                     ) -> list[dict[str, Any]]:
     """A whole OpenAI ``chat.completion`` as the chunks a stream of it would have held: per
     choice, one chunk carrying its whole message (role, text, refusal, tool calls, each call
     numbered by ``index``) and its ``finish_reason`` (``stop`` when it gives none: the answer
     is whole), then a final chunk of no choices
     carrying the answer's ``usage`` when it has one. The first chunk is a
-    :class:`WholeAnswerChunk`. What ``answer`` is not (a choice that is not an object) is left
-    out; its usage is read, bounded, as a stream's is (:func:`usage_of`)."""
+    :class:`WholeAnswerChunk`. With ``reported`` (what the upstream reported of its use beside
+    that usage: the Messages API's prompt count and thinking), each chunk is a
+    :class:`CountedChunk` carrying it, as a stream's would. What ``answer`` is not (a choice
+    that is not an object) is left out; its usage is read, bounded, as a stream's is
+    (:func:`usage_of`)."""
     head: dict[str, Any] = {"object": "chat.completion.chunk"}
     for name in ("id", "created", "model", "system_fingerprint", "service_tier"):
         if name in answer:
@@ -269,8 +278,11 @@ def stream_of_answer(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
             "logprobs": choice.get("logprobs")}]})
     if usage_of(answer) is not None:
         chunks.append({**head, "choices": [], "usage": answer["usage"]})
+    if reported is not None:
+        chunks = [CountedChunk(chunk, reported) for chunk in chunks]
     if chunks:
-        chunks[0] = WholeAnswerChunk(chunks[0])
+        chunks[0] = (WholeAnswerChunk(chunks[0]) if reported is None
+                     else _CountedWholeAnswerChunk(chunks[0], reported))
     return chunks
 
 
