@@ -1170,9 +1170,11 @@ def test_an_anthropic_stream_broken_after_thinking_is_charged_the_thinking_too(
     # bills it; redacted thinking, sent encrypted, counted as its data's bytes), then its
     # answer is cut after some content: the estimate counts the thinking's tokens as answer
     # tokens, beside the text relayed.
+    # (how much of the answer arrives before the reset varies with when the gateway reads:
+    # the estimate is checked against what was relayed, at least its first piece)
     messages = user(f"think first, then answer [[fake:cut:after=3,prompt=40,{thinking}]]")
     request_id, text = _relayed(gov, key, "other", messages)
-    assert text.startswith("Echo from ") and "t" * 10 not in text and "r" * 10 not in text
+    assert text.startswith("Echo ") and "t" * 10 not in text and "r" * 10 not in text
     entry = _logged(gov, request_id)
     assert entry["status"] == "stream_broken"
     estimate, worst = _bounds(gov, "other", messages, text, prompt=40, thought=thought)
