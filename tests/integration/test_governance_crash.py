@@ -1,6 +1,7 @@
 """A budgeted stream cut by a crash (``kill -9``) after it had run: a provider may have billed
 it, so its reservation, on disk, is charged its worst case when it expires, once, and the
-key's budget counts it, live, in the reports and after a further restart.
+key's budget counts it, live, in the reports and after a further restart. Requests answered
+whole before the crash keep what they were charged, their reservations closed.
 
 ``switchpoint serve`` in a subprocess as a user runs it, the official ``openai`` client with a
 key that has a budget, the fake provider; the ledger read back from the SQLite file."""
@@ -183,3 +184,59 @@ def test_a_stream_a_crash_cut_is_charged_its_worst_case_once_when_its_reservatio
         assert code == 0, err
     assert len(db_rows(data, "SELECT 1 FROM spend WHERE reservation_id = ? AND kind != "
                            "'reserve'", reserved)) == 1
+
+
+def test_what_answered_requests_were_charged_survives_a_crash_right_after_their_answers(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A plain answer and a stream that ran long enough for its reservation to reach disk,
+    each received whole, then ``kill -9`` at once: the next start has the key and the model's
+    budget charged what the client was told, each reservation closed (none left to be charged
+    its worst case at expiry), and both requests in the log."""
+    data = tmp_path / "data"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, str(data), gateway=GATEWAY) + GOVERNANCE,
+                      encoding="utf-8")
+    with _start(config, data) as server:
+        r = httpx.post(f"{server.base}/v1/router/keys", headers=ADMIN, timeout=10,
+                       json={"tenant": "acme", "budget": "100/day"})
+        assert r.status_code == 201, r.text
+        key, key_id = r.json()["key"], r.json()["id"]
+        client = openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, max_retries=0,
+                               timeout=30)
+        plain = client.chat.completions.with_raw_response.create(
+            model="good", max_tokens=100, messages=[{"role": "user", "content": "Say hi."}])
+        told = [float(plain.headers["x-switchpoint-charged"])]
+        ids = [plain.headers["x-switchpoint-request-id"]]
+        # About a second long: past the half second after which its reservation is on disk.
+        slow = "[[fake:ok:chunk_delay=0.1]] " + " ".join(f"word{i}" for i in range(12))
+        with client.chat.completions.with_streaming_response.create(
+                model="good", max_tokens=100, stream=True,
+                stream_options={"include_usage": True},
+                messages=[{"role": "user", "content": slow}]) as streamed:
+            ids.append(streamed.headers["x-switchpoint-request-id"])
+            chunks = list(streamed.parse())
+        [usage] = [chunk.usage for chunk in chunks if chunk.usage is not None]
+        assert chunks[-2].choices[0].finish_reason == "stop"
+        told.append(float((usage.model_extra or {})["cost"]))
+        server.kill()  # a crash right after the stream's [DONE]
+    assert all(t > 0 for t in told), told
+    reserved = db_rows(data, "SELECT reservation_id FROM spend WHERE kind = 'reserve' AND "
+                             "key_id = ?", key_id)
+    assert len(reserved) == 1, reserved  # the stream's, on disk while it ran
+
+    with _start(config, data) as server:
+        status = _key_status(server, key_id)
+        assert status["spent_usd"] == pytest.approx(sum(told), rel=1e-6)
+        assert status["held_usd"] == 0.0
+        r = httpx.get(f"{server.base}/v1/router/budget/alert", headers=ADMIN, timeout=10)
+        [model] = [b for b in r.json()["budgets"] if b["account"] == "model:good"]
+        assert model["spent_usd"] == pytest.approx(sum(told), rel=1e-6)
+        logged = httpx.get(f"{server.base}/v1/router/requests", headers=ADMIN, timeout=10,
+                           params={"limit": 10}).json()["data"]
+        charged = {e["id"]: e["charged_usd"] for e in logged}
+        assert charged == pytest.approx(dict(zip(ids, told, strict=True)))
+        code, err = server.terminate()
+        assert code == 0, err
+    # The stream's reservation was closed by its settlement: no start charges it again.
+    assert db_rows(data, "SELECT kind FROM spend WHERE reservation_id = ? AND kind != "
+                         "'reserve'", reserved[0][0]) == [("settle",)]
