@@ -221,7 +221,13 @@ def test_expires_takes_epoch_seconds_as_the_readme_says(
     (["--tenant", "nobody"], '--tenant: unknown tenant "nobody"'),
     (["--tenant", "acme", "--budget", "50/fortnight"],
      '--budget: "50/fortnight": "fortnight" is not a budget period'),
-    (["--tenant", "acme", "--budget=-50/month"], "must be >= 0"),
+    (["--tenant", "acme", "--budget=-50/month"],
+     '--budget: "-50/month": the amount is negative; write 0/month for a budget that allows '
+     "no spend, or an amount from 1e-10 to 1,000,000,000 US dollars"),
+    (["--tenant", "acme", "--budget", "1e-300/day"],
+     '--budget: "1e-300/day": the amount is less than the least budget, 1e-10 US dollars'),
+    (["--tenant", "acme", "--budget", "1e-400/day"],  # (a float holds it as 0: not 0 either)
+     '--budget: "1e-400/day": the amount is less than the least budget, 1e-10 US dollars'),
     (["--tenant", "acme", "--models", "gpt-9"], '--models: not in the catalog: "gpt-9"'),
     (["--tenant", "acme", "--rpm", "0"], "--rpm: must be a whole number from 1 to"),
     (["--tenant", "acme", "--tpm", "0"], "--tpm: must be a whole number from 1 to"),
@@ -265,6 +271,28 @@ def test_a_keys_number_option_is_refused_as_every_number_option_is(
     assert exited.value.code == 2 and f"switchpoint keys create: error: argument {needle}" in err
     keys = config.parent / "data" / "keys.db"
     assert not keys.exists() or KeyStore(keys).list() == []
+
+
+def test_a_budget_under_the_least_is_refused_in_the_config_but_a_stored_key_s_is_kept(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "1/day",
+                          "--config", config, "--json"], capsys)
+    assert code == 0, err
+    key_id = json.loads(out)["id"]
+    # A key an earlier version made with a budget under the least keeps it, and is shown.
+    with sqlite3.connect(config.parent / "data" / "keys.db") as db:
+        db.execute("UPDATE keys SET budgets = ? WHERE id = ?", ('["1e-300/day"]', key_id))
+    db.close()
+    code, out, err = run(["keys", "show", key_id, "--config", config], capsys)
+    assert code == 0 and "budget       1e-300/day: spent $0.000000" in out, (out, err)
+    code, out, err = run(["report", "alert", "--config", config], capsys)
+    assert code == 0 and f"key:{key_id}" in out, err
+    # The config's budgets follow the one rule of a budget: refused, saying the least.
+    config.write_text(CONFIG.replace("budgets: [1/day]", "budgets: [1e-300/day]"),
+                      encoding="utf-8")
+    code, _, err = run(["keys", "list", "--config", config], capsys)
+    assert code == 2 and "the amount is less than the least budget, 1e-10 US dollars" in err
+    assert "write 0/day for a budget that allows no spend" in err, err
 
 
 def test_a_name_stored_with_control_characters_is_listed_escaped(

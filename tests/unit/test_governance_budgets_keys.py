@@ -63,19 +63,31 @@ def test_budget_strings(text: str, budget: Budget) -> None:
 @pytest.mark.parametrize(("text", "needle"), [
     ("50/fortnight", '"fortnight" is not a budget period; use one of "hour", "day", "week" or '
                      '"month"'),
-    ("-5/day", "must be >= 0"),
+    ("-5/day", "the amount is negative; write 0/day for a budget that allows no spend, or an "
+               "amount from 1e-10 to 1,000,000,000 US dollars"),
+    ("1e-300/week", '"1e-300/week": the amount is less than the least budget, 1e-10 US dollars '
+                    "(the ledger shows a smaller one as 0); write 0/week"),
+    ("9.9e-11/day", "the amount is less than the least budget"),
     ("fifty/month", "write AMOUNT/PERIOD"),
     ("50", "write AMOUNT/PERIOD"),
     ("1e12/day", "the amount is too large; it must be at most 1,000,000,000"),
     ("1e400/day", "the amount is too large (not a finite number); it must be at most "
                   "1,000,000,000"),
-    ("-1e400/day", "must be >= 0"),
+    ("-1e400/day", "the amount is negative"),
     ("1" * 400 + "/day", "the amount is too large (not a finite number)"),
 ])
 def test_bad_budget_strings_say_what_is_wrong(text: str, needle: str) -> None:
     with pytest.raises(ValueError) as info:
         parse_budget(text)
     assert needle in str(info.value)
+
+
+def test_the_least_budget_is_taken_and_a_key_store_s_smaller_one_is_read_as_it_was() -> None:
+    assert parse_budget("1e-10/day") == Budget(1e-10, "day")
+    assert parse_budgets(["1e-300/day", "0/hour"], stored=True) == [Budget(1e-300, "day"),
+                                                                     Budget(0.0, "hour")]
+    with pytest.raises(ValueError, match="less than the least budget"):
+        parse_budgets(["1e-300/day"])
 
 
 def test_one_budget_per_period() -> None:
@@ -134,7 +146,8 @@ def test_a_budget_curve_may_raise_lambda_to_the_most_a_request_routes_with() -> 
 @pytest.mark.parametrize(("overrides", "key", "needle"), [
     ({"tenants": {"acme": {"budgets": "50/fortnight"}}}, "tenants.acme.budgets",
      '"fortnight" is not a budget period'),
-    ({"tenants": {"acme": {"budgets": ["-1/day"]}}}, "tenants.acme.budgets", ">= 0"),
+    ({"tenants": {"acme": {"budgets": ["-1/day"]}}}, "tenants.acme.budgets",
+     "the amount is negative"),
     ({"tenants": {"acme": {"rpm": 0}}}, "tenants.acme.rpm", "must be >= 1"),
     ({"tenants": {"a b": {}}}, "tenants", 'tenant name "a b"'),
     ({"tenants": {"default": {"budgets": "1/day"}}}, "tenants",
@@ -356,7 +369,7 @@ def test_a_change_made_elsewhere_is_seen_at_the_next_lookup(tmp_path: Path) -> N
 @pytest.mark.parametrize(("kw", "field", "needle"), [
     ({"tenant": "nobody"}, "tenant", 'unknown tenant "nobody"'),
     ({"budgets": ["50/fortnight"]}, "budget", '"fortnight" is not a budget period'),
-    ({"budgets": ["-3/day"]}, "budget", ">= 0"),
+    ({"budgets": ["-3/day"]}, "budget", "the amount is negative"),
     ({"rpm": 0}, "rpm", "whole number from 1 to 10,000,000, got 0"),
     ({"tpm": -5}, "tpm", "whole number from 1 to 10,000,000,000"),
     ({"rpm": 10**30}, "rpm", "whole number from 1 to 10,000,000, got 1000"),

@@ -70,7 +70,7 @@ def listed_budgets(settings: Settings, keys: KeyStore | None, tenant: str | None
         since = after[1] if after[0] == 1 else 0
         for seq, record in keys.budgeted(tenant, since=since, limit=most_keys):
             out += [Listed((1, seq, i), key_account(record.id), budget)
-                    for i, budget in enumerate(parse_budgets(list(record.budgets)), 1)]
+                    for i, budget in enumerate(parse_budgets(list(record.budgets), stored=True), 1)]
     return out
 
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from switchpoint._messages import all_of, json_quoted, one_of, people_number
+from switchpoint._numbers import too_small
 from switchpoint.decision import MAX_COST_WEIGHT
 
 PERIODS = ("hour", "day", "week", "month")
@@ -31,8 +32,21 @@ DEFAULT_CURVE: tuple[tuple[float, float], ...] = ((0.5, 0.0), (0.8, 1.0), (1.0, 
 _BUDGET = re.compile(r"\s*\$?\s*(?P<amount>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
                      r"(?:usd)?\s*/\s*(?P<period>[A-Za-z]+)\s*", re.IGNORECASE)
 MAX_BUDGET_USD = 1e9
+#: The decimal places of US dollars the ledger gives an account's spend, holds and what remains
+#: of a budget to (its budget views and reports round them so).
+USD_DIGITS = 10
+#: The least budget above 0: a smaller amount the ledger's views show as 0 (:data:`USD_DIGITS`),
+#: its spend and what remains of it too, and under 1e-12 its limit check (which allows that much
+#: of rounding) does not tell from 0: it would act as a budget of 0 shown as another.
+MIN_BUDGET_USD = 10.0 ** -USD_DIGITS
 # The most points a λ curve may have: a handful shape any curve, and each request reads it.
 MAX_CURVE_POINTS = 100
+
+
+def _amounts(period: str) -> str:
+    """What a budget's amount may be, as a refused one of ``period`` is told."""
+    return (f"write 0/{period} for a budget that allows no spend, or an amount from "
+            f"{MIN_BUDGET_USD:g} to {people_number(MAX_BUDGET_USD)} US dollars")
 
 
 @dataclass(frozen=True)
@@ -46,15 +60,19 @@ class Budget:
         return f"{self.limit_usd:g}/{self.period}"
 
 
-def parse_budget(text: str) -> Budget:
-    """``"50/month"`` → ``Budget(50.0, "month")``. Raises ``ValueError`` saying what is wrong."""
+def parse_budget(text: str, *, stored: bool = False) -> Budget:
+    """``"50/month"`` → ``Budget(50.0, "month")``. Raises ``ValueError`` saying what is wrong:
+    the one rule of a budget wherever one is given (the config, a key's, on the command line or
+    over HTTP): an amount from 0 (which allows no spend) to :data:`MAX_BUDGET_USD`, none between
+    0 and :data:`MIN_BUDGET_USD`. ``stored``: a budget a key store holds, taken as it was when
+    the key was made, an amount under the least too (an earlier version took one)."""
     if not isinstance(text, str):
         raise ValueError(f'must be a string such as "50/month", got {json_quoted(text)}')
-    return _parse_text(text)
+    return _parse_text(text, stored)
 
 
 @lru_cache(maxsize=1024)
-def _parse_text(text: str) -> Budget:
+def _parse_text(text: str, stored: bool = False) -> Budget:
     match = _BUDGET.fullmatch(text)
     if match is None:
         raise ValueError(f"{json_quoted(text)} is not a budget; write AMOUNT/PERIOD in US "
@@ -65,7 +83,12 @@ def _parse_text(text: str) -> Budget:
         raise ValueError(f"{json_quoted(text)}: {json_quoted(period)} is not a budget period; "
                          f"use one of {one_of(PERIODS)} (calendar periods in UTC)")
     if amount < 0:
-        raise ValueError(f"{json_quoted(text)}: the amount must be >= 0 US dollars")
+        raise ValueError(f"{json_quoted(text)}: the amount is negative; {_amounts(period)}")
+    if (0 < amount < MIN_BUDGET_USD or (amount == 0 and too_small(match["amount"]))) \
+            and not stored:  # (1e-400 too: a float holds it as 0, which it is not)
+        raise ValueError(f"{json_quoted(text)}: the amount is less than the least budget, "
+                         f"{MIN_BUDGET_USD:g} US dollars (the ledger shows a smaller one as 0); "
+                         f"{_amounts(period)}")
     if not math.isfinite(amount) or amount > MAX_BUDGET_USD:
         large = "too large (not a finite number)" if not math.isfinite(amount) else "too large"
         raise ValueError(f"{json_quoted(text)}: the amount is {large}; it must be at most "
@@ -73,15 +96,16 @@ def _parse_text(text: str) -> Budget:
     return Budget(amount, period)
 
 
-def parse_budgets(items: str | Sequence[str] | None) -> list[Budget]:
-    """One budget string or a list of them; one budget per period at most (so at most four)."""
+def parse_budgets(items: str | Sequence[str] | None, *, stored: bool = False) -> list[Budget]:
+    """One budget string or a list of them; one budget per period at most (so at most four).
+    ``stored``: a key store's, read as :func:`parse_budget` reads a stored one."""
     if items is None:
         return []
     listed = [items] if isinstance(items, str) else list(items)
     if len(listed) > len(PERIODS):
         raise ValueError(f"{len(listed)} budgets given; give at most {len(PERIODS)}, one per "
                          f"period ({all_of(PERIODS)})")
-    budgets = [parse_budget(item) for item in listed]
+    budgets = [parse_budget(item, stored=stored) for item in listed]
     periods = [b.period for b in budgets]
     for period in PERIODS:
         if periods.count(period) > 1:

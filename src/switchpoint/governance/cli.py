@@ -321,7 +321,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     from switchpoint.governance.ledger import key_account
 
     statuses = [reports.ledger.status(key_account(record.id), b)
-                for b in parse_budgets(list(record.budgets))]
+                for b in parse_budgets(list(record.budgets), stored=True)]
     out = {**record.to_dict(store.now()), "budget_status": statuses}
     if args.json:
         _print_json(out)

@@ -429,7 +429,8 @@ class Governor:
         budgets: dict[str, tuple[Budget, ...]] = {}
         limits: list[Limits] = []
         if record is not None:
-            budgets[key_account(record.id)] = tuple(parse_budgets(list(record.budgets)))
+            budgets[key_account(record.id)] = tuple(parse_budgets(list(record.budgets),
+                                                                  stored=True))
             if record.rpm or record.tpm:
                 limits.append(Limits(key_account(record.id), record.rpm, record.tpm))
         if t is not None and tenant is not None:

@@ -108,6 +108,7 @@ from typing import Any, ClassVar, NamedTuple
 from switchpoint._files import served
 from switchpoint.governance.budgets import (
     PERIODS,
+    USD_DIGITS,
     Budget,
     describe_seconds,
     period_end,
@@ -535,9 +536,9 @@ class Ledger:
             self._bucket(budget.period, now)
             start, resets = self._bounds[budget.period]
         return {"account": account, "budget": str(budget), "limit_usd": budget.limit_usd,
-                "period": budget.period, "spent_usd": round(spent, 10),
-                "held_usd": round(held, 10),
-                "remaining_usd": round(max(0.0, budget.limit_usd - spent - held), 10),
+                "period": budget.period, "spent_usd": round(spent, USD_DIGITS),
+                "held_usd": round(held, USD_DIGITS),
+                "remaining_usd": round(max(0.0, budget.limit_usd - spent - held), USD_DIGITS),
                 "used_fraction": round(used_fraction(spent + held, budget.limit_usd), 6),
                 "period_start": start, "resets_at": resets}
 

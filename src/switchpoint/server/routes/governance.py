@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
-from switchpoint._messages import one_of
+from switchpoint._messages import one_of, people_number
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
-from switchpoint.governance.budgets import PERIODS
+from switchpoint.governance.budgets import MAX_BUDGET_USD, MIN_BUDGET_USD, PERIODS
 from switchpoint.governance.keys import MAX_GRACE_S, MAX_KEY_NAME, KeySpec
 from switchpoint.governance.ledger import key_account
 from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS, SINCE_HOURS
@@ -75,7 +75,9 @@ class KeyCreate(BaseModel):
     tenant: StrictStr = Field(min_length=1, max_length=64)
     name: StrictStr | None = Field(None, max_length=MAX_KEY_NAME)
     budget: StrictStr | list[StrictStr] | None = Field(
-        None, description=f'AMOUNT/PERIOD in USD, e.g. "50/month" (the period {one_of(PERIODS)}).')
+        None, description=f'AMOUNT/PERIOD in USD, e.g. "50/month" (the period '
+                          f"{one_of(PERIODS)}): 0 (no spend) or from {MIN_BUDGET_USD:g} to "
+                          f"{people_number(MAX_BUDGET_USD)}.")
     rpm: StrictInt | None = Field(None, ge=1, le=MAX_RPM)
     tpm: StrictInt | None = Field(None, ge=1, le=MAX_TPM)
     models: list[StrictStr] | None = Field(None, min_length=1, max_length=256,
@@ -154,7 +156,7 @@ def _with_budgets(request: Request, record: Any) -> dict[str, Any]:
     ledger = governor.ledger
     out: dict[str, Any] = record.to_dict(governor.keys.now())
     out["budget_status"] = [ledger.status(key_account(record.id), b)
-                            for b in parse_budgets(list(record.budgets))]
+                            for b in parse_budgets(list(record.budgets), stored=True)]
     return out
 
 
