@@ -58,7 +58,8 @@ def number_option(what: str = "a number", example: str = "2.5 or 1e3",
             raise refused(text, underflow if too_small(text) else
                           f"is not a number in ASCII digits: give {what}, such as {example}")
         if not ((low < value) if above_low else (low <= value)) or not value <= high:
-            raise refused(text, f"is out of range: give {what}")
+            raise refused(text, f"is {'negative' if value < 0 <= low else 'out of range'}: "
+                                f"give {what}")
         return value
 
     return number

@@ -714,14 +714,36 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, whose own errors (an unknown argument, an invalid choice) quote each
-    value they repeat as :func:`~switchpoint._messages.quoted` would: cut short and escaped."""
+    value they repeat as :func:`~switchpoint._messages.quoted` would: cut short and escaped.
+
+    A word that begins with ``-`` and a digit (``-5/day``, ``-1h``, ``-1e3``, ``-.5``) is a
+    value, never an option: no option's name begins so, and the option before it then takes it
+    (``--budget -5/day``), so the option's own check says what is wrong with it (negative),
+    as it says it of ``--budget=-5/day``; argparse reads such a word as an unknown option, and
+    said only that the option before it expected an argument. A word that begins with ``-``
+    and a letter stays an option: it may be one (``--name --json``, a value left out), so a
+    value written so is given with ``=`` (``--tenant=-x``), as the refusal says."""
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        if _VALUE_WITH_DASH.match(arg_string) and arg_string not in self._option_string_actions:
+            return None  # (a value: an argument of the option before it, or a positional one)
+        return super()._parse_optional(arg_string)
 
     def error(self, message: str) -> NoReturn:
+        missing = _NO_VALUE.fullmatch(message)
+        if missing is not None:
+            flag = missing.group(1).split("/")[-1]
+            message += (f"; give its value after it ({flag} VALUE), or {flag}=VALUE for one "
+                        "that begins with '-'")
         super().error(_LONG_WORD.sub(lambda m: cut(m.group(), 60), printable(message)))
 
 
 # A run of text an error repeats from the command line that is past what a message quotes.
 _LONG_WORD = re.compile(r"\S{61,}")
+# A word of the command line that begins with "-" and a digit (or ".", then a digit): a value.
+_VALUE_WITH_DASH = re.compile(r"-\.?[0-9]")
+# argparse's refusal of an option that takes a value given none (the word after it an option).
+_NO_VALUE = re.compile(r"argument (\S+): expected one argument")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -253,7 +253,7 @@ def test_prune_needs_a_retention(tmp_path: Path, capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit) as exited:  # (argparse: --older-than's type refuses it)
         main(["prune", "--data-dir", str(tmp_path), "--older-than", "-3"])
     assert exited.value.code == 2
-    assert 'argument --older-than: "-3" is out of range' in capsys.readouterr().err
+    assert 'argument --older-than: "-3" is negative' in capsys.readouterr().err
 
 
 def test_the_service_applies_retention_days(tmp_path: Path) -> None:

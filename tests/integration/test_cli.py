@@ -651,7 +651,7 @@ def test_route_bad_input_exits_2(
 
 
 @pytest.mark.parametrize(("value", "says"), [
-    ("-1", '"-1" is out of range: give a number from 0 to 10,000 (0 = quality first)'),
+    ("-1", '"-1" is negative: give a number from 0 to 10,000 (0 = quality first)'),
     ("1e9", '"1e9" is out of range: give a number from 0 to 10,000'),
     ("nan", '"nan" is not a number in ASCII digits: give a number from 0 to 10,000 (0 = quality '
             "first), such as 0.5"),
@@ -773,7 +773,7 @@ def test_route_file_bad_input_writes_nothing(
 
 
 @pytest.mark.parametrize(("sweep", "says"), [
-    ("0,-1", '"-1" is out of range: give a number from 0 to 10,000'),
+    ("0,-1", '"-1" is negative: give a number from 0 to 10,000'),
     ("0,nan", '"nan" is not a number in ASCII digits'),
     (",", '"," holds no number: give a comma-separated list such as 0,0.1,1,10'),
     ("1,,2", '"1,,2" has no number at item 2 of 3: write one number between commas, such as '
@@ -1818,7 +1818,7 @@ def test_installed_entry_point(real_weights_dir: Path, tmp_path: Path) -> None:
                           "--cost-weight", "-3"], capture_output=True, text=True, timeout=120,
                          env=env)
     assert bad.returncode == 2
-    assert 'switchpoint route: error: argument --cost-weight: "-3" is out of range' in bad.stderr
+    assert 'switchpoint route: error: argument --cost-weight: "-3" is negative' in bad.stderr
     assert bad.stdout == ""
     # Real pipes: `echo PROMPT | switchpoint route`, and `... | switchpoint route --input -`.
     piped = subprocess.run([*cmd, "route", "--weights", str(real_weights_dir)], input=PROMPT,
@@ -1907,7 +1907,7 @@ def test_prune_names_a_bad_age_in_days(days: str, tmp_path: Path,
 
 
 @pytest.mark.parametrize(("hours", "why"), [
-    ("1e400", "is out of range"), ("0", "is out of range"), ("-1", "is out of range"),
+    ("1e400", "is out of range"), ("0", "is out of range"), ("-1", "is negative"),
     ("1e-400", "is too small a number to be told from 0"), ("8785", "is out of range")])
 def test_an_sla_report_s_window_is_refused_quoted_as_typed_with_its_bounds(
         hours: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -1934,4 +1934,4 @@ def test_python_m_switchpoint_runs_the_command_line() -> None:
                           "--cost-weight", "-3"], capture_output=True, text=True, timeout=120,
                          env=env)
     assert bad.returncode == 2
-    assert 'switchpoint route: error: argument --cost-weight: "-3" is out of range' in bad.stderr
+    assert 'switchpoint route: error: argument --cost-weight: "-3" is negative' in bad.stderr

@@ -256,7 +256,7 @@ def test_bad_key_input_is_named_and_creates_nothing(config: Path, argv: list[str
                                  "a number from 0 to 10,000 (0 = quality first), such as 0.5"),
     (["--cost-weight", "1e-400"], '--cost-weight: "1e-400" is too small a number to be told '
                                   "from 0"),
-    (["--cost-weight", "-1"], '--cost-weight: "-1" is out of range: give a number from 0 to '
+    (["--cost-weight", "-1"], '--cost-weight: "-1" is negative: give a number from 0 to '
                               "10,000"),
     (["--rpm", "abc"], '--rpm: "abc" is not a whole number in ASCII digits'),
     (["--tpm", "1.5"], '--tpm: "1.5" is not a whole number in ASCII digits'),
@@ -271,6 +271,65 @@ def test_a_keys_number_option_is_refused_as_every_number_option_is(
     assert exited.value.code == 2 and f"switchpoint keys create: error: argument {needle}" in err
     keys = config.parent / "data" / "keys.db"
     assert not keys.exists() or KeyStore(keys).list() == []
+
+
+def run_any(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``run``, for a value refused by an option's type (argparse exits) or by the command."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exited:
+        code = int(str(exited.code))
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["keys", "create", "--tenant", "acme", "--budget", "-5/day"],
+     '--budget: "-5/day": the amount is negative; write 0/day for a budget that allows no '
+     "spend, or an amount from 1e-10"),
+    (["keys", "create", "--tenant", "acme", "--expires", "-1d"],
+     '--expires: "-1d" is a negative duration; a duration counts from now: give one of at '
+     "least 1m (30d, 12h), or a date"),
+    (["keys", "create", "--tenant", "acme", "--cost-weight", "-1e-3"],
+     '--cost-weight: "-1e-3" is negative: give a number from 0 to 10,000'),
+    (["keys", "create", "--tenant", "acme", "--rpm", "-3"],
+     "--rpm: must be a whole number from 1 to 10,000,000, got -3"),
+    (["keys", "rotate", "0123456789", "--grace", "-1h"],
+     '--grace: "-1h" is negative; give 0 to 2,592,000 seconds, or e.g. 90m, 1h, 2d or 30d'),
+    (["prune", "--older-than", "-1.5"],
+     '--older-than: "-1.5" is negative: give a number of days > 0 and at most 36,525'),
+    (["report", "sla", "--since-hours", "-2"],
+     '--since-hours: "-2" is negative: give a number of hours more than 0'),
+])
+@pytest.mark.parametrize("joined", [False, True])
+def test_a_value_that_begins_with_a_dash_and_a_digit_is_the_option_s_and_told_negative(
+        config: Path, argv: list[str], needle: str, joined: bool,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse took "-5/day" after --budget for an unknown option and said only that --budget
+    # "expected one argument"; with "=" a negative duration was "not a duration": the option's
+    # own check now tells it, in both forms, and nothing is made.
+    *head, flag, value = argv
+    given = [*head, f"{flag}={value}"] if joined else argv
+    code, err = run_any([*given, "--config", config], capsys)
+    assert code == 2 and needle in err, err
+    assert "expected one argument" not in err and "Traceback" not in err
+    assert not (config.parent / "data").exists()  # (no key store, no log: nothing made)
+
+
+def test_a_value_that_begins_with_a_dash_and_a_letter_is_given_with_an_equals_sign(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A word of "-" and a letter may be an option (--name --json: a value left out), so it
+    # stays one, and the refusal says how such a value is written; written so, it is the
+    # option's, checked as any other.
+    code, err = run_any(["keys", "create", "--tenant", "-x", "--config", config], capsys)
+    assert code == 2 and ("argument --tenant: expected one argument; give its value after it "
+                          "(--tenant VALUE), or --tenant=VALUE for one that begins with '-'"
+                          ) in err, err
+    code, err = run_any(["keys", "create", "--tenant=-x", "--config", config], capsys)
+    assert code == 2 and '--tenant: unknown tenant "-x"' in err, err
+    code, err = run_any(["keys", "create", "--tenant", "acme", "--name", "--json", "--config",
+                         config], capsys)
+    assert code == 2 and "argument --name: expected one argument" in err, err
+    assert not (config.parent / "data").exists()
 
 
 def test_a_budget_under_the_least_is_refused_in_the_config_but_a_stored_key_s_is_kept(

@@ -71,7 +71,7 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
         main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "-1", "--config",
               str(config)])
     assert exited.value.code == 2
-    assert ('argument --cost: "-1" is out of range: give what the answer cost, a number from '
+    assert ('argument --cost: "-1" is negative: give what the answer cost, a number from '
             "0 to 1,000 (USD)" in capsys.readouterr().err)
     assert main(["learn", "--export", str(tmp_path / "nothing"), "--config", str(config)]) == 2
     assert ('tenant "default" has reported no outcomes; there is nothing to fold into the '

@@ -90,6 +90,15 @@ def test_the_least_budget_is_taken_and_a_key_store_s_smaller_one_is_read_as_it_w
         parse_budgets(["1e-300/day"])
 
 
+def test_a_negative_duration_is_told_negative() -> None:
+    now = 1_797_000_000.0
+    for text in ("-1h", "-90", "-0.5d"):
+        with pytest.raises(InvalidInputError, match=r'^--grace: ".*" is negative; give 0 to '):
+            duration_s(text, "--grace")
+    with pytest.raises(InvalidInputError, match=r'^expires: "-1d" is a negative duration; '):
+        parse_expiry("-1d", now)
+
+
 def test_one_budget_per_period() -> None:
     assert parse_budgets("5/day") == [Budget(5.0, "day")]
     with pytest.raises(ValueError, match="two budgets per day"):

@@ -58,7 +58,7 @@ def test_an_option_refuses_a_value_quoting_it_as_json_writes_it_with_what_it_tak
     cases = [
         (_options.COST_WEIGHT, "abc", '"abc" is not a number in ASCII digits: give a number '
                                       "from 0 to 10,000 (0 = quality first), such as 0.5"),
-        (_options.COST_WEIGHT, "-1", '"-1" is out of range: give a number from 0 to 10,000 '
+        (_options.COST_WEIGHT, "-1", '"-1" is negative: give a number from 0 to 10,000 '
                                      "(0 = quality first)"),
         (_options.COST_WEIGHT, "1e999", '"1e999" is out of range: give a number from 0 to'),
         (_options.COST_WEIGHTS, "0,it's", '"it\'s" is not a number in ASCII digits'),
@@ -73,7 +73,7 @@ def test_an_option_refuses_a_value_quoting_it_as_json_writes_it_with_what_it_tak
                                     "digits, larger than any value taken here: give a whole "
                                     "number, such as 8"),
         (_options.SCORE, "1.5", '"1.5" is out of range: give a number from 0 to 1 (1 = best)'),
-        (_options.COST, "-1", '"-1" is out of range: give what the answer cost, a number '
+        (_options.COST, "-1", '"-1" is negative: give what the answer cost, a number '
                               "from 0 to 1,000 (USD)"),
         (_options.NUMBER, "\u0665", '"\u0665" is not a number in ASCII digits: give a '
                                      "number, such as 2.5 or 1e3"),

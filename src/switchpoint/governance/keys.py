@@ -104,7 +104,8 @@ _ID = re.compile(r"[0-9a-f]{10}")
 _CURSOR = "seq-"
 _CURSOR_FORM = re.compile(r"seq-(0|[1-9][0-9]{0,18})")
 # (ASCII digits: a digit of another script, which ``float()`` reads, is not taken for one.)
-_RELATIVE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d|w)\s*")
+# A duration: a number (a negative one too, told so rather than as no duration) and its unit.
+_RELATIVE = re.compile(r"\s*([-+]?[0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d|w)\s*")
 _EPOCH = re.compile(r"\s*[0-9]{1,30}(?:\.[0-9]{1,30})?\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The longest a rotated key's old secret may keep working (seconds): 30 days.
@@ -201,8 +202,8 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
     """When a key expires: an ISO date (``2027-01-31``: the last day the key works, so it
     expires as that day ends, at midnight UTC starting the next; 9999-12-31 at its last
     second), an ISO date-time (exact; UTC unless it names a zone), a duration from now
-    (``30d``, ``12h``, ``90m``, ``2w``) or epoch seconds. Must lie at least
-    :data:`MIN_LIFETIME_S` in the future."""
+    (``30d``, ``12h``, ``90m``, ``2w``; a negative one is refused saying so) or epoch seconds.
+    Must lie at least :data:`MIN_LIFETIME_S` in the future."""
     if value is None:
         return None
     now = time.time() if now is None else now
@@ -219,7 +220,12 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
         epoch = _EPOCH.fullmatch(value)
         day = None if epoch else _date_only(value)
         if relative is not None:
-            ts = now + float(relative.group(1)) * _UNITS[relative.group(2)]
+            amount = float(relative.group(1))
+            if amount < 0:
+                raise InvalidInputError("expires", f"{json_quoted(value, 40)} is a negative "
+                                                   "duration; a duration counts from now: give "
+                                                   "one of at least 1m (30d, 12h), or a date")
+            ts = now + amount * _UNITS[relative.group(2)]
         elif epoch is not None:
             ts = float(value) if float(value) <= MAX_EXPIRY else math.inf
         elif day is not None:
