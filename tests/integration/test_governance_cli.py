@@ -332,6 +332,17 @@ def test_a_value_that_begins_with_a_dash_and_a_letter_is_given_with_an_equals_si
     assert not (config.parent / "data").exists()
 
 
+def test_expires_takes_epoch_seconds_in_scientific_notation_as_its_help_says(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--expires", "1e10",
+                          "--config", config, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["expires_at"] == 1e10
+    with pytest.raises(SystemExit):
+        main(["keys", "create", "--help"])
+    assert "epoch seconds (1800000000 or 1.8e9)" in " ".join(capsys.readouterr().out.split())
+
+
 def test_a_budget_under_the_least_is_refused_in_the_config_but_a_stored_key_s_is_kept(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "1/day",

@@ -90,13 +90,16 @@ def test_the_least_budget_is_taken_and_a_key_store_s_smaller_one_is_read_as_it_w
         parse_budgets(["1e-300/day"])
 
 
-def test_a_negative_duration_is_told_negative() -> None:
+def test_a_negative_duration_is_told_negative_and_expiry_takes_scientific_seconds() -> None:
     now = 1_797_000_000.0
     for text in ("-1h", "-90", "-0.5d"):
         with pytest.raises(InvalidInputError, match=r'^--grace: ".*" is negative; give 0 to '):
             duration_s(text, "--grace")
     with pytest.raises(InvalidInputError, match=r'^expires: "-1d" is a negative duration; '):
         parse_expiry("-1d", now)
+    assert parse_expiry("1e10", now) == 1e10 and parse_expiry("1.8e9", now) == 1.8e9
+    with pytest.raises(InvalidInputError, match="is not in the future"):
+        parse_expiry("-5", now)
 
 
 def test_one_budget_per_period() -> None:

@@ -575,7 +575,8 @@ def add_commands(sub: Any) -> None:
     expires = p.add_argument("--expires", help="the last day the key works, an ISO date "
                                                "(2027-01-31: it expires as that day ends, UTC), "
                                                "an exact date-time (2027-01-31T12:00:00Z), a "
-                                               "duration (30d), or epoch seconds")
+                                               "duration (30d), or epoch seconds (1800000000 "
+                                               "or 1.8e9)")
     _common(p, cmd_keys_create)
     _options.fills(p, tenant=tenant, name=name, budget=budget, rpm=rpm, tpm=tpm, models=models,
                    cost_weight=cost_weight, expires=expires)

@@ -103,10 +103,9 @@ _ID = re.compile(r"[0-9a-f]{10}")
 # A key list's next_cursor: where the page ended, in the order keys were made.
 _CURSOR = "seq-"
 _CURSOR_FORM = re.compile(r"seq-(0|[1-9][0-9]{0,18})")
-# (ASCII digits: a digit of another script, which ``float()`` reads, is not taken for one.)
 # A duration: a number (a negative one too, told so rather than as no duration) and its unit.
+# (ASCII digits: a digit of another script, which ``float()`` reads, is not taken for one.)
 _RELATIVE = re.compile(r"\s*([-+]?[0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d|w)\s*")
-_EPOCH = re.compile(r"\s*[0-9]{1,30}(?:\.[0-9]{1,30})?\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The longest a rotated key's old secret may keep working (seconds): 30 days.
 MAX_GRACE_S = 30 * 86400
@@ -202,8 +201,9 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
     """When a key expires: an ISO date (``2027-01-31``: the last day the key works, so it
     expires as that day ends, at midnight UTC starting the next; 9999-12-31 at its last
     second), an ISO date-time (exact; UTC unless it names a zone), a duration from now
-    (``30d``, ``12h``, ``90m``, ``2w``; a negative one is refused saying so) or epoch seconds.
-    Must lie at least :data:`MIN_LIFETIME_S` in the future."""
+    (``30d``, ``12h``, ``90m``, ``2w``; a negative one is refused saying so) or epoch seconds
+    (a number as :func:`~switchpoint._numbers.number_text` reads one: ``1800000000``,
+    ``1.8e9``). Must lie at least :data:`MIN_LIFETIME_S` in the future."""
     if value is None:
         return None
     now = time.time() if now is None else now
@@ -215,10 +215,10 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
             math.inf if value > 0 else -math.inf)
     elif isinstance(value, str):
         relative = _RELATIVE.fullmatch(value)
-        # Digits alone are epoch seconds (the command line's, and a JSON string's), never a
+        # A number is epoch seconds (the command line's, and a JSON string's), never a
         # basic-format ISO date: Python reads 1797040523 as a day in 1797.
-        epoch = _EPOCH.fullmatch(value)
-        day = None if epoch else _date_only(value)
+        epoch = number_text(value)
+        day = None if epoch is not None else _date_only(value)
         if relative is not None:
             amount = float(relative.group(1))
             if amount < 0:
@@ -227,7 +227,7 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
                                                    "one of at least 1m (30d, 12h), or a date")
             ts = now + amount * _UNITS[relative.group(2)]
         elif epoch is not None:
-            ts = float(value) if float(value) <= MAX_EXPIRY else math.inf
+            ts = epoch if epoch <= MAX_EXPIRY else math.inf
         elif day is not None:
             ts = min(datetime.combine(day, dt_time(), UTC).timestamp() + 86400.0, MAX_EXPIRY)
         else:

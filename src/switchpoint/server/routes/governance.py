@@ -88,7 +88,8 @@ class KeyCreate(BaseModel):
     expires: StrictStr | StrictFloat | StrictInt | None = Field(
         None, description="The last day the key works as an ISO date (it expires as that "
                           "day ends, UTC), an exact ISO date-time (UTC unless it names a "
-                          "zone), a duration such as 30d, or epoch seconds.")
+                          "zone), a duration such as 30d, or epoch seconds (a number, "
+                          "1.8e9 too).")
 
 
 class KeyRotate(BaseModel):
