@@ -23,7 +23,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
@@ -448,13 +448,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _weights_to_edit(args: argparse.Namespace, result: str,
-                     edit: str) -> tuple[WeightsPackage, Path]:
+def _weights_to_edit(args: argparse.Namespace, result: str, edit: str,
+                     check: Callable[[WeightsPackage], object] | None = None
+                     ) -> tuple[WeightsPackage, Path]:
     """The weights package a command that edits one (``add-model``, ``remove-model``) starts
     from, and where it writes the result (checked before the work): ``--weights``, in place
     unless ``--out``; without ``--weights``, the bundled weights, which need ``--out`` (they are
     never changed in place). ``result`` says what the bundled weights become (``plus the new
-    model``), ``edit`` what is done to a package of the user's own (``extend``)."""
+    model``), ``edit`` what is done to a package of the user's own (``extend``). ``check``, the
+    command's check of what it was asked against the package read, comes before where the
+    result goes: what the user asked for is told first when both are wrong."""
     from switchpoint.weights import check_weights_target, load_weights
 
     if args.weights is None and args.out is None:
@@ -462,6 +465,8 @@ def _weights_to_edit(args: argparse.Namespace, result: str,
               f"bundled weights are never changed in place), or --weights DIR to {edit} a "
               "weights package of your own in place")
     package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
+    if check is not None:
+        check(package)
     return package, check_weights_target(args.out or args.weights)
 
 
@@ -484,9 +489,10 @@ def cmd_add_model(args: argparse.Namespace) -> int:
 
 
 def cmd_remove_model(args: argparse.Namespace) -> int:
-    from switchpoint.training import remove_model
+    from switchpoint.training import check_removable, remove_model
 
-    package, out = _weights_to_edit(args, "without the model", "remove it from")
+    package, out = _weights_to_edit(args, "without the model", "remove it from",
+                                    lambda package: check_removable(package, args.name))
     package = remove_model(package, args.name)
     package.save(out)
     _feedback(args).note(f"removed {json_quoted(args.name)}; wrote {package.weights_id} to {out}")

@@ -191,10 +191,10 @@ def add_model(
     return _changed(package, policy, provenance)
 
 
-def remove_model(package: WeightsPackage, name: str) -> WeightsPackage:
-    """A new package: ``package`` without the model ``name`` (it must keep at least one).
-
-    ``package`` is left as it was, as :func:`add_model` leaves it."""
+def check_removable(package: WeightsPackage, name: str) -> None:
+    """Raise :class:`InvalidInputError` naming ``name`` unless :func:`remove_model` can take the
+    model ``name`` out of ``package``: one of its models, and not its only one. (``remove-model``
+    checks it before where the result goes.)"""
     expect("package", package, WeightsPackage, "a WeightsPackage (what load_weights returns)")
     expect("name", name, str, "the name of a model of the weights")
     if name not in package.models:
@@ -203,6 +203,13 @@ def remove_model(package: WeightsPackage, name: str) -> WeightsPackage:
                                         "(`switchpoint info --weights DIR` lists them)")
     if len(package.models) == 1:
         raise InvalidInputError("name", "cannot remove the only model; a router needs at least one")
+
+
+def remove_model(package: WeightsPackage, name: str) -> WeightsPackage:
+    """A new package: ``package`` without the model ``name`` (it must keep at least one).
+
+    ``package`` is left as it was, as :func:`add_model` leaves it."""
+    check_removable(package, name)
     policy = copy.copy(package.policy).remove_model(name)
     return _changed(package, policy, copy.deepcopy(package.provenance))
 

@@ -1733,6 +1733,18 @@ def test_remove_model_without_weights_removes_it_from_the_bundled_ones_into_out(
     code, _, err = run(["remove-model", "no-such-model", "--out", tmp_path / "w"], capsys)
     assert_bad_input(code, err, 'MODEL: model "no-such-model" is not in these weights')
     assert list(tmp_path.iterdir()) == []
+    # What the user asked for is checked first: the unknown model is told, not that the
+    # folder the result would go to holds other files (which is told of a known one).
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "main.py").write_text("print('mine')\n")
+    code, _, err = run(["remove-model", "no-such-model", "--out", project], capsys)
+    assert_bad_input(code, err, 'MODEL: model "no-such-model" is not in these weights')
+    assert "holds other files" not in err
+    code, _, err = run(["remove-model", gone, "--out", project], capsys)
+    assert_bad_input(code, err, f"'{project}': holds other files than a weights package")
+    assert [p.name for p in project.iterdir()] == ["main.py"]
+    shutil.rmtree(project)
     out = tmp_path / "without"
     code, _, err = run(["remove-model", gone, "--out", out], capsys)
     assert code == 0, err
