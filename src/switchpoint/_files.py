@@ -130,13 +130,31 @@ def output_problem(path: Path) -> str | None:
     nearest of its folders that exists (where the file, or the first folder still to make,
     goes), or a file is there already that it may not write (replacing it by a rename would
     overrule its mode, which a shell's redirection does not); whose it is, its mode and what to
-    run (:func:`access_problem`). ``None`` when it may."""
+    run (:func:`access_problem`), else the system's reason when a file cannot be made there
+    even so: a permission test passes for root wherever a file cannot be made (``/proc``, a
+    folder of ``/sys``), so a file is made in that folder and removed at once, as the write
+    would make one (named as the write's own, :func:`temporary_name`, which a write after a
+    kill there clears; one short of a name when a folder is still to make there). ``None`` when
+    it may."""
     first = path
     for folder in path.parents:
         if os.path.isdir(folder):  # (False, never an error, for one it may not look at)
             break
         first = folder
-    return access_problem(first, ())
+    problem = access_problem(first, ())
+    if problem is not None or not os.path.isdir(first.parent):
+        return problem  # (a folder it may not look at: the write says why)
+    probe = temporary_name(path) if first == path else first.with_name(
+        f".switchpoint.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        return (f"no file can be made in {quoted_path(first.parent)}: "
+                f"{exc.strerror or exc}")
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return None
 
 
 def private_dir(path: Path) -> Path:

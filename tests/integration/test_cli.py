@@ -24,6 +24,7 @@ import pytest
 
 from switchpoint import _options, prompt_files
 from switchpoint import router as router_module
+from switchpoint._files import output_problem
 from switchpoint._messages import unprintable
 from switchpoint.cli import build_parser, main
 from switchpoint.decision import ROUTE_FIELDS, RoutingDecision
@@ -905,10 +906,30 @@ def test_route_output_that_cannot_be_written_is_a_clean_error(
     assert_bad_input(code, err, f"--output: '{pipe}' is not a regular file (a device, pipe or "
                                 "socket), which the file written would replace")
     assert out == "" and "routing" not in err and pipe.is_fifo()
-    # A place that takes no files, found when the decisions are written: no traceback either.
-    code, _, err = run(["route", "--input", src, "--output", "/proc/out.jsonl", "--weights",
-                        real_weights_dir, "-q"], capsys)
-    assert_bad_input(code, err, "--output: cannot write '/proc/out.jsonl'")
+    # A place that takes no files (root's permission test passes there): refused before
+    # anything is routed too, as a file made there and removed at once finds it.
+    for output in ("/proc/out.jsonl", "/proc/no-such-folder/out.jsonl"):
+        code, out, err = run(["route", "--input", src, "--output", output, "--weights",
+                              real_weights_dir], capsys)
+        assert_bad_input(code, err, f"--output: cannot write '{output}': ")
+        assert out == "" and "routing" not in err and err.count("\n") == 1, err
+        if os.geteuid() == 0:
+            assert "no file can be made in '/proc': " in err, err
+
+
+def test_the_output_s_check_makes_a_file_where_it_goes_and_leaves_none(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text(PROMPT + "\n")
+    for output in (tmp_path / "out.jsonl", tmp_path / "new" / "deeper" / "out.jsonl"):
+        assert output_problem(output) is None
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]  # nothing left
+    code, _, err = run(["route", "--input", src, "--output", tmp_path / "new" / "out.jsonl",
+                        "--weights", real_weights_dir, "-q"], capsys)
+    assert code == 0, err
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "in.txt", "new", "new/out.jsonl"]
 
 
 def test_route_output_through_a_symbolic_link_writes_the_file_it_leads_to(
