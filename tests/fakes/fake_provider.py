@@ -58,7 +58,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    as the Messages API streams one: a single ``input_json_delta`` of ``""``);
                    ``thinking=N``: a thinking block of N characters (``t``; streamed, 100 a
                    ``thinking_delta``, then its ``signature_delta``) before the answer's block
-                   (``after=`` counts the answer's deltas alone); ``redacted=N``: a
+                   (``after=`` counts the answer's deltas alone, so ``after=0`` breaks
+                   once all thinking is sent); ``redacted=N``: a
                    ``redacted_thinking`` block whose ``data`` is N characters (``r``; streamed,
                    whole in its ``content_block_start``) before the answer's block, after any
                    thinking. OpenAI dialect: ``reasoning=N``: N characters (``r``) of
@@ -1081,8 +1082,9 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
     after = int(_num(params, "after", {"cut": 2, "stall": 0}.get(name, 1)))
     sent_content = 0
     for event, payload in events:
+        # (the thinking before the answer's block is sent whole: after=0 breaks after it)
         if name in ("cut", "malformed", "sse_error", "nofinish", "stall") \
-                and sent_content == after:
+                and sent_content == after and payload.get("index", block) >= block:
             break
         await out.data(payload, event=event)
         if event == "content_block_delta" and payload["index"] == block:
