@@ -104,6 +104,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from switchpoint.gateway.failover import Attempt
+    from switchpoint.gateway.providers.base import ReportedSoFar
 
 
 class SwitchpointError(Exception):
@@ -578,6 +579,10 @@ class ProviderError(SwitchpointError):
         self.body = body
         # Overrides the kind's ``may_have_generated`` for this failure (None: the kind's).
         self._generated = generated
+        # What a stream that failed before its first content was seen to generate: the
+        # reasoning (or thinking) it sent, not relayed, and the prompt count it reported (None:
+        # none came; see stream_chunks).
+        self.reasoned: ReportedSoFar | None = None
 
     @property
     def retryable(self) -> bool:

@@ -368,15 +368,16 @@ def test_a_plain_answer_misnumbering_its_choices_fails_over_charged_what_it_repo
 
 
 def _streamed_once_then_answered(server: ThreadServer, key: dict[str, Any],
-                                 behaviour: str) -> dict[str, Any]:
-    """The log entry of a stream request of cheap whose first try does ``behaviour`` (once):
-    it fails over before any content, and its retry answers, its text reaching the client."""
+                                 behaviour: str, model: str = "cheap") -> dict[str, Any]:
+    """The log entry of a stream request of ``model`` whose first try does ``behaviour``
+    (once): it fails over before any content, and its retry answers, its text reaching the
+    client."""
     stream = client(server, key["key"]).chat.completions.with_raw_response.create(
-        model="cheap", max_tokens=1000, stream=True,
+        model=model, max_tokens=1000, stream=True,
         messages=user(f"broken before its content [[fake:once:{behaviour}]]"))
     chunks = list(stream.parse())
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text.startswith("Echo from cheap") and {c.model for c in chunks} == {"cheap"}
+    assert text.startswith("Echo from ") and {c.model for c in chunks} == {model}
     entry = _logged(server, stream.headers["x-switchpoint-request-id"])
     assert entry["status"] == "ok" and entry["cost"] > 0
     return entry
@@ -438,6 +439,63 @@ def test_a_stream_broken_before_any_content_is_charged_the_usage_an_earlier_chun
     assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
     assert any("each at the usage its upstream reported, else its model's worst case: "
                f"cheap #1 {outcome}" in note for note in entry["reasoning"])
+
+
+@pytest.mark.parametrize(("model", "behaviour", "thought", "prompt"), [
+    ("cheap", "nofinish:after=0,reasoning=250", 250, None),
+    ("cheap", "malformed:after=0,reasoning=250,reasoning_key=reasoning", 250, None),
+    ("other", "nofinish:after=0,prompt=40,thinking=250", 250, 40),
+    ("other", "malformed:after=0,prompt=40,thinking=150,redacted=100", 250, 40)],
+    ids=["reasoning-ended", "reasoning-malformed", "thinking-ended", "redacted-malformed"])
+def test_a_stream_broken_while_reasoning_is_charged_the_estimate_of_what_it_generated(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess, model: str,
+        behaviour: str, thought: int, prompt: int | None) -> None:
+    # The first try streams reasoning (an OpenAI-compatible server's reasoning_content or
+    # reasoning, an Anthropic thinking or redacted_thinking block), then breaks before any
+    # content, without usage; its retry answers. The upstream billed what it generated: the
+    # broken try is charged the estimate of the prompt (the count an Anthropic upstream
+    # reported at its start) and the reasoning sent, not its model's worst case.
+    entry = _streamed_once_then_answered(gov, key, behaviour, model)
+    messages = user(f"broken before its content [[fake:once:{behaviour}]]")
+    estimate, worst = _bounds(gov, model, messages, "", prompt=prompt, thought=thought)
+    assert estimate < worst == pytest.approx(_worst(gov, gw_fake, model))
+    assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("stream_broken", pytest.approx(estimate)), ("ok", None)]
+    assert entry["charged"] == pytest.approx(estimate + entry["cost"])
+    assert _charged(gov, entry["id"]) == {model: pytest.approx(entry["charged"])}
+    assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
+    said = (f"{prompt} prompt tokens (as the upstream reported it)" if prompt is not None
+            else f"{needs_of({'messages': messages}).prompt_tokens} prompt tokens (the prompt "
+                 "as the gateway estimates it)")
+    notes = [n for n in entry["reasoning"] if n.startswith("Budget: charged ")]
+    assert len(notes) == 1, entry["reasoning"]
+    assert ("else the estimate of the reasoning it sent before it broke, else its model's "
+            f"worst case: {model} #1 stream_broken (estimated: {said} and "
+            f"{text_tokens(thought)} answer tokens, for the {thought} bytes, in UTF-8, of "
+            f"reasoning it sent before any content, ${estimate:.6f})") in notes[0], notes[0]
+
+
+def test_a_stream_cut_while_reasoning_is_charged_what_came_before_the_cut(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    # cheap reasons, then its connection is reset before any content. How much of what it
+    # sent arrives before the reset varies with when the gateway reads (a reset may drop what
+    # was not read yet): the try is charged the estimate of the reasoning that came, as its
+    # note says, and never past its worst case (with none come, the worst case).
+    entry = _streamed_once_then_answered(gov, key, "cut:after=0,reasoning=300")
+    messages = user("broken before its content [[fake:once:cut:after=0,reasoning=300]]")
+    worst = _worst(gov, gw_fake, "cheap")
+    charged = entry["attempts"][0]["charged_usd"]
+    assert entry["attempts"][0]["outcome"] == "stream_broken"
+    notes = [n for n in entry["reasoning"] if n.startswith("Budget: charged ")]
+    assert len(notes) == 1, entry["reasoning"]
+    if "(estimated: " in notes[0]:
+        came = int(notes[0].split(" bytes, in UTF-8, of reasoning")[0].rsplit(" ", 1)[1])
+        assert 0 < came <= 300 and came % 100 == 0, notes[0]
+        assert charged == pytest.approx(_bounds(gov, "cheap", messages, "", thought=came)[0])
+        assert charged < worst
+    else:  # (the reset dropped all of it)
+        assert charged == pytest.approx(worst)
+    assert _spent(gov, key["id"]) == pytest.approx(charged + entry["cost"])
 
 
 def test_each_try_after_a_billed_one_is_held_before_it_is_sent(

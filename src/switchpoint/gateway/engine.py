@@ -115,6 +115,7 @@ from switchpoint.gateway.failed_tries import FailedTryLog
 from switchpoint.gateway.failover import (
     BUDGET_REFUSED,
     RATE_REFUSED,
+    AnswerUse,
     Attempt,
     BeforeTry,
     FailoverResult,
@@ -123,11 +124,11 @@ from switchpoint.gateway.failover import (
     RetryPolicy,
     Sequel,
     billed_tries,
+    billed_use,
     call_with_failover,
     failed_models,
     none_answered,
     outgrown_models,
-    reported_use,
 )
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED
 from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthConfig, HealthTracker
@@ -1417,7 +1418,9 @@ class Gateway:
 
         def before(card: Any, attempts: Sequence[Attempt]) -> NotSent | None:
             # (each as it will be charged: at the usage its upstream reported, when it did)
-            billed = [(c, *reported_use(a, c)) for a, c in _billed(plan, attempts)]
+            billed = [(c, *_use_of(billed_use(a, c, plan.needs.prompt_tokens,
+                                               _worst_held(plan, c.name))))
+                      for a, c in _billed(plan, attempts)]
             if not billed:
                 return None  # (the request's hold covers its first try)
             blocked = self.governor.hold_try(ticket, card, billed)
@@ -1459,7 +1462,9 @@ class Gateway:
         ``cost_usd`` (None: unknown, its worst case), and each try of ``attempts`` a provider
         may have billed with no answer (:func:`billed_tries`: a timeout, the deadline or a cut
         mid-answer, an answer holding no choice or misnumbered ones, the caller leaving while it
-        was under way) at the usage its upstream reported, else its model's worst case; with
+        was under way) at the usage its upstream reported, else (a stream broken while its
+        upstream was reasoning) the estimate of the reasoning it sent, else its model's worst
+        case (:func:`~switchpoint.gateway.failover.billed_use`); with
         neither, the hold is released. Each such try carries its charge in the log
         (``charged_usd``), and a note says what they added: charged against the request's
         budgets, or, where none applies (a tokens-per-minute limit alone), recorded in the
@@ -1469,24 +1474,29 @@ class Gateway:
             return None
         tries = _billed(plan, attempts)
         billed = [attempt for attempt, _ in tries]
-        reported = [(of, *reported_use(attempt, of)) for attempt, of in tries]
+        uses = [billed_use(attempt, of, plan.needs.prompt_tokens, _worst_held(plan, of.name))
+                for attempt, of in tries]
         # Each try's charge, worked out once (a usage past its worst case is said once): the
         # log's charged_usd and what the budgets are charged are the same amounts.
-        charges = [(of, *self.governor.charge_of(plan.ticket, of, cost, used,
+        charges = [(of, *self.governor.charge_of(plan.ticket, of, *_use_of(use),
                                                   request_id=plan.request_id))
-                   for of, cost, used in reported]
+                   for (_, of), use in zip(tries, uses, strict=True)]
         for attempt, (_, amount, _) in zip(billed, charges, strict=True):
             attempt.charged_usd = amount
         if billed:
             extra = sum(a.charged_usd or 0.0 for a in billed)
             how = ("each at its model's worst case"
-                   if all(cost is None for _, cost, _ in reported)
-                   else "each at the usage its upstream reported, else its model's worst case")
+                   if all(use.cost_usd is None for use in uses)
+                   else "each at the usage its upstream reported, else its model's worst case"
+                   if not any(use.estimated for use in uses)
+                   else "each at the usage its upstream reported, else the estimate of the "
+                        "reasoning it sent before it broke, else its model's worst case")
             tries_of = (f"{len(billed)} tr{'y' if len(billed) == 1 else 'ies'} a provider may "
                         "have billed with no answer (timed out, cut by the deadline or "
                         "mid-answer, answered with no choice or misnumbered ones, or left by "
                         f"the caller while under way), {how}: "
-                        + ", ".join(f"{a.model} #{a.attempt} {a.outcome}" for a in billed))
+                        + ", ".join(f"{a.model} #{a.attempt} {a.outcome}{_estimated(use)}"
+                                    for a, use in zip(billed, uses, strict=True)))
             if plan.ticket.holds:  # a budget applies: charged against it
                 over = (" (more than the request held: charged in full)"
                         if extra + (cost_usd or 0.0)
@@ -2992,6 +3002,26 @@ def _billed(plan: Plan, attempts: Sequence[Attempt]) -> list[tuple[Attempt, Any]
     worst case)."""
     cards = {c.name: c for c in plan.cards}
     return [(a, cards[a.model]) for a in billed_tries(attempts) if a.model in cards]
+
+
+def _use_of(use: AnswerUse) -> tuple[float | None, int | None]:
+    """(cost in USD, tokens) of a try's ``use`` as the governor charges them (None: unknown,
+    its worst case)."""
+    usage = use.usage
+    return use.cost_usd, None if usage is None else usage.prompt_tokens + usage.completion_tokens
+
+
+def _estimated(use: AnswerUse) -> str:
+    """What a billed try's note adds when its charge is an estimate (see
+    :func:`~switchpoint.gateway.failover.billed_use`): from what, at how much."""
+    if not use.estimated or use.usage is None:
+        return ""
+    prompt = ("as the upstream reported it" if use.prompt_reported
+              else "the prompt as the gateway estimates it")
+    cost = "" if use.cost_usd is None else f", ${use.cost_usd:.6f}"
+    return (f" (estimated: {use.usage.prompt_tokens} prompt tokens ({prompt}) and "
+            f"{use.usage.completion_tokens} answer tokens, for the {use.unrelayed_bytes} bytes, "
+            f"in UTF-8, of reasoning it sent before any content{cost})")
 
 
 def _worst_held(plan: Plan, model: str) -> float | None:

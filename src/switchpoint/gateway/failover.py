@@ -154,8 +154,10 @@ class Attempt:
     says the model may have generated (see :func:`billed_tries`); ``usage``, for such a try,
     what the upstream reported it used (a whole answer holding no choice, or misnumbered ones,
     reports it; a stream broken before its first content may have, in a chunk before it
-    broke), None when unknown; ``charged_usd`` is what the request's budgets were charged
-    for it, once settled."""
+    broke), None when unknown; ``reasoned``, for a stream broken before its first content
+    without usage, what it was seen to generate (the reasoning or thinking that came, and the
+    prompt count the upstream reported; None: nothing came); ``charged_usd`` is what the
+    request's budgets were charged for it, once settled."""
 
     model: str
     attempt: int
@@ -169,6 +171,7 @@ class Attempt:
     billed: bool = False
     charged_usd: float | None = None
     usage: TokenUsage | None = None
+    reasoned: ReportedSoFar | None = None
 
     @property
     def ok(self) -> bool:
@@ -205,10 +208,11 @@ def billed_tries(attempts: Sequence[Attempt]) -> list[Attempt]:
     (a read or first-token timeout, the request's deadline cutting it, a stream or an answer
     cut part-way, an answer too large, an answer holding no choice or misnumbered ones (an
     index of ``1e30``, one repeated); or the caller leaving while it was under way). A
-    provider bills what it generated until the connection closed, so each is charged its
-    model's worst case, or what its usage costs when the upstream reported one (``usage``:
-    such an answer may). (So is a connection lost after the request was sent, before any
-    response.) Not billed: a try that failed, or was cut by
+    provider bills what it generated until the connection closed, so each is charged what its
+    usage costs when the upstream reported one (``usage``: such an answer may), else the
+    estimate of the reasoning it was seen to generate before it broke (``reasoned``), else its
+    model's worst case (see :func:`billed_use`). (So is a connection lost after the request
+    was sent, before any response.) Not billed: a try that failed, or was cut by
     the deadline or left by the caller, before its request was sent (connecting, waiting for
     a connection, a missing key), one the upstream refused with an error status (4xx, 5xx,
     429), a candidate passed over, a try only waited for when the caller left. (A committed
@@ -280,14 +284,18 @@ def _cost(card: ModelCard, usage: TokenUsage | None) -> float | None:
     return card.price(usage.prompt_tokens, usage.completion_tokens)
 
 
-def reported_use(attempt: Attempt, card: ModelCard) -> tuple[float | None, int | None]:
-    """(what it cost in USD, its tokens) as the upstream reported them for ``attempt``, a try
-    of ``card`` a provider may have billed (:attr:`Attempt.usage`); None for what is unknown
-    (no usage, or a model without prices): its worst case is charged."""
-    if attempt.usage is None:
-        return None, None
-    return (_cost(card, attempt.usage),
-            attempt.usage.prompt_tokens + attempt.usage.completion_tokens)
+def billed_use(attempt: Attempt, card: ModelCard, prompt_tokens: int,
+               worst_usd: float | None) -> AnswerUse:
+    """What ``attempt``, a try of ``card`` a provider may have billed with no answer, is
+    charged at: the usage its upstream reported (:attr:`Attempt.usage`); else, for a stream
+    broken while its upstream was still reasoning, before any content, the estimate of what it
+    was seen to generate (:attr:`Attempt.reasoned`), by the rule an answer's is
+    (:func:`answer_use`: ``prompt_tokens`` unless the upstream reported the prompt's count,
+    never past ``worst_usd``); else unknown (cost and usage None): its worst case."""
+    if attempt.usage is None and attempt.reasoned is None:
+        return AnswerUse(None, None)
+    return answer_use(card, attempt.usage, prompt_tokens, 0, worst_usd, attempt.reasoned,
+                      stream=True)
 
 
 def _tried(attempts: Sequence[Attempt]) -> list[str]:
@@ -880,7 +888,8 @@ async def call_with_failover(
                 retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
                 failed = Attempt(card.name, number, exc.kind, latency, waited, exc.status,
                                  str(exc), retry_after_s=retry_after,
-                                 billed=exc.may_have_generated, usage=_reported(exc))
+                                 billed=exc.may_have_generated, usage=_reported(exc),
+                                 reasoned=exc.reasoned if exc.may_have_generated else None)
                 attempts.append(failed)
                 unsettled.append(failed)
                 if health is not None:

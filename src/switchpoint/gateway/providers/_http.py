@@ -15,6 +15,7 @@ import http.cookiejar
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import httpx
@@ -42,7 +43,9 @@ from switchpoint.gateway.providers._transport import (
 from switchpoint.gateway.providers.base import (
     MAX_ERROR_BODY,
     FinishedChoices,
+    ReportedSoFar,
     Timeouts,
+    answer_bytes,
     classify_status,
     classify_stream_error,
     decode_body,
@@ -502,16 +505,26 @@ class ChunkDecoder(Protocol):
         is not an answer of its dialect."""
         ...
 
+    @property
+    def reported(self) -> ReportedSoFar | None:
+        """What the upstream reported of the stream's use so far beside its chunks (the
+        Messages API's prompt count and thinking), None when nothing."""
+        ...
 
-def _carry_reported(error: ProviderError, chunks: Sequence[Mapping[str, Any]]) -> None:
+
+def _carry_reported(error: ProviderError, chunks: Sequence[Mapping[str, Any]],
+                    decoder: ChunkDecoder) -> None:
     """Give ``error``, which ended a stream before its first content, the usage the upstream
     reported for it: its own (a chunk misnumbering its choices may carry one), else that of
     the last of ``chunks`` (those that came before it) that has one, so that its try, which
     the upstream may have generated and billed, is charged what that usage costs rather than
     its model's worst case (see :func:`~switchpoint.gateway.failover.billed_tries`): a stream
     ending with its end marker before any content, cut or ended without one, broken by a
-    malformed chunk or silent past the first-token timeout. A failure that generated nothing
-    (``may_have_generated`` false) is left as it is."""
+    malformed chunk or silent past the first-token timeout. Without usage, one that came
+    while the upstream was reasoning is given what it was seen to generate
+    (:attr:`ProviderError.reasoned`: the bytes of reasoning or thinking that came, and the
+    prompt count the upstream reported), so that its try is charged the estimate of them. A
+    failure that generated nothing (``may_have_generated`` false) is left as it is."""
     if not error.may_have_generated:
         return
     if isinstance(error.body, Mapping) and usage_of(error.body) is not None:
@@ -519,6 +532,14 @@ def _carry_reported(error: ProviderError, chunks: Sequence[Mapping[str, Any]]) -
     reported = next((c for c in reversed(chunks) if usage_of(c) is not None), None)
     if reported is not None:
         error.body = {"usage": reported["usage"]}
+        return
+    # Without usage: what it was seen to generate, reasoning before any content (an
+    # OpenAI-compatible server's in its chunks, the Messages API's thinking beside them), of
+    # which its try is charged the estimate (see failover.billed_use).
+    so_far = decoder.reported or ReportedSoFar()
+    thought = so_far.unrelayed_bytes + sum(answer_bytes(c) for c in chunks)
+    if thought:
+        error.reasoned = replace(so_far, unrelayed_bytes=thought)
 
 
 async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
@@ -608,7 +629,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                 raise map_transport_error(exc, model=model, timeouts=timeouts,
                                           started=received) from exc
         except ProviderError as exc:
-            _carry_reported(exc, pending)
+            _carry_reported(exc, pending, decoder)
             raise
         if whole:
             yield whole

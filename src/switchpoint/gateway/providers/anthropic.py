@@ -636,6 +636,12 @@ class AnthropicChunkDecoder:
         # thinking, which is not relayed but billed (None: message_start not come yet).
         self._reported: ReportedSoFar | None = None
 
+    @property
+    def reported(self) -> ReportedSoFar | None:
+        """What the upstream reported of the stream's use so far: its prompt count and least
+        output at message_start, and the thinking that came (None: nothing yet)."""
+        return self._reported
+
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         chunk = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
                  "model": self._upstream_model,

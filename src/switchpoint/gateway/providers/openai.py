@@ -37,6 +37,7 @@ from switchpoint.gateway.parsing import answers_asked
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
 from switchpoint.gateway.providers.base import (
     ProviderResponse,
+    ReportedSoFar,
     Timeouts,
     answered_error,
     choices_problem,
@@ -150,6 +151,9 @@ def rejects_stream_options(error: BadRequest) -> bool:
 class OpenAIChunkDecoder:
     """OpenAI SSE events → chunks; ``data: [DONE]`` ends the stream. ``answers``: how many
     the request asked for (its ``n``), which its chunks' choices number."""
+
+    # (its reasoning comes in its chunks: nothing is reported beside them)
+    reported: ReportedSoFar | None = None
 
     def __init__(self, model: str, answers: int = 1) -> None:
         self.model = model
