@@ -233,7 +233,8 @@ def test_the_log_filter_tells_texts_written_beforehand_apart() -> None:
 
 @pytest.mark.parametrize(("name", "words"), [
     ("模型", "holds U+6A21 (character 1)"), ("a\\nb", "holds U+000A (character 2)"),
-    ("gpt-4o ", "holds a space (character 7)"), ("m" * 300, "must have at most 256 characters, got 300")])
+    ("gpt-4o ", "holds a space (character 7)"),
+    ("m" * 300, "must have at most 256 characters, got 300")])
 def test_a_catalog_name_no_header_can_carry_is_refused_at_load(
         attacked: Attacked, tmp_path: Path, name: str, words: str) -> None:
     # Such a name was accepted; every answer of its model then failed after the upstream had
