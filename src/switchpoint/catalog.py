@@ -410,9 +410,8 @@ def catalog_problem(cards: Sequence[ModelCard]) -> CatalogFault | None:
         return CatalogFault("is empty; list at least one model, or leave it out to route over "
                             "the weights' own profiles")
     if len(cards) > MAX_CATALOG_MODELS:
-        return CatalogFault(f"must have at most {people_number(MAX_CATALOG_MODELS)} items, got "
-                            f"{people_number(len(cards))} (models registered at run time count "
-                            "too); route over fewer")
+        return CatalogFault(f"{too_long(MAX_CATALOG_MODELS, len(cards), 'items')} (models "
+                            "registered at run time count too); route over fewer")
     first: dict[str, int] = {}
     for i, card in enumerate(cards):
         if card.name in first:
