@@ -664,6 +664,41 @@ def test_an_answer_counts_the_reasoning_a_server_sends_beside_its_text(key: str)
     assert answer_bytes({"choices": [{"index": 0, "delta": {key: None}}]}) == 0
 
 
+async def test_an_anthropic_stream_s_final_answer_count_is_the_least_it_is_estimated_at(
+        ) -> None:
+    # The final usage holds a prompt count past belief, so it is not believed and the stream
+    # is charged an estimate; the answer's count it gave beside it (500) is believable, and the
+    # estimate is never less, as it is never less than message_start's.
+    card = ModelCard("claude", provider="anthropic", input_per_mtok=1, output_per_mtok=2)
+    d = AnthropicChunkDecoder("claude")
+    chunks = [c for e in _events(
+        ("message_start", {"type": "message_start", "message": {
+            "id": "m", "model": "claude", "usage": {"input_tokens": -1, "output_tokens": 1}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": "Hi there"}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                           "usage": {"output_tokens": 500}}),
+        ("message_stop", {"type": "message_stop"})) for c in d.feed(e)]
+    assert chunks[-1]["usage"] is None
+    assert isinstance(chunks[-1], CountedChunk)
+    assert chunks[-1].reported == ReportedSoFar(None, 500, 0)
+
+    async def nothing() -> AsyncIterator[list[dict[str, Any]]]:
+        return
+        yield []
+
+    stream = FailoverStream(card, nothing(), chunks, True, [Attempt("claude", 1, "ok")],
+                            health=None, client_wants_usage=False, rewrite_model=False,
+                            ttft_ms=1.0)
+    assert [c async for c in stream]
+    assert stream.completed and stream.usage is None
+    use = stream.use(prompt_tokens=1000, worst_usd=1.0)
+    assert use.estimated and use.usage == TokenUsage(1000, 500)
+    assert use.cost_usd == card.price(1000, 500)
+
+
 def test_an_anthropic_answer_counts_its_redacted_thinking_plain_and_streamed() -> None:
     # A redacted_thinking block is thinking the model generated and is billed for, sent
     # encrypted: counted as its data's bytes, beside the thinking blocks, plain or streamed
@@ -729,15 +764,17 @@ async def test_an_anthropic_stream_answered_whole_carries_its_prompt_count_and_t
 
 @pytest.mark.parametrize(("usage", "prompt", "tokens"), [
     (None, 1000, 20), ({"input_tokens": 30, "output_tokens": -1}, 30, 20),
+    ({"input_tokens": -1, "output_tokens": 500}, 1000, 500),
     ({"input_tokens": 30, "output_tokens": 7}, 30, 7)],
-    ids=["no-usage", "output-past-belief", "believed"])
+    ids=["no-usage", "output-past-belief", "prompt-past-belief", "believed"])
 def test_a_plain_anthropic_answer_without_usage_is_charged_its_text_tool_input_and_thinking(
         usage: dict[str, Any] | None, prompt: int, tokens: int) -> None:
     # A Messages API answer without usage to believe: charged its prompt's tokens (as it
     # reported them, when it did so believably, else the gateway's estimate) and the answer's
     # text (6 bytes), its call's input (as arguments, in UTF-8 as OpenAI writes them, not
     # escaped: {"q": "你"}, 12 bytes) and the thinking it generated (the OpenAI body drops:
-    # 60 bytes), 78 bytes, 20 tokens, never past its worst case; usage it believes, as
+    # 60 bytes), 78 bytes, 20 tokens, never past its worst case, nor fewer than a believable
+    # count of the answer's tokens beside a prompt count past belief; usage it believes, as
     # reported.
     card = ModelCard("claude", provider="anthropic", input_per_mtok=1, output_per_mtok=2)
     message = {"id": "m", "model": "claude", "stop_reason": "tool_use", "content": [
@@ -754,7 +791,7 @@ def test_a_plain_anthropic_answer_without_usage_is_charged_its_text_tool_input_a
                             [Attempt("claude", 1, "ok")])
     use = result.use(prompt_tokens=1000, worst_usd=1.0)
     assert use.usage == TokenUsage(prompt, tokens)
-    assert use.estimated == (tokens == 20) and not use.stream
+    assert use.estimated == ("usage" not in body) and not use.stream
     assert use.prompt_reported == (prompt == 30 and use.estimated)
     assert use.cost_usd == card.price(prompt, tokens)
     if use.estimated:

@@ -589,15 +589,18 @@ def from_anthropic_response(message: Mapping[str, Any], *,
 def reported_of(message: Mapping[str, Any]) -> ReportedSoFar:
     """What a Messages API answer reports of its use beside the usage its OpenAI body carries
     (what it is estimated from, should that usage not be believed): the prompt's tokens, when
-    its counts of them are believable, and the bytes of the thinking it generated
-    (:func:`thought_of` each block), which the OpenAI body has no place for but the upstream
-    bills."""
+    its counts of them are believable, the answer's (the least it is estimated at), when that
+    count is, as a stream's ``message_start`` reports them, and the bytes of the thinking it
+    generated (:func:`thought_of` each block), which the OpenAI body has no place for but the
+    upstream bills."""
     usage = message.get("usage")
     prompt = _prompt_of(usage) if isinstance(usage, Mapping) else None
+    output = usage.get("output_tokens") if isinstance(usage, Mapping) else None
     content = message.get("content")
     thought = sum(text_bytes(thought_of(block)) for block in content
                   if isinstance(block, Mapping)) if isinstance(content, list) else 0
-    return ReportedSoFar(None if prompt is None else prompt[0], 0, thought)
+    return ReportedSoFar(None if prompt is None else prompt[0],
+                         output if is_token_count(output) else 0, thought)
 
 
 def thought_of(block: Mapping[str, Any]) -> str:
@@ -632,8 +635,9 @@ class AnthropicChunkDecoder:
         self._final_usage = False
         self._content_seen = False
         # What the upstream reported of the stream's use so far, each chunk carrying it: the
-        # prompt's tokens and the least output at message_start, and the characters of
-        # thinking, which is not relayed but billed (None: message_start not come yet).
+        # prompt's tokens and the least output (message_start's, then message_delta's), and
+        # the bytes of thinking, which is not relayed but billed (None: message_start not come
+        # yet).
         self._reported: ReportedSoFar | None = None
 
     @property
@@ -739,6 +743,12 @@ class AnthropicChunkDecoder:
             if isinstance(usage, Mapping):
                 self._usage.update(usage)
                 self._final_usage = True
+                output = usage.get("output_tokens")
+                if is_token_count(output):  # (the least the answer is, should the rest not be
+                    # believed: a prompt count past belief)
+                    reported = self._reported or ReportedSoFar()
+                    self._reported = replace(reported, completion_tokens=max(
+                        reported.completion_tokens, output))
             stop = (data.get("delta") or {}).get("stop_reason")
             if stop:
                 finish = STOP_REASONS.get(str(stop), "stop")
