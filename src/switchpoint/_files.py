@@ -149,8 +149,13 @@ def output_problem(path: Path) -> str | None:
     try:
         fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG and first == path:
+            return (f"the name {quoted(path.name, 24)} ({len(path.name)} characters) is too "
+                    "long to write: the file is written under a temporary name beside it "
+                    f"({len(os.fsencode(probe.name))} bytes), longer than the file system "
+                    f"allows ({_name_max(first.parent)} bytes); give a shorter name")
         return (f"no file can be made in {quoted_path(first.parent)}: "
-                f"{exc.strerror or exc}")
+                f"{exc.strerror or exc}; give a path in a folder where files can be made")
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(probe)

@@ -915,6 +915,7 @@ def test_route_output_that_cannot_be_written_is_a_clean_error(
         assert out == "" and "routing" not in err and err.count("\n") == 1, err
         if os.geteuid() == 0:
             assert "no file can be made in '/proc': " in err, err
+            assert err.endswith("; give a path in a folder where files can be made\n"), err
 
 
 def test_the_output_s_check_makes_a_file_where_it_goes_and_leaves_none(
@@ -930,6 +931,27 @@ def test_the_output_s_check_makes_a_file_where_it_goes_and_leaves_none(
     assert code == 0, err
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
         "in.txt", "new", "new/out.jsonl"]
+
+
+def test_an_output_name_too_long_for_the_file_written_beside_it_is_refused_before_routing(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A name the file system takes, but not with the temporary name the output is written
+    # under first beside it: refused before anything is routed, saying so (not that no file
+    # can be made in its folder), and nothing is left there.
+    src = tmp_path / "in.txt"
+    src.write_text(PROMPT + "\n")
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
+    output = tmp_path / ("d" * (name_max - len(".jsonl") - 6) + ".jsonl")
+    code, out, err = run(["route", "--input", src, "--output", output, "--weights",
+                          real_weights_dir], capsys)
+    assert_bad_input(code, err, "--output: cannot write '", ": the name 'dddd")
+    assert (f"({name_max - 6} characters) is too long to write: the file is written under a "
+            "temporary name beside it (") in err, err
+    assert err.endswith(f"longer than the file system allows ({name_max} bytes); give a "
+                        "shorter name\n"), err
+    assert out == "" and "routing" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
 
 
 def test_route_output_through_a_symbolic_link_writes_the_file_it_leads_to(
