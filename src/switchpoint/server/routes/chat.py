@@ -213,7 +213,8 @@ def info_headers(info: CallInfo | None) -> dict[str, str]:
 def header_text(text: str, limit: int = 1000) -> str:
     """``text`` as a header value: printable ASCII, one line, at most ``limit`` characters
     (a control character, which no header may carry, is a space: the reasoning may quote an
-    upstream's error)."""
+    upstream's error), never ending in a space (cut at ``limit`` after one, a value HTTP
+    refuses: the answer was then never sent)."""
     text = " ".join(text.translate(_ASCII).split())
     text = text.encode("ascii", "replace").decode("ascii").translate(_CONTROLS)
-    return " ".join(text.split())[:limit]
+    return " ".join(text.split())[:limit].rstrip()
