@@ -133,9 +133,10 @@ def output_problem(path: Path) -> str | None:
     run (:func:`access_problem`), else the system's reason when a file cannot be made there
     even so: a permission test passes for root wherever a file cannot be made (``/proc``, a
     folder of ``/sys``), so a file is made in that folder and removed at once, as the write
-    would make one (named as the write's own, :func:`temporary_name`, which a write after a
-    kill there clears; one short of a name when a folder is still to make there). ``None`` when
-    it may."""
+    would make one, named by the one rule of temporary files (:func:`temporary_name` of the
+    file, or of the first folder still to make), so what a kill at that moment leaves is a dead
+    writer's leftover: the write clears the file's (:func:`clear_leftovers`), and this check
+    clears the first folder's before it makes its own. ``None`` when it may."""
     first = path
     for folder in path.parents:
         if os.path.isdir(folder):  # (False, never an error, for one it may not look at)
@@ -144,12 +145,15 @@ def output_problem(path: Path) -> str | None:
     problem = access_problem(first, ())
     if problem is not None or not os.path.isdir(first.parent):
         return problem  # (a folder it may not look at: the write says why)
-    probe = temporary_name(path) if first == path else first.with_name(
-        f".switchpoint.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    if first != path:
+        clear_leftovers(first)  # (a probe a check killed at this point left)
+    probe = temporary_name(first)
     try:
         fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except OSError as exc:
-        if exc.errno == errno.ENAMETOOLONG and first == path:
+        if exc.errno == errno.ENAMETOOLONG and first != path:
+            return None  # (the folder's name fits, its probe's does not: the write says why)
+        if exc.errno == errno.ENAMETOOLONG:
             return (f"the name {quoted(path.name, 24)} ({len(path.name)} characters) is too "
                     "long to write: the file is written under a temporary name beside it "
                     f"({len(os.fsencode(probe.name))} bytes), longer than the file system "

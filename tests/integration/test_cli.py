@@ -933,6 +933,27 @@ def test_the_output_s_check_makes_a_file_where_it_goes_and_leaves_none(
         "in.txt", "new", "new/out.jsonl"]
 
 
+def test_a_probe_a_kill_left_where_the_output_s_folder_goes_is_cleared_as_a_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Killed between making its probe and removing it, the check leaves a file named as every
+    # temporary file is (the folder still to make's name, the writer's pid, random hex): the
+    # next check clears it once its writer is gone, and leaves one whose writer runs.
+    output = tmp_path / "new" / "out.jsonl"
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "unlink", lambda path: None)  # (killed before it removes it)
+        assert output_problem(output) is None
+    [left] = tmp_path.iterdir()
+    assert re.fullmatch(rf"\.new\.{os.getpid()}\.[0-9a-f]{{8}}\.tmp", left.name), left.name
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # (a pid no process holds now)
+    dead = left.rename(tmp_path / left.name.replace(f".{os.getpid()}.", f".{child.pid}.", 1))
+    running = tmp_path / f".new.{os.getpid()}.0badf00d.tmp"  # a check under way
+    running.touch()
+    assert output_problem(output) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name], dead
+
+
 def test_an_output_name_too_long_for_the_file_written_beside_it_is_refused_before_routing(
     real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
