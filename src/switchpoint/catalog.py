@@ -57,6 +57,11 @@ MAX_PRICE_PER_MTOK = 100_000.0
 # The most one answer may be reported to have cost (USD, or the weights' units): far beyond
 # any single call, so only a mistake is refused, and no sum of costs can overflow.
 MAX_ANSWER_COST = 1000.0
+#: The decimal places of US dollars every amount priced by a catalog is kept and shown to: an
+#: answer's cost and charge, a ledger's spend, holds and what remains of a budget, a labelling
+#: run's and an experiment arm's costs. A ten-billionth of a dollar is far below any request's
+#: cost (a token of the cheapest model is about 1e-8), so only a float's noise is dropped.
+USD_DIGITS = 10
 # Bytes of UTF-8 per token when estimating tokens without the model's tokenizer (see
 # text_bytes): English text runs about 4 characters a token, text in other scripts about a
 # token per character of CJK (3 bytes) and two of Cyrillic, Greek or Arabic (2 bytes each).
@@ -74,6 +79,12 @@ MAX_CATALOG_MODELS = 1000
 # What a model's fallbacks naming one model twice is told: a failed fallback is not tried again.
 FALLBACKS_ONCE = ("name each fallback once: they are tried in order, each at most once, so a "
                   "repeat is never tried")
+
+
+def usd(amount: float) -> float:
+    """``amount`` of US dollars to :data:`USD_DIGITS` decimal places, as every amount of
+    dollars is kept and shown."""
+    return round(amount, USD_DIGITS)
 
 
 def model_name_problem(name: str) -> str | None:

@@ -75,7 +75,7 @@ from switchpoint._messages import json_quoted, listed_names, one_of, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint._redact import redact, remember, url_secrets
-from switchpoint.catalog import Catalog, model_names
+from switchpoint.catalog import Catalog, model_names, usd
 from switchpoint.config import (
     MAPPING_CONFIG,
     GatewaySettings,
@@ -1224,7 +1224,7 @@ class Gateway:
         if isinstance(body.get("usage"), dict):
             # null when the model has no prices: unknown, not free (nor what the upstream says)
             cost = entry.info.cost_usd
-            body["usage"]["cost"] = None if cost is None else round(cost, 10)
+            body["usage"]["cost"] = None if cost is None else usd(cost)
         await self._write(entry, wait=True)
         return ChatCompletion(body, entry.info)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from switchpoint._args import expect
 from switchpoint._messages import json_quoted, listed_names
+from switchpoint.catalog import usd
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.learning.config import ArmConfig, ExperimentConfig
@@ -269,7 +270,7 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
                                                                   round(high, 6)],
             "interval_method": method,
             "mean_cost_usd": None if row.get("mean_cost_usd") is None
-            else round(row["mean_cost_usd"], 10),
+            else usd(row["mean_cost_usd"]),
             "cost_unknown_decisions": int(row.get("cost_unknown", 0))})
     winner = None
     enough = all(a["n"] >= experiment.min_n and a["interval"] is not None for a in arms)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple, overload
 
 from switchpoint._messages import listed_names
-from switchpoint.catalog import Catalog, ModelCard, text_tokens
+from switchpoint.catalog import Catalog, ModelCard, text_tokens, usd
 from switchpoint.errors import (
     ContextLengthExceeded,
     DeadlineSpent,
@@ -188,7 +188,7 @@ class Attempt:
         if self.retry_after_s is not None:
             out["retry_after_s"] = round(self.retry_after_s, 3)
         if self.charged_usd is not None:
-            out["charged_usd"] = round(self.charged_usd, 10)
+            out["charged_usd"] = usd(self.charged_usd)
         return out
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from switchpoint.catalog import usd
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import ServiceStopped, StreamBroken
 from switchpoint.gateway.failover import FailoverStream
@@ -221,7 +222,7 @@ class ChatStream:
                         cost = stream.cost_usd  # None: a model without prices, its cost unknown
                         if cost is not None and self._cost_cap is not None:
                             cost = min(cost, self._cost_cap)
-                        chunk["usage"]["cost"] = None if cost is None else round(cost, 10)
+                        chunk["usage"]["cost"] = None if cost is None else usd(cost)
                     ready.append(ChatCompletionChunk(chunk))
                 yield ready
         except StreamBroken:

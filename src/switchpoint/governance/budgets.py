@@ -25,6 +25,7 @@ from functools import lru_cache
 
 from switchpoint._messages import all_of, json_quoted, one_of, people_number
 from switchpoint._numbers import too_small
+from switchpoint.catalog import USD_DIGITS
 from switchpoint.decision import MAX_COST_WEIGHT
 
 PERIODS = ("hour", "day", "week", "month")
@@ -32,9 +33,6 @@ DEFAULT_CURVE: tuple[tuple[float, float], ...] = ((0.5, 0.0), (0.8, 1.0), (1.0, 
 _BUDGET = re.compile(r"\s*\$?\s*(?P<amount>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
                      r"(?:usd)?\s*/\s*(?P<period>[A-Za-z]+)\s*", re.IGNORECASE)
 MAX_BUDGET_USD = 1e9
-#: The decimal places of US dollars the ledger gives an account's spend, holds and what remains
-#: of a budget to (its budget views and reports round them so).
-USD_DIGITS = 10
 #: The least budget above 0: a smaller amount the ledger's views show as 0 (:data:`USD_DIGITS`),
 #: its spend and what remains of it too, and under 1e-12 its limit check (which allows that much
 #: of rounding) does not tell from 0: it would act as a budget of 0 shown as another.

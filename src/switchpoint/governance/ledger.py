@@ -106,9 +106,9 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 from switchpoint._files import served
+from switchpoint.catalog import usd
 from switchpoint.governance.budgets import (
     PERIODS,
-    USD_DIGITS,
     Budget,
     describe_seconds,
     period_end,
@@ -536,9 +536,9 @@ class Ledger:
             self._bucket(budget.period, now)
             start, resets = self._bounds[budget.period]
         return {"account": account, "budget": str(budget), "limit_usd": budget.limit_usd,
-                "period": budget.period, "spent_usd": round(spent, USD_DIGITS),
-                "held_usd": round(held, USD_DIGITS),
-                "remaining_usd": round(max(0.0, budget.limit_usd - spent - held), USD_DIGITS),
+                "period": budget.period, "spent_usd": usd(spent),
+                "held_usd": usd(held),
+                "remaining_usd": usd(max(0.0, budget.limit_usd - spent - held)),
                 "used_fraction": round(used_fraction(spent + held, budget.limit_usd), 6),
                 "period_start": start, "resets_at": resets}
 

@@ -45,7 +45,7 @@ from switchpoint._messages import (
     quoted_path,
 )
 from switchpoint._progress import ProgressFn
-from switchpoint.catalog import MAX_TOKENS, catalog_name_problem
+from switchpoint.catalog import MAX_TOKENS, catalog_name_problem, usd
 from switchpoint.config import MAPPING_CONFIG, Settings, load_settings
 from switchpoint.errors import (
     ConfigError,
@@ -157,9 +157,9 @@ class LabelReport:
                 "rescored_answers": self.rescored,
                 "records": self.records,
                 "mean_scores": self.mean_scores,
-                "cost_usd": {"answers": round(self.answers_cost_usd, 10),
-                             "judge": round(self.judge_cost_usd, 10),
-                             "total": round(self.total_cost_usd, 10)},
+                "cost_usd": {"answers": usd(self.answers_cost_usd),
+                             "judge": usd(self.judge_cost_usd),
+                             "total": usd(self.total_cost_usd)},
                 "failures": [f.to_dict() for f in self.failures]}
 
     def summary(self) -> str:
