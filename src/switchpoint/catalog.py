@@ -93,7 +93,9 @@ def model_name_problem(name: str) -> str | None:
     ASCII safely (a character beyond Latin-1 could not be sent at all, a newline would end the
     header), so a name is visible ASCII (letters, digits, punctuation: ``gpt-4o``,
     ``meta-llama/Llama-3.1-8B``, ``llama3:8b``), with spaces only between its characters (a
-    header's value loses those at its ends), no longer than a request may give."""
+    header's value loses those at its ends), no longer than a request may give. What is wrong
+    alone: the door that took the name says how to mend it there (a config's card, with
+    :data:`CARD_RULES`, to give the provider's own name as upstream_model)."""
     if (problem := name_length_problem(name)) is not None:
         return problem
     for i, char in enumerate(name):
@@ -102,7 +104,7 @@ def model_name_problem(name: str) -> str | None:
             return (f"holds {'a space' if char == ' ' else f'U+{ord(char):04X}'} (character "
                     f"{i + 1}): a model is named in the x-switchpoint-model header of each "
                     "answer, so its name is visible ASCII (letters, digits, punctuation, spaces "
-                    "between them); give the provider's own name as upstream_model")
+                    "between them)")
     return None
 
 
@@ -240,10 +242,33 @@ def _api_key_env_problem(name: str) -> str | None:
     return env_var_name_problem(name, "OPENAI_API_KEY")
 
 
-def _name_problem(name: str) -> str | None:
+def _name_fault(name: str) -> tuple[str, str] | None:
+    """What is wrong with ``name`` as a catalog model's name (the rule of every door that names
+    one), and how a config's card mends it ("" where what is wrong says what it must be: an
+    empty name, one too long); else None. Another door says its own one fix (a records file
+    has no upstream_model to give the provider's name as)."""
     if name == "auto":
-        return "\"auto\" is reserved for the router itself; rename the model"
-    return _not_empty(name) or model_name_problem(name)
+        return "\"auto\" is reserved for the router itself", "rename the model"
+    if (problem := _not_empty(name) or name_length_problem(name)) is not None:
+        return problem, ""
+    if (problem := model_name_problem(name)) is not None:  # (not visible ASCII)
+        return problem, "give the provider's own name as upstream_model"
+    return None
+
+
+def _card_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a card's (:func:`_name_fault`), with how a config mends it."""
+    fault = _name_fault(name)
+    if fault is None:
+        return None
+    problem, fix = fault
+    return f"{problem}; {fix}" if fix else problem
+
+
+def _name_wrong(name: str) -> str | None:
+    """What is wrong with ``name`` as a catalog model's name (:func:`_name_fault`) alone."""
+    fault = _name_fault(name)
+    return None if fault is None else fault[0]
 
 
 def _upstream_model_problem(name: str) -> str | None:
@@ -323,7 +348,7 @@ ITEM_RULES: Mapping[str, Callable[[object], str | None]] = {
 #: checks each card by them, and the config's and a registered model's entry
 #: (:class:`~switchpoint.config.ModelEntry`) each value it reads.
 CARD_RULES: Mapping[str, Callable[[object], str | None]] = {
-    "name": lambda value: _text_problem(value, _name_problem),
+    "name": lambda value: _text_problem(value, _card_name_problem),
     "profile": lambda value: _text_problem(value, _not_empty),
     "provider": lambda value: _text_problem(value, _provider_problem),
     "base_url": lambda value: _text_problem(value, base_url_problem),
@@ -349,8 +374,9 @@ def catalog_name_problem(name: object) -> str | None:
     ...``); None when it can. A door that names a model that becomes a catalog card or a
     weights model (a weights model is a card of the catalog routing builds without a config's:
     :meth:`Catalog.from_profiles`) refuses such a name by it before any work: ``add-model``'s
-    name, ``fit``'s records, ``label``'s models."""
-    problem = CARD_RULES["name"](name)
+    name, ``fit``'s records, ``label``'s models. What is wrong alone: each of those says the
+    one fix that fits it (a config's, such as upstream_model, fits none of them)."""
+    problem = _text_problem(name, _name_wrong)
     if problem is None:
         return None
     return f"model {json_quoted(name, 80)}: {problem}"

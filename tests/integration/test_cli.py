@@ -1453,8 +1453,9 @@ def test_fit_knn_and_cluster(
                                           "records"], id="name-too-long"),
         pytest.param(_naming("big "), ["line 3", 'model "big ": holds a space (character 4)'],
                      id="name-ending-in-a-space"),
-        pytest.param(_naming("modèle"), ["line 3", 'model "modèle": holds U+00E8'],
-                     id="name-not-ascii"),
+        pytest.param(_naming("modèle"), ["line 3", 'model "modèle": holds U+00E8',
+                                         "spaces between them); rename the model in the "
+                                         "records\n"], id="name-not-ascii"),
     ],
 )
 def test_fit_bad_records_exit_2_and_write_nothing(

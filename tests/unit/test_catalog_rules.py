@@ -24,8 +24,10 @@ from switchpoint.gateway import Gateway
 #: (field, bad value, words of the reason): each refused by every way a catalog is built.
 BAD: list[tuple[str, Any, str]] = [
     ("name", "", "must not be empty"),
-    ("name", "auto", '"auto" is reserved for the router itself'),
+    ("name", "auto", '"auto" is reserved for the router itself; rename the model'),
     ("name", "a\nb", "holds U+000A (character 2)"),
+    ("name", "modèle", "(letters, digits, punctuation, spaces between them); give the "
+                       "provider's own name as upstream_model"),
     ("base_url", "http://llm.example/v1\x00", "holds U+0000 (character 22)"),
     ("base_url", "http://llm.example/\u202e1v", "holds U+202E (character 20)"),
     ("base_url", "http:///v1", 'has no host, got "http:///v1"'),

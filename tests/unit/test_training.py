@@ -172,6 +172,7 @@ def test_add_model_refuses_a_name_a_catalog_cannot_hold(
     assert info.value.reason.startswith(f"model {json.dumps(name, ensure_ascii=False)[:6]}")
     assert rule in info.value.reason and "m" * 81 not in info.value.reason
     assert info.value.reason.endswith("; name the model so a catalog can hold it")
+    assert info.value.reason.count(";") == 1  # (one fix: this door's)
     assert _state(package)[:3] == before[:3]
 
 
@@ -187,3 +188,4 @@ def test_fit_refuses_records_naming_a_model_a_catalog_cannot_hold(
     assert info.value.field == f"records.models[{len(records.models) - 1}]"
     assert rule in info.value.reason
     assert info.value.reason.endswith("; rename the model in the records")
+    assert info.value.reason.count(";") == 1  # (one fix: no upstream_model in records)
