@@ -228,6 +228,9 @@ def test_expires_takes_epoch_seconds_as_the_readme_says(
      '--budget: "1e-300/day": the amount is less than the least budget, 1e-10 US dollars'),
     (["--tenant", "acme", "--budget", "1e-400/day"],  # (a float holds it as 0: not 0 either)
      '--budget: "1e-400/day": the amount is less than the least budget, 1e-10 US dollars'),
+    (["--tenant", "acme", "--budget", "-1e-400/day"],  # (negative, though a float holds -0.0)
+     '--budget: "-1e-400/day": the amount is negative; write 0/day for a budget that allows '
+     "no spend"),
     (["--tenant", "acme", "--models", "gpt-9"], '--models: not in the catalog: "gpt-9"'),
     (["--tenant", "acme", "--rpm", "0"], "--rpm: must be a whole number from 1 to"),
     (["--tenant", "acme", "--tpm", "0"], "--tpm: must be a whole number from 1 to"),

@@ -74,6 +74,8 @@ def test_budget_strings(text: str, budget: Budget) -> None:
     ("1e400/day", "the amount is too large (not a finite number); it must be at most "
                   "1,000,000,000"),
     ("-1e400/day", "the amount is negative"),
+    # (a float holds it as -0.0, but what is written is negative, not 0; -0/day is 0/day)
+    ("-1e-400/day", '"-1e-400/day": the amount is negative; write 0/day for a budget'),
     ("1" * 400 + "/day", "the amount is too large (not a finite number)"),
 ])
 def test_bad_budget_strings_say_what_is_wrong(text: str, needle: str) -> None:

@@ -80,9 +80,10 @@ def _parse_text(text: str, stored: bool = False) -> Budget:
     if period not in PERIODS:
         raise ValueError(f"{json_quoted(text)}: {json_quoted(period)} is not a budget period; "
                          f"use one of {one_of(PERIODS)} (calendar periods in UTC)")
-    if amount < 0:
+    written = match["amount"]
+    if amount < 0 or (written.startswith("-") and too_small(written)):  # (-1e-400: -0.0)
         raise ValueError(f"{json_quoted(text)}: the amount is negative; {_amounts(period)}")
-    if (0 < amount < MIN_BUDGET_USD or (amount == 0 and too_small(match["amount"]))) \
+    if (0 < amount < MIN_BUDGET_USD or (amount == 0 and too_small(written))) \
             and not stored:  # (1e-400 too: a float holds it as 0, which it is not)
         raise ValueError(f"{json_quoted(text)}: the amount is less than the least budget, "
                          f"{MIN_BUDGET_USD:g} US dollars (the ledger shows a smaller one as 0); "
