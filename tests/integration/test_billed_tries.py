@@ -469,8 +469,8 @@ def test_a_stream_broken_while_reasoning_is_charged_the_estimate_of_what_it_gene
                  "as the gateway estimates it)")
     notes = [n for n in entry["reasoning"] if n.startswith("Budget: charged ")]
     assert len(notes) == 1, entry["reasoning"]
-    assert ("else the estimate of the reasoning it sent before it broke, else its model's "
-            f"worst case: {model} #1 stream_broken (estimated: {said} and "
+    assert ("else the estimate of the reasoning it sent before it broke or was cut off, else "
+            f"its model's worst case: {model} #1 stream_broken (estimated: {said} and "
             f"{text_tokens(thought)} answer tokens, for the {thought} bytes, in UTF-8, of "
             f"reasoning it sent before any content, ${estimate:.6f})") in notes[0], notes[0]
 
@@ -496,6 +496,90 @@ def test_a_stream_cut_while_reasoning_is_charged_what_came_before_the_cut(
     else:  # (the reset dropped all of it)
         assert charged == pytest.approx(worst)
     assert _spent(gov, key["id"]) == pytest.approx(charged + entry["cost"])
+
+
+# Reads wait longer than the request's deadline: a stream silent before its content is cut
+# off by the deadline (or its caller), not by a read's window.
+CUT_OFF = PATIENT.replace("first_token_timeout_s: 2", "first_token_timeout_s: 60").replace(
+    "max_total_s: 60", "max_total_s: 5")
+
+
+@pytest.fixture(scope="module")
+def cut_off(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[ThreadServer]:
+    with _server(gw_fake, tmp_path_factory.mktemp("cut_off"), GOVERNANCE, CUT_OFF) as server:
+        yield server
+
+
+def _logged_of(server: ThreadServer, key_id: str) -> dict[str, Any]:
+    """The log entry of the one request of ``key_id`` (its caller, gone, had no header)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = _read(server, "SELECT id FROM requests WHERE key_id = ?", key_id)
+        if rows:
+            assert len(rows) == 1, rows
+            return _logged(server, rows[0][0])
+        time.sleep(0.02)
+    raise AssertionError(f"no request of key {key_id} is in the log")
+
+
+def _charged_what_came(server: ThreadServer, fake: FakeProviderProcess, key: dict[str, Any],
+                       entry: dict[str, Any], model: str, messages: list[Any], thought: int,
+                       prompt: int | None, outcomes: set[str]) -> None:
+    """Assert ``entry``'s one try, cut off before any content (``outcomes``: how), was
+    charged the estimate of the prompt and the ``thought`` bytes of reasoning its upstream
+    sent before it went silent (below its worst case), its budget and ledger alike."""
+    estimate, worst = _bounds(server, model, messages, "", prompt=prompt, thought=thought)
+    assert estimate < worst == pytest.approx(_worst(server, fake, model))
+    [attempt] = entry["attempts"]
+    assert attempt["outcome"] in outcomes, entry
+    assert attempt["charged_usd"] == pytest.approx(estimate)
+    assert entry["cost"] is None and entry["charged"] == pytest.approx(estimate)
+    assert _charged(server, entry["id"]) == {model: pytest.approx(estimate)}
+    assert _spent(server, key["id"]) == pytest.approx(estimate)
+    notes = [n for n in entry["reasoning"] if n.startswith("Budget: charged ")]
+    assert len(notes) == 1, entry["reasoning"]
+    assert (f"{model} #1 {attempt['outcome']} (estimated: " in notes[0]
+            and f"for the {thought} bytes, in UTF-8, of reasoning it sent before any content"
+            in notes[0]), notes[0]
+
+
+@pytest.mark.parametrize(("model", "behaviour", "thought", "prompt"), [
+    ("cheap", "stall:after=0,reasoning=300,seconds=60", 300, None),
+    ("other", "stall:after=0,prompt=40,thinking=200,redacted=100,seconds=60", 300, 40)],
+    ids=["reasoning", "thinking"])
+def test_a_stream_the_deadline_cuts_while_reasoning_is_charged_what_came(
+        cut_off: ThreadServer, gw_fake: FakeProviderProcess, model: str, behaviour: str,
+        thought: int, prompt: int | None) -> None:
+    # The upstream sends its reasoning (or thinking) at once, then nothing for a minute: the
+    # request's deadline cuts it off before any content. It is charged the estimate of the
+    # prompt and the reasoning that came, not its model's worst case.
+    key = _new_key(cut_off)
+    messages = user(f"reasons, then silence [[fake:{behaviour}]]")
+    with pytest.raises(openai.APIStatusError) as caught:
+        list(client(cut_off, key["key"]).chat.completions.create(
+            model=model, max_tokens=1000, stream=True, messages=messages))
+    entry = _logged(cut_off, caught.value.response.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "error"
+    _charged_what_came(cut_off, gw_fake, key, entry, model, messages, thought, prompt,
+                       {"read_timeout"})
+
+
+def test_a_stream_its_caller_leaves_while_reasoning_is_charged_what_came(
+        cut_off: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # The upstream sends its reasoning at once, then nothing for a minute; the client gives
+    # up waiting for content after 2 s and hangs up. The try is charged the estimate of the
+    # prompt and the reasoning that came, not its model's worst case.
+    key = _new_key(cut_off)
+    messages = user("reasons, then silence [[fake:stall:after=0,reasoning=300,seconds=60]]")
+    with pytest.raises(openai.APITimeoutError):
+        list(client(cut_off, key["key"], timeout=2).chat.completions.create(
+            model="cheap", max_tokens=1000, stream=True, messages=messages))
+    entry = _logged_of(cut_off, key["id"])
+    # (logged as closed by the client, unless a loaded machine let the deadline come first)
+    assert entry["status"] in {"client_closed", "error"}, entry
+    _charged_what_came(cut_off, gw_fake, key, entry, "cheap", messages, 300, None,
+                       {"client_closed", "read_timeout"})
 
 
 def test_each_try_after_a_billed_one_is_held_before_it_is_sent(

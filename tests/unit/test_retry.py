@@ -4,10 +4,12 @@ backoff, Retry-After, escalation, stopping, circuit breakers, commit-before-firs
 from __future__ import annotations
 
 import asyncio
+import json
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import httpx
 import pytest
 
 from switchpoint.catalog import Catalog, ModelCard
@@ -789,3 +791,93 @@ async def test_a_failed_try_is_told_of_its_retry_as_it_starts_or_of_what_stopped
         await run(Scripted({"a": [ServerError("500")]}), sleeps=leave, on_failed_try=told)
     assert events == ["told a#1 Sequel(retry_in_s=None, next_model=None, "
                       f"not_retried='{CLIENT_CLOSED}')"], events
+
+
+def _sse(events: Sequence[tuple[str | None, Any]]) -> bytes:
+    return b"".join((f"event: {name}\n" if name else "").encode()
+                    + f"data: {json.dumps(data)}\n\n".encode() for name, data in events)
+
+
+# What an upstream sends before its content while it reasons: an OpenAI-compatible server's
+# role chunk and 300 bytes of reasoning_content; a Messages API stream's message_start
+# (reporting 40 prompt tokens) and 300 characters of thinking. Then it falls silent.
+_OPENAI_REASONING = _sse([(None, chunk("up", ""))] + [
+    (None, {**chunk("up"), "choices": [{"index": 0, "delta": {"reasoning_content": "r" * 100},
+                                        "finish_reason": None}]}) for _ in range(3)])
+_ANTHROPIC_THINKING = _sse([
+    ("message_start", {"type": "message_start", "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "up", "content": [],
+        "stop_reason": None, "usage": {"input_tokens": 40, "output_tokens": 1}}}),
+    ("content_block_start", {"type": "content_block_start", "index": 0,
+                             "content_block": {"type": "thinking", "thinking": ""}})] + [
+    ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "thinking_delta", "thinking": "t" * 100}})
+    for _ in range(3)])
+
+
+class Reasoning(Scripted):
+    """A provider whose stream, read by the gateway's own stream reader, sends ``sent`` (what
+    an upstream sends while it reasons) and then nothing: ``silent`` is set once the reader
+    has taken all of it and waits for more."""
+
+    def __init__(self, sent: bytes, anthropic: bool) -> None:
+        super().__init__({})
+        self.sent = sent
+        self.anthropic = anthropic
+        self.silent = asyncio.Event()
+
+    async def stream_batches(self, request: Mapping[str, Any], card: ModelCard,
+                             timeouts: Timeouts) -> AsyncIterator[list[dict[str, Any]]]:
+        from switchpoint.gateway.providers._http import stream_chunks
+        from switchpoint.gateway.providers.anthropic import AnthropicChunkDecoder
+        from switchpoint.gateway.providers.openai import OpenAIChunkDecoder
+
+        async def body() -> AsyncIterator[bytes]:
+            yield self.sent
+            self.silent.set()  # (asked for more: what came before is decoded)
+            await asyncio.Event().wait()
+            yield b""
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                                  content=body())
+
+        decoder = (AnthropicChunkDecoder(card.name) if self.anthropic
+                   else OpenAIChunkDecoder(card.name))
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            async for batch in stream_chunks(client, "http://upstream/v1", {}, {}, timeouts,
+                                             decoder, model=card.name):
+                yield batch
+
+
+@pytest.mark.parametrize("anthropic", [False, True], ids=["reasoning", "thinking"])
+async def test_a_stream_stopped_while_reasoning_is_charged_the_estimate_of_what_came(
+        anthropic: bool) -> None:
+    # The service stopping (or the caller leaving) cancels the call while its upstream is
+    # still reasoning, before any content: the try records what came, the reasoning's bytes
+    # and the prompt count reported, and is charged the estimate of them by the one rule of
+    # a billed try, never past its worst case.
+    from switchpoint.gateway.failover import CLIENT_CLOSED, Attempt, answer_use, billed_use
+    from switchpoint.gateway.providers.base import ReportedSoFar
+
+    card = ModelCard("a", input_per_mtok=1.0, output_per_mtok=10.0)
+    provider = Reasoning(_ANTHROPIC_THINKING if anthropic else _OPENAI_REASONING, anthropic)
+    attempts: list[Attempt] = []
+    task = asyncio.ensure_future(run(provider, stream=True, cards=[card], attempts=attempts))
+    await provider.silent.wait()
+    task.cancel()  # (as Gateway.stop_in_flight ends a call in flight)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [attempt] = attempts
+    came = ReportedSoFar(40, 1, 300) if anthropic else ReportedSoFar(unrelayed_bytes=300)
+    assert (attempt.outcome, attempt.billed, attempt.usage, attempt.reasoned) == (
+        CLIENT_CLOSED, True, None, came)
+    use = billed_use(attempt, card, 12, 1.0)
+    assert use == answer_use(card, None, 12, 0, 1.0, came, stream=True)
+    assert use.estimated and use.usage is not None and use.cost_usd is not None
+    assert use.usage.prompt_tokens == (40 if anthropic else 12)
+    assert use.cost_usd == pytest.approx(card.price(use.usage.prompt_tokens,
+                                                    use.usage.completion_tokens))
+    assert use.usage.completion_tokens > 0 and use.cost_usd < 1.0
+    # Never past the worst case held for it.
+    assert billed_use(attempt, card, 12, 1e-9).cost_usd == 1e-9

@@ -1330,8 +1330,9 @@ class Gateway:
         :class:`~switchpoint.errors.ServiceStopped`, one nobody reads is closed). Each is
         logged once, saying ``why``, its budget hold settled as for a request its client left
         (the worst case of the model being called when a try was under way upstream, unless
-        its usage is known, and of each earlier try a provider may have billed; released when
-        there was none), its upstream
+        its usage is known or, a stream still reasoning, the estimate of what came, and of
+        each earlier try a provider may have billed; released when there was none), its
+        upstream
         connection closed. A request still being planned is ended too (its routing is
         cancelled; its caller gets the same error, and it is logged once), and so is one
         planned whose call has not begun (its budget hold released, as no model was called;
@@ -1462,9 +1463,9 @@ class Gateway:
         ``cost_usd`` (None: unknown, its worst case), and each try of ``attempts`` a provider
         may have billed with no answer (:func:`billed_tries`: a timeout, the deadline or a cut
         mid-answer, an answer holding no choice or misnumbered ones, the caller leaving while it
-        was under way) at the usage its upstream reported, else (a stream broken while its
-        upstream was reasoning) the estimate of the reasoning it sent, else its model's worst
-        case (:func:`~switchpoint.gateway.failover.billed_use`); with
+        was under way) at the usage its upstream reported, else (a stream broken or cut off
+        while its upstream was reasoning) the estimate of the reasoning it sent, else its
+        model's worst case (:func:`~switchpoint.gateway.failover.billed_use`); with
         neither, the hold is released. Each such try carries its charge in the log
         (``charged_usd``), and a note says what they added: charged against the request's
         budgets, or, where none applies (a tokens-per-minute limit alone), recorded in the
@@ -1490,7 +1491,8 @@ class Gateway:
                    else "each at the usage its upstream reported, else its model's worst case"
                    if not any(use.estimated for use in uses)
                    else "each at the usage its upstream reported, else the estimate of the "
-                        "reasoning it sent before it broke, else its model's worst case")
+                        "reasoning it sent before it broke or was cut off, else its model's "
+                        "worst case")
             tries_of = (f"{len(billed)} tr{'y' if len(billed) == 1 else 'ies'} a provider may "
                         "have billed with no answer (timed out, cut by the deadline or "
                         "mid-answer, answered with no choice or misnumbered ones, or left by "

@@ -154,10 +154,11 @@ class Attempt:
     says the model may have generated (see :func:`billed_tries`); ``usage``, for such a try,
     what the upstream reported it used (a whole answer holding no choice, or misnumbered ones,
     reports it; a stream broken before its first content may have, in a chunk before it
-    broke), None when unknown; ``reasoned``, for a stream broken before its first content
-    without usage, what it was seen to generate (the reasoning or thinking that came, and the
-    prompt count the upstream reported; None: nothing came); ``charged_usd`` is what the
-    request's budgets were charged for it, once settled."""
+    broke), None when unknown; ``reasoned``, for a stream broken or cut off (the deadline,
+    the caller leaving, a stop) before its first content without usage, what it was seen to
+    generate (the reasoning or thinking that came, and the prompt count the upstream
+    reported; None: nothing came); ``charged_usd`` is what the request's budgets were
+    charged for it, once settled."""
 
     model: str
     attempt: int
@@ -210,14 +211,14 @@ def billed_tries(attempts: Sequence[Attempt]) -> list[Attempt]:
     index of ``1e30``, one repeated); or the caller leaving while it was under way). A
     provider bills what it generated until the connection closed, so each is charged what its
     usage costs when the upstream reported one (``usage``: such an answer may), else the
-    estimate of the reasoning it was seen to generate before it broke (``reasoned``), else its
-    model's worst case (see :func:`billed_use`). (So is a connection lost after the request
-    was sent, before any response.) Not billed: a try that failed, or was cut by
-    the deadline or left by the caller, before its request was sent (connecting, waiting for
-    a connection, a missing key), one the upstream refused with an error status (4xx, 5xx,
-    429), a candidate passed over, a try only waited for when the caller left. (A committed
-    stream's own end is charged with its answer: its usage, else an estimate from what it
-    relayed; see :meth:`FailoverStream.use`.)"""
+    estimate of the reasoning it was seen to generate before it broke or was cut off
+    (``reasoned``), else its model's worst case (see :func:`billed_use`). (So is a
+    connection lost after the request was sent, before any response.) Not billed: a try
+    that failed, or was cut by the deadline or left by the caller, before its request was
+    sent (connecting, waiting for a connection, a missing key), one the upstream refused
+    with an error status (4xx, 5xx, 429), a candidate passed over, a try only waited for
+    when the caller left. (A committed stream's own end is charged with its answer: its
+    usage, else an estimate from what it relayed; see :meth:`FailoverStream.use`.)"""
     return [a for a in attempts if a.billed]
 
 
@@ -288,8 +289,8 @@ def billed_use(attempt: Attempt, card: ModelCard, prompt_tokens: int,
                worst_usd: float | None) -> AnswerUse:
     """What ``attempt``, a try of ``card`` a provider may have billed with no answer, is
     charged at: the usage its upstream reported (:attr:`Attempt.usage`); else, for a stream
-    broken while its upstream was still reasoning, before any content, the estimate of what it
-    was seen to generate (:attr:`Attempt.reasoned`), by the rule an answer's is
+    broken or cut off while its upstream was still reasoning, before any content, the
+    estimate of what it was seen to generate (:attr:`Attempt.reasoned`), by the rule an answer's is
     (:func:`answer_use`: ``prompt_tokens`` unless the upstream reported the prompt's count,
     never past ``worst_usd``); else unknown (cost and usage None): its worst case."""
     if attempt.usage is None and attempt.reasoned is None:
@@ -876,10 +877,14 @@ async def call_with_failover(
                                                                timeouts_for(card))
             except asyncio.CancelledError:
                 _no_verdict(health, card.name, slot)  # the client left
-                # (Billed only if its request may have reached the upstream.)
+                # (Billed only if its request may have reached the upstream: at what its
+                # stream was seen to generate before any content, when it was a stream.)
+                seen = watch.stream
                 attempts.append(Attempt(card.name, number, CLIENT_CLOSED,
                                         (time.perf_counter() - started) * 1000.0, waited,
-                                        billed=watch.maybe_sent))
+                                        billed=watch.maybe_sent,
+                                        usage=None if seen is None else seen.usage,
+                                        reasoned=None if seen is None else seen.reasoned))
                 raise
             except ProviderError as exc:
                 latency = (time.perf_counter() - started) * 1000.0
@@ -1012,9 +1017,13 @@ def _had_less(attempts: Sequence[Attempt], model: str, left_s: float,
 async def _within(seconds: float, policy: RetryPolicy, card: ModelCard,
                   shared: bool, watch: SendWatch) -> AsyncIterator[None]:
     """Bound one upstream call by what is left of the request's deadline (billed when it
-    cuts the call off only if the call's request may have been sent: see ``watch``)."""
+    cuts the call off only if the call's request may have been sent: see ``watch``; a stream
+    cut off before any content, at what it was seen to generate)."""
     try:
         async with asyncio.timeout(seconds):
             yield
     except TimeoutError:
-        raise _deadline_error(policy, card, shared, sent=watch.maybe_sent) from None
+        error = _deadline_error(policy, card, shared, sent=watch.maybe_sent)
+        if watch.stream is not None:
+            watch.stream.carry(error)
+        raise error from None

@@ -45,6 +45,7 @@ from switchpoint.gateway.providers.base import (
     FinishedChoices,
     ReportedSoFar,
     Timeouts,
+    TokenUsage,
     answer_bytes,
     classify_status,
     classify_stream_error,
@@ -53,6 +54,7 @@ from switchpoint.gateway.providers.base import (
     upstream_json,
     usage_of,
 )
+from switchpoint.gateway.providers.sending import note_stream
 from switchpoint.gateway.providers.sse import SSEEvent, sse_event_batches
 
 # The codings upstreams are asked for: those the transport inflates a small read at a time
@@ -512,34 +514,64 @@ class ChunkDecoder(Protocol):
         ...
 
 
-def _carry_reported(error: ProviderError, chunks: Sequence[Mapping[str, Any]],
-                    decoder: ChunkDecoder) -> None:
-    """Give ``error``, which ended a stream before its first content, the usage the upstream
-    reported for it: its own (a chunk misnumbering its choices may carry one), else that of
-    the last of ``chunks`` (those that came before it) that has one, so that its try, which
-    the upstream may have generated and billed, is charged what that usage costs rather than
-    its model's worst case (see :func:`~switchpoint.gateway.failover.billed_tries`): a stream
-    ending with its end marker before any content, cut or ended without one, broken by a
-    malformed chunk or silent past the first-token timeout. Without usage, one that came
-    while the upstream was reasoning is given what it was seen to generate
-    (:attr:`ProviderError.reasoned`: the bytes of reasoning or thinking that came, and the
-    prompt count the upstream reported), so that its try is charged the estimate of them. A
-    failure that generated nothing (``may_have_generated`` false) is left as it is."""
-    if not error.may_have_generated:
-        return
-    if isinstance(error.body, Mapping) and usage_of(error.body) is not None:
-        return
-    reported = next((c for c in reversed(chunks) if usage_of(c) is not None), None)
-    if reported is not None:
-        error.body = {"usage": reported["usage"]}
-        return
-    # Without usage: what it was seen to generate, reasoning before any content (an
-    # OpenAI-compatible server's in its chunks, the Messages API's thinking beside them), of
-    # which its try is charged the estimate (see failover.billed_use).
-    so_far = decoder.reported or ReportedSoFar()
-    thought = so_far.unrelayed_bytes + sum(answer_bytes(c) for c in chunks)
-    if thought:
-        error.reasoned = replace(so_far, unrelayed_bytes=thought)
+class BeforeContent:
+    """What a stream was seen to generate before its first content, tallied as its events are
+    decoded: the usage the last chunk that had one reported (``usage``), and the reasoning
+    that came (``reasoned``). What its try is charged from when it breaks before any content
+    (:meth:`carry`), or is cut off then (the request's deadline, its caller leaving, the
+    service stopping: failover reads it from the try's watch, see
+    :func:`~switchpoint.gateway.providers.sending.note_stream`)."""
+
+    __slots__ = ("_bytes", "_decoder", "_usage")
+
+    def __init__(self, decoder: ChunkDecoder) -> None:
+        self._decoder = decoder
+        self._usage: Any = None  # (the raw usage of the last chunk that had one)
+        self._bytes = 0  # (bytes of answer in its chunks: an OpenAI-compatible reasoning)
+
+    def add(self, chunks: Sequence[Mapping[str, Any]]) -> None:
+        """Tally the chunks one event brought."""
+        for chunk in chunks:
+            if usage_of(chunk) is not None:
+                self._usage = chunk["usage"]
+            self._bytes += answer_bytes(chunk)
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        """The usage the upstream reported in a chunk so far (the last), None when none."""
+        return TokenUsage.from_openai(self._usage)
+
+    @property
+    def reasoned(self) -> ReportedSoFar | None:
+        """What it was seen to generate, reasoning before any content (an OpenAI-compatible
+        server's in its chunks, the Messages API's thinking beside them, with the prompt
+        count it reported), of which its try is charged the estimate (see
+        :func:`~switchpoint.gateway.failover.billed_use`); None when none came."""
+        so_far = self._decoder.reported or ReportedSoFar()
+        thought = so_far.unrelayed_bytes + self._bytes
+        return replace(so_far, unrelayed_bytes=thought) if thought else None
+
+    def carry(self, error: ProviderError) -> None:
+        """Give ``error``, which ended the stream before its first content, the usage the
+        upstream reported for it: its own (a chunk misnumbering its choices may carry one),
+        else that of the last chunk before it that had one, so that its try, which the
+        upstream may have generated and billed, is charged what that usage costs rather than
+        its model's worst case (see :func:`~switchpoint.gateway.failover.billed_tries`): a
+        stream ending with its end marker before any content, cut or ended without one,
+        broken by a malformed chunk, silent past the first-token timeout or cut off by the
+        request's deadline. Without usage, one that came while the upstream was reasoning is
+        given what it was seen to generate (:attr:`ProviderError.reasoned`: the bytes of
+        reasoning or thinking that came, and the prompt count the upstream reported), so that
+        its try is charged the estimate of them. A failure that generated nothing
+        (``may_have_generated`` false) is left as it is."""
+        if not error.may_have_generated:
+            return
+        if isinstance(error.body, Mapping) and usage_of(error.body) is not None:
+            return
+        if self._usage is not None:
+            error.body = {"usage": self._usage}
+            return
+        error.reasoned = self.reasoned
 
 
 async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
@@ -556,10 +588,13 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
     every choice has its ``finish_reason`` (some upstreams never send ``[DONE]``; the final
     usage chunk may then be missing); any other end is :class:`StreamBroken`. An error is
     raised once the chunks before it have been yielded; one before the first content carries
-    the usage the upstream reported so far (:func:`_carry_reported`), which its try is charged.
+    the usage the upstream reported so far, else the reasoning that came
+    (:meth:`BeforeContent.carry`), which its try is charged.
     """
     secrets = header_secrets(headers)
     request = _request(client, url, body, headers, timeouts)
+    seen = BeforeContent(decoder)
+    note_stream(seen)  # (read by failover should the try be cut off before any content)
     response: httpx.Response | None = None
     # The body's events, a list per read (each layer below passes a read on whole, not an
     # event at a time).
@@ -609,6 +644,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                         for at, event in enumerate(batch):
                             chunks = decoder.feed(event)
                             pending.extend(chunks)
+                            seen.add(chunks)
                             if any(is_content_chunk(c) for c in chunks):
                                 content, rest = True, batch[at + 1:]
                                 break
@@ -629,7 +665,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                 raise map_transport_error(exc, model=model, timeouts=timeouts,
                                           started=received) from exc
         except ProviderError as exc:
-            _carry_reported(exc, pending, decoder)
+            seen.carry(exc)
             raise
         if whole:
             yield whole
