@@ -615,7 +615,8 @@ class ProviderError(SwitchpointError):
 
 
 class RateLimited(ProviderError):
-    """429: slow down. ``retry_after`` is the upstream's ``Retry-After`` in seconds, if sent."""
+    """429: slow down. ``retry_after`` is the upstream's ``Retry-After`` in seconds, if sent
+    (failover takes it as at most its health tracker's ``max_cooldown_s``)."""
 
     kind = "rate_limited"
     _retryable = True

@@ -165,6 +165,20 @@ def test_retry_after_blocks_the_model_until_it_runs_out() -> None:
     assert h.status("a") is HealthStatus.HEALTHY
 
 
+@pytest.mark.parametrize("asked", [301.0, 86_400.0, 1e30])
+def test_a_retry_after_rests_the_model_no_longer_than_max_cooldown(asked: float) -> None:
+    # one upstream answer asking for a day (or 1e30 s, a date in year 9999) rested the model
+    # for every caller for a day, whatever max_cooldown_s said
+    h, clock = tracker(max_cooldown_s=300)
+    h.record_failure("a", "rate_limited", retry_after_s=asked)
+    assert not h.allow("a")
+    assert h.snapshot()["models"]["a"]["rate_limited_for_s"] == pytest.approx(300)
+    clock.advance(299)
+    assert not h.allow("a")
+    clock.advance(1)
+    assert h.allow("a")
+
+
 def test_lost_probe_is_given_up_after_probe_timeout() -> None:
     h, clock = tracker(probe_timeout_s=10)
     for _ in range(3):

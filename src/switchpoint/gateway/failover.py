@@ -146,7 +146,9 @@ class Attempt:
     over without a call) ``"circuit_open"``, ``"context_too_small"`` or one of :data:`NOT_SENT`,
     or ``"client_closed"`` (the try under way, or waited for, when the caller left).
     ``retry_after_s``: the wait the upstream asked for with ``Retry-After`` (a 429, or a 503
-    that sent one; taken as a day at most), or for a model passed over as unhealthy, how long
+    that sent one; taken as a day at most, and as the health tracker's ``max_cooldown_s`` at
+    most when there is one: the model is out of use that long), or for a model passed over as
+    unhealthy, how long
     it stays out; the request log's entry keeps it (only when there is one).
     ``begun`` is False for a try that was only waited for (the caller left between two
     tries): nothing was sent for it.
@@ -890,7 +892,11 @@ async def call_with_failover(
                 latency = (time.perf_counter() - started) * 1000.0
                 exc.model = exc.model or card.name
                 last_error = exc
-                retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+                retry_after = None
+                if isinstance(exc, RateLimited) and exc.retry_after is not None:
+                    # (the wait the model is out, which the client hears)
+                    retry_after = exc.retry_after = (exc.retry_after if health is None
+                                                     else health.rest_s(exc.retry_after))
                 failed = Attempt(card.name, number, exc.kind, latency, waited, exc.status,
                                  str(exc), retry_after_s=retry_after,
                                  billed=exc.may_have_generated, usage=_reported(exc),

@@ -263,12 +263,19 @@ class HealthTracker:
                 h.outcomes.clear()
             h.outcomes.append((now, True))
 
+    def rest_s(self, retry_after_s: float) -> float:
+        """How long an upstream's ``Retry-After`` of ``retry_after_s`` keeps its model out of
+        use: as asked, but never longer than ``max_cooldown_s``, the longest the operator lets
+        any failure keep a model out (one answer asking for a day would rest the model for
+        every caller until a reset or a restart)."""
+        return min(retry_after_s, self.config.max_cooldown_s)
+
     def record_failure(self, model: str, kind: str, *, detail: str = "",
                        retry_after_s: float | None = None) -> None:
         """A call to ``model`` failed with an error of ``kind`` (e.g. ``"rate_limited"``).
 
         ``retry_after_s`` (an upstream's ``Retry-After``) keeps :meth:`allow` false for that
-        long, whatever the circuit says.
+        long (:meth:`rest_s`: at most ``max_cooldown_s``), whatever the circuit says.
         """
         with self._lock:
             h = self._get(model)
@@ -280,7 +287,7 @@ class HealthTracker:
             h.errors.append(ErrorEvent(kind, now, self.wall_clock(),
                                        detail[:MAX_DETAIL_CHARS]))
             if retry_after_s is not None and retry_after_s > 0:
-                h.not_before = max(h.not_before, now + retry_after_s)
+                h.not_before = max(h.not_before, now + self.rest_s(retry_after_s))
             if h.state is BreakerState.HALF_OPEN or (
                     h.state is BreakerState.CLOSED and self._trips(h, now)):
                 self._open(h, now)
