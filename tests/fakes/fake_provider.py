@@ -251,8 +251,13 @@ def parse_behaviour(spec: str) -> tuple[str, dict[str, str]]:
 def _text_param(params: dict[str, str], key: str, default: str = "") -> str:
     """``params[key]`` percent-decoded, its bytes read as WTF-8: ``%ED%A0%80`` is a lone
     surrogate (U+D800), which the JSON sent then carries as the escape ``\\ud800``, as some
-    upstreams write one."""
-    return urllib.parse.unquote(params.get(key, default), errors="surrogatepass")
+    upstreams write one; a byte no such reading takes (``%FF``) as U+FFFD, so the fake
+    answers rather than dropping the connection."""
+    raw = urllib.parse.unquote_to_bytes(params.get(key, default))
+    try:
+        return raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace")
 
 
 def _num(params: dict[str, str], key: str, default: float) -> float:

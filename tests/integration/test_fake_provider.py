@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.fake_provider import FakeProviderProcess, _text_param
 
 MODES = [("openai", False), ("openai", True), ("anthropic", False), ("anthropic", True)]
 MODE_IDS = ["openai", "openai-stream", "anthropic", "anthropic-stream"]
@@ -335,3 +335,11 @@ def test_an_openai_answer_reasons_before_its_answer_when_told(
     else:
         message = json.loads(data)["choices"][0]["message"]
         assert message[key] == "r" * 250 and message["content"].startswith("Echo ")
+
+
+def test_a_text_parameter_reads_wtf8_and_replaces_a_byte_it_cannot() -> None:
+    # (a byte no WTF-8 reading takes, %FF, raised in the fake, which dropped the connection
+    # rather than answering)
+    assert _text_param({"text": "a%2Cb"}, "text") == "a,b"
+    assert _text_param({"text": "%ED%A0%80"}, "text") == "\ud800"
+    assert _text_param({"text": "a%FFb"}, "text") == "a\ufffdb"
