@@ -799,6 +799,13 @@ def test_a_retry_after_of_years_is_taken_as_max_cooldown(
     assert entry["attempts"][0]["retry_after_s"] == most  # as taken
     wait = gw.service.gateway.health.wait_s("fresh")
     assert wait is not None and most - 60 < wait <= most
+    # Inside that rest the model is not called: a 503 that carries what is left of it.
+    with pytest.raises(openai.InternalServerError) as again:
+        client(gw).chat.completions.create(model="fresh", messages=user())
+    assert again.value.status_code == 503 and again.value.code == "no_healthy_model"
+    assert most - 60 < int(again.value.response.headers["retry-after"]) <= most
+    assert "circuit open" in again.value.message
+    assert len(gw_fake.requests()) == 1
 
 
 def _answered(gw: ThreadServer, stream: bool, **kw: Any) -> tuple[str, str, dict[str, Any]]:
