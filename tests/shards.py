@@ -1,6 +1,6 @@
 """Parts of the suite that run side by side, one pytest process each (``scripts/test`` runs
-two on a machine's two cores): most tests spend their time waiting on the servers and
-processes they start, so two halves at once take little more than the longer half.
+three on a machine's two cores): most tests spend their time waiting on the servers and
+processes they start, so the parts at once take little more than the longest part.
 
 ``pytest --shard I/N`` collects the test files of part ``I`` of ``N`` alone: the others are not
 imported (each part rewrites the asserts of its own files, which is most of what collecting the
