@@ -593,12 +593,20 @@ def reported_of(message: Mapping[str, Any]) -> ReportedSoFar:
     count is, as a stream's ``message_start`` reports them, and the bytes of the thinking it
     generated (:func:`thought_of` each block), which the OpenAI body has no place for but the
     upstream bills."""
-    usage = message.get("usage")
-    prompt = _prompt_of(usage) if isinstance(usage, Mapping) else None
-    output = usage.get("output_tokens") if isinstance(usage, Mapping) else None
     content = message.get("content")
     thought = sum(text_bytes(thought_of(block)) for block in content
                   if isinstance(block, Mapping)) if isinstance(content, list) else 0
+    return _reported_counts(message.get("usage"), thought)
+
+
+def _reported_counts(usage: object, thought: int) -> ReportedSoFar:
+    """What a Messages API ``usage`` reports, each count only when believable: the prompt's
+    tokens (None otherwise) and the answer's (the least it is estimated at; 0 otherwise),
+    beside ``thought``, the bytes of thinking seen."""
+    if not isinstance(usage, Mapping):
+        return ReportedSoFar(None, 0, thought)
+    prompt = _prompt_of(usage)
+    output = usage.get("output_tokens")
     return ReportedSoFar(None if prompt is None else prompt[0],
                          output if is_token_count(output) else 0, thought)
 
@@ -700,12 +708,8 @@ class AnthropicChunkDecoder:
             self._upstream_model = message.get("model")
             usage = message.get("usage")
             self._usage = dict(usage) if isinstance(usage, Mapping) else {}
-            prompt = _prompt_of(self._usage)
-            output = self._usage.get("output_tokens")
-            self._reported = ReportedSoFar(
-                None if prompt is None else prompt[0],
-                output if is_token_count(output) else 0,
-                0 if self._reported is None else self._reported.unrelayed_bytes)
+            self._reported = _reported_counts(
+                self._usage, 0 if self._reported is None else self._reported.unrelayed_bytes)
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = data.get("content_block") or {}
