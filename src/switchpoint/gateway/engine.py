@@ -75,7 +75,7 @@ from switchpoint._messages import json_quoted, listed_names, one_of, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint._redact import redact, remember, url_secrets
-from switchpoint.catalog import Catalog, model_names, usd
+from switchpoint.catalog import Catalog, ModelCard, model_names, usd
 from switchpoint.config import (
     MAPPING_CONFIG,
     GatewaySettings,
@@ -1209,7 +1209,7 @@ class Gateway:
         try:
             self._answered(plan, live, result.model, attempts)
             self.pinner.record(plan.session, result.model, time.time())
-            use = result.use(plan.needs.prompt_tokens, _worst_held(plan, result.model))
+            use = _answer_use(plan, result)
             settlement = self._settle(plan, result.card, use.cost_usd, use.usage,
                                       result.attempts)
         except BaseException:
@@ -1419,8 +1419,7 @@ class Gateway:
 
         def before(card: Any, attempts: Sequence[Attempt]) -> NotSent | None:
             # (each as it will be charged: at the usage its upstream reported, when it did)
-            billed = [(c, *_use_of(billed_use(a, c, plan.needs.prompt_tokens,
-                                               _worst_held(plan, c.name))))
+            billed = [(c, *_use_of(_billed_use(plan, a, c)))
                       for a, c in _billed(plan, attempts)]
             if not billed:
                 return None  # (the request's hold covers its first try)
@@ -1475,8 +1474,7 @@ class Gateway:
             return None
         tries = _billed(plan, attempts)
         billed = [attempt for attempt, _ in tries]
-        uses = [billed_use(attempt, of, plan.needs.prompt_tokens, _worst_held(plan, of.name))
-                for attempt, of in tries]
+        uses = [_billed_use(plan, attempt, of) for attempt, of in tries]
         # Each try's charge, worked out once (a usage past its worst case is said once): the
         # log's charged_usd and what the budgets are charged are the same amounts.
         charges = [(of, *self.governor.charge_of(plan.ticket, of, *_use_of(use),
@@ -1541,7 +1539,7 @@ class Gateway:
         if answered is None:
             settled = self._settle(plan, None, None, None, attempts)
         elif isinstance(answered, FailoverResult):  # (what its answer used, as when settled)
-            use = answered.use(plan.needs.prompt_tokens, _worst_held(plan, answered.model))
+            use = _answer_use(plan, answered)
             settled = self._settle(plan, answered.card, use.cost_usd, use.usage, attempts)
         else:
             settled = self._settle(plan, answered.card, answered.cost_usd, answered.usage,
@@ -3024,6 +3022,20 @@ def _estimated(use: AnswerUse) -> str:
     return (f" (estimated: {use.usage.prompt_tokens} prompt tokens ({prompt}) and "
             f"{use.usage.completion_tokens} answer tokens, for the {use.unrelayed_bytes} bytes, "
             f"in UTF-8, of reasoning it sent before any content{cost})")
+
+
+def _answer_use(plan: Plan, answer: FailoverResult | FailoverStream) -> AnswerUse:
+    """What ``answer`` of ``plan`` is charged at (:func:`~switchpoint.gateway.failover.
+    answer_use`): its usage, else the estimate from the plan's prompt, never past the worst
+    case its hold holds."""
+    return answer.use(plan.needs.prompt_tokens, _worst_held(plan, answer.model))
+
+
+def _billed_use(plan: Plan, attempt: Attempt, card: ModelCard) -> AnswerUse:
+    """What ``attempt``, a try of ``card`` a provider may have billed with no answer, is
+    charged at (:func:`~switchpoint.gateway.failover.billed_use`), by ``plan``'s prompt and
+    the worst case its hold holds."""
+    return billed_use(attempt, card, plan.needs.prompt_tokens, _worst_held(plan, card.name))
 
 
 def _worst_held(plan: Plan, model: str) -> float | None:
