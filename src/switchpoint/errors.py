@@ -342,6 +342,31 @@ class GatewayError(SwitchpointError):
         # How far the request got (a CallInfo), when it got as far as planning.
         self.info: Any = None
 
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds after which trying again may work. A 429 that waiting can mend always
+        names one (:func:`wait_to_retry`); a permanent one names none, as no wait helps."""
+        if self.status == 429 and not self.permanent:
+            return wait_to_retry(self._retry_after)
+        return self._retry_after
+
+    @retry_after.setter
+    def retry_after(self, seconds: float | None) -> None:
+        self._retry_after = seconds
+
+
+#: The wait a 429 names when none better is known (an upstream's 429 without a readable
+#: ``Retry-After`` while no model it could go to is resting): a second.
+DEFAULT_RETRY_AFTER_S = 1.0
+
+
+def wait_to_retry(known: float | None) -> float:
+    """The wait a 429 tells its client to take before trying again: the best one known (an
+    upstream's ``Retry-After`` as the health tracker took it, or the earliest a candidate model
+    leaves its rest: :func:`retry_after_of`; when a limit of the gateway's refused, the time
+    its window or budget has room again), else :data:`DEFAULT_RETRY_AFTER_S`."""
+    return DEFAULT_RETRY_AFTER_S if known is None else known
+
 
 class AuthenticationError(GatewayError):
     """The request lacks the bearer token it needs, or carries a wrong one."""
@@ -502,9 +527,7 @@ class FailoverError(GatewayError):
         # Every model lacked its key: asking again cannot help until the keys are exported.
         self.permanent = bool(attempts) and all(a.outcome == MissingApiKey.kind
                                                 for a in attempts)
-        if isinstance(last_error, RateLimited) and self.status == 429:
-            self.retry_after = last_error.retry_after
-        elif self.status == 503:
+        if self.status in (429, 503):
             self.retry_after = retry_after_of(attempts)
 
     @property
@@ -550,7 +573,9 @@ class FailoverError(GatewayError):
 
 
 def retry_after_of(attempts: Sequence[Attempt]) -> float | None:
-    """The shortest wait, among the models passed over, until one may be tried again."""
+    """The shortest wait, among the models tried or passed over, until one may be tried
+    again: an upstream's ``Retry-After`` as taken (the model rests that long), or what was
+    left of the rest of a model passed over; None when none is known."""
     waits = [a.retry_after_s for a in attempts if a.retry_after_s is not None]
     return min(waits) if waits else None
 

@@ -107,6 +107,40 @@ def test_429_everywhere_is_a_rate_limit_error_with_retry_after(
     assert outcomes(entry) == [("good", "rate_limited"), ("other", "rate_limited")]
 
 
+def test_429_everywhere_without_retry_after_still_says_when_to_retry(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # No upstream said how long, and no model rests: the client is told a second.
+    gw_fake.script("good", "429", "429")
+    gw_fake.script(OTHER, "429", "429")
+    with pytest.raises(openai.RateLimitError) as info:
+        client(gw).chat.completions.create(model="good", messages=user())
+    assert info.value.response.headers["retry-after"] == "1"
+    assert info.value.code == "rate_limited"
+    entry = log_entry(gw, info.value.response.headers["x-switchpoint-request-id"])
+    assert outcomes(entry) == [("good", "rate_limited"), ("good", "rate_limited"),
+                               ("other", "rate_limited"), ("other", "rate_limited")]
+    assert all("retry_after_s" not in a for a in entry["attempts"])
+
+
+def test_429_beside_a_resting_model_says_what_is_left_of_its_rest(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # other asks for 60 s: it rests that long, and its client hears so.
+    gw_fake.script(OTHER, "429:retry_after=60")
+    with pytest.raises(openai.RateLimitError) as first:
+        client(gw).chat.completions.create(model="other", messages=user())
+    assert first.value.response.headers["retry-after"] == "60"
+    # good is rate limited without a Retry-After and its fallback other still rests: the
+    # earliest a model may be asked again is when other's rest ends.
+    gw_fake.script("good", "429", "429")
+    with pytest.raises(openai.RateLimitError) as info:
+        client(gw).chat.completions.create(model="good", messages=user())
+    assert 50 < int(info.value.response.headers["retry-after"]) <= 60
+    entry = log_entry(gw, info.value.response.headers["x-switchpoint-request-id"])
+    assert outcomes(entry) == [("good", "rate_limited"), ("good", "rate_limited"),
+                               ("other", "circuit_open")]
+    assert len(gw_fake.requests()) == 3  # other was not called again
+
+
 # Server errors and broken connections ----------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ import pytest
 from switchpoint._messages import MAX_LISTED
 from switchpoint.cli import main
 from switchpoint.config import load_settings
+from switchpoint.governance.governor import prompt_bound
 from switchpoint.governance.reload_check import MAX_NAMED
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -585,6 +586,22 @@ def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:
         r = httpx.post(f"{gov.base}{path}", json=body,
                        headers={"authorization": f"Bearer {issued['key']}"})
         assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_a_full_tokens_per_minute_window_says_when_it_has_room(gov: ThreadServer) -> None:
+    # The limit holds one request's worst case (its prompt's bound and its output cap): the
+    # first answer's tokens stay in the minute's window, so the next of its size waits.
+    messages = user("tokens")
+    held = prompt_bound({"messages": messages},
+                        gov.service.gateway.settings.governance.image_tokens) + 100
+    c = client(gov, new_key(gov, tpm=held)["key"])
+    c.chat.completions.create(model="cheap", max_tokens=100, messages=messages)
+    with pytest.raises(openai.RateLimitError) as info:
+        c.chat.completions.create(model="cheap", max_tokens=100, messages=user("tokens"))
+    assert info.value.code == "rate_limit_exceeded"
+    assert "tokens per minute" in info.value.message
+    headers = info.value.response.headers
+    assert 1 <= int(headers["retry-after"]) <= 60 and "x-should-retry" not in headers
 
 
 def test_feedback_naming_an_unknown_decision_counts_against_the_keys_minute(

@@ -14,6 +14,7 @@ import pytest
 
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import (
+    DEFAULT_RETRY_AFTER_S,
     BadRequest,
     ContentFiltered,
     ContextLengthExceeded,
@@ -185,6 +186,37 @@ async def test_all_rate_limited_is_a_429_with_retry_after() -> None:
         await run(p)
     assert info.value.status == 429 and info.value.retry_after == 30
     assert info.value.models_tried == ["a", "b", "c"]
+
+
+async def test_all_rate_limited_without_retry_after_still_names_a_wait() -> None:
+    # No upstream said how long, and no model rests: the client is told a second.
+    p = Scripted({n: [RateLimited("429")] for n in "abc"})
+    with pytest.raises(FailoverError) as info:
+        await run(p)
+    assert info.value.status == 429 and info.value.retry_after == DEFAULT_RETRY_AFTER_S == 1.0
+
+
+async def test_all_rate_limited_names_the_shortest_wait_any_model_asked_for() -> None:
+    # The last model said nothing; another asked for 20 s, another 45 s (over max_retry_after_s,
+    # so neither is waited out): the earliest a model may be asked again is 20 s away.
+    p = Scripted({"a": [RateLimited("429", retry_after=45)],
+                  "b": [RateLimited("429", retry_after=20)], "c": [RateLimited("429")]})
+    with pytest.raises(FailoverError) as info:
+        await run(p, policy=RetryPolicy(max_retry_after_s=10))
+    assert info.value.status == 429 and info.value.retry_after == 20
+
+
+async def test_a_429_beside_a_resting_model_names_what_is_left_of_its_rest() -> None:
+    now = [1000.0]
+    health = HealthTracker(clock=lambda: now[0])
+    health.record_failure("b", "rate_limited", retry_after_s=90)
+    now[0] += 30  # b rests 60 s more
+    p = Scripted({"a": [RateLimited("429")], "c": [RateLimited("429")]})
+    with pytest.raises(FailoverError) as info:
+        await run(p, health=health)
+    assert [(a.model, a.outcome) for a in info.value.attempts if a.attempt <= 1] == [
+        ("a", "rate_limited"), ("b", "circuit_open"), ("c", "rate_limited")]
+    assert info.value.status == 429 and info.value.retry_after == 60
 
 
 async def test_all_timing_out_is_a_504_and_mixed_failures_a_502() -> None:
