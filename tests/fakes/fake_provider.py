@@ -78,8 +78,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    date percent-decoded: ``%2C`` is a comma), ``retry_after_ms=`` sets
                    ``retry-after-ms``
 ``500``, ``503``,  that status with the dialect's error body (any 4xx/5xx code works;
-``529``, ``401``   ``retry_after=`` adds ``Retry-After``; ``message=``, percent-decoded as
-                   ``say``'s text is, replaces its message)
+``529``, ``401``   ``retry_after=`` and ``retry_after_ms=`` add their headers, as ``429``'s
+                   do, in either dialect; ``message=``, percent-decoded as ``say``'s text
+                   is, replaces its message)
 ``reset``          reset the TCP connection (RST) without answering
 ``hang``           send nothing for ``seconds=`` (default 10), then close
 ``stall``          send the headers (and, streaming, the first chunk: the role, or
@@ -319,6 +320,18 @@ async def send_body(writer: asyncio.StreamWriter, status: int, content_type: str
                                      "content-length": str(len(data)), **(headers or {})}))
     writer.write(data)
     await writer.drain()
+
+
+def wait_headers(params: dict[str, str]) -> dict[str, str]:
+    """The waits an error status asks for, in either dialect: ``retry_after=`` as
+    ``Retry-After`` (percent-decoded: an HTTP date's comma is ``%2C``), ``retry_after_ms=`` as
+    ``retry-after-ms``."""
+    headers = {}
+    if "retry_after" in params:
+        headers["retry-after"] = urllib.parse.unquote(params["retry_after"])
+    if "retry_after_ms" in params:
+        headers["retry-after-ms"] = params["retry_after_ms"]
+    return headers
 
 
 async def send_json(writer: asyncio.StreamWriter, status: int, body: Any,
@@ -577,11 +590,7 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
         return True
     if name.isdigit():
         status = int(name)
-        headers = {}
-        if "retry_after" in params:
-            headers["retry-after"] = urllib.parse.unquote(params["retry_after"])
-        if "retry_after_ms" in params:
-            headers["retry-after-ms"] = params["retry_after_ms"]
+        headers = wait_headers(params)
         kinds = {429: ("rate_limit_exceeded", "requests"), 401: ("invalid_api_key", "auth")}
         code, typ = kinds.get(status, ("server_error", "server_error"))
         said = _text_param(params, "message", f"fake {status}")
@@ -953,8 +962,7 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
         return True
     if name.isdigit():
         status = int(name)
-        headers = ({"retry-after": urllib.parse.unquote(params["retry_after"])}
-                   if "retry_after" in params else {})
+        headers = wait_headers(params)
         kinds = {429: "rate_limit_error", 529: "overloaded_error", 401: "authentication_error",
                  500: "api_error"}
         await send_json(writer, status,

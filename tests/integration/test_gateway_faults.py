@@ -141,6 +141,31 @@ def test_429_beside_a_resting_model_says_what_is_left_of_its_rest(
     assert len(gw_fake.requests()) == 3  # other was not called again
 
 
+def test_a_503_with_retry_after_ms_is_a_rate_limit_in_either_dialect(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    """The same upstream 503 asking for a wait in milliseconds, from an OpenAI-compatible model
+    (fresh) and from one behind the Messages API (other): logged alike and resting its model
+    alike."""
+    seen = {}
+    for model, upstream in (("fresh", "fresh"), ("other", OTHER)):
+        # 60 s is over max_retry_after_s: not waited out, and neither model has a fallback.
+        gw_fake.script(upstream, "503:retry_after_ms=60000")
+        with pytest.raises(openai.RateLimitError) as info:
+            client(gw).chat.completions.create(model=model, messages=user())
+        headers = info.value.response.headers
+        entry = log_entry(gw, headers["x-switchpoint-request-id"])
+        health = httpx.get(f"{gw.base}/v1/router/health", timeout=15).json()["models"][model]
+        rest = health["rate_limited_for_s"]
+        assert rest is not None and 50 < rest <= 60, health
+        seen[model] = (headers["retry-after"], entry["error_kind"],
+                       [(a["outcome"], a["status"], a["retry_after_s"])
+                        for a in entry["attempts"]],
+                       [e["kind"] for e in health["recent_errors"]],
+                       health["consecutive_failures"], health["circuit"])
+    assert seen["fresh"] == seen["other"] == (
+        "60", "rate_limited", [("rate_limited", 503, 60.0)], ["rate_limited"], 1, "closed")
+
+
 # Server errors and broken connections ----------------------------------------------------------
 
 

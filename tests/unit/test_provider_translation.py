@@ -120,6 +120,20 @@ def test_503_with_retry_after_is_a_rate_limit() -> None:
     assert isinstance(err, RateLimited) and err.retry_after == 3.0 and err.status == 503
 
 
+@pytest.mark.parametrize("body", [
+    {"error": {"message": "busy", "type": "server_error", "code": "server_error"}},
+    {"type": "error", "error": {"type": "api_error", "message": "busy"}},
+    {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+], ids=["openai", "anthropic", "anthropic-overloaded"])
+@pytest.mark.parametrize("status", [503, 529])
+def test_a_5xx_s_wait_decides_its_kind_in_either_dialect(status: int, body: object) -> None:
+    # Its status and headers decide: with a wait it is a rate limit, without one a server error.
+    waited = classify_status(status, body, {"retry-after-ms": "1500"})
+    assert isinstance(waited, RateLimited) and waited.retry_after == 1.5
+    assert waited.status == status
+    assert type(classify_status(status, body, {})) is ServerError
+
+
 def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({"retry-after": "2"}) == 2.0
     assert parse_retry_after({"Retry-After": "0.5"}) == 0.5
