@@ -10,6 +10,7 @@ import json
 import os
 import tracemalloc
 import zlib
+from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ from switchpoint.gateway.providers._http import ClientPool, post_json, read_capp
 from switchpoint.gateway.providers._transport import PooledTransport
 from switchpoint.gateway.providers.base import Timeouts
 from switchpoint.gateway.providers.sending import watching_send
-from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.fake_provider import FakeProviderProcess, reset_connection
 from tests.integration.servers import loopback_socket
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
@@ -364,6 +365,61 @@ def test_bytes_past_a_content_length_close_its_connection() -> None:
     assert idle == 0  # what followed the body would be read as the next answer: not reused
     pieces, idle = asyncio.run(_pieces([head + b"ok"]))
     assert (pieces, idle) == ([b"ok"], 1)
+
+
+async def _read_past_a_reset(head: bytes, rest: list[bytes]) -> tuple[bytes, Exception]:
+    """The body a streamed GET got, and the error that ended it, from an upstream that sends
+    ``head`` and a first piece, then (once that has been read) ``rest`` and resets the
+    connection; the rest is read only once the event loop has seen the reset."""
+    first_read = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head)
+        await writer.drain()
+        await first_read.wait()
+        for data in rest:
+            writer.write(data)
+            await writer.drain()
+        reset_connection(writer)
+
+    server = await asyncio.start_server(answer, sock=loopback_socket())
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        async with httpx.AsyncClient(transport=PooledTransport(), timeout=10) as client:
+            async with client.stream("GET", url) as r:
+                body: Any = getattr(r.stream, "_stream", r.stream)  # (httpx's wrapper, if any)
+                reader = body._conn.reader
+                pieces = r.aiter_raw()
+                got = await anext(pieces)
+                first_read.set()
+                async with asyncio.timeout(10):
+                    while reader.exception() is None:  # (the reset, seen; the rest unread)
+                        await asyncio.sleep(0.01)
+                with pytest.raises(httpx.ReadError) as info:
+                    async for piece in pieces:
+                        got += piece
+            return got, info.value
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(("head", "first", "rest"), [
+    (HEAD, b"9\r\ndata: 1\n\n\r\n", [b"9\r\ndata: 2\n\n\r\n", b"9\r\ndata: 3\n\n\r\n"]),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", b"data: 1\n\n",
+     [b"data: 2\n\n", b"data: 3\n\n"]),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", b"data: 1\n\n",
+     [b"data: 2\n\n", b"data: 3\n\n"])], ids=["chunked", "read to close", "length"])
+def test_what_came_before_a_reset_is_read_before_the_reset_is_raised(
+        head: bytes, first: bytes, rest: list[bytes]) -> None:
+    """An upstream that sends the rest of its answer and resets the connection: every byte
+    that arrived before the reset is handed on, then the reset is a read error. The kernel
+    keeps them for the reader; asyncio's reader dropped what it held unread when it saw the
+    reset, so how much of a stream reached the client varied with when the gateway read."""
+    got, error = asyncio.run(_read_past_a_reset(head + first, rest))
+    assert got == b"data: 1\n\ndata: 2\n\ndata: 3\n\n"
+    assert isinstance(error.__cause__, ConnectionResetError), repr(error.__cause__)
 
 
 def test_a_cookie_an_upstream_sets_rides_along_with_no_later_request() -> None:

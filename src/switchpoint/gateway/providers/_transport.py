@@ -8,7 +8,8 @@ connections in a LIFO list per origin and decides whether one is still usable fr
 asyncio already tracks (closing, EOF seen, error seen), without a system call.
 
 It speaks just what LLM APIs need: one request per connection at a time, ``Content-Length``,
-chunked or read-to-close bodies, streamed to the caller as they arrive, TLS for ``https``. A
+chunked or read-to-close bodies, streamed to the caller as they arrive (those that came before
+the upstream reset the connection too, before the reset is raised), TLS for ``https``. A
 pooled connection the upstream hangs up on before any byte of an answer (it let the idle
 connection go as the request went out) sends the request again, once, on a fresh connection.
 Timeouts come from the request (``connect``, ``read`` per read, ``write``, ``pool``) and every
@@ -51,6 +52,51 @@ class MalformedHead(httpx.RemoteProtocolError):
     """The upstream answered, but its answer's head is not one an HTTP/1.1 client can read (not
     HTTP/1.x, a bad status line, an invalid ``Content-Length``, a 101 no request asked for):
     the connection was not lost, and the request had been sent whole."""
+
+
+class _Reader(asyncio.StreamReader):
+    """asyncio's stream reader, but a connection lost with an error (the upstream reset it)
+    raises that error only once every byte that arrived before it has been read. asyncio's
+    raises it at the next read, dropping the bytes it holds: a stream whose upstream sent its
+    last events and then reset the connection lost them whenever the event loop saw the reset
+    before the gateway had read them (the kernel hands on every byte that came before a
+    reset; a reader busy relaying the previous piece was enough)."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self._lost: Exception | None = None
+
+    def set_exception(self, exc: Exception) -> None:
+        self._lost = exc
+        self.feed_eof()  # (the bytes held are read as they would be before an end)
+
+    def exception(self) -> Exception | None:
+        return self._lost
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await super().read(n)
+        if not data and n and self._lost is not None:
+            raise self._lost
+        return data
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:  # type: ignore[override]
+        try:
+            return await super().readuntil(separator)
+        except asyncio.IncompleteReadError:
+            if self._lost is not None:
+                raise self._lost from None
+            raise
+
+
+async def _open(host: str, port: int, context: ssl.SSLContext | None
+                ) -> tuple[_Reader, asyncio.StreamWriter]:
+    """``asyncio.open_connection``, reading with a :class:`_Reader`."""
+    loop = asyncio.get_running_loop()
+    reader = _Reader(MAX_HEAD_BYTES, loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(
+        lambda: protocol, host, port, ssl=context, server_hostname=host if context else None)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 class _Connection:
@@ -122,9 +168,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
             context = self._ssl
         try:
             async with asyncio.timeout(_timeout(request, "connect")):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=context, server_hostname=host if context else None,
-                    limit=MAX_HEAD_BYTES)
+                reader, writer = await _open(host, port, context)
         except TimeoutError:
             raise httpx.ConnectTimeout("timed out connecting", request=request) from None
         except OSError as exc:
