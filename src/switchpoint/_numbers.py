@@ -186,6 +186,31 @@ def too_small(text: str) -> bool:
             and float(text) == 0)
 
 
+#: NaN or an infinity as ``float()`` spells one (``-inf``, ``Infinity``, ``nan``; any case).
+_NOT_FINITE_TEXT = re.compile(r"[-+]?(?:inf(?:inity)?|nan)", re.IGNORECASE)
+#: A number in ASCII digits followed by a unit (``-1d``, ``12 h``): its number, then the unit.
+_NUMBER_AND_UNIT = re.compile(rf"({_NUMBER_TEXT.pattern})\s*[A-Za-z]+")
+
+#: Why :func:`not_finite_text` text is refused, as a message goes on after the value it quotes.
+NOT_FINITE_TEXT = "is not a finite number (it is NaN or an infinity)"
+
+
+def not_finite_text(text: str) -> bool:
+    """Whether ``text`` (spaces around it aside) is NaN or an infinity as ``float()`` reads
+    one (``-inf``, ``Infinity``, ``nan``), which :func:`number_text` does not read: a value
+    refused as :data:`NOT_FINITE_TEXT` says, not as no number at all."""
+    return _NOT_FINITE_TEXT.fullmatch(text.strip(" \t\r\n")) is not None
+
+
+def negative_with_unit(text: str) -> bool:
+    """Whether ``text`` is a number in ASCII digits below 0 followed by a unit (``-1d``,
+    ``-1.5h``; ``-0d`` is not), which :func:`number_text` does not read: where a number
+    alone is taken, it is refused as negative, as ``-1`` is."""
+    match = _NUMBER_AND_UNIT.fullmatch(text.strip(" \t\r\n"))
+    number = None if match is None else match.group(1)
+    return number is not None and number.startswith("-") and _NONZERO.search(number) is not None
+
+
 #: Why :func:`too_small` text is refused where 0 is taken, as a message goes on after the
 #: value it quotes (see :func:`too_small_why`).
 TOO_SMALL = "is too small a number to be told from 0; write 0, or a number of at least 1e-300"

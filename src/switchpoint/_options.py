@@ -23,8 +23,11 @@ from collections.abc import Callable
 
 from switchpoint._messages import json_quoted, people_number
 from switchpoint._numbers import (
+    NOT_FINITE_TEXT,
     TOO_MANY_DIGITS,
     integer_text,
+    negative_with_unit,
+    not_finite_text,
     number_text,
     too_many_digits,
     too_small,
@@ -56,7 +59,11 @@ def number_option(what: str = "a number", example: str = "2.5 or 1e3",
         value = number_text(text)
         if value is None:
             raise refused(text, underflow if too_small(text) else
-                          f"is not a number in ASCII digits: give {what}, such as {example}")
+                          f"{NOT_FINITE_TEXT}: give {what}" if not_finite_text(text) else
+                          # (-1d where days are counted: told negative, as -1 is)
+                          f"is negative: give {what}" if low >= 0 and negative_with_unit(text)
+                          else f"is not a number in ASCII digits: give {what}, such as "
+                               f"{example}")
         if not ((low < value) if above_low else (low <= value)) or not value <= high:
             raise refused(text, f"is {'negative' if value < 0 <= low else 'out of range'}: "
                                 f"give {what}")

@@ -722,13 +722,16 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser, whose own errors (an unknown argument, an invalid choice) quote each
     value they repeat as :func:`~switchpoint._messages.quoted` would: cut short and escaped.
 
-    A word that begins with ``-`` and a digit (``-5/day``, ``-1h``, ``-1e3``, ``-.5``) is a
+    A word that begins with ``-`` and a digit (``-5/day``, ``-1h``, ``-1e3``, ``-.5``), or is
+    a negative infinity or NaN as ``float()`` reads one (``-inf``, ``-Infinity``, ``-nan``),
+    alone, as a budget's amount (``-inf/day``) or with a duration's unit (``-infh``), is a
     value, never an option: no option's name begins so, and the option before it then takes it
-    (``--budget -5/day``), so the option's own check says what is wrong with it (negative),
-    as it says it of ``--budget=-5/day``; argparse reads such a word as an unknown option, and
-    said only that the option before it expected an argument. A word that begins with ``-``
-    and a letter stays an option: it may be one (``--name --json``, a value left out), so a
-    value written so is given with ``=`` (``--tenant=-x``), as the refusal says."""
+    (``--budget -5/day``), so the option's own check says what is wrong with it (negative, not
+    finite), as it says it of ``--budget=-5/day``; argparse reads such a word as an unknown
+    option, and said only that the option before it expected an argument. Any other word that
+    begins with ``-`` and a letter stays an option: it may be one (``--name --json``, a value
+    left out), so a value written so is given with ``=`` (``--tenant=-x``), as the refusal
+    says."""
 
     def _parse_optional(self, arg_string: str) -> Any:
         if _VALUE_WITH_DASH.match(arg_string) and arg_string not in self._option_string_actions:
@@ -746,8 +749,11 @@ class _Parser(argparse.ArgumentParser):
 
 # A run of text an error repeats from the command line that is past what a message quotes.
 _LONG_WORD = re.compile(r"\S{61,}")
-# A word of the command line that begins with "-" and a digit (or ".", then a digit): a value.
-_VALUE_WITH_DASH = re.compile(r"-\.?[0-9]")
+# A word of the command line that begins with "-" and a digit (or ".", then a digit; any digit
+# float() reads), or is -inf, -infinity or -nan (any case) alone, before a budget's "/" or with
+# a duration's unit: a value.
+_VALUE_WITH_DASH = re.compile(r"-(?:\.?\d|(?:inf(?:inity)?|nan)(?:[smhdw]?\Z|\s*(?:usd)?\s*/))",
+                              re.IGNORECASE)
 # argparse's refusal of an option that takes a value given none (the word after it an option).
 _NO_VALUE = re.compile(r"argument (\S+): expected one argument")
 

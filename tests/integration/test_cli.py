@@ -654,8 +654,8 @@ def test_route_bad_input_exits_2(
 @pytest.mark.parametrize(("value", "says"), [
     ("-1", '"-1" is negative: give a number from 0 to 10,000 (0 = quality first)'),
     ("1e9", '"1e9" is out of range: give a number from 0 to 10,000'),
-    ("nan", '"nan" is not a number in ASCII digits: give a number from 0 to 10,000 (0 = quality '
-            "first), such as 0.5"),
+    ("nan", '"nan" is not a finite number (it is NaN or an infinity): give a number from 0 to '
+            "10,000 (0 = quality first)"),
     ("cheap", '"cheap" is not a number in ASCII digits'),
     ("1e-400", '"1e-400" is too small a number to be told from 0'),
 ])
@@ -775,7 +775,7 @@ def test_route_file_bad_input_writes_nothing(
 
 @pytest.mark.parametrize(("sweep", "says"), [
     ("0,-1", '"-1" is negative: give a number from 0 to 10,000'),
-    ("0,nan", '"nan" is not a number in ASCII digits'),
+    ("0,nan", '"nan" is not a finite number (it is NaN or an infinity)'),
     (",", '"," holds no number: give a comma-separated list such as 0,0.1,1,10'),
     ("1,,2", '"1,,2" has no number at item 2 of 3: write one number between commas, such as '
              "0,0.1,1,10"),

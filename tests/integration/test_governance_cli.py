@@ -242,6 +242,17 @@ def test_expires_takes_epoch_seconds_as_the_readme_says(
      '--expires: "2001-01-01" is not in the future; give a later date (YYYY-MM-DD, UTC) or '
      'a duration from now (30d, 12h)'),
     (["--tenant", "acme", "--expires", "soon"], '--expires: "soon" is not a date'),
+    # Epoch seconds a float holds only as 0 are 1970, and negative ones before it: each was
+    # "not a date" or "not in the future", as if it were no number or a date.
+    (["--tenant", "acme", "--expires", "1e-400"],
+     '--expires: "1e-400" is too small a number to be told from 0: as epoch seconds it is '
+     "1970-01-01T00:00:00Z, in the past; give epoch seconds past now, a later date "
+     "(YYYY-MM-DD, UTC) or a duration from now (30d, 12h)"),
+    (["--tenant", "acme", "--expires", "-5"],
+     '--expires: "-5" is negative: epoch seconds count from 1970-01-01, so it is in the past; '
+     "give epoch seconds past now, a later date (YYYY-MM-DD, UTC) or a duration from now "
+     "(30d, 12h)"),
+    (["--tenant", "acme", "--expires=-1e-400"], '--expires: "-1e-400" is negative: epoch '),
     (["--tenant", "acme", "--name", "ci\nacme  active"], "--name: holds U+000A (character 3)"),
     (["--tenant", "acme", "--name", "safe\u202etxt.exe"], "--name: holds U+202E"),
 ])
@@ -302,6 +313,29 @@ def run_any(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]) -> t
      '--older-than: "-1.5" is negative: give a number of days > 0 and at most 36,525'),
     (["report", "sla", "--since-hours", "-2"],
      '--since-hours: "-2" is negative: give a number of hours more than 0'),
+    # A number with a unit where a number alone is taken was "not a number in ASCII digits",
+    # as a malformed one is: negative, it is told so and what is taken.
+    (["prune", "--older-than", "-1d"],
+     '--older-than: "-1d" is negative: give a number of days > 0 and at most 36,525'),
+    (["report", "sla", "--since-hours", "-2h"],
+     '--since-hours: "-2h" is negative: give a number of hours more than 0'),
+    # NaN and the infinities as float() spells them: argparse took "-inf" for an option.
+    (["keys", "create", "--tenant", "acme", "--cost-weight", "-inf"],
+     '--cost-weight: "-inf" is not a finite number (it is NaN or an infinity): give a number '
+     "from 0 to 10,000"),
+    (["keys", "create", "--tenant", "acme", "--cost-weight", "-Infinity"],
+     '--cost-weight: "-Infinity" is not a finite number'),
+    (["keys", "create", "--tenant", "acme", "--cost-weight", "-nan"],
+     '--cost-weight: "-nan" is not a finite number'),
+    (["keys", "create", "--tenant", "acme", "--budget", "-inf/day"],
+     '--budget: "-inf/day": the amount is not a finite number (it is NaN or an infinity); '
+     "write 0/day for a budget that allows no spend"),
+    (["keys", "create", "--tenant", "acme", "--expires", "-inf"],
+     '--expires: "-inf" is not a finite number (it is NaN or an infinity); give an ISO date'),
+    (["keys", "rotate", "0123456789", "--grace", "-infh"],
+     '--grace: "-infh" is not a finite number (it is NaN or an infinity); give 0 to 2,592,000 '
+     "seconds"),
+    (["prune", "--older-than", "-inf"], '--older-than: "-inf" is not a finite number'),
 ])
 @pytest.mark.parametrize("joined", [False, True])
 def test_a_value_that_begins_with_a_dash_and_a_digit_is_the_option_s_and_told_negative(
@@ -332,6 +366,11 @@ def test_a_value_that_begins_with_a_dash_and_a_letter_is_given_with_an_equals_si
     code, err = run_any(["keys", "create", "--tenant", "acme", "--name", "--json", "--config",
                          config], capsys)
     assert code == 2 and "argument --name: expected one argument" in err, err
+    # (-h is an option, and a word of "-" and letters that no number begins stays one)
+    for word in ("-h", "-info", "-nancy"):
+        code, err = run_any(["keys", "create", "--tenant", "acme", "--name", word, "--config",
+                             config], capsys)
+        assert code == 2 and "argument --name: expected one argument" in err, (word, err)
     assert not (config.parent / "data").exists()
 
 

@@ -266,7 +266,8 @@ def test_learn_from_quality_observations_only_says_they_teach_no_routing(
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["--score", "0.5", "--cost", "inf"], '--cost: "inf" is not a number in ASCII digits'),
+    (["--score", "0.5", "--cost", "inf"], '--cost: "inf" is not a finite number (it is NaN or '
+                                          "an infinity): give what the answer cost"),
     (["--score", "0.5", "--cost", "1e-400"], '--cost: "1e-400" is too small a number to be told'),
     (["--score", "1e-400"], '--score: "1e-400" is too small a number to be told from 0'),
     (["--score", "0.5", "--comment", "x" * 100_000],

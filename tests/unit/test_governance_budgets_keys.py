@@ -77,6 +77,11 @@ def test_budget_strings(text: str, budget: Budget) -> None:
     # (a float holds it as -0.0, but what is written is negative, not 0; -0/day is 0/day)
     ("-1e-400/day", '"-1e-400/day": the amount is negative; write 0/day for a budget'),
     ("1" * 400 + "/day", "the amount is too large (not a finite number)"),
+    # (float() reads these: each was "not a budget", as a word no number is)
+    ("-inf/day", '"-inf/day": the amount is not a finite number (it is NaN or an infinity); '
+                 "write 0/day for a budget that allows no spend"),
+    ("$Infinity/month", "the amount is not a finite number (it is NaN or an infinity)"),
+    ("nan usd/hour", "the amount is not a finite number (it is NaN or an infinity)"),
 ])
 def test_bad_budget_strings_say_what_is_wrong(text: str, needle: str) -> None:
     with pytest.raises(ValueError) as info:
@@ -100,8 +105,10 @@ def test_a_negative_duration_is_told_negative_and_expiry_takes_scientific_second
     with pytest.raises(InvalidInputError, match=r'^expires: "-1d" is a negative duration; '):
         parse_expiry("-1d", now)
     assert parse_expiry("1e10", now) == 1e10 and parse_expiry("1.8e9", now) == 1.8e9
-    with pytest.raises(InvalidInputError, match="is not in the future"):
+    with pytest.raises(InvalidInputError, match=r'^expires: "-5" is negative: epoch seconds '):
         parse_expiry("-5", now)
+    with pytest.raises(InvalidInputError, match="is not in the future"):
+        parse_expiry("5", now)
 
 
 def test_one_budget_per_period() -> None:
@@ -391,8 +398,10 @@ def test_a_change_made_elsewhere_is_seen_at_the_next_lookup(tmp_path: Path) -> N
     ({"expires": 10**400}, "expires", "too far off"),
     ({"expires": float("inf")}, "expires", "too far off"),
     ({"expires": float("nan")}, "expires", "is NaN, not a time"),  # (it was "too far off")
-    ({"expires": float("-inf")}, "expires", "not in the future"),
-    ({"expires": -10**400}, "expires", "not in the future"),
+    ({"expires": float("-inf")}, "expires", "is negative: epoch seconds count from 1970-01-01"),
+    ({"expires": -10**400}, "expires", "is negative: epoch seconds count from 1970-01-01"),
+    ({"expires": -5}, "expires", "-5 is negative: epoch seconds count from 1970-01-01, so it is "
+                                 "in the past; give epoch seconds past now"),
     ({"expires": "9" * 400 + "d"}, "expires", "too far off"),
     ({"expires": "10000-01-01"}, "expires", "is not a date"),
     ({"models": ["gpt-9"]}, "models", 'not in the catalog: "gpt-9"'),
@@ -499,11 +508,20 @@ def test_an_expiry_is_written_in_ascii_digits(expires: str) -> None:
         parse_expiry(expires, 1_797_000_000.0)
 
 
-@pytest.mark.parametrize("grace", ["1_0", "\u0665", "nan", "inf", "\u0665m"])
+@pytest.mark.parametrize("grace", ["1_0", "\u0665", "\u0665m"])
 def test_a_grace_is_written_in_ascii_digits(grace: str) -> None:
     with pytest.raises(InvalidInputError, match=r"^--grace: .* is not a duration"):
         duration_s(grace, "--grace")
     assert duration_s("90", "--grace") == 90.0 and duration_s("1.5m", "--grace") == 90.0
+
+
+@pytest.mark.parametrize("grace", ["nan", "inf", "-Infinity", "-infh", "NaNm"])
+def test_a_grace_of_nan_or_an_infinity_is_told_it_is_not_finite(grace: str) -> None:
+    # It was "not a duration", as a word no number is: float() reads it, as NaN or infinity.
+    with pytest.raises(InvalidInputError, match=r'^--grace: ".*" is not a finite number \(it is '
+                                                r"NaN or an infinity\); give 0 to 2,592,000 "
+                                                r"seconds"):
+        duration_s(grace, "--grace")
 
 
 def test_a_grace_too_small_to_be_told_from_0_is_refused_saying_so() -> None:

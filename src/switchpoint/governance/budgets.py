@@ -24,14 +24,16 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from switchpoint._messages import all_of, json_quoted, one_of, people_number
-from switchpoint._numbers import too_small
+from switchpoint._numbers import NOT_FINITE_TEXT, not_finite_text, too_small
 from switchpoint.catalog import USD_DIGITS
 from switchpoint.decision import MAX_COST_WEIGHT
 
 PERIODS = ("hour", "day", "week", "month")
 DEFAULT_CURVE: tuple[tuple[float, float], ...] = ((0.5, 0.0), (0.8, 1.0), (1.0, 5.0))
-_BUDGET = re.compile(r"\s*\$?\s*(?P<amount>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
-                     r"(?:usd)?\s*/\s*(?P<period>[A-Za-z]+)\s*", re.IGNORECASE)
+# (an amount of NaN or an infinity, as float() spells one, is read to be told it is not finite)
+_BUDGET = re.compile(r"\s*\$?\s*(?P<amount>[-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|"
+                     r"inf(?:inity)?|nan))\s*(?:usd)?\s*/\s*(?P<period>[A-Za-z]+)\s*",
+                     re.IGNORECASE)
 MAX_BUDGET_USD = 1e9
 #: The least budget above 0: a smaller amount the ledger's views show as 0 (:data:`USD_DIGITS`),
 #: its spend and what remains of it too, and under 1e-12 its limit check (which allows that much
@@ -81,6 +83,9 @@ def _parse_text(text: str, stored: bool = False) -> Budget:
         raise ValueError(f"{json_quoted(text)}: {json_quoted(period)} is not a budget period; "
                          f"use one of {one_of(PERIODS)} (calendar periods in UTC)")
     written = match["amount"]
+    if not_finite_text(written):  # (-inf/day too: what is wrong is that it is no number)
+        raise ValueError(f"{json_quoted(text)}: the amount {NOT_FINITE_TEXT}; "
+                         f"{_amounts(period)}")
     if amount < 0 or (written.startswith("-") and too_small(written)):  # (-1e-400: -0.0)
         raise ValueError(f"{json_quoted(text)}: the amount is negative; {_amounts(period)}")
     if (0 < amount < MIN_BUDGET_USD or (amount == 0 and too_small(written))) \

@@ -60,7 +60,13 @@ from switchpoint._messages import (
     too_long,
     unprintable,
 )
-from switchpoint._numbers import TOO_SMALL, number_text, too_small
+from switchpoint._numbers import (
+    NOT_FINITE_TEXT,
+    TOO_SMALL,
+    not_finite_text,
+    number_text,
+    too_small,
+)
 from switchpoint.catalog import MAX_CATALOG_MODELS, name_length_problem
 from switchpoint.errors import (
     InvalidInputError,
@@ -203,7 +209,9 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
     second), an ISO date-time (exact; UTC unless it names a zone), a duration from now
     (``30d``, ``12h``, ``90m``, ``2w``; a negative one is refused saying so) or epoch seconds
     (a number as :func:`~switchpoint._numbers.number_text` reads one: ``1800000000``,
-    ``1.8e9``). Must lie at least :data:`MIN_LIFETIME_S` in the future."""
+    ``1.8e9``; a negative one is refused saying so, and one a float holds only as 0,
+    ``1e-400``, as 1970; NaN or an infinity written as text, ``-inf``, as not finite). Must lie
+    at least :data:`MIN_LIFETIME_S` in the future."""
     if value is None:
         return None
     now = time.time() if now is None else now
@@ -213,6 +221,8 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
                                                "date (2027-01-31) or a duration (30d, 12h)")
         ts = float(value) if -MAX_EXPIRY <= value <= MAX_EXPIRY else (
             math.inf if value > 0 else -math.inf)
+        if ts < 0:
+            raise InvalidInputError("expires", f"{json_quoted(value, 40)} {_NEGATIVE_EPOCH}")
     elif isinstance(value, str):
         relative = _RELATIVE.fullmatch(value)
         # A number is epoch seconds (the command line's, and a JSON string's), never a
@@ -227,17 +237,26 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
                                                    "one of at least 1m (30d, 12h), or a date")
             ts = now + amount * _UNITS[relative.group(2)]
         elif epoch is not None:
+            if epoch < 0:
+                raise InvalidInputError("expires", f"{json_quoted(value, 40)} "
+                                                   f"{_NEGATIVE_EPOCH}")
             ts = epoch if epoch <= MAX_EXPIRY else math.inf
+        elif too_small(value):  # (epoch seconds a float holds only as 0: 1970, or before it)
+            raise InvalidInputError("expires", f"{json_quoted(value, 40)} " + (
+                _NEGATIVE_EPOCH if value.strip().startswith("-") else
+                "is too small a number to be told from 0: as epoch seconds it is "
+                f"1970-01-01T00:00:00Z, in the past; {_LATER_EPOCH}"))
+        elif _not_finite_duration(value):
+            raise InvalidInputError("expires", f"{json_quoted(value, 40)} {NOT_FINITE_TEXT}; "
+                                               f"{_ANY_EXPIRY}")
         elif day is not None:
             ts = min(datetime.combine(day, dt_time(), UTC).timestamp() + 86400.0, MAX_EXPIRY)
         else:
             try:
                 parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
             except ValueError:
-                raise InvalidInputError("expires", f"{json_quoted(value, 40)} is not a date; give "
-                                                   "an ISO date (2027-01-31), a date-time "
-                                                   "(2027-01-31T12:00:00Z), a duration "
-                                                   "(30d, 12h) or epoch seconds") from None
+                raise InvalidInputError("expires", f"{json_quoted(value, 40)} is not a date; "
+                                                   f"{_ANY_EXPIRY}") from None
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
             ts = parsed.timestamp()
@@ -250,14 +269,33 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
                                            "out for a key that never does)")
     if ts <= now:
         raise InvalidInputError("expires", f"{json_quoted(value, 40)} is not in the future; "
-                                           "give a later date (YYYY-MM-DD, UTC) or a duration "
-                                           "from now (30d, 12h)")
+                                           f"{_LATER}")
     if ts < now + MIN_LIFETIME_S:
         raise InvalidInputError("expires", f"{json_quoted(value, 40)} is {ts - now:.3g} s from "
                                            f"now; a key must live at least {MIN_LIFETIME_S:g} s "
                                            "(give e.g. 1m, 1h or 30d, or leave expires out "
                                            "for a key that never expires)")
     return ts
+
+
+#: What an expiry that is not in the future is told to give instead (after ``give``).
+_LATER = "give a later date (YYYY-MM-DD, UTC) or a duration from now (30d, 12h)"
+#: The same, where the expiry was written as epoch seconds.
+_LATER_EPOCH = ("give epoch seconds past now, a later date (YYYY-MM-DD, UTC) or a duration "
+                "from now (30d, 12h)")
+#: Why epoch seconds below 0 are refused, as a message goes on after the value it quotes.
+_NEGATIVE_EPOCH = ("is negative: epoch seconds count from 1970-01-01, so it is in the past; "
+                   + _LATER_EPOCH)
+#: Every form an expiry takes, as one that is none of them is told (after ``;``).
+_ANY_EXPIRY = ("give an ISO date (2027-01-31), a date-time (2027-01-31T12:00:00Z), a duration "
+               "(30d, 12h) or epoch seconds")
+
+
+def _not_finite_duration(text: str) -> bool:
+    """Whether ``text`` is NaN or an infinity as ``float()`` reads one, alone or with a
+    duration's unit (``-inf``, ``infd``): told it is not finite, not that it is no date."""
+    text = text.strip()
+    return not_finite_text(text) or (text[-1:] in _UNITS and not_finite_text(text[:-1]))
 
 
 def _date_only(value: str) -> date | None:
@@ -1127,7 +1165,9 @@ def duration_s(text: str, field: str) -> float:
         seconds = number_text(text)
         if seconds is None:
             raise InvalidInputError(field, f"{json_quoted(text)} " + (
-                TOO_SMALL if too_small(text)
+                TOO_SMALL if too_small(text) else
+                f"{NOT_FINITE_TEXT}; give 0 to {people_number(MAX_GRACE_S)} seconds, or e.g. "
+                "90m, 1h, 2d or 30d" if _not_finite_duration(text)
                 else "is not a duration; give seconds or e.g. 90m, 1h, 2d"))
     else:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
