@@ -344,6 +344,59 @@ def test_feedback_to_a_url_nothing_serves_says_to_start_the_service_or_fix_the_p
     assert "the address and port it serves on" in err and "Traceback" not in err, err
 
 
+def test_feedback_to_a_url_that_never_answers_says_it_took_the_request_and_how_long_it_waited(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # A socket that takes the connection and never answers: it was "cannot reach", as if
+    # nothing listened there, after 30 s that no option could change.
+    with contextlib.closing(loopback_socket()) as listener:
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        assert main(["feedback", "abc", "--success", "--url", url, "--timeout", "0.5"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"switchpoint: error: --url: '{url}/v1/feedback' took the request "
+                          "but sent no answer within 0.5 s; is --url the switchpoint "
+                          "service"), err
+    assert "or give a larger --timeout" in err and "cannot reach" not in err, err
+    assert out == "" and "Traceback" not in err
+
+
+def test_feedback_to_a_host_name_that_does_not_resolve_says_so(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # (.invalid is reserved: no name in it resolves, with or without a network)
+    url = "http://host.invalid:8080"
+    assert main(["feedback", "abc", "--success", "--url", url, "--timeout", "5"]) == 2
+    err = capsys.readouterr().err
+    assert (f"--url: cannot reach '{url}/v1/feedback': the host name \"host.invalid\" does not "
+            "resolve (") in err, err
+    assert "check its spelling and this machine's DNS, or give the service's address" in err
+    assert "is the service running there" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--timeout", "0"], '--timeout: "0" is out of range: give a number of seconds more than 0 '
+                         "and at most 600"),
+    (["--timeout", "601"], '--timeout: "601" is out of range'),
+    (["--timeout", "-inf"], '--timeout: "-inf" is not a finite number'),
+    (["--timeout", "nan"], '--timeout: "nan" is not a finite number'),
+])
+def test_feedback_s_timeout_is_bounded(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                       needle: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["feedback", "abc", "--success", "--url", "http://127.0.0.1:9", *argv])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and f"argument {needle}" in err, err
+
+
+def test_feedback_s_timeout_applies_only_with_a_url(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir = tmp_path / "data"
+    assert main(["feedback", "abc", "--success", "--timeout", "5", "--data-dir",
+                 str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "--timeout: applies only with --url" in err, err
+    assert not data_dir.exists()
+
+
 POSTED: list[str] = []  # (the paths NotTheService was sent, in order)
 
 

@@ -135,6 +135,9 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     check_comment(args.comment, "--comment")  # (here, not by the service: nothing is sent)
     if args.url is not None:
         return _feedback_over_http(args, score, success, {field: named})
+    if args.timeout is not None:
+        raise InvalidInputError("--timeout", "applies only with --url (how long the service "
+                                             "there may take); leave it out, or give --url")
     from switchpoint.decision import check_id
 
     # Every argument is checked before the state is opened: a refused command writes nothing.
@@ -230,8 +233,10 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
         raise InvalidInputError("--url", "holds a user name or password: the service takes a "
                                          "client key, from --api-key or $SWITCHPOINT_API_KEY; "
                                          "give the URL without it")
+    timeout: float = FEEDBACK_TIMEOUT_S if args.timeout is None else args.timeout
     try:
-        with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
+        with httpx.stream("POST", url, json=body, headers=headers,
+                          timeout=timeout) as response:
             raw = b""
             deadline = time.monotonic() + ANSWER_DEADLINE_S
             for chunk in response.iter_bytes():
@@ -248,12 +253,8 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
                                      "what the service answers; is --url the switchpoint "
                                      "service?")
             status = response.status_code
-    except httpx.ConnectError as exc:
-        raise ServeError(f"--url: cannot reach {quoted_path(url)} ({exc}); is the service "
-                         "running there? start it (switchpoint serve), or give the address "
-                         "and port it serves on (its log names them)") from None
     except httpx.HTTPError as exc:
-        raise ServeError(f"--url: cannot reach {quoted_path(url)} ({exc})") from None
+        raise ServeError(f"--url: {_unreachable(exc, url, timeout)}") from None
     text = raw.decode("utf-8", "replace")
     try:
         answer = loads(text)
@@ -286,6 +287,70 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
         if isinstance(note := answer.get("note"), str):
             print(_clipped(note), file=sys.stderr)
     return 0
+
+
+def _unreachable(exc: Exception, url: str, timeout: float) -> str:
+    """Which failure ``exc`` (an ``httpx`` error sending feedback to ``url``, each read
+    waiting at most ``timeout`` seconds) was, and what to check, as ``--url: ...`` goes on."""
+    import socket
+    import ssl
+
+    import httpx
+
+    where = quoted_path(url)
+    detail = printable(cut(str(exc) or type(exc).__name__, 200))
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, (socket.gaierror, ssl.SSLError)):
+        cause = cause.__cause__ or cause.__context__  # (httpx's, then httpcore's, then the OS's)
+    larger = "or give a larger --timeout"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return (f"no connection to {where} within {timeout:g} s ({detail}); is the host up, "
+                "and is the port open to this machine (a firewall may drop the connection)? "
+                f"check the address and port, {larger}")
+    if isinstance(exc, httpx.ReadTimeout):
+        return (f"{where} took the request but sent no answer within {timeout:g} s; is --url "
+                "the switchpoint service, and is it overloaded or stopped in a debugger? check "
+                f"the address and port (the service's log names them), {larger}")
+    if isinstance(exc, httpx.WriteTimeout):
+        return (f"sending the request to {where} did not finish within {timeout:g} s; is "
+                f"--url the switchpoint service, and is it overloaded? check it, {larger}")
+    if isinstance(exc, httpx.TimeoutException):  # (PoolTimeout: no connection to use in time)
+        return f"timed out reaching {where} ({detail}); try again, {larger}"
+    if isinstance(exc, httpx.ConnectError) and isinstance(cause, socket.gaierror):
+        return (f"cannot reach {where}: the host name {json_quoted(httpx.URL(url).host)} does "
+                f"not resolve ({detail}); check its spelling and this machine's DNS, or give "
+                "the service's address, e.g. http://127.0.0.1:8080")
+    if isinstance(exc, httpx.ConnectError) and isinstance(cause, ssl.SSLError):
+        return (f"cannot reach {where}: the TLS handshake failed ({detail}); switchpoint "
+                "serve serves plain HTTP, so reach it with http://, and a TLS proxy in front "
+                "of it with a certificate trusted here and made for that host name")
+    if isinstance(exc, httpx.ConnectError):
+        return (f"cannot reach {where} ({detail}); is the service running there? start it "
+                "(switchpoint serve), or give the address and port it serves on (its log names "
+                "them)")
+    if isinstance(exc, httpx.ProxyError):
+        return (f"the proxy failed reaching {where} ({detail}); check $HTTPS_PROXY, "
+                "$HTTP_PROXY and $ALL_PROXY, or name the service's host in $NO_PROXY")
+    if isinstance(exc, (httpx.ReadError, httpx.RemoteProtocolError)):
+        return (f"{where} took the request but its answer broke off or was not HTTP "
+                f"({detail}); is --url the switchpoint service, and its scheme right (https:// "
+                "for one that serves TLS, http:// for one that does not)?")
+    if isinstance(exc, httpx.WriteError):
+        return (f"the connection to {where} broke while the request was sent ({detail}); is "
+                "--url the switchpoint service? check it and try again")
+    if isinstance(exc, httpx.DecodingError):
+        return (f"{where} answered with a body that could not be decoded ({detail}); is --url "
+                "the switchpoint service?")
+    # (CloseError, LocalProtocolError, UnsupportedProtocol, TooManyRedirects: none of the
+    # service's; said as what they are)
+    return (f"cannot reach {where} ({type(exc).__name__}: {detail}); check --url, e.g. "
+            "http://127.0.0.1:8080")
+
+
+#: How long, by default and at most, each step of sending feedback to --url waits (to connect,
+#: to send, for each read of the answer), in seconds.
+FEEDBACK_TIMEOUT_S = 30.0
+MAX_FEEDBACK_TIMEOUT_S = 600.0
 
 
 #: The fields the service's answer to feedback always carries, and what each holds.
@@ -526,6 +591,13 @@ def add_commands(sub: Any) -> None:
                                  "next reload")
     p.add_argument("--api-key", help="client key, or the admin token, for --url (default: "
                                      "$SWITCHPOINT_API_KEY)")
+    p.add_argument("--timeout", metavar="SECONDS", type=_options.number_option(
+                       f"a number of seconds more than 0 and at most "
+                       f"{MAX_FEEDBACK_TIMEOUT_S:g}", "10", 0.0, MAX_FEEDBACK_TIMEOUT_S,
+                       above_low=True),
+                   help="how long --url's service may take to connect, to take the request "
+                        f"and to send each part of its answer, at most "
+                        f"{MAX_FEEDBACK_TIMEOUT_S:g} (default: {FEEDBACK_TIMEOUT_S:g})")
     p.add_argument("--config", type=_options.CONFIG,
                    help="YAML config (default: $SWITCHPOINT_CONFIG)")
     data_dir = p.add_argument("--data-dir", help=DATA_DIR_HELP)
