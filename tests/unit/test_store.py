@@ -1476,6 +1476,54 @@ def test_one_tenants_stats_read_a_stopped_stores_file_and_leave_it_as_it_was(
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+def _copied_but_the_shm(store: SQLiteStore, folder: Path) -> None:
+    """``store``'s file and its -wal copied into ``folder`` as they are while it runs, the
+    -shm left out (as a copy of a running service's data_dir, or a crash that took the
+    -shm, leaves them)."""
+    folder.mkdir()
+    for suffix in ("", "-wal"):
+        (folder / (store.path.name + suffix)).write_bytes(
+            Path(f"{store.path}{suffix}").read_bytes())
+
+
+def test_a_store_with_its_log_and_no_shm_is_read_with_the_log_and_nothing_made_beside_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped store's file with its -wal beside it and no -shm: SQLite, reading it even
+    read-only (``mode=ro``), made a -shm in data_dir and left it there. The stats read what
+    the log holds, the folder keeps the same files with the same bytes; past the bound on
+    what is copied into memory to read it so, reading is refused saying why and what to do,
+    and still nothing is made beside it."""
+    from switchpoint.store import sqlite as sqlite_module
+
+    with SQLiteStore(tmp_path / "switchpoint.db") as store:
+        for n in range(4):
+            store.append(request("ok", model=f"m{n % 2}", cost=0.01)).result()
+            store.append(record("m1", cluster=n % 2)).result()
+        written = _reported(store)
+        copy = tmp_path / "copy"
+        _copied_but_the_shm(store, copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    assert sorted(before) == ["switchpoint.db", "switchpoint.db-wal"]
+    alone = sqlite3.connect(f"{(copy / 'switchpoint.db').as_uri()}?mode=ro&immutable=1",
+                            uri=True)
+    try:  # (the file alone holds none of the rows: they are in the log)
+        assert alone.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+    finally:
+        alone.close()
+    reader = SQLiteStore(copy / "switchpoint.db")
+    assert _reported(reader) == written
+    assert written["requests"][0] == 4
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+    monkeypatch.setattr(sqlite_module, "MAX_UPGRADE_COPY_BYTES", 1024)
+    with pytest.raises(StoreError) as refused:
+        reader.request_stats()
+    said = str(refused.value)
+    assert "its -wal holds writes not yet in the file and no -shm is beside it" in said, said
+    assert ("start the service once (or run a command that writes the file) to take the log "
+            "into the file, then run this command again") in said, said
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
 def test_cost_totals_stay_exact_through_many_odd_costs_logged_and_pruned(
         tmp_path: Path) -> None:
     """The stats' cost totals are kept as each row is logged (added) and pruned (taken away):

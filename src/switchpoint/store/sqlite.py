@@ -140,7 +140,7 @@ def remedy(exc: BaseException, path: str | Path | None = None) -> str:
         return ("the file is damaged: stop every process using it and restore it from a "
                 "backup (or salvage it with `sqlite3 FILE .recover`); moving it away, with its "
                 "-wal and -shm files, starts an empty one and loses what it held")
-    if isinstance(exc, (NewerSchemaError, UpgradeNeededError)):
+    if isinstance(exc, (NewerSchemaError, UpgradeNeededError, LoneLogError)):
         return ""  # (its message says what to do)
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
@@ -165,6 +165,12 @@ class NewerSchemaError(sqlite3.DatabaseError):
 class UpgradeNeededError(sqlite3.DatabaseError):
     """A database file of an older schema that a reader, which writes nothing, cannot read
     upgraded (see :func:`read_upgraded`; its message says what to do)."""
+
+
+class LoneLogError(sqlite3.DatabaseError):
+    """A database file with its ``-wal`` but no ``-shm`` beside it that a reader, which
+    writes nothing, cannot read without making the ``-shm`` (see :func:`read_only`; its
+    message says what to do)."""
 
 
 def damaged(exc: BaseException) -> bool:
@@ -216,9 +222,14 @@ def read_only(path: str | Path, gone: Gone | None = None) -> sqlite3.Connection:
     :func:`still_there` (``gone``) lets it be read, before and after the path is opened; the
     log of another file a crash left beside it is not read (see
     :func:`~switchpoint.store.moved.read_only_connection`). :class:`sqlite3.Error` when it cannot
-    be opened."""
+    be opened.
+
+    A file with its own ``-wal`` but no ``-shm`` beside it (:func:`_lone_log`) is read from a
+    copy in memory (:func:`_read_lone_log`), with what its log holds, and nothing is made
+    beside it; past :data:`MAX_UPGRADE_COPY_BYTES`, :class:`LoneLogError`, saying to let a
+    writer take the log in first."""
     still_there(path, gone)
-    conn = read_only_connection(path)
+    conn = _read_lone_log(path) if _lone_log(path) else read_only_connection(path)
     if gone is not None:
         try:  # (replaced between the look and the opening: the file opened is not the store's)
             still_there(path, gone)
@@ -248,8 +259,9 @@ def read_store(path: str | Path, gone: Gone | None = None) -> sqlite3.Connection
     return conn
 
 
-#: The most bytes of a file of an older schema and its ``-wal`` together that a reader copies
-#: into memory to read it upgraded (see :func:`read_upgraded`).
+#: The most bytes of a file and its ``-wal`` together that a reader copies into memory to
+#: read it upgraded (see :func:`read_upgraded`) or to read a ``-wal`` with no ``-shm`` beside
+#: it (see :func:`read_only`).
 MAX_UPGRADE_COPY_BYTES = 64 * 2**20
 
 
@@ -293,6 +305,40 @@ def _read_copied(path: str | Path) -> sqlite3.Connection:
     return memory
 
 
+def _read_lone_log(path: str | Path) -> sqlite3.Connection:
+    """The database ``path`` with its ``-wal`` and no ``-shm`` beside it (:func:`_lone_log`),
+    read from a copy of the two in memory (:func:`_read_copied`), refusing writes
+    (``query_only``), as long as the two together are no more than
+    :data:`MAX_UPGRADE_COPY_BYTES`; past that, :class:`LoneLogError`.
+
+    SQLite offers no way to read such a file in place without writing beside it: to read the
+    log it needs the ``-shm`` index, and a connection opened read-only (``mode=ro``) makes the
+    ``-shm`` wherever the folder lets it (and cannot open the file where the folder does not);
+    ``immutable`` reads the file without its log (so without the commits the log holds);
+    ``readonly_shm`` and ``nolock`` do not open it without a ``-shm``; and the exclusive
+    locking mode, which keeps the index in memory, takes a write lock a read-only connection
+    cannot take (and a writable one checkpoints the log into the file as it closes). So the
+    reader copies, within a bound, and past it refuses rather than change the data_dir it may
+    not own."""
+    size = _size_with_log(path)
+    if size > MAX_UPGRADE_COPY_BYTES:
+        raise LoneLogError(
+            f"its -wal holds writes not yet in the file and no -shm is beside it (a copy of "
+            f"the two, or a crash that took the -shm, leaves it so): reading it in place would "
+            f"make a -shm in data_dir, and the file with its -wal ({size / 2**20:.0f} MiB) is "
+            f"too big to be read from a copy in memory (at most "
+            f"{MAX_UPGRADE_COPY_BYTES // 2**20} MiB) by a command that writes nothing: start "
+            "the service once (or run a command that writes the file) to take the log into "
+            "the file, then run this command again")
+    copy = _read_copied(path)
+    try:
+        copy.execute("PRAGMA query_only=ON")
+    except BaseException:
+        copy.close()
+        raise
+    return copy
+
+
 def _version_alone(path: str | Path, latest: int, newer: str) -> int:
     """The schema version the database ``path`` itself holds, read without its ``-wal`` (as
     SQLite reads a file it may not change: nothing is made beside it)."""
@@ -325,25 +371,17 @@ def read_upgraded(path: str | Path, migrations: Mapping[int, str], *,
     together), :class:`UpgradeNeededError`, saying to let a writer upgrade it first.
 
     A file with its ``-wal`` but no ``-shm`` beside it (:func:`_lone_log`) is read from a
-    copy of the two in memory (:func:`_read_copied`), up to date or not, so that no ``-shm``
-    is left beside it; past :data:`MAX_UPGRADE_COPY_BYTES`, an older one is refused as
-    above, its version read from the file alone, and one up to date is read where it is."""
+    copy of the two in memory, up to date or not, as :func:`read_only` reads it, so that no
+    ``-shm`` is left beside it; past :data:`MAX_UPGRADE_COPY_BYTES`, an older one is refused
+    as above, its version read from the file alone, and one up to date as
+    :func:`read_only` refuses it (:class:`LoneLogError`)."""
     latest = max(migrations)
     size = _size_with_log(path)
-    if _lone_log(path):
-        if size <= MAX_UPGRADE_COPY_BYTES:
-            copy = _read_copied(path)
-            try:
-                upgrade_schema(copy, migrations, newer=newer)  # (nothing, when up to date)
-                copy.execute("PRAGMA query_only=ON")
-            except BaseException:
-                copy.close()
-                raise
-            return copy
+    if _lone_log(path) and size > MAX_UPGRADE_COPY_BYTES:
         version = _version_alone(path, latest, newer)
         if version < latest:
             raise _too_big_to_upgrade(version, latest, size)
-    conn = read_only(path)
+    conn = read_only(path)  # (a lone log: a copy in memory, or LoneLogError past the bound)
     try:
         version = _schema_version(conn, latest, newer)
         if version == latest:
