@@ -12,6 +12,7 @@ The public API, and nothing else::
     reply = gateway.complete([{"role": "user", "content": "Hi"}])
 """
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from switchpoint._version import __version__
@@ -42,6 +43,11 @@ from switchpoint.records import RecordSet, load_records
 from switchpoint.router import Router, RoutingStats, load_router
 from switchpoint.training import add_model, fit, remove_model
 from switchpoint.weights import WeightsPackage, load_weights, save_weights
+
+# A library's log prints nothing until the program using it configures logging (Python's
+# last resort printed its warnings to stderr); the commands print them themselves (see
+# switchpoint._log_stderr).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from switchpoint.gateway import Gateway

@@ -39,6 +39,7 @@ from switchpoint._files import (
     write_problem,
 )
 from switchpoint._json import DuplicateKeyError, json_kind, loads, unreadable
+from switchpoint._log_stderr import printed_to_stderr
 from switchpoint._messages import (
     MAX_PATH,
     STDIN,
@@ -1083,7 +1084,11 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code: int = args.func(args)
+        if args.func is cmd_serve:  # (the service sets up its own log)
+            code: int = args.func(args)
+            return code
+        with printed_to_stderr():
+            code = args.func(args)
         return code
     except (CliError, SwitchpointError) as exc:
         # (imported here: the gateway's package is heavy, and only a failure needs it)

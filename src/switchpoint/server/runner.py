@@ -204,14 +204,19 @@ def _url_host(host: str) -> str:
 
 
 def _configure_logging(level: str) -> logging.Handler:
+    """The handler the service's log goes to: the first switchpoint's logger has (a program's
+    own, serving in process) but the package's :class:`logging.NullHandler`, else one writing
+    to stderr, added."""
     logger = logging.getLogger("switchpoint")
-    if not logger.handlers:
+    handler = next((h for h in logger.handlers if not isinstance(h, logging.NullHandler)),
+                   None)
+    if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logs.RedactingFormatter("%(levelname)s:     %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
-    return logger.handlers[0]
+    return handler
 
 
 def connection_budget(server: ServerSettings) -> tuple[int, str | None]:
