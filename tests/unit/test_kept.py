@@ -1,0 +1,92 @@
+"""A change written and waited for (:func:`switchpoint.gateway.kept.written`) while the store's
+writer is stuck (a disk that does not finish an fsync): at most ``MAX_WAITING`` callers wait,
+the next is refused at once with a 503 saying why and what to do, and nothing queued is lost:
+once the writer goes on, every change that waited is in the file, the refused one is not.
+
+A real SQLite store; its writer is held inside its transaction, as a stuck fsync holds it."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchpoint.errors import StorageUnavailableError
+from switchpoint.gateway import kept
+from switchpoint.gateway.kept import waiting, written
+from switchpoint.store import SQLiteStore
+from switchpoint.store.learning import PromotionRecord
+from switchpoint.store.sqlite import Record
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.01)
+
+
+def _promotions(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(r[0] for r in conn.execute("SELECT experiment FROM promotions"))
+    finally:
+        conn.close()
+
+
+def test_changes_waiting_for_a_stuck_writer_are_bounded_and_none_waiting_is_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kept, "MAX_WAITING", 4)  # (the bound's rule, not its size, is tested)
+    path = tmp_path / "switchpoint.db"
+    store = SQLiteStore(path).open()
+    stuck, inside = threading.Event(), threading.Event()
+    transaction = store._transaction
+
+    def held(records: Sequence[Record], **kwargs: Any) -> None:
+        inside.set()
+        stuck.wait()
+        transaction(records, **kwargs)
+
+    errors: list[BaseException] = []
+
+    def change(name: str) -> None:
+        try:
+            written(store, PromotionRecord(time.time(), name, "a", "chosen"),
+                    "the promotion", "nothing was promoted")
+        except BaseException as exc:  # (told below)
+            errors.append(exc)
+
+    monkeypatch.setattr(store, "_transaction", held)
+    threads = [threading.Thread(target=change, args=(f"e{n}",)) for n in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        _until(lambda: inside.is_set() and waiting(store) == 4,
+               "four changes wait for the stuck writer")
+        with pytest.raises(StorageUnavailableError) as refused:
+            written(store, PromotionRecord(time.time(), "late", "a", "chosen"),
+                    "the promotion", "nothing was promoted")
+        said = str(refused.value)
+        assert said.startswith("the promotion could not be kept: 4 changes already wait for "
+                               "the store's writer to settle them"), said
+        assert "try again once they are settled (nothing was promoted)" in said, said
+        assert refused.value.status == 503
+        assert refused.value.retry_after is not None and refused.value.retry_after > 0
+        assert waiting(store) == 4  # (the refused one was never queued)
+        assert all(thread.is_alive() for thread in threads)  # (still waiting: not given up)
+    finally:
+        stuck.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not errors, errors
+    assert waiting(store) == 0
+    written(store, PromotionRecord(time.time(), "after", "a", "chosen"),
+            "the promotion", "nothing was promoted")  # (taken again once they are settled)
+    store.close()
+    assert _promotions(path) == ["after", "e0", "e1", "e2", "e3"]
+
