@@ -884,6 +884,48 @@ def test_a_synchronous_stream_left_unread_is_closed_logged_and_settled_at_its_de
         gateway.close()
 
 
+@pytest.mark.parametrize("read", [2, 0], ids=["loop-left-with-break", "never-read"])
+def test_a_synchronous_stream_let_go_of_unclosed_is_closed_settled_and_logged_at_once(
+        gw_fake: FakeProviderProcess, tmp_path: Path, read: int) -> None:
+    """``for chunk in gateway.stream(...)`` left with ``break`` (or a stream never read) drops
+    the last reference to an open stream, as a generator is dropped half-read: it is closed
+    then, as ``close()`` closes it (its upstream let go, its budget hold settled, logged once
+    as closed by the client), not held until its deadline (an hour here) and then logged as
+    left unread."""
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3600)
+    try:
+        got: list[object] = []
+        if read:
+            for chunk in gateway.stream(messages(), model="good"):
+                got.append(chunk)
+                if len(got) == read:
+                    break
+            else:
+                raise AssertionError("the stream ended before it was let go of")
+        else:
+            gateway.stream(messages(), model="good")  # never read, dropped at once
+        deadline = time.monotonic() + 10
+        while not store.requests(20, None)[0]:
+            assert time.monotonic() < deadline, "the stream was not closed as it was let go of"
+            time.sleep(0.05)
+        entries, _ = store.requests(20, None)
+        assert [e["status"] for e in entries] == ["client_closed"]
+        assert entries[0]["model"] == "good"
+        assert ledger.open_tickets() == 0 and not gateway._open_streams
+        [budget] = gateway.budget_status()  # charged what the upstream may bill, nothing held
+        assert budget["spent_usd"] > 0 and budget["held_usd"] == 0
+        while not gw_fake.requests()[-1].get("closed_at"):  # the upstream is let go
+            assert time.monotonic() < deadline, "the upstream connection was kept"
+            time.sleep(0.05)
+    finally:
+        gateway.close()
+    gateway.start()
+    try:
+        assert len(store.requests(20, None)[0]) == 1  # closing the gateway logged it no more
+    finally:
+        gateway.close()
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_failure_inside_the_gateway_leaves_the_sessions_pin_as_it_was(
         stream: bool, gw: ThreadServer, local: Gateway, gw_fake: FakeProviderProcess,

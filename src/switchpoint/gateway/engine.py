@@ -1315,11 +1315,25 @@ class Gateway:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close_unread(self, stream: ChatStream) -> None:
+    def _stream_dropped(self, stream: ChatStream) -> None:
+        """A synchronous stream its caller let go of, neither read to its end nor closed (a
+        ``for`` loop over it left with ``break``, one never read): closed now, on the loop
+        running it, as :meth:`SyncChatStream.close` closes it (logged as closed by the
+        client), so its upstream connection and its budget hold are let go at once rather
+        than at its deadline, as a generator dropped half-read is closed."""
+        if stream not in self._open_streams:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._close_unread(stream, "a stream its caller let go of unclosed"))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_unread(self, stream: ChatStream,
+                            what: str = "a stream left unread past its deadline") -> None:
         try:
             await stream.aclose()
         except Exception as exc:  # (what it held is released as far as it can be)
-            log.error("a stream left unread past its deadline did not close cleanly: %s", exc)
+            log.error("%s did not close cleanly: %s", what, exc)
         self._open_streams.pop(stream, None)
 
     def stop_in_flight(self, why: str) -> int:
@@ -1623,7 +1637,7 @@ class Gateway:
                                         decision=decision, exact=exact, key=key,
                                         tenant=tenant, **params))
         assert self._sync is not None
-        return SyncChatStream(stream, self._sync)
+        return SyncChatStream(stream, self._sync, self._stream_dropped)
 
     async def _call(self, messages: Sequence[Mapping[str, Any]] | None, model: str,
                     session_id: str | None, cost_weight: float | None,
@@ -2657,10 +2671,23 @@ class Gateway:
 class SyncChatStream:
     """A :class:`ChatStream` read from synchronous code (``for chunk in stream``)."""
 
-    def __init__(self, stream: ChatStream, loop: _LoopThread) -> None:
+    def __init__(self, stream: ChatStream, loop: _LoopThread,
+                 dropped: Callable[[ChatStream], None]) -> None:
+        """``dropped``: run on ``loop`` when this is collected with the stream still open."""
         self._stream = stream
         self._loop = loop
+        self._dropped = dropped
         self.switchpoint = stream.switchpoint
+
+    def __del__(self) -> None:
+        """Let go of unfinished and unclosed (``for chunk in gateway.stream(...)`` left with
+        ``break``): the stream is closed on the gateway's loop, without waiting here (this may
+        run on any thread, that loop's included), as :meth:`close` would close it."""
+        stream = getattr(self, "_stream", None)
+        if stream is None or stream.ended or sys.is_finalizing():
+            return  # (at exit the gateway closes what is still open)
+        with contextlib.suppress(RuntimeError):  # (its loop closed: the gateway closed it)
+            self._loop.loop.call_soon_threadsafe(self._dropped, stream)
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return self

@@ -164,6 +164,11 @@ class ChatStream:
         return self._stream.model
 
     @property
+    def ended(self) -> bool:
+        """Whether it has ended (read to its end, broken, closed) and its request is logged."""
+        return self._logged
+
+    @property
     def idle(self) -> bool:
         """Whether nobody is reading it now: not begun, or between two chunks."""
         return not self._reading
