@@ -926,6 +926,57 @@ def test_a_synchronous_stream_let_go_of_unclosed_is_closed_settled_and_logged_at
         gateway.close()
 
 
+def test_a_stream_left_open_as_its_event_loop_closed_is_logged_and_its_hold_settled(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An ``asyncio.run`` that returns with a stream neither read to its end nor closed: the
+    stream can never be read on nor closed on that loop. The gateway's next stream, or its
+    closing, logs it as broken saying why and settles its budget hold (charged what came),
+    where the hold was kept (and, on disk, carried into the next run) and nothing logged."""
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3600)
+
+    async def left_open(read: bool) -> str:
+        stream = await gateway.astream(messages(), model="good")
+        if read:
+            await anext(stream)
+        return stream.switchpoint.request_id
+
+    async def read_whole() -> str:
+        stream = await gateway.astream(messages(), model="good")
+        async for _ in stream:
+            pass
+        return stream.switchpoint.request_id
+
+    def statuses() -> dict[str, tuple[str, str]]:
+        return {e["id"]: (e["status"], e["error"] or "") for e in store.requests(20, None)[0]}
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            first = asyncio.run(left_open(read=True))
+            assert ledger.open_tickets() == 1
+            second = asyncio.run(read_whole())  # (its commit settles the first)
+            deadline = time.monotonic() + 10
+            while len(statuses()) < 2:
+                assert time.monotonic() < deadline, "the stream left open was never logged"
+                time.sleep(0.05)
+            assert statuses()[second][0] == "ok"
+            status, error = statuses()[first]
+            assert status == "stream_broken" and "its event loop closed" in error
+            assert ledger.open_tickets() == 0
+            third = asyncio.run(left_open(read=False))
+            assert ledger.open_tickets() == 1
+    finally:
+        gateway.close()  # (it settles the third)
+    assert any("budget hold settled" in r.getMessage() for r in caplog.records)
+    gateway.start()
+    try:
+        assert statuses()[third][0] == "stream_broken" and len(statuses()) == 3
+        assert gateway.governor.ledger.open_tickets() == 0  # nothing carried over
+        [budget] = gateway.budget_status()
+        assert budget["held_usd"] == 0 and budget["spent_usd"] > 0
+    finally:
+        gateway.close()
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_failure_inside_the_gateway_leaves_the_sessions_pin_as_it_was(
         stream: bool, gw: ThreadServer, local: Gateway, gw_fake: FakeProviderProcess,

@@ -543,6 +543,8 @@ class Gateway:
         self._admission.shut()
         self._left_inside(self._admission.drain(self._drain_s(),
                                                 but=(running_loop(), *self._sync_loops())))
+        if any(on.is_closed() for on in list(self._open_streams.values())):
+            self._sync_loop()  # (a loop of its own settles the streams whose loop has closed)
         if self._sync is not None:  # (its streams' requests logged, as closed by the client)
             self._sync.run(self._close_streams())
             self._sync.run(self.pool.aclose())
@@ -554,7 +556,9 @@ class Gateway:
         self._close_state()
 
     async def _close_streams(self) -> None:
-        """Close the open streams of the running loop, so their requests are logged."""
+        """Close the open streams of the running loop, so their requests are logged (and
+        settle those whose loop has closed)."""
+        await asyncio.gather(*self._forget_streams_of_closed_loops(), return_exceptions=True)
         loop = asyncio.get_running_loop()
         for stream, on in list(self._open_streams.items()):
             if on is loop:
@@ -1408,17 +1412,28 @@ class Gateway:
         finally:  # (ended and logged: closing need not wait for a call that never begins)
             plan.leave()
 
-    def _forget_streams_of_closed_loops(self) -> None:
-        """Drop the open streams whose event loop has closed (an ``asyncio.run`` that returned
-        without finishing or closing its stream): they can never end, nor be closed, so
-        holding them would only grow the gateway, stream after stream."""
+    def _forget_streams_of_closed_loops(self) -> list[asyncio.Task[None]]:
+        """Settle and drop the open streams whose event loop has closed (an ``asyncio.run``
+        that returned without finishing or closing its stream): they can never be read on nor
+        closed there, so each is logged now, on the running loop, as broken saying so, its
+        budget hold settled as for a stream its client left (see :meth:`ChatStream.abandon`);
+        kept, they would hold their reservations, and the gateway would grow, stream after
+        stream. Returns the tasks that do so."""
         gone = [s for s, on in list(self._open_streams.items()) if on.is_closed()]
+        if not gone:
+            return []
+        loop = asyncio.get_running_loop()
+        tasks = []
         for stream in gone:
             self._open_streams.pop(stream, None)
-        if gone:
-            log.warning("%d stream(s) were left neither finished nor closed when their event "
-                        "loop closed, so their requests are not in the request log; close a "
-                        "stream you stop reading (await stream.aclose())", len(gone))
+            task = loop.create_task(stream.abandon(LOOP_CLOSED))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+            tasks.append(task)
+        log.warning("%d stream(s) were left neither finished nor closed when their event loop "
+                    "closed; each is logged as broken and its budget hold settled now: close a "
+                    "stream you stop reading (await stream.aclose())", len(gone))
+        return tasks
 
     def _before_try(self, plan: Plan) -> BeforeTry | None:
         """What failover asks before each try of a request a budget or a tokens-per-minute
@@ -2714,6 +2729,13 @@ class SyncChatStream:
         self.close()
 
 
+#: Why a stream whose event loop closed under it, neither read to its end nor closed, is
+#: logged as broken (see :meth:`Gateway._forget_streams_of_closed_loops`).
+LOOP_CLOSED = (
+    "its event loop closed (an asyncio.run that returned) while it was neither read to its end "
+    "nor closed, so nothing could read it on; charged what came, as a stream its client "
+    "leaves is: read a stream to its end or close it (await stream.aclose()) before its loop "
+    "ends")
 #: What a synchronous call is told when the gateway closes under it (see :meth:`_LoopThread.run`).
 CLOSED_DURING_CALL = (
     "the gateway was closed (Gateway.close, from another thread or at exit) while this call "

@@ -673,6 +673,15 @@ class FailoverStream:
             for chunk in chunks:
                 yield chunk
 
+    def forsake(self) -> None:
+        """Give it up where its event loop has closed, so :meth:`aclose` cannot run (nothing on
+        that loop can): its deadline's timer stopped and the model judged neither way, as for
+        a stream its client leaves."""
+        self._unwatch()
+        if not self._verdict:
+            self._verdict = True
+            _no_verdict(self._health, self.model, self._slot)
+
     async def aclose(self) -> None:
         """Stop early (or without reading) and release the upstream connection. Idempotent."""
         self._unwatch()

@@ -250,6 +250,17 @@ class ChatStream:
         await self._stream.aclose()
         await self._finish(wait=False)
 
+    async def abandon(self, why: str) -> None:
+        """Log it as broken saying ``why``, its budget hold settled, where its event loop has
+        closed: its upstream connection went with that loop, so it is not closed (as
+        :meth:`aclose` would close it), only forsaken (see
+        :meth:`~switchpoint.gateway.failover.FailoverStream.forsake`)."""
+        if self._logged:
+            return
+        self.expire(why)
+        self._stream.forsake()
+        await self._finish(wait=False)
+
     def expire(self, why: str) -> None:
         """Give it up for the caller that stopped reading it (only while :attr:`idle`): from
         now on a read raises :class:`~switchpoint.errors.StreamBroken` saying ``why``, and
