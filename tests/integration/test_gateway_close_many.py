@@ -76,3 +76,40 @@ def test_close_amid_requests_on_loops_and_threads_answers_or_refuses_each(
     answered = len(outcomes) - len(refused)
     assert answered and refused
     assert _logged(tmp_path / "data") == answered
+
+
+def test_close_called_from_several_threads_at_once_closes_once_and_raises_in_none(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Several threads closing one gateway together (a shutdown hook and a worker, say):
+    each waits for the closing under way and returns; none raises (they raced on the
+    synchronous methods' loop, one stopping it as another still used it), and the gateway is
+    closed: a call is refused saying so, and another gateway opens its data_dir."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    gateway.complete(_message(1), model="cheap")  # (the synchronous methods' loop runs)
+    failures: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def close() -> None:
+        start.wait()
+        try:
+            gateway.close()
+        except BaseException as exc:  # (told below)
+            failures.append(exc)
+
+    closers = [threading.Thread(target=close) for _ in range(4)]
+    for closer in closers:
+        closer.start()
+    for closer in closers:
+        closer.join(timeout=60)
+    assert not any(closer.is_alive() for closer in closers), "a close never returned"
+    assert failures == []
+    try:
+        gateway.complete(_message(2), model="cheap")
+    except StoreError as exc:
+        assert "the gateway is closed" in str(exc)
+    else:
+        raise AssertionError("a closed gateway answered")
+    Gateway.from_config(config, loader=FACTORY, env=KEYS).close()
+    assert _logged(tmp_path / "data") == 1

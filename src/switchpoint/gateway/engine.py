@@ -350,6 +350,9 @@ class Gateway:
         self._sync: _LoopThread | None = None
         # Held to make the synchronous methods' loop: two threads' first calls make one.
         self._sync_lock = threading.Lock()
+        # Held through close(): a second caller (another thread) waits for the first's closing,
+        # then finds nothing left to close.
+        self._close_lock = threading.Lock()
         # The requests inside it: closing refuses new ones and waits for these to end.
         self._admission = Admission()
         # Its failed tries' lines in the log, held to a few a minute (in process too).
@@ -541,19 +544,20 @@ class Gateway:
                 "nothing was closed: close the gateway once the call has returned, or from "
                 "another thread")
         self._admission.shut()
-        self._left_inside(self._admission.drain(self._drain_s(),
-                                                but=(running_loop(), *self._sync_loops())))
-        if any(on.is_closed() for on in list(self._open_streams.values())):
-            self._sync_loop()  # (a loop of its own settles the streams whose loop has closed)
-        if self._sync is not None:  # (its streams' requests logged, as closed by the client)
-            self._sync.run(self._close_streams())
-            self._sync.run(self.pool.aclose())
-            self._sync.stop()
-            self._sync = None
-        future = self._take_maintenance()
-        if future is not None:
-            future.result()
-        self._close_state()
+        with self._close_lock:
+            self._left_inside(self._admission.drain(self._drain_s(),
+                                                    but=(running_loop(), *self._sync_loops())))
+            if any(on.is_closed() for on in list(self._open_streams.values())):
+                self._sync_loop()  # (a loop of its own settles the streams whose loop closed)
+            if self._sync is not None:  # (its streams' requests logged, as closed by the client)
+                self._sync.run(self._close_streams())
+                self._sync.run(self.pool.aclose())
+                self._sync.stop()
+                self._sync = None
+            future = self._take_maintenance()
+            if future is not None:
+                future.result()
+            self._close_state()
 
     async def _close_streams(self) -> None:
         """Close the open streams of the running loop, so their requests are logged (and
