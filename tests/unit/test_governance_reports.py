@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from switchpoint._messages import too_long
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.governance.budgets import period_end
@@ -443,7 +444,7 @@ def test_a_tenant_only_the_log_names_is_reported_and_one_nobody_names_is_refused
                    lambda t: removed.forecast_cost(1, 1, 1, tenant=t),
                    lambda t: removed.get_cost_optimizations(tenant=t),
                    removed.check_budget_alert):
-        for unknown in ("gamma", pasted, "x" * 5000):
+        for unknown in ("gamma", pasted):
             with pytest.raises(NotFoundError) as info:
                 report(unknown)
             message = str(info.value)
@@ -451,6 +452,10 @@ def test_a_tenant_only_the_log_names_is_reported_and_one_nobody_names_is_refused
             assert "s3cr3t" not in message
             assert message.endswith('known: "acme", "beta", "default" (default: requests without '
                                     "a tenant)"), message
+        with pytest.raises(InvalidInputError) as bad:  # (no tenant's name: longer than any)
+            report("x" * 5000)
+        assert bad.value.field == "tenant" and too_long(64, 5000) in str(bad.value)
+        assert len(str(bad.value)) < 300
 
 
 def test_many_logged_lambdas_are_named_by_their_range() -> None:

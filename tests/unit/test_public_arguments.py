@@ -35,6 +35,7 @@ from switchpoint import (
 )
 from switchpoint.config import Settings, load_settings
 from switchpoint.learning import LearningSettings
+from switchpoint.learning.config import NAME_RULE
 from tests.conftest import SAMPLE, FakeEmbedder
 
 
@@ -422,11 +423,12 @@ def test_a_number_out_of_range_is_refused_naming_it(
 def test_a_tenant_that_is_not_valid_unicode_is_refused(
         world: World, call: Callable[[Router], object]) -> None:
     """A tenant name holding a lone surrogate can be neither stored nor sent (a feedback log
-    in SQLite failed to write its outcome), so it is refused naming tenant."""
+    in SQLite failed to write its outcome): it is no tenant's name, so it is refused naming
+    tenant and what a name may hold."""
     router = Router(world.package, embedder=world.embedder)
     with pytest.raises(InvalidInputError) as caught:
         call(router)
-    assert caught.value.field == "tenant" and "lone surrogate" in str(caught.value)
+    assert caught.value.field == "tenant" and NAME_RULE in str(caught.value)
 
 
 PAST = "must be a finite number, got {}, past the largest a number holds (about 1.8e308)"

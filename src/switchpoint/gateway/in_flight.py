@@ -72,7 +72,7 @@ def share_of(settings: Settings, tenant: str | None, upstream_connections: int) 
     less a share."""
     mine = settings.tenants.get(tenant) if tenant is not None else None
     own = None
-    if mine is not None:  # (a config's tenant: its name is a checked one, at most 64 long)
+    if mine is not None:  # (a config's tenant: its name is a checked one, check_tenant's)
         own = f"tenants.{tenant}.max_in_flight"
         if mine.max_in_flight is not None:
             return Share(mine.max_in_flight, None, own, own)

@@ -133,7 +133,9 @@ def _split(value: str | None) -> list[str] | None:
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from switchpoint.gateway.registered_offline import catalog_names
     from switchpoint.governance.keys import KeySpec, expiry_text
+    from switchpoint.learning.events import check_tenant
 
+    check_tenant(args.tenant, "--tenant")
     settings = _settings(args)
     if settings.source_path is None and not settings.tenants:
         raise InvalidInputError(
@@ -167,6 +169,10 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
+    if args.tenant is not None:
+        from switchpoint.learning.events import check_tenant
+
+        check_tenant(args.tenant, "--tenant")
     settings = _settings(args)
     store = _store(settings, reads_only=True)
     now = 0.0  # (no keys to judge)
@@ -180,7 +186,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         # A tenant the gateway does not know (a misspelling) is refused, not "no keys".
         from switchpoint.governance.reports import Reports
 
-        unknown = Reports.from_settings(settings).unknown_tenant(args.tenant)
+        unknown = Reports.from_settings(settings).unknown_tenant(args.tenant, "--tenant")
         if unknown is not None:
             raise InvalidInputError("--tenant", unknown)
     if args.json:
@@ -364,7 +370,7 @@ def _reports(args: argparse.Namespace, *, routing: bool = False) -> Any:
                                         cost_scale=router.cost_scale)
     else:
         reports = Reports.from_settings(settings)
-    unknown = reports.unknown_tenant(getattr(args, "tenant", None))
+    unknown = reports.unknown_tenant(getattr(args, "tenant", None), "--tenant")
     if unknown is not None:
         raise InvalidInputError("--tenant", unknown)
     return reports

@@ -102,6 +102,7 @@ from switchpoint.governance.ledger import (
     tenant_account,
 )
 from switchpoint.governance.settings import EscalationSettings, SLASettings
+from switchpoint.learning.events import MAX_TENANT_NAME, check_tenant
 
 log = logging.getLogger("switchpoint.governance")
 
@@ -154,7 +155,7 @@ class Policy:
         """The caller as an error names it: its key, or the tenant it acts for."""
         if self.key is not None or self.tenant is None:
             return "this key"
-        return f"tenant {json_quoted(self.tenant, 64)}"
+        return f"tenant {json_quoted(self.tenant, MAX_TENANT_NAME)}"
 
 
 def prompt_bound(body: Mapping[str, Any], image_tokens: int) -> int:
@@ -368,6 +369,8 @@ class Governor:
         if tenant is not None and not isinstance(tenant, str):
             raise InvalidInputError("tenant", f"must be a tenant name (a string) or None, got "
                                               f"{type(tenant).__name__}")
+        if tenant is not None:
+            check_tenant(tenant)
         if key is not None:
             who = self.authenticate(key, settings, wait=wait)
             if tenant is not None and tenant != who.tenant:

@@ -79,6 +79,7 @@ from switchpoint.errors import (
 from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.clock_writer import ClockWriter
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
+from switchpoint.learning.events import check_tenant
 from switchpoint.store.moved import (
     Files,
     close_moved,
@@ -422,6 +423,7 @@ class KeySpec:
         lists them (a key narrows them: one that shares none could do nothing)."""
         if not isinstance(self.tenant, str) or not self.tenant:
             raise InvalidInputError("tenant", "is required: the tenant the key belongs to")
+        check_tenant(self.tenant)
         if tenants is not None and self.tenant not in tenants:
             known = listed_names(sorted(tenants), quoted=True) or "none: add tenants: to the config"
             raise InvalidInputError("tenant", f"unknown tenant {json_quoted(self.tenant)}; tenants "

@@ -41,7 +41,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from switchpoint._admitted import admitted_by
-from switchpoint._json import lone_surrogate
 from switchpoint._limits import MAX_REQUESTS_PER_HOUR as MAX_REQUESTS_PER_HOUR
 from switchpoint._limits import MAX_SINCE_HOURS as MAX_SINCE_HOURS
 from switchpoint._limits import SINCE_HOURS as SINCE_HOURS
@@ -317,7 +316,7 @@ class Reports:
                                 [name]))
 
     @_counted
-    def unknown_tenant(self, tenant: str | None) -> str | None:
+    def unknown_tenant(self, tenant: str | None, field: str = "tenant") -> str | None:
         """Why ``tenant`` is unknown, or None when it is known: every tenant (None),
         ``default`` (the requests without a tenant), a tenant of the configuration and one the
         request log or the feedback log names (a tenant since removed from the config keeps
@@ -326,11 +325,11 @@ class Reports:
         ``GET /v1/router/status``, ``learn --export``): a misspelt tenant would otherwise be
         answered as having spent and taught nothing, or with the whole gateway's figures. The
         reason quotes the name cut short and redacted (a key pasted where the tenant goes is
-        not repeated) and lists the known tenants. A ``tenant`` no text could name (not a
-        string, or a string holding a lone surrogate, which no log could be asked about)
-        raises :class:`~switchpoint.errors.InvalidInputError` naming ``tenant``."""
-        if tenant is not None and (not isinstance(tenant, str) or lone_surrogate(tenant)):
-            check_tenant(tenant)  # (which refuses it, saying why)
+        not repeated) and lists the known tenants. A ``tenant`` that is no tenant's name
+        (:func:`~switchpoint.learning.events.check_tenant`) raises
+        :class:`~switchpoint.errors.InvalidInputError` naming ``field``."""
+        if tenant is not None:
+            check_tenant(tenant, field)
         if tenant is None or tenant == DEFAULT_TENANT or tenant in self.settings.tenants:
             return None
         if self._query("SELECT 1 FROM requests WHERE tenant = ? LIMIT 1", [tenant]):

@@ -55,8 +55,8 @@ from switchpoint._limits import MAX_TPM as MAX_TPM
 from switchpoint._messages import json_quoted
 from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_TOKENS, Capability, Tier
 from switchpoint.governance.budgets import MAX_BUDGET_USD, check_curve, parse_budgets
-from switchpoint.learning.config import MemoryConfig, check_name
-from switchpoint.learning.events import DEFAULT_TENANT
+from switchpoint.learning.config import MemoryConfig
+from switchpoint.learning.events import DEFAULT_TENANT, tenant_name_problem
 
 if TYPE_CHECKING:
     pass
@@ -201,7 +201,9 @@ class GovernanceSettings(BaseModel):
 def check_tenant_names(tenants: dict[str, TenantSettings]) -> dict[str, TenantSettings]:
     """The config's tenants, once every name is usable."""
     for name in tenants:
-        check_name(name, "tenant name")
+        problem = tenant_name_problem(name)
+        if problem is not None:
+            raise ValueError(f"tenant name {json_quoted(name, 80)} {problem}")
         if name == DEFAULT_TENANT:
             raise ValueError(f"tenant name {json_quoted(name)} is taken by the requests that name "
                              "no tenant (their feedback, memory and status go under it), so a "

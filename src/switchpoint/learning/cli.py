@@ -390,7 +390,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     if args.tenant is not None:
         from switchpoint.governance.reports import Reports
 
-        unknown = Reports.from_settings(settings).unknown_tenant(args.tenant)
+        unknown = Reports.from_settings(settings).unknown_tenant(args.tenant, "--tenant")
         if unknown is not None:
             raise InvalidInputError("--tenant", unknown)
     # It only reads data_dir (the package goes to --export): a refusal, like an export,

@@ -38,26 +38,18 @@ with another policy (bundled or under ``policies:``), ``cost_weight`` sets λ (a
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from switchpoint._config_numbers import Boolean, Integer, Real, Text
-from switchpoint._messages import json_quoted, one_of
+from switchpoint._messages import json_quoted
+from switchpoint._names import MAX_NAME as MAX_NAME
+from switchpoint._names import NAME as NAME
+from switchpoint._names import NAME_RULE as NAME_RULE
 from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.events import MAX_TENANTS
 from switchpoint.learning.memory import MAX_MEMORY_SIZE
 from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
-
-#: What the config's names (tenants, experiments and their arms, policies) may be: they reach
-#: URL paths, query values, metric labels and log lines as they are (at most MAX_NAME long).
-MAX_NAME = 64
-NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
-#: :data:`NAME` in words, as a message or a schema says what a name may hold.
-NAME_RULE = (f"1-{MAX_NAME} letters, digits, {one_of(('_', '.', '-'))}, starting with a letter "
-             "or digit")
-
 
 #: The most experiments a config may list: a tenant takes part in one enabled experiment at a
 #: time, and each is checked at every reload and reported on with every arm's counts.

@@ -21,33 +21,51 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._limits import MAX_TENANTS as MAX_TENANTS
 from switchpoint._messages import json_quoted, too_long
+from switchpoint._names import MAX_NAME, NAME, NAME_RULE
 from switchpoint._numbers import boolean, checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
+from switchpoint._redact import redact
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import InvalidInputError
 
 #: The deployment's own tenant: what ``tenant=None`` means everywhere.
 DEFAULT_TENANT = "default"
-MAX_TENANT_LENGTH = 200
+#: The longest tenant name a door takes (the config, HTTP, the command line, a key, a
+#: ``Gateway``'s or a ``Router``'s ``tenant=``): the config's names' bound.
+MAX_TENANT_NAME = MAX_NAME
+
+
+def tenant_name_problem(name: str) -> str | None:
+    """Why ``name`` is no tenant's name (past :data:`MAX_TENANT_NAME` characters, or not of
+    :data:`~switchpoint._names.NAME_RULE`), or None when it is one."""
+    if len(name) > MAX_TENANT_NAME:
+        return too_long(MAX_TENANT_NAME, len(name))
+    return None if NAME.fullmatch(name) else f"must be {NAME_RULE}"
 
 
 def check_tenant(tenant: object, field_name: str = "tenant") -> str:
-    """``None`` → the default tenant; otherwise a non-empty name of at most 200 characters
-    that can be stored (no lone surrogate)."""
+    """The one rule for a tenant's name, at every door that takes one: ``None`` → the default
+    tenant; otherwise a name :func:`tenant_name_problem` finds nothing wrong with. The bound
+    is for new input: what a store already holds under a longer name (written by an older
+    version) is read and replayed as it is (see :func:`tenant_key`)."""
     if tenant is None:
         return DEFAULT_TENANT
     if not isinstance(tenant, str) or not tenant.strip():
         raise InvalidInputError(field_name, f"must be a non-empty tenant name or None (the "
                                             f"deployment's own), got {json_quoted(tenant)}")
-    if len(tenant) > MAX_TENANT_LENGTH:
-        raise InvalidInputError(field_name, too_long(MAX_TENANT_LENGTH, len(tenant)))
-    if lone_surrogate(tenant):
-        raise InvalidInputError(field_name, f"{LONE_SURROGATE}; name the tenant in valid "
-                                            "Unicode text")
+    problem = tenant_name_problem(tenant)
+    if problem is not None:
+        # (quoted redacted: a key pasted where the tenant goes is not repeated)
+        raise InvalidInputError(field_name, f"{json_quoted(redact(tenant), 80)} {problem}")
     return tenant
+
+
+def tenant_key(tenant: str | None) -> str:
+    """The tenant a stored row or a reader names (``None``: the default tenant), taken as it
+    is: a name a store holds was checked when it was written, by the rule of its day."""
+    return DEFAULT_TENANT if tenant is None else tenant
 
 
 def check_quality(quality_score: object, success: object) -> float:

@@ -36,6 +36,7 @@ from switchpoint.learning.events import (
     check_cost,
     check_quality,
     check_tenant,
+    tenant_key,
 )
 from switchpoint.learning.exploration import Explorer
 from switchpoint.learning.memory import MAX_MEMORY_SIZE, DecisionMemory, PendingDecision
@@ -536,7 +537,7 @@ class Learner(RemadeOnLoad):
 
     def overlay(self, tenant: str | None = None) -> Overlay | None:
         with self._lock:
-            return self._held(check_tenant(tenant))
+            return self._held(tenant_key(tenant))
 
     def outcome(self, decision_id: str, tenant: str) -> Held | None:
         """The outcome ``tenant``'s overlay holds for ``decision_id`` (the one a repeat

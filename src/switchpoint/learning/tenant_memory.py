@@ -42,7 +42,7 @@ from switchpoint._messages import json_quoted
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.checkpoint import CheckpointError, State
-from switchpoint.learning.events import FeedbackEvent, check_tenant
+from switchpoint.learning.events import FeedbackEvent, check_tenant, tenant_key
 from switchpoint.policies.base import check_int, check_number
 
 
@@ -185,7 +185,7 @@ class TenantKnnMemory(RemadeOnLoad):
         self._lock = threading.Lock()
 
     def settings_for(self, tenant: str | None) -> TenantSettings:
-        return self._settings.get(check_tenant(tenant), self.default)
+        return self._settings.get(tenant_key(tenant), self.default)
 
     def configure(self, tenant: str, settings: TenantSettings) -> None:
         """Set one tenant's settings; ``max_records`` applies from the tenant's first outcome,
@@ -204,13 +204,13 @@ class TenantKnnMemory(RemadeOnLoad):
             return len(self._records)
 
     def size(self, tenant: str | None) -> int:
-        records = self._records.get(check_tenant(tenant))
+        records = self._records.get(tenant_key(tenant))
         return 0 if records is None else len(records.slots)
 
     def coverage(self, tenant: str | None) -> dict[str, int]:
         """How many of the tenant's records each model has (models with none are left out)."""
         with self._lock:
-            records = self._records.get(check_tenant(tenant))
+            records = self._records.get(tenant_key(tenant))
             if records is None or not records.slots:
                 return {}
             ids, counts = np.unique(records.model[records.used()], return_counts=True)

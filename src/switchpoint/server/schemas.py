@@ -28,6 +28,7 @@ from switchpoint.gateway.parsing import MAX_MODELS, ModelName
 from switchpoint.governance.reload_check import MAX_NAMED
 from switchpoint.governance.settings import SLASettings, TenantSettings
 from switchpoint.learning.config import MAX_NAME
+from switchpoint.learning.events import MAX_TENANT_NAME
 from switchpoint.learning.tenant_memory import Fallback
 
 
@@ -48,8 +49,11 @@ Number = Annotated[float, Field(strict=True), WrapValidator(_as_sent)]
 FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False),
                          WrapValidator(_as_sent)]
 #: The ``?tenant=`` of the routes that take one: a tenant's name (never empty), or all of them.
-TenantQuery = Annotated[str | None, Query(min_length=1, max_length=64,
+TenantQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_TENANT_NAME,
                                           description="A configured tenant's name.")]
+#: A tenant's name in a body: never empty, bounded as at every door (what else is wrong with
+#: it, the gateway's logic says by the one rule it keeps).
+TenantName = Annotated[str, Field(min_length=1, max_length=MAX_TENANT_NAME)]
 
 
 #: An answer that holds what its model lists and nothing else: the schema says so

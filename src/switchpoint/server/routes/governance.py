@@ -46,6 +46,7 @@ from switchpoint.server.schemas import (
     SLAReport,
     SuggestionList,
     TenantList,
+    TenantName,
     TenantQuery,
 )
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
@@ -72,7 +73,7 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"tenant": "acme", "budget": ["50/month"], "rpm": 60, "models": ["cheap", "auto"]}]})
 
-    tenant: StrictStr = Field(min_length=1, max_length=64)
+    tenant: TenantName
     name: StrictStr | None = Field(None, max_length=MAX_KEY_NAME)
     budget: StrictStr | list[StrictStr] | None = Field(
         None, description=f'AMOUNT/PERIOD in USD, e.g. "50/month" (the period '

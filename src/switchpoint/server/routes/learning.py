@@ -56,6 +56,7 @@ from switchpoint.server.schemas import (
     FiniteNumber,
     ScoreResponse,
     StatusResponse,
+    TenantName,
     TenantQuery,
 )
 
@@ -89,7 +90,6 @@ def _responses(ok: str, *codes: int, openai: bool = False) -> dict[int | str, di
     return out
 
 Quality = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1)]
-TenantName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class FeedbackRequest(BaseModel):
