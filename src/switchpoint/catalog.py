@@ -87,6 +87,21 @@ def usd(amount: float) -> float:
     return round(amount, USD_DIGITS)
 
 
+#: Below this, a table shows an amount of dollars to more places than its usual six.
+SMALL_USD = 1e-6
+
+
+def usd_text(amount: float) -> str:
+    """``amount`` of US dollars as a table or a message shows it: to 6 decimal places
+    (``$1,234.500000``), and one too small for them to the :data:`USD_DIGITS` places it is kept
+    to, trailing zeros dropped (``$0.000000001``), so an amount that is not zero never reads
+    as zero; one past even those (a float not made by :func:`usd`) in scientific notation."""
+    if amount == 0 or not abs(amount) < SMALL_USD:
+        return f"${amount:,.6f}"
+    shown = f"{amount:.{USD_DIGITS}f}".rstrip("0")
+    return f"${shown}" if shown.strip("-0.") else f"${amount:.1e}"
+
+
 def model_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a catalog model, or None. The model that answered is named in
     the ``x-switchpoint-model`` header of every answer, and HTTP headers carry only visible

@@ -501,6 +501,7 @@ def cmd_remove_model(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from switchpoint.catalog import usd_text
     from switchpoint.weights import load_weights
 
     package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
@@ -523,7 +524,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     _say(f"policy    {policy.name} {policy.get_params()}")
     _say(f"models    {len(package.models)}")
     for m in package.models:
-        _say(f"  {m:<40} mean cost ${costs[m]:.6f}")
+        _say(f"  {m:<40} mean cost {usd_text(costs[m])}")
     prov = package.provenance
     if prov:
         _say(f"fitted on {prov.get('n_records')} records from {prov.get('records')} "

@@ -489,6 +489,23 @@ def seed(config: Path) -> None:
                 decision_id=f"d{i}", tenant="acme", key_id="k1")).result()
 
 
+def test_a_table_shows_an_amount_below_six_places_as_not_zero(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A request that cost $0.000000002 is shown so in the report's tables, not as $0.000000
+    (six places), which read as nothing spent."""
+    with SQLiteStore(config.parent / "data" / "switchpoint.db") as store:
+        store.append(RequestRecord(
+            id="r0", ts=time.time() - 60, requested_model="small", status="ok",
+            http_status=200, pin_state="fresh", stream=False, latency_ms=10.0, model="small",
+            prompt_tokens=1, completion_tokens=1, cost_usd=2e-9, tenant="acme")).result()
+    code, out, err = run(["report", "cost", "--config", config], capsys)
+    assert code == 0, err
+    assert "1 answered, $0.000000002 " in out, out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("small", "acme"))]
+    assert [row[:3] for row in rows] == [["small", "1", "$0.000000002"],
+                                         ["acme", "1", "$0.000000002"]], out
+
+
 @pytest.mark.parametrize("report", [
     ["cost"], ["sla"], ["suggest"], ["alert"],
     ["forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",

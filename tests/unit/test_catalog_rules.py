@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from switchpoint._messages import reason
-from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.catalog import Catalog, ModelCard, usd_text
 from switchpoint.config import ModelEntry, Settings, check_catalog, load_settings
 from switchpoint.errors import ConfigError, InvalidInputError
 from switchpoint.gateway import Gateway
@@ -300,3 +300,13 @@ def test_a_catalog_holds_as_many_models_as_a_config_may_list() -> None:
     with pytest.raises(ValidationError) as in_settings:
         Settings.model_validate({"models": entries})
     assert f"at most {MAX_CATALOG_MODELS}" in str(in_settings.value).replace(",", "")
+
+
+@pytest.mark.parametrize(("amount", "shown"), [
+    (0.0, "$0.000000"), (1234.5, "$1,234.500000"), (0.000001, "$0.000001"),
+    (1e-9, "$0.000000001"), (1.5e-9, "$0.0000000015"), (5e-7, "$0.0000005"),
+    (1e-12, "$1.0e-12")])
+def test_an_amount_of_dollars_that_is_not_zero_never_reads_as_zero(
+        amount: float, shown: str) -> None:
+    # Six places as a rule; an amount below them to the ten places dollars are kept to.
+    assert usd_text(amount) == shown

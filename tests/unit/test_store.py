@@ -20,6 +20,7 @@ from typing import Any, ClassVar, cast
 
 import pytest
 
+from switchpoint.catalog import usd
 from switchpoint.errors import InvalidInputError, StoreError
 from switchpoint.governance.ledger import LedgerRecord
 from switchpoint.learning.memory import PendingDecision
@@ -274,6 +275,17 @@ def request(status: str = "ok", model: str | None = "m", cost: float | None = 0.
         attempts=[{"model": m, "outcome": "ok"} for m in tried], escalated=len(tried) > 1,
         pin={"pin_state": "fresh"}, prompt_tokens=10, completion_tokens=5, cost_usd=cost,
         reasoning=["because"], excluded={"x": ["no vision"]})
+
+
+def test_a_cost_total_below_a_cent_millionth_keeps_its_places(tmp_path: Path) -> None:
+    """The totals are kept in nano-dollars and read back to the places every amount of dollars
+    is kept to: two requests of $0.000000003 total $0.000000006, where eight places made it
+    $0.00000001 and one of them $0."""
+    with SQLiteStore(tmp_path / "switchpoint.db") as store:
+        for rec in (request(cost=3e-9), request(cost=3e-9, model="n")):
+            store.append(rec).result()
+        stats = store.request_stats()
+    assert stats["cost_usd"] == 6e-9 and stats["by_model"]["n"]["cost_usd"] == 3e-9
 
 
 def test_a_total_out_of_range_is_left_out_with_a_warning_not_clamped(
@@ -1286,7 +1298,7 @@ def _usd_of(rows: list[tuple[str | None, float | None]]) -> dict[str | None, flo
         nano[None] += _nano(cost)
         if model is not None:
             nano[model] = nano.get(model, 0) + _nano(cost)
-    return {m: round(v / 1e9, 8) for m, v in nano.items()}
+    return {m: usd(v / 1e9) for m, v in nano.items()}
 
 
 def _reported(store: SQLiteStore, tenant: str | None = None) -> dict[str, Any]:
@@ -1554,8 +1566,8 @@ def test_cost_totals_stay_exact_through_many_odd_costs_logged_and_pruned(
         for _, model, cost in kept:
             by_model[model] = by_model.get(model, 0) + _nano(cost)
         total = sum(by_model.values())
-        return (round(total / 1e9, 8),
-                {m: round(v / 1e9, 8) for m, v in by_model.items()})
+        return (usd(total / 1e9),
+                {m: usd(v / 1e9) for m, v in by_model.items()})
 
     for wave in range(waves, -1, -1):  # first as logged, then pruned a wave at a time
         cutoff = time.time() - (wave + 1) * day + 30 if wave < waves else 0.0

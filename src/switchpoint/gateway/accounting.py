@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 
 from switchpoint._redact import clip, redact
+from switchpoint.catalog import usd_text
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import FailoverError, GatewayError, ServiceStoppingError
 from switchpoint.gateway.failover import AnswerUse, Attempt, FailoverResult, FailoverStream
@@ -212,7 +213,7 @@ def _estimate_note(model: str, status: str, use: AnswerUse) -> str:
     used."""
     assert use.usage is not None
     price = ("" if use.cost_usd is None else
-             f", ${use.cost_usd:.6f} at its prices (never past its worst case)")
+             f", {usd_text(use.cost_usd)} at its prices (never past its worst case)")
     if not use.stream:
         ended = "answer came"
     else:

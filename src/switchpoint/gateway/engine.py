@@ -75,7 +75,7 @@ from switchpoint._messages import json_quoted, listed_names, one_of, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint._redact import redact, remember, url_secrets
-from switchpoint.catalog import Catalog, ModelCard, model_names, usd
+from switchpoint.catalog import Catalog, ModelCard, model_names, usd, usd_text
 from switchpoint.config import (
     MAPPING_CONFIG,
     GatewaySettings,
@@ -1474,8 +1474,8 @@ class Gateway:
             if ticket.holds:
                 plan.notes.append(
                     f"Budget: held {card.name}'s worst case "
-                    f"${self.governor.worst_of(ticket, card):.6f} before its next try, after "
-                    f"{tries} a provider may have billed (${ticket.held_for_usd:.6f} held for "
+                    f"{usd_text(self.governor.worst_of(ticket, card))} before its next try, after "
+                    f"{tries} a provider may have billed ({usd_text(ticket.held_for_usd)} held for "
                     "the request's tries in all).")
             held = ticket.tokens_held()
             if held:
@@ -1534,9 +1534,9 @@ class Gateway:
                 over = (" (more than the request held: charged in full)"
                         if extra + (cost_usd or 0.0)
                         > plan.ticket.held_for_usd * (1 + 1e-9) + 1e-12 else "")
-                plan.notes.append(f"Budget: charged ${extra:.6f} for {tries_of}{over}.")
+                plan.notes.append(f"Budget: charged {usd_text(extra)} for {tries_of}{over}.")
             else:  # (a tokens-per-minute limit alone: no budget to charge)
-                plan.notes.append(f"Spend: recorded ${extra:.6f} in the spend ledger, "
+                plan.notes.append(f"Spend: recorded {usd_text(extra)} in the spend ledger, "
                                   f"against no budget (none applies to this request), for "
                                   f"{tries_of}.")
         tokens = None if usage is None else usage.prompt_tokens + usage.completion_tokens
@@ -3071,7 +3071,7 @@ def _estimated(use: AnswerUse) -> str:
         return ""
     prompt = ("as the upstream reported it" if use.prompt_reported
               else "the prompt as the gateway estimates it")
-    cost = "" if use.cost_usd is None else f", ${use.cost_usd:.6f}"
+    cost = "" if use.cost_usd is None else f", {usd_text(use.cost_usd)}"
     return (f" (estimated: {use.usage.prompt_tokens} prompt tokens ({prompt}) and "
             f"{use.usage.completion_tokens} answer tokens, for the {use.unrelayed_bytes} bytes, "
             f"in UTF-8, of reasoning it sent before any content{cost})")

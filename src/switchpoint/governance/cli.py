@@ -72,7 +72,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _usd(x: float | None) -> str:
-    return "-" if x is None else f"${x:,.6f}"
+    from switchpoint.catalog import usd_text
+
+    return "-" if x is None else usd_text(x)
 
 
 # keys ------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ from typing import Any
 import anyio.to_thread
 
 from switchpoint._messages import json_quoted, listed_names
-from switchpoint.catalog import TIERS, Catalog, ModelCard, model_names
+from switchpoint.catalog import TIERS, Catalog, ModelCard, model_names, usd_text
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision, without_prior_names
 from switchpoint.errors import (
@@ -946,7 +946,8 @@ class Governor:
             culprit = self._culprit(result, kept, worst, per_card, require_first)
             if culprit is None:
                 raise _refusal(result)
-            notes.append(f"Budget: {culprit.name} (worst case ${worst[culprit.name]:.6f}) left "
+            notes.append(f"Budget: {culprit.name} (worst case "
+                         f"{usd_text(worst[culprit.name])}) left "
                          f"out of the candidates, since with every candidate kept the request "
                          f"does not fit: {result.message}.")
             kept = [c for c in kept if c is not culprit]
@@ -1029,8 +1030,8 @@ class Governor:
                     spent = total - self.worst_of(ticket, card)
                     blocked.message = (
                         f"budget exceeded: not sent, as {label} cannot hold another try of "
-                        f"{card.name} (its worst case ${self.worst_of(ticket, card):.6f}) "
-                        f"beside the ${spent:.6f} that {earlier} a provider may have billed "
+                        f"{card.name} (its worst case {usd_text(self.worst_of(ticket, card))}) "
+                        f"beside the {usd_text(spent)} that {earlier} a provider may have billed "
                         "cost")
                 else:
                     blocked.message = (

@@ -106,7 +106,7 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 from switchpoint._files import served
-from switchpoint.catalog import usd
+from switchpoint.catalog import usd, usd_text
 from switchpoint.governance.budgets import (
     PERIODS,
     Budget,
@@ -701,12 +701,12 @@ class Ledger:
         if limit == 0:  # (a budget of 0 blocks all spend: no smaller request fits)
             return Blocked("budget", account,
                            f"{who}'s budget of $0/{budget.period} allows no spend and this "
-                           f"request may cost up to ${amount:.6f} (its worst case); only a "
+                           f"request may cost up to {usd_text(amount)} (its worst case); only a "
                            "request that costs nothing passes it (raise the budget to spend)",
                            None, budget)
         if amount > limit * (1 + _EPS) + 1e-12:
             return Blocked("budget", account,
-                           f"this request may cost up to ${amount:.6f} (its worst case), more "
+                           f"this request may cost up to {usd_text(amount)} (its worst case), more "
                            f"than {who}'s whole budget of ${limit:g}/{budget.period}; send a "
                            "smaller max_tokens or a shorter prompt", None, budget)
         # A budget shared with other callers (the gateway's, a model's, a provider's) says
@@ -715,18 +715,18 @@ class Ledger:
         if spent + amount > limit * (1 + _EPS) + 1e-12:
             wait = resets - now
             used = (f"{who}'s ${limit:g}/{budget.period} budget has no room left for it"
-                    if shared else f"{who} has spent ${spent:.6f} of its "
+                    if shared else f"{who} has spent {usd_text(spent)} of its "
                                    f"${limit:g}/{budget.period} budget")
             return Blocked("budget", account,
-                           f"{used} and this request may cost up to ${amount:.6f}; the budget "
+                           f"{used} and this request may cost up to {usd_text(amount)}; the budget "
                            f"resets in {describe_seconds(wait)} (periods are calendar periods "
                            "in UTC)", wait, budget)
         used = (f"{who}'s ${limit:g}/{budget.period} budget is held by requests in flight"
-                if shared else f"{who} has spent ${spent:.6f} of its ${limit:g}/"
+                if shared else f"{who} has spent {usd_text(spent)} of its ${limit:g}/"
                                f"{budget.period} budget and requests in flight hold "
-                               f"${held:.6f} more")
+                               f"{usd_text(held)} more")
         return Blocked("budget", account,
-                       f"{used}; this request may cost up to ${amount:.6f}; retry once they "
+                       f"{used}; this request may cost up to {usd_text(amount)}; retry once they "
                        "finish", 1.0, budget)
 
     # Closing -----------------------------------------------------------------------------------

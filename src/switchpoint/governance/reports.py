@@ -46,7 +46,7 @@ from switchpoint._limits import MAX_SINCE_HOURS as MAX_SINCE_HOURS
 from switchpoint._limits import SINCE_HOURS as SINCE_HOURS
 from switchpoint._messages import json_quoted, listed_names, one_of, people_number
 from switchpoint._numbers import checked_number
-from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard, check_token_counts
+from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard, check_token_counts, usd_text
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.governance.budget_list import (
@@ -879,7 +879,7 @@ class Reports:
         quality = w["quality_delta"] or 0.0
         share = w["spend_delta_pct"]
         spend = (f"{share:+.1%}" if share is not None
-                 else f"+${w['spend_delta_usd']:.6f} where there was none")
+                 else f"+{usd_text(w['spend_delta_usd'])} where there was none")
         tradeoff = (f"expected quality {quality:+.3f} (from {w['actual_expected_quality']:.3f} "
                     f"to {w['expected_quality']:.3f}); spend {spend} over "
                     f"{w['requests']} logged requests")
@@ -1182,7 +1182,7 @@ class Reports:
         if over:
             b = over[0]
             if b["limit_usd"] <= 0:
-                return _shut(b, f"${b['spent_usd'] + b['held_usd']:.6f} was spent or held "
+                return _shut(b, f"{usd_text(b['spent_usd'] + b['held_usd'])} was spent or held "
                                 "against it this period")
             return (f"{describe_account(b['account'])} has used {b['utilization']:.0%} of its "
                     f"${b['limit_usd']:g}/{b['period']} budget: requests that do not fit are "
@@ -1199,7 +1199,8 @@ class Reports:
         if hourly_status == "ok" and nearing and all(b["limit_usd"] <= 0 for b in nearing):
             b = nearing[0]
             return _shut(b, "at the recent rate of spend "
-                            f"${b['projected_usd']:.6f} would go against it by the period's end")
+                            f"{usd_text(b['projected_usd'])} would go against it by the "
+                            "period's end")
         try:
             suggestions = self.get_cost_optimizations(period="day", tenant=tenant)
         except InvalidInputError:

@@ -45,7 +45,7 @@ from switchpoint._messages import (
     quoted_path,
 )
 from switchpoint._progress import ProgressFn
-from switchpoint.catalog import MAX_TOKENS, catalog_name_problem, usd
+from switchpoint.catalog import MAX_TOKENS, catalog_name_problem, usd, usd_text
 from switchpoint.config import MAPPING_CONFIG, Settings, load_settings
 from switchpoint.errors import (
     ConfigError,
@@ -193,8 +193,9 @@ class LabelReport:
                        if self.already_labelled else "")
             lines.append(f"mean score over the output's {plural(self.records, 'record')}"
                          f"{earlier}: {scores}")
-        lines.append(f"cost: ${self.answers_cost_usd:.6f} answers + ${self.judge_cost_usd:.6f} "
-                     f"judge = ${self.total_cost_usd:.6f}")
+        lines.append(f"cost: {usd_text(self.answers_cost_usd)} answers + "
+                     f"{usd_text(self.judge_cost_usd)} "
+                     f"judge = {usd_text(self.total_cost_usd)}")
         if self.failures:
             lines.append(f"failures: {len(self.failures)}")
             # (ids come from the prompts file and messages from upstreams: as text, never as

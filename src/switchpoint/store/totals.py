@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._messages import json_quoted
+from switchpoint.catalog import usd
 
 log = logging.getLogger("switchpoint.store")
 
@@ -41,9 +42,10 @@ class Totals:
         return None
 
     def usd(self, value: Any, figure: str, per_usd: int) -> float | None:
-        """A cost total kept in ``1/per_usd`` dollars, in US dollars to 8 decimals, or None."""
+        """A cost total kept in ``1/per_usd`` dollars, in US dollars (to the places every
+        amount of dollars is kept to, :func:`~switchpoint.catalog.usd`), or None."""
         whole = self.count(value, figure)
-        return None if whole is None else round(whole / per_usd, 8)
+        return None if whole is None else usd(whole / per_usd)
 
     def _out_of_range(self, value: Any, figure: str) -> None:
         shown = json_quoted(value, 40)
