@@ -761,6 +761,11 @@ def test_the_key_list_comes_a_bounded_page_at_a_time(gov: ThreadServer,
     ({"tenant": "acme", "expires": "99999999w"}, "expires", "too far off"),
     ({"tenant": "acme", "expires": "yesterday"}, "expires", "is not a date"),
     ({"tenant": "acme", "expires": "0.0001s"}, "expires", "a key must live at least 60 s"),
+    # A blank name shows as none in the key list: refused, not kept.
+    ({"tenant": "acme", "name": ""}, "name", 'name: is "", blank; a name tells a key apart'),
+    ({"tenant": "acme", "name": "   "}, "name",
+     'is "   ", blank; a name tells a key apart in `switchpoint keys list` and logs: give one '
+     "with a visible character, or leave name out for a key without one"),
     ({"tenant": "acme", "name": "ok\u0000"}, "name", "holds U+0000 (character 3)"),
     ({"tenant": "acme", "name": "a\u202eb"}, "name", "holds U+202E"),
     ({"tenant": "acme", "name": "a\u2028b"}, "name", "holds U+2028"),

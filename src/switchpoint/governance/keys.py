@@ -433,6 +433,12 @@ class KeySpec:
             raise InvalidInputError("name", f"must be a string{got(self.name)}")
         if self.name is not None and len(self.name) > MAX_KEY_NAME:
             raise InvalidInputError("name", too_long(MAX_KEY_NAME, len(self.name)))
+        if self.name is not None and not self.name.strip():
+            # (shown blank in `switchpoint keys list`, as a key without a name is)
+            raise InvalidInputError("name", f"is {json_quoted(self.name, 20)}, blank; a name "
+                                            "tells a key apart in `switchpoint keys list` and "
+                                            "logs: give one with a visible character, or "
+                                            "leave name out for a key without one")
         hidden = None if self.name is None else unprintable(self.name)
         if hidden is not None:
             raise InvalidInputError("name", f"holds U+{ord(hidden[1]):04X} (character "

@@ -74,7 +74,11 @@ class KeyCreate(BaseModel):
         {"tenant": "acme", "budget": ["50/month"], "rpm": 60, "models": ["cheap", "auto"]}]})
 
     tenant: TenantName
-    name: StrictStr | None = Field(None, max_length=MAX_KEY_NAME)
+    name: StrictStr | None = Field(
+        None, max_length=MAX_KEY_NAME,
+        description="What tells the key apart in lists and logs: not blank, no control, "
+                    "invisible or direction-changing character, nothing shaped like a "
+                    "credential.")
     budget: StrictStr | list[StrictStr] | None = Field(
         None, description=f'AMOUNT/PERIOD in USD, e.g. "50/month" (the period '
                           f"{one_of(PERIODS)}): 0 (no spend) or from {MIN_BUDGET_USD:g} to "
