@@ -253,6 +253,9 @@ def test_expires_takes_epoch_seconds_as_the_readme_says(
      "give epoch seconds past now, a later date (YYYY-MM-DD, UTC) or a duration from now "
      "(30d, 12h)"),
     (["--tenant", "acme", "--expires=-1e-400"], '--expires: "-1e-400" is negative: epoch '),
+    (["--tenant", "acme", "--expires", "20270131"],
+     '--expires: "20270131" is not in the future (a number is read as epoch seconds: this one '
+     "is 1970-08-23T14:35:31Z)"),
     (["--tenant", "acme", "--name", "  "], '--name: is "  ", blank; a name tells a key apart'),
     (["--tenant", "acme", "--name", "ci\nacme  active"], "--name: holds U+000A (character 3)"),
     (["--tenant", "acme", "--name", "safe\u202etxt.exe"], "--name: holds U+202E"),

@@ -761,6 +761,14 @@ def test_the_key_list_comes_a_bounded_page_at_a_time(gov: ThreadServer,
     ({"tenant": "acme", "expires": "99999999w"}, "expires", "too far off"),
     ({"tenant": "acme", "expires": "yesterday"}, "expires", "is not a date"),
     ({"tenant": "acme", "expires": "0.0001s"}, "expires", "a key must live at least 60 s"),
+    # A number is epoch seconds: a date written without its dashes is told the instant it
+    # names, not only that it is past.
+    ({"tenant": "acme", "expires": "20270131"}, "expires",
+     '"20270131" is not in the future (a number is read as epoch seconds: this one is '
+     "1970-08-23T14:35:31Z); give a later date (YYYY-MM-DD, UTC)"),
+    ({"tenant": "acme", "expires": 0}, "expires",
+     "0 is not in the future (a number is read as epoch seconds: this one is "
+     "1970-01-01T00:00:00Z)"),
     # A blank name shows as none in the key list: refused, not kept.
     ({"tenant": "acme", "name": ""}, "name", 'name: is "", blank; a name tells a key apart'),
     ({"tenant": "acme", "name": "   "}, "name",

@@ -224,11 +224,13 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
             math.inf if value > 0 else -math.inf)
         if ts < 0:
             raise InvalidInputError("expires", f"{json_quoted(value, 40)} {_NEGATIVE_EPOCH}")
+        epoch_given = True
     elif isinstance(value, str):
         relative = _RELATIVE.fullmatch(value)
         # A number is epoch seconds (the command line's, and a JSON string's), never a
         # basic-format ISO date: Python reads 1797040523 as a day in 1797.
         epoch = number_text(value)
+        epoch_given = epoch is not None
         day = None if epoch is not None else _date_only(value)
         if relative is not None:
             amount = float(relative.group(1))
@@ -269,8 +271,12 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
                                            "expires by 9999-12-31 at the latest (leave expires "
                                            "out for a key that never does)")
     if ts <= now:
-        raise InvalidInputError("expires", f"{json_quoted(value, 40)} is not in the future; "
-                                           f"{_LATER}")
+        # A number is epoch seconds: one meant as a date (20270131) is told the instant it
+        # names, which "not in the future" alone leaves a puzzle.
+        read_as = (f" (a number is read as epoch seconds: this one is {_iso(ts)})"
+                   if epoch_given and ts >= 0 else "")
+        raise InvalidInputError("expires", f"{json_quoted(value, 40)} is not in the future"
+                                           f"{read_as}; {_LATER_EPOCH if epoch_given else _LATER}")
     if ts < now + MIN_LIFETIME_S:
         raise InvalidInputError("expires", f"{json_quoted(value, 40)} is {ts - now:.3g} s from "
                                            f"now; a key must live at least {MIN_LIFETIME_S:g} s "
