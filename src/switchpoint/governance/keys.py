@@ -53,6 +53,7 @@ from switchpoint._files import (
 from switchpoint._messages import (
     cut,
     got,
+    invalid_at,
     json_quoted,
     listed_names,
     people_number,
@@ -474,7 +475,12 @@ class KeySpec:
                                                     f"{most:,}, got {json_quoted(value, 30)}")
         models = None
         if self.models is not None:
-            models = [str(m).strip() for m in self.models if str(m).strip()]
+            for i, name in enumerate(self.models):
+                if not str(name).strip():  # (a list the caller wrote: none of it dropped unsaid)
+                    raise invalid_at("models", f"models[{i}]", f"is {json_quoted(name, 20)}, "
+                                     "blank; list model names (and \"auto\"), or leave models "
+                                     "out to allow the tenant's")
+            models = [str(m).strip() for m in self.models]
             if not models:
                 raise InvalidInputError("models", "is empty; list model names (and \"auto\") or "
                                                   "leave it out to allow the tenant's")
