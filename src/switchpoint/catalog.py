@@ -87,19 +87,17 @@ def usd(amount: float) -> float:
     return round(amount, USD_DIGITS)
 
 
-#: Below this, a table shows an amount of dollars to more places than its usual six.
-SMALL_USD = 1e-6
-
-
 def usd_text(amount: float) -> str:
-    """``amount`` of US dollars as a table or a message shows it: to 6 decimal places
-    (``$1,234.500000``), and one too small for them to the :data:`USD_DIGITS` places it is kept
-    to, trailing zeros dropped (``$0.000000001``), so an amount that is not zero never reads
-    as zero; one past even those (a float not made by :func:`usd`) in scientific notation."""
-    if amount == 0 or not abs(amount) < SMALL_USD:
-        return f"${amount:,.6f}"
-    shown = f"{amount:.{USD_DIGITS}f}".rstrip("0")
-    return f"${shown}" if shown.strip("-0.") else f"${amount:.1e}"
+    """``amount`` of US dollars as a table or a message shows it: to at least 6 decimal places
+    (``$1,234.500000``) and up to the :data:`USD_DIGITS` places it is kept to, zeros past the
+    sixth dropped (``$0.00000145``, ``$0.000000001``), so an amount is never rounded for showing
+    and one that is not zero never reads as zero; one past even those places (a float not made
+    by :func:`usd`) in scientific notation."""
+    if amount != 0 and round(amount, USD_DIGITS) == 0:
+        return f"${amount:.1e}"
+    whole, _, places = f"{amount:,.{USD_DIGITS}f}".partition(".")
+    places = places.rstrip("0").ljust(6, "0")
+    return f"${whole}.{places}"
 
 
 def model_name_problem(name: str) -> str | None:

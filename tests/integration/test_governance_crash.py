@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from switchpoint.catalog import usd_text
 from switchpoint.config import load_settings
 from switchpoint.governance.governor import prompt_bound, worst_cost
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -173,7 +174,7 @@ def test_a_stream_a_crash_cut_is_charged_its_worst_case_once_when_its_reservatio
             client.chat.completions.create(model="good", max_tokens=MAX_TOKENS,
                                            messages=[{"role": "user", "content": SLOW}])
         assert refused.value.code == "budget_exceeded", refused.value
-        assert f"has spent ${worst:.6f} of its" in str(refused.value)
+        assert f"has spent {usd_text(worst)} of its" in str(refused.value)
         code, err = server.terminate()
         assert code == 0, err
 

@@ -21,9 +21,10 @@ import openai
 import pytest
 
 from switchpoint._messages import MAX_LISTED
+from switchpoint.catalog import usd_text
 from switchpoint.cli import main
 from switchpoint.config import load_settings
-from switchpoint.governance.governor import prompt_bound
+from switchpoint.governance.governor import prompt_bound, worst_cost
 from switchpoint.governance.reload_check import MAX_NAMED
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -562,6 +563,28 @@ def test_a_budget_of_0_blocks_all_spend_and_says_so(gov: ThreadServer) -> None:
     assert (mine["utilization"], mine["used_fraction"], mine["status"]) == (1.0, 1.0, "ok")
 
 
+def test_a_budget_refusal_gives_a_worst_case_of_a_millionth_of_a_dollar_as_it_is(
+        gov: ThreadServer) -> None:
+    """A request of a cheap model may cost about a millionth of a dollar: its refusal says what
+    it may cost to the places every amount is kept to, where six places rounded it (a cheaper
+    one still told a budget of 0 that it "may cost up to $0.000000", and that one costing
+    nothing passes)."""
+    issued = new_key(gov, budget="0/day", models=["fresh"])
+    with pytest.raises(openai.RateLimitError) as info:
+        client(gov, issued["key"]).chat.completions.create(model="fresh", messages=user("hi"),
+                                                           max_tokens=1)
+    message = info.value.message
+    settings = gov.service.gateway.settings
+    catalog = settings.catalog()
+    assert catalog is not None
+    body = {"model": "fresh", "messages": user("hi"), "max_tokens": 1}
+    worst = worst_cost(catalog["fresh"], prompt_bound(body, settings.governance.image_tokens), 1)
+    assert 1e-7 < worst < 1e-5, worst  # (fresh: $0.05 and $0.1 per million tokens)
+    assert info.value.code == "budget_exceeded", message
+    assert f"may cost up to {usd_text(worst)} (its worst case)" in message, message
+    assert float(usd_text(worst)[1:]) == pytest.approx(worst, rel=1e-3)  # (six places: 0.000001)
+
+
 def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:
     issued = new_key(gov, rpm=2)
     c = client(gov, issued["key"])
@@ -769,7 +792,7 @@ def test_the_key_list_comes_a_bounded_page_at_a_time(gov: ThreadServer,
     # names, not only that it is past.
     ({"tenant": "acme", "expires": "20270131"}, "expires",
      '"20270131" is not in the future (a number is read as epoch seconds: this one is '
-     "1970-08-23T14:35:31Z); give a later date (YYYY-MM-DD, UTC)"),
+     "1970-08-23T14:35:31Z); give epoch seconds past now, a later date (YYYY-MM-DD, UTC)"),
     ({"tenant": "acme", "expires": 0}, "expires",
      "0 is not in the future (a number is read as epoch seconds: this one is "
      "1970-01-01T00:00:00Z)"),

@@ -305,8 +305,9 @@ def test_a_catalog_holds_as_many_models_as_a_config_may_list() -> None:
 @pytest.mark.parametrize(("amount", "shown"), [
     (0.0, "$0.000000"), (1234.5, "$1,234.500000"), (0.000001, "$0.000001"),
     (1e-9, "$0.000000001"), (1.5e-9, "$0.0000000015"), (5e-7, "$0.0000005"),
-    (1e-12, "$1.0e-12")])
+    (1e-12, "$1.0e-12"), (0.00000145, "$0.00000145"), (1.2345678912, "$1.2345678912"),
+    (-0.25, "$-0.250000"), (3.0, "$3.000000")])
 def test_an_amount_of_dollars_that_is_not_zero_never_reads_as_zero(
         amount: float, shown: str) -> None:
-    # Six places as a rule; an amount below them to the ten places dollars are kept to.
+    # At least six places; never rounded below the ten places dollars are kept to.
     assert usd_text(amount) == shown
