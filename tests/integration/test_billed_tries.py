@@ -27,7 +27,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
-from switchpoint.catalog import text_bytes, text_tokens
+from switchpoint.catalog import text_bytes, text_tokens, usd_text
 from switchpoint.config import DB_FILENAME, load_settings
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.governance.governor import prompt_bound, worst_cost
@@ -180,7 +180,7 @@ def test_a_read_timeout_mid_answer_is_charged_beside_the_answer(
     assert _charged(gov, request_id) == {"cheap": pytest.approx(entry["charged"])}
     assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
     assert [note.split(" for 1 try ")[0] for note in entry["reasoning"]
-            if "with no answer" in note] == [f"Budget: charged ${worst['cheap']:.6f}"]
+            if "with no answer" in note] == [f"Budget: charged {usd_text(worst['cheap'])}"]
 
 
 def test_the_deadline_cutting_a_plain_answer_is_charged_the_models_worst_case(
@@ -301,7 +301,7 @@ def test_an_answer_holding_no_choice_fails_over_charged_what_it_reports(
     how = ("each at the usage its upstream reported, else its model's worst case"
            if usage.startswith("prompt") else "each at its model's worst case")
     assert [note.split(" for 1 try ")[0] for note in entry["reasoning"]
-            if "with no answer" in note] == [f"Budget: charged ${broken:.6f}"]
+            if "with no answer" in note] == [f"Budget: charged {usd_text(broken)}"]
     assert any(f"{how}: cheap #1 {outcome}" in note for note in entry["reasoning"])
 
 
@@ -472,7 +472,7 @@ def test_a_stream_broken_while_reasoning_is_charged_the_estimate_of_what_it_gene
     assert ("else the estimate of the reasoning it sent before it broke or was cut off, else "
             f"its model's worst case: {model} #1 stream_broken (estimated: {said} and "
             f"{text_tokens(thought)} answer tokens, for the {thought} bytes, in UTF-8, of "
-            f"reasoning it sent before any content, ${estimate:.6f})") in notes[0], notes[0]
+            f"reasoning it sent before any content, {usd_text(estimate)})") in notes[0], notes[0]
 
 
 def test_a_stream_cut_while_reasoning_is_charged_what_came_before_the_cut(
@@ -695,7 +695,7 @@ def _reported_usage_held(gov: ThreadServer, gw_fake: FakeProviderProcess) -> Non
         ("good", "malformed_response", pytest.approx(reported)), ("good", "ok", None)]
     held = [note for note in entry["reasoning"] if note.startswith("Budget: held ")]
     assert len(held) == 1 and held[0].endswith(
-        f"(${worst_of[0] + reported:.6f} held for the request's tries in all)."), held
+        f"({usd_text(worst_of[0] + reported)} held for the request's tries in all)."), held
     assert gateway.governor.ledger.held(f"key:{tight['id']}") == 0
 
 
@@ -965,7 +965,8 @@ def test_a_retry_the_tpm_window_can_take_is_held_sent_and_counted_once(
     worst = _worst(rated, gw_fake, "cheap")
     settled = [note for note in entry["reasoning"] if "with no answer" in note]
     assert settled == [
-        f"Spend: recorded ${worst:.6f} in the spend ledger, against no budget (none applies to "
+        f"Spend: recorded {usd_text(worst)} in the spend ledger, against no budget (none applies "
+        "to "
         "this request), for 1 try a provider may have billed with no answer (timed out, cut "
         "by the deadline or mid-answer, answered with no choice or misnumbered ones, or left "
         "by the caller while under way), each at its model's worst case: cheap #1 "
@@ -1267,7 +1268,7 @@ def _charged_an_estimate(server: ThreadServer, key: dict[str, Any], entry: dict[
             else " prompt tokens (the prompt as the gateway estimates it)") in notes[0], notes[0]
     assert (f"and the {thought} bytes of thinking, not relayed" in notes[0]) == (
         thought > 0), notes[0]
-    assert f"${charged:.6f}" in notes[0]
+    assert f"{usd_text(charged)}" in notes[0]
     return charged
 
 

@@ -58,7 +58,7 @@ def check_tenant(tenant: object, field_name: str = "tenant") -> str:
     problem = tenant_name_problem(tenant)
     if problem is not None:
         # (quoted redacted: a key pasted where the tenant goes is not repeated)
-        raise InvalidInputError(field_name, f"{json_quoted(redact(tenant), 80)} {problem}")
+        raise InvalidInputError(field_name, f"{json_quoted(redact(tenant), 40)} {problem}")
     return tenant
 
 
