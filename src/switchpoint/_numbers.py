@@ -11,9 +11,11 @@ The converse holds for a config's boolean: it is ``true`` or ``false``, never a 
 is not a yes), and an environment variable's text is read as one by :func:`boolean_text`.
 
 A number written as text (a command-line option) is read by :func:`number_text` and
-:func:`integer_text`: ASCII digits with an optional sign, decimal point and exponent, as a
-person types one. ``float()`` and ``int()`` take more: ``1_0`` (ten), digits of other scripts
-(Arabic-Indic ``٥`` is five), ``nan`` and ``inf``, none of which is a number a user means. A
+:func:`integer_text` (a command line's whole number by :func:`whole_number_text`, which takes
+``1e3`` as :func:`number_text` does): ASCII digits with an optional sign, decimal point and
+exponent, as a person types one. ``float()`` and ``int()`` take more: ``1_0`` (ten), digits
+of other scripts (Arabic-Indic ``٥`` is five), ``nan`` and ``inf``, none of which is a number a
+user means. A
 number that is not 0 but too small for a float to tell from 0 (``1e-400``) is not read either:
 taken as 0 it would mean what the user did not write (a λ of 0 is quality first), so the
 command line, a header and a query parameter refuse it alike (:data:`TOO_SMALL` says why;
@@ -202,12 +204,19 @@ def not_finite_text(text: str) -> bool:
     return _NOT_FINITE_TEXT.fullmatch(text.strip(" \t\r\n")) is not None
 
 
+def number_with_unit(text: str) -> str | None:
+    """The number of ``text`` when it is a number in ASCII digits followed by a unit (``1d``,
+    ``-1.5h``, ``12 h``; ``-1`` of ``-1d``), which :func:`number_text` does not read, else
+    None: where a number alone is taken, one below 0 is refused as negative, as ``-1`` is
+    (:func:`negative_with_unit`), and any other is told to be given without its unit."""
+    match = _NUMBER_AND_UNIT.fullmatch(text.strip(" \t\r\n"))
+    return None if match is None else match.group(1)
+
+
 def negative_with_unit(text: str) -> bool:
     """Whether ``text`` is a number in ASCII digits below 0 followed by a unit (``-1d``,
-    ``-1.5h``; ``-0d`` is not), which :func:`number_text` does not read: where a number
-    alone is taken, it is refused as negative, as ``-1`` is."""
-    match = _NUMBER_AND_UNIT.fullmatch(text.strip(" \t\r\n"))
-    number = None if match is None else match.group(1)
+    ``-1.5h``; ``-0d`` is not): :func:`number_with_unit` of a negative number."""
+    number = number_with_unit(text)
     return number is not None and number.startswith("-") and _NONZERO.search(number) is not None
 
 
@@ -236,6 +245,46 @@ def integer_text(text: str) -> int | None:
     if not _INTEGER_TEXT.fullmatch(text) or too_many_digits(text):
         return None
     return int(text)
+
+
+def whole_number_text(text: str) -> int | None:
+    """``text`` as an int when it writes a whole number: ASCII digits as :func:`integer_text`
+    reads them (``8``, ``-1``), or a decimal number as :func:`number_text` reads one whose
+    value is whole (``1e3``, ``2.5e3``, ``8.0``: a command line's whole-number option takes
+    ``1e3`` for a thousand, as its other number options do); else None (``2.5``, ``1_0``,
+    ``nan``, or a whole number of more than 100 digits: :func:`whole_too_large`). Read
+    exactly (``1e22`` is ten to the 22nd, not the float nearest it), and never slowly: the
+    digits are counted before a number is made of them."""
+    text = text.strip(" \t\r\n")
+    if _INTEGER_TEXT.fullmatch(text):
+        return None if too_many_digits(text) else int(text)
+    exact = _whole_decimal(text)
+    return None if exact is None or _past_digits(exact) else int(exact)
+
+
+def whole_too_large(text: str) -> bool:
+    """Whether ``text`` writes a whole number of more digits than :func:`whole_number_text`
+    reads (100: ``9`` written 101 times, ``1e309``), which it does not read."""
+    exact = _whole_decimal(text.strip(" \t\r\n"))
+    return too_many_digits(text) or (exact is not None and _past_digits(exact))
+
+
+def _past_digits(exact: Decimal) -> bool:
+    """Whether ``exact`` has more than 100 digits before its point (``0e999`` is 0)."""
+    return not exact.is_zero() and exact.adjusted() >= _MAX_INTEGER_DIGITS
+
+
+def _whole_decimal(text: str) -> Decimal | None:
+    """``text``, a decimal number with a decimal point or an exponent, as the ``Decimal`` it
+    writes when its value is whole or has more than 100 digits before its point (too large
+    for any whole number taken, whatever follows its point), else None (``Decimal`` reads
+    ``1e999999`` without making its digits)."""
+    if not _NUMBER_TEXT.fullmatch(text):
+        return None
+    exact = Decimal(text)
+    if _past_digits(exact):
+        return exact
+    return exact if exact == exact.to_integral_value() else None
 
 
 def too_many_digits(text: str) -> bool:

@@ -2,10 +2,11 @@
 option (:func:`path_option`) takes any path but an empty one, which the system reads as the
 current directory and a command could take for the option left out (``--out ""`` wrote the
 weights in place). A number option has one reading (ASCII
-digits, by :func:`~switchpoint._numbers.number_text` and
-:func:`~switchpoint._numbers.integer_text`) and one wording for every option that takes a
-number, a value refused quoted as JSON writes it (``"abc"``, as the ``keys`` commands and the
-HTTP errors quote values)::
+digits, by :func:`~switchpoint._numbers.number_text`; a whole number by
+:func:`~switchpoint._numbers.whole_number_text`, ``1e3`` as a number option reads it) and one
+wording for every option that takes a number (:func:`not_read`, :func:`not_whole`), a value
+refused quoted as JSON writes it (``"abc"``, as the ``keys`` commands and the HTTP errors
+quote values)::
 
     switchpoint route: error: argument --cost-weight: "abc" is not a number in ASCII digits:
     give a number from 0 to 10,000 (0 = quality first), such as 0.5
@@ -29,9 +30,11 @@ from switchpoint._numbers import (
     negative_with_unit,
     not_finite_text,
     number_text,
-    too_many_digits,
+    number_with_unit,
     too_small,
     too_small_why,
+    whole_number_text,
+    whole_too_large,
 )
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.decision import MAX_COST_WEIGHT
@@ -58,18 +61,34 @@ def number_option(what: str = "a number", example: str = "2.5 or 1e3",
     def number(text: str) -> float:
         value = number_text(text)
         if value is None:
-            raise refused(text, underflow if too_small(text) else
-                          f"{NOT_FINITE_TEXT}: give {what}" if not_finite_text(text) else
-                          # (-1d where days are counted: told negative, as -1 is)
-                          f"is negative: give {what}" if low >= 0 and negative_with_unit(text)
-                          else f"is not a number in ASCII digits: give {what}, such as "
-                               f"{example}")
+            raise refused(text, underflow if too_small(text)
+                          else not_read(text, "a number", what, example, low))
         if not ((low < value) if above_low else (low <= value)) or not value <= high:
             raise refused(text, f"is {'negative' if value < 0 <= low else 'out of range'}: "
                                 f"give {what}")
         return value
 
     return number
+
+
+def not_read(text: str, kind: str, what: str, example: str, low: float) -> str:
+    """Why ``text``, which a number option reading ``kind`` (``a number``, ``a whole
+    number``) does not read, is refused, as a message goes on after the value it quotes:
+    empty; NaN or an infinity; a number with a unit where a number alone is taken, negative
+    where ``low`` is not (``-1d``, told so as ``-1`` is) or else to be given without its unit
+    (``1d`` where days are counted); else no number in ASCII digits. ``what`` says what the
+    option takes in words (its unit, where it has one: ``a number of days``), ``example``
+    shows one."""
+    if not text.strip():
+        return f"is empty: give {what}, such as {example}"
+    if not_finite_text(text):
+        return f"{NOT_FINITE_TEXT}: give {what}"
+    if number_with_unit(text) is not None:
+        if low >= 0 and negative_with_unit(text):
+            return f"is negative: give {what}"
+        return (f"has a unit, which is not taken here: give the number alone, {what}, such "
+                f"as {example}")
+    return f"is not {kind} in ASCII digits: give {what}, such as {example}"
 
 
 def path_option(what: str) -> Callable[[str], str]:
@@ -92,19 +111,35 @@ RECORDS = path_option("a file of routing records (JSONL)")
 CONFIG = path_option("a YAML config file")
 
 
-def integer_option(what: str = "a whole number", example: str = "8") -> Callable[[str], int]:
-    """An ``argparse`` type reading a whole number; ``what`` says which in words (its range
-    is the library's to check, naming the option)."""
+def integer_option(what: str = "a whole number", example: str = "8",
+                   low: int = 0) -> Callable[[str], int]:
+    """An ``argparse`` type reading a whole number, in digits or as a number option writes one
+    (``1e3``, a thousand: :func:`~switchpoint._numbers.whole_number_text`); ``what`` says
+    which in words (its range is the library's to check, naming the option, ``-5`` too). A
+    number that is not whole is refused as negative when it is below ``low`` (``-2.5``, as
+    ``-1d``), else as not whole (``2.5``)."""
 
     def whole_number(text: str) -> int:
-        value = integer_text(text)
+        value = whole_number_text(text)
         if value is None:
-            why = (TOO_MANY_DIGITS if too_many_digits(text)
-                   else "is not a whole number in ASCII digits")
-            raise refused(text, f"{why}: give {what}, such as {example}")
+            raise refused(text, not_whole(text, what, example, low))
         return value
 
     return whole_number
+
+
+def not_whole(text: str, what: str, example: str, low: float) -> str:
+    """Why ``text``, which :func:`~switchpoint._numbers.whole_number_text` does not read, is
+    refused by a whole-number option, as a message goes on after the value it quotes: too
+    large (more than 100 digits, ``1e309``); a number that is not whole, told negative below
+    ``low`` (``-2.5``) and else not whole (``2.5``); else as :func:`not_read` says."""
+    if whole_too_large(text):
+        return f"{TOO_MANY_DIGITS}: give {what}, such as {example}"
+    if number_text(text) is not None or too_small(text):  # (2.5, -0.5, 1e-400)
+        if low >= 0 and text.strip().startswith("-"):
+            return f"is negative: give {what}"
+        return f"is not a whole number: give {what}, such as {example}"
+    return not_read(text, "a whole number", what, example, low)
 
 
 def number_list_option(item: Callable[[str], float], example: str
@@ -127,18 +162,30 @@ def number_list_option(item: Callable[[str], float], example: str
     return numbers
 
 
+#: What ``serve``'s ``--port`` takes, in words.
+PORT = f"a port number (0-{MAX_PORT}) or a range FIRST-LAST"
+
+
 def port_option(text: str) -> int | range:
     """An ``argparse`` type reading ``serve``'s ``--port``: a port number (0: any free one),
-    or ``FIRST-LAST``, a range to take a free one of."""
+    read as every whole-number option reads one (``-1`` is negative, ``nan`` not finite,
+    ``80.5`` not whole), or ``FIRST-LAST``, a range to take a free one of."""
     first, dash, last = text.strip().partition("-")
-    low = integer_text(first)
-    high = integer_text(last) if dash else low
+    if not dash or not first or number_text(text) is not None or too_small(text):
+        # (one port: -1 a negative one and 1e-3 one not whole, neither a range)
+        port = whole_number_text(text)
+        if port is None and not whole_too_large(text):
+            raise refused(text, not_whole(text, PORT, "8080 or 20400-20499", 0))
+        if port is not None and port < 0:
+            raise refused(text, f"is negative: give {PORT}")
+        if port is None or port > MAX_PORT:
+            raise refused(text, f"is not a port number (0-{MAX_PORT})")
+        return port
+    low, high = integer_text(first), integer_text(last)
     if low is None or high is None:
-        raise refused(text, f"is not a port number (0-{MAX_PORT}) or a range FIRST-LAST")
+        raise refused(text, f"is not {PORT}")
     if not (0 <= low <= MAX_PORT and 0 <= high <= MAX_PORT):
         raise refused(text, f"is not a port number (0-{MAX_PORT})")
-    if not dash:
-        return low
     if not 0 < low <= high:
         raise refused(text, "is not a range of ports: write FIRST-LAST with 1 <= FIRST <= "
                             "LAST, e.g. 20400-20499")

@@ -577,7 +577,8 @@ def test_a_flags_value_is_quoted_cut_short_in_its_error(
     assert not data.exists()
 
 
-@pytest.mark.parametrize("bad", ["1_0", "\u0665", "\uff15", "nan", "inf", "0x10", "5 5"])
+@pytest.mark.parametrize("bad", ["1_0", "\u0665", "\uff15", "nan", "inf", "-Infinity", "0x10",
+                                 "5 5"])
 def test_a_number_on_the_command_line_is_ascii_digits_only(
     real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str,
 ) -> None:
@@ -616,6 +617,91 @@ def test_a_number_on_the_command_line_is_ascii_digits_only(
         assert_bad_option(code, err, flag, json.dumps(bad, ensure_ascii=False))
         assert "'" not in err.splitlines()[-1], err  # (not Python's quotes)
     assert not data.exists()
+
+
+def _whole_number_options(tmp_path: Path, bad: str) -> list[tuple[list[str | Path], str]]:
+    """Each option of whole numbers given ``bad``, with the option's name."""
+    data = tmp_path / "data"
+    label: list[str | Path] = ["label", tmp_path / "p.jsonl", "--models", "a", "--judge", "a",
+                               "--out", tmp_path / "o.jsonl"]
+    return [
+        (["info", "--max-weights-bytes", bad], "--max-weights-bytes"),
+        (["fit", tmp_path / "r.jsonl", "--out", tmp_path / "w", "--n-clusters", bad],
+         "--n-clusters"),
+        (["fit", tmp_path / "r.jsonl", "--out", tmp_path / "w", "--k", bad], "--k"),
+        ([*label, "--concurrency", bad], "--concurrency"),
+        ([*label, "--max-tokens", bad], "--max-tokens"),
+        (["keys", "create", "--tenant", "t", "--rpm", bad, "--data-dir", data], "--rpm"),
+        (["keys", "create", "--tenant", "t", "--tpm", bad, "--data-dir", data], "--tpm"),
+        (["serve", "--port", bad, "--data-dir", data], "--port"),
+    ]
+
+
+@pytest.mark.parametrize(("bad", "why", "port_why"), [
+    # NaN and the infinities: "not a whole number in ASCII digits", as if malformed.
+    ("nan", '"nan" is not a finite number (it is NaN or an infinity): give ', None),
+    ("-inf", '"-inf" is not a finite number (it is NaN or an infinity): give ', None),
+    ("Infinity", '"Infinity" is not a finite number (it is NaN or an infinity): give ', None),
+    # A number that is not whole: negative where it is, else not whole, with what is taken.
+    ("2.5", '"2.5" is not a whole number: give ', None),
+    ("-2.5", '"-2.5" is negative: give ', None),
+    ("1e-3", '"1e-3" is not a whole number: give ', None),
+    # Past the digits any count is read to, written out or with an exponent.
+    ("1e309", '"1e309" is a whole number of more than 100 digits, larger than any value taken '
+              "here: give ", '"1e309" is not a port number (0-65535)'),
+    ("9" * 10_000, '"' + "9" * 57 + '…" is a whole number of more than 100 digits',
+     '"' + "9" * 57 + '…" is not a port number (0-65535)'),
+    ("", '"" is empty: give ', None),
+    ("4k", '"4k" has a unit, which is not taken here: give the number alone, ', None),
+    ("1_000", '"1_000" is not a whole number in ASCII digits: give ', None),
+    ("\uff15", '"\uff15" is not a whole number in ASCII digits: give ', None),
+])
+def test_a_whole_number_option_says_what_is_wrong_with_a_value_as_number_options_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str, why: str,
+    port_why: str | None,
+) -> None:
+    # Each was "is not a whole number in ASCII digits", NaN, 2.5 and -2.5 alike; each now says
+    # what is wrong in the words every number option uses, then what the option takes.
+    for argv, flag in _whole_number_options(tmp_path, bad):
+        code, out, err = run_refused_option(argv, capsys)
+        said = port_why if flag == "--port" and port_why is not None else why
+        assert_bad_option(code, err, flag, f"argument {flag}: {said}")
+        assert out == "" and len(err.splitlines()[-1]) < 400, err[-500:]
+        if flag == "--port" and port_why is None:
+            assert "a port number (0-65535) or a range FIRST-LAST" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_whole_number_option_takes_one_written_as_number_options_write_it() -> None:
+    # 1e3 is a thousand to every number option: so it is to one of whole numbers, as is 2.0;
+    # read exactly (1e22 is not the float nearest it), past -0 as 0.
+    args = build_parser().parse_args(["fit", "r.jsonl", "--out", "w", "--n-clusters", "1e3",
+                                      "--k", "1.5e1"])
+    assert (args.n_clusters, args.k) == (1000, 15)
+    assert _options.COUNT("2.0") == 2 and _options.COUNT("1e22") == 10**22
+    assert _options.COUNT("-0.0") == 0 and _options.COUNT(" +8 ") == 8
+    assert _options.port_option("8e3") == 8000 and _options.port_option("-0") == 0
+
+
+@pytest.mark.parametrize(("argv", "flag", "what"), [
+    (["prune", "--older-than", "1d"], "--older-than", "a number of days > 0 and at most 36,525, "
+                                                      "such as 30"),
+    (["prune", "--older-than", "12 h"], "--older-than", "a number of days > 0"),
+    (["report", "sla", "--since-hours", "2h"], "--since-hours",
+     "a number of hours more than 0 and at most 8,784 (366 days), such as 24"),
+    (["report", "sla", "--since-hours", "1d"], "--since-hours", "a number of hours more than 0"),
+    (["route", PROMPT, "--cost-weight", "1usd"], "--cost-weight", "a number from 0 to 10,000"),
+])
+def test_a_number_with_a_unit_where_a_number_alone_is_taken_is_told_to_drop_the_unit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], flag: str, what: str,
+) -> None:
+    # It was "not a number in ASCII digits", as a malformed one is: the refusal now says the
+    # unit is not taken and what the option counts, days or hours, as it tells "-1d" negative.
+    code, out, err = run_refused_option([*argv, "--data-dir", tmp_path / "data"]
+                                        if argv[0] != "route" else argv, capsys)
+    assert_bad_option(code, err, flag, f'argument {flag}: "{argv[-1]}" has a unit, which is not '
+                                       f"taken here: give the number alone, {what}")
+    assert out == "" and list(tmp_path.iterdir()) == []
 
 
 def test_a_command_lines_number_may_take_a_sign_a_point_and_an_exponent(

@@ -130,6 +130,23 @@ def test_keys_create_list_show_rotate_revoke(config: Path,
     assert json.loads(out) == []
 
 
+def test_a_key_s_limits_take_a_whole_number_written_with_an_exponent(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 1e3 is a thousand to --cost-weight and every number option: --rpm and --tpm took it for
+    # "not a whole number in ASCII digits"; a negative one is still the range check's to tell.
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--rpm", "1e3", "--tpm",
+                          "1.5e6", "--config", config, "--json"], capsys)
+    assert code == 0, err
+    issued = json.loads(out)
+    code, out, err = run(["keys", "show", issued["id"], "--config", config, "--json"], capsys)
+    assert code == 0, err
+    shown = json.loads(out)
+    assert (shown["rpm"], shown["tpm"]) == (1000, 1_500_000), shown
+    code, _, err = run(["keys", "create", "--tenant", "acme", "--rpm", "-5", "--config", config],
+                       capsys)
+    assert code == 2 and "--rpm: must be a whole number from 1 to 10,000,000, got -5" in err
+
+
 def test_a_grace_that_is_infinite_negative_or_over_30_days_is_refused_naming_grace(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config, "--json"],
@@ -277,7 +294,7 @@ def test_bad_key_input_is_named_and_creates_nothing(config: Path, argv: list[str
     (["--cost-weight", "-1"], '--cost-weight: "-1" is negative: give a number from 0 to '
                               "10,000"),
     (["--rpm", "abc"], '--rpm: "abc" is not a whole number in ASCII digits'),
-    (["--tpm", "1.5"], '--tpm: "1.5" is not a whole number in ASCII digits'),
+    (["--tpm", "1.5"], '--tpm: "1.5" is not a whole number: give a whole number, such as 8'),
 ])
 def test_a_keys_number_option_is_refused_as_every_number_option_is(
         config: Path, argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,15 @@ import math
 import pytest
 
 from switchpoint import _options
-from switchpoint._numbers import TOO_SMALL, integer_text, number_text, too_small
+from switchpoint._numbers import (
+    TOO_SMALL,
+    integer_text,
+    number_text,
+    number_with_unit,
+    too_small,
+    whole_number_text,
+    whole_too_large,
+)
 
 
 @pytest.mark.parametrize(("text", "value"), [
@@ -65,8 +73,7 @@ def test_an_option_refuses_a_value_quoting_it_as_json_writes_it_with_what_it_tak
         (_options.COST_WEIGHTS, " , ", '" , " holds no number: give a comma-separated list '
                                        "such as 0,0.1,1,10"),
         (_options.COST_WEIGHTS, "1, ,2", '"1, ,2" has no number at item 2 of 3'),
-        (_options.COUNT, "8.5", '"8.5" is not a whole number in ASCII digits: give a whole '
-                                "number, such as 8"),
+        (_options.COUNT, "8.5", '"8.5" is not a whole number: give a whole number, such as 8'),
         # (a whole number past the 100 digits one is read to is told as too large, not as
         # no whole number)
         (_options.COUNT, "9" * 101, '"' + "9" * 57 + '…" is a whole number of more than 100 '
@@ -79,7 +86,8 @@ def test_an_option_refuses_a_value_quoting_it_as_json_writes_it_with_what_it_tak
                                      "number, such as 2.5 or 1e3"),
         (_options.days_option, "0", '"0" is out of range: give a number of days > 0'),
         (_options.port_option, "70000", '"70000" is not a port number (0-65535)'),
-        (_options.port_option, "x" * 5000, '"' + "x" * 57 + '…" is not a port number'),
+        (_options.port_option, "x" * 5000, '"' + "x" * 57 + '…" is not a whole number in ASCII '
+                                           "digits: give a port number (0-65535)"),
     ]
     for option, text, message in cases:
         with pytest.raises(argparse.ArgumentTypeError) as info:
@@ -88,3 +96,32 @@ def test_an_option_refuses_a_value_quoting_it_as_json_writes_it_with_what_it_tak
     assert _options.COST_WEIGHTS("0, 0.5,1e3") == [0.0, 0.5, 1000.0]
     assert _options.port_option("20400-20401") == range(20400, 20402)
     assert _options.days_option("30") == 30.0 and _options.COUNT("+8") == 8
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("8", 8), ("-1", -1), ("1e3", 1000), ("1E3", 1000), ("2.5e3", 2500), ("8.0", 8),
+    ("-0.0", 0), ("0e999", 0), ("1e22", 10**22), (" +7 ", 7), ("9" * 100, int("9" * 100)),
+    ("1e99", 10**99),
+])
+def test_a_whole_number_is_read_exactly_written_as_any_number_is(text: str, value: int) -> None:
+    got = whole_number_text(text)
+    assert got == value and type(got) is int and not whole_too_large(text)
+
+
+@pytest.mark.parametrize("text", ["2.5", "1e-3", "1e-400", "1_0", "\uff15", "nan", "inf", "",
+                                  "1d", "0x10"])
+def test_what_is_no_whole_number_is_not_read_as_one(text: str) -> None:
+    assert whole_number_text(text) is None and not whole_too_large(text)
+
+
+@pytest.mark.parametrize("text", ["9" * 101, "1e100", "1e309", "-1e999999999", "9" * 10_000,
+                                  "1." + "1" * 200 + "e100"])
+def test_a_whole_number_past_100_digits_is_too_large_not_read(text: str) -> None:
+    # (Decimal reads an exponent of a billion without making its digits: nothing is slow)
+    assert whole_number_text(text) is None and whole_too_large(text)
+
+
+def test_a_number_with_a_unit_is_told_by_its_number() -> None:
+    assert number_with_unit("1d") == "1" and number_with_unit(" -1.5 h ") == "-1.5"
+    assert number_with_unit("1") is None and number_with_unit("d") is None
+    assert number_with_unit("1_0d") is None
