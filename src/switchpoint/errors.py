@@ -361,10 +361,11 @@ DEFAULT_RETRY_AFTER_S = 1.0
 
 
 def wait_to_retry(known: float | None) -> float:
-    """The wait a 429 tells its client to take before trying again: the best one known (an
-    upstream's ``Retry-After`` as the health tracker took it, or the earliest a candidate model
-    leaves its rest: :func:`retry_after_of`; when a limit of the gateway's refused, the time
-    its window or budget has room again), else :data:`DEFAULT_RETRY_AFTER_S`."""
+    """The wait a 429 tells its client to take before trying again: the best one known (the
+    earliest a model tried or passed over may be tried again, its upstream's ``Retry-After``
+    as the health tracker took it or the rest its circuit is in: :func:`retry_after_of`;
+    when a limit of the gateway's refused, the time its window or budget has room again),
+    else :data:`DEFAULT_RETRY_AFTER_S`."""
     return DEFAULT_RETRY_AFTER_S if known is None else known
 
 
@@ -519,16 +520,19 @@ class FailoverError(GatewayError):
     try timed out, 503 when no model could be called, else 502."""
 
     def __init__(self, message: str, attempts: list[Attempt],
-                 last_error: ProviderError | None) -> None:
+                 last_error: ProviderError | None,
+                 rests: Mapping[str, float] | None = None) -> None:
         super().__init__(message)
         self.attempts = attempts
         self.last_error = last_error
+        # What was left, as failover gave up, of the rest of each model listed that rests.
+        self.rests: dict[str, float] = dict(rests or {})
         self.status, self.code = self._classify()
         # Every model lacked its key: asking again cannot help until the keys are exported.
         self.permanent = bool(attempts) and all(a.outcome == MissingApiKey.kind
                                                 for a in attempts)
         if self.status in (429, 503):
-            self.retry_after = retry_after_of(attempts)
+            self.retry_after = retry_after_of(attempts, self.rests)
 
     @property
     def models_tried(self) -> list[str]:
@@ -572,11 +576,24 @@ class FailoverError(GatewayError):
                           "code": self.code}}
 
 
-def retry_after_of(attempts: Sequence[Attempt]) -> float | None:
+def retry_after_of(attempts: Sequence[Attempt],
+                   rests: Mapping[str, float] | None = None) -> float | None:
     """The shortest wait, among the models tried or passed over, until one may be tried
-    again: an upstream's ``Retry-After`` as taken (the model rests that long), or what was
-    left of the rest of a model passed over; None when none is known."""
-    waits = [a.retry_after_s for a in attempts if a.retry_after_s is not None]
+    again; None when none is known. A model's wait is the longer of what its last try that
+    named one heard (an upstream's ``Retry-After`` as taken: the model rests that long; what
+    was left of the rest of a model passed over) and what was left of its rest as failover
+    gave up (``rests``, the health tracker's: it counts the circuit the model's own failures
+    opened, as 429s without a ``Retry-After`` do, which no try names)."""
+    heard: dict[str, float] = {}
+    for a in attempts:
+        if a.retry_after_s is not None:
+            heard[a.model] = a.retry_after_s
+    rests = rests or {}
+    waits: list[float] = []
+    for model in dict.fromkeys(a.model for a in attempts):
+        known = [w for w in (heard.get(model), rests.get(model)) if w is not None]
+        if known:
+            waits.append(max(known))
     return min(waits) if waits else None
 
 

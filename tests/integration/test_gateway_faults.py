@@ -870,6 +870,34 @@ def test_a_retry_after_of_years_is_taken_as_max_cooldown(
     assert len(gw_fake.requests()) == 1
 
 
+def test_a_429_counts_the_rest_its_own_429s_opened(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    """A model whose 429s name no wait opens its circuit after enough of them: the 429 that
+    opened it tells its client to wait out the cooldown, not a second after which the retry
+    met a 503 naming that cooldown."""
+    health = gw.service.gateway.health
+    gw_fake.default("fresh", "429")  # (every call, none naming a wait)
+    heard: list[int] = []
+    while health.state("fresh") == "closed":
+        assert len(heard) < health.config.failure_threshold, "the circuit never opened"
+        with pytest.raises(openai.RateLimitError) as info:
+            client(gw).chat.completions.create(model="fresh", messages=user())
+        heard.append(int(info.value.response.headers["retry-after"]))
+    cooldown = health.config.cooldown_s
+    assert cooldown > 2 and heard[:-1] == [1] * (len(heard) - 1)
+    assert cooldown / 2 < heard[-1] <= cooldown
+    entry = log_entry(gw, info.value.response.headers["x-switchpoint-request-id"])
+    assert {outcome for _, outcome in outcomes(entry)} == {"rate_limited"}
+    assert all("retry_after_s" not in a for a in entry["attempts"])  # (no upstream named one)
+    called = len(gw_fake.requests())
+    # The retry within that wait is not called: its 503 names no longer a wait (what is left).
+    with pytest.raises(openai.InternalServerError) as again:
+        client(gw).chat.completions.create(model="fresh", messages=user())
+    assert again.value.status_code == 503 and again.value.code == "no_healthy_model"
+    assert 1 <= int(again.value.response.headers["retry-after"]) <= heard[-1]
+    assert len(gw_fake.requests()) == called
+
+
 def _answered(gw: ThreadServer, stream: bool, **kw: Any) -> tuple[str, str, dict[str, Any]]:
     """A request read to its end: (the model that answered, its x-switchpoint-reasoning
     header, its request log entry)."""

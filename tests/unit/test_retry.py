@@ -219,6 +219,43 @@ async def test_a_429_beside_a_resting_model_names_what_is_left_of_its_rest() -> 
     assert info.value.status == 429 and info.value.retry_after == 60
 
 
+async def test_a_429_names_the_rest_its_own_429s_opened() -> None:
+    # No upstream named a wait, but a's 429s opened its circuit and b's (each its second in a
+    # row) did too: neither may be asked again before its cooldown ends, so neither in 1 s.
+    now = [1000.0]
+    health = HealthTracker(HealthConfig(failure_threshold=2, cooldown_s=40),
+                           clock=lambda: now[0])
+    p = Scripted({"a": [RateLimited("429")], "b": [RateLimited("429")]})
+    with pytest.raises(FailoverError) as info:
+        await run(p, cards=CARDS[:2], health=health)
+    assert [(a.model, a.outcome) for a in info.value.attempts] == [
+        ("a", "rate_limited"), ("a", "rate_limited"), ("b", "rate_limited"),
+        ("b", "rate_limited")]
+    assert all(a.retry_after_s is None for a in info.value.attempts)  # (no try named one)
+    assert health.state("a") is health.state("b") is BreakerState.OPEN
+    assert info.value.status == 429 and info.value.retry_after == 40
+    # The next request passes both over, and its 503 names the same wait.
+    with pytest.raises(FailoverError) as again:
+        await run(p, cards=CARDS[:2], health=health)
+    assert again.value.status == 503 and again.value.retry_after == 40
+
+
+async def test_a_429_names_the_shortest_of_each_models_longest_wait() -> None:
+    # a asked for 3 s twice (waited out once) and its two 429s opened its circuit for 40 s;
+    # b asked for 25 s (not waited out) and rests that long: b may be asked again first.
+    now = [1000.0]
+    health = HealthTracker(HealthConfig(failure_threshold=2, cooldown_s=40),
+                           clock=lambda: now[0])
+    p = Scripted({"a": [RateLimited("429", retry_after=3)],
+                  "b": [RateLimited("429", retry_after=25)]})
+    with pytest.raises(FailoverError) as info:
+        await run(p, cards=CARDS[:2], health=health, policy=RetryPolicy(max_retry_after_s=10))
+    assert [(a.model, a.retry_after_s) for a in info.value.attempts] == [
+        ("a", 3), ("a", 3), ("b", 25)]  # (as each upstream asked)
+    assert health.state("a") is BreakerState.OPEN and health.state("b") is BreakerState.CLOSED
+    assert info.value.status == 429 and info.value.retry_after == 25
+
+
 async def test_all_timing_out_is_a_504_and_mixed_failures_a_502() -> None:
     p = Scripted({n: [ReadTimeout("slow")] for n in "abc"})
     with pytest.raises(FailoverError) as info:

@@ -920,7 +920,7 @@ async def call_with_failover(
                         _no_verdict(health, card.name, slot)
                 if not exc.retryable and not exc.escalate:
                     settle(Sequel())
-                    raise FailoverError(_gave_up(attempts), attempts, exc) from exc
+                    raise _no_answer(attempts, exc, health) from exc
                 if isinstance(exc, ContextLengthExceeded) and card.context_window is not None:
                     context_floor = max(context_floor or 0, card.context_window)
                 if not exc.retryable or number == policy.max_attempts_per_model:
@@ -965,11 +965,26 @@ async def call_with_failover(
             return FailoverResult(card.name, card, response, attempts, upstream_model)
         if last_error is not None and not last_error.escalate:
             settle(Sequel())
-            raise FailoverError(_gave_up(attempts), attempts, last_error) from last_error
+            raise _no_answer(attempts, last_error, health) from last_error
         if clock() >= deadline:
             break
     settle(Sequel())
-    raise FailoverError(_gave_up(attempts, candidates), attempts, last_error)
+    raise _no_answer(attempts, last_error, health, candidates)
+
+
+def _no_answer(attempts: list[Attempt], last_error: ProviderError | None,
+               health: HealthTracker | None,
+               candidates: Sequence[ModelCard] = ()) -> FailoverError:
+    """The error of a failover no model answered, with what is left of the rest of each model
+    tried or passed over: a model whose own failures opened its circuit (429s that named no
+    wait) is out that long, which none of its tries says."""
+    rests: dict[str, float] = {}
+    if health is not None:
+        for model in dict.fromkeys(a.model for a in attempts):
+            wait = health.wait_s(model)
+            if wait is not None:
+                rests[model] = wait
+    return FailoverError(_gave_up(attempts, candidates), attempts, last_error, rests)
 
 
 def _gave_up(attempts: Sequence[Attempt], candidates: Sequence[ModelCard] = ()) -> str:
@@ -1001,7 +1016,8 @@ def none_answered(names: Sequence[str], errors: Sequence[Exception]) -> Exceptio
     others = [e.last_error for e in failed if not e.request_fault and e.last_error is not None]
     last = (faults[-1] if faults and not others else others[-1] if others else None)
     merged = FailoverError(f"none of the compared models answered: {parts}",
-                           [a for e in failed for a in e.attempts], last)
+                           [a for e in failed for a in e.attempts], last,
+                           {m: w for e in failed for m, w in e.rests.items()})
     merged.info = failed[0].info
     return merged
 

@@ -295,7 +295,7 @@ CHAT_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     429: {"model": ChatErrorResponse, "description": "Every candidate was rate limited "
                                                      "(Retry-After: the shortest wait known, an "
                                                      "upstream's or until a candidate leaves "
-                                                     "its rest, else 1); "
+                                                     "its rest or open circuit, else 1); "
                                                      "or budget_exceeded, rate_limit_exceeded: "
                                                      "a budget or rate limit of the key, its "
                                                      "tenant or the gateway refused the "
