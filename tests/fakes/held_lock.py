@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
+from switchpoint.gateway.kept import waiting
 from switchpoint.store import SQLiteStore
 
 T = TypeVar("T")
@@ -87,3 +88,38 @@ def refused_unkept(response: httpx.Response, what: str, then: str) -> None:
     assert error["code"] == "storage_unavailable", error
     assert f"{what} could not be kept (database is locked)" in error["message"], error
     assert f"({then})" in error["message"], error
+
+
+def queued_while_held(path: Path, store: SQLiteStore, sends: Sequence[Callable[[], T]],
+                      meanwhile: Callable[[], object]) -> list[T]:
+    """What each of ``sends`` returns, each called on a thread of its own while another
+    process holds the write lock of the database at ``path`` (for longer than the store
+    waits: see :func:`short_lock_waits`): once all of them wait for ``store``'s writer (one
+    in its write, the others for the lock of the change it makes), ``meanwhile`` checks what
+    shows; none must have answered by then. Then the lock is let go and every answer waited
+    for."""
+    with ThreadPoolExecutor(len(sends)) as pool:
+        with held_lock(path):
+            answers = [pool.submit(send) for send in sends]
+            deadline = time.monotonic() + 30
+            while waiting(store) < len(sends):
+                assert time.monotonic() < deadline, (
+                    f"{waiting(store)} of the {len(sends)} changes sent wait for the writer")
+                time.sleep(0.01)
+            meanwhile()
+            assert not any(answer.done() for answer in answers), "answered while held"
+        return [answer.result(timeout=60) for answer in answers]
+
+
+def refused_as_too_many(response: httpx.Response, what: str, then: str, queued: int) -> None:
+    """``response`` is the 503 of a change refused at once, not queued, because ``queued``
+    changes already wait for the store's writer: Retry-After, ``storage_unavailable``,
+    naming ``what`` could not be kept, how many wait, and saying ``then``."""
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"].isdigit()
+    error = response.json()["error"]
+    assert error["code"] == "storage_unavailable", error
+    assert error["message"].startswith(
+        f"{what} could not be kept: {queued} changes already wait for the store's writer to "
+        "settle them"), error
+    assert f"try again once they are settled ({then})" in error["message"], error

@@ -14,7 +14,7 @@ import pytest
 
 from switchpoint.config import Settings
 from switchpoint.errors import ConflictError, SwitchpointError
-from switchpoint.gateway import Gateway
+from switchpoint.gateway import Gateway, kept
 from switchpoint.learning.config import MAX_EXPERIMENTS
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.learning_env import (
@@ -81,8 +81,11 @@ def test_one_name_made_from_many_threads_at_once_is_made_once(settings: Settings
         assert list(gateway.settings.experiments) == ["same"]
 
 
-def test_names_past_the_bound_from_many_threads_never_pass_it(settings: Settings) -> None:
+def test_names_past_the_bound_from_many_threads_never_pass_it(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     n = MAX_EXPERIMENTS + 12
+    # (each may wait its turn at once: the bound on changes waiting is tested elsewhere)
+    monkeypatch.setattr(kept, "MAX_WAITING", n)
     with _gateway(settings) as gateway:
         results = _at_once(n, lambda i: gateway.create_ab_test(f"e{i}", tenants=[f"t{i}"]))
         kinds = Counter(type(r).__name__ for r in results)
@@ -95,8 +98,10 @@ def test_names_past_the_bound_from_many_threads_never_pass_it(settings: Settings
 
 
 def test_creates_over_http_at_once_make_one_per_name_and_never_pass_the_bound(
-        fake: FakeProviderProcess, tmp_path: Path) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     n = MAX_EXPERIMENTS + 8
+    # (each may wait its turn at once: the bound on changes waiting is tested elsewhere)
+    monkeypatch.setattr(kept, "MAX_WAITING", n)
     with learning_server(fake, tmp_path, CONFIG) as server:
         same = _at_once(12, lambda i: post(server, PATH, {"name": "same",
                                                            "tenants": [f"t{i}"]}))

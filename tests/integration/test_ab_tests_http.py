@@ -252,6 +252,45 @@ def test_an_experiment_the_store_refuses_to_create_end_or_promote_is_a_503_chang
         assert promoted.status_code == 200 and promoted.json()["promoted"] == "thrifty"
 
 
+def test_promotions_and_experiments_queued_behind_a_stuck_write_are_bounded(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The store's writer is stuck: one promotion waits for its write, the next for the
+    # promotions' lock it holds, and past the bound on changes waiting the next promotion,
+    # creation or end is refused at once, not queued on a lock without limit.
+    from switchpoint.gateway.kept import waiting
+    from tests.fakes.held_lock import queued_while_held, refused_as_too_many, short_lock_waits
+
+    short_lock_waits(monkeypatch, seconds=120.0)
+    monkeypatch.setattr("switchpoint.gateway.kept.MAX_WAITING", 2)
+    with learning_server(fake, tmp_path, CONFIG) as server:
+        store = server.service.gateway.learning.store
+        assert store is not None
+        made = post(server, PATH, {"name": "made"})
+        assert made.status_code == 201, made.text
+
+        def refused() -> None:
+            refused_as_too_many(post(server, f"{PATH}/thrift/promote", {"arm": "thrifty"}),
+                                "the promotion", "nothing was promoted", queued=2)
+            refused_as_too_many(post(server, f"{PATH}/made/promote", {"arm": "b"}),
+                                "the promotion", "nothing was promoted", queued=2)
+            refused_as_too_many(post(server, PATH, {"name": "late"}), "the experiment",
+                                "nothing was created", queued=2)
+            refused_as_too_many(delete(server, f"{PATH}/made"), "the end of the experiment",
+                                "it still runs", queued=2)
+            assert waiting(store) == 2
+
+        answers = queued_while_held(store.path, store, [
+            lambda: post(server, f"{PATH}/thrift/promote", {"arm": "thrifty"}),
+            lambda: post(server, f"{PATH}/thrift/promote", {"arm": "thrifty"})], refused)
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        assert get(server, f"{PATH}/thrift").json()["promoted"] == "thrifty"
+        assert get(server, f"{PATH}/made").json()["promoted"] is None
+        assert _kept(server) == _shown(server) == [("made", False)]
+        with sqlite3.connect(store.path) as db:
+            assert db.execute("SELECT count(*) FROM promotions").fetchone() == (2,)
+        assert waiting(store) == 0
+
+
 def test_an_experiment_waits_for_data_dir_to_keep_it_and_the_service_follows_the_store(
         fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Another process holds the database's write lock for longer than a client would wait:

@@ -27,7 +27,7 @@ from switchpoint.errors import (
     ModelNotFoundError,
     NotFoundError,
 )
-from switchpoint.gateway import Gateway, registered_models
+from switchpoint.gateway import Gateway, kept, registered_models
 from switchpoint.governance.keys import KeySpec
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -633,6 +633,39 @@ def test_a_registration_waits_for_data_dir_to_keep_it_and_the_catalog_follows_th
             assert answer.json()["id"] == "free"
             assert [n for n, _ in stored(settings)] == after
             assert [m for m in _models(server) if m == "free"] == after
+
+
+def test_registrations_queued_behind_a_stuck_write_are_bounded_and_none_queued_is_lost(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The store's writer is stuck (another process holds the database's lock for longer than
+    # it waits): one registration waits for its write, the next for the registrations' lock
+    # it holds. They counted towards the bound on changes waiting only once in their write,
+    # so callers queued on that lock without limit; past the bound, the next is refused.
+    from tests.fakes.held_lock import queued_while_held, refused_as_too_many, short_lock_waits
+
+    short_lock_waits(monkeypatch, seconds=120.0)
+    monkeypatch.setattr(kept, "MAX_WAITING", 2)  # (the bound's rule, not its size, is tested)
+    extra = CONFIG + "admin_token_env: SP_ADMIN\n"
+    with learning_server(fake, tmp_path, extra, environ={"SP_ADMIN": ADMIN}) as server:
+        settings = server.service.gateway.settings
+        store = server.service.gateway.learning.store
+        assert store is not None
+
+        def refused() -> None:
+            refused_as_too_many(post(server, PATH, card(fake, "late"), ADMIN), "the model",
+                                "nothing was registered", queued=2)
+            refused_as_too_many(_delete(server, "late", ADMIN), "the model's removal",
+                                "it is still registered", queued=2)
+            assert stored(settings) == [] and kept.waiting(store) == 2
+
+        answers = queued_while_held(store.path, store, [
+            lambda: post(server, PATH, card(fake, "one"), ADMIN),
+            lambda: post(server, PATH, card(fake, "two"), ADMIN)], refused)
+        assert [a.status_code for a in answers] == [201, 201], [a.text for a in answers]
+        assert sorted(n for n, _ in stored(settings)) == ["one", "two"]
+        assert sorted(m for m in _models(server) if m in ("one", "two", "late")) == [
+            "one", "two"]
+        assert kept.waiting(store) == 0
 
 
 def test_a_registration_the_store_refuses_says_nothing_was_registered_and_changes_nothing(

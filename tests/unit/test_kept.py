@@ -7,6 +7,7 @@ A real SQLite store; its writer is held inside its transaction, as a stuck fsync
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -18,7 +19,7 @@ import pytest
 
 from switchpoint.errors import StorageUnavailableError
 from switchpoint.gateway import kept
-from switchpoint.gateway.kept import waiting, written
+from switchpoint.gateway.kept import turn, waiting, written
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import PromotionRecord
 from switchpoint.store.sqlite import Record
@@ -90,3 +91,55 @@ def test_changes_waiting_for_a_stuck_writer_are_bounded_and_none_waiting_is_lost
     store.close()
     assert _promotions(path) == ["after", "e0", "e1", "e2", "e3"]
 
+
+
+def test_changes_waiting_their_turn_behind_a_stuck_write_count_towards_the_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Changes made one at a time under a lock, each written under it: behind one stuck in
+    # its write, the others wait for the lock, counted once each (their turn and their write
+    # are one change); past the bound, the next is refused before it waits for the lock.
+    monkeypatch.setattr(kept, "MAX_WAITING", 3)
+    path = tmp_path / "switchpoint.db"
+    store = SQLiteStore(path).open()
+    stuck = threading.Event()
+    transaction = store._transaction
+
+    def held(records: Sequence[Record], **kwargs: Any) -> None:
+        stuck.wait()
+        transaction(records, **kwargs)
+
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def change(name: str) -> None:
+        try:
+            with turn(store, lock, "the promotion", "nothing was promoted"), \
+                    turn(store, contextlib.nullcontext(), "the promotion",
+                         "nothing was promoted"):
+                written(store, PromotionRecord(time.time(), name, "a", "chosen"),
+                        "the promotion", "nothing was promoted")
+        except BaseException as exc:  # (told below)
+            errors.append(exc)
+
+    monkeypatch.setattr(store, "_transaction", held)
+    threads = [threading.Thread(target=change, args=(f"e{n}",)) for n in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        _until(lambda: waiting(store) == 3, "three changes wait, two of them for the lock")
+        with pytest.raises(StorageUnavailableError) as refused, \
+                turn(store, lock, "the promotion", "nothing was promoted"):
+            pass
+        said = str(refused.value)
+        assert said.startswith("the promotion could not be kept: 3 changes already wait for "
+                               "the store's writer to settle them"), said
+        assert "try again once they are settled (nothing was promoted)" in said, said
+        assert waiting(store) == 3 and all(thread.is_alive() for thread in threads)
+    finally:
+        stuck.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not errors, errors
+    assert waiting(store) == 0 and not lock.locked()
+    store.close()
+    assert _promotions(path) == ["e0", "e1", "e2"]

@@ -44,7 +44,7 @@ from switchpoint._messages import (
 from switchpoint.config import ModelEntry, Settings, check_experiments
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
-from switchpoint.gateway.kept import written
+from switchpoint.gateway.kept import turn, written
 from switchpoint.gateway.registered_models import (
     kept_models,
     registered_fault,
@@ -349,7 +349,7 @@ class RuntimeExperiments:
         name, experiment, share = made_experiment(name, strategy_a, strategy_b, split,
                                                   arms=arms, tenants=tenants, min_n=min_n)
         by_strategies = arms is None
-        with self._lock:
+        with turn(self.store, self._lock, "the experiment", "nothing was created"):
             settings = self.state.live().settings  # (503 while the router loads)
             self._check_free(settings, name)
             made = experiment.made_at_run_time(time.time(), share)
@@ -422,7 +422,7 @@ class RuntimeExperiments:
         name = name.name if isinstance(name, ABTest) else name
         assert isinstance(name, str)
         shown = json_quoted(name, 100)
-        with self._lock:
+        with turn(self.store, self._lock, "the end of the experiment", "it still runs"):
             experiment = self.running.get(name)
             if experiment is None or made_at not in (None, experiment.created_at):
                 self._not_running(name, shown)

@@ -133,7 +133,7 @@ from switchpoint.gateway.failover import (
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED
 from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthConfig, HealthTracker
 from switchpoint.gateway.in_flight import InFlight, owner_of, share_of
-from switchpoint.gateway.kept import not_kept
+from switchpoint.gateway.kept import not_kept, turn
 from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.observing import Observer, Told
@@ -2177,7 +2177,8 @@ class Gateway:
         # experiments' changes, never while it ends; the config's need not wait for them.
         live = self.settings.experiments.get(name) if isinstance(name, str) else None
         configured = live is not None and live.created_at is None
-        with contextlib.nullcontext() if configured else self.ab_tests.changing:
+        lock = contextlib.nullcontext() if configured else self.ab_tests.changing
+        with turn(self.learning.store, lock, "the promotion", "nothing was promoted"):
             settings = self.settings
             if isinstance(name, str) and name not in settings.experiments and (
                     name in self.ab_tests.ended):

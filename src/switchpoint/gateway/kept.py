@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 from switchpoint.errors import StorageUnavailableError, StoreError
 from switchpoint.store import SQLiteStore
 from switchpoint.store.sqlite import REFUSING_S, Record
 
-#: The most changes that wait in :func:`written` at once for one store's writer to settle
-#: them: past it (a writer stuck on a disk that does not answer its fsync), a change is
-#: refused before it is queued, not queued behind them with one more caller waiting.
+#: The most changes that wait at once for one store's writer to settle them, in
+#: :func:`written` or for the lock of a :func:`turn` (held by a change that waits there):
+#: past it (a writer stuck on a disk that does not answer its fsync), a change is refused
+#: before it is queued, not queued behind them with one more caller waiting.
 MAX_WAITING = 32
 
 _waiting: weakref.WeakKeyDictionary[SQLiteStore, int] = weakref.WeakKeyDictionary()
 _waiting_lock = threading.Lock()
+# The stores the running thread's change is counted for already (its turn, then its write).
+_counted_here = threading.local()
 
 
 def not_kept(what: str, reason: object, *, then: str,
@@ -46,8 +52,44 @@ def written(store: SQLiteStore | None, record: Record, what: str, then: str) -> 
     What waits is bounded instead: with :data:`MAX_WAITING` changes already waiting for
     ``store``'s writer (one stuck in a write the disk does not finish), ``record`` is not
     queued and the 503 says so (``then``), to be tried again once those are settled; each
-    change queued is still written and waited for."""
+    change queued is still written and waited for. A change written under a lock other
+    changes wait for takes that lock with :func:`turn`, so those waiting for it count too."""
     if store is None:
+        return
+    with _counted(store, what, then):
+        try:
+            store.append(record).result()
+        except StoreError as exc:
+            raise not_kept(what, exc, then=then) from None
+
+
+@contextmanager
+def turn(store: SQLiteStore | None, lock: AbstractContextManager[Any], what: str,
+         then: str) -> Iterator[None]:
+    """Hold ``lock``, the lock of changes made one at a time (a registration, an
+    experiment's, a promotion) under which one is written (:func:`written`), counted among
+    the changes that wait for ``store``'s writer from before it waits for ``lock``: behind
+    one stuck in its write, the others wait for the lock, and past :data:`MAX_WAITING` the
+    next is refused at once with the 503 :func:`written` answers (``what``, ``then``),
+    rather than queued on the lock without limit. A change counted once (a turn taken
+    inside another, the write under it) is not counted again. Without a store (nothing is
+    kept, nothing waits for a writer), only ``lock`` is taken."""
+    if store is None:
+        with lock:
+            yield
+        return
+    with _counted(store, what, then), lock:
+        yield
+
+
+@contextmanager
+def _counted(store: SQLiteStore, what: str, then: str) -> Iterator[None]:
+    """Count the running thread's change among those waiting for ``store``'s writer while
+    it lasts, refusing it (503) when :data:`MAX_WAITING` already wait; once only, however
+    many turns and writes of the change nest."""
+    mine: list[SQLiteStore] = _counted_here.__dict__.setdefault("stores", [])
+    if any(held is store for held in mine):
+        yield
         return
     with _waiting_lock:
         queued = _waiting.get(store, 0)
@@ -58,19 +100,20 @@ def written(store: SQLiteStore | None, record: Record, what: str, then: str) -> 
                 f"another process holds); try again once they are settled ({then})",
                 retry_after=REFUSING_S)
         _waiting[store] = queued + 1
+    mine.append(store)
     try:
-        store.append(record).result()
-    except StoreError as exc:
-        raise not_kept(what, exc, then=then) from None
+        yield
     finally:
+        mine.remove(store)
         with _waiting_lock:
             _waiting[store] -= 1
 
 
 def waiting(store: SQLiteStore) -> int:
-    """How many changes wait in :func:`written` for ``store``'s writer now."""
+    """How many changes wait for ``store``'s writer now, in :func:`written` or for the lock
+    of a :func:`turn`."""
     with _waiting_lock:
         return _waiting.get(store, 0)
 
 
-__all__ = ["MAX_WAITING", "not_kept", "waiting", "written"]
+__all__ = ["MAX_WAITING", "not_kept", "turn", "waiting", "written"]

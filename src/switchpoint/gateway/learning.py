@@ -90,7 +90,7 @@ from switchpoint.gateway.feedback_log import (
     RouterLog,
     ServiceFeedbackLog,
 )
-from switchpoint.gateway.kept import not_kept, written
+from switchpoint.gateway.kept import not_kept, turn, written
 from switchpoint.gateway.live import Live, RouterState, learning_settings
 from switchpoint.gateway.preferences import REVEALED, Compare, Compares
 from switchpoint.learning.checkpoint import (
@@ -1617,7 +1617,7 @@ class GatewayLearning:
             reason = "winner" if arm == report["winner"] else "chosen"
         # One promotion at a time, from its row to the arm it sends traffic to: of two at
         # once, the one the store keeps last is the one that applies, now and after a restart.
-        with self._promotion_lock:
+        with turn(self.store, self._promotion_lock, "the promotion", "nothing was promoted"):
             self.check_writable("the promotion", "nothing was promoted")
             written(self.store, PromotionRecord(time.time(), name, arm, reason),
                     "the promotion", "nothing was promoted")

@@ -58,7 +58,7 @@ from switchpoint.config import (
 )
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
-from switchpoint.gateway.kept import written
+from switchpoint.gateway.kept import turn, written
 from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.known_providers import api_key_env_of, base_url_of
 from switchpoint.store import SQLiteStore
@@ -268,7 +268,7 @@ class RuntimeModels:
         and the catalog models the live weights have no learned profile for (with a note)."""
         entry = model_card(card)
         name = entry.name
-        with self._lock:
+        with turn(self.store, self._lock, "the model", "nothing was registered"):
             settings = self.state.live().settings  # (503 while the router loads)
             self._check_free(settings, name)
             _check_own_profile(entry, settings.models or [])
@@ -334,7 +334,7 @@ class RuntimeModels:
         it, with the models the live weights do not profile."""
         expect("name", name, str, "the name of a model registered at run time")
         assert isinstance(name, str)
-        with self._lock:
+        with turn(self.store, self._lock, "the model's removal", "it is still registered"):
             live = self.state.live()
             if name in self.unreadable and not any(m.name == name for m in self.registered):
                 raise ConflictError(f"name: {self._unreadable_words(name)}, so this service "
