@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from switchpoint._args import FUNCTION, PATH, expect
-from switchpoint._messages import json_quoted, listed_names, one_of
+from switchpoint._messages import json_quoted, listed_names, one_of, plural
 from switchpoint._progress import ProgressFn, step
 from switchpoint._version import __version__
 from switchpoint.catalog import catalog_name_problem
@@ -111,8 +111,8 @@ def fit(
         if embedder is None or isinstance(embedder, str) else embedder
     )
     inputs = _inputs(data, emb, model.requires, progress)
-    with step(progress, f"fitting the {json_quoted(policy)} policy on {len(data)} records, "
-                        f"{len(data.models)} models"):
+    with step(progress, f"fitting the {json_quoted(policy)} policy on "
+                        f"{plural(len(data), 'record')}, {plural(len(data.models), 'model')}"):
         model.fit(inputs, data.scores, data.costs, list(data.models))
     provenance = {
         "records": source,

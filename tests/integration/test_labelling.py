@@ -142,6 +142,34 @@ def test_label_then_add_model_and_fit_take_the_records(
     assert load_records(out).models == ["a", "b"]
 
 
+def test_one_prompt_one_model_labels_and_the_next_commands_it_names_take_its_record(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path, real_weights_dir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The smallest team: one prompt, one model. The summary counts in the singular and ends
+    with the commands that make weights of its output; both take its one record."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "m", "prompt": "What is 6 times 7? Say 42",
+                                   "reference": "42"}) + "\n", encoding="utf-8")
+    out = tmp_path / "records.jsonl"
+    code, stdout, err = run(["label", prompts, "--models", "a", "--out", out,
+                             "--config", config(fake, tmp_path)], capsys)
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[1] == "calls: 1 answer (1 scored by reference)"
+    assert lines[-1].startswith(f"next: `switchpoint fit {out} --out DIR` (weights of these "
+                                f"models alone), or `switchpoint add-model MODEL {out} "
+                                "--weights DIR` for each model"), stdout
+    code, _, err = run(["fit", out, "--out", tmp_path / "mine"], capsys)
+    assert code == 0, err
+    assert "embedding 1 prompt with " in err
+    assert 'fitting the "cluster" policy on 1 record, 1 model... done' in err
+    assert load_weights(tmp_path / "mine").models == ["a"]
+    weights = Path(shutil.copytree(real_weights_dir, tmp_path / "weights"))
+    code, _, err = run(["add-model", "a", out, "--weights", weights], capsys)
+    assert code == 0, err
+    assert load_weights(weights).provenance["added_models"][-1]["n_records"] == 1
+
+
 def test_failures_exit_1_and_the_rerun_retries_them(
         fake: FakeProviderProcess, keys: None, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -413,6 +413,36 @@ async def test_a_resumed_runs_mean_scores_cover_every_record_of_the_output(
         nothing_left.summary())
 
 
+async def test_a_run_of_one_answer_says_so_in_the_singular_and_names_the_next_command(
+        tmp_path: Path) -> None:
+    """A rerun that finds one scored answer kept says "1 scored answer", its summary "calls:
+    1 answer"; a run that leaves a prompt unlabelled says to rerun, and one that labels every
+    prompt ends with the commands that turn its output into weights."""
+    up = Upstream()
+    up.fail = lambda model, prompt: model == "b"
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(1))
+    out = tmp_path / "my records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        first = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+        up.fail = lambda model, prompt: False
+        noted: list[str] = []
+        again = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway,
+                             notes=noted.append)
+    finally:
+        await gateway.aclose()
+    assert first.remaining == 1 and "next:" not in first.summary()
+    assert "calls: 1 answer, 1 to the judge" in first.summary()
+    assert f"{journal_path(out)}: 1 scored answer kept from an interrupted run" in noted, noted
+    assert again.complete and again.answer_calls == 1 and again.reused == 1
+    lines = again.summary().splitlines()
+    assert lines[1] == "calls: 1 answer, 1 to the judge; 1 answer reused from an interrupted run"
+    assert lines[-1] == (f"next: `switchpoint fit '{out}' --out DIR` (weights of these models "
+                         f"alone), or `switchpoint add-model MODEL '{out}' --weights DIR` for each "
+                         "model (added to the weights in DIR; --out DIR in place of --weights "
+                         "starts from the bundled weights)")
+
+
 async def test_a_corrected_reference_scores_the_kept_answer_again_never_asking_its_model(
         tmp_path: Path) -> None:
     """A run stops with a prompt's answers scored against a wrong reference; the user corrects

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
+from switchpoint._messages import plural
 from switchpoint._progress import ProgressFn
 from switchpoint.errors import InvalidInputError
 
@@ -124,7 +125,7 @@ def embed_in_steps(embedder: Embedder, texts: Sequence[str], progress: ProgressF
     if progress is None:
         return embedder.embed(texts)
     warm_up(embedder, progress)
-    label = stage or f"embedding {len(texts)} prompts with {embedder.id}"
+    label = stage or f"embedding {plural(len(texts), 'prompt')} with {embedder.id}"
     total = len(texts)
     progress(label, 0, total)
     if total == 0:

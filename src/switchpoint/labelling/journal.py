@@ -617,8 +617,8 @@ def _read_journal(journal: Path, lines: Iterator[_Read], by_id: Mapping[str, Lab
     resume.kept = answers
     resume.rescored = changed & answers.keys()
     if resume.scored:
-        resume.notes.append(f"{journal}: {len(resume.scored)} scored answers kept from an "
-                            "interrupted run")
+        resume.notes.append(f"{journal}: {plural(len(resume.scored), 'scored answer')} kept "
+                            "from an interrupted run")
     unscored = [pair for pair in resume.kept if pair not in resume.rescored]
     if unscored:
         resume.notes.append(f"{journal}: {plural(len(unscored), 'answer')} an earlier run got "

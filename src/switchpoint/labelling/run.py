@@ -36,6 +36,7 @@ from switchpoint._limits import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY
 from switchpoint._limits import MAX_CONCURRENCY as MAX_CONCURRENCY
 from switchpoint._messages import (
     STDIN,
+    command,
     got,
     json_quoted,
     listed_names,
@@ -170,7 +171,7 @@ class LabelReport:
                  + (f"; {self.already_labelled} "
                     f"{'was' if self.already_labelled == 1 else 'were'} already there"
                     if self.already_labelled else "")]
-        calls = f"calls: {self.answer_calls} answers"
+        calls = f"calls: {plural(self.answer_calls, 'answer')}"
         if self.by_reference:
             calls += f" ({self.by_reference} scored by reference)"
         if self.judge:
@@ -208,6 +209,13 @@ class LabelReport:
         if self.remaining:
             lines.append(f"{plural(self.remaining, 'prompt')} not labelled yet: run the same "
                          "command again to retry (answers already scored are kept)")
+        elif self.records:
+            out = str(self.out)
+            lines.append(f"next: {command('switchpoint', 'fit', out, '--out', 'DIR')} (weights "
+                         "of these models alone), or "
+                         f"{command('switchpoint', 'add-model', 'MODEL', out, '--weights', 'DIR')}"
+                         " for each model (added to the weights in DIR; --out DIR in place of "
+                         "--weights starts from the bundled weights)")
         return "\n".join(lines)
 
 
