@@ -117,6 +117,26 @@ def test_an_experiment_assigns_sessions_reports_arms_names_a_winner_and_promotes
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "arm"
 
 
+def test_an_arm_whose_policy_weights_do_not_profile_a_catalog_model_is_warned_of(
+        fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An arm of another policy routes on that policy's weights: the service says at load
+    which catalog models they leave to tier and price there, naming the arm, and how to give
+    the policy weights of its own; the arms whose weights profile every model are not named."""
+    mine = "  - {name: mine, base_url: \"{base}\", api_key_env: FAKE_KEY, input_per_mtok: 2,\n" \
+           "     output_per_mtok: 2, tier: simple}\n"
+    caplog.set_level("WARNING", logger="switchpoint")
+    with learning_server(fake, tmp_path, EXPERIMENT, more_models=mine) as server:
+        assert get(server, "/health").json()["ready"]
+    warned = [r.getMessage() for r in caplog.records if "experiment arm(s)" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith('experiment arm(s) "thrift/neighbours" of policy knn: the knn '
+                                "weights ")
+    assert 'no learned profile for catalog model(s) "mine": they are routed by tier and price ' \
+           "alone" in warned[0]
+    assert "policies: {knn: DIR}" in warned[0]
+    assert "switchpoint fit RECORDS --policy knn --out DIR" in warned[0]
+
+
 def test_the_route_answer_carries_the_learning_fields(fake: FakeProviderProcess,
                                                       tmp_path: Path) -> None:
     with learning_server(fake, tmp_path, EXPERIMENT) as server:

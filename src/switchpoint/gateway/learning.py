@@ -91,7 +91,7 @@ from switchpoint.gateway.feedback_log import (
     ServiceFeedbackLog,
 )
 from switchpoint.gateway.kept import not_kept, turn, written
-from switchpoint.gateway.live import Live, RouterState, learning_settings
+from switchpoint.gateway.live import Live, RouterState, learning_settings, unprofiled_note
 from switchpoint.gateway.preferences import REVEALED, Compare, Compares
 from switchpoint.learning.checkpoint import (
     CHECKPOINT_FILENAME,
@@ -673,12 +673,24 @@ class GatewayLearning:
         settings = live.settings
         wanted = learning_settings(settings)
         arms: dict[str, Router] = {}
-        for experiment in settings.experiments.values():
-            for arm in experiment.arms.values():
+        named: dict[str, list[str]] = {}  # policy -> the arms naming it
+        for experiment_name, experiment in settings.experiments.items():
+            for arm_name, arm in experiment.arms.items():
                 policy = arm.policy
-                if policy is None or policy == live.policy or policy in arms:
+                if policy is None or policy == live.policy:
                     continue
-                arms[policy] = self.state.loader(settings, policy)
+                named.setdefault(policy, []).append(f"{experiment_name}/{arm_name}")
+                if policy not in arms:
+                    arms[policy] = self.state.loader(settings, policy)
+        for policy, router in arms.items():
+            note = unprofiled_note(policy, router.weights_id, router.unprofiled_models)
+            if note is not None:
+                log.warning("experiment arm(s) %s of policy %s: %s (the arm takes the "
+                            "weights under policies: {%s: DIR} in the config, else the "
+                            "configured weights when they are of its policy, else the bundled "
+                            "ones: switchpoint fit RECORDS --policy %s --out DIR makes them)",
+                            listed_names(named[policy], quoted=True), policy, note, policy,
+                            policy)
         for router in [live.router, *arms.values()]:
             if router.learner.settings != wanted:
                 router.learner.configure(wanted)

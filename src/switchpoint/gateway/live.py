@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -106,13 +106,7 @@ class Live:
         """What to tell whoever loaded these weights about the catalog models they do not
         profile (the first :data:`MAX_LISTED`, by :func:`listed_names`), or None when they
         profile every one."""
-        if not self.unprofiled:
-            return None
-        return (f"the {self.policy} weights {self.weights_id} have no learned profile for "
-                "catalog model(s) "
-                f"{listed_names(self.unprofiled, quoted=True)}: they are routed by tier and "
-                "price alone; label them (switchpoint label, then add-model) or load weights "
-                "that profile them")
+        return unprofiled_note(self.policy, self.weights_id, self.unprofiled)
 
     def unprofiled_answer(self) -> dict[str, Any]:
         """The unprofiled models as a swap's answer gives them: the first
@@ -436,6 +430,18 @@ class RouterState:
         if note is not None:
             log.warning("%s", note)
         return old, new, ms
+
+
+def unprofiled_note(policy: str, weights_id: str, unprofiled: Sequence[str]) -> str | None:
+    """What to tell whoever loaded ``policy``'s weights ``weights_id`` about the catalog
+    models ``unprofiled`` they do not profile (the first :data:`MAX_LISTED`, by
+    :func:`listed_names`), or None when there are none."""
+    if not unprofiled:
+        return None
+    return (f"the {policy} weights {weights_id} have no learned profile for catalog model(s) "
+            f"{listed_names(unprofiled, quoted=True)}: they are routed by tier and price "
+            "alone; label them (switchpoint label, then add-model) or load weights that "
+            "profile them")
 
 
 def first_served(live: Live, before: Live | None) -> dict[str, float]:
