@@ -429,7 +429,7 @@ def _weights_cap(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from switchpoint.training import fit
-    from switchpoint.weights import check_weights_target
+    from switchpoint.weights import check_weights_target, replacing_note
 
     params = _parse_params(args.param or [])
     _options.filled(args, "param", {name: f"--param {name}" for name in params})
@@ -443,9 +443,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     with _feedback(args) as feedback:
         package = fit(args.records, policy=args.policy, split=args.split,
                       embedder=args.embedder, progress=feedback, **params)
+        replacing = replacing_note(out)
         package.save(out)
         feedback.note(f"wrote {package.weights_id} ({package.policy.name}, "
-                      f"{len(package.models)} models) to {out}")
+                      f"{plural(len(package.models), 'model')}) to {out}{replacing}")
     return 0
 
 
@@ -474,6 +475,7 @@ def _weights_to_edit(args: argparse.Namespace, result: str, edit: str,
 def cmd_add_model(args: argparse.Namespace) -> int:
     from switchpoint.embedding import embedder_from_id, warm_up
     from switchpoint.training import add_model, check_model_name
+    from switchpoint.weights import replacing_note
 
     check_model_name(args.name)  # before the weights are read
     package, out = _weights_to_edit(args, "plus the new model", "extend")
@@ -484,8 +486,10 @@ def cmd_add_model(args: argparse.Namespace) -> int:
             warm_up(embedder, feedback)  # the one-time embedder build, if it is due
         package = add_model(package, args.name, args.records, source_model=args.label,
                             embedder=embedder)
+        replacing = replacing_note(out) if args.out is not None else ""  # (not the one edited)
         package.save(out)
-        feedback.note(f"added {json_quoted(args.name)}; wrote {package.weights_id} to {out}")
+        feedback.note(f"added {json_quoted(args.name)}; wrote {package.weights_id} to "
+                      f"{out}{replacing}")
     return 0
 
 

@@ -255,6 +255,21 @@ def check_weights_target(path: str | Path, *, bundled: bool = False) -> Path:
     return target
 
 
+def replacing_note(target: Path) -> str:
+    """What a save to ``target`` (checked by :func:`check_weights_target`) replaces, said
+    after where it wrote: ``, replacing the weights package ID that was there`` when an
+    earlier package is there, else nothing, so a command writing to a folder that held one says
+    that it is gone."""
+    if not _is_package(target):
+        return ""
+    try:
+        earlier = loads(_read_json_file(target / "manifest.json")).get("weights_id")
+    except (OSError, ValueError, WeightsError, AttributeError):
+        earlier = None
+    named = f" {earlier}" if isinstance(earlier, str) and earlier.isprintable() else ""
+    return f", replacing the weights package{named[:80]} that was there"
+
+
 def _among_bundled(target: Path) -> bool:
     """Whether ``target`` is the bundled weights' folder or inside it (by any name)."""
     root = default_weights_path().parent

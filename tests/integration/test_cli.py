@@ -1748,6 +1748,37 @@ def test_an_empty_config_is_refused_not_taken_for_the_one_in_the_environment(
     assert out == ""
     assert sorted(tmp_path.rglob("*")) == before
 
+def test_fit_and_add_model_out_say_when_they_replace_an_earlier_package(
+    records_file: Path, weights_copy: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A walk that fits into the folder add-model wrote (or the other way round) learns from
+    the command's last line that the package there is gone; a new folder, and add-model
+    editing --weights in place, say only where they wrote."""
+    out = tmp_path / "mine"
+    code, _, err = run(["fit", records_file, "--out", out, "--split", "test"], capsys)
+    assert code == 0, err
+    first = load_weights(out).weights_id
+    assert err.rstrip("\n").endswith(f"wrote {first} (cluster, 3 models) to {out}"), err
+    code, _, err = run(["add-model", "new", records_file, "--weights", weights_copy,
+                        "--label", "big", "--out", out], capsys)
+    assert code == 0, err
+    added = load_weights(out).weights_id
+    assert err.rstrip("\n").endswith(
+        f'added "new"; wrote {added} to {out}, replacing the weights package {first} that '
+        "was there"), err
+    code, _, err = run(["add-model", "newer", records_file, "--weights", out, "--label",
+                        "mid"], capsys)
+    assert code == 0, err
+    assert err.rstrip("\n").endswith(f"to {out}"), err
+    edited = load_weights(out).weights_id
+    code, _, err = run(["fit", records_file, "--out", out, "--split", "test"], capsys)
+    assert code == 0, err
+    assert err.rstrip("\n").endswith(
+        f"wrote {first} (cluster, 3 models) to {out}, replacing the weights package {edited} "
+        "that was there"), err
+
+
 def test_fit_into_a_place_that_takes_no_files_exits_2(
     records_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
