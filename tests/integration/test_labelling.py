@@ -170,6 +170,33 @@ def test_one_prompt_one_model_labels_and_the_next_commands_it_names_take_its_rec
     assert load_weights(weights).provenance["added_models"][-1]["n_records"] == 1
 
 
+def test_the_files_a_run_makes_are_readable_by_their_owner_alone(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The prompts and answers are the team's traffic: --out, its journal (answers kept for
+    the judge) and its mark are made mode 0600, as route --output is; an --out that was there
+    keeps its mode."""
+    fake.script("judge", "say:text=8/10", "say:text=8/10")
+    fake.default("judge", JUDGE_SAYS)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    out = tmp_path / "records.jsonl"
+    argv = ["label", prompts, "--models", "a", "--judge", "judge", "--out", out,
+            "--config", config(fake, tmp_path), "--concurrency", "1"]
+    code, _, err = run(argv, capsys)
+    assert code == 1, err
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (out, journal_path(out))}
+    assert modes == dict.fromkeys(modes, 0o600), modes
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert (out.stat().st_mode & 0o777, done_path(out).stat().st_mode & 0o777) == (0o600, 0o600)
+    out.chmod(0o640)  # the team's own choice, for a file already there
+    with prompts.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"id": "more", "prompt": "One more question?"}) + "\n")
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert out.stat().st_mode & 0o777 == 0o640 and len(records_of(out)) == 3
+
+
 def test_failures_exit_1_and_the_rerun_retries_them(
         fake: FakeProviderProcess, keys: None, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -102,6 +102,12 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     return {"labelling_output": DONE_FORMAT, "bytes": size, "sha256": digest.hexdigest()}
 
 
+# The mode of a file the command makes (--out, its journal, mark and lock): the prompts and
+# answers are the team's traffic, readable by their owner alone, as route --output's are; a
+# file already there keeps its own.
+FILE_MODE = 0o600
+
+
 def mark_done(out: Path, key: RunKey) -> None:
     """Leave the mark that this command finished ``out`` as it now is, under ``key``'s settings:
     written to a side file, fsynced, then renamed into place, so a crash leaves the old mark or
@@ -112,7 +118,7 @@ def mark_done(out: Path, key: RunKey) -> None:
     try:
         data = (json.dumps({**_fingerprint(out), "settings": key.header()}) + "\n"
                 ).encode("utf-8")
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
             give_folder_owner(fd, part)
             os.write(fd, data)
@@ -787,8 +793,8 @@ def open_for_writing(path: Path, flags: int, *, source: Path | None = None,
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if own:
-            return open_made(path, flags, 0o644)
-        return os.open(path, flags | os.O_CREAT, 0o644)
+            return open_made(path, flags, FILE_MODE)
+        return os.open(path, flags | os.O_CREAT, FILE_MODE)
     except OSError as exc:
         raise LabellingError(f"cannot open it for writing: {write_problem(path, exc)}",
                              source=source or path) from None
