@@ -1052,6 +1052,39 @@ def test_an_unknown_key_id_is_a_404_and_a_malformed_one_a_400(gov: ThreadServer)
         assert malformed.status_code == 400, malformed.text
 
 
+@pytest.mark.parametrize("raw", [b"", b" \r\n", b"\xef\xbb\xbf", b"\xef\xbb\xbf \n",
+                                 b"\xff\xfe"])
+def test_a_rotation_whose_body_says_nothing_takes_the_defaults(gov: ThreadServer,
+                                                               raw: bytes) -> None:
+    # A byte order mark alone (which some clients write first) says nothing, as an empty
+    # body does: it was refused as "is empty" where an empty one rotated.
+    issued = new_key(gov)
+    r = httpx.post(f"{gov.base}/v1/router/keys/{issued['id']}/rotate", content=raw,
+                   headers={**ADMIN, "content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    rotated = r.json()
+    assert rotated["key"] != issued["key"]
+    assert rotated["previous_secrets"] == [{"rotated_at": rotated["rotated_at"],
+                                            "valid_until": rotated["rotated_at"]}]  # grace 0
+    client(gov, rotated["key"]).chat.completions.create(model="cheap", messages=user("new"))
+    with pytest.raises(openai.AuthenticationError):
+        client(gov, issued["key"]).chat.completions.create(model="cheap", messages=user("x"))
+
+
+def test_a_body_after_a_byte_order_mark_is_read_and_one_saying_nothing_is_no_body(
+        gov: ThreadServer) -> None:
+    issued = new_key(gov)
+    url = f"{gov.base}/v1/router/keys/{issued['id']}"
+    r = httpx.post(f"{url}/rotate", content=b'\xef\xbb\xbf{"grace_seconds": 60}',
+                   headers={**ADMIN, "content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    old = r.json()["previous_secrets"][0]
+    assert old["valid_until"] == pytest.approx(old["rotated_at"] + 60)
+    # A route that takes no body reads a mark and whitespace as none, as an empty body.
+    r = httpx.post(f"{url}/revoke", content=b"\xef\xbb\xbf \n", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["status"] == "revoked", r.text
+
+
 def test_an_unknown_rotate_field_is_a_400_listing_the_fields(gov: ThreadServer) -> None:
     issued = new_key(gov)
     r = httpx.post(f"{gov.base}/v1/router/keys/{issued['id']}/rotate", json={"grace": 30},

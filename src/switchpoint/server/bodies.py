@@ -96,6 +96,23 @@ def parse_body(model: type[Body], raw: bytes) -> Body:
                                       keyed=getattr(model, "keyed_fields", ())) from None
 
 
+def parse_optional_body(model: type[Body], raw: bytes) -> Body:
+    """``raw`` as a ``model`` (:func:`parse_body`), or the model's defaults when the body says
+    nothing (:func:`says_nothing`): a route whose body is optional."""
+    return model() if says_nothing(raw) else parse_body(model, raw)
+
+
+def says_nothing(raw: bytes) -> bool:
+    """Whether a body is empty as a route that may take none reads it: no bytes, whitespace
+    alone, or a byte order mark (which some clients write first) with nothing but whitespace
+    after it, as :func:`parse_body` reads the text after one. Bytes that are no text in the
+    encoding they begin in say something (and are refused as such)."""
+    try:
+        return not _utf8(raw.removeprefix(_BOM)).strip()
+    except InvalidInputError:
+        return False
+
+
 def _utf8(raw: bytes) -> bytes:
     """``raw`` in UTF-8: JSON text in UTF-16 or UTF-32 (which JSON allowed before RFC 8259, and
     the chat gateway's reader takes) is re-encoded for pydantic's reader, which reads UTF-8
@@ -202,7 +219,7 @@ async def no_body(request: Request) -> None:
     """Refuse a body on a route that takes none (an empty one, or ``{}``, is fine): ignoring
     it would answer a request that meant something else (``{"weights": ...}`` to a reload) as
     if it had said nothing."""
-    raw = (await request.body()).strip().removeprefix(_BOM)
-    if raw and b"".join(raw.split()) != b"{}":
+    raw = await request.body()
+    if not says_nothing(raw) and b"".join(raw.removeprefix(_BOM).split()) != b"{}":
         raise InvalidInputError("body", f"{sent_method(request)} {shown_path(request)} takes "
                                         "no body; send the request without one")

@@ -27,7 +27,7 @@ from switchpoint.governance.ledger import key_account
 from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS, SINCE_HOURS
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
-from switchpoint.server.bodies import parse_body, refuses_body
+from switchpoint.server.bodies import parse_body, parse_optional_body, refuses_body
 from switchpoint.server.context import GatewayRoute, get_service
 from switchpoint.server.queries import NUMBER, WHOLE, number_without_0
 from switchpoint.server.schemas import (
@@ -199,8 +199,7 @@ async def _revoke(key_id: str, request: Request) -> JSONResponse:
              summary="A new secret for a key (same id, budgets and limits); the old one "
                      "works for grace_seconds")
 async def rotate_key(key_id: str, request: Request) -> JSONResponse:
-    raw = await request.body()
-    body = parse_body(KeyRotate, raw) if raw.strip() else KeyRotate()
+    body = parse_optional_body(KeyRotate, await request.body())
     keys = get_service(request).gateway.governor.keys
     grace = float(body.grace_seconds)
     issued = await run_in_threadpool(keys.rotate, key_id, grace)

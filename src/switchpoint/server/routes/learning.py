@@ -43,7 +43,7 @@ from switchpoint.learning.comment import MAX_COMMENT
 from switchpoint.learning.config import NAME_RULE
 from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.server.auth import ADMIN, caller_key, is_admin
-from switchpoint.server.bodies import parse_body, refuses_body
+from switchpoint.server.bodies import parse_body, parse_optional_body, refuses_body
 from switchpoint.server.context import GatewayRoute, get_service
 from switchpoint.server.schemas import (
     ChatErrorResponse,
@@ -408,7 +408,6 @@ async def experiment(name: str, request: Request) -> JSONResponse:
                                   401, 404, 409, 503),
              summary="Send all of an experiment's traffic to its winner (or a named arm)")
 async def promote(name: str, request: Request) -> JSONResponse:
-    raw = await request.body()
-    body = parse_body(PromoteRequest, raw) if raw.strip() else PromoteRequest()
+    body = parse_optional_body(PromoteRequest, await request.body())
     gateway = get_service(request).gateway
     return JSONResponse(await run_in_threadpool(gateway.promote, name, body.arm))
