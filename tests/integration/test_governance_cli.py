@@ -254,7 +254,18 @@ def test_expires_takes_epoch_seconds_as_the_readme_says(
     (["--tenant", "acme", "--tpm", "99999999999999"],
      "--tpm: must be a whole number from 1 to 10,000,000,000, got 99999999999999"),
     (["--tenant", "acme", "--models", "gpt-9,big,\x1b[2J"],
-     '--models: not in the catalog: "gpt-9", "\\u001b[2J"; use'),
+     '--models: "\\u001b[2J" holds U+001B (character 1): a model is named in the '
+     "x-switchpoint-model header"),
+    (["--tenant", "acme", "--models", "gpt-9,big"], '--models: not in the catalog: "gpt-9"; use'),
+    # An empty item is named, not dropped (the spaces around a name are the list's own).
+    (["--tenant", "acme", "--models", "big,,small"],
+     '--models: "big,,small" has no model name at item 2 of 3: write one name between commas, '
+     "such as gpt-4o-mini,auto"),
+    (["--tenant", "acme", "--models", "big, "], "has no model name at item 2 of 2"),
+    (["--tenant", "acme", "--models", " , "],
+     '--models: " , " holds no model name: give a comma-separated list such as '
+     "gpt-4o-mini,auto, or leave --models out to allow the tenant's"),
+    (["--tenant", "acme", "--models", "big,sm\tall"], '--models: "sm\\tall" holds U+0009'),
     (["--tenant", "acme", "--expires", "2001-01-01"],
      '--expires: "2001-01-01" is not in the future; give a later date (YYYY-MM-DD, UTC) or '
      'a duration from now (30d, 12h)'),
@@ -284,6 +295,14 @@ def test_bad_key_input_is_named_and_creates_nothing(config: Path, argv: list[str
     assert "Traceback" not in err
     keys = config.parent / "data" / "keys.db"
     assert not keys.exists() or KeyStore(keys).list() == []
+
+
+def test_keys_create_drops_the_spaces_around_each_model_name(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--models", " big , small,auto ",
+                          "--config", config, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["models"] == ["big", "small", "auto"]
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

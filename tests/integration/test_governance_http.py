@@ -779,6 +779,16 @@ def test_the_key_list_comes_a_bounded_page_at_a_time(gov: ThreadServer,
     ({"tenant": "acme", "models": ["good", ""]}, "models",
      'models[1]: is "", blank; list model names (and "auto"), or leave models out'),
     ({"tenant": "acme", "models": [" ", "auto"]}, "models", 'models[0]: is " ", blank'),
+    # A name is held to the rule of a model's name as it is written: not trimmed into another.
+    ({"tenant": "acme", "models": ["auto", " good "]}, "models",
+     'models[1]: " good " holds a space (character 1): a model is named in the '
+     "x-switchpoint-model header of each answer, so its name is visible ASCII (letters, "
+     "digits, punctuation, spaces between them); list the catalog's names as they are "
+     'written (and "auto")'),
+    ({"tenant": "acme", "models": ["good\t"]}, "models",
+     'models[0]: "good\\t" holds U+0009 (character 5)'),
+    ({"tenant": "acme", "models": ["good", "x" * 300]}, "models",
+     "models[1]: \"" + "x" * 77 + "…\" must have at most 256 characters, got 300"),
     ({"tenant": "tight", "models": ["good", "auto"]}, "models",
      'none of "good", "auto" is among the models tenant "tight" may use ("cheap")'),
     ({"tenant": "acme", "rpm": 0}, "rpm", ">= 1"),

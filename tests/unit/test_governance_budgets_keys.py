@@ -423,7 +423,7 @@ def test_bad_key_specs_create_nothing(tmp_path: Path, kw: dict[str, object], fie
 def test_unknown_models_are_quoted_short() -> None:
     # Every unknown name was quoted whole: 256 names of any length made a 400 (or a CLI
     # error) of hundreds of kilobytes.
-    names = ["x" * 100_000, *[f"m{i}" * 500 for i in range(30)]]
+    names = ["x" * 256, *[(f"m{i}" * 500)[:256] for i in range(30)]]
     for tenant_models in (None, ["good"]):
         with pytest.raises(InvalidInputError) as info:
             KeySpec(tenant="acme", models=names).checked(
@@ -432,6 +432,15 @@ def test_unknown_models_are_quoted_short() -> None:
         message = str(info.value)
         assert len(message) < 1500 and "and 11 more" in message, message[:300]
         assert 'xxx…"' in message  # (cut short inside its quotes)
+
+
+def test_a_model_name_longer_than_any_is_refused_naming_its_place_quoted_short() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        KeySpec(tenant="acme", models=["good", "x" * 100_000]).checked(["acme"], None)
+    assert info.value.field == "models"
+    assert str(info.value).startswith('models[1]: "xxx'), str(info.value)[:100]
+    assert "must have at most 256 characters, got 100,000" in str(info.value)
+    assert len(str(info.value)) < 300
 
 
 def test_a_tenants_models_a_key_shares_none_of_are_listed_bounded() -> None:

@@ -132,6 +132,29 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _model_list(value: str | None) -> list[str] | None:
+    """``--models`` as the key's list: comma-separated, the spaces around each name dropped
+    (``a, b``, as people type a list); an empty item (``a,,b``, a comma at an end) is refused
+    naming its place, as a blank entry of the API's list is, not dropped unsaid. Each name is
+    then held to the rule of a model's name by :meth:`KeySpec.checked`."""
+    if value is None:
+        return None
+    parts = [part.strip() for part in value.split(",")]
+    if not any(parts):
+        raise InvalidInputError("models", f"{json_quoted(value, 40)} holds no model name: give "
+                                          f"a comma-separated list such as {_MODELS_EXAMPLE}, "
+                                          "or leave --models out to allow the tenant's")
+    for place, part in enumerate(parts, 1):
+        if not part:
+            raise InvalidInputError("models", f"{json_quoted(value, 80)} has no model name at "
+                                              f"item {place} of {len(parts)}: write one name "
+                                              f"between commas, such as {_MODELS_EXAMPLE}")
+    return parts
+
+
+_MODELS_EXAMPLE = "gpt-4o-mini,auto"
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from switchpoint.gateway.registered_offline import catalog_names
     from switchpoint.governance.keys import KeySpec, expiry_text
@@ -149,7 +172,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     cost_weight = args.cost_weight
     catalog = catalog_names(settings)  # (the config's models and those registered at run time)
     spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,
-                   tpm=args.tpm, models=_split(args.models), cost_weight=cost_weight,
+                   tpm=args.tpm, models=_model_list(args.models), cost_weight=cost_weight,
                    expires=args.expires).checked(
         list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
     with _store(settings, create=True) as store:

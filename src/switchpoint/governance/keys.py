@@ -68,7 +68,7 @@ from switchpoint._numbers import (
     number_text,
     too_small,
 )
-from switchpoint.catalog import MAX_CATALOG_MODELS, name_length_problem
+from switchpoint.catalog import MAX_CATALOG_MODELS, model_name_problem
 from switchpoint.errors import (
     InvalidInputError,
     InvalidKeyError,
@@ -480,7 +480,12 @@ class KeySpec:
                     raise invalid_at("models", f"models[{i}]", f"is {json_quoted(name, 20)}, "
                                      "blank; list model names (and \"auto\"), or leave models "
                                      "out to allow the tenant's")
-            models = [str(m).strip() for m in self.models]
+                # (the one rule of a model's name, as it is written: " good " is not good)
+                if name != "auto" and (problem := model_name_problem(str(name))) is not None:
+                    raise invalid_at("models", f"models[{i}]", f"{json_quoted(name, 80)} "
+                                     f"{problem}; list the catalog's names as they are "
+                                     "written (and \"auto\")")
+            models = [str(m) for m in self.models]
             if not models:
                 raise InvalidInputError("models", "is empty; list model names (and \"auto\") or "
                                                   "leave it out to allow the tenant's")
@@ -504,10 +509,6 @@ class KeySpec:
                                                   "key may name at most "
                                                   f"{people_number(MAX_CATALOG_MODELS + 1)} (a "
                                                   "catalog's models and \"auto\")")
-            for name in models:
-                if (problem := name_length_problem(name)) is not None:
-                    raise InvalidInputError("models", f"{json_quoted(name)} {problem}, and no "
-                                                      "model's name is longer")
         cost_weight = None
         if self.cost_weight is not None:
             from switchpoint.decision import check_cost_weight

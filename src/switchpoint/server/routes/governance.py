@@ -86,8 +86,10 @@ class KeyCreate(BaseModel):
     rpm: StrictInt | None = Field(None, ge=1, le=MAX_RPM)
     tpm: StrictInt | None = Field(None, ge=1, le=MAX_TPM)
     models: list[StrictStr] | None = Field(None, min_length=1, max_length=256,
-                                           description="Models the key may use; \"auto\" "
-                                                       "allows routing among them.")
+                                           description="Models the key may use, each "
+                                                       "named as the catalog writes it; "
+                                                       "\"auto\" allows routing among "
+                                                       "them.")
     cost_weight: StrictFloat | StrictInt | None = Field(None, description="The key's "
                                                                           "default λ.")
     expires: StrictStr | StrictFloat | StrictInt | None = Field(
