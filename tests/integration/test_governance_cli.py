@@ -305,6 +305,36 @@ def test_keys_create_drops_the_spaces_around_each_model_name(
     assert json.loads(out)["models"] == ["big", "small", "auto"]
 
 
+def test_keys_create_past_the_live_keys_bound_says_how_to_make_room(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config.write_text(CONFIG + "governance: {max_keys: 2}\n", encoding="utf-8")
+    create: list[str | Path] = ["keys", "create", "--tenant", "acme", "--config", config, "--json"]
+    made = []
+    for _ in range(2):
+        code, out, err = run(create, capsys)
+        assert code == 0, err
+        made.append(json.loads(out)["id"])
+    code, out, err = run(create, capsys)
+    assert (code, out) == (2, ""), err
+    assert err == ("switchpoint: error: governance.max_keys: 2 keys are live (neither revoked "
+                   "nor expired), the most the config's governance.max_keys allows (2); revoke "
+                   "keys no longer used (switchpoint keys revoke ID, or DELETE "
+                   "/v1/router/keys/ID), or raise governance.max_keys in the config (at most "
+                   "1,000,000)\n")
+    keys = config.parent / "data" / "keys.db"
+    assert [r.id for r in KeyStore(keys).list()] == made  # nothing made
+    code, _, err = run(["keys", "revoke", made[0], "--config", config], capsys)
+    assert code == 0, err
+    code, out, err = run(create, capsys)
+    assert code == 0, err
+    assert [r.status(time.time()) for r in KeyStore(keys).list()] == ["revoked", "active",
+                                                                      "active"]
+    # Raised in the config, the bound lets more be made.
+    config.write_text(CONFIG + "governance: {max_keys: 3}\n", encoding="utf-8")
+    assert run(create, capsys)[0] == 0
+    assert run(create, capsys)[0] == 2
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--cost-weight", "cheap"], '--cost-weight: "cheap" is not a number in ASCII digits: give '
                                  "a number from 0 to 10,000 (0 = quality first), such as 0.5"),

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import schemathesis
 
 from switchpoint._messages import MAX_LISTED
 from switchpoint.catalog import usd_text
@@ -1093,6 +1094,48 @@ def test_a_body_after_a_byte_order_mark_is_read_and_one_saying_nothing_is_no_bod
     # A route that takes no body reads a mark and whitespace as none, as an empty body.
     r = httpx.post(f"{url}/revoke", content=b"\xef\xbb\xbf \n", headers=ADMIN)
     assert r.status_code == 200 and r.json()["status"] == "revoked", r.text
+
+
+def test_a_key_past_the_live_keys_bound_is_a_409_until_one_is_revoked_or_expires(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # Keys were made without bound: every one a row of keys.db and a key to look up.
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + GOVERNANCE + "governance: {max_keys: 2}\n",
+                      encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        first, second = new_key(server), new_key(server, tenant="tight")  # (all tenants')
+        url = f"{server.base}/v1/router/keys"
+        r = httpx.post(url, json={"tenant": "acme"}, headers=ADMIN, timeout=10)
+        assert r.status_code == 409, r.text
+        assert r.json()["error"] == {
+            "code": "conflict", "param": "governance.max_keys",
+            "message": "governance.max_keys: 2 keys are live (neither revoked nor expired), "
+                       "the most the config's governance.max_keys allows (2); revoke keys no "
+                       "longer used (switchpoint keys revoke ID, or DELETE /v1/router/keys/ID), "
+                       "or raise governance.max_keys in the config (at most 1,000,000)"}
+        assert len(httpx.get(url, headers=ADMIN).json()["data"]) == 2  # nothing made
+        # The refusal is one the published document lists for the route, as it is answered.
+        document = httpx.get(f"{server.base}/openapi.json", timeout=15).json()
+        assert "governance.max_keys" in document["paths"]["/v1/router/keys"]["post"][
+            "responses"]["409"]["description"]
+        schemathesis.openapi.from_dict(document)["/v1/router/keys"]["POST"].validate_response(r)
+        # A revoked key makes room (its record stays, for the logs).
+        assert httpx.delete(f"{url}/{first['id']}", headers=ADMIN).status_code == 200
+        third = new_key(server, expires="1m")
+        assert httpx.post(url, json={"tenant": "acme"}, headers=ADMIN).status_code == 409
+        # So does an expired one (its expiry moved into the past, as the CLI's file edit).
+        keys_db = Path(settings.data_dir) / "keys.db"
+        with sqlite3.connect(keys_db) as db:
+            db.execute("UPDATE keys SET expires_at = ? WHERE id = ?",
+                       (time.time() - 1, third["id"]))
+        db.close()
+        fourth = new_key(server)
+        statuses = {k["id"]: k["status"] for k in httpx.get(url, headers=ADMIN).json()["data"]}
+        assert statuses == {first["id"]: "revoked", second["id"]: "active",
+                            third["id"]: "expired", fourth["id"]: "active"}
+        client(server, fourth["key"]).chat.completions.create(model="cheap",
+                                                              messages=user("made"))
 
 
 def test_an_unknown_rotate_field_is_a_400_listing_the_fields(gov: ThreadServer) -> None:

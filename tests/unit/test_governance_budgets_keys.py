@@ -17,6 +17,7 @@ from switchpoint._messages import listed_names
 from switchpoint.config import load_settings
 from switchpoint.errors import (
     ConfigError,
+    ConflictError,
     InvalidInputError,
     InvalidKeyError,
     KeyExpiredError,
@@ -1174,6 +1175,31 @@ def test_the_budget_list_pages_through_the_config_then_the_keys_in_the_order_mad
         with pytest.raises(InvalidInputError) as caught:
             budget_page(settings, keys, cursor="seq-4")
         assert caught.value.field == "cursor" and "cfg-N or key-N-I" in str(caught.value)
+
+
+def test_keys_made_at_once_by_two_connections_never_pass_the_live_keys_bound(
+        tmp_path: Path) -> None:
+    """The CLI and the service making keys at once: each counts the live keys and stores its
+    own in one transaction, so the file never holds more than the bound, and each refusal
+    says how to make room."""
+    path = tmp_path / "keys.db"
+    with KeyStore(path) as cli, KeyStore(path) as service:
+        turn = iter(range(8))
+
+        def make() -> object:
+            store = (cli, service)[next(turn) % 2]
+            return store.create(KeySpec(tenant="acme"), max_live=3)
+
+        outcomes = at_once(make, times=8)
+        refused = [o for o in outcomes if isinstance(o, ConflictError)]
+        assert len(refused) == 5 and len(outcomes) == 8, outcomes
+        assert "revoke keys no longer used" in str(refused[0])
+        assert len(cli.list()) == 3
+        cli.revoke(cli.list()[0].id)  # a revoked key makes room; its record stays
+        service.create(KeySpec(tenant="acme"), max_live=3)
+        with pytest.raises(ConflictError):
+            cli.create(KeySpec(tenant="acme"), max_live=3)
+        assert len(service.list()) == 4
 
 
 def test_a_rotation_and_a_revocation_from_two_connections_are_one_after_the_other(

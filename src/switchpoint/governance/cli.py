@@ -176,7 +176,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
                    expires=args.expires).checked(
         list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
     with _store(settings, create=True) as store:
-        issued = store.create(spec)
+        issued = store.create(spec, max_live=settings.governance.max_keys)
         ahead = store.ahead_note() if issued.record.expires_at else ""
     if args.json:
         _print_json(issued.to_dict(store.now()))

@@ -70,6 +70,7 @@ from switchpoint._numbers import (
 )
 from switchpoint.catalog import MAX_CATALOG_MODELS, model_name_problem
 from switchpoint.errors import (
+    ConflictError,
     InvalidInputError,
     InvalidKeyError,
     KeyExpiredError,
@@ -79,7 +80,7 @@ from switchpoint.errors import (
 )
 from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.clock_writer import ClockWriter
-from switchpoint.governance.settings import MAX_RPM, MAX_TPM
+from switchpoint.governance.settings import DEFAULT_MAX_KEYS, MAX_RPM, MAX_TPM, MOST_MAX_KEYS
 from switchpoint.learning.events import check_tenant
 from switchpoint.store.moved import (
     Files,
@@ -913,9 +914,12 @@ class KeyStore:
 
     # Changes -----------------------------------------------------------------------------------
 
-    def create(self, spec: KeySpec) -> IssuedKey:
+    def create(self, spec: KeySpec, *, max_live: int = DEFAULT_MAX_KEYS) -> IssuedKey:
         """Make a key (``spec`` already checked, see :meth:`KeySpec.checked`); its expiry is
-        reckoned from :meth:`now`."""
+        reckoned from :meth:`now`. While the file holds ``max_live`` live keys (neither
+        revoked nor expired: the config's ``governance.max_keys``), a :class:`ConflictError`
+        saying so and how to make room; counted and stored in one transaction, so the CLI
+        beside the service cannot pass the bound either."""
         with self._lock:
             conn = self._db()
             now = self._now()
@@ -929,10 +933,14 @@ class KeyStore:
                                budgets=tuple(spec.budgets), rpm=spec.rpm, tpm=spec.tpm,
                                models=None if spec.models is None else tuple(spec.models),
                                cost_weight=spec.cost_weight)
-            self._write(conn, "store the new key",
-                        f"INSERT INTO keys ({', '.join(_COLUMNS)}, seq) VALUES "
-                        f"({', '.join('?' for _ in _COLUMNS)}, "
-                        "(SELECT coalesce(max(seq), 0) + 1 FROM keys))", record.row())
+            with self._serial(conn, "store the new key"):
+                live = int(conn.execute(_LIVE_KEYS, (now,)).fetchone()[0])
+                if live >= max_live:
+                    raise _full(live, max_live)
+                self._write(conn, "store the new key",
+                            f"INSERT INTO keys ({', '.join(_COLUMNS)}, seq) VALUES "
+                            f"({', '.join('?' for _ in _COLUMNS)}, "
+                            "(SELECT coalesce(max(seq), 0) + 1 FROM keys))", record.row())
             self._cache[key_id] = record
         return IssuedKey(key, record)
 
@@ -1081,6 +1089,21 @@ class KeyStore:
                 ).fetchone())
             self._cache.pop(key_id, None)
         return IssuedKey(key, updated)
+
+
+# The keys that count against governance.max_keys at a time: those neither revoked nor expired.
+_LIVE_KEYS = ("SELECT count(*) FROM keys WHERE revoked_at IS NULL AND "
+              "(expires_at IS NULL OR expires_at > ?)")
+
+
+def _full(live: int, most: int) -> ConflictError:
+    """The refusal of a key past ``most`` live keys (``live`` held)."""
+    return ConflictError(f"governance.max_keys: {people_number(live)} keys are live (neither "
+                         f"revoked nor expired), the most the config's governance.max_keys "
+                         f"allows ({people_number(most)}); revoke keys no longer used "
+                         "(switchpoint keys revoke ID, or DELETE /v1/router/keys/ID), or raise "
+                         "governance.max_keys in the config (at most "
+                         f"{people_number(MOST_MAX_KEYS)})", param="governance.max_keys")
 
 
 def _remembered(old: list[tuple[str, float, float]], now: float

@@ -39,6 +39,8 @@
       warning_threshold: 0.8        # budget alerts warn from this fraction used
       reservation_grace_s: 30       # a crash's reservation holds until its request's deadline
                                     # (gateway.max_total_s) plus this, then is charged (1-3600)
+      max_keys: 10000               # live client keys (neither revoked nor expired) at most
+                                    # (1 to 1 million): past it a new key is refused (409)
 
 :func:`exposure_problem` says whether a configuration is safe to serve beyond loopback.
 """
@@ -57,6 +59,11 @@ from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_TOKENS, Capability, Tier
 from switchpoint.governance.budgets import MAX_BUDGET_USD, check_curve, parse_budgets
 from switchpoint.learning.config import MemoryConfig
 from switchpoint.learning.events import DEFAULT_TENANT, tenant_name_problem
+
+#: The live client keys (neither revoked nor expired) a data_dir holds at most by default
+#: (``governance.max_keys``), and the most that setting may allow.
+DEFAULT_MAX_KEYS = 10_000
+MOST_MAX_KEYS = 1_000_000
 
 if TYPE_CHECKING:
     pass
@@ -196,6 +203,9 @@ class GovernanceSettings(BaseModel):
     # second, so a request ending at its deadline settles before its hold lapses; at most an
     # hour, well inside how far back a start looks for open reservations.
     reservation_grace_s: Real = Field(30.0, ge=1, le=3600, allow_inf_nan=False)
+    # The live client keys (neither revoked nor expired) data_dir's key store may hold: past
+    # it, making a key is refused until one is revoked (or this raised).
+    max_keys: Integer = Field(DEFAULT_MAX_KEYS, ge=1, le=MOST_MAX_KEYS)
 
 
 def check_tenant_names(tenants: dict[str, TenantSettings]) -> dict[str, TenantSettings]:

@@ -64,7 +64,12 @@ _REPORT: dict[int | str, dict[str, Any]] = {
                                   "feedback log names this tenant."}}
 _CREATED: dict[int | str, dict[str, Any]] = {
     201: {"description": "The new key: `key` is the secret, shown this once."},
-    **ERROR_RESPONSES}
+    **ERROR_RESPONSES,
+    409: {"model": ErrorResponse,
+          "description": "conflict (param governance.max_keys): the data_dir holds as many live "
+                         "keys (neither revoked nor expired) as the config's "
+                         "governance.max_keys allows; revoke keys no longer used, or raise "
+                         "it."}}
 
 
 class KeyCreate(BaseModel):
@@ -132,7 +137,8 @@ async def create_key(request: Request) -> JSONResponse:
     spec = _spec(body).checked(list(settings.tenants), catalog,
                                tenant_models=tenant.models if tenant is not None else None)
     keys = gateway.governor.keys
-    issued = await run_in_threadpool(keys.create, spec)
+    issued = await run_in_threadpool(
+        lambda: keys.create(spec, max_live=settings.governance.max_keys))
     return JSONResponse(issued.to_dict(keys.now()), status_code=201)
 
 
