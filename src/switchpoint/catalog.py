@@ -93,11 +93,17 @@ def usd_text(amount: float) -> str:
     sixth dropped (``$0.00000145``, ``$0.000000001``), so an amount is never rounded for showing
     and one that is not zero never reads as zero; one past even those places (a float not made
     by :func:`usd`) in scientific notation."""
+    return f"${cost_text(amount)}"
+
+
+def cost_text(amount: float) -> str:
+    """A cost as :func:`usd_text` shows one, without the dollar sign: for a cost in units not
+    known to be dollars (a router's weights' own cost units), shown by the same places."""
     if amount != 0 and round(amount, USD_DIGITS) == 0:
-        return f"${amount:.1e}"
+        return f"{amount:.1e}"
     whole, _, places = f"{amount:,.{USD_DIGITS}f}".partition(".")
     places = places.rstrip("0").ljust(6, "0")
-    return f"${whole}.{places}"
+    return f"{whole}.{places}"
 
 
 def model_name_problem(name: str) -> str | None:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from switchpoint._messages import reason
-from switchpoint.catalog import Catalog, ModelCard, usd_text
+from switchpoint.catalog import Catalog, ModelCard, cost_text, usd_text
 from switchpoint.config import ModelEntry, Settings, check_catalog, load_settings
 from switchpoint.errors import ConfigError, InvalidInputError
 from switchpoint.gateway import Gateway
@@ -311,3 +311,5 @@ def test_an_amount_of_dollars_that_is_not_zero_never_reads_as_zero(
         amount: float, shown: str) -> None:
     # At least six places; never rounded below the ten places dollars are kept to.
     assert usd_text(amount) == shown
+    # A cost in units not known to be dollars is shown by the same places, with no $.
+    assert cost_text(amount) == shown.replace("$", "")

@@ -201,7 +201,14 @@ def test_explain_has_every_section() -> None:
         assert sum(line.startswith(section + ":") for line in lines) == 1, section
     assert lines[0] == "Model selected: small (confidence: 80%)"
     assert "cluster policy, cluster 3" in text
-    assert "$0.000100" in text
+    # (its units are not known to be dollars: catalog prices make them so, the weights' own may
+    # not be; its places are the dollars' rule, never rounded for showing)
+    assert ("Estimated cost: 0.000100 per request, in US dollars when the catalog prices every "
+            "model, else in the weights' cost units") in text
+    assert "$" not in next(line for line in lines if line.startswith("Estimated cost:"))
+    tiny = _decision(expected_cost=0.00000145, expected_costs={"small": 0.00000145,
+                                                               "big": 0.003}).explain()
+    assert "Estimated cost: 0.00000145 per request" in tiny
     assert "40 labelled examples" in text
     # big: error 0.1 vs 0.2 -> more accurate by 10.0 percentage points (a difference of
     # rates: "by 10.0%" read as a tenth of 20%), 0.003 / 0.0001 = 30x the cost
