@@ -84,7 +84,7 @@ FALLBACKS_ONCE = ("name each fallback once: they are tried in order, each at mos
 def usd(amount: float) -> float:
     """``amount`` of US dollars to :data:`USD_DIGITS` decimal places, as every amount of
     dollars is kept and shown."""
-    return round(amount, USD_DIGITS)
+    return round(float(amount), USD_DIGITS)
 
 
 def usd_text(amount: float) -> str:

@@ -42,6 +42,7 @@ from switchpoint.catalog import (
     estimate_tokens,
     model_names,
     named_once,
+    usd_text,
 )
 from switchpoint.decision import (
     DEFAULT_COST_WEIGHT,
@@ -1298,9 +1299,8 @@ class _CardMap:
             return None
         if dollars > MAX_PRICE_RATIO * flat:
             raise InvalidInputError(
-                "cost", f"{dollars:g} USD is over {people_number(MAX_PRICE_RATIO)} times what "
-                f"{name}'s "
-                f"prices make of this prompt ({flat:.3g} USD with "
+                "cost", f"{usd_text(dollars)} is over {people_number(MAX_PRICE_RATIO)} times "
+                f"what {name}'s prices make of this prompt ({usd_text(flat)} with "
                 f"{self.out_tokens} output tokens); check the cost, or the catalog's prices "
                 "and expected_output_tokens")
         if self.index[j] < 0 or not np.isfinite(self.global_cost[j]):

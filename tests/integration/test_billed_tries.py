@@ -333,6 +333,8 @@ def test_a_billed_try_reporting_more_than_its_worst_case_is_charged_and_said_onc
     past = [m for m in said if request_id in m and "reported usage costing" in m]
     assert len(past) == 1, said
     assert "charged the worst case" in past[0]
+    # (Its amounts by the one rule of dollars, to the places the ledger keeps.)
+    assert f"more than the {usd_text(worst)} worst case held for it" in past[0], past[0]
 
 
 @pytest.mark.parametrize("usage", ["prompt=20,completion=500", "nousage=1"],

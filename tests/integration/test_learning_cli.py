@@ -123,7 +123,7 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
         assert main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "0.02",
                      "--url", server.base]) == 0
         assert "replaced an earlier outcome" in (said := capsys.readouterr().out)
-        assert "at 0.02 USD (as given)" in said
+        assert "at $0.020000 (as given)" in said
         # Feedback on a request that named its model teaches no routing, and says so.
         named = httpx.post(f"{server.base}/v1/chat/completions", timeout=30, json={
             "model": "cheap", "messages": [{"role": "user", "content": PROMPT}]})

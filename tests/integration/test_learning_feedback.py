@@ -1000,7 +1000,8 @@ def test_named_model_feedback_checks_its_cost_and_keeps_the_order_of_its_scores(
         request = chat(server, math_prompt(32), model="cheap")[0]["x-switchpoint-request-id"]
         r = feedback(server, request, score=0.5, cost=999)
         assert r.status_code == 400 and r.json()["error"]["param"] == "cost", r.text
-        assert "times what cheap's prices make" in r.json()["error"]["message"]
+        assert "$999.000000 is over 1,000 times what cheap's prices make" in (
+            r.json()["error"]["message"])
         assert _status(server)["feedback"] == {}
         # Scores sent at once each replace exactly one earlier score.
         scores = [round(0.05 * i, 2) for i in range(12)]

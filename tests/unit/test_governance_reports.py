@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from switchpoint._messages import too_long
+from switchpoint.catalog import usd_text
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.governance.budgets import period_end
@@ -187,7 +188,7 @@ def test_forecast_over_the_logged_mix(reports: Reports) -> None:
         "requests_pct": 0.5, "cost_per_request_usd": pytest.approx(0.0022),
         "hourly_cost_usd": pytest.approx(1.1)}
     saving = 1000 * 24 * 0.25 * 0.10 * (price("big", 500, 200) - price("small", 500, 200))
-    assert f"${saving:.2f}/day" in f["optimization_tip"]
+    assert f"would save about {usd_text(saving)}/day" in f["optimization_tip"]
     assert f["optimization_tip"].startswith("big carries 70% of the projected spend")
     # It points to the suggestions report by the names of the command and of the method.
     assert "`switchpoint report suggest` or get_cost_optimizations()" in f["optimization_tip"]
@@ -365,7 +366,8 @@ def test_an_hour_over_its_sla_budget_with_no_budget_listed_is_recommended_as_suc
     assert (alert["status"], alert["hourly_status"], alert["budgets"]) == (
         "critical", "critical", [])
     assert "nearing" not in alert["recommendation"]
-    assert "has reached the SLA's $0.01/hour budget" in alert["recommendation"]
+    assert (f"this hour's spend {usd_text(price('big', 1000, 500))} has reached the SLA's "
+            "$0.01/hour budget") in alert["recommendation"], alert["recommendation"]
     assert "sla.budget_per_hour_usd" in alert["recommendation"]
 
 
@@ -423,6 +425,9 @@ def test_budget_alert(reports: Reports) -> None:
     assert [b["account"] for b in acme_only["budgets"]] == ["tenant:acme"]
     assert acme_only["status"] == "warning"
     assert "spend is nearing a budget" in acme_only["recommendation"]
+    # (the projection by the one rule of dollars, never rounded to 4 places for showing)
+    assert (f"(projected {usd_text(acme_only['projected_hourly_usd'])} this hour"
+            in acme_only["recommendation"]), acme_only["recommendation"]
 
 
 def test_a_tenant_only_the_log_names_is_reported_and_one_nobody_names_is_refused(
@@ -979,7 +984,7 @@ def test_a_budget_of_0_that_recent_spend_would_reach_says_a_reset_allows_none_ei
     assert alert["hourly_status"] == "ok"
     assert alert["recommendation"].startswith(
         "tenant shut's $0/hour budget allows no spend, yet at the recent rate of spend "
-        f"${shut['projected_usd']:.6f} would go against it by the period's end: every request "
+        f"{usd_text(shut['projected_usd'])} would go against it by the period's end: every request "
         "that may cost anything is refused (429 budget_exceeded), now and after the budget "
         "resets alike; raise the budget to allow spend"), alert["recommendation"]
     assert "nearing" not in alert["recommendation"]

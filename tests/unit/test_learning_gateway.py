@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.catalog import Catalog, ModelCard, usd_text
 from switchpoint.config import load_settings
 from switchpoint.errors import ConfigError, ConflictError, NotFoundError
 from switchpoint.gateway.experiments import (
@@ -520,7 +520,7 @@ def test_an_answer_priced_far_beyond_its_models_prices_does_not_teach_its_cost(
     assert answer_cost(router, "strong", 900 * flat, 100) == pytest.approx(900 * mean)
     assert "not learned" not in caplog.text
     assert answer_cost(router, "strong", 1100 * flat, 100) is None
-    assert "was not learned as its cost" in caplog.text
+    assert f"priced at {usd_text(1100 * flat)} was not learned as its cost" in caplog.text
     assert answer_cost(router, "strong", 5000.0, 100) is None  # over any answer's cost
 
 

@@ -71,6 +71,7 @@ import numpy.typing as npt
 
 from switchpoint._files import access_problem
 from switchpoint._messages import json_quoted, listed_names, quoted, quoted_path
+from switchpoint.catalog import usd_text
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision, check_id
 from switchpoint.errors import (
@@ -539,8 +540,8 @@ def answer_cost(router: Router, model: str, cost: float | None, prompt_tokens: i
     try:
         return router.learnable_cost(model, check_cost(cost) or 0.0, prompt_tokens)
     except InvalidInputError:
-        log.warning("an answer of %s priced at %.6g USD was not learned as its cost: beyond "
-                    "what its catalog prices make of the prompt", model, cost)
+        log.warning("an answer of %s priced at %s was not learned as its cost: beyond "
+                    "what its catalog prices make of the prompt", model, usd_text(cost))
         return None
 
 

@@ -1073,11 +1073,11 @@ class Governor:
             # What the upstream reported is past what the request could use (its prompt's
             # bytes and images, its output cap): a try is never charged past the worst case
             # held for its model.
-            log.warning("request %s: %s reported usage costing $%.6f, more than the $%.6f "
+            log.warning("request %s: %s reported usage costing %s, more than the %s "
                         "worst case held for it; charged the worst case (more image tokens "
                         "than governance.image_tokens, or an upstream that ignores the "
                         "output cap or misreports its usage?)", request_id, card.name,
-                        reported, charged)
+                        usd_text(reported), usd_text(charged))
         return charged, counted
 
     def _charge(self, ticket: Ticket, card: ModelCard, cost_usd: float | None,
@@ -1144,14 +1144,15 @@ class Governor:
         counted_tokens = sum(counted for _, _, counted in charges.values())
         if total > ticket.held_for_usd * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
             log.warning("request %s: tries a provider may have billed with no answer (timed "
-                        "out, cut mid-answer, or broken) cost $%.6f in all (each at the usage "
-                        "it reported, else its worst case), more than the $%.6f held for the "
-                        "request; charged in full", request_id, total, ticket.held_for_usd)
+                        "out, cut mid-answer, or broken) cost %s in all (each at the usage "
+                        "it reported, else its worst case), more than the %s held for the "
+                        "request; charged in full", request_id, usd_text(total),
+                        usd_text(ticket.held_for_usd))
         booked = [(amount, settle_accounts(ticket.key_id, ticket.tenant, c.name, c.provider))
                   for c, amount, _ in charges.values()]
         if not self.ledger.settle(ticket, charges=booked, tokens=counted_tokens):
-            log.warning("request %s settled after its reservation had expired; charged %.6f "
-                        "USD anyway", request_id, total)
+            log.warning("request %s settled after its reservation had expired; charged %s "
+                        "anyway", request_id, usd_text(total))
         # (Dated when its request began: the periods the ledger charged it in.)
         return [LedgerRecord(ts=ticket.charged_at, reservation_id=ticket.id, kind="settle",
                              amount_usd=amount, request_id=request_id, key_id=ticket.key_id,
@@ -1191,9 +1192,9 @@ class Governor:
                 continue  # (not this process's to book: see open)
             if ticket.orphan and charged is not None:
                 log.warning("budget reservation %s from a previous run expired: charged its "
-                            "worst case, $%.6f, to %s, as its request was cut by a stop or "
+                            "worst case, %s, to %s, as its request was cut by a stop or "
                             "crash after it had run; a provider may have billed it", ticket.id,
-                            charged, ", ".join(map(describe_account, ticket.accounts)))
+                            usd_text(charged), ", ".join(map(describe_account, ticket.accounts)))
                 self._append(LedgerRecord(ts=ticket.charged_at, reservation_id=ticket.id,
                                           kind=EXPIRE_CHARGE, amount_usd=charged,
                                           key_id=ticket.key_id, tenant=ticket.tenant,

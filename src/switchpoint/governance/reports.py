@@ -46,7 +46,14 @@ from switchpoint._limits import MAX_SINCE_HOURS as MAX_SINCE_HOURS
 from switchpoint._limits import SINCE_HOURS as SINCE_HOURS
 from switchpoint._messages import json_quoted, listed_names, one_of, people_number
 from switchpoint._numbers import checked_number
-from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard, check_token_counts, usd_text
+from switchpoint.catalog import (
+    MAX_TOKENS,
+    Catalog,
+    ModelCard,
+    check_token_counts,
+    usd,
+    usd_text,
+)
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.governance.budget_list import (
@@ -205,8 +212,8 @@ class _Savings:
         compared, actual = self.compared, self.actual
         return {"comparison_model": self.comparison, "basis": self.basis,
                 "requests": self.requests, "unpriced_requests": self.unpriced,
-                "actual_cost_usd": _r(actual), "comparison_cost_usd": _r(compared),
-                "savings_usd": _r(compared - actual),
+                "actual_cost_usd": usd(actual), "comparison_cost_usd": usd(compared),
+                "savings_usd": usd(compared - actual),
                 "savings_pct": round((compared - actual) / compared, 6) if compared else 0.0}
 
 
@@ -232,10 +239,6 @@ def _number(value: object, name: str, *, integer: bool = False,
     if integer and not x.is_integer():
         raise InvalidInputError(name, f"must be a whole number of tokens, got {x:g}")
     return x
-
-
-def _r(x: float, digits: int = 10) -> float:
-    return round(float(x), digits)
 
 
 def alert_level(used: float, limit: float, projected: float, threshold: float) -> str:
@@ -485,17 +488,17 @@ class Reports:
                 entry["completion_tokens"] += int(ct or 0)
         for table in (by_model, by_tenant, by_key):
             for entry in table.values():
-                entry["cost_usd"] = _r(entry["cost_usd"])
+                entry["cost_usd"] = usd(entry["cost_usd"])
         known = answered - unknown
         at_expiry = self._expiry_charges(since, end, tenant)
         charged += at_expiry
         report: dict[str, Any] = {
             "period": period, "since": since, "until": end, "tenant": tenant,
-            "requests": requests, "answered": answered, "total_cost_usd": _r(total),
+            "requests": requests, "answered": answered, "total_cost_usd": usd(total),
             "cost_unknown_requests": unknown,
-            "charged_usd": _r(charged), "charged_at_expiry_usd": _r(at_expiry),
+            "charged_usd": usd(charged), "charged_at_expiry_usd": usd(at_expiry),
             "prompt_tokens": prompt, "completion_tokens": completion,
-            "avg_cost_per_request_usd": _r(total / known) if known else 0.0,
+            "avg_cost_per_request_usd": usd(total / known) if known else 0.0,
             "by_model": _sorted(by_model), "by_tenant": _sorted(by_tenant),
             "by_key": _sorted(by_key)}
         report["savings"] = savings.report()
@@ -654,16 +657,16 @@ class Reports:
             cost = rph * share * per
             hourly += cost
             breakdown[model] = {"requests_pct": round(share, 6),
-                                "cost_per_request_usd": _r(per),
-                                "hourly_cost_usd": _r(cost)}
+                                "cost_per_request_usd": usd(per),
+                                "hourly_cost_usd": usd(cost)}
         forecast: dict[str, Any] = {
             "requests_per_hour": rph, "avg_input_tokens": tin, "avg_output_tokens": tout,
-            "mix_basis": basis, "hourly_cost_usd": _r(hourly),
+            "mix_basis": basis, "hourly_cost_usd": usd(hourly),
             "unpriced_models": unpriced,
             "unpriced_requests_pct": round(sum(mix[m] for m in unpriced), 6),
             "removed_models": removed,
             "removed_requests_pct": round(sum(mix[m] for m in removed), 6),
-            "daily_cost_usd": _r(hourly * 24), "monthly_cost_usd": _r(hourly * 24 * 30),
+            "daily_cost_usd": usd(hourly * 24), "monthly_cost_usd": usd(hourly * 24 * 30),
             "breakdown_by_model": breakdown}
         forecast["optimization_tip"] = self._forecast_tip(breakdown, hourly, rph, tin, tout,
                                                           unpriced, removed)
@@ -710,7 +713,7 @@ class Reports:
         delta = top_card.price(tin, tout) - cheapest.price(tin, tout)
         per_day = rph * 24 * (breakdown[top]["requests_pct"] or 0.0) * 0.10 * delta
         return (f"{top} carries {share:.0%} of the projected spend; routing 10% of its "
-                f"requests to {cheapest.name} would save about ${per_day:.2f}/day (the "
+                f"requests to {cheapest.name} would save about {usd_text(per_day)}/day (the "
                 "suggestions report, `switchpoint report suggest` or get_cost_optimizations(), "
                 "says what a higher cost_weight saves and costs in expected quality)")
 
@@ -812,12 +815,12 @@ class Reports:
         return {
             "cost_weight": cost_weight, "without": list(without), "requests": counted,
             "unservable_requests": unservable, "since": since, "until": until,
-            "actual_spend_usd": _r(actual_spend), "spend_usd": _r(alt_spend),
-            "spend_delta_usd": _r(alt_spend - actual_spend),
+            "actual_spend_usd": usd(actual_spend), "spend_usd": usd(alt_spend),
+            "spend_delta_usd": usd(alt_spend - actual_spend),
             # A share of no spend is none (null), unless there is still none to share.
             "spend_delta_pct": round((alt_spend - actual_spend) / actual_spend, 6)
             if actual_spend else (0.0 if not alt_spend else None),
-            "spend_delta_usd_per_day": _r((alt_spend - actual_spend) / days),
+            "spend_delta_usd_per_day": usd((alt_spend - actual_spend) / days),
             "actual_expected_quality": round(actual_quality / counted, 6) if counted else None,
             "expected_quality": round(alt_quality / counted, 6) if counted else None,
             "quality_delta": round((alt_quality - actual_quality) / counted, 6)
@@ -884,7 +887,7 @@ class Reports:
                     f"to {w['expected_quality']:.3f}); spend {spend} over "
                     f"{w['requests']} logged requests")
         return {"suggestion": text, "kind": kind,
-                "estimated_savings_usd_per_day": _r(-w["spend_delta_usd_per_day"]),
+                "estimated_savings_usd_per_day": usd(-w["spend_delta_usd_per_day"]),
                 "tradeoff": tradeoff, "what_if": dict(w)}
 
     # SLA ---------------------------------------------------------------------------------------
@@ -972,7 +975,7 @@ class Reports:
                 "total_requests": total,
                 "compliance_rate": round(compliant / total, 6) if total else 1.0,
                 "breaches": breaches, "adjustments_made": adjusted,
-                "cost_savings_usd": _r(savings),
+                "cost_savings_usd": usd(savings),
                 "avg_latency_ms": round(statistics.fmean(latencies), 3) if latencies else None,
                 "budget_utilization": hourly}
 
@@ -1113,7 +1116,7 @@ class Reports:
             utilization = used_fraction(used, budget.limit_usd)
             level = alert_level(used, budget.limit_usd, projected, threshold)
             alerts.append({**status, "utilization": round(utilization, 6),
-                           "projected_usd": _r(projected), **window.fields(), "status": level,
+                           "projected_usd": usd(projected), **window.fields(), "status": level,
                            "resets_in": describe_seconds(end - now)})
         return alerts
 
@@ -1162,12 +1165,12 @@ class Reports:
         by_position = {entry.position: alert for entry, alert in zip(listed, budgets,
                                                                      strict=True)}
         page, next_cursor = page_of(listed, after, limit)
-        return {"status": worst, "tenant": tenant, "hourly_spend_usd": _r(spent),
+        return {"status": worst, "tenant": tenant, "hourly_spend_usd": usd(spent),
                 "hourly_cost_unknown_requests": unknown,
                 "hourly_account": describe_account(account),
                 "budget_usd": budget,
                 "utilization": round(utilization, 6) if utilization is not None else None,
-                "projected_hourly_usd": _r(projected), **window.fields(),
+                "projected_hourly_usd": usd(projected), **window.fields(),
                 "hourly_status": hourly_status,
                 "budgets": [by_position[entry.position] for entry in page],
                 "next_cursor": next_cursor,
@@ -1189,7 +1192,7 @@ class Reports:
                     f"refused (429 budget_exceeded) until it resets in {b['resets_in']}; raise "
                     "the budget or lower the traffic")
         if hourly_status == "critical" and hourly_budget is not None:
-            return (f"this hour's spend ${spent:.4f} has reached the SLA's "
+            return (f"this hour's spend {usd_text(spent)} has reached the SLA's "
                     f"${hourly_budget:g}/hour budget: auto requests are routed as breaching it "
                     "(at a higher λ with auto_escalate_on_breach) until the hour ends; lower the "
                     "traffic or raise sla.budget_per_hour_usd")
@@ -1207,12 +1210,12 @@ class Reports:
             suggestions = []
         lever = next((s for s in suggestions if s["kind"] == "cost_weight"), None)
         if lever is not None:
-            return (f"spend is nearing a budget (projected ${projected:.4f} this hour"
+            return (f"spend is nearing a budget (projected {usd_text(projected)} this hour"
                     + (f" against ${hourly_budget:g}" if hourly_budget is not None else "")
                     + f"); {lever['suggestion'][0].lower()}{lever['suggestion'][1:]}, which "
-                    f"would have saved ${lever['estimated_savings_usd_per_day']:.4f}/day over "
+                    f"would have saved {usd_text(lever['estimated_savings_usd_per_day'])}/day over "
                     f"the last day ({lever['tradeoff']})")
-        return (f"spend is nearing a budget (projected ${projected:.4f} this hour"
+        return (f"spend is nearing a budget (projected {usd_text(projected)} this hour"
                 + (f" against ${hourly_budget:g}" if hourly_budget is not None else "")
                 + "); the tenants' budget curves raise λ as budgets fill; lower the traffic or "
                   "raise the budget")

@@ -81,12 +81,13 @@ def _quality(args: argparse.Namespace) -> tuple[float | None, bool | None]:
 
 
 def _cost_words(answer: dict[str, Any]) -> str:
-    """`` at 0.0004 USD (the answer's own cost)``: the cost an outcome taught, if any."""
+    """`` at $0.000400 (as given)``: the cost an outcome taught, if any."""
+    from switchpoint.catalog import usd_text
     cost = answer.get("cost")
     if not isinstance(cost, int | float):
         return ""
     source = {"answer": "as the gateway priced the answer", "feedback": "as given"}
-    return f" at {cost:.6g} USD ({source.get(str(answer.get('cost_from')), 'as given')})"
+    return f" at {usd_text(cost)} ({source.get(str(answer.get('cost_from')), 'as given')})"
 
 
 def _state_gateway(settings: Settings, *, reads_only: bool = False) -> Gateway:
