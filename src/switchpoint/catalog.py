@@ -96,6 +96,13 @@ def usd_text(amount: float) -> str:
     return f"${cost_text(amount)}"
 
 
+def usd_figure(amount: float) -> str:
+    """``amount`` of US dollars as a machine reads it (a header, a metric): a plain decimal
+    number to the :data:`USD_DIGITS` places it is kept to, written without trailing zeros
+    (``0.00042``, ``0``)."""
+    return f"{amount:.{USD_DIGITS}f}".rstrip("0").rstrip(".") or "0"
+
+
 def cost_text(amount: float) -> str:
     """A cost as :func:`usd_text` shows one, without the dollar sign: for a cost in units not
     known to be dollars (a router's weights' own cost units), shown by the same places."""

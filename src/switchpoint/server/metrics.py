@@ -47,7 +47,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchpoint import errors
-from switchpoint.catalog import MAX_CATALOG_MODELS
+from switchpoint.catalog import MAX_CATALOG_MODELS, usd_figure
 from switchpoint.decision import RoutingDecision
 from switchpoint.gateway import failover
 from switchpoint.server.body_buffer import BodyBuffer
@@ -258,7 +258,8 @@ class Metrics:
         family("switchpoint_chat_cost_usd_total", "counter",
                "Cost of answered requests in US dollars, from catalog prices.")
         for model, usd in sorted(self.cost.items()):
-            lines.append(f"switchpoint_chat_cost_usd_total{_labels(model=model)} {usd:.9f}")
+            lines.append(f"switchpoint_chat_cost_usd_total{_labels(model=model)} "
+                         f"{usd_figure(usd)}")
         family("switchpoint_chat_cost_unknown_total", "counter",
                "Answered requests whose cost is unknown (a model without prices, an upstream "
                "that reported no usage): not in switchpoint_chat_cost_usd_total.")

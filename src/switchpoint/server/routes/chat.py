@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from switchpoint._messages import json_quoted
 from switchpoint._numbers import TOO_SMALL, number_text, too_small
-from switchpoint.catalog import USD_DIGITS
+from switchpoint.catalog import usd_figure
 from switchpoint.decision import check_cost_weight
 from switchpoint.errors import GatewayError, InvalidInputError, SwitchpointError
 from switchpoint.gateway.parsing import ChatRequest, check_model_count, parse_chat_body
@@ -179,12 +179,6 @@ def _stream_response(stream: ChatStream) -> SSEResponse:
     return SSEResponse(sse_body(stream), headers=headers)
 
 
-def _dollars(amount: float) -> str:
-    """``amount`` of US dollars as a header gives it: to :data:`USD_DIGITS` decimal places,
-    written without trailing zeros (``0.00042``, ``0``)."""
-    return f"{amount:.{USD_DIGITS}f}".rstrip("0").rstrip(".") or "0"
-
-
 def info_headers(info: CallInfo | None) -> dict[str, str]:
     """The ``x-switchpoint-*`` headers for what the engine says about a request."""
     if info is None:
@@ -197,9 +191,9 @@ def info_headers(info: CallInfo | None) -> dict[str, str]:
     if info.model is not None:
         out["x-switchpoint-model"] = info.model
     if info.cost_usd is not None:
-        out["x-switchpoint-cost"] = _dollars(info.cost_usd)
+        out["x-switchpoint-cost"] = usd_figure(info.cost_usd)
     if info.charged_usd is not None:
-        out["x-switchpoint-charged"] = _dollars(info.charged_usd)
+        out["x-switchpoint-charged"] = usd_figure(info.charged_usd)
     out["x-switchpoint-decision-id"] = info.decision_id
     d = info.decision
     if d is not None:
