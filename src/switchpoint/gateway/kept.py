@@ -96,8 +96,9 @@ def _counted(store: SQLiteStore, what: str, then: str) -> Iterator[None]:
         if queued >= MAX_WAITING:
             raise StorageUnavailableError(
                 f"{what} could not be kept: {queued} changes already wait for the store's "
-                "writer to settle them (a disk that does not finish its writes, or a lock "
-                f"another process holds); try again once they are settled ({then})",
+                "writer to settle them (a burst of changes sent at once, a disk slow to "
+                "finish its writes, or a lock another process holds); try again once they "
+                f"are settled ({then})",
                 retry_after=REFUSING_S)
         _waiting[store] = queued + 1
     mine.append(store)
