@@ -35,6 +35,7 @@ from switchpoint._json import (
     lone_surrogate,
     unreadable,
 )
+from switchpoint._label_arrays import label_arrays
 from switchpoint._messages import (
     MAX_LISTED,
     json_quoted,
@@ -92,21 +93,7 @@ class RecordSet:
         models = named_once(model_names(self.models, "models") or [], "models",
                             "name each model's column once")
         shape = (n, len(models))
-        for name, low, high in (("scores", 0.0, 1.0), ("costs", 0.0, MAX_ANSWER_COST)):
-            values = getattr(self, name)
-            if values.shape != shape:
-                raise InvalidInputError(name, f"has shape {values.shape}; it must be {shape}: "
-                                              "one row per record and one column per model")
-            try:
-                numbers = values.astype(np.float64, casting="same_kind")
-            except TypeError:
-                raise InvalidInputError(name, f"must hold numbers, got an array of "
-                                              f"{values.dtype}") from None
-            labelled = numbers[~np.isnan(numbers)]
-            if labelled.size and not (labelled.min() >= low and labelled.max() <= high):
-                raise InvalidInputError(name, f"holds values outside [{low:g}, {high:g}]; "
-                                              "each must be in that range, or NaN where the "
-                                              "model is unlabelled")
+        label_arrays(self.scores, self.costs, shape)
         if self.embeddings is not None and (self.embeddings.ndim != 2
                                             or len(self.embeddings) != n):
             raise InvalidInputError("embeddings", f"has shape {self.embeddings.shape}; it must "

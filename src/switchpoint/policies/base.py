@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._label_arrays import label_arrays
 from switchpoint._messages import got, json_quoted, listed_keys, listed_names, one_of
 from switchpoint._numbers import checked_number
 from switchpoint.errors import InvalidInputError, NotFittedError, UnknownModelError
@@ -47,6 +48,33 @@ class Inputs:
 
     texts: list[str] | None = None
     embeddings: npt.NDArray[np.float32] | None = None
+
+    def __post_init__(self) -> None:
+        """``embeddings`` are taken as a ``(rows, dimension)`` float32 array (from lists or
+        float64 too) of finite numbers, one row per text when both are given; anything else
+        is an :class:`InvalidInputError` naming ``embeddings``."""
+        if self.embeddings is None:
+            return
+        try:
+            given = np.asarray(self.embeddings)
+        except ValueError:  # (ragged nested lists)
+            given = np.asarray(None)
+        numeric = given.dtype.kind in "iuf"
+        if given.ndim != 2 or not numeric:
+            had = f"shape {given.shape}" if numeric else f"an array of {given.dtype}"
+            raise InvalidInputError("embeddings", f"must be a (rows, dimension) array of "
+                                                  f"numbers, one row per input; got {had} (one "
+                                                  "vector is one row: vector[None, :])")
+        finite = np.isfinite(given)
+        if not finite.all():
+            row = int(np.argwhere(~finite)[0][0])
+            raise InvalidInputError("embeddings", f"row {row} holds a value that is not finite "
+                                                  "(NaN or infinity)")
+        if self.texts is not None and len(self.texts) != given.shape[0]:
+            raise InvalidInputError("embeddings", f"has {given.shape[0]} rows for "
+                                                  f"{len(self.texts)} texts; give one row per "
+                                                  "text")
+        object.__setattr__(self, "embeddings", given.astype(np.float32, copy=False))
 
     def __len__(self) -> int:
         if self.embeddings is not None:
@@ -330,12 +358,13 @@ class Policy(ABC):
             setattr(self, name, value)
         try:
             self.validate_params()
+            if params and hasattr(self, "models_"):
+                self._params_changed(set(params))
         except InvalidInputError:
+            # (a value refused by what was fitted, as a fixed policy's model it does not know)
             for name, value in before.items():
                 setattr(self, name, value)
             raise
-        if params and hasattr(self, "models_"):
-            self._params_changed(set(params))
         return self
 
     def validate_params(self) -> None:
@@ -359,6 +388,38 @@ class Policy(ABC):
     def _check_fitted(self) -> None:
         if not hasattr(self, "models_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(...) first")
+
+    def _check_new_model(self, name: object) -> None:
+        """For :meth:`add_model`: the policy is fitted and ``name`` is a model it does not
+        know; otherwise an error naming ``name``."""
+        self._check_fitted()
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError("name", f"must be a model name{got(name)}")
+        if name in self.models_:
+            raise InvalidInputError("name", f"model {json_quoted(name)} is already known; remove "
+                                            "it first")
+
+    def _check_removable(self, name: object) -> None:
+        """For :meth:`remove_model`: the policy is fitted, knows ``name`` and has another model
+        to route to; otherwise an error naming ``name``."""
+        self._check_fitted()
+        if name not in self.models_:
+            raise UnknownModelError("name", [str(name)], self.models_)
+        if len(self.models_) == 1:
+            raise InvalidInputError("name", f"cannot remove {json_quoted(name)}, the only model")
+
+    def _vectors(self, inputs: Inputs) -> npt.NDArray[np.float32]:
+        """``inputs``' embeddings, if this policy reads them and they are as wide as the
+        vectors it was fitted on (:attr:`vector_width`); otherwise an error naming
+        ``embedding``."""
+        inputs.require("embedding", self.name)
+        assert inputs.embeddings is not None
+        width = self.vector_width
+        if width is not None and inputs.embeddings.shape[1] != width:
+            raise InvalidInputError("embedding", f"has {inputs.embeddings.shape[1]} values; "
+                                                 f"this {self.name} policy was fitted on "
+                                                 f"{width}-d vectors")
+        return inputs.embeddings
 
     def global_cost(self) -> dict[str, float]:
         """Each model's mean cost over everything it was labelled on (the λ scale's reference)."""
@@ -455,24 +516,36 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
-def check_training_arrays(scores: Array, costs: Array, models: list[str], n: int) -> None:
-    if scores.shape != (n, len(models)) or costs.shape != (n, len(models)):
-        raise InvalidInputError(
-            "records",
-            f"scores and costs must be ({n}, {len(models)}) arrays; got {scores.shape} "
-            f"and {costs.shape}",
-        )
+def check_training_arrays(scores: object, costs: object, models: list[str], n: int
+                          ) -> tuple[Array, Array]:
+    """``scores`` and ``costs`` as float arrays of one row per example and one column per
+    model (each in its range, NaN where unlabelled: :func:`label_arrays`), if there is an
+    example to learn from and every model has a label; otherwise an
+    :class:`InvalidInputError` naming what is wrong."""
+    shape = (n, len(models))
+    checked = label_arrays(scores, costs, shape, "example")
     if n == 0:
         raise InvalidInputError("records", "no examples to learn from")
     if len(set(models)) != len(models):
         raise InvalidInputError("models", "model names must be unique")
-    unlabelled = [m for j, m in enumerate(models) if np.all(np.isnan(scores[:, j]))]
+    unlabelled = [m for j, m in enumerate(models) if np.all(np.isnan(checked[0][:, j]))]
     if unlabelled:
         raise InvalidInputError(
             "records", f"{listed_names(unlabelled, quoted=True)} "
             f"{'has' if len(unlabelled) == 1 else 'have'} no labels in these records; label "
             "at least one prompt for each model, or leave the model out",
         )
+    return checked
+
+
+def model_column(values: object) -> object:
+    """One model's labels (a flat list or array, or a column) as a column, for
+    :func:`check_training_arrays`; anything else as it is, for it to refuse."""
+    try:
+        given = np.asarray(values)
+    except ValueError:
+        return values
+    return given.reshape(-1, 1) if given.ndim == 1 else given
 
 
 class TablePolicy(Policy):
@@ -635,15 +708,9 @@ class TablePolicy(Policy):
         """Hook for policies that give an added model a prior of its own (default: none)."""
 
     def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
-        self._check_fitted()
-        if name in self.models_:
-            raise InvalidInputError("name", f"model {json_quoted(name)} is already known; remove "
-                                            "it first")
-        col_scores = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
-        col_costs = np.asarray(costs, dtype=np.float64).reshape(-1, 1)
-        if col_scores.size and np.all(np.isnan(col_scores)):
-            raise InvalidInputError("scores", f"model {json_quoted(name)} has no labelled examples")
-        check_training_arrays(col_scores, col_costs, [name], len(inputs))
+        self._check_new_model(name)
+        col_scores, col_costs = check_training_arrays(model_column(scores), model_column(costs),
+                                                      [name], len(inputs))
         weights = self._unit_weights(inputs)
         single = ProfileTable.from_assignments(weights, col_scores, col_costs, [name])
         self._learn_prior(name, weights, col_scores[:, 0])  # sees the known models only
@@ -655,11 +722,7 @@ class TablePolicy(Policy):
         return self
 
     def remove_model(self, name: str) -> Self:
-        self._check_fitted()
-        if name not in self.models_:
-            raise UnknownModelError("name", [name], self.models_)
-        if len(self.models_) == 1:
-            raise InvalidInputError("name", f"cannot remove {json_quoted(name)}, the only model")
+        self._check_removable(name)
         self.table_ = self.table_.without_model(name)
         self.models_ = [m for m in self.models_ if m != name]
         self._forget_prior(name)

@@ -17,6 +17,7 @@ from switchpoint.policies.base import (
     PolicyState,
     check_int,
     check_training_arrays,
+    model_column,
     nan_mean,
 )
 
@@ -32,7 +33,7 @@ class _GlobalMeans(Policy):
     unit_kind = "global"
 
     def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
-        check_training_arrays(scores, costs, models, len(inputs))
+        scores, costs = check_training_arrays(scores, costs, models, len(inputs))
         self.models_ = list(models)
         self.error_ = nan_mean(1.0 - scores)
         self.cost_ = nan_mean(costs)
@@ -43,16 +44,17 @@ class _GlobalMeans(Policy):
         return np.asarray(self.cost_)
 
     def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
-        self._check_fitted()
-        check_training_arrays(scores.reshape(-1, 1), costs.reshape(-1, 1), [name], len(inputs))
+        self._check_new_model(name)
+        scores, costs = check_training_arrays(model_column(scores), model_column(costs), [name],
+                                              len(inputs))
         self.models_ = [*self.models_, name]
-        self.error_ = np.append(self.error_, nan_mean(1.0 - scores.reshape(-1, 1)))
-        self.cost_ = np.append(self.cost_, nan_mean(costs.reshape(-1, 1)))
+        self.error_ = np.append(self.error_, nan_mean(1.0 - scores))
+        self.cost_ = np.append(self.cost_, nan_mean(costs))
         self.count_ = np.append(self.count_, float(np.sum(~np.isnan(scores))))
         return self
 
     def remove_model(self, name: str) -> Self:
-        self._check_fitted()
+        self._check_removable(name)
         keep = [i for i, m in enumerate(self.models_) if m != name]
         self.models_ = [self.models_[i] for i in keep]
         self.error_ = self.error_[keep]

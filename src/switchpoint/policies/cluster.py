@@ -121,7 +121,7 @@ class ClusterPolicy(TablePolicy):
         self.validate_params()
         inputs.require("embedding", self.name)
         assert inputs.embeddings is not None
-        check_training_arrays(scores, costs, models, len(inputs))
+        scores, costs = check_training_arrays(scores, costs, models, len(inputs))
         centroids, labels = spherical_kmeans(
             inputs.embeddings, self.n_clusters, seed=self.random_state
         )
@@ -257,9 +257,7 @@ class ClusterPolicy(TablePolicy):
 
     def estimate(self, inputs: Inputs) -> Estimates:
         self._check_fitted()
-        inputs.require("embedding", self.name)
-        assert inputs.embeddings is not None
-        ids, weights = self.assign(inputs.embeddings)
+        ids, weights = self.assign(self._vectors(inputs))
         return Estimates(
             models=list(self.models_),
             error=weights @ self.error_,
@@ -287,9 +285,7 @@ class ClusterPolicy(TablePolicy):
     def _unit_weights(self, inputs: Inputs) -> Array:
         """An added model's labels go to each prompt's nearest cluster (hard), whatever the
         routing assignment: a small labelled set should not be smeared across clusters."""
-        inputs.require("embedding", self.name)
-        assert inputs.embeddings is not None
-        ids, _ = self.assign(inputs.embeddings)
+        ids, _ = self.assign(self._vectors(inputs))
         onehot = np.zeros((len(ids), self.n_units))
         onehot[np.arange(len(ids)), ids] = 1.0
         return onehot

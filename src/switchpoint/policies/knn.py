@@ -25,6 +25,7 @@ from switchpoint.policies.base import (
     check_int,
     check_number,
     check_training_arrays,
+    model_column,
     nan_mean,
 )
 
@@ -59,7 +60,7 @@ class KnnPolicy(Policy):
         self.validate_params()
         inputs.require("embedding", self.name)
         assert inputs.embeddings is not None
-        check_training_arrays(scores, costs, models, len(inputs))
+        scores, costs = check_training_arrays(scores, costs, models, len(inputs))
         self.examples_ = inputs.embeddings.astype(np.float32)
         self.error_ = 1.0 - scores.astype(np.float64)
         self.cost_ = costs.astype(np.float64)
@@ -77,9 +78,7 @@ class KnnPolicy(Policy):
 
     def estimate(self, inputs: Inputs) -> Estimates:
         self._check_fitted()
-        inputs.require("embedding", self.name)
-        assert inputs.embeddings is not None
-        sims = inputs.embeddings.astype(np.float32) @ self.examples_.T  # (n, N)
+        sims = self._vectors(inputs) @ self.examples_.T  # (n, N)
         n, n_ex = sims.shape
         n_models = len(self.models_)
         g_err, g_cost = self._global()
@@ -146,13 +145,13 @@ class KnnPolicy(Policy):
         return err, cst, mass
 
     def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
-        self._check_fitted()
-        inputs.require("embedding", self.name)
-        assert inputs.embeddings is not None
-        check_training_arrays(scores.reshape(-1, 1), costs.reshape(-1, 1), [name], len(inputs))
+        self._check_new_model(name)
+        vectors = self._vectors(inputs)
+        scores, costs = check_training_arrays(model_column(scores), model_column(costs), [name],
+                                              len(inputs))
         n_old = self.examples_.shape[0]
         n_new = len(inputs)
-        self.examples_ = np.vstack([self.examples_, inputs.embeddings.astype(np.float32)])
+        self.examples_ = np.vstack([self.examples_, vectors])
         self.error_ = np.vstack([self.error_, np.full((n_new, self.error_.shape[1]), np.nan)])
         self.cost_ = np.vstack([self.cost_, np.full((n_new, self.cost_.shape[1]), np.nan)])
         new_err = np.full(n_old + n_new, np.nan)
@@ -165,7 +164,7 @@ class KnnPolicy(Policy):
         return self
 
     def remove_model(self, name: str) -> Self:
-        self._check_fitted()
+        self._check_removable(name)
         j = self.models_.index(name)
         keep = [i for i in range(len(self.models_)) if i != j]
         self.error_ = self.error_[:, keep]

@@ -295,9 +295,7 @@ class TfidfPolicy(TablePolicy):
     def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
         self.validate_params()
         texts = self._texts(inputs)
-        check_training_arrays(scores, costs, models, len(texts))
-        scores = np.asarray(scores, dtype=np.float64)
-        costs = np.asarray(costs, dtype=np.float64)
+        scores, costs = check_training_arrays(scores, costs, models, len(texts))
         vectorizer = TfidfVectorizer(self.max_features, self.min_df)
         x = vectorizer.fit_transform(texts)
         difficulty = nan_mean(1.0 - scores, axis=1)

@@ -368,12 +368,11 @@ class TiersPolicy(TablePolicy):
     def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
         self.validate_params()
         texts = self._texts(inputs)
-        check_training_arrays(scores, costs, models, len(texts))
+        scores, costs = check_training_arrays(scores, costs, models, len(texts))
         ids = [classify_tier(t).index for t in texts]
         weights = _onehot(ids, self.n_units)
         self.table_ = ProfileTable.from_assignments(
-            weights, np.asarray(scores, dtype=np.float64), np.asarray(costs, dtype=np.float64),
-            list(models),
+            weights, scores, costs, list(models),
         )
         self.models_ = list(models)
         self.kept_ = {}
