@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -68,6 +69,24 @@ def test_shrinkage_toward_global_mean_by_hand() -> None:
     # One neighbour at similarity 1 (weight 1) with error 0 for a, 1 for b; global means 0.5.
     assert est.error[0, 0] == pytest.approx((1 * 0.0 + 2 * 0.5) / 3, rel=1e-5)
     assert est.error[0, 1] == pytest.approx((1 * 1.0 + 2 * 0.5) / 3, rel=1e-5)
+
+
+def test_extreme_parameters_give_the_limits_they_tend_to() -> None:
+    # A prior of 1e308 pseudo-examples made every estimate 0 (the float32 sum of the weights
+    # took it for infinity); neighbours too unlike to weigh anything at a high sharpness,
+    # without a prior, made every estimate NaN (0/0); both are the global means.
+    x = Inputs(embeddings=_examples()[:2])
+    prior = _fit(prior_strength=1e308).estimate(x)
+    np.testing.assert_allclose(prior.error, 0.5)
+    np.testing.assert_allclose(prior.cost, [[0.02, 0.001]] * 2)
+    far = Inputs(embeddings=_unit_rows(np.eye(DIM)[5:]))  # (unlike every example)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for sharpness in (1000.0, 1e300):
+            sharp = _fit(k=10, prior_strength=0.0, sharpness=sharpness).estimate(far)
+            np.testing.assert_allclose(sharp.error, 0.5)
+            np.testing.assert_allclose(sharp.cost, [[0.02, 0.001]])
+            assert np.isfinite(sharp.stderr).all()  # type: ignore[arg-type]
 
 
 def test_similarity_weighting_by_hand() -> None:

@@ -94,7 +94,7 @@ class KnnPolicy(Policy):
         if full.any():
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n_ex else np.tile(
                 np.arange(n_ex), (n, 1))
-            w = np.exp(self.sharpness * (sims[rows, top] - 1.0))  # (n, k)
+            w = self._weights(sims[rows, top])  # (n, k)
             for j in np.flatnonzero(full):
                 e = self.error_[top, j]
                 c = self.cost_[top, j]
@@ -109,7 +109,7 @@ class KnnPolicy(Policy):
             sub = sims[:, idx]
             top = np.argpartition(-sub, kk - 1, axis=1)[:, :kk] if kk < idx.size else np.tile(
                 np.arange(idx.size), (n, 1))
-            w = np.exp(self.sharpness * (sub[rows, top] - 1.0))
+            w = self._weights(sub[rows, top])
             ex = idx[top]
             error[:, j], cost[:, j], support[:, j] = self._shrink(
                 w, self.error_[ex, j], self.cost_[ex, j], g_err[j], g_cost[j]
@@ -133,15 +133,25 @@ class KnnPolicy(Policy):
         return np.sqrt(var / np.maximum(mass + self.prior_strength, 1.0)
                        + var / np.maximum(total, 1.0))
 
+    def _weights(self, sims: npt.NDArray[np.float32]) -> Array:
+        """Each neighbour's weight, ``exp(sharpness · (similarity − 1))``: 1 for an identical
+        prompt, less the less alike. In float64, of similarities at most 1 (float32's rounding
+        can pass 1), so that no sharpness makes a weight NaN or infinite."""
+        return np.exp(self.sharpness * (np.minimum(sims.astype(np.float64), 1.0) - 1.0))
+
     def _shrink(
         self, w: Array, e: Array, c: Array, g_err: float, g_cost: float
     ) -> tuple[Array, Array, Array]:
         # Weights are relative to a perfect match, so `prior_strength` counts pseudo-examples
         # at similarity 1; the effective sample size is the sum of weights.
+        # Neighbours too unlike to weigh anything (exp underflows to 0) and no prior strength:
+        # the global mean, as a cluster with no labels reads its prior (0/0 was NaN).
         mass = w.sum(axis=1)
         s = self.prior_strength
-        err = ((w * e).sum(axis=1) + s * g_err) / (mass + s)
-        cst = ((w * c).sum(axis=1) + s * g_cost) / (mass + s)
+        denom = mass + s
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = np.where(denom > 0, ((w * e).sum(axis=1) + s * g_err) / denom, g_err)
+            cst = np.where(denom > 0, ((w * c).sum(axis=1) + s * g_cost) / denom, g_cost)
         return err, cst, mass
 
     def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
