@@ -494,7 +494,9 @@ class Router(RemadeOnLoad):
         check_route_input(prompt, embedding)
         tenant_key = check_tenant(tenant)
         tokens = self.check_estimate_tokens(estimate_tokens)
-        policy, revision, cards = self.learner.view(tenant_key)
+        policy, learned, cards = self.learner.view(tenant_key)
+        # (a decision cached before router.policy.set_params(...) is no answer after it)
+        revision = (learned, self.policy.params_revision)
         lam = self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")
         mask = self._candidates(available_models)

@@ -870,6 +870,33 @@ def test_a_package_changed_after_a_router_is_built_from_it_leaves_the_router_as_
     assert _choices(changed, prompts) != _choices(twin, prompts)
 
 
+@pytest.mark.parametrize("policy", sorted(CHANGES))
+def test_a_router_s_own_policy_changed_routes_at_once_and_serves_no_decision_cached_before(
+        policy: str, small_records: RecordSet, fake_embedder: FakeEmbedder) -> None:
+    # A decision cached before router.policy.set_params(...) was served for up to the
+    # cache's hour after it, so the same prompt routed as before the change.
+    change, params = CHANGES[policy]
+    prompts = [*PROMPTS, *small_records.prompts[:3]]
+    router = Router(fit(small_records, policy=policy, split=SMALL_SPLIT, embedder=fake_embedder,
+                        **params), embedder=fake_embedder)
+    fresh = Router(fit(small_records, policy=policy, split=SMALL_SPLIT, embedder=fake_embedder,
+                       **params), embedder=fake_embedder, cache_size=0)
+    before = [router.route(p) for p in prompts]
+    assert all(router.route(p).cache_hit for p in prompts)
+    router.policy.set_params(**change)
+    fresh.policy.set_params(**change)
+    after = [router.route(p) for p in prompts]
+    assert not any(d.cache_hit for d in after)
+    assert ([(d.selected_model, d.all_scores) for d in after]
+            == [(d.selected_model, d.all_scores) for d in (fresh.route(p) for p in prompts)])
+    assert [d.all_scores for d in after] != [d.all_scores for d in before]
+    assert all(router.route(p).cache_hit for p in prompts)  # (and are cached anew)
+    # A change refused changes nothing, and leaves the cache as it was.
+    with pytest.raises(InvalidInputError):
+        router.policy.set_params(**{next(iter(change)): -1})
+    assert all(router.route(p).cache_hit for p in prompts)
+
+
 def test_a_router_routes_on_from_threads_while_its_package_is_changed_from_another(
         tiny_weights_dir: Path, fake_embedder: FakeEmbedder) -> None:
     package = load_weights(tiny_weights_dir)

@@ -307,6 +307,9 @@ class Policy(ABC):
     name: ClassVar[str]
     requires: ClassVar[Requirement] = "embedding"
     unit_kind: ClassVar[str] = "unit"
+    #: How many times :meth:`set_params` has changed this policy's parameters (what a router
+    #: made an answer under: its cached decisions are of one revision).
+    params_revision: int = 0
 
     models_: list[str]
 
@@ -365,6 +368,8 @@ class Policy(ABC):
             for name, value in before.items():
                 setattr(self, name, value)
             raise
+        if params:
+            self.params_revision += 1
         return self
 
     def validate_params(self) -> None:
