@@ -76,6 +76,22 @@ def test_report_outcome_returns_what_it_learned(package, fake_embedder) -> None:
                                  success=True).quality == 1.0
 
 
+def test_a_tenant_that_learned_routes_under_the_router_s_policy_changed_since(  # type: ignore[no-untyped-def]
+        package, fake_embedder) -> None:
+    # A tenant's learned policy kept the parameters it was first built under: after
+    # router.policy.set_params(...) the others routed with the change and that tenant without.
+    changed = {"prior_strength": 1000.0, "assignment": "hard"}
+    routers = [_router(package, fake_embedder, cache_size=0) for _ in range(2)]
+    routers[1].policy.set_params(**changed)
+    for router in routers:
+        for i in range(3):
+            router.report_outcome(router.route(math_prompt(i), tenant="acme").decision_id, 0.0)
+    before = _math_error(routers[0], "acme")
+    routers[0].policy.set_params(**changed)
+    assert _math_error(routers[0], "acme") == _math_error(routers[1], "acme") != before
+    assert routers[0].learner.view("acme")[0].get_params() == routers[1].policy.get_params()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [({"quality_score": math.nan}, "quality_score"), ({"quality_score": 1.5}, "quality_score"),

@@ -149,6 +149,9 @@ class _OverlayBase:
         # Per model: events applied and outcomes held (None: not known, see counts_by_model).
         self._by_model: tuple[Counter[str], Counter[str]] | None = (Counter(), Counter())
         self._cached: Policy | None = base
+        # The base's parameters the posterior was built under: a change to them
+        # (router.policy.set_params) builds it again, under the new ones.
+        self._built_under = base.params_revision
 
     @property
     def n_events(self) -> int:
@@ -178,6 +181,9 @@ class _OverlayBase:
         return self.n_outcomes > self.n_card_outcomes
 
     def posterior(self) -> Policy:
+        if self._built_under != self.base.params_revision:
+            self.forget_posterior()
+            self._built_under = self.base.params_revision
         if self._cached is None:
             self._cached = self._build()
         return self._cached
