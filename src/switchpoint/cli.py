@@ -652,6 +652,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from switchpoint.governance.cli import _settings, existing_state
+    from switchpoint.governance.keys import KEYS_FILENAME, prune_keys
     from switchpoint.store.retention import cutoff_for, prune
 
     settings = _settings(args)
@@ -661,6 +662,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     existing_state(settings, "no log to prune; point it at the data_dir of the service whose "
                              "logs to prune")
     report = prune(settings.db_path, cutoff_for(days), dry_run=args.dry_run)
+    # (the keys that ended before the cutoff, and the oldest ended past governance.max_keys)
+    keys = prune_keys(settings.data_dir, report.cutoff, settings.governance.max_keys,
+                      dry_run=args.dry_run)
     verb = "would delete" if report.dry_run else "deleted"
     names = {"spend": "spend ledger entries (those budgets still count are kept)",
              "feedback": "feedback rows (of those the learning checkpoint holds)"}
@@ -672,8 +676,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if report.feedback_kept is not None:
         print(f"no feedback row {'would go' if report.dry_run else 'went'}: "
               f"{report.feedback_kept}", file=sys.stderr)
+    print(f"{verb} {keys} revoked or expired key{'' if keys == 1 else 's'} from "
+          f"{printable(str(Path(settings.data_dir) / KEYS_FILENAME))} (those that ended more than "
+          f"{days:g} day{'' if days == 1 else 's'} ago, and the oldest past the "
+          f"{settings.governance.max_keys:,} ended keys governance.max_keys keeps)",
+          file=sys.stderr)
     if args.json:
-        print(json.dumps(report.to_dict()))
+        print(json.dumps({**report.to_dict(), "keys_deleted": keys}))
     return 0
 
 
@@ -984,7 +993,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_label)
     _options.fills(p, models=models, judge=judge, concurrency=concurrency, max_tokens=max_tokens)
 
-    p = sub.add_parser("prune", help="delete log entries older than the retention and give "
+    p = sub.add_parser("prune", help="delete log entries older than the retention, and the "
+                                     "keys that ended (revoked or expired) before it, and give "
                                      "the disk space back")
     p.add_argument("--config", type=_options.CONFIG,
                    help="YAML config: its data_dir and store.retention_days (default: "

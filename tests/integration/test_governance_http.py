@@ -1120,7 +1120,7 @@ def test_a_key_past_the_live_keys_bound_is_a_409_until_one_is_revoked_or_expires
         assert "governance.max_keys" in document["paths"]["/v1/router/keys"]["post"][
             "responses"]["409"]["description"]
         schemathesis.openapi.from_dict(document)["/v1/router/keys"]["POST"].validate_response(r)
-        # A revoked key makes room (its record stays, for the logs).
+        # A revoked key makes room (its record stays, up to max_keys ended ones).
         assert httpx.delete(f"{url}/{first['id']}", headers=ADMIN).status_code == 200
         third = new_key(server, expires="1m")
         assert httpx.post(url, json={"tenant": "acme"}, headers=ADMIN).status_code == 409

@@ -2601,6 +2601,13 @@ class Gateway:
                 if any(report.deleted.values()):
                     log.info("pruned log entries older than %g days: %s", retention_days,
                              report.deleted)
+                # The keys that ended before the same cutoff go from keys.db (on the
+                # service's own key store, whose lookups then read the file again).
+                keys = self.governor.keys.prune(report.cutoff,
+                                                self.settings.governance.max_keys)
+                if keys:
+                    log.info("pruned %d revoked or expired keys that ended more than %g days "
+                             "ago", keys, retention_days)
         except Exception as exc:  # housekeeping must never take a request down
             log.warning("housekeeping failed (it runs again later): %s: %s",
                         type(exc).__name__, exc)

@@ -421,8 +421,9 @@ def cmd_report_cost(args: argparse.Namespace) -> int:
         if not table:
             continue
         print()
-        rows = [[name, v["requests"], _usd(v["cost_usd"]), v["cost_unknown_requests"]]
-                for name, v in table.items()]
+        pruned = set(report["pruned_keys"]) if key == "by_key" else set()
+        rows = [[name + (" (pruned)" if name in pruned else ""), v["requests"],
+                 _usd(v["cost_usd"]), v["cost_unknown_requests"]] for name, v in table.items()]
         print(_table([f"by {title}", "requests", "cost", "cost unknown"], rows))
     s = report["savings"]
     if s["comparison_model"] and not s["requests"]:

@@ -12,6 +12,11 @@ keeps its own grace: rotating again does not cut short an earlier secret's. A ke
 last :data:`MAX_OLD_SECRETS` old secrets (those whose grace is over are forgotten first, then
 the oldest). Revocation is immediate and final.
 
+A revoked or expired key's record stays until it ended longer ago than the retention
+(:meth:`KeyStore.prune`, run by ``switchpoint prune`` and the service's hourly retention), and
+making a key first deletes the oldest ended keys' records past the newest ``max_keys`` of them,
+so the file holds at most twice ``governance.max_keys`` records. A live key is never deleted.
+
 Keys live in ``keys.db`` in ``data_dir`` (SQLite, file mode 0600), apart from the request log:
 the CLI edits it while the service runs, and the service notices each change (SQLite's
 ``data_version``) before its next lookup, without polling.
@@ -919,7 +924,9 @@ class KeyStore:
         reckoned from :meth:`now`. While the file holds ``max_live`` live keys (neither
         revoked nor expired: the config's ``governance.max_keys``), a :class:`ConflictError`
         saying so and how to make room; counted and stored in one transaction, so the CLI
-        beside the service cannot pass the bound either."""
+        beside the service cannot pass the bound either. In the same transaction the records
+        of the oldest ended keys (revoked or expired) past the newest ``max_live`` go (see
+        :meth:`prune`), so the file never holds more than twice ``max_live`` records."""
         with self._lock:
             conn = self._db()
             now = self._now()
@@ -937,6 +944,12 @@ class KeyStore:
                 live = int(conn.execute(_LIVE_KEYS, (now,)).fetchone()[0])
                 if live >= max_live:
                     raise _full(live, max_live)
+                # (the count bound on ended keys' records: the file holds at most twice
+                # max_live records, however many keys were made and revoked)
+                self._write(conn, "store the new key",
+                            *self._prunable("DELETE", now, None, max_live, -1))
+                if conn.execute("SELECT changes()").fetchone()[0]:
+                    self._cache.clear()
                 self._write(conn, "store the new key",
                             f"INSERT INTO keys ({', '.join(_COLUMNS)}, seq) VALUES "
                             f"({', '.join('?' for _ in _COLUMNS)}, "
@@ -965,6 +978,17 @@ class KeyStore:
                                 "ORDER BY seq", args).fetchall()
         records = [KeyRecord.from_row(r) for r in rows]
         return [r for r in records if include_revoked or r.revoked_at is None]
+
+    def held(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the file holds a record of (none where there is no file, and none
+        is made): a key missing from it was revoked or expired and then pruned (see
+        :meth:`prune`), or its keys.db was replaced."""
+        if not ids or not self.path.is_file():
+            return set()
+        with self._lock:
+            rows = self._db().execute("SELECT id FROM keys WHERE id IN (SELECT value FROM "
+                                      "json_each(?))", (json.dumps(list(ids)),)).fetchall()
+        return {str(r[0]) for r in rows}
 
     def budgeted(self, tenant: str | None = None, *, since: int = 0, limit: int | None = None
                  ) -> Sequence[tuple[int, KeyRecord]]:
@@ -1010,8 +1034,10 @@ class KeyStore:
         row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?",
                            (key_id,)).fetchone()
         if row is None:  # (a well-formed id: the answer is a 404, like any unknown name's)
-            raise NotFoundError(f"id: no key has the id {json_quoted(key_id)} (switchpoint keys "
-                                "list shows them)", param="id")
+            raise NotFoundError(f"id: no key has the id {json_quoted(key_id)}: none was made "
+                                "here, or it was revoked or expired and its record was pruned "
+                                "since (switchpoint keys list shows the keys kept)",
+                                param="id")
         return KeyRecord.from_row(row)
 
     def find(self, key_id: str) -> KeyRecord:
@@ -1052,6 +1078,45 @@ class KeyStore:
                 ).fetchone())
             self._cache.pop(key_id, None)
             return updated
+
+    def prune(self, cutoff: float | None, most_ended: int, *, dry_run: bool = False) -> int:
+        """Delete the records of the keys that ended (revoked, or expired by :meth:`now`)
+        before ``cutoff`` (None: none for their age), and of the oldest ended keys past the
+        newest ``most_ended`` (ended last first): a live key is never deleted. Returns how many
+        went (with ``dry_run``, how many would, and nothing changes). In batches, each its own
+        transaction: a prune killed part-way leaves every key either whole or gone, and the
+        next one goes on. A store whose file does not exist has none (and none is made)."""
+        if not self.path.is_file():
+            return 0
+        if dry_run:
+            with self._lock:
+                conn = self._db()
+                now = self._now()
+                return int(conn.execute(*self._prunable("SELECT count(*)", now, cutoff,
+                                                        most_ended, -1)).fetchone()[0])
+        total = 0
+        while True:
+            with self._lock:
+                conn = self._db()
+                with self._serial(conn, "prune the ended keys"):
+                    self._write(conn, "prune the ended keys",
+                                *self._prunable("DELETE", self._now(), cutoff, most_ended,
+                                                _PRUNE_BATCH))
+                    n = int(conn.execute("SELECT changes()").fetchone()[0])
+                self._cache.clear()
+            total += n
+            if n < _PRUNE_BATCH:
+                return total
+
+    @staticmethod
+    def _prunable(verb: str, now: float, cutoff: float | None, most_ended: int,
+                  limit: int) -> tuple[str, tuple[object, ...]]:
+        """``verb`` (``DELETE``, ``SELECT count(*)``) of the ended keys :meth:`prune` lets go
+        at ``now``, the oldest ended first, ``limit`` at most (-1: all), with its arguments."""
+        aged = f"{_ENDED_AT} < ? OR " if cutoff is not None else ""
+        return (f"{verb} FROM keys WHERE id IN (SELECT id FROM keys WHERE {_ENDED} AND "
+                f"({aged}id IN ({_PAST_MOST_ENDED})) ORDER BY {_ENDED_AT}, seq LIMIT ?)",
+                (now, *(() if cutoff is None else (cutoff,)), now, most_ended, limit))
 
     def rotate(self, key_id: str, grace_s: float = 0.0) -> IssuedKey:
         """A new secret for the key; the old one works for ``grace_s`` more seconds, and the
@@ -1094,6 +1159,16 @@ class KeyStore:
 # The keys that count against governance.max_keys at a time: those neither revoked nor expired.
 _LIVE_KEYS = ("SELECT count(*) FROM keys WHERE revoked_at IS NULL AND "
               "(expires_at IS NULL OR expires_at > ?)")
+# A key that ended at the time given (revoked, or expired by it), and when it ended: the earlier
+# of its revocation and its expiry (a revoked key that expires later ended when revoked).
+_ENDED = "(revoked_at IS NOT NULL OR expires_at <= ?)"
+_ENDED_AT = "min(coalesce(revoked_at, expires_at), coalesce(expires_at, revoked_at))"
+# The ended keys past the newest ``most`` (ended last first; the later made on a tie): those the
+# count bound lets go, oldest first. Arguments: the time, most.
+_PAST_MOST_ENDED = (f"SELECT id FROM keys WHERE {_ENDED} ORDER BY {_ENDED_AT} DESC, seq DESC "
+                    "LIMIT -1 OFFSET ?")
+# Ended keys' records deleted per transaction.
+_PRUNE_BATCH = 2_000
 
 
 def _full(live: int, most: int) -> ConflictError:
@@ -1115,6 +1190,17 @@ def _remembered(old: list[tuple[str, float, float]], now: float
         over = [i for i, (_, until, _) in enumerate(old) if until <= now]
         old.pop(over[-1] if over else -1)
     return old
+
+
+def prune_keys(data_dir: str | Path, cutoff: float | None, most_ended: int, *,
+               dry_run: bool = False) -> int:
+    """:meth:`KeyStore.prune` of ``data_dir``'s key store, opened for it alone (read-only for
+    a ``dry_run``, which changes nothing); 0 where there is none (and none is made)."""
+    store = KeyStore.in_dir(data_dir, reads_only=dry_run)
+    if not store.path.is_file():
+        return 0
+    with store:
+        return store.prune(cutoff, most_ended, dry_run=dry_run)
 
 
 def holds_keys(data_dir: str | Path) -> bool:
@@ -1139,7 +1225,8 @@ def _not_a_key(key_id: str) -> InvalidKeyError:
     did: which of the two it was would tell a caller guessing ids which exist."""
     return InvalidKeyError(f"key {PREFIX}{key_id}_... is not a key of this gateway: check the "
                            "key you were given (a rotated key's old secret stops working when "
-                           "its grace period ends; a replaced data_dir forgets every key)",
+                           "its grace period ends; a revoked or expired key is forgotten "
+                           "once pruned; a replaced data_dir forgets every key)",
                            param="authorization")
 
 

@@ -500,9 +500,19 @@ class Reports:
             "prompt_tokens": prompt, "completion_tokens": completion,
             "avg_cost_per_request_usd": usd(total / known) if known else 0.0,
             "by_model": _sorted(by_model), "by_tenant": _sorted(by_tenant),
-            "by_key": _sorted(by_key)}
+            "by_key": _sorted(by_key), "pruned_keys": self._pruned_keys(by_key)}
         report["savings"] = savings.report()
         return report
+
+    def _pruned_keys(self, ids: Iterable[str]) -> list[str]:
+        """The key ids of ``ids`` whose records keys.db no longer holds (a revoked or expired
+        key's record is pruned once it ended longer ago than the retention, or past
+        governance.max_keys ended keys), sorted: their spend is still reported under the id."""
+        named = sorted(i for i in ids if i != NONE)
+        if self.keys is None:
+            return []
+        held = self.keys.held(named)
+        return [i for i in named if i not in held]
 
     @_counted
     def savings_estimate(self, comparison_model: str | None = None, period: str = "month", *,

@@ -1126,6 +1126,11 @@ class CostReport(BaseModel):
                                                         "without one), dearest first.")
     by_key: dict[str, CostShare] = Field(description='Per client key id ("(none)": requests '
                                                      "without a key), dearest first.")
+    pruned_keys: list[str] = Field(description="The ids of by_key whose records keys.db no "
+                                               "longer holds, sorted: revoked or expired keys "
+                                               "pruned since (see store.retention_days and "
+                                               "governance.max_keys); their spend stays "
+                                               "reported under the id.")
     savings: SavingsReport
 
 

@@ -1,0 +1,240 @@
+"""keys.db is bounded: a revoked or expired key's record goes once it ended longer ago than the
+retention (``switchpoint prune``, the service's hourly retention), and past
+``governance.max_keys`` ended keys the oldest go as a key is made; never a live key. Reports
+name a pruned key's spend by its id and say it was pruned; a lookup of one is a 404 saying a
+key may have been pruned. Real SQLite, the CLI in-process, a real server and the official
+``openai`` client; a prune killed part-way leaves a consistent keys.db."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import schemathesis
+
+from switchpoint.cli import main
+from switchpoint.config import load_settings
+from switchpoint.governance import keys as keys_module
+from switchpoint.governance.keys import KeySpec, KeyStore
+from switchpoint.server import create_app
+from switchpoint.store import RequestRecord, SQLiteStore
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, until, user
+from tests.integration.servers import thread_server
+
+DAY = 86_400.0
+CONFIG = """models:
+  - {name: small, input_per_mtok: 0.2, output_per_mtok: 0.6}
+data_dir: data
+tenants:
+  acme: {}
+"""
+ADMIN_TOKEN = "admin-secret-token-for-prune"
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def run(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def key_ids(data: Path) -> set[str]:
+    with sqlite3.connect(data / "keys.db") as db:
+        ids = {r[0] for r in db.execute("SELECT id FROM keys")}
+    db.close()
+    return ids
+
+
+def made_at(data: Path, when: float, *, revoke: bool = False, expires_after: float | None = None
+            ) -> tuple[str, str]:
+    """A key (its id and secret) as if made at ``when``, then revoked there with ``revoke``,
+    or expiring ``expires_after`` seconds after it (its times moved back in the file, as an
+    operator's edit would: the store's own time never goes back)."""
+    with KeyStore.in_dir(data) as store:
+        issued = store.create(KeySpec(tenant="acme"))
+    with sqlite3.connect(data / "keys.db") as db:
+        db.execute("UPDATE keys SET created_at = ?, revoked_at = ?, expires_at = ? WHERE id = ?",
+                   (when, when if revoke else None,
+                    None if expires_after is None else when + expires_after, issued.record.id))
+    db.close()
+    return issued.record.id, issued.key
+
+
+@pytest.fixture
+def aged(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A data_dir with a log and keys: live, revoked and expired, long ago and lately."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    data = tmp_path / "data"
+    now = time.time()
+    with SQLiteStore(data / "switchpoint.db") as store:
+        store.append(RequestRecord(
+            id="r0", ts=now - 60, requested_model="small", status="ok", http_status=200,
+            pin_state="fresh", stream=False, latency_ms=10.0, model="small", prompt_tokens=1,
+            completion_tokens=1, cost_usd=1e-6, tenant="acme", key_id="0123456789")).result()
+    ids = {"late_revoked": made_at(data, now - 90 * DAY)[0],  # made long ago, revoked now
+           "old_live": made_at(data, now - 90 * DAY)[0],
+           "old_revoked": made_at(data, now - 90 * DAY, revoke=True)[0],
+           "old_expired": made_at(data, now - 90 * DAY, expires_after=DAY)[0],
+           "new_revoked": made_at(data, now - 2 * DAY, revoke=True)[0],
+           "new_expired": made_at(data, now - 3 * DAY, expires_after=DAY)[0]}
+    with KeyStore.in_dir(data) as keys:
+        keys.revoke(ids["late_revoked"])
+    return config, data, ids
+
+
+def test_prune_deletes_keys_that_ended_before_the_cutoff_and_never_a_live_one(
+        aged: tuple[Path, Path, dict[str, str]], capsys: pytest.CaptureFixture[str]) -> None:
+    config, data, ids = aged
+    before = key_ids(data)
+    # A dry run counts what would go and changes nothing.
+    code, out, err = run(["prune", "--config", config, "--older-than", "30", "--dry-run",
+                          "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["keys_deleted"] == 2
+    assert "would delete 2 revoked or expired keys from" in err, err
+    assert key_ids(data) == before
+    code, out, err = run(["prune", "--config", config, "--older-than", "30", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["keys_deleted"] == 2
+    assert key_ids(data) == before - {ids["old_revoked"], ids["old_expired"]}
+    # Again: nothing more is old enough.
+    code, out, err = run(["prune", "--config", config, "--older-than", "30", "--json"], capsys)
+    assert code == 0 and json.loads(out)["keys_deleted"] == 0, err
+    # A day's retention takes those that ended days ago; the live key, made 90 days ago,
+    # stays, and so does the one made then and revoked now (it ended when it was revoked).
+    code, out, err = run(["prune", "--config", config, "--older-than", "1", "--json"], capsys)
+    assert code == 0 and json.loads(out)["keys_deleted"] == 2, err
+    assert key_ids(data) == {ids["old_live"], ids["late_revoked"]}
+    # A pruned key's show is a 404-like refusal saying it may have been pruned.
+    code, _, err = run(["keys", "show", ids["old_revoked"], "--config", config], capsys)
+    assert code == 2
+    assert (f'no key has the id "{ids["old_revoked"]}": none was made here, or it was revoked '
+            "or expired and its record was pruned since") in err, err
+
+
+def test_the_service_s_retention_prunes_keys_too(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    old, _ = made_at(data, time.time() - 40 * DAY, revoke=True)
+    live, secret = made_at(data, time.time() - 40 * DAY)
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + "auth: keys\nadmin_token_env: SP_PRUNE_ADMIN\n"
+                      "tenants: {acme: {}}\nstore: {retention_days: 30}\n", encoding="utf-8")
+    settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        # (a request runs the hourly housekeeping, on a thread of its own)
+        client(server, secret).chat.completions.create(model="cheap", messages=user("hi"))
+        until(lambda: key_ids(data) == {live}, "the revoked key pruned", timeout=60)
+        r = httpx.get(f"{server.base}/v1/router/keys/{old}", headers=ADMIN, timeout=10)
+        assert r.status_code == 404 and "its record was pruned since" in r.json()["error"][
+            "message"], r.text
+
+
+def test_ended_keys_past_max_keys_go_oldest_first_as_keys_are_made(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # A create/revoke loop grew keys.db without bound: a revoked key's record was never deleted.
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + "auth: keys\nadmin_token_env: SP_PRUNE_ADMIN\n"
+                      "tenants: {acme: {}}\ngovernance: {max_keys: 2}\n", encoding="utf-8")
+    settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
+    data = Path(settings.data_dir)
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        url = f"{server.base}/v1/router/keys"
+        live = httpx.post(url, json={"tenant": "acme"}, headers=ADMIN, timeout=10).json()
+        made: list[dict[str, Any]] = []
+        for i in range(8):
+            issued = httpx.post(url, json={"tenant": "acme", "name": f"k{i}"}, headers=ADMIN,
+                                timeout=10)
+            assert issued.status_code == 201, issued.text
+            made.append(issued.json())
+            if i == 0:  # the first spends, so the reports have its rows
+                client(server, made[0]["key"]).chat.completions.create(
+                    model="cheap", messages=user("spend"))
+            assert httpx.delete(f"{url}/{made[-1]['id']}", headers=ADMIN,
+                                timeout=10).status_code == 200
+            # Never more than twice max_keys records.
+            assert len(key_ids(data)) <= 4
+        # The newest ended keys stay (the 2 kept as the last was made, and it), and the live
+        # one, whatever its age.
+        assert key_ids(data) == {live["id"], *(m["id"] for m in made[-3:])}
+        first = made[0]["id"]
+        r = httpx.get(f"{url}/{first}", headers=ADMIN, timeout=10)
+        assert r.status_code == 404 and r.json()["error"]["param"] == "id", r.text
+        assert "revoked or expired and its record was pruned since" in r.json()["error"][
+            "message"]
+        # The pruned key is no key of the gateway any more, said so.
+        with pytest.raises(openai.AuthenticationError, match="forgotten once pruned"):
+            client(server, made[0]["key"]).chat.completions.create(
+                model="cheap", messages=user("again"))
+        # The reports name its spend by its id, and say it was pruned.
+        cost = httpx.get(f"{server.base}/v1/router/report/cost", headers=ADMIN, timeout=10)
+        assert cost.status_code == 200, cost.text
+        assert first in cost.json()["by_key"] and cost.json()["pruned_keys"] == [first]
+        document = httpx.get(f"{server.base}/openapi.json", timeout=15).json()
+        schemathesis.openapi.from_dict(document)["/v1/router/report/cost"][
+            "GET"].validate_response(cost)
+        listed = {k["id"] for k in httpx.get(url, headers=ADMIN, timeout=10).json()["data"]}
+        assert listed == key_ids(data)
+    code, out, err = run(["report", "cost", "--config", config], capsys)
+    assert code == 0, err
+    assert f"{first} (pruned)" in out, out
+    assert f"{live['id']} (pruned)" not in out
+
+
+def test_a_prune_killed_part_way_leaves_keys_db_consistent(
+        aged: tuple[Path, Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config, data, ids = aged
+    # Many ended keys, so the prune goes in several batches.
+    for _ in range(7):
+        made_at(data, time.time() - 60 * DAY, revoke=True)
+    before = key_ids(data)
+    pid = os.fork()
+    if pid == 0:  # SIGKILLed as it commits its second batch
+        try:
+            monkeypatch.setattr(keys_module, "_PRUNE_BATCH", 3)
+            commits = 0
+            write = KeyStore._write
+
+            def dying(self: KeyStore, conn: sqlite3.Connection, what: str, sql: str,
+                      args: tuple[object, ...]) -> None:
+                nonlocal commits
+                if what == "prune the ended keys" and sql == "COMMIT":
+                    commits += 1
+                    if commits == 2:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                write(self, conn, what, sql, args)
+
+            monkeypatch.setattr(KeyStore, "_write", dying)
+            keys_module.prune_keys(data, time.time() - 30 * DAY, 10_000)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    with sqlite3.connect(data / "keys.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    after = key_ids(data)
+    assert len(before - after) == 3 and after < before  # the first batch, whole
+    assert {ids["old_live"], ids["new_revoked"], ids["late_revoked"]} <= after
+    # The next prune goes on where it stopped.
+    code, out, err = run(["prune", "--config", config, "--older-than", "30", "--json"], capsys)
+    assert code == 0 and json.loads(out)["keys_deleted"] == 9 - 3, err
+    assert key_ids(data) == before - {ids["old_revoked"], ids["old_expired"]} - {
+        k for k in before if k not in ids.values()}
+    # The keys kept still work as they did.
+    store = KeyStore.in_dir(data)
+    with store:
+        assert store.find(ids["old_live"]).status(store.now()) == "active"
