@@ -87,6 +87,30 @@ def test_report_alert_says_a_budget_of_0_never_allows_spend_where_others_say_whe
     assert budgets["tenant:acme"]["resets_in"] == budgets[f"key:{key_id}"]["resets_in"]
 
 
+def test_a_budget_s_amount_is_shown_as_written_by_every_command(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """keys create, list and show and report alert show a budget of more than six significant
+    digits, a tiny one and the SLA's hourly one as written: they read 1.23457e+06/month."""
+    config.write_text(CONFIG.replace("budget_per_hour_usd: 1", "budget_per_hour_usd: 1234567.89"),
+                      encoding="utf-8")
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "1234567.89/month",
+                          "--budget", "0.0000001/day", "--config", config, "--json"], capsys)
+    assert code == 0, err
+    issued = json.loads(out)
+    assert issued["budgets"] == ["1234567.89/month", "0.0000001/day"]
+    code, out, _ = run(["keys", "list", "--config", config], capsys)
+    assert code == 0 and "1234567.89/month, 0.0000001/day" in out, out
+    code, out, _ = run(["keys", "show", issued["id"], "--config", config], capsys)
+    assert code == 0 and "budget       1234567.89/month: spent $0.000000" in out, out
+    assert "0.0000001/day: spent $0.000000" in out, out
+    code, out, err = run(["report", "alert", "--config", config], capsys)
+    assert code == 0, err
+    assert "against a budget of $1234567.89/hour" in out, out
+    row = next(line for line in out.splitlines() if line.startswith(f"key:{issued['id']}"))
+    assert "1234567.89/month" in row or "0.0000001/day" in row, out
+    assert "e+06" not in out and "e-07" not in out, out
+
+
 def test_keys_create_list_show_rotate_revoke(config: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "50/month",

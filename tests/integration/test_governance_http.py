@@ -586,6 +586,28 @@ def test_a_budget_refusal_gives_a_worst_case_of_a_millionth_of_a_dollar_as_it_is
     assert float(usd_text(worst)[1:]) == pytest.approx(worst, rel=1e-3)  # (six places: 0.000001)
 
 
+def test_a_budget_s_amount_is_shown_as_written_never_rounded(gov: ThreadServer) -> None:
+    """A budget of more than six significant digits, or a tiny one, is kept, listed and quoted
+    in a refusal as it was written: it read 1.23457e+06/month and 1e-07/day."""
+    large = new_key(gov, budget="1234567.89/month", models=["cheap"])
+    tiny = new_key(gov, budget="0.0000001/day", models=["fresh"])
+    assert (large["budgets"], tiny["budgets"]) == (["1234567.89/month"], ["0.0000001/day"])
+    for issued, written in ((large, "1234567.89/month"), (tiny, "0.0000001/day")):
+        shown = httpx.get(f"{gov.base}/v1/router/keys/{issued['id']}", headers=ADMIN).json()
+        assert shown["budgets"] == [written], shown
+        assert [b["budget"] for b in shown["budget_status"]] == [written], shown
+    budgets = httpx.get(f"{gov.base}/v1/router/budgets", headers=ADMIN).json()["data"]
+    assert next(b for b in budgets if b["account"] == f"key:{large['id']}")["budget"] \
+        == "1234567.89/month"
+    # (fresh's worst case for one token is about a millionth of a dollar: past the whole budget)
+    with pytest.raises(openai.RateLimitError) as info:
+        client(gov, tiny["key"]).chat.completions.create(model="fresh", messages=user("hi"),
+                                                         max_tokens=1)
+    assert info.value.code == "budget_exceeded", info.value.message
+    assert (f"more than key {tiny['id']}'s whole budget of $0.0000001/day"
+            in info.value.message), info.value.message
+
+
 def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:
     issued = new_key(gov, rpm=2)
     c = client(gov, issued["key"])

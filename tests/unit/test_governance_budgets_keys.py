@@ -61,6 +61,18 @@ def test_budget_strings(text: str, budget: Budget) -> None:
     assert str(parse_budget(str(budget))) == str(budget)
 
 
+@pytest.mark.parametrize(("text", "shown"), [
+    ("50/month", "50/month"), ("5e1/month", "50/month"), ("1234567.89/month", "1234567.89/month"),
+    ("0.0000001/day", "0.0000001/day"), ("1e-10/day", "0.0000000001/day"),
+    ("1e9/week", "1000000000/week"), ("999999999.99/hour", "999999999.99/hour"),
+    ("0.1/day", "0.1/day"),
+])
+def test_a_budget_is_shown_as_written_and_reads_back_as_itself(text: str, shown: str) -> None:
+    budget = parse_budget(text)
+    assert str(budget) == shown  # (never rounded to 6 digits, never in scientific notation)
+    assert parse_budget(str(budget)) == budget
+
+
 @pytest.mark.parametrize(("text", "needle"), [
     ("50/fortnight", '"fortnight" is not a budget period; use one of "hour", "day", "week" or '
                      '"month"'),

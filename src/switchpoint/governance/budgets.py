@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import lru_cache
 
 from switchpoint._messages import all_of, json_quoted, one_of, people_number
@@ -49,6 +50,19 @@ def _amounts(period: str) -> str:
             f"{MIN_BUDGET_USD:g} to {people_number(MAX_BUDGET_USD)} US dollars")
 
 
+def amount_text(amount: float) -> str:
+    """A budget's amount in US dollars as every message, report and stored key shows it: the
+    shortest decimal that reads back as the same number, written out in digits (``50``,
+    ``2.5``, ``1234567.89``, ``0.0000001``), so what was written is never rounded (``:g`` kept
+    6 digits: ``1.23457e+06``) and reads back as a budget. An amount under the least budget
+    (only a key store made by an earlier version holds one) as Python writes it shortest
+    (``1e-12``), not a run of zeros."""
+    amount = float(amount)  # (a config's hourly budget may be written as an integer)
+    if (amount != 0 and abs(amount) < MIN_BUDGET_USD) or not math.isfinite(amount):
+        return repr(amount)
+    return f"{Decimal(repr(amount)).normalize():f}"
+
+
 @dataclass(frozen=True)
 class Budget:
     """At most ``limit_usd`` per calendar ``period`` (UTC)."""
@@ -57,7 +71,7 @@ class Budget:
     period: str
 
     def __str__(self) -> str:
-        return f"{self.limit_usd:g}/{self.period}"
+        return f"{amount_text(self.limit_usd)}/{self.period}"
 
 
 def parse_budget(text: str, *, stored: bool = False) -> Budget:

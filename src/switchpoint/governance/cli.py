@@ -513,7 +513,7 @@ def cmd_report_suggest(args: argparse.Namespace) -> int:
 
 
 def cmd_report_alert(args: argparse.Namespace) -> int:
-    from switchpoint.governance.budgets import describe_seconds
+    from switchpoint.governance.budgets import amount_text, describe_seconds
     from switchpoint.governance.reports import MIN_RATE_WINDOW
 
     reports = _reports(args)
@@ -528,7 +528,8 @@ def cmd_report_alert(args: argparse.Namespace) -> int:
     budget = report["budget_usd"]
     print(f"this hour: {_usd(report['hourly_spend_usd'])} spent, projected "
           f"{_usd(report['projected_hourly_usd'])}"
-          + (f" against {_usd(budget)} per hour" if budget is not None else ""))
+          + (f" against a budget of ${amount_text(budget)}/hour" if budget is not None
+             else ""))
     if report["projection_low_confidence"] or any(b["projection_low_confidence"]
                                                   for b in report["budgets"]):
         floor = describe_seconds(MIN_RATE_WINDOW)

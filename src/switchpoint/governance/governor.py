@@ -727,7 +727,7 @@ class Governor:
         if floor <= base:
             return base, None
         lam = round(floor, 6)
-        label = f"{describe_account(account)} ${budget.limit_usd:g}/{budget.period}"
+        label = f"{describe_account(account)} ${budget}"
         if not is_callers_own(account):
             # A budget shared with other callers (the gateway's) says nothing of what they
             # spent, here as in a refusal: the caller sees that it fills, not how much.

@@ -707,23 +707,23 @@ class Ledger:
         if amount > limit * (1 + _EPS) + 1e-12:
             return Blocked("budget", account,
                            f"this request may cost up to {usd_text(amount)} (its worst case), more "
-                           f"than {who}'s whole budget of ${limit:g}/{budget.period}; send a "
+                           f"than {who}'s whole budget of ${budget}; send a "
                            "smaller max_tokens or a shorter prompt", None, budget)
         # A budget shared with other callers (the gateway's, a model's, a provider's) says
         # nothing of what they spent.
         shared = not is_callers_own(account)
         if spent + amount > limit * (1 + _EPS) + 1e-12:
             wait = resets - now
-            used = (f"{who}'s ${limit:g}/{budget.period} budget has no room left for it"
+            used = (f"{who}'s ${budget} budget has no room left for it"
                     if shared else f"{who} has spent {usd_text(spent)} of its "
-                                   f"${limit:g}/{budget.period} budget")
+                                   f"${budget} budget")
             return Blocked("budget", account,
                            f"{used} and this request may cost up to {usd_text(amount)}; the budget "
                            f"resets in {describe_seconds(wait)} (periods are calendar periods "
                            "in UTC)", wait, budget)
-        used = (f"{who}'s ${limit:g}/{budget.period} budget is held by requests in flight"
-                if shared else f"{who} has spent {usd_text(spent)} of its ${limit:g}/"
-                               f"{budget.period} budget and requests in flight hold "
+        used = (f"{who}'s ${budget} budget is held by requests in flight"
+                if shared else f"{who} has spent {usd_text(spent)} of its ${budget} "
+                               f"budget and requests in flight hold "
                                f"{usd_text(held)} more")
         return Blocked("budget", account,
                        f"{used}; this request may cost up to {usd_text(amount)}; retry once they "

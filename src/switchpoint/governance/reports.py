@@ -64,6 +64,7 @@ from switchpoint.governance.budget_list import (
 )
 from switchpoint.governance.budgets import (
     Budget,
+    amount_text,
     describe_seconds,
     period_end,
     period_start,
@@ -1198,14 +1199,14 @@ class Reports:
                 return _shut(b, f"{usd_text(b['spent_usd'] + b['held_usd'])} was spent or held "
                                 "against it this period")
             return (f"{describe_account(b['account'])} has used {b['utilization']:.0%} of its "
-                    f"${b['limit_usd']:g}/{b['period']} budget: requests that do not fit are "
+                    f"${b['budget']} budget: requests that do not fit are "
                     f"refused (429 budget_exceeded) until it resets in {b['resets_in']}; raise "
                     "the budget or lower the traffic")
         if hourly_status == "critical" and hourly_budget is not None:
             return (f"this hour's spend {usd_text(spent)} has reached the SLA's "
-                    f"${hourly_budget:g}/hour budget: auto requests are routed as breaching it "
-                    "(at a higher λ with auto_escalate_on_breach) until the hour ends; lower the "
-                    "traffic or raise sla.budget_per_hour_usd")
+                    f"${amount_text(hourly_budget)}/hour budget: auto requests are routed as "
+                    "breaching it (at a higher λ with auto_escalate_on_breach) until the hour "
+                    "ends; lower the traffic or raise sla.budget_per_hour_usd")
         # A budget of 0 warns only when the recent rate of spend would spend against it: it
         # is nearing nothing, so the levers for a budget that fills do not apply to it.
         nearing = [b for b in budgets if b["status"] == "warning"]
@@ -1221,12 +1222,14 @@ class Reports:
         lever = next((s for s in suggestions if s["kind"] == "cost_weight"), None)
         if lever is not None:
             return (f"spend is nearing a budget (projected {usd_text(projected)} this hour"
-                    + (f" against ${hourly_budget:g}" if hourly_budget is not None else "")
+                    + (f" against ${amount_text(hourly_budget)}" if hourly_budget is not None
+                       else "")
                     + f"); {lever['suggestion'][0].lower()}{lever['suggestion'][1:]}, which "
                     f"would have saved {usd_text(lever['estimated_savings_usd_per_day'])}/day over "
                     f"the last day ({lever['tradeoff']})")
         return (f"spend is nearing a budget (projected {usd_text(projected)} this hour"
-                + (f" against ${hourly_budget:g}" if hourly_budget is not None else "")
+                + (f" against ${amount_text(hourly_budget)}" if hourly_budget is not None
+                   else "")
                 + "); the tenants' budget curves raise λ as budgets fill; lower the traffic or "
                   "raise the budget")
 
