@@ -81,12 +81,14 @@ def _fail(message: str) -> NoReturn:
 
 
 def _parse_models(value: str | None) -> list[str] | None:
+    """``--models`` as a list (:func:`_options.comma_items`: an empty item refused naming its
+    place)."""
     if value is None:
         return None
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    if not names:
-        _fail("--models: give at least one model name, e.g. --models a,b")
-    return names
+    try:
+        return _options.comma_items(value, "model name", "gpt-4o-mini,gpt-4o")
+    except ValueError as exc:
+        _fail(f"--models: {exc}")
 
 
 def _parse_params(items: Sequence[str], prefix: str = "") -> dict[str, Any]:
@@ -690,6 +692,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from switchpoint.labelling import Judge, label
     from switchpoint.labelling.judge import MAX_RUBRIC_CHARS
 
+    models = _parse_models(args.models) or []
     config = args.config or os.environ.get("SWITCHPOINT_CONFIG") or None
     if config is None:
         _fail("label: give --config FILE (or set $SWITCHPOINT_CONFIG): the catalog that says "
@@ -718,7 +721,7 @@ def cmd_label(args: argparse.Namespace) -> int:
                else args.prompts)
     with _feedback(args) as feedback:
         try:
-            report = label(prompts, _parse_models(args.models) or [], args.out,
+            report = label(prompts, models, args.out,
                            judge=judge, config=settings, concurrency=args.concurrency,
                            max_tokens=args.max_tokens, resume=not args.restart,
                            progress=feedback, notes=feedback.note)

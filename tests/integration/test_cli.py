@@ -724,7 +724,9 @@ def test_a_command_lines_number_may_take_a_sign_a_point_and_an_exponent(
         pytest.param(["   "], ["prompt", "empty"], id="blank-prompt"),
         pytest.param([PROMPT, "--models", "claude-v1,gpt-9-ultra"], ['"gpt-9-ultra"'],
                      id="unknown-model"),
-        pytest.param([PROMPT, "--models", " , "], ["--models"], id="empty-models"),
+        pytest.param([PROMPT, "--models", " , "],
+                     ['--models: " , " holds no model name: give a comma-separated list such '
+                      "as gpt-4o-mini,gpt-4o"], id="empty-models"),
         pytest.param([], ["give a PROMPT"], id="no-prompt"),
     ],
 )
@@ -752,6 +754,32 @@ def test_route_refuses_a_cost_weight_naming_it_and_quoting_it_as_json(
                                          "--cost-weight", value], capsys)
     assert_bad_option(code, err, "--cost-weight", says)
     assert out == ""
+
+
+@pytest.mark.parametrize(("argv", "flag", "value", "place"), [
+    (["route", PROMPT, "--models"], "--models", "claude-v1,,gpt-4", "model name at item 2 of 3"),
+    (["route", PROMPT, "--models"], "--models", "claude-v1,", "model name at item 2 of 2"),
+    (["label", "p.jsonl", "--out", "o.jsonl", "--models"], "--models", ",a", "model name at item 1 "
+                                                                            "of 2"),
+    (["keys", "create", "--tenant", "t", "--models"], "--models", "a,,b", "model name at item 2 "
+                                                                          "of 3"),
+    (["keys", "create", "--tenant", "t", "--budget"], "--budget", "5/day,", "budget at item 2 "
+                                                                            "of 2"),
+])
+def test_every_comma_list_option_names_an_empty_item_s_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], flag: str, value: str,
+    place: str,
+) -> None:
+    """One rule for the command line's comma lists, --cost-weights's too (told by argparse,
+    below): an empty item (two commas, a comma at an end) is refused naming its place, never
+    dropped unsaid (--budget 5/day, made a key of one budget)."""
+    data = tmp_path / "data"
+    code, out, err = run([*argv, value, "--data-dir", data] if argv[0] == "keys" else
+                         [*argv, value], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert f"{flag}: {json.dumps(value)} has no {place}: write one " in err, err
+    assert "between commas, such as" in err, err
+    assert not data.exists()
 
 
 GOOD_LINE = json.dumps({"id": "ok", "prompt": "hello"})

@@ -283,13 +283,21 @@ def test_expires_takes_epoch_seconds_as_the_readme_says(
     (["--tenant", "acme", "--models", "gpt-9,big"], '--models: not in the catalog: "gpt-9"; use'),
     # An empty item is named, not dropped (the spaces around a name are the list's own).
     (["--tenant", "acme", "--models", "big,,small"],
-     '--models: "big,,small" has no model name at item 2 of 3: write one name between commas, '
-     "such as gpt-4o-mini,auto"),
+     '--models: "big,,small" has no model name at item 2 of 3: write one model name between '
+     "commas, such as gpt-4o-mini,auto"),
     (["--tenant", "acme", "--models", "big, "], "has no model name at item 2 of 2"),
     (["--tenant", "acme", "--models", " , "],
      '--models: " , " holds no model name: give a comma-separated list such as '
      "gpt-4o-mini,auto, or leave --models out to allow the tenant's"),
     (["--tenant", "acme", "--models", "big,sm\tall"], '--models: "sm\\tall" holds U+0009'),
+    # Every comma list of the command line by one rule: --budget's empty item is named too.
+    (["--tenant", "acme", "--budget", "5/day,"],
+     '--budget: "5/day," has no budget at item 2 of 2: write one budget between commas, such '
+     "as 50/month,5/day"),
+    (["--tenant", "acme", "--budget", "50/month", "--budget", ",5/day"],
+     '--budget: ",5/day" has no budget at item 1 of 2'),
+    (["--tenant", "acme", "--budget", " "],
+     '--budget: " " holds no budget: give a comma-separated list such as 50/month,5/day'),
     (["--tenant", "acme", "--expires", "2001-01-01"],
      '--expires: "2001-01-01" is not in the future; give a later date (YYYY-MM-DD, UTC) or '
      'a duration from now (30d, 12h)'),

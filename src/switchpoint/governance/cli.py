@@ -126,32 +126,34 @@ def _no_store(settings: Any, key_id: str) -> InvalidInputError:
                                    "(check --data-dir / the config's data_dir)")
 
 
-def _split(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
+def _budget_list(items: Sequence[str] | None) -> list[str]:
+    """The budgets of ``--budget`` (repeatable), each a comma-separated list
+    (:func:`~switchpoint._options.comma_items`: an empty item refused naming its place). Each
+    is then held to the rule of a budget by :meth:`KeySpec.checked`."""
+    budgets = []
+    for item in items or []:
+        try:
+            budgets += _options.comma_items(item, "budget", _BUDGETS_EXAMPLE)
+        except ValueError as exc:
+            raise InvalidInputError("budget", str(exc)) from None
+    return budgets
 
 
 def _model_list(value: str | None) -> list[str] | None:
-    """``--models`` as the key's list: comma-separated, the spaces around each name dropped
-    (``a, b``, as people type a list); an empty item (``a,,b``, a comma at an end) is refused
-    naming its place, as a blank entry of the API's list is, not dropped unsaid. Each name is
-    then held to the rule of a model's name by :meth:`KeySpec.checked`."""
+    """``--models`` as the key's list, comma-separated
+    (:func:`~switchpoint._options.comma_items`: the spaces around each name dropped, an empty
+    item refused naming its place, as a blank entry of the API's list is). Each name is then
+    held to the rule of a model's name by :meth:`KeySpec.checked`."""
     if value is None:
         return None
-    parts = [part.strip() for part in value.split(",")]
-    if not any(parts):
-        raise InvalidInputError("models", f"{json_quoted(value, 40)} holds no model name: give "
-                                          f"a comma-separated list such as {_MODELS_EXAMPLE}, "
-                                          "or leave --models out to allow the tenant's")
-    for place, part in enumerate(parts, 1):
-        if not part:
-            raise InvalidInputError("models", f"{json_quoted(value, 80)} has no model name at "
-                                              f"item {place} of {len(parts)}: write one name "
-                                              f"between commas, such as {_MODELS_EXAMPLE}")
-    return parts
+    try:
+        return _options.comma_items(value, "model name", _MODELS_EXAMPLE,
+                                    ", or leave --models out to allow the tenant's")
+    except ValueError as exc:
+        raise InvalidInputError("models", str(exc)) from None
 
 
+_BUDGETS_EXAMPLE = "50/month,5/day"
 _MODELS_EXAMPLE = "gpt-4o-mini,auto"
 
 
@@ -161,6 +163,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     from switchpoint.learning.events import check_tenant
 
     check_tenant(args.tenant, "--tenant")
+    budgets, models = _budget_list(args.budget), _model_list(args.models)  # (before the state)
     settings = _settings(args)
     if settings.source_path is None and not settings.tenants:
         raise InvalidInputError(
@@ -168,11 +171,10 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             "so no tenant is configured; give the service's config with --config FILE (or "
             "$SWITCHPOINT_CONFIG): its tenants: name the key's tenant, and its data_dir is "
             "where the service looks keys up")
-    budgets = [b for item in (args.budget or []) for b in (_split(item) or [])]
     cost_weight = args.cost_weight
     catalog = catalog_names(settings)  # (the config's models and those registered at run time)
     spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,
-                   tpm=args.tpm, models=_model_list(args.models), cost_weight=cost_weight,
+                   tpm=args.tpm, models=models, cost_weight=cost_weight,
                    expires=args.expires).checked(
         list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
     with _store(settings, create=True) as store:
