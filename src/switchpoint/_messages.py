@@ -579,7 +579,8 @@ def invalid_at(param: str, path: str, message: str) -> InvalidInputError:
     written printable as the field is (a key in it is any string the caller sent)."""
     error = InvalidInputError(param, message)
     if path != param:
-        error.args = (f"{printable(path)}: {message}",)
+        error.path = printable(path)
+        error.args = (f"{error.path}: {message}",)
     return error
 
 

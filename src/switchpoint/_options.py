@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 
 from switchpoint._messages import json_quoted, people_number
@@ -273,7 +274,8 @@ def as_typed(error: Exception, args: argparse.Namespace) -> str:
     """``error``'s message as the command line shows it: one about a field an option of the
     command filled (:func:`fills`) names that option (``--models: ...``, not
     ``available_models: ...``; a refusal of the service's, ``name: ...`` about its ``param``
-    ``name``, as ``NAME: ...``); any other as it is."""
+    ``name``, as ``NAME: ...``), keeping the place in the option's value an error names
+    (``models[2]: ...`` as ``--models (item 3): ...``); any other as it is."""
     from switchpoint.errors import ConfigError, GatewayError, InvalidInputError
 
     if isinstance(error, InvalidInputError):
@@ -288,4 +290,21 @@ def as_typed(error: Exception, args: argparse.Namespace) -> str:
     option, dest = getattr(args, _FILLED, {}).get(field, (None, None))
     if option is None or getattr(args, dest, None) is None:  # (not given: not the user's)
         return str(error)
-    return f"{option}: {reason}"
+    place = (_place(error.path.removeprefix(field)) if isinstance(error, InvalidInputError)
+             and error.path.startswith(field) else "")
+    return f"{option}{place}: {reason}"
+
+
+# An item's place in a list, as a path into a request writes it (``[2]``, then the rest).
+_ITEM = re.compile(r"\[(\d+)\](.*)", re.DOTALL)
+
+
+def _place(rest: str) -> str:
+    """Where in an option's value an error is, as :func:`as_typed` names it after the option:
+    ``[2]`` (the third item of a list, counted from 0) as `` (item 3)``, as the command line's
+    lists count their items (any path past it after a comma: `` (item 3, .name)``); no item,
+    nothing."""
+    item = _ITEM.fullmatch(rest)
+    if item is None:
+        return ""
+    return f" (item {int(item[1]) + 1}{', ' + item[2] if item[2] else ''})"

@@ -120,6 +120,8 @@ class InvalidInputError(SwitchpointError, ValueError):
     ``field`` names the offending argument or request field; a character of it a terminal
     would not show as itself (a control character, a lone surrogate: a mapping's key the
     caller sent is part of some fields) is written as ``\\uXXXX``, so the message prints.
+    ``path`` is where in it, as the message begins (``models[2]``; ``field`` itself unless
+    :func:`~switchpoint._messages.invalid_at` says more).
     """
 
     def __init__(self, field: str, message: str) -> None:
@@ -129,6 +131,7 @@ class InvalidInputError(SwitchpointError, ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.reason = message
+        self.path = field
 
 
 class UnknownModelError(InvalidInputError):

@@ -25,7 +25,7 @@ import pytest
 from switchpoint import _options, prompt_files
 from switchpoint import router as router_module
 from switchpoint._files import output_problem
-from switchpoint._messages import unprintable
+from switchpoint._messages import invalid_at, unprintable
 from switchpoint.cli import build_parser, main
 from switchpoint.decision import ROUTE_FIELDS, RoutingDecision
 from switchpoint.embedding import MiniLMEmbedder
@@ -322,6 +322,9 @@ def test_an_option_said_to_fill_a_field_is_named_as_typed() -> None:
     assert _options.as_typed(InvalidInputError("other", "is bad"), args) == "other: is bad"
     assert _options.as_typed(InvalidInputError("available_models", "is bad"),
                              parser.parse_args([])) == "available_models: is bad"
+    # An item of the option's list keeps its place, counted as the comma lists count theirs.
+    assert _options.as_typed(invalid_at("available_models", "available_models[2]", "is bad"),
+                             args) == "--models (item 3): is bad"
     # An option with a short form by its long one; a positional by its usage's name.
     parser = argparse.ArgumentParser(prog="demo")
     tenant = parser.add_argument("-t", "--tenant")

@@ -278,7 +278,7 @@ def test_expires_takes_epoch_seconds_as_the_readme_says(
     (["--tenant", "acme", "--tpm", "99999999999999"],
      "--tpm: must be a whole number from 1 to 10,000,000,000, got 99999999999999"),
     (["--tenant", "acme", "--models", "gpt-9,big,\x1b[2J"],
-     '--models: "\\u001b[2J" holds U+001B (character 1): a model is named in the '
+     '--models (item 3): "\\u001b[2J" holds U+001B (character 1): a model is named in the '
      "x-switchpoint-model header"),
     (["--tenant", "acme", "--models", "gpt-9,big"], '--models: not in the catalog: "gpt-9"; use'),
     # An empty item is named, not dropped (the spaces around a name are the list's own).
@@ -289,7 +289,8 @@ def test_expires_takes_epoch_seconds_as_the_readme_says(
     (["--tenant", "acme", "--models", " , "],
      '--models: " , " holds no model name: give a comma-separated list such as '
      "gpt-4o-mini,auto, or leave --models out to allow the tenant's"),
-    (["--tenant", "acme", "--models", "big,sm\tall"], '--models: "sm\\tall" holds U+0009'),
+    (["--tenant", "acme", "--models", "big,sm\tall"],
+     '--models (item 2): "sm\\tall" holds U+0009'),
     # Every comma list of the command line by one rule: --budget's empty item is named too.
     (["--tenant", "acme", "--budget", "5/day,"],
      '--budget: "5/day," has no budget at item 2 of 2: write one budget between commas, such '
