@@ -50,6 +50,7 @@ from switchpoint._messages import (
     printable,
     quoted_path,
 )
+from switchpoint._numbers import TOO_MANY_DIGITS, whole_number_text, whole_too_large
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
@@ -93,23 +94,31 @@ def _parse_models(value: str | None) -> list[str] | None:
 
 def _parse_params(items: Sequence[str], prefix: str = "") -> dict[str, Any]:
     """``name=value`` pairs; a value is read as JSON (``2.5``, ``true``, ``[1, 2]``), else taken
-    as the string it is. A value that starts as JSON text does (``{``, ``[`` or ``"``) but does
-    not read as JSON, a key written twice included, is an error naming the parameter."""
+    as the string it is. A number whose value is whole is read as every whole-number option
+    reads one (:func:`~switchpoint._numbers.whole_number_text`): exactly, ``n_clusters=1e3`` as
+    ``--n-clusters 1e3`` is a thousand, and one of more than 100 digits refused as too large,
+    not taken as a string. A value that starts as JSON text does (``{``, ``[`` or ``"``) but
+    does not read as JSON, a key written twice included, is an error naming the parameter."""
     params: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             _fail(f"--param: {json_quoted(item)} must look like name=value")
+        name = key.replace("-", "_")
+        if whole_too_large(raw):
+            _fail(f"--param {prefix}{key}: {json_quoted(raw)} {TOO_MANY_DIGITS}")
+        if (whole := whole_number_text(raw)) is not None:
+            params[name] = whole
+            continue
         try:
-            params[key.replace("-", "_")] = loads(raw)
+            params[name] = loads(raw)
         except json.JSONDecodeError as exc:
             if raw.lstrip()[:1] in ("{", "[", '"'):
                 hint = "" if isinstance(exc, DuplicateKeyError) else (
                     "; write the value as JSON (a list as [1, 2], a string in double quotes)")
                 _fail(f"--param {prefix}{key}: {unreadable(exc)}{hint}")
-            params[key.replace("-", "_")] = raw
+            params[name] = raw
     return params
-
 
 
 def _feedback(args: argparse.Namespace) -> StderrProgress:

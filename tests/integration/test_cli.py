@@ -1613,8 +1613,12 @@ def test_fit_bad_records_exit_2_and_write_nothing(
                      ['--param prior: the key "a" is written twice'], id="param-key-twice"),
         pytest.param(["--param", "n_clusters=[4,"],
                      ["--param n_clusters: not valid JSON"], id="param-not-json"),
-        pytest.param(["--param", "n_clusters=1" + "0" * 5000],
-                     ["--param n_clusters: must be an integer"], id="param-of-5001-digits"),
+        # (more digits than a whole-number option reads: not taken as a string, nor echoed)
+        pytest.param(["--param", "n_clusters=1" + "0" * 9999],
+                     ["--param n_clusters: \"1000", "…\" is a whole number of more than 100 "
+                      "digits, larger than any value taken here"], id="param-of-10000-digits"),
+        pytest.param(["--param", "n_clusters=2.5"], ["--param n_clusters: must be an integer"],
+                     id="param-not-whole"),
     ],
 )
 def test_fit_bad_arguments_exit_2(
@@ -1625,6 +1629,23 @@ def test_fit_bad_arguments_exit_2(
     code, _, err = run(["fit", records_file, "--out", out, *extra], capsys)
     assert_bad_input(code, err, *needles)
     assert not out.exists()
+
+
+def test_fit_reads_a_param_s_whole_number_as_its_option_does(
+    records_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--param n_clusters=1e3 is a thousand, as --n-clusters 1e3 is (it was refused as "must be
+    an integer, got 1000.0"): the same weights either way."""
+    written: list[tuple[str, dict[str, Any]]] = []
+    for extra in (["--param", "n_clusters=1e3"], ["--n-clusters", "1e3"],
+                  ["--param", "n_clusters=1000"]):
+        out = tmp_path / f"w{len(written)}"
+        code, _, err = run(["fit", records_file, "--out", out, *extra], capsys)
+        assert code == 0, err
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        written.append((manifest["weights_id"], manifest["policy"]))
+    assert written[0][1]["params"]["n_clusters"] == 1000, written[0]
+    assert written[0] == written[1] == written[2]
 
 
 def test_fit_on_records_with_splits_but_no_train_says_to_name_one(

@@ -192,6 +192,12 @@ def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: 
                      id="param-for-other-policy"),
         pytest.param(["{records}", "--param", "cluster.n_clusters=0"],
                      "--param cluster.n_clusters: must be >= 1, got 0", id="bad-param-value"),
+        pytest.param(["{records}", "--param", "cluster.n_clusters=1" + "0" * 9999],
+                     '--param cluster.n_clusters: "10000000000000000000000000000000000000000000'
+                     '0000000000000…" is a whole number of more than 100 digits, larger than any '
+                     "value taken here", id="param-of-10000-digits"),
+        pytest.param(["{records}", "--param", "cluster.n_clusters=1e3", "--param", "knn.k=0e0"],
+                     "--param knn.k: must be >= 1, got 0", id="param-read-as-a-whole-number"),
         pytest.param(["{records}", "--param", "knn.colour=red"],
                      '--param knn.colour: the "knn" policy has no parameter(s) "colour"',
                      id="unknown-param"),
