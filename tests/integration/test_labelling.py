@@ -226,6 +226,27 @@ def test_failures_exit_1_and_the_rerun_retries_them(
     assert "1 answer kept unscored from an earlier run scored now (not asked for again)" in stdout
 
 
+def test_a_judge_s_bare_number_with_an_exponent_is_told_how_to_write_it(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A bare 1e-400 was told it was "neither a JSON object ... nor a bare number": the
+    reminder says a bare number takes no exponent and how to write it, and the judge's next
+    reply scores the answer."""
+    fake.default("judge", JUDGE_SAYS)
+    fake.script("judge", "say:text=1e-400")
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 1)
+    out = tmp_path / "records.jsonl"
+    code, _, err = run(["label", prompts, "--models", "a", "--judge", "judge", "--out", out,
+                        "--config", config(fake, tmp_path)], capsys)
+    assert code == 0, err
+    asked = [r["body"]["messages"] for r in fake.requests() if r["body"]["model"] == "judge"]
+    assert len(asked) == 2 and asked[1][-2]["content"] == "1e-400", asked
+    assert ('"1e-400" is a bare number with an exponent, which a bare score does not take: '
+            'write it in plain digits (0.1, not 1e-1), or as a JSON object ({"score": 1e-1})'
+            in asked[1][-1]["content"]), asked[1][-1]
+    assert records_of(out)["q0"]["scores"] == {"a": 0.7}
+
+
 def _answer_text(request: dict[str, Any]) -> str:
     """The text the fake answered ``request`` with (its echo)."""
     body = request["body"]

@@ -6,8 +6,9 @@ The protocol, fixed whatever the rubric says:
   message, and the prompt and the answer as the user message;
 * its whole reply must be the score, in one of two forms: a JSON object with a numeric
   ``score`` (``{"score": 0.8}``; other keys such as ``"reason"`` are allowed; the object may be
-  wrapped in one ```json fence), or a bare decimal number of ASCII digits (``0.8``). The score
-  must be finite and in [0, 1] (``-0`` is 0);
+  wrapped in one ```json fence), or a bare decimal number of ASCII digits (``0.8``), which
+  takes no exponent (``1e-1`` is refused saying so and how to write it). The score must be
+  finite and in [0, 1] (``-0`` is 0);
 * anything else (text around the score, ``8/10``, ``80%``, ``"0.8"`` as a string, two scores,
   a number outside [0, 1]) is refused by :func:`parse_judge_reply`, never guessed at (its
   reason cuts a long number short, since it goes into the reminder and the failure). The judge
@@ -27,6 +28,7 @@ from typing import Any
 
 from switchpoint._json import as_float, loads
 from switchpoint._messages import cut, json_quoted, listed_names, people_number
+from switchpoint._numbers import number_text, too_small
 from switchpoint.errors import InvalidInputError, JudgeReplyError
 
 DEFAULT_RUBRIC = """\
@@ -75,6 +77,10 @@ def parse_judge_reply(reply: str | None) -> float:
         return _from_object(text, reply)
     if _BARE.fullmatch(text):
         return _in_range(float(text), cut(text, SHOWN_NUMBER_CHARS), reply)
+    if number_text(text) is not None or too_small(text):  # (a bare number but for its exponent)
+        raise JudgeReplyError(f"{_quote(text)} is a bare number with an exponent, which a bare "
+                              "score does not take: write it in plain digits (0.1, not 1e-1), "
+                              'or as a JSON object ({"score": 1e-1})', reply)
     if "\n" in text:
         raise JudgeReplyError("the reply has text besides the score; it must be the score "
                               "alone", reply)
