@@ -35,6 +35,7 @@ from switchpoint._files import (
     output_target,
     path_problem,
     same_file,
+    set_aside,
     write_atomically,
     write_problem,
 )
@@ -53,7 +54,7 @@ from switchpoint._messages import (
 from switchpoint._numbers import TOO_MANY_DIGITS, whole_number_text, whole_too_large
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
-from switchpoint.errors import InvalidInputError, SwitchpointError
+from switchpoint.errors import InvalidInputError, SwitchpointError, WeightsError
 from switchpoint.prompt_files import (
     ENCODING_ERRORS,
     MAX_LINE_CHARS,
@@ -470,14 +471,23 @@ def _weights_to_edit(args: argparse.Namespace, result: str, edit: str,
     never changed in place). ``result`` says what the bundled weights become (``plus the new
     model``), ``edit`` what is done to a package of the user's own (``extend``). ``check``, the
     command's check of what it was asked against the package read, comes before where the
-    result goes: what the user asked for is told first when both are wrong."""
+    result goes: what the user asked for is told first when both are wrong. A ``--weights``
+    that does not exist is told, besides how to make one with ``fit``, that ``--out`` alone
+    starts from the bundled weights."""
     from switchpoint.weights import check_weights_target, load_weights
 
     if args.weights is None and args.out is None:
         _fail(f"{args.command}: give --out DIR to write the bundled weights {result} there (the "
               f"bundled weights are never changed in place), or --weights DIR to {edit} a "
               "weights package of your own in place")
-    package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
+    try:
+        package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
+    except WeightsError as exc:
+        given = None if args.weights is None else Path(args.weights)
+        if given is None or os.path.lexists(given) or set_aside(given) is not None:
+            raise  # (a package a cut-short save set aside is renamed back, not started over)
+        _fail(f"{exc}; or leave --weights out and give --out DIR to start from the bundled "
+              f"weights: {args.command} writes them {result} to DIR")
     if check is not None:
         check(package)
     return package, check_weights_target(args.out or args.weights)

@@ -1952,6 +1952,30 @@ def test_add_model_without_weights_extends_the_bundled_ones_into_out(
     assert code == 0 and f"added     mine-small from 4 records of {labels} at " in said, said
 
 
+@pytest.mark.parametrize(("argv", "result"), [
+    (["add-model", "mine-small", "{r}"], "plus the new model"),
+    (["remove-model", "big"], "without the model"),
+])
+def test_a_weights_dir_that_does_not_exist_is_told_that_out_starts_from_the_bundled_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], result: str,
+) -> None:
+    """A --weights DIR that is not there was told only to make one with fit: a newcomer who
+    meant to start from the bundled weights is told --out DIR alone does."""
+    labels = tmp_path / "records.jsonl"
+    labels.write_text(json.dumps({"id": "n0", "prompt": "Short science question?",
+                                  "scores": {"mine-small": 1.0},
+                                  "costs": {"mine-small": 0.00002}}) + "\n")
+    missing = tmp_path / "my-weights"
+    code, _, err = run([a.replace("{r}", str(labels)) for a in argv] + ["--weights", missing],
+                       capsys)
+    assert_bad_input(code, err, f"'{missing}': does not exist; pass the folder that holds "
+                                "manifest.json (make one with `switchpoint fit RECORDS.jsonl "
+                                "--out DIR`); or leave --weights out and give --out DIR to start "
+                                f"from the bundled weights: {argv[0]} writes them {result} to "
+                                "DIR")
+    assert list(tmp_path.iterdir()) == [labels]
+
+
 def test_remove_model_without_weights_removes_it_from_the_bundled_ones_into_out(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
