@@ -120,8 +120,8 @@ class InvalidInputError(SwitchpointError, ValueError):
     ``field`` names the offending argument or request field; a character of it a terminal
     would not show as itself (a control character, a lone surrogate: a mapping's key the
     caller sent is part of some fields) is written as ``\\uXXXX``, so the message prints.
-    ``path`` is where in it, as the message begins (``models[2]``; ``field`` itself unless
-    :func:`~switchpoint._messages.invalid_at` says more).
+    ``path`` is where in it, as the message begins (``models[2]`` for a list's third item;
+    ``field`` itself when the error is about the whole of it).
     """
 
     def __init__(self, field: str, message: str) -> None:

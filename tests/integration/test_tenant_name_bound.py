@@ -34,7 +34,9 @@ from tests.integration.learning_env import (
     settings_for,
 )
 
-LONG = "t" * (MAX_TENANT_NAME + 1)
+# (not one letter repeated: a test run in the same process may register "t" * 32 as a secret,
+# which the refusal would then mask)
+LONG = ("tenant-" + "abc" * 30)[:MAX_TENANT_NAME + 1]
 WORDING = too_long(64, 65)
 TENANTS = "tenants:\n  acme: {}\n"
 
