@@ -672,38 +672,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    """Prune what ``data_dir`` holds, each file by the same age: the log (``switchpoint.db``)
+    and the ended keys (``keys.db``), or the one of them it holds (keys made with ``keys
+    create`` before any service ran there), saying for each what it did; refused only when it
+    holds neither."""
     from switchpoint.governance.cli import _settings, existing_state
     from switchpoint.governance.keys import KEYS_FILENAME, prune_keys
-    from switchpoint.store.retention import cutoff_for, prune
+    from switchpoint.store.retention import PruneReport, cutoff_for, prune
 
     settings = _settings(args)
     days = settings.store.retention_days if args.older_than is None else args.older_than
     if days is None:
         _fail("prune: give --older-than DAYS, or set store.retention_days in the config")
-    existing_state(settings, "no log to prune; point it at the data_dir of the service whose "
-                             "logs to prune")
-    report = prune(settings.db_path, cutoff_for(days), dry_run=args.dry_run)
-    # (the keys that ended before the cutoff, and the oldest ended past governance.max_keys)
-    keys = prune_keys(settings.data_dir, report.cutoff, settings.governance.max_keys,
-                      dry_run=args.dry_run)
-    verb = "would delete" if report.dry_run else "deleted"
-    names = {"spend": "spend ledger entries (those budgets still count are kept)",
-             "feedback": "feedback rows (of those the learning checkpoint holds)"}
-    counts = ", ".join(f"{n} {names.get(table, table)}" for table, n in report.deleted.items())
-    print(f"{verb} {counts} older than {days:g} day{'' if days == 1 else 's'} from "
-          f"{printable(str(settings.db_path))}; "
-          f"{report.bytes_before} -> {report.bytes_after} bytes"
-          + ("" if report.dry_run else f" (vacuum: {report.vacuum})"), file=sys.stderr)
-    if report.feedback_kept is not None:
-        print(f"no feedback row {'would go' if report.dry_run else 'went'}: "
-              f"{report.feedback_kept}", file=sys.stderr)
-    print(f"{verb} {keys} revoked or expired key{'' if keys == 1 else 's'} from "
-          f"{printable(str(Path(settings.data_dir) / KEYS_FILENAME))} (those that ended more than "
-          f"{days:g} day{'' if days == 1 else 's'} ago, and the oldest past the "
-          f"{settings.governance.max_keys:,} ended keys governance.max_keys keeps)",
-          file=sys.stderr)
+    existing_state(settings, "nothing to prune; point it at the data_dir of the service whose "
+                             "logs and keys to prune", keys_count=True)
+    cutoff = cutoff_for(days)
+    verb = "would delete" if args.dry_run else "deleted"
+    age = f"{days:g} day{'' if days == 1 else 's'}"
+    db_path = Path(settings.db_path)
+    keys_path = Path(settings.data_dir) / KEYS_FILENAME
+    files = []
+    if db_path.is_file():
+        report = prune(db_path, cutoff, dry_run=args.dry_run)
+        files.append(db_path.name)
+        names = {"spend": "spend ledger entries (those budgets still count are kept)",
+                 "feedback": "feedback rows (of those the learning checkpoint holds)"}
+        counts = ", ".join(f"{n} {names.get(table, table)}"
+                           for table, n in report.deleted.items())
+        print(f"{verb} {counts} older than {age} from {printable(str(db_path))}; "
+              f"{report.bytes_before} -> {report.bytes_after} bytes"
+              + ("" if report.dry_run else f" (vacuum: {report.vacuum})"), file=sys.stderr)
+        if report.feedback_kept is not None:
+            print(f"no feedback row {'would go' if report.dry_run else 'went'}: "
+                  f"{report.feedback_kept}", file=sys.stderr)
+    else:  # (keys made before any service logged here)
+        report = PruneReport(cutoff, {}, 0, 0, args.dry_run, True,
+                             "dry-run" if args.dry_run else "none")
+        print(f"no log to prune: {printable(str(db_path))} does not exist (no service has "
+              "logged there)", file=sys.stderr)
+    if keys_path.is_file():
+        # (the keys that ended before the cutoff, and the oldest ended past
+        # governance.max_keys)
+        keys = prune_keys(settings.data_dir, cutoff, settings.governance.max_keys,
+                          dry_run=args.dry_run)
+        files.append(KEYS_FILENAME)
+        print(f"{verb} {keys} revoked or expired key{'' if keys == 1 else 's'} from "
+              f"{printable(str(keys_path))} (those that ended more than {age} ago, and the "
+              f"oldest past the {settings.governance.max_keys:,} ended keys "
+              "governance.max_keys keeps)", file=sys.stderr)
+    else:
+        keys = 0
+        print(f"no key to prune: {printable(str(keys_path))} does not exist (no key was made "
+              "there)", file=sys.stderr)
     if args.json:
-        print(json.dumps({**report.to_dict(), "keys_deleted": keys}))
+        print(json.dumps({**report.to_dict(), "keys_deleted": keys, "files": files}))
     return 0
 
 

@@ -2124,13 +2124,16 @@ def test_prune_on_a_data_dir_holding_no_log_says_where_to_point_it(
     # feedback, learn and experiments name the data_dir and say what to point it at.
     typo = tmp_path / "typo" / "data"
     code, _, err = run(["prune", "--older-than", "30", "--data-dir", typo], capsys)
-    assert_bad_input(code, err, f"--data-dir: {str(typo)!r} does not exist, so it holds no log "
-                                "to prune; point it at the data_dir of the service whose logs "
-                                "to prune")
+    assert_bad_input(code, err, f"--data-dir: {str(typo)!r} does not exist, so it holds "
+                                "nothing to prune; point it at the data_dir of the service "
+                                "whose logs and keys to prune")
     typo.mkdir(parents=True)
-    code, _, err = run(["prune", "--older-than", "30", "--data-dir", typo], capsys)
-    assert_bad_input(code, err, f"--data-dir: {str(typo)!r} holds no switchpoint.db (no "
-                                "service has logged there), so it holds no log to prune")
+    for dry_run in ([], ["--dry-run"]):
+        code, _, err = run(["prune", "--older-than", "30", "--data-dir", typo, *dry_run], capsys)
+        assert_bad_input(code, err, f"--data-dir: {str(typo)!r} holds neither switchpoint.db "
+                                    "nor keys.db (no service has logged there, and no key was "
+                                    "made there), so it holds nothing to prune; point it at the "
+                                    "data_dir of the service whose logs and keys to prune")
     assert list(typo.iterdir()) == []
 
 

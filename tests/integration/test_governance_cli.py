@@ -628,9 +628,10 @@ def test_a_report_of_a_data_dir_that_does_not_exist_or_holds_no_log_says_so(
     typo.mkdir()
     code, out, err = run(["report", *report, "--config", config, "--data-dir", typo], capsys)
     assert code == 2 and out == ""
-    assert err == (f"switchpoint: error: --data-dir: {str(typo)!r} holds no switchpoint.db (no "
-                   "service has logged there), so it holds no log to report on; point it at "
-                   "the data_dir of the service whose requests to report\n")
+    assert err == (f"switchpoint: error: --data-dir: {str(typo)!r} holds neither "
+                   "switchpoint.db nor keys.db (no service has logged there, and no key was "
+                   "made there), so it holds no log to report on; point it at the data_dir of "
+                   "the service whose requests to report\n")
     assert list(typo.iterdir()) == []  # (nothing made there)
     code, _, err = run(["report", *report, "--config", config], capsys)  # the config's own
     assert code == 2 and f"data_dir: {str(tmp_path / 'data')!r} does not exist" in err

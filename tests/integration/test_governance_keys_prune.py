@@ -123,6 +123,44 @@ def test_prune_deletes_keys_that_ended_before_the_cutoff_and_never_a_live_one(
             "or expired and its record was pruned since") in err, err
 
 
+def test_prune_of_a_data_dir_holding_keys_but_no_log_prunes_the_keys(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Keys made with the command line before any service ran there: the data_dir holds
+    keys.db alone, and prune deletes its ended keys (it was refused as holding no log, so they
+    were never pruned), saying there was no log to prune, and makes no log."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    data = tmp_path / "data"
+    now = time.time()
+    live, _ = made_at(data, now - 90 * DAY)
+    old, _ = made_at(data, now - 90 * DAY, revoke=True)
+    recent, _ = made_at(data, now - 2 * DAY, revoke=True)
+    for dry_run in (True, False):
+        code, out, err = run(["prune", "--config", config, "--older-than", "30", "--json",
+                              *(["--dry-run"] if dry_run else [])], capsys)
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["keys_deleted"] == 1 and report["deleted"] == {}, report
+        assert report["files"] == ["keys.db"] and report["dry_run"] is dry_run, report
+        log = data / "switchpoint.db"
+        assert f"no log to prune: {log} does not exist (no service has logged there)" in err
+        verb = "would delete" if dry_run else "deleted"
+        assert f"{verb} 1 revoked or expired key from {data / 'keys.db'}" in err, err
+        assert key_ids(data) == ({live, old, recent} if dry_run else {live, recent})
+        assert sorted(p.name for p in data.iterdir()) == ["keys.db"]  # (no log made)
+    # A data_dir holding a log but no keys.db prunes the log and says there was no key.
+    other = tmp_path / "logged"
+    with SQLiteStore(other / "switchpoint.db"):
+        pass
+    code, out, err = run(["prune", "--data-dir", other, "--older-than", "30", "--json"],
+                         capsys)
+    assert code == 0, err
+    assert json.loads(out)["files"] == ["switchpoint.db"]
+    assert (f"no key to prune: {other / 'keys.db'} does not exist (no key was made there)"
+            in err), err
+    assert not (other / "keys.db").exists()
+
+
 def test_the_service_s_retention_prunes_keys_too(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     data = tmp_path / "data"

@@ -103,7 +103,9 @@ def existing_state(settings: Any, holds_none: str, *, keys_count: bool = False) 
     so and creates nothing. ``holds_none`` says what it would have held and where to point
     it (``no log to prune; point it at ...``). With ``keys_count``, a folder holding the key
     store is one too (keys made before the service first logged: the reports speak of their
-    budgets)."""
+    budgets, and prune deletes the ended ones), and one holding neither file says so."""
+    from switchpoint.governance.keys import KEYS_FILENAME
+
     data_dir = Path(settings.data_dir)
     if not data_dir.is_dir():
         raise InvalidInputError("data_dir", f"{quoted_path(data_dir)} does not exist, so it "
@@ -111,10 +113,11 @@ def existing_state(settings: Any, holds_none: str, *, keys_count: bool = False) 
     if keys_count and _store(settings) is not None:
         return
     if not Path(settings.db_path).is_file():
-        raise InvalidInputError("data_dir", f"{quoted_path(data_dir)} holds no "
-                                            f"{Path(settings.db_path).name} "
-                                            f"(no service has logged there), so it holds "
-                                            f"{holds_none}")
+        log = Path(settings.db_path).name
+        held = (f"neither {log} nor {KEYS_FILENAME} (no service has logged there, and no key "
+                "was made there)" if keys_count else f"no {log} (no service has logged there)")
+        raise InvalidInputError("data_dir", f"{quoted_path(data_dir)} holds {held}, so it "
+                                            f"holds {holds_none}")
 
 
 def _no_store(settings: Any, key_id: str) -> InvalidInputError:
