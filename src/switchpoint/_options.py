@@ -23,6 +23,7 @@ import math
 import re
 from collections.abc import Callable
 
+from switchpoint._lists import comma_items
 from switchpoint._messages import json_quoted, people_number
 from switchpoint._numbers import (
     NOT_FINITE_TEXT,
@@ -143,28 +144,11 @@ def not_whole(text: str, what: str, example: str, low: float) -> str:
     return not_read(text, "a whole number", what, example, low)
 
 
-def comma_items(text: str, noun: str, example: str, leave_out: str = "") -> list[str]:
-    """``text``, a comma-separated list given on the command line, as its items, the spaces
-    around each dropped (``a, b``, as people type a list): the one rule of every option that
-    takes one (``--models``, ``--budget``, ``--cost-weights``). An empty item (``a,,b``, a comma
-    at an end) is refused naming its place, and a list of none as holding no ``noun``, never
-    dropped unsaid: a :class:`ValueError` quoting ``text`` and saying how to write it
-    (``example``; ``leave_out`` goes on after it, saying what leaving the option out does)."""
-    parts = [part.strip() for part in text.split(",")]
-    if not any(parts):
-        raise ValueError(f"{json_quoted(text)} holds no {noun}: give a comma-separated list "
-                         f"such as {example}{leave_out}")
-    for place, part in enumerate(parts, 1):
-        if not part:
-            raise ValueError(f"{json_quoted(text)} has no {noun} at item {place} of "
-                             f"{len(parts)}: write one {noun} between commas, such as {example}")
-    return parts
-
-
 def number_list_option(item: Callable[[str], float], example: str
                        ) -> Callable[[str], list[float]]:
-    """An ``argparse`` type reading a comma-separated list of numbers (:func:`comma_items`),
-    each read by ``item`` (and refused as it refuses one); ``example`` shows a list."""
+    """An ``argparse`` type reading a comma-separated list of numbers
+    (:func:`~switchpoint._lists.comma_items`), each read by ``item`` (and refused as it refuses
+    one); ``example`` shows a list."""
 
     def numbers(text: str) -> list[float]:
         try:

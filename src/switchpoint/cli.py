@@ -40,6 +40,7 @@ from switchpoint._files import (
     write_problem,
 )
 from switchpoint._json import DuplicateKeyError, json_kind, loads, unreadable
+from switchpoint._lists import comma_items
 from switchpoint._log_stderr import printed_to_stderr
 from switchpoint._messages import (
     MAX_PATH,
@@ -83,12 +84,12 @@ def _fail(message: str) -> NoReturn:
 
 
 def _parse_models(value: str | None) -> list[str] | None:
-    """``--models`` as a list (:func:`_options.comma_items`: an empty item refused naming its
-    place)."""
+    """``--models`` as a list (:func:`~switchpoint._lists.comma_items`: an empty item refused
+    naming its place)."""
     if value is None:
         return None
     try:
-        return _options.comma_items(value, "model name", "gpt-4o-mini,gpt-4o")
+        return comma_items(value, "model name", "gpt-4o-mini,gpt-4o")
     except ValueError as exc:
         _fail(f"--models: {exc}")
 

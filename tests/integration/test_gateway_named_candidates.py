@@ -8,6 +8,7 @@ the official ``openai`` client; both in front of the fake provider (``good`` fal
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -157,6 +158,27 @@ def test_over_http_a_bad_list_beside_a_named_model_is_refused_as_beside_auto(
     assert named == routed and named["param"] == param, named
     assert str(named["message"]).startswith(f"{param}: ")
     assert gw_fake.requests() == []
+
+
+@pytest.mark.parametrize(("listed", "place"), [
+    ("cheap,,good", "item 2 of 3"), ("cheap, good,", "item 3 of 3"), (",good", "item 1 of 2")])
+def test_over_http_a_header_list_with_an_empty_item_is_refused_naming_its_place(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, listed: str, place: str) -> None:
+    """The header's list is read as every comma-separated list is (the command line's, a
+    key's models): an empty item is a 400 naming the header and the item's place, beside
+    auto and a named model alike, where it was dropped unsaid and the request went on."""
+    for model in ("auto", "good"):
+        error = bad_request(gw, model, headers={HEADER: listed})
+        assert error["param"] == HEADER and error["code"] == "invalid_request", error
+        assert error["message"] == (f"{HEADER}: {json.dumps(listed)} has no model name at "
+                                    f"{place}: write one model name between commas, such as "
+                                    "gpt-4o-mini,gpt-4o"), error
+    assert gw_fake.requests() == []  # nothing was called
+    # The same names, each between commas, are taken as ever.
+    names = ",".join(name.strip() for name in listed.split(",") if name.strip())
+    answer = client(gw).chat.completions.with_raw_response.create(
+        model="good", messages=user("Hi"), extra_headers={HEADER: names})
+    assert answer.headers["x-switchpoint-model"] == "good"
 
 
 def test_over_http_a_named_model_the_list_leaves_out_is_a_400_naming_it(

@@ -737,6 +737,14 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
     (dict(models=[f"m{i}" for i in range(30)] * 2), InvalidInputError,
      '"m26" and 10 more are listed twice'),
     (dict(models=[]), InvalidInputError, "give at least one catalog model"),
+    # The models as one comma-separated string are read as every such list is: an empty item
+    # is refused naming its place, where it was dropped unsaid; a list of none as an empty one.
+    (dict(models="a,,b"), InvalidInputError, 'models: "a,,b" has no model name at item 2 of 3: '
+                                             "write one model name between commas, such as "
+                                             "gpt-4o-mini,gpt-4o"),
+    (dict(models="a, b,"), InvalidInputError, 'models: "a, b," has no model name at item 3 of '
+                                              "3"),
+    (dict(models=" , "), InvalidInputError, "models: give at least one catalog model"),
     (dict(concurrency=0), InvalidInputError, "concurrency: must be an integer from 1 to 256"),
     (dict(concurrency=10**5000), InvalidInputError, "got a number of more than 4300 digits, "
                                                     "past the largest a number holds"),

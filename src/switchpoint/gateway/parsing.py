@@ -58,6 +58,7 @@ from switchpoint._json import (
     too_long,
     unique_keys,
 )
+from switchpoint._lists import comma_items
 from switchpoint._messages import (
     MAX_FIELD,
     PAST_FLOATS,
@@ -798,6 +799,18 @@ def _check_parts(message: Mapping[str, Any], i: int) -> None:
                                  f"{_absent(value, member)}; {carries}")
         if kind in IMAGE_PART_TYPES and (problem := image_url_problem(value["url"])):
             raise invalid_at("messages", f"{where}.{kind}.url", problem)
+
+
+def listed_models(text: str, field: str) -> list[str]:
+    """The candidates ``text`` lists, comma-separated (the ``x-switchpoint-models`` header,
+    ``field``), read as every list given as text is (:func:`~switchpoint._lists.comma_items`:
+    the spaces around each name dropped, an empty item, ``a,,b``, refused naming its place),
+    then held to :func:`check_model_count` (one naming no model says so, as an empty list)."""
+    try:
+        models = comma_items(text, "model name", "gpt-4o-mini,gpt-4o", none_ok=True)
+    except ValueError as exc:
+        raise InvalidInputError(field, str(exc)) from None
+    return check_model_count(models, field)
 
 
 def check_model_count(models: list[str], field: str) -> list[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint import _options
+from switchpoint._lists import comma_items
 from switchpoint._messages import json_quoted, listed_names, printable, quoted_path
 from switchpoint.errors import InvalidInputError, StoreError
 
@@ -131,12 +132,12 @@ def _no_store(settings: Any, key_id: str) -> InvalidInputError:
 
 def _budget_list(items: Sequence[str] | None) -> list[str]:
     """The budgets of ``--budget`` (repeatable), each a comma-separated list
-    (:func:`~switchpoint._options.comma_items`: an empty item refused naming its place). Each
+    (:func:`~switchpoint._lists.comma_items`: an empty item refused naming its place). Each
     is then held to the rule of a budget by :meth:`KeySpec.checked`."""
     budgets = []
     for item in items or []:
         try:
-            budgets += _options.comma_items(item, "budget", _BUDGETS_EXAMPLE)
+            budgets += comma_items(item, "budget", _BUDGETS_EXAMPLE)
         except ValueError as exc:
             raise InvalidInputError("budget", str(exc)) from None
     return budgets
@@ -144,14 +145,14 @@ def _budget_list(items: Sequence[str] | None) -> list[str]:
 
 def _model_list(value: str | None) -> list[str] | None:
     """``--models`` as the key's list, comma-separated
-    (:func:`~switchpoint._options.comma_items`: the spaces around each name dropped, an empty
+    (:func:`~switchpoint._lists.comma_items`: the spaces around each name dropped, an empty
     item refused naming its place, as a blank entry of the API's list is). Each name is then
     held to the rule of a model's name by :meth:`KeySpec.checked`."""
     if value is None:
         return None
     try:
-        return _options.comma_items(value, "model name", _MODELS_EXAMPLE,
-                                    ", or leave --models out to allow the tenant's")
+        return comma_items(value, "model name", _MODELS_EXAMPLE,
+                           ", or leave --models out to allow the tenant's")
     except ValueError as exc:
         raise InvalidInputError("models", str(exc)) from None
 

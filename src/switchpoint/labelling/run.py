@@ -34,6 +34,7 @@ from switchpoint._files import LinkError, output_target, path_problem, same_file
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._limits import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY
 from switchpoint._limits import MAX_CONCURRENCY as MAX_CONCURRENCY
+from switchpoint._lists import comma_items
 from switchpoint._messages import (
     STDIN,
     command,
@@ -457,8 +458,14 @@ def _check_out_outside(data_dir: str, out: Path) -> None:
 
 
 def _model_names(models: Sequence[str]) -> list[str]:
+    """The models to label, a list or a comma-separated string (read as every list given as
+    text is, :func:`~switchpoint._lists.comma_items`: an empty item, ``a,,b``, refused naming
+    its place), each a catalog model's name, named once."""
     if isinstance(models, str):
-        models = [m.strip() for m in models.split(",") if m.strip()]
+        try:
+            models = comma_items(models, "model name", "gpt-4o-mini,gpt-4o", none_ok=True)
+        except ValueError as exc:
+            raise InvalidInputError("models", str(exc)) from None
     names = list(models)
     if not names:
         raise InvalidInputError("models", "give at least one catalog model to label")

@@ -22,7 +22,7 @@ from switchpoint._numbers import TOO_SMALL, number_text, too_small
 from switchpoint.catalog import usd_figure
 from switchpoint.decision import check_cost_weight
 from switchpoint.errors import GatewayError, InvalidInputError, SwitchpointError
-from switchpoint.gateway.parsing import ChatRequest, check_model_count, parse_chat_body
+from switchpoint.gateway.parsing import ChatRequest, listed_models, parse_chat_body
 from switchpoint.gateway.planning import ChatCall
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
 from switchpoint.governance.governor import Principal
@@ -76,9 +76,9 @@ _ANSWER: dict[int | str, dict[str, Any]] = {200: {
                 "\"auto\", routed first, why: what the named model lacks, or how its tries "
                 "ended before the request fell back; ASCII, at most 1000 characters). Send "
                 "x-session-id to pin a conversation; x-switchpoint-cost-weight overrides λ; "
-                "x-switchpoint-models (comma-separated, each model once) narrows the models "
-                "\"auto\" may choose (beside a named model it must list that model, and "
-                "narrows its fallbacks).",
+                "x-switchpoint-models (comma-separated, each model once, no item empty) narrows "
+                "the models \"auto\" may choose (beside a named model it must list that "
+                "model, and narrows its fallbacks).",
 )
 async def chat_completions(request: Request, principal: CLIENT) -> Response:
     started = time.perf_counter()
@@ -110,8 +110,8 @@ def chat_call(body: dict[str, Any], request: Request,
         tenant=principal.tenant if principal is not None else None,
         key_id=principal.key_id if principal is not None else None,
         cost_weight=_cost_weight(_once(request, COST_WEIGHT_HEADER)),
-        models=None if models is None else check_model_count(  # (a head is bounded)
-            [m.strip() for m in models.split(",") if m.strip()], MODELS_HEADER),
+        # (a head is bounded, so is the list it holds)
+        models=None if models is None else listed_models(models, MODELS_HEADER),
         models_field=MODELS_HEADER, session_field=SESSION_HEADER)
 
 
