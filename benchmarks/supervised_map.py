@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Self
 
 import numpy as np
+import numpy.typing as npt
 from _common import DATASETS, embedded_records, validation_parts
 
 from switchpoint.evaluation.curves import sweep
@@ -37,11 +38,12 @@ class SupervisedMapCluster(ClusterPolicy):
         return (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)).astype(
             np.float32)
 
-    def fit(self, inputs: Inputs, scores: np.ndarray, costs: np.ndarray,
-            models: list[str]) -> Self:
+    def _fit(self, inputs: Inputs, scores: npt.ArrayLike, costs: npt.ArrayLike,
+             models: list[str]) -> Self:
         assert inputs.embeddings is not None
         x = inputs.embeddings.astype(np.float64)
-        y = np.where(np.isnan(scores), np.nanmean(scores, axis=0), scores)
+        given = np.asarray(scores, dtype=np.float64)
+        y = np.where(np.isnan(given), np.nanmean(given, axis=0), given)
         self.mean_ = x.mean(axis=0)
         xc, yc = x - self.mean_, y - y.mean(axis=0)
         w = np.linalg.solve(xc.T @ xc + self.ridge * np.eye(x.shape[1]), xc.T @ yc)
@@ -49,11 +51,11 @@ class SupervisedMapCluster(ClusterPolicy):
         self.map_ = w @ vt[: self.rank].T
         # each direction scaled to unit variance on train, so no one direction dominates
         self.map_ /= np.linalg.norm(xc @ self.map_, axis=0, keepdims=True) / np.sqrt(len(x))
-        return super().fit(Inputs(embeddings=self._project(x)), scores, costs, models)
+        return super()._fit(Inputs(embeddings=self._project(x)), scores, costs, models)
 
-    def estimate(self, inputs: Inputs) -> Estimates:
+    def _estimate(self, inputs: Inputs) -> Estimates:
         assert inputs.embeddings is not None
-        return super().estimate(Inputs(embeddings=self._project(inputs.embeddings)))
+        return super()._estimate(Inputs(embeddings=self._project(inputs.embeddings)))
 
 
 def estimates(train: RecordSet, held: RecordSet) -> tuple[dict[str, np.ndarray], np.ndarray,

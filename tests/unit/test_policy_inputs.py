@@ -141,7 +141,7 @@ def test_adding_a_known_model_or_removing_an_unknown_or_the_last_is_refused(name
         policy.remove_model("zzz")
     assert policy.models_ == MODELS
     ones, cents = list(np.ones(N)), list(np.full(N, 0.01))  # (lists too)
-    policy.add_model("c", inputs, ones, cents)  # type: ignore[arg-type]
+    policy.add_model("c", inputs, ones, cents)
     assert policy.models_ == [*MODELS, "c"]
     if name != "fixed":  # (its model can never go)
         policy.remove_model("a").remove_model("b")

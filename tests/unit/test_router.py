@@ -914,6 +914,38 @@ def test_a_router_routes_on_from_threads_while_its_package_is_changed_from_anoth
     assert package.policy.get_params()["prior_strength"] == 1.0  # (the last change)
 
 
+def test_a_route_beside_a_change_of_its_policy_reads_the_policy_before_or_after_it(
+        tiny_weights_dir: Path, fake_embedder: FakeEmbedder) -> None:
+    # set_params rebound the policy's estimates one after another, so a route beside it could
+    # read the errors before the change with the costs and standard errors after it.
+    router = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cache_size=0)
+    states = [{"assignment": "hard", "prior_strength": 1.0, "pessimism": 0.0},
+              {"assignment": "soft", "prior_strength": 300.0, "pessimism": 3.0}]
+
+    def decided(i: int) -> tuple[int, tuple[object, ...]]:
+        d = router.route(PROMPTS[i])
+        return i, (d.selected_model, d.all_scores, d.expected_errors, d.expected_costs,
+                   d.confidence, None if d.cluster_probabilities is None
+                   else np.asarray(d.cluster_probabilities).tolist())
+
+    under = []
+    for state in states:
+        router.policy.set_params(**state)
+        under.append([decided(i)[1] for i in range(len(PROMPTS))])
+    assert all(a != b for a, b in zip(*under, strict=True))  # (each state decides otherwise)
+    turns = itertools.count()
+
+    def change() -> None:
+        for n in range(300):
+            router.policy.set_params(**states[n % 2])
+
+    seen = while_changing(lambda: decided(next(turns) % len(PROMPTS)), change)
+    assert seen and not [s for s in seen if not isinstance(s, tuple)]
+    mixed = [(i, got) for i, got in cast(list[tuple[int, tuple[object, ...]]], seen)
+             if got not in (under[0][i], under[1][i])]
+    assert not mixed, mixed[0]
+
+
 def test_every_decision_takes_its_feedback_once_from_many_threads(
         make_router: RouterFactory) -> None:
     """Threads routing one at a time and in batches, for several tenants, while others report

@@ -313,25 +313,71 @@ class Policy(ABC):
 
     models_: list[str]
 
-    @abstractmethod
-    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
-        """Learn from labelled examples. ``scores``/``costs`` are ``(n, len(models))``."""
+    # Learning and estimating ------------------------------------------------------------------
+    #
+    # A policy's fitted state changes whole: fit, add_model, remove_model and set_params work on
+    # a shallow copy and then take its attributes as one reference (``_publish``), while
+    # estimate and unit_estimate read one snapshot of them (``_pinned``). A route running beside
+    # a change therefore reads the state before it or after it, never a mix of the two, and
+    # takes no lock.
 
-    @abstractmethod
-    def estimate(self, inputs: Inputs) -> Estimates:
-        """Expected error and cost of every known model on every input row."""
+    def fit(self, inputs: Inputs, scores: npt.ArrayLike, costs: npt.ArrayLike,
+            models: list[str]) -> Self:
+        """Learn from labelled examples. ``scores``/``costs`` are ``(n, len(models))`` (arrays
+        or nested lists; NaN where an example leaves a model unlabelled)."""
+        return self._publish(copy.copy(self)._fit(inputs, scores, costs, models))
 
-    @abstractmethod
-    def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
+    def add_model(self, name: str, inputs: Inputs, scores: npt.ArrayLike,
+                  costs: npt.ArrayLike) -> Self:
         """Learn a new model from a small labelled set without refitting the rest; returns
         ``self``, changed. It (and :meth:`remove_model`) rebinds the attributes it changes,
         never writing into an array or a container it holds, so a shallow copy
         (``copy.copy``) changed by it leaves the original as it was:
         :func:`switchpoint.training.add_model` relies on that."""
+        return self._publish(copy.copy(self)._add_model(name, inputs, scores, costs))
 
-    @abstractmethod
     def remove_model(self, name: str) -> Self:
         """Forget the model ``name``; returns ``self``, changed (see :meth:`add_model`)."""
+        return self._publish(copy.copy(self)._remove_model(name))
+
+    def estimate(self, inputs: Inputs) -> Estimates:
+        """Expected error and cost of every known model on every input row."""
+        return self._pinned()._estimate(inputs)
+
+    def unit_estimate(self, unit_id: int) -> Estimates:
+        """Expected error and cost on one unit (a cluster, a tier, an example) itself."""
+        return self._pinned()._unit_estimate(unit_id)
+
+    def _publish(self, changed: Policy) -> Self:
+        """Take ``changed``'s attributes (a shallow copy of this policy, changed) as this
+        policy's, in one step."""
+        self.__dict__ = changed.__dict__
+        return self
+
+    def _pinned(self) -> Self:
+        """This policy as it stands, unchanged by a :meth:`_publish` while it is read. (Not
+        ``copy.copy``: a random policy's copy draws from a generator of its own.)"""
+        view = object.__new__(type(self))
+        view.__dict__ = self.__dict__.copy()
+        return view
+
+    @abstractmethod
+    def _fit(self, inputs: Inputs, scores: npt.ArrayLike, costs: npt.ArrayLike,
+             models: list[str]) -> Self:
+        """:meth:`fit`, on a copy of the policy no route reads."""
+
+    @abstractmethod
+    def _estimate(self, inputs: Inputs) -> Estimates:
+        """:meth:`estimate`, on a snapshot of the policy nothing changes."""
+
+    @abstractmethod
+    def _add_model(self, name: str, inputs: Inputs, scores: npt.ArrayLike,
+                   costs: npt.ArrayLike) -> Self:
+        """:meth:`add_model`, on a copy of the policy no route reads."""
+
+    @abstractmethod
+    def _remove_model(self, name: str) -> Self:
+        """:meth:`remove_model`, on a copy of the policy no route reads."""
 
     @abstractmethod
     def get_state(self) -> PolicyState: ...
@@ -353,24 +399,22 @@ class Policy(ABC):
         cluster policy's ``assignment`` or ``prior_strength``) apply at once, parameters that
         shape fitting (e.g. ``n_clusters``) at the next ``fit``. Like :meth:`add_model`, it
         rebinds what it changes and recomputes, never writing into an array it holds, so a
-        shallow copy (a :class:`~switchpoint.router.Router`'s own) is left as it was.
+        shallow copy (a :class:`~switchpoint.router.Router`'s own) is left as it was; and it
+        changes a copy, taken whole once it is done, so an estimate made meanwhile reads the
+        parameters and estimates all before or all after the change.
         """
         check_param_names(type(self), params)
-        before = self.get_params()
+        if not params:
+            return self
+        changed = copy.copy(self)
         for name, value in params.items():
-            setattr(self, name, value)
-        try:
-            self.validate_params()
-            if params and hasattr(self, "models_"):
-                self._params_changed(set(params))
-        except InvalidInputError:
-            # (a value refused by what was fitted, as a fixed policy's model it does not know)
-            for name, value in before.items():
-                setattr(self, name, value)
-            raise
-        if params:
-            self.params_revision += 1
-        return self
+            setattr(changed, name, value)
+        changed.validate_params()
+        if hasattr(changed, "models_"):
+            # (may refuse a value by what was fitted, as a fixed policy's model it does not know)
+            changed._params_changed(set(params))
+        changed.params_revision = self.params_revision + 1
+        return self._publish(changed)
 
     def validate_params(self) -> None:
         """Raise :class:`InvalidInputError` naming the first bad parameter (default: none)."""
@@ -448,8 +492,8 @@ class Policy(ABC):
         """How many units (clusters, tiers, examples) the policy routes over."""
 
     @abstractmethod
-    def unit_estimate(self, unit_id: int) -> Estimates:
-        """Expected error and cost on one unit (a cluster, a tier, an example) itself."""
+    def _unit_estimate(self, unit_id: int) -> Estimates:
+        """:meth:`unit_estimate`, on a snapshot of the policy nothing changes."""
 
     def check_unit(self, unit_id: object, field: str = "unit_id") -> int:
         """``unit_id`` as an ``int``, if this fitted policy has that unit; otherwise an
@@ -712,7 +756,8 @@ class TablePolicy(Policy):
     def _learn_prior(self, name: str, weights: Array, scores: Array) -> None:
         """Hook for policies that give an added model a prior of its own (default: none)."""
 
-    def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
+    def _add_model(self, name: str, inputs: Inputs, scores: npt.ArrayLike,
+                   costs: npt.ArrayLike) -> Self:
         self._check_new_model(name)
         col_scores, col_costs = check_training_arrays(model_column(scores), model_column(costs),
                                                       [name], len(inputs))
@@ -726,7 +771,7 @@ class TablePolicy(Policy):
         self._refresh()
         return self
 
-    def remove_model(self, name: str) -> Self:
+    def _remove_model(self, name: str) -> Self:
         self._check_removable(name)
         self.table_ = self.table_.without_model(name)
         self.models_ = [m for m in self.models_ if m != name]
@@ -737,7 +782,7 @@ class TablePolicy(Policy):
     def _forget_prior(self, name: str) -> None:
         """Hook: drop whatever :meth:`_learn_prior` kept for a removed model."""
 
-    def unit_estimate(self, unit_id: int) -> Estimates:
+    def _unit_estimate(self, unit_id: int) -> Estimates:
         unit_id = self.check_unit(unit_id)
         rows = slice(unit_id, unit_id + 1)
         return Estimates(

@@ -6,6 +6,7 @@ import copy
 from typing import Self
 
 import numpy as np
+import numpy.typing as npt
 
 from switchpoint._messages import json_quoted, listed_names
 from switchpoint.errors import InvalidInputError
@@ -32,7 +33,8 @@ class _GlobalMeans(Policy):
     requires = "none"
     unit_kind = "global"
 
-    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+    def _fit(self, inputs: Inputs, scores: npt.ArrayLike, costs: npt.ArrayLike,
+             models: list[str]) -> Self:
         scores, costs = check_training_arrays(scores, costs, models, len(inputs))
         self.models_ = list(models)
         self.error_ = nan_mean(1.0 - scores)
@@ -43,7 +45,8 @@ class _GlobalMeans(Policy):
     def _global_cost_(self) -> Array:
         return np.asarray(self.cost_)
 
-    def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
+    def _add_model(self, name: str, inputs: Inputs, scores: npt.ArrayLike,
+                   costs: npt.ArrayLike) -> Self:
         self._check_new_model(name)
         scores, costs = check_training_arrays(model_column(scores), model_column(costs), [name],
                                               len(inputs))
@@ -53,7 +56,7 @@ class _GlobalMeans(Policy):
         self.count_ = np.append(self.count_, float(np.sum(~np.isnan(scores))))
         return self
 
-    def remove_model(self, name: str) -> Self:
+    def _remove_model(self, name: str) -> Self:
         self._check_removable(name)
         keep = [i for i, m in enumerate(self.models_) if m != name]
         self.models_ = [self.models_[i] for i in keep]
@@ -87,7 +90,7 @@ class _GlobalMeans(Policy):
     def n_units(self) -> int:
         return 1
 
-    def unit_estimate(self, unit_id: int) -> Estimates:
+    def _unit_estimate(self, unit_id: int) -> Estimates:
         self.check_unit(unit_id)
         return self.estimate(Inputs(texts=[""]))
 
@@ -112,9 +115,10 @@ class FixedPolicy(_GlobalMeans):
             raise InvalidInputError("model", "must be a model name or None; got "
                                              f"{json_quoted(self.model)}")
 
-    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+    def _fit(self, inputs: Inputs, scores: npt.ArrayLike, costs: npt.ArrayLike,
+             models: list[str]) -> Self:
         self.validate_params()
-        super().fit(inputs, scores, costs, models)
+        super()._fit(inputs, scores, costs, models)
         self._choose_model()
         return self
 
@@ -148,14 +152,14 @@ class FixedPolicy(_GlobalMeans):
             policy.model_ = str(chosen)
         return policy
 
-    def remove_model(self, name: str) -> Self:
+    def _remove_model(self, name: str) -> Self:
         if name == getattr(self, "model_", None):
             raise InvalidInputError("name", f"{json_quoted(name)} is the fixed policy's model; "
                                             "fit the "
                                             "policy with another model first")
-        return super().remove_model(name)
+        return super()._remove_model(name)
 
-    def estimate(self, inputs: Inputs) -> Estimates:
+    def _estimate(self, inputs: Inputs) -> Estimates:
         self._check_fitted()
         error = self.error_ + np.where(np.array(self.models_) == self.model_, 0.0, _FIXED_PENALTY)
         return self._rows(len(inputs), np.tile(error, (len(inputs), 1)))
@@ -172,9 +176,10 @@ class RandomPolicy(_GlobalMeans):
     def validate_params(self) -> None:
         check_int("random_state", self.random_state, low=0)
 
-    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+    def _fit(self, inputs: Inputs, scores: npt.ArrayLike, costs: npt.ArrayLike,
+             models: list[str]) -> Self:
         self.validate_params()
-        super().fit(inputs, scores, costs, models)
+        super()._fit(inputs, scores, costs, models)
         self.rng_ = np.random.default_rng(self.random_state)
         return self
 
@@ -196,7 +201,7 @@ class RandomPolicy(_GlobalMeans):
             twin.rng_ = copy.deepcopy(self.rng_)
         return twin
 
-    def estimate(self, inputs: Inputs) -> Estimates:
+    def _estimate(self, inputs: Inputs) -> Estimates:
         self._check_fitted()
         n = len(inputs)
         noise = self.rng_.random((n, len(self.models_))) * _FIXED_PENALTY

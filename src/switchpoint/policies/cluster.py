@@ -117,7 +117,8 @@ class ClusterPolicy(TablePolicy):
 
     # Fitting ---------------------------------------------------------------------------------
 
-    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+    def _fit(self, inputs: Inputs, scores: npt.ArrayLike, costs: npt.ArrayLike,
+             models: list[str]) -> Self:
         self.validate_params()
         inputs.require("embedding", self.name)
         assert inputs.embeddings is not None
@@ -255,7 +256,7 @@ class ClusterPolicy(TablePolicy):
         weights[np.arange(len(ids)), ids] = 1.0
         return ids, weights
 
-    def estimate(self, inputs: Inputs) -> Estimates:
+    def _estimate(self, inputs: Inputs) -> Estimates:
         self._check_fitted()
         ids, weights = self.assign(self._vectors(inputs))
         return Estimates(

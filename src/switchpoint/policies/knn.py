@@ -56,7 +56,8 @@ class KnnPolicy(Policy):
         check_number("sharpness", self.sharpness)
         check_number("pessimism", self.pessimism)
 
-    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+    def _fit(self, inputs: Inputs, scores: npt.ArrayLike, costs: npt.ArrayLike,
+             models: list[str]) -> Self:
         self.validate_params()
         inputs.require("embedding", self.name)
         assert inputs.embeddings is not None
@@ -76,7 +77,7 @@ class KnnPolicy(Policy):
         return np.array([self.reference_cost_.get(m, mean[j])
                          for j, m in enumerate(self.models_)], dtype=np.float64)
 
-    def estimate(self, inputs: Inputs) -> Estimates:
+    def _estimate(self, inputs: Inputs) -> Estimates:
         self._check_fitted()
         sims = self._vectors(inputs) @ self.examples_.T  # (n, N)
         n, n_ex = sims.shape
@@ -154,7 +155,8 @@ class KnnPolicy(Policy):
             cst = np.where(denom > 0, ((w * c).sum(axis=1) + s * g_cost) / denom, g_cost)
         return err, cst, mass
 
-    def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
+    def _add_model(self, name: str, inputs: Inputs, scores: npt.ArrayLike,
+                   costs: npt.ArrayLike) -> Self:
         self._check_new_model(name)
         vectors = self._vectors(inputs)
         scores, costs = check_training_arrays(model_column(scores), model_column(costs), [name],
@@ -173,7 +175,7 @@ class KnnPolicy(Policy):
         self.models_ = [*self.models_, name]
         return self
 
-    def remove_model(self, name: str) -> Self:
+    def _remove_model(self, name: str) -> Self:
         self._check_removable(name)
         j = self.models_.index(name)
         keep = [i for i in range(len(self.models_)) if i != j]
@@ -235,6 +237,6 @@ class KnnPolicy(Policy):
     def _global_error_(self) -> Array:
         return self._global()[0]
 
-    def unit_estimate(self, unit_id: int) -> Estimates:
+    def _unit_estimate(self, unit_id: int) -> Estimates:
         unit_id = self.check_unit(unit_id)
-        return self.estimate(Inputs(embeddings=self.examples_[unit_id : unit_id + 1]))
+        return self._estimate(Inputs(embeddings=self.examples_[unit_id : unit_id + 1]))

@@ -292,7 +292,8 @@ class TfidfPolicy(TablePolicy):
 
     # Fitting ---------------------------------------------------------------------------------
 
-    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+    def _fit(self, inputs: Inputs, scores: npt.ArrayLike, costs: npt.ArrayLike,
+             models: list[str]) -> Self:
         self.validate_params()
         texts = self._texts(inputs)
         scores, costs = check_training_arrays(scores, costs, models, len(texts))
@@ -336,7 +337,7 @@ class TfidfPolicy(TablePolicy):
         self._check_fitted()
         return self._distribution(self.vectorizer_.transform(texts))
 
-    def estimate(self, inputs: Inputs) -> Estimates:
+    def _estimate(self, inputs: Inputs) -> Estimates:
         self._check_fitted()
         texts = self._texts(inputs)
         x = self.vectorizer_.transform(texts)

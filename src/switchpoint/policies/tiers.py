@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
+import numpy.typing as npt
 
 from switchpoint._messages import json_quoted, listed_names
 from switchpoint.policies.base import (
@@ -365,7 +366,8 @@ class TiersPolicy(TablePolicy):
         assert inputs.texts is not None
         return inputs.texts
 
-    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+    def _fit(self, inputs: Inputs, scores: npt.ArrayLike, costs: npt.ArrayLike,
+             models: list[str]) -> Self:
         self.validate_params()
         texts = self._texts(inputs)
         scores, costs = check_training_arrays(scores, costs, models, len(texts))
@@ -381,7 +383,7 @@ class TiersPolicy(TablePolicy):
 
     # Estimating ------------------------------------------------------------------------------
 
-    def estimate(self, inputs: Inputs) -> Estimates:
+    def _estimate(self, inputs: Inputs) -> Estimates:
         self._check_fitted()
         texts = self._texts(inputs)
         results = [classify_tier(t) for t in texts]
