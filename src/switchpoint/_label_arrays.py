@@ -48,12 +48,15 @@ def label_arrays(scores: object, costs: object, shape: tuple[int, int], rows: st
                  ) -> tuple[FloatMatrix, FloatMatrix]:
     """``scores`` and ``costs`` checked by :func:`label_array`, each score with its cost: a
     score whose cost is NaN is an :class:`InvalidInputError` naming the cell (it would be
-    learned as free). A cost without a score is no label, and is not read."""
+    learned as free). A cost without a score (an answer never judged) is no label: it is
+    checked, and comes back NaN, so that what is learned of a model's cost averages the very
+    answers its error does."""
     checked = label_array("scores", scores, shape, rows), label_array("costs", costs, shape, rows)
-    costless = ~np.isnan(checked[0]) & np.isnan(checked[1])
+    unscored = np.isnan(checked[0])
+    costless = ~unscored & np.isnan(checked[1])
     if costless.any():
         i, j = (int(x) for x in np.argwhere(costless)[0])
         raise InvalidInputError("costs", f"is NaN at row {i}, column {j}, where scores labels "
                                          "the model; give each score its cost (USD for that "
                                          "answer), or leave both NaN")
-    return checked
+    return checked[0], np.where(unscored, np.nan, checked[1])

@@ -63,11 +63,22 @@ def test_labels_out_of_range_are_refused_naming_the_cell_and_the_fitted_state_st
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_a_cost_without_its_score_is_no_label_and_is_not_read(name: str) -> None:
+    # The baselines' and knn's mean costs read it: a model's cost was then a mean over other
+    # answers than its error, some never judged.
     scores, costs = _labels()
-    scores[:, 1] = np.nan
-    scores[0, 1] = 0.5  # (each model needs one label)
-    policy = make_policy(name).fit(_inputs(), scores, costs, MODELS)
-    assert policy.models_ == MODELS
+    scores[1:, 1] = np.nan  # (each model needs one label)
+    unread = costs.copy()
+    unread[1:, 1] = np.nan
+    learned = make_policy(name).fit(_inputs(), scores, unread, MODELS)
+    policy = make_policy(name).fit(_inputs(), scores, np.where(np.isnan(scores), 900.0, costs),
+                                   MODELS)
+    assert policy.global_cost() == learned.global_cost()
+    np.testing.assert_array_equal(policy.estimate(_inputs(4)).cost,
+                                  learned.estimate(_inputs(4)).cost)
+    added = make_policy(name).fit(_inputs(), scores[:, :1], costs[:, :1], MODELS[:1])
+    added.add_model("b", _inputs(), scores[:, 1], np.where(np.isnan(scores[:, 1]), 900.0,
+                                                           costs[:, 1]))
+    assert added.global_cost()["b"] == learned.global_cost()["b"]
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
