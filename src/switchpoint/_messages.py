@@ -129,6 +129,23 @@ def listed_names(names: Iterable[str], most: int = MAX_LISTED, width: int = 64, 
 MAX_KEYS = 40
 
 
+# Names a caller may reach for that are another key's words: the cost weight is written λ
+# ("lambda") in the papers and in other routers' APIs.
+_SYNONYMS = {"lambda": "cost_weight", "λ": "cost_weight", "lambda_": "cost_weight",
+             "cost_lambda": "cost_weight", "willingness_to_pay": "cost_weight",
+             "models": "available_models", "candidates": "available_models"}
+
+
+def meant_key(sent: str, known: Collection[str]) -> str | None:
+    """The known key a caller most likely meant by an unknown key ``sent``: a known synonym
+    (``lambda`` for ``cost_weight``), else the closest spelling, else None."""
+    synonym = _SYNONYMS.get(sent.strip().lower())
+    if synonym is not None and synonym in known:
+        return synonym
+    close = difflib.get_close_matches(sent, list(known), n=1)
+    return close[0] if close else None
+
+
 def listed_keys(names: Iterable[str]) -> str:
     """The names the code takes (a config section's keys, a request's fields, a route's query
     parameters, a method's arguments) as a message offers them to choose from: each quoted as
@@ -462,8 +479,8 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
     if kind == "extra_forbidden":
         listed = f"; known keys here: {listed_keys(known)}" if known else ""
         loc = err.get("loc") or ("",)
-        close = difflib.get_close_matches(str(loc[-1]), list(known), n=1)
-        meant = f": did you mean {json_quoted(close[0])}?" if close else ""
+        close = meant_key(str(loc[-1]), known)
+        meant = f": did you mean {json_quoted(close)}?" if close else ""
         return f"is not a known key (check its spelling{meant}){listed}"
     if kind in _BOUNDS:
         op, name = _BOUNDS[kind]
@@ -526,8 +543,10 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
     path = cut(key_path(loc, root), 2 * MAX_FIELD)
     param = entry_param(param, path, keyed)
     if kind == "extra_forbidden":
+        close = meant_key(str(loc[-1]), fields) if loc else None
+        meant = f"; did you mean {json_quoted(close)}?" if close else ""
         known = f"; the fields are {listed_keys(fields)}" if fields else ""
-        return invalid_at(param, path, f"is not a field of this request{known}")
+        return invalid_at(param, path, f"is not a field of this request{meant}{known}")
     if takes is not None:
         value = err.get("input")
         return invalid_at(param, path, f"must be {' or '.join(takes)}{got(value)}")

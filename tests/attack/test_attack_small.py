@@ -435,3 +435,18 @@ def test_a_trailing_slash_is_a_404_saying_the_route_not_a_redirect_to_the_host_h
     assert r.status_code == 404, (r.status_code, r.headers)
     assert "location" not in r.headers
     assert f"did you mean {meant}?" in r.json()["error"]["message"], r.text
+
+
+@pytest.mark.parametrize(("field", "meant"), [
+    ("lambda", "cost_weight"),  # the papers' and other routers' name for the cost weight
+    ("cost_wieght", "cost_weight"),  # a slip of spelling
+    ("models", "available_models"),
+])
+def test_an_unknown_field_of_a_route_says_which_field_was_meant(
+        attacked: Attacked, field: str, meant: str) -> None:
+    r = httpx.post(f"{attacked.base}/v1/route", json={"prompt": "hi", field: 0.3}, timeout=10,
+                   headers=attacked.admin)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == field, error
+    assert f'is not a field of this request; did you mean "{meant}"?' in error["message"], error
