@@ -57,7 +57,7 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Protocol, TypeVar, get_args
 
 import yaml
 from pydantic import (
@@ -1084,13 +1084,27 @@ def _check_catalog(settings: Settings) -> None:
                               f"of model {json_quoted(entry.name)} {displaced}")
 
 
-def shared_profiles(models: Sequence[ModelEntry]) -> list[tuple[ModelEntry, ModelEntry]]:
+class Named(Protocol):
+    """A catalog model as :func:`shared_profiles` reads it: a config's entry
+    (:class:`ModelEntry`) or a library catalog's card (:class:`~switchpoint.catalog.ModelCard`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def profile(self) -> str | None: ...
+
+
+_Named = TypeVar("_Named", bound=Named)
+
+
+def shared_profiles(models: Sequence[_Named]) -> list[tuple[_Named, _Named]]:
     """The models of ``models`` that route on another's learned profile by their name alone,
     each with that other: a model without ``profile:`` routes on the weights' profile of its
     name, so one named as another model's ``profile:`` (``gpt-4-1106-preview`` beside ``gpt-4o``
     with ``profile: gpt-4-1106-preview``) takes that model's learned quality, whatever it is
     and costs. One that gives ``profile:`` shares a profile on purpose, and is not listed."""
-    owners: dict[str, ModelEntry] = {}
+    owners: dict[str, _Named] = {}
     for model in models:
         if model.profile is not None:
             owners.setdefault(model.profile, model)
@@ -1098,7 +1112,7 @@ def shared_profiles(models: Sequence[ModelEntry]) -> list[tuple[ModelEntry, Mode
             if model.profile is None and model.name in owners]
 
 
-def shared_profile_note(model: ModelEntry, owner: ModelEntry) -> str:
+def shared_profile_note(model: Named, owner: Named) -> str:
     """What :func:`shared_profiles` found of ``model`` and ``owner``, said alike by the
     warning a config's model gets and the refusal a registered one gets."""
     name = json_quoted(model.name, 100)

@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from switchpoint import registration
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import (
@@ -27,7 +28,7 @@ from switchpoint.errors import (
     ModelNotFoundError,
     NotFoundError,
 )
-from switchpoint.gateway import Gateway, kept, registered_models
+from switchpoint.gateway import Gateway, kept
 from switchpoint.governance.keys import KeySpec
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -210,7 +211,7 @@ def test_a_refused_registration_names_the_field_and_changes_nothing(
 
 def test_registrations_are_bounded_and_the_one_past_the_bound_changes_nothing(
         gateway: Gateway, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registered_models, "MAX_REGISTERED_MODELS", 2)
+    monkeypatch.setattr(registration, "MAX_REGISTERED_MODELS", 2)
     gateway.register_model(card(fake, "one"))
     gateway.register_model(card(fake, "two"))
     with pytest.raises(ConflictError, match="2 models are registered at run time already, "

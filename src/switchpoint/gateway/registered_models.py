@@ -6,10 +6,12 @@ stopped, the command line lists and unregisters them
 
 A registered model is a model as the config's ``models:`` writes it, checked by the config's
 own rules (:class:`~switchpoint.config.ModelEntry`, then :func:`~switchpoint.config.check_catalog`
-with the others), and goes live with a new snapshot, as after a reload: requests under way
-finish on the old router. Weights without a profile of it route it by its tier and price
-until it is labelled (see :meth:`Live.unprofiled_note
-<switchpoint.gateway.live.Live.unprofiled_note>`), learning from its outcomes meanwhile.
+with the others) and those of :mod:`switchpoint.registration`, which the library's
+:meth:`Router.register_model <switchpoint.router.Router.register_model>` keeps too. It goes
+live with a new snapshot, as after a reload: requests under way finish on the old router.
+Weights without a profile of it route it by its tier and price until it is labelled (see
+:meth:`Live.unprofiled_note <switchpoint.gateway.live.Live.unprofiled_note>`), learning from
+its outcomes meanwhile.
 
 The config's models come first, then the registered ones in the order they were registered.
 A config that comes to list a model of a registered one's name wins: as it goes live (a reload,
@@ -20,12 +22,9 @@ without ``models:`` routes over the weights' own profiles, and so serves no regi
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import json
 import logging
 import re
-import socket
 import threading
 import time
 import urllib.parse
@@ -36,31 +35,35 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from switchpoint import registration
 from switchpoint._args import expect
 from switchpoint._messages import (
     command,
-    invalid_from_validation,
     json_quoted,
     key_path,
     listed_names,
     named_path,
     reason,
 )
-from switchpoint._redact import redact_url, url_secrets
 from switchpoint.catalog import MAX_CATALOG_MODELS
-from switchpoint.config import (
-    ModelEntry,
-    Settings,
-    check_catalog,
-    check_experiments,
-    shared_profile_note,
-    shared_profiles,
-)
+from switchpoint.config import ModelEntry, Settings, check_catalog, check_experiments
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
 from switchpoint.gateway.kept import turn, written
 from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.known_providers import api_key_env_of, base_url_of
+from switchpoint.registration import (
+    MAX_REGISTERED_MODELS,
+    METADATA_HOSTS,
+    card_error,
+    check_destination,
+    check_free,
+    check_own_profile,
+    check_room,
+    internal_host,
+    model_card,
+    still_named,
+)
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import LearningReader, RuntimeModelRecord, RuntimeModelRemoval
 
@@ -72,10 +75,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchpoint.gateway")
 
-#: The most models there may be registered at run time at once: far more than a team adds
-#: between two edits of its config, and each is weighed by every ``auto`` request (the config's
-#: and the registered ones together stay within the catalog's bound too).
-MAX_REGISTERED_MODELS = 256
+# (the rules of a registered model are the core's, :mod:`switchpoint.registration`, which the
+# library's Router.register_model keeps too; named here as well, where they always were)
 
 
 def deletion_path(name: str) -> str:
@@ -95,88 +96,6 @@ def unregister_hint(name: str) -> str:
     so: the path and the command line written so that they name it as they are sent."""
     return (f"Gateway.unregister_model or DELETE {deletion_path(name)} while the service "
             f"runs, {unregister_command(name)} while it is stopped")
-
-
-#: Where a cloud machine's metadata service answers (its instance's credentials among what it
-#: tells): addresses, as :mod:`ipaddress` writes them, and host names, in lower case. Beside
-#: every link-local address (169.254.0.0/16, fe80::/10), which is refused too, these are the
-#: hosts a model registered at run time may not name (see :func:`internal_host`).
-METADATA_HOSTS = frozenset({
-    "169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "192.0.0.192",
-    "metadata", "metadata.google.internal", "metadata.azure.com", "instance-data",
-    "instance-data.ec2.internal",
-})
-
-
-def internal_host(url: str) -> str | None:
-    """What ``url``'s host is, when it is a link-local address or a cloud metadata service's
-    (:data:`METADATA_HOSTS`), read as written, without looking a name up: an IPv4 address
-    written as a resolver reads it too (``2852039166``, ``0xa9.0xfe.0xa9.0xfe``), an IPv6 one
-    mapping an IPv4 one as that one; else None."""
-    host = (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        if host and re.fullmatch(r"[0-9a-fx.]+", host):
-            with contextlib.suppress(OSError):  # (not an address: a name)
-                address = ipaddress.IPv4Address(socket.inet_aton(host))
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address is not None and str(address) in METADATA_HOSTS:
-        return f"a cloud metadata service's address ({address})"
-    if address is not None and address.is_link_local:
-        return f"a link-local address ({address}), where a cloud's metadata service answers"
-    if address is None and host in METADATA_HOSTS:
-        return f"a cloud metadata service's host name ({host})"
-    return None
-
-
-def check_destination(entry: ModelEntry) -> None:
-    """Refuse a model registered at run time whose ``base_url`` names a link-local address or a
-    cloud metadata service (see :func:`internal_host`): an :class:`InvalidInputError` naming
-    ``base_url``. Whoever holds the admin token would otherwise have the service send its
-    requests there, and an upstream's error text comes back in the answer's headers and the
-    log. The config may name any host (its author owns the machine)."""
-    if entry.base_url is None:
-        return
-    what = internal_host(entry.base_url)
-    if what is not None:
-        raise InvalidInputError("base_url", (
-            f"{json_quoted(redact_url(entry.base_url))} names {what}: a model registered at "
-            "run time may not send its requests to one, which would answer whoever holds the "
-            "admin token with what the machine is told; if the model is really meant to be "
-            "there, list it in the config"))
-
-
-def model_card(card: object) -> ModelEntry:
-    """``card`` (a mapping of a config ``models:`` entry's keys) as the model it describes,
-    checked by the config's rules for one entry; a bad one is an
-    :class:`~switchpoint.errors.InvalidInputError` naming its key. A ``base_url`` carrying a
-    credential (a user or password before its host, a key in its query, text anywhere in it
-    that every view of a URL masks as a secret) is refused: the store keeps the card, and the
-    credential belongs in the variable ``api_key_env`` names; so is one naming a link-local
-    or cloud metadata host (:func:`check_destination`)."""
-    expect("card", card, Mapping, "a mapping of a model's keys, as the config's models: "
-                                  "entries write them (name, tier, input_per_mtok, ...)")
-    assert isinstance(card, Mapping)
-    try:
-        entry = ModelEntry.model_validate(dict(card))
-    except ValidationError as exc:
-        raise invalid_from_validation(list(exc.errors()), list(ModelEntry.model_fields),
-                                      root="card") from None
-    if entry.base_url is not None:
-        netloc = entry.base_url.split("//", 1)[-1].split("/", 1)[0]
-        shown = redact_url(entry.base_url)
-        if "@" in netloc or url_secrets(entry.base_url) or shown != entry.base_url:
-            raise InvalidInputError("base_url", (
-                f"{json_quoted(shown)} carries a credential (a user or password before its "
-                "host, a key in its query, or text shaped like a key in its path): a "
-                "registered model is kept in data_dir as it is given, so its secret would be "
-                "too; give the URL without it and put the key in an environment variable "
-                "named by api_key_env"))
-    check_destination(entry)
-    return entry
 
 
 class RuntimeModels:
@@ -271,7 +190,7 @@ class RuntimeModels:
         with turn(self.store, self._lock, "the model", "nothing was registered"):
             settings = self.state.live().settings  # (503 while the router loads)
             self._check_free(settings, name)
-            _check_own_profile(entry, settings.models or [])
+            check_own_profile(entry, settings.models or [])
             self.learning.check_writable("the model", "nothing was registered")
             made = entry.registered(time.time())
             record = RuntimeModelRecord(name, made.registered_at or 0.0, json.dumps(
@@ -291,34 +210,26 @@ class RuntimeModels:
             try:
                 _, new, _ = self.state.rebuild(settings_of, keep)
             except (ConfigError, InvalidInputError) as exc:
-                raise _card_error(exc, new_index(settings), name) from None
+                raise card_error(exc, new_index(settings), name) from None
         view = next(m for m in new.model_objects(auto=False) if m["id"] == name)
         return {**view, "registered_at": made.registered_at, **new.unprofiled_answer()}
 
     def _check_free(self, settings: Settings, name: str) -> None:
-        shown = json_quoted(name, 100)
         if settings.models is None:
             raise ConflictError("card: the config lists no models: (the weights' own profiles "
                                 "are routed, and chat requests have no upstream), so there is "
                                 "no catalog to register a model in; list models in the config "
                                 "and reload", param="card")
-        if any(m.name == name for m in self.registered):
-            raise ConflictError(f"name: model {shown} was registered at run time already; "
-                                "pick another name, or unregister that one first "
-                                f"({unregister_hint(name)})", param="name")
-        if any(m.name == name for m in settings.models):
-            raise ConflictError(f"name: model {shown} is in the config; pick another name (or "
-                                "change that one in the config and reload)", param="name")
+        check_free(name, registered={m.name for m in self.registered},
+                   built={m.name for m in settings.models}, where="the config",
+                   unregister=unregister_hint(name),
+                   change="change that one in the config and reload")
         if name in self.unreadable:
             raise ConflictError(f"name: {self._unreadable_words(name)}; pick another name, or "
                                 "unregister that one with the service stopped "
                                 f"({unregister_command(name)})", param="name")
-        if len(self.registered) >= MAX_REGISTERED_MODELS:
-            raise ConflictError(f"card: {len(self.registered)} models are registered at run "
-                                f"time already, the most there may be "
-                                f"({MAX_REGISTERED_MODELS}); unregister one first "
-                                f"({unregister_hint('NAME')}), or list models in the "
-                                "config", param="card")
+        check_room(len(self.registered), unregister=unregister_hint("NAME"),
+                   instead="list models in the config")
 
     def _unreadable_words(self, name: str) -> str:
         return (f"model {json_quoted(name, 100)} was registered at run time at "
@@ -507,32 +418,15 @@ def registered_fault(exc: ConfigError, registered: Iterable[ModelEntry]) -> Conf
     return exc
 
 
-def _check_own_profile(entry: ModelEntry, catalog: Sequence[ModelEntry]) -> None:
-    """Refuse registering ``entry`` when, without ``profile:``, it would route on the learned
-    profile another model of ``catalog`` uses (see :func:`~switchpoint.config.shared_profiles`):
-    a model registered at price 0 under GPT-4's profile name would take GPT-4's quality. The
-    card opts in by naming the profile."""
-    for model, owner in shared_profiles([*catalog, entry]):
-        if model is entry:
-            raise ConflictError(f"name: {shared_profile_note(model, owner)}; to share that "
-                                f"profile on purpose, give profile: "
-                                f"{json_quoted(model.name, 100)} in the card, else give the "
-                                "profile it should route on, or another name", param="name")
-
-
 def not_registered(name: str, settings: Settings, registered: Iterable[str]
                    ) -> ConflictError | NotFoundError:
     """Why ``name`` names no model registered at run time to unregister: it is the config's
-    (``settings``), or none was registered (the error lists those ``registered``)."""
-    shown = json_quoted(name, 100)
-    if any(m.name == name and m.registered_at is None for m in settings.models or []):
-        return ConflictError(f"name: model {shown} is in the config, not registered at run "
-                             "time; take it out of the config's models: and reload",
-                             param="name")
-    names = listed_names(registered, quoted=True)
-    return NotFoundError(f"name: no model {shown} was registered at run time; check the "
-                         "name: " + (f"those registered are {names}" if names else
-                                     "none is registered"), param="name")
+    (``settings``), or none was registered (the error lists those ``registered``; see
+    :func:`switchpoint.registration.not_registered`)."""
+    return registration.not_registered(
+        name, registered, built=any(m.name == name and m.registered_at is None
+                                    for m in settings.models or []),
+        where="the config", change="take it out of the config's models: and reload")
 
 
 def check_no_key_names(name: str, keys: Iterable[KeyRecord],
@@ -545,14 +439,6 @@ def check_no_key_names(name: str, keys: Iterable[KeyRecord],
         raise ConflictError(f"name: model {json_quoted(name, 100)} is named by live client "
                             f"keys: {losses_note(losses)}; reissue those keys without it (or "
                             "revoke them) first", param="name")
-
-
-def still_named(name: str, exc: ConfigError | InvalidInputError) -> ConflictError:
-    """The refusal to unregister ``name``: what is left without it breaks the rule ``exc``
-    states (a run-time experiment's arm, or another registered model's fallbacks, names it)."""
-    key = exc.key if isinstance(exc, ConfigError) else exc.field
-    return ConflictError(f"name: model {json_quoted(name, 100)} is still named by {key} "
-                         f"({exc.reason}); take it out there first", param="name")
 
 
 def _log_failed_drop(done: Future[Any]) -> None:
@@ -569,19 +455,6 @@ def new_index(settings: Settings) -> int:
     config's models and those registered before (``models[N]`` in the config's rules'
     errors)."""
     return len(settings.models or [])
-
-
-def _card_error(exc: ConfigError | InvalidInputError, index: int, name: str
-                ) -> ConfigError | InvalidInputError:
-    """A rule of the catalog broken by the model being registered (named as the config would
-    name it: ``models[N]...``, or ``models.<name>...`` by the catalog), naming the card's key
-    instead; any other, as it is."""
-    key = exc.key if isinstance(exc, ConfigError) else exc.field
-    for prefix in (f"models[{index}]", f"models.{name}"):
-        if key == prefix or key.startswith((prefix + ".", prefix + "[")):
-            rest = key[len(prefix):].lstrip(".") or "card"
-            return InvalidInputError(rest, exc.reason)
-    return exc
 
 
 __all__ = ["MAX_REGISTERED_MODELS", "METADATA_HOSTS", "KeptModel", "RuntimeModels",

@@ -1,0 +1,203 @@
+"""The rules of a model registered at run time, one statement of them for every door: the
+library's :meth:`Router.register_model <switchpoint.router.Router.register_model>` and the
+gateway's :meth:`Gateway.register_model <switchpoint.gateway.Gateway.register_model>` (``POST
+/v1/router/models``) alike.
+
+A card holds the keys of a config ``models:`` entry, read by the config's rules for one entry
+(:class:`~switchpoint.config.ModelEntry`), without a credential in its ``base_url`` and without
+a link-local or cloud metadata host there (:func:`model_card`). With the catalog it joins, its
+name must be free (:func:`check_free`), there must be room (:func:`check_room`), it may not take
+another model's learned profile by its name alone (:func:`check_own_profile`), and the catalog
+as a whole keeps :func:`~switchpoint.catalog.catalog_problem`'s rules, a fault of the card named
+by the card's key (:func:`card_error`). Unregistering names a registered model
+(:func:`not_registered` says why a name is none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+import socket
+import urllib.parse
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from switchpoint._args import expect
+from switchpoint._messages import invalid_from_validation, json_quoted, listed_names
+from switchpoint._redact import redact_url, url_secrets
+from switchpoint.config import ModelEntry, Named, shared_profile_note, shared_profiles
+from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
+
+#: The most models there may be registered at run time at once: far more than a team adds
+#: between two edits of its config, and each is weighed by every ``auto`` request (the config's
+#: and the registered ones together stay within the catalog's bound too).
+MAX_REGISTERED_MODELS = 256
+
+#: Where a cloud machine's metadata service answers (its instance's credentials among what it
+#: tells): addresses, as :mod:`ipaddress` writes them, and host names, in lower case. Beside
+#: every link-local address (169.254.0.0/16, fe80::/10), which is refused too, these are the
+#: hosts a model registered at run time may not name (see :func:`internal_host`).
+METADATA_HOSTS = frozenset({
+    "169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "192.0.0.192",
+    "metadata", "metadata.google.internal", "metadata.azure.com", "instance-data",
+    "instance-data.ec2.internal",
+})
+
+
+def internal_host(url: str) -> str | None:
+    """What ``url``'s host is, when it is a link-local address or a cloud metadata service's
+    (:data:`METADATA_HOSTS`), read as written, without looking a name up: an IPv4 address
+    written as a resolver reads it too (``2852039166``, ``0xa9.0xfe.0xa9.0xfe``), an IPv6 one
+    mapping an IPv4 one as that one; else None."""
+    host = (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        if host and re.fullmatch(r"[0-9a-fx.]+", host):
+            with contextlib.suppress(OSError):  # (not an address: a name)
+                address = ipaddress.IPv4Address(socket.inet_aton(host))
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address is not None and str(address) in METADATA_HOSTS:
+        return f"a cloud metadata service's address ({address})"
+    if address is not None and address.is_link_local:
+        return f"a link-local address ({address}), where a cloud's metadata service answers"
+    if address is None and host in METADATA_HOSTS:
+        return f"a cloud metadata service's host name ({host})"
+    return None
+
+
+def check_destination(entry: ModelEntry) -> None:
+    """Refuse a model registered at run time whose ``base_url`` names a link-local address or a
+    cloud metadata service (see :func:`internal_host`): an :class:`InvalidInputError` naming
+    ``base_url``. Whoever holds the admin token would otherwise have the service send its
+    requests there, and an upstream's error text comes back in the answer's headers and the
+    log. The config may name any host (its author owns the machine)."""
+    if entry.base_url is None:
+        return
+    what = internal_host(entry.base_url)
+    if what is not None:
+        raise InvalidInputError("base_url", (
+            f"{json_quoted(redact_url(entry.base_url))} names {what}: a model registered at "
+            "run time may not send its requests to one, which would answer whoever holds the "
+            "admin token with what the machine is told; if the model is really meant to be "
+            "there, list it in the config"))
+
+
+def model_card(card: object) -> ModelEntry:
+    """``card`` (a mapping of a config ``models:`` entry's keys) as the model it describes,
+    checked by the config's rules for one entry; a bad one is an
+    :class:`~switchpoint.errors.InvalidInputError` naming its key. A ``base_url`` carrying a
+    credential (a user or password before its host, a key in its query, text anywhere in it
+    that every view of a URL masks as a secret) is refused: the store keeps the card, and the
+    credential belongs in the variable ``api_key_env`` names; so is one naming a link-local
+    or cloud metadata host (:func:`check_destination`)."""
+    expect("card", card, Mapping, "a mapping of a model's keys, as the config's models: "
+                                  "entries write them (name, tier, input_per_mtok, ...)")
+    assert isinstance(card, Mapping)
+    try:
+        entry = ModelEntry.model_validate(dict(card))
+    except ValidationError as exc:
+        raise invalid_from_validation(list(exc.errors()), list(ModelEntry.model_fields),
+                                      root="card") from None
+    if entry.base_url is not None:
+        netloc = entry.base_url.split("//", 1)[-1].split("/", 1)[0]
+        shown = redact_url(entry.base_url)
+        if "@" in netloc or url_secrets(entry.base_url) or shown != entry.base_url:
+            raise InvalidInputError("base_url", (
+                f"{json_quoted(shown)} carries a credential (a user or password before its "
+                "host, a key in its query, or text shaped like a key in its path): a "
+                "registered model is kept in data_dir as it is given, so its secret would be "
+                "too; give the URL without it and put the key in an environment variable "
+                "named by api_key_env"))
+    check_destination(entry)
+    return entry
+
+
+def check_free(name: str, *, registered: Collection[str], built: Collection[str],
+               where: str, unregister: str, change: str) -> None:
+    """Refuse registering a model named ``name`` when the name is taken: by a model registered
+    at run time (``registered``; ``unregister`` says how one is unregistered) or by one of the
+    catalog as it was made (``built``, which ``where`` names, ``the config``, and ``change``
+    says how one of it is changed): a :class:`ConflictError` naming ``name``."""
+    shown = json_quoted(name, 100)
+    if name in registered:
+        raise ConflictError(f"name: model {shown} was registered at run time already; "
+                            "pick another name, or unregister that one first "
+                            f"({unregister})", param="name")
+    if name in built:
+        raise ConflictError(f"name: model {shown} is in {where}; pick another name (or "
+                            f"{change})", param="name")
+
+
+def check_room(count: int, *, unregister: str, instead: str) -> None:
+    """Refuse registering one more model when ``count`` are registered at run time already,
+    :data:`MAX_REGISTERED_MODELS`: a :class:`ConflictError` naming the card, saying how one
+    is unregistered (``unregister``) and what else serves (``instead``)."""
+    if count >= MAX_REGISTERED_MODELS:
+        raise ConflictError(f"card: {count} models are registered at run "
+                            f"time already, the most there may be "
+                            f"({MAX_REGISTERED_MODELS}); unregister one first "
+                            f"({unregister}), or {instead}", param="card")
+
+
+_Card = TypeVar("_Card", bound=Named)
+
+
+def check_own_profile(card: _Card, catalog: Sequence[_Card]) -> None:
+    """Refuse registering ``card`` when, without ``profile:``, it would route on the learned
+    profile another model of ``catalog`` uses (see :func:`~switchpoint.config.shared_profiles`):
+    a model registered at price 0 under GPT-4's profile name would take GPT-4's quality. The
+    card opts in by naming the profile."""
+    for model, owner in shared_profiles([*catalog, card]):
+        if model is card:
+            raise ConflictError(f"name: {shared_profile_note(model, owner)}; to share that "
+                                f"profile on purpose, give profile: "
+                                f"{json_quoted(model.name, 100)} in the card, else give the "
+                                "profile it should route on, or another name", param="name")
+
+
+def not_registered(name: str, registered: Iterable[str], *, built: bool, where: str,
+                   change: str) -> ConflictError | NotFoundError:
+    """Why ``name`` names no model registered at run time to unregister: it is one of the
+    catalog as it was made (``built``; ``where`` names that catalog, ``change`` says how a
+    model is taken out of it), or none was registered (the error lists those
+    ``registered``)."""
+    shown = json_quoted(name, 100)
+    if built:
+        return ConflictError(f"name: model {shown} is in {where}, not registered at run "
+                             f"time; {change}", param="name")
+    names = listed_names(registered, quoted=True)
+    return NotFoundError(f"name: no model {shown} was registered at run time; check the "
+                         "name: " + (f"those registered are {names}" if names else
+                                     "none is registered"), param="name")
+
+
+def still_named(name: str, exc: ConfigError | InvalidInputError) -> ConflictError:
+    """The refusal to unregister ``name``: what is left without it breaks the rule ``exc``
+    states (a run-time experiment's arm, or another registered model's fallbacks, names it)."""
+    key = exc.key if isinstance(exc, ConfigError) else exc.field
+    return ConflictError(f"name: model {json_quoted(name, 100)} is still named by {key} "
+                         f"({exc.reason}); take it out there first", param="name")
+
+
+def card_error(exc: ConfigError | InvalidInputError, index: int, name: str
+               ) -> ConfigError | InvalidInputError:
+    """A rule of the catalog broken by the model being registered (named as the config would
+    name it: ``models[N]...``, or ``models.<name>...`` by the catalog), naming the card's key
+    instead; any other, as it is."""
+    key = exc.key if isinstance(exc, ConfigError) else exc.field
+    for prefix in (f"models[{index}]", f"models.{name}"):
+        if key == prefix or key.startswith((prefix + ".", prefix + "[")):
+            rest = key[len(prefix):].lstrip(".") or "card"
+            return InvalidInputError(rest, exc.reason)
+    return exc
+
+
+__all__ = ["MAX_REGISTERED_MODELS", "METADATA_HOSTS", "card_error", "check_destination",
+           "check_free", "check_own_profile", "check_room", "internal_host", "model_card",
+           "not_registered", "still_named"]
