@@ -38,6 +38,7 @@ from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import (
     MAX_TOKENS,
     Catalog,
+    ModelCard,
     check_token_counts,
     estimate_tokens,
     model_names,
@@ -66,7 +67,12 @@ from switchpoint.embedding import (
     check_prompt,
     embedder_from_id,
 )
-from switchpoint.errors import InvalidInputError, NoCandidatesError, UnknownModelError
+from switchpoint.errors import (
+    ConflictError,
+    InvalidInputError,
+    NoCandidatesError,
+    UnknownModelError,
+)
 from switchpoint.learning.events import FeedbackLog, check_cost, check_tenant
 from switchpoint.learning.learner import (
     BUILD_IN_EACH_PROCESS,
@@ -347,7 +353,7 @@ class Router(RemadeOnLoad):
     refused with :class:`~switchpoint.errors.GatewayClosedError` once closing has begun, or
     after, remembering, learning and logging nothing."""
 
-    _remade = remade(_stats_lock=LOCK)
+    _remade = remade(_stats_lock=LOCK, _changing=LOCK)
 
     def _check_picklable(self) -> None:
         if self.gateway is not None:
@@ -391,15 +397,15 @@ class Router(RemadeOnLoad):
             inner, check_cache_size(embedding_cache_size, "embedding_cache_size"))
         self._cost_weight = check_cost_weight(cost_weight)
         self._max_prompt_chars = check_max_prompt_chars(max_prompt_chars)
-        self.catalog = catalog or Catalog.from_profiles(self.policy.models_)
-        self.models: list[str] = self.catalog.names
-        # What routing may choose: not a model with ``auto: false`` (served only when named).
-        self._routed = np.isin(self.models, self.catalog.routed)
-        self._map = _CardMap(self.catalog, self.policy)
+        # What it routes over, replaced whole (never changed in place) as a model is
+        # registered or unregistered, one change at a time: each call reads it once.
+        self._view = _Catalogued.of(catalog or Catalog.from_profiles(self.policy.models_),
+                                    self.policy)
+        self._changing = threading.Lock()
         self._allowed_models = self._check_models(allowed_models, "allowed_models")
         self.cache = DecisionCache(cache_size, cache_ttl)
         # A table policy also learns the outcomes of catalog models it has no profile for.
-        cards = self._map.unprofiled() if isinstance(self.policy, TablePolicy) else []
+        cards = self._view.map.unprofiled() if isinstance(self.policy, TablePolicy) else []
         self.learner = Learner(self.policy, learning, log=feedback_log,
                                resolve=self._learnable_profile,
                                cards=[c for c in cards if c not in self.policy.models_])
@@ -465,8 +471,166 @@ class Router(RemadeOnLoad):
         for: routed by their tier and price alone until they are labelled (``switchpoint
         label``, ``add-model``). A model kept out of ``auto`` (a judge) is never routed, so it
         is not one of them."""
-        routed = set(self.catalog.routed)
-        return [m for m in self._map.unprofiled() if m in routed]
+        view = self._view
+        routed = set(view.catalog.routed)
+        return [m for m in view.map.unprofiled() if m in routed]
+
+    @property
+    def catalog(self) -> Catalog:
+        """The models it routes over, their prices and the rest of their cards: the catalog
+        it was built with, and the models registered since (:meth:`register_model`)."""
+        return self._view.catalog
+
+    @property
+    def models(self) -> list[str]:
+        """The catalog's names, in the order estimates list them."""
+        return self._view.models
+
+    # Models registered at run time -------------------------------------------------------------
+
+    def register_model(self, card: ModelCard | Mapping[str, Any] | str, /,
+                       **keys: Any) -> ModelCard:
+        """Add a model to the catalog at run time, without labels for it: ``card`` is a
+        :class:`~switchpoint.catalog.ModelCard`, a mapping of a config ``models:`` entry's keys
+        (``name``, ``tier``, ``input_per_mtok``, ``output_per_mtok``, ``profile``,
+        ``capabilities``, ``auto``, ...), or the model's name with those keys as keyword
+        arguments (``router.register_model("newbie", tier="simple", input_per_mtok=0.2,
+        output_per_mtok=0.8)``). The card is read by the rules the gateway's
+        :meth:`~switchpoint.gateway.Gateway.register_model` reads one by
+        (:func:`switchpoint.registration.model_card`), then with the catalog by the
+        catalog's.
+
+        Weights without a profile of it route it by its tier and price, as the gateway does:
+        its expected error is its tier's profiled models' mean on each prompt (the weakest
+        profiled model's, as uncertain as they disagree, without a tier), its cost its price.
+        A table policy's router (cluster, tiers, tfidf) learns from its outcomes
+        (:meth:`report_outcome`), which move that estimate; one whose ``profile`` names a
+        weights profile routes on that profile. It joins the catalog after the others, in one
+        step: a call under way routes on the catalog it began with, the next one on the new
+        catalog (decisions cached before are not served after).
+
+        A router keeps no store: what is registered lives in this router only. A new router
+        (a restart) has its own catalog; register the models again before it replays a
+        feedback log holding their outcomes (``learner.replay`` refuses an outcome of a model
+        it does not know). A router serving in a gateway registers through it
+        (``Gateway.register_model``, kept in ``data_dir``).
+
+        Returns the card as it joined the catalog. Refused, with nothing changed: an
+        :class:`~switchpoint.errors.InvalidInputError` naming the key at fault (a card
+        without prices that would be routed on them, a fallback naming no model, a name
+        past the rule of a model's name ...), a :class:`~switchpoint.errors.ConflictError`
+        for a name taken (by the catalog, or a model registered), no room left
+        (:data:`~switchpoint.registration.MAX_REGISTERED_MODELS` registered at once), a card
+        that would take another model's learned profile by its name alone, or a router
+        serving in a gateway."""
+        # (the config's rules, read with pydantic: loaded by the first registration, not by
+        # every program that imports the router)
+        from switchpoint.registration import (
+            card_error,
+            check_free,
+            check_own_profile,
+            check_room,
+            model_card,
+        )
+
+        if isinstance(card, str):
+            given: object = {"name": card, **keys}
+        elif keys:
+            raise InvalidInputError("card", "give a card (a ModelCard or a mapping of its keys), "
+                                            "or a model's name with its keys as keyword "
+                                            f"arguments, not both (got {listed_names(keys)})")
+        elif isinstance(card, ModelCard):
+            given = {f.name: list(v) if isinstance(v, tuple) else v
+                     for f in fields(card) if (v := getattr(card, f.name)) is not None}
+        else:
+            given = card
+        new = model_card(given).card()
+        with self._changing:
+            if self.gateway is not None:
+                raise ConflictError("card: this router serves in a gateway, whose catalog is "
+                                    "made anew at each reload; register the model with "
+                                    "Gateway.register_model (kept in data_dir)", param="card")
+            view = self._view
+            check_free(new.name, registered=view.registered,
+                       built=set(view.models) - set(view.registered),
+                       where="this router's catalog as it was built", unregister=_UNREGISTER,
+                       change="build a Router with a catalog of the card you want")
+            check_room(len(view.registered), unregister=_UNREGISTER,
+                       instead="build a Router with a catalog that lists them")
+            check_own_profile(new, view.catalog.cards)
+            self._check_priced(new, view)
+            try:
+                catalog = Catalog([*view.catalog.cards, new], view.catalog.expected_output_tokens)
+                changed = _Catalogued.of(catalog, self.policy, (*view.registered, new.name),
+                                         view.revision + 1)
+            except InvalidInputError as exc:
+                raise card_error(exc, len(view.models), new.name) from None
+            if isinstance(self.policy, TablePolicy) and new.name in changed.map.unprofiled_index:
+                # (learned before it can be chosen, so its first outcome is never refused)
+                try:
+                    self.learner.add_cards([new.name])
+                except InvalidInputError as exc:
+                    raise InvalidInputError("card", exc.reason) from None
+            self._view = changed
+        return new
+
+    def _check_priced(self, card: ModelCard, view: _Catalogued) -> None:
+        """Refuse ``card`` where prices would be missing: one the weights have no profile of
+        is routed by its price, and a catalog priced throughout prices every request by its
+        models' prices, which a card without any would end for every model."""
+        profiles = list(self.policy.models_)
+        if card.priced:
+            if view.map.priced or (card.profile or card.name) in profiles:
+                return
+            raise InvalidInputError("card", (
+                f"model {json_quoted(card.name, 100)} has no learned profile in these weights "
+                "(so it is routed by its price), and this router's catalog does not price "
+                "every model (costs come from the weights' profiles); give it a profile among "
+                f"{listed_names(profiles, quoted=True)}, or build the Router with a Catalog "
+                "that prices every model"))
+        if view.map.priced or (card.profile or card.name) not in profiles:
+            raise InvalidInputError("input_per_mtok", (
+                f"model {json_quoted(card.name, 100)} has no prices, and "
+                + ("this router prices every request by its models' prices" if view.map.priced
+                   else "no learned profile in these weights to cost it by")
+                + "; give input_per_mtok and output_per_mtok (USD per million tokens)"))
+
+    def unregister_model(self, name: str) -> ModelCard:
+        """Take model ``name``, registered with :meth:`register_model`, out of the catalog, in
+        one step (a call under way routes on the catalog it began with); returns its card.
+        What its outcomes taught stays with the router, taken up again if a model of its name
+        is registered again (as a gateway replaying its feedback log does). Refused, with
+        nothing changed: a model of the catalog the router was built with
+        (:class:`~switchpoint.errors.ConflictError`: build a router without it), a name no
+        model registered has (:class:`~switchpoint.errors.NotFoundError`, listing those
+        registered), and a model still named by :attr:`allowed_models` or another model's
+        fallbacks (:class:`~switchpoint.errors.ConflictError`)."""
+        from switchpoint.registration import not_registered, still_named
+
+        expect("name", name, str, "the name of a model registered with register_model")
+        with self._changing:
+            view = self._view
+            if name not in view.registered:
+                raise not_registered(
+                    name, view.registered, built=name in view.catalog,
+                    where="this router's catalog as it was built",
+                    change="build a Router with a catalog without it (training.remove_model "
+                           "takes a model's profile out of the weights)")
+            if name in (self._allowed_models or ()):
+                raise ConflictError(f"name: model {json_quoted(name, 100)} is named by "
+                                    "allowed_models; set router.allowed_models without it "
+                                    "first", param="name")
+            card = view.catalog[name]
+            try:
+                catalog = Catalog([c for c in view.catalog.cards if c.name != name],
+                                  view.catalog.expected_output_tokens)
+                changed = _Catalogued.of(catalog, self.policy,
+                                         tuple(n for n in view.registered if n != name),
+                                         view.revision + 1)
+            except InvalidInputError as exc:
+                raise still_named(name, exc) from None
+            self._view = changed
+        return card
 
     # Public API --------------------------------------------------------------------------------
 
@@ -493,13 +657,15 @@ class Router(RemadeOnLoad):
         t0 = time.perf_counter()
         check_route_input(prompt, embedding)
         tenant_key = check_tenant(tenant)
-        tokens = self.check_estimate_tokens(estimate_tokens)
+        view = self._view  # (read once: a model registered meanwhile joins the next call)
+        tokens = self._estimate_tokens(estimate_tokens, view)
         policy, learned, cards = self.learner.view(tenant_key)
-        # (a decision cached before router.policy.set_params(...) is no answer after it)
-        revision = (learned, self.policy.params_revision)
+        # (a decision cached before router.policy.set_params(...), or before a model was
+        # registered or unregistered, is no answer after it)
+        revision = (learned, self.policy.params_revision, view.revision)
         lam = self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")
-        mask = self._candidates(available_models)
+        mask = self._candidates(available_models, view)
         if embedding is not None:
             if self.policy.requires == "text":
                 Inputs(embeddings=np.zeros((1, 1), np.float32)).require("text", self.policy.name)
@@ -522,7 +688,7 @@ class Router(RemadeOnLoad):
             decision = renewed(cached, cache_hit=True, decision_id=uuid.uuid4().hex, usage=Usage(
                 routing_ms=round((time.perf_counter() - t0) * 1e3, 4), embedding_ms=0.0))
             decision = self._serve(decision, tenant_key, mask, support,
-                                   source_id=cached.decision_id)
+                                   source_id=cached.decision_id, view=view)
             self._count([decision], cache_hit=True)
             return decision
         embedding_ms = 0.0
@@ -533,26 +699,29 @@ class Router(RemadeOnLoad):
             vector = self.embedder.embed([text or ""], scope=tenant_key)
             embedding_ms = (time.perf_counter() - t1) * 1e3
         inputs = Inputs(texts=None if text is None else [text], embeddings=vector)
-        est = self._map.estimate(policy.estimate(inputs), inputs.texts, cards, tokens=tokens)
-        decision = self._decide(est, 0, mask, lam, prompt_hash)
+        est = view.map.estimate(policy.estimate(inputs), inputs.texts, cards, tokens=tokens)
+        decision = self._decide(est, 0, mask, lam, view, prompt_hash)
         total_ms = (time.perf_counter() - t0) * 1e3
         decision.usage = Usage(routing_ms=round(total_ms - embedding_ms, 4),
                                embedding_ms=round(embedding_ms, 4))
         self.cache.put(key, decision, est.support[0])
-        self._remember(decision, tenant_key, mask, est, 0, vector, text)
+        self._remember(decision, tenant_key, mask, est, 0, vector, text, view)
         decision = self._serve(decision, tenant_key, mask, est.support[0],
-                               source_id=decision.decision_id)
+                               source_id=decision.decision_id, view=view)
         self._count([decision])
         return decision
 
     def check_estimate_tokens(self, value: object) -> tuple[int, int] | None:
         """``value`` as :meth:`route`'s ``estimate_tokens`` (None: none given): two whole
         numbers of tokens, and a catalog with prices for every model to price them with."""
+        return self._estimate_tokens(value, self._view)
+
+    def _estimate_tokens(self, value: object, view: _Catalogued) -> tuple[int, int] | None:
         if value is None:
             return None
         tokens = check_token_counts(value)
-        if not self._map.priced:
-            unpriced = [c.name for c in self.catalog.cards if not c.priced]
+        if not view.map.priced:
+            unpriced = [c.name for c in view.catalog.cards if not c.priced]
             raise InvalidInputError(
                 "estimate_tokens", f"prices a request with the catalog's prices, and "
                 f"{listed_names(unpriced, 5, quoted=True)} "
@@ -601,23 +770,24 @@ class Router(RemadeOnLoad):
             if not lams:
                 raise InvalidInputError("cost_weights", "is empty; give at least one λ, or omit "
                                                         "it to route at the router's own")
-        mask = self._candidates(available_models)
+        view = self._view
+        mask = self._candidates(available_models, view)
         inputs, embedding_ms = self.prepare(prompts, embeddings, tenant=tenant_key,
                                             per_row=len(lams))
         n = len(inputs)
         if n == 0:
             return []
-        est = self._estimates(inputs, tenant_key)
+        est = self._estimates(inputs, tenant_key, view)
         hashes = ([""] * n if inputs.texts is None
                   else [hash_prompt(text) for text in inputs.texts])
         decisions: list[RoutingDecision] = []
         for lam in lams:
             for i in range(n):
-                d = self._decide(est, i, mask, lam, hashes[i])
+                d = self._decide(est, i, mask, lam, view, hashes[i])
                 self._remember(d, tenant_key, mask, est, i, inputs.embeddings,
-                               None if inputs.texts is None else inputs.texts[i])
+                               None if inputs.texts is None else inputs.texts[i], view)
                 decisions.append(self._serve(d, tenant_key, mask, est.support[i],
-                                             source_id=d.decision_id))
+                                             source_id=d.decision_id, view=view))
         per_ms = ((time.perf_counter() - t0) * 1e3 - embedding_ms) / max(1, len(decisions))
         per_emb = embedding_ms / n
         for d in decisions:
@@ -638,11 +808,11 @@ class Router(RemadeOnLoad):
         with what ``tenant``'s outcomes taught. For analysis and evaluation; nothing is
         remembered or counted. At most :data:`MAX_BATCH` (10,000) prompts a call."""
         inputs, _ = self.prepare(prompts, embeddings, tenant=tenant)
-        return self._estimates(inputs, check_tenant(tenant))
+        return self._estimates(inputs, check_tenant(tenant), self._view)
 
-    def _estimates(self, inputs: Inputs, tenant: str) -> Estimates:
+    def _estimates(self, inputs: Inputs, tenant: str, view: _Catalogued) -> Estimates:
         policy, _, cards = self.learner.view(tenant)
-        return self._map.estimate(policy.estimate(inputs), inputs.texts, cards)
+        return view.map.estimate(policy.estimate(inputs), inputs.texts, cards)
 
     def prepare(
         self,
@@ -750,7 +920,7 @@ class Router(RemadeOnLoad):
         entry = self.learner.lookup(decision_id, tenant) if isinstance(decision_id, str) else None
         if entry is not None:  # (a prompt hash: the decision it names now, learned as one)
             decision_id = entry.decision_id
-        if measured is not None and self._map.priced and entry is not None:
+        if measured is not None and self._view.map.priced and entry is not None:
             measured = self.learnable_cost(model or entry.chosen, measured, entry.prompt_tokens)
         return self.learner.report(decision_id, quality_score, success, model=model,
                                    tenant=tenant, cost=measured)
@@ -772,9 +942,12 @@ class Router(RemadeOnLoad):
             raise InvalidInputError("prompt_tokens", f"must be a count of tokens from 0 to "
                                                      f"{MAX_TOKENS:,}, got "
                                                      f"{json_quoted(prompt_tokens)}")
-        if not self._map.priced:
+        view = self._view
+        if not view.map.priced:
             return measured
-        return self._map.weights_cost(model, measured, prompt_tokens)
+        if model not in view.catalog:  # (unregistered since its decision)
+            return None
+        return view.map.weights_cost(model, measured, prompt_tokens)
 
     def rebased_cost(self, profile: str, cost: float, source: Router | None) -> float | None:
         """A cost that ``source`` learned for ``profile`` (in its weights' cost units), in
@@ -786,7 +959,7 @@ class Router(RemadeOnLoad):
         expect("profile", profile, str, "a profile's name")
         expect("cost", cost, NUMBER, "a number (a learned cost)")
         expect("source", source, Router, "the Router that learned the cost", optional=True)
-        if not self._map.priced:
+        if not self._view.map.priced:
             return cost
         if source is None:
             return None
@@ -800,12 +973,13 @@ class Router(RemadeOnLoad):
         """A prompt's tokens as this router prices requests (a reference size without a
         text)."""
         expect("text", text, str, "a prompt's text", optional=True)
-        return self._map.prompt_tokens(text)
+        return _CardMap.prompt_tokens(text)
 
     def cost_scale(self, available_models: Sequence[str] | None = None) -> float:
         """The cost that λ = 1 weighs as one unit of error among ``available_models`` (default:
         every allowed model): the reference cost of the dearest of them (see :mod:`decision`)."""
-        return self._map.cost_scale(self._candidates(available_models))
+        view = self._view
+        return view.map.cost_scale(self._candidates(available_models, view))
 
     def get_best_model_for_cluster(self, cluster_id: int,
                                    available_models: Sequence[str] | None = None,
@@ -816,8 +990,10 @@ class Router(RemadeOnLoad):
         lam = self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")
         unit = self.policy.check_unit(cluster_id, "cluster_id")
-        est = self._map.estimate(self.policy.unit_estimate(unit), None)
-        return self._decide(est, 0, self._candidates(available_models), lam).selected_model
+        view = self._view
+        est = view.map.estimate(self.policy.unit_estimate(unit), None)
+        return self._decide(est, 0, self._candidates(available_models, view), lam,
+                            view).selected_model
 
     def route_and_execute(
         self,
@@ -914,7 +1090,8 @@ class Router(RemadeOnLoad):
         model without one, the model itself (a table policy moves its tier prior by its
         outcomes). None when its outcomes cannot be learned."""
         expect("model", model, str, "a catalog model's name")
-        profile = self.catalog.profile_of(model) if model in self.models else model
+        catalog = self._view.catalog
+        profile = catalog.profile_of(model) if model in catalog else model
         if profile in self.policy.models_:
             return profile
         return model if model in self.learner.cards else None
@@ -931,7 +1108,7 @@ class Router(RemadeOnLoad):
 
     def _remember(self, decision: RoutingDecision, tenant: str, mask: np.ndarray,
                   est: Estimates, row: int, vectors: np.ndarray | None,
-                  text: str | None) -> None:
+                  text: str | None, view: _Catalogued) -> None:
         """Keep what an outcome for ``decision`` needs: its vector or units, its candidates,
         and (catalog prices) the prompt's tokens as they were priced."""
         if not self.learner.memory.capacity:
@@ -944,18 +1121,18 @@ class Router(RemadeOnLoad):
             units = ((int(est.unit_ids[row]), 1.0),)
         self.learner.remember(PendingDecision(
             decision_id=decision.decision_id, tenant=tenant, chosen=decision.selected_model,
-            candidates=tuple(m for m, keep in zip(self.models, mask, strict=True) if keep),
+            candidates=tuple(m for m, keep in zip(view.models, mask, strict=True) if keep),
             embedding=None if vectors is None else vectors[row],
             units=units, expected_cost=decision.expected_cost,
-            prompt_tokens=self._map.prompt_tokens(text) if self._map.priced else None,
+            prompt_tokens=view.map.prompt_tokens(text) if view.map.priced else None,
             prompt_hash=decision.prompt_hash))
 
     def _serve(self, decision: RoutingDecision, tenant: str, mask: np.ndarray,
-               support: np.ndarray, source_id: str) -> RoutingDecision:
+               support: np.ndarray, source_id: str, view: _Catalogued) -> RoutingDecision:
         """The decision as served: now and then explored (drawn from ``tenant``'s own stream)
         to the candidate whose estimate has the least evidence behind it (never when the caller
         named one model), remembered under its own id."""
-        candidates = [m for m, keep in zip(self.models, mask, strict=True) if keep]
+        candidates = [m for m, keep in zip(view.models, mask, strict=True) if keep]
         explored = self.learner.explorer.pick(candidates, decision.selected_model,
                                               support[mask], tenant=tenant)
         if explored is not None:
@@ -976,50 +1153,54 @@ class Router(RemadeOnLoad):
                                       decision.expected_cost)
         return decision
 
-    def _check_models(self, names: Sequence[str] | None, field_name: str) -> list[str] | None:
+    def _check_models(self, names: Sequence[str] | None, field_name: str,
+                      view: _Catalogued | None = None) -> list[str] | None:
         names = model_names(names, field_name)
         if names is None:
             return None
-        unknown = list(dict.fromkeys(n for n in names if n not in self.models))
+        catalog = (view or self._view).catalog
+        unknown = list(dict.fromkeys(n for n in names if n not in catalog))
         if unknown:
-            raise UnknownModelError(field_name, unknown, self.models)
+            raise UnknownModelError(field_name, unknown, catalog.names)
         if not names:
             raise NoCandidatesError(field_name, "is empty; list at least one model or omit it")
         return named_once(names, field_name)
 
     def check_candidates(self, available: Sequence[str] | None) -> list[str]:
         """Validate a candidate list; returns the models that remain allowed."""
-        mask = self._candidates(available)
-        return [m for m, keep in zip(self.models, mask, strict=True) if keep]
+        view = self._view
+        mask = self._candidates(available, view)
+        return [m for m, keep in zip(view.models, mask, strict=True) if keep]
 
-    def _candidates(self, available: Sequence[str] | None) -> np.ndarray:
+    def _candidates(self, available: Sequence[str] | None, view: _Catalogued) -> np.ndarray:
         """The models routing may choose: the allowed ones, narrowed to ``available``, never
         one with ``auto: false`` (a request must name it to be served by it)."""
-        mask = self._routed.copy()
-        if self._allowed_models is not None:
-            mask &= np.isin(self.models, self._allowed_models)
-        names = self._check_models(available, "available_models")
+        mask = view.routed.copy()
+        allowed = self._allowed_models
+        if allowed is not None:
+            mask &= np.isin(view.models, allowed)
+        names = self._check_models(available, "available_models", view)
         if names is not None:
-            mask &= np.isin(self.models, names)
+            mask &= np.isin(view.models, names)
         if not mask.any():
             field_name = "available_models" if names is not None else "allowed_models"
-            listed = names if names is not None else self._allowed_models or []
-            raise NoCandidatesError(field_name, self.catalog.leaves_no_model(
-                listed, self._allowed_models or self.catalog.routed,
+            listed = names if names is not None else allowed or []
+            raise NoCandidatesError(field_name, view.catalog.leaves_no_model(
+                listed, allowed or view.catalog.routed,
                 "this router's allowed models"))
         return mask
 
     def _decide(self, est: Estimates, row: int, mask: np.ndarray, lam: float,
-                prompt_hash: str = "") -> RoutingDecision:
+                view: _Catalogued, prompt_hash: str = "") -> RoutingDecision:
         err, cost, support = est.error[row], est.cost[row], est.support[row]
         stderr = None if est.stderr is None else est.stderr[row]
-        scale = self._map.cost_scale(mask)
+        scale = view.map.cost_scale(mask)
         choice = choose(err, cost, mask, lam, scale, support, stderr=stderr,
                         pessimism=est.pessimism)
         j = choice.index
         unit = int(est.unit_ids[row])
         probs = self._unit_distribution(est, row, unit)
-        names = self.models
+        names = view.models
         order = choice.order
         reasoning = [
             f"{self.policy.describe_unit(unit).capitalize()} of the "
@@ -1036,7 +1217,7 @@ class Router(RemadeOnLoad):
             reasoning.append("Thin evidence is charged (pessimism "
                              f"{est.pessimism:g} × extra standard error): " + ", ".join(
                                  f"{names[i]} +{c:.4f}" for i, c in thin) + ".")
-        prior = self._map.prior_note(j)
+        prior = view.map.prior_note(j)
         if prior:
             reasoning.append(prior if not support[j] > 0 else
                              f"{prior} Its own outcomes on prompts like this one "
@@ -1087,6 +1268,9 @@ class Router(RemadeOnLoad):
             for d in decisions:
                 self._stats.update(d, cache_hit)
 
+
+# How a model registered at run time is unregistered from a router, as its refusals say.
+_UNREGISTER = "Router.unregister_model"
 
 # Policies with more units than this (a neighbour per example) report no unit distribution.
 MAX_ONE_HOT_UNITS = 1024
@@ -1315,6 +1499,29 @@ class _CardMap:
 
     def prior_note(self, j: int) -> str | None:
         return self.prior_basis[j]
+
+
+@dataclass(frozen=True)
+class _Catalogued:
+    """What a router routes over, read whole by each call: its catalog, the catalog's names,
+    which of them ``auto`` may choose, how the policy's estimates map onto them, the models
+    registered at run time (:meth:`Router.register_model`) and a revision that changes with
+    each registration or removal (a decision cached before one is no answer after it)."""
+
+    catalog: Catalog
+    models: list[str]
+    routed: np.ndarray
+    map: _CardMap
+    registered: tuple[str, ...] = ()
+    revision: int = 0
+
+    @classmethod
+    def of(cls, catalog: Catalog, policy: Policy, registered: tuple[str, ...] = (),
+           revision: int = 0) -> _Catalogued:
+        names = catalog.names
+        # (routing may choose no model with ``auto: false``: one served only when named)
+        return cls(catalog, names, np.isin(names, catalog.routed), _CardMap(catalog, policy),
+                   registered, revision)
 
 
 def load_router(

@@ -23,6 +23,7 @@ from itertools import islice
 from switchpoint._messages import json_quoted
 from switchpoint._numbers import checked_number
 from switchpoint._pickling import LOCK, RLOCK, RemadeOnLoad, remade
+from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.decision import PROMPT_HASH_DIGITS, check_id
 from switchpoint.errors import (
     DecisionNotFoundError,
@@ -197,6 +198,28 @@ class Learner(RemadeOnLoad):
             self.memory = memory
             self.explorer = Explorer(settings.exploration, settings.seed)
             self._shrink()
+
+    def add_cards(self, cards: Sequence[str]) -> None:
+        """Learn the outcomes of ``cards`` too: models without a profile that joined the
+        router's catalog (a table policy's router: see ``Router.register_model``). Each
+        tenant's evidence held takes an empty column for each; one this learner already learns
+        (registered before, then unregistered) keeps the evidence it has. At most
+        :data:`~switchpoint.catalog.MAX_CATALOG_MODELS` in all: past that an
+        :class:`InvalidInputError` naming ``cards``, with nothing changed."""
+        new = [c for c in dict.fromkeys(cards) if c not in self.cards]
+        if not new:
+            return
+        if len(self.cards) + len(new) > MAX_CATALOG_MODELS:
+            raise InvalidInputError(
+                "cards", f"this router learns the outcomes of {len(self.cards)} models without "
+                f"a profile already (one unregistered keeps its evidence, taken up again if it is "
+                f"registered again), and {len(new)} more would pass the {MAX_CATALOG_MODELS} a "
+                "router learns in all; register again a model of a name it knows, or build a "
+                "new Router")
+        with self._reporting, self._lock:
+            for overlay in self._overlays.values():
+                overlay.add_cards(new)
+            self.cards = (*self.cards, *new)
 
     # Routing side -----------------------------------------------------------------------------
 

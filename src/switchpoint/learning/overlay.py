@@ -91,6 +91,10 @@ class Overlay(Protocol):
         """The outcomes of models without a profile so far, on the posterior's units (None:
         none)."""
 
+    def add_cards(self, cards: Sequence[str]) -> None:
+        """Learn the outcomes of ``cards`` too, models without a profile that joined the
+        catalog since (a table policy's overlay; another's learns none)."""
+
     def forget_posterior(self) -> None:
         """Free the posterior built last (and what was built with it); the next
         :meth:`posterior` builds it again from the same evidence: the same policy."""
@@ -191,6 +195,11 @@ class _OverlayBase:
     def card_evidence(self) -> CardEvidence | None:
         return None
 
+    def add_cards(self, cards: Sequence[str]) -> None:
+        if cards:
+            raise InvalidInputError("cards", f"the {json_quoted(self.base.name)} policy learns "
+                                             "only its profiled models' outcomes")
+
     def forget_posterior(self) -> None:
         self._cached = None
 
@@ -274,6 +283,23 @@ class TableOverlay(_OverlayBase):
 
     def forget_posterior(self) -> None:
         self._cached = self._cards_cached = None
+
+    def add_cards(self, cards: Sequence[str]) -> None:
+        """Learn the outcomes of ``cards`` too (models without a profile that joined the
+        catalog since, none of them this overlay's): each takes an empty column after the
+        others, so the evidence held stays where it is."""
+        clash = sorted(set(cards) & set(self.models))
+        if clash or len(set(cards)) != len(cards):
+            raise InvalidInputError("cards", f"must be new, distinct models without a profile; "
+                                             f"{clash or list(cards)} repeat a name")
+        extra = np.zeros((self._count.shape[0], len(cards)))
+        self._count = np.hstack([self._count, extra])
+        self._error = np.hstack([self._error, extra])
+        self._cost_count = np.hstack([self._cost_count, extra])
+        self._cost_sum = np.hstack([self._cost_sum, extra])
+        self.cards = (*self.cards, *cards)
+        self.models = [*self.models, *cards]
+        self.forget_posterior()
 
     def check(self, event: FeedbackEvent) -> None:
         self._model_index(event)

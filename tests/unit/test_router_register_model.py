@@ -1,0 +1,191 @@
+"""``Router.register_model`` / ``unregister_model``: a library router takes a model it has no
+labels for at run time, by the rules the gateway's registration keeps, routes it by its tier
+and price until its outcomes teach it, and lets it go again; a refusal changes nothing, and
+routing beside a change reads the catalog all before or all after it."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from switchpoint import registration
+from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.errors import ConflictError, InvalidInputError, NotFoundError
+from switchpoint.router import Router
+from switchpoint.weights import WeightsPackage
+from tests.conftest import FakeEmbedder
+from tests.fakes.two_kinds import math_prompt, poem_prompt, two_kinds_package
+
+BUILT = ["strong", "runner", "budget"]
+
+
+@pytest.fixture(scope="module")
+def package() -> WeightsPackage:
+    return two_kinds_package(FakeEmbedder())
+
+
+@pytest.fixture
+def router(package: WeightsPackage, fake_embedder: FakeEmbedder) -> Router:
+    """The two kinds' three profiles priced; ``budget`` routes on the ``cheap`` profile."""
+    catalog = Catalog([
+        ModelCard("strong", profile="strong", input_per_mtok=10, output_per_mtok=10,
+                  tier="complex"),
+        ModelCard("runner", profile="runner", input_per_mtok=5, output_per_mtok=5,
+                  tier="complex"),
+        ModelCard("budget", profile="cheap", input_per_mtok=1, output_per_mtok=1,
+                  tier="simple")])
+    return Router(package, embedder=fake_embedder, catalog=catalog, cost_weight=0.5)
+
+
+def test_a_registered_model_is_routed_by_price_taught_by_its_outcomes_and_unregistered(
+        router: Router) -> None:
+    """``peer``, of strong's tier at a twentieth of its price, wins math on price with its
+    tier's estimate; sixty failures (beside evidence learned before it joined) move math back
+    to a measured model; unregistered, no call names it, and a decision cached with it is not
+    served."""
+    first = router.route(math_prompt(1))
+    assert first.selected_model == "strong"
+    router.report_outcome(first.decision_id, 1.0)  # (evidence held before peer joins)
+    card = router.register_model("peer", tier="complex", input_per_mtok=0.5,
+                                 output_per_mtok=0.5)
+    assert card == ModelCard("peer", input_per_mtok=0.5, output_per_mtok=0.5, tier="complex")
+    assert router.models == [*BUILT, "peer"] and router.unprofiled_models == ["peer"]
+    chosen = router.route(math_prompt(1))
+    assert chosen.selected_model == "peer", chosen.all_scores
+    assert chosen.evidence[0] == "no labelled examples for peer: routed by tier and price"
+    assert chosen.expected_errors["peer"] == pytest.approx(
+        (chosen.expected_errors["strong"] + chosen.expected_errors["runner"]) / 2, abs=1e-6)
+    for i in range(60):
+        d = router.route(math_prompt(100 + i))
+        assert router.report_outcome(d.decision_id, 0.0, model="peer").model == "peer"
+    taught = router.route(math_prompt(1))
+    assert taught.selected_model != "peer", taught.all_scores
+    assert taught.expected_errors["peer"] > chosen.expected_errors["peer"] + 0.3
+    # (a copy in another process routes on the same catalog)
+    assert pickle.loads(pickle.dumps(router)).models == [*BUILT, "peer"]
+
+    assert router.unregister_model("peer") == card
+    assert router.models == BUILT and router.unprofiled_models == []
+    for prompt in (math_prompt(1), poem_prompt(1)):  # (math_prompt(1) was cached with peer)
+        assert "peer" not in router.route(prompt).all_scores
+    assert "peer" not in router.route_batch([math_prompt(2)])[0].all_scores
+    router.register_model("twin", tier="complex", input_per_mtok=0.5, output_per_mtok=0.5)
+    assert "peer" not in router.route(math_prompt(1)).all_scores  # (cached as four models too)
+    router.unregister_model("twin")
+    # Registered again, it takes up what its outcomes taught, as a gateway replaying its log.
+    router.register_model({"name": "peer", "tier": "complex", "input_per_mtok": 0.5,
+                           "output_per_mtok": 0.5})
+    assert router.route(math_prompt(1)).expected_errors["peer"] == pytest.approx(
+        taught.expected_errors["peer"])
+
+
+def _card(**more: Any) -> dict[str, Any]:
+    return {"name": "newbie", "input_per_mtok": 0.1, "output_per_mtok": 0.1, **more}
+
+
+@pytest.mark.parametrize(("card", "keys", "error", "field", "said"), [
+    (_card(input_per_mtok=-1), {}, InvalidInputError, "input_per_mtok", "must be >= 0"),
+    (_card(colour="red"), {}, InvalidInputError, "colour", "is not a field"),
+    ({"name": "newbie"}, {}, InvalidInputError, "input_per_mtok", "has no prices"),
+    (_card(fallbacks=["nowhere"]), {}, InvalidInputError, "fallbacks[0]",
+     '"nowhere" is not a model in the catalog'),
+    (_card(base_url="http://user:pw@example.com/v1"), {}, InvalidInputError, "base_url",
+     "carries a credential"),
+    (_card(name="strong"), {}, ConflictError, "name", "is in this router's catalog"),
+    (_card(name="cheap"), {}, ConflictError, "name", "uses (its profile:)"),
+    (_card(), {"tier": "simple"}, InvalidInputError, "card", "not both"),
+    (["newbie"], {}, InvalidInputError, "card", "a mapping of a model's keys"),
+], ids=["negative price", "unknown key", "no prices", "unknown fallback", "credential in url",
+        "name of the catalog", "profile by name alone", "card and keywords", "a list"])
+def test_a_bad_card_is_refused_naming_what_is_wrong_and_changes_nothing(
+        router: Router, card: Any, keys: dict[str, Any], error: type[Exception], field: str,
+        said: str) -> None:
+    before = router.route(math_prompt(3)).all_scores
+    with pytest.raises(error) as info:
+        router.register_model(card, **keys)
+    value = info.value
+    where = value.field if isinstance(value, InvalidInputError) else (
+        value.param if isinstance(value, ConflictError) else None)
+    assert where == field and said in str(info.value), str(info.value)
+    assert router.models == BUILT and router.unprofiled_models == []
+    assert router.route(math_prompt(3)).all_scores == before
+
+
+def test_a_name_is_registered_once_within_the_bound_and_only_a_registered_one_unregistered(
+        router: Router, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registration, "MAX_REGISTERED_MODELS", 2)
+    router.register_model(_card())
+    with pytest.raises(ConflictError, match="registered at run time already"):
+        router.register_model(_card())
+    router.register_model(_card(name="backup", fallbacks=["newbie"]))
+    with pytest.raises(ConflictError, match=r"2 models are registered at run time already, "
+                                            r"the most there may be \(2\)"):
+        router.register_model(_card(name="third"))
+    with pytest.raises(NotFoundError, match='no model "nope" was registered at run time; '
+                                            'check the name: those registered are "newbie", '
+                                            '"backup"'):
+        router.unregister_model("nope")
+    with pytest.raises(ConflictError, match='model "strong" is in this router\'s catalog as '
+                                            'it was built, not registered at run time'):
+        router.unregister_model("strong")
+    with pytest.raises(ConflictError, match=r"still named by models.backup.fallbacks\[0\]"):
+        router.unregister_model("newbie")
+    router.allowed_models = ["strong", "backup"]
+    with pytest.raises(ConflictError, match="is named by allowed_models"):
+        router.unregister_model("backup")
+    assert router.models == [*BUILT, "newbie", "backup"]
+    router.allowed_models = None
+    router.unregister_model("backup")
+    router.unregister_model("newbie")
+    assert router.models == BUILT
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Threads switched as often as the interpreter can, so a route meets a change often."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(interval)
+
+
+@pytest.mark.usefixtures("fast_switching")
+def test_routes_beside_registrations_each_read_one_catalog(router: Router) -> None:
+    """Two threads route (one prompt at a time and in batches) while models come and go:
+    every decision weighs the built catalog with or without ``peer``, never a mix, and none
+    fails."""
+    router.cache.size = 0  # (every call estimates)
+    stop = threading.Event()
+    seen: list[set[str]] = []
+    failures: list[BaseException] = []
+
+    def routing(batch: bool) -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                i += 1
+                decisions = (router.route_batch([math_prompt(i), poem_prompt(i)]) if batch
+                             else [router.route(math_prompt(i))])
+                seen.extend(set(d.all_scores) for d in decisions)
+        except BaseException as exc:  # (reported by the assertion below)
+            failures.append(exc)
+
+    threads = [threading.Thread(target=routing, args=(b,)) for b in (False, True)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(300):
+            router.register_model("peer", tier="complex", input_per_mtok=0.5,
+                                  output_per_mtok=0.5)
+            router.unregister_model("peer")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not failures, failures
+    assert seen and all(s in ({*BUILT}, {*BUILT, "peer"}) for s in seen)
