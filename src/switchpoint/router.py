@@ -329,7 +329,8 @@ class Router(RemadeOnLoad):
 
     What it holds, to read (only :attr:`cost_weight`, :attr:`allowed_models` and
     :attr:`max_prompt_chars` are set, each checked): ``weights`` (its own copy of the package),
-    ``policy``, ``catalog``, ``models`` (the catalog's names, in the order estimates list them),
+    ``policy``, ``catalog``, ``models`` (the catalog's names, in the order estimates list them;
+    both with the models registered at run time, :meth:`register_model`, which keeps no store),
     ``embedder`` (the given one behind a cache of vectors), ``learner`` (what outcomes taught:
     ``learner.replay(events)`` rebuilds it from a feedback log), ``cache`` (the decision
     cache) and ``gateway`` (the gateway it serves in; None for a router of its own).

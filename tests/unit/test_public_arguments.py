@@ -230,6 +230,9 @@ ROUTER_CASES: list[tuple[str, str, RouterCall]] = [
     ("analyze_routing_distribution", "prompts",
      lambda r, w: r.analyze_routing_distribution(5)),  # type: ignore[arg-type]
     ("outcome_profile", "model", lambda r, w: r.outcome_profile(5)),  # type: ignore[arg-type]
+    ("register_model", "card", lambda r, w: r.register_model(5)),  # type: ignore[arg-type]
+    ("register_model", "tier", lambda r, w: r.register_model("new", tier=5)),
+    ("unregister_model", "name", lambda r, w: r.unregister_model(5)),  # type: ignore[arg-type]
     # (a candidate list, named as route names it)
     ("check_candidates", "available_models",
      lambda r, w: r.check_candidates(5)),  # type: ignore[arg-type]
