@@ -16,6 +16,7 @@ import pytest
 from switchpoint import registration
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import ConflictError, InvalidInputError, NotFoundError
+from switchpoint.learning.tenant_router import TenantRouter
 from switchpoint.router import Router
 from switchpoint.weights import WeightsPackage
 from tests.conftest import FakeEmbedder
@@ -156,7 +157,8 @@ def fast_switching() -> Iterator[None]:
 
 @pytest.mark.usefixtures("fast_switching")
 def test_routes_beside_registrations_each_read_one_catalog(router: Router) -> None:
-    """Two threads route (one prompt at a time and in batches) while models come and go:
+    """Three threads route (one prompt at a time, in batches, and with a tenant's memory)
+    while models come and go:
     every decision weighs the built catalog with or without ``peer``, never a mix, and none
     fails."""
     router.cache.size = 0  # (every call estimates)
@@ -164,18 +166,23 @@ def test_routes_beside_registrations_each_read_one_catalog(router: Router) -> No
     seen: list[set[str]] = []
     failures: list[BaseException] = []
 
-    def routing(batch: bool) -> None:
+    tenants = TenantRouter(router)
+
+    def routing(how: str) -> None:
         i = 0
         try:
             while not stop.is_set():
                 i += 1
-                decisions = (router.route_batch([math_prompt(i), poem_prompt(i)]) if batch
-                             else [router.route(math_prompt(i))])
+                decisions = (router.route_batch([math_prompt(i), poem_prompt(i)])
+                             if how == "batch" else
+                             [tenants.route(math_prompt(i), tenant="t").decision]
+                             if how == "tenant" else [router.route(math_prompt(i))])
                 seen.extend(set(d.all_scores) for d in decisions)
         except BaseException as exc:  # (reported by the assertion below)
             failures.append(exc)
 
-    threads = [threading.Thread(target=routing, args=(b,)) for b in (False, True)]
+    threads = [threading.Thread(target=routing, args=(how,))
+               for how in ("one", "batch", "tenant")]
     for t in threads:
         t.start()
     try:

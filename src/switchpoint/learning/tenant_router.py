@@ -86,7 +86,9 @@ class TenantRouter:
         else:
             vector = self.router.embedder.embed(  # (cached for the tenant: no new work)
                 [check_prompt(prompt)], scope=check_tenant(tenant))
-        candidates = self.router.check_candidates(available_models)
+        # (those the decision weighed: a model registered since it was made is not among them)
+        candidates = [m for m in self.router.check_candidates(available_models)
+                      if m in decision.expected_costs]
         scale = self.router.cost_scale(available_models) or 1.0
         costs = {m: decision.expected_costs[m] / scale for m in candidates}
         # The tenant's records are read while it is held: another tenant's request, decided
