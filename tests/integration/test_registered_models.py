@@ -86,6 +86,8 @@ def catalog(gateway: Gateway) -> list[str]:
 def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_upstream(
         gateway: Gateway, fake: FakeProviderProcess) -> None:
     assert gateway.route(poem_prompt(0)).selected_model != "free"
+    with pytest.raises(ConflictError, match=r"register the model with Gateway\.register_model"):
+        gateway.router.register_model(card(fake))  # (its router's catalog is made anew)
     answer = gateway.register_model(card(fake))
     assert (answer["id"], answer["object"], answer["owned_by"]) == ("free", "model",
                                                                     "openai-compatible")

@@ -146,6 +146,22 @@ def test_a_name_is_registered_once_within_the_bound_and_only_a_registered_one_un
     assert router.models == BUILT
 
 
+def test_a_router_learns_the_outcomes_of_so_many_models_without_a_profile_in_all(
+        router: Router, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One unregistered keeps its evidence (a column of every tenant's), so names ever
+    registered are bounded; registering one of a name it learns again takes no more room."""
+    import switchpoint.learning.learner as learner_module
+
+    monkeypatch.setattr(learner_module, "MAX_CATALOG_MODELS", 1)
+    router.register_model(_card())
+    router.unregister_model("newbie")
+    with pytest.raises(InvalidInputError, match="would pass the 1 a router learns in all") as info:
+        router.register_model(_card(name="other"))
+    assert info.value.field == "card" and router.models == BUILT
+    router.register_model(_card())
+    assert router.models == [*BUILT, "newbie"]
+
+
 @pytest.fixture
 def fast_switching() -> Iterator[None]:
     """Threads switched as often as the interpreter can, so a route meets a change often."""
