@@ -2243,7 +2243,7 @@ class Gateway:
         ``base_url`` carrying a credential among them: put the key in the variable
         ``api_key_env`` names), a :class:`~switchpoint.errors.ConflictError` for a name taken
         (by the config, or a registered model), no room left
-        (:data:`~switchpoint.gateway.registered_models.MAX_REGISTERED_MODELS`), or a config
+        (:data:`~switchpoint.registration.MAX_REGISTERED_MODELS`), or a config
         without ``models:``."""
         return self.models_registered.register(card)
 
