@@ -31,8 +31,11 @@ def package() -> WeightsPackage:
 
 
 @pytest.fixture
-def router(package: WeightsPackage, fake_embedder: FakeEmbedder) -> Router:
+def router(package: WeightsPackage) -> Router:
     """The two kinds' three profiles priced; ``budget`` routes on the ``cheap`` profile."""
+    # (the embedder's class by its importable name, so that a copy pickles: pytest registers
+    # each directory's conftest.py as the module "conftest" in turn)
+    fake_embedder = FakeEmbedder()
     catalog = Catalog([
         ModelCard("strong", profile="strong", input_per_mtok=10, output_per_mtok=10,
                   tier="complex"),
