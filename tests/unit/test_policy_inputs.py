@@ -116,12 +116,12 @@ def test_embeddings_that_are_no_rows_of_finite_numbers_are_refused(
     # A NaN row was routed on NaN errors (or fitted: "Probabilities contain NaN"), a flat
     # vector an AxisError, and rows not matching the texts were taken.
     with pytest.raises(InvalidInputError) as info:
-        Inputs(texts=texts, embeddings=embeddings)  # type: ignore[arg-type]
+        Inputs(texts=texts, embeddings=embeddings)
     assert info.value.field == "embeddings" and said in info.value.reason, info.value
 
 
 def test_embeddings_are_kept_as_float32_rows() -> None:
-    inputs = Inputs(embeddings=[[0.6, 0.8]])  # type: ignore[arg-type]
+    inputs = Inputs(embeddings=[[0.6, 0.8]])
     assert inputs.embeddings is not None and inputs.embeddings.dtype == np.float32
     assert len(inputs) == 1
 

@@ -42,39 +42,23 @@ Requirement = Literal["embedding", "text", "none"]
 COST_PRIOR_STRENGTH = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Inputs:
-    """A batch to route: texts, embeddings, or both (aligned by row)."""
+    """A batch to route: texts, embeddings, or both (aligned by row).
 
-    texts: list[str] | None = None
-    embeddings: npt.NDArray[np.float32] | None = None
+    ``embeddings`` is given as anything numpy reads as a ``(rows, dimension)`` table of
+    finite numbers (an array of any float or integer type, nested lists), one row per text
+    when both are given, and held as a float32 array; anything else is an
+    :class:`InvalidInputError` naming ``embeddings``."""
 
-    def __post_init__(self) -> None:
-        """``embeddings`` are taken as a ``(rows, dimension)`` float32 array (from lists or
-        float64 too) of finite numbers, one row per text when both are given; anything else
-        is an :class:`InvalidInputError` naming ``embeddings``."""
-        if self.embeddings is None:
-            return
-        try:
-            given = np.asarray(self.embeddings)
-        except ValueError:  # (ragged nested lists)
-            given = np.asarray(None)
-        numeric = given.dtype.kind in "iuf"
-        if given.ndim != 2 or not numeric:
-            had = f"shape {given.shape}" if numeric else f"an array of {given.dtype}"
-            raise InvalidInputError("embeddings", f"must be a (rows, dimension) array of "
-                                                  f"numbers, one row per input; got {had} (one "
-                                                  "vector is one row: vector[None, :])")
-        finite = np.isfinite(given)
-        if not finite.all():
-            row = int(np.argwhere(~finite)[0][0])
-            raise InvalidInputError("embeddings", f"row {row} holds a value that is not finite "
-                                                  "(NaN or infinity)")
-        if self.texts is not None and len(self.texts) != given.shape[0]:
-            raise InvalidInputError("embeddings", f"has {given.shape[0]} rows for "
-                                                  f"{len(self.texts)} texts; give one row per "
-                                                  "text")
-        object.__setattr__(self, "embeddings", given.astype(np.float32, copy=False))
+    texts: list[str] | None
+    embeddings: npt.NDArray[np.float32] | None
+
+    def __init__(self, texts: list[str] | None = None,
+                 embeddings: npt.ArrayLike | None = None) -> None:
+        object.__setattr__(self, "texts", texts)
+        object.__setattr__(self, "embeddings", None if embeddings is None
+                           else _embedding_rows(embeddings, texts))
 
     def __len__(self) -> int:
         if self.embeddings is not None:
@@ -91,6 +75,31 @@ class Inputs:
                           "alone "
                 "is not enough. Send the prompt, or use the cluster or knn policy",
             )
+
+
+def _embedding_rows(embeddings: npt.ArrayLike, texts: list[str] | None
+                    ) -> npt.NDArray[np.float32]:
+    """``embeddings`` as :class:`Inputs` holds them (see there), or an
+    :class:`InvalidInputError` naming ``embeddings``."""
+    try:
+        given = np.asarray(embeddings)
+    except ValueError:  # (ragged nested lists)
+        given = np.asarray(None)
+    numeric = given.dtype.kind in "iuf"
+    if given.ndim != 2 or not numeric:
+        had = f"shape {given.shape}" if numeric else f"an array of {given.dtype}"
+        raise InvalidInputError("embeddings", f"must be a (rows, dimension) array of "
+                                              f"numbers, one row per input; got {had} (one "
+                                              "vector is one row: vector[None, :])")
+    finite = np.isfinite(given)
+    if not finite.all():
+        row = int(np.argwhere(~finite)[0][0])
+        raise InvalidInputError("embeddings", f"row {row} holds a value that is not finite "
+                                              "(NaN or infinity)")
+    if texts is not None and len(texts) != given.shape[0]:
+        raise InvalidInputError("embeddings", f"has {given.shape[0]} rows for "
+                                              f"{len(texts)} texts; give one row per text")
+    return given.astype(np.float32, copy=False)
 
 
 @dataclass
