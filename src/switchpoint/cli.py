@@ -888,9 +888,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory to write the weights package to")
     split = p.add_argument("--split", help="use only records of this split (default: train "
                                            "when the records carry splits, else every record)")
-    p.add_argument("--policy", default="cluster",
-                   choices=list(POLICIES),
-                   help="the policy to fit (default: cluster)")
+    fit_policy = p.add_argument("--policy", default="cluster", metavar="NAME",
+                   help=f"the policy to fit: {one_of(list(POLICIES))}, or one an installed "
+                        "package names (default: cluster)")
     n_clusters = p.add_argument("--n-clusters", type=_options.COUNT,
                                 help="clusters for the cluster policy, at least 1 (default: "
                                      f"{policy_class('cluster')().get_params()['n_clusters']})")
@@ -903,7 +903,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="any other policy parameter (repeatable)")
     p.set_defaults(func=cmd_fit)
-    _options.fills(p, n_clusters=n_clusters, k=k, split=split, embedder=embedder)
+    _options.fills(p, n_clusters=n_clusters, k=k, split=split, embedder=embedder,
+                   policy=fit_policy)
 
     p = sub.add_parser("add-model", parents=[feedback, cap],
                        help="teach the weights a new model from labelled records")

@@ -16,7 +16,7 @@ from switchpoint._version import __version__
 from switchpoint.catalog import catalog_name_problem
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
 from switchpoint.errors import InvalidInputError, RecordsError
-from switchpoint.policies import POLICIES, Inputs, Policy, make_policy
+from switchpoint.policies import Inputs, Policy, make_policy, policy_names
 from switchpoint.records import RecordSet, load_records
 from switchpoint.weights import WeightsPackage
 
@@ -72,7 +72,8 @@ def fit(
 
     ``records`` is a :class:`~switchpoint.RecordSet` or the path of a records file
     (:func:`~switchpoint.load_records`). ``policy`` is one of ``cluster`` (the default),
-    ``knn``, ``tiers``, ``tfidf``, ``fixed`` or ``random``, and ``params`` its parameters
+    ``knn``, ``tiers``, ``tfidf``, ``fixed``, ``random`` or one registered by name
+    (:func:`~switchpoint.policies.register_policy`), and ``params`` its parameters
     (``n_clusters=20`` for ``cluster``, say; an unknown one is refused, listing the policy's).
     Without ``split``, records that carry a ``split`` field are limited to ``train``; with
     it, to that split. ``embedder`` is an :class:`~switchpoint.embedding.Embedder` or an
@@ -86,7 +87,7 @@ def fit(
     read, a split the records do not have, or a model the split does not label.
     """
     expect("records", records, (RecordSet, *PATH), _RECORDS)
-    expect("policy", policy, str, f"a policy name ({one_of(POLICIES)})")
+    expect("policy", policy, str, f"a policy name ({one_of(policy_names())})")
     expect("split", split, str, "the name of a split of the records (train, ...)",
            optional=True)
     expect("embedder", embedder, (Embedder, str), "an Embedder or an embedder's id",

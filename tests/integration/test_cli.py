@@ -1844,13 +1844,15 @@ def test_fit_missing_records_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert_bad_input(code, err, "none.jsonl", "not found")
 
 
-def test_unknown_policy_is_an_argparse_error(
+def test_unknown_policy_is_refused_naming_the_option_and_the_policies(
     records_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["fit", str(records_file), "--out", str(tmp_path / "w"), "--policy", "magic"])
-    assert info.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+    code, _, err = run(["fit", str(records_file), "--out", str(tmp_path / "w"), "--policy",
+                        "magic"], capsys)
+    assert code == 2
+    assert '--policy: unknown policy "magic"; choose one of "cluster", ' in err
+    assert "register_policy" in err
+    assert not (tmp_path / "w").exists()
 
 
 # add-model / remove-model / info ------------------------------------------------------------

@@ -268,7 +268,7 @@ def test_the_knn_overlay_takes_a_neighbours_measured_cost(fake_embedder) -> None
     overlay.apply(FeedbackEvent(**{**event.__dict__, "cost": 0.5, "measured_cost": 2.0}))
     overlay.apply(FeedbackEvent(**{**event.__dict__, "cost": 0.5, "quality": 0.1}))  # repeat
     posterior = overlay.posterior()
-    assert posterior.cost_[-1, package.policy.models_.index("strong")] == 2.0  # type: ignore[attr-defined]
+    assert posterior.cost_[-1, package.policy.models_.index("strong")] == 2.0
 
 
 @pytest.mark.parametrize("policy", ["cluster", "knn"])

@@ -1,14 +1,20 @@
 """Routing policies, one per file, all behind :class:`~switchpoint.policies.base.Policy`.
 
-A new policy is one class registered here by name (imported only when it is used).
+A built-in policy is one class listed here by name (imported only when it is used). A policy
+of your own is one class too, registered by name with :func:`register_policy` in the process
+that uses it, or, for the command line and the service, by an entry point of its package in
+the ``switchpoint.policies`` group (loaded when its name is first asked for).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import threading
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
 
-from switchpoint._messages import json_quoted, one_of
+from switchpoint._messages import got, json_quoted, one_of
+from switchpoint._names import NAME, NAME_RULE
 from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Estimates,
@@ -17,6 +23,7 @@ from switchpoint.policies.base import (
     PolicyState,
     ProfileTable,
     check_param_names,
+    check_policy_class,
 )
 from switchpoint.policies.baselines import FixedPolicy, RandomPolicy
 from switchpoint.policies.cluster import ClusterPolicy
@@ -31,7 +38,18 @@ POLICIES: dict[str, str] = {
     "random": "switchpoint.policies.baselines:RandomPolicy",
 }
 
+#: The group of the entry points that name policies of other packages, each as
+#: ``name = "package.module:Class"``.
+ENTRY_POINT_GROUP = "switchpoint.policies"
+#: The most policies :func:`register_policy` (and the entry points looked up) hold.
+MAX_REGISTERED = 100
+
+_registered: dict[str, type[Policy]] = {}
+_registering = threading.Lock()
+_P = TypeVar("_P", bound=type[Policy])
+
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "POLICIES",
     "ClusterPolicy",
     "Estimates",
@@ -45,19 +63,83 @@ __all__ = [
     "make_policy",
     "policy_class",
     "policy_from_state",
+    "policy_names",
+    "register_policy",
 ]
 
 
-def policy_class(name: str) -> type[Policy]:
-    """The policy class registered under ``name``."""
-    target = POLICIES.get(name) if isinstance(name, str) else None
-    if target is None:
-        raise InvalidInputError(
-            "policy", f"unknown policy {json_quoted(name)}; choose one of "
-                      f"{one_of(sorted(POLICIES))}")
-    module, _, attr = target.partition(":")
-    cls: type[Policy] = getattr(importlib.import_module(module), attr)
+def register_policy(cls: _P) -> _P:
+    """Register the policy class ``cls`` under its ``name``, so that ``fit``, ``evaluate``,
+    ``make_policy`` and loading a weights package find it by that name; returns ``cls``, so
+    it serves as a class decorator. The name follows the rule for names the config gives
+    (:data:`~switchpoint._names.NAME_RULE`), and may not be a built-in policy's or another
+    class's; registering the same class again changes nothing. A class that is no
+    :class:`Policy`, or that lacks what a policy must define, is refused, naming it."""
+    if not isinstance(cls, type) or not issubclass(cls, Policy):
+        raise InvalidInputError("policy", f"must be a class that subclasses "
+                                          f"switchpoint.policies.Policy{got(cls)}")
+    check_policy_class(cls)
+    name = cls.name
+    if NAME.fullmatch(name) is None:
+        raise InvalidInputError("policy", f"{cls.__name__}.name is {json_quoted(name)}; a "
+                                          f"policy's name is {NAME_RULE}")
+    if name in POLICIES:
+        raise InvalidInputError("policy", f"{json_quoted(name)} is the name of a built-in "
+                                          f"policy; give {cls.__name__} a name of its own")
+    with _registering:
+        held = _registered.get(name)
+        if held is not None and _same_class(held, cls):
+            _registered[name] = cls
+            return cls
+        if held is not None:
+            raise InvalidInputError("policy", f"{json_quoted(name)} is already registered, to "
+                                              f"{held.__module__}.{held.__qualname__}; give "
+                                              f"{cls.__name__} another name")
+        if len(_registered) >= MAX_REGISTERED:
+            raise InvalidInputError("policy", f"{MAX_REGISTERED} policies are registered "
+                                              "already, the most a process holds")
+        _registered[name] = cls
     return cls
+
+
+def _same_class(one: type[Policy], other: type[Policy]) -> bool:
+    """Whether two classes are one class's definitions (as a module run again defines it)."""
+    return (one.__module__, one.__qualname__) == (other.__module__, other.__qualname__)
+
+
+def policy_names() -> list[str]:
+    """The names of the policies there are: the built-in ones, those registered in this
+    process and those the installed packages' entry points name."""
+    found = [e.name for e in entry_points(group=ENTRY_POINT_GROUP)]
+    return list(dict.fromkeys([*POLICIES, *_registered, *found]))
+
+
+def policy_class(name: str) -> type[Policy]:
+    """The policy class registered under ``name``: a built-in one, one registered with
+    :func:`register_policy`, or one an installed package's entry point names."""
+    target = POLICIES.get(name) if isinstance(name, str) else None
+    if target is not None:
+        module, _, attr = target.partition(":")
+        cls: type[Policy] = getattr(importlib.import_module(module), attr)
+        return cls
+    held = _registered.get(name) if isinstance(name, str) else None
+    if held is not None:
+        return held
+    found = (entry_points(group=ENTRY_POINT_GROUP, name=name)
+             if isinstance(name, str) and NAME.fullmatch(name) else ())
+    for point in found:
+        loaded = point.load()
+        if not isinstance(loaded, type) or not issubclass(loaded, Policy) or getattr(
+                loaded, "name", None) != name:
+            raise InvalidInputError("policy", f"the entry point {json_quoted(name)} of the "
+                                              f"group {ENTRY_POINT_GROUP} names "
+                                              f"{point.value}, which is no policy class "
+                                              f"whose name is {json_quoted(name)}")
+        return register_policy(loaded)
+    raise InvalidInputError(
+        "policy", f"unknown policy {json_quoted(name)}; choose one of "
+                  f"{one_of(sorted(policy_names()))} (a policy of your own is registered "
+                  "with switchpoint.policies.register_policy)")
 
 
 def make_policy(name: str, **params: Any) -> Policy:

@@ -311,7 +311,32 @@ class ProfileTable:
 
 
 class Policy(ABC):
-    """The protocol every routing policy implements."""
+    """The protocol every routing policy implements, and the class a policy of your own
+    subclasses.
+
+    The least a policy defines is a ``name`` (what it is registered, fitted, saved and served
+    under: :func:`~switchpoint.policies.register_policy`) and one method, ``_estimate(self,
+    inputs) -> Estimates``: each model's expected error (and cost) on each row of ``inputs``,
+    made with :meth:`estimates`. The rest comes with the class: ``fit`` learns each model's
+    mean error ``error_``, mean cost ``cost_`` (USD an answer) and label count ``count_`` from
+    the labels (checked as every policy's are), ``add_model`` and ``remove_model`` keep them,
+    and a weights package saves and loads every learned attribute (a public name ending in
+    ``_``) that is a numpy array of finite numbers, a number, a string or a list of them.
+    ``requires`` says what ``_estimate`` reads: ``"embedding"`` (``inputs.embeddings``, the
+    default), ``"text"`` (``inputs.texts``) or ``"none"``.
+
+    A policy that learns more defines ``_fit(self, inputs, scores, costs, models)``: it calls
+    ``super()._fit(inputs, scores, costs, models)`` first (which checks the labels and learns
+    the means; ``np.asarray(scores, dtype=float)`` is then safe), learns what it needs and
+    returns ``self``. It defines ``_add_model(self, name, inputs, scores, costs)`` and
+    ``_remove_model(self, name)`` the same way (calling ``super()`` first), or adding or
+    removing a model is refused, naming the missing hook. Each hook works on a copy of the
+    policy that no route reads, which the public method then takes whole: a hook may set
+    attributes freely, but rebinds an array rather than writing into it. The public methods
+    (``fit``, ``estimate``, ``add_model``, ``remove_model``, ``unit_estimate``) are the
+    hooks' wrappers: a subclass that defines one of them is refused as it is defined, naming
+    the hook to define instead.
+    """
 
     name: ClassVar[str]
     requires: ClassVar[Requirement] = "embedding"
@@ -321,6 +346,19 @@ class Policy(ABC):
     params_revision: int = 0
 
     models_: list[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for public in _WRAPPERS:
+            if public in vars(cls):
+                raise TypeError(
+                    f"{cls.__name__} defines {public}(); a policy defines _{public}() instead "
+                    f"(same arguments): {public} runs it on a copy of the policy and takes the "
+                    "result whole, so a route beside it never reads a half-changed policy")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        check_policy_class(cls)
+        return super().__new__(cls)
 
     # Learning and estimating ------------------------------------------------------------------
     #
@@ -371,29 +409,140 @@ class Policy(ABC):
         return view
 
     @abstractmethod
+    def _estimate(self, inputs: Inputs) -> Estimates:
+        """:meth:`estimate`, on a snapshot of the policy nothing changes: each model's
+        expected error (and cost) on each row of ``inputs`` (see :meth:`estimates`)."""
+
     def _fit(self, inputs: Inputs, scores: npt.ArrayLike, costs: npt.ArrayLike,
              models: list[str]) -> Self:
-        """:meth:`fit`, on a copy of the policy no route reads."""
+        """:meth:`fit`, on a copy of the policy no route reads. By default it checks the
+        labels (:func:`check_training_arrays`) and learns each model's mean error
+        ``error_``, mean cost ``cost_`` (of the answers that were scored) and label count
+        ``count_``; a policy that learns more calls it first, then learns the rest."""
+        checked_scores, checked_costs = check_training_arrays(scores, costs, models,
+                                                              len(inputs))
+        self.models_ = list(models)
+        self.error_ = nan_mean(1.0 - checked_scores)
+        self.cost_ = nan_mean(checked_costs)
+        self.count_ = np.sum(~np.isnan(checked_scores), axis=0).astype(np.float64)
+        return self
 
-    @abstractmethod
-    def _estimate(self, inputs: Inputs) -> Estimates:
-        """:meth:`estimate`, on a snapshot of the policy nothing changes."""
-
-    @abstractmethod
     def _add_model(self, name: str, inputs: Inputs, scores: npt.ArrayLike,
                    costs: npt.ArrayLike) -> Self:
-        """:meth:`add_model`, on a copy of the policy no route reads."""
+        """:meth:`add_model`, on a copy of the policy no route reads. By default it learns the
+        new model's mean error, mean cost and label count (as :meth:`_fit` does); a policy
+        with a :meth:`_fit` of its own defines this too, or adding a model is refused."""
+        self._check_own_hook("_add_model", "add a model", "_add_model(self, name, inputs, "
+                             "scores, costs)")
+        self._check_new_model(name)
+        col_scores, col_costs = check_training_arrays(model_column(scores), model_column(costs),
+                                                      [name], len(inputs))
+        self.models_ = [*self.models_, name]
+        self.error_ = np.append(self.error_, nan_mean(1.0 - col_scores))
+        self.cost_ = np.append(self.cost_, nan_mean(col_costs))
+        self.count_ = np.append(self.count_, float(np.sum(~np.isnan(col_scores))))
+        return self
 
-    @abstractmethod
     def _remove_model(self, name: str) -> Self:
-        """:meth:`remove_model`, on a copy of the policy no route reads."""
+        """:meth:`remove_model`, on a copy of the policy no route reads. By default it drops
+        the model's means; a policy with a :meth:`_fit` of its own defines this too, or
+        removing a model is refused."""
+        self._check_own_hook("_remove_model", "remove a model", "_remove_model(self, name)")
+        self._check_removable(name)
+        keep = [i for i, m in enumerate(self.models_) if m != name]
+        self.models_ = [self.models_[i] for i in keep]
+        self.error_ = self.error_[keep]
+        self.cost_ = self.cost_[keep]
+        self.count_ = self.count_[keep]
+        return self
 
-    @abstractmethod
-    def get_state(self) -> PolicyState: ...
+    def _check_own_hook(self, hook: str, what: str, signature: str) -> None:
+        """Refuse ``hook``'s default, naming it, for a policy whose :meth:`_fit` learns more
+        than the default does and which does not define ``hook`` itself."""
+        cls = type(self)
+        if cls._fit is not Policy._fit and getattr(cls, hook) is getattr(Policy, hook):
+            raise InvalidInputError(
+                "name", f"the {json_quoted(self.name)} policy learns in a _fit of its own and "
+                        f"defines no {hook}, so it cannot {what} without fitting again: fit it "
+                        f"again on records that label the models it should know, or define "
+                        f"{signature} in {cls.__name__}")
+
+    def estimates(self, inputs: Inputs, error: npt.ArrayLike,
+                  cost: npt.ArrayLike | None = None) -> Estimates:
+        """What :meth:`_estimate` returns: ``error`` is each model's expected error, in
+        ``models_``' order, in [0, 1] (one row per row of ``inputs``, or one row for all
+        of them); ``cost`` likewise, each model's expected cost (default: its mean cost
+        ``cost_``). The support of each estimate is the model's label count ``count_``.
+        Anything else is an :class:`InvalidInputError` naming the policy and the value."""
+        self._check_fitted()
+        shape = (len(inputs), len(self.models_))
+        out: list[Array] = []
+        for field_name, value in (("error", error), ("cost", self.cost_ if cost is None
+                                                      else cost)):
+            try:
+                given = np.array(np.broadcast_to(np.asarray(value, dtype=np.float64), shape))
+            except (ValueError, TypeError):
+                raise InvalidInputError(
+                    field_name, f"the {json_quoted(self.name)} policy estimated "
+                                f"{field_name} of shape {np.shape(value)}; give one value per "
+                                f"model, in models_' order: {shape[1]} of them, or a row of "
+                                f"them for each of the {shape[0]} inputs") from None
+            high = 1.0 if field_name == "error" else math.inf
+            if not (np.isfinite(given) & (given >= 0) & (given <= high)).all():
+                raise InvalidInputError(
+                    field_name, f"the {json_quoted(self.name)} policy estimated {field_name} "
+                                f"outside [0, {high:g}] or not finite; an expected "
+                                f"{field_name} is a finite number in that range")
+            out.append(given)
+        return Estimates(models=list(self.models_), error=out[0], cost=out[1],
+                         support=np.array(np.broadcast_to(self.count_, shape)),
+                         unit_ids=np.zeros(shape[0], dtype=np.int64), unit_kind=self.unit_kind)
+
+    def get_state(self) -> PolicyState:
+        """What a weights package holds of this fitted policy. By default its parameters,
+        one (empty) profile per model, and each learned attribute (a public name ending in
+        ``_``): numpy arrays of finite numbers as arrays, numbers, strings, booleans and lists
+        of them as JSON. Anything else is an :class:`InvalidInputError` naming it."""
+        self._check_fitted()
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        learned: dict[str, Any] = {}
+        for attr, value in vars(self).items():
+            if not _learned_name(attr) or attr == "models_":
+                continue
+            if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+                if value.dtype.kind == "f" and not np.isfinite(value).all():
+                    raise InvalidInputError(attr, f"the {json_quoted(self.name)} policy's "
+                                                  f"{attr} holds a NaN or an infinity, which "
+                                                  "a weights package does not hold; learn "
+                                                  "finite numbers")
+                arrays[attr] = value
+            elif _plain_json(value):
+                learned[attr] = value
+            else:
+                raise InvalidInputError(
+                    attr, f"the {json_quoted(self.name)} policy learned {attr} as a "
+                          f"{type(value).__name__}, which a weights package does not hold: "
+                          "keep what it learns in numpy arrays, numbers, strings or lists of "
+                          f"them, or define get_state and from_state in {type(self).__name__}")
+        return PolicyState(name=self.name, params=self.get_params(), arrays=arrays,
+                           profiles={m: {} for m in self.models_},
+                           meta={"learned": learned} if learned else {})
 
     @classmethod
-    @abstractmethod
-    def from_state(cls, state: PolicyState) -> Self: ...
+    def from_state(cls, state: PolicyState) -> Self:
+        """The fitted policy :meth:`get_state` describes (the default reads what the default
+        :meth:`get_state` writes); ``ValueError`` naming what does not fit."""
+        policy = cls(**state.params)
+        policy.models_ = list(state.profiles)
+        learned = state.meta.get("learned", {})
+        if not isinstance(learned, dict):
+            raise ValueError('its "learned" state is no JSON object')
+        for attr, value in [*state.arrays.items(), *learned.items()]:
+            if not _learned_name(attr) or attr == "models_":
+                raise ValueError(f"{json_quoted(attr)} is not the name of a learned "
+                                 "attribute (a public name ending in _)")
+            setattr(policy, attr, value)
+        return policy
 
     # Parameters, the scikit-learn way -------------------------------------------------------------
 
@@ -485,7 +634,7 @@ class Policy(ABC):
         return dict(zip(self.models_, self._global_cost_(), strict=True))
 
     def _global_cost_(self) -> Array:
-        raise NotImplementedError
+        return np.asarray(self.cost_)
 
     def global_error(self) -> dict[str, float]:
         """Each model's mean error over everything it was labelled on."""
@@ -493,16 +642,23 @@ class Policy(ABC):
         return dict(zip(self.models_, (float(x) for x in self._global_error_()), strict=True))
 
     def _global_error_(self) -> Array:
-        raise NotImplementedError
+        return np.asarray(self.error_)
 
     @property
-    @abstractmethod
     def n_units(self) -> int:
-        """How many units (clusters, tiers, examples) the policy routes over."""
+        """How many units (clusters, tiers, examples) the policy routes over (default: one,
+        the whole)."""
+        return 1
 
-    @abstractmethod
     def _unit_estimate(self, unit_id: int) -> Estimates:
-        """:meth:`unit_estimate`, on a snapshot of the policy nothing changes."""
+        """:meth:`unit_estimate`, on a snapshot of the policy nothing changes (default: the
+        models' mean error and cost, on the one unit)."""
+        unit_id = self.check_unit(unit_id)
+        n = len(self.models_)
+        return Estimates(models=list(self.models_), error=np.reshape(self.error_, (1, n)),
+                         cost=np.reshape(self.cost_, (1, n)),
+                         support=np.reshape(self.count_, (1, n)),
+                         unit_ids=np.array([unit_id], dtype=np.int64), unit_kind=self.unit_kind)
 
     def check_unit(self, unit_id: object, field: str = "unit_id") -> int:
         """``unit_id`` as an ``int``, if this fitted policy has that unit; otherwise an
@@ -522,6 +678,48 @@ class Policy(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+
+#: The public methods that run a policy's hooks (``_fit`` for ``fit``, ...).
+_WRAPPERS = ("fit", "estimate", "add_model", "remove_model", "unit_estimate")
+
+#: What each hook a policy class may lack does, for the refusal to make one that lacks it.
+_HOOKS = {
+    "_estimate": "_estimate(self, inputs) -> Estimates, the one method every policy defines: "
+                 "each model's expected error (and cost) on each row of inputs, made with "
+                 "self.estimates(inputs, error)",
+}
+
+
+def check_policy_class(cls: type[Policy]) -> None:
+    """A :class:`TypeError` naming what the policy class ``cls`` lacks (a hook it must
+    define, a ``name``), if it lacks anything."""
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise TypeError(f"the policy class {cls.__name__} cannot be made: it does not define "
+                        f"{'; nor '.join(_hook_help(m) for m in missing)}")
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        raise TypeError(f"the policy class {cls.__name__} has no name: give it one, as "
+                        'name = "my-policy" in its body (what it is registered, fitted, saved '
+                        "and served under)")
+
+
+def _hook_help(hook: str) -> str:
+    return _HOOKS.get(hook, f"{hook}, which its base class leaves to it")
+
+
+def _learned_name(attr: str) -> bool:
+    """Whether ``attr`` names a learned attribute: public, and ending in ``_``."""
+    return attr.isidentifier() and attr.endswith("_") and not attr.startswith("_")
+
+
+def _plain_json(value: object) -> bool:
+    """Whether ``value`` is a finite number, a string, a boolean, None or a list of them."""
+    if isinstance(value, list):
+        return all(_plain_json(v) and not isinstance(v, list) for v in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int | bool)
 
 
 @functools.cache

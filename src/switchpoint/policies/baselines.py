@@ -17,9 +17,6 @@ from switchpoint.policies.base import (
     Policy,
     PolicyState,
     check_int,
-    check_training_arrays,
-    model_column,
-    nan_mean,
 )
 
 # Added to every other model's expected error so the fixed model wins at any λ the decision rule
@@ -28,42 +25,18 @@ _FIXED_PENALTY = 1e6
 
 
 class _GlobalMeans(Policy):
-    """Shared state for baselines: each model's global mean error and cost."""
+    """Shared state for baselines: each model's global mean error and cost (what every
+    policy learns by default: :meth:`Policy._fit`)."""
 
     requires = "none"
     unit_kind = "global"
 
-    def _fit(self, inputs: Inputs, scores: npt.ArrayLike, costs: npt.ArrayLike,
-             models: list[str]) -> Self:
-        scores, costs = check_training_arrays(scores, costs, models, len(inputs))
-        self.models_ = list(models)
-        self.error_ = nan_mean(1.0 - scores)
-        self.cost_ = nan_mean(costs)
-        self.count_ = np.sum(~np.isnan(scores), axis=0).astype(np.float64)
-        return self
-
-    def _global_cost_(self) -> Array:
-        return np.asarray(self.cost_)
-
     def _add_model(self, name: str, inputs: Inputs, scores: npt.ArrayLike,
                    costs: npt.ArrayLike) -> Self:
-        self._check_new_model(name)
-        scores, costs = check_training_arrays(model_column(scores), model_column(costs), [name],
-                                              len(inputs))
-        self.models_ = [*self.models_, name]
-        self.error_ = np.append(self.error_, nan_mean(1.0 - scores))
-        self.cost_ = np.append(self.cost_, nan_mean(costs))
-        self.count_ = np.append(self.count_, float(np.sum(~np.isnan(scores))))
-        return self
+        return super()._add_model(name, inputs, scores, costs)  # (the means are all it keeps)
 
     def _remove_model(self, name: str) -> Self:
-        self._check_removable(name)
-        keep = [i for i, m in enumerate(self.models_) if m != name]
-        self.models_ = [self.models_[i] for i in keep]
-        self.error_ = self.error_[keep]
-        self.cost_ = self.cost_[keep]
-        self.count_ = self.count_[keep]
-        return self
+        return super()._remove_model(name)
 
     def get_state(self) -> PolicyState:
         self._check_fitted()
@@ -82,13 +55,6 @@ class _GlobalMeans(Policy):
         policy.cost_ = np.array([state.profiles[m]["cost"][0] for m in policy.models_], float)
         policy.count_ = np.array([state.profiles[m]["count"][0] for m in policy.models_], float)
         return policy
-
-    def _global_error_(self) -> Array:
-        return np.asarray(self.error_)
-
-    @property
-    def n_units(self) -> int:
-        return 1
 
     def _unit_estimate(self, unit_id: int) -> Estimates:
         self.check_unit(unit_id)
