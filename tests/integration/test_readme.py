@@ -65,6 +65,7 @@ EXPECTED_OUTPUT = [
     ("switchpoint eval tests/data/routerbench-sample.jsonl", "zero router"),
     ("switchpoint add-model my-model", '"my-model"'),
     ("from switchpoint import fit, load_router", "Model selected:"),
+    ("@register_policy", "cheapest-good "),
     ("/health", '"ready":true'),
     ('"cost_weight": 0.7', '"selected_model"'),
     ('"prefer_healthy": true', '"selected_model"'),
