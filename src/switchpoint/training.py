@@ -16,7 +16,7 @@ from switchpoint._version import __version__
 from switchpoint.catalog import catalog_name_problem
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
 from switchpoint.errors import InvalidInputError, RecordsError
-from switchpoint.policies import Inputs, Policy, make_policy, policy_names
+from switchpoint.policies import POLICIES, Inputs, Policy, make_policy
 from switchpoint.records import RecordSet, load_records
 from switchpoint.weights import WeightsPackage
 
@@ -87,7 +87,7 @@ def fit(
     read, a split the records do not have, or a model the split does not label.
     """
     expect("records", records, (RecordSet, *PATH), _RECORDS)
-    expect("policy", policy, str, f"a policy name ({one_of(policy_names())})")
+    expect("policy", policy, str, f"a policy name ({one_of(POLICIES)})")
     expect("split", split, str, "the name of a split of the records (train, ...)",
            optional=True)
     expect("embedder", embedder, (Embedder, str), "an Embedder or an embedder's id",

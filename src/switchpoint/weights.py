@@ -66,6 +66,7 @@ from switchpoint._messages import (
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError, WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
+from switchpoint.policies.base import LEARNED
 
 FORMAT = "switchpoint-weights"
 FORMAT_VERSION = 1
@@ -174,8 +175,10 @@ class WeightsPackage:
     @property
     def weights_id(self) -> str:
         """``<policy>-<12 hex>``: a digest of the policy's name, parameters, profiles and
-        arrays and the embedder's id (the manifest's field is not read: a package written
-        before a policy gained a parameter loads with its default, and the id says so)."""
+        arrays, what else it learned (a policy of your own's learned numbers and strings:
+        :meth:`Policy.get_state <switchpoint.policies.Policy.get_state>`) and the embedder's
+        id (the manifest's field is not read: a package written before a policy gained a
+        parameter loads with its default, and the id says so)."""
         state = self.policy.get_state()
         digest = hashlib.sha256()
         digest.update(json.dumps([state.name, state.params, self.embedder_id], sort_keys=True,
@@ -183,6 +186,8 @@ class WeightsPackage:
         digest.update(json.dumps(state.profiles, sort_keys=True).encode())
         for name in sorted(state.arrays):
             digest.update(np.ascontiguousarray(state.arrays[name]).tobytes())
+        if LEARNED in state.meta:  # (absent from the built-in policies' state: their ids stay)
+            digest.update(json.dumps(state.meta[LEARNED], sort_keys=True).encode())
         return f"{state.name}-{digest.hexdigest()[:12]}"
 
     def save(self, path: str | Path, *, bundled: bool = False) -> Path:

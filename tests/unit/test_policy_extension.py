@@ -4,8 +4,12 @@ public method it overrides, is refused naming the hook to define."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import io
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Self
 
@@ -14,7 +18,7 @@ import numpy.typing as npt
 import pytest
 
 import switchpoint.policies as policies
-from switchpoint.errors import InvalidInputError
+from switchpoint.errors import InvalidInputError, WeightsError
 from switchpoint.evaluation.harness import evaluate
 from switchpoint.policies import Estimates, Inputs, Policy, make_policy, register_policy
 from switchpoint.records import RecordSet, parse_records
@@ -204,3 +208,26 @@ def test_estimates_refuse_what_is_no_error_per_model(small_records: RecordSet) -
         policy.estimates(rows, [0.5, 0.5])
     with pytest.raises(InvalidInputError, match=r"error outside \[0, 1\] or not finite"):
         policy.estimates(rows, np.full(len(policy.models_), np.nan))
+
+
+def test_what_a_policy_of_ones_own_learned_tells_its_packages_apart_and_a_damaged_one_is_refused(
+        registry: dict[str, type[Policy]], small_records: RecordSet, tmp_path: Path) -> None:
+    register_policy(KeywordRule)
+    package = fit(small_records, policy="keyword-rule", split=SMALL_SPLIT)
+    policy = copy.copy(package.policy)
+    assert isinstance(policy, KeywordRule)
+    policy.keyword_prompts_ += 1  # (a number it learned, kept as JSON beside its arrays)
+    assert replace(package, policy=policy).weights_id != package.weights_id
+
+    package.save(tmp_path / "w")
+    manifest_path = tmp_path / "w" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    rel = manifest["arrays"]["error_"]
+    buffer = io.BytesIO()
+    np.save(buffer, np.full(3, 0.5))  # three models' errors, for eleven models
+    (tmp_path / "w" / rel).write_bytes(buffer.getvalue())
+    manifest["files"][rel] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(WeightsError, match=r"its error_ is not one number in \[0, 1\] for each "
+                                           r"of its 11 models"):
+        load_weights(tmp_path / "w")

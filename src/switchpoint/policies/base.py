@@ -526,7 +526,7 @@ class Policy(ABC):
                           f"them, or define get_state and from_state in {type(self).__name__}")
         return PolicyState(name=self.name, params=self.get_params(), arrays=arrays,
                            profiles={m: {} for m in self.models_},
-                           meta={"learned": learned} if learned else {})
+                           meta={LEARNED: learned} if learned else {})
 
     @classmethod
     def from_state(cls, state: PolicyState) -> Self:
@@ -534,14 +534,21 @@ class Policy(ABC):
         :meth:`get_state` writes); ``ValueError`` naming what does not fit."""
         policy = cls(**state.params)
         policy.models_ = list(state.profiles)
-        learned = state.meta.get("learned", {})
+        learned = state.meta.get(LEARNED, {})
         if not isinstance(learned, dict):
-            raise ValueError('its "learned" state is no JSON object')
+            raise ValueError(f"its {json_quoted(LEARNED)} state is no JSON object")
         for attr, value in [*state.arrays.items(), *learned.items()]:
             if not _learned_name(attr) or attr == "models_":
                 raise ValueError(f"{json_quoted(attr)} is not the name of a learned "
                                  "attribute (a public name ending in _)")
             setattr(policy, attr, value)
+        for attr, high in (("error_", 1.0), ("cost_", math.inf), ("count_", math.inf)):
+            # (what every policy learns, and a router reads: one number a model, in range)
+            means = state.arrays.get(attr)
+            if means is None or means.shape != (len(policy.models_),) or not (
+                    (means >= 0) & (means <= high)).all():
+                raise ValueError(f"its {attr} is not one number in [0, {high:g}] for each of "
+                                 f"its {len(policy.models_)} models")
         return policy
 
     # Parameters, the scikit-learn way -------------------------------------------------------------
@@ -679,6 +686,10 @@ class Policy(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
+
+#: The key of :attr:`PolicyState.meta` under which :meth:`Policy.get_state` keeps what a policy
+#: learned that is no array (numbers, strings and lists of them).
+LEARNED = "learned"
 
 #: The public methods that run a policy's hooks (``_fit`` for ``fit``, ...).
 _WRAPPERS = ("fit", "estimate", "add_model", "remove_model", "unit_estimate")
