@@ -139,7 +139,9 @@ def policy_class(name: str) -> type[Policy]:
     raise InvalidInputError(
         "policy", f"unknown policy {json_quoted(name)}; choose one of "
                   f"{one_of(sorted(policy_names()))} (a policy of your own is registered "
-                  "with switchpoint.policies.register_policy)")
+                  "in the process that uses it with switchpoint.policies.register_policy, or "
+                  f"for the command line and the service by an entry point in the group "
+                  f"{ENTRY_POINT_GROUP} of the package it lives in)")
 
 
 def make_policy(name: str, **params: Any) -> Policy:
