@@ -65,6 +65,24 @@ class KeywordRule(Policy):
         return self.estimates(inputs, np.where(coded, self.keyword_error_, self.error_))
 
 
+class GrowingKeywordRule(KeywordRule):
+    """A keyword rule that learns a model added to it, and forgets one removed."""
+
+    name = "growing-keyword-rule"
+
+    def _add_model(self, name: str, inputs: Inputs, scores: npt.ArrayLike,
+                   costs: npt.ArrayLike) -> Self:
+        super()._add_model(name, inputs, scores, costs)
+        self.keyword_error_ = np.append(self.keyword_error_, self.error_[-1])
+        return self
+
+    def _remove_model(self, name: str) -> Self:
+        keep = [m != name for m in self.models_]
+        super()._remove_model(name)
+        self.keyword_error_ = self.keyword_error_[keep]
+        return self
+
+
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, type[Policy]]]:
     """A registry of this test's own, the process's left as it was."""
@@ -130,6 +148,14 @@ def test_a_policy_learning_in_a_fit_of_its_own_keeps_it_across_a_save_and_names_
     assert list(after.profiles) == list(before.profiles) and after.meta == before.meta
     for name, array in before.arrays.items():
         np.testing.assert_array_equal(after.arrays[name], array)
+
+    growing = GrowingKeywordRule().fit(Inputs(texts=list(small_records.prompts)),
+                                       small_records.scores, small_records.costs,
+                                       list(small_records.models))
+    growing.add_model("newcomer", Inputs(texts=["Which is it?"]), [1.0], [0.0])
+    assert growing.estimate(prompts).error[:, -1].tolist() == [0.0, 0.0]
+    growing.remove_model(growing.models_[0])
+    assert len(growing.keyword_error_) == len(growing.models_) == len(small_records.models)
 
 
 def test_a_policy_lacking_its_one_method_or_overriding_a_public_one_is_refused_naming_the_hook(

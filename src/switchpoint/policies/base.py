@@ -329,8 +329,9 @@ class Policy(ABC):
     ``super()._fit(inputs, scores, costs, models)`` first (which checks the labels and learns
     the means; ``np.asarray(scores, dtype=float)`` is then safe), learns what it needs and
     returns ``self``. It defines ``_add_model(self, name, inputs, scores, costs)`` and
-    ``_remove_model(self, name)`` the same way (calling ``super()`` first), or adding or
-    removing a model is refused, naming the missing hook. Each hook works on a copy of the
+    ``_remove_model(self, name)`` too (each calling ``super()`` for the means, which checks
+    the name and changes ``models_``), or adding or removing a model is refused, naming the
+    missing hook. Each hook works on a copy of the
     policy that no route reads, which the public method then takes whole: a hook may set
     attributes freely, but rebinds an array rather than writing into it. The public methods
     (``fit``, ``estimate``, ``add_model``, ``remove_model``, ``unit_estimate``) are the
