@@ -317,7 +317,7 @@ PASSED_ON: list[tuple[str, GatewayCall, tuple[str, ...]]] = [
     ("Gateway.from_config", lambda g, v: Gateway.from_config(
         {"data_dir": str(g.settings.data_dir)}, start=False, **v),
      ("config", "start", "loader", "store", "env", "providers", "observer", "serves_chat",
-      "reads_only")),
+      "reads_only", "replays_log")),
 ]
 
 

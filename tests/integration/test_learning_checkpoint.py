@@ -771,8 +771,9 @@ def test_retention_prunes_the_feedback_the_checkpoint_holds_and_nothing_learned_
 def test_switchpoint_prune_beside_a_running_service_leaves_its_feedback_log_alone(
         gw_fake: FakeProviderProcess, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """An offline ``switchpoint feedback`` beside ``switchpoint serve`` logs two outcomes and
-    writes a checkpoint holding them, which the service has not taken up yet; a
+    """A program beside ``switchpoint serve`` (a Gateway serving no chat, which takes up the
+    log) logs two outcomes and, as it closes, writes a checkpoint holding them, which the
+    service has not taken up yet; a
     ``switchpoint prune`` then (every row older than its cutoff) would delete them by that
     checkpoint, and the service's next checkpoint would write over it without them. With the
     service serving, the prune leaves the feedback log alone and says why (it prunes the rest):
@@ -788,11 +789,11 @@ def test_switchpoint_prune_beside_a_running_service_leaves_its_feedback_log_alon
     with serve(config, data) as server:
         decisions = [_route(server, topic)["decision_id"] for topic in TOPICS[:3]]
         scored(server, decisions[0], 0.0)
-        for decision, score in zip(decisions[1:], ("1", "0.3"), strict=True):
-            assert main(["feedback", decision, "--score", score, "--config", str(config)]) == 0
-        capsys.readouterr()
+        with Gateway.from_config(config, serves_chat=False) as beside:
+            for decision, score in zip(decisions[1:], (1.0, 0.3), strict=True):
+                beside.report_outcome(decision, score)
         held = checkpoint_position(data / CHECKPOINT_FILENAME, None)
-        assert held is not None and held[0] == 3  # the offline command's: all three rows
+        assert held is not None and held[0] == 3  # the program's: all three rows
         _past_retention(data)
         cli = str(Path(sys.executable).with_name("switchpoint"))
         done = subprocess.run([cli, "prune", "--config", str(config), "--older-than",

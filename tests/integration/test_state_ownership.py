@@ -92,11 +92,16 @@ def test_each_command_run_as_root_leaves_every_file_the_data_dirs_owners(
         assert "serve.lock" in owners
     _owned_by(data, OWNER)
 
-    _run(config, "feedback", decision.decision_id, "--success")  # the checkpoint written
+    _run(config, "feedback", decision.decision_id, "--success")
+    _owned_by(data, OWNER)
     checkpoint = data / "learning.checkpoint"
-    first = checkpoint.stat().st_ino
-    _run(config, "feedback", decision.decision_id, "--failure")  # and replaced
-    assert checkpoint.stat().st_ino != first
+    inodes = []
+    for score in (1.0, 0.0):  # a checkpoint written as the gateway closes, then replaced
+        with Gateway(load_settings(config, environ={}), serves_chat=False) as gateway:
+            gateway.start()
+            gateway.report_outcome(decision.decision_id, score, tenant="acme")
+        inodes.append(checkpoint.stat().st_ino)
+    assert inodes[0] != inodes[1]
     assert "learning.checkpoint" in _owned_by(data, OWNER)
     for argv in (["learn", "--export", str(tmp_path / "exported"), "--tenant", "acme"],
                  ["experiments", "end", "kept"], ["prune", "--older-than", "0.0001"],

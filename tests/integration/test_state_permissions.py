@@ -351,9 +351,9 @@ def _checkpoint_of_one_outcome(config: Path, data: Path) -> Path:
 
 def test_a_learning_checkpoint_it_may_not_read_stops_the_start_and_is_kept(
         state: tuple[Path, Path]) -> None:
-    """A checkpoint another user's (`switchpoint feedback` run as root writes it root's, mode
-    600) was passed over with a warning, the feedback log replayed without the outcomes
-    retention had pruned, and the stop wrote this process's own checkpoint over it: what it
+    """A checkpoint another user's (a gateway run as root writes it root's, mode 600) was
+    passed over with a warning, the feedback log replayed without the outcomes retention had
+    pruned, and the stop wrote this process's own checkpoint over it: what it
     alone held was gone. The start now stops, naming it, and the file stays as it was."""
     config, data = state
     checkpoint = _checkpoint_of_one_outcome(config, data)

@@ -247,7 +247,14 @@ class Gateway:
     learning checkpoint is written, so the files are left as they were found, and a
     ``data_dir`` with no store is an error rather than made; what it would have to keep
     (feedback, scores, an experiment) is refused, a :class:`~switchpoint.errors.StoreError`
-    naming ``reads_only``.
+    naming ``reads_only``. ``replays_log=False`` (a tool that only calls the models it names,
+    such as ``switchpoint label``, or only records an outcome, such as an offline
+    ``switchpoint feedback``) takes up none of the feedback log as its router loads, which
+    reads the learning checkpoint and replays every outcome after it (seconds and hundreds of
+    MB at 100,000 outcomes), and writes no checkpoint; feedback on a decision made before it
+    started first takes up that decision's own outcomes from the log, so it logs and answers
+    what a gateway that replayed the log would (unless retention pruned them), while its
+    router routes as the weights alone do.
 
     A gateway that serves chat enforces budgets and rate limits from its own memory, so
     :meth:`open` takes ``data_dir``'s lock (see :mod:`switchpoint.gateway.owner`) and
@@ -279,7 +286,7 @@ class Gateway:
                  store: SQLiteStore | bool | None = None, env: Mapping[str, str] | None = None,
                  providers: Mapping[str, Provider] | None = None,
                  observer: Observer | None = None, serves_chat: bool = True,
-                 reads_only: bool = False) -> None:
+                 reads_only: bool = False, replays_log: bool = True) -> None:
         expect("settings", settings, Settings, "Settings (Gateway.from_config takes a config "
                                                "file's path or a mapping)")
         expect("loader", loader, FUNCTION, "a function (settings, weights_path) -> Router",
@@ -294,6 +301,7 @@ class Gateway:
                "an Observer (on_request, on_decision, on_store_error)", optional=True)
         expect("serves_chat", serves_chat, bool, "True or False")
         expect("reads_only", reads_only, bool, "True or False")
+        expect("replays_log", replays_log, bool, "True or False")
         serves_chat = serves_chat and not reads_only
         # (Settings built in Python, not read by load_settings, keep the catalog's rules too)
         check_catalog(settings)
@@ -362,7 +370,8 @@ class Gateway:
         me = weakref.ref(self)
         self.governor = Governor(settings, store=self.store,
                                  health=lambda: getattr(me(), "health", None))
-        self.learning = GatewayLearning(self.state, self.store, checkpoints=not reads_only)
+        self.learning = GatewayLearning(self.state, self.store, checkpoints=not reads_only,
+                                        replays=replays_log)
         # (models first: a run-time experiment's arm may name a registered model)
         self.models_registered = RuntimeModels(self.state, self.store, self.learning,
                                                lambda: self.governor.keys)

@@ -191,6 +191,10 @@ class LiveLearning:
         # Per router (by id) and tenant: the log position through which that router's weights
         # already hold the tenant's outcomes (exported from this log), so a replay skips them.
         self.folded: dict[tuple[int, str], int] = {}
+        # The log position up to which this state took up none of the rows but those of the
+        # decisions feedback named since (a gateway that does not replay the log: see
+        # ``GatewayLearning.replays``); 0 when it took up the log.
+        self.passed_over = 0
 
     @property
     def configured(self) -> bool:
@@ -610,7 +614,7 @@ class GatewayLearning:
     (:meth:`prepare`, then the replay under the state's guard)."""
 
     def __init__(self, state: RouterState, store: SQLiteStore | None, *,
-                 checkpoints: bool = True) -> None:
+                 checkpoints: bool = True, replays: bool = True) -> None:
         self.state = state
         self.store = store
         settings = state.settings.learning
@@ -634,6 +638,14 @@ class GatewayLearning:
         #: Whether it writes learning checkpoints (False: a gateway that only reads data_dir,
         #: which takes one up all the same).
         self.checkpoints = checkpoints
+        #: Whether each snapshot takes up the feedback log (the checkpoint, then the rows after
+        #: it) before it goes live. False (a tool that only calls the models it names, or
+        #: records an outcome and exits): it takes up none of it, and feedback on a decision
+        #: made before it started first takes up that decision's own rows (what a repeat
+        #: replaces, the cost it keeps), so what it logs and answers is what a gateway that
+        #: took up the whole log would, unless retention pruned those rows (only a
+        #: checkpoint still holds them); no checkpoint is read or written.
+        self.replays = replays
         self._checkpointing: threading.Thread | None = None
         self._checkpoint_lock = threading.Lock()
         # Held to start a checkpoint run and, as the gateway closes, to take the run to wait
@@ -654,7 +666,7 @@ class GatewayLearning:
         this process wrote its own over it, or missing from what a gateway that only reads
         data_dir (writing no checkpoint: ``switchpoint learn``) learns; such a gateway needs
         only to read it."""
-        problem = (None if self.checkpoint_path is None
+        problem = (None if self.checkpoint_path is None or not self.replays
                    else access_problem(self.checkpoint_path, side_files=(),
                                        writes=self.checkpoints))
         if problem is not None:
@@ -722,6 +734,12 @@ class GatewayLearning:
         learning.experiments.promoted = self._promoted_arms()
         t0 = time.perf_counter()
         self.log.flush()
+        if not self.replays:
+            last_row = None if self.reader is None else self.reader.last_feedback()
+            learning.folded = self._folded(learning)
+            learning.passed_over = 0 if last_row is None else last_row[0]
+            self._cover(learning, learning.passed_over)
+            return
         after = self._restore(learning)
         learning.folded = self._folded(learning)
         last = [after]
@@ -923,6 +941,19 @@ class GatewayLearning:
         else:
             self._cover(learning, last if stop is None else stop)
 
+    def _take_up_decision(self, learning: LiveLearning, router: Router, decision_id: str,
+                          tenant: str) -> None:
+        """Where the snapshot passed the log over (see :attr:`replays`), learn the rows of
+        ``decision_id`` it passed over, in log order, as a replay would, before feedback on it
+        reads what it holds (the outcome a repeat replaces, the cost it keeps): once, while
+        ``router`` (the one that remembers the decision) holds no outcome of it; one it holds
+        was taken up so, or learned here since, which is newer. Called under the state's
+        guard."""
+        if (learning.passed_over and self.reader is not None
+                and router.learner.outcome(decision_id, tenant) is None):
+            learning.replay(iter(self.reader.decision_feedback(decision_id, tenant,
+                                                               learning.passed_over)))
+
     def _taking_up(self, learning: LiveLearning) -> Callable[[FeedbackEvent], None]:
         """What a report calls once the log kept its event, before it learns it: the rows
         another process logged before that event are taken up first (see :meth:`_take_up`)."""
@@ -972,7 +1003,7 @@ class GatewayLearning:
         due = CHECKPOINT_EVERY if due is None else due
         with self._checkpoint_start:
             if (self._checkpoints_shut or self.checkpoint_path is None or not self.checkpoints
-                    or learning.events - learning.tried < due
+                    or not self.replays or learning.events - learning.tried < due
                     or (self._checkpointing is not None and self._checkpointing.is_alive())):
                 return  # (closing: its own checkpoint holds what was learned)
             self._checkpointing = threading.Thread(target=self._checkpoint_quietly,
@@ -999,7 +1030,8 @@ class GatewayLearning:
         it holds, so the next start or reload replays only what follows; returns the file
         (None: no store, or nothing learned). Everything learned is in the feedback log too:
         a checkpoint only saves replaying it."""
-        if self.checkpoint_path is None or self.reader is None or not self.checkpoints:
+        if (self.checkpoint_path is None or self.reader is None or not self.checkpoints
+                or not self.replays):
             return None
         with self._checkpoint_lock:
             with self.state.guard:  # feedback waits for the snapshot, not for the writing
@@ -1204,6 +1236,8 @@ class GatewayLearning:
                     owner, entry = found
                     check_configured(live.settings, entry.tenant)
                     self.log.flush()  # the outcomes before this one, even a moment ago
+                    assert learning is not None
+                    self._take_up_decision(learning, owner, decision_id, entry.tenant)
                     answer = self._answer(decision_id)
                     if model is None and answer is not None and answer[0] is None:
                         raise InvalidInputError("model", NO_ANSWER)

@@ -90,16 +90,22 @@ def _cost_words(answer: dict[str, Any]) -> str:
     return f" at {usd_text(cost)} ({source.get(str(answer.get('cost_from')), 'as given')})"
 
 
-def _state_gateway(settings: Settings, *, reads_only: bool = False) -> Gateway:
+def _state_gateway(settings: Settings, *, reads_only: bool = False,
+                   replays_log: bool = True) -> Gateway:
     """A gateway on the state in ``settings``' data_dir, serving no chat (with
-    ``reads_only``, one that writes nothing there: see :class:`Gateway`). Read without a config
+    ``reads_only``, one that writes nothing there; without ``replays_log``, one that takes up
+    only the outcomes of the decision it is given feedback on: see :class:`Gateway`), whose
+    router loads its embedder only if a prompt is embedded (feedback learns from the vector
+    its decision kept, an export from those the log keeps). Read without a config
     (``--data-dir`` alone), the experiments the service there created at run time may name
-    tenants, policies or models that only its config has: the error says to give that config,
-    not to end them (which would stop them in the service)."""
+    tenants, policies or models that only its config has: the error says to give that
+    config, not to end them (which would stop them in the service)."""
     from switchpoint.gateway import Gateway
+    from switchpoint.gateway.live import RouterFactory
 
     try:
-        return Gateway.from_config(settings, serves_chat=False, reads_only=reads_only)
+        return Gateway.from_config(settings, serves_chat=False, reads_only=reads_only,
+                                   replays_log=replays_log, loader=RouterFactory(warm=False))
     except ConfigError as exc:
         if settings.source_path is not None or not exc.key.startswith("experiments."):
             raise
@@ -150,7 +156,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     existing_state(settings, "no decision to give feedback on; point it at the data_dir "
                                     "of the service that made the decision (or give --url to "
                                     "reach that service)")
-    with _state_gateway(settings) as gateway:
+    # (it records one outcome: the log's other outcomes are the service's to take up)
+    with _state_gateway(settings, replays_log=False) as gateway:
         try:
             result = gateway.report_outcome(
                 named if field == "decision_id" else None, score, success, model=args.model,

@@ -599,6 +599,15 @@ class LearningReader:
                 return
             last = int(rows[-1][0])
 
+    def decision_feedback(self, decision_id: str, tenant: str,
+                          through: int) -> list[LoggedFeedback]:
+        """The feedback rows of ``decision_id`` (of ``tenant``) up to log position ``through``,
+        in log order: a few (a decision takes at most ``MAX_OUTCOMES`` of
+        :mod:`switchpoint.gateway.feedback_log`), read by the log's index of decisions."""
+        return [_logged(row) for row in self._all(
+            f"SELECT seq, {', '.join(_FEEDBACK_COLUMNS)} FROM feedback WHERE decision_id = ? "
+            "AND tenant = ? AND seq <= ? ORDER BY seq", (decision_id, tenant, through))]
+
     def event_id_at(self, seq: int) -> str | None:
         """The id of the event at log position ``seq`` (None: no such row)."""
         row = self._one("SELECT event_id FROM feedback WHERE seq = ?", (seq,))

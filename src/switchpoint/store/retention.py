@@ -23,8 +23,8 @@ beside the store already holds (see :func:`feedback_bound`): a start takes up th
 replays only the rows after it, so nothing learned from a pruned row is lost, after a crash
 either. Without a checkpoint of this log nothing of it is pruned. A service's own retention
 prunes only by a checkpoint of the learning it runs (its key), and no row past what it has
-learned itself: the checkpoint may be another process's (an offline ``switchpoint feedback``
-writes one), holding rows the service has not taken up yet. ``switchpoint prune``, which
+learned itself: the checkpoint may be another process's (a Python program's gateway serving
+no chat writes one), holding rows the service has not taken up yet. ``switchpoint prune``, which
 loads no weights, prunes by whatever checkpoint is there, and only while no service serves
 from the data directory (it holds the directory's lock meanwhile, so none starts): beside a
 running service, which may not have learned every row that checkpoint holds and would write
