@@ -20,6 +20,7 @@ import pytest
 
 from switchpoint.catalog import ModelCard
 from switchpoint.cli import main
+from switchpoint.gateway.learning import LiveLearning
 from switchpoint.labelling.journal import done_path, journal_path
 from switchpoint.labelling.lock import lock_path
 from switchpoint.records import load_records
@@ -168,6 +169,26 @@ def test_one_prompt_one_model_labels_and_the_next_commands_it_names_take_its_rec
     code, _, err = run(["add-model", "a", out, "--weights", weights], capsys)
     assert code == 0, err
     assert load_weights(weights).provenance["added_models"][-1]["n_records"] == 1
+
+
+def test_a_run_takes_up_none_of_the_feedback_log_of_its_data_dir(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run calls the models it names and routes nothing: it takes up none of the feedback
+    log of the data_dir it logs its calls in (at 100,000 outcomes that took 20 s and 240 MB
+    more) and writes no learning checkpoint there."""
+    def replayed(self: LiveLearning, rows: Any) -> None:
+        raise AssertionError("the feedback log was taken up")
+
+    monkeypatch.setattr(LiveLearning, "replay", replayed)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "m", "prompt": "What is 6 times 7? Say 42",
+                                   "reference": "42"}) + "\n", encoding="utf-8")
+    code, _, err = run(["label", prompts, "--models", "a", "--out", tmp_path / "records.jsonl",
+                        "--config", config(fake, tmp_path)], capsys)
+    assert code == 0, err
+    assert (tmp_path / "data" / "switchpoint.db").is_file()
+    assert not (tmp_path / "data" / "learning.checkpoint").exists()
 
 
 def test_the_files_a_run_makes_are_readable_by_their_owner_alone(

@@ -301,8 +301,10 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
             from switchpoint.gateway import Gateway
             from switchpoint.gateway.live import RouterFactory
 
-            # Every call names its model, so nothing is routed: the embedder is never loaded.
-            gateway = Gateway(settings, env=env, loader=RouterFactory(warm=False))
+            # Every call names its model, so nothing is routed: the embedder is never loaded,
+            # and the feedback log is not taken up.
+            gateway = Gateway(settings, env=env, loader=RouterFactory(warm=False),
+                              replays_log=False)
             gateway.start()
         try:
             return await _Run(plan, gateway, state, progress, notes).go(restart=not resume)
