@@ -304,7 +304,8 @@ def test_reload_and_swap_policy_are_refused_once_closing_has_begun_and_waited_fo
 
 
 class _Asked:
-    """``lock`` that sets ``asked`` when the thread named ``who`` asks for it."""
+    """``lock`` that sets ``asked`` when the thread named ``who`` asks for it (entering it,
+    or by ``acquire``)."""
 
     def __init__(self, lock: Any, who: str) -> None:
         self.lock, self.who, self.asked = lock, who, threading.Event()
@@ -316,6 +317,14 @@ class _Asked:
 
     def __exit__(self, *exc: object) -> Any:
         return self.lock.__exit__(*exc)
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if threading.current_thread().name == self.who:
+            self.asked.set()
+        return bool(self.lock.acquire(blocking, timeout))
+
+    def release(self) -> None:
+        self.lock.release()
 
 
 def test_a_swap_to_a_policy_a_reload_under_way_drops_is_refused_naming_name(

@@ -638,6 +638,43 @@ def test_a_registration_waits_for_data_dir_to_keep_it_and_the_catalog_follows_th
             assert [m for m in _models(server) if m == "free"] == after
 
 
+def test_a_reload_or_a_policy_swap_behind_a_registration_data_dir_has_not_kept_is_refused(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The registration holds the router's swap lock while the store's writer waits (another
+    # process holds the database's lock): it goes live as one step with its write. A reload
+    # or a policy swap sent meanwhile waited with it, as long as the write took (unbounded
+    # for a disk that does not finish its fsync); it is refused after a bounded wait, a 503
+    # naming what it waited for, and the running router serves on.
+    from switchpoint.gateway import live
+    from tests.fakes.held_lock import sent_while_held, short_lock_waits
+
+    short_lock_waits(monkeypatch, seconds=120.0)
+    monkeypatch.setattr(live, "SWAP_WAIT_S", 0.3)
+    extra = CONFIG + "admin_token_env: SP_ADMIN\n"
+    with learning_server(fake, tmp_path, extra, environ={"SP_ADMIN": ADMIN}) as server:
+        settings = server.service.gateway.settings
+
+        def refused() -> None:
+            for path, what in [("/v1/router/reload", "the reload"),
+                               ("/v1/router/policy/cluster", "the policy swap")]:
+                answer = post(server, path, None, ADMIN)
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["retry-after"].isdigit()
+                error = answer.json()["error"]
+                assert error["code"] == "storage_unavailable", error
+                assert error["message"].startswith(
+                    f'{what} was not made: it waited 0.3 s for the registration of model '
+                    '"free", which waits for the store\'s writer to keep it'), error
+            assert stored(settings) == [] and "free" not in _models(server)
+
+        answer = sent_while_held(settings.db_path,
+                                 lambda: post(server, PATH, card(fake), ADMIN), refused)
+        assert answer.status_code == 201, answer.text
+        reloaded = post(server, "/v1/router/reload", None, ADMIN)
+        assert reloaded.status_code == 200, reloaded.text
+        assert "free" in reloaded.json()["models"]
+
+
 def test_registrations_queued_behind_a_stuck_write_are_bounded_and_none_queued_is_lost(
         fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The store's writer is stuck (another process holds the database's lock for longer than

@@ -370,7 +370,8 @@ class RuntimeExperiments:
                 self.running = running
 
             try:
-                self.state.rebuild(lambda s: self.merged(s, running, name), keep)
+                self.state.rebuild(lambda s: self.merged(s, running, name), keep,
+                                   keeping=f"the creation of experiment {json_quoted(name, 100)}")
             except ConfigError as exc:
                 raise _request_error(exc, name, by_strategies) from None
         return ABTest.of(name, made)
@@ -440,7 +441,8 @@ class RuntimeExperiments:
                 self.running = running
                 self.ended = dict(kept[-ENDED_KEPT:])  # (as the store keeps them)
 
-            self.state.rebuild(lambda s: self.merged(s, running), keep)
+            self.state.rebuild(lambda s: self.merged(s, running), keep,
+                               keeping=f"the end of experiment {shown}")
         return name
 
     def _not_running(self, name: str, shown: str) -> None:

@@ -2300,7 +2300,11 @@ class Gateway:
         do not fit it), a file that holds no settings or one that would lower the service's
         protection is a :class:`~switchpoint.errors.ConfigError` naming what is wrong, and a
         weights package that cannot be read a :class:`~switchpoint.errors.WeightsError`; each
-        leaves the old router serving."""
+        leaves the old router serving. Behind a change made at run time that waits for the
+        store to keep it (a registration, a run-time experiment's creation or end), it waits
+        at most :data:`~switchpoint.gateway.live.SWAP_WAIT_S`, then is a
+        :class:`~switchpoint.errors.StorageUnavailableError` (503) naming that change, as a
+        policy swap is."""
         old, new, ms = config_checked(self.state.reload)
         return reload_answer(old, new, ms, self.governor.keys)
 

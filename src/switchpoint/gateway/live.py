@@ -30,6 +30,7 @@ from switchpoint.errors import (
     ConfigError,
     InvalidInputError,
     RouterNotReadyError,
+    StorageUnavailableError,
     WeightsError,
 )
 from switchpoint.gateway.parsing import AUTO_MODEL
@@ -45,6 +46,15 @@ log = logging.getLogger("switchpoint.gateway")
 # Why the weights' models are the ones a config's names must be among.
 NO_CATALOG = "there is no catalog, so those are the models routed"
 SwapHook = Callable[["Live"], None]
+
+#: The longest a reload or a policy swap waits for a change made at run time (a model
+#: registered or removed, an experiment created or ended) that holds the swap lock while the
+#: store's writer keeps it: that write has no bound of its own (a disk that does not finish
+#: its fsync), so past this the reload or swap is refused (a 503 naming the change it waited
+#: for) rather than left waiting with its caller. A load under way is waited for.
+SWAP_WAIT_S = 5.0
+# How often a wait past SWAP_WAIT_S looks again at what holds the swap lock.
+_LOOK_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -282,6 +292,9 @@ class RouterState:
         self.extends: list[Callable[[Settings], Settings]] = []
         # The policy a swap made live (None: the config's), which a rebuild keeps.
         self._swapped: str | None = None
+        # The change made at run time that holds the swap lock while the store keeps it
+        # (what a rebuild's ``keeping`` names), else None.
+        self._keeping: str | None = None
         # Held while a new snapshot is hooked up and goes live (and by whoever must not run
         # between the two, e.g. feedback, which must reach the snapshot that serves next).
         self.guard = threading.RLock()
@@ -369,14 +382,16 @@ class RouterState:
         """Hold off every other load, swap and reload while the block runs, yielding the live
         snapshot: what the block checks of it (a swap's policy name) still holds when a swap
         the block makes runs (it runs inside, on this thread). :class:`RouterNotReadyError`
-        (503) at once while the first load runs."""
+        (503) at once while the first load runs; a :class:`StorageUnavailableError` (503)
+        once it has waited :data:`SWAP_WAIT_S` behind a change the store has not kept yet
+        (see :meth:`_taken`)."""
         self.live()
-        with self._swap:
+        with self._taken("the policy swap"):
             yield self.live()
 
     def swap_policy(self, name: str) -> tuple[Live, Live, float]:
         """Load policy ``name`` and make it live. Returns (old, new, milliseconds)."""
-        return self._replace(lambda s: s, name)
+        return self._replace(lambda s: s, name, waits="the policy swap")
 
     def reload(self) -> tuple[Live, Live, float]:
         """Re-read the config file and the weights, then make the result live (with what
@@ -387,15 +402,51 @@ class RouterState:
             check_reload(running, settings)
             return self._extended(settings)
 
-        return self._replace(read, None)
+        return self._replace(read, None, waits="the reload")
 
     def rebuild(self, settings_of: Callable[[Settings], Settings],
-                before: Callable[[], None] | None = None) -> tuple[Live, Live, float]:
+                before: Callable[[], None] | None = None, *,
+                keeping: str = "a change made at run time") -> tuple[Live, Live, float]:
         """Make live a new snapshot of the same config, the policy live now and the settings
         ``settings_of`` makes of the live ones (what was made at run time changed), as a
         reload would, calling ``before`` once it is ready to go live: what ``settings_of``
-        or ``before`` raises, or the load, leaves the live snapshot as it is."""
-        return self._replace(settings_of, self._swapped, before=before)
+        or ``before`` raises, or the load, leaves the live snapshot as it is. ``before``
+        writes the change to the store and waits for it (``keeping`` names the change, for
+        a reload or a swap refused meanwhile: see :meth:`_taken`)."""
+        kept = None if before is None else self._kept(before, keeping)
+        return self._replace(settings_of, self._swapped, before=kept)
+
+    def _kept(self, before: Callable[[], None], keeping: str) -> Callable[[], None]:
+        def kept() -> None:
+            self._keeping = keeping
+            try:
+                before()
+            finally:
+                self._keeping = None
+
+        return kept
+
+    @contextlib.contextmanager
+    def _taken(self, waits: str) -> Iterator[None]:
+        """Hold the swap lock for ``waits`` (a reload, a policy swap), waiting for a load
+        under way as long as it takes, but refusing with a
+        :class:`StorageUnavailableError` (503, Retry-After) once it has waited
+        :data:`SWAP_WAIT_S` and the lock is held by a change made at run time that waits for
+        the store's writer to keep it (see :meth:`rebuild`): that write has no bound of its
+        own, and the change must go live as one step with it, so it keeps the lock."""
+        deadline = time.monotonic() + SWAP_WAIT_S
+        while not self._swap.acquire(timeout=max(deadline - time.monotonic(), _LOOK_S)):
+            keeping = self._keeping
+            if keeping is not None and time.monotonic() >= deadline:
+                raise StorageUnavailableError(
+                    f"{waits} was not made: it waited {SWAP_WAIT_S:g} s for {keeping}, which "
+                    "waits for the store's writer to keep it in data_dir (a disk slow to "
+                    "finish its writes, or a lock another process holds) and goes live with "
+                    "it; the running router keeps serving: try again once it is kept")
+        try:
+            yield
+        finally:
+            self._swap.release()
 
     def _extended(self, settings: Settings) -> Settings:
         for extend in self.extends:
@@ -403,10 +454,12 @@ class RouterState:
         return settings
 
     def _replace(self, settings_of: Callable[[Settings], Settings],
-                 policy: str | None, *, before: Callable[[], None] | None = None
-                 ) -> tuple[Live, Live, float]:
+                 policy: str | None, *, before: Callable[[], None] | None = None,
+                 waits: str | None = None) -> tuple[Live, Live, float]:
         self.live()  # 503 at once if the first load is still running
-        with self._swap:
+        # (a reload or a swap, ``waits``, waits a bounded time behind a change the store has
+        # not kept yet; a change made at run time is counted among those, and waits its turn)
+        with self._swap if waits is None else self._taken(waits):
             old = self.live()
             t0 = time.perf_counter()
             read = settings_of(old.settings)

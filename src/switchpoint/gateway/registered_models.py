@@ -208,7 +208,9 @@ class RuntimeModels:
                 self.registered = (*self.registered, made)
 
             try:
-                _, new, _ = self.state.rebuild(settings_of, keep)
+                _, new, _ = self.state.rebuild(
+                    settings_of, keep,
+                    keeping=f"the registration of model {json_quoted(name, 100)}")
             except (ConfigError, InvalidInputError) as exc:
                 raise card_error(exc, new_index(settings), name) from None
         view = next(m for m in new.model_objects(auto=False) if m["id"] == name)
@@ -273,7 +275,8 @@ class RuntimeModels:
                 self.registered = tuple(m for m in self.registered if m.name != name)
 
             try:
-                _, new, _ = self.state.rebuild(settings_of, keep)
+                _, new, _ = self.state.rebuild(
+                    settings_of, keep, keeping=f"the removal of model {json_quoted(name, 100)}")
             except (ConfigError, InvalidInputError) as exc:
                 raise still_named(name, exc) from None
         return {"id": name, "object": "model", "deleted": True, **new.unprofiled_answer()}
