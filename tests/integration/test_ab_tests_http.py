@@ -256,7 +256,9 @@ def test_promotions_and_experiments_queued_behind_a_stuck_write_are_bounded(
         fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The store's writer is stuck: one promotion waits for its write, the next for the
     # promotions' lock it holds, and past the bound on changes waiting the next promotion,
-    # creation or end is refused at once, not queued on a lock without limit.
+    # creation or end is refused at once, not queued on a lock without limit. One refused
+    # for its own fault hears that first: an experiment there is none of its 404, a name
+    # taken its 409 (they heard the 503 of one too many waiting, and were told to retry).
     from switchpoint.gateway.kept import waiting
     from tests.fakes.held_lock import queued_while_held, refused_as_too_many, short_lock_waits
 
@@ -277,6 +279,15 @@ def test_promotions_and_experiments_queued_behind_a_stuck_write_are_bounded(
                                 "nothing was created", queued=2)
             refused_as_too_many(delete(server, f"{PATH}/made"), "the end of the experiment",
                                 "it still runs", queued=2)
+            for answer, status, said in [
+                    (post(server, f"{PATH}/nope/promote", {"arm": "b"}), 404,
+                     'name: no experiment "nope" is configured or was created at run time'),
+                    (post(server, PATH, {"name": "made"}), 409,
+                     'name: experiment "made" was created at run time already'),
+                    (delete(server, f"{PATH}/nope"), 404,
+                     'name: no experiment "nope" was created at run time')]:
+                assert answer.status_code == status, answer.text
+                assert answer.json()["error"]["message"].startswith(said), answer.text
             assert waiting(store) == 2
 
         answers = queued_while_held(store.path, store, [

@@ -681,6 +681,9 @@ def test_registrations_queued_behind_a_stuck_write_are_bounded_and_none_queued_i
     # it waits): one registration waits for its write, the next for the registrations' lock
     # it holds. They counted towards the bound on changes waiting only once in their write,
     # so callers queued on that lock without limit; past the bound, the next is refused.
+    # One refused for its own fault hears that first, as it would any other time: a removal
+    # of a model not registered its 404, a registration of a name taken its 409 (they heard
+    # the 503 of one too many waiting, and were told to try again).
     from tests.fakes.held_lock import queued_while_held, refused_as_too_many, short_lock_waits
 
     short_lock_waits(monkeypatch, seconds=120.0)
@@ -691,20 +694,29 @@ def test_registrations_queued_behind_a_stuck_write_are_bounded_and_none_queued_i
         store = server.service.gateway.learning.store
         assert store is not None
 
+        assert post(server, PATH, card(fake, "old"), ADMIN).status_code == 201
+
         def refused() -> None:
             refused_as_too_many(post(server, PATH, card(fake, "late"), ADMIN), "the model",
                                 "nothing was registered", queued=2)
-            refused_as_too_many(_delete(server, "late", ADMIN), "the model's removal",
+            refused_as_too_many(_delete(server, "old", ADMIN), "the model's removal",
                                 "it is still registered", queued=2)
-            assert stored(settings) == [] and kept.waiting(store) == 2
+            unknown = _delete(server, "late", ADMIN)
+            assert unknown.status_code == 404, unknown.text
+            assert unknown.json()["error"]["message"].startswith(
+                'name: no model "late" was registered at run time'), unknown.text
+            taken = post(server, PATH, card(fake, "old"), ADMIN)
+            assert taken.status_code == 409, taken.text
+            assert "was registered at run time already" in taken.json()["error"]["message"]
+            assert [n for n, _ in stored(settings)] == ["old"] and kept.waiting(store) == 2
 
         answers = queued_while_held(store.path, store, [
             lambda: post(server, PATH, card(fake, "one"), ADMIN),
             lambda: post(server, PATH, card(fake, "two"), ADMIN)], refused)
         assert [a.status_code for a in answers] == [201, 201], [a.text for a in answers]
-        assert sorted(n for n, _ in stored(settings)) == ["one", "two"]
-        assert sorted(m for m in _models(server) if m in ("one", "two", "late")) == [
-            "one", "two"]
+        assert sorted(n for n, _ in stored(settings)) == ["old", "one", "two"]
+        assert sorted(m for m in _models(server) if m in ("old", "one", "two", "late")) == [
+            "old", "one", "two"]
         assert kept.waiting(store) == 0
 
 

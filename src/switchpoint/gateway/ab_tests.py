@@ -349,8 +349,11 @@ class RuntimeExperiments:
         name, experiment, share = made_experiment(name, strategy_a, strategy_b, split,
                                                   arms=arms, tenants=tenants, min_n=min_n)
         by_strategies = arms is None
+        # A name taken is said before the creation waits its turn (or is refused as one too
+        # many waiting for the store's writer), then checked again in its turn.
+        self._check_free(self.state.live().settings, name)  # (503 while the router loads)
         with turn(self.store, self._lock, "the experiment", "nothing was created"):
-            settings = self.state.live().settings  # (503 while the router loads)
+            settings = self.state.live().settings
             self._check_free(settings, name)
             made = experiment.made_at_run_time(time.time(), share)
             running = {**self.running, name: made}
@@ -423,11 +426,11 @@ class RuntimeExperiments:
         name = name.name if isinstance(name, ABTest) else name
         assert isinstance(name, str)
         shown = json_quoted(name, 100)
+        # One not running is said before the end waits its turn (or is refused as one too
+        # many waiting for the store's writer), then checked again in its turn.
+        self._running(name, made_at, shown)
         with turn(self.store, self._lock, "the end of the experiment", "it still runs"):
-            experiment = self.running.get(name)
-            if experiment is None or made_at not in (None, experiment.created_at):
-                self._not_running(name, shown)
-            assert experiment is not None
+            experiment = self._running(name, made_at, shown)
             self.learning.check_writable("the end of the experiment", "it still runs")
             running = {n: e for n, e in self.running.items() if n != name}
             ended_at = time.time()
@@ -444,6 +447,15 @@ class RuntimeExperiments:
             self.state.rebuild(lambda s: self.merged(s, running), keep,
                                keeping=f"the end of experiment {shown}")
         return name
+
+    def _running(self, name: str, made_at: float | None, shown: str) -> ExperimentConfig:
+        """Run-time experiment ``name`` running (made at ``made_at``, if given), else why
+        not (raised: see :meth:`_not_running`)."""
+        experiment = self.running.get(name)
+        if experiment is None or made_at not in (None, experiment.created_at):
+            self._not_running(name, shown)
+        assert experiment is not None
+        return experiment
 
     def _not_running(self, name: str, shown: str) -> None:
         """Why ``name`` names no running run-time experiment to end (raised)."""

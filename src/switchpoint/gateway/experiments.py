@@ -232,6 +232,26 @@ WINNER_RULE = ("an arm wins when every arm has at least min_n scored decisions a
                "(no overlap); cost is reported, not weighed")
 
 
+def experiment_of(name: object, settings: Settings,
+                  ended: Mapping[str, tuple[ExperimentConfig, float]] | None = None
+                  ) -> tuple[ExperimentConfig, float | None]:
+    """Experiment ``name``: of ``settings`` (the config's, or created at run time and
+    running), else of ``ended`` (created at run time and ended), with when it ended (None
+    while it runs). An :class:`InvalidInputError` for a name not a string, a
+    :class:`NotFoundError` naming those there are for one of neither."""
+    expect("name", name, str, "an experiment's name (a string)")
+    assert isinstance(name, str)
+    experiment = settings.experiments.get(name)
+    if experiment is not None:
+        return experiment, None
+    if ended and name in ended:
+        return ended[name]
+    known = [*settings.experiments, *(n for n in ended or () if n not in settings.experiments)]
+    raise NotFoundError(f"name: no experiment {json_quoted(name, 100)} is configured "
+                        "or was created at run time; there are: "
+                        f"{listed_names(known, quoted=True) or 'none'}", param="name")
+
+
 def experiment_report(name: str, settings: Settings, reader: LearningReader | None,
                       promoted: Mapping[str, tuple[str, str]],
                       ended: Mapping[str, tuple[ExperimentConfig, float]] | None = None
@@ -242,16 +262,7 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
     pruned count as they stood when pruned (``pruned_decisions`` says how many: the store
     keeps their totals). ``ended``: the experiments created at run time and since ended
     (with when), whose reports are still read."""
-    expect("name", name, str, "an experiment's name (a string)")
-    experiment = settings.experiments.get(name)
-    ended_at: float | None = None
-    if experiment is None and ended and name in ended:
-        experiment, ended_at = ended[name]
-    if experiment is None:
-        known = [*settings.experiments, *(n for n in ended or () if n not in settings.experiments)]
-        raise NotFoundError(f"name: no experiment {json_quoted(name, 100)} is configured "
-                            "or was created at run time; there are: "
-                            f"{listed_names(known, quoted=True) or 'none'}", param="name")
+    experiment, ended_at = experiment_of(name, settings, ended)
     rows = reader.experiment(name) if reader is not None else {}
     arms: list[dict[str, Any]] = []
     for arm, config in experiment.arms.items():

@@ -187,10 +187,13 @@ class RuntimeModels:
         and the catalog models the live weights have no learned profile for (with a note)."""
         entry = model_card(card)
         name = entry.name
+        # What refuses the card for its own fault is said before the registration waits its
+        # turn (or is refused as one too many waiting for the store's writer), then checked
+        # again in its turn.
+        self._check_card(self.state.live().settings, entry)  # (503 while the router loads)
         with turn(self.store, self._lock, "the model", "nothing was registered"):
-            settings = self.state.live().settings  # (503 while the router loads)
-            self._check_free(settings, name)
-            check_own_profile(entry, settings.models or [])
+            settings = self.state.live().settings
+            self._check_card(settings, entry)
             self.learning.check_writable("the model", "nothing was registered")
             made = entry.registered(time.time())
             record = RuntimeModelRecord(name, made.registered_at or 0.0, json.dumps(
@@ -215,6 +218,12 @@ class RuntimeModels:
                 raise card_error(exc, new_index(settings), name) from None
         view = next(m for m in new.model_objects(auto=False) if m["id"] == name)
         return {**view, "registered_at": made.registered_at, **new.unprofiled_answer()}
+
+    def _check_card(self, settings: Settings, entry: ModelEntry) -> None:
+        """Refuse registering ``entry`` beside ``settings`` for its own fault: its name
+        taken, no room, no catalog, or another model's profile taken unsaid."""
+        self._check_free(settings, entry.name)
+        check_own_profile(entry, settings.models or [])
 
     def _check_free(self, settings: Settings, name: str) -> None:
         if settings.models is None:
@@ -247,15 +256,13 @@ class RuntimeModels:
         it, with the models the live weights do not profile."""
         expect("name", name, str, "the name of a model registered at run time")
         assert isinstance(name, str)
+        # A name no model registered here answers to is said before the removal waits its
+        # turn (or is refused as one too many waiting for the store's writer), then checked
+        # again in its turn.
+        self._check_registered(self.state.live().settings, name)
         with turn(self.store, self._lock, "the model's removal", "it is still registered"):
             live = self.state.live()
-            if name in self.unreadable and not any(m.name == name for m in self.registered):
-                raise ConflictError(f"name: {self._unreadable_words(name)}, so this service "
-                                    "cannot unregister it; unregister it with the service "
-                                    f"stopped ({unregister_command(name)})",
-                                    param="name")
-            if not any(m.name == name for m in self.registered):
-                raise not_registered(name, live.settings, (m.name for m in self.registered))
+            self._check_registered(live.settings, name)
             keys = self.keys()
             check_no_key_names(name, keys.list(include_revoked=False), live.settings.tenants,
                                live.router.catalog.names, keys.now())
@@ -280,6 +287,18 @@ class RuntimeModels:
             except (ConfigError, InvalidInputError) as exc:
                 raise still_named(name, exc) from None
         return {"id": name, "object": "model", "deleted": True, **new.unprofiled_answer()}
+
+
+    def _check_registered(self, settings: Settings, name: str) -> None:
+        """Refuse unregistering ``name`` when no model registered here answers to it: one
+        the store keeps that does not read as a model, the config's, or none."""
+        if name in self.unreadable and not any(m.name == name for m in self.registered):
+            raise ConflictError(f"name: {self._unreadable_words(name)}, so this service "
+                                "cannot unregister it; unregister it with the service "
+                                f"stopped ({unregister_command(name)})",
+                                param="name")
+        if not any(m.name == name for m in self.registered):
+            raise not_registered(name, settings, (m.name for m in self.registered))
 
 
 @dataclass(frozen=True)
