@@ -121,16 +121,32 @@ def test_an_arm_whose_policy_weights_do_not_profile_a_catalog_model_is_warned_of
         fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """An arm of another policy routes on that policy's weights: the service says at load
     which catalog models they leave to tier and price there, naming the arm, and how to give
-    the policy weights of its own; the arms whose weights profile every model are not named."""
+    the policy weights of its own; the arms whose weights profile every model are not named.
+    It says so once, not again at each reload (it did), and a gateway that routes no traffic
+    (switchpoint learn and feedback open one) does not say it (it did)."""
     mine = "  - {name: mine, base_url: \"{base}\", api_key_env: FAKE_KEY, input_per_mtok: 2,\n" \
            "     output_per_mtok: 2, tier: simple}\n"
     caplog.set_level("WARNING", logger="switchpoint")
     with learning_server(fake, tmp_path, EXPERIMENT, more_models=mine) as server:
         assert get(server, "/health").json()["ready"]
+        for _ in range(2):
+            assert post(server, "/v1/router/reload", None).status_code == 200
+        settings = server.service.gateway.settings
+        assert settings.source_path is not None
+        config = Path(settings.source_path)
+        config.write_text(config.read_text(encoding="utf-8").replace(
+            "      neighbours:", "      tiered: {policy: tiers, weight: 0.2}\n      neighbours:"),
+            encoding="utf-8")  # (an arm new at a reload is said, alone)
+        assert post(server, "/v1/router/reload", None).status_code == 200
+    offline = Gateway(settings, loader=loader, env=KEYS, serves_chat=False)
+    offline.start()
+    with offline:
+        assert offline.router.catalog.names[-1] == "mine"
     warned = [r.getMessage() for r in caplog.records if "experiment arm(s)" in r.getMessage()]
-    assert len(warned) == 1, warned
+    assert len(warned) == 2, warned
     assert warned[0].startswith('experiment arm(s) "thrift/neighbours" of policy knn: the knn '
                                 "weights ")
+    assert warned[1].startswith('experiment arm(s) "thrift/tiered" of policy tiers: '), warned
     assert 'no learned profile for catalog model(s) "mine": they are routed by tier and price ' \
            "alone" in warned[0]
     assert "policies: {knn: DIR}" in warned[0]

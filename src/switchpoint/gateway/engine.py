@@ -237,7 +237,8 @@ class Gateway:
     at each call); ``providers`` maps provider or model names to adapters of your own;
     ``observer`` is told every logged request and routing decision; ``serves_chat=False``
     (a tool that only learns or reports, such as an offline ``switchpoint feedback``) skips
-    the warnings about what would make chat requests fail, takes no lock on ``data_dir``,
+    the warnings about what would make chat requests fail or route them worse (an experiment
+    arm's weights that do not profile catalog models), takes no lock on ``data_dir``,
     opens a store whose log tables are damaged (only a read of them names the damage), and
     calls no model (see :meth:`check_serves_chat`). ``reads_only=True`` (a tool that only
     reads ``data_dir``, such as ``switchpoint learn``; it serves no chat either) writes
@@ -371,7 +372,7 @@ class Gateway:
         self.governor = Governor(settings, store=self.store,
                                  health=lambda: getattr(me(), "health", None))
         self.learning = GatewayLearning(self.state, self.store, checkpoints=not reads_only,
-                                        replays=replays_log)
+                                        replays=replays_log, warns=serves_chat)
         # (models first: a run-time experiment's arm may name a registered model)
         self.models_registered = RuntimeModels(self.state, self.store, self.learning,
                                                lambda: self.governor.keys)

@@ -614,9 +614,15 @@ class GatewayLearning:
     (:meth:`prepare`, then the replay under the state's guard)."""
 
     def __init__(self, state: RouterState, store: SQLiteStore | None, *,
-                 checkpoints: bool = True, replays: bool = True) -> None:
+                 checkpoints: bool = True, replays: bool = True, warns: bool = True) -> None:
         self.state = state
         self.store = store
+        # Whether it warns of the catalog models an experiment arm's weights do not profile
+        # (False: a gateway that routes no traffic, as switchpoint learn and feedback open),
+        # and the arms it warned of already, with the weights and the models: each is said
+        # once, not again at every reload, registration or experiment made at run time.
+        self.warns = warns
+        self._arms_warned: set[tuple[str, str, tuple[str, ...]]] = set()
         settings = state.settings.learning
         self.log = ServiceFeedbackLog(store, settings.memory_size)
         self.compares = Compares(settings.max_compares, settings.compare_ttl_s,
@@ -696,14 +702,7 @@ class GatewayLearning:
                 if policy not in arms:
                     arms[policy] = self.state.loader(settings, policy)
         for policy, router in arms.items():
-            note = unprofiled_note(policy, router.weights_id, router.unprofiled_models)
-            if note is not None:
-                log.warning("experiment arm(s) %s of policy %s: %s (the arm takes the "
-                            "weights under policies: {%s: DIR} in the config, else the "
-                            "configured weights when they are of its policy, else the bundled "
-                            "ones: switchpoint fit RECORDS --policy %s --out DIR makes them)",
-                            listed_names(named[policy], quoted=True), policy, note, policy,
-                            policy)
+            self._warn_unprofiled(policy, router, named[policy])
         for router in [live.router, *arms.values()]:
             if router.learner.settings != wanted:
                 router.learner.configure(wanted)
@@ -713,6 +712,25 @@ class GatewayLearning:
         learning = LiveLearning(live.router, settings, arms,
                                 Experiments(settings, self._promoted_arms()))
         return replace(live, learning=learning)
+
+    def _warn_unprofiled(self, policy: str, router: Router, arms: list[str]) -> None:
+        """Warn of the catalog models the weights of ``policy``, which experiment ``arms``
+        route with (``router``'s), do not profile, naming the arms not warned of already
+        with these weights and models (see :attr:`warns`)."""
+        unprofiled = tuple(router.unprofiled_models)
+        note = unprofiled_note(policy, router.weights_id, unprofiled)
+        if note is None or not self.warns:
+            return
+        new = [arm for arm in arms if (arm, router.weights_id, unprofiled)
+               not in self._arms_warned]
+        if not new:
+            return
+        self._arms_warned.update((arm, router.weights_id, unprofiled) for arm in new)
+        log.warning("experiment arm(s) %s of policy %s: %s (the arm takes the weights under "
+                    "policies: {%s: DIR} in the config, else the configured weights when "
+                    "they are of its policy, else the bundled ones: switchpoint fit RECORDS "
+                    "--policy %s --out DIR makes them)",
+                    listed_names(new, quoted=True), policy, note, policy, policy)
 
     def forget_promotion(self, name: str) -> None:
         """Forget experiment ``name``'s promotion (one of an earlier experiment of its name)."""
