@@ -673,6 +673,10 @@ def test_a_reload_or_a_policy_swap_behind_a_registration_data_dir_has_not_kept_i
         reloaded = post(server, "/v1/router/reload", None, ADMIN)
         assert reloaded.status_code == 200, reloaded.text
         assert "free" in reloaded.json()["models"]
+        paths = get(server, "/openapi.json", ADMIN).json()["paths"]
+        for path in ("/v1/router/reload", "/v1/router/policy/{name}"):  # (published)
+            assert "storage_unavailable" in paths[path]["post"]["responses"]["503"][
+                "description"]
 
 
 def test_registrations_queued_behind_a_stuck_write_are_bounded_and_none_queued_is_lost(

@@ -116,9 +116,21 @@ async def stats(request: Request, tenant: TenantQuery = None) -> dict[str, Any]:
     return stats
 
 
+#: A reload's and a policy swap's refusals: a 503 also when a change made at run time
+#: held them past their wait.
+_SWAP_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    503: {"model": ErrorResponse, "description": "router_not_ready: the router is still "
+                                                 "loading its weights; storage_unavailable: "
+                                                 "it waited its most (5 s) for a change made "
+                                                 "at run time (named) that waits for data_dir "
+                                                 "to keep it; the running router serves on. "
+                                                 "Retry-After says when to try again."}}
+
+
 @router.post("/v1/router/policy/{name}", dependencies=ADMIN, response_model=SwapResponse,
              tags=["admin"],
-             responses=ERROR_RESPONSES,
+             responses=_SWAP_ERRORS,
              summary="Swap the routing policy at run time (requests in flight finish on the "
                      "old one)")
 @refuses_body
@@ -129,7 +141,7 @@ async def swap_policy(name: str, request: Request) -> dict[str, Any]:
 
 
 @router.post("/v1/router/reload", dependencies=ADMIN, response_model=SwapResponse, tags=["admin"],
-             responses=ERROR_RESPONSES,
+             responses=_SWAP_ERRORS,
              summary="Re-read the config file and the weights, then swap them in without "
                      "dropping requests")
 @refuses_body
