@@ -775,6 +775,24 @@ def test_a_key_made_without_a_config_file_says_to_give_one(
     assert not (tmp_path / "data").exists()
 
 
+def test_a_rotation_without_a_config_file_says_to_give_one_and_hands_out_nothing(
+        config: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without the config, no key's tenant can be checked (one a reload removed is given no
+    secret): the rotation is refused as a creation is, and the key keeps its secret."""
+    monkeypatch.delenv("SWITCHPOINT_CONFIG", raising=False)
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config, "--json"],
+                         capsys)
+    assert code == 0, err
+    issued = json.loads(out)
+    code, out, err = run(["keys", "rotate", issued["id"], "--data-dir",
+                          config.parent / "data"], capsys)
+    assert code == 2 and out == "" and "no config file was given" in err, err
+    assert "--config FILE" in err, err
+    with KeyStore.in_dir(config.parent / "data") as store:
+        assert store.verify(issued["key"]).rotated_at is None
+
+
 def test_a_clock_once_set_ahead_is_shown_and_reset_with_no_service_running(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The key store judges expiry at the latest time it has seen; after a clock set ahead by

@@ -1386,6 +1386,29 @@ def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_t
         assert {narrow["id"], wide["id"], tight["id"]} <= {k["id"] for k in listed["data"]}
         assert client(server, wide["key"]).chat.completions.create(
             model="good", messages=user("x")).model == "good"
+        # A key whose tenant the reload removed gets no new secret, over HTTP or from the
+        # command line beside the service (both handed one out, which the gateway then
+        # refused): the refusal says the tenant is gone and what to do, and the key is left
+        # as it was.
+        rotate = httpx.post(f"{server.base}/v1/router/keys/{tight['id']}/rotate",
+                            headers=ADMIN, timeout=10)
+        assert rotate.status_code == 400 and "sp-" not in rotate.text, rotate.text
+        message = rotate.json()["error"]["message"]
+        assert f'key {tight["id"]}\'s tenant "tight" is no longer configured (tenants: ' \
+               '"acme", "limited")' in message, message
+        assert "add the tenant back under tenants:" in message and "revoke the key" in message
+        code = main(["keys", "rotate", tight["id"], "--config", str(config)])
+        assert code == 2
+        shown = httpx.get(f"{server.base}/v1/router/keys/{tight['id']}", headers=ADMIN).json()
+        assert shown["rotated_at"] is None and shown["status"] == "active", shown
+        # Added back, its tenant's key is rotated again.
+        config.write_text(config_text(gw_fake) + GOVERNANCE, encoding="utf-8")
+        assert httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN,
+                          timeout=30).status_code == 200
+        rotate = httpx.post(f"{server.base}/v1/router/keys/{tight['id']}/rotate",
+                            headers=ADMIN, timeout=10)
+        assert rotate.status_code == 200 and rotate.json()["key"].startswith(
+            f"sp-{tight['id']}_"), rotate.text
 
 
 def test_a_reload_that_affects_more_keys_than_it_names_lists_as_many_as_its_note_and_counts_all(

@@ -261,14 +261,26 @@ def _grace(text: str) -> float:
         raise argparse.ArgumentTypeError(exc.reason) from None
 
 
+def _configured_tenants(settings: Any) -> list[str]:
+    """The tenants a key rotated by the command may belong to: the config's (none given, a
+    rotation is refused as ``keys create`` is, saying to give it)."""
+    if settings.source_path is None and not settings.tenants:
+        raise InvalidInputError(
+            "--config", "no config file was given, so no tenant is configured and no key's "
+            "tenant can be checked; give the service's config with --config FILE (or "
+            "$SWITCHPOINT_CONFIG)")
+    return list(settings.tenants)
+
+
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     grace: float = args.grace if args.grace is not None else 0.0
     store = _store(settings)
     if store is None:
         raise _no_store(settings, args.id)
+    tenants = _configured_tenants(settings)
     with store:
-        issued = store.rotate(args.id, grace)
+        issued = store.rotate(args.id, grace, tenants=tenants)
     now = store.now()
     if args.json:
         _print_json(issued.to_dict(now))

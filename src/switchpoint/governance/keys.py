@@ -42,7 +42,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as dt_time
@@ -1118,11 +1118,14 @@ class KeyStore:
                 f"({aged}id IN ({_PAST_MOST_ENDED})) ORDER BY {_ENDED_AT}, seq LIMIT ?)",
                 (now, *(() if cutoff is None else (cutoff,)), now, most_ended, limit))
 
-    def rotate(self, key_id: str, grace_s: float = 0.0) -> IssuedKey:
+    def rotate(self, key_id: str, grace_s: float = 0.0, *,
+               tenants: Collection[str] | None = None) -> IssuedKey:
         """A new secret for the key; the old one works for ``grace_s`` more seconds, and the
         secrets it replaced earlier until their own grace ends (the key remembers
         :data:`MAX_OLD_SECRETS` old secrets: past that, one whose grace is over is forgotten,
-        else the oldest)."""
+        else the oldest). ``tenants``: the configured tenants; a key whose tenant is none of
+        them (a reload removed it) is refused, as the gateway refuses its requests: a new
+        secret for it would open nothing."""
         if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not (
                 0 <= grace_s <= MAX_GRACE_S):
             raise InvalidInputError("grace_s", f"must be a number of seconds between 0 and "
@@ -1139,6 +1142,8 @@ class KeyStore:
                     raise InvalidInputError("id", f"key {key_id} is {record.status(now)}, so "
                                                   "it cannot be rotated; make a new key "
                                                   "instead (switchpoint keys create)")
+                if tenants is not None and record.tenant not in tenants:
+                    raise InvalidInputError("id", _tenant_gone(record, tenants))
                 _, fresh = new_key()
                 key = f"{PREFIX}{key_id}_{fresh.split('_', 1)[1]}"
                 older = _remembered(list(record.old_secrets()), now)
@@ -1169,6 +1174,16 @@ _PAST_MOST_ENDED = (f"SELECT id FROM keys WHERE {_ENDED} ORDER BY {_ENDED_AT} DE
                     "LIMIT -1 OFFSET ?")
 # Ended keys' records deleted per transaction.
 _PRUNE_BATCH = 2_000
+
+
+def _tenant_gone(record: KeyRecord, tenants: Collection[str]) -> str:
+    """Why a key whose tenant the config no longer names is not given a new secret."""
+    known = listed_names(sorted(tenants), quoted=True) or "none"
+    return (f"key {record.id}'s tenant {json_quoted(record.tenant)} is no longer configured "
+            f"(tenants: {known}), so the gateway refuses the key and a new secret would open "
+            "nothing; add the tenant back under tenants: in the config (and reload the "
+            "service) to rotate it, or revoke the key (switchpoint keys revoke ID, or DELETE "
+            "/v1/router/keys/ID)")
 
 
 def _full(live: int, most: int) -> ConflictError:

@@ -208,9 +208,11 @@ async def _revoke(key_id: str, request: Request) -> JSONResponse:
                      "works for grace_seconds")
 async def rotate_key(key_id: str, request: Request) -> JSONResponse:
     body = parse_optional_body(KeyRotate, await request.body())
-    keys = get_service(request).gateway.governor.keys
+    gateway = get_service(request).gateway
+    keys = gateway.governor.keys
     grace = float(body.grace_seconds)
-    issued = await run_in_threadpool(keys.rotate, key_id, grace)
+    tenants = list(gateway.settings.tenants)  # (a key whose tenant a reload removed: refused)
+    issued = await run_in_threadpool(lambda: keys.rotate(key_id, grace, tenants=tenants))
     return JSONResponse(issued.to_dict(keys.now()))
 
 
