@@ -1109,6 +1109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stdout is None:  # (no stdout at all: nothing to write to, nothing to lose)
         return _main(argv)
     sys.stdout = cast(TextIO, _Output(stdout))
+    code = 0
     try:
         try:
             code = _main(argv)
@@ -1118,7 +1119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # what is still buffered: a full disk is told now, not lost at exit
         return code
     except _OutputLostError as lost:
-        return _output_lost(stdout, lost.error)
+        # (a command that failed, one that could not write out a key's new secret say, keeps
+        # its status: its reader leaving is no success)
+        lost_code = _output_lost(stdout, lost.error)
+        return lost_code if code == 0 else code
     finally:
         sys.stdout = stdout
 

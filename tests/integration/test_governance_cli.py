@@ -775,6 +775,48 @@ def test_a_key_made_without_a_config_file_says_to_give_one(
     assert not (tmp_path / "data").exists()
 
 
+def test_a_secret_that_cannot_be_written_out_is_never_kept(
+        config: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """keys rotate and keys create write the new secret out before keys.db keeps it: one
+    whose stdout is a closed pipe (as a reader killed first leaves it, and as a kill between
+    keeping and printing would lose it) changes nothing, exits 2 and says so; the rotation was
+    kept with its secret lost, the old one refused at once, and the command exited 0."""
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config, "--json"],
+                         capsys)
+    assert code == 0, err
+    issued = json.loads(out)
+    reader, writer = os.pipe()
+    os.close(reader)  # (every write to the pipe now fails: its reader is gone)
+    try:
+        rotated = subprocess.run(
+            [sys.executable, "-m", "switchpoint", "keys", "rotate", issued["id"], "--config",
+             str(config)], stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60,
+            check=False)
+    finally:
+        os.close(writer)
+    assert rotated.returncode == 2, rotated.stderr
+    assert ("could not write the new secret to stdout (Broken pipe), so the key was not "
+            "rotated: nothing changed, and its secrets work as before") in rotated.stderr
+    with KeyStore.in_dir(config.parent / "data") as store:
+        assert store.verify(issued["key"]).rotated_at is None
+
+    class Closed:  # stdout whose reader left (in-process: keys create, too)
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sys, "stdout", Closed())
+        code = main(["keys", "create", "--tenant", "acme", "--config", str(config)])
+    _, err = capsys.readouterr()
+    assert code == 2 and "so the key was not made: nothing changed" in err, err
+    code, out, _ = run(["keys", "list", "--config", config, "--json"], capsys)
+    assert [k["id"] for k in json.loads(out)] == [issued["id"]]
+
+
 def test_a_rotation_without_a_config_file_says_to_give_one_and_hands_out_nothing(
         config: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -181,14 +181,14 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
                    tpm=args.tpm, models=models, cost_weight=cost_weight,
                    expires=args.expires).checked(
         list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
+    out = _HandOut("made", json_output=args.json)
     with _store(settings, create=True) as store:
-        issued = store.create(spec, max_live=settings.governance.max_keys)
+        issued = out.kept(lambda: store.create(spec, max_live=settings.governance.max_keys,
+                                               deliver=out))
         ahead = store.ahead_note() if issued.record.expires_at else ""
     if args.json:
-        _print_json(issued.to_dict(store.now()))
         return 0
     r = issued.record
-    print(issued.key)
     print(f"key id {r.id}, tenant {r.tenant}"
           + (f", budgets {', '.join(r.budgets)}" if r.budgets else "")
           + (f", rpm {r.rpm}" if r.rpm else "") + (f", tpm {r.tpm}" if r.tpm else "")
@@ -261,6 +261,49 @@ def _grace(text: str) -> float:
         raise argparse.ArgumentTypeError(exc.reason) from None
 
 
+class _HandOut:
+    """A new secret's way out (a key made, or rotated): given to the key store as its
+    ``deliver`` (:data:`~switchpoint.governance.keys.Deliver`), it prints the secret (or the
+    JSON holding it) and flushes stdout before the store commits the change, so a command
+    killed between the two, or whose output cannot be written (a closed pipe, a full disk),
+    leaves no secret that works and that nobody was shown: the change is rolled back, and the
+    key's secrets work as before."""
+
+    def __init__(self, what: str, *, json_output: bool) -> None:
+        self.what = what  # ("made", "rotated": what the change does to the key)
+        self.json_output = json_output
+        self.shown = False
+
+    def __call__(self, issued: Any, now: float) -> None:
+        text = (json.dumps(issued.to_dict(now), indent=2, ensure_ascii=False, default=str)
+                if self.json_output else issued.key)
+        try:
+            print(text)
+            sys.stdout.flush()
+        except Exception as exc:  # (the CLI's stdout raises its own error for an OSError)
+            reason = getattr(exc, "error", exc)
+            reason = getattr(reason, "strerror", None) or reason
+            from switchpoint.cli import CliError
+
+            raise CliError(f"could not write the new secret to stdout ({reason}), so the key "
+                           f"was not {self.what}: nothing changed"
+                           + (", and its secrets work as before" if self.what == "rotated"
+                              else "") + "; run the command again with stdout writable"
+                           ) from None
+        self.shown = True
+
+    def kept(self, change: Callable[[], Any]) -> Any:
+        """``change`` (the store's, given this as ``deliver``); a store that then fails to
+        keep it says that the secret printed does not work."""
+        try:
+            return change()
+        except StoreError as exc:
+            if not self.shown:
+                raise
+            raise StoreError(f"{exc}; the secret printed above was not kept and does not work "
+                             f"(the key was not {self.what})", reason=exc.reason) from None
+
+
 def _configured_tenants(settings: Any) -> list[str]:
     """The tenants a key rotated by the command may belong to: the config's (none given, a
     rotation is refused as ``keys create`` is, saying to give it)."""
@@ -279,13 +322,12 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     if store is None:
         raise _no_store(settings, args.id)
     tenants = _configured_tenants(settings)
+    out = _HandOut("rotated", json_output=args.json)
     with store:
-        issued = store.rotate(args.id, grace, tenants=tenants)
+        issued = out.kept(lambda: store.rotate(args.id, grace, tenants=tenants, deliver=out))
     now = store.now()
     if args.json:
-        _print_json(issued.to_dict(now))
         return 0
-    print(issued.key)
     earlier = [until for _, until, _ in issued.record.older_secrets if until > now]
     print(f"key {issued.record.id} has a new secret; the old one "
           + (f"works until {_when(issued.record.previous_valid_until)} UTC" if grace

@@ -42,7 +42,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as dt_time
@@ -919,14 +919,16 @@ class KeyStore:
 
     # Changes -----------------------------------------------------------------------------------
 
-    def create(self, spec: KeySpec, *, max_live: int = DEFAULT_MAX_KEYS) -> IssuedKey:
+    def create(self, spec: KeySpec, *, max_live: int = DEFAULT_MAX_KEYS,
+               deliver: Deliver | None = None) -> IssuedKey:
         """Make a key (``spec`` already checked, see :meth:`KeySpec.checked`); its expiry is
         reckoned from :meth:`now`. While the file holds ``max_live`` live keys (neither
         revoked nor expired: the config's ``governance.max_keys``), a :class:`ConflictError`
         saying so and how to make room; counted and stored in one transaction, so the CLI
         beside the service cannot pass the bound either. In the same transaction the records
         of the oldest ended keys (revoked or expired) past the newest ``max_live`` go (see
-        :meth:`prune`), so the file never holds more than twice ``max_live`` records."""
+        :meth:`prune`), so the file never holds more than twice ``max_live`` records.
+        ``deliver`` (see :data:`Deliver`) hands the key out before the file keeps it."""
         with self._lock:
             conn = self._db()
             now = self._now()
@@ -954,6 +956,8 @@ class KeyStore:
                             f"INSERT INTO keys ({', '.join(_COLUMNS)}, seq) VALUES "
                             f"({', '.join('?' for _ in _COLUMNS)}, "
                             "(SELECT coalesce(max(seq), 0) + 1 FROM keys))", record.row())
+                if deliver is not None:
+                    deliver(IssuedKey(key, record), now)
             self._cache[key_id] = record
         return IssuedKey(key, record)
 
@@ -1119,13 +1123,15 @@ class KeyStore:
                 (now, *(() if cutoff is None else (cutoff,)), now, most_ended, limit))
 
     def rotate(self, key_id: str, grace_s: float = 0.0, *,
-               tenants: Collection[str] | None = None) -> IssuedKey:
+               tenants: Collection[str] | None = None,
+               deliver: Deliver | None = None) -> IssuedKey:
         """A new secret for the key; the old one works for ``grace_s`` more seconds, and the
         secrets it replaced earlier until their own grace ends (the key remembers
         :data:`MAX_OLD_SECRETS` old secrets: past that, one whose grace is over is forgotten,
         else the oldest). ``tenants``: the configured tenants; a key whose tenant is none of
         them (a reload removed it) is refused, as the gateway refuses its requests: a new
-        secret for it would open nothing."""
+        secret for it would open nothing. ``deliver`` (see :data:`Deliver`) hands the new
+        secret out before the file keeps it."""
         if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not (
                 0 <= grace_s <= MAX_GRACE_S):
             raise InvalidInputError("grace_s", f"must be a number of seconds between 0 and "
@@ -1157,6 +1163,8 @@ class KeyStore:
                 updated = KeyRecord.from_row(conn.execute(
                     f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)
                 ).fetchone())
+                if deliver is not None:
+                    deliver(IssuedKey(key, updated), now)
             self._cache.pop(key_id, None)
         return IssuedKey(key, updated)
 
@@ -1174,6 +1182,13 @@ _PAST_MOST_ENDED = (f"SELECT id FROM keys WHERE {_ENDED} ORDER BY {_ENDED_AT} DE
                     "LIMIT -1 OFFSET ?")
 # Ended keys' records deleted per transaction.
 _PRUNE_BATCH = 2_000
+
+
+# Hands a new secret out (prints it, say) while the change that makes it work is not yet
+# committed: given the key and the store's time, it runs inside the change's transaction, so a
+# failure to hand it out (raised) rolls the change back, and a process killed before the commit
+# leaves the key as it was. No secret the file accepts is lost between keeping and telling.
+Deliver = Callable[[IssuedKey, float], None]
 
 
 def _tenant_gone(record: KeyRecord, tenants: Collection[str]) -> str:
