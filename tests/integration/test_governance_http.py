@@ -1119,7 +1119,8 @@ def test_a_body_after_a_byte_order_mark_is_read_and_one_saying_nothing_is_no_bod
 
 
 def test_a_key_past_the_live_keys_bound_is_a_409_until_one_is_revoked_or_expires(
-        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     # Keys were made without bound: every one a row of keys.db and a key to look up.
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake) + GOVERNANCE + "governance: {max_keys: 2}\n",
@@ -1158,6 +1159,28 @@ def test_a_key_past_the_live_keys_bound_is_a_409_until_one_is_revoked_or_expires
                             third["id"]: "expired", fourth["id"]: "active"}
         client(server, fourth["key"]).chat.completions.create(model="cheap",
                                                               messages=user("made"))
+        # governance.max_keys lowered: until the service reloads, keys list and the cost
+        # report say which records are past it and what deletes them (they were kept unsaid
+        # until the next key made or a prune); the reload deletes them at once.
+        config.write_text(config_text(gw_fake) + GOVERNANCE + "governance: {max_keys: 1}\n",
+                          encoding="utf-8")
+        capsys.readouterr()
+        assert main(["keys", "list", "--config", str(config)]) == 0
+        assert main(["report", "cost", "--config", str(config)]) == 0
+        out, err = capsys.readouterr()
+        note = ("note: keys.db keeps the records of 1 ended (revoked or expired) keys past the "
+                "newest 1 that governance.max_keys keeps")
+        assert err.count(note) == 2 and "a reload of the service" in err, err
+        assert first["id"] in out and third["id"] in out
+        assert httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN,
+                          timeout=30).status_code == 200
+        kept = {k["id"]: k["status"] for k in httpx.get(url, headers=ADMIN).json()["data"]}
+        gone = {first["id"], third["id"]} - set(kept)  # (the one that ended first)
+        assert len(kept) == 3 and len(gone) == 1, kept
+        assert kept[second["id"]] == kept[fourth["id"]] == "active"
+        assert httpx.get(f"{url}/{gone.pop()}", headers=ADMIN).status_code == 404
+        assert main(["keys", "list", "--config", str(config)]) == 0
+        assert "note:" not in capsys.readouterr().err
 
 
 def test_an_unknown_rotate_field_is_a_400_listing_the_fields(gov: ThreadServer) -> None:

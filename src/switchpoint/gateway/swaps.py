@@ -18,7 +18,7 @@ from typing import Any
 from switchpoint._args import expect
 from switchpoint._messages import json_quoted, listed_names
 from switchpoint.config import Settings
-from switchpoint.errors import ConfigError, InvalidInputError
+from switchpoint.errors import ConfigError, InvalidInputError, StoreError
 from switchpoint.gateway.live import Live, policy_choices
 from switchpoint.governance.keys import KeyStore
 from switchpoint.governance.reload_check import key_losses, losses_note, named
@@ -69,5 +69,27 @@ def reload_answer(old: Live, new: Live, ms: float, keys: KeyStore) -> dict[str, 
     note = losses_note(losses)
     if note is not None:
         log.warning("config reloaded: %s", note)
+    _apply_max_keys(keys, old.settings.governance.max_keys, new.settings.governance.max_keys)
     return {**swap_answer(old, new, ms), "keys_affected": [x.to_dict() for x in named(losses)],
             "keys_affected_count": len(losses), "keys_note": note}
+
+
+def _apply_max_keys(keys: KeyStore, before: int, most: int) -> None:
+    """The reloaded ``governance.max_keys`` (``most``) applied to keys.db at once: the records
+    of the oldest ended keys (revoked or expired) past the newest ``most`` go, as the next
+    key made would delete them (a live key never does), so a lowered bound holds from the
+    reload on rather than until a key is made or a prune runs; logged, as is a file that
+    refuses (the reload stands: the next key made, the hourly retention or
+    ``switchpoint prune`` deletes them)."""
+    try:
+        pruned = keys.prune(None, most)
+    except StoreError as exc:
+        log.warning("config reloaded: the records of ended keys past governance.max_keys (%d) "
+                    "could not be deleted now (the next key made, or switchpoint prune, "
+                    "deletes them): %s", most, exc)
+        return
+    if pruned:
+        log.info("config reloaded: governance.max_keys %s: deleted the records of %d ended "
+                 "(revoked or expired) keys past the newest %d",
+                 f"lowered from {before} to {most}" if most < before else f"is {most}",
+                 pruned, most)

@@ -199,6 +199,25 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def past_max_keys_note(settings: Any, store: Any) -> str | None:
+    """What to say when ``store`` (keys.db, open) keeps the records of more ended keys than
+    ``governance.max_keys`` (lowered since, with no key made, no reload of the service and
+    no prune after): how many and what deletes them. None when it keeps none past it."""
+    from switchpoint.governance.keys import KEYS_FILENAME
+
+    if store is None or not store.path.is_file():
+        return None
+    most = settings.governance.max_keys
+    past = store.prune(None, most, dry_run=True)
+    if not past:
+        return None
+    return (f"note: {KEYS_FILENAME} keeps the records of {past:,} ended (revoked or expired) "
+            f"keys past the newest {most:,} that governance.max_keys keeps (it was lowered "
+            "since they ended); the next key made, a reload of the service, its hourly "
+            "retention (with store.retention_days) or switchpoint prune deletes them, and "
+            "their spend is then reported under their ids as (pruned)")
+
+
 def cmd_keys_list(args: argparse.Namespace) -> int:
     if args.tenant is not None:
         from switchpoint.learning.events import check_tenant
@@ -213,6 +232,9 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         with store:
             records = store.list(args.tenant, include_revoked=args.all)
             now = store.now()
+            past = past_max_keys_note(settings, store)
+        if past is not None:
+            print(past, file=sys.stderr)
     if args.tenant is not None and not records:
         # A tenant the gateway does not know (a misspelling) is refused, not "no keys".
         from switchpoint.governance.reports import Reports
@@ -462,8 +484,15 @@ def _reports(args: argparse.Namespace, *, routing: bool = False) -> Any:
 
 
 def cmd_report_cost(args: argparse.Namespace) -> int:
-    report = _reports(args).cost_report(args.period, tenant=args.tenant,
-                                        comparison_model=args.comparison_model)
+    reports = _reports(args)
+    report = reports.cost_report(args.period, tenant=args.tenant,
+                                 comparison_model=args.comparison_model)
+    past = None
+    if reports.keys is not None and reports.keys.path.is_file():
+        with reports.keys:
+            past = past_max_keys_note(reports.settings, reports.keys)
+    if past is not None:
+        print(past, file=sys.stderr)
     if args.json:
         _print_json(report)
         return 0
