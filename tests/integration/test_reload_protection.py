@@ -104,6 +104,26 @@ def test_a_reload_that_lowers_protection_is_refused_and_a_restart_applies_it(
         assert r.status_code == 200, r.text
 
 
+def test_the_admin_token_is_rotated_by_a_reload_naming_another_variable_of_the_environment(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A running service's environment cannot be changed from outside: the next token is
+    exported beside the current one at the start, and a reload naming its variable switches
+    the admin routes and /metrics to it at once (no grace: the old one is refused)."""
+    config, data = tmp_path / "switchpoint.yaml", tmp_path / "data"
+    following = {"authorization": "Bearer reload-guard-next-token-0123456789"}
+    environ = {TOKEN_VAR: TOKEN, "SP_RELOAD_GUARD_NEXT": following["authorization"][7:]}
+    _write(config, gw_fake, data, GUARDED)
+    with thread_server(create_app(load_settings(config, environ=environ), loader=FACTORY,
+                                  provider_env=KEYS)) as server:
+        _write(config, gw_fake, data, GUARDED.replace(TOKEN_VAR, "SP_RELOAD_GUARD_NEXT"))
+        r = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=60)
+        assert r.status_code == 200, r.text
+        for path in ("/v1/router/stats", "/metrics"):
+            assert httpx.get(server.base + path, headers=ADMIN, timeout=10).status_code == 401
+            assert httpx.get(server.base + path, headers=following,
+                             timeout=10).status_code == 200
+
+
 @pytest.mark.parametrize("text", EMPTY)
 def test_a_reload_of_a_file_holding_no_settings_is_refused_but_a_start_takes_the_defaults(
         gw_fake: FakeProviderProcess, tmp_path: Path, text: str) -> None:
