@@ -1305,10 +1305,20 @@ def test_a_key_whose_models_a_reload_took_from_its_tenant_is_told_why(
         narrow = new_key(server, models=["cheap", "auto"])
         assert client(server, narrow["key"]).chat.completions.create(
             model="cheap", messages=user("x")).model == "cheap"
+
+        def spent() -> list[tuple[str, float]]:
+            acme = httpx.get(f"{server.base}/v1/router/tenants", headers=ADMIN).json()
+            return [(b["budget"], b["spent_usd"]) for b in acme["data"]["acme"]["budget_status"]]
+
+        before = spent()
         config.write_text(config_text(gw_fake) + GOVERNANCE.replace(
-            "models: [cheap, good, fresh, auto]", "models: [good, fresh]"), encoding="utf-8")
+            "models: [cheap, good, fresh, auto]", "models: [good, fresh]").replace(
+            "budgets: [50/month]", "budgets: [40/month]"), encoding="utf-8")
         reload = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=30)
         assert reload.status_code == 200, reload.text
+        # The tenant's budget the reload changed keeps what was spent against it.
+        assert before[0][0] == "50/month" and before[0][1] > 0
+        assert spent() == [("40/month", before[0][1])]
         for model in ("cheap", "auto", "good"):
             with pytest.raises(openai.PermissionDeniedError) as info:
                 client(server, narrow["key"]).chat.completions.create(model=model,
