@@ -1119,8 +1119,8 @@ def test_a_body_after_a_byte_order_mark_is_read_and_one_saying_nothing_is_no_bod
 
 
 def test_a_key_past_the_live_keys_bound_is_a_409_until_one_is_revoked_or_expires(
-        gw_fake: FakeProviderProcess, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
     # Keys were made without bound: every one a row of keys.db and a key to look up.
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake) + GOVERNANCE + "governance: {max_keys: 2}\n",
@@ -1172,8 +1172,13 @@ def test_a_key_past_the_live_keys_bound_is_a_409_until_one_is_revoked_or_expires
                 "newest 1 that governance.max_keys keeps")
         assert err.count(note) == 2 and "a reload of the service" in err, err
         assert first["id"] in out and third["id"] in out
-        assert httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN,
-                          timeout=30).status_code == 200
+        with caplog.at_level("WARNING", logger="switchpoint.gateway"):
+            assert httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN,
+                              timeout=30).status_code == 200
+        # The two live keys stay, and the log says no key can be made until 2 are revoked.
+        assert ("2 keys are live (neither revoked nor expired), more than governance.max_keys "
+                "(1) allows: they keep working, but no key can be made until 2 of them are "
+                "revoked") in caplog.text, caplog.text
         kept = {k["id"]: k["status"] for k in httpx.get(url, headers=ADMIN).json()["data"]}
         gone = {first["id"], third["id"]} - set(kept)  # (the one that ended first)
         assert len(kept) == 3 and len(gone) == 1, kept

@@ -80,9 +80,11 @@ def _apply_max_keys(keys: KeyStore, before: int, most: int) -> None:
     key made would delete them (a live key never does), so a lowered bound holds from the
     reload on rather than until a key is made or a prune runs; logged, as is a file that
     refuses (the reload stands: the next key made, the hourly retention or
-    ``switchpoint prune`` deletes them)."""
+    ``switchpoint prune`` deletes them). More live keys than ``most`` stay, and a warning
+    says that no key can be made until enough of them end."""
     try:
         pruned = keys.prune(None, most)
+        live = keys.live_count()
     except StoreError as exc:
         log.warning("config reloaded: the records of ended keys past governance.max_keys (%d) "
                     "could not be deleted now (the next key made, or switchpoint prune, "
@@ -93,3 +95,8 @@ def _apply_max_keys(keys: KeyStore, before: int, most: int) -> None:
                  "(revoked or expired) keys past the newest %d",
                  f"lowered from {before} to {most}" if most < before else f"is {most}",
                  pruned, most)
+    if live > most:
+        log.warning("config reloaded: %d keys are live (neither revoked nor expired), more than "
+                    "governance.max_keys (%d) allows: they keep working, but no key can be made "
+                    "until %d of them are revoked (switchpoint keys revoke ID, or DELETE "
+                    "/v1/router/keys/ID) or expire", live, most, live - most + 1)

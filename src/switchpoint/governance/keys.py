@@ -983,6 +983,15 @@ class KeyStore:
         records = [KeyRecord.from_row(r) for r in rows]
         return [r for r in records if include_revoked or r.revoked_at is None]
 
+    def live_count(self) -> int:
+        """How many keys are live (neither revoked nor expired by :meth:`now`): what
+        ``governance.max_keys`` bounds. 0 where there is no file (and none is made)."""
+        if not self.path.is_file():
+            return 0
+        with self._lock:
+            conn = self._db()
+            return int(conn.execute(_LIVE_KEYS, (self._now(),)).fetchone()[0])
+
     def held(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the file holds a record of (none where there is no file, and none
         is made): a key missing from it was revoked or expired and then pruned (see
