@@ -1387,7 +1387,8 @@ def test_auto_is_listed_to_a_key_only_while_it_may_route_with_it(
 
 
 def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_them(
-        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake) + GOVERNANCE, encoding="utf-8")
     settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
@@ -1437,6 +1438,12 @@ def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_t
         assert "add the tenant back under tenants:" in message and "revoke the key" in message
         code = main(["keys", "rotate", tight["id"], "--config", str(config)])
         assert code == 2
+        # keys list, which shows it active, says the gateway refuses it and what to do.
+        capsys.readouterr()
+        assert main(["keys", "list", "--config", str(config)]) == 0
+        err = capsys.readouterr().err
+        assert ("note: 1 active key(s) belong to a tenant the config no longer names, so the "
+                f"gateway refuses them: {tight['id']} (tight); add the tenant back") in err, err
         shown = httpx.get(f"{server.base}/v1/router/keys/{tight['id']}", headers=ADMIN).json()
         assert shown["rotated_at"] is None and shown["status"] == "active", shown
         # Added back, its tenant's key is rotated again.
@@ -1447,6 +1454,8 @@ def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_t
                             headers=ADMIN, timeout=10)
         assert rotate.status_code == 200 and rotate.json()["key"].startswith(
             f"sp-{tight['id']}_"), rotate.text
+        assert main(["keys", "list", "--config", str(config)]) == 0
+        assert "note:" not in capsys.readouterr().err
 
 
 def test_a_reload_that_affects_more_keys_than_it_names_lists_as_many_as_its_note_and_counts_all(

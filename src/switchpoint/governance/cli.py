@@ -218,6 +218,21 @@ def past_max_keys_note(settings: Any, store: Any) -> str | None:
             "their spend is then reported under their ids as (pruned)")
 
 
+def _tenant_gone_note(settings: Any, records: Sequence[Any], now: float) -> str | None:
+    """What to say of the live keys among ``records`` whose tenant the config no longer
+    names (a reload removed it): listed active, they are refused by the gateway. None when
+    there is none, or no config to tell (no file given and no tenants)."""
+    if settings.source_path is None and not settings.tenants:
+        return None
+    gone = [r for r in records if r.status(now) == "active" and r.tenant not in settings.tenants]
+    if not gone:
+        return None
+    shown = listed_names(f"{r.id} ({printable(r.tenant)})" for r in gone)
+    return (f"note: {len(gone):,} active key(s) belong to a tenant the config no longer "
+            f"names, so the gateway refuses them: {shown}; add the tenant back under "
+            "tenants: (and reload the service), or revoke them (switchpoint keys revoke ID)")
+
+
 def cmd_keys_list(args: argparse.Namespace) -> int:
     if args.tenant is not None:
         from switchpoint.learning.events import check_tenant
@@ -235,6 +250,9 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
             past = past_max_keys_note(settings, store)
         if past is not None:
             print(past, file=sys.stderr)
+        gone = _tenant_gone_note(settings, records, now)
+        if gone is not None:
+            print(gone, file=sys.stderr)
     if args.tenant is not None and not records:
         # A tenant the gateway does not know (a misspelling) is refused, not "no keys".
         from switchpoint.governance.reports import Reports
