@@ -1186,6 +1186,13 @@ def test_a_key_past_the_live_keys_bound_is_a_409_until_one_is_revoked_or_expires
         assert httpx.get(f"{url}/{gone.pop()}", headers=ADMIN).status_code == 404
         assert main(["keys", "list", "--config", str(config)]) == 0
         assert "note:" not in capsys.readouterr().err
+        # A key made now is refused saying how many to revoke (it said 2 were the most 1
+        # allows).
+        r = httpx.post(url, json={"tenant": "acme"}, headers=ADMIN, timeout=10)
+        assert r.status_code == 409 and r.json()["error"]["message"].startswith(
+            "governance.max_keys: 2 keys are live (neither revoked nor expired), more than "
+            "the config's governance.max_keys allows (1: it was lowered since they were made); "
+            "revoke at least 2 keys no longer used (switchpoint keys revoke ID"), r.text
 
 
 def test_an_unknown_rotate_field_is_a_400_listing_the_fields(gov: ThreadServer) -> None:

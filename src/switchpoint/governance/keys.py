@@ -1211,13 +1211,17 @@ def _tenant_gone(record: KeyRecord, tenants: Collection[str]) -> str:
 
 
 def _full(live: int, most: int) -> ConflictError:
-    """The refusal of a key past ``most`` live keys (``live`` held)."""
+    """The refusal of a key past ``most`` live keys (``live`` held: more than ``most`` when
+    the bound was lowered since they were made, which says how many to revoke)."""
+    held = (f"the most the config's governance.max_keys allows ({people_number(most)}); "
+            "revoke keys no longer used" if live <= most else
+            f"more than the config's governance.max_keys allows ({people_number(most)}: it was "
+            f"lowered since they were made); revoke at least {people_number(live - most + 1)} "
+            "keys no longer used")
     return ConflictError(f"governance.max_keys: {people_number(live)} keys are live (neither "
-                         f"revoked nor expired), the most the config's governance.max_keys "
-                         f"allows ({people_number(most)}); revoke keys no longer used "
-                         "(switchpoint keys revoke ID, or DELETE /v1/router/keys/ID), or raise "
-                         "governance.max_keys in the config (at most "
-                         f"{people_number(MOST_MAX_KEYS)})", param="governance.max_keys")
+                         f"revoked nor expired), {held} (switchpoint keys revoke ID, or DELETE "
+                         "/v1/router/keys/ID), or raise governance.max_keys in the config (at "
+                         f"most {people_number(MOST_MAX_KEYS)})", param="governance.max_keys")
 
 
 def _remembered(old: list[tuple[str, float, float]], now: float
