@@ -162,18 +162,26 @@ def test_prune_of_a_data_dir_holding_keys_but_no_log_prunes_the_keys(
 
 
 def test_the_service_s_retention_prunes_keys_too(
-        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "data"
     old, _ = made_at(data, time.time() - 40 * DAY, revoke=True)
     live, secret = made_at(data, time.time() - 40 * DAY)
+    made_at(data, time.time() - 2 * DAY, revoke=True)  # (past the 1 ended key max_keys keeps)
+    kept, _ = made_at(data, time.time() - DAY, revoke=True)
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake) + "auth: keys\nadmin_token_env: SP_PRUNE_ADMIN\n"
-                      "tenants: {acme: {}}\nstore: {retention_days: 30}\n", encoding="utf-8")
+                      "tenants: {acme: {}}\nstore: {retention_days: 30}\n"
+                      "governance: {max_keys: 1}\n", encoding="utf-8")
     settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
-    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+    with caplog.at_level("INFO", logger="switchpoint.gateway"), thread_server(
+            create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
         # (a request runs the hourly housekeeping, on a thread of its own)
         client(server, secret).chat.completions.create(model="cheap", messages=user("hi"))
-        until(lambda: key_ids(data) == {live}, "the revoked key pruned", timeout=60)
+        until(lambda: key_ids(data) == {live, kept}, "the revoked keys pruned", timeout=60)
+        # The log gives both reasons, as prune does (it said all had ended over 30 days ago).
+        until(lambda: "pruned 2 revoked or expired keys" in caplog.text, "the log", timeout=10)
+        assert ("pruned 2 revoked or expired keys (those that ended more than 30 days ago, and "
+                "the oldest past the 1 ended keys governance.max_keys keeps)") in caplog.text
         r = httpx.get(f"{server.base}/v1/router/keys/{old}", headers=ADMIN, timeout=10)
         assert r.status_code == 404 and "its record was pruned since" in r.json()["error"][
             "message"], r.text

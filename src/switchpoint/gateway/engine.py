@@ -2628,11 +2628,12 @@ class Gateway:
                              report.deleted)
                 # The keys that ended before the same cutoff go from keys.db (on the
                 # service's own key store, whose lookups then read the file again).
-                keys = self.governor.keys.prune(report.cutoff,
-                                                self.settings.governance.max_keys)
+                most = self.settings.governance.max_keys
+                keys = self.governor.keys.prune(report.cutoff, most)
                 if keys:
-                    log.info("pruned %d revoked or expired keys that ended more than %g days "
-                             "ago", keys, retention_days)
+                    log.info("pruned %d revoked or expired keys (those that ended more than %g "
+                             "days ago, and the oldest past the %d ended keys "
+                             "governance.max_keys keeps)", keys, retention_days, most)
         except Exception as exc:  # housekeeping must never take a request down
             log.warning("housekeeping failed (it runs again later): %s: %s",
                         type(exc).__name__, exc)
