@@ -1451,6 +1451,8 @@ def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_t
         err = capsys.readouterr().err
         assert ("note: 1 active key(s) belong to a tenant the config no longer names, so the "
                 f"gateway refuses them: {tight['id']} (tight); add the tenant back") in err, err
+        assert main(["keys", "show", tight["id"], "--config", str(config)]) == 0
+        assert f"gateway refuses them: {tight['id']} (tight)" in capsys.readouterr().err
         shown = httpx.get(f"{server.base}/v1/router/keys/{tight['id']}", headers=ADMIN).json()
         assert shown["rotated_at"] is None and shown["status"] == "active", shown
         # Added back, its tenant's key is rotated again.

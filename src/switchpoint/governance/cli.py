@@ -454,6 +454,9 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     statuses = [reports.ledger.status(key_account(record.id), b)
                 for b in parse_budgets(list(record.budgets), stored=True)]
     out = {**record.to_dict(store.now()), "budget_status": statuses}
+    gone = _tenant_gone_note(settings, [record], store.now())
+    if gone is not None:
+        print(gone, file=sys.stderr)
     if args.json:
         _print_json(out)
         return 0
