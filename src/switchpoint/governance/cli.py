@@ -199,7 +199,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def past_max_keys_note(settings: Any, store: Any) -> str | None:
+def _past_max_keys_note(settings: Any, store: Any) -> str | None:
     """What to say when ``store`` (keys.db, open) keeps the records of more ended keys than
     ``governance.max_keys`` (lowered since, with no key made, no reload of the service and
     no prune after): how many and what deletes them. None when it keeps none past it."""
@@ -247,7 +247,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         with store:
             records = store.list(args.tenant, include_revoked=args.all)
             now = store.now()
-            past = past_max_keys_note(settings, store)
+            past = _past_max_keys_note(settings, store)
         if past is not None:
             print(past, file=sys.stderr)
         gone = _tenant_gone_note(settings, records, now)
@@ -511,7 +511,7 @@ def cmd_report_cost(args: argparse.Namespace) -> int:
     past = None
     if reports.keys is not None and reports.keys.path.is_file():
         with reports.keys:
-            past = past_max_keys_note(reports.settings, reports.keys)
+            past = _past_max_keys_note(reports.settings, reports.keys)
     if past is not None:
         print(past, file=sys.stderr)
     if args.json:
