@@ -1203,9 +1203,12 @@ class Router(RemadeOnLoad):
         probs = self._unit_distribution(est, row, unit)
         names = view.models
         order = choice.order
+        has_units = self.policy.has_units
         reasoning = [
             f"{self.policy.describe_unit(unit).capitalize()} of the "
-            f"{json_quoted(self.policy.name)} policy.",
+            f"{json_quoted(self.policy.name)} policy." if has_units else
+            f"Estimated by the {json_quoted(self.policy.name)} policy, which divides prompts "
+            "into no units (clusters, tiers or examples).",
             f"{names[j]} has the lowest score: expected error {err[j]:.3f} + λ {lam:g} × "
             f"normalised cost {cost[j] / scale if scale else 0:.3f}.",
         ]
@@ -1246,7 +1249,8 @@ class Router(RemadeOnLoad):
             reasoning=reasoning,
             evidence=evidence,
             policy=self.policy.name,
-            basis=f"{self.policy.name} policy, {est.unit_kind} {unit}",
+            basis=(f"{self.policy.name} policy, {est.unit_kind} {unit}" if has_units
+                   else f"{self.policy.name} policy"),
             expected_errors={names[int(i)]: round(float(err[int(i)]), 6) for i in order},
             expected_costs={names[int(i)]: float(cost[int(i)]) for i in order},
             prompt_hash=prompt_hash,

@@ -224,6 +224,19 @@ def test_the_evaluation_harness_measures_a_registered_policy(
     assert 0.0 < report.policy("cheapest-good").aiq <= report.oracle_aiq
 
 
+def test_a_policy_without_units_explains_a_decision_naming_no_unit_of_it(
+        registry: dict[str, type[Policy]], small_records: RecordSet) -> None:
+    """Where its estimate comes from, as the built-in ones name their cluster or tier."""
+    register_policy(CheapestGood)
+    package = fit(small_records, policy="cheapest-good", split=SMALL_SPLIT)
+    decision = Router(package).route("What is 2 + 2?")
+    assert decision.reasoning[0] == ('Estimated by the "cheapest-good" policy, which divides '
+                                     "prompts into no units (clusters, tiers or examples).")
+    assert decision.basis == "cheapest-good policy"
+    assert "Unit 0" not in decision.explain() and "unit 0" not in decision.explain()
+    assert not package.policy.has_units and make_policy("tiers").has_units
+
+
 def test_estimates_refuse_what_is_no_error_per_model(small_records: RecordSet) -> None:
     policy = CheapestGood().fit(Inputs(texts=list(small_records.prompts)), small_records.scores,
                                 small_records.costs, list(small_records.models))

@@ -658,6 +658,13 @@ class Policy(ABC):
         the whole)."""
         return 1
 
+    @property
+    def has_units(self) -> bool:
+        """Whether the policy divides prompts into units of its own (clusters, tiers,
+        examples: its class defines :attr:`n_units`), or estimates without any (a baseline, a
+        policy of one's own with one method), when a decision names no unit of it."""
+        return type(self).n_units is not Policy.n_units
+
     def _unit_estimate(self, unit_id: int) -> Estimates:
         """:meth:`unit_estimate`, on a snapshot of the policy nothing changes (default: the
         models' mean error and cost, on the one unit)."""
