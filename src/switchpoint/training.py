@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 
 from switchpoint._args import FUNCTION, PATH, expect
-from switchpoint._messages import json_quoted, listed_names, one_of, plural
+from switchpoint._messages import json_quoted, listed_names, plural
 from switchpoint._progress import ProgressFn, step
 from switchpoint._version import __version__
 from switchpoint.catalog import catalog_name_problem
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
 from switchpoint.errors import InvalidInputError, RecordsError
-from switchpoint.policies import POLICIES, Inputs, Policy, make_policy
+from switchpoint.policies import Inputs, Policy, new_policy
 from switchpoint.records import RecordSet, load_records
 from switchpoint.weights import WeightsPackage
 
@@ -60,7 +60,7 @@ def select_split(records: RecordSet, split: str | None,
 
 def fit(
     records: RecordSet | str | Path,
-    policy: str = "cluster",
+    policy: str | Policy = "cluster",
     *,
     split: str | None = None,
     embedder: Embedder | str | None = None,
@@ -74,7 +74,10 @@ def fit(
     (:func:`~switchpoint.load_records`). ``policy`` is one of ``cluster`` (the default),
     ``knn``, ``tiers``, ``tfidf``, ``fixed``, ``random`` or one registered by name
     (:func:`~switchpoint.policies.register_policy`), and ``params`` its parameters
-    (``n_clusters=20`` for ``cluster``, say; an unknown one is refused, listing the policy's).
+    (``n_clusters=20`` for ``cluster``, say; an unknown one is refused, listing the policy's);
+    or an unfitted policy instance carrying its parameters, as a scikit-learn estimator is
+    given (``fit(records, KnnPolicy(k=20))``), of which a copy is fitted: the instance itself
+    is left unfitted, as it was (a fitted one is refused, as are ``params`` beside it).
     Without ``split``, records that carry a ``split`` field are limited to ``train``; with
     it, to that split. ``embedder`` is an :class:`~switchpoint.embedding.Embedder` or an
     embedder's id (default: the bundled all-MiniLM-L6-v2). ``progress(stage, done, total)``
@@ -87,7 +90,7 @@ def fit(
     read, a split the records do not have, or a model the split does not label.
     """
     expect("records", records, (RecordSet, *PATH), _RECORDS)
-    expect("policy", policy, str, f"a policy name ({one_of(POLICIES)})")
+    model = new_policy(policy, params)  # (the one check of what a policy is given as)
     expect("split", split, str, "the name of a split of the records (train, ...)",
            optional=True)
     expect("embedder", embedder, (Embedder, str), "an Embedder or an embedder's id",
@@ -106,13 +109,12 @@ def fit(
                 raise InvalidInputError(f"records.models[{j}]", f"{problem}; rename the model "
                                                                 "in the records")
     data = select_split(data, split, source)
-    model = make_policy(policy, **params)
     emb: Embedder = (
         embedder_from_id(embedder or DEFAULT_EMBEDDER_ID)
         if embedder is None or isinstance(embedder, str) else embedder
     )
     inputs = _inputs(data, emb, model.requires, progress)
-    with step(progress, f"fitting the {json_quoted(policy)} policy on "
+    with step(progress, f"fitting the {json_quoted(model.name)} policy on "
                         f"{plural(len(data), 'record')}, {plural(len(data.models), 'model')}"):
         model.fit(inputs, data.scores, data.costs, list(data.models))
     provenance = {

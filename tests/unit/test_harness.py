@@ -31,7 +31,7 @@ from switchpoint.evaluation.metrics import (
     shortfall,
     single_model_points,
 )
-from switchpoint.policies import Estimates, Inputs
+from switchpoint.policies import Estimates, Inputs, Policy
 from switchpoint.records import RecordSet, parse_records
 from switchpoint.router import Router
 
@@ -178,8 +178,9 @@ def test_embeds_once_and_test_prompts_never_reach_fitting(
     seen: list[tuple[str, list[str], list[str]]] = []
     real_fit = training.fit
 
-    def spy(data: RecordSet, policy: str = "cluster", **kwargs: Any) -> Any:
-        seen.append((policy, list(data.ids), list(data.prompts)))
+    def spy(data: RecordSet, policy: str | Policy = "cluster", **kwargs: Any) -> Any:
+        seen.append((policy if isinstance(policy, str) else policy.name, list(data.ids),
+                     list(data.prompts)))
         return real_fit(data, policy, **kwargs)
 
     monkeypatch.setattr(training, "fit", spy)

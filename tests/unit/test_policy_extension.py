@@ -270,3 +270,53 @@ def test_what_a_policy_of_ones_own_learned_tells_its_packages_apart_and_a_damage
     with pytest.raises(WeightsError, match=r"its error_ is not one number in \[0, 1\] for each "
                                            r"of its 11 models"):
         load_weights(tmp_path / "w")
+
+
+def test_fit_and_evaluate_take_an_unfitted_instance_and_fit_a_copy_of_it(
+        registry: dict[str, type[Policy]], small_records: RecordSet) -> None:
+    """As a scikit-learn estimator is given: its hyper-parameters travel with the instance,
+    which is left unfitted, as it was; its class need not be registered to be fitted."""
+    mine = CheapestGood(threshold=0.75)
+    package = fit(small_records, mine, split=SMALL_SPLIT)
+    assert package.policy is not mine and package.policy.get_params() == {"threshold": 0.75}
+    assert not hasattr(mine, "models_") and mine.get_params() == {"threshold": 0.75}
+    decision = Router(package).route("What is 2 + 2?")
+    assert decision.selected_model == _cheapest_good(small_records, 0.75)
+
+    given = CheapestGood(threshold=0.8)
+    report = evaluate(SAMPLE, policies=[given, "fixed"], fit_split="train")
+    assert [p.name for p in report.policies] == ["cheapest-good", "fixed"]
+    assert report.policy("cheapest-good").params == {"threshold": 0.8}
+    assert not hasattr(given, "models_")
+    register_policy(CheapestGood)  # (the same fit by name measures the same)
+    by_name = evaluate(SAMPLE, policies=["cheapest-good"], fit_split="train",
+                       params={"cheapest-good": {"threshold": 0.8}})
+    assert by_name.policy("cheapest-good").aiq == report.policy("cheapest-good").aiq
+
+
+def test_a_fitted_instance_parameters_beside_one_and_what_is_no_policy_are_refused(
+        small_records: RecordSet) -> None:
+    fitted = fit(small_records, CheapestGood(), split=SMALL_SPLIT).policy
+    with pytest.raises(InvalidInputError, match=r"^policy: CheapestGood is fitted already "
+                                                r"\(on \d+ models\); give an unfitted one"):
+        fit(small_records, fitted, split=SMALL_SPLIT)
+    with pytest.raises(InvalidInputError, match=r"^threshold: is a parameter given beside the "
+                                                r"instance CheapestGood, which carries its own"):
+        fit(small_records, CheapestGood(), split=SMALL_SPLIT, threshold=0.5)
+    with pytest.raises(InvalidInputError, match=r"^policy: is the class CheapestGood; give an "
+                                                r"instance of it, carrying its parameters"):
+        fit(small_records, CheapestGood, split=SMALL_SPLIT)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"^policies\[1\]: CheapestGood is fitted "
+                                                "already"):
+        evaluate(SAMPLE, policies=["fixed", fitted], fit_split="train")
+    with pytest.raises(InvalidInputError, match=r'^params.cheapest-good: gives parameters of '
+                                                r'"cheapest-good", which policies\[0\] gives '
+                                                "as the instance CheapestGood"):
+        evaluate(SAMPLE, policies=[CheapestGood()], fit_split="train",
+                 params={"cheapest-good": {"threshold": 0.5}})
+    with pytest.raises(InvalidInputError, match=r"^policies\[0\]: must be a policy's name or "
+                                                "an unfitted Policy instance"):
+        evaluate(SAMPLE, policies=[0.5], fit_split="train")  # type: ignore[list-item]
+    with pytest.raises(InvalidInputError, match="two instances of one class are evaluated in "
+                                                "a call each"):
+        evaluate(SAMPLE, policies=[CheapestGood(0.5), CheapestGood(0.9)], fit_split="train")

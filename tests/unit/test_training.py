@@ -150,8 +150,9 @@ def test_a_policy_that_is_no_name_is_refused_offering_the_policies_as_choices(
     """The policies as every fixed list of choices is offered (quoted, the last after "or")."""
     with pytest.raises(InvalidInputError) as info:
         fit(small_records, 3)  # type: ignore[arg-type]
-    assert str(info.value) == ('policy: must be a policy name ("cluster", "knn", "tiers", '
-                               '"tfidf", "fixed" or "random"), got int')
+    assert str(info.value) == ("policy: must be a policy's name (\"cluster\", \"knn\", "
+                               '"tiers", "tfidf", "fixed" or "random") or an unfitted Policy '
+                               "instance such as KnnPolicy(k=20), got int")
 
 
 # Names a catalog cannot hold: each door that makes a model of the weights refuses them by the

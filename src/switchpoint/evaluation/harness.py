@@ -50,7 +50,7 @@ from switchpoint.evaluation.metrics import (
     single_model_points,
     upper_hull,
 )
-from switchpoint.policies import Estimates, Inputs, Policy, make_policy, policy_class
+from switchpoint.policies import Estimates, Inputs, Policy, new_policy
 from switchpoint.records import RecordSet, load_records
 from switchpoint.weights import WeightsPackage
 
@@ -356,17 +356,32 @@ def _resolve_embedder(embedder: Embedder | str | None, default_id: str) -> Embed
 
 
 def _check_policies(
-    policies: Sequence[str] | None, params: dict[str, dict[str, Any]] | None
-) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    names = list(DEFAULT_POLICIES if policies is None else policies)
-    if isinstance(policies, str):
-        raise InvalidInputError("policies", "give a list of policy names, e.g. ['cluster']")
-    if not names:
+    policies: Sequence[str | Policy] | None, params: dict[str, dict[str, Any]] | None
+) -> list[Policy]:
+    """The unfitted policies ``evaluate`` fits, one of each name: each named one made with its
+    ``params``, each instance copied (:func:`~switchpoint.policies.new_policy`); a bad one,
+    or parameters of none of them, refused naming it."""
+    if isinstance(policies, (str, Policy)):
+        raise InvalidInputError("policies", "give a list of policies (names or unfitted "
+                                            "Policy instances), e.g. ['cluster']")
+    given = list(DEFAULT_POLICIES if policies is None else policies)
+    if not given:
         raise InvalidInputError("policies", "name at least one policy to fit")
+    for i, policy in enumerate(given):
+        if not isinstance(policy, (str, Policy)):
+            raise InvalidInputError(f"policies[{i}]", "must be a policy's name or an unfitted "
+                                                      "Policy instance such as KnnPolicy(k=20), "
+                                                      f"got {type(policy).__name__}")
+    names = [p if isinstance(p, str) else p.name for p in given]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InvalidInputError("policies", f"{listed_names(dupes, quoted=True)} named "
-                                            "more than once: name each policy once")
+                                            "more than once: name each policy once" + (
+                                                " (the report names each policy by its name, "
+                                                "so two instances of one class are evaluated "
+                                                "in a call each)" if any(
+                                                    isinstance(p, Policy) for p in given)
+                                                else ""))
     params = dict(params or {})
     stray = sorted(set(params) - set(names))
     if stray:
@@ -375,16 +390,22 @@ def _check_policies(
             f"{'is' if len(stray) == 1 else 'are'} not among the policies evaluated "
             f"({listed_names(names, quoted=True)}): give parameters of those, or evaluate "
             f"{'that policy' if len(stray) == 1 else 'those policies'} too")
-    for name in names:
-        given = params.get(name, {})
+    made: list[Policy] = []
+    for i, (name, policy) in enumerate(zip(names, given, strict=True)):
+        own = params.get(name, {})
+        if isinstance(policy, Policy) and own:
+            raise InvalidInputError(f"params.{name}", (
+                f"gives parameters of {json_quoted(name)}, which policies[{i}] gives as the "
+                f"instance {type(policy).__name__}, carrying its own: give them to its "
+                f"constructor, or name the policy ({json_quoted(name)}) in policies"))
         try:
-            make_policy(name, **given)  # unknown names and bad parameters fail now
+            made.append(new_policy(policy, own, field=f"policies[{i}]"))
         except InvalidInputError as exc:
-            if exc.field not in given:
+            if exc.field not in own:
                 raise
             # (which policy's parameter: several policies may take one of that name)
             raise InvalidInputError(f"params.{name}.{exc.field}", exc.reason) from None
-    return names, params
+    return made
 
 
 def _missing_split(source: str, data: RecordSet, split: str, role: str,
@@ -408,7 +429,7 @@ def _missing_split(source: str, data: RecordSet, split: str, role: str,
 def evaluate(
     records: RecordSet | str | Path,
     *,
-    policies: Sequence[str] | None = None,
+    policies: Sequence[str | Policy] | None = None,
     weights: WeightsPackage | None = None,
     fit_split: str | None = None,
     test_split: str = "test",
@@ -422,8 +443,11 @@ def evaluate(
     """Fit ``policies`` on ``fit_split`` (or take ``weights``) and evaluate on ``test_split``.
 
     ``records`` is a path or a :class:`RecordSet`; when its ``embeddings`` are set they are used
-    as they are (e.g. cached vectors) and nothing is embedded. ``params`` holds each policy's
-    constructor parameters by policy name, e.g. ``{"cluster": {"n_clusters": 25}}``.
+    as they are (e.g. cached vectors) and nothing is embedded. ``policies`` lists policies by
+    name, or as unfitted instances carrying their parameters, as scikit-learn estimators are
+    given (``[KnnPolicy(k=20), "cluster"]``; a copy of each is fitted, the instance left as it
+    was; a fitted one is refused), each policy once. ``params`` holds the constructor
+    parameters of the policies named, by policy name, e.g. ``{"cluster": {"n_clusters": 25}}``.
     ``embedder`` defaults to the library's default for fitting and to the weights' own for
     ``weights``. Nothing is fitted or embedded until every argument has been checked.
     ``progress(stage, done, total)`` hears about the embedding and each fit (see
@@ -444,10 +468,9 @@ def evaluate(
         raise InvalidInputError("fit_split", f"is the test split {json_quoted(test_split)}; "
                                              "fitting on the prompts you test on measures "
                                              "nothing: fit on another split, such as train")
-    names: list[str] = []
+    fitting: list[Policy] = []
     if weights is None:
-        names, params = _check_policies(policies, params)
-    params = params or {}
+        fitting = _check_policies(policies, params)
 
     label = name or (Path(records).name if isinstance(records, (str, Path)) else "records")
     data = load_records(records) if isinstance(records, (str, Path)) else records
@@ -491,7 +514,7 @@ def evaluate(
 
     # Embed the fit and test prompts once, shared by every policy.
     requires = ({weights.policy.requires} if weights is not None
-                else {policy_class(n).requires for n in names})
+                else {p.requires for p in fitting})
     emb: Embedder | None = None
     embedder_id: str | None = None
     if weights is not None:
@@ -552,12 +575,12 @@ def evaluate(
             None))
     else:
         assert train is not None
-        for pname in names:
+        for unfitted in fitting:
+            pname = unfitted.name
             t0 = time.perf_counter()
             with step(progress, f"fitting {json_quoted(pname)} on {len(train)} {fit_split} "
                                 "prompts"):
-                package = training.fit(train, policy=pname, split=fit_split, embedder=emb,
-                                       **params.get(pname, {}))
+                package = training.fit(train, policy=unfitted, split=fit_split, embedder=emb)
             fit_s = time.perf_counter() - t0
             results.append(ctx.score(pname, package.policy, package.policy.get_params(),
                                      f"fitted on {json_quoted(fit_split)}", fit_s))

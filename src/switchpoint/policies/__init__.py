@@ -8,8 +8,10 @@ the ``switchpoint.policies`` group (loaded when its name is first asked for).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import threading
+from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
@@ -61,6 +63,7 @@ __all__ = [
     "ProfileTable",
     "RandomPolicy",
     "make_policy",
+    "new_policy",
     "policy_class",
     "policy_from_state",
     "policy_names",
@@ -155,6 +158,41 @@ def make_policy(name: str, **params: Any) -> Policy:
                                 f"bad parameters for {json_quoted(name)}: {exc}") from None
     policy.validate_params()
     return policy
+
+
+def new_policy(policy: str | Policy, params: Mapping[str, Any] | None = None, *,
+               field: str = "policy") -> Policy:
+    """A new, unfitted policy to fit, from what a caller gives as its ``policy``: a registered
+    name with its ``params`` (:func:`make_policy`), or an unfitted :class:`Policy` instance
+    carrying its hyper-parameters, as a scikit-learn estimator is given (``KnnPolicy(k=20)``).
+    An instance is copied as scikit-learn's ``clone`` copies one: a new object of its class
+    made from its parameters (each copied), so fitting the copy leaves the caller's as it was.
+    Refused, naming ``field``: a fitted instance, parameters given beside an instance (they
+    belong in its constructor), and anything that is neither a name nor a policy."""
+    if isinstance(policy, str):
+        return make_policy(policy, **(params or {}))
+    if isinstance(policy, type) and issubclass(policy, Policy):
+        raise InvalidInputError(field, f"is the class {policy.__name__}; give an instance of "
+                                       f"it, carrying its parameters: {policy.__name__}(...)")
+    if not isinstance(policy, Policy):
+        raise InvalidInputError(field, f"must be a policy's name ({one_of(policy_names())}) "
+                                       "or an unfitted Policy instance such as "
+                                       f"KnnPolicy(k=20), got {type(policy).__name__}")
+    if hasattr(policy, "models_"):
+        raise InvalidInputError(field, f"{type(policy).__name__} is fitted already (on "
+                                       f"{len(policy.models_)} models); give an unfitted one "
+                                       f"(such as {type(policy).__name__}(**policy."
+                                       "get_params())) or its name: fitting starts from its "
+                                       "hyper-parameters, never from what it learned")
+    if params:
+        raise InvalidInputError(next(iter(params)), (
+            f"is a parameter given beside the instance {type(policy).__name__}, which carries "
+            f"its own; give it to the constructor ({type(policy).__name__}("
+            f"{next(iter(params))}=...)), or name the policy ({json_quoted(policy.name)}) "
+            "with its parameters"))
+    fresh = type(policy)(**copy.deepcopy(policy.get_params()))
+    fresh.validate_params()
+    return fresh
 
 
 def policy_from_state(state: PolicyState) -> Policy:
