@@ -512,11 +512,14 @@ def entry_param(field: str, path: str, keyed: Collection[str] = ()) -> str:
 
 
 def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
-                            root: str = "body", keyed: Collection[str] = ()
+                            root: str = "body", keyed: Collection[str] = (),
+                            field_of: tuple[str, str] = ("field", "this request")
                             ) -> InvalidInputError:
     """The first pydantic error of a request body as an :class:`InvalidInputError` naming the
     field (``param`` is the top-level field at fault, or ``root``; inside a field of
-    ``keyed``, the entry's path: :func:`entry_param`)."""
+    ``keyed``, the entry's path: :func:`entry_param`). ``field_of`` is what an unknown one
+    is said not to be, and of what: a request's field by default, a card's key as a Python
+    caller gives one (``("key", "a model's card")``)."""
     err = errors[0]
     listed = f" with the fields {listed_keys(fields)}" if fields else ""
     raw_loc = tuple(err["loc"])
@@ -545,8 +548,9 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
     if kind == "extra_forbidden":
         close = meant_key(str(loc[-1]), fields) if loc else None
         meant = f"; did you mean {json_quoted(close)}?" if close else ""
-        known = f"; the fields are {listed_keys(fields)}" if fields else ""
-        return invalid_at(param, path, f"is not a field of this request{meant}{known}")
+        item, holder = field_of
+        known = f"; the {item}s are {listed_keys(fields)}" if fields else ""
+        return invalid_at(param, path, f"is not a {item} of {holder}{meant}{known}")
     if takes is not None:
         value = err.get("input")
         return invalid_at(param, path, f"must be {' or '.join(takes)}{got(value)}")

@@ -463,12 +463,15 @@ class CatalogFault:
         return where if self.item is None else f"{where}[{self.item}]"
 
 
-def catalog_problem(cards: Sequence[ModelCard]) -> CatalogFault | None:
+def catalog_problem(cards: Sequence[ModelCard], *, add: str = "define it under models:"
+                    ) -> CatalogFault | None:
     """What is wrong with ``cards`` (each keeping :data:`CARD_RULES`) as a catalog, else None:
     none at all, more than :data:`MAX_CATALOG_MODELS`, a name given twice, a fallback naming
-    the model itself or a model not among them, or every model ``auto: false``. The one
-    statement of these rules: a :class:`Catalog` built in Python keeps them, and the config's
-    catalog (with the models registered at run time) is checked by them."""
+    the model itself or a model not among them (``add`` says how a model joins the catalog:
+    the config's words by default), or every model ``auto: false``. The one statement of
+    these rules: a :class:`Catalog` built in Python keeps them, and the config's catalog
+    (with the models registered at run time) and a library router's registrations are checked
+    by them."""
     if not cards:
         return CatalogFault("is empty; list at least one model, or leave it out to route over "
                             "the weights' own profiles")
@@ -490,7 +493,7 @@ def catalog_problem(cards: Sequence[ModelCard]) -> CatalogFault | None:
                                     "not tried again)", i, "fallbacks", j)
             if fallback not in first:
                 return CatalogFault(f"{json_quoted(fallback)} is not a model in the catalog; "
-                                    "define it under models: or remove it (models: "
+                                    f"{add} or remove it (models: "
                                     f"{listed_names(list(first), quoted=True)})",
                                     i, "fallbacks", j)
     if not any(card.auto for card in cards):

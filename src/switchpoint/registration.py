@@ -11,6 +11,10 @@ another model's learned profile by its name alone (:func:`check_own_profile`), a
 as a whole keeps :func:`~switchpoint.catalog.catalog_problem`'s rules, a fault of the card named
 by the card's key (:func:`card_error`). Unregistering names a registered model
 (:func:`not_registered` says why a name is none).
+
+Each rule is checked once, here, for both doors; what a refusal tells its caller to do is the
+door's (:class:`Door`): the gateway's (:data:`GATEWAY`) speaks of the config, ``data_dir`` and
+the request's fields, the library's (:data:`LIBRARY`) of the router's arguments and methods.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import re
 import socket
 import urllib.parse
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -28,6 +33,7 @@ from pydantic import ValidationError
 from switchpoint._args import expect
 from switchpoint._messages import invalid_from_validation, json_quoted, listed_names
 from switchpoint._redact import redact_url, url_secrets
+from switchpoint.catalog import ModelCard, catalog_problem
 from switchpoint.config import ModelEntry, Named, shared_profile_note, shared_profiles
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 
@@ -45,6 +51,63 @@ METADATA_HOSTS = frozenset({
     "metadata", "metadata.google.internal", "metadata.azure.com", "instance-data",
     "instance-data.ec2.internal",
 })
+
+
+@dataclass(frozen=True)
+class Door:
+    """The words a door's refusals of a registration speak in, where the gateway's and the
+    library's differ: what it tells its caller, never what it checks."""
+
+    #: What the card is given as (a card of the wrong type is told so).
+    card: str
+    #: What a card's key is called, and of what (an unknown one "is not a key of a card").
+    key: tuple[str, str]
+    #: Where a registered card is kept as it is given (why a credential may not be in it).
+    kept: str
+    #: Why a model registered at run time may not name a cloud metadata host.
+    destination: str
+    #: How a model is listed for good, beside the rules of one registered at run time.
+    listed: str
+    #: How a model a fallback names joins the catalog.
+    add: str
+    #: How the card names the learned profile it routes on (``{name}``: the profile's, quoted).
+    profile: str
+    #: What to do about a model to unregister that a catalog's ``{key}`` still names, and
+    #: why (``{reason}``).
+    still_named: str
+
+
+#: The gateway's words: :meth:`Gateway.register_model
+#: <switchpoint.gateway.Gateway.register_model>` and ``POST /v1/router/models``.
+GATEWAY = Door(
+    card="a mapping of a model's keys, as the config's models: entries write them (name, tier, "
+         "input_per_mtok, ...)",
+    key=("field", "this request"),
+    kept="a registered model is kept in data_dir as it is given",
+    destination="send its requests to one, which would answer whoever holds the admin token "
+                "with what the machine is told",
+    listed="list it in the config",
+    add="define it under models:",
+    profile="profile: {name}",
+    still_named="{key} ({reason}); take it out there first",
+)
+
+#: The library's words: :meth:`Router.register_model
+#: <switchpoint.router.Router.register_model>` and ``Router.unregister_model``.
+LIBRARY = Door(
+    card="a ModelCard, a mapping of its keys (name, tier, input_per_mtok, ...), or a model's "
+         "name with its keys as keyword arguments",
+    key=("key", "a model's card"),
+    kept="the router keeps the card as it is given (router.catalog, and every copy of the "
+         "router, a pickled one too)",
+    destination="name one (registered with a gateway, such a model would have the service "
+                "send requests where the machine's credentials are told)",
+    listed="build the Router with a Catalog that lists it",
+    add="register it first (Router.register_model)",
+    profile="profile={name}",
+    still_named="{key}, the fallbacks of a model registered with Router.register_model; "
+                "unregister that model first (it can be registered again without it)",
+)
 
 
 def internal_host(url: str) -> str | None:
@@ -71,7 +134,7 @@ def internal_host(url: str) -> str | None:
     return None
 
 
-def check_destination(entry: ModelEntry) -> None:
+def check_destination(entry: ModelEntry, door: Door = GATEWAY) -> None:
     """Refuse a model registered at run time whose ``base_url`` names a link-local address or a
     cloud metadata service (see :func:`internal_host`): an :class:`InvalidInputError` naming
     ``base_url``. Whoever holds the admin token would otherwise have the service send its
@@ -83,38 +146,36 @@ def check_destination(entry: ModelEntry) -> None:
     if what is not None:
         raise InvalidInputError("base_url", (
             f"{json_quoted(redact_url(entry.base_url))} names {what}: a model registered at "
-            "run time may not send its requests to one, which would answer whoever holds the "
-            "admin token with what the machine is told; if the model is really meant to be "
-            "there, list it in the config"))
+            f"run time may not {door.destination}; if the model is really meant to be there, "
+            f"{door.listed}"))
 
 
-def model_card(card: object) -> ModelEntry:
+def model_card(card: object, door: Door = GATEWAY) -> ModelEntry:
     """``card`` (a mapping of a config ``models:`` entry's keys) as the model it describes,
     checked by the config's rules for one entry; a bad one is an
     :class:`~switchpoint.errors.InvalidInputError` naming its key. A ``base_url`` carrying a
     credential (a user or password before its host, a key in its query, text anywhere in it
     that every view of a URL masks as a secret) is refused: the store keeps the card, and the
     credential belongs in the variable ``api_key_env`` names; so is one naming a link-local
-    or cloud metadata host (:func:`check_destination`)."""
-    expect("card", card, Mapping, "a mapping of a model's keys, as the config's models: "
-                                  "entries write them (name, tier, input_per_mtok, ...)")
+    or cloud metadata host (:func:`check_destination`). Each refusal speaks ``door``'s
+    words."""
+    expect("card", card, Mapping, door.card)
     assert isinstance(card, Mapping)
     try:
         entry = ModelEntry.model_validate(dict(card))
     except ValidationError as exc:
         raise invalid_from_validation(list(exc.errors()), list(ModelEntry.model_fields),
-                                      root="card") from None
+                                      root="card", field_of=door.key) from None
     if entry.base_url is not None:
         netloc = entry.base_url.split("//", 1)[-1].split("/", 1)[0]
         shown = redact_url(entry.base_url)
         if "@" in netloc or url_secrets(entry.base_url) or shown != entry.base_url:
             raise InvalidInputError("base_url", (
                 f"{json_quoted(shown)} carries a credential (a user or password before its "
-                "host, a key in its query, or text shaped like a key in its path): a "
-                "registered model is kept in data_dir as it is given, so its secret would be "
-                "too; give the URL without it and put the key in an environment variable "
-                "named by api_key_env"))
-    check_destination(entry)
+                f"host, a key in its query, or text shaped like a key in its path): "
+                f"{door.kept}, so its secret would be too; give the URL without it and put "
+                "the key in an environment variable named by api_key_env"))
+    check_destination(entry, door)
     return entry
 
 
@@ -148,16 +209,16 @@ def check_room(count: int, *, unregister: str, instead: str) -> None:
 _Card = TypeVar("_Card", bound=Named)
 
 
-def check_own_profile(card: _Card, catalog: Sequence[_Card]) -> None:
+def check_own_profile(card: _Card, catalog: Sequence[_Card], door: Door = GATEWAY) -> None:
     """Refuse registering ``card`` when, without ``profile:``, it would route on the learned
     profile another model of ``catalog`` uses (see :func:`~switchpoint.config.shared_profiles`):
     a model registered at price 0 under GPT-4's profile name would take GPT-4's quality. The
     card opts in by naming the profile."""
     for model, owner in shared_profiles([*catalog, card]):
         if model is card:
+            named = door.profile.format(name=json_quoted(model.name, 100))
             raise ConflictError(f"name: {shared_profile_note(model, owner)}; to share that "
-                                f"profile on purpose, give profile: "
-                                f"{json_quoted(model.name, 100)} in the card, else give the "
+                                f"profile on purpose, give {named} in the card, else give the "
                                 "profile it should route on, or another name", param="name")
 
 
@@ -177,12 +238,25 @@ def not_registered(name: str, registered: Iterable[str], *, built: bool, where: 
                                      "none is registered"), param="name")
 
 
-def still_named(name: str, exc: ConfigError | InvalidInputError) -> ConflictError:
+def still_named(name: str, exc: ConfigError | InvalidInputError, door: Door = GATEWAY
+                ) -> ConflictError:
     """The refusal to unregister ``name``: what is left without it breaks the rule ``exc``
     states (a run-time experiment's arm, or another registered model's fallbacks, names it)."""
     key = exc.key if isinstance(exc, ConfigError) else exc.field
-    return ConflictError(f"name: model {json_quoted(name, 100)} is still named by {key} "
-                         f"({exc.reason}); take it out there first", param="name")
+    said = door.still_named.format(key=key, reason=exc.reason)
+    return ConflictError(f"name: model {json_quoted(name, 100)} is still named by {said}",
+                         param="name")
+
+
+def check_catalog(cards: Sequence[ModelCard], door: Door) -> None:
+    """Refuse a catalog of ``cards`` (the catalog a card joins, the card last; or one a model
+    leaves) that breaks a rule of a catalog (:func:`~switchpoint.catalog.catalog_problem`,
+    in ``door``'s words): an :class:`~switchpoint.errors.InvalidInputError` naming the key
+    at fault as a :class:`~switchpoint.catalog.Catalog` names it (``models.a.fallbacks[0]``),
+    for :func:`card_error` or :func:`still_named` to say whose it is."""
+    fault = catalog_problem(cards, add=door.add)
+    if fault is not None:
+        raise InvalidInputError(fault.by_name(cards), fault.reason)
 
 
 def card_error(exc: ConfigError | InvalidInputError, index: int, name: str
@@ -198,6 +272,6 @@ def card_error(exc: ConfigError | InvalidInputError, index: int, name: str
     return exc
 
 
-__all__ = ["MAX_REGISTERED_MODELS", "METADATA_HOSTS", "card_error", "check_destination",
-           "check_free", "check_own_profile", "check_room", "internal_host", "model_card",
-           "not_registered", "still_named"]
+__all__ = ["GATEWAY", "LIBRARY", "MAX_REGISTERED_MODELS", "METADATA_HOSTS", "Door", "card_error",
+           "check_catalog", "check_destination", "check_free", "check_own_profile", "check_room",
+           "internal_host", "model_card", "not_registered", "still_named"]

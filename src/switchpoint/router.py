@@ -527,7 +527,9 @@ class Router(RemadeOnLoad):
         # (the config's rules, read with pydantic: loaded by the first registration, not by
         # every program that imports the router)
         from switchpoint.registration import (
+            LIBRARY,
             card_error,
+            check_catalog,
             check_free,
             check_own_profile,
             check_room,
@@ -545,7 +547,7 @@ class Router(RemadeOnLoad):
                      for f in fields(card) if (v := getattr(card, f.name)) is not None}
         else:
             given = card
-        new = model_card(given).card()
+        new = model_card(given, LIBRARY).card()
         with self._changing:
             if self.gateway is not None:
                 raise ConflictError("card: this router serves in a gateway, whose catalog is "
@@ -558,10 +560,12 @@ class Router(RemadeOnLoad):
                        change="build a Router with a catalog of the card you want")
             check_room(len(view.registered), unregister=_UNREGISTER,
                        instead="build a Router with a catalog that lists them")
-            check_own_profile(new, view.catalog.cards)
+            check_own_profile(new, view.catalog.cards, LIBRARY)
             self._check_priced(new, view)
+            cards = [*view.catalog.cards, new]
             try:
-                catalog = Catalog([*view.catalog.cards, new], view.catalog.expected_output_tokens)
+                check_catalog(cards, LIBRARY)
+                catalog = Catalog(cards, view.catalog.expected_output_tokens)
                 changed = _Catalogued.of(catalog, self.policy, (*view.registered, new.name),
                                          view.revision + 1)
             except InvalidInputError as exc:
@@ -606,7 +610,7 @@ class Router(RemadeOnLoad):
         model registered has (:class:`~switchpoint.errors.NotFoundError`, listing those
         registered), and a model still named by :attr:`allowed_models` or another model's
         fallbacks (:class:`~switchpoint.errors.ConflictError`)."""
-        from switchpoint.registration import not_registered, still_named
+        from switchpoint.registration import LIBRARY, check_catalog, not_registered, still_named
 
         expect("name", name, str, "the name of a model registered with register_model")
         with self._changing:
@@ -622,14 +626,15 @@ class Router(RemadeOnLoad):
                                     "allowed_models; set router.allowed_models without it "
                                     "first", param="name")
             card = view.catalog[name]
+            cards = [c for c in view.catalog.cards if c.name != name]
             try:
-                catalog = Catalog([c for c in view.catalog.cards if c.name != name],
-                                  view.catalog.expected_output_tokens)
+                check_catalog(cards, LIBRARY)
+                catalog = Catalog(cards, view.catalog.expected_output_tokens)
                 changed = _Catalogued.of(catalog, self.policy,
                                          tuple(n for n in view.registered if n != name),
                                          view.revision + 1)
             except InvalidInputError as exc:
-                raise still_named(name, exc) from None
+                raise still_named(name, exc, LIBRARY) from None
             self._view = changed
         return card
 

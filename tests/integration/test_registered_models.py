@@ -211,6 +211,25 @@ def test_a_refused_registration_names_the_field_and_changes_nothing(
     assert gateway.state.peek() is snapshot  # (no rebuild went live)
 
 
+def test_a_gateway_s_refusals_of_a_card_speak_of_its_config_data_dir_and_request(
+        gateway: Gateway, fake: FakeProviderProcess) -> None:
+    """The rules a library router's registration keeps too, in the gateway's words (the
+    library's: test_router_register_model)."""
+    cases: list[tuple[Any, str]] = [
+        ({**card(fake, "x"), "colour": "red"}, 'colour: is not a field of this request'),
+        ({**card(fake, "x"), "fallbacks": ["nowhere"]},
+         '"nowhere" is not a model in the catalog; define it under models: or remove it'),
+        ({**card(fake, "x"), "base_url": "https://me:pw@llm.example/v1"},
+         "a registered model is kept in data_dir as it is given, so its secret would be too"),
+        (["x"], "card: must be a mapping of a model's keys, as the config's models: entries "
+                "write them"),
+    ]
+    for given, words in cases:
+        with pytest.raises(InvalidInputError) as caught:
+            gateway.register_model(given)
+        assert words in str(caught.value), str(caught.value)
+
+
 def test_registrations_are_bounded_and_the_one_past_the_bound_changes_nothing(
         gateway: Gateway, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registration, "MAX_REGISTERED_MODELS", 2)
