@@ -1112,13 +1112,14 @@ def shared_profiles(models: Sequence[_Named]) -> list[tuple[_Named, _Named]]:
             if model.profile is None and model.name in owners]
 
 
-def shared_profile_note(model: Named, owner: Named) -> str:
+def shared_profile_note(model: Named, owner: Named, key: str = "profile:") -> str:
     """What :func:`shared_profiles` found of ``model`` and ``owner``, said alike by the
-    warning a config's model gets and the refusal a registered one gets."""
+    warning a config's model gets and the refusal a registered one gets; ``key`` is the card's
+    key as its door writes it (the config's ``profile:``, a Python card's ``profile``)."""
     name = json_quoted(model.name, 100)
-    return (f"model {name} has no profile:, so it routes on the weights' learned profile of "
+    return (f"model {name} has no {key}, so it routes on the weights' learned profile of "
             f"its name, {name}, which model {json_quoted(owner.name, 100)} uses (its "
-            "profile:): it takes that model's learned quality, whatever it is and costs")
+            f"{key}): it takes that model's learned quality, whatever it is and costs")
 
 
 def _check_governance(settings: Settings) -> None:

@@ -72,6 +72,8 @@ class Door:
     add: str
     #: How the card names the learned profile it routes on (``{name}``: the profile's, quoted).
     profile: str
+    #: The card's key of that profile, as the door writes it.
+    profile_key: str
     #: What to do about a model to unregister that a catalog's ``{key}`` still names, and
     #: why (``{reason}``).
     still_named: str
@@ -89,6 +91,7 @@ GATEWAY = Door(
     listed="list it in the config",
     add="define it under models:",
     profile="profile: {name}",
+    profile_key="profile:",
     still_named="{key} ({reason}); take it out there first",
 )
 
@@ -105,6 +108,7 @@ LIBRARY = Door(
     listed="build the Router with a Catalog that lists it",
     add="register it first (Router.register_model)",
     profile="profile={name}",
+    profile_key="profile",
     still_named="{key}, the fallbacks of a model registered with Router.register_model; "
                 "unregister that model first (it can be registered again without it)",
 )
@@ -217,7 +221,8 @@ def check_own_profile(card: _Card, catalog: Sequence[_Card], door: Door = GATEWA
     for model, owner in shared_profiles([*catalog, card]):
         if model is card:
             named = door.profile.format(name=json_quoted(model.name, 100))
-            raise ConflictError(f"name: {shared_profile_note(model, owner)}; to share that "
+            raise ConflictError(f"name: {shared_profile_note(model, owner, door.profile_key)}"
+                                f"; to share that "
                                 f"profile on purpose, give {named} in the card, else give the "
                                 "profile it should route on, or another name", param="name")
 

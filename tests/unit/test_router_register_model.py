@@ -93,8 +93,8 @@ def _card(**more: Any) -> dict[str, Any]:
 
 
 #: What the gateway's refusals of a registration speak of, which a library caller has none of.
-GATEWAY_WORDS = ("data_dir", "config", "under models:", "this request", "reload", "admin token",
-                 "DELETE", "Gateway.")
+GATEWAY_WORDS = ("data_dir", "config", "under models:", "profile:", "this request", "reload",
+                 "admin token", "DELETE", "Gateway.")
 
 
 @pytest.mark.parametrize(("card", "keys", "error", "field", "said"), [
@@ -117,8 +117,10 @@ GATEWAY_WORDS = ("data_dir", "config", "under models:", "this request", "reload"
      "it"),
     (_card(name="strong"), {}, ConflictError, "name", "is in this router's catalog"),
     (_card(name="cheap"), {}, ConflictError, "name",
-     'uses (its profile:): it takes that model\'s learned quality, whatever it is and costs; '
-     'to share that profile on purpose, give profile="cheap" in the card'),
+     'name: model "cheap" has no profile, so it routes on the weights\' learned profile of '
+     'its name, "cheap", which model "budget" uses (its profile): it takes that model\'s '
+     'learned quality, whatever it is and costs; to share that profile on purpose, give '
+     'profile="cheap" in the card'),
     (_card(), {"tier": "simple"}, InvalidInputError, "card", "not both"),
     (["newbie"], {}, InvalidInputError, "card",
      "card: must be a ModelCard, a mapping of its keys (name, tier, input_per_mtok, ...), or "
