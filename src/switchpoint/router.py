@@ -458,7 +458,10 @@ class Router(RemadeOnLoad):
 
     @allowed_models.setter
     def allowed_models(self, value: Sequence[str] | None) -> None:
-        self._allowed_models = self._check_models(value, "allowed_models")
+        # (one change at a time with a model's registration or removal: a model unregistered
+        # while the list was checked would be named by it, though no model has its name)
+        with self._changing:
+            self._allowed_models = self._check_models(value, "allowed_models")
 
     @functools.cached_property
     def weights_id(self) -> str:

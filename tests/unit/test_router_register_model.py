@@ -243,3 +243,41 @@ def test_routes_beside_registrations_each_read_one_catalog(router: Router) -> No
             t.join()
     assert not failures, failures
     assert seen and all(s in ({*BUILT}, {*BUILT, "peer"}) for s in seen)
+
+
+def test_allowed_models_set_beside_an_unregistration_never_names_a_model_gone(
+        router: Router, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``allowed_models`` is checked and set while ``peer`` is unregistered: one waits for
+    the other, so the removal is refused (``peer`` is allowed by then) rather than leave
+    ``allowed_models`` naming a model no longer in the catalog."""
+    router.register_model("peer", tier="complex", input_per_mtok=0.5, output_per_mtok=0.5)
+    checked, go = threading.Event(), threading.Event()
+    check = router._check_models
+
+    def held_check(*args: Any, **kwargs: Any) -> Any:
+        names = check(*args, **kwargs)
+        checked.set()
+        go.wait(5)  # (the removal runs now, if nothing holds it off)
+        return names
+
+    monkeypatch.setattr(router, "_check_models", held_check)
+    setting = threading.Thread(target=setattr, args=(router, "allowed_models", ["peer", "strong"]))
+    setting.start()
+    assert checked.wait(5)
+    refused: list[BaseException] = []
+
+    def unregister() -> None:
+        try:
+            router.unregister_model("peer")
+        except ConflictError as exc:
+            refused.append(exc)
+
+    removing = threading.Thread(target=unregister)
+    removing.start()
+    removing.join(0.2)
+    go.set()
+    setting.join(5)
+    removing.join(5)
+    assert router.allowed_models == ["peer", "strong"]
+    assert "peer" in router.models and refused, router.models
+    assert "named by allowed_models" in str(refused[0])
