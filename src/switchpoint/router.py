@@ -506,7 +506,11 @@ class Router(RemadeOnLoad):
 
         Weights without a profile of it route it by its tier and price, as the gateway does:
         its expected error is its tier's profiled models' mean on each prompt (the weakest
-        profiled model's, as uncertain as they disagree, without a tier), its cost its price.
+        profiled model's, as uncertain as they disagree, without a tier), its cost its price,
+        read beside the other models' prices: so such a card joins only a router built with
+        a catalog that prices every model (``catalog=``); a router routing over its weights'
+        own profiles (``load_router()`` without a catalog) takes a card whose ``profile``
+        names one of them.
         A table policy's router (cluster, tiers, tfidf) learns from its outcomes
         (:meth:`report_outcome`), which move that estimate; one whose ``profile`` names a
         weights profile routes on that profile. It joins the catalog after the others, in one
