@@ -556,10 +556,7 @@ class Router(RemadeOnLoad):
             given = card
         new = model_card(given, LIBRARY).card()
         with self._changing:
-            if self.gateway is not None:
-                raise ConflictError("card: this router serves in a gateway, whose catalog is "
-                                    "made anew at each reload; register the model with "
-                                    "Gateway.register_model (kept in data_dir)", param="card")
+            self._check_own_catalog("card", "register the model with Gateway.register_model")
             view = self._view
             check_free(new.name, registered=view.registered,
                        built=set(view.models) - set(view.registered),
@@ -585,6 +582,15 @@ class Router(RemadeOnLoad):
                     raise InvalidInputError("card", exc.reason) from None
             self._view = changed
         return new
+
+    def _check_own_catalog(self, param: str, instead: str) -> None:
+        """Refuse a change of the catalog of a router serving in a gateway (a
+        :class:`ConflictError` naming ``param``, saying to do ``instead``): the gateway makes
+        its router's catalog anew at each reload, with the models registered through it."""
+        if self.gateway is not None:
+            raise ConflictError(f"{param}: this router serves in a gateway, whose catalog is "
+                                f"made anew at each reload; {instead} (kept in data_dir)",
+                                param=param)
 
     def _check_priced(self, card: ModelCard, view: _Catalogued) -> None:
         """Refuse ``card`` where prices would be missing: one the weights have no profile of
@@ -615,12 +621,15 @@ class Router(RemadeOnLoad):
         nothing changed: a model of the catalog the router was built with
         (:class:`~switchpoint.errors.ConflictError`: build a router without it), a name no
         model registered has (:class:`~switchpoint.errors.NotFoundError`, listing those
-        registered), and a model still named by :attr:`allowed_models` or another model's
-        fallbacks (:class:`~switchpoint.errors.ConflictError`)."""
+        registered), a model still named by :attr:`allowed_models` or another model's
+        fallbacks, and a router serving in a gateway (:class:`~switchpoint.errors.ConflictError`:
+        unregister it through the gateway)."""
         from switchpoint.registration import LIBRARY, check_catalog, not_registered, still_named
 
         expect("name", name, str, "the name of a model registered with register_model")
         with self._changing:
+            self._check_own_catalog("name", "unregister the model with "
+                                            "Gateway.unregister_model")
             view = self._view
             if name not in view.registered:
                 raise not_registered(

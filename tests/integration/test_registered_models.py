@@ -98,6 +98,10 @@ def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_ups
     assert catalog(gateway) == ["strong", "runner", "cheap", "free"]
     assert [m["id"] for m in gateway.models()] == ["auto", "strong", "runner", "cheap", "free"]
     assert gateway.model("free")["id"] == "free"
+    with pytest.raises(ConflictError, match=r"unregister the model with "
+                                            r"Gateway\.unregister_model") as refused:
+        gateway.router.unregister_model("free")  # (not "build a Router without it")
+    assert refused.value.param == "name" and catalog(gateway)[-1] == "free"
     decision = gateway.route(poem_prompt(0))
     assert decision.selected_model == "free"
     fake.reset()
