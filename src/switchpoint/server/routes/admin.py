@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from switchpoint._version import __version__
 from switchpoint.config import ModelEntry
+from switchpoint.gateway.live import SWAP_WAIT_S
 from switchpoint.server.auth import ADMIN, CLIENT, is_admin
 from switchpoint.server.bodies import parse_body, refuses_body
 from switchpoint.server.context import GatewayRoute, get_service
@@ -122,10 +123,11 @@ _SWAP_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     503: {"model": ErrorResponse, "description": "router_not_ready: the router is still "
                                                  "loading its weights; storage_unavailable: "
-                                                 "it waited its most (5 s) for a change made "
-                                                 "at run time (named) that waits for data_dir "
-                                                 "to keep it; the running router serves on. "
-                                                 "Retry-After says when to try again."}}
+                                                 f"it waited its most ({SWAP_WAIT_S:g} s) for "
+                                                 "a change made at run time (named) that "
+                                                 "waits for data_dir to keep it; the running "
+                                                 "router serves on. Retry-After says when to "
+                                                 "try again."}}
 
 
 @router.post("/v1/router/policy/{name}", dependencies=ADMIN, response_model=SwapResponse,
