@@ -46,8 +46,12 @@ def _tenant_models(settings: Any, tenant: object) -> list[str] | None:
     return None if t is None or t.models is None else list(t.models)
 
 
+def _json_text(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    print(_json_text(value))
 
 
 def _when(ts: float | None) -> str:
@@ -315,8 +319,7 @@ class _HandOut:
         self.shown = False
 
     def __call__(self, issued: Any, now: float) -> None:
-        text = (json.dumps(issued.to_dict(now), indent=2, ensure_ascii=False, default=str)
-                if self.json_output else issued.key)
+        text = _json_text(issued.to_dict(now)) if self.json_output else issued.key
         try:
             print(text)
             sys.stdout.flush()
