@@ -250,6 +250,15 @@ class _OverlayBase:
         self._by_model = (Counter(split[0]), Counter(split[1]))
 
 
+def _check_cards(cards: Sequence[str], models: Sequence[str]) -> None:
+    """Refuse ``cards`` (models without a profile whose outcomes an overlay learns too) that
+    repeat a name, among them or of ``models`` (those it learns already)."""
+    clash = sorted(set(cards) & set(models))
+    if clash or len(set(cards)) != len(cards):
+        raise InvalidInputError("cards", f"must be new, distinct models without a profile; "
+                                         f"{clash or list(cards)} repeat a name")
+
+
 class TableOverlay(_OverlayBase):
     """Outcomes as extra labels in a table policy's units (see the module docstring)."""
 
@@ -258,10 +267,7 @@ class TableOverlay(_OverlayBase):
 
     def __init__(self, base: TablePolicy, *, cards: Sequence[str] = ()) -> None:
         super().__init__(base)
-        clash = sorted(set(cards) & set(self.models))
-        if clash or len(set(cards)) != len(cards):
-            raise InvalidInputError("cards", f"must be distinct models without a profile; "
-                                             f"{clash or list(cards)} repeat a name")
+        _check_cards(cards, self.models)
         self.cards = tuple(cards)
         self.models = [*self.models, *self.cards]  # a card's evidence: the columns after
         shape = (base.table_.count.shape[0], len(self.models))
@@ -288,10 +294,7 @@ class TableOverlay(_OverlayBase):
         """Learn the outcomes of ``cards`` too (models without a profile that joined the
         catalog since, none of them this overlay's): each takes an empty column after the
         others, so the evidence held stays where it is."""
-        clash = sorted(set(cards) & set(self.models))
-        if clash or len(set(cards)) != len(cards):
-            raise InvalidInputError("cards", f"must be new, distinct models without a profile; "
-                                             f"{clash or list(cards)} repeat a name")
+        _check_cards(cards, self.models)
         extra = np.zeros((self._count.shape[0], len(cards)))
         self._count = np.hstack([self._count, extra])
         self._error = np.hstack([self._error, extra])
