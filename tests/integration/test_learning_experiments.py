@@ -18,6 +18,7 @@ import pytest
 
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway import Gateway, engine
+from switchpoint.gateway import learning as gateway_learning
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
 from tests.integration.learning_env import (
@@ -118,12 +119,15 @@ def test_an_experiment_assigns_sessions_reports_arms_names_a_winner_and_promotes
 
 
 def test_an_arm_whose_policy_weights_do_not_profile_a_catalog_model_is_warned_of(
-        fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """An arm of another policy routes on that policy's weights: the service says at load
     which catalog models they leave to tier and price there, naming the arm, and how to give
     the policy weights of its own; the arms whose weights profile every model are not named.
     It says so once, not again at each reload (it did), and a gateway that routes no traffic
-    (switchpoint learn and feedback open one) does not say it (it did)."""
+    (switchpoint learn and feedback open one) does not say it (it did). A model registered
+    that the arms' weights do not profile is said of each arm, and what the service remembers
+    having said stays within its bound (it grew with every model registered)."""
     mine = "  - {name: mine, base_url: \"{base}\", api_key_env: FAKE_KEY, input_per_mtok: 2,\n" \
            "     output_per_mtok: 2, tier: simple}\n"
     caplog.set_level("WARNING", logger="switchpoint")
@@ -138,12 +142,21 @@ def test_an_arm_whose_policy_weights_do_not_profile_a_catalog_model_is_warned_of
             "      neighbours:", "      tiered: {policy: tiers, weight: 0.2}\n      neighbours:"),
             encoding="utf-8")  # (an arm new at a reload is said, alone)
         assert post(server, "/v1/router/reload", None).status_code == 200
+        monkeypatch.setattr(gateway_learning, "MAX_ARMS_WARNED", 2)  # (the two arms said)
+        assert post(server, "/v1/router/models", {
+            "name": "newbie", "base_url": fake.openai_base_url, "api_key_env": "FAKE_KEY",
+            "input_per_mtok": 1, "output_per_mtok": 1, "tier": "simple"}).status_code == 201
+        remembered = server.service.gateway.learning._arms_warned
+        assert [arm for arm, _, models in remembered] == [
+            "thrift/tiered", "thrift/neighbours"] and all(
+                "newbie" in models for _, _, models in remembered), remembered
     offline = Gateway(settings, loader=loader, env=KEYS, serves_chat=False)
     offline.start()
     with offline:
-        assert offline.router.catalog.names[-1] == "mine"
-    warned = [r.getMessage() for r in caplog.records if "experiment arm(s)" in r.getMessage()]
-    assert len(warned) == 2, warned
+        assert offline.router.catalog.names[-2:] == ["mine", "newbie"]
+    said = [r.getMessage() for r in caplog.records if "experiment arm(s)" in r.getMessage()]
+    warned = [m for m in said if '"newbie"' not in m]
+    assert len(warned) == 2 and len(said) == 4, said
     assert warned[0].startswith('experiment arm(s) "thrift/neighbours" of policy knn: the knn '
                                 "weights ")
     assert warned[1].startswith('experiment arm(s) "thrift/tiered" of policy tiers: '), warned

@@ -133,6 +133,11 @@ log = logging.getLogger("switchpoint.gateway")
 MAX_STREAMS = 10_000
 #: Pending decisions written between two prunes of the table.
 PRUNE_EVERY = 256
+#: The experiment arms (with their weights and the models those do not profile) a gateway
+#: remembers having warned of, the first warned forgotten first: each registration of
+#: a model the weights do not profile makes new ones, so without a bound a service whose
+#: models come and go would remember them all. Far more than its arms see between restarts.
+MAX_ARMS_WARNED = 1024
 #: Events learned while live between two checkpoints.
 CHECKPOINT_EVERY = 5000
 #: Events replayed at a start or reload past which the state is checkpointed at once.
@@ -622,7 +627,8 @@ class GatewayLearning:
         # and the arms it warned of already, with the weights and the models: each is said
         # once, not again at every reload, registration or experiment made at run time.
         self.warns = warns
-        self._arms_warned: set[tuple[str, str, tuple[str, ...]]] = set()
+        # (an ordered set: at most MAX_ARMS_WARNED, the first warned let go first)
+        self._arms_warned: dict[tuple[str, str, tuple[str, ...]], None] = {}
         settings = state.settings.learning
         self.log = ServiceFeedbackLog(store, settings.memory_size)
         self.compares = Compares(settings.max_compares, settings.compare_ttl_s,
@@ -725,7 +731,10 @@ class GatewayLearning:
                not in self._arms_warned]
         if not new:
             return
-        self._arms_warned.update((arm, router.weights_id, unprofiled) for arm in new)
+        for arm in new:
+            self._arms_warned[arm, router.weights_id, unprofiled] = None
+        while len(self._arms_warned) > MAX_ARMS_WARNED:
+            del self._arms_warned[next(iter(self._arms_warned))]
         log.warning("experiment arm(s) %s of policy %s: %s (the arm takes the weights under "
                     "policies: {%s: DIR} in the config, else the configured weights when "
                     "they are of its policy, else the bundled ones: switchpoint fit RECORDS "
