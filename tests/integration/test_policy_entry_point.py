@@ -86,3 +86,25 @@ def test_an_installed_policy_is_fitted_evaluated_and_served_by_its_name(
             assert client.get("/health").json()["policy"] == "cheapest-good"
             r = client.post("/v1/route", json={"prompt": "Prove that 2 is prime."})
             assert r.status_code == 200 and r.json()["selected_model"] == expected, r.text
+
+
+def test_an_entry_point_that_cannot_be_loaded_is_refused_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An installed package whose entry point names a module that does not import is a
+    refusal naming the entry point and what its import raised (it was a traceback)."""
+    site = tmp_path / "site"
+    (site / "broken_policies-1.0.dist-info").mkdir(parents=True)
+    (site / "broken_policies-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: broken-policies\nVersion: 1.0\n", encoding="utf-8")
+    (site / "broken_policies-1.0.dist-info" / "entry_points.txt").write_text(
+        "[switchpoint.policies]\nbroken = no_such_module:Broken\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(policies, "_registered", {})
+    assert main(["fit", str(SAMPLE), "--policy", "broken", "--out", str(tmp_path / "w"),
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert ('the entry point "broken" of the group switchpoint.policies names '
+            "no_such_module:Broken, which cannot be loaded (ModuleNotFoundError: ") in err, err
+    assert "fix or reinstall the package that declares it" in err
+    assert not (tmp_path / "w").exists()

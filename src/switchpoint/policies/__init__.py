@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-from switchpoint._messages import got, json_quoted, one_of
+from switchpoint._messages import cut, got, json_quoted, one_of
 from switchpoint._names import NAME, NAME_RULE
 from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
@@ -131,14 +131,23 @@ def policy_class(name: str) -> type[Policy]:
     found = (entry_points(group=ENTRY_POINT_GROUP, name=name)
              if isinstance(name, str) and NAME.fullmatch(name) else ())
     for point in found:
-        loaded = point.load()
+        where = (f"the entry point {json_quoted(name)} of the group {ENTRY_POINT_GROUP} names "
+                 f"{cut(point.value, 200)}")
+        try:
+            loaded = point.load()
+        except Exception as exc:  # (the package's own code, which may raise anything)
+            raise InvalidInputError("policy", f"{where}, which cannot be loaded "
+                                              f"({type(exc).__name__}: {cut(str(exc), 300)}); "
+                                              "fix or reinstall the package that declares it"
+                                    ) from None
         if not isinstance(loaded, type) or not issubclass(loaded, Policy) or getattr(
                 loaded, "name", None) != name:
-            raise InvalidInputError("policy", f"the entry point {json_quoted(name)} of the "
-                                              f"group {ENTRY_POINT_GROUP} names "
-                                              f"{point.value}, which is no policy class "
-                                              f"whose name is {json_quoted(name)}")
-        return register_policy(loaded)
+            raise InvalidInputError("policy", f"{where}, which is no policy class whose name "
+                                              f"is {json_quoted(name)}")
+        try:
+            return register_policy(loaded)
+        except TypeError as exc:  # (a class that lacks what a policy defines)
+            raise InvalidInputError("policy", f"{where}: {exc}") from None
     raise InvalidInputError(
         "policy", f"unknown policy {json_quoted(name)}; choose one of "
                   f"{one_of(sorted(policy_names()))} (a policy of your own is registered "
