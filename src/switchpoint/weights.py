@@ -12,9 +12,10 @@
                            it estimated beyond them: expected_cost, mean_cost, stderr_count,
                            label_variance)
 
-Everything is validated on load; a missing file, a checksum mismatch, a wrong dimension, a model
-without a profile or a model name holding a control or invisible character (refused on save too)
-raises :class:`~switchpoint.errors.WeightsError` naming the file and the fix.
+Everything is validated on load; a missing file, a file the manifest gives no SHA-256 for, a
+checksum mismatch, a wrong dimension, a model without a profile or a model name holding a
+control or invisible character (refused on save too) raises
+:class:`~switchpoint.errors.WeightsError` naming the file and the fix.
 Packages are written to a temporary sibling directory and swapped into place in one step (where
 the system offers it, see :func:`~switchpoint._files.replace_dir`), so a crash never leaves half
 a package, or none, behind (what it leaves beside it, the next save clears). Saving replaces
@@ -578,7 +579,7 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
     models = _part(manifest, "models", list, manifest_path)
     array_files = _part(manifest, "arrays", dict, manifest_path)
     profile_files = _part(manifest, "profiles", dict, manifest_path)
-    checksums = _part(manifest, "files", dict, manifest_path, {})
+    checksums = _part(manifest, "files", dict, manifest_path)
     provenance = _part(manifest, "provenance", dict, manifest_path, {})
     for name, values in (("models", models), ("arrays", array_files.values()),
                          ("profiles", profile_files.values()), ("files", checksums.values())):
@@ -593,6 +594,7 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
     for section, files in (("arrays", array_files), ("profiles", profile_files)):
         for rel in files.values():
             _check_inside(root, rel, section, manifest_path)
+            _check_listed(root, rel, checksums)
     budget = _Budget(root, max_weights_bytes)
     budget.check([*(root / rel for rel in array_files.values()),
                   *(root / profile_files[m] for m in models if m in profile_files)])
@@ -682,6 +684,17 @@ def _check_inside(root: Path, rel: str, field: str, manifest_path: Path) -> None
                                           f"{json_quoted(rel, 200)}, a file that is not inside "
                                           "the package's folder; "
                                           f"{_CORRUPT}")
+
+
+def _check_listed(root: Path, rel: str, checksums: dict[str, str]) -> None:
+    """A file the manifest names has its SHA-256 in the field ``files``, as every save writes
+    one for each file: one without is refused before anything is read, never read unchecked."""
+    if rel not in checksums:
+        raise WeightsError(root / rel, "has no SHA-256 in manifest.json's field \"files\", so "
+                                       "it cannot be checked and is not read; every file of a "
+                                       "package is listed there with its SHA-256, as "
+                                       "`switchpoint fit` writes it. Copy the whole folder "
+                                       "again or re-create the package")
 
 
 def manifest_problem(root: str | Path) -> str | None:
@@ -829,7 +842,8 @@ def _within(value: object, low: float, high: float) -> bool:
 def _read_checked(root: Path, rel: str, checksums: dict[str, str], budget: _Budget,
                   limit: int | None = None) -> bytes:
     """The bytes of the package's file ``rel``, at most ``limit`` (a JSON file's) and what is
-    left of the ``budget``, checked against its SHA-256 in the manifest."""
+    left of the ``budget``, checked against its SHA-256 in the manifest (which
+    :func:`_check_listed` found there)."""
     path = root / rel
     if _status(path) is None:
         raise WeightsError(path, "missing; the package is incomplete. Copy the whole folder or "
@@ -842,8 +856,7 @@ def _read_checked(root: Path, rel: str, checksums: dict[str, str], budget: _Budg
     except FileNotFoundError:  # gone since: a save swapped the package out while it was read
         raise WeightsError(path, "missing; the package is incomplete. Copy the whole folder or "
                                  "re-create it with `switchpoint fit`") from None
-    expected = checksums.get(rel)
-    if expected is not None and _sha256(data) != expected:
+    if _sha256(data) != checksums[rel]:
         raise WeightsError(path, "does not match its SHA-256 in manifest.json; the file is "
                                  "corrupt or was edited by hand. Re-create the package")
     return data

@@ -595,7 +595,7 @@ def test_wrong_format_version(pkg_dir: Path, version: object) -> None:
     assert "format_version" in str(info.value)
 
 
-@pytest.mark.parametrize("field", ["embedder", "models", "arrays", "profiles", "policy"])
+@pytest.mark.parametrize("field", ["embedder", "models", "arrays", "profiles", "policy", "files"])
 def test_manifest_missing_field(pkg_dir: Path, field: str) -> None:
     m = _manifest(pkg_dir)
     del m[field]
@@ -690,6 +690,22 @@ def test_checksum_mismatch_after_editing_a_profile(pkg_dir: Path) -> None:
     assert info.value.path == target
     assert str(target) in str(info.value)
     assert "SHA-256" in str(info.value)
+
+
+@pytest.mark.parametrize("rel", ["clusters/centroids.npy", "profiles/claude-v1.json"])
+def test_a_file_the_manifest_gives_no_checksum_for_is_refused_unread(pkg_dir: Path,
+                                                                      rel: str) -> None:
+    # Every save lists each file with its SHA-256: one taken off the list and then edited
+    # would otherwise be read unchecked.
+    m = _manifest(pkg_dir)
+    del m["files"][rel]
+    _write_manifest(pkg_dir, m)
+    target = pkg_dir / rel
+    target.write_bytes(target.read_bytes() + b" ")
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == target
+    assert 'no SHA-256 in manifest.json\'s field "files"' in str(info.value)
 
 
 def test_checksum_mismatch_in_an_array(pkg_dir: Path) -> None:
