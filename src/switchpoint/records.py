@@ -7,8 +7,9 @@ One JSON object per line (see ``../shared/data/README.md``)::
 
 ``scores`` are in [0, 1], ``costs`` are USD for that answer (from 0 to ``MAX_ANSWER_COST``).
 A model may be missing from a record (unlabelled); it is held as NaN. The records of one file
-name at most ``MAX_CATALOG_MODELS`` models in all, and a line holds at most
-:data:`MAX_RECORD_CHARS` characters (its newline included). Every malformed line raises
+name at most ``MAX_CATALOG_MODELS`` models in all, a file holds at most :data:`MAX_RECORDS`
+records, of at most :data:`MAX_LABEL_PLACES` records times models in all, and a line holds at
+most :data:`MAX_RECORD_CHARS` characters (its newline included). Every malformed line raises
 :class:`RecordsError` naming the file, the line and the field.
 """
 
@@ -45,12 +46,21 @@ from switchpoint._messages import (
 )
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS, model_names, named_once
 from switchpoint.errors import InvalidInputError, RecordsError, UnknownModelError
-from switchpoint.prompt_files import BOM, ENCODING_ERRORS, blank_file, not_utf8
+from switchpoint.prompt_files import BOM, ENCODING_ERRORS, MAX_PROMPT_LINES, blank_file, not_utf8
 
 FloatMatrix = npt.NDArray[np.float64]
 # A record is one line: a prompt and its labels, as JSON writes them (a quote, a backslash or a
 # control character of the prompt takes 2 to 6 characters there). ``label`` writes no longer one.
 MAX_RECORD_CHARS = 16 << 20
+#: The most records one file may hold: as many as the prompts of a prompt file, from which
+#: ``label`` writes them.
+MAX_RECORDS = MAX_PROMPT_LINES
+#: The most places the records' table of labels may have, one per record and model (scores
+#: and costs are each held as a float64 table of a row per record and a column per model, so
+#: 16 bytes a place, about 40 with what a load and a fit make of them): a million records of
+#: 50 models, or 50,000 of 1,000. Records each labelling a model of their own would otherwise
+#: make a table of gigabytes from a file of megabytes.
+MAX_LABEL_PLACES = 50_000_000
 
 
 @dataclass
@@ -264,11 +274,24 @@ def parse_records(lines: Iterable[str], source: object = "records", *,
                 source, number, f'"scores" and "costs" must name the same models; differ on {diff}'
             )
         new = [m for m in scores if m not in model_order]  # (earlier ones were checked)
-        if len(model_order) + len(new) > MAX_CATALOG_MODELS:
-            raise RecordsError(source, number, f"names {len(model_order) + len(new):,} models "
+        n_models = len(model_order) + len(new)
+        if n_models > MAX_CATALOG_MODELS:
+            raise RecordsError(source, number, f"names {n_models:,} models "
                                                f"with the lines before it; records name at most "
                                                f"{MAX_CATALOG_MODELS:,} (the most a catalog "
                                                "holds), so split the file by model")
+        if len(rows) + 1 > MAX_RECORDS:
+            raise RecordsError(source, number, f"is past the {MAX_RECORDS:,} records a file may "
+                                               "hold; split it into smaller files")
+        if (len(rows) + 1) * n_models > MAX_LABEL_PLACES:
+            raise RecordsError(source, number, f"makes {len(rows) + 1:,} records of "
+                                               f"{n_models:,} models with the lines before it, "
+                                               f"a table of {(len(rows) + 1) * n_models:,} "
+                                               "labels' places (a record's row holds a place "
+                                               "for each model any record names), more than "
+                                               f"the {MAX_LABEL_PLACES:,} a file may make; split "
+                                               "the file by model (a file of the records of "
+                                               "fewer models) or into smaller files")
         for m in new:
             problem = printed_name_problem(m)
             if problem is None and model_rule is not None:
@@ -320,7 +343,9 @@ def load_records(path: str | Path, *,
     optionally ``id`` (a string or an integer, unique; default ``line-N``), ``task`` and
     ``split`` (such as ``train`` or ``test``, which :func:`~switchpoint.fit` reads). A model a
     line leaves out is unlabelled there (NaN). Blank lines are skipped; a line holds at most
-    16 MiB of characters, a file names at most 1,000 models in all.
+    16 MiB of characters, a file names at most 1,000 models in all and holds at most a
+    million records, and records times models at most 50 million (the places of the table
+    of labels: a million records of 50 models, or 50,000 of 1,000).
 
     Raises :class:`~switchpoint.errors.RecordsError` naming the file, and the line and field
     where one is at fault: a missing file, a directory, text that is not UTF-8, a malformed

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from switchpoint import records
 from switchpoint._messages import unprintable
 from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError, RecordsError, UnknownModelError, WeightsError
@@ -207,6 +209,40 @@ def test_records_naming_more_models_than_a_catalog_holds_are_refused_at_the_line
         info.value)
     with pytest.raises(RecordsError, match="names 400,000 models"):  # (a line fit reads)
         parse_records([line(1, range(400_000))])
+
+def test_records_making_a_table_of_labels_past_its_bound_are_refused_at_the_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each record holds a place for every model any record names: a 12 MB file of 200,000
+    # records, each labelling one of 1,000 models, was read into tables of 1.6 GB each (8 GB
+    # at its peak). It is refused at the line past the bound (50 million places; a smaller
+    # one here, as quick to reach), read no further.
+    monkeypatch.setattr(records, "MAX_LABEL_PLACES", 10_000)
+    many = json.dumps({"id": "wide", "prompt": "p", "scores": {f"m{j}": 0.5 for j in range(1000)},
+                       "costs": {f"m{j}": 0.0 for j in range(1000)}})
+    narrow = '{"id": %d, "prompt": "p", "scores": {"m0": 1}, "costs": {"m0": 0}}'
+
+    def lines(count: int) -> Iterator[str]:
+        yield many
+        yield from (narrow % i for i in range(1, count))
+        raise AssertionError("read past the line refused")
+
+    with pytest.raises(RecordsError) as info:
+        parse_records(lines(100), source="wide.jsonl")
+    assert info.value.line == 11
+    assert ("makes 11 records of 1,000 models with the lines before it, a table of 11,000 "
+            "labels' places") in str(info.value)
+    assert "more than the 10,000 a file may make; split the file by model" in str(info.value)
+
+
+def test_records_past_the_most_a_file_holds_are_refused_at_the_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(records, "MAX_RECORDS", 3)  # (a million records are slow to make)
+    assert len(parse_records([_line(id=i) for i in range(3)]).ids) == 3
+    with pytest.raises(RecordsError) as info:
+        parse_records([_line(id=i) for i in range(4)], source="long.jsonl")
+    assert info.value.line == 4
+    assert "is past the 3 records a file may hold; split it into smaller files" in str(info.value)
+
 
 def test_integer_ids_are_strings_and_collide_with_their_string_form() -> None:
     rs = parse_records([_line(id=7)])
