@@ -64,7 +64,7 @@ from switchpoint._messages import (
     printed_name_problem,
     quoted_path,
 )
-from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
+from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS, named_once
 from switchpoint.errors import InvalidInputError, WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
 from switchpoint.policies.base import LEARNED
@@ -591,6 +591,13 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
                                           f"package holds at most {MAX_CATALOG_MODELS:,} (the "
                                           f"most a catalog does); {_CORRUPT}")
     _check_model_names(models, manifest_path)
+    if not models:
+        raise WeightsError(manifest_path, f'field "models" lists no model; a package holds the '
+                                          f"profile of at least one; {_CORRUPT}")
+    try:
+        named_once(models, "models", "each model has one profile")
+    except InvalidInputError as exc:
+        raise WeightsError(manifest_path, f'field "models" {exc.reason}; {_CORRUPT}') from None
     for section, files in (("arrays", array_files), ("profiles", profile_files)):
         for rel in files.values():
             _check_inside(root, rel, section, manifest_path)
@@ -602,6 +609,7 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
     for name, rel in array_files.items():
         arrays[name] = _array(root / rel, _read_checked(root, rel, checksums, budget))
     profiles: dict[str, dict[str, Any]] = {}
+    units: tuple[int, str, str] | None = None
     for model in models:
         rel = profile_files.get(model)
         if rel is None or _status(root / rel) is None:
@@ -619,6 +627,7 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
                                            f"model's profile (an object); {_CORRUPT}")
         profile.pop("model", None)
         _check_profile(root / rel, profile)
+        units = _check_units(root, rel, profile, units)
         profiles[model] = profile
     policy_name = policy_info["name"]
     for name, arr in arrays.items():
@@ -831,6 +840,29 @@ def _check_profile(path: Path, profile: dict[str, Any]) -> None:
                 raise WeightsError(path, f"field {json_quoted(key)}[{i}] is {json_quoted(value)}; "
                                          f"it must be a finite number {bounds}{allowed}; "
                                          f"{_CORRUPT}")
+
+
+def _check_units(root: Path, rel: str, profile: dict[str, Any],
+                 units: tuple[int, str, str] | None) -> tuple[int, str, str] | None:
+    """Each per-unit list of the profile ``rel`` holds one value per unit of the policy
+    (cluster, example, tier), as many as each list read before it (``units``: that count, and
+    the profile and field it was first read in); the count and where it was read, for the
+    next."""
+    for key in _PROFILE_LISTS:
+        if key not in profile:  # (one the policy needs: rebuilding it says it lacks it)
+            continue
+        held = len(profile[key])
+        if units is None:
+            units = (held, rel, key)
+        elif held != units[0]:
+            where = (f" its field {json_quoted(units[2])}" if units[1] == rel
+                     else f" field {json_quoted(units[2])} of {json_quoted(units[1])}")
+            raise WeightsError(root / rel, f"field {json_quoted(key)} holds {held:,} values, "
+                                           f"where{where} holds "
+                                           f"{units[0]:,}: each list of every profile holds "
+                                           "one value per unit of the policy (cluster, "
+                                           f"example or tier); {_CORRUPT}")
+    return units
 
 
 def _within(value: object, low: float, high: float) -> bool:

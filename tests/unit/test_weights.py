@@ -1039,7 +1039,8 @@ def _copy_with_profile(root: Path, rel: str, profile: dict[str, Any]) -> Path:
 @pytest.mark.parametrize(("change", "said"), [
     (lambda p: p.pop("label_variance"), 'has "expected_cost", "mean_cost", "stderr_count" '
      'but not "label_variance"'),
-    (lambda p: p["stderr_count"].pop(), "stderr_count values for"),
+    (lambda p: p["stderr_count"].pop(), 'field "stderr_count" holds 5 values, where field '
+     '"count" of "profiles/gpt-3.5-turbo-1106.json" holds 6'),
 ])
 def test_what_an_export_adds_is_whole_or_the_package_is_refused(
         pkg_dir: Path, change: Any, said: str) -> None:
@@ -1047,7 +1048,7 @@ def test_what_an_export_adds_is_whole_or_the_package_is_refused(
     profile = _learned(json.loads((pkg_dir / rel).read_bytes()))
     change(profile)
     _replace_profile(pkg_dir, rel, profile)
-    with pytest.raises(WeightsError, match="cannot rebuild") as info:
+    with pytest.raises(WeightsError) as info:
         load_weights(pkg_dir)
     assert said in str(info.value), str(info.value)
 
@@ -1091,6 +1092,61 @@ def test_a_manifest_listing_more_models_than_a_catalog_holds_is_refused(pkg_dir:
     with pytest.raises(WeightsError, match='field "models" lists 1,001 models; a package '
                                            "holds at most 1,000"):
         load_weights(pkg_dir)
+
+
+@pytest.mark.parametrize(("models", "said"), [
+    ([], 'field "models" lists no model; a package holds the profile of at least one'),
+    (["claude-v1", "claude-v2", "claude-v1"], 'field "models" names "claude-v1" more than once')])
+def test_a_manifest_listing_no_model_or_one_twice_is_refused(pkg_dir: Path, models: list[str],
+                                                             said: str) -> None:
+    # (no model was "need at least one array to concatenate"; one listed twice was read once)
+    m = _manifest(pkg_dir)
+    m["models"] = models
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / "manifest.json" and said in str(info.value)
+
+
+@pytest.mark.parametrize(("model", "edited", "said"), [
+    ("gpt-3.5-turbo-1106", {"error": 2}, 'field "error" holds 2 values, where its field "count" '
+                                         "holds 6"),
+    ("claude-v1", {"count": 5, "error": 5, "cost": 5, "prior_error": 5},
+     'field "count" holds 5 values, where field "count" of "profiles/gpt-3.5-turbo-1106.json" '
+     "holds 6")])
+def test_a_profile_list_of_another_length_than_the_others_is_named(
+        pkg_dir: Path, model: str, edited: dict[str, int], said: str) -> None:
+    # Each list holds one value per cluster: one cut short was a NumPy message naming neither
+    # the file nor the field ("all the input array dimensions ... must match exactly").
+    m = _manifest(pkg_dir)
+    assert m["models"][0] == "gpt-3.5-turbo-1106"  # (the profile read first)
+    rel = m["profiles"][model]
+    profile = json.loads((pkg_dir / rel).read_text())
+    for key, length in edited.items():
+        if key in profile:
+            profile[key] = profile[key][:length]
+    _raw_npy(pkg_dir, rel, json.dumps(profile).encode())
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / rel
+    assert said in str(info.value) and "one value per unit of the policy" in str(info.value)
+
+
+@pytest.mark.parametrize("error", [[None], [], [0.5, 0.5]])
+def test_a_baseline_profile_without_its_one_number_is_refused_on_load(
+        tmp_path: Path, error: list[object]) -> None:
+    # A null error was loaded as NaN, and every route then failed ("expected_error: must be a
+    # finite number >= 0, got NaN"); no value was an IndexError.
+    root = Path(shutil.copytree(default_weights_path("fixed"), tmp_path / "fixed"))
+    first = _manifest(root)["models"][0]
+    for rel in _manifest(root)["profiles"].values():  # (each: all hold as many values)
+        profile = json.loads((root / rel).read_text())
+        profile.update(error=error, cost=[0.001] * len(error), count=[10] * len(error))
+        _raw_npy(root, rel, json.dumps(profile).encode())
+    with pytest.raises(WeightsError) as info:
+        load_weights(root)
+    assert f'the profile of "{first}" holds {json.dumps(error)} as "error"' in str(info.value)
+    assert "a fixed policy's profile holds one number there" in str(info.value)
 
 
 # The bundled default -----------------------------------------------------------------------
@@ -1143,16 +1199,19 @@ def test_fit_knn_package_round_trip(
     x = Inputs(embeddings=fake_embedder.embed(small_records.prompts[50:55]))
     np.testing.assert_allclose(loaded.policy.estimate(x).error,
                                package.policy.estimate(x).error, atol=1e-6)
-    # A profile not of one value per example names its model as JSON writes a name.
+    # Profiles not of one value per example name the first model as JSON writes a name.
     model = loaded.models[0]
-    rel = _manifest(path)["profiles"][model]
-    profile = json.loads((path / rel).read_bytes())
-    _replace_profile(path, rel, {**profile, "error": profile["error"][:-1]})
+    kept = {rel: json.loads((path / rel).read_bytes())
+            for rel in _manifest(path)["profiles"].values()}
+    for rel, profile in kept.items():
+        _replace_profile(path, rel, {**profile, "error": profile["error"][:-1],
+                                     "cost": profile["cost"][:-1]})
     with pytest.raises(WeightsError) as short:
         load_weights(path)
     assert (f'cannot rebuild the "knn" policy: profile of "{model}" has 39 error values but '
             "there are 40 examples") in str(short.value)
-    _replace_profile(path, rel, profile)
+    for rel, profile in kept.items():
+        _replace_profile(path, rel, profile)
     # The example matrix must match the embedder's dimension too.
     _replace_array(path, "examples/examples.npy", np.ones((40, 10), np.float32))
     with pytest.raises(WeightsError, match="dimension 384"):

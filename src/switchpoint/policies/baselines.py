@@ -24,6 +24,17 @@ from switchpoint.policies.base import (
 _FIXED_PENALTY = 1e6
 
 
+def _one_number(state: PolicyState, model: str, key: str) -> float:
+    """The one number a baseline's profile of ``model`` holds under ``key`` (it has one unit,
+    and fitting labels every model: a null, no label, would be routed on as NaN)."""
+    values = state.profiles[model][key]
+    if len(values) != 1 or values[0] is None:
+        raise ValueError(f"the profile of {json_quoted(model)} holds {json_quoted(values, 80)} "
+                         f"as {json_quoted(key)}; a {state.name} policy's profile holds one "
+                         "number there, the model's mean over all its labels")
+    return float(values[0])
+
+
 class _GlobalMeans(Policy):
     """Shared state for baselines: each model's global mean error and cost (what every
     policy learns by default: :meth:`Policy._fit`)."""
@@ -51,9 +62,9 @@ class _GlobalMeans(Policy):
     def from_state(cls, state: PolicyState) -> Self:
         policy = cls(**state.params)
         policy.models_ = list(state.profiles)
-        policy.error_ = np.array([state.profiles[m]["error"][0] for m in policy.models_], float)
-        policy.cost_ = np.array([state.profiles[m]["cost"][0] for m in policy.models_], float)
-        policy.count_ = np.array([state.profiles[m]["count"][0] for m in policy.models_], float)
+        policy.error_, policy.cost_, policy.count_ = (
+            np.array([_one_number(state, m, key) for m in policy.models_], float)
+            for key in ("error", "cost", "count"))
         return policy
 
     def _unit_estimate(self, unit_id: int) -> Estimates:
