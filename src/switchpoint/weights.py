@@ -43,6 +43,7 @@ import numpy as np
 
 from switchpoint._args import INTEGER, PATH, expect
 from switchpoint._files import (
+    access_problem,
     clear_leftovers,
     file_identity,
     file_kind,
@@ -759,14 +760,21 @@ def _read_regular(path: Path, limit: int) -> bytes:
     regular file (``FileNotFoundError``: nothing is there)."""
     if _status(path) is None:
         raise FileNotFoundError(path)
-    # (non-blocking: a FIFO put there since is found by its status without waiting)
-    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
-        status = os.fstat(handle.fileno())
-        if not stat.S_ISREG(status.st_mode):
-            raise WeightsError(path, f"{_not_regular(status.st_mode)}; {_REGULAR}")
-        # A read of n bytes sets n aside first: ask for what the file holds (and a byte more,
-        # to see it grew), never the whole limit (gigabytes, which a debug allocator fills).
-        return handle.read(min(limit, status.st_size) + 1)
+    try:
+        # (non-blocking: a FIFO put there since is found by its status without waiting)
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise WeightsError(path, f"{_not_regular(status.st_mode)}; {_REGULAR}")
+            # A read of n bytes sets n aside first: ask for what the file holds (and a byte
+            # more, to see it grew), never the whole limit (gigabytes, which a debug allocator
+            # fills).
+            return handle.read(min(limit, status.st_size) + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # (no permission to read it, an I/O error: said, never a traceback)
+        problem = access_problem(path, (), writes=False) or exc.strerror or str(exc)
+        raise WeightsError(path, f"cannot be read: {problem}") from None
 
 
 def _read_json_file(path: Path) -> bytes:

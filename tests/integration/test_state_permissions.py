@@ -404,3 +404,22 @@ def test_learn_stops_on_a_checkpoint_it_may_not_read_and_keeps_it(
     assert "Traceback" not in err
     assert not (tmp_path / "learned").exists()
     assert checkpoint.read_bytes() == held
+
+
+@pytest.mark.parametrize("rel", ["manifest.json", "profiles/claude-v2.json",
+                                 "clusters/centroids.npy"])
+def test_a_weights_file_it_may_not_read_is_named_with_the_command_that_mends_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], rel: str) -> None:
+    """A package handed over with a file only its owner may read: the file is named with the
+    chmod that lets it be read (it was a PermissionError, a traceback)."""
+    from switchpoint.weights import default_weights_path
+
+    package = Path(shutil.copytree(default_weights_path("cluster"), tmp_path / "weights"))
+    capsys.readouterr()
+    with mode(package / rel, 0):
+        assert main(["info", "--weights", str(package)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"'{package / rel}': cannot be read: this process's user" in err, err
+    assert f"(mode 000, its owner): `chmod u+r {package / rel}`" in err, err
+    assert main(["info", "--weights", str(package)]) == 0  # mended, it is read
