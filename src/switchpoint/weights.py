@@ -97,10 +97,14 @@ MAX_WEIGHTS_BYTES = 8 << 30
 MAX_WEIGHTS_BYTES_LIMIT = 1 << 40
 # What a profile's per-unit lists hold: the bounds of each number, and whether null (no
 # label there) may stand for one.
-_PROFILE_LISTS = {"count": (0.0, math.inf, False), "error": (0.0, 1.0, True),
+#: The most labels a profile may count in one unit: 2**53, past which float64 counts no whole
+#: number exactly, so no fit or learning counts so many (a fit reads at most a million
+#: records); a count near the largest float (1e308) made every estimate NaN, its sums overflowing.
+MAX_UNIT_COUNT = float(2**53)
+_PROFILE_LISTS = {"count": (0.0, MAX_UNIT_COUNT, False), "error": (0.0, 1.0, True),
                   "prior_error": (0.0, 1.0, False), "cost": (0.0, MAX_ANSWER_COST, True),
                   "expected_cost": (0.0, MAX_ANSWER_COST, False),
-                  "stderr_count": (0.0, math.inf, False)}
+                  "stderr_count": (0.0, MAX_UNIT_COUNT, False)}
 # A profile's single numbers and their bounds (one label's variance of a 0/1 error is at most
 # 0.25).
 _PROFILE_NUMBERS = {"mean_cost": (0.0, MAX_ANSWER_COST), "label_variance": (0.0, 0.25)}
@@ -843,7 +847,7 @@ def _check_profile(path: Path, profile: dict[str, Any]) -> None:
             if value is None and nullable:
                 continue
             if not _within(value, low, high):
-                bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+                bounds = f"in [{low:g}, {high:,.0f}]" if high > 1e6 else f"in [{low:g}, {high:g}]"
                 allowed = " or null (no label)" if nullable else ""
                 raise WeightsError(path, f"field {json_quoted(key)}[{i}] is {json_quoted(value)}; "
                                          f"it must be a finite number {bounds}{allowed}; "

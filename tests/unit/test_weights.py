@@ -980,8 +980,12 @@ def _replace_profile(root: Path, rel: str, profile: dict[str, Any]) -> None:
     ("error", True, 'field "error"[0] is true;'),
     ("error", [0.1], 'field "error"[0] is [0.1]'),
     ("cost", -1, 'field "cost"[0] is -1; it must be a finite number in [0, 1000] or null'),
-    ("count", -10, 'field "count"[0] is -10; it must be a finite number >= 0;'),
-    ("count", None, 'field "count"[0] is null; it must be a finite number >= 0;'),
+    ("count", -10, 'field "count"[0] is -10; it must be a finite number in [0, '
+     "9,007,199,254,740,992];"),
+    ("count", None, 'field "count"[0] is null; it must be a finite number in [0, '),
+    # (a count no labels could reach, whose sums overflowed: every estimate was NaN)
+    ("count", 1e308, 'field "count"[0] is 1e+308; it must be a finite number in [0, '
+     "9,007,199,254,740,992];"),
     ("prior_error", float("nan"), 'field "prior_error"[0] is NaN; it must be a finite number '
      "in [0, 1];"),
 ])
@@ -1010,7 +1014,7 @@ def _learned(profile: dict[str, Any]) -> dict[str, Any]:
      "in [0, 1000];"),
     ("expected_cost", [None], 'field "expected_cost"[0] is null;'),
     ("stderr_count", [float("nan")], 'field "stderr_count"[0] is NaN; it must be a finite '
-     "number >= 0;"),
+     "number in [0, 9,007,199,254,740,992];"),
     ("mean_cost", 1e999, 'field "mean_cost" is infinity, too large a number (what 1e400, or '
      "any number past about 1.8e308, reads as); it must be a finite number in [0, 1000]"),
     ("mean_cost", "0.1", 'field "mean_cost" is "0.1"; it must be a finite number'),
