@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from switchpoint.policies.tfidf import (
     tier_names,
     tokenize,
 )
+from switchpoint.weights import WeightsPackage, load_weights, save_weights
 
 MODELS = ["A", "B", "C"]
 MATH = ["integral", "derivative", "calculus", "limit", "series", "eigenvalue", "equation"]
@@ -217,6 +220,36 @@ def test_state_round_trip_gives_identical_estimates() -> None:
     assert a.unit_probabilities is not None and b.unit_probabilities is not None
     np.testing.assert_array_equal(a.unit_probabilities, b.unit_probabilities)
     assert restored.get_state().profiles == state.profiles
+
+
+def test_a_fit_with_an_empty_tier_saves_a_package_that_loads(tmp_path: Path) -> None:
+    # Two difficulties in five tiers leave three empty: their mean difficulty was NaN, which
+    # the package's load refused as no finite number ("re-create it with `switchpoint fit`").
+    policy = _fitted()
+    assert (policy.tier_sizes_ == 0).sum() == 3
+    saved = save_weights(WeightsPackage(policy, "fake/hash-384", 384), tmp_path / "tfidf")
+    loaded = load_weights(saved).policy
+    assert isinstance(loaded, TfidfPolicy)
+    texts = [MATH_PROMPT, POEM_PROMPT]
+    np.testing.assert_allclose(loaded.estimate(Inputs(texts=texts)).error,
+                               policy.estimate(Inputs(texts=texts)).error, atol=1e-6)
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda s: s.arrays.update(tier_sizes=np.zeros(5, np.int64)), "no tier holds prompts"),
+    (lambda s: s.arrays.update(tier_difficulty=np.zeros(2)),
+     "tier_difficulty has shape (2,); expected (5,), one value per tier"),
+    (lambda s: s.meta["vocabulary"].__setitem__(1, s.meta["vocabulary"][0]),
+     "the vocabulary names a term more than once"),
+    (lambda s: s.meta["vocabulary"].__setitem__(0, {"a": 1}),
+     "its vocabulary must be a list of terms (strings)"),
+])
+def test_a_state_it_could_not_route_with_is_refused(change: Any, said: str) -> None:
+    # (no tier holding prompts loaded, and every route was a ValueError: a NaN support)
+    state = _fitted().get_state()
+    change(state)
+    with pytest.raises(ValueError, match=re.escape(said)):
+        TfidfPolicy.from_state(state)
 
 
 def test_requires_text() -> None:

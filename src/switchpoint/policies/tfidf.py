@@ -313,8 +313,10 @@ class TfidfPolicy(TablePolicy):
             )
         safe = np.where(norms > 0, norms, 1.0)
         self.centroids_ = (sums / safe[:, None]).astype(np.float32)
+        # (an empty tier, of tier_sizes 0, has no mean difficulty: 0, as a weights package
+        # holds finite numbers alone; NaN there made a package its own load refused)
         self.tier_difficulty_ = np.array([
-            float(difficulty[tiers == t].mean()) if self.tier_sizes_[t] else np.nan
+            float(difficulty[tiers == t].mean()) if self.tier_sizes_[t] else 0.0
             for t in range(self.n_tiers)
         ])
         self.vectorizer_ = vectorizer
@@ -401,7 +403,9 @@ class TfidfPolicy(TablePolicy):
         policy = cls(**state.params)
         if "vocabulary" not in state.meta:
             raise ValueError("the tfidf policy state has no vocabulary in its meta")
-        terms = [str(t) for t in state.meta["vocabulary"]]
+        terms = state.meta["vocabulary"]
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+            raise ValueError("its vocabulary must be a list of terms (strings)")
         idf = np.asarray(state.arrays["idf"], dtype=np.float64)
         policy.vectorizer_ = TfidfVectorizer.from_vocabulary(
             terms, idf, max_features=policy.max_features, min_df=policy.min_df
@@ -414,7 +418,17 @@ class TfidfPolicy(TablePolicy):
                 f"centroids have shape {policy.centroids_.shape}; expected "
                 f"({policy.n_tiers}, {len(terms)})"
             )
+        for name in ("tier_sizes", "tier_difficulty"):
+            held = getattr(policy, f"{name}_").shape
+            if held != (policy.n_tiers,):
+                raise ValueError(f"{name} has shape {held}; expected ({policy.n_tiers},), one "
+                                 "value per tier")
+        if len(set(terms)) != len(terms):
+            raise ValueError("the vocabulary names a term more than once")
         policy.active_ = (policy.tier_sizes_ > 0) & (np.linalg.norm(policy.centroids_, axis=1) > 0)
+        if not policy.active_.any():
+            raise ValueError("no tier holds prompts (no count of tier_sizes is above 0, or "
+                             "each centroid is all zeros), so no prompt could be placed in one")
         models = list(state.profiles)
         if not models:
             raise ValueError("the tfidf policy state has no model profiles")
