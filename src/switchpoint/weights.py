@@ -82,6 +82,8 @@ _READABLE_VERSIONS = (FORMAT_VERSION, LEARNED_FORMAT_VERSION)
 _ARRAY_DIRS = {"cluster": "clusters", "knn": "examples"}
 # Arrays that hold embedding-space vectors, whose width must equal the embedder's dimension.
 _VECTOR_ARRAYS = {"cluster": ("centroids", "coarse_centroids"), "knn": ("examples",)}
+# Arrays a policy holds as float32 (its vectors), whatever type the file gives.
+_FLOAT32_ARRAYS = {**_VECTOR_ARRAYS, "tfidf": ("centroids",)}
 DEFAULT_PACKAGE = "_default_weights"
 #: The widest embedding a package's ``dimension`` may give (the widest common embedders give
 #: 4,096 numbers a text).
@@ -636,8 +638,11 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
         profiles[model] = profile
     policy_name = policy_info["name"]
     for name, arr in arrays.items():
-        if name in _VECTOR_ARRAYS.get(policy_name, ()) and (
-                arr.ndim != 2 or arr.shape[1] != dimension):
+        if name in _FLOAT32_ARRAYS.get(policy_name, ()):
+            _check_float32(root / array_files[name], arr)
+        if name not in _VECTOR_ARRAYS.get(policy_name, ()):
+            continue
+        if arr.ndim != 2 or arr.shape[1] != dimension:
             raise WeightsError(root / array_files[name],
                                f"holds vectors of shape {arr.shape}; manifest.json says the "
                                f"embedder {json_quoted(embedder_id)} has dimension {dimension}. "
@@ -825,6 +830,23 @@ def _array(path: Path, data: bytes) -> np.ndarray:
                                      f"finite number ({len(bad):,} such values in all); "
                                      f"{_CORRUPT}")
     return array
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32(path: Path, array: np.ndarray) -> None:
+    """An array its policy holds as float32 (:data:`_FLOAT32_ARRAYS`: its vectors) holds no
+    number past float32's largest (about 3.4e38): one was infinite once held, and every
+    estimate NaN (a route a traceback)."""
+    if array.dtype.kind != "f" or array.dtype.itemsize <= 4:
+        return
+    bad = np.argwhere(np.abs(array) > _FLOAT32_MAX)
+    if bad.size:
+        where = tuple(int(i) for i in bad[0])
+        raise WeightsError(path, f"holds {array[where]} at {list(where)}, past the largest "
+                                 f"number a vector holds (float32's, {_FLOAT32_MAX:.4g}; "
+                                 f"{len(bad):,} such values in all); {_CORRUPT}")
 
 
 def _check_profile(path: Path, profile: dict[str, Any]) -> None:

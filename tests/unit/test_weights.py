@@ -951,9 +951,29 @@ def test_an_npy_header_that_does_not_match_its_data_is_refused_before_allocating
     assert info.value.path == pkg_dir / rel and said in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("rel", ["clusters/centroids.npy", "clusters/coarse_centroids.npy"])
+def test_a_vector_past_what_float32_holds_is_refused(pkg_dir: Path, rel: str) -> None:
+    # A float64 file's 1e300 passed as finite, became infinite as the float32 the policy holds,
+    # and every route was then a traceback (a NaN support).
+    vectors = np.load(pkg_dir / rel).astype(np.float64)
+    vectors[1, 2] = -1e300
+    _replace_array(pkg_dir, rel, vectors)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / rel
+    assert ("holds -1e+300 at [1, 2], past the largest number a vector holds (float32's, "
+            "3.403e+38; 1 such values in all)") in str(info.value)
+    vectors[1, 2] = 1e38  # (held as it is)
+    _replace_array(pkg_dir, rel, vectors)
+    assert load_weights(pkg_dir).models
+
+
 @pytest.mark.parametrize(("parent", "said"), [
     (np.array([0, 1, -3, 0, 1, 0]), "each an index from 0 to"),
     (np.array([0.0, 0.5, 0.0, 1.0, 0.0, 1.0]), "parent holds values of type float64"),
+    # (each cluster learned later, none a fit made: "zero-size array to reduction operation
+    # maximum which has no identity")
+    (np.full(6, -1), "parent holds -1 (a cluster learned later) for every cluster"),
 ])
 def test_a_parent_that_is_no_coarse_cluster_is_refused(pkg_dir: Path, parent: np.ndarray,
                                                        said: str) -> None:

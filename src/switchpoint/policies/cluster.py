@@ -356,6 +356,10 @@ class ClusterPolicy(TablePolicy):
                              f"{policy.coarse_centroids_.shape[0]} coarse clusters, each an "
                              f"index from 0 to {policy.coarse_centroids_.shape[0] - 1} (-1: "
                              "a cluster learned later, of no coarse cluster)")
+        if policy.parent_.size and (policy.parent_ == -1).all():
+            raise ValueError("parent holds -1 (a cluster learned later) for every cluster; the "
+                             "clusters a fit makes each belong to a coarse cluster, by its index, "
+                             "and a cluster learned later is placed by its likeness to them")
         models = list(state.profiles)
         policy.table_ = ProfileTable.from_profiles(models, state.profiles)
         if policy.table_.n_units != policy.centroids_.shape[0]:
