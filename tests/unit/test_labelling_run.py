@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from switchpoint import records
 from switchpoint.catalog import ModelCard
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import (
@@ -830,6 +831,28 @@ async def test_a_prompt_whose_record_fit_could_not_read_is_refused_before_any_ca
     finally:
         await gateway.aclose()
     assert up.prompts_called("a") == [fits]
+
+
+async def test_prompts_whose_records_fit_could_not_read_are_refused_before_any_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Records of more prompts times models than a records file may make (50 million; a smaller
+    # bound here): a run would have called every model, and fit then refused its output.
+    monkeypatch.setattr(records, "MAX_LABEL_PLACES", 5)
+    up = Upstream()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("one?\ntwo?\nthree?\n", encoding="utf-8")
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        with pytest.raises(LabellingError) as info:
+            await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    assert up.calls == [] and not out.exists() and not journal_path(out).exists()
+    assert str(info.value) == (
+        f"'{prompts}': 3 prompts labelled by 2 models make records of 6 labels' places, more "
+        "than the 5 a records file may make, so fit could not read them; label the prompts in "
+        "smaller files, or fewer models at a time (nothing was called)")
 
 
 async def test_a_prompt_the_gateway_would_refuse_is_refused_before_any_call(

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import switchpoint.labelling.journal as jr
+from switchpoint import records as _records
 from switchpoint._files import LinkError, output_target, path_problem, same_file, within
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._limits import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY
@@ -379,7 +380,8 @@ def _check_judge(plan: _Plan, state: jr.Resume) -> None:
 def _check_sizes(items: Sequence[LabelPrompt], models: Sequence[str], judge: Judge | None,
                  settings: Settings, params: Mapping[str, Any], source: object) -> None:
     """Each prompt's record, as the output will hold it, is a line that ``fit`` and
-    ``add-model`` read: at most :data:`~switchpoint.records.MAX_RECORD_CHARS` characters,
+    ``add-model`` read (and the records, :data:`~switchpoint.records.MAX_LABEL_PLACES`
+    labels' places in all): at most :data:`~switchpoint.records.MAX_RECORD_CHARS` characters,
     whatever the scores and costs (JSON writes a quote, a backslash or a control character of
     the prompt as 2 to 6 characters). And the gateway takes each prompt's calls: the question
     to each model, and the judge's request before the answer is added to it, are within
@@ -388,6 +390,13 @@ def _check_sizes(items: Sequence[LabelPrompt], models: Sequence[str], judge: Jud
     # module's bounds for every command)
     from switchpoint.gateway.body_size import check_body_size
 
+    places = len(items) * len(models)
+    if places > _records.MAX_LABEL_PLACES:
+        raise LabellingError(f"{len(items):,} prompts labelled by {len(models):,} models make "
+                             f"records of {places:,} labels' places, more than the "
+                             f"{_records.MAX_LABEL_PLACES:,} a records file may make, so fit "
+                             "could not read them; label the prompts in smaller files, or "
+                             "fewer models at a time (nothing was called)", source=source)
     chars = jr.record_chars(models)
     longest = max(models, key=len)
     for item in items:
