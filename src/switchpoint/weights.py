@@ -560,6 +560,10 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
     if _status(manifest_path) is None:
         raise WeightsError(manifest_path, "missing; a weights package needs manifest.json "
                                           "(make one with `switchpoint fit`)")
+    if not _inside(root, "manifest.json"):
+        raise WeightsError(manifest_path, "is a link to a file outside the package's folder; "
+                                          "a package is one folder, its manifest.json its own: "
+                                          "copy the file into the folder in place of the link")
     try:
         manifest = loads(_read_json_file(manifest_path).decode("utf-8"))
     except FileNotFoundError:  # gone since: a save swapped the package out
@@ -692,17 +696,22 @@ def _part(manifest: dict[str, Any], path: str, kind: type, where: Path,
 def _check_inside(root: Path, rel: str, field: str, manifest_path: Path) -> None:
     """A file the manifest names is one of the package's own: a relative path that stays in
     its folder, through links too (a package is one folder, read whole and copied whole)."""
-    inside = not Path(rel).is_absolute() and ".." not in Path(rel).parts
-    if inside:
-        try:
-            inside = (root / rel).resolve().is_relative_to(root.resolve())
-        except (OSError, RuntimeError):  # a link loop: not a file of the package either
-            inside = False
-    if not inside:
+    if not _inside(root, rel):
         raise WeightsError(manifest_path, f"field {json_quoted(field)} names "
                                           f"{json_quoted(rel, 200)}, a file that is not inside "
                                           "the package's folder; "
                                           f"{_CORRUPT}")
+
+
+def _inside(root: Path, rel: str) -> bool:
+    """Whether ``rel`` names a file inside the folder ``root``: a relative path that stays in
+    it, through links too."""
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        return False
+    try:
+        return (root / rel).resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a link loop: not a file of the package either
+        return False
 
 
 def _check_listed(root: Path, rel: str, checksums: dict[str, str]) -> None:

@@ -1280,6 +1280,23 @@ def test_a_file_named_outside_the_package_is_refused(pkg_dir: Path, tmp_path: Pa
     assert info.value.path == pkg_dir / "manifest.json"
 
 
+def test_a_manifest_linked_from_outside_the_package_is_refused(pkg_dir: Path,
+                                                                tmp_path: Path) -> None:
+    # The manifest holds every file's checksum: one linked from elsewhere was read, so what
+    # the package held was vouched for by a file outside it.
+    outside = tmp_path / "elsewhere.json"
+    (pkg_dir / "manifest.json").rename(outside)
+    (pkg_dir / "manifest.json").symlink_to(outside)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / "manifest.json"
+    assert "is a link to a file outside the package's folder" in str(info.value)
+    (pkg_dir / "manifest.json").unlink()
+    outside.rename(pkg_dir / "inside.json")
+    (pkg_dir / "manifest.json").symlink_to("inside.json")  # (a link within it is its own)
+    assert load_weights(pkg_dir).models
+
+
 def _unblocked(call: Any, fifo: Path) -> Any:
     """``call()``'s result or error, failing the test (the FIFO then fed, so it ends) when it
     waits for a writer on ``fifo``."""
