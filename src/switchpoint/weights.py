@@ -82,6 +82,8 @@ _READABLE_VERSIONS = (FORMAT_VERSION, LEARNED_FORMAT_VERSION)
 _ARRAY_DIRS = {"cluster": "clusters", "knn": "examples"}
 # Arrays that hold embedding-space vectors, whose width must equal the embedder's dimension.
 _VECTOR_ARRAYS = {"cluster": ("centroids", "coarse_centroids"), "knn": ("examples",)}
+#: The most arrays a package's manifest may name (a policy holds at most 4).
+MAX_ARRAYS = 16
 # Arrays a policy holds as float32 (its vectors), whatever type the file gives.
 _FLOAT32_ARRAYS = {**_VECTOR_ARRAYS, "tfidf": ("centroids",)}
 DEFAULT_PACKAGE = "_default_weights"
@@ -601,6 +603,17 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
         raise WeightsError(manifest_path, f'field "models" lists {len(models):,} models; a '
                                           f"package holds at most {MAX_CATALOG_MODELS:,} (the "
                                           f"most a catalog does); {_CORRUPT}")
+    # (each file named is looked at, read and hashed: a manifest of a few megabytes naming
+    # one small file 200,000 times took a minute to load)
+    for name, listed, most, what in (
+            ("arrays", array_files, MAX_ARRAYS, "arrays"),
+            ("profiles", profile_files, MAX_CATALOG_MODELS, "profiles, one per model"),
+            ("files", checksums, MAX_ARRAYS + MAX_CATALOG_MODELS, "files, its arrays and "
+                                                                  "profiles")):
+        if len(listed) > most:
+            raise WeightsError(manifest_path, f"field {json_quoted(name)} lists "
+                                              f"{len(listed):,} entries; a package holds at "
+                                              f"most {most:,} {what}; {_CORRUPT}")
     _check_model_names(models, manifest_path)
     if not models:
         raise WeightsError(manifest_path, f'field "models" lists no model; a package holds the '

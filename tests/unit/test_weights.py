@@ -1118,6 +1118,24 @@ def test_a_manifest_listing_more_models_than_a_catalog_holds_is_refused(pkg_dir:
         load_weights(pkg_dir)
 
 
+@pytest.mark.parametrize(("field", "most", "what"), [
+    ("arrays", 16, "arrays"), ("profiles", 1000, "profiles, one per model"),
+    ("files", 1016, "files, its arrays and profiles")])
+def test_a_manifest_naming_more_files_than_a_package_holds_is_refused_unread(
+        pkg_dir: Path, field: str, most: int, what: str) -> None:
+    # Each file named is looked at, read and hashed: a manifest of 7 MB naming one small array
+    # 200,000 times took a minute to load (the most a manifest holds, 256 MiB, most of an hour).
+    m = _manifest(pkg_dir)
+    some = next(iter(m[field]))
+    m[field].update({f"x{i}": m[field][some] for i in range(most + 1 - len(m[field]))})
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / "manifest.json"
+    assert (f'field "{field}" lists {most + 1:,} entries; a package holds at most {most:,} '
+            f"{what};") in str(info.value)
+
+
 @pytest.mark.parametrize(("models", "said"), [
     ([], 'field "models" lists no model; a package holds the profile of at least one'),
     (["claude-v1", "claude-v2", "claude-v1"], 'field "models" names "claude-v1" more than once')])
