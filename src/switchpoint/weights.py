@@ -567,13 +567,13 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
                                           "a package is one folder, its manifest.json its own: "
                                           "copy the file into the folder in place of the link")
     try:
-        manifest = loads(_read_json_file(manifest_path).decode("utf-8"))
+        manifest = _json_text(manifest_path, _read_json_file(manifest_path))
     except FileNotFoundError:  # gone since: a save swapped the package out
         raise WeightsError(manifest_path, "missing; a weights package needs manifest.json "
                                           "(make one with `switchpoint fit`)") from None
     except DuplicateKeyError as exc:
         raise WeightsError(manifest_path, f"{unreadable(exc)}; {_CORRUPT}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise WeightsError(manifest_path, f"is not valid JSON ({exc}); {_CORRUPT}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise WeightsError(manifest_path, f"is not a switchpoint weights manifest "
@@ -643,7 +643,7 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
                                "add-model` or remove the model with `switchpoint remove-model`")
         data = _read_checked(root, rel, checksums, budget, limit=MAX_JSON_BYTES)
         try:
-            profile = loads(data)
+            profile = _json_text(root / rel, data)
         except json.JSONDecodeError as exc:
             raise WeightsError(root / rel, unreadable(exc)) from None
         if not isinstance(profile, dict):
@@ -815,6 +815,17 @@ def _read_json_file(path: Path) -> bytes:
     if len(data) > MAX_JSON_BYTES:
         raise _json_too_big(path)
     return data
+
+
+def _json_text(path: Path, data: bytes) -> Any:
+    """The JSON value ``data``, a package's JSON file, holds, read as UTF-8 (as every save
+    writes it): a :class:`WeightsError` naming the first byte that is not."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WeightsError(path, f"is not UTF-8 text (byte 0x{data[exc.start]:02X} at byte "
+                                 f"{exc.start + 1:,}); {_CORRUPT}") from None
+    return loads(text)
 
 
 def _json_too_big(path: Path) -> WeightsError:

@@ -564,14 +564,18 @@ def test_missing_manifest(pkg_dir: Path) -> None:
     assert "missing" in str(info.value)
 
 
-@pytest.mark.parametrize("text", ["{not json", "", "\xff\xfe", "[" * 100_000 + "]" * 100_000,
-                                  '{"format_version": 1' + "0" * 5000 + "}"])
-def test_manifest_not_json(pkg_dir: Path, text: str) -> None:
+@pytest.mark.parametrize(("text", "said"), [
+    ("{not json", "not valid JSON"), ("", "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    ('{"format_version": 1' + "0" * 5000 + "}", "not valid JSON"),
+    ("\xff\xfe", "is not UTF-8 text (byte 0xFF at byte 1)"),
+    ('{"format": "\xe9"}', "is not UTF-8 text (byte 0xE9 at byte 13)")])
+def test_manifest_not_json(pkg_dir: Path, text: str, said: str) -> None:
     (pkg_dir / "manifest.json").write_text(text, encoding="latin-1")
     with pytest.raises(WeightsError) as info:
         load_weights(pkg_dir)
     assert str(pkg_dir / "manifest.json") in str(info.value)
-    assert "not valid JSON" in str(info.value)
+    assert said in str(info.value)
 
 
 def test_manifest_of_another_format(pkg_dir: Path) -> None:
@@ -815,7 +819,10 @@ def test_missing_npy(pkg_dir: Path, rel: str) -> None:
 
 @pytest.mark.parametrize(("bad", "said"), [
     (b"{oops", "not valid JSON"), (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
-    (b'{"a": 1, "a": 2}', 'the key "a" is written twice in one object')])
+    (b'{"a": 1, "a": 2}', 'the key "a" is written twice in one object'),
+    # (a UnicodeDecodeError traceback; UTF-16 was read, though no save writes it)
+    (b'{"count": [1], "x": "\xff"}', "is not UTF-8 text (byte 0xFF at byte 22)"),
+    ('{"count": [1]}'.encode("utf-16"), "is not UTF-8 text (byte 0xFF at byte 1)")])
 def test_profile_not_json_with_matching_checksum(pkg_dir: Path, bad: bytes, said: str) -> None:
     rel = "profiles/claude-v2.json"
     (pkg_dir / rel).write_bytes(bad)
