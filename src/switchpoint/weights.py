@@ -652,6 +652,7 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
         profile.pop("model", None)
         _check_profile(root / rel, profile)
         units = _check_units(root, rel, profile, units)
+        _check_labelled(root / rel, profile)
         profiles[model] = profile
     policy_name = policy_info["name"]
     for name, arr in arrays.items():
@@ -930,6 +931,25 @@ def _check_units(root: Path, rel: str, profile: dict[str, Any],
                                            "one value per unit of the policy (cluster, "
                                            f"example or tier); {_CORRUPT}")
     return units
+
+
+def _check_labelled(path: Path, profile: dict[str, Any]) -> None:
+    """A unit a profile counts labels in (``count`` above 0) has their mean error and cost: a
+    null (no label) there would be routed on as NaN (its lists are of one length, see
+    :func:`_check_units`)."""
+    counts = profile.get("count")
+    if not isinstance(counts, list):
+        return
+    for key in ("error", "cost"):
+        values = profile.get(key)
+        if not isinstance(values, list):
+            continue
+        for i, (count, value) in enumerate(zip(counts, values, strict=False)):
+            if value is None and count > 0:
+                raise WeightsError(path, f"field {json_quoted(key)}[{i}] is null (no label), "
+                                         f'where "count"[{i}] counts {json_quoted(count)} '
+                                         "labels: a unit with labels has their mean, a null "
+                                         f"only a unit of none (count 0); {_CORRUPT}")
 
 
 def _within(value: object, low: float, high: float) -> bool:

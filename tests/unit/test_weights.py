@@ -1084,6 +1084,25 @@ def test_what_an_export_adds_is_whole_or_the_package_is_refused(
     assert said in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("key", ["error", "cost"])
+def test_a_null_where_a_unit_counts_labels_is_refused(pkg_dir: Path, key: str) -> None:
+    # A null is a unit without labels: where the count says it has some, the unit's mean was
+    # NaN, and every route near it failed ("all_scores[...]: must be a finite number, got NaN").
+    rel = "profiles/claude-v2.json"
+    profile = json.loads((pkg_dir / rel).read_bytes())
+    assert profile["count"][2] > 0
+    profile[key][2] = None
+    _replace_profile(pkg_dir, rel, profile)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / rel
+    assert (f'field "{key}"[2] is null (no label), where "count"[2] counts '
+            f'{json.dumps(profile["count"][2])} labels') in str(info.value)
+    profile["count"][2] = 0  # (a unit of no label: null, as a fit writes it)
+    _replace_profile(pkg_dir, rel, profile)
+    assert load_weights(pkg_dir).models
+
+
 def test_a_profile_list_that_is_no_list_is_named(pkg_dir: Path) -> None:
     rel = "profiles/claude-v2.json"
     profile = json.loads((pkg_dir / rel).read_bytes())
@@ -1096,6 +1115,7 @@ def test_unlabelled_units_stay_null_in_a_profile(pkg_dir: Path) -> None:
     rel = "profiles/claude-v2.json"
     profile = json.loads((pkg_dir / rel).read_bytes())
     profile["error"][0] = profile["cost"][0] = None
+    profile["count"][0] = 0  # (a unit of no label)
     _replace_profile(pkg_dir, rel, profile)
     assert load_weights(pkg_dir).models
 
@@ -1190,7 +1210,7 @@ def test_a_baseline_profile_without_its_one_number_is_refused_on_load(
     first = _manifest(root)["models"][0]
     for rel in _manifest(root)["profiles"].values():  # (each: all hold as many values)
         profile = json.loads((root / rel).read_text())
-        profile.update(error=error, cost=[0.001] * len(error), count=[10] * len(error))
+        profile.update(error=error, cost=[0.001] * len(error), count=[0] * len(error))
         _raw_npy(root, rel, json.dumps(profile).encode())
     with pytest.raises(WeightsError) as info:
         load_weights(root)
