@@ -61,7 +61,21 @@ def _error_of_five(package: Path) -> tuple[str, str]:
     return rel, 'field "error"[2] is 5; it must be a finite number in [0, 1]'
 
 
-@pytest.mark.parametrize("corrupt", [_terabytes, _nan, _error_of_five])
+def _unlisted(package: Path) -> tuple[str, str]:
+    # (its checksum taken off the list, then the file edited: it was read unchecked and went
+    # live)
+    rel = "profiles/claude-v2.json"
+    manifest_path = package / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    del manifest["files"][rel]
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    profile = json.loads((package / rel).read_bytes())
+    profile["error"] = [0.0] * len(profile["error"])
+    (package / rel).write_text(json.dumps(profile), encoding="utf-8")
+    return rel, 'has no SHA-256 in manifest.json\'s field "files"'
+
+
+@pytest.mark.parametrize("corrupt", [_terabytes, _nan, _error_of_five, _unlisted])
 def test_a_reload_to_a_corrupt_package_is_refused_and_the_old_router_serves(
         attacked: Attacked, tmp_path: Path,
         corrupt: Callable[[Path], tuple[str, str]]) -> None:
