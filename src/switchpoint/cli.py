@@ -43,8 +43,10 @@ from switchpoint._json import DuplicateKeyError, json_kind, loads, unreadable
 from switchpoint._lists import comma_items
 from switchpoint._log_stderr import printed_to_stderr
 from switchpoint._messages import (
+    MAX_LISTED,
     MAX_PATH,
     STDIN,
+    bounded_repr,
     cut,
     json_quoted,
     one_of,
@@ -551,18 +553,37 @@ def cmd_info(args: argparse.Namespace) -> int:
     _say(f"models    {len(package.models)}")
     for m in package.models:
         _say(f"  {m:<40} mean cost {usd_text(costs[m])}")
-    prov = package.provenance
+    prov = {key: _Shown(value) for key, value in package.provenance.items()}
     if prov:
         _say(f"fitted on {prov.get('n_records')} records from {prov.get('records')} "
-             f"({_split_words(prov.get('split'))}) at {prov.get('created_at')}")
-    for added in _entries(prov, "added_models"):
-        source = f" of {added['records']}" if "records" in added else ""
-        _say(f"added     {added.get('model')} from {added.get('n_records')} "
-             f"records{source} at {added.get('at')}")
-    for learned in _entries(prov, "learned"):
-        _say(f"learned   {learned.get('outcomes')} outcome(s) of tenant "
-             f"{learned.get('tenant')} at {learned.get('at')}")
+             f"({_split_words(package.provenance.get('split'))}) at {prov.get('created_at')}")
+    for key, line in (("added_models", "added     {model} from {n_records} records{source} "
+                                       "at {at}"),
+                      ("learned", "learned   {outcomes} outcome(s) of tenant {tenant} at {at}")):
+        entries = _entries(package.provenance, key)
+        for entry in entries[:MAX_LISTED]:
+            shown = {k: _Shown(entry.get(k)) for k in ("model", "n_records", "at", "outcomes",
+                                                        "tenant")}
+            source = f" of {_Shown(entry['records'])}" if "records" in entry else ""
+            _say(line.format(source=source, **shown))
+        if len(entries) > MAX_LISTED:
+            _say(f"          ... {len(entries) - MAX_LISTED:,} more ({key} in --json)")
     return 0
+
+
+class _Shown:
+    """A provenance value as ``info`` prints it: a text as it is, anything else as Python
+    shows it, at most :data:`_SHOWN_CHARS` characters either way (whoever made the package
+    wrote it, so it may be a megabyte long)."""
+
+    def __init__(self, value: object) -> None:
+        self.text = cut(value if isinstance(value, str) else bounded_repr(value), _SHOWN_CHARS)
+
+    def __format__(self, spec: str) -> str:
+        return self.text
+
+
+_SHOWN_CHARS = 200
 
 
 def _say(line: str) -> None:
@@ -579,7 +600,7 @@ def _entries(provenance: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 def _split_words(split: object) -> str:
     """``split train``, or ``every record`` for a package fitted on records without splits."""
-    return "every record" if split is None else f"split {split}"
+    return "every record" if split is None else f"split {_Shown(split)}"
 
 
 def _parse_policy_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:

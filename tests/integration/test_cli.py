@@ -1499,6 +1499,27 @@ def test_info_escapes_what_a_terminal_would_not_show_as_itself_in_the_provenance
     assert json.loads(out)["provenance"]["split"] == "tr\nain"
 
 
+def test_info_prints_a_few_short_lines_of_a_provenance_however_long(
+    weights_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A megabyte of records path and 5,000 outcomes learned were printed whole: a megabyte
+    line and 5,000 more."""
+    manifest = json.loads((weights_copy / "manifest.json").read_text())
+    manifest["provenance"].update(records="r" * (1 << 20), split=["s"] * 10_000,
+                                  learned=[{"outcomes": 1, "tenant": "t", "at": i}
+                                           for i in range(5000)])
+    (weights_copy / "manifest.json").write_text(json.dumps(manifest))
+    code, out, err = run(["info", "--weights", weights_copy], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert max(map(len, lines)) < 500 and len(lines) < len(manifest["models"]) + 30, lines
+    assert "learned   1 outcome(s) of tenant t at 19" in out
+    assert "learned   1 outcome(s) of tenant t at 20" not in out
+    assert "... 4,980 more (learned in --json)" in out
+    code, out, _ = run(["info", "--weights", weights_copy, "--json"], capsys)
+    assert code == 0 and len(json.loads(out)["provenance"]["learned"]) == 5000
+
+
 def test_manifest_with_unknown_embedder_exits_2(
     weights_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
