@@ -215,14 +215,19 @@ class RecordSet:
         return any(s is not None for s in self.splits)
 
 
-def _number(value: Any, source: object, line: int, where: str, lo: float, hi: float) -> float:
+def _number(value: Any, source: object, line: int, field: str, model: str, lo: float,
+            hi: float) -> float:
+    """``value``, the label ``field[model]`` of a line, as a float when it is a finite number
+    in ``[lo, hi]``; else a :class:`RecordsError` naming it (the name is quoted only then: a
+    line may hold a thousand labels, and quoting each name took nine tenths of a read)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecordsError(source, line, f"{where} must be a number, got {json_quoted(value)}")
+        raise RecordsError(source, line, f"{field}[{json_quoted(model)}] must be a number, got "
+                                         f"{json_quoted(value)}")
     x = as_float(value)
     if not math.isfinite(x) or x < lo or x > hi:
         bounds = f"[{lo}, {hi}]" if math.isfinite(hi) else f">= {lo}"
-        raise RecordsError(source, line, f"{where} is {json_quoted(value)}; it must be finite "
-                                         f"and {bounds}")
+        raise RecordsError(source, line, f"{field}[{json_quoted(model)}] is "
+                                         f"{json_quoted(value)}; it must be finite and {bounds}")
     return x
 
 
@@ -298,10 +303,10 @@ def parse_records(lines: Iterable[str], source: object = "records", *,
                 problem = model_rule(m)
             if problem is not None:
                 raise RecordsError(source, number, f"{problem}; rename the model in the records")
-        clean_s = {m: _number(v, source, number, f"scores[{json_quoted(m)}]", 0.0, 1.0)
+        clean_s = {m: _number(v, source, number, "scores", m, 0.0, 1.0)
                    for m, v in scores.items()}
-        clean_c = {m: _number(v, source, number, f"costs[{json_quoted(m)}]", 0.0,
-                              MAX_ANSWER_COST) for m, v in costs.items()}
+        clean_c = {m: _number(v, source, number, "costs", m, 0.0, MAX_ANSWER_COST)
+                   for m, v in costs.items()}
         split = obj.get("split")
         if split is not None and not isinstance(split, str):
             raise RecordsError(source, number, 'field "split" must be a string')
