@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -236,9 +238,16 @@ def parse_records(lines: Iterable[str], source: object = "records", *,
     """Parse and validate JSONL lines. Blank lines are skipped. ``model_rule``: why a model's
     name cannot be taken (None: it can), beyond the rule of every records file: refused at the
     line that first names the model."""
-    rows: list[dict[str, Any]] = []
+    ids: list[str] = []
+    prompts: list[str] = []
+    tasks: list[str] = []
+    splits: list[str | None] = []
+    # Each label as its record's row, its model's column, its score and its cost, packed (8
+    # bytes a number; a dict of floats a record took some 200 bytes a label).
+    label_rows, label_cols = array("q"), array("q")
+    label_scores, label_costs = array("d"), array("d")
     seen: set[str] = set()
-    model_order: dict[str, None] = {}
+    model_order: dict[str, int] = {}
     number = 0
     for number, raw in enumerate(lines, start=1):
         if len(raw) > MAX_RECORD_CHARS:
@@ -285,13 +294,13 @@ def parse_records(lines: Iterable[str], source: object = "records", *,
                                                f"with the lines before it; records name at most "
                                                f"{MAX_CATALOG_MODELS:,} (the most a catalog "
                                                "holds), so split the file by model")
-        if len(rows) + 1 > MAX_RECORDS:
+        if len(ids) + 1 > MAX_RECORDS:
             raise RecordsError(source, number, f"is past the {MAX_RECORDS:,} records a file may "
                                                "hold; split it into smaller files")
-        if (len(rows) + 1) * n_models > MAX_LABEL_PLACES:
-            raise RecordsError(source, number, f"makes {len(rows) + 1:,} records of "
+        if (len(ids) + 1) * n_models > MAX_LABEL_PLACES:
+            raise RecordsError(source, number, f"makes {len(ids) + 1:,} records of "
                                                f"{n_models:,} models with the lines before it, "
-                                               f"a table of {(len(rows) + 1) * n_models:,} "
+                                               f"a table of {(len(ids) + 1) * n_models:,} "
                                                "labels' places (a record's row holds a place "
                                                "for each model any record names), more than "
                                                f"the {MAX_LABEL_PLACES:,} a file may make; split "
@@ -303,39 +312,36 @@ def parse_records(lines: Iterable[str], source: object = "records", *,
                 problem = model_rule(m)
             if problem is not None:
                 raise RecordsError(source, number, f"{problem}; rename the model in the records")
-        clean_s = {m: _number(v, source, number, "scores", m, 0.0, 1.0)
-                   for m, v in scores.items()}
-        clean_c = {m: _number(v, source, number, "costs", m, 0.0, MAX_ANSWER_COST)
-                   for m, v in costs.items()}
+        clean_s = [_number(v, source, number, "scores", m, 0.0, 1.0)
+                   for m, v in scores.items()]
+        clean_c = [_number(costs[m], source, number, "costs", m, 0.0, MAX_ANSWER_COST)
+                   for m in scores]
         split = obj.get("split")
         if split is not None and not isinstance(split, str):
             raise RecordsError(source, number, 'field "split" must be a string')
         task = obj.get("task") or ""
         if not isinstance(task, str):
             raise RecordsError(source, number, 'field "task" must be a string')
-        for m in clean_s:
-            model_order.setdefault(m, None)
-        rows.append({"id": rid, "prompt": prompt, "task": task, "split": split,
-                     "scores": clean_s, "costs": clean_c})
-    if not rows:
+        for m in new:
+            model_order[m] = len(model_order)
+        label_rows.extend(repeat(len(ids), len(scores)))
+        label_cols.extend(model_order[m] for m in scores)
+        label_scores.extend(clean_s)
+        label_costs.extend(clean_c)
+        ids.append(rid)
+        prompts.append(prompt)
+        tasks.append(task)
+        splits.append(split)
+    if not ids:
         raise RecordsError(source, None, f"no records found; {blank_file(number)}")
-    models = list(model_order)
-    col = {m: j for j, m in enumerate(models)}
-    scores_m = np.full((len(rows), len(models)), np.nan)
-    costs_m = np.full((len(rows), len(models)), np.nan)
-    for i, r in enumerate(rows):
-        for m, v in r["scores"].items():
-            scores_m[i, col[m]] = v
-            costs_m[i, col[m]] = r["costs"][m]
-    return RecordSet(
-        ids=[r["id"] for r in rows],
-        prompts=[r["prompt"] for r in rows],
-        tasks=[r["task"] for r in rows],
-        splits=[r["split"] for r in rows],
-        models=models,
-        scores=scores_m,
-        costs=costs_m,
-    )
+    shape = (len(ids), len(model_order))
+    scores_m = np.full(shape, np.nan)
+    costs_m = np.full(shape, np.nan)
+    where = (np.frombuffer(label_rows, dtype=np.int64), np.frombuffer(label_cols, dtype=np.int64))
+    scores_m[where] = np.frombuffer(label_scores, dtype=np.float64)
+    costs_m[where] = np.frombuffer(label_costs, dtype=np.float64)
+    return RecordSet(ids=ids, prompts=prompts, tasks=tasks, splits=splits,
+                     models=list(model_order), scores=scores_m, costs=costs_m)
 
 
 def load_records(path: str | Path, *,
