@@ -558,3 +558,27 @@ def test_work_folders_earlier_builds_left_in_the_cache_are_cleared_once_quiet(
     _age(again, quiet)
     assert int8_model(source, cache) == built  # opening the built cache clears them too
     assert sorted(p.name for p in cache.iterdir()) == sorted(p.name for p in [built, *kept])
+
+
+def test_a_sentence_transformers_model_is_loaded_as_data_never_as_code(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The path comes from a weights manifest: a pickled .bin (which runs code as it is
+    # unpickled) or a model's own code must not be loaded from it.
+    import sys
+    import types
+
+    seen: dict[str, object] = {}
+
+    class FakeSentenceTransformer:
+        def __init__(self, path: str, **kwargs: object) -> None:
+            seen.update(kwargs, path=path)
+
+        def get_sentence_embedding_dimension(self) -> int:
+            return 3
+
+    module = types.ModuleType("sentence_transformers")
+    module.SentenceTransformer = FakeSentenceTransformer  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sentence_transformers", module)
+    assert embedder_from_id("st:/models/handed-over").dimension == 3
+    assert seen == {"path": "/models/handed-over", "local_files_only": True,
+                    "trust_remote_code": False, "model_kwargs": {"use_safetensors": True}}

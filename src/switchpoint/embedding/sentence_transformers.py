@@ -1,7 +1,10 @@
 """Any sentence-transformers model as the embedder (the ``[st]`` extra: ``scripts/setup st``).
 
 This pulls in PyTorch, so it is never part of the default install. Weights are loaded from a
-local path or the local cache only; switchpoint itself never downloads anything.
+local path or the local cache only; switchpoint itself never downloads anything. Only a model
+saved as safetensors is loaded (``model.save(path, safe_serialization=True)``, the default of
+recent sentence-transformers), and none that needs code of its own: the path comes from a
+weights manifest, which may have been handed over by someone else.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ class SentenceTransformerEmbedder:
                     "sentence-transformers in switchpoint's environment (in a clone of "
                     "switchpoint: scripts/setup st)"
                 ) from exc
-            self._model = SentenceTransformer(self.model_name_or_path, local_files_only=True)
+            # A weights manifest names this path, so it is read as data, never run: its
+            # network's weights from safetensors only (a pickled .bin can run code as it is
+            # loaded), and no code of its own.
+            self._model = SentenceTransformer(
+                self.model_name_or_path, local_files_only=True, trust_remote_code=False,
+                model_kwargs={"use_safetensors": True})
         return self._model
 
     @property
