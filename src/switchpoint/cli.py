@@ -529,7 +529,7 @@ def cmd_remove_model(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from switchpoint.catalog import usd_text
+    from switchpoint.catalog import usd, usd_text
     from switchpoint.weights import load_weights
 
     package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
@@ -541,7 +541,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "embedder": {"id": package.embedder_id, "dimension": package.dimension},
         "policy": {"name": policy.name, "params": policy.get_params(),
                    "units": int(getattr(policy, "n_units", 1))},
-        "models": {m: {"mean_cost_usd": costs[m]} for m in package.models},
+        "models": {m: {"mean_cost_usd": usd(costs[m])} for m in package.models},
         "provenance": package.provenance,
     }
     if args.json:

@@ -868,6 +868,9 @@ def test_with_prices_feedback_takes_the_answers_cost_from_the_gateways_accountin
         given = feedback(server, other, score=0.5, cost=0.02).json()
         assert (given["cost"], given["cost_from"]) == (0.02, "feedback")
         assert _status(server)["learned_router"]["events"] == 2
+        # The answer shows a cost to the 10 places dollars are kept to, not a float's noise.
+        noisy = feedback(server, other, score=0.5, cost=11 * 0.15e-6 + 5 * 0.6e-6)
+        assert '"cost":4.65e-06' in noisy.text.replace(" ", ""), noisy.text
         # A repeat without a cost keeps the one taken with the first outcome, given or priced.
         again = feedback(server, other, score=0.7).json()
         assert (again["replaced"], again["cost"], again["cost_from"]) == (True, None, "kept")

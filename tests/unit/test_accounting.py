@@ -62,6 +62,17 @@ def test_an_answer_is_logged_with_its_tokens_and_cost() -> None:
     assert entry.info.attempts == list(record.attempts)
 
 
+def test_an_answers_cost_is_kept_to_the_places_dollars_are_kept_to() -> None:
+    # 1 × $0.15/M + 2 × $0.60/M comes, in floats, to 1.3499999999999998e-06
+    card = ModelCard("good", input_per_mtok=0.15, output_per_mtok=0.6)
+    body = {"id": "x", "model": "good", "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2}}
+    result = FailoverResult("good", card, ProviderResponse(body, "good"),
+                            [Attempt("good", 1, "ok", 1.0)], "gpt-x")
+    entry = accounting.answered(plan(), result, live())
+    assert entry.request.cost_usd == entry.info.cost_usd == 1.35e-06
+
+
 def test_an_auto_request_also_logs_its_decision() -> None:
     decision = RoutingDecision("good", 0.1, 0.2, {"good": 0.2}, 4, cost_weight=0.5)
     entry = accounting.answered(plan(decision), answer(), live())

@@ -280,11 +280,12 @@ def _short(error: str | None, limit: int = 160) -> str:
 
 
 def _cost(card: ModelCard, usage: TokenUsage | None) -> float | None:
-    """What ``usage`` cost on ``card`` (USD), or None when that is unknown: no usage, or a
-    model without prices (whose cost is not 0, only unknown)."""
+    """What ``usage`` cost on ``card`` (USD, to the places every amount of dollars is kept
+    to: :func:`~switchpoint.catalog.usd`), or None when that is unknown: no usage, or a model
+    without prices (whose cost is not 0, only unknown)."""
     if usage is None or not card.priced:
         return None
-    return card.price(usage.prompt_tokens, usage.completion_tokens)
+    return usd(card.price(usage.prompt_tokens, usage.completion_tokens))
 
 
 def billed_use(attempt: Attempt, card: ModelCard, prompt_tokens: int,

@@ -71,7 +71,7 @@ import numpy.typing as npt
 
 from switchpoint._files import access_problem
 from switchpoint._messages import json_quoted, listed_names, quoted, quoted_path
-from switchpoint.catalog import usd_text
+from switchpoint.catalog import usd, usd_text
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision, check_id
 from switchpoint.errors import (
@@ -529,8 +529,8 @@ class FeedbackResult:
 
     def to_dict(self) -> dict[str, Any]:
         out = self.outcome.to_dict()
-        out.update(kind=self.kind, teaches_routing=self.teaches_routing, cost=self.cost,
-                   cost_from=self.cost_from)
+        out.update(kind=self.kind, teaches_routing=self.teaches_routing,
+                   cost=None if self.cost is None else usd(self.cost), cost_from=self.cost_from)
         if self.note:
             out["note"] = self.note
         return out
