@@ -68,6 +68,7 @@ from switchpoint.prompt_files import (
 )
 
 if TYPE_CHECKING:
+    from switchpoint.store.retention import PruneReport
     from switchpoint.weights import WeightsPackage
 
 EXIT_BAD_INPUT = 2
@@ -693,6 +694,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  access_log=args.access_log, allow_unauthenticated=args.allow_unauthenticated)
 
 
+def _prune_sizes(report: PruneReport) -> str:
+    """``587680 -> 262144 bytes with its -wal and -shm (vacuum: none, ...)``: the store's sizes
+    before and after a prune, and what changed them (of a dry run, the size alone)."""
+    sizes = f"{report.bytes_before} -> {report.bytes_after} bytes with its -wal and -shm"
+    if report.dry_run:
+        return sizes
+    done = f"vacuum: {report.vacuum}"
+    if report.vacuum == "none" and not any(report.deleted.values()):
+        done += ", as nothing was deleted"
+    if report.wal_checkpointed:
+        done += (f"; its write-ahead log (-wal, {report.wal_checkpointed} bytes) was "
+                 "checkpointed into the file and truncated")
+    return f"{sizes} ({done})"
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     """Prune what ``data_dir`` holds, each file by the same age: the log (``switchpoint.db``)
     and the ended keys (``keys.db``), or the one of them it holds (keys made with ``keys
@@ -722,8 +738,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{n} {names.get(table, table)}"
                            for table, n in report.deleted.items())
         print(f"{verb} {counts} older than {age} from {printable(str(db_path))}; "
-              f"{report.bytes_before} -> {report.bytes_after} bytes"
-              + ("" if report.dry_run else f" (vacuum: {report.vacuum})"), file=sys.stderr)
+              f"{_prune_sizes(report)}", file=sys.stderr)
         if report.feedback_kept is not None:
             print(f"no feedback row {'would go' if report.dry_run else 'went'}: "
                   f"{report.feedback_kept}", file=sys.stderr)

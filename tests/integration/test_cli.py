@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -2140,6 +2141,37 @@ def test_prune_says_the_age_it_went_by(days: str, said: str, tmp_path: Path,
                        capsys)
     assert code == 0, err
     assert said in err, err
+
+
+def test_prune_says_its_write_ahead_log_was_checkpointed_when_that_changed_the_sizes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # It said "530048 -> 499712 bytes (vacuum: none)" with nothing deleted: the sizes changed,
+    # unsaid, as the -wal a process beside it wrote was checkpointed into the file.
+    path = tmp_path / "switchpoint.db"
+    store = SQLiteStore(path)
+    store.open()
+    store.close()
+    beside = sqlite3.connect(path)  # (a process writing beside it, which never checkpoints)
+    try:
+        beside.execute("PRAGMA wal_autocheckpoint=0")
+        beside.execute("CREATE TABLE other(x)")
+        beside.executemany("INSERT INTO other VALUES (?)", [(b"x" * 3000,)] * 20)
+        beside.commit()
+        wal = (tmp_path / "switchpoint.db-wal").stat().st_size
+        assert wal > 0
+        code, out, err = run(["prune", "--older-than", "30", "--data-dir", tmp_path, "--json"],
+                             capsys)
+    finally:
+        beside.close()
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["vacuum"], report["wal_checkpointed"]) == ("none", wal)
+    assert (f"{report['bytes_before']} -> {report['bytes_after']} bytes with its -wal and -shm "
+            f"(vacuum: none, as nothing was deleted; its write-ahead log (-wal, {wal} bytes) "
+            "was checkpointed into the file and truncated)") in err, err
+    # Again, with no -wal left to checkpoint, it says only that nothing needed a vacuum.
+    code, out, err = run(["prune", "--older-than", "30", "--data-dir", tmp_path], capsys)
+    assert code == 0 and "(vacuum: none, as nothing was deleted)\n" in err, err
 
 
 def test_prune_on_a_data_dir_holding_no_log_says_where_to_point_it(

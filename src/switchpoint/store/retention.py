@@ -102,12 +102,16 @@ class PruneReport:
     complete: bool  # False: it stopped at max_rows with older rows left
     vacuum: str  # "incremental", "full", "none" (the file keeps its free pages) or "dry-run"
     feedback_kept: str | None = None  # why no feedback row was pruned, if for a reason to say
+    # The bytes the write-ahead log (the -wal file) held when the prune checkpointed it into
+    # the database and truncated it: what a prune that deleted nothing and vacuumed nothing
+    # still changes of the sizes (the -shm goes too when no other connection has the file).
+    wal_checkpointed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"cutoff": self.cutoff, "deleted": dict(self.deleted),
                 "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
                 "dry_run": self.dry_run, "complete": self.complete, "vacuum": self.vacuum,
-                "feedback_kept": self.feedback_kept}
+                "wal_checkpointed": self.wal_checkpointed, "feedback_kept": self.feedback_kept}
 
 
 #: Why ``switchpoint prune`` beside a running service leaves the feedback log alone.
@@ -148,11 +152,16 @@ def ledger_cutoff(cutoff: float, now: float | None = None) -> float:
 
 def db_bytes(path: Path) -> int:
     """The size of a SQLite database with its ``-wal`` and ``-shm`` files."""
-    total = 0
-    for file in (path, *(side_file(path, suffix) for suffix in SQLITE_SIDE_FILES)):
-        with contextlib.suppress(OSError):
-            total += os.stat(file).st_size
-    return total
+    return sum(_size(file) for file in (path, *(side_file(path, suffix)
+                                               for suffix in SQLITE_SIDE_FILES)))
+
+
+def _size(file: Path) -> int:
+    """``file``'s size in bytes (0: there is none)."""
+    try:
+        return os.stat(file).st_size
+    except OSError:
+        return 0
 
 
 def disk_usage(data_dir: str | Path) -> dict[str, Any]:
@@ -264,14 +273,17 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
                                                         checkpoint_key, learned_through)
         complete = max_rows is None or all(n < max_rows for n in deleted.values())
         vacuum = _vacuum(conn, full_vacuum, any(deleted.values()))
+        wal = _size(side_file(file, "-wal"))
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        wal -= _size(side_file(file, "-wal"))
     except sqlite3.Error as exc:
         raise StoreError(f"{quoted_path(file)}: the prune failed ({exc}); entries deleted "
                          "before the "
                          "failure stay deleted, the rest are untouched") from None
     finally:
         conn.close()
-    return PruneReport(cutoff, deleted, before, db_bytes(file), False, complete, vacuum, kept)
+    return PruneReport(cutoff, deleted, before, db_bytes(file), False, complete, vacuum, kept,
+                       max(0, wal))
 
 
 def _learned_below(below: int | None, learned_through: int | None) -> int | None:
