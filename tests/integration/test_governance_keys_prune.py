@@ -166,12 +166,12 @@ def test_the_service_s_retention_prunes_keys_too(
     data = tmp_path / "data"
     old, _ = made_at(data, time.time() - 40 * DAY, revoke=True)
     live, secret = made_at(data, time.time() - 40 * DAY)
-    made_at(data, time.time() - 2 * DAY, revoke=True)  # (past the 1 ended key max_keys keeps)
+    # (within the 2 ended keys max_keys keeps: the start deletes those past it)
     kept, _ = made_at(data, time.time() - DAY, revoke=True)
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake) + "auth: keys\nadmin_token_env: SP_PRUNE_ADMIN\n"
                       "tenants: {acme: {}}\nstore: {retention_days: 30}\n"
-                      "governance: {max_keys: 1}\n", encoding="utf-8")
+                      "governance: {max_keys: 2}\n", encoding="utf-8")
     settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
     with caplog.at_level("INFO", logger="switchpoint.gateway"), thread_server(
             create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
@@ -179,12 +179,34 @@ def test_the_service_s_retention_prunes_keys_too(
         client(server, secret).chat.completions.create(model="cheap", messages=user("hi"))
         until(lambda: key_ids(data) == {live, kept}, "the revoked keys pruned", timeout=60)
         # The log gives both reasons, as prune does (it said all had ended over 30 days ago).
-        until(lambda: "pruned 2 revoked or expired keys" in caplog.text, "the log", timeout=10)
-        assert ("pruned 2 revoked or expired keys (those that ended more than 30 days ago, and "
-                "the oldest past the 1 ended keys governance.max_keys keeps)") in caplog.text
+        until(lambda: "pruned 1 revoked or expired keys" in caplog.text, "the log", timeout=10)
+        assert ("pruned 1 revoked or expired keys (those that ended more than 30 days ago, and "
+                "the oldest past the 2 ended keys governance.max_keys keeps)") in caplog.text
         r = httpx.get(f"{server.base}/v1/router/keys/{old}", headers=ADMIN, timeout=10)
         assert r.status_code == 404 and "its record was pruned since" in r.json()["error"][
             "message"], r.text
+
+
+def test_a_service_start_applies_max_keys_to_keys_db_as_a_reload_does(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # governance.max_keys lowered while no service ran: the start kept the records past it
+    # until a key was made, a reload or a prune.
+    data = tmp_path / "data"
+    now = time.time()
+    ended = [made_at(data, now - (9 - i) * 60, revoke=True)[0] for i in range(3)]
+    live = {made_at(data, now - 60)[0], made_at(data, now - 30)[0]}
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + "auth: keys\nadmin_token_env: SP_PRUNE_ADMIN\n"
+                      "tenants: {acme: {}}\ngovernance: {max_keys: 1}\n", encoding="utf-8")
+    settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
+    with caplog.at_level("INFO", logger="switchpoint.gateway"), thread_server(
+            create_app(settings, loader=FACTORY, provider_env=KEYS)):
+        assert key_ids(data) == {*live, ended[-1]}  # (the newest ended key kept)
+    assert ("service started: governance.max_keys is 1: deleted the records of 2 ended "
+            "(revoked or expired) keys past the newest 1") in caplog.text, caplog.text
+    assert ("service started: 2 keys are live (neither revoked nor expired), more than "
+            "governance.max_keys (1) allows: they keep working, but no key can be made until "
+            "2 of them are revoked") in caplog.text, caplog.text
 
 
 def test_ended_keys_past_max_keys_go_oldest_first_as_keys_are_made(

@@ -157,7 +157,13 @@ from switchpoint.gateway.sessions import (
     SQLitePinStore,
     session_key,
 )
-from switchpoint.gateway.swaps import check_policy, config_checked, reload_answer, swap_answer
+from switchpoint.gateway.swaps import (
+    apply_max_keys,
+    check_policy,
+    config_checked,
+    reload_answer,
+    swap_answer,
+)
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
@@ -455,6 +461,9 @@ class Gateway:
                                         max_entries=self._applied.pin_max_sessions)
             self.pinner.store = self._pins
             self.governor.open(serving=self._owner is not None)
+            if self._owner is not None:  # (what serves from data_dir: a reload's rule)
+                apply_max_keys(self.governor.keys, self.state.settings.governance.max_keys,
+                               when="service started")
             self.learning.open()
             self.models_registered.open()
             self.ab_tests.open()

@@ -69,34 +69,39 @@ def reload_answer(old: Live, new: Live, ms: float, keys: KeyStore) -> dict[str, 
     note = losses_note(losses)
     if note is not None:
         log.warning("config reloaded: %s", note)
-    _apply_max_keys(keys, old.settings.governance.max_keys, new.settings.governance.max_keys)
+    apply_max_keys(keys, new.settings.governance.max_keys, when="config reloaded",
+                   before=old.settings.governance.max_keys)
     return {**swap_answer(old, new, ms), "keys_affected": [x.to_dict() for x in named(losses)],
             "keys_affected_count": len(losses), "keys_note": note}
 
 
-def _apply_max_keys(keys: KeyStore, before: int, most: int) -> None:
-    """The reloaded ``governance.max_keys`` (``most``) applied to keys.db at once: the records
-    of the oldest ended keys (revoked or expired) past the newest ``most`` go, as the next
-    key made would delete them (a live key never does), so a lowered bound holds from the
-    reload on rather than until a key is made or a prune runs; logged, as is a file that
-    refuses (the reload stands: the next key made, the hourly retention or
+def apply_max_keys(keys: KeyStore, most: int, *, when: str, before: int | None = None
+                   ) -> None:
+    """``governance.max_keys`` (``most``) applied to keys.db at once, at a service's start or
+    a reload (``when``: ``service started``, ``config reloaded``, which begins each line
+    logged; ``before``: the bound before a reload): the records of the oldest ended keys
+    (revoked or expired) past the newest ``most`` go, as the next key made would delete them
+    (a live key never does), so a bound lowered while no service ran, or by a reload, holds
+    from then on rather than until a key is made or a prune runs; logged, as is a file that
+    refuses (the start or reload stands: the next key made, the hourly retention or
     ``switchpoint prune`` deletes them). More live keys than ``most`` stay, and a warning
-    says that no key can be made until enough of them end."""
+    says that no key can be made until enough of them end. Where there is no keys.db,
+    nothing is made."""
     try:
         pruned = keys.prune(None, most)
         live = keys.live_count()
     except StoreError as exc:
-        log.warning("config reloaded: the records of ended keys past governance.max_keys (%d) "
-                    "could not be deleted now (the next key made, or switchpoint prune, "
-                    "deletes them): %s", most, exc)
+        log.warning("%s: the records of ended keys past governance.max_keys (%d) could not be "
+                    "deleted now (the next key made, or switchpoint prune, deletes them): %s",
+                    when, most, exc)
         return
     if pruned:
-        log.info("config reloaded: governance.max_keys %s: deleted the records of %d ended "
-                 "(revoked or expired) keys past the newest %d",
-                 f"lowered from {before} to {most}" if most < before else f"is {most}",
-                 pruned, most)
+        log.info("%s: governance.max_keys %s: deleted the records of %d ended (revoked or "
+                 "expired) keys past the newest %d", when,
+                 f"lowered from {before} to {most}" if before is not None and most < before
+                 else f"is {most}", pruned, most)
     if live > most:
-        log.warning("config reloaded: %d keys are live (neither revoked nor expired), more than "
+        log.warning("%s: %d keys are live (neither revoked nor expired), more than "
                     "governance.max_keys (%d) allows: they keep working, but no key can be made "
                     "until %d of them are revoked (switchpoint keys revoke ID, or DELETE "
-                    "/v1/router/keys/ID) or expire", live, most, live - most + 1)
+                    "/v1/router/keys/ID) or expire", when, live, most, live - most + 1)

@@ -205,8 +205,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 def _past_max_keys_note(settings: Any, store: Any) -> str | None:
     """What to say when ``store`` (keys.db, open) keeps the records of more ended keys than
-    ``governance.max_keys`` (lowered since, with no key made, no reload of the service and
-    no prune after): how many and what deletes them. None when it keeps none past it."""
+    ``governance.max_keys`` (lowered since, with no key made, no start or reload of the
+    service and no prune after): how many and what deletes them. None when it keeps none past
+    it."""
     from switchpoint.governance.keys import KEYS_FILENAME
 
     if store is None or not store.path.is_file():
@@ -217,7 +218,8 @@ def _past_max_keys_note(settings: Any, store: Any) -> str | None:
         return None
     return (f"note: {KEYS_FILENAME} keeps the records of {past:,} ended (revoked or expired) "
             f"keys past the newest {most:,} that governance.max_keys keeps (it was lowered "
-            "since they ended); the next key made, a reload of the service, its hourly "
+            "since they ended); the next key made, the service's next start, a reload of "
+            "the service, its hourly "
             "retention (with store.retention_days) or switchpoint prune deletes them, and "
             "their spend is then reported under their ids as (pruned)")
 
