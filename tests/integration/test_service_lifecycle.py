@@ -149,6 +149,17 @@ def test_a_swap_to_weights_without_a_profile_of_some_catalog_models_names_them(
         assert warned == [swapped["note"]]
         assert any(rec.getMessage().startswith("router swapped: ") and
                    swapped["weights_id"] in rec.getMessage() for rec in caplog.records)
+        # Said once: a swap (or a reload, a registration) to the same weights leaving the same
+        # models unprofiled answers them again, and logs no warning again (it did each time).
+        # (other weights are said of once too)
+        notes = {}
+        for policy in ("cluster", "knn", "cluster", "knn"):
+            again = httpx.post(f"{server.base}/v1/router/policy/{policy}", timeout=60)
+            assert again.status_code == 200, again.text
+            notes[policy] = again.json()["note"]
+        assert notes["knn"] == swapped["note"] and "cluster weights" in notes["cluster"]
+        warned = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+        assert warned == [swapped["note"], notes["cluster"]]
 
 
 def test_a_swap_names_the_first_unprofiled_models_and_counts_them_all(

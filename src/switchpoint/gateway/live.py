@@ -267,6 +267,11 @@ def _taking_bodies(loader: Loader) -> Loader:
     return load
 
 
+#: The sets of unprofiled catalog models a :class:`RouterState` remembers having warned of
+#: (see ``RouterState._warn_unprofiled``): past them, the oldest is said again if it comes back.
+UNPROFILED_SAID_KEPT = 64
+
+
 class RouterState:
     """Holds the live router behind an atomic swap; loads the first one on a thread."""
 
@@ -298,6 +303,10 @@ class RouterState:
         # Held while a new snapshot is hooked up and goes live (and by whoever must not run
         # between the two, e.g. feedback, which must reach the snapshot that serves next).
         self.guard = threading.RLock()
+        # The catalog models the live weights do not profile, as warned of already (policy,
+        # weights and models): each is said once, not again at every reload or registration
+        # that leaves them so; the newest UNPROFILED_SAID_KEPT are remembered.
+        self._unprofiled_said: dict[tuple[str, str, tuple[str, ...]], None] = {}
 
     def on_swap(self, hook: SwapHook) -> None:
         """Call ``hook(live)`` whenever a router goes live (the first load, a policy swap, a
@@ -475,14 +484,26 @@ class RouterState:
                                                     restart_required=restart), before)
             self.settings = settings
             self._swapped = policy
-        ms = (time.perf_counter() - t0) * 1e3
-        log.info("router swapped: %s (%s policy) -> %s (%s policy, %d models) in %.0f ms",
-                 old.weights_id, old.policy, new.weights_id, new.policy,
-                 len(new.router.models), ms)
-        note = new.unprofiled_note()
-        if note is not None:
-            log.warning("%s", note)
+            ms = (time.perf_counter() - t0) * 1e3
+            log.info("router swapped: %s (%s policy) -> %s (%s policy, %d models) in %.0f ms",
+                     old.weights_id, old.policy, new.weights_id, new.policy,
+                     len(new.router.models), ms)
+            self._warn_unprofiled(new)  # (under the swap lock: said once, whoever swaps)
         return old, new, ms
+
+    def _warn_unprofiled(self, live: Live) -> None:
+        """Warn of the catalog models ``live``'s weights do not profile, unless this state
+        warned of the same weights and models already (at an earlier reload, swap or
+        registration): said once, as an experiment arm's are (the answer names them each
+        time)."""
+        note = live.unprofiled_note()
+        said = (live.policy, live.weights_id, live.unprofiled)
+        if note is None or said in self._unprofiled_said:
+            return
+        if len(self._unprofiled_said) >= UNPROFILED_SAID_KEPT:
+            del self._unprofiled_said[next(iter(self._unprofiled_said))]
+        self._unprofiled_said[said] = None
+        log.warning("%s", note)
 
 
 def unprofiled_note(policy: str, weights_id: str, unprofiled: Sequence[str]) -> str | None:
