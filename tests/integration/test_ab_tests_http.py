@@ -258,7 +258,8 @@ def test_promotions_and_experiments_queued_behind_a_stuck_write_are_bounded(
     # promotions' lock it holds, and past the bound on changes waiting the next promotion,
     # creation or end is refused at once, not queued on a lock without limit. One refused
     # for its own fault hears that first: an experiment there is none of its 404, a name
-    # taken its 409 (they heard the 503 of one too many waiting, and were told to retry).
+    # taken its 409, an arm the experiment does not have its 400 (they heard the 503 of one
+    # too many waiting, and were told to retry).
     from switchpoint.gateway.kept import waiting
     from tests.fakes.held_lock import queued_while_held, refused_as_too_many, short_lock_waits
 
@@ -282,6 +283,10 @@ def test_promotions_and_experiments_queued_behind_a_stuck_write_are_bounded(
             for answer, status, said in [
                     (post(server, f"{PATH}/nope/promote", {"arm": "b"}), 404,
                      'name: no experiment "nope" is configured or was created at run time'),
+                    (post(server, f"{PATH}/made/promote", {"arm": "c"}), 400,
+                     'arm: "c" is not an arm of "made" ("a", "b")'),
+                    (post(server, f"{PATH}/thrift/promote", {"arm": "c"}), 400,
+                     'arm: "c" is not an arm of "thrift"'),
                     (post(server, PATH, {"name": "made"}), 409,
                      'name: experiment "made" was created at run time already'),
                     (delete(server, f"{PATH}/nope"), 404,

@@ -110,7 +110,12 @@ from switchpoint.gateway.ab_tests import ABTest, RuntimeExperiments
 from switchpoint.gateway.admission import Admission, running_loop
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.capabilities import needs_of
-from switchpoint.gateway.experiments import Assignment, check_experiment, experiment_of
+from switchpoint.gateway.experiments import (
+    Assignment,
+    check_experiment,
+    check_promotion,
+    experiment_of,
+)
 from switchpoint.gateway.failed_tries import FailedTryLog
 from switchpoint.gateway.failover import (
     BUDGET_REFUSED,
@@ -2194,28 +2199,31 @@ class Gateway:
         # A run-time experiment's arm (any but the config's: one ending may have left the
         # running set while its snapshot is not live yet) is promoted between the run-time
         # experiments' changes, never while it ends; the config's need not wait for them.
-        # An experiment there is none of, or one ended, is said before the promotion waits
-        # its turn (or is refused as one too many waiting for the store's writer), then
-        # checked again in its turn.
-        self._check_promotable(self.settings, name)
+        # An experiment there is none of, one ended or disabled, or an arm it does not have,
+        # is said before the promotion waits its turn (or is refused as one too many waiting
+        # for the store's writer), then checked again in its turn.
+        self._check_promotable(self.settings, name, arm)
         live = self.settings.experiments.get(name) if isinstance(name, str) else None
         configured = live is not None and live.created_at is None
         lock = contextlib.nullcontext() if configured else self.ab_tests.changing
         with turn(self.learning.store, lock, "the promotion", "nothing was promoted"):
             settings = self.settings
-            self._check_promotable(settings, name)
+            self._check_promotable(settings, name, arm)
             return self.learning.promote(settings, name, arm)
 
-    def _check_promotable(self, settings: Settings, name: object) -> None:
-        """Refuse promoting an arm of experiment ``name`` for the request's own fault: there
-        is none of that name in ``settings`` (a 404), or it was created at run time and has
-        ended (a 409)."""
+    def _check_promotable(self, settings: Settings, name: object, arm: object) -> None:
+        """Refuse promoting ``arm`` of experiment ``name`` for the request's own fault: there
+        is none of that name in ``settings`` (a 404), it was created at run time and has
+        ended (a 409), or :func:`check_promotion` refuses it (disabled, or no such arm)."""
         ended = self.ab_tests.ended
         if isinstance(name, str) and name not in settings.experiments and name in ended:
             raise ConflictError(f"name: experiment {json_quoted(name, 100)}, created at "
                                 "run time, has ended, so it takes no traffic to promote "
                                 "an arm for; create another", param="name")
-        experiment_of(name, settings)  # (naming those it may promote in: not the ended)
+        # (naming those it may promote in: not the ended)
+        experiment, _ = experiment_of(name, settings)
+        assert isinstance(name, str)
+        check_promotion(experiment, name, arm)
 
     @_sync_request
     def create_ab_test(self, name: str, strategy_a: str | Mapping[str, Any] | None = None,

@@ -17,7 +17,7 @@ from switchpoint._args import expect
 from switchpoint._messages import json_quoted, listed_names
 from switchpoint.catalog import usd
 from switchpoint.config import Settings
-from switchpoint.errors import InvalidInputError, NotFoundError
+from switchpoint.errors import ConflictError, InvalidInputError, NotFoundError
 from switchpoint.learning.config import ArmConfig, ExperimentConfig
 from switchpoint.store.learning import LearningReader
 
@@ -250,6 +250,27 @@ def experiment_of(name: object, settings: Settings,
     raise NotFoundError(f"name: no experiment {json_quoted(name, 100)} is configured "
                         "or was created at run time; there are: "
                         f"{listed_names(known, quoted=True) or 'none'}", param="name")
+
+
+def check_promotion(experiment: ExperimentConfig, name: str, arm: object) -> None:
+    """Refuse promoting ``arm`` of experiment ``name`` (``experiment``) for what the request
+    or the config says, before anything is read or waited for: an experiment disabled
+    (a 409), an arm not a string nor None (its winner), or none of the experiment's (a 400
+    naming them)."""
+    shown = json_quoted(name, 100)
+    if not experiment.enabled:
+        raise ConflictError(f"experiment {shown} is disabled (enabled: false), so it "
+                            "takes no traffic to promote an arm for; enable it in the "
+                            "config and reload, then promote", param="name")
+    if arm is None:
+        return
+    if not isinstance(arm, str):
+        raise InvalidInputError("arm", f"must be the name of an arm of {shown} "
+                                       f"({listed_names(experiment.arms, quoted=True)}), "
+                                       f"or None for its winner; got {type(arm).__name__}")
+    if arm not in experiment.arms:
+        raise InvalidInputError("arm", f"{json_quoted(arm, 64)} is not an arm of {shown} "
+                                       f"({listed_names(experiment.arms, quoted=True)})")
 
 
 def experiment_report(name: str, settings: Settings, reader: LearningReader | None,

@@ -83,7 +83,13 @@ from switchpoint.errors import (
     StoreError,
     SwitchpointError,
 )
-from switchpoint.gateway.experiments import WINNER_RULE, Assignment, Experiments, experiment_report
+from switchpoint.gateway.experiments import (
+    WINNER_RULE,
+    Assignment,
+    Experiments,
+    check_promotion,
+    experiment_report,
+)
 from switchpoint.gateway.feedback_log import (
     NOTE,
     NOTHING_LEARNED,
@@ -1667,27 +1673,16 @@ class GatewayLearning:
         """Send all of the experiment's traffic to ``arm`` (default: its winner; 409 while
         there is none). Kept in the store, so it survives restarts; the config still names the
         arms, so make it permanent there."""
+        check_promotion(settings.experiments[name], name, arm)
         report = self.report_experiment(settings, name)
-        experiment = settings.experiments[name]
-        shown = json_quoted(name, 100)
-        if not experiment.enabled:
-            raise ConflictError(f"experiment {shown} is disabled (enabled: false), so it "
-                                "takes no traffic to promote an arm for; enable it in the "
-                                "config and reload, then promote", param="name")
         if arm is None:
             arm = report["winner"]
             if arm is None:
-                raise ConflictError(f"experiment {shown} has no winner yet ({WINNER_RULE}); "
-                                    "name an arm to promote it anyway", param="arm")
+                raise ConflictError(f"experiment {json_quoted(name, 100)} has no winner yet "
+                                    f"({WINNER_RULE}); name an arm to promote it anyway",
+                                    param="arm")
             reason = "winner"
         else:
-            if not isinstance(arm, str):
-                raise InvalidInputError("arm", f"must be the name of an arm of {shown} "
-                                               f"({listed_names(experiment.arms, quoted=True)}), "
-                                               f"or None for its winner; got {type(arm).__name__}")
-            if arm not in experiment.arms:
-                raise InvalidInputError("arm", f"{json_quoted(arm, 64)} is not an arm of {shown} "
-                                               f"({listed_names(experiment.arms, quoted=True)})")
             reason = "winner" if arm == report["winner"] else "chosen"
         # One promotion at a time, from its row to the arm it sends traffic to: of two at
         # once, the one the store keeps last is the one that applies, now and after a restart.
