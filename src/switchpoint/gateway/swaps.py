@@ -87,8 +87,8 @@ def apply_max_keys(keys: KeyStore, most: int, *, when: str, before: int | None =
     ``switchpoint prune`` deletes them). More live keys than ``most`` stay, and a warning
     says that no key can be made until enough of them end. Where there is no keys.db,
     nothing is made."""
-    try:
-        pruned = keys.prune(None, most)
+    try:  # (counted first: a start or reload with none past it writes nothing)
+        pruned = keys.prune(None, most) if keys.prune(None, most, dry_run=True) else 0
         live = keys.live_count()
     except StoreError as exc:
         log.warning("%s: the records of ended keys past governance.max_keys (%d) could not be "
