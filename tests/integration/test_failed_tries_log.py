@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,8 +57,15 @@ def served(fake: FakeProviderProcess, tmp_path: Path) -> Iterator[ProcessServer]
         yield server
 
 
-def _tries_logged(server: ProcessServer) -> list[str]:
-    return [line for line in server.stderr.splitlines() if "upstream try" in line]
+def _tries_logged(server: ProcessServer, least: int = 0, timeout: float = 10.0) -> list[str]:
+    """The server's lines of failed tries, once there are at least ``least`` of them (a line
+    reaches its stderr, read by a thread, a moment after the answer it was written for)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in server.stderr.splitlines() if "upstream try" in line]
+        if len(lines) >= least or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
 
 
 def test_each_failed_try_is_logged_redacted_and_bounded_an_outage_within_the_repeat_limit(
@@ -77,7 +85,7 @@ def test_each_failed_try_is_logged_redacted_and_bounded_an_outage_within_the_rep
         chat.with_raw_response.create(model="first",
                                       messages=[{"role": "user", "content": "Anyone?"}])
     request_id = failed.value.response.headers["x-switchpoint-request-id"]
-    lines = _tries_logged(served)
+    lines = _tries_logged(served, least=4)
     assert [line.split(":", 1)[0] for line in lines] == ["INFO"] + ["WARNING"] * 3, lines
     for line, (number, tried, then) in zip(lines, [
             (1, "first: rate_limited (HTTP 429): ", "; retrying first after 0 s"),
@@ -94,7 +102,7 @@ def test_each_failed_try_is_logged_redacted_and_bounded_an_outage_within_the_rep
         for _ in chat.create(model="first", stream=True,
                              messages=[{"role": "user", "content": "Cut me off."}]):
             pass
-    (cut,) = _tries_logged(served)[len(lines):]
+    (cut,) = _tries_logged(served, least=len(lines) + 1)[len(lines):]
     assert cut.startswith("WARNING:     request "), cut
     assert ": upstream try 1 failed, first: stream_broken: " in cut, cut
     assert cut.endswith("; the request fails"), cut
