@@ -15,8 +15,9 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 # Set on a record a limit let through: another limit it meets passes it as it is.
 _JUDGED = "switchpoint_repeats_judged"
@@ -125,3 +126,30 @@ def _append(record: logging.LogRecord, note: str) -> None:
     head, sep, rest = message.partition("\n")
     record.msg = head + note + sep + rest
     record.args = None
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class SaidOnce(Generic[K]):
+    """What a long-lived object has warned of, so that each thing is said once, not again at
+    every reload or registration that leaves it so: an ordered set of keys, bounded, the first
+    said forgotten first (and said again should it come back). Safe from several threads."""
+
+    def __init__(self) -> None:
+        self._said: OrderedDict[K, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def new(self, keys: Iterable[K], most: int) -> list[K]:
+        """Of ``keys``, those not said yet, now counted as said; at most ``most`` are kept."""
+        with self._lock:
+            fresh = [key for key in dict.fromkeys(keys) if key not in self._said]
+            for key in fresh:
+                self._said[key] = None
+            while len(self._said) > most:
+                self._said.popitem(last=False)
+            return fresh
+
+    def __iter__(self) -> Iterator[K]:
+        with self._lock:
+            return iter(list(self._said))

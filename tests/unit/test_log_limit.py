@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from switchpoint._log_limit import RateLimitFilter, repeats_per
+from switchpoint._log_limit import RateLimitFilter, SaidOnce, repeats_per
 
 LOG = logging.getLogger("switchpoint.test.per")
 MESSAGE = "request %s: upstream try %d failed"
@@ -68,3 +68,12 @@ def test_what_a_record_repeats_per_is_bounded_in_the_key() -> None:
         assert limiter.filter(_record(f"model-{n}" + "z" * 10_000))
     assert len(limiter._windows) == 4
     assert all(len(str(key[1])) <= 256 for key in limiter._windows)
+
+
+def test_what_was_said_is_said_once_and_the_first_said_is_forgotten_first() -> None:
+    said: SaidOnce[str] = SaidOnce()
+    assert said.new(["a", "b", "a"], most=3) == ["a", "b"]
+    assert said.new(["b", "c"], most=3) == ["c"]
+    assert said.new(["d"], most=3) == ["d"] and list(said) == ["b", "c", "d"]
+    assert said.new(["a", "d"], most=3) == ["a"]  # (forgotten, so said again)
+    assert list(said) == ["c", "d", "a"]

@@ -70,6 +70,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._files import access_problem
+from switchpoint._log_limit import SaidOnce
 from switchpoint._messages import json_quoted, listed_names, quoted, quoted_path
 from switchpoint.catalog import usd, usd_text
 from switchpoint.config import Settings
@@ -633,8 +634,8 @@ class GatewayLearning:
         # and the arms it warned of already, with the weights and the models: each is said
         # once, not again at every reload, registration or experiment made at run time.
         self.warns = warns
-        # (an ordered set: at most MAX_ARMS_WARNED, the first warned let go first)
-        self._arms_warned: dict[tuple[str, str, tuple[str, ...]], None] = {}
+        # (at most MAX_ARMS_WARNED, the first warned let go first)
+        self._arms_warned: SaidOnce[tuple[str, str, tuple[str, ...]]] = SaidOnce()
         settings = state.settings.learning
         self.log = ServiceFeedbackLog(store, settings.memory_size)
         self.compares = Compares(settings.max_compares, settings.compare_ttl_s,
@@ -733,14 +734,10 @@ class GatewayLearning:
         note = unprofiled_note(policy, router.weights_id, unprofiled)
         if note is None or not self.warns:
             return
-        new = [arm for arm in arms if (arm, router.weights_id, unprofiled)
-               not in self._arms_warned]
+        new = [arm for arm, _, _ in self._arms_warned.new(
+            ((arm, router.weights_id, unprofiled) for arm in arms), MAX_ARMS_WARNED)]
         if not new:
             return
-        for arm in new:
-            self._arms_warned[arm, router.weights_id, unprofiled] = None
-        while len(self._arms_warned) > MAX_ARMS_WARNED:
-            del self._arms_warned[next(iter(self._arms_warned))]
         log.warning("experiment arm(s) %s of policy %s: %s (the arm takes the weights under "
                     "policies: {%s: DIR} in the config, else the configured weights when "
                     "they are of its policy, else the bundled ones: switchpoint fit RECORDS "

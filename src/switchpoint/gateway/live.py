@@ -23,6 +23,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from switchpoint._log_limit import SaidOnce
 from switchpoint._messages import MAX_LISTED, json_quoted, listed_names
 from switchpoint.config import Settings, check_named_models
 from switchpoint.embedding import Embedder, embedder_from_id
@@ -306,7 +307,7 @@ class RouterState:
         # The catalog models the live weights do not profile, as warned of already (policy,
         # weights and models): each is said once, not again at every reload or registration
         # that leaves them so; the newest UNPROFILED_SAID_KEPT are remembered.
-        self._unprofiled_said: dict[tuple[str, str, tuple[str, ...]], None] = {}
+        self._unprofiled_said: SaidOnce[tuple[str, str, tuple[str, ...]]] = SaidOnce()
 
     def on_swap(self, hook: SwapHook) -> None:
         """Call ``hook(live)`` whenever a router goes live (the first load, a policy swap, a
@@ -498,12 +499,8 @@ class RouterState:
         time)."""
         note = live.unprofiled_note()
         said = (live.policy, live.weights_id, live.unprofiled)
-        if note is None or said in self._unprofiled_said:
-            return
-        if len(self._unprofiled_said) >= UNPROFILED_SAID_KEPT:
-            del self._unprofiled_said[next(iter(self._unprofiled_said))]
-        self._unprofiled_said[said] = None
-        log.warning("%s", note)
+        if note is not None and self._unprofiled_said.new([said], UNPROFILED_SAID_KEPT):
+            log.warning("%s", note)
 
 
 def unprofiled_note(policy: str, weights_id: str, unprofiled: Sequence[str]) -> str | None:
