@@ -813,6 +813,11 @@ def test_a_secret_that_cannot_be_written_out_is_never_kept(
         code = main(["keys", "create", "--tenant", "acme", "--config", str(config)])
     _, err = capsys.readouterr()
     assert code == 2 and "so the key was not made: nothing changed" in err, err
+    with monkeypatch.context() as patched:  # (started with its stdout closed: `>&-`)
+        patched.setattr(sys, "stdout", None)
+        code = main(["keys", "create", "--tenant", "acme", "--config", str(config)])
+    _, err = capsys.readouterr()
+    assert code == 2 and "to stdout (it is closed), so the key was not made" in err, err
     code, out, _ = run(["keys", "list", "--config", config, "--json"], capsys)
     assert [k["id"] for k in json.loads(out)] == [issued["id"]]
 

@@ -8,6 +8,7 @@ they work with or without a running service (a running service sees key changes 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -323,6 +324,8 @@ class _HandOut:
     def __call__(self, issued: Any, now: float) -> None:
         text = _json_text(issued.to_dict(now)) if self.json_output else issued.key
         try:
+            if sys.stdout is None:  # (the command started with its stdout closed)
+                raise OSError(errno.EBADF, "it is closed")
             print(text)
             sys.stdout.flush()
         except Exception as exc:  # (the CLI's stdout raises its own error for an OSError)
