@@ -18,7 +18,7 @@ from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
 from switchpoint.errors import InvalidInputError, RecordsError
 from switchpoint.policies import Inputs, Policy, new_policy
 from switchpoint.records import RecordSet, load_records
-from switchpoint.weights import WeightsPackage
+from switchpoint.weights import WeightsPackage, listed, with_entry
 
 DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2/tail-64"
 _RECORDS = "a RecordSet or the path of a JSONL file of routing records"
@@ -121,7 +121,7 @@ def fit(
         "records": source,
         "n_records": len(data),
         "split": split or ("train" if data.has_splits else None),
-        "tasks": sorted(set(data.tasks)),
+        **listed("tasks", sorted(set(data.tasks))),
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "switchpoint_version": __version__,
     }
@@ -186,11 +186,10 @@ def add_model(
     inputs = _inputs(data, emb, package.policy.requires)
     policy = copy.copy(package.policy).add_model(name, inputs, data.scores[:, j],
                                                  data.costs[:, j])
-    provenance = copy.deepcopy(package.provenance)
-    provenance.setdefault("added_models", []).append(
-        {"model": name, "n_records": len(data),
-         "records": str(records) if isinstance(records, (str, Path)) else "records",
-         "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+    provenance = with_entry(package.provenance, "added_models", {
+        "model": name, "n_records": len(data),
+        "records": str(records) if isinstance(records, (str, Path)) else "records",
+        "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
     return _changed(package, policy, provenance)
 
 

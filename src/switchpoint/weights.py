@@ -25,6 +25,7 @@ only what is safe to replace: an earlier weights package or an empty directory
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -90,6 +91,11 @@ DEFAULT_PACKAGE = "_default_weights"
 #: The widest embedding a package's ``dimension`` may give (the widest common embedders give
 #: 4,096 numbers a text).
 MAX_DIMENSION = 65_536
+#: The most a package's provenance may hold, as JSON: where the weights came from (records,
+#: split, tasks, creation time, models added) is a few KB; a router copies it whole.
+MAX_PROVENANCE_BYTES = 1 << 20
+#: The most task names, and models added, a package's provenance lists (the rest are counted).
+MAX_PROVENANCE_ITEMS = 100
 # The most a package's manifest.json, or one model's profile, may hold: far more than any fit
 # writes (a profile of a knn package fitted on a million examples is about 40 MB).
 MAX_JSON_BYTES = 256 << 20
@@ -114,6 +120,32 @@ _PROFILE_LISTS = {"count": (0.0, MAX_UNIT_COUNT, False), "error": (0.0, 1.0, Tru
 _PROFILE_NUMBERS = {"mean_cost": (0.0, MAX_ANSWER_COST), "label_variance": (0.0, 0.25)}
 # The profile fields only a package exported from a router that learned from outcomes holds.
 _LEARNED_FIELDS = ("expected_cost", "mean_cost", "stderr_count", "label_variance")
+
+
+def listed(key: str, names: list[str]) -> dict[str, Any]:
+    """``{key: names}`` for a package's provenance, the list cut to its first
+    :data:`MAX_PROVENANCE_ITEMS`, with ``n_<key>`` counting them all when it is longer (records
+    of thousands of tasks would make every copy of the provenance large)."""
+    if len(names) <= MAX_PROVENANCE_ITEMS:
+        return {key: names}
+    return {key: names[:MAX_PROVENANCE_ITEMS], f"n_{key}": len(names)}
+
+
+def with_entry(provenance: dict[str, Any], key: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``provenance`` with ``entry`` appended to its list ``key`` (a model added,
+    outcomes learned), which keeps the latest :data:`MAX_PROVENANCE_ITEMS` entries and counts
+    those let go in ``earlier_<key>``: a package added to or re-exported every day keeps a
+    provenance of a few KB."""
+    out = copy.deepcopy(provenance)
+    held = out.get(key)
+    entries = [*(held if isinstance(held, list) else []), entry]
+    if len(entries) > MAX_PROVENANCE_ITEMS:
+        earlier = out.get(f"earlier_{key}")
+        out[f"earlier_{key}"] = ((earlier if type(earlier) is int else 0)
+                                 + len(entries) - MAX_PROVENANCE_ITEMS)
+        entries = entries[-MAX_PROVENANCE_ITEMS:]
+    out[key] = entries
+    return out
 
 
 @dataclass
@@ -146,6 +178,12 @@ class WeightsPackage:
         expect("path", self.path, PATH, "the package's directory", optional=True)
         if self.path is not None:
             self.path = Path(self.path)
+        size = len(json.dumps(self.provenance, default=str).encode())
+        if size > MAX_PROVENANCE_BYTES:
+            raise InvalidInputError("provenance", f"holds {size / (1 << 20):.1f} MiB as JSON, "
+                                                  f"over the {MAX_PROVENANCE_BYTES >> 20} MiB a "
+                                                  "package's provenance may hold (where the "
+                                                  "weights came from, a few KB); keep it short")
         # What a router built from the package, or the package saved and loaded again, could
         # not use: refused here, naming it, rather than as an AttributeError or a NumPy shape
         # error on the first route.

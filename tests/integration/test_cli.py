@@ -1503,10 +1503,10 @@ def test_info_escapes_what_a_terminal_would_not_show_as_itself_in_the_provenance
 def test_info_prints_a_few_short_lines_of_a_provenance_however_long(
     weights_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A megabyte of records path and 5,000 outcomes learned were printed whole: a megabyte
-    line and 5,000 more."""
+    """Half a megabyte of records path and 5,000 outcomes learned were printed whole: a line of
+    half a megabyte and 5,000 more."""
     manifest = json.loads((weights_copy / "manifest.json").read_text())
-    manifest["provenance"].update(records="r" * (1 << 20), split=["s"] * 10_000,
+    manifest["provenance"].update(records="r" * (1 << 19), split=["s"] * 10_000,
                                   learned=[{"outcomes": 1, "tenant": "t", "at": i}
                                            for i in range(5000)])
     (weights_copy / "manifest.json").write_text(json.dumps(manifest))

@@ -28,11 +28,14 @@ from switchpoint.records import RecordSet
 from switchpoint.training import add_model, fit, remove_model
 from switchpoint.weights import (
     FORMAT_VERSION,
+    MAX_PROVENANCE_ITEMS,
     WeightsPackage,
     bundled_policies,
     default_weights_path,
+    listed,
     load_weights,
     save_weights,
+    with_entry,
 )
 from tests.conftest import SMALL_SPLIT, FakeEmbedder
 
@@ -1476,8 +1479,45 @@ def test_a_packages_repr_names_its_models_and_bounds_its_provenance(
     package = fit(records, policy="fixed", split=SMALL_SPLIT, embedder=fake_embedder)
     shown = repr(package)
     assert len(package.provenance["tasks"]) > 12 and len(shown) < 3000, len(shown)
+    fitted_on = sum(split == SMALL_SPLIT for split in small_records.splits)
+    if fitted_on > MAX_PROVENANCE_ITEMS:  # the first tasks listed, all of them counted
+        assert len(package.provenance["tasks"]) == MAX_PROVENANCE_ITEMS
+        assert package.provenance["n_tasks"] == fitted_on
     assert shown.startswith(f"WeightsPackage(policy={package.policy!r}, embedder_id=")
     assert f"models={package.models!r}" in shown  # (a few: whole)
     assert f"'tasks': ['task 0000 {'t' * 10}" in shown and "t" * 500 not in shown
     assert f"... {len(package.provenance['tasks']) - 12} more]" in shown
     assert shown.endswith("path=None)")
+
+
+def test_a_provenance_over_a_mebibyte_is_refused_when_built_and_when_loaded(
+        pkg_dir: Path, tiny_package: WeightsPackage) -> None:
+    # A 94 MB provenance loaded in 4 s and then took 7.7 s and about 1 GB for every router built
+    # from the package (each copies it).
+    big = {"records": "r" * (1 << 20)}
+    with pytest.raises(InvalidInputError, match=r"^provenance: holds 1\.0 MiB as JSON, over "
+                                                "the 1 MiB a package's provenance may hold"):
+        WeightsPackage(policy=tiny_package.policy, embedder_id=tiny_package.embedder_id,
+                       dimension=tiny_package.dimension, provenance=big)
+    m = _manifest(pkg_dir)
+    m["provenance"] = big
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / "manifest.json"
+    assert "provenance: holds 1.0 MiB as JSON" in str(info.value)
+
+
+def test_lists_of_a_provenance_keep_their_latest_entries_and_count_the_rest() -> None:
+    entries: dict[str, Any] = {}
+    for i in range(MAX_PROVENANCE_ITEMS + 5):
+        entries = with_entry(entries, "learned", {"at": i})
+    assert [e["at"] for e in entries["learned"]] == list(range(5, MAX_PROVENANCE_ITEMS + 5))
+    assert entries["earlier_learned"] == 5
+    again = with_entry(entries, "learned", {"at": "last"})
+    assert again["earlier_learned"] == 6 and again["learned"][-1] == {"at": "last"}
+    assert entries["earlier_learned"] == 5 and len(entries["learned"]) == MAX_PROVENANCE_ITEMS
+    names = [f"t{i:03d}" for i in range(MAX_PROVENANCE_ITEMS + 1)]
+    assert listed("tasks", names) == {"tasks": names[:MAX_PROVENANCE_ITEMS],
+                                      "n_tasks": MAX_PROVENANCE_ITEMS + 1}
+    assert listed("tasks", names[:3]) == {"tasks": names[:3]}

@@ -16,7 +16,7 @@ from switchpoint._messages import json_quoted, listed_names
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.events import check_tenant
 from switchpoint.router import Router
-from switchpoint.weights import WeightsPackage
+from switchpoint.weights import WeightsPackage, with_entry
 
 
 def learned_package(router: Router, *, tenant: str | None = None,
@@ -48,7 +48,6 @@ def learned_package(router: Router, *, tenant: str | None = None,
             "nothing to fold in; label those models (switchpoint label, then add-model) to "
             "give them profiles (routing goes on learning from these outcomes meanwhile)")
     policy, _ = router.learner.policy_for(name)
-    provenance = copy.deepcopy(router.weights.provenance)
     not_folded = overlay.n_card_outcomes if overlay is not None else 0
     learned: dict[str, object] = {
         "tenant": name, "outcomes": outcomes - not_folded, "events": router.learner.n_events(name),
@@ -59,7 +58,7 @@ def learned_package(router: Router, *, tenant: str | None = None,
                                  "profile, which weights hold only as profiles"}
     if through is not None:
         learned.update(through_seq=through[0], through_event=through[1])
-    provenance.setdefault("learned", []).append(learned)
+    provenance = with_entry(router.weights.provenance, "learned", learned)
     return WeightsPackage(policy=copy.deepcopy(policy), embedder_id=router.weights.embedder_id,
                           dimension=router.weights.dimension, provenance=provenance)
 
