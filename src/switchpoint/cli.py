@@ -562,6 +562,9 @@ def cmd_info(args: argparse.Namespace) -> int:
                                        "at {at}"),
                       ("learned", "learned   {outcomes} outcome(s) of tenant {tenant} at {at}")):
         entries = _entries(package.provenance, key)
+        earlier = package.provenance.get(f"earlier_{key}")
+        if entries and type(earlier) is int and earlier > 0:  # (only the latest are kept)
+            _say(f"          {earlier:,} earlier, no longer listed (earlier_{key})")
         for entry in entries[:MAX_LISTED]:
             shown = {k: _Shown(entry.get(k)) for k in ("model", "n_records", "at", "outcomes",
                                                         "tenant")}

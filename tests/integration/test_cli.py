@@ -1508,7 +1508,7 @@ def test_info_prints_a_few_short_lines_of_a_provenance_however_long(
     manifest = json.loads((weights_copy / "manifest.json").read_text())
     manifest["provenance"].update(records="r" * (1 << 19), split=["s"] * 10_000,
                                   learned=[{"outcomes": 1, "tenant": "t", "at": i}
-                                           for i in range(5000)])
+                                           for i in range(5000)], earlier_learned=7)
     (weights_copy / "manifest.json").write_text(json.dumps(manifest))
     code, out, err = run(["info", "--weights", weights_copy], capsys)
     assert code == 0, err
@@ -1517,6 +1517,7 @@ def test_info_prints_a_few_short_lines_of_a_provenance_however_long(
     assert "learned   1 outcome(s) of tenant t at 19" in out
     assert "learned   1 outcome(s) of tenant t at 20" not in out
     assert "... 4,980 more (learned in --json)" in out
+    assert "7 earlier, no longer listed (earlier_learned)" in out
     code, out, _ = run(["info", "--weights", weights_copy, "--json"], capsys)
     assert code == 0 and len(json.loads(out)["provenance"]["learned"]) == 5000
 
