@@ -317,6 +317,23 @@ def test_a_fitted_instance_parameters_beside_one_and_what_is_no_policy_are_refus
     with pytest.raises(InvalidInputError, match=r"^policies\[0\]: must be a policy's name or "
                                                 "an unfitted Policy instance"):
         evaluate(SAMPLE, policies=[0.5], fit_split="train")  # type: ignore[list-item]
-    with pytest.raises(InvalidInputError, match="two instances of one class are evaluated in "
-                                                "a call each"):
-        evaluate(SAMPLE, policies=[CheapestGood(0.5), CheapestGood(0.9)], fit_split="train")
+    with pytest.raises(InvalidInputError, match=r'^policies\[2\]: is "cheapest-good" with the '
+                                                r"same parameters as policies\[0\]"):
+        evaluate(SAMPLE, policies=[CheapestGood(0.5), CheapestGood(0.9), CheapestGood(0.5)],
+                 fit_split="train")
+    with pytest.raises(InvalidInputError, match=r'^policies: "fixed" named more than once: '
+                                                r"name each policy once \(to compare "
+                                                "parameters, give instances"):
+        evaluate(SAMPLE, policies=["fixed", CheapestGood(), "fixed"], fit_split="train")
+
+
+def test_instances_of_one_class_are_compared_in_one_report_by_what_they_differ_in() -> None:
+    report = evaluate(SAMPLE, policies=[CheapestGood(0.5), CheapestGood(threshold=0.7),
+                                        "fixed"], fit_split="train")
+    assert [p.name for p in report.policies] == [
+        "cheapest-good(threshold=0.5)", "cheapest-good(threshold=0.7)", "fixed"]
+    low, high = (report.policy(f"cheapest-good(threshold={t})") for t in (0.5, 0.7))
+    assert low.params == {"threshold": 0.5} and high.params == {"threshold": 0.7}
+    alone = evaluate(SAMPLE, policies=[CheapestGood(0.7)], fit_split="train")
+    assert high.aiq == alone.policy("cheapest-good").aiq  # (each fitted on its own)
+    assert low.aiq != high.aiq

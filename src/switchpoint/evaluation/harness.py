@@ -23,6 +23,7 @@ A model a test prompt has no label for is never chosen for it (the oracle does t
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -357,10 +358,12 @@ def _resolve_embedder(embedder: Embedder | str | None, default_id: str) -> Embed
 
 def _check_policies(
     policies: Sequence[str | Policy] | None, params: dict[str, dict[str, Any]] | None
-) -> list[Policy]:
-    """The unfitted policies ``evaluate`` fits, one of each name: each named one made with its
-    ``params``, each instance copied (:func:`~switchpoint.policies.new_policy`); a bad one,
-    or parameters of none of them, refused naming it."""
+) -> list[tuple[str, Policy]]:
+    """The unfitted policies ``evaluate`` fits, each with the name the report gives it: each
+    named one made with its ``params``, each instance copied
+    (:func:`~switchpoint.policies.new_policy`); a bad one, or parameters of none of them,
+    refused naming it. Policies of one name given more than once (instances of one class with
+    other parameters) are told apart by the parameters they differ in: ``knn(k=5)``."""
     if isinstance(policies, (str, Policy)):
         raise InvalidInputError("policies", "give a list of policies (names or unfitted "
                                             "Policy instances), e.g. ['cluster']")
@@ -374,14 +377,12 @@ def _check_policies(
                                                       f"got {type(policy).__name__}")
     names = [p if isinstance(p, str) else p.name for p in given]
     dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InvalidInputError("policies", f"{listed_names(dupes, quoted=True)} named "
-                                            "more than once: name each policy once" + (
-                                                " (the report names each policy by its name, "
-                                                "so two instances of one class are evaluated "
-                                                "in a call each)" if any(
-                                                    isinstance(p, Policy) for p in given)
-                                                else ""))
+    named_twice = [n for n in dupes if sum(p == n for p in given) > 1]
+    if named_twice:
+        raise InvalidInputError("policies", f"{listed_names(named_twice, quoted=True)} named "
+                                            "more than once: name each policy once (to compare "
+                                            "parameters, give instances: [KnnPolicy(k=5), "
+                                            "KnnPolicy(k=20)])")
     params = dict(params or {})
     stray = sorted(set(params) - set(names))
     if stray:
@@ -405,7 +406,21 @@ def _check_policies(
                 raise
             # (which policy's parameter: several policies may take one of that name)
             raise InvalidInputError(f"params.{name}.{exc.field}", exc.reason) from None
-    return made
+    labels = list(names)
+    for name in dupes:
+        rows = [i for i, n in enumerate(names) if n == name]
+        settings = [made[i].get_params() for i in rows]
+        keys = sorted({k for p in settings for k in p})
+        differ = [k for k in keys if any(p.get(k) != settings[0].get(k) for p in settings)]
+        for i, j in itertools.combinations(rows, 2):
+            if made[i].get_params() == made[j].get_params():
+                raise InvalidInputError(f"policies[{j}]", (
+                    f"is {json_quoted(name)} with the same parameters as policies[{i}]: give "
+                    "each policy once (instances of one class measure the parameters they "
+                    "differ in)"))
+        for i, setting in zip(rows, settings, strict=True):
+            labels[i] = f"{name}({', '.join(f'{k}={setting.get(k)!r}' for k in differ)})"
+    return list(zip(labels, made, strict=True))
 
 
 def _missing_split(source: str, data: RecordSet, split: str, role: str,
@@ -446,7 +461,9 @@ def evaluate(
     as they are (e.g. cached vectors) and nothing is embedded. ``policies`` lists policies by
     name, or as unfitted instances carrying their parameters, as scikit-learn estimators are
     given (``[KnnPolicy(k=20), "cluster"]``; a copy of each is fitted, the instance left as it
-    was; a fitted one is refused), each policy once. ``params`` holds the constructor
+    was; a fitted one is refused), each policy once; instances of one class with other
+    parameters are compared side by side, named by what they differ in (``knn(k=5)``,
+    ``knn(k=20)``). ``params`` holds the constructor
     parameters of the policies named, by policy name, e.g. ``{"cluster": {"n_clusters": 25}}``.
     ``embedder`` defaults to the library's default for fitting and to the weights' own for
     ``weights``. Nothing is fitted or embedded until every argument has been checked.
@@ -468,7 +485,7 @@ def evaluate(
         raise InvalidInputError("fit_split", f"is the test split {json_quoted(test_split)}; "
                                              "fitting on the prompts you test on measures "
                                              "nothing: fit on another split, such as train")
-    fitting: list[Policy] = []
+    fitting: list[tuple[str, Policy]] = []
     if weights is None:
         fitting = _check_policies(policies, params)
 
@@ -514,7 +531,7 @@ def evaluate(
 
     # Embed the fit and test prompts once, shared by every policy.
     requires = ({weights.policy.requires} if weights is not None
-                else {p.requires for p in fitting})
+                else {p.requires for _, p in fitting})
     emb: Embedder | None = None
     embedder_id: str | None = None
     if weights is not None:
@@ -575,8 +592,7 @@ def evaluate(
             None))
     else:
         assert train is not None
-        for unfitted in fitting:
-            pname = unfitted.name
+        for pname, unfitted in fitting:
             t0 = time.perf_counter()
             with step(progress, f"fitting {json_quoted(pname)} on {len(train)} {fit_split} "
                                 "prompts"):
