@@ -223,6 +223,35 @@ def test_feedback_by_prompt_hash_offline_after_a_service_stopped_and_over_http(
     assert _feedback_rows(db) == 4
 
 
+def test_offline_feedback_on_an_outcome_retention_pruned_says_it_replaced_it_as_http_does(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Once retention pruned a decision's outcome (the learning checkpoint alone holds it), a
+    repeat given offline says it replaced it, with the quality it replaced, as the service's
+    answer to the same repeat does, and not that it was learned anew."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, str(tmp_path / "data")), encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with Gateway(settings, loader=FACTORY, env=KEYS) as gateway:
+        gateway.start()
+        first = gateway.route(PROMPT, ["good", "cheap"]).decision_id
+        gateway.report_outcome(first, 0.3)
+        gateway.report_outcome(gateway.route("Write a haiku.", ["good", "cheap"]).decision_id,
+                               0.5)
+        assert gateway.learning.checkpoint() is not None
+        time.sleep(0.05)
+        gateway._housekeeping(False, 1e-9)  # the service's retention: every row it may
+        reader = gateway.learning.reader
+        assert reader is not None and reader.first_feedback() == 2  # first's row went
+    capsys.readouterr()
+    assert main(["feedback", first, "--score", "0.9", "--config", str(config)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("replaced an earlier outcome: "), said
+    assert main(["feedback", first, "--score", "0.7", "--config", str(config), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["replaced"], out["previous_quality"]) == (True, 0.9)
+
+
 def test_learn_with_nothing_new_to_fold_in_says_why(
         gw_fake: FakeProviderProcess, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

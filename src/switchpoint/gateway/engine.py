@@ -265,8 +265,9 @@ class Gateway:
     reads the learning checkpoint and replays every outcome after it (seconds and hundreds of
     MB at 100,000 outcomes), and writes no checkpoint; feedback on a decision made before it
     started first takes up that decision's own outcomes from the log, so it logs and answers
-    what a gateway that replayed the log would (unless retention pruned them), while its
-    router routes as the weights alone do.
+    what a gateway that replayed the log would (once retention pruned rows, the first such
+    feedback takes up the learning checkpoint and the rows after it, as a start does), while
+    its router routes as the weights alone do.
 
     A gateway that serves chat enforces budgets and rate limits from its own memory, so
     :meth:`open` takes ``data_dir``'s lock (see :mod:`switchpoint.gateway.owner`) and

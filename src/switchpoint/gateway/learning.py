@@ -53,6 +53,7 @@ experiments and exploration.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import sqlite3
@@ -662,8 +663,9 @@ class GatewayLearning:
         #: records an outcome and exits): it takes up none of it, and feedback on a decision
         #: made before it started first takes up that decision's own rows (what a repeat
         #: replaces, the cost it keeps), so what it logs and answers is what a gateway that
-        #: took up the whole log would, unless retention pruned those rows (only a
-        #: checkpoint still holds them); no checkpoint is read or written.
+        #: took up the whole log would; once retention pruned rows (only the checkpoint
+        #: still holds them), the first such feedback takes up the checkpoint and the rows
+        #: after it, as a start does. No checkpoint is written.
         self.replays = replays
         self._checkpointing: threading.Thread | None = None
         self._checkpoint_lock = threading.Lock()
@@ -981,8 +983,40 @@ class GatewayLearning:
         guard."""
         if (learning.passed_over and self.reader is not None
                 and router.learner.outcome(decision_id, tenant) is None):
+            if self._take_up_pruned(learning):
+                return
             learning.replay(iter(self.reader.decision_feedback(decision_id, tenant,
                                                                learning.passed_over)))
+
+    def _take_up_pruned(self, learning: LiveLearning) -> bool:
+        """Where the snapshot passed the log over and retention pruned rows of it, take up
+        what a start would, once, before the first outcome it learns: the learning checkpoint
+        (which alone holds what the pruned rows taught: the outcome a repeat replaces, the
+        cost it keeps), then the rows after it that were passed over. A repeat of a pruned
+        outcome then says it replaced it, as a service's answer does. Whether it did (False:
+        the log was not pruned, something was learned already, or no checkpoint fits, which
+        is logged); called under the state's guard."""
+        if (self.reader is None or self.checkpoint_path is None or learning.events
+                or not self.checkpoint_path.exists()):
+            return False
+        first = self.reader.first_feedback()
+        if first is None or first <= 1:
+            return False
+        try:
+            after = self._read_checkpoint(learning)
+        except CheckpointError as exc:
+            log.warning("learning checkpoint not used: %s; an outcome the feedback log no "
+                        "longer keeps (pruned by retention) is not known to this command, so "
+                        "its answer may say an outcome was learned where it replaced one",
+                        exc)
+            return False
+        through = learning.passed_over
+        learning.replay(itertools.takewhile(lambda row: row.seq <= through,
+                                            self.log.replay(after=after)))
+        learning.passed_over = 0  # (the log up to it is taken up: no decision's rows again)
+        # (a checkpoint a service running beside wrote since holds rows past it too)
+        learning.covered = max(learning.covered, after)
+        return True
 
     def _taking_up(self, learning: LiveLearning) -> Callable[[FeedbackEvent], None]:
         """What a report calls once the log kept its event, before it learns it: the rows
@@ -1007,11 +1041,7 @@ class GatewayLearning:
         if self.checkpoint_path is None or self.reader is None:
             return 0
         try:
-            checkpoint = read_checkpoint(self.checkpoint_path, learning.checkpoint_key())
-            if self.reader.event_id_at(checkpoint.seq) != checkpoint.event_id:
-                raise CheckpointError("the feedback log does not hold the event it ends at "
-                                      "(the log was replaced)")
-            learning.restore(checkpoint.state)
+            return self._read_checkpoint(learning)
         except CheckpointError as exc:
             if self.checkpoint_path.exists():
                 log.warning("learning checkpoint not used: %s; replaying the whole feedback "
@@ -1024,6 +1054,16 @@ class GatewayLearning:
                           "restore %s from the backup taken with the database to take it up",
                           first, exc, CHECKPOINT_FILENAME)
             return 0
+
+    def _read_checkpoint(self, learning: LiveLearning) -> int:
+        """Restore ``learning`` from the checkpoint in ``data_dir``; returns the log position
+        it holds, or :class:`CheckpointError` saying why it does not fit (nothing learned)."""
+        assert self.checkpoint_path is not None and self.reader is not None
+        checkpoint = read_checkpoint(self.checkpoint_path, learning.checkpoint_key())
+        if self.reader.event_id_at(checkpoint.seq) != checkpoint.event_id:
+            raise CheckpointError("the feedback log does not hold the event it ends at "
+                                  "(the log was replaced)")
+        learning.restore(checkpoint.state)
         return checkpoint.seq
 
     def _checkpoint_when_due(self, learning: LiveLearning, due: int | None = None) -> None:
