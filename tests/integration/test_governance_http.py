@@ -1455,6 +1455,12 @@ def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_t
         assert f"gateway refuses them: {tight['id']} (tight)" in capsys.readouterr().err
         shown = httpx.get(f"{server.base}/v1/router/keys/{tight['id']}", headers=ADMIN).json()
         assert shown["rotated_at"] is None and shown["status"] == "active", shown
+        # Each answer showing the key says its tenant is gone, as keys list says it.
+        assert shown["tenant_removed"] is True, shown
+        listed = httpx.get(f"{server.base}/v1/router/keys", headers=ADMIN).json()
+        assert {k["id"] for k in listed["data"] if k["tenant_removed"]} == {tight["id"]}
+        assert main(["keys", "show", tight["id"], "--config", str(config), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["tenant_removed"] is True
         # Added back, its tenant's key is rotated again.
         config.write_text(config_text(gw_fake) + GOVERNANCE, encoding="utf-8")
         assert httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN,
@@ -1463,6 +1469,7 @@ def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_t
                             headers=ADMIN, timeout=10)
         assert rotate.status_code == 200 and rotate.json()["key"].startswith(
             f"sp-{tight['id']}_"), rotate.text
+        assert rotate.json()["tenant_removed"] is False
         assert main(["keys", "list", "--config", str(config)]) == 0
         assert "note:" not in capsys.readouterr().err
 

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -225,13 +225,22 @@ def _past_max_keys_note(settings: Any, store: Any) -> str | None:
             "their spend is then reported under their ids as (pruned)")
 
 
+def _known_tenants(settings: Any) -> Collection[str] | None:
+    """The configured tenants a key's may be gone from, or None when there is no config to
+    tell (no file given and no tenants)."""
+    if settings.source_path is None and not settings.tenants:
+        return None
+    return list(settings.tenants)
+
+
 def _tenant_gone_note(settings: Any, records: Sequence[Any], now: float) -> str | None:
     """What to say of the live keys among ``records`` whose tenant the config no longer
     names (a reload removed it): listed active, they are refused by the gateway. None when
     there is none, or no config to tell (no file given and no tenants)."""
-    if settings.source_path is None and not settings.tenants:
+    tenants = _known_tenants(settings)
+    if tenants is None:
         return None
-    gone = [r for r in records if r.status(now) == "active" and r.tenant not in settings.tenants]
+    gone = [r for r in records if r.status(now) == "active" and r.tenant_gone(tenants)]
     if not gone:
         return None
     shown = listed_names(f"{r.id} ({printable(r.tenant)})" for r in gone)
@@ -268,7 +277,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         if unknown is not None:
             raise InvalidInputError("--tenant", unknown)
     if args.json:
-        _print_json([r.to_dict(now) for r in records])
+        _print_json([r.to_dict(now, _known_tenants(settings)) for r in records])
         return 0
     if not records:
         print("no keys" + (f" for tenant {args.tenant}" if args.tenant else "")
@@ -461,7 +470,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 
     statuses = [reports.ledger.status(key_account(record.id), b)
                 for b in parse_budgets(list(record.budgets), stored=True)]
-    out = {**record.to_dict(store.now()), "budget_status": statuses}
+    out = {**record.to_dict(store.now(), _known_tenants(settings)), "budget_status": statuses}
     gone = _tenant_gone_note(settings, [record], store.now())
     if gone is not None:
         print(gone, file=sys.stderr)

@@ -369,10 +369,17 @@ class KeyRecord:
             return "expired"
         return "active"
 
-    def to_dict(self, now: float) -> dict[str, Any]:
+    def tenant_gone(self, tenants: Collection[str]) -> bool:
+        """Whether the key's tenant is none of ``tenants`` (the configured ones: a reload
+        removed it), so the gateway refuses the key and a new secret would open nothing."""
+        return self.tenant not in tenants
+
+    def to_dict(self, now: float, tenants: Collection[str] | None = None) -> dict[str, Any]:
         """What the admin API and ``keys list`` show: everything but the hashes (the status at
-        ``now``, see :meth:`status`)."""
-        return {"id": self.id, "tenant": self.tenant, "name": self.name,
+        ``now``, see :meth:`status`); given the configured ``tenants``, ``tenant_removed``
+        too (see :meth:`tenant_gone`)."""
+        removed = {} if tenants is None else {"tenant_removed": self.tenant_gone(tenants)}
+        return {"id": self.id, "tenant": self.tenant, **removed, "name": self.name,
                 "status": self.status(now), "created_at": self.created_at,
                 "expires_at": self.expires_at, "revoked_at": self.revoked_at,
                 "rotated_at": self.rotated_at,
@@ -410,8 +417,8 @@ class IssuedKey:
     key: str = field(repr=False)
     record: KeyRecord
 
-    def to_dict(self, now: float) -> dict[str, Any]:
-        return {"key": self.key, **self.record.to_dict(now)}
+    def to_dict(self, now: float, tenants: Collection[str] | None = None) -> dict[str, Any]:
+        return {"key": self.key, **self.record.to_dict(now, tenants)}
 
 
 @dataclass(frozen=True)
@@ -1157,7 +1164,7 @@ class KeyStore:
                     raise InvalidInputError("id", f"key {key_id} is {record.status(now)}, so "
                                                   "it cannot be rotated; make a new key "
                                                   "instead (switchpoint keys create)")
-                if tenants is not None and record.tenant not in tenants:
+                if tenants is not None and record.tenant_gone(tenants):
                     raise InvalidInputError("id", _tenant_gone(record, tenants))
                 _, fresh = new_key()
                 key = f"{PREFIX}{key_id}_{fresh.split('_', 1)[1]}"

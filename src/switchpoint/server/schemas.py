@@ -574,6 +574,11 @@ class KeyView(BaseModel):
 
     id: str
     tenant: str
+    tenant_removed: bool = Field(description="Whether the config no longer lists its tenant "
+                                             "(a reload removed it): the gateway refuses the "
+                                             "key, and rotates it no more, though its status "
+                                             "may be active; add the tenant back under "
+                                             "tenants: and reload, or revoke the key.")
     name: str | None
     status: Literal["active", "revoked", "expired"]
     created_at: float = Field(description="Epoch seconds, as the other times.")

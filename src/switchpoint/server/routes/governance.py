@@ -139,7 +139,7 @@ async def create_key(request: Request) -> JSONResponse:
     keys = gateway.governor.keys
     issued = await run_in_threadpool(
         lambda: keys.create(spec, max_live=settings.governance.max_keys))
-    return JSONResponse(issued.to_dict(keys.now()), status_code=201)
+    return JSONResponse(issued.to_dict(keys.now(), settings.tenants), status_code=201)
 
 
 @router.get("/v1/router/keys", responses=_REPORT, response_model=KeyPage,
@@ -160,15 +160,18 @@ async def list_keys(request: Request,
         # known ones, as the reports answer, not an empty list that reads "it has no keys".
         await run_in_threadpool(gateway.reports.check_tenant, tenant)
     now = gateway.governor.keys.now()
-    return JSONResponse({"data": [r.to_dict(now) for r in records], "next_cursor": next_cursor})
+    tenants = gateway.settings.tenants
+    return JSONResponse({"data": [r.to_dict(now, tenants) for r in records],
+                         "next_cursor": next_cursor})
 
 
 def _with_budgets(request: Request, record: Any) -> dict[str, Any]:
     from switchpoint.governance.budgets import parse_budgets
 
-    governor = get_service(request).gateway.governor
+    gateway = get_service(request).gateway
+    governor = gateway.governor
     ledger = governor.ledger
-    out: dict[str, Any] = record.to_dict(governor.keys.now())
+    out: dict[str, Any] = record.to_dict(governor.keys.now(), gateway.settings.tenants)
     out["budget_status"] = [ledger.status(key_account(record.id), b)
                             for b in parse_budgets(list(record.budgets), stored=True)]
     return out
@@ -197,9 +200,10 @@ async def delete_key(key_id: str, request: Request) -> JSONResponse:
 
 
 async def _revoke(key_id: str, request: Request) -> JSONResponse:
-    keys = get_service(request).gateway.governor.keys
+    gateway = get_service(request).gateway
+    keys = gateway.governor.keys
     record = await run_in_threadpool(keys.revoke, key_id)
-    return JSONResponse(record.to_dict(keys.now()))
+    return JSONResponse(record.to_dict(keys.now(), gateway.settings.tenants))
 
 
 @router.post("/v1/router/keys/{key_id}/rotate", responses=_BY_ID, response_model=IssuedKey,
@@ -213,7 +217,7 @@ async def rotate_key(key_id: str, request: Request) -> JSONResponse:
     grace = float(body.grace_seconds)
     tenants = list(gateway.settings.tenants)  # (a key whose tenant a reload removed: refused)
     issued = await run_in_threadpool(lambda: keys.rotate(key_id, grace, tenants=tenants))
-    return JSONResponse(issued.to_dict(keys.now()))
+    return JSONResponse(issued.to_dict(keys.now(), tenants))
 
 
 @router.get("/v1/router/tenants", responses=_JSON, response_model=TenantList,
