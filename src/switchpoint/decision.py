@@ -34,7 +34,7 @@ import numpy.typing as npt
 from switchpoint._args import INTEGER, expect
 from switchpoint._messages import bounded_repr, cut, json_quoted, people_number, too_long
 from switchpoint._numbers import checked_number
-from switchpoint.catalog import cost_text
+from switchpoint.catalog import cost_text, usd
 from switchpoint.errors import InvalidInputError
 
 Array = npt.NDArray[np.float64]
@@ -440,11 +440,17 @@ class RoutingDecision:
 
     def to_dict(self, fields: Sequence[str] | None = None) -> dict[str, Any]:
         """The decision as JSON-ready values: every field, or just ``fields`` (e.g.
-        :data:`ROUTE_FIELDS`, the routing answer). The one serialiser of a decision."""
+        :data:`ROUTE_FIELDS`, the routing answer). The one serialiser of a decision: its
+        costs are given to the places every amount of dollars is kept to (see
+        :func:`~switchpoint.catalog.usd`), while the decision itself keeps them exact."""
         out: dict[str, Any] = {}
         for name in fields or _FIELD_NAMES:
             value = getattr(self, name)
-            if name == "usage":
+            if name == "expected_cost":
+                value = usd(value)
+            elif name == "expected_costs":
+                value = {model: usd(cost) for model, cost in value.items()}
+            elif name == "usage":
                 value = {"routing_ms": value.routing_ms, "embedding_ms": value.embedding_ms}
             elif name == "cluster_probabilities":
                 value = None if value is None else [round(float(p), 6) for p in value]

@@ -160,6 +160,16 @@ def test_to_dict_is_json_serialisable() -> None:
     assert _decision(cluster_probabilities=None).to_dict()["cluster_probabilities"] is None
 
 
+def test_to_dict_gives_costs_to_the_places_dollars_are_kept_and_the_decision_keeps_them_exact(
+        ) -> None:
+    exact = 0.0000031 + 0.00000155  # 4.6499999999999995e-06
+    d = _decision(expected_cost=exact, expected_costs={"small": exact, "big": 1 / 3})
+    text = json.dumps(d.to_dict())
+    assert '"expected_cost": 4.65e-06' in text, text
+    assert '"expected_costs": {"small": 4.65e-06, "big": 0.3333333333}' in text, text
+    assert d.expected_cost == exact and d.expected_costs["big"] == 1 / 3
+
+
 def test_a_decision_is_built_from_its_public_fields_in_the_usual_order() -> None:
     d = RoutingDecision("small", 0.2, 0.25, {"small": 0.25, "big": 0.4}, 3,
                         np.array([0.1, 0.0, 0.0, 0.9]),
