@@ -173,10 +173,12 @@ def test_one_prompt_one_model_labels_and_the_next_commands_it_names_take_its_rec
 
 def test_a_run_takes_up_none_of_the_feedback_log_of_its_data_dir(
         fake: FakeProviderProcess, keys: None, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A run calls the models it names and routes nothing: it takes up none of the feedback
     log of the data_dir it logs its calls in (at 100,000 outcomes that took 20 s and 240 MB
-    more) and writes no learning checkpoint there."""
+    more) and writes no learning checkpoint there; nor does it warn of the models an
+    experiment arm's weights do not profile, which concern routing alone."""
     def replayed(self: LiveLearning, rows: Any) -> None:
         raise AssertionError("the feedback log was taken up")
 
@@ -184,9 +186,15 @@ def test_a_run_takes_up_none_of_the_feedback_log_of_its_data_dir(
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"id": "m", "prompt": "What is 6 times 7? Say 42",
                                    "reference": "42"}) + "\n", encoding="utf-8")
-    code, _, err = run(["label", prompts, "--models", "a", "--out", tmp_path / "records.jsonl",
-                        "--config", config(fake, tmp_path)], capsys)
+    configured = config(fake, tmp_path)
+    with configured.open("a", encoding="utf-8") as fh:
+        fh.write("experiments:\n  thrift:\n    arms:\n      control: {}\n"
+                 "      neighbours: {policy: knn}\n")
+    with caplog.at_level("WARNING"):
+        code, _, err = run(["label", prompts, "--models", "a", "--out",
+                            tmp_path / "records.jsonl", "--config", configured], capsys)
     assert code == 0, err
+    assert "experiment arm" not in err + caplog.text, err + caplog.text
     assert (tmp_path / "data" / "switchpoint.db").is_file()
     assert not (tmp_path / "data" / "learning.checkpoint").exists()
 

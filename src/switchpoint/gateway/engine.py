@@ -383,8 +383,11 @@ class Gateway:
         me = weakref.ref(self)
         self.governor = Governor(settings, store=self.store,
                                  health=lambda: getattr(me(), "health", None))
+        # (a gateway that takes up no log routes no traffic either, as label and feedback open
+        # it: an experiment arm's weights are none of its concern)
         self.learning = GatewayLearning(self.state, self.store, checkpoints=not reads_only,
-                                        replays=replays_log, warns=serves_chat)
+                                        replays=replays_log,
+                                        warns=serves_chat and replays_log)
         # (models first: a run-time experiment's arm may name a registered model)
         self.models_registered = RuntimeModels(self.state, self.store, self.learning,
                                                lambda: self.governor.keys)

@@ -631,7 +631,8 @@ class GatewayLearning:
         self.state = state
         self.store = store
         # Whether it warns of the catalog models an experiment arm's weights do not profile
-        # (False: a gateway that routes no traffic, as switchpoint learn and feedback open),
+        # (False: a gateway that routes no traffic, as switchpoint learn, feedback and label
+        # open),
         # and the arms it warned of already, with the weights and the models: each is said
         # once, not again at every reload, registration or experiment made at run time.
         self.warns = warns
