@@ -23,6 +23,8 @@ import schemathesis
 
 from switchpoint.cli import main
 from switchpoint.config import load_settings
+from switchpoint.errors import StoreError
+from switchpoint.gateway import Gateway
 from switchpoint.governance import keys as keys_module
 from switchpoint.governance.keys import KeySpec, KeyStore
 from switchpoint.server import create_app
@@ -207,6 +209,35 @@ def test_a_service_start_applies_max_keys_to_keys_db_as_a_reload_does(
     assert ("service started: 2 keys are live (neither revoked nor expired), more than "
             "governance.max_keys (1) allows: they keep working, but no key can be made until "
             "2 of them are revoked") in caplog.text, caplog.text
+
+
+def test_a_start_on_a_keys_db_damaged_past_its_opening_is_refused_naming_it(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A keys.db whose header and clock open but whose keys' pages are damaged: the start,
+    counting the ended keys past governance.max_keys, is refused naming the file and what
+    mends it, where a raw ``sqlite3.DatabaseError`` came out of it."""
+    data = tmp_path / "data"
+    with KeyStore.in_dir(data) as store:
+        for _ in range(40):
+            store.revoke(store.create(KeySpec(tenant="acme", name="n" * 200)).record.id)
+    db = data / "keys.db"
+    with sqlite3.connect(db) as conn:
+        last_root = max(r[0] for r in conn.execute("SELECT rootpage FROM sqlite_master"))
+        size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.close()
+    damaged = bytearray(db.read_bytes())
+    assert len(damaged) > (last_root + 1) * size  # (pages of keys past every root page)
+    damaged[last_root * size:] = b"\xff" * (len(damaged) - last_root * size)
+    db.write_bytes(bytes(damaged))
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + "auth: keys\ntenants: {acme: {}}\n"
+                      "governance: {max_keys: 5}\n", encoding="utf-8")
+    with pytest.raises(StoreError) as refused:
+        Gateway(load_settings(config, environ={}), loader=FACTORY, env=KEYS).start()
+    message = str(refused.value)
+    assert f"{str(db)!r}: cannot count the ended keys to prune (database disk image is " \
+           "malformed); the file is damaged" in message, message
+    assert "restore it from a backup" in message
 
 
 def test_ended_keys_past_max_keys_go_oldest_first_as_keys_are_made(

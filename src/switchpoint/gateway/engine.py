@@ -472,7 +472,7 @@ class Gateway:
             self.governor.open(serving=self._owner is not None)
             if self._owner is not None:  # (what serves from data_dir: a reload's rule)
                 apply_max_keys(self.governor.keys, self.state.settings.governance.max_keys,
-                               when="service started")
+                               when="service started", start=True)
             self.learning.open()
             self.models_registered.open()
             self.ab_tests.open()

@@ -75,8 +75,8 @@ def reload_answer(old: Live, new: Live, ms: float, keys: KeyStore) -> dict[str, 
             "keys_affected_count": len(losses), "keys_note": note}
 
 
-def apply_max_keys(keys: KeyStore, most: int, *, when: str, before: int | None = None
-                   ) -> None:
+def apply_max_keys(keys: KeyStore, most: int, *, when: str, before: int | None = None,
+                   start: bool = False) -> None:
     """``governance.max_keys`` (``most``) applied to keys.db at once, at a service's start or
     a reload (``when``: ``service started``, ``config reloaded``, which begins each line
     logged; ``before``: the bound before a reload): the records of the oldest ended keys
@@ -84,13 +84,17 @@ def apply_max_keys(keys: KeyStore, most: int, *, when: str, before: int | None =
     (a live key never does), so a bound lowered while no service ran, or by a reload, holds
     from then on rather than until a key is made or a prune runs; logged, as is a file that
     refuses (the start or reload stands: the next key made, the hourly retention or
-    ``switchpoint prune`` deletes them). More live keys than ``most`` stay, and a warning
-    says that no key can be made until enough of them end. Where there is no keys.db,
-    nothing is made."""
+    ``switchpoint prune`` deletes them), unless it is damaged: a ``start`` is then refused with
+    the :class:`~switchpoint.errors.StoreError` naming the file and what mends it, as an
+    opening that finds it damaged is (every key's check would fail on it). More live keys
+    than ``most`` stay, and a warning says that no key can be made until enough of them
+    end. Where there is no keys.db, nothing is made."""
     try:  # (counted first: a start or reload with none past it writes nothing)
         pruned = keys.prune(None, most) if keys.prune(None, most, dry_run=True) else 0
         live = keys.live_count()
     except StoreError as exc:
+        if exc.damaged and start:  # (nothing serves from the file yet)
+            raise
         log.warning("%s: the records of ended keys past governance.max_keys (%d) could not be "
                     "deleted now (the next key made, or switchpoint prune, deletes them): %s",
                     when, most, exc)

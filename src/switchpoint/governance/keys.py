@@ -997,7 +997,10 @@ class KeyStore:
             return 0
         with self._lock:
             conn = self._db()
-            return int(conn.execute(_LIVE_KEYS, (self._now(),)).fetchone()[0])
+            try:
+                return int(conn.execute(_LIVE_KEYS, (self._now(),)).fetchone()[0])
+            except sqlite3.Error as exc:  # (a damaged file: named, with what mends it)
+                raise store_error(self.path, "count the live keys", exc) from None
 
     def held(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the file holds a record of (none where there is no file, and none
@@ -1112,8 +1115,11 @@ class KeyStore:
             with self._lock:
                 conn = self._db()
                 now = self._now()
-                return int(conn.execute(*self._prunable("SELECT count(*)", now, cutoff,
-                                                        most_ended, -1)).fetchone()[0])
+                try:
+                    return int(conn.execute(*self._prunable("SELECT count(*)", now, cutoff,
+                                                            most_ended, -1)).fetchone()[0])
+                except sqlite3.Error as exc:  # (a damaged file: named, with what mends it)
+                    raise store_error(self.path, "count the ended keys to prune", exc) from None
         total = 0
         while True:
             with self._lock:
