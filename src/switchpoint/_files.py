@@ -124,6 +124,19 @@ def write_problem(path: Path, exc: OSError) -> str:
     return problem or exc.strerror or str(exc)
 
 
+def read_problem(path: Path, exc: OSError) -> str:
+    """Why reading the file ``path`` failed with ``exc``, as an error goes on after "cannot
+    read it: ": when the system refused permission, that it did, and whose the file (or a
+    folder on the way) is, its mode and what to run (:func:`access_problem`), else to check
+    its owner and mode; else the system's reason. The one wording of a file a command is
+    given that it may not read (routing records, prompts, a config)."""
+    if not isinstance(exc, PermissionError):
+        return exc.strerror or str(exc)
+    found = access_problem(path, (), writes=False)
+    return "permission denied; " + (
+        found or f"check its owner and mode (`chmod u+r {shlex.quote(str(path))}`)")
+
+
 def output_problem(path: Path) -> str | None:
     """Why this process may not write the output file ``path`` (a path :func:`path_problem`
     finds nothing wrong with), before any work is done for it: it may not make files in the

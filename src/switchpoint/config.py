@@ -76,7 +76,7 @@ from pydantic.fields import FieldInfo
 
 from switchpoint._config_numbers import Boolean, Integer, Real, Text
 from switchpoint._env_names import env_var_name_problem
-from switchpoint._files import path_problem, unnameable
+from switchpoint._files import path_problem, read_problem, unnameable
 from switchpoint._limits import DEFAULT_MAX_REQUEST_BYTES as DEFAULT_MAX_REQUEST_BYTES
 from switchpoint._limits import MAX_BYTES as MAX_BYTES
 from switchpoint._messages import (
@@ -870,8 +870,8 @@ def _read_config_text(file: Path, path_arg: str) -> str:
         raise ConfigError("config", f"{shown} not found; pass an existing YAML file "
                                     f"{passed}") from None
     except OSError as exc:
-        raise ConfigError("config", f"{shown} cannot be read ({exc.strerror or exc}); pass a "
-                                    f"YAML file you can read {passed}") from None
+        raise ConfigError("config", f"{shown} cannot be read: {read_problem(file, exc)}; "
+                                    f"pass a YAML file you can read {passed}") from None
     if stat.S_ISDIR(mode):
         raise ConfigError("config", f"{shown} is a directory; pass the YAML file itself "
                                     f"{passed} (e.g. {quoted_path(file / 'switchpoint.yaml')})")
@@ -882,8 +882,8 @@ def _read_config_text(file: Path, path_arg: str) -> str:
         with file.open("rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError("config", f"{shown} cannot be read ({exc.strerror or exc}); pass a "
-                                    f"YAML file you can read {passed}") from None
+        raise ConfigError("config", f"{shown} cannot be read: {read_problem(file, exc)}; "
+                                    f"pass a YAML file you can read {passed}") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError("config", f"{shown} is over {MAX_CONFIG_BYTES >> 20} MiB, the most a "
                                     "config file may hold; a config names models and settings, "

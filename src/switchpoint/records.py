@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._args import PATH, expect
-from switchpoint._files import path_problem
+from switchpoint._files import path_problem, read_problem
 from switchpoint._json import (
     LONE_SURROGATE,
     as_float,
@@ -378,7 +378,7 @@ def load_records(path: str | Path, *,
         raise RecordsError(p, None, "is not UTF-8 text; save the records as UTF-8 JSON "
                                     "lines") from None
     except OSError as exc:
-        raise RecordsError(p, None, f"cannot read it: {exc.strerror or exc}") from None
+        raise RecordsError(p, None, f"cannot read it: {read_problem(p, exc)}") from None
 
 
 def _bounded_lines(fh: TextIO, source: Path) -> Iterator[str]:

@@ -7,6 +7,7 @@ manifest), so they come from the session's ``real_weights_dir``; prompts are kep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -16,6 +17,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -2265,3 +2267,55 @@ def test_python_m_switchpoint_runs_the_command_line() -> None:
                          env=env)
     assert bad.returncode == 2
     assert 'switchpoint route: error: argument --cost-weight: "-3" is negative' in bad.stderr
+
+
+@contextlib.contextmanager
+def _as_another_user() -> Iterator[None]:
+    """This process as a user who is not root while in the block (run as root, as CI runs,
+    the effective user is nobody's, 65534, and root's again after it): root reads every
+    file, whatever its mode."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_a_file_given_that_may_not_be_read_is_said_to_be_so_with_what_to_run(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Records (fit, eval), prompts (label) and a config this user may not read (mode 000)
+    are each refused saying permission was denied, whose the file is and what to run, by
+    one wording; the prompts were a PermissionError's traceback."""
+    folder = Path(tempfile.mkdtemp(prefix="unreadable-"))  # (not under root's 0700 tmp_path)
+    try:
+        folder.chmod(0o777)
+        config = folder / "switchpoint.yaml"
+        config.write_text(f"models:\n  - {{name: a, input_per_mtok: 1, output_per_mtok: 1}}\n"
+                          f"data_dir: {folder / 'data'}\n", encoding="utf-8")
+        unreadable = {name: folder / name for name in ("records.jsonl", "prompts.jsonl",
+                                                         "locked.yaml")}
+        for path in unreadable.values():
+            path.write_text("{}\n", encoding="utf-8")
+            path.chmod(0)
+        with _as_another_user():
+            commands: list[list[str | Path]] = [
+                ["fit", unreadable["records.jsonl"], "--out", folder / "weights"],
+                ["eval", unreadable["records.jsonl"]],
+                ["label", unreadable["prompts.jsonl"], "--models", "a", "--out",
+                 folder / "out.jsonl", "--config", config],
+                ["keys", "list", "--config", unreadable["locked.yaml"]]]
+            results = {str(argv[0]): run(argv, capsys) for argv in commands}
+    finally:
+        shutil.rmtree(folder)
+    for name, path in [("fit", unreadable["records.jsonl"]),
+                       ("eval", unreadable["records.jsonl"]),
+                       ("label", unreadable["prompts.jsonl"]),
+                       ("keys", unreadable["locked.yaml"])]:
+        code, _, err = results[name]
+        assert_bad_input(code, err, f"{str(path)!r}", "permission denied; this process's user",
+                         f"may not read {str(path)!r} (mode 000", "chmod u+r")

@@ -55,7 +55,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from switchpoint._files import give_folder_owner, open_made, write_problem
+from switchpoint._files import give_folder_owner, open_made, read_problem, write_problem
 from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate
 from switchpoint._messages import json_quoted, listed_names, plural
 from switchpoint.errors import LabellingError, RecordsError
@@ -366,7 +366,7 @@ class Resume:
                 fh.seek(kept.at)
                 raw = fh.read(kept.size)
         except OSError as exc:
-            raise LabellingError(f"cannot read it: {exc.strerror or exc}",
+            raise LabellingError(f"cannot read it: {read_problem(self.journal, exc)}",
                                  source=self.journal) from None
         try:
             obj = loads(raw)
@@ -494,7 +494,7 @@ def _lines(path: Path, resume: Resume, lost: str, *, ours: bool = False
                 before = before or bool(raw.strip())
                 offset += len(raw)
     except OSError as exc:
-        raise LabellingError(f"cannot read it: {exc.strerror or exc}", source=path) from None
+        raise LabellingError(f"cannot read it: {read_problem(path, exc)}", source=path) from None
 
 
 def _whole_object(raw: bytes) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from switchpoint._files import path_problem
+from switchpoint._files import path_problem, read_problem
 from switchpoint._json import (
     LONE_SURROGATE,
     DuplicateKeyError,
@@ -141,6 +141,8 @@ def read_prompts(path: str | Path | TextIO) -> list[LabelPrompt]:
             return parse_prompts(bounded_lines(fh), source=p)
     except UnicodeDecodeError:
         raise LabellingError("is not UTF-8 text", source=p) from None
+    except OSError as exc:
+        raise LabellingError(f"cannot read it: {read_problem(p, exc)}", source=p) from None
 
 
 def as_prompts(items: Sequence[LabelPrompt | Mapping[str, Any] | str]) -> list[LabelPrompt]:
