@@ -608,11 +608,13 @@ def _split_words(split: object) -> str:
 
 
 def _parse_policy_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``--param cluster.n_clusters=25`` → ``{"cluster": {"n_clusters": 25}}``."""
+    """``--param cluster.n_clusters=25`` → ``{"cluster": {"n_clusters": 25}}``. The name is
+    split from the policy at its last dot: a parameter's name holds none (it is a Python
+    identifier), while a registered policy's may (``acme.v2.k=3``: ``k`` of ``acme.v2``)."""
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        policy, dot, name = key.partition(".")
+        policy, dot, name = key.rpartition(".")
         if not sep or not dot or not policy or not name:
             _fail(f"--param: {json_quoted(item)} must look like policy.name=value, "
                   "e.g. cluster.n_clusters=25")
@@ -990,7 +992,8 @@ def build_parser() -> argparse.ArgumentParser:
     policy = p.add_argument("--policy", action="extend", nargs="+", metavar="NAME",
                             help="policies to fit (repeatable; default: cluster knn)")
     param = p.add_argument("--param", action="append", metavar="POLICY.NAME=VALUE",
-                           help="a policy parameter, e.g. cluster.n_clusters=25 (repeatable)")
+                           help="a policy parameter, e.g. cluster.n_clusters=25 (repeatable; "
+                                "split at the last dot: a policy's name may hold dots)")
     embedder = p.add_argument("--embedder", help=f"embedder id for fitting (default: "
                                                  f"{DEFAULT_EMBEDDER_ID}), or st:PATH for a "
                                                  "sentence-transformers model")

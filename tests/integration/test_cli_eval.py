@@ -14,9 +14,12 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from switchpoint import policies
 from switchpoint.cli import main
+from switchpoint.policies import Estimates, Inputs, Policy, register_policy
 from tests.conftest import shared_data_dir
 from tests.head_start import HeadStart
 
@@ -291,3 +294,32 @@ def test_eval_real_routerbench_end_to_end(shared_data: Path, head_start: HeadSta
     cluster = next(line for line in lines if line.startswith("cluster "))
     assert float(cluster.split()[1]) > 0.823  # the learned router beats the zero router
     assert (head_start.workdir / "x.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+class _DottedThreshold(Policy):
+    """The cheapest model whose mean score is at least ``threshold``: a registered policy
+    whose name holds a dot, as a version in a name does."""
+
+    name = "acme.cheapest.v2"
+    requires = "none"
+
+    def __init__(self, threshold: float = 0.7) -> None:
+        self.threshold = threshold
+
+    def _estimate(self, inputs: Inputs) -> Estimates:
+        return self.estimates(inputs, np.where(1.0 - self.error_ >= self.threshold, 0.0, 1.0))
+
+
+def test_eval_s_param_names_a_registered_policy_whose_name_holds_dots(
+        records_file: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--param POLICY.NAME=VALUE`` splits at the last dot (a parameter's name holds none),
+    so a registered policy named ``acme.cheapest.v2`` takes its parameter, where its name was
+    cut at the first dot into an unknown policy ``acme``."""
+    monkeypatch.setattr(policies, "_registered", {})  # (the process's registry left as it was)
+    register_policy(_DottedThreshold)
+    code, out, err = run(["eval", records_file, "--policy", "acme.cheapest.v2", "--param",
+                          "acme.cheapest.v2.threshold=0.25", "--json"], capsys)
+    assert code == 0, err
+    (fitted,) = json.loads(out)["policies"]
+    assert (fitted["name"], fitted["params"]["threshold"]) == ("acme.cheapest.v2", 0.25)
