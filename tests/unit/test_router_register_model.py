@@ -15,6 +15,7 @@ import pytest
 
 from switchpoint import registration
 from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.decision import RoutingDecision
 from switchpoint.errors import ConflictError, InvalidInputError, NotFoundError
 from switchpoint.learning.tenant_router import TenantRouter
 from switchpoint.router import Router
@@ -281,3 +282,34 @@ def test_allowed_models_set_beside_an_unregistration_never_names_a_model_gone(
     assert router.allowed_models == ["peer", "strong"]
     assert "peer" in router.models and refused, router.models
     assert "named by allowed_models" in str(refused[0])
+
+
+def test_a_tenant_memory_weighs_costs_on_the_scale_its_decision_had_when_a_dearer_model_joins(
+        router: Router, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model registered between the router's decision and the tenant memory's choice, dearer
+    than every model the decision weighed, rescaled the memory's costs by its own price: the
+    memory weighed the decision's costs on a scale the decision never had."""
+    tenants = TenantRouter(router)
+    scale = router.cost_scale()
+    decide = router.route
+
+    def deciding_then_registering(*args: Any, **kwargs: Any) -> RoutingDecision:
+        decision = decide(*args, **kwargs)
+        if "dear" not in router.models:
+            router.register_model("dear", tier="complex", input_per_mtok=500,
+                                  output_per_mtok=500)
+        return decision
+
+    weighed: list[dict[str, float]] = []
+    suggest = tenants.memory.suggest
+
+    def recording(tenant: str | None, vector: Any, candidates: Any, costs: dict[str, float],
+                  *args: Any, **kwargs: Any) -> Any:
+        weighed.append(dict(costs))
+        return suggest(tenant, vector, candidates, costs, *args, **kwargs)
+
+    monkeypatch.setattr(router, "route", deciding_then_registering)
+    monkeypatch.setattr(tenants.memory, "suggest", recording)
+    answer = tenants.route(math_prompt(1), tenant="acme")
+    assert "dear" in router.models and router.cost_scale() > 10 * scale
+    assert weighed == [{m: c / scale for m, c in answer.decision.expected_costs.items()}]

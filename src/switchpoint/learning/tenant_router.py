@@ -89,7 +89,8 @@ class TenantRouter:
         # (those the decision weighed: a model registered since it was made is not among them)
         candidates = [m for m in self.router.check_candidates(available_models)
                       if m in decision.expected_costs]
-        scale = self.router.cost_scale(available_models) or 1.0
+        # (the scale of those it weighed: a dearer model registered since would rescale them)
+        scale = (self.router.cost_scale(candidates) if candidates else 0.0) or 1.0
         costs = {m: decision.expected_costs[m] / scale for m in candidates}
         # The tenant's records are read while it is held: another tenant's request, decided
         # meanwhile, could otherwise let it go (past the router's max_tenants) between the
