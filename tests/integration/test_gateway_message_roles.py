@@ -661,6 +661,44 @@ def test_a_request_for_log_probabilities_leaves_the_messages_api_out_holding_not
     assert gw_fake.requests()[-1]["path"] == "/v1/messages"
 
 
+def test_a_request_for_a_json_answer_leaves_the_messages_api_out_holding_nothing(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # The Messages API has no response_format: the request was sent without it, and its
+    # client, parsing JSON, got free text with no error.
+    gateway = budgeted.service.gateway
+    messages = opening()
+    before, spent = rows(data_dir(budgeted)), _spend(budgeted)
+    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}
+    for response_format in ({"type": "json_object"}, schema):
+        with pytest.raises(openai.BadRequestError) as info:
+            client(budgeted).chat.completions.create(model="other", messages=messages,
+                                                     response_format=response_format)
+        error = info.value.body
+        assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+        assert error["param"] == "response_format"
+        assert (f"other: the request asks for a {response_format['type']} answer "
+                "(response_format) and the Anthropic Messages API takes no response_format"
+                ) in error["message"], error
+    assert gw_fake.requests() == [] and gateway.governor.ledger.open_tickets() == 0
+    assert _spend(budgeted) == spent and rows(data_dir(budgeted)) == before
+    # auto routes it to a model that takes it, asked as sent.
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="auto", messages=messages, response_format=schema,
+        extra_body={"models": ["other", "good"]})
+    raw.http_response.read()
+    entry = log_entry(budgeted, raw.headers["x-switchpoint-request-id"])
+    assert entry["model"] == "good" and "(response_format)" in entry["excluded"]["other"][0]
+    assert gw_fake.requests()[-1]["body"]["response_format"] == schema
+    # A text answer is what the Messages API gives: it may answer (the field is not sent).
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="other", messages=messages, response_format={"type": "text"})
+    raw.http_response.read()
+    assert log_entry(budgeted, raw.headers["x-switchpoint-request-id"])["model"] == "other"
+    sent = gw_fake.requests()[-1]
+    assert sent["path"] == "/v1/messages" and "response_format" not in sent["body"]
+
+
 # A conversation that called tools, continued without offering tools this turn.
 HISTORIES: list[tuple[list[dict[str, Any]], list[str]]] = [
     ([{"role": "assistant", "content": None, "tool_calls": [

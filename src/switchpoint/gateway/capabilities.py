@@ -11,7 +11,9 @@ tool calls only if it lists ``"tools"``. A card without a ``context_window`` is 
 A request for several answers is not for a model behind the Anthropic Messages API, which
 gives one (its client would get fewer choices than it asked for, and no error), nor one asking
 for log probabilities (``logprobs``), which it gives none of (its client would get
-``logprobs`` null, and no error); nor is a
+``logprobs`` null, and no error), nor one whose ``response_format`` asks for JSON
+(``json_object``, ``json_schema``), which it has no field for (its client would get free
+text where it parses JSON); nor is a
 request carrying a content part its model's adapter cannot send (:data:`SENDS`: the Anthropic
 adapter sends text parts, image_url parts in user messages and refusal parts in assistant
 ones, but no audio or file part), nor one whose legacy ``function`` message answers no
@@ -81,6 +83,8 @@ SENDS: dict[Wire, Mapping[str, tuple[str, ...]]] = {
                   "assistant": ("text", "refusal")},
 }
 ADAPTER_NAMES: dict[Wire, str] = {"openai": "OpenAI-compatible", "anthropic": "Anthropic"}
+# The response_format types that ask for a structured (JSON) answer.
+STRUCTURED_OUTPUTS = ("json_object", "json_schema")
 # The media types of the images the Anthropic Messages API takes as base64 data (an image
 # given by an http(s) URL it fetches itself).
 ANTHROPIC_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -179,6 +183,9 @@ class Needs:
     stops: int = 0
     # Whether the request asks for the answer's log probabilities (``logprobs: true``).
     logprobs: bool = False
+    # The kind of structured answer the request's ``response_format`` asks for
+    # (``json_object`` or ``json_schema``; None: plain text, or no response_format).
+    structured: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -563,7 +570,16 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                  opening=opening_role(messages), blank_close=blank_close(messages),
                  other_tools=other_tools(request), blank_stops=blank_stops(request),
                  stops=stop_count(request),
-                 logprobs=request.get("logprobs") is True)
+                 logprobs=request.get("logprobs") is True,
+                 structured=structured_output(request))
+
+
+def structured_output(request: Mapping[str, Any]) -> str | None:
+    """The kind of structured answer ``request``'s ``response_format`` asks for: its ``type``
+    when that is ``json_object`` or ``json_schema``, else None (``text``, or none given)."""
+    kind = request.get("response_format")
+    kind = kind.get("type") if isinstance(kind, Mapping) else None
+    return kind if kind in STRUCTURED_OUTPUTS else None
 
 
 def _any_custom(tools: object) -> bool:
@@ -612,6 +628,11 @@ def _anthropic_limits(needs: Needs) -> list[str]:
     if needs.logprobs:
         reasons.append(Reason("the request asks for the answer's log probabilities (logprobs) "
                               "and the Anthropic Messages API gives none", "logprobs"))
+    if needs.structured:
+        reasons.append(Reason(f"the request asks for a {needs.structured} answer "
+                              "(response_format) and the Anthropic Messages API takes no "
+                              "response_format: it would answer in free text",
+                              "response_format"))
     if needs.unanswered_results:
         reasons.append("the request has a function message answering no function_call before "
                        "it, and the Anthropic Messages API takes a tool result only as the "

@@ -22,7 +22,8 @@ Escapes override the pin, and the decision says which one fired:
   card lists (:func:`~switchpoint.gateway.capabilities.adapter_limits`): it carries content
   parts the adapter cannot send (audio or file parts, for a model behind the Anthropic
   Messages API, or a legacy ``function`` result answering no call, or an earlier audio
-  answer's id), or asks for several answers (``n``) where the API gives one;
+  answer's id), or asks for several answers (``n``), log probabilities or a JSON answer
+  (``response_format``) where the API gives one answer, none and free text;
 - ``evicted_post_failure`` — the pinned model failed last time
   (:meth:`SessionPinner.evict_on_failure`; ``evicted_context`` instead when it refused the
   conversation as too long for it), or, when the request is planned, its circuit is

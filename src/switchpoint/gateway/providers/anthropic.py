@@ -49,9 +49,10 @@ conversation can move between an OpenAI-compatible model and Claude in either di
 
 OpenAI-only request fields with no Messages equivalent (``response_format``,
 ``presence_penalty``, ``seed``, ...) are dropped; ``temperature`` is clamped to
-Anthropic's [0, 1]. The Messages API gives one answer and no log probabilities, so a request
-for several (``n`` > 1) or for ``logprobs`` is not planned onto an Anthropic model (see
-:mod:`switchpoint.gateway.capabilities`).
+Anthropic's [0, 1]. The Messages API gives one answer, no log probabilities and no JSON mode,
+so a request for several (``n`` > 1), for ``logprobs`` or for a JSON answer
+(``response_format`` ``json_object`` or ``json_schema``; a ``text`` one is dropped) is not
+planned onto an Anthropic model (see :mod:`switchpoint.gateway.capabilities`).
 """
 
 from __future__ import annotations
