@@ -668,9 +668,10 @@ def test_a_request_for_a_json_answer_leaves_the_messages_api_out_holding_nothing
     gateway = budgeted.service.gateway
     messages = opening()
     before, spent = rows(data_dir(budgeted)), _spend(budgeted)
-    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {
+    schema: Any = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {
         "type": "object", "properties": {"city": {"type": "string"}}}}}
-    for response_format in ({"type": "json_object"}, schema):
+    formats: list[Any] = [{"type": "json_object"}, schema]
+    for response_format in formats:
         with pytest.raises(openai.BadRequestError) as info:
             client(budgeted).chat.completions.create(model="other", messages=messages,
                                                      response_format=response_format)
