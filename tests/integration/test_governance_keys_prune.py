@@ -211,12 +211,9 @@ def test_a_service_start_applies_max_keys_to_keys_db_as_a_reload_does(
             "2 of them are revoked") in caplog.text, caplog.text
 
 
-def test_a_start_on_a_keys_db_damaged_past_its_opening_is_refused_naming_it(
-        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
-    """A keys.db whose header and clock open but whose keys' pages are damaged: the start,
-    counting the ended keys past governance.max_keys, is refused naming the file and what
-    mends it, where a raw ``sqlite3.DatabaseError`` came out of it."""
-    data = tmp_path / "data"
+def damaged_keys_db(data: Path) -> Path:
+    """A keys.db in ``data`` whose header and clock open but whose keys' pages are damaged
+    (every page from the last root page on overwritten), made of 40 revoked keys."""
     with KeyStore.in_dir(data) as store:
         for _ in range(40):
             store.revoke(store.create(KeySpec(tenant="acme", name="n" * 200)).record.id)
@@ -229,6 +226,16 @@ def test_a_start_on_a_keys_db_damaged_past_its_opening_is_refused_naming_it(
     assert len(damaged) > (last_root + 1) * size  # (pages of keys past every root page)
     damaged[last_root * size:] = b"\xff" * (len(damaged) - last_root * size)
     db.write_bytes(bytes(damaged))
+    return db
+
+
+def test_a_start_on_a_keys_db_damaged_past_its_opening_is_refused_naming_it(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A keys.db whose header and clock open but whose keys' pages are damaged: the start,
+    counting the ended keys past governance.max_keys, is refused naming the file and what
+    mends it, where a raw ``sqlite3.DatabaseError`` came out of it."""
+    data = tmp_path / "data"
+    db = damaged_keys_db(data)
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake) + "auth: keys\ntenants: {acme: {}}\n"
                       "governance: {max_keys: 5}\n", encoding="utf-8")
@@ -238,6 +245,38 @@ def test_a_start_on_a_keys_db_damaged_past_its_opening_is_refused_naming_it(
     assert f"{str(db)!r}: cannot count the ended keys to prune (database disk image is " \
            "malformed); the file is damaged" in message, message
     assert "restore it from a backup" in message
+
+
+def test_a_reload_on_a_keys_db_damaged_past_its_opening_is_refused_before_it_swaps(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """keys.db replaced, while the service runs, by one whose keys' pages are damaged: the
+    reload, reading the live keys to weigh the new config against, is a 503 naming the file
+    and what mends it, and the running config serves on, where a raw
+    ``sqlite3.DatabaseError`` (a 500) came out of it after the new config had gone live."""
+    damaged = damaged_keys_db(tmp_path / "aside")
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + "auth: keys\nadmin_token_env: SP_PRUNE_ADMIN\n"
+                      "tenants: {acme: {}}\n", encoding="utf-8")
+    settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
+    data = Path(settings.data_dir)
+    with caplog.at_level("ERROR", logger="switchpoint"), thread_server(
+            create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        os.replace(damaged, data / "keys.db")  # (restored from a bad backup, say)
+        config.write_text(config.read_text(encoding="utf-8").replace(
+            "tenants: {acme: {}}", "tenants: {acme: {}, beta: {}}"), encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=30)
+        assert r.status_code == 503, r.text
+        error = r.json()["error"]
+        assert error["code"] == "storage_unavailable", r.text
+        assert ("keys.db in data_dir is damaged (database disk image is malformed); the "
+                "operator must restore it from a backup; the config was not reloaded: the "
+                "running one keeps serving") in error["message"], r.text
+        tenants = httpx.get(f"{server.base}/v1/router/tenants", headers=ADMIN, timeout=10)
+        assert tenants.status_code == 200, tenants.text
+        assert list(tenants.json()["data"]) == ["acme"], tenants.text  # (beta not live)
+    assert (f"POST /v1/router/reload: {str(data / 'keys.db')!r}: cannot read the keys "
+            "(database disk image is malformed); the file is damaged") in caplog.text, \
+        caplog.text
 
 
 def test_ended_keys_past_max_keys_go_oldest_first_as_keys_are_made(

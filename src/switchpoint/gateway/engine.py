@@ -166,6 +166,7 @@ from switchpoint.gateway.swaps import (
     apply_max_keys,
     check_policy,
     config_checked,
+    live_keys,
     reload_answer,
     swap_answer,
 )
@@ -2332,14 +2333,19 @@ class Gateway:
         and ``keys_note``, which is also logged as a warning). A bad config (or weights that
         do not fit it), a file that holds no settings or one that would lower the service's
         protection is a :class:`~switchpoint.errors.ConfigError` naming what is wrong, and a
-        weights package that cannot be read a :class:`~switchpoint.errors.WeightsError`; each
-        leaves the old router serving. Behind a change made at run time that waits for the
+        weights package that cannot be read a :class:`~switchpoint.errors.WeightsError`, and a
+        keys.db that cannot be read (read first, to weigh the new config against its live
+        keys) a :class:`~switchpoint.errors.StoreError` naming it; each leaves the old router
+        serving. Behind a change made at run time that waits for the
         store to keep it (a registration, a run-time experiment's creation or end), it waits
         at most :data:`~switchpoint.gateway.live.SWAP_WAIT_S`, then is a
         :class:`~switchpoint.errors.StorageUnavailableError` (503) naming that change, as a
         policy swap is."""
-        old, new, ms = config_checked(self.state.reload)
-        return reload_answer(old, new, ms, self.governor.keys)
+        keys = self.governor.keys
+        with self.state.swapping("the reload"):  # (no other reload between the read and it)
+            held = live_keys(keys)  # (a keys.db that cannot be read: nothing is swapped)
+            old, new, ms = config_checked(self.state.reload)
+        return reload_answer(old, new, ms, keys, held)
 
     # Admin views -------------------------------------------------------------------------------
 

@@ -388,15 +388,16 @@ class RouterState:
                  router.policy.name, len(router.models), time.perf_counter() - t0)
 
     @contextlib.contextmanager
-    def swapping(self) -> Iterator[Live]:
+    def swapping(self, waits: str = "the policy swap") -> Iterator[Live]:
         """Hold off every other load, swap and reload while the block runs, yielding the live
-        snapshot: what the block checks of it (a swap's policy name) still holds when a swap
-        the block makes runs (it runs inside, on this thread). :class:`RouterNotReadyError`
-        (503) at once while the first load runs; a :class:`StorageUnavailableError` (503)
-        once it has waited :data:`SWAP_WAIT_S` behind a change the store has not kept yet
-        (see :meth:`_taken`)."""
+        snapshot: what the block checks of it (a swap's policy name, a reload's keys) still
+        holds when a swap the block makes runs (it runs inside, on this thread).
+        :class:`RouterNotReadyError` (503) at once while the first load runs; a
+        :class:`StorageUnavailableError` (503) naming ``waits`` once it has waited
+        :data:`SWAP_WAIT_S` behind a change the store has not kept yet (see
+        :meth:`_taken`)."""
         self.live()
-        with self._taken("the policy swap"):
+        with self._taken(waits):
             yield self.live()
 
     def swap_policy(self, name: str) -> tuple[Live, Live, float]:

@@ -20,7 +20,7 @@ from switchpoint._messages import json_quoted, listed_names
 from switchpoint.config import Settings
 from switchpoint.errors import ConfigError, InvalidInputError, StoreError
 from switchpoint.gateway.live import Live, policy_choices
-from switchpoint.governance.keys import KeyStore
+from switchpoint.governance.keys import KeyRecord, KeyStore
 from switchpoint.governance.reload_check import key_losses, losses_note, named
 
 log = logging.getLogger("switchpoint.gateway")
@@ -59,13 +59,33 @@ def swap_answer(old: Live, new: Live, ms: float) -> dict[str, Any]:
             "keys_note": None}
 
 
-def reload_answer(old: Live, new: Live, ms: float, keys: KeyStore) -> dict[str, Any]:
-    """A reload's answer: :func:`swap_answer` with the live ``keys`` the new config leaves
-    short of a tenant or a model they could use under the old one (the first of them named,
-    how many in all, and a note in words, which is logged as a warning)."""
-    losses = key_losses(keys.list(include_revoked=False), old.settings.tenants,
-                        new.settings.tenants, old.router.catalog.names,
-                        new.router.catalog.names, keys.now())
+#: What a reload refused by a keys.db it cannot read tells the client.
+NOT_RELOADED = "the config was not reloaded: the running one keeps serving"
+
+
+def live_keys(keys: KeyStore) -> list[KeyRecord]:
+    """The live keys of ``keys`` that :func:`reload_answer` weighs the new config against,
+    read before a reload swaps anything: a keys.db that cannot be read (a damaged one) refuses
+    the reload with the :class:`~switchpoint.errors.StoreError` naming the file and what
+    mends it, saying that the running config keeps serving, and nothing is swapped."""
+    try:
+        return keys.list(include_revoked=False)
+    except StoreError as exc:
+        if not exc.damaged:  # (the client is told the database's words alone, as before)
+            raise
+        raise StoreError(str(exc), reason=f"{exc.reason}; {NOT_RELOADED}",
+                         damaged=True) from None
+
+
+def reload_answer(old: Live, new: Live, ms: float, keys: KeyStore,
+                  held: list[KeyRecord]) -> dict[str, Any]:
+    """A reload's answer: :func:`swap_answer` with the live keys (``held``, read by
+    :func:`live_keys` before the swap) the new config leaves short of a tenant or a model
+    they could use under the old one (the first of them named, how many in all, and a note
+    in words, which is logged as a warning); then ``governance.max_keys`` is applied to
+    ``keys`` (:func:`apply_max_keys`)."""
+    losses = key_losses(held, old.settings.tenants, new.settings.tenants,
+                        old.router.catalog.names, new.router.catalog.names, keys.now())
     note = losses_note(losses)
     if note is not None:
         log.warning("config reloaded: %s", note)

@@ -982,11 +982,17 @@ class KeyStore:
 
     def list(self, tenant: str | None = None, *, include_revoked: bool = True
              ) -> list[KeyRecord]:
+        """The keys (``tenant``'s, or all; without the revoked ones unless
+        ``include_revoked``), oldest first; a file that cannot be read (a damaged one) is a
+        :class:`StoreError` naming it and what mends it."""
         with self._lock:
             conn = self._db()
             where, args = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
-            rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys {where} "
-                                "ORDER BY seq", args).fetchall()
+            try:
+                rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys {where} "
+                                    "ORDER BY seq", args).fetchall()
+            except sqlite3.Error as exc:  # (a damaged file: named, with what mends it)
+                raise store_error(self.path, "read the keys", exc) from None
         records = [KeyRecord.from_row(r) for r in rows]
         return [r for r in records if include_revoked or r.revoked_at is None]
 
