@@ -113,6 +113,29 @@ def cost_text(amount: float) -> str:
     return f"{whole}.{places}"
 
 
+#: What a cost a router estimates or is told is in, by whether its catalog prices every model
+#: (a feedback answer's ``cost_unit``): US dollars, read against those prices, or else the
+#: units of the costs its weights were fitted on, which no price converts.
+COST_UNITS = {"usd": "US dollars", "weights": "the weights' cost units"}
+#: The same for a reader who cannot know which applies (a command's help, an API schema).
+COST_UNITS_TEXT = (f"in {COST_UNITS['usd']} when the catalog prices every model, else in "
+                   f"{COST_UNITS['weights']} (US dollars for the bundled weights)")
+
+
+def cost_unit_of(catalog: Catalog) -> str:
+    """``usd`` when ``catalog`` prices every model, else ``weights`` (see
+    :data:`COST_UNITS`)."""
+    return "usd" if catalog.all_priced else "weights"
+
+
+def unit_cost_text(amount: float, unit: str) -> str:
+    """A cost in ``unit`` (a key of :data:`COST_UNITS`) as a message shows it: ``$0.020000``
+    (US dollars, by :func:`usd_text`), ``0.020000 in the weights' cost units``."""
+    if unit == "usd":
+        return usd_text(amount)
+    return f"{cost_text(amount)} in {COST_UNITS['weights']}"
+
+
 def model_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a catalog model, or None. The model that answered is named in
     the ``x-switchpoint-model`` header of every answer, and HTTP headers carry only visible

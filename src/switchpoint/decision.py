@@ -34,7 +34,7 @@ import numpy.typing as npt
 from switchpoint._args import INTEGER, expect
 from switchpoint._messages import bounded_repr, cut, json_quoted, people_number, too_long
 from switchpoint._numbers import checked_number
-from switchpoint.catalog import cost_text, usd
+from switchpoint.catalog import COST_UNITS_TEXT, cost_text, usd
 from switchpoint.errors import InvalidInputError
 
 Array = npt.NDArray[np.float64]
@@ -474,9 +474,8 @@ class RoutingDecision:
         # (US dollars only when the catalog prices every model: else the weights' own units,
         # which the decision does not name, so no dollar sign)
         lines.append(
-            f"Estimated cost: {cost_text(self.expected_cost)} per request, in US dollars when "
-            "the catalog prices every model, else in the weights' cost units (US dollars for "
-            f"the bundled weights) (λ = {self.cost_weight:g}; score = expected error + "
+            f"Estimated cost: {cost_text(self.expected_cost)} per request, {COST_UNITS_TEXT} "
+            f"(λ = {self.cost_weight:g}; score = expected error + "
             f"λ·normalised cost = {self.cost_adjusted_score:.4f})"
         )
         if self.evidence:

@@ -193,7 +193,9 @@ def test_every_number_option_says_its_range_and_its_default() -> None:
             [f"(0 to {MAX_REQUESTS_PER_HOUR:,.0f})"],
         ("switchpoint report forecast", "--avg-input-tokens"): [f"(0 to {MAX_TOKENS:,})"],
         ("switchpoint report forecast", "--avg-output-tokens"): [f"(0 to {MAX_TOKENS:,})"],
-        ("switchpoint feedback", "--cost"): [f"from 0 to {MAX_ANSWER_COST:,.0f} USD"],
+        ("switchpoint feedback", "--cost"):
+            [f"from 0 to {MAX_ANSWER_COST:,.0f}, in US dollars when the catalog prices every "
+             "model, else in the weights' cost units"],
         # serve's sources in the order they win, as --data-dir's are said
         ("switchpoint serve", "--weights"):
             ["(default: $SWITCHPOINT_WEIGHTS, else the config's weights:, else the bundled "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -74,7 +75,8 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
               str(config)])
     assert exited.value.code == 2
     assert ('argument --cost: "-1" is negative: give what the answer cost, a number from '
-            "0 to 1,000 (USD)" in capsys.readouterr().err)
+            "0 to 1,000, in US dollars when the catalog prices every model, else in the "
+            "weights' cost units" in capsys.readouterr().err)
     assert main(["learn", "--export", str(tmp_path / "nothing"), "--config", str(config)]) == 2
     assert ('tenant "default" has reported no outcomes; there is nothing to fold into the '
             "weights; report how answers went by their decision id first (POST /v1/feedback, "
@@ -121,7 +123,8 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
         assert main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "0.01",
                      "--url", server.base, "--json"]) == 0
         answer = json.loads(capsys.readouterr().out)
-        assert (answer["cost"], answer["cost_from"]) == (0.01, "feedback")
+        assert (answer["cost"], answer["cost_from"], answer["cost_unit"]) == (
+            0.01, "feedback", "usd")  # (the catalog prices every model)
         assert main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "0.02",
                      "--url", server.base]) == 0
         assert "replaced an earlier outcome" in (said := capsys.readouterr().out)
@@ -135,6 +138,43 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
         said, note = capsys.readouterr()
         assert "learned: cheap scored 0.5" in said and "(tenant default, model)" in said
         assert "does not teach routing" in note
+
+
+def test_without_prices_a_cost_given_as_feedback_is_said_in_the_weights_units_not_dollars(
+        gw_fake: FakeProviderProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The router then takes the cost as it is, in its weights' own cost units: feedback's
+    printed answer, its ``cost_unit`` and the API's description of ``cost`` say so, where
+    they called it US dollars."""
+    text = re.sub(r"input_per_mtok: [\d.]+,\s*output_per_mtok: [\d.]+,\s*", "",
+                  config_text(gw_fake, str(tmp_path / "data")))
+    text = re.sub(r"  - \{name: fresh[^\n]*\n", "", text)  # (no profile: routed by its price)
+    assert "per_mtok" not in text and "fresh" not in text, text
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(text, encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with Gateway(settings, loader=FACTORY, env=KEYS) as gateway:
+        gateway.start()
+        decision = gateway.route(PROMPT, ["good", "cheap"]).decision_id
+    assert main(["feedback", decision, "--score", "0.5", "--cost", "0.02", "--config",
+                 str(config)]) == 0
+    said = capsys.readouterr().out
+    assert "scored 0.5 at 0.020000 in the weights' cost units (as given)" in said, said
+    assert "$" not in said, said
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        assert main(["feedback", decision, "--score", "0.5", "--cost", "0.03", "--url",
+                     server.base, "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert (answer["cost"], answer["cost_from"], answer["cost_unit"]) == (
+            0.03, "feedback", "weights"), answer
+        spec = httpx.get(f"{server.base}/openapi.json", timeout=10).json()
+    schemas = spec["components"]["schemas"]
+    asked = spec["paths"]["/v1/feedback"]["post"]["requestBody"]["content"]["application/json"]
+    described = [asked["schema"]["properties"]["cost"]["description"],
+                 schemas["FeedbackResponse"]["properties"]["cost"]["description"],
+                 schemas["FeedbackResponse"]["properties"]["cost_unit"]["description"]]
+    assert "(USD)" not in " ".join(described), described
+    assert "else in the weights' cost units" in described[0], described
+    assert "weights (the weights' cost units" in described[2], described
 
 
 def _auto_chat(server: Any, prompt: str) -> str:

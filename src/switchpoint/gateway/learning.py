@@ -73,7 +73,7 @@ import numpy.typing as npt
 from switchpoint._files import access_problem
 from switchpoint._log_limit import SaidOnce
 from switchpoint._messages import json_quoted, listed_names, quoted, quoted_path
-from switchpoint.catalog import usd, usd_text
+from switchpoint.catalog import cost_unit_of, usd, usd_text
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision, check_id
 from switchpoint.errors import (
@@ -529,6 +529,9 @@ class FeedbackResult:
     # "feedback", "answer" (the gateway's own accounting) or "kept" (a repeat without a cost
     # keeps the one taken before)
     cost_from: str | None = None
+    # what a cost is in: "usd" where the router's catalog prices every model, else "weights"
+    # (the weights' cost units: see catalog.COST_UNITS)
+    cost_unit: str = "usd"
 
     def __getstate__(self) -> dict[str, Any]:
         # A copy (pickled, deep-copied) holds what the feedback did, not the writes it waited
@@ -538,7 +541,8 @@ class FeedbackResult:
     def to_dict(self) -> dict[str, Any]:
         out = self.outcome.to_dict()
         out.update(kind=self.kind, teaches_routing=self.teaches_routing,
-                   cost=None if self.cost is None else usd(self.cost), cost_from=self.cost_from)
+                   cost=None if self.cost is None else usd(self.cost), cost_from=self.cost_from,
+                   cost_unit=self.cost_unit)
         if self.note:
             out["note"] = self.note
         return out
@@ -1341,7 +1345,8 @@ class GatewayLearning:
                         outcome, learned_note = _last_replaced(outcome, last, held)
                         return FeedbackResult(outcome, "decision", True, learned_note,
                                               commits=tuple(note.commits), cost=measured,
-                                              cost_from=cost_from)
+                                              cost_from=cost_from,
+                                              cost_unit=cost_unit_of(owner.catalog))
                     why = (f"{served} has no learned profile in these weights"
                            if served in owner.models else
                            f"{served} is no longer in the catalog (a reload took it out)")
@@ -1513,7 +1518,8 @@ class GatewayLearning:
                                  comment=note.comment)
         outcome = OutcomeResult(decision_id, tenant, model, quality, previous is not None,
                                 previous, event)
-        return FeedbackResult(outcome, "model", False, why, (future,), cost, cost_from)
+        return FeedbackResult(outcome, "model", False, why, (future,), cost, cost_from,
+                              cost_unit_of(router.catalog))
 
     # Preferences -----------------------------------------------------------------------------
 

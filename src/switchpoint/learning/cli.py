@@ -81,13 +81,18 @@ def _quality(args: argparse.Namespace) -> tuple[float | None, bool | None]:
 
 
 def _cost_words(answer: dict[str, Any]) -> str:
-    """`` at $0.000400 (as given)``: the cost an outcome taught, if any."""
-    from switchpoint.catalog import usd_text
+    """`` at $0.000400 (as given)``, `` at 0.000400 in the weights' cost units (as given)``
+    (its ``cost_unit``; a service that does not say: US dollars): the cost an outcome taught,
+    if any."""
+    from switchpoint.catalog import COST_UNITS, unit_cost_text
     cost = answer.get("cost")
     if not isinstance(cost, int | float):
         return ""
+    unit = answer.get("cost_unit")
+    unit = unit if isinstance(unit, str) and unit in COST_UNITS else "usd"
     source = {"answer": "as the gateway priced the answer", "feedback": "as given"}
-    return f" at {usd_text(cost)} ({source.get(str(answer.get('cost_from')), 'as given')})"
+    return (f" at {unit_cost_text(cost, unit)} "
+            f"({source.get(str(answer.get('cost_from')), 'as given')})")
 
 
 def _state_gateway(settings: Settings, *, reads_only: bool = False,
@@ -567,7 +572,7 @@ def cmd_experiments_end(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     """Register ``feedback``, ``learn`` and ``experiments`` on the main parser's
     subcommands."""
-    from switchpoint.catalog import MAX_ANSWER_COST
+    from switchpoint.catalog import COST_UNITS_TEXT, MAX_ANSWER_COST
 
     p = sub.add_parser("feedback", help="report how an answer went (by its decision id, or "
                                         "its prompt's hash): to a running service (--url) or "
@@ -588,10 +593,10 @@ def add_commands(sub: Any) -> None:
                                            "that answered)")
     p.add_argument("--comment", help="a note kept with the outcome")
     cost = p.add_argument("--cost", type=_options.COST,
-                          help=f"what the answer cost, from 0 to {MAX_ANSWER_COST:,.0f} USD: "
-                               "teaches the model's cost on this kind of prompt (with catalog "
-                               "prices the gateway's own accounting of the answer is used when "
-                               "left out)")
+                          help=f"what the answer cost, from 0 to {MAX_ANSWER_COST:,.0f}, "
+                               f"{COST_UNITS_TEXT}: teaches the model's cost on this kind of "
+                               "prompt (with catalog prices the gateway's own accounting of the "
+                               "answer is used when left out)")
     tenant = p.add_argument("--tenant", help="only a decision of this tenant (without --url)")
     p.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8080 (it learns at "
                                  "once); without it the state in data_dir is updated and a "

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from switchpoint._messages import MAX_LISTED, one_of
-from switchpoint.catalog import MAX_TOKENS
+from switchpoint.catalog import COST_UNITS, MAX_TOKENS
 from switchpoint.decision import MAX_COST_WEIGHT
 from switchpoint.errors import GatewayError
 from switchpoint.gateway.parsing import MAX_MODELS, ModelName
@@ -929,11 +929,16 @@ class FeedbackResponse(BaseModel):
         description="decision: a routed answer's, which teaches routing; model: a request "
                     "that named its model, a quality observation of that model.")
     teaches_routing: bool
-    cost: float | None = Field(description="What the answer cost (USD), as the feedback said "
-                                           "or as the gateway priced it; null: unknown.")
+    cost: float | None = Field(description="What the answer cost (in cost_unit), as the "
+                                           "feedback said or as the gateway priced it; null: "
+                                           "unknown.")
     cost_from: Literal["feedback", "answer", "kept"] | None = Field(
         description="Where cost comes from: the feedback, the gateway's accounting of the "
                     "answer, or the earlier outcome's (a repeat without a cost).")
+    cost_unit: Literal["usd", "weights"] = Field(
+        description=f"What cost is in: usd ({COST_UNITS['usd']}) when the catalog prices every "
+                    f"model, else weights ({COST_UNITS['weights']}: US dollars for the "
+                    "bundled weights).")
     note: str | None = Field(None, description="Why it teaches less than it might (absent "
                                                "when it teaches all it can).")
 

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
-from switchpoint.catalog import MAX_ANSWER_COST, MAX_MODEL_NAME
+from switchpoint.catalog import COST_UNITS_TEXT, MAX_ANSWER_COST, MAX_MODEL_NAME
 from switchpoint.decision import (
     DECISION_ID_PATTERN,
     MAX_DECISION_ID,
@@ -131,9 +131,10 @@ class FeedbackRequest(BaseModel):
     comment: StrictStr | None = Field(None, json_schema_extra={"maxLength": MAX_COMMENT})
     cost: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0,
                                  le=MAX_ANSWER_COST)] | None = Field(
-        None, description="What the answer cost (USD): teaches the model's cost on this kind of "
-                          "prompt. With catalog prices it may be left out: the gateway's own "
-                          "accounting of the answer is used (cost_from says which).")
+        None, description=f"What the answer cost, {COST_UNITS_TEXT} (the answer's cost_unit "
+                          "says which): teaches the model's cost on this kind of prompt. With "
+                          "catalog prices it may be left out: the gateway's own accounting of "
+                          "the answer is used (cost_from says which).")
 
 
 class CompareRequest(BaseModel):
