@@ -38,7 +38,7 @@ from switchpoint._numbers import (
     whole_number_text,
     whole_too_large,
 )
-from switchpoint.catalog import COST_UNITS_TEXT, MAX_ANSWER_COST
+from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.decision import MAX_COST_WEIGHT
 
 #: The most ports a ``--port FIRST-LAST`` range covers (all of them).
@@ -198,9 +198,10 @@ COST_WEIGHT = number_option(f"a number from 0 to {people_number(MAX_COST_WEIGHT)
 COST_WEIGHTS = number_list_option(COST_WEIGHT, "0,0.1,1,10")
 #: A quality score: ``feedback --score``.
 SCORE = number_option("a number from 0 to 1 (1 = best)", "0.8", 0.0, 1.0)
-#: What an answer cost: ``feedback --cost``.
+#: What an answer cost: ``feedback --cost`` (its unit, which the catalog decides, is said by
+#: its help: see catalog.COST_UNITS_TEXT).
 COST = number_option("what the answer cost, a number from 0 to "
-                     f"{people_number(MAX_ANSWER_COST)}, {COST_UNITS_TEXT}",
+                     f"{people_number(MAX_ANSWER_COST)}",
                      "0.002", 0.0, MAX_ANSWER_COST)
 #: Any number (its range checked by the library, naming the option): the forecast's figures.
 NUMBER = number_option()

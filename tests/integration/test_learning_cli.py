@@ -75,8 +75,7 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
               str(config)])
     assert exited.value.code == 2
     assert ('argument --cost: "-1" is negative: give what the answer cost, a number from '
-            "0 to 1,000, in US dollars when the catalog prices every model, else in the "
-            "weights' cost units" in capsys.readouterr().err)
+            "0 to 1,000\n" in capsys.readouterr().err)  # (its unit: see its help)
     assert main(["learn", "--export", str(tmp_path / "nothing"), "--config", str(config)]) == 2
     assert ('tenant "default" has reported no outcomes; there is nothing to fold into the '
             "weights; report how answers went by their decision id first (POST /v1/feedback, "

@@ -81,8 +81,7 @@ def test_an_option_refuses_a_value_quoting_it_as_json_writes_it_with_what_it_tak
                                     "number, such as 8"),
         (_options.SCORE, "1.5", '"1.5" is out of range: give a number from 0 to 1 (1 = best)'),
         (_options.COST, "-1", '"-1" is negative: give what the answer cost, a number '
-                              "from 0 to 1,000, in US dollars when the catalog prices every "
-                              "model, else in the weights' cost units"),
+                              "from 0 to 1,000"),
         (_options.NUMBER, "\u0665", '"\u0665" is not a number in ASCII digits: give a '
                                      "number, such as 2.5 or 1e3"),
         (_options.days_option, "0", '"0" is out of range: give a number of days > 0'),
