@@ -124,17 +124,35 @@ def write_problem(path: Path, exc: OSError) -> str:
     return problem or exc.strerror or str(exc)
 
 
-def read_problem(path: Path, exc: OSError) -> str:
+def read_problem(path: Path, exc: OSError, *, directory: bool = False) -> str:
     """Why reading the file ``path`` failed with ``exc``, as an error goes on after "cannot
     read it: ": when the system refused permission, that it did, and whose the file (or a
     folder on the way) is, its mode and what to run (:func:`access_problem`), else to check
     its owner and mode; else the system's reason. The one wording of a file a command is
-    given that it may not read (routing records, prompts, a config)."""
+    given that it may not read (routing records, prompts, a config). With ``directory``,
+    ``path`` is a folder whose files are read (a weights package): a folder is listed and its
+    files reached only with its ``x`` bit beside its ``r`` (``u+rx``), which ``u+r`` alone
+    does not give."""
     if not isinstance(exc, PermissionError):
         return exc.strerror or str(exc)
-    found = access_problem(path, (), writes=False)
+    fix = "u+rx" if directory else "u+r"
+    found = ((unreachable(path.parent, writes=False) or _unlisted(path)) if directory
+             else access_problem(path, (), writes=False))
     return "permission denied; " + (
-        found or f"check its owner and mode (`chmod u+r {shlex.quote(str(path))}`)")
+        found or f"check its owner and mode (`chmod {fix} {shlex.quote(str(path))}`)")
+
+
+def _unlisted(folder: Path) -> str | None:
+    """Why this process may not list the directory ``folder`` nor reach its files (its ``r``
+    or ``x`` bit is not this process's), whose it is and what to run; ``None`` when it may,
+    or when ``folder`` cannot be looked at or is no directory."""
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode) and not _may(folder, os.R_OK | os.X_OK):
+        return _denied(folder, st, "read the files in", "u+rx")
+    return None
 
 
 def output_problem(path: Path) -> str | None:
@@ -392,16 +410,18 @@ def _read_only_mount(folder: Path) -> bool:
         return False
 
 
-def unreachable(folder: Path) -> str | None:
+def unreachable(folder: Path, *, writes: bool = True) -> str | None:
     """Why this process may not reach the files in the directory ``folder`` (it may not
-    search it: another user's, say), whose it is and what to run; ``None`` when it may, or
-    when ``folder`` cannot be looked at itself or is no directory."""
+    search it: another user's, say), whose it is and what to run (``u+rwx``; without
+    ``writes``, for a process that only reads there, ``u+rx``); ``None`` when it may, or when
+    ``folder`` cannot be looked at itself or is no directory."""
     try:
         st = folder.stat()
     except OSError:
         return None
     if stat.S_ISDIR(st.st_mode) and not _may(folder, os.X_OK):
-        return _denied(folder, st, "search", "u+rwx", ", so nothing in it can be reached")
+        return _denied(folder, st, "search", "u+rwx" if writes else "u+rx",
+                       ", so nothing in it can be reached")
     return None
 
 
@@ -415,7 +435,7 @@ def access_problem(path: Path, side_files: Collection[str] = SQLITE_SIDE_FILES, 
     mounted read-only is said to be so (no ``chmod`` mends that). With ``writes=False`` (a
     process that only reads the file), why it may not read them alone."""
     folder = path.parent
-    problem = unreachable(folder)
+    problem = unreachable(folder, writes=writes)
     if problem is not None:
         return problem
     try:

@@ -1338,7 +1338,7 @@ def _check_experiment_scopes(settings: Settings, tenants: list[str]) -> None:
 
 
 def _check_paths(settings: Settings) -> None:
-    from switchpoint.weights import bundled_policies, manifest_problem, policy_of
+    from switchpoint.weights import Unreadable, bundled_policies, manifest_problem, policy_of
 
     paths = [("weights", settings.weights), ("data_dir", settings.data_dir),
              *((f"policies.{k}", v) for k, v in settings.policies.items())]
@@ -1356,6 +1356,8 @@ def _check_paths(settings: Settings) -> None:
         if key == "data_dir":
             continue
         problem = None if value is None else manifest_problem(value)
+        if isinstance(problem, Unreadable):  # (the package may be whole: said what to run)
+            raise ConfigError(key, f"{quoted_path(value)}: {problem}")
         if problem is not None:
             raise ConfigError(key, f"{quoted_path(value)} is not a weights package ({problem}); "
                                    "give the folder `switchpoint fit --out` wrote")

@@ -51,6 +51,7 @@ from switchpoint._files import (
     held_identity,
     npy_header,
     path_problem,
+    read_problem,
     replace_dir,
     set_aside,
     temporary_name,
@@ -789,17 +790,29 @@ def manifest_problem(root: str | Path) -> str | None:
     found = _look(Path(root) / "manifest.json")
     if found is None:
         return "no manifest.json there"
+    if isinstance(found, Unreadable):
+        return Unreadable(f"its manifest.json {found}")
     return f"its manifest.json {found}" if isinstance(found, str) else None
+
+
+class Unreadable(str):
+    """What :func:`manifest_problem` (or a package's file) says when this process may not
+    reach the package's files: a matter of permissions, said with what to run, not of the
+    package (no other copy of it mends it)."""
 
 
 def _look(path: Path) -> os.stat_result | str | None:
     """The status of ``path`` when it is a regular file, None when nothing is there, else what
-    is wrong with it (``is a FIFO (named pipe), not a regular file``, ``cannot be read: ...``).
-    Told from its status alone: a FIFO opened to be read would wait for a writer."""
+    is wrong with it (``is a FIFO (named pipe), not a regular file``, ``cannot be read: ...``:
+    an :class:`Unreadable` when the system refused permission, which only the package's folder,
+    or one on its way, not searched by this process makes it do). Told from its status alone:
+    a FIFO opened to be read would wait for a writer."""
     try:
         found = path.stat()
     except FileNotFoundError:
         return None
+    except PermissionError as exc:
+        return Unreadable(f"cannot be read: {read_problem(path.parent, exc, directory=True)}")
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
     if not stat.S_ISREG(found.st_mode):
@@ -816,6 +829,8 @@ def _status(path: Path) -> os.stat_result | None:
     :class:`WeightsError` naming it when it is no regular file (a FIFO, a device, a directory)
     or cannot be looked at (see :func:`_look`)."""
     found = _look(path)
+    if isinstance(found, Unreadable):
+        raise WeightsError(path, found)
     if isinstance(found, str):
         raise WeightsError(path, f"{found}; {_REGULAR}")
     return found

@@ -2321,3 +2321,32 @@ def test_a_file_given_that_may_not_be_read_is_said_to_be_so_with_what_to_run(
         code, _, err = results[name]
         assert_bad_input(code, err, f"{str(path)!r}", "permission denied; this process's user",
                          f"may not read {str(path)!r} (mode 000", "chmod u+r")
+
+
+def test_a_weights_folder_that_may_not_be_searched_is_said_to_need_u_rx(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A weights package's folder of mode 600 (read, but not searched: its files cannot be
+    reached), given with --weights or as the config's weights:, is refused saying permission
+    was denied, whose it is and to give it ``u+rx``, by the files' one wording, where it was
+    said to be damaged (copy the folder again) or no weights package."""
+    folder = Path(tempfile.mkdtemp(prefix="unsearched-"))  # (not under root's 0700 tmp_path)
+    try:
+        folder.chmod(0o777)
+        weights = folder / "weights"
+        weights.mkdir()
+        (weights / "manifest.json").write_text("{}", encoding="utf-8")
+        weights.chmod(0o600)
+        config = folder / "switchpoint.yaml"
+        config.write_text(f"weights: {weights}\n", encoding="utf-8")
+        commands: list[list[str | Path]] = [
+            ["info", "--weights", weights], ["route", PROMPT, "--weights", weights],
+            ["keys", "list", "--config", config]]
+        with _as_another_user():
+            results = [run(argv, capsys) for argv in commands]
+    finally:
+        weights.chmod(0o700)
+        shutil.rmtree(folder)
+    for code, _, err in results:
+        assert_bad_input(code, err, "permission denied; this process's user",
+                         f"may not read the files in {str(weights)!r} (mode 600", "chmod u+rx")
+        assert "copy the whole folder again" not in err and "is not a weights package" not in err
