@@ -279,6 +279,53 @@ def test_a_reload_on_a_keys_db_damaged_past_its_opening_is_refused_before_it_swa
         caplog.text
 
 
+def test_every_read_of_a_keys_db_damaged_past_its_opening_is_a_503_naming_it(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """keys.db replaced, while the service runs, by one whose keys' pages are damaged: a
+    client's key verified on its request and an admin's read of a key are each a 503
+    storage_unavailable naming keys.db and what mends it, logged in one line (no traceback),
+    and the service serves on; ``keys show`` says the same and exits non-zero. A raw
+    ``sqlite3.DatabaseError`` (a 500, a traceback a request) came out of each."""
+    aside = tmp_path / "aside"
+    with KeyStore.in_dir(aside) as store:
+        issued = store.create(KeySpec(tenant="acme"))
+    damaged = damaged_keys_db(aside)
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + "auth: keys\nadmin_token_env: SP_PRUNE_ADMIN\n"
+                      "tenants: {acme: {}}\n", encoding="utf-8")
+    settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
+    data = Path(settings.data_dir)
+    told = ("keys.db in data_dir is damaged (database disk image is malformed); the operator "
+            "must restore it from a backup")
+    with caplog.at_level("ERROR", logger="switchpoint"), thread_server(
+            create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        os.replace(damaged, data / "keys.db")  # (restored from a bad backup, say)
+        with pytest.raises(openai.APIStatusError) as refused:
+            client(server, issued.key).chat.completions.create(model="auto",
+                                                               messages=user("hello"))
+        assert refused.value.status_code == 503, refused.value
+        assert refused.value.code == "storage_unavailable", refused.value
+        assert told in refused.value.message, refused.value.message
+        shown = httpx.get(f"{server.base}/v1/router/keys/{issued.record.id}", headers=ADMIN,
+                          timeout=10)
+        assert shown.status_code == 503, shown.text
+        assert shown.json()["error"]["code"] == "storage_unavailable", shown.text
+        assert told in shown.json()["error"]["message"], shown.text
+        tenants = httpx.get(f"{server.base}/v1/router/tenants", headers=ADMIN, timeout=10)
+        assert tenants.status_code == 200, tenants.text  # (the service serves on)
+    path = repr(str(data / "keys.db"))
+    assert f"POST /v1/chat/completions: {path}: cannot look the key up (database disk image " \
+           "is malformed); the file is damaged" in caplog.text, caplog.text
+    assert f"GET /v1/router/keys/{issued.record.id}: {path}: cannot read the key" \
+        in caplog.text, caplog.text
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == [], caplog.text
+    code, out, err = run(["keys", "show", issued.record.id, "--config", config], capsys)
+    assert code != 0 and out == "", (code, out, err)
+    assert f"{path}: cannot read the key (database disk image is malformed)" in err, err
+    assert "restore it from a backup" in err and "Traceback" not in err, err
+
+
 def test_ended_keys_past_max_keys_go_oldest_first_as_keys_are_made(
         gw_fake: FakeProviderProcess, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

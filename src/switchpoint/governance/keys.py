@@ -687,6 +687,21 @@ class KeyStore:
         assert self._conn is not None
         return self._conn
 
+    @contextlib.contextmanager
+    def _using(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The connection (:meth:`_db`) with the lock held, for a block that reads the file
+        (and may change it, see :meth:`_serial`): every lookup, list, count and change goes
+        through it. A database error the block meets (a file damaged past its opening, a lock
+        held past the busy timeout) is the :class:`StoreError` naming the file and what mends
+        it (:func:`~switchpoint.store.sqlite.store_error`: a damaged one is a 503
+        ``storage_unavailable`` over HTTP), never a bare :class:`sqlite3.Error`."""
+        with self._lock:
+            conn = self._db()
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise store_error(self.path, what, exc) from None
+
     def _let_go(self, left: str | None) -> None:
         """Close the connection (the lock held). When its file (or its ``-wal`` or ``-shm``)
         ``left`` the path (see :func:`~switchpoint.store.moved.how_it_left`), its log is first
@@ -812,15 +827,11 @@ class KeyStore:
         writer, self._writer = self._writer, None
         if writer is not None:  # (a write under way would put the later time back)
             writer.stop()
-        with self._lock:
-            conn = self._db()
+        with self._using("reset the key store's time") as conn:
             self._writer = self._writer or self._clock_writer()
             self._read_clock(conn)
             before, now = self._latest, float(self.clock())
-            try:
-                conn.execute("INSERT OR REPLACE INTO clock (id, latest) VALUES (1, ?)", (now,))
-            except sqlite3.Error as exc:
-                raise store_error(self.path, "reset the key store's time", exc) from None
+            conn.execute("INSERT OR REPLACE INTO clock (id, latest) VALUES (1, ?)", (now,))
             self._latest = self._saved = self._tried = now
             return before
 
@@ -872,8 +883,7 @@ class KeyStore:
             self._read_clock(conn)
 
     def get(self, key_id: str) -> KeyRecord | None:
-        with self._lock:
-            conn = self._db()
+        with self._using("look the key up") as conn:
             self._fresh(conn)
             record = self._cache.get(key_id)
             if record is None:
@@ -936,8 +946,7 @@ class KeyStore:
         of the oldest ended keys (revoked or expired) past the newest ``max_live`` go (see
         :meth:`prune`), so the file never holds more than twice ``max_live`` records.
         ``deliver`` (see :data:`Deliver`) hands the key out before the file keeps it."""
-        with self._lock:
-            conn = self._db()
+        with self._using("store the new key") as conn:
             now = self._now()
             try:
                 expires_at = parse_expiry(spec.expires, now)
@@ -985,14 +994,10 @@ class KeyStore:
         """The keys (``tenant``'s, or all; without the revoked ones unless
         ``include_revoked``), oldest first; a file that cannot be read (a damaged one) is a
         :class:`StoreError` naming it and what mends it."""
-        with self._lock:
-            conn = self._db()
+        with self._using("read the keys") as conn:
             where, args = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
-            try:
-                rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys {where} "
-                                    "ORDER BY seq", args).fetchall()
-            except sqlite3.Error as exc:  # (a damaged file: named, with what mends it)
-                raise store_error(self.path, "read the keys", exc) from None
+            rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys {where} "
+                                "ORDER BY seq", args).fetchall()
         records = [KeyRecord.from_row(r) for r in rows]
         return [r for r in records if include_revoked or r.revoked_at is None]
 
@@ -1001,12 +1006,8 @@ class KeyStore:
         ``governance.max_keys`` bounds. 0 where there is no file (and none is made)."""
         if not self.path.is_file():
             return 0
-        with self._lock:
-            conn = self._db()
-            try:
-                return int(conn.execute(_LIVE_KEYS, (self._now(),)).fetchone()[0])
-            except sqlite3.Error as exc:  # (a damaged file: named, with what mends it)
-                raise store_error(self.path, "count the live keys", exc) from None
+        with self._using("count the live keys") as conn:
+            return int(conn.execute(_LIVE_KEYS, (self._now(),)).fetchone()[0])
 
     def held(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the file holds a record of (none where there is no file, and none
@@ -1014,9 +1015,9 @@ class KeyStore:
         :meth:`prune`), or its keys.db was replaced."""
         if not ids or not self.path.is_file():
             return set()
-        with self._lock:
-            rows = self._db().execute("SELECT id FROM keys WHERE id IN (SELECT value FROM "
-                                      "json_each(?))", (json.dumps(list(ids)),)).fetchall()
+        with self._using("read the keys") as conn:
+            rows = conn.execute("SELECT id FROM keys WHERE id IN (SELECT value FROM "
+                                "json_each(?))", (json.dumps(list(ids)),)).fetchall()
         return {str(r[0]) for r in rows}
 
     def budgeted(self, tenant: str | None = None, *, since: int = 0, limit: int | None = None
@@ -1029,8 +1030,8 @@ class KeyStore:
         if tenant is not None:
             clauses.append("tenant = ?")
             args.append(tenant)
-        with self._lock:
-            rows = self._db().execute(
+        with self._using("read the keys' budgets") as conn:
+            rows = conn.execute(
                 f"SELECT seq, {', '.join(_COLUMNS)} FROM keys WHERE {' AND '.join(clauses)} "
                 "ORDER BY seq LIMIT ?", (*args, -1 if limit is None else limit)).fetchall()
         return [(int(r[0]), KeyRecord.from_row(r[1:])) for r in rows]
@@ -1047,8 +1048,7 @@ class KeyStore:
                                              f"{MAX_PAGE}, got {json_quoted(limit)}")
         clauses: Sequence[str] = ("tenant = ?",) if tenant is not None else ()
         args: Sequence[object] = (tenant,) if tenant is not None else ()
-        with self._lock:
-            conn = self._db()
+        with self._using("read the keys") as conn:
             if cursor is not None:
                 clauses = (*clauses, "seq > ?")
                 args = (*args, _seq_of(cursor))
@@ -1072,8 +1072,8 @@ class KeyStore:
     def find(self, key_id: str) -> KeyRecord:
         """The record of ``key_id`` (:class:`InvalidInputError` for a malformed id,
         :class:`~switchpoint.errors.NotFoundError` for an unknown one)."""
-        with self._lock:
-            return self._require(self._db(), key_id)
+        with self._using("read the key") as conn:
+            return self._require(conn, key_id)
 
     @contextlib.contextmanager
     def _serial(self, conn: sqlite3.Connection, what: str) -> Iterator[None]:
@@ -1094,8 +1094,7 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> KeyRecord:
         """Revoke a key at once (revoking a revoked key changes nothing)."""
-        with self._lock:
-            conn = self._db()
+        with self._using("revoke the key") as conn:
             with self._serial(conn, "revoke the key"):
                 record = self._require(conn, key_id)
                 if record.revoked_at is None:
@@ -1118,18 +1117,12 @@ class KeyStore:
         if not self.path.is_file():
             return 0
         if dry_run:
-            with self._lock:
-                conn = self._db()
-                now = self._now()
-                try:
-                    return int(conn.execute(*self._prunable("SELECT count(*)", now, cutoff,
-                                                            most_ended, -1)).fetchone()[0])
-                except sqlite3.Error as exc:  # (a damaged file: named, with what mends it)
-                    raise store_error(self.path, "count the ended keys to prune", exc) from None
+            with self._using("count the ended keys to prune") as conn:
+                return int(conn.execute(*self._prunable("SELECT count(*)", self._now(), cutoff,
+                                                        most_ended, -1)).fetchone()[0])
         total = 0
         while True:
-            with self._lock:
-                conn = self._db()
+            with self._using("prune the ended keys") as conn:
                 with self._serial(conn, "prune the ended keys"):
                     self._write(conn, "prune the ended keys",
                                 *self._prunable("DELETE", self._now(), cutoff, most_ended,
@@ -1165,8 +1158,7 @@ class KeyStore:
             raise InvalidInputError("grace_s", f"must be a number of seconds between 0 and "
                                                f"{people_number(MAX_GRACE_S)}, got "
                                                f"{json_quoted(grace_s)}")
-        with self._lock:
-            conn = self._db()
+        with self._using("rotate the key") as conn:
             # (Read, checked and changed in one transaction: a revocation by another
             # connection comes before it, and is refused here, or after it.)
             with self._serial(conn, "rotate the key"):
