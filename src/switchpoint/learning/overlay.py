@@ -42,6 +42,8 @@ from switchpoint._messages import json_quoted, listed_names
 from switchpoint.errors import InvalidInputError, UnknownModelError
 from switchpoint.learning.checkpoint import CheckpointError, State
 from switchpoint.learning.events import FeedbackEvent
+from switchpoint.learning.held import HeldOutcomes
+from switchpoint.learning.held import Outcome as _Evidence
 from switchpoint.policies import ClusterPolicy, KnnPolicy, Policy
 from switchpoint.policies.base import Array, TablePolicy
 
@@ -127,17 +129,6 @@ class Held:
     model: str
     quality: float
     cost: float | None
-
-
-@dataclass(frozen=True)
-class _Evidence:
-    model: int
-    units: npt.NDArray[np.int64]
-    weights: Array
-    error: float
-    quality: float
-    weight: float
-    cost: float | None = None  # what the answer cost, when reported
 
 
 class _OverlayBase:
@@ -275,7 +266,7 @@ class TableOverlay(_OverlayBase):
         self._error = np.zeros(shape)
         self._cost_count = np.zeros(shape)
         self._cost_sum = np.zeros(shape)
-        self._seen: OrderedDict[str, _Evidence] = OrderedDict()
+        self._seen = HeldOutcomes(REPLACEABLE_OUTCOMES)
         self._cards_cached: CardEvidence | None = None
         self._card_outcomes = 0
 
@@ -320,7 +311,7 @@ class TableOverlay(_OverlayBase):
     def apply(self, event: FeedbackEvent) -> float | None:
         self.check(event)
         j = self._model_index(event)
-        previous = self._seen.pop(event.decision_id, None)
+        previous = self._seen.pop(event.decision_id)
         if previous is not None:
             self._add(previous, -1.0)
             units, weights = previous.units, previous.weights  # the same prompt: same units
@@ -334,31 +325,24 @@ class TableOverlay(_OverlayBase):
         self._add(evidence, 1.0)
         card = len(self.base.models_)  # the first card's column
         self._card_outcomes += (j >= card) - (previous is not None and previous.model >= card)
-        self._seen[event.decision_id] = evidence
-        while len(self._seen) > REPLACEABLE_OUTCOMES:
-            self._seen.popitem(last=False)
+        self._seen.put(event.decision_id, evidence)
         self._applied(j, None if previous is None else previous.model)
         return None if previous is None else previous.quality
 
     def state(self) -> State:
-        # The remembered evidence is never changed once made, so its arrays are built from
-        # this snapshot when the checkpoint is written (see checkpoint's module docstring).
-        seen = list(self._seen.values())
-        return State({"kind": self._kind, **self._counts(), "seen": list(self._seen),
+        # The units and weights of the remembered evidence are gathered from this snapshot
+        # when the checkpoint is written (see checkpoint's module docstring).
+        seen = self._seen.snapshot()
+        units, weights = seen.units, seen.weights
+        return State({"kind": self._kind, **self._counts(), "seen": seen.ids,
                       "cards": list(self.cards), "card_outcomes": self._card_outcomes}, {
             "count": self._count.copy(), "error": self._error.copy(),
             "cost_count": self._cost_count.copy(), "cost_sum": self._cost_sum.copy(),
-            "seen_model": lambda: np.array([e.model for e in seen], dtype=np.int64),
-            "seen_error": lambda: np.array([e.error for e in seen], dtype=np.float64),
-            "seen_quality": lambda: np.array([e.quality for e in seen], dtype=np.float64),
-            "seen_weight": lambda: np.array([e.weight for e in seen], dtype=np.float64),
-            "seen_cost": lambda: np.array([np.nan if e.cost is None else e.cost for e in seen],
-                                          dtype=np.float64),
-            "seen_length": lambda: np.array([len(e.units) for e in seen], dtype=np.int64),
+            "seen_model": seen.model, "seen_error": seen.error, "seen_quality": seen.quality,
+            "seen_weight": seen.weight, "seen_cost": seen.cost, "seen_length": seen.length,
             # Unit ids fit 32 bits (a quarter of the file is these): read back as int64.
-            "seen_units": lambda: np.concatenate([e.units for e in seen]
-                                                 or [np.zeros(0, np.int64)]).astype(np.int32),
-            "seen_weights": lambda: np.concatenate([e.weights for e in seen] or [np.zeros(0)]),
+            "seen_units": lambda: units().astype(np.int32),
+            "seen_weights": weights,
         })
 
     def restore(self, state: State) -> None:
@@ -392,13 +376,11 @@ class TableOverlay(_OverlayBase):
             raise CheckpointError("the overlay's remembered decisions name unknown models")
         if total and (units.min() < 0 or units.max() >= rows):
             raise CheckpointError("the overlay's remembered decisions name unknown units")
-        ends = np.cumsum(length)
-        self._seen = OrderedDict(
-            (ids[i], _Evidence(int(model[i]), units[ends[i] - length[i]:ends[i]].astype(np.int64),
-                               weights[ends[i] - length[i]:ends[i]].copy(), float(err[i]),
-                               float(quality[i]), float(weight[i]),
-                               None if np.isnan(cost[i]) else float(cost[i])))
-            for i in range(n))
+        try:
+            self._seen = HeldOutcomes.of(REPLACEABLE_OUTCOMES, ids, model, err, quality, weight,
+                                         cost, length, units, weights)
+        except ValueError:
+            raise CheckpointError("the overlay remembers a decision twice") from None
         self._count, self._error = count.copy(), error.copy()
         self._cost_count, self._cost_sum = cost_count.copy(), cost_sum.copy()
         self._restore_counts(state)
