@@ -22,10 +22,11 @@ more than about a quarter more than what is held.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,9 @@ _HEX = re.compile("(?:[0-9a-f]{2})+")
 _EMPTY, _DEAD = -1, -2  # table entries that hold no position (never one / no longer)
 _UNIT_TYPES = (np.uint8, np.uint16, np.uint32, np.int64)
 _SLICE = 1 << 16  # values packed at a time
+# The views of arrays that read and write one value at a time (see HeldOutcomes._view).
+_VIEWS = tuple(f"_v_{name}" for name in ("model", "kind", "key_end", "data_end", "error",
+                                          "quality", "weight", "cost", "keys", "table"))
 
 
 @dataclass(frozen=True)
@@ -138,8 +142,9 @@ class HeldOutcomes:
 
     def __getstate__(self) -> dict[str, Any]:
         # The table is left out: the ids' hashes differ from one process to the next (Python
-        # seeds them at random), so a copy that travels to another one makes its own.
-        return {k: v for k, v in self.__dict__.items() if k != "_table"}
+        # seeds them at random), so a copy that travels to another one makes its own. (The
+        # views are made anew with it.)
+        return {k: v for k, v in self.__dict__.items() if k != "_table" and k not in _VIEWS}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -171,23 +176,23 @@ class HeldOutcomes:
             self._units = self._units.astype(_unit_type(largest))
             self._unit_max = int(np.iinfo(self._units.dtype).max)
         n = self._n
-        if (n == len(self._model) or self._key_used + len(key) > len(self._keys)
+        if (n == len(self._v_model) or self._key_used + len(key) > len(self._keys)
                 or self._data_used + n_units > len(self._weights)):
             self._repack(len(key), n_units)
             n = self._n
         k0, d0 = self._key_used, self._data_used
-        self._keys[k0:k0 + len(key)] = np.frombuffer(key, dtype=np.uint8)
+        self._v_keys[k0:k0 + len(key)] = key
         self._units[d0:d0 + n_units] = outcome.units
         self._weights[d0:d0 + n_units] = outcome.weights
         self._key_used, self._data_used = k0 + len(key), d0 + n_units
-        self._key_end[n], self._data_end[n], self._kind[n] = self._key_used, self._data_used, kind
-        self._model[n] = outcome.model
-        self._error[n], self._quality[n], self._weight[n] = (outcome.error, outcome.quality,
-                                                             outcome.weight)
-        self._cost[n] = np.nan if outcome.cost is None else outcome.cost
+        self._v_key_end[n], self._v_data_end[n] = self._key_used, self._data_used
+        self._v_kind[n], self._v_model[n] = kind, outcome.model
+        self._v_error[n], self._v_quality[n], self._v_weight[n] = (
+            outcome.error, outcome.quality, outcome.weight)
+        self._v_cost[n] = math.nan if outcome.cost is None else outcome.cost
         self._n = n + 1
         self._live += 1
-        table = self._table
+        table = self._v_table
         mask = len(table) - 1
         slot = hash(key) & mask
         while table[slot] >= 0:  # (an entry no longer in use is taken again)
@@ -253,19 +258,14 @@ class HeldOutcomes:
     # Internals --------------------------------------------------------------------------------
 
     def _outcome(self, p: int) -> Outcome:
-        start, end = self._data_start(p), int(self._data_end[p])
-        cost = float(self._cost[p])
-        return Outcome(int(self._model[p]), self._units[start:end].astype(np.int64),
-                       self._weights[start:end].copy(), float(self._error[p]),
-                       float(self._quality[p]), float(self._weight[p]),
-                       None if np.isnan(cost) else cost)
-
-    def _data_start(self, p: int) -> int:
-        return int(self._data_end[p - 1]) if p else 0
+        start, end = self._v_data_end[p - 1] if p else 0, self._v_data_end[p]
+        cost = self._v_cost[p]
+        return Outcome(self._v_model[p], self._units[start:end].astype(np.int64),
+                       self._weights[start:end].copy(), self._v_error[p], self._v_quality[p],
+                       self._v_weight[p], None if math.isnan(cost) else cost)
 
     def _key(self, p: int) -> bytes:
-        start = int(self._key_end[p - 1]) if p else 0
-        return self._keys[start:int(self._key_end[p])].tobytes()
+        return bytes(self._v_keys[self._v_key_end[p - 1] if p else 0:self._v_key_end[p]])
 
     def _starts(self, positions: Ints) -> tuple[Ints, Ints]:
         """Where the keys and the data of ``positions`` start."""
@@ -276,28 +276,40 @@ class HeldOutcomes:
 
     def _find(self, key: bytes, kind: int) -> tuple[int, int]:
         """The table slot and position of the outcome held for ``key`` (-1, -1: none)."""
-        mask = len(self._table) - 1
+        table = self._v_table
+        mask = len(table) - 1
         slot = hash(key) & mask
-        while (p := int(self._table[slot])) != _EMPTY:
-            if p >= 0 and int(self._kind[p]) == kind and self._key(p) == key:
+        while (p := table[slot]) != _EMPTY:
+            if p >= 0 and self._v_kind[p] == kind and self._key(p) == key:
                 return slot, p
             slot = (slot + 1) & mask
         return -1, -1
 
     def _kill(self, slot: int, p: int) -> None:
-        self._table[slot] = _DEAD
-        self._model[p] = -1
+        self._v_table[slot] = _DEAD
+        self._v_model[p] = -1
         self._live -= 1
 
     def _let_oldest_go(self) -> None:
-        while self._model[self._head] < 0:
+        while self._v_model[self._head] < 0:
             self._head += 1
         p = self._head
-        mask = len(self._table) - 1
+        table = self._v_table
+        mask = len(table) - 1
         slot = hash(self._key(p)) & mask
-        while self._table[slot] != p:
+        while table[slot] != p:
             slot = (slot + 1) & mask
         self._kill(slot, p)
+
+    def _view(self) -> None:
+        """Views of the arrays that read and write one value at a time as a Python number (a
+        numpy array's item is many times slower): made again whenever an array is."""
+        self._v_model, self._v_kind = self._model.data, self._kind.data
+        self._v_key_end, self._v_data_end = self._key_end.data, self._data_end.data
+        self._v_error, self._v_quality, self._v_weight, self._v_cost = (
+            cast("memoryview[float]", a.data)
+            for a in (self._error, self._quality, self._weight, self._cost))
+        self._v_keys, self._v_table = self._keys.data, self._table.data
 
     def _pack(self, n: int, n_key: int, n_data: int) -> None:
         """Empty arrays for ``n`` outcomes of ``n_key`` key bytes and ``n_data`` units (of the
@@ -313,6 +325,7 @@ class HeldOutcomes:
         self._weights = np.zeros(len(self._units))
         self._new_table(cap)
         self._n = self._key_used = self._data_used = self._head = 0
+        self._view()
 
     def _new_table(self, cap: int) -> None:
         # At most half full, counting dead entries: each position takes one until the next pack.
@@ -346,6 +359,7 @@ class HeldOutcomes:
         self._n, self._head = live, 0
         self._new_table(cap)
         self._index()
+        self._view()
 
     def _index(self) -> None:
         """Enter every position (all live, none entered) into the empty table: each id's
