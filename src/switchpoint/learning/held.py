@@ -134,6 +134,7 @@ class HeldOutcomes:
         self._head = 0  # positions before it are dead
         self._n = self._key_used = self._data_used = 0  # positions, key bytes and units used
         self._unit_max = int(np.iinfo(np.uint8).max)
+        self._last: tuple[str | None, tuple[bytes, int]] = (None, (b"", 0))
         self._units: npt.NDArray[np.integer] = np.zeros(0, dtype=np.uint8)
         self._pack(0, 0, 0)
 
@@ -151,16 +152,16 @@ class HeldOutcomes:
         self._repack(0, 0)
 
     def __contains__(self, decision_id: str) -> bool:
-        return self._find(*_encoded(decision_id))[1] >= 0
+        return self._find(*self._encoded(decision_id))[1] >= 0
 
     def get(self, decision_id: str) -> Outcome | None:
         """The outcome held for ``decision_id``, or None."""
-        p = self._find(*_encoded(decision_id))[1]
+        p = self._find(*self._encoded(decision_id))[1]
         return None if p < 0 else self._outcome(p)
 
     def pop(self, decision_id: str) -> Outcome | None:
         """The outcome held for ``decision_id``, which is no longer held, or None."""
-        slot, p = self._find(*_encoded(decision_id))
+        slot, p = self._find(*self._encoded(decision_id))
         if p < 0:
             return None
         outcome = self._outcome(p)
@@ -170,7 +171,7 @@ class HeldOutcomes:
     def put(self, decision_id: str, outcome: Outcome) -> None:
         """Hold ``outcome`` for ``decision_id`` (not held: :meth:`pop` it first) as the newest,
         then let the oldest go past :attr:`capacity`."""
-        key, kind = _encoded(decision_id)
+        key, kind = self._encoded(decision_id)
         n_units = len(outcome.units)
         if n_units and (largest := int(outcome.units.max())) > self._unit_max:
             self._units = self._units.astype(_unit_type(largest))
@@ -256,6 +257,13 @@ class HeldOutcomes:
         return held
 
     # Internals --------------------------------------------------------------------------------
+
+    def _encoded(self, decision_id: str) -> tuple[bytes, int]:
+        """:func:`_encoded`, remembered for the last id (an event's is looked up three or four
+        times: checked, taken back, held)."""
+        if decision_id is not self._last[0]:
+            self._last = (decision_id, _encoded(decision_id))
+        return self._last[1]
 
     def _outcome(self, p: int) -> Outcome:
         start, end = self._v_data_end[p - 1] if p else 0, self._v_data_end[p]
