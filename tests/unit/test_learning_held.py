@@ -182,3 +182,18 @@ def test_held_outcomes_pickled_to_a_process_of_another_hash_seed_are_found_there
                            capture_output=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": "12345"})
     assert found.stdout.decode() == "[7, 2, 3] 4\n"
+
+
+def test_held_outcomes_with_none_yet_hold_no_room_and_take_outcomes_after_a_copy() -> None:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        empty = [HeldOutcomes(capacity=100) for _ in range(100)]
+        each = (tracemalloc.get_traced_memory()[0] - before) / len(empty)
+    finally:
+        tracemalloc.stop()
+    assert each < 1000, f"{each:.0f} bytes an empty one"  # (arrays and views of its own: 9 KB)
+    copy = pickle.loads(pickle.dumps(empty[0]))
+    copy.put("ab", Outcome(1, np.array([3]), np.array([1.0]), 0.5, 0.5, 1.0))
+    assert len(copy) == 1 and len(empty[0]) == 0 and "ab" not in empty[1]

@@ -22,6 +22,7 @@ more than about a quarter more than what is held.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -38,7 +39,10 @@ _HEX = re.compile("(?:[0-9a-f]{2})+")
 _EMPTY, _DEAD = -1, -2  # table entries that hold no position (never one / no longer)
 _UNIT_TYPES = (np.uint8, np.uint16, np.uint32, np.int64)
 _SLICE = 1 << 16  # values packed at a time
-# The views of arrays that read and write one value at a time (see HeldOutcomes._view).
+# A held outcomes' arrays, and the views of those read and written one value at a time (see
+# HeldOutcomes._view).
+_ARRAYS = ("_model", "_kind", "_key_end", "_data_end", "_error", "_quality", "_weight", "_cost",
+           "_keys", "_table", "_units", "_weights")
 _VIEWS = tuple(f"_v_{name}" for name in ("model", "kind", "key_end", "data_end", "error",
                                           "quality", "weight", "cost", "keys", "table"))
 
@@ -102,6 +106,20 @@ def _packed(values: npt.NDArray[Any], keep: npt.NDArray[np.bool_] | None, size: 
     return out
 
 
+@functools.cache
+def _nothing() -> dict[str, Any]:
+    """The arrays and views of held outcomes with no room, read-only, shared by all."""
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "_model": np.zeros(0, dtype=np.int32), "_kind": np.zeros(0, dtype=np.uint8),
+        "_key_end": np.zeros(0, dtype=np.int64), "_data_end": np.zeros(0, dtype=np.int64),
+        "_keys": np.zeros(0, dtype=np.uint8), "_units": np.zeros(0, dtype=np.uint8),
+        "_table": np.full(2, _EMPTY, dtype=np.int32),
+        **{name: np.zeros(0) for name in ("_error", "_quality", "_weight", "_cost", "_weights")}}
+    for array in arrays.values():
+        array.setflags(write=False)
+    return {**arrays, **{view: arrays[view.replace("_v_", "_", 1)].data for view in _VIEWS}}
+
+
 def _unit_type(largest: int) -> type[np.integer]:
     return next(t for t in _UNIT_TYPES if largest <= np.iinfo(t).max)
 
@@ -126,6 +144,11 @@ class HeldOutcomes:
     """Outcomes by decision id, oldest first, at most ``capacity`` (the oldest let go past
     it): an ordered mapping packed into arrays (see the module docstring)."""
 
+    __slots__ = ("capacity", "_live", "_head", "_n", "_key_used", "_data_used", "_unit_max",
+                 "_last", *_ARRAYS, *_VIEWS)
+    _units: npt.NDArray[np.integer]
+    _weights: Floats
+
     def __init__(self, capacity: int) -> None:
         if not 0 < capacity < 2**30:
             raise ValueError(f"capacity must be in 1..{2**30 - 1}, got {capacity}")
@@ -135,8 +158,10 @@ class HeldOutcomes:
         self._n = self._key_used = self._data_used = 0  # positions, key bytes and units used
         self._unit_max = int(np.iinfo(np.uint8).max)
         self._last: tuple[str | None, tuple[bytes, int]] = (None, (b"", 0))
-        self._units: npt.NDArray[np.integer] = np.zeros(0, dtype=np.uint8)
-        self._pack(0, 0, 0)
+        # No room yet, in arrays every empty one shares (read-only: the first put packs them
+        # into arrays of its own), so that a tenant that reports nothing costs next to nothing.
+        for name, value in _nothing().items():
+            setattr(self, name, value)
 
     def __len__(self) -> int:
         return self._live
@@ -145,10 +170,12 @@ class HeldOutcomes:
         # The table is left out: the ids' hashes differ from one process to the next (Python
         # seeds them at random), so a copy that travels to another one makes its own. (The
         # views are made anew with it.)
-        return {k: v for k, v in self.__dict__.items() if k != "_table" and k not in _VIEWS}
+        return {k: getattr(self, k) for k in self.__slots__
+                if k != "_table" and k not in _VIEWS}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        for name, value in state.items():
+            setattr(self, name, value)
         self._repack(0, 0)
 
     def __contains__(self, decision_id: str) -> bool:
@@ -322,14 +349,14 @@ class HeldOutcomes:
     def _pack(self, n: int, n_key: int, n_data: int) -> None:
         """Empty arrays for ``n`` outcomes of ``n_key`` key bytes and ``n_data`` units (of the
         units' type so far), with room for more (see :func:`_room`)."""
-        cap = _room(n, 16)
+        cap = _room(n, 8)
         self._model = np.full(cap, -1, dtype=np.int32)
         self._kind = np.zeros(cap, dtype=np.uint8)
         self._key_end = np.zeros(cap, dtype=np.int64)
         self._data_end = np.zeros(cap, dtype=np.int64)
         self._error, self._quality, self._weight, self._cost = (np.zeros(cap) for _ in range(4))
-        self._keys = np.zeros(_room(n_key, 256), dtype=np.uint8)
-        self._units = np.zeros(_room(n_data, 128), dtype=self._units.dtype)
+        self._keys = np.zeros(_room(n_key, 128), dtype=np.uint8)
+        self._units = np.zeros(_room(n_data, 64), dtype=self._units.dtype)
         self._weights = np.zeros(len(self._units))
         self._new_table(cap)
         self._n = self._key_used = self._data_used = self._head = 0
@@ -348,7 +375,7 @@ class HeldOutcomes:
         key_len = np.diff(self._key_end[:n], prepend=0)
         data_len = np.diff(self._data_end[:n], prepend=0)
         live = int(alive.sum())
-        cap = _room(live, 16)
+        cap = _room(live, 8)
         self._model = _packed(self._model, alive, cap, -1)
         self._kind = _packed(self._kind, alive, cap)
         self._error, self._quality, self._weight, self._cost = (
@@ -359,9 +386,9 @@ class HeldOutcomes:
         self._key_used = int(self._key_end[live - 1]) if live else 0
         self._data_used = int(self._data_end[live - 1]) if live else 0
         self._keys = _packed(self._keys[:int(key_len.sum())], np.repeat(alive, key_len),
-                             _room(self._key_used + n_key, 256))
+                             _room(self._key_used + n_key, 128))
         data_alive = np.repeat(alive, data_len)
-        size = _room(self._data_used + n_data, 128)
+        size = _room(self._data_used + n_data, 64)
         self._units = _packed(self._units[:len(data_alive)], data_alive, size)
         self._weights = _packed(self._weights[:len(data_alive)], data_alive, size)
         self._n, self._head = live, 0
