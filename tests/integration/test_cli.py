@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import json
 import math
@@ -227,6 +228,26 @@ def test_serve_refuses_a_policy_its_weights_would_override(
     assert_bad_input(code, err, f"--policy \"tiers\": --weights {str(real_weights_dir)!r}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]  # nothing made
 
+
+
+def test_a_refused_serve_leaves_the_callers_garbage_collector_as_it_was(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # serve pauses the collector while its modules load and freezes what they made; refused
+    # once they loaded (a public bind without an admin token), it gives the collector back
+    # as it found it: running and nothing frozen, or paused when its caller had paused it.
+    argv: list[str | Path] = ["serve", "--host", "0.0.0.0", "--port", "0", "--data-dir",
+                              tmp_path / "data"]
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    code, _, err = run(argv, capsys)
+    assert code == 2 and 'refusing to serve on "0.0.0.0"' in err
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        code, _, err = run(argv, capsys)
+        assert code == 2 and 'refusing to serve on "0.0.0.0"' in err
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
 
 
 def test_serve_names_the_policy_or_weights_option_it_refuses(
