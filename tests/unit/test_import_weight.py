@@ -91,3 +91,22 @@ def test_the_limits_the_help_quotes_are_the_ones_enforced() -> None:
     assert retention.MAX_RETENTION_DAYS is _limits.MAX_RETENTION_DAYS
     assert (reports.MAX_REQUESTS_PER_HOUR, reports.MAX_SINCE_HOURS) == (1e9, 24 * 366)
     assert (settings.MAX_RPM, settings.MAX_TPM) == (10_000_000, 10_000_000_000)
+
+
+def test_the_services_answer_models_build_when_first_used() -> None:
+    # A start builds no validator for the wire models it has not used yet: each builds on
+    # its first answer, body or API document (the request bodies the routes document as they
+    # load are built then). What they validate and the document they make are the same.
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "import json\nfrom pydantic import BaseModel\n"
+         "from switchpoint.server import runner, schemas\n"
+         "models = [v for v in vars(schemas).values() if isinstance(v, type)\n"
+         "          and issubclass(v, BaseModel) and v.__module__ == schemas.__name__]\n"
+         "print(json.dumps([len(models), sorted(m.__name__ for m in models\n"
+         "                                      if m.__pydantic_complete__)]))"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    count, built = json.loads(done.stdout.splitlines()[-1])
+    assert count > 60
+    assert built == ["RouteRequest"]

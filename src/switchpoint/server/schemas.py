@@ -56,16 +56,20 @@ TenantQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_TENANT_NA
 TenantName = Annotated[str, Field(min_length=1, max_length=MAX_TENANT_NAME)]
 
 
+#: Every model here builds its validator and serializer when first used (an answer sent, a
+#: body read, the API document made), not as the module loads: a service that starts builds
+#: none of them until it needs it (FastAPI's fields of them wait too), and most it never needs.
+LAZY = ConfigDict(defer_build=True)
 #: An answer that holds what its model lists and nothing else: the schema says so
 #: (additionalProperties false).
-CLOSED = ConfigDict(extra="forbid")
+CLOSED = ConfigDict(extra="forbid", defer_build=True)
 
 
 class RouteRequest(BaseModel):
     """Exactly one of ``prompt`` or ``embedding``; the other fields are optional."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        extra="forbid", defer_build=True,
         json_schema_extra={"examples": [
             {"prompt": "Prove the square root of 2 is irrational.", "cost_weight": 0.5},
         ]},
@@ -217,6 +221,8 @@ def error_codes() -> list[str]:
 
 
 class ErrorDetail(BaseModel):
+    model_config = LAZY
+
     code: str = Field(description=f"One of {one_of(error_codes())}; the message says what "
                                   "is wrong.")
     message: str = Field(description="What is wrong and how to fix it.")
@@ -224,10 +230,14 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    model_config = LAZY
+
     error: ErrorDetail
 
 
 class DiskUsage(BaseModel):
+    model_config = LAZY
+
     data_dir: str
     db_bytes: int = Field(description="Bytes of the state files in data_dir: the SQLite files "
                                       "(logs, pins) and the learning checkpoint.")
@@ -239,6 +249,9 @@ class DiskUsage(BaseModel):
 class HealthResponse(BaseModel):
     """Readiness. With an admin token configured, the fields after ``version`` are shown only
     to a caller that carries it."""
+
+    model_config = LAZY
+
     status: Literal["ready", "loading", "failed"]
     ready: bool
     uptime_seconds: float
@@ -254,6 +267,8 @@ class HealthResponse(BaseModel):
 
 
 class ModelObject(BaseModel):
+    model_config = LAZY
+
     id: str
     object: Literal["model"] = "model"
     created: int = Field(description="Unix seconds, the same across reloads and "
@@ -263,11 +278,15 @@ class ModelObject(BaseModel):
 
 
 class ModelList(BaseModel):
+    model_config = LAZY
+
     object: Literal["list"] = "list"
     data: list[ModelObject]
 
 
 class ChatErrorDetail(BaseModel):
+    model_config = LAZY
+
     message: str
     type: str
     code: str | None
@@ -277,6 +296,8 @@ class ChatErrorDetail(BaseModel):
 class ChatErrorResponse(BaseModel):
     """The OpenAI error envelope (``code``, ``message`` and ``param`` as everywhere else, plus
     OpenAI's ``type``)."""
+
+    model_config = LAZY
 
     error: ChatErrorDetail
 
@@ -321,6 +342,8 @@ _OUT_OF_RANGE = ("The figures whose total in the file is out of range (negative,
 
 
 class ModelRequestStats(BaseModel):
+    model_config = LAZY
+
     requests: int | None
     cost_usd: float | None = Field(description="The summed cost of its answers of known cost.")
     cost_unknown_requests: int | None = Field(
@@ -329,6 +352,8 @@ class ModelRequestStats(BaseModel):
 
 
 class RequestStats(BaseModel):
+    model_config = LAZY
+
     total: int | None = Field(description="Chat requests logged, all time.")
     ok: int | None
     refused: int | None = Field(description="Requests refused for who asked before any model "
@@ -353,6 +378,8 @@ class RequestStats(BaseModel):
 
 
 class StatsResponse(BaseModel):
+    model_config = LAZY
+
     total: int | None = Field(description="Decisions logged, all time (the log survives "
                                           "restarts).")
     cache_hits: int | None
@@ -497,7 +524,7 @@ class TenantView(TenantSettings):
     """A configured tenant, every setting as the config gives it (null or empty when unset),
     and its budgets' state."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True,
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True,
                               json_schema_serialization_defaults_required=True)
 
     budget_status: list[BudgetStatus] = Field(description="Each of the tenant's own budgets' "
@@ -684,6 +711,8 @@ class SwapResponse(BaseModel):
 
 
 class _Unprofiled(BaseModel):
+    model_config = LAZY
+
     unprofiled_models: list[str] = Field(
         description="Catalog models auto may choose that the live weights have no learned "
                     "profile for, now: routed by tier and price alone until labelled "
@@ -1155,7 +1184,7 @@ class SLABreaches(BaseModel):
 class SLAView(SLASettings):
     """An SLA as in force, every setting given (null when unset)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True,
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True,
                               json_schema_serialization_defaults_required=True)
 
 
