@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -667,6 +668,36 @@ def test_profile_missing_from_the_weights_without_prices_names_the_model() -> No
         {"name": "a", "profile": "gpt-4-1106-preview"}, {"name": "b", "profile": "nope"}]})
     with pytest.raises(ConfigError, match=r'models\[1\].profile: "nope" is not a profile'):
         RouterFactory()(settings)
+
+
+def test_the_first_load_takes_the_weights_its_start_checked_and_checks_them_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # serve reads and checks the weights before it opens data_dir; its first load takes that
+    # package rather than read its files again, checks it against its own settings all the
+    # same, and every later load (a reload, a swap) reads the files.
+    from switchpoint.gateway import live
+    from switchpoint.weights import load_weights as read
+
+    settings = load_settings(None, environ={})
+    package = checked_package(settings)
+    reads: list[object] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(live, "load_weights", counted)
+    factory = RouterFactory(warm=False, checked=(settings, package))
+    assert factory(settings).weights_id == package.weights_id and reads == []
+    assert factory(settings).weights_id == package.weights_id and len(reads) == 1
+    unprofiled = Settings.model_validate({"models": [{"name": "b", "profile": "nope"}]})
+    factory = RouterFactory(warm=False, checked=(settings, package))
+    with pytest.raises(ConfigError, match=r'models\[0\].profile: "nope" is not a profile'):
+        factory(unprofiled)
+    assert len(reads) == 1
+    factory = RouterFactory(warm=False, checked=(settings, package))
+    factory(settings, "knn")  # other weights than those the start read: read
+    assert len(reads) == 2
 
 
 def test_the_readme_config_example_loads_and_routes(tmp_path: Path) -> None:

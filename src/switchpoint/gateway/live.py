@@ -137,15 +137,26 @@ class RouterFactory:
     else the bundled default for ``policy``. A policy name loads ``policies[name]``, else the
     configured ``weights`` when they are of that policy (a swap back to the policy served at
     start returns to them), else the bundled default of that name.
+
+    ``checked`` is the configured weights a start has just read and checked (the settings it
+    read them for, and the package): the first load of those same weights checks them again
+    against its settings but does not read them anew (their files, checksums and profiles).
+    It is taken once: every later load, swap or reload reads the files again.
     """
 
-    def __init__(self, *, warm: bool = True) -> None:
+    def __init__(self, *, warm: bool = True,
+                 checked: tuple[Settings, WeightsPackage] | None = None) -> None:
         self._embedders: dict[str, Embedder] = {}
         self._lock = threading.Lock()
         self._warm = warm
+        self._checked = None if checked is None else (weights_source(checked[0]), checked[1])
 
     def __call__(self, settings: Settings, policy: str | None = None) -> Router:
-        package = checked_package(settings, policy)
+        with self._lock:
+            held, self._checked = self._checked, None
+        read = (held[1] if held is not None and held[0] == weights_source(settings, policy)
+                else None)
+        package = checked_package(settings, policy, read=read)
         catalog = settings.catalog()
         with self._lock:
             embedder = self._embedders.get(package.embedder_id)
@@ -161,13 +172,11 @@ class RouterFactory:
         return router
 
 
-def checked_package(settings: Settings, policy: str | None = None) -> WeightsPackage:
-    """The weights :class:`RouterFactory` loads for ``settings`` and ``policy``, checked
-    against the catalog and the experiments' arms: what a load refuses without any state of
-    ``data_dir`` (a missing or corrupt package, a catalog model without a profile of it, an
-    arm narrowed to models it cannot route; without a catalog, a tenant, an escalation or a
-    budget naming a model the weights lack). Cheap (no embedder loads), so a start can find
-    it before it makes ``data_dir``. Raises the load's own error."""
+def weights_source(settings: Settings, policy: str | None = None
+                   ) -> tuple[str | None, str | None, int]:
+    """Where :func:`checked_package` reads the weights for ``settings`` and ``policy`` from:
+    the package's path (None: bundled weights), the bundled policy (None: a path) and the
+    size bound it reads them within."""
     if policy is None and settings.weights is not None:
         path: str | None = settings.weights
     else:
@@ -175,8 +184,21 @@ def checked_package(settings: Settings, policy: str | None = None) -> WeightsPac
         if (path is None and policy is not None and settings.weights is not None
                 and policy_of(settings.weights) == policy):
             path = settings.weights
-    package = load_weights(path, policy=None if path else (policy or settings.policy),
-                           max_weights_bytes=settings.max_weights_bytes)
+    return path, None if path else (policy or settings.policy), settings.max_weights_bytes
+
+
+def checked_package(settings: Settings, policy: str | None = None, *,
+                    read: WeightsPackage | None = None) -> WeightsPackage:
+    """The weights :class:`RouterFactory` loads for ``settings`` and ``policy``, checked
+    against the catalog and the experiments' arms: what a load refuses without any state of
+    ``data_dir`` (a missing or corrupt package, a catalog model without a profile of it, an
+    arm narrowed to models it cannot route; without a catalog, a tenant, an escalation or a
+    budget naming a model the weights lack). Cheap (no embedder loads), so a start can find
+    it before it makes ``data_dir``. Raises the load's own error. ``read``: those weights as
+    read a moment ago from the same :func:`weights_source` (checked again, not read again)."""
+    path, bundled, max_bytes = weights_source(settings, policy)
+    package = read if read is not None else load_weights(path, policy=bundled,
+                                                         max_weights_bytes=max_bytes)
     catalog = settings.catalog()
     if catalog is not None and not catalog.all_priced:
         for i, entry in enumerate(settings.models or []):
