@@ -54,7 +54,8 @@ def int8_model(source: Path, cache_dir: Path | None = None,
 
     A build is reported to ``progress`` as the one step :data:`BUILD_STAGE`; a cache hit is not.
     """
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    with source.open("rb") as fh:  # (in chunks: the 23 MB file is never held whole)
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
     target = (cache_dir or default_cache_dir()) / (
         f"all-MiniLM-L6-v2-fused-int8-v{BUILD_VERSION}-{digest}.onnx")
     if target.is_file():
