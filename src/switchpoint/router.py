@@ -1003,6 +1003,16 @@ class Router(RemadeOnLoad):
         view = self._view
         return view.map.cost_scale(self._candidates(available_models, view))
 
+    def cost_scale_of(self, models: Sequence[str]) -> float:
+        """The cost scale of ``models`` (as :meth:`cost_scale`: the reference cost of the
+        dearest), those a decision weighed, say: a model the catalog no longer holds (one
+        unregistered since) is left out, as is one it holds that is not named; 0 when none
+        is left."""
+        names = model_names(models, "models") or []
+        view = self._view
+        mask = np.isin(view.models, names)
+        return view.map.cost_scale(mask) if mask.any() else 0.0
+
     def get_best_model_for_cluster(self, cluster_id: int,
                                    available_models: Sequence[str] | None = None,
                                    cost_weight_override: float | None = None) -> str:

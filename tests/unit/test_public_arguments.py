@@ -220,6 +220,7 @@ ROUTER_CASES: list[tuple[str, str, RouterCall]] = [
      lambda r, w: r.rebased_cost(r.models[0], 0.1, 5)),  # type: ignore[arg-type]
     ("prompt_tokens", "text", lambda r, w: r.prompt_tokens(5)),  # type: ignore[arg-type]
     ("cost_scale", "available_models", lambda r, w: r.cost_scale(5)),  # type: ignore[arg-type]
+    ("cost_scale_of", "models", lambda r, w: r.cost_scale_of(5)),  # type: ignore[arg-type]
     ("get_best_model_for_cluster", "cluster_id",
      lambda r, w: r.get_best_model_for_cluster("0")),  # type: ignore[arg-type]
     ("route_and_execute", "prompt", lambda r, w: r.route_and_execute(5)),  # type: ignore[arg-type]

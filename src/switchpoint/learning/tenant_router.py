@@ -90,7 +90,7 @@ class TenantRouter:
         candidates = [m for m in self.router.check_candidates(available_models)
                       if m in decision.expected_costs]
         # (the scale of those it weighed: a dearer model registered since would rescale them)
-        scale = (self.router.cost_scale(candidates) if candidates else 0.0) or 1.0
+        scale = self.router.cost_scale_of(candidates) or 1.0
         costs = {m: decision.expected_costs[m] / scale for m in candidates}
         # The tenant's records are read while it is held: another tenant's request, decided
         # meanwhile, could otherwise let it go (past the router's max_tenants) between the
