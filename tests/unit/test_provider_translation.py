@@ -31,7 +31,7 @@ from switchpoint.errors import (
 )
 from switchpoint.gateway.capabilities import SENDS
 from switchpoint.gateway.failover import Attempt, FailoverResult, FailoverStream
-from switchpoint.gateway.parsing import PART_TYPES
+from switchpoint.gateway.parsing import PART_TYPES, TOO_DEEP
 from switchpoint.gateway.providers import Timeouts, is_content_chunk
 from switchpoint.gateway.providers.anthropic import (
     AnthropicChunkDecoder,
@@ -1082,3 +1082,21 @@ def test_a_query_of_a_base_url_follows_the_endpoints_path(provider: str, base: s
     adapter = (AnthropicProvider(ClientPool(), env={}) if provider == "anthropic"
                else OpenAIProvider(ClientPool(), env={}))
     assert adapter._target(card, stream=False)[1] == url
+
+
+def test_an_answer_nested_nearly_as_deep_as_the_reader_goes_is_too_deep_from_any_caller() -> None:
+    """An answer nested 970 levels deep was read, or not, by how deep its reader's caller
+    already was: read, it was refused as nesting deeper than the limit; not, the reader's
+    RecursionError said "maximum recursion depth exceeded" (a streamed chunk's error in the
+    request log said that, where a plain answer's named the limit)."""
+    deep = "[" * 970 + "]" * 970
+
+    def at_depth(frames: int) -> str:
+        if frames:
+            return at_depth(frames - 1)
+        with pytest.raises(ValueError) as info:
+            upstream_json(deep)
+        return str(info.value)
+
+    for frames in (0, 60):
+        assert at_depth(frames) == f"the answer {TOO_DEEP}"

@@ -424,7 +424,10 @@ def upstream_json(text: str | bytes) -> Any:
     else:
         source = text.decode(json.detect_encoding(text), "surrogatepass")
     try:
-        value = _UPSTREAM_DECODER.decode(source)
+        try:
+            value = _UPSTREAM_DECODER.decode(source)
+        except RecursionError:  # (nested nearly as deep as the reader goes, from this caller)
+            raise ValueError(f"the answer {TOO_DEEP}") from None
         if nests_deeper(source, MAX_DEPTH):  # (told by its brackets: the answer is not walked)
             raise ValueError(f"the answer {TOO_DEEP}")
         if _MAY_HOLD_SURROGATE.search(source):  # (most answers hold none, and skip the walk)
