@@ -312,11 +312,14 @@ def test_every_read_of_a_keys_db_damaged_past_its_opening_is_a_503_naming_it(
         assert shown.status_code == 503, shown.text
         assert shown.json()["error"]["code"] == "storage_unavailable", shown.text
         assert told in shown.json()["error"]["message"], shown.text
+        # (waiting does not mend it: the openai clients are told not to try again)
+        assert shown.headers["x-should-retry"] == "false" and "Retry-After" not in shown.headers
         tenants = httpx.get(f"{server.base}/v1/router/tenants", headers=ADMIN, timeout=10)
         assert tenants.status_code == 200, tenants.text  # (the service serves on)
     path = repr(str(data / "keys.db"))
     assert f"POST /v1/chat/completions: {path}: cannot look the key up (database disk image " \
            "is malformed); the file is damaged" in caplog.text, caplog.text
+    assert caplog.text.count("POST /v1/chat/completions: ") == 1, caplog.text
     assert f"GET /v1/router/keys/{issued.record.id}: {path}: cannot read the key" \
         in caplog.text, caplog.text
     assert [r.getMessage() for r in caplog.records if r.exc_info] == [], caplog.text

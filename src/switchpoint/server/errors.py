@@ -127,7 +127,8 @@ def _answer_for(exc: BaseException) -> ErrorAnswer:
                            "or the one that takes over", None, {"Retry-After": "1"})
     if isinstance(exc, StoreError) and exc.damaged:  # waiting does not mend it
         return ErrorAnswer(503, "storage_unavailable", f"the service cannot use its state: "
-                           f"{exc.reason} (its log names the file and what to do)")
+                           f"{exc.reason} (its log names the file and what to do)", None,
+                           {"x-should-retry": "false"})  # (the openai clients' retries)
     if isinstance(exc, StoreError):  # (told by the database's words: no path of the server's)
         reason = exc.reason if exc.reason != str(exc) else "its storage failed"
         return ErrorAnswer(503, "storage_unavailable", f"the service could not keep this "
