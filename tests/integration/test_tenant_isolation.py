@@ -165,7 +165,11 @@ def test_a_tenant_at_its_share_of_calls_in_flight_leaves_another_served(
         # governance's are logged: who asked and why, the request id its caller was told, no
         # prompt, nothing routed, tried or charged.
         assert not [r for r in gw_fake.requests() if refused in json.dumps(r.get("body"))]
-        new = [e for e in _log(two) if e["seq"] > max((e["seq"] for e in before), default=0)]
+        # (alpha's held streams are left out: on a busy machine the fake's trickle can stall
+        # past the test gateway's 0.5 s read timeout, and a stream broken meanwhile is logged)
+        streams = {s.response.headers["x-switchpoint-request-id"] for s in held}
+        new = [e for e in _log(two) if e["seq"] > max((e["seq"] for e in before), default=0)
+               and e["id"] not in streams]
         assert sorted((e["tenant"], e["status"]) for e in new) == [
             ("alpha", "refused"), ("beta", "ok"), ("beta", "ok")], new
         entry = next(e for e in new if e["status"] == "refused")
