@@ -97,6 +97,7 @@ def test_a_key_made_on_a_full_disk_is_refused_saying_what_to_do(tmp_path: Path) 
         store.create(KeySpec(tenant="acme", name="first"))
         with file_size_limit(LIMIT), pytest.raises(StoreError) as info:
             store.create(KeySpec(tenant="acme", name="second"))
-        assert str(info.value).startswith(f"'{store.path}': could not store the new key: ")
+        assert str(info.value).startswith(f"'{store.path}': cannot store the new key (")
         assert "free space" in str(info.value) and "free space" not in info.value.reason
+        assert not info.value.damaged  # (freeing space mends it: trying again may help)
         assert [k.name for k in store.list()] == ["first"]

@@ -426,3 +426,61 @@ def test_a_prune_killed_part_way_leaves_keys_db_consistent(
     store = KeyStore.in_dir(data)
     with store:
         assert store.find(ids["old_live"]).status(store.now()) == "active"
+
+
+class _DamagedOnWrite:
+    """A key store's connection whose reads go through while every change (an ``UPDATE``,
+    ``INSERT`` or ``DELETE``) meets a damaged file, as when keys.db is damaged between a
+    change's read and its write."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Cursor:
+        if sql.split()[0] in ("UPDATE", "INSERT", "DELETE"):
+            exc = sqlite3.DatabaseError("database disk image is malformed")
+            exc.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
+            raise exc
+        return self._conn.execute(sql, args)
+
+
+def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_a_503_saying_not_to_retry(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """keys.db damaged between a change's read and its write: a key's revocation, rotation
+    and making are each the 503 of a damaged keys.db (x-should-retry: false, naming the file
+    and saying to restore it), as its reads are, and a prune says the same; the write was a
+    503 saying to try again shortly, as if a full disk or a lock held too long."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + "auth: keys\nadmin_token_env: SP_PRUNE_ADMIN\n"
+                      "tenants: {acme: {}}\n", encoding="utf-8")
+    settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
+    told = ("keys.db in data_dir is damaged (database disk image is malformed); the operator "
+            "must restore it from a backup")
+    with caplog.at_level("ERROR", logger="switchpoint"), thread_server(
+            create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        url = f"{server.base}/v1/router/keys"
+        made = httpx.post(url, json={"tenant": "acme"}, headers=ADMIN, timeout=10)
+        assert made.status_code == 201, made.text
+        key_id = made.json()["id"]
+        db = KeyStore._db
+        monkeypatch.setattr(KeyStore, "_db", lambda self: _DamagedOnWrite(db(self)))
+        for answer in (httpx.delete(f"{url}/{key_id}", headers=ADMIN, timeout=10),
+                       httpx.post(f"{url}/{key_id}/rotate", json={}, headers=ADMIN, timeout=10),
+                       httpx.post(url, json={"tenant": "acme"}, headers=ADMIN, timeout=10)):
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "storage_unavailable", answer.text
+            assert told in answer.json()["error"]["message"], answer.text
+            assert answer.headers["x-should-retry"] == "false", answer.headers
+            assert "retry-after" not in answer.headers, answer.headers
+        monkeypatch.undo()
+        shown = httpx.get(f"{url}/{key_id}", headers=ADMIN, timeout=10)
+        assert shown.json()["status"] == "active", shown.text  # (nothing changed)
+    assert f"DELETE /v1/router/keys/{key_id}: {str(Path(settings.data_dir) / 'keys.db')!r}: " \
+           "cannot revoke the key (database disk image is malformed); the file is damaged" \
+        in caplog.text, caplog.text
+    with KeyStore.in_dir(settings.data_dir) as store:
+        monkeypatch.setattr(KeyStore, "_db", lambda self: _DamagedOnWrite(db(self)))
+        with pytest.raises(StoreError) as refused:
+            store.prune(None, 0)
+        assert refused.value.damaged and refused.value.reason == told, refused.value

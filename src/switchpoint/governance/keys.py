@@ -100,7 +100,6 @@ from switchpoint.store.sqlite import (
     MAX_PAGE,
     read_only,
     read_upgraded,
-    remedy,
     store_error,
     upgrade_schema,
     wal_mode,
@@ -980,14 +979,13 @@ class KeyStore:
     def _write(self, conn: sqlite3.Connection, what: str, sql: str,
                args: tuple[object, ...]) -> None:
         """One change, or :class:`StoreError` saying the database refused it (a full disk, a
-        file made read-only) and what to do about it (the client is told the database's words
-        alone)."""
+        file made read-only, a damaged one) and what to do about it, by the one rule the reads
+        go by (:func:`~switchpoint.store.sqlite.store_error`: a damaged file is a 503 that
+        says not to try again); the client is told the database's words alone otherwise."""
         try:
             conn.execute(sql, args)
         except sqlite3.Error as exc:
-            hint = remedy(exc, self.path)
-            raise StoreError(f"{quoted_path(self.path)}: could not {what}: {exc}"
-                             + (f"; {hint}" if hint else ""), reason=str(exc)) from None
+            raise store_error(self.path, what, exc, reason=str(exc)) from None
 
     def list(self, tenant: str | None = None, *, include_revoked: bool = True
              ) -> list[KeyRecord]:

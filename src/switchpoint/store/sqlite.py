@@ -182,12 +182,16 @@ def damaged(exc: BaseException) -> bool:
                                                        sqlite3.SQLITE_NOTADB)
 
 
-def store_error(path: str | Path, what: str, exc: BaseException) -> StoreError:
+def store_error(path: str | Path, what: str, exc: BaseException, *,
+                reason: str | None = None) -> StoreError:
     """The error for ``exc``, met trying to ``what`` (``open the key store``, say) with the
     database at ``path``: what happened, and what to do about it (:func:`remedy`). A damaged
-    file is named (by its name alone) in the error's ``reason``, what a client is told."""
+    file is named (by its name alone) in the error's ``reason``, what a client is told, and
+    the error is marked ``damaged`` (waiting does not mend it), whether it was met reading or
+    writing. ``reason``: what a client is told when the file is not damaged (a write's
+    refusal gives the database's words, never a path); by default nothing of the server's."""
     reason = (f"{Path(path).name} in data_dir is damaged ({exc}); the operator must restore "
-              "it from a backup" if damaged(exc) else None)
+              "it from a backup" if damaged(exc) else reason)
     hint = remedy(exc, path)
     return StoreError(f"{quoted_path(path)}: cannot {what} ({exc})" + (f"; {hint}" if hint else ""),
                       reason=reason,
