@@ -444,13 +444,14 @@ class _DamagedOnWrite:
         return self._conn.execute(sql, args)
 
 
-def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_a_503_saying_not_to_retry(
+def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_the_503_the_routes_publish(
         gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     """keys.db damaged between a change's read and its write: a key's revocation, rotation
     and making are each the 503 of a damaged keys.db (x-should-retry: false, naming the file
     and saying to restore it), as its reads are, and a prune says the same; the write was a
-    503 saying to try again shortly, as if a full disk or a lock held too long."""
+    503 saying to try again shortly, as if a full disk or a lock held too long. The key
+    routes' published 503 says so (it said the router was still loading its weights)."""
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake) + "auth: keys\nadmin_token_env: SP_PRUNE_ADMIN\n"
                       "tenants: {acme: {}}\n", encoding="utf-8")
@@ -476,6 +477,17 @@ def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_a_503_saying_not
         monkeypatch.undo()
         shown = httpx.get(f"{url}/{key_id}", headers=ADMIN, timeout=10)
         assert shown.json()["status"] == "active", shown.text  # (nothing changed)
+        # Each key route's published 503 says what it means there, not that the router is
+        # still loading its weights (a key route never waits for it).
+        paths = httpx.get(f"{server.base}/openapi.json", timeout=15).json()["paths"]
+        for path in ("/v1/router/keys", "/v1/router/keys/{key_id}",
+                     "/v1/router/keys/{key_id}/revoke", "/v1/router/keys/{key_id}/rotate"):
+            for method, operation in paths[path].items():
+                about = operation["responses"]["503"]["description"]
+                assert about.startswith("storage_unavailable: keys.db in data_dir"), about
+                assert "damaged (x-should-retry: false" in about and "service_closing" in about
+                assert ("or written" in about) is (method in ("post", "delete")), (path, about)
+                assert "loading" not in about, (method, path, about)
     assert f"DELETE /v1/router/keys/{key_id}: {str(Path(settings.data_dir) / 'keys.db')!r}: " \
            "cannot revoke the key (database disk image is malformed); the file is damaged" \
         in caplog.text, caplog.text

@@ -56,15 +56,38 @@ router = APIRouter(tags=["admin"], dependencies=ADMIN, route_class=GatewayRoute)
 _JSON: dict[int | str, dict[str, Any]] = {
     200: {"description": "JSON answer.", "content": {"application/json": {}}},
     **ERROR_RESPONSES}
-_BY_ID: dict[int | str, dict[str, Any]] = {
-    **_JSON, 404: {"model": ErrorResponse, "description": "not_found: no key has this id."}}
 _REPORT: dict[int | str, dict[str, Any]] = {
     **_JSON, 404: {"model": ErrorResponse,
                    "description": "not_found: neither the configuration nor the request or "
                                   "feedback log names this tenant."}}
+
+
+def _keys_unavailable(*, writes: bool, also: str = "") -> dict[int | str, dict[str, Any]]:
+    """The 503 of a key route, as it means there (a key route never waits for the router):
+    keys.db cannot be read (and, for a change, ``writes``: written), said as the service
+    answers it (see :func:`switchpoint.server.errors.answer_for`), ``also`` any other store
+    the route reads; or the service is shutting down."""
+    done = "read or written" if writes else "read"
+    disk = ", or data_dir's disk is full or the file read-only" if writes else ""
+    return {503: {"model": ErrorResponse, "description": (
+        f"storage_unavailable: keys.db in data_dir{also} could not be {done}: it is damaged "
+        "(x-should-retry: false: waiting does not mend it; the operator must restore it from "
+        "a backup), or another process (a `switchpoint keys` command) held its lock past the "
+        f"wait{disk} (Retry-After: when to try again). service_closing: the service is "
+        "shutting down and did nothing (Retry-After: 1).")}}
+
+
+_BY_ID: dict[int | str, dict[str, Any]] = {
+    **_JSON, 404: {"model": ErrorResponse, "description": "not_found: no key has this id."}}
+#: A route of one key that reads keys.db, and one that changes it.
+_KEY_READ = {**_BY_ID, **_keys_unavailable(writes=False)}
+_KEY_CHANGE = {**_BY_ID, **_keys_unavailable(writes=True)}
+_KEY_LIST: dict[int | str, dict[str, Any]] = {
+    **_REPORT, **_keys_unavailable(writes=False, also=" (or, for a tenant named that holds no "
+                                                      "key, the request log)")}
 _CREATED: dict[int | str, dict[str, Any]] = {
     201: {"description": "The new key: `key` is the secret, shown this once."},
-    **ERROR_RESPONSES,
+    **ERROR_RESPONSES, **_keys_unavailable(writes=True),
     409: {"model": ErrorResponse,
           "description": "conflict (param governance.max_keys): the data_dir holds as many live "
                          "keys (neither revoked nor expired) as the config's "
@@ -142,7 +165,7 @@ async def create_key(request: Request) -> JSONResponse:
     return JSONResponse(issued.to_dict(keys.now(), settings.tenants), status_code=201)
 
 
-@router.get("/v1/router/keys", responses=_REPORT, response_model=KeyPage,
+@router.get("/v1/router/keys", responses=_KEY_LIST, response_model=KeyPage,
             summary="The client keys (never a secret), oldest first, a page at a time")
 async def list_keys(request: Request,
                     tenant: TenantQuery = None,
@@ -177,7 +200,7 @@ def _with_budgets(request: Request, record: Any) -> dict[str, Any]:
     return out
 
 
-@router.get("/v1/router/keys/{key_id}", responses=_BY_ID, response_model=KeyWithBudgets,
+@router.get("/v1/router/keys/{key_id}", responses=_KEY_READ, response_model=KeyWithBudgets,
             summary="One client key and its budgets' state")
 async def show_key(key_id: str, request: Request) -> JSONResponse:
     keys = get_service(request).gateway.governor.keys
@@ -185,14 +208,14 @@ async def show_key(key_id: str, request: Request) -> JSONResponse:
     return JSONResponse(_with_budgets(request, record))
 
 
-@router.post("/v1/router/keys/{key_id}/revoke", responses=_BY_ID, response_model=KeyView,
+@router.post("/v1/router/keys/{key_id}/revoke", responses=_KEY_CHANGE, response_model=KeyView,
              summary="Revoke a client key at once")
 @refuses_body
 async def revoke_key(key_id: str, request: Request) -> JSONResponse:
     return await _revoke(key_id, request)
 
 
-@router.delete("/v1/router/keys/{key_id}", responses=_BY_ID, response_model=KeyView,
+@router.delete("/v1/router/keys/{key_id}", responses=_KEY_CHANGE, response_model=KeyView,
                summary="Revoke a client key at once (the record stays, for the logs)")
 @refuses_body
 async def delete_key(key_id: str, request: Request) -> JSONResponse:
@@ -206,7 +229,7 @@ async def _revoke(key_id: str, request: Request) -> JSONResponse:
     return JSONResponse(record.to_dict(keys.now(), gateway.settings.tenants))
 
 
-@router.post("/v1/router/keys/{key_id}/rotate", responses=_BY_ID, response_model=IssuedKey,
+@router.post("/v1/router/keys/{key_id}/rotate", responses=_KEY_CHANGE, response_model=IssuedKey,
              openapi_extra=_body_schema(KeyRotate, required=False),
              summary="A new secret for a key (same id, budgets and limits); the old one "
                      "works for grace_seconds")
