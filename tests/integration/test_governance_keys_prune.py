@@ -465,7 +465,7 @@ def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_the_503_the_rout
         assert made.status_code == 201, made.text
         key_id = made.json()["id"]
         db = KeyStore._db
-        monkeypatch.setattr(KeyStore, "_db", lambda self: _DamagedOnWrite(db(self)))
+        monkeypatch.setattr(KeyStore, "_db", lambda self, *what: _DamagedOnWrite(db(self, *what)))
         for answer in (httpx.delete(f"{url}/{key_id}", headers=ADMIN, timeout=10),
                        httpx.post(f"{url}/{key_id}/rotate", json={}, headers=ADMIN, timeout=10),
                        httpx.post(url, json={"tenant": "acme"}, headers=ADMIN, timeout=10)):
@@ -492,7 +492,58 @@ def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_the_503_the_rout
            "cannot revoke the key (database disk image is malformed); the file is damaged" \
         in caplog.text, caplog.text
     with KeyStore.in_dir(settings.data_dir) as store:
-        monkeypatch.setattr(KeyStore, "_db", lambda self: _DamagedOnWrite(db(self)))
+        monkeypatch.setattr(KeyStore, "_db", lambda self, *what: _DamagedOnWrite(db(self, *what)))
         with pytest.raises(StoreError) as refused:
             store.prune(None, 0)
         assert refused.value.damaged and refused.value.reason == told, refused.value
+
+
+def test_keys_db_deleted_while_the_service_holds_keys_is_not_made_again_empty(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """keys.db (with its -wal and -shm) deleted while the service runs with keys: a reload,
+    and a client's request, are each a 503 storage_unavailable naming the missing file and
+    saying to restore it from a backup, and the reload swaps nothing; a new, empty keys.db was
+    made, so the reload went through and every key stopped working (401) silently. The
+    backup put back, the keys work again at once."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + "auth: keys\nadmin_token_env: SP_PRUNE_ADMIN\n"
+                      "tenants: {acme: {}}\n", encoding="utf-8")
+    settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
+    db = Path(settings.data_dir) / "keys.db"
+    told = ("keys.db in data_dir was deleted while the service ran, holding keys; the "
+            "operator must restore it from a backup")
+    with caplog.at_level("ERROR", logger="switchpoint"), thread_server(
+            create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        made = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
+                          headers=ADMIN, timeout=10)
+        assert made.status_code == 201, made.text
+        backup = tmp_path / "backup.db"
+        with sqlite3.connect(db) as src, sqlite3.connect(backup) as dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+        for name in ("keys.db", "keys.db-wal", "keys.db-shm"):
+            (db.parent / name).unlink(missing_ok=True)
+        config.write_text(config.read_text(encoding="utf-8").replace(
+            "tenants: {acme: {}}", "tenants: {acme: {}, beta: {}}"), encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=30)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "storage_unavailable", r.text
+        assert f"{told}; the config was not reloaded: the running one keeps serving" in r.json()[
+            "error"]["message"], r.text
+        assert r.headers["x-should-retry"] == "false", r.headers
+        tenants = httpx.get(f"{server.base}/v1/router/tenants", headers=ADMIN, timeout=10)
+        assert list(tenants.json()["data"]) == ["acme"], tenants.text  # (nothing swapped)
+        with pytest.raises(openai.APIStatusError) as refused:
+            client(server, made.json()["key"]).chat.completions.create(
+                model="cheap", messages=user("hi"))
+        assert refused.value.status_code == 503 and told in refused.value.message
+        assert not db.exists()  # (none made, empty)
+        os.replace(backup, db)  # (restored from the backup)
+        client(server, made.json()["key"]).chat.completions.create(model="cheap",
+                                                                    messages=user("hi"))
+        assert httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN,
+                          timeout=30).status_code == 200
+    assert (f"POST /v1/router/reload: {str(db)!r}: cannot read the keys: it was deleted while "
+            "the service ran, holding keys; restore it from a backup") in caplog.text, \
+        caplog.text

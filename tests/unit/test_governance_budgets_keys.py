@@ -683,24 +683,40 @@ def test_a_key_remembers_a_few_old_secrets_forgetting_the_expired_then_the_oldes
             assert store.verify(kept.key).id == key_id
 
 
-def test_a_key_file_deleted_under_the_running_store_is_made_again_not_written_past(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_key_file_deleted_under_the_running_store_is_neither_written_past_nor_made_empty(
+        tmp_path: Path) -> None:
     """``keys.db`` deleted while the service runs: the store went on with the file it had
     open, so its old keys kept working until the restart and a key made meanwhile went into
-    a file no start reads (handed out, then refused after the restart). It now uses the file
-    at the path, as the next start would: the deleted keys are unknown at once, and a key
-    made after is kept."""
+    a file no start reads; then it made a new, empty one at the next use, so every key
+    stopped working unsaid. Each use is now refused as a damaged file's is, naming the file,
+    and none is made; a file put at the path (a backup restored, or one a command beside the
+    service made) is used from the next use. A file that held no key is made again."""
     path = tmp_path / "keys.db"
     with KeyStore(path) as store:
         first = store.create(spec()).key
         for name in ("keys.db", "keys.db-wal", "keys.db-shm"):
             (tmp_path / name).unlink(missing_ok=True)
+        for use in (partial(store.verify, first), partial(store.create, spec())):
+            with pytest.raises(StoreError) as refused:
+                use()
+            assert refused.value.damaged, refused.value
+            assert (f"{str(path)!r}: cannot " in str(refused.value) and ": it was deleted "
+                    "while the service ran, holding keys; restore it from a backup"
+                    in str(refused.value)), refused.value
+        assert not path.exists()  # (none made, empty)
+        with KeyStore(path) as beside:  # `switchpoint keys create` beside the service
+            made = beside.create(spec()).key
+        assert store.verify(made).id == key_id_of(made)
         with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
-            store.verify(first)  # the file is gone, and its keys with it
-        assert "keys.db was deleted while open" in caplog.text
-        made = store.create(spec()).key
+            store.verify(first)  # (the file at the path is the one used)
     with KeyStore(path) as reopened:  # what a restart sees
         assert reopened.verify(made).id == key_id_of(made)
+    empty = tmp_path / "empty" / "keys.db"
+    with KeyStore(empty) as store:
+        assert store.list() == []
+        empty.unlink()
+        assert store.create(spec()).record.id in {k.id for k in store.list()}
+    assert empty.is_file()
 
 
 def _stored_clock(path: Path) -> float:
@@ -955,11 +971,16 @@ def test_a_key_file_gone_alone_under_the_store_gets_none_of_the_old_log(
             path.unlink()
         else:
             os.replace(backup, path)
-        if how != "replaced_then_stopped":
+        if how == "deleted":  # (none is made in its place: see the test above)
+            with pytest.raises(StoreError, match="it was deleted while the service ran"):
+                store.verify(later)
+        elif how != "replaced_then_stopped":
             with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
                 store.verify(later)
             assert f"keys.db was {how}" in caplog.text
-    if how != "deleted":
+    if how == "deleted":  # (the old file's log left the path as the store closed)
+        assert not (tmp_path / "keys.db-wal").exists() and not path.exists()
+    else:
         with KeyStore(path) as restarted:  # the backup as it was: the first key, not revoked
             assert restarted.verify(kept).id == key_id_of(kept)
             with pytest.raises(InvalidKeyError, match="not a key of this gateway"):

@@ -664,17 +664,23 @@ class KeyStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _db(self) -> sqlite3.Connection:
+    def _db(self, what: str = "use the key store") -> sqlite3.Connection:
         """The connection (opened on first use: a gateway without keys makes no file). A file
-        deleted or replaced since it was opened (restored from a backup, say), or whose
-        ``-wal`` or ``-shm`` was, is opened again: the old one's keys and changes are no
-        longer at the path (or in a log no other connection sees), and a key made in it would
-        be lost at the next start. The old connection writes its log into its file and is
-        closed, and that file's side files left at the path are removed first, so SQLite
-        does not replay the old file's changes into the one now there (see
-        :func:`~switchpoint.store.moved.close_moved`). Three stats a call."""
+        replaced since it was opened (restored from a backup, say), or whose ``-wal`` or
+        ``-shm`` was, is opened again: the old one's keys and changes are no longer at the
+        path (or in a log no other connection sees), and a key made in it would be lost at
+        the next start. The old connection writes its log into its file and is closed, and
+        that file's side files left at the path are removed first, so SQLite does not replay
+        the old file's changes into the one now there (see
+        :func:`~switchpoint.store.moved.close_moved`). A file deleted that held keys is not
+        made again, empty (every key would stop working unsaid): each use (to ``what``) is
+        refused, as a damaged file's is (:meth:`_deleted`), until a file is at the path again
+        (a backup restored) or the service restarts; one that held none is made again. Three
+        stats a call."""
         if self._conn is not None:
             left = how_it_left(self._files, database_identity(self.path))
+            if left == "was deleted" and self._held_keys(self._conn):
+                raise self._deleted(what)
             if left is not None:
                 log.warning("%s %s while open; the key store opens the file now at that path "
                             "(a new, empty one if there is none)", self.path, left)
@@ -686,6 +692,28 @@ class KeyStore:
         assert self._conn is not None
         return self._conn
 
+    @staticmethod
+    def _held_keys(conn: sqlite3.Connection) -> bool:
+        """Whether the file ``conn`` has open (one deleted since, say) holds a key, revoked
+        ones included; one that cannot be read counts as holding some (what cannot be read is
+        never thrown away, as :func:`holds_keys` has it)."""
+        try:
+            return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM keys)").fetchone()[0])
+        except sqlite3.Error:
+            return True
+
+    def _deleted(self, what: str) -> StoreError:
+        """The refusal of a use (to ``what``) of a key store whose file was deleted while it
+        was open, holding keys: marked ``damaged`` (waiting does not bring it back), naming
+        the file, and saying to restore it from a backup or restart to start with none."""
+        return StoreError(f"{quoted_path(self.path)}: cannot {what}: it was deleted while the "
+                          "service ran, holding keys; restore it from a backup (it is opened "
+                          "at its next use, its keys working again), or restart the service to "
+                          "start an empty one (every key made so far then stops working)",
+                          reason=f"{self.path.name} in data_dir was deleted while the service "
+                                 "ran, holding keys; the operator must restore it from a backup",
+                          damaged=True)
+
     @contextlib.contextmanager
     def _using(self, what: str) -> Iterator[sqlite3.Connection]:
         """The connection (:meth:`_db`) with the lock held, for a block that reads the file
@@ -695,7 +723,7 @@ class KeyStore:
         it (:func:`~switchpoint.store.sqlite.store_error`: a damaged one is a 503
         ``storage_unavailable`` over HTTP), never a bare :class:`sqlite3.Error`."""
         with self._lock:
-            conn = self._db()
+            conn = self._db(what)
             try:
                 yield conn
             except sqlite3.Error as exc:
