@@ -1,5 +1,6 @@
 """A store whose database refuses writes, as it does on a full disk: its writer's connection
-swapped for one whose inserts raise SQLite's own error while the disk is full."""
+swapped for one whose inserts raise SQLite's own error while the disk is full (or, for
+:class:`DamagedFile`, whose changes meet a damaged file)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ class FullDisk:
     inserts go through, if given; only statements starting with ``only``, if given), as a full
     disk does."""
 
+    #: The statements refused.
+    CHANGES: tuple[str, ...] = ("INSERT", "UPDATE")
+
     def __init__(self, conn: sqlite3.Connection, room: int = 0, only: str = "") -> None:
         self.conn, self.full, self.room, self.only = conn, True, room, only
 
     def execute(self, sql: str, *args: object) -> object:
         if (self.full and self.room <= 0 and sql.startswith(self.only)
-                and sql.lstrip().upper().startswith(("INSERT", "UPDATE"))):
+                and sql.lstrip().upper().startswith(self.CHANGES)):
             raise self._refusal()
         return self.conn.execute(sql, *args)  # type: ignore[arg-type]
 
@@ -35,7 +39,7 @@ class FullDisk:
         return self.conn.executemany(sql, rows)  # type: ignore[arg-type]
 
     @staticmethod
-    def _refusal() -> sqlite3.OperationalError:
+    def _refusal() -> sqlite3.DatabaseError:
         error = sqlite3.OperationalError(FULL)
         error.sqlite_errorcode = sqlite3.SQLITE_FULL
         error.sqlite_errorname = "SQLITE_FULL"
@@ -43,6 +47,25 @@ class FullDisk:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.conn, name)
+
+
+#: What SQLite says of a damaged file.
+MALFORMED = "database disk image is malformed"
+
+
+class DamagedFile(FullDisk):
+    """A connection whose reads go through while its changes (inserts, updates and deletes)
+    meet a damaged file, as when the file is damaged between a change's read and its
+    write."""
+
+    CHANGES = ("INSERT", "UPDATE", "DELETE")
+
+    @staticmethod
+    def _refusal() -> sqlite3.DatabaseError:
+        error = sqlite3.DatabaseError(MALFORMED)
+        error.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
+        error.sqlite_errorname = "SQLITE_CORRUPT"
+        return error
 
 
 @contextmanager

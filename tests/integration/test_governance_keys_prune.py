@@ -30,6 +30,7 @@ from switchpoint.governance.keys import KeySpec, KeyStore
 from switchpoint.server import create_app
 from switchpoint.store import RequestRecord, SQLiteStore
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.full_disk import DamagedFile
 from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, until, user
 from tests.integration.servers import thread_server
 
@@ -428,25 +429,8 @@ def test_a_prune_killed_part_way_leaves_keys_db_consistent(
         assert store.find(ids["old_live"]).status(store.now()) == "active"
 
 
-class _DamagedOnWrite:
-    """A key store's connection whose reads go through while every change (an ``UPDATE``,
-    ``INSERT`` or ``DELETE``) meets a damaged file, as when keys.db is damaged between a
-    change's read and its write."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def execute(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Cursor:
-        if sql.split()[0] in ("UPDATE", "INSERT", "DELETE"):
-            exc = sqlite3.DatabaseError("database disk image is malformed")
-            exc.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
-            raise exc
-        return self._conn.execute(sql, args)
-
-
 def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_the_503_the_routes_publish(
-        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """keys.db damaged between a change's read and its write: a key's revocation, rotation
     and making are each the 503 of a damaged keys.db (x-should-retry: false, naming the file
     and saying to restore it), as its reads are, and a prune says the same; the write was a
@@ -464,8 +448,9 @@ def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_the_503_the_rout
         made = httpx.post(url, json={"tenant": "acme"}, headers=ADMIN, timeout=10)
         assert made.status_code == 201, made.text
         key_id = made.json()["id"]
-        db = KeyStore._db
-        monkeypatch.setattr(KeyStore, "_db", lambda self, *what: _DamagedOnWrite(db(self, *what)))
+        keys = server.service.gateway.governor.keys
+        real = keys._db()
+        keys._conn = DamagedFile(real)  # type: ignore[assignment]
         for answer in (httpx.delete(f"{url}/{key_id}", headers=ADMIN, timeout=10),
                        httpx.post(f"{url}/{key_id}/rotate", json={}, headers=ADMIN, timeout=10),
                        httpx.post(url, json={"tenant": "acme"}, headers=ADMIN, timeout=10)):
@@ -474,7 +459,7 @@ def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_the_503_the_rout
             assert told in answer.json()["error"]["message"], answer.text
             assert answer.headers["x-should-retry"] == "false", answer.headers
             assert "retry-after" not in answer.headers, answer.headers
-        monkeypatch.undo()
+        keys._conn = real
         shown = httpx.get(f"{url}/{key_id}", headers=ADMIN, timeout=10)
         assert shown.json()["status"] == "active", shown.text  # (nothing changed)
         # Each key route's published 503 says what it means there, not that the router is
@@ -492,9 +477,11 @@ def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_the_503_the_rout
            "cannot revoke the key (database disk image is malformed); the file is damaged" \
         in caplog.text, caplog.text
     with KeyStore.in_dir(settings.data_dir) as store:
-        monkeypatch.setattr(KeyStore, "_db", lambda self, *what: _DamagedOnWrite(db(self, *what)))
+        real = store._db()
+        store._conn = DamagedFile(real)  # type: ignore[assignment]
         with pytest.raises(StoreError) as refused:
             store.prune(None, 0)
+        store._conn = real
         assert refused.value.damaged and refused.value.reason == told, refused.value
 
 
