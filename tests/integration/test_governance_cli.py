@@ -488,6 +488,24 @@ def test_expires_takes_epoch_seconds_in_scientific_notation_as_its_help_says(
     assert "epoch seconds (1800000000 or 1.8e9)" in " ".join(capsys.readouterr().out.split())
 
 
+def test_a_key_s_name_is_a_label_that_two_keys_may_share_and_its_help_says_so(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    made = []
+    for _ in range(2):
+        code, out, err = run(["keys", "create", "--tenant", "acme", "--name", "ci", "--config",
+                              config, "--json"], capsys)
+        assert code == 0, err
+        made.append(json.loads(out)["id"])
+    code, out, _ = run(["keys", "list", "--config", config, "--json"], capsys)
+    assert [(k["id"], k["name"]) for k in json.loads(out)] == [(i, "ci") for i in made]
+    code, out, err = run(["keys", "revoke", "ci", "--config", config], capsys)
+    assert code == 2 and '"ci" is not a key id' in err, err  # (a name selects no key)
+    with pytest.raises(SystemExit):
+        main(["keys", "create", "--help"])
+    assert ("a label only: two keys may share one, and every command and route addresses a "
+            "key by its id") in " ".join(capsys.readouterr().out.split())
+
+
 def test_a_budget_under_the_least_is_refused_in_the_config_but_a_stored_key_s_is_kept(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "1/day",

@@ -718,7 +718,9 @@ def add_commands(sub: Any) -> None:
     tenant = p.add_argument("--tenant", required=True,
                             help="the tenant the key belongs to (a name under tenants: in the "
                                  "config)")
-    name = p.add_argument("--name", help="a label for the key")
+    name = p.add_argument("--name", help="a label for the key, shown in lists; a label only: "
+                                         "two keys may share one, and every command and route "
+                                         "addresses a key by its id")
     budget = p.add_argument("--budget", action="append", metavar="AMOUNT/PERIOD",
                             help="e.g. 50/month (USD; hour, day, week, month; repeatable)")
     rpm = p.add_argument("--rpm", type=_options.COUNT,
