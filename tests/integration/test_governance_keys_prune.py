@@ -531,6 +531,9 @@ def test_keys_db_deleted_while_the_service_holds_keys_is_not_made_again_empty(
                                                                     messages=user("hi"))
         assert httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN,
                           timeout=30).status_code == 200
+        about = httpx.get(f"{server.base}/openapi.json", timeout=15).json()["paths"][
+            "/v1/router/reload"]["post"]["responses"]["503"]["description"]
+        assert "or deleted while the service held keys in it: restore it from a backup" in about
     assert (f"POST /v1/router/reload: {str(db)!r}: cannot read the keys: it was deleted while "
             "the service ran, holding keys; restore it from a backup") in caplog.text, \
         caplog.text

@@ -126,8 +126,9 @@ _SWAP_ERRORS: dict[int | str, dict[str, Any]] = {
                                                  f"it waited its most ({SWAP_WAIT_S:g} s) for "
                                                  "a change made at run time (named) that "
                                                  "waits for data_dir to keep it, or (a "
-                                                 "reload) keys.db could not be read (damaged: "
-                                                 "restore it from a backup); the running "
+                                                 "reload) keys.db could not be read (damaged, "
+                                                 "or deleted while the service held keys in "
+                                                 "it: restore it from a backup); the running "
                                                  "router serves on. Retry-After says when to "
                                                  "try again."}}
 
