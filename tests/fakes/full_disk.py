@@ -69,12 +69,14 @@ class DamagedFile(FullDisk):
 
 
 @contextmanager
-def full_disk(store: SQLiteStore, room: int = 0, only: str = "") -> Iterator[FullDisk]:
+def full_disk(store: SQLiteStore, room: int = 0, only: str = "", *,
+              kind: type[FullDisk] = FullDisk) -> Iterator[FullDisk]:
     """Make ``store``'s database refuse writes (after ``room`` inserts; only statements
     starting with ``only``) until the block ends or ``disk.full`` is set to False; its
-    connection is given back after."""
+    connection is given back after. ``kind``: :class:`DamagedFile` for changes that meet a
+    damaged file instead."""
     assert store._conn is not None
-    disk = FullDisk(store._conn, room, only)
+    disk = kind(store._conn, room, only)
     store._conn = disk  # type: ignore[assignment]
     try:
         yield disk

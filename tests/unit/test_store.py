@@ -27,7 +27,7 @@ from switchpoint.learning.memory import PendingDecision
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 from switchpoint.store.learning import PendingPrune, PendingRecord
 from switchpoint.store.sqlite import SCHEMA_VERSION, Record
-from tests.fakes.full_disk import FULL, full_disk
+from tests.fakes.full_disk import FULL, DamagedFile, full_disk
 from tests.fakes.racing import at_once
 
 #: Undoes what the schema gained since 23 (a column and its indexes; the registered models'
@@ -121,8 +121,23 @@ def test_a_failed_write_is_reported_on_its_future(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "switchpoint.db") as store:
         rec = record()
         store.append(rec).result()
-        with pytest.raises(StoreError, match="could not write"):
+        with pytest.raises(StoreError, match="cannot write") as err:
             store.append(rec).result()  # the same id twice violates the primary key
+        assert not err.value.damaged and "UNIQUE" in (err.value.reason or "")
+        store.append(record()).result()  # and the writer carries on
+
+
+def test_a_write_that_meets_a_damaged_file_says_it_is_damaged(tmp_path: Path) -> None:
+    # (by the one rule the reads and the key store go by: waiting does not mend it, so
+    # the client is told not to try again, and the file is named)
+    with SQLiteStore(tmp_path / "switchpoint.db") as store:
+        store.append(record()).result()
+        with full_disk(store, kind=DamagedFile), pytest.raises(StoreError) as err:
+            store.append(record()).result()
+        assert err.value.damaged
+        assert err.value.reason == ("switchpoint.db in data_dir is damaged (database disk "
+                                    "image is malformed); the operator must restore it from "
+                                    "a backup")
         store.append(record()).result()  # and the writer carries on
 
 

@@ -2015,9 +2015,9 @@ class SQLiteStore:
                     self._commit([item], kept_before=kept_before)
                 return
             record, done, _ = batch[0]
-            error = StoreError(f"{quoted_path(self.path)}: could not write {_what(record)} "
-                               f"{record.id}: "
-                               f"{exc}", reason=str(exc))
+            # (a damaged file is said so, by the one rule: waiting does not mend it)
+            error = store_error(self.path, f"write {_what(record)} {record.id}", exc,
+                                reason=str(exc))
             if done is not None:
                 done.set_exception(error)
             else:  # (one message however many records: a flood of them is counted as one)
