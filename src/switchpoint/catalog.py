@@ -645,9 +645,27 @@ class Catalog:
     def all_priced(self) -> bool:
         return all(c.priced for c in self.cards)
 
+    def uncosted(self, profiles: Iterable[str]) -> list[str]:
+        """The catalog's models nothing would cost, routed by weights with the learned
+        ``profiles`` (see :func:`uncosted`)."""
+        return uncosted(self.cards, profiles)
+
     def profile_of(self, name: str) -> str:
         card = self._by_name[name]
         return card.profile or card.name
+
+
+def uncosted(cards: Sequence[ModelCard], profiles: Iterable[str]) -> list[str]:
+    """The names of ``cards`` nothing would cost, routed by weights with the learned
+    ``profiles``: none where every card has prices (a model without a profile is then costed,
+    and routed, by its tier and price), else those whose profile (``profile``, or its name)
+    is not among ``profiles`` (costs then come from the profiles' measurements). The one
+    statement of the rule a catalog keeps with its weights: a router refuses a catalog that
+    leaves such a model, a registration a card that would be one, a gateway a config."""
+    if all(c.priced for c in cards):
+        return []
+    known = set(profiles)
+    return [c.name for c in cards if (c.profile or c.name) not in known]
 
 
 def text_bytes(text: str) -> int:

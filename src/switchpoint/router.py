@@ -43,6 +43,7 @@ from switchpoint.catalog import (
     estimate_tokens,
     model_names,
     named_once,
+    uncosted,
     usd_text,
 )
 from switchpoint.decision import (
@@ -593,25 +594,29 @@ class Router(RemadeOnLoad):
                                 param=param)
 
     def _check_priced(self, card: ModelCard, view: _Catalogued) -> None:
-        """Refuse ``card`` where prices would be missing: one the weights have no profile of
-        is routed by its price, and a catalog priced throughout prices every request by its
-        models' prices, which a card without any would end for every model."""
+        """Refuse ``card`` where prices would be missing: a catalog priced throughout prices
+        every request by its models' prices, which a card without any would end for every
+        model; and the card may not be one nothing would cost beside the catalog (the
+        catalog's rule, :func:`~switchpoint.catalog.uncosted`, said of the card)."""
         profiles = list(self.policy.models_)
+        if not card.priced and view.map.priced:
+            raise InvalidInputError("input_per_mtok", (
+                f"model {json_quoted(card.name, 100)} has no prices, and this router prices "
+                "every request by its models' prices; give input_per_mtok and "
+                "output_per_mtok (USD per million tokens)"))
+        if card.name not in uncosted([*view.catalog.cards, card], profiles):
+            return
         if card.priced:
-            if view.map.priced or (card.profile or card.name) in profiles:
-                return
             raise InvalidInputError("card", (
                 f"model {json_quoted(card.name, 100)} has no learned profile in these weights "
                 "(so it is routed by its price), and this router's catalog does not price "
                 "every model (costs come from the weights' profiles); give it a profile among "
                 f"{listed_names(profiles, quoted=True)}, or build the Router with a Catalog "
                 "that prices every model"))
-        if view.map.priced or (card.profile or card.name) not in profiles:
-            raise InvalidInputError("input_per_mtok", (
-                f"model {json_quoted(card.name, 100)} has no prices, and "
-                + ("this router prices every request by its models' prices" if view.map.priced
-                   else "no learned profile in these weights to cost it by")
-                + "; give input_per_mtok and output_per_mtok (USD per million tokens)"))
+        raise InvalidInputError("input_per_mtok", (
+            f"model {json_quoted(card.name, 100)} has no prices, and no learned profile in "
+            "these weights to cost it by; give input_per_mtok and output_per_mtok (USD per "
+            "million tokens)"))
 
     def unregister_model(self, name: str) -> ModelCard:
         """Take model ``name``, registered with :meth:`register_model`, out of the catalog, in
@@ -1381,8 +1386,8 @@ class _CardMap:
                                if catalog.profile_of(n) in profiles else -1
                                for n in catalog.names])
         self.priced = catalog.all_priced
-        missing = [n for n, i in zip(catalog.names, self.index, strict=True) if i < 0]
-        if missing and not self.priced:
+        missing = catalog.uncosted(profiles)
+        if missing:
             raise InvalidInputError(
                 "models", f"{missing} have no learned profile in these weights and the catalog "
                 "lacks prices for some models; give every model input_per_mtok and "

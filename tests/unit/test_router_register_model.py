@@ -145,6 +145,40 @@ def test_a_bad_card_is_refused_naming_what_is_wrong_and_changes_nothing(
     assert router.route(math_prompt(3)).all_scores == before
 
 
+def test_a_card_nothing_would_cost_is_refused_exactly_where_a_catalog_with_it_would_be(
+        package: WeightsPackage) -> None:
+    """One rule says which models nothing would cost (no learned profile, in a catalog that
+    does not price every model): a card is refused for it exactly where a router built with
+    the catalog it would join is refused, and a catalog priced throughout takes no card
+    without prices (it would end pricing for every model)."""
+    embedder = FakeEmbedder()
+    unpriced = [ModelCard("strong", profile="strong"), ModelCard("runner", profile="runner")]
+    priced = [ModelCard(c.name, profile=c.profile, input_per_mtok=1, output_per_mtok=1)
+              for c in unpriced]
+    cards = [_card(profile="cheap"), {"name": "newbie", "profile": "cheap"}, _card(),
+             {"name": "newbie"}]
+    for built in (priced, unpriced):
+        for card in cards:
+            joined = Catalog([*built, ModelCard(**card)])
+            router = Router(package, embedder=embedder, catalog=Catalog(built))
+            try:
+                router.register_model(card)
+                refused = None
+            except InvalidInputError as exc:
+                refused = exc
+            if built is priced and "input_per_mtok" not in card:
+                assert refused is not None and "prices every request" in str(refused)
+                continue
+            try:
+                Router(package, embedder=embedder, catalog=joined)
+                built_refused = False
+            except InvalidInputError as exc:
+                built_refused = "newbie" in str(exc)
+            assert (refused is not None) == built_refused == ("newbie" in joined.uncosted(
+                package.models)), (built, card, refused)
+            assert router.models == [*(c.name for c in built), *([] if refused else ["newbie"])]
+
+
 def test_a_name_is_registered_once_within_the_bound_and_only_a_registered_one_unregistered(
         router: Router, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registration, "MAX_REGISTERED_MODELS", 2)

@@ -200,17 +200,15 @@ def checked_package(settings: Settings, policy: str | None = None, *,
     package = read if read is not None else load_weights(path, policy=bundled,
                                                          max_weights_bytes=max_bytes)
     catalog = settings.catalog()
-    if catalog is not None and not catalog.all_priced:
-        for i, entry in enumerate(settings.models or []):
-            profile = entry.profile or entry.name
-            if profile not in package.models:
-                raise ConfigError(
-                    f"models[{i}].profile",
-                    f"{json_quoted(profile)} is not a profile of the weights {package.weights_id} "
-                    f"({listed_names(package.models, quoted=True)}); name one of them, or "
-                    "give every "
-                    "model input_per_mtok and output_per_mtok so a model without a "
-                    "profile is routed by tier and price")
+    uncosted = [] if catalog is None else catalog.uncosted(package.models)
+    if catalog is not None and uncosted:
+        profile = catalog.profile_of(uncosted[0])
+        raise ConfigError(
+            f"models[{catalog.names.index(uncosted[0])}].profile",
+            f"{json_quoted(profile)} is not a profile of the weights {package.weights_id} "
+            f"({listed_names(package.models, quoted=True)}); name one of them, or give every "
+            "model input_per_mtok and output_per_mtok so a model without a profile is routed "
+            "by tier and price")
     if catalog is None:  # the weights' own profiles are the models routed
         check_named_models(settings, package.models, f"of the weights {package.weights_id} "
                                                      f"({NO_CATALOG})")
