@@ -88,6 +88,7 @@ from switchpoint.policies.base import TablePolicy
 
 if TYPE_CHECKING:
     from switchpoint.gateway import ChatCompletion, Gateway
+    from switchpoint.registration import Door
 
 from switchpoint.weights import (
     DEFAULT_POLICY,
@@ -534,15 +535,7 @@ class Router(RemadeOnLoad):
         serving in a gateway."""
         # (the config's rules, read with pydantic: loaded by the first registration, not by
         # every program that imports the router)
-        from switchpoint.registration import (
-            LIBRARY,
-            card_error,
-            check_catalog,
-            check_free,
-            check_own_profile,
-            check_room,
-            model_card,
-        )
+        from switchpoint.registration import LIBRARY, model_card
 
         if isinstance(card, str):
             given: object = {"name": card, **keys}
@@ -555,7 +548,28 @@ class Router(RemadeOnLoad):
                      for f in fields(card) if (v := getattr(card, f.name)) is not None}
         else:
             given = card
-        new = model_card(given, LIBRARY).card()
+        return self.join_model(model_card(given, LIBRARY).card())
+
+    def join_model(self, card: ModelCard, door: Door | None = None) -> ModelCard:
+        """Add ``card``, read already by the rules of a card
+        (:func:`switchpoint.registration.model_card`), to the catalog: what
+        :meth:`register_model` does once it has read its card, by the same rules and with the
+        same refusals, spoken in ``door``'s words (the library's by default). A gateway reads
+        a card by its own door (its config says which hosts a card may name), then registers
+        it here, in a copy of its live router (:meth:`unlearned_copy`) that goes live once
+        ``data_dir`` keeps the card."""
+        from switchpoint.registration import (
+            LIBRARY,
+            card_error,
+            check_catalog,
+            check_free,
+            check_own_profile,
+            check_room,
+        )
+
+        expect("card", card, ModelCard, "a ModelCard")
+        door = door or LIBRARY
+        new = card
         with self._changing:
             self._check_own_catalog("card", "register the model with Gateway.register_model")
             view = self._view
@@ -565,11 +579,11 @@ class Router(RemadeOnLoad):
                        change="build a Router with a catalog of the card you want")
             check_room(len(view.registered), unregister=_UNREGISTER,
                        instead="build a Router with a catalog that lists them")
-            check_own_profile(new, view.catalog.cards, LIBRARY)
+            check_own_profile(new, view.catalog.cards, door)
             self._check_priced(new, view)
             cards = [*view.catalog.cards, new]
             try:
-                check_catalog(cards, LIBRARY)
+                check_catalog(cards, door)
                 catalog = Catalog(cards, view.catalog.expected_output_tokens)
                 changed = _Catalogued.of(catalog, self.policy, (*view.registered, new.name),
                                          view.revision + 1)
@@ -583,6 +597,23 @@ class Router(RemadeOnLoad):
                     raise InvalidInputError("card", exc.reason) from None
             self._view = changed
         return new
+
+    def unlearned_copy(self) -> Router:
+        """A router of this one's weights, catalog (a model registered in it is one of the
+        catalog it was built with), embedder (the same one, loaded and warm) and settings that
+        has learned, counted and cached nothing and serves in no gateway. A gateway makes a
+        change of its catalog in one (:meth:`join_model`), beside its live router, and puts it
+        live once ``data_dir`` keeps the change, having it take up the feedback log first; it
+        reads no weights anew, as a load does."""
+        copy = type(self)(
+            self.weights, catalog=self.catalog, embedder=self.embedder.inner,
+            cost_weight=self._cost_weight, allowed_models=self._allowed_models,
+            cache_size=self.cache.size, cache_ttl=self.cache.ttl,
+            embedding_cache_size=self.embedder.size, learning=self.learner.settings,
+            max_prompt_chars=self._max_prompt_chars)
+        if "weights_id" in self.__dict__:  # (the same arrays: not hashed again)
+            copy.__dict__["weights_id"] = self.weights_id
+        return copy
 
     def _check_own_catalog(self, param: str, instead: str) -> None:
         """Refuse a change of the catalog of a router serving in a gateway (a

@@ -30,6 +30,7 @@ from switchpoint.errors import (
 )
 from switchpoint.gateway import Gateway, kept
 from switchpoint.governance.keys import KeySpec
+from switchpoint.router import Router
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import poem_prompt
@@ -113,6 +114,30 @@ def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_ups
     assert [r["body"]["model"] for r in asked] == ["free", "free"]
     assert all(r["headers"]["authorization"] == "Bearer sk-fake" for r in asked)
     assert [name for name, _ in stored(gateway.settings)] == ["free"]
+
+
+def test_a_registration_joins_a_copy_of_the_live_router_and_loads_no_weights(
+        settings: Settings, fake: FakeProviderProcess) -> None:
+    # The card joins the catalog by the router's own rules (Router.join_model, what
+    # register_model does) in a copy of the live router: the weights are not read again, and
+    # requests under way keep the router they began on. A registration loaded the weights
+    # anew, as a reload does.
+    loads: list[str | None] = []
+
+    def counted(settings: Settings, policy: str | None) -> Router:
+        loads.append(policy)
+        return loader(settings, policy)
+
+    with Gateway(settings, loader=counted, env=KEYS) as gateway:
+        gateway.start()
+        old = gateway.router
+        started = len(loads)
+        gateway.register_model(card(fake))
+        assert len(loads) == started, loads
+        assert gateway.router is not old and gateway.router.weights_id == old.weights_id
+        assert catalog(gateway) == ["strong", "runner", "cheap", "free"]
+        assert old.catalog.names == ["strong", "runner", "cheap"]
+        assert gateway.route(poem_prompt(0)).selected_model == "free"
 
 
 def test_reports_price_a_registered_model_from_the_live_catalog_without_building_another(

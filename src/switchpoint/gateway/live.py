@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from switchpoint._log_limit import SaidOnce
 from switchpoint._messages import MAX_LISTED, json_quoted, listed_names
+from switchpoint.catalog import uncosted
 from switchpoint.config import Settings, check_named_models
 from switchpoint.embedding import Embedder, embedder_from_id
 from switchpoint.errors import (
@@ -200,15 +201,7 @@ def checked_package(settings: Settings, policy: str | None = None, *,
     package = read if read is not None else load_weights(path, policy=bundled,
                                                          max_weights_bytes=max_bytes)
     catalog = settings.catalog()
-    uncosted = [] if catalog is None else catalog.uncosted(package.models)
-    if catalog is not None and uncosted:
-        profile = catalog.profile_of(uncosted[0])
-        raise ConfigError(
-            f"models[{catalog.names.index(uncosted[0])}].profile",
-            f"{json_quoted(profile)} is not a profile of the weights {package.weights_id} "
-            f"({listed_names(package.models, quoted=True)}); name one of them, or give every "
-            "model input_per_mtok and output_per_mtok so a model without a profile is routed "
-            "by tier and price")
+    check_costed(settings, package)
     if catalog is None:  # the weights' own profiles are the models routed
         check_named_models(settings, package.models, f"of the weights {package.weights_id} "
                                                      f"({NO_CATALOG})")
@@ -218,6 +211,23 @@ def checked_package(settings: Settings, policy: str | None = None, *,
         routed_here: set[str | None] = {name} if policy is not None else {None, name}
         _check_arm_models(settings, package.models, package.weights_id, routed_here)
     return package
+
+
+def check_costed(settings: Settings, package: WeightsPackage) -> None:
+    """Refuse ``settings``' catalog where the weights ``package`` would leave a model nothing
+    costs (:func:`~switchpoint.catalog.uncosted`): a :class:`ConfigError` naming the first
+    such model's ``profile``."""
+    cards = [m.card() for m in settings.models or []]
+    missing = uncosted(cards, package.models)
+    if missing:
+        i = [c.name for c in cards].index(missing[0])
+        profile = cards[i].profile or cards[i].name
+        raise ConfigError(
+            f"models[{i}].profile",
+            f"{json_quoted(profile)} is not a profile of the weights {package.weights_id} "
+            f"({listed_names(package.models, quoted=True)}); name one of them, or give every "
+            "model input_per_mtok and output_per_mtok so a model without a profile is routed "
+            "by tier and price")
 
 
 def checked_policies(settings: Settings) -> None:
@@ -437,15 +447,19 @@ class RouterState:
 
     def rebuild(self, settings_of: Callable[[Settings], Settings],
                 before: Callable[[], None] | None = None, *,
-                keeping: str = "a change made at run time") -> tuple[Live, Live, float]:
+                keeping: str = "a change made at run time",
+                router_of: Callable[[Router, Settings], Router] | None = None
+                ) -> tuple[Live, Live, float]:
         """Make live a new snapshot of the same config, the policy live now and the settings
         ``settings_of`` makes of the live ones (what was made at run time changed), as a
-        reload would, calling ``before`` once it is ready to go live: what ``settings_of``
-        or ``before`` raises, or the load, leaves the live snapshot as it is. ``before``
-        writes the change to the store and waits for it (``keeping`` names the change, for
-        a reload or a swap refused meanwhile: see :meth:`_taken`)."""
+        reload would, calling ``before`` once it is ready to go live: what ``settings_of``,
+        ``router_of`` or ``before`` raises, or the load, leaves the live snapshot as it is.
+        ``before`` writes the change to the store and waits for it (``keeping`` names the
+        change, for a reload or a swap refused meanwhile: see :meth:`_taken`). ``router_of``
+        makes the snapshot's router of the live one and the new settings (a model registered
+        in a copy of it), instead of a load."""
         kept = None if before is None else self._kept(before, keeping)
-        return self._replace(settings_of, self._swapped, before=kept)
+        return self._replace(settings_of, self._swapped, before=kept, router_of=router_of)
 
     def _kept(self, before: Callable[[], None], keeping: str) -> Callable[[], None]:
         def kept() -> None:
@@ -486,7 +500,9 @@ class RouterState:
 
     def _replace(self, settings_of: Callable[[Settings], Settings],
                  policy: str | None, *, before: Callable[[], None] | None = None,
-                 waits: str | None = None) -> tuple[Live, Live, float]:
+                 waits: str | None = None,
+                 router_of: Callable[[Router, Settings], Router] | None = None
+                 ) -> tuple[Live, Live, float]:
         self.live()  # 503 at once if the first load is still running
         # (a reload or a swap, ``waits``, waits a bounded time behind a change the store has
         # not kept yet; a change made at run time is counted among those, and waits its turn)
@@ -499,7 +515,8 @@ class RouterState:
             settings = running(read, old.settings)
             if policy is None:  # a reload: what it lists must load, before a swap needs it
                 checked_policies(settings)
-            router = self.loader(settings, policy)
+            router = (self.loader(settings, policy) if router_of is None
+                      else router_of(old.router, settings))
             restart = (old.restart_required if before is not None
                        else tuple(restart_keys(old.settings, read)))
             new = self._go_live(dataclasses.replace(Live.of(router, settings, policy),

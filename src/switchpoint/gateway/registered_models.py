@@ -7,8 +7,12 @@ stopped, the command line lists and unregisters them
 A registered model is a model as the config's ``models:`` writes it, checked by the config's
 own rules (:class:`~switchpoint.config.ModelEntry`, then :func:`~switchpoint.config.check_catalog`
 with the others) and those of :mod:`switchpoint.registration`, which the library's
-:meth:`Router.register_model <switchpoint.router.Router.register_model>` keeps too. It goes
-live with a new snapshot, as after a reload: requests under way finish on the old router.
+:meth:`Router.register_model <switchpoint.router.Router.register_model>` keeps too. It joins
+the catalog by the library's own path (:meth:`Router.join_model
+<switchpoint.router.Router.join_model>`, what ``register_model`` does once it has read its
+card) in a copy of the live router (:meth:`Router.unlearned_copy
+<switchpoint.router.Router.unlearned_copy>`: the weights are not read again), which goes live
+with a new snapshot once the store keeps the card: requests under way finish on the old router.
 Weights without a profile of it route it by its tier and price until it is labelled (see
 :meth:`Live.unprofiled_note <switchpoint.gateway.live.Live.unprofiled_note>`), learning from
 its outcomes meanwhile.
@@ -50,6 +54,7 @@ from switchpoint.config import ModelEntry, Settings, check_catalog, check_experi
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
 from switchpoint.gateway.kept import turn, written
+from switchpoint.gateway.live import check_costed
 from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.known_providers import api_key_env_of, base_url_of
 from switchpoint.registration import (
@@ -72,6 +77,7 @@ if TYPE_CHECKING:
     from switchpoint.gateway.live import Live, RouterState
     from switchpoint.governance.keys import KeyRecord, KeyStore
     from switchpoint.governance.settings import TenantSettings
+    from switchpoint.router import Router
 
 log = logging.getLogger("switchpoint.gateway")
 
@@ -206,13 +212,21 @@ class RuntimeModels:
                 settings = live
                 return self.merged(live, (*self.registered, made))
 
+            def router_of(live: Router, merged: Settings) -> Router:
+                # (the live router's weights, checked against the catalog as a load checks
+                # them, and the card registered by the router's own rules, in a copy of it)
+                check_costed(merged, live.weights)
+                router = live.unlearned_copy()
+                router.join_model(made.card(), registration.GATEWAY)
+                return router
+
             def keep() -> None:
                 written(self.store, record, "the model", "nothing was registered")
                 self.registered = (*self.registered, made)
 
             try:
                 _, new, _ = self.state.rebuild(
-                    settings_of, keep,
+                    settings_of, keep, router_of=router_of,
                     keeping=f"the registration of model {json_quoted(name, 100)}")
             except (ConfigError, InvalidInputError) as exc:
                 raise card_error(exc, new_index(settings), name) from None
