@@ -563,6 +563,10 @@ class GatewaySettings(BaseModel):
     ``response_too_large`` (the next model is tried) before it can fill memory.
     Expired session pins are purged every ``pin_purge_interval_s``; at most
     ``pin_max_sessions`` sessions keep a pin (past it the least recently used lose theirs).
+    ``allow_registered_metadata_hosts`` lets a model registered at run time (``POST
+    /v1/router/models``) name a link-local or cloud metadata host in its ``base_url``, or a
+    host name resolving to one (refused by default: see :mod:`switchpoint.registration`);
+    the config's own models may name any host.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -598,6 +602,7 @@ class GatewaySettings(BaseModel):
     pin_purge_interval_s: Real = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     # A pin is a row of sessions.db of about 150 bytes: 10 million is about 1.5 GB.
     pin_max_sessions: Integer = Field(100_000, ge=1, le=10_000_000)
+    allow_registered_metadata_hosts: Boolean = False
 
     @field_validator("error_rate_threshold")
     @classmethod

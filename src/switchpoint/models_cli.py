@@ -64,7 +64,8 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                              "the service that registered them")
     reader = LearningReader(settings.db_path)
     try:
-        kept = kept_models(reader)
+        kept = kept_models(reader,
+                           metadata_hosts=settings.gateway.allow_registered_metadata_hosts)
         # (without a config file, what a service would serve is unknown: nothing to judge)
         clash = None if settings.source_path is None else start_clash(settings, reader)
     finally:

@@ -25,6 +25,7 @@ import re
 import socket
 import urllib.parse
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -52,6 +53,19 @@ METADATA_HOSTS = frozenset({
     "instance-data.ec2.internal",
 })
 
+#: The config's setting that lets a model registered at run time name such a host all the
+#: same (a model server on a link-local network), as the config writes it.
+ALLOW_METADATA_HOSTS = "gateway.allow_registered_metadata_hosts"
+
+#: The longest a registration through the gateway waits for its ``base_url``'s host name to be
+#: looked up (see :func:`resolved_internal_host`); past it the name is taken as one that does
+#: not resolve.
+LOOKUP_TIMEOUT_S = 2.0
+#: At most this many look-ups at once: one the resolver does not answer holds its thread until
+#: the resolver gives up, and others wait their turn within their own timeout.
+MAX_LOOKUPS = 4
+_lookups = ThreadPoolExecutor(max_workers=MAX_LOOKUPS, thread_name_prefix="switchpoint-lookup")
+
 
 @dataclass(frozen=True)
 class Door:
@@ -66,7 +80,7 @@ class Door:
     kept: str
     #: Why a model registered at run time may not name a cloud metadata host.
     destination: str
-    #: How a model is listed for good, beside the rules of one registered at run time.
+    #: How a model naming such a host is served all the same.
     listed: str
     #: How a model a fallback names joins the catalog.
     add: str
@@ -77,6 +91,9 @@ class Door:
     #: What to do about a model to unregister that a catalog's ``{key}`` still names, and
     #: why (``{reason}``).
     still_named: str
+    #: Whether a card's ``base_url`` host name is looked up, to refuse one that resolves to a
+    #: link-local or metadata address (:func:`resolved_internal_host`).
+    looks_up: bool = False
 
 
 #: The gateway's words: :meth:`Gateway.register_model
@@ -88,11 +105,12 @@ GATEWAY = Door(
     kept="a registered model is kept in data_dir as it is given",
     destination="send its requests to one, which would answer whoever holds the admin token "
                 "with what the machine is told",
-    listed="list it in the config",
+    listed=f"list it in the config, or set {ALLOW_METADATA_HOSTS}: true there and reload",
     add="define it under models:",
     profile="profile: {name}",
     profile_key="profile:",
     still_named="{key} ({reason}); take it out there first",
+    looks_up=True,
 )
 
 #: The library's words: :meth:`Router.register_model
@@ -119,7 +137,7 @@ def internal_host(url: str) -> str | None:
     (:data:`METADATA_HOSTS`), read as written, without looking a name up: an IPv4 address
     written as a resolver reads it too (``2852039166``, ``0xa9.0xfe.0xa9.0xfe``), an IPv6 one
     mapping an IPv4 one as that one; else None."""
-    host = (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
+    host = _host(url)
     address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
@@ -127,26 +145,65 @@ def internal_host(url: str) -> str | None:
         if host and re.fullmatch(r"[0-9a-fx.]+", host):
             with contextlib.suppress(OSError):  # (not an address: a name)
                 address = ipaddress.IPv4Address(socket.inet_aton(host))
+    if address is None:
+        return f"a cloud metadata service's host name ({host})" if host in METADATA_HOSTS else None
+    return _internal_address(address)
+
+
+def _host(url: str) -> str:
+    return (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
+
+
+def _internal_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    if address is not None and str(address) in METADATA_HOSTS:
+    if str(address) in METADATA_HOSTS:
         return f"a cloud metadata service's address ({address})"
-    if address is not None and address.is_link_local:
+    if address.is_link_local:
         return f"a link-local address ({address}), where a cloud's metadata service answers"
-    if address is None and host in METADATA_HOSTS:
-        return f"a cloud metadata service's host name ({host})"
     return None
 
 
-def check_destination(entry: ModelEntry, door: Door = GATEWAY) -> None:
+def resolved_internal_host(url: str, timeout: float | None = None) -> str | None:
+    """What ``url``'s host name resolves to, when an address it resolves to is a link-local or
+    cloud metadata one (a name such as ``169.254.169.254.nip.io`` points there): looked up
+    once, by the system's resolver, within ``timeout`` seconds (:data:`LOOKUP_TIMEOUT_S`).
+    None for an address written as one (:func:`internal_host` reads those), a name that does
+    not resolve, one not looked up in time, and one that resolves elsewhere. Where the name
+    points later (its owner may change it) is not known here."""
+    host = _host(url)
+    if not host or internal_host(url) is not None:
+        return None
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return None  # (an address, read as written)
+    lookup = _lookups.submit(socket.getaddrinfo, host, None, type=socket.SOCK_STREAM)
+    try:
+        found = lookup.result(LOOKUP_TIMEOUT_S if timeout is None else timeout)
+    except (TimeoutError, OSError, UnicodeError):
+        return None
+    for *_, where in found:
+        with contextlib.suppress(ValueError):
+            what = _internal_address(ipaddress.ip_address(str(where[0]).split("%", 1)[0]))
+            if what is not None:
+                return f"a host name ({host}) that resolves to {what}"
+    return None
+
+
+def check_destination(entry: ModelEntry, door: Door = GATEWAY, *, allowed: bool = False,
+                      look_up: bool = False) -> None:
     """Refuse a model registered at run time whose ``base_url`` names a link-local address or a
-    cloud metadata service (see :func:`internal_host`): an :class:`InvalidInputError` naming
+    cloud metadata service (see :func:`internal_host`), or, with ``look_up``, a host name that
+    resolves to one (:func:`resolved_internal_host`): an :class:`InvalidInputError` naming
     ``base_url``. Whoever holds the admin token would otherwise have the service send its
     requests there, and an upstream's error text comes back in the answer's headers and the
-    log. The config may name any host (its author owns the machine)."""
-    if entry.base_url is None:
+    log. ``allowed`` (the config's :data:`ALLOW_METADATA_HOSTS`) lets it. The config may
+    name any host (its author owns the machine)."""
+    if entry.base_url is None or allowed:
         return
     what = internal_host(entry.base_url)
+    if what is None and look_up:
+        what = resolved_internal_host(entry.base_url)
     if what is not None:
         raise InvalidInputError("base_url", (
             f"{json_quoted(redact_url(entry.base_url))} names {what}: a model registered at "
@@ -154,15 +211,17 @@ def check_destination(entry: ModelEntry, door: Door = GATEWAY) -> None:
             f"{door.listed}"))
 
 
-def model_card(card: object, door: Door = GATEWAY) -> ModelEntry:
+def model_card(card: object, door: Door = GATEWAY, *, metadata_hosts: bool = False
+               ) -> ModelEntry:
     """``card`` (a mapping of a config ``models:`` entry's keys) as the model it describes,
     checked by the config's rules for one entry; a bad one is an
     :class:`~switchpoint.errors.InvalidInputError` naming its key. A ``base_url`` carrying a
     credential (a user or password before its host, a key in its query, text anywhere in it
     that every view of a URL masks as a secret) is refused: the store keeps the card, and the
     credential belongs in the variable ``api_key_env`` names; so is one naming a link-local
-    or cloud metadata host (:func:`check_destination`). Each refusal speaks ``door``'s
-    words."""
+    or cloud metadata host (:func:`check_destination`; the gateway's door looks its name up
+    too), unless ``metadata_hosts`` (the config's :data:`ALLOW_METADATA_HOSTS`). Each refusal
+    speaks ``door``'s words."""
     expect("card", card, Mapping, door.card)
     assert isinstance(card, Mapping)
     try:
@@ -179,7 +238,7 @@ def model_card(card: object, door: Door = GATEWAY) -> ModelEntry:
                 f"host, a key in its query, or text shaped like a key in its path): "
                 f"{door.kept}, so its secret would be too; give the URL without it and put "
                 "the key in an environment variable named by api_key_env"))
-    check_destination(entry, door)
+    check_destination(entry, door, allowed=metadata_hosts, look_up=door.looks_up)
     return entry
 
 
@@ -277,6 +336,7 @@ def card_error(exc: ConfigError | InvalidInputError, index: int, name: str
     return exc
 
 
-__all__ = ["GATEWAY", "LIBRARY", "MAX_REGISTERED_MODELS", "METADATA_HOSTS", "Door", "card_error",
-           "check_catalog", "check_destination", "check_free", "check_own_profile", "check_room",
-           "internal_host", "model_card", "not_registered", "still_named"]
+__all__ = ["ALLOW_METADATA_HOSTS", "GATEWAY", "LIBRARY", "LOOKUP_TIMEOUT_S",
+           "MAX_REGISTERED_MODELS", "METADATA_HOSTS", "Door", "card_error", "check_catalog",
+           "check_destination", "check_free", "check_own_profile", "check_room", "internal_host",
+           "model_card", "not_registered", "resolved_internal_host", "still_named"]

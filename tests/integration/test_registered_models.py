@@ -9,6 +9,7 @@ the fake provider."""
 from __future__ import annotations
 
 import logging
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from switchpoint.errors import (
     NotFoundError,
 )
 from switchpoint.gateway import Gateway, kept
+from switchpoint.gateway.engine import misconfigurations
 from switchpoint.governance.keys import KeySpec
 from switchpoint.router import Router
 from switchpoint.server import create_app
@@ -628,6 +630,64 @@ def test_a_registration_may_not_send_requests_to_a_cloud_metadata_service(
     # The config may name it: its author owns the machine.
     entry = {"name": "m", "base_url": url, "input_per_mtok": 0, "output_per_mtok": 0}
     assert load_settings(overrides={"models": [entry]}, environ={}).models is not None
+
+
+def test_a_registration_naming_a_host_name_that_resolves_to_a_metadata_service_is_refused(
+        gateway: Gateway, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A name of the admin token holder's own (169.254.169.254.nip.io resolves so on the
+    # internet) is looked up once, within a bound, as it is registered; a private network's
+    # address is no metadata service's (teams run model servers on 10.x). Only the resolver's
+    # answers are made up here: the machine has no internet.
+    answers = {"meta.example.test": "169.254.169.254", "link.example.test": "fe80::5",
+               "vllm.example.test": "10.1.2.3"}
+    looked_up: list[str] = []
+    system = socket.getaddrinfo
+
+    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host)
+        if host not in answers:
+            return system(host, *args, **kwargs)
+        family = socket.AF_INET6 if ":" in answers[host] else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (answers[host], 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    before, rows = catalog(gateway), stored(gateway.settings)
+    for host, shown in [("meta.example.test", "a cloud metadata service's address "
+                                              "(169.254.169.254)"),
+                        ("link.example.test", "a link-local address (fe80::5)")]:
+        with pytest.raises(InvalidInputError) as caught:
+            gateway.register_model(card(fake, "meta", base_url=f"http://{host}:8000/v1",
+                                        api_key_env=None))
+        said = str(caught.value)
+        assert caught.value.field == "base_url", said
+        assert f"a host name ({host}) that resolves to {shown}" in said, said
+        assert "set gateway.allow_registered_metadata_hosts: true" in said, said
+    assert catalog(gateway) == before and stored(gateway.settings) == rows
+    answer = gateway.register_model(card(fake, "vllm", base_url="http://vllm.example.test/v1",
+                                         api_key_env=None))
+    assert answer["id"] == "vllm" and catalog(gateway)[-1] == "vllm"
+    assert looked_up == ["meta.example.test", "link.example.test", "vllm.example.test"]
+
+
+def test_the_config_may_let_a_registration_name_a_metadata_host_and_is_warned_of_its_own(
+        settings: Settings, fake: FakeProviderProcess) -> None:
+    # The one opt-out is the config's (its author owns the machine), kept across a restart;
+    # a config model naming such a host is served and warned of, not refused.
+    allowed = settings.model_copy(update={"gateway": settings.gateway.model_copy(
+        update={"allow_registered_metadata_hosts": True})})
+    url = "http://169.254.10.20:8000/v1"
+    with _gateway(allowed) as gateway:
+        assert gateway.register_model(card(fake, "linked", base_url=url,
+                                           api_key_env=None))["id"] == "linked"
+    with _gateway(allowed) as gateway:
+        assert catalog(gateway)[-1] == "linked"
+    entry = {"name": "m", "base_url": url, "input_per_mtok": 0, "output_per_mtok": 0}
+    config = load_settings(overrides={"models": [entry]}, environ={})
+    assert [m for k, m in misconfigurations(config, {}) if k == "metadata\0m"] == [
+        "model m: its base_url names a link-local address (169.254.10.20), where a cloud's "
+        "metadata service answers; the config may name any host, but make sure it is meant: "
+        "the service sends that model's requests there, and what it answers comes back in "
+        "errors and the log"]
 
 
 def test_a_kept_registration_naming_a_metadata_service_is_not_served(

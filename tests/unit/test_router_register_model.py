@@ -6,8 +6,10 @@ routing beside a change reads the catalog all before or all after it."""
 from __future__ import annotations
 
 import pickle
+import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -177,6 +179,34 @@ def test_a_card_nothing_would_cost_is_refused_exactly_where_a_catalog_with_it_wo
             assert (refused is not None) == built_refused == ("newbie" in joined.uncosted(
                 package.models)), (built, card, refused)
             assert router.models == [*(c.name for c in built), *([] if refused else ["newbie"])]
+
+
+def test_a_host_name_is_looked_up_within_its_bound_and_only_at_the_gateway_s_door(
+        router: Router, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolver that does not answer holds a registration through the gateway at most the
+    look-up's bound (the name is then taken as one that does not resolve); the library's
+    door, whose caller owns the process as a config's author does, looks no name up."""
+    answered = threading.Event()
+    looked_up: list[str] = []
+
+    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host)
+        answered.wait(5)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    t0 = time.perf_counter()
+    try:
+        assert registration.resolved_internal_host("http://slow.example.test/v1",
+                                                   timeout=0.05) is None
+        assert time.perf_counter() - t0 < 1.0
+    finally:
+        answered.set()
+    assert registration.resolved_internal_host("http://slow.example.test/v1") == (
+        "a host name (slow.example.test) that resolves to a cloud metadata service's address "
+        "(169.254.169.254)")
+    assert router.register_model(_card(base_url="http://slow.example.test/v1")).name == "newbie"
+    assert looked_up == ["slow.example.test", "slow.example.test"]
 
 
 def test_a_name_is_registered_once_within_the_bound_and_only_a_registered_one_unregistered(

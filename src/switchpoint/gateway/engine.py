@@ -179,6 +179,7 @@ from switchpoint.learning.events import (
     check_quality,
     check_tenant,
 )
+from switchpoint.registration import internal_host
 from switchpoint.router import Router, check_route_input
 from switchpoint.store import SQLiteStore
 from switchpoint.store.retention import cutoff_for, prune
@@ -2997,7 +2998,10 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
     providers in ``skip`` have adapters of their own and are not checked), a model whose key
     would cross the network over plain http, a model routing on another's learned profile by
     its name alone (:func:`~switchpoint.config.shared_profiles`: it would be routed as that
-    model), a model without prices (its answers would be accounted as free)."""
+    model), a model without prices (its answers would be accounted as free), a model of the
+    config whose ``base_url`` names a link-local or cloud metadata host, as written
+    (:func:`~switchpoint.registration.internal_host`: allowed, the config is trusted, but
+    said)."""
     if settings.models is None:
         return [("no-models", "chat is off: no `models:` are configured, so POST "
                               "/v1/chat/completions answers 503 no_upstream_configured until "
@@ -3035,6 +3039,16 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
                           f"{' and its '.join(secrets)} cross"
                           f"{'es' if len(secrets) == 1 else ''} the network unencrypted; use "
                           "https, or a loopback address for a proxy on this machine"))
+    # (the config's own: its author owns the machine; a registration that would is refused)
+    for entry in settings.models:
+        what = (None if entry.registered_at is not None or entry.base_url is None
+                else internal_host(entry.base_url))
+        if what is not None:
+            found.append((f"metadata\0{entry.name}",
+                          f"model {entry.name}: its base_url names {what}; the config may "
+                          "name any host, but make sure it is meant: the service sends that "
+                          "model's requests there, and what it answers comes back in errors "
+                          "and the log"))
     # (the config's own: a registration that would is refused unless its card says profile:)
     for model, owner in shared_profiles([m for m in settings.models if m.registered_at is None]):
         found.append((f"profile\0{model.name}\0{owner.name}",

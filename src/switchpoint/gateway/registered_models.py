@@ -134,7 +134,7 @@ class RuntimeModels:
             return
         registered = []
         unreadable: dict[str, float] = {}
-        for kept in kept_models(reader):
+        for kept in kept_models(reader, metadata_hosts=self._metadata_hosts()):
             if kept.entry is None:
                 unreadable[kept.name] = kept.registered_at
                 log.warning("model %s, registered at run time at %s, no longer reads as a "
@@ -191,7 +191,7 @@ class RuntimeModels:
         others by the config's rules, kept in the store, then live. Nothing changes when it
         is refused. Returns the model as the model list shows it, when it was registered,
         and the catalog models the live weights have no learned profile for (with a note)."""
-        entry = model_card(card)
+        entry = model_card(card, metadata_hosts=self._metadata_hosts())
         name = entry.name
         # What refuses the card for its own fault is said before the registration waits its
         # turn (or is refused as one too many waiting for the store's writer), then checked
@@ -232,6 +232,10 @@ class RuntimeModels:
                 raise card_error(exc, new_index(settings), name) from None
         view = next(m for m in new.model_objects(auto=False) if m["id"] == name)
         return {**view, "registered_at": made.registered_at, **new.unprofiled_answer()}
+
+    def _metadata_hosts(self) -> bool:
+        """Whether the config lets a registered model name a link-local or metadata host."""
+        return self.state.settings.gateway.allow_registered_metadata_hosts
 
     def _check_card(self, settings: Settings, entry: ModelEntry) -> None:
         """Refuse registering ``entry`` beside ``settings`` for its own fault: its name
@@ -328,10 +332,12 @@ class KeptModel:
     problem: str | None = None
 
 
-def kept_models(reader: LearningReader) -> list[KeptModel]:
+def kept_models(reader: LearningReader, *, metadata_hosts: bool = False) -> list[KeptModel]:
     """The models registered at run time the store ``reader`` reads keeps, in the order they
     were registered, each read by the config's rules for one entry (one that no longer reads
-    as a model is listed too, flagged: see :class:`KeptModel`)."""
+    as a model is listed too, flagged: see :class:`KeptModel`; one naming a link-local or
+    metadata host, as written, is one unless ``metadata_hosts``, the config's
+    ``gateway.allow_registered_metadata_hosts``: no name is looked up again)."""
     out = []
     for row in reader.runtime_models():
         if row.problem is not None:  # (a row that cannot be read at all)
@@ -339,7 +345,7 @@ def kept_models(reader: LearningReader) -> list[KeptModel]:
             continue
         try:
             entry = ModelEntry.model_validate(row.card)
-            check_destination(entry)
+            check_destination(entry, allowed=metadata_hosts)
         except ValidationError as exc:
             err = exc.errors()[0]
             out.append(KeptModel(row.name, row.created, None,

@@ -94,7 +94,9 @@ def catalog_names(settings: Settings) -> list[str] | None:
     if Path(settings.db_path).is_file():
         reader = LearningReader(settings.db_path)
         try:
-            registered = [m.entry for m in kept_models(reader) if m.entry is not None]
+            registered = [m.entry for m in kept_models(reader, metadata_hosts=settings.gateway.
+                                                      allow_registered_metadata_hosts)
+                          if m.entry is not None]
         finally:
             reader.close()
     merged = with_registered(settings, registered, check=False)
@@ -111,7 +113,7 @@ def check_unregistrable(reader: LearningReader, settings: Settings, name: str,
     as a model is not served, so nothing served names it: it may go. When a gateway on
     ``settings`` would not start as things are, a removal is refused only when what is left
     breaks a rule the start did not already break."""
-    kept = kept_models(reader)
+    kept = kept_models(reader, metadata_hosts=settings.gateway.allow_registered_metadata_hosts)
     served = [m.entry for m in kept if m.entry is not None]
     config = {m.name for m in settings.models or [] if m.registered_at is None}
     # (a gateway drops at its start one the config lists: it is the config's then)
