@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import re
 import socket
+import threading
 import urllib.parse
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -64,7 +66,19 @@ LOOKUP_TIMEOUT_S = 2.0
 #: At most this many look-ups at once: one the resolver does not answer holds its thread until
 #: the resolver gives up, and others wait their turn within their own timeout.
 MAX_LOOKUPS = 4
-_lookups = ThreadPoolExecutor(max_workers=MAX_LOOKUPS, thread_name_prefix="switchpoint-lookup")
+# (this process's: made at its first look-up, and made anew in a child of a fork, which has
+# none of its parent's threads)
+_lookups: tuple[int, ThreadPoolExecutor] | None = None
+_lookups_lock = threading.Lock()
+
+
+def _lookup_pool() -> ThreadPoolExecutor:
+    global _lookups
+    with _lookups_lock:
+        if _lookups is None or _lookups[0] != os.getpid():
+            _lookups = (os.getpid(), ThreadPoolExecutor(
+                max_workers=MAX_LOOKUPS, thread_name_prefix="switchpoint-lookup"))
+        return _lookups[1]
 
 
 @dataclass(frozen=True)
@@ -177,7 +191,7 @@ def resolved_internal_host(url: str, timeout: float | None = None) -> str | None
     with contextlib.suppress(ValueError):
         ipaddress.ip_address(host.split("%", 1)[0])
         return None  # (an address, read as written)
-    lookup = _lookups.submit(socket.getaddrinfo, host, None, type=socket.SOCK_STREAM)
+    lookup = _lookup_pool().submit(socket.getaddrinfo, host, None, type=socket.SOCK_STREAM)
     try:
         found = lookup.result(LOOKUP_TIMEOUT_S if timeout is None else timeout)
     except (TimeoutError, OSError, UnicodeError):
