@@ -87,6 +87,23 @@ def usd(amount: float) -> float:
     return round(float(amount), USD_DIGITS)
 
 
+#: The significant digits a cost in the weights' own units is given to as a number (a
+#: decision's ``expected_cost``, ``info``'s mean costs): those units may be anything a team's
+#: records used (a cost of 4e-13 a prompt is one), so no fixed number of decimal places keeps
+#: them, while ten significant digits drop only a float's noise.
+COST_DIGITS = 10
+
+
+def cost_figure(amount: float, unit: str) -> float:
+    """A cost in ``unit`` (a key of :data:`COST_UNITS`) as a JSON answer gives it: US dollars
+    by :func:`usd` (to :data:`USD_DIGITS` decimal places), a cost in the weights' own units to
+    :data:`COST_DIGITS` significant digits (``4.0e-13`` stays ``4.0e-13``, where ten places
+    made it 0). The one rule of every cost printed as a number that may be in either unit."""
+    if unit == "usd":
+        return usd(amount)
+    return float(f"{float(amount):.{COST_DIGITS}g}") + 0.0  # -0.0 + 0.0 is 0.0
+
+
 def usd_text(amount: float) -> str:
     """``amount`` of US dollars as a table or a message shows it: to at least 6 decimal places
     (``$1,234.500000``) and up to the :data:`USD_DIGITS` places it is kept to, zeros past the

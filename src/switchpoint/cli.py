@@ -57,6 +57,7 @@ from switchpoint._messages import (
 )
 from switchpoint._numbers import TOO_MANY_DIGITS, whole_number_text, whole_too_large
 from switchpoint._progress import StderrProgress, stream_is_terminal
+from switchpoint.catalog import cost_unit_of
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError, WeightsError
 from switchpoint.prompt_files import (
@@ -243,7 +244,7 @@ def cmd_route(args: argparse.Namespace) -> int:
             warm_up(router.embedder, feedback)
     decision = router.route(prompt, available_models=models, cost_weight_override=lam)
     if args.json:
-        out = decision.to_dict()
+        out = decision.to_dict(cost_unit=cost_unit_of(router.catalog))
         if args.explain:
             out["explanation"] = decision.explain()
         print(json.dumps(out, indent=2, ensure_ascii=False))
@@ -531,7 +532,7 @@ def cmd_remove_model(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from switchpoint.catalog import usd, usd_text
+    from switchpoint.catalog import cost_figure, usd_text
     from switchpoint.weights import load_weights
 
     package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
@@ -543,7 +544,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         "embedder": {"id": package.embedder_id, "dimension": package.dimension},
         "policy": {"name": policy.name, "params": policy.get_params(),
                    "units": int(getattr(policy, "n_units", 1))},
-        "models": {m: {"mean_cost_usd": usd(costs[m])} for m in package.models},
+        # (the weights' own cost units: a package carries no prices; its key says USD, which
+        # the bundled weights' costs are)
+        "models": {m: {"mean_cost_usd": cost_figure(costs[m], "weights")}
+                   for m in package.models},
         "provenance": package.provenance,
     }
     if args.json:

@@ -34,7 +34,7 @@ import numpy.typing as npt
 from switchpoint._args import INTEGER, expect
 from switchpoint._messages import bounded_repr, cut, json_quoted, people_number, too_long
 from switchpoint._numbers import checked_number
-from switchpoint.catalog import COST_UNITS_TEXT, cost_text, usd
+from switchpoint.catalog import COST_UNITS_TEXT, cost_figure, cost_text
 from switchpoint.errors import InvalidInputError
 
 Array = npt.NDArray[np.float64]
@@ -438,18 +438,22 @@ class RoutingDecision:
         return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self)
                    if f.name != "cluster_probabilities")
 
-    def to_dict(self, fields: Sequence[str] | None = None) -> dict[str, Any]:
+    def to_dict(self, fields: Sequence[str] | None = None, *,
+                cost_unit: str = "usd") -> dict[str, Any]:
         """The decision as JSON-ready values: every field, or just ``fields`` (e.g.
         :data:`ROUTE_FIELDS`, the routing answer). The one serialiser of a decision: its
-        costs are given to the places every amount of dollars is kept to (see
-        :func:`~switchpoint.catalog.usd`), while the decision itself keeps them exact."""
+        costs are given as :func:`~switchpoint.catalog.cost_figure` gives a cost in
+        ``cost_unit`` (``usd``: to the places every amount of dollars is kept to; ``weights``,
+        a router whose catalog does not price every model: to ten significant digits, so a
+        tiny cost in the weights' own units is not 0), while the decision itself keeps them
+        exact. The router's unit is :func:`~switchpoint.catalog.cost_unit_of` its catalog."""
         out: dict[str, Any] = {}
         for name in fields or _FIELD_NAMES:
             value = getattr(self, name)
             if name == "expected_cost":
-                value = usd(value)
+                value = cost_figure(value, cost_unit)
             elif name == "expected_costs":
-                value = {model: usd(cost) for model, cost in value.items()}
+                value = {model: cost_figure(cost, cost_unit) for model, cost in value.items()}
             elif name == "usage":
                 value = {"routing_ms": value.routing_ms, "embedding_ms": value.embedding_ms}
             elif name == "cluster_probabilities":

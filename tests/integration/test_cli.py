@@ -2085,6 +2085,36 @@ def test_commands_that_load_weights_take_max_weights_bytes(
     assert not (tmp_path / "out").exists()
 
 
+def test_costs_in_tiny_weights_units_keep_their_digits_as_json_numbers(
+    small_lines: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Records whose costs are a billionth of the sample's (about 1e-12 a prompt) make weights
+    whose costs route --json and info --json give to ten significant
+    digits, where ten decimal places made each of them 0."""
+    from switchpoint.records import parse_records
+    from switchpoint.training import fit
+
+    rows = [json.loads(line) for line in small_lines]
+    for row in rows:
+        row["costs"] = {m: c * 1e-9 for m, c in row["costs"].items()}
+    # (tf-idf: no embedder to load)
+    package = fit(parse_records([json.dumps(r) for r in rows]), policy="tfidf", split="test")
+    weights = package.save(tmp_path / "weights")
+    means = package.policy.global_cost()
+    assert min(means.values()) > 1e-14 and max(means.values()) < 1e-11
+
+    code, out, err = run(["route", PROMPT, "--weights", weights, "--json"], capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    assert 1e-14 < d["expected_cost"] < 1e-11
+    assert all(1e-14 < c < 1e-11 for c in d["expected_costs"].values())
+    assert d["expected_costs"][d["selected_model"]] == d["expected_cost"]
+    code, out, err = run(["info", "--weights", weights, "--json"], capsys)
+    assert code == 0, err
+    for m, entry in json.loads(out)["models"].items():
+        assert entry["mean_cost_usd"] == pytest.approx(means[m], rel=1e-9)
+
+
 def test_info(real_weights_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pkg = load_weights(real_weights_dir)
     code, out, _ = run(["info", "--weights", real_weights_dir, "--json"], capsys)
@@ -2099,8 +2129,8 @@ def test_info(real_weights_dir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert list(info["models"]) == pkg.models
     costs = pkg.policy.global_cost()
     for m, entry in info["models"].items():
-        # (to the 10 places every amount of dollars is shown to, not a float's noise)
-        assert entry["mean_cost_usd"] == round(costs[m], 10)
+        # (the weights' own units, to 10 significant digits: not a float's noise)
+        assert entry["mean_cost_usd"] == float(f"{costs[m]:.10g}")
         assert not math.isnan(entry["mean_cost_usd"])
     assert info["provenance"]["n_records"] == 120
 

@@ -73,7 +73,7 @@ import numpy.typing as npt
 from switchpoint._files import access_problem
 from switchpoint._log_limit import SaidOnce
 from switchpoint._messages import json_quoted, listed_names, quoted, quoted_path
-from switchpoint.catalog import cost_unit_of, usd, usd_text
+from switchpoint.catalog import cost_figure, cost_unit_of, usd_text
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision, check_id
 from switchpoint.errors import (
@@ -541,7 +541,8 @@ class FeedbackResult:
     def to_dict(self) -> dict[str, Any]:
         out = self.outcome.to_dict()
         out.update(kind=self.kind, teaches_routing=self.teaches_routing,
-                   cost=None if self.cost is None else usd(self.cost), cost_from=self.cost_from,
+                   cost=None if self.cost is None else cost_figure(self.cost, self.cost_unit),
+                   cost_from=self.cost_from,
                    cost_unit=self.cost_unit)
         if self.note:
             out["note"] = self.note
