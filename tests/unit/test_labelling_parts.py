@@ -643,6 +643,21 @@ def test_a_failure_line_of_another_run_or_tampered_is_refused(tmp_path: Path,
         assert journal.read_bytes() == before and not out.exists()
 
 
+def test_journalled_costs_are_kept_as_every_amount_of_dollars_is() -> None:
+    """A cost is kept to the dollars' ten decimal places (catalog.usd), as the run's report
+    and the gateway give it, not to a rule of its own (twelve significant digits kept
+    0.00123456789012 and 3e-12), and reads back from its line as it was written."""
+    prompt, cost, judged = _prompts(1)[0], 0.0012345678901234, 1e-12 + 2e-12
+    line = jr.answer_line(prompt, "a", "x", cost)
+    assert line is not None and line["cost_usd"] == 0.0012345679
+    scored = jr.Scored(id=prompt.id, model="a", digest=prompt.digest, score=1.0,
+                       cost_usd=cost, by="judge", judge_cost_usd=judged)
+    assert (scored.cost_usd, scored.judge_cost_usd) == (0.0012345679, 0.0)
+    again = json.loads(jr.encoded(scored.to_line()))
+    assert jr.Scored(**again).to_line() == scored.to_line()
+    assert jr.Kept(line=1, at=0, size=1, cost_usd=cost).cost_usd == 0.0012345679
+
+
 def test_an_answer_too_long_for_a_journal_line_is_not_journalled(
         monkeypatch: pytest.MonkeyPatch) -> None:
     prompt = _prompts(1)[0]

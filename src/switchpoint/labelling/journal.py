@@ -58,6 +58,7 @@ from typing import Any, NamedTuple
 from switchpoint._files import give_folder_owner, open_made, read_problem, write_problem
 from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate
 from switchpoint._messages import json_quoted, listed_names, plural
+from switchpoint.catalog import usd
 from switchpoint.errors import LabellingError, RecordsError
 from switchpoint.labelling.prompts import LabelPrompt
 from switchpoint.records import MAX_RECORD_CHARS, parse_records
@@ -187,22 +188,16 @@ class RunKey:
                 "judge": self.judge, "rubric": self.rubric, "max_tokens": self.max_tokens}
 
 
-# Costs are token counts times prices per million: float arithmetic leaves noise in the last
-# digits (2.6999999999999996e-06 for 2.7e-06), which 12 significant digits drop.
-COST_DIGITS = 12
-
-
-def usd(cost: float) -> float:
-    """``cost`` rounded to :data:`COST_DIGITS` significant digits."""
-    return float(f"{cost:.{COST_DIGITS}g}")
-
-
 @dataclass(frozen=True)
 class Scored:
     """One model's scored answer to one prompt. ``by``: ``judge`` or ``reference``; a score by
     reference names the reference it was made against (``reference_digest``:
     :attr:`LabelPrompt.reference_digest`; None on a line an earlier version wrote). Its costs
-    are kept rounded (:func:`usd`), so the journal and the records carry them so."""
+    are US dollars at the catalog's prices, kept as every amount of dollars is
+    (:func:`~switchpoint.catalog.usd`: float arithmetic's noise, 2.6999999999999996e-06 for
+    2.7e-06, dropped), so the journal, the records and the run's report carry them so. A
+    resumed run reads them back as written (the rule gives a kept amount back unchanged), so
+    its records are those an uninterrupted run writes."""
 
     id: str
     model: str
@@ -241,10 +236,10 @@ class Scored:
 @dataclass(frozen=True)
 class Kept:
     """Where the journal keeps a model's answer to a prompt, to be judged (its line's number,
-    and its offset and length in bytes), and what the answer cost (rounded, :func:`usd`): kept
-    in the journal from the moment it arrives, so a rerun that finds it unscored judges it
-    instead of paying for it twice. The answer itself is read when it is judged
-    (:meth:`Resume.answer`)."""
+    and its offset and length in bytes), and what the answer cost (as dollars are kept,
+    :func:`~switchpoint.catalog.usd`): kept in the journal from the moment it arrives, so a
+    rerun that finds it unscored judges it instead of paying for it twice. The answer itself
+    is read when it is judged (:meth:`Resume.answer`)."""
 
     line: int
     at: int
