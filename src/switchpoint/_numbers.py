@@ -188,6 +188,16 @@ def too_small(text: str) -> bool:
             and float(text) == 0)
 
 
+def negative_text(text: str) -> bool:
+    """Whether ``text`` (spaces around it aside) writes a number below 0 in ASCII digits
+    (``-5``, ``-2.5``, and ``-1e-400``, which a float holds only as ``-0.0`` but which is
+    negative all the same: where 0 or more is taken it is refused as negative, as ``-5`` is,
+    not as too small to be told from 0); ``-0`` is not."""
+    text = text.strip(" \t\r\n")
+    return (text.startswith("-") and _NUMBER_TEXT.fullmatch(text) is not None
+            and _NONZERO.search(text) is not None)
+
+
 #: NaN or an infinity as ``float()`` spells one (``-inf``, ``Infinity``, ``nan``; any case).
 _NOT_FINITE_TEXT = re.compile(r"[-+]?(?:inf(?:inity)?|nan)", re.IGNORECASE)
 #: A number in ASCII digits followed by a unit (``-1d``, ``12 h``): its number, then the unit.

@@ -29,6 +29,7 @@ from switchpoint._numbers import (
     NOT_FINITE_TEXT,
     TOO_MANY_DIGITS,
     integer_text,
+    negative_text,
     negative_with_unit,
     not_finite_text,
     number_text,
@@ -63,7 +64,8 @@ def number_option(what: str = "a number", example: str = "2.5 or 1e3",
     def number(text: str) -> float:
         value = number_text(text)
         if value is None:
-            raise refused(text, underflow if too_small(text)
+            raise refused(text, f"is negative: give {what}" if low >= 0 and negative_text(text)
+                          else underflow if too_small(text)
                           else not_read(text, "a number", what, example, low))
         if not ((low < value) if above_low else (low <= value)) or not value <= high:
             raise refused(text, f"is {'negative' if value < 0 <= low else 'out of range'}: "
@@ -138,7 +140,7 @@ def not_whole(text: str, what: str, example: str, low: float) -> str:
     if whole_too_large(text):
         return f"{TOO_MANY_DIGITS}: give {what}, such as {example}"
     if number_text(text) is not None or too_small(text):  # (2.5, -0.5, 1e-400)
-        if low >= 0 and text.strip().startswith("-"):
+        if low >= 0 and negative_text(text):
             return f"is negative: give {what}"
         return f"is not a whole number: give {what}, such as {example}"
     return not_read(text, "a whole number", what, example, low)

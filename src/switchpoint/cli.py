@@ -55,7 +55,13 @@ from switchpoint._messages import (
     printable,
     quoted_path,
 )
-from switchpoint._numbers import TOO_MANY_DIGITS, whole_number_text, whole_too_large
+from switchpoint._numbers import (
+    TOO_MANY_DIGITS,
+    too_small,
+    too_small_why,
+    whole_number_text,
+    whole_too_large,
+)
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.catalog import cost_unit_of
 from switchpoint.decision import ROUTE_FIELDS
@@ -104,8 +110,11 @@ def _parse_params(items: Sequence[str], prefix: str = "") -> dict[str, Any]:
     as the string it is. A number whose value is whole is read as every whole-number option
     reads one (:func:`~switchpoint._numbers.whole_number_text`): exactly, ``n_clusters=1e3`` as
     ``--n-clusters 1e3`` is a thousand, and one of more than 100 digits refused as too large,
-    not taken as a string. A value that starts as JSON text does (``{``, ``[`` or ``"``) but
-    does not read as JSON, a key written twice included, is an error naming the parameter."""
+    not taken as a string; one a float holds only as 0 (``1e-400``) is refused as every number
+    option refuses it, not taken as the 0 JSON reads. What a parameter takes (a whole number,
+    a finite one: ``k=5.5`` is "must be an integer, got 5.5") is the policy's to say. A value
+    that starts as JSON text does (``{``, ``[`` or ``"``) but does not read as JSON, a key
+    written twice included, is an error naming the parameter."""
     params: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -114,6 +123,8 @@ def _parse_params(items: Sequence[str], prefix: str = "") -> dict[str, Any]:
         name = key.replace("-", "_")
         if whole_too_large(raw):
             _fail(f"--param {prefix}{key}: {json_quoted(raw)} {TOO_MANY_DIGITS}")
+        if too_small(raw):  # (1e-400: JSON reads it as 0, which the user did not write)
+            _fail(f"--param {prefix}{key}: {json_quoted(raw)} {too_small_why()}")
         if (whole := whole_number_text(raw)) is not None:
             params[name] = whole
             continue

@@ -84,12 +84,13 @@ def test_a_budget_is_shown_as_written_and_reads_back_as_itself(text: str, shown:
     ("fifty/month", "write AMOUNT/PERIOD"),
     ("50", "write AMOUNT/PERIOD"),
     ("1e12/day", "the amount is too large; it must be at most 1,000,000,000"),
-    ("1e400/day", "the amount is too large (not a finite number); it must be at most "
-                  "1,000,000,000"),
+    # (a number past the largest a float holds is too large, as the other numbers' wording
+    # says, not "not finite": NaN is that)
+    ("1e400/day", '"1e400/day": the amount is too large; it must be at most 1,000,000,000'),
     ("-1e400/day", "the amount is negative"),
     # (a float holds it as -0.0, but what is written is negative, not 0; -0/day is 0/day)
     ("-1e-400/day", '"-1e-400/day": the amount is negative; write 0/day for a budget'),
-    ("1" * 400 + "/day", "the amount is too large (not a finite number)"),
+    ("1" * 400 + "/day", "the amount is too large; it must be at most"),
     # (float() reads these: each was "not a budget", as a word no number is)
     ("-inf/day", '"-inf/day": the amount is not a finite number (it is NaN or an infinity); '
                  "write 0/day for a budget that allows no spend"),

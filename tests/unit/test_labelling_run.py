@@ -715,28 +715,30 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
     (dict(judge=None, prompts=[{"prompt": f"p{i}"} for i in range(25)]), LabellingError,
      "the prompts of lines 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20 "
      'and 5 more have no "reference"'),
-    (dict(models=["a", "a"]), InvalidInputError, "models: \"a\" is listed twice"),
+    # (each name's refusal names its place in the list, as every list's refusal does)
+    (dict(models=["a", "a"]), InvalidInputError,
+     'models[1]: "a" is listed twice (as item 1 too); name each model once'),
     # Thousands of names, or a name of thousands of characters: the message names a few, cut.
     (dict(models=[f"m{i}" for i in range(20_000)]), InvalidInputError,
      'models: "m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9", "m10", "m11", "m12", '
      '"m13", "m14", "m15", "m16", "m17", "m18", "m19" and 19980 more are not in the catalog'),
     (dict(models=["a", "x" * 100_000]), InvalidInputError,
-     f'models: model "{"x" * 77}…": must have at most 256 characters, got 100,000; name a '
+     f'models[1]: model "{"x" * 77}…": must have at most 256 characters, got 100,000; name a '
      "catalog model"),
     # A name no catalog could hold is refused by the catalog's rule, before the prompts are read
     (dict(models=["a", "a "], prompts="missing.jsonl"), InvalidInputError,
-     'models: model "a ": holds a space (character 2)'),
+     'models[1]: model "a ": holds a space (character 2)'),
     (dict(models=["auto"]), InvalidInputError,
-     'models: model "auto": "auto" is reserved for the router itself; name a catalog model'),
+     'models[0]: model "auto": "auto" is reserved for the router itself; name a catalog model'),
     # (what is wrong, and the one fix of this door: no upstream_model to give a name as here)
-    (dict(models=["modèle"]), InvalidInputError, 'models: model "modèle": holds U+00E8 '
+    (dict(models=["modèle"]), InvalidInputError, 'models[0]: model "modèle": holds U+00E8 '
      "(character 4): a model is named in the x-switchpoint-model header of each answer, so its "
      "name is visible ASCII (letters, digits, punctuation, spaces between them); name a "
      "catalog model"),
     (dict(judge="\x1b[2J" + "j" * 100_000), InvalidInputError,
      f'judge: "\\u001b[2J{"j" * 52}…" is not in the catalog'),
     (dict(models=[f"m{i}" for i in range(30)] * 2), InvalidInputError,
-     '"m26" and 10 more are listed twice'),
+     'models[30]: "m0" is listed twice (as item 1 too)'),
     (dict(models=[]), InvalidInputError, "give at least one catalog model"),
     # The models as one comma-separated string are read as every such list is: an empty item
     # is refused naming its place, where it was dropped unsaid; a list of none as an empty one.

@@ -45,7 +45,7 @@ def test_a_whole_number_is_digits_alone_and_not_too_many() -> None:
     assert integer_text("9" * 100) == int("9" * 100) and integer_text("9" * 101) is None
 
 
-@pytest.mark.parametrize("text", ["1e-400", "-1e-400", "0.1e-323", " 5e-999 "])
+@pytest.mark.parametrize("text", ["1e-400", "0.1e-323", " 5e-999 "])
 def test_a_number_not_0_too_small_for_a_float_is_refused_saying_so(text: str) -> None:
     # Read as 0 it would mean what was not written (a λ of 0 is quality first).
     assert number_text(text) is None and too_small(text)
@@ -125,3 +125,33 @@ def test_a_number_with_a_unit_is_told_by_its_number() -> None:
     assert number_with_unit("1d") == "1" and number_with_unit(" -1.5 h ") == "-1.5"
     assert number_with_unit("1") is None and number_with_unit("d") is None
     assert number_with_unit("1_0d") is None
+
+
+def test_the_odd_numbers_of_every_number_option_are_told_by_one_family_of_wording() -> None:
+    """A number below 0 a float holds only as -0.0 (``-1e-400``) is negative where 0 or more
+    is taken, as ``-5`` is, not "too small to be told from 0"; an empty value is empty, not
+    "not a duration" nor "not a date"; one past the largest a float holds is too large, not
+    "not finite"; and a --param of 1e-400 is refused, not taken as the 0 JSON reads."""
+    from switchpoint.cli import CliError, _parse_params
+    from switchpoint.governance.budgets import parse_budget
+    from switchpoint.governance.cli import _grace
+    from switchpoint.governance.keys import parse_expiry
+
+    def why(option: object, text: object) -> str:
+        with pytest.raises((argparse.ArgumentTypeError, ValueError, CliError)) as info:
+            option(text)  # type: ignore[operator]
+        return str(info.value)
+
+    assert why(_options.COST_WEIGHT, "-1e-400").startswith('"-1e-400" is negative: give ')
+    assert why(_grace, "-1e-400").startswith('"-1e-400" is negative; give 0 to 2,592,000')
+    assert why(_grace, "").startswith('"" is empty; give 0 to 2,592,000 seconds')
+    assert why(parse_expiry, " ").startswith('expires: " " is empty; give an ISO date')
+    assert why(parse_expiry, "-1e-400").startswith('expires: "-1e-400" is negative')
+    assert why(parse_budget, "1e400/day") == ('"1e400/day": the amount is too large; it must '
+                                              "be at most 1,000,000,000 US dollars")
+    for written in ("1e-400", "-1e-400"):
+        assert why(_parse_params, [f"prior_strength={written}"]) == (
+            f'--param prior_strength: "{written}" {TOO_SMALL}')
+    # (-0 is 0, taken; a negative number where negatives are taken is no such refusal)
+    assert _options.COST_WEIGHT("-0") == 0.0
+    assert why(_options.NUMBER, "-1e-400") == f'"-1e-400" {TOO_SMALL}'

@@ -107,9 +107,8 @@ def _parse_text(text: str, stored: bool = False) -> Budget:
         raise ValueError(f"{json_quoted(text)}: the amount is less than the least budget, "
                          f"{MIN_BUDGET_USD:g} US dollars (the ledger shows a smaller one as 0); "
                          f"{_amounts(period)}")
-    if not math.isfinite(amount) or amount > MAX_BUDGET_USD:
-        large = "too large (not a finite number)" if not math.isfinite(amount) else "too large"
-        raise ValueError(f"{json_quoted(text)}: the amount is {large}; it must be at most "
+    if not math.isfinite(amount) or amount > MAX_BUDGET_USD:  # (1e400: too large, not NaN)
+        raise ValueError(f"{json_quoted(text)}: the amount is too large; it must be at most "
                          f"{people_number(MAX_BUDGET_USD)} US dollars")
     return Budget(amount, period)
 

@@ -69,6 +69,7 @@ from switchpoint._messages import (
 from switchpoint._numbers import (
     NOT_FINITE_TEXT,
     TOO_SMALL,
+    negative_text,
     not_finite_text,
     number_text,
     too_small,
@@ -232,6 +233,10 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
             raise InvalidInputError("expires", f"{json_quoted(value, 40)} {_NEGATIVE_EPOCH}")
         epoch_given = True
     elif isinstance(value, str):
+        if not value.strip():
+            raise InvalidInputError("expires", f"{json_quoted(value, 40)} is empty; "
+                                               f"{_ANY_EXPIRY}, or leave it out for a key that "
+                                               "never expires")
         relative = _RELATIVE.fullmatch(value)
         # A number is epoch seconds (the command line's, and a JSON string's), never a
         # basic-format ISO date: Python reads 1797040523 as a day in 1797.
@@ -252,7 +257,7 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
             ts = epoch if epoch <= MAX_EXPIRY else math.inf
         elif too_small(value):  # (epoch seconds a float holds only as 0: 1970, or before it)
             raise InvalidInputError("expires", f"{json_quoted(value, 40)} " + (
-                _NEGATIVE_EPOCH if value.strip().startswith("-") else
+                _NEGATIVE_EPOCH if negative_text(value) else
                 "is too small a number to be told from 0: as epoch seconds it is "
                 f"1970-01-01T00:00:00Z, in the past; {_LATER_EPOCH}"))
         elif _not_finite_duration(value):
@@ -1371,19 +1376,21 @@ def duration_s(text: str, field: str) -> float:
     ``2d``, ``1w``) in seconds, ``"1h"`` → 3600.0, if it is from 0 to :data:`MAX_GRACE_S`;
     anything else (not a duration, negative, too long, infinite as ``1e999`` is) is an
     :class:`InvalidInputError` naming ``field`` (the command line's option)."""
+    give = f"give 0 to {people_number(MAX_GRACE_S)} seconds, or e.g. 90m, 1h, 2d or 30d"
     match = _RELATIVE.fullmatch(text)
     if match is None:
         seconds = number_text(text)
-        if seconds is None:
+        if seconds is None:  # (told as the command line's other numbers are: _options)
             raise InvalidInputError(field, f"{json_quoted(text)} " + (
+                f"is empty; {give}" if not text.strip() else
+                f"is negative; {give}" if negative_text(text) else  # (-1e-400 too)
                 TOO_SMALL if too_small(text) else
-                f"{NOT_FINITE_TEXT}; give 0 to {people_number(MAX_GRACE_S)} seconds, or e.g. "
-                "90m, 1h, 2d or 30d" if _not_finite_duration(text)
+                f"{NOT_FINITE_TEXT}; {give}" if _not_finite_duration(text)
                 else "is not a duration; give seconds or e.g. 90m, 1h, 2d"))
     else:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if not 0 <= seconds <= MAX_GRACE_S:  # (an infinite one too: 1e999, or 400 digits and d)
         raise InvalidInputError(field, f"{json_quoted(text)} is " + (
             "negative" if seconds < 0 else "longer than 30 days, the longest grace there is")
-            + f"; give 0 to {people_number(MAX_GRACE_S)} seconds, or e.g. 90m, 1h, 2d or 30d")
+            + f"; {give}")
     return seconds

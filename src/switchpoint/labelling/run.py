@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from switchpoint._messages import (
     STDIN,
     command,
     got,
+    invalid_at,
     json_quoted,
     listed_names,
     people_number,
@@ -480,16 +480,20 @@ def _model_names(models: Sequence[str]) -> list[str]:
     names = list(models)
     if not names:
         raise InvalidInputError("models", "give at least one catalog model to label")
-    for name in names:
+    # (each refusal names the item's place, as every list's does: --models (item 3): ...)
+    seen: dict[str, int] = {}
+    for place, name in enumerate(names):
         if not isinstance(name, str) or not name.strip():
-            raise InvalidInputError("models", f"{json_quoted(name)} is not a model name")
+            raise invalid_at("models", f"models[{place}]",
+                             f"{json_quoted(name)} is not a model name")
         # (its records' model, which fit makes a weights model: one a catalog can hold)
         if (problem := catalog_name_problem(name)) is not None:
-            raise InvalidInputError("models", f"{problem}; name a catalog model")
-    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
-    if repeated:
-        raise InvalidInputError("models", f"{listed_names(repeated, quoted=True)} "
-                                          f"{'is' if len(repeated) == 1 else 'are'} listed twice")
+            raise invalid_at("models", f"models[{place}]", f"{problem}; name a catalog model")
+        if name in seen:
+            raise invalid_at("models", f"models[{place}]",
+                             f"{json_quoted(name, 80)} is listed twice (as item "
+                             f"{seen[name] + 1} too); name each model once")
+        seen[name] = place
     return names
 
 
