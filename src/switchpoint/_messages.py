@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from switchpoint._redact import redact
 from switchpoint.errors import InvalidInputError
 
 _SIMPLE = {
@@ -62,10 +63,23 @@ MAX_FIELD = 100
 MAX_PATH = 200
 
 
+#: How far past a cut a quoted text is searched for secrets before it is cut (a key is far
+#: shorter): a key that straddles the cut is redacted whole, where a cut first left its start
+#: (``sk-A1b2C...``) too short for the patterns to know it, and a later redaction missed it.
+SECRET_REACH = 1024
+
+
 def cut(text: str, limit: int = 60) -> str:
     """``text`` as an error message quotes it: at most ``limit`` characters, ``...`` ending
-    one cut short."""
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    one cut short, a secret in it redacted before the cut
+    (:func:`~switchpoint._redact.redact`, see :data:`SECRET_REACH`)."""
+    if len(text) <= limit:
+        return text
+    window = text[:limit + SECRET_REACH]
+    shown = redact(window)
+    if len(window) == len(text) and len(shown) <= limit:  # (whole, once its secret is masked)
+        return shown
+    return shown[:limit - 3] + "..."
 
 
 #: How many names a message lists before it says how many more there are.
@@ -170,7 +184,7 @@ def quoted(value: object, limit: int = 60) -> str:
     never its class's own ``repr``; a value whose ``repr`` fails (it raises, recurses too deep,
     or is an integer of more digits than Python prints) is named by its type."""
     if isinstance(value, str):
-        return cut(str.__repr__(str.__getitem__(value, slice(0, limit + 1))), limit)
+        return cut(str.__repr__(str.__getitem__(value, slice(0, limit + SECRET_REACH))), limit)
     try:
         text = repr(value)
     except Exception:  # (anything a caller's __repr__ raises)
@@ -258,7 +272,7 @@ def json_quoted(value: object, limit: int = 60) -> str:
     value JSON cannot write (its ``str`` raises, it holds itself) is shown as :func:`quoted`
     shows it."""
     if isinstance(value, str):
-        return _quoted_text(str.__getitem__(value, slice(0, limit + 1)), limit)
+        return _quoted_text(str.__getitem__(value, slice(0, limit + SECRET_REACH)), limit)
     number = plain_number(value, limit)
     if number is not None:
         return number
@@ -266,12 +280,18 @@ def json_quoted(value: object, limit: int = 60) -> str:
         text = json.dumps(value, default=str, ensure_ascii=False)
     except Exception:  # (anything a caller's __str__ raises, a cycle, too many digits)
         return quoted(value, limit)
-    # (only what is shown is made printable: a list of a million items is written at once)
-    return cut(printable(text[:limit + 1]), limit)
+    # (only what is shown is made printable: a list of a million items is written at once;
+    # a secret straddling the cut is redacted before it, see SECRET_REACH)
+    return cut(printable(redact(text[:limit + SECRET_REACH])[:limit + 1]), limit)
 
 
 def _quoted_text(text: str, limit: int) -> str:
-    """The string ``text`` as :func:`json_quoted` writes it."""
+    """The string ``text`` as :func:`json_quoted` writes it, a secret in what is cut short
+    redacted before the cut (see :data:`SECRET_REACH`)."""
+    whole = printable(json.dumps(text, ensure_ascii=False))
+    if len(whole) <= limit:
+        return whole
+    text = redact(text)
     whole = printable(json.dumps(text, ensure_ascii=False))
     if len(whole) <= limit:
         return whole

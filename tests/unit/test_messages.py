@@ -139,3 +139,19 @@ def test_a_refusal_offers_its_fixed_choices_quoted(refuse: Callable[[], object],
     with pytest.raises((ValueError, InvalidInputError)) as refused:
         refuse()
     assert choices.startswith('"') and choices in str(refused.value), str(refused.value)
+
+
+@pytest.mark.parametrize("before", range(40, 62))
+def test_a_key_straddling_a_quotes_cut_is_redacted_before_the_cut(before: int) -> None:
+    """A value quoted cut short whose cut falls inside an ``sk-`` key shows none of the key:
+    redacted after the cut, what was left of it (``sk-A1b2C``) was too short for the key's
+    pattern, and its first characters were shown."""
+    from switchpoint._messages import cut, json_quoted, quoted
+    from switchpoint._redact import redact
+
+    key = "sk-" + "A1b2C3d4E5" * 6
+    value = "m" * (before - 1) + "," + key  # (the key starts at character `before`)
+    for shown in (json_quoted(value), quoted(value), cut(value),
+                  json_quoted(["m" * (before - 6), key]), json_quoted(value, before + 5)):
+        assert "A1b" not in redact(shown), shown
+        assert len(shown) <= 80
