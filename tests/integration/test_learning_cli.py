@@ -160,11 +160,13 @@ def test_without_prices_a_cost_given_as_feedback_is_said_in_the_weights_units_no
     assert "scored 0.5 at 0.020000 in the weights' cost units (as given)" in said, said
     assert "$" not in said, said
     with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
-        assert main(["feedback", decision, "--score", "0.5", "--cost", "0.03", "--url",
+        # (a tiny cost in the weights' units keeps its digits: ten decimal places, the
+        # dollars' rule, made it 0)
+        assert main(["feedback", decision, "--score", "0.5", "--cost", "3.25e-13", "--url",
                      server.base, "--json"]) == 0
         answer = json.loads(capsys.readouterr().out)
         assert (answer["cost"], answer["cost_from"], answer["cost_unit"]) == (
-            0.03, "feedback", "weights"), answer
+            3.25e-13, "feedback", "weights"), answer
         spec = httpx.get(f"{server.base}/openapi.json", timeout=10).json()
     schemas = spec["components"]["schemas"]
     asked = spec["paths"]["/v1/feedback"]["post"]["requestBody"]["content"]["application/json"]
