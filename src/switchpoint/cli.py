@@ -796,7 +796,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     keys_path = Path(settings.data_dir) / KEYS_FILENAME
     files = []
     if db_path.is_file():
-        report = prune(db_path, cutoff, dry_run=args.dry_run)
+        # (store.retention_days, unattended as in a cron job, is held back from a clock that
+        # jumped ahead, as the service's own retention is; an age given here is done as asked)
+        report = prune(db_path, cutoff, dry_run=args.dry_run, hold=args.older_than is None)
         files.append(db_path.name)
         names = {"spend": "spend ledger entries (those budgets still count are kept)",
                  "feedback": "feedback rows (of those the learning checkpoint holds)"}
@@ -807,6 +809,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if report.feedback_kept is not None:
             print(f"no feedback row {'would go' if report.dry_run else 'went'}: "
                   f"{report.feedback_kept}", file=sys.stderr)
+        note = report.clock_note(days)
+        if note is not None:
+            print(f"warning: {note}", file=sys.stderr)
     else:  # (keys made before any service logged here)
         report = PruneReport(cutoff, {}, 0, 0, args.dry_run, True,
                              "dry-run" if args.dry_run else "none")
@@ -815,7 +820,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if keys_path.is_file():
         # (the keys that ended before the cutoff, and the oldest ended past
         # governance.max_keys)
-        keys = prune_keys(settings.data_dir, cutoff, settings.governance.max_keys,
+        keys = prune_keys(settings.data_dir, report.cutoff, settings.governance.max_keys,
                           dry_run=args.dry_run)
         files.append(KEYS_FILENAME)
         print(f"{verb} {keys} revoked or expired key{'' if keys == 1 else 's'} from "

@@ -692,6 +692,17 @@ def _feedback_rows(data: Path) -> list[tuple[int, int]]:
 RETENTION_DAYS = "0.00001"  # (0.86 s: the retention the prunes below are given)
 
 
+def _logged_now(data: Path) -> None:
+    """A request logged now, the store's newest entry: the service's retention then measures
+    its window from the clock, as after traffic, not back from an entry older than the
+    retention (as it does after a clock that jumped ahead: see ``held_cutoff``)."""
+    from switchpoint.store import SQLiteStore
+    from tests.unit.test_store import request
+
+    with SQLiteStore(data / "switchpoint.db") as store:
+        store.append(request()).result()
+
+
 def _past_retention(data: Path) -> None:
     """Wait until every row of the store is older than a retention of ``RETENTION_DAYS``: as
     long as its newest row is younger (a row the service wrote just before is)."""
@@ -864,6 +875,7 @@ def test_the_services_own_retention_prunes_checkpointed_feedback_and_a_crash_los
         assert code == 0, err
     assert len(_feedback_rows(data)) == len(TOPICS)
     _past_retention(data)
+    _logged_now(data)
     config.write_text(config.read_text(encoding="utf-8")
                       + f"store: {{retention_days: {RETENTION_DAYS}}}\n", encoding="utf-8")
     with serve(config, data) as server:
@@ -907,6 +919,7 @@ def test_the_services_retention_keeps_feedback_a_checkpoint_of_other_settings_ho
         assert code == 0, err
     assert (data / CHECKPOINT_FILENAME).exists()
     _past_retention(data)
+    _logged_now(data)
     started = time.time()
     config = _config(tmp_path, gw_fake, data, k=4)
     config.write_text(config.read_text(encoding="utf-8")

@@ -715,6 +715,55 @@ def test_a_prune_given_a_checkpoint_key_goes_only_by_a_checkpoint_of_that_key(
     store.close()
 
 
+def test_an_unattended_prune_keeps_the_window_before_the_newest_entry_when_the_clock_jumped(
+        tmp_path: Path) -> None:
+    """Entries logged 100 days before the clock now reads (it jumped ahead: an NTP step, a
+    machine resumed with a wrong clock) are all older than a 30-day retention: a held prune,
+    the service's own and store.retention_days', keeps the 30 days logged before the newest
+    entry (and deletes only what is older than that), saying how far ahead the clock read;
+    a prune given its age outright still deletes every entry older than it, saying so too."""
+    from dataclasses import replace
+
+    from switchpoint.learning.checkpoint import (
+        CHECKPOINT_FILENAME,
+        Checkpoint,
+        State,
+        write_checkpoint,
+    )
+    from switchpoint.store import retention
+    from tests.unit.test_store import record, request
+
+    day = 86_400.0
+    then = time.time() - 100 * day  # when they were logged, by the clock before its jump
+    store = SQLiteStore(tmp_path / "s.db").open()
+    store.append(replace(request(), ts=then - 40 * day)).result()  # older than the window
+    for i in range(10):
+        store.append(replace(record(), ts=then + i)).result()
+        store.append(replace(request(), ts=then + i)).result()
+        event = FeedbackEvent(decision_id=f"d{i}", model="m", quality=0.5, timestamp=then + i)
+        store.append(feedback_record(event, "decision", weights_id="w")).result()
+    at = LearningReader(store.path).event_id_at(8)
+    assert at is not None
+    write_checkpoint(tmp_path / CHECKPOINT_FILENAME, Checkpoint("k", 8, at, State()))
+    cutoff = retention.cutoff_for(30)
+    for dry_run in (True, False):
+        report = retention.prune(store.path, cutoff, dry_run=dry_run, checkpoint_key="k",
+                                 hold=True)
+        assert report.deleted == {"decisions": 0, "requests": 1, "spend": 0, "feedback": 0}
+        assert report.held and report.clock_ahead is not None
+        assert 100 * day - 60 < report.clock_ahead < 100 * day
+        assert report.cutoff == pytest.approx(then + 9 - 30 * day, abs=60)
+        note = report.clock_note(30)
+        assert note is not None and "100.0 days past the newest entry logged" in note
+        assert "set it right" in note
+    assert LearningReader(store.path).first_feedback() == 1
+    whole = retention.prune(store.path, cutoff, checkpoint_key="k")  # an age given outright
+    assert whole.deleted == {"decisions": 10, "requests": 10, "spend": 0, "feedback": 7}
+    assert not whole.held and whole.clock_ahead is not None
+    assert "went, as asked" in (whole.clock_note(30) or "")
+    store.close()
+
+
 def test_an_experiment_keeps_its_newest_promotions_and_the_last_still_applies(
         tmp_path: Path) -> None:
     from switchpoint.store.learning import PromotionRecord

@@ -2650,9 +2650,14 @@ class Gateway:
                 report = prune(self.store.path, cutoff_for(retention_days), upgrade=False,
                                max_rows=PRUNE_MAX_ROWS, full_vacuum=False,
                                gone=self.store.gone, checkpoint_key=key,
-                               learned_through=0 if through is None else through)
+                               learned_through=0 if through is None else through,
+                               hold=True)
+                note = report.clock_note(retention_days)
+                if note is not None:
+                    log.warning("retention: %s", note)
                 if any(report.deleted.values()):
-                    log.info("pruned log entries older than %g days: %s", retention_days,
+                    log.info("pruned log entries older than %g days%s: %s", retention_days,
+                             "" if note is None else " before the newest entry logged",
                              report.deleted)
                 # The keys that ended before the same cutoff go from keys.db (on the
                 # service's own key store, whose lookups then read the file again).

@@ -106,12 +106,38 @@ class PruneReport:
     # the database and truncated it: what a prune that deleted nothing and vacuumed nothing
     # still changes of the sizes (the -shm goes too when no other connection has the file).
     wal_checkpointed: int = 0
+    # Seconds the clock read past the newest entry logged, when more than the retention's
+    # window (see :func:`held_cutoff`); None: the clock was not that far ahead.
+    clock_ahead: float | None = None
+    # Whether ``cutoff`` was then taken back to the window before that entry (a prune given
+    # ``hold``); else every entry older than the cutoff asked for went.
+    held: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"cutoff": self.cutoff, "deleted": dict(self.deleted),
                 "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
                 "dry_run": self.dry_run, "complete": self.complete, "vacuum": self.vacuum,
-                "wal_checkpointed": self.wal_checkpointed, "feedback_kept": self.feedback_kept}
+                "wal_checkpointed": self.wal_checkpointed, "feedback_kept": self.feedback_kept,
+                "clock_ahead": self.clock_ahead, "held": self.held}
+
+    def clock_note(self, days: float) -> str | None:
+        """What the operator is told when the clock read further past the newest entry logged
+        than the retention of ``days`` keeps (None: it did not): that the prune kept the
+        window before that entry, and what to check."""
+        if self.clock_ahead is None:
+            return None
+        ahead = (f"the clock reads {self.clock_ahead / SECONDS_PER_DAY:,.1f} days past the "
+                 f"newest entry logged, more than the {days:g} days the retention keeps")
+        if not self.held:
+            return (f"{ahead}: every entry older than {days:g} days by the clock "
+                    f"{'would go' if self.dry_run else 'went'}, as asked; if the clock jumped "
+                    "ahead, set it right (store.retention_days, by which the service prunes, "
+                    "keeps the entries logged in that many days before the newest)")
+        return (f"{ahead}: the prune {'would keep' if self.dry_run else 'kept'} the entries "
+                f"logged in the {days:g} days before that entry rather than deleting all of "
+                "them; if the clock jumped ahead, set it right (entries logged meanwhile carry "
+                "its time); if nothing was logged for that long, the older entries go once "
+                "new ones are logged, or at once with switchpoint prune --older-than DAYS")
 
 
 #: Why ``switchpoint prune`` beside a running service leaves the feedback log alone.
@@ -181,6 +207,43 @@ def disk_usage(data_dir: str | Path) -> dict[str, Any]:
     return {"data_dir": str(folder), "db_bytes": used, "free_bytes": free}
 
 
+def held_cutoff(file: Path, cutoff: float, now: float) -> tuple[float, float | None]:
+    """The cutoff a held prune at ``cutoff`` goes by at ``now``, and how far the clock reads
+    past the newest entry logged when that is more than the window (``now - cutoff``) the
+    retention keeps (else None). A wall clock that jumped ahead (an NTP step, a virtual
+    machine resumed with a wrong clock) makes every entry look older than the window, and an
+    unattended prune would delete the whole log at once (every decision and request, and
+    every feedback row the learning checkpoint holds, leaving that file the only copy of what
+    was learned): held, the window is never measured past the newest entry of the decisions,
+    requests and feedback logs, so a prune keeps at least the entries logged in the window
+    before it. A store with no entry, or one that cannot be read (the prune then says why),
+    keeps ``cutoff``."""
+    window = now - cutoff
+    try:
+        conn = read_store(file)
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+            # (each by its index on ts; the feedback log, appended in time order, by its
+            # last row)
+            found = [conn.execute("SELECT ts FROM feedback ORDER BY seq DESC LIMIT 1"
+                                  if t == FEEDBACK_TABLE else f"SELECT max(ts) FROM {t}"
+                                  ).fetchone() for t in (*LOG_TABLES, FEEDBACK_TABLE)
+                     if t in tables]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return cutoff, None
+    stamps = [float(row[0]) for row in found if row is not None and row[0] is not None]
+    if not stamps:
+        return cutoff, None
+    newest = max(stamps)
+    if now - newest <= window:
+        return cutoff, None
+    return newest - window, now - newest
+
+
 def feedback_bound(file: Path, cutoff: float, gone: Gone | None = None,
                    checkpoint_key: str | None = None) -> int | None:
     """The log position of the feedback log below which its rows may be pruned at
@@ -225,8 +288,8 @@ def feedback_bound(file: Path, cutoff: float, gone: Gone | None = None,
 def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
           max_rows: int | None = None, full_vacuum: bool = True,
           upgrade: bool = True, gone: Gone | None = None,
-          checkpoint_key: str | None = None, learned_through: int | None = None
-          ) -> PruneReport:
+          checkpoint_key: str | None = None, learned_through: int | None = None,
+          hold: bool = False) -> PruneReport:
     """Delete the log entries of the store at ``path`` older than ``cutoff`` (seconds since the
     epoch); at most ``max_rows`` per table when given. ``upgrade`` first brings an older schema
     up to date (a running service has done it) and, unless ``dry_run``, writes what the spill
@@ -239,9 +302,15 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     retention), the log position it has learned every feedback row up to: no row past it is
     pruned. Without it, feedback rows are pruned only while no service serves from the data
     directory, whose lock is held meanwhile (a service starting waits for it); beside one they
-    all stay, and :attr:`PruneReport.feedback_kept` says why. Raises :class:`StoreError`."""
+    all stay, and :attr:`PruneReport.feedback_kept` says why. ``hold`` (a retention that runs
+    unattended, by ``store.retention_days``): when the clock reads further past the newest
+    entry logged than the window ``cutoff`` keeps, the window is measured back from that entry
+    instead (see :func:`held_cutoff`), so a clock that jumped ahead does not delete the whole
+    log in one pass; :attr:`PruneReport.clock_ahead` says how far ahead it read, held or not.
+    Raises :class:`StoreError`."""
     file = Path(path)
-    ahead = cutoff - time.time()
+    now = time.time()
+    ahead = cutoff - now
     if ahead > 0:
         raise StoreError(f"{quoted_path(file)}: the cutoff is {ahead:.3f} s in the future; a "
                          "prune deletes "
@@ -249,6 +318,10 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     still_there(file, gone)
     if not file.is_file():
         raise StoreError(f"{quoted_path(file)}: no store there (check --config / data_dir)")
+    held, clock_ahead = held_cutoff(file, cutoff, now)
+    if hold:
+        cutoff = held
+    hold = hold and clock_ahead is not None
     cutoffs = {**{t: cutoff for t in LOG_TABLES}, LEDGER_TABLE: ledger_cutoff(cutoff)}
     before = db_bytes(file)
     if dry_run:
@@ -257,7 +330,8 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
             _feedback_bound_if_kept(file, cutoff, gone, checkpoint_key), learned_through)
         return PruneReport(cutoff, _count_older(file, {**cutoffs, FEEDBACK_TABLE: cutoff},
                                                 below),
-                           before, before, True, True, "dry-run", kept)
+                           before, before, True, True, "dry-run", kept,
+                           clock_ahead=clock_ahead, held=hold)
     if upgrade:
         SQLiteStore(file).upgrade(take_up=True)
         before = db_bytes(file)
@@ -283,7 +357,7 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     finally:
         conn.close()
     return PruneReport(cutoff, deleted, before, db_bytes(file), False, complete, vacuum, kept,
-                       max(0, wal))
+                       max(0, wal), clock_ahead, hold)
 
 
 def _learned_below(below: int | None, learned_through: int | None) -> int | None:
