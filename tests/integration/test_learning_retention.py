@@ -264,12 +264,13 @@ def test_after_a_prune_an_experiments_report_says_what_it_covers(
             a["decisions"] for a in before["arms"])
 
 
-def test_a_client_key_is_told_whether_its_own_tenant_s_rows_were_pruned_not_another_s(
+def test_each_tenant_is_told_whether_its_own_rows_were_pruned_to_its_keys_and_the_admin(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     """``pruned`` to a client's key says whether retention deleted rows of its own tenant:
     beta, whose feedback all came after acme's was pruned, reads false (that acme gave
     feedback longer ago than retention keeps is not beta's to learn), acme true; the admin
-    token reads the whole log's. A restart from the checkpoint says the same."""
+    token reads the whole log's, and each tenant's entry of its ``tenants`` reads what that
+    tenant's keys read. A restart from the checkpoint says the same."""
     with _server(fake, tmp_path) as server:
         acme = post(server, "/v1/router/keys", {"tenant": "acme"}, key=ADMIN).json()["key"]
         beta = post(server, "/v1/router/keys", {"tenant": "beta"}, key=ADMIN).json()["key"]
@@ -284,8 +285,15 @@ def test_a_client_key_is_told_whether_its_own_tenant_s_rows_were_pruned_not_anot
         seen = {who: _status(server, key)["feedback_log"]["pruned"]
                 for who, key in (("admin", ADMIN), ("acme", acme), ("beta", beta))}
         assert seen == {"admin": True, "acme": True, "beta": False}
+        tenants = _status(server)["tenants"]
+        for name, key in (("acme", acme), ("beta", beta)):
+            assert tenants[name]["feedback_log"] == _status(server, key)["feedback_log"]
+        assert _status(server, acme)["tenants"]["acme"]["feedback_log"]["pruned"] is True
 
     with _server(fake, tmp_path) as server:
         again = {who: _status(server, key)["feedback_log"]["pruned"]
                  for who, key in (("admin", ADMIN), ("acme", acme), ("beta", beta))}
         assert again == seen
+        assert {name: view["feedback_log"]["pruned"]
+                for name, view in _status(server)["tenants"].items()} == {
+            "acme": True, "beta": False}

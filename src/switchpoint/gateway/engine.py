@@ -1985,7 +1985,10 @@ class Gateway:
         or not), the outcomes its learned router holds and the quality feedback says each model
         has (over the feedback rows the log keeps: ``feedback_log`` says whether retention
         pruned some, which the learned router still holds). ``tenants``: these (None: every
-        tenant with a memory, outcomes, feedback or config). ``key`` (a client key, verified)
+        tenant with a memory, outcomes, feedback or config); each tenant's ``feedback_log``
+        says the same of its own rows (whether retention pruned some, which its learned router
+        still holds, and the time of its oldest kept), as ``feedback_log`` says it to that
+        tenant's keys. ``key`` (a client key, verified)
         or ``tenant`` (trusted) names the caller as :meth:`complete`'s do (``principal``: one
         the HTTP door checked): a caller reads its own tenant's status alone (``tenants``, if
         given, names only it), sees only its tenant's experiments and the models it may use,
@@ -2059,6 +2062,10 @@ class Gateway:
                 "memory": self._memory_status(live, name, shown),
                 "learned_router": learned,
                 "feedback": _only(quality.get(name, {}), shown)}
+            kept = self.learning.log_kept(deployment=False, tenant=name)
+            if kept is not None:
+                # (what the status's feedback_log says to this tenant's own keys)
+                view["feedback_log"] = kept
             if shown is not None:
                 view["narrowed_to"] = sorted(shown)
             out[name] = view

@@ -899,21 +899,6 @@ class ModelQuality(BaseModel):
     mean_quality: float
 
 
-class TenantLearning(BaseModel):
-    model_config = CLOSED
-
-    memory: MemoryStatus
-    learned_router: LearnedRouterCounts
-    feedback: dict[str, ModelQuality] = Field(description="Per model: the outcomes the "
-                                                          "feedback log keeps and their mean "
-                                                          "quality.")
-    narrowed_to: list[str] | None = Field(None, description="For a key limited to some "
-                                                            "models, or a tenant the admin "
-                                                            "names (?tenant=) whose config "
-                                                            "lists its models: those the "
-                                                            "figures count.")
-
-
 class FeedbackLogKept(BaseModel):
     model_config = CLOSED
 
@@ -924,6 +909,27 @@ class FeedbackLogKept(BaseModel):
                                                  "key: of its tenant's rows; null: none).")
     first_kept: int | None = Field(None, description="Admin only: the oldest row's position.")
     pruned_rows: int | None = Field(None, description="Admin only: rows pruned before it.")
+
+
+class TenantLearning(BaseModel):
+    model_config = CLOSED
+
+    memory: MemoryStatus
+    learned_router: LearnedRouterCounts
+    feedback: dict[str, ModelQuality] = Field(description="Per model: the outcomes the "
+                                                          "feedback log keeps and their mean "
+                                                          "quality.")
+    feedback_log: FeedbackLogKept | None = Field(
+        None, description="What of the tenant's own feedback rows the log keeps: whether "
+                          "retention pruned some (its learned router still holds them; "
+                          "feedback no longer counts them) and the time of its oldest kept, "
+                          "as the status's feedback_log says to its keys; absent without a "
+                          "store.")
+    narrowed_to: list[str] | None = Field(None, description="For a key limited to some "
+                                                            "models, or a tenant the admin "
+                                                            "names (?tenant=) whose config "
+                                                            "lists its models: those the "
+                                                            "figures count.")
 
 
 class StatusResponse(BaseModel):
