@@ -275,6 +275,37 @@ def test_the_service_applies_retention_days(tmp_path: Path) -> None:
     assert sorted(r[0] for r in kept["decisions"]) == sorted(new_ids)
 
 
+def test_the_services_retention_leaves_out_a_step_of_the_clock_ahead_while_it_runs(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The clock steps 100 days ahead between two of a running service's prunes (an NTP
+    step, a machine resumed with a wrong clock), and the service logs on meanwhile: its
+    entries from before the step are all older than its 7 days by the clock, and the newest
+    entry no longer tells, yet they stay (as old as the time that really passed makes them),
+    and it warns; those older than 7 days before the step still go. (The clock before the step
+    read 100 days behind this machine's, which the entries logged then carry.)"""
+    db = tmp_path / "switchpoint.db"
+    fill(db, n_old=5, n_new=0, age_days=110)  # older than the 7 days before the step
+    fill(db, n_old=5, n_new=0, age_days=100)  # logged just before the step
+    before = [r[0] for r in rows(db)["decisions"]][5:]
+    settings = load_settings(None, overrides={"data_dir": str(tmp_path),
+                                              "store": {"retention_days": 7}}, environ={})
+    gateway = Gateway(settings, store=SQLiteStore(db))
+    gateway.open()
+    behind = [100 * DAY]
+    gateway._retention_clock = retention.RetentionClock(wall=lambda: time.time() - behind[0])
+    try:
+        gateway._housekeeping(False, 7)  # before the step
+        assert [r[0] for r in rows(db)["decisions"]] == before
+        behind[0] = 0.0  # the step
+        after = fill(db, n_old=0, n_new=5, age_days=0)  # (logged since, a minute old)
+        with caplog.at_level("WARNING", logger="switchpoint"):
+            gateway._housekeeping(False, 7)
+    finally:
+        gateway.close()
+    assert [r[0] for r in rows(db)["decisions"]] == before + after
+    assert "the clock stepped ahead 100.00 days since the last prune" in caplog.text
+
+
 def test_the_services_retention_leaves_a_file_put_under_it_alone(tmp_path: Path) -> None:
     """``switchpoint.db`` replaced under the service (a restore while it runs): its hourly
     retention prune must not open the file now at the path (with the old file's -wal and -shm

@@ -764,6 +764,30 @@ def test_an_unattended_prune_keeps_the_window_before_the_newest_entry_when_the_c
     store.close()
 
 
+def test_the_retention_clock_leaves_out_steps_ahead_and_takes_them_back_when_set_right(
+        ) -> None:
+    """A service's retention goes by the wall clock less its steps ahead beyond the time
+    that passed (by the monotonic clock): a minute's drift is no step; a step back takes back
+    what was left out, never more (a clock set behind prunes by it, later, never sooner)."""
+    from switchpoint.store.retention import CLOCK_STEP_S, RetentionClock
+
+    wall, mono = [1e9], [0.0]
+    clock = RetentionClock(wall=lambda: wall[0], monotonic=lambda: mono[0])
+    assert clock.read() == (1e9, None)
+    wall[0] += 3600 + CLOCK_STEP_S / 2  # an hour passed, and the clock drifted half a minute
+    mono[0] += 3600
+    assert clock.read() == (wall[0], None)
+    wall[0] += 100 * 86_400.0  # a step ahead
+    assert clock.read() == (wall[0] - 100 * 86_400.0, 100 * 86_400.0)
+    wall[0] += 3600
+    mono[0] += 3600
+    assert clock.read() == (wall[0] - 100 * 86_400.0, None)  # still left out
+    wall[0] -= 100 * 86_400.0  # set right
+    assert clock.read() == (wall[0], -100 * 86_400.0) and clock.left_out == 0
+    wall[0] -= 86_400.0  # set behind: no time is added
+    assert clock.read() == (wall[0], -86_400.0) and clock.left_out == 0
+
+
 def test_an_experiment_keeps_its_newest_promotions_and_the_last_still_applies(
         tmp_path: Path) -> None:
     from switchpoint.store.learning import PromotionRecord

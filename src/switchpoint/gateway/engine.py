@@ -182,7 +182,7 @@ from switchpoint.learning.events import (
 from switchpoint.registration import internal_host
 from switchpoint.router import Router, check_route_input
 from switchpoint.store import SQLiteStore
-from switchpoint.store.retention import cutoff_for, prune
+from switchpoint.store.retention import SECONDS_PER_DAY, RetentionClock, cutoff_for, prune
 from switchpoint.store.sqlite import REFUSING_S, spill_reserve
 
 log = logging.getLogger("switchpoint.gateway")
@@ -405,6 +405,8 @@ class Gateway:
         self._maintenance_shut = False
         self._next_pin_purge = 0.0
         self._next_prune = 0.0
+        # What the retention's prunes go by: the wall clock, its steps ahead left out.
+        self._retention_clock = RetentionClock()
         remember(settings.admin_token)
         self.state.on_swap(self._take_up)
 
@@ -2654,11 +2656,21 @@ class Gateway:
                 # this service learned: the checkpoint the prune goes by may be that
                 # process's, holding rows this one has not learned yet (logged meanwhile too).
                 through, key = self.learning.caught_up()
-                report = prune(self.store.path, cutoff_for(retention_days), upgrade=False,
+                now, step = self._retention_clock.read()
+                if step is not None:
+                    log.warning(
+                        "retention: the clock stepped %s %.2f days since the last prune, "
+                        "beyond the time that passed; the retention leaves out %.2f days of "
+                        "steps ahead (the entries logged before are pruned as the time that "
+                        "really passed makes them old), until a restart: if the clock is "
+                        "wrong, set it right", "ahead" if step > 0 else "back",
+                        abs(step) / SECONDS_PER_DAY,
+                        self._retention_clock.left_out / SECONDS_PER_DAY)
+                report = prune(self.store.path, cutoff_for(retention_days, now), upgrade=False,
                                max_rows=PRUNE_MAX_ROWS, full_vacuum=False,
                                gone=self.store.gone, checkpoint_key=key,
                                learned_through=0 if through is None else through,
-                               hold=True)
+                               hold=True, now=now)
                 note = report.clock_note(retention_days)
                 if note is not None:
                     log.warning("retention: %s", note)

@@ -41,6 +41,7 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,6 +245,46 @@ def held_cutoff(file: Path, cutoff: float, now: float) -> tuple[float, float | N
     return newest - window, now - newest
 
 
+#: A step of the wall clock between two prunes of a service (beyond the time its monotonic
+#: clock says passed) that its retention leaves out: past what a clock slews or a busy machine
+#: delays, and well under a day.
+CLOCK_STEP_S = 60.0
+
+
+class RetentionClock:
+    """The time a service's retention goes by: the wall clock, less the steps it took ahead
+    between two of the service's prunes that its monotonic clock did not (an NTP step, a
+    virtual machine resumed with a wrong clock). Entries logged after such a step carry the
+    clock's new time, so :func:`held_cutoff`, which measures from the newest entry, no longer
+    sees it: left out here, the entries logged before it are pruned once the time that really
+    passed makes them as old as the retention, not all at the next prune. A step back (the
+    clock set right again) takes back what was left out, never more; what is left out lasts
+    as long as the service (a restart goes by the clock, and by :func:`held_cutoff`). The
+    monotonic clock does not count a machine's sleep: after one, entries stay that much
+    longer, never less."""
+
+    def __init__(self, wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._wall = wall
+        self._monotonic = monotonic
+        self._last: tuple[float, float] | None = None
+        #: Seconds of the clock's steps ahead left out.
+        self.left_out = 0.0
+
+    def read(self) -> tuple[float, float | None]:
+        """The time to prune by, and the step the wall clock took since the last read beyond
+        the time that passed (seconds, ahead > 0; None: none past :data:`CLOCK_STEP_S`)."""
+        wall, mono = self._wall(), self._monotonic()
+        step = None
+        if self._last is not None:
+            moved = (wall - self._last[0]) - (mono - self._last[1])
+            if abs(moved) > CLOCK_STEP_S:
+                step = moved
+                self.left_out = max(0.0, self.left_out + moved)
+        self._last = (wall, mono)
+        return wall - self.left_out, step
+
+
 def feedback_bound(file: Path, cutoff: float, gone: Gone | None = None,
                    checkpoint_key: str | None = None) -> int | None:
     """The log position of the feedback log below which its rows may be pruned at
@@ -289,7 +330,7 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
           max_rows: int | None = None, full_vacuum: bool = True,
           upgrade: bool = True, gone: Gone | None = None,
           checkpoint_key: str | None = None, learned_through: int | None = None,
-          hold: bool = False) -> PruneReport:
+          hold: bool = False, now: float | None = None) -> PruneReport:
     """Delete the log entries of the store at ``path`` older than ``cutoff`` (seconds since the
     epoch); at most ``max_rows`` per table when given. ``upgrade`` first brings an older schema
     up to date (a running service has done it) and, unless ``dry_run``, writes what the spill
@@ -307,10 +348,12 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     entry logged than the window ``cutoff`` keeps, the window is measured back from that entry
     instead (see :func:`held_cutoff`), so a clock that jumped ahead does not delete the whole
     log in one pass; :attr:`PruneReport.clock_ahead` says how far ahead it read, held or not.
-    Raises :class:`StoreError`."""
+    ``now``: the time the retention goes by, when not the wall clock's (a service's
+    :class:`RetentionClock`; never later than the wall clock). Raises :class:`StoreError`."""
     file = Path(path)
-    now = time.time()
-    ahead = cutoff - now
+    wall = time.time()
+    now = wall if now is None else min(now, wall)
+    ahead = cutoff - wall
     if ahead > 0:
         raise StoreError(f"{quoted_path(file)}: the cutoff is {ahead:.3f} s in the future; a "
                          "prune deletes "
@@ -322,7 +365,7 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     if hold:
         cutoff = held
     hold = hold and clock_ahead is not None
-    cutoffs = {**{t: cutoff for t in LOG_TABLES}, LEDGER_TABLE: ledger_cutoff(cutoff)}
+    cutoffs = {**{t: cutoff for t in LOG_TABLES}, LEDGER_TABLE: ledger_cutoff(cutoff, now)}
     before = db_bytes(file)
     if dry_run:
         kept = BESIDE_SERVICE if learned_through is None and served(file.parent) else None
