@@ -208,11 +208,18 @@ def disk_usage(data_dir: str | Path) -> dict[str, Any]:
     return {"data_dir": str(folder), "db_bytes": used, "free_bytes": free}
 
 
+#: How far past the newest entry logged the clock must read before a held prune measures its
+#: window from that entry: a jump worth holding for is one of days; a window shorter than
+#: this (or a pause of the traffic shorter than it) is pruned by the clock, as configured.
+HELD_AFTER_S = 86_400.0
+
+
 def held_cutoff(file: Path, cutoff: float, now: float) -> tuple[float, float | None]:
     """The cutoff a held prune at ``cutoff`` goes by at ``now``, and how far the clock reads
     past the newest entry logged when that is more than the window (``now - cutoff``) the
-    retention keeps (else None). A wall clock that jumped ahead (an NTP step, a virtual
-    machine resumed with a wrong clock) makes every entry look older than the window, and an
+    retention keeps and more than :data:`HELD_AFTER_S` (else None). A wall clock that jumped
+    ahead (an NTP step, a virtual machine resumed with a wrong clock) makes every entry look
+    older than the window, and an
     unattended prune would delete the whole log at once (every decision and request, and
     every feedback row the learning checkpoint holds, leaving that file the only copy of what
     was learned): held, the window is never measured past the newest entry of the decisions,
@@ -240,7 +247,7 @@ def held_cutoff(file: Path, cutoff: float, now: float) -> tuple[float, float | N
     if not stamps:
         return cutoff, None
     newest = max(stamps)
-    if now - newest <= window:
+    if now - newest <= max(window, HELD_AFTER_S):
         return cutoff, None
     return newest - window, now - newest
 
