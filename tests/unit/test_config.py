@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -698,6 +699,34 @@ def test_the_first_load_takes_the_weights_its_start_checked_and_checks_them_agai
     factory = RouterFactory(warm=False, checked=(settings, package))
     factory(settings, "knn")  # other weights than those the start read: read
     assert len(reads) == 2
+
+
+def test_a_start_reads_each_package_policies_lists_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # serve reads and checks the packages policies: lists before it opens data_dir; its first
+    # load checks them again against its settings without reading them, and a later check
+    # (a reload's) reads them anew.
+    from switchpoint.gateway import live
+    from switchpoint.gateway.live import RouterState
+    from switchpoint.server import runner
+    from switchpoint.weights import load_weights as read
+
+    mine, other = str(default_weights_path("tiers")), str(default_weights_path("fixed"))
+    settings = load_settings(overrides={"policies": {"mine": mine, "other": other}},
+                             environ={})
+    reads: list[str | None] = []
+
+    def counted(path: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        reads.append(path)
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(live, "load_weights", counted)
+    factory = runner._check_loadable(settings)
+    state = RouterState(settings, factory)
+    assert state.load().router.weights_id
+    assert Counter(reads) == {None: 1, mine: 1, other: 1}  # (None: the bundled default)
+    factory.check_policies(settings)
+    assert Counter(reads) == {None: 1, mine: 2, other: 2}
 
 
 def test_the_readme_config_example_loads_and_routes(tmp_path: Path) -> None:

@@ -142,15 +142,28 @@ class RouterFactory:
     ``checked`` is the configured weights a start has just read and checked (the settings it
     read them for, and the package): the first load of those same weights checks them again
     against its settings but does not read them anew (their files, checksums and profiles).
-    It is taken once: every later load, swap or reload reads the files again.
+    ``policies_checked`` is the same for the packages ``policies:`` lists, as
+    :func:`checked_policies` returned them at that start: the first :meth:`check_policies`
+    checks them again without reading them. Each is taken once: every later load, swap or
+    reload reads the files again.
     """
 
     def __init__(self, *, warm: bool = True,
-                 checked: tuple[Settings, WeightsPackage] | None = None) -> None:
+                 checked: tuple[Settings, WeightsPackage] | None = None,
+                 policies_checked: Mapping[str, tuple[WeightsSource, WeightsPackage]] | None
+                 = None) -> None:
         self._embedders: dict[str, Embedder] = {}
         self._lock = threading.Lock()
         self._warm = warm
         self._checked = None if checked is None else (weights_source(checked[0]), checked[1])
+        self._policies_checked = dict(policies_checked or {})
+
+    def check_policies(self, settings: Settings) -> None:
+        """:func:`checked_policies` for ``settings``, taking the packages a start read and
+        checked (``policies_checked``) rather than reading them again: once."""
+        with self._lock:
+            held, self._policies_checked = self._policies_checked, {}
+        checked_policies(settings, read=held)
 
     def __call__(self, settings: Settings, policy: str | None = None) -> Router:
         with self._lock:
@@ -173,8 +186,12 @@ class RouterFactory:
         return router
 
 
-def weights_source(settings: Settings, policy: str | None = None
-                   ) -> tuple[str | None, str | None, int]:
+#: Where weights are read from: the package's path (None: bundled weights), the bundled
+#: policy (None: a path) and the size bound they are read within.
+WeightsSource = tuple[str | None, str | None, int]
+
+
+def weights_source(settings: Settings, policy: str | None = None) -> WeightsSource:
     """Where :func:`checked_package` reads the weights for ``settings`` and ``policy`` from:
     the package's path (None: bundled weights), the bundled policy (None: a path) and the
     size bound it reads them within."""
@@ -230,19 +247,30 @@ def check_costed(settings: Settings, package: WeightsPackage) -> None:
             "by tier and price")
 
 
-def checked_policies(settings: Settings) -> None:
+def checked_policies(settings: Settings, *,
+                     read: Mapping[str, tuple[WeightsSource, WeightsPackage]] | None = None
+                     ) -> dict[str, tuple[WeightsSource, WeightsPackage]]:
     """Every package ``policies:`` lists, read and checked as a swap to it would check it (its
     manifest, its files' checksums, the catalog's profiles, the arms that route with it, the
     embedder it names): a bad one is a :class:`ConfigError` naming its key at start and at
-    reload, not a failure of the first swap to it."""
+    reload, not a failure of the first swap to it. Returns each policy's source and package;
+    ``read``: such an answer of a moment ago, whose packages from the same source are checked
+    again, not read again."""
+    out: dict[str, tuple[WeightsSource, WeightsPackage]] = {}
     for name in settings.policies:
+        source = weights_source(settings, name)
+        held = (read or {}).get(name)
         try:
-            embedder_from_id(checked_package(settings, name).embedder_id)  # (builds, loads not)
+            package = checked_package(settings, name,
+                                      read=held[1] if held and held[0] == source else None)
+            embedder_from_id(package.embedder_id)  # (builds, loads not)
         except (WeightsError, ConfigError, InvalidInputError) as exc:
             raise ConfigError(f"policies.{name}", f"a swap to {json_quoted(name)} would fail: "
                                                   f"{exc}; fix the package or take it out of "
                                                   "policies:"
                               ) from None
+        out[name] = (source, package)
+    return out
 
 
 def _check_arm_models(settings: Settings, models: list[str], weights_id: str,
@@ -308,6 +336,7 @@ class RouterState:
 
     def __init__(self, settings: Settings, loader: Loader | None = None) -> None:
         self.settings = settings
+        self._factory = loader if isinstance(loader, RouterFactory) else None
         self.loader: Loader = _taking_bodies(loader or RouterFactory())
         self.started = time.monotonic()
         self.error: str | None = None
@@ -400,7 +429,10 @@ class RouterState:
                 if self._live is not None:
                     return
                 settings = self._extended(self.settings)
-                checked_policies(settings)
+                if self._factory is not None:  # (what a start read, taken, not read again)
+                    self._factory.check_policies(settings)
+                else:
+                    checked_policies(settings)
                 router = self.loader(settings, None)
                 self._go_live(Live.of(router, settings, None))
                 self.settings = settings

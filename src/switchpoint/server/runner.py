@@ -57,7 +57,6 @@ from switchpoint.server.protocol import ConnectionLimits, ConnectionStats, guard
 from switchpoint.server.proxies import proxy_warnings
 from switchpoint.store import SQLiteStore
 from switchpoint.store.sqlite import spill_reserve, spill_shortfall, store_error
-from switchpoint.weights import WeightsPackage
 
 log = logging.getLogger("switchpoint")
 # File descriptors kept for everything but client and upstream connections: the SQLite files,
@@ -321,16 +320,17 @@ def _bind_chosen(host: str, ports: int | range) -> socket.socket:
                      "--port")
 
 
-def _check_loadable(settings: Settings) -> WeightsPackage:
+def _check_loadable(settings: Settings) -> RouterFactory:
     """What loading the router would refuse without any state of data_dir (the weights, the
     catalog against them, the embedder they name, the packages ``policies:`` lists), raised
-    now as the load would raise it; the weights read and checked, which the first load takes
-    rather than read them again."""
+    now as the load would raise it; the service's router factory, holding the weights and
+    the policies' packages read and checked, which its first load takes rather than read
+    them again."""
     try:
         package = checked_package(settings)
         embedder_from_id(package.embedder_id)
-        checked_policies(settings)
-        return package
+        return RouterFactory(checked=(settings, package),
+                             policies_checked=checked_policies(settings))
     except SwitchpointError:
         raise
     except Exception as exc:  # a package that is no weights package, say
@@ -392,13 +392,13 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int | range = 8080,
     else:
         _check_port(host, port)
     try:
-        package = _check_loadable(settings)
+        factory = _check_loadable(settings)
         made = _first_missing(Path(settings.data_dir).absolute())
         states: list[RouterState] = []
         try:
             _serve(settings, host, port, log_level=log_level, access_log=access_log,
                    allow_unauthenticated=allow_unauthenticated, handler=handler,
-                   states=states, sock=sock, checked=package)
+                   states=states, sock=sock, factory=factory)
         except BaseException:
             if not any(state.ready for state in states):  # it never served: nothing to keep
                 _remove_made(made, Path(settings.data_dir))
@@ -412,12 +412,12 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int | range = 8080,
 def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_log: bool,
            allow_unauthenticated: bool, handler: logging.Handler,
            states: list[RouterState], sock: socket.socket | None,
-           checked: WeightsPackage) -> None:
+           factory: RouterFactory) -> None:
     """:func:`serve` once what would refuse the start is ruled out: raises what stopped it.
     The service's router state is added to ``states`` (whether it ever went live). ``sock``:
     the socket bound to ``port`` when it was chosen at start (else uvicorn binds ``port``).
-    ``checked``: the configured weights the start read and checked, which its first load
-    takes."""
+    ``factory``: the router factory holding what the start read and checked (the weights,
+    the policies' packages), which its first load takes."""
     limits = settings.server
     max_connections, warning = connection_budget(limits)
     # Each connection answers one request at a time: the most in flight when the spill file
@@ -426,7 +426,7 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
     store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous,
                         spill_limit=limit, spill_reserve=spill_reserve(limit, max_connections))
     app = create_app(settings, store=store, listen_host=host,
-                     loader=RouterFactory(checked=(settings, checked)))
+                     loader=factory)
     stats = ConnectionStats()
     app.state.service.metrics.connections = stats
     protocol = guarded_protocol(ConnectionLimits(
