@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from switchpoint import config
 from switchpoint._messages import too_long
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import (
@@ -1015,6 +1016,91 @@ def test_a_character_yaml_forbids_is_named_with_its_line_and_column(
     assert f"is not valid YAML at line {line}, column {column}: it holds {char}" in message
     assert "remove it" in message
     assert "\n" not in message and "<unicode string>" not in message
+
+
+def test_a_valid_config_is_parsed_by_libyaml_not_by_the_pure_python_loader(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # (five times as fast on a config of a mebibyte; PyYAML here is built with libyaml)
+    class Refusing(config._UniqueKeyLoader):
+        def __init__(self, stream: str) -> None:
+            raise AssertionError("parsed by the pure-Python loader")
+
+    monkeypatch.setattr(config, "_UniqueKeyLoader", Refusing)
+    path = write(tmp_path, CATALOG_EXAMPLE + "tenants:\n  acme: {cost_weight: 1}\n")
+    settings = load_settings(path, environ={"SWITCHPOINT_CACHE": "{size: 5}"})
+    assert settings.models is not None and [m.name for m in settings.models] == ["good", "other"]
+    assert settings.tenants["acme"].cost_weight == 1 and settings.cache.size == 5
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("a: [1, 2\n", "at line 2, column 1: expected ',' or ']', but got '<stream end>'"),
+    ("a: b: c\n", "at line 1, column 5: mapping values are not allowed here"),
+    ("a:\n\tb: 1\n", "at line 2, column 1: found character '\\t' that cannot start any token"),
+    ("a: *nope\n", "at line 1, column 4: found undefined alias 'nope'"),
+    ('"a\\q": 1\n', "at line 1, column 4: found unknown escape character 'q'"),
+    ("%YAML 2.0\n---\na: 1\n",
+     "at line 1, column 1: found incompatible YAML document (version 1.* is required)"),
+    ("data_dir: é\x07\n", "at line 1, column 12: it holds U+0007"),  # (libyaml counts bytes)
+])
+def test_a_refusal_of_bad_yaml_keeps_the_pure_python_loader_s_wording(
+        tmp_path: Path, text: str, says: str) -> None:
+    """libyaml, which parses the config, words these otherwise ("did not find expected ','
+    or ']'", "mapping values are not allowed in this context", a column off by the bytes
+    of a character before): the refusal quotes the pure-Python loader's problem, line and
+    column, as it always did."""
+    message = error_of(tmp_path, text)
+    assert f"is not valid YAML {says}" in message, message
+
+
+def test_a_directive_libyaml_refuses_and_the_pure_python_loader_lets_by_still_loads(
+        tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, "%FOO bar\n---\npolicy: knn\n"),
+                         environ={}).policy == "knn"
+
+
+@pytest.fixture(params=["libyaml", "pure Python"])
+def yaml_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each YAML parser the config may be read by (libyaml where PyYAML has it)."""
+    if request.param == "libyaml":
+        assert config._FastUniqueKeyLoader is not None  # (so that its protections are tested)
+    else:
+        monkeypatch.setattr(config, "_FastUniqueKeyLoader", None)
+    return str(request.param)
+
+
+_LAUGHS = "".join(f"  a{i}: &a{i} [" + ",".join([f"*a{i - 1}" if i else "lol"] * 9) + "]\n"
+                  for i in range(10))  # (9**10 strings, were the aliases expanded)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("x:\n" + _LAUGHS + "models: *a9\n",
+     "models[0]: must be a mapping of keys to values, got a list"),
+    ("x:\n" + _LAUGHS + "cors: {allow_origins: *a9}\n",
+     "cors.allow_origins[0]: must be a string, got a list"),
+    ("data_dir: !!python/object/apply:os.system ['echo unsafe']\n",
+     "at line 1, column 11: could not determine a constructor for the tag "
+     "'tag:yaml.org,2002:python/object/apply:os.system'"),
+    ("x: !!python/name:os.system\n", "at line 1, column 4: could not determine a constructor "
+                                     "for the tag 'tag:yaml.org,2002:python/name:os.system'"),
+    ("tenants:\n  acme: {rpm: 5}\n  acme: {}\n",
+     'at line 3, column 3: the key "acme" is written twice in one mapping; keep one'),
+    ("store: " + "{a: " * 1_500 + "1" + "}" * 1_500 + "\n",
+     "is not valid YAML: its values are nested too deeply to read"),
+])
+def test_each_protection_of_the_config_s_yaml_holds_with_either_parser(
+        tmp_path: Path, yaml_parser: str, text: str, says: str) -> None:
+    """Aliases are shared, never expanded (a billion laughs is refused by its first value);
+    no tag makes a Python object; a key written twice is refused; a nesting deeper than
+    the parser reads is refused as such."""
+    message = error_of(tmp_path, text)
+    assert says in message and len(message) < 1_000, message[:1_000]
+
+
+def test_a_variable_with_a_key_written_twice_is_refused_with_either_parser(
+        yaml_parser: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={"SWITCHPOINT_TENANTS": "{acme: {rpm: 5}, acme: {}}"})
+    assert info.value.key == "tenants" and "written twice" in str(info.value)
 
 
 @pytest.mark.parametrize("deep", ["data_dir: " + "[" * 50_000 + "]" * 50_000,
