@@ -835,11 +835,35 @@ class _DuplicateKey(yaml.constructor.ConstructorError):
     """A key written twice in one YAML mapping."""
 
 
+#: What a value of each YAML type is, as a refusal of one that is not says.
+_YAML_KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false",
+               "timestamp": "a date", "null": "null"}
+
+
 class _UniqueKeys(yaml.constructor.SafeConstructor):
     """YAML's safe constructor, refusing a key written twice in one mapping (plain YAML keeps
-    the last silently, so a second arm or tenant of the same name would replace the first)."""
+    the last silently, so a second arm or tenant of the same name would replace the first),
+    and a value its type cannot be made of (a date of no calendar, ``2021-02-30``; ``!!int
+    x``) as a YAML error at its line and column, where the constructor's own ValueError (or
+    KeyError, IndexError) escaped as a traceback."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, KeyError, IndexError, TypeError, OverflowError):
+            short = str(node.tag).removeprefix("tag:yaml.org,2002:")
+            node_kind = str(getattr(node, "id", "node"))  # (scalar, sequence or mapping)
+            kind = _YAML_KINDS.get(short, f"a {node_kind}")
+            value = json_quoted(node.value) if isinstance(node, yaml.ScalarNode) else (
+                f"this {node_kind}")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{value} is read as {kind} (!!{short}) but is not one; write it "
+                            "in quotes (and without a tag) to keep it as text, or correct it",
+                node.start_mark) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):  # (!!map on a list: YAML's own refusal)
+            return super().construct_mapping(node, deep=deep)
         seen: set[Any] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(

@@ -1096,6 +1096,26 @@ def test_each_protection_of_the_config_s_yaml_holds_with_either_parser(
     assert says in message and len(message) < 1_000, message[:1_000]
 
 
+@pytest.mark.parametrize(("text", "says"), [
+    ("data_dir: 2021-02-30\n", 'at line 1, column 11: "2021-02-30" is read as a date '
+                               "(!!timestamp) but is not one; write it in quotes"),
+    ("tenants:\n  acme: {cost_weight: !!int x}\n",
+     'at line 2, column 23: "x" is read as a whole number (!!int) but is not one'),
+    ("cost_weight: !!bool maybe\n",
+     'at line 1, column 14: "maybe" is read as true or false (!!bool)'),
+    ("cors: !!set [a]\n", "at line 1, column 7: expected a mapping node, but found sequence"),
+])
+def test_a_value_its_yaml_type_cannot_be_made_of_is_refused_at_its_place(
+        tmp_path: Path, yaml_parser: str, text: str, says: str) -> None:
+    """(YAML's constructor raised ValueError, KeyError or TypeError, which escaped the start
+    as a traceback.)"""
+    message = error_of(tmp_path, text)
+    assert f"is not valid YAML {says}" in message, message
+    variable = {"SWITCHPOINT_COST_WEIGHT": "!!int x"}  # (a variable is read as text instead)
+    with pytest.raises(ConfigError, match='must be a number, got "!!int x"'):
+        load_settings(environ=variable)
+
+
 def test_a_variable_with_a_key_written_twice_is_refused_with_either_parser(
         yaml_parser: str) -> None:
     with pytest.raises(ConfigError) as info:
