@@ -12,7 +12,11 @@ the shared machine's speed drifts; each figure is the median over rounds.
 commit), alternated with this one, to measure a change. Compile that tree first
 (``python -m compileall -q DIR``), as an install does, or each of its starts compiles it.
 
+``--config FILE`` starts switchpoint (each tree) with that config: e.g. one whose
+``policies:`` lists weights packages, each read and checked at start.
+
 Usage: python benchmarks/start.py [--rounds 9] [--baseline-src DIR] [--peer-site DIR]
+       [--config FILE]
 """
 
 from __future__ import annotations
@@ -29,16 +33,18 @@ from typing import IO
 from service import PEER_SITE, Service, cpu_seconds, start_opentracy, start_serve, wait_up
 
 
-def switchpoint_start(src: str | None, log: IO[bytes]) -> Callable[[Path], Service | str]:
-    """Start `switchpoint serve` (from source tree ``src``, else this environment's), its
-    output to ``log``."""
+def switchpoint_start(src: str | None, log: IO[bytes], config: str | None = None
+                      ) -> Callable[[Path], Service | str]:
+    """Start `switchpoint serve` (from source tree ``src``, else this environment's; with the
+    config file ``config``, if given), its output to ``log``."""
 
     def start(data_dir: Path) -> Service | str:
         env = dict(os.environ)
         if src is not None:
             env["PYTHONPATH"] = src
-        proc, base = start_serve(["--data-dir", str(data_dir), "--log-level", "warning"],
-                                 env, log=log)
+        given = ["--config", config] if config else []
+        proc, base = start_serve(["--data-dir", str(data_dir), "--log-level", "warning",
+                                  *given], env, log=log)
         wait_up(f"{base}/health", proc, timeout=120)
         return Service("switchpoint", base, proc)
 
@@ -64,6 +70,7 @@ def main() -> None:
     parser.add_argument("--baseline-src", help="another switchpoint source tree's src folder")
     parser.add_argument("--peer-site", default=str(PEER_SITE),
                         help="OpenTracy's installed package folder")
+    parser.add_argument("--config", help="a config file switchpoint starts with")
     args = parser.parse_args()
     with open(os.devnull, "wb") as quiet:  # (the notice that chat is off, at each start)
         run(args, quiet)
@@ -71,9 +78,10 @@ def main() -> None:
 
 def run(args: argparse.Namespace, quiet: IO[bytes]) -> None:
     starters: dict[str, Callable[[Path], Service | str]] = {
-        "switchpoint": switchpoint_start(None, quiet)}
+        "switchpoint": switchpoint_start(None, quiet, args.config)}
     if args.baseline_src:
-        starters["switchpoint (baseline)"] = switchpoint_start(args.baseline_src, quiet)
+        starters["switchpoint (baseline)"] = switchpoint_start(args.baseline_src, quiet,
+                                                               args.config)
     starters["OpenTracy Go"] = lambda _: start_opentracy(Path(args.peer_site))
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in starters}
     notes: dict[str, str] = {}
