@@ -2,7 +2,9 @@
 which some answer needs: the cost report and the savings (of every tenant, and of one), the
 SLA report (of a tenant with its own SLA, and of the gateway, which has none), the forecast
 (with a model of the mix that has no prices) and the suggestions (none before any traffic,
-then those the logged traffic gives)."""
+then those the logged traffic gives). Each report, budget, tenant and stats route publishes
+the 503 it answers: the files it reads (the request log, keys.db) unusable, or the service
+closing; never the router still loading its weights, which none of them waits for."""
 
 from __future__ import annotations
 
@@ -29,13 +31,30 @@ UNPRICED = ('  - {name: free, profile: cheap, base_url: "{base}", api_key_env: F
 SCHEMAS = {"cost": "CostReport", "savings": "SavingsReport", "sla": "SLAReport",
            "forecast": "ForecastReport", "suggest": "SuggestionList"}
 FORECAST = {"requests_per_hour": 100, "avg_input_tokens": 500, "avg_output_tokens": 200}
+# Each route's published 503 begins with the files it reads (None: it reads none).
+UNAVAILABLE = {"/v1/router/tenants": None, "/v1/router/budgets": "keys.db in",
+               "/v1/router/budget/alert": "keys.db or switchpoint.db",
+               "/v1/router/report/cost": "keys.db or switchpoint.db",
+               **{f"/v1/router/report/{name}": "switchpoint.db (the request and feedback log) in"
+                  for name in ("savings", "sla", "forecast", "suggest")},
+               "/v1/router/stats": "switchpoint.db (the request and feedback log) in"}
 
 
-def test_the_reports_validate_against_the_published_schema(
+def test_the_reports_validate_against_the_published_schema_and_publish_their_503(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path, EXTRA, environ={"ADMIN_TOKEN": ADMIN},
                          more_models=UNPRICED) as server:
-        published = Published(httpx.get(f"{server.base}/openapi.json", timeout=15).json())
+        document = httpx.get(f"{server.base}/openapi.json", timeout=15).json()
+        for path, files in UNAVAILABLE.items():
+            about = document["paths"][path]["get"]["responses"]["503"]["description"]
+            assert "loading" not in about and "service_closing: the service is shutting down" \
+                in about, (path, about)
+            if files is None:
+                assert about.startswith("service_closing") and "reads no file" in about, about
+            else:
+                assert about.startswith(f"storage_unavailable: {files}"), (path, about)
+                assert "damaged (x-should-retry: false" in about and "written" not in about
+        published = Published(document)
         for name, schema in SCHEMAS.items():
             assert published.schema_name("GET", f"/v1/router/report/{name}") == schema
 

@@ -751,6 +751,44 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "Malformed or invalid request."},
     503: {"model": ErrorResponse, "description": "The router is still loading its weights."},
 }
+
+#: The state files of data_dir an admin route may read, each as a 503 names it: (the file, what
+#: else is refused as its damage is, what may hold its lock beside the service).
+_STATE_FILES: dict[str, tuple[str, str, str]] = {
+    "keys.db": ("keys.db", "a keys.db deleted while the service held keys in it",
+                "a `switchpoint keys` command"),
+    "switchpoint.db": ("switchpoint.db (the request and feedback log)",
+                       "a switchpoint.db deleted or replaced while the service ran (which a "
+                       "restart mends)", "a `switchpoint` command"),
+}
+_CLOSING = "service_closing: the service is shutting down and did nothing (Retry-After: 1)."
+
+
+def state_unavailable(*files: str, writes: bool = False,
+                      also: str = "") -> dict[int | str, dict[str, Any]]:
+    """The published 503 of an admin route that never waits for the router, as it means
+    there: the state ``files`` it reads in data_dir (``keys.db``, ``switchpoint.db``) could
+    not be read (and, ``writes``, written), said as the service answers it (see
+    :func:`switchpoint.server.errors.answer_for`), ``also`` any other store the route reads;
+    or the service is shutting down, which alone answers 503 on a route that reads no file
+    (the budgets' state is kept in memory)."""
+    if not files:
+        return {503: {"model": ErrorResponse, "description": (
+            f"{_CLOSING} Nothing else answers 503 here: the route reads no file (the budgets' "
+            "state is kept in memory) and never waits for the router.")}}
+    named = [_STATE_FILES[f] for f in files]
+    done = "read or written" if writes else "read"
+    disk = ", or data_dir's disk is full or the file read-only" if writes else ""
+    holders = named[0][2] if len(named) == 1 else "a `switchpoint` command"
+    gone = " and ".join(g for _, g, _ in named)
+    return {503: {"model": ErrorResponse, "description": (
+        f"storage_unavailable: {' or '.join(what for what, _, _ in named)} in data_dir{also} "
+        f"could not be {done}: it is damaged (x-should-retry: false: waiting does not mend it; "
+        f"the operator must restore it from a backup; so {'are' if len(named) > 1 else 'is'} "
+        f"{gone}), or another process ({holders}) held its lock past the wait{disk} "
+        f"(Retry-After: when to try again). {_CLOSING}")}}
+
+
 ROUTE_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     **ERROR_RESPONSES,
     403: {"model": ErrorResponse, "description": "permission_denied (client keys): the key may "

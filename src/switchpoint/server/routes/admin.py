@@ -46,6 +46,7 @@ from switchpoint.server.schemas import (
     SwapResponse,
     TenantQuery,
     inlined,
+    state_unavailable,
 )
 from switchpoint.store.retention import disk_usage
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
@@ -107,7 +108,8 @@ async def metrics(request: Request) -> PlainTextResponse:
             responses={400: ERROR_RESPONSES[400],
                        404: {"model": ErrorResponse,
                              "description": "not_found: neither the configuration nor the "
-                                            "request or feedback log names this tenant."}},
+                                            "request or feedback log names this tenant."},
+                       **state_unavailable("switchpoint.db")},
             summary="Decisions by model, policy and cluster, and the gateway's requests, "
                     "escalations, tokens and cost, from the logs (of one tenant with "
                     "?tenant=)")

@@ -48,6 +48,7 @@ from switchpoint.server.schemas import (
     TenantList,
     TenantName,
     TenantQuery,
+    state_unavailable,
 )
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
@@ -60,34 +61,23 @@ _REPORT: dict[int | str, dict[str, Any]] = {
     **_JSON, 404: {"model": ErrorResponse,
                    "description": "not_found: neither the configuration nor the request or "
                                   "feedback log names this tenant."}}
-
-
-def _keys_unavailable(*, writes: bool, also: str = "") -> dict[int | str, dict[str, Any]]:
-    """The 503 of a key route, as it means there (a key route never waits for the router):
-    keys.db cannot be read (and, for a change, ``writes``: written), said as the service
-    answers it (see :func:`switchpoint.server.errors.answer_for`), ``also`` any other store
-    the route reads; or the service is shutting down."""
-    done = "read or written" if writes else "read"
-    disk = ", or data_dir's disk is full or the file read-only" if writes else ""
-    return {503: {"model": ErrorResponse, "description": (
-        f"storage_unavailable: keys.db in data_dir{also} could not be {done}: it is damaged "
-        "(x-should-retry: false: waiting does not mend it; the operator must restore it from "
-        "a backup), or another process (a `switchpoint keys` command) held its lock past the "
-        f"wait{disk} (Retry-After: when to try again). service_closing: the service is "
-        "shutting down and did nothing (Retry-After: 1).")}}
+#: A report of the request log alone, and one that reads keys.db too (its keys' budgets or
+#: records).
+_LOG_REPORT = {**_REPORT, **state_unavailable("switchpoint.db")}
+_KEYS_REPORT = {**_REPORT, **state_unavailable("keys.db", "switchpoint.db")}
 
 
 _BY_ID: dict[int | str, dict[str, Any]] = {
     **_JSON, 404: {"model": ErrorResponse, "description": "not_found: no key has this id."}}
 #: A route of one key that reads keys.db, and one that changes it.
-_KEY_READ = {**_BY_ID, **_keys_unavailable(writes=False)}
-_KEY_CHANGE = {**_BY_ID, **_keys_unavailable(writes=True)}
+_KEY_READ = {**_BY_ID, **state_unavailable("keys.db")}
+_KEY_CHANGE = {**_BY_ID, **state_unavailable("keys.db", writes=True)}
 _KEY_LIST: dict[int | str, dict[str, Any]] = {
-    **_REPORT, **_keys_unavailable(writes=False, also=" (or, for a tenant named that holds no "
-                                                      "key, the request log)")}
+    **_REPORT, **state_unavailable("keys.db", also=" (or, for a tenant named that holds no key, "
+                                                 "the request log)")}
 _CREATED: dict[int | str, dict[str, Any]] = {
     201: {"description": "The new key: `key` is the secret, shown this once."},
-    **ERROR_RESPONSES, **_keys_unavailable(writes=True),
+    **ERROR_RESPONSES, **state_unavailable("keys.db", writes=True),
     409: {"model": ErrorResponse,
           "description": "conflict (param governance.max_keys): the data_dir holds as many live "
                          "keys (neither revoked nor expired) as the config's "
@@ -243,7 +233,8 @@ async def rotate_key(key_id: str, request: Request) -> JSONResponse:
     return JSONResponse(issued.to_dict(keys.now(), tenants))
 
 
-@router.get("/v1/router/tenants", responses=_JSON, response_model=TenantList,
+@router.get("/v1/router/tenants", responses={**_JSON, **state_unavailable()},
+            response_model=TenantList,
             summary="The configured tenants and their budgets' state")
 async def tenants(request: Request) -> JSONResponse:
     gateway = get_service(request).gateway
@@ -255,7 +246,8 @@ BudgetCursor = Annotated[str | None, Query(max_length=64,
                                            description="next_cursor of the previous page.")]
 
 
-@router.get("/v1/router/budgets", responses=_JSON, response_model=BudgetPage,
+@router.get("/v1/router/budgets", responses={**_JSON, **state_unavailable("keys.db")},
+            response_model=BudgetPage,
             summary="Every budget: limit, spent, held by requests in flight, reset time, a "
                     "page at a time")
 async def budgets(request: Request, limit: BudgetLimit = DEFAULT_PAGE,
@@ -264,7 +256,7 @@ async def budgets(request: Request, limit: BudgetLimit = DEFAULT_PAGE,
     return JSONResponse(await run_in_threadpool(gateway.budget_page, limit, cursor))
 
 
-@router.get("/v1/router/budget/alert", responses=_REPORT, response_model=BudgetAlert,
+@router.get("/v1/router/budget/alert", responses=_KEYS_REPORT, response_model=BudgetAlert,
             summary="Budget alert: ok / warning / critical, projected spend, recommendation; "
                     "the budgets a page at a time")
 async def budget_alert(request: Request,
@@ -280,7 +272,7 @@ async def budget_alert(request: Request,
 Period = Annotated[str, Query(pattern="^(day|week|month)$")]
 
 
-@router.get("/v1/router/report/cost", responses=_REPORT,
+@router.get("/v1/router/report/cost", responses=_KEYS_REPORT,
             response_model=CostReport,
             summary="Requests and cost by model, tenant and key, with savings against a "
                     "comparison model")
@@ -294,7 +286,7 @@ async def cost_report(request: Request, period: Period = "day",
         lambda: gateway.cost_report(period, tenant=tenant, comparison_model=comparison_model)))
 
 
-@router.get("/v1/router/report/savings", responses=_REPORT,
+@router.get("/v1/router/report/savings", responses=_LOG_REPORT,
             response_model=SavingsReport,
             summary="What the logged requests would have cost on a comparison model")
 async def savings(request: Request, period: Period = "month",
@@ -305,7 +297,7 @@ async def savings(request: Request, period: Period = "month",
         lambda: gateway.savings_estimate(comparison_model, period, tenant=tenant)))
 
 
-@router.get("/v1/router/report/sla", responses=_REPORT,
+@router.get("/v1/router/report/sla", responses=_LOG_REPORT,
             response_model=SLAReport,
             summary="SLA compliance, breaches and adjustments over the last hours")
 async def sla_report(request: Request,
@@ -319,7 +311,7 @@ async def sla_report(request: Request,
         lambda: gateway.get_sla_report(since_hours, tenant=tenant)))
 
 
-@router.get("/v1/router/report/forecast", responses=_REPORT,
+@router.get("/v1/router/report/forecast", responses=_LOG_REPORT,
             response_model=ForecastReport,
             summary="Projected spend of a traffic assumption over the logged routing mix")
 async def forecast(request: Request,
@@ -337,7 +329,7 @@ async def forecast(request: Request,
                                       tenant=tenant)))
 
 
-@router.get("/v1/router/report/suggest", responses=_REPORT,
+@router.get("/v1/router/report/suggest", responses=_LOG_REPORT,
             response_model=SuggestionList,
             summary="Cost optimisations computed by re-routing the logged traffic offline")
 async def suggest(request: Request, period: Period = "week",
