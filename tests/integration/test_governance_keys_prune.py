@@ -490,7 +490,9 @@ def test_keys_db_deleted_while_the_service_holds_keys_is_not_made_again_empty(
     """keys.db (with its -wal and -shm) deleted while the service runs with keys: a reload,
     and a client's request, are each a 503 storage_unavailable naming the missing file and
     saying to restore it from a backup, and the reload swaps nothing; a new, empty keys.db was
-    made, so the reload went through and every key stopped working (401) silently. The
+    made, so the reload went through and every key stopped working (401) silently. So are
+    the cost report and the budgets' lists, which said every key was pruned and left the keys'
+    budgets out, and the hourly prune says so in the log, where it found no key to prune. The
     backup put back, the keys work again at once."""
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake) + "auth: keys\nadmin_token_env: SP_PRUNE_ADMIN\n"
@@ -501,9 +503,11 @@ def test_keys_db_deleted_while_the_service_holds_keys_is_not_made_again_empty(
             "operator must restore it from a backup")
     with caplog.at_level("ERROR", logger="switchpoint"), thread_server(
             create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
-        made = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
-                          headers=ADMIN, timeout=10)
+        made = httpx.post(f"{server.base}/v1/router/keys",
+                          json={"tenant": "acme", "budget": "50/day"}, headers=ADMIN, timeout=10)
         assert made.status_code == 201, made.text
+        client(server, made.json()["key"]).chat.completions.create(  # (spent: in the report)
+            model="cheap", messages=user("hi"))
         backup = tmp_path / "backup.db"
         with sqlite3.connect(db) as src, sqlite3.connect(backup) as dst:
             src.backup(dst)
@@ -525,8 +529,18 @@ def test_keys_db_deleted_while_the_service_holds_keys_is_not_made_again_empty(
             client(server, made.json()["key"]).chat.completions.create(
                 model="cheap", messages=user("hi"))
         assert refused.value.status_code == 503 and told in refused.value.message
+        for path in ("/v1/router/report/cost", "/v1/router/budgets", "/v1/router/budget/alert"):
+            r = httpx.get(f"{server.base}{path}", headers=ADMIN, timeout=10)
+            assert r.status_code == 503 and told in r.json()["error"]["message"], (path, r.text)
+            assert r.headers["x-should-retry"] == "false", r.headers
+        with caplog.at_level("WARNING", logger="switchpoint.gateway"):
+            server.service.gateway._housekeeping(False, 30)  # (the hourly retention)
+        assert (f"{str(db)!r}: cannot prune the ended keys: it was deleted while the service "
+                "ran, holding keys; restore it from a backup") in caplog.text, caplog.text
         assert not db.exists()  # (none made, empty)
         os.replace(backup, db)  # (restored from the backup)
+        cost = httpx.get(f"{server.base}/v1/router/report/cost", headers=ADMIN, timeout=10)
+        assert cost.json()["pruned_keys"] == [], cost.text  # (the key is held again)
         client(server, made.json()["key"]).chat.completions.create(model="cheap",
                                                                     messages=user("hi"))
         assert httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN,

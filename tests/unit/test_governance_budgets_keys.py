@@ -689,7 +689,8 @@ def test_a_key_file_deleted_under_the_running_store_is_neither_written_past_nor_
     """``keys.db`` deleted while the service runs: the store went on with the file it had
     open, so its old keys kept working until the restart and a key made meanwhile went into
     a file no start reads; then it made a new, empty one at the next use, so every key
-    stopped working unsaid. Each use is now refused as a damaged file's is, naming the file,
+    stopped working unsaid. Each use is now refused as a damaged file's is, naming the file
+    (a report's look-up of which keys are held, a prune and a count too, which found no keys),
     and none is made; a file put at the path (a backup restored, or one a command beside the
     service made) is used from the next use. A file that held no key is made again."""
     path = tmp_path / "keys.db"
@@ -697,7 +698,11 @@ def test_a_key_file_deleted_under_the_running_store_is_neither_written_past_nor_
         first = store.create(spec()).key
         for name in ("keys.db", "keys.db-wal", "keys.db-shm"):
             (tmp_path / name).unlink(missing_ok=True)
-        for use in (partial(store.verify, first), partial(store.create, spec())):
+        # (a report's "is this key's record still held", a prune's and a count's, too: they
+        # found no file and answered none, every key pruned)
+        for use in (partial(store.verify, first), partial(store.create, spec()),
+                    partial(store.held, [key_id_of(first)]), partial(store.prune, None, 0),
+                    store.live_count):
             with pytest.raises(StoreError) as refused:
                 use()
             assert refused.value.damaged, refused.value

@@ -66,7 +66,7 @@ def listed_budgets(settings: Settings, keys: KeyStore | None, tenant: str | None
         for provider, given in settings.budgets.providers.items():
             config += [(provider_account(provider), b) for b in parse_budgets(given)]
     out = [Listed((0, n, 0), account, budget) for n, (account, budget) in enumerate(config, 1)]
-    if keys is not None and keys.path.exists():
+    if keys is not None and not keys.missing("read the keys' budgets"):
         since = after[1] if after[0] == 1 else 0
         for seq, record in keys.budgeted(tenant, since=since, limit=most_keys):
             out += [Listed((1, seq, i), key_account(record.id), budget)

@@ -684,7 +684,7 @@ class KeyStore:
         stats a call."""
         if self._conn is not None:
             left = how_it_left(self._files, database_identity(self.path))
-            if left == "was deleted" and self._held_keys(self._conn):
+            if self._lost_keys(left):
                 raise self._deleted(what)
             if left is not None:
                 log.warning("%s %s while open; the key store opens the file now at that path "
@@ -696,6 +696,24 @@ class KeyStore:
             self.open()
         assert self._conn is not None
         return self._conn
+
+    def _lost_keys(self, left: str | None) -> bool:
+        """Whether the file open (the lock held), which ``left`` its path so (see
+        :func:`~switchpoint.store.moved.how_it_left`), was deleted holding keys: every use of
+        the store is then refused (:meth:`_deleted`), none is made in its place."""
+        return left == "was deleted" and self._conn is not None and self._held_keys(self._conn)
+
+    def missing(self, what: str) -> bool:
+        """Whether there is no key file to read (and none is made): none at the path, unless
+        the one this store had open was deleted holding keys, whose use (to ``what``) is
+        refused as every other use is (see :meth:`_db`): a report would otherwise say every
+        key was pruned, a budget list leave the keys' budgets out and a prune find none."""
+        if self.path.is_file():
+            return False
+        with self._lock:
+            if self._lost_keys(how_it_left(self._files, database_identity(self.path))):
+                raise self._deleted(what)
+        return True
 
     @staticmethod
     def _held_keys(conn: sqlite3.Connection) -> bool:
@@ -1035,16 +1053,17 @@ class KeyStore:
     def live_count(self) -> int:
         """How many keys are live (neither revoked nor expired by :meth:`now`): what
         ``governance.max_keys`` bounds. 0 where there is no file (and none is made)."""
-        if not self.path.is_file():
+        if self.missing("count the live keys"):
             return 0
         with self._using("count the live keys") as conn:
             return int(conn.execute(_LIVE_KEYS, (self._now(),)).fetchone()[0])
 
     def held(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the file holds a record of (none where there is no file, and none
-        is made): a key missing from it was revoked or expired and then pruned (see
-        :meth:`prune`), or its keys.db was replaced."""
-        if not ids or not self.path.is_file():
+        is made; one deleted holding keys is refused: see :meth:`missing`): a key missing
+        from it was revoked or expired and then pruned (see :meth:`prune`), or its keys.db was
+        replaced."""
+        if not ids or self.missing("read the keys"):
             return set()
         with self._using("read the keys") as conn:
             rows = conn.execute("SELECT id FROM keys WHERE id IN (SELECT value FROM "
@@ -1145,7 +1164,7 @@ class KeyStore:
         went (with ``dry_run``, how many would, and nothing changes). In batches, each its own
         transaction: a prune killed part-way leaves every key either whole or gone, and the
         next one goes on. A store whose file does not exist has none (and none is made)."""
-        if not self.path.is_file():
+        if self.missing("prune the ended keys"):
             return 0
         if dry_run:
             with self._using("count the ended keys to prune") as conn:
