@@ -1,7 +1,8 @@
 """The keys', budgets' and feedback's answers match the schemas the OpenAPI document publishes
 for them: a key made (with its secret), listed, shown with its budgets' state, given a new
 secret, revoked and deleted; the budgets' page; feedback on a routed answer, on an answer of a
-named model, and a repeat."""
+named model, and a repeat. A key's name is published as the label it is, shown where it is
+shown (it said logs, which name a key by its id alone)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,12 @@ def test_keys_budgets_and_feedback_validate_against_the_published_schema(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path, EXTRA, environ={"ADMIN_TOKEN": ADMIN}) as server:
         document = httpx.get(f"{server.base}/openapi.json", timeout=15).json()
+        # A key's name is a label only, said where it is shown (no log line shows it).
+        about = document["paths"]["/v1/router/keys"]["post"]["requestBody"]["content"][
+            "application/json"]["schema"]["properties"]["name"]["description"]
+        assert about.startswith("A label only, shown in `switchpoint keys list`"), about
+        assert "two keys may share one" in about and "keys_affected" in about, about
+        assert "logs" not in about, about
         for (method, path), name in SCHEMAS.items():  # a schema, not the empty one
             answers = document["paths"][path][method.lower()]["responses"]
             ok = answers["201" if path == "/v1/router/keys" and method == "POST" else "200"]

@@ -112,6 +112,9 @@ PREFIX = "sp-"
 ID_CHARS = 10
 #: The longest a key's name (a note of whose it is) may be.
 MAX_KEY_NAME = 200
+#: Where a key's name is shown: no log line shows it (each names a key by its id).
+NAME_SHOWN = ("`switchpoint keys list` and `keys show`, the admin API's answers of a key and a "
+              "reload's keys_affected")
 _KEY = re.compile(r"sp-([0-9a-f]{10})_([A-Za-z0-9_-]{43})")
 _ID = re.compile(r"[0-9a-f]{10}")
 # A key list's next_cursor: where the page ended, in the order keys were made.
@@ -460,16 +463,16 @@ class KeySpec:
         if self.name is not None and not self.name.strip():
             # (shown blank in `switchpoint keys list`, as a key without a name is)
             raise InvalidInputError("name", f"is {json_quoted(self.name, 20)}, blank; a name "
-                                            "tells a key apart in `switchpoint keys list` and "
-                                            "logs: give one with a visible character, or "
-                                            "leave name out for a key without one")
+                                            f"tells a key apart in {NAME_SHOWN}: give one "
+                                            "with a visible character, or leave name out for "
+                                            "a key without one")
         hidden = None if self.name is None else unprintable(self.name)
         if hidden is not None:
             raise InvalidInputError("name", f"holds U+{ord(hidden[1]):04X} (character "
-                                            f"{hidden[0] + 1}): a name is shown in `switchpoint "
-                                            "keys list` and logs, so control characters "
-                                            "(newline, NUL, ...) and invisible or "
-                                            "direction-changing ones are refused")
+                                            f"{hidden[0] + 1}): a name is shown in "
+                                            f"{NAME_SHOWN}, so control characters (newline, "
+                                            "NUL, ...) and invisible or direction-changing "
+                                            "ones are refused")
         if self.name is not None:
             from switchpoint._redact import redact
 
@@ -478,8 +481,7 @@ class KeySpec:
                 raise InvalidInputError("name", f"holds text shaped like a credential (a key, "
                                                 f"token or password: {json_quoted(shown, 200)}); "
                                                 "a name is kept in keys.db and shown in "
-                                                "`switchpoint keys list` and logs, so name the "
-                                                "key without it")
+                                                f"{NAME_SHOWN}, so name the key without it")
         try:
             budgets = [str(b) for b in parse_budgets(list(self.budgets))]
         except ValueError as exc:

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from switchpoint._messages import one_of, people_number
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.governance.budgets import MAX_BUDGET_USD, MIN_BUDGET_USD, PERIODS
-from switchpoint.governance.keys import MAX_GRACE_S, MAX_KEY_NAME, KeySpec
+from switchpoint.governance.keys import MAX_GRACE_S, MAX_KEY_NAME, NAME_SHOWN, KeySpec
 from switchpoint.governance.ledger import key_account
 from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS, SINCE_HOURS
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
@@ -94,9 +94,10 @@ class KeyCreate(BaseModel):
     tenant: TenantName
     name: StrictStr | None = Field(
         None, max_length=MAX_KEY_NAME,
-        description="What tells the key apart in lists and logs: not blank, no control, "
-                    "invisible or direction-changing character, nothing shaped like a "
-                    "credential.")
+        description=f"A label only, shown in {NAME_SHOWN} (a log line names a key by its "
+                    "id): two keys may share one, and nothing selects a key by it (every "
+                    "route takes the key's id). Not blank, no control, invisible or "
+                    "direction-changing character, nothing shaped like a credential.")
     budget: StrictStr | list[StrictStr] | None = Field(
         None, description=f'AMOUNT/PERIOD in USD, e.g. "50/month" (the period '
                           f"{one_of(PERIODS)}): 0 (no spend) or from {MIN_BUDGET_USD:g} to "
