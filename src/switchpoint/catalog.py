@@ -134,9 +134,13 @@ def cost_text(amount: float) -> str:
 #: (a feedback answer's ``cost_unit``): US dollars, read against those prices, or else the
 #: units of the costs its weights were fitted on, which no price converts.
 COST_UNITS = {"usd": "US dollars", "weights": "the weights' cost units"}
+#: What the weights' cost units are, as far as switchpoint can know: a package does not say
+#: (its costs are in whatever units the records it was fitted on gave), but the bundled
+#: weights' are US dollars a request.
+WEIGHTS_UNITS_TEXT = f"{COST_UNITS['weights']} (US dollars for the bundled weights)"
 #: The same for a reader who cannot know which applies (a command's help, an API schema).
 COST_UNITS_TEXT = (f"in {COST_UNITS['usd']} when the catalog prices every model, else in "
-                   f"{COST_UNITS['weights']} (US dollars for the bundled weights)")
+                   f"{WEIGHTS_UNITS_TEXT}")
 
 
 def cost_unit_of(catalog: Catalog) -> str:

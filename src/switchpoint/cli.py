@@ -543,7 +543,7 @@ def cmd_remove_model(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from switchpoint.catalog import cost_figure, usd_text
+    from switchpoint.catalog import WEIGHTS_UNITS_TEXT, cost_figure, cost_text
     from switchpoint.weights import load_weights
 
     package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
@@ -555,9 +555,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         "embedder": {"id": package.embedder_id, "dimension": package.dimension},
         "policy": {"name": policy.name, "params": policy.get_params(),
                    "units": int(getattr(policy, "n_units", 1))},
-        # (the weights' own cost units: a package carries no prices; its key says USD, which
-        # the bundled weights' costs are)
-        "models": {m: {"mean_cost_usd": cost_figure(costs[m], "weights")}
+        # (the weights' own cost units, named as such: a package carries no prices and does
+        # not say what units the records it was fitted on gave its costs in)
+        "models": {m: {"mean_cost": cost_figure(costs[m], "weights"), "cost_unit": "weights"}
                    for m in package.models},
         "provenance": package.provenance,
     }
@@ -567,9 +567,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     _say(f"weights   {info['weights_id']}  ({info['path']})")
     _say(f"embedder  {package.embedder_id} ({package.dimension}-d)")
     _say(f"policy    {policy.name} {policy.get_params()}")
-    _say(f"models    {len(package.models)}")
+    _say(f"models    {len(package.models)}, their mean costs in {WEIGHTS_UNITS_TEXT}")
     for m in package.models:
-        _say(f"  {m:<40} mean cost {usd_text(costs[m])}")
+        _say(f"  {m:<40} mean cost {cost_text(costs[m])}")
     prov = {key: _Shown(value) for key, value in package.provenance.items()}
     if prov:
         _say(f"fitted on {prov.get('n_records')} records from {prov.get('records')} "

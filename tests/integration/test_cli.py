@@ -11,7 +11,6 @@ import contextlib
 import gc
 import io
 import json
-import math
 import os
 import re
 import shutil
@@ -2112,7 +2111,13 @@ def test_costs_in_tiny_weights_units_keep_their_digits_as_json_numbers(
     code, out, err = run(["info", "--weights", weights, "--json"], capsys)
     assert code == 0, err
     for m, entry in json.loads(out)["models"].items():
-        assert entry["mean_cost_usd"] == pytest.approx(means[m], rel=1e-9)
+        assert entry == {"mean_cost": pytest.approx(means[m], rel=1e-9), "cost_unit": "weights"}
+    # The text names the units too, and no dollar sign claims they are dollars.
+    code, out, err = run(["info", "--weights", weights], capsys)
+    assert code == 0, err
+    assert f"models    {len(means)}, their mean costs in the weights' cost units" in out
+    assert "$" not in out
+    assert all(f"mean cost {mean:.1e}" in out for mean in means.values())
 
 
 def test_info(real_weights_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -2130,15 +2135,15 @@ def test_info(real_weights_dir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     costs = pkg.policy.global_cost()
     for m, entry in info["models"].items():
         # (the weights' own units, to 10 significant digits: not a float's noise)
-        assert entry["mean_cost_usd"] == float(f"{costs[m]:.10g}")
-        assert not math.isnan(entry["mean_cost_usd"])
+        assert entry == {"mean_cost": float(f"{costs[m]:.10g}"), "cost_unit": "weights"}
     assert info["provenance"]["n_records"] == 120
 
     code, out, _ = run(["info", "--weights", real_weights_dir], capsys)
     assert code == 0
     assert pkg.weights_id in out
     assert f"{DEFAULT_EMBEDDER_ID} (384-d)" in out
-    assert f"models    {len(pkg.models)}" in out
+    assert f"models    {len(pkg.models)}, their mean costs in the weights' cost units (US " \
+           "dollars for the bundled weights)" in out
     for m in pkg.models:
         assert m in out
     assert "fitted on 120 records" in out
