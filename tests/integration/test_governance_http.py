@@ -1205,6 +1205,11 @@ def test_an_unknown_rotate_field_is_a_400_listing_the_fields(gov: ThreadServer) 
 
 
 def test_reports_and_budgets_over_http(gov: ThreadServer) -> None:
+    # The savings are priced against the model of least expected error over the decisions
+    # that weighed the most models: a routed request (of another key, so the key's own figures
+    # below are the three of it) weighs all its tenant's, whatever ran before this test.
+    client(gov, new_key(gov)["key"]).chat.completions.create(
+        model="auto", messages=user("Prove that the square root of 2 is irrational."))
     issued = new_key(gov, budget="3/day")
     c = client(gov, issued["key"])
     for _ in range(3):
@@ -1215,6 +1220,7 @@ def test_reports_and_budgets_over_http(gov: ThreadServer) -> None:
     assert mine["requests"] == 3 and mine["cost_usd"] > 0
     assert cost["by_tenant"]["acme"]["requests"] >= 3
     assert cost["savings"]["comparison_model"] in ("good", "other")
+    assert cost["savings"]["basis"].startswith("lowest mean expected error"), cost["savings"]
     budgets = httpx.get(f"{gov.base}/v1/router/budgets", headers=ADMIN).json()["data"]
     key_budget = next(b for b in budgets if b["account"] == f"key:{issued['id']}")
     assert key_budget["spent_usd"] == pytest.approx(mine["cost_usd"])
