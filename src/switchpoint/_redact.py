@@ -60,6 +60,15 @@ MAX_URL = 16_384
 # character or a space).
 _URL_SAFE = "/?&=:;,@!$'()*+~[]"
 
+# Where a key-shaped string may begin: not inside a word (``risk-assessment``, ``flask-admin``,
+# ``xsk-...`` are no keys), but right after what only glues a key to the text before it in
+# the forms a key is really written: an authorization scheme with its space left out
+# (``Bearersk-...``, as a header built by ``"Bearer" + key`` sends it), an escape of a text
+# quoted as JSON (``"line\nsk-..."``, a tab, ``\u0022``) and a percent-encoded character
+# (``%20sk-...``, ``%22sk-...``) in a text that is not read as a URL.
+_KEY_START = (r"(?:(?<!\w)|(?<=(?i:bearer))|(?<=\\[bfnrt])|(?<=\\u[0-9A-Fa-f]{4})"
+              r"|(?<=%[0-9A-Fa-f]{2}))")
+
 # Each pattern with the words one of which its match must hold (lowercase, see _lowered): a
 # text holding none of them is not searched with it. Most log lines and error bodies hold
 # none, and a search costs several microseconds while a word's look-up costs tens of
@@ -69,15 +78,17 @@ _PATTERNS: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
     (re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=:-]{8,}"), r"\1\2" + MASK,
      ("bearer", "basic", "token")),
     # Key-shaped strings: OpenAI/Anthropic/OpenRouter/DeepSeek style and other vendors'.
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{6,}"), "sk-" + MASK, ("sk-",)),
+    (re.compile(_KEY_START + r"sk-[A-Za-z0-9_-]{6,}"), "sk-" + MASK, ("sk-",)),
     # switchpoint's keys, wherever they stand (their shape is exact, so glued to other text too)
     (re.compile(r"(sp-[0-9a-f]{10}_)[A-Za-z0-9_-]{8,}"), r"\1" + MASK, ("sp-",)),
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK, ("akia", "asia")),
-    (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), MASK, ("aiza",)),
-    (re.compile(r"\b(?:gsk|xai|hf|ghp|gho|glpat|r8|pplx|csk|fw)[-_][A-Za-z0-9_-]{16,}"), MASK,
+    (re.compile(_KEY_START + r"(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK, ("akia", "asia")),
+    (re.compile(_KEY_START + r"AIza[0-9A-Za-z_-]{30,}"), MASK, ("aiza",)),
+    (re.compile(_KEY_START + r"(?:gsk|xai|hf|ghp|gho|glpat|r8|pplx|csk|fw)[-_]"
+                r"[A-Za-z0-9_-]{16,}"), MASK,
      ("gsk", "xai", "hf", "ghp", "gho", "glpat", "r8", "pplx", "csk", "fw")),
-    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"), MASK, ("github_pat_",)),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+"), MASK,  # JWT
+    (re.compile(_KEY_START + r"github_pat_[A-Za-z0-9_]{20,}"), MASK, ("github_pat_",)),
+    (re.compile(_KEY_START  # a JWT
+                + r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+"), MASK,
      ("eyj",)),
     # A URL's password (scheme://user:password@host): the user stays.
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@"), r"\1" + MASK + "@",

@@ -114,6 +114,14 @@ def test_an_error_body_is_read_to_16_kb_and_scrubbed_of_the_key_sent() -> None:
     # glued to what stands before it (a pasted key after an id, or a stray letter)
     ("id: 'xsp-3f9a1c0b7e_" + "R" * 43 + "' is not a key id", "R" * 12),
     ("3f9a1c0b7esp-3f9a1c0b7e_" + "S" * 43, "S" * 12),
+    # a key glued to the text before it as keys are really written: a scheme with its space
+    # left out, an escape of a text quoted as JSON, a percent-encoded character
+    ("401: Bearersk-proj-AbC123xyz987 rejected", "AbC123xyz987"),
+    ("401: bearergsk_" + "G" * 20 + " rejected", "G" * 20),
+    ('{"message": "line one\\nsk-proj-AbC123xyz987"}', "AbC123xyz987"),
+    ('"cols\\tAKIAABCDEFGHIJKLMNOP"', "AKIAABCDEFGHIJKLMNOP"),
+    ('"\\u0022sk-ant-api03-QQQQQQQQQQQQ\\u0022"', "QQQQQQQQQQQQ"),
+    ("body=auth%3Dsk-proj-AbC123xyz987%26x%3D1", "AbC123xyz987"),
     ("cannot reach https://admin:s3cretpassw0rd@example.com:8080/v1", "s3cretpassw0rd"),
     # a token as a URL's user, with no password or an empty one (curl's -u token:)
     ("cannot reach https://tk8Fd3Jw5Zp1@example.com/v1", "tk8Fd3Jw5Zp1"),
@@ -122,6 +130,15 @@ def test_an_error_body_is_read_to_16_kb_and_scrubbed_of_the_key_sent() -> None:
 def test_credential_shapes_are_redacted(text: str, gone: str) -> None:
     cleaned = redact(text)
     assert gone not in cleaned and MASK in cleaned
+
+
+@pytest.mark.parametrize("text", [
+    "a risk-assessment of task-specific, disk-backed models",
+    "ask-me-anything, flask-sqlalchemy and a mask-wearing xsk-proj-AbC123xyz987",
+    "Bearerskiing-holidays, a thf_" + "a" * 20 + " and a 5AIza" + "b" * 30,
+])
+def test_a_key_prefix_inside_a_word_is_not_redacted(text: str) -> None:
+    assert redact(text) == text
 
 
 @pytest.mark.parametrize(("url", "secrets", "shown"), [
