@@ -1,17 +1,21 @@
-"""A model's registration at run time: ``POST /v1/router/models`` from send to answer.
+"""A model's registration at run time, and its removal: ``POST /v1/router/models`` and
+``DELETE /v1/router/models/{name}`` from send to answer.
 
 Starts `switchpoint serve` on loopback with its bundled default weights and a config of three
 priced models (at a loopback URL nothing is sent to), then registers ``--count`` models one
-after the other through the HTTP door with the admin token, each a new name, and prints the
-median, the fastest and the slowest answer. Each registration is kept in ``data_dir`` (a
-SQLite write, waited for) before it answers.
+after the other through the HTTP door with the admin token, each a new name, then unregisters
+them in turn, and prints the median, the fastest and the slowest answer of each. Each change
+is kept in ``data_dir`` (a SQLite write, waited for) before it answers. ``--experiment`` adds
+an experiment of two arms to the config, one routed by the live weights and one by the
+bundled knn policy's, with the knn package listed under ``policies:`` (what a service that
+compares two policies runs).
 
 ``--baseline-src DIR`` also measures switchpoint from another source tree (``DIR`` is its
 ``src`` folder, run with this environment's packages: e.g. a ``git worktree`` of an earlier
 commit), started beside this one, to measure a change: each registration is sent to one
 service, then to the other, since the shared machine's speed drifts.
 
-Usage: python benchmarks/registration.py [--count 20] [--baseline-src DIR]
+Usage: python benchmarks/registration.py [--count 20] [--experiment] [--baseline-src DIR]
 """
 
 from __future__ import annotations
@@ -35,29 +39,51 @@ CONFIG = """models:
   - {name: cheap, base_url: "http://127.0.0.1:9/v1", input_per_mtok: 1, output_per_mtok: 1}
 admin_token_env: SP_BENCH_ADMIN
 """
+EXPERIMENT = """experiments:
+  compare:
+    arms:
+      control: {}
+      knn: {policy: knn}
+policies:
+  knn: KNN_DIR
+"""
 
 
-def start(src: str | None, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A service of source tree ``src`` (None: this environment's) on ``tmp``, ready."""
+def knn_package(tmp: Path) -> str:
+    """The bundled knn policy's weights, saved as a package of their own in ``tmp``."""
+    from switchpoint.weights import load_weights
+
+    out = tmp / "knn"
+    load_weights(None, policy="knn").save(out)
+    return str(out)
+
+
+def start(src: str | None, tmp: Path, experiment: bool = False
+          ) -> tuple[subprocess.Popen[bytes], str]:
+    """A service of source tree ``src`` (None: this environment's) on ``tmp``, ready (with
+    the experiment of two arms when ``experiment``)."""
     env = {**os.environ, "SP_BENCH_ADMIN": ADMIN}
     if src is not None:
         env["PYTHONPATH"] = src
     config = tmp / "switchpoint.yaml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG + (EXPERIMENT.replace("KNN_DIR", knn_package(tmp))
+                                if experiment else ""))
     proc, base = start_serve(["--config", str(config), "--data-dir", str(tmp / "d"),
                               "--log-level", "error"], env)
     wait_up(f"{base}/health", proc)
     return proc, base
 
 
-def registrations(sources: list[str | None], count: int) -> list[list[float]]:
-    """Seconds each of ``count`` registrations took, through a service of each source tree
-    of ``sources``, sent to each in turn (the shared machine's speed drifts)."""
+def registrations(sources: list[str | None], count: int, experiment: bool = False
+                  ) -> tuple[list[list[float]], list[list[float]]]:
+    """Seconds each of ``count`` registrations took, then each of their removals, through a
+    service of each source tree of ``sources``, sent to each in turn (the shared machine's
+    speed drifts)."""
     with contextlib.ExitStack() as stack:
         clients = []
         for src in sources:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sp-register-")))
-            proc, base = start(src, tmp)
+            proc, base = start(src, tmp, experiment)
             stack.callback(proc.wait, 30)
             stack.callback(proc.terminate)
             clients.append(stack.enter_context(httpx.Client(
@@ -72,7 +98,15 @@ def registrations(sources: list[str | None], count: int) -> list[list[float]]:
                 times.append(time.perf_counter() - t0)
                 if answer.status_code not in (200, 201):
                     raise RuntimeError(f"registration refused: {answer.text}")
-        return took
+        removed: list[list[float]] = [[] for _ in sources]
+        for i in range(count):
+            for client, times in zip(clients, removed, strict=True):
+                t0 = time.perf_counter()
+                answer = client.delete(f"/v1/router/models/newbie-{i}")
+                times.append(time.perf_counter() - t0)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"removal refused: {answer.text}")
+        return took, removed
 
 
 def row(name: str, took: list[float]) -> str:
@@ -83,14 +117,17 @@ def row(name: str, took: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--experiment", action="store_true",
+                        help="configure an experiment of two arms (live weights, knn)")
     parser.add_argument("--baseline-src", default=None)
     args = parser.parse_args()
-    print(f"{'registration':<24} {'median ms':>10} {'min ms':>9} {'max ms':>9}")
     sources: list[str | None] = [None] if args.baseline_src is None else [
         None, args.baseline_src]
-    for name, took in zip(["switchpoint", "baseline"], registrations(sources, args.count),
-                          strict=False):
-        print(row(name, took))
+    took, removed = registrations(sources, args.count, args.experiment)
+    for what, times in (("registration", took), ("removal", removed)):
+        print(f"{what:<24} {'median ms':>10} {'min ms':>9} {'max ms':>9}")
+        for name, each in zip(["switchpoint", "baseline"], times, strict=False):
+            print(row(name, each))
 
 
 if __name__ == "__main__":

@@ -598,13 +598,18 @@ class Router(RemadeOnLoad):
             self._view = changed
         return new
 
-    def unlearned_copy(self) -> Router:
+    def unlearned_copy(self, registered: Sequence[str] = ()) -> Router:
         """A router of this one's weights, catalog (a model registered in it is one of the
-        catalog it was built with), embedder (the same one, loaded and warm) and settings that
-        has learned, counted and cached nothing and serves in no gateway. A gateway makes a
-        change of its catalog in one (:meth:`join_model`), beside its live router, and puts it
-        live once ``data_dir`` keeps the change, having it take up the feedback log first; it
-        reads no weights anew, as a load does."""
+        catalog it was built with, but those named in ``registered``), embedder (the same
+        one, loaded and warm) and settings that has learned, counted and cached nothing and
+        serves in no gateway. A gateway makes a change of its catalog in one
+        (:meth:`join_model`, or :meth:`unregister_model` of a model it names in
+        ``registered``, those of the catalog it registered at run time), beside its live
+        router, and puts it live once ``data_dir`` keeps the change, having it take up the
+        feedback log first; it reads no weights anew, as a load does."""
+        # (models of the catalog, each named once, as every list of models is checked)
+        held = set(self._check_models(registered if registered != () else None,
+                                      "registered") or ())
         copy = type(self)(
             self.weights, catalog=self.catalog, embedder=self.embedder.inner,
             cost_weight=self._cost_weight, allowed_models=self._allowed_models,
@@ -613,6 +618,9 @@ class Router(RemadeOnLoad):
             max_prompt_chars=self._max_prompt_chars)
         if "weights_id" in self.__dict__:  # (the same arrays: not hashed again)
             copy.__dict__["weights_id"] = self.weights_id
+        if held:
+            copy._view = replace(copy._view, registered=tuple(
+                n for n in copy.catalog.names if n in held))
         return copy
 
     def _check_own_catalog(self, param: str, instead: str) -> None:
@@ -649,7 +657,7 @@ class Router(RemadeOnLoad):
             "these weights to cost it by; give input_per_mtok and output_per_mtok (USD per "
             "million tokens)"))
 
-    def unregister_model(self, name: str) -> ModelCard:
+    def unregister_model(self, name: str, door: Door | None = None) -> ModelCard:
         """Take model ``name``, registered with :meth:`register_model`, out of the catalog, in
         one step (a call under way routes on the catalog it began with); returns its card.
         What its outcomes taught stays with the router, taken up again if a model of its name
@@ -659,10 +667,12 @@ class Router(RemadeOnLoad):
         model registered has (:class:`~switchpoint.errors.NotFoundError`, listing those
         registered), a model still named by :attr:`allowed_models` or another model's
         fallbacks, and a router serving in a gateway (:class:`~switchpoint.errors.ConflictError`:
-        unregister it through the gateway)."""
+        unregister it through the gateway). The refusals are spoken in ``door``'s words (the
+        library's by default), as :meth:`join_model`'s are."""
         from switchpoint.registration import LIBRARY, check_catalog, not_registered, still_named
 
         expect("name", name, str, "the name of a model registered with register_model")
+        door = door or LIBRARY
         with self._changing:
             self._check_own_catalog("name", "unregister the model with "
                                             "Gateway.unregister_model")
@@ -680,13 +690,13 @@ class Router(RemadeOnLoad):
             card = view.catalog[name]
             cards = [c for c in view.catalog.cards if c.name != name]
             try:
-                check_catalog(cards, LIBRARY)
+                check_catalog(cards, door)
                 catalog = Catalog(cards, view.catalog.expected_output_tokens)
                 changed = _Catalogued.of(catalog, self.policy,
                                          tuple(n for n in view.registered if n != name),
                                          view.revision + 1)
             except InvalidInputError as exc:
-                raise still_named(name, exc, LIBRARY) from None
+                raise still_named(name, exc, door) from None
             self._view = changed
         return card
 

@@ -142,6 +142,35 @@ def test_a_registration_joins_a_copy_of_the_live_router_and_loads_no_weights(
         assert gateway.route(poem_prompt(0)).selected_model == "free"
 
 
+def test_a_removal_leaves_a_copy_of_the_live_router_and_loads_no_weights(
+        settings: Settings, fake: FakeProviderProcess) -> None:
+    # As a registration joins one: the card leaves the catalog by the router's own rules
+    # (Router.unregister_model) in a copy of the live router, which holds the registered
+    # models as such, one registered before the last reload (made in a router loaded with
+    # it) too; requests under way keep the router they began on.
+    loads: list[str | None] = []
+
+    def counted(settings: Settings, policy: str | None) -> Router:
+        loads.append(policy)
+        return loader(settings, policy)
+
+    with Gateway(settings, loader=counted, env=KEYS) as gateway:
+        gateway.start()
+        gateway.register_model(card(fake))
+        gateway.register_model(card(fake, "backup"))
+        gateway.reload()
+        old, started = gateway.router, len(loads)
+        assert gateway.unregister_model("free")["deleted"] is True
+        assert len(loads) == started, loads
+        assert gateway.router is not old and gateway.router.weights_id == old.weights_id
+        assert catalog(gateway) == ["strong", "runner", "cheap", "backup"]
+        assert old.catalog.names == ["strong", "runner", "cheap", "free", "backup"]
+        assert gateway.route(poem_prompt(0)).selected_model == "backup"
+        gateway.unregister_model("backup")
+        assert len(loads) == started and catalog(gateway) == ["strong", "runner", "cheap"]
+        assert stored(gateway.settings) == []
+
+
 def test_reports_price_a_registered_model_from_the_live_catalog_without_building_another(
         gateway: Gateway, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     """The reports know a model registered at run time (priced, a comparison to save

@@ -235,12 +235,14 @@ ROUTER_CASES: list[tuple[str, str, RouterCall]] = [
     ("register_model", "tier", lambda r, w: r.register_model("new", tier=5)),
     ("unregister_model", "name", lambda r, w: r.unregister_model(5)),  # type: ignore[arg-type]
     ("join_model", "card", lambda r, w: r.join_model({"name": "new"})),  # type: ignore[arg-type]
+    ("unlearned_copy", "registered",
+     lambda r, w: r.unlearned_copy(5)),  # type: ignore[arg-type]
     # (a candidate list, named as route names it)
     ("check_candidates", "available_models",
      lambda r, w: r.check_candidates(5)),  # type: ignore[arg-type]
 ]
 # Methods that take no argument (or only ones of any type) have nothing to refuse.
-ROUTER_WITHOUT_ARGUMENTS = {"reset_stats", "unlearned_copy", "warm_up"}
+ROUTER_WITHOUT_ARGUMENTS = {"reset_stats", "warm_up"}
 
 
 @pytest.mark.parametrize(("method", "field", "call"), ROUTER_CASES,

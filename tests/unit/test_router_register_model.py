@@ -377,3 +377,20 @@ def test_a_tenant_memory_weighs_costs_on_the_scale_its_decision_had_when_a_deare
     answer = tenants.route(math_prompt(1), tenant="acme")
     assert "dear" in router.models and router.cost_scale() > 10 * scale
     assert weighed == [{m: c / scale for m, c in answer.decision.expected_costs.items()}]
+
+
+def test_a_copy_holds_as_registered_the_models_it_is_told_and_unregisters_them_alone(
+        router: Router) -> None:
+    """A gateway's router is built with its registered models in its catalog: a copy told
+    which they are lets one go by the library's rules, and a name outside the catalog is
+    refused naming the argument; the router copied is left as it was."""
+    with pytest.raises(InvalidInputError, match="registered") as refused:
+        router.unlearned_copy(registered=["nope"])
+    assert refused.value.field == "registered"
+    copy = router.unlearned_copy(registered=["budget"])
+    with pytest.raises(ConflictError, match="not registered at run time"):
+        copy.unregister_model("runner")
+    assert copy.unregister_model("budget").name == "budget"
+    assert copy.catalog.names == ["strong", "runner"] and router.catalog.names == BUILT
+    with pytest.raises(ConflictError, match="not registered at run time"):
+        router.unlearned_copy().unregister_model("budget")

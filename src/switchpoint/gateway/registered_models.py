@@ -13,6 +13,8 @@ the catalog by the library's own path (:meth:`Router.join_model
 card) in a copy of the live router (:meth:`Router.unlearned_copy
 <switchpoint.router.Router.unlearned_copy>`: the weights are not read again), which goes live
 with a new snapshot once the store keeps the card: requests under way finish on the old router.
+One unregistered leaves it by the library's path too (:meth:`Router.unregister_model
+<switchpoint.router.Router.unregister_model>`), in such a copy.
 Weights without a profile of it route it by its tier and price until it is labelled (see
 :meth:`Live.unprofiled_note <switchpoint.gateway.live.Live.unprofiled_note>`), learning from
 its outcomes meanwhile.
@@ -294,6 +296,15 @@ class RuntimeModels:
                 return self.merged(settings, tuple(m for m in self.registered
                                                    if m.name != name))
 
+            def router_of(live: Router, merged: Settings) -> Router:
+                # (the card taken out by the router's own rules, in a copy of the live router
+                # that holds the registered models as such: the weights are not read again)
+                router = live.unlearned_copy(registered=[
+                    m.name for m in self.registered if m.name in live.catalog])
+                if name in live.catalog:  # (a config without models: serves none of them)
+                    router.unregister_model(name, registration.GATEWAY)
+                return router
+
             def keep() -> None:
                 written(self.store, RuntimeModelRemoval(name), "the model's removal",
                         "it is still registered")
@@ -301,7 +312,8 @@ class RuntimeModels:
 
             try:
                 _, new, _ = self.state.rebuild(
-                    settings_of, keep, keeping=f"the removal of model {json_quoted(name, 100)}")
+                    settings_of, keep, router_of=router_of,
+                    keeping=f"the removal of model {json_quoted(name, 100)}")
             except (ConfigError, InvalidInputError) as exc:
                 raise still_named(name, exc) from None
         return {"id": name, "object": "model", "deleted": True, **new.unprofiled_answer()}
