@@ -598,7 +598,8 @@ class Router(RemadeOnLoad):
             self._view = changed
         return new
 
-    def unlearned_copy(self, registered: Sequence[str] = ()) -> Router:
+    def unlearned_copy(self, registered: Sequence[str] = (), *,
+                       catalog: Catalog | None = None) -> Router:
         """A router of this one's weights, catalog (a model registered in it is one of the
         catalog it was built with, but those named in ``registered``), embedder (the same
         one, loaded and warm) and settings that has learned, counted and cached nothing and
@@ -606,18 +607,22 @@ class Router(RemadeOnLoad):
         (:meth:`join_model`, or :meth:`unregister_model` of a model it names in
         ``registered``, those of the catalog it registered at run time), beside its live
         router, and puts it live once ``data_dir`` keeps the change, having it take up the
-        feedback log first; it reads no weights anew, as a load does."""
-        # (models of the catalog, each named once, as every list of models is checked)
-        held = set(self._check_models(registered if registered != () else None,
-                                      "registered") or ())
+        feedback log first; it reads no weights anew, as a load does. ``catalog``: the copy's
+        catalog instead of this one's (an experiment arm's router of the gateway's catalog
+        as it changed), checked as a router's is built."""
+        expect("catalog", catalog, Catalog, "a Catalog", optional=True)
         copy = type(self)(
-            self.weights, catalog=self.catalog, embedder=self.embedder.inner,
+            self.weights, catalog=self.catalog if catalog is None else catalog,
+            embedder=self.embedder.inner,
             cost_weight=self._cost_weight, allowed_models=self._allowed_models,
             cache_size=self.cache.size, cache_ttl=self.cache.ttl,
             embedding_cache_size=self.embedder.size, learning=self.learner.settings,
             max_prompt_chars=self._max_prompt_chars)
         if "weights_id" in self.__dict__:  # (the same arrays: not hashed again)
             copy.__dict__["weights_id"] = self.weights_id
+        # (models of the copy's catalog, each named once, as every list of models is checked)
+        held = set(copy._check_models(registered if registered != () else None,
+                                      "registered") or ())
         if held:
             copy._view = replace(copy._view, registered=tuple(
                 n for n in copy.catalog.names if n in held))

@@ -30,10 +30,12 @@ from switchpoint.errors import (
     NotFoundError,
 )
 from switchpoint.gateway import Gateway, kept
+from switchpoint.gateway import live as live_module
 from switchpoint.gateway.engine import misconfigurations
 from switchpoint.governance.keys import KeySpec
 from switchpoint.router import Router
 from switchpoint.server import create_app
+from switchpoint.weights import WeightsPackage, default_weights_path, load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import poem_prompt
 from tests.integration.learning_env import (
@@ -169,6 +171,50 @@ def test_a_removal_leaves_a_copy_of_the_live_router_and_loads_no_weights(
         gateway.unregister_model("backup")
         assert len(loads) == started and catalog(gateway) == ["strong", "runner", "cheap"]
         assert stored(gateway.settings) == []
+
+
+def test_an_experiment_arm_s_router_takes_a_registration_in_a_copy_and_no_policy_is_read_again(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An arm routed by another policy routes over the gateway's catalog, so it must know a
+    # model registered or unregistered: its router is made in a copy of the arm's live one
+    # (its weights not read again), and the packages of policies: are checked against the
+    # new catalog as read at the last start or reload. Both were read anew at each change.
+    settings = settings_for(fake, tmp_path, CONFIG + (
+        f"policies: {{knn: '{default_weights_path('knn')}'}}\n"
+        "experiments:\n  compare:\n    arms:\n      control: {}\n"
+        "      neighbours: {policy: knn}\n"))
+    loads: list[str | None] = []
+
+    def counted(settings: Settings, policy: str | None) -> Router:
+        loads.append(policy)
+        return loader(settings, policy)
+
+    read: list[object] = []
+
+    def read_counted(*args: Any, **kwargs: Any) -> WeightsPackage:
+        read.append(args)
+        return load_weights(*args, **kwargs)
+
+    monkeypatch.setattr(live_module, "load_weights", read_counted)
+    with Gateway(settings, loader=counted, env=KEYS) as gateway:
+        gateway.start()
+
+        def arm() -> Router:
+            learning = gateway.state.live().learning
+            assert learning is not None
+            return learning.arm_routers["knn"]
+
+        before, started, reads = arm(), len(loads), len(read)
+        gateway.register_model(card(fake))
+        assert (len(loads), len(read)) == (started, reads), (loads, read)
+        assert arm() is not before and arm().weights_id == before.weights_id
+        assert arm().catalog.names == ["strong", "runner", "cheap", "free"]
+        assert before.catalog.names == ["strong", "runner", "cheap"]
+        gateway.unregister_model("free")
+        assert (len(loads), len(read)) == (started, reads), (loads, read)
+        assert arm().catalog.names == ["strong", "runner", "cheap"]
+        gateway.reload()  # (a reload reads them all again)
+        assert len(loads) > started and len(read) > reads
 
 
 def test_reports_price_a_registered_model_from_the_live_catalog_without_building_another(

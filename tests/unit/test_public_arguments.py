@@ -237,6 +237,8 @@ ROUTER_CASES: list[tuple[str, str, RouterCall]] = [
     ("join_model", "card", lambda r, w: r.join_model({"name": "new"})),  # type: ignore[arg-type]
     ("unlearned_copy", "registered",
      lambda r, w: r.unlearned_copy(5)),  # type: ignore[arg-type]
+    ("unlearned_copy", "catalog",
+     lambda r, w: r.unlearned_copy(catalog=5)),  # type: ignore[arg-type]
     # (a candidate list, named as route names it)
     ("check_candidates", "available_models",
      lambda r, w: r.check_candidates(5)),  # type: ignore[arg-type]

@@ -721,7 +721,9 @@ class GatewayLearning:
                     continue
                 named.setdefault(policy, []).append(f"{experiment_name}/{arm_name}")
                 if policy not in arms:
-                    arms[policy] = self.state.loader(settings, policy)
+                    before = None if old is None or old.learning is None else (
+                        old.learning.arm_routers.get(policy))
+                    arms[policy] = self.state.arm_router(settings, policy, before)
         for policy, router in arms.items():
             self._warn_unprofiled(policy, router, named[policy])
         for router in [live.router, *arms.values()]:

@@ -158,12 +158,13 @@ class RouterFactory:
         self._checked = None if checked is None else (weights_source(checked[0]), checked[1])
         self._policies_checked = dict(policies_checked or {})
 
-    def check_policies(self, settings: Settings) -> None:
+    def check_policies(self, settings: Settings
+                       ) -> dict[str, tuple[WeightsSource, WeightsPackage]]:
         """:func:`checked_policies` for ``settings``, taking the packages a start read and
         checked (``policies_checked``) rather than reading them again: once."""
         with self._lock:
             held, self._policies_checked = self._policies_checked, {}
-        checked_policies(settings, read=held)
+        return checked_policies(settings, read=held)
 
     def __call__(self, settings: Settings, policy: str | None = None) -> Router:
         with self._lock:
@@ -357,6 +358,13 @@ class RouterState:
         self.extends: list[Callable[[Settings], Settings]] = []
         # The policy a swap made live (None: the config's), which a rebuild keeps.
         self._swapped: str | None = None
+        # The packages of ``policies:`` as the last start or reload read them (a change made
+        # at run time checks them against its settings again, and reads none anew).
+        self._policies: dict[str, tuple[WeightsSource, WeightsPackage]] = {}
+        # Whether the snapshot being readied is made of the live one's routers (a change made
+        # at run time, ``router_of``): its experiment arms' routers are then too (see
+        # :meth:`arm_router`). Set under the swap lock.
+        self._copying = False
         # The change made at run time that holds the swap lock while the store keeps it
         # (what a rebuild's ``keeping`` names), else None.
         self._keeping: str | None = None
@@ -430,9 +438,9 @@ class RouterState:
                     return
                 settings = self._extended(self.settings)
                 if self._factory is not None:  # (what a start read, taken, not read again)
-                    self._factory.check_policies(settings)
+                    self._policies = self._factory.check_policies(settings)
                 else:
-                    checked_policies(settings)
+                    self._policies = checked_policies(settings)
                 router = self.loader(settings, None)
                 self._go_live(Live.of(router, settings, None))
                 self.settings = settings
@@ -493,6 +501,20 @@ class RouterState:
         kept = None if before is None else self._kept(before, keeping)
         return self._replace(settings_of, self._swapped, before=kept, router_of=router_of)
 
+    def arm_router(self, settings: Settings, policy: str, old: Router | None) -> Router:
+        """The router of an experiment arm routed by ``policy`` for a snapshot of ``settings``
+        being readied: loaded (its weights read) by a start, a reload or a swap, or by a
+        change made at run time a load makes (a run-time experiment); one made in a copy of
+        the live router (a model registered or unregistered) makes it in a copy of ``old``
+        (the live snapshot's router of that arm) too, its catalog the new one, checked against
+        its weights as a load checks it: the arm routes over the same catalog as the live
+        router, and no weights are read anew."""
+        if not self._copying or old is None:
+            return self.loader(settings, policy)
+        checked_package(settings, policy, read=old.weights)
+        catalog = settings.catalog()
+        return old.unlearned_copy(catalog=catalog) if catalog is not None else old.unlearned_copy()
+
     def _kept(self, before: Callable[[], None], keeping: str) -> Callable[[], None]:
         def kept() -> None:
             self._keeping = keeping
@@ -546,13 +568,21 @@ class RouterState:
                 vet(read)
             settings = running(read, old.settings)
             if policy is None:  # a reload: what it lists must load, before a swap needs it
-                checked_policies(settings)
+                # (a change made in a copy of the live router reads no package anew)
+                policies = checked_policies(
+                    settings, read=None if router_of is None else self._policies)
             router = (self.loader(settings, policy) if router_of is None
                       else router_of(old.router, settings))
             restart = (old.restart_required if before is not None
                        else tuple(restart_keys(old.settings, read)))
-            new = self._go_live(dataclasses.replace(Live.of(router, settings, policy),
-                                                    restart_required=restart), before)
+            self._copying = router_of is not None
+            try:
+                new = self._go_live(dataclasses.replace(Live.of(router, settings, policy),
+                                                        restart_required=restart), before)
+            finally:
+                self._copying = False
+            if policy is None:
+                self._policies = policies
             self.settings = settings
             self._swapped = policy
             ms = (time.perf_counter() - t0) * 1e3
