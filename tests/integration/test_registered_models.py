@@ -765,6 +765,38 @@ def test_the_config_may_let_a_registration_name_a_metadata_host_and_is_warned_of
         "errors and the log"]
 
 
+def test_a_reload_turning_metadata_hosts_off_stops_serving_those_registered_and_keeps_them(
+        fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # As a start does: the reload leaves them out of the live catalog, warning of each, and
+    # data_dir keeps them, so a reload turning the setting on again serves them again.
+    settings_for(fake, tmp_path, CONFIG)
+    config = tmp_path / "switchpoint.yaml"
+    plain = config.read_text()
+    allowing = plain.replace("gateway:\n", "gateway:\n  allow_registered_metadata_hosts: true\n")
+    config.write_text(allowing)
+    with _gateway(load_settings(config, environ={})) as gateway:
+        gateway.register_model(card(fake, "linked", base_url="http://169.254.10.20:8000/v1",
+                                    api_key_env=None))
+        gateway.register_model(card(fake))
+        config.write_text(plain)
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            gateway.reload()
+        assert catalog(gateway) == ["strong", "runner", "cheap", "free"]
+        said = [r.getMessage() for r in caplog.records if "is not served" in r.getMessage()]
+        assert len(said) == 1 and '"linked"' in said[0], said
+        assert "gateway.allow_registered_metadata_hosts: true" in said[0], said
+        assert [name for name, _ in stored(gateway.settings)] == ["linked", "free"]
+        with pytest.raises(ModelNotFoundError):
+            gateway.complete([{"role": "user", "content": "hello"}], model="linked")
+        config.write_text(allowing)
+        gateway.reload()
+        assert catalog(gateway) == ["strong", "runner", "cheap", "linked", "free"]
+        config.write_text(plain)
+        gateway.reload()  # (one not served is unregistered as any other)
+        assert gateway.unregister_model("linked")["deleted"] is True
+        assert [name for name, _ in stored(gateway.settings)] == ["free"]
+
+
 def test_a_kept_registration_naming_a_metadata_service_is_not_served(
         settings: Settings, fake: FakeProviderProcess, tmp_path: Path) -> None:
     # One kept before the rule (by an earlier switchpoint) is skipped at a start as a row that
@@ -780,7 +812,8 @@ def test_a_kept_registration_naming_a_metadata_service_is_not_served(
     db.close()
     with _gateway(settings) as gateway:
         assert "meta" not in catalog(gateway)
-        assert "meta" in gateway.models_registered.unreadable
+        # (kept as registered, served once the config allows it)
+        assert "meta" in [m.name for m in gateway.models_registered.registered]
     extra = CONFIG + "admin_token_env: SP_ADMIN\n"
     with learning_server(fake, tmp_path / "served", extra,
                          environ={"SP_ADMIN": ADMIN}) as server:

@@ -130,13 +130,15 @@ class RuntimeModels:
 
     def open(self) -> None:
         """Read what the store keeps (it is open). A row that no longer reads as a model (the
-        rules changed since) is left out, with a warning naming it, and kept."""
+        rules changed since) is left out, with a warning naming it, and kept. One naming a
+        link-local or metadata host is read as a model, served as the config's
+        ``gateway.allow_registered_metadata_hosts`` allows (see :meth:`served`)."""
         reader = self.learning.reader
         if reader is None:
             return
         registered = []
         unreadable: dict[str, float] = {}
-        for kept in kept_models(reader, metadata_hosts=self._metadata_hosts()):
+        for kept in kept_models(reader, metadata_hosts=True):
             if kept.entry is None:
                 unreadable[kept.name] = kept.registered_at
                 log.warning("model %s, registered at run time at %s, no longer reads as a "
@@ -150,18 +152,30 @@ class RuntimeModels:
         self.registered, self.unreadable = tuple(registered), unreadable
 
     def extend(self, settings: Settings) -> Settings:
-        """``settings`` (read from the config) with the registered models after the config's
-        (see :meth:`merged`); a rule a registered model breaks with them is said to be its,
-        with how to take it out (see :func:`registered_fault`)."""
+        """``settings`` (read from the config, at a start or a reload) with the registered
+        models after the config's (see :meth:`merged`); a rule a registered model breaks with
+        them is said to be its, with how to take it out (see :func:`registered_fault`). Each
+        one the config's ``gateway.allow_registered_metadata_hosts`` no longer allows is
+        left out, with a warning naming it (see :meth:`served`)."""
+        for entry, problem in held_out(settings, self.registered):
+            log.warning("model %s, registered at run time at %s, is not served: %s (data_dir "
+                        "keeps it, served again once the setting is true; or unregister it: "
+                        "%s)", json_quoted(entry.name, 100),
+                        when(entry.registered_at or 0.0), problem,
+                        unregister_hint(entry.name))
         try:
             return self.merged(settings, self.registered)
         except ConfigError as exc:
             raise registered_fault(exc, self.registered) from None
 
     def merged(self, settings: Settings, registered: tuple[ModelEntry, ...]) -> Settings:
-        """``settings`` with its registered models replaced by ``registered`` (see
-        :func:`with_registered`); a config without ``models:``, which serves none of them,
-        warned of once."""
+        """``settings`` with its registered models replaced by those of ``registered`` it
+        serves (see :func:`with_registered`; :func:`held_out`: those naming a link-local or
+        metadata host its ``gateway.allow_registered_metadata_hosts`` does not allow are left
+        out, kept); a config without ``models:``, which serves none of them, warned of
+        once."""
+        held = {entry.name for entry, _ in held_out(settings, registered)}
+        registered = tuple(m for m in registered if m.name not in held)
         if settings.models is None and registered and not self._unserved_warned:
             self._unserved_warned = True
             log.warning("the config lists no models: (the weights' own profiles are "
@@ -370,6 +384,23 @@ def kept_models(reader: LearningReader, *, metadata_hosts: bool = False) -> list
     return out
 
 
+def held_out(settings: Settings, registered: Iterable[ModelEntry]
+             ) -> list[tuple[ModelEntry, str]]:
+    """The models of ``registered`` that ``settings`` do not serve, each with why: one naming
+    a link-local or cloud metadata host, as written (no name is looked up again), while its
+    ``gateway.allow_registered_metadata_hosts`` is false (turned off since it was registered;
+    or it was kept by a switchpoint before the rule). Kept in ``data_dir``, served again once
+    the setting is true."""
+    allowed = settings.gateway.allow_registered_metadata_hosts
+    out = []
+    for entry in registered:
+        try:
+            check_destination(entry, allowed=allowed)
+        except InvalidInputError as exc:
+            out.append((entry, f"base_url {exc.reason}"))
+    return out
+
+
 def with_registered(settings: Settings, registered: Sequence[ModelEntry], *,
                     check: bool = True) -> Settings:
     """``settings`` with its registered models replaced by ``registered``, after the config's
@@ -512,6 +543,6 @@ def new_index(settings: Settings) -> int:
 
 
 __all__ = ["MAX_REGISTERED_MODELS", "METADATA_HOSTS", "KeptModel", "RuntimeModels",
-           "check_destination", "check_no_key_names", "deletion_path", "internal_host",
+           "check_destination", "check_no_key_names", "deletion_path", "held_out", "internal_host",
            "kept_models", "model_card", "not_registered", "registered_fault",
            "still_named", "unregister_command", "unregister_hint", "with_registered"]
