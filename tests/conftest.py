@@ -338,3 +338,13 @@ def real_weights_dir(
 @pytest.fixture(scope="session")
 def real_router(real_weights_dir: Path, minilm: MiniLMEmbedder) -> Router:
     return Router(load_weights(real_weights_dir), embedder=minilm)
+
+
+@pytest.fixture
+def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No secret remembered by an earlier test of this process (a session's admin token of
+    one letter repeated, say) for the test's span: a test of how a value of repeated letters
+    is quoted and cut reads it as written, whatever ran before it."""
+    from switchpoint import _redact
+
+    monkeypatch.setattr(_redact, "_SECRETS", _redact._Secrets())

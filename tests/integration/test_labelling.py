@@ -848,7 +848,7 @@ def test_an_out_inside_data_dir_is_refused_having_made_and_called_nothing(
      "switchpoint: error: --concurrency: must be an integer from 1 to 256, got 257\n"),
     # a model no catalog could hold, by the catalog's rule (its records would name it)
     (["--models", "a,modèle", "--judge", "judge", "--bad-line"],
-     'switchpoint: error: --models: model "modèle": holds U+00E8 (character 4)'),
+     'switchpoint: error: --models (item 2): model "modèle": holds U+00E8 (character 4)'),
     (["--models", "a", "--judge", "judge", "--bad-line"], 'line 2: field "prompt" must be'),
     (["--models", "a", "--judge", "judge", "--no-key"], '$B_KEY (the API key of "b") is not'),
     (["--models", "a", "--judge", "judge", "--no-config"], "label: give --config FILE"),

@@ -380,6 +380,7 @@ def test_a_model_named_as_another_s_profile_without_its_own_is_found_sharing_it(
     ("- just\n- a list\n", "config: "),
     ("models: [\n", "config: "),
 ])
+@pytest.mark.usefixtures("fresh_secrets")  # (values of one letter repeated, quoted and cut)
 def test_errors_name_the_key_path(tmp_path: Path, text: str, expected: str) -> None:
     assert expected in error_of(tmp_path, text)
 

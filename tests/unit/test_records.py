@@ -413,6 +413,7 @@ def test_subset_keeps_embeddings_aligned() -> None:
     assert sub.embeddings.tolist() == [[4.0, 5.0], [0.0, 1.0]]
 
 
+@pytest.mark.usefixtures("fresh_secrets")  # (a path of one letter repeated, quoted and cut)
 def test_a_long_path_holding_a_terminal_escape_is_shown_cut_short_and_escaped(
         tmp_path: Path) -> None:
     """A records file or weights package named by a path of thousands of characters holding
