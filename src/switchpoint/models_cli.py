@@ -4,8 +4,9 @@ those unregistered while the service is stopped.
 ``models list`` lists the config's models, then those ``data_dir`` keeps as registered at run
 time (``POST /v1/router/models``), each with its provider, tier, prices, when it was
 registered and whether the weights have a learned profile of it; one a service on that config
-would not serve (the config lists a model of its name, or lists no models, or its row no
-longer reads as a model under this switchpoint) is listed flagged, saying why. It only reads,
+would not serve (the config lists a model of its name, or lists no models, or does not allow
+the link-local or metadata host it names, or its row no longer reads as a model under this
+switchpoint) is listed flagged, saying why. It only reads,
 so it works beside a running service too, and leaves a stopped one's ``data_dir`` as it was.
 
 ``models unregister NAME`` unregisters one as ``DELETE /v1/router/models/{name}`` does, with
@@ -64,15 +65,19 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                              "the service that registered them")
     reader = LearningReader(settings.db_path)
     try:
-        kept = kept_models(reader,
-                           metadata_hosts=settings.gateway.allow_registered_metadata_hosts)
+        # (one naming a metadata host the config does not allow is kept and not served, as
+        # a service holds it: listed as such, not as a row that does not read as a model)
+        kept = kept_models(reader, metadata_hosts=True)
         # (without a config file, what a service would serve is unknown: nothing to judge)
         clash = None if settings.source_path is None else start_clash(settings, reader)
     finally:
         reader.close()
     notes = []
     if settings.source_path is None:
-        rows = listed_models(settings.model_copy(update={"models": []}), kept, None)
+        unjudged = settings.model_copy(update={"models": [], "gateway": settings.gateway.
+                                               model_copy(update={
+                                                   "allow_registered_metadata_hosts": True})})
+        rows = listed_models(unjudged, kept, None)
         notes.append("no config was given (--config, or $SWITCHPOINT_CONFIG): its models are "
                      "not listed, and what a service would serve is not judged")
     else:

@@ -202,6 +202,35 @@ def test_list_flags_a_registered_model_the_config_comes_to_list_and_unregister_r
     assert _rows(made) == before
 
 
+def test_list_says_a_model_naming_a_metadata_host_is_kept_not_served_as_the_service_says(
+        made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    # A service keeps it in data_dir without serving it while the config does not allow such
+    # hosts, and DELETE unregisters it: the list says so, and serves it once the config does.
+    with closing(sqlite3.connect(made.db_path)) as db, db:
+        db.execute("INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)",
+                   ("meta", OLD_AT, json.dumps({"name": "meta", "tier": "simple",
+                                                "base_url": "http://169.254.169.254/v1"})))
+    path = made.source_path
+    assert path is not None
+    code, out, err = _run(capsys, "models", "list", "--config", str(path), "--json")
+    assert (code, err) == (0, "")
+    meta = {row["name"]: row for row in json.loads(out)}["meta"]
+    assert (meta["status"], meta["tier"], meta["registered_at"]) == ("not served", "simple",
+                                                                     OLD_AT), meta
+    said = meta["problem"]
+    assert said.startswith('base_url "http://169.254.169.254/v1" names '), said
+    assert "set gateway.allow_registered_metadata_hosts: true" in said, said
+    assert "served again once the setting is true" in said, said
+    assert "DELETE /v1/router/models/meta" in said, said
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("gateway:\n", "gateway:\n  allow_registered_metadata_hosts: "
+                                              "true\n", 1), encoding="utf-8")
+    code, out, err = _run(capsys, "models", "list", "--config", str(path), "--json")
+    assert (code, err) == (0, "")
+    meta = {row["name"]: row for row in json.loads(out)}["meta"]
+    assert (meta["status"], meta["problem"]) == ("registered", None), meta
+
+
 def test_a_row_that_is_not_json_is_skipped_at_start_listed_unreadable_and_unregistered(
         made: Settings, fake: FakeProviderProcess, capsys: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:

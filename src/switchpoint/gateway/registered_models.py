@@ -158,11 +158,9 @@ class RuntimeModels:
         one the config's ``gateway.allow_registered_metadata_hosts`` no longer allows is
         left out, with a warning naming it (see :meth:`served`)."""
         for entry, problem in held_out(settings, self.registered):
-            log.warning("model %s, registered at run time at %s, is not served: %s (data_dir "
-                        "keeps it, served again once the setting is true; or unregister it: "
-                        "%s)", json_quoted(entry.name, 100),
-                        when(entry.registered_at or 0.0), problem,
-                        unregister_hint(entry.name))
+            log.warning("model %s, registered at run time at %s, is not served: %s",
+                        json_quoted(entry.name, 100), when(entry.registered_at or 0.0),
+                        held_out_words(entry.name, problem))
         try:
             return self.merged(settings, self.registered)
         except ConfigError as exc:
@@ -401,6 +399,14 @@ def held_out(settings: Settings, registered: Iterable[ModelEntry]
     return out
 
 
+def held_out_words(name: str, problem: str) -> str:
+    """Why model ``name``, registered at run time and one of :func:`held_out`'s (``problem``,
+    as it gives it), is not served, and the ways out: what a service warns of at a start or a
+    reload, and what ``switchpoint models list`` says of it."""
+    return (f"{problem} (data_dir keeps it, served again once the setting is true; or "
+            f"unregister it: {unregister_hint(name)})")
+
+
 def with_registered(settings: Settings, registered: Sequence[ModelEntry], *,
                     check: bool = True) -> Settings:
     """``settings`` with its registered models replaced by ``registered``, after the config's
@@ -543,6 +549,7 @@ def new_index(settings: Settings) -> int:
 
 
 __all__ = ["MAX_REGISTERED_MODELS", "METADATA_HOSTS", "KeptModel", "RuntimeModels",
-           "check_destination", "check_no_key_names", "deletion_path", "held_out", "internal_host",
-           "kept_models", "model_card", "not_registered", "registered_fault",
-           "still_named", "unregister_command", "unregister_hint", "with_registered"]
+           "check_destination", "check_no_key_names", "deletion_path", "held_out",
+           "held_out_words", "internal_host", "kept_models", "model_card", "not_registered",
+           "registered_fault", "still_named", "unregister_command", "unregister_hint",
+           "with_registered"]

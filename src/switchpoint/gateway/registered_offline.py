@@ -23,6 +23,8 @@ from switchpoint.gateway.kept import written
 from switchpoint.gateway.registered_models import (
     KeptModel,
     check_no_key_names,
+    held_out,
+    held_out_words,
     kept_models,
     not_registered,
     still_named,
@@ -44,13 +46,18 @@ def listed_models(settings: Settings, kept: Sequence[KeptModel],
     """The config's models (``settings``), then those registered at run time (``kept``, in
     the order they were registered), as ``switchpoint models list`` shows them: name,
     ``status`` (``config``; ``registered``; ``shadowed``, the config listing a model of its
-    name, which wins; ``not served``, the config listing no models; ``unreadable``, a row that
-    no longer reads as a model), provider, tier, prices, ``registered_at``, whether the
-    weights have a learned profile of it (``profiled``; None when ``profiles`` is unknown) and
-    ``problem``, what keeps one registered from being served."""
+    name, which wins; ``not served``, the config listing no models, or one naming a link-local
+    or metadata host while its ``gateway.allow_registered_metadata_hosts`` is false, which a
+    service keeps but does not serve (see :func:`held_out`; ``kept`` read with them allowed);
+    ``unreadable``, a row that no longer reads as a model), provider, tier, prices,
+    ``registered_at``, whether the weights have a learned profile of it (``profiled``; None
+    when ``profiles`` is unknown) and ``problem``, what keeps one registered from being
+    served."""
     known = None if profiles is None else set(profiles)
     config = [m for m in settings.models or [] if m.registered_at is None]
     names = {m.name for m in config}
+    held = dict((entry.name, problem) for entry, problem in
+                held_out(settings, [m.entry for m in kept if m.entry is not None]))
     out = [_row(m, CONFIG, known) for m in config]
     for model in kept:
         if model.entry is None:
@@ -68,6 +75,9 @@ def listed_models(settings: Settings, kept: Sequence[KeptModel],
             out.append(_row(model.entry, SHADOWED, known,
                             "the config lists a model of its name, which is served; a start "
                             "drops this one"))
+        elif model.name in held:
+            out.append(_row(model.entry, NOT_SERVED, known,
+                            held_out_words(model.name, held[model.name])))
         else:
             out.append(_row(model.entry, REGISTERED, known))
     return out
