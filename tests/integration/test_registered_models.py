@@ -420,7 +420,19 @@ def test_over_http_models_are_registered_and_unregistered_with_the_admin_token_a
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     extra = CONFIG + "admin_token_env: SP_ADMIN\n"
     with learning_server(fake, tmp_path, extra, environ={"SP_ADMIN": ADMIN}) as server:
-        published = Published(get(server, "/openapi.json").json())
+        document = get(server, "/openapi.json").json()
+        # Each publishes the 503 it answers: the store refusing the write (or keys.db, read
+        # before a removal), the writer's queue full, the service closing, the router loading.
+        for method, path, files in (("post", PATH, "switchpoint.db (the request"),
+                                    ("delete", f"{PATH}/{{name}}", "keys.db or switchpoint.db")):
+            about = document["paths"][path][method]["responses"]["503"]["description"]
+            assert about.startswith(f"storage_unavailable: {files}"), about
+            assert "read or written: it is damaged (x-should-retry: false" in about, about
+            assert "disk is full" in about and "already wait for switchpoint.db's writer" \
+                in about, about
+            assert "service_closing: the service is shutting down" in about, about
+            assert "router_not_ready: the router is still loading its weights" in about, about
+        published = Published(document)
         assert published.schema_name("POST", PATH, 201) == "ModelRegistered"
         assert published.schema_name("DELETE", f"{PATH}/{{name}}") == "ModelDeleted"
         for key in (None, "wrong-token-0123456789abcdef"):

@@ -24,6 +24,7 @@ from switchpoint._messages import MAX_LISTED, one_of
 from switchpoint.catalog import COST_UNITS, MAX_TOKENS
 from switchpoint.decision import MAX_COST_WEIGHT
 from switchpoint.errors import GatewayError
+from switchpoint.gateway.kept import MAX_WAITING
 from switchpoint.gateway.parsing import MAX_MODELS, ModelName
 from switchpoint.governance.reload_check import MAX_NAMED
 from switchpoint.governance.settings import SLASettings, TenantSettings
@@ -764,21 +765,31 @@ _STATE_FILES: dict[str, tuple[str, str, str]] = {
 _CLOSING = "service_closing: the service is shutting down and did nothing (Retry-After: 1)."
 
 
-def state_unavailable(*files: str, writes: bool = False,
-                      also: str = "") -> dict[int | str, dict[str, Any]]:
-    """The published 503 of an admin route that never waits for the router, as it means
-    there: the state ``files`` it reads in data_dir (``keys.db``, ``switchpoint.db``) could
-    not be read (and, ``writes``, written), said as the service answers it (see
+def state_unavailable(*files: str, writes: bool = False, also: str = "", queued: bool = False,
+                      loading: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The published 503 of an admin route, as it means there: the state ``files`` it reads
+    in data_dir (``keys.db``, ``switchpoint.db``) could not be read (and, ``writes``,
+    written), said as the service answers it (see
     :func:`switchpoint.server.errors.answer_for`), ``also`` any other store the route reads;
-    or the service is shutting down, which alone answers 503 on a route that reads no file
-    (the budgets' state is kept in memory)."""
+    ``queued``, a change refused before it waits for switchpoint.db's writer, as many as may
+    wait already waiting (see :func:`switchpoint.gateway.kept.turn`); or the service is
+    shutting down, which alone answers 503 on a route that reads no file (the budgets' state
+    is kept in memory); and, ``loading``, on a route that needs the loaded router (a change
+    of the catalog), the router still loading its weights or failed to load. Without
+    ``loading``, the description says the route never waits for the router."""
+    loads = (" router_not_ready: the router is still loading its weights, or failed to load "
+             "(Retry-After: 1; GET /health says when it is ready)." if loading else "")
     if not files:
         return {503: {"model": ErrorResponse, "description": (
-            f"{_CLOSING} Nothing else answers 503 here: the route reads no file (the budgets' "
-            "state is kept in memory) and never waits for the router.")}}
+            f"{_CLOSING}{loads} Nothing else answers 503 here: the route reads no file (the "
+            "budgets' state is kept in memory)"
+            f"{'' if loading else ' and never waits for the router'}.")}}
     named = [_STATE_FILES[f] for f in files]
     done = "read or written" if writes else "read"
     disk = ", or data_dir's disk is full or the file read-only" if writes else ""
+    if queued:
+        disk += (f", or {MAX_WAITING} changes (a burst sent at once, or behind a disk slow "
+                 "to finish its writes) already wait for switchpoint.db's writer")
     holders = named[0][2] if len(named) == 1 else "a `switchpoint` command"
     gone = " and ".join(g for _, g, _ in named)
     return {503: {"model": ErrorResponse, "description": (
@@ -786,7 +797,7 @@ def state_unavailable(*files: str, writes: bool = False,
         f"could not be {done}: it is damaged (x-should-retry: false: waiting does not mend it; "
         f"the operator must restore it from a backup; so {'are' if len(named) > 1 else 'is'} "
         f"{gone}), or another process ({holders}) held its lock past the wait{disk} "
-        f"(Retry-After: when to try again). {_CLOSING}")}}
+        f"(Retry-After: when to try again). {_CLOSING}{loads}")}}
 
 
 ROUTE_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {

@@ -168,8 +168,7 @@ _MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
                                                  "models:, the model is the config's, or a "
                                                  "live key, a run-time experiment or a "
                                                  "registered model's fallbacks still names "
-                                                 "it."},
-    503: ERROR_RESPONSES[503]}
+                                                 "it."}}
 
 
 @router.post("/v1/router/models", dependencies=ADMIN, status_code=201,
@@ -178,7 +177,11 @@ _MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
                  "schema": inlined(ModelEntry.model_json_schema())}}}},
              responses={201: {"description": "The model registered, live now.",
                               "content": {"application/json": {}}},
-                        **{c: r for c, r in _MODEL_ERRORS.items() if c != 404}},
+                        **{c: r for c, r in _MODEL_ERRORS.items() if c != 404},
+                        # (it writes the model to the request log's database, and waits its
+                        # turn for that database's writer)
+                        **state_unavailable("switchpoint.db", writes=True, queued=True,
+                                            loading=True)},
              summary="Register a model at run time, as a config models: entry writes it "
                      "(live at once, kept across restarts and reloads)")
 async def register_model(request: Request) -> JSONResponse:
@@ -191,7 +194,11 @@ async def register_model(request: Request) -> JSONResponse:
 
 @router.delete("/v1/router/models/{name:path}", dependencies=ADMIN,
                response_model=ModelDeleted, tags=["admin"],
-               responses={c: r for c, r in _MODEL_ERRORS.items() if c != 400},
+               # (it reads the client keys, then writes the removal as a registration
+               # writes the model)
+               responses={**{c: r for c, r in _MODEL_ERRORS.items() if c != 400},
+                          **state_unavailable("keys.db", "switchpoint.db", writes=True,
+                                              queued=True, loading=True)},
                summary="Unregister a model registered at run time (requests in flight finish "
                        "on the old router)")
 @refuses_body
