@@ -143,3 +143,33 @@ def test_changes_waiting_their_turn_behind_a_stuck_write_count_towards_the_bound
     assert waiting(store) == 0 and not lock.locked()
     store.close()
     assert _promotions(path) == ["e0", "e1", "e2"]
+
+
+def test_a_change_the_store_finds_damaged_is_said_so_and_not_to_be_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A write meeting a damaged file (SQLite's "malformed") is no matter of space or a lock:
+    # the 503 says the file is damaged, with no Retry-After and x-should-retry: false, as a
+    # damaged file met reading it is answered.
+    from switchpoint.server.errors import answer_for
+
+    store = SQLiteStore(tmp_path / "switchpoint.db").open()
+
+    def malformed(records: Sequence[Record], **kwargs: Any) -> None:
+        exc = sqlite3.DatabaseError("database disk image is malformed")
+        exc.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
+        raise exc
+
+    monkeypatch.setattr(store, "_transaction", malformed)
+    try:
+        with pytest.raises(StorageUnavailableError) as refused:
+            written(store, PromotionRecord(time.time(), "x", "a", "chosen"), "the model",
+                    "nothing was registered")
+    finally:
+        store.close()
+    answer = answer_for(refused.value)
+    assert (answer.status, answer.code, answer.headers) == (
+        503, "storage_unavailable", {"x-should-retry": "false"}), answer
+    assert answer.message.startswith("the model could not be kept (switchpoint.db in data_dir "
+                                     "is damaged (database disk image is malformed); the "
+                                     "operator must restore it from a backup)"), answer.message
+    assert "(nothing was registered)" in answer.message and "free space" not in answer.message

@@ -29,7 +29,14 @@ def not_kept(what: str, reason: object, *, then: str,
              retry_after: float | None = None) -> StorageUnavailableError:
     """The 503 for something the store could not keep (a full disk, a lock held too long),
     saying what that left behind (``then``); a :class:`StoreError` is told by the database's
-    words alone (not the store's path)."""
+    words alone (not the store's path). A damaged file (the store's ``damaged``) is said so,
+    as the service answers a damaged file met reading it: waiting does not mend it, so no
+    ``Retry-After`` and clients are told not to retry (``x-should-retry: false``)."""
+    if isinstance(reason, StoreError) and reason.damaged:
+        error = StorageUnavailableError(f"{what} could not be kept ({reason.reason}); waiting "
+                                        f"does not mend it ({then})")
+        error.retry_after, error.permanent = None, True
+        return error
     if isinstance(reason, StoreError):
         reason = reason.reason
     return StorageUnavailableError(f"{what} could not be kept ({reason}); free space in "
