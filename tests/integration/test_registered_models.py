@@ -28,6 +28,7 @@ from switchpoint.errors import (
     InvalidInputError,
     ModelNotFoundError,
     NotFoundError,
+    StorageUnavailableError,
 )
 from switchpoint.gateway import Gateway, kept
 from switchpoint.gateway import live as live_module
@@ -985,3 +986,23 @@ def test_a_registration_the_store_refuses_says_nothing_was_registered_and_change
             taken = send()
             assert taken.status_code in (200, 201), taken.text
         assert stored(gateway.settings) == [] and "free" not in _models(server)
+
+
+def test_a_registration_after_switchpoint_db_was_deleted_says_to_restart_not_to_retry(
+        gateway: Gateway, fake: FakeProviderProcess) -> None:
+    # Waiting does not mend it (only a restart opens the file now there): the first refusal,
+    # met writing, and the next, turned away before it writes, both say so, with no
+    # Retry-After, and nothing is registered.
+    from switchpoint.server.errors import answer_for
+
+    Path(gateway.settings.db_path).unlink()
+    for _ in range(2):
+        with pytest.raises(StorageUnavailableError) as refused:
+            gateway.register_model(card(fake))
+        answer = answer_for(refused.value)
+        assert answer.headers == {"x-should-retry": "false"}, answer
+        assert "switchpoint.db in data_dir was deleted while the service ran; waiting does " \
+               "not mend it: the operator must restart the service" in answer.message, answer
+        assert str(gateway.settings.data_dir) not in answer.message, answer.message
+        assert answer.message.endswith("(nothing was registered)"), answer.message
+    assert "free" not in catalog(gateway)

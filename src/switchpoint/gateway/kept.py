@@ -25,13 +25,23 @@ _waiting_lock = threading.Lock()
 _counted_here = threading.local()
 
 
-def not_kept(what: str, reason: object, *, then: str,
-             retry_after: float | None = None) -> StorageUnavailableError:
+def not_kept(what: str, reason: object, *, then: str, retry_after: float | None = None,
+             store: SQLiteStore | None = None) -> StorageUnavailableError:
     """The 503 for something the store could not keep (a full disk, a lock held too long),
     saying what that left behind (``then``); a :class:`StoreError` is told by the database's
     words alone (not the store's path). A damaged file (the store's ``damaged``) is said so,
     as the service answers a damaged file met reading it: waiting does not mend it, so no
-    ``Retry-After`` and clients are told not to retry (``x-should-retry: false``)."""
+    ``Retry-After`` and clients are told not to retry (``x-should-retry: false``). So is the
+    file of ``store`` (the store that refused) deleted or replaced while the service ran: only
+    a restart opens the file now at its path."""
+    left = None if store is None else store.gone()
+    if left is not None and store is not None:
+        error = StorageUnavailableError(
+            f"{what} could not be kept ({store.path.name} in data_dir {left} while the service "
+            f"ran; waiting does not mend it: the operator must restart the service, which "
+            f"opens the file now there) ({then})")
+        error.retry_after, error.permanent = None, True
+        return error
     if isinstance(reason, StoreError) and reason.damaged:
         error = StorageUnavailableError(f"{what} could not be kept ({reason.reason}); waiting "
                                         f"does not mend it ({then})")
@@ -67,7 +77,7 @@ def written(store: SQLiteStore | None, record: Record, what: str, then: str) -> 
         try:
             store.append(record).result()
         except StoreError as exc:
-            raise not_kept(what, exc, then=then) from None
+            raise not_kept(what, exc, then=then, store=store) from None
 
 
 @contextmanager

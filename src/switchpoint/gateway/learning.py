@@ -1443,7 +1443,7 @@ class GatewayLearning:
         refusing = self.store.refusing()
         if refusing is not None:
             reason, left = refusing
-            raise not_kept(what, reason, then=then, retry_after=left)
+            raise not_kept(what, reason, then=then, retry_after=left, store=self.store)
 
     def _latest_of(self, prompt_hash: str, tenant: str | None) -> str:
         """The id of the latest decision routed on the prompt of ``prompt_hash``
