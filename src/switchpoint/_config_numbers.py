@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator
 
-from switchpoint._messages import bytes_problem
+from switchpoint._messages import not_text_problem
 from switchpoint._numbers import (
     not_a_boolean,
     only_a_boolean,
@@ -29,8 +29,9 @@ Boolean = Annotated[bool, BeforeValidator(only_a_boolean)]
 
 def only_text(value: object) -> object:
     """``value`` unchanged unless it is bytes, which pydantic's lax mode would decode as UTF-8
-    text: an error saying :func:`~switchpoint._messages.bytes_problem`."""
-    problem = bytes_problem(value)
+    text, or a date or a time YAML read from an unquoted one: an error saying
+    :func:`~switchpoint._messages.not_text_problem`."""
+    problem = not_text_problem(value)
     if problem is not None:
         raise ValueError(problem)
     return value
@@ -38,5 +39,5 @@ def only_text(value: object) -> object:
 
 #: A config field's text, and a mapping's key: a ``str`` (a NumPy string is one), never bytes
 #: (:func:`only_text`), which a mapping passed in, a card registered in process or YAML's
-#: ``!!binary`` may hold.
+#: ``!!binary`` may hold, nor a date (YAML's unquoted ``2021-02-28``).
 Text = Annotated[str, BeforeValidator(only_text)]

@@ -22,6 +22,7 @@ import shlex
 import sys
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Sequence
+from datetime import date, datetime, time
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -378,23 +379,44 @@ def _choices(expected: str) -> str:
     return one_of(values)
 
 
-def bytes_problem(value: object) -> str | None:
+def not_text_problem(value: object) -> str | None:
     """Why ``value`` is refused where text is taken when it is bytes (a config's or a model
     card's text field; pydantic's lax mode would decode them as UTF-8), naming their type
     alone: they may hold a secret (a ``base_url``'s password, a key given where its variable's
-    name belongs). None for anything else."""
+    name belongs); or when it is a date or a time (YAML reads an unquoted ``2021-02-28`` as a
+    date), shown as written with the quotes that make it text. None for anything else."""
     if isinstance(value, bytes | bytearray | memoryview):
         return (f"must be a string, got {type(value).__name__} (not shown); decode them to "
                 "text first (value.decode())")
+    written = _date_written(value)
+    if written is not None:
+        return f"must be a string{got(value)}; quote it: {json_quoted(written)}"
+    return None
+
+
+def _date_written(value: object) -> str | None:
+    """A date, a time or both as YAML writes them (``2021-02-28``, ``2021-02-28 10:11:12``),
+    else None."""
+    if isinstance(value, datetime):
+        return value.isoformat(" ")
+    if isinstance(value, date | time):
+        return value.isoformat()
     return None
 
 
 def got(value: object) -> str:
     """What a reason adds of the value refused: ``, got 5``, ``, got "x"``; a list or an object
-    by its JSON type alone (``, got a list``), as its items may be many and long. The one rule
-    for every reason of a body or config field that says what was sent instead."""
+    by its JSON type alone (``, got a list``), as its items may be many and long; a date or a
+    time as written, saying YAML read it so (``, got the date 2021-02-28 (...)``), not as
+    Python writes it. The one rule for every reason of a body or config field that says what
+    was sent instead."""
     if isinstance(value, (dict, list)):
         return ", got an object" if isinstance(value, dict) else ", got a list"
+    written = _date_written(value)
+    if written is not None:
+        kind = ("date and time" if isinstance(value, datetime)
+                else "date" if isinstance(value, date) else "time")
+        return f", got the {kind} {written} (YAML reads an unquoted {kind} as a {kind})"
     return f", got {_shown(value)}"
 
 

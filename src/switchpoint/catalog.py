@@ -22,11 +22,11 @@ from typing import Literal, get_args
 from switchpoint._args import expect
 from switchpoint._env_names import env_var_name_problem
 from switchpoint._messages import (
-    bytes_problem,
     got,
     invalid_at,
     json_quoted,
     listed_names,
+    not_text_problem,
     one_of,
     people_number,
     quoted,
@@ -293,10 +293,10 @@ def base_url_problem(url: str) -> str | None:
 
 
 def _text_problem(value: object, problem: Callable[[str], str | None]) -> str | None:
-    """Why ``value`` is no text (bytes named by their type alone: they may hold a secret),
-    else what ``problem`` says of it."""
+    """Why ``value`` is no text (bytes named by their type alone: they may hold a secret; a
+    date YAML read shown as written, to be quoted), else what ``problem`` says of it."""
     if not isinstance(value, str):
-        return bytes_problem(value) or f"must be a string{got(value)}"
+        return not_text_problem(value) or f"must be a string{got(value)}"
     return problem(value)
 
 

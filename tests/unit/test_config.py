@@ -122,6 +122,24 @@ def test_bytes_where_a_config_takes_text_are_refused_by_type_never_decoded_nor_s
                                "to text first (value.decode()) (from overrides)")
 
 
+@pytest.mark.parametrize(("text", "says"), [
+    ("data_dir: 2021-02-28\n", 'data_dir: must be a string, got the date 2021-02-28 (YAML reads '
+                              'an unquoted date as a date); quote it: "2021-02-28"'),
+    ("models:\n  - name: 2021-02-28\n",
+     'models[0].name: must be a string, got the date 2021-02-28 (YAML reads an unquoted date '
+     'as a date); quote it: "2021-02-28"'),
+    ("data_dir: 2021-02-28 10:11:12\n",
+     "data_dir: must be a string, got the date and time 2021-02-28 10:11:12 (YAML reads an "
+     'unquoted date and time as a date and time); quote it: "2021-02-28 10:11:12"'),
+    ("cache: {ttl_seconds: 2021-02-28}\n", "cache.ttl_seconds: must be a number, got the date "
+                                           "2021-02-28 (YAML reads an unquoted date as a date)"),
+])
+def test_an_unquoted_date_where_a_config_takes_text_is_refused_as_written_with_its_quotes(
+        tmp_path: Path, text: str, says: str) -> None:
+    """(It was shown as Python writes it, datetime.date(2021, 2, 28), with no word of why.)"""
+    assert says in error_of(tmp_path, text)
+
+
 def test_a_bad_key_of_a_config_mapping_given_in_python_says_it_came_from_that_mapping(
         tmp_path: Path) -> None:
     from switchpoint import Gateway
