@@ -255,7 +255,9 @@ def cmd_route(args: argparse.Namespace) -> int:
             warm_up(router.embedder, feedback)
     decision = router.route(prompt, available_models=models, cost_weight_override=lam)
     if args.json:
-        out = decision.to_dict(cost_unit=cost_unit_of(router.catalog))
+        unit = cost_unit_of(router.catalog)
+        # (the unit its costs are in, as info --json and a feedback answer name theirs)
+        out = {**decision.to_dict(cost_unit=unit), "cost_unit": unit}
         if args.explain:
             out["explanation"] = decision.explain()
         print(json.dumps(out, indent=2, ensure_ascii=False))

@@ -517,6 +517,8 @@ def test_route_models_and_cost_weight(
     d = json.loads(out)
     assert d["cost_weight"] == 10000
     assert d["selected_model"] == min(d["expected_costs"], key=d["expected_costs"].__getitem__)
+    # Its costs name their unit (weights without a catalog pricing every model), as info's do.
+    assert d["cost_unit"] == "weights"
     # An unknown model is named by the flag that gave it.
     code, _, err = run(["route", PROMPT, "--weights", real_weights_dir, "--models", "nope"],
                        capsys)
@@ -2108,6 +2110,7 @@ def test_costs_in_tiny_weights_units_keep_their_digits_as_json_numbers(
     assert 1e-14 < d["expected_cost"] < 1e-11
     assert all(1e-14 < c < 1e-11 for c in d["expected_costs"].values())
     assert d["expected_costs"][d["selected_model"]] == d["expected_cost"]
+    assert d["cost_unit"] == "weights"  # (not dollars: the records gave other units)
     code, out, err = run(["info", "--weights", weights, "--json"], capsys)
     assert code == 0, err
     for m, entry in json.loads(out)["models"].items():
