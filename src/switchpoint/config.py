@@ -1102,6 +1102,10 @@ def _config_error(exc: ValidationError, origin: Mapping[str, str]) -> ConfigErro
     loc = tuple(err["loc"])
     key = key_path(loc)
     reason = describe(err, _known_keys(loc))
+    if len(loc) > 1 and loc[-1] == "[key]":
+        # (a mapping's key that is no text: pydantic names it by its repr, which shows bytes
+        # the reason does not and a date as Python writes it; the reason says what it was)
+        key, reason = key_path(loc[:-2]), f"a key {reason}"
     where = origin.get(str(loc[0])) if loc else None
     nested = ".".join(str(p) for p in loc[:2]) if len(loc) > 1 else None
     where = origin.get(nested or "", where)

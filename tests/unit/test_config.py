@@ -133,11 +133,27 @@ def test_bytes_where_a_config_takes_text_are_refused_by_type_never_decoded_nor_s
      'unquoted date and time as a date and time); quote it: "2021-02-28 10:11:12"'),
     ("cache: {ttl_seconds: 2021-02-28}\n", "cache.ttl_seconds: must be a number, got the date "
                                            "2021-02-28 (YAML reads an unquoted date as a date)"),
+    ("tenants:\n  2021-02-28: {}\n", "tenants: a key must be a string, got the date 2021-02-28 "
+                                     '(YAML reads an unquoted date as a date); quote it: '
+                                     '"2021-02-28"'),
 ])
 def test_an_unquoted_date_where_a_config_takes_text_is_refused_as_written_with_its_quotes(
         tmp_path: Path, text: str, says: str) -> None:
     """(It was shown as Python writes it, datetime.date(2021, 2, 28), with no word of why.)"""
     assert says in error_of(tmp_path, text)
+
+
+@pytest.mark.parametrize(("key", "says"), [
+    (b"hunter2secret", "got bytes (not shown); decode them to text first (value.decode())"),
+    (5, "got 5"),
+])
+def test_a_mapping_s_key_that_is_no_text_is_named_as_a_key_of_its_mapping_never_by_its_repr(
+        key: object, says: str) -> None:
+    """(The path named it as pydantic writes it, tenants.b'hunter2secret'.[key], showing the
+    bytes the reason does not.)"""
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides={"tenants": {key: {}}})
+    assert str(info.value) == f"tenants: a key must be a string, {says} (from overrides)"
 
 
 def test_a_bad_key_of_a_config_mapping_given_in_python_says_it_came_from_that_mapping(
