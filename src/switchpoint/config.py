@@ -879,9 +879,22 @@ class _UniqueKeys(yaml.constructor.SafeConstructor):
         return super().construct_mapping(node, deep=deep)
 
 
+def _no_base_60(resolvers: dict[Any, list[tuple[str, Any]]]) -> dict[Any, list[tuple[str, Any]]]:
+    """YAML's implicit resolvers, a plain value holding ``:`` never read as a number: YAML
+    1.1 reads ``10:11:12`` as the base-60 number 36672 and the IPv6 address
+    ``1:2:3:4:5:6:7:8`` as 2895057742028, which a config means as text (YAML 1.2 reads them
+    so); ``!!int 1:30`` still reads as 90."""
+    number = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    return {first: [(tag, re.compile(r"(?!.*:)" + pattern.pattern, pattern.flags)
+                     if tag in number else pattern) for tag, pattern in listed]
+            for first, listed in resolvers.items()}
+
+
 class _UniqueKeyLoader(yaml.SafeLoader, _UniqueKeys):
     """The safe loader in pure Python, refusing a key written twice: whose refusals of a text
     that is not valid YAML the config's errors quote (their problem, line and column)."""
+
+    yaml_implicit_resolvers = _no_base_60(yaml.SafeLoader.yaml_implicit_resolvers)
 
 
 # The safe loader on libyaml, refusing a key written twice, when PyYAML was built with it:
@@ -890,6 +903,8 @@ _FastUniqueKeyLoader: type | None = None
 if getattr(yaml, "__with_libyaml__", False):
     class _FastUniqueKeyLoader(yaml.CSafeLoader, _UniqueKeys):  # type: ignore[no-redef]
         """:class:`_UniqueKeyLoader` on libyaml's parser."""
+
+        yaml_implicit_resolvers = _UniqueKeyLoader.yaml_implicit_resolvers
 
 #: How libyaml says a text is nested deeper than it reads (1,000 levels).
 _LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"

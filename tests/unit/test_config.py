@@ -1338,3 +1338,14 @@ def test_a_policies_or_weights_path_that_is_no_package_says_what_it_is(tmp_path:
                                        f"({said}); give the folder `switchpoint fit --out` "
                                        "wrote")
     assert not (tmp_path / "data").exists()
+
+
+def test_a_plain_value_holding_a_colon_is_text_never_a_base_60_number(
+        tmp_path: Path, yaml_parser: str) -> None:
+    """(YAML 1.1 read 10:11:12 as 36672 and an IPv6 address as 2895057742028, refused as
+    "must be a string, got 36672".)"""
+    s = load_settings(write(tmp_path, "data_dir: 10:11:12\n"
+                                      "server: {trusted_proxies: [1:2:3:4:5:6:7:8]}\n"),
+                      environ={})
+    assert s.data_dir.endswith("10:11:12") and s.server.trusted_proxies == ["1:2:3:4:5:6:7:8"]
+    assert 'must be a number, got "1:30"' in error_of(tmp_path, "cost_weight: 1:30\n")
