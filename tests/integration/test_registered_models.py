@@ -121,17 +121,25 @@ def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_ups
     assert [name for name, _ in stored(gateway.settings)] == ["free"]
 
 
+def counting_loader() -> tuple[list[str | None], Callable[[Settings, str | None], Router]]:
+    """The policies a gateway's router loads were asked for (None: its configured one), and
+    the loader that counts them."""
+    loads: list[str | None] = []
+
+    def counted(settings: Settings, policy: str | None) -> Router:
+        loads.append(policy)
+        return loader(settings, policy)
+
+    return loads, counted
+
+
 def test_a_registration_joins_a_copy_of_the_live_router_and_loads_no_weights(
         settings: Settings, fake: FakeProviderProcess) -> None:
     # The card joins the catalog by the router's own rules (Router.join_model, what
     # register_model does) in a copy of the live router: the weights are not read again, and
     # requests under way keep the router they began on. A registration loaded the weights
     # anew, as a reload does.
-    loads: list[str | None] = []
-
-    def counted(settings: Settings, policy: str | None) -> Router:
-        loads.append(policy)
-        return loader(settings, policy)
+    loads, counted = counting_loader()
 
     with Gateway(settings, loader=counted, env=KEYS) as gateway:
         gateway.start()
@@ -151,11 +159,7 @@ def test_a_removal_leaves_a_copy_of_the_live_router_and_loads_no_weights(
     # (Router.unregister_model) in a copy of the live router, which holds the registered
     # models as such, one registered before the last reload (made in a router loaded with
     # it) too; requests under way keep the router they began on.
-    loads: list[str | None] = []
-
-    def counted(settings: Settings, policy: str | None) -> Router:
-        loads.append(policy)
-        return loader(settings, policy)
+    loads, counted = counting_loader()
 
     with Gateway(settings, loader=counted, env=KEYS) as gateway:
         gateway.start()
@@ -184,11 +188,7 @@ def test_an_experiment_arm_s_router_takes_a_registration_in_a_copy_and_no_policy
         f"policies: {{knn: '{default_weights_path('knn')}'}}\n"
         "experiments:\n  compare:\n    arms:\n      control: {}\n"
         "      neighbours: {policy: knn}\n"))
-    loads: list[str | None] = []
-
-    def counted(settings: Settings, policy: str | None) -> Router:
-        loads.append(policy)
-        return loader(settings, policy)
+    loads, counted = counting_loader()
 
     read: list[object] = []
 

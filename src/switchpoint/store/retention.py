@@ -41,7 +41,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -228,19 +228,13 @@ def held_cutoff(file: Path, cutoff: float, now: float) -> tuple[float, float | N
     keeps ``cutoff``."""
     window = now - cutoff
     try:
-        conn = read_store(file)
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            tables = {r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table'")}
+        with _reading(file) as (conn, tables):
             # (each by its index on ts; the feedback log, appended in time order, by its
             # last row)
             found = [conn.execute("SELECT ts FROM feedback ORDER BY seq DESC LIMIT 1"
                                   if t == FEEDBACK_TABLE else f"SELECT max(ts) FROM {t}"
                                   ).fetchone() for t in (*LOG_TABLES, FEEDBACK_TABLE)
                      if t in tables]
-        finally:
-            conn.close()
     except sqlite3.Error:
         return cutoff, None
     stamps = [float(row[0]) for row in found if row is not None and row[0] is not None]
@@ -470,17 +464,26 @@ def _feedback_bound_if_kept(file: Path, cutoff: float, gone: Gone | None,
         return None
 
 
+@contextlib.contextmanager
+def _reading(file: Path) -> Iterator[tuple[sqlite3.Connection, set[str]]]:
+    """A read-only connection to the store ``file`` (waiting out a writer's lock) and the
+    tables it holds, closed after the block."""
+    conn = read_store(file)
+    try:
+        conn.execute("PRAGMA busy_timeout=30000")
+        yield conn, {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+
+
 def _count_older(file: Path, cutoffs: dict[str, float], below: int | None) -> dict[str, int]:
     """What a prune at ``cutoffs`` (by table) would delete from ``file`` as it is now, read
     on a read-only connection: a dry run changes no file (no schema upgrade, no spill file
     taken up); a table an older schema lacks holds nothing to delete, and the feedback log
     nothing below log position ``below`` (None: nothing at all)."""
     try:
-        conn = read_store(file)
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            tables = {r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table'")}
+        with _reading(file) as (conn, tables):
             out = {}
             for t, c in cutoffs.items():
                 if t not in tables or (t == FEEDBACK_TABLE and below is None):
@@ -499,8 +502,6 @@ def _count_older(file: Path, cutoffs: dict[str, float], below: int | None) -> di
                 out[t] = int(conn.execute(f"SELECT count(*) FROM {t} WHERE ts < ?{bound}",
                                           (c, *args)).fetchone()[0])
             return out
-        finally:
-            conn.close()
     except sqlite3.Error as exc:
         raise store_error(file, "read it to count what a prune would delete", exc) from None
 
