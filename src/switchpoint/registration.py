@@ -168,6 +168,35 @@ def _host(url: str) -> str:
     return (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
 
 
+def internal_address(text: str) -> str | None:
+    """What the address ``text`` is, as a resolver gives one (an IPv6 one may carry its scope:
+    ``fe80::1%eth0``), when it is a link-local address or a cloud metadata service's (an IPv6
+    one mapping an IPv4 one read as that one); else None, a text that is no address too. The
+    rule a name's addresses are held to, as a model is registered
+    (:func:`resolved_internal_host`) and as the gateway connects to one
+    (:func:`rebound_host`)."""
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    return _internal_address(address)
+
+
+def rebound_host(host: str, what: str) -> str:
+    """Why the gateway connects nowhere for a model registered at run time whose ``base_url``
+    host name ``host`` resolves, as a new connection is made, to ``what`` (a link-local or
+    metadata address, as :func:`internal_address` says): the name was checked as the model
+    was registered (:func:`resolved_internal_host`), but its owner may point it elsewhere
+    since (DNS rebinding)."""
+    # (what happened and the setting first: a failover's summary, and its log line, cut each
+    # try's error at 160 characters)
+    return (f"{host} now resolves to {what}; {ALLOW_METADATA_HOSTS} is false, so a model "
+            f"registered at run time may not connect there: nothing was sent (the name is "
+            f"looked up at each new connection, and its owner may have pointed it there since "
+            f"the model was registered); if the model is really meant to be there, "
+            f"{GATEWAY.listed}")
+
+
 def _internal_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
@@ -184,7 +213,8 @@ def resolved_internal_host(url: str, timeout: float | None = None) -> str | None
     once, by the system's resolver, within ``timeout`` seconds (:data:`LOOKUP_TIMEOUT_S`).
     None for an address written as one (:func:`internal_host` reads those), a name that does
     not resolve, one not looked up in time, and one that resolves elsewhere. Where the name
-    points later (its owner may change it) is not known here."""
+    points later (its owner may change it) is the gateway's transport's to check, as it
+    connects (:func:`internal_address`, :func:`rebound_host`)."""
     host = _host(url)
     if not host or internal_host(url) is not None:
         return None
@@ -197,10 +227,9 @@ def resolved_internal_host(url: str, timeout: float | None = None) -> str | None
     except (TimeoutError, OSError, UnicodeError):
         return None
     for *_, where in found:
-        with contextlib.suppress(ValueError):
-            what = _internal_address(ipaddress.ip_address(str(where[0]).split("%", 1)[0]))
-            if what is not None:
-                return f"a host name ({host}) that resolves to {what}"
+        what = internal_address(str(where[0]))
+        if what is not None:
+            return f"a host name ({host}) that resolves to {what}"
     return None
 
 
@@ -352,5 +381,6 @@ def card_error(exc: ConfigError | InvalidInputError, index: int, name: str
 
 __all__ = ["ALLOW_METADATA_HOSTS", "GATEWAY", "LIBRARY", "LOOKUP_TIMEOUT_S",
            "MAX_REGISTERED_MODELS", "METADATA_HOSTS", "Door", "card_error", "check_catalog",
-           "check_destination", "check_free", "check_own_profile", "check_room", "internal_host",
-           "model_card", "not_registered", "resolved_internal_host", "still_named"]
+           "check_destination", "check_free", "check_own_profile", "check_room", "internal_address",
+           "internal_host", "model_card", "not_registered", "rebound_host",
+           "resolved_internal_host", "still_named"]

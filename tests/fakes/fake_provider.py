@@ -51,7 +51,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    stream alive; an event-stream reader dispatches no event for either.
                    ``each=1``: each chunk of a stream carries the answer's ``usage`` (when
                    asked for), as servers reporting usage continuously send it (vLLM's
-                   ``continuous_usage_stats``). Either dialect: ``prompt=`` and
+                   ``continuous_usage_stats``). OpenAI dialect, non-streamed: ``close=1``
+                   answers with ``Connection: close`` and closes the connection, as an
+                   upstream letting each connection go does. Either dialect: ``prompt=`` and
                    ``completion=`` report tokens as ``usage`` does, with any behaviour.
                    Anthropic dialect: ``id_pad=N`` N more characters of the message id;
                    ``noargs=1``: its tool call takes no arguments (``input`` ``{}``; streamed,
@@ -653,8 +655,9 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
             await send_body(writer, 200, "application/json",
                             written_twice(full, params.get("key", "usage")).encode())
             return True
-        await send_json(writer, 200, full)
-        return True
+        close = params.get("close") == "1"  # (an upstream letting the connection go)
+        await send_json(writer, 200, full, {"connection": "close"} if close else None)
+        return not close
 
     out = ChunkedWriter(writer, _num(params, "chunk_delay", 0),
                         urllib.parse.unquote(params.get("type", "text/event-stream")))

@@ -8,9 +8,11 @@ the fake provider."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +43,7 @@ from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import poem_prompt
 from tests.integration.learning_env import (
     KEYS,
+    chat,
     config_text,
     get,
     learning_server,
@@ -49,7 +52,7 @@ from tests.integration.learning_env import (
     settings_for,
 )
 from tests.integration.published_schema import Published
-from tests.integration.servers import ThreadServer, thread_server
+from tests.integration.servers import ThreadServer, loopback_socket, thread_server
 from tests.unit.test_catalog_rules import BAD, IDS, card_of
 
 CONFIG = "tenants:\n  acme: {}\n"
@@ -757,18 +760,135 @@ def test_a_registration_naming_a_host_name_that_resolves_to_a_metadata_service_i
     assert looked_up == ["meta.example.test", "link.example.test", "vllm.example.test"]
 
 
+class MetadataStandIn:
+    """A listener on loopback standing in for a cloud metadata service (the real one is out of
+    a test's reach): it notes each connection it takes and answers any request with a chat
+    completion holding the machine's credentials, :data:`SECRET`."""
+
+    SECRET = "AKIA-METADATA-CREDENTIALS"
+
+    def __init__(self) -> None:
+        self.sock = loopback_socket()
+        self.sock.listen()
+        self.port = int(self.sock.getsockname()[1])
+        self.connections: list[Any] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        body = (b'{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{'
+                b'"index":0,"message":{"role":"assistant","content":"' + self.SECRET.encode()
+                + b'"},"finish_reason":"stop"}]}')
+        while True:
+            try:
+                conn, where = self.sock.accept()
+            except OSError:
+                return  # (closed)
+            self.connections.append(where)
+            with conn:
+                conn.recv(65_536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                             b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+                             % (len(body), body))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # (wakes the accept: a close alone does not)
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_a_registered_model_s_host_name_pointed_at_a_metadata_service_later_is_not_connected(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # DNS rebinding: the name resolves to the fake provider as the model is registered and
+    # first served; then its owner points it at the machine's metadata service. The gateway
+    # looks the name up itself at each new connection, refuses when any address it gets is
+    # link-local or a metadata service's, and so connects nowhere. The resolver's answers are
+    # made up here (the one every look-up asks: the system's); the first rebound answer also
+    # names the stand-in, where a connection made by name, unchecked, would go and read its
+    # answer back.
+    stand_in = MetadataStandIn()
+    answers = {"rebind.test": [("127.0.0.1", fake.port)]}
+    system = socket.getaddrinfo
+
+    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host not in answers:
+            return system(host, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", where) for where in answers[host]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    extra = CONFIG + "admin_token_env: SP_ADMIN\n"
+    try:
+        with learning_server(fake, tmp_path, extra, environ={"SP_ADMIN": ADMIN}) as server, \
+                caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            made = post(server, PATH, {"name": "rebound", "tier": "simple",
+                                       "base_url": f"http://rebind.test:{fake.port}/v1",
+                                       "input_per_mtok": 0, "output_per_mtok": 0}, ADMIN)
+            assert made.status_code == 201, made.text
+            client = openai.OpenAI(base_url=f"{server.base}/v1", api_key="sk-anything",
+                                   max_retries=0, timeout=15)
+
+            def ask(text: str, **more: Any) -> Any:
+                return client.chat.completions.create(
+                    model="rebound", messages=[{"role": "user", "content": text}], **more)
+
+            # (the fake lets the connection go after answering: the next request connects anew)
+            assert ask("[[fake:ok:close=1]] hello").model == "rebound"
+            answers["rebind.test"] = [("127.0.0.1", stand_in.port),
+                                      ("169.254.169.254", stand_in.port)]
+            with pytest.raises(openai.APIStatusError) as mixed:
+                ask("hello")
+            answers["rebind.test"] = [("169.254.169.254", stand_in.port)]
+            with pytest.raises(openai.APIStatusError) as streamed:
+                ask("hello", stream=True)
+            # The config's models are not checked, and are served as before.
+            assert chat(server, "hello", model="cheap")[1].model == "cheap"
+        logged = [r.getMessage() for r in caplog.records]
+    finally:
+        stand_in.close()
+    assert stand_in.connections == []
+    for refused in (mixed.value, streamed.value):
+        said = refused.response.text
+        assert refused.status_code == 502 and "rebound: connect_error: rebind.test now " \
+            "resolves to a cloud metadata service's address (169.254.169.254); " \
+            "gateway.allow_registered_metadata_hosts is false, so a model registered at" \
+            in said, said
+    told = [line for line in logged if "now resolves to" in line]
+    assert told and all("rebound" in line and "169.254.169.254" in line for line in told), told
+    assert not any(MetadataStandIn.SECRET in line for line in logged)
+
+
 def test_the_config_may_let_a_registration_name_a_metadata_host_and_is_warned_of_its_own(
-        settings: Settings, fake: FakeProviderProcess) -> None:
+        settings: Settings, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     # The one opt-out is the config's (its author owns the machine), kept across a restart;
-    # a config model naming such a host is served and warned of, not refused.
+    # a config model naming such a host is served and warned of, not refused. A name pointing
+    # there is connected to as it resolves (the stand-in answers for the metadata service).
     allowed = settings.model_copy(update={"gateway": settings.gateway.model_copy(
         update={"allow_registered_metadata_hosts": True})})
     url = "http://169.254.10.20:8000/v1"
+    stand_in = MetadataStandIn()
+    system = socket.getaddrinfo
+
+    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.test":
+            return system(host, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", where)
+                for where in [("127.0.0.1", stand_in.port), ("169.254.169.254", 80)]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
     with _gateway(allowed) as gateway:
         assert gateway.register_model(card(fake, "linked", base_url=url,
                                            api_key_env=None))["id"] == "linked"
+        gateway.register_model(card(fake, "named", base_url="http://rebind.test/v1",
+                                    api_key_env=None))
+        try:
+            answer = gateway.complete([{"role": "user", "content": "hi"}], model="named")
+        finally:
+            stand_in.close()
+        assert answer.choices[0].message.content == MetadataStandIn.SECRET
     with _gateway(allowed) as gateway:
-        assert catalog(gateway)[-1] == "linked"
+        assert catalog(gateway)[-2:] == ["linked", "named"]
     entry = {"name": "m", "base_url": url, "input_per_mtok": 0, "output_per_mtok": 0}
     config = load_settings(overrides={"models": [entry]}, environ={})
     assert [m for k, m in misconfigurations(config, {}) if k == "metadata\0m"] == [

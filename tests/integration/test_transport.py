@@ -8,8 +8,13 @@ import gc
 import gzip
 import json
 import os
+import shutil
+import socket
+import ssl
+import subprocess
 import tracemalloc
 import zlib
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +27,12 @@ from switchpoint.errors import (
     UnreadableHead,
 )
 from switchpoint.gateway.providers._http import ClientPool, post_json, read_capped
-from switchpoint.gateway.providers._transport import PooledTransport
+from switchpoint.gateway.providers._transport import (
+    CHECK_ADDRESSES,
+    PooledTransport,
+    RefusedAddress,
+    checked_addresses,
+)
 from switchpoint.gateway.providers.base import Timeouts
 from switchpoint.gateway.providers.sending import watching_send
 from tests.fakes.fake_provider import FakeProviderProcess, reset_connection
@@ -637,3 +647,129 @@ def test_an_upstream_that_hung_up_before_its_answer_is_a_lost_connection(
     assert "the connection was lost after the request was sent" in str(error), str(error)
     assert "Server disconnected without sending a response." in str(error)
     assert error.may_have_generated
+
+
+def _found(*hosts: str, port: int = 443) -> list[tuple[Any, ...]]:
+    """What getaddrinfo gives for ``hosts`` (a name's addresses), each at ``port``."""
+    return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (h, port, 0, 0)) if ":" in h
+            else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (h, port)) for h in hosts]
+
+
+def _resolver(*hosts: str, port: int | None = None, asked: list[str] | None = None) -> Any:
+    async def resolve(host: str, wanted: int) -> list[tuple[Any, ...]]:
+        if asked is not None:
+            asked.append(host)
+        return _found(*hosts, port=wanted if port is None else port)
+    return resolve
+
+
+@pytest.mark.parametrize(("found", "shown"), [
+    (["169.254.169.254"], "a cloud metadata service's address (169.254.169.254)"),
+    (["169.254.10.20"], "a link-local address (169.254.10.20)"),
+    (["fe80::5%eth0"], "a link-local address (fe80::5)"),
+    (["fd00:ec2::254"], "a cloud metadata service's address (fd00:ec2::254)"),
+    (["100.100.100.200"], "a cloud metadata service's address (100.100.100.200)"),
+    (["::ffff:169.254.169.254"], "a cloud metadata service's address (169.254.169.254)"),
+    (["::ffff:169.254.3.4"], "a link-local address (169.254.3.4)"),
+    # (a name that also points at good addresses passes no better: any one is enough)
+    (["10.1.2.3", "2001:db8::1", "169.254.169.254"], "address (169.254.169.254)"),
+    (["::ffff:10.0.0.1", "fe80::1"], "a link-local address (fe80::1)"),
+], ids=["metadata", "link-local", "ipv6-link-local", "ipv6-metadata", "alibaba",
+        "ipv4-mapped-metadata", "ipv4-mapped-link-local", "mix", "mix-ipv6"])
+def test_a_checked_connection_refuses_a_name_resolving_to_a_link_local_or_metadata_address(
+        found: list[str], shown: str) -> None:
+    with pytest.raises(RefusedAddress) as caught:
+        asyncio.run(checked_addresses("api.example.test", 443, _resolver(*found)))
+    said = str(caught.value)
+    assert said.startswith("api.example.test now resolves to ") and shown in said, said
+    assert "gateway.allow_registered_metadata_hosts is false, so a model registered at run " \
+           "time may not connect there: nothing was sent" in said, said
+    assert "set gateway.allow_registered_metadata_hosts: true there and reload" in said, said
+
+
+def test_a_checked_connection_takes_a_name_s_other_addresses_in_their_order() -> None:
+    # Loopback and private networks are where teams run model servers; 100.64/10 is no
+    # metadata service's (100.100.100.200 is).
+    good = ["10.1.2.3", "127.0.0.1", "2001:db8::1", "::ffff:10.0.0.1", "100.64.0.1", "::1"]
+    found = asyncio.run(checked_addresses("vllm.example.test", 8000, _resolver(*good)))
+    assert [info[4] for info in found] == [info[4] for info in _found(*good, port=8000)]
+    with pytest.raises(OSError, match="resolved to no address"):
+        asyncio.run(checked_addresses("nowhere.test", 80, _resolver()))
+    # An address written as one is its own (no resolver is asked), checked as any.
+    assert [info[4] for info in asyncio.run(checked_addresses("10.1.2.3", 80))] == [
+        ("10.1.2.3", 80)]
+    assert [info[4] for info in asyncio.run(checked_addresses("2001:db8::1", 80))] == [
+        ("2001:db8::1", 80, 0, 0)]
+    with pytest.raises(RefusedAddress, match=r"^169\.254\.169\.254 now resolves to a cloud"):
+        asyncio.run(checked_addresses("169.254.169.254", 80))
+
+
+def _certificate(where: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for host ``name``, and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}", "-keyout",
+                    str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def test_a_checked_connection_goes_where_it_checked_with_the_host_name_s_tls(
+        tmp_path: Path) -> None:
+    """The name is looked up by the transport (once per new connection: a pooled one is
+    reused), the connection goes to the address it checked, and TLS verifies the certificate
+    against the URL's host name and sends it (SNI), as a connection by name does. Connections
+    checked and not are pooled apart: one made unchecked never serves a checked request."""
+    cert, key = _certificate(tmp_path, "upstream.test")
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(cert, key)
+    sni: list[str | None] = []
+    served.sni_callback = lambda _sock, name, _ctx: sni.append(name)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    asked: list[str] = []
+    accepted: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append("tls" if writer.get_extra_info("ssl_object") else "plain")
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()  # (the client let it go; or the test ended)
+
+    async def run() -> tuple[list[str], str, int]:
+        tls = await asyncio.start_server(handle, sock=loopback_socket(), ssl=served)
+        plain = await asyncio.start_server(handle, sock=loopback_socket())
+        port = tls.sockets[0].getsockname()[1]
+        plain_url = f"http://127.0.0.1:{plain.sockets[0].getsockname()[1]}/"
+        transport = PooledTransport(ssl_context=trusted,
+                                    resolve=_resolver("127.0.0.1", asked=asked))
+        try:
+            async with httpx.AsyncClient(transport=transport, timeout=3) as client:
+                async def get(url: str, checked: bool = True) -> str:
+                    extensions = {CHECK_ADDRESSES: True} if checked else {}
+                    request = client.build_request("GET", url, extensions=extensions)
+                    return (await client.send(request)).text
+
+                texts = [await get(f"https://upstream.test:{port}/v1") for _ in range(2)]
+                texts += [await get(plain_url, checked=False), await get(plain_url)]
+                with pytest.raises(httpx.ConnectError) as wrong:
+                    await get(f"https://elsewhere.test:{port}/v1")  # (not the certificate's)
+                return texts, str(wrong.value), len(transport._idle)
+        finally:
+            for server in (tls, plain):
+                server.close()
+                await server.wait_closed()
+
+    texts, wrong, origins = asyncio.run(run())
+    assert texts == ["ok"] * 4
+    assert asked == ["upstream.test", "127.0.0.1", "elsewhere.test"]  # (each new connection)
+    assert sni == ["upstream.test", "elsewhere.test"]
+    assert "certificate verify failed" in wrong and "elsewhere.test" in wrong, wrong
+    # one TLS connection served both requests (the other name's failed its handshake), and
+    # two plain ones: checked and not, kept apart
+    assert sorted(accepted) == ["plain", "plain", "tls"] and origins == 3

@@ -128,6 +128,7 @@ from switchpoint.gateway.failover import (
     NotSent,
     RetryPolicy,
     Sequel,
+    TimeoutsFor,
     billed_tries,
     billed_use,
     call_with_failover,
@@ -1175,7 +1176,7 @@ class Gateway:
                 await asyncio.sleep(0)
             result = await call_with_failover(
                 plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
-                policy=self.retry, timeouts=self.timeouts, health=self.health,
+                policy=self.retry, timeouts=self._timeouts_of(plan, live), health=self.health,
                 attempts=attempts, before_try=self._before_try(plan),
                 on_failed_try=functools.partial(self._failed_tries, plan.request_id))
         except FailoverError as exc:
@@ -2705,6 +2706,19 @@ class Gateway:
             await asyncio.wrap_future(future)
 
     # Internals ---------------------------------------------------------------------------------
+
+    def _timeouts_of(self, plan: Plan, live: Live) -> TimeoutsFor:
+        """The timeouts of the plan's tries: a model registered at run time whose host may not
+        be a link-local or metadata one (:attr:`Live.address_checked
+        <switchpoint.gateway.live.Live.address_checked>`) has its connections' addresses
+        checked as they are made; the others' as they are (a plan of none of them: nothing
+        more is done)."""
+        checked = live.address_checked
+        plain = self.timeouts
+        if not checked or not any(card.name in checked for card in plan.cards):
+            return plain
+        strict = replace(plain, metadata_hosts=False)
+        return lambda card: strict if card.name in checked else plain
 
     def _warn_misconfigured(self, settings: Settings) -> None:
         if not self._serves_chat:

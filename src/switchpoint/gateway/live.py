@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -83,6 +84,19 @@ class Live:
         """Snapshot ``router``; the weights id (a hash of every array) is computed once here."""
         return cls(router, settings, _policy_name(settings, router, policy),
                    router.weights_id, unprofiled=tuple(router.unprofiled_models))
+
+    @functools.cached_property
+    def address_checked(self) -> frozenset[str]:
+        """The models whose upstream connections have their addresses checked as they are made
+        (see :attr:`Timeouts.metadata_hosts
+        <switchpoint.gateway.providers.base.Timeouts.metadata_hosts>`): those registered at
+        run time, unless the config's ``gateway.allow_registered_metadata_hosts`` lets them
+        name a link-local or metadata host. The config's are not checked: its author owns the
+        machine. Worked out once a snapshot."""
+        if self.settings.gateway.allow_registered_metadata_hosts:
+            return frozenset()
+        return frozenset(m.name for m in self.settings.models or []
+                         if m.registered_at is not None)
 
     def model_objects(self, allowed: AbstractSet[str] | None = None, auto: bool = True
                       ) -> list[dict[str, Any]]:

@@ -35,10 +35,12 @@ from switchpoint.errors import (
     UnreadableHead,
 )
 from switchpoint.gateway.providers._transport import (
+    CHECK_ADDRESSES,
     MAX_HEAD_BYTES,
     HeadTooLarge,
     MalformedHead,
     PooledTransport,
+    RefusedAddress,
 )
 from switchpoint.gateway.providers.base import (
     MAX_ERROR_BODY,
@@ -200,6 +202,8 @@ def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
     if isinstance(exc, httpx.WriteTimeout):
         return ReadTimeout(f"sending the request timed out after {timeouts.write_s:g}s",
                            model=model, generated=False)
+    if isinstance(exc, RefusedAddress):  # (nothing connected: its words are the gateway's)
+        return ConnectError(detail, model=model)
     if isinstance(exc, httpx.ConnectError):
         return ConnectError(f"could not connect ({detail or name})", model=model)
     if isinstance(exc, HeadTooLarge):
@@ -229,10 +233,14 @@ def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
 
 def _request(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
              headers: Mapping[str, str], timeouts: Timeouts) -> httpx.Request:
-    """The POST of ``body`` to ``url``, asking for no coding but :data:`ACCEPT_ENCODING`."""
+    """The POST of ``body`` to ``url``, asking for no coding but :data:`ACCEPT_ENCODING`; its
+    connections' addresses checked unless ``timeouts.metadata_hosts`` (see
+    :data:`~switchpoint.gateway.providers._transport.CHECK_ADDRESSES`)."""
     request = client.build_request("POST", url, json=body, headers=dict(headers),
                                    timeout=httpx_timeout(timeouts))
     request.headers["Accept-Encoding"] = ACCEPT_ENCODING
+    if not timeouts.metadata_hosts:
+        request.extensions[CHECK_ADDRESSES] = True
     return request
 
 

@@ -15,22 +15,39 @@ connection go as the request went out) sends the request again, once, on a fresh
 Timeouts come from the request (``connect``, ``read`` per read, ``write``, ``pool``) and every
 failure is raised as the httpx exception httpx's own transport would raise, so callers (and
 :func:`switchpoint.gateway.providers._http.map_transport_error`) cannot tell the difference.
+
+A request marked :data:`CHECK_ADDRESSES` (a model registered at run time, which may not send
+its requests to a link-local or cloud metadata address) has its connections kept apart from
+the others', and each new one looks the host name up itself, refuses (:class:`RefusedAddress`)
+when any address it resolves to is such an address, and connects to an address it checked:
+the name's owner cannot point it there between the check and the connection (DNS rebinding).
+TLS still verifies the host name, and sends it (SNI). A pooled connection is reused unchecked:
+it goes where it was checked to go.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
 
 from switchpoint._messages import json_quoted
 from switchpoint.gateway.providers.sending import note_connecting, note_sent, note_unsent
+from switchpoint.registration import internal_address, rebound_host
 
-_Origin = tuple[str, str, int]
+# (scheme, host, port, and whether its connections' addresses are checked: see CHECK_ADDRESSES)
+_Origin = tuple[str, str, int, bool]
+#: The request extension that marks a request whose connections may not go to a link-local or
+#: cloud metadata address (true): each new one resolves the host name and checks every address
+#: it gets (:func:`~switchpoint.registration.internal_address`) before connecting to one.
+CHECK_ADDRESSES = "switchpoint.check_addresses"
+_AddrInfo = tuple[int, int, int, str, Any]  # (what getaddrinfo gives for one address)
 MAX_HEAD_BYTES = 65_536
 READ_SIZE = 65_536
 # Bytes read at a time of a compressed body: httpx inflates each read whole, and deflate
@@ -52,6 +69,11 @@ class MalformedHead(httpx.RemoteProtocolError):
     """The upstream answered, but its answer's head is not one an HTTP/1.1 client can read (not
     HTTP/1.x, a bad status line, an invalid ``Content-Length``, a 101 no request asked for):
     the connection was not lost, and the request had been sent whole."""
+
+
+class RefusedAddress(httpx.ConnectError):
+    """The request's host name resolves (as it connects) to a link-local or cloud metadata
+    address its request may not go to (see :data:`CHECK_ADDRESSES`): nothing was connected."""
 
 
 class _Reader(asyncio.StreamReader):
@@ -88,15 +110,84 @@ class _Reader(asyncio.StreamReader):
             raise
 
 
-async def _open(host: str, port: int, context: ssl.SSLContext | None
+async def _open(host: str, port: int, context: ssl.SSLContext | None,
+                addresses: Sequence[_AddrInfo] | None = None
                 ) -> tuple[_Reader, asyncio.StreamWriter]:
-    """``asyncio.open_connection``, reading with a :class:`_Reader`."""
+    """``asyncio.open_connection``, reading with a :class:`_Reader`; to the first of
+    ``addresses`` that answers when given (as :func:`checked_addresses` gives them), the TLS
+    of ``host`` all the same."""
     loop = asyncio.get_running_loop()
     reader = _Reader(MAX_HEAD_BYTES, loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-    transport, _ = await loop.create_connection(
-        lambda: protocol, host, port, ssl=context, server_hostname=host if context else None)
+    server_hostname = host if context else None
+    if addresses is None:
+        transport, _ = await loop.create_connection(
+            lambda: protocol, host, port, ssl=context, server_hostname=server_hostname)
+    else:
+        sock = await _connected(loop, addresses)
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: protocol, sock=sock, ssl=context, server_hostname=server_hostname)
+        except BaseException:
+            sock.close()
+            raise
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+#: How a host name is looked up as a checked connection is made: the event loop's resolver
+#: (the system's, in a thread), which a test may stand in for.
+Resolve = Callable[[str, int], Awaitable[Sequence[_AddrInfo]]]
+
+
+async def _loop_resolve(host: str, port: int) -> Sequence[_AddrInfo]:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return await asyncio.get_running_loop().getaddrinfo(host, port,
+                                                            type=socket.SOCK_STREAM)
+    # (an address written as one is its own: asked of no resolver, as create_connection
+    # asks none, which spares a thread's round trip)
+    if address.version == 6:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))]
+    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+
+
+async def checked_addresses(host: str, port: int, resolve: Resolve = _loop_resolve
+                            ) -> list[_AddrInfo]:
+    """``host``'s addresses for a connection to ``port``, as ``resolve`` gives them, each
+    checked: an address written as one is its own. Raises :class:`RefusedAddress` (without a
+    request: the caller's to attach) when any is link-local or a cloud metadata service's, so
+    the name cannot pass by also naming a good one; an :class:`OSError` when none is found."""
+    found: list[_AddrInfo] = list(await resolve(host, port))
+    if not found:
+        raise OSError(f"the host name {host} resolved to no address")
+    for info in found:
+        what = internal_address(str(info[4][0]))
+        if what is not None:
+            raise RefusedAddress(rebound_host(host, what))
+    return found
+
+
+async def _connected(loop: asyncio.AbstractEventLoop, addresses: Sequence[_AddrInfo]
+                     ) -> socket.socket:
+    """A socket connected to the first of ``addresses`` that takes the connection, tried in
+    their order as ``create_connection`` tries a name's; its errors as it raises them."""
+    errors: list[OSError] = []
+    for family, kind, proto, _, where in addresses:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, where)
+            return sock
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+        except BaseException:
+            sock.close()
+            raise
+    if len({str(exc) for exc in errors}) == 1:
+        raise errors[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")
 
 
 class _Connection:
@@ -130,11 +221,13 @@ class PooledTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, *, max_connections: int = 100, max_keepalive_connections: int = 20,
                  keepalive_expiry_s: float = 30.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 resolve: Resolve = _loop_resolve) -> None:
         self.max_connections = max_connections
         self.max_keepalive = max_keepalive_connections
         self.keepalive_expiry_s = keepalive_expiry_s
         self._ssl = ssl_context
+        self._resolve = resolve  # (a checked connection's look-up: see CHECK_ADDRESSES)
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._slots: dict[_Origin, asyncio.Semaphore] = {}
         self._closed = False
@@ -160,7 +253,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         idle.append(conn)
 
     async def _connect(self, request: httpx.Request, origin: _Origin) -> _Connection:
-        scheme, host, port = origin
+        scheme, host, port, checked = origin
         context: ssl.SSLContext | None = None
         if scheme == "https":
             if self._ssl is None:
@@ -168,9 +261,13 @@ class PooledTransport(httpx.AsyncBaseTransport):
             context = self._ssl
         try:
             async with asyncio.timeout(_timeout(request, "connect")):
-                reader, writer = await _open(host, port, context)
+                addresses = (await checked_addresses(host, port, self._resolve) if checked
+                             else None)
+                reader, writer = await _open(host, port, context, addresses)
         except TimeoutError:
             raise httpx.ConnectTimeout("timed out connecting", request=request) from None
+        except RefusedAddress as exc:
+            raise RefusedAddress(str(exc), request=request) from None
         except OSError as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
         return _Connection(reader, writer)
@@ -184,7 +281,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         url = request.url
         scheme = url.scheme
         port = url.port or (443 if scheme == "https" else 80)
-        origin = (scheme, url.host, port)
+        origin = (scheme, url.host, port, request.extensions.get(CHECK_ADDRESSES) is True)
         slots = self._slots.get(origin)
         if slots is None:
             slots = self._slots[origin] = asyncio.Semaphore(self.max_connections)

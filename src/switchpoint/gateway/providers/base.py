@@ -54,7 +54,12 @@ class Timeouts:
     finish reason). ``write_s`` and ``pool_s`` bound sending the body and waiting for a pooled
     connection. The sizes bound what one call may hold or relay: a whole answer, streamed or
     not (``max_response_bytes``), and one line of a stream (``max_sse_line_bytes``); past them
-    the call fails with :class:`~switchpoint.errors.ResponseTooLarge`.
+    the call fails with :class:`~switchpoint.errors.ResponseTooLarge`. ``metadata_hosts``
+    bounds where it may connect: false (a model registered at run time while the config's
+    ``gateway.allow_registered_metadata_hosts`` is false), each new connection looks the host
+    name up itself, within ``connect_s``, is refused (a connect error, nothing sent) when an
+    address it resolves to is link-local or a cloud metadata service's
+    (:func:`~switchpoint.registration.internal_address`), and goes to an address it checked.
     """
 
     connect_s: float = 5.0
@@ -64,6 +69,7 @@ class Timeouts:
     pool_s: float = 10.0
     max_response_bytes: int = 32 << 20
     max_sse_line_bytes: int = 1 << 20
+    metadata_hosts: bool = True
 
     def __post_init__(self) -> None:
         for name in ("connect_s", "read_s", "first_token_s", "write_s", "pool_s"):
@@ -74,6 +80,9 @@ class Timeouts:
             value = getattr(self, name)
             if not (isinstance(value, int) and value > 0):
                 raise ValueError(f"Timeouts.{name} must be an integer > 0{got(value)}")
+        if not isinstance(self.metadata_hosts, bool):
+            raise ValueError(f"Timeouts.metadata_hosts must be true or false"
+                             f"{got(self.metadata_hosts)}")
 
 
 @dataclass(frozen=True)
