@@ -9,7 +9,7 @@ Math prompts: ``strong`` is right 90% of the time, ``runner`` 75%, ``cheap`` 20%
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,18 @@ def loader(settings: Settings, policy: str | None) -> Router:
     name = name if name in ("knn", "tiers") else "cluster"
     return Router(package(name), catalog=settings.catalog(), embedder=EMBEDDER,
                   cost_weight=settings.cost_weight, learning=learning_settings(settings))
+
+
+def counting_loader() -> tuple[list[str | None], Callable[[Settings, str | None], Router]]:
+    """The policies a gateway's router loads were asked for (None: its configured one), and
+    the loader (:func:`loader`) that counts them."""
+    loads: list[str | None] = []
+
+    def counted(settings: Settings, policy: str | None) -> Router:
+        loads.append(policy)
+        return loader(settings, policy)
+
+    return loads, counted
 
 
 def config_text(fake: FakeProviderProcess, data_dir: Path, extra: str = "",

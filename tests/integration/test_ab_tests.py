@@ -20,10 +20,14 @@ import pytest
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway import Gateway
+from switchpoint.gateway import live as live_module
 from switchpoint.gateway.ab_tests import ABTest
+from switchpoint.router import Router
+from switchpoint.weights import WeightsPackage, default_weights_path, load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
-from tests.integration.learning_env import KEYS, loader, settings_for
+from tests.integration.gateway_env import FACTORY
+from tests.integration.learning_env import KEYS, counting_loader, loader, settings_for
 
 CONFIG = """tenants:
   acme: {}
@@ -108,6 +112,80 @@ def test_an_ab_test_made_at_run_time_routes_by_its_object_or_name_and_ends_keepi
     assert config_one.value.param == "name"
     with pytest.raises(NotFoundError):
         gateway.end_ab_test("never-made")
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The weights packages read from now on (a load's, and each of ``policies:``)."""
+    read: list[object] = []
+
+    def counted(*args: Any, **kwargs: Any) -> WeightsPackage:
+        read.append(args)
+        return load_weights(*args, **kwargs)
+
+    monkeypatch.setattr(live_module, "load_weights", counted)
+    return read
+
+
+def _arm(gateway: Gateway, policy: str) -> Router | None:
+    learning = gateway.state.live().learning
+    assert learning is not None
+    return learning.arm_routers.get(policy)
+
+
+KNN = f"policies: {{knn: '{default_weights_path('knn')}'}}\n"
+
+
+def test_creating_ending_and_promoting_an_experiment_copy_the_live_routers_and_load_none(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The new snapshot's router is a copy of the live one, and an arm's router on another
+    # policy a copy of the one an arm of that policy held, running or since ended; the
+    # policies: packages are checked as the start read them. Each loaded and read anew.
+    settings = settings_for(fake, tmp_path, CONFIG + KNN)
+    loads, counted = counting_loader()
+    read = _reads(monkeypatch)
+    with Gateway(settings, loader=counted, env=KEYS) as gateway:
+        gateway.start()
+        gateway.create_ab_test("first", arms={"x": {}, "y": {"policy": "knn"}},
+                               tenants=["globex"])
+        held = _arm(gateway, "knn")  # (no arm had knn yet: the test's own loader made it)
+        assert loads[-1] == "knn" and held is not None
+        gateway.end_ab_test("first")
+        old, started, reads = gateway.router, len(loads), len(read)
+        made = gateway.create_ab_test("second", arms={"x": {}, "y": {"policy": "knn"}},
+                                      tenants=["globex"])
+        assert (len(loads), len(read)) == (started, reads), (loads, read)
+        arm = _arm(gateway, "knn")
+        assert arm is not None and arm is not held and arm.weights_id == held.weights_id
+        assert gateway.router is not old and gateway.router.weights_id == old.weights_id
+        assert gateway.route(math_prompt(1), tenant="globex").experiment == "second"
+        gateway.create_ab_test("third", strategy_b={"cost_weight": 2})
+        assert _arm(gateway, "knn") not in (None, arm)  # (a copy of the running arm's)
+        assert gateway.promote("second", "y")["promoted"] == "y"
+        gateway.end_ab_test(made)
+        gateway.end_ab_test("third")
+        assert (len(loads), len(read)) == (started, reads), (loads, read)
+        assert _arm(gateway, "knn") is None
+        assert list(gateway.settings.experiments) == ["thrift"]
+        gateway.reload()  # (a reload reads them all again)
+        assert len(loads) > started and len(read) > reads
+
+
+def test_an_arm_on_a_policy_no_arm_held_is_made_of_its_package_as_the_start_read_it(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The service's own loader makes it of the policies: package the start read and checked,
+    # not read again; it was loaded, and every policies: package read again.
+    settings = settings_for(fake, tmp_path, CONFIG + KNN)
+    read = _reads(monkeypatch)
+    with Gateway(settings, loader=FACTORY, env=KEYS) as gateway:
+        gateway.start()
+        reads = len(read)
+        gateway.create_ab_test("neighbours", arms={"x": {}, "y": {"policy": "knn"}})
+        assert len(read) == reads, read
+        arm = _arm(gateway, "knn")
+        assert arm is not None and arm.weights_id == load_weights(None, policy="knn").weights_id
+        assert arm.catalog.names == ["strong", "runner", "cheap"]
+        gateway.end_ab_test("neighbours")
+        assert len(read) == reads, read
 
 
 def test_a_decision_reads_its_arm_as_ab_variant_as_tiered_routers_name_it(

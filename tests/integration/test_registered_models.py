@@ -45,6 +45,7 @@ from tests.integration.learning_env import (
     KEYS,
     chat,
     config_text,
+    counting_loader,
     get,
     learning_server,
     loader,
@@ -122,18 +123,6 @@ def test_a_registered_model_is_live_at_once_chosen_by_auto_and_served_by_its_ups
     assert [r["body"]["model"] for r in asked] == ["free", "free"]
     assert all(r["headers"]["authorization"] == "Bearer sk-fake" for r in asked)
     assert [name for name, _ in stored(gateway.settings)] == ["free"]
-
-
-def counting_loader() -> tuple[list[str | None], Callable[[Settings, str | None], Router]]:
-    """The policies a gateway's router loads were asked for (None: its configured one), and
-    the loader that counts them."""
-    loads: list[str | None] = []
-
-    def counted(settings: Settings, policy: str | None) -> Router:
-        loads.append(policy)
-        return loader(settings, policy)
-
-    return loads, counted
 
 
 def test_a_registration_joins_a_copy_of_the_live_router_and_loads_no_weights(

@@ -8,7 +8,10 @@ the config gives them. The whole set is checked by the config's own rules
 (:func:`switchpoint.config.check_experiments`), the config's experiments first and those made
 at run time after them in the order they were made (the order requests join them in); then the
 experiment is kept in the store (``runtime_experiments``) and goes live with a new snapshot,
-as after a reload. Ending one keeps its row, its decisions and its report.
+as after a reload, but made of copies of the live routers (:meth:`RouterState.copied
+<switchpoint.gateway.live.RouterState.copied>`, :meth:`~switchpoint.gateway.live.RouterState.
+arm_router`): no weights are read, checked from disk or hashed again. Ending one keeps its
+row, its decisions and its report.
 
 A reload or a start whose config does not fit a running run-time experiment (it lists one of
 the same name, drops a tenant, policy or model the run-time one names, or takes its tenants
@@ -374,7 +377,8 @@ class RuntimeExperiments:
 
             try:
                 self.state.rebuild(lambda s: self.merged(s, running, name), keep,
-                                   keeping=f"the creation of experiment {json_quoted(name, 100)}")
+                                   keeping=f"the creation of experiment {json_quoted(name, 100)}",
+                                   router_of=self.state.copied)
             except ConfigError as exc:
                 raise _request_error(exc, name, by_strategies) from None
         return ABTest.of(name, made)
@@ -445,7 +449,8 @@ class RuntimeExperiments:
                 self.ended = dict(kept[-ENDED_KEPT:])  # (as the store keeps them)
 
             self.state.rebuild(lambda s: self.merged(s, running), keep,
-                               keeping=f"the end of experiment {shown}")
+                               keeping=f"the end of experiment {shown}",
+                               router_of=self.state.copied)
         return name
 
     def _running(self, name: str, made_at: float | None, shown: str) -> ExperimentConfig:

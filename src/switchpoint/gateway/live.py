@@ -185,7 +185,12 @@ class RouterFactory:
             held, self._checked = self._checked, None
         read = (held[1] if held is not None and held[0] == weights_source(settings, policy)
                 else None)
-        package = checked_package(settings, policy, read=read)
+        return self.of_package(settings, checked_package(settings, policy, read=read))
+
+    def of_package(self, settings: Settings, package: WeightsPackage) -> Router:
+        """A warmed router of ``package``, checked for ``settings`` already
+        (:func:`checked_package`): what a load makes once it has read the weights, the
+        embedder kept warm across swaps."""
         catalog = settings.catalog()
         with self._lock:
             embedder = self._embedders.get(package.embedder_id)
@@ -333,12 +338,17 @@ def _taking_bodies(loader: Loader) -> Loader:
     a request its body limit takes never meets a lower bound (a router of a loader of the
     caller's own left with its default among them)."""
     def load(settings: Settings, policy: str | None) -> Router:
-        router = loader(settings, policy)
-        if router.max_prompt_chars < settings.max_request_bytes:
-            router.max_prompt_chars = settings.max_request_bytes
-        return router
+        return _taking_body(loader(settings, policy), settings)
 
     return load
+
+
+def _taking_body(router: Router, settings: Settings) -> Router:
+    """``router`` raised to take a prompt as long as ``settings``' ``max_request_bytes`` (see
+    :func:`_taking_bodies`)."""
+    if router.max_prompt_chars < settings.max_request_bytes:
+        router.max_prompt_chars = settings.max_request_bytes
+    return router
 
 
 #: The sets of unprofiled catalog models a :class:`RouterState` remembers having warned of
@@ -379,6 +389,12 @@ class RouterState:
         # at run time, ``router_of``): its experiment arms' routers are then too (see
         # :meth:`arm_router`). Set under the swap lock.
         self._copying = False
+        # The experiment arms' routers made since the last start, reload or swap, one per
+        # policy (the newest), kept after their arms end: a change made at run time makes an
+        # arm's router in a copy of one (see :meth:`arm_router`), and ``_arms_made`` gathers
+        # those the snapshot being readied makes. At most one per policy a swap may name.
+        self._arm_routers: dict[str, Router] = {}
+        self._arms_made: dict[str, Router] = {}
         # The change made at run time that holds the swap lock while the store keeps it
         # (what a rebuild's ``keeping`` names), else None.
         self._keeping: str | None = None
@@ -400,6 +416,7 @@ class RouterState:
 
     def _go_live(self, live: Live, before: Callable[[], None] | None = None) -> Live:
         live = dataclasses.replace(live, served_since=first_served(live, self._live))
+        self._arms_made = {}
         if self.prepare is not None:
             live = self.prepare(live, self._live)
         if before is not None:  # (raising, it keeps the snapshot from going live)
@@ -408,6 +425,10 @@ class RouterState:
             for hook in self._on_swap:
                 hook(live)
             self._live = live
+        # (a load's arms replace those held: the policies: packages may have changed)
+        self._arm_routers = ({**self._arm_routers, **self._arms_made} if self._copying
+                             else self._arms_made)
+        self._arms_made = {}
         return live
 
     # Reading -----------------------------------------------------------------------------------
@@ -511,23 +532,55 @@ class RouterState:
         ``before`` writes the change to the store and waits for it (``keeping`` names the
         change, for a reload or a swap refused meanwhile: see :meth:`_taken`). ``router_of``
         makes the snapshot's router of the live one and the new settings (a model registered
-        in a copy of it), instead of a load."""
+        in a copy of it; :meth:`copied`, an experiment created or ended), instead of a load:
+        its experiment arms' routers are then copies too (see :meth:`arm_router`)."""
         kept = None if before is None else self._kept(before, keeping)
         return self._replace(settings_of, self._swapped, before=kept, router_of=router_of)
 
     def arm_router(self, settings: Settings, policy: str, old: Router | None) -> Router:
         """The router of an experiment arm routed by ``policy`` for a snapshot of ``settings``
-        being readied: loaded (its weights read) by a start, a reload or a swap, or by a
-        change made at run time a load makes (a run-time experiment); one made in a copy of
-        the live router (a model registered or unregistered) makes it in a copy of ``old``
-        (the live snapshot's router of that arm) too, its catalog the new one, checked against
-        its weights as a load checks it: the arm routes over the same catalog as the live
-        router, and no weights are read anew."""
-        if not self._copying or old is None:
-            return self.loader(settings, policy)
-        checked_package(settings, policy, read=old.weights)
-        catalog = settings.catalog()
-        return old.unlearned_copy(catalog=catalog) if catalog is not None else old.unlearned_copy()
+        being readied: loaded (its weights read) by a start, a reload or a swap. A change made
+        at run time in a copy of the live router (a model registered or unregistered, an
+        experiment created or ended) makes it in a copy of ``old`` (the live snapshot's router
+        of that arm), else of the router of that policy an arm held since the last start,
+        reload or swap, its catalog the new one, checked against its weights as a load checks
+        it (the arm routes over the same catalog as the live router): no weights are read or
+        hashed anew. A policy no arm held since is made of its ``policies:`` package as the
+        last start or reload read it (by the service's own loader; checked, not read again),
+        else loaded."""
+        held = old if old is not None else self._arm_routers.get(policy)
+        if not self._copying:
+            router = self.loader(settings, policy)
+        elif held is not None:
+            checked_package(settings, policy, read=held.weights)
+            catalog = settings.catalog()
+            router = (held.unlearned_copy(catalog=catalog) if catalog is not None
+                      else held.unlearned_copy())
+        else:
+            router = self._of_policies(settings, policy) or self.loader(settings, policy)
+        self._arms_made[policy] = router
+        return router
+
+    def _of_policies(self, settings: Settings, policy: str) -> Router | None:
+        """A router of ``policy``'s package as the last start or reload read it from
+        ``policies:`` (checked against ``settings``, not read again), made by the service's
+        own loader; None when that loader is the caller's own (whose routers are its own to
+        make) or the package is not held."""
+        read = self._policies.get(policy)
+        if self._factory is None or read is None or read[0] != weights_source(settings, policy):
+            return None
+        package = checked_package(settings, policy, read=read[1])
+        return _taking_body(self._factory.of_package(settings, package), settings)
+
+    def copied(self, live: Router, settings: Settings) -> Router:
+        """The router of a snapshot of ``settings`` whose change made at run time leaves the
+        catalog as it is (an experiment created or ended), for :meth:`rebuild`'s
+        ``router_of``: a copy of the ``live`` router (:meth:`Router.unlearned_copy
+        <switchpoint.router.Router.unlearned_copy>`), its weights checked against
+        ``settings`` as a load checks them (an arm narrowed to models they cannot route,
+        without a catalog), neither read nor hashed again."""
+        checked_package(settings, self._swapped, read=live.weights)
+        return live.unlearned_copy()
 
     def _kept(self, before: Callable[[], None], keeping: str) -> Callable[[], None]:
         def kept() -> None:
