@@ -62,12 +62,18 @@ def start(src: str | None, tmp: Path, experiment: bool = False
           ) -> tuple[subprocess.Popen[bytes], str]:
     """A service of source tree ``src`` (None: this environment's) on ``tmp``, ready (with
     the experiment of two arms when ``experiment``)."""
+    return start_with(src, tmp, CONFIG + (EXPERIMENT.replace("KNN_DIR", knn_package(tmp))
+                                          if experiment else ""))
+
+
+def start_with(src: str | None, tmp: Path, text: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A service of source tree ``src`` (None: this environment's) on ``tmp`` and config
+    ``text``, ready, with the admin token :data:`ADMIN`."""
     env = {**os.environ, "SP_BENCH_ADMIN": ADMIN}
     if src is not None:
         env["PYTHONPATH"] = src
     config = tmp / "switchpoint.yaml"
-    config.write_text(CONFIG + (EXPERIMENT.replace("KNN_DIR", knn_package(tmp))
-                                if experiment else ""))
+    config.write_text(text)
     proc, base = start_serve(["--config", str(config), "--data-dir", str(tmp / "d"),
                               "--log-level", "error"], env)
     wait_up(f"{base}/health", proc)
