@@ -22,11 +22,11 @@ from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, No
 from switchpoint.gateway import Gateway
 from switchpoint.gateway import live as live_module
 from switchpoint.gateway.ab_tests import ABTest
+from switchpoint.gateway.live import RouterFactory
 from switchpoint.router import Router
 from switchpoint.weights import WeightsPackage, default_weights_path, load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
-from tests.integration.gateway_env import FACTORY
 from tests.integration.learning_env import KEYS, counting_loader, loader, settings_for
 
 CONFIG = """tenants:
@@ -176,13 +176,13 @@ def test_an_arm_on_a_policy_no_arm_held_is_made_of_its_package_as_the_start_read
     # not read again; it was loaded, and every policies: package read again.
     settings = settings_for(fake, tmp_path, CONFIG + KNN)
     read = _reads(monkeypatch)
-    with Gateway(settings, loader=FACTORY, env=KEYS) as gateway:
+    with Gateway(settings, loader=RouterFactory(warm=False), env=KEYS) as gateway:
         gateway.start()
         reads = len(read)
         gateway.create_ab_test("neighbours", arms={"x": {}, "y": {"policy": "knn"}})
         assert len(read) == reads, read
         arm = _arm(gateway, "knn")
-        assert arm is not None and arm.weights_id == load_weights(None, policy="knn").weights_id
+        assert arm is not None and arm.weights.path == Path(default_weights_path("knn"))
         assert arm.catalog.names == ["strong", "runner", "cheap"]
         gateway.end_ab_test("neighbours")
         assert len(read) == reads, read
