@@ -157,10 +157,14 @@ def test_creating_ending_and_promoting_an_experiment_copy_the_live_routers_and_l
         arm = _arm(gateway, "knn")
         assert arm is not None and arm is not held and arm.weights_id == held.weights_id
         assert gateway.router is not old and gateway.router.weights_id == old.weights_id
-        assert gateway.route(math_prompt(1), tenant="globex").experiment == "second"
-        gateway.create_ab_test("third", strategy_b={"cost_weight": 2})
-        assert _arm(gateway, "knn") not in (None, arm)  # (a copy of the running arm's)
         assert gateway.promote("second", "y")["promoted"] == "y"
+        decision = gateway.route(math_prompt(1), tenant="globex")
+        assert (decision.experiment, decision.arm) == ("second", "y")
+        gateway.report_outcome(decision.decision_id, 0.9, tenant="globex")
+        assert arm.learner.n_events("globex") == 1
+        gateway.create_ab_test("third", strategy_b={"cost_weight": 2})
+        copied = _arm(gateway, "knn")  # (a copy of the running arm's, which took up the log)
+        assert copied not in (None, arm) and copied.learner.n_events("globex") == 1
         gateway.end_ab_test(made)
         gateway.end_ab_test("third")
         assert (len(loads), len(read)) == (started, reads), (loads, read)
