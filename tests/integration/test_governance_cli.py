@@ -19,7 +19,7 @@ import pytest
 
 from switchpoint.cli import main
 from switchpoint.errors import KeyExpiredError, KeyRevokedError
-from switchpoint.governance.keys import KeyStore
+from switchpoint.governance.keys import KeySpec, KeyStore
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 
 CONFIG = """models:
@@ -589,7 +589,10 @@ def test_a_data_dir_holding_control_characters_is_printed_escaped(
     assert list(tmp_path.iterdir()) == []
 
 
-def seed(config: Path) -> None:
+def seed(config: Path) -> str:
+    """Three answered requests of a key of acme's, a minute ago; the key's id."""
+    with KeyStore.in_dir(config.parent / "data") as keys:
+        key_id = keys.create(KeySpec(tenant="acme")).record.id
     now = time.time()
     errors = {"big": 0.1, "small": 0.4}
     costs = {"big": 0.011, "small": 0.00022}
@@ -607,7 +610,8 @@ def seed(config: Path) -> None:
                 prompt_tokens=1000, completion_tokens=1000,
                 cost_usd=(1000 * (10 if model == "big" else 0.2)
                           + 1000 * (30 if model == "big" else 0.6)) / 1e6,
-                decision_id=f"d{i}", tenant="acme", key_id="k1")).result()
+                decision_id=f"d{i}", tenant="acme", key_id=key_id)).result()
+    return key_id
 
 
 def test_a_table_shows_an_amount_below_six_places_as_not_zero(
@@ -687,6 +691,26 @@ def test_reports(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
                         "--avg-input-tokens", "1", "--avg-output-tokens", "1",
                         "--config", config], capsys)
     assert code == 2 and "--requests-per-hour: must be" in err
+
+
+def test_a_report_of_keys_whose_keys_db_is_missing_says_so_not_that_they_were_pruned(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """keys.db gone while the log names keys made in it: the cost report and the budget
+    alert are refused (exit 2) naming the file and saying to restore it from a backup, as the
+    service refuses them; the cost report marked every key pruned, and the alert left the
+    keys' budgets out. A pruned key loses its record, never the file."""
+    key_id = seed(config)
+    data = config.parent / "data"
+    (data / "keys.db").unlink()
+    for report in (["cost"], ["cost", "--json"], ["alert"]):
+        code, out, err = run(["report", *report, "--config", config], capsys)
+        assert code == 2 and out == "", (report, out)
+        assert (f"{str(data / 'keys.db')!r}: cannot read the keys" in err
+                and f"it is missing, yet the request log names keys made in it ({key_id})"
+                in err and err.rstrip().endswith("restore it from a backup")), (report, err)
+    assert not (data / "keys.db").exists()  # (none made, empty)
+    code, out, err = run(["report", "sla", "--config", config], capsys)  # (reads no key)
+    assert code == 0, err
 
 
 @pytest.mark.parametrize(("argv", "name"), [

@@ -16,6 +16,7 @@ from switchpoint.catalog import usd_text
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.governance.budgets import period_end
+from switchpoint.governance.keys import KeyStore
 from switchpoint.governance.ledger import TOTAL, Ledger, LedgerRecord, rebuild
 from switchpoint.governance.reports import Reports
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
@@ -87,6 +88,8 @@ def reports(tmp_path: Path) -> Reports:
                                           amount_usd=cost or 0.0, request_id=rid, key_id=key,
                                           tenant=tenant, model=model,
                                           provider="openai")).result()
+    # The key store k1 and k2 were made in, which no longer holds them (pruned since).
+    KeyStore.in_dir(tmp_path).open().close()
     return Reports.from_settings(s, clock=lambda: T0)
 
 
@@ -603,6 +606,7 @@ def test_reports_read_the_log_a_row_at_a_time(tmp_path: Path) -> None:
                 charged_usd=price(model, 500, 200))))
         for f in futures:
             f.result(timeout=60)
+    KeyStore.in_dir(tmp_path).open().close()  # (the keys' store, their records pruned)
     reports = Reports.from_settings(s, clock=lambda: T0)
     tracemalloc.start()
     try:

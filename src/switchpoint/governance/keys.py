@@ -705,16 +705,20 @@ class KeyStore:
         the store is then refused (:meth:`_deleted`), none is made in its place."""
         return left == "was deleted" and self._conn is not None and self._held_keys(self._conn)
 
-    def missing(self, what: str) -> bool:
+    def missing(self, what: str, named: Sequence[str] = ()) -> bool:
         """Whether there is no key file to read (and none is made): none at the path, unless
-        the one this store had open was deleted holding keys, whose use (to ``what``) is
-        refused as every other use is (see :meth:`_db`): a report would otherwise say every
-        key was pruned, a budget list leave the keys' budgets out and a prune find none."""
+        the one this store had open was deleted holding keys, or the log names keys made in
+        it (``named``: their ids), whose use (to ``what``) is refused as every other use is
+        (see :meth:`_db`, :meth:`_gone`): a report would otherwise say every key was pruned, a
+        budget list leave the keys' budgets out and a prune find none. Pruning deletes a key's
+        record, never the file: a file gone that the log names keys of was deleted or lost."""
         if self.path.is_file():
             return False
         with self._lock:
             if self._lost_keys(how_it_left(self._files, database_identity(self.path))):
                 raise self._deleted(what)
+        if named:
+            raise self._gone(what, named)
         return True
 
     @staticmethod
@@ -737,6 +741,19 @@ class KeyStore:
                           "start an empty one (every key made so far then stops working)",
                           reason=f"{self.path.name} in data_dir was deleted while the service "
                                  "ran, holding keys; the operator must restore it from a backup",
+                          damaged=True)
+
+    def _gone(self, what: str, named: Sequence[str]) -> StoreError:
+        """The refusal of a use (to ``what``) of a key store with no file at its path while the
+        log names keys made in it (``named``: some of their ids): marked ``damaged`` (waiting
+        does not bring it back), naming the file and saying to restore it from a backup."""
+        return StoreError(f"{quoted_path(self.path)}: cannot {what}: it is missing, yet the "
+                          f"request log names keys made in it ({listed_names(named, 3)}): a "
+                          "pruned key loses its record, never the file; restore it from a "
+                          "backup",
+                          reason=f"{self.path.name} in data_dir is missing, yet the request "
+                                 "log names keys made in it; the operator must restore it "
+                                 "from a backup",
                           damaged=True)
 
     @contextlib.contextmanager
@@ -1061,11 +1078,11 @@ class KeyStore:
             return int(conn.execute(_LIVE_KEYS, (self._now(),)).fetchone()[0])
 
     def held(self, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` the file holds a record of (none where there is no file, and none
-        is made; one deleted holding keys is refused: see :meth:`missing`): a key missing
-        from it was revoked or expired and then pruned (see :meth:`prune`), or its keys.db was
-        replaced."""
-        if not ids or self.missing("read the keys"):
+        """Which of ``ids`` (ids the log names) the file holds a record of; with no file
+        there, none is made and the read is refused (see :meth:`missing`): a key missing from
+        the file was revoked or expired and then pruned (see :meth:`prune`), or its keys.db
+        was replaced, but a file missing is no pruned key."""
+        if not ids or self.missing("read the keys", ids):
             return set()
         with self._using("read the keys") as conn:
             rows = conn.execute("SELECT id FROM keys WHERE id IN (SELECT value FROM "

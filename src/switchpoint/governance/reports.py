@@ -505,6 +505,19 @@ class Reports:
         report["savings"] = savings.report()
         return report
 
+    def _keys_readable(self, what: str, tenant: str | None) -> None:
+        """Nothing when the keys (``tenant``'s, or all) can be read to ``what``, or keys.db is
+        at its path; else the key store's refusal (see
+        :meth:`~switchpoint.governance.keys.KeyStore.missing`): no keys.db while the request
+        log names keys made in it. (The log is read only when the file is missing.)"""
+        if self.keys is None or self.keys.path.is_file():
+            return
+        clause, more = of_tenant("tenant", tenant)
+        named = [str(r[0]) for r in self._rows(
+            f"SELECT DISTINCT key_id FROM requests WHERE key_id IS NOT NULL{clause} LIMIT 3",
+            more)]
+        self.keys.missing(what, named)
+
     def _pruned_keys(self, ids: Iterable[str]) -> list[str]:
         """The key ids of ``ids`` whose records keys.db no longer holds (a revoked or expired
         key's record is pruned once it ended longer ago than the retention, or past
@@ -1167,6 +1180,7 @@ class Reports:
         if budget is not None:
             utilization = used_fraction(spent, budget)
             hourly_status = alert_level(spent, budget, projected, threshold)
+        self._keys_readable("read the keys' budgets", tenant)
         listed = listed_budgets(self.settings, self.keys, tenant)
         budgets = self.budget_alerts([(entry.account, entry.budget) for entry in listed],
                                      log_start)
