@@ -56,7 +56,7 @@ def _price(value: float | None) -> str:
 def cmd_models_list(args: argparse.Namespace) -> int:
     from switchpoint._redact import redact
     from switchpoint.gateway.ab_tests import start_clash
-    from switchpoint.gateway.registered_models import kept_models
+    from switchpoint.gateway.registered_models import kept_models, serving_held
     from switchpoint.gateway.registered_offline import listed_models
     from switchpoint.store.learning import LearningReader
 
@@ -74,9 +74,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         reader.close()
     notes = []
     if settings.source_path is None:
-        unjudged = settings.model_copy(update={"models": [], "gateway": settings.gateway.
-                                               model_copy(update={
-                                                   "allow_registered_metadata_hosts": True})})
+        unjudged = serving_held(settings).model_copy(update={"models": []})
         rows = listed_models(unjudged, kept, None)
         notes.append("no config was given (--config, or $SWITCHPOINT_CONFIG): its models are "
                      "not listed, and what a service would serve is not judged")

@@ -914,7 +914,12 @@ def test_a_reload_turning_metadata_hosts_off_stops_serving_those_registered_and_
         gateway.reload()
         assert catalog(gateway) == ["strong", "runner", "cheap", "linked", "free"]
         config.write_text(plain)
-        gateway.reload()  # (one not served is unregistered as any other)
+        gateway.reload()  # (one not served is unregistered as any other, checked alike)
+        named = gateway.governor.keys.create(KeySpec(tenant="acme", models=["linked"]).checked(
+            ["acme"], None)).record.id
+        with pytest.raises(ConflictError, match=f'key {named}: it can no longer use "linked"'):
+            gateway.unregister_model("linked")
+        gateway.governor.keys.revoke(named)
         assert gateway.unregister_model("linked")["deleted"] is True
         assert [name for name, _ in stored(gateway.settings)] == ["free"]
 

@@ -358,3 +358,45 @@ def test_unregister_the_store_refuses_says_it_is_still_registered_and_changes_no
     assert _rows(made) == before
     assert _run(capsys, "models", "unregister", "spare", "--config", config)[0] == 0
     assert "spare" not in [name for _, name, _, _ in _rows(made)]
+
+
+def test_unregister_of_a_model_not_served_is_refused_as_a_served_one_s_is(
+        made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    # A model naming a metadata host, kept not served while the config does not allow such
+    # hosts, is still a model: a live key, another model's fallbacks or a running
+    # experiment's arm naming it keeps it, as for a served one (it was taken as unreadable
+    # and unregistered unchecked).
+    meta = {"name": "meta", "tier": "simple", "base_url": "http://169.254.169.254/v1",
+            "input_per_mtok": 0, "output_per_mtok": 0}
+    with closing(sqlite3.connect(made.db_path)) as db, db:
+        db.execute("INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)",
+                   ("meta", OLD_AT, json.dumps(meta)))
+    config = str(made.source_path)
+    code, out, _ = _run(capsys, "models", "list", "--config", config, "--json")
+    assert code == 0 and {r["name"]: r["status"] for r in json.loads(out)}["meta"] == (
+        "not served")
+    key = KeyStore.in_dir(made.data_dir)
+    with key:
+        key_id = key.create(KeySpec(tenant="acme", models=["meta"]).checked(
+            ["acme"], None)).record.id
+    data = Path(made.data_dir)
+    before, files = _rows(made), _files(data)
+    code, out, err = _run(capsys, "models", "unregister", "meta", "--config", config)
+    assert code == 2 and out == "", out
+    assert f'key {key_id}: it can no longer use "meta"' in err, err
+    assert _rows(made) == before and _files(data) == files
+    with key:
+        key.revoke(key_id)
+    with closing(sqlite3.connect(made.db_path)) as db, db:
+        db.execute("INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)",
+                   ("onto-meta", OLD_AT, json.dumps({**meta, "name": "onto-meta",
+                                                     "base_url": "http://127.0.0.1:9/v1",
+                                                     "fallbacks": ["meta"]})))
+    before = _rows(made)
+    code, out, err = _run(capsys, "models", "unregister", "meta", "--config", config)
+    assert code == 2 and "still named by models.onto-meta.fallbacks[0]" in err, err
+    assert _rows(made) == before
+    for name in ("onto-meta", "meta"):
+        code, out, err = _run(capsys, "models", "unregister", name, "--config", config)
+        assert code == 0, (name, err)
+    assert "meta" not in [name for _, name, _, _ in _rows(made)]

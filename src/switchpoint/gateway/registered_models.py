@@ -296,8 +296,13 @@ class RuntimeModels:
             live = self.state.live()
             self._check_registered(live.settings, name)
             keys = self.keys()
+            catalog = live.router.catalog.names
+            if any(m.name == name for m, _ in held_out(live.settings, self.registered)):
+                # (kept not served, it is served again once the setting is true: a key naming
+                # it would lose it then, as it would a served one)
+                catalog = [*catalog, name]
             check_no_key_names(name, keys.list(include_revoked=False), live.settings.tenants,
-                               live.router.catalog.names, keys.now())
+                               catalog, keys.now())
             self.learning.check_writable("the model's removal", "it is still registered")
 
             def settings_of(settings: Settings) -> Settings:
@@ -397,6 +402,13 @@ def held_out(settings: Settings, registered: Iterable[ModelEntry]
         except InvalidInputError as exc:
             out.append((entry, f"base_url {exc.reason}"))
     return out
+
+
+def serving_held(settings: Settings) -> Settings:
+    """``settings`` as they are once ``gateway.allow_registered_metadata_hosts`` is true: what
+    serves the models :func:`held_out` keeps from being served."""
+    return settings.model_copy(update={"gateway": settings.gateway.model_copy(
+        update={"allow_registered_metadata_hosts": True})})
 
 
 def held_out_words(name: str, problem: str) -> str:
@@ -551,5 +563,5 @@ def new_index(settings: Settings) -> int:
 __all__ = ["MAX_REGISTERED_MODELS", "METADATA_HOSTS", "KeptModel", "RuntimeModels",
            "check_destination", "check_no_key_names", "deletion_path", "held_out",
            "held_out_words", "internal_host", "kept_models", "model_card", "not_registered",
-           "registered_fault", "still_named", "unregister_command", "unregister_hint",
-           "with_registered"]
+           "registered_fault", "serving_held", "still_named", "unregister_command",
+           "unregister_hint", "with_registered"]

@@ -27,6 +27,7 @@ from switchpoint.gateway.registered_models import (
     held_out_words,
     kept_models,
     not_registered,
+    serving_held,
     still_named,
     with_registered,
 )
@@ -122,9 +123,17 @@ def check_unregistrable(reader: LearningReader, settings: Settings, name: str,
     experiment's arm or another registered model's fallbacks names. A row that no longer reads
     as a model is not served, so nothing served names it: it may go. When a gateway on
     ``settings`` would not start as things are, a removal is refused only when what is left
-    breaks a rule the start did not already break."""
-    kept = kept_models(reader, metadata_hosts=settings.gateway.allow_registered_metadata_hosts)
-    served = [m.entry for m in kept if m.entry is not None]
+    breaks a rule the start did not already break. One kept not served for naming a
+    link-local or metadata host the config does not allow (see :func:`held_out`) is a model
+    all the same, served again once the setting is true: it is judged as a gateway serving
+    it judges it (what still names it would lose it then), never as a row that does not read
+    as a model."""
+    kept = kept_models(reader, metadata_hosts=True)  # (as a gateway reads them)
+    held = {entry.name for entry, _ in held_out(settings, [m.entry for m in kept
+                                                           if m.entry is not None])}
+    if name in held:
+        settings, held = serving_held(settings), set()
+    served = [m.entry for m in kept if m.entry is not None and m.name not in held]
     config = {m.name for m in settings.models or [] if m.registered_at is None}
     # (a gateway drops at its start one the config lists: it is the config's then)
     removable = [m.name for m in kept
