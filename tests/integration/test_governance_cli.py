@@ -1123,11 +1123,11 @@ def test_the_commands_that_only_read_the_keys_leave_the_file_as_it_was(
         conn.close()
 
 
-def _leave_in_log(data_dir: Path, sql: str, *args: object) -> None:
-    """Run ``sql`` on data_dir's keys.db, its change left in the -wal, and leave the folder
-    as a snapshot of its files taken while the writer had it open, but the -shm (as a copy
-    of the file with its log, or a crash that took the -shm, leaves it)."""
-    path = data_dir / "keys.db"
+def _leave_in_log(data_dir: Path, sql: str, *args: object, name: str = "keys.db") -> None:
+    """Run ``sql`` on data_dir's keys.db (or ``name``), its change left in the -wal, and leave
+    the folder as a snapshot of its files taken while the writer had it open, but the -shm (as
+    a copy of the file with its log, or a crash that took the -shm, leaves it)."""
+    path = data_dir / name
     writer = sqlite3.connect(path, isolation_level=None)
     try:
         writer.execute("PRAGMA wal_autocheckpoint=0")
@@ -1137,9 +1137,9 @@ def _leave_in_log(data_dir: Path, sql: str, *args: object) -> None:
         writer.close()
     for p in data_dir.iterdir():
         p.unlink()
-    for name, data in files.items():
-        (data_dir / name).write_bytes(data)
-    assert sorted(_folder(data_dir)) == ["keys.db", "keys.db-wal"]
+    for kept, data in files.items():
+        (data_dir / kept).write_bytes(data)
+    assert f"{name}-wal" in _folder(data_dir)
 
 
 def _digests(data_dir: Path) -> dict[str, str]:
@@ -1221,3 +1221,50 @@ def test_an_older_key_store_whose_log_is_too_big_to_read_upgraded_is_refused_too
             "-wal (0 MiB) is too big to be read upgraded") in err, err
     assert "Traceback" not in err
     assert _digests(data_dir) == before  # (no -shm made beside it either)
+
+
+_A_MODEL = "INSERT INTO runtime_models (name, created, card) VALUES ('m', 1, '{}')"
+
+
+@pytest.mark.parametrize(("name", "sql", "argv"), [
+    ("switchpoint.db", _A_MODEL, ["feedback", "0" * 32, "--success"]),
+    ("switchpoint.db", _A_MODEL, ["prune", "--older-than", "1"]),
+    ("keys.db", "UPDATE keys SET name = 'n'", ["keys", "revoke", "KEY"])],
+    ids=["feedback", "prune", "keys-revoke"])
+def test_a_write_refused_for_an_overwritten_header_leaves_the_file_and_its_log(
+        config: Path, capsys: pytest.CaptureFixture[str], name: str, sql: str,
+        argv: list[str]) -> None:
+    """A store whose first 100 bytes were overwritten, with its -wal beside it (a crash left
+    it): a command that writes it is refused as damaged, and the file and its log are left as
+    they were; the refused opening copied the log into the damaged file and removed it."""
+    key_id = seed(config)
+    data = config.parent / "data"
+    _leave_in_log(data, sql, name=name)
+    path = data / name
+    with path.open("r+b") as file:
+        file.write(bytes(100))
+    kept = {n: d for n, d in _digests(data).items() if n in (name, f"{name}-wal")}
+    assert len(kept) == 2
+    code, out, err = run([*[a.replace("KEY", key_id) for a in argv], "--config", config],
+                         capsys)
+    assert code == 2 and out == "", out
+    assert f"{str(path)!r}: cannot open" in err and "file is not a database" in err, err
+    assert "the file is damaged" in err, err
+    assert {n: d for n, d in _digests(data).items() if n in kept} == kept
+
+
+def test_a_header_overwritten_whose_page_the_log_holds_anew_is_whole_and_written(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The -wal a crash left holds a newer copy of the first page (the file grew): SQLite
+    reads that copy, so the file is whole, and a write goes on; its checkpoint mends the
+    header."""
+    seed(config)
+    data = config.parent / "data"
+    _leave_in_log(data, "INSERT INTO runtime_models (name, created, card) VALUES ('m', 1, ?)",
+                  "x" * 200_000, name="switchpoint.db")
+    path = data / "switchpoint.db"
+    with path.open("r+b") as file:
+        file.write(bytes(100))
+    code, _, err = run(["prune", "--older-than", "1", "--config", config], capsys)
+    assert code == 0, err
+    assert path.read_bytes()[:16] == b"SQLite format 3\x00"

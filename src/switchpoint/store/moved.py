@@ -390,9 +390,40 @@ def opened_for_writing(path: str | Path, connect: Callable[[], sqlite3.Connectio
     log noted once it is open (see :func:`note_log_owner`): what every store writing a
     database in WAL mode opens it with, and :func:`forget_log_owner` once it closed it."""
     drop_stale_log(path)
+    check_header_read(path)
     conn = connect()
     note_log_owner(path)
     return conn
+
+
+#: What the first bytes of every SQLite database file say.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_header_read(path: str | Path) -> None:
+    """Nothing, unless the database ``path`` begins with no SQLite header (overwritten, say)
+    and has its own ``-wal`` beside it that holds no newer copy of its first page: then the
+    :class:`sqlite3.DatabaseError` reading it meets (``file is not a database``), before a
+    connection that may write it is opened. SQLite, closing the last connection of a file in
+    WAL mode, copies the log into the file and removes the log and its ``-shm``, even when
+    the file was refused as no database: a write refused for the damage would change the
+    damaged file and take its log away. A log holding that page reads (the file is whole: the
+    log's copy is the one read, and it mends the header at the next checkpoint). Read by a
+    read-only connection, which never copies a log into its file."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(_SQLITE_HEADER))
+    except OSError:
+        return  # (no file yet, or one the connection names the fault of)
+    if not head or head == _SQLITE_HEADER or not side_file(path, "-wal").exists():
+        return
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        pass  # (not the file's damage, a lock say: the writing connection meets it, as before)
+    finally:
+        conn.close()
 
 
 def forget_log_owner(path: str | Path) -> None:
