@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint.config import load_settings
+from switchpoint.governance.keys import KeyStore
 from switchpoint.governance.reports import SWEEP, Reports
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 
@@ -135,6 +136,9 @@ def main() -> None:
         fill(settings.db_path, args.requests, models, prices)
         print(f"filled the log with {args.requests} answered auto requests over {args.models} "
               f"models in {time.perf_counter() - start:.1f} s")
+        # (the key store the logged keys were made in, which no longer holds them: a report
+        # refuses a data_dir whose log names keys and that holds no keys.db)
+        KeyStore.in_dir(tmp).open().close()
         reports = Reports.from_settings(settings, clock=lambda: NOW)
 
         def arrays() -> list[dict[str, int]]:
