@@ -890,9 +890,112 @@ def _no_base_60(resolvers: dict[Any, list[tuple[str, Any]]]) -> dict[Any, list[t
             for first, listed in resolvers.items()}
 
 
-class _UniqueKeyLoader(yaml.SafeLoader, _UniqueKeys):
+#: The characters that end a line, or the text, for YAML's scanner.
+_BREAKZ = "\0\r\n\x85\u2028\u2029"
+
+
+class _Yaml12Tabs(yaml.SafeLoader):
+    """The pure-Python scanner reading a tab where YAML 1.2 (and libyaml) take one as white
+    space within a line: after a value or before its comment (``policy: knn<TAB># note``),
+    between a key's colon and its value, inside a flow collection, between the words of a
+    plain value, after a block scalar's header (``|-<TAB>``) and after a tag or an anchor.
+    PyYAML's own scanner refused every tab outside a quoted value, so a config libyaml read
+    was refused where PyYAML has no libyaml. A tab where indentation is read (at the start
+    of a line, after ``- ``) is still refused, as YAML and libyaml refuse it."""
+
+    def _line_break(self) -> str:
+        """The line break read here, as a newline ('' when there is none)."""
+        return str(self.scan_line_break())  # type: ignore[no-untyped-call]
+
+    def scan_to_next_token(self) -> None:
+        # PyYAML's loop, a tab skipped where no simple key may start, as libyaml's does
+        if self.index == 0 and self.peek() == "\ufeff":
+            self.forward()
+        while True:
+            while self.peek() == " " or (self.peek() == "\t" and (
+                    self.flow_level or not self.allow_simple_key)):
+                self.forward()
+            if self.peek() == "#":
+                while self.peek() not in _BREAKZ:
+                    self.forward()
+            if not self._line_break():
+                return
+            if not self.flow_level:
+                self.allow_simple_key = True
+
+    def scan_plain_spaces(self, indent: int, start_mark: yaml.Mark) -> list[str] | None:
+        # PyYAML's, a tab taken as a space, and refused in a continuation line's indentation
+        chunks: list[str] = []
+        length = 0
+        while self.peek(length) in " \t":
+            length += 1
+        whitespaces = self.prefix(length)
+        self.forward(length)
+        if self.peek() not in _BREAKZ[1:]:
+            if whitespaces:
+                chunks.append(whitespaces)
+            return chunks
+        line_break = self._line_break()
+        self.allow_simple_key = True
+        if self.prefix(3) in ("---", "...") and self.peek(3) in _BREAKZ + " \t":
+            return None
+        breaks = []
+        while self.peek() in " \t" + _BREAKZ[1:]:
+            if self.peek() == "\t" and self.column < indent:
+                raise yaml.scanner.ScannerError(
+                    "while scanning a plain scalar", start_mark,
+                    "found a tab character that violates indentation", self.get_mark())
+            if self.peek() in " \t":
+                self.forward()
+                continue
+            breaks.append(self._line_break())
+            if self.prefix(3) in ("---", "...") and self.peek(3) in _BREAKZ + " \t":
+                return None
+        if line_break != "\n":
+            chunks.append(line_break)
+        elif not breaks:
+            chunks.append(" ")
+        chunks.extend(breaks)
+        return chunks
+
+    def scan_block_scalar_indicators(self, start_mark: yaml.Mark) -> tuple[bool | None,
+                                                                           int | None]:
+        # PyYAML's, a tab after the indicators as a space; a comment glued to them (``>#``)
+        # is refused still, as YAML refuses it (a comment follows white space)
+        chomping: bool | None = None
+        increment: int | None = None
+        for _ in range(2):
+            ch = self.peek()
+            if ch in "+-" and chomping is None:
+                chomping = ch == "+"
+            elif ch in "0123456789" and increment is None:
+                if ch == "0":
+                    raise yaml.scanner.ScannerError(
+                        "while scanning a block scalar", start_mark,
+                        "expected indentation indicator in the range 1-9, but found 0",
+                        self.get_mark())
+                increment = int(ch)
+            else:
+                break
+            self.forward()
+        ch = self.peek()
+        if ch not in _BREAKZ + " \t":
+            raise yaml.scanner.ScannerError(
+                "while scanning a block scalar", start_mark,
+                f"expected chomping or indentation indicators, but found {ch!r}",
+                self.get_mark())
+        return chomping, increment
+
+    def scan_block_scalar_ignored_line(self, start_mark: yaml.Mark) -> None:
+        while self.peek() in " \t":
+            self.forward()
+        super().scan_block_scalar_ignored_line(start_mark)
+
+
+class _UniqueKeyLoader(_Yaml12Tabs, _UniqueKeys):
     """The safe loader in pure Python, refusing a key written twice: whose refusals of a text
-    that is not valid YAML the config's errors quote (their problem, line and column)."""
+    that is not valid YAML the config's errors quote (their problem, line and column). It
+    reads a tab as YAML 1.2 and libyaml do (:class:`_Yaml12Tabs`)."""
 
     yaml_implicit_resolvers = _no_base_60(yaml.SafeLoader.yaml_implicit_resolvers)
 

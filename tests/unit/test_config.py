@@ -1158,6 +1158,36 @@ def test_a_variable_with_a_key_written_twice_is_refused_with_either_parser(
     assert info.value.key == "tenants" and "written twice" in str(info.value)
 
 
+@pytest.mark.parametrize("text", [
+    "policy: knn\t\ncache: {size: 5}\n",  # (a tab an editor left after a value)
+    "policy: knn\t# the policy\ncache: {size: 5}\n",
+    "policy:\tknn\ncache:\t{size: 5}\n",
+    "policy\t: knn\ncache: {size:\t5\t}\n",
+    "policy: knn\ncache:\t\n  size: 5\n",
+    "policy: knn\ncache: {\n\tsize: 5}\n",
+    "---\t# the config\npolicy: knn\ncache: {size: 5}\n",
+    "policy: >-\t# the policy\n  knn\ncache: {size: 5}\n",
+    "policy: knn\ncache: &c\t{size: 5}\n",
+])
+def test_a_tab_yaml_takes_as_a_space_is_read_alike_by_either_parser(
+        tmp_path: Path, yaml_parser: str, text: str) -> None:
+    """YAML takes a tab as white space within a line: the pure-Python loader, which refused
+    every one, reads the config libyaml reads."""
+    settings = load_settings(write(tmp_path, text), environ={})
+    assert settings.policy == "knn" and settings.cache.size == 5
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("cache:\n\tsize: 5\n", "at line 2, column 1: found character '\\t' that cannot start"),
+    ("models:\n-\t{name: a}\n", "at line 2, column 2: found character '\\t' that cannot start"),
+    ("data_dir: my\n\tstate\n", "at line 2, column 1: found a tab character that violates "
+                                "indentation"),
+])
+def test_a_tab_where_yaml_reads_indentation_is_refused_by_either_parser(
+        tmp_path: Path, yaml_parser: str, text: str, says: str) -> None:
+    assert f"is not valid YAML {says}" in error_of(tmp_path, text)
+
+
 @pytest.mark.parametrize("deep", ["data_dir: " + "[" * 50_000 + "]" * 50_000,
                                   "store: " + "{a: " * 5_000 + "1" + "}" * 5_000])
 def test_a_config_nested_too_deeply_is_a_config_error(tmp_path: Path, deep: str) -> None:
