@@ -982,6 +982,8 @@ class _Yaml12Tabs(yaml.SafeLoader):
         if ch not in _BREAKZ + " \t":
             raise yaml.scanner.ScannerError(
                 "while scanning a block scalar", start_mark,
+                "found '#' right after a block scalar's header (| or >); a comment there needs "
+                "a space before its #" if ch == "#" else
                 f"expected chomping or indentation indicators, but found {ch!r}",
                 self.get_mark())
         return chomping, increment
@@ -1012,6 +1014,12 @@ if getattr(yaml, "__with_libyaml__", False):
 #: How libyaml says a text is nested deeper than it reads (1,000 levels).
 _LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"
 
+#: What libyaml reads that YAML refuses, which a text is read by the pure loader for (the
+#: refusal then its): a block scalar's header with a comment glued to it, ``key: >#note``
+#: (a comment follows white space; libyaml took ``#note`` as one). A text a pattern matches
+#: by chance (``a|#b`` in a value) is only read more slowly, as it is.
+_LIBYAML_LENIENT = re.compile(r"[|>][-+0-9]{0,2}#")
+
 
 def _parse_yaml(text: str) -> Any:
     """The value of the YAML ``text``, by the safe loader, a key written twice refused: the
@@ -1020,8 +1028,9 @@ def _parse_yaml(text: str) -> Any:
     is refused, and how its refusal is worded, stay the pure loader's (libyaml words its
     problems otherwise, counts a bad character's place in bytes, and refuses a directive the
     pure loader lets by). A nesting deeper than libyaml reads, which the pure loader could
-    not read either, is its :class:`RecursionError` at once."""
-    if _FastUniqueKeyLoader is not None:
+    not read either, is its :class:`RecursionError` at once. A text holding what libyaml
+    reads and YAML refuses (:data:`_LIBYAML_LENIENT`) is read by the pure loader alone."""
+    if _FastUniqueKeyLoader is not None and _LIBYAML_LENIENT.search(text) is None:
         try:
             return yaml.load(text, Loader=_FastUniqueKeyLoader)
         except yaml.YAMLError as exc:

@@ -1188,6 +1188,24 @@ def test_a_tab_where_yaml_reads_indentation_is_refused_by_either_parser(
     assert f"is not valid YAML {says}" in error_of(tmp_path, text)
 
 
+@pytest.mark.parametrize(("text", "column"), [
+    ("data_dir: >-#my state\n  state\n", 13),
+    ("data_dir: |-2#my state\n  state\n", 14),
+    ("tenants:\n  acme: {cost_weight: 1}\ndata_dir: >-#\n  state\n", 13),
+])
+def test_a_comment_glued_to_a_block_scalar_s_header_is_refused_by_either_parser(
+        tmp_path: Path, yaml_parser: str, text: str, column: int) -> None:
+    """YAML wants white space before a comment; libyaml took ``>#my state`` as a header and
+    its comment, so the file was read with libyaml and refused without it."""
+    message = error_of(tmp_path, text)
+    line = text.count("\n", 0, text.index("#")) + 1
+    assert (f"is not valid YAML at line {line}, column {column}: found '#' right after a "
+            "block scalar's header (| or >); a comment there needs a space before its #"
+            in message), message
+    spaced = text.replace("#", " #")  # (the comment the user meant)
+    assert load_settings(write(tmp_path, spaced), environ={}).data_dir.endswith("/state")
+
+
 @pytest.mark.parametrize("deep", ["data_dir: " + "[" * 50_000 + "]" * 50_000,
                                   "store: " + "{a: " * 5_000 + "1" + "}" * 5_000])
 def test_a_config_nested_too_deeply_is_a_config_error(tmp_path: Path, deep: str) -> None:
