@@ -993,6 +993,79 @@ class _Yaml12Tabs(yaml.SafeLoader):
             self.forward()
         super().scan_block_scalar_ignored_line(start_mark)
 
+    def scan_tag(self) -> yaml.tokens.TagToken:
+        # PyYAML's, ended as libyaml ends a tag: by a tab as by a space, and in a flow
+        # collection by a comma (``[!!str, x]``), which with ``[`` and ``]`` is no part of a
+        # tag's name (YAML 1.2); PyYAML read ``!!str,`` as a tag of that name and ``[!, x]``
+        # as the tag ``!,``, which libyaml reads as an empty text and x
+        start_mark = self.get_mark()
+        ends = _BREAKZ + " \t" + ("," if self.flow_level else "")
+        ch = self.peek(1)
+        handle: str | None = None
+        if ch == "<":
+            self.forward(2)
+            suffix = self.scan_tag_uri("tag", start_mark)
+            if self.peek() != ">":
+                raise yaml.scanner.ScannerError("while parsing a tag", start_mark,
+                                                f"expected '>', but found {self.peek()!r}",
+                                                self.get_mark())
+            self.forward()
+        elif ch in ends:
+            suffix = "!"
+            self.forward()
+        else:
+            length = 1
+            while ch not in ends and ch not in "![]{}":
+                length += 1
+                ch = self.peek(length)
+            if ch == "!":
+                handle = str(self.scan_tag_handle(  # type: ignore[no-untyped-call]
+                    "tag", start_mark))
+            else:
+                handle = "!"
+                self.forward()
+            suffix = self.scan_tag_uri("tag", start_mark, flow_indicators=False)
+        if self.peek() not in ends:
+            raise yaml.scanner.ScannerError("while scanning a tag", start_mark,
+                                            f"expected ' ', but found {self.peek()!r}",
+                                            self.get_mark())
+        return yaml.tokens.TagToken((handle, suffix), start_mark, self.get_mark())
+
+    def scan_tag_uri(self, name: str, start_mark: yaml.Mark, *,
+                     flow_indicators: bool = True) -> str:
+        # PyYAML's, a tag's name (not a verbatim !<...> one, nor a %TAG prefix) ended by
+        # a flow indicator
+        if flow_indicators:
+            return str(super().scan_tag_uri(name, start_mark))
+        chunks: list[str] = []
+        length = 0
+        while (self.peek(length).isascii() and self.peek(length).isalnum()) or self.peek(
+                length) in "-;/?:@&=+$_.!~*'()%":  # (PyYAML's, less , [ and ])
+            if self.peek(length) == "%":
+                chunks.append(self.prefix(length))
+                self.forward(length)
+                length = 0
+                chunks.append(self.scan_uri_escapes(name, start_mark))
+            else:
+                length += 1
+        if length:
+            chunks.append(self.prefix(length))
+            self.forward(length)
+        if not chunks:
+            raise yaml.scanner.ScannerError(f"while parsing a {name}", start_mark,
+                                            f"expected URI, but found {self.peek()!r}",
+                                            self.get_mark())
+        return "".join(chunks)
+
+    def compose_scalar_node(self, anchor: Any) -> yaml.ScalarNode:
+        # An empty value tagged only ``!`` is the empty text, as YAML 1.2 reads a value of
+        # that tag and libyaml reads it; PyYAML read it as null (so admin_token_env: ! read
+        # as no admin token)
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        if event.tag == "!" and event.value == "" and event.style is None:
+            event.implicit = (False, False)
+        return super().compose_scalar_node(anchor)
+
 
 class _UniqueKeyLoader(_Yaml12Tabs, _UniqueKeys):
     """The safe loader in pure Python, refusing a key written twice: whose refusals of a text

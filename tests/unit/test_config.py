@@ -1206,6 +1206,26 @@ def test_a_comment_glued_to_a_block_scalar_s_header_is_refused_by_either_parser(
     assert load_settings(write(tmp_path, spaced), environ={}).data_dir.endswith("/state")
 
 
+@pytest.mark.parametrize(("text", "value"), [
+    ("a: !\n", {"a": ""}),  # (YAML 1.2: a value tagged only ! is text)
+    ("a: {b: !, c: 1}\n", {"a": {"b": "", "c": 1}}),
+    ("a: [!, 1]\n", {"a": ["", 1]}),
+    ("a: [!!str, 1]\n", {"a": ["", 1]}),  # (a comma ends a tag in a flow collection)
+    ("a: !!str\t5\n", {"a": "5"}),
+])
+def test_a_tag_is_read_alike_by_either_parser(yaml_parser: str, text: str,
+                                              value: object) -> None:
+    assert config._parse_yaml(text) == value
+
+
+def test_an_admin_token_variable_tagged_only_with_an_exclamation_mark_is_refused_as_empty(
+        tmp_path: Path, yaml_parser: str) -> None:
+    """Without libyaml ``admin_token_env: !`` was read as null, no token, which leaves the
+    admin routes open; libyaml read it as the empty name it is, which is refused."""
+    message = error_of(tmp_path, "admin_token_env: !\n")
+    assert message.startswith("admin_token_env: must be the name of the environment variable")
+
+
 @pytest.mark.parametrize("deep", ["data_dir: " + "[" * 50_000 + "]" * 50_000,
                                   "store: " + "{a: " * 5_000 + "1" + "}" * 5_000])
 def test_a_config_nested_too_deeply_is_a_config_error(tmp_path: Path, deep: str) -> None:
