@@ -22,7 +22,7 @@ def comma_items(text: str, noun: str, example: str, leave_out: str = "", *,
     if not any(parts):
         if none_ok:
             return []
-        raise ValueError(f"{json_quoted(text)} holds no {noun}: give a comma-separated list "
+        raise ValueError(f"{json_quoted(text)} holds no {noun}; give a comma-separated list "
                          f"such as {example}{leave_out}")
     for place, part in enumerate(parts, 1):
         if not part:

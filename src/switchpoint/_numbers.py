@@ -244,7 +244,7 @@ def too_small_why(accepted: str | None = None) -> str:
     and the library's."""
     if accepted is None:
         return TOO_SMALL
-    return f"is too small a number to be told from 0: give {accepted}"
+    return f"is too small a number to be told from 0; give {accepted}"
 
 
 def integer_text(text: str) -> int | None:

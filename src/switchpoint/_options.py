@@ -64,11 +64,11 @@ def number_option(what: str = "a number", example: str = "2.5 or 1e3",
     def number(text: str) -> float:
         value = number_text(text)
         if value is None:
-            raise refused(text, f"is negative: give {what}" if low >= 0 and negative_text(text)
+            raise refused(text, f"is negative; give {what}" if low >= 0 and negative_text(text)
                           else underflow if too_small(text)
                           else not_read(text, "a number", what, example, low))
         if not ((low < value) if above_low else (low <= value)) or not value <= high:
-            raise refused(text, f"is {'negative' if value < 0 <= low else 'out of range'}: "
+            raise refused(text, f"is {'negative' if value < 0 <= low else 'out of range'}; "
                                 f"give {what}")
         return value
 
@@ -84,15 +84,15 @@ def not_read(text: str, kind: str, what: str, example: str, low: float) -> str:
     option takes in words (its unit, where it has one: ``a number of days``), ``example``
     shows one."""
     if not text.strip():
-        return f"is empty: give {what}, such as {example}"
+        return f"is empty; give {what}, such as {example}"
     if not_finite_text(text):
-        return f"{NOT_FINITE_TEXT}: give {what}"
+        return f"{NOT_FINITE_TEXT}; give {what}"
     if number_with_unit(text) is not None:
         if low >= 0 and negative_with_unit(text):
-            return f"is negative: give {what}"
-        return (f"has a unit, which is not taken here: give the number alone, {what}, such "
+            return f"is negative; give {what}"
+        return (f"has a unit, which is not taken here; give the number alone, {what}, such "
                 f"as {example}")
-    return f"is not {kind} in ASCII digits: give {what}, such as {example}"
+    return f"is not {kind} in ASCII digits; give {what}, such as {example}"
 
 
 def path_option(what: str) -> Callable[[str], str]:
@@ -101,7 +101,7 @@ def path_option(what: str) -> Callable[[str], str]:
 
     def path(text: str) -> str:
         if not text:
-            raise refused(text, f"is empty: give {what}")
+            raise refused(text, f"is empty; give {what}")
         return text
 
     return path
@@ -138,11 +138,11 @@ def not_whole(text: str, what: str, example: str, low: float) -> str:
     large (more than 100 digits, ``1e309``); a number that is not whole, told negative below
     ``low`` (``-2.5``) and else not whole (``2.5``); else as :func:`not_read` says."""
     if whole_too_large(text):
-        return f"{TOO_MANY_DIGITS}: give {what}, such as {example}"
+        return f"{TOO_MANY_DIGITS}; give {what}, such as {example}"
     if number_text(text) is not None or too_small(text):  # (2.5, -0.5, 1e-400)
         if low >= 0 and negative_text(text):
-            return f"is negative: give {what}"
-        return f"is not a whole number: give {what}, such as {example}"
+            return f"is negative; give {what}"
+        return f"is not a whole number; give {what}, such as {example}"
     return not_read(text, "a whole number", what, example, low)
 
 
@@ -177,7 +177,7 @@ def port_option(text: str) -> int | range:
         if port is None and not whole_too_large(text):
             raise refused(text, not_whole(text, PORT, "8080 or 20400-20499", 0))
         if port is not None and port < 0:
-            raise refused(text, f"is negative: give {PORT}")
+            raise refused(text, f"is negative; give {PORT}")
         if port is None or port > MAX_PORT:
             raise refused(text, f"is not a port number (0-{MAX_PORT})")
         return port

@@ -1344,7 +1344,7 @@ def _check_catalog(settings: Settings) -> None:
         if entry.provider == OPENAI_COMPATIBLE and entry.base_url is None:
             raise ConfigError(f"models[{i}].base_url",
                               f"is required for provider {OPENAI_COMPATIBLE} (model "
-                              f"{json_quoted(entry.name)}): give the server's URL, e.g. "
+                              f"{json_quoted(entry.name)}); give the server's URL, e.g. "
                               "http://localhost:8080/v1, or name a known provider")
         displaced = userinfo_displaces_key(entry.card())
         if displaced is not None:

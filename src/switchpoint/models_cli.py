@@ -126,7 +126,7 @@ def cmd_models_unregister(args: argparse.Namespace) -> int:
     name = str(args.name)
     settings = _settings(args)
     if settings.source_path is None:
-        raise InvalidInputError("config", "no config file was given: give the service's "
+        raise InvalidInputError("config", "no config file was given; give the service's "
                                           "config with --config FILE (or $SWITCHPOINT_CONFIG), "
                                           "against which what still names the model (its "
                                           "keys, experiments and models) is judged")

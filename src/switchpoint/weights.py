@@ -203,7 +203,7 @@ class WeightsPackage:
         width = self.policy.vector_width
         if width is not None and width != self.dimension:
             raise InvalidInputError("dimension", f"is {self.dimension}, but the policy holds "
-                                                 f"{width}-d vectors: give dimension={width}, "
+                                                 f"{width}-d vectors; give dimension={width}, "
                                                  "that of the embedder it was fitted with")
 
     def __repr__(self) -> str:

@@ -669,22 +669,22 @@ def _whole_number_options(tmp_path: Path, bad: str) -> list[tuple[list[str | Pat
 
 @pytest.mark.parametrize(("bad", "why", "port_why"), [
     # NaN and the infinities: "not a whole number in ASCII digits", as if malformed.
-    ("nan", '"nan" is not a finite number (it is NaN or an infinity): give ', None),
-    ("-inf", '"-inf" is not a finite number (it is NaN or an infinity): give ', None),
-    ("Infinity", '"Infinity" is not a finite number (it is NaN or an infinity): give ', None),
+    ("nan", '"nan" is not a finite number (it is NaN or an infinity); give ', None),
+    ("-inf", '"-inf" is not a finite number (it is NaN or an infinity); give ', None),
+    ("Infinity", '"Infinity" is not a finite number (it is NaN or an infinity); give ', None),
     # A number that is not whole: negative where it is, else not whole, with what is taken.
-    ("2.5", '"2.5" is not a whole number: give ', None),
-    ("-2.5", '"-2.5" is negative: give ', None),
-    ("1e-3", '"1e-3" is not a whole number: give ', None),
+    ("2.5", '"2.5" is not a whole number; give ', None),
+    ("-2.5", '"-2.5" is negative; give ', None),
+    ("1e-3", '"1e-3" is not a whole number; give ', None),
     # Past the digits any count is read to, written out or with an exponent.
     ("1e309", '"1e309" is a whole number of more than 100 digits, larger than any value taken '
-              "here: give ", '"1e309" is not a port number (0-65535)'),
+              "here; give ", '"1e309" is not a port number (0-65535)'),
     ("9" * 10_000, '"' + "9" * 57 + '…" is a whole number of more than 100 digits',
      '"' + "9" * 57 + '…" is not a port number (0-65535)'),
-    ("", '"" is empty: give ', None),
-    ("4k", '"4k" has a unit, which is not taken here: give the number alone, ', None),
-    ("1_000", '"1_000" is not a whole number in ASCII digits: give ', None),
-    ("\uff15", '"\uff15" is not a whole number in ASCII digits: give ', None),
+    ("", '"" is empty; give ', None),
+    ("4k", '"4k" has a unit, which is not taken here; give the number alone, ', None),
+    ("1_000", '"1_000" is not a whole number in ASCII digits; give ', None),
+    ("\uff15", '"\uff15" is not a whole number in ASCII digits; give ', None),
 ])
 def test_a_whole_number_option_says_what_is_wrong_with_a_value_as_number_options_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str, why: str,
@@ -730,7 +730,7 @@ def test_a_number_with_a_unit_where_a_number_alone_is_taken_is_told_to_drop_the_
     code, out, err = run_refused_option([*argv, "--data-dir", tmp_path / "data"]
                                         if argv[0] != "route" else argv, capsys)
     assert_bad_option(code, err, flag, f'argument {flag}: "{argv[-1]}" has a unit, which is not '
-                                       f"taken here: give the number alone, {what}")
+                                       f"taken here; give the number alone, {what}")
     assert out == "" and list(tmp_path.iterdir()) == []
 
 
@@ -755,7 +755,7 @@ def test_a_command_lines_number_may_take_a_sign_a_point_and_an_exponent(
         pytest.param([PROMPT, "--models", "claude-v1,gpt-9-ultra"], ['"gpt-9-ultra"'],
                      id="unknown-model"),
         pytest.param([PROMPT, "--models", " , "],
-                     ['--models: " , " holds no model name: give a comma-separated list such '
+                     ['--models: " , " holds no model name; give a comma-separated list such '
                       "as gpt-4o-mini,gpt-4o"], id="empty-models"),
         pytest.param([], ["give a PROMPT"], id="no-prompt"),
     ],
@@ -770,9 +770,9 @@ def test_route_bad_input_exits_2(
 
 
 @pytest.mark.parametrize(("value", "says"), [
-    ("-1", '"-1" is negative: give a number from 0 to 10,000 (0 = quality first)'),
-    ("1e9", '"1e9" is out of range: give a number from 0 to 10,000'),
-    ("nan", '"nan" is not a finite number (it is NaN or an infinity): give a number from 0 to '
+    ("-1", '"-1" is negative; give a number from 0 to 10,000 (0 = quality first)'),
+    ("1e9", '"1e9" is out of range; give a number from 0 to 10,000'),
+    ("nan", '"nan" is not a finite number (it is NaN or an infinity); give a number from 0 to '
             "10,000 (0 = quality first)"),
     ("cheap", '"cheap" is not a number in ASCII digits'),
     ("1e-400", '"1e-400" is too small a number to be told from 0'),
@@ -918,9 +918,9 @@ def test_route_file_bad_input_writes_nothing(
 
 
 @pytest.mark.parametrize(("sweep", "says"), [
-    ("0,-1", '"-1" is negative: give a number from 0 to 10,000'),
+    ("0,-1", '"-1" is negative; give a number from 0 to 10,000'),
     ("0,nan", '"nan" is not a finite number (it is NaN or an infinity)'),
-    (",", '"," holds no number: give a comma-separated list such as 0,0.1,1,10'),
+    (",", '"," holds no number; give a comma-separated list such as 0,0.1,1,10'),
     ("1,,2", '"1,,2" has no number at item 2 of 3: write one number between commas, such as '
              "0,0.1,1,10"),
     ("0,1,", '"0,1," has no number at item 3 of 3'),
@@ -1808,7 +1808,7 @@ def test_an_empty_path_is_refused_naming_the_option_and_changes_nothing(
     argv = [a.format(r=records_file, w=weights_copy, t=tmp_path) for a in argv]
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     code, out, err = run_refused_option(argv, capsys)
-    assert_bad_option(code, err, flag, f'"" is empty: give {give}')
+    assert_bad_option(code, err, flag, f'"" is empty; give {give}')
     assert out == ""
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
@@ -1845,7 +1845,7 @@ def test_an_empty_config_is_refused_not_taken_for_the_one_in_the_environment(
     argv = [a.format(t=tmp_path) for a in argv]
     before = sorted(tmp_path.rglob("*"))
     code, out, err = run_refused_option([*argv, "--config", ""], capsys)
-    assert_bad_option(code, err, "--config", '"" is empty: give a YAML config file')
+    assert_bad_option(code, err, "--config", '"" is empty; give a YAML config file')
     assert out == ""
     assert sorted(tmp_path.rglob("*")) == before
 
@@ -2310,7 +2310,7 @@ def test_an_sla_report_s_window_is_refused_quoted_as_typed_with_its_bounds(
                                          "--data-dir", tmp_path], capsys)
     assert_bad_option(code, err, "--since-hours")
     assert err.splitlines()[-1].endswith(
-        f'argument --since-hours: "{hours}" {why}: give a number of hours more than 0 and at '
+        f'argument --since-hours: "{hours}" {why}; give a number of hours more than 0 and at '
         "most 8,784 (366 days)"), err
     assert out == "" and list(tmp_path.iterdir()) == []
 

@@ -179,7 +179,7 @@ def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: 
                      'would fit on; splits present: "test"; name the split to fit on with '
                      "--fit-split", id="no-fit-split"),
         pytest.param(["{unsplit}"], 'unsplit.jsonl\': no records in split "test", which eval '
-                     'would measure on; no record has a "split" field: give each record one',
+                     'would measure on; no record has a "split" field; give each record one',
                      id="no-splits-at-all"),
         pytest.param(["{records}", "--test-split", "holdout"], 'no records in split "holdout"',
                      id="unknown-test-split"),
@@ -191,7 +191,7 @@ def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: 
                      id="param-without-policy"),
         pytest.param(["{records}", "--param", "knn.k=3", "--policy", "tiers"],
                      '--param: parameters given for "knn", which is not among the policies '
-                     "evaluated (\"tiers\"): give parameters of those, or evaluate that policy too",
+                     "evaluated (\"tiers\"); give parameters of those, or evaluate that policy too",
                      id="param-for-other-policy"),
         pytest.param(["{records}", "--param", "cluster.n_clusters=0"],
                      "--param cluster.n_clusters: must be >= 1, got 0", id="bad-param-value"),

@@ -287,7 +287,7 @@ def test_expires_takes_epoch_seconds_as_the_readme_says(
      "commas, such as gpt-4o-mini,auto"),
     (["--tenant", "acme", "--models", "big, "], "has no model name at item 2 of 2"),
     (["--tenant", "acme", "--models", " , "],
-     '--models: " , " holds no model name: give a comma-separated list such as '
+     '--models: " , " holds no model name; give a comma-separated list such as '
      "gpt-4o-mini,auto, or leave --models out to allow the tenant's"),
     (["--tenant", "acme", "--models", "big,sm\tall"],
      '--models (item 2): "sm\\tall" holds U+0009'),
@@ -298,7 +298,7 @@ def test_expires_takes_epoch_seconds_as_the_readme_says(
     (["--tenant", "acme", "--budget", "50/month", "--budget", ",5/day"],
      '--budget: ",5/day" has no budget at item 1 of 2'),
     (["--tenant", "acme", "--budget", " "],
-     '--budget: " " holds no budget: give a comma-separated list such as 50/month,5/day'),
+     '--budget: " " holds no budget; give a comma-separated list such as 50/month,5/day'),
     (["--tenant", "acme", "--expires", "2001-01-01"],
      '--expires: "2001-01-01" is not in the future; give a later date (YYYY-MM-DD, UTC) or '
      'a duration from now (30d, 12h)'),
@@ -369,14 +369,14 @@ def test_keys_create_past_the_live_keys_bound_says_how_to_make_room(
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["--cost-weight", "cheap"], '--cost-weight: "cheap" is not a number in ASCII digits: give '
+    (["--cost-weight", "cheap"], '--cost-weight: "cheap" is not a number in ASCII digits; give '
                                  "a number from 0 to 10,000 (0 = quality first), such as 0.5"),
     (["--cost-weight", "1e-400"], '--cost-weight: "1e-400" is too small a number to be told '
                                   "from 0"),
-    (["--cost-weight", "-1"], '--cost-weight: "-1" is negative: give a number from 0 to '
+    (["--cost-weight", "-1"], '--cost-weight: "-1" is negative; give a number from 0 to '
                               "10,000"),
     (["--rpm", "abc"], '--rpm: "abc" is not a whole number in ASCII digits'),
-    (["--tpm", "1.5"], '--tpm: "1.5" is not a whole number: give a whole number, such as 8'),
+    (["--tpm", "1.5"], '--tpm: "1.5" is not a whole number; give a whole number, such as 8'),
 ])
 def test_a_keys_number_option_is_refused_as_every_number_option_is(
         config: Path, argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -404,27 +404,27 @@ def run_any(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]) -> t
      '--budget: "-5/day": the amount is negative; write 0/day for a budget that allows no '
      "spend, or an amount from 1e-10"),
     (["keys", "create", "--tenant", "acme", "--expires", "-1d"],
-     '--expires: "-1d" is a negative duration; a duration counts from now: give one of at '
+     '--expires: "-1d" is a negative duration; a duration counts from now; give one of at '
      "least 1m (30d, 12h), or a date"),
     (["keys", "create", "--tenant", "acme", "--cost-weight", "-1e-3"],
-     '--cost-weight: "-1e-3" is negative: give a number from 0 to 10,000'),
+     '--cost-weight: "-1e-3" is negative; give a number from 0 to 10,000'),
     (["keys", "create", "--tenant", "acme", "--rpm", "-3"],
      "--rpm: must be a whole number from 1 to 10,000,000, got -3"),
     (["keys", "rotate", "0123456789", "--grace", "-1h"],
      '--grace: "-1h" is negative; give 0 to 2,592,000 seconds, or e.g. 90m, 1h, 2d or 30d'),
     (["prune", "--older-than", "-1.5"],
-     '--older-than: "-1.5" is negative: give a number of days > 0 and at most 36,525'),
+     '--older-than: "-1.5" is negative; give a number of days > 0 and at most 36,525'),
     (["report", "sla", "--since-hours", "-2"],
-     '--since-hours: "-2" is negative: give a number of hours more than 0'),
+     '--since-hours: "-2" is negative; give a number of hours more than 0'),
     # A number with a unit where a number alone is taken was "not a number in ASCII digits",
     # as a malformed one is: negative, it is told so and what is taken.
     (["prune", "--older-than", "-1d"],
-     '--older-than: "-1d" is negative: give a number of days > 0 and at most 36,525'),
+     '--older-than: "-1d" is negative; give a number of days > 0 and at most 36,525'),
     (["report", "sla", "--since-hours", "-2h"],
-     '--since-hours: "-2h" is negative: give a number of hours more than 0'),
+     '--since-hours: "-2h" is negative; give a number of hours more than 0'),
     # NaN and the infinities as float() spells them: argparse took "-inf" for an option.
     (["keys", "create", "--tenant", "acme", "--cost-weight", "-inf"],
-     '--cost-weight: "-inf" is not a finite number (it is NaN or an infinity): give a number '
+     '--cost-weight: "-inf" is not a finite number (it is NaN or an infinity); give a number '
      "from 0 to 10,000"),
     (["keys", "create", "--tenant", "acme", "--cost-weight", "-Infinity"],
      '--cost-weight: "-Infinity" is not a finite number'),

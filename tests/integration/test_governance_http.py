@@ -833,7 +833,7 @@ def test_the_key_list_comes_a_bounded_page_at_a_time(gov: ThreadServer,
     ({"tenant": "acme", "name": ""}, "name", 'name: is "", blank; a name tells a key apart'),
     ({"tenant": "acme", "name": "   "}, "name",
      'is "   ", blank; a name tells a key apart in `switchpoint keys list` and `keys show`, '
-     "the admin API's answers of a key and a reload's keys_affected: give one with a visible "
+     "the admin API's answers of a key and a reload's keys_affected; give one with a visible "
      "character, or leave name out for a key without one"),
     ({"tenant": "acme", "name": "ok\u0000"}, "name", "holds U+0000 (character 3)"),
     ({"tenant": "acme", "name": "a\u202eb"}, "name", "holds U+202E"),

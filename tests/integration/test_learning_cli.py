@@ -61,7 +61,7 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
     with pytest.raises(SystemExit) as exited:  # (argparse: --score's type refuses it)
         main(["feedback", decision.decision_id, "--score", "1.5", "--config", str(config)])
     assert exited.value.code == 2
-    assert ('argument --score: "1.5" is out of range: give a number from 0 to 1 (1 = best)'
+    assert ('argument --score: "1.5" is out of range; give a number from 0 to 1 (1 = best)'
             in capsys.readouterr().err)
     assert main(["feedback", "0" * 32, "--success", "--config", str(config)]) == 2
     err = capsys.readouterr().err
@@ -74,7 +74,7 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
         main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "-1", "--config",
               str(config)])
     assert exited.value.code == 2
-    assert ('argument --cost: "-1" is negative: give what the answer cost, a number from '
+    assert ('argument --cost: "-1" is negative; give what the answer cost, a number from '
             "0 to 1,000\n" in capsys.readouterr().err)  # (its unit: see its help)
     assert main(["learn", "--export", str(tmp_path / "nothing"), "--config", str(config)]) == 2
     assert ('tenant "default" has reported no outcomes; there is nothing to fold into the '
@@ -339,7 +339,7 @@ def test_learn_from_quality_observations_only_says_they_teach_no_routing(
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--score", "0.5", "--cost", "inf"], '--cost: "inf" is not a finite number (it is NaN or '
-                                          "an infinity): give what the answer cost"),
+                                          "an infinity); give what the answer cost"),
     (["--score", "0.5", "--cost", "1e-400"], '--cost: "1e-400" is too small a number to be told'),
     (["--score", "1e-400"], '--score: "1e-400" is too small a number to be told from 0'),
     (["--score", "0.5", "--comment", "x" * 100_000],
@@ -445,7 +445,7 @@ def test_feedback_to_a_host_name_that_does_not_resolve_says_so(
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["--timeout", "0"], '--timeout: "0" is out of range: give a number of seconds more than 0 '
+    (["--timeout", "0"], '--timeout: "0" is out of range; give a number of seconds more than 0 '
                          "and at most 600"),
     (["--timeout", "601"], '--timeout: "601" is out of range'),
     (["--timeout", "-inf"], '--timeout: "-inf" is not a finite number'),
@@ -970,7 +970,7 @@ def test_offline_commands_without_the_config_of_a_run_time_experiment_say_to_giv
                               "not a tenant of this config (--data-dir alone reads no config: "
                               "the default one is used), and an experiment the service "
                               "created at run time in "), err
-        assert err.rstrip().endswith("names what its config has: give that config with "
+        assert err.rstrip().endswith("names what its config has; give that config with "
                                      "--config (or $SWITCHPOINT_CONFIG)"), err
         assert "end it first" not in err and "Traceback" not in err, err
         assert "use one of" not in err and "default (" not in err, err

@@ -222,7 +222,7 @@ def test_a_number_parameter_is_read_as_a_person_writes_one(
 
 
 @pytest.mark.parametrize(("path", "name", "others", "advice"), [
-    ("/v1/router/report/sla", "since_hours", {}, ": give a number of hours more than 0 and "
+    ("/v1/router/report/sla", "since_hours", {}, "; give a number of hours more than 0 and "
                                                  "at most 8,784 (366 days)"),
     *[(path, name, others, "; write 0, or a number of at least 1e-300")
       for path, name, others in _NUMBERS if name not in ("limit", "cursor", "since_hours")]])

@@ -1026,7 +1026,7 @@ def test_a_range_whose_every_port_is_taken_is_refused_before_data_dir_is_made(
     ("9-3", '--port: "9-3" is not a range of ports: write FIRST-LAST with 1 <= FIRST <= LAST'),
     ("0-10", '--port: "0-10" is not a range of ports'),
     ("1" * 5000, '--port: "' + "1" * 57 + '…" is not a port number (0-65535)'),
-    ("eighty", '--port: "eighty" is not a whole number in ASCII digits: give a port number '
+    ("eighty", '--port: "eighty" is not a whole number in ASCII digits; give a port number '
                "(0-65535) or a range FIRST-LAST, such as 8080 or 20400-20499"),
 ])
 def test_a_port_that_is_no_port_or_range_is_refused_naming_it(tmp_path: Path, port: str,

@@ -330,7 +330,7 @@ def test_sla_report(reports: Reports) -> None:
     with pytest.raises(InvalidInputError) as tiny:
         reports.get_sla_report(Decimal("1e-400"))  # type: ignore[arg-type]
     assert str(tiny.value) == (
-        "since_hours: 1E-400 is too small a number to be told from 0: give a number of hours "
+        "since_hours: 1E-400 is too small a number to be told from 0; give a number of hours "
         "more than 0 and at most 8,784 (366 days)")
 
 

@@ -550,7 +550,7 @@ async def test_a_rerun_without_a_judge_goes_on_where_every_answer_left_has_a_ref
             await alabel(prompts, ["a", "b"], out, gateway=gateway)
         assert up.calls == [] and journal_path(out).read_bytes() == journal
         assert str(info.value) == (
-            'the prompt of line 3 has no "reference", so a judge must score the answers: '
+            'the prompt of line 3 has no "reference", so a judge must score the answers; '
             f"give --judge \"judge\", the judge the run it resumes named (its journal "
             f"'{journal_path(out)}' says so), or write to another --out, or pass --restart to "
             "start over (discarding it)")
@@ -606,7 +606,7 @@ async def test_a_rerun_without_a_judge_needs_one_only_for_answers_left_to_score(
         again = await alabel(prompts, ["a", "b"], out, gateway=gateway)
         assert again.complete and [name for name, _, _ in up.calls] == ["b"]
         with pytest.raises(LabellingError, match=r'line 1 has no "reference", so a judge must '
-                           r"score the answers: give --judge MODEL \(a catalog model; it may "
+                           r"score the answers; give --judge MODEL \(a catalog model; it may "
                            r"be one of --models\)$"):
             await alabel(prompts, ["a", "b"], tmp_path / "other.jsonl", gateway=gateway)
     finally:
@@ -711,7 +711,7 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
      "\"judge\")"),
     (dict(judge="nobody"), InvalidInputError, "judge: \"nobody\" is not in the catalog"),
     (dict(judge=None), LabellingError, 'the prompts of lines 1, 2 have no "reference", so a '
-                                       "judge must score the answers: give --judge MODEL"),
+                                       "judge must score the answers; give --judge MODEL"),
     (dict(judge=None, prompts=[{"prompt": f"p{i}"} for i in range(25)]), LabellingError,
      "the prompts of lines 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20 "
      'and 5 more have no "reference"'),

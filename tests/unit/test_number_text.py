@@ -64,30 +64,30 @@ def test_an_option_refuses_a_value_quoting_it_as_json_writes_it_with_what_it_tak
     # One wording for every number option of the command line: the value as JSON quotes it
     # ("abc", not Python's 'abc'), what the option takes and an example.
     cases = [
-        (_options.COST_WEIGHT, "abc", '"abc" is not a number in ASCII digits: give a number '
+        (_options.COST_WEIGHT, "abc", '"abc" is not a number in ASCII digits; give a number '
                                       "from 0 to 10,000 (0 = quality first), such as 0.5"),
-        (_options.COST_WEIGHT, "-1", '"-1" is negative: give a number from 0 to 10,000 '
+        (_options.COST_WEIGHT, "-1", '"-1" is negative; give a number from 0 to 10,000 '
                                      "(0 = quality first)"),
-        (_options.COST_WEIGHT, "1e999", '"1e999" is out of range: give a number from 0 to'),
+        (_options.COST_WEIGHT, "1e999", '"1e999" is out of range; give a number from 0 to'),
         (_options.COST_WEIGHTS, "0,it's", '"it\'s" is not a number in ASCII digits'),
-        (_options.COST_WEIGHTS, " , ", '" , " holds no number: give a comma-separated list '
+        (_options.COST_WEIGHTS, " , ", '" , " holds no number; give a comma-separated list '
                                        "such as 0,0.1,1,10"),
         (_options.COST_WEIGHTS, "1, ,2", '"1, ,2" has no number at item 2 of 3'),
-        (_options.COUNT, "8.5", '"8.5" is not a whole number: give a whole number, such as 8'),
+        (_options.COUNT, "8.5", '"8.5" is not a whole number; give a whole number, such as 8'),
         # (a whole number past the 100 digits one is read to is told as too large, not as
         # no whole number)
         (_options.COUNT, "9" * 101, '"' + "9" * 57 + '…" is a whole number of more than 100 '
-                                    "digits, larger than any value taken here: give a whole "
+                                    "digits, larger than any value taken here; give a whole "
                                     "number, such as 8"),
-        (_options.SCORE, "1.5", '"1.5" is out of range: give a number from 0 to 1 (1 = best)'),
-        (_options.COST, "-1", '"-1" is negative: give what the answer cost, a number '
+        (_options.SCORE, "1.5", '"1.5" is out of range; give a number from 0 to 1 (1 = best)'),
+        (_options.COST, "-1", '"-1" is negative; give what the answer cost, a number '
                               "from 0 to 1,000"),
-        (_options.NUMBER, "\u0665", '"\u0665" is not a number in ASCII digits: give a '
+        (_options.NUMBER, "\u0665", '"\u0665" is not a number in ASCII digits; give a '
                                      "number, such as 2.5 or 1e3"),
-        (_options.days_option, "0", '"0" is out of range: give a number of days > 0'),
+        (_options.days_option, "0", '"0" is out of range; give a number of days > 0'),
         (_options.port_option, "70000", '"70000" is not a port number (0-65535)'),
         (_options.port_option, "x" * 5000, '"' + "x" * 57 + '…" is not a whole number in ASCII '
-                                           "digits: give a port number (0-65535)"),
+                                           "digits; give a port number (0-65535)"),
     ]
     for option, text, message in cases:
         with pytest.raises(argparse.ArgumentTypeError) as info:
@@ -142,7 +142,7 @@ def test_the_odd_numbers_of_every_number_option_are_told_by_one_family_of_wordin
             option(text)  # type: ignore[operator]
         return str(info.value)
 
-    assert why(_options.COST_WEIGHT, "-1e-400").startswith('"-1e-400" is negative: give ')
+    assert why(_options.COST_WEIGHT, "-1e-400").startswith('"-1e-400" is negative; give ')
     assert why(_grace, "-1e-400").startswith('"-1e-400" is negative; give 0 to 2,592,000')
     assert why(_grace, "").startswith('"" is empty; give 0 to 2,592,000 seconds')
     assert why(parse_expiry, " ").startswith('expires: " " is empty; give an ISO date')

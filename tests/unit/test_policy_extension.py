@@ -183,7 +183,7 @@ def test_a_policy_lacking_its_one_method_or_overriding_a_public_one_is_refused_n
     class Nameless(CheapestGood):
         name = ""
 
-    with pytest.raises(TypeError, match='has no name: give it one, as name = "my-policy"'):
+    with pytest.raises(TypeError, match='has no name; give it one, as name = "my-policy"'):
         Nameless()
 
 

@@ -757,7 +757,7 @@ def test_a_package_refuses_what_a_router_built_from_it_could_not_route_with(
     # A dimension other than the width of the policy's vectors was taken: the first route
     # raised NumPy's "matmul: Input operand 1 has a mismatch in its core dimension", and the
     # package saved was one load_weights refuses. 0, negative and absurd dimensions alike.
-    for dimension, message in ((10, "dimension: is 10, but the policy holds 384-d vectors: "
+    for dimension, message in ((10, "dimension: is 10, but the policy holds 384-d vectors; "
                                     "give dimension=384"),
                                (0, "dimension: is 0; an embedder's dimension is from 1 to "
                                    "65,536"),

@@ -389,7 +389,7 @@ def _check_policies(
         raise InvalidInputError(
             "params", f"parameters given for {listed_names(stray, quoted=True)}, which "
             f"{'is' if len(stray) == 1 else 'are'} not among the policies evaluated "
-            f"({listed_names(names, quoted=True)}): give parameters of those, or evaluate "
+            f"({listed_names(names, quoted=True)}); give parameters of those, or evaluate "
             f"{'that policy' if len(stray) == 1 else 'those policies'} too")
     made: list[Policy] = []
     for i, (name, policy) in enumerate(zip(names, given, strict=True)):
@@ -397,7 +397,7 @@ def _check_policies(
         if isinstance(policy, Policy) and own:
             raise InvalidInputError(f"params.{name}", (
                 f"gives parameters of {json_quoted(name)}, which policies[{i}] gives as the "
-                f"instance {type(policy).__name__}, carrying its own: give them to its "
+                f"instance {type(policy).__name__}, carrying its own; give them to its "
                 f"constructor, or name the policy ({json_quoted(name)}) in policies"))
         try:
             made.append(new_policy(policy, own, field=f"policies[{i}]"))
@@ -415,7 +415,7 @@ def _check_policies(
         for i, j in itertools.combinations(rows, 2):
             if made[i].get_params() == made[j].get_params():
                 raise InvalidInputError(f"policies[{j}]", (
-                    f"is {json_quoted(name)} with the same parameters as policies[{i}]: give "
+                    f"is {json_quoted(name)} with the same parameters as policies[{i}]; give "
                     "each policy once (instances of one class measure the parameters they "
                     "differ in)"))
         for i, setting in zip(rows, settings, strict=True):
@@ -434,7 +434,7 @@ def _missing_split(source: str, data: RecordSet, split: str, role: str,
                f"to {role} with {flag} "
                f"({flag[2:].replace('-', '_')}= in Python), another than the one to {other}")
     else:
-        fix = ('no record has a "split" field: give each record one, such as "train" or '
+        fix = ('no record has a "split" field; give each record one, such as "train" or '
                '"test" (a hash of the prompt keeps repeated prompts on one side, as the '
                "README's conversion of RouterBench does)")
     return RecordsError(source, None, f"no records in split {json_quoted(split)}, which eval "

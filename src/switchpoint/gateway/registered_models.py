@@ -484,7 +484,7 @@ def _check_key_destination(entry: ModelEntry, config: Sequence[ModelEntry]) -> N
     if where is not None and where in allowed:
         return
     if allowed:
-        sent = (f"the config sends {var} only to {listed_names(allowed, quoted=True)}: give a "
+        sent = (f"the config sends {var} only to {listed_names(allowed, quoted=True)}; give a "
                 "base_url there, or a variable a config model sends to this host")
     else:
         sent = (f"no model of the config reads {var}: name a variable a config model sends to "

@@ -250,7 +250,7 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
             amount = float(relative.group(1))
             if amount < 0:
                 raise InvalidInputError("expires", f"{json_quoted(value, 40)} is a negative "
-                                                   "duration; a duration counts from now: give "
+                                                   "duration; a duration counts from now; give "
                                                    "one of at least 1m (30d, 12h), or a date")
             ts = now + amount * _UNITS[relative.group(2)]
         elif epoch is not None:
@@ -463,7 +463,7 @@ class KeySpec:
         if self.name is not None and not self.name.strip():
             # (shown blank in `switchpoint keys list`, as a key without a name is)
             raise InvalidInputError("name", f"is {json_quoted(self.name, 20)}, blank; a name "
-                                            f"tells a key apart in {NAME_SHOWN}: give one "
+                                            f"tells a key apart in {NAME_SHOWN}; give one "
                                             "with a visible character, or leave name out for "
                                             "a key without one")
         hidden = None if self.name is None else unprintable(self.name)

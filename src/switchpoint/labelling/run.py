@@ -374,7 +374,7 @@ def _check_judge(plan: _Plan, state: jr.Resume) -> None:
     give = ("give --judge MODEL (a catalog model; it may be one of --models)" if named is None
             else f"give --judge {json_quoted(named)}, the judge the run it resumes named "
                  f"(its journal {quoted_path(state.journal)} says so), or {jr.RESTART_HINT}")
-    raise LabellingError(f'{which} no "reference", so a judge must score the answers: {give}')
+    raise LabellingError(f'{which} no "reference", so a judge must score the answers; {give}')
 
 
 def _check_sizes(items: Sequence[LabelPrompt], models: Sequence[str], judge: Judge | None,

@@ -119,7 +119,7 @@ def _state_gateway(settings: Settings, *, reads_only: bool = False,
         raise ConfigError(exc.key, (
             f"{exc.problem} (--data-dir alone reads no config: the default one is used), and an "
             f"experiment the service created at run time in "
-            f"{quoted_path(Path(settings.data_dir))} names what its config has: give that "
+            f"{quoted_path(Path(settings.data_dir))} names what its config has; give that "
             "config with --config (or $SWITCHPOINT_CONFIG)")) from None
 
 

@@ -718,7 +718,7 @@ def check_policy_class(cls: type[Policy]) -> None:
         raise TypeError(f"the policy class {cls.__name__} cannot be made: it does not define "
                         f"{'; nor '.join(_hook_help(m) for m in missing)}")
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
-        raise TypeError(f"the policy class {cls.__name__} has no name: give it one, as "
+        raise TypeError(f"the policy class {cls.__name__} has no name; give it one, as "
                         'name = "my-policy" in its body (what it is registered, fitted, saved '
                         "and served under)")
 
