@@ -415,9 +415,13 @@ def test_over_http_models_are_registered_and_unregistered_with_the_admin_token_a
     with learning_server(fake, tmp_path, extra, environ={"SP_ADMIN": ADMIN}) as server:
         document = get(server, "/openapi.json").json()
         # Each publishes the 503 it answers: the store refusing the write (or keys.db, read
-        # before a removal), the writer's queue full, the service closing, the router loading.
-        for method, path, files in (("post", PATH, "switchpoint.db (the request"),
-                                    ("delete", f"{PATH}/{{name}}", "keys.db or switchpoint.db")):
+        # before a removal, and never written), the writer's queue full, the service closing,
+        # the router loading.
+        for method, path, files in (
+                ("post", PATH, "switchpoint.db (the request"),
+                ("delete", f"{PATH}/{{name}}", "keys.db in data_dir could not be read, or "
+                                               "switchpoint.db (the request and feedback log) "
+                                               "could not be read or written")):
             about = document["paths"][path][method]["responses"]["503"]["description"]
             assert about.startswith(f"storage_unavailable: {files}"), about
             assert "read or written: it is damaged (x-should-retry: false" in about, about

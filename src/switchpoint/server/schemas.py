@@ -765,11 +765,13 @@ _STATE_FILES: dict[str, tuple[str, str, str]] = {
 _CLOSING = "service_closing: the service is shutting down and did nothing (Retry-After: 1)."
 
 
-def state_unavailable(*files: str, writes: bool = False, also: str = "", queued: bool = False,
-                      loading: bool = False) -> dict[int | str, dict[str, Any]]:
+def state_unavailable(*files: str, writes: bool | str = False, also: str = "",
+                      queued: bool = False, loading: bool = False
+                      ) -> dict[int | str, dict[str, Any]]:
     """The published 503 of an admin route, as it means there: the state ``files`` it reads
     in data_dir (``keys.db``, ``switchpoint.db``) could not be read (and, ``writes``,
-    written), said as the service answers it (see
+    written: True, each; a file's name, that one alone, as a removal of a model reads keys.db
+    and writes switchpoint.db), said as the service answers it (see
     :func:`switchpoint.server.errors.answer_for`), ``also`` any other store the route reads;
     ``queued``, a change refused before it waits for switchpoint.db's writer, as many as may
     wait already waiting (see :func:`switchpoint.gateway.kept.turn`); or the service is
@@ -785,19 +787,26 @@ def state_unavailable(*files: str, writes: bool = False, also: str = "", queued:
             "budgets' state is kept in memory)"
             f"{'' if loading else ' and never waits for the router'}.")}}
     named = [_STATE_FILES[f] for f in files]
-    done = "read or written" if writes else "read"
-    disk = ", or data_dir's disk is full or the file read-only" if writes else ""
+    done = ["read or written" if writes is True or writes == f else "read" for f in files]
+    if len(set(done)) == 1:
+        failed = f"{' or '.join(what for what, _, _ in named)} in data_dir{also} could not be " \
+                 f"{done[0]}"
+    else:  # (each file as it is used: none is said to be written that is only read)
+        failed = ", or ".join(
+            f"{what}{f' in data_dir{also}' if i == 0 else ''} could not be {verb}"
+            for i, ((what, _, _), verb) in enumerate(zip(named, done, strict=True)))
+    disk = (f", or data_dir's disk is full or {'the file' if writes is True else writes} "
+            "read-only" if writes else "")
     if queued:
         disk += (f", or {MAX_WAITING} changes (a burst sent at once, or behind a disk slow "
                  "to finish its writes) already wait for switchpoint.db's writer")
     holders = named[0][2] if len(named) == 1 else "a `switchpoint` command"
     gone = " and ".join(g for _, g, _ in named)
     return {503: {"model": ErrorResponse, "description": (
-        f"storage_unavailable: {' or '.join(what for what, _, _ in named)} in data_dir{also} "
-        f"could not be {done}: it is damaged (x-should-retry: false: waiting does not mend it; "
-        f"the operator must restore it from a backup; so {'are' if len(named) > 1 else 'is'} "
-        f"{gone}), or another process ({holders}) held its lock past the wait{disk} "
-        f"(Retry-After: when to try again). {_CLOSING}{loads}")}}
+        f"storage_unavailable: {failed}: it is damaged (x-should-retry: false: waiting does "
+        f"not mend it; the operator must restore it from a backup; so "
+        f"{'are' if len(named) > 1 else 'is'} {gone}), or another process ({holders}) held "
+        f"its lock past the wait{disk} (Retry-After: when to try again). {_CLOSING}{loads}")}}
 
 
 ROUTE_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {

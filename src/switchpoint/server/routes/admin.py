@@ -197,8 +197,9 @@ async def register_model(request: Request) -> JSONResponse:
                # (it reads the client keys, then writes the removal as a registration
                # writes the model)
                responses={**{c: r for c, r in _MODEL_ERRORS.items() if c != 400},
-                          **state_unavailable("keys.db", "switchpoint.db", writes=True,
-                                              queued=True, loading=True)},
+                          **state_unavailable("keys.db", "switchpoint.db",
+                                              writes="switchpoint.db", queued=True,
+                                              loading=True)},
                summary="Unregister a model registered at run time (requests in flight finish "
                        "on the old router)")
 @refuses_body
