@@ -1188,6 +1188,21 @@ def test_a_tab_where_yaml_reads_indentation_is_refused_by_either_parser(
     assert f"is not valid YAML {says}" in error_of(tmp_path, text)
 
 
+@pytest.mark.parametrize("text", [
+    "\ufeffpolicy: knn\ncache: {size: 5}\n",  # (a byte order mark an editor wrote)
+    "policy: knn\r\ncache: {size: 5}\r\n",
+    "policy: knn\rcache: {size: 5}\r",
+    "%YAML 1.1\n---\npolicy: knn\ncache: {size: 5}\n",
+    "%YAML 1.2\n---\npolicy: knn\ncache: {size: 5}\n",
+    "%YAML 1.3\n---\npolicy: knn\ncache: {size: 5}\n",  # (libyaml refuses it; the pure reads)
+    "policy: knn\ncache: {size: 5}\n...\n",
+])
+def test_a_mark_line_ends_and_a_version_directive_are_read_alike_by_either_parser(
+        tmp_path: Path, yaml_parser: str, text: str) -> None:
+    settings = load_settings(write(tmp_path, text), environ={})
+    assert settings.policy == "knn" and settings.cache.size == 5
+
+
 @pytest.mark.parametrize(("text", "column"), [
     ("data_dir: >-#my state\n  state\n", 13),
     ("data_dir: |-2#my state\n  state\n", 14),
