@@ -894,14 +894,17 @@ def _no_base_60(resolvers: dict[Any, list[tuple[str, Any]]]) -> dict[Any, list[t
 _BREAKZ = "\0\r\n\x85\u2028\u2029"
 
 
-class _Yaml12Tabs(yaml.SafeLoader):
-    """The pure-Python scanner reading a tab where YAML 1.2 (and libyaml) take one as white
-    space within a line: after a value or before its comment (``policy: knn<TAB># note``),
-    between a key's colon and its value, inside a flow collection, between the words of a
-    plain value, after a block scalar's header (``|-<TAB>``) and after a tag or an anchor.
-    PyYAML's own scanner refused every tab outside a quoted value, so a config libyaml read
-    was refused where PyYAML has no libyaml. A tab where indentation is read (at the start
-    of a line, after ``- ``) is still refused, as YAML and libyaml refuse it."""
+class _Yaml12Scanner(yaml.SafeLoader):
+    """The pure-Python safe loader reading what YAML 1.2 and libyaml read and PyYAML's own
+    scanner refused, so that a config reads the same with libyaml and without it.
+
+    A tab where YAML 1.2 (and libyaml) take one as white space within a line: after a value
+    or before its comment (``policy: knn<TAB># note``), between a key's colon and its value,
+    inside a flow collection, between the words of a plain value, after a block scalar's
+    header (``|-<TAB>``) and after a tag or an anchor; PyYAML refused every tab outside a
+    quoted value. A tab where indentation is read (at the start of a line, after ``- ``) is
+    still refused, as YAML and libyaml refuse it. A ``?`` inside a plain value of a flow
+    collection (a URL's query); a tag as libyaml ends it; an empty value tagged only ``!``."""
 
     def _line_break(self) -> str:
         """The line break read here, as a newline ('' when there is none)."""
@@ -922,6 +925,39 @@ class _Yaml12Tabs(yaml.SafeLoader):
                 return
             if not self.flow_level:
                 self.allow_simple_key = True
+
+    def scan_plain(self) -> yaml.tokens.ScalarToken:
+        # PyYAML's, a ``?`` inside a plain value of a flow collection kept in it, as YAML 1.2
+        # and libyaml keep it ({base_url: http://host/v1?api-version=1}); PyYAML ended the
+        # value there and refused the text
+        chunks: list[str] = []
+        start_mark = end_mark = self.get_mark()
+        indent = self.indent + 1
+        spaces: list[str] | None = []
+        while True:
+            length = 0
+            if self.peek() == "#":
+                break
+            while True:
+                ch = self.peek(length)
+                if ch in _BREAKZ + " \t" or (
+                        ch == ":" and self.peek(length + 1) in _BREAKZ + " \t" + (
+                            ",[]{}" if self.flow_level else "")) or (
+                        self.flow_level and ch in ",[]{}"):
+                    break
+                length += 1
+            if length == 0:
+                break
+            self.allow_simple_key = False
+            chunks.extend(spaces or [])
+            chunks.append(self.prefix(length))
+            self.forward(length)
+            end_mark = self.get_mark()
+            spaces = self.scan_plain_spaces(indent, start_mark)
+            if not spaces or self.peek() == "#" or (
+                    not self.flow_level and self.column < indent):
+                break
+        return yaml.tokens.ScalarToken("".join(chunks), True, start_mark, end_mark)
 
     def scan_plain_spaces(self, indent: int, start_mark: yaml.Mark) -> list[str] | None:
         # PyYAML's, a tab taken as a space, and refused in a continuation line's indentation
@@ -1067,10 +1103,10 @@ class _Yaml12Tabs(yaml.SafeLoader):
         return super().compose_scalar_node(anchor)
 
 
-class _UniqueKeyLoader(_Yaml12Tabs, _UniqueKeys):
+class _UniqueKeyLoader(_Yaml12Scanner, _UniqueKeys):
     """The safe loader in pure Python, refusing a key written twice: whose refusals of a text
     that is not valid YAML the config's errors quote (their problem, line and column). It
-    reads a tab as YAML 1.2 and libyaml do (:class:`_Yaml12Tabs`)."""
+    reads what YAML 1.2 and libyaml read (:class:`_Yaml12Scanner`)."""
 
     yaml_implicit_resolvers = _no_base_60(yaml.SafeLoader.yaml_implicit_resolvers)
 

@@ -1203,6 +1203,17 @@ def test_a_mark_line_ends_and_a_version_directive_are_read_alike_by_either_parse
     assert settings.policy == "knn" and settings.cache.size == 5
 
 
+def test_a_question_mark_in_a_flow_value_is_read_alike_by_either_parser(
+        tmp_path: Path, yaml_parser: str) -> None:
+    """A URL's query in a model written in flow style, as README writes models: libyaml read
+    it, and the pure-Python loader ended the value at its ? and refused the file."""
+    url = "http://127.0.0.1:8080/v1?api-version=2024-06-01"
+    text = (f"models:\n  - {{name: azure, provider: openai-compatible, base_url: {url}, "
+            "input_per_mtok: 1, output_per_mtok: 1}\n")
+    settings = load_settings(write(tmp_path, text), environ={})
+    assert settings.models is not None and settings.models[0].base_url == url
+
+
 @pytest.mark.parametrize(("text", "column"), [
     ("data_dir: >-#my state\n  state\n", 13),
     ("data_dir: |-2#my state\n  state\n", 14),
