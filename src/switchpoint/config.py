@@ -890,8 +890,9 @@ def _no_base_60(resolvers: dict[Any, list[tuple[str, Any]]]) -> dict[Any, list[t
             for first, listed in resolvers.items()}
 
 
-#: The characters that end a line, or the text, for YAML's scanner.
+#: The characters that end a line, or the text, for YAML's scanner; and those or a blank.
 _BREAKZ = "\0\r\n\x85\u2028\u2029"
+_BLANKZ = _BREAKZ + " \t"
 
 
 class _Yaml12Scanner(yaml.SafeLoader):
@@ -938,11 +939,10 @@ class _Yaml12Scanner(yaml.SafeLoader):
             length = 0
             if self.peek() == "#":
                 break
+            ends = _BLANKZ + ",[]{}" if self.flow_level else _BLANKZ
             while True:
                 ch = self.peek(length)
-                if ch in _BREAKZ + " \t" or (
-                        ch == ":" and self.peek(length + 1) in _BREAKZ + " \t" + (
-                            ",[]{}" if self.flow_level else "")) or (
+                if ch in _BLANKZ or (ch == ":" and self.peek(length + 1) in ends) or (
                         self.flow_level and ch in ",[]{}"):
                     break
                 length += 1
@@ -973,7 +973,7 @@ class _Yaml12Scanner(yaml.SafeLoader):
             return chunks
         line_break = self._line_break()
         self.allow_simple_key = True
-        if self.prefix(3) in ("---", "...") and self.peek(3) in _BREAKZ + " \t":
+        if self.prefix(3) in ("---", "...") and self.peek(3) in _BLANKZ:
             return None
         breaks = []
         while self.peek() in " \t" + _BREAKZ[1:]:
@@ -985,7 +985,7 @@ class _Yaml12Scanner(yaml.SafeLoader):
                 self.forward()
                 continue
             breaks.append(self._line_break())
-            if self.prefix(3) in ("---", "...") and self.peek(3) in _BREAKZ + " \t":
+            if self.prefix(3) in ("---", "...") and self.peek(3) in _BLANKZ:
                 return None
         if line_break != "\n":
             chunks.append(line_break)
@@ -1015,7 +1015,7 @@ class _Yaml12Scanner(yaml.SafeLoader):
                 break
             self.forward()
         ch = self.peek()
-        if ch not in _BREAKZ + " \t":
+        if ch not in _BLANKZ:
             raise yaml.scanner.ScannerError(
                 "while scanning a block scalar", start_mark,
                 "found '#' right after a block scalar's header (| or >); a comment there needs "
@@ -1035,7 +1035,7 @@ class _Yaml12Scanner(yaml.SafeLoader):
         # tag's name (YAML 1.2); PyYAML read ``!!str,`` as a tag of that name and ``[!, x]``
         # as the tag ``!,``, which libyaml reads as an empty text and x
         start_mark = self.get_mark()
-        ends = _BREAKZ + " \t" + ("," if self.flow_level else "")
+        ends = _BLANKZ + ("," if self.flow_level else "")
         ch = self.peek(1)
         handle: str | None = None
         if ch == "<":
