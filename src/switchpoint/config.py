@@ -913,7 +913,7 @@ class _Yaml12Scanner(yaml.SafeLoader):
 
     def scan_to_next_token(self) -> None:
         # PyYAML's loop, a tab skipped where no simple key may start, as libyaml's does
-        if self.index == 0 and self.peek() == "\ufeff":
+        if self.index == 0 and self.peek() == _BOM:
             self.forward()
         while True:
             while self.peek() == " " or (self.peek() == "\t" and (
@@ -1120,6 +1120,9 @@ if getattr(yaml, "__with_libyaml__", False):
 
         yaml_implicit_resolvers = _UniqueKeyLoader.yaml_implicit_resolvers
 
+#: The byte order mark, which a YAML text may begin with.
+_BOM = "\ufeff"
+
 #: How libyaml says a text is nested deeper than it reads (1,000 levels).
 _LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"
 
@@ -1138,7 +1141,16 @@ def _parse_yaml(text: str) -> Any:
     problems otherwise, counts a bad character's place in bytes, and refuses a directive the
     pure loader lets by). A nesting deeper than libyaml reads, which the pure loader could
     not read either, is its :class:`RecursionError` at once. A text holding what libyaml
-    reads and YAML refuses (:data:`_LIBYAML_LENIENT`) is read by the pure loader alone."""
+    reads and YAML refuses (:data:`_LIBYAML_LENIENT`) is read by the pure loader alone.
+
+    A byte order mark anywhere but at the start (two files joined, each saved with one) is
+    refused as a character YAML does not allow there (:class:`yaml.reader.ReaderError`):
+    libyaml skipped one at the start of a line and the pure loader read it as part of a key
+    or a value, so each read such a text otherwise, and neither as YAML 1.2 does."""
+    stray = text.find(_BOM, 1)
+    if stray != -1:
+        raise yaml.reader.ReaderError("<unicode string>", stray, ord(_BOM), "utf-8",
+                                      "a byte order mark is allowed only at the start")
     if _FastUniqueKeyLoader is not None and _LIBYAML_LENIENT.search(text) is None:
         try:
             return yaml.load(text, Loader=_FastUniqueKeyLoader)
@@ -1215,10 +1227,12 @@ def _read_yaml(file: Path, path_arg: str) -> dict[str, Any]:
         raise ConfigError("config", f"{shown} is not valid YAML: its values are nested too "
                                     "deeply to read") from None
     except yaml.reader.ReaderError as exc:  # a character YAML allows nowhere in a file
+        what = ("a byte order mark, which YAML allows only at the start of the file (were "
+                "two files joined?)" if _character(exc.character) == _character(_BOM) else
+                "a character YAML does not allow in a file (a control character, say)")
         raise ConfigError("config", f"{shown} is not valid YAML{_place(text, exc.position)}: "
-                                    f"it holds {_character(exc.character)}, a character YAML "
-                                    "does not allow in a file (a control character, say); "
-                                    "remove it") from None
+                                    f"it holds {_character(exc.character)}, {what}; remove "
+                                    "it") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

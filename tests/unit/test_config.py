@@ -1214,6 +1214,18 @@ def test_a_question_mark_in_a_flow_value_is_read_alike_by_either_parser(
     assert settings.models is not None and settings.models[0].base_url == url
 
 
+@pytest.mark.parametrize("text", [
+    "policy: knn\n\ufeff# the second file\ncache: {size: 5}\n",  # (libyaml read it)
+    "policy: knn\n\ufeffcache: {size: 5}\n",  # (the pure loader read a key "\ufeffcache")
+])
+def test_a_byte_order_mark_past_the_start_is_refused_by_either_parser(
+        tmp_path: Path, yaml_parser: str, text: str) -> None:
+    """Two files joined, each saved with a byte order mark: YAML allows one at the start."""
+    assert error_of(tmp_path, text).endswith(
+        "is not valid YAML at line 2, column 1: it holds U+FEFF, a byte order mark, which YAML "
+        "allows only at the start of the file (were two files joined?); remove it")
+
+
 @pytest.mark.parametrize(("text", "column"), [
     ("data_dir: >-#my state\n  state\n", 13),
     ("data_dir: |-2#my state\n  state\n", 14),
