@@ -150,7 +150,8 @@ def internal_host(url: str) -> str | None:
     """What ``url``'s host is, when it is a link-local address or a cloud metadata service's
     (:data:`METADATA_HOSTS`), read as written, without looking a name up: an IPv4 address
     written as a resolver reads it too (``2852039166``, ``0xa9.0xfe.0xa9.0xfe``), an IPv6 one
-    mapping an IPv4 one as that one; else None."""
+    mapping an IPv4 one as that one, and one carrying an IPv4 one (NAT64, 6to4, Teredo, ...)
+    by that one too; else None."""
     host = _host(url)
     address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     try:
@@ -171,8 +172,8 @@ def _host(url: str) -> str:
 def internal_address(text: str) -> str | None:
     """What the address ``text`` is, as a resolver gives one (an IPv6 one may carry its scope:
     ``fe80::1%eth0``), when it is a link-local address or a cloud metadata service's (an IPv6
-    one mapping an IPv4 one read as that one); else None, a text that is no address too. The
-    rule a name's addresses are held to, as a model is registered
+    one mapping or carrying an IPv4 one judged by that one); else None, a text that is no
+    address too. The rule a name's addresses are held to, as a model is registered
     (:func:`resolved_internal_host`) and as the gateway connects to one
     (:func:`rebound_host`)."""
     try:
@@ -197,6 +198,43 @@ def rebound_host(host: str, what: str) -> str:
             f"{GATEWAY.listed}")
 
 
+#: The NAT64 prefixes (a translator on the way turns a connection to an address in one into
+#: one to the IPv4 address it carries): the well-known one, a /96 (the address in its last 32
+#: bits), and the local-use /48 a network takes its own prefix from, a /48, /56, /64 or /96
+#: (the address after the prefix, past bits 64-71, which stay zero). Which length a network
+#: chose is not written in the address, so each reading is judged: a network's /96 whose own
+#: bits read, as a /48's, as a link-local address is refused with it.
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+_NAT64_LOCAL_LENGTHS = (48, 56, 64)
+_LOW_32 = 0xFFFF_FFFF
+
+
+def _carried(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a connection to ``address`` may reach, when it carries any: the one
+    an IPv4-compatible (``::a.b.c.d``) or IPv4-translated (``::ffff:0:a.b.c.d``) address
+    writes, the one a NAT64 translator goes to (each place a local-use prefix may put it),
+    a 6to4 address's router, and both of a Teredo address's (its server, and its client as
+    the address un-obfuscates it: a relay sends to the client, and no real Teredo address
+    carries a link-local or metadata one, so judging it by both refuses none in use); none for
+    any other."""
+    value = int(address)
+    found: list[ipaddress.IPv4Address] = []
+    if ((value >> 32 in (0, 0xFFFF_0000) and value > 1)  # (:: and ::1 carry none)
+            or address in _NAT64_WELL_KNOWN):
+        found.append(ipaddress.IPv4Address(value & _LOW_32))
+    elif address in _NAT64_LOCAL_USE:
+        found.append(ipaddress.IPv4Address(value & _LOW_32))  # (a /96)
+        squeezed = (value >> 64) << 56 | (value & ((1 << 56) - 1))  # (bits 64-71 left out)
+        found += [ipaddress.IPv4Address(squeezed >> (88 - length) & _LOW_32)
+                  for length in _NAT64_LOCAL_LENGTHS]
+    elif address.sixtofour is not None:
+        found.append(address.sixtofour)
+    elif address.teredo is not None:
+        found += address.teredo
+    return found
+
+
 def _internal_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
@@ -204,6 +242,17 @@ def _internal_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
         return f"a cloud metadata service's address ({address})"
     if address.is_link_local:
         return f"a link-local address ({address}), where a cloud's metadata service answers"
+    if isinstance(address, ipaddress.IPv6Address):
+        # (an IPv6 address that carries an IPv4 one, a translator or tunnel on the way
+        # connecting to that one, is judged by it)
+        carried = _carried(address)
+        for ipv4 in carried:
+            if str(ipv4) in METADATA_HOSTS:
+                return f"a cloud metadata service's address ({ipv4}, carried by {address})"
+        for ipv4 in carried:
+            if ipv4.is_link_local:
+                return (f"a link-local address ({ipv4}, carried by {address}), where a "
+                        f"cloud's metadata service answers")
     return None
 
 

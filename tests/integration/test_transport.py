@@ -37,6 +37,7 @@ from switchpoint.gateway.providers.base import Timeouts
 from switchpoint.gateway.providers.sending import watching_send
 from tests.fakes.fake_provider import FakeProviderProcess, reset_connection
 from tests.integration.servers import loopback_socket
+from tests.unit.test_router_register_model import CARRYING_ELSEWHERE, CARRYING_INTERNAL
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -685,6 +686,19 @@ def test_a_checked_connection_refuses_a_name_resolving_to_a_link_local_or_metada
     assert "gateway.allow_registered_metadata_hosts is false, so a model registered at run " \
            "time may not connect there: nothing was sent" in said, said
     assert "set gateway.allow_registered_metadata_hosts: true there and reload" in said, said
+
+
+def test_a_checked_connection_refuses_a_name_resolving_to_an_address_carrying_such_a_one(
+        ) -> None:
+    # A NAT64, 6to4, IPv4-compatible or Teredo address reaches the IPv4 address it carries
+    # through a translator or tunnel on the way: it is judged by that one.
+    for address, shown in CARRYING_INTERNAL:
+        with pytest.raises(RefusedAddress) as caught:
+            asyncio.run(checked_addresses("api.example.test", 443, _resolver(address)))
+        assert shown in str(caught.value), (address, str(caught.value))
+    found = asyncio.run(checked_addresses("v6.example.test", 80,
+                                          _resolver(*CARRYING_ELSEWHERE)))
+    assert [info[4][0] for info in found] == CARRYING_ELSEWHERE
 
 
 def test_a_checked_connection_takes_a_name_s_other_addresses_in_their_order() -> None:

@@ -147,6 +147,62 @@ def test_a_bad_card_is_refused_naming_what_is_wrong_and_changes_nothing(
     assert router.route(math_prompt(3)).all_scores == before
 
 
+#: IPv6 addresses that carry a link-local or metadata IPv4 address, which a connection to them
+#: reaches through a translator or tunnel on the way, and what a refusal shows of each.
+CARRYING_INTERNAL = [
+    ("64:ff9b::a9fe:a9fe", "a cloud metadata service's address (169.254.169.254, carried by "
+                           "64:ff9b::a9fe:a9fe)"),  # (NAT64's well-known prefix)
+    ("64:ff9b::169.254.10.20", "a link-local address (169.254.10.20, carried by "
+                               "64:ff9b::a9fe:a14)"),
+    ("64:ff9b:1::a9fe:a9fe", "address (169.254.169.254, carried by 64:ff9b:1::a9fe:a9fe)"),
+    # (NAT64's local-use prefix, taken as a /48, a /56 and a /64: bits 64-71 stay zero)
+    ("64:ff9b:1:a9fe:a9:fe00::", "address (169.254.169.254, carried by "),
+    ("64:ff9b:1:a9:fe:a9fe::", "address (169.254.169.254, carried by "),
+    ("64:ff9b:1:0:a9:fea9:fe00:0", "address (169.254.169.254, carried by "),
+    ("2002:a9fe:a9fe::", "address (169.254.169.254, carried by 2002:a9fe:a9fe::)"),  # (6to4)
+    ("2002:a9fe:a14::1", "a link-local address (169.254.10.20, carried by 2002:a9fe:a14::1)"),
+    ("::a9fe:a9fe", "address (169.254.169.254, carried by ::a9fe:a9fe)"),  # (IPv4-compatible)
+    ("::ffff:0:a9fe:a9fe", "address (169.254.169.254, carried by ::ffff:0:a9fe:a9fe)"),
+    # (Teredo: a client address, obfuscated, at 169.254.169.254; a server there)
+    ("2001:0:4136:e378:8000:63bf:5601:5601", "address (169.254.169.254, carried by 2001:0:"),
+    ("2001:0:a9fe:a9fe::1", "address (169.254.169.254, carried by 2001:0:a9fe:a9fe::1)"),
+]
+#: Addresses of those forms that carry an address elsewhere, and are taken.
+CARRYING_ELSEWHERE = ["64:ff9b::a01:203", "64:ff9b:1::a01:203", "2002:a01:203::1",
+                      "::a01:203", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "::1", "::"]
+
+
+def test_an_address_carrying_a_link_local_or_metadata_one_is_refused_as_that_one(
+        router: Router, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NAT64, 6to4, IPv4-compatible or Teredo address is judged by the IPv4 address it
+    carries, written in ``base_url`` or resolved from a name at the gateway's door; the same
+    forms carrying an address elsewhere are taken."""
+    for address, shown in CARRYING_INTERNAL:
+        with pytest.raises(InvalidInputError) as info:
+            router.register_model(_card(base_url=f"http://[{address}]:8000/v1"))
+        assert info.value.field == "base_url" and shown in str(info.value), str(info.value)
+    assert router.models == BUILT
+
+    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
+        # (a made-up name for each address: "2002-a9fe-a9fe--.test" resolves to it)
+        address = host.removesuffix(".test").replace("-", ":")
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, 0, 0, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    for address, shown in CARRYING_INTERNAL:
+        name = address.replace(":", "-") + ".test"
+        said = registration.resolved_internal_host(f"http://{name}/v1")
+        assert said is not None and f"({name}) that resolves to " in said and shown in said, \
+            said
+    for n, address in enumerate(CARRYING_ELSEWHERE):
+        assert registration.internal_address(address) is None, address
+        assert registration.resolved_internal_host(
+            f"http://{address.replace(':', '-')}.test/v1") is None, address
+        if address not in ("::1", "::"):
+            router.register_model(_card(name=f"m{n}", base_url=f"http://[{address}]:8000/v1"))
+    assert len(router.models) == len(BUILT) + len(CARRYING_ELSEWHERE) - 2
+
+
 def test_a_card_nothing_would_cost_is_refused_exactly_where_a_catalog_with_it_would_be(
         package: WeightsPackage) -> None:
     """One rule says which models nothing would cost (no learned profile, in a catalog that
