@@ -189,13 +189,14 @@ def rebound_host(host: str, what: str) -> str:
     metadata address, as :func:`internal_address` says): the name was checked as the model
     was registered (:func:`resolved_internal_host`), but its owner may point it elsewhere
     since (DNS rebinding)."""
-    # (what happened and the setting first: a failover's summary, and its log line, cut each
-    # try's error at 160 characters)
-    return (f"{host} now resolves to {what}; {ALLOW_METADATA_HOSTS} is false, so a model "
-            f"registered at run time may not connect there: nothing was sent (the name is "
-            f"looked up at each new connection, and its owner may have pointed it there since "
-            f"the model was registered); if the model is really meant to be there, "
-            f"{GATEWAY.listed}")
+    # (what happened and what to do first, in words of a length no host name or address
+    # changes: a failover's summary, the client's error, and its log line cut each try's
+    # error at 160 characters; the request log keeps the whole text)
+    return (f"not sent: host now resolves to a metadata/link-local address; {GATEWAY.listed} "
+            f"({host} resolves to {what}; {ALLOW_METADATA_HOSTS} is false, so a model "
+            f"registered at run time may not connect there; the name is looked up at each new "
+            f"connection, and its owner may have pointed it there since the model was "
+            f"registered)")
 
 
 #: The NAT64 prefixes (a translator on the way turns a connection to an address in one into

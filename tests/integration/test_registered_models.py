@@ -841,14 +841,16 @@ def test_a_registered_model_s_host_name_pointed_at_a_metadata_service_later_is_n
     finally:
         stand_in.close()
     assert stand_in.connections == []
+    # What happened and what to do come whole within the cut the failover's summary (the
+    # client's error) and the per-try log line make of each try's error.
+    advice = ("rebound: connect_error: not sent: host now resolves to a metadata/link-local "
+              "address; list it in the config, or set gateway.allow_registered_metadata_hosts: "
+              "true there and reload (")
     for refused in (mixed.value, streamed.value):
         said = refused.response.text
-        assert refused.status_code == 502 and "rebound: connect_error: rebind.test now " \
-            "resolves to a cloud metadata service's address (169.254.169.254); " \
-            "gateway.allow_registered_metadata_hosts is false, so a model registered at" \
-            in said, said
+        assert refused.status_code == 502 and advice in said, said
     told = [line for line in logged if "now resolves to" in line]
-    assert told and all("rebound" in line and "169.254.169.254" in line for line in told), told
+    assert told and all(advice in line for line in told), told
     assert not any(MetadataStandIn.SECRET in line for line in logged)
 
 

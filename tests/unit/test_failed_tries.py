@@ -12,7 +12,17 @@ import pytest
 from switchpoint._log_limit import RateLimitFilter
 from switchpoint.errors import MissingApiKey
 from switchpoint.gateway.failed_tries import FailedTryLog
-from switchpoint.gateway.failover import BUDGET_REFUSED, CLIENT_CLOSED, Attempt, Sequel
+from switchpoint.gateway.failover import (
+    BUDGET_REFUSED,
+    CLIENT_CLOSED,
+    Attempt,
+    Sequel,
+    describe_attempts,
+)
+from switchpoint.gateway.providers._http import map_transport_error
+from switchpoint.gateway.providers._transport import RefusedAddress
+from switchpoint.gateway.providers.base import Timeouts
+from switchpoint.registration import internal_address, rebound_host
 
 
 class _Kept(logging.Handler):
@@ -97,3 +107,21 @@ def test_each_models_failed_tries_are_held_to_their_own_five_a_minute(kept: _Kep
     assert kept.lines[-2].endswith("; the request fails [35 more like this were not logged in "
                                    "the previous 60 s]"), kept.lines[-2]
     assert kept.lines[-1].endswith("; the request fails"), kept.lines[-1]
+
+
+def test_a_connection_refused_for_a_rebound_host_says_what_to_do_within_the_cut(
+        kept: _Kept) -> None:
+    """A registered model's host name that now resolves to a metadata or link-local address:
+    the line, and the failover's summary it is cut as (the client's error), say what happened
+    and name the setting that allows it, however long the host name and address."""
+    host = ".".join(["h" * 63] * 3) + "." + "d" * 61  # (the longest a host name is: 253)
+    what = internal_address("64:ff9b:1:ffff:ffff:ff00:a9fe:a9fe")
+    assert what is not None
+    refusal = map_transport_error(RefusedAddress(rebound_host(host, what)), model="m",
+                                  timeouts=Timeouts())
+    attempt = Attempt("m", 1, refusal.kind, error=str(refusal))
+    advice = ("m: connect_error: not sent: host now resolves to a metadata/link-local "
+              "address; list it in the config, or set gateway.allow_registered_metadata_hosts: "
+              "true there and reload")
+    assert advice in describe_attempts([attempt]), describe_attempts([attempt])
+    assert advice in _line(kept, attempt, Sequel(next_model="b"))
