@@ -37,7 +37,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from switchpoint._messages import json_quoted, one_of
+from switchpoint._messages import header_value_problem, json_quoted, one_of
 from switchpoint._redact import redact_url
 
 if TYPE_CHECKING:
@@ -141,6 +141,15 @@ def api_key_env_of(card: ModelCard) -> str | None:
                                                                       card.base_url)):
         return None
     return spec.api_key_env
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` (without the whitespace around it) cannot be sent to a provider, or None:
+    :func:`~switchpoint._messages.header_value_problem`, with what to do."""
+    problem = header_value_problem(key)
+    if problem is None:
+        return None
+    return f"{problem}: an API key is printable ASCII; export the key as its provider issued it"
 
 
 def userinfo_displaces_key(card: ModelCard) -> str | None:

@@ -32,6 +32,7 @@ from switchpoint.weights import default_weights_path, load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import FACTORY, KEYS, client, config_text
 from tests.integration.servers import loopback_socket, thread_server
+from tests.unit.test_import_weight import among, loaded_after
 
 PROMPT = "Prove that the square root of 2 is irrational, step by step."
 
@@ -747,6 +748,22 @@ def test_offline_feedback_takes_up_the_outcomes_of_its_decision_alone(
         "note", "")
     assert taken == [decision.decision_id] * 2  # its two rows, none of the other decision
     assert not (data / "learning.checkpoint").exists()
+
+
+def test_offline_feedback_loads_no_http_client_and_no_web_framework(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A gateway that calls no model makes no pool of upstream connections: switchpoint
+    feedback on the state in data_dir, run as a command is, imports the engine it learns
+    through but neither httpx (nor the model adapters) nor the server."""
+    config, _, decision = _decided(gw_fake, tmp_path)
+    loaded = loaded_after(
+        "from switchpoint.cli import main\n"
+        f"assert main(['feedback', {decision.decision_id!r}, '--score', '1', '--config', "
+        f"{str(config)!r}]) == 0")
+    assert "switchpoint.gateway.engine" in loaded
+    assert among(loaded, ("fastapi", "httpx", "switchpoint.gateway.providers.anthropic",
+                          "switchpoint.gateway.providers.openai", "switchpoint.server",
+                          "uvicorn")) == []
 
 
 def test_learn_leaves_the_data_dir_as_it_found_it_refused_or_not(

@@ -57,6 +57,7 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import (
+    TYPE_CHECKING,
     Any,
     NoReturn,
     SupportsIndex,
@@ -152,8 +153,7 @@ from switchpoint.gateway.preferences import (
     blind_detail,
     shuffled_labels,
 )
-from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
-from switchpoint.gateway.providers.openai import api_key_problem
+from switchpoint.gateway.providers.base import Provider, Timeouts
 from switchpoint.gateway.registered_models import RuntimeModels
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
 from switchpoint.gateway.sessions import (
@@ -174,7 +174,7 @@ from switchpoint.gateway.swaps import (
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
-from switchpoint.known_providers import api_key_env_of
+from switchpoint.known_providers import api_key_env_of, api_key_problem
 from switchpoint.learning.events import (
     DEFAULT_TENANT,
     check_quality,
@@ -185,6 +185,9 @@ from switchpoint.router import Router, check_route_input
 from switchpoint.store import SQLiteStore
 from switchpoint.store.retention import SECONDS_PER_DAY, RetentionClock, cutoff_for, prune
 from switchpoint.store.sqlite import REFUSING_S, spill_reserve
+
+if TYPE_CHECKING:
+    from switchpoint.gateway.providers import ClientPool, ProviderRegistry
 
 log = logging.getLogger("switchpoint.gateway")
 
@@ -332,13 +335,15 @@ class Gateway:
         self.store: SQLiteStore | None = store or None
         self.observer = observer
         self._told = Told(observer)  # (its callbacks, each error logged and kept from the work)
-        self.pool = ClientPool(max_connections=g.max_upstream_connections,
-                               max_keepalive_connections=g.max_upstream_connections)
         # Each tenant's model calls in flight (the pool's size is kept until a restart).
         self.in_flight = InFlight()
         self._upstream_connections = g.max_upstream_connections
-        self.providers = ProviderRegistry(self.pool, env=env, overrides=providers)
         self._env = env
+        self._overrides = providers
+        self._providers: ProviderRegistry | None = None
+        self._providers_lock = threading.Lock()
+        if serves_chat:
+            self._providers = self._new_providers()
         self._warned: set[str] = set()
         self._serves_chat = serves_chat
         self._reads_only = reads_only
@@ -551,11 +556,11 @@ class Gateway:
         await self._close_streams()
         self._left_inside(await self._admission.adrain(self._drain_s(),
                                                        but=self._sync_loops()))
-        await self.pool.aclose()
+        await self._close_pool()
         await self._maintenance_done()
         if self._sync is not None:  # what the synchronous methods opened, on their own loop
             sync = self._sync
-            for step in (self._close_streams, self.pool.aclose):
+            for step in (self._close_streams, self._close_pool):
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step(), sync.loop))
             self._sync = None
             await anyio.to_thread.run_sync(sync.stop)
@@ -584,13 +589,42 @@ class Gateway:
                 self._sync_loop()  # (a loop of its own settles the streams whose loop closed)
             if self._sync is not None:  # (its streams' requests logged, as closed by the client)
                 self._sync.run(self._close_streams())
-                self._sync.run(self.pool.aclose())
+                self._sync.run(self._close_pool())
                 self._sync.stop()
                 self._sync = None
             future = self._take_maintenance()
             if future is not None:
                 future.result()
             self._close_state()
+
+    @property
+    def providers(self) -> ProviderRegistry:
+        """The adapters that call each model (the ``providers`` given first), over one pool of
+        upstream connections: made with the gateway when it serves chat, else on first use,
+        so one that calls no model (as switchpoint feedback and learn open one) never loads
+        the HTTP client."""
+        if self._providers is None:
+            with self._providers_lock:
+                if self._providers is None:
+                    self._providers = self._new_providers()
+        return self._providers
+
+    @property
+    def pool(self) -> ClientPool:
+        """The pool of upstream connections the adapters share (see :attr:`providers`)."""
+        return self.providers.pool
+
+    def _new_providers(self) -> ProviderRegistry:
+        from switchpoint.gateway.providers import ClientPool, ProviderRegistry
+
+        pool = ClientPool(max_connections=self._upstream_connections,
+                          max_keepalive_connections=self._upstream_connections)
+        return ProviderRegistry(pool, env=self._env, overrides=self._overrides)
+
+    async def _close_pool(self) -> None:
+        """Close the upstream connections of the running loop, if any were made."""
+        if self._providers is not None:
+            await self._providers.pool.aclose()
 
     async def _close_streams(self) -> None:
         """Close the open streams of the running loop, so their requests are logged (and

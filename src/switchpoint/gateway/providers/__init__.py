@@ -9,9 +9,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     AuthError,
     BadRequest,
@@ -30,8 +30,6 @@ from switchpoint.errors import (
     UnreadableHead,
     UnsupportedRequest,
 )
-from switchpoint.gateway.providers._http import ClientPool
-from switchpoint.gateway.providers.anthropic import AnthropicProvider
 from switchpoint.gateway.providers.base import (
     Provider,
     ProviderResponse,
@@ -40,36 +38,25 @@ from switchpoint.gateway.providers.base import (
     is_content_chunk,
     usage_of,
 )
-from switchpoint.gateway.providers.openai import OpenAIProvider
-from switchpoint.known_providers import spec_of
+
+if TYPE_CHECKING:
+    from switchpoint.gateway.providers._http import ClientPool
+    from switchpoint.gateway.providers.anthropic import AnthropicProvider
+    from switchpoint.gateway.providers.openai import OpenAIProvider
+    from switchpoint.gateway.providers.registry import ProviderRegistry
+
+# The adapters and their HTTP client load on use: the gateway's other modules read the shared
+# types of .base (a usage, a response, the timeouts), and a gateway that calls no model (as
+# switchpoint feedback and learn open one) never loads httpx.
+_LAZY = {"ClientPool": "_http", "AnthropicProvider": "anthropic",
+         "OpenAIProvider": "openai", "ProviderRegistry": "registry"}
 
 
-class ProviderRegistry:
-    """Which adapter serves a card: the one for its provider's wire format in
-    :data:`~switchpoint.known_providers.KNOWN_PROVIDERS` (a name not there, possible for cards
-    built in code, is OpenAI-compatible).
-
-    ``overrides`` maps provider names (or catalog model names, checked first) to adapters,
-    which is how tests and custom upstreams plug in.
-    """
-
-    def __init__(self, pool: ClientPool, *, env: Mapping[str, str] | None = None,
-                 overrides: Mapping[str, Provider] | None = None) -> None:
-        self.pool = pool
-        self.openai: Provider = OpenAIProvider(pool, env=env)
-        self.anthropic: Provider = AnthropicProvider(pool, env=env)
-        self.overrides = dict(overrides or {})
-
-    def for_card(self, card: ModelCard) -> Provider:
-        if card.name in self.overrides:
-            return self.overrides[card.name]
-        if card.provider in self.overrides:
-            return self.overrides[card.provider]
-        if spec_of(card).wire == "anthropic":
-            return self.anthropic
-        return self.openai
-
-    __call__ = for_card
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'switchpoint.gateway.providers' has no attribute {name!r}")
+    return getattr(import_module(f"switchpoint.gateway.providers.{module}"), name)
 
 
 __all__ = [

@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-from switchpoint._messages import cut, header_value_problem, json_quoted
+from switchpoint._messages import cut, json_quoted
 from switchpoint._redact import redact, remember
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
@@ -51,6 +51,7 @@ from switchpoint.gateway.providers.sse import SSEEvent
 from switchpoint.known_providers import (
     KNOWN_PROVIDERS,
     api_key_env_of,
+    api_key_problem,
     base_url_of,
     stream_usage_of,
 )
@@ -66,7 +67,8 @@ def api_key(card: ModelCard, env: Mapping[str, str]) -> str | None:
     :func:`~switchpoint.known_providers.api_key_env_of`).
 
     Raises :class:`MissingApiKey` (naming the variable) when the variable is unset or empty,
-    or holds a key no request header can carry (:func:`api_key_problem`).
+    or holds a key no request header can carry
+    (:func:`~switchpoint.known_providers.api_key_problem`).
     """
     var = api_key_env_of(card)
     if var is None:
@@ -82,15 +84,6 @@ def api_key(card: ModelCard, env: Mapping[str, str]) -> str | None:
         raise MissingApiKey(var, model=card.name, problem=problem)
     remember(key)
     return key
-
-
-def api_key_problem(key: str) -> str | None:
-    """Why ``key`` (without the whitespace around it) cannot be sent to a provider, or None:
-    :func:`~switchpoint._messages.header_value_problem`, with what to do."""
-    problem = header_value_problem(key)
-    if problem is None:
-        return None
-    return f"{problem}: an API key is printable ASCII; export the key as its provider issued it"
 
 
 def target_url(card: ModelCard, default: str | None = None) -> str:
