@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,13 @@ NOT_FOR_ROUTING = (
     "asyncio", "fastapi", "httpx", "onnxruntime", "pydantic", "sqlite3", "uvicorn", "yaml",
     "switchpoint.config", "switchpoint.gateway", "switchpoint.governance", "switchpoint.server",
     "switchpoint.store",
+)
+
+# What the commands that read the state a service keeps in data_dir (models list, experiments
+# list) must not import: the gateway's engine, its providers and HTTP client, and asyncio.
+NOT_FOR_READING_STATE = (
+    "asyncio", "fastapi", "httpx", "switchpoint.gateway.engine", "switchpoint.gateway.providers",
+    "switchpoint.server", "uvicorn",
 )
 
 
@@ -59,6 +67,21 @@ def test_importing_switchpoint_loads_what_routing_needs_alone() -> None:
     loaded = loaded_after("import switchpoint\nswitchpoint.Router, switchpoint.load_router")
     assert "numpy" in loaded  # the router's own
     assert among(loaded, NOT_FOR_ROUTING) == []
+
+
+def test_listing_the_models_and_experiments_a_data_dir_keeps_loads_no_engine(
+        tmp_path: Path) -> None:
+    from switchpoint.store import SQLiteStore
+
+    data = tmp_path / "data"
+    data.mkdir()
+    SQLiteStore(data / "switchpoint.db").open().close()
+    loaded = loaded_after(
+        "from switchpoint.cli import main\n"
+        f"assert main(['models', 'list', '--data-dir', {str(data)!r}]) == 0\n"
+        f"assert main(['experiments', 'list', '--data-dir', {str(data)!r}]) == 0")
+    assert "switchpoint.gateway.registered_offline" in loaded  # what they read the state by
+    assert among(loaded, NOT_FOR_READING_STATE) == []
 
 
 @pytest.mark.parametrize(("name", "module"), [

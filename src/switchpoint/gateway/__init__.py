@@ -7,9 +7,34 @@ capabilities, session pins, health), call them with retries and failover, and lo
 
 from __future__ import annotations
 
-from switchpoint.gateway.engine import Gateway, Observer, SyncChatStream
-from switchpoint.gateway.planning import ChatCall, Plan, Planner
-from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from switchpoint.gateway.engine import Gateway, Observer, SyncChatStream
+    from switchpoint.gateway.planning import ChatCall, Plan, Planner
+    from switchpoint.gateway.results import (
+        CallInfo,
+        ChatCompletion,
+        ChatCompletionChunk,
+        ChatStream,
+    )
+
+# Every name loads on use: the commands that read the state a service keeps (models list,
+# experiments list, label's checks) import a module of this package or two, and the engine
+# would bring the whole gateway with them.
+_LAZY = {"Gateway": "engine", "Observer": "engine", "SyncChatStream": "engine",
+         "ChatCall": "planning", "Plan": "planning", "Planner": "planning",
+         "CallInfo": "results", "ChatCompletion": "results",
+         "ChatCompletionChunk": "results", "ChatStream": "results"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'switchpoint.gateway' has no attribute {name!r}")
+    return getattr(import_module(f"switchpoint.gateway.{module}"), name)
+
 
 __all__ = ["CallInfo", "ChatCall", "ChatCompletion", "ChatCompletionChunk", "ChatStream",
            "Gateway", "Observer", "Plan", "Planner", "SyncChatStream"]
