@@ -81,7 +81,10 @@ def test_listing_the_models_and_experiments_a_data_dir_keeps_loads_no_engine(
     loaded = loaded_after(
         "from switchpoint.cli import main\n"
         f"assert main(['models', 'list', '--data-dir', {str(data)!r}]) == 0\n"
-        f"assert main(['experiments', 'list', '--data-dir', {str(data)!r}]) == 0")
+        f"assert main(['experiments', 'list', '--data-dir', {str(data)!r}]) == 0\n"
+        # (nor build the validators of a chat body, which read no chat: they build on first use)
+        "from switchpoint.gateway import parsing\n"
+        "assert not parsing.ChatRequest.__pydantic_complete__, 'a chat body model was built'")
     assert "switchpoint.gateway.registered_offline" in loaded  # what they read the state by
     assert among(loaded, NOT_FOR_READING_STATE) == []
 

@@ -121,7 +121,7 @@ class ChatMessage(BaseModel):
     after a paid call upstream) and so is the shape of ``content``; every other key, and the
     content itself, goes upstream untouched."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     role: Role = Field(
         description='"system", "developer", "user", "assistant", "tool" (or the older '
@@ -157,7 +157,7 @@ class StreamOptions(BaseModel):
     """A stream's options: ``include_usage`` is checked (the gateway decides by it whether the
     client gets the usage chunk); any other option goes upstream as sent."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     include_usage: StrictBool | None = Field(
         None, description="End the stream with a chunk carrying the usage (and its cost).")
@@ -174,8 +174,10 @@ class ChatRequest(BaseModel):
     is text; every field but ``models`` (temperature, tools, response_format, ...) is
     forwarded to the model that answers exactly as sent."""
 
+    # (its validators, and its messages', build when a first chat body is checked: feedback,
+    # learn and the commands that list the state a service keeps import this module too)
     model_config = ConfigDict(
-        extra="allow",
+        extra="allow", defer_build=True,
         json_schema_extra={"examples": [
             {"model": "auto", "messages": [{"role": "user", "content": "Prove that the square "
                                             "root of 2 is irrational."}]},
