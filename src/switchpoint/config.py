@@ -158,6 +158,10 @@ MAX_POLICIES = 100
 MAX_HEALTH_WINDOW = 10_000
 # Keys whose values are paths, resolved against the config file's folder when given there.
 _PATH_KEYS = ("weights", "data_dir")
+# A C0 or C1 control character (a newline, a tab, NUL, DEL ...), which no path the config
+# gives may hold: one there is almost surely a mistake (a block scalar's closing newline), and
+# a newline in a path breaks the log lines that name it.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Keys whose environment values are taken as they are, not parsed as YAML.
 _PLAIN_STRINGS = ("policy", "weights", "data_dir", "store.synchronous", "admin_token_env", "auth")
 
@@ -1655,6 +1659,18 @@ def _check_experiment_scopes(settings: Settings, tenants: list[str]) -> None:
             taken.setdefault(tenant, name)
 
 
+def _control_problem(path: str, character: str) -> str:
+    """Why ``path``, a path the config gives, holding the control ``character``, is refused,
+    the character escaped (``\\n``), and what to write instead."""
+    problem = (f"{quoted_path(path)} holds the control character {json_quoted(character)}, "
+               "which a path is almost surely not meant to hold (a newline in one would also "
+               "break the log lines that name it); remove it")
+    if path.endswith("\n"):
+        problem += (" (a value written as a folded or literal block scalar, after > or |, "
+                    "ends with a newline: write the path as a plain or quoted value)")
+    return problem
+
+
 def _check_paths(settings: Settings) -> None:
     from switchpoint.weights import Unreadable, bundled_policies, manifest_problem, policy_of
 
@@ -1666,6 +1682,9 @@ def _check_paths(settings: Settings) -> None:
                     if key == "data_dir" else "the folder of a weights package (the one "
                     "`switchpoint fit --out` wrote)")
             raise ConfigError(key, f"is empty; give {what}")
+        control = None if value is None else _CONTROL.search(value)
+        if value is not None and control is not None:
+            raise ConfigError(key, _control_problem(value, control.group()))
         # A path the system refuses (a name too long, a NUL) fails here, not in a later stat.
         problem = None if value is None else path_problem(Path(value))
         if value is not None and problem is not None:

@@ -576,16 +576,17 @@ def test_keys_on_a_data_dir_without_keys_create_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_data_dir_holding_control_characters_is_printed_escaped(
+def test_a_data_dir_holding_control_characters_is_refused_shown_escaped(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # A --data-dir holding an escape or a newline is shown written as \uXXXX, so it cannot
-    # drive the terminal or pass for two lines, in `keys list` and `keys clock` alike.
+    # A --data-dir holding an escape or a newline is refused, naming the flag, the path shown
+    # escaped, so it cannot drive the terminal or pass for two lines, in `keys list` and
+    # `keys clock` alike; nothing is made.
     data_dir = tmp_path / "x\x1b[2Jy\nz"
     for argv in (["list"], ["clock"]):
         got, out, err = run(["keys", *argv, "--data-dir", data_dir], capsys)
-        assert got == 0 and err == "", err
-        shown = str(tmp_path) + "/x\\u001b[2Jy\\u000az"
-        assert out == f"no keys: {shown} holds no key store\n"
+        assert got == 2 and out == "", out
+        assert err.startswith("switchpoint: error: --data-dir: ") and "x\\x1b[2Jy\\nz" in err
+        assert 'holds the control character "\\u001b"' in err and "\x1b" not in err, err
     assert list(tmp_path.iterdir()) == []
 
 

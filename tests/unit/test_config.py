@@ -1352,7 +1352,6 @@ def test_an_arm_whose_models_a_tenant_of_its_experiment_may_not_use_is_refused(
 @pytest.mark.parametrize(("text", "key"), [
     ("data_dir: " + "d" * 300 + "\n", "data_dir"),
     ("data_dir: " + "d/" * 3000 + "\n", "data_dir"),
-    ("data_dir: \"a\\0b\"\n", "data_dir"),
     ("weights: " + "w" * 300 + "\n", "weights"),
     ("weights: " + "w/" * 3000 + "\n", "weights"),
     ("policies: {mine: " + "p/" * 3000 + "}\n", "policies.mine"),
@@ -1365,6 +1364,37 @@ def test_a_path_the_system_cannot_take_is_a_config_error_naming_its_key(
     message = error_of(tmp_path, text)
     assert message.startswith(f"{key}: ") and "cannot be used" in message, message
     assert len(message) < 600, message  # the path is cut, not repeated whole
+
+
+@pytest.mark.parametrize(("text", "key", "shown"), [
+    ("data_dir: >\n  state\n", "data_dir", "state\\n'"),  # (a folded block scalar's newline)
+    ("data_dir: |\n  state\n", "data_dir", "state\\n'"),
+    ("data_dir: \"st\\nate\"\n", "data_dir", "st\\nate'"),
+    ("data_dir: \"a\\0b\"\n", "data_dir", "a\\x00b'"),
+    ("data_dir: \"st\\tate\"\n", "data_dir", "st\\tate'"),
+    ("weights: \"./w\\x1b[2J\"\n", "weights", "w\\x1b[2J'"),
+    ("weights: \"./w\\x85\"\n", "weights", "w\\x85'"),
+    ("policies: {mine: \"./p\\x7f\"}\n", "policies.mine", "p\\x7f'"),
+])
+def test_a_path_holding_a_control_character_is_refused_naming_its_key(
+    tmp_path: Path, text: str, key: str, shown: str,
+) -> None:
+    message = error_of(tmp_path, text)
+    assert message.startswith(f"{key}: ") and f"{shown} holds the control character" in message
+    assert "remove it" in message and not any(c in message for c in "\n\0\t\x1b\x85\x7f")
+    block = "write the path as a plain or quoted value"
+    assert (block in message) == text.startswith(("data_dir: >", "data_dir: |")), message
+
+
+def test_a_variable_giving_a_path_holding_a_control_character_is_refused() -> None:
+    for var, value, key in [("SWITCHPOINT_DATA_DIR", "state\n", "data_dir"),
+                            ("SWITCHPOINT_WEIGHTS", "./w\rx", "weights"),
+                            ("SWITCHPOINT_POLICIES", '{mine: "./p\\n"}', "policies.mine")]:
+        with pytest.raises(ConfigError) as info:
+            load_settings(None, environ={var: value})
+        assert info.value.key == key and 'the control character "\\' in str(info.value)
+    # (the same folder as a plain value starts)
+    assert load_settings(None, environ={"SWITCHPOINT_DATA_DIR": "state"}).data_dir == "state"
 
 
 def test_a_policy_name_read_from_a_manifest_is_shown_bounded(tmp_path: Path) -> None:
