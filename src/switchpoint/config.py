@@ -909,7 +909,7 @@ class _Yaml12Scanner(yaml.SafeLoader):
     header (``|-<TAB>``) and after a tag or an anchor; PyYAML refused every tab outside a
     quoted value. A tab where indentation is read (at the start of a line, after ``- ``) is
     still refused, as YAML and libyaml refuse it. A ``?`` inside a plain value of a flow
-    collection (a URL's query); a tag as libyaml ends it; an empty value tagged only ``!``."""
+    collection (a URL's query); a tag as libyaml ends it; a value tagged only ``!``, as text."""
 
     def _line_break(self) -> str:
         """The line break read here, as a newline ('' when there is none)."""
@@ -1098,11 +1098,12 @@ class _Yaml12Scanner(yaml.SafeLoader):
         return "".join(chunks)
 
     def compose_scalar_node(self, anchor: Any) -> yaml.ScalarNode:
-        # An empty value tagged only ``!`` is the empty text, as YAML 1.2 reads a value of
-        # that tag and libyaml reads it; PyYAML read it as null (so admin_token_env: ! read
-        # as no admin token)
+        # A value tagged only ``!`` (the non-specific tag) is text, as YAML 1.2 reads it:
+        # ``! 5`` and ``! "5"`` the text "5", ``! ''`` and an empty value the empty text;
+        # PyYAML (and libyaml, see _NON_SPECIFIC_TAG) read them as the number 5 and as null
+        # (so admin_token_env: ! '' read as no admin token)
         event: Any = self.peek_event()  # type: ignore[no-untyped-call]
-        if event.tag == "!" and event.value == "" and event.style is None:
+        if event.tag == "!":
             event.implicit = (False, False)
         return super().compose_scalar_node(anchor)
 
@@ -1137,6 +1138,14 @@ _LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"
 _LIBYAML_LENIENT = re.compile(r"[|>][-+0-9]{0,2}#")
 
 
+#: A value tagged only ``!`` (or ``!<!>``), which YAML 1.2 reads as text and libyaml as a plain
+#: value (``! 5`` the number 5, ``! ''`` null): a text holding one is read by the pure loader,
+#: which reads it as YAML does (:meth:`_Yaml12Scanner.compose_scalar_node`). Sought only in a
+#: text holding a ``!`` at all; one a pattern matches by chance (``Hi ! there`` in a value) is
+#: only read more slowly, as it is.
+_NON_SPECIFIC_TAG = re.compile(r"(?<![^\s\[{,:])!(?:<!>)?(?=\s)")
+
+
 def _parse_yaml(text: str) -> Any:
     """The value of the YAML ``text``, by the safe loader, a key written twice refused: the
     one place the config's YAML (a file's, a variable's) is parsed. libyaml parses it when
@@ -1145,7 +1154,8 @@ def _parse_yaml(text: str) -> Any:
     problems otherwise, counts a bad character's place in bytes, and refuses a directive the
     pure loader lets by). A nesting deeper than libyaml reads, which the pure loader could
     not read either, is its :class:`RecursionError` at once. A text holding what libyaml
-    reads and YAML refuses (:data:`_LIBYAML_LENIENT`) is read by the pure loader alone.
+    reads and YAML refuses (:data:`_LIBYAML_LENIENT`), or reads otherwise (a value tagged only
+    ``!``: :data:`_NON_SPECIFIC_TAG`), is read by the pure loader alone.
 
     A byte order mark anywhere but at the start (two files joined, each saved with one) is
     refused as a character YAML does not allow there (:class:`yaml.reader.ReaderError`):
@@ -1155,7 +1165,8 @@ def _parse_yaml(text: str) -> Any:
     if stray != -1:
         raise yaml.reader.ReaderError("<unicode string>", stray, ord(_BOM), "utf-8",
                                       "a byte order mark is allowed only at the start")
-    if _FastUniqueKeyLoader is not None and _LIBYAML_LENIENT.search(text) is None:
+    if (_FastUniqueKeyLoader is not None and _LIBYAML_LENIENT.search(text) is None
+            and ("!" not in text or _NON_SPECIFIC_TAG.search(text) is None)):
         try:
             return yaml.load(text, Loader=_FastUniqueKeyLoader)
         except yaml.YAMLError as exc:

@@ -1250,6 +1250,13 @@ def test_a_comment_glued_to_a_block_scalar_s_header_is_refused_by_either_parser(
     ("a: [!, 1]\n", {"a": ["", 1]}),
     ("a: [!!str, 1]\n", {"a": ["", 1]}),  # (a comma ends a tag in a flow collection)
     ("a: !!str\t5\n", {"a": "5"}),
+    ("a: ! 5\n", {"a": "5"}),  # (YAML 1.2: a value tagged only ! is text, never a number)
+    ("a: ! '5'\nb: ! \"5\"\nc: ! ''\nd: ! null\ne: ! true\n",
+     {"a": "5", "b": "5", "c": "", "d": "null", "e": "true"}),
+    ("a: [! 5, !\t1.5, ! ~]\n! 5: {b: ! 7}\n", {"a": ["5", "1.5", "~"], "5": {"b": "7"}}),
+    ("a: &x ! 5\nb: *x\nc: !<!> 5\nd: ! |\n  5\n", {"a": "5", "b": "5", "c": "5", "d": "5\n"}),
+    ("a: ! [1]\nb: ! {c: 1}\nd: Hi! 5\ne: !!int '5'\n",  # (not a value, or not a tag)
+     {"a": [1], "b": {"c": 1}, "d": "Hi! 5", "e": 5}),
 ])
 def test_a_tag_is_read_alike_by_either_parser(yaml_parser: str, text: str,
                                               value: object) -> None:
@@ -1260,8 +1267,13 @@ def test_an_admin_token_variable_tagged_only_with_an_exclamation_mark_is_refused
         tmp_path: Path, yaml_parser: str) -> None:
     """Without libyaml ``admin_token_env: !`` was read as null, no token, which leaves the
     admin routes open; libyaml read it as the empty name it is, which is refused."""
-    message = error_of(tmp_path, "admin_token_env: !\n")
-    assert message.startswith("admin_token_env: must be the name of the environment variable")
+    for text in ("admin_token_env: !\n", "admin_token_env: ! ''\n"):
+        message = error_of(tmp_path, text)
+        assert message.startswith("admin_token_env: must be the name of the environment "
+                                  "variable"), message
+    # (a number so tagged is the text it is written as: a folder named 5)
+    assert load_settings(write(tmp_path, "data_dir: ! 5\n"), environ={}).data_dir == str(
+        tmp_path / "5")
 
 
 @pytest.mark.parametrize("deep", ["data_dir: " + "[" * 50_000 + "]" * 50_000,
