@@ -143,6 +143,31 @@ def test_an_unquoted_date_where_a_config_takes_text_is_refused_as_written_with_i
     assert says in error_of(tmp_path, text)
 
 
+@pytest.mark.parametrize(("text", "key"), [
+    ("tenants: {KEY: {}}\n", "tenants"),
+    ("policies: {KEY: ./p}\n", "policies"),
+    ("experiments: {KEY: {arms: {a: {}, b: {cost_weight: 1}}}}\n", "experiments"),
+    ("experiments: {e: {arms: {KEY: {}, b: {cost_weight: 1}}}}\n", "experiments.e.arms"),
+    ("budgets: {models: {KEY: 5/day}}\n", "budgets.models"),
+    ("budgets: {providers: {KEY: 5/day}}\n", "budgets.providers"),
+    ("budgets: {models: {KEY: not a budget}}\n", "budgets.models"),  # (the key comes first)
+])
+def test_every_mapping_keyed_by_names_refuses_a_date_or_a_number_for_a_key_alike(
+        tmp_path: Path, text: str, key: str) -> None:
+    """(budgets.models and budgets.providers turned such a key into text, 2024-01-01 or 5,
+    where the other mappings refused it.)"""
+    date = error_of(tmp_path, text.replace("KEY", "2024-01-01"))
+    assert date.startswith(f"{key}: a key must be a string, got the date 2024-01-01 (YAML reads "
+                           'an unquoted date as a date); quote it: "2024-01-01"'), date
+    assert error_of(tmp_path, text.replace("KEY", "5")).startswith(
+        f"{key}: a key must be a string, got 5"), key
+
+
+def test_a_budgeted_model_s_budgets_are_refused_at_its_key_path(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "budgets: {models: {\"a\\eb\": [5/day, x]}}\n")
+    assert message.startswith('budgets.models.a\\u001bb: "x" is not a budget'), message
+
+
 @pytest.mark.parametrize(("key", "says"), [
     (b"hunter2secret", "got bytes (not shown); decode them to text first (value.decode())"),
     (5, "got 5"),

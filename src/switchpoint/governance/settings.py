@@ -47,9 +47,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from switchpoint._config_numbers import Boolean, Integer, Real, Text
 from switchpoint._limits import MAX_RPM as MAX_RPM
@@ -82,6 +82,10 @@ def _budget_list(value: Any) -> list[str]:
         raise ValueError("must be a budget such as '50/month' or a list of them")
     parse_budgets(listed)
     return [str(v) for v in listed]
+
+
+#: The budgets of a model or a provider: one budget, or a list of them (see :func:`_budget_list`).
+_Budgets = Annotated[list[Text], BeforeValidator(_budget_list)]
 
 
 class SLASettings(BaseModel):
@@ -161,8 +165,10 @@ class BudgetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     total: list[Text] = Field(default_factory=list)
-    models: dict[Text, list[Text]] = Field(default_factory=dict, max_length=MAX_CATALOG_MODELS)
-    providers: dict[Text, list[Text]] = Field(default_factory=dict, max_length=MAX_CATALOG_MODELS)
+    # (a key is a name, read by the rule of every mapping's key the config keys by names: a
+    # date, a number or bytes is refused, never turned into text)
+    models: dict[Text, _Budgets] = Field(default_factory=dict, max_length=MAX_CATALOG_MODELS)
+    providers: dict[Text, _Budgets] = Field(default_factory=dict, max_length=MAX_CATALOG_MODELS)
 
     @field_validator("total", mode="before")
     @classmethod
@@ -171,18 +177,12 @@ class BudgetSettings(BaseModel):
 
     @field_validator("models", "providers", mode="before")
     @classmethod
-    def _each(cls, value: Any) -> dict[str, list[str]]:
+    def _each(cls, value: Any) -> dict[Any, Any]:
         if value is None:
             return {}
         if not isinstance(value, dict):
             raise ValueError("must map names to budgets, e.g. {good: 50/day}")
-        out = {}
-        for name, budgets in value.items():
-            try:
-                out[str(name)] = _budget_list(budgets)
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
-        return out
+        return value
 
     @property
     def any(self) -> bool:
