@@ -1521,3 +1521,56 @@ def test_lists_of_a_provenance_keep_their_latest_entries_and_count_the_rest() ->
     assert listed("tasks", names) == {"tasks": names[:MAX_PROVENANCE_ITEMS],
                                       "n_tasks": MAX_PROVENANCE_ITEMS + 1}
     assert listed("tasks", names[:3]) == {"tasks": names[:3]}
+
+
+def _profiles_one_value_at_a_time(policy: Any) -> dict[str, dict[str, Any]]:
+    """A bundled policy's profiles as its state wrote them value by value in Python (the
+    rounding a weights id hashes), beside which the vectorised state must be identical."""
+    if hasattr(policy, "table_"):
+        table = policy.table_
+        out: dict[str, dict[str, Any]] = {m: {
+            "count": [round(float(c), 6) for c in table.count[:, j]],
+            "error": [None if np.isnan(e) else round(float(e), 8) for e in table.error[:, j]],
+            "cost": [None if np.isnan(c) else float(c) for c in table.cost[:, j]],
+        } for j, m in enumerate(table.models)}
+        return out
+    return {m: {
+        "error": [None if np.isnan(v) else round(float(v), 6) for v in policy.error_[:, j]],
+        "cost": [None if np.isnan(v) else float(v) for v in policy.cost_[:, j]],
+    } for j, m in enumerate(policy.models_)}
+
+
+#: The bundled packages' ids, taken when their state was written one value at a time: each is
+#: persisted (decisions, experiments, checkpoints) and compared with a loaded package's.
+BUNDLED_IDS = {"knn": "knn-9500f5846d78", "cluster": "cluster-67de7405ca67",
+               "tiers": "tiers-1c1317350160", "tfidf": "tfidf-c157283431ba"}
+
+
+@pytest.mark.parametrize("policy", sorted(BUNDLED_IDS))
+def test_bundled_weights_hash_the_same_numbers_as_rounding_each_value(policy: str) -> None:
+    package = load_weights(None, policy=policy)
+    state = package.policy.get_state()
+    slow = _profiles_one_value_at_a_time(package.policy)
+    for model, fields in slow.items():
+        for name, values in fields.items():
+            assert json.dumps(state.profiles[model][name]) == json.dumps(values), (model, name)
+    assert package.weights_id == BUNDLED_IDS[policy]
+
+
+def test_rounded_floats_round_as_python_does_next_to_half_way_points() -> None:
+    from switchpoint.policies.base import rounded_floats
+
+    rng = np.random.default_rng(7)
+    # Values a product by 10**digits puts on, or a rounding error away from, a half-way
+    # point (0.0000005, 2.675e-06, ...), beside random ones, large ones and non-finite ones.
+    halves = (np.arange(-2000, 2000) + 0.5) / 1e6
+    near = np.concatenate([np.nextafter(halves, np.inf), np.nextafter(halves, -np.inf)])
+    values = np.concatenate([halves, near, rng.random(20_000), rng.normal(0, 1e4, 2000),
+                             [1e300, -1e300, 5e9 + 0.5, np.inf, -np.inf, np.nan, 0.0, -0.0,
+                              -1e-9, 2.675e-6, 1.0000005, 0.1234565]])
+    for digits in (6, 8):
+        got = rounded_floats(values, digits, nan_as_none=False)
+        want = [round(float(v), digits) for v in values]
+        assert json.dumps(got) == json.dumps(want)
+    assert rounded_floats([np.nan, 0.25], 6, nan_as_none=True) == [None, 0.25]
+    assert rounded_floats([np.nan, 0.1], None, nan_as_none=False)[1] == 0.1

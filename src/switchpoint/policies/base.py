@@ -146,6 +146,40 @@ def nan_mean(values: Array, axis: int = 0) -> Array:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+#: Past this magnitude a value scaled for rounding may be off its exact product by a millionth
+#: (a double carries 53 bits): such values are rounded by Python's round, one at a time.
+_ROUND_EXACT_LIMIT = float(2**32)
+_ROUND_MARGIN = 1e-6
+
+
+def rounded_floats(values: npt.ArrayLike, digits: int | None, *,
+                   nan_as_none: bool) -> list[float | None]:
+    """``values`` as a list of Python floats for a JSON document, each
+    ``round(float(v), digits)`` (unrounded when ``digits`` is None), NaN as None when
+    ``nan_as_none`` (else NaN): the same floats the loop would give, a weights id hashes
+    their text, at numpy's speed. The product of a value and ``10**digits`` is itself
+    rounded to a double, so it may fall on the other side of a half-way point than the
+    exact product Python's round reads: values whose product lies within a millionth of one
+    (or is not finite, or too large to tell) are rounded by Python's round instead."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    out: list[float | None]
+    if digits is None:
+        out = list(flat.tolist())
+    else:
+        scale = 10.0 ** digits
+        with np.errstate(invalid="ignore", over="ignore"):
+            scaled = flat * scale
+            near_half = np.abs(scaled - np.floor(scaled) - 0.5)
+            clear = (near_half > _ROUND_MARGIN) & (np.abs(scaled) < _ROUND_EXACT_LIMIT)
+        out = list((np.rint(scaled) / scale).tolist())
+        for i in np.flatnonzero(~clear).tolist():
+            out[i] = round(float(flat[i]), digits)
+    if nan_as_none:
+        for i in np.flatnonzero(np.isnan(flat)).tolist():
+            out[i] = None
+    return out
+
+
 @dataclass(frozen=True)
 class Kept:
     """What a table policy learned from outcomes keeps of the policy it learned on, for one
@@ -291,9 +325,9 @@ class ProfileTable:
         out: dict[str, dict[str, Any]] = {}
         for j, m in enumerate(self.models):
             out[m] = {
-                "count": [round(float(c), 6) for c in self.count[:, j]],
-                "error": [None if np.isnan(e) else round(float(e), 8) for e in self.error[:, j]],
-                "cost": [None if np.isnan(c) else float(c) for c in self.cost[:, j]],
+                "count": rounded_floats(self.count[:, j], 6, nan_as_none=False),
+                "error": rounded_floats(self.error[:, j], 8, nan_as_none=True),
+                "cost": rounded_floats(self.cost[:, j], None, nan_as_none=True),
             }
         return out
 

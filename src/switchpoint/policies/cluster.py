@@ -48,6 +48,7 @@ from switchpoint.policies.base import (
     check_int,
     check_number,
     check_training_arrays,
+    rounded_floats,
 )
 from switchpoint.policies.kmeans import spherical_kmeans
 
@@ -335,7 +336,7 @@ class ClusterPolicy(TablePolicy):
     def _profiles_with_priors(self) -> dict[str, dict[str, Any]]:
         profiles = self._profiles()
         for name, prior in self.model_priors_.items():
-            profiles[name]["prior_error"] = [round(float(v), 8) for v in prior]
+            profiles[name]["prior_error"] = rounded_floats(prior, 8, nan_as_none=False)
         return profiles
 
     @classmethod

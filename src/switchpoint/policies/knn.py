@@ -27,6 +27,7 @@ from switchpoint.policies.base import (
     check_training_arrays,
     model_column,
     nan_mean,
+    rounded_floats,
 )
 
 
@@ -192,8 +193,8 @@ class KnnPolicy(Policy):
         profiles: dict[str, dict[str, Any]] = {}
         for j, m in enumerate(self.models_):
             profiles[m] = {
-                "error": [None if np.isnan(v) else round(float(v), 6) for v in self.error_[:, j]],
-                "cost": [None if np.isnan(v) else float(v) for v in self.cost_[:, j]],
+                "error": rounded_floats(self.error_[:, j], 6, nan_as_none=True),
+                "cost": rounded_floats(self.cost_[:, j], None, nan_as_none=True),
             }
             if np.isfinite(self.reference_cost_.get(m, np.nan)):
                 profiles[m]["mean_cost"] = float(self.reference_cost_[m])
