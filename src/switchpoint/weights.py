@@ -952,6 +952,8 @@ def _check_profile(path: Path, profile: dict[str, Any]) -> None:
         if not isinstance(values, list):
             raise WeightsError(path, f"field {json_quoted(key)} must be a JSON list"
                                      f"{got(values)}; {_CORRUPT}")
+        if _all_within(values, low, high, nullable):
+            continue
         for i, value in enumerate(values):
             if value is None and nullable:
                 continue
@@ -1003,6 +1005,31 @@ def _check_labelled(path: Path, profile: dict[str, Any]) -> None:
                                          f'where "count"[{i}] counts {json_quoted(count)} '
                                          "labels: a unit with labels has their mean, a null "
                                          f"only a unit of none (count 0); {_CORRUPT}")
+
+
+#: Integers past this magnitude are not all exact as floats: a list holding one is checked
+#: value by value.
+_EXACT_INTEGERS = float(2**53)
+_NONE_TYPE = type(None)
+
+
+def _all_within(values: list[Any], low: float, high: float, nullable: bool) -> bool:
+    """Whether every value of ``values`` is a finite JSON number in ``[low, high]`` (or null,
+    when ``nullable``), told at numpy's speed for a list of plain numbers: False when it may
+    not be, which the check value by value then tells and names (a list of tens of thousands
+    of examples' errors took some 100 ms one at a time)."""
+    kinds = set(map(type, values))
+    if not kinds <= ({float, int, _NONE_TYPE} if nullable else {float, int}):
+        return False  # (a bool, a string, ... : named by the check value by value)
+    try:
+        numbers = np.array(values, dtype=np.float64)  # (a null is NaN)
+    except OverflowError:  # an integer past a float's range
+        return False
+    held = numbers[~np.isnan(numbers)]
+    nulls = values.count(None) if nullable else 0
+    return bool(held.size == len(values) - nulls  # (no NaN but the nulls)
+                and np.all(np.abs(held) < _EXACT_INTEGERS)
+                and np.all((held >= low) & (held <= high)))
 
 
 def _within(value: object, low: float, high: float) -> bool:

@@ -1032,6 +1032,31 @@ def test_a_profile_number_out_of_its_bounds_is_named(pkg_dir: Path, key: str, va
     assert info.value.path == pkg_dir / rel and said in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize(("values", "said"), [
+    ([None, 0.2, float("nan"), None], 'field "error"[2] is NaN;'),
+    ([None, 0.2, 0.3, 1], None),
+    ([0.1, 0.2, 2**53 + 1, None], 'field "error"[2] is 9007199254740993;'),
+    ([0.1, None, 0.3, False], 'field "error"[3] is false;'),
+])
+def test_a_profile_list_is_checked_whole_past_its_nulls(pkg_dir: Path, values: list[Any],
+                                                        said: str | None) -> None:
+    # A list of plain numbers and nulls is told good at once; a NaN among its nulls, a bool
+    # or an integer a float cannot hold is still found and named at its place.
+    rel = "profiles/claude-v2.json"
+    profile = json.loads((pkg_dir / rel).read_bytes())
+    units = len(profile["error"])
+    profile["error"] = [*values, *profile["error"][len(values):]][:units]
+    profile["count"] = [0 if v is None else c for v, c in zip(profile["error"],
+                                                             profile["count"], strict=True)]
+    _replace_profile(pkg_dir, rel, profile)
+    if said is None:
+        assert load_weights(pkg_dir).models
+        return
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert said in str(info.value), str(info.value)
+
+
 def _learned(profile: dict[str, Any]) -> dict[str, Any]:
     """``profile`` with what an export of a learned router adds to it."""
     units = len(profile["count"])
