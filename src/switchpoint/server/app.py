@@ -47,6 +47,7 @@ from switchpoint.server.queries import document_queries, single_query
 from switchpoint.server.routes import admin, chat, governance, learning, route
 from switchpoint.server.targets import document_targets
 from switchpoint.server.targets import guard as target_guard
+from switchpoint.server.warm import warm as warm_app
 from switchpoint.store import SQLiteStore
 
 # The answer headers a browser page may read (with CORS on).
@@ -74,6 +75,7 @@ def create_app(
     store: SQLiteStore | None = None,
     provider_env: Mapping[str, str] | None = None,
     listen_host: str = "127.0.0.1",
+    warm: bool = False,
 ) -> FastAPI:
     """Build the ASGI app. ``loader`` builds routers (default: the bundled/configured weights);
     ``store`` defaults to SQLite in ``settings.data_dir``; ``provider_env`` is where upstream
@@ -90,7 +92,10 @@ def create_app(
     The app reads ``X-Forwarded-For`` itself, from ``server.trusted_proxies`` alone (see
     :mod:`switchpoint.server.proxies`): a server running it must not (uvicorn:
     ``proxy_headers=False``, as ``switchpoint serve`` sets it), or the client is who uvicorn
-    believes."""
+    believes.
+
+    ``warm``: build, while the weights load, what the first requests would otherwise build
+    (:mod:`switchpoint.server.warm`), as ``switchpoint serve`` does."""
     check_admin_token(settings)
     cached: list[Any] = [None, frozenset()]  # [the live router seen last, its names]
     allowed_hosts = settings.server.allowed_hosts
@@ -115,6 +120,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway.start(background=True)
+        if warm:  # (while the weights load)
+            await warm_app(app)
         try:
             yield
         finally:

@@ -426,7 +426,7 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
     store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous,
                         spill_limit=limit, spill_reserve=spill_reserve(limit, max_connections))
     app = create_app(settings, store=store, listen_host=host,
-                     loader=factory)
+                     loader=factory, warm=True)
     stats = ConnectionStats()
     app.state.service.metrics.connections = stats
     protocol = guarded_protocol(ConnectionLimits(
