@@ -96,6 +96,12 @@ def routed_before(count: int) -> Callable[[httpx.Client], list[str]]:
     return prepare
 
 
+def first_experiment(client: httpx.Client) -> list[str]:
+    """The experiment the first timed end ends, created untimed."""
+    experiment(client, 0).raise_for_status()
+    return []
+
+
 def end(client: httpx.Client, i: int) -> httpx.Response:
     return client.delete(f"/v1/router/experiments/round-{i}")
 
@@ -117,8 +123,8 @@ ROUTES: dict[str, tuple[Callable[[httpx.Client], list[str]] | None, Timed, Untim
     "POST /v1/feedback": (routed_before(NEXT + 1), lambda c, i, ids: c.post(
         "/v1/feedback", json={"decision_id": ids[i], "score": 0.8}), no_more),
     "experiment create": (None, lambda c, i, _: experiment(c, i), end),
-    "experiment end": (lambda c: [str(experiment(c, 0).raise_for_status())],
-                       lambda c, i, _: end(c, i), lambda c, i: experiment(c, i + 1)),
+    "experiment end": (first_experiment, lambda c, i, _: end(c, i),
+                       lambda c, i: experiment(c, i + 1)),
     "model register": (None, lambda c, i, _: register(c, i), no_more),
     "GET /metrics": (None, lambda c, i, _: c.get("/metrics"), no_more),
     "GET /v1/router/status": (None, lambda c, i, _: c.get("/v1/router/status"), no_more),
