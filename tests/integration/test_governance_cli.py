@@ -714,6 +714,30 @@ def test_a_report_of_keys_whose_keys_db_is_missing_says_so_not_that_they_were_pr
     assert code == 0, err
 
 
+def test_keys_create_beside_a_log_naming_keys_of_a_missing_keys_db_makes_none_unless_told(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """keys.db gone while the log names keys made in it: keys create is refused (exit 2)
+    naming the file and the keys, saying to restore it from a backup or how to start over,
+    and makes no file, where it made an empty keys.db in which every old key was unknown;
+    --new-keys-db makes one on purpose."""
+    key_id = seed(config)
+    data = config.parent / "data"
+    (data / "keys.db").unlink()
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    assert code == 2 and out == "", out
+    assert (f"{str(data / 'keys.db')!r}: cannot make a key: it is missing, yet the request log "
+            f"names keys made in it ({key_id}): a pruned key loses its record, never the "
+            "file; restore it from a backup; or, to start over without them (every key made "
+            "in it then stays unknown: 401), make a new keys.db with `switchpoint keys "
+            "create --new-keys-db --tenant NAME`") in err, err
+    assert not (data / "keys.db").exists()
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config,
+                          "--new-keys-db", "--json"], capsys)
+    assert code == 0, err
+    with KeyStore.in_dir(data, reads_only=True) as keys:
+        assert [r.id for r in keys.list()] == [json.loads(out)["id"]]
+
+
 @pytest.mark.parametrize(("argv", "name"), [
     (["forecast", "--requests-per-hour", "1e308", "--avg-input-tokens", "100",
       "--avg-output-tokens", "100"], "--requests-per-hour"),

@@ -186,8 +186,13 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
                    tpm=args.tpm, models=models, cost_weight=cost_weight,
                    expires=args.expires).checked(
         list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
+    store = _store(settings, create=True)
+    if not args.new_keys_db and not store.path.is_file():  # (only then is the log read)
+        from switchpoint.governance.keys import logged_keys
+
+        store.missing("make a key", logged_keys(settings.db_path), making=True)
     out = _HandOut("made", json_output=args.json)
-    with _store(settings, create=True) as store:
+    with store:
         issued = out.kept(lambda: store.create(spec, max_live=settings.governance.max_keys,
                                                deliver=out))
         ahead = store.ahead_note() if issued.record.expires_at else ""
@@ -739,6 +744,10 @@ def add_commands(sub: Any) -> None:
                                                "an exact date-time (2027-01-31T12:00:00Z), a "
                                                "duration (30d), or epoch seconds (1800000000 "
                                                "or 1.8e9)")
+    p.add_argument("--new-keys-db", action="store_true",
+                   help="make a new, empty keys.db though the request log names keys made in "
+                        "one now missing (those keys then stay unknown: 401); restore the "
+                        "missing one from a backup instead where there is one")
     _common(p, cmd_keys_create)
     _options.fills(p, tenant=tenant, name=name, budget=budget, rpm=rpm, tpm=tpm, models=models,
                    cost_weight=cost_weight, expires=expires)

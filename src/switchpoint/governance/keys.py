@@ -108,6 +108,12 @@ from switchpoint.store.sqlite import (
 
 log = logging.getLogger("switchpoint.governance")
 KEYS_FILENAME = "keys.db"
+#: How a refusal to make keys.db again (see :meth:`KeyStore.missing`) says to make a new,
+#: empty one on purpose: once, by the command that makes keys, never by a start's flag (a
+#: flag kept in a service's unit would make the next lost keys.db again, unsaid).
+START_OVER = ("; or, to start over without them (every key made in it then stays unknown: "
+              "401), make a new keys.db with `switchpoint keys create --new-keys-db "
+              "--tenant NAME`")
 PREFIX = "sp-"
 ID_CHARS = 10
 #: The longest a key's name (a note of whose it is) may be.
@@ -705,20 +711,23 @@ class KeyStore:
         the store is then refused (:meth:`_deleted`), none is made in its place."""
         return left == "was deleted" and self._conn is not None and self._held_keys(self._conn)
 
-    def missing(self, what: str, named: Sequence[str] = ()) -> bool:
+    def missing(self, what: str, named: Sequence[str] = (), *, making: bool = False) -> bool:
         """Whether there is no key file to read (and none is made): none at the path, unless
         the one this store had open was deleted holding keys, or the log names keys made in
-        it (``named``: their ids), whose use (to ``what``) is refused as every other use is
-        (see :meth:`_db`, :meth:`_gone`): a report would otherwise say every key was pruned, a
-        budget list leave the keys' budgets out and a prune find none. Pruning deletes a key's
-        record, never the file: a file gone that the log names keys of was deleted or lost."""
+        it (``named``: their ids, see :func:`logged_keys`), whose use (to ``what``) is refused
+        as every other use is (see :meth:`_db`, :meth:`_gone`): a report would otherwise say
+        every key was pruned, a budget list leave the keys' budgets out, a prune find none,
+        and a start or ``keys create`` make an empty file in its place, every key made in the
+        old one then unknown (401). Pruning deletes a key's record, never the file: a file
+        gone that the log names keys of was deleted or lost. ``making``: the use would make
+        a new file, which the refusal says how to make on purpose (:data:`START_OVER`)."""
         if self.path.is_file():
             return False
         with self._lock:
             if self._lost_keys(how_it_left(self._files, database_identity(self.path))):
                 raise self._deleted(what)
         if named:
-            raise self._gone(what, named)
+            raise self._gone(what, named, making=making)
         return True
 
     @staticmethod
@@ -743,14 +752,15 @@ class KeyStore:
                                  "ran, holding keys; the operator must restore it from a backup",
                           damaged=True)
 
-    def _gone(self, what: str, named: Sequence[str]) -> StoreError:
+    def _gone(self, what: str, named: Sequence[str], *, making: bool = False) -> StoreError:
         """The refusal of a use (to ``what``) of a key store with no file at its path while the
         log names keys made in it (``named``: some of their ids): marked ``damaged`` (waiting
-        does not bring it back), naming the file and saying to restore it from a backup."""
+        does not bring it back), naming the file and saying to restore it from a backup (or,
+        for a use ``making`` a new file, how to start over on purpose)."""
         return StoreError(f"{quoted_path(self.path)}: cannot {what}: it is missing, yet the "
                           f"request log names keys made in it ({listed_names(named, 3)}): a "
                           "pruned key loses its record, never the file; restore it from a "
-                          "backup",
+                          "backup" + (START_OVER if making else ""),
                           reason=f"{self.path.name} in data_dir is missing, yet the request "
                                  "log names keys made in it; the operator must restore it "
                                  "from a backup",
@@ -1324,6 +1334,38 @@ def prune_keys(data_dir: str | Path, cutoff: float | None, most_ended: int, *,
         return 0
     with store:
         return store.prune(cutoff, most_ended, dry_run=dry_run)
+
+
+def logged_keys(db: str | Path, most: int = 3) -> list[str]:
+    """Up to ``most`` ids of the keys the data_dir's main store ``db`` names (who asked, in its
+    requests and decisions; who was charged, in its spend ledger; who gave feedback): keys
+    made in the keys.db beside it. None where there is no store, or the tables of an older
+    schema name none; read without changing the file. A store that cannot be read is the
+    :class:`StoreError` naming it: whether a keys.db is missing cannot be told without it."""
+    path = Path(db)
+    if not path.is_file():
+        return []
+    found: list[str] = []
+    try:
+        conn = read_only(path)
+        try:
+            for table in ("requests", "spend", "decisions", "feedback"):
+                columns = {r[1] for r in conn.execute(
+                    "SELECT * FROM pragma_table_info(?)", (table,))}
+                if "key_id" not in columns:
+                    continue
+                for (key_id,) in conn.execute(
+                        f"SELECT DISTINCT key_id FROM {table} WHERE key_id IS NOT NULL "
+                        "LIMIT ?", (most,)):
+                    if key_id not in found and len(found) < most:
+                        found.append(str(key_id))
+                if len(found) >= most:
+                    break
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise store_error(path, "read which keys its log names", exc) from None
+    return found
 
 
 def holds_keys(data_dir: str | Path) -> bool:
