@@ -21,6 +21,7 @@ from switchpoint.cli import main
 from switchpoint.errors import KeyExpiredError, KeyRevokedError
 from switchpoint.governance.keys import KeySpec, KeyStore
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
+from tests.integration.servers import refused_start
 
 CONFIG = """models:
   - {name: big, input_per_mtok: 10, output_per_mtok: 30}
@@ -736,6 +737,26 @@ def test_keys_create_beside_a_log_naming_keys_of_a_missing_keys_db_makes_none_un
     assert code == 0, err
     with KeyStore.in_dir(data, reads_only=True) as keys:
         assert [r.id for r in keys.list()] == [json.loads(out)["id"]]
+
+
+def test_a_start_with_keys_beside_a_log_naming_keys_of_a_missing_keys_db_is_refused(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """keys.db gone while the log names keys made in it: a start with auth: keys is refused
+    (exit 2) before it serves, naming the file and the keys, saying to restore it from a
+    backup or how to start over, and makes no file, where it made an empty keys.db and every
+    key made before got 401 (and the reports called them pruned)."""
+    key_id = seed(config)
+    data = config.parent / "data"
+    (data / "keys.db").unlink()
+    config.write_text(CONFIG.replace("admin_token_env: SP_CLI_TEST_ADMIN_UNSET\n",
+                                     "auth: keys\n"), encoding="utf-8")
+    code, err = refused_start("--config", config, data_dir=data, timeout=30)
+    assert code == 2, err
+    assert (f"{str(data / 'keys.db')!r}: cannot open the key store: it is missing, yet the "
+            f"request log names keys made in it ({key_id}): a pruned key loses its record, "
+            "never the file; restore it from a backup; or, to start over") in err, err
+    assert "`switchpoint keys create --new-keys-db --tenant NAME`" in err, err
+    assert not (data / "keys.db").exists() and not (data / "sessions.db").exists()
 
 
 @pytest.mark.parametrize(("argv", "name"), [

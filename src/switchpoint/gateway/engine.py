@@ -476,10 +476,11 @@ class Gateway:
         try:
             if self.store is not None:
                 self.store.open(serving=self._owner is not None)
+            # (the key store first: one it refuses to make again leaves no sessions.db made)
+            self.governor.open(serving=self._owner is not None)
             self._pins = SQLitePinStore(path / PINS_FILENAME,
                                         max_entries=self._applied.pin_max_sessions)
             self.pinner.store = self._pins
-            self.governor.open(serving=self._owner is not None)
             if self._owner is not None:  # (what serves from data_dir: a reload's rule)
                 apply_max_keys(self.governor.keys, self.state.settings.governance.max_keys,
                                when="service started", start=True)

@@ -81,7 +81,7 @@ from switchpoint.errors import (
 )
 from switchpoint.governance.budget_list import budget_page
 from switchpoint.governance.budgets import DEFAULT_CURVE, Budget, curve_value, parse_budgets
-from switchpoint.governance.keys import KeyRecord, KeyStore
+from switchpoint.governance.keys import KeyRecord, KeyStore, logged_keys
 from switchpoint.governance.ledger import (
     EXPIRE_CHARGE,
     EXPIRE_RUNNING,
@@ -264,7 +264,9 @@ class Governor:
 
     def open(self, *, serving: bool = True) -> None:
         """Rebuild the ledger from the spend table, and open the key store when client keys
-        are on (else it opens on first use: a gateway without keys makes no file).
+        are on (else it opens on first use: a gateway without keys makes no file); one
+        missing while the request log names keys made in it is refused, not made again,
+        empty (see :meth:`KeyStore.missing`).
         ``serving``: this process serves from ``data_dir`` (it holds its lock), so the
         reservations it finds open a crash left, and it charges and writes their expiries;
         otherwise (a command that learns or reports beside whatever serves) it writes no row
@@ -274,6 +276,9 @@ class Governor:
         if self._opened:
             return
         if self._keys_at_open:
+            if self.store is not None and not self.keys.path.is_file():  # (read the log)
+                self.keys.missing("open the key store", logged_keys(self.store.path),
+                                  making=True)
             self.keys.open()
         self._serving = serving
         if self.store is not None:

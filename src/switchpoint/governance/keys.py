@@ -743,11 +743,12 @@ class KeyStore:
     def _deleted(self, what: str) -> StoreError:
         """The refusal of a use (to ``what``) of a key store whose file was deleted while it
         was open, holding keys: marked ``damaged`` (waiting does not bring it back), naming
-        the file, and saying to restore it from a backup or restart to start with none."""
+        the file, and saying to restore it from a backup or how to start over (a file made
+        at the path is opened at the next use; a restart makes none while the log names the
+        keys, see :meth:`missing`)."""
         return StoreError(f"{quoted_path(self.path)}: cannot {what}: it was deleted while the "
                           "service ran, holding keys; restore it from a backup (it is opened "
-                          "at its next use, its keys working again), or restart the service to "
-                          "start an empty one (every key made so far then stops working)",
+                          "at its next use, its keys working again)" + START_OVER,
                           reason=f"{self.path.name} in data_dir was deleted while the service "
                                  "ran, holding keys; the operator must restore it from a backup",
                           damaged=True)
