@@ -65,7 +65,7 @@ from switchpoint._numbers import (
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.catalog import cost_unit_of
 from switchpoint.decision import ROUTE_FIELDS
-from switchpoint.errors import InvalidInputError, SwitchpointError, WeightsError
+from switchpoint.errors import InvalidInputError, StoreError, SwitchpointError, WeightsError
 from switchpoint.prompt_files import (
     ENCODING_ERRORS,
     MAX_LINE_CHARS,
@@ -797,6 +797,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     db_path = Path(settings.db_path)
     keys_path = Path(settings.data_dir) / KEYS_FILENAME
     files = []
+    lost: str | None = None  # (why keys.db, missing, had keys to prune)
     if db_path.is_file():
         # (store.retention_days, unattended as in a cron job, is held back from a clock that
         # jumped ahead, as the service's own retention is; an age given here is done as asked)
@@ -831,11 +832,32 @@ def cmd_prune(args: argparse.Namespace) -> int:
               "governance.max_keys keeps)", file=sys.stderr)
     else:
         keys = 0
-        print(f"no key to prune: {printable(str(keys_path))} does not exist (no key was made "
-              "there)", file=sys.stderr)
+        lost = _keys_lost(settings.data_dir, db_path)
+        if lost is None:
+            print(f"no key to prune: {printable(str(keys_path))} does not exist (no key was "
+                  "made there)", file=sys.stderr)
+        else:  # (the log's retention is done all the same: see _keys_lost)
+            print(f"warning: {lost}", file=sys.stderr)
     if args.json:
-        print(json.dumps({**report.to_dict(), "keys_deleted": keys, "files": files}))
+        print(json.dumps({**report.to_dict(), "keys_deleted": keys, "files": files,
+                          "keys_db_missing": lost is not None}))
     return 0
+
+
+def _keys_lost(data_dir: str | Path, db_path: Path) -> str | None:
+    """Why no key is pruned from ``data_dir``'s keys.db, which is not there, when the log
+    ``db_path`` names keys made in it (the key store's refusal, see
+    :meth:`~switchpoint.governance.keys.KeyStore.missing`); None when it names none (no key
+    was made there). A prune warns and goes on rather than refuse: it is often run from cron,
+    and a refusal would stop the log's retention too, while the keys' records it could not
+    prune are in the missing file, pruned once it is restored."""
+    from switchpoint.governance.keys import KeyStore, logged_keys
+
+    try:
+        KeyStore.in_dir(data_dir).missing("prune the ended keys", logged_keys(db_path))
+    except StoreError as exc:
+        return str(exc)
+    return None
 
 
 def cmd_label(args: argparse.Namespace) -> int:

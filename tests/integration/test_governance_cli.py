@@ -759,6 +759,27 @@ def test_a_start_with_keys_beside_a_log_naming_keys_of_a_missing_keys_db_is_refu
     assert not (data / "keys.db").exists() and not (data / "sessions.db").exists()
 
 
+def test_prune_beside_a_log_naming_keys_of_a_missing_keys_db_prunes_the_log_and_warns(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """keys.db gone while the log names keys made in it: prune prunes the log (its retention
+    goes on, from cron too) and warns, exit 0, naming the file and the keys and saying to
+    restore it from a backup (keys_db_missing in --json), where it said no key was made
+    there; it makes no keys.db."""
+    key_id = seed(config)
+    data = config.parent / "data"
+    (data / "keys.db").unlink()
+    code, out, err = run(["prune", "--config", config, "--older-than", "30", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["files"] == ["switchpoint.db"] and report["keys_deleted"] == 0, report
+    assert report["keys_db_missing"] is True, report
+    assert (f"warning: {str(data / 'keys.db')!r}: cannot prune the ended keys: it is missing, "
+            f"yet the request log names keys made in it ({key_id}): a pruned key loses its "
+            "record, never the file; restore it from a backup\n") in err, err
+    assert "no key to prune" not in err and "deleted 0 decisions" in err, err
+    assert not (data / "keys.db").exists()
+
+
 @pytest.mark.parametrize(("argv", "name"), [
     (["forecast", "--requests-per-hour", "1e308", "--avg-input-tokens", "100",
       "--avg-output-tokens", "100"], "--requests-per-hour"),

@@ -159,6 +159,7 @@ def test_prune_of_a_data_dir_holding_keys_but_no_log_prunes_the_keys(
                          capsys)
     assert code == 0, err
     assert json.loads(out)["files"] == ["switchpoint.db"]
+    assert json.loads(out)["keys_db_missing"] is False  # (its log names no key)
     assert (f"no key to prune: {other / 'keys.db'} does not exist (no key was made there)"
             in err), err
     assert not (other / "keys.db").exists()
