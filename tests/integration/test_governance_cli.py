@@ -726,8 +726,9 @@ def test_keys_create_beside_a_log_naming_keys_of_a_missing_keys_db_makes_none_un
     (data / "keys.db").unlink()
     code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
     assert code == 2 and out == "", out
-    assert (f"{str(data / 'keys.db')!r}: cannot make a key: it is missing, yet the request log "
-            f"names keys made in it ({key_id}): a pruned key loses its record, never the "
+    assert (f"{str(data / 'keys.db')!r}: cannot open the key store: it is missing, yet the "
+            f"request log names keys made in it ({key_id}): a pruned key loses its record, "
+            "never the "
             "file; restore it from a backup; or, to start over without them (every key made "
             "in it then stays unknown: 401), make a new keys.db with `switchpoint keys "
             "create --new-keys-db --tenant NAME`") in err, err

@@ -486,6 +486,33 @@ def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_the_503_the_rout
         assert refused.value.damaged and refused.value.reason == told, refused.value
 
 
+def test_a_key_made_over_http_beside_a_log_naming_keys_of_a_missing_keys_db_is_a_503(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A service without auth: keys (the key store opened at its first use) whose log names
+    keys made in a keys.db now missing: a key made by the admin API is a 503
+    storage_unavailable saying to restore it, x-should-retry false, and no file is made,
+    where an empty keys.db was made, every key made before then unknown (401)."""
+    data = tmp_path / "data"
+    with SQLiteStore(data / "switchpoint.db") as store:
+        store.append(RequestRecord(
+            id="r0", ts=time.time() - 60, requested_model="small", status="ok",
+            http_status=200, pin_state="fresh", stream=False, latency_ms=10.0, model="small",
+            prompt_tokens=1, completion_tokens=1, cost_usd=1e-6, tenant="acme",
+            key_id="0123456789")).result()
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + "admin_token_env: SP_PRUNE_ADMIN\n"
+                      "tenants: {acme: {}}\n", encoding="utf-8")
+    settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
+                       headers=ADMIN, timeout=10)
+    assert r.status_code == 503 and r.headers["x-should-retry"] == "false", r.text
+    assert r.json()["error"]["code"] == "storage_unavailable", r.text
+    assert ("keys.db in data_dir is missing, yet the request log names keys made in it; the "
+            "operator must restore it from a backup") in r.json()["error"]["message"], r.text
+    assert not (data / "keys.db").exists()
+
+
 def test_keys_db_deleted_while_the_service_holds_keys_is_not_made_again_empty(
         gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """keys.db (with its -wal and -shm) deleted while the service runs with keys: a reload,

@@ -187,10 +187,10 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
                    expires=args.expires).checked(
         list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
     store = _store(settings, create=True)
-    if not args.new_keys_db and not store.path.is_file():  # (only then is the log read)
+    if not args.new_keys_db:  # (read only when keys.db is missing: see KeyStore.logged)
         from switchpoint.governance.keys import logged_keys
 
-        store.missing("make a key", logged_keys(settings.db_path), making=True)
+        store.logged = lambda: logged_keys(settings.db_path)
     out = _HandOut("made", json_output=args.json)
     with store:
         issued = out.kept(lambda: store.create(spec, max_live=settings.governance.max_keys,

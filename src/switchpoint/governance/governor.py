@@ -275,10 +275,10 @@ class Governor:
         start alone, once, however many such commands ran meanwhile. Idempotent."""
         if self._opened:
             return
+        if self.store is not None:  # (a keys.db lost beside a log naming its keys: refused)
+            path = self.store.path
+            self.keys.logged = lambda: logged_keys(path)
         if self._keys_at_open:
-            if self.store is not None and not self.keys.path.is_file():  # (read the log)
-                self.keys.missing("open the key store", logged_keys(self.store.path),
-                                  making=True)
             self.keys.open()
         self._serving = serving
         if self.store is not None:

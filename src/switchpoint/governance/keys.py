@@ -560,6 +560,10 @@ class KeyStore:
     path: Path
     clock: Any = time.time
     reads_only: bool = False
+    # The ids of keys the request log beside it names (see logged_keys), read before its
+    # first opening makes a file where there is none: one the log names keys of is refused,
+    # not made again, empty (see missing). None: a file is made (a first start, --new-keys-db).
+    logged: Callable[[], Sequence[str]] | None = field(default=None, repr=False)
     _conn: sqlite3.Connection | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _cache: dict[str, KeyRecord] = field(default_factory=dict, init=False, repr=False)
@@ -593,6 +597,10 @@ class KeyStore:
             return self
         if self.reads_only:
             return self._open_reading()
+        if self.logged is not None and not self._files and not self.path.is_file():
+            named = self.logged()  # (the lock may be held: see _db)
+            if named:
+                raise self._gone("open the key store", named, making=True)
         try:
             if self._stale:  # a file that left the path: its log must not be replayed here
                 remove_stale_side_files(self.path, self._stale)
