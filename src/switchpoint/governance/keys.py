@@ -719,23 +719,22 @@ class KeyStore:
         the store is then refused (:meth:`_deleted`), none is made in its place."""
         return left == "was deleted" and self._conn is not None and self._held_keys(self._conn)
 
-    def missing(self, what: str, named: Sequence[str] = (), *, making: bool = False) -> bool:
+    def missing(self, what: str, named: Sequence[str] = ()) -> bool:
         """Whether there is no key file to read (and none is made): none at the path, unless
         the one this store had open was deleted holding keys, or the log names keys made in
         it (``named``: their ids, see :func:`logged_keys`), whose use (to ``what``) is refused
         as every other use is (see :meth:`_db`, :meth:`_gone`): a report would otherwise say
-        every key was pruned, a budget list leave the keys' budgets out, a prune find none,
-        and a start or ``keys create`` make an empty file in its place, every key made in the
-        old one then unknown (401). Pruning deletes a key's record, never the file: a file
-        gone that the log names keys of was deleted or lost. ``making``: the use would make
-        a new file, which the refusal says how to make on purpose (:data:`START_OVER`)."""
+        every key was pruned, a budget list leave the keys' budgets out and a prune find none
+        (an opening that would make a file there, a start's or ``keys create``'s, is refused
+        alike: see :attr:`logged`). Pruning deletes a key's record, never the file: a file
+        gone that the log names keys of was deleted or lost."""
         if self.path.is_file():
             return False
         with self._lock:
             if self._lost_keys(how_it_left(self._files, database_identity(self.path))):
                 raise self._deleted(what)
         if named:
-            raise self._gone(what, named, making=making)
+            raise self._gone(what, named)
         return True
 
     @staticmethod
