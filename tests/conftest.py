@@ -33,6 +33,7 @@ from switchpoint.training import fit
 from switchpoint.weights import WeightsPackage, load_weights
 from tests.bytecode import compile_sources
 from tests.head_start import MARKER, HeadStart, begin_all, last
+from tests.scratch import use_memory_scratch
 from tests.shards import (
     assign,
     file_of,
@@ -163,6 +164,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # The interpreters the tests start read src's bytecode compiled once, here, rather than
     # compile it each (see tests/bytecode.py).
     compile_sources(REPO_ROOT / "src")
+    # tmp_path and the tests' processes write in memory where the machine allows it: SQLite's
+    # syncs to the disk were much of the suite's time (see tests/scratch.py).
+    use_memory_scratch()
     config.addinivalue_line("markers", f"{MARKER}(command): run command(workdir) from the "
                             "session's start at a low priority; the test runs last and "
                             "takes it as the head_start fixture (see tests/head_start.py)")
