@@ -24,11 +24,13 @@ _STEPS = {"open", "os.mkdir", "os.rename", "os.replace", "os.remove", "os.rmdir"
 _WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 _forks = multiprocessing.get_context("forkserver")
-# What the commands swept here import, so that each child starts where a fork of pytest did.
+# What the commands swept here import, so that each child starts where a fork of pytest did:
+# numpy.ma too, which numpy imports on a router's first np.unique: each child imported it anew,
+# a seventh of the children's CPU in a profile of the labelling sweeps.
 _forks.set_forkserver_preload(["switchpoint.cli", "switchpoint.labelling.run",
                                "switchpoint.gateway", "switchpoint.gateway.providers",
                                "switchpoint.training", "switchpoint.weights", "httpx",
-                               "numpy", "yaml"])
+                               "numpy", "numpy.ma", "yaml"])
 
 
 def _child(step: int, argv: list[str], under: str, env: dict[str, str], cwd: str) -> None:
