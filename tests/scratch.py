@@ -28,8 +28,11 @@ MIN_FREE = 2 << 30
 
 
 def _private_folder(parent: Path) -> Path | None:
-    """This user's own folder in ``parent`` (made 0700 if need be), or None when the name is
-    taken by anything else (another user's, a link, a file) or cannot be made."""
+    """This user's own folder in ``parent`` (made 0711 if need be: other users may pass
+    through it to a folder a test opens to them, as the tests that run a command as another
+    user do under ``/tmp``, but may neither list nor write it), or None when the name is taken
+    by anything else (another user's, a link, a file, a folder others may list or write) or
+    cannot be made."""
     folder = parent / f"switchpoint-tests-{os.getuid()}"
     try:
         folder.mkdir(mode=0o700)
@@ -41,8 +44,13 @@ def _private_folder(parent: Path) -> Path | None:
         st = folder.lstat()
     except OSError:
         return None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o066:
         return None
+    if stat.S_IMODE(st.st_mode) != 0o711:
+        try:
+            folder.chmod(0o711)
+        except OSError:
+            return None
     return folder
 
 
