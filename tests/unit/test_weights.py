@@ -1494,7 +1494,7 @@ def test_a_load_sets_aside_what_its_files_hold_not_what_the_cap_allows(pkg_dir: 
 
 
 def test_a_packages_repr_names_its_models_and_bounds_its_provenance(
-        small_records: RecordSet, fake_embedder: FakeEmbedder) -> None:
+        small_records: RecordSet, fake_embedder: FakeEmbedder, fresh_secrets: None) -> None:
     """A package fitted on records of a task each (each named at length) shows its policy, its
     models and the start of its provenance: the provenance was printed whole, every task."""
     n = len(small_records)
