@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from registration import ADMIN, CONFIG, knn_package, row, start_with
+from registration import ADMIN, CONFIG, knn_package, print_table, start_with
 
 KNN_POLICY = "policies:\n  knn: KNN_DIR\n"
 
@@ -93,9 +93,7 @@ def main() -> None:
         None, args.baseline_src]
     made, ended = rounds(sources, args.rounds, args.other_policy)
     for what, times in (("creation", made), ("end", ended)):
-        print(f"{what:<24} {'median ms':>10} {'min ms':>9} {'max ms':>9}")
-        for name, each in zip(["switchpoint", "baseline"], times, strict=False):
-            print(row(name, each))
+        print_table(what, times)
         print(f"{'':<24} (first round: "
               + ", ".join(f"{t[0] * 1e3:.1f}" for t in times) + " ms)")
 

@@ -120,6 +120,13 @@ def row(name: str, took: list[float]) -> str:
     return (f"{name:<24} {statistics.median(ms):>10.1f} {min(ms):>9.1f} {max(ms):>9.1f}")
 
 
+def print_table(what: str, times: list[list[float]]) -> None:
+    """The times of ``what`` (each tree's, ours first, the baseline's after) as rows in ms."""
+    print(f"{what:<24} {'median ms':>10} {'min ms':>9} {'max ms':>9}")
+    for name, each in zip(["switchpoint", "baseline"], times, strict=False):
+        print(row(name, each))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20)
@@ -131,9 +138,7 @@ def main() -> None:
         None, args.baseline_src]
     took, removed = registrations(sources, args.count, args.experiment)
     for what, times in (("registration", took), ("removal", removed)):
-        print(f"{what:<24} {'median ms':>10} {'min ms':>9} {'max ms':>9}")
-        for name, each in zip(["switchpoint", "baseline"], times, strict=False):
-            print(row(name, each))
+        print_table(what, times)
 
 
 if __name__ == "__main__":

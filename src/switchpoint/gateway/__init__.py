@@ -7,8 +7,9 @@ capabilities, session pins, health), call them with retries and failover, and lo
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from switchpoint._lazy import names_on_use
 
 if TYPE_CHECKING:
     from switchpoint.gateway.engine import Gateway, Observer, SyncChatStream
@@ -29,11 +30,7 @@ _LAZY = {"Gateway": "engine", "Observer": "engine", "SyncChatStream": "engine",
          "ChatCompletionChunk": "results", "ChatStream": "results"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'switchpoint.gateway' has no attribute {name!r}")
-    return getattr(import_module(f"switchpoint.gateway.{module}"), name)
+__getattr__ = names_on_use(__name__, _LAZY)
 
 
 __all__ = ["CallInfo", "ChatCall", "ChatCompletion", "ChatCompletionChunk", "ChatStream",

@@ -23,8 +23,9 @@ A running :class:`~switchpoint.Gateway` has the same reports as methods (``cost_
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from switchpoint._lazy import names_on_use
 
 if TYPE_CHECKING:
     from switchpoint.governance.budgets import Budget, parse_budget, parse_budgets
@@ -55,12 +56,7 @@ _LAZY = {"Budget": "budgets", "parse_budget": "budgets", "parse_budgets": "budge
          "Ledger": "ledger", "Reports": "reports"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'switchpoint.governance' has no attribute {name!r}")
-    return getattr(import_module(f"switchpoint.governance.{module}"),
-                   "SLASettings" if name == "SLAConfig" else name)
+__getattr__ = names_on_use(__name__, _LAZY, aliases={"SLAConfig": "SLASettings"})
 
 
 __all__ = [

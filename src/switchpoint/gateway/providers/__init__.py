@@ -9,9 +9,9 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from switchpoint._lazy import names_on_use
 from switchpoint.errors import (
     AuthError,
     BadRequest,
@@ -52,11 +52,7 @@ _LAZY = {"ClientPool": "_http", "AnthropicProvider": "anthropic",
          "OpenAIProvider": "openai", "ProviderRegistry": "registry"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'switchpoint.gateway.providers' has no attribute {name!r}")
-    return getattr(import_module(f"switchpoint.gateway.providers.{module}"), name)
+__getattr__ = names_on_use(__name__, _LAZY)
 
 
 __all__ = [
