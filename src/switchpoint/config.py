@@ -414,6 +414,43 @@ def _proxy_entry(entry: str) -> str:
     return entry
 
 
+# The lengths a NAT64 prefix may have, each putting the IPv4 address an address
+# under it carries at its own place: right after the prefix, bits 64-71 skipped (a /96: in
+# the last 32 bits).
+NAT64_PREFIX_LENGTHS = (32, 40, 48, 56, 64, 96)
+# The most prefixes ``gateway.nat64_prefixes`` may list: a network runs a translator or two.
+MAX_NAT64_PREFIXES = 16
+
+
+def nat64_network(entry: str) -> ipaddress.IPv6Network:
+    """``entry`` of ``gateway.nat64_prefixes`` (an IPv6 network in CIDR notation, of a length
+    :data:`NAT64_PREFIX_LENGTHS` lists) as the network it names; ValueError saying how to
+    write it otherwise."""
+    text = entry.strip()
+    example = "write the prefix the translator uses, such as 2001:db8:64::/96 or 2001:db8::/32"
+    try:
+        network = ipaddress.ip_network(text)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            wide = ipaddress.ip_network(text, strict=False)
+            raise ValueError(f"{json_quoted(entry)} has bits set past its prefix length: "
+                             f"write the prefix as {wide}") from None
+        raise ValueError(f"{json_quoted(entry)} is not an IPv6 network: {example}") from None
+    if not isinstance(network, ipaddress.IPv6Network) or "/" not in text:
+        raise ValueError(f"{json_quoted(entry)} is not an IPv6 network in CIDR notation: "
+                         f"{example}")
+    if network.prefixlen not in NAT64_PREFIX_LENGTHS:
+        lengths = ", ".join(f"/{n}" for n in NAT64_PREFIX_LENGTHS)
+        raise ValueError(f"{json_quoted(entry)} is a /{network.prefixlen}, and a NAT64 prefix is "
+                         f"one of {lengths} (which says where the IPv4 address sits): {example}")
+    return network
+
+
+def _nat64_entry(entry: str) -> str:
+    nat64_network(entry)
+    return entry
+
+
 # The most names ``server.allowed_hosts`` may list.
 MAX_ALLOWED_HOSTS = 100
 # A host name: labels of letters, digits, hyphens and underscores (not at a label's ends), at
@@ -570,7 +607,11 @@ class GatewaySettings(BaseModel):
     ``allow_registered_metadata_hosts`` lets a model registered at run time (``POST
     /v1/router/models``) name a link-local or cloud metadata host in its ``base_url``, or a
     host name resolving to one (refused by default: see :mod:`switchpoint.registration`);
-    the config's own models may name any host.
+    the config's own models may name any host. ``nat64_prefixes`` lists the network's own
+    NAT64 prefixes (at most 16; each an IPv6 /32, /40, /48, /56, /64 or /96): an address
+    under one reaches the IPv4 address it carries through the translator, so a registered
+    model's address there is judged by that one (the well-known ``64:ff9b::/96`` and the
+    local-use ``64:ff9b:1::/48`` always are).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -607,6 +648,13 @@ class GatewaySettings(BaseModel):
     # A pin is a row of sessions.db of about 150 bytes: 10 million is about 1.5 GB.
     pin_max_sessions: Integer = Field(100_000, ge=1, le=10_000_000)
     allow_registered_metadata_hosts: Boolean = False
+    nat64_prefixes: list[Annotated[Text, AfterValidator(_nat64_entry)]] = Field(
+        default_factory=list, max_length=MAX_NAT64_PREFIXES)
+
+    @property
+    def nat64_networks(self) -> tuple[ipaddress.IPv6Network, ...]:
+        """``nat64_prefixes`` as networks."""
+        return tuple(nat64_network(entry) for entry in self.nat64_prefixes)
 
     @field_validator("error_rate_threshold")
     @classmethod

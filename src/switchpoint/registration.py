@@ -58,6 +58,10 @@ METADATA_HOSTS = frozenset({
 #: The config's setting that lets a model registered at run time name such a host all the
 #: same (a model server on a link-local network), as the config writes it.
 ALLOW_METADATA_HOSTS = "gateway.allow_registered_metadata_hosts"
+#: The config's setting that lists the network's own NAT64 prefixes, whose addresses a
+#: model registered at run time reaches through the translator at the IPv4 address each
+#: carries (judged by it), as the config writes it.
+NAT64_PREFIXES = "gateway.nat64_prefixes"
 
 #: The longest a registration through the gateway waits for its ``base_url``'s host name to be
 #: looked up (see :func:`resolved_internal_host`); past it the name is taken as one that does
@@ -146,12 +150,13 @@ LIBRARY = Door(
 )
 
 
-def internal_host(url: str) -> str | None:
+def internal_host(url: str, nat64: Collection[ipaddress.IPv6Network] = ()) -> str | None:
     """What ``url``'s host is, when it is a link-local address or a cloud metadata service's
     (:data:`METADATA_HOSTS`), read as written, without looking a name up: an IPv4 address
     written as a resolver reads it too (``2852039166``, ``0xa9.0xfe.0xa9.0xfe``), an IPv6 one
-    mapping an IPv4 one as that one, and one carrying an IPv4 one (NAT64, 6to4, Teredo, ...)
-    by that one too; else None."""
+    mapping an IPv4 one as that one, and one carrying an IPv4 one (NAT64, 6to4, Teredo,
+    ISATAP, ...) by that one too, under the network's own NAT64 prefixes too (``nat64``, the
+    config's ``gateway.nat64_prefixes``); else None."""
     host = _host(url)
     address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     try:
@@ -162,25 +167,25 @@ def internal_host(url: str) -> str | None:
                 address = ipaddress.IPv4Address(socket.inet_aton(host))
     if address is None:
         return f"a cloud metadata service's host name ({host})" if host in METADATA_HOSTS else None
-    return _internal_address(address)
+    return _internal_address(address, nat64)
 
 
 def _host(url: str) -> str:
     return (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
 
 
-def internal_address(text: str) -> str | None:
+def internal_address(text: str, nat64: Collection[ipaddress.IPv6Network] = ()) -> str | None:
     """What the address ``text`` is, as a resolver gives one (an IPv6 one may carry its scope:
     ``fe80::1%eth0``), when it is a link-local address or a cloud metadata service's (an IPv6
-    one mapping or carrying an IPv4 one judged by that one); else None, a text that is no
-    address too. The rule a name's addresses are held to, as a model is registered
-    (:func:`resolved_internal_host`) and as the gateway connects to one
-    (:func:`rebound_host`)."""
+    one mapping or carrying an IPv4 one judged by that one, under the network's own NAT64
+    prefixes, ``nat64``, too); else None, a text that is no address too. The rule a name's
+    addresses are held to, as a model is registered (:func:`resolved_internal_host`) and as
+    the gateway connects to one (:func:`rebound_host`)."""
     try:
         address = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return None
-    return _internal_address(address)
+    return _internal_address(address, nat64)
 
 
 def rebound_host(host: str, what: str) -> str:
@@ -204,39 +209,60 @@ def rebound_host(host: str, what: str) -> str:
 #: bits), and the local-use /48 a network takes its own prefix from, a /48, /56, /64 or /96
 #: (the address after the prefix, past bits 64-71, which stay zero). Which length a network
 #: chose is not written in the address, so each reading is judged: a network's /96 whose own
-#: bits read, as a /48's, as a link-local address is refused with it.
+#: bits read, as a /48's, as a link-local address is refused with it. A prefix of a network's
+#: own (``gateway.nat64_prefixes``) cannot be told from any other address of its network, so
+#: it is read only when the config lists it, at the length it gives.
 _NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
 _NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
-_NAT64_LOCAL_LENGTHS = (48, 56, 64)
+_NAT64_LOCAL_LENGTHS = (96, 48, 56, 64)
 _LOW_32 = 0xFFFF_FFFF
+#: An ISATAP address's interface identifier (its low 64 bits) is ``0:5efe`` then an IPv4
+#: address, ``200:5efe`` when that address is global (the u bit, which is all that may
+#: differ), under any /64 prefix: a host on that ISATAP link reaches it tunnelled to that
+#: IPv4 address.
+_ISATAP = 0x0000_5EFE
+_ISATAP_U = 0x0200_0000
 
 
-def _carried(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+def _nat64_ipv4(value: int, length: int) -> ipaddress.IPv4Address:
+    """The IPv4 address an IPv6 address (``value``) under a NAT64 prefix of ``length`` bits
+    (32, 40, 48, 56, 64 or 96) carries: right after the prefix, bits 64-71 (the u-octet)
+    skipped; in the last 32 bits for a /96."""
+    if length == 96:
+        return ipaddress.IPv4Address(value & _LOW_32)
+    squeezed = (value >> 64) << 56 | (value & ((1 << 56) - 1))  # (bits 64-71 left out)
+    return ipaddress.IPv4Address(squeezed >> (88 - length) & _LOW_32)
+
+
+def _carried(address: ipaddress.IPv6Address, nat64: Collection[ipaddress.IPv6Network] = ()
+             ) -> list[ipaddress.IPv4Address]:
     """The IPv4 addresses a connection to ``address`` may reach, when it carries any: the one
     an IPv4-compatible (``::a.b.c.d``) or IPv4-translated (``::ffff:0:a.b.c.d``) address
-    writes, the one a NAT64 translator goes to (each place a local-use prefix may put it),
-    a 6to4 address's router, and both of a Teredo address's (its server, and its client as
-    the address un-obfuscates it: a relay sends to the client, and no real Teredo address
-    carries a link-local or metadata one, so judging it by both refuses none in use); none for
-    any other."""
+    writes, the one a NAT64 translator goes to (each place a local-use prefix may put it; the
+    place a prefix of ``nat64``, the network's own, puts it), a 6to4 address's router, both
+    of a Teredo address's (its server, and its client as the address un-obfuscates it: a
+    relay sends to the client, and no real Teredo address carries a link-local or metadata
+    one, so judging it by both refuses none in use), and the one an ISATAP interface
+    identifier ends in (under any prefix: a 6to4 one too); none for any other."""
     value = int(address)
     found: list[ipaddress.IPv4Address] = []
     if ((value >> 32 in (0, 0xFFFF_0000) and value > 1)  # (:: and ::1 carry none)
             or address in _NAT64_WELL_KNOWN):
         found.append(ipaddress.IPv4Address(value & _LOW_32))
     elif address in _NAT64_LOCAL_USE:
-        found.append(ipaddress.IPv4Address(value & _LOW_32))  # (a /96)
-        squeezed = (value >> 64) << 56 | (value & ((1 << 56) - 1))  # (bits 64-71 left out)
-        found += [ipaddress.IPv4Address(squeezed >> (88 - length) & _LOW_32)
-                  for length in _NAT64_LOCAL_LENGTHS]
+        found += [_nat64_ipv4(value, length) for length in _NAT64_LOCAL_LENGTHS]
     elif address.sixtofour is not None:
         found.append(address.sixtofour)
     elif address.teredo is not None:
         found += address.teredo
+    found += [_nat64_ipv4(value, prefix.prefixlen) for prefix in nat64 if address in prefix]
+    if (value >> 32 & _LOW_32) | _ISATAP_U == _ISATAP | _ISATAP_U:
+        found.append(ipaddress.IPv4Address(value & _LOW_32))
     return found
 
 
-def _internal_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+def _internal_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                      nat64: Collection[ipaddress.IPv6Network] = ()) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if str(address) in METADATA_HOSTS:
@@ -246,7 +272,7 @@ def _internal_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
     if isinstance(address, ipaddress.IPv6Address):
         # (an IPv6 address that carries an IPv4 one, a translator or tunnel on the way
         # connecting to that one, is judged by it)
-        carried = _carried(address)
+        carried = _carried(address, nat64)
         for ipv4 in carried:
             if str(ipv4) in METADATA_HOSTS:
                 return f"a cloud metadata service's address ({ipv4}, carried by {address})"
@@ -257,16 +283,18 @@ def _internal_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
     return None
 
 
-def resolved_internal_host(url: str, timeout: float | None = None) -> str | None:
+def resolved_internal_host(url: str, timeout: float | None = None,
+                           nat64: Collection[ipaddress.IPv6Network] = ()) -> str | None:
     """What ``url``'s host name resolves to, when an address it resolves to is a link-local or
     cloud metadata one (a name such as ``169.254.169.254.nip.io`` points there): looked up
     once, by the system's resolver, within ``timeout`` seconds (:data:`LOOKUP_TIMEOUT_S`).
     None for an address written as one (:func:`internal_host` reads those), a name that does
     not resolve, one not looked up in time, and one that resolves elsewhere. Where the name
     points later (its owner may change it) is the gateway's transport's to check, as it
-    connects (:func:`internal_address`, :func:`rebound_host`)."""
+    connects (:func:`internal_address`, :func:`rebound_host`). ``nat64``: the network's own
+    NAT64 prefixes (see :func:`internal_host`)."""
     host = _host(url)
-    if not host or internal_host(url) is not None:
+    if not host or internal_host(url, nat64) is not None:
         return None
     with contextlib.suppress(ValueError):
         ipaddress.ip_address(host.split("%", 1)[0])
@@ -277,26 +305,29 @@ def resolved_internal_host(url: str, timeout: float | None = None) -> str | None
     except (TimeoutError, OSError, UnicodeError):
         return None
     for *_, where in found:
-        what = internal_address(str(where[0]))
+        what = internal_address(str(where[0]), nat64)
         if what is not None:
             return f"a host name ({host}) that resolves to {what}"
     return None
 
 
 def check_destination(entry: ModelEntry, door: Door = GATEWAY, *, allowed: bool = False,
-                      look_up: bool = False) -> None:
+                      look_up: bool = False, nat64: Collection[ipaddress.IPv6Network] = ()
+                      ) -> None:
     """Refuse a model registered at run time whose ``base_url`` names a link-local address or a
     cloud metadata service (see :func:`internal_host`), or, with ``look_up``, a host name that
     resolves to one (:func:`resolved_internal_host`): an :class:`InvalidInputError` naming
     ``base_url``. Whoever holds the admin token would otherwise have the service send its
     requests there, and an upstream's error text comes back in the answer's headers and the
-    log. ``allowed`` (the config's :data:`ALLOW_METADATA_HOSTS`) lets it. The config may
-    name any host (its author owns the machine)."""
+    log. ``allowed`` (the config's :data:`ALLOW_METADATA_HOSTS`) lets it; ``nat64`` (the
+    config's :data:`NAT64_PREFIXES`) names the network's own NAT64 prefixes, whose addresses
+    are judged by the IPv4 address they carry. The config may name any host (its author owns
+    the machine)."""
     if entry.base_url is None or allowed:
         return
-    what = internal_host(entry.base_url)
+    what = internal_host(entry.base_url, nat64)
     if what is None and look_up:
-        what = resolved_internal_host(entry.base_url)
+        what = resolved_internal_host(entry.base_url, nat64=nat64)
     if what is not None:
         raise InvalidInputError("base_url", (
             f"{json_quoted(redact_url(entry.base_url))} names {what}: a model registered at "
@@ -304,8 +335,8 @@ def check_destination(entry: ModelEntry, door: Door = GATEWAY, *, allowed: bool 
             f"{door.listed}"))
 
 
-def model_card(card: object, door: Door = GATEWAY, *, metadata_hosts: bool = False
-               ) -> ModelEntry:
+def model_card(card: object, door: Door = GATEWAY, *, metadata_hosts: bool = False,
+               nat64: Collection[ipaddress.IPv6Network] = ()) -> ModelEntry:
     """``card`` (a mapping of a config ``models:`` entry's keys) as the model it describes,
     checked by the config's rules for one entry; a bad one is an
     :class:`~switchpoint.errors.InvalidInputError` naming its key. A ``base_url`` carrying a
@@ -313,7 +344,8 @@ def model_card(card: object, door: Door = GATEWAY, *, metadata_hosts: bool = Fal
     that every view of a URL masks as a secret) is refused: the store keeps the card, and the
     credential belongs in the variable ``api_key_env`` names; so is one naming a link-local
     or cloud metadata host (:func:`check_destination`; the gateway's door looks its name up
-    too), unless ``metadata_hosts`` (the config's :data:`ALLOW_METADATA_HOSTS`). Each refusal
+    too), unless ``metadata_hosts`` (the config's :data:`ALLOW_METADATA_HOSTS`); ``nat64``:
+    the network's own NAT64 prefixes (the config's :data:`NAT64_PREFIXES`). Each refusal
     speaks ``door``'s words."""
     expect("card", card, Mapping, door.card)
     assert isinstance(card, Mapping)
@@ -331,7 +363,7 @@ def model_card(card: object, door: Door = GATEWAY, *, metadata_hosts: bool = Fal
                 f"host, a key in its query, or text shaped like a key in its path): "
                 f"{door.kept}, so its secret would be too; give the URL without it and put "
                 "the key in an environment variable named by api_key_env"))
-    check_destination(entry, door, allowed=metadata_hosts, look_up=door.looks_up)
+    check_destination(entry, door, allowed=metadata_hosts, look_up=door.looks_up, nat64=nat64)
     return entry
 
 
@@ -430,7 +462,7 @@ def card_error(exc: ConfigError | InvalidInputError, index: int, name: str
 
 
 __all__ = ["ALLOW_METADATA_HOSTS", "GATEWAY", "LIBRARY", "LOOKUP_TIMEOUT_S",
-           "MAX_REGISTERED_MODELS", "METADATA_HOSTS", "Door", "card_error", "check_catalog",
-           "check_destination", "check_free", "check_own_profile", "check_room", "internal_address",
-           "internal_host", "model_card", "not_registered", "rebound_host",
-           "resolved_internal_host", "still_named"]
+           "MAX_REGISTERED_MODELS", "METADATA_HOSTS", "NAT64_PREFIXES", "Door", "card_error",
+           "check_catalog", "check_destination", "check_free", "check_own_profile",
+           "check_room", "internal_address", "internal_host", "model_card", "not_registered",
+           "rebound_host", "resolved_internal_host", "still_named"]

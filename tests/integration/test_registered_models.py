@@ -27,6 +27,7 @@ from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import (
     ConflictError,
+    FailoverError,
     InvalidInputError,
     ModelNotFoundError,
     NotFoundError,
@@ -751,6 +752,41 @@ def test_a_registration_naming_a_host_name_that_resolves_to_a_metadata_service_i
                                          api_key_env=None))
     assert answer["id"] == "vllm" and catalog(gateway)[-1] == "vllm"
     assert looked_up == ["meta.example.test", "link.example.test", "vllm.example.test"]
+
+
+def test_an_address_under_the_network_s_own_nat64_prefix_is_judged_at_registration_and_connect(
+        settings: Settings, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A prefix the config lists (gateway.nat64_prefixes) reaches the IPv4 address each
+    # address under it carries, through the site's translator: a card naming such an address
+    # is refused, and a name pointed at one since it was registered is connected to nowhere.
+    prefix, address = "2001:db8:122::/48", "2001:db8:122:a9fe:a9:fe00::"
+    own = settings.model_copy(update={"gateway": settings.gateway.model_copy(
+        update={"nat64_prefixes": [prefix]})})
+    answers: dict[str, tuple[Any, ...]] = {"nat64.test": ("127.0.0.1", fake.port)}
+    system = socket.getaddrinfo
+
+    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host not in answers:
+            return system(host, *args, **kwargs)
+        where = answers[host]
+        family = socket.AF_INET6 if ":" in where[0] else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", where)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with _gateway(own) as gateway:
+        with pytest.raises(InvalidInputError) as caught:
+            gateway.register_model(card(fake, "meta", base_url=f"http://[{address}]:8000/v1",
+                                        api_key_env=None))
+        assert caught.value.field == "base_url", str(caught.value)
+        assert f"(169.254.169.254, carried by {address})" in str(caught.value)
+        gateway.register_model(card(fake, "moved", base_url=f"http://nat64.test:{fake.port}/v1",
+                                    api_key_env=None))
+        answers["nat64.test"] = (address, fake.port, 0, 0)
+        with pytest.raises(FailoverError) as refused:
+            gateway.complete([{"role": "user", "content": "hello"}], model="moved")
+        said = str(refused.value.last_error)
+        assert "not sent: host now resolves to a metadata/link-local address" in said, said
+        assert f"(169.254.169.254, carried by {address})" in said, said
 
 
 class MetadataStandIn:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
+import ipaddress
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from switchpoint.errors import (
 from switchpoint.gateway.providers._http import ClientPool, post_json, read_capped
 from switchpoint.gateway.providers._transport import (
     CHECK_ADDRESSES,
+    NAT64_PREFIXES,
     PooledTransport,
     RefusedAddress,
     checked_addresses,
@@ -37,7 +39,11 @@ from switchpoint.gateway.providers.base import Timeouts
 from switchpoint.gateway.providers.sending import watching_send
 from tests.fakes.fake_provider import FakeProviderProcess, reset_connection
 from tests.integration.servers import loopback_socket
-from tests.unit.test_router_register_model import CARRYING_ELSEWHERE, CARRYING_INTERNAL
+from tests.unit.test_router_register_model import (
+    CARRYING_ELSEWHERE,
+    CARRYING_INTERNAL,
+    NAT64_OWN,
+)
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -700,6 +706,33 @@ def test_a_checked_connection_refuses_a_name_resolving_to_an_address_carrying_su
     found = asyncio.run(checked_addresses("v6.example.test", 80,
                                           _resolver(*CARRYING_ELSEWHERE)))
     assert [info[4][0] for info in found] == CARRYING_ELSEWHERE
+
+
+def test_a_checked_connection_judges_an_address_under_the_network_s_own_nat64_prefix(
+        ) -> None:
+    """A prefix the request gives (the config's gateway.nat64_prefixes) is read at its
+    length, as the translator reads it: the connection is refused before it is made; without
+    it, the same address is one like any other (a connection there is attempted)."""
+    for prefix, address in NAT64_OWN:
+        own = (ipaddress.IPv6Network(prefix),)
+        with pytest.raises(RefusedAddress) as caught:
+            asyncio.run(checked_addresses("api.example.test", 443, _resolver(address), own))
+        assert f"(169.254.169.254, carried by {address})" in str(caught.value), prefix
+        assert asyncio.run(checked_addresses("api.example.test", 443, _resolver(address)))
+
+    async def send(extensions: dict[str, Any]) -> BaseException:
+        transport = PooledTransport(resolve=_resolver(NAT64_OWN[0][1], port=9))
+        async with httpx.AsyncClient(transport=transport, timeout=0.2) as client:
+            request = client.build_request("GET", "http://api.example.test/v1",
+                                           extensions=extensions)
+            with pytest.raises(httpx.TransportError) as caught:  # (a timeout, unchecked)
+                await client.send(request)
+            return caught.value
+
+    own = (ipaddress.IPv6Network(NAT64_OWN[0][0]),)
+    refused = asyncio.run(send({CHECK_ADDRESSES: True, NAT64_PREFIXES: own}))
+    assert isinstance(refused, RefusedAddress) and "169.254.169.254" in str(refused)
+    assert not isinstance(asyncio.run(send({CHECK_ADDRESSES: True})), RefusedAddress)
 
 
 def test_a_checked_connection_takes_a_name_s_other_addresses_in_their_order() -> None:

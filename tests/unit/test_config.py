@@ -385,6 +385,18 @@ def test_a_model_named_as_another_s_profile_without_its_own_is_found_sharing_it(
     ("server: {trusted_proxies: 10.0.0.1}\n", "server.trusted_proxies: must be a list"),
     ("server: {trusted_proxies: [" + ", ".join(["10.0.0.1"] * 101) + "]}\n",
      "server.trusted_proxies: "),
+    ("gateway: {nat64_prefixes: ['2001:db8::/32', 10.0.0.0/8]}\n",
+     'gateway.nat64_prefixes[1]: "10.0.0.0/8" is not an IPv6 network in CIDR notation: write '
+     "the prefix the translator uses, such as 2001:db8:64::/96 or 2001:db8::/32"),
+    ("gateway: {nat64_prefixes: ['2001:db8::/33']}\n", 'gateway.nat64_prefixes[0]: '
+     '"2001:db8::/33" is a /33, and a NAT64 prefix is one of /32, /40, /48, /56, /64, /96 '
+     "(which says where the IPv4 address sits)"),
+    ("gateway: {nat64_prefixes: ['2001:db8::1/96']}\n", 'gateway.nat64_prefixes[0]: '
+     '"2001:db8::1/96" has bits set past its prefix length: write the prefix as 2001:db8::/96'),
+    ("gateway: {nat64_prefixes: [nat64.internal]}\n", 'gateway.nat64_prefixes[0]: '
+     '"nat64.internal" is not an IPv6 network: write the prefix'),
+    ("gateway: {nat64_prefixes: [" + ", ".join(["'2001:db8::/96'"] * 17) + "]}\n",
+     "gateway.nat64_prefixes: must have at most 16 items, got 17"),
     ("server: {allowed_hosts: [api.internal, 'https://router.example.com:8443/v1']}\n",
      'server.allowed_hosts[1]: "https://router.example.com:8443/v1" is a URL: write '
      "router.example.com alone, as a Host header names it"),

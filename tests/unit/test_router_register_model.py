@@ -5,6 +5,7 @@ routing beside a change reads the catalog all before or all after it."""
 
 from __future__ import annotations
 
+import ipaddress
 import pickle
 import socket
 import sys
@@ -166,10 +167,27 @@ CARRYING_INTERNAL = [
     # (Teredo: a client address, obfuscated, at 169.254.169.254; a server there)
     ("2001:0:4136:e378:8000:63bf:5601:5601", "address (169.254.169.254, carried by 2001:0:"),
     ("2001:0:a9fe:a9fe::1", "address (169.254.169.254, carried by 2001:0:a9fe:a9fe::1)"),
+    # (ISATAP: an interface identifier 0:5efe or, the u bit set, 200:5efe then the IPv4
+    # address, under any /64 prefix, a 6to4 one too)
+    ("2001:db8:1:2:0:5efe:a9fe:a9fe", "address (169.254.169.254, carried by 2001:db8:1:2:0:"),
+    ("2001:db8:1:2:200:5efe:a9fe:a14", "a link-local address (169.254.10.20, carried by "
+                                       "2001:db8:1:2:200:5efe:a9fe:a14)"),
+    ("2002:c000:221::5efe:a9fe:a9fe", "address (169.254.169.254, carried by 2002:c000:221:"),
 ]
 #: Addresses of those forms that carry an address elsewhere, and are taken.
 CARRYING_ELSEWHERE = ["64:ff9b::a01:203", "64:ff9b:1::a01:203", "2002:a01:203::1",
-                      "::a01:203", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "::1", "::"]
+                      "::a01:203", "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                      "2001:db8:1:2:200:5efe:c000:221", "::1", "::"]
+
+#: A network's own NAT64 prefix of each length one may have, and an address under it that
+#: carries 169.254.169.254 where that length puts an IPv4 address (bits 64-71 skipped):
+#: without the prefix listed, an address like any other of the network.
+NAT64_OWN = [("2001:db8::/32", "2001:db8:a9fe:a9fe::"),
+             ("2001:db8:100::/40", "2001:db8:1a9:fea9:fe::"),
+             ("2001:db8:122::/48", "2001:db8:122:a9fe:a9:fe00::"),
+             ("2001:db8:122:300::/56", "2001:db8:122:3a9:fe:a9fe::"),
+             ("2001:db8:122:344::/64", "2001:db8:122:344:a9:fea9:fe00:0"),
+             ("2001:db8:122:344::/96", "2001:db8:122:344::a9fe:a9fe")]
 
 
 def test_an_address_carrying_a_link_local_or_metadata_one_is_refused_as_that_one(
@@ -201,6 +219,27 @@ def test_an_address_carrying_a_link_local_or_metadata_one_is_refused_as_that_one
         if address not in ("::1", "::"):
             router.register_model(_card(name=f"m{n}", base_url=f"http://[{address}]:8000/v1"))
     assert len(router.models) == len(BUILT) + len(CARRYING_ELSEWHERE) - 2
+
+
+def test_an_address_under_a_network_s_own_nat64_prefix_is_judged_by_the_address_it_carries(
+        ) -> None:
+    """A prefix the config lists (gateway.nat64_prefixes) is read at its own length, as a
+    translator reads it, when a card is checked and a name's address is; unlisted, the same
+    address is taken, as is an address elsewhere under the prefix."""
+    prefixes = [ipaddress.IPv6Network(prefix) for prefix, _ in NAT64_OWN]
+    for prefix, address in NAT64_OWN:
+        own = [ipaddress.IPv6Network(prefix)]
+        said = registration.internal_address(address, own)
+        assert said == (f"a cloud metadata service's address (169.254.169.254, carried by "
+                        f"{address})"), (prefix, said)
+        assert registration.internal_address(address) is None, prefix
+        url = f"http://[{address}]:8000/v1"
+        with pytest.raises(InvalidInputError) as info:
+            registration.model_card(_card(base_url=url), nat64=own)
+        assert info.value.field == "base_url" and address in str(info.value), str(info.value)
+        assert registration.model_card(_card(base_url=url)).base_url == url
+    for elsewhere in ["2001:db8:a01:203::", "2001:db8:122:344::a01:203", "2001:db8::1"]:
+        assert registration.internal_address(elsewhere, prefixes) is None, elsewhere
 
 
 def test_a_card_nothing_would_cost_is_refused_exactly_where_a_catalog_with_it_would_be(

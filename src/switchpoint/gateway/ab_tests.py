@@ -585,9 +585,10 @@ def start_clash(settings: Settings, reader: LearningReader) -> ConfigError | Non
     """Why a gateway on ``settings`` would not start beside the models registered and the
     running experiments created at run time that the store ``reader`` reads keeps (as it is
     refused, naming the one at fault and how to end it), or None."""
-    registered = [m.entry for m in kept_models(reader, metadata_hosts=settings.gateway.
-                                                  allow_registered_metadata_hosts)
-                  if m.entry is not None]
+    gateway = settings.gateway
+    registered = [m.entry for m in kept_models(
+        reader, metadata_hosts=gateway.allow_registered_metadata_hosts,
+        nat64=gateway.nat64_networks) if m.entry is not None]
     try:
         started(settings, registered, running_kept(reader))
     except ConfigError as exc:

@@ -2752,7 +2752,7 @@ class Gateway:
         plain = self.timeouts
         if not checked or not any(card.name in checked for card in plan.cards):
             return plain
-        strict = replace(plain, metadata_hosts=False)
+        strict = replace(plain, metadata_hosts=False, nat64_prefixes=live.nat64_networks)
         return lambda card: strict if card.name in checked else plain
 
     def _warn_misconfigured(self, settings: Settings) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import ipaddress
 import logging
 import threading
 import time
@@ -97,6 +98,13 @@ class Live:
             return frozenset()
         return frozenset(m.name for m in self.settings.models or []
                          if m.registered_at is not None)
+
+    @functools.cached_property
+    def nat64_networks(self) -> tuple[ipaddress.IPv6Network, ...]:
+        """The config's ``gateway.nat64_prefixes`` as networks, which the models
+        :attr:`address_checked` names have the addresses under them judged by the IPv4
+        address each carries. Worked out once a snapshot."""
+        return self.settings.gateway.nat64_networks
 
     def model_objects(self, allowed: AbstractSet[str] | None = None, auto: bool = True
                       ) -> list[dict[str, Any]]:

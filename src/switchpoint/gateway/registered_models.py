@@ -28,13 +28,14 @@ without ``models:`` routes over the weights' own profiles, and so serves no regi
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -205,7 +206,9 @@ class RuntimeModels:
         others by the config's rules, kept in the store, then live. Nothing changes when it
         is refused. Returns the model as the model list shows it, when it was registered,
         and the catalog models the live weights have no learned profile for (with a note)."""
-        entry = model_card(card, metadata_hosts=self._metadata_hosts())
+        gateway = self.state.settings.gateway
+        entry = model_card(card, metadata_hosts=gateway.allow_registered_metadata_hosts,
+                           nat64=gateway.nat64_networks)
         name = entry.name
         # What refuses the card for its own fault is said before the registration waits its
         # turn (or is refused as one too many waiting for the store's writer), then checked
@@ -246,10 +249,6 @@ class RuntimeModels:
                 raise card_error(exc, new_index(settings), name) from None
         view = next(m for m in new.model_objects(auto=False) if m["id"] == name)
         return {**view, "registered_at": made.registered_at, **new.unprofiled_answer()}
-
-    def _metadata_hosts(self) -> bool:
-        """Whether the config lets a registered model name a link-local or metadata host."""
-        return self.state.settings.gateway.allow_registered_metadata_hosts
 
     def _check_card(self, settings: Settings, entry: ModelEntry) -> None:
         """Refuse registering ``entry`` beside ``settings`` for its own fault: its name
@@ -361,12 +360,14 @@ class KeptModel:
     problem: str | None = None
 
 
-def kept_models(reader: LearningReader, *, metadata_hosts: bool = False) -> list[KeptModel]:
+def kept_models(reader: LearningReader, *, metadata_hosts: bool = False,
+                nat64: Collection[ipaddress.IPv6Network] = ()) -> list[KeptModel]:
     """The models registered at run time the store ``reader`` reads keeps, in the order they
     were registered, each read by the config's rules for one entry (one that no longer reads
     as a model is listed too, flagged: see :class:`KeptModel`; one naming a link-local or
     metadata host, as written, is one unless ``metadata_hosts``, the config's
-    ``gateway.allow_registered_metadata_hosts``: no name is looked up again)."""
+    ``gateway.allow_registered_metadata_hosts``, an address under a NAT64 prefix of ``nat64``
+    judged by the IPv4 address it carries: no name is looked up again)."""
     out = []
     for row in reader.runtime_models():
         if row.problem is not None:  # (a row that cannot be read at all)
@@ -374,7 +375,7 @@ def kept_models(reader: LearningReader, *, metadata_hosts: bool = False) -> list
             continue
         try:
             entry = ModelEntry.model_validate(row.card)
-            check_destination(entry, allowed=metadata_hosts)
+            check_destination(entry, allowed=metadata_hosts, nat64=nat64)
         except ValidationError as exc:
             err = exc.errors()[0]
             out.append(KeptModel(row.name, row.created, None,
@@ -395,10 +396,11 @@ def held_out(settings: Settings, registered: Iterable[ModelEntry]
     or it was kept by a switchpoint before the rule). Kept in ``data_dir``, served again once
     the setting is true."""
     allowed = settings.gateway.allow_registered_metadata_hosts
+    nat64 = settings.gateway.nat64_networks
     out = []
     for entry in registered:
         try:
-            check_destination(entry, allowed=allowed)
+            check_destination(entry, allowed=allowed, nat64=nat64)
         except InvalidInputError as exc:
             out.append((entry, f"base_url {exc.reason}"))
     return out

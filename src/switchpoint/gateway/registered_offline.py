@@ -105,9 +105,10 @@ def catalog_names(settings: Settings) -> list[str] | None:
     if Path(settings.db_path).is_file():
         reader = LearningReader(settings.db_path)
         try:
-            registered = [m.entry for m in kept_models(reader, metadata_hosts=settings.gateway.
-                                                      allow_registered_metadata_hosts)
-                          if m.entry is not None]
+            gateway = settings.gateway
+            registered = [m.entry for m in kept_models(
+                reader, metadata_hosts=gateway.allow_registered_metadata_hosts,
+                nat64=gateway.nat64_networks) if m.entry is not None]
         finally:
             reader.close()
     merged = with_registered(settings, registered, check=False)

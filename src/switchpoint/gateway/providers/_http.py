@@ -37,6 +37,7 @@ from switchpoint.errors import (
 from switchpoint.gateway.providers._transport import (
     CHECK_ADDRESSES,
     MAX_HEAD_BYTES,
+    NAT64_PREFIXES,
     HeadTooLarge,
     MalformedHead,
     PooledTransport,
@@ -241,6 +242,8 @@ def _request(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
     request.headers["Accept-Encoding"] = ACCEPT_ENCODING
     if not timeouts.metadata_hosts:
         request.extensions[CHECK_ADDRESSES] = True
+        if timeouts.nat64_prefixes:
+            request.extensions[NAT64_PREFIXES] = timeouts.nat64_prefixes
     return request
 
 

@@ -32,7 +32,7 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import httpx
@@ -47,6 +47,10 @@ _Origin = tuple[str, str, int, bool]
 #: cloud metadata address (true): each new one resolves the host name and checks every address
 #: it gets (:func:`~switchpoint.registration.internal_address`) before connecting to one.
 CHECK_ADDRESSES = "switchpoint.check_addresses"
+#: The request extension giving, beside :data:`CHECK_ADDRESSES`, the network's own NAT64
+#: prefixes (a tuple of :class:`ipaddress.IPv6Network`, the config's
+#: ``gateway.nat64_prefixes``): an address under one is judged by the IPv4 address it carries.
+NAT64_PREFIXES = "switchpoint.nat64_prefixes"
 _AddrInfo = tuple[int, int, int, str, Any]  # (what getaddrinfo gives for one address)
 MAX_HEAD_BYTES = 65_536
 READ_SIZE = 65_536
@@ -152,17 +156,19 @@ async def _loop_resolve(host: str, port: int) -> Sequence[_AddrInfo]:
     return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
 
 
-async def checked_addresses(host: str, port: int, resolve: Resolve = _loop_resolve
-                            ) -> list[_AddrInfo]:
+async def checked_addresses(host: str, port: int, resolve: Resolve = _loop_resolve,
+                            nat64: Collection[ipaddress.IPv6Network] = ()) -> list[_AddrInfo]:
     """``host``'s addresses for a connection to ``port``, as ``resolve`` gives them, each
     checked: an address written as one is its own. Raises :class:`RefusedAddress` (without a
-    request: the caller's to attach) when any is link-local or a cloud metadata service's, so
-    the name cannot pass by also naming a good one; an :class:`OSError` when none is found."""
+    request: the caller's to attach) when any is link-local or a cloud metadata service's
+    (one under a NAT64 prefix of ``nat64``, the network's own, judged by the IPv4 address it
+    carries), so the name cannot pass by also naming a good one; an :class:`OSError` when
+    none is found."""
     found: list[_AddrInfo] = list(await resolve(host, port))
     if not found:
         raise OSError(f"the host name {host} resolved to no address")
     for info in found:
-        what = internal_address(str(info[4][0]))
+        what = internal_address(str(info[4][0]), nat64)
         if what is not None:
             raise RefusedAddress(rebound_host(host, what))
     return found
@@ -261,8 +267,9 @@ class PooledTransport(httpx.AsyncBaseTransport):
             context = self._ssl
         try:
             async with asyncio.timeout(_timeout(request, "connect")):
-                addresses = (await checked_addresses(host, port, self._resolve) if checked
-                             else None)
+                addresses = (await checked_addresses(
+                    host, port, self._resolve, request.extensions.get(NAT64_PREFIXES, ()))
+                             if checked else None)
                 reader, writer = await _open(host, port, context, addresses)
         except TimeoutError:
             raise httpx.ConnectTimeout("timed out connecting", request=request) from None

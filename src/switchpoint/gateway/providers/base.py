@@ -11,6 +11,7 @@ and whether to retry or escalate (the table is in :mod:`switchpoint.errors`).
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import math
 import re
@@ -59,7 +60,9 @@ class Timeouts:
     ``gateway.allow_registered_metadata_hosts`` is false), each new connection looks the host
     name up itself, within ``connect_s``, is refused (a connect error, nothing sent) when an
     address it resolves to is link-local or a cloud metadata service's
-    (:func:`~switchpoint.registration.internal_address`), and goes to an address it checked.
+    (:func:`~switchpoint.registration.internal_address`), and goes to an address it checked;
+    ``nat64_prefixes`` (the config's ``gateway.nat64_prefixes``) are the network's own NAT64
+    prefixes, an address under which is judged by the IPv4 address it carries.
     """
 
     connect_s: float = 5.0
@@ -70,6 +73,7 @@ class Timeouts:
     max_response_bytes: int = 32 << 20
     max_sse_line_bytes: int = 1 << 20
     metadata_hosts: bool = True
+    nat64_prefixes: tuple[ipaddress.IPv6Network, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("connect_s", "read_s", "first_token_s", "write_s", "pool_s"):
@@ -83,6 +87,10 @@ class Timeouts:
         if not isinstance(self.metadata_hosts, bool):
             raise ValueError(f"Timeouts.metadata_hosts must be true or false"
                              f"{got(self.metadata_hosts)}")
+        if not (isinstance(self.nat64_prefixes, tuple) and all(
+                isinstance(p, ipaddress.IPv6Network) for p in self.nat64_prefixes)):
+            raise ValueError(f"Timeouts.nat64_prefixes must be a tuple of ipaddress."
+                             f"IPv6Network{got(self.nat64_prefixes)}")
 
 
 @dataclass(frozen=True)
