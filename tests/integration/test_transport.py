@@ -752,6 +752,59 @@ def test_a_checked_connection_takes_a_name_s_other_addresses_in_their_order() ->
         asyncio.run(checked_addresses("169.254.169.254", 80))
 
 
+def test_connections_checked_and_not_to_one_upstream_count_together_against_its_bound(
+        ) -> None:
+    """At most max_connections open to an upstream, its requests' connections checked (a
+    model registered at run time) and not (the config's) together: each waits its turn for a
+    slot, and an idle connection of the other kind is closed to make room for a new one.
+    The upstream counts the connections open as each request reaches it (once a closed
+    one's end has reached it too)."""
+    seen: list[int] = []
+    open_now = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_now
+        open_now += 1
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await asyncio.sleep(0.05)
+                seen.append(open_now)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()
+        finally:
+            open_now -= 1
+
+    async def run() -> list[list[int]]:
+        server = await asyncio.start_server(handle, sock=loopback_socket())
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        transport = PooledTransport(max_connections=2, max_keepalive_connections=2,
+                                    resolve=_resolver("127.0.0.1"))
+        peaks = []
+        try:
+            async with httpx.AsyncClient(transport=transport, timeout=3) as client:
+                async def get(checked: bool) -> str:
+                    extensions = {CHECK_ADDRESSES: True} if checked else {}
+                    request = client.build_request("GET", url, extensions=extensions)
+                    return (await client.send(request)).text
+
+                for kinds in ([True, False] * 3, [False] * 2, [True] * 2, [False] * 2):
+                    seen.clear()
+                    texts = await asyncio.gather(*(get(kind) for kind in kinds))
+                    assert texts == ["ok"] * len(kinds)
+                    peaks.append(seen[:])
+        finally:
+            server.close()
+            await server.wait_closed()
+        return peaks
+
+    peaks = asyncio.run(run())
+    # (together, then the idle ones of the other kind making room for each kind in turn)
+    assert [max(peak) for peak in peaks] == [2, 2, 2, 2], peaks
+
+
 def _certificate(where: Path, name: str) -> tuple[Path, Path]:
     """A self-signed certificate for host ``name``, and its key."""
     if shutil.which("openssl") is None:

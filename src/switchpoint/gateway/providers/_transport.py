@@ -17,8 +17,9 @@ failure is raised as the httpx exception httpx's own transport would raise, so c
 :func:`switchpoint.gateway.providers._http.map_transport_error`) cannot tell the difference.
 
 A request marked :data:`CHECK_ADDRESSES` (a model registered at run time, which may not send
-its requests to a link-local or cloud metadata address) has its connections kept apart from
-the others', and each new one looks the host name up itself, refuses (:class:`RefusedAddress`)
+its requests to a link-local or cloud metadata address) has its idle connections kept apart
+from the others' (within the one bound of connections to the upstream, which both count
+against), and each new one looks the host name up itself, refuses (:class:`RefusedAddress`)
 when any address it resolves to is such an address, and connects to an address it checked:
 the name's owner cannot point it there between the check and the connection (DNS rebinding).
 TLS still verifies the host name, and sends it (SNI). A pooled connection is reused unchecked:
@@ -43,6 +44,8 @@ from switchpoint.registration import internal_address, rebound_host
 
 # (scheme, host, port, and whether its connections' addresses are checked: see CHECK_ADDRESSES)
 _Origin = tuple[str, str, int, bool]
+# (scheme, host, port: an upstream, whose connections, checked and not, share one bound)
+_Upstream = tuple[str, str, int]
 #: The request extension that marks a request whose connections may not go to a link-local or
 #: cloud metadata address (true): each new one resolves the host name and checks every address
 #: it gets (:func:`~switchpoint.registration.internal_address`) before connecting to one.
@@ -216,14 +219,42 @@ class _Connection:
         self.writer.close()
 
 
+def _other_kind(origin: _Origin) -> _Origin:
+    """The same upstream, its connections checked where ``origin``'s are not, or not where
+    they are."""
+    scheme, host, port, checked = origin
+    return scheme, host, port, not checked
+
+
 def _timeout(request: httpx.Request, name: str) -> float | None:
     value = (request.extensions.get("timeout") or {}).get(name)
     return float(value) if value is not None else None
 
 
+class _Slots:
+    """The connections to one upstream that requests hold at once, checked and not together
+    (at most ``size``); ``busy``: how many are held."""
+
+    __slots__ = ("busy", "free")
+
+    def __init__(self, size: int) -> None:
+        self.free = asyncio.Semaphore(size)
+        self.busy = 0
+
+    async def acquire(self) -> None:
+        await self.free.acquire()
+        self.busy += 1
+
+    def release(self) -> None:
+        self.busy -= 1
+        self.free.release()
+
+
 class PooledTransport(httpx.AsyncBaseTransport):
-    """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` per origin, at most
-    ``max_keepalive_connections`` of them kept idle for up to ``keepalive_expiry_s``."""
+    """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` open per origin (its
+    scheme, host and port; connections checked and not, see :data:`CHECK_ADDRESSES`, count
+    together: an idle one of one kind is closed to make room for a new one of the other), at
+    most ``max_keepalive_connections`` of them kept idle for up to ``keepalive_expiry_s``."""
 
     def __init__(self, *, max_connections: int = 100, max_keepalive_connections: int = 20,
                  keepalive_expiry_s: float = 30.0,
@@ -235,7 +266,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         self._ssl = ssl_context
         self._resolve = resolve  # (a checked connection's look-up: see CHECK_ADDRESSES)
         self._idle: dict[_Origin, list[_Connection]] = {}
-        self._slots: dict[_Origin, asyncio.Semaphore] = {}
+        self._slots: dict[_Upstream, _Slots] = {}
         self._closed = False
 
     # Connections -------------------------------------------------------------------------------
@@ -252,14 +283,30 @@ class PooledTransport(httpx.AsyncBaseTransport):
 
     def _checkin(self, origin: _Origin, conn: _Connection) -> None:
         idle = self._idle.setdefault(origin, [])
-        if self._closed or len(idle) >= self.max_keepalive or not conn.usable():
+        other = self._idle.get(_other_kind(origin)) or ()
+        if (self._closed or len(idle) + len(other) >= self.max_keepalive
+                or not conn.usable()):
             conn.close()
             return
         conn.idle_since = time.monotonic()
         idle.append(conn)
 
+    def _make_room(self, origin: _Origin) -> None:
+        """Before a new connection to ``origin``'s upstream, close the idle ones (the other
+        kind's first, the longest idle first) that would leave more than ``max_connections``
+        open with it: each request holding a slot has, or is making, one of its own, and a
+        connection checked and one not never serve each other's requests."""
+        slots = self._slots[origin[:3]]
+        for idle in (self._idle.get(_other_kind(origin)), self._idle.get(origin)):
+            while idle and slots.busy + self._idle_count(origin) > self.max_connections:
+                idle.pop(0).close()
+
+    def _idle_count(self, origin: _Origin) -> int:
+        return sum(len(self._idle.get(kind) or ()) for kind in (origin, _other_kind(origin)))
+
     async def _connect(self, request: httpx.Request, origin: _Origin) -> _Connection:
         scheme, host, port, checked = origin
+        self._make_room(origin)
         context: ssl.SSLContext | None = None
         if scheme == "https":
             if self._ssl is None:
@@ -289,9 +336,9 @@ class PooledTransport(httpx.AsyncBaseTransport):
         scheme = url.scheme
         port = url.port or (443 if scheme == "https" else 80)
         origin = (scheme, url.host, port, request.extensions.get(CHECK_ADDRESSES) is True)
-        slots = self._slots.get(origin)
+        slots = self._slots.get(origin[:3])
         if slots is None:
-            slots = self._slots[origin] = asyncio.Semaphore(self.max_connections)
+            slots = self._slots[origin[:3]] = _Slots(self.max_connections)
         try:
             async with asyncio.timeout(_timeout(request, "pool")):
                 await slots.acquire()
@@ -453,7 +500,7 @@ class _Body(httpx.AsyncByteStream):
     ``read_size`` bytes at a time at most."""
 
     def __init__(self, transport: PooledTransport, origin: _Origin, conn: _Connection,
-                 slots: asyncio.Semaphore, request: httpx.Request, framing: Any,
+                 slots: _Slots, request: httpx.Request, framing: Any,
                  keep: bool, read_size: int = READ_SIZE) -> None:
         self._transport = transport
         self._origin = origin
