@@ -387,12 +387,21 @@ async def test_magic_prompt_content_selects_a_behaviour(
         await openai_provider.complete(body, gpt, FAST)
 
 
-async def test_one_pooled_client_per_base_url(pool: ClientPool, openai_provider: OpenAIProvider,
+async def test_one_pooled_client_per_upstream(pool: ClientPool, openai_provider: OpenAIProvider,
                                               gpt: ModelCard, gpt_big: ModelCard) -> None:
     for _ in range(3):
         await openai_provider.complete(req(), gpt, FAST)
         await openai_provider.complete(req(), gpt_big, FAST)
     assert len(pool) == 1
+    # Base URLs of one scheme, host and port share the client, and so its bound of
+    # connections, whatever their paths; another port, scheme or host is another upstream.
+    shared = pool.get("http://127.0.0.1:8000/v1")
+    for same in ("http://127.0.0.1:8000", "HTTP://127.0.0.1:8000/openai/v1/"):
+        assert pool.get(same) is shared, same
+    assert pool.get("http://Example.test/v1") is pool.get("http://example.test:80/x")
+    for other in ("http://127.0.0.1:8001/v1", "https://127.0.0.1:8000/v1",
+                  "http://localhost:8000/v1"):
+        assert pool.get(other) is not shared, other
 
 
 async def test_streams_read_to_their_end_marker_leave_the_connection_for_the_next_call(

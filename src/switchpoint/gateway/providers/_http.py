@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http.cookiejar
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -68,8 +70,25 @@ ACCEPT_ENCODING = "gzip, identity"
 _CODINGS = frozenset({"gzip"})
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@functools.lru_cache(maxsize=4096)  # (the base URLs of the catalogs served: a few)
+def _upstream(base_url: str) -> tuple[str, str, int | None]:
+    """The upstream ``base_url`` names: its scheme, host (in lower case) and port (None: the
+    scheme's own)."""
+    url = urllib.parse.urlsplit(base_url)
+    scheme, port = url.scheme.lower(), url.port
+    if port == _DEFAULT_PORTS.get(scheme):
+        port = None
+    return scheme, url.hostname or "", port
+
+
 class ClientPool:
-    """One pooled ``httpx.AsyncClient`` per base URL, shared by every provider that uses it.
+    """One pooled ``httpx.AsyncClient`` per upstream (scheme, host and port), shared by every
+    provider and every base URL there (``/v1``, ``/openai/v1``), so that
+    ``max_connections`` bounds the connections to the upstream, whatever path each model's
+    base URL gives.
 
     Own one per application (open it in the app's lifespan, ``await pool.aclose()`` on
     shutdown). Connections belong to an event loop, so each loop that uses the pool gets its
@@ -93,16 +112,17 @@ class ClientPool:
         self._max_connections = max_connections
         self._max_keepalive = max_keepalive_connections
         self._keepalive_expiry_s = keepalive_expiry_s
-        self._clients: dict[tuple[int, str], tuple[asyncio.AbstractEventLoop,
-                                                   httpx.AsyncClient]] = {}
+        self._clients: dict[tuple[int, tuple[str, str, int | None]],
+                            tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
         # For each loop with clients here: the generator whose closing closes them.
         self._watches: dict[int, tuple[asyncio.AbstractEventLoop,
                                        AsyncGenerator[None, None]]] = {}
 
     def get(self, base_url: str) -> httpx.AsyncClient:
-        """The client for ``base_url`` on the running event loop (created on first use)."""
+        """The client for ``base_url``'s upstream on the running event loop (created on first
+        use)."""
         loop = asyncio.get_running_loop()
-        key = (id(loop), base_url.rstrip("/"))
+        key = (id(loop), _upstream(base_url))
         entry = self._clients.get(key)
         client = entry[1] if entry is not None and entry[0] is loop else None
         if client is None or client.is_closed:
