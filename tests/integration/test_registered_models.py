@@ -755,13 +755,15 @@ def test_a_registration_naming_a_host_name_that_resolves_to_a_metadata_service_i
 
 
 def test_an_address_under_the_network_s_own_nat64_prefix_is_judged_at_registration_and_connect(
-        settings: Settings, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A prefix the config lists (gateway.nat64_prefixes) reaches the IPv4 address each
-    # address under it carries, through the site's translator: a card naming such an address
-    # is refused, and a name pointed at one since it was registered is connected to nowhere.
+    # address under it carries, through the site's translator. A reload listing it stops
+    # serving a model registered there before (data_dir keeps it); then a card naming such
+    # an address is refused, and a name pointed at one since it was registered is connected
+    # to nowhere.
     prefix, address = "2001:db8:122::/48", "2001:db8:122:a9fe:a9:fe00::"
-    own = settings.model_copy(update={"gateway": settings.gateway.model_copy(
-        update={"nat64_prefixes": [prefix]})})
+    settings_for(fake, tmp_path, CONFIG)
+    config = tmp_path / "switchpoint.yaml"
     answers: dict[str, tuple[Any, ...]] = {"nat64.test": ("127.0.0.1", fake.port)}
     system = socket.getaddrinfo
 
@@ -773,14 +775,21 @@ def test_an_address_under_the_network_s_own_nat64_prefix_is_judged_at_registrati
         return [(family, socket.SOCK_STREAM, 6, "", where)]
 
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
-    with _gateway(own) as gateway:
-        with pytest.raises(InvalidInputError) as caught:
-            gateway.register_model(card(fake, "meta", base_url=f"http://[{address}]:8000/v1",
-                                        api_key_env=None))
-        assert caught.value.field == "base_url", str(caught.value)
-        assert f"(169.254.169.254, carried by {address})" in str(caught.value)
+    under = card(fake, "under", base_url=f"http://[{address}]:8000/v1", api_key_env=None)
+    with _gateway(load_settings(config, environ={})) as gateway:
+        gateway.register_model(under)  # (unlisted, an address like any other)
         gateway.register_model(card(fake, "moved", base_url=f"http://nat64.test:{fake.port}/v1",
                                     api_key_env=None))
+        config.write_text(config.read_text().replace(
+            "gateway:\n", f"gateway:\n  nat64_prefixes: ['{prefix}']\n"))
+        gateway.reload()
+        assert catalog(gateway) == ["strong", "runner", "cheap", "moved"]
+        assert [name for name, _ in stored(gateway.settings)] == ["under", "moved"]
+        gateway.unregister_model("under")
+        with pytest.raises(InvalidInputError) as caught:
+            gateway.register_model(under)
+        assert caught.value.field == "base_url", str(caught.value)
+        assert f"(169.254.169.254, carried by {address})" in str(caught.value)
         answers["nat64.test"] = (address, fake.port, 0, 0)
         with pytest.raises(FailoverError) as refused:
             gateway.complete([{"role": "user", "content": "hello"}], model="moved")
