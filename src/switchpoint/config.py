@@ -826,15 +826,21 @@ def load_settings(
     file_empty = False
     origin: dict[str, str] = {}
     file = None if path is None else Path(path)
+    # The paths the file gave relative to its folder, by key: that folder is part of each.
+    folders: dict[str, Path] = {}
     if file is not None:
         data = _read_yaml(file, path_arg)
         file_empty = not data
-        for key in _PATH_KEYS:
-            if isinstance(data.get(key), str):
-                data[key] = _resolve_given(file, data[key])
+        given = [(key, data, key) for key in _PATH_KEYS]
         if isinstance(data.get("policies"), dict):
-            data["policies"] = {k: _resolve_given(file, v) if isinstance(v, str) else v
-                                for k, v in data["policies"].items()}
+            data["policies"] = dict(data["policies"])
+            given += [(f"policies.{k}", data["policies"], k) for k in data["policies"]]
+        for key, holder, name in given:
+            value = holder.get(name)
+            if isinstance(value, str):
+                holder[name] = _resolve_given(file, value)
+                if holder[name] != value and not Path(value).expanduser().is_absolute():
+                    folders[key] = file.resolve().parent
         origin = {key: f"in {file}" for key in data}
     for key, value, var in _env_values(env):
         if "." in key:
@@ -854,7 +860,8 @@ def load_settings(
     except ValidationError as exc:
         raise _config_error(exc, origin) from None
     check_catalog(settings)
-    _check_paths(settings)
+    _check_paths(settings, {key: folder for key, folder in folders.items()
+                            if origin.get(key.split(".")[0]) == f"in {file}"}, path_arg)
     check_experiments(settings)
     if settings.admin_token_env is not None:
         settings._admin_token, settings._admin_token_problem = _admin_token(
@@ -1730,7 +1737,26 @@ def _control_problem(path: str, character: str) -> str:
     return problem
 
 
-def _check_paths(settings: Settings) -> None:
+def _folder_control_problem(key: str, path: str, folder: Path, character: str,
+                            path_arg: str) -> str:
+    """Why ``path``, the path of ``key`` the config file gave relative to its ``folder``, is
+    refused when that folder's path holds the control ``character``: the file's own value is
+    not at fault, so the fix is the folder's name, or another place for the file."""
+    given = path[len(str(folder)):].lstrip(os.sep) or "."
+    return (f"{quoted_path(given)} is relative to the config file's folder, "
+            f"{quoted_path(folder)}, whose path holds the control character "
+            f"{json_quoted(character)}, which a path is almost surely not meant to hold (a "
+            "newline in one would also break the log lines that name it); rename that "
+            "folder, or move the config file to a folder whose path holds none and pass it "
+            f"{_passed(path_arg)}, or give {key} as an absolute path")
+
+
+def _check_paths(settings: Settings, folders: Mapping[str, Path] | None = None,
+                 path_arg: str = "path") -> None:
+    """The paths the settings give (``weights``, ``data_dir``, ``policies``), refused as a
+    :class:`ConfigError` naming the first at fault. ``folders`` holds, by key, the config
+    file's folder a path the file gave relative to it was resolved against, so an error the
+    folder's path causes says so (and ``path_arg``, what the file was passed as)."""
     from switchpoint.weights import Unreadable, bundled_policies, manifest_problem, policy_of
 
     paths = [("weights", settings.weights), ("data_dir", settings.data_dir),
@@ -1743,7 +1769,12 @@ def _check_paths(settings: Settings) -> None:
             raise ConfigError(key, f"is empty; give {what}")
         control = None if value is None else _CONTROL.search(value)
         if value is not None and control is not None:
-            raise ConfigError(key, _control_problem(value, control.group()))
+            folder = (folders or {}).get(key)
+            own = None if folder is None else _CONTROL.search(value, len(str(folder)))
+            if folder is not None and own is None:  # (the folder's path holds it, not the file)
+                raise ConfigError(key, _folder_control_problem(key, value, folder,
+                                                               control.group(), path_arg))
+            raise ConfigError(key, _control_problem(value, (own or control).group()))
         # A path the system refuses (a name too long, a NUL) fails here, not in a later stat.
         problem = None if value is None else path_problem(Path(value))
         if value is not None and problem is not None:

@@ -1435,6 +1435,35 @@ def test_a_path_holding_a_control_character_is_refused_naming_its_key(
     assert (block in message) == text.startswith(("data_dir: >", "data_dir: |")), message
 
 
+@pytest.mark.parametrize(("text", "key", "given"), [
+    ("data_dir: ./state\n", "data_dir", "state"),
+    ("policies: {mine: my-knn}\n", "policies.mine", "my-knn"),
+])
+def test_a_relative_path_under_a_folder_holding_a_control_character_names_the_folder(
+    tmp_path: Path, text: str, key: str, given: str,
+) -> None:
+    """The file's value holds no control character, its folder's path does: the error says
+    so and how to fix it (rename the folder, move the file, or an absolute path), where it
+    said to remove the character, as if the value held it."""
+    folder = tmp_path / "my\nconfigs"
+    folder.mkdir()
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(folder, text), environ={}, path_arg="--config")
+    message, shown = str(info.value), str(folder.resolve()).replace("\n", "\\n")
+    assert message == (
+        f"{key}: '{given}' is relative to the config file's folder, "
+        f"'{shown}', whose path holds the control "
+        'character "\\n", which a path is almost surely not meant to hold (a newline in one '
+        "would also break the log lines that name it); rename that folder, or move the config "
+        "file to a folder whose path holds none and pass it to --config, or give "
+        f"{key} as an absolute path"), message
+    # (a value of its own holding one is still the value's to fix)
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(folder, 'data_dir: "st\\tate"\n'), environ={})
+    assert "holds the control character \"\\t\"" in str(info.value)
+    assert "remove it" in str(info.value)
+
+
 def test_a_variable_giving_a_path_holding_a_control_character_is_refused() -> None:
     for var, value, key in [("SWITCHPOINT_DATA_DIR", "state\n", "data_dir"),
                             ("SWITCHPOINT_WEIGHTS", "./w\rx", "weights"),
