@@ -860,8 +860,11 @@ def load_settings(
     except ValidationError as exc:
         raise _config_error(exc, origin) from None
     check_catalog(settings)
+    in_file = f"in {file}"
+    sources = {key: f"in the file passed {_passed(path_arg)}" if where == in_file else where
+               for key, where in origin.items()}
     _check_paths(settings, {key: folder for key, folder in folders.items()
-                            if origin.get(key.split(".")[0]) == f"in {file}"}, path_arg)
+                            if origin.get(key.split(".")[0]) == in_file}, path_arg, sources)
     check_experiments(settings)
     if settings.admin_token_env is not None:
         settings._admin_token, settings._admin_token_problem = _admin_token(
@@ -1751,13 +1754,25 @@ def _folder_control_problem(key: str, path: str, folder: Path, character: str,
             f"{_passed(path_arg)}, or give {key} as an absolute path")
 
 
+def _sourced(sources: Mapping[str, str], key: str, reason: str) -> ConfigError:
+    """The refusal of ``key``'s value for ``reason``, saying where the value came from, by
+    ``sources`` (its top key's: ``from SWITCHPOINT_DATA_DIR``, ``in the file passed to
+    --config``, ``from the command line``; none: the default), so the user knows what to
+    change: a path may come from the file, a variable or a flag."""
+    where = sources.get(key.split(".", 1)[0], "the default")
+    return ConfigError(key, f"{reason} ({where})")
+
+
 def _check_paths(settings: Settings, folders: Mapping[str, Path] | None = None,
-                 path_arg: str = "path") -> None:
-    """The paths the settings give (``weights``, ``data_dir``, ``policies``), refused as a
-    :class:`ConfigError` naming the first at fault. ``folders`` holds, by key, the config
-    file's folder a path the file gave relative to it was resolved against, so an error the
-    folder's path causes says so (and ``path_arg``, what the file was passed as)."""
+                 path_arg: str = "path", sources: Mapping[str, str] | None = None) -> None:
+    """The paths the settings give (``weights``, ``data_dir``, ``policies``), and the
+    ``policy`` they serve, refused as a :class:`ConfigError` naming the first at fault and
+    where its value came from (``sources``: see :func:`_sourced`). ``folders`` holds, by key,
+    the config file's folder a path the file gave relative to it was resolved against, so an
+    error the folder's path causes says so (and ``path_arg``, what the file was passed as)."""
     from switchpoint.weights import Unreadable, bundled_policies, manifest_problem, policy_of
+
+    sources = sources or {}
 
     paths = [("weights", settings.weights), ("data_dir", settings.data_dir),
              *((f"policies.{k}", v) for k, v in settings.policies.items())]
@@ -1766,28 +1781,29 @@ def _check_paths(settings: Settings, folders: Mapping[str, Path] | None = None,
             what = ("a folder for the service's state, or leave data_dir out for the default"
                     if key == "data_dir" else "the folder of a weights package (the one "
                     "`switchpoint fit --out` wrote)")
-            raise ConfigError(key, f"is empty; give {what}")
+            raise _sourced(sources, key, f"is empty; give {what}")
         control = None if value is None else _CONTROL.search(value)
         if value is not None and control is not None:
             folder = (folders or {}).get(key)
             own = None if folder is None else _CONTROL.search(value, len(str(folder)))
             if folder is not None and own is None:  # (the folder's path holds it, not the file)
-                raise ConfigError(key, _folder_control_problem(key, value, folder,
-                                                               control.group(), path_arg))
-            raise ConfigError(key, _control_problem(value, (own or control).group()))
+                raise _sourced(sources, key, _folder_control_problem(
+                    key, value, folder, control.group(), path_arg))
+            raise _sourced(sources, key, _control_problem(value, (own or control).group()))
         # A path the system refuses (a name too long, a NUL) fails here, not in a later stat.
         problem = None if value is None else path_problem(Path(value))
         if value is not None and problem is not None:
-            raise ConfigError(key, f"{quoted_path(value)} cannot be used: {problem}")
+            raise _sourced(sources, key, f"{quoted_path(value)} cannot be used: {problem}")
     for key, value in paths:
         if key == "data_dir":
             continue
         problem = None if value is None else manifest_problem(value)
         if isinstance(problem, Unreadable):  # (the package may be whole: said what to run)
-            raise ConfigError(key, f"{quoted_path(value)}: {problem}")
+            raise _sourced(sources, key, f"{quoted_path(value)}: {problem}")
         if problem is not None:
-            raise ConfigError(key, f"{quoted_path(value)} is not a weights package ({problem}); "
-                                   "give the folder `switchpoint fit --out` wrote")
+            raise _sourced(sources, key, f"{quoted_path(value)} is not a weights package "
+                                         f"({problem}); give the folder `switchpoint fit --out` "
+                                         "wrote")
     bundled = bundled_policies()
     for name, value in settings.policies.items():
         # Under a policy's own name, weights of another policy would route while the health,
@@ -1796,27 +1812,26 @@ def _check_paths(settings: Settings, folders: Mapping[str, Path] | None = None,
         if name in bundled and served is not None and served != name:
             # (the manifest's name is the file's, not the operator's: shown cut and escaped)
             known = served in bundled
-            raise ConfigError(f"policies.{name}", f"{quoted_path(value)} is a "
-                                                  f"{served if known else json_quoted(served)} "
-                                                  f"package, not {name} weights; list it under "
-                                                  f"{served + ': or ' if known else ''}a name "
-                                                  "of your own (not one of "
-                                                  f"{one_of(bundled)})")
+            raise _sourced(sources, f"policies.{name}", (
+                f"{quoted_path(value)} is a {served if known else json_quoted(served)} "
+                f"package, not {name} weights; list it under "
+                f"{served + ': or ' if known else ''}a name of your own (not one of "
+                f"{one_of(bundled)})"))
     if (settings.weights is None and settings.policy not in settings.policies
             and settings.policy not in bundled):
-        raise ConfigError("policy", f"{json_quoted(settings.policy)} has no bundled weights; "
-                                    f"choose one of {one_of(bundled)}, or add it under "
-                                    "policies:")
+        raise _sourced(sources, "policy", f"{json_quoted(settings.policy)} has no bundled "
+                                          f"weights; choose one of {one_of(bundled)}, or add "
+                                          "it under policies:")
     data_dir = Path(settings.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
-        raise ConfigError("data_dir", f"{quoted_path(data_dir)} exists and is not a "
-                                      "directory; point data_dir at a directory, or move the "
-                                      "file away")
+        raise _sourced(sources, "data_dir", f"{quoted_path(data_dir)} exists and is not a "
+                                            "directory; point data_dir at a directory, or move "
+                                            "the file away")
     if data_dir.is_symlink() and not data_dir.exists():  # (no folder can be made in its place)
         try:
             where = f" to {quoted_path(os.readlink(data_dir))}"
         except OSError:
             where = ""
-        raise ConfigError("data_dir", f"{quoted_path(data_dir)} is a symbolic link{where}, which "
-                                      "leads to no directory; create the directory it leads to, "
-                                      "or point data_dir at a directory")
+        raise _sourced(sources, "data_dir", f"{quoted_path(data_dir)} is a symbolic link{where}, "
+                                            "which leads to no directory; create the directory "
+                                            "it leads to, or point data_dir at a directory")

@@ -1456,7 +1456,7 @@ def test_a_relative_path_under_a_folder_holding_a_control_character_names_the_fo
         'character "\\n", which a path is almost surely not meant to hold (a newline in one '
         "would also break the log lines that name it); rename that folder, or move the config "
         "file to a folder whose path holds none and pass it to --config, or give "
-        f"{key} as an absolute path"), message
+        f"{key} as an absolute path (in the file passed to --config)"), message
     # (a value of its own holding one is still the value's to fix)
     with pytest.raises(ConfigError) as info:
         load_settings(write(folder, 'data_dir: "st\\tate"\n'), environ={})
@@ -1513,6 +1513,40 @@ def test_max_weights_bytes_is_what_the_service_loads_weights_with(tmp_path: Path
         assert str(info.value).startswith("max_weights_bytes: ")
 
 
+def test_a_refused_path_names_the_variable_flag_or_file_it_came_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path is refused saying where it came from (a variable, the command line, the file
+    and what the file was passed as, or the default), so the user knows what to change: the
+    same refusal named only the key, which a variable, a flag or the file may each set."""
+    (tmp_path / "afile").write_text("hi")
+    not_a_folder = f"'{tmp_path / 'afile'}' exists and is not a directory; point data_dir at a "
+    not_a_folder += "directory, or move the file away"
+    config = write(tmp_path, f"data_dir: {tmp_path / 'afile'}\n")
+    sources: list[tuple[dict[str, Any], str]] = [
+            ({"environ": {"SWITCHPOINT_DATA_DIR": str(tmp_path / "afile")}},
+             "from SWITCHPOINT_DATA_DIR"),
+            ({"path": config, "path_arg": "--config"}, "in the file passed to --config"),
+            ({"overrides": {"data_dir": str(tmp_path / "afile")}, "overrides_from": COMMAND_LINE},
+             "from the command line")]
+    for given, where in sources:
+        with pytest.raises(ConfigError) as info:
+            load_settings(**{"environ": {}, **given})
+        assert str(info.value) == f"data_dir: {not_a_folder} ({where})"
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ={"SWITCHPOINT_WEIGHTS": str(tmp_path)})
+    assert str(info.value).endswith("no manifest.json there); give the folder `switchpoint fit "
+                                    "--out` wrote (from SWITCHPOINT_WEIGHTS)"), str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={"SWITCHPOINT_POLICIES": f"{{mine: '{tmp_path}'}}"})
+    assert str(info.value).startswith("policies.mine: ") and str(info.value).endswith(
+        "(from SWITCHPOINT_POLICIES)"), str(info.value)
+    monkeypatch.chdir(tmp_path)  # (the default data_dir, ./data, is a file here)
+    (tmp_path / "data").write_text("hi")
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={})
+    assert str(info.value).endswith("move the file away (the default)"), str(info.value)
+
+
 @pytest.mark.parametrize("blank", ["", "  "])
 def test_an_empty_path_in_a_config_file_is_refused_as_empty_naming_its_key(
         tmp_path: Path, blank: str) -> None:
@@ -1529,7 +1563,7 @@ def test_an_empty_path_in_a_config_file_is_refused_as_empty_naming_its_key(
         config.write_text(text + "\n", encoding="utf-8")
         with pytest.raises(ConfigError) as info:
             load_settings(config, environ={})
-        assert str(info.value) == f"{key}: is empty; {what}"
+        assert str(info.value) == f"{key}: is empty; {what} (in the file passed as path)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]
 
 
@@ -1550,7 +1584,7 @@ def test_a_policies_or_weights_path_that_is_no_package_says_what_it_is(tmp_path:
             where = "policies.mine" if key == "policies" else "weights"
             assert str(info.value) == (f"{where}: '{tmp_path / name}' is not a weights package "
                                        f"({said}); give the folder `switchpoint fit --out` "
-                                       "wrote")
+                                       "wrote (from overrides)")
     assert not (tmp_path / "data").exists()
 
 

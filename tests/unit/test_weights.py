@@ -1418,7 +1418,7 @@ def test_a_package_file_that_is_a_fifo_is_named_so_never_opened(
         fifo)
     assert str(config) == (f"weights: '{pkg_dir}' is not a weights package (its manifest.json "
                            "is a FIFO (named pipe), not a regular file); give the folder "
-                           "`switchpoint fit --out` wrote")
+                           "`switchpoint fit --out` wrote (from overrides)")
 
 
 def test_a_package_past_max_weights_bytes_is_refused_before_any_array_is_read(
