@@ -1095,9 +1095,11 @@ class _Yaml12Scanner(yaml.SafeLoader):
         # PyYAML's, ended as libyaml ends a tag: by a tab as by a space, and in a flow
         # collection by a comma (``[!!str, x]``), which with ``[`` and ``]`` is no part of a
         # tag's name (YAML 1.2); PyYAML read ``!!str,`` as a tag of that name and ``[!, x]``
-        # as the tag ``!,``, which libyaml reads as an empty text and x
+        # as the tag ``!,``, which libyaml reads as an empty text and x. A flow collection's
+        # end ends a tag too, as YAML 1.2 ends it (``{a: !}``, ``[!!str]``: the empty text),
+        # which PyYAML and libyaml refused, though ``{a: !, b: 1}`` and ``a: !`` were read
         start_mark = self.get_mark()
-        ends = _BLANKZ + ("," if self.flow_level else "")
+        ends = _BLANKZ + (",]}" if self.flow_level else "")
         ch = self.peek(1)
         handle: str | None = None
         if ch == "<":
@@ -1198,10 +1200,11 @@ _LIBYAML_LENIENT = re.compile(r"[|>][-+0-9]{0,2}#")
 
 #: A value tagged only ``!`` (or ``!<!>``), which YAML 1.2 reads as text and libyaml as a plain
 #: value (``! 5`` the number 5, ``! ''`` null): a text holding one is read by the pure loader,
-#: which reads it as YAML does (:meth:`_Yaml12Scanner.compose_scalar_node`). Sought only in a
+#: which reads it as YAML does (:meth:`_Yaml12Scanner.compose_scalar_node`), also where a flow
+#: collection's comma or end follows it (``{a: !}``). Sought only in a
 #: text holding a ``!`` at all; one a pattern matches by chance (``Hi ! there`` in a value) is
 #: only read more slowly, as it is.
-_NON_SPECIFIC_TAG = re.compile(r"(?<![^\s\[{,:])!(?:<!>)?(?=\s)")
+_NON_SPECIFIC_TAG = re.compile(r"(?<![^\s\[{,:])!(?:<!>)?(?=[\s,\]}])")
 
 
 def _parse_yaml(text: str) -> Any:

@@ -1286,6 +1286,9 @@ def test_a_comment_glued_to_a_block_scalar_s_header_is_refused_by_either_parser(
     ("a: {b: !, c: 1}\n", {"a": {"b": "", "c": 1}}),
     ("a: [!, 1]\n", {"a": ["", 1]}),
     ("a: [!!str, 1]\n", {"a": ["", 1]}),  # (a comma ends a tag in a flow collection)
+    ("{a: !}\n", {"a": ""}),  # (and so does the collection's end, as in YAML 1.2)
+    ("a: {b: !}\nc: [!]\nd: [1, !!str]\ne: {f: !<!>}\n",
+     {"a": {"b": ""}, "c": [""], "d": [1, ""], "e": {"f": ""}}),
     ("a: !!str\t5\n", {"a": "5"}),
     ("a: ! 5\n", {"a": "5"}),  # (YAML 1.2: a value tagged only ! is text, never a number)
     ("a: ! '5'\nb: ! \"5\"\nc: ! ''\nd: ! null\ne: ! true\n",
