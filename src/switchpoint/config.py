@@ -48,6 +48,7 @@ got -1``, and is raised as :class:`ConfigError`.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import json
 import math
@@ -1207,6 +1208,39 @@ _LIBYAML_LENIENT = re.compile(r"[|>][-+0-9]{0,2}#")
 _NON_SPECIFIC_TAG = re.compile(r"(?<![^\s\[{,:])!(?:<!>)?(?=[\s,\]}])")
 
 
+def _stray_bom(text: str) -> int | None:
+    """Where ``text`` holds a byte order mark YAML 1.2 does not allow (None: it holds none):
+    one is allowed at the start, and inside a quoted value ('...' or "...", whose characters
+    are JSON's, any printable one), nowhere else (not in a plain or block value, a comment,
+    nor between tokens). libyaml skipped one at the start of a line and the pure loader read
+    it as part of a key or a value, so each read such a text otherwise, and neither as YAML
+    does. The quoted values are found by the pure loader's scanner, only in a text holding a
+    mark past its start; a text it cannot scan is refused when it is read, the marks before
+    that place checked here."""
+    stray = text.find(_BOM, 1)
+    if stray == -1:
+        return None
+    starts: list[int] = []  # (the quoted values' places, in order: start, end)
+    ends: list[int] = []
+    scanner = _UniqueKeyLoader(text)
+    try:
+        while scanner.check_token():
+            token = scanner.get_token()  # type: ignore[no-untyped-call]
+            if isinstance(token, yaml.ScalarToken) and token.style in ("'", '"'):
+                starts.append(token.start_mark.index)
+                ends.append(token.end_mark.index)
+    except yaml.YAMLError:
+        pass
+    finally:
+        scanner.dispose()
+    while stray != -1:
+        inside = bisect.bisect_right(starts, stray) - 1
+        if inside < 0 or stray >= ends[inside]:
+            return stray
+        stray = text.find(_BOM, stray + 1)
+    return None
+
+
 def _parse_yaml(text: str) -> Any:
     """The value of the YAML ``text``, by the safe loader, a key written twice refused: the
     one place the config's YAML (a file's, a variable's) is parsed. libyaml parses it when
@@ -1218,14 +1252,14 @@ def _parse_yaml(text: str) -> Any:
     reads and YAML refuses (:data:`_LIBYAML_LENIENT`), or reads otherwise (a value tagged only
     ``!``: :data:`_NON_SPECIFIC_TAG`), is read by the pure loader alone.
 
-    A byte order mark anywhere but at the start (two files joined, each saved with one) is
-    refused as a character YAML does not allow there (:class:`yaml.reader.ReaderError`):
-    libyaml skipped one at the start of a line and the pure loader read it as part of a key
-    or a value, so each read such a text otherwise, and neither as YAML 1.2 does."""
-    stray = text.find(_BOM, 1)
-    if stray != -1:
+    A byte order mark anywhere but at the start or inside a quoted value (two files joined,
+    each saved with one) is refused as a character YAML does not allow there
+    (:class:`yaml.reader.ReaderError`, see :func:`_stray_bom`)."""
+    stray = _stray_bom(text)
+    if stray is not None:
         raise yaml.reader.ReaderError("<unicode string>", stray, ord(_BOM), "utf-8",
-                                      "a byte order mark is allowed only at the start")
+                                      "a byte order mark is allowed only at the start, or "
+                                      "inside a quoted value")
     if (_FastUniqueKeyLoader is not None and _LIBYAML_LENIENT.search(text) is None
             and ("!" not in text or _NON_SPECIFIC_TAG.search(text) is None)):
         try:
@@ -1303,8 +1337,9 @@ def _read_yaml(file: Path, path_arg: str) -> dict[str, Any]:
         raise ConfigError("config", f"{shown} is not valid YAML: its values are nested too "
                                     "deeply to read") from None
     except yaml.reader.ReaderError as exc:  # a character YAML allows nowhere in a file
-        what = ("a byte order mark, which YAML allows only at the start of the file (were "
-                "two files joined?)" if _character(exc.character) == _character(_BOM) else
+        bom = _character(exc.character) == _character(_BOM)
+        what = ("a byte order mark, which YAML allows only at the start of the file or "
+                "inside a quoted value (were two files joined?)" if bom else
                 "a character YAML does not allow in a file (a control character, say)")
         raise ConfigError("config", f"{shown} is not valid YAML{_place(text, exc.position)}: "
                                     f"it holds {_character(exc.character)}, {what}; remove "

@@ -1260,7 +1260,33 @@ def test_a_byte_order_mark_past_the_start_is_refused_by_either_parser(
     """Two files joined, each saved with a byte order mark: YAML allows one at the start."""
     assert error_of(tmp_path, text).endswith(
         "is not valid YAML at line 2, column 1: it holds U+FEFF, a byte order mark, which YAML "
-        "allows only at the start of the file (were two files joined?); remove it")
+        "allows only at the start of the file or inside a quoted value (were two files "
+        "joined?); remove it")
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ('a: "x\ufeffy"\nb: \'\ufeff\'\n', {"a": "x\ufeffy", "b": "\ufeff"}),
+    ('\ufeffa: ["x\ufeff", 1]\n"\ufeffk": \'x\n  \ufeffy\'\n',
+     {"a": ["x\ufeff", 1], "\ufeffk": "x \ufeffy"}),
+])
+def test_a_byte_order_mark_inside_a_quoted_value_is_read_alike_by_either_parser(
+        yaml_parser: str, text: str, value: object) -> None:
+    """YAML 1.2 allows any printable character, a byte order mark among them, inside a
+    quoted value (JSON's characters): it was refused there as it is elsewhere past the start."""
+    assert config._parse_yaml(text) == value
+
+
+@pytest.mark.parametrize(("text", "column"), [
+    ("a: x\ufeffy\n", 5),  # (a plain value)
+    ("a: |\n  x\ufeffy\n", 4),  # (a block value)
+    ('a: "x"  # \ufeff\n', 11),  # (a comment)
+    ('a: ["x",\n\ufeff"y"]\n', 1),  # (between values: libyaml skipped it, the pure loader
+])                                # read it as part of the next)
+def test_a_byte_order_mark_outside_a_quoted_value_is_refused_by_either_parser(
+        tmp_path: Path, yaml_parser: str, text: str, column: int) -> None:
+    line = text.count("\n", 0, text.index("\ufeff")) + 1
+    assert f"is not valid YAML at line {line}, column {column}: it holds U+FEFF" in error_of(
+        tmp_path, text)
 
 
 @pytest.mark.parametrize(("text", "column"), [
