@@ -26,6 +26,7 @@ from switchpoint import registration
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import (
+    ConfigError,
     ConflictError,
     FailoverError,
     InvalidInputError,
@@ -951,7 +952,37 @@ def test_a_reload_turning_metadata_hosts_off_stops_serving_those_registered_and_
         gateway.register_model(card(fake, "linked", base_url="http://169.254.10.20:8000/v1",
                                     api_key_env=None))
         gateway.register_model(card(fake))
+        # A running run-time experiment's arm, or a registered model's fallbacks, naming it
+        # would lose it midway unsaid: the reload is refused naming which, why and the ways
+        # out (it said only that "linked" is not a model in the catalog, and to keep in the
+        # config what the experiment names, which no config can list).
+        gateway.create_ab_test("meta", {"models": ["linked", "cheap"]}, "cost_optimized")
+        gateway.register_model(card(fake, "backup", fallbacks=["free", "linked"]))
         config.write_text(plain)
+        host = ("a model registered at run time whose base_url names a link-local address "
+                "(169.254.10.20), where a cloud's metadata service answers, is no longer served "
+                "with gateway.allow_registered_metadata_hosts: false, and ")
+        keep = ", then reload (or start), or keep gateway.allow_registered_metadata_hosts: true"
+        refusals: list[tuple[str, Callable[[], object]]] = [
+                ('models.backup.fallbacks[1]: "linked", ' + host + 'model "backup", registered '
+                 'at run time, falls back to it; unregister "backup" first (Gateway.'
+                 "unregister_model or DELETE /v1/router/models/backup while the service runs, "
+                 "`switchpoint models unregister backup` while it is stopped) and register it "
+                 "again without that fallback" + keep,
+                 lambda: gateway.unregister_model("backup")),
+                ('experiments.meta.arms.a.models[0]: "linked", ' + host + 'experiment "meta", '
+                 "created at run time, would change its arms midway; end it first (Gateway."
+                 "end_ab_test or DELETE /v1/router/experiments/meta while the service runs, "
+                 "`switchpoint experiments end meta` while it is stopped)" + keep,
+                 lambda: gateway.end_ab_test("meta"))]
+        for says, way_out in refusals:
+            served = catalog(gateway)
+            with pytest.raises(ConfigError) as refused:
+                gateway.reload()
+            assert str(refused.value) == says
+            assert catalog(gateway) == served and "linked" in served  # (nothing changed)
+            way_out()
+        caplog.clear()
         with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
             gateway.reload()
         assert catalog(gateway) == ["strong", "runner", "cheap", "free"]

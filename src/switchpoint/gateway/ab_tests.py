@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,7 @@ from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, No
 from switchpoint.gateway.experiments import when
 from switchpoint.gateway.kept import turn, written
 from switchpoint.gateway.registered_models import (
+    held_named,
     kept_models,
     registered_fault,
     with_registered,
@@ -257,10 +258,14 @@ class RuntimeExperiments:
     router state's ``extends``); creating and ending one. A gateway's own."""
 
     def __init__(self, state: RouterState, store: SQLiteStore | None,
-                 learning: GatewayLearning) -> None:
+                 learning: GatewayLearning,
+                 held: Callable[[Settings], Sequence[ModelEntry]] = lambda _: ()) -> None:
         self.state = state
         self.store = store
         self.learning = learning
+        # The models registered at run time that settings keep from being served (see
+        # registered_models.held_out), which a running experiment's arm may not name.
+        self.held = held
         # Each replaced whole (never changed in place) as one is made or ends.
         self.running: Mapping[str, ExperimentConfig] = {}
         self.ended: Mapping[str, tuple[ExperimentConfig, float]] = {}
@@ -307,7 +312,18 @@ class RuntimeExperiments:
 
     def extend(self, settings: Settings) -> Settings:
         """``settings`` (read from the config) with the running run-time experiments after
-        the config's (see :meth:`merged`)."""
+        the config's (see :meth:`merged`); refused when an arm of one names a registered model
+        they no longer serve (see :func:`~switchpoint.gateway.registered_models.held_named`)."""
+        listed = {m.name for m in settings.models or []}
+        lost = {m.name: m for m in self.held(settings) if m.name not in listed}
+        for name, experiment in self.running.items():
+            for arm, config in experiment.arms.items():
+                for i, model in enumerate(config.models or ()):
+                    if model in lost:
+                        raise held_named(
+                            f"experiments.{name}.arms.{arm}.models[{i}]", lost[model],
+                            f"experiment {json_quoted(name, 100)}, created at run time, would "
+                            "change its arms midway", f"end it first ({end_hint(name)})")
         return self.merged(settings, self.running)
 
     @staticmethod

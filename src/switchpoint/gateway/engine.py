@@ -399,7 +399,8 @@ class Gateway:
         # (models first: a run-time experiment's arm may name a registered model)
         self.models_registered = RuntimeModels(self.state, self.store, self.learning,
                                                lambda: self.governor.keys)
-        self.ab_tests = RuntimeExperiments(self.state, self.store, self.learning)
+        self.ab_tests = RuntimeExperiments(self.state, self.store, self.learning,
+                                           self.models_registered.held)
         # The housekeeping run under way, on a thread of its own: a future of no event loop,
         # since either door's loop may start it and the other close the gateway.
         self._maintenance: Future[None] | None = None

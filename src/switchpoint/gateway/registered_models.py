@@ -158,7 +158,20 @@ class RuntimeModels:
         them is said to be its, with how to take it out (see :func:`registered_fault`). Each
         one the config's ``gateway.allow_registered_metadata_hosts`` no longer allows is
         left out, with a warning naming it (see :meth:`served`)."""
-        for entry, problem in held_out(settings, self.registered):
+        held = held_out(settings, self.registered)
+        listed = {m.name for m in settings.models or [] if m.registered_at is None}
+        lost = {entry.name: entry for entry, _ in held if entry.name not in listed}
+        for entry in self.registered:
+            for i, fallback in enumerate(entry.fallbacks):
+                if entry.name not in lost and fallback in lost:
+                    raise held_named(
+                        f"models.{entry.name}.fallbacks[{i}]", lost[fallback],
+                        f"model {json_quoted(entry.name, 100)}, registered at run time, "
+                        "falls back to it",
+                        f"unregister {json_quoted(entry.name, 100)} first "
+                        f"({unregister_hint(entry.name)}) and register it again without that "
+                        "fallback")
+        for entry, problem in held:
             log.warning("model %s, registered at run time at %s, is not served: %s",
                         json_quoted(entry.name, 100), when(entry.registered_at or 0.0),
                         held_out_words(entry.name, problem))
@@ -166,6 +179,11 @@ class RuntimeModels:
             return self.merged(settings, self.registered)
         except ConfigError as exc:
             raise registered_fault(exc, self.registered) from None
+
+    def held(self, settings: Settings) -> list[ModelEntry]:
+        """The models registered at run time that ``settings`` keep from being served (see
+        :func:`held_out`)."""
+        return [entry for entry, _ in held_out(settings, self.registered)]
 
     def merged(self, settings: Settings, registered: tuple[ModelEntry, ...]) -> Settings:
         """``settings`` with its registered models replaced by those of ``registered`` it
@@ -406,6 +424,21 @@ def held_out(settings: Settings, registered: Iterable[ModelEntry]
     return out
 
 
+def held_named(key: str, entry: ModelEntry, naming: str, way_out: str) -> ConfigError:
+    """The refusal of settings (a reload's, a start's) in which ``key``, a run-time change's
+    (``naming``: an experiment's arm, a registered model's fallbacks), names ``entry``, a
+    model registered at run time that they no longer serve for naming a link-local or
+    metadata host (:func:`held_out`): the change would lose it while it runs, unsaid (an
+    experiment's arms changed midway, a fallback gone), so what names it is ended or made
+    again first (``way_out``), or the setting kept true."""
+    what = internal_host(entry.base_url or "") or "a link-local or metadata host"
+    return ConfigError(key, (
+        f"{json_quoted(entry.name, 100)}, a model registered at run time whose base_url names "
+        f"{what}, is no longer served with {registration.ALLOW_METADATA_HOSTS}: false, and "
+        f"{naming}; {way_out}, then reload (or start), or keep "
+        f"{registration.ALLOW_METADATA_HOSTS}: true"))
+
+
 def serving_held(settings: Settings) -> Settings:
     """``settings`` as they are once ``gateway.allow_registered_metadata_hosts`` is true: what
     serves the models :func:`held_out` keeps from being served."""
@@ -563,7 +596,7 @@ def new_index(settings: Settings) -> int:
 
 
 __all__ = ["MAX_REGISTERED_MODELS", "METADATA_HOSTS", "KeptModel", "RuntimeModels",
-           "check_destination", "check_no_key_names", "deletion_path", "held_out",
-           "held_out_words", "internal_host", "kept_models", "model_card", "not_registered",
-           "registered_fault", "serving_held", "still_named", "unregister_command",
-           "unregister_hint", "with_registered"]
+           "check_destination", "check_no_key_names", "deletion_path", "held_named",
+           "held_out", "held_out_words", "internal_host", "kept_models", "model_card",
+           "not_registered", "registered_fault", "serving_held", "still_named",
+           "unregister_command", "unregister_hint", "with_registered"]
