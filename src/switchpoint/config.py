@@ -1202,10 +1202,10 @@ _LIBYAML_LENIENT = re.compile(r"[|>][-+0-9]{0,2}#")
 #: A value tagged only ``!`` (or ``!<!>``), which YAML 1.2 reads as text and libyaml as a plain
 #: value (``! 5`` the number 5, ``! ''`` null): a text holding one is read by the pure loader,
 #: which reads it as YAML does (:meth:`_Yaml12Scanner.compose_scalar_node`), also where a flow
-#: collection's comma or end follows it (``{a: !}``). Sought only in a
-#: text holding a ``!`` at all; one a pattern matches by chance (``Hi ! there`` in a value) is
-#: only read more slowly, as it is.
-_NON_SPECIFIC_TAG = re.compile(r"(?<![^\s\[{,:])!(?:<!>)?(?=[\s,\]}])")
+#: collection's comma or end follows it (``{a: !}``), or the text's byte order mark precedes it.
+#: Sought only in a text holding a ``!`` at all; one a pattern matches by chance (``Hi ! there``
+#: in a value) is only read more slowly, as it is.
+_NON_SPECIFIC_TAG = re.compile(r"(?<![^\s\[{,:\ufeff])!(?:<!>)?(?=[\s,\]}])")
 
 
 def _stray_bom(text: str) -> int | None:

@@ -1313,6 +1313,7 @@ def test_a_comment_glued_to_a_block_scalar_s_header_is_refused_by_either_parser(
     ("a: [!, 1]\n", {"a": ["", 1]}),
     ("a: [!!str, 1]\n", {"a": ["", 1]}),  # (a comma ends a tag in a flow collection)
     ("{a: !}\n", {"a": ""}),  # (and so does the collection's end, as in YAML 1.2)
+    ("\ufeff! 5\n", "5"),  # (after a byte order mark, libyaml read the number 5)
     ("a: {b: !}\nc: [!]\nd: [1, !!str]\ne: {f: !<!>}\n",
      {"a": {"b": ""}, "c": [""], "d": [1, ""], "e": {"f": ""}}),
     ("a: !!str\t5\n", {"a": "5"}),
