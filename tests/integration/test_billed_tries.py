@@ -38,21 +38,24 @@ from tests.integration.servers import ThreadServer, thread_server
 
 ADMIN_TOKEN = "admin-secret-token"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-# Reads give up after 2 s of silence (a stream, after 2 s without content); the whole request
-# after 10 s. A loaded machine answers far within them; a try meant to time out gets a
-# silence far longer (SILENT), which only the gateway's hanging up ends for it, so no try
-# races its window.
+# Reads give up after 1 s of silence (a stream, after 1 s without content); the whole request
+# after 10 s. The fake answers a try not meant to time out in some tens of milliseconds, ten
+# times that on a machine running the suite's four parts on two cores, far within them; a try
+# meant to time out gets a silence far longer (a minute), which only the gateway's hanging up
+# ends for it, so no try races its window. (Most tests here wait out one such window.)
 GATEWAY = """gateway:
   connect_timeout_s: 5
-  read_timeout_s: 2
-  first_token_timeout_s: 2
+  read_timeout_s: 1
+  first_token_timeout_s: 1
   backoff_base_s: 0.01
   backoff_cap_s: 0.02
   max_retry_after_s: 2
   max_total_s: 10
 """
-# The request's deadline cutting an answer that never falls silent for a read's window.
-SHORT_DEADLINE = GATEWAY.replace("max_total_s: 10", "max_total_s: 3")
+# The request's deadline cutting an answer that never falls silent for a read's window (of
+# 30 s): its 1.5 s are many times what a loaded machine takes to send the request upstream.
+SHORT_DEADLINE = GATEWAY.replace("read_timeout_s: 1", "read_timeout_s: 30").replace(
+    "max_total_s: 10", "max_total_s: 1.5")
 GOVERNANCE = """auth: keys
 admin_token_env: SP_TEST_ADMIN
 tenants:
@@ -63,7 +66,7 @@ budgets:
 """
 
 # Reads that wait as long as a loaded machine may take to bring a second request upstream.
-PATIENT = GATEWAY.replace("read_timeout_s: 2", "read_timeout_s: 30").replace(
+PATIENT = GATEWAY.replace("read_timeout_s: 1", "read_timeout_s: 30").replace(
     "max_total_s: 10", "max_total_s: 60")
 
 # The same callers with no budget anywhere: a key's tokens-per-minute limit alone governs it.
@@ -100,6 +103,16 @@ def rated(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[ThreadServer]:
     with _server(gw_fake, tmp_path_factory.mktemp("rated"), RATED) as server:
         assert not server.service.gateway.settings.budgets.any
+        yield server
+
+
+@pytest.fixture(scope="module")
+def short(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[ThreadServer]:
+    """A service whose requests' deadline is short (SHORT_DEADLINE); each test makes its own
+    key."""
+    with _server(gw_fake, tmp_path_factory.mktemp("short"), GOVERNANCE, SHORT_DEADLINE
+                 ) as server:
         yield server
 
 
@@ -184,10 +197,10 @@ def test_a_read_timeout_mid_answer_is_charged_beside_the_answer(
 
 
 def test_the_deadline_cutting_a_plain_answer_is_charged_the_models_worst_case(
-        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+        gw_fake: FakeProviderProcess, short: ThreadServer) -> None:
     # good never falls silent, but its answer takes far longer than the request's deadline.
-    with _server(gw_fake, tmp_path, GOVERNANCE, SHORT_DEADLINE) as gov:
-        _deadline_cut(gov, gw_fake)
+    short.service.gateway.reset_health()
+    _deadline_cut(short, gw_fake)
 
 
 def _deadline_cut(gov: ThreadServer, gw_fake: FakeProviderProcess) -> None:
@@ -496,9 +509,10 @@ def test_a_stream_cut_while_reasoning_is_charged_what_came_before_the_cut(
 
 
 # Reads wait longer than the request's deadline: a stream silent before its content is cut
-# off by the deadline (or its caller), not by a read's window.
-CUT_OFF = PATIENT.replace("first_token_timeout_s: 2", "first_token_timeout_s: 60").replace(
-    "max_total_s: 60", "max_total_s: 5")
+# off by the deadline (or its caller), not by a read's window. Its 2 s are many times what a
+# loaded machine takes to send the request upstream and read the reasoning sent at once.
+CUT_OFF = PATIENT.replace("first_token_timeout_s: 1", "first_token_timeout_s: 60").replace(
+    "max_total_s: 60", "max_total_s: 2")
 
 
 @pytest.fixture(scope="module")
@@ -565,12 +579,13 @@ def test_a_stream_the_deadline_cuts_while_reasoning_is_charged_what_came(
 def test_a_stream_its_caller_leaves_while_reasoning_is_charged_what_came(
         cut_off: ThreadServer, gw_fake: FakeProviderProcess) -> None:
     # The upstream sends its reasoning at once, then nothing for a minute; the client gives
-    # up waiting for content after 2 s and hangs up. The try is charged the estimate of the
-    # prompt and the reasoning that came, not its model's worst case.
+    # up waiting for content after 1 s (before the request's deadline) and hangs up. The try
+    # is charged the estimate of the prompt and the reasoning that came, not its model's
+    # worst case.
     key = _new_key(cut_off)
     messages = user("reasons, then silence [[fake:stall:after=0,reasoning=300,seconds=60]]")
     with pytest.raises(openai.APITimeoutError):
-        list(client(cut_off, key["key"], timeout=2).chat.completions.create(
+        list(client(cut_off, key["key"], timeout=1).chat.completions.create(
             model="cheap", max_tokens=1000, stream=True, messages=messages))
     entry = _logged_of(cut_off, key["id"])
     # (logged as closed by the client, unless a loaded machine let the deadline come first)
@@ -826,8 +841,7 @@ def test_an_internal_error_after_an_answer_charges_the_answer_and_closes_its_hol
 
 @pytest.mark.parametrize("kind", ["answered", "failed"])
 def test_an_internal_error_making_the_log_entry_still_writes_its_ledger_rows(
-        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        kind: str) -> None:
+        short: ThreadServer, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     # The request was settled (the governor booked the answer, or the billed tries of a
     # request no model answered), then making its log entry, which carries the ledger rows to disk,
     # failed (a bug): the rows are written alone, so the spend survives a restart.
@@ -838,16 +852,16 @@ def test_an_internal_error_making_the_log_entry_still_writes_its_ledger_rows(
 
     monkeypatch.setattr(accounting, kind, broken)
     tag = uuid.uuid4().hex[:8]
-    # failed: every try of cheap stalls mid-answer until the request's 3 s are up (billed),
+    # failed: every try of cheap stalls mid-answer until the request's deadline (billed),
     # before it could fail over
     fault = "" if kind == "answered" else " [[fake:stall:seconds=60]]"
-    with _server(gw_fake, tmp_path, GOVERNANCE, SHORT_DEADLINE) as gov:
-        key = _new_key(gov)
-        with pytest.raises(openai.InternalServerError):
-            client(gov, key["key"]).with_options(max_retries=0).chat.completions.create(
-                model="cheap", max_tokens=1000, messages=user(f"entry {tag}{fault}"))
-        assert gov.service.gateway.governor.ledger.open_tickets() == 0
-        assert _wait_spent(gov, key["id"]) > 0
+    short.service.gateway.reset_health()
+    key = _new_key(short)
+    with pytest.raises(openai.InternalServerError):
+        client(short, key["key"]).with_options(max_retries=0).chat.completions.create(
+            model="cheap", max_tokens=1000, messages=user(f"entry {tag}{fault}"))
+    assert short.service.gateway.governor.ledger.open_tickets() == 0
+    assert _wait_spent(short, key["id"]) > 0
 
 
 def _wait_spent(server: ThreadServer, key_id: str) -> float:
