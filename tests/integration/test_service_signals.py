@@ -77,14 +77,15 @@ def test_sighup_reloads_the_config_and_a_broken_one_leaves_the_running_one_servi
 
 
 # A gateway slow enough for a stream to be in flight when the service is told to stop: a chunk
-# every half second of a long answer, well within the read timeout.
+# every 0.2 s of a long answer (some 40 s in all, far past each test's drain and signals), well
+# within the read timeout.
 SLOW_GATEWAY = """gateway:
   connect_timeout_s: 2
   read_timeout_s: 30
   first_token_timeout_s: 30
   max_total_s: 120
 """
-SLOW_PROMPT = "[[fake:ok:chunk_delay=0.5]] " + " ".join(f"word{i}" for i in range(200))
+SLOW_PROMPT = "[[fake:ok:chunk_delay=0.2]] " + " ".join(f"word{i}" for i in range(200))
 
 
 def _slow_stream_server(fake: FakeProviderProcess, tmp_path: Path,
@@ -94,9 +95,17 @@ def _slow_stream_server(fake: FakeProviderProcess, tmp_path: Path,
     config.write_text(config_text(fake, str(data), gateway=SLOW_GATEWAY)
                       + f"server: {{shutdown_timeout_s: {drain_s}}}\n"
                       + "budgets: {models: {good: 50/day}}\n", encoding="utf-8")
-    server = ProcessServer("--config", config, data_dir=data, env=KEYS).start()
+    # (at info, the service says when it begins to stop: a test waits for it, not a while)
+    server = ProcessServer("--config", config, "--log-level", "info", data_dir=data,
+                           env=KEYS).start()
     server.wait_ready()
     return server, data
+
+
+def _draining(server: ProcessServer) -> None:
+    """Wait until ``server``, told to stop, has begun its drain (it logs it)."""
+    _until(lambda: ": stopping; requests in flight may finish for " in server.stderr,
+           "the drain begins")
 
 
 def _stream_in_flight(server: ProcessServer) -> tuple[threading.Thread, list[object]]:
@@ -179,7 +188,7 @@ def test_a_second_sigint_ends_the_drain_at_once_losing_nothing(
     try:
         reader, got = _stream_in_flight(server)
         server.proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)
+        _draining(server)
         assert server.proc.poll() is None  # draining
         sent = time.monotonic()
         server.proc.send_signal(signal.SIGINT)
@@ -203,10 +212,11 @@ def test_a_sighup_while_the_service_stops_reloads_nothing_and_says_so(
     try:
         reader, got = _stream_in_flight(server)
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        _draining(server)
         assert server.proc.poll() is None  # draining
         server.proc.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+        _until(lambda: "SIGHUP came while the service stops" in server.stderr,
+               "the SIGHUP is taken up")
         server.proc.send_signal(signal.SIGINT)
         code, err = server.wait_exit(timeout=30)
         reader.join(timeout=10)
