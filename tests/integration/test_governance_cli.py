@@ -20,6 +20,7 @@ import pytest
 from switchpoint.cli import main
 from switchpoint.errors import KeyExpiredError, KeyRevokedError
 from switchpoint.governance.keys import KeySpec, KeyStore
+from switchpoint.governance.ledger import LedgerRecord
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 from tests.integration.servers import refused_start
 
@@ -713,6 +714,28 @@ def test_a_report_of_keys_whose_keys_db_is_missing_says_so_not_that_they_were_pr
     assert not (data / "keys.db").exists()  # (none made, empty)
     code, out, err = run(["report", "sla", "--config", config], capsys)  # (reads no key)
     assert code == 0, err
+
+
+def test_a_budget_alert_beside_a_keys_db_missing_whose_keys_only_the_spend_ledger_names_is_refused(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """keys.db gone while only the spend ledger names a key made in it (its requests pruned,
+    the month's spend kept for the budgets): the budget alert is refused as keys create is,
+    for any tenant, where it left the key's budget out and said all was well."""
+    config.write_text(CONFIG.replace("  acme:", "  other: {}\n  acme:"), encoding="utf-8")
+    data = config.parent / "data"
+    with KeyStore.in_dir(data) as keys:
+        key_id = keys.create(KeySpec(tenant="acme", budgets=["0.5/day"])).record.id
+    with SQLiteStore(data / "switchpoint.db") as store:
+        store.append(LedgerRecord(ts=time.time() - 10, reservation_id="r1", kind="settle",
+                                  amount_usd=0.1, tenant="acme", key_id=key_id,
+                                  model="big")).result()
+    (data / "keys.db").unlink()
+    for tenant in ([], ["--tenant", "other"]):
+        code, out, err = run(["report", "alert", "--config", config, *tenant], capsys)
+        assert code == 2 and out == "", (tenant, out)
+        assert (f"{str(data / 'keys.db')!r}: cannot read the keys' budgets: it is missing, "
+                f"yet the request log names keys made in it ({key_id})") in err, (tenant, err)
+    assert not (data / "keys.db").exists()
 
 
 def test_keys_create_beside_a_log_naming_keys_of_a_missing_keys_db_makes_none_unless_told(

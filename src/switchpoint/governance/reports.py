@@ -70,7 +70,7 @@ from switchpoint.governance.budgets import (
     period_start,
     used_fraction,
 )
-from switchpoint.governance.keys import KeyStore
+from switchpoint.governance.keys import KeyStore, logged_keys
 from switchpoint.governance.ledger import (
     CHARGED_ROWS,
     EXPIRE_CHARGE,
@@ -505,18 +505,17 @@ class Reports:
         report["savings"] = savings.report()
         return report
 
-    def _keys_readable(self, what: str, tenant: str | None) -> None:
-        """Nothing when the keys (``tenant``'s, or all) can be read to ``what``, or keys.db is
-        at its path; else the key store's refusal (see
-        :meth:`~switchpoint.governance.keys.KeyStore.missing`): no keys.db while the request
-        log names keys made in it. (The log is read only when the file is missing.)"""
+    def _keys_readable(self, what: str) -> None:
+        """Nothing when keys.db is at its path (or there is no key store); else the key
+        store's refusal (see :meth:`~switchpoint.governance.keys.KeyStore.missing`) when the
+        log names keys made in it, whatever tenant asks: by the one rule of what the log names
+        (:func:`~switchpoint.governance.keys.logged_keys`: its requests, decisions, spend
+        ledger and feedback), so a key named only in the spend ledger (its requests pruned)
+        counts too, and a lost keys.db is lost for every tenant's keys. (The log is read only
+        when the file is missing.)"""
         if self.keys is None or self.keys.path.is_file():
             return
-        clause, more = of_tenant("tenant", tenant)
-        named = [str(r[0]) for r in self._rows(
-            f"SELECT DISTINCT key_id FROM requests WHERE key_id IS NOT NULL{clause} LIMIT 3",
-            more)]
-        self.keys.missing(what, named)
+        self.keys.missing(what, logged_keys(self.db_path))
 
     def _pruned_keys(self, ids: Iterable[str]) -> list[str]:
         """The key ids of ``ids`` whose records keys.db no longer holds (a revoked or expired
@@ -1180,7 +1179,7 @@ class Reports:
         if budget is not None:
             utilization = used_fraction(spent, budget)
             hourly_status = alert_level(spent, budget, projected, threshold)
-        self._keys_readable("read the keys' budgets", tenant)
+        self._keys_readable("read the keys' budgets")
         listed = listed_budgets(self.settings, self.keys, tenant)
         budgets = self.budget_alerts([(entry.account, entry.budget) for entry in listed],
                                      log_start)
