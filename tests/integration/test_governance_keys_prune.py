@@ -487,11 +487,13 @@ def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_the_503_the_rout
 
 
 def test_a_key_made_over_http_beside_a_log_naming_keys_of_a_missing_keys_db_is_a_503(
-        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A service without auth: keys (the key store opened at its first use) whose log names
     keys made in a keys.db now missing: a key made by the admin API is a 503
     storage_unavailable saying to restore it, x-should-retry false, and no file is made,
-    where an empty keys.db was made, every key made before then unknown (401)."""
+    where an empty keys.db was made, every key made before then unknown (401). Its hourly
+    retention prunes the log and warns once that keys.db is missing, as switchpoint prune
+    does, where it said nothing (not again each hour)."""
     data = tmp_path / "data"
     with SQLiteStore(data / "switchpoint.db") as store:
         store.append(RequestRecord(
@@ -503,9 +505,17 @@ def test_a_key_made_over_http_beside_a_log_naming_keys_of_a_missing_keys_db_is_a
     config.write_text(config_text(gw_fake) + "admin_token_env: SP_PRUNE_ADMIN\n"
                       "tenants: {acme: {}}\n", encoding="utf-8")
     settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
-    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+    with caplog.at_level("WARNING", logger="switchpoint"), thread_server(
+            create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        for _ in range(2):  # (the hourly retention, twice)
+            server.service.gateway._housekeeping(False, 30)
         r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
                        headers=ADMIN, timeout=10)
+    said = [m for m in caplog.messages if "cannot prune the ended keys" in m]
+    assert said == [f"retention: {str(data / 'keys.db')!r}: cannot prune the ended keys: it is "
+                    "missing, yet the request log names keys made in it (0123456789): a pruned "
+                    "key loses its record, never the file; restore it from a backup"], \
+        caplog.messages
     assert r.status_code == 503 and r.headers["x-should-retry"] == "false", r.text
     assert r.json()["error"]["code"] == "storage_unavailable", r.text
     assert ("keys.db in data_dir is missing, yet the request log names keys made in it; the "

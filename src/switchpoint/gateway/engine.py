@@ -414,6 +414,9 @@ class Gateway:
         self._next_prune = 0.0
         # What the retention's prunes go by: the wall clock, its steps ahead left out.
         self._retention_clock = RetentionClock()
+        # Why the retention last could not prune keys.db (missing or deleted holding keys),
+        # said once until a prune of it goes through again; None: it went through.
+        self._keys_unpruned: str | None = None
         remember(settings.admin_token)
         self.state.on_swap(self._take_up)
 
@@ -2718,7 +2721,18 @@ class Gateway:
                 # The keys that ended before the same cutoff go from keys.db (on the
                 # service's own key store, whose lookups then read the file again).
                 most = self.settings.governance.max_keys
-                keys = self.governor.keys.prune(report.cutoff, most)
+                try:
+                    keys = self.governor.keys.prune(report.cutoff, most, logged=True)
+                except StoreError as exc:
+                    if not exc.damaged:  # (busy, say: said as any failure, and tried again)
+                        raise
+                    # (a keys.db missing or deleted holding keys: said once, not each hour,
+                    # until a prune of it goes through again)
+                    if str(exc) != self._keys_unpruned:
+                        log.warning("retention: %s", exc)
+                    self._keys_unpruned = str(exc)
+                    return
+                self._keys_unpruned = None
                 if keys:
                     log.info("pruned %d revoked or expired keys (those that ended more than %g "
                              "days ago, and the oldest past the %d ended keys "

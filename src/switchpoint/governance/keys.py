@@ -563,6 +563,7 @@ class KeyStore:
     # The ids of keys the request log beside it names (see logged_keys), read before its
     # first opening makes a file where there is none: one the log names keys of is refused,
     # not made again, empty (see missing). None: a file is made (a first start, --new-keys-db).
+    # Read by a prune by age too (see prune's logged), which such a file refuses alike.
     logged: Callable[[], Sequence[str]] | None = field(default=None, repr=False)
     _conn: sqlite3.Connection | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -1194,14 +1195,20 @@ class KeyStore:
             self._cache.pop(key_id, None)
             return updated
 
-    def prune(self, cutoff: float | None, most_ended: int, *, dry_run: bool = False) -> int:
+    def prune(self, cutoff: float | None, most_ended: int, *, dry_run: bool = False,
+              logged: bool = False) -> int:
         """Delete the records of the keys that ended (revoked, or expired by :meth:`now`)
         before ``cutoff`` (None: none for their age), and of the oldest ended keys past the
         newest ``most_ended`` (ended last first): a live key is never deleted. Returns how many
         went (with ``dry_run``, how many would, and nothing changes). In batches, each its own
         transaction: a prune killed part-way leaves every key either whole or gone, and the
-        next one goes on. A store whose file does not exist has none (and none is made)."""
-        if self.missing("prune the ended keys"):
+        next one goes on. A store whose file does not exist has none (and none is made);
+        ``logged`` (a prune by age, the retention's): unless the log names keys made in it
+        (read by the :attr:`logged` hook, when set), which is the refusal :meth:`missing`
+        gives, not a file with none to prune."""
+        named = (self.logged() if logged and self.logged is not None
+                 and not self.path.is_file() else ())
+        if self.missing("prune the ended keys", named):
             return 0
         if dry_run:
             with self._using("count the ended keys to prune") as conn:
