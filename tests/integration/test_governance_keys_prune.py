@@ -486,6 +486,16 @@ def test_a_change_of_a_key_on_a_keys_db_damaged_as_it_writes_is_the_503_the_rout
         assert refused.value.damaged and refused.value.reason == told, refused.value
 
 
+def log_a_key(data: Path, key_id: str) -> None:
+    """A request of key ``key_id`` in ``data``'s log, a minute ago (its keys.db not there)."""
+    with SQLiteStore(data / "switchpoint.db") as store:
+        store.append(RequestRecord(
+            id="r0", ts=time.time() - 60, requested_model="small", status="ok",
+            http_status=200, pin_state="fresh", stream=False, latency_ms=10.0, model="small",
+            prompt_tokens=1, completion_tokens=1, cost_usd=1e-6, tenant="acme",
+            key_id=key_id)).result()
+
+
 def test_a_key_made_over_http_beside_a_log_naming_keys_of_a_missing_keys_db_is_a_503(
         gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A service without auth: keys (the key store opened at its first use) whose log names
@@ -495,12 +505,7 @@ def test_a_key_made_over_http_beside_a_log_naming_keys_of_a_missing_keys_db_is_a
     retention prunes the log and warns once that keys.db is missing, as switchpoint prune
     does, where it said nothing (not again each hour)."""
     data = tmp_path / "data"
-    with SQLiteStore(data / "switchpoint.db") as store:
-        store.append(RequestRecord(
-            id="r0", ts=time.time() - 60, requested_model="small", status="ok",
-            http_status=200, pin_state="fresh", stream=False, latency_ms=10.0, model="small",
-            prompt_tokens=1, completion_tokens=1, cost_usd=1e-6, tenant="acme",
-            key_id="0123456789")).result()
+    log_a_key(data, "0123456789")
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake) + "admin_token_env: SP_PRUNE_ADMIN\n"
                       "tenants: {acme: {}}\n", encoding="utf-8")
@@ -520,6 +525,31 @@ def test_a_key_made_over_http_beside_a_log_naming_keys_of_a_missing_keys_db_is_a
     assert r.json()["error"]["code"] == "storage_unavailable", r.text
     assert ("keys.db in data_dir is missing, yet the request log names keys made in it; the "
             "operator must restore it from a backup") in r.json()["error"]["message"], r.text
+    assert not (data / "keys.db").exists()
+
+
+def test_a_reload_to_auth_keys_beside_a_log_naming_keys_of_a_missing_keys_db_is_refused(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A service without auth: keys whose log names keys made in a keys.db now missing,
+    reloaded (POST /v1/router/reload; SIGHUP runs the same reload) with auth: keys: a 503
+    storage_unavailable, x-should-retry false, naming the file and saying to restore it,
+    nothing swapped (a request without a key is still served) and no keys.db made, as a
+    start with auth: keys is refused; every key made before would otherwise get 401."""
+    data = tmp_path / "data"
+    log_a_key(data, "0123456789")
+    config = tmp_path / "switchpoint.yaml"
+    text = config_text(gw_fake) + "admin_token_env: SP_PRUNE_ADMIN\ntenants: {acme: {}}\n"
+    config.write_text(text, encoding="utf-8")
+    settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        config.write_text(text + "auth: keys\n", encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=30)
+        assert r.status_code == 503 and r.headers["x-should-retry"] == "false", r.text
+        assert r.json()["error"]["code"] == "storage_unavailable", r.text
+        assert ("keys.db in data_dir is missing, yet the request log names keys made in it; "
+                "the operator must restore it from a backup; the config was not reloaded: the "
+                "running one keeps serving") in r.json()["error"]["message"], r.text
+        client(server, "no-key").chat.completions.create(model="cheap", messages=user("hi"))
     assert not (data / "keys.db").exists()
 
 
