@@ -783,6 +783,76 @@ def test_a_start_with_keys_beside_a_log_naming_keys_of_a_missing_keys_db_is_refu
     assert not (data / "keys.db").exists() and not (data / "sessions.db").exists()
 
 
+def test_a_keys_db_that_lacks_keys_the_log_names_since_it_was_in_use_is_refused(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty keys.db put in place, or an older backup restored, while the log names keys
+    it does not hold in requests logged after the file was last in use: keys create, the cost
+    report and a start with auth: keys are refused (exit 2) naming the file, how many keys and
+    which, saying to restore the newest backup or how to go on with it, where each took it
+    (every such key got 401, and the report called them pruned); keys create --new-keys-db
+    goes on with it on purpose, and it is the one in use from then on."""
+    data = config.parent / "data"
+    with KeyStore.in_dir(data) as keys:
+        keys.create(KeySpec(tenant="acme"))
+    backup = config.parent / "backup.db"
+    with sqlite3.connect(data / "keys.db") as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+        dst.execute("UPDATE clock SET latest = ?", (time.time() - 2 * 86400,))  # (taken then)
+    src.close()
+    dst.close()
+    key_id = seed(config)  # (a key made since, its requests logged a minute ago)
+    db = data / "keys.db"
+    db.write_bytes(b"")  # (an empty file in its place)
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    assert code == 2 and out == "", out
+    assert (f"{str(db)!r}: cannot open the key store: the request log names 1 key it does not "
+            f"hold ({key_id}), in requests logged while it was never in use (it is empty)"
+            ) in err, err
+    assert db.read_bytes() == b""  # (nothing written)
+    os.replace(backup, db)
+    told = (f"{str(db)!r}: cannot open the key store: the request log names 1 key it does not "
+            f"hold ({key_id}), in requests logged after the latest time it was in use (")
+    go_on = ("restore a backup that holds them (the newest); or, to go on with this one without "
+             "them (each then stays unknown: 401), make a key in it with `switchpoint keys "
+             "create --new-keys-db --tenant NAME`")
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    assert code == 2 and out == "" and told in err and go_on in err, err
+    code, out, err = run(["report", "cost", "--config", config, "--json"], capsys)
+    assert code == 2 and out == "", out  # (not every such key called pruned)
+    assert told.replace("open the key store", "read the keys") in err, err
+    config.write_text(CONFIG.replace("admin_token_env: SP_CLI_TEST_ADMIN_UNSET\n",
+                                     "auth: keys\n"), encoding="utf-8")
+    code, err = refused_start("--config", config, data_dir=data, timeout=30)
+    assert code == 2 and told in err and go_on in err, err
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config,
+                          "--new-keys-db", "--json"], capsys)
+    assert code == 0, err
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    assert code == 0, err
+    code, out, err = run(["report", "cost", "--config", config, "--json"], capsys)
+    assert code == 0 and json.loads(out)["pruned_keys"] == [key_id], err
+
+
+def test_a_key_pruned_from_keys_db_is_no_key_it_never_held(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A key whose requests the log holds, revoked and then pruned (past governance.max_keys
+    ended keys, as the next key made deletes it): keys create and the cost report go on (the
+    report marks it pruned); the file was in use after its requests, so it is no key the file
+    never held."""
+    config.write_text(CONFIG + "governance: {max_keys: 1}\n", encoding="utf-8")
+    key_id = seed(config)
+    assert run(["keys", "revoke", key_id, "--config", config], capsys)[0] == 0
+    for _ in range(2):  # (made, revoked: the second key made deletes the first's record)
+        code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config,
+                              "--json"], capsys)
+        assert code == 0, err
+        assert run(["keys", "revoke", json.loads(out)["id"], "--config", config], capsys)[0] == 0
+    with KeyStore.in_dir(config.parent / "data", reads_only=True) as keys:
+        assert key_id not in {r.id for r in keys.list()}
+    code, out, err = run(["report", "cost", "--config", config, "--json"], capsys)
+    assert code == 0 and json.loads(out)["pruned_keys"] == [key_id], err
+
+
 def test_prune_beside_a_log_naming_keys_of_a_missing_keys_db_prunes_the_log_and_warns(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """keys.db gone while the log names keys made in it: prune prunes the log (its retention

@@ -16,7 +16,7 @@ from switchpoint.catalog import usd_text
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.governance.budgets import period_end
-from switchpoint.governance.keys import KeyStore
+from switchpoint.governance.keys import KEYS_FILENAME, KeyStore
 from switchpoint.governance.ledger import TOTAL, Ledger, LedgerRecord, rebuild
 from switchpoint.governance.reports import Reports
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
@@ -60,6 +60,13 @@ REQUESTS: list[tuple[Any, ...]] = [
 ]
 
 
+def pruned_at(data_dir: Path, when: float) -> None:
+    """A key store in ``data_dir`` that holds no key, its ended keys pruned at ``when`` (so in
+    use after their requests: it is the one they were made in)."""
+    with KeyStore(data_dir / KEYS_FILENAME, clock=lambda: when) as keys:
+        keys.prune(None, 1)
+
+
 @pytest.fixture
 def reports(tmp_path: Path) -> Reports:
     s = settings(tmp_path)
@@ -89,7 +96,7 @@ def reports(tmp_path: Path) -> Reports:
                                           tenant=tenant, model=model,
                                           provider="openai")).result()
     # The key store k1 and k2 were made in, which no longer holds them (pruned since).
-    KeyStore.in_dir(tmp_path).open().close()
+    pruned_at(tmp_path, T0)
     return Reports.from_settings(s, clock=lambda: T0)
 
 
@@ -606,7 +613,7 @@ def test_reports_read_the_log_a_row_at_a_time(tmp_path: Path) -> None:
                 charged_usd=price(model, 500, 200))))
         for f in futures:
             f.result(timeout=60)
-    KeyStore.in_dir(tmp_path).open().close()  # (the keys' store, their records pruned)
+    pruned_at(tmp_path, T0)  # (the keys' store, their records pruned)
     reports = Reports.from_settings(s, clock=lambda: T0)
     tracemalloc.start()
     try:

@@ -187,10 +187,12 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
                    expires=args.expires).checked(
         list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
     store = _store(settings, create=True)
-    if not args.new_keys_db:  # (read only when keys.db is missing: see KeyStore.logged)
+    if not args.new_keys_db:  # (the log is read before keys.db opens: see KeyStore.logged)
+        from functools import partial
+
         from switchpoint.governance.keys import logged_keys
 
-        store.logged = lambda: logged_keys(settings.db_path)
+        store.logged = partial(logged_keys, settings.db_path)
     out = _HandOut("made", json_output=args.json)
     with store:
         issued = out.kept(lambda: store.create(spec, max_live=settings.governance.max_keys,
@@ -746,8 +748,10 @@ def add_commands(sub: Any) -> None:
                                                "or 1.8e9)")
     p.add_argument("--new-keys-db", action="store_true",
                    help="make a new, empty keys.db though the request log names keys made in "
-                        "one now missing (those keys then stay unknown: 401); restore the "
-                        "missing one from a backup instead where there is one")
+                        "one now missing, or make the key in the keys.db there though it lacks "
+                        "keys the request log names (an older backup: it is the one in use "
+                        "from then on; those keys then stay unknown: 401); restore the "
+                        "missing one, or the newest backup, instead where there is one")
     _common(p, cmd_keys_create)
     _options.fills(p, tenant=tenant, name=name, budget=budget, rpm=rpm, tpm=tpm, models=models,
                    cost_weight=cost_weight, expires=expires)

@@ -59,6 +59,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
@@ -277,7 +278,7 @@ class Governor:
             return
         if self.store is not None:  # (a keys.db lost beside a log naming its keys: refused)
             path = self.store.path
-            self.keys.logged = lambda: logged_keys(path)
+            self.keys.logged = partial(logged_keys, path)
         if self._keys_at_open:
             self.keys.open()
         self._serving = serving

@@ -114,6 +114,21 @@ KEYS_FILENAME = "keys.db"
 START_OVER = ("; or, to start over without them (every key made in it then stays unknown: "
               "401), make a new keys.db with `switchpoint keys create --new-keys-db "
               "--tenant NAME`")
+#: How a refusal of a keys.db that lacks keys the request log names (see
+#: :meth:`KeyStore.open`) says to go on with it on purpose: by the command that makes keys,
+#: which takes the file as the one in use from then on (see :data:`IN_USE_SLACK_S`).
+GO_ON = ("; or, to go on with this one without them (each then stays unknown: 401), make a "
+         "key in it with `switchpoint keys create --new-keys-db --tenant NAME`")
+#: How long after the latest time keys.db holds (see :meth:`KeyStore.now`: written within
+#: :data:`CLOCK_STEP_S` of each lookup, and as it closes) a request the log names a key of is
+#: taken to have been checked against another file. A key a file pruned ended before the prune,
+#: so its requests were logged before the file's latest time; one named in a request logged
+#: later that the file does not hold was never in it (an older backup restored, an empty file
+#: put in place). The margin covers a clock write a crash lost and a request logged a little
+#: after its key was checked.
+IN_USE_SLACK_S = 3600.0
+#: The most key ids of the log's later requests an opening checks the file for.
+_MOST_CHECKED = 100
 PREFIX = "sp-"
 ID_CHARS = 10
 #: The longest a key's name (a note of whose it is) may be.
@@ -560,11 +575,13 @@ class KeyStore:
     path: Path
     clock: Any = time.time
     reads_only: bool = False
-    # The ids of keys the request log beside it names (see logged_keys), read before its
-    # first opening makes a file where there is none: one the log names keys of is refused,
-    # not made again, empty (see missing). None: a file is made (a first start, --new-keys-db).
-    # Read by a prune by age too (see prune's logged), which such a file refuses alike.
-    logged: Callable[[], Sequence[str]] | None = field(default=None, repr=False)
+    # The ids of keys the request log beside it names (see logged_keys; given after=T, those
+    # of the requests logged after T alone), read before its first opening: where there is no
+    # file, one the log names keys of is refused, not made again, empty (see missing); where
+    # there is one, a file lacking keys of requests logged after its latest time is refused
+    # (see open). Read by a prune by age too (see prune's logged), which a missing file
+    # refuses alike. None: the file is taken as it is, or made (a first start, --new-keys-db).
+    logged: Callable[..., Sequence[str]] | None = field(default=None, repr=False)
     _conn: sqlite3.Connection | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _cache: dict[str, KeyRecord] = field(default_factory=dict, init=False, repr=False)
@@ -598,10 +615,13 @@ class KeyStore:
             return self
         if self.reads_only:
             return self._open_reading()
-        if self.logged is not None and not self._files and not self.path.is_file():
-            named = self.logged()  # (the lock may be held: see _db)
-            if named:
-                raise self._gone("open the key store", named, making=True)
+        if self.logged is not None and not self._files:  # (the lock may be held: see _db)
+            if not self.path.is_file():
+                named = self.logged()
+                if named:
+                    raise self._gone("open the key store", named, making=True)
+            else:
+                self.check_in_use(self.logged)
         try:
             if self._stale:  # a file that left the path: its log must not be replayed here
                 remove_stale_side_files(self.path, self._stale)
@@ -773,6 +793,65 @@ class KeyStore:
                           reason=f"{self.path.name} in data_dir is missing, yet the request "
                                  "log names keys made in it; the operator must restore it "
                                  "from a backup",
+                          damaged=True)
+
+    def check_in_use(self, logged: Callable[..., Sequence[str]],
+                     what: str = "open the key store") -> None:
+        """Refuse (to ``what``; before anything is written) the file at the path when the log
+        (``logged``: see :attr:`logged`) names keys it does not hold in requests logged well
+        after the latest time it holds (past :data:`IN_USE_SLACK_S`): keys checked against
+        another keys.db, so this one is not the file last in use (an older backup, an empty
+        file put in its place), where every such key would get 401 and the reports would
+        call it pruned. A key the file pruned ended before the prune, its requests logged
+        before the file's latest time, so it never counts. Read without changing the file:
+        one that cannot be read is left to the opening, which names it."""
+        try:
+            conn = read_only(self.path)
+            try:
+                tables = {r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                # (an empty file, 0 bytes, was never in use: every key the log names counts)
+                row = conn.execute("SELECT latest FROM clock").fetchone() \
+                    if "clock" in tables else None
+                latest = (row[0] if row is not None and isinstance(row[0], (int, float))
+                          else conn.execute(_KEYS_LATEST).fetchone()[0] if "keys" in tables
+                          else -math.inf)
+                named = logged(after=float(latest) + IN_USE_SLACK_S, most=_MOST_CHECKED)
+                if not named:
+                    return
+                held = {str(r[0]) for r in conn.execute(
+                    "SELECT id FROM keys WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(named)),))} if "keys" in tables else set()
+            finally:
+                conn.close()
+        except (OSError, sqlite3.Error):
+            return
+        unheld = [i for i in named if i not in held]
+        if unheld:
+            raise self._not_in_use(what, unheld,
+                                   more=len(named) >= _MOST_CHECKED, since=float(latest))
+
+    def _not_in_use(self, what: str, unheld: Sequence[str], *, more: bool,
+                    since: float) -> StoreError:
+        """The refusal of a use (to ``what``) of a file that lacks keys (``unheld``: their
+        ids, ``more``: of the first of the log's requests read) that requests logged after
+        its latest time (``since``) name: marked ``damaged`` (waiting does not mend it),
+        naming the file, how many keys and which, saying to restore the file that holds them
+        or how to go on with this one on purpose (see :data:`GO_ON`)."""
+        count = f"{'at least ' if more else ''}{people_number(len(unheld))}"
+        when = (f"logged after the latest time it was in use ({_iso(since)})"
+                if math.isfinite(since) and since > 0 else
+                "logged while it was never in use (it is empty)")
+        return StoreError(f"{quoted_path(self.path)}: cannot {what}: the request log names "
+                          f"{count} key{'' if len(unheld) == 1 else 's'} it does not hold "
+                          f"({listed_names(unheld, 3)}), in requests {when}: a pruned key "
+                          "ended before it "
+                          "was pruned, so this is not the keys.db those keys were made in (an "
+                          "older backup, or an empty file put in its place); restore a backup "
+                          "that holds them (the newest)" + GO_ON,
+                          reason=f"{self.path.name} in data_dir lacks keys the request log "
+                                 "names in requests logged after it was last in use; the "
+                                 "operator must restore the newest backup of it",
                           damaged=True)
 
     @contextlib.contextmanager
@@ -1351,12 +1430,14 @@ def prune_keys(data_dir: str | Path, cutoff: float | None, most_ended: int, *,
         return store.prune(cutoff, most_ended, dry_run=dry_run)
 
 
-def logged_keys(db: str | Path, most: int = 3) -> list[str]:
+def logged_keys(db: str | Path, most: int = 3, *, after: float | None = None) -> list[str]:
     """Up to ``most`` ids of the keys the data_dir's main store ``db`` names (who asked, in its
     requests and decisions; who was charged, in its spend ledger; who gave feedback): keys
-    made in the keys.db beside it. None where there is no store, or the tables of an older
-    schema name none; read without changing the file. A store that cannot be read is the
-    :class:`StoreError` naming it: whether a keys.db is missing cannot be told without it."""
+    made in the keys.db beside it; ``after``: those of the requests logged after that time
+    alone (newest first, read by the requests' time index). None where there is no store, or
+    the tables of an older schema name none; read without changing the file. A store that
+    cannot be read is the :class:`StoreError` naming it: whether a keys.db is missing cannot
+    be told without it."""
     path = Path(db)
     if not path.is_file():
         return []
@@ -1364,6 +1445,14 @@ def logged_keys(db: str | Path, most: int = 3) -> list[str]:
     try:
         conn = read_only(path)
         try:
+            if after is not None:
+                columns = {r[1] for r in conn.execute(
+                    "SELECT * FROM pragma_table_info('requests')")}
+                if "key_id" in columns:
+                    found = [str(r[0]) for r in conn.execute(
+                        "SELECT key_id FROM requests WHERE ts > ? AND key_id IS NOT NULL "
+                        "GROUP BY key_id ORDER BY max(ts) DESC LIMIT ?", (after, most))]
+                return found
             for table in ("requests", "spend", "decisions", "feedback"):
                 columns = {r[1] for r in conn.execute(
                     "SELECT * FROM pragma_table_info(?)", (table,))}

@@ -35,6 +35,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -525,7 +526,10 @@ class Reports:
         if self.keys is None:
             return []
         held = self.keys.held(named)
-        return [i for i in named if i not in held]
+        pruned = [i for i in named if i not in held]
+        if pruned:  # (unless keys.db is not the one those keys were made in)
+            self.keys.check_in_use(partial(logged_keys, self.db_path), "read the keys")
+        return pruned
 
     @_counted
     def savings_estimate(self, comparison_model: str | None = None, period: str = "month", *,
