@@ -1279,3 +1279,29 @@ def test_a_rotation_and_a_revocation_from_two_connections_are_one_after_the_othe
         assert str(refused.value) == (f"id: key {key_id} is revoked, so it cannot be rotated; "
                                       "make a new key instead (switchpoint keys create)")
         assert cli.find(key_id) == final  # nothing changed
+
+
+def test_a_prune_by_age_without_keys_db_reads_the_log_once_while_it_names_no_key(
+        tmp_path: Path) -> None:
+    """The hourly retention of a service without keys.db (nor auth: keys) reads whether the
+    log names keys once, not each hour (a whole log read where it names none), and makes no
+    file; a log naming keys is the refusal that says keys.db is missing, each time."""
+    calls: list[dict[str, object]] = []
+    named: list[str] = []
+
+    def logged(**kwargs: object) -> list[str]:
+        calls.append(kwargs)
+        return named
+
+    store = KeyStore.in_dir(tmp_path)
+    store.logged = logged
+    assert [store.prune(None, 1, logged=True) for _ in range(2)] == [0, 0]
+    assert len(calls) == 1 and not store.path.exists()
+    store = KeyStore.in_dir(tmp_path)
+    store.logged = logged
+    named.append("0123456789")
+    for _ in range(2):
+        with pytest.raises(StoreError, match=r"it is missing, yet the request log names keys "
+                                             r"made in it \(0123456789\)"):
+            store.prune(None, 1, logged=True)
+    assert len(calls) == 3 and not store.path.exists()

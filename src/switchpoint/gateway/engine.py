@@ -2726,8 +2726,8 @@ class Gateway:
                 except StoreError as exc:
                     if not exc.damaged:  # (busy, say: said as any failure, and tried again)
                         raise
-                    # (a keys.db missing or deleted holding keys: said once, not each hour,
-                    # until a prune of it goes through again)
+                    # (a keys.db missing, deleted holding keys, not the one in use or
+                    # damaged: said once, not each hour, until a prune of it goes through)
                     if str(exc) != self._keys_unpruned:
                         log.warning("retention: %s", exc)
                     self._keys_unpruned = str(exc)

@@ -605,6 +605,9 @@ class KeyStore:
     _refusing: bool = field(default=False, init=False, repr=False)
     # The latest time a refusal had written (see hold_refusals).
     _owed: float = field(default=-math.inf, init=False, repr=False)
+    # Whether a prune by age found the log naming no key while there was no file (see prune):
+    # read once, not each hour (a key used since made the file), until a file opens.
+    _none_logged: bool = field(default=False, init=False, repr=False)
 
     @classmethod
     def in_dir(cls, data_dir: str | Path, *, reads_only: bool = False) -> KeyStore:
@@ -647,6 +650,7 @@ class KeyStore:
         with self._clock_lock:
             self._clock_conn = clock_conn
         self._files = database_identity(self.path)
+        self._none_logged = False
         if not self.reads_only:
             self._writer = self._writer or self._clock_writer()
         return self
@@ -1284,9 +1288,13 @@ class KeyStore:
         next one goes on. A store whose file does not exist has none (and none is made);
         ``logged`` (a prune by age, the retention's): unless the log names keys made in it
         (read by the :attr:`logged` hook, when set), which is the refusal :meth:`missing`
-        gives, not a file with none to prune."""
-        named = (self.logged() if logged and self.logged is not None
-                 and not self.path.is_file() else ())
+        gives, not a file with none to prune. A log found naming none is not read again until
+        a file opens: a key used since would have made one."""
+        named: Sequence[str] = ()
+        if logged and self.logged is not None and not self._none_logged \
+                and not self.path.is_file():
+            named = self.logged()
+            self._none_logged = not named
         if self.missing("prune the ended keys", named):
             return 0
         if dry_run:
