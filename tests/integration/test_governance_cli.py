@@ -820,6 +820,9 @@ def test_a_keys_db_that_lacks_keys_the_log_names_since_it_was_in_use_is_refused(
     code, out, err = run(["report", "cost", "--config", config, "--json"], capsys)
     assert code == 2 and out == "", out  # (not every such key called pruned)
     assert told.replace("open the key store", "read the keys") in err, err
+    code, out, err = run(["report", "alert", "--config", config], capsys)
+    assert code == 2 and out == "", out  # (nor their budgets left out)
+    assert told.replace("open the key store", "read the keys' budgets") in err, err
     config.write_text(CONFIG.replace("admin_token_env: SP_CLI_TEST_ADMIN_UNSET\n",
                                      "auth: keys\n"), encoding="utf-8")
     code, err = refused_start("--config", config, data_dir=data, timeout=30)

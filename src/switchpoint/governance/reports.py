@@ -507,14 +507,19 @@ class Reports:
         return report
 
     def _keys_readable(self, what: str) -> None:
-        """Nothing when keys.db is at its path (or there is no key store); else the key
-        store's refusal (see :meth:`~switchpoint.governance.keys.KeyStore.missing`) when the
-        log names keys made in it, whatever tenant asks: by the one rule of what the log names
+        """Nothing when the keys can be read to ``what`` (or there is no key store); else the
+        key store's refusal, by the one rule of what the log names
         (:func:`~switchpoint.governance.keys.logged_keys`: its requests, decisions, spend
-        ledger and feedback), so a key named only in the spend ledger (its requests pruned)
-        counts too, and a lost keys.db is lost for every tenant's keys. (The log is read only
-        when the file is missing.)"""
-        if self.keys is None or self.keys.path.is_file():
+        ledger and feedback), whatever tenant asks (a keys.db lost is lost for every tenant's
+        keys): no keys.db while the log names keys made in it (see
+        :meth:`~switchpoint.governance.keys.KeyStore.missing`; a key named only in the spend
+        ledger, its requests pruned, counts too), or one that lacks keys the log names since
+        it was last in use (see
+        :meth:`~switchpoint.governance.keys.KeyStore.check_in_use`)."""
+        if self.keys is None:
+            return
+        if self.keys.path.is_file():
+            self.keys.check_in_use(partial(logged_keys, self.db_path), what)
             return
         self.keys.missing(what, logged_keys(self.db_path))
 
@@ -528,7 +533,7 @@ class Reports:
         held = self.keys.held(named)
         pruned = [i for i in named if i not in held]
         if pruned:  # (unless keys.db is not the one those keys were made in)
-            self.keys.check_in_use(partial(logged_keys, self.db_path), "read the keys")
+            self._keys_readable("read the keys")
         return pruned
 
     @_counted
