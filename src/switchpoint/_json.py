@@ -99,9 +99,12 @@ def loads(text: str | bytes, **kwargs: Any) -> Any:
 
 def too_long(digits: str) -> bool:
     """Whether the JSON integer ``digits`` has more digits than Python reads (4300 by
-    default: ``int()`` refuses more, and reading that many is slow)."""
+    default: ``int()`` refuses more, and reading that many is slow). A number with a fraction
+    or an exponent is no integer, however long it is written (``0.000…1`` of 5000 zeros reads
+    as a float: too small to be told from 0, not an integer of 5002 digits)."""
     most = sys.get_int_max_str_digits()
-    return bool(most) and len(digits.lstrip("-")) > most
+    bare = digits.lstrip("-")
+    return bool(most) and len(bare) > most and bare.isascii() and bare.isdigit()
 
 
 def not_finite(text: str) -> str:

@@ -1,7 +1,8 @@
 """The small edges a hostile caller found at the service's doors: a sampling setting that is
 a boolean, text in a header that is not ASCII, a session id holding control characters, an
-integer of thousands of digits, values quoted in Python's spelling, a long name cut short
-without saying so, and a documentation page that needed the network."""
+integer of thousands of digits (and a decimal as long, which is none), values quoted in
+Python's spelling, a long name cut short without saying so, and a documentation page that
+needed the network."""
 
 from __future__ import annotations
 
@@ -164,6 +165,28 @@ def test_a_number_a_float_holds_only_as_0_is_refused_naming_its_field(
     assert (error["code"], error["param"]) == ("invalid_request", field), error
     assert error["message"] == (f"{field}: 1e-400 is too small a number to be told from 0; "
                                 "write 0, or a number of at least 1e-300"), error
+    assert fake.requests() == []
+    assert [entry["id"] for entry in attacked.requests()] == logged
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/chat/completions", '{"model": "alpha", "messages": [{"role": "user", "content": '
+                             '"hi"}], "temperature": %s}', "temperature"),
+    ("/v1/route", '{"prompt": "hi", "cost_weight": %s}', "cost_weight")])
+def test_a_long_decimal_a_float_holds_only_as_0_is_told_so_not_as_an_integer(
+        attacked: Attacked, fake: FakeProviderProcess, path: str, body: str,
+        field: str) -> None:
+    """0.000…1 written with 5000 zeros was told as "an integer of 5003 digits, past the largest
+    a number holds": its length alone was taken for an integer's, whatever its point."""
+    logged = [entry["id"] for entry in attacked.requests()]
+    r = httpx.post(f"{attacked.base}{path}", content=body % ("0." + "0" * 5000 + "1"),
+                   timeout=10, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == field, error
+    assert error["message"].startswith(f"{field}: 0.000"), error
+    assert error["message"].endswith(" is too small a number to be told from 0; write 0, or a "
+                                     "number of at least 1e-300"), error
     assert fake.requests() == []
     assert [entry["id"] for entry in attacked.requests()] == logged
 
