@@ -338,6 +338,11 @@ class Gateway:
         # Each tenant's model calls in flight (the pool's size is kept until a restart).
         self.in_flight = InFlight()
         self._upstream_connections = g.max_upstream_connections
+        #: The name this gateway gives itself in the Via header of each request it sends
+        #: upstream, the same across reloads: a request naming it came from this gateway (a
+        #: model whose base_url points back at the service), which the service refuses
+        #: rather than call itself again and again.
+        self.via_name = f"switchpoint-{uuid.uuid4().hex[:16]}"
         self._env = env
         self._overrides = providers
         self._providers: ProviderRegistry | None = None
@@ -621,9 +626,11 @@ class Gateway:
 
     def _new_providers(self) -> ProviderRegistry:
         from switchpoint.gateway.providers import ClientPool, ProviderRegistry
+        from switchpoint.gateway.via import via
 
         pool = ClientPool(max_connections=self._upstream_connections,
-                          max_keepalive_connections=self._upstream_connections)
+                          max_keepalive_connections=self._upstream_connections,
+                          via=via(self.via_name))
         return ProviderRegistry(pool, env=self._env, overrides=self._overrides)
 
     async def _close_pool(self) -> None:

@@ -33,6 +33,8 @@ from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.head import HeadMiddleware
 from switchpoint.server.hosts import document_hosts, guards_hosts
 from switchpoint.server.hosts import refusal as host_refusal
+from switchpoint.server.loops import document_loops
+from switchpoint.server.loops import guard as loop_guard
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
 from switchpoint.server.middleware import (
     BodyLimitMiddleware,
@@ -144,8 +146,8 @@ def create_app(
         if app.openapi_schema is None:
             routes = document_queries(document_no_body(document_errors(generate()), routers),
                                       routers)
-            schema = document_targets(document_origins(document_guards(
-                document_bodies(routes), routers)))
+            schema = document_targets(document_loops(document_origins(document_guards(
+                document_bodies(routes), routers))))
             app.openapi_schema = document_hosts(schema) if host_guard else schema
         return app.openapi_schema
 
@@ -158,6 +160,7 @@ def create_app(
     # A page's request from an origin the config does not allow is refused unread (the body
     # limit outside it leaves the body unread, and the connection closes in stages); an
     # allowed origin's CORS preflight is answered outside it, by CORSMiddleware.
+    app.add_middleware(GuardMiddleware, rule=partial(loop_guard, name=gateway.via_name))
     app.add_middleware(GuardMiddleware, rule=header_rule("origin", partial(
         origin_refusal, allowed=frozenset(settings.cors.allow_origins))))
     if host_guard:  # a request naming a host the service does not answer to, before its origin

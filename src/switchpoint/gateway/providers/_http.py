@@ -104,11 +104,15 @@ class ClientPool:
 
     def __init__(self, *, max_connections: int = 100, max_keepalive_connections: int = 20,
                  keepalive_expiry_s: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 via: str | None = None) -> None:
         self._limits = httpx.Limits(max_connections=max_connections,
                                     max_keepalive_connections=max_keepalive_connections,
                                     keepalive_expiry=keepalive_expiry_s)
         self._transport = transport
+        # (the Via header every upstream request carries, naming the gateway that sends it, so
+        # a service its own model's base_url points back at can tell the loop: :func:`via`)
+        self._headers = {"via": via} if via else None
         self._max_connections = max_connections
         self._max_keepalive = max_keepalive_connections
         self._keepalive_expiry_s = keepalive_expiry_s
@@ -133,7 +137,7 @@ class ClientPool:
                 keepalive_expiry_s=self._keepalive_expiry_s)
             client = httpx.AsyncClient(limits=self._limits, transport=transport,
                                        follow_redirects=False, trust_env=False,
-                                       cookies=_no_cookies())
+                                       cookies=_no_cookies(), headers=self._headers)
             self._clients[key] = (loop, client)
             self._watch(loop)
         return client
