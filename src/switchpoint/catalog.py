@@ -143,6 +143,19 @@ COST_UNITS_TEXT = (f"in {COST_UNITS['usd']} when the catalog prices every model,
                    f"{WEIGHTS_UNITS_TEXT}")
 
 
+def cost_units_text(unit: str | None) -> str:
+    """What a cost in ``unit`` (a key of :data:`COST_UNITS`, as :func:`cost_unit_of` names a
+    router's) is in, as a sentence goes on after the figure: ``in US dollars``, or ``in the
+    weights' cost units (...)``; for None, a unit the reader cannot know,
+    :data:`COST_UNITS_TEXT`, which names both."""
+    if unit is None:
+        return COST_UNITS_TEXT
+    if unit not in COST_UNITS:
+        raise InvalidInputError("cost_unit", f"must be one of {one_of(sorted(COST_UNITS))}, "
+                                             f"got {json_quoted(unit, 40)}")
+    return f"in {COST_UNITS['usd']}" if unit == "usd" else f"in {WEIGHTS_UNITS_TEXT}"
+
+
 def cost_unit_of(catalog: Catalog) -> str:
     """``usd`` when ``catalog`` prices every model, else ``weights`` (see
     :data:`COST_UNITS`)."""

@@ -254,15 +254,15 @@ def cmd_route(args: argparse.Namespace) -> int:
         with _feedback(args) as feedback:  # the one-time embedder build, if it is due
             warm_up(router.embedder, feedback)
     decision = router.route(prompt, available_models=models, cost_weight_override=lam)
+    unit = cost_unit_of(router.catalog)
     if args.json:
-        unit = cost_unit_of(router.catalog)
         # (the unit its costs are in, as info --json and a feedback answer name theirs)
         out = {**decision.to_dict(cost_unit=unit), "cost_unit": unit}
         if args.explain:
-            out["explanation"] = decision.explain()
+            out["explanation"] = decision.explain(cost_unit=unit)
         print(json.dumps(out, indent=2, ensure_ascii=False))
     elif args.explain:
-        print(decision.explain())
+        print(decision.explain(cost_unit=unit))
     else:
         print(decision.selected_model)
     return 0

@@ -34,7 +34,7 @@ import numpy.typing as npt
 from switchpoint._args import INTEGER, expect
 from switchpoint._messages import bounded_repr, cut, json_quoted, people_number, too_long
 from switchpoint._numbers import checked_number
-from switchpoint.catalog import COST_UNITS_TEXT, cost_figure, cost_text
+from switchpoint.catalog import cost_figure, cost_text, cost_units_text
 from switchpoint.errors import InvalidInputError
 
 Array = npt.NDArray[np.float64]
@@ -465,8 +465,13 @@ class RoutingDecision:
             out[name] = value
         return out
 
-    def explain(self) -> str:
-        """A plain-English account: model, basis, reasoning, cost, evidence, alternatives."""
+    def explain(self, *, cost_unit: str | None = None) -> str:
+        """A plain-English account: model, basis, reasoning, cost, evidence, alternatives. The
+        estimated cost is said to be in ``cost_unit`` (``usd`` or ``weights``: the router's
+        unit, :func:`~switchpoint.catalog.cost_unit_of` its catalog, as ``switchpoint route
+        --explain`` gives it); without it, which the decision alone cannot tell, the account
+        names both and when each applies."""
+        units = cost_units_text(cost_unit)
         lines = [f"Model selected: {self.selected_model} (confidence: {self.confidence:.0%})"]
         if self.escalated:
             lines.append(f"[Escalated from original confidence {self.original_confidence:.0%}: "
@@ -478,7 +483,7 @@ class RoutingDecision:
         # (US dollars only when the catalog prices every model: else the weights' own units,
         # which the decision does not name, so no dollar sign)
         lines.append(
-            f"Estimated cost: {cost_text(self.expected_cost)} per request, {COST_UNITS_TEXT} "
+            f"Estimated cost: {cost_text(self.expected_cost)} per request, {units} "
             f"(λ = {self.cost_weight:g}; score = expected error + "
             f"λ·normalised cost = {self.cost_adjusted_score:.4f})"
         )

@@ -489,10 +489,15 @@ def test_route_explain(real_weights_dir: Path, capsys: pytest.CaptureFixture[str
     for section in ("Model selected:", "Basis:", "Reasoning:", "Estimated cost:", "Evidence:",
                     "Alternatives considered:"):
         assert section in out
+    # (the router's unit, which --json names: not both units and when each applies)
+    assert "per request, in the weights' cost units (US dollars for the bundled weights)" in out
+    assert "when the catalog prices every model" not in out
     code, out, _ = run(["route", PROMPT, "--weights", real_weights_dir, "--explain", "--json"],
                        capsys)
     d = json.loads(out)
     assert d["explanation"].startswith(f"Model selected: {d['selected_model']}")
+    assert d["cost_unit"] == "weights" and "in the weights' cost units" in d["explanation"]
+    assert "when the catalog prices every model" not in d["explanation"]
 
 
 def test_route_models_and_cost_weight(

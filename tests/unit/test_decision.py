@@ -203,6 +203,21 @@ def test_decision_ids_are_unique() -> None:
     assert _decision().decision_id != _decision().decision_id
 
 
+def test_explain_names_the_cost_unit_it_is_given() -> None:
+    """Given the router's unit, the account says which one its cost is in, where it named
+    both and when each applies (what `switchpoint route --explain` printed for the bundled
+    weights)."""
+    line = next(line for line in _decision().explain(cost_unit="usd").splitlines()
+                if line.startswith("Estimated cost:"))
+    assert line.startswith("Estimated cost: 0.000100 per request, in US dollars (λ"), line
+    line = next(line for line in _decision().explain(cost_unit="weights").splitlines()
+                if line.startswith("Estimated cost:"))
+    assert line.startswith("Estimated cost: 0.000100 per request, in the weights' cost units "
+                           "(US dollars for the bundled weights) (λ"), line
+    with pytest.raises(InvalidInputError, match='cost_unit: must be one of "usd" or "weights"'):
+        _decision().explain(cost_unit="eur")
+
+
 def test_explain_has_every_section() -> None:
     text = _decision().explain()
     lines = text.splitlines()
