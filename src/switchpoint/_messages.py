@@ -591,7 +591,9 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
         close = meant_key(str(loc[-1]), fields) if loc else None
         meant = f"; did you mean {json_quoted(close)}?" if close else ""
         item, holder = field_of
-        known = f"; the {item}s are {listed_keys(fields)}" if fields else ""
+        # (after a question, a new sentence: "did you mean "expires"?; the fields" read as a slip)
+        known = (f"{' The' if close else '; the'} {item}s are {listed_keys(fields)}"
+                 if fields else "")
         return invalid_at(param, path, f"is not a {item} of {holder}{meant}{known}")
     if takes is not None:
         value = err.get("input")

@@ -449,4 +449,5 @@ def test_an_unknown_field_of_a_route_says_which_field_was_meant(
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == field, error
-    assert f'is not a field of this request; did you mean "{meant}"?' in error["message"], error
+    assert f'is not a field of this request; did you mean "{meant}"? The fields are "prompt", ' \
+        in error["message"], error
