@@ -9,45 +9,35 @@ fails at once, once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.attack.attack_env import MAX_TOTAL_S, Attacked, chat_body
+from tests.attack.attack_env import MAX_TOTAL_S, Attacked, chat_body, serving
 from tests.fakes.fake_provider import FakeProviderProcess
 
 
-@pytest.fixture
-def looping(attacked: Attacked) -> Iterator[str]:
-    """The model ``loop`` registered on the shared server, its base_url the server's own; taken
-    out after the test."""
-    r = httpx.post(f"{attacked.base}/v1/router/models", headers=attacked.admin, timeout=30,
-                   json={"name": "loop", "base_url": f"{attacked.base}/v1",
-                         "input_per_mtok": 1, "output_per_mtok": 2})
-    assert r.status_code == 201, r.text
-    try:
-        yield "loop"
-    finally:
-        r = httpx.delete(f"{attacked.base}/v1/router/models/loop", headers=attacked.admin,
-                         timeout=30)
-        assert r.status_code == 200, r.text
-
-
 def test_a_model_whose_base_url_is_the_service_itself_fails_at_once_not_in_a_loop(
-        attacked: Attacked, fake: FakeProviderProcess, looping: str) -> None:
-    logged = max((entry["seq"] for entry in attacked.requests(limit=500)), default=0)
-    started = time.monotonic()
-    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi", looping),
-                   timeout=30)
-    took = time.monotonic() - started
-    assert r.status_code == 502, r.text
-    error = r.json()["error"]
-    assert "508" in error["message"] and "points back at this service" in error["message"], error
-    assert took < MAX_TOTAL_S / 2, took  # (the loop ran until the deadline)
-    newer = [entry for entry in attacked.requests(limit=500) if entry["seq"] > logged]
-    assert len(newer) == 1, [entry["requested_model"] for entry in newer]  # (it logged 100)
-    assert fake.requests() == []
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """(A server of its own: the model it registers would stay in the shared server's metrics.)"""
+    with serving(fake, tmp_path) as server, httpx.Client(base_url=server.base,
+                                                          timeout=30) as client:
+        r = client.post("/v1/router/models", headers=server.admin,
+                        json={"name": "loop", "base_url": f"{server.base}/v1",
+                              "input_per_mtok": 1, "output_per_mtok": 2})
+        assert r.status_code == 201, r.text
+        started = time.monotonic()
+        r = client.post("/v1/chat/completions", json=chat_body("hi", "loop"))
+        took = time.monotonic() - started
+        assert r.status_code == 502, r.text
+        error = r.json()["error"]
+        assert "508" in error["message"], error
+        assert "points back at this service" in error["message"], error
+        assert took < MAX_TOTAL_S / 2, took  # (the loop ran until the deadline)
+        logged = server.requests(limit=500)
+        assert len(logged) == 1, [entry["requested_model"] for entry in logged]  # (it logged 100)
+        assert fake.requests() == []
 
 
 @pytest.mark.parametrize(("method", "path"), [
