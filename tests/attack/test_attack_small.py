@@ -435,6 +435,9 @@ def test_a_trailing_slash_is_a_404_saying_the_route_not_a_redirect_to_the_host_h
     assert r.status_code == 404, (r.status_code, r.headers)
     assert "location" not in r.headers
     assert f"did you mean {meant}?" in r.json()["error"]["message"], r.text
+    # (in the error shape of the route meant: OpenAI's, with its type, for the gateway's alone;
+    # /v1/route/ was told in OpenAI's, /v1/route's errors in switchpoint's)
+    assert ("type" in r.json()["error"]) == (meant == "/v1/chat/completions"), r.text
 
 
 @pytest.mark.parametrize(("field", "meant"), [

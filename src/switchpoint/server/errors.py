@@ -177,9 +177,10 @@ def body_fields(request: Request) -> list[str]:
 
 
 def is_openai_path(path: str) -> bool:
-    """Paths answered in OpenAI's error shape: the gateway's, not routing's or admin's."""
+    """Paths answered in OpenAI's error shape: the gateway's, not routing's or admin's (nor a
+    path below routing's, ``/v1/route/``, which a 404 tells to send to ``/v1/route``)."""
     return (path.startswith("/v1/") and not path.startswith("/v1/router")
-            and path != "/v1/route")
+            and path != "/v1/route" and not path.startswith("/v1/route/"))
 
 
 def shown_path(request: Request) -> str:
