@@ -16,7 +16,8 @@ timed); ``POST /v1/router/experiments`` (created with the config's routing as on
 knn policy as the other, whose weights are then first hashed; each ended, untimed, before
 the next: a tenant takes part in one enabled experiment at a time) and the ``DELETE`` that
 ends one (``experiment end``, the next created, untimed, after each); ``POST
-/v1/router/models`` (a registration); ``GET /metrics``; ``GET /v1/router/status``.
+/v1/router/models`` (a registration); ``GET /metrics``; ``GET /v1/router/status``; ``GET
+/openapi.json`` (the API document).
 
 ``--baseline-src DIR`` also times switchpoint from another source tree (``DIR`` is its
 ``src`` folder, run with this environment's packages: e.g. a ``git worktree`` of an earlier
@@ -128,6 +129,7 @@ ROUTES: dict[str, tuple[Callable[[httpx.Client], list[str]] | None, Timed, Untim
     "model register": (None, lambda c, i, _: register(c, i), no_more),
     "GET /metrics": (None, lambda c, i, _: c.get("/metrics"), no_more),
     "GET /v1/router/status": (None, lambda c, i, _: c.get("/v1/router/status"), no_more),
+    "GET /openapi.json": (None, lambda c, i, _: c.get("/openapi.json"), no_more),
 }
 
 
