@@ -13,10 +13,10 @@ The public API, and nothing else::
 """
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from switchpoint._lazy import names_on_use
 from switchpoint._version import __version__
-from switchpoint.decision import RoutingDecision, Usage
 from switchpoint.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -39,10 +39,6 @@ from switchpoint.errors import (
     UnknownModelError,
     WeightsError,
 )
-from switchpoint.records import RecordSet, load_records
-from switchpoint.router import Router, RoutingStats, load_router
-from switchpoint.training import add_model, fit, remove_model
-from switchpoint.weights import WeightsPackage, load_weights, save_weights
 
 # A library's log prints nothing until the program using it configures logging (Python's
 # last resort printed its warnings to stderr); the commands print them themselves (see
@@ -50,17 +46,23 @@ from switchpoint.weights import WeightsPackage, load_weights, save_weights
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
+    from switchpoint.decision import RoutingDecision, Usage
     from switchpoint.gateway import Gateway
+    from switchpoint.records import RecordSet, load_records
+    from switchpoint.router import Router, RoutingStats, load_router
+    from switchpoint.training import add_model, fit, remove_model
+    from switchpoint.weights import WeightsPackage, load_weights, save_weights
 
+# The names beside the errors load on use: routing brings NumPy and the policies, the gateway
+# its HTTP client, and a command (each imports this package first) needs neither for its
+# --help, nor for the keys, reports and feedback that hold no array.
+_LAZY = {"RoutingDecision": "decision", "Usage": "decision", "Gateway": "gateway",
+         "RecordSet": "records", "load_records": "records",
+         "Router": "router", "RoutingStats": "router", "load_router": "router",
+         "add_model": "training", "fit": "training", "remove_model": "training",
+         "WeightsPackage": "weights", "load_weights": "weights", "save_weights": "weights"}
 
-def __getattr__(name: str) -> Any:
-    # The gateway (and its HTTP client) is imported on first use, so routing alone stays light.
-    if name == "Gateway":
-        from switchpoint.gateway import Gateway
-
-        return Gateway
-    raise AttributeError(f"module 'switchpoint' has no attribute {name!r}")
-
+__getattr__ = names_on_use(__name__, _LAZY)
 
 __all__ = [
     "AuthenticationError",

@@ -25,11 +25,12 @@ import sys
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from switchpoint._messages import quoted, quoted_path
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("switchpoint")
 
@@ -1027,6 +1028,8 @@ def npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     make, read from ``stream`` up to the data and no further: what a header claims can be
     checked against what the file holds before anything is allocated for it. ``ValueError``
     when there is no valid header."""
+    import numpy as np  # (here alone: the commands that read no array never import it)
+
     version = np.lib.format.read_magic(stream)
     read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                    else np.lib.format.read_array_header_2_0)

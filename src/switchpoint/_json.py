@@ -15,8 +15,6 @@ import re
 import sys
 from typing import Any, SupportsFloat
 
-import numpy as np
-
 from switchpoint._messages import cut, json_quoted
 
 # A surrogate escape in JSON text (paired or not): text without one cannot hold a lone surrogate.
@@ -48,6 +46,8 @@ def nests_deeper(text: str | bytes, most: int) -> bool:
     # (escapes read from the left, as a reader reads them: a backslash's pair first, then an
     # escaped quote; no other escape holds a quote)
     bare = text.replace(b"\\\\", b"").replace(b'\\"', b"")
+    import numpy as np  # (here alone: text this deep is rare, and NumPy costs any start 0.1 s)
+
     marks = np.frombuffer(bare.translate(_STRUCTURE_BYTES, _NOT_STRUCTURE), dtype=np.int8)
     outside = np.cumsum(marks == 0) % 2 == 0  # (a string's own brackets follow an odd count)
     steps = np.where(outside, marks, 0).cumsum(dtype=np.int64)

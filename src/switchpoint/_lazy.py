@@ -1,11 +1,25 @@
-"""A package's names loaded on use: the one ``__getattr__`` the packages whose modules are
-heavy to import (the gateway, its providers, governance) share."""
+"""What loads on use: a package's names (the one ``__getattr__`` the packages whose modules
+are heavy to import share: the gateway, its providers, governance, ``switchpoint`` itself), and
+NumPy where a module only checks whether a value is one of its types."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from importlib import import_module
+from types import ModuleType
 from typing import Any
+
+
+def numpy_if_loaded() -> ModuleType | None:
+    """NumPy if some module has imported it, else None: no value can be one of its types
+    before then, so a check of a value's type (an array, a NumPy boolean or number) need not
+    import it, which every command would pay (some 100 ms) though most hold no array."""
+    if "numpy" not in sys.modules:
+        return None
+    import numpy  # (at once: only waits while another thread is still importing it)
+
+    return numpy
 
 
 def names_on_use(package: str, modules: Mapping[str, str],

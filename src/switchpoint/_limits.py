@@ -1,9 +1,11 @@
-"""Bounds that the command line's help quotes, held apart from the modules that enforce them.
+"""Bounds and defaults that the command line's help quotes, held apart from the modules that
+enforce them.
 
-Those modules (the labelling run, the store's retention, the reports, the governance settings)
-import the config, SQLite, pydantic or asyncio; building the parser, which every command does
-(``--help`` too), needs only these numbers. This module imports nothing, so that stays cheap.
-Each bound is defined here once and re-exported by the module that enforces it.
+Those modules (the labelling run, the store's retention, the reports, the governance settings,
+the router, fitting and the policies) import the config, SQLite, pydantic, asyncio or NumPy;
+building the parser, which every command does (``--help`` too), needs only these numbers. This
+module imports nothing, so that stays cheap. Each bound is defined here once and re-exported
+by the module that enforces it (a policy's default is its constructor's).
 """
 
 from __future__ import annotations
@@ -12,6 +14,41 @@ from __future__ import annotations
 DEFAULT_CONCURRENCY = 4
 #: The most prompts ``switchpoint label`` labels at once.
 MAX_CONCURRENCY = 256
+
+#: The most decisions one :meth:`~switchpoint.router.Router.route_batch` call makes (its
+#: prompts or embeddings times its cost weights), and the most prompts or embeddings one
+#: :meth:`~switchpoint.router.Router.estimates` or
+#: :meth:`~switchpoint.router.Router.analyze_routing_distribution` call takes. Each decision
+#: is some kilobytes (every candidate's score, error and cost, its reasoning, what is kept for
+#: its feedback): 10,000 take about 100 MB and two seconds on one core from vectors, under a
+#: minute when the embedding model reads the prompts too, where 200,000 took 1.8 GB and half a
+#: minute. An evaluation set or a day's sample fits in one call; a larger set is routed in
+#: calls of this many, as ``switchpoint route --input`` routes a file of any length.
+MAX_BATCH = 10_000
+
+#: The embedder a policy is fitted with when none is named (``fit``, ``switchpoint fit``).
+DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2/tail-64"
+#: The cluster policy's clusters and the knn policy's neighbours when none are given.
+DEFAULT_CLUSTERS = 40
+DEFAULT_NEIGHBOURS = 25
+
+#: The most decisions a router may remember for outcomes (a memory_size, in the config and
+#: in LearningSettings alike).
+MAX_MEMORY_SIZE = 10_000_000
+
+#: The most entries a router's cache holds (the config's ``cache.size`` takes as many): a
+#: bound on its memory, since the LRU evicts only past it.
+MAX_CACHE_ENTRIES = 10_000_000
+#: The longest a decision is kept in the cache: a year (the config's ``cache.ttl_seconds``).
+MAX_CACHE_TTL_S = 366 * 86_400
+
+#: The most bytes a load reads of a weights package's arrays and profiles together (each is
+#: held whole): far past a knn package fitted on a million prompts (about 2 GB), and raised
+#: with max_weights_bytes (the config's key, the CLI's --max-weights-bytes, load_weights'
+#: argument).
+MAX_WEIGHTS_BYTES = 8 << 30
+#: The most max_weights_bytes may be set to (1 TiB).
+MAX_WEIGHTS_BYTES_LIMIT = 1 << 40
 
 #: The longest retention taken (a century): a longer one, infinity included, deletes nothing.
 MAX_RETENTION_DAYS = 36_525

@@ -28,8 +28,7 @@ from fractions import Fraction
 from typing import Any
 from urllib.parse import quote
 
-import numpy as np
-
+from switchpoint._lazy import numpy_if_loaded
 from switchpoint._redact import redact
 from switchpoint.errors import InvalidInputError
 
@@ -210,7 +209,8 @@ def bounded_repr(value: object) -> str:
     holds a thousand models or a megabyte of text is a few lines in a notebook."""
     if isinstance(value, str):
         return quoted(value, MAX_SHOWN_CHARS)
-    if isinstance(value, np.ndarray):
+    np = numpy_if_loaded()
+    if np is not None and isinstance(value, np.ndarray):
         entries = [bounded_repr(x.item()) for x in value.ravel()[:MAX_SHOWN]]
         opening, closing = "array([", "])"
     elif isinstance(value, dict):
@@ -222,7 +222,7 @@ def bounded_repr(value: object) -> str:
         opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")")
     else:
         return quoted(value, MAX_SHOWN_CHARS)
-    more = (value.size if isinstance(value, np.ndarray) else len(value)) - MAX_SHOWN
+    more = (len(value) if isinstance(value, dict | list | tuple) else value.size) - MAX_SHOWN
     return opening + ", ".join(entries + ([f"... {more:,} more"] if more > 0 else [])) + closing
 
 

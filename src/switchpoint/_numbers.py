@@ -29,16 +29,24 @@ import re
 from decimal import Decimal
 from fractions import Fraction
 
-import numpy as np
-
 from switchpoint._json import as_float
+from switchpoint._lazy import numpy_if_loaded
 from switchpoint._messages import cut, got, json_quoted, past_floats
 from switchpoint.errors import InvalidInputError
 
 
+def is_boolean(value: object) -> bool:
+    """Whether ``value`` is a boolean, Python's or NumPy's (NumPy not imported for it: no
+    value is one of its types before something has imported it)."""
+    if isinstance(value, bool):
+        return True
+    np = numpy_if_loaded()
+    return np is not None and isinstance(value, np.bool_)
+
+
 def real_number(value: object) -> float | None:
     """``value`` as a float, or None when it is not a real number (or is a boolean)."""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+    if is_boolean(value) or not isinstance(value, numbers.Real):
         return None
     try:
         return as_float(value) + 0.0  # -0.0 + 0.0 is 0.0
@@ -76,6 +84,9 @@ def checked_number(field: str, value: object, accepted: str | None = None) -> fl
 def numpy_scalar(value: object) -> bool | int | float | None:
     """``value``, a NumPy boolean, integer or float, as the Python one it holds (a float
     past the largest a Python float holds is infinite); None for anything else."""
+    np = numpy_if_loaded()
+    if np is None:
+        return None
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, np.integer):
@@ -87,13 +98,13 @@ def numpy_scalar(value: object) -> bool | int | float | None:
 
 def boolean(value: object) -> bool | None:
     """``value`` as a bool when it is one (Python's or NumPy's), else None."""
-    return bool(value) if isinstance(value, bool | np.bool_) else None
+    return bool(value) if is_boolean(value) else None
 
 
 def not_a_boolean(value: object) -> object:
     """``value`` unchanged, unless it is a boolean: a config's number is never ``true``
     (YAML's ``true``/``yes`` would otherwise be taken for 1)."""
-    if isinstance(value, bool | np.bool_):
+    if is_boolean(value):
         raise ValueError("must be a number, not a boolean (true/false)")
     return value
 
@@ -108,7 +119,7 @@ def number_problem(value: object) -> str | None:
     JSON body's price sent as text is more likely a mistake than a number), anything else that
     is no real number, NaN or an infinity (an integer no float holds told so:
     :func:`~switchpoint._messages.past_floats`)."""
-    if isinstance(value, bool | np.bool_):
+    if is_boolean(value):
         return "must be a number, not a boolean (true/false)"
     if isinstance(value, str | bytes | bytearray):
         hint = (" (text: write the number without quotes)"

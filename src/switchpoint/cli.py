@@ -955,15 +955,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # The limits come from _limits, not from the modules enforcing them: those import the
     # config, SQLite and asyncio, which every command (--help too) would load for a number.
-    from switchpoint._limits import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_RETENTION_DAYS
+    from switchpoint._bundled import bundled_policies
+    from switchpoint._limits import (
+        DEFAULT_CLUSTERS,
+        DEFAULT_CONCURRENCY,
+        DEFAULT_EMBEDDER_ID,
+        DEFAULT_NEIGHBOURS,
+        MAX_BATCH,
+        MAX_CONCURRENCY,
+        MAX_RETENTION_DAYS,
+    )
     from switchpoint._version import __version__
     from switchpoint.catalog import MAX_TOKENS
     from switchpoint.decision import DEFAULT_COST_WEIGHT, MAX_COST_WEIGHT
     from switchpoint.governance.cli import DATA_DIR_HELP
-    from switchpoint.policies import POLICIES, policy_class
-    from switchpoint.router import MAX_BATCH
-    from switchpoint.training import DEFAULT_EMBEDDER_ID
-    from switchpoint.weights import bundled_policies
+    from switchpoint.policies import POLICIES
 
     parser.add_argument("--version", action="version", version=f"switchpoint {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1023,10 +1029,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "package names (default: cluster)")
     n_clusters = p.add_argument("--n-clusters", type=_options.COUNT,
                                 help="clusters for the cluster policy, at least 1 (default: "
-                                     f"{policy_class('cluster')().get_params()['n_clusters']})")
+                                     f"{DEFAULT_CLUSTERS})")
     k = p.add_argument("--k", type=_options.COUNT,
                        help="neighbours for the knn policy, at least 1 (default: "
-                            f"{policy_class('knn')().get_params()['k']})")
+                            f"{DEFAULT_NEIGHBOURS})")
     embedder = p.add_argument("--embedder", help=f"embedder id (default: "
                                                  f"{DEFAULT_EMBEDDER_ID}), or st:PATH for a "
                                                  "sentence-transformers model")

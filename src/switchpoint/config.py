@@ -80,6 +80,13 @@ from switchpoint._env_names import env_var_name_problem
 from switchpoint._files import path_problem, read_problem, unnameable
 from switchpoint._limits import DEFAULT_MAX_REQUEST_BYTES as DEFAULT_MAX_REQUEST_BYTES
 from switchpoint._limits import MAX_BYTES as MAX_BYTES
+from switchpoint._limits import (
+    MAX_CACHE_ENTRIES,
+    MAX_CACHE_TTL_S,
+    MAX_RETENTION_DAYS,
+    MAX_WEIGHTS_BYTES,
+    MAX_WEIGHTS_BYTES_LIMIT,
+)
 from switchpoint._messages import (
     cut,
     header_value_problem,
@@ -136,10 +143,7 @@ from switchpoint.learning.config import (
     check_name,
 )
 from switchpoint.learning.events import MAX_TENANTS
-from switchpoint.router import MAX_CACHE_ENTRIES, MAX_CACHE_TTL_S
-from switchpoint.store.retention import MAX_RETENTION_DAYS
 from switchpoint.store.sqlite import MAX_SPILL_BYTES
-from switchpoint.weights import MAX_WEIGHTS_BYTES, MAX_WEIGHTS_BYTES_LIMIT
 
 ENV_PREFIX = "SWITCHPOINT_"
 DEFAULT_DATA_DIR = "./data"
@@ -1659,8 +1663,8 @@ def check_experiments(settings: Settings) -> None:
     and each enabled one must get traffic (see :func:`_check_experiment_scopes`). The rules of
     the config's experiments and of those created at run time alike (a
     :class:`ConfigError` naming ``experiments.<name>...``)."""
+    from switchpoint._bundled import bundled_policies
     from switchpoint.learning.events import DEFAULT_TENANT
-    from switchpoint.weights import bundled_policies
 
     policies = set(bundled_policies()) | set(settings.policies)
     names = None if settings.models is None else [m.name for m in settings.models]
@@ -1808,7 +1812,7 @@ def _check_paths(settings: Settings, folders: Mapping[str, Path] | None = None,
     where its value came from (``sources``: see :func:`_sourced`). ``folders`` holds, by key,
     the config file's folder a path the file gave relative to it was resolved against, so an
     error the folder's path causes says so (and ``path_arg``, what the file was passed as)."""
-    from switchpoint.weights import Unreadable, bundled_policies, manifest_problem, policy_of
+    from switchpoint._bundled import bundled_policies
 
     sources = sources or {}
 
@@ -1833,9 +1837,13 @@ def _check_paths(settings: Settings, folders: Mapping[str, Path] | None = None,
         if value is not None and problem is not None:
             raise _sourced(sources, key, f"{quoted_path(value)} cannot be used: {problem}")
     for key, value in paths:
-        if key == "data_dir":
+        if key == "data_dir" or value is None:
             continue
-        problem = None if value is None else manifest_problem(value)
+        # (the weights' module, with NumPy, only where the config names a package: every
+        # command that reads a config checks it here)
+        from switchpoint.weights import Unreadable, manifest_problem
+
+        problem = manifest_problem(value)
         if isinstance(problem, Unreadable):  # (the package may be whole: said what to run)
             raise _sourced(sources, key, f"{quoted_path(value)}: {problem}")
         if problem is not None:
@@ -1846,6 +1854,8 @@ def _check_paths(settings: Settings, folders: Mapping[str, Path] | None = None,
     for name, value in settings.policies.items():
         # Under a policy's own name, weights of another policy would route while the health,
         # the decision log and the stats named the policy they are listed under.
+        from switchpoint.weights import policy_of
+
         served = policy_of(value)
         if name in bundled and served is not None and served != name:
             # (the manifest's name is the file's, not the operator's: shown cut and escaped)

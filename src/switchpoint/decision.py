@@ -26,10 +26,7 @@ import sys
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from switchpoint._args import INTEGER, expect
 from switchpoint._messages import bounded_repr, cut, json_quoted, people_number, too_long
@@ -37,7 +34,14 @@ from switchpoint._numbers import checked_number
 from switchpoint.catalog import cost_figure, cost_text, cost_units_text
 from switchpoint.errors import InvalidInputError
 
-Array = npt.NDArray[np.float64]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Array = npt.NDArray[np.float64]
+
+# (NumPy is imported by the functions that compute with it, when first called: the commands
+# that read a decision's constants, its fields or its ids hold no array and do not load it)
 MAX_COST_WEIGHT = 1e4
 #: The λ a router routes with when none is given (a config's ``cost_weight``, ``route``).
 DEFAULT_COST_WEIGHT = 0.5
@@ -428,6 +432,8 @@ class RoutingDecision:
         """Field by field, as a dataclass compares; the cluster distribution by its values (an
         array's ``==`` is elementwise, which no ``bool`` reads: a decision compared with its
         copy, pickled or deep-copied, raised NumPy's ValueError)."""
+        import numpy as np
+
         if other.__class__ is not self.__class__:
             return NotImplemented
         assert isinstance(other, RoutingDecision)
@@ -539,6 +545,8 @@ def decision_scores(
 ) -> Array:
     """Every model's ``error + λ·cost/cost_scale`` (plus the pessimism term); same shape as
     ``error``. ``candidates`` (one row, or one per row) bounds the least stderr."""
+    import numpy as np
+
     scale = cost_scale if cost_scale > 0 else 1.0
     scores = error + cost_weight * cost / scale
     if stderr is not None and pessimism > 0:
@@ -562,6 +570,8 @@ def decide(
     """The decision rule over rows: for each row of ``(n, m)`` estimates, the candidate with the
     lowest score; scores within :data:`TIE_TOLERANCE` of the lowest are tied and go to the
     cheaper model, then to the lower index. ``candidates`` is ``(m,)`` or ``(n, m)``."""
+    import numpy as np
+
     error = np.atleast_2d(error)
     cost = np.atleast_2d(cost)
     mask = np.broadcast_to(np.atleast_2d(candidates), error.shape)
@@ -576,6 +586,8 @@ def decide(
 def _lowest(scores: Array, cost: Array, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
     """Per row, the candidate with the lowest score; ties go to the cheaper, then the lower
     index (``(n, m)`` arrays)."""
+    import numpy as np
+
     masked = np.where(mask, scores, np.inf)
     best = masked.min(axis=1, keepdims=True)
     tied = mask & (masked <= best + TIE_TOLERANCE)
@@ -595,6 +607,8 @@ def choose(
 ) -> Choice:
     """One row of :func:`decide`, with every candidate's score and the candidates in order (the
     chosen one first, then by score, ties to the cheaper)."""
+    import numpy as np
+
     if not candidates.any():
         raise InvalidInputError("available_models", "no candidate model is left to choose from")
     scores = decision_scores(error, cost, candidates, cost_weight, cost_scale, stderr=stderr,
@@ -643,6 +657,8 @@ _FLAGS = ("cache_hit", "escalated", "sla_compliant")
 def _distribution(value: object) -> npt.NDArray[np.float64]:
     """``value`` (a decision's ``cluster_probabilities``) as a flat array of probabilities,
     each from 0 to 1, or an :class:`InvalidInputError` naming it."""
+    import numpy as np
+
     field_name = "cluster_probabilities"
     what = "a list of numbers (a distribution over the clusters) or None"
     if type(value) is np.ndarray:

@@ -24,6 +24,9 @@ import numpy as np
 from switchpoint._admitted import admitted_by
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
 from switchpoint._limits import DEFAULT_MAX_REQUEST_BYTES, MAX_BYTES
+from switchpoint._limits import MAX_BATCH as MAX_BATCH  # (re-exported: see there)
+from switchpoint._limits import MAX_CACHE_ENTRIES as MAX_CACHE_ENTRIES
+from switchpoint._limits import MAX_CACHE_TTL_S as MAX_CACHE_TTL_S
 from switchpoint._messages import (
     bounded_repr,
     got,
@@ -98,16 +101,6 @@ from switchpoint.weights import (
     load_weights,
 )
 
-#: The most decisions one :meth:`Router.route_batch` call makes (its prompts or embeddings
-#: times its cost weights), and the most prompts or embeddings one :meth:`Router.estimates` or
-#: :meth:`Router.analyze_routing_distribution` call takes. Each decision is some kilobytes
-#: (every candidate's score, error and cost, its reasoning, what is kept for its feedback):
-#: 10,000 take about 100 MB and two seconds on one core from vectors, under a minute when the
-#: embedding model reads the prompts too, where 200,000 took 1.8 GB and half a minute. An
-#: evaluation set or a day's sample fits in one call; a larger set is routed in calls of this
-#: many, as ``switchpoint route --input`` routes a file of any length.
-MAX_BATCH = 10_000
-
 _Row = TypeVar("_Row")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -156,11 +149,6 @@ def check_route_input(prompt: object, embedding: object) -> None:
         raise InvalidInputError("embedding", "give either a prompt or an embedding, not both")
 
 
-#: The most entries a cache holds (the config's ``cache.size`` takes as many): a bound on its
-#: memory, since the LRU evicts only past it.
-MAX_CACHE_ENTRIES = 10_000_000
-#: The longest a decision is kept in the cache: a year (the config's ``cache.ttl_seconds``).
-MAX_CACHE_TTL_S = 366 * 86_400
 
 
 def check_cache_size(size: object, field_name: str) -> int:

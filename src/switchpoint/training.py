@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from switchpoint._args import FUNCTION, PATH, expect
+from switchpoint._limits import DEFAULT_EMBEDDER_ID as DEFAULT_EMBEDDER_ID  # (re-exported)
 from switchpoint._messages import json_quoted, listed_names, plural
 from switchpoint._progress import ProgressFn, step
 from switchpoint._version import __version__
@@ -20,7 +21,6 @@ from switchpoint.policies import Inputs, Policy, new_policy
 from switchpoint.records import RecordSet, load_records
 from switchpoint.weights import WeightsPackage, listed, with_entry
 
-DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2/tail-64"
 _RECORDS = "a RecordSet or the path of a JSONL file of routing records"
 
 

@@ -36,13 +36,16 @@ import shutil
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from switchpoint._args import INTEGER, PATH, expect
+from switchpoint._bundled import DEFAULT_PACKAGE as DEFAULT_PACKAGE  # (re-exported)
+from switchpoint._bundled import DEFAULT_POLICY as DEFAULT_POLICY
+from switchpoint._bundled import bundled_policies as bundled_policies
+from switchpoint._bundled import default_weights_path as default_weights_path
 from switchpoint._files import (
     access_problem,
     clear_leftovers,
@@ -59,6 +62,8 @@ from switchpoint._files import (
     write_problem,
 )
 from switchpoint._json import DuplicateKeyError, as_float, loads, unreadable
+from switchpoint._limits import MAX_WEIGHTS_BYTES as MAX_WEIGHTS_BYTES  # (re-exported)
+from switchpoint._limits import MAX_WEIGHTS_BYTES_LIMIT as MAX_WEIGHTS_BYTES_LIMIT
 from switchpoint._messages import (
     bounded_repr,
     got,
@@ -88,7 +93,6 @@ _VECTOR_ARRAYS = {"cluster": ("centroids", "coarse_centroids"), "knn": ("example
 MAX_ARRAYS = 16
 # Arrays a policy holds as float32 (its vectors), whatever type the file gives.
 _FLOAT32_ARRAYS = {**_VECTOR_ARRAYS, "tfidf": ("centroids",)}
-DEFAULT_PACKAGE = "_default_weights"
 #: The widest embedding a package's ``dimension`` may give (the widest common embedders give
 #: 4,096 numbers a text).
 MAX_DIMENSION = 65_536
@@ -100,12 +104,6 @@ MAX_PROVENANCE_ITEMS = 100
 # The most a package's manifest.json, or one model's profile, may hold: far more than any fit
 # writes (a profile of a knn package fitted on a million examples is about 40 MB).
 MAX_JSON_BYTES = 256 << 20
-# The most bytes a load reads of a package's arrays and profiles together (each is held whole):
-# far past a knn package fitted on a million prompts (about 2 GB), and raised with
-# max_weights_bytes (the config's key, the CLI's --max-weights-bytes, load_weights' argument).
-MAX_WEIGHTS_BYTES = 8 << 30
-# The most max_weights_bytes may be set to (1 TiB).
-MAX_WEIGHTS_BYTES_LIMIT = 1 << 40
 # What a profile's per-unit lists hold: the bounds of each number, and whether null (no
 # label there) may stand for one.
 #: The most labels a profile may count in one unit: 2**53, past which float64 counts no whole
@@ -467,25 +465,6 @@ def _write(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-DEFAULT_POLICY = "cluster"
-
-
-def default_weights_path(policy: str = DEFAULT_POLICY) -> Path:
-    """The weights package for ``policy`` bundled inside the switchpoint wheel.
-
-    The wheel carries one package per policy (``_default_weights/<policy>/``), all fitted on the
-    same records by ``scripts/build_default_weights.py``, so any policy can be swapped in offline.
-    """
-    return Path(str(resources.files("switchpoint").joinpath(DEFAULT_PACKAGE))) / policy
-
-
-def bundled_policies() -> list[str]:
-    """Names of the policies whose default weights ship in the wheel."""
-    root = default_weights_path().parent
-    return sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file()) if (
-        root.is_dir()) else []
 
 
 def policy_of(path: str | Path) -> str | None:

@@ -16,9 +16,11 @@ from tests.conftest import REPO_ROOT
 
 # What building the parser (--help, and the start of every command) must not import: the
 # config and its YAML, the store and SQLite, the labelling run and asyncio, the governance
-# settings' and reports' modules, pydantic, and everything of the gateway and the server.
+# settings' and reports' modules, pydantic, NumPy (some 0.1 s; with the router, the policies
+# and the weights that compute with it), and everything of the gateway and the server.
 NOT_FOR_THE_PARSER = (
-    "asyncio", "fastapi", "httpx", "onnxruntime", "pydantic", "sqlite3", "uvicorn", "yaml",
+    "asyncio", "fastapi", "httpx", "numpy", "onnxruntime", "pydantic", "sqlite3", "uvicorn",
+    "yaml", "switchpoint.policies.base", "switchpoint.router", "switchpoint.weights",
     "switchpoint.config", "switchpoint.gateway", "switchpoint.governance.reports",
     "switchpoint.governance.settings", "switchpoint.labelling", "switchpoint.server",
     "switchpoint.store",
@@ -96,6 +98,24 @@ def test_listing_the_models_and_experiments_a_data_dir_keeps_loads_no_engine(
     assert among(loaded, NOT_FOR_READING_STATE) == []
 
 
+def test_reading_a_config_loads_no_numpy(tmp_path: Path) -> None:
+    # The commands that read a config and hold no array (keys, feedback --help, a config's
+    # check) need neither NumPy nor the router, the policies and the weights it comes with.
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"""models:
+  - {{name: good, profile: gpt-4-1106-preview, base_url: "http://127.0.0.1:9/v1",
+     input_per_mtok: 10, output_per_mtok: 30, context_window: 128000}}
+data_dir: {tmp_path / 'data'}
+tenants:
+  acme: {{}}
+""", encoding="utf-8")
+    loaded = loaded_after("from switchpoint.config import load_settings\n"
+                          f"load_settings({str(config)!r}, environ={{}})")
+    assert "switchpoint.config" in loaded
+    assert among(loaded, ("numpy", "switchpoint.policies", "switchpoint.router",
+                          "switchpoint.weights")) == []
+
+
 @pytest.mark.parametrize(("name", "module"), [
     ("SLAConfig", "switchpoint.governance.settings"),
     ("GovernanceSettings", "switchpoint.governance.settings"),
@@ -117,10 +137,16 @@ def test_sla_config_is_the_sla_settings() -> None:
 
 
 def test_the_limits_the_help_quotes_are_the_ones_enforced() -> None:
-    from switchpoint import _limits
+    from switchpoint import _limits, router, training
     from switchpoint.governance import reports, settings
     from switchpoint.labelling import run
+    from switchpoint.policies import ClusterPolicy, KnnPolicy
     from switchpoint.store import retention
+
+    assert ClusterPolicy().get_params()["n_clusters"] == _limits.DEFAULT_CLUSTERS == 40
+    assert KnnPolicy().get_params()["k"] == _limits.DEFAULT_NEIGHBOURS == 25
+    assert router.MAX_BATCH is _limits.MAX_BATCH
+    assert training.DEFAULT_EMBEDDER_ID is _limits.DEFAULT_EMBEDDER_ID
 
     assert (run.DEFAULT_CONCURRENCY, run.MAX_CONCURRENCY) == (4, 256)
     assert retention.MAX_RETENTION_DAYS is _limits.MAX_RETENTION_DAYS

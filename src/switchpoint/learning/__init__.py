@@ -13,14 +13,27 @@
 - :mod:`~switchpoint.learning.export`: fold a tenant's overlay into a new weights package.
 """
 
-from switchpoint.learning.events import (
-    DEFAULT_TENANT,
-    FeedbackEvent,
-    FeedbackLog,
-    InMemoryFeedbackLog,
-)
-from switchpoint.learning.learner import Learner, LearningSettings, OutcomeResult
-from switchpoint.learning.overlay import ClusterOverlay, KnnOverlay, Overlay, TableOverlay
+from typing import TYPE_CHECKING
+
+from switchpoint._lazy import names_on_use
+
+if TYPE_CHECKING:
+    from switchpoint.learning.events import (
+        DEFAULT_TENANT,
+        FeedbackEvent,
+        FeedbackLog,
+        InMemoryFeedbackLog,
+    )
+    from switchpoint.learning.learner import Learner, LearningSettings, OutcomeResult
+    from switchpoint.learning.overlay import ClusterOverlay, KnnOverlay, Overlay, TableOverlay
+
+# Every name loads on use (and NumPy with them): the command line's parser builds the
+# learning commands from switchpoint.learning.cli, and every command builds it.
+_LAZY = {"DEFAULT_TENANT": "events", "FeedbackEvent": "events", "FeedbackLog": "events",
+         "InMemoryFeedbackLog": "events", "Learner": "learner", "LearningSettings": "learner",
+         "OutcomeResult": "learner", "ClusterOverlay": "overlay", "KnnOverlay": "overlay",
+         "Overlay": "overlay", "TableOverlay": "overlay"}
+__getattr__ = names_on_use(__name__, _LAZY)
 
 __all__ = [
     "DEFAULT_TENANT",

@@ -38,9 +38,12 @@ with another policy (bundled or under ``policies:``), ``cost_weight`` sets λ (a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from switchpoint._config_numbers import Boolean, Integer, Real, Text
+from switchpoint._limits import MAX_MEMORY_SIZE
 from switchpoint._messages import json_quoted
 from switchpoint._names import MAX_NAME as MAX_NAME
 from switchpoint._names import NAME as NAME
@@ -48,8 +51,9 @@ from switchpoint._names import NAME_RULE as NAME_RULE
 from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.events import MAX_TENANTS
-from switchpoint.learning.memory import MAX_MEMORY_SIZE
-from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
+
+if TYPE_CHECKING:
+    from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
 
 #: The most experiments a config may list: a tenant takes part in one enabled experiment at a
 #: time, and each is checked at every reload and reported on with every arm's counts.
@@ -93,6 +97,10 @@ class MemoryConfig(BaseModel):
         return self
 
     def library(self) -> MemorySettings:
+        # (the memory's module, with NumPy, only where a config has a memory: every command
+        # that reads a config reads this one)
+        from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
+
         return MemorySettings(k=self.k, min_neighbours=self.min_neighbours,
                               min_similarity=self.min_similarity, alpha=self.alpha,
                               switch_penalty=self.switch_penalty,

@@ -16,10 +16,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from switchpoint._limits import MAX_TENANTS as MAX_TENANTS
 from switchpoint._messages import json_quoted, too_long
@@ -28,6 +25,10 @@ from switchpoint._numbers import boolean, checked_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint._redact import redact
 from switchpoint.catalog import MAX_ANSWER_COST
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 from switchpoint.errors import InvalidInputError
 
 #: The deployment's own tenant: what ``tenant=None`` means everywhere.
@@ -148,6 +149,8 @@ class FeedbackEvent:
         """The embedding as a ``(1, d)`` float32 row (exactly the vector that was routed)."""
         if self.embedding is None:
             return None
+        import numpy as np  # (here alone: the commands that read events use no array)
+
         return np.asarray(self.embedding, dtype=np.float32).reshape(1, -1)
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,12 +10,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._limits import MAX_MEMORY_SIZE as MAX_MEMORY_SIZE  # (re-exported)
 from switchpoint._messages import json_quoted
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
-
-#: The most decisions a router may remember for outcomes (a memory_size, in the config and
-#: in LearningSettings alike).
-MAX_MEMORY_SIZE = 10_000_000
 
 
 @dataclass(frozen=True)

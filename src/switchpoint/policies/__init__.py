@@ -13,23 +13,31 @@ import importlib
 import threading
 from collections.abc import Mapping
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from switchpoint._lazy import names_on_use
 from switchpoint._messages import cut, got, json_quoted, one_of
 from switchpoint._names import NAME, NAME_RULE
 from switchpoint.errors import InvalidInputError
-from switchpoint.policies.base import (
-    Estimates,
-    Inputs,
-    Policy,
-    PolicyState,
-    ProfileTable,
-    check_param_names,
-    check_policy_class,
-)
-from switchpoint.policies.baselines import FixedPolicy, RandomPolicy
-from switchpoint.policies.cluster import ClusterPolicy
-from switchpoint.policies.knn import KnnPolicy
+
+if TYPE_CHECKING:
+    from switchpoint.policies.base import (
+        Estimates,
+        Inputs,
+        Policy,
+        PolicyState,
+        ProfileTable,
+    )
+    from switchpoint.policies.baselines import FixedPolicy, RandomPolicy
+    from switchpoint.policies.cluster import ClusterPolicy
+    from switchpoint.policies.knn import KnnPolicy
+
+# The classes load on use (and NumPy with them): the command line's parser reads the names
+# below to list the policies, and every command builds it.
+_LAZY = {"Estimates": "base", "Inputs": "base", "Policy": "base", "PolicyState": "base",
+         "ProfileTable": "base", "FixedPolicy": "baselines", "RandomPolicy": "baselines",
+         "ClusterPolicy": "cluster", "KnnPolicy": "knn"}
+__getattr__ = names_on_use(__name__, _LAZY)
 
 POLICIES: dict[str, str] = {
     "cluster": "switchpoint.policies.cluster:ClusterPolicy",
@@ -48,7 +56,7 @@ MAX_REGISTERED = 100
 
 _registered: dict[str, type[Policy]] = {}
 _registering = threading.Lock()
-_P = TypeVar("_P", bound=type[Policy])
+_P = TypeVar("_P", bound="type[Policy]")
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -78,6 +86,8 @@ def register_policy(cls: _P) -> _P:
     (:data:`~switchpoint._names.NAME_RULE`), and may not be a built-in policy's or another
     class's; registering the same class again changes nothing. A class that is no
     :class:`Policy`, or that lacks what a policy must define, is refused, naming it."""
+    from switchpoint.policies.base import Policy, check_policy_class
+
     if not isinstance(cls, type) or not issubclass(cls, Policy):
         raise InvalidInputError("policy", f"must be a class that subclasses "
                                           f"switchpoint.policies.Policy{got(cls)}")
@@ -120,6 +130,8 @@ def policy_names() -> list[str]:
 def policy_class(name: str) -> type[Policy]:
     """The policy class registered under ``name``: a built-in one, one registered with
     :func:`register_policy`, or one an installed package's entry point names."""
+    from switchpoint.policies.base import Policy
+
     target = POLICIES.get(name) if isinstance(name, str) else None
     if target is not None:
         module, _, attr = target.partition(":")
@@ -158,6 +170,8 @@ def policy_class(name: str) -> type[Policy]:
 
 def make_policy(name: str, **params: Any) -> Policy:
     """A new, unfitted policy by registered name, e.g. ``make_policy("knn", k=10)``."""
+    from switchpoint.policies.base import check_param_names
+
     cls = policy_class(name)
     check_param_names(cls, params)
     try:
@@ -178,6 +192,8 @@ def new_policy(policy: str | Policy, params: Mapping[str, Any] | None = None, *,
     made from its parameters (each copied), so fitting the copy leaves the caller's as it was.
     Refused, naming ``field``: a fitted instance, parameters given beside an instance (they
     belong in its constructor), and anything that is neither a name nor a policy."""
+    from switchpoint.policies.base import Policy
+
     if isinstance(policy, str):
         return make_policy(policy, **(params or {}))
     if isinstance(policy, type) and issubclass(policy, Policy):

@@ -37,6 +37,7 @@ from typing import Any, Literal, Self
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._limits import DEFAULT_CLUSTERS
 from switchpoint.policies.base import (
     Array,
     Estimates,
@@ -82,7 +83,7 @@ class ClusterPolicy(TablePolicy):
 
     def __init__(
         self,
-        n_clusters: int = 40,
+        n_clusters: int = DEFAULT_CLUSTERS,
         n_coarse: int = 6,
         prior_strength: float = 6.0,
         assignment: Assignment = "soft",

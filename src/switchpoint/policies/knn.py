@@ -15,6 +15,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._limits import DEFAULT_NEIGHBOURS
 from switchpoint._messages import json_quoted
 from switchpoint.policies.base import (
     Array,
@@ -43,7 +44,7 @@ class KnnPolicy(Policy):
     reference_cost_: Mapping[str, float] = MappingProxyType({})
 
     def __init__(
-        self, k: int = 25, prior_strength: float = 2.0, sharpness: float = 10.0,
+        self, k: int = DEFAULT_NEIGHBOURS, prior_strength: float = 2.0, sharpness: float = 10.0,
         pessimism: float = 0.0,
     ) -> None:
         self.k = k
