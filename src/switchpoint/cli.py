@@ -1241,7 +1241,20 @@ class _Output:
         return getattr(self.stream, name)
 
 
+def _without_httpx_command_line() -> None:
+    """httpx imports its own command line's modules with itself wherever they are installed
+    (click, rich and pygments: the test extras bring the last two), some 50 to 100 ms of each
+    command that calls a model (label) and of each start of the service, for a command line
+    this process never runs. A command's process that has not imported httpx yet marks that
+    module missing, so httpx keeps the stand-in it has for when they are not installed; a
+    program that imported httpx before calling :func:`main` is left as it is."""
+    if "httpx" not in sys.modules:
+        cast(dict[str, Any], sys.modules).setdefault("httpx._main", None)  # (None: its import
+        # fails at once, as Python reads a None there)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _without_httpx_command_line()
     stdout = sys.stdout
     if stdout is None:  # (no stdout at all: nothing to write to, nothing to lose)
         return _main(argv)

@@ -116,6 +116,16 @@ tenants:
                           "switchpoint.weights")) == []
 
 
+def test_a_commands_httpx_comes_without_its_own_command_line() -> None:
+    # httpx imports click, rich and pygments for its command line where they are installed
+    # (the test extras bring them): a command's process (label, serve) never runs it.
+    loaded = loaded_after("from switchpoint.cli import main\n"
+                          "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+                          "import httpx\nhttpx.Client().close()")
+    assert "httpx" in loaded
+    assert among(loaded, ("click", "pygments", "rich")) == []
+
+
 @pytest.mark.parametrize(("name", "module"), [
     ("SLAConfig", "switchpoint.governance.settings"),
     ("GovernanceSettings", "switchpoint.governance.settings"),
