@@ -10,15 +10,20 @@ from importlib import import_module
 from types import ModuleType
 from typing import Any
 
+_numpy: list[ModuleType] = []  # NumPy, once numpy_if_loaded has seen it loaded
+
 
 def numpy_if_loaded() -> ModuleType | None:
     """NumPy if some module has imported it, else None: no value can be one of its types
     before then, so a check of a value's type (an array, a NumPy boolean or number) need not
     import it, which every command would pay (some 100 ms) though most hold no array."""
+    if _numpy:
+        return _numpy[0]
     if "numpy" not in sys.modules:
         return None
     import numpy  # (at once: only waits while another thread is still importing it)
 
+    _numpy.append(numpy)
     return numpy
 
 
