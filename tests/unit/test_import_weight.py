@@ -99,9 +99,13 @@ def test_listing_the_models_and_experiments_a_data_dir_keeps_loads_no_engine(
     assert among(loaded, NOT_FOR_READING_STATE) == []
 
 
-def test_reading_a_config_loads_no_numpy(tmp_path: Path) -> None:
-    # The commands that read a config and hold no array (keys, feedback --help, a config's
+def test_reading_a_config_its_keys_and_its_cost_report_loads_no_numpy(tmp_path: Path) -> None:
+    # The commands that read a config and hold no array (keys list, report cost, a config's
     # check) need neither NumPy nor the router, the policies and the weights it comes with.
+    from switchpoint.store import SQLiteStore
+
+    (tmp_path / "data").mkdir()
+    SQLiteStore(tmp_path / "data" / "switchpoint.db").open().close()
     config = tmp_path / "switchpoint.yaml"
     config.write_text(f"""models:
   - {{name: good, profile: gpt-4-1106-preview, base_url: "http://127.0.0.1:9/v1",
@@ -110,10 +114,11 @@ data_dir: {tmp_path / 'data'}
 tenants:
   acme: {{}}
 """, encoding="utf-8")
-    loaded = loaded_after("from switchpoint.config import load_settings\n"
-                          f"load_settings({str(config)!r}, environ={{}})")
-    assert "switchpoint.config" in loaded
-    assert among(loaded, ("numpy", "switchpoint.policies", "switchpoint.router",
+    loaded = loaded_after("from switchpoint.cli import main\n"
+                          f"assert main(['keys', 'list', '--config', {str(config)!r}]) == 0\n"
+                          f"assert main(['report', 'cost', '--config', {str(config)!r}]) == 0")
+    assert {"switchpoint.config", "switchpoint.governance.reports"} <= loaded
+    assert among(loaded, ("numpy", "switchpoint.policies.base", "switchpoint.router",
                           "switchpoint.weights")) == []
 
 

@@ -39,8 +39,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from switchpoint._admitted import admitted_by
 from switchpoint._limits import MAX_REQUESTS_PER_HOUR as MAX_REQUESTS_PER_HOUR
 from switchpoint._limits import MAX_SINCE_HOURS as MAX_SINCE_HOURS
@@ -157,6 +155,9 @@ class _Group:
         self._quality.append(quality)
 
     def freeze(self, reports: Reports) -> None:
+        # (NumPy here and in what-if alone: the cost, SLA and budget reports compute none)
+        import numpy as np
+
         k = len(self.names)
         self.errors = np.frombuffer(self._errors, dtype=np.float64).reshape(self.n, k)
         self.costs = np.frombuffer(self._costs, dtype=np.float64).reshape(self.n, k)
@@ -814,6 +815,8 @@ class Reports:
 
     def _what_if(self, routed: _Routed, cost_weight: float | None, without: Sequence[str],
                  since: float, until: float) -> dict[str, Any]:
+        import numpy as np
+
         scales: dict[tuple[str, ...], float] = {}
         actual_spend = alt_spend = actual_quality = alt_quality = 0.0
         counted = unservable = 0
