@@ -7,7 +7,7 @@ restart on the same data_dir keeps it with its decisions; bad bodies are 400s an
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,15 @@ def test_an_empty_strategy_over_http_is_the_configured_routing(fake: FakeProvide
             ("a", 0.0), ("b", None)]
 
 
+@pytest.fixture(scope="module")
+def refusing(fake: FakeProviderProcess,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    """One server for the bodies refused below: a refusal changes nothing (each case checks),
+    so each case finds the server as the first did, where each made a server of its own."""
+    with learning_server(fake, tmp_path_factory.mktemp("refusing"), CONFIG) as server:
+        yield server
+
+
 @pytest.mark.parametrize(("body", "status", "param"), [
     ({"name": "x", "split": 0}, 400, "split"),
     ({"name": "x", "split": 1.5}, 400, "split"),
@@ -164,16 +173,14 @@ def test_an_empty_strategy_over_http_is_the_configured_routing(fake: FakeProvide
     ({"name": "x", "tenants": ["acme"]}, 400, "tenants"),
 ])
 def test_a_bad_experiment_body_is_refused_naming_the_field_and_nothing_is_made(
-        fake: FakeProviderProcess, tmp_path: Path, body: dict[str, Any], status: int,
-        param: str) -> None:
-    with learning_server(fake, tmp_path, CONFIG) as server:
-        r = post(server, PATH, body)
-        assert r.status_code == status, r.text
-        error = r.json()["error"]
-        assert error["param"] == param, error
-        assert len(error["message"]) < 800
-        assert [e["experiment"] for e in get(server, PATH).json()["data"]] == ["thrift"]
-        assert not post(server, "/v1/route", {"prompt": "hi"}).json().get("experiment")
+        refusing: ThreadServer, body: dict[str, Any], status: int, param: str) -> None:
+    r = post(refusing, PATH, body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["param"] == param, error
+    assert len(error["message"]) < 800
+    assert [e["experiment"] for e in get(refusing, PATH).json()["data"]] == ["thrift"]
+    assert not post(refusing, "/v1/route", {"prompt": "hi"}).json().get("experiment")
 
 
 def test_an_unknown_name_is_a_404_naming_the_experiments_there_are_ended_ones_too(
