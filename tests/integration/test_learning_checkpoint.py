@@ -718,14 +718,16 @@ def _past_retention(data: Path) -> None:
 
 
 def test_retention_prunes_the_feedback_the_checkpoint_holds_and_nothing_learned_is_lost(
-        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """The feedback log was never pruned: POST /v1/route is free and each decision takes
     MAX_OUTCOMES rows with comments of 2,000 characters, so a caller could fill the disk.
     Retention now prunes its rows older than the cutoff that the learning checkpoint holds
     (never the row the checkpoint ends at, nor any after it): a start after ``kill -9`` takes up
     the checkpoint and replays the rest, and serves the same lesson as before the prune."""
-    import subprocess
-    import sys
+    import json
+
+    from switchpoint.cli import main
 
     data = tmp_path / "data"
     config = _config(tmp_path, gw_fake, data, k=5)
@@ -747,13 +749,12 @@ def test_retention_prunes_the_feedback_the_checkpoint_holds_and_nothing_learned_
     assert [s for s, _ in before] == list(range(1, len(TOPICS) + 3))
 
     _past_retention(data)
-    cli = str(Path(sys.executable).with_name("switchpoint"))
-    done = subprocess.run([cli, "prune", "--config", str(config), "--older-than", RETENTION_DAYS,
-                           "--json"], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "feedback rows (of those the learning checkpoint holds)" in done.stderr
-    import json
-    assert json.loads(done.stdout)["deleted"]["feedback"] == len(TOPICS) - 1
+    capsys.readouterr()
+    code = main(["prune", "--config", str(config), "--older-than", RETENTION_DAYS, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "feedback rows (of those the learning checkpoint holds)" in err
+    assert json.loads(out)["deleted"]["feedback"] == len(TOPICS) - 1
     # The row the checkpoint ends at stays (a start checks the event there), and those after.
     assert _feedback_rows(data) == before[len(TOPICS) - 1:]
 
@@ -790,8 +791,6 @@ def test_switchpoint_prune_beside_a_running_service_leaves_its_feedback_log_alon
     service serving, the prune leaves the feedback log alone and says why (it prunes the rest):
     the service learns both outcomes, and so does its next start."""
     import json
-    import subprocess
-    import sys
 
     from switchpoint.cli import main
 
@@ -806,16 +805,15 @@ def test_switchpoint_prune_beside_a_running_service_leaves_its_feedback_log_alon
         held = checkpoint_position(data / CHECKPOINT_FILENAME, None)
         assert held is not None and held[0] == 3  # the program's: all three rows
         _past_retention(data)
-        cli = str(Path(sys.executable).with_name("switchpoint"))
-        done = subprocess.run([cli, "prune", "--config", str(config), "--older-than",
-                               RETENTION_DAYS, "--json"], capture_output=True, text=True,
-                              timeout=120, check=False)
-        assert done.returncode == 0, done.stderr
-        report = json.loads(done.stdout)
+        capsys.readouterr()
+        code = main(["prune", "--config", str(config), "--older-than", RETENTION_DAYS, "--json"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        report = json.loads(out)
         assert report["deleted"]["feedback"] == 0 and report["deleted"]["decisions"] == 3
         assert "a service is serving from this data_dir" in report["feedback_kept"]
-        assert "no feedback row went: a service is serving" in done.stderr
-        assert "stop the service first" in done.stderr
+        assert "no feedback row went: a service is serving" in err
+        assert "stop the service first" in err
         assert [s for s, _ in _feedback_rows(data)] == [1, 2, 3]
         learned = _status(server)["tenants"]["default"]["learned_router"]
         assert learned == {"events": 3, "outcomes": 3}
