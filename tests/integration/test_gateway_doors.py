@@ -1241,7 +1241,9 @@ def test_synchronous_calls_made_as_the_interpreter_finalizes_fail_at_once_saying
     script = textwrap.dedent(f"""
         import atexit
         from switchpoint import Gateway
-        from tests.integration.gateway_env import FACTORY, KEYS
+        from switchpoint.gateway.live import RouterFactory
+        # (what gateway_env holds, without its imports: openai, the server; seconds a start)
+        FACTORY, KEYS = RouterFactory(), {KEYS!r}
 
         class Flush:  # what a program flushes as it is collected at teardown
             gateways = []
@@ -1288,7 +1290,9 @@ def test_a_script_that_exits_with_its_gateway_open_keeps_its_work_and_exits_prom
     script = textwrap.dedent(f"""
         import sys, time
         from switchpoint import Gateway
-        from tests.integration.gateway_env import FACTORY, KEYS
+        from switchpoint.gateway.live import RouterFactory
+        # (what gateway_env holds, without its imports: openai, the server; seconds a start)
+        FACTORY, KEYS = RouterFactory(), {KEYS!r}
         gateway = Gateway.from_config({str(config)!r}, loader=FACTORY, env=KEYS)
         reply = gateway.complete([{{"role": "user", "content": "Hi"}}], model="cheap")
         gateway.report_outcome(reply.switchpoint.request_id, 0.9)
