@@ -747,14 +747,15 @@ def _deadline_config(fake: FakeProviderProcess, root: Path, max_total_s: float) 
     return config
 
 
-def _trickling(fake: FakeProviderProcess, root: Path, max_total_s: float
+def _trickling(fake: FakeProviderProcess, root: Path, max_total_s: float, every: float = 0.05
                ) -> tuple[Gateway, SQLiteStore, Ledger]:
     """A gateway on :func:`_deadline_config`, its store and its budgets' ledger, whose next
-    answer from ``good`` is long and slow, never silent."""
+    answer from ``good`` is long and slow, never silent: after its first chunk, a byte every
+    ``every`` seconds (a chunk is some 150 bytes)."""
     gateway = Gateway.from_config(_deadline_config(fake, root, max_total_s), loader=FACTORY,
                                   env=KEYS)
     assert gateway.store is not None
-    fake.script("good", "trickle:every=0.05")
+    fake.script("good", f"trickle:every={every}")
     return gateway, gateway.store, gateway.governor.ledger
 
 
@@ -892,7 +893,8 @@ def test_a_synchronous_stream_let_go_of_unclosed_is_closed_settled_and_logged_at
     then, as ``close()`` closes it (its upstream let go, its budget hold settled, logged once
     as closed by the client), not held until its deadline (an hour here) and then logged as
     left unread."""
-    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3600)
+    # (a second chunk a byte each 10 ms: 1.5 s, where each 50 ms took 8; the rest 75 s more)
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3600, every=0.01)
     try:
         got: list[object] = []
         if read:
