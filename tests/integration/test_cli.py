@@ -47,6 +47,21 @@ OUTPUT_FIELDS = {"id", "cost_weight", *ROUTE_FIELDS}
 CHEAP = "mistralai/mistral-7b-chat"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_parser() -> Iterator[None]:
+    """The module's main() calls parse with one parser, built once: some 550 calls built one
+    each, 12 ms of argparse's own work (its look-ups of translations for a hundred
+    sub-parsers), 7 s of the module's CPU. A parser keeps nothing of what it parsed, and what
+    it is built from does not change under these tests; build_parser() itself still builds
+    afresh for the tests that read one."""
+    from switchpoint import cli
+
+    parser = cli.build_parser()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "build_parser", lambda: parser)
+        yield
+
+
 def run(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
