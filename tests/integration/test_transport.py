@@ -440,8 +440,9 @@ def test_what_came_before_a_reset_is_read_before_the_reset_is_raised(
 
 
 def test_a_cookie_an_upstream_sets_rides_along_with_no_later_request() -> None:
-    """One pooled client serves every caller of an upstream: a cookie one answer set must not
-    be sent with the next request, which may be another tenant's."""
+    """One pooled client serves every caller of an upstream: a cookie one answer set (or one
+    assigned to the client) must not be sent with the next request, which may be another
+    tenant's."""
     from switchpoint.gateway.providers._http import ClientPool
 
     heads: list[bytes] = []
@@ -465,13 +466,17 @@ def test_a_cookie_an_upstream_sets_rides_along_with_no_later_request() -> None:
             client = pool.get(url)
             for _ in range(2):
                 assert (await client.get(url + "/v1/models")).text == "ok"
+            assert not client.cookies
+            client.cookies = {"tenant": "bob"}  # (nor does one assigned ride along)
+            assert (await client.get(url + "/v1/models")).text == "ok"
+            assert not client.cookies
         finally:
             await pool.aclose()
             server.close()
             await server.wait_closed()
 
     asyncio.run(run())
-    assert len(heads) == 2
+    assert len(heads) == 3
     assert all(b"cookie:" not in head.lower().replace(b"set-cookie", b"") for head in heads)
 
 

@@ -135,9 +135,9 @@ class ClientPool:
                 max_connections=self._max_connections,
                 max_keepalive_connections=self._max_keepalive,
                 keepalive_expiry_s=self._keepalive_expiry_s)
-            client = httpx.AsyncClient(limits=self._limits, transport=transport,
+            client = _CookielessClient(limits=self._limits, transport=transport,
                                        follow_redirects=False, trust_env=False,
-                                       cookies=_no_cookies(), headers=self._headers)
+                                       headers=self._headers)
             self._clients[key] = (loop, client)
             self._watch(loop)
         return client
@@ -193,11 +193,38 @@ class ClientPool:
         self._forget_closed_loops()
 
 
-def _no_cookies() -> http.cookiejar.CookieJar:
-    """A cookie jar that keeps nothing. One client serves every caller of an upstream, so a
-    cookie one answer set would ride along on the next request, whoever's it is."""
-    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(
-        allowed_domains=[]))
+class _NoCookies(httpx.Cookies):
+    """Cookies that stay none: an answer's ``Set-Cookie`` is not read at all (httpx reads
+    every answer's through urllib's cookie machinery, a request object and a header copy
+    each, only for a jar of no domain to drop it), and the jar keeps none besides."""
+
+    def __init__(self) -> None:
+        super().__init__(http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(
+            allowed_domains=[])))
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Keep none of ``response``'s cookies (see the class)."""
+
+    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
+        """Keep no cookie."""
+
+
+class _CookielessClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` that keeps no cookie. One client serves every caller of an
+    upstream, so a cookie one answer set would ride along on the next request, whoever's it
+    is: its cookies are :class:`_NoCookies`, which no answer and no assignment fills."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._none = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._none
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        """Keep none of ``cookies`` (see the class)."""
 
 
 def httpx_timeout(timeouts: Timeouts) -> httpx.Timeout:
