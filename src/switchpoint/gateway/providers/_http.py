@@ -283,12 +283,22 @@ def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
     return ServerError(f"transport error ({name}: {detail or 'no detail'})", model=model)
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_url(url: str) -> httpx.URL:
+    """``url`` as httpx reads it, read once: a request's URL is its model's (the catalog's
+    base URL and the API's path), and reading one anew (httpx's parser, its checks of each
+    part) cost more than any other part of building the request. A URL httpx refuses raises
+    each time (a raise is not remembered). An ``httpx.URL`` does not change, so one serves
+    every request to it."""
+    return httpx.URL(url)
+
+
 def _request(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
              headers: Mapping[str, str], timeouts: Timeouts) -> httpx.Request:
     """The POST of ``body`` to ``url``, asking for no coding but :data:`ACCEPT_ENCODING`; its
     connections' addresses checked unless ``timeouts.metadata_hosts`` (see
     :data:`~switchpoint.gateway.providers._transport.CHECK_ADDRESSES`)."""
-    request = client.build_request("POST", url, json=body, headers=dict(headers),
+    request = client.build_request("POST", _parsed_url(url), json=body, headers=dict(headers),
                                    timeout=httpx_timeout(timeouts))
     request.headers["Accept-Encoding"] = ACCEPT_ENCODING
     if not timeouts.metadata_hosts:
