@@ -52,6 +52,16 @@ def test_a_name_under_localhost_long_as_a_name_may_be_is_served() -> None:
     assert not served_name("a" + name, LISTED)  # one past
 
 
+def test_a_host_is_answered_by_the_names_each_service_lists_however_often_it_comes() -> None:
+    # (the answer for a host is remembered: by the names listed too, and as often as asked)
+    for _ in range(3):
+        assert refusal(["api.internal:443"], LISTED) is None
+        assert refusal(["api.internal:443"], frozenset()) is not None
+        assert refusal(["api.internal:443", "evil.example"], LISTED) is not None
+    long_name = "a" * 300 + ".localhost"  # past what is remembered: still read, and refused
+    assert refusal([long_name], LISTED) == refusal([long_name], LISTED) is not None
+
+
 def test_a_name_under_localhost_is_no_loopback_address_to_listen_on() -> None:
     # The system's resolver may ask DNS for it; only a browser is sure to keep it on loopback.
     assert is_loopback("localhost") and not is_loopback("app.localhost")

@@ -37,6 +37,7 @@ such as the one a proxy in front passes on in the ``Host`` header; never with ``
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -82,6 +83,9 @@ _PORT = re.compile(r"(?::[0-9]{0,5})?")
 # it itself, so no page can point one elsewhere. (Not a loopback name to listen on: the
 # system's resolver may ask DNS for them.)
 _UNDER_LOCALHOST = ".localhost"
+# The longest Host header whose answer is remembered (a name of 253 characters, a port, an
+# IPv6 address in brackets): a longer one, served by no rule, is read each time.
+_REMEMBERED_HOST = 300
 
 
 def guards_hosts(listen_host: str, allowed: Iterable[str]) -> bool:
@@ -108,6 +112,14 @@ def served_name(host: str, allowed: frozenset[str]) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)
+def _served(host: str, allowed: frozenset[str]) -> bool:
+    """:func:`served_name`, remembered: a service is reached by the same few Host values, and
+    reading one (its name, its port, whether it is an IP address, three times over) cost more
+    than the rest of a request's headers' rules."""
+    return served_name(host, allowed)
+
+
 def malformed(hosts: list[str], http_version: str, in_target: bool = False) -> str | None:
     """Why a request of HTTP ``http_version`` whose Host headers are ``hosts`` (as sent) is
     refused for its host's form, or None: more than one header, or one listing several hosts (a
@@ -132,7 +144,8 @@ def refusal(hosts: list[str], allowed: frozenset[str]) -> str | None:
     """Why a request whose Host headers are ``hosts`` is refused, or None when it is served
     (it has none, or each it has is empty or one :func:`served_name` serves; a request giving
     more than one is refused before, by :func:`malformed`)."""
-    refused = [host for host in hosts if host and not served_name(host, allowed)]
+    refused = [host for host in hosts if host and not (
+        _served(host, allowed) if len(host) <= _REMEMBERED_HOST else served_name(host, allowed))]
     if not refused:
         return None
     host = refused[0]
