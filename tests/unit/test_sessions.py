@@ -421,6 +421,21 @@ def test_sqlite_store_writes_behind_the_caller(tmp_path: Path) -> None:
     store.close()
 
 
+def test_sqlite_store_commits_the_changes_of_requests_a_moment_apart_together(
+        tmp_path: Path) -> None:
+    """Pins changed a millisecond apart (requests at a few hundred a second) gather into a
+    few commits, not one commit (and one wake of the writer) each."""
+    store = SQLitePinStore(tmp_path / "pins.db")
+    seen = traced(store)
+    for i in range(40):
+        store.put(f"s{i}", Pin("small", T0 + i))
+        time.sleep(0.001)
+    store.flush()
+    assert [sql for _, sql in seen].count("COMMIT") <= 20, seen
+    assert all(store.get(f"s{i}") == Pin("small", T0 + i) for i in range(40))
+    store.close()
+
+
 def test_sqlite_store_reads_a_session_once(tmp_path: Path) -> None:
     store = SQLitePinStore(tmp_path / "pins.db")
     seen = traced(store)
