@@ -13,6 +13,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -121,6 +122,23 @@ def test_a_body_closed_early_frees_its_slot(fake: FakeProviderProcess) -> None:
             return r2.status_code
 
     assert asyncio.run(run()) == 200
+
+
+def test_a_request_waiting_for_a_busy_pool_gives_up_after_its_pool_timeout(
+        fake: FakeProviderProcess) -> None:
+    async def run() -> float:
+        transport = PooledTransport(max_connections=1)
+        async with httpx.AsyncClient(transport=transport, timeout=2) as client:
+            fake.script("m", "ok:chunk_delay=0.05")
+            async with client.stream("POST", f"{fake.openai_base_url}/chat/completions",
+                                     json={**BODY, "stream": True}):  # holds the one slot
+                started = time.monotonic()
+                with pytest.raises(httpx.PoolTimeout):
+                    await client.post(f"{fake.openai_base_url}/chat/completions", json=BODY,
+                                      timeout=httpx.Timeout(2, pool=0.2))
+                return time.monotonic() - started
+
+    assert 0.15 < asyncio.run(run()) < 1.5
 
 
 @pytest.mark.parametrize(("behaviour", "error"), [

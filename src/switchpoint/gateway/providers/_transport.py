@@ -340,7 +340,10 @@ class PooledTransport(httpx.AsyncBaseTransport):
         if slots is None:
             slots = self._slots[origin[:3]] = _Slots(self.max_connections)
         try:
-            async with asyncio.timeout(_timeout(request, "pool")):
+            if slots.locked():  # (a free slot is taken at once: no wait to time)
+                async with asyncio.timeout(_timeout(request, "pool")):
+                    await slots.acquire()
+            else:
                 await slots.acquire()
         except TimeoutError:
             raise httpx.PoolTimeout("no connection free in the pool", request=request) from None
