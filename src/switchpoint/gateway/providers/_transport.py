@@ -241,6 +241,10 @@ class _Slots:
         self.free = asyncio.Semaphore(size)
         self.busy = 0
 
+    def locked(self) -> bool:
+        """Whether a request would have to wait for a slot (none is free)."""
+        return self.free.locked()
+
     async def acquire(self) -> None:
         await self.free.acquire()
         self.busy += 1
