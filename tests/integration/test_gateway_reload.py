@@ -63,7 +63,9 @@ def _doors(fake: FakeProviderProcess, tmp_path: Path) -> Iterator[tuple[Gateway,
     local_root, served_root = tmp_path / "local", tmp_path / "served"
     local_root.mkdir()
     served_root.mkdir()
-    settings = load_settings(_write(served_root, fake), environ={})
+    # (the file taken as the library takes it, so that an error naming how it was passed reads
+    # the same from both doors)
+    settings = load_settings(_write(served_root, fake), environ={}, path_arg="config")
     with (Gateway.from_config(_write(local_root, fake), loader=FACTORY, env=KEYS) as local,
           thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server):
         yield local, server
