@@ -381,13 +381,15 @@ def test_a_pin_evicted_for_another_model_s_length_is_a_plain_failure(
 def test_a_pin_the_sqlite_store_cannot_read_is_a_store_error_naming_the_file(
         tmp_path: Path) -> None:
     path = tmp_path / "pins.db"
+    with contextlib.closing(SQLitePinStore(path)) as first:
+        first.put("before", Pin("small", T0))
     store = SQLitePinStore(path)
     try:
         with sqlite3.connect(path) as other:
             other.execute("DROP TABLE session_pins")  # what a damaged file looks like to a read
         other.close()
         with pytest.raises(StoreError, match="read a session pin") as caught:
-            store.get("never-seen")
+            store.get("before")
         assert str(path) in str(caught.value)
     finally:
         store.close()
@@ -436,16 +438,37 @@ def test_sqlite_store_commits_the_changes_of_requests_a_moment_apart_together(
     store.close()
 
 
-def test_sqlite_store_reads_a_session_once(tmp_path: Path) -> None:
-    store = SQLitePinStore(tmp_path / "pins.db")
+def test_sqlite_store_answers_a_new_session_without_a_read_and_a_pinned_one_once(
+        tmp_path: Path) -> None:
+    """A session the table holds no pin for (every new conversation) is answered from memory,
+    with no statement on the caller's thread (which would wait while the writer commits); a
+    pin written before a restart is still read, once."""
+    path = tmp_path / "pins.db"
+    first = SQLitePinStore(path)
+    first.put("before", Pin("small", T0))
+    first.put("gone", Pin("small", T0 - 9))
+    first.close()
+    store = SQLitePinStore(path, cache_entries=2)
     seen = traced(store)
+
+    def reads() -> list[str]:  # (the writer's own look-ups are not reads of a pin)
+        return [sql for thread, sql in seen if thread != "switchpoint-pins"]
+
     assert store.get("new") is None
-    assert store.get("new") is None  # known to have no pin: not read again
-    store.put("new", Pin("small", T0))
-    assert store.get("new") == Pin("small", T0)
+    assert store.get("before") == Pin("small", T0)
+    assert store.get("before") == Pin("small", T0)  # known: not read again
+    assert reads() == ["SELECT"], seen
+    store.put("new", Pin("small", T0 + 1))
+    store.delete("before")
+    assert store.purge(T0 - 1) == 1  # ("gone")
+    store.put("other", Pin("big", T0 + 2))
+    store.put("third", Pin("big", T0 + 3))  # (the memory holds two: "new" is forgotten)
     store.flush()
-    # (The writer's own look-ups, which count the sessions it adds, are not reads of a pin.)
-    assert [sql for thread, sql in seen if thread != "switchpoint-pins"].count("SELECT") == 1
+    seen.clear()
+    assert store.get("new") == Pin("small", T0 + 1)  # written, forgotten: read from the table
+    assert store.get("before") is None and store.get("gone") is None
+    assert [store.get(f"new-{i}") for i in range(50)] == [None] * 50
+    assert reads() == ["SELECT"], seen
     store.close()
 
 

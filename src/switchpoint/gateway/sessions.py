@@ -325,11 +325,15 @@ class SQLitePinStore:
     Every request reads and writes its session's pin, on the event loop. So the store keeps
     the pins it has seen in memory (the ``cache_entries`` most recently used; a pin known to be
     absent is remembered too), answers from there, and hands each change to a writer thread
-    that commits them in batches. Only a session the store has not seen yet costs a read of
-    the table. One process owns the file (it owns its ``data_dir``), so the memory is never
-    stale. A change reaches the table within a commit's time. :meth:`close` (a graceful stop)
-    writes every pending change, and a crash loses at most the changes of that instant:
-    a pin is a hint, and a lost one costs one cache-cold turn.
+    that commits them in batches. It also keeps the session ids the table holds (read when it
+    opens, and kept as it changes: at most about ``max_entries`` of them, some 150 bytes
+    each), so a session the table holds no pin for, as every new conversation's, is answered
+    without a read; only a pinned session the store has not seen since it opened costs a read
+    of the table (and the connection's lock, which the writer holds while it commits). One
+    process owns the file (it owns its ``data_dir``), so the memory is never stale. A change
+    reaches the table within a commit's time. :meth:`close` (a graceful stop) writes every
+    pending change, and a crash loses at most the changes of that instant: a pin is a hint,
+    and a lost one costs one cache-cold turn.
 
     It keeps at most ``max_entries`` pins, as :class:`MemoryPinStore` does: past it, the
     least recently used (the oldest ``last_used``) go as the writer commits the pins that
@@ -398,6 +402,9 @@ class SQLitePinStore:
         # batch, or tried again every UNWRITTEN_RETRY_S (at most MAX_UNWRITTEN are kept).
         self._unwritten: OrderedDict[str, Pin | None] = OrderedDict()
         self._changed = threading.Condition()
+        # The session ids the table holds (and, for a moment, one a failed commit did not
+        # write): one not here, nor in the memory or changes above, has no pin.
+        self._stored: set[str] = set()
         self._queued = 0  # changes handed to the writer so far
         self._written = 0  # of those, committed (or given up on) so far
         self._closing = False
@@ -405,6 +412,7 @@ class SQLitePinStore:
             self._rows = self._count_rows()
             while self._trim_alone():  # (a cap lowered since the file was written)
                 pass
+            self._stored = self._stored_ids()
         except sqlite3.Error as exc:
             self._db.close()
             raise store_error(self.path, "open the session pins", exc) from None
@@ -421,6 +429,8 @@ class SQLitePinStore:
             for unwritten in (self._pending, self._writing, self._unwritten):
                 if session_id in unwritten:
                     return unwritten[session_id]
+            if session_id not in self._stored:  # (a new session: no read, nothing to wait for)
+                return None
         try:
             with self._db_lock:
                 row = self._db.execute(
@@ -455,10 +465,13 @@ class SQLitePinStore:
         total = 0
         while True:
             with self._db_lock:
-                n = self._db.execute(
+                gone = [row[0] for row in self._db.execute(
                     "DELETE FROM session_pins WHERE session_id IN (SELECT session_id FROM "
-                    "session_pins WHERE last_used < ? LIMIT ?)",
-                    (older_than, PURGE_BATCH)).rowcount
+                    "session_pins WHERE last_used < ? LIMIT ?) RETURNING session_id",
+                    (older_than, PURGE_BATCH)).fetchall()]
+                with self._changed:
+                    self._stored.difference_update(gone)
+            n = len(gone)
             total += n
             if n < PURGE_BATCH:
                 break
@@ -551,6 +564,9 @@ class SQLitePinStore:
                 self._what = how_it_left(self._files, seen) or ""
             self._move_to_path()
             self._rows = self._count_rows()  # (the file now open: what it holds)
+            stored = self._stored_ids()
+            with self._changed:
+                self._stored = stored
         except Exception:  # the writer must outlive it: the pins are still in memory
             log.exception("%s: the session pins could not be moved to the file at that path",
                           self.path)
@@ -717,6 +733,8 @@ class SQLitePinStore:
             self._keep_file(closing=closing)
             rows = self._rows
             self._db.execute("BEGIN")
+            with self._changed:  # (before the batch leaves `_writing`: get() sees it)
+                self._stored.update(put[0] for put in puts)
             try:
                 added = len(puts) - self._held([put[0] for put in puts])
                 self._db.executemany(
@@ -729,6 +747,8 @@ class SQLitePinStore:
                 self._rows = rows + added - max(removed, 0)
                 self._trim(PURGE_BATCH)  # (a cap lowered by a reload: purge cuts the rest)
                 self._db.execute("COMMIT")
+                with self._changed:
+                    self._stored.difference_update(delete[0] for delete in deletes)
             except BaseException:
                 self._rows = rows
                 if self._db.in_transaction:  # (a failed COMMIT may have rolled back already)
@@ -738,6 +758,10 @@ class SQLitePinStore:
     def _count_rows(self) -> int:
         """The pins the table holds (with the connection's lock held, or at open)."""
         return int(self._db.execute("SELECT COUNT(*) FROM session_pins").fetchone()[0])
+
+    def _stored_ids(self) -> set[str]:
+        """The session ids the table holds (with the connection's lock held, or at open)."""
+        return {row[0] for row in self._db.execute("SELECT session_id FROM session_pins")}
 
     def _held(self, sessions: Sequence[str]) -> int:
         """How many of ``sessions`` the table holds a pin for."""
@@ -777,6 +801,7 @@ class SQLitePinStore:
                              [(key,) for key in gone])
         self._rows -= len(gone)
         with self._changed:  # (a change not written yet wins: it is written after)
+            self._stored.difference_update(gone)
             for key in gone:
                 if key not in self._pending and key not in self._unwritten:
                     self._known.pop(key, None)
