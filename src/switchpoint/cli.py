@@ -798,6 +798,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     keys_path = Path(settings.data_dir) / KEYS_FILENAME
     files = []
     lost: str | None = None  # (why keys.db, missing, had keys to prune)
+    # (why keys.db, there, is not the file in use: read before the log is pruned, which may
+    # delete the requests that tell)
+    wrong = _keys_not_in_use(keys_path, db_path) if keys_path.is_file() else None
     if db_path.is_file():
         # (store.retention_days, unattended as in a cron job, is held back from a clock that
         # jumped ahead, as the service's own retention is; an age given here is done as asked)
@@ -820,7 +823,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
                              "dry-run" if args.dry_run else "none")
         print(f"no log to prune: {printable(str(db_path))} does not exist (no service has "
               "logged there)", file=sys.stderr)
-    if keys_path.is_file():
+    if wrong is not None:  # (the log's retention is done all the same: see _keys_not_in_use)
+        keys = 0
+        print(f"warning: {wrong}; no key was pruned from it", file=sys.stderr)
+    elif keys_path.is_file():
         # (the keys that ended before the cutoff, and the oldest ended past
         # governance.max_keys)
         keys = prune_keys(settings.data_dir, report.cutoff, settings.governance.max_keys,
@@ -840,7 +846,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
             print(f"warning: {lost}", file=sys.stderr)
     if args.json:
         print(json.dumps({**report.to_dict(), "keys_deleted": keys, "files": files,
-                          "keys_db_missing": lost is not None}))
+                          "keys_db_missing": lost is not None,
+                          "keys_db_lacks_logged_keys": wrong is not None}))
     return 0
 
 
@@ -855,6 +862,26 @@ def _keys_lost(data_dir: str | Path, db_path: Path) -> str | None:
 
     try:
         KeyStore.in_dir(data_dir).missing("prune the ended keys", logged_keys(db_path))
+    except StoreError as exc:
+        return str(exc)
+    return None
+
+
+def _keys_not_in_use(keys_path: Path, db_path: Path) -> str | None:
+    """Why no key is pruned from ``keys_path``, a keys.db that lacks keys the log ``db_path``
+    names in requests logged since it was last in use (an empty file put in place, an older
+    backup restored: the key store's refusal, see
+    :meth:`~switchpoint.governance.keys.KeyStore.check_in_use`, which a start, ``keys
+    create`` and the reports give); None when it is the file in use. A prune warns and prunes
+    the log all the same, as for a missing keys.db (see :func:`_keys_lost`), and leaves the
+    file as it is: a prune of it would write its latest time, after which it would pass for
+    the file in use and be taken by the next start, every such key getting 401."""
+    from functools import partial
+
+    from switchpoint.governance.keys import KeyStore, logged_keys
+
+    try:
+        KeyStore(keys_path).check_in_use(partial(logged_keys, db_path), "prune the ended keys")
     except StoreError as exc:
         return str(exc)
     return None

@@ -877,6 +877,44 @@ def test_prune_beside_a_log_naming_keys_of_a_missing_keys_db_prunes_the_log_and_
     assert not (data / "keys.db").exists()
 
 
+def test_prune_beside_a_keys_db_lacking_keys_the_log_names_prunes_the_log_not_the_keys(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty keys.db put in place, or an older backup restored, while the log names keys
+    it does not hold in requests logged since it was in use: prune prunes the log (its
+    retention goes on, from cron too) but not the keys, and warns, exit 0, naming the file and
+    the keys (keys_db_lacks_logged_keys in --json); it leaves the file as it is, where it
+    pruned it and wrote its latest time, after which keys create and a start took it."""
+    data = config.parent / "data"
+    db = data / "keys.db"
+    with KeyStore.in_dir(data) as keys:
+        keys.create(KeySpec(tenant="acme"))
+    backup = config.parent / "backup.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+        dst.execute("UPDATE clock SET latest = ?", (time.time() - 2 * 86400,))  # (taken then)
+    src.close()
+    dst.close()
+    key_id = seed(config)  # (a key made since, its requests logged a minute ago)
+    for wrong, when in [(b"", "while it was never in use (it is empty)"),
+                        (backup.read_bytes(), "after the latest time it was in use (")]:
+        db.write_bytes(wrong)
+        for dry_run in ([], ["--dry-run"]):
+            code, out, err = run(["prune", "--config", config, "--older-than", "30", "--json",
+                                  *dry_run], capsys)
+            assert code == 0, err
+            report = json.loads(out)
+            assert report["files"] == ["switchpoint.db"] and report["keys_deleted"] == 0, report
+            assert report["keys_db_lacks_logged_keys"] is True, report
+            assert report["keys_db_missing"] is False, report
+            assert (f"warning: {str(db)!r}: cannot prune the ended keys: the request log names "
+                    f"1 key it does not hold ({key_id}), in requests logged {when}") in err, err
+            assert "no key was pruned from it\n" in err and "decisions" in err, err
+            assert db.read_bytes() == wrong  # (nothing written)
+        code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config],
+                             capsys)
+        assert code == 2 and "cannot open the key store" in err, err  # (still refused)
+
+
 @pytest.mark.parametrize(("argv", "name"), [
     (["forecast", "--requests-per-hour", "1e308", "--avg-input-tokens", "100",
       "--avg-output-tokens", "100"], "--requests-per-hour"),
