@@ -472,6 +472,37 @@ def test_sqlite_store_answers_a_new_session_without_a_read_and_a_pinned_one_once
     store.close()
 
 
+def test_sqlite_store_past_its_bound_of_ids_reads_until_a_purge_brings_it_under(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session ids kept in memory are bounded (MAX_STORED_IDS): a table holding more is
+    read for a session not in memory, a new one too, at open or once it grows past it; a purge
+    that brings it under keeps them again."""
+    monkeypatch.setattr("switchpoint.gateway.sessions.MAX_STORED_IDS", 2)
+    path = tmp_path / "pins.db"
+    store = SQLitePinStore(path, cache_entries=1)
+    seen = traced(store)
+
+    def reads() -> list[str]:
+        return [sql for thread, sql in seen if thread != "switchpoint-pins"]
+
+    for i in range(3):
+        store.put(f"s{i}", Pin("small", T0 + i))
+    store.flush()
+    assert store.get("new") is None and store.get("s0") == Pin("small", T0)
+    assert reads() == ["SELECT", "SELECT"], seen  # (past the bound: both read)
+    store.close()
+    again = SQLitePinStore(path, cache_entries=1)
+    seen = traced(again)
+    assert again.get("new") is None and again.get("s1") == Pin("small", T0 + 1)
+    assert reads() == ["SELECT", "SELECT"], seen
+    assert again.purge(T0 + 1) == 1  # ("s0": two left, under the bound again)
+    seen.clear()
+    assert again.get("new") is None and again.get("s0") is None
+    assert again.get("s2") == Pin("small", T0 + 2)
+    assert reads() == ["SELECT"], seen  # ("s2" alone)
+    again.close()
+
+
 def test_sqlite_store_memory_is_bounded_and_the_table_answers_the_rest(tmp_path: Path) -> None:
     path = tmp_path / "pins.db"
     store = SQLitePinStore(path, cache_entries=2)

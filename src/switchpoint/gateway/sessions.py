@@ -148,6 +148,10 @@ FILE_CHECK_S = 1.0
 #: work, and a pin is read from memory until it is written. Closing, or a full queue of
 #: changes, ends the wait at once.
 GATHER_S = 0.005
+#: The most session ids the SQLite pin store keeps to know a session has no pin without a
+#: read (some 150 bytes each): a table holding more (``max_entries`` set higher) is read for a
+#: session the store has not seen, until a purge brings it under.
+MAX_STORED_IDS = 1_000_000
 #: How often (seconds) a file at the path that could not be used is tried again while it stays
 #: there (another file put there, or none, is tried at once).
 MOVE_RETRY_S = 60.0
@@ -326,10 +330,11 @@ class SQLitePinStore:
     the pins it has seen in memory (the ``cache_entries`` most recently used; a pin known to be
     absent is remembered too), answers from there, and hands each change to a writer thread
     that commits them in batches. It also keeps the session ids the table holds (read when it
-    opens, and kept as it changes: at most about ``max_entries`` of them, some 150 bytes
-    each), so a session the table holds no pin for, as every new conversation's, is answered
-    without a read; only a pinned session the store has not seen since it opened costs a read
-    of the table (and the connection's lock, which the writer holds while it commits). One
+    opens, and kept as it changes; some 150 bytes each, while the table holds at most
+    :data:`MAX_STORED_IDS`), so a session the table holds no pin for, as every new
+    conversation's, is answered without a read; only a pinned session the store has not seen
+    since it opened costs a read of the table (and the connection's lock, which the writer
+    holds while it commits). One
     process owns the file (it owns its ``data_dir``), so the memory is never stale. A change
     reaches the table within a commit's time. :meth:`close` (a graceful stop) writes every
     pending change, and a crash loses at most the changes of that instant: a pin is a hint,
@@ -403,8 +408,9 @@ class SQLitePinStore:
         self._unwritten: OrderedDict[str, Pin | None] = OrderedDict()
         self._changed = threading.Condition()
         # The session ids the table holds (and, for a moment, one a failed commit did not
-        # write): one not here, nor in the memory or changes above, has no pin.
-        self._stored: set[str] = set()
+        # write): one not here, nor in the memory or changes above, has no pin. None while
+        # the table holds more than MAX_STORED_IDS (each session not in memory is read).
+        self._stored: set[str] | None = set()
         self._queued = 0  # changes handed to the writer so far
         self._written = 0  # of those, committed (or given up on) so far
         self._closing = False
@@ -429,8 +435,8 @@ class SQLitePinStore:
             for unwritten in (self._pending, self._writing, self._unwritten):
                 if session_id in unwritten:
                     return unwritten[session_id]
-            if session_id not in self._stored:  # (a new session: no read, nothing to wait for)
-                return None
+            if self._stored is not None and session_id not in self._stored:
+                return None  # (a new session: no read, nothing to wait for)
         try:
             with self._db_lock:
                 row = self._db.execute(
@@ -470,13 +476,18 @@ class SQLitePinStore:
                     "session_pins WHERE last_used < ? LIMIT ?) RETURNING session_id",
                     (older_than, PURGE_BATCH)).fetchall()]
                 with self._changed:
-                    self._stored.difference_update(gone)
+                    if self._stored is not None:
+                        self._stored.difference_update(gone)
             n = len(gone)
             total += n
             if n < PURGE_BATCH:
                 break
         with self._db_lock:
             self._rows = self._count_rows()
+            if self._stored is None and self._rows <= MAX_STORED_IDS:  # (under it again)
+                stored = self._stored_ids()
+                with self._changed:
+                    self._stored = stored
         while True:  # (a cap lowered by a reload: a batch per lock hold)
             with self._db_lock:
                 if not self._trim_alone():
@@ -734,7 +745,10 @@ class SQLitePinStore:
             rows = self._rows
             self._db.execute("BEGIN")
             with self._changed:  # (before the batch leaves `_writing`: get() sees it)
-                self._stored.update(put[0] for put in puts)
+                if self._stored is not None:
+                    self._stored.update(put[0] for put in puts)
+                    if len(self._stored) > MAX_STORED_IDS:
+                        self._stored = None
             try:
                 added = len(puts) - self._held([put[0] for put in puts])
                 self._db.executemany(
@@ -748,7 +762,8 @@ class SQLitePinStore:
                 self._trim(PURGE_BATCH)  # (a cap lowered by a reload: purge cuts the rest)
                 self._db.execute("COMMIT")
                 with self._changed:
-                    self._stored.difference_update(delete[0] for delete in deletes)
+                    if self._stored is not None:
+                        self._stored.difference_update(delete[0] for delete in deletes)
             except BaseException:
                 self._rows = rows
                 if self._db.in_transaction:  # (a failed COMMIT may have rolled back already)
@@ -759,8 +774,11 @@ class SQLitePinStore:
         """The pins the table holds (with the connection's lock held, or at open)."""
         return int(self._db.execute("SELECT COUNT(*) FROM session_pins").fetchone()[0])
 
-    def _stored_ids(self) -> set[str]:
-        """The session ids the table holds (with the connection's lock held, or at open)."""
+    def _stored_ids(self) -> set[str] | None:
+        """The session ids the table holds, None past :data:`MAX_STORED_IDS` (with the
+        connection's lock held, or at open, once :attr:`_rows` is counted)."""
+        if self._rows > MAX_STORED_IDS:
+            return None
         return {row[0] for row in self._db.execute("SELECT session_id FROM session_pins")}
 
     def _held(self, sessions: Sequence[str]) -> int:
@@ -801,7 +819,8 @@ class SQLitePinStore:
                              [(key,) for key in gone])
         self._rows -= len(gone)
         with self._changed:  # (a change not written yet wins: it is written after)
-            self._stored.difference_update(gone)
+            if self._stored is not None:
+                self._stored.difference_update(gone)
             for key in gone:
                 if key not in self._pending and key not in self._unwritten:
                     self._known.pop(key, None)
