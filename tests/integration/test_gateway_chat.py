@@ -138,6 +138,18 @@ def test_a_stream_option_the_gateway_cannot_read_is_a_400_from_the_openai_client
     assert "stream_options.include_usage: must be true or false" in info.value.message
 
 
+def test_stream_options_without_a_stream_is_a_400_from_the_openai_client(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # It was dropped: the client asked for a usage chunk that no answer would carry.
+    with pytest.raises(openai.BadRequestError) as info:
+        client(gw).chat.completions.create(model="good", messages=user("Not streamed"),
+                                           stream_options={"include_usage": True})
+    assert info.value.param == "stream_options" and info.value.code == "invalid_request"
+    assert ("stream_options: is only allowed when stream is true; send \"stream\": true, or "
+            "leave stream_options out") in info.value.message
+    assert gw_fake.requests() == []
+
+
 def test_streaming_without_usage_asked_still_logs_the_tokens(
         gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
     with client(gw).chat.completions.with_streaming_response.create(
@@ -255,6 +267,8 @@ def test_an_unknown_model_is_a_404_listing_the_catalog(gw: ThreadServer) -> None
       "stream_options": ["include_usage"]}, "stream_options"),
     ({"model": "auto", "messages": [{"role": "user", "content": "x"}], "stream": True,
       "stream_options": {"include_usage": "yes"}}, "stream_options"),
+    ({"model": "auto", "messages": [{"role": "user", "content": "x"}], "stream": False,
+      "stream_options": {"include_usage": True}}, "stream_options"),
     ([1, 2], "body"),
 ])
 def test_malformed_bodies_are_400s_naming_the_field(gw: ThreadServer, body: Any,

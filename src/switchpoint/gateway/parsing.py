@@ -4,7 +4,8 @@ The body is read as strictly as a routing request: numbers must be finite (no ``
 ``Infinity`` or ``1e999``), nesting is bounded, strings must be valid Unicode (no lone
 surrogates), and ``model``, ``messages``, ``stream``, the output caps (``max_tokens``,
 ``max_completion_tokens``: whole numbers from 1, as OpenAI requires), ``n`` (1 to 128),
-``stream_options`` (an object whose ``include_usage`` is a boolean: the gateway reads it), the
+``stream_options`` (an object whose ``include_usage`` is a boolean: the gateway reads it; only
+beside ``stream: true``, as OpenAI requires), the
 sampling settings (``temperature``, ``top_p``, ``presence_penalty``, ``frequency_penalty``,
 ``min_p``, ``repetition_penalty``: numbers; ``seed``, ``top_k``, ``top_logprobs``: whole
 numbers; never a boolean, which an adapter translating them would read as 1) and the gateway's
@@ -190,7 +191,8 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool | None = Field(None, description="Answer as server-sent events.")
     stream_options: StreamOptions | None = Field(
-        None, description="Options of a stream (an object): include_usage (a boolean).")
+        None, description="Options of a stream (an object): include_usage (a boolean). Only "
+                          "with stream: true (else a 400 naming stream_options).")
     models: list[ModelName] | None = Field(
         None, min_length=1, max_length=MAX_MODELS,
         description="With model \"auto\": the catalog models the router may choose among (the "
@@ -339,6 +341,7 @@ def check_chat_body(data: object, *, walk: bool = True, surrogates: bool = True
         ChatRequest.model_validate(data)
     except ValidationError as exc:
         raise invalid_from_validation(list(exc.errors()), _FIELDS) from None
+    _check_stream_options(data)
     for i, message in enumerate(data["messages"]):
         if isinstance(message, Mapping):
             _check_role_fields(message, i)
@@ -348,6 +351,16 @@ def check_chat_body(data: object, *, walk: bool = True, surrogates: bool = True
     if data.get("models") is not None:
         named_once(data["models"], "models")
     return data
+
+
+def _check_stream_options(data: Mapping[str, Any]) -> None:
+    """A ``stream_options`` (not null) only beside ``stream: true``, as OpenAI refuses it
+    otherwise with a 400: an answer that is not streamed has no options to apply them to, and
+    a client asking for a stream's usage chunk would wait for one that never comes."""
+    if data.get("stream_options") is not None and data.get("stream") is not True:
+        raise InvalidInputError("stream_options", 'is only allowed when stream is true; send '
+                                                  '"stream": true, or leave stream_options '
+                                                  'out')
 
 
 def _check_stop(stop: object) -> None:
