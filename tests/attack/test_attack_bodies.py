@@ -46,9 +46,9 @@ def exchange(sock: socket.socket, method: str, path: str, body: bytes = b"") -> 
     (b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}], '
      b'"temperature": NaN}', "temperature", "not a finite number"),
     (b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}], '
-     b'"top_p": -Infinity}', "top_p", "not a finite number"),
+     b'"top_p": -Infinity}', "top_p", "is -infinity, too large a negative number"),
     (b'{"model": "alpha", "messages": [{"role": "user", "content": "hi", "w": 1e999}]}',
-     "messages", "messages[0].w: is inf"),
+     "messages", "messages[0].w: is infinity, too large a number"),
     (b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}], "x": '
      + b"[" * 5000 + b"]" * 5000 + b"}", "body", "nests deeper"),
     (b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}], "x": '

@@ -180,8 +180,8 @@ def test_a_chat_parameter_json_cannot_hold_is_refused_naming_it(local: Gateway,
 
 
 @pytest.mark.parametrize(("value", "said"), [
-    (np.float32("nan"), "temperature: is nan, not a finite number"),
-    (np.float64("inf"), "temperature: is inf, not a finite number"),
+    (np.float32("nan"), "temperature: is NaN, not a finite number"),
+    (np.float64("inf"), "temperature: is infinity, too large a number (what 1e400"),
     (np.array([0.5]), "temperature: is of type ndarray, which a JSON body cannot hold"),
     (np.complex128(0.5), "temperature: is of type complex128, which a JSON body cannot hold"),
 ], ids=["float32 nan", "float64 inf", "array", "complex"])
@@ -242,7 +242,7 @@ def test_a_value_json_cannot_hold_deep_in_a_field_is_named_by_its_path_once(
     with pytest.raises(InvalidInputError) as caught:
         local.complete([{"role": "user", "content": "hi"}], metadata={"a": [1, float("nan")]})
     assert (caught.value.field, str(caught.value)) == (
-        "metadata", "metadata.a[1]: is nan, not a finite number; send finite numbers only")
+        "metadata", "metadata.a[1]: is NaN, not a finite number; send finite numbers only")
 
 
 def test_numpy_numbers_in_a_chat_request_are_sent_as_the_numbers_they_hold(

@@ -26,9 +26,15 @@ def test_a_good_body_comes_back_as_sent() -> None:
     (b"", "body", "is empty"),
     (b"{not json", "body", "not valid JSON"),
     (b"{\"model\": \"\xff\"}", "body", "UTF-8"),
-    (b'{"model": "auto", "messages": [], "temperature": NaN}', "temperature", "nan"),
+    (b'{"model": "auto", "messages": [], "temperature": NaN}', "temperature",
+     "temperature: is NaN, not a finite number; send finite numbers only"),
     (b'{"model": "auto", "messages": [], "temperature": Infinity}', "temperature", "inf"),
-    (b'{"model": "auto", "messages": [], "temperature": 1e999}', "temperature", "inf"),
+    # 1e999 was "is inf" here and "is infinity, too large a number ..." on a routing body.
+    (b'{"model": "auto", "messages": [], "temperature": 1e999}', "temperature",
+     "temperature: is infinity, too large a number (what 1e400, or any number past about "
+     "1.8e308, reads as); send finite numbers only"),
+    (b'{"model": "auto", "messages": [], "temperature": -1e999}', "temperature",
+     "temperature: is -infinity, too large a negative number (what -1e400"),
     (b'{"model": 7, "messages": [{"role": "user", "content": "x"}]}', "model", "string"),
     (b'{"model": "auto", "messages": []}', "messages", "empty"),
     (b'{"model": "auto", "messages": [{"content": "x"}]}', "messages", "required"),

@@ -72,6 +72,7 @@ from switchpoint._messages import (
     listed_keys,
     listed_names,
     one_of,
+    plain_number,
 )
 from switchpoint._numbers import TOO_SMALL, numpy_scalar, too_small
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS, check_name_lengths, named_once
@@ -932,7 +933,18 @@ def unheld_reason(text: str) -> str:
     value = float(text)
     if value == 0:
         return f"{cut(text, 40)} {TOO_SMALL}"
-    return f"is {value}, not a finite number; send finite numbers only"
+    return not_finite_reason(value)
+
+
+def not_finite_reason(value: float) -> str:
+    """Why a body's NaN or infinity is refused, after the field that holds it: the value shown
+    as every message shows a number (:func:`~switchpoint._messages.plain_number`), so an
+    infinity (``1e999``, as a float reads it) is worded as a routing body's field words it,
+    ``is infinity, too large a number (what 1e400, ...)``, not ``is inf``."""
+    shown = f"is {plain_number(value)}"
+    if not math.isinf(value):
+        shown += ", not a finite number"
+    return f"{shown}; send finite numbers only"
 
 
 def unheld_in_body(text: str) -> str:
@@ -992,8 +1004,7 @@ def _check_values(data: object, surrogates: bool, root: str = "body") -> bool:
         elif isinstance(node, float):
             numpy = numpy or type(node) is not float  # (np.float64 is a float)
             if not math.isfinite(node):
-                raise _invalid_at(path, f"is {float(node)}, not a finite number; send finite "
-                                        "numbers only")
+                raise _invalid_at(path, not_finite_reason(node))
         elif node is None or isinstance(node, int):  # (bool is an int)
             pass
         elif (scalar := numpy_scalar(node)) is not None:  # (checked as the number it holds)
