@@ -30,3 +30,14 @@ def bundled_policies() -> list[str]:
     root = default_weights_path().parent
     return sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file()) if (
         root.is_dir()) else []
+
+
+def is_bundled(path: Path | None) -> bool:
+    """Whether ``path`` is one of the weights packages the wheel bundles (not a copy of one, a
+    package a user fitted, or one held in memory only: None)."""
+    if path is None:
+        return False
+    try:
+        return path.resolve().parent == default_weights_path().parent.resolve()
+    except OSError:
+        return False

@@ -138,6 +138,17 @@ COST_UNITS = {"usd": "US dollars", "weights": "the weights' cost units"}
 #: (its costs are in whatever units the records it was fitted on gave), but the bundled
 #: weights' are US dollars a request.
 WEIGHTS_UNITS_TEXT = f"{COST_UNITS['weights']} (US dollars for the bundled weights)"
+#: The same for a package other than the bundled ones (one a user fitted): its own units.
+FITTED_UNITS_TEXT = (f"{COST_UNITS['weights']} (the units the records it was fitted on gave "
+                     "its costs in)")
+
+
+def weights_units_text(bundled: bool | None) -> str:
+    """What the weights' cost units are, for a package that is one of the bundled ones
+    (``bundled``: US dollars), one that is not (one a user fitted, whose costs are in its
+    records' units, which no package records: no dollars claimed), or None: not known
+    (:data:`WEIGHTS_UNITS_TEXT`)."""
+    return FITTED_UNITS_TEXT if bundled is False else WEIGHTS_UNITS_TEXT
 #: The same for a reader who cannot know which applies (a command's help, an API schema).
 COST_UNITS_TEXT = (f"in {COST_UNITS['usd']} when the catalog prices every model, else in "
                    f"{WEIGHTS_UNITS_TEXT}")

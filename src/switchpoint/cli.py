@@ -545,7 +545,8 @@ def cmd_remove_model(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from switchpoint.catalog import WEIGHTS_UNITS_TEXT, cost_figure, cost_text
+    from switchpoint._bundled import is_bundled
+    from switchpoint.catalog import cost_figure, cost_text, weights_units_text
     from switchpoint.weights import load_weights
 
     package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
@@ -569,7 +570,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     _say(f"weights   {info['weights_id']}  ({info['path']})")
     _say(f"embedder  {package.embedder_id} ({package.dimension}-d)")
     _say(f"policy    {policy.name} {policy.get_params()}")
-    _say(f"models    {len(package.models)}, their mean costs in {WEIGHTS_UNITS_TEXT}")
+    units = weights_units_text(is_bundled(package.path))
+    _say(f"models    {len(package.models)}, their mean costs in {units}")
     for m in package.models:
         _say(f"  {m:<40} mean cost {cost_text(costs[m])}")
     prov = {key: _Shown(value) for key, value in package.provenance.items()}

@@ -2165,11 +2165,18 @@ def test_info(real_weights_dir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0
     assert pkg.weights_id in out
     assert f"{DEFAULT_EMBEDDER_ID} (384-d)" in out
-    assert f"models    {len(pkg.models)}, their mean costs in the weights' cost units (US " \
-           "dollars for the bundled weights)" in out
+    # A package the user fitted has its records' units: it said "(US dollars for the bundled
+    # weights)", of weights that are not the bundled ones.
+    assert f"models    {len(pkg.models)}, their mean costs in the weights' cost units (the " \
+           "units the records it was fitted on gave its costs in)" in out
+    assert "dollars" not in out
     for m in pkg.models:
         assert m in out
     assert "fitted on 120 records" in out
+    # The bundled weights' units are US dollars, and said so.
+    code, out, _ = run(["info"], capsys)
+    assert code == 0
+    assert "mean costs in the weights' cost units (US dollars for the bundled weights)" in out
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
