@@ -977,10 +977,16 @@ def test_a_reload_turning_metadata_hosts_off_stops_serving_those_registered_and_
                  lambda: gateway.end_ab_test("meta"))]
         for says, way_out in refusals:
             served = catalog(gateway)
-            with pytest.raises(ConfigError) as refused:
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"), \
+                    pytest.raises(ConfigError) as refused:
                 gateway.reload()
             assert str(refused.value) == says
             assert catalog(gateway) == served and "linked" in served  # (nothing changed)
+            # (and says nothing changed: the experiment's refusal, after the registered
+            # models' step, logged that "linked" is not served)
+            assert [r.getMessage() for r in caplog.records
+                    if "is not served" in r.getMessage()] == []
             way_out()
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):

@@ -126,8 +126,13 @@ class RuntimeModels:
         self.unreadable: Mapping[str, float] = {}
         self._lock = threading.Lock()  # one registration or removal at a time
         self._unserved_warned = False
+        # The registered models the settings a start or reload last read leave out (with why),
+        # said once those settings go live (see :meth:`_say_held`), not while a later step may
+        # still refuse them.
+        self._held_unsaid: list[tuple[ModelEntry, str]] = []
         state.extends.append(self.extend)
         state.on_swap(self._drop_shadowed)
+        state.on_swap(self._say_held)
 
     def open(self) -> None:
         """Read what the store keeps (it is open). A row that no longer reads as a model (the
@@ -171,14 +176,28 @@ class RuntimeModels:
                         f"unregister {json_quoted(entry.name, 100)} first "
                         f"({unregister_hint(entry.name)}) and register it again without that "
                         "fallback")
-        for entry, problem in held:
-            log.warning("model %s, registered at run time at %s, is not served: %s",
-                        json_quoted(entry.name, 100), when(entry.registered_at or 0.0),
-                        held_out_words(entry.name, problem))
         try:
-            return self.merged(settings, self.registered)
+            merged = self.merged(settings, self.registered)
         except ConfigError as exc:
             raise registered_fault(exc, self.registered) from None
+        self._held_unsaid = held
+        return merged
+
+    def _say_held(self, live: Live) -> None:
+        """A snapshot went live: warn of each registered model the start or reload that made
+        it leaves out (:meth:`extend`), each naming why and the ways out. Said here, not as the
+        settings are read: a reload a later step refuses (an experiment's arm naming the
+        model, the weights) changed nothing, so it says nothing of the kind; one that still
+        holds after such a refusal is said only if the snapshot going live leaves it out."""
+        unsaid, self._held_unsaid = self._held_unsaid, []
+        if not unsaid:
+            return
+        held = {entry.name for entry, _ in held_out(live.settings, self.registered)}
+        for entry, problem in unsaid:
+            if entry.name in held:
+                log.warning("model %s, registered at run time at %s, is not served: %s",
+                            json_quoted(entry.name, 100), when(entry.registered_at or 0.0),
+                            held_out_words(entry.name, problem))
 
     def held(self, settings: Settings) -> list[ModelEntry]:
         """The models registered at run time that ``settings`` keep from being served (see
