@@ -154,17 +154,18 @@ COST_UNITS_TEXT = (f"in {COST_UNITS['usd']} when the catalog prices every model,
                    f"{WEIGHTS_UNITS_TEXT}")
 
 
-def cost_units_text(unit: str | None) -> str:
+def cost_units_text(unit: str | None, bundled: bool | None = None) -> str:
     """What a cost in ``unit`` (a key of :data:`COST_UNITS`, as :func:`cost_unit_of` names a
     router's) is in, as a sentence goes on after the figure: ``in US dollars``, or ``in the
-    weights' cost units (...)``; for None, a unit the reader cannot know,
+    weights' cost units (...)``, said of the bundled weights or of others as ``bundled``
+    tells (:func:`weights_units_text`); for None, a unit the reader cannot know,
     :data:`COST_UNITS_TEXT`, which names both."""
     if unit is None:
         return COST_UNITS_TEXT
     if unit not in COST_UNITS:
         raise InvalidInputError("cost_unit", f"must be one of {one_of(sorted(COST_UNITS))}, "
                                              f"got {json_quoted(unit, 40)}")
-    return f"in {COST_UNITS['usd']}" if unit == "usd" else f"in {WEIGHTS_UNITS_TEXT}"
+    return f"in {COST_UNITS['usd']}" if unit == "usd" else f"in {weights_units_text(bundled)}"
 
 
 def cost_unit_of(catalog: Catalog) -> str:

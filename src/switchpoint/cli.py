@@ -212,6 +212,7 @@ def _prompt_from_stdin() -> str:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    from switchpoint._bundled import is_bundled
     from switchpoint.embedding import check_prompt, warm_up
     from switchpoint.router import bounded_batch, load_router
 
@@ -255,14 +256,15 @@ def cmd_route(args: argparse.Namespace) -> int:
             warm_up(router.embedder, feedback)
     decision = router.route(prompt, available_models=models, cost_weight_override=lam)
     unit = cost_unit_of(router.catalog)
+    bundled = is_bundled(router.weights.path)  # (what its units are, as info says)
     if args.json:
         # (the unit its costs are in, as info --json and a feedback answer name theirs)
         out = {**decision.to_dict(cost_unit=unit), "cost_unit": unit}
         if args.explain:
-            out["explanation"] = decision.explain(cost_unit=unit)
+            out["explanation"] = decision.explain(cost_unit=unit, bundled_weights=bundled)
         print(json.dumps(out, indent=2, ensure_ascii=False))
     elif args.explain:
-        print(decision.explain(cost_unit=unit))
+        print(decision.explain(cost_unit=unit, bundled_weights=bundled))
     else:
         print(decision.selected_model)
     return 0

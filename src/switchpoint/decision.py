@@ -471,13 +471,17 @@ class RoutingDecision:
             out[name] = value
         return out
 
-    def explain(self, *, cost_unit: str | None = None) -> str:
+    def explain(self, *, cost_unit: str | None = None,
+                bundled_weights: bool | None = None) -> str:
         """A plain-English account: model, basis, reasoning, cost, evidence, alternatives. The
         estimated cost is said to be in ``cost_unit`` (``usd`` or ``weights``: the router's
         unit, :func:`~switchpoint.catalog.cost_unit_of` its catalog, as ``switchpoint route
         --explain`` gives it); without it, which the decision alone cannot tell, the account
-        names both and when each applies."""
-        units = cost_units_text(cost_unit)
+        names both and when each applies. ``bundled_weights`` says whether the router's
+        weights are the bundled ones (whose units are US dollars) or not (one fitted on
+        records of their own units), when known (see
+        :func:`~switchpoint.catalog.weights_units_text`)."""
+        units = cost_units_text(cost_unit, bundled_weights)
         lines = [f"Model selected: {self.selected_model} (confidence: {self.confidence:.0%})"]
         if self.escalated:
             lines.append(f"[Escalated from original confidence {self.original_confidence:.0%}: "

@@ -504,8 +504,11 @@ def test_route_explain(real_weights_dir: Path, capsys: pytest.CaptureFixture[str
     for section in ("Model selected:", "Basis:", "Reasoning:", "Estimated cost:", "Evidence:",
                     "Alternatives considered:"):
         assert section in out
-    # (the router's unit, which --json names: not both units and when each applies)
-    assert "per request, in the weights' cost units (US dollars for the bundled weights)" in out
+    # (the router's unit, which --json names: not both units and when each applies; of
+    # weights the user fitted, not the bundled ones' dollars, which it said)
+    assert "per request, in the weights' cost units (the units the records it was fitted on " \
+           "gave its costs in)" in out
+    assert "dollars" not in out
     assert "when the catalog prices every model" not in out
     code, out, _ = run(["route", PROMPT, "--weights", real_weights_dir, "--explain", "--json"],
                        capsys)

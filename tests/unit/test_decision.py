@@ -214,6 +214,12 @@ def test_explain_names_the_cost_unit_it_is_given() -> None:
                 if line.startswith("Estimated cost:"))
     assert line.startswith("Estimated cost: 0.000100 per request, in the weights' cost units "
                            "(US dollars for the bundled weights) (λ"), line
+    # Of weights that are not the bundled ones, their records' units, claiming no dollars.
+    line = next(line for line in _decision().explain(
+        cost_unit="weights", bundled_weights=False).splitlines()
+        if line.startswith("Estimated cost:"))
+    assert line.startswith("Estimated cost: 0.000100 per request, in the weights' cost units "
+                           "(the units the records it was fitted on gave its costs in) (λ"), line
     with pytest.raises(InvalidInputError, match='cost_unit: must be one of "usd" or "weights"'):
         _decision().explain(cost_unit="eur")
 
