@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint.config import load_settings
-from switchpoint.governance.keys import KeyStore
+from switchpoint.governance.keys import KEYS_FILENAME, KeyStore
 from switchpoint.governance.reports import SWEEP, Reports
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 
@@ -136,9 +136,11 @@ def main() -> None:
         fill(settings.db_path, args.requests, models, prices)
         print(f"filled the log with {args.requests} answered auto requests over {args.models} "
               f"models in {time.perf_counter() - start:.1f} s")
-        # (the key store the logged keys were made in, which no longer holds them: a report
-        # refuses a data_dir whose log names keys and that holds no keys.db)
-        KeyStore.in_dir(tmp).open().close()
+        # (the key store the logged keys were made in, which no longer holds them, pruned at
+        # NOW, after their requests: a report refuses a data_dir whose log names keys and that
+        # holds no keys.db, or one that was never in use since they were logged)
+        with KeyStore(Path(tmp) / KEYS_FILENAME, clock=lambda: NOW) as keys:
+            keys.prune(None, 1)
         reports = Reports.from_settings(settings, clock=lambda: NOW)
 
         def arrays() -> list[dict[str, int]]:
