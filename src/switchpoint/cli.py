@@ -758,11 +758,13 @@ def _serve(args: argparse.Namespace, loaded: Callable[[], None]) -> int:
                   "would be served instead, since --policy picks bundled weights only when no "
                   "weights are given; drop one of the two (or list the other weights under "
                   "policies: and swap with POST /v1/router/policy/NAME)")
-    from switchpoint.server.runner import serve  # FastAPI and uvicorn load only here
+    # (what refuses a start, its host, port and exposure, needs no web framework: FastAPI and
+    # uvicorn load once it has passed, and ``loaded`` is called then)
+    from switchpoint.server.runner import serve
 
-    loaded()
     return serve(settings, args.host, port, log_level=args.log_level,
-                 access_log=args.access_log, allow_unauthenticated=args.allow_unauthenticated)
+                 access_log=args.access_log, allow_unauthenticated=args.allow_unauthenticated,
+                 loaded=loaded)
 
 
 def _prune_sizes(report: PruneReport) -> str:

@@ -30,7 +30,7 @@ from switchpoint.gateway.planning import ChatCall
 from switchpoint.gateway.results import CallInfo
 from switchpoint.governance.ledger import load_state
 from switchpoint.server import create_app
-from switchpoint.server.runner import _Server
+from switchpoint.server.serving import _Server
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import FACTORY, KEYS, config_text
 from tests.integration.servers import loopback_socket, wait_ready

@@ -854,8 +854,7 @@ def test_the_image_publishes_to_loopback_and_will_not_serve_open_beyond_it() -> 
     # the deployment guide binds loopback.
     import json as json_module
 
-    from switchpoint.server.auth import check_admin_token
-    from switchpoint.server.exposure import exposure_problem
+    from switchpoint.server.exposure import check_admin_token, exposure_problem
 
     root = Path(__file__).resolve().parents[2]
     dockerfile = (root / "Dockerfile").read_text(encoding="utf-8")

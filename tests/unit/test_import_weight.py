@@ -99,6 +99,34 @@ def test_listing_the_models_and_experiments_a_data_dir_keeps_loads_no_engine(
     assert among(loaded, NOT_FOR_READING_STATE) == []
 
 
+def test_a_refused_start_refuses_before_the_web_framework_loads(tmp_path: Path) -> None:
+    # A port in use, a host this machine cannot serve on, a host that would expose open routes:
+    # each is refused before FastAPI, the service's schemas and uvicorn load (some 1 s of CPU),
+    # and before the router's modules and NumPy; nothing of data_dir is made.
+    import socket
+
+    data = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = [(["--port", str(port)], f"cannot serve on 127.0.0.1:{port}"),
+                   (["--host", "0.0.0.0"], 'refusing to serve on "0.0.0.0"'),
+                   (["--host", "no.such.host.invalid", "--allow-unauthenticated"],
+                    "cannot serve on no.such.host.invalid:8080")]
+        loaded = loaded_after(
+            "import contextlib, io\nfrom switchpoint.cli import main\n"
+            f"for args, why in {refused!r}:\n"
+            "    err = io.StringIO()\n"
+            "    with contextlib.redirect_stderr(err):\n"
+            f"        code = main(['serve', '--data-dir', {str(data)!r}, *args])\n"
+            "    assert code == 2 and why in err.getvalue(), (args, code, err.getvalue())")
+    assert "switchpoint.server.runner" in loaded  # (it was refused there)
+    assert among(loaded, ("fastapi", "numpy", "uvicorn", "switchpoint.router",
+                          "switchpoint.server.app", "switchpoint.server.schemas")) == []
+    assert not data.exists()
+
+
 def test_reading_a_config_its_keys_and_its_cost_report_loads_no_numpy(tmp_path: Path) -> None:
     # The commands that read a config and hold no array (keys list, report cost, a config's
     # check) need neither NumPy nor the router, the policies and the weights it comes with.
@@ -171,13 +199,14 @@ def test_the_limits_the_help_quotes_are_the_ones_enforced() -> None:
 
 
 def test_the_services_answer_models_build_when_first_used() -> None:
-    # A start builds no validator for the wire models it has not used yet: each builds on
-    # its first answer, body or API document (the request bodies the routes document as they
-    # load are built then). What they validate and the document they make are the same.
+    # A start (the app and its server, loaded once the start passed its checks) builds no
+    # validator for the wire models it has not used yet: each builds on its first answer, body
+    # or API document (the request bodies the routes document as they load are built then).
+    # What they validate and the document they make are the same.
     done = subprocess.run(
         [sys.executable, "-c",
          "import json\nfrom pydantic import BaseModel\n"
-         "from switchpoint.server import runner, schemas\n"
+         "from switchpoint.server import schemas, serving\n"
          "models = [v for v in vars(schemas).values() if isinstance(v, type)\n"
          "          and issubclass(v, BaseModel) and v.__module__ == schemas.__name__]\n"
          "print(json.dumps([len(models), sorted(m.__name__ for m in models\n"

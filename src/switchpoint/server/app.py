@@ -24,12 +24,13 @@ from switchpoint._version import __version__
 from switchpoint.config import Settings
 from switchpoint.gateway.engine import Gateway
 from switchpoint.gateway.live import Loader
-from switchpoint.server.auth import body_owner, check_admin_token, document_guards
+from switchpoint.server.auth import body_owner, document_guards
 from switchpoint.server.bodies import document_no_body
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.context import Service
 from switchpoint.server.errors import document_errors
 from switchpoint.server.errors import install as install_error_handlers
+from switchpoint.server.exposure import check_admin_token
 from switchpoint.server.head import HeadMiddleware
 from switchpoint.server.hosts import document_hosts, guards_hosts
 from switchpoint.server.hosts import refusal as host_refusal
@@ -83,7 +84,7 @@ def create_app(
     ``store`` defaults to SQLite in ``settings.data_dir``; ``provider_env`` is where upstream
     API keys are read (default: the process environment, at each call). Raises
     :class:`~switchpoint.errors.ConfigError` when the settings name an admin token that was
-    not exported (:func:`~switchpoint.server.auth.check_admin_token`), as a reload does.
+    not exported (:func:`~switchpoint.server.exposure.check_admin_token`), as a reload does.
 
     ``listen_host`` is the address the app is served on: on loopback (the default) it answers
     only requests whose ``Host`` is ``localhost``, an IP address or a name

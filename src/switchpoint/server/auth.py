@@ -7,9 +7,9 @@ environment variable at start (and again on reload) and every admin call must ca
 missing or wrong token is a 401 ``unauthorized`` in the usual error shape, compared in constant
 time. ``/health`` stays open for probes, but without the token it says only whether the
 router is ready (:func:`is_admin`). Settings whose variable holds no usable token are never
-served (:func:`check_admin_token`): the token guards these routes alone, so the rest of
-switchpoint (the in-process gateway, the commands that serve nothing) takes such a config as
-it is.
+served (:func:`~switchpoint.server.exposure.check_admin_token`): the token guards these routes
+alone, so the rest of switchpoint (the in-process gateway, the commands that serve nothing)
+takes such a config as it is.
 
 Clients: with ``auth: keys`` in the config, ``/v1/chat/completions``, ``/v1/route`` and
 ``/v1/models`` need ``Authorization: Bearer sp-...`` (a key from ``switchpoint keys create``):
@@ -36,21 +36,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from switchpoint._messages import json_quoted
-from switchpoint.config import Settings
-from switchpoint.errors import AuthenticationError, ConfigError, InvalidKeyError
+from switchpoint.errors import AuthenticationError, InvalidKeyError
 from switchpoint.governance.governor import Governor, Principal
 from switchpoint.governance.keys import has_key_shape
 from switchpoint.server.context import get_service
 from switchpoint.server.errors import error_content
-
-
-def check_admin_token(settings: Settings) -> None:
-    """Refuse to serve ``settings`` (at start, and on a reload) when they name an admin token
-    variable that holds no usable token: the admin routes would be guarded by nothing the
-    operator chose. Raises :class:`ConfigError` (``admin_token_env``) saying how to fix it."""
-    problem = settings.admin_token_problem
-    if problem is not None:
-        raise ConfigError("admin_token_env", problem)
 
 
 def authorization(request: Request, *, strict: bool = True) -> tuple[str, str]:

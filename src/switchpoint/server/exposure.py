@@ -7,7 +7,9 @@ need a credential: the chat and routing routes a client key (``auth: keys``), th
 (``admin_token_env``), unless the operator opts out explicitly (``allow_unauthenticated: true``
 in the config, or ``--allow-unauthenticated``), e.g. behind a proxy that authenticates.
 :func:`exposure_problem` is the whole rule; :func:`reload_problem` applies it to a config read
-again while the service runs, whose opt-out may not turn on: exposure is set at start.
+again while the service runs, whose opt-out may not turn on: exposure is set at start. Settings
+that name an admin token not exported are never served (:func:`check_admin_token`). Nothing
+here needs the web framework: ``switchpoint serve`` refuses such a start before it loads.
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ def exposure_problem(settings: Settings, host: str, *,
     return (f"refusing to serve on {json_quoted(host)}: " + "; and ".join(open_parts)
             + ". Or serve on 127.0.0.1 behind a proxy, or accept the risk with "
             "--allow-unauthenticated (allow_unauthenticated: true in the config)")
+
+
+def check_admin_token(settings: Settings) -> None:
+    """Refuse to serve ``settings`` (at start, and on a reload) when they name an admin token
+    variable that holds no usable token: the admin routes would be guarded by nothing the
+    operator chose. Raises :class:`ConfigError` (``admin_token_env``) saying how to fix it."""
+    problem = settings.admin_token_problem
+    if problem is not None:
+        raise ConfigError("admin_token_env", problem)
 
 
 def reload_problem(running: Settings, read: Settings, host: str, *,
