@@ -36,9 +36,13 @@ NOT_FOR_ROUTING = (
 )
 
 # What the commands that read the state a service keeps in data_dir (models list, experiments
-# list) must not import: the gateway's engine, its providers and HTTP client, and asyncio.
+# list) must not import: the gateway's engine, its providers and HTTP client, and asyncio; nor
+# NumPy, with the live router's module, the router and the embedder, as they read no vector
+# (models list with a config reads its weights, as a start checks them, to say which models
+# they profile: that loads them).
 NOT_FOR_READING_STATE = (
-    "asyncio", "fastapi", "httpx", "switchpoint.gateway.engine", "switchpoint.gateway.providers",
+    "asyncio", "fastapi", "httpx", "numpy", "switchpoint.embedding", "switchpoint.gateway.engine",
+    "switchpoint.gateway.live", "switchpoint.gateway.providers", "switchpoint.router",
     "switchpoint.server", "uvicorn",
 )
 

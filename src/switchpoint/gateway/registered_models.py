@@ -57,7 +57,6 @@ from switchpoint.config import ModelEntry, Settings, check_catalog, check_experi
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
 from switchpoint.gateway.kept import turn, written
-from switchpoint.gateway.live import check_costed
 from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.known_providers import api_key_env_of, base_url_of
 from switchpoint.registration import (
@@ -268,7 +267,11 @@ class RuntimeModels:
 
             def router_of(live: Router, merged: Settings) -> Router:
                 # (the live router's weights, checked against the catalog as a load checks
-                # them, and the card registered by the router's own rules, in a copy of it)
+                # them, and the card registered by the router's own rules, in a copy of it;
+                # the live router's module imported here, as a registration is: a command that
+                # reads the models registered loads no router, nor NumPy)
+                from switchpoint.gateway.live import check_costed
+
                 check_costed(merged, live.weights)
                 router = live.unlearned_copy()
                 router.join_model(made.card(), registration.GATEWAY)

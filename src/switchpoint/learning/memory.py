@@ -6,13 +6,15 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from switchpoint._limits import MAX_MEMORY_SIZE as MAX_MEMORY_SIZE  # (re-exported)
 from switchpoint._messages import json_quoted
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
+
+if TYPE_CHECKING:  # (a decision's vector is NumPy's, made by whoever routed it)
+    import numpy as np
+    import numpy.typing as npt
 
 
 @dataclass(frozen=True)

@@ -48,10 +48,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from switchpoint._json import loads, unreadable
 from switchpoint._messages import json_quoted, one_of
@@ -65,6 +62,11 @@ from switchpoint.store.sqlite import (
     still_there,
     store_error,
 )
+
+if TYPE_CHECKING:  # (NumPy is imported where a vector is written or read: the commands that
+    # list what the state holds, models list and experiments list, read none)
+    import numpy as np
+    import numpy.typing as npt
 
 #: Read connections a reader beside a running store keeps open between reads, at most.
 KEPT_CONNECTIONS = 4
@@ -132,6 +134,8 @@ class FeedbackRecord:
 
     def row(self) -> tuple[Any, ...]:
         e = self.event
+        import numpy as np
+
         vector = None if e.embedding is None else np.asarray(e.embedding,
                                                               dtype=np.float32).tobytes()
         return (e.event_id, e.timestamp, self.kind, e.tenant, e.decision_id, e.model, e.served,
@@ -157,6 +161,8 @@ class PendingRecord:
 
     def row(self) -> tuple[Any, ...]:
         e = self.entry
+        import numpy as np
+
         vector = None if e.embedding is None else np.asarray(
             e.embedding, dtype=np.float32).reshape(-1).astype(np.float16).tobytes()
         return (e.decision_id, e.created, e.tenant, e.chosen, json.dumps(list(e.candidates)),
@@ -216,6 +222,8 @@ class CompareRecord:
         return self.compare_id
 
     def row(self) -> tuple[Any, ...]:
+        import numpy as np
+
         vector = np.asarray(self.embedding, dtype=np.float32).reshape(-1).tobytes()
         return (self.compare_id, self.created, self.expires, self.tenant,
                 json.dumps(self.labels), json.dumps(sorted(self.answered)), vector,
@@ -660,6 +668,8 @@ class LearningReader:
             return None
         (did, ts, tenant, chosen, candidates, vector, units, cost, weights_id, tokens,
          hashed) = row
+        import numpy as np
+
         embedding = None if vector is None else np.frombuffer(
             vector, dtype=np.float16).astype(np.float32)
         entry = PendingDecision(decision_id=did, tenant=tenant, chosen=chosen,
@@ -698,6 +708,8 @@ class LearningReader:
             return None
         (cid, ts, expires, tenant, labels, answered, vector, units, weights_id, costs, blind,
          revealed, details) = row
+        import numpy as np
+
         return CompareRecord(compare_id=cid, tenant=tenant, labels=dict(json.loads(labels)),
                              answered=frozenset(json.loads(answered)),
                              embedding=np.frombuffer(vector, dtype=np.float32).copy(),
@@ -1035,6 +1047,8 @@ def _kept_json(column: str, text: object) -> tuple[Any, str | None]:
 def _logged(row: tuple[Any, ...]) -> LoggedFeedback:
     (seq, event_id, ts, kind, tenant, decision_id, model, served, quality, weight, chosen, cost,
      vector, units, weights_id, _key_id, _comment, measured_cost) = row
+    import numpy as np
+
     embedding = None if vector is None else tuple(np.frombuffer(vector, dtype=np.float32).tolist())
     event = FeedbackEvent(decision_id=decision_id, model=model, quality=float(quality),
                           tenant=tenant, embedding=embedding, units=_units_of(units),
