@@ -104,12 +104,15 @@ def test_listing_the_models_and_experiments_a_data_dir_keeps_loads_no_engine(
 
 
 def test_a_refused_start_refuses_before_the_web_framework_loads(tmp_path: Path) -> None:
-    # A port in use, a host this machine cannot serve on, a host that would expose open routes:
-    # each is refused before FastAPI, the service's schemas and uvicorn load (some 1 s of CPU),
-    # and before the router's modules and NumPy; nothing of data_dir is made.
+    # A port in use, a host this machine cannot serve on, a host that would expose open routes,
+    # an admin token the config names but nobody exported: each is refused before FastAPI, the
+    # service's schemas and uvicorn load (some 1 s of CPU), and before the router's modules and
+    # NumPy; nothing of data_dir is made.
     import socket
 
     data = tmp_path / "data"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("admin_token_env: SWITCHPOINT_TEST_TOKEN_NEVER_SET\n", encoding="utf-8")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -117,7 +120,8 @@ def test_a_refused_start_refuses_before_the_web_framework_loads(tmp_path: Path) 
         refused = [(["--port", str(port)], f"cannot serve on 127.0.0.1:{port}"),
                    (["--host", "0.0.0.0"], 'refusing to serve on "0.0.0.0"'),
                    (["--host", "no.such.host.invalid", "--allow-unauthenticated"],
-                    "cannot serve on no.such.host.invalid:8080")]
+                    "cannot serve on no.such.host.invalid:8080"),
+                   (["--config", str(config)], "$SWITCHPOINT_TEST_TOKEN_NEVER_SET is not set")]
         loaded = loaded_after(
             "import contextlib, io\nfrom switchpoint.cli import main\n"
             f"for args, why in {refused!r}:\n"
