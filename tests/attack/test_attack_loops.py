@@ -68,3 +68,65 @@ def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacke
     operations = [op for item in document["paths"].values() for op in item.values()
                   if isinstance(op, dict)]
     assert operations and all("508" in op["responses"] for op in operations)
+
+
+def test_a_loop_through_a_second_service_fails_at_once_naming_the_loop(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A model on service A points at service B, whose model points back at A: each hop is a
+    new request, so A's own Via alone did not reach A again. A forwarded request lists the Via
+    it came with before the gateway's own, so the request B sends back names A: A refuses it
+    (508), B's try fails, and A's fails over at once, the loop named; each service logs one
+    request."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with serving(fake, tmp_path / "a") as a, serving(fake, tmp_path / "b") as b, \
+            httpx.Client(timeout=30) as client:
+        for here, there in ((a, b), (b, a)):
+            r = client.post(f"{here.base}/v1/router/models", headers=here.admin,
+                            json={"name": "onward", "base_url": f"{there.base}/v1",
+                                  "input_per_mtok": 1, "output_per_mtok": 2})
+            assert r.status_code == 201, r.text
+        started = time.monotonic()
+        r = client.post(f"{a.base}/v1/chat/completions", json=chat_body("hi", "onward"))
+        took = time.monotonic() - started
+        assert r.status_code == 502, r.text
+        error = r.json()["error"]
+        assert "(508): via: a model's base_url" in error["message"], error  # (B's, from A)
+        assert took < MAX_TOTAL_S / 2, took  # (the loop ran until the deadline)
+        for server in (a, b):
+            logged = server.requests(limit=500)
+            assert len(logged) == 1, [entry["requested_model"] for entry in logged]
+        assert fake.requests() == []
+
+
+def test_a_request_through_a_proxy_is_served_and_its_via_passes_upstream(
+        attacked: Attacked, fake: FakeProviderProcess) -> None:
+    """A client behind a corporate proxy (a Via of its own) is served, and the upstream request
+    lists the proxy's entries, then the gateway's (each intermediary appends); a byte no
+    header sent upstream may carry is a "?". A Via past its bound (17 intermediaries) is refused
+    as a loop, naming the header; one at it (16) is served."""
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi"), timeout=30,
+                   headers=[(b"via", "1.1 corp-proxy (Squid), 1.0 caf\xe9".encode("latin-1"))])
+    assert r.status_code == 200, r.text
+    own = attacked_via(fake)
+    assert own.startswith("1.1 switchpoint-"), own
+    sent = fake.requests()[-1]["headers"]["via"]
+    assert sent == f"1.1 corp-proxy (Squid), 1.0 caf?, {own}", sent
+    chain = ", ".join(f"1.1 proxy-{i}" for i in range(16))
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi"), timeout=30,
+                   headers={"via": chain})
+    assert r.status_code == 200, r.text
+    assert fake.requests()[-1]["headers"]["via"] == f"{chain}, {own}"
+    fake.reset()
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi"), timeout=30,
+                   headers={"via": f"{chain}, 1.1 proxy-16"})
+    assert r.status_code == 508, r.text
+    body = r.json()["error"]
+    assert (body["code"], body["param"]) == ("loop_detected", "via"), body
+    assert "17 intermediaries (at most 16)" in body["message"], body
+    assert fake.requests() == []
+
+
+def attacked_via(fake: FakeProviderProcess) -> str:
+    """The gateway's own Via entry: the last one of the upstream request the fake last got."""
+    return str(fake.requests()[-1]["headers"]["via"]).rsplit(", ", 1)[-1]

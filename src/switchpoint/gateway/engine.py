@@ -171,6 +171,7 @@ from switchpoint.gateway.swaps import (
     reload_answer,
     swap_answer,
 )
+from switchpoint.gateway.via import forwarding
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
@@ -1220,11 +1221,12 @@ class Gateway:
                 # Cancelled before its call began (its caller left as planning ended): the
                 # cancel lands here, before any model is called, not in the first try.
                 await asyncio.sleep(0)
-            result = await call_with_failover(
-                plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
-                policy=self.retry, timeouts=self._timeouts_of(plan, live), health=self.health,
-                attempts=attempts, before_try=self._before_try(plan),
-                on_failed_try=functools.partial(self._failed_tries, plan.request_id))
+            with forwarding(plan.call.via):  # (its upstream requests' Via lists the call's)
+                result = await call_with_failover(
+                    plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
+                    policy=self.retry, timeouts=self._timeouts_of(plan, live),
+                    health=self.health, attempts=attempts, before_try=self._before_try(plan),
+                    on_failed_try=functools.partial(self._failed_tries, plan.request_id))
         except FailoverError as exc:
             rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
             plan.unanswered(exc.attempts)

@@ -77,6 +77,9 @@ class ChatCall:
     in-process (the defaults); the HTTP shell names the headers they came in. ``pool``: the
     models the caller may use (its key's and tenant's; None: any): a named model's fallbacks
     outside it are left out, and neither tried nor named to the caller (nor in an error).
+    ``via``: the entries of the ``Via`` header the request came with (the intermediaries it
+    passed; the HTTP shell's, bounded there), which its upstream requests list before the
+    gateway's own (:mod:`switchpoint.gateway.via`).
     """
 
     body: dict[str, Any]
@@ -92,6 +95,7 @@ class ChatCall:
     models_field: str = "models"
     session_field: str = "session_id"
     pool: Sequence[str] | None = None
+    via: Sequence[str] = ()
 
     @property
     def requested(self) -> str:

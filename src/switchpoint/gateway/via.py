@@ -1,10 +1,34 @@
 """The ``Via`` header (RFC 9110, section 7.6.3) the gateway sends upstream, naming itself, so
 that a service a model's ``base_url`` points back at can tell a request it sent itself
-(:mod:`switchpoint.server.loops`)."""
+(:mod:`switchpoint.server.loops`).
+
+A request the gateway forwards carries the entries of the ``Via`` it came with, then the
+gateway's own (each intermediary appends its own), so that a loop through other services (a
+model on service A pointing at service B, whose model points back at A) comes back to A
+naming A. The received entries are bounded (:data:`MAX_ENTRIES`, :data:`MAX_CHARS`): a chain
+longer than that is a loop or an abuse, and the service refuses it as it refuses a loop.
+
+The HTTP shell passes the received entries in the call
+(:attr:`~switchpoint.gateway.planning.ChatCall.via`); the engine makes its tries inside
+:func:`forwarding` them, and the provider layer writes the header (:func:`forwarded_via`):
+the entries live in a context variable, as the transport runs in the task that makes the try.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+#: The most entries a received ``Via`` may list (the intermediaries a request passed).
+MAX_ENTRIES = 16
+#: The most characters a received ``Via``'s entries may hold, joined by ``", "``.
+MAX_CHARS = 1024
+
+# What no header value sent upstream may hold (httpx sends ASCII): each becomes "?".
+_UNSENDABLE = {c: "?" for c in [*range(32), *range(127, 256)]}
+
+_RECEIVED: ContextVar[tuple[str, ...]] = ContextVar("switchpoint_received_via", default=())
 
 
 def via(name: str) -> str:
@@ -13,13 +37,51 @@ def via(name: str) -> str:
     return f"1.1 {name}"
 
 
+def via_entries(values: Sequence[str]) -> list[str]:
+    """The entries the ``Via`` header values ``values`` list, in order, each stripped (``1.1
+    a, 1.0 b`` lists ``1.1 a`` and ``1.0 b``; empty ones are left out)."""
+    return [entry.strip() for value in values for entry in value.split(",") if entry.strip()]
+
+
 def via_names(values: Sequence[str]) -> list[str]:
     """The names of the intermediaries the ``Via`` header values ``values`` list, in order
     (each entry's ``received-by``: ``1.1 a, 1.0 b`` lists ``a`` and ``b``)."""
     names = []
-    for value in values:
-        for entry in value.split(","):
-            parts = entry.split()
-            if len(parts) >= 2:
-                names.append(parts[1])
+    for entry in via_entries(values):
+        parts = entry.split()
+        if len(parts) >= 2:
+            names.append(parts[1])
     return names
+
+
+def too_long(entries: Sequence[str]) -> str | None:
+    """What is past the bound in the received ``Via`` ``entries`` (:data:`MAX_ENTRIES`,
+    :data:`MAX_CHARS`), else None."""
+    if len(entries) > MAX_ENTRIES:
+        return f"lists {len(entries)} intermediaries (at most {MAX_ENTRIES})"
+    chars = len(", ".join(entries))
+    if chars > MAX_CHARS:
+        return f"holds {chars} characters (at most {MAX_CHARS})"
+    return None
+
+
+@contextmanager
+def forwarding(entries: Sequence[str]) -> Iterator[None]:
+    """Have the upstream requests made inside the block (in this task) list ``entries``, the
+    ``Via`` a forwarded request came with, before the gateway's own (:func:`forwarded_via`)."""
+    token = _RECEIVED.set(tuple(entries))
+    try:
+        yield
+    finally:
+        _RECEIVED.reset(token)
+
+
+def forwarded_via(own: str | None) -> str | None:
+    """The ``Via`` of an upstream request whose gateway names itself ``own``: the entries of
+    the request it forwards (:func:`forwarding`; any character that cannot be sent, a ``?``),
+    then its own; None when it forwards none (``own`` alone is sent)."""
+    received = _RECEIVED.get()
+    if not received:
+        return None
+    return ", ".join([*(entry.translate(_UNSENDABLE) for entry in received),
+                      *([own] if own else [])])

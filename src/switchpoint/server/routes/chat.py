@@ -25,6 +25,7 @@ from switchpoint.errors import GatewayError, InvalidInputError, SwitchpointError
 from switchpoint.gateway.parsing import ChatRequest, listed_models, parse_chat_body
 from switchpoint.gateway.planning import ChatCall
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
+from switchpoint.gateway.via import via_entries
 from switchpoint.governance.governor import Principal
 from switchpoint.server.auth import CLIENT
 from switchpoint.server.context import GatewayRoute, get_service
@@ -112,7 +113,10 @@ def chat_call(body: dict[str, Any], request: Request,
         cost_weight=_cost_weight(_once(request, COST_WEIGHT_HEADER)),
         # (a head is bounded, so is the list it holds)
         models=None if models is None else listed_models(models, MODELS_HEADER),
-        models_field=MODELS_HEADER, session_field=SESSION_HEADER)
+        models_field=MODELS_HEADER, session_field=SESSION_HEADER,
+        # (the intermediaries it passed, which its upstream requests list before this gateway;
+        # bounded by the guard that refuses a loop: switchpoint.server.loops)
+        via=via_entries(request.headers.getlist("via")))
 
 
 def _once(request: Request, name: str) -> str | None:
