@@ -103,8 +103,8 @@ def test_a_request_through_a_proxy_is_served_and_its_via_passes_upstream(
         attacked: Attacked, fake: FakeProviderProcess) -> None:
     """A client behind a corporate proxy (a Via of its own) is served, and the upstream request
     lists the proxy's entries, then the gateway's (each intermediary appends); a byte no
-    header sent upstream may carry is a "?". A Via past its bound (17 intermediaries) is refused
-    as a loop, naming the header; one at it (16) is served."""
+    header sent upstream may carry is a "?". A Via past its bound (17 intermediaries, or over
+    1,024 characters) is refused as a loop, naming the header; one at it (16) is served."""
     r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi"), timeout=30,
                    headers=[(b"via", "1.1 corp-proxy (Squid), 1.0 caf\xe9".encode("latin-1"))])
     assert r.status_code == 200, r.text
@@ -112,6 +112,10 @@ def test_a_request_through_a_proxy_is_served_and_its_via_passes_upstream(
     assert own.startswith("1.1 switchpoint-"), own
     sent = fake.requests()[-1]["headers"]["via"]
     assert sent == f"1.1 corp-proxy (Squid), 1.0 caf?, {own}", sent
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi", stream=True),
+                   timeout=30, headers={"via": "1.1 corp-proxy"})
+    assert r.status_code == 200 and "[DONE]" in r.text, r.text
+    assert fake.requests()[-1]["headers"]["via"] == f"1.1 corp-proxy, {own}"
     chain = ", ".join(f"1.1 proxy-{i}" for i in range(16))
     r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi"), timeout=30,
                    headers={"via": chain})
@@ -124,6 +128,10 @@ def test_a_request_through_a_proxy_is_served_and_its_via_passes_upstream(
     body = r.json()["error"]
     assert (body["code"], body["param"]) == ("loop_detected", "via"), body
     assert "17 intermediaries (at most 16)" in body["message"], body
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi"), timeout=30,
+                   headers={"via": f"1.1 {'p' * 1100}"})
+    assert r.status_code == 508, r.text
+    assert "holds 1104 characters (at most 1024)" in r.json()["error"]["message"], r.text
     assert fake.requests() == []
 
 
