@@ -10,8 +10,9 @@ longer than that is a loop or an abuse, and the service refuses it as it refuses
 
 The HTTP shell passes the received entries in the call
 (:attr:`~switchpoint.gateway.planning.ChatCall.via`); the engine makes its tries inside
-:func:`forwarding` them, and the provider layer writes the header (:func:`forwarded_via`):
-the entries live in a context variable, as the transport runs in the task that makes the try.
+:func:`forwarding` them, and the provider layer writes the header (:func:`received_via`,
+:func:`forwarded_via`): the entries live in a context variable, as the transport runs in the
+task that makes the try.
 """
 
 from __future__ import annotations
@@ -76,12 +77,15 @@ def forwarding(entries: Sequence[str]) -> Iterator[None]:
         _RECEIVED.reset(token)
 
 
-def forwarded_via(own: str | None) -> str | None:
-    """The ``Via`` of an upstream request whose gateway names itself ``own``: the entries of
-    the request it forwards (:func:`forwarding`; any character that cannot be sent, a ``?``),
-    then its own; None when it forwards none (``own`` alone is sent)."""
-    received = _RECEIVED.get()
-    if not received:
-        return None
+def received_via() -> tuple[str, ...]:
+    """The ``Via`` entries of the request the gateway forwards here (:func:`forwarding`; none
+    when it forwards none: its upstream request names the gateway alone)."""
+    return _RECEIVED.get()
+
+
+def forwarded_via(received: Sequence[str], own: str | None) -> str:
+    """The ``Via`` of an upstream request forwarding one that came with the entries
+    ``received`` (:func:`received_via`; any character that cannot be sent, a ``?``), by the
+    gateway that names itself ``own``: the received entries, then its own."""
     return ", ".join([*(entry.translate(_UNSENDABLE) for entry in received),
                       *([own] if own else [])])

@@ -61,7 +61,7 @@ from switchpoint.gateway.providers.base import (
 )
 from switchpoint.gateway.providers.sending import note_stream
 from switchpoint.gateway.providers.sse import SSEEvent, sse_event_batches
-from switchpoint.gateway.via import forwarded_via
+from switchpoint.gateway.via import forwarded_via, received_via
 
 # The codings upstreams are asked for: those the transport inflates a small read at a time
 # (:data:`~switchpoint.gateway.providers._transport.ENCODED_READ_SIZE`), so an answer's size
@@ -302,9 +302,9 @@ def _request(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
     request = client.build_request("POST", _parsed_url(url), json=body, headers=dict(headers),
                                    timeout=httpx_timeout(timeouts))
     request.headers["Accept-Encoding"] = ACCEPT_ENCODING
-    chain = forwarded_via(request.headers.get("via"))
-    if chain is not None:  # (a request the gateway forwards: the Via it came with, then its own)
-        request.headers["via"] = chain
+    received = received_via()
+    if received:  # (a request the gateway forwards: the Via it came with, then its own)
+        request.headers["via"] = forwarded_via(received, request.headers.get("via"))
     if not timeouts.metadata_hosts:
         request.extensions[CHECK_ADDRESSES] = True
         if timeouts.nat64_prefixes:
