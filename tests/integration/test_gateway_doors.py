@@ -42,6 +42,8 @@ from switchpoint.errors import (
     StreamBroken,
 )
 from switchpoint.gateway import ChatCompletion
+from switchpoint.gateway.parsing import check_chat_body
+from switchpoint.gateway.planning import ChatCall
 from switchpoint.governance.ledger import Ledger
 from switchpoint.server import create_app
 from switchpoint.store import SQLiteStore
@@ -347,6 +349,23 @@ async def test_the_async_door_streams(local: Gateway) -> None:
     assert chunks and all(c.model == "good" for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert stream.switchpoint.model == "good" and stream.switchpoint.latency_ms is not None
+
+
+@pytest.mark.anyio
+async def test_a_call_forwarded_in_process_lists_its_via_before_the_gateways_own(
+        local: Gateway, gw_fake: FakeProviderProcess) -> None:
+    """A program forwarding a request through the in-process door passes the Via it came with
+    (ChatCall.via), which the upstream request lists before the gateway's own; one past the
+    bound (17 intermediaries) is refused naming it, before anything is planned or called."""
+    body = check_chat_body({"model": "good", "messages": messages()})
+    plan, live = await local.plan(ChatCall(body=body, caller="test", via=["1.1 proxy"]))
+    await local.execute(plan, live)
+    assert gw_fake.requests()[-1]["headers"]["via"] == f"1.1 proxy, 1.1 {local.via_name}"
+    gw_fake.reset()
+    with pytest.raises(InvalidInputError, match=r"via: lists 17 intermediaries \(at most 16\)"):
+        await local.plan(ChatCall(body=body, caller="test",
+                                  via=[f"1.1 proxy-{i}" for i in range(17)]))
+    assert gw_fake.requests() == []
 
 
 def test_route_and_execute_answers_with_the_routers_choice(local: Gateway) -> None:

@@ -171,7 +171,7 @@ from switchpoint.gateway.swaps import (
     reload_answer,
     swap_answer,
 )
-from switchpoint.gateway.via import forwarding
+from switchpoint.gateway.via import forwarding, too_long
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
@@ -1002,6 +1002,10 @@ class Gateway:
         self.check_serves_chat()
         started = time.perf_counter() if started is None else started
         self._check_open()
+        too_many = too_long(call.via)
+        if too_many is not None:  # (the HTTP door refused it as a loop already: a 508)
+            raise InvalidInputError("via", f"{too_many}: a chain that long is a loop or an "
+                                           "abuse; forward a shorter Via")
         leave = self._admitted_until_ended()
         try:
             live = self.state.live()

@@ -78,8 +78,9 @@ class ChatCall:
     models the caller may use (its key's and tenant's; None: any): a named model's fallbacks
     outside it are left out, and neither tried nor named to the caller (nor in an error).
     ``via``: the entries of the ``Via`` header the request came with (the intermediaries it
-    passed; the HTTP shell's, bounded there), which its upstream requests list before the
-    gateway's own (:mod:`switchpoint.gateway.via`).
+    passed; at most :data:`~switchpoint.gateway.via.MAX_ENTRIES` of them and
+    :data:`~switchpoint.gateway.via.MAX_CHARS` characters), which its upstream requests list
+    before the gateway's own (:mod:`switchpoint.gateway.via`).
     """
 
     body: dict[str, Any]
