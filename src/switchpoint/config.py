@@ -1202,6 +1202,28 @@ _LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"
 #: by chance (``a|#b`` in a value) is only read more slowly, as it is.
 _LIBYAML_LENIENT = re.compile(r"[|>][-+0-9]{0,2}#")
 
+#: White space and comments, as YAML's scanner skips them between tokens.
+_SPACE_AND_COMMENTS = re.compile(r"(?>\s|#[^\n\r\x85\u2028\u2029]*+)*+")
+
+
+def _key_then_comma(text: str) -> bool:
+    """Whether ``text`` holds a ``?`` then a comma, white space or comments between
+    (``[?, :a]``): in a flow collection libyaml took the entry past that comma as the empty
+    key's value (``[{null: a}]``), which YAML and the pure loader refuse, so such a text is
+    read by the pure loader alone, as one :data:`_LIBYAML_LENIENT` matches. One holding it by
+    chance (``why?, no`` in a value) is only read more slowly, as it is. Each character is
+    read a bounded number of times: a ``?`` inside what the search after an earlier one
+    skipped (a comment's) ends where that one ended."""
+    skipped = 0
+    mark = text.find("?")
+    while mark != -1:
+        if mark >= skipped:
+            skipped = _SPACE_AND_COMMENTS.match(text, mark + 1).end()  # type: ignore[union-attr]
+            if text.startswith(",", skipped):
+                return True
+        mark = text.find("?", max(mark + 1, skipped))
+    return False
+
 
 #: A value tagged only ``!`` (or ``!<!>``), which YAML 1.2 reads as text and libyaml as a plain
 #: value (``! 5`` the number 5, ``! ''`` null): a text holding one is read by the pure loader,
@@ -1253,8 +1275,9 @@ def _parse_yaml(text: str) -> Any:
     problems otherwise, counts a bad character's place in bytes, and refuses a directive the
     pure loader lets by). A nesting deeper than libyaml reads, which the pure loader could
     not read either, is its :class:`RecursionError` at once. A text holding what libyaml
-    reads and YAML refuses (:data:`_LIBYAML_LENIENT`), or reads otherwise (a value tagged only
-    ``!``: :data:`_NON_SPECIFIC_TAG`), is read by the pure loader alone.
+    reads and YAML refuses (:data:`_LIBYAML_LENIENT`, :func:`_key_then_comma`), or reads
+    otherwise (a value tagged only ``!``: :data:`_NON_SPECIFIC_TAG`), is read by the pure
+    loader alone.
 
     A byte order mark anywhere but at the start or inside a quoted value (two files joined,
     each saved with one) is refused as a character YAML does not allow there
@@ -1265,6 +1288,7 @@ def _parse_yaml(text: str) -> Any:
                                       "a byte order mark is allowed only at the start, or "
                                       "inside a quoted value")
     if (_FastUniqueKeyLoader is not None and _LIBYAML_LENIENT.search(text) is None
+            and ("?" not in text or not _key_then_comma(text))
             and ("!" not in text or _NON_SPECIFIC_TAG.search(text) is None)):
         try:
             return yaml.load(text, Loader=_FastUniqueKeyLoader)

@@ -1306,6 +1306,17 @@ def test_a_comment_glued_to_a_block_scalar_s_header_is_refused_by_either_parser(
     assert load_settings(write(tmp_path, spaced), environ={}).data_dir.endswith("/state")
 
 
+@pytest.mark.parametrize("text", ["a: [?,:b]\n", "a: {c: [x, ?\t, :b]}\n",
+                                  "a: [? # note\n  , :b]\n"])
+def test_a_question_mark_then_a_comma_in_a_flow_value_is_refused_by_either_parser(
+        yaml_parser: str, text: str) -> None:
+    """libyaml read the entry past the comma as the empty key's value ([{null: b}])."""
+    with pytest.raises(yaml.YAMLError, match="expected the node content, but found ':'"):
+        config._parse_yaml(text)
+    assert config._parse_yaml("a: [?, b]\nc: why?, no\n") == {"a": [{None: None}, "b"],
+                                                               "c": "why?, no"}
+
+
 @pytest.mark.parametrize(("text", "value"), [
     ("a: !\n", {"a": ""}),  # (YAML 1.2: a value tagged only ! is text)
     ("a: {b: !, c: 1}\n", {"a": {"b": "", "c": 1}}),
