@@ -333,7 +333,7 @@ def test_a_billed_try_reporting_more_than_its_worst_case_is_charged_and_said_onc
         raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
             model="cheap", max_tokens=1000, messages=user(
                 "no choice, past its worst case "
-                "[[fake:once:usage:index=,prompt=20,completion=100000]]"))
+                "[[fake:once:usage:index=,prompt=20,completion=16000]]"))
         request_id = raw.headers["x-switchpoint-request-id"]
         entry = _logged(gov, request_id)
     finally:
@@ -1447,6 +1447,36 @@ def test_a_client_that_hangs_up_mid_stream_is_charged_an_estimate_of_what_was_re
     assert entry["status"] == "client_closed" or "ReadTimeout" in str(
         entry["attempts"][-1]["error"]), entry
     _charged_an_estimate(gov, key, entry, "cheap", messages, text)
+
+
+@pytest.mark.parametrize(("model", "reported"), [
+    ("cheap", "prompt=16001,completion=5"), ("other", "prompt=40,completion=200001")],
+    ids=["prompt-past-window", "anthropic-answer-past-window"])
+def test_usage_past_the_model_s_context_window_is_not_believed_with_no_budget_either(
+        rated: ThreadServer, gw_fake: FakeProviderProcess, model: str, reported: str) -> None:
+    # cheap holds 16,000 tokens and other 200,000: an answer reporting more than that was
+    # believed (below 10 million), so with no budget to cap it the log, the spend ledger and
+    # learning took its price as reported ($0.008 for 1,000 tokens asked of cheap; $4.80 of
+    # other). Now it is charged as an answer that reports no usage: an estimate of what it
+    # used, below the worst case of the request.
+    issued, _, _ = _rated_key(rated, 1000)
+    for stream in (False, True):
+        messages = user(f"tell me more [[fake:usage:{reported}]]")
+        if stream:
+            request_id, text = _relayed(rated, issued, model, messages)
+        else:
+            raw = client(rated, issued["key"]).chat.completions.with_raw_response.create(
+                model=model, max_tokens=1000, messages=messages)
+            request_id, text = raw.headers["x-switchpoint-request-id"], "answered"
+            usage = raw.parse().usage  # (the upstream's counts, its cost unknown: null)
+            assert usage is not None and usage.model_extra == {"cost": None}
+        assert text
+        entry = _logged(rated, request_id)
+        assert entry["status"] == "ok" and entry["cost"] is None, entry
+        assert _read(rated, "SELECT prompt_tokens, completion_tokens FROM requests WHERE "
+                            "id = ?", request_id) == [(None, None)]
+        assert 0 < _charged(rated, request_id)[model] < _worst(rated, gw_fake, model), stream
+        assert any(n.startswith("Estimated charge: ") for n in entry["reasoning"]), entry
 
 
 @pytest.mark.parametrize(("model", "behaviour", "prompt", "thought"), [

@@ -890,7 +890,7 @@ def test_usage_an_upstream_misreports_charges_an_estimate_or_the_worst_case_held
     c = client(gov, issued["key"])
     charged = []
     for prompt, completion, stream in ((-10**9, -10**9, False), (10**30, 5, False),
-                                       (9_000_000, 9_000_000, False), (-10**9, -10**9, True),
+                                       (16_000, 16_000, False), (-10**9, -10**9, True),
                                        (1, 5, False)):
         # numbers of one width: every prompt the same size, so the same worst case held
         text = f"misreport [[fake:usage:prompt={prompt:032d},completion={completion:032d}]]"
@@ -912,14 +912,14 @@ def test_usage_an_upstream_misreports_charges_an_estimate_or_the_worst_case_held
         # (an answer without usage to believe, plain or streamed: charged an estimate of it)
         said = "stream ended whole" if stream else "answer came"
         assert any(n.startswith(f"Estimated charge: cheap's {said}")
-                   for n in entry["reasoning"]) == (prompt not in (9_000_000, 1))
+                   for n in entry["reasoning"]) == (prompt not in (16_000, 1))
     # Never negative, never past the hold: counts past belief are charged the estimate of the
     # answer, the same plain or streamed; believable counts priced past the hold, the worst
     # case held; the last answer's believable usage is below it.
     negative, huge, worst, streamed, believed = charged
     assert 0 < negative < worst and huge == streamed == pytest.approx(negative), charged
     assert 0 < believed < worst, charged
-    # The store took every entry, and takes the next one (no transaction left open); 18M
+    # The store took every entry, and takes the next one (no transaction left open); 10**30
     # reported tokens did not fill the key's 100,000 tokens a minute either.
     c.chat.completions.create(model="cheap", messages=user("after"), max_tokens=50)
     budgets = httpx.get(f"{gov.base}/v1/router/budgets", headers=ADMIN).json()["data"]
@@ -995,10 +995,11 @@ def test_a_request_naming_both_output_caps_is_held_and_charged_at_the_larger(
 
 def test_a_streams_usage_chunk_says_the_cost_the_log_and_the_budget_say(
         gov: ThreadServer) -> None:
-    # The usage chunk priced an upstream's misreported usage as reported ($360 here), while
-    # the log, the reports and the budget said what was charged: the worst case held.
+    # The usage chunk priced an upstream's usage as reported ($0.032 here: as much as cheap's
+    # context window holds, each side), while the log, the reports and the budget said what
+    # was charged: the worst case held.
     issued = new_key(gov, budget="3/day")
-    text = f"misreport [[fake:usage:prompt={9_000_000:032d},completion={9_000_000:032d}]]"
+    text = f"misreport [[fake:usage:prompt={16_000:032d},completion={16_000:032d}]]"
     chunks = list(client(gov, issued["key"]).chat.completions.create(
         model="cheap", messages=user(text), max_tokens=50, stream=True,
         stream_options={"include_usage": True}))

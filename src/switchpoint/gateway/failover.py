@@ -50,6 +50,7 @@ from switchpoint.errors import (
     StreamBroken,
 )
 from switchpoint.gateway.health import BreakerState, HealthTracker
+from switchpoint.gateway.parsing import answers_asked
 from switchpoint.gateway.providers.base import (
     CountedChunk,
     FinishedChoices,
@@ -60,6 +61,7 @@ from switchpoint.gateway.providers.base import (
     TokenUsage,
     WholeAnswerChunk,
     answer_bytes,
+    believed,
     is_content_chunk,
     usage_of,
 )
@@ -316,6 +318,7 @@ class FailoverResult:
     response: ProviderResponse
     attempts: list[Attempt]
     upstream_model: str | None = None
+    answers: int = 1  # how many the request asked for (its n)
 
     @property
     def body(self) -> dict[str, Any]:
@@ -323,7 +326,9 @@ class FailoverResult:
 
     @property
     def usage(self) -> TokenUsage | None:
-        return self.response.usage
+        """The usage the upstream reported, when its model could have used it (see
+        :func:`~switchpoint.gateway.providers.base.believed`)."""
+        return believed(self.response.usage, self.card, self.answers)
 
     @property
     def cost_usd(self) -> float | None:
@@ -367,7 +372,8 @@ def answer_use(card: ModelCard, usage: TokenUsage | None, prompt_tokens: int,
                reported: ReportedSoFar | None = None, *, stream: bool) -> AnswerUse:
     """What an answer of ``card`` is charged at, plain or streamed, whole or broken: the
     ``usage`` the upstream reported (one it believes: see
-    :meth:`~switchpoint.gateway.providers.base.TokenUsage.from_openai`); else an estimate of
+    :meth:`~switchpoint.gateway.providers.base.TokenUsage.from_openai` and
+    :func:`~switchpoint.gateway.providers.base.believed`); else an estimate of
     what it used, as the upstream bills what it generated: the prompt's tokens (those the
     upstream ``reported``, else ``prompt_tokens``, as the gateway estimates a prompt's) and
     the answer's (the tokens of the ``relayed_bytes`` of text and tool-call arguments and of
@@ -379,8 +385,14 @@ def answer_use(card: ModelCard, usage: TokenUsage | None, prompt_tokens: int,
         return AnswerUse(_cost(card, usage), usage, relayed_bytes=relayed_bytes,
                          stream=stream)
     reported = reported or ReportedSoFar()
+    # (counts past what the model's context window holds are not believed: see believed)
+    window = card.context_window
+    if window is not None and reported.prompt_tokens is not None \
+            and reported.prompt_tokens > window:
+        reported = replace(reported, prompt_tokens=None)
     answer = max(text_tokens(relayed_bytes + reported.unrelayed_bytes),
-                 reported.completion_tokens)
+                 reported.completion_tokens if window is None
+                 or reported.completion_tokens <= window else 0)
     usage = TokenUsage(prompt_tokens if reported.prompt_tokens is None
                        else reported.prompt_tokens, answer)
     cost = _cost(card, usage)
@@ -410,8 +422,9 @@ class FailoverStream:
                  *, health: HealthTracker | None, client_wants_usage: bool,
                  rewrite_model: bool, ttft_ms: float, deadline: float | None = None,
                  clock: Callable[[], float] = time.monotonic, slot: int | None = None,
-                 shared_deadline: bool = False) -> None:
+                 shared_deadline: bool = False, answers: int = 1) -> None:
         self.card = card
+        self.answers = answers  # how many the request asked for (its n)
         self.model = card.name
         self.attempts = attempts
         self.ttft_ms = ttft_ms
@@ -482,7 +495,7 @@ class FailoverStream:
 
     def _prepare(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
         self.whole = self.whole or isinstance(chunk, WholeAnswerChunk)
-        usage = usage_of(chunk)
+        usage = believed(usage_of(chunk), self.card, self.answers)
         if usage is not None:
             self.usage = usage
         self.relayed_bytes += answer_bytes(chunk)
@@ -895,7 +908,8 @@ async def call_with_failover(
                 attempts.append(Attempt(card.name, number, CLIENT_CLOSED,
                                         (time.perf_counter() - started) * 1000.0, waited,
                                         billed=watch.maybe_sent,
-                                        usage=None if seen is None else seen.usage,
+                                        usage=None if seen is None else believed(
+                                            seen.usage, card, answers_asked(request)),
                                         reasoned=None if seen is None else seen.reasoned))
                 raise
             except ProviderError as exc:
@@ -909,7 +923,8 @@ async def call_with_failover(
                                                      else health.rest_s(exc.retry_after))
                 failed = Attempt(card.name, number, exc.kind, latency, waited, exc.status,
                                  str(exc), retry_after_s=retry_after,
-                                 billed=exc.may_have_generated, usage=_reported(exc),
+                                 billed=exc.may_have_generated,
+                                 usage=believed(_reported(exc), card, answers_asked(request)),
                                  reasoned=exc.reasoned if exc.may_have_generated else None)
                 attempts.append(failed)
                 unsettled.append(failed)
@@ -957,13 +972,14 @@ async def call_with_failover(
                                       client_wants_usage=wants_usage(request),
                                       rewrite_model=rewrite_model, ttft_ms=latency,
                                       deadline=deadline, clock=clock, slot=slot,
-                                      shared_deadline=shared)
+                                      shared_deadline=shared, answers=answers_asked(request))
             if health is not None:
                 health.record_success(card.name, latency)
             upstream_model = response.upstream_model
             if rewrite_model:
                 response.body["model"] = card.name
-            return FailoverResult(card.name, card, response, attempts, upstream_model)
+            return FailoverResult(card.name, card, response, attempts, upstream_model,
+                                  answers_asked(request))
         if last_error is not None and not last_error.escalate:
             settle(Sequel())
             raise _no_answer(attempts, last_error, health) from last_error

@@ -132,6 +132,22 @@ def is_token_count(value: object) -> TypeGuard[int]:
             and 0 <= value <= MAX_REPORTED_TOKENS)
 
 
+def believed(usage: TokenUsage | None, card: ModelCard, answers: int = 1
+             ) -> TokenUsage | None:
+    """``usage`` when ``card``'s model could have used it, else None (not believed: the
+    answer is charged an estimate of what it used, never past its worst case): a prompt of
+    no more tokens than its context window holds, and no more answer tokens than
+    ``answers`` answers each filling that window (what the worst case held for such a
+    request counts: see :func:`~switchpoint.governance.governor.worst_cost`). A model without
+    a context window is held to :data:`MAX_REPORTED_TOKENS` alone."""
+    window = card.context_window
+    if usage is None or window is None:
+        return usage
+    if usage.prompt_tokens > window or usage.completion_tokens > window * max(answers, 1):
+        return None
+    return usage
+
+
 def usage_of(chunk: Mapping[str, Any]) -> TokenUsage | None:
     """The usage a chunk or response body carries, if any (the final chunk of a stream)."""
     return TokenUsage.from_openai(chunk.get("usage"))
