@@ -1,8 +1,9 @@
 """Kill a command at each of its steps on disk: a child process runs the CLI and kills itself
 with SIGKILL just before its N-th file-system operation under a folder (opening a file to
 write, writing to a file opened with ``os.open``, making, renaming or removing a file or
-folder); a sweep of N = 1, 2, ... until a run
-finishes untouched reaches every moment between two of them.
+folder), or before its N-th SQL statement on a database there (a trigger's included: a kill
+inside a transaction, mid-deletion); a sweep of N = 1, 2, ... until a run finishes untouched
+reaches every moment between two of them.
 
 The children are forked from a fork server (a fresh interpreter that has imported the CLI and
 runs no thread), not from pytest: pytest's process runs servers on threads (a session's
@@ -16,6 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sqlite3
 import sys
 from typing import Any
 
@@ -40,9 +42,12 @@ _forks.set_forkserver_preload([
     "anyio.to_thread", "encodings.idna", "statistics", "numpy", "numpy.ma", "yaml"])
 
 
-def _child(step: int, argv: list[str], under: str, env: dict[str, str], cwd: str) -> None:
+def _child(step: int, argv: list[str], under: str, env: dict[str, str], cwd: str,
+           statements: str | None = None) -> None:
     """Run the CLI, SIGKILLing this process before its ``step``-th write step under ``under``
-    (0: never); exit with the CLI's status (99 if it raised)."""
+    (0: never; ``statements``: before its ``step``-th SQL statement, a trigger's included, on
+    a connection to a database under ``under``, counted from the first that starts with
+    ``statements``); exit with the CLI's status (99 if it raised)."""
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -73,11 +78,28 @@ def _child(step: int, argv: list[str], under: str, env: dict[str, str], cwd: str
             pass
         return write(fd, data)
 
+    connect = sqlite3.connect
+    counting = [False]
+
+    def traced(sql: str) -> None:  # (as each statement, or a trigger it fires, begins to run)
+        counting[0] = counting[0] or sql.startswith(statements or "")
+        if counting[0]:
+            count()
+
+    def connect_counted(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(database, *args, **kwargs)
+        if os.fsdecode(database).startswith(under):
+            conn.set_trace_callback(traced)
+        return conn
+
     try:
         from switchpoint.cli import main
 
-        os.write = write_counted
-        sys.addaudithook(hook)
+        if statements is not None:
+            sqlite3.connect = connect_counted  # type: ignore[assignment]
+        else:
+            os.write = write_counted
+            sys.addaudithook(hook)
         code = main(argv)
     except BaseException:  # the child reports by its exit status alone
         code = 99
@@ -85,11 +107,14 @@ def _child(step: int, argv: list[str], under: str, env: dict[str, str], cwd: str
     os._exit(code)
 
 
-def run_killed_at(step: int, argv: list[str], under: str) -> int:
+def run_killed_at(step: int, argv: list[str], under: str, *,
+                  statements: str | None = None) -> int:
     """Run the CLI with ``argv`` in a child that SIGKILLs itself before its ``step``-th write
-    step under ``under`` (0: never); its wait status (as :func:`os.waitpid` gives it)."""
+    step under ``under`` (0: never; ``statements``: its ``step``-th SQL statement on a
+    database there, from the first that starts with ``statements``; "": from the first); its
+    wait status (as :func:`os.waitpid` gives it)."""
     child = _forks.Process(target=_child,
-                           args=(step, argv, under, dict(os.environ), os.getcwd()))
+                           args=(step, argv, under, dict(os.environ), os.getcwd(), statements))
     child.start()
     child.join(timeout=120)
     code = child.exitcode
