@@ -520,7 +520,10 @@ class FailoverError(GatewayError):
     e.g. every circuit was open). ``status`` and ``code`` follow from them: the upstream's own
     4xx when the request itself was refused (a 400 when the last model's adapter could not
     translate it), 429 when every try was rate limited, 504 when every
-    try timed out, 503 when no model could be called, else 502."""
+    try timed out, 503 when no model could be called, else 502. A request no model could be
+    called for because every one passed over rests after its upstream's rate limit is a 429
+    as well (``rate_limited``, with the wait): the condition the request before it, which
+    called them, was told; a model out of use for other failures makes it a 503."""
 
     def __init__(self, message: str, attempts: list[Attempt],
                  last_error: ProviderError | None,
@@ -554,6 +557,10 @@ class FailoverError(GatewayError):
         err = self.last_error
         tried = [a for a in self.attempts if not a.skipped]
         if err is None or not tried:
+            passed = [a for a in self.attempts if a.skipped]
+            if passed and all(a.outcome == "circuit_open" and a.cause == RateLimited.kind
+                              for a in passed):
+                return 429, RateLimited.kind
             return 503, "no_healthy_model"
         if self.request_fault:
             return err.status or 400, err.kind

@@ -861,12 +861,14 @@ def test_a_retry_after_of_years_is_taken_as_max_cooldown(
     assert entry["attempts"][0]["retry_after_s"] == most  # as taken
     wait = gw.service.gateway.health.wait_s("fresh")
     assert wait is not None and most - 60 < wait <= most
-    # Inside that rest the model is not called: a 503 that carries what is left of it.
-    with pytest.raises(openai.InternalServerError) as again:
+    # Inside that rest the model is not called: a 429 as the request that met the upstream's
+    # was (not a 503, an outage to a client's code and an operator's alerts), carrying what
+    # is left of it.
+    with pytest.raises(openai.RateLimitError) as again:
         client(gw).chat.completions.create(model="fresh", messages=user())
-    assert again.value.status_code == 503 and again.value.code == "no_healthy_model"
+    assert again.value.status_code == 429 and again.value.code == "rate_limited"
     assert most - 60 < int(again.value.response.headers["retry-after"]) <= most
-    assert "circuit open" in again.value.message
+    assert "resting after its upstream's rate limit" in again.value.message
     assert len(gw_fake.requests()) == 1
 
 
@@ -874,7 +876,7 @@ def test_a_429_counts_the_rest_its_own_429s_opened(
         gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
     """A model whose 429s name no wait opens its circuit after enough of them: the 429 that
     opened it tells its client to wait out the cooldown, not a second after which the retry
-    met a 503 naming that cooldown."""
+    met a refusal naming that cooldown."""
     health = gw.service.gateway.health
     gw_fake.default("fresh", "429")  # (every call, none naming a wait)
     heard: list[int] = []
@@ -890,11 +892,13 @@ def test_a_429_counts_the_rest_its_own_429s_opened(
     assert {outcome for _, outcome in outcomes(entry)} == {"rate_limited"}
     assert all("retry_after_s" not in a for a in entry["attempts"])  # (no upstream named one)
     called = len(gw_fake.requests())
-    # The retry within that wait is not called: its 503 names no longer a wait (what is left).
-    with pytest.raises(openai.InternalServerError) as again:
+    # The retry within that wait is not called: its 429 names no longer a wait (what is left).
+    with pytest.raises(openai.RateLimitError) as again:
         client(gw).chat.completions.create(model="fresh", messages=user())
-    assert again.value.status_code == 503 and again.value.code == "no_healthy_model"
+    assert again.value.status_code == 429 and again.value.code == "rate_limited"
     assert 1 <= int(again.value.response.headers["retry-after"]) <= heard[-1]
+    entry = log_entry(gw, again.value.response.headers["x-switchpoint-request-id"])
+    assert (entry["http_status"], entry["error_kind"]) == (429, "rate_limited")
     assert len(gw_fake.requests()) == called
 
 

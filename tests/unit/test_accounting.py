@@ -105,6 +105,24 @@ def test_every_model_passed_over_makes_a_503_with_the_shortest_wait() -> None:
     assert entry.request.http_status == 503 and entry.request.error_kind == "no_healthy_model"
 
 
+def test_every_model_passed_over_resting_after_its_upstream_s_rate_limit_makes_a_429() -> None:
+    # The request before was told 429 by the upstreams themselves: this one, which calls
+    # none of them inside their rests, is told the same, with the shortest wait; one model
+    # out for another failure makes it the 503 of no healthy model.
+    resting = [Attempt("good", 0, "circuit_open", retry_after_s=12.0, cause="rate_limited"),
+               Attempt("other", 0, "circuit_open", retry_after_s=4.5, cause="rate_limited")]
+    exc = FailoverError("no model could be called", resting, None)
+    assert (exc.status, exc.code, exc.retry_after) == (429, "rate_limited", 4.5)
+    entry = accounting.failed(plan(), exc, live())
+    assert entry.request.http_status == 429 and entry.request.error_kind == "rate_limited"
+    assert any("good was skipped as unhealthy (resting after its upstream's rate limit)" in r
+               for r in entry.request.reasoning)
+    down = [resting[0], Attempt("other", 0, "circuit_open", retry_after_s=4.5,
+                                cause="server_error")]
+    exc = FailoverError("no model could be called", down, None)
+    assert (exc.status, exc.code, exc.retry_after) == (503, "no_healthy_model", 4.5)
+
+
 def test_a_request_the_client_abandoned_is_logged_as_closed() -> None:
     tries = [Attempt("good", 1, "server_error", status=500), Attempt("good", 2, "ok")]
     record = accounting.abandoned(plan(), live(), tries).request

@@ -234,10 +234,12 @@ async def test_a_429_names_the_rest_its_own_429s_opened() -> None:
     assert all(a.retry_after_s is None for a in info.value.attempts)  # (no try named one)
     assert health.state("a") is health.state("b") is BreakerState.OPEN
     assert info.value.status == 429 and info.value.retry_after == 40
-    # The next request passes both over, and its 503 names the same wait.
+    # The next request passes both over, and its 429 (both rest after their upstreams' rate
+    # limits, as the first was told) names the same wait.
     with pytest.raises(FailoverError) as again:
         await run(p, cards=CARDS[:2], health=health)
-    assert again.value.status == 503 and again.value.retry_after == 40
+    assert again.value.status == 429 and again.value.retry_after == 40
+    assert again.value.code == "rate_limited"
 
 
 async def test_a_429_names_the_shortest_of_each_models_longest_wait() -> None:

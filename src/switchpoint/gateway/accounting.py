@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from switchpoint._redact import clip, redact
 from switchpoint.catalog import usd_text
 from switchpoint.decision import RoutingDecision
-from switchpoint.errors import FailoverError, GatewayError, ServiceStoppingError
+from switchpoint.errors import FailoverError, GatewayError, RateLimited, ServiceStoppingError
 from switchpoint.gateway.failover import AnswerUse, Attempt, FailoverResult, FailoverStream
 from switchpoint.gateway.live import Live
 from switchpoint.gateway.planning import ChatCall, Plan, call_session
@@ -151,8 +151,9 @@ def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: l
 
 def _skipped_notes(attempts: list[Attempt]) -> list[str]:
     """Models failover passed over as unhealthy, said in plain words for the log."""
-    return [f"{a.model} was skipped as unhealthy (circuit open)." for a in attempts
-            if a.outcome == "circuit_open"]
+    return [f"{a.model} was skipped as unhealthy ("
+            + ("resting after its upstream's rate limit" if a.cause == RateLimited.kind
+               else "circuit open") + ")." for a in attempts if a.outcome == "circuit_open"]
 
 
 def answered(plan: Plan, result: FailoverResult, live: Live,
@@ -235,7 +236,7 @@ def failed(plan: Plan, exc: FailoverError, live: Live,
     last = exc.last_error
     return _entry(plan, live, status="error", http_status=exc.status,
                   attempts=exc.attempts, models_tried=exc.models_tried,
-                  error_kind=last.kind if last is not None else "no_healthy_model",
+                  error_kind=last.kind if last is not None else exc.code,
                   error=str(exc), ledger=ledger)
 
 

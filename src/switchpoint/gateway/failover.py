@@ -162,7 +162,9 @@ class Attempt:
     the caller leaving, a stop) before its first content without usage, what it was seen to
     generate (the reasoning or thinking that came, and the prompt count the upstream
     reported; None: nothing came); ``charged_usd`` is what the request's budgets were
-    charged for it, once settled."""
+    charged for it, once settled. ``cause``, for a model passed over as unhealthy, the kind
+    of the failure that keeps it out (``"rate_limited"``: it rests after its upstream's rate
+    limit)."""
 
     model: str
     attempt: int
@@ -177,6 +179,7 @@ class Attempt:
     charged_usd: float | None = None
     usage: TokenUsage | None = None
     reasoned: ReportedSoFar | None = None
+    cause: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -256,7 +259,9 @@ def describe_attempts(attempts: Sequence[Attempt]) -> str:
             if a.outcome == "circuit_open":
                 wait = (f" (retry in {a.retry_after_s:.0f} s)"
                         if a.retry_after_s is not None else "")
-                reasons.append(f"skipped as unhealthy, circuit open{wait}")
+                reasons.append(f"skipped, resting after its upstream's rate limit{wait}"
+                               if a.cause == RateLimited.kind
+                               else f"skipped as unhealthy, circuit open{wait}")
             elif a.skipped:
                 reasons.append(f"skipped, {a.error or a.outcome}")
             elif a.ok:
@@ -863,9 +868,12 @@ async def call_with_failover(
             continue
         slot = None if health is None else health.admit(card.name)
         if health is not None and slot is None:
+            cause = health.last_failure(card.name)
             attempts.append(Attempt(card.name, 0, "circuit_open",
-                                    error="circuit breaker open or Retry-After running",
-                                    retry_after_s=health.wait_s(card.name)))
+                                    error=("resting after its upstream's rate limit"
+                                           if cause == RateLimited.kind else
+                                           "circuit breaker open or Retry-After running"),
+                                    retry_after_s=health.wait_s(card.name), cause=cause))
             continue
         try:
             provider = providers(card)

@@ -326,6 +326,14 @@ class HealthTracker:
             wait = max(waits)
             return wait if wait > 0 else None
 
+    def last_failure(self, model: str) -> str | None:
+        """The kind of ``model``'s latest failure (``"rate_limited"``: what keeps a model its
+        upstream rate limited out of use, its ``Retry-After`` or the circuit its 429s opened);
+        None when it has had none."""
+        with self._lock:
+            h = self._get(model)
+            return h.errors[-1].kind if h.errors else None
+
     def latency_ms(self, model: str) -> float | None:
         """``model``'s recent latency (an exponentially weighted mean; time to first token for
         streams), or None before its first success."""
