@@ -1450,15 +1450,17 @@ def test_a_client_that_hangs_up_mid_stream_is_charged_an_estimate_of_what_was_re
 
 
 @pytest.mark.parametrize(("model", "reported"), [
-    ("cheap", "prompt=16001,completion=5"), ("other", "prompt=40,completion=200001")],
-    ids=["prompt-past-window", "anthropic-answer-past-window"])
+    ("cheap", "prompt=16001,completion=5"), ("other", "prompt=40,completion=200001"),
+    ("other", "prompt=200001,completion=5")],
+    ids=["prompt-past-window", "anthropic-answer-past-window", "anthropic-prompt-past-window"])
 def test_usage_past_the_model_s_context_window_is_not_believed_with_no_budget_either(
         rated: ThreadServer, gw_fake: FakeProviderProcess, model: str, reported: str) -> None:
     # cheap holds 16,000 tokens and other 200,000: an answer reporting more than that was
     # believed (below 10 million), so with no budget to cap it the log, the spend ledger and
     # learning took its price as reported ($0.008 for 1,000 tokens asked of cheap; $4.80 of
     # other). Now it is charged as an answer that reports no usage: an estimate of what it
-    # used, below the worst case of the request.
+    # used, below the worst case of the request; an Anthropic prompt count past the window is
+    # not what the estimate counts either (the gateway's own estimate of the prompt is).
     issued, _, _ = _rated_key(rated, 1000)
     for stream in (False, True):
         messages = user(f"tell me more [[fake:usage:{reported}]]")
