@@ -598,6 +598,27 @@ def test_with_client_keys_a_key_scores_only_its_tenants_decisions(
         assert globex_status["tenants"]["globex"]["learned_router"]["events"] == 0
 
 
+def test_a_tenant_routing_without_end_does_not_push_another_tenants_decisions_out(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The decisions open to feedback are shared fairly: a key that routes more than the
+    memory holds (routing calls no model, so it costs nothing) pushes out its own tenant's
+    oldest decisions, not another tenant's, whose feedback is still taken."""
+    extra = "auth: keys\ntenants: {acme: {}, globex: {}}\nlearning: {memory_size: 4}\n"
+    with learning_server(fake, tmp_path, extra) as server:
+        keys = {t: post(server, "/v1/router/keys", {"tenant": t}).json()["key"]
+                for t in ("acme", "globex")}
+        acme = [post(server, "/v1/route", {"prompt": math_prompt(80 + n)},
+                     key=keys["acme"]).json()["decision_id"] for n in range(2)]
+        flood = [post(server, "/v1/route", {"prompt": math_prompt(90 + n)},
+                      key=keys["globex"]).json()["decision_id"] for n in range(12)]
+        for decision_id in acme:
+            r = feedback(server, decision_id, key=keys["acme"], score=0.5)
+            assert r.status_code == 200, r.text
+        # Its own oldest went (it holds the memory's other half, its newest two).
+        assert feedback(server, flood[0], key=keys["globex"], score=0.5).status_code == 404
+        assert feedback(server, flood[-1], key=keys["globex"], score=0.5).status_code == 200
+
+
 def test_a_key_narrowed_to_some_models_sees_the_status_of_those_models_only(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     extra = "auth: keys\ntenants: {acme: {memory: {min_records: 4}}}\n"

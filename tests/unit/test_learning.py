@@ -526,6 +526,31 @@ def test_a_decision_read_back_from_a_store_keeps_its_hash_but_not_its_prompts_in
     assert alone.resized(2).latest("f" * 64).decision_id == "old"  # type: ignore[union-attr]
 
 
+def test_a_full_memory_lets_go_of_the_oldest_decision_of_the_tenant_holding_the_most() -> None:
+    def entry(decision_id: str, tenant: str) -> PendingDecision:
+        return PendingDecision(decision_id=decision_id, tenant=tenant, chosen="a",
+                               candidates=("a", "b"))
+
+    memory = DecisionMemory(4)
+    memory.remember(entry("a1", "acme"))
+    memory.remember(entry("a2", "acme"))
+    for n in range(50):
+        memory.remember(entry(f"g{n}", "globex"))
+    assert [e.decision_id for e in memory.entries()] == ["a1", "a2", "g48", "g49"]
+    memory.remember(entry("a3", "acme"))  # acme holds the most now: its oldest goes
+    assert [e.decision_id for e in memory.entries()] == ["a2", "g48", "g49", "a3"]
+    memory.remember(entry("g48", "acme"))  # an id remembered again, for another tenant
+    memory.remember(entry("i1", "initech"))
+    assert [e.decision_id for e in memory.entries()] == ["g49", "a3", "g48", "i1"]
+    assert memory.alias("a4", "a3")  # the copy and its refreshed source, acme's newest
+    assert [e.decision_id for e in memory.entries()] == ["g49", "i1", "a3", "a4"]
+    alone = DecisionMemory(3)
+    for n in range(5):
+        alone.remember(entry(f"d{n}", "acme"))
+    assert [e.decision_id for e in alone.entries()] == ["d2", "d3", "d4"]  # oldest first
+    assert [e.decision_id for e in memory.resized(2).entries()] == ["i1", "a4"]
+
+
 # Events, replay, the log ---------------------------------------------------------------------
 
 

@@ -39,10 +39,15 @@ class PendingDecision:
 
 
 class DecisionMemory(RemadeOnLoad):
-    """A bounded map ``decision_id → PendingDecision``; the oldest entries go first. Thread-safe.
+    """A bounded map ``decision_id → PendingDecision``, shared fairly by the tenants.
+    Thread-safe.
 
-    An entry is kept at most ``capacity`` decisions; an outcome for a decision that has left
-    (or never was here) is reported as not found. Beside them, an index of prompt hashes: the
+    It holds at most ``capacity`` decisions; past it, the oldest decision of the tenant that
+    holds the most goes (among tenants holding as many, the one that came to hold that many
+    first), so one tenant's decisions, routed in any number, push out only its own once it
+    holds more than another, never leaving another fewer than an equal share: with a tenant
+    alone, the oldest goes first. An outcome for a decision that has left (or never was here)
+    is reported as not found. Beside them, an index of prompt hashes: the
     most recently remembered decision of each prompt, and of each tenant's prompt
     (:meth:`latest`), which goes with that entry. (The entry it names is the last of its
     prompt's in the memory's order, a copy made by :meth:`alias` coming after its source, so
@@ -59,6 +64,11 @@ class DecisionMemory(RemadeOnLoad):
             raise ValueError(f"capacity must be an integer >= 0, got {json_quoted(capacity)}")
         self.capacity = capacity
         self._entries: OrderedDict[str, PendingDecision] = OrderedDict()
+        # each tenant's decision ids, oldest first, and the tenants by how many they hold
+        # (each count's tenants in the order they came to hold it), with the most held
+        self._of_tenant: dict[str, OrderedDict[str, None]] = {}
+        self._holding: dict[int, dict[str, None]] = {}
+        self._most = 0
         # prompt hash (any tenant's) or (tenant, prompt hash) → the latest decision id of it
         self._latest: dict[str | tuple[str, str], str] = {}
         # the ids of the entries remembered ``restored`` (left out of the index)
@@ -74,8 +84,11 @@ class DecisionMemory(RemadeOnLoad):
             earlier = self._entries.get(entry.decision_id)
             if earlier is not None:
                 self._unindex(earlier)
+                if earlier.tenant != entry.tenant:
+                    self._untrack(earlier)
             self._entries[entry.decision_id] = entry
             self._entries.move_to_end(entry.decision_id)
+            self._track(entry)
             if restored:
                 self._restored.add(entry.decision_id)
             else:
@@ -84,9 +97,43 @@ class DecisionMemory(RemadeOnLoad):
                     self._latest[entry.prompt_hash] = entry.decision_id
                     self._latest[entry.tenant, entry.prompt_hash] = entry.decision_id
             while len(self._entries) > self.capacity:
-                _, gone = self._entries.popitem(last=False)
+                tenant = next(iter(self._holding[self._most]))
+                gone = self._entries.pop(next(iter(self._of_tenant[tenant])))
+                self._untrack(gone)
                 self._unindex(gone)
                 self._restored.discard(gone.decision_id)
+
+    def _track(self, entry: PendingDecision) -> None:
+        """Count ``entry`` as its tenant's newest. Call with ``_lock`` held."""
+        ids = self._of_tenant.setdefault(entry.tenant, OrderedDict())
+        if entry.decision_id in ids:
+            ids.move_to_end(entry.decision_id)
+            return
+        ids[entry.decision_id] = None
+        self._moved(entry.tenant, len(ids) - 1, len(ids))
+
+    def _untrack(self, entry: PendingDecision) -> None:
+        """Stop counting ``entry`` as its tenant's. Call with ``_lock`` held."""
+        ids = self._of_tenant[entry.tenant]
+        del ids[entry.decision_id]
+        self._moved(entry.tenant, len(ids) + 1, len(ids))
+        if not ids:
+            del self._of_tenant[entry.tenant]
+
+    def _moved(self, tenant: str, before: int, after: int) -> None:
+        """``tenant`` now holds ``after`` decisions, where it held ``before`` (one more or one
+        less). Call with ``_lock`` held."""
+        if before:
+            holding = self._holding[before]
+            del holding[tenant]
+            if not holding:
+                del self._holding[before]
+        if after:
+            self._holding.setdefault(after, {})[tenant] = None
+        if after > self._most:
+            self._most = after
+        elif before == self._most and before not in self._holding:
+            self._most = after  # (it held the most, alone: now one less, or none at all)
 
     def _unindex(self, entry: PendingDecision) -> None:
         """Take ``entry`` out of the prompt hash index, where it is the latest of its prompt.
@@ -114,6 +161,7 @@ class DecisionMemory(RemadeOnLoad):
             if source is None:
                 return False
             self._entries.move_to_end(source_id)
+            self._of_tenant[source.tenant].move_to_end(source_id)
         moved = chosen is not None and chosen != source.chosen
         self.remember(replace(source, decision_id=decision_id,
                               chosen=chosen if moved and chosen else source.chosen,
