@@ -105,8 +105,10 @@ class DecisionMemory(RemadeOnLoad):
 
     def _track(self, entry: PendingDecision) -> None:
         """Count ``entry`` as its tenant's newest. Call with ``_lock`` held."""
-        ids = self._of_tenant.setdefault(entry.tenant, OrderedDict())
-        if entry.decision_id in ids:
+        ids = self._of_tenant.get(entry.tenant)
+        if ids is None:
+            ids = self._of_tenant[entry.tenant] = OrderedDict()
+        elif entry.decision_id in ids:
             ids.move_to_end(entry.decision_id)
             return
         ids[entry.decision_id] = None
@@ -129,7 +131,11 @@ class DecisionMemory(RemadeOnLoad):
             if not holding:
                 del self._holding[before]
         if after:
-            self._holding.setdefault(after, {})[tenant] = None
+            others = self._holding.get(after)
+            if others is None:
+                self._holding[after] = {tenant: None}
+            else:
+                others[tenant] = None
         if after > self._most:
             self._most = after
         elif before == self._most and before not in self._holding:
