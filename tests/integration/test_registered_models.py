@@ -557,6 +557,41 @@ def test_without_models_in_the_config_there_is_no_catalog_to_register_in(
         assert gateway.settings.models is None and stored(settings) == []
 
 
+def test_a_config_without_models_warns_that_registered_ones_are_not_served_once_it_is_live(
+        fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    with learning_server(fake, tmp_path, CONFIG + "admin_token_env: SP_ADMIN\n",
+                         environ={"SP_ADMIN": ADMIN}) as server:
+        assert post(server, PATH, card(fake), ADMIN).status_code == 201
+        listed = config.read_text()
+        bare = listed[listed.index("cost_weight:"):]
+
+        def reload(text: str) -> tuple[httpx.Response, list[str]]:
+            config.write_text(text)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+                answer = post(server, "/v1/router/reload", None, ADMIN)
+            return answer, [r.getMessage() for r in caplog.records
+                            if "the config lists no models" in r.getMessage()]
+
+        # Refused after the settings were read (the admin token it names is not exported):
+        # nothing changed, and "free" is served still, so nothing is said of it.
+        refused, said = reload(bare.replace("SP_ADMIN", "SP_NOT_EXPORTED"))
+        assert refused.status_code == 400 and "admin_token_env" in refused.text, refused.text
+        assert said == [] and _models(server)[-1] == "free"
+        accepted, said = reload(bare)
+        assert accepted.status_code == 200, accepted.text
+        assert len(said) == 1 and '("free") are not served' in said[0], said
+        assert "free" not in _models(server)
+        assert reload(bare)[1] == []  # (said once)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"), \
+            _gateway(load_settings(config, environ={"SP_ADMIN": ADMIN})):
+        pass  # (a start on it says so too)
+    assert [r.getMessage() for r in caplog.records
+            if '("free") are not served' in r.getMessage()] != []
+
+
 @pytest.mark.parametrize(("url", "words"), [
     ("http://127.0.0.1:9/v1\x00", "holds U+0000 (character 22), which does not show as "
                                    "itself: a control character (NUL, a line break) no "

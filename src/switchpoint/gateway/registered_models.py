@@ -132,6 +132,7 @@ class RuntimeModels:
         state.extends.append(self.extend)
         state.on_swap(self._drop_shadowed)
         state.on_swap(self._say_held)
+        state.on_swap(self._say_unserved)
 
     def open(self) -> None:
         """Read what the store keeps (it is open). A row that no longer reads as a model (the
@@ -207,18 +208,27 @@ class RuntimeModels:
         """``settings`` with its registered models replaced by those of ``registered`` it
         serves (see :func:`with_registered`; :func:`held_out`: those naming a link-local or
         metadata host its ``gateway.allow_registered_metadata_hosts`` does not allow are left
-        out, kept); a config without ``models:``, which serves none of them, warned of
-        once."""
+        out, kept); a config without ``models:`` serves none of them (see
+        :meth:`_say_unserved`)."""
         held = {entry.name for entry, _ in held_out(settings, registered)}
         registered = tuple(m for m in registered if m.name not in held)
-        if settings.models is None and registered and not self._unserved_warned:
+        return with_registered(settings, registered)
+
+    def _say_unserved(self, live: Live) -> None:
+        """A snapshot went live: when its config lists no models, warn (once) that the models
+        registered at run time are not served. Said here, not as the settings are read: a
+        reload refused after reading them (a later step, an admin token not exported)
+        changed nothing, and serves them still."""
+        if live.settings.models is not None or self._unserved_warned:
+            return
+        held = {entry.name for entry, _ in held_out(live.settings, self.registered)}
+        unserved = [m.name for m in self.registered if m.name not in held]
+        if unserved:
             self._unserved_warned = True
             log.warning("the config lists no models: (the weights' own profiles are "
                         "routed), so the %d model(s) registered at run time (%s) are not "
                         "served; list models in the config to serve them again",
-                        len(registered), listed_names((m.name for m in registered),
-                                                      quoted=True))
-        return with_registered(settings, registered)
+                        len(unserved), listed_names(unserved, quoted=True))
 
     def _drop_shadowed(self, live: Live) -> None:
         """A snapshot went live: a registered model whose name its config lists is dropped
