@@ -535,6 +535,10 @@ def lock_holder(fd: int) -> str:
     return f" (pid {pid})" if pid.isdigit() else ""
 
 
+#: The learning checkpoint's file in data_dir, beside the store's database (see
+#: :mod:`switchpoint.learning.checkpoint`): named here, where the commands that only look for
+#: it (``switchpoint prune``) find it without the checkpoint's reader and NumPy.
+CHECKPOINT_FILENAME = "learning.checkpoint"
 #: The file in data_dir whose advisory lock (``flock``) the process serving from it holds for
 #: as long as it serves (see :mod:`switchpoint.gateway.owner`). With no service running, a
 #: store holds it for a moment too, while it writes what the spill file beside the database

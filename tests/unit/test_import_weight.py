@@ -137,7 +137,8 @@ def test_a_refused_start_refuses_before_the_web_framework_loads(tmp_path: Path) 
 
 def test_reading_a_config_its_keys_and_its_cost_report_loads_no_numpy(tmp_path: Path) -> None:
     # The commands that read a config and hold no array (keys list, report cost, a config's
-    # check) need neither NumPy nor the router, the policies and the weights it comes with.
+    # check, prune without a learning checkpoint to read) need neither NumPy nor the router,
+    # the policies and the weights it comes with.
     from switchpoint.store import SQLiteStore
 
     (tmp_path / "data").mkdir()
@@ -152,8 +153,11 @@ tenants:
 """, encoding="utf-8")
     loaded = loaded_after("from switchpoint.cli import main\n"
                           f"assert main(['keys', 'list', '--config', {str(config)!r}]) == 0\n"
-                          f"assert main(['report', 'cost', '--config', {str(config)!r}]) == 0")
-    assert {"switchpoint.config", "switchpoint.governance.reports"} <= loaded
+                          f"assert main(['report', 'cost', '--config', {str(config)!r}]) == 0\n"
+                          "assert main(['prune', '--older-than', '30', '--config', "
+                          f"{str(config)!r}]) == 0")
+    assert {"switchpoint.config", "switchpoint.governance.reports",
+            "switchpoint.store.retention"} <= loaded
     assert among(loaded, ("numpy", "switchpoint.policies.base", "switchpoint.router",
                           "switchpoint.weights")) == []
 

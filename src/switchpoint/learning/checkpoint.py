@@ -32,13 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from switchpoint._files import CHECKPOINT_FILENAME as CHECKPOINT_FILENAME  # (re-exported)
 from switchpoint._files import npy_header, write_atomically
 from switchpoint._messages import json_quoted
 
 #: Bumped whenever a component's state layout changes: an older checkpoint is then ignored.
 FORMAT = 2
-#: A service's checkpoint file, beside its store's database in ``data_dir``.
-CHECKPOINT_FILENAME = "learning.checkpoint"
 _META = "__meta__"
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._files import (
+    CHECKPOINT_FILENAME,
     SERVE_LOCK,
     SQLITE_SIDE_FILES,
     Progress,
@@ -58,7 +59,6 @@ from switchpoint._files import (
 from switchpoint._limits import MAX_RETENTION_DAYS as MAX_RETENTION_DAYS
 from switchpoint._messages import json_quoted, people_number, quoted_path
 from switchpoint.errors import StoreError
-from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME, checkpoint_position
 from switchpoint.store.sqlite import (
     INCREMENTAL,
     LEDGER_KEEP_S,
@@ -299,8 +299,14 @@ def feedback_bound(file: Path, cutoff: float, gone: Gone | None = None,
     position: none of those is left to be learned again). None: nothing of the feedback log
     may go (no checkpoint, an unreadable one, or one of another log). The data directory is
     synced first, so that the checkpoint read here is the one a start after a crash finds (its
-    rename durable), never an older one."""
-    position = checkpoint_position(file.with_name(CHECKPOINT_FILENAME), checkpoint_key)
+    rename durable), never an older one. Without a checkpoint file nothing is read, and
+    the checkpoint's reader (with NumPy, which reads its archive) is not loaded."""
+    checkpoint = file.with_name(CHECKPOINT_FILENAME)
+    if not os.path.exists(checkpoint):  # (nor one that cannot be looked at)
+        return None
+    from switchpoint.learning.checkpoint import checkpoint_position
+
+    position = checkpoint_position(checkpoint, checkpoint_key)
     if position is None:
         return None
     with contextlib.suppress(OSError):
