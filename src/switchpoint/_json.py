@@ -107,14 +107,6 @@ def too_long(digits: str) -> bool:
     return bool(most) and len(bare) > most and bare.isascii() and bare.isdigit()
 
 
-def not_finite(text: str) -> str:
-    """What a request body holding the number ``text`` (``NaN``, ``Infinity``, an integer
-    of thousands of digits) is told, whichever route reads it."""
-    shown = (f"a number of {len(text.lstrip('-'))} digits" if too_long(text)
-             else f"the number {cut(text, 40)}")
-    return f"holds {shown}, which is not finite; send finite numbers only"
-
-
 def unreadable(exc: json.JSONDecodeError) -> str:
     """What an error from :func:`loads` says of the text: ``not valid JSON (why)``, or for a key
     written twice, which is valid JSON, just that. A syntax error says where it is (``at

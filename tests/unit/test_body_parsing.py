@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from switchpoint._json import nests_deeper, not_finite
+from switchpoint._json import nests_deeper
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.parsing import parse_chat_body
 from switchpoint.server.bodies import parse_body
@@ -58,7 +58,7 @@ def test_a_number_too_long_to_read_is_named_by_its_field_as_the_chat_gateway_nam
     assert (caught.value.field, str(caught.value)) == ("seed", told.replace("cost_weight",
                                                                             "seed"))
     # The body itself a number: nothing else to name.
-    assert refusal(digits) == ("body", f"body: {not_finite(digits.decode())}")
+    assert refusal(digits) == ("body", "body: " + told.split(": ", 1)[1])
 
 
 TOO_SMALL = "is too small a number to be told from 0; write 0, or a number of at least 1e-300"
@@ -80,8 +80,7 @@ def test_a_number_a_float_holds_only_as_0_is_named_by_its_field(literal: bytes) 
         parse_chat_body(chat)
     assert (caught.value.field, str(caught.value)) == (
         "messages", f"messages[0].x[0]: {shown} {TOO_SMALL}")
-    assert refusal(literal) == (
-        "body", f"body: holds the number {shown}, which {TOO_SMALL}")
+    assert refusal(literal) == ("body", f"body: {shown} {TOO_SMALL}")
 
 
 @pytest.mark.parametrize("literal", [b"0", b"0.0", b"-0e-400", b"0e999", b"1e-300", b"1e-99",
@@ -92,6 +91,27 @@ def test_a_number_a_float_tells_from_0_or_0_itself_is_read(literal: bytes) -> No
     chat = parse_chat_body(b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], '
                            b'"temperature": ' + literal + b"}")
     assert chat["temperature"] == float(literal)
+
+
+@pytest.mark.parametrize(("literal", "words"), [
+    (b"1e999", "is infinity, too large a number (what 1e400, or any number past about "
+               "1.8e308, reads as)"),
+    (b"-1e999", "is -infinity, too large a negative number (what -1e400, or any number below "
+                "about -1.8e308, reads as)"),
+    (b"NaN", "is NaN, not a finite number"), (b" Infinity ", "is infinity, too large")])
+def test_a_body_that_is_a_nan_or_an_infinity_is_told_so_as_a_field_holding_one(
+        literal: bytes, words: str) -> None:
+    # The chat gateway said "body: holds the number 1e999, which is not finite", where a field
+    # says this; the routing door that the body must be a JSON object.
+    chat = b'{"model": "auto", "messages": [], "temperature": ' + literal
+    field, message = refusal(literal)
+    assert field == "body" and message.startswith(f"body: {words}"), message
+    assert message.endswith("; send finite numbers only"), message
+    for raw, field in ((literal, "body"), (chat + b"}", "temperature"), (chat, "body")):
+        with pytest.raises(InvalidInputError) as caught:
+            parse_chat_body(raw)
+        assert caught.value.field == field
+        assert str(caught.value).startswith(f"{field}: {words}"), str(caught.value)
 
 
 def test_non_finite_numbers_still_reach_the_models_check() -> None:

@@ -60,9 +60,6 @@ BAD_EMBEDDINGS = [
     pytest.param([0.1] * (DIM - 1), "has 7 values", id="too-short"),
     pytest.param([0.1] * (DIM + 1), "has 9 values", id="too-long"),
     pytest.param([], "has 0 values", id="empty"),
-    pytest.param([0.1] * (DIM - 1) + [float("nan")], "index 7", id="nan"),
-    pytest.param([float("inf")] + [0.1] * (DIM - 1), "index 0", id="inf"),
-    pytest.param([0.1] * 3 + [float("-inf")] + [0.1] * 4, "index 3", id="minus-inf"),
     pytest.param(["a"] * DIM, "numbers", id="strings"),
     pytest.param(["0.5"] * DIM, "number", id="numeric-strings"),
     pytest.param([0.1] * (DIM - 1) + ["x"], "numbers", id="one-string"),
@@ -84,6 +81,23 @@ BAD_EMBEDDINGS = [
     pytest.param(np.ones((DIM, 1)), "shape (8, 1)", id="column"),
     pytest.param(np.array(0.5), "shape ()", id="zero-d-array"),
 ]
+
+
+@pytest.mark.parametrize(("at", "value", "words"), [
+    (7, float("nan"), "is NaN, not a finite number"),
+    (0, float("inf"), "is infinity, too large a number (what 1e400, or any number past about "
+                      "1.8e308, reads as)"),
+    (3, float("-inf"), "is -infinity, too large a negative number (what -1e400, or any number "
+                       "below about -1.8e308, reads as)")])
+def test_a_vector_s_nan_or_infinity_is_named_by_its_place_as_a_body_s_number_is(
+        at: int, value: float, words: str) -> None:
+    vector = [0.1] * DIM
+    vector[at] = value
+    for given in (vector, np.array(vector)):
+        with pytest.raises(InvalidInputError) as info:
+            check_embedding(given, DIM, field="embeddings[4]")
+        assert info.value.field == "embeddings[4]"
+        assert str(info.value) == f"embeddings[4][{at}]: {words}; send finite numbers only"
 
 
 @pytest.mark.parametrize(("value", "needle"), BAD_EMBEDDINGS)

@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
-from switchpoint._messages import plural
+from switchpoint._messages import invalid_at, plural
+from switchpoint._numbers import not_finite_reason
 from switchpoint._progress import ProgressFn
 from switchpoint.errors import InvalidInputError
 
@@ -70,7 +71,7 @@ def check_embedding(value: object, dimension: int, field: str = "embedding") -> 
             raise InvalidInputError(field, f"must be a list of {dimension} numbers")
     if not np.all(np.isfinite(arr)):
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise InvalidInputError(field, f"value at index {bad} is not finite (NaN or infinity)")
+        raise invalid_at(field, f"{field}[{bad}]", not_finite_reason(float(arr[bad])))
     # Scaled by the largest magnitude first, so huge values (1e308) cannot overflow the norm
     # and tiny ones (1e-300) cannot underflow it: only a vector of zeros has no direction.
     scale = float(np.max(np.abs(arr)))

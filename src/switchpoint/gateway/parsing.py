@@ -55,7 +55,6 @@ from switchpoint._json import (
     DuplicateKeyError,
     lone_surrogate,
     nests_deeper,
-    not_finite,
     too_long,
     unique_keys,
 )
@@ -72,9 +71,8 @@ from switchpoint._messages import (
     listed_keys,
     listed_names,
     one_of,
-    plain_number,
 )
-from switchpoint._numbers import TOO_SMALL, numpy_scalar, too_small
+from switchpoint._numbers import TOO_SMALL, not_finite_reason, numpy_scalar, too_small
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS, check_name_lengths, named_once
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.image_urls import image_url_problem
@@ -280,7 +278,7 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
         raise InvalidInputError("body", exc.msg) from None
     except _UnheldError as exc:
         _name_the_field(raw)  # raises naming the field, when it can
-        raise InvalidInputError("body", unheld_in_body(exc.text)) from None
+        raise InvalidInputError("body", unheld_reason(exc.text)) from None
     except RecursionError:
         raise InvalidInputError("body", TOO_DEEP) from None
     except UnicodeDecodeError as exc:
@@ -926,7 +924,8 @@ def unheld_number(raw: bytes | str) -> tuple[tuple[str | int, ...], str] | None:
 
 def unheld_reason(text: str) -> str:
     """Why a body's number written ``text``, which no float holds as written
-    (:func:`unheld_number`), is refused, as a message goes on after the field that holds it."""
+    (:func:`unheld_number`), is refused, as a message goes on after the field that holds it
+    (``body`` when none can be named: the body is the number, or no JSON follows it)."""
     if too_long(text):
         return (f"must be a finite number, got an integer of {len(text.lstrip('-'))} digits, "
                 f"{PAST_FLOATS}")
@@ -934,25 +933,6 @@ def unheld_reason(text: str) -> str:
     if value == 0:
         return f"{cut(text, 40)} {TOO_SMALL}"
     return not_finite_reason(value)
-
-
-def not_finite_reason(value: float) -> str:
-    """Why a body's NaN or infinity is refused, after the field that holds it: the value shown
-    as every message shows a number (:func:`~switchpoint._messages.plain_number`), so an
-    infinity (``1e999``, as a float reads it) is worded as a routing body's field words it,
-    ``is infinity, too large a number (what 1e400, ...)``, not ``is inf``."""
-    shown = f"is {plain_number(value)}"
-    if not math.isinf(value):
-        shown += ", not a finite number"
-    return f"{shown}; send finite numbers only"
-
-
-def unheld_in_body(text: str) -> str:
-    """Why a body holding the number written ``text``, which no float holds as written, is
-    refused when no field can be named (the body is the number, or no JSON past it)."""
-    if not too_long(text) and float(text) == 0:
-        return f"holds the number {cut(text, 40)}, which {TOO_SMALL}"
-    return not_finite(text)
 
 
 def _name_the_field(raw: bytes) -> None:

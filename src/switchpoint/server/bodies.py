@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, TypeVar, cast
 
@@ -39,12 +40,11 @@ from switchpoint._json import (
     unique_keys,
 )
 from switchpoint._messages import entry_param, invalid_at, invalid_from_validation, key_path
-from switchpoint._numbers import too_small
+from switchpoint._numbers import not_finite_reason, too_small
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.parsing import (
     TOO_DEEP,
     check_depth,
-    unheld_in_body,
     unheld_number,
     unheld_reason,
 )
@@ -144,6 +144,8 @@ def _check_text(raw: bytes, keyed: Collection[str]) -> None:
         raise InvalidInputError("body", TOO_DEEP) from None
     except ValueError:
         return
+    if data is None or isinstance(data, float):  # (the body one number, or null)
+        _finite_body(raw)
     check_depth(raw, data)
     # Only a body with a surrogate escape can hold a lone surrogate: most bodies skip the walk.
     if SURROGATE_ESCAPE.search(raw) is None:
@@ -163,6 +165,18 @@ def _check_text(raw: bytes, keyed: Collection[str]) -> None:
             stack.extend((item, field) for item in node)
 
 
+def _finite_body(raw: bytes) -> None:
+    """Raise for a body that is one NaN or infinity (``NaN``, ``1e999``), told as a field
+    holding one is (:func:`~switchpoint._numbers.not_finite_reason`), as the chat gateway's
+    reader tells it, not as a body that is no JSON object."""
+    try:
+        value = float(raw.strip(b" \t\r\n"))
+    except ValueError:  # (null)
+        return
+    if not math.isfinite(value):
+        raise InvalidInputError("body", not_finite_reason(value))
+
+
 def _unheld(raw: bytes, text: str, keyed: Collection[str]) -> InvalidInputError:
     """The error for the body ``raw``, which holds the number written ``text`` that no float
     holds as written: naming the field that holds it (its path, the entry's inside a field of
@@ -170,7 +184,7 @@ def _unheld(raw: bytes, text: str, keyed: Collection[str]) -> InvalidInputError:
     anew to find it; the body, when none can be named."""
     found = unheld_number(raw)
     if found is None or not found[0]:
-        return InvalidInputError("body", unheld_in_body(text))
+        return InvalidInputError("body", unheld_reason(text))
     loc, text = found
     path = key_path(loc, "body")
     return invalid_at(entry_param(str(loc[0]), path, keyed), path, unheld_reason(text))
