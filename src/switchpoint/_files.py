@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from switchpoint._messages import quoted, quoted_path
 
@@ -1025,6 +1025,58 @@ def file_kind(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "a device"
+
+
+#: The ``descr`` of an ``.npy`` header :func:`plain_npy_header` reads without NumPy (a plain
+#: number, boolean or text type of a size NumPy writes), with the sizes each kind may have.
+_PLAIN_DESCR = re.compile(r"[<>|=]?([biufcUS])([0-9]{1,6})")
+_PLAIN_SIZES = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8, 16),
+                "c": (8, 16, 32)}
+#: The most characters of an ``.npy`` header NumPy reads (its ``max_header_size``).
+_NPY_MAX_HEADER = 10_000
+
+
+def plain_npy_header(stream: IO[bytes]) -> tuple[tuple[int, ...], str, int] | None:
+    """What :func:`npy_header` reads of a well-formed ``.npy`` header of a plain type (shape,
+    ``descr`` and bytes of data), read without NumPy; None for any other header (damaged, or
+    of a type only NumPy sizes), which :func:`npy_header` judges: only what NumPy reads alike
+    is read here."""
+    import ast
+    import struct
+
+    magic = stream.read(8)
+    if len(magic) != 8 or magic[:6] != b"\x93NUMPY":
+        return None
+    size = "<H" if magic[6:] == b"\x01\x00" else "<I"
+    length = stream.read(struct.calcsize(size))
+    if len(length) != struct.calcsize(size):
+        return None
+    (count,) = struct.unpack(size, length)
+    if count > _NPY_MAX_HEADER:
+        return None
+    text = stream.read(count)
+    if len(text) != count:
+        return None
+    try:
+        header = ast.literal_eval(text.decode("latin1"))
+    except Exception:  # (anything NumPy's own reader is left to judge)
+        return None
+    if not isinstance(header, dict) or header.keys() != {"descr", "fortran_order", "shape"}:
+        return None
+    shape, descr = header["shape"], header["descr"]
+    if (not isinstance(shape, tuple) or not all(type(n) is int and n >= 0 for n in shape)
+            or not isinstance(header["fortran_order"], bool) or not isinstance(descr, str)):
+        return None
+    plain = _PLAIN_DESCR.fullmatch(descr)
+    if plain is None:
+        return None
+    kind, width = plain.group(1), int(plain.group(2))
+    if kind in _PLAIN_SIZES and width not in _PLAIN_SIZES[kind]:
+        return None
+    itemsize = width * 4 if kind == "U" else width
+    if kind in "US" and width == 0:
+        return None
+    return shape, descr, math.prod(shape) * itemsize
 
 
 def npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], np.dtype[Any], int]:

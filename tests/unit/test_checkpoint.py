@@ -16,6 +16,7 @@ import pytest
 from switchpoint.learning import FeedbackEvent, Learner, LearningSettings
 from switchpoint.learning.checkpoint import (
     CHECKPOINT_FILENAME,
+    ArrayOrBuild,
     Checkpoint,
     CheckpointError,
     State,
@@ -320,6 +321,22 @@ def test_a_knn_learner_keeps_whether_each_cost_was_measured_and_reads_a_state_wi
     with pytest.raises(CheckpointError, match="measured"):
         restored.restore(broken)
     assert costs(restored) == (0.02, 0.03)  # nothing changed
+
+
+def test_where_a_checkpoint_stands_is_read_whatever_its_arrays_hold(tmp_path: Path) -> None:
+    # (plain numbers, booleans and text read without NumPy; a date's type by NumPy's reader)
+    path = tmp_path / "learning.checkpoint"
+    arrays: dict[str, ArrayOrBuild] = {
+        "f": np.arange(6.0).reshape(2, 3), "i": np.arange(3), "b": np.array([True]),
+        "t": np.array(["ab", "c"]), "h": np.ones(2, np.float16), "e": np.zeros((0, 4))}
+    write_checkpoint(path, Checkpoint("k", 3, "e3", State({"n": 1}, arrays)))
+    assert checkpoint_position(path, "k") == (3, "e3") == checkpoint_position(path)
+    assert checkpoint_position(path, "other") is None
+    write_checkpoint(path, Checkpoint("k", 4, "e4", State({}, {
+        "d": np.array(["2026-01-01"], dtype="datetime64[ns]")})))
+    assert checkpoint_position(path, "k") == (4, "e4")
+    path.write_bytes(path.read_bytes()[:-30])  # (cut short: no archive's end)
+    assert checkpoint_position(path, "k") is None
 
 
 def test_a_checkpoint_whose_array_header_claims_terabytes_is_unreadable_not_allocated(

@@ -137,12 +137,17 @@ def test_a_refused_start_refuses_before_the_web_framework_loads(tmp_path: Path) 
 
 def test_reading_a_config_its_keys_and_its_cost_report_loads_no_numpy(tmp_path: Path) -> None:
     # The commands that read a config and hold no array (keys list, report cost, a config's
-    # check, prune without a learning checkpoint to read) need neither NumPy nor the router,
-    # the policies and the weights it comes with.
+    # check, prune, which reads where the learning checkpoint stands, not its arrays) need
+    # neither NumPy nor the router, the policies and the weights it comes with.
+    import numpy as np
+
+    from switchpoint.learning.checkpoint import Checkpoint, State, write_checkpoint
     from switchpoint.store import SQLiteStore
 
     (tmp_path / "data").mkdir()
     SQLiteStore(tmp_path / "data" / "switchpoint.db").open().close()
+    write_checkpoint(tmp_path / "data" / "learning.checkpoint", Checkpoint(
+        "k", 1, "e1", State({"n": 1}, {"x": np.arange(6.0).reshape(2, 3)})))
     config = tmp_path / "switchpoint.yaml"
     config.write_text(f"""models:
   - {{name: good, profile: gpt-4-1106-preview, base_url: "http://127.0.0.1:9/v1",

@@ -28,13 +28,14 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from switchpoint._files import CHECKPOINT_FILENAME as CHECKPOINT_FILENAME  # (re-exported)
 from switchpoint._files import npy_header, write_atomically
 from switchpoint._messages import json_quoted
+
+if TYPE_CHECKING:  # (NumPy loads where an array is read or written: see checkpoint_position)
+    import numpy as np
 
 #: Bumped whenever a component's state layout changes: an older checkpoint is then ignored.
 FORMAT = 2
@@ -46,7 +47,7 @@ class CheckpointError(ValueError):
 
 
 #: An array of a state, or a function that builds it (see the module docstring).
-ArrayOrBuild = np.ndarray | Callable[[], np.ndarray]
+ArrayOrBuild: TypeAlias = "np.ndarray | Callable[[], np.ndarray]"
 
 
 @dataclass
@@ -84,6 +85,8 @@ class State:
         value = self.arrays[name]
         if callable(value):
             value = self.arrays[name] = value()
+        import numpy as np
+
         if dtype is not None and value.dtype.kind != np.dtype(dtype).kind:
             raise CheckpointError(f"array {json_quoted(name)} is {value.dtype}, expected "
                                   f"{np.dtype(dtype)}")
@@ -111,6 +114,8 @@ class Checkpoint:
 
 def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> int:
     """Write ``checkpoint`` to ``path`` atomically; returns the file's size in bytes."""
+    import numpy as np
+
     path = Path(path)
     meta = {"format": FORMAT, "key": checkpoint.key, "seq": checkpoint.seq,
             "event_id": checkpoint.event_id, "state": checkpoint.state.meta}
@@ -137,6 +142,8 @@ def _check_sizes(archive: Any) -> None:
 def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
     """The checkpoint in ``path`` if it was written for ``key`` in this format; otherwise
     :class:`CheckpointError` saying why (a missing file included)."""
+    import numpy as np
+
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path.name}: no checkpoint yet")
@@ -166,13 +173,24 @@ def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
 def checkpoint_position(path: str | Path, key: str | None = None) -> tuple[int, str] | None:
     """The log position a checkpoint in ``path`` holds, with the id of the event there (only
     its description is read), when it was written for ``key`` (None: whatever it was written
-    for); None when there is no readable checkpoint of this format (and key)."""
+    for); None when there is no readable checkpoint of this format (and key). Its arrays'
+    headers are checked as :func:`read_checkpoint` checks them (see :func:`_check_sizes`):
+    without NumPy when each is a plain one, as a checkpoint's are (``switchpoint prune`` reads
+    it so), else by NumPy's own reader."""
     try:
-        with np.load(Path(path), allow_pickle=False) as archive:
-            if _META not in archive.files:
-                return None
-            _check_sizes(archive)
-            meta = json.loads(archive[_META].tobytes().decode())
+        plain = _plain_description(Path(path))
+        if plain is _NUMPY:
+            import numpy as np
+
+            with np.load(Path(path), allow_pickle=False) as archive:
+                if _META not in archive.files:
+                    return None
+                _check_sizes(archive)
+                plain = archive[_META].tobytes()
+        if plain is None:
+            return None
+        assert isinstance(plain, bytes)
+        meta = json.loads(plain.decode())
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeDecodeError):
         return None
     if not isinstance(meta, Mapping) or meta.get("format") != FORMAT:
@@ -183,6 +201,49 @@ def checkpoint_position(path: str | Path, key: str | None = None) -> tuple[int, 
     if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(event_id, str):
         return None
     return seq, event_id
+
+
+#: What :func:`_plain_description` answers for an archive it leaves to NumPy's reader.
+_NUMPY = object()
+#: How a zip archive (a checkpoint) begins: with a member, or empty.
+_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _plain_description(path: Path) -> bytes | object | None:
+    """The description's bytes of the checkpoint archive at ``path``, read as NumPy's reader
+    reads them (each member's header checked, see :func:`_check_sizes`) without NumPy; None
+    when there is none (no description, a header claiming more than its member holds);
+    :data:`_NUMPY` when something there is not plain (a member that is no ``.npy``, a header
+    only NumPy sizes or parses), which NumPy's reader then judges as before."""
+    from switchpoint._files import plain_npy_header
+
+    with path.open("rb") as file:
+        if not file.read(6).startswith(_ZIP_STARTS):
+            return _NUMPY
+        file.seek(0)
+        with zipfile.ZipFile(file) as archive:
+            raw = archive.namelist()
+            if not all(name.endswith(".npy") for name in raw):
+                return _NUMPY
+            files = [name[:-4] for name in raw]
+            if _META not in files:
+                return None
+            for name in files:
+                info = archive.getinfo(f"{name}.npy")
+                with archive.open(info) as member:
+                    header = plain_npy_header(member)
+                if header is None:
+                    return _NUMPY
+                if header[2] > info.file_size:
+                    return None
+            with archive.open(f"{_META}.npy") as member:
+                header = plain_npy_header(member)
+                if header is None or header[1] != "|u1" or len(header[0]) != 1:
+                    return _NUMPY
+                data = member.read(header[2])
+            if len(data) != header[2]:
+                return None  # (NumPy's reader: "EOF: reading array data")
+            return data
 
 
 __all__ = ["CHECKPOINT_FILENAME", "FORMAT", "ArrayOrBuild", "Checkpoint", "CheckpointError",
