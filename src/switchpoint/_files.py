@@ -351,6 +351,21 @@ def database_identity(path: str | Path) -> tuple[FileId | None, ...]:
                                    for suffix in SQLITE_SIDE_FILES))
 
 
+def database_stamp(path: str | Path) -> tuple[tuple[int, int, int] | None, ...]:
+    """The inode, size and time of change of the SQLite database ``path`` and of its ``-wal``
+    (None for one not there): another value means one of them was written to, replaced or
+    deleted since. Two stats."""
+    stamps: list[tuple[int, int, int] | None] = []
+    for name in (os.fspath(path), _beside(path) + "-wal"):
+        try:
+            st = os.stat(name)
+        except FileNotFoundError:
+            stamps.append(None)
+            continue
+        stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamps)
+
+
 def check_database_writable(path: str | Path) -> None:
     """Open the SQLite database ``path`` and each side file beside it for writing, and close
     them: an :class:`OSError` naming the file this process may not write. SQLite opens such a

@@ -619,3 +619,56 @@ def test_keys_db_deleted_while_the_service_holds_keys_is_not_made_again_empty(
     assert (f"POST /v1/router/reload: {str(db)!r}: cannot read the keys: it was deleted while "
             "the service ran, holding keys; restore it from a backup") in caplog.text, \
         caplog.text
+
+
+def test_an_older_keys_db_put_in_place_while_the_service_runs_is_refused_not_taken(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """keys.db replaced by an older backup while the service runs with keys, the log naming a
+    key made since: each use is a 503 storage_unavailable saying the file lacks keys the log
+    names (x-should-retry false), as a start refuses it, and the hourly retention warns once
+    and leaves the file as it is, where the service took it (the key made since got 401, a key
+    revoked since worked again) and its clock writes and prunes made it pass for the file in
+    use at the next start. The newest file put back, the keys work again at once."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + "auth: keys\nadmin_token_env: SP_PRUNE_ADMIN\n"
+                      "tenants: {acme: {}}\n", encoding="utf-8")
+    settings = load_settings(config, environ={"SP_PRUNE_ADMIN": ADMIN_TOKEN})
+    db = Path(settings.data_dir) / "keys.db"
+    older, newest = tmp_path / "older.db", tmp_path / "newest.db"
+    with caplog.at_level("WARNING", logger="switchpoint"), thread_server(
+            create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        made = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
+                          headers=ADMIN, timeout=10).json()
+        with sqlite3.connect(db) as src, sqlite3.connect(older) as dst:
+            src.backup(dst)
+            dst.execute("UPDATE clock SET latest = ?", (time.time() - 2 * DAY,))  # (taken then)
+        src.close()
+        dst.close()
+        since = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
+                           headers=ADMIN, timeout=10).json()
+        log_a_key(Path(settings.data_dir), since["id"])  # (used a minute ago)
+        with sqlite3.connect(db) as src, sqlite3.connect(newest) as dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+        os.replace(older, db)
+        wrong = db.read_bytes()
+        with pytest.raises(openai.APIStatusError) as refused:
+            client(server, made["key"]).chat.completions.create(model="cheap",
+                                                                messages=user("hi"))
+        assert refused.value.status_code == 503, refused.value.message
+        assert refused.value.response.headers["x-should-retry"] == "false"
+        assert ("keys.db in data_dir lacks keys the request log names in requests logged after "
+                "it was last in use; the operator must restore the newest backup of it"
+                ) in refused.value.message
+        for _ in range(2):  # (the hourly retention, twice)
+            server.service.gateway._housekeeping(False, 30)
+        said = [m for m in caplog.messages if m.startswith("retention: ")]
+        assert said == [f"retention: {str(db)!r}: cannot open the key store: the request log "
+                        f"names 1 key it does not hold ({since['id']}), in requests logged "
+                        "after the latest time it was in use (" + said[0].split("(", 2)[2]
+                        ], caplog.messages
+        assert db.read_bytes() == wrong  # (no time written, nothing pruned)
+        os.replace(newest, db)  # (the newest put back)
+        for key in (made["key"], since["key"]):
+            client(server, key).chat.completions.create(model="cheap", messages=user("hi"))

@@ -52,6 +52,8 @@ from typing import Any
 from switchpoint._files import (
     check_database_writable,
     database_identity,
+    database_stamp,
+    file_identity,
     private_dir,
     private_file,
 )
@@ -608,6 +610,9 @@ class KeyStore:
     # Whether a prune by age found the log naming no key while there was no file (see prune):
     # read once, not each hour (a key used since made the file), until a file opens.
     _none_logged: bool = field(default=False, init=False, repr=False)
+    # The refusal of the file at the path as not the one in use (see _check_opening), with
+    # the file's stamp when it was refused.
+    _refusal: tuple[object, StoreError] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def in_dir(cls, data_dir: str | Path, *, reads_only: bool = False) -> KeyStore:
@@ -618,13 +623,16 @@ class KeyStore:
             return self
         if self.reads_only:
             return self._open_reading()
-        if self.logged is not None and not self._files:  # (the lock may be held: see _db)
-            if not self.path.is_file():
+        if self.logged is not None:  # (the lock may be held: see _db)
+            if not self._files and not self.path.is_file():
                 named = self.logged()
                 if named:
                     raise self._gone("open the key store", named, making=True)
-            else:
-                self.check_in_use(self.logged)
+            elif not self._files or (self.path.is_file()
+                                     and file_identity(self.path) != self._files[0]):
+                # (a first opening, or the file that replaced the one open: a backup restored
+                # while the service runs is checked as a start checks it)
+                self._check_opening(self.logged)
         try:
             if self._stale:  # a file that left the path: its log must not be replayed here
                 remove_stale_side_files(self.path, self._stale)
@@ -654,6 +662,23 @@ class KeyStore:
         if not self.reads_only:
             self._writer = self._writer or self._clock_writer()
         return self
+
+    def _check_opening(self, logged: Callable[..., Sequence[str]]) -> None:
+        """:meth:`check_in_use` of the file about to be opened; its refusal is kept while the
+        file and its ``-wal`` stay as they are (see :func:`~switchpoint._files.database_stamp`):
+        each use of a refused file is told at once, the log read again only once the file
+        changed (a backup restored, a key made in it by ``keys create --new-keys-db``). A new
+        refusal is logged once: a service keeps refusing the file's uses (a 503) until then."""
+        stamp = database_stamp(self.path)
+        if self._refusal is not None and self._refusal[0] == stamp:
+            raise self._refusal[1]
+        try:
+            self.check_in_use(logged)
+        except StoreError as exc:
+            self._refusal = (stamp, exc)
+            log.warning("%s", exc)
+            raise
+        self._refusal = None
 
     def _open_reading(self) -> KeyStore:
         """:meth:`open` for a store that ``reads_only``: the file is read as it is, and nothing
