@@ -836,6 +836,39 @@ def test_a_keys_db_that_lacks_keys_the_log_names_since_it_was_in_use_is_refused(
     assert code == 0 and json.loads(out)["pruned_keys"] == [key_id], err
 
 
+def test_keys_rotate_and_clock_reset_refuse_a_keys_db_not_in_use_and_revoke_never_does(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An older backup of keys.db put in place, the log naming a key made since: keys rotate
+    (a new secret) and keys clock --reset (expired keys work again), which can let a key in,
+    are refused (exit 2) as keys create is, writing nothing, where each went through and
+    wrote the file's time, after which a start took it; keys revoke, which only shuts a key
+    out, is never refused: it is how a revocation is made again on a restored backup."""
+    data = config.parent / "data"
+    db = data / "keys.db"
+    with KeyStore.in_dir(data) as keys:
+        old = keys.create(KeySpec(tenant="acme")).record.id
+    backup = config.parent / "backup.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+        dst.execute("UPDATE clock SET latest = ?", (time.time() - 2 * 86400,))  # (taken then)
+    src.close()
+    dst.close()
+    key_id = seed(config)  # (a key made since, its requests logged a minute ago)
+    os.replace(backup, db)
+    before = db.read_bytes()
+    for change in (["rotate", old], ["clock", "--reset"]):
+        code, out, err = run(["keys", *change, "--config", config], capsys)
+        assert code == 2 and out == "", (change, out)
+        assert (f"{str(db)!r}: cannot open the key store: the request log names 1 key it does "
+                f"not hold ({key_id}), in requests logged after the latest time it was in use"
+                ) in err, (change, err)
+        assert db.read_bytes() == before, change  # (nothing written)
+    code, out, err = run(["keys", "revoke", old, "--config", config], capsys)
+    assert code == 0 and f"revoked key {old}" in out, err
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    assert code == 0, err  # (the revocation made it the file in use)
+
+
 def test_a_key_pruned_from_keys_db_is_no_key_it_never_held(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A key whose requests the log holds, revoked and then pruned (past governance.max_keys

@@ -103,6 +103,25 @@ def _store(settings: Any, *, create: bool = False, reads_only: bool = False) -> 
     return store
 
 
+def _checked(store: Any, settings: Any) -> Any:
+    """``store`` (keys.db, not yet open) set to be checked, as it opens, for being the file in
+    use (:meth:`~switchpoint.governance.keys.KeyStore.check_in_use`: a file that lacks keys
+    the log names since it was last in use, an older backup or an empty file put in place, is
+    refused before anything is written, as a start refuses it). The rule of the ``keys``
+    changes: those that can let a key in are checked, ``keys create`` (a new key, unless
+    ``--new-keys-db`` goes on with the file on purpose), ``keys rotate`` (a new secret) and
+    ``keys clock --reset`` (keys the later time had expired work again); each would also
+    write the file's time, after which it passes for the file in use. ``keys revoke``, which
+    only shuts a key out, never is: it is safe on any file, and it is how a revocation made
+    since a backup is made again on it (which makes it the one in use)."""
+    from functools import partial
+
+    from switchpoint.governance.keys import logged_keys
+
+    store.logged = partial(logged_keys, settings.db_path)
+    return store
+
+
 def existing_state(settings: Any, holds_none: str, *, keys_count: bool = False) -> None:
     """A ``data_dir`` that does not exist, or holds no store (a typo, say, or a folder no
     service has run on), is a mistake, not a place to make an empty state: the command says
@@ -188,11 +207,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
     store = _store(settings, create=True)
     if not args.new_keys_db:  # (the log is read before keys.db opens: see KeyStore.logged)
-        from functools import partial
-
-        from switchpoint.governance.keys import logged_keys
-
-        store.logged = partial(logged_keys, settings.db_path)
+        _checked(store, settings)
     out = _HandOut("made", json_output=args.json)
     with store:
         issued = out.kept(lambda: store.create(spec, max_live=settings.governance.max_keys,
@@ -301,7 +316,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _store(settings)
+    store = _store(settings)  # (never checked for being the file in use: see _checked)
     if store is None:
         raise _no_store(settings, args.id)
     with store:
@@ -385,6 +400,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     store = _store(settings)
     if store is None:
         raise _no_store(settings, args.id)
+    _checked(store, settings)
     tenants = _configured_tenants(settings)
     out = _HandOut("rotated", json_output=args.json)
     with store:
@@ -446,7 +462,7 @@ def cmd_keys_clock(args: argparse.Namespace) -> int:
         "keeping the later time in its memory, where a reset written here would not reach (it "
         "would write that time back): stop it, reset, then start it again"))
     try:
-        with store:
+        with _checked(store, settings):
             before = store.reset_clock()
             after = store.now()
             revived = _expiring(store.list(include_revoked=False), after, before)
