@@ -869,6 +869,39 @@ def test_keys_rotate_and_clock_reset_refuse_a_keys_db_not_in_use_and_revoke_neve
     assert code == 0, err  # (the revocation made it the file in use)
 
 
+def test_a_keys_db_whose_time_was_reset_is_not_refused_for_keys_pruned_while_it_ran_ahead(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A clock once set 30 days ahead: a key made, used, revoked and pruned meanwhile (its
+    requests logged in that future), then keys clock --reset: keys create goes on, where it
+    was refused, the file taken for another keys.db (its time, set back, before those
+    requests); a key the log names in requests logged by then that the file never held is
+    still refused."""
+    data = config.parent / "data"
+    ahead = time.time() + 30 * 86400
+    with KeyStore(data / "keys.db", clock=lambda: ahead) as keys:
+        gone = keys.create(KeySpec(tenant="acme")).record.id
+        keys.create(KeySpec(tenant="acme"))
+    with SQLiteStore(data / "switchpoint.db") as store:
+        store.append(RequestRecord(
+            id="r0", ts=ahead, requested_model="auto", status="ok", http_status=200,
+            pin_state="fresh", stream=False, latency_ms=1.0, tenant="acme",
+            key_id=gone)).result()
+    with KeyStore(data / "keys.db", clock=lambda: ahead + 60) as keys:
+        keys.revoke(gone)
+        assert keys.prune(None, 0) == 1
+    code, out, err = run(["keys", "clock", "--reset", "--config", config], capsys)
+    assert code == 0, err
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    assert code == 0, err
+    with SQLiteStore(data / "switchpoint.db") as store:  # (a key of another keys.db)
+        store.append(RequestRecord(
+            id="r1", ts=ahead + 7200, requested_model="auto", status="ok", http_status=200,
+            pin_state="fresh", stream=False, latency_ms=1.0, tenant="acme",
+            key_id="0123456789")).result()
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    assert code == 2 and "names 1 key it does not hold (0123456789)" in err, err
+
+
 def test_a_key_pruned_from_keys_db_is_no_key_it_never_held(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A key whose requests the log holds, revoked and then pruned (past governance.max_keys

@@ -154,7 +154,7 @@ MAX_EXPIRY = 253_402_300_799.0
 # The shortest life a key may be given (seconds): a key that expires sooner would be dead by
 # the time it is handed over.
 MIN_LIFETIME_S = 60.0
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # How far the store's latest time gets ahead of the one in keys.db before it is written (it is
 # also written on close, and when a key is refused for a time the file does not yet hold).
 CLOCK_STEP_S = 60.0
@@ -164,6 +164,12 @@ _BUSY_MS = 5000
 _SAVE_CLOCK = ("INSERT INTO clock (id, latest) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET "
                "latest = CASE WHEN typeof(latest) IN ('integer', 'real') THEN "
                "max(latest, excluded.latest) ELSE excluded.latest END")
+# The store's time set to the clock (even back), the time it held kept as the time the file
+# was in use until (never moving that back). Arguments: the clock, the time it held.
+_RESET_CLOCK = ("INSERT INTO clock (id, latest, in_use_until) VALUES (1, ?, ?) ON CONFLICT (id) "
+                "DO UPDATE SET latest = excluded.latest, in_use_until = CASE WHEN "
+                "typeof(in_use_until) IN ('integer', 'real') THEN max(in_use_until, "
+                "excluded.in_use_until) ELSE excluded.in_use_until END")
 # The most old secrets a key remembers (the one replaced last included).
 MAX_OLD_SECRETS = 4
 # The latest time the keys of a file recorded (made, rotated, revoked): where the store's time
@@ -210,6 +216,12 @@ ALTER TABLE keys ADD COLUMN older_secrets TEXT;
     4: """
 CREATE TABLE clock (id INTEGER PRIMARY KEY CHECK (id = 1), latest REAL NOT NULL);
 INSERT INTO clock (id, latest) SELECT 1, (""" + _KEYS_LATEST + """);
+""",
+    # The latest time the file held before `keys clock --reset` set its time back (NULL: never
+    # set back): the requests logged until then were checked against this file, so a key
+    # pruned from it meanwhile is no key it never held (see KeyStore.check_in_use).
+    5: """
+ALTER TABLE clock ADD COLUMN in_use_until REAL;
 """,
 }
 _COLUMNS = ("id", "hash", "tenant", "name", "created_at", "expires_at", "revoked_at",
@@ -828,7 +840,8 @@ class KeyStore:
                      what: str = "open the key store") -> None:
         """Refuse (to ``what``; before anything is written) the file at the path when the log
         (``logged``: see :attr:`logged`) names keys it does not hold in requests logged well
-        after the latest time it holds (past :data:`IN_USE_SLACK_S`): keys checked against
+        after the latest time it holds (or held before ``keys clock --reset`` set it back,
+        see :meth:`reset_clock`; past :data:`IN_USE_SLACK_S`): keys checked against
         another keys.db, so this one is not the file last in use (an older backup, an empty
         file put in its place), where every such key would get 401 and the reports would
         call it pruned. A key the file pruned ended before the prune, its requests logged
@@ -845,6 +858,12 @@ class KeyStore:
                 latest = (row[0] if row is not None and isinstance(row[0], (int, float))
                           else conn.execute(_KEYS_LATEST).fetchone()[0] if "keys" in tables
                           else -math.inf)
+                # (a time set back by `keys clock --reset`: in use until the time it held)
+                until = conn.execute("SELECT in_use_until FROM clock").fetchone() \
+                    if "in_use_until" in {r[1] for r in conn.execute(
+                        "SELECT * FROM pragma_table_info('clock')")} else None
+                if until is not None and isinstance(until[0], (int, float)):
+                    latest = max(float(latest), float(until[0]))
                 named = logged(after=float(latest) + IN_USE_SLACK_S, most=_MOST_CHECKED)
                 if not named:
                     return
@@ -1018,7 +1037,9 @@ class KeyStore:
     def reset_clock(self) -> float:
         """Set the store's latest time to the clock, even back (the way out of a clock once
         set far ahead, which expired every key due before the time it showed); returns the
-        time the store held. Only with no service on the data directory: a running one keeps
+        time the store held, which the file keeps as the time it was in use until (see
+        :meth:`check_in_use`: the requests logged by the clock that ran ahead name keys it
+        held, some pruned since, not keys of another file). Only with no service on the data directory: a running one keeps
         the later time it has seen (the CLI takes the data directory's lock first)."""
         writer, self._writer = self._writer, None
         if writer is not None:  # (a write under way would put the later time back)
@@ -1027,7 +1048,9 @@ class KeyStore:
             self._writer = self._writer or self._clock_writer()
             self._read_clock(conn)
             before, now = self._latest, float(self.clock())
-            conn.execute("INSERT OR REPLACE INTO clock (id, latest) VALUES (1, ?)", (now,))
+            # (the time it held is kept as the time the file was in use until: see
+            # check_in_use)
+            conn.execute(_RESET_CLOCK, (now, before))
             self._latest = self._saved = self._tried = now
             return before
 
