@@ -889,16 +889,16 @@ def test_a_keys_db_whose_time_was_reset_is_not_refused_for_keys_pruned_while_it_
     with KeyStore(data / "keys.db", clock=lambda: ahead + 60) as keys:
         keys.revoke(gone)
         assert keys.prune(None, 0) == 1
-    code, out, err = run(["keys", "clock", "--reset", "--config", config], capsys)
+    code, _, err = run(["keys", "clock", "--reset", "--config", config], capsys)
     assert code == 0, err
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    code, _, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
     assert code == 0, err
     with SQLiteStore(data / "switchpoint.db") as store:  # (a key of another keys.db)
         store.append(RequestRecord(
             id="r1", ts=ahead + 7200, requested_model="auto", status="ok", http_status=200,
             pin_state="fresh", stream=False, latency_ms=1.0, tenant="acme",
             key_id="0123456789")).result()
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    code, _, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
     assert code == 2 and "names 1 key it does not hold (0123456789)" in err, err
 
 

@@ -1039,8 +1039,9 @@ class KeyStore:
         set far ahead, which expired every key due before the time it showed); returns the
         time the store held, which the file keeps as the time it was in use until (see
         :meth:`check_in_use`: the requests logged by the clock that ran ahead name keys it
-        held, some pruned since, not keys of another file). Only with no service on the data directory: a running one keeps
-        the later time it has seen (the CLI takes the data directory's lock first)."""
+        held, some pruned since, not keys of another file). Only with no service on the data
+        directory: a running one keeps the later time it has seen (the CLI takes the data
+        directory's lock first)."""
         writer, self._writer = self._writer, None
         if writer is not None:  # (a write under way would put the later time back)
             writer.stop()
