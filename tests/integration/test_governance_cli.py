@@ -19,6 +19,7 @@ import pytest
 
 from switchpoint.cli import main
 from switchpoint.errors import KeyExpiredError, KeyRevokedError
+from switchpoint.governance.keys import SCHEMA_VERSION as KEYS_SCHEMA
 from switchpoint.governance.keys import KeySpec, KeyStore
 from switchpoint.governance.ledger import LedgerRecord
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
@@ -1362,7 +1363,7 @@ def _folder(data_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir())}
 
 
-@pytest.mark.parametrize("version", [1, 3, 4])
+@pytest.mark.parametrize("version", [1, 3, 4, KEYS_SCHEMA])
 def test_the_commands_that_only_read_the_keys_leave_the_file_as_it_was(
         config: Path, capsys: pytest.CaptureFixture[str], version: int) -> None:
     """keys list, show and clock and a report read a key store of this schema or an older
@@ -1386,7 +1387,7 @@ def test_the_commands_that_only_read_the_keys_leave_the_file_as_it_was(
     assert code == 0, err
     conn = sqlite3.connect(data_dir / "keys.db")
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == KEYS_SCHEMA
     finally:
         conn.close()
 
@@ -1416,7 +1417,7 @@ def _digests(data_dir: Path) -> dict[str, str]:
             for p in sorted(data_dir.iterdir())}
 
 
-@pytest.mark.parametrize("version", [1, 3, 4])
+@pytest.mark.parametrize("version", [1, 3, 4, KEYS_SCHEMA])
 def test_reading_a_key_store_beside_its_log_leaves_no_file_beside_it(
         config: Path, capsys: pytest.CaptureFixture[str], version: int) -> None:
     """A keys.db (of this schema or an older one) with its -wal beside it and no -shm (a
@@ -1442,7 +1443,7 @@ def test_reading_a_key_store_beside_its_log_leaves_no_file_beside_it(
     assert code == 0, err  # (a writer takes the log in and upgrades the file)
     conn = sqlite3.connect(data_dir / "keys.db")
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == KEYS_SCHEMA
         assert conn.execute("SELECT count(*) FROM keys WHERE revoked_at IS NULL"
                             ).fetchone()[0] == 0
     finally:
@@ -1485,7 +1486,8 @@ def test_an_older_key_store_whose_log_is_too_big_to_read_upgraded_is_refused_too
     monkeypatch.setattr(sqlite_module, "MAX_UPGRADE_COPY_BYTES", main + 1024)
     code, out, err = run(["keys", "list", "--config", config], capsys)
     assert code == 2 and out == "", (out, err)
-    assert ("its schema version 2 is older than this switchpoint's 4, and the file with its "
+    assert (f"its schema version 2 is older than this switchpoint's {KEYS_SCHEMA}, and the "
+            "file with its "
             "-wal (0 MiB) is too big to be read upgraded") in err, err
     assert "Traceback" not in err
     assert _digests(data_dir) == before  # (no -shm made beside it either)
