@@ -903,6 +903,33 @@ def test_a_keys_db_whose_time_was_reset_is_not_refused_for_keys_pruned_while_it_
     assert code == 2 and "names 1 key it does not hold (0123456789)" in err, err
 
 
+def test_a_backup_taken_minutes_before_a_key_was_made_and_used_is_refused(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A backup of keys.db taken 20 minutes ago put back, the log naming a key made and used
+    10 minutes ago: keys create is refused, where a key made and used within an hour of the
+    backup passed unseen (a margin of an hour past the file's latest time)."""
+    data = config.parent / "data"
+    db = data / "keys.db"
+    with KeyStore.in_dir(data) as keys:
+        keys.create(KeySpec(tenant="acme"))
+    backup = config.parent / "backup.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+        dst.execute("UPDATE clock SET latest = ?", (time.time() - 1200,))  # (taken then)
+    src.close()
+    dst.close()
+    with KeyStore.in_dir(data) as keys:
+        since = keys.create(KeySpec(tenant="acme")).record.id
+    with SQLiteStore(data / "switchpoint.db") as store:
+        store.append(RequestRecord(
+            id="r0", ts=time.time() - 600, requested_model="auto", status="ok",
+            http_status=200, pin_state="fresh", stream=False, latency_ms=1.0, tenant="acme",
+            key_id=since)).result()
+    os.replace(backup, db)
+    code, _, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    assert code == 2 and f"names 1 key it does not hold ({since})" in err, err
+
+
 def test_a_key_pruned_from_keys_db_is_no_key_it_never_held(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A key whose requests the log holds, revoked and then pruned (past governance.max_keys

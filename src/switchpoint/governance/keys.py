@@ -126,9 +126,15 @@ GO_ON = ("; or, to go on with this one without them (each then stays unknown: 40
 #: taken to have been checked against another file. A key a file pruned ended before the prune,
 #: so its requests were logged before the file's latest time; one named in a request logged
 #: later that the file does not hold was never in it (an older backup restored, an empty file
-#: put in place). The margin covers a clock write a crash lost and a request logged a little
-#: after its key was checked.
-IN_USE_SLACK_S = 3600.0
+#: put in place). The margin covers what may come between a key's last check and the file's
+#: latest time or its request's: the clock writes a crash lost (up to two steps of
+#: :data:`CLOCK_STEP_S`: the one under way and the one before it), and the reading of the
+#: request's body (a request is logged at the time it is planned, after its key was checked
+#: and its body read: 30 s by default, server.body_timeout_s), so that a key revoked and pruned
+#: while one of its requests came in never counts; no more, as a key made and used within the
+#: margin after a backup was taken goes unseen. (Within one machine's clock: the log and the
+#: key store take their times from the same clock, and the store's time never lags it.)
+IN_USE_SLACK_S = 300.0
 #: The most key ids of the log's later requests an opening checks the file for.
 _MOST_CHECKED = 100
 PREFIX = "sp-"
