@@ -138,3 +138,18 @@ def test_a_request_through_a_proxy_is_served_and_its_via_passes_upstream(
 def attacked_via(fake: FakeProviderProcess) -> str:
     """The gateway's own Via entry: the last one of the upstream request the fake last got."""
     return str(fake.requests()[-1]["headers"]["via"]).rsplit(", ", 1)[-1]
+
+
+def test_a_comparison_through_a_proxy_passes_its_via_upstream(
+        attacked: Attacked, fake: FakeProviderProcess) -> None:
+    """A comparison's upstream calls list the Via it came with (a client proxy's entries)
+    before the gateway's own, as a chat's do: each compared model is called forwarding it."""
+    r = httpx.post(f"{attacked.base}/v1/router/preferences/compare", timeout=30,
+                   json={"prompt": "hi", "models": ["alpha", "beta"]},
+                   headers={"via": "1.1 corp-proxy"})
+    assert r.status_code == 200, r.text
+    sent = sorted(str(request["headers"]["via"]) for request in fake.requests())
+    assert len(sent) == 2, sent
+    own = sent[0].rsplit(", ", 1)[-1]
+    assert own.startswith("1.1 switchpoint-"), sent
+    assert sent == [f"1.1 corp-proxy, {own}"] * 2, sent

@@ -368,6 +368,20 @@ async def test_a_call_forwarded_in_process_lists_its_via_before_the_gateways_own
     assert gw_fake.requests() == []
 
 
+@pytest.mark.anyio
+async def test_a_comparison_forwarded_in_process_lists_its_via_and_is_bounded_alike(
+        local: Gateway, gw_fake: FakeProviderProcess) -> None:
+    """A comparison passes the Via it came with to each compared model's upstream request, as a
+    chat does; one past the bound (over 1,024 characters) is refused naming it, nothing called."""
+    await local.acompare(prompt="Hi", models=["good", "other"], via=["1.1 proxy"])
+    sent = [request["headers"]["via"] for request in gw_fake.requests()]
+    assert sent == [f"1.1 proxy, 1.1 {local.via_name}"] * 2, sent
+    gw_fake.reset()
+    with pytest.raises(InvalidInputError, match=r"via: holds 1104 characters \(at most 1024\)"):
+        await local.acompare(prompt="Hi", models=["good", "other"], via=[f"1.1 {'p' * 1100}"])
+    assert gw_fake.requests() == []
+
+
 def test_route_and_execute_answers_with_the_routers_choice(local: Gateway) -> None:
     router = local.router
     reply = router.route_and_execute("Prove that the square root of 2 is irrational.",

@@ -171,7 +171,7 @@ from switchpoint.gateway.swaps import (
     reload_answer,
     swap_answer,
 )
-from switchpoint.gateway.via import forwarding, too_long
+from switchpoint.gateway.via import check_received, forwarding
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
@@ -1002,10 +1002,7 @@ class Gateway:
         self.check_serves_chat()
         started = time.perf_counter() if started is None else started
         self._check_open()
-        too_many = too_long(call.via)
-        if too_many is not None:  # (the HTTP door refused it as a loop already: a 508)
-            raise InvalidInputError("via", f"{too_many}: a chain that long is a loop or an "
-                                           "abuse; forward a shorter Via")
+        check_received(call.via)
         leave = self._admitted_until_ended()
         try:
             live = self.state.live()
@@ -1858,7 +1855,7 @@ class Gateway:
                        models: Iterable[str] | None = None, *, prompt: str | None = None,
                        blind: bool = True, key: str | None = None, tenant: str | None = None,
                        principal: Principal | None = None, measured: bool = False,
-                       **params: Any) -> dict[str, Any]:
+                       via: Sequence[str] = (), **params: Any) -> dict[str, Any]:
         """Ask up to six models the same thing at once (exact calls: no fallbacks, each logged
         and governed as a chat request) and return their answers under blind labels A, B, ...
         with a ``compare_id`` that :meth:`ascore` teaches from. ``prompt`` is a one-turn
@@ -1869,10 +1866,14 @@ class Gateway:
         false`` is compared only when named); ``params`` are OpenAI fields
         (max_tokens, temperature, ...). One whose body (as ``POST
         /v1/router/preferences/compare`` would receive it) is over ``max_request_bytes`` is
-        refused as over HTTP (``measured``: the HTTP door, which counted its body's bytes)."""
+        refused as over HTTP (``measured``: the HTTP door, which counted its body's bytes).
+        ``via``: the entries of the ``Via`` the comparison came with, which each compared
+        model's upstream request lists before the gateway's own, as a chat's
+        (:attr:`~switchpoint.gateway.planning.ChatCall.via`, bounded alike)."""
         from switchpoint.gateway.planning import routing_text
 
         self.check_serves_chat()
+        check_received(via)  # (before anything is planned or called)
         expect("blind", blind, bool, "True or False")
         if (prompt is None) == (messages is None):
             raise InvalidInputError("prompt", "give a prompt or messages (exactly one)")
@@ -1942,7 +1943,7 @@ class Gateway:
         caller = f"compare:{uuid.uuid4().hex}"
         calls = [self.chat(ChatCall(body={**body, "model": name}, caller=caller,
                                     tenant=who.tenant, key_id=who.key_id, exact=True,
-                                    purpose="compare"))
+                                    purpose="compare", via=tuple(via)))
                  for name in names]
         results = await asyncio.gather(*calls, return_exceptions=True)
         for result in results:

@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from switchpoint.errors import InvalidInputError
+
 #: The most entries a received ``Via`` may list (the intermediaries a request passed).
 MAX_ENTRIES = 16
 #: The most characters a received ``Via``'s entries may hold, joined by ``", "``.
@@ -64,6 +66,17 @@ def too_long(entries: Sequence[str]) -> str | None:
     if chars > MAX_CHARS:
         return f"holds {chars} characters (at most {MAX_CHARS})"
     return None
+
+
+def check_received(entries: Sequence[str]) -> None:
+    """Refuse the received ``Via`` ``entries`` a call to the in-process door forwards when
+    they are past the bound (:func:`too_long`): :class:`~switchpoint.errors.InvalidInputError`
+    naming ``via``, before anything is planned or called (the HTTP door refused such a header
+    as a loop already, a 508: :mod:`switchpoint.server.loops`)."""
+    problem = too_long(entries)
+    if problem is not None:
+        raise InvalidInputError("via", f"{problem}: a chain that long is a loop or an abuse; "
+                                       "forward a shorter Via")
 
 
 @contextmanager

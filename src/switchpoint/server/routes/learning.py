@@ -38,6 +38,7 @@ from switchpoint.decision import (
 from switchpoint.errors import InvalidInputError, PermissionDeniedError
 from switchpoint.gateway.ab_tests import ARMS, experiment_path
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
+from switchpoint.gateway.via import via_entries
 from switchpoint.governance.governor import Principal
 from switchpoint.learning.comment import MAX_COMMENT
 from switchpoint.learning.config import NAME_RULE
@@ -312,7 +313,8 @@ async def compare(request: Request, who: Annotated[Caller, Depends(caller)]) -> 
     gateway = get_service(request).gateway
     result = await gateway.acompare(body.messages, body.models, prompt=body.prompt,
                                     blind=body.blind, principal=principal, measured=True,
-                                    **params)
+                                    # (bounded by the guard that refuses a loop, as chat's)
+                                    via=via_entries(request.headers.getlist("via")), **params)
     return JSONResponse(result)
 
 
