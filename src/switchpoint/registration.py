@@ -20,6 +20,7 @@ the request's fields, the library's (:data:`LIBRARY`) of the router's arguments 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import os
 import re
@@ -158,13 +159,7 @@ def internal_host(url: str, nat64: Collection[ipaddress.IPv6Network] = ()) -> st
     ISATAP, ...) by that one too, under the network's own NAT64 prefixes too (``nat64``, the
     config's ``gateway.nat64_prefixes``); else None."""
     host = _host(url)
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        if host and re.fullmatch(r"[0-9a-fx.]+", host):
-            with contextlib.suppress(OSError):  # (not an address: a name)
-                address = ipaddress.IPv4Address(socket.inet_aton(host))
+    address = host_address(host)
     if address is None:
         return f"a cloud metadata service's host name ({host})" if host in METADATA_HOSTS else None
     return _internal_address(address, nat64)
@@ -172,6 +167,38 @@ def internal_host(url: str, nat64: Collection[ipaddress.IPv6Network] = ()) -> st
 
 def _host(url: str) -> str:
     return (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
+
+
+def host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a URL's host ``host`` (in lower case, without brackets or a trailing dot)
+    writes, read as a resolver reads one, without looking a name up: an IPv4 address in any
+    form a resolver takes (``2852039166``, ``0xa9.0xfe.0xa9.0xfe``), an IPv6 one without its
+    scope (``fe80::1%eth0``); None for a name."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        if host and re.fullmatch(r"[0-9a-fx.]+", host):
+            with contextlib.suppress(OSError):  # (not an address: a name)
+                return ipaddress.IPv4Address(socket.inet_aton(host))
+    return None
+
+
+@functools.lru_cache(maxsize=4096)  # (the hosts of the catalogs' base URLs: a few)
+def canonical_host(host: str) -> str:
+    """The one spelling of a URL's host ``host`` (without brackets) that all its spellings
+    share, so that they are one upstream: in lower case, without a trailing dot, an address as
+    :mod:`ipaddress` writes it, read as a resolver reads it (:func:`host_address`: ``0x7f.1``
+    and ``2130706433`` are ``127.0.0.1``, ``[0:0::1]`` is ``[::1]``), an IPv6 address mapping
+    an IPv4 one as that one (a connection to it goes there). A scoped IPv6 address is left as
+    written, and a name is not looked up: ``localhost`` and ``127.0.0.1`` stay two upstreams
+    (a name's addresses are the resolver's to give at each connection, and may change)."""
+    name = host.lower().rstrip(".")
+    address = None if "%" in name else host_address(name)
+    if address is None:
+        return name
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def internal_address(text: str, nat64: Collection[ipaddress.IPv6Network] = ()) -> str | None:

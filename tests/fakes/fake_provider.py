@@ -20,6 +20,8 @@ Endpoints
                      its queue is empty (``"default": null`` forgets it)
 ``GET  /_requests``  every request received: path, target (the request line's, query included),
                      lower-cased headers, JSON body, behaviour
+``GET  /_connections``  ``{"open": N, "peak": M}``: the client connections open now that
+                     carried a model's request, and the most open at once since the last reset
 ``POST /_reset``     clear the scripts and the request log
 
 Every answer is in the request's dialect: an error is OpenAI's ``{"error": {...}}`` or the
@@ -219,11 +221,14 @@ class State:
         self.lean = False  # --lean: record no requests (a benchmark must not grow a list)
         self.once_seen: OrderedDict[str, None] = OrderedDict()
         self.together = Meeting()  # (requests waiting for one another)
+        self.open_connections = 0  # (those that carried a model's request: /_connections)
+        self.peak_connections = 0
 
     def reset(self) -> None:
         self.queues.clear()
         self.defaults.clear()
         self.requests.clear()
+        self.peak_connections = self.open_connections
         self.together.release()
         self.together = Meeting()
 
@@ -1485,6 +1490,10 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
     if req.path == "/_requests":
         await send_json(writer, 200, STATE.requests)
         return True
+    if req.path == "/_connections":
+        await send_json(writer, 200, {"open": STATE.open_connections,
+                                      "peak": STATE.peak_connections})
+        return True
     openai_paths = ("/v1/chat/completions", "/chat/completions")
     if req.method == "POST" and req.path in (*openai_paths, "/v1/messages"):
         spec = choose_behaviour(req.json)
@@ -1557,14 +1566,23 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    counted = False  # (whether it carried a model's request: counted in /_connections)
     try:
         while True:
             req = await read_request(reader)
-            if req is None or not await dispatch(req, writer, reader):
+            if req is None:
+                break
+            if not counted and not req.path.startswith("/_"):
+                counted = True
+                STATE.open_connections += 1
+                STATE.peak_connections = max(STATE.peak_connections, STATE.open_connections)
+            if not await dispatch(req, writer, reader):
                 break
     except (ConnectionError, asyncio.IncompleteReadError, OSError):
         pass
     finally:
+        if counted:
+            STATE.open_connections -= 1
         with contextlib.suppress(Exception):
             writer.close()
 
@@ -1716,6 +1734,12 @@ class FakeProviderProcess:
     def requests(self) -> list[dict[str, Any]]:
         """Every request received since the last reset."""
         result: list[dict[str, Any]] = self._call("GET", "/_requests")
+        return result
+
+    def connections(self) -> dict[str, int]:
+        """The client connections that carried a model's request: ``open`` now, and the
+        ``peak`` open at once since the last reset."""
+        result: dict[str, int] = self._call("GET", "/_connections")
         return result
 
     def reset(self) -> None:

@@ -6,6 +6,7 @@ for the Anthropic adapter, plain and streamed, and then through ``call_with_fail
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -402,6 +403,35 @@ async def test_one_pooled_client_per_upstream(pool: ClientPool, openai_provider:
     for other in ("http://127.0.0.1:8001/v1", "https://127.0.0.1:8000/v1",
                   "http://localhost:8000/v1"):
         assert pool.get(other) is not shared, other
+    # Spellings of one host share it: a trailing dot, an IPv4 address as a resolver reads it,
+    # an IPv6 one however written (one mapping an IPv4 address, as that); a name that resolves
+    # to the address (localhost) is not looked up, so it stays another upstream.
+    for same in ("http://127.0.0.1.:8000", "http://0x7f.1:8000", "http://2130706433:8000",
+                 "http://[::ffff:127.0.0.1]:8000"):
+        assert pool.get(same) is shared, same
+    assert pool.get("http://[0:0::1]:8000") is pool.get("http://[::1]:8000/v1")
+    assert pool.get("http://LOCALHOST.:8000") is pool.get("http://localhost:8000/v1")
+
+
+async def test_spellings_of_one_address_share_its_bound_of_connections(
+        fake: FakeProviderProcess) -> None:
+    """Models whose base URLs spell one upstream's address differently (127.0.0.1, 0x7f.1,
+    2130706433) hold at most max_connections to it between them, not that many each."""
+    pool = ClientPool(max_connections=2, max_keepalive_connections=2)
+    provider = OpenAIProvider(pool, env=ENV)
+    cards = [ModelCard(f"m{i}", base_url=f"http://{host}:{fake.port}/v1",
+                       api_key_env="FAKE_OPENAI_KEY")
+             for i, host in enumerate(("127.0.0.1", "0x7f.1", "2130706433"))]
+    slow = req(messages=[{"role": "user", "content": "hi [[fake:ok:delay=0.2]]"}])
+    fake.reset()
+    others = fake.connections()["open"]  # (other tests' pools' idle ones, which only close)
+    try:
+        await asyncio.gather(*(provider.complete(slow, card, Timeouts(connect_s=2, read_s=5))
+                               for card in cards for _ in range(2)))
+    finally:
+        await pool.aclose()
+    assert len(fake.requests()) == 6
+    assert fake.connections()["peak"] - others <= 2  # (each spelling held 2 of its own: 6)
 
 
 async def test_streams_read_to_their_end_marker_leave_the_connection_for_the_next_call(

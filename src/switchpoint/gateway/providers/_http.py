@@ -62,6 +62,7 @@ from switchpoint.gateway.providers.base import (
 from switchpoint.gateway.providers.sending import note_stream
 from switchpoint.gateway.providers.sse import SSEEvent, sse_event_batches
 from switchpoint.gateway.via import forwarded_via, received_via
+from switchpoint.registration import canonical_host
 
 # The codings upstreams are asked for: those the transport inflates a small read at a time
 # (:data:`~switchpoint.gateway.providers._transport.ENCODED_READ_SIZE`), so an answer's size
@@ -76,20 +77,21 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 @functools.lru_cache(maxsize=4096)  # (the base URLs of the catalogs served: a few)
 def _upstream(base_url: str) -> tuple[str, str, int | None]:
-    """The upstream ``base_url`` names: its scheme, host (in lower case) and port (None: the
-    scheme's own)."""
+    """The upstream ``base_url`` names: its scheme, host (each spelling of it as one:
+    :func:`~switchpoint.registration.canonical_host`) and port (None: the scheme's own)."""
     url = urllib.parse.urlsplit(base_url)
     scheme, port = url.scheme.lower(), url.port
     if port == _DEFAULT_PORTS.get(scheme):
         port = None
-    return scheme, url.hostname or "", port
+    return scheme, canonical_host(url.hostname or ""), port
 
 
 class ClientPool:
     """One pooled ``httpx.AsyncClient`` per upstream (scheme, host and port), shared by every
     provider and every base URL there (``/v1``, ``/openai/v1``), so that
     ``max_connections`` bounds the connections to the upstream, whatever path each model's
-    base URL gives.
+    base URL gives and however it spells the host (``127.0.0.1``, ``0x7f.1``, ``[::1]``,
+    ``[0:0::1]``, a trailing dot: :func:`~switchpoint.registration.canonical_host`).
 
     Own one per application (open it in the app's lifespan, ``await pool.aclose()`` on
     shutdown). Connections belong to an event loop, so each loop that uses the pool gets its

@@ -40,9 +40,10 @@ import httpx
 
 from switchpoint._messages import json_quoted
 from switchpoint.gateway.providers.sending import note_connecting, note_sent, note_unsent
-from switchpoint.registration import internal_address, rebound_host
+from switchpoint.registration import canonical_host, internal_address, rebound_host
 
-# (scheme, host, port, and whether its connections' addresses are checked: see CHECK_ADDRESSES)
+# (scheme, host, port, and whether its connections' addresses are checked: see CHECK_ADDRESSES;
+# the host as each of its spellings is: canonical_host)
 _Origin = tuple[str, str, int, bool]
 # (scheme, host, port: an upstream, whose connections, checked and not, share one bound)
 _Upstream = tuple[str, str, int]
@@ -256,9 +257,11 @@ class _Slots:
 
 class PooledTransport(httpx.AsyncBaseTransport):
     """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` open per origin (its
-    scheme, host and port; connections checked and not, see :data:`CHECK_ADDRESSES`, count
-    together: an idle one of one kind is closed to make room for a new one of the other), at
-    most ``max_keepalive_connections`` of them kept idle for up to ``keepalive_expiry_s``."""
+    scheme, host and port, the host's spellings as one: ``127.0.0.1``, ``0x7f.1``, a trailing
+    dot, :func:`~switchpoint.registration.canonical_host`; connections checked and not, see
+    :data:`CHECK_ADDRESSES`, count together: an idle one of one kind is closed to make room for
+    a new one of the other), at most ``max_keepalive_connections`` of them kept idle for up to
+    ``keepalive_expiry_s``."""
 
     def __init__(self, *, max_connections: int = 100, max_keepalive_connections: int = 20,
                  keepalive_expiry_s: float = 30.0,
@@ -309,7 +312,8 @@ class PooledTransport(httpx.AsyncBaseTransport):
         return sum(len(self._idle.get(kind) or ()) for kind in (origin, _other_kind(origin)))
 
     async def _connect(self, request: httpx.Request, origin: _Origin) -> _Connection:
-        scheme, host, port, checked = origin
+        scheme, _, port, checked = origin
+        host = request.url.host  # (as the request spells it: connected to as it names it)
         self._make_room(origin)
         context: ssl.SSLContext | None = None
         if scheme == "https":
@@ -339,7 +343,8 @@ class PooledTransport(httpx.AsyncBaseTransport):
         url = request.url
         scheme = url.scheme
         port = url.port or (443 if scheme == "https" else 80)
-        origin = (scheme, url.host, port, request.extensions.get(CHECK_ADDRESSES) is True)
+        origin = (scheme, canonical_host(url.host), port,
+                  request.extensions.get(CHECK_ADDRESSES) is True)
         slots = self._slots.get(origin[:3])
         if slots is None:
             slots = self._slots[origin[:3]] = _Slots(self.max_connections)
