@@ -834,6 +834,47 @@ def test_an_address_under_the_network_s_own_nat64_prefix_is_judged_at_registrati
         assert f"(169.254.169.254, carried by {address})" in said, said
 
 
+def test_a_pooled_connection_a_reload_s_address_rules_refuse_is_not_reused(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registered model's name resolves to a good address and to one that carries a
+    link-local address under a NAT64 prefix the config does not list yet: its connection (to
+    the good one) passes and is pooled. A reload listing the prefix has that connection closed
+    before any request could use it again: the next call is refused, as a new connection would
+    be (the name resolves to a refused address), and nothing more reaches the upstream."""
+    prefix, address = "2001:db8:122::/48", "2001:db8:122:a9fe:a9:fe00::"
+    settings_for(fake, tmp_path, CONFIG)
+    config = tmp_path / "switchpoint.yaml"
+    system = socket.getaddrinfo
+
+    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host != "nat64.test":
+            return system(host, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", fake.port)),
+                (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, fake.port, 0, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    hello = [{"role": "user", "content": "hello"}]
+    with _gateway(load_settings(config, environ={})) as gateway:
+        gateway.register_model(card(fake, "named", base_url=f"http://nat64.test:{fake.port}/v1",
+                                    api_key_env=None))
+        fake.reset()
+        others = fake.connections()["open"]  # (other tests' idle ones, which only close)
+        gateway.complete(hello, model="named")
+        assert fake.connections()["open"] == others + 1  # (pooled)
+        config.write_text(config.read_text().replace(
+            "gateway:\n", f"gateway:\n  nat64_prefixes: ['{prefix}']\n"))
+        gateway.reload()
+        deadline = time.monotonic() + 5
+        while fake.connections()["open"] > others and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fake.connections()["open"] <= others  # (closed by the reload, unused)
+        with pytest.raises(FailoverError) as refused:
+            gateway.complete(hello, model="named")
+        said = str(refused.value.last_error)
+        assert f"(169.254.169.254, carried by {address})" in said, said
+        assert len(fake.requests()) == 1  # (the pooled connection carried the second)
+
+
 class MetadataStandIn:
     """A listener on loopback standing in for a cloud metadata service (the real one is out of
     a test's reach): it notes each connection it takes and answers any request with a chat

@@ -758,6 +758,47 @@ def test_a_checked_connection_judges_an_address_under_the_network_s_own_nat64_pr
     assert not isinstance(asyncio.run(send({CHECK_ADDRESSES: True})), RefusedAddress)
 
 
+def test_a_pooled_checked_connection_is_not_reused_once_the_request_s_prefixes_refuse_it(
+        ) -> None:
+    """A checked connection pooled while its name's addresses passed is closed, not reused,
+    by the first request whose NAT64 prefixes (a reload's) refuse one of them: the request is
+    refused as a new connection is, and the upstream took the first request alone."""
+    prefix, carrying = NAT64_OWN[0]
+    requests: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                requests.append(await reader.readuntil(b"\r\n\r\n"))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def run() -> BaseException:
+        server = await asyncio.start_server(handle, sock=loopback_socket())
+        port = server.sockets[0].getsockname()[1]
+        transport = PooledTransport(resolve=_resolver("127.0.0.1", carrying, port=port))
+        try:
+            async with httpx.AsyncClient(transport=transport, timeout=3) as client:
+                async def get(rules: tuple[ipaddress.IPv6Network, ...]) -> httpx.Response:
+                    return await client.send(client.build_request(
+                        "GET", "http://api.example.test/v1",
+                        extensions={CHECK_ADDRESSES: True, NAT64_PREFIXES: rules}))
+
+                assert (await get(())).text == "ok"
+                with pytest.raises(RefusedAddress) as caught:
+                    await get((ipaddress.IPv6Network(prefix),))
+                return caught.value
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    refused = asyncio.run(run())
+    assert f"(169.254.169.254, carried by {carrying})" in str(refused)
+    assert len(requests) == 1, requests
+
+
 def test_a_checked_connection_takes_a_name_s_other_addresses_in_their_order() -> None:
     # Loopback and private networks are where teams run model servers; 100.64/10 is no
     # metadata service's (100.100.100.200 is).

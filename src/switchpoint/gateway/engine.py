@@ -2409,6 +2409,9 @@ class Gateway:
         with self.state.swapping("the reload"):  # (no other reload between the read and it)
             held = live_keys(keys)  # (a keys.db that cannot be read: nothing is swapped)
             old, new, ms = config_checked(self.state.reload)
+        if self._providers is not None and new.nat64_networks != old.nat64_networks:
+            # (a pooled connection to an address the new prefixes refuse is not used again)
+            self._providers.pool.close_refused(new.nat64_networks)
         return reload_answer(old, new, ms, keys, held)
 
     # Admin views -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import http.cookiejar
+import ipaddress
 import re
 import time
 import urllib.parse
@@ -119,8 +120,10 @@ class ClientPool:
         self._max_connections = max_connections
         self._max_keepalive = max_keepalive_connections
         self._keepalive_expiry_s = keepalive_expiry_s
+        # (each with its transport, when it is the pool's own: see close_refused)
         self._clients: dict[tuple[int, tuple[str, str, int | None]],
-                            tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+                            tuple[asyncio.AbstractEventLoop, httpx.AsyncClient,
+                                  PooledTransport | None]] = {}
         # For each loop with clients here: the generator whose closing closes them.
         self._watches: dict[int, tuple[asyncio.AbstractEventLoop,
                                        AsyncGenerator[None, None]]] = {}
@@ -134,14 +137,14 @@ class ClientPool:
         client = entry[1] if entry is not None and entry[0] is loop else None
         if client is None or client.is_closed:
             self._forget_closed_loops()
-            transport = self._transport or PooledTransport(
+            own = None if self._transport is not None else PooledTransport(
                 max_connections=self._max_connections,
                 max_keepalive_connections=self._max_keepalive,
                 keepalive_expiry_s=self._keepalive_expiry_s)
-            client = _CookielessClient(limits=self._limits, transport=transport,
+            client = _CookielessClient(limits=self._limits, transport=self._transport or own,
                                        follow_redirects=False, trust_env=False,
                                        headers=self._headers)
-            self._clients[key] = (loop, client)
+            self._clients[key] = (loop, client, own)
             self._watch(loop)
         return client
 
@@ -170,21 +173,31 @@ class ClientPool:
                 await self._close_clients_of(loop)
 
     async def _close_clients_of(self, loop: asyncio.AbstractEventLoop) -> None:
-        for key in [k for k, (owner, _) in self._clients.items() if owner is loop]:
-            _, client = self._clients.pop(key)
+        for key in [k for k, (owner, _, _) in self._clients.items() if owner is loop]:
+            _, client, _ = self._clients.pop(key)
             await client.aclose()
 
     def _forget_closed_loops(self) -> None:
         """Drop the clients of event loops that closed without closing them (a loop closed
         with ``loop.close()`` alone), so they and their connections are freed: they cannot be
         used again, nor closed on their loop."""
-        for key in [k for k, (owner, _) in self._clients.items() if owner.is_closed()]:
+        for key in [k for k, (owner, _, _) in self._clients.items() if owner.is_closed()]:
             del self._clients[key]
         for loop_id, (owner, watch) in list(self._watches.items()):
             if owner.is_closed():
                 del self._watches[loop_id]
                 with contextlib.suppress(StopIteration):  # ended here: its loop cannot run it
                     watch.aclose().send(None)
+
+    def close_refused(self, rules: tuple[ipaddress.IPv6Network, ...]) -> None:
+        """Have the idle connections of every loop's clients that the NAT64 prefixes ``rules``
+        now refuse closed (a reload that lists others; see
+        :meth:`PooledTransport.close_refused`), each on its own loop: callable from any
+        thread. A request made before its loop gets to it would not use one either."""
+        for loop, _, transport in list(self._clients.values()):
+            if transport is not None and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile)
+                    loop.call_soon_threadsafe(transport.close_refused, rules)
 
     async def aclose(self) -> None:
         """Close the clients of the running loop; forget those of loops that are closed."""

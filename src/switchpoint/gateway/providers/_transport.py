@@ -22,8 +22,10 @@ from the others' (within the one bound of connections to the upstream, which bot
 against), and each new one looks the host name up itself, refuses (:class:`RefusedAddress`)
 when any address it resolves to is such an address, and connects to an address it checked:
 the name's owner cannot point it there between the check and the connection (DNS rebinding).
-TLS still verifies the host name, and sends it (SNI). A pooled connection is reused unchecked:
-it goes where it was checked to go.
+TLS still verifies the host name, and sends it (SNI). A pooled connection is reused unchecked
+(it goes where it was checked to go) while the request's NAT64 prefixes are those it passed:
+once a reload lists others, it is closed, not used, when an address its name resolved to as it
+was checked no longer passes, as a new connection would be refused.
 """
 
 from __future__ import annotations
@@ -201,12 +203,30 @@ async def _connected(loop: asyncio.AbstractEventLoop, addresses: Sequence[_AddrI
 
 
 class _Connection:
-    __slots__ = ("idle_since", "reader", "writer")
+    __slots__ = ("addresses", "idle_since", "reader", "rules", "writer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 addresses: tuple[str, ...] = (),
+                 rules: tuple[ipaddress.IPv6Network, ...] = ()) -> None:
         self.reader = reader
         self.writer = writer
         self.idle_since = 0.0
+        # A checked connection's: the addresses its host name resolved to when it was checked
+        # (the one connected to among them), and the NAT64 prefixes they last passed under.
+        self.addresses = addresses
+        self.rules = rules
+
+    def passes(self, rules: tuple[ipaddress.IPv6Network, ...]) -> bool:
+        """Whether a checked connection may still be used under the NAT64 prefixes ``rules``
+        (a reload may list new ones): each address its name resolved to when it was checked
+        passes them, as a new connection's must (:func:`checked_addresses`); false when none
+        is known."""
+        if rules != self.rules:
+            if not self.addresses or any(internal_address(a, rules) is not None
+                                         for a in self.addresses):
+                return False
+            self.rules = rules
+        return True
 
     def usable(self) -> bool:
         """Still open, as far as the event loop knows (no system call), and holding no byte
@@ -218,6 +238,18 @@ class _Connection:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _close_refused(idle: list[_Connection], rules: tuple[ipaddress.IPv6Network, ...]) -> None:
+    """Close the connections of ``idle`` (checked ones) that no longer pass under ``rules``,
+    and leave the others there."""
+    keep = []
+    for conn in idle:
+        if conn.passes(rules):
+            keep.append(conn)
+        else:
+            conn.close()
+    idle[:] = keep
 
 
 def _other_kind(origin: _Origin) -> _Origin:
@@ -278,15 +310,32 @@ class PooledTransport(httpx.AsyncBaseTransport):
 
     # Connections -------------------------------------------------------------------------------
 
-    def _checkout(self, origin: _Origin) -> _Connection | None:
+    def _checkout(self, origin: _Origin, rules: tuple[ipaddress.IPv6Network, ...]
+                  ) -> _Connection | None:
+        """An idle connection to ``origin`` still usable (open, not expired), checked ones'
+        under the request's NAT64 prefixes ``rules``: when they are not the ones the idle
+        connections last passed (a reload listed others), each that no longer passes is
+        closed (:meth:`_Connection.passes`), so none is used again."""
         idle = self._idle.get(origin)
+        checked = origin[3]
+        if checked and idle and idle[-1].rules != rules:
+            _close_refused(idle, rules)
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if conn.usable() and now - conn.idle_since < self.keepalive_expiry_s:
+            if (conn.usable() and now - conn.idle_since < self.keepalive_expiry_s
+                    and (not checked or conn.passes(rules))):
                 return conn
             conn.close()
         return None
+
+    def close_refused(self, rules: tuple[ipaddress.IPv6Network, ...]) -> None:
+        """Close the idle checked connections that no longer pass under the NAT64 prefixes
+        ``rules`` (a reload listed others: :meth:`_Connection.passes`); on the transport's
+        event loop."""
+        for origin, idle in self._idle.items():
+            if origin[3]:
+                _close_refused(idle, rules)
 
     def _checkin(self, origin: _Origin, conn: _Connection) -> None:
         idle = self._idle.setdefault(origin, [])
@@ -320,10 +369,10 @@ class PooledTransport(httpx.AsyncBaseTransport):
             if self._ssl is None:
                 self._ssl = httpx.create_ssl_context()
             context = self._ssl
+        rules = request.extensions.get(NAT64_PREFIXES, ())
         try:
             async with asyncio.timeout(_timeout(request, "connect")):
-                addresses = (await checked_addresses(
-                    host, port, self._resolve, request.extensions.get(NAT64_PREFIXES, ()))
+                addresses = (await checked_addresses(host, port, self._resolve, rules)
                              if checked else None)
                 reader, writer = await _open(host, port, context, addresses)
         except TimeoutError:
@@ -332,7 +381,9 @@ class PooledTransport(httpx.AsyncBaseTransport):
             raise RefusedAddress(str(exc), request=request) from None
         except OSError as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
-        return _Connection(reader, writer)
+        if addresses is None:
+            return _Connection(reader, writer)
+        return _Connection(reader, writer, tuple(str(info[4][0]) for info in addresses), rules)
 
     # Requests ----------------------------------------------------------------------------------
 
@@ -358,7 +409,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
             raise httpx.PoolTimeout("no connection free in the pool", request=request) from None
         conn: _Connection | None = None
         try:
-            conn = self._checkout(origin)
+            conn = self._checkout(origin, request.extensions.get(NAT64_PREFIXES, ()))
             pooled = conn is not None
             if conn is None:
                 conn = await self._connect(request, origin)
