@@ -8,6 +8,8 @@ import shutil
 import sqlite3
 import threading
 import time
+import tracemalloc
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -501,6 +503,32 @@ def test_sqlite_store_past_its_bound_of_ids_reads_until_a_purge_brings_it_under(
     assert again.get("s2") == Pin("small", T0 + 2)
     assert reads() == ["SELECT"], seen  # ("s2" alone)
     again.close()
+
+
+def test_sqlite_store_holds_a_stored_session_id_in_little_memory(tmp_path: Path) -> None:
+    """The ids of the sessions the table holds are kept (to answer a new one without a read)
+    in under 110 bytes each once open: their hashes, where the ids themselves took some 140
+    (10,000 UUIDs, as clients send them); a stored one is still told from a new one."""
+    path = tmp_path / "pins.db"
+    ids = [str(uuid.uuid4()) for _ in range(10_000)]
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(SQLitePinStore.SCHEMA)
+        db.executemany("INSERT INTO session_pins VALUES (?, 'small', ?, 0)",
+                       [(i, T0) for i in ids])
+        db.commit()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        store = SQLitePinStore(path)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    try:
+        per_id = held / 10_000
+        assert per_id < 110, f"{per_id:.0f} bytes per stored session"
+        assert store.get(ids[0]) == Pin("small", T0) and store.get(str(uuid.uuid4())) is None
+    finally:
+        store.close()
 
 
 def test_sqlite_store_memory_is_bounded_and_the_table_answers_the_rest(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -149,12 +149,19 @@ FILE_CHECK_S = 1.0
 #: changes, ends the wait at once.
 GATHER_S = 0.005
 #: The most session ids the SQLite pin store keeps to know a session has no pin without a
-#: read (some 150 bytes each): a table holding more (``max_entries`` set higher) is read for a
-#: session the store has not seen, until a purge brings it under.
+#: read (as their 64-bit hashes, some 80 bytes each): a table holding more (``max_entries`` set
+#: higher) is read for a session the store has not seen, until a purge brings it under.
 MAX_STORED_IDS = 1_000_000
 #: How often (seconds) a file at the path that could not be used is tried again while it stays
 #: there (another file put there, or none, is tried at once).
 MOVE_RETRY_S = 60.0
+
+
+#: What :class:`SQLitePinStore` keeps of a session id it knows the table holds: the id's
+#: 64-bit hash, Python's own (SipHash, keyed anew each process unless ``PYTHONHASHSEED`` fixes
+#: it; a string keeps it once computed), an int held in some 80 bytes where the id took some
+#: 130. (The builtin itself: a function around it added a call to every lookup.)
+_id_hash: Callable[[str], int] = hash
 
 
 class PinState(StrEnum):
@@ -330,11 +337,14 @@ class SQLitePinStore:
     the pins it has seen in memory (the ``cache_entries`` most recently used; a pin known to be
     absent is remembered too), answers from there, and hands each change to a writer thread
     that commits them in batches. It also keeps the session ids the table holds (read when it
-    opens, and kept as it changes; some 150 bytes each, while the table holds at most
-    :data:`MAX_STORED_IDS`), so a session the table holds no pin for, as every new
-    conversation's, is answered without a read; only a pinned session the store has not seen
-    since it opened costs a read of the table (and the connection's lock, which the writer
-    holds while it commits). One
+    opens, and kept as it changes, while the table holds at most :data:`MAX_STORED_IDS`), so a
+    session the table holds no pin for, as every new conversation's, is answered without a
+    read. It keeps each id's 64-bit hash (``_id_hash``, Python's own, keyed per process),
+    some 80 bytes an id held where the id itself took some 130: a new session whose hash a
+    held one has is read as an unseen one is, and a held one whose hash a deleted one shared
+    (under one chance in 10^7 at a million ids) is taken as having none, one cache-cold turn.
+    Only a pinned session the store has not seen since it opened costs a read of the table
+    (and the connection's lock, which the writer holds while it commits). One
     process owns the file (it owns its ``data_dir``), so the memory is never stale. A change
     reaches the table within a commit's time. :meth:`close` (a graceful stop) writes every
     pending change, and a crash loses at most the changes of that instant: a pin is a hint,
@@ -410,7 +420,7 @@ class SQLitePinStore:
         # The session ids the table holds (and, for a moment, one a failed commit did not
         # write): one not here, nor in the memory or changes above, has no pin. None while
         # the table holds more than MAX_STORED_IDS (each session not in memory is read).
-        self._stored: set[str] | None = set()
+        self._stored: set[int] | None = set()  # (their hashes: _id_hash)
         self._queued = 0  # changes handed to the writer so far
         self._written = 0  # of those, committed (or given up on) so far
         self._closing = False
@@ -435,7 +445,7 @@ class SQLitePinStore:
             for unwritten in (self._pending, self._writing, self._unwritten):
                 if session_id in unwritten:
                     return unwritten[session_id]
-            if self._stored is not None and session_id not in self._stored:
+            if self._stored is not None and _id_hash(session_id) not in self._stored:
                 return None  # (a new session: no read, nothing to wait for)
         try:
             with self._db_lock:
@@ -477,7 +487,7 @@ class SQLitePinStore:
                     (older_than, PURGE_BATCH)).fetchall()]
                 with self._changed:
                     if self._stored is not None:
-                        self._stored.difference_update(gone)
+                        self._stored.difference_update(map(_id_hash, gone))
             n = len(gone)
             total += n
             if n < PURGE_BATCH:
@@ -746,7 +756,7 @@ class SQLitePinStore:
             self._db.execute("BEGIN")
             with self._changed:  # (before the batch leaves `_writing`: get() sees it)
                 if self._stored is not None:
-                    self._stored.update(put[0] for put in puts)
+                    self._stored.update(_id_hash(put[0]) for put in puts)
                     if len(self._stored) > MAX_STORED_IDS:
                         self._stored = None
             try:
@@ -763,7 +773,7 @@ class SQLitePinStore:
                 self._db.execute("COMMIT")
                 with self._changed:
                     if self._stored is not None:
-                        self._stored.difference_update(delete[0] for delete in deletes)
+                        self._stored.difference_update(_id_hash(delete[0]) for delete in deletes)
             except BaseException:
                 self._rows = rows
                 if self._db.in_transaction:  # (a failed COMMIT may have rolled back already)
@@ -774,12 +784,14 @@ class SQLitePinStore:
         """The pins the table holds (with the connection's lock held, or at open)."""
         return int(self._db.execute("SELECT COUNT(*) FROM session_pins").fetchone()[0])
 
-    def _stored_ids(self) -> set[str] | None:
-        """The session ids the table holds, None past :data:`MAX_STORED_IDS` (with the
-        connection's lock held, or at open, once :attr:`_rows` is counted)."""
+    def _stored_ids(self) -> set[int] | None:
+        """The hashes (:func:`_id_hash`) of the session ids the table holds, None past
+        :data:`MAX_STORED_IDS` (with the connection's lock held, or at open, once
+        :attr:`_rows` is counted)."""
         if self._rows > MAX_STORED_IDS:
             return None
-        return {row[0] for row in self._db.execute("SELECT session_id FROM session_pins")}
+        return {_id_hash(session) for session, in self._db.execute(
+            "SELECT session_id FROM session_pins")}
 
     def _held(self, sessions: Sequence[str]) -> int:
         """How many of ``sessions`` the table holds a pin for."""
@@ -820,7 +832,7 @@ class SQLitePinStore:
         self._rows -= len(gone)
         with self._changed:  # (a change not written yet wins: it is written after)
             if self._stored is not None:
-                self._stored.difference_update(gone)
+                self._stored.difference_update(map(_id_hash, gone))
             for key in gone:
                 if key not in self._pending and key not in self._unwritten:
                     self._known.pop(key, None)
