@@ -373,7 +373,10 @@ async def test_a_comparison_forwarded_in_process_lists_its_via_and_is_bounded_al
         local: Gateway, gw_fake: FakeProviderProcess) -> None:
     """A comparison passes the Via it came with to each compared model's upstream request, as a
     chat does; one past the bound (over 1,024 characters) is refused naming it, nothing called."""
-    await local.acompare(prompt="Hi", models=["good", "other"], via=["1.1 proxy"])
+    try:
+        await local.acompare(prompt="Hi", models=["good", "other"], via=["1.1 proxy"])
+    finally:
+        local.reset_health()  # (its calls count in the models' health the next tests read)
     sent = [request["headers"]["via"] for request in gw_fake.requests()]
     assert sent == [f"1.1 proxy, 1.1 {local.via_name}"] * 2, sent
     gw_fake.reset()
