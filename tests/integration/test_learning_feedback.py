@@ -214,7 +214,7 @@ def test_feedback_on_an_answer_of_a_model_a_reload_removed_says_it_left_the_cata
         body = scored(server, decision, 0.25)
         assert (body["model"], body["kind"], body["teaches_routing"]) == (
             "strong", "model", False)
-        assert "strong is no longer in the catalog" in body["note"], body["note"]
+        assert "strong is not in this gateway's catalog" in body["note"], body["note"]
         assert "learned profile" not in body["note"], body["note"]
 
 

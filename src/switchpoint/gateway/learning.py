@@ -1352,7 +1352,8 @@ class GatewayLearning:
                                               cost_unit=cost_unit_of(owner.catalog))
                     why = (f"{served} has no learned profile in these weights"
                            if served in owner.models else
-                           f"{served} is no longer in the catalog (a reload took it out)")
+                           f"{served} is not in this gateway's catalog (a reload took it "
+                           "out, or the config read is not the one it was served under)")
                     return self._observe(decision_id, served, quality, measured,
                                          entry.tenant, note,
                                          f"{why}, so this outcome is kept as a quality "

@@ -141,6 +141,14 @@ def _named(args: argparse.Namespace) -> tuple[str, str]:
     return "decision_id", str(args.decision_id)
 
 
+#: Said when feedback read without a config kept its outcome as a quality observation of a
+#: model the default catalog (the weights' own models) does not list.
+NO_CONFIG_READ = ("this command read no config, so its catalog is the weights' own models: to "
+                  "teach routing about a model of the service's catalog, give the service's "
+                  "config with --config (or $SWITCHPOINT_CONFIG) and send this feedback again "
+                  "(it replaces this one)")
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     score, success = _quality(args)
     field, named = _named(args)
@@ -176,7 +184,11 @@ def cmd_feedback(args: argparse.Namespace) -> int:
                 "data_dir "
                 "of --config): is it the data_dir of the service that made the decision? "
                 "(or give --url to reach that service)") from None
+        unlisted = (settings.source_path is None and not result.teaches_routing
+                    and result.outcome.model not in gateway.router.models)
     out = result.to_dict()
+    if unlisted:
+        out["note"] = f"{out['note']}; {NO_CONFIG_READ}" if out.get("note") else NO_CONFIG_READ
     if args.json:
         _print_json(out)
         return 0
