@@ -54,6 +54,11 @@ FloatMatrix = npt.NDArray[np.float64]
 # A record is one line: a prompt and its labels, as JSON writes them (a quote, a backslash or a
 # control character of the prompt takes 2 to 6 characters there). ``label`` writes no longer one.
 MAX_RECORD_CHARS = 16 << 20
+#: What a routing record holds, said when a line lacks a field of it (a file of prompts alone,
+#: given where records are read, lacks "scores").
+RECORD_SHAPE = ('a routing record is one JSON object a line: {"prompt": "...", "scores": '
+                '{"<model>": quality from 0 to 1, ...}, "costs": {"<model>": cost, ...}}; a '
+                "file of prompts alone is routed with switchpoint route --input")
 #: The most records one file may hold: as many as the prompts of a prompt file, from which
 #: ``label`` writes them.
 MAX_RECORDS = MAX_PROMPT_LINES
@@ -263,7 +268,8 @@ def parse_records(lines: Iterable[str], source: object = "records", *,
             raise RecordsError(source, number, "each line must be a JSON object")
         for key in ("prompt", "scores", "costs"):
             if key not in obj:
-                raise RecordsError(source, number, f"missing field {json_quoted(key)}")
+                raise RecordsError(source, number, f"missing field {json_quoted(key)}; "
+                                                   f"{RECORD_SHAPE}")
         prompt = obj["prompt"]
         if not isinstance(prompt, str) or not prompt.strip():
             raise RecordsError(source, number, 'field "prompt" must be a non-empty string')

@@ -193,6 +193,17 @@ def test_duplicate_id_names_the_second_line() -> None:
     assert 'duplicate id "same"' in str(info.value)
 
 
+def test_a_file_of_prompts_given_as_records_says_what_a_record_holds() -> None:
+    # (the tour's prompts file given to fit or eval): the error named the missing field alone
+    with pytest.raises(RecordsError) as info:
+        parse_records([json.dumps({"id": "q1", "prompt": "What is 2 + 2?"})],
+                      source="prompts.jsonl")
+    said = str(info.value)
+    assert said.startswith("'prompts.jsonl', line 1: missing field \"scores\"; "), said
+    assert '"scores": {"<model>": quality from 0 to 1, ...}' in said, said
+    assert "a file of prompts alone is routed with switchpoint route --input" in said, said
+
+
 def test_records_naming_more_models_than_a_catalog_holds_are_refused_at_the_line() -> None:
     # 300,000 models in one line were fitted: a package of 300,000 profile files, and a
     # matrix of records by models as large as the file allowed.
