@@ -51,6 +51,7 @@ from switchpoint._messages import (
     cut,
     json_quoted,
     one_of,
+    people_number,
     plural,
     printable,
     quoted_path,
@@ -1027,13 +1028,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the prompt to route (default: read it from stdin when piped)")
     p.add_argument("--weights", type=_options.WEIGHTS_DIR,
                    help="weights package directory (default: the bundled one)")
+    most = people_number(MAX_COST_WEIGHT)
     cost_weight = p.add_argument("--cost-weight", type=_options.COST_WEIGHT,
-                                 help=f"λ for this call, from 0 to {MAX_COST_WEIGHT:g} (0 = "
-                                      f"quality first; default: {DEFAULT_COST_WEIGHT:g})")
+                                 help=f"λ for this call, from 0 to {most} (0 = quality first; "
+                                      f"default: {DEFAULT_COST_WEIGHT:g})")
     cost_weights = p.add_argument("--cost-weights", type=_options.COST_WEIGHTS,
                                   help="comma-separated λ sweep for --input, each from 0 to "
-                                       f"{MAX_COST_WEIGHT:g}, at most {MAX_BATCH:,} of them, "
-                                       "e.g. 0,0.1,1")
+                                       f"{most}, at most {MAX_BATCH:,} of them, e.g. 0,0.1,1")
     models = p.add_argument("--models", help="comma-separated models allowed for this call")
     p.add_argument("--json", action="store_true", help="print the whole decision as JSON")
     p.add_argument("--explain", action="store_true", help="print the plain-English explanation")

@@ -20,7 +20,13 @@ from typing import Any
 
 from switchpoint import _options
 from switchpoint._lists import comma_items
-from switchpoint._messages import json_quoted, listed_names, printable, quoted_path
+from switchpoint._messages import (
+    json_quoted,
+    listed_names,
+    people_number,
+    printable,
+    quoted_path,
+)
 from switchpoint.errors import InvalidInputError, StoreError
 
 
@@ -755,8 +761,8 @@ def add_commands(sub: Any) -> None:
     models = p.add_argument("--models",
                             help="comma-separated models the key may use (\"auto\": routing)")
     cost_weight = p.add_argument("--cost-weight", type=_options.COST_WEIGHT,
-                                 help=f"the key's default λ, from 0 to {MAX_COST_WEIGHT:g} "
-                                      "(default: its tenant's)")
+                                 help="the key's default λ, from 0 to "
+                                      f"{people_number(MAX_COST_WEIGHT)} (default: its tenant's)")
     expires = p.add_argument("--expires", help="the last day the key works, an ISO date "
                                                "(2027-01-31: it expires as that day ends, UTC), "
                                                "an exact date-time (2027-01-31T12:00:00Z), a "
