@@ -184,10 +184,10 @@ def test_every_number_option_says_its_range_and_its_default() -> None:
              for option in action.option_strings}
     expected = {
         ("switchpoint route", "--cost-weight"):
-            [f"from 0 to {MAX_COST_WEIGHT:g}", f"(0 = quality first; default: "
+            [f"from 0 to {MAX_COST_WEIGHT:,g}", f"(0 = quality first; default: "
                                                f"{DEFAULT_COST_WEIGHT:g})"],
         ("switchpoint route", "--cost-weights"):
-            [f"each from 0 to {MAX_COST_WEIGHT:g}, at most {MAX_BATCH:,} of them"],
+            [f"each from 0 to {MAX_COST_WEIGHT:,g}, at most {MAX_BATCH:,} of them"],
         ("switchpoint fit", "--n-clusters"):
             [f"at least 1 (default: {ClusterPolicy().n_clusters})"],
         ("switchpoint fit", "--k"): [f"at least 1 (default: {KnnPolicy().k})"],
@@ -201,7 +201,7 @@ def test_every_number_option_says_its_range_and_its_default() -> None:
         ("switchpoint keys create", "--rpm"): [f"from 1 to {MAX_RPM:,}", "(default: "],
         ("switchpoint keys create", "--tpm"): [f"from 1 to {MAX_TPM:,}", "(default: "],
         ("switchpoint keys create", "--cost-weight"):
-            [f"from 0 to {MAX_COST_WEIGHT:g} (default: its tenant's)"],
+            [f"from 0 to {MAX_COST_WEIGHT:,g} (default: its tenant's)"],
         ("switchpoint report sla", "--since-hours"):
             [f"more than 0 and at most {MAX_SINCE_HOURS:,}", "default: 1)"],
         ("switchpoint report forecast", "--requests-per-hour"):
