@@ -17,6 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # Stands in for .venv/bin/python: notes each call and succeeds (so no package is installed).
 FAKE_PYTHON = '#!/bin/sh\necho "$@" >> "$(dirname "$0")/../calls.log"\ncat > /dev/null\n'
+# The same, in an environment without pip (its making cut short after the venv was made).
+FAKE_PYTHON_WITHOUT_PIP = FAKE_PYTHON.replace(
+    "cat", '[ "$1 $2" = "-c import pip" ] && exit 1\ncat')
 # Stands in for uv: notes each call in the clone's log, locks the environment as uv does (an
 # empty .venv/.lock) and exits with $FAKE_UV_STATUS.
 FAKE_UV = ('#!/bin/sh\necho "uv $*" >> .venv/calls.log\n: > .venv/.lock\n'
@@ -29,6 +32,7 @@ if [ "$1 $2 $3" = "-m pip install" ]; then
   mkdir -p "$target/bin" && cp "$(dirname "$0")/fake-uv" "$target/bin/uv"
   exit 0
 fi
+if [ "$1 $2" = "-m pip" ]; then echo "python3 $*" >> .venv/calls.log; exit 0; fi
 exec {python3} "$@"
 """
 
@@ -52,6 +56,18 @@ def _clone(tmp_path: Path) -> Path:
     old = time.time() - 60  # pyproject.toml older than any stamp made from now on
     os.utime(root / "pyproject.toml", (old, old))
     return root
+
+
+def test_an_environment_without_pip_gets_the_latest_pip_once(tmp_path: Path) -> None:
+    root = _clone(tmp_path)
+    (root / ".venv" / "bin" / "python").write_text(FAKE_PYTHON_WITHOUT_PIP)
+    result = _run(root, SWITCHPOINT_SETUP_UV="0")
+    assert result.returncode == 0, result.stderr
+    assert "setup: installing pip in .venv" in result.stderr
+    calls = (root / ".venv" / "calls.log").read_text()
+    assert "python3 -m pip --python .venv/bin/python install --quiet --no-compile pip" in calls
+    assert "--upgrade pip" not in calls  # just fetched: the latest
+    assert _calls(root) == (0, 1)
 
 
 def _run(root: Path, *extras: str, **env: str) -> subprocess.CompletedProcess[str]:
