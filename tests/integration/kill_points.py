@@ -5,41 +5,27 @@ folder), or before its N-th SQL statement on a database there (a trigger's inclu
 inside a transaction, mid-deletion); a sweep of N = 1, 2, ... until a run finishes untouched
 reaches every moment between two of them.
 
-The children are forked from a fork server (a fresh interpreter that has imported the CLI and
-runs no thread), not from pytest: pytest's process runs servers on threads (a session's
-gateway, its store's writer), and a fork taken while one of them held a lock left the child
-waiting on it for good. A fresh interpreter for each run would be as safe but three times as
-slow. The child takes the caller's environment and folder at the time of the run.
+The children are forked from the fork server of tests/fork_server.py (a fresh interpreter that
+has imported the CLI and runs no thread; tests/fork_preload.py lists what it imports), not from
+pytest: pytest's process runs servers on threads (a session's gateway, its store's writer), and
+a fork taken while one of them held a lock left the child waiting on it for good. A fresh
+interpreter for each run would be as safe but three times as slow. The child takes the
+caller's environment and folder at the time of the run.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import sqlite3
 import sys
 from typing import Any
 
+from tests.fork_server import forks
+
 _STEPS = {"open", "os.mkdir", "os.rename", "os.replace", "os.remove", "os.rmdir",
           "shutil.rmtree", "os.unlink"}
 _WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-_forks = multiprocessing.get_context("forkserver")
-# What the commands swept here import, so that each child starts where a fork of pytest did:
-# numpy.ma too, which numpy imports on a router's first np.unique: each child imported it anew,
-# a seventh of the children's CPU in a profile of the labelling sweeps. The gateway's and
-# governance's packages load their modules on use, so those a command uses are named here
-# (the engine, its providers, the governor, the commands' parsers): without them each child
-# of a labelling sweep imported 42 modules anew, 0.08 s of its 0.19 s of CPU.
-_forks.set_forkserver_preload([
-    "switchpoint.cli", "switchpoint.labelling.run", "switchpoint.gateway",
-    "switchpoint.gateway.engine", "switchpoint.gateway.providers",
-    "switchpoint.gateway.providers.openai", "switchpoint.gateway.providers.anthropic",
-    "switchpoint.gateway.providers.registry", "switchpoint.governance.governor",
-    "switchpoint.governance.cli", "switchpoint.learning.cli", "switchpoint.models_cli",
-    "switchpoint.registration", "switchpoint.training", "switchpoint.weights", "httpx",
-    "anyio.to_thread", "encodings.idna", "statistics", "numpy", "numpy.ma", "yaml"])
 
 
 def _child(step: int, argv: list[str], under: str, env: dict[str, str], cwd: str,
@@ -113,8 +99,8 @@ def run_killed_at(step: int, argv: list[str], under: str, *,
     step under ``under`` (0: never; ``statements``: its ``step``-th SQL statement on a
     database there, from the first that starts with ``statements``; "": from the first); its
     wait status (as :func:`os.waitpid` gives it)."""
-    child = _forks.Process(target=_child,
-                           args=(step, argv, under, dict(os.environ), os.getcwd(), statements))
+    child = forks.Process(target=_child,
+                          args=(step, argv, under, dict(os.environ), os.getcwd(), statements))
     child.start()
     child.join(timeout=120)
     code = child.exitcode

@@ -1,5 +1,6 @@
 """Real servers on loopback for the service tests: uvicorn in a thread, or `switchpoint serve`
-in a subprocess (for restarts and crashes)."""
+in a process of its own (for restarts and crashes), forked from the tests' fork server (see
+tests/fork_server.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from uvicorn.config import HTTPProtocolType
 
 from switchpoint.server.context import Service
 from tests.fakes.fake_provider import PORTS_ENV, reserved_ports
+from tests.fork_server import Forked, popen
 
 
 def loopback_socket() -> socket.socket:
@@ -156,22 +158,27 @@ LISTENING = "switchpoint: listening on "
 
 
 class ProcessServer:
-    """`switchpoint serve` in a subprocess, as a user runs it. The server binds its own port,
-    any free one (a free one of ``$SWITCHPOINT_TEST_PORTS`` where it reserves some), and says
-    which on stdout: no other process can take it between its choice and the start."""
+    """`switchpoint serve` in a process of its own, as a user runs it: forked from the tests'
+    fork server, which has imported what a start imports (it is still the command's ``main()``
+    with the same argv, environment and streams, its own pid, signals and exit status; see
+    tests/fork_server.py), or a real exec with ``exec_``. The server binds its own port, any
+    free one (a free one of ``$SWITCHPOINT_TEST_PORTS`` where it reserves some), and says which
+    on stdout: no other process can take it between its choice and the start."""
 
     def __init__(self, *args: str | Path, data_dir: Path, env: dict[str, str] | None = None,
-                 log_file: Path | None = None):
+                 log_file: Path | None = None, exec_: bool = False):
         """``log_file``: where the service's stdout and stderr go (as ``serve > FILE 2>&1``
-        sends them), instead of pipes; the port is then read from that file."""
+        sends them), instead of pipes; the port is then read from that file. ``exec_``: start
+        it with a real exec (a test of the start itself: its time, what it imports)."""
         self.log_file = log_file
+        self.exec_ = exec_
         reserved = reserved_ports()
         port = "0" if reserved is None else f"{reserved.start}-{reserved.stop - 1}"
         self.argv = [sys.executable, "-m", "switchpoint.cli", "serve", "--port", port,
                      "--data-dir", str(data_dir), "--log-level", "warning",
                      *(str(a) for a in args)]
         self.env = {**os.environ, **(env or {})}
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[str] | Forked | None = None
         self._port: int | None = None
         self._listening = threading.Event()
         self._out: list[str] = []
@@ -181,11 +188,11 @@ class ProcessServer:
     def start(self) -> ProcessServer:
         if self.log_file is not None:
             with self.log_file.open("ab") as out:
-                self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out,
-                                             stderr=subprocess.STDOUT, text=True)
+                self.proc = popen(self.argv, self.env, stdout=out, stderr=subprocess.STDOUT,
+                                  exec_=self.exec_)
             return self
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = popen(self.argv, self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          exec_=self.exec_)
         # Both pipes are drained as the server writes, so it never blocks on a full one.
         self._readers = [threading.Thread(target=self._read, args=(pipe, into), daemon=True)
                          for pipe, into in ((self.proc.stdout, self._out),
