@@ -38,6 +38,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Mapping, Sequence
@@ -54,8 +55,10 @@ CLI = (sys.executable, "-m", "switchpoint.cli")
 
 # Variables an interpreter, or a library the fork server preloads, reads as it starts or
 # imports: a command whose environment differs from the fork server's on one runs by exec.
-_READ_AT_START = ("PYTHON", "LANG", "LC_", "OPENBLAS", "OMP_", "MKL_", "NPY_", "NUMPY_",
-                  "TOKENIZERS_", "ORT_", "HTTPX_", "UVICORN_")
+# (Not ORT_*: ONNX Runtime is not preloaded, and pytest's process gets ORT_DISABLE_TELEMETRY
+# once a test loads the embedder in it.)
+_READ_AT_START = ("PYTHON", "LANG", "LC_", "TZ", "OPENBLAS", "OMP_", "MKL_", "NPY_", "NUMPY_",
+                  "TOKENIZERS_", "HTTPX_", "UVICORN_")
 
 _lock = threading.Lock()
 _server: tuple[int, dict[str, str], list[str]] | None = None  # pid, its environment, sys.path
@@ -135,6 +138,7 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, path: list[str],
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
+    tempfile.tempdir = None  # (read from TMPDIR on first use, as in a fresh interpreter)
     import switchpoint.cli
 
     sys.path[:] = [os.getcwd(), *path]
