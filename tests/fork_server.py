@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -121,7 +121,7 @@ def _received(passed: Any) -> int:
 
 
 def _child(argv: list[str], env: dict[str, str], cwd: str, path: list[str],
-           streams: tuple[int, int, int]) -> None:
+           preexec_fn: Callable[[], object] | None, streams: tuple[int, int, int]) -> None:
     """In the forked child: become the command a real exec of ``argv`` would be, run it, and
     end as that interpreter would."""
     if sys.stdin is not None:
@@ -138,6 +138,8 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, path: list[str],
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
+    if preexec_fn is not None:
+        preexec_fn()
     tempfile.tempdir = None  # (read from TMPDIR on first use, as in a fresh interpreter)
     import switchpoint.cli
 
@@ -188,7 +190,9 @@ class Forked:
     :meth:`kill`."""
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None,
-                 stdout: int | IO[Any] | None, stderr: int | IO[Any] | None) -> None:
+                 stdout: int | IO[Any] | None, stderr: int | IO[Any] | None,
+                 stdin: int | IO[Any] | None = None,
+                 preexec_fn: Callable[[], object] | None = None) -> None:
         assert _server is not None, "forkable() first"
         self.args = list(argv)
         self.stdout: IO[str] | None = None
@@ -203,19 +207,21 @@ class Forked:
                 ours.append(write)
                 return write, io.TextIOWrapper(io.FileIO(read, "r"))
             if to == subprocess.DEVNULL:
-                null = os.open(os.devnull, os.O_WRONLY)
+                null = os.open(os.devnull, os.O_RDWR)
                 ours.append(null)
                 return null, None
             return (to if isinstance(to, int) else to.fileno()), None
 
         try:
+            assert stdin != subprocess.PIPE, "a forked command's stdin is not piped here"
+            into, _ = end(stdin, 0)
             out, self.stdout = end(stdout, 1)
             err, self.stderr = (out, None) if stderr == subprocess.STDOUT else end(stderr, 2)
             self._process = forks.Process(
                 target=_child, daemon=True,  # (daemon: one a test left running is stopped
                 # as pytest exits, rather than waited for)
                 args=(self.args, dict(env), cwd or os.getcwd(), _server[2],
-                      (_PassedFd(0), _PassedFd(out), _PassedFd(err))))
+                      preexec_fn, (_PassedFd(into), _PassedFd(out), _PassedFd(err))))
             self._process.start()
         finally:
             for fd in ours:
@@ -250,15 +256,19 @@ class Forked:
 
 def popen(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
           stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
+          stdin: int | IO[Any] | None = None, preexec_fn: Callable[[], object] | None = None,
           exec_: bool = False) -> Forked | subprocess.Popen[str]:
     """``argv`` started as ``subprocess.Popen(argv, env=env, cwd=cwd, stdout=stdout,
-    stderr=stderr, text=True)`` starts it: forked from the fork server where it can be (see
-    :func:`forkable`), else (or with ``exec_``) by a real exec."""
+    stderr=stderr, stdin=stdin, preexec_fn=preexec_fn, text=True)`` starts it: forked from
+    the fork server where it can be (see :func:`forkable`), else (or with ``exec_``) by a real
+    exec. A forked command's ``preexec_fn`` is pickled to the fork server: a module's function
+    or a partial of a builtin one (``resource.setrlimit``)."""
     environ = dict(os.environ if env is None else env)
     if not exec_ and forkable(argv, environ):
-        return Forked(argv, environ, None if cwd is None else str(cwd), stdout, stderr)
+        return Forked(argv, environ, None if cwd is None else str(cwd), stdout, stderr, stdin,
+                      preexec_fn)
     return subprocess.Popen(list(argv), env=environ, cwd=cwd, stdout=stdout, stderr=stderr,
-                            text=True)
+                            stdin=stdin, preexec_fn=preexec_fn, text=True)
 
 
 def is_forked(proc: object) -> bool:

@@ -11,6 +11,7 @@ dialect, a key that does not look like a key, tools) and ``solo`` (no fallback).
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import subprocess
@@ -25,6 +26,7 @@ from typing import Any
 import httpx
 
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fork_server import Forked, popen
 from tests.integration.servers import free_port, wait_ready
 
 ADMIN_TOKEN = "attack-admin-token-0123456789"
@@ -90,7 +92,7 @@ class Attacked:
 
     base: str
     port: int
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[str] | Forked
     log_path: Path
     data_dir: Path
 
@@ -169,12 +171,11 @@ def serving(fake: FakeProviderProcess, root: Path, extra: str = "", server_lines
     port = free_port()
     log_path = root / "serve.log"
     env = {**os.environ, **KEYS}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
+    with log_path.open("wb") as log:  # (forked from the tests' fork server: fork_server.py)
+        proc = popen(
             [sys.executable, "-m", "switchpoint.cli", "serve", "--port", str(port),
              "--config", str(config), "--log-level", "info", *flags],
-            env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-            preexec_fn=limit_files)
+            env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=limit_files)
     server = Attacked(f"http://127.0.0.1:{port}", port, proc, log_path, data_dir)
     try:
         wait_ready(server.base, timeout=90)
@@ -188,8 +189,8 @@ def serving(fake: FakeProviderProcess, root: Path, extra: str = "", server_lines
             proc.wait(timeout=10)
 
 
-def limit_files() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+# (a partial of the builtin: a forked start takes it without importing this module)
+limit_files = functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
 
 def chat_body(text: str = "hello", model: str = "alpha", **extra: Any) -> dict[str, Any]:
