@@ -253,14 +253,16 @@ class DecisionNotFoundError(SwitchpointError, LookupError):
         shown = json_quoted(decision_id, 70) if prompt_hash else json_quoted(decision_id)
         if prompt_hash:
             message = (f"no remembered decision has prompt hash {shown} for this tenant; "
-                       f"outcomes can be reported by prompt hash for the last {capacity} "
-                       "decisions a router made while it remembers them (the latest decision "
-                       "routed on that prompt), with the prompt_hash a decision carried (and "
-                       "the same tenant)")
+                       f"outcomes can be reported by prompt hash for the {capacity} "
+                       "decisions a router remembers, shared by the tenants (a tenant past its "
+                       "share lets go of its own oldest), naming the latest decision routed on "
+                       "that prompt, with the prompt_hash a decision carried (and the same "
+                       "tenant)")
         else:
             message = (f"no decision {shown} is remembered for this tenant; outcomes can be "
-                       f"reported for the last {capacity} decisions a router made, with the "
-                       "decision_id it returned (and the same tenant)")
+                       f"reported for the {capacity} decisions a router remembers, shared by "
+                       "the tenants (a tenant past its share lets go of its own oldest), with "
+                       "the decision_id it returned (and the same tenant)")
         super().__init__(f"{field}: {message}")
         self.decision_id = decision_id
         self.field = field

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -19,9 +20,11 @@ import httpx
 import pytest
 
 from switchpoint.catalog import MAX_MODEL_NAME
+from switchpoint.cli import main
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError, StoreError
 from switchpoint.gateway import Gateway
+from switchpoint.gateway import learning as gateway_learning
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.full_disk import FULL, full_disk
 from tests.fakes.two_kinds import math_prompt, poem_prompt
@@ -1522,3 +1525,50 @@ def test_feedback_refused_for_a_removed_tenant_is_taken_once_a_reload_restores_i
         taken = feedback(server, acme, key=admin, score=0.25)
         assert taken.status_code == 200, taken.text
         assert taken.json()["tenant"] == "acme"
+
+
+def test_a_tenant_routing_without_end_does_not_push_another_tenants_decisions_out_across_a_restart(
+        fake: FakeProviderProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decisions kept for feedback after a restart are shared as fairly as the memory
+    shares them: another tenant's decision the memory held is still taken, and the flooding
+    tenant's oldest, which it let go of, is not, by id and by prompt hash."""
+    extra = "auth: keys\ntenants: {acme: {}, globex: {}}\nlearning: {memory_size: 4}\n"
+    monkeypatch.setattr(gateway_learning, "PRUNE_EVERY", 4)  # (the table pruned 3 times)
+    with learning_server(fake, tmp_path, extra) as server:
+        keys = {t: post(server, "/v1/router/keys", {"tenant": t}).json()["key"]
+                for t in ("acme", "globex")}
+        acme = [post(server, "/v1/route", {"prompt": math_prompt(80 + n)},
+                     key=keys["acme"]).json()["decision_id"] for n in range(2)]
+        flood = [post(server, "/v1/route", {"prompt": math_prompt(90 + n)},
+                      key=keys["globex"]).json() for n in range(12)]
+    with sqlite3.connect(tmp_path / "data" / "switchpoint.db") as conn:
+        kept = dict(conn.execute("SELECT tenant, count(*) FROM pending GROUP BY tenant"))
+        assert kept == {"acme": 2, "globex": 4}  # (the 2 let go of since its last prune too)
+    with learning_server(fake, tmp_path, extra) as server:
+        for decision_id in acme:
+            r = feedback(server, decision_id, key=keys["acme"], score=0.5)
+            assert r.status_code == 200, r.text
+        assert feedback(server, flood[0]["decision_id"], key=keys["globex"],
+                        score=0.5).status_code == 404
+        r = post(server, "/v1/feedback", {"prompt_hash": flood[1]["prompt_hash"], "score": 0.5},
+                 key=keys["globex"])
+        assert r.status_code == 404, r.text
+        r = post(server, "/v1/feedback", {"prompt_hash": flood[-1]["prompt_hash"], "score": 0.5},
+                 key=keys["globex"])
+        assert r.status_code == 200, r.text
+        # Routing on after the restart, globex pushes out its own, never acme's two.
+        more = [post(server, "/v1/route", {"prompt": math_prompt(110 + n)},
+                     key=keys["globex"]).json()["decision_id"] for n in range(6)]
+        assert feedback(server, flood[-1]["decision_id"], key=keys["globex"],
+                        score=0.5).status_code == 404
+        assert feedback(server, more[-1], key=keys["globex"], score=0.5).status_code == 200
+    # switchpoint feedback on the data_dir reads the table by the same rule.
+    config = ["--config", str(tmp_path / "switchpoint.yaml"), "--json"]
+    capsys.readouterr()
+    for decision_id, tenant in [*((d, "acme") for d in acme), (more[-2], "globex")]:
+        assert main(["feedback", decision_id, "--score", "0.7", "--tenant", tenant,
+                     *config]) == 0
+        assert json.loads(capsys.readouterr().out)["decision_id"] == decision_id
+    assert main(["feedback", more[0], "--score", "0.7", *config]) != 0
+    assert "no decision" in capsys.readouterr().err

@@ -25,9 +25,10 @@ experiments and exploration.
   them before a checkpoint, before a status reports what was learned, and before the
   service's retention prunes the log (never past what the service learned), so a repeat given
   here replaces one given there, and no such row is pruned unlearned. What learning needs from
-  each recent decision is kept in the ``pending`` table (the last ``learning.memory_size`` of
-  them, with the hash of the prompt each routed on), so a decision made before a restart or a
-  reload still accepts feedback, named by its id or by its prompt's hash. See
+  each recent decision is kept in the ``pending`` table (``learning.memory_size`` of them,
+  shared by the tenants as a router's memory shares its own, with the hash of the prompt each
+  routed on), so a decision made before a restart or a reload still accepts feedback, named by
+  its id or by its prompt's hash. See
   :mod:`switchpoint.store.learning`.
 - **Checkpoints.** What the live snapshot has learned is saved beside the store
   (``learning.checkpoint``; see :mod:`switchpoint.learning.checkpoint`) every
@@ -120,7 +121,7 @@ from switchpoint.learning.events import (
     check_tenant,
 )
 from switchpoint.learning.learner import OutcomeResult
-from switchpoint.learning.memory import PendingDecision
+from switchpoint.learning.memory import FairShares, PendingDecision
 from switchpoint.learning.overlay import Held
 from switchpoint.learning.tenant_memory import TenantKnnMemory
 from switchpoint.router import Router
@@ -130,7 +131,7 @@ from switchpoint.store.learning import (
     CompareReveal,
     LearningReader,
     LoggedFeedback,
-    PendingPrune,
+    PendingForget,
     PendingRecord,
     PromotionRecord,
 )
@@ -141,6 +142,9 @@ log = logging.getLogger("switchpoint.gateway")
 MAX_STREAMS = 10_000
 #: Pending decisions written between two prunes of the table.
 PRUNE_EVERY = 256
+#: Rows of one prompt a lookup by its hash reads, newest first, for the latest still open to
+#: feedback: those let go of wait for the next prune (at most ``PRUNE_EVERY`` writes' worth).
+MAX_PROMPT_ROWS = 4 * PRUNE_EVERY
 #: The experiment arms (with their weights and the models those do not profile) a gateway
 #: remembers having warned of, the first warned forgotten first: each registration of
 #: a model the weights do not profile makes new ones, so without a bound a service whose
@@ -652,6 +656,12 @@ class GatewayLearning:
         self.promoted: Mapping[str, tuple[str, str]] = {}
         self._promotion_lock = threading.Lock()
         self._pending_writes = 0
+        # The decisions the pending table keeps open to feedback, shared by the tenants as
+        # each router's memory shares its own (read from the table at the first need: None
+        # until then), and those let go of, whose rows the next prune deletes.
+        self._open: FairShares | None = None
+        self._let_go: list[str] = []
+        self._open_lock = threading.Lock()
         self._compare_writes = 0
         self._counter_lock = threading.Lock()
         # Streams under way, by request id: what feedback on that id needs until the stream
@@ -704,6 +714,22 @@ class GatewayLearning:
         if self.reader is not None:
             self.promoted = {name: (arm, reason) for name, (arm, _, reason) in
                              self.reader.promotions().items()}
+        with self._open_lock:  # (read again: the table may have changed while it was closed)
+            self._open, self._let_go = None, []
+        if self.reader is not None and self.warns:  # a service: read now, off a request's path
+            threading.Thread(target=self._read_open, name="switchpoint-pending-read",
+                             args=(self.state.settings.learning.memory_size,),
+                             daemon=True).start()
+
+    def _read_open(self, capacity: int) -> None:
+        """Read the decisions the pending table keeps open (see :meth:`_held`), so that the
+        first decision kept or looked up does not wait for it (it waits for this read, if it
+        comes while it runs); one that fails is tried again at that first need."""
+        try:
+            self._held("", capacity)
+        except (sqlite3.Error, StoreError) as exc:
+            log.warning("the decisions open to feedback were not read at the start: %s (read "
+                        "again at the first feedback or routing decision)", exc)
 
     # Snapshots -------------------------------------------------------------------------------
 
@@ -1157,8 +1183,9 @@ class GatewayLearning:
 
     def keep_pending(self, live: Live, decision: RoutingDecision) -> None:
         """Keep what feedback on ``decision`` needs in the store (lazily: it shares the commit
-        of the decision's log entry), pruning the table to the learning memory now and then;
-        the remembered decision first made to name the model ``decision`` names (see
+        of the decision's log entry), pruning the table to the learning memory now and then
+        (the rows of the decisions let go of by the memory's rule: see :meth:`_held`); the
+        remembered decision first made to name the model ``decision`` names (see
         :meth:`LiveLearning.follow`: escalation or a health-aware choice may have replaced the
         router's)."""
         learning: LiveLearning | None = live.learning
@@ -1175,13 +1202,54 @@ class GatewayLearning:
             return
         try:
             self.store.append_lazy(record)
-            with self._counter_lock:
+            with self._open_lock:
+                held = self._open_decisions(capacity)
+                held.track(record.id, record.entry.tenant)
+                self._let_go_past(held, capacity)
                 self._pending_writes += 1
-                prune = self._pending_writes % PRUNE_EVERY == 0
-            if prune:
-                self.store.append_lazy(PendingPrune(capacity))
+                let_go: tuple[str, ...] = ()
+                if self._pending_writes % PRUNE_EVERY == 0:
+                    let_go, self._let_go = tuple(self._let_go), []
+            if let_go:
+                self.store.append_lazy(PendingForget(let_go))
         except StoreError as exc:
             log.error("decision %s not kept for feedback: %s", decision.decision_id, exc)
+
+    def _open_decisions(self, capacity: int) -> FairShares:
+        """The decisions the pending table keeps open to feedback (see :meth:`_held`): read
+        from the table the first time, in the order its rows were written, letting go of those
+        past ``capacity`` by the memory's rule. Call with ``_open_lock`` held."""
+        if self._open is None:
+            held = FairShares()
+            if self.reader is not None:
+                for decision_id, tenant in self.reader.pending_tenants():
+                    held.track(decision_id, tenant)
+                    self._let_go_past(held, capacity)
+            self._open = held
+        return self._open
+
+    def _let_go_past(self, held: FairShares, capacity: int) -> None:
+        """Let go of the decisions past ``capacity`` in ``held`` (its rule says which), their
+        rows to be deleted by the next prune. Call with ``_open_lock`` held."""
+        while len(held) > capacity:
+            self._let_go.append(held.pop())
+
+    def _held(self, decision_id: str, capacity: int) -> bool:
+        """Whether the pending table keeps ``decision_id`` open to feedback, with
+        ``capacity`` (``learning.memory_size``) open in all: those a router's memory would hold
+        had it never restarted. The table's rows are shared by the tenants as a memory shares
+        its decisions (:class:`~switchpoint.learning.memory.FairShares`): its rows are read
+        once, in the order they were written, then each decision kept is counted as it is
+        written, so a tenant routing without end pushes out its own oldest rows, not another
+        tenant's, across restarts and reloads too. The rows let go of are deleted by the next
+        prune (every :data:`PRUNE_EVERY` writes), and are not found meanwhile; a row a crash
+        kept past its prune is let go of again as the table is read at the next start."""
+        if not capacity:
+            return False
+        with self._open_lock:
+            held = self._open_decisions(capacity)
+            self._let_go_past(held, capacity)  # (a reload may have made the memory smaller)
+            return decision_id in held
 
     def answered_by(self, live: Live, decision: RoutingDecision | None, model: str) -> None:
         """``model`` answers ``decision``'s request: feedback on the decision teaches the model
@@ -1231,9 +1299,10 @@ class GatewayLearning:
                 return router, entry
         if self.reader is None:
             return None
-        # (only the last memory_size decisions take feedback, though the table keeps more
-        # until its next prune)
-        found = self.reader.pending(decision_id, newest=learning.router.learner.memory.capacity)
+        # (only the decisions the table keeps open take feedback, though it keeps those let go
+        # of until its next prune)
+        found = (self.reader.pending(decision_id)
+                 if self._held(decision_id, learning.router.learner.memory.capacity) else None)
         if found is None:
             return None
         entry, weights_id = found
@@ -1360,9 +1429,9 @@ class GatewayLearning:
                                          "observation of it and does not teach routing"
                                          + _still_held(owner, decision_id, entry.tenant),
                                          cost_from, router, entry.prompt_tokens)
-                stored = (self.reader.pending(decision_id,
-                                              newest=router.learner.memory.capacity)
+                stored = (self.reader.pending(decision_id)
                           if found is None and learning is not None and self.reader is not None
+                          and self._held(decision_id, router.learner.memory.capacity)
                           else None)
                 if stored is not None and (scope is None or stored[0].tenant == scope):
                     # Made by a policy the live one cannot read it for (vectors against text).
@@ -1450,8 +1519,8 @@ class GatewayLearning:
         """The id of the latest decision routed on the prompt of ``prompt_hash``
         (``tenant``'s; None: any tenant's) that takes feedback: the latest the live routers
         made, else (none since the last start or reload, or none they still remember) the
-        latest the store keeps among the decisions its ids are taken for (the newest
-        ``memory_size``); else a :class:`DecisionNotFoundError` naming ``prompt_hash``. The
+        latest the store keeps among the decisions its ids are taken for (see
+        :meth:`_held`); else a :class:`DecisionNotFoundError` naming ``prompt_hash``. The
         decision id found is then taken as any other."""
         with self.state.guard:
             live = self.state.live()
@@ -1462,8 +1531,10 @@ class GatewayLearning:
             if found:
                 return max(found, key=lambda entry: entry.created).decision_id
             capacity = live.router.learner.memory.capacity
-            stored = (self.reader.latest_pending(prompt_hash, tenant, newest=capacity)
-                      if learning is not None and self.reader is not None else None)
+            stored = (self.reader.latest_pending(
+                prompt_hash, tenant, held=lambda found: self._held(found, capacity),
+                rows=MAX_PROMPT_ROWS) if learning is not None and self.reader is not None
+                else None)
             if stored is None:
                 raise DecisionNotFoundError(prompt_hash, capacity, prompt_hash=True,
                                             field="prompt_hash")

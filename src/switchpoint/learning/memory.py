@@ -38,9 +38,87 @@ class PendingDecision:
     prompt_hash: str = ""
 
 
+class FairShares:
+    """Which keys are held by which tenant, and the rule by which one goes when there are too
+    many: the oldest key of the tenant that holds the most (among tenants holding as many, the
+    one that came to hold that many first), so a tenant adding keys in any number pushes out
+    only its own once it holds more than another; with a tenant alone, the oldest goes first.
+    The learning memory lets its decisions go by it, and the store's table of decisions open
+    to feedback follows it (see ``switchpoint.gateway.learning``). Not thread-safe: its owner
+    guards it."""
+
+    def __init__(self) -> None:
+        # each tenant's keys, oldest first, and the tenants by how many they hold (each
+        # count's tenants in the order they came to hold it), with the most held
+        self._tenant_of: dict[str, str] = {}
+        self._of_tenant: dict[str, OrderedDict[str, None]] = {}
+        self._holding: dict[int, dict[str, None]] = {}
+        self._most = 0
+
+    def __len__(self) -> int:
+        return len(self._tenant_of)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._tenant_of
+
+    def track(self, key: str, tenant: str) -> None:
+        """Count ``key`` as ``tenant``'s newest (again, if it was held: as another tenant's,
+        it is that one's no more)."""
+        held_by = self._tenant_of.get(key)
+        if held_by is not None and held_by != tenant:
+            self.discard(key)
+            held_by = None
+        ids = self._of_tenant.get(tenant)
+        if ids is None:
+            ids = self._of_tenant[tenant] = OrderedDict()
+        elif held_by is not None:
+            ids.move_to_end(key)
+            return
+        ids[key] = None
+        self._tenant_of[key] = tenant
+        self._moved(tenant, len(ids) - 1, len(ids))
+
+    def discard(self, key: str) -> None:
+        """Stop counting ``key`` (nothing, when it is not held)."""
+        tenant = self._tenant_of.pop(key, None)
+        if tenant is None:
+            return
+        ids = self._of_tenant[tenant]
+        del ids[key]
+        self._moved(tenant, len(ids) + 1, len(ids))
+        if not ids:
+            del self._of_tenant[tenant]
+
+    def pop(self) -> str:
+        """Let go of the key that goes first (see the class), and return it."""
+        tenant = next(iter(self._holding[self._most]))
+        key = next(iter(self._of_tenant[tenant]))
+        self.discard(key)
+        return key
+
+    def _moved(self, tenant: str, before: int, after: int) -> None:
+        """``tenant`` now holds ``after`` keys, where it held ``before`` (one more or one
+        less)."""
+        if before:
+            holding = self._holding[before]
+            del holding[tenant]
+            if not holding:
+                del self._holding[before]
+        if after:
+            others = self._holding.get(after)
+            if others is None:
+                self._holding[after] = {tenant: None}
+            else:
+                others[tenant] = None
+        if after > self._most:
+            self._most = after
+        elif before == self._most and before not in self._holding:
+            self._most = after  # (it held the most, alone: now one less, or none at all)
+
+
 class DecisionMemory(RemadeOnLoad):
-    """A bounded map ``decision_id → PendingDecision``, shared fairly by the tenants.
-    Thread-safe.
+    """A bounded map ``decision_id → PendingDecision``, shared fairly by the tenants
+    (:class:`FairShares`). Thread-safe.
 
     It holds at most ``capacity`` decisions; past it, the oldest decision of the tenant that
     holds the most goes (among tenants holding as many, the one that came to hold that many
@@ -64,11 +142,8 @@ class DecisionMemory(RemadeOnLoad):
             raise ValueError(f"capacity must be an integer >= 0, got {json_quoted(capacity)}")
         self.capacity = capacity
         self._entries: OrderedDict[str, PendingDecision] = OrderedDict()
-        # each tenant's decision ids, oldest first, and the tenants by how many they hold
-        # (each count's tenants in the order they came to hold it), with the most held
-        self._of_tenant: dict[str, OrderedDict[str, None]] = {}
-        self._holding: dict[int, dict[str, None]] = {}
-        self._most = 0
+        # who holds which, by the rule that says which goes when the memory is full
+        self._shares = FairShares()
         # prompt hash (any tenant's) or (tenant, prompt hash) → the latest decision id of it
         self._latest: dict[str | tuple[str, str], str] = {}
         # the ids of the entries remembered ``restored`` (left out of the index)
@@ -84,11 +159,9 @@ class DecisionMemory(RemadeOnLoad):
             earlier = self._entries.get(entry.decision_id)
             if earlier is not None:
                 self._unindex(earlier)
-                if earlier.tenant != entry.tenant:
-                    self._untrack(earlier)
             self._entries[entry.decision_id] = entry
             self._entries.move_to_end(entry.decision_id)
-            self._track(entry)
+            self._shares.track(entry.decision_id, entry.tenant)
             if restored:
                 self._restored.add(entry.decision_id)
             else:
@@ -97,49 +170,9 @@ class DecisionMemory(RemadeOnLoad):
                     self._latest[entry.prompt_hash] = entry.decision_id
                     self._latest[entry.tenant, entry.prompt_hash] = entry.decision_id
             while len(self._entries) > self.capacity:
-                tenant = next(iter(self._holding[self._most]))
-                gone = self._entries.pop(next(iter(self._of_tenant[tenant])))
-                self._untrack(gone)
+                gone = self._entries.pop(self._shares.pop())
                 self._unindex(gone)
                 self._restored.discard(gone.decision_id)
-
-    def _track(self, entry: PendingDecision) -> None:
-        """Count ``entry`` as its tenant's newest. Call with ``_lock`` held."""
-        ids = self._of_tenant.get(entry.tenant)
-        if ids is None:
-            ids = self._of_tenant[entry.tenant] = OrderedDict()
-        elif entry.decision_id in ids:
-            ids.move_to_end(entry.decision_id)
-            return
-        ids[entry.decision_id] = None
-        self._moved(entry.tenant, len(ids) - 1, len(ids))
-
-    def _untrack(self, entry: PendingDecision) -> None:
-        """Stop counting ``entry`` as its tenant's. Call with ``_lock`` held."""
-        ids = self._of_tenant[entry.tenant]
-        del ids[entry.decision_id]
-        self._moved(entry.tenant, len(ids) + 1, len(ids))
-        if not ids:
-            del self._of_tenant[entry.tenant]
-
-    def _moved(self, tenant: str, before: int, after: int) -> None:
-        """``tenant`` now holds ``after`` decisions, where it held ``before`` (one more or one
-        less). Call with ``_lock`` held."""
-        if before:
-            holding = self._holding[before]
-            del holding[tenant]
-            if not holding:
-                del self._holding[before]
-        if after:
-            others = self._holding.get(after)
-            if others is None:
-                self._holding[after] = {tenant: None}
-            else:
-                others[tenant] = None
-        if after > self._most:
-            self._most = after
-        elif before == self._most and before not in self._holding:
-            self._most = after  # (it held the most, alone: now one less, or none at all)
 
     def _unindex(self, entry: PendingDecision) -> None:
         """Take ``entry`` out of the prompt hash index, where it is the latest of its prompt.
@@ -167,7 +200,7 @@ class DecisionMemory(RemadeOnLoad):
             if source is None:
                 return False
             self._entries.move_to_end(source_id)
-            self._of_tenant[source.tenant].move_to_end(source_id)
+            self._shares.track(source_id, source.tenant)
         moved = chosen is not None and chosen != source.chosen
         self.remember(replace(source, decision_id=decision_id,
                               chosen=chosen if moved and chosen else source.chosen,

@@ -12,8 +12,10 @@
 - ``pending``: what learning needs from each recent routing decision (the prompt's vector as
   float16, the units it fell in, the candidates, the model chosen, the prompt's hash), so
   feedback for a decision made before a restart still teaches, named by its id or by its
-  prompt's hash (a row kept before the store kept hashes has none). Bounded: only the last
-  ``learning.memory_size`` rows are kept (older ones are pruned as new ones arrive).
+  prompt's hash (a row kept before the store kept hashes has none). Bounded: the gateway keeps
+  ``learning.memory_size`` rows open to feedback, shared by the tenants as a router's memory
+  shares its decisions, and deletes the rows it let go of (:class:`PendingForget`) as new ones
+  arrive (see ``switchpoint.gateway.learning``).
 - ``promotions``: experiments whose winning arm was promoted (append-only but for the oldest
   past each experiment's newest ``PROMOTIONS_KEPT``, which go as a new one is written; the
   last one wins).
@@ -44,7 +46,7 @@ import json
 import sqlite3
 import threading
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,6 +188,27 @@ class PendingPrune:
 
     def row(self) -> tuple[Any, ...]:
         return (self.keep,)
+
+
+@dataclass(frozen=True)
+class PendingForget:
+    """Deletes the pending decisions named (those the rule of the decisions open to feedback
+    let go of: see ``switchpoint.gateway.learning``), written like a record, by the writer, in
+    the same transaction as the records around it: one look-up of the table's index of ids
+    each."""
+
+    decision_ids: tuple[str, ...]
+
+    insert: ClassVar[str] = ("DELETE FROM pending WHERE decision_id IN "
+                             "(SELECT value FROM json_each(?))")
+    what: ClassVar[str] = "pending decisions let go of"
+
+    @property
+    def id(self) -> str:
+        return f"forget-{len(self.decision_ids)}"
+
+    def row(self) -> tuple[Any, ...]:
+        return (json.dumps(list(self.decision_ids)),)
 
 
 @dataclass(frozen=True)
@@ -679,15 +702,31 @@ class LearningReader:
                                 prompt_hash=hashed or "")
         return entry, str(weights_id)
 
+    def pending_tenants(self) -> list[tuple[str, str]]:
+        """Every pending decision's id and tenant, in the order they were written (oldest
+        first): what the rule of the decisions open to feedback is read from at a start."""
+        return [(str(d), str(t)) for d, t in
+                self._all("SELECT decision_id, tenant FROM pending ORDER BY seq")]
+
     def latest_pending(self, prompt_hash: str, tenant: str | None = None,
-                       newest: int | None = None) -> str | None:
+                       newest: int | None = None, *, held: Callable[[str], bool] | None = None,
+                       rows: int = 1) -> str | None:
         """The id of the latest decision still open to feedback that routed on the prompt of
         ``prompt_hash`` (of ``tenant``; None: of any tenant), with ``newest`` among the
-        ``newest`` decisions kept as :meth:`pending` reads them; None when there is none (a
-        row kept before the store kept hashes has none). Read from the table's index of
-        prompts: the newest row of the prompt first, then whether it is recent enough (an
-        older one of the same prompt is not)."""
+        ``newest`` decisions kept as :meth:`pending` reads them; with ``held``, the first of
+        the prompt's newest ``rows`` rows it says is open (rows it let go of wait for a
+        prune); None when there is none (a row kept before the store kept hashes has none).
+        Read from the table's index of prompts: the newest row of the prompt first, then
+        whether it is recent enough (an older one of the same prompt is not)."""
         of_tenant = "" if tenant is None else " AND tenant = ?"
+        if held is not None:
+            for (found,) in self._all(
+                    f"SELECT decision_id FROM pending WHERE prompt_hash = ?{of_tenant} "
+                    "ORDER BY seq DESC LIMIT ?",
+                    (prompt_hash, *(() if tenant is None else (tenant,)), rows)):
+                if held(str(found)):
+                    return str(found)
+            return None
         among, bound = _among_newest(newest)
         # (the row found is named pending, the row the bound reads)
         row = self._one(f"SELECT decision_id FROM (SELECT decision_id, seq FROM pending "
@@ -1067,6 +1106,7 @@ def feedback_record(event: FeedbackEvent, kind: str, *, weights_id: str | None,
 
 
 __all__ = ["FEEDBACK_KINDS", "FeedbackRecord", "LearningReader", "LoggedFeedback",
-           "PendingPrune", "PendingRecord", "PromotionRecord", "RuntimeExperimentEnd",
-           "RuntimeExperimentRecord", "RuntimeModelRecord", "RuntimeModelRemoval",
+           "PendingForget", "PendingPrune", "PendingRecord", "PromotionRecord",
+           "RuntimeExperimentEnd", "RuntimeExperimentRecord", "RuntimeModelRecord",
+           "RuntimeModelRemoval",
            "StoredExperiment", "StoredModel", "feedback_record"]

@@ -1,0 +1,127 @@
+"""What the decisions open to feedback cost on the feedback path and on the writer: a
+``pending`` table of ``--rows`` rows (two tenants, one of them flooding: one row in 50 is the
+other's), ``learning.memory_size`` as many.
+
+Measured in the same process, side by side:
+
+- the lookup of a decision a feedback names, by the rule the table kept before (among the
+  newest ``memory_size`` rows of all tenants, read in SQL: ``LearningReader.pending(...,
+  newest=)``) and by the fair rule (whether the tenants' shares hold it, then the row:
+  ``GatewayLearning._held`` and ``LearningReader.pending``), for a decision at the bound (the
+  worst case of the rule before) and for the newest one;
+- the prune the writer runs every 256 writes: the newest ``memory_size`` rows kept
+  (``PendingPrune``), against the 256 rows let go of deleted by id (``PendingForget``);
+- the read of the table's ids and tenants at the first need after a start (once).
+
+Usage: python benchmarks/pending_open.py [--rows 10000 100000] [--repeat 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sqlite3
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+
+def _median_us(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
+def _filled(path: Path, rows: int) -> None:
+    """A store at ``path`` whose pending table holds ``rows`` rows (and 255 past them, as
+    just before a prune), ``a...`` of tenant acme (one in 50), ``g...`` of globex."""
+    from switchpoint.store import SQLiteStore
+
+    SQLiteStore(path).open().close()
+    vector = bytes(768)
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO pending (decision_id, ts, tenant, chosen, candidates, embedding, "
+            "weights_id, prompt_hash) VALUES (?, 0, ?, 'cheap', '[\"cheap\"]', ?, 'w', ?)",
+            ((f"{'a' if n % 50 == 0 else 'g'}{n:031d}", "acme" if n % 50 == 0 else "globex",
+              vector, f"{n:064x}") for n in range(rows + 255)))
+
+
+def measure(rows: int, repeat: int) -> dict[str, float]:
+    from switchpoint.gateway.learning import GatewayLearning
+    from switchpoint.store import SQLiteStore
+    from switchpoint.store.learning import LearningReader, PendingForget, PendingPrune
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "switchpoint.db"
+        _filled(path, rows)
+        store = SQLiteStore(path).open()  # (its reader keeps its connections, as a service's)
+        reader = LearningReader(path, store.gone)
+        fake: Any = SimpleNamespace(_open=None, _let_go=[], reader=reader,
+                                    _open_lock=threading.Lock())
+        for name in ("_open_decisions", "_let_go_past", "_held"):
+            setattr(fake, name, getattr(GatewayLearning, name).__get__(fake))
+        t0 = time.perf_counter()
+        fake._held("x", rows)  # the first need: the table read
+        out = {"read_ms": (time.perf_counter() - t0) * 1e3}
+        # (held by both rules: the oldest globex row the rule before keeps, and the newest)
+        at_bound = next(f"g{n:031d}" for n in range(255, rows) if n % 50
+                        and fake._held(f"g{n:031d}", rows))
+        newest = f"g{rows + 254:031d}"
+        def before(decision_id: str) -> object:
+            return reader.pending(decision_id, newest=rows)
+
+        def fair(decision_id: str) -> object:
+            return fake._held(decision_id, rows) and reader.pending(decision_id)
+
+        for label, decision_id in (("bound", at_bound), ("newest", newest)):
+            out[f"before_{label}_us"] = _median_us(functools.partial(before, decision_id),
+                                                   repeat)
+            out[f"after_{label}_us"] = _median_us(functools.partial(fair, decision_id), repeat)
+        let_go = tuple(fake._let_go[:256])
+
+        def timed(insert: str, row: tuple[Any, ...]) -> float:
+            with sqlite3.connect(path) as conn:
+                conn.execute("BEGIN")
+                t0 = time.perf_counter()
+                conn.execute(insert, row)
+                spent = time.perf_counter() - t0
+                conn.rollback()
+            return spent * 1e3
+
+        assert len(let_go) == 255 and all(reader.pending(d) for d in (at_bound, newest))
+        out["prune_before_ms"] = statistics.median(
+            timed(PendingPrune.insert, PendingPrune(rows).row()) for _ in range(5))
+        out["prune_after_ms"] = statistics.median(
+            timed(PendingForget.insert, PendingForget(let_go).row()) for _ in range(5))
+        reader.close()
+        store.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--repeat", type=int, default=200)
+    args = parser.parse_args()
+    print(f"{'rows':>8} {'lookup at the bound us':>24} {'lookup newest us':>18} "
+          f"{'prune ms':>16} {'first read ms':>14}")
+    print(f"{'':>8} {'before / fair':>24} {'before / fair':>18} {'before / fair':>16}")
+    for rows in args.rows:
+        r = measure(rows, args.repeat)
+        print(f"{rows:>8} {r['before_bound_us']:>11.0f} / {r['after_bound_us']:<10.0f} "
+              f"{r['before_newest_us']:>7.0f} / {r['after_newest_us']:<8.0f} "
+              f"{r['prune_before_ms']:>6.2f} / {r['prune_after_ms']:<7.2f} "
+              f"{r['read_ms']:>14.1f}")
+
+
+if __name__ == "__main__":
+    main()
