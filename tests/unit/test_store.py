@@ -25,7 +25,7 @@ from switchpoint.errors import InvalidInputError, StoreError
 from switchpoint.governance.ledger import LedgerRecord
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
-from switchpoint.store.learning import PendingPrune, PendingRecord
+from switchpoint.store.learning import PendingForget, PendingPrune, PendingRecord
 from switchpoint.store.sqlite import SCHEMA_VERSION, Record
 from tests.fakes.full_disk import FULL, DamagedFile, full_disk
 from tests.fakes.racing import at_once
@@ -1063,6 +1063,37 @@ def test_pending_rows_the_cap_removed_do_not_come_back_from_the_spill_file(
         pass
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM pending").fetchone()[0] == 2
+
+
+def test_pending_rows_let_go_of_do_not_come_back_from_the_spill_file(tmp_path: Path) -> None:
+    """The decisions let go of are deleted by id (the rule of the decisions open to feedback,
+    shared by the tenants): refused, that deletion waits with the rows in the spill file, and
+    the rows it names, in the file or in the database before it, stay deleted when the file is
+    written, at a start too."""
+    path = tmp_path / "s.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        with SQLiteStore(path) as store:
+            store.append(_pending("d0")).result()  # in the database before the outage
+            assert store._conn is not None
+            store._conn.execute("PRAGMA busy_timeout=20")  # (a lock is refused within 20 ms)
+            holder.execute("BEGIN EXCLUSIVE")  # another process holds the database's lock
+            for decision_id in ("p0", "p1", "p2"):
+                store.append_lazy(_pending(decision_id))
+            store.append_lazy(PendingForget(("d0", "p1")))
+            store.append_lazy(_pending("p3"))
+            _wait_retried(store, 5)
+        # (closed while refused: the records wait in the spill file)
+        spilled = store.spill_path.read_text(encoding="utf-8")
+    finally:
+        holder.close()
+    assert [json.loads(line)["insert"] == PendingForget.insert
+            for line in spilled.splitlines()] == [False] * 3 + [True, False]
+    with SQLiteStore(path):  # the next start writes the file
+        pass
+    with sqlite3.connect(path) as db:
+        assert [r[0] for r in db.execute("SELECT decision_id FROM pending ORDER BY seq")] == [
+            "p0", "p2", "p3"]
 
 
 #: The pending cap as a spill file written before the cap counted rows holds it: it deleted

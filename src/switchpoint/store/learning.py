@@ -57,6 +57,7 @@ from switchpoint._messages import json_quoted, one_of
 from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.store.sqlite import (
+    FORGET_PENDING,
     Gone,
     damaged,
     keep_newest,
@@ -195,12 +196,11 @@ class PendingForget:
     """Deletes the pending decisions named (those the rule of the decisions open to feedback
     let go of: see ``switchpoint.gateway.learning``), written like a record, by the writer, in
     the same transaction as the records around it: one look-up of the table's index of ids
-    each."""
+    each. Refused, it waits in the spill file with the rows, as a cap does."""
 
     decision_ids: tuple[str, ...]
 
-    insert: ClassVar[str] = ("DELETE FROM pending WHERE decision_id IN "
-                             "(SELECT value FROM json_each(?))")
+    insert: ClassVar[str] = FORGET_PENDING
     what: ClassVar[str] = "pending decisions let go of"
 
     @property

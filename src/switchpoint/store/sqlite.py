@@ -1432,6 +1432,15 @@ _EARLIER_CAPS = (
 )
 
 
+#: The statement (one parameter: a JSON list of decision ids) that deletes the pending
+#: decisions it names: those the rule of the decisions open to feedback let go of (see
+#: ``switchpoint.gateway.learning``), written like a record. Refused, it waits, and is kept in
+#: the spill file where it ran, as a cap is, so that it deletes the rows it names, written
+#: before it in the file or in the database, when the file is read. Spill files keep its
+#: text: changing it, keep the text it had read as this one.
+FORGET_PENDING = "DELETE FROM pending WHERE decision_id IN (SELECT value FROM json_each(?))"
+
+
 #: Each text a cap of one of :data:`_SPILLABLE`'s tables is kept in (:func:`keep_newest`,
 #: today's or one of :data:`_EARLIER_CAPS`), to its table: made once, as every line of a spill
 #: file is looked up in it as the file is read.
@@ -1447,8 +1456,8 @@ def _cap_of(insert: str) -> str | None:
 
 def _spillable(insert: str) -> bool:
     """Whether ``insert`` adds a row to one of :data:`_SPILLABLE`'s tables, and nothing else,
-    or caps one of them (:func:`keep_newest`)."""
-    if _cap_of(insert) is not None:
+    or caps one of them (:func:`keep_newest`, :data:`FORGET_PENDING`)."""
+    if _cap_of(insert) is not None or insert == FORGET_PENDING:
         return True
     words = insert.split(None, 5)
     head = [w.upper() for w in words[:4]]
@@ -1460,7 +1469,9 @@ def _spillable(insert: str) -> bool:
 def _capped(rows: Sequence[Mapping[str, Any]]) -> set[int]:
     """The indexes of the spill file's ``rows`` whose row a cap later in the file dropped
     (:func:`keep_newest`: only the newest of the table are kept, a row's first column naming
-    it, one written again counting as new): written again, it would come back."""
+    it, one written again counting as new): written again, it would come back. (A
+    :data:`FORGET_PENDING` needs none of it: it runs again where it ran, after the rows it
+    names, whose ids it deletes however often it runs.)"""
     alive: dict[str, dict[Any, int]] = {}  # table -> first column -> index, oldest first
     dropped: set[int] = set()
     for index, item in enumerate(rows):
@@ -1901,7 +1912,8 @@ class SQLiteStore:
             self._wait_for_lock(conn)
             conn.execute("BEGIN")
             for insert, rows in by_table.items():
-                if kept and _spillable(insert) and _cap_of(insert) is None:
+                if (kept and _spillable(insert) and _cap_of(insert) is None
+                        and insert != FORGET_PENDING):
                     rows = [row for row in rows if not _already_there(conn, insert, row)]
                 conn.executemany(insert, rows)
             conn.execute("COMMIT")
@@ -2280,6 +2292,9 @@ class SQLiteStore:
             table = _cap_of(insert)
             if table is not None:  # runs again where it ran, as it runs today: no row counted
                 conn.execute(keep_newest(table), item["row"])
+                continue
+            if insert == FORGET_PENDING:  # (the rows written before the file, named in it)
+                conn.execute(insert, item["row"])
                 continue
             values = [_from_json(v) for v in item["row"]]
             if _already_there(conn, insert, values):  # written before (a crash after
