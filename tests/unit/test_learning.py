@@ -124,7 +124,7 @@ def test_memory_is_bounded(package, fake_embedder) -> None:  # type: ignore[no-u
     router = _router(package, fake_embedder, learning=LearningSettings(memory_size=3),
                      cache_size=0)
     ids = [router.route(math_prompt(i)).decision_id for i in range(5)]
-    with pytest.raises(DecisionNotFoundError, match="last 3 decisions"):
+    with pytest.raises(DecisionNotFoundError, match="for the 3 decisions a router remembers"):
         router.report_outcome(ids[0], 1.0)
     assert router.report_outcome(ids[-1], 1.0).decision_id == ids[-1]
 
@@ -460,7 +460,7 @@ def test_an_unknown_or_forgotten_prompt_hash_is_not_found_and_learns_nothing(  #
             router.report_outcome(missing, 1.0)
         assert str(info.value).startswith(f'decision_id: no remembered decision has prompt '
                                           f'hash "{missing}"'), info.value
-        assert "last 2 decisions" in str(info.value)
+        assert "for the 2 decisions a router remembers" in str(info.value)
     assert router.learner.n_events() == 0
     assert router.learner.memory.latest(gone.prompt_hash) is None
     assert len(router.learner.memory._latest) == 4  # two prompts, by hash and by tenant
