@@ -662,6 +662,7 @@ class GatewayLearning:
         self._open: FairShares | None = None
         self._let_go: list[str] = []
         self._open_lock = threading.Lock()
+        self._reading_open: threading.Thread | None = None  # (the read at a start, running)
         self._compare_writes = 0
         self._counter_lock = threading.Lock()
         # Streams under way, by request id: what feedback on that id needs until the stream
@@ -717,9 +718,10 @@ class GatewayLearning:
         with self._open_lock:  # (read again: the table may have changed while it was closed)
             self._open, self._let_go = None, []
         if self.reader is not None and self.warns:  # a service: read now, off a request's path
-            threading.Thread(target=self._read_open, name="switchpoint-pending-read",
-                             args=(self.state.settings.learning.memory_size,),
-                             daemon=True).start()
+            self._reading_open = threading.Thread(
+                target=self._read_open, name="switchpoint-pending-read",
+                args=(self.state.settings.learning.memory_size,), daemon=True)
+            self._reading_open.start()
 
     def _read_open(self, capacity: int) -> None:
         """Read the decisions the pending table keeps open (see :meth:`_held`), so that the
@@ -727,7 +729,7 @@ class GatewayLearning:
         comes while it runs); one that fails is tried again at that first need."""
         try:
             self._held("", capacity)
-        except (sqlite3.Error, StoreError) as exc:
+        except Exception as exc:  # (a thread of its own: nothing above it to raise to)
             log.warning("the decisions open to feedback were not read at the start: %s (read "
                         "again at the first feedback or routing decision)", exc)
 
@@ -1170,6 +1172,9 @@ class GatewayLearning:
             running = self._checkpointing
         if running is not None:
             running.join()
+        if self._reading_open is not None:  # (it reads on the log's connections)
+            self._reading_open.join()
+            self._reading_open = None
         try:
             if checkpoint:
                 self.checkpoint()
