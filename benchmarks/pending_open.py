@@ -4,11 +4,11 @@ other's), ``learning.memory_size`` as many.
 
 Measured in the same process, side by side:
 
-- the lookup of a decision a feedback names, by the rule the table kept before (among the
-  newest ``memory_size`` rows of all tenants, read in SQL: ``LearningReader.pending(...,
-  newest=)``) and by the fair rule (whether the tenants' shares hold it, then the row:
-  ``GatewayLearning._held`` and ``LearningReader.pending``), for a decision at the bound (the
-  worst case of the rule before) and for the newest one;
+- the lookup of a decision a feedback names, by the rule the table kept before (the row, if
+  among the newest ``memory_size`` rows of all tenants, read in SQL: :data:`_AMONG_NEWEST`,
+  the condition the reader used) and by the fair rule (whether the tenants' shares hold it,
+  ``GatewayLearning._held``, then the row), the row read alike, for a decision at the bound
+  (the worst case of the rule before) and for the newest one;
 - the prune the writer runs every 256 writes: the newest ``memory_size`` rows kept
   (``PendingPrune``), against the 256 rows let go of deleted by id (``PendingForget``);
 - the read of the table's ids and tenants at the first need after a start (once).
@@ -29,6 +29,14 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+#: The rule the pending table was read by before (two parameters: how many newest rows, and
+#: one less): the row at hand (``pending``) is among the newest that many, found without
+#: counting them (within that many positions of the newest, else whether the that-many-th row
+#: after it exists).
+_AMONG_NEWEST = ("(pending.seq > (SELECT max(seq) FROM pending) - ? OR NOT EXISTS (SELECT 1 "
+                 "FROM pending later WHERE later.seq > pending.seq ORDER BY later.seq LIMIT 1 "
+                 "OFFSET ?))")
 
 
 def _median_us(fn: Callable[[], object], repeat: int) -> float:
@@ -58,7 +66,12 @@ def _filled(path: Path, rows: int) -> None:
 def measure(rows: int, repeat: int) -> dict[str, float]:
     from switchpoint.gateway.learning import GatewayLearning
     from switchpoint.store import SQLiteStore
-    from switchpoint.store.learning import LearningReader, PendingForget, PendingPrune
+    from switchpoint.store.learning import (
+        _PENDING_COLUMNS,
+        LearningReader,
+        PendingForget,
+        PendingPrune,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "switchpoint.db"
@@ -76,11 +89,13 @@ def measure(rows: int, repeat: int) -> dict[str, float]:
         at_bound = next(f"g{n:031d}" for n in range(255, rows) if n % 50
                         and fake._held(f"g{n:031d}", rows))
         newest = f"g{rows + 254:031d}"
-        def before(decision_id: str) -> object:
-            return reader.pending(decision_id, newest=rows)
+        read = f"SELECT {', '.join(_PENDING_COLUMNS)} FROM pending WHERE decision_id = ?"
+
+        def before(decision_id: str) -> object:  # (the row's read, as the reader's, either way)
+            return reader._one(f"{read} AND {_AMONG_NEWEST}", (decision_id, rows, rows - 1))
 
         def fair(decision_id: str) -> object:
-            return fake._held(decision_id, rows) and reader.pending(decision_id)
+            return fake._held(decision_id, rows) and reader._one(read, (decision_id,))
 
         for label, decision_id in (("bound", at_bound), ("newest", newest)):
             out[f"before_{label}_us"] = _median_us(functools.partial(before, decision_id),

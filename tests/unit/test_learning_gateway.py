@@ -322,8 +322,11 @@ def test_feedback_rows_replay_exactly_and_pending_decisions_are_bounded(tmp_path
     assert kept.prompt_hash == "" and reader.pending("p18")[0].prompt_hash == f"{2:064x}"  # type: ignore[index]
     # (the latest kept of each prompt; one pruned is not found, nor one not among the newest)
     assert [reader.latest_pending(f"{n:064x}") for n in range(4)] == ["p16", None, "p18", None]
-    assert reader.latest_pending(f"{2:064x}", "default", newest=2) == "p18"
-    assert reader.latest_pending(f"{0:064x}", newest=3) is None
+    # (with held, the first of the prompt's newest rows it says is open: p12 and p8, pruned,
+    # are not rows of it)
+    assert reader.latest_pending(f"{0:064x}", "default", held=lambda d: d != "p16",
+                                 rows=3) is None
+    assert reader.latest_pending(f"{2:064x}", "default", held=lambda d: True) == "p18"
     assert reader.latest_pending(f"{0:064x}", "acme") is None
     conn = sqlite3.connect(store.path)
     try:

@@ -514,9 +514,11 @@ def test_a_version_23_store_gains_prompt_hashes_for_its_pending_decisions_and_ke
         assert reader.latest_pending(hashed) == "globex2"
         assert reader.latest_pending(hashed, "acme") == "acme2"
         assert reader.latest_pending(hashed, "initech") is None
-        assert reader.latest_pending(hashed, "acme", newest=1) is None  # not the newest row
-        assert reader.latest_pending(hashed, "acme", newest=2) == "acme2"
-        assert reader.latest_pending(hashed, newest=1) == "globex2"
+        # (with held, the first of the prompt's newest rows it says is open, newest first)
+        assert reader.latest_pending(hashed, "acme", held=lambda d: d != "acme2",
+                                     rows=2) == "acme1"
+        assert reader.latest_pending(hashed, "acme", held=lambda d: d != "acme2") is None
+        assert reader.latest_pending(hashed, held=lambda d: True, rows=4) == "globex2"
         assert reader.latest_pending("cd" * 32) is None
     db = sqlite3.connect(path, isolation_level=None)
     try:
@@ -945,55 +947,6 @@ def _wait_retried(store: SQLiteStore, count: int) -> None:
         time.sleep(0.01)
 
 
-def test_a_pending_decision_takes_feedback_while_among_the_newest_and_not_after(
-        tmp_path: Path) -> None:
-    """With ``newest=N`` the N-th newest pending decision is found, by its id and by its
-    prompt's hash, and the one before it is not. The bound counts decisions, not positions: a
-    decision written again moves to the end and leaves a gap, and the older ones it passed
-    stay among the newest as the router's memory keeps them (found past the positions'
-    bound); every decision at every bound is found exactly when fewer than N come after it."""
-    from switchpoint.store.learning import LearningReader
-
-    path = tmp_path / "switchpoint.db"
-    ids = [f"d{i}" for i in range(12)]
-
-    def kept(decision_id: str) -> PendingRecord:
-        return PendingRecord(PendingDecision(decision_id=decision_id, tenant="acme",
-                                             chosen="a", candidates=("a", "b"),
-                                             prompt_hash=f"{ids.index(decision_id):064x}"),
-                             "w1")
-
-    def found(reader: LearningReader, decision_id: str, newest: int | None) -> bool:
-        by_id = reader.pending(decision_id, newest=newest) is not None
-        hashed = f"{ids.index(decision_id):064x}"
-        assert (reader.latest_pending(hashed, "acme", newest=newest) == decision_id) == by_id
-        return by_id
-
-    with SQLiteStore(path) as store:
-        for decision_id in ids:
-            store.append(kept(decision_id)).result()
-        reader = LearningReader(path)
-        try:
-            for n in (1, 5, 12):
-                assert found(reader, ids[-n], n)  # the n-th newest
-                assert n == 12 or not found(reader, ids[-n - 1], n)  # the one before it
-            assert not any(found(reader, d, 0) for d in ids)
-            assert all(found(reader, d, None) for d in ids)
-            for again in ("d8", "d9", "d10"):  # (positions 9 to 11 are left empty)
-                store.append(kept(again)).result()
-            order = [*ids[:8], "d11", "d8", "d9", "d10"]  # oldest first
-            seqs = [seq for (seq,) in sqlite3.connect(path).execute(
-                "SELECT seq FROM pending ORDER BY seq")]
-            assert seqs == [1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 14, 15]
-            # The 10th newest, d2 at position 3, is 12 positions behind the newest: found.
-            assert found(reader, "d2", 10) and not found(reader, "d1", 10)
-            for n in range(len(order) + 2):
-                newest = order[max(0, len(order) - n):]
-                assert [d for d in order if found(reader, d, n)] == newest, n
-        finally:
-            reader.close()
-
-
 def test_the_pending_prune_keeps_exactly_the_newest_decisions_written_again_or_not(
         tmp_path: Path) -> None:
     """A decision written again moves to the end and leaves a gap in the positions; the prune
@@ -1016,8 +969,6 @@ def test_the_pending_prune_keeps_exactly_the_newest_decisions_written_again_or_n
                     left = [d for (d,) in db.execute(
                         "SELECT decision_id FROM pending ORDER BY seq")]
                 assert left == newest, keep
-                assert [d for d in ids if reader.pending(d, newest=keep) is not None] == sorted(
-                    newest, key=ids.index), keep
                 assert [d for d in ids if reader.pending(d) is not None] == sorted(
                     newest, key=ids.index), keep
         finally:

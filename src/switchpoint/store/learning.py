@@ -92,31 +92,6 @@ def _units_of(raw: str | None) -> tuple[tuple[int, float], ...] | None:
     return None if raw is None else tuple((int(u), float(w)) for u, w in json.loads(raw))
 
 
-def _among_newest(newest: int | None) -> tuple[str, tuple[int, ...]]:
-    """The condition that the pending row at hand (``pending``) is among the ``newest`` rows
-    kept (None: any row; 0: none), and its parameters: only the last memory_size decisions
-    take feedback, though the table keeps more until its next prune.
-
-    Exact (the rows after it are fewer than ``newest``), without counting them: a row less
-    than ``newest`` positions (``seq``) behind the newest one is among them, since no more
-    rows fit in between, which the primary key tells at once. Positions leave a gap only where
-    a decision was written again (``INSERT OR REPLACE`` moves it to the end, as a router's
-    memory does when it remembers it anew), so that settles every row found but one pushed
-    back by such gaps. For any other row (past the bound, until the next prune deletes it)
-    it is whether the ``newest``-th row after it exists: at most ``newest`` steps along the
-    primary key, where a count read every row after it. (Positions alone would be a bound of
-    at most the newest rows: they would refuse a decision pushed back by rewrites that the
-    memory of the service that made it still holds, and a lookup after a restart is to find
-    what that memory would.)"""
-    if newest is None:
-        return "1", ()
-    if newest <= 0:
-        return "0", ()
-    return ("(pending.seq > (SELECT max(seq) FROM pending) - ? OR NOT EXISTS (SELECT 1 FROM "
-            "pending later WHERE later.seq > pending.seq ORDER BY later.seq LIMIT 1 "
-            "OFFSET ?))", (newest, newest - 1))
-
-
 @dataclass(frozen=True)
 class FeedbackRecord:
     """One row of the feedback log."""
@@ -679,14 +654,12 @@ class LearningReader:
         row = self._one("SELECT seq, event_id FROM feedback ORDER BY seq DESC LIMIT 1", ())
         return None if row is None else (int(row[0]), str(row[1]))
 
-    def pending(self, decision_id: str, newest: int | None = None
-                ) -> tuple[PendingDecision, str] | None:
-        """A decision still open to feedback, with the weights it was made under; with
-        ``newest``, only if it is among the ``newest`` decisions kept (the table is pruned to
-        them only now and then)."""
-        among, bound = _among_newest(newest)
+    def pending(self, decision_id: str) -> tuple[PendingDecision, str] | None:
+        """A decision the pending table keeps, with the weights it was made under (whether it
+        is still open to feedback is the gateway's to say: rows it let go of wait for a
+        prune)."""
         row = self._one(f"SELECT {', '.join(_PENDING_COLUMNS)} FROM pending "
-                        f"WHERE decision_id = ? AND {among}", (decision_id, *bound))
+                        "WHERE decision_id = ?", (decision_id,))
         if row is None:
             return None
         (did, ts, tenant, chosen, candidates, vector, units, cost, weights_id, tokens,
@@ -708,32 +681,22 @@ class LearningReader:
         return [(str(d), str(t)) for d, t in
                 self._all("SELECT decision_id, tenant FROM pending ORDER BY seq")]
 
-    def latest_pending(self, prompt_hash: str, tenant: str | None = None,
-                       newest: int | None = None, *, held: Callable[[str], bool] | None = None,
-                       rows: int = 1) -> str | None:
-        """The id of the latest decision still open to feedback that routed on the prompt of
-        ``prompt_hash`` (of ``tenant``; None: of any tenant), with ``newest`` among the
-        ``newest`` decisions kept as :meth:`pending` reads them; with ``held``, the first of
-        the prompt's newest ``rows`` rows it says is open (rows it let go of wait for a
-        prune); None when there is none (a row kept before the store kept hashes has none).
-        Read from the table's index of prompts: the newest row of the prompt first, then
-        whether it is recent enough (an older one of the same prompt is not)."""
+    def latest_pending(self, prompt_hash: str, tenant: str | None = None, *,
+                       held: Callable[[str], bool] | None = None, rows: int = 1) -> str | None:
+        """The id of the latest decision the pending table keeps that routed on the prompt of
+        ``prompt_hash`` (of ``tenant``; None: of any tenant); with ``held``, the first of the
+        prompt's newest ``rows`` rows it says is open to feedback (rows it let go of wait for
+        a prune); None when there is none (a row kept before the store kept hashes has none).
+        Read from the table's index of prompts, the newest row of the prompt first."""
         of_tenant = "" if tenant is None else " AND tenant = ?"
-        if held is not None:
-            for (found,) in self._all(
-                    f"SELECT decision_id FROM pending WHERE prompt_hash = ?{of_tenant} "
-                    "ORDER BY seq DESC LIMIT ?",
-                    (prompt_hash, *(() if tenant is None else (tenant,)), rows)):
-                if held(str(found)):
-                    return str(found)
-            return None
-        among, bound = _among_newest(newest)
-        # (the row found is named pending, the row the bound reads)
-        row = self._one(f"SELECT decision_id FROM (SELECT decision_id, seq FROM pending "
-                        f"WHERE prompt_hash = ?{of_tenant} ORDER BY seq DESC LIMIT 1) pending "
-                        f"WHERE {among}",
-                        (prompt_hash, *(() if tenant is None else (tenant,)), *bound))
-        return None if row is None else str(row[0])
+        for (found,) in self._all(
+                f"SELECT decision_id FROM pending WHERE prompt_hash = ?{of_tenant} "
+                "ORDER BY seq DESC LIMIT ?",
+                (prompt_hash, *(() if tenant is None else (tenant,)),
+                 1 if held is None else rows)):
+            if held is None or held(str(found)):
+                return str(found)
+        return None
 
     def compare(self, compare_id: str, newest: int | None = None) -> CompareRecord | None:
         """A comparison still waiting for scores (expired or not: the caller decides); with
