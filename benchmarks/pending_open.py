@@ -9,8 +9,9 @@ Measured in the same process, side by side:
   the condition the reader used) and by the fair rule (whether the tenants' shares hold it,
   ``GatewayLearning._held``, then the row), the row read alike, for a decision at the bound
   (the worst case of the rule before) and for the newest one;
-- the prune the writer runs every 256 writes: the newest ``memory_size`` rows kept
-  (``PendingPrune``), against the 256 rows let go of deleted by id (``PendingForget``);
+- the prune the writer runs every 256 writes: the newest ``memory_size`` rows kept (the cap
+  the writer ran before, ``keep_newest("pending")``), against the 256 rows let go of deleted
+  by id (``PendingForget``);
 - the read of the table's ids and tenants at the first need after a start (once).
 
 Usage: python benchmarks/pending_open.py [--rows 10000 100000] [--repeat 200]
@@ -70,8 +71,8 @@ def measure(rows: int, repeat: int) -> dict[str, float]:
         _PENDING_COLUMNS,
         LearningReader,
         PendingForget,
-        PendingPrune,
     )
+    from switchpoint.store.sqlite import keep_newest
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "switchpoint.db"
@@ -114,7 +115,7 @@ def measure(rows: int, repeat: int) -> dict[str, float]:
 
         assert len(let_go) == 255 and all(reader.pending(d) for d in (at_bound, newest))
         out["prune_before_ms"] = statistics.median(
-            timed(PendingPrune.insert, PendingPrune(rows).row()) for _ in range(5))
+            timed(keep_newest("pending"), (rows,)) for _ in range(5))
         out["prune_after_ms"] = statistics.median(
             timed(PendingForget.insert, PendingForget(let_go).row()) for _ in range(5))
         reader.close()

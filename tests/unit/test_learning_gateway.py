@@ -35,7 +35,7 @@ from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import (
     ComparePrune,
     LearningReader,
-    PendingPrune,
+    PendingForget,
     PendingRecord,
     PromotionRecord,
     feedback_record,
@@ -312,7 +312,7 @@ def test_feedback_rows_replay_exactly_and_pending_decisions_are_bounded(tmp_path
                                 prompt_tokens=None if i % 2 else 40 + i,
                                 prompt_hash="" if i % 2 else f"{i % 4:064x}")
         store.append(PendingRecord(entry, "w1")).result()
-    store.append(PendingPrune(5)).result()
+    store.append(PendingForget(tuple(f"p{i}" for i in range(15)))).result()
     reader = LearningReader(store.path)
     assert reader.pending("p14") is None and reader.pending("p15") is not None
     kept, weights_id = reader.pending("p19")  # type: ignore[misc]

@@ -25,7 +25,7 @@ from switchpoint.errors import InvalidInputError, StoreError
 from switchpoint.governance.ledger import LedgerRecord
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
-from switchpoint.store.learning import PendingForget, PendingPrune, PendingRecord
+from switchpoint.store.learning import PendingForget, PendingRecord
 from switchpoint.store.sqlite import SCHEMA_VERSION, Record
 from tests.fakes.full_disk import FULL, DamagedFile, full_disk
 from tests.fakes.racing import at_once
@@ -732,7 +732,7 @@ def test_a_prune_that_goes_through_on_a_full_disk_does_not_say_writes_resumed(
     with SQLiteStore(tmp_path / "s.db") as store, full_disk(store, only="INSERT") as disk:
         with pytest.raises(StoreError, match=FULL):  # (deletes need no space)
             store.append(record()).result(timeout=10)
-        store.append(PendingPrune(10)).result(timeout=10)
+        store.append(PendingForget(("d0",))).result(timeout=10)
         assert store.failing == FULL
         disk.full = False
         store.append(record()).result(timeout=10)
@@ -947,73 +947,10 @@ def _wait_retried(store: SQLiteStore, count: int) -> None:
         time.sleep(0.01)
 
 
-def test_the_pending_prune_keeps_exactly_the_newest_decisions_written_again_or_not(
-        tmp_path: Path) -> None:
-    """A decision written again moves to the end and leaves a gap in the positions; the prune
-    still keeps exactly the newest ``keep`` decisions (not the rows within ``keep`` positions
-    of the newest, fewer), and they are what the lookup bounded to the newest ``keep`` finds."""
-    from switchpoint.store.learning import LearningReader
-
-    path = tmp_path / "switchpoint.db"
-    ids = [f"d{i}" for i in range(12)]
-    with SQLiteStore(path) as store:
-        for decision_id in [*ids, "d8", "d9", "d2", "d10"]:  # (four gaps)
-            store.append(_pending(decision_id)).result()
-        order = ["d0", "d1", *ids[3:8], "d11", "d8", "d9", "d2", "d10"]  # oldest first
-        reader = LearningReader(path)
-        try:
-            for keep in (20, 16, 12, 10, 6, 1, 0):
-                store.append(PendingPrune(keep)).result()
-                newest = order[max(0, len(order) - keep):]
-                with sqlite3.connect(path) as db:
-                    left = [d for (d,) in db.execute(
-                        "SELECT decision_id FROM pending ORDER BY seq")]
-                assert left == newest, keep
-                assert [d for d in ids if reader.pending(d) is not None] == sorted(
-                    newest, key=ids.index), keep
-        finally:
-            reader.close()
-
-
 def _pending(decision_id: str, created: float | None = None) -> PendingRecord:
     return PendingRecord(PendingDecision(
         decision_id=decision_id, tenant="default", chosen="a", candidates=("a", "b"),
         created=time.time() if created is None else created), "w1")
-
-
-def test_pending_rows_the_cap_removed_do_not_come_back_from_the_spill_file(
-        tmp_path: Path) -> None:
-    """While another process holds the database's lock, decisions open to feedback and the
-    prune that bounds them wait together; once the lock is released they are written in
-    order (the prune drops the oldest), and re-reading the spill file after must not bring
-    the dropped ones back."""
-    path = tmp_path / "s.db"
-    ids = [f"p{i}" for i in range(5)]
-    with SQLiteStore(path) as store:
-        assert store._conn is not None
-        store._conn.execute("PRAGMA busy_timeout=20")  # (a lock is refused within 20 ms)
-        holder = sqlite3.connect(path, isolation_level=None)
-        holder.execute("BEGIN EXCLUSIVE")  # another process holds the database's lock
-        try:
-            for decision_id in ids:
-                store.append_lazy(_pending(decision_id))
-            store.append_lazy(PendingPrune(2))
-            _wait_retried(store, len(ids) + 1)
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
-        store.append(record()).result(timeout=10)  # writes go through again
-        deadline = time.monotonic() + 10
-        while store.spill_path.exists() or store._retry:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-    with sqlite3.connect(path) as db:
-        assert [r[0] for r in db.execute("SELECT decision_id FROM pending ORDER BY seq")] == [
-            "p3", "p4"]
-    with SQLiteStore(path):  # nothing left to bring them back at the next start either
-        pass
-    with sqlite3.connect(path) as db:
-        assert db.execute("SELECT count(*) FROM pending").fetchone()[0] == 2
 
 
 def test_pending_rows_let_go_of_do_not_come_back_from_the_spill_file(tmp_path: Path) -> None:
@@ -1054,12 +991,25 @@ _POSITIONAL_PENDING_CAP = ("DELETE FROM pending WHERE seq <= "
                            "(SELECT coalesce(max(seq), 0) FROM pending) - ?")
 
 
+#: The pending cap as spill files written by the versions that capped the pending table by
+#: counting its newest rows hold it (:func:`keep_newest`'s text).
+_PENDING_CAP = (
+    'DELETE FROM pending WHERE seq <= CASE WHEN (SELECT max(seq) FROM pending) - (SEL'
+    'ECT min(seq) FROM pending) < ?1 THEN 0 ELSE coalesce((SELECT seq FROM pending OR'
+    'DER BY seq DESC LIMIT 1 OFFSET ?1), 0) END'
+)
+
+
+@pytest.mark.parametrize("cap", [_POSITIONAL_PENDING_CAP, _PENDING_CAP],
+                         ids=["positional", "counted"])
 def test_a_spill_file_holding_the_cap_as_it_was_written_before_caps_its_rows_exactly(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A spill file an earlier version wrote holds the pending cap in the positional form it
-    had then: read, it still drops the file's rows before it past the cap, and runs as the cap
-    runs now, keeping exactly the newest decisions (the positional form would have kept two of
-    the three here, a decision written again having left a gap among them)."""
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, cap: str) -> None:
+    """A spill file an earlier version wrote holds the pending cap (no record writes one now:
+    the rows let go of are deleted by id), in the positional form it had first or the counted
+    one it had last: read, it still drops the file's rows before it past the cap, and runs as
+    the cap runs now, keeping exactly the newest decisions (the positional form would have
+    kept two of the three here, a decision written again having left a gap among them); the
+    rows it dropped do not come back at the next start."""
     path = tmp_path / "s.db"
     with SQLiteStore(path) as store:
         for decision_id in ("d0", "d1"):  # written before the outage
@@ -1071,7 +1021,7 @@ def test_a_spill_file_holding_the_cap_as_it_was_written_before_caps_its_rows_exa
     last = _pending("p4", created=at + 11)
     lines = [json.dumps({"insert": r.insert, "row": list(r.row())}, separators=(",", ":"))
              for r in [*spilled, again]]
-    lines.append(json.dumps({"insert": _POSITIONAL_PENDING_CAP, "row": [3]},
+    lines.append(json.dumps({"insert": cap, "row": [3]},
                             separators=(",", ":")))
     lines.append(json.dumps({"insert": last.insert, "row": list(last.row())},
                             separators=(",", ":")))
@@ -1087,14 +1037,11 @@ def test_a_spill_file_holding_the_cap_as_it_was_written_before_caps_its_rows_exa
             "p1", "p2", "p3", "p4"]
         assert db.execute("SELECT ts FROM pending WHERE decision_id = 'p3'").fetchone() == (
             at + 10,)
-
-
-#: The pending cap as spill files written by this version hold it.
-_PENDING_CAP = (
-    'DELETE FROM pending WHERE seq <= CASE WHEN (SELECT max(seq) FROM pending) - (SEL'
-    'ECT min(seq) FROM pending) < ?1 THEN 0 ELSE coalesce((SELECT seq FROM pending OR'
-    'DER BY seq DESC LIMIT 1 OFFSET ?1), 0) END'
-)
+    with SQLiteStore(path):  # nothing left to bring them back at the next start either
+        pass
+    with sqlite3.connect(path) as db:
+        assert [r[0] for r in db.execute("SELECT decision_id FROM pending ORDER BY seq")] == [
+            "p1", "p2", "p3", "p4"]
 
 
 def test_the_cap_keeps_the_text_spill_files_hold() -> None:

@@ -60,7 +60,6 @@ from switchpoint.store.sqlite import (
     FORGET_PENDING,
     Gone,
     damaged,
-    keep_newest,
     read_store,
     still_there,
     store_error,
@@ -149,29 +148,12 @@ class PendingRecord:
 
 
 @dataclass(frozen=True)
-class PendingPrune:
-    """Keeps only the newest ``keep`` pending decisions (written like a record, by the writer,
-    in the same transaction as the records around it)."""
-
-    keep: int
-
-    insert: ClassVar[str] = keep_newest("pending")
-    what: ClassVar[str] = "pending prune"
-
-    @property
-    def id(self) -> str:
-        return f"prune-{self.keep}"
-
-    def row(self) -> tuple[Any, ...]:
-        return (self.keep,)
-
-
-@dataclass(frozen=True)
 class PendingForget:
     """Deletes the pending decisions named (those the rule of the decisions open to feedback
     let go of: see ``switchpoint.gateway.learning``), written like a record, by the writer, in
     the same transaction as the records around it: one look-up of the table's index of ids
-    each. Refused, it waits in the spill file with the rows, as a cap does."""
+    each. Refused, it waits in the spill file with the rows, and runs again where it ran when
+    the file is written."""
 
     decision_ids: tuple[str, ...]
 
@@ -1069,7 +1051,7 @@ def feedback_record(event: FeedbackEvent, kind: str, *, weights_id: str | None,
 
 
 __all__ = ["FEEDBACK_KINDS", "FeedbackRecord", "LearningReader", "LoggedFeedback",
-           "PendingForget", "PendingPrune", "PendingRecord", "PromotionRecord",
+           "PendingForget", "PendingRecord", "PromotionRecord",
            "RuntimeExperimentEnd", "RuntimeExperimentRecord", "RuntimeModelRecord",
            "RuntimeModelRemoval",
            "StoredExperiment", "StoredModel", "feedback_record"]

@@ -1414,11 +1414,13 @@ def behind_newest(table: str) -> str:
 
 def keep_newest(table: str) -> str:
     """The statement (one parameter: how many) that keeps only the newest rows of ``table``
-    (by ``seq``, exactly that many: see :func:`behind_newest`), written like a record: a
-    table's cap. Refused, it waits, and is kept in the spill file where it ran, so that rows it
-    dropped are not written again when the file is read (see :func:`_capped`). Spill files
-    keep its text: changing it, add the text it had to :data:`_EARLIER_CAPS`, so that a file
-    written before is still read as it meant."""
+    (by ``seq``, exactly that many: see :func:`behind_newest`): a table's cap, as earlier
+    versions wrote it like a record (the pending table's, before its rows were let go of by
+    the tenants' shares and deleted by id: :data:`FORGET_PENDING`). No record writes it now;
+    it is kept to read the spill files those versions wrote, where a cap waited where it ran,
+    so that rows it dropped are not written again when the file is read (see :func:`_capped`),
+    and it runs as it ran. Spill files keep its text: changing it, add the text it had to
+    :data:`_EARLIER_CAPS`, so that a file written before is still read as it meant."""
     return f"DELETE FROM {table} WHERE seq <= {behind_newest(table)}"
 
 
@@ -1435,7 +1437,7 @@ _EARLIER_CAPS = (
 #: The statement (one parameter: a JSON list of decision ids) that deletes the pending
 #: decisions it names: those the rule of the decisions open to feedback let go of (see
 #: ``switchpoint.gateway.learning``), written like a record. Refused, it waits, and is kept in
-#: the spill file where it ran, as a cap is, so that it deletes the rows it names, written
+#: the spill file where it ran, as a cap was, so that it deletes the rows it names, written
 #: before it in the file or in the database, when the file is read. Spill files keep its
 #: text: changing it, keep the text it had read as this one.
 FORGET_PENDING = "DELETE FROM pending WHERE decision_id IN (SELECT value FROM json_each(?))"
