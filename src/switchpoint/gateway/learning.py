@@ -1256,6 +1256,14 @@ class GatewayLearning:
             self._let_go_past(held, capacity)  # (a reload may have made the memory smaller)
             return decision_id in held
 
+    def _kept_open(self, decision_id: str, capacity: int) -> tuple[PendingDecision, str] | None:
+        """The decision the pending table keeps open to feedback as ``decision_id`` (see
+        :meth:`_held`), with the weights it was made under; None where it keeps none open (one
+        let go of waits for a prune) or no store is read."""
+        if self.reader is None or not self._held(decision_id, capacity):
+            return None
+        return self.reader.pending(decision_id)
+
     def answered_by(self, live: Live, decision: RoutingDecision | None, model: str) -> None:
         """``model`` answers ``decision``'s request: feedback on the decision teaches the model
         that answered, not the one routed to. The request log says which model answered once
@@ -1302,12 +1310,9 @@ class GatewayLearning:
             entry = router.learner.memory.get(decision_id)
             if entry is not None:
                 return router, entry
-        if self.reader is None:
-            return None
         # (only the decisions the table keeps open take feedback, though it keeps those let go
         # of until its next prune)
-        found = (self.reader.pending(decision_id)
-                 if self._held(decision_id, learning.router.learner.memory.capacity) else None)
+        found = self._kept_open(decision_id, learning.router.learner.memory.capacity)
         if found is None:
             return None
         entry, weights_id = found
@@ -1434,10 +1439,8 @@ class GatewayLearning:
                                          "observation of it and does not teach routing"
                                          + _still_held(owner, decision_id, entry.tenant),
                                          cost_from, router, entry.prompt_tokens)
-                stored = (self.reader.pending(decision_id)
-                          if found is None and learning is not None and self.reader is not None
-                          and self._held(decision_id, router.learner.memory.capacity)
-                          else None)
+                stored = (self._kept_open(decision_id, router.learner.memory.capacity)
+                          if found is None and learning is not None else None)
                 if stored is not None and (scope is None or stored[0].tenant == scope):
                     # Made by a policy the live one cannot read it for (vectors against text).
                     entry = stored[0]
