@@ -601,19 +601,30 @@ def test_with_client_keys_a_key_scores_only_its_tenants_decisions(
         assert globex_status["tenants"]["globex"]["learned_router"]["events"] == 0
 
 
+#: Two tenants sharing a memory of 4 decisions open to feedback, each with keys of its own.
+_TWO_TENANTS = "auth: keys\ntenants: {acme: {}, globex: {}}\nlearning: {memory_size: 4}\n"
+
+
+def _flooded(server: ThreadServer) -> tuple[dict[str, str], list[str], list[dict[str, Any]]]:
+    """A key of each tenant of :data:`_TWO_TENANTS`, the ids of acme's 2 routing decisions,
+    then globex's 12 routing answers (routing calls no model, so flooding costs nothing)."""
+    keys = {t: post(server, "/v1/router/keys", {"tenant": t}).json()["key"]
+            for t in ("acme", "globex")}
+    acme = [post(server, "/v1/route", {"prompt": math_prompt(80 + n)},
+                 key=keys["acme"]).json()["decision_id"] for n in range(2)]
+    flood = [post(server, "/v1/route", {"prompt": math_prompt(90 + n)},
+                  key=keys["globex"]).json() for n in range(12)]
+    return keys, acme, flood
+
+
 def test_a_tenant_routing_without_end_does_not_push_another_tenants_decisions_out(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     """The decisions open to feedback are shared fairly: a key that routes more than the
     memory holds (routing calls no model, so it costs nothing) pushes out its own tenant's
     oldest decisions, not another tenant's, whose feedback is still taken."""
-    extra = "auth: keys\ntenants: {acme: {}, globex: {}}\nlearning: {memory_size: 4}\n"
-    with learning_server(fake, tmp_path, extra) as server:
-        keys = {t: post(server, "/v1/router/keys", {"tenant": t}).json()["key"]
-                for t in ("acme", "globex")}
-        acme = [post(server, "/v1/route", {"prompt": math_prompt(80 + n)},
-                     key=keys["acme"]).json()["decision_id"] for n in range(2)]
-        flood = [post(server, "/v1/route", {"prompt": math_prompt(90 + n)},
-                      key=keys["globex"]).json()["decision_id"] for n in range(12)]
+    with learning_server(fake, tmp_path, _TWO_TENANTS) as server:
+        keys, acme, routed = _flooded(server)
+        flood = [r["decision_id"] for r in routed]
         for decision_id in acme:
             r = feedback(server, decision_id, key=keys["acme"], score=0.5)
             assert r.status_code == 200, r.text
@@ -1533,15 +1544,10 @@ def test_a_tenant_routing_without_end_does_not_push_another_tenants_decisions_ou
     """The decisions kept for feedback after a restart are shared as fairly as the memory
     shares them: another tenant's decision the memory held is still taken, and the flooding
     tenant's oldest, which it let go of, is not, by id and by prompt hash."""
-    extra = "auth: keys\ntenants: {acme: {}, globex: {}}\nlearning: {memory_size: 4}\n"
+    extra = _TWO_TENANTS
     monkeypatch.setattr(gateway_learning, "PRUNE_EVERY", 4)  # (the table pruned 3 times)
     with learning_server(fake, tmp_path, extra) as server:
-        keys = {t: post(server, "/v1/router/keys", {"tenant": t}).json()["key"]
-                for t in ("acme", "globex")}
-        acme = [post(server, "/v1/route", {"prompt": math_prompt(80 + n)},
-                     key=keys["acme"]).json()["decision_id"] for n in range(2)]
-        flood = [post(server, "/v1/route", {"prompt": math_prompt(90 + n)},
-                      key=keys["globex"]).json() for n in range(12)]
+        keys, acme, flood = _flooded(server)
     with sqlite3.connect(tmp_path / "data" / "switchpoint.db") as conn:
         kept = dict(conn.execute("SELECT tenant, count(*) FROM pending GROUP BY tenant"))
         assert kept == {"acme": 2, "globex": 4}  # (the 2 let go of since its last prune too)
