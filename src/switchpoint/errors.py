@@ -254,15 +254,14 @@ class DecisionNotFoundError(SwitchpointError, LookupError):
         if prompt_hash:
             message = (f"no remembered decision has prompt hash {shown} for this tenant; "
                        f"outcomes can be reported by prompt hash for the {capacity} "
-                       "decisions a router remembers, shared by the tenants (a tenant past its "
-                       "share lets go of its own oldest), naming the latest decision routed on "
-                       "that prompt, with the prompt_hash a decision carried (and the same "
-                       "tenant)")
+                       "decisions a router remembers (shared by the tenants: each past its "
+                       "share lets go of its oldest), naming the latest decision routed on "
+                       "that prompt, with the prompt_hash a decision carried (same tenant)")
         else:
             message = (f"no decision {shown} is remembered for this tenant; outcomes can be "
                        f"reported for the {capacity} decisions a router remembers, shared by "
-                       "the tenants (a tenant past its share lets go of its own oldest), with "
-                       "the decision_id it returned (and the same tenant)")
+                       "the tenants (each past its share lets go of its oldest), with the "
+                       "decision_id it returned (same tenant)")
         super().__init__(f"{field}: {message}")
         self.decision_id = decision_id
         self.field = field
