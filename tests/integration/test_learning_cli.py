@@ -294,31 +294,31 @@ def test_offline_feedback_on_an_outcome_retention_pruned_says_it_replaced_it_as_
     assert (out["replaced"], out["previous_quality"]) == (True, 0.9)
 
 
-def test_offline_feedback_without_the_config_says_to_give_it_not_that_a_reload_ran(
+def test_offline_feedback_without_the_config_is_refused_before_it_writes(
         gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """Given the data_dir alone, the command's catalog is the weights' own models: the model
-    that answered is not in it, so the outcome is kept as a quality observation. It said the
-    model "is no longer in the catalog (a reload took it out)", though nothing was reloaded;
-    it says the command read no config and to give the service's, whose repeat teaches
-    routing in its place."""
+    """Given the data_dir alone, the command's catalog is the weights' own models, which do not
+    hold the model that answered: the outcome would be kept as a quality observation teaching
+    no routing. It is refused naming --config, the feedback log unchanged, by id and by
+    prompt hash alike; the repeat with --config teaches routing."""
     monkeypatch.delenv("SWITCHPOINT_CONFIG", raising=False)
     config, _, decision = _decided(gw_fake, tmp_path)
     capsys.readouterr()
     data = ["--data-dir", str(tmp_path / "data")]
-    assert main(["feedback", decision.decision_id, "--score", "0.5", *data, "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert (out["model"], out["kind"], out["teaches_routing"]) == (
-        decision.selected_model, "model", False)
-    assert "a reload took it out, or the config read is not the one" in out["note"]
-    assert "this command read no config" in out["note"] and "--config" in out["note"]
-    assert main(["feedback", decision.decision_id, "--score", "0.25", *data]) == 0
-    assert "this command read no config" in capsys.readouterr().err
+    db = tmp_path / "data" / "switchpoint.db"
+    before = _feedback_rows(db)
+    for named in ([decision.decision_id], ["--prompt-hash", decision.prompt_hash]):
+        assert main(["feedback", *named, "--score", "0.5", *data, "--json"]) == 2
+        err = capsys.readouterr().err
+        assert f'--config: "{decision.selected_model}", the model that answered this ' in err
+        assert "no config was read" in err and "$SWITCHPOINT_CONFIG" in err, err
+        assert "nothing was kept" in err and "Traceback" not in err, err
+        assert _feedback_rows(db) == before
     assert main(["feedback", decision.decision_id, "--score", "0.75", "--config", str(config),
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert (out["kind"], out["teaches_routing"], out["replaced"]) == ("decision", True, True)
-    assert "read no config" not in out.get("note", "")
+    assert (out["kind"], out["teaches_routing"], out["replaced"]) == ("decision", True, False)
+    assert _feedback_rows(db) == before + 1
 
 
 def test_learn_with_nothing_new_to_fold_in_says_why(

@@ -1777,7 +1777,8 @@ class Gateway:
                               comment: str | None = None, key: str | None = None,
                               tenant: str | None = None, cost: float | None = None,
                               principal: Principal | None = None,
-                              prompt_hash: str | None = None) -> FeedbackResult:
+                              prompt_hash: str | None = None,
+                              config_read: bool = True) -> FeedbackResult:
         """Learn how one answer went: a quality in [0, 1] or a success flag (exactly one).
 
         ``decision_id`` is what the answer carried (``x-switchpoint-decision-id``,
@@ -1795,7 +1796,12 @@ class Gateway:
         (``cost_from`` says which); without them it is in the weights' cost units, and only
         the caller knows it (see ``Router.report_outcome``). ``key`` or ``tenant``
         scopes it to that caller's decisions (another tenant's id is not found); neither: any
-        decision (trusted code). Returns once the outcome is committed to the feedback log; a
+        decision (trusted code). ``config_read=False`` says this gateway's settings were read
+        from no config (a command given a data_dir alone: its catalog is the weights' own
+        models): a decision answered by a model that catalog does not hold is then refused
+        (an :class:`~switchpoint.errors.InvalidInputError` naming ``config``), where a gateway
+        on its config keeps it as a quality observation (a reload took the model out). Returns
+        once the outcome is committed to the feedback log; a
         repeat replaces the earlier outcome (``outcome.replaced``). Raises
         :class:`~switchpoint.errors.DecisionNotFoundError` for an unknown id and
         :class:`~switchpoint.errors.InvalidInputError` for a bad score, changing nothing."""
@@ -1807,7 +1813,8 @@ class Gateway:
             lambda: self.learning.report(decision_id, quality_score, success, model=model,
                                          tenant=who.tenant if principal is not None else None,
                                          key_id=who.key_id, comment=comment, cost=cost,
-                                         teachable=teachable, prompt_hash=prompt_hash))
+                                         teachable=teachable, prompt_hash=prompt_hash,
+                                         config_read=config_read))
         await _kept(result.commits, "the feedback")
         return result
 
@@ -1816,11 +1823,13 @@ class Gateway:
                        success: bool | None = None, *, model: str | None = None,
                        comment: str | None = None, key: str | None = None,
                        tenant: str | None = None, cost: float | None = None,
-                       prompt_hash: str | None = None) -> FeedbackResult:
+                       prompt_hash: str | None = None,
+                       config_read: bool = True) -> FeedbackResult:
         """:meth:`areport_outcome` from synchronous code."""
         return self._run(self.areport_outcome(decision_id, quality_score, success, model=model,
                                               comment=comment, key=key, tenant=tenant,
-                                              cost=cost, prompt_hash=prompt_hash))
+                                              cost=cost, prompt_hash=prompt_hash,
+                                              config_read=config_read))
 
     def record_sla_quality(self, model: str, score: float, *, decision_id: str | None = None,
                            key: str | None = None, tenant: str | None = None

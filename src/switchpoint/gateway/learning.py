@@ -593,6 +593,22 @@ def check_configured(settings: Settings, tenant: str) -> None:
                         "to send them; nothing was learned", param="decision_id")
 
 
+def check_listed(model: str, router: Router, config_read: bool) -> None:
+    """Refuse, changing nothing, feedback on a decision answered by ``model`` that ``router``'s
+    catalog does not hold when the gateway's settings were read from no config
+    (``config_read=False``: a command given a data_dir alone, whose catalog is the weights' own
+    models): the config the decision was served under would hold it, and there the outcome
+    teaches routing, where here it would be kept as a quality observation teaching none. A
+    gateway on its config keeps it as that observation (a reload took the model out)."""
+    if config_read or model in router.models:
+        return
+    raise InvalidInputError("config", (
+        f"{json_quoted(model, 100)}, the model that answered this decision, is not in the "
+        "catalog read, and no config was read (the catalog is the weights' own models), so the "
+        "outcome would teach no routing; give the config the decision was served under; "
+        "nothing was kept"))
+
+
 def learnable(router: Router, model: str) -> bool:
     """Whether outcomes of catalog model ``model`` can teach ``router`` (it has a profile, or
     the router's policy learns the outcomes of models without one)."""
@@ -1337,7 +1353,7 @@ class GatewayLearning:
                success: object = None, *, model: object = None, tenant: str | None = None,
                key_id: str | None = None, comment: object = None,
                cost: object = None, teachable: Callable[[str], None] | None = None,
-               prompt_hash: object = None) -> FeedbackResult:
+               prompt_hash: object = None, config_read: bool = True) -> FeedbackResult:
         """Learn how one decision (or one named-model request) went; see the module docstring.
         It is named by ``decision_id`` or by ``prompt_hash`` (exactly one): the latest
         decision routed on that prompt that still takes feedback (for ``tenant``; made before
@@ -1345,8 +1361,10 @@ class GatewayLearning:
         ``tenant`` scopes the lookup (None: any tenant, for trusted code);
         ``cost`` is what the answer cost, if the caller knows it (see
         ``Router.report_outcome``); ``teachable`` refuses a model the caller may not teach
-        about (its key's limits). Runs on a worker thread, under the state's guard, on the
-        snapshot live then; the commits it returns are waited for by the caller. Everything
+        about (its key's limits); ``config_read=False`` refuses a decision answered by a model
+        the catalog does not hold (see :func:`check_listed`). Runs on a worker thread, under
+        the state's guard, on the snapshot live then; the commits it returns are waited for by
+        the caller. Everything
         is checked before anything is learned."""
         self.check_writable("the feedback")
         if (decision_id is None) == (prompt_hash is None):
@@ -1401,6 +1419,7 @@ class GatewayLearning:
                     served = model if isinstance(model, str) else (
                         answer[0] if answer is not None and answer[0] is not None
                         else entry.chosen)
+                    check_listed(served, owner, config_read)
                     if teachable is not None:
                         teachable(served)
                     kept = measured is None and self._kept_cost(owner, decision_id,
@@ -1449,6 +1468,7 @@ class GatewayLearning:
                     served = model if isinstance(model, str) else (
                         answer[0] if answer is not None and answer[0] is not None
                         else entry.chosen)
+                    check_listed(served, router, config_read)
                     if teachable is not None:
                         teachable(served)
                     if (measured is None and answer is not None and answer[0] == served
@@ -1477,7 +1497,7 @@ class GatewayLearning:
                     token = NOTE.set(Note())
                     return self.report(routed, quality_score, success, model=model,
                                        tenant=tenant, key_id=key_id, comment=comment,
-                                       cost=cost, teachable=teachable)
+                                       cost=cost, teachable=teachable, config_read=config_read)
                 assert owner_tenant is not None
                 check_configured(live.settings, owner_tenant)
                 served = model if isinstance(model, str) else request["model"]

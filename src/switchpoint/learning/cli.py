@@ -141,14 +141,6 @@ def _named(args: argparse.Namespace) -> tuple[str, str]:
     return "decision_id", str(args.decision_id)
 
 
-#: Said when feedback read without a config kept its outcome as a quality observation of a
-#: model the default catalog (the weights' own models) does not list.
-NO_CONFIG_READ = ("this command read no config, so its catalog is the weights' own models: to "
-                  "teach routing about a model of the service's catalog, give the service's "
-                  "config with --config (or $SWITCHPOINT_CONFIG) and send this feedback again "
-                  "(it replaces this one)")
-
-
 def cmd_feedback(args: argparse.Namespace) -> int:
     score, success = _quality(args)
     field, named = _named(args)
@@ -175,7 +167,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
             result = gateway.report_outcome(
                 named if field == "decision_id" else None, score, success, model=args.model,
                 comment=args.comment, tenant=args.tenant, cost=cost,
-                prompt_hash=named if field == "prompt_hash" else None)
+                prompt_hash=named if field == "prompt_hash" else None,
+                config_read=settings.source_path is not None)
         except DecisionNotFoundError as exc:
             # Which state was searched is what a user most often got wrong: say it.
             raise InvalidInputError(
@@ -184,11 +177,15 @@ def cmd_feedback(args: argparse.Namespace) -> int:
                 "data_dir "
                 "of --config): is it the data_dir of the service that made the decision? "
                 "(or give --url to reach that service)") from None
-        unlisted = (settings.source_path is None and not result.teaches_routing
-                    and result.outcome.model not in gateway.router.models)
+        except InvalidInputError as exc:
+            if exc.field != "config":
+                raise
+            # (the gateway knows no flags: which to give is this command's to say)
+            raise InvalidInputError("--config", (
+                f"{exc.reason.removesuffix('; nothing was kept')} with --config FILE (or "
+                "$SWITCHPOINT_CONFIG), the service's, whose data_dir this is; nothing was "
+                "kept")) from None
     out = result.to_dict()
-    if unlisted:
-        out["note"] = f"{out['note']}; {NO_CONFIG_READ}" if out.get("note") else NO_CONFIG_READ
     if args.json:
         _print_json(out)
         return 0
