@@ -1318,8 +1318,14 @@ def test_a_forecast_without_a_catalog_says_none_was_given(
     assert code == 0, err
     assert "in the catalog" not in out and "which the catalog does not price" not in out
     assert "no catalog was given" in out and "--config" in out
+    # The fix is said once, and the spend nobody could project is unknown, not $0.000000.
+    assert out.count("no catalog was given") == 1 and "tip:" not in out, out
+    assert "$" not in out and "hourly, daily and monthly spend unknown" in out, out
     code, out, err = run([*argv, "--json"], capsys)
-    tip = json.loads(out)["optimization_tip"]
+    forecast = json.loads(out)
+    assert [forecast[f"{span}_cost_usd"] for span in ("hourly", "daily", "monthly")] == [
+        None, None, None]
+    tip = forecast["optimization_tip"]
     assert "no catalog was given" in tip and "in the catalog" not in tip
     code, out, err = run([*argv, "--config", config], capsys)  # with one, it projects
     assert code == 0 and "no catalog" not in out

@@ -755,7 +755,8 @@ def test_a_forecast_whose_whole_mix_is_of_unknown_cost_does_not_say_it_is_zero(
     catalog = Catalog([ModelCard("other", input_per_mtok=1, output_per_mtok=2)])
     gone = Reports(reports.db_path, reports.settings, catalog=catalog, clock=reports.clock)
     f = gone.forecast_cost(1000, 500, 200)
-    assert f["removed_requests_pct"] == 1.0 and f["hourly_cost_usd"] == 0.0
+    assert f["removed_requests_pct"] == 1.0 and f["hourly_cost_usd"] is None
+    assert f["daily_cost_usd"] is None and f["monthly_cost_usd"] is None
     assert "zero" not in f["optimization_tip"], f["optimization_tip"]
     assert f["optimization_tip"].startswith("nothing to project: "), f["optimization_tip"]
 

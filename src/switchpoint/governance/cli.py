@@ -625,9 +625,16 @@ def cmd_report_forecast(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.requests_per_hour:g} requests/hour of {args.avg_input_tokens:g} in / "
           f"{args.avg_output_tokens:g} out tokens, mix from the {report['mix_basis']}:")
-    print(f"hourly {_usd(report['hourly_cost_usd'])}, daily {_usd(report['daily_cost_usd'])}, "
-          f"monthly (30 d) {_usd(report['monthly_cost_usd'])}")
-    if report["unpriced_models"] and reports.catalog is None:
+    if report["hourly_cost_usd"] is None:  # (no model of the mix priced: said below)
+        print("hourly, daily and monthly spend unknown")
+    else:
+        print(f"hourly {_usd(report['hourly_cost_usd'])}, daily "
+              f"{_usd(report['daily_cost_usd'])}, monthly (30 d) "
+              f"{_usd(report['monthly_cost_usd'])}")
+    # Without a catalog this line says the fix, with the command's words: the tip, which
+    # says the same, is left out.
+    no_catalog = bool(report["unpriced_models"]) and reports.catalog is None
+    if no_catalog:
         print("not counted: every request, since no catalog was given and so no model has a "
               "price; pass --config with the service's config (its models:, with "
               "input_per_mtok and output_per_mtok)")
@@ -646,8 +653,9 @@ def cmd_report_forecast(args: argparse.Namespace) -> int:
     rows = [[m, f"{v['requests_pct']:.1%}", _usd(v["cost_per_request_usd"]),
              _usd(v["hourly_cost_usd"])] for m, v in report["breakdown_by_model"].items()]
     print(_table(["model", "share", "per request", "per hour"], rows))
-    print()
-    print(f"tip: {report['optimization_tip']}")
+    if not no_catalog:
+        print()
+        print(f"tip: {report['optimization_tip']}")
     return 0
 
 

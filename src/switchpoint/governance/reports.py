@@ -663,7 +663,8 @@ class Reports:
         """Projected spend of ``requests_per_hour`` requests of that size, split over the
         models as the logged routing mix splits them. The share of a model of unknown cost is
         named, not projected as free: ``unpriced_models`` (in the catalog, without prices)
-        apart from ``removed_models`` (gone from the catalog)."""
+        apart from ``removed_models`` (gone from the catalog); with no model of the mix
+        priced, the hourly, daily and monthly spend are unknown (``None``)."""
         rph = _number(requests_per_hour, "requests_per_hour", at_most=MAX_REQUESTS_PER_HOUR)
         tin = _number(avg_input_tokens, "avg_input_tokens", at_most=MAX_TOKENS)
         tout = _number(avg_output_tokens, "avg_output_tokens", at_most=MAX_TOKENS)
@@ -692,14 +693,18 @@ class Reports:
             breakdown[model] = {"requests_pct": round(share, 6),
                                 "cost_per_request_usd": usd(per),
                                 "hourly_cost_usd": usd(cost)}
+        # No model of the mix priced: the spend is unknown (null, as a model's own share is),
+        # not a projection of zero.
+        known = len(unpriced) + len(removed) < len(mix)
         forecast: dict[str, Any] = {
             "requests_per_hour": rph, "avg_input_tokens": tin, "avg_output_tokens": tout,
-            "mix_basis": basis, "hourly_cost_usd": usd(hourly),
+            "mix_basis": basis, "hourly_cost_usd": usd(hourly) if known else None,
             "unpriced_models": unpriced,
             "unpriced_requests_pct": round(sum(mix[m] for m in unpriced), 6),
             "removed_models": removed,
             "removed_requests_pct": round(sum(mix[m] for m in removed), 6),
-            "daily_cost_usd": usd(hourly * 24), "monthly_cost_usd": usd(hourly * 24 * 30),
+            "daily_cost_usd": usd(hourly * 24) if known else None,
+            "monthly_cost_usd": usd(hourly * 24 * 30) if known else None,
             "breakdown_by_model": breakdown}
         forecast["optimization_tip"] = self._forecast_tip(breakdown, hourly, rph, tin, tout,
                                                           unpriced, removed)

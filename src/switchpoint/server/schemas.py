@@ -1298,14 +1298,16 @@ class ForecastReport(BaseModel):
     avg_input_tokens: float
     avg_output_tokens: float
     mix_basis: str = Field(description="What the mix was read from, in words.")
-    hourly_cost_usd: float = Field(description="Of the priced models' shares alone.")
+    hourly_cost_usd: float | None = Field(description="Of the priced models' shares alone; "
+                                                      "null when no model of the mix is "
+                                                      "priced (the spend is unknown).")
     unpriced_models: list[str] = Field(description="Catalog models of the mix without prices "
                                                    "(not projected as free).")
     unpriced_requests_pct: float
     removed_models: list[str] = Field(description="Models of the mix gone from the catalog.")
     removed_requests_pct: float
-    daily_cost_usd: float
-    monthly_cost_usd: float = Field(description="30 days.")
+    daily_cost_usd: float | None
+    monthly_cost_usd: float | None = Field(description="30 days.")
     breakdown_by_model: dict[str, ModelForecast]
     optimization_tip: str
 
