@@ -217,15 +217,20 @@ def test_a_key_given_a_date_works_through_that_whole_day(
     assert code == 0, err
     key = out.strip()
     end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    assert f"expires {end:%Y-%m-%dT%H:%M:%SZ} (usable through {day} UTC)" in err, err
-    # Listing and showing the key say the same, by the same rule.
+    assert f"expires {end:%Y-%m-%d %H:%M:%S} UTC (usable through {day})" in err, err
+    # Listing and showing the key say the same, by the same rule, and show when it was made
+    # in the same format (its JSON keeps its numbers).
     code, out, err = run(["keys", "list", "--config", config, "--json"], capsys)
-    key_id = json.loads(out)[0]["id"]
-    said = f"{end:%Y-%m-%dT%H:%M:%SZ} (usable through {day} UTC)"
-    for argv, row in ((["keys", "list"], key_id), (["keys", "show", key_id], "expires ")):
+    key_id, created = json.loads(out)[0]["id"], json.loads(out)[0]["created_at"]
+    made = datetime.fromtimestamp(created, UTC)
+    said = f"{end:%Y-%m-%d %H:%M:%S}{{}} (usable through {day})"
+    for argv, row, zone in ((["keys", "list"], key_id, ""),
+                            (["keys", "show", key_id], "expires ", " UTC")):
         code, out, err = run([*argv, "--config", config], capsys)
         assert code == 0, err
-        assert said in next(line for line in out.splitlines() if row in line), (argv, out)
+        assert said.format(zone) in next(line for line in out.splitlines() if row in line), (
+            argv, out)
+        assert f"{made:%Y-%m-%d %H:%M:%S}" in out and f"{end:%Y-%m-%dT}" not in out, out
     # A date-time stays exact, and is printed as given.
     code, out, err = run(["keys", "create", "--tenant", "acme", "--expires",
                           f"{day}T06:30:00Z", "--config", config, "--json"], capsys)

@@ -14,7 +14,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +61,17 @@ def _print_json(value: Any) -> None:
 
 
 def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+    """An instant as every table and message of the commands shows it (``-``: none)."""
+    from switchpoint._times import when_text
+
+    return "-" if ts is None else when_text(ts)
 
 
-def _expires(ts: float | None) -> str:
+def _expires(ts: float | None, *, zone: bool = True) -> str:
     """When a key expires, as its creation reports it (``-``: never), wherever it is shown."""
     from switchpoint.governance.keys import expiry_text
 
-    return "-" if ts is None else expiry_text(ts)
+    return "-" if ts is None else expiry_text(ts, zone=zone)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -314,9 +314,9 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         return 0
     rows = [[r.id, r.tenant, printable(r.name or ""), r.status(now), ", ".join(r.budgets) or "-",
              r.rpm or "-", r.tpm or "-", _models(r),
-             _when(r.created_at), _expires(r.expires_at)] for r in records]
+             _when(r.created_at), _expires(r.expires_at, zone=False)] for r in records]
     print(_table(["id", "tenant", "name", "status", "budgets", "rpm", "tpm", "models",
-                  "created (UTC)", "expires"], rows))
+                  "created (UTC)", "expires (UTC)"], rows))
     return 0
 
 

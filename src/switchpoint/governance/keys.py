@@ -368,13 +368,17 @@ def _date_only(value: str) -> date | None:
         return None
 
 
-def expiry_text(ts: float) -> str:
-    """When a key expires, as its creation reports it: the exact instant in UTC, and the last
-    day it works when it expires at midnight (as a key given a date does)."""
-    text = _iso(ts)
+def expiry_text(ts: float, *, zone: bool = True) -> str:
+    """When a key expires, as its creation, ``keys list`` and ``keys show`` say it: the instant
+    as every time a command shows (:func:`~switchpoint._times.when_text`, to the second), with
+    `` UTC`` unless ``zone`` is false (a table whose header says it), and the last day it works
+    when it expires at midnight (as a key given a date does)."""
+    from switchpoint._times import when_text
+
+    text = when_text(ts) + (" UTC" if zone else "")
     if ts % 86400 == 0:
         last = datetime.fromtimestamp(ts - 86400, UTC)
-        text += f" (usable through {last:%Y-%m-%d} UTC)"
+        text += f" (usable through {last:%Y-%m-%d})"
     return text
 
 

@@ -1,0 +1,13 @@
+"""The one way a command shows an instant to a person: ``2026-12-07 13:57:19``, in UTC, to the
+second (what a key's expiry needs: it ends at that second), the same for every time a table or
+a message of the command line shows. JSON answers keep their own numbers and ISO strings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def when_text(ts: float) -> str:
+    """``ts`` (epoch seconds) as a person reads it: the date and time in UTC, to the second,
+    without the zone (the table's header or the message says UTC)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
