@@ -692,8 +692,10 @@ def test_reports(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert forecast["hourly_cost_usd"] == pytest.approx(100 * (2 / 3 * big + 1 / 3 * small))
     # Uniform λ sends all three to big (below 0.306: +0.1 quality, +49% spend) or all to small
     # (-0.2 quality); neither pool change helps: nothing to suggest within 0.01 of quality.
+    # It says which of the two it is: traffic that no change improves, not "either ... or".
     code, out, _ = run(["report", "suggest", "--config", config], capsys)
-    assert code == 0 and out.startswith("no suggestion")
+    assert code == 0 and out.startswith("no suggestion: over the 3 answered auto requests of "
+                                        "the last week, no other λ or pool saves"), out
     code, out, _ = run(["report", "alert", "--config", config], capsys)
     assert code == 0 and out.startswith("status: ") and "tenant:acme" in out
     code, _, err = run(["report", "forecast", "--requests-per-hour", "-1",
@@ -1052,6 +1054,10 @@ def test_reports_over_a_window_with_no_request_say_so_not_100_percent(
     assert "no answered request of known cost" in first, out
     assert "routing saved" not in out and "%" not in out, out
     assert "no priced request to compare" in out, out
+    code, out, _ = run(["report", "suggest", "--tenant", "default", "--config", config], capsys)
+    assert code == 0 and out.startswith("no suggestion: no answered auto request was logged in "
+                                        "the last week"), out
+    assert "either" not in out and "λ" not in out, out
 
 
 def test_a_suggestion_from_free_traffic_does_not_call_a_dearer_lambda_free(

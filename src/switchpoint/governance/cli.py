@@ -660,14 +660,18 @@ def cmd_report_forecast(args: argparse.Namespace) -> int:
 
 
 def cmd_report_suggest(args: argparse.Namespace) -> int:
-    items = _reports(args, routing=True).get_cost_optimizations(period=args.period,
-                                                                 tenant=args.tenant)
+    reports = _reports(args, routing=True)
+    items = reports.get_cost_optimizations(period=args.period, tenant=args.tenant)
     if args.json:
         _print_json(items)
         return 0
     if not items:
-        print(f"no suggestion: either no auto traffic was logged in the last {args.period}, or "
-              "no other λ or pool saves money without losing expected quality")
+        routed = reports.routed_requests(args.period, tenant=args.tenant)
+        print(f"no suggestion: no answered auto request was logged in the last {args.period} "
+              "(the suggestions re-route the logged auto traffic); ask again once the gateway "
+              "has routed some" if not routed else
+              f"no suggestion: over the {routed} answered auto requests of the last "
+              f"{args.period}, no other λ or pool saves money without losing expected quality")
         return 0
     for i, item in enumerate(items, start=1):
         print(f"{i}. {item['suggestion']}")

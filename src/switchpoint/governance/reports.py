@@ -178,6 +178,16 @@ class _Group:
                 self.spend[:, j] = np.where(known, priced, self.costs[:, j])
 
 
+def _routed_where(tenant: str | None) -> tuple[str, list[Any]]:
+    """The logged ``auto`` requests a what-if re-routes, as SQL over ``requests r`` joined to
+    ``decisions d`` (its first two arguments, the window's start and end, are the caller's):
+    answered, with their decisions' estimates, of ``tenant`` (None: every tenant)."""
+    where = ("r.ts >= ? AND r.ts < ? AND r.model IS NOT NULL AND d.expected_errors IS NOT "
+             "NULL AND d.expected_costs IS NOT NULL")
+    clause, more = of_tenant("r.tenant", tenant)
+    return where + clause, list(more)
+
+
 class _Routed:
     """The logged ``auto`` requests a what-if re-routes, grouped by the models they weighed."""
 
@@ -757,15 +767,25 @@ class Reports:
 
     # What-if routing ---------------------------------------------------------------------------
 
+    @_counted
+    def routed_requests(self, period: str = "week", *, until: float | None = None,
+                        tenant: str | None = None) -> int:
+        """How many logged ``auto`` requests of the last ``period`` the suggestions re-route
+        (answered, with their decisions' estimates): none, and there is nothing to suggest
+        from; some, and no suggestion means no other λ or pool would have saved money."""
+        self.check_tenant(tenant)
+        since, end = self._window(period, until)
+        where, more = _routed_where(tenant)
+        rows = self._query("SELECT count(*) FROM requests r JOIN decisions d ON "
+                           f"d.id = r.decision_id WHERE {where}", [since, end, *more])
+        return int(rows[0][0]) if rows else 0
+
     def _routed(self, since: float, until: float, tenant: str | None,
                 tokens: tuple[int, int] | None) -> _Routed:
         """The answered ``auto`` requests between ``since`` and ``until`` with their decisions'
         estimates, priced on their own tokens (or on ``tokens`` = (input, output) for each),
         read a row at a time into arrays."""
-        where = ("r.ts >= ? AND r.ts < ? AND r.model IS NOT NULL AND d.expected_errors IS NOT "
-                 "NULL AND d.expected_costs IS NOT NULL")
-        clause, more = of_tenant("r.tenant", tenant)
-        where += clause
+        where, more = _routed_where(tenant)
         out = _Routed()
         conn = self._read()
         if conn is None:
