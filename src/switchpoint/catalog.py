@@ -104,13 +104,26 @@ def cost_figure(amount: float, unit: str) -> float:
     return float(f"{float(amount):.{COST_DIGITS}g}") + 0.0  # -0.0 + 0.0 is 0.0
 
 
-def usd_text(amount: float) -> str:
-    """``amount`` of US dollars as a table or a message shows it: to at least 6 decimal places
-    (``$1,234.500000``) and up to the :data:`USD_DIGITS` places it is kept to, zeros past the
-    sixth dropped (``$0.00000145``, ``$0.000000001``), so an amount is never rounded for showing
-    and one that is not zero never reads as zero; one past even those places (a float not made
-    by :func:`usd`) in scientific notation."""
-    return f"${cost_text(amount)}"
+def usd_text(amount: float, places: int = 6) -> str:
+    """``amount`` of US dollars as a table or a message shows it: to at least ``places`` (6)
+    decimal places (``$1,234.500000``) and up to the :data:`USD_DIGITS` places it is kept to,
+    zeros past those dropped (``$0.00000145``, ``$0.000000001``), so an amount is never rounded
+    for showing and one that is not zero never reads as zero; one past even those places (a
+    float not made by :func:`usd`) in scientific notation. A report showing several amounts
+    gives them all the places the widest needs (:func:`usd_places`), so they read alike."""
+    return f"${cost_text(amount, places)}"
+
+
+def usd_places(amounts: Iterable[float | None]) -> int:
+    """The decimal places :func:`usd_text` shows the widest of ``amounts`` to (None: an
+    unknown amount, shown as no number), at least 6: what one report passes for every amount
+    it shows, so ``$0.0009325`` and ``$0.0008400`` stand together, not ``$0.000840``."""
+    widest = 6
+    for amount in amounts:
+        if amount is None or (amount != 0 and round(amount, USD_DIGITS) == 0):
+            continue
+        widest = max(widest, len(f"{amount:.{USD_DIGITS}f}".partition(".")[2].rstrip("0")))
+    return widest
 
 
 def usd_figure(amount: float) -> str:
@@ -120,14 +133,14 @@ def usd_figure(amount: float) -> str:
     return f"{amount:.{USD_DIGITS}f}".rstrip("0").rstrip(".") or "0"
 
 
-def cost_text(amount: float) -> str:
+def cost_text(amount: float, places: int = 6) -> str:
     """A cost as :func:`usd_text` shows one, without the dollar sign: for a cost in units not
     known to be dollars (a router's weights' own cost units), shown by the same places."""
     if amount != 0 and round(amount, USD_DIGITS) == 0:
         return f"{amount:.1e}"
-    whole, _, places = f"{amount:,.{USD_DIGITS}f}".partition(".")
-    places = places.rstrip("0").ljust(6, "0")
-    return f"{whole}.{places}"
+    whole, _, digits = f"{amount:,.{USD_DIGITS}f}".partition(".")
+    digits = digits.rstrip("0").ljust(places, "0")
+    return f"{whole}.{digits}"
 
 
 #: What a cost a router estimates or is told is in, by whether its catalog prices every model

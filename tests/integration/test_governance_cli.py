@@ -640,6 +640,30 @@ def test_a_table_shows_an_amount_below_six_places_as_not_zero(
                                          ["acme", "1", "$0.000000002"]], out
 
 
+def test_the_cost_report_shows_every_amount_to_the_same_places(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A total that needs 7 places ($0.0009325) beside table amounts that need 6 showed them
+    as $0.000840, and the average to 10 places: every amount of the report now has the
+    places the widest needs, the average rounded to them."""
+    with SQLiteStore(config.parent / "data" / "switchpoint.db") as store:
+        for i, (model, cost) in enumerate([("small", 0.00084), ("big", 0.0000925)]):
+            store.append(RequestRecord(
+                id=f"r{i}", ts=time.time() - 60, requested_model=model, status="ok",
+                http_status=200, pin_state="fresh", stream=False, latency_ms=10.0, model=model,
+                prompt_tokens=1, completion_tokens=1, cost_usd=cost, tenant="acme")).result()
+    code, out, err = run(["report", "cost", "--config", config], capsys)
+    assert code == 0, err
+    header = out.splitlines()[0]
+    assert "2 answered, $0.0009325 (avg $0.00046" in header, out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("small", "big"))]
+    assert [row[:3] for row in rows] == [["small", "1", "$0.0008400"],
+                                         ["big", "1", "$0.0000925"]], out
+    amounts = re.findall(r"\$\d+\.(\d+)", out)
+    assert amounts and {len(places) for places in amounts} == {7}, out
+    code, out, err = run(["report", "cost", "--config", config, "--json"], capsys)
+    assert json.loads(out)["avg_cost_per_request_usd"] == 0.00046625  # (its JSON unrounded)
+
+
 @pytest.mark.parametrize("report", [
     ["cost"], ["sla"], ["suggest"], ["alert"],
     ["forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",

@@ -83,10 +83,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _usd(x: float | None) -> str:
+def _usd(x: float | None, places: int = 6) -> str:
+    """An amount of dollars as the commands show it (``-``: unknown), to at least ``places``
+    decimal places (a report's :func:`~switchpoint.catalog.usd_places`)."""
     from switchpoint.catalog import usd_text
 
-    return "-" if x is None else usd_text(x)
+    return "-" if x is None else usd_text(x, places)
 
 
 # keys ------------------------------------------------------------------------------------------
@@ -563,10 +565,21 @@ def cmd_report_cost(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
         return 0
+    from switchpoint.catalog import usd_places
+
+    # Every amount of the report to the same places, the most one of them needs; the average,
+    # a quotient whose further digits are the division's, to those places too (unless that
+    # made it read as zero).
+    s = report["savings"]
+    places = usd_places([report["total_cost_usd"], s["comparison_cost_usd"], s["savings_usd"],
+                         *(v["cost_usd"] for key in ("by_model", "by_tenant", "by_key")
+                           for v in report[key].values())])
+    avg = report["avg_cost_per_request_usd"]
+    avg = round(avg, places) or avg
     print(f"Cost over the last {args.period} ({_when(report['since'])} to "
           f"{_when(report['until'])} UTC): {report['requests']} requests, "
-          f"{report['answered']} answered, {_usd(report['total_cost_usd'])} "
-          + (f"(avg {_usd(report['avg_cost_per_request_usd'])} per answered request of known "
+          f"{report['answered']} answered, {_usd(report['total_cost_usd'], places)} "
+          + (f"(avg {_usd(avg, places)} per answered request of known "
              "cost)" if report["answered"] > report["cost_unknown_requests"]
              else "(no answered request of known cost to average)"))
     if report["cost_unknown_requests"]:
@@ -579,16 +592,17 @@ def cmd_report_cost(args: argparse.Namespace) -> int:
         print()
         pruned = set(report["pruned_keys"]) if key == "by_key" else set()
         rows = [[name + (" (pruned)" if name in pruned else ""), v["requests"],
-                 _usd(v["cost_usd"]), v["cost_unknown_requests"]] for name, v in table.items()]
+                 _usd(v["cost_usd"], places), v["cost_unknown_requests"]]
+                for name, v in table.items()]
         print(_table([f"by {title}", "requests", "cost", "cost unknown"], rows))
-    s = report["savings"]
     if s["comparison_model"] and not s["requests"]:
         print()
         print(f"Against {s['comparison_model']} ({s['basis']}): no priced request to compare")
     elif s["comparison_model"]:
         print()
         print(f"Against {s['comparison_model']} ({s['basis']}) on the same tokens: "
-              f"{_usd(s['comparison_cost_usd'])}; routing saved {_usd(s['savings_usd'])} "
+              f"{_usd(s['comparison_cost_usd'], places)}; routing saved "
+              f"{_usd(s['savings_usd'], places)} "
               f"({s['savings_pct']:.1%}) over {s['requests']} priced requests")
     return 0
 
