@@ -488,6 +488,20 @@ def plain_number(value: object, limit: int = 40) -> str | None:
     return cut(repr(value) if plain else str(value), limit)
 
 
+def not_finite_reason(value: float) -> str:
+    """Why a NaN or an infinity a request or a call holds is refused, after the field that
+    holds it (``body`` for a body that is one): the value shown as every message shows a
+    number (:func:`plain_number`), so an infinity (``1e999``, as a float reads it) is
+    ``is infinity, too large a number (what 1e400, ...)``, not ``is inf``. The one wording of
+    every request door (the chat gateway's reader, and the other routes' bodies, whose model
+    refuses one: :func:`invalid_from_validation`) and of an embedding given in-process; a
+    config or a model's card, which is written, not sent, says it must be a finite number."""
+    shown = f"is {plain_number(value)}"
+    if not math.isinf(value):
+        shown += ", not a finite number"
+    return f"{shown}; send finite numbers only"
+
+
 def too_long(most: int, had: int | None, what: str = "characters") -> str:
     """Why a value of ``had`` ``what`` (characters, items; None: not known) is over the
     ``most`` it may have: the one wording of a length bound (a request's field, a model's
@@ -598,6 +612,9 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
     if takes is not None:
         value = err.get("input")
         return invalid_at(param, path, f"must be {' or '.join(takes)}{got(value)}")
+    value = err.get("input")
+    if kind == "finite_number" and isinstance(value, float):  # (a NaN or an infinity, sent)
+        return invalid_at(param, path, not_finite_reason(value))
     return invalid_at(param, path, reason(err))
 
 

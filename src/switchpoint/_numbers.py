@@ -31,7 +31,7 @@ from fractions import Fraction
 
 from switchpoint._json import as_float
 from switchpoint._lazy import numpy_if_loaded
-from switchpoint._messages import cut, got, json_quoted, past_floats, plain_number
+from switchpoint._messages import cut, got, json_quoted, past_floats
 from switchpoint.errors import InvalidInputError
 
 
@@ -213,18 +213,6 @@ def negative_text(text: str) -> bool:
 _NOT_FINITE_TEXT = re.compile(r"[-+]?(?:inf(?:inity)?|nan)", re.IGNORECASE)
 #: A number in ASCII digits followed by a unit (``-1d``, ``12 h``): its number, then the unit.
 _NUMBER_AND_UNIT = re.compile(rf"({_NUMBER_TEXT.pattern})\s*[A-Za-z]+")
-
-def not_finite_reason(value: float) -> str:
-    """Why a NaN or an infinity a request or a call holds is refused, after the field that
-    holds it (``body`` for a body that is one): the value shown as every message shows a
-    number (:func:`~switchpoint._messages.plain_number`), so an infinity (``1e999``, as a
-    float reads it) is ``is infinity, too large a number (what 1e400, ...)``, not ``is inf``.
-    """
-    shown = f"is {plain_number(value)}"
-    if not math.isinf(value):
-        shown += ", not a finite number"
-    return f"{shown}; send finite numbers only"
-
 
 #: Why :func:`not_finite_text` text is refused, as a message goes on after the value it quotes.
 NOT_FINITE_TEXT = "is not a finite number (it is NaN or an infinity)"

@@ -243,7 +243,8 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
                    headers={"authorization": f"Bearer {acme}",
                             "content-type": "application/json"}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["param"] == "scores.A", r.text
-    assert r.json()["error"]["message"].startswith("scores.A: must be a finite number"), r.text
+    assert r.json()["error"]["message"].startswith(
+        "scores.A: is NaN, not a finite number; send finite numbers only"), r.text
     # Another tenant's compare id is not found, exactly like an unknown one.
     theirs = post(server, "/v1/router/preferences/score",
                   {"compare_id": cid, "scores": {"A": 0.5}}, key=keys["globex"])

@@ -11,8 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
-from switchpoint._messages import invalid_at, plural
-from switchpoint._numbers import not_finite_reason
+from switchpoint._messages import invalid_at, not_finite_reason, plural
 from switchpoint._progress import ProgressFn
 from switchpoint.errors import InvalidInputError
 

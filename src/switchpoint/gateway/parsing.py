@@ -70,9 +70,10 @@ from switchpoint._messages import (
     key_path,
     listed_keys,
     listed_names,
+    not_finite_reason,
     one_of,
 )
-from switchpoint._numbers import TOO_SMALL, not_finite_reason, numpy_scalar, too_small
+from switchpoint._numbers import TOO_SMALL, numpy_scalar, too_small
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS, check_name_lengths, named_once
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.image_urls import image_url_problem

@@ -39,8 +39,14 @@ from switchpoint._json import (
     too_long,
     unique_keys,
 )
-from switchpoint._messages import entry_param, invalid_at, invalid_from_validation, key_path
-from switchpoint._numbers import not_finite_reason, too_small
+from switchpoint._messages import (
+    entry_param,
+    invalid_at,
+    invalid_from_validation,
+    key_path,
+    not_finite_reason,
+)
+from switchpoint._numbers import too_small
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.parsing import (
     TOO_DEEP,
@@ -167,7 +173,7 @@ def _check_text(raw: bytes, keyed: Collection[str]) -> None:
 
 def _finite_body(raw: bytes) -> None:
     """Raise for a body that is one NaN or infinity (``NaN``, ``1e999``), told as a field
-    holding one is (:func:`~switchpoint._numbers.not_finite_reason`), as the chat gateway's
+    holding one is (:func:`~switchpoint._messages.not_finite_reason`), as the chat gateway's
     reader tells it, not as a body that is no JSON object."""
     try:
         value = float(raw.strip(b" \t\r\n"))
