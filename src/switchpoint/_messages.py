@@ -51,7 +51,10 @@ _BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
 
 
 def key_path(loc: Sequence[int | str], root: str = "config") -> str:
-    out = ""
+    """The path of ``loc`` as a message names it: ``models[0].name``; ``root`` where ``loc``
+    is empty, and before an index that comes first (``body[0]`` of a body that is an array,
+    as a body that is one number is ``body``, not ``[0]``)."""
+    out = root if loc and isinstance(loc[0], int) else ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or root

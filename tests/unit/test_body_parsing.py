@@ -114,6 +114,20 @@ def test_a_body_that_is_a_nan_or_an_infinity_is_told_so_as_a_field_holding_one(
         assert str(caught.value).startswith(f"{field}: {words}"), str(caught.value)
 
 
+@pytest.mark.parametrize(("raw", "path"), [
+    (b"[1e999]", "body[0]"), (b"[1, [NaN]]", "body[1][0]"), (b'[{"a": -1e999}]', "body[0].a")])
+def test_a_body_that_is_an_array_is_named_body_before_the_index_of_what_it_holds(
+        raw: bytes, path: str) -> None:
+    # It was "[0]: is infinity, ...", where a body that is 1e999 is "body: is infinity, ...".
+    with pytest.raises(InvalidInputError) as caught:
+        parse_chat_body(raw)
+    assert caught.value.field == "body"
+    assert str(caught.value).startswith(f"{path}: is "), str(caught.value)
+    assert str(caught.value).endswith("; send finite numbers only"), str(caught.value)
+    # The routing door, of a number no float holds, alike (its param was "0").
+    assert refusal(b"[1, 1e-400]") == ("body", f"body[1]: 1e-400 {TOO_SMALL}")
+
+
 def test_non_finite_numbers_still_reach_the_models_check() -> None:
     for literal in (b"NaN", b"Infinity", b"1e999"):
         field, message = refusal(b'{"embedding": [1, ' + literal + b"]}")

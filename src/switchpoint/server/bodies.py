@@ -193,7 +193,8 @@ def _unheld(raw: bytes, text: str, keyed: Collection[str]) -> InvalidInputError:
         return InvalidInputError("body", unheld_reason(text))
     loc, text = found
     path = key_path(loc, "body")
-    return invalid_at(entry_param(str(loc[0]), path, keyed), path, unheld_reason(text))
+    field = loc[0] if isinstance(loc[0], str) else "body"  # (an index: the body is an array)
+    return invalid_at(entry_param(field, path, keyed), path, unheld_reason(text))
 
 
 #: How the API document describes :func:`no_body`'s refusal, for a route that takes no body.
