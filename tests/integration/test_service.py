@@ -328,8 +328,21 @@ def test_boolean_cost_weight(server: ThreadServer) -> None:
     assert_invalid(post(server, {"prompt": "hi", "cost_weight": True}), "cost_weight")
 
 
-def test_nan_cost_weight(server: ThreadServer) -> None:
-    assert_invalid(post(server, b'{"prompt": "hi", "cost_weight": NaN}'), "cost_weight")
+@pytest.mark.parametrize(("sent", "says"), [
+    (b"NaN", "is NaN, not a finite number"), (b"1e999", f"is {_INFINITY}"),
+    (b"-Infinity", "is -infinity, too large a negative number (what -1e400, or any number "
+                   "below about -1.8e308, reads as)")])
+def test_a_cost_weight_not_finite_is_refused_where_the_body_is_read_as_chat_says_it(
+        server: ThreadServer, sent: bytes, says: str) -> None:
+    """Refused as any number of a body that is not finite, where the body was read with it and
+    the router refused 1e999 later in its own words ("...; it must be at most 10,000")."""
+    body = b'{"prompt": "hi", "cost_weight": ' + sent + b"}"
+    message = assert_invalid(post(server, body), "cost_weight")
+    assert message == f"cost_weight: {says}; send finite numbers only"
+    # The chat route's header is no way around it here: refused, naming the body field.
+    r = httpx.post(server.base + "/v1/route", json={"prompt": "hi"}, timeout=30,
+                   headers={"x-switchpoint-cost-weight": sent.decode()})
+    assert '"cost_weight" in the JSON body' in assert_invalid(r, "x-switchpoint-cost-weight")
 
 
 def test_huge_cost_weight(server: ThreadServer) -> None:

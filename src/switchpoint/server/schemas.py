@@ -43,10 +43,9 @@ def _as_sent(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 #: A JSON number whose range is checked past the body (by the rule it shares with the library),
-#: kept as sent: an integer stays one (never true or a string). A range the body's model
-#: states itself (``ge``, ``le``) quotes the value as sent anyway.
-Number = Annotated[float, Field(strict=True), WrapValidator(_as_sent)]
-#: :data:`Number`, never NaN nor infinite.
+#: kept as sent: an integer stays one (never true or a string); never NaN nor infinite (refused
+#: here in the words every request door uses). A range the body's model states itself (``ge``,
+#: ``le``) quotes the value as sent anyway.
 FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False),
                          WrapValidator(_as_sent)]
 #: The ``?tenant=`` of the routes that take one: a tenant's name (never empty), or all of them.
@@ -85,8 +84,9 @@ class RouteRequest(BaseModel):
         None, min_length=1, max_length=MAX_MODELS,
         description="Restrict candidates to this subset (at most 64 names, as a chat request's "
                     "models). If omitted, all registered models.")
-    # The range is documented here and checked where every λ is, by the decision rule.
-    cost_weight: Number | None = Field(
+    # The range is documented here and checked where every λ is, by the decision rule; a NaN
+    # or an infinity is refused here, as any number of a body is that must be finite.
+    cost_weight: FiniteNumber | None = Field(
         None, description="Override λ for this call. 0.0 = quality-first; 1.0+ = cheap-first.",
         json_schema_extra={"minimum": 0, "maximum": MAX_COST_WEIGHT})
     # The options below mean what the in-process gateway's route() options mean; their ranges
