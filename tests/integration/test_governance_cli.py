@@ -897,8 +897,17 @@ def test_keys_rotate_and_clock_reset_refuse_a_keys_db_not_in_use_and_revoke_neve
         assert db.read_bytes() == before, change  # (nothing written)
     code, out, err = run(["keys", "revoke", old, "--config", config], capsys)
     assert code == 0 and f"revoked key {old}" in out, err
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    # It says so, where the file became the one in use unsaid.
+    assert err == (f"note: {str(db)!r} lacks keys the request log names in requests logged "
+                   "after it was last in use (an older backup, or an empty file, put in "
+                   "place); it is now taken as the keys.db in use (those keys stay unknown: "
+                   "401); to undo, restore the newest backup of keys.db (and revoke the key "
+                   "there again)\n"), err
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config, "--json"],
+                         capsys)
     assert code == 0, err  # (the revocation made it the file in use)
+    code, out, err = run(["keys", "revoke", json.loads(out)["id"], "--config", config], capsys)
+    assert code == 0 and err == "", err  # (the file in use: nothing to note)
 
 
 def test_a_keys_db_whose_time_was_reset_is_not_refused_for_keys_pruned_while_it_ran_ahead(

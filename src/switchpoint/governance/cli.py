@@ -121,7 +121,8 @@ def _checked(store: Any, settings: Any) -> Any:
     ``keys clock --reset`` (keys the later time had expired work again); each would also
     write the file's time, after which it passes for the file in use. ``keys revoke``, which
     only shuts a key out, never is: it is safe on any file, and it is how a revocation made
-    since a backup is made again on it (which makes it the one in use)."""
+    since a backup is made again on it (which makes it the one in use, as it notes:
+    :func:`_taken_in_use_note`)."""
     from functools import partial
 
     from switchpoint.governance.keys import logged_keys
@@ -324,16 +325,45 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _store(settings)  # (never checked for being the file in use: see _checked)
+    store = _store(settings)  # (never refused for not being the file in use: see _checked)
     if store is None:
         raise _no_store(settings, args.id)
+    taken = _taken_in_use_note(store, settings)  # (read before the revocation writes its time)
     with store:
         record = store.revoke(args.id)
+    if taken is not None:
+        print(taken, file=sys.stderr)
     if args.json:
         _print_json(record.to_dict(store.now()))
     else:
         print(f"revoked key {record.id} (tenant {record.tenant})")
     return 0
+
+
+def _taken_in_use_note(store: Any, settings: Any) -> str | None:
+    """What ``keys revoke`` says of a ``store`` (keys.db, not yet open) that the check of the
+    other ``keys`` changes would refuse (:func:`_checked`: not the file last in use, an older
+    backup or an empty file put in place): the revocation goes on, as it must on a backup
+    restored on purpose, and makes it the file in use (its time written, it passes the check
+    from then on), which the note says, with how to undo that. None for the file in use, or
+    where the log cannot be read (the revocation is not held up for it)."""
+    from switchpoint.governance.keys import KEYS_FILENAME, logged_keys
+
+    def logged(**kwargs: Any) -> Sequence[str]:
+        try:
+            return logged_keys(settings.db_path, **kwargs)
+        except StoreError:
+            return []
+
+    try:
+        store.check_in_use(logged, "revoke")
+    except StoreError:
+        return (f"note: {quoted_path(store.path)} lacks keys the request log names in requests "
+                "logged after it was last in use (an older backup, or an empty file, put in "
+                f"place); it is now taken as the {KEYS_FILENAME} in use (those keys stay "
+                f"unknown: 401); to undo, restore the newest backup of {KEYS_FILENAME} (and "
+                "revoke the key there again)")
+    return None
 
 
 def _grace(text: str) -> float:
