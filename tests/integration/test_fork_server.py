@@ -53,6 +53,14 @@ def _descriptors(pid: int, data: Path) -> list[tuple[int, str]]:
     return held
 
 
+def _kinds(pid: int, data: Path) -> tuple[list[str], set[str]]:
+    """The kinds of the process's descriptors outside its data_dir, sorted (one entry each),
+    and the set of its data_dir's files it holds (see :func:`_descriptors`)."""
+    held = [what for _, what in _descriptors(pid, data)]
+    return (sorted(what for what in held if not what.startswith("DATA/")),
+            {what for what in held if what.startswith("DATA/")})
+
+
 def _group_and_session(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2:4]
 
@@ -71,8 +79,12 @@ def test_a_forked_service_holds_what_one_run_by_exec_holds_and_ends_by_a_signal(
         assert forked.proc is not None and real.proc is not None
         assert is_forked(forked.proc) and not is_forked(real.proc)
         assert forked.proc.pid not in (os.getpid(), os.getppid(), real.proc.pid)
-        assert (_descriptors(forked.proc.pid, tmp_path / "forked")
-                == _descriptors(real.proc.pid, tmp_path / "real"))
+        # Every descriptor but the data_dir's files, as many of each kind (a pipe the fork
+        # server leaked shows as one pipe more), and the data_dir's files each held: how many
+        # connections a store holds at a moment differs from run to run (a start's background
+        # read of the decisions open to feedback may still hold its own).
+        assert _kinds(forked.proc.pid, tmp_path / "forked") == _kinds(
+            real.proc.pid, tmp_path / "real")
         assert _group_and_session(forked.proc.pid) == _group_and_session(real.proc.pid)
         forked.proc.send_signal(signal.SIGKILL)
         assert forked.wait_exit(timeout=30)[0] == -signal.SIGKILL
