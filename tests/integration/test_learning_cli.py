@@ -321,6 +321,33 @@ def test_offline_feedback_without_the_config_is_refused_before_it_writes(
     assert _feedback_rows(db) == before + 1
 
 
+def test_offline_feedback_without_the_config_on_a_tenants_decision_says_to_give_it(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A decision of a configured tenant, given the data_dir alone: no config was read, so no
+    tenant is configured; the refusal names --config (it said a reload had taken the tenant
+    out of the configuration, and to restore it), and nothing is written."""
+    monkeypatch.delenv("SWITCHPOINT_CONFIG", raising=False)
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, str(tmp_path / "data")) + "tenants:\n  acme: {}\n",
+                      encoding="utf-8")
+    with Gateway(load_settings(config, environ={}), loader=FACTORY, env=KEYS) as gateway:
+        gateway.start()
+        decision = gateway.route(PROMPT, ["good", "cheap"], tenant="acme")
+    capsys.readouterr()
+    db = tmp_path / "data" / "switchpoint.db"
+    before = _feedback_rows(db)
+    assert main(["feedback", decision.decision_id, "--score", "0.5",
+                 "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert '--config: this decision was made for tenant "acme", and no config was read' in err
+    assert "$SWITCHPOINT_CONFIG" in err and "reload" not in err and "Traceback" not in err, err
+    assert _feedback_rows(db) == before
+    assert main(["feedback", decision.decision_id, "--score", "0.5", "--config",
+                 str(config)]) == 0
+    assert _feedback_rows(db) == before + 1
+
+
 def test_learn_with_nothing_new_to_fold_in_says_why(
         gw_fake: FakeProviderProcess, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -580,12 +580,19 @@ UNREADABLE = ("this decision was made by a policy that read the prompt another w
               "model and does not teach routing")
 
 
-def check_configured(settings: Settings, tenant: str) -> None:
+def check_configured(settings: Settings, tenant: str, config_read: bool = True) -> None:
     """409 when ``tenant`` (a decision's own) is no longer in the configuration (a reload
     removed it): its keys are turned away, and an outcome would teach a tenant that no longer
-    routes; the deployment's own traffic (:data:`DEFAULT_TENANT`) is always there."""
+    routes; the deployment's own traffic (:data:`DEFAULT_TENANT`) is always there. Read from
+    no config (``config_read=False``, see :func:`check_listed`), no tenant is configured: the
+    refusal says to give the config the decision was served under."""
     if tenant == DEFAULT_TENANT or tenant in settings.tenants:
         return
+    if not config_read:
+        raise InvalidInputError("config", (
+            f"this decision was made for tenant {json_quoted(tenant)}, and no config was read, "
+            "so no tenant is configured and its outcome would teach nothing; give the config "
+            "the decision was served under; nothing was kept"))
     known = listed_names(settings.tenants, quoted=True) or "none"
     raise ConflictError(f"decision_id: this decision was made for tenant {json_quoted(tenant)}, "
                         f"which is no longer in the configuration (tenants: {known}), so its "
@@ -1409,7 +1416,7 @@ class GatewayLearning:
                 found = self._find(learning, decision_id) if learning is not None else None
                 if found is not None and (scope is None or found[1].tenant == scope):
                     owner, entry = found
-                    check_configured(live.settings, entry.tenant)
+                    check_configured(live.settings, entry.tenant, config_read)
                     self.log.flush()  # the outcomes before this one, even a moment ago
                     assert learning is not None
                     self._take_up_decision(learning, owner, decision_id, entry.tenant)
@@ -1463,7 +1470,7 @@ class GatewayLearning:
                 if stored is not None and (scope is None or stored[0].tenant == scope):
                     # Made by a policy the live one cannot read it for (vectors against text).
                     entry = stored[0]
-                    check_configured(live.settings, entry.tenant)
+                    check_configured(live.settings, entry.tenant, config_read)
                     answer = self._answer(decision_id)
                     served = model if isinstance(model, str) else (
                         answer[0] if answer is not None and answer[0] is not None
@@ -1499,7 +1506,7 @@ class GatewayLearning:
                                        tenant=tenant, key_id=key_id, comment=comment,
                                        cost=cost, teachable=teachable, config_read=config_read)
                 assert owner_tenant is not None
-                check_configured(live.settings, owner_tenant)
+                check_configured(live.settings, owner_tenant, config_read)
                 served = model if isinstance(model, str) else request["model"]
                 if served is None:
                     raise InvalidInputError("model", NO_ANSWER)
