@@ -35,6 +35,21 @@ DATASETS = {
 }
 
 
+def source_trees(specs: list[str]) -> dict[str, str]:
+    """Source trees to measure side by side, each given as ``LABEL=DIR`` (DIR: a src folder
+    holding the switchpoint package; ``.``: this checkout's): their folders by label."""
+    trees: dict[str, str] = {}
+    for spec in specs:
+        label, sep, src = spec.partition("=")
+        if not sep or not label or not src:
+            raise SystemExit(f"{spec!r}: give each tree as LABEL=DIR (DIR: its src folder)")
+        path = ROOT / "src" if src == "." else Path(src).resolve()
+        if not (path / "switchpoint" / "__init__.py").is_file():
+            raise SystemExit(f"{spec!r}: {path} holds no switchpoint package")
+        trees[label] = str(path)
+    return trees
+
+
 def dataset_records(name: str) -> RecordSet:
     """The records of ``DATASETS[name]``; when the file is missing, exit saying where the
     benchmarks look for the full record sets and how to point them elsewhere."""

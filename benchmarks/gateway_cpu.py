@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import ROOT
+from _common import ROOT, source_trees
 from gateway import Prompts, Server, measured_load, start_switchpoint
 from gateway import load as run_load
 from service import bench_ports, pick_prompts
@@ -39,19 +39,6 @@ from tests.fakes.fake_provider import FakeProviderProcess
 WARM = 200  # requests per server and mode before the rounds
 
 
-def _trees(specs: list[str]) -> dict[str, str]:
-    trees: dict[str, str] = {}
-    for spec in specs:
-        label, sep, src = spec.partition("=")
-        if not sep or not label or not src:
-            raise SystemExit(f"{spec!r}: give each tree as LABEL=DIR (DIR: its src folder)")
-        path = ROOT / "src" if src == "." else Path(src).resolve()
-        if not (path / "switchpoint" / "__init__.py").is_file():
-            raise SystemExit(f"{spec!r}: {path} holds no switchpoint package")
-        trees[label] = str(path)
-    return trees
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("trees", nargs="+", help="LABEL=DIR, DIR a source tree's src folder")
@@ -60,7 +47,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--modes", default="plain,stream")
     args = parser.parse_args()
-    trees = _trees(args.trees)
+    trees = source_trees(args.trees)
     modes = [m.strip() == "stream" for m in args.modes.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="switchpoint-gateway-cpu-"))
     fake = FakeProviderProcess(lean=True, ports=bench_ports()).start()

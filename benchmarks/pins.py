@@ -25,20 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _trees(specs: list[str]) -> dict[str, str]:
-    trees: dict[str, str] = {}
-    for spec in specs:
-        label, sep, src = spec.partition("=")
-        if not sep or not label or not src:
-            raise SystemExit(f"{spec!r}: give each tree as LABEL=DIR (DIR: its src folder)")
-        path = ROOT / "src" if src == "." else Path(src).resolve()
-        if not (path / "switchpoint" / "__init__.py").is_file():
-            raise SystemExit(f"{spec!r}: {path} holds no switchpoint package")
-        trees[label] = str(path)
-    return trees
+from _common import source_trees
 
 
 def _make(path: Path, pins: int) -> None:
@@ -97,7 +84,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(_child(args.child, args.gets, args.memory)))
         return
-    trees = _trees(args.trees or ["now=."])
+    trees = source_trees(args.trees or ["now=."])
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "sessions.db"
         _make(db, args.pins)

@@ -815,6 +815,17 @@ def test_a_start_with_keys_beside_a_log_naming_keys_of_a_missing_keys_db_is_refu
     assert not (data / "keys.db").exists() and not (data / "sessions.db").exists()
 
 
+def _backup_taken(db: Path, backup: Path, seconds_ago: float) -> Path:
+    """A copy of keys.db ``db`` at ``backup`` as if taken ``seconds_ago``: its latest time
+    then."""
+    with sqlite3.connect(db) as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+        dst.execute("UPDATE clock SET latest = ?", (time.time() - seconds_ago,))
+    src.close()
+    dst.close()
+    return backup
+
+
 def test_a_keys_db_that_lacks_keys_the_log_names_since_it_was_in_use_is_refused(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An empty keys.db put in place, or an older backup restored, while the log names keys
@@ -826,12 +837,7 @@ def test_a_keys_db_that_lacks_keys_the_log_names_since_it_was_in_use_is_refused(
     data = config.parent / "data"
     with KeyStore.in_dir(data) as keys:
         keys.create(KeySpec(tenant="acme"))
-    backup = config.parent / "backup.db"
-    with sqlite3.connect(data / "keys.db") as src, sqlite3.connect(backup) as dst:
-        src.backup(dst)
-        dst.execute("UPDATE clock SET latest = ?", (time.time() - 2 * 86400,))  # (taken then)
-    src.close()
-    dst.close()
+    backup = _backup_taken(data / "keys.db", config.parent / "backup.db", 2 * 86400)
     key_id = seed(config)  # (a key made since, its requests logged a minute ago)
     db = data / "keys.db"
     db.write_bytes(b"")  # (an empty file in its place)
@@ -879,12 +885,7 @@ def test_keys_rotate_and_clock_reset_refuse_a_keys_db_not_in_use_and_revoke_neve
     db = data / "keys.db"
     with KeyStore.in_dir(data) as keys:
         old = keys.create(KeySpec(tenant="acme")).record.id
-    backup = config.parent / "backup.db"
-    with sqlite3.connect(db) as src, sqlite3.connect(backup) as dst:
-        src.backup(dst)
-        dst.execute("UPDATE clock SET latest = ?", (time.time() - 2 * 86400,))  # (taken then)
-    src.close()
-    dst.close()
+    backup = _backup_taken(db, config.parent / "backup.db", 2 * 86400)
     key_id = seed(config)  # (a key made since, its requests logged a minute ago)
     os.replace(backup, db)
     before = db.read_bytes()
@@ -952,12 +953,7 @@ def test_a_backup_taken_minutes_before_a_key_was_made_and_used_is_refused(
     db = data / "keys.db"
     with KeyStore.in_dir(data) as keys:
         keys.create(KeySpec(tenant="acme"))
-    backup = config.parent / "backup.db"
-    with sqlite3.connect(db) as src, sqlite3.connect(backup) as dst:
-        src.backup(dst)
-        dst.execute("UPDATE clock SET latest = ?", (time.time() - 1200,))  # (taken then)
-    src.close()
-    dst.close()
+    backup = _backup_taken(db, config.parent / "backup.db", 1200)
     with KeyStore.in_dir(data) as keys:
         since = keys.create(KeySpec(tenant="acme")).record.id
     with SQLiteStore(data / "switchpoint.db") as store:
@@ -1022,12 +1018,7 @@ def test_prune_beside_a_keys_db_lacking_keys_the_log_names_prunes_the_log_not_th
     db = data / "keys.db"
     with KeyStore.in_dir(data) as keys:
         keys.create(KeySpec(tenant="acme"))
-    backup = config.parent / "backup.db"
-    with sqlite3.connect(db) as src, sqlite3.connect(backup) as dst:
-        src.backup(dst)
-        dst.execute("UPDATE clock SET latest = ?", (time.time() - 2 * 86400,))  # (taken then)
-    src.close()
-    dst.close()
+    backup = _backup_taken(db, config.parent / "backup.db", 2 * 86400)
     key_id = seed(config)  # (a key made since, its requests logged a minute ago)
     for wrong, when in [(b"", "while it was never in use (it is empty)"),
                         (backup.read_bytes(), "after the latest time it was in use (")]:
