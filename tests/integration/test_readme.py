@@ -1,8 +1,16 @@
-"""README.md's examples, run as a newcomer runs them.
+"""The examples of README.md and of the pages of ``docs/``, run as a newcomer runs them.
 
-Conventions (README authors: keep to them):
+The pages run after README.md, in the order ``docs/README.md`` (the index) links them, which is
+the order the text was written in: a page's blocks may use what an earlier page's blocks wrote
+(the quick tour makes ``tmp/``, which the later pages write into) and the state of the one
+service they all call. Every page of ``docs/`` must be in the index. The deployment guide's
+blocks are not run here: they administer a host (root, docker, systemd), and
+``tests/integration/test_backup_restore.py`` runs its backup; its config examples and command
+lines are checked as the others' are.
 
-- Every fenced ```sh block runs, in the order of the file, in its own ``bash -e -o pipefail``,
+Conventions (authors of README.md and docs/: keep to them):
+
+- Every fenced ```sh block runs, in the order of the files, in its own ``bash -e -o pipefail``,
   so any failing command fails the block. Every ```python block runs the same way with the
   project's Python. The working directory is a scratch folder that stands in for a fresh clone's
   root: it holds a copy of ``tests/data`` and a link to ``.venv``, and ``.venv/bin`` is first on
@@ -17,7 +25,7 @@ Conventions (README authors: keep to them):
 - ```yaml blocks are config examples: each must load as a valid switchpoint config. One whose
   introducing line says "these are the defaults" shows only defaults: each value it sets must
   be the one a config that leaves the key out gets.
-- The service's route table (under *The service*) names every route as ``METHOD /path`` in its
+- The service's route table (``docs/service.md``) names every route as ``METHOD /path`` in its
   first column: it must list the routes of the API document the service serves, all of them.
 - A command shown as ``switchpoint SUBCOMMAND ... --option`` must be a subcommand the command
   line has, and each option one that subcommand takes.
@@ -50,12 +58,16 @@ from tests.integration.servers import ProcessServer, thread_server
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+INDEX = DOCS / "README.md"
+SERVICE_PAGE = DOCS / "service.md"
+NOT_RUN = {"docs/deployment.md"}  # its blocks administer a host: see the docstring
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*(?:\((?P<reason>[^)]*)\))?\s*-->")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*$")
 SERVICE = re.compile(r"(?:127\.0\.0\.1|localhost):8080\b")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BLOCK_TIMEOUT_S = 120
-MAX_SKIPS = 6
+MAX_SKIPS = 7  # in all the files run; README.md's own gateway call is the seventh
 
 # Cheap checks that a block's output looks right: (text in the block, text its stdout must hold).
 EXPECTED_OUTPUT = [
@@ -74,6 +86,8 @@ EXPECTED_OUTPUT = [
     ("--success --url", "replaced an earlier outcome"),
     ("hashlib.sha256(sys.argv[1]", '"kind":"decision","teaches_routing":true'),
     ("switchpoint learn --export tmp/learned-weights", "'events': 2"),
+    ('.route("Prove the square root of 2 is irrational.").explain()', "Model selected:"),
+    ('irrational.", "cost_weight": 0.5}', '"selected_model"'),
 ]
 
 
@@ -84,12 +98,42 @@ class Block:
     line: int  # of the opening fence, 1-based
     skip_reason: str | None
     intro: str = ""  # the last non-blank line before the block, outside any block
+    source: str = "README.md"  # the file, relative to the repository's root
 
     def __str__(self) -> str:
-        return f"README.md line {self.line} ({self.lang})"
+        return f"{self.source} line {self.line} ({self.lang})"
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}:{self.line}"
 
 
-def readme_blocks(text: str) -> list[Block]:
+def doc_files() -> list[Path]:
+    """README.md, then the pages of docs/ in the order the index links them (each once), then
+    any page the index leaves out (which test_every_page_is_in_the_index refuses)."""
+    linked = re.findall(r"\]\(([\w-]+\.md)\)", INDEX.read_text(encoding="utf-8"))
+    pages = [DOCS / name for name in dict.fromkeys(linked) if name != "README.md"]
+    rest = sorted(p for p in DOCS.glob("*.md") if p != INDEX and p not in pages)
+    return [README, *pages, *rest]
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def doc_blocks(run_only: bool = False) -> list[Block]:
+    """The blocks of every file of :func:`doc_files`, in order; ``run_only``: of the files
+    whose blocks run here."""
+    return [block for path in doc_files() if not (run_only and relative(path) in NOT_RUN)
+            for block in readme_blocks(path.read_text(encoding="utf-8"), relative(path))]
+
+
+def doc_texts() -> str:
+    """Every file of :func:`doc_files`, one after another."""
+    return "\n".join(path.read_text(encoding="utf-8") for path in doc_files())
+
+
+def readme_blocks(text: str, source: str = "README.md") -> list[Block]:
     """Every fenced block, with its language and the skip marker's reason (if any)."""
     blocks: list[Block] = []
     lines = text.splitlines()
@@ -113,10 +157,10 @@ def readme_blocks(text: str) -> list[Block]:
         if marker is not None:
             reason = (marker.group("reason") or "").strip()
             if not reason:
-                raise AssertionError(f"README.md line {start}: a readme-test skip marker needs a "
+                raise AssertionError(f"{source} line {start}: a readme-test skip marker needs a "
                                      "reason, e.g. <!-- readme-test: skip (needs an API key) -->")
         blocks.append(Block(opening.group("lang"), "\n".join(body) + "\n", start + 1, reason,
-                            previous))
+                            previous, source))
         previous = ""
         i += 1
     return blocks
@@ -131,7 +175,7 @@ def git_status() -> str | None:
 
 
 def make_scratch(folder: Path) -> Path:
-    """A folder standing in for a fresh clone's root, as far as the README's blocks go."""
+    """A folder standing in for a fresh clone's root, as far as the docs' blocks go."""
     root = folder / "switchpoint"
     shutil.copytree(ROOT / "tests" / "data", root / "tests" / "data")
     (root / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
@@ -178,7 +222,8 @@ def run_block(block: Block, cwd: Path, env: dict[str, str], service: _Service,
     code = block.code
     if SERVICE.search(code):
         code = SERVICE.sub(lambda m: m.group(0).replace("8080", str(service.port())), code)
-    script = scripts / f"block-{block.line}.{'py' if block.lang == 'python' else 'sh'}"
+    name = f"{block.source.replace('/', '-').removesuffix('.md')}-{block.line}"
+    script = scripts / f"block-{name}.{'py' if block.lang == 'python' else 'sh'}"
     script.write_text(code, encoding="utf-8")
     argv = ([sys.executable, str(script)] if block.lang == "python"
             else ["bash", "-e", "-o", "pipefail", str(script)])
@@ -188,33 +233,33 @@ def run_block(block: Block, cwd: Path, env: dict[str, str], service: _Service,
 
 @dataclass(frozen=True)
 class Ran:
-    """What a run of the README's blocks left: each block run's line, status, stdout and
-    stderr, in order, to the first that failed; the repository's status before and after; and
+    """What a run of the docs' blocks left: each block run's key (file:line), status, stdout
+    and stderr, in order, to the first that failed; the repository's status before and after; and
     the scratch folder the blocks ran in."""
 
-    blocks: list[tuple[int, int, str, str]]
+    blocks: list[tuple[str, int, str, str]]
     git_before: str | None
     git_after: str | None
     scratch: Path
 
 
 def run_readme(folder: Path) -> None:
-    """Run the README's runnable blocks as the test describes, in ``folder``; what they did
-    goes to ``folder/ran.json`` (see :class:`Ran`). A head start (tests/head_start.py): its
-    blocks embed, fit and serve for seconds on the CPU."""
-    runnable = [b for b in readme_blocks(README.read_text(encoding="utf-8"))
+    """Run the runnable blocks of README.md and docs/ as the test describes, in ``folder``;
+    what they did goes to ``folder/ran.json`` (see :class:`Ran`). A head start
+    (tests/head_start.py): its blocks embed, fit and serve for seconds on the CPU."""
+    runnable = [b for b in doc_blocks(run_only=True)
                 if b.lang in ("sh", "python") and b.skip_reason is None]
     scratch = make_scratch(folder)
     scripts = folder / "blocks"
     scripts.mkdir()
     env = block_env()
     before = git_status()
-    ran: list[tuple[int, int, str, str]] = []
+    ran: list[tuple[str, int, str, str]] = []
     service = _Service(scratch / "tmp" / "service-data")
     try:
         for block in runnable:
             proc = run_block(block, scratch, env, service, scripts)
-            ran.append((block.line, proc.returncode, proc.stdout, proc.stderr))
+            ran.append((block.key, proc.returncode, proc.stdout, proc.stderr))
             if proc.returncode != 0:
                 break
     finally:
@@ -234,34 +279,34 @@ def ran_of(head_start: HeadStart) -> Ran:
     done = head_start.result(timeout=BLOCK_TIMEOUT_S * 10)
     assert done.returncode == 0, done.stderr  # (a block's own failure is in ran.json)
     data = json.loads((head_start.workdir / "ran.json").read_text(encoding="utf-8"))
-    return Ran([(line, code, out, err) for line, code, out, err in data["blocks"]],
+    return Ran([(key, code, out, err) for key, code, out, err in data["blocks"]],
                data["git_before"], data["git_after"], Path(data["scratch"]))
 
 
 @pytest.mark.head_start.with_args(readme_run)
 def test_readme_blocks_run_as_written(head_start: HeadStart) -> None:
-    blocks = readme_blocks(README.read_text(encoding="utf-8"))
+    blocks = doc_blocks(run_only=True)
     runnable = [b for b in blocks if b.lang in ("sh", "python") and b.skip_reason is None]
     skipped = [b for b in blocks if b.skip_reason is not None]
     assert len(skipped) <= MAX_SKIPS, f"skip markers are for exceptions: {skipped}"
     ran = ran_of(head_start)
     scratch = ran.scratch
-    by_line = {b.line: b for b in runnable}
-    outputs: dict[int, str] = {}
-    for line, code, stdout, stderr in ran.blocks:
-        block = by_line[line]
+    by_key = {b.key: b for b in runnable}
+    outputs: dict[str, str] = {}
+    for key, code, stdout, stderr in ran.blocks:
+        block = by_key[key]
         assert code == 0, (
             f"{block} exited with {code}\n--- block ---\n{block.code}"
             f"--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
         assert "Traceback" not in stderr, f"{block}:\n{stderr}"
-        outputs[line] = stdout
-    assert [line for line, *_ in ran.blocks] == [b.line for b in runnable]  # every one ran
+        outputs[key] = stdout
+    assert [key for key, *_ in ran.blocks] == [b.key for b in runnable]  # every one ran
     for needle, expected in EXPECTED_OUTPUT:
         owners = [b for b in runnable if needle in b.code]
-        assert owners, f"no README block contains {needle!r} any more; update EXPECTED_OUTPUT"
+        assert owners, f"no block of the docs contains {needle!r} any more; update EXPECTED_OUTPUT"
         for block in owners:
-            assert expected in outputs[block.line], (
-                f"{block}: expected {expected!r} in its output\n{outputs[block.line]}")
+            assert expected in outputs[block.key], (
+                f"{block}: expected {expected!r} in its output\n{outputs[block.key]}")
     # What the tour wrote, where it said it would.
     tmp = scratch / "tmp"
     decisions = (tmp / "decisions.jsonl").read_text(encoding="utf-8").splitlines()
@@ -270,14 +315,23 @@ def test_readme_blocks_run_as_written(head_start: HeadStart) -> None:
     models = load_weights(tmp / "weights").models
     assert "my-model" in models and "claude-v1" not in models
     assert sorted(p.name for p in scratch.iterdir()) == [".venv", "tests", "tmp"]
-    assert ran.git_after == ran.git_before, "running the README's blocks changed the repository"
+    assert ran.git_after == ran.git_before, "running the docs' blocks changed the repository"
+
+
+def test_every_page_is_in_the_index() -> None:
+    """A page the index leaves out is found by no reader, and its blocks would run out of
+    order."""
+    linked = set(re.findall(r"\]\(([\w-]+\.md)\)", INDEX.read_text(encoding="utf-8")))
+    pages = {p.name for p in DOCS.glob("*.md")} - {"README.md"}
+    assert sorted(pages - linked) == [], "docs/README.md does not link these pages"
+    assert sorted(linked - pages) == [], "docs/README.md links pages that do not exist"
 
 
 def test_readme_yaml_blocks_are_valid_configs(tmp_path: Path) -> None:
-    blocks = [b for b in readme_blocks(README.read_text(encoding="utf-8")) if b.lang == "yaml"]
-    assert blocks, "the README shows no config example"
+    blocks = [b for b in doc_blocks() if b.lang == "yaml"]
+    assert blocks, "the docs show no config example"
     for block in blocks:
-        path = tmp_path / f"config-{block.line}.yaml"
+        path = tmp_path / f"config-{block.key.replace('/', '-').replace(':', '-')}.yaml"
         path.write_text(block.code, encoding="utf-8")
         # A config that guards the admin routes reads the token from the environment.
         settings = load_settings(path, environ={"SWITCHPOINT_ADMIN_TOKEN": "t" * 32})
@@ -293,7 +347,7 @@ def test_skip_marker_without_a_reason_is_refused() -> None:
 
 
 def _differences(shown: object, default: object, path: str) -> list[str]:
-    """Where ``shown`` (a README config's values) differs from ``default`` (the settings a
+    """Where ``shown`` (a config example's values) differs from ``default`` (the settings a
     config that leaves every key out gets, as a dict)."""
     if isinstance(shown, dict):
         if not isinstance(default, dict):
@@ -305,9 +359,8 @@ def _differences(shown: object, default: object, path: str) -> list[str]:
 
 
 def test_readme_defaults_are_the_defaults() -> None:
-    blocks = [b for b in readme_blocks(README.read_text(encoding="utf-8"))
-              if b.lang == "yaml" and "these are the defaults" in b.intro]
-    assert len(blocks) >= 2, "the README no longer shows the gateway's defaults and the limits"
+    blocks = [b for b in doc_blocks() if b.lang == "yaml" and "these are the defaults" in b.intro]
+    assert len(blocks) >= 2, "the docs no longer show the gateway's defaults and the limits"
     defaults = Settings().model_dump()
     for block in blocks:
         shown = yaml.safe_load(block.code)
@@ -319,9 +372,9 @@ ROUTE = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`?\s]*)(?:\?[^`]*)?`")
 
 
 def readme_routes(text: str) -> set[tuple[str, str]]:
-    """The routes the table under *The service* lists, as (method, path with every path
-    parameter written {})."""
-    section = text.split("\n## The service\n", 1)[1].split("\n## ", 1)[0]
+    """The routes the table of ``docs/service.md`` (``text``) lists, under its title *The
+    service*, as (method, path with every path parameter written {})."""
+    section = text.split("# The service\n", 1)[1].split("\n# ", 1)[0]
     routes = set()
     for row in section.splitlines():
         if row.startswith("| `"):
@@ -331,7 +384,7 @@ def readme_routes(text: str) -> set[tuple[str, str]]:
 
 
 def test_readme_route_table_lists_the_service_routes(tmp_path: Path) -> None:
-    listed = readme_routes(README.read_text(encoding="utf-8"))
+    listed = readme_routes(SERVICE_PAGE.read_text(encoding="utf-8"))
     settings = load_settings(None, overrides={"data_dir": str(tmp_path / "data")}, environ={})
     with thread_server(create_app(settings), ready=False) as server:
         r = httpx.get(f"{server.base}/openapi.json", timeout=30)
@@ -339,8 +392,8 @@ def test_readme_route_table_lists_the_service_routes(tmp_path: Path) -> None:
     served = {(method.upper(), re.sub(r"\{[^}]*\}", "{}", path))
               for path, operations in r.json()["paths"].items() for method in operations}
     served.add(("GET", "/openapi.json"))  # the document itself, which it does not list
-    assert sorted(listed - served) == [], "the README's route table lists routes not served"
-    assert sorted(served - listed) == [], "routes the README's route table leaves out"
+    assert sorted(listed - served) == [], "docs/service.md's route table lists routes not served"
+    assert sorted(served - listed) == [], "routes docs/service.md's route table leaves out"
 
 
 SUBCOMMAND = re.compile(r"^\s*(?:\$\s+)?switchpoint\s+([a-z][a-z-]*)(.*)")
@@ -358,7 +411,7 @@ def _options(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def readme_commands(text: str) -> list[tuple[str, str]]:
-    """Each command line the README shows that starts ``switchpoint SUBCOMMAND`` (an inline
+    """Each command line ``text`` shows that starts ``switchpoint SUBCOMMAND`` (an inline
     code span, a line of a fenced or an indented block), as (subcommand, the rest of it, up to
     where a comment, a pipe or another command takes over)."""
     parts = re.split(r"^```.*$", text, flags=re.MULTILINE)
@@ -388,7 +441,7 @@ def readme_commands(text: str) -> list[tuple[str, str]]:
 def test_readme_commands_are_the_command_line() -> None:
     parser = build_parser()
     [subcommands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    commands = readme_commands(README.read_text(encoding="utf-8"))
+    commands = readme_commands(doc_texts())
     assert len(commands) > 30, commands
     wrong = []
     for name, rest in commands:
@@ -402,7 +455,7 @@ def test_readme_commands_are_the_command_line() -> None:
 
 
 
-# Error messages the README quotes whole, each beside a command that gives it: (how the quote
+# Error messages the docs quote whole, each beside a command that gives it: (how the quote
 # begins, the command's arguments; {bad_config} is a config whose first model has a negative
 # price).
 QUOTED_ERRORS = [
@@ -418,12 +471,12 @@ def readme_quote(text: str, start: str) -> str:
     parts = re.split(r"^```.*$", text, flags=re.MULTILINE)[::2]  # (the prose between blocks)
     spans = [" ".join(span.split()) for part in parts for span in re.findall(r"`([^`]+)`", part)]
     found = [span for span in spans if span.startswith(start)]
-    assert len(found) == 1, f"README.md quotes {start!r} {len(found)} times; update QUOTED_ERRORS"
+    assert len(found) == 1, f"the docs quote {start!r} {len(found)} times; update QUOTED_ERRORS"
     return found[0]
 
 
 def test_readme_quoted_errors_are_what_the_commands_say(tmp_path: Path) -> None:
-    text = README.read_text(encoding="utf-8")
+    text = doc_texts()
     bad_config = tmp_path / "bad.yaml"
     bad_config.write_text("models:\n  - {name: a, profile: claude-v1, input_per_mtok: -1, "
                           "output_per_mtok: 1}\n", encoding="utf-8")
@@ -435,7 +488,7 @@ def test_readme_quoted_errors_are_what_the_commands_say(tmp_path: Path) -> None:
                               text=True, timeout=BLOCK_TIMEOUT_S, check=False)
         said = " ".join(proc.stderr.split())
         assert proc.returncode == 2, (argv, proc.returncode, proc.stderr)
-        assert quote in said, f"README.md quotes {quote!r}; {args[0]} says {said!r}"
+        assert quote in said, f"the docs quote {quote!r}; {args[0]} says {said!r}"
     assert not (tmp_path / "data").exists()  # (a start refused for its config makes no state)
 
 

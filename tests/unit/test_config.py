@@ -803,9 +803,10 @@ def test_a_start_reads_each_package_policies_lists_once(
     assert Counter(reads) == {None: 1, mine: 2, other: 2}
 
 
-def test_the_readme_config_example_loads_and_routes(tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+def test_the_configuration_page_example_loads_and_routes(tmp_path: Path) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text(
+        encoding="utf-8")
+    block = page.split("```yaml\n", 1)[1].split("```", 1)[0]
     settings = load_settings(write(tmp_path, block), environ={})
     assert settings.catalog() is not None
     router = RouterFactory()(settings)
@@ -1242,8 +1243,8 @@ def test_a_mark_line_ends_and_a_version_directive_are_read_alike_by_either_parse
 
 def test_a_question_mark_in_a_flow_value_is_read_alike_by_either_parser(
         tmp_path: Path, yaml_parser: str) -> None:
-    """A URL's query in a model written in flow style, as README writes models: libyaml read
-    it, and the pure-Python loader ended the value at its ? and refused the file."""
+    """A URL's query in a model written in flow style, as docs/configuration.md writes models:
+    libyaml read it, and the pure-Python loader ended the value at its ? and refused the file."""
     url = "http://127.0.0.1:8080/v1?api-version=2024-06-01"
     text = (f"models:\n  - {{name: azure, provider: openai-compatible, base_url: {url}, "
             "input_per_mtok: 1, output_per_mtok: 1}\n")
