@@ -59,8 +59,8 @@ def dataset_records(name: str) -> RecordSet:
         raise SystemExit(
             f"{Path(sys.argv[0]).name}: {path} not found. The benchmarks read the full record "
             f"sets ({names}) from the folder $SWITCHPOINT_DATA names (default ../shared/data "
-            "beside the repository): set SWITCHPOINT_DATA to the folder that holds them (README, "
-            "'Where routing records come from', shows how to make them)")
+            "beside the repository): set SWITCHPOINT_DATA to the folder that holds them "
+            "(docs/file-formats.md, 'Where routing records come from', shows how to make them)")
     return load_records(path)
 
 

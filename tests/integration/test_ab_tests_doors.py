@@ -1,6 +1,6 @@
 """Who may create, end, promote and read experiments over HTTP: with ``auth: keys`` and an
 admin token, the admin token alone (a client key is a 401 and nothing changes); with no admin
-token, anyone who reaches the loopback port, as README says."""
+token, anyone who reaches the loopback port, as docs/service.md says."""
 
 from __future__ import annotations
 

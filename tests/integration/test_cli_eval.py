@@ -290,7 +290,7 @@ def test_eval_real_routerbench_end_to_end(shared_data: Path, head_start: HeadSta
     lines = proc.stdout.splitlines()
     assert "(2205 prompts)" in lines[0] and "(943 prompts)" in lines[0]
     zero = next(line for line in lines if line.startswith("zero router"))
-    assert zero.split()[6] == "0.823"  # the README's zero-router AIQ
+    assert zero.split()[6] == "0.823"  # the zero-router AIQ docs/figures.md quotes
     cluster = next(line for line in lines if line.startswith("cluster "))
     assert float(cluster.split()[1]) > 0.823  # the learned router beats the zero router
     assert (head_start.workdir / "x.png").read_bytes().startswith(PNG_SIGNATURE)

@@ -252,9 +252,9 @@ def test_a_key_given_a_date_works_through_that_whole_day(
         store.close()
 
 
-def test_expires_takes_epoch_seconds_as_the_readme_says(
+def test_expires_takes_epoch_seconds_as_the_keys_page_says(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # `--expires 1830000000` was refused as "not a date", though the README (and the HTTP
+    # `--expires 1830000000` was refused as "not a date", though docs/keys-budgets.md (and the HTTP
     # API, given a JSON number) take epoch seconds.
     at = int(time.time()) + 7 * 86400
     code, out, err = run(["keys", "create", "--tenant", "acme", "--expires", str(at),

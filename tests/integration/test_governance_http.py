@@ -1885,8 +1885,8 @@ def test_a_routing_request_refused_after_it_is_counted_costs_one_of_the_minutes_
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     """A routing request refused before it is counted (a model its key may not use) costs
     none of the key's requests per minute; one refused once counted (none of its models has
-    the capability escalation asks for: the router finds that out) costs one, as README
-    says."""
+    the capability escalation asks for: the router finds that out) costs one, as
+    docs/keys-budgets.md says."""
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake, str(tmp_path / "data")) + GOVERNANCE
                       + "escalation: {capability: vision}\n", encoding="utf-8")

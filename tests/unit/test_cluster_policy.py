@@ -164,8 +164,9 @@ def test_repeated_prompts_make_no_more_clusters_than_distinct_embeddings() -> No
 
 
 def test_prompts_the_default_embedder_reads_alike_count_once(minilm: Any) -> None:
-    """As README says: prompts that differ only in letter case or spacing, or that end in the
-    same 64 word pieces the default embedder reads, are one embedding, so one cluster."""
+    """As docs/how-it-decides.md says: prompts that differ only in letter case or spacing, or
+    that end in the same 64 word pieces the default embedder reads, are one embedding, so one
+    cluster."""
     tail = " ".join(["the rest of this question says nothing new"] * 12)  # (past 64 pieces)
     spellings = [["What is 2 + 2?", "what is 2 + 2?", "WHAT  is 2 +  2?"],
                  ["Write a haiku about rain.", "write a HAIKU about rain.",

@@ -1,6 +1,6 @@
 """The public classes say what they return: no public method or property of ``Router`` or
 ``Gateway`` is annotated ``Any``, so ``mypy --strict`` checks code built on them (such as
-``gateway.router.route_and_execute(...)``, as the README calls it)."""
+``gateway.router.route_and_execute(...)``, as docs/library.md calls it)."""
 
 from __future__ import annotations
 

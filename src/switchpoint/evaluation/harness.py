@@ -436,7 +436,7 @@ def _missing_split(source: str, data: RecordSet, split: str, role: str,
     else:
         fix = ('no record has a "split" field; give each record one, such as "train" or '
                '"test" (a hash of the prompt keeps repeated prompts on one side, as the '
-               "README's conversion of RouterBench does)")
+               "conversion of RouterBench in docs/file-formats.md does)")
     return RecordsError(source, None, f"no records in split {json_quoted(split)}, which eval "
                                       f"would {role}; {fix}")
 

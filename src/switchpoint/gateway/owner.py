@@ -13,8 +13,8 @@ The lock is per opening: two gateways in one process exclude each other too. The
 system releases it when its process exits, however it exits, so a crashed service never blocks
 its restart. What only reads or learns offline (``switchpoint keys``, ``feedback``, ``learn``,
 ``report``, ``prune``, and a gateway built with ``serves_chat=False``) takes no lock: it works
-beside a running service, as the README says (its store leaves the spill file to the service,
-see :meth:`~switchpoint.store.SQLiteStore.open`, and ``prune`` its feedback log, see
+beside a running service, as docs/deployment.md says (its store leaves the spill file to the
+service, see :meth:`~switchpoint.store.SQLiteStore.open`, and ``prune`` its feedback log, see
 :mod:`switchpoint.store.retention`). ``switchpoint experiments end``, ``models unregister`` and
 ``keys clock --reset`` take the lock while they write, and are refused while a service holds
 it: it keeps in memory what they change (see :func:`lock_while_stopped`).
