@@ -1,15 +1,20 @@
 """Shared helpers for the benchmark scripts: where the records live, cached embeddings,
-validation parts of a train split, test AIQ with the router's decision rule."""
+validation parts of a train split, test AIQ with the router's decision rule, and how a call is
+timed and repeated timings are summed up."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -33,6 +38,64 @@ DATASETS = {
     "routerbench-3task": DATA / "routerbench-3task.jsonl",
     "llmrouter-14task": DATA / "llmrouter-14task.jsonl",
 }
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Repeated figures of one measurement told as their median, the least and the most."""
+
+    median: float
+    least: float
+    most: float
+
+    @classmethod
+    def of(cls, figures: Iterable[float]) -> Spread:
+        """The median, least and most of ``figures`` (at least one)."""
+        values = list(figures)
+        if not values:
+            raise ValueError("no figures to sum up: measure at least once (repeats >= 1)")
+        return cls(statistics.median(values), min(values), max(values))
+
+
+@dataclass(frozen=True)
+class Timing(Generic[T]):
+    """The seconds repeated calls of one function took, and what its last call returned."""
+
+    seconds: Spread
+    result: T
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
+    """Seconds one call of ``fn`` took (``time.perf_counter``), and what it returned."""
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
+
+
+def median_time(fn: Callable[[], T], repeats: int) -> Timing[T]:
+    """``fn`` called ``repeats`` times in a row, each call timed alone: the median, least and
+    most seconds of a call, and what the last call returned."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    seconds: list[float] = []
+    for _ in range(repeats):
+        took, result = timed(fn)
+        seconds.append(took)
+    return Timing(Spread.of(seconds), result)
+
+
+def percentile(values: Sequence[float], q: float, *, round_down: bool = False) -> float:
+    """The value at quantile ``q`` (0 to 1) of ``values`` by nearest rank: the one at position
+    ``q * (len - 1)`` of them sorted, rounded to the nearest position (``round_down``: the
+    position below it, as the feedback benchmark has always read its p99)."""
+    if not values:
+        raise ValueError("no values to take a percentile of")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be from 0 to 1, got {q}")
+    ordered = sorted(values)
+    at = q * (len(ordered) - 1)
+    return ordered[min(len(ordered) - 1, math.floor(at) if round_down else round(at))]
 
 
 def source_trees(specs: list[str]) -> dict[str, str]:

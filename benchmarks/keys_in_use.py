@@ -19,12 +19,13 @@ import argparse
 import json
 import random
 import sqlite3
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+
+from _common import median_time
 
 from switchpoint.errors import StoreError
 from switchpoint.governance.keys import KEYS_FILENAME, KeySpec, KeyStore, logged_keys
@@ -59,16 +60,18 @@ def fill(db: Path, n: int, ids: list[str]) -> None:
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, str]:
-    times, outcome = [], ""
-    for _ in range(repeats):
-        start = time.perf_counter()
+    """Seconds of ``fn``'s median call of ``repeats``, and whether its last call was taken or
+    refused (a StoreError, timed too)."""
+
+    def attempt() -> str:
         try:
             fn()
-            outcome = "taken"
         except StoreError:
-            outcome = "refused"
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), outcome
+            return "refused"
+        return "taken"
+
+    timing = median_time(attempt, repeats)
+    return timing.seconds.median, timing.result
 
 
 def main() -> None:

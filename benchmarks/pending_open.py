@@ -26,10 +26,11 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from _common import median_time
 
 #: The rule the pending table was read by before (two parameters: how many newest rows, and
 #: one less): the row at hand (``pending``) is among the newest that many, found without
@@ -38,15 +39,6 @@ from typing import Any
 _AMONG_NEWEST = ("(pending.seq > (SELECT max(seq) FROM pending) - ? OR NOT EXISTS (SELECT 1 "
                  "FROM pending later WHERE later.seq > pending.seq ORDER BY later.seq LIMIT 1 "
                  "OFFSET ?))")
-
-
-def _median_us(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6
 
 
 def _filled(path: Path, rows: int) -> None:
@@ -99,9 +91,10 @@ def measure(rows: int, repeat: int) -> dict[str, float]:
             return fake._held(decision_id, rows) and reader._one(read, (decision_id,))
 
         for label, decision_id in (("bound", at_bound), ("newest", newest)):
-            out[f"before_{label}_us"] = _median_us(functools.partial(before, decision_id),
-                                                   repeat)
-            out[f"after_{label}_us"] = _median_us(functools.partial(fair, decision_id), repeat)
+            out[f"before_{label}_us"] = median_time(functools.partial(before, decision_id),
+                                                    repeat).seconds.median * 1e6
+            out[f"after_{label}_us"] = median_time(functools.partial(fair, decision_id),
+                                                   repeat).seconds.median * 1e6
         let_go = tuple(fake._let_go[:256])
 
         def timed(insert: str, row: tuple[Any, ...]) -> float:

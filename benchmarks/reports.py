@@ -23,13 +23,14 @@ import argparse
 import json
 import random
 import sqlite3
-import statistics
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _common import median_time
 
 from switchpoint.config import load_settings
 from switchpoint.governance.keys import KEYS_FILENAME, KeyStore
@@ -102,15 +103,6 @@ def per_request(reports: Reports, db: Path) -> list[dict[str, int]]:
     return out
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def peak_mb(fn: Callable[[], Any]) -> float:
     tracemalloc.start()
     try:
@@ -149,10 +141,12 @@ def main() -> None:
             w += [reports._what_if(routed, None, [m], NOW - WEEK, NOW) for m in models]
             return [x["models"] for x in w]
 
-        suggest_s, _ = timed(lambda: reports.get_cost_optimizations(), args.repeats)
-        peer_s, peer = timed(lambda: per_request(reports, settings.db_path), args.repeats)
+        suggest_s = median_time(reports.get_cost_optimizations, args.repeats).seconds.median
+        peer_timing = median_time(lambda: per_request(reports, settings.db_path), args.repeats)
+        peer_s, peer = peer_timing.seconds.median, peer_timing.result
         same = arrays() == peer
-        cost_s, cost = timed(lambda: reports.cost_report("month"), args.repeats)
+        cost_timing = median_time(lambda: reports.cost_report("month"), args.repeats)
+        cost_s, cost = cost_timing.seconds.median, cost_timing.result
         suggest_mb = peak_mb(reports.get_cost_optimizations)
         peer_mb = peak_mb(lambda: per_request(reports, settings.db_path))
         cost_mb = peak_mb(lambda: reports.cost_report("month"))

@@ -38,6 +38,8 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+from _common import median_time
+
 from switchpoint.config import load_settings
 from switchpoint.governance.reports import Reports
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
@@ -108,12 +110,8 @@ def fill(db: Path, n: int, tenants: list[str], ids: Iterator[int]) -> None:
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    """Milliseconds of ``fn``'s median call of ``repeats``."""
+    return median_time(fn, repeats).seconds.median * 1000
 
 
 def appended(db: Path, pairs: list[tuple[DecisionRecord, RequestRecord]]) -> float:
