@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import DATASETS, embedded_records
+from _common import DATASETS, embedded_records, timed
 
 from switchpoint.gateway import Gateway
 from switchpoint.learning import FeedbackEvent
@@ -92,15 +92,12 @@ class SnapshotWaits(logging.Handler):
 def timed_start(data: Path, probe: Inputs) -> tuple[float, dict[str, int], np.ndarray, float]:
     """Seconds to start, the learning status's counts, the probe's estimates, and the
     seconds the graceful stop took (it writes the checkpoint)."""
-    t0 = time.perf_counter()
-    gateway = Gateway.from_config({"data_dir": str(data)})
-    seconds = time.perf_counter() - t0
+    seconds, gateway = timed(lambda: Gateway.from_config({"data_dir": str(data)}))
     status = gateway.learning_status(tenants=[])
     estimates = gateway.router.learner.policy_for("default")[0].estimate(probe).error
-    t1 = time.perf_counter()
-    gateway.close()
-    return seconds, {k: int(status[k]) for k in ("replayed", "from_checkpoint")}, estimates, (
-        time.perf_counter() - t1)
+    stop_seconds, _ = timed(gateway.close)
+    counts = {k: int(status[k]) for k in ("replayed", "from_checkpoint")}
+    return seconds, counts, estimates, stop_seconds
 
 
 def main() -> None:

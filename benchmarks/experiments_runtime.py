@@ -25,13 +25,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-from registration import ADMIN, CONFIG, knn_package, print_table, start_with
+from registration import CONFIG, admin_clients, knn_package, print_table, send_to_each, start_with
 
 KNN_POLICY = "policies:\n  knn: KNN_DIR\n"
 
@@ -56,29 +53,15 @@ def rounds(sources: list[str | None], count: int, other_policy: bool
     follows its creation), through a service of each source tree of ``sources``, sent to each
     in turn (the shared machine's speed drifts)."""
     with contextlib.ExitStack() as stack:
-        clients = []
-        for src in sources:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sp-exp-")))
-            proc, base = start(src, tmp, other_policy)
-            stack.callback(proc.wait, 30)
-            stack.callback(proc.terminate)
-            clients.append(stack.enter_context(httpx.Client(
-                base_url=base, headers={"authorization": f"Bearer {ADMIN}"}, timeout=60)))
+        clients = admin_clients(stack, sources, "sp-exp-",
+                                lambda src, tmp: start(src, tmp, other_policy))
         made: list[list[float]] = [[] for _ in sources]
         ended: list[list[float]] = [[] for _ in sources]
         for i in range(count):
-            for client, times in zip(clients, made, strict=True):
-                t0 = time.perf_counter()
-                answer = client.post("/v1/router/experiments", json=experiment(i, other_policy))
-                times.append(time.perf_counter() - t0)
-                if answer.status_code != 201:
-                    raise RuntimeError(f"creation refused: {answer.text}")
-            for client, times in zip(clients, ended, strict=True):
-                t0 = time.perf_counter()
-                answer = client.delete(f"/v1/router/experiments/round-{i}")
-                times.append(time.perf_counter() - t0)
-                if answer.status_code != 200:
-                    raise RuntimeError(f"end refused: {answer.text}")
+            send_to_each(clients, made, "POST", "/v1/router/experiments", (201,), "creation",
+                         experiment(i, other_policy))
+            send_to_each(clients, ended, "DELETE", f"/v1/router/experiments/round-{i}", (200,),
+                         "end")
         return made, ended
 
 

@@ -30,16 +30,16 @@ Usage: python benchmarks/first_request.py [--rounds 3] [--baseline-src DIR] [--o
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from _common import ROOT
+from _common import ROOT, timed
 from registration import ADMIN, knn_package
 from service import start_serve, wait_up
 
@@ -153,9 +153,8 @@ def first_and_next(src: str | None, tmp: Path, config: str, name: str
                 given = prepare(client) if prepare is not None else []
                 took: list[float] = []
                 for i in range(NEXT + 1):
-                    t0 = time.perf_counter()
-                    answer = send(client, i, given)
-                    took.append(time.perf_counter() - t0)
+                    seconds, answer = timed(functools.partial(send, client, i, given))
+                    took.append(seconds)
                     if answer.status_code >= 300:
                         raise RuntimeError(f"{name}: {answer.status_code} {answer.text[:300]}")
                     after(client, i)

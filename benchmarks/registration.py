@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
-import statistics
 import subprocess
 import tempfile
-import time
+from collections.abc import Callable, Container
 from pathlib import Path
 
 import httpx
+from _common import Spread, timed
 from service import start_serve, wait_up
 
 ADMIN = "registration-benchmark-admin-0123456789"
@@ -80,44 +81,59 @@ def start_with(src: str | None, tmp: Path, text: str) -> tuple[subprocess.Popen[
     return proc, base
 
 
+def admin_clients(stack: contextlib.ExitStack, sources: list[str | None], prefix: str,
+                  start: Callable[[str | None, Path], tuple[subprocess.Popen[bytes], str]]
+                  ) -> list[httpx.Client]:
+    """A client with the admin token of a service of each source tree of ``sources`` (None:
+    this environment's), each started by ``start`` on a temporary folder named ``prefix...``;
+    services, clients and folders are closed with ``stack``."""
+    clients = []
+    for src in sources:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        proc, base = start(src, tmp)
+        stack.callback(proc.wait, 30)
+        stack.callback(proc.terminate)
+        clients.append(stack.enter_context(httpx.Client(
+            base_url=base, headers={"authorization": f"Bearer {ADMIN}"}, timeout=60)))
+    return clients
+
+
+def send_to_each(clients: list[httpx.Client], times: list[list[float]], method: str, path: str,
+                 ok: Container[int], what: str, body: object = None) -> None:
+    """``METHOD path`` (with the JSON ``body``, if any) through each client in turn (the shared
+    machine's speed drifts), the seconds of each added to that client's list of ``times``; an
+    answer whose status is not in ``ok`` stops the run, naming ``what`` was refused."""
+    for client, took in zip(clients, times, strict=True):
+        seconds, answer = timed(functools.partial(client.request, method, path, json=body))
+        took.append(seconds)
+        if answer.status_code not in ok:
+            raise RuntimeError(f"{what} refused: {answer.text}")
+
+
 def registrations(sources: list[str | None], count: int, experiment: bool = False
                   ) -> tuple[list[list[float]], list[list[float]]]:
     """Seconds each of ``count`` registrations took, then each of their removals, through a
     service of each source tree of ``sources``, sent to each in turn (the shared machine's
     speed drifts)."""
     with contextlib.ExitStack() as stack:
-        clients = []
-        for src in sources:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sp-register-")))
-            proc, base = start(src, tmp, experiment)
-            stack.callback(proc.wait, 30)
-            stack.callback(proc.terminate)
-            clients.append(stack.enter_context(httpx.Client(
-                base_url=base, headers={"authorization": f"Bearer {ADMIN}"}, timeout=60)))
+        clients = admin_clients(stack, sources, "sp-register-",
+                                lambda src, tmp: start(src, tmp, experiment))
         took: list[list[float]] = [[] for _ in sources]
         for i in range(count):
             card = {"name": f"newbie-{i}", "tier": "simple", "input_per_mtok": 0.1,
                     "output_per_mtok": 0.2, "base_url": "http://127.0.0.1:9/v1"}
-            for client, times in zip(clients, took, strict=True):
-                t0 = time.perf_counter()
-                answer = client.post("/v1/router/models", json=card)
-                times.append(time.perf_counter() - t0)
-                if answer.status_code not in (200, 201):
-                    raise RuntimeError(f"registration refused: {answer.text}")
+            send_to_each(clients, took, "POST", "/v1/router/models", (200, 201),
+                         "registration", card)
         removed: list[list[float]] = [[] for _ in sources]
         for i in range(count):
-            for client, times in zip(clients, removed, strict=True):
-                t0 = time.perf_counter()
-                answer = client.delete(f"/v1/router/models/newbie-{i}")
-                times.append(time.perf_counter() - t0)
-                if answer.status_code != 200:
-                    raise RuntimeError(f"removal refused: {answer.text}")
+            send_to_each(clients, removed, "DELETE", f"/v1/router/models/newbie-{i}", (200,),
+                         "removal")
         return took, removed
 
 
 def row(name: str, took: list[float]) -> str:
-    ms = [t * 1e3 for t in took]
-    return (f"{name:<24} {statistics.median(ms):>10.1f} {min(ms):>9.1f} {max(ms):>9.1f}")
+    ms = Spread.of(t * 1e3 for t in took)
+    return f"{name:<24} {ms.median:>10.1f} {ms.least:>9.1f} {ms.most:>9.1f}"
 
 
 def print_table(what: str, times: list[list[float]]) -> None:
