@@ -23,6 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from _common import percentile
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "question {} about the history of ships, harbours and the trade winds"
 
@@ -45,9 +47,8 @@ def measure(n: int, threads: int) -> dict[str, float]:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(one, range(n)))
         elapsed = time.perf_counter() - t0
-    latencies.sort()
     return {"per_s": n / elapsed, "median_ms": statistics.median(latencies) * 1e3,
-            "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1e3}
+            "p99_ms": percentile(latencies, 0.99, round_down=True) * 1e3}
 
 
 def run_in(src: Path, n: int, threads: int) -> dict[str, float]:

@@ -80,7 +80,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import ROOT
+from _common import ROOT, percentile
 from service import (
     Connection,
     bench_ports,
@@ -365,11 +365,6 @@ def answered(data: bytes, stream: bool) -> bool:
     if stream:
         return data.rstrip().endswith(b"data: [DONE]") and b"Echo" in data
     return b'"choices"' in data and b"Echo from" in data
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 STATS: dict[str, Callable[[Sequence[float]], float]] = {

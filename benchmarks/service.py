@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
-from _common import DATASETS, ROOT, dataset_records
+from _common import DATASETS, ROOT, dataset_records, percentile
 
 PEER_SITE = ROOT / ".venv-peers" / "lib" / "python3.11" / "site-packages" / "opentracy"
 RUN_TIME_LIMIT_S = 120.0
@@ -301,10 +301,8 @@ async def load(base: str, prompts: Sequence[str], concurrency: int) -> Run:
     t0 = time.perf_counter()
     await asyncio.gather(*(client_loop() for _ in range(concurrency)))
     elapsed = time.perf_counter() - t0
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
-    return Run(len(latencies) / elapsed, statistics.median(latencies) * 1e3, p99 * 1e3, errors,
-               len(latencies))
+    return Run(len(latencies) / elapsed, statistics.median(latencies) * 1e3,
+               percentile(latencies, 0.99) * 1e3, errors, len(latencies))
 
 
 def store_cost(n: int = 300) -> dict[str, float]:
