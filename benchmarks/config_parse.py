@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+
+from _common import Spread
 
 from switchpoint import config
 from switchpoint.errors import ConfigError
@@ -73,7 +74,8 @@ def main() -> None:
           f"{args.repeats} times by each parser, alternated (CPU seconds)")
     print(f"{'':34} {'median':>8} {'least':>8}")
     for name, runs in times.items():
-        print(f"{name:34} {statistics.median(runs):8.2f} {min(runs):8.2f}")
+        cpu = Spread.of(runs)
+        print(f"{name:34} {cpu.median:8.2f} {cpu.least:8.2f}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, source_trees
+from _common import ROOT, Spread, source_trees
 from gateway import Prompts, Server, measured_load, start_switchpoint
 from gateway import load as run_load
 from service import bench_ports, pick_prompts
@@ -84,8 +84,9 @@ def main() -> None:
     print(f"\nServer CPU ms per request, median over {args.rounds} rounds (lowest-highest), and "
           f"requests/s (median), {args.n} requests a round at concurrency {args.concurrency}:")
     for (label, stream), values in cpu.items():
+        ms = Spread.of(values)
         print(f"{label:>12} {'streamed' if stream else 'plain':>8}  "
-              f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})  "
+              f"{ms.median:.2f} ({ms.least:.2f}-{ms.most:.2f})  "
               f"{statistics.median(rps[(label, stream)]):.0f}/s")
     if errors:
         print(f"errors: {errors}")

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from _common import Spread
 from service import PEER_SITE, Service, cpu_seconds, start_opentracy, start_serve, wait_up
 
 
@@ -101,8 +102,9 @@ def run(args: argparse.Namespace, quiet: IO[bytes]) -> None:
         if not runs:
             print(f"{name:24} {notes.get(name, 'not measured')}")
             continue
+        cpu = Spread.of(c for _, c in runs)
         print(f"{name:24} {statistics.median(r for r, _ in runs):8.2f} "
-              f"{statistics.median(c for _, c in runs):8.2f} {min(c for _, c in runs):8.2f}")
+              f"{cpu.median:8.2f} {cpu.least:8.2f}")
     ours, peer = results["switchpoint"], results["OpenTracy Go"]
     if ours and peer:
         ratio = statistics.median(r for r, _ in ours) / statistics.median(r for r, _ in peer)
