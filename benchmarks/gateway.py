@@ -84,12 +84,14 @@ from _common import ROOT, percentile
 from service import (
     Connection,
     bench_ports,
+    closed_loop,
     cpu_seconds,
     free_port,
     pick_prompts,
     start_serve,
     wait_up,
 )
+from service import Run as Throughput
 
 sys.path.insert(0, str(ROOT))
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -403,50 +405,15 @@ async def sequential(targets: Sequence[Server], prompts: Mapping[str, Sequence[s
     return out
 
 
-@dataclass
-class Throughput:
-    rps: float
-    median_ms: float
-    p99_ms: float
-    errors: int
-    sent: int
-    cpu_ms: float = 0.0
-
-
 async def load(target: Server, prompts: Sequence[str], concurrency: int,
                stream: bool) -> Throughput:
-    latencies: list[float] = []
-    errors = 0
-    queue = iter(prompts)
-    host, port = _host_port(target.base)
-    deadline = time.monotonic() + RUN_TIME_LIMIT_S
-
-    async def client() -> None:
-        nonlocal errors
-        conn = Connection(host, port)
-        try:
-            for prompt in queue:
-                if time.monotonic() > deadline:
-                    return
-                t0 = time.perf_counter()
-                try:
-                    status, data = await conn.post("/v1/chat/completions",
-                                                   target.body(prompt, stream), target.headers)
-                except (OSError, asyncio.IncompleteReadError):
-                    errors += 1
-                    await conn.close()
-                    continue
-                latencies.append(time.perf_counter() - t0)
-                if status != 200 or not answered(data, stream):
-                    errors += 1
-        finally:
-            await conn.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - t0
-    return Throughput(len(latencies) / elapsed, statistics.median(latencies) * 1e3,
-                      percentile(latencies, 0.99) * 1e3, errors, len(latencies))
+    """``concurrency`` clients sending chat requests through ``target`` until the prompts run
+    out (each body is made within its request's timed span)."""
+    return await closed_loop(
+        target.base, prompts, concurrency,
+        lambda conn, prompt: conn.post("/v1/chat/completions", target.body(prompt, stream),
+                                       target.headers),
+        lambda status, data: status == 200 and answered(data, stream), RUN_TIME_LIMIT_S)
 
 
 def measured_load(target: Server, prompts: Sequence[str], concurrency: int,

@@ -32,16 +32,17 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import httpx
 from _common import DATASETS, ROOT, dataset_records, percentile
 
 PEER_SITE = ROOT / ".venv-peers" / "lib" / "python3.11" / "site-packages" / "opentracy"
 RUN_TIME_LIMIT_S = 120.0
+Item = TypeVar("Item")
 
 
 def pick_prompts(count: int) -> list[str]:
@@ -274,35 +275,55 @@ class Connection:
             self.writer = None
 
 
-async def load(base: str, prompts: Sequence[str], concurrency: int) -> Run:
-    """``concurrency`` clients, each sending one request at a time until the prompts run out."""
+async def closed_loop(base: str, items: Iterable[Item], concurrency: int,
+                      send: Callable[[Connection, Item], Awaitable[tuple[int, bytes]]],
+                      answered: Callable[[int, bytes], bool], time_limit: float) -> Run:
+    """``concurrency`` clients, each on a keep-alive connection to ``base`` sending one request
+    at a time (``send``: an item's request on a connection, timed from its call to the whole
+    answer) until the items run out or ``time_limit`` seconds have passed: requests/s, median
+    and p99 latency, and the errors: answers ``answered`` refuses (given status and body), and
+    requests whose connection broke (not timed; the connection is opened anew)."""
     latencies: list[float] = []
     errors = 0
-    queue = iter(prompts)
+    queue = iter(items)
     host, port = base.removeprefix("http://").split(":")
-    deadline = time.monotonic() + RUN_TIME_LIMIT_S
+    deadline = time.monotonic() + time_limit
 
-    async def client_loop() -> None:
+    async def client() -> None:
         nonlocal errors
         conn = Connection(host, int(port))
         try:
-            for prompt in queue:
+            for item in queue:
                 if time.monotonic() > deadline:
                     return
-                body = json.dumps({"prompt": prompt}).encode()
                 t0 = time.perf_counter()
-                status, data = await conn.post("/v1/route", body)
+                try:
+                    status, data = await send(conn, item)
+                except (OSError, asyncio.IncompleteReadError):
+                    errors += 1
+                    await conn.close()
+                    continue
                 latencies.append(time.perf_counter() - t0)
-                if status != 200 or b"selected_model" not in data:
+                if not answered(status, data):
                     errors += 1
         finally:
             await conn.close()
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    await asyncio.gather(*(client() for _ in range(concurrency)))
     elapsed = time.perf_counter() - t0
     return Run(len(latencies) / elapsed, statistics.median(latencies) * 1e3,
                percentile(latencies, 0.99) * 1e3, errors, len(latencies))
+
+
+async def load(base: str, prompts: Sequence[str], concurrency: int) -> Run:
+    """``concurrency`` clients, each sending one request at a time until the prompts run out
+    (each body made before its request is timed)."""
+    bodies = (json.dumps({"prompt": prompt}).encode() for prompt in prompts)
+    return await closed_loop(base, bodies, concurrency,
+                             lambda conn, body: conn.post("/v1/route", body),
+                             lambda status, data: status == 200 and b"selected_model" in data,
+                             RUN_TIME_LIMIT_S)
 
 
 def store_cost(n: int = 300) -> dict[str, float]:
