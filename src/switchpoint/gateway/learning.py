@@ -71,6 +71,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._fair import FairShares
 from switchpoint._files import access_problem
 from switchpoint._log_limit import SaidOnce
 from switchpoint._messages import json_quoted, listed_names, quoted, quoted_path
@@ -121,7 +122,7 @@ from switchpoint.learning.events import (
     check_tenant,
 )
 from switchpoint.learning.learner import OutcomeResult
-from switchpoint.learning.memory import FairShares, PendingDecision
+from switchpoint.learning.memory import PendingDecision
 from switchpoint.learning.overlay import Held
 from switchpoint.learning.tenant_memory import TenantKnnMemory
 from switchpoint.router import Router
@@ -1266,7 +1267,7 @@ class GatewayLearning:
         """Whether the pending table keeps ``decision_id`` open to feedback, with
         ``capacity`` (``learning.memory_size``) open in all: those a router's memory would hold
         had it never restarted. The table's rows are shared by the tenants as a memory shares
-        its decisions (:class:`~switchpoint.learning.memory.FairShares`): its rows are read
+        its decisions (:class:`~switchpoint._fair.FairShares`): its rows are read
         once, in the order they were written, then each decision kept is counted as it is
         written, so a tenant routing without end pushes out its own oldest rows, not another
         tenant's, across restarts and reloads too. The rows let go of are deleted by the next

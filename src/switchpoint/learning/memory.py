@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from switchpoint._fair import FairShares
 from switchpoint._limits import MAX_MEMORY_SIZE as MAX_MEMORY_SIZE  # (re-exported)
 from switchpoint._messages import json_quoted
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
@@ -36,84 +37,6 @@ class PendingDecision:
     created: float = field(default_factory=time.time)
     prompt_tokens: int | None = None
     prompt_hash: str = ""
-
-
-class FairShares:
-    """Which keys are held by which tenant, and the rule by which one goes when there are too
-    many: the oldest key of the tenant that holds the most (among tenants holding as many, the
-    one that came to hold that many first), so a tenant adding keys in any number pushes out
-    only its own once it holds more than another; with a tenant alone, the oldest goes first.
-    The learning memory lets its decisions go by it, and the store's table of decisions open
-    to feedback follows it (see ``switchpoint.gateway.learning``). Not thread-safe: its owner
-    guards it."""
-
-    def __init__(self) -> None:
-        # each tenant's keys, oldest first, and the tenants by how many they hold (each
-        # count's tenants in the order they came to hold it), with the most held
-        self._tenant_of: dict[str, str] = {}
-        self._of_tenant: dict[str, OrderedDict[str, None]] = {}
-        self._holding: dict[int, dict[str, None]] = {}
-        self._most = 0
-
-    def __len__(self) -> int:
-        return len(self._tenant_of)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._tenant_of
-
-    def track(self, key: str, tenant: str) -> None:
-        """Count ``key`` as ``tenant``'s newest (again, if it was held: as another tenant's,
-        it is that one's no more)."""
-        held_by = self._tenant_of.get(key)
-        if held_by is not None and held_by != tenant:
-            self.discard(key)
-            held_by = None
-        ids = self._of_tenant.get(tenant)
-        if ids is None:
-            ids = self._of_tenant[tenant] = OrderedDict()
-        elif held_by is not None:
-            ids.move_to_end(key)
-            return
-        ids[key] = None
-        self._tenant_of[key] = tenant
-        self._moved(tenant, len(ids) - 1, len(ids))
-
-    def discard(self, key: str) -> None:
-        """Stop counting ``key`` (nothing, when it is not held)."""
-        tenant = self._tenant_of.pop(key, None)
-        if tenant is None:
-            return
-        ids = self._of_tenant[tenant]
-        del ids[key]
-        self._moved(tenant, len(ids) + 1, len(ids))
-        if not ids:
-            del self._of_tenant[tenant]
-
-    def pop(self) -> str:
-        """Let go of the key that goes first (see the class), and return it."""
-        tenant = next(iter(self._holding[self._most]))
-        key = next(iter(self._of_tenant[tenant]))
-        self.discard(key)
-        return key
-
-    def _moved(self, tenant: str, before: int, after: int) -> None:
-        """``tenant`` now holds ``after`` keys, where it held ``before`` (one more or one
-        less)."""
-        if before:
-            holding = self._holding[before]
-            del holding[tenant]
-            if not holding:
-                del self._holding[before]
-        if after:
-            others = self._holding.get(after)
-            if others is None:
-                self._holding[after] = {tenant: None}
-            else:
-                others[tenant] = None
-        if after > self._most:
-            self._most = after
-        elif before == self._most and before not in self._holding:
-            self._most = after  # (it held the most, alone: now one less, or none at all)
 
 
 class DecisionMemory(RemadeOnLoad):
