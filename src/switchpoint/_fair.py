@@ -36,12 +36,12 @@ class Shares:
         """How many entries ``tenant`` holds."""
         return self._count.get(tenant, 0)
 
-    def add(self, tenant: str) -> None:
-        """``tenant`` holds one more entry."""
+    def add(self, tenant: str, count: int = 1) -> None:
+        """``tenant`` holds ``count`` more entries (as if added one by one)."""
         before = self._count.get(tenant, 0)
-        self._count[tenant] = before + 1
-        self._total += 1
-        self._moved(tenant, before, before + 1)
+        self._count[tenant] = before + count
+        self._total += count
+        self._moved(tenant, before, before + count)
 
     def remove(self, tenant: str) -> None:
         """``tenant`` holds one entry less (it must hold one)."""
@@ -59,7 +59,7 @@ class Shares:
         return next(iter(self._holding[self._most]))
 
     def _moved(self, tenant: str, before: int, after: int) -> None:
-        """``tenant`` now holds ``after`` entries, where it held ``before`` (one more or one
+        """``tenant`` now holds ``after`` entries, where it held ``before`` (more, or one
         less)."""
         if before:
             holding = self._holding[before]

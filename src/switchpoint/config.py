@@ -608,7 +608,8 @@ class GatewaySettings(BaseModel):
     refused as
     ``response_too_large`` (the next model is tried) before it can fill memory.
     Expired session pins are purged every ``pin_purge_interval_s``; at most
-    ``pin_max_sessions`` sessions keep a pin (past it the least recently used lose theirs).
+    ``pin_max_sessions`` sessions keep a pin, shared fairly by the tenants (past it the
+    tenant holding the most loses its least recently used pin).
     ``allow_registered_metadata_hosts`` lets a model registered at run time (``POST
     /v1/router/models``) name a link-local or cloud metadata host in its ``base_url``, or a
     host name resolving to one (refused by default: see :mod:`switchpoint.registration`);
@@ -650,7 +651,8 @@ class GatewaySettings(BaseModel):
     # 1 MiB: one stream event is a few tokens (a few KB with logprobs).
     max_sse_line_bytes: Integer = Field(1 << 20, ge=1024, le=MAX_BYTES)
     pin_purge_interval_s: Real = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    # A pin is a row of sessions.db of about 150 bytes: 10 million is about 1.5 GB.
+    # A pin is a row of sessions.db of about 240 bytes (its tenant and index included): 10
+    # million is about 2.4 GB.
     pin_max_sessions: Integer = Field(100_000, ge=1, le=10_000_000)
     allow_registered_metadata_hosts: Boolean = False
     nat64_prefixes: list[Annotated[Text, AfterValidator(_nat64_entry)]] = Field(

@@ -46,8 +46,9 @@ TOOLS: list[ChatCompletionToolUnionParam] = [{"type": "function", "function": {
 
 
 def ask(gw: ThreadServer, messages: list[Any], model: str = "auto",
-        headers: dict[str, str] | None = None, **kw: Any) -> tuple[Any, dict[str, Any]]:
-    raw = client(gw).chat.completions.with_raw_response.create(
+        headers: dict[str, str] | None = None, key: str = "sk-anything",
+        **kw: Any) -> tuple[Any, dict[str, Any]]:
+    raw = client(gw, key).chat.completions.with_raw_response.create(
         model=model, messages=messages, extra_headers=headers or {}, **kw)
     entry = log_entry(gw, raw.headers["x-switchpoint-request-id"])
     assert raw.headers["x-switchpoint-pin"] == entry["pin_state"]
@@ -270,16 +271,18 @@ def test_a_degraded_model_is_ranked_after_healthy_ones(gw: ThreadServer) -> None
     assert answer.model != best and entry["models_tried"][0] != best
 
 
-def test_sessions_db_keeps_at_most_pin_max_sessions_pins_set_by_the_config_and_a_reload(
+def test_sessions_db_keeps_at_most_pin_max_sessions_pins_shared_fairly_by_the_tenants(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
-    # sessions.db grew by a row per session answered within the pin window, without a bound.
+    # sessions.db grew by a row per session answered within the pin window, without a bound;
+    # the bound is set by the config and a reload, and shared by the tenants: one tenant's key
+    # opening sessions without end pushes out its own pins, never another tenant's.
     import contextlib
     import sqlite3
 
     data = tmp_path / "data"
     config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake, str(data), gateway=GATEWAY + "  pin_max_sessions: 2\n"),
-                      encoding="utf-8")
+    config.write_text(config_text(gw_fake, str(data), gateway=GATEWAY + "  pin_max_sessions: 2\n")
+                      + "auth: keys\ntenants: {acme: {}, globex: {}}\n", encoding="utf-8")
 
     def pins() -> int:
         server.service.gateway.pinner.store.flush()  # type: ignore[attr-defined]
@@ -288,18 +291,29 @@ def test_sessions_db_keeps_at_most_pin_max_sessions_pins_set_by_the_config_and_a
 
     settings = load_settings(config, environ={})
     with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        acme, globex = (httpx.post(f"{server.base}/v1/router/keys", json={"tenant": tenant},
+                                   timeout=30).json()["key"] for tenant in ("acme", "globex"))
         sessions = [session() for _ in range(3)]
         for sid in sessions:
-            assert ask(server, [turn("hi")], model="good", headers=sid)[1]["pin_state"] \
-                == "fresh"
+            assert ask(server, [turn("hi")], model="good", headers=sid, key=acme)[1][
+                "pin_state"] == "fresh"
         assert pins() == 2
         # The session answered longest ago lost its pin; the latest kept theirs.
-        assert ask(server, [turn("hi")], headers=sessions[0])[1]["pin_state"] == "fresh"
-        assert ask(server, [turn("hi")], headers=sessions[2])[1]["pin_state"] == "hard"
+        assert ask(server, [turn("hi")], headers=sessions[0], key=acme)[1]["pin_state"] \
+            == "fresh"
+        assert ask(server, [turn("hi")], headers=sessions[2], key=acme)[1]["pin_state"] \
+            == "hard"
+        # Another tenant opens as many sessions as the file holds: acme, holding the most,
+        # lets its least recently used go first, then globex its own; acme's latest stays.
+        for _ in range(2):
+            ask(server, [turn("hi")], model="good", headers=session(), key=globex)
+        assert pins() == 2
+        assert ask(server, [turn("hi")], headers=sessions[2], key=acme)[1]["pin_state"] \
+            == "hard"
         config.write_text(config.read_text(encoding="utf-8").replace(
             "pin_max_sessions: 2", "pin_max_sessions: 1"), encoding="utf-8")
         assert httpx.post(f"{server.base}/v1/router/reload", timeout=60).status_code == 200
-        ask(server, [turn("hi")], model="good", headers=session())
+        ask(server, [turn("hi")], model="good", headers=session(), key=acme)
         assert pins() == 1
 
 

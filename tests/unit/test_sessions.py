@@ -326,6 +326,28 @@ def test_memory_store_drops_least_recently_used() -> None:
     assert store.get("b") is None and store.get("a") is not None and store.get("c") is not None
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_full_store_lets_the_tenant_holding_the_most_lose_its_least_recently_used_pin(
+        kind: str, tmp_path: Path) -> None:
+    """One tenant opening sessions without end pushes out its own pins, not another's (whose
+    pin is the oldest of all)."""
+    store = (MemoryPinStore(max_entries=3) if kind == "memory"
+             else SQLitePinStore(tmp_path / "pins.db", max_entries=3))
+    store.put("b1", Pin("m", 1, tenant="b"))
+    for n in range(1, 5):
+        store.put(f"a{n}", Pin("m", 1 + n, tenant="a"))
+    if isinstance(store, SQLitePinStore):
+        store.flush()
+        store.close()
+        store = SQLitePinStore(tmp_path / "pins.db", max_entries=3)  # (read from the table)
+    try:
+        assert store.get("b1") == Pin("m", 1, tenant="b")
+        assert [store.get(f"a{n}") is not None for n in range(1, 5)] == [False, False, True, True]
+    finally:
+        if isinstance(store, SQLitePinStore):
+            store.close()
+
+
 def test_sqlite_store_survives_a_restart(tmp_path: Path, catalog: Catalog) -> None:
     path = tmp_path / "pins.db"
     store = SQLitePinStore(path)
@@ -513,7 +535,8 @@ def test_sqlite_store_holds_a_stored_session_id_in_little_memory(tmp_path: Path)
     ids = [str(uuid.uuid4()) for _ in range(10_000)]
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript(SQLitePinStore.SCHEMA)
-        db.executemany("INSERT INTO session_pins VALUES (?, 'small', ?, 0)",
+        db.executemany("INSERT INTO session_pins (session_id, model, last_used, failed) "
+                       "VALUES (?, 'small', ?, 0)",
                        [(i, T0) for i in ids])
         db.commit()
     tracemalloc.start()
@@ -712,8 +735,9 @@ def a_backup(path: Path, pins: dict[str, Pin], *, in_wal: bool = False) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA wal_autocheckpoint=0")
     db.executescript(SQLitePinStore.SCHEMA)
-    db.executemany("INSERT INTO session_pins VALUES (?, ?, ?, ?)",
-                   [(k, p.model, p.last_used, p.eviction) for k, p in pins.items()])
+    db.executemany("INSERT INTO session_pins (session_id, model, last_used, failed, tenant) "
+                   "VALUES (?, ?, ?, ?, ?)",
+                   [(k, p.model, p.last_used, p.eviction, p.tenant) for k, p in pins.items()])
     suffixes = ("", "-wal", "-shm") if in_wal else ("",)
     if not in_wal:
         db.close()  # its log written into it (and removed)

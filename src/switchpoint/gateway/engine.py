@@ -1298,7 +1298,7 @@ class Gateway:
         assert isinstance(result, FailoverResult)
         try:
             self._answered(plan, live, result.model, attempts)
-            self.pinner.record(plan.session, result.model, time.time())
+            self.pinner.record(plan.session, result.model, time.time(), plan.call.tenant or "")
             use = _answer_use(plan, result)
             settlement = self._settle(plan, result.card, use.cost_usd, use.usage,
                                       result.attempts)
@@ -1330,7 +1330,7 @@ class Gateway:
     def _committed(self, plan: Plan, live: Live, stream: FailoverStream) -> ChatStream:
         """A stream whose first content chunk is in hand; nothing has reached the client."""
         ttft_ms = (time.perf_counter() - plan.started) * 1e3
-        self.pinner.record(plan.session, stream.model, time.time())
+        self.pinner.record(plan.session, stream.model, time.time(), plan.call.tenant or "")
         self.learning.stream_started(plan.request_id, plan.decision, plan.call.tenant,
                                      stream.model)
         info = accounting.info_of(plan)

@@ -83,7 +83,10 @@ refusal never moves a pin. A conversation is known by the
 client's own session id, else by its first user message within the caller's scope (so a
 conversation keeps its key as it grows, and strangers never share one): see
 :func:`session_key`. Pins live in a :class:`PinStore`: :class:`MemoryPinStore` by default,
-:class:`SQLitePinStore` so pins survive a restart.
+:class:`SQLitePinStore` so pins survive a restart. Either keeps a bounded number of pins,
+shared fairly by the tenants: when it is full, the tenant holding the most loses its least
+recently used pin (:mod:`switchpoint._fair`), so a tenant opening sessions without end pushes
+out only its own.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from switchpoint._fair import FairShares, Shares
 from switchpoint._files import (
     FileId,
     check_database_writable,
@@ -180,7 +184,10 @@ class PinState(StrEnum):
 class Pin:
     """A session's pin: the model that last answered it, and when (seconds since the epoch).
 
-    ``failed`` marks a pin evicted because that model failed; it is kept only so the next
+    ``tenant`` is who the session belongs to (``""``: no tenant, as a pin written before pins
+    kept theirs): a full store lets go of a pin of the tenant holding the most
+    (:mod:`switchpoint._fair`), so one tenant's sessions, opened in any number, never push out
+    another's. ``failed`` marks a pin evicted because that model failed; it is kept only so the next
     decision can say so. ``outgrown`` (with ``failed``) says the failure was the model
     refusing the conversation as too long for it: the next decision says ``evicted_context``,
     as the conversation has only grown since.
@@ -190,6 +197,7 @@ class Pin:
     last_used: float
     failed: bool = False
     outgrown: bool = False
+    tenant: str = ""
 
     @property
     def eviction(self) -> int:
@@ -199,8 +207,9 @@ class Pin:
         return 0 if not self.failed else 2 if self.outgrown else 1
 
     @classmethod
-    def from_row(cls, model: str, last_used: float, eviction: int) -> Pin:
-        return cls(model, float(last_used), failed=bool(eviction), outgrown=eviction == 2)
+    def from_row(cls, model: str, last_used: float, eviction: int, tenant: str) -> Pin:
+        return cls(model, float(last_used), failed=bool(eviction), outgrown=eviction == 2,
+                   tenant=tenant)
 
 
 @dataclass(frozen=True)
@@ -294,13 +303,16 @@ class PinStore(Protocol):
 
 
 class MemoryPinStore:
-    """Pins in a dict, least recently used dropped past ``max_entries``. Lost on restart."""
+    """Pins in a dict, at most ``max_entries``: past it, the least recently used pin of the
+    tenant holding the most goes (:class:`~switchpoint._fair.FairShares`; with a tenant alone,
+    the least recently used). Lost on restart."""
 
     def __init__(self, max_entries: int = MAX_PINS) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
         self.max_entries = max_entries
-        self._pins: OrderedDict[str, Pin] = OrderedDict()
+        self._pins: dict[str, Pin] = {}
+        self._shares = FairShares()  # (each tenant's sessions, least recently used first)
         self._lock = threading.Lock()
 
     def get(self, session_id: str) -> Pin | None:
@@ -310,19 +322,21 @@ class MemoryPinStore:
     def put(self, session_id: str, pin: Pin) -> None:
         with self._lock:
             self._pins[session_id] = pin
-            self._pins.move_to_end(session_id)
+            self._shares.track(session_id, pin.tenant)
             while len(self._pins) > self.max_entries:
-                self._pins.popitem(last=False)
+                del self._pins[self._shares.pop()]
 
     def delete(self, session_id: str) -> None:
         with self._lock:
             self._pins.pop(session_id, None)
+            self._shares.discard(session_id)
 
     def purge(self, older_than: float) -> int:
         with self._lock:
             stale = [k for k, p in self._pins.items() if p.last_used < older_than]
             for key in stale:
                 del self._pins[key]
+                self._shares.discard(key)
             return len(stale)
 
     def count(self, since: float) -> int:
@@ -350,10 +364,14 @@ class SQLitePinStore:
     pending change, and a crash loses at most the changes of that instant: a pin is a hint,
     and a lost one costs one cache-cold turn.
 
-    It keeps at most ``max_entries`` pins, as :class:`MemoryPinStore` does: past it, the
-    least recently used (the oldest ``last_used``) go as the writer commits the pins that
-    took it past, and at every :meth:`purge`; a file holding more (the cap lowered since it
-    was written) is cut to it when opened. :attr:`max_entries` may be changed while it runs.
+    It keeps at most ``max_entries`` pins, by :class:`MemoryPinStore`'s rule: past it, the
+    least recently used (the oldest ``last_used``) of the tenant holding the most go
+    (:class:`~switchpoint._fair.Shares`, whose counts of each tenant's pins it keeps: read
+    when it opens, among tenants holding as many the one whose newest pin is older taken as
+    having come to hold that many first), as the writer commits the pins that took it past,
+    and at every :meth:`purge`; a file holding more (the cap lowered since it was written) is
+    cut to it by the same rule when opened. :attr:`max_entries` may be changed while it runs.
+    A pin written before pins kept their tenant is counted as a tenant ``""``'s.
 
     WAL mode, so readers in other processes are not blocked. ``path`` may be ``":memory:"``.
     ``synchronous`` is SQLite's setting: ``NORMAL`` (default) survives a crash of the process
@@ -370,9 +388,18 @@ class SQLitePinStore:
             session_id TEXT PRIMARY KEY,
             model      TEXT NOT NULL,
             last_used  REAL NOT NULL,
-            failed     INTEGER NOT NULL DEFAULT 0  -- Pin.eviction: 0, 1 failed, 2 too long
+            failed     INTEGER NOT NULL DEFAULT 0, -- Pin.eviction: 0, 1 failed, 2 too long
+            tenant     TEXT NOT NULL DEFAULT ''    -- Pin.tenant
         );
         CREATE INDEX IF NOT EXISTS session_pins_last_used ON session_pins(last_used);
+    """
+    #: What a table written before pins kept their tenant is given (its pins: tenant "").
+    TENANT_COLUMN = """
+        ALTER TABLE session_pins ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+    """
+    #: Each tenant's pins, least recently used first: what a full table lets go of.
+    TENANT_INDEX = """
+        CREATE INDEX IF NOT EXISTS session_pins_tenant ON session_pins(tenant, last_used);
     """
     #: Changes waiting for the writer past which a change waits for it (a stalled disk).
     MAX_PENDING = 100_000
@@ -389,7 +416,8 @@ class SQLitePinStore:
         self.path = str(path)
         self.cache_entries = cache_entries
         self.max_entries = max_entries
-        self._rows = 0  # the pins the table holds (counted at open, kept as it changes)
+        # The pins the table holds, by tenant (counted at open, kept as it changes).
+        self._shares = Shares()
         self._synchronous = synchronous.upper()
         self._db_lock = threading.Lock()  # the connection: the writer, misses, purge, count
         try:
@@ -425,7 +453,7 @@ class SQLitePinStore:
         self._written = 0  # of those, committed (or given up on) so far
         self._closing = False
         try:
-            self._rows = self._count_rows()
+            self._shares = self._count_shares()
             while self._trim_alone():  # (a cap lowered since the file was written)
                 pass
             self._stored = self._stored_ids()
@@ -450,11 +478,11 @@ class SQLitePinStore:
         try:
             with self._db_lock:
                 row = self._db.execute(
-                    "SELECT model, last_used, failed FROM session_pins WHERE session_id = ?",
-                    (session_id,)).fetchone()
+                    "SELECT model, last_used, failed, tenant FROM session_pins "
+                    "WHERE session_id = ?", (session_id,)).fetchone()
         except sqlite3.Error as exc:  # a damaged page, a lock held too long
             raise store_error(self.path, "read a session pin", exc) from None
-        pin = None if row is None else Pin.from_row(row[0], row[1], int(row[2]))
+        pin = None if row is None else Pin.from_row(row[0], row[1], int(row[2]), str(row[3]))
         with self._changed:
             if session_id in self._known:  # changed (or read) meanwhile
                 return self._known[session_id]
@@ -481,10 +509,13 @@ class SQLitePinStore:
         total = 0
         while True:
             with self._db_lock:
-                gone = [row[0] for row in self._db.execute(
+                rows = self._db.execute(
                     "DELETE FROM session_pins WHERE session_id IN (SELECT session_id FROM "
-                    "session_pins WHERE last_used < ? LIMIT ?) RETURNING session_id",
-                    (older_than, PURGE_BATCH)).fetchall()]
+                    "session_pins WHERE last_used < ? LIMIT ?) RETURNING session_id, tenant",
+                    (older_than, PURGE_BATCH)).fetchall()
+                gone = [row[0] for row in rows]
+                for row in rows:
+                    self._shares.remove(row[1])
                 with self._changed:
                     if self._stored is not None:
                         self._stored.difference_update(map(_id_hash, gone))
@@ -493,8 +524,7 @@ class SQLitePinStore:
             if n < PURGE_BATCH:
                 break
         with self._db_lock:
-            self._rows = self._count_rows()
-            if self._stored is None and self._rows <= MAX_STORED_IDS:  # (under it again)
+            if self._stored is None and len(self._shares) <= MAX_STORED_IDS:  # (under it again)
                 stored = self._stored_ids()
                 with self._changed:
                     self._stored = stored
@@ -557,6 +587,9 @@ class SQLitePinStore:
                 db.execute(f"PRAGMA synchronous={self._synchronous}")
                 db.execute("PRAGMA busy_timeout=5000")
             db.executescript(self.SCHEMA)
+            if "tenant" not in {row[1] for row in db.execute("PRAGMA table_info(session_pins)")}:
+                db.executescript(self.TENANT_COLUMN)  # (written before pins kept their tenant)
+            db.executescript(self.TENANT_INDEX)
         except BaseException:
             db.close()
             raise
@@ -584,7 +617,7 @@ class SQLitePinStore:
             if self._carried is None:
                 self._what = how_it_left(self._files, seen) or ""
             self._move_to_path()
-            self._rows = self._count_rows()  # (the file now open: what it holds)
+            self._shares = self._count_shares()  # (the file now open: what it holds)
             stored = self._stored_ids()
             with self._changed:
                 self._stored = stored
@@ -656,10 +689,11 @@ class SQLitePinStore:
             db.execute("ATTACH DATABASE ? AS carried", (str(carried),))
             db.execute("BEGIN")
             moved = db.execute(
-                "INSERT INTO main.session_pins (session_id, model, last_used, failed) "
-                "SELECT session_id, model, last_used, failed FROM carried.session_pins "
+                "INSERT INTO main.session_pins (session_id, model, last_used, failed, tenant) "
+                "SELECT session_id, model, last_used, failed, tenant FROM carried.session_pins "
                 "WHERE true ON CONFLICT(session_id) DO UPDATE SET model = excluded.model, "
-                "last_used = excluded.last_used, failed = excluded.failed "
+                "last_used = excluded.last_used, failed = excluded.failed, "
+                "tenant = excluded.tenant "
                 "WHERE excluded.last_used > session_pins.last_used").rowcount
             db.execute("COMMIT")
             db.execute("DETACH DATABASE carried")
@@ -747,12 +781,12 @@ class SQLitePinStore:
                     return
 
     def _commit(self, batch: dict[str, Pin | None], *, closing: bool = False) -> None:
-        puts = [(k, p.model, p.last_used, p.eviction) for k, p in batch.items()
+        puts = [(k, p.model, p.last_used, p.eviction, p.tenant) for k, p in batch.items()
                 if p is not None]
         deletes = [(k,) for k, p in batch.items() if p is None]
         with self._db_lock:
             self._keep_file(closing=closing)
-            rows = self._rows
+            journal: list[tuple[str, bool]] = []  # (the counts changed: undone on a rollback)
             self._db.execute("BEGIN")
             with self._changed:  # (before the batch leaves `_writing`: get() sees it)
                 if self._stored is not None:
@@ -760,83 +794,121 @@ class SQLitePinStore:
                     if len(self._stored) > MAX_STORED_IDS:
                         self._stored = None
             try:
-                added = len(puts) - self._held([put[0] for put in puts])
+                held = self._tenants_of(list(batch))
+                for key, pin in batch.items():
+                    was, now = held.get(key), None if pin is None else pin.tenant
+                    if was != now:
+                        if was is not None:
+                            self._count(journal, was, gained=False)
+                        if now is not None:
+                            self._count(journal, now, gained=True)
                 self._db.executemany(
-                    "INSERT INTO session_pins (session_id, model, last_used, failed) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
+                    "INSERT INTO session_pins (session_id, model, last_used, failed, tenant) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
                     "model = excluded.model, last_used = excluded.last_used, "
-                    "failed = excluded.failed", puts)
-                removed = self._db.executemany(
-                    "DELETE FROM session_pins WHERE session_id = ?", deletes).rowcount
-                self._rows = rows + added - max(removed, 0)
-                self._trim(PURGE_BATCH)  # (a cap lowered by a reload: purge cuts the rest)
+                    "failed = excluded.failed, tenant = excluded.tenant", puts)
+                self._db.executemany("DELETE FROM session_pins WHERE session_id = ?", deletes)
+                self._trim(PURGE_BATCH, journal)  # (a cap lowered by a reload: purge cuts the rest)
                 self._db.execute("COMMIT")
                 with self._changed:
                     if self._stored is not None:
                         self._stored.difference_update(_id_hash(delete[0]) for delete in deletes)
             except BaseException:
-                self._rows = rows
+                self._undo(journal)
                 if self._db.in_transaction:  # (a failed COMMIT may have rolled back already)
                     self._db.execute("ROLLBACK")
                 raise
 
-    def _count_rows(self) -> int:
-        """The pins the table holds (with the connection's lock held, or at open)."""
-        return int(self._db.execute("SELECT COUNT(*) FROM session_pins").fetchone()[0])
+    def _count(self, journal: list[tuple[str, bool]], tenant: str, *, gained: bool) -> None:
+        """``tenant`` holds a pin more (``gained``) or less in the table, noted in ``journal``
+        (see :meth:`_undo`)."""
+        if gained:
+            self._shares.add(tenant)
+        else:
+            self._shares.remove(tenant)
+        journal.append((tenant, gained))
+
+    def _undo(self, journal: list[tuple[str, bool]]) -> None:
+        """Take back the counts a transaction rolled back changed (``journal``, as
+        :meth:`_count` noted them)."""
+        for tenant, gained in reversed(journal):
+            if gained:
+                self._shares.remove(tenant)
+            else:
+                self._shares.add(tenant)
+
+    def _count_shares(self) -> Shares:
+        """The pins the table holds, by tenant (with the connection's lock held, or at open):
+        among tenants holding as many, the one whose newest pin is older counts as having
+        come to hold that many first."""
+        shares = Shares()
+        for tenant, held in self._db.execute(
+                "SELECT tenant, COUNT(*) FROM session_pins GROUP BY tenant "
+                "ORDER BY MAX(last_used), tenant"):
+            shares.add(str(tenant), int(held))
+        return shares
 
     def _stored_ids(self) -> set[int] | None:
         """The hashes (:func:`_id_hash`) of the session ids the table holds, None past
         :data:`MAX_STORED_IDS` (with the connection's lock held, or at open, once
-        :attr:`_rows` is counted)."""
-        if self._rows > MAX_STORED_IDS:
+        :attr:`_shares` is counted)."""
+        if len(self._shares) > MAX_STORED_IDS:
             return None
         return {_id_hash(session) for session, in self._db.execute(
             "SELECT session_id FROM session_pins")}
 
-    def _held(self, sessions: Sequence[str]) -> int:
-        """How many of ``sessions`` the table holds a pin for."""
-        held = 0
+    def _tenants_of(self, sessions: Sequence[str]) -> dict[str, str]:
+        """The tenant of each of ``sessions`` the table holds a pin for."""
+        held: dict[str, str] = {}
         for start in range(0, len(sessions), LOOKUP_BATCH):
             part = sessions[start:start + LOOKUP_BATCH]
-            held += int(self._db.execute(
-                "SELECT COUNT(*) FROM session_pins WHERE session_id IN "
-                f"({','.join('?' * len(part))})", part).fetchone()[0])
+            held.update(self._db.execute(
+                "SELECT session_id, tenant FROM session_pins WHERE session_id IN "
+                f"({','.join('?' * len(part))})", part).fetchall())
         return held
 
     def _trim_alone(self) -> bool:
         """:meth:`_trim` a batch in a transaction of its own; whether more are left."""
-        rows = self._rows
+        journal: list[tuple[str, bool]] = []
         self._db.execute("BEGIN")
         try:
-            more = self._trim(PURGE_BATCH)
+            more = self._trim(PURGE_BATCH, journal)
             self._db.execute("COMMIT")
         except BaseException:
-            self._rows = rows
+            self._undo(journal)
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
         return more
 
-    def _trim(self, limit: int) -> bool:
-        """Delete the least recently used pins past :attr:`max_entries`, at most ``limit`` of
-        them, and forget them; whether more are left past it (with the connection's lock
-        held, or at open)."""
-        excess = self._rows - self.max_entries
+    def _trim(self, limit: int, journal: list[tuple[str, bool]]) -> bool:
+        """Delete the pins past :attr:`max_entries`, at most ``limit`` of them, and forget
+        them: the least recently used of the tenant holding the most, one by one
+        (:class:`~switchpoint._fair.Shares`); whether more are left past it (with the
+        connection's lock held, or at open)."""
+        excess = len(self._shares) - self.max_entries
         if excess <= 0:
             return False
-        gone = [row[0] for row in self._db.execute(
-            "SELECT session_id FROM session_pins ORDER BY last_used LIMIT ?",
-            (min(excess, limit),))]
+        losing: dict[str, int] = {}
+        for _ in range(min(excess, limit)):
+            tenant = self._shares.first()
+            self._count(journal, tenant, gained=False)
+            losing[tenant] = losing.get(tenant, 0) + 1
+        gone: list[str] = []
+        for tenant, n in losing.items():
+            gone += [row[0] for row in self._db.execute(
+                "SELECT session_id FROM session_pins WHERE tenant = ? ORDER BY last_used "
+                "LIMIT ?", (tenant, n))]
         self._db.executemany("DELETE FROM session_pins WHERE session_id = ?",
                              [(key,) for key in gone])
-        self._rows -= len(gone)
         with self._changed:  # (a change not written yet wins: it is written after)
             if self._stored is not None:
                 self._stored.difference_update(map(_id_hash, gone))
             for key in gone:
                 if key not in self._pending and key not in self._unwritten:
                     self._known.pop(key, None)
-        return bool(gone) and self._rows > self.max_entries
+        return bool(gone) and len(self._shares) > self.max_entries
+
 
 def _first_user_text(messages: Sequence[object]) -> str | None:
     for message in messages:
@@ -981,10 +1053,11 @@ class SessionPinner:
         bonus = {card.name: self.soft_bonus_weight} if self.soft_bonus_weight > 0 else {}
         return decision(PinState.SOFT, bonus=bonus)
 
-    def record(self, session: str | None, model: str, now: float) -> None:
-        """``model`` answered ``session`` at ``now``: (re)start its windows on that model."""
+    def record(self, session: str | None, model: str, now: float, tenant: str = "") -> None:
+        """``model`` answered ``session`` (of ``tenant``) at ``now``: (re)start its windows on
+        that model."""
         if session:
-            self.store.put(session, Pin(model, now))
+            self.store.put(session, Pin(model, now, tenant=tenant))
 
     def evict_on_failure(self, session: str | None, now: float | None = None, *,
                          failed: Collection[str] | None = None,
@@ -1004,11 +1077,12 @@ class SessionPinner:
         pin = self.store.get(session)
         if pin is not None and rehomed_to is not None and rehomed_to in outgrown:
             self.store.put(session, Pin(rehomed_to, pin.last_used if now is None else now,
-                                        failed=True, outgrown=True))
+                                        failed=True, outgrown=True, tenant=pin.tenant))
             return
         if pin is not None and (failed is None or pin.model in failed):
             self.store.put(session, Pin(pin.model, pin.last_used if now is None else now,
-                                        failed=True, outgrown=pin.model in outgrown))
+                                        failed=True, outgrown=pin.model in outgrown,
+                                        tenant=pin.tenant))
 
     def active_sessions(self, now: float) -> int:
         """Sessions with a pin inside the soft window."""
