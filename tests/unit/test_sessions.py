@@ -348,6 +348,53 @@ def test_a_full_store_lets_the_tenant_holding_the_most_lose_its_least_recently_u
             store.close()
 
 
+def test_pins_restored_at_a_start_are_shared_as_fairly_by_the_tenants(tmp_path: Path) -> None:
+    """The counts of each tenant's pins are read back at a start, so the rule holds across a
+    restart, and a cap lowered since the file was written cuts it by the same rule."""
+    path = tmp_path / "pins.db"
+    store = SQLitePinStore(path, max_entries=3)
+    store.put("b1", Pin("m", T0, tenant="b"))
+    store.put("a1", Pin("m", T0 + 1, tenant="a"))
+    store.put("a2", Pin("m", T0 + 2, tenant="a"))
+    store.close()
+    store = SQLitePinStore(path, max_entries=3)
+    store.put("a3", Pin("m", T0 + 3, tenant="a"))  # (a's oldest goes, not b's older pin)
+    store.flush()
+    assert store.get("b1") is not None and store.get("a1") is None
+    store.close()
+    store = SQLitePinStore(path, max_entries=2)  # (a cap lowered since: a holds the most)
+    try:
+        assert store.get("b1") is not None and store.get("a2") is None
+        assert store.get("a3") == Pin("m", T0 + 3, tenant="a")
+    finally:
+        store.close()
+
+
+def test_a_pins_file_written_before_pins_kept_their_tenant_is_read_as_no_tenants(
+        tmp_path: Path) -> None:
+    path = tmp_path / "pins.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript("""
+            CREATE TABLE session_pins (session_id TEXT PRIMARY KEY, model TEXT NOT NULL,
+                                       last_used REAL NOT NULL,
+                                       failed INTEGER NOT NULL DEFAULT 0);""")
+        db.executemany("INSERT INTO session_pins VALUES (?, 'm', ?, 0)",
+                       [("old1", T0), ("old2", T0 + 1)])
+        db.commit()
+    store = SQLitePinStore(path, max_entries=3)
+    try:
+        assert store.get("old1") == Pin("m", T0)  # (tenant "")
+        store.put("a1", Pin("m", T0 + 2, tenant="a"))
+        store.put("a2", Pin("m", T0 + 3, tenant="a"))  # ("" holds the most: its oldest goes)
+        store.flush()
+        assert store.get("old2") is not None and store.get("a1") is not None
+    finally:
+        store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT session_id FROM session_pins ORDER BY 1").fetchall() == [
+            ("a1",), ("a2",), ("old2",)]
+
+
 def test_sqlite_store_survives_a_restart(tmp_path: Path, catalog: Catalog) -> None:
     path = tmp_path / "pins.db"
     store = SQLitePinStore(path)
