@@ -135,7 +135,8 @@ log = logging.getLogger("switchpoint.gateway")
 MAX_SESSION_ID = 256
 # Pins deleted per statement when purging.
 PURGE_BATCH = 5_000
-#: The most sessions a pin store keeps by default (past it the least recently used go).
+#: The most sessions a pin store keeps by default (past it the least recently used pin of the
+#: tenant holding the most goes).
 MAX_PINS = 100_000
 # Session ids looked up per statement when a batch of changes is counted.
 LOOKUP_BATCH = 500
