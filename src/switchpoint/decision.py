@@ -29,7 +29,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from switchpoint._args import INTEGER, expect
-from switchpoint._messages import bounded_repr, cut, json_quoted, people_number, too_long
+from switchpoint._messages import (
+    bounded_repr,
+    cut,
+    json_quoted,
+    not_finite_reason,
+    people_number,
+    too_long,
+)
 from switchpoint._numbers import checked_number
 from switchpoint.catalog import cost_figure, cost_text, cost_units_text
 from switchpoint.errors import InvalidInputError
@@ -121,12 +128,14 @@ def check_cost_weight(value: object, field: str = "cost_weight", *,
     """``value`` as a λ (a float from 0 to :data:`MAX_COST_WEIGHT`), else an
     :class:`~switchpoint.errors.InvalidInputError` naming ``field`` that quotes the value as
     sent: ``written``, the number as its text gave it (a header's ``-1``, ``1e5``), when it
-    was read from text."""
+    was read from text. A NaN or an infinity (a header's ``1e999``, the library's
+    ``float("inf")``) is told in the words of every request door
+    (:func:`~switchpoint._messages.not_finite_reason`), as a body's ``cost_weight`` is."""
     x = checked_number(field, value)
     if x is None:
         raise InvalidInputError(field, f"must be a number >= 0, got {json_quoted(value)}")
-    if math.isnan(x):
-        raise InvalidInputError(field, "is NaN; use a number >= 0 (0 = quality first)")
+    if not math.isfinite(x):
+        raise InvalidInputError(field, not_finite_reason(x))
     shown = json_quoted(value) if written is None else cut(written.strip(), 60)
     if x < 0:
         raise InvalidInputError(field, f"is {shown}; it must be >= 0 (0 = quality first)")

@@ -228,13 +228,15 @@ def test_a_model_without_a_profile_is_routed_by_tier_and_price(gw: ThreadServer)
     ("-0.50", "is -0.50; it must be >= 0"), ("nan", 'got "nan"'), ("inf", 'got "inf"'),
     ("1_0", 'got "1_0"'),
     ("0x1", 'got "0x1"'), ("1e-400", '"1e-400" is too small a number to be told from 0'),
-    ("1e999", "is 1e999; it must be at most"),
+    ("1e999", "x-switchpoint-cost-weight: is infinity, too large a number (what 1e400, or any "
+              "number past about 1.8e308, reads as); send finite numbers only"),
 ])
 def test_cost_weight_header_is_checked(gw: ThreadServer, value: str, says: str) -> None:
     """The header's λ is read as the command line and a query parameter read a number: ASCII
     digits (no 1_0, nan or inf), and a number not 0 a float holds only as 0 is refused, not
     taken as 0 (quality first); the value is quoted as JSON writes it, a number out of range
-    as written (-1, not -1.0)."""
+    as written (-1, not -1.0); one no float holds (1e999) in the words a body's NaN or
+    infinity is told in, the header named first."""
     with pytest.raises(openai.BadRequestError) as info:
         client(gw).chat.completions.create(model="auto", messages=user("hi"),
                                            extra_headers={"x-switchpoint-cost-weight": value})

@@ -540,6 +540,25 @@ def test_the_in_process_door_names_an_argument_of_the_wrong_type(
     assert len(after) == len(before)  # refused before anything was routed, called or logged
 
 
+@pytest.mark.parametrize(("value", "says"), [
+    (float("inf"), "is infinity, too large a number (what 1e400, or any number past about "
+                   "1.8e308, reads as); send finite numbers only"),
+    (float("nan"), "is NaN, not a finite number; send finite numbers only")])
+def test_the_in_process_door_refuses_a_cost_weight_not_finite_as_the_http_body_does(
+        local: Gateway, value: float, says: str) -> None:
+    """A λ of infinity or NaN given in process is named and told in the words a body's
+    cost_weight is over HTTP, where it was "must be at most 10,000" and "is NaN; use ..."."""
+    store = local.store
+    assert store is not None
+    before = len(store.requests(1000)[0])
+    for call in (lambda: local.complete(messages(), model="auto", cost_weight=value),
+                 lambda: local.route("hi", cost_weight=value)):
+        with pytest.raises(InvalidInputError) as caught:
+            call()
+        assert str(caught.value) == f"cost_weight: {says}"
+    assert len(store.requests(1000)[0]) == before
+
+
 def test_learning_status_refuses_a_bare_tenant_name(local: Gateway) -> None:
     with pytest.raises(InvalidInputError) as caught:
         local.learning_status("acme")  # a str is a sequence of one-letter names

@@ -543,6 +543,10 @@ def test_bad_constructor_arguments(make_router: RouterFactory) -> None:
     assert info.value.field == "embedder"
     with pytest.raises(InvalidInputError):
         make_router(cost_weight=-1)
+    with pytest.raises(InvalidInputError) as infinite:  # (in the words a request's is told in)
+        make_router(cost_weight=float("inf"))
+    assert str(infinite.value).startswith("cost_weight: is infinity, too large a number")
+    assert str(infinite.value).endswith("; send finite numbers only")
     r = make_router(cost_weight=0)
     assert r.route(PROMPTS[0]).cost_weight == 0.0
 
