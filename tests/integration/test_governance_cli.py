@@ -1319,6 +1319,30 @@ def test_a_forecast_says_a_model_gone_from_the_catalog_is_gone_not_unpriced(
             "catalog (its share will go to the models there are)") in out, out
 
 
+@pytest.mark.parametrize(("catalog", "says"), [
+    pytest.param("  - {name: big}\n  - {name: small}\n",
+                 'not counted: 100.0% of the requests go to "big", "small", which the catalog '
+                 "does not price (cost unknown: give them input_per_mtok and output_per_mtok)",
+                 id="unpriced"),
+    pytest.param("  - {name: other, input_per_mtok: 1, output_per_mtok: 1}\n",
+                 'not counted: 100.0% of the requests went to "big", "small", which are no '
+                 "longer in the catalog (their share will go to the models there are)",
+                 id="removed")])
+def test_a_forecast_whose_catalog_prices_none_of_the_mix_says_why_once(
+        config: Path, capsys: pytest.CaptureFixture[str], catalog: str, says: str) -> None:
+    # Its not-counted line says why and the fix; the tip, which says the same over HTTP
+    # (optimization_tip), is left out, as it is without a catalog.
+    seed(config)
+    config.write_text(f"models:\n{catalog}data_dir: data\ntenants:\n  acme: {{}}\n",
+                      encoding="utf-8")
+    code, out, err = run(["report", "forecast", "--requests-per-hour", "10",
+                          "--avg-input-tokens", "100", "--avg-output-tokens", "100",
+                          "--config", config], capsys)
+    assert code == 0, err
+    assert says in out and "tip:" not in out and "nothing to project" not in out, out
+    assert "hourly, daily and monthly spend unknown" in out, out
+
+
 def test_an_alert_over_a_log_younger_than_five_minutes_says_its_projection_is_weak(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed(config)  # the log's first requests, a minute ago

@@ -675,18 +675,18 @@ def cmd_report_forecast(args: argparse.Namespace) -> int:
         print(f"hourly {_usd(report['hourly_cost_usd'])}, daily "
               f"{_usd(report['daily_cost_usd'])}, monthly (30 d) "
               f"{_usd(report['monthly_cost_usd'])}")
-    # Without a catalog this line says the fix, with the command's words: the tip, which
-    # says the same, is left out.
-    no_catalog = bool(report["unpriced_models"]) and reports.catalog is None
-    if no_catalog:
+    # The not-counted lines say why a share has no cost and the fix, with the command's
+    # words; with no model of the mix priced the tip, which then says the same, is left out.
+    unpriced = report["unpriced_models"]
+    if unpriced and reports.catalog is None:
         print("not counted: every request, since no catalog was given and so no model has a "
               "price; pass --config with the service's config (its models:, with "
               "input_per_mtok and output_per_mtok)")
-    elif report["unpriced_models"]:
+    elif unpriced:
         print(f"not counted: {report['unpriced_requests_pct']:.1%} of the requests go to "
-              f"{listed_names(report['unpriced_models'], quoted=True)}, which the catalog does not "
-              "price "
-              "(cost unknown)")
+              f"{listed_names(unpriced, quoted=True)}, which the catalog does not price (cost "
+              f"unknown: give {'it' if len(unpriced) == 1 else 'them'} input_per_mtok and "
+              "output_per_mtok)")
     removed = report["removed_models"]
     if removed:
         one = len(removed) == 1
@@ -697,7 +697,7 @@ def cmd_report_forecast(args: argparse.Namespace) -> int:
     rows = [[m, f"{v['requests_pct']:.1%}", _usd(v["cost_per_request_usd"]),
              _usd(v["hourly_cost_usd"])] for m, v in report["breakdown_by_model"].items()]
     print(_table(["model", "share", "per request", "per hour"], rows))
-    if not no_catalog:
+    if report["hourly_cost_usd"] is not None:
         print()
         print(f"tip: {report['optimization_tip']}")
     return 0
