@@ -62,7 +62,12 @@ def test_the_reports_validate_against_the_published_schema_and_publish_their_503
             path = f"/v1/router/report/{name}"
             return published.valid("GET", path, get(server, path, ADMIN, **params))
 
-        assert report("suggest") == {"data": []}
+        # An empty list says why, without changing data for a client that reads only it.
+        assert report("suggest") == {
+            "data": [], "routed_requests": 0,
+            "note": "no answered auto request was logged in the last week (the suggestions "
+                    "re-route the logged auto traffic); ask again once the gateway has routed "
+                    "some"}
         made = post(server, "/v1/router/keys", {"tenant": "acme", "cost_weight": 0}, ADMIN)
         assert made.status_code == 201, made.text
         key = made.json()["key"]
@@ -89,7 +94,12 @@ def test_the_reports_validate_against_the_published_schema_and_publish_their_503
         assert forecast["unpriced_models"] == ["free"]
         assert forecast["breakdown_by_model"]["free"]["hourly_cost_usd"] is None
         # The key routed at λ 0: a higher λ sends the poems to cheap at little loss.
-        suggested = report("suggest")["data"]
-        assert [s["kind"] for s in suggested] == ["cost_weight"]
+        suggested = report("suggest")
+        assert [s["kind"] for s in suggested["data"]] == ["cost_weight"]
+        assert suggested["routed_requests"] == 12 and suggested["note"] is None
+        # The lab tenant asked a named model alone: nothing to re-route, and it says so.
+        over_lab = report("suggest", tenant="lab", period="day")
+        assert (over_lab["data"], over_lab["routed_requests"]) == ([], 0), over_lab
+        assert over_lab["note"].startswith("no answered auto request was logged in the last day")
         published.each_field_needed([*SCHEMAS.values(), "CostShare", "ModelCost", "SLABreaches",
                                      "SLAView", "ModelForecast", "Suggestion", "WhatIf"])

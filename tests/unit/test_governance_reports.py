@@ -292,6 +292,9 @@ def test_suggestions_are_computed_from_the_log(reports: Reports) -> None:
     # Accepting a larger quality loss makes everyone-small (λ >= 1.5) the cheapest.
     loose = reports.get_cost_optimizations(max_quality_loss=0.5)
     assert loose[0]["what_if"]["models"] == {"small": 3}
+    # The report of them (the HTTP route's body) counts the requests re-routed; no note
+    # beside suggestions.
+    assert reports.suggestion_report() == {"data": items, "routed_requests": 3, "note": None}
 
 
 @pytest.mark.parametrize("tokens", [

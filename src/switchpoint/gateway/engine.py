@@ -2572,6 +2572,14 @@ class Gateway:
         return self.reports.get_cost_optimizations(estimate_tokens, **kwargs)
 
     @_sync_request
+    @passes_on(Reports.suggestion_report)
+    def suggestion_report(self, estimate_tokens: Sequence[int] | None = None,
+                          **kwargs: Any) -> dict[str, Any]:
+        """The suggestions with how many logged requests they re-routed and, with none to
+        make, why (see :meth:`Reports.suggestion_report`)."""
+        return self.reports.suggestion_report(estimate_tokens, **kwargs)
+
+    @_sync_request
     @passes_on(Reports.get_sla_report)
     def get_sla_report(self, since_hours: float = 1.0, **kwargs: Any) -> dict[str, Any]:
         """SLA compliance of the last ``since_hours`` of requests."""

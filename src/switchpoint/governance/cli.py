@@ -705,17 +705,13 @@ def cmd_report_forecast(args: argparse.Namespace) -> int:
 
 def cmd_report_suggest(args: argparse.Namespace) -> int:
     reports = _reports(args, routing=True)
-    items = reports.get_cost_optimizations(period=args.period, tenant=args.tenant)
+    report = reports.suggestion_report(period=args.period, tenant=args.tenant)
+    items = report["data"]
     if args.json:
         _print_json(items)
         return 0
-    if not items:
-        routed = reports.routed_requests(args.period, tenant=args.tenant)
-        print(f"no suggestion: no answered auto request was logged in the last {args.period} "
-              "(the suggestions re-route the logged auto traffic); ask again once the gateway "
-              "has routed some" if not routed else
-              f"no suggestion: over the {routed} answered auto requests of the last "
-              f"{args.period}, no other λ or pool saves money without losing expected quality")
+    if report["note"] is not None:
+        print(f"no suggestion: {report['note']}")
         return 0
     for i, item in enumerate(items, start=1):
         print(f"{i}. {item['suggestion']}")

@@ -43,7 +43,7 @@ from switchpoint._admitted import admitted_by
 from switchpoint._limits import MAX_REQUESTS_PER_HOUR as MAX_REQUESTS_PER_HOUR
 from switchpoint._limits import MAX_SINCE_HOURS as MAX_SINCE_HOURS
 from switchpoint._limits import SINCE_HOURS as SINCE_HOURS
-from switchpoint._messages import json_quoted, listed_names, one_of, people_number
+from switchpoint._messages import json_quoted, listed_names, one_of, people_number, plural
 from switchpoint._numbers import checked_number
 from switchpoint.catalog import (
     MAX_TOKENS,
@@ -768,18 +768,6 @@ class Reports:
     # What-if routing ---------------------------------------------------------------------------
 
     @_counted
-    def routed_requests(self, period: str = "week", *, until: float | None = None,
-                        tenant: str | None = None) -> int:
-        """How many logged ``auto`` requests of the last ``period`` the suggestions re-route
-        (answered, with their decisions' estimates): none, and there is nothing to suggest
-        from; some, and no suggestion means no other λ or pool would have saved money."""
-        self.check_tenant(tenant)
-        since, end = self._window(period, until)
-        where, more = _routed_where(tenant)
-        rows = self._query("SELECT count(*) FROM requests r JOIN decisions d ON "
-                           f"d.id = r.decision_id WHERE {where}", [since, end, *more])
-        return int(rows[0][0]) if rows else 0
-
     def _routed(self, since: float, until: float, tenant: str | None,
                 tokens: tuple[int, int] | None) -> _Routed:
         """The answered ``auto`` requests between ``since`` and ``until`` with their decisions'
@@ -896,14 +884,43 @@ class Reports:
         """Suggestions computed from the log: the λ that saves the most while losing at most
         ``max_quality_loss`` expected quality, a λ that buys quality cheaply, and models whose
         removal from the pool saves money at no real loss. Each item: ``suggestion``,
-        ``estimated_savings_usd_per_day``, ``tradeoff`` and the what-if figures behind it."""
+        ``estimated_savings_usd_per_day``, ``tradeoff`` and the what-if figures behind it.
+        :meth:`suggestion_report` says why when there is none."""
+        return self._optimizations(estimate_tokens, period, until, tenant, max_quality_loss)[0]
+
+    @_counted
+    def suggestion_report(self, estimate_tokens: Sequence[int] | None = None, *,
+                          period: str = "week", until: float | None = None,
+                          tenant: str | None = None,
+                          max_quality_loss: float = QUALITY_TOLERANCE) -> dict[str, Any]:
+        """The suggestions of :meth:`get_cost_optimizations` (``data``), how many answered
+        ``auto`` requests of the window they re-routed (``routed_requests``) and, with none to
+        make, why in words (``note``: no such request was logged, or none of the other λ and
+        pools saves money over them; null beside suggestions): the body of ``GET
+        /v1/router/report/suggest`` and what ``switchpoint report suggest`` prints."""
+        items, routed = self._optimizations(estimate_tokens, period, until, tenant,
+                                            max_quality_loss)
+        note = None
+        if not items and not routed:
+            note = (f"no answered auto request was logged in the last {period} (the "
+                    "suggestions re-route the logged auto traffic); ask again once the gateway "
+                    "has routed some")
+        elif not items:
+            note = (f"over the {plural(routed, 'answered auto request')} of the last {period}, "
+                    "no other λ or pool saves money without losing expected quality")
+        return {"data": items, "routed_requests": routed, "note": note}
+
+    def _optimizations(self, estimate_tokens: Sequence[int] | None, period: str,
+                       until: float | None, tenant: str | None, max_quality_loss: float
+                       ) -> tuple[list[dict[str, Any]], int]:
+        """The suggestions, and how many logged requests they were computed over."""
         self.check_tenant(tenant)
         max_quality_loss = _number(max_quality_loss, "max_quality_loss", at_most=1.0)
         tokens = None if estimate_tokens is None else check_token_counts(estimate_tokens)
         since, end = self._window(period, until)
         routed = self._routed(since, end, tenant, tokens)
         if not len(routed):
-            return []
+            return [], 0
         ran_at = _lambdas(routed.lambdas)
         out: list[dict[str, Any]] = []
         sweep = [self._what_if(routed, lam, (), since, end) for lam in SWEEP]
@@ -935,7 +952,7 @@ class Reports:
                            f"tenants' models): its requests would go to "
                            f"{_mix(w['models'])}", "pool"))
         out.sort(key=lambda item: -item["estimated_savings_usd_per_day"])
-        return out
+        return out, len(routed)
 
     @staticmethod
     def _suggestion(w: Mapping[str, Any], text: str, kind: str) -> dict[str, Any]:

@@ -1351,4 +1351,11 @@ class SuggestionList(BaseModel):
     model_config = CLOSED
 
     data: list[Suggestion] = Field(description="Most saved first; empty without logged auto "
-                                               "traffic to re-route.")
+                                               "traffic to re-route, or when no other λ or "
+                                               "pool saves money over it (see note).")
+    routed_requests: int = Field(description="The answered auto requests of the period the "
+                                             "suggestions re-routed.")
+    note: str | None = Field(description="Why data is empty, in words: no answered auto "
+                                         "request was logged in the period, or none of the "
+                                         "other λ and pools saves money over them (null "
+                                         "beside suggestions).")

@@ -336,5 +336,5 @@ async def forecast(request: Request,
 async def suggest(request: Request, period: Period = "week",
                   tenant: TenantQuery = None) -> JSONResponse:
     gateway = get_service(request).gateway
-    return JSONResponse({"data": await run_in_threadpool(
-        lambda: gateway.get_cost_optimizations(period=period, tenant=tenant))})
+    return JSONResponse(await run_in_threadpool(
+        lambda: gateway.suggestion_report(period=period, tenant=tenant)))
