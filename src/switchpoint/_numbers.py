@@ -325,3 +325,23 @@ def unsigned_zero(value: float) -> float:
     """``value``, ``-0.0`` as ``0.0`` (see the module's docstring)."""
     return value + 0.0  # -0.0 + 0.0 is 0.0
 
+
+
+#: The most decimal places :func:`percent_text` shows a share to.
+MAX_PERCENT_PLACES = 8
+
+
+def percent_text(fraction: float) -> str:
+    """A share (``0.218``) as a person reads it (``21.8%``): to one decimal place, and to as
+    many more as it takes (up to :data:`MAX_PERCENT_PLACES`) for one that is not 0 nor 1 not
+    to read as ``0.0%`` or ``100.0%`` (a compliance with one breach in 3,000 is ``99.97%``, a
+    budget a cent of which is spent ``0.001%``); one that is not 0 even then in scientific
+    notation (``1.0e-10%``), as an amount of dollars past its places is. The one rule of every
+    percentage a report or a key's budget shows a person; JSON keeps the fraction."""
+    shown = f"{fraction:.1%}"
+    for places in range(1, MAX_PERCENT_PLACES + 1):
+        shown = f"{fraction:.{places}%}"
+        value = abs(float(shown[:-1]))
+        if (value != 0 or fraction == 0) and (value != 100 or abs(fraction) == 1):
+            return shown
+    return f"{fraction * 100:.1e}%" if value == 0 else shown

@@ -126,6 +126,15 @@ def usd_places(amounts: Iterable[float | None]) -> int:
     return widest
 
 
+def usd_rounded(amount: float, places: int) -> float:
+    """An amount made from the amounts beside it by a division (an average, a spend
+    projected over the hour) rounded to the ``places`` they are shown to
+    (:func:`usd_places` of them, not of it), so the division's further digits do not stand
+    beside them (``$0.350255``, not ``$0.3502549578``); unrounded where that would make it
+    read as zero."""
+    return round(amount, places) or amount
+
+
 def usd_figure(amount: float) -> str:
     """``amount`` of US dollars as a machine reads it (a header, a metric): a plain decimal
     number to the :data:`USD_DIGITS` places it is kept to, written without trailing zeros

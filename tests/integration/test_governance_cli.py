@@ -1297,6 +1297,47 @@ def test_keys_clock_with_json_on_a_data_dir_without_keys_prints_json(
     assert not data.exists()
 
 
+def _places(line: str) -> set[int]:
+    """The decimal places of each amount of dollars ``line`` shows."""
+    return {len(m) for m in re.findall(r"\$[\d,]+\.(\d+)", line)}
+
+
+def test_keys_show_sla_and_alert_show_their_amounts_alike_as_the_cost_report_does(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Amounts to the places the widest needs, a projection rounded to them, shares and
+    latencies one way each (a budget as written): the alert's line read "$0.0009325 spent,
+    projected $0.0111925094", and a key's budgets $0.0009325 beside $0.000000."""
+    data = config.parent / "data"
+    with KeyStore.in_dir(data) as keys:
+        key_id = keys.create(KeySpec(tenant="acme", budgets=["0.5/day", "30/month"])).record.id
+    now = time.time()
+    with SQLiteStore(data / "switchpoint.db") as store:
+        for i, cost in enumerate([0.00084, 0.0000925]):
+            store.append(RequestRecord(
+                id=f"r{i}", ts=now - 1, requested_model="small", status="ok", http_status=200,
+                pin_state="fresh", stream=False, latency_ms=1234.5, model="small",
+                prompt_tokens=1, completion_tokens=1, cost_usd=cost, tenant="acme",
+                key_id=key_id)).result()
+            store.append(LedgerRecord(ts=now - 1, reservation_id=f"t{i}", kind="settle",
+                                      amount_usd=cost, tenant="acme", key_id=key_id,
+                                      model="small")).result()
+    code, out, err = run(["keys", "show", key_id, "--config", config], capsys)
+    assert code == 0, err
+    budgets = [line for line in out.splitlines() if line.startswith("budget ")]
+    assert len(budgets) == 2 and _places(" ".join(budgets)) == {7}, out
+    assert "spent $0.0009325, held $0.0000000, 0.2% used" in budgets[0], out
+    assert "spent $0.0009325, held $0.0000000, 0.003% used" in budgets[1], out
+    code, out, err = run(["report", "alert", "--config", config], capsys)
+    assert code == 0, err
+    hour = next(line for line in out.splitlines() if line.startswith("this hour:"))
+    assert _places(hour) == {7} and hour.endswith("against a budget of $1/hour"), out
+    key_row = next(line for line in out.splitlines() if line.startswith(f"key:{key_id}"))
+    assert _places(key_row) == {7} and " 0.2% " in key_row, out
+    code, out, err = run(["report", "sla", "--since-hours", "1", "--config", config], capsys)
+    assert code == 0, err
+    assert "average latency 1,234.5 ms" in out and "compliance 0.0%" in out, out
+
+
 def test_a_forecast_says_a_model_gone_from_the_catalog_is_gone_not_unpriced(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed(config)  # two answers from big, one from small

@@ -14,6 +14,7 @@ from switchpoint._numbers import (
     integer_text,
     number_text,
     number_with_unit,
+    percent_text,
     too_small,
     whole_number_text,
     whole_too_large,
@@ -155,3 +156,12 @@ def test_the_odd_numbers_of_every_number_option_are_told_by_one_family_of_wordin
     # (-0 is 0, taken; a negative number where negatives are taken is no such refusal)
     assert _options.COST_WEIGHT("-0") == 0.0
     assert why(_options.NUMBER, "-1e-400") == f'"-1e-400" {TOO_SMALL}'
+
+
+@pytest.mark.parametrize(("fraction", "shown"), [
+    (0.218, "21.8%"), (0.0, "0.0%"), (1.0, "100.0%"), (0.5, "50.0%"), (1.25, "125.0%"),
+    (2999 / 3000, "99.97%"), (0.00001, "0.001%"), (1.0004, "100.04%"), (-0.0004, "-0.04%"),
+    (1e-12, "1.0e-10%")])
+def test_a_share_is_shown_to_one_place_but_never_reads_as_none_or_all_when_it_is_not(
+        fraction: float, shown: str) -> None:
+    assert percent_text(fraction) == shown

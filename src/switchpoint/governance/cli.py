@@ -91,6 +91,27 @@ def _usd(x: float | None, places: int = 6) -> str:
     return "-" if x is None else usd_text(x, places)
 
 
+def _amounts(amounts: Sequence[float | None]) -> Callable[..., str]:
+    """How one command's output shows its amounts of dollars: each of ``amounts`` (all it
+    shows but those made from them by a division) to the places the widest needs
+    (:func:`~switchpoint.catalog.usd_places`), and, given ``made=True``, an average or a
+    projection rounded to those places (:func:`~switchpoint.catalog.usd_rounded`)."""
+    from switchpoint.catalog import usd_places, usd_rounded
+
+    places = usd_places(amounts)
+
+    def shown(x: float | None, made: bool = False) -> str:
+        return _usd(usd_rounded(x, places) if made and x is not None else x, places)
+
+    return shown
+
+
+def _pct(fraction: float) -> str:
+    from switchpoint._numbers import percent_text
+
+    return percent_text(fraction)
+
+
 # keys ------------------------------------------------------------------------------------------
 
 
@@ -543,14 +564,15 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
         print(f"{name:<12} {printable(str(shown[name])) if shown[name] is not None else '-'}")
     print(f"{'created':<12} {_when(record.created_at)} UTC")
     print(f"{'expires':<12} {_expires(record.expires_at)}")
+    usd = _amounts([x for s in statuses for x in (s["spent_usd"], s["held_usd"])])
     for s in statuses:
         # (a budget of 0 allows no spend after a reset either, and a key's budgets are kept
         # as it was made: rotate keeps them)
-        state = (f"{s['used_fraction']:.1%} used, resets {_when(s['resets_at'])} UTC"
+        state = (f"{_pct(s['used_fraction'])} used, resets {_when(s['resets_at'])} UTC"
                  if s["limit_usd"] > 0 else "allows no spend in any period (for a key "
                  "that may spend, create one with a larger budget and revoke this one)")
-        print(f"budget       {s['budget']}: spent {_usd(s['spent_usd'])}, held "
-              f"{_usd(s['held_usd'])}, {state}")
+        print(f"budget       {s['budget']}: spent {usd(s['spent_usd'])}, held "
+              f"{usd(s['held_usd'])}, {state}")
     return 0
 
 
@@ -595,21 +617,18 @@ def cmd_report_cost(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
         return 0
-    from switchpoint.catalog import usd_places
-
     # Every amount of the report to the same places, the most one of them needs; the average,
     # a quotient whose further digits are the division's, to those places too (unless that
     # made it read as zero).
     s = report["savings"]
-    places = usd_places([report["total_cost_usd"], s["comparison_cost_usd"], s["savings_usd"],
-                         *(v["cost_usd"] for key in ("by_model", "by_tenant", "by_key")
-                           for v in report[key].values())])
-    avg = report["avg_cost_per_request_usd"]
-    avg = round(avg, places) or avg
+    usd = _amounts([report["total_cost_usd"], s["comparison_cost_usd"], s["savings_usd"],
+                    *(v["cost_usd"] for key in ("by_model", "by_tenant", "by_key")
+                      for v in report[key].values())])
     print(f"Cost over the last {args.period} ({_when(report['since'])} to "
           f"{_when(report['until'])} UTC): {report['requests']} requests, "
-          f"{report['answered']} answered, {_usd(report['total_cost_usd'], places)} "
-          + (f"(avg {_usd(avg, places)} per answered request of known "
+          f"{report['answered']} answered, {usd(report['total_cost_usd'])} "
+          + (f"(avg {usd(report['avg_cost_per_request_usd'], made=True)} per answered "
+             "request of known "
              "cost)" if report["answered"] > report["cost_unknown_requests"]
              else "(no answered request of known cost to average)"))
     if report["cost_unknown_requests"]:
@@ -622,7 +641,7 @@ def cmd_report_cost(args: argparse.Namespace) -> int:
         print()
         pruned = set(report["pruned_keys"]) if key == "by_key" else set()
         rows = [[name + (" (pruned)" if name in pruned else ""), v["requests"],
-                 _usd(v["cost_usd"], places), v["cost_unknown_requests"]]
+                 usd(v["cost_usd"]), v["cost_unknown_requests"]]
                 for name, v in table.items()]
         print(_table([f"by {title}", "requests", "cost", "cost unknown"], rows))
     if s["comparison_model"] and not s["requests"]:
@@ -631,9 +650,8 @@ def cmd_report_cost(args: argparse.Namespace) -> int:
     elif s["comparison_model"]:
         print()
         print(f"Against {s['comparison_model']} ({s['basis']}) on the same tokens: "
-              f"{_usd(s['comparison_cost_usd'], places)}; routing saved "
-              f"{_usd(s['savings_usd'], places)} "
-              f"({s['savings_pct']:.1%}) over {s['requests']} priced requests")
+              f"{usd(s['comparison_cost_usd'])}; routing saved {usd(s['savings_usd'])} "
+              f"({_pct(s['savings_pct'])}) over {s['requests']} priced requests")
     return 0
 
 
@@ -642,19 +660,22 @@ def cmd_report_sla(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
         return 0
+    from switchpoint._times import latency_text
+
     total = report["total_requests"]
     # The JSON's rate over no request is 1.0 (nothing breached); said here as what it is.
     print(f"SLA over the last {args.since_hours:g} h: "
-          + (f"{total} requests, compliance {report['compliance_rate']:.1%}" if total
+          + (f"{total} requests, compliance {_pct(report['compliance_rate'])}" if total
              else "no requests in the window, so no compliance to report"))
     b = report["breaches"]
+    usd = _amounts([report["cost_savings_usd"]])
     print(f"breaches: latency {b['latency']}, cost {b['cost']}, quality {b['quality']}; "
-          f"adjustments {report['adjustments_made']} (saved {_usd(report['cost_savings_usd'])})")
+          f"adjustments {report['adjustments_made']} (saved {usd(report['cost_savings_usd'])})")
     latency = report["avg_latency_ms"]
     if latency is not None:
-        print(f"average latency {latency:.1f} ms")
+        print(f"average latency {latency_text(latency)}")
     if report["budget_utilization"] is not None:
-        print(f"hourly budget used: {report['budget_utilization']:.1%}")
+        print(f"hourly budget used: {_pct(report['budget_utilization'])}")
     if report["sla"] is None:
         print("(no SLA configured: add sla: to the config)")
     return 0
@@ -734,8 +755,12 @@ def cmd_report_alert(args: argparse.Namespace) -> int:
         return 0
     print(f"status: {report['status'].upper()}")
     budget = report["budget_usd"]
-    print(f"this hour: {_usd(report['hourly_spend_usd'])} spent, projected "
-          f"{_usd(report['projected_hourly_usd'])}"
+    # The amounts spent and held to the places the widest needs; a projection, a rate over a
+    # window times the hour or the period, rounded to them. (A budget is shown as written.)
+    usd = _amounts([report["hourly_spend_usd"],
+                    *(x for b in report["budgets"] for x in (b["spent_usd"], b["held_usd"]))])
+    print(f"this hour: {usd(report['hourly_spend_usd'])} spent, projected "
+          f"{usd(report['projected_hourly_usd'], made=True)}"
           + (f" against a budget of ${amount_text(budget)}/hour" if budget is not None
              else ""))
     if report["projection_low_confidence"] or any(b["projection_low_confidence"]
@@ -749,8 +774,8 @@ def cmd_report_alert(args: argparse.Namespace) -> int:
     if report["budgets"]:
         print()
         # (a budget of 0 allows no spend after it resets either: its reset frees nothing)
-        rows = [[b["account"], b["budget"], _usd(b["spent_usd"]), _usd(b["held_usd"]),
-                 f"{b['utilization']:.1%}", _usd(b["projected_usd"]), b["status"],
+        rows = [[b["account"], b["budget"], usd(b["spent_usd"]), usd(b["held_usd"]),
+                 _pct(b["utilization"]), usd(b["projected_usd"], made=True), b["status"],
                  b["resets_in"] if b["limit_usd"] > 0 else "never allows spend"]
                 for b in report["budgets"]]
         print(_table(["account", "budget", "spent", "held", "used", "projected", "status",
