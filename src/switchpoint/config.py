@@ -1871,8 +1871,8 @@ def _check_paths(settings: Settings, folders: Mapping[str, Path] | None = None,
     for key, value in paths:
         if key == "data_dir" or value is None:
             continue
-        # (the weights' module, with NumPy, only where the config names a package: every
-        # command that reads a config checks it here)
+        # (the weights' module only where the config names a package: every command that
+        # reads a config checks it here)
         from switchpoint.weights import Unreadable, manifest_problem
 
         problem = manifest_problem(value)

@@ -38,8 +38,19 @@ def _print_json(value: Any) -> None:
 
 
 def _profiles(settings: Settings) -> tuple[list[str] | None, str | None]:
-    """The models the configured weights have a learned profile of, read as a start reads
-    them (no embedder loads), or None and why when they cannot be read."""
+    """The models the configured weights have a learned profile of, or None and why when
+    they cannot be read. With a catalog that a start's check of them passes (every model
+    profiled or priced: :func:`~switchpoint.catalog.uncosted`), read from their manifest
+    alone (no array, no NumPy, no embedder); else loaded and checked as a start does, which
+    says what is wrong."""
+    from switchpoint.catalog import uncosted
+    from switchpoint.weights import manifest_models, weights_source
+
+    if settings.catalog() is not None:
+        listed = manifest_models(*weights_source(settings)[:2])
+        if listed is not None and not uncosted([m.card() for m in settings.models or []],
+                                               listed):
+            return listed, None
     from switchpoint.gateway.live import checked_package
 
     try:

@@ -37,9 +37,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from switchpoint._args import INTEGER, PATH, expect
 from switchpoint._bundled import DEFAULT_PACKAGE as DEFAULT_PACKAGE  # (re-exported)
@@ -74,8 +72,16 @@ from switchpoint._messages import (
 )
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS, named_once
 from switchpoint.errors import InvalidInputError, WeightsError
-from switchpoint.policies import Policy, PolicyState, policy_from_state
-from switchpoint.policies.base import LEARNED
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from switchpoint.config import Settings
+    from switchpoint.policies import Policy
+
+# (NumPy and the policies, which compute with it, are imported where a package's arrays are
+# read, written or hashed: reading what a manifest names, as a listing of the models the
+# weights profile does, loads neither.)
 
 FORMAT = "switchpoint-weights"
 FORMAT_VERSION = 1
@@ -169,6 +175,8 @@ class WeightsPackage:
     path: Path | None = None
 
     def __post_init__(self) -> None:
+        from switchpoint.policies import Policy
+
         expect("policy", self.policy, Policy, "a fitted Policy")
         expect("embedder_id", self.embedder_id, str, "an embedder's id")
         expect("dimension", self.dimension, INTEGER,
@@ -226,6 +234,10 @@ class WeightsPackage:
         :meth:`Policy.get_state <switchpoint.policies.Policy.get_state>`) and the embedder's
         id (the manifest's field is not read: a package written before a policy gained a
         parameter loads with its default, and the id says so)."""
+        import numpy as np
+
+        from switchpoint.policies.base import LEARNED
+
         state = self.policy.get_state()
         digest = hashlib.sha256()
         digest.update(json.dumps([state.name, state.params, self.embedder_id], sort_keys=True,
@@ -401,6 +413,8 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
         array_dir = _ARRAY_DIRS.get(state.name, "policy")
         arrays: dict[str, str] = {}
         for name, arr in state.arrays.items():
+            import numpy as np
+
             rel = f"{array_dir}/{name}.npy"
             buf = io.BytesIO()
             np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
@@ -477,6 +491,43 @@ def policy_of(path: str | Path) -> str | None:
     policy = manifest.get("policy") if isinstance(manifest, dict) else None
     name = policy.get("name") if isinstance(policy, dict) else None
     return name if isinstance(name, str) else None
+
+
+def manifest_models(path: str | Path | None, policy: str | None = None) -> list[str] | None:
+    """The models the manifest of the weights package at ``path`` (None: the bundled one of
+    ``policy``) says it profiles, read without loading the package, as :func:`policy_of`
+    reads its policy: no array is read, and NumPy is not imported (None: no readable list of
+    names there; loading it says what is wrong)."""
+    root = default_weights_path(policy or DEFAULT_POLICY) if path is None else Path(path)
+    try:
+        manifest = loads(_read_json_file(root / "manifest.json").decode("utf-8"))
+    except (OSError, ValueError, WeightsError):
+        return None
+    models = manifest.get("models") if isinstance(manifest, dict) else None
+    if (not isinstance(models, list) or not models or len(models) > MAX_CATALOG_MODELS
+            or not all(isinstance(m, str) for m in models) or len(set(models)) < len(models)):
+        return None
+    return list(models)
+
+
+#: Where weights are read from: the package's path (None: bundled weights), the bundled
+#: policy (None: a path) and the size bound they are read within.
+WeightsSource = tuple[str | None, str | None, int]
+
+
+def weights_source(settings: Settings, policy: str | None = None) -> WeightsSource:
+    """Where a gateway (:func:`~switchpoint.gateway.live.checked_package`) reads the weights
+    for ``settings`` and ``policy`` from:
+    the package's path (None: bundled weights), the bundled policy (None: a path) and the
+    size bound it reads them within."""
+    if policy is None and settings.weights is not None:
+        path: str | None = settings.weights
+    else:
+        path = settings.policy_weights(policy or settings.policy)
+        if (path is None and policy is not None and settings.weights is not None
+                and policy_of(settings.weights) == policy):
+            path = settings.weights
+    return path, None if path else (policy or settings.policy), settings.max_weights_bytes
 
 
 def load_weights(path: str | Path | None = None, policy: str | None = None, *,
@@ -683,6 +734,8 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
                                f"holds vectors of shape {arr.shape}; manifest.json says the "
                                f"embedder {json_quoted(embedder_id)} has dimension {dimension}. "
                                "The package was fitted with another embedder: re-fit it")
+    from switchpoint.policies import PolicyState, policy_from_state
+
     state = PolicyState(
         name=policy_name, params=dict(policy_info["params"]),
         arrays=arrays, profiles=profiles, meta=dict(policy_info["meta"]),
@@ -870,6 +923,8 @@ def _array(path: Path, data: bytes) -> np.ndarray:
     """The array a ``.npy`` file's ``data`` holds, read once its header is found to describe
     real numbers (whole or not) and exactly the data that follows it (so a header claiming
     terabytes allocates nothing), never unpickled; each number must be finite."""
+    import numpy as np
+
     buffer = io.BytesIO(data)
     try:
         shape, dtype, expected = npy_header(buffer)
@@ -898,13 +953,15 @@ def _array(path: Path, data: bytes) -> np.ndarray:
     return array
 
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_MAX = 3.4028234663852886e38  # (float32's largest: np.finfo(np.float32).max)
 
 
 def _check_float32(path: Path, array: np.ndarray) -> None:
     """An array its policy holds as float32 (:data:`_FLOAT32_ARRAYS`: its vectors) holds no
     number past float32's largest (about 3.4e38): one was infinite once held, and every
     estimate NaN (a route a traceback)."""
+    import numpy as np
+
     if array.dtype.kind != "f" or array.dtype.itemsize <= 4:
         return
     bad = np.argwhere(np.abs(array) > _FLOAT32_MAX)
@@ -1000,6 +1057,8 @@ def _all_within(values: list[Any], low: float, high: float, nullable: bool) -> b
     kinds = set(map(type, values))
     if not kinds <= ({float, int, _NONE_TYPE} if nullable else {float, int}):
         return False  # (a bool, a string, ... : named by the check value by value)
+    import numpy as np
+
     try:
         numbers = np.array(values, dtype=np.float64)  # (a null is NaN)
     except OverflowError:  # an integer past a float's range

@@ -38,8 +38,7 @@ NOT_FOR_ROUTING = (
 # What the commands that read the state a service keeps in data_dir (models list, experiments
 # list) must not import: the gateway's engine, its providers and HTTP client, and asyncio; nor
 # NumPy, with the live router's module, the router and the embedder, as they read no vector
-# (models list with a config reads its weights, as a start checks them, to say which models
-# they profile: that loads them).
+# (models list with a config reads which models its weights profile from their manifest).
 NOT_FOR_READING_STATE = (
     "asyncio", "fastapi", "httpx", "numpy", "switchpoint.embedding", "switchpoint.gateway.engine",
     "switchpoint.gateway.live", "switchpoint.gateway.providers", "switchpoint.router",
@@ -92,9 +91,22 @@ def test_listing_the_models_and_experiments_a_data_dir_keeps_loads_no_engine(
     data = tmp_path / "data"
     data.mkdir()
     SQLiteStore(data / "switchpoint.db").open().close()
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"""models:
+  - {{name: good, profile: gpt-4-1106-preview, base_url: "http://127.0.0.1:9/v1",
+     input_per_mtok: 10, output_per_mtok: 30}}
+  - {{name: new, base_url: "http://127.0.0.1:9/v1", input_per_mtok: 1, output_per_mtok: 2}}
+data_dir: {data}
+""", encoding="utf-8")
     loaded = loaded_after(
+        "import contextlib, io, json\n"
         "from switchpoint.cli import main\n"
         f"assert main(['models', 'list', '--data-dir', {str(data)!r}]) == 0\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        f"    assert main(['models', 'list', '--config', {str(config)!r}, '--json']) == 0\n"
+        "assert [(r['name'], r['profiled']) for r in json.loads(out.getvalue())] == [\n"
+        "    ('good', True), ('new', False)], out.getvalue()\n"
         f"assert main(['experiments', 'list', '--data-dir', {str(data)!r}]) == 0\n"
         # (nor build the validators of a chat body, which read no chat: they build on first use)
         "from switchpoint.gateway import parsing\n"

@@ -41,7 +41,13 @@ from switchpoint.gateway.parsing import AUTO_MODEL
 from switchpoint.governance.reload_check import check_reload
 from switchpoint.learning.learner import LearningSettings
 from switchpoint.router import Router
-from switchpoint.weights import WeightsPackage, bundled_policies, load_weights, policy_of
+from switchpoint.weights import (
+    WeightsPackage,
+    WeightsSource,
+    bundled_policies,
+    load_weights,
+    weights_source,
+)
 
 if TYPE_CHECKING:
     from switchpoint.gateway.learning import LiveLearning
@@ -212,25 +218,6 @@ class RouterFactory:
         if self._warm:
             router.warm_up()
         return router
-
-
-#: Where weights are read from: the package's path (None: bundled weights), the bundled
-#: policy (None: a path) and the size bound they are read within.
-WeightsSource = tuple[str | None, str | None, int]
-
-
-def weights_source(settings: Settings, policy: str | None = None) -> WeightsSource:
-    """Where :func:`checked_package` reads the weights for ``settings`` and ``policy`` from:
-    the package's path (None: bundled weights), the bundled policy (None: a path) and the
-    size bound it reads them within."""
-    if policy is None and settings.weights is not None:
-        path: str | None = settings.weights
-    else:
-        path = settings.policy_weights(policy or settings.policy)
-        if (path is None and policy is not None and settings.weights is not None
-                and policy_of(settings.weights) == policy):
-            path = settings.weights
-    return path, None if path else (policy or settings.policy), settings.max_weights_bytes
 
 
 def checked_package(settings: Settings, policy: str | None = None, *,
