@@ -583,6 +583,7 @@ def cmd_info(args: argparse.Namespace) -> int:
              f"({_split_words(package.provenance.get('split'))}) at {prov.get('created_at')}")
     for key, line in (("added_models", "added     {model} from {n_records} records{source} "
                                        "at {at}"),
+                      ("removed_models", "removed   {model} at {at}"),
                       ("learned", "learned   {outcomes} outcome(s) of tenant {tenant} at {at}")):
         entries = _entries(package.provenance, key)
         earlier = package.provenance.get(f"earlier_{key}")

@@ -208,12 +208,16 @@ def check_removable(package: WeightsPackage, name: str) -> None:
 
 
 def remove_model(package: WeightsPackage, name: str) -> WeightsPackage:
-    """A new package: ``package`` without the model ``name`` (it must keep at least one).
+    """A new package: ``package`` without the model ``name`` (it must keep at least one),
+    its provenance recording the removal (``removed_models``) as :func:`add_model`'s records
+    an addition (``added_models``).
 
     ``package`` is left as it was, as :func:`add_model` leaves it."""
     check_removable(package, name)
     policy = copy.copy(package.policy).remove_model(name)
-    return _changed(package, policy, copy.deepcopy(package.provenance))
+    provenance = with_entry(package.provenance, "removed_models", {
+        "model": name, "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+    return _changed(package, policy, provenance)
 
 
 def _changed(package: WeightsPackage, policy: Policy,

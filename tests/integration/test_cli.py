@@ -1997,7 +1997,14 @@ def test_add_and_remove_model(
     assert "super" in load_weights(weights_copy).models
     code, _, err = run(["remove-model", "super", "--weights", weights_copy], capsys)
     assert code == 0 and 'removed "super"; wrote ' in err, err
-    assert load_weights(weights_copy).models == before.models
+    removed = load_weights(weights_copy)
+    assert removed.models == before.models
+    # Its provenance records the removal as it records the addition, and info shows both.
+    assert [e["model"] for e in removed.provenance["removed_models"]] == ["super"]
+    assert removed.provenance["added_models"][-1]["model"] == "super"
+    code, out, _ = run(["info", "--weights", weights_copy], capsys)
+    assert code == 0 and "added     super from 4 records" in out, out
+    assert re.search(r"^removed   super at \d{4}-\d\d-\d\dT", out, re.M), out
     code, _, err = run(["remove-model", "super", "--weights", weights_copy], capsys)
     assert_bad_input(code, err, 'MODEL: model "super" is not in these weights')
 
