@@ -249,12 +249,68 @@ def open_made(path: Path, flags: int, mode: int) -> int:
     return os.open(path, flags | os.O_CREAT, mode)
 
 
+class ForeignLinkError(OSError):
+    """A state file of data_dir that is a symbolic link another user made, or that leads to
+    another user's file (:func:`foreign_link`): its message says so and what to do."""
+
+    def __str__(self) -> str:
+        return self.strerror or ""
+
+
+def _trusted_owners(folder: Path) -> set[int]:
+    """Whose symbolic links (and the files they lead to) a state file in ``folder`` is opened
+    through: this process's user's and root's, and, for root, the folder's owner's (root
+    running a command in a service's data_dir)."""
+    owners = {os.geteuid(), 0}
+    if os.geteuid() == 0:
+        with contextlib.suppress(OSError):
+            owners.add(os.stat(folder).st_uid)
+    return owners
+
+
+def foreign_link(path: Path) -> str | None:
+    """Why the state file ``path`` is not opened through the symbolic link at its place: the
+    link was made by another user than this process's (or root, or for root the data_dir's
+    owner), or it leads to a file of another user; written through, it would send the prompts'
+    vectors, comments or key hashes written there to a file that user chose (and may read).
+    ``None`` when ``path`` is no link, or a link of this user's to a file of this user's (a
+    database kept on another disk), or a link to nothing (opening it says so)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISLNK(st.st_mode):
+        return None
+    try:
+        where = quoted_path(os.readlink(path))
+    except OSError:
+        where = "another file"
+    owners = _trusted_owners(path.parent)
+    if st.st_uid not in owners:
+        who = f"the symbolic link to {where} in its place was made by {_whose(st.st_uid)}"
+    else:
+        try:
+            target = os.stat(path)
+        except OSError:
+            return None
+        if target.st_uid in owners:
+            return None
+        who = f"it is a symbolic link to {where}, a file owned by {_whose(target.st_uid)}"
+    return (f"{who}, not by this process's user ({_whose(os.geteuid())}): a state file is "
+            "never written through another user's link or into another user's file, where "
+            "that user could read the prompts' vectors, comments or key hashes written to it; "
+            f"remove the link (`rm {shlex.quote(str(path))}`) and keep data_dir writable by "
+            "its owner alone (`chmod 700`)")
+
+
 def private_file(path: Path) -> Path:
     """``path``, created empty and readable by its owner alone (0600) when it does not exist
     yet, so a database opened on it afterwards (and SQLite's -wal and -shm files, which take
     its mode) is private; a new file is given its folder's owner (see
     :func:`give_folder_owner`); an existing file keeps its mode, with a warning when others may
-    read it (one made before switchpoint made its files private, or by hand)."""
+    read it (one made before switchpoint made its files private, or by hand). A symbolic link
+    in its place that another user made, or that leads to another user's file, raises
+    :class:`ForeignLinkError` (:func:`foreign_link`), nothing written."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         try:
@@ -262,6 +318,9 @@ def private_file(path: Path) -> Path:
         finally:
             os.close(fd)
     except FileExistsError:
+        problem = foreign_link(path)
+        if problem is not None:
+            raise ForeignLinkError(errno.EPERM, problem, str(path)) from None
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
             log.warning("%s can be read by other users (mode %o): it holds prompts' vectors, "

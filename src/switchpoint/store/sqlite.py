@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from switchpoint._files import (
+    ForeignLinkError,
     Progress,
     access_problem,
     brief_lock,
@@ -142,7 +143,8 @@ def remedy(exc: BaseException, path: str | Path | None = None) -> str:
         return ("the file is damaged: stop every process using it and restore it from a "
                 "backup (or salvage it with `sqlite3 FILE .recover`); moving it away, with its "
                 "-wal and -shm files, starts an empty one and loses what it held")
-    if isinstance(exc, (NewerSchemaError, UpgradeNeededError, LoneLogError)):
+    if isinstance(exc, (NewerSchemaError, UpgradeNeededError, LoneLogError,
+                        ForeignLinkError)):
         return ""  # (its message says what to do)
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
