@@ -938,3 +938,29 @@ def test_a_judge_without_usage_stops_the_run_keeping_the_answer_for_the_next(
     assert [r["body"]["model"] for r in fake.requests()] == ["a", "judge", "judge"]
     assert records_of(out)["q0"]["costs"]["a"] == pytest.approx(
         expected_cost("a", records_of(out)["q0"]["prompt"]), rel=1e-9)
+
+
+@pytest.mark.parametrize(("suffix", "what"), [
+    (".journal", "journal"), (".done", "mark"), (".done.part", "mark")])
+def test_a_link_planted_as_the_runs_own_file_is_refused_before_any_call(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], suffix: str, what: str) -> None:
+    """A user who may write in --out's folder plants a link where the run's journal or mark
+    goes, to a file of theirs: the journal's prompts and answers were appended to it, and the
+    mark's side file overwrote the file it led to, once every answer was paid for."""
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    fake.default("judge", JUDGE_SAYS)
+    theirs = tmp_path / "theirs.txt"
+    theirs.write_text("", encoding="utf-8") if suffix == ".journal" else theirs.write_text(
+        "precious\n", encoding="utf-8")
+    before = theirs.read_text(encoding="utf-8")
+    out = tmp_path / "shared" / "records.jsonl"
+    out.parent.mkdir()
+    link = out.with_name(out.name + suffix)
+    link.symlink_to(theirs)
+    code, _, err = run(["label", prompts, "--models", "a", "--judge", "judge", "--out", out,
+                        "--config", config(fake, tmp_path)], capsys)
+    assert code == 2, err
+    assert (f"'{link}' is a symbolic link, not a label run's {what}: a run never reads or "
+            "writes its own files through a link") in err, err
+    assert theirs.read_text(encoding="utf-8") == before and fake.requests() == []

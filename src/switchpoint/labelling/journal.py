@@ -57,7 +57,7 @@ from typing import Any, NamedTuple
 
 from switchpoint._files import give_folder_owner, open_made, read_problem, write_problem
 from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate
-from switchpoint._messages import json_quoted, listed_names, plural
+from switchpoint._messages import json_quoted, listed_names, plural, quoted_path
 from switchpoint.catalog import usd
 from switchpoint.errors import LabellingError, RecordsError
 from switchpoint.labelling.prompts import LabelPrompt
@@ -109,17 +109,37 @@ def _fingerprint(path: Path) -> dict[str, Any]:
 FILE_MODE = 0o600
 
 
+def _mark_part(out: Path) -> Path:
+    """Where :func:`mark_done` writes the mark of ``out`` before renaming it into place."""
+    mark = done_path(out)
+    return mark.with_name(mark.name + ".part")
+
+
+def refuse_link(path: Path, what: str, out: Path) -> None:
+    """:class:`~switchpoint.errors.LabellingError` when ``path``, the run's ``what`` beside
+    ``out`` (its journal, its mark, its lock file), is a symbolic link: a run never reads or
+    writes its own files through one, which may lead to another user's file (one planted in a
+    shared folder would take the prompts and answers the journal holds, or be overwritten by
+    the mark), so it is refused by its name, nothing read or written."""
+    if path.is_symlink():
+        raise LabellingError(f"{quoted_path(path)} is a symbolic link, not a label run's "
+                             f"{what}: a run never reads or writes its own files through a "
+                             "link, which may lead to another user's file; remove it",
+                             source=out)
+
+
 def mark_done(out: Path, key: RunKey) -> None:
     """Leave the mark that this command finished ``out`` as it now is, under ``key``'s settings:
     written to a side file, fsynced, then renamed into place, so a crash leaves the old mark or
     the new one; made by root in another user's folder, it is given the folder's owner (see
     :func:`~switchpoint._files.give_folder_owner`)."""
     mark = done_path(out)
-    part = mark.with_name(mark.name + ".part")
+    part = _mark_part(out)
     try:
         data = (json.dumps({**_fingerprint(out), "settings": key.header()}) + "\n"
                 ).encode("utf-8")
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        refuse_link(part, "mark", out)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
         try:
             give_folder_owner(fd, part)
             os.write(fd, data)
@@ -427,6 +447,9 @@ def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
     resume = Resume(out=out, key=key)
     by_id = {p.id: p for p in prompts}
     journal = journal_path(out)
+    refuse_link(journal, "journal", out)
+    refuse_link(done_path(out), "mark", out)
+    refuse_link(_mark_part(out), "mark", out)
     ours = written_here(out)
     if not began_here(journal) and (mark := _matching_mark(out)) is not None and isinstance(
             settings := mark.get("settings"), dict):
@@ -787,8 +810,8 @@ def open_for_writing(path: Path, flags: int, *, source: Path | None = None,
     output, like every command's, is the writer's."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if own:
-            return open_made(path, flags, FILE_MODE)
+        if own:  # (never through a link: see refuse_link)
+            return open_made(path, flags | os.O_NOFOLLOW, FILE_MODE)
         return os.open(path, flags | os.O_CREAT, FILE_MODE)
     except OSError as exc:
         raise LabellingError(f"cannot open it for writing: {write_problem(path, exc)}",

@@ -15,9 +15,8 @@ from pathlib import Path
 from types import TracebackType
 
 from switchpoint._files import lock_holder
-from switchpoint._messages import quoted_path
 from switchpoint.errors import LabellingError
-from switchpoint.labelling.journal import open_for_writing
+from switchpoint.labelling.journal import open_for_writing, refuse_link
 
 LOCK_SUFFIX = ".lock"
 
@@ -49,9 +48,7 @@ class OutputLock:
         """Take the lock, or :class:`~switchpoint.errors.LabellingError` when another process
         holds it."""
         while True:
-            if self.path.is_symlink():  # never follow one planted here
-                raise LabellingError(f"{quoted_path(self.path)} is a symbolic link, not a label "
-                                     "run's lock file; remove it", source=self.out)
+            refuse_link(self.path, "lock file", self.out)  # never follow one planted here
             fd = open_for_writing(self.path, os.O_RDWR | os.O_NOFOLLOW, source=self.out,
                                   own=True)
             try:
