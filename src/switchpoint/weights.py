@@ -399,13 +399,15 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
     target = check_weights_target(path, bundled=bundled)
     state = package.policy.get_state()
     _check_model_names(state.profiles, target)
+    private = holds_traffic(package)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        # (mkdir, not mkdtemp: the package gets the usual permissions, not owner-only ones,
-        # so a service running as another user can read it)
+        # (mkdir, not mkdtemp: a package of records gets the usual permissions, not owner-only
+        # ones, so a service running as another user can read it; one of outcomes learned
+        # from the traffic is its owner's alone, as the data_dir it came from)
         clear_leftovers(target)  # what saves killed mid-way left
         tmp = temporary_name(target)
-        tmp.mkdir()
+        tmp.mkdir(mode=0o700 if private else 0o777)
     except OSError as exc:
         raise _unwritable(target, write_problem(target, exc)) from None
     try:
@@ -418,7 +420,7 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
             rel = f"{array_dir}/{name}.npy"
             buf = io.BytesIO()
             np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-            _write(tmp / rel, buf.getvalue())
+            _write(tmp / rel, buf.getvalue(), private)
             files[rel] = _sha256(buf.getvalue())
             arrays[name] = rel
         profiles: dict[str, str] = {}
@@ -429,7 +431,7 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
                 rel = rel.replace(".json", f"-{_sha256(model.encode())[:8]}.json")
             used.add(rel)
             data = json.dumps({"model": model, **profile}, separators=(",", ":")).encode()
-            _write(tmp / rel, data)
+            _write(tmp / rel, data, private)
             files[rel] = _sha256(data)
             profiles[model] = rel
         manifest = {
@@ -446,7 +448,8 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
             "files": files,
             "provenance": package.provenance,
         }
-        _write(tmp / "manifest.json", json.dumps(manifest, indent=2, default=str).encode())
+        _write(tmp / "manifest.json", json.dumps(manifest, indent=2, default=str).encode(),
+               private)
         replace_dir(tmp, target)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -473,9 +476,19 @@ def _unwritable(target: Path, reason: str) -> WeightsError:
                                 "directory you can write to")
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as fh:
+def holds_traffic(package: WeightsPackage) -> bool:
+    """Whether ``package`` holds outcomes learned from the traffic (``learn --export``, or a
+    package made from one): its clusters opened by prompts unlike any before are those
+    prompts' vectors, so it is saved readable by its owner alone (a directory of mode 0700,
+    files of 0600), as the data_dir it was learned from is; a package fitted on records keeps
+    the usual permissions."""
+    return any(key in package.provenance for key in ("learned", "earlier_learned"))
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    path.parent.mkdir(mode=0o700 if private else 0o777, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    with os.fdopen(os.open(path, flags, 0o600 if private else 0o666), "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,27 @@ def test_a_package_without_what_an_export_keeps_loads_from_its_tables_as_before(
                      fake_embedder, True).estimates(PROBES)
     np.testing.assert_allclose(tables.error, priced.error, rtol=1e-12)
     assert not np.allclose(tables.cost, priced.cost, rtol=1e-3)  # its costs are its tables'
+
+
+def test_an_export_holding_the_traffics_vectors_is_its_owners_alone(
+        fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
+    """A cluster a prompt unlike any before opened is that prompt's vector: under a umask of
+    022 the export was a directory of 0755 and files of 0644, which any local user could read;
+    a package fitted on records keeps the usual permissions."""
+    fitted = two_kinds_package(fake_embedder, policy="cluster")
+    live = _router(fitted, fake_embedder, True)
+    _teach(live, 1.0)
+    old = os.umask(0o022)
+    try:
+        export_weights(live, tmp_path / "learned")
+        fitted.save(tmp_path / "fitted")
+    finally:
+        os.umask(old)
+    learned = live.weights.policy.get_state().arrays["centroids"].shape[0]
+    assert load_weights(tmp_path / "learned").policy.get_state().arrays[
+        "centroids"].shape[0] > learned  # (the ships' prompts opened a cluster)
+    for folder, dirs, files in [(tmp_path / "learned", 0o700, 0o600),
+                                (tmp_path / "fitted", 0o755, 0o644)]:
+        for path in [folder, *folder.rglob("*")]:
+            want = dirs if path.is_dir() else files
+            assert path.stat().st_mode & 0o777 == want, (path, oct(path.stat().st_mode))
