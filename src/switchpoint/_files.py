@@ -200,9 +200,36 @@ def output_problem(path: Path) -> str | None:
 
 def private_dir(path: Path) -> Path:
     """``path`` as a directory, made (with its parents) readable by its owner alone (0700) when
-    it does not exist yet; an existing one keeps its mode."""
+    it does not exist yet; an existing one keeps its mode, with a warning (once a process)
+    when users other than its owner may write in it (:func:`open_dir_warning`)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    open_dir_warning(path)
     return path
+
+
+#: The directories :func:`open_dir_warning` has warned about in this process.
+_warned_open: set[tuple[int, int]] = set()
+
+
+def open_dir_warning(path: Path) -> None:
+    """Warn, once a process for each directory, when the state directory ``path`` may be
+    written by users other than its owner (its group's or everyone's ``w`` bit): any of them
+    may delete or replace its files (a ``keys.db`` removed refuses every client key), or put a
+    file or a symbolic link where one is yet to be made; the warning names its mode and the
+    ``chmod`` that mends it. Nothing when it cannot be looked at (opening its files says
+    why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if not st.st_mode & 0o022 or (st.st_dev, st.st_ino) in _warned_open:
+        return
+    _warned_open.add((st.st_dev, st.st_ino))
+    who = "every user" if st.st_mode & 0o002 else "the users of its group"
+    log.warning("%s can be written by %s (mode %03o), who may then delete or replace the "
+                "databases and files switchpoint keeps there, or plant files in their place; "
+                "make it writable by its owner alone: chmod 700 %s", path, who,
+                stat.S_IMODE(st.st_mode), shlex.quote(str(path)))
 
 
 def give_folder_owner(fd: int, path: Path) -> None:

@@ -3,10 +3,12 @@ folder) plants a symbolic link where a state file goes, leading to a file of the
 store, the key store, the session pins and the spill file are refused by their name, not
 written through, and the planted file stays empty. A link of this process's user to a file of
 its own (a database kept on another disk) is followed as before. Links of another user are made
-with ``lchown``, so these tests run as root (and are skipped otherwise)."""
+with ``lchown``, so those tests run as root (and are skipped otherwise). A data_dir others may
+write in is warned about, once, with the ``chmod`` that mends it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -22,8 +24,8 @@ from switchpoint.governance.keys import KeyStore
 from switchpoint.store import DecisionRecord, SQLiteStore
 from tests.fakes.full_disk import full_disk
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a link of another user is made "
-                                "with lchown, which only root may call")
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="a link of another user is made with "
+                             "lchown, which only root may call")
 
 OTHER = 65534  # nobody
 
@@ -49,6 +51,7 @@ def _opened(kind: str, path: Path) -> Any:
     return opener[kind]()
 
 
+@as_root
 @pytest.mark.parametrize(("kind", "name"), [
     ("store", "switchpoint.db"), ("keys", "keys.db"), ("pins", "sessions.db")])
 @pytest.mark.parametrize("link_owner", [OTHER, 0])
@@ -80,6 +83,7 @@ def test_a_database_this_user_linked_to_its_own_file_is_followed(tmp_path: Path)
     assert (elsewhere / "switchpoint.db").stat().st_size > 0
 
 
+@as_root
 def test_the_spill_file_linked_to_another_users_file_is_not_written_through(
         tmp_path: Path) -> None:
     data = tmp_path / "data"
@@ -100,3 +104,23 @@ def test_the_spill_file_linked_to_another_users_file_is_not_written_through(
             time.sleep(0.01)
         disk.full = False
     assert theirs.stat().st_size == 0
+
+
+@pytest.mark.parametrize(("mode", "who"), [(0o777, "every user"), (0o770, "the users of its group"),
+                                           (0o755, None), (0o700, None)])
+def test_a_data_dir_others_may_write_in_is_warned_about_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, who: str | None) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(mode)
+    with caplog.at_level(logging.WARNING, logger="switchpoint"):
+        for _ in range(2):
+            with SQLiteStore(data / "switchpoint.db"), KeyStore(data / "keys.db") as keys:
+                keys.open()
+    said = [r.getMessage() for r in caplog.records if "can be written by" in r.getMessage()]
+    if who is None:
+        assert said == []
+        return
+    assert said == [f"{data} can be written by {who} (mode {mode:03o}), who may then delete or "
+                    "replace the databases and files switchpoint keeps there, or plant files in "
+                    f"their place; make it writable by its owner alone: chmod 700 {data}"]
