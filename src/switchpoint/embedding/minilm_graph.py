@@ -20,6 +20,7 @@ Needs the ``onnx`` package (a core dependency).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -28,7 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from switchpoint._files import clear_leftovers, clear_tempfile_folders, temporary_name
+from switchpoint._files import (
+    clear_leftovers,
+    clear_tempfile_folders,
+    temporary_name,
+    untrusted_file,
+)
 from switchpoint._progress import ProgressFn, step
 
 #: Bumped whenever the graph or the quantisation changes, so stale cached files are not reused.
@@ -44,6 +50,8 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "switchpoint"
 
 
+log = logging.getLogger("switchpoint")
+
 #: How a build is reported to a progress callback (one uncounted step).
 BUILD_STAGE = "building the int8 embedder, once per machine (about 4 s)"
 
@@ -58,16 +66,25 @@ def int8_model(source: Path, cache_dir: Path | None = None,
         digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
     target = (cache_dir or default_cache_dir()) / (
         f"all-MiniLM-L6-v2-fused-int8-v{BUILD_VERSION}-{digest}.onnx")
-    if target.is_file():
+    distrusted = untrusted_file(target) if target.is_file() else None
+    if target.is_file() and distrusted is None:
         _clear_killed_builds(target)
         return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _clear_killed_builds(target)
-        folder = temporary_name(target)
-        folder.mkdir(mode=0o700)
-    except OSError:  # a read-only home: build for this process only, in the system temp dir
-        folder = Path(tempfile.mkdtemp())
+    if distrusted is not None:  # (another user could have put another model there)
+        log.warning("%s is not used: %s; the embedder is built for this process alone (about "
+                    "4 s each start); remove that file, or set SWITCHPOINT_CACHE_DIR to a folder "
+                    "this user alone may write in", target, distrusted)
+    folder: Path | None = None
+    if distrusted is None:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _clear_killed_builds(target)
+            folder = temporary_name(target)
+            folder.mkdir(mode=0o700)
+        except OSError:
+            folder = None
+    if folder is None:  # a read-only home, or a model there not to be trusted: built for this
+        folder = Path(tempfile.mkdtemp())  # process only, in the system temp dir
         target = folder / target.name
     try:
         with step(progress, BUILD_STAGE):
