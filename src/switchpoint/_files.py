@@ -381,12 +381,23 @@ def private_file(path: Path) -> Path:
         problem = foreign_link(path)
         if problem is not None:
             raise ForeignLinkError(errno.EPERM, problem, str(path)) from None
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            log.warning("%s can be read by other users (mode %o): it holds prompts' vectors, "
-                        "feedback comments or key hashes; make it private with chmod 600",
-                        path, mode)
+        path.stat()  # (a link to nothing: FileNotFoundError, as before)
+        readable_warning(path)
     return path
+
+
+def readable_warning(path: Path) -> None:
+    """Warn when users other than its owner may read the state file ``path`` (one made before
+    switchpoint made its files private, by hand, or restored from a backup by ``cp``): it holds
+    prompts' vectors, feedback comments or key hashes. Nothing when it cannot be looked at."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("%s can be read by other users (mode %o): it holds prompts' vectors, "
+                    "feedback comments or key hashes; make it private with chmod 600",
+                    path, mode)
 
 
 #: What SQLite keeps beside a database in WAL mode: the suffixes of those files' names.

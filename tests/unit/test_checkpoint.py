@@ -4,6 +4,7 @@ not fit is refused whole, leaving the learner as it was."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -361,3 +362,23 @@ def test_a_checkpoint_whose_array_header_claims_terabytes_is_unreadable_not_allo
     with pytest.raises(CheckpointError, match="claims"):
         read_checkpoint(path, "k")
     assert checkpoint_position(path, "k") is None
+
+
+def test_a_checkpoint_others_may_read_is_warned_about_as_it_is_read(
+        fake_embedder: FakeEmbedder, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint restored by ``cp`` (mode 644) held the traffic's lessons, a new cluster's
+    prompt vector among them, for every local user to read, and nothing said so; the
+    databases beside it were warned about."""
+    learner = Learner(two_kinds_package(fake_embedder, policy="cluster").policy,
+                      LearningSettings())
+    path = tmp_path / "learning.checkpoint"
+    write_checkpoint(path, Checkpoint("k", 1, "e1", learner.state()))
+    for mode, warned in ((0o600, False), (0o644, True)):
+        path.chmod(mode)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="switchpoint"):
+            read_checkpoint(path, "k")
+        said = [r.getMessage() for r in caplog.records]
+        assert said == ([f"{path} can be read by other users (mode {mode:o}): it holds prompts' "
+                         "vectors, feedback comments or key hashes; make it private with chmod "
+                         "600"] if warned else []), said

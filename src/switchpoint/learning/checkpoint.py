@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from switchpoint._files import CHECKPOINT_FILENAME as CHECKPOINT_FILENAME  # (re-exported)
-from switchpoint._files import npy_header, write_atomically
+from switchpoint._files import npy_header, readable_warning, write_atomically
 from switchpoint._messages import json_quoted
 
 if TYPE_CHECKING:  # (NumPy loads where an array is read or written: see checkpoint_position)
@@ -167,6 +167,7 @@ def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
     if not isinstance(seq, int) or not isinstance(event_id, str) or not isinstance(state, dict):
         raise CheckpointError(f"{path.name}: its description is incomplete")
     arrays = {k[2:]: v for k, v in raw.items() if k.startswith("a/")}
+    readable_warning(path)  # (one restored by cp: what it learned is the traffic's)
     return Checkpoint(key, seq, event_id, State(state, arrays))
 
 
