@@ -93,11 +93,13 @@ def output_target(path: Path) -> Path:
     """Where an output named ``path`` is written: ``path`` itself, or, when it is a symbolic
     link, the file the link leads to (so the link stays, leading to what was written). A link
     that leads to no file raises :class:`LinkError`: following it would make a file (and its
-    folders) where the link points, which may be anywhere."""
+    folders) where the link points, which may be anywhere; so does a link another user made, or
+    one leading to another user's file (:func:`foreign_link`'s rule: one planted in a shared
+    folder would hand that user what is written)."""
     try:
         if not path.is_symlink():
             return path
-        return path.resolve(strict=True)
+        target = path.resolve(strict=True)
     except (OSError, RuntimeError):  # a link to nothing (or a loop of links)
         try:
             where = f" to {quoted_path(os.readlink(path))}"
@@ -106,6 +108,14 @@ def output_target(path: Path) -> Path:
         raise LinkError(f"is a symbolic link{where}, which leads to no file; an output is "
                         "written through a link only to a file that exists: create that file, "
                         "or give the path of a file") from None
+    who = _others_link(path)
+    if who is not None:
+        raise LinkError(f"is a symbolic link another user could have planted: {who}; an output "
+                        "is written through a link only "
+                        "when the link and the file it leads to are this user's (another user's "
+                        "could send the prompts written there to a file they read): remove the "
+                        "link, or give another path")
+    return target
 
 def _name_max(folder: Path) -> int:
     """The longest file name (in bytes) the file system of ``folder`` takes."""

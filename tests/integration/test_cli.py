@@ -1169,6 +1169,33 @@ def test_route_output_through_a_symbolic_link_writes_the_file_it_leads_to(
     assert dangling.is_symlink() and not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a link of another user is made with lchown, "
+                    "which only root may call")
+def test_route_output_through_another_users_link_is_refused_and_nothing_written(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A link planted in a shared folder, by another user, to a file all may write: the
+    decisions (the prompts' routes) were renamed over that file, keeping its mode 666 for
+    that user to read."""
+    src = tmp_path / "in.txt"
+    src.write_text(PROMPT + "\n")
+    theirs = tmp_path / "theirs.jsonl"
+    theirs.touch()
+    theirs.chmod(0o666)
+    os.chown(theirs, 65534, 65534)
+    for link_owner, named in ((65534, "in its place was made by uid 65534"),
+                              (0, f"to '{theirs}', a file owned by uid 65534")):
+        link = tmp_path / f"out-{link_owner}.jsonl"
+        link.symlink_to(theirs)
+        os.lchown(link, link_owner, link_owner)
+        code, out, err = run(["route", "--input", src, "--output", link, "--weights",
+                              real_weights_dir], capsys)
+        assert_bad_input(code, err, f"--output: '{link}' is a symbolic link another user "
+                                    "could have planted: ", named, "remove the link")
+        assert out == "" and "routing" not in err
+        assert theirs.read_bytes() == b"" and theirs.stat().st_uid == 65534
+
+
 def test_route_a_prompt_naming_a_file_routes_the_text_and_says_how_to_route_the_file(
     real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
