@@ -344,10 +344,11 @@ def foreign_link(path: Path) -> str | None:
     who = _others_link(path)
     if who is None:
         return None
-    return (f"{who}: a state file is never written through another user's link or into "
-            "another user's file, where that user could read the prompts' vectors, comments "
-            f"or key hashes written to it; remove the link (`rm {shlex.quote(str(path))}`) and "
-            "keep data_dir writable by its owner alone (`chmod 700`)")
+    return (f"{who}: a state file is never opened through another user's link or in another "
+            "user's file, where that user could read the prompts' vectors, comments or key "
+            "hashes written to it, or choose what is read; remove the link "
+            f"(`rm {shlex.quote(str(path))}`) and keep data_dir writable by its owner alone "
+            "(`chmod 700`)")
 
 
 def untrusted_file(path: Path) -> str | None:

@@ -1,10 +1,10 @@
-"""A local user who may write in data_dir (one made world-writable by hand, or in a shared
-folder) plants a symbolic link where a state file goes, leading to a file of their own: the
-store, the key store, the session pins and the spill file are refused by their name, not
-written through, and the planted file stays empty. A link of this process's user to a file of
-its own (a database kept on another disk) is followed as before. Links of another user are made
-with ``lchown``, so those tests run as root (and are skipped otherwise). A data_dir others may
-write in is warned about, once, with the ``chmod`` that mends it."""
+"""A local user who may write in data_dir (one made world-writable by hand, or in a shared folder)
+plants a symbolic link where a state file goes, leading to a file of their own: the store, the
+key store, the session pins and the spill file are refused by their name, not written through
+(nor read: a report), and the planted file stays empty. A link of this process's user to a file
+of its own (a database kept on another disk) is followed as before. Links of another user are
+made with ``lchown``, so those tests run as root (and are skipped otherwise). A data_dir others
+may write in is warned about, once, with the ``chmod`` that mends it."""
 
 from __future__ import annotations
 
@@ -124,3 +124,29 @@ def test_a_data_dir_others_may_write_in_is_warned_about_once(
     assert said == [f"{data} can be written by {who} (mode {mode:03o}), who may then delete or "
                     "replace the databases and files switchpoint keeps there, or plant files in "
                     f"their place; make it writable by its owner alone: chmod 700 {data}"]
+
+
+@as_root
+def test_a_report_does_not_read_a_store_another_user_linked_in_place(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A reader (``switchpoint report``) opened the database the link led to, and reported
+    that user's figures as the service's."""
+    from switchpoint.cli import main
+
+    theirs = tmp_path / "theirs.db"
+    with SQLiteStore(theirs):  # (a store of their making)
+        pass
+    os.chown(theirs, OTHER, OTHER)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "switchpoint.db").symlink_to(theirs)
+    os.lchown(data / "switchpoint.db", OTHER, OTHER)
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"data_dir: {data}\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["report", "cost", "--config", str(config)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err, err
+    assert (f"'{data / 'switchpoint.db'}': cannot read the request and decision logs (the "
+            f"symbolic link to '{theirs}' in its place was made by uid 65534") in err, err
+    assert f"remove the link (`rm {data / 'switchpoint.db'}`)" in err, err

@@ -32,6 +32,7 @@ from switchpoint._files import (
     clear_leftovers,
     file_identity,
     file_stamp,
+    foreign_link,
     may_write,
     read_small,
     side_file,
@@ -327,6 +328,12 @@ def _hold_stale_log(path: str | Path) -> tuple[int, Path] | None:
     return None
 
 
+class ForeignLinkRead(sqlite3.DatabaseError):
+    """A database a reader would open through a symbolic link another user made, or into
+    another user's file (:func:`~switchpoint._files.foreign_link`): what it would read is that
+    user's, not the service's. Its message says so and what to do."""
+
+
 def read_only_connection(path: str | Path) -> sqlite3.Connection:
     """A read-only connection to the database ``path``, usable from any thread. When its
     ``-wal`` is a :func:`stale_log` (a restore after a crash, with no store opened since),
@@ -346,6 +353,9 @@ def read_only_connection(path: str | Path) -> sqlite3.Connection:
     read-only all the same, and its side files, made with the file's mode, would stay beside
     it (a service started once the file is writable again would find them unwritable): with
     no log to read, it is read alone (``immutable``), and nothing is made beside it."""
+    problem = foreign_link(Path(path))
+    if problem is not None:
+        raise ForeignLinkRead(problem)
     base = Path(path).resolve().as_uri()
     uri = f"{base}?mode=ro"
     held = _hold_stale_log(path)

@@ -55,6 +55,7 @@ from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 from switchpoint.store.moved import (
     Files,
+    ForeignLinkRead,
     close_moved,
     forget_log_owner,
     how_it_left,
@@ -144,7 +145,7 @@ def remedy(exc: BaseException, path: str | Path | None = None) -> str:
                 "backup (or salvage it with `sqlite3 FILE .recover`); moving it away, with its "
                 "-wal and -shm files, starts an empty one and loses what it held")
     if isinstance(exc, (NewerSchemaError, UpgradeNeededError, LoneLogError,
-                        ForeignLinkError)):
+                        ForeignLinkError, ForeignLinkRead)):
         return ""  # (its message says what to do)
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
