@@ -138,6 +138,14 @@ def as_float(value: SupportsFloat) -> float:
         return -math.inf if negative else math.inf
 
 
+def plain_str(text: str) -> str:
+    """The characters ``text`` holds, as a ``str`` itself: a subclass of ``str`` (a NumPy
+    string, or one whose ``__len__``, ``__str__``, ``encode``, ``__eq__`` or ``__hash__`` say
+    something else) is copied, so the length bounded, the text hashed and the key kept are
+    those characters, whatever its methods answer."""
+    return text if type(text) is str else str.__str__(text)
+
+
 def lone_surrogate(text: str) -> bool:
     """Whether ``text`` holds a lone surrogate (it cannot be encoded as UTF-8)."""
     if text.isascii():

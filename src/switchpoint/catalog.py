@@ -21,6 +21,7 @@ from typing import Literal, get_args
 
 from switchpoint._args import expect
 from switchpoint._env_names import env_var_name_problem
+from switchpoint._json import plain_str
 from switchpoint._messages import (
     got,
     invalid_at,
@@ -288,6 +289,7 @@ def model_names(names: object, field_name: str) -> list[str] | None:
         kinds = ", ".join(dict.fromkeys(type(n).__name__ for n in bad_type))
         raise InvalidInputError(field_name, f"must be a list of model names (strings), got "
                                             f"{kinds} among them")
+    names = [plain_str(n) for n in names]  # (their own characters, whatever they say)
     check_name_lengths(names, field_name)
     return names
 

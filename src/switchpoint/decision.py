@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from switchpoint._args import INTEGER, expect
+from switchpoint._json import plain_str
 from switchpoint._messages import (
     bounded_repr,
     cut,
@@ -105,6 +106,7 @@ def check_id(value: object, field: str = "decision_id", *, or_prompt_hash: bool 
     if not isinstance(value, str) or not value:
         got = "an empty string" if value == "" else type(value).__name__
         raise InvalidInputError(field, f"must be a {what}, got {got}; {is_}")
+    value = plain_str(value)  # (its own characters checked and looked up, whatever it says)
     lengths = ((ID_DIGITS, PROMPT_HASH_DIGITS) if or_prompt_hash
                else (PROMPT_HASH_DIGITS,) if field == "prompt_hash" else None)
     if lengths is None and len(value) > MAX_DECISION_ID:

@@ -23,6 +23,7 @@ import numpy as np
 
 from switchpoint._admitted import admitted_by
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
+from switchpoint._json import plain_str
 from switchpoint._limits import DEFAULT_MAX_REQUEST_BYTES, MAX_BYTES
 from switchpoint._limits import MAX_BATCH as MAX_BATCH  # (re-exported: see there)
 from switchpoint._limits import MAX_CACHE_ENTRIES as MAX_CACHE_ENTRIES
@@ -430,6 +431,8 @@ class Router(RemadeOnLoad):
     def _prompt(self, value: object, field: str = "prompt") -> str:
         """``value`` as a prompt to route (:func:`~switchpoint.embedding.check_prompt`),
         refused naming ``field`` when it is over :attr:`max_prompt_chars` characters."""
+        if isinstance(value, str):
+            value = plain_str(value)  # (its own characters counted, whatever __len__ says)
         if isinstance(value, str) and len(value) > self._max_prompt_chars:
             raise InvalidInputError(field, (
                 f"is {len(value):,} characters, over the {self._max_prompt_chars:,} a prompt "

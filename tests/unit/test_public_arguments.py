@@ -510,3 +510,55 @@ def test_a_name_longer_than_a_model_s_is_refused_as_the_http_door_refuses_it(
     assert router.allowed_models is None
     with pytest.raises(switchpoint.UnknownModelError):  # (one of 256 is looked up)
         router.route("hi", [model, "x" * 256])
+
+
+class _Lying(str):
+    """A str whose own methods say something other than the characters it holds."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __str__(self) -> str:
+        return "x"
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return b"the same for every text"
+
+    def strip(self, chars: str | None = None) -> str:
+        return "x"
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 1
+
+
+def test_a_str_subclass_is_read_by_the_characters_it_holds_not_by_its_own_methods(
+        world: World) -> None:
+    """A str subclass whose __len__ said 1 took a 2,000,000-character prompt past the bound,
+    one of blanks past the empty check, and two prompts whose encode() agreed shared a prompt
+    hash (the second served the first's cached decision): the prompt, tenant, decision id and
+    model names are each read as the characters they hold."""
+    import hashlib
+
+    router = Router(world.package, embedder=world.embedder)
+    with pytest.raises(InvalidInputError) as caught:
+        router.route(_Lying("a" * 2_000_000))
+    assert caught.value.field == "prompt" and "is 2,000,000 characters" in str(caught.value)
+    with pytest.raises(InvalidInputError) as caught:
+        router.route(_Lying("   "))
+    assert caught.value.field == "prompt" and "is empty" in str(caught.value)
+    texts = ["What is the capital of France?", "Write a haiku about the sea."]
+    first, second = (router.route(_Lying(t), tenant=_Lying("acme")) for t in texts)
+    assert [first.prompt_hash, second.prompt_hash] == [
+        hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    assert not second.cache_hit
+    with pytest.raises(InvalidInputError) as caught:
+        router.route("hi", tenant=_Lying("a" * 100))
+    assert caught.value.field == "tenant"
+    outcome = router.report_outcome(_Lying(first.decision_id), 0.5, tenant=_Lying("acme"))
+    assert outcome.decision_id == first.decision_id and type(outcome.tenant) is str
+    with pytest.raises(InvalidInputError) as caught:
+        router.route("hi", available_models=[_Lying("m" * 300)])
+    assert str(caught.value).startswith("available_models[0]: must have at most 256 characters")

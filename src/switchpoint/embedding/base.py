@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._json import LONE_SURROGATE, lone_surrogate
+from switchpoint._json import LONE_SURROGATE, lone_surrogate, plain_str
 from switchpoint._messages import invalid_at, not_finite_reason, plural
 from switchpoint._progress import ProgressFn
 from switchpoint.errors import InvalidInputError
@@ -82,9 +82,11 @@ def check_embedding(value: object, dimension: int, field: str = "embedding") -> 
 
 def check_prompt(value: object, field: str = "prompt") -> str:
     """Validate one prompt: a non-empty string with some non-whitespace text, all of it
-    Unicode (no lone surrogate)."""
+    Unicode (no lone surrogate), as a ``str`` itself (:func:`~switchpoint._json.plain_str`:
+    a subclass's own methods are not asked)."""
     if not isinstance(value, str):
         raise InvalidInputError(field, f"must be a string, got {type(value).__name__}")
+    value = plain_str(value)
     if not value.strip():
         raise InvalidInputError(field, "is empty; give the text to route")
     if lone_surrogate(value):

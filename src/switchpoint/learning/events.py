@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from switchpoint._json import plain_str
 from switchpoint._limits import MAX_TENANTS as MAX_TENANTS
 from switchpoint._messages import json_quoted, too_long
 from switchpoint._names import MAX_NAME, NAME, NAME_RULE
@@ -56,6 +57,7 @@ def check_tenant(tenant: object, field_name: str = "tenant") -> str:
     if not isinstance(tenant, str) or not tenant.strip():
         raise InvalidInputError(field_name, f"must be a non-empty tenant name or None (the "
                                             f"deployment's own), got {json_quoted(tenant)}")
+    tenant = plain_str(tenant)  # (its own characters checked and kept, whatever it says)
     problem = tenant_name_problem(tenant)
     if problem is not None:
         # (quoted redacted: a key pasted where the tenant goes is not repeated)

@@ -256,7 +256,7 @@ class Learner(RemadeOnLoad):
                tenant: str | None = None, cost: float | None = None) -> OutcomeResult:
         """Learn how a remembered decision went, named by its id or its prompt hash (see
         ``Router.report_outcome``)."""
-        check_id(decision_id, or_prompt_hash=True)
+        decision_id = check_id(decision_id, or_prompt_hash=True)
         quality = check_quality(quality_score, success)
         measured = check_cost(cost)
         entry = self.lookup(decision_id, tenant)
