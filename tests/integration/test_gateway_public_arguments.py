@@ -376,3 +376,25 @@ def test_a_quality_loss_that_is_no_share_of_quality_is_refused_naming_it(
     with pytest.raises(InvalidInputError) as caught:
         local.get_cost_optimizations(max_quality_loss=value)
     assert caught.value.field == "max_quality_loss", caught.value
+
+
+def test_a_numpy_number_is_taken_where_a_number_is_taken(local: Gateway) -> None:
+    """A page's limit of np.int64(5) was refused as "must be a whole number of budgets from 1
+    to 500, got 5", and an experiment's split of np.float32(0.25) (or a Fraction or Decimal)
+    as "must be a number": each is read as the number it holds, as a λ or a score is; a
+    boolean is still no number."""
+    page = local.budget_page(np.int64(1))
+    assert len(page["data"]) == 1
+    assert local.check_budget_alert(limit=np.int32(1)) == local.check_budget_alert(limit=1)
+    name = f"numpy-split-{uuid.uuid4().hex[:8]}"
+    test = local.create_ab_test(name, split=np.float32(0.25), tenants=["acme"])
+    try:
+        assert test.arms["b"].weight == 0.25
+    finally:
+        local.end_ab_test(name)
+    with pytest.raises(InvalidInputError) as caught:
+        local.budget_page(np.bool_(True))
+    assert caught.value.field == "limit"
+    with pytest.raises(InvalidInputError) as caught:
+        local.create_ab_test(f"{name}-flag", split=True)
+    assert caught.value.field == "split"

@@ -44,6 +44,7 @@ from switchpoint._messages import (
     named_path,
     reason,
 )
+from switchpoint._numbers import checked_number
 from switchpoint.config import ModelEntry, Settings, check_experiments
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway.experiments import when
@@ -209,13 +210,16 @@ def _strategy(name: str, value: object) -> dict[str, Any]:
 
 
 def _split(value: object) -> float:
-    """``value`` as B's share of the traffic: a number between 0 and 1, neither included."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """``value`` as B's share of the traffic: a number between 0 and 1, neither included,
+    read as the library reads a number (:func:`~switchpoint._numbers.checked_number`: a NumPy
+    scalar, a ``Fraction`` or a ``Decimal`` too, never a boolean)."""
+    share = checked_number("split", value)
+    if share is None:
         raise InvalidInputError("split", "must be a number, B's share of the traffic between "
                                          f"0 and 1 (0.5 splits it evenly); got "
                                          f"{type(value).__name__}")
-    if isinstance(value, float) and 0.0 < value < 1.0:  # (NaN is not; an int never is)
-        return value
+    if 0.0 < share < 1.0:  # (NaN is not)
+        return share
     raise InvalidInputError("split", f"must be between 0 and 1, neither included, got "
                                      f"{json_quoted(value)}: it is B's share of the traffic, "
                                      "and at 0 B would get none (at 1, A none), so nothing "

@@ -16,7 +16,9 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from switchpoint._args import INTEGER
 from switchpoint._messages import cut, json_quoted
+from switchpoint._numbers import is_boolean
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError
 from switchpoint.governance.budgets import Budget, parse_budgets
@@ -94,12 +96,14 @@ def budget_position(cursor: str | None) -> tuple[int, int, int]:
 
 
 def check_limit(limit: int | None) -> int | None:
-    """``limit`` budgets a page (None: all), or an :class:`InvalidInputError` naming it."""
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or not 1 <= limit <= MAX_PAGE):
+    """``limit`` budgets a page (None: all), or an :class:`InvalidInputError` naming it; a
+    whole number of any integer type (a NumPy one, ``np.int64(5)``, too), never a boolean."""
+    if limit is None:
+        return None
+    if is_boolean(limit) or not isinstance(limit, INTEGER) or not 1 <= limit <= MAX_PAGE:
         raise InvalidInputError("limit", f"must be a whole number of budgets from 1 to "
                                          f"{MAX_PAGE}, got {json_quoted(limit)}")
-    return limit
+    return int(limit)
 
 
 def page_of(listed: Sequence[Listed], after: tuple[int, int, int], limit: int | None
