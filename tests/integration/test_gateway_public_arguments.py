@@ -383,17 +383,19 @@ def test_a_numpy_number_is_taken_where_a_number_is_taken(local: Gateway) -> None
     to 500, got 5", and an experiment's split of np.float32(0.25) (or a Fraction or Decimal)
     as "must be a number": each is read as the number it holds, as a λ or a score is; a
     boolean is still no number."""
-    page = local.budget_page(np.int64(1))
+    page = local.budget_page(np.int64(1))  # type: ignore[arg-type]
     assert len(page["data"]) == 1
-    assert local.check_budget_alert(limit=np.int32(1)) == local.check_budget_alert(limit=1)
+    assert local.check_budget_alert(limit=np.int32(1)) == (  # type: ignore[arg-type]
+        local.check_budget_alert(limit=1))
     name = f"numpy-split-{uuid.uuid4().hex[:8]}"
-    test = local.create_ab_test(name, split=np.float32(0.25), tenants=["acme"])
+    test = local.create_ab_test(name, split=np.float32(0.25),  # type: ignore[arg-type]
+                                tenants=["acme"])
     try:
         assert test.arms["b"].weight == 0.25
     finally:
         local.end_ab_test(name)
     with pytest.raises(InvalidInputError) as caught:
-        local.budget_page(np.bool_(True))
+        local.budget_page(np.bool_(True))  # type: ignore[arg-type]
     assert caught.value.field == "limit"
     with pytest.raises(InvalidInputError) as caught:
         local.create_ab_test(f"{name}-flag", split=True)
