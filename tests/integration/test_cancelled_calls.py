@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -216,3 +217,45 @@ async def test_a_call_cancelled_before_its_request_was_sent_is_released_not_char
     assert sent_paid > 0  # (the first had reached good: charged its worst case)
     assert [b["spent_usd"] for b in gateway.budget_status()] == [pytest.approx(sent_paid)]
     assert gateway.governor.ledger.open_tickets() == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("door", ["aroute", "acomplete"])
+async def test_a_call_cancelled_while_it_routed_leaves_no_decision_remembered(
+        gateway: Gateway, door: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A route or chat call cancelled while its router decided (asyncio.wait_for, Ctrl-C)
+    left the decision in the router's memory, though no log or pending row had it and its
+    caller never saw its id: its prompt's hash named it (feedback by hash taught on a
+    decision a restart would not know), and it took a share of the tenant's memory. It is
+    forgotten, and the hash names the decision of that prompt made before it again."""
+    prompt = f"Cancelled while routing {uuid.uuid4().hex[:8]}"
+    earlier = await gateway.aroute(prompt)
+    memory = gateway.router.learner.memory
+    remembered = len(memory)
+    began, release = threading.Event(), threading.Event()
+    decide = gateway._decide
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        began.set()
+        release.wait(10)
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(gateway, "_decide", slow)
+    task = asyncio.ensure_future(
+        gateway.aroute(prompt) if door == "aroute" else
+        gateway.acomplete([{"role": "user", "content": prompt}], model="auto"))
+    await _until(began.is_set, "the router decides")
+    task.cancel()
+    release.set()
+    with suppress(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+
+    def let_go() -> bool:
+        latest = memory.latest(earlier.prompt_hash)
+        return len(memory) == remembered and latest is not None and (
+            latest.decision_id == earlier.decision_id)
+
+    await _until(let_go, "the cancelled call's decision is let go")
+    result = await gateway.areport_outcome(prompt_hash=earlier.prompt_hash, quality_score=0.5)
+    assert result.outcome.decision_id == earlier.decision_id

@@ -853,37 +853,37 @@ class Gateway:
 
         async def base(_text: str, allowed: list[str] | None,
                        lam: float | None) -> RoutingDecision:
-            decision: RoutingDecision = await anyio.to_thread.run_sync(
-                lambda: self._decide(live, prompt, allowed, lam, tenant=who.tenant,
-                                     assignment=assignment, embedding=embedding,
-                                     estimate_tokens=tokens))
-            return decision
+            return await anyio.to_thread.run_sync(lambda: made.made(self._decide(
+                live, prompt, allowed, lam, tenant=who.tenant, assignment=assignment,
+                embedding=embedding, estimate_tokens=tokens)))
 
-        if policy is None:
-            decision = await base("", available_models, cost_weight)
-        else:
-            catalog = live.router.catalog
-            # (a route asks for "auto" among available_models: its errors name that field)
-            self.governor.check_model(policy, "auto", catalog, field="available_models")
-            self.governor.check_candidates(policy, catalog, "available_models",
-                                           available_models)
-            if available_models is not None:
-                try:
-                    live.router.check_candidates(available_models)  # unknown names: a 400
-                except UnknownModelError as exc:
-                    raise self.governor.unknown_model(policy, catalog, exc, "auto") from None
-            allowed = self.governor.narrow(policy, catalog, available_models,
-                                           field="available_models")
-            self.governor.count_route(policy)
-            decision = await self.governor.route(
-                base, "", allowed if allowed is not None else list(catalog.names),
-                cost_weight if cost_weight is not None else policy.cost_weight,
-                policy=policy, catalog=catalog, default_cost_weight=live.router.cost_weight)
-        if prefer_healthy or auto_scale:
-            decision = healthy_choice(decision, self.health, prefer_healthy=prefer_healthy,
-                                      auto_scale=auto_scale)
-        # (kept naming the model the decision names: feedback on it teaches that one)
-        self.learning.keep_pending(live, decision)
+        # (a decision made for a call cancelled before it is kept is forgotten again)
+        with self.learning.made_for_a_call(live) as made:
+            if policy is None:
+                decision = await base("", available_models, cost_weight)
+            else:
+                catalog = live.router.catalog
+                # (a route asks for "auto" among available_models: its errors name that field)
+                self.governor.check_model(policy, "auto", catalog, field="available_models")
+                self.governor.check_candidates(policy, catalog, "available_models",
+                                               available_models)
+                if available_models is not None:
+                    try:
+                        live.router.check_candidates(available_models)  # unknown names: a 400
+                    except UnknownModelError as exc:
+                        raise self.governor.unknown_model(policy, catalog, exc, "auto") from None
+                allowed = self.governor.narrow(policy, catalog, available_models,
+                                               field="available_models")
+                self.governor.count_route(policy)
+                decision = await self.governor.route(
+                    base, "", allowed if allowed is not None else list(catalog.names),
+                    cost_weight if cost_weight is not None else policy.cost_weight,
+                    policy=policy, catalog=catalog, default_cost_weight=live.router.cost_weight)
+            if prefer_healthy or auto_scale:
+                decision = healthy_choice(decision, self.health, prefer_healthy=prefer_healthy,
+                                          auto_scale=auto_scale)
+            # (kept naming the model the decision names: feedback on it teaches that one)
+            self.learning.keep_pending(live, decision)
         if self.store is not None:
             try:
                 await asyncio.wrap_future(
@@ -1146,22 +1146,23 @@ class Gateway:
                  and check_tenant(call.tenant) in live.learning.memory_tenants
                  and needs_of(call.body).tools)
 
-        async def base(text: str, allowed: list[str],
-                       cost_weight: float | None) -> RoutingDecision:
-            decision: RoutingDecision = await anyio.to_thread.run_sync(
-                lambda: self._decide(live, text, allowed, cost_weight, tenant=call.tenant,
-                                     tools=tools, assignment=assignment))
-            return decision
-
         async def route(text: str, allowed: list[str],
                         cost_weight: float | None) -> RoutingDecision:
-            if policy is None:
-                decision = await base(text, allowed, cost_weight)
-            else:
-                decision = await self.governor.route(
-                    base, text, allowed, cost_weight, policy=policy, catalog=catalog,
-                    default_cost_weight=live.router.cost_weight)
-            self.learning.keep_pending(live, decision)
+            async def base(text: str, allowed: list[str],
+                           cost_weight: float | None) -> RoutingDecision:
+                return await anyio.to_thread.run_sync(lambda: made.made(self._decide(
+                    live, text, allowed, cost_weight, tenant=call.tenant, tools=tools,
+                    assignment=assignment)))
+
+            # (a decision made for a call cancelled before it is kept is forgotten again)
+            with self.learning.made_for_a_call(live) as made:
+                if policy is None:
+                    decision = await base(text, allowed, cost_weight)
+                else:
+                    decision = await self.governor.route(
+                        base, text, allowed, cost_weight, policy=policy, catalog=catalog,
+                        default_cost_weight=live.router.cost_weight)
+                self.learning.keep_pending(live, decision)
             self._told.decision(decision)
             return decision
 

@@ -64,6 +64,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -654,6 +655,38 @@ def _last_replaced(outcome: OutcomeResult, last: float | None, held: Held | None
                     "routing")
 
 
+class MadeForACall:
+    """The decisions one routing call made (see :meth:`GatewayLearning.made_for_a_call`)."""
+
+    def __init__(self, live: Live) -> None:
+        self._routers = [live.router] if live.learning is None else live.learning.routers()
+        self._ids: list[str] = []
+        self._gone = False
+        self._lock = threading.Lock()
+
+    def made(self, decision: RoutingDecision) -> RoutingDecision:
+        """Note ``decision`` as made for the call (on the thread that made it), or forget it
+        at once when the call has ended without it."""
+        with self._lock:
+            if not self._gone:
+                self._ids.append(decision.decision_id)
+                return decision
+        self._forget([decision.decision_id])
+        return decision
+
+    def let_go(self) -> None:
+        """The call ended without keeping a decision: forget those made, and any made later."""
+        with self._lock:
+            self._gone = True
+            ids, self._ids = self._ids, []
+        self._forget(ids)
+
+    def _forget(self, ids: list[str]) -> None:
+        for decision_id in ids:
+            for router in self._routers:
+                router.learner.memory.forget(decision_id)
+
+
 class GatewayLearning:
     """The gateway's side of learning, across snapshots: the feedback log, pending decisions,
     comparisons, promotions. It readies every snapshot before it goes live
@@ -1209,6 +1242,24 @@ class GatewayLearning:
             self.log.close()
 
     # Pending decisions -----------------------------------------------------------------------
+
+    @staticmethod
+    @contextmanager
+    def made_for_a_call(live: Live) -> Iterator[MadeForACall]:
+        """What a routing call makes (its thread gives each decision to :meth:`MadeForACall.
+        made` as it is made), forgotten by the routers of ``live`` when the call ends
+        without keeping one (:meth:`keep_pending`, the end of the block): cancelled
+        (``asyncio.wait_for``, Ctrl-C) or refused after routing, it returned no id an outcome
+        could name, and no log or pending row has it, so a restart would not have it either;
+        a prompt hash then names the decision of that prompt made before it. A decision its
+        thread makes after that (a cancelled call does not wait for the thread) is forgotten
+        as it is made."""
+        made = MadeForACall(live)
+        try:
+            yield made
+        except BaseException:
+            made.let_go()
+            raise
 
     def keep_pending(self, live: Live, decision: RoutingDecision) -> None:
         """Keep what feedback on ``decision`` needs in the store (lazily: it shares the commit

@@ -97,6 +97,19 @@ class DecisionMemory(RemadeOnLoad):
                 self._unindex(gone)
                 self._restored.discard(gone.decision_id)
 
+    def _reindex(self, prompt_hash: str, tenant: str) -> None:
+        """Index the latest decision of ``prompt_hash`` remembered (of any tenant's, and of
+        ``tenant``'s) where none is indexed. Call with ``_lock`` held."""
+        for key in (prompt_hash, (tenant, prompt_hash)):
+            if key in self._latest:
+                continue
+            latest = next((e.decision_id for e in reversed(self._entries.values())
+                           if e.prompt_hash == prompt_hash
+                           and e.decision_id not in self._restored
+                           and (isinstance(key, str) or e.tenant == tenant)), None)
+            if latest is not None:
+                self._latest[key] = latest
+
     def _unindex(self, entry: PendingDecision) -> None:
         """Take ``entry`` out of the prompt hash index, where it is the latest of its prompt.
         Call with ``_lock`` held."""
@@ -134,6 +147,21 @@ class DecisionMemory(RemadeOnLoad):
     def get(self, decision_id: str) -> PendingDecision | None:
         with self._lock:
             return self._entries.get(decision_id)
+
+    def forget(self, decision_id: str) -> bool:
+        """Let go of ``decision_id`` (one made for a call that did not return it: no outcome
+        can name it); its prompt's hash then names the latest other decision of that prompt
+        remembered, as if it had never been made. False if it is not remembered."""
+        with self._lock:
+            entry = self._entries.pop(decision_id, None)
+            if entry is None:
+                return False
+            self._shares.discard(decision_id)
+            self._restored.discard(decision_id)
+            self._unindex(entry)
+            if entry.prompt_hash:
+                self._reindex(entry.prompt_hash, entry.tenant)
+            return True
 
     def set_chosen(self, decision_id: str, model: str, expected_cost: float | None) -> bool:
         """Record that another model served the decision (e.g. a tenant memory overrode the
