@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -99,6 +100,29 @@ def test_a_vector_s_nan_or_infinity_is_named_by_its_place_as_a_body_s_number_is(
             check_embedding(given, DIM, field="embeddings[4]")
         assert info.value.field == "embeddings[4]"
         assert str(info.value) == f"embeddings[4][{at}]: {words}; send finite numbers only"
+
+
+def test_a_vector_s_number_no_float_holds_is_named_by_its_place_as_a_body_s_number_is(
+        ) -> None:
+    """An integer of 401 digits (or a Fraction as large) in a vector raised NumPy's
+    OverflowError ("int too large to convert to float"), and a complex array warned that
+    its imaginary part was dropped before it was refused."""
+    from fractions import Fraction
+
+    for huge in (10**400, Fraction(10**400, 3)):
+        vector: list[object] = [0.1] * DIM
+        vector[5] = huge
+        with pytest.raises(InvalidInputError) as info:
+            check_embedding(vector, DIM, field="embeddings[4]")
+        assert info.value.field == "embeddings[4]"
+        assert str(info.value).startswith(
+            "embeddings[4][5]: must be a finite number, got ")
+        assert "past the largest a number holds (about 1.8e308)" in str(info.value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidInputError) as info:
+            check_embedding(np.ones(DIM, dtype=complex), DIM)
+    assert str(info.value) == f"embedding: must be a list of {DIM} numbers"
 
 
 @pytest.mark.parametrize(("value", "needle"), BAD_EMBEDDINGS)

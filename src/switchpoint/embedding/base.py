@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate, plain_str
-from switchpoint._messages import invalid_at, not_finite_reason, plural
+from switchpoint._messages import invalid_at, not_finite_reason, past_floats, plural
 from switchpoint._progress import ProgressFn
 from switchpoint.errors import InvalidInputError
 
@@ -51,19 +51,26 @@ def check_embedding(value: object, dimension: int, field: str = "embedding") -> 
         raise InvalidInputError(
             field, f"has {len(value)} values; this router's embedder produces {dimension}"
         )
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidInputError(field, f"must be a list of {dimension} numbers") from None
-    if arr.ndim != 1:
-        raise InvalidInputError(field, f"must be a flat list of {dimension} numbers")
-    # NumPy would happily parse "0.5" or None (as NaN); only real numbers are accepted.
+    # NumPy would happily parse "0.5" or None (as NaN), or drop a complex number's imaginary
+    # part (with a warning); only real numbers are accepted.
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "b":
             raise InvalidInputError(field, "must hold numbers, not booleans")
         if value.dtype.kind not in "iuf":
             raise InvalidInputError(field, f"must be a list of {dimension} numbers")
-    else:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except OverflowError:  # (an integer, or a Fraction, no float holds: told as HTTP tells it)
+        past = next(((i, why) for i, v in enumerate(value)
+                     if (why := past_floats(v)) is not None), None)
+        if past is None:
+            raise InvalidInputError(field, f"must be a list of {dimension} numbers") from None
+        raise invalid_at(field, f"{field}[{past[0]}]", past[1]) from None
+    except (TypeError, ValueError):
+        raise InvalidInputError(field, f"must be a list of {dimension} numbers") from None
+    if arr.ndim != 1:
+        raise InvalidInputError(field, f"must be a flat list of {dimension} numbers")
+    if not isinstance(value, np.ndarray):
         if any(isinstance(v, (bool, np.bool_)) for v in value):
             raise InvalidInputError(field, "must hold numbers, not booleans")
         if not all(isinstance(v, numbers.Real) for v in value):
