@@ -208,6 +208,26 @@ def test_feedback_on_an_escalated_decision_teaches_the_escalation_model(
     assert again.report_outcome(second.decision_id, success=True).outcome.model == "good"
 
 
+def test_a_decision_an_sla_re_routed_is_remembered_once(gateway_of: Any) -> None:
+    """A decision the SLA re-routed (its quality floor breached) left the first decision,
+    whose id no caller got and no pending row kept, in the router's memory beside it: two
+    entries of the tenant's share for each request. The one returned alone is remembered,
+    as the pending table keeps it."""
+    # (at λ 5 the router picks cheap for both prompts, below the floor; good is above it)
+    gw = gateway_of(cost_weight=5, sla={"min_quality_score": 0.8,
+                                        "auto_escalate_on_breach": True})
+    memory = gw.router.learner.memory
+    before = len(memory)
+    routed = gw.route("Prove that the square root of two is irrational.")
+    answered = gw.complete([{"role": "user",
+                             "content": "Write a haiku about routers. [abcd1234]"}])
+    assert routed.sla_adjustments and answered.switchpoint.decision is not None
+    assert answered.switchpoint.decision.sla_adjustments
+    assert len(memory) == before + 2
+    assert memory.get(routed.decision_id) is not None
+    assert memory.get(answered.switchpoint.decision_id) is not None
+
+
 @pytest.mark.parametrize("strategy", ["always", "ask"])
 def test_escalation_does_not_name_a_model_the_key_may_not_use(
         gateway_of: Any, gw_fake: FakeProviderProcess, strategy: str) -> None:

@@ -884,6 +884,7 @@ class Gateway:
                                           auto_scale=auto_scale)
             # (kept naming the model the decision names: feedback on it teaches that one)
             self.learning.keep_pending(live, decision)
+            made.let_go(kept=decision)
         if self.store is not None:
             try:
                 await asyncio.wrap_future(
@@ -1163,6 +1164,7 @@ class Gateway:
                         base, text, allowed, cost_weight, policy=policy, catalog=catalog,
                         default_cost_weight=live.router.cost_weight)
                 self.learning.keep_pending(live, decision)
+                made.let_go(kept=decision)
             self._told.decision(decision)
             return decision
 

@@ -674,12 +674,13 @@ class MadeForACall:
         self._forget([decision.decision_id])
         return decision
 
-    def let_go(self) -> None:
-        """The call ended without keeping a decision: forget those made, and any made later."""
+    def let_go(self, kept: RoutingDecision | None = None) -> None:
+        """The call ended keeping ``kept`` (None: no decision): forget the others made (one
+        an SLA's re-routing replaced, whose id no caller holds), and any made later."""
         with self._lock:
             self._gone = True
             ids, self._ids = self._ids, []
-        self._forget(ids)
+        self._forget([i for i in ids if kept is None or i != kept.decision_id])
 
     def _forget(self, ids: list[str]) -> None:
         for decision_id in ids:
@@ -1247,8 +1248,9 @@ class GatewayLearning:
     @contextmanager
     def made_for_a_call(live: Live) -> Iterator[MadeForACall]:
         """What a routing call makes (its thread gives each decision to :meth:`MadeForACall.
-        made` as it is made), forgotten by the routers of ``live`` when the call ends
-        without keeping one (:meth:`keep_pending`, the end of the block): cancelled
+        made` as it is made), forgotten by the routers of ``live`` but for the one the call
+        keeps (:meth:`MadeForACall.let_go`, after :meth:`keep_pending`); all of them when the
+        call ends without keeping one (the block left by an exception): cancelled
         (``asyncio.wait_for``, Ctrl-C) or refused after routing, it returned no id an outcome
         could name, and no log or pending row has it, so a restart would not have it either;
         a prompt hash then names the decision of that prompt made before it. A decision its
