@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +203,52 @@ def test_a_gateway_routes_every_prompt_its_body_limit_takes_whatever_its_loader_
         shell = body_bytes({"model": "auto", "messages": [{"role": "user", "content": ""}]})
         answer = gateway.complete([{"role": "user", "content": "y" * (LIMIT - shell)}])
         assert answer.switchpoint.routed_model in ("good", "cheap")
+
+
+# (far past what a body of LIMIT bytes holds: read this far, an argument was read whole)
+READ_WHOLE = 100 * LIMIT
+
+
+class EndlessMessage(Mapping[str, str]):
+    """A message whose fields never end (as a lazily made mapping may): read past
+    READ_WHOLE, it fails the test rather than filling the memory."""
+
+    def __getitem__(self, key: str) -> str:
+        return "x"
+
+    def __len__(self) -> int:
+        return 2
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(READ_WHOLE):
+            yield f"k{i}"
+        raise AssertionError("the message was read whole")
+
+
+class EndlessMessages(Sequence[Any]):
+    """Messages that never end (a __getitem__ that never says IndexError), as above."""
+
+    def __getitem__(self, i: Any) -> Any:
+        if i >= READ_WHOLE:
+            raise AssertionError("the messages were read whole")
+        return {"role": "user", "content": "hi"}
+
+    def __len__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize("messages", [[EndlessMessage()], EndlessMessages()],
+                         ids=["a message", "the messages"])
+def test_messages_that_never_end_are_read_only_past_the_limit(
+        gateway: Gateway, gw_fake: FakeProviderProcess, messages: Any) -> None:
+    """A message mapping whose keys never ended, or a sequence of messages that never
+    ended, was copied whole before the body was measured: the call filled the memory until
+    the process was killed. They are read only until they pass the limit, and refused."""
+    calls: list[Callable[[], object]] = [
+        lambda: gateway.complete(messages),
+        lambda: gateway.compare(messages, models=["good", "cheap"])]
+    for call in calls:
+        with pytest.raises(InvalidInputError) as caught:
+            call()
+        assert caught.value.field.startswith("messages")
+    assert_untouched(gateway, gw_fake)

@@ -41,6 +41,7 @@ import contextlib
 import contextvars
 import functools
 import ipaddress
+import itertools
 import logging
 import os
 import sys
@@ -1750,7 +1751,9 @@ class Gateway:
                     key: str | None = None, tenant: str | None = None) -> ChatCall:
         if messages is None:
             messages = params.pop("messages", None)
-        body: dict[str, Any] = {"model": model, "messages": _as_list(messages), **params}
+        body: dict[str, Any] = {
+            "model": model, "messages": _as_list(messages, self.settings.max_request_bytes),
+            **params}
         if stream:
             body["stream"] = True
         self.check_size(body)
@@ -1889,6 +1892,8 @@ class Gateway:
         expect("blind", blind, bool, "True or False")
         if (prompt is None) == (messages is None):
             raise InvalidInputError("prompt", "give a prompt or messages (exactly one)")
+        if messages is not None:  # (measured as the list it is sent as)
+            messages = _as_list(messages, self.settings.max_request_bytes)
         listed = model_names(models, "models")  # (a generator read once, before it is sized)
         if not measured:  # (in process: over HTTP, a body's fields are the request's as sent)
             _no_client_options(params)
@@ -1948,7 +1953,9 @@ class Gateway:
         if unknown:
             raise self.governor.unknown_model(
                 policy, catalog, UnknownModelError("models", unknown, catalog.names), "auto")
-        body: dict[str, Any] = {"model": names[0], "messages": _as_list(messages), **params}
+        body: dict[str, Any] = {
+            "model": names[0], "messages": _as_list(messages, self.settings.max_request_bytes),
+            **params}
         body = check_chat_body(body)
         text = routing_text(body, needs_of(body))
         # A caller of its own, so the comparison's answers pin no conversation of the caller's.
@@ -3090,12 +3097,18 @@ def _no_client_options(params: Mapping[str, Any]) -> None:
                                           f"upstream as it is; {instead}")
 
 
-def _as_list(messages: object) -> list[Any]:
+def _as_list(messages: object, limit: int) -> list[Any]:
+    """``messages`` as a list of the messages, each mapping a dict, read no further than a
+    body of ``limit`` bytes could hold (a message takes at least 2 bytes of it, ``0,``, and
+    a field at least 5, ``"":0,``): one more message or field than that is over the limit,
+    which the measure of the body then says, where an endless sequence or mapping was read
+    until the memory ran out."""
     if messages is None:
         raise InvalidInputError("messages", "is required: a list of {role, content} messages")
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise InvalidInputError("messages", "must be a list of {role, content} messages")
-    return [dict(m) if isinstance(m, Mapping) else m for m in messages]
+    return [dict(itertools.islice(m.items(), limit // 5 + 1)) if isinstance(m, Mapping) else m
+            for m in itertools.islice(messages, limit // 2 + 1)]
 
 
 def _update(info: CallInfo, final: CallInfo) -> None:
