@@ -324,6 +324,13 @@ class ReentrantCallError(SwitchpointError, RuntimeError):
     thread, or schedule its async form (``aroute``, ``acomplete``) on the running loop."""
 
 
+class StreamInUseError(SwitchpointError, RuntimeError):
+    """A stream (``gateway.stream(...)``, ``await gateway.astream(...)``) was read while
+    another read of it was under way: two threads iterating one, or two tasks. A stream has
+    one reader, each chunk read once: nothing was read, and the read under way goes on. Read
+    it from one thread or task."""
+
+
 # The gateway -----------------------------------------------------------------------------------
 
 

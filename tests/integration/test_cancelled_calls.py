@@ -259,3 +259,26 @@ async def test_a_call_cancelled_while_it_routed_leaves_no_decision_remembered(
     await _until(let_go, "the cancelled call's decision is let go")
     result = await gateway.areport_outcome(prompt_hash=earlier.prompt_hash, quality_score=0.5)
     assert result.outcome.decision_id == earlier.decision_id
+
+
+@pytest.mark.anyio
+async def test_a_stream_read_by_a_second_reader_at_once_refuses_it_and_reads_on(
+        gateway: Gateway) -> None:
+    """Two threads iterating one gateway.stream(...) (or two tasks one astream) got Python's
+    "RuntimeError: anext(): asynchronous generator is already running" from deep inside.
+    The second read is refused saying why, and the read under way, and the stream, go on."""
+    from switchpoint.errors import StreamInUseError
+
+    stream = await gateway.astream(
+        [{"role": "user", "content": f"Count to five [[fake:ok:chunk_delay=0.05]] "
+                                     f"{uuid.uuid4().hex[:8]}"}], model="good", max_tokens=50)
+    chunks = [await stream.__anext__(), await stream.__anext__()]  # (they came at once)
+    under_way = asyncio.ensure_future(stream.__anext__())
+    await _until(lambda: not stream.idle, "the next chunk is being waited for")
+    with pytest.raises(StreamInUseError, match="being read by another reader"):
+        await stream.__anext__()
+    chunks.append(await under_way)
+    chunks += [chunk async for chunk in stream]
+    assert len(chunks) > 2 and stream.ended
+    assert _logged(gateway, stream.switchpoint.request_id)[0] == "ok"
+    assert gateway.governor.ledger.open_tickets() == 0

@@ -18,7 +18,7 @@ from typing import Any
 
 from switchpoint.catalog import usd
 from switchpoint.decision import RoutingDecision
-from switchpoint.errors import ServiceStopped, StreamBroken
+from switchpoint.errors import ServiceStopped, StreamBroken, StreamInUseError
 from switchpoint.gateway.failover import FailoverStream
 
 log = logging.getLogger("switchpoint.gateway")
@@ -186,6 +186,11 @@ class ChatStream:
         return await self._read(singly=False)
 
     async def _read(self, *, singly: bool) -> list[ChatCompletionChunk]:
+        if self._reading:  # (a second reader: the read under way is left as it is)
+            raise StreamInUseError(
+                "this stream is being read by another reader (a thread or a task) now; a "
+                "stream is read by one reader, each chunk once: read it from one thread or "
+                "task")
         if self._expired is not None:
             raise self._expired
         if self._iterator is None:
