@@ -78,15 +78,21 @@ def test_the_model_an_upstream_names_is_stored_bounded(attacked: Attacked, strea
     assert db_bytes(attacked.data_dir) - before < 1_000_000
 
 def test_expired_pins_are_purged(attacked: Attacked) -> None:
+    # The pins are looked at after each request, each before it can expire: how many are
+    # stored at once at the end depends on how fast the requests went (on a loaded host the
+    # first had expired, and were purged, before the last were answered).
+    before = set(pins(attacked))
+    stored: set[tuple[str, ...]] = set()
     with httpx.Client(base_url=attacked.base, timeout=10) as client:
         for i in range(40):
             r = client.post("/v1/chat/completions", json=chat_body("hi", "beta"),
                             headers={"x-session-id": f"purge-me-{i}"})
             assert r.status_code == 200
-        assert len(pins(attacked)) >= 20  # (the first may expire while the last are sent)
+            stored.update(pins(attacked))
+        assert len(stored - before) >= 20  # (the writer commits them behind the answers)
         time.sleep(PIN_SOFT_S + 0.4)
         # Requests drive the purge (off the request path); the expired pins go.
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while len(pins(attacked)) > 1 and time.monotonic() < deadline:
             client.post("/v1/chat/completions", json=chat_body("hi", "beta"))
             time.sleep(0.2)
