@@ -26,7 +26,7 @@ from switchpoint.config import DB_FILENAME, load_settings
 from switchpoint.gateway.live import RouterFactory
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess, reserved_ports
-from tests.integration.servers import ThreadServer, thread_server
+from tests.integration.servers import ThreadServer, thread_server, until
 
 if TYPE_CHECKING:
     from switchpoint.gateway import Gateway
@@ -153,15 +153,6 @@ def last_seq(server: ThreadServer) -> int:
 
 def outcomes(entry: dict[str, Any]) -> list[tuple[str, str]]:
     return [(a["model"], a["outcome"]) for a in entry["attempts"]]
-
-
-def until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Wait until ``condition()`` holds, failing the test saying ``what`` did not happen."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.05)
 
 
 def in_background(call: Callable[[], Coroutine[Any, Any, object]]

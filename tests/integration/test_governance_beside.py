@@ -28,8 +28,8 @@ from switchpoint.governance.ledger import CHARGED_ROWS
 from switchpoint.governance.reports import Reports
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import FACTORY, KEYS, config_text, db_rows, until
-from tests.integration.servers import thread_server
+from tests.integration.gateway_env import FACTORY, KEYS, config_text, db_rows
+from tests.integration.servers import thread_server, until
 
 ADMIN_TOKEN = "admin-secret-token"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -21,8 +21,8 @@ from switchpoint.catalog import usd_text
 from switchpoint.config import load_settings
 from switchpoint.governance.governor import prompt_bound, worst_cost
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import KEYS, config_text, db_rows, until
-from tests.integration.servers import ProcessServer
+from tests.integration.gateway_env import KEYS, config_text, db_rows
+from tests.integration.servers import ProcessServer, until
 
 ADMIN_TOKEN = "admin-secret-token"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -31,8 +31,8 @@ from switchpoint.server import create_app
 from switchpoint.store import RequestRecord, SQLiteStore
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.full_disk import DamagedFile
-from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, until, user
-from tests.integration.servers import thread_server
+from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, user
+from tests.integration.servers import thread_server, until
 
 DAY = 86_400.0
 CONFIG = """models:

@@ -19,8 +19,8 @@ from switchpoint.cli import main
 from switchpoint.config import load_settings
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, db_rows, until
-from tests.integration.servers import ThreadServer, thread_server
+from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, db_rows
+from tests.integration.servers import ThreadServer, thread_server, until
 
 READERS = [["report", "cost"], ["report", "sla"], ["report", "suggest"], ["report", "alert"],
            ["report", "forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",

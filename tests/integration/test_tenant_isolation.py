@@ -38,10 +38,9 @@ from tests.integration.gateway_env import (
     client,
     config_text,
     new_key,
-    until,
     user,
 )
-from tests.integration.servers import ThreadServer, thread_server
+from tests.integration.servers import ThreadServer, thread_server, until
 
 ADMIN_TOKEN = "admin-secret-token-isolation"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
