@@ -25,6 +25,7 @@ import pytest
 
 from tests.attack.attack_env import Attacked, serving
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.servers import until
 
 SIZE = (1 << 20) - 1000  # a body just under max_request_bytes (1 MiB), less its last byte
 ROUTE_BODY = b'{"prompt": "hi"}' + b" " * (SIZE - 100)
@@ -75,8 +76,17 @@ def route_from(server: Attacked, source: str, body: bytes = ROUTE_BODY,
         return client.post(f"{server.base}/v1/route", content=body, headers=headers)
 
 
+def taken_in(server: Attacked, held: int, refused: int) -> None:
+    """Wait until ``server`` holds ``held`` bytes of bodies at least and has refused
+    ``refused`` for a client's share in all: the bodies just sent are read in (a loaded host
+    had not read all of one 0.3 s after it was sent)."""
+    until(lambda: metric(server, HELD) >= held and metric(server, SHARE) >= refused,
+          f"{held} bytes of bodies are held and {refused} refused for a client's share",
+          timeout=30)
+
+
 def wait_released(server: Attacked) -> None:
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while metric(server, HELD) and time.monotonic() < deadline:
         time.sleep(0.05)
 
@@ -101,6 +111,7 @@ def test_one_address_cannot_take_the_whole_buffer(attacked: Attacked) -> None:
     refused = metric(attacked, SHARE)
     with holding(attacked.port, "127.0.0.2", 4):
         # The first body is held (its share: 1 MiB); the others are refused, not held.
+        taken_in(attacked, SIZE, refused + 3)
         assert SIZE <= metric(attacked, HELD) <= 1 << 20
         assert metric(attacked, SHARE) == refused + 3
         # Another client is served, a body of the largest size included (it used to be a
