@@ -1656,10 +1656,12 @@ class FakeProviderProcess:
     when it names some), or on ``port``; stop it on exit.
 
     ``url`` is the server root; ``openai_base_url`` is ``url + "/v1"`` (what an OpenAI client
-    or a catalog ``base_url`` takes); Anthropic cards take ``url``.
+    or a catalog ``base_url`` takes); Anthropic cards take ``url``. ``startup_timeout_s`` only
+    bounds a start that hangs (at a load of 14 on two cores, 10 s ran out for the session's
+    fake, and each test using it errored).
     """
 
-    def __init__(self, startup_timeout_s: float = 10.0, *, port: int = 0,
+    def __init__(self, startup_timeout_s: float = 60.0, *, port: int = 0,
                  lean: bool = False, ports: range | None = None) -> None:
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen[str] | None = None
