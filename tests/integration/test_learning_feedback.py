@@ -1278,6 +1278,35 @@ def test_a_decision_the_disk_refused_until_a_stop_takes_feedback_after_the_resta
     assert not store.spill_path.exists()
 
 
+def test_a_decision_spilled_at_a_stop_and_written_after_the_starts_read_takes_feedback(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decision kept in the spill file at a stop, which the next start could not write (the
+    database locked) until after its read of the pending table, is open to feedback once the
+    store writes it: it was in the table but not among the decisions held open, so its
+    feedback was a 404 until another restart."""
+    from tests.fakes.held_lock import held_lock, short_lock_waits
+
+    short_lock_waits(monkeypatch)
+    settings = settings_for(fake, tmp_path)
+    gateway = Gateway(settings, loader=loader, env=KEYS)
+    gateway.start()
+    store = gateway.learning.store
+    assert store is not None
+    with full_disk(store):
+        decision = gateway.route(math_prompt(78))
+        gateway.close()
+    with Gateway(settings, loader=loader, env=KEYS) as restarted:
+        with held_lock(store.path):
+            restarted.start()  # the spill file is not written: the lock is held
+            reading = restarted.learning._reading_open
+            assert reading is not None
+            reading.join()  # the table read without the spilled decision
+            assert store.spill_path.exists()
+        _until(lambda: not store.spill_path.exists(), "the spill file written")
+        result = restarted.report_outcome(decision.decision_id, 0.0)
+        assert result.outcome.model == decision.selected_model
+
+
 def test_a_full_spill_file_turns_new_requests_away_until_the_store_takes_writes_again(
         fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """During a long outage the records the store refused fill their spill file (bounded by

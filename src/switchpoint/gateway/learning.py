@@ -728,6 +728,8 @@ class GatewayLearning:
         self._streams: OrderedDict[str, dict[str, Any]] = OrderedDict()
         state.prepare = self.prepare
         state.on_swap(self._replay)
+        if store is not None:  # (rows the start's read of the table may have missed)
+            store.spilled_written = self._spilled_written
         self.checkpoint_path = (None if store is None
                                 else Path(store.path).with_name(CHECKPOINT_FILENAME))
         #: Whether it writes learning checkpoints (False: a gateway that only reads data_dir,
@@ -1309,6 +1311,29 @@ class GatewayLearning:
                     self._let_go_past(held, capacity)
             self._open = held
         return self._open
+
+    def _spilled_written(self, rows: list[tuple[str, list[Any]]]) -> None:
+        """The store wrote ``rows`` of its spill file once open (the database refused them
+        at the start; see ``SQLiteStore.spilled_written``): the pending rows among them are
+        counted as open to feedback, the newest (as their place in the table says), and
+        those a forget among them deleted are let go of, so the decisions held are the
+        table's rows whether the start's read came before or after them. A row held already
+        (that read saw it) keeps its place; one let go of waiting for its prune stays so."""
+        with self._open_lock:
+            held = self._open
+            if held is None:  # (not read yet: the read sees them)
+                return
+            capacity = self.state.settings.learning.memory_size
+            waiting = set(self._let_go)
+            for insert, values in rows:
+                if insert == PendingForget.insert:
+                    for decision_id in json.loads(values[0]):
+                        held.discard(decision_id)
+                elif insert == PendingRecord.insert:
+                    decision_id, tenant = str(values[0]), str(values[2])
+                    if decision_id not in held and decision_id not in waiting:
+                        held.track(decision_id, tenant)
+            self._let_go_past(held, capacity)
 
     def _let_go_past(self, held: FairShares, capacity: int) -> None:
         """Let go of the decisions past ``capacity`` in ``held`` (its rule says which), their

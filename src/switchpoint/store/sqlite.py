@@ -1712,6 +1712,11 @@ class SQLiteStore:
         # The warnings of totals out of range already logged (see switchpoint.store.totals).
         self._said: set[str] = set()
         self._next_look = 0.0  # when the writer, idle, looks at the files next
+        #: Called by the writer with the rows of :attr:`spill_path` it wrote once open (each
+        #: an INSERT written, or a :data:`FORGET_PENDING` run, with its values, in the file's
+        #: order), after their commit: rows a reader of the tables that read them at the start
+        #: missed (those written at :meth:`open` come before any such read). None: no one asks.
+        self.spilled_written: Callable[[list[tuple[str, list[Any]]]], None] | None = None
         self._serving = False  # see open()
         self._told_waiting = False  # said that the spill file waits for the service
 
@@ -2234,6 +2239,7 @@ class SQLiteStore:
             return
         written = passed = 0
         torn: list[int] = []
+        done: list[tuple[str, list[Any]]] = []  # (for spilled_written)
         try:
             # Under the file's lock, from its reading to its removal: what another store (in
             # another process, say) adds meanwhile waits, and goes to a new file.
@@ -2247,7 +2253,7 @@ class SQLiteStore:
                 with os.fdopen(os.dup(fd), encoding="utf-8", errors="replace") as fh:
                     rows, torn = _spilled_rows(fh.read(), progress)
                 passed += len(torn)
-                written, passed = self._write_rows(conn, rows, passed, progress)
+                written, passed = self._write_rows(conn, rows, passed, progress, done)
                 path.unlink()
             _sync_dir(path.parent)
             self.spill_full = None
@@ -2267,6 +2273,12 @@ class SQLiteStore:
                 self._unwritten = False
             return
         self._unwritten, self._journal_whole = False, True
+        told = self.spilled_written
+        if not at_open and told is not None and done:
+            try:
+                told(done)
+            except Exception:  # (the writer outlives what a reader does with them)
+                log.exception("%s: the rows written from %s were not told", self.path, path)
         if torn:
             log.warning("%s: passed over line(s) %s of %s: not whole records (a write cut short "
                         "by a crash or a full disk while they were kept)", self.path,
@@ -2280,10 +2292,12 @@ class SQLiteStore:
                         "before)", self.path, written, path, passed)
 
     def _write_rows(self, conn: sqlite3.Connection, rows: list[dict[str, Any]],
-                    passed: int, progress: Progress) -> tuple[int, int]:
+                    passed: int, progress: Progress,
+                    done: list[tuple[str, list[Any]]]) -> tuple[int, int]:
         """Write the spill file's ``rows`` on ``conn`` in one transaction (see
         :meth:`_take_spilled`): (how many were written, how many passed over, counting
-        ``passed`` already)."""
+        ``passed`` already); each INSERT written and :data:`FORGET_PENDING` run is added to
+        ``done`` with its values."""
         written = 0
         capped = _capped(rows)
         self._wait_for_lock(conn)
@@ -2300,6 +2314,7 @@ class SQLiteStore:
                 continue
             if insert == FORGET_PENDING:  # (the rows written before the file, named in it)
                 conn.execute(insert, item["row"])
+                done.append((insert, list(item["row"])))
                 continue
             values = [_from_json(v) for v in item["row"]]
             if _already_there(conn, insert, values):  # written before (a crash after
@@ -2308,6 +2323,7 @@ class SQLiteStore:
             try:
                 conn.execute(insert, values)
                 written += 1
+                done.append((insert, values))
             except sqlite3.IntegrityError:  # written before (a store closed mid-way)
                 passed += 1
         conn.execute("COMMIT")
