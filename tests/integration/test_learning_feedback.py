@@ -820,6 +820,35 @@ def test_decisions_open_to_feedback_are_bounded_by_the_learning_memory(
             gateway.report_outcome(ids[0], 0.5)
 
 
+def _pending_rows(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM pending").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_reload_that_makes_the_learning_memory_smaller_deletes_the_rows_past_it_at_once(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shrinking learning.memory_size at a reload deletes the pending rows past it then, not
+    at the next prune (every so many routing decisions): those let go of waited in memory,
+    as many as the shrink let go of, and in the table until then."""
+    monkeypatch.setattr(gateway_learning, "PRUNE_EVERY", 4)
+    settings = settings_for(fake, tmp_path, "learning: {memory_size: 12}\n")
+    config = tmp_path / "switchpoint.yaml"
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        ids = [gateway.route(math_prompt(720 + i)).decision_id for i in range(12)]
+        _until(lambda: _pending_rows(settings.db_path) == 12, "the decisions kept")
+        config.write_text(config.read_text(encoding="utf-8").replace(
+            "memory_size: 12", "memory_size: 3"), encoding="utf-8")
+        gateway.reload()
+        _until(lambda: _pending_rows(settings.db_path) == 3, "the rows past the memory deleted")
+        with pytest.raises(DecisionNotFoundError):
+            gateway.report_outcome(ids[-4], 0.5)
+        assert gateway.report_outcome(ids[-3], 0.5).outcome.replaced is False
+
+
 def test_a_decision_past_the_learning_memory_takes_no_feedback_before_the_table_is_pruned(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     """The pending table is pruned to the last memory_size decisions only every so many

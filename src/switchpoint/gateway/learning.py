@@ -142,7 +142,9 @@ log = logging.getLogger("switchpoint.gateway")
 
 #: Streams under way whose request ids take feedback before they end (the oldest go past it).
 MAX_STREAMS = 10_000
-#: Pending decisions written between two prunes of the table.
+#: Pending decisions written between two prunes of the table; also the most decisions let go
+#: of that wait for one (more, as when a reload makes ``learning.memory_size`` smaller, are
+#: deleted at once, this many a forget).
 PRUNE_EVERY = 256
 #: Rows of one prompt a lookup by its hash reads, newest first, for the latest still open to
 #: feedback: those let go of wait for the next prune (at most ``PRUNE_EVERY`` writes' worth).
@@ -820,6 +822,7 @@ class GatewayLearning:
             router.learner.log = RouterLog(self.log, router)
         self.compares.resize(settings.learning.max_compares, settings.learning.compare_ttl_s)
         self.log.resize(settings.learning.memory_size)
+        self._resize_open(settings.learning.memory_size)
         learning = LiveLearning(live.router, settings, arms,
                                 Experiments(settings, self._promoted_arms()))
         return replace(live, learning=learning)
@@ -1291,13 +1294,11 @@ class GatewayLearning:
                 held.track(record.id, record.entry.tenant)
                 self._let_go_past(held, capacity)
                 self._pending_writes += 1
-                let_go: tuple[str, ...] = ()
-                if self._pending_writes % PRUNE_EVERY == 0:
-                    let_go, self._let_go = tuple(self._let_go), []
-            if let_go:
-                self.store.append_lazy(PendingForget(let_go))
+                forgets = self._forgets(every=self._pending_writes % PRUNE_EVERY == 0)
         except StoreError as exc:
             log.error("decision %s not kept for feedback: %s", decision.decision_id, exc)
+            return
+        self._prune(forgets)
 
     def _open_decisions(self, capacity: int) -> FairShares:
         """The decisions the pending table keeps open to feedback (see :meth:`_held`): read
@@ -1341,6 +1342,39 @@ class GatewayLearning:
         while len(held) > capacity:
             self._let_go.append(held.pop())
 
+    def _forgets(self, *, every: bool = False) -> list[PendingForget]:
+        """The forgets that delete the rows let go of (taken from those waiting): each full
+        :data:`PRUNE_EVERY` of them, and the rest too when ``every`` (a prune), so that no
+        more than that many wait. Call with ``_open_lock`` held; append them after."""
+        waiting, forgets = self._let_go, []
+        while len(waiting) >= PRUNE_EVERY or (every and waiting):
+            forgets.append(PendingForget(tuple(waiting[:PRUNE_EVERY])))
+            del waiting[:PRUNE_EVERY]
+        return forgets
+
+    def _prune(self, forgets: list[PendingForget]) -> None:
+        """Append ``forgets`` (see :meth:`_forgets`) to the store; not appended (the store
+        closed), their rows are let go of again as the table is read at the next start."""
+        try:
+            for forget in forgets:
+                assert self.store is not None
+                self.store.append_lazy(forget)
+        except StoreError as exc:
+            log.warning("pending decisions let go of were not deleted: %s (let go of again at "
+                        "the next start)", exc)
+
+    def _resize_open(self, capacity: int) -> None:
+        """A snapshot of ``capacity`` (``learning.memory_size``) is readied: where it is
+        smaller, the decisions past it are let go of now and their rows deleted (on the
+        reload's thread, not a request's), as a memory made smaller lets go of its own."""
+        with self._open_lock:
+            if self._open is None:  # (not read yet: the read lets go of them)
+                return
+            before = len(self._open)
+            self._let_go_past(self._open, capacity)
+            forgets = self._forgets(every=len(self._open) < before)
+        self._prune(forgets)
+
     def _held(self, decision_id: str, capacity: int) -> bool:
         """Whether the pending table keeps ``decision_id`` open to feedback, with
         ``capacity`` (``learning.memory_size``) open in all: those a router's memory would hold
@@ -1349,14 +1383,19 @@ class GatewayLearning:
         once, in the order they were written, then each decision kept is counted as it is
         written, so a tenant routing without end pushes out its own oldest rows, not another
         tenant's, across restarts and reloads too. The rows let go of are deleted by the next
-        prune (every :data:`PRUNE_EVERY` writes), and are not found meanwhile; a row a crash
-        kept past its prune is let go of again as the table is read at the next start."""
+        prune (every :data:`PRUNE_EVERY` writes, or as soon as that many wait: a reload that
+        makes the memory smaller deletes those past it at once), and are not found meanwhile;
+        a row a crash kept past its prune is let go of again as the table is read at the next
+        start."""
         if not capacity:
             return False
         with self._open_lock:
             held = self._open_decisions(capacity)
             self._let_go_past(held, capacity)  # (a reload may have made the memory smaller)
-            return decision_id in held
+            forgets = self._forgets()  # (a table read past capacity: those past it)
+            found = decision_id in held
+        self._prune(forgets)
+        return found
 
     def _kept_open(self, decision_id: str, capacity: int) -> tuple[PendingDecision, str] | None:
         """The decision the pending table keeps open to feedback as ``decision_id`` (see
