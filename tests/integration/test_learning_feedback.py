@@ -849,6 +849,28 @@ def test_a_reload_that_makes_the_learning_memory_smaller_deletes_the_rows_past_i
         assert gateway.report_outcome(ids[-3], 0.5).outcome.replaced is False
 
 
+def test_a_decision_restored_after_a_restart_goes_first_as_its_row_does(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A decision feedback restored from the pending table after a restart keeps the place
+    its row has: once newer decisions push that row out, a repeat of its feedback is refused
+    as it is after another restart, where the memory held it as its newest and took it."""
+    settings = settings_for(fake, tmp_path, "learning: {memory_size: 3}\n")
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        ids = [gateway.route(math_prompt(730 + i)).decision_id for i in range(3)]
+    with Gateway(settings, loader=loader, env=KEYS) as restarted:
+        restarted.start()
+        assert restarted.report_outcome(ids[0], 0.5).outcome.replaced is False  # restored
+        restarted.route(math_prompt(733))  # the oldest row, ids[0]'s, goes
+        with pytest.raises(DecisionNotFoundError):
+            restarted.report_outcome(ids[0], 1.0)
+        assert restarted.report_outcome(ids[1], 0.5).outcome.replaced is False
+    with Gateway(settings, loader=loader, env=KEYS) as again:
+        again.start()
+        with pytest.raises(DecisionNotFoundError):
+            again.report_outcome(ids[0], 1.0)
+
+
 def test_a_decision_past_the_learning_memory_takes_no_feedback_before_the_table_is_pruned(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     """The pending table is pruned to the last memory_size decisions only every so many

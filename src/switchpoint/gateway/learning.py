@@ -1446,14 +1446,24 @@ class GatewayLearning:
     def _find(self, learning: LiveLearning, decision_id: str
               ) -> tuple[Router, PendingDecision] | None:
         """The router that remembers ``decision_id`` (restoring it from the store when the
-        router in memory does not: a restart or a reload since)."""
+        router in memory does not: a restart or a reload since). One restored stays open to
+        feedback while the pending table holds it (see :meth:`_held`): its row's place, not
+        its restoring, says when it goes (the memory remembers it as its newest, so it would
+        outlive the row, taking feedback a restart then refuses)."""
+        capacity = learning.router.learner.memory.capacity
         for router in learning.routers():
-            entry = router.learner.memory.get(decision_id)
-            if entry is not None:
-                return router, entry
+            memory = router.learner.memory
+            entry = memory.get(decision_id)
+            if entry is None:
+                continue
+            if (self.store is not None and memory.is_restored(decision_id)
+                    and not self._held(decision_id, capacity)):
+                memory.forget(decision_id)  # (its row let go of: a restart would not find it)
+                return None
+            return router, entry
         # (only the decisions the table keeps open take feedback, though it keeps those let go
         # of until its next prune)
-        found = self._kept_open(decision_id, learning.router.learner.memory.capacity)
+        found = self._kept_open(decision_id, capacity)
         if found is None:
             return None
         entry, weights_id = found

@@ -148,6 +148,12 @@ class DecisionMemory(RemadeOnLoad):
         with self._lock:
             return self._entries.get(decision_id)
 
+    def is_restored(self, decision_id: str) -> bool:
+        """Whether ``decision_id`` is remembered ``restored`` (read back from a store, which
+        says how long it stays open to feedback: see the class)."""
+        with self._lock:
+            return decision_id in self._restored
+
     def forget(self, decision_id: str) -> bool:
         """Let go of ``decision_id`` (one made for a call that did not return it: no outcome
         can name it); its prompt's hash then names the latest other decision of that prompt
