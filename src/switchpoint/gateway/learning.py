@@ -1335,6 +1335,8 @@ class GatewayLearning:
                     if decision_id not in held and decision_id not in waiting:
                         held.track(decision_id, tenant)
             self._let_go_past(held, capacity)
+            forgets = self._forgets()
+        self._prune(forgets)
 
     def _let_go_past(self, held: FairShares, capacity: int) -> None:
         """Let go of the decisions past ``capacity`` in ``held`` (its rule says which), their
