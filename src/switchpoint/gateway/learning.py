@@ -822,7 +822,7 @@ class GatewayLearning:
             router.learner.log = RouterLog(self.log, router)
         self.compares.resize(settings.learning.max_compares, settings.learning.compare_ttl_s)
         self.log.resize(settings.learning.memory_size)
-        self._resize_open(settings.learning.memory_size)
+        self._resize_open(settings.learning.memory_size, [live.router, *arms.values()])
         learning = LiveLearning(live.router, settings, arms,
                                 Experiments(settings, self._promoted_arms()))
         return replace(live, learning=learning)
@@ -1292,13 +1292,24 @@ class GatewayLearning:
             with self._open_lock:
                 held = self._open_decisions(capacity)
                 held.track(record.id, record.entry.tenant)
-                self._let_go_past(held, capacity)
+                let_go = self._let_go_past(held, capacity)
                 self._pending_writes += 1
                 forgets = self._forgets(every=self._pending_writes % PRUNE_EVERY == 0)
         except StoreError as exc:
             log.error("decision %s not kept for feedback: %s", decision.decision_id, exc)
             return
+        self._forget_in(learning.routers(), let_go)
         self._prune(forgets)
+
+    @staticmethod
+    def _forget_in(routers: list[Router], let_go: list[str]) -> None:
+        """The decisions the pending table let go of (``let_go``) are let go of by the
+        ``routers``' memories too: the table counts the decisions kept before a restart, which
+        a memory does not hold, so its rule may let one go that the memory still holds, which
+        took feedback until a restart refused it. The table's order is the one order."""
+        for decision_id in let_go:
+            for router in routers:
+                router.learner.memory.forget(decision_id)
 
     def _open_decisions(self, capacity: int) -> FairShares:
         """The decisions the pending table keeps open to feedback (see :meth:`_held`): read
@@ -1338,11 +1349,14 @@ class GatewayLearning:
             forgets = self._forgets()
         self._prune(forgets)
 
-    def _let_go_past(self, held: FairShares, capacity: int) -> None:
+    def _let_go_past(self, held: FairShares, capacity: int) -> list[str]:
         """Let go of the decisions past ``capacity`` in ``held`` (its rule says which), their
-        rows to be deleted by the next prune. Call with ``_open_lock`` held."""
+        rows to be deleted by the next prune; returns them. Call with ``_open_lock`` held."""
+        let_go = []
         while len(held) > capacity:
-            self._let_go.append(held.pop())
+            let_go.append(held.pop())
+        self._let_go.extend(let_go)
+        return let_go
 
     def _forgets(self, *, every: bool = False) -> list[PendingForget]:
         """The forgets that delete the rows let go of (taken from those waiting): each full
@@ -1365,16 +1379,16 @@ class GatewayLearning:
             log.warning("pending decisions let go of were not deleted: %s (let go of again at "
                         "the next start)", exc)
 
-    def _resize_open(self, capacity: int) -> None:
-        """A snapshot of ``capacity`` (``learning.memory_size``) is readied: where it is
-        smaller, the decisions past it are let go of now and their rows deleted (on the
-        reload's thread, not a request's), as a memory made smaller lets go of its own."""
+    def _resize_open(self, capacity: int, routers: list[Router]) -> None:
+        """A snapshot of ``capacity`` (``learning.memory_size``) is readied, with ``routers``:
+        where it is smaller, the decisions past it are let go of now, by the routers' memories
+        too, and their rows deleted (on the reload's thread, not a request's)."""
         with self._open_lock:
             if self._open is None:  # (not read yet: the read lets go of them)
                 return
-            before = len(self._open)
-            self._let_go_past(self._open, capacity)
-            forgets = self._forgets(every=len(self._open) < before)
+            let_go = self._let_go_past(self._open, capacity)
+            forgets = self._forgets(every=bool(let_go))
+        self._forget_in(routers, let_go)
         self._prune(forgets)
 
     def _held(self, decision_id: str, capacity: int) -> bool:
