@@ -71,9 +71,9 @@ def measure(rows: int, repeat: int) -> dict[str, float]:
         _filled(path, rows)
         store = SQLiteStore(path).open()  # (its reader keeps its connections, as a service's)
         reader = LearningReader(path, store.gone)
-        fake: Any = SimpleNamespace(_open=None, _let_go=[], reader=reader,
+        fake: Any = SimpleNamespace(_open=None, _let_go=[], reader=reader, store=store,
                                     _open_lock=threading.Lock())
-        for name in ("_open_decisions", "_let_go_past", "_held"):
+        for name in ("_open_decisions", "_let_go_past", "_forgets", "_prune", "_held"):
             setattr(fake, name, getattr(GatewayLearning, name).__get__(fake))
         t0 = time.perf_counter()
         fake._held("x", rows)  # the first need: the table read
