@@ -102,10 +102,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Protocol
 
-from switchpoint._fair import FairShares, Shares
+from switchpoint._fair import FairMap, Shares
 from switchpoint._files import (
     FileId,
     check_database_writable,
@@ -305,44 +306,43 @@ class PinStore(Protocol):
 
 class MemoryPinStore:
     """Pins in a dict, at most ``max_entries``: past it, the least recently used pin of the
-    tenant holding the most goes (:class:`~switchpoint._fair.FairShares`; with a tenant alone,
+    tenant holding the most goes (:class:`~switchpoint._fair.FairMap`; with a tenant alone,
     the least recently used). Lost on restart."""
 
     def __init__(self, max_entries: int = MAX_PINS) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
         self.max_entries = max_entries
-        self._pins: dict[str, Pin] = {}
-        self._shares = FairShares()  # (each tenant's sessions, least recently used first)
+        # (each tenant's sessions, least recently used first)
+        self._pins: FairMap[Pin] = FairMap(attrgetter("tenant"))
         self._lock = threading.Lock()
 
     def get(self, session_id: str) -> Pin | None:
         with self._lock:
-            return self._pins.get(session_id)
+            return self._pins.held.get(session_id)
 
     def put(self, session_id: str, pin: Pin) -> None:
         with self._lock:
-            self._pins[session_id] = pin
-            self._shares.track(session_id, pin.tenant)
-            while len(self._pins) > self.max_entries:
-                del self._pins[self._shares.pop()]
+            pins = self._pins
+            pins.put(session_id, pin)
+            while len(pins.held) > self.max_entries:
+                pins.pop()
 
     def delete(self, session_id: str) -> None:
         with self._lock:
-            self._pins.pop(session_id, None)
-            self._shares.discard(session_id)
+            self._pins.discard(session_id)
 
     def purge(self, older_than: float) -> int:
         with self._lock:
-            stale = [k for k, p in self._pins.items() if p.last_used < older_than]
+            stale = [k for k, p in self._pins.held.items() if p.last_used < older_than]
             for key in stale:
-                del self._pins[key]
-                self._shares.discard(key)
+                self._pins.discard(key)
             return len(stale)
 
     def count(self, since: float) -> int:
         with self._lock:
-            return sum(1 for p in self._pins.values() if p.last_used >= since and not p.failed)
+            return sum(1 for p in self._pins.held.values()
+                       if p.last_used >= since and not p.failed)
 
 
 class SQLitePinStore:
