@@ -156,6 +156,30 @@ class FairMap(Generic[V]):
         if len(order) > 2 * self._count[tenant] + 32:
             self._compact(tenant)
 
+    def put_within(self, key: str, value: V, limit: int) -> None:
+        """:meth:`put`, then :meth:`pop` while more than ``limit`` (at least 1) are held.
+
+        The same, faster, where a new key takes a full map past ``limit`` for the tenant that
+        alone holds the most (a tenant alone, or the one adding the most): it gives up its
+        oldest for it, the count of each tenant as it was, and :class:`Shares` is not asked."""
+        held = self.held
+        if len(held) == limit and key not in held:
+            tenant_of = self._tenant_of
+            tenant: str = value if tenant_of is None else tenant_of(value)  # type: ignore[assignment]
+            count = self._count.get(tenant)
+            shares = self._shares
+            if count == shares._most and len(shares._holding[count]) == 1:
+                held[key] = value
+                order = self._order[tenant]
+                order.append(key)
+                self._oldest(tenant, order)
+                if len(order) > 2 * count + 32:
+                    self._compact(tenant)
+                return
+        self.put(key, value)
+        while len(held) > limit:
+            self.pop()
+
     def discard(self, key: str) -> None:
         """Let go of ``key`` (nothing, when it is not held)."""
         old = self.held.pop(key, _ABSENT)
@@ -166,22 +190,25 @@ class FairMap(Generic[V]):
     def pop(self) -> tuple[str, V]:
         """Let go of the entry that goes first (see the class), and return it."""
         tenant = self._shares.first()
-        order = self._order[tenant]
+        key, value = self._oldest(tenant, self._order[tenant])
+        self._shares.remove(tenant)
+        if tenant not in self._count:
+            del self._order[tenant], self._stale[tenant]
+        return key, value
+
+    def _oldest(self, tenant: str, order: deque[str]) -> tuple[str, V]:
+        """Take ``tenant``'s oldest key out of its ``order`` and the map (its count is the
+        caller's to change)."""
         stale = self._stale[tenant]
         while True:
             key = order.popleft()
             places = stale.get(key)
             if not places:
-                break
+                return key, self.held.pop(key)
             if places == 1:
                 del stale[key]
             else:
                 stale[key] = places - 1
-        value = self.held.pop(key)
-        self._shares.remove(tenant)
-        if tenant not in self._count:
-            del self._order[tenant], self._stale[tenant]
-        return key, value
 
     def _left(self, tenant: str, key: str) -> None:
         """``key`` is ``tenant``'s no more: its place in the tenant's order is stale."""

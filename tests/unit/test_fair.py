@@ -132,3 +132,26 @@ def test_shares_name_the_tenant_the_reference_does() -> None:
         assert shares.held(tenant) == reference.count.get(tenant, 0)
         if reference.count:
             assert shares.first() == reference.first()
+
+
+@pytest.mark.parametrize(("seed", "tenants"), [(0, 1), (1, 2), (2, 5)])
+def test_a_bounded_fair_map_keeps_what_the_reference_does(seed: int, tenants: int) -> None:
+    # (a full map: a new key of the tenant alone holding the most takes its oldest's place)
+    rng = random.Random(seed)
+    limit = rng.choice((5, 30))
+    weights = [2**i for i in range(tenants)]  # (one tenant adding the most)
+    reference, fair = ReferenceMap(), FairMap(attrgetter("tenant"))
+    for _ in range(3_000):
+        key = f"k{rng.randrange(3 * limit)}"
+        if rng.random() < 0.9:
+            tenant = f"t{rng.choices(range(tenants), weights)[0]}"
+            reference.put(key, tenant)
+            while len(reference.order) > limit:
+                reference.pop()
+            fair.put_within(key, Held(tenant), limit)
+        else:
+            reference.discard(key)
+            fair.discard(key)
+        assert {k: v.tenant for k, v in fair.items()} == dict(reference.order)
+    while reference.order:
+        assert fair.pop()[0] == reference.pop()

@@ -323,10 +323,7 @@ class MemoryPinStore:
 
     def put(self, session_id: str, pin: Pin) -> None:
         with self._lock:
-            pins = self._pins
-            pins.put(session_id, pin)
-            while len(pins.held) > self.max_entries:
-                pins.pop()
+            self._pins.put_within(session_id, pin, self.max_entries)
 
     def delete(self, session_id: str) -> None:
         with self._lock:
