@@ -8,8 +8,9 @@ orders its entries itself (a database, by when each was last used) asks it alone
 :class:`FairMap` holds the entries too (a key's value, and the tenant it is held for read from
 the value), each tenant's oldest first, and says which goes: the session pins keep theirs in one
 (``switchpoint.gateway.sessions``). :class:`FairShares` is a :class:`FairMap` of keys alone
-(a key's value is its tenant): the learning memory and the table of decisions open to feedback
-let their decisions go by it (``switchpoint.learning.memory``, ``switchpoint.gateway.learning``).
+(a key's value is its tenant): the table of decisions open to feedback lets its decisions go by
+it (``switchpoint.gateway.learning``), and the learning memory by such a map of its own
+(``switchpoint.learning.memory``).
 
 Each tenant's keys are kept in the order they were last put, in a deque: putting a key again
 appends it again, and the earlier place it held (or the one a key let go of held) is left
@@ -23,7 +24,7 @@ owner guards it."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, ItemsView, Iterator
+from collections.abc import Callable, ItemsView, Iterator, Sequence
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -156,29 +157,36 @@ class FairMap(Generic[V]):
         if len(order) > 2 * self._count[tenant] + 32:
             self._compact(tenant)
 
-    def put_within(self, key: str, value: V, limit: int) -> None:
-        """:meth:`put`, then :meth:`pop` while more than ``limit`` (at least 1) are held.
+    def put_within(self, key: str, value: V, limit: int) -> Sequence[str]:
+        """:meth:`put`, then :meth:`pop` while more than ``limit`` (at least 1) are held; the
+        keys that went, in the order they went.
 
-        The same, faster, where a new key takes a full map past ``limit`` for the tenant that
-        alone holds the most (a tenant alone, or the one adding the most): it gives up its
-        oldest for it, the count of each tenant as it was, and :class:`Shares` is not asked."""
+        The same, faster, where a new key takes a full map past ``limit`` for a tenant holding
+        the most (a tenant alone, the one adding the most, or one of those holding as many):
+        with it, that tenant alone would hold the most, so it gives up its oldest for it, each
+        tenant's count as it was, and it comes last among the tenants holding as many."""
         held = self.held
         if len(held) == limit and key not in held:
             tenant_of = self._tenant_of
             tenant: str = value if tenant_of is None else tenant_of(value)  # type: ignore[assignment]
             count = self._count.get(tenant)
             shares = self._shares
-            if count == shares._most and len(shares._holding[count]) == 1:
+            if count == shares._most:
+                bucket = shares._holding[count]
+                if len(bucket) > 1:  # (as Shares.add then remove would leave it)
+                    del bucket[tenant]
+                    bucket[tenant] = None
                 held[key] = value
                 order = self._order[tenant]
                 order.append(key)
-                self._oldest(tenant, order)
+                gone = self._oldest(tenant, order)[0]
                 if len(order) > 2 * count + 32:
                     self._compact(tenant)
-                return
+                return (gone,)
         self.put(key, value)
-        while len(held) > limit:
-            self.pop()
+        if len(held) <= limit:
+            return ()
+        return [self.pop()[0] for _ in range(len(held) - limit)]
 
     def discard(self, key: str) -> None:
         """Let go of ``key`` (nothing, when it is not held)."""

@@ -134,21 +134,22 @@ def test_shares_name_the_tenant_the_reference_does() -> None:
             assert shares.first() == reference.first()
 
 
-@pytest.mark.parametrize(("seed", "tenants"), [(0, 1), (1, 2), (2, 5)])
-def test_a_bounded_fair_map_keeps_what_the_reference_does(seed: int, tenants: int) -> None:
-    # (a full map: a new key of the tenant alone holding the most takes its oldest's place)
+@pytest.mark.parametrize(("seed", "tenants", "even"),
+                         [(0, 1, True), (1, 2, False), (2, 5, False), (3, 4, True)])
+def test_a_bounded_fair_map_keeps_what_the_reference_does(
+        seed: int, tenants: int, even: bool) -> None:
+    # (a full map: a new key of a tenant holding the most takes its oldest's place)
     rng = random.Random(seed)
     limit = rng.choice((5, 30))
-    weights = [2**i for i in range(tenants)]  # (one tenant adding the most)
+    weights = [1 if even else 2**i for i in range(tenants)]  # (or one tenant adding the most)
     reference, fair = ReferenceMap(), FairMap(attrgetter("tenant"))
     for _ in range(3_000):
         key = f"k{rng.randrange(3 * limit)}"
         if rng.random() < 0.9:
             tenant = f"t{rng.choices(range(tenants), weights)[0]}"
             reference.put(key, tenant)
-            while len(reference.order) > limit:
-                reference.pop()
-            fair.put_within(key, Held(tenant), limit)
+            went = [reference.pop() for _ in range(len(reference.order) - limit)]
+            assert list(fair.put_within(key, Held(tenant), limit)) == went
         else:
             reference.discard(key)
             fair.discard(key)

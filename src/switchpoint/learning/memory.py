@@ -8,7 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from switchpoint._fair import FairShares
+from switchpoint._fair import FairMap
 from switchpoint._limits import MAX_MEMORY_SIZE as MAX_MEMORY_SIZE  # (re-exported)
 from switchpoint._messages import json_quoted
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
@@ -41,7 +41,7 @@ class PendingDecision:
 
 class DecisionMemory(RemadeOnLoad):
     """A bounded map ``decision_id → PendingDecision``, shared fairly by the tenants
-    (:class:`FairShares`). Thread-safe.
+    (:class:`~switchpoint._fair.FairMap`). Thread-safe.
 
     It holds at most ``capacity`` decisions; past it, the oldest decision of the tenant that
     holds the most goes (among tenants holding as many, the one that came to hold that many
@@ -65,8 +65,9 @@ class DecisionMemory(RemadeOnLoad):
             raise ValueError(f"capacity must be an integer >= 0, got {json_quoted(capacity)}")
         self.capacity = capacity
         self._entries: OrderedDict[str, PendingDecision] = OrderedDict()
-        # who holds which, by the rule that says which goes when the memory is full
-        self._shares = FairShares()
+        # who holds which (each decision's tenant), by the rule that says which goes when the
+        # memory is full
+        self._shares: FairMap[str] = FairMap()
         # prompt hash (any tenant's) or (tenant, prompt hash) → the latest decision id of it
         self._latest: dict[str | tuple[str, str], str] = {}
         # the ids of the entries remembered ``restored`` (left out of the index)
@@ -84,7 +85,7 @@ class DecisionMemory(RemadeOnLoad):
                 self._unindex(earlier)
             self._entries[entry.decision_id] = entry
             self._entries.move_to_end(entry.decision_id)
-            self._shares.track(entry.decision_id, entry.tenant)
+            went = self._shares.put_within(entry.decision_id, entry.tenant, self.capacity)
             if restored:
                 self._restored.add(entry.decision_id)
             else:
@@ -92,10 +93,10 @@ class DecisionMemory(RemadeOnLoad):
                 if entry.prompt_hash:
                     self._latest[entry.prompt_hash] = entry.decision_id
                     self._latest[entry.tenant, entry.prompt_hash] = entry.decision_id
-            while len(self._entries) > self.capacity:
-                gone = self._entries.pop(self._shares.pop())
+            for gone_id in went:
+                gone = self._entries.pop(gone_id)
                 self._unindex(gone)
-                self._restored.discard(gone.decision_id)
+                self._restored.discard(gone_id)
 
     def _reindex(self, prompt_hash: str, tenant: str) -> None:
         """Index the latest decision of ``prompt_hash`` remembered (of any tenant's, and of
@@ -136,7 +137,7 @@ class DecisionMemory(RemadeOnLoad):
             if source is None:
                 return False
             self._entries.move_to_end(source_id)
-            self._shares.track(source_id, source.tenant)
+            self._shares.put(source_id, source.tenant)
         moved = chosen is not None and chosen != source.chosen
         self.remember(replace(source, decision_id=decision_id,
                               chosen=chosen if moved and chosen else source.chosen,
