@@ -636,9 +636,9 @@ class Router(RemadeOnLoad):
         profiles = list(self.policy.models_)
         if not card.priced and view.map.priced:
             raise InvalidInputError("input_per_mtok", (
-                f"model {json_quoted(card.name, 100)} has no prices, and this router prices "
-                "every request by its models' prices; give input_per_mtok and "
-                "output_per_mtok (USD per million tokens)"))
+                f"model {json_quoted(card.name, 100)} has no prices, and the catalog prices "
+                "every request by its models' prices; give it input_per_mtok and "
+                "output_per_mtok (USD per million tokens; 0 for a free model)"))
         if card.name not in uncosted([*view.catalog.cards, card], profiles):
             return
         if card.priced:

@@ -331,6 +331,22 @@ def test_a_gateway_s_refusals_of_a_card_speak_of_its_config_data_dir_and_request
         assert words in str(caught.value), str(caught.value)
 
 
+def test_a_card_without_prices_beside_a_priced_catalog_is_refused_naming_it_and_its_prices(
+        gateway: Gateway, fake: FakeProviderProcess) -> None:
+    """Its missing prices would leave the priced model without a profile ("free") uncosted,
+    but the refusal is the card's: it names the card and the prices to give it."""
+    gateway.register_model(card(fake))
+    before, rows = catalog(gateway), stored(gateway.settings)
+    unpriced = {k: v for k, v in card(fake, "fresh").items() if not k.endswith("_per_mtok")}
+    with pytest.raises(InvalidInputError) as caught:
+        gateway.register_model(unpriced)
+    assert caught.value.field == "input_per_mtok", caught.value
+    assert str(caught.value).startswith('input_per_mtok: model "fresh" has no prices'), \
+        caught.value
+    assert "give it input_per_mtok and output_per_mtok" in str(caught.value)
+    assert catalog(gateway) == before and stored(gateway.settings) == rows
+
+
 def test_registrations_are_bounded_and_the_one_past_the_bound_changes_nothing(
         gateway: Gateway, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registration, "MAX_REGISTERED_MODELS", 2)
@@ -457,6 +473,13 @@ def test_over_http_models_are_registered_and_unregistered_with_the_admin_token_a
         secret = post(server, PATH, card(fake, "y", base_url="https://u:hunter2secret@h/v1"),
                       ADMIN)
         assert secret.status_code == 400 and "hunter2secret" not in secret.text, secret.text
+        unpriced = {k: v for k, v in card(fake, "z").items() if not k.endswith("_per_mtok")}
+        bad = post(server, PATH, unpriced, ADMIN)  # (the card's fault, not team/free's)
+        assert bad.status_code == 400, bad.text
+        assert bad.json()["error"]["code"] == "invalid_request", bad.text
+        assert bad.json()["error"]["param"] == "input_per_mtok", bad.text
+        said = bad.json()["error"]["message"]
+        assert 'model "z" has no prices' in said and "team/free" not in said, said
         assert _models(server)[-1] == "team/free"
         missing = _delete(server, "nope", ADMIN)
         assert missing.status_code == 404 and missing.json()["error"]["param"] == "name"

@@ -276,15 +276,18 @@ class RuntimeModels:
                 return self.merged(live, (*self.registered, made))
 
             def router_of(live: Router, merged: Settings) -> Router:
-                # (the live router's weights, checked against the catalog as a load checks
-                # them, and the card registered by the router's own rules, in a copy of it;
-                # the live router's module imported here, as a registration is: a command that
-                # reads the models registered loads no router, nor NumPy)
+                # (the card registered by the router's own rules, in a copy of it, first: a
+                # card without prices beside a catalog priced throughout is refused naming the
+                # card and its prices, not a priced model of the catalog that its missing
+                # prices leave uncosted; then the live router's weights, checked against the
+                # catalog as a load checks them. The live router's module imported here, as a
+                # registration is: a command that reads the models registered loads no router,
+                # nor NumPy)
                 from switchpoint.gateway.live import check_costed
 
-                check_costed(merged, live.weights)
                 router = live.unlearned_copy()
                 router.join_model(made.card(), registration.GATEWAY)
+                check_costed(merged, live.weights)
                 return router
 
             def keep() -> None:
