@@ -117,15 +117,19 @@ def number_problem(value: object) -> str | None:
     """Why ``value`` is no number a model's card may give (a price, a context window), else
     None: a boolean, text (the string ``"1"``, which pydantic's lax mode would read as 1: a
     JSON body's price sent as text is more likely a mistake than a number), anything else that
-    is no real number, NaN or an infinity (an integer no float holds told so:
-    :func:`~switchpoint._messages.past_floats`)."""
+    :func:`checked_number` does not read (a ``Decimal`` it reads, as every number of the
+    library door; one a float holds only as 0, ``Decimal("1e-400")``, is told so), NaN or an
+    infinity (an integer no float holds told so: :func:`~switchpoint._messages.past_floats`)."""
     if is_boolean(value):
         return "must be a number, not a boolean (true/false)"
     if isinstance(value, str | bytes | bytearray):
         hint = (" (text: write the number without quotes)"
                 if isinstance(value, str) and number_text(value) is not None else "")
         return f"must be a number, got {json_quoted(value)}{hint}"
-    real = real_number(value)
+    try:
+        real = checked_number("value", value)
+    except InvalidInputError as exc:
+        return exc.reason
     if real is None:
         return f"must be a number{got(value)}"
     if not math.isfinite(real):

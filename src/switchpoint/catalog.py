@@ -17,6 +17,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, fields
+from decimal import Decimal
 from typing import Literal, get_args
 
 from switchpoint._args import expect
@@ -34,7 +35,7 @@ from switchpoint._messages import (
     too_long,
     unprintable,
 )
-from switchpoint._numbers import boolean_problem, number_problem, real_number
+from switchpoint._numbers import boolean_problem, checked_number, number_problem
 from switchpoint._redact import redact_url, remember, url_secrets
 from switchpoint.errors import InvalidInputError
 from switchpoint.known_providers import provider_problem
@@ -420,11 +421,13 @@ def _names_problem(value: object, what: str, advice: str) -> str | None:
 
 def _number_in_range(value: object, high: float, *, whole: bool = False) -> str | None:
     """Why ``value`` is no number from 0 (more than 0 when ``whole``: a count) to ``high``
-    (a whole one when ``whole``), else None: a card's prices and its context window."""
+    (a whole one when ``whole``), else None: a card's prices and its context window, read as
+    every number of the library door is (:func:`~switchpoint._numbers.checked_number`)."""
+    field_name = "context_window" if whole else "price"
     problem = number_problem(value)
     if problem is not None:
         return problem
-    number = real_number(value)
+    number = checked_number(field_name, value)  # (a Decimal too: number_problem read it)
     assert number is not None
     if whole and not number.is_integer():
         return f"must be a whole number{got(value)}"
@@ -595,6 +598,10 @@ def catalog_problem(cards: Sequence[ModelCard], *, add: str = "define it under m
     return None
 
 
+#: A card's number fields.
+_CARD_NUMBERS = ("input_per_mtok", "output_per_mtok", "context_window")
+
+
 @dataclass(frozen=True)
 class ModelCard:
     name: str
@@ -613,6 +620,20 @@ class ModelCard:
     # False: served only when a request names it (a judge, a grader), never chosen for ``auto``
     # by routing, exploration, escalation, an experiment or a tenant's memory.
     auto: bool = True
+
+    def __post_init__(self) -> None:
+        # A Decimal number is read as the float nearest it (an integer for a whole context
+        # window), as every number of the library door is (checked_number): kept as given, it
+        # would break the price's float arithmetic. One the card's rules refuse is kept, for
+        # the catalog to refuse naming its place.
+        for name in _CARD_NUMBERS:
+            value = getattr(self, name)
+            if isinstance(value, Decimal) and number_problem(value) is None:
+                number = checked_number(name, value)
+                assert number is not None
+                read: float = (int(number) if name == "context_window" and number.is_integer()
+                               else number)
+                object.__setattr__(self, name, read)
 
     def __repr__(self) -> str:
         # (a base_url's password and credential parameters are secrets: masked, as every

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +346,10 @@ def test_a_card_without_prices_beside_a_priced_catalog_is_refused_naming_it_and_
         caught.value
     assert "give it input_per_mtok and output_per_mtok" in str(caught.value)
     assert catalog(gateway) == before and stored(gateway.settings) == rows
+    # (a Decimal price is the number it holds, as the library door reads every number)
+    answer = gateway.register_model({**unpriced, "input_per_mtok": Decimal("0.25"),
+                                     "output_per_mtok": Decimal(1)})
+    assert answer["id"] == "fresh" and gateway.router.catalog["fresh"].input_per_mtok == 0.25
 
 
 def test_registrations_are_bounded_and_the_one_past_the_bound_changes_nothing(

@@ -261,6 +261,37 @@ def test_the_config_reads_a_good_card_as_before() -> None:
         context_window=8192, capabilities=("tools",), upstream_model="u" * 256)]
 
 
+def test_a_cards_numbers_are_read_as_every_number_of_the_library_door() -> None:
+    """A Decimal, a Fraction or a NumPy number is the number it holds, in a card a program
+    builds and in a registration's mapping (read by the config's rules), never a boolean; a
+    Decimal is kept as the float nearest it, which the price's arithmetic takes."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    import numpy as np
+
+    from switchpoint.registration import model_card
+
+    prices: list[Any] = [Decimal("0.25"), Fraction(1, 4), np.float32(0.25), 0.25]
+    window: Any = Decimal(8192)  # (numbers outside ModelCard's annotations)
+    for price in prices:
+        entry = model_card({"name": "m", "input_per_mtok": price, "output_per_mtok": price,
+                            "context_window": window})
+        assert (entry.input_per_mtok, entry.context_window) == (0.25, 8192), price
+        card = Catalog([ModelCard("m", input_per_mtok=price, output_per_mtok=price,
+                                  context_window=window)]).cards[0]
+        assert card.price(1_000_000, 1_000_000) == 0.5 and card.context_window == 8192, price
+    assert type(ModelCard("m", input_per_mtok=prices[0]).input_per_mtok) is float
+    refused: list[tuple[Any, str]] = [
+        (Decimal("1e-400"), "1E-400 is too small a number to be told from 0"),
+        (Decimal("NaN"), "must be a finite number"), (np.bool_(True), "not a boolean")]
+    for bad, words in refused:
+        with pytest.raises(InvalidInputError, match=words):
+            model_card({"name": "m", "input_per_mtok": bad, "output_per_mtok": 1})
+        with pytest.raises(InvalidInputError, match=words):
+            Catalog([ModelCard("m", input_per_mtok=bad, output_per_mtok=1)])
+
+
 def test_a_registrations_published_schema_states_the_cards_bounds() -> None:
     """The bounds the card's rules keep are stated in the schema of a registration's body."""
     fields = ModelEntry.model_json_schema()["properties"]
