@@ -326,9 +326,11 @@ class ReentrantCallError(SwitchpointError, RuntimeError):
 
 class StreamInUseError(SwitchpointError, RuntimeError):
     """A stream (``gateway.stream(...)``, ``await gateway.astream(...)``) was read while
-    another read of it was under way: two threads iterating one, or two tasks. A stream has
-    one reader, each chunk read once: nothing was read, and the read under way goes on. Read
-    it from one thread or task."""
+    another read of it was under way: two threads iterating one, or two tasks; or an
+    ``astream`` was read on an event loop other than the one that made it while that one
+    still runs. A stream has one reader, on its own loop, each chunk read once: nothing was
+    read, and the stream goes on. Read it from one thread or task, on the loop that made
+    it."""
 
 
 # The gateway -----------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from switchpoint.errors import (
     ProcessBoundError,
     StoreError,
     StreamBroken,
+    StreamInUseError,
 )
 from switchpoint.gateway import ChatCompletion
 from switchpoint.gateway.parsing import check_chat_body
@@ -1031,6 +1032,38 @@ def test_a_stream_left_open_as_its_event_loop_closed_is_logged_and_its_hold_sett
         [budget] = gateway.budget_status()
         assert budget["held_usd"] == 0 and budget["spent_usd"] > 0
     finally:
+        gateway.close()
+
+
+def test_a_stream_read_on_another_loop_while_its_own_runs_is_refused_saying_where_to_read_it(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Nothing is read and the stream goes on, read on the loop that made it (then closed),
+    where the read broke it with asyncio's "attached to a different loop" (logged
+    stream_broken)."""
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3600, every=0.001)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        stream = asyncio.run_coroutine_threadsafe(
+            gateway.astream(messages(), model="good"), loop).result(10)
+        with pytest.raises(StreamInUseError, match=r"made on another event loop, which still "
+                                                   r"runs.*read it on the loop that made it"):
+            asyncio.run(anext(stream))
+
+        async def read_on() -> str:
+            chunk = await anext(stream)
+            await stream.aclose()
+            return chunk.model
+
+        assert asyncio.run_coroutine_threadsafe(read_on(), loop).result(10) == "good"
+        entries, _ = store.requests(20, None)
+        assert [e["status"] for e in entries] == ["client_closed"], entries[0]["error"]
+        assert ledger.open_tickets() == 0
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
         gateway.close()
 
 

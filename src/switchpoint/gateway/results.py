@@ -126,6 +126,14 @@ class ChatCompletionChunk(OpenAIObject):
 StreamLogger = Callable[[FailoverStream, bool], Awaitable[None]]
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class ChatStream:
     """A committed stream: iterate it (``async for chunk in stream``) once.
 
@@ -157,6 +165,8 @@ class ChatStream:
         self._reader: asyncio.Task[Any] | None = None  # the task reading it, while one does
         self._interrupted = False
         self._expired: StreamBroken | None = None
+        # the event loop that made it, which its upstream connection belongs to
+        self._loop: asyncio.AbstractEventLoop | None = _running_loop()
 
     @property
     def model(self) -> str:
@@ -191,6 +201,19 @@ class ChatStream:
                 "this stream is being read by another reader (a thread or a task) now; a "
                 "stream is read by one reader, each chunk once: read it from one thread or "
                 "task")
+        made_on = self._loop
+        if (made_on is not None and not made_on.is_closed()
+                and made_on is not asyncio.get_running_loop()):
+            # (its upstream connection belongs to that loop, and awaiting it here would break
+            # the stream with asyncio's "attached to a different loop": nothing is read, and
+            # the stream stays as it was, to be read on its own loop)
+            raise StreamInUseError(
+                "this stream was made on another event loop, which still runs, and a stream "
+                "is read on the event loop that made it (its upstream connection belongs to "
+                "that loop); nothing was read, and the stream goes on: read it on the loop that "
+                "made it (in the task that called astream, or by "
+                "asyncio.run_coroutine_threadsafe(anext(stream), that_loop) from another "
+                "thread), or call gateway.stream(...) for a stream any one thread may read")
         if self._expired is not None:
             raise self._expired
         if self._iterator is None:
