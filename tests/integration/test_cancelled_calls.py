@@ -259,6 +259,12 @@ async def test_a_call_cancelled_while_it_routed_leaves_no_decision_remembered(
     await _until(let_go, "the cancelled call's decision is let go")
     result = await gateway.areport_outcome(prompt_hash=earlier.prompt_hash, quality_score=0.5)
     assert result.outcome.decision_id == earlier.decision_id
+    if door == "acomplete":  # a chat that came in is logged once, as a client that left
+        request_id = _only_request(gateway)
+        assert _read(gateway, "SELECT status, http_status, error_kind, routed_model, "
+                              "decision_id, cost_usd, charged_usd FROM requests") == [
+            ("client_closed", 499, "client_closed", None, None, None, None)]
+        assert _charges(gateway, request_id) == []
 
 
 @pytest.mark.anyio

@@ -260,24 +260,41 @@ def stopped_unplanned(call: ChatCall, exc: ServiceStoppingError, live: Live, sta
     return _unplanned(call, exc, live, started, pin, status="error")
 
 
-def _unplanned(call: ChatCall, exc: GatewayError, live: Live, started: float,
-               pin: PinDecision | None, *, status: str) -> Entry:
-    """A request that ended before it was planned, logged with ``status``; see
+def abandoned_unplanned(call: ChatCall, live: Live, started: float,
+                        pin: PinDecision | None = None) -> Entry:
+    """The caller left while the request was being planned (its router still deciding, its
+    task cancelled): logged once as closed by the client, as one that leaves later is, with
+    no model, no charge and no decision (the decision made for it is forgotten, so no id of
+    it is written for feedback to name); ``pin`` as for :func:`refused`."""
+    return _unplanned(call, None, live, started, pin, status="client_closed",
+                      http_status=499, error_kind="client_closed",
+                      error="the client left while the request was being routed, before any "
+                            "model was called")
+
+
+def _unplanned(call: ChatCall, exc: GatewayError | None, live: Live, started: float,
+               pin: PinDecision | None, *, status: str, http_status: int | None = None,
+               error_kind: str | None = None, error: str | None = None) -> Entry:
+    """A request that ended before it was planned, logged with ``status``: ``exc``'s status,
+    code and words, or (no ``exc``) ``http_status``, ``error_kind`` and ``error``; see
     :func:`refused`."""
     peeked = pin if pin is not None else PinDecision(PinState.FRESH)
-    info = exc.info if isinstance(exc.info, CallInfo) else CallInfo(
+    info = exc.info if exc is not None and isinstance(exc.info, CallInfo) else CallInfo(
         request_id=uuid.uuid4().hex, requested_model=call.requested, routed_model=None,
         pin_state=str(peeked.state), pin=peeked.to_dict(), key_id=call.key_id,
         tenant=call.tenant)
     latency_ms = round((time.perf_counter() - started) * 1e3, 3)
     info.latency_ms = latency_ms
-    exc.info = info
+    if exc is not None:
+        exc.info = info
+        http_status, error_kind, error = exc.status, exc.code, str(exc)
+    assert http_status is not None and error is not None
     d = info.decision
     request = RequestRecord(
         id=info.request_id, ts=time.time(), session_id=call_session(call),
         requested_model=redact(call.requested), routed_model=info.routed_model,
         status=status,
-        http_status=exc.status, error_kind=exc.code, error=clip(redact(str(exc)), MAX_ERROR),
+        http_status=http_status, error_kind=error_kind, error=clip(redact(error), MAX_ERROR),
         pin_state=info.pin_state, pin=info.pin, stream=call.stream, latency_ms=latency_ms,
         cluster_id=d.cluster_id if d else None,
         expected_error=d.expected_error if d else None,

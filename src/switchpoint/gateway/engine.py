@@ -1054,7 +1054,12 @@ class Gateway:
             # (A cancel lands only where planning waits, before any budget hold is taken.)
             why = self._stopped_calls.pop(task, None) if task is not None else None
             if why is None or task is None or task.uncancel() > 0:
-                raise  # its caller cancelled it (too): that one is obeyed
+                # its caller cancelled it (too), which is obeyed: a client that left, logged
+                # once as closed by the client (its decision is forgotten; no model called,
+                # nothing held), so the request log counts every request that came in
+                await self._write(accounting.abandoned_unplanned(
+                    call, live, started, self._peek_pin(call, live)), wait=False)
+                raise
             raise await self._stopped_unplanned(call, live, started, why) from None
         return plan, live
 
