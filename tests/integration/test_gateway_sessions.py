@@ -4,6 +4,8 @@ breaker (F20)."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any, cast
@@ -21,6 +23,7 @@ from openai.types.chat import (
 )
 
 from switchpoint.config import load_settings
+from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import (
@@ -72,6 +75,12 @@ def test_the_second_turn_stays_on_the_pinned_model(gw: ThreadServer) -> None:
                                                                                **QUALITY_FIRST})
     pinned = first.model
     assert pinned != "fresh" and entry["pin_state"] == "fresh"
+    # (a request with no tenant pins under the deployment's own name, as its decisions have)
+    store = gw.service.gateway.pinner.store
+    store.flush()  # type: ignore[attr-defined]
+    with contextlib.closing(sqlite3.connect(store.path)) as db:  # type: ignore[attr-defined]
+        assert {t for (t,) in db.execute("SELECT tenant FROM session_pins")} == {
+            DEFAULT_TENANT}
     # Unpinned, the same price-first request goes to `fresh` ...
     control, _ = ask(gw, [turn("And now in one line?")], headers={**session(), **PRICE_FIRST})
     assert control.model == "fresh"

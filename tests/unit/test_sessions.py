@@ -30,6 +30,7 @@ from switchpoint.gateway.sessions import (
     rehome_target,
     session_key,
 )
+from switchpoint.learning.events import DEFAULT_TENANT
 from tests.fakes.full_disk import FULL, FullDisk
 
 T0 = 1_700_000_000.0
@@ -370,7 +371,7 @@ def test_pins_restored_at_a_start_are_shared_as_fairly_by_the_tenants(tmp_path: 
         store.close()
 
 
-def test_a_pins_file_written_before_pins_kept_their_tenant_is_read_as_no_tenants(
+def test_a_pins_file_written_before_pins_kept_their_tenant_is_read_as_the_deployment_s_own(
         tmp_path: Path) -> None:
     path = tmp_path / "pins.db"
     with contextlib.closing(sqlite3.connect(path)) as db:
@@ -383,7 +384,7 @@ def test_a_pins_file_written_before_pins_kept_their_tenant_is_read_as_no_tenants
         db.commit()
     store = SQLitePinStore(path, max_entries=3)
     try:
-        assert store.get("old1") == Pin("m", T0)  # (tenant "")
+        assert store.get("old1") == Pin("m", T0)  # (tenant "": the deployment's own group)
         store.put("a1", Pin("m", T0 + 2, tenant="a"))
         store.put("a2", Pin("m", T0 + 3, tenant="a"))  # ("" holds the most: its oldest goes)
         store.flush()
@@ -393,6 +394,31 @@ def test_a_pins_file_written_before_pins_kept_their_tenant_is_read_as_no_tenants
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("SELECT session_id FROM session_pins ORDER BY 1").fetchall() == [
             ("a1",), ("a2",), ("old2",)]
+
+
+def test_pins_written_with_no_tenant_share_the_deployment_s_group_with_its_decisions_name(
+        tmp_path: Path) -> None:
+    """The deployment's own traffic is one group, named as its decisions are ("default"): a
+    pin a file holds as tenant "" (written with no tenant) counts with the pins written under
+    that name since, so a full store lets that group's oldest pin go, not another tenant's."""
+    path = tmp_path / "pins.db"
+    store = SQLitePinStore(path, max_entries=6)
+    store.put("old1", Pin("m", T0 + 10, tenant=""))  # (as a version before wrote them)
+    store.put("old2", Pin("m", T0 + 11, tenant=""))
+    store.close()
+    store = SQLitePinStore(path, max_entries=6)
+    try:
+        assert store.get("old1") == Pin("m", T0 + 10, tenant=DEFAULT_TENANT)
+        assert Pin("m", T0).tenant == DEFAULT_TENANT  # (no tenant given: the same group)
+        store.put("d1", Pin("m", T0))
+        store.put("d2", Pin("m", T0 + 1))
+        for n in range(1, 4):
+            store.put(f"a{n}", Pin("m", T0 + 20 + n, tenant="a"))  # (a 7th: one must go)
+        store.flush()
+        # The group holds four, "a" three: the group's least recently used pin went.
+        assert store.get("d1") is None and store.get("a1") is not None
+    finally:
+        store.close()
 
 
 def test_sqlite_store_survives_a_restart(tmp_path: Path, catalog: Catalog) -> None:

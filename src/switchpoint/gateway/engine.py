@@ -181,6 +181,7 @@ from switchpoint.learning.events import (
     DEFAULT_TENANT,
     check_quality,
     check_tenant,
+    tenant_key,
 )
 from switchpoint.registration import internal_host
 from switchpoint.router import Router, check_route_input
@@ -1307,7 +1308,8 @@ class Gateway:
         assert isinstance(result, FailoverResult)
         try:
             self._answered(plan, live, result.model, attempts)
-            self.pinner.record(plan.session, result.model, time.time(), plan.call.tenant or "")
+            self.pinner.record(plan.session, result.model, time.time(),
+                               tenant_key(plan.call.tenant))
             use = _answer_use(plan, result)
             settlement = self._settle(plan, result.card, use.cost_usd, use.usage,
                                       result.attempts)
@@ -1339,7 +1341,8 @@ class Gateway:
     def _committed(self, plan: Plan, live: Live, stream: FailoverStream) -> ChatStream:
         """A stream whose first content chunk is in hand; nothing has reached the client."""
         ttft_ms = (time.perf_counter() - plan.started) * 1e3
-        self.pinner.record(plan.session, stream.model, time.time(), plan.call.tenant or "")
+        self.pinner.record(plan.session, stream.model, time.time(),
+                           tenant_key(plan.call.tenant))
         self.learning.stream_started(plan.request_id, plan.decision, plan.call.tenant,
                                      stream.model)
         info = accounting.info_of(plan)

@@ -120,6 +120,7 @@ from switchpoint._messages import json_quoted, too_long, unprintable
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.capabilities import Needs, adapter_limits
+from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.store.moved import (
     close_moved,
     forget_log_owner,
@@ -186,8 +187,10 @@ class PinState(StrEnum):
 class Pin:
     """A session's pin: the model that last answered it, and when (seconds since the epoch).
 
-    ``tenant`` is who the session belongs to (``""``: no tenant, as a pin written before pins
-    kept theirs): a full store lets go of a pin of the tenant holding the most
+    ``tenant`` is who the session belongs to
+    (:data:`~switchpoint.learning.events.DEFAULT_TENANT` for the deployment's own traffic, as
+    its decisions are: a pin written as ``""``, with no tenant or before pins kept theirs, is
+    read as that group): a full store lets go of a pin of the tenant holding the most
     (:mod:`switchpoint._fair`), so one tenant's sessions, opened in any number, never push out
     another's. ``failed`` marks a pin evicted because that model failed; it is kept only so the next
     decision can say so. ``outgrown`` (with ``failed``) says the failure was the model
@@ -199,7 +202,7 @@ class Pin:
     last_used: float
     failed: bool = False
     outgrown: bool = False
-    tenant: str = ""
+    tenant: str = DEFAULT_TENANT
 
     @property
     def eviction(self) -> int:
@@ -211,7 +214,7 @@ class Pin:
     @classmethod
     def from_row(cls, model: str, last_used: float, eviction: int, tenant: str) -> Pin:
         return cls(model, float(last_used), failed=bool(eviction), outgrown=eviction == 2,
-                   tenant=tenant)
+                   tenant=tenant or DEFAULT_TENANT)
 
 
 @dataclass(frozen=True)
@@ -395,6 +398,11 @@ class SQLitePinStore:
     TENANT_COLUMN = """
         ALTER TABLE session_pins ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
     """
+    #: The pins written as tenant "" (no tenant, or before pins kept theirs) joined to the
+    #: deployment's own group, under the one name its decisions have too: counted, and let
+    #: go of when the table is full, with the pins written under that name since.
+    DEFAULT_TENANT_ROWS = (f"UPDATE session_pins SET tenant = '{DEFAULT_TENANT}' "
+                           "WHERE tenant = ''")
     #: Each tenant's pins, least recently used first: what a full table lets go of.
     TENANT_INDEX = """
         CREATE INDEX IF NOT EXISTS session_pins_tenant ON session_pins(tenant, last_used);
@@ -588,6 +596,7 @@ class SQLitePinStore:
             if "tenant" not in {row[1] for row in db.execute("PRAGMA table_info(session_pins)")}:
                 db.executescript(self.TENANT_COLUMN)  # (written before pins kept their tenant)
             db.executescript(self.TENANT_INDEX)
+            db.execute(self.DEFAULT_TENANT_ROWS)
         except BaseException:
             db.close()
             raise
@@ -693,6 +702,7 @@ class SQLitePinStore:
                 "last_used = excluded.last_used, failed = excluded.failed, "
                 "tenant = excluded.tenant "
                 "WHERE excluded.last_used > session_pins.last_used").rowcount
+            db.execute(self.DEFAULT_TENANT_ROWS)  # (the carried file's, written as "")
             db.execute("COMMIT")
             db.execute("DETACH DATABASE carried")
         except BaseException:
@@ -1051,7 +1061,8 @@ class SessionPinner:
         bonus = {card.name: self.soft_bonus_weight} if self.soft_bonus_weight > 0 else {}
         return decision(PinState.SOFT, bonus=bonus)
 
-    def record(self, session: str | None, model: str, now: float, tenant: str = "") -> None:
+    def record(self, session: str | None, model: str, now: float,
+               tenant: str = DEFAULT_TENANT) -> None:
         """``model`` answered ``session`` (of ``tenant``) at ``now``: (re)start its windows on
         that model."""
         if session:
