@@ -61,6 +61,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -731,7 +732,16 @@ class GatewayLearning:
         state.prepare = self.prepare
         state.on_swap(self._replay)
         if store is not None:  # (rows the start's read of the table may have missed)
-            store.spilled_written = self._spilled_written
+            # (by a weak reference: the store's writer thread must not keep the gateway
+            # alive, which a caller who drops it without closing has collected and closed)
+            spilled_written = weakref.WeakMethod(self._spilled_written)
+
+            def tell(rows: list[tuple[str, list[Any]]]) -> None:
+                learning = spilled_written()
+                if learning is not None:
+                    learning(rows)
+
+            store.spilled_written = tell
         self.checkpoint_path = (None if store is None
                                 else Path(store.path).with_name(CHECKPOINT_FILENAME))
         #: Whether it writes learning checkpoints (False: a gateway that only reads data_dir,
