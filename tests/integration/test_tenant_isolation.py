@@ -201,7 +201,12 @@ def test_a_tenant_s_own_share_of_calls_in_flight_replaces_the_gateway_s_and_relo
     config = tmp_path / "switchpoint.yaml"
     # The gateway's share is left unset (a soft quarter of 256 connections); alpha has its
     # own of one call, and beta none.
-    text = config_text(gw_fake, data_dir=str(tmp_path / "data")) + TENANTS.replace(
+    # (the held stream outlives a reload and other calls: a read timeout of 10 s, where the
+    # session's 0.5 s broke it part-way once under a loaded CI's two cores; not what is tested)
+    gateway = GATEWAY.replace("read_timeout_s: 0.5", "read_timeout_s: 10")
+    assert gateway != GATEWAY
+    text = config_text(gw_fake, data_dir=str(tmp_path / "data"),
+                       gateway=gateway) + TENANTS.replace(
         "  alpha:\n", "  alpha:\n    max_in_flight: 1\n")
     config.write_text(text, encoding="utf-8")
     settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
