@@ -62,11 +62,7 @@ class Shares:
             if not at:
                 del holding[before]
         if after:
-            others = holding.get(after)
-            if others is None:
-                holding[after] = {tenant: None}
-            else:
-                others[tenant] = None
+            holding.setdefault(after, {})[tenant] = None
         if after > self._most:
             self._most = after
 
@@ -87,11 +83,7 @@ class Shares:
             if before == self._most:
                 self._most = after  # (it held the most, alone: now one less, or none at all)
         if after:
-            others = holding.get(after)
-            if others is None:
-                holding[after] = {tenant: None}
-            else:
-                others[tenant] = None
+            holding.setdefault(after, {})[tenant] = None
 
     def first(self) -> str:
         """The tenant that gives up an entry first (there must be one): the one holding the
