@@ -22,9 +22,11 @@ import pytest
 from switchpoint.catalog import MAX_MODEL_NAME
 from switchpoint.cli import main
 from switchpoint.config import Settings, load_settings
+from switchpoint.decision import RoutingDecision
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError, StoreError
 from switchpoint.gateway import Gateway
 from switchpoint.gateway import learning as gateway_learning
+from switchpoint.store.sqlite import SQLiteStore
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.full_disk import FULL, full_disk
 from tests.fakes.two_kinds import math_prompt, poem_prompt
@@ -1335,17 +1337,24 @@ def test_status_shows_a_tenant_whose_feedback_is_only_quality_observations(
         assert learned == {"events": 0, "outcomes": 0}
 
 
-def test_a_decision_the_disk_refused_until_a_stop_takes_feedback_after_the_restart(
-        fake: FakeProviderProcess, tmp_path: Path) -> None:
-    settings = settings_for(fake, tmp_path)
+def _spilled_at_a_stop(settings: Settings, seed: int) -> tuple[RoutingDecision, SQLiteStore]:
+    """A gateway that routes ``math_prompt(seed)`` while its store refuses writes and stops so:
+    the decision is kept in the spill file beside the database (which is returned with it)."""
     gateway = Gateway(settings, loader=loader, env=KEYS)
     gateway.start()
     store = gateway.learning.store
     assert store is not None
     with full_disk(store):
-        decision = gateway.route(math_prompt(77))  # logged to be written later
+        decision = gateway.route(math_prompt(seed))  # logged to be written later
         gateway.close()  # still refused: kept beside the database at the stop
     assert store.spill_path.exists()
+    return decision, store
+
+
+def test_a_decision_the_disk_refused_until_a_stop_takes_feedback_after_the_restart(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    settings = settings_for(fake, tmp_path)
+    decision, store = _spilled_at_a_stop(settings, 77)
     with Gateway(settings, loader=loader, env=KEYS) as restarted:
         restarted.start()
         result = restarted.report_outcome(decision.decision_id, 0.0)
@@ -1363,13 +1372,7 @@ def test_a_decision_spilled_at_a_stop_and_written_after_the_starts_read_takes_fe
 
     short_lock_waits(monkeypatch)
     settings = settings_for(fake, tmp_path)
-    gateway = Gateway(settings, loader=loader, env=KEYS)
-    gateway.start()
-    store = gateway.learning.store
-    assert store is not None
-    with full_disk(store):
-        decision = gateway.route(math_prompt(78))
-        gateway.close()
+    decision, store = _spilled_at_a_stop(settings, 78)
     with Gateway(settings, loader=loader, env=KEYS) as restarted:
         with held_lock(store.path):
             restarted.start()  # the spill file is not written: the lock is held
