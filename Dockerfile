@@ -27,7 +27,7 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/swi
     && chown switchpoint:switchpoint /data
 
 # The package and its dependencies, from this checkout (pyproject.toml names each one and why).
-COPY pyproject.toml README.md /tmp/switchpoint/
+COPY pyproject.toml README.pypi.md /tmp/switchpoint/
 COPY src /tmp/switchpoint/src
 RUN pip install /tmp/switchpoint && rm -rf /tmp/switchpoint
 

@@ -6,6 +6,7 @@ by GitHub's rule for a heading's anchor (lower case, spaces to ``-``, punctuatio
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,6 +15,9 @@ HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
 # [text](target): the text may hold one level of brackets, the target no space or parenthesis.
 LINK = re.compile(r"\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(([^()\s]+)\)")
 SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
+# A link's other forms: a reference's definition ([name]: target) and an HTML href or src.
+REFERENCE = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?([^\s>]+)", re.MULTILINE)
+HTML_LINK = re.compile(r"""\b(?:href|src)\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
 
 
 def documents() -> list[Path]:
@@ -91,3 +95,38 @@ def test_a_link_to_a_missing_page_or_heading_is_found(tmp_path: Path) -> None:
     assert broken_links(tmp_path / "index.md", text) == [
         "index.md: nowhere.md: no such file",
         "index.md: page.md#labels: no heading of page.md has that anchor"]
+
+
+def pypi_description() -> tuple[str, str]:
+    """The file pyproject.toml gives as the long description PyPI shows, and its text."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    readme = project["readme"]
+    name = readme if isinstance(readme, str) else readme["file"]
+    return name, (ROOT / name).read_text(encoding="utf-8")
+
+
+def unfollowable_links(text: str) -> list[str]:
+    """The links of ``text`` a reader of it on PyPI cannot follow: every relative one (a
+    page, an image, an anchor), since PyPI shows the text alone, with no repository beside it."""
+    body = prose(text)
+    targets = LINK.findall(body) + REFERENCE.findall(body) + HTML_LINK.findall(body)
+    return [target for target in targets if not SCHEME.match(target)]
+
+
+def test_the_pypi_description_has_no_link_a_pypi_reader_cannot_follow() -> None:
+    name, text = pypi_description()
+    assert unfollowable_links(text) == [], f"{name} (pyproject.toml's readme)"
+    # It names the pages instead, as files of docs/, which the source distribution carries.
+    named = set(re.findall(r"`(docs/[\w-]+\.md)`", text))
+    assert named and sorted(n for n in named if not (ROOT / n).is_file()) == []
+    assert "graft docs" in (ROOT / "MANIFEST.in").read_text(encoding="utf-8").splitlines()
+
+
+def test_a_link_only_a_repository_resolves_is_found() -> None:
+    text = ("[Gateway](docs/gateway.md) ![curve](docs/curve.png) [up](#top) [web](https://x.org)\n"
+            "[ref]: docs/ref.md\n[site]: https://example.com/docs\n"
+            '<a href="docs/a.md">a</a> <img src="https://example.com/i.png">\n'
+            "```sh\n[in code](missing.md)\n```\n")
+    assert unfollowable_links(text) == [
+        "docs/gateway.md", "docs/curve.png", "#top", "docs/ref.md", "docs/a.md"]
+    assert unfollowable_links((ROOT / "README.md").read_text(encoding="utf-8"))  # GitHub's page
