@@ -120,6 +120,9 @@ def test_the_pypi_description_has_no_link_a_pypi_reader_cannot_follow() -> None:
     named = set(re.findall(r"`(docs/[\w-]+\.md)`", text))
     assert named and sorted(n for n in named if not (ROOT / n).is_file()) == []
     assert "graft docs" in (ROOT / "MANIFEST.in").read_text(encoding="utf-8").splitlines()
+    # What switchpoint is, it says in README.md's words (its first paragraph), kept in step.
+    first = (ROOT / "README.md").read_text(encoding="utf-8").split("\n\n")[1]
+    assert first in text
 
 
 def test_a_link_only_a_repository_resolves_is_found() -> None:
