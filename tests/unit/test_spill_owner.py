@@ -8,8 +8,10 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,8 +75,8 @@ def test_a_store_beside_the_service_leaves_its_spill_file_alone(
                 _spill(spill, [late])
                 appended.append(late)
 
-        def read_then_service_appends(text: str, progress: Progress) -> object:
-            rows = read(text, progress)
+        def read_then_service_appends(lines: Iterable[bytes], progress: Progress) -> object:
+            rows = read(lines, progress)
             service_appends()  # between its read and its removal of the file
             return rows
 
@@ -104,7 +106,7 @@ def test_with_no_service_a_store_takes_up_the_spill_file_under_the_lock(
     read = store_sqlite._spilled_rows
     started: list[object] = []
 
-    def read_while_a_service_starts(text: str, progress: Progress) -> object:
+    def read_while_a_service_starts(lines: Iterable[bytes], progress: Progress) -> object:
         # A service starting now waits for the take-up instead of being refused.
         thread = threading.Thread(target=lambda: started.append(
             _acquire(data_dir)))
@@ -112,7 +114,7 @@ def test_with_no_service_a_store_takes_up_the_spill_file_under_the_lock(
         time.sleep(0.3)
         assert not started  # it waits: the lock is held for the take-up
         started.append(thread)
-        return read(text, progress)
+        return read(lines, progress)
 
     monkeypatch.setattr(store_sqlite, "_spilled_rows", read_while_a_service_starts)
     with SQLiteStore(db) as after_a_crash:  # e.g. `switchpoint prune` with no service
@@ -220,6 +222,90 @@ def test_a_service_starting_waits_for_a_take_up_as_long_as_it_moves(
         assert opened and opened[0] == {r.id for r in added}
         assert not spill.exists()
         assert waited > hold
+    finally:
+        service.release()
+
+
+class _SlowFile:
+    """A file read from a slow disk: each line (read alone, or with the rest at once) takes
+    ``delay`` seconds."""
+
+    def __init__(self, real: Any, delay: float) -> None:
+        self.real, self.delay = real, delay
+
+    def __enter__(self) -> _SlowFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.real.close()
+
+    def read(self, *args: Any) -> Any:
+        text = self.real.read(*args)
+        time.sleep(self.delay * text.count("\n" if isinstance(text, str) else b"\n"))
+        return text
+
+    def __iter__(self) -> Iterator[Any]:
+        for line in self.real:
+            time.sleep(self.delay)
+            yield line
+
+
+class _SlowRows(list[Any]):
+    """The spill file's rows, gone over by a slow host: ``delay`` seconds a row."""
+
+    delay = 0.0
+
+    def __iter__(self) -> Iterator[Any]:
+        for row in super().__iter__():
+            time.sleep(self.delay)
+            yield row
+
+
+def test_a_take_up_marks_progress_while_it_reads_the_file_and_finds_what_caps_dropped(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a slow disk and host, reading a large spill file and finding the rows its caps
+    dropped each last longer than a service starting waits for a holder showing no progress:
+    the take-up marks progress through both, so the service waits for it, then starts."""
+    import os
+
+    hold, delay, count = 0.3, 0.003, 200  # each phase: about 0.6 s, twice the bound
+    monkeypatch.setattr("switchpoint._files.BRIEF_HOLD_S", hold)
+    monkeypatch.setattr("switchpoint._files.BRIEF_TICK_S", 0.01)
+    db = data_dir / "switchpoint.db"
+    spill = SQLiteStore(db).spill_path
+    added = [_record() for _ in range(count)]
+    _spill(spill, added)
+    spill_inode = spill.stat().st_ino
+    fdopen, capped = os.fdopen, store_sqlite._capped
+
+    def slow_disk(fd: int, *args: Any, **kwargs: Any) -> Any:
+        opened = fdopen(fd, *args, **kwargs)
+        return _SlowFile(opened, delay) if os.fstat(fd).st_ino == spill_inode else opened
+
+    def slow_host(rows: list[Any], *args: Any) -> set[int]:
+        slow = _SlowRows(rows)
+        slow.delay = delay
+        return capped(slow, *args)
+
+    monkeypatch.setattr(os, "fdopen", slow_disk)
+    monkeypatch.setattr(store_sqlite, "_capped", slow_host)
+    opened: list[set[str]] = []
+    command = threading.Thread(target=lambda: opened.append(_ids_of(SQLiteStore(db).open())))
+    command.start()
+    lock = data_dir / "serve.lock"
+    deadline = time.monotonic() + 30
+    while b"briefly" not in (lock.read_bytes() if lock.exists() else b""):
+        assert time.monotonic() < deadline, "the command never took the lock"
+        time.sleep(0.001)
+    started = time.monotonic()
+    try:
+        service = DataDirLock(data_dir).acquire()  # waits, past the bound
+    finally:
+        command.join(timeout=60)
+    try:
+        assert time.monotonic() - started > 2 * hold
+        assert opened and opened[0] == {r.id for r in added}
+        assert not spill.exists()
     finally:
         service.release()
 

@@ -1471,15 +1471,16 @@ def _spillable(insert: str) -> bool:
     return table in _SPILLABLE and ";" not in insert
 
 
-def _capped(rows: Sequence[Mapping[str, Any]]) -> set[int]:
+def _capped(rows: Sequence[Mapping[str, Any]], progress: Progress) -> set[int]:
     """The indexes of the spill file's ``rows`` whose row a cap later in the file dropped
     (:func:`keep_newest`: only the newest of the table are kept, a row's first column naming
     it, one written again counting as new): written again, it would come back. (A
     :data:`FORGET_PENDING` needs none of it: it runs again where it ran, after the rows it
-    names, whose ids it deletes however often it runs.)"""
+    names, whose ids it deletes however often it runs.) ``progress`` is called row by row."""
     alive: dict[str, dict[Any, int]] = {}  # table -> first column -> index, oldest first
     dropped: set[int] = set()
     for index, item in enumerate(rows):
+        progress()
         insert, row = item.get("insert"), item.get("row")
         if not isinstance(insert, str) or not row:
             continue
@@ -1551,14 +1552,18 @@ def _already_there(conn: sqlite3.Connection, insert: str, values: Sequence[Any])
     return found is not None
 
 
-def _spilled_rows(text: str, progress: Progress) -> tuple[list[dict[str, Any]], list[int]]:
-    """The records of a spill file's ``text``, and the numbers of its lines that are not whole
-    records (a write cut short by a crash or a full disk), which are passed over: one torn line
-    must not keep the others from being written. ``progress`` is called line by line."""
+def _spilled_rows(lines: Iterable[bytes], progress: Progress
+                  ) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records of a spill file's ``lines`` (read as they come, from the file itself), and
+    the numbers of its lines that are not whole records (a write cut short by a crash or a full
+    disk), which are passed over: one torn line must not keep the others from being written.
+    ``progress`` is called line by line, as each is read: a large file's reading shows it
+    moves on to a service starting meanwhile."""
     rows: list[dict[str, Any]] = []
     torn: list[int] = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(lines, 1):
         progress()
+        line = raw.decode("utf-8", "replace")
         if not line.strip():
             continue
         try:
@@ -2250,8 +2255,8 @@ class SQLiteStore:
                 if fd is None:  # taken up by another store meanwhile
                     self._unwritten, self._journal_whole, self.spill_full = False, True, None
                     return
-                with os.fdopen(os.dup(fd), encoding="utf-8", errors="replace") as fh:
-                    rows, torn = _spilled_rows(fh.read(), progress)
+                with os.fdopen(os.dup(fd), "rb") as fh:
+                    rows, torn = _spilled_rows(fh, progress)
                 passed += len(torn)
                 written, passed = self._write_rows(conn, rows, passed, progress, done)
                 path.unlink()
@@ -2299,7 +2304,7 @@ class SQLiteStore:
         ``passed`` already); each INSERT written and :data:`FORGET_PENDING` run is added to
         ``done`` with its values."""
         written = 0
-        capped = _capped(rows)
+        capped = _capped(rows, progress)
         self._wait_for_lock(conn)
         conn.execute("BEGIN")
         for index, item in enumerate(rows):
