@@ -244,6 +244,10 @@ class _SlowFile:
         time.sleep(self.delay * text.count("\n" if isinstance(text, str) else b"\n"))
         return text
 
+    def readline(self, *args: Any) -> Any:
+        time.sleep(self.delay)
+        return self.real.readline(*args)
+
     def __iter__(self) -> Iterator[Any]:
         for line in self.real:
             time.sleep(self.delay)
@@ -308,6 +312,37 @@ def test_a_take_up_marks_progress_while_it_reads_the_file_and_finds_what_caps_dr
         assert not spill.exists()
     finally:
         service.release()
+
+
+def test_a_spill_file_line_too_long_for_a_record_is_passed_over_unheld_and_named(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A line of the spill file longer than any record (a damaged file: 8 MiB here, the bound
+    lowered to 64 KiB) is read past in parts, never held whole, and passed over with a
+    warning naming the file and the line; the records before and after it are written."""
+    import tracemalloc
+
+    monkeypatch.setattr(store_sqlite, "MAX_SPILL_LINE", 64 * 1024, raising=False)
+    db = data_dir / "switchpoint.db"
+    spill = SQLiteStore(db).spill_path
+    first, last = _record(), _record()
+    _spill(spill, [first])
+    with spill.open("a", encoding="utf-8") as fh:
+        fh.write('{"insert": "INSERT INTO decisions (id) VALUES (?)", "row": ["')
+        fh.write("x" * (8 << 20) + '"]}\n')
+    _spill(spill, [last])
+    tracemalloc.start()
+    try:
+        with caplog.at_level("WARNING", logger="switchpoint"):
+            store = SQLiteStore(db).open()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert _ids_of(store) == {first.id, last.id}
+    assert not spill.exists()
+    assert peak < 2 << 20, peak
+    assert f"passed over line(s) 2 of {spill}" in caplog.text, caplog.text
+    assert "a line over 65536 bytes" in caplog.text, caplog.text
 
 
 @pytest.mark.parametrize(("purpose", "said"), [

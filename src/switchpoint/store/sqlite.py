@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, BinaryIO, ClassVar, Protocol
 
 from switchpoint._files import (
     ForeignLinkError,
@@ -97,6 +97,10 @@ MAX_RETRIED = 10_000
 #: :attr:`SQLiteStore.spill_full` says so (the gateway then turns new requests away rather than
 #: take work it could not log).
 MAX_SPILL_BYTES = 64 * 1024 * 1024
+#: The longest line of the spill file read as a record (bytes): a record's line is a few KiB
+#: (see :data:`SPILL_PER_REQUEST`), so a longer one is no record a store wrote (a damaged
+#: file), passed over, with a warning naming it, without being held whole.
+MAX_SPILL_LINE = 16 * 1024 * 1024
 #: Bytes of the spill file kept for one request in flight (its decision, its log entry, its
 #: budget rows and its pending decision, as one outage spills them: 3 to 5 KiB with a few
 #: models, more with many candidates or a long error), see :func:`spill_reserve`.
@@ -1552,17 +1556,34 @@ def _already_there(conn: sqlite3.Connection, insert: str, values: Sequence[Any])
     return found is not None
 
 
-def _spilled_rows(lines: Iterable[bytes], progress: Progress
+def _spill_file_lines(fh: BinaryIO) -> Iterator[bytes | None]:
+    """The lines of the spill file ``fh``, read one at a time, each at most
+    :data:`MAX_SPILL_LINE` bytes: a longer one is None, the rest of it read past in parts of
+    that size, never held whole."""
+    while raw := fh.readline(MAX_SPILL_LINE + 1):
+        if len(raw) <= MAX_SPILL_LINE:
+            yield raw
+            continue
+        while not raw.endswith(b"\n") and (raw := fh.readline(MAX_SPILL_LINE)):
+            pass
+        yield None
+
+
+def _spilled_rows(lines: Iterable[bytes | None], progress: Progress
                   ) -> tuple[list[dict[str, Any]], list[int]]:
-    """The records of a spill file's ``lines`` (read as they come, from the file itself), and
-    the numbers of its lines that are not whole records (a write cut short by a crash or a full
-    disk), which are passed over: one torn line must not keep the others from being written.
-    ``progress`` is called line by line, as each is read: a large file's reading shows it
-    moves on to a service starting meanwhile."""
+    """The records of a spill file's ``lines`` (read as they come, from the file itself: see
+    :func:`_spill_file_lines`, None for one too long to be a record), and the numbers of its
+    lines that are not whole records (a write cut short by a crash or a full disk), which are
+    passed over: one torn line must not keep the others from being written. ``progress`` is
+    called line by line, as each is read: a large file's reading shows it moves on to a
+    service starting meanwhile."""
     rows: list[dict[str, Any]] = []
     torn: list[int] = []
     for number, raw in enumerate(lines, 1):
         progress()
+        if raw is None:
+            torn.append(number)
+            continue
         line = raw.decode("utf-8", "replace")
         if not line.strip():
             continue
@@ -2256,7 +2277,7 @@ class SQLiteStore:
                     self._unwritten, self._journal_whole, self.spill_full = False, True, None
                     return
                 with os.fdopen(os.dup(fd), "rb") as fh:
-                    rows, torn = _spilled_rows(fh, progress)
+                    rows, torn = _spilled_rows(_spill_file_lines(fh), progress)
                 passed += len(torn)
                 written, passed = self._write_rows(conn, rows, passed, progress, done)
                 path.unlink()
@@ -2286,9 +2307,10 @@ class SQLiteStore:
                 log.exception("%s: the rows written from %s were not told", self.path, path)
         if torn:
             log.warning("%s: passed over line(s) %s of %s: not whole records (a write cut short "
-                        "by a crash or a full disk while they were kept)", self.path,
+                        "by a crash or a full disk while they were kept, or a line over %d "
+                        "bytes, longer than any record)", self.path,
                         ", ".join(map(str, torn[:10])) + (", ..." if len(torn) > 10 else ""),
-                        path)
+                        path, MAX_SPILL_LINE)
         if at_open:
             log.warning("%s: wrote %d record(s) kept at the last close (%d passed over)",
                         self.path, written, passed)
