@@ -966,6 +966,37 @@ def test_a_backup_taken_minutes_before_a_key_was_made_and_used_is_refused(
     assert code == 2 and f"names 1 key it does not hold ({since})" in err, err
 
 
+def test_a_backup_taken_minutes_before_a_key_was_made_and_used_is_taken_saying_what_it_lacks(
+        config: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A backup of keys.db taken 4 minutes ago put back, the log naming a key made and used 2
+    minutes ago, within the margin a refusal leaves (a key revoked and pruned as it was used
+    looks the same): keys create goes on, warning that an older keys.db was put in place,
+    naming that key and what the file cannot know (keys made, rotated or changed since),
+    where it said nothing and the key got 401 unsaid."""
+    data = config.parent / "data"
+    db = data / "keys.db"
+    with KeyStore.in_dir(data) as keys:
+        keys.create(KeySpec(tenant="acme"))
+    backup = _backup_taken(db, config.parent / "backup.db", 240)
+    with KeyStore.in_dir(data) as keys:
+        since = keys.create(KeySpec(tenant="acme")).record.id
+    with SQLiteStore(data / "switchpoint.db") as store:
+        store.append(RequestRecord(
+            id="r0", ts=time.time() - 120, requested_model="auto", status="ok",
+            http_status=200, pin_state="fresh", stream=False, latency_ms=1.0, tenant="acme",
+            key_id=since)).result()
+    os.replace(backup, db)
+    with caplog.at_level("WARNING", logger="switchpoint"):  # (stderr, the command's log)
+        code, _, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    assert code == 0, err
+    said = caplog.text
+    assert "an older keys.db (a backup) was put in place" in said, said
+    assert "keys made since are unknown (401), a key rotated since" in said, said
+    assert (f"names 1 key it does not hold ({since}) in requests logged within 5 minutes of "
+            "that time: made after the backup was taken") in said, said
+
+
 def test_a_key_pruned_from_keys_db_is_no_key_it_never_held(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A key whose requests the log holds, revoked and then pruned (past governance.max_keys

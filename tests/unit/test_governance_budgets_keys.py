@@ -987,12 +987,48 @@ def test_a_key_file_gone_alone_under_the_store_gets_none_of_the_old_log(
     if how == "deleted":  # (the old file's log left the path as the store closed)
         assert not (tmp_path / "keys.db-wal").exists() and not path.exists()
     else:
-        with KeyStore(path) as restarted:  # the backup as it was: the first key, not revoked
-            assert restarted.verify(kept).id == key_id_of(kept)
+        with KeyStore(path) as restarted:  # the backup as it was, its key revoked again
+            with pytest.raises(KeyRevokedError):
+                restarted.verify(kept)
             with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
                 restarted.verify(later)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_a_key_revoked_after_a_backup_stays_revoked_when_the_backup_is_restored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A backup of keys.db taken, a key revoked after it, then the backup restored (the
+    service stopped): the next opening revokes that key again, at the time it was revoked,
+    and says which key and that what else changed since the backup is not in the file, where
+    the key worked again; a key revoked before the backup, and one still live, are as they
+    were. A damaged line of the file that keeps revocations is passed over, named."""
+    path = tmp_path / "keys.db"
+    with KeyStore(path) as store:
+        early, leaked, live = (store.create(spec()).key for _ in range(3))
+        store.revoke(key_id_of(early))
+        backup = tmp_path / "backup.db"
+        with sqlite3.connect(path) as src, sqlite3.connect(backup) as dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+        revoked_at = store.revoke(key_id_of(leaked)).revoked_at
+    with (tmp_path / "keys.revocations.jsonl").open("a") as fh:
+        fh.write("{not a revocation\n")
+    os.replace(backup, path)
+    for side in ("keys.db-wal", "keys.db-shm"):
+        (tmp_path / side).unlink(missing_ok=True)
+    with caplog.at_level("WARNING", logger="switchpoint"), KeyStore(path) as restored:
+        with pytest.raises(KeyRevokedError):
+            restored.verify(leaked)
+        with pytest.raises(KeyRevokedError):
+            restored.verify(early)
+        assert restored.verify(live).id == key_id_of(live)
+        assert restored.find(key_id_of(leaked)).revoked_at == revoked_at
+    assert (f"revoked again 1 key it held live ({key_id_of(leaked)}), revoked after this "
+            "file was taken (a backup restored)") in caplog.text, caplog.text
+    assert "keys made since are unknown: 401" in caplog.text, caplog.text
+    assert "keys.revocations.jsonl: passed over line(s) 3: not a revocation" in caplog.text
 
 
 def test_a_key_file_whose_wal_was_deleted_is_opened_again_and_seen_by_the_cli(
@@ -1118,8 +1154,9 @@ def test_a_symlinked_key_file_gone_under_the_store_is_followed_as_a_plain_one(
             with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
                 store.verify(later)
             assert "keys.db was replaced" in caplog.text
-    with KeyStore(path) as restarted:  # the backup as it was: the first key, not revoked
-        assert restarted.verify(kept).id == key_id_of(kept)
+    with KeyStore(path) as restarted:  # the backup as it was, its key revoked again
+        with pytest.raises(KeyRevokedError):
+            restarted.verify(kept)
         with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
             restarted.verify(later)
 

@@ -37,6 +37,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import secrets
 import sqlite3
@@ -54,8 +55,10 @@ from switchpoint._files import (
     database_identity,
     database_stamp,
     file_identity,
+    locked_file,
     private_dir,
     private_file,
+    read_small,
 )
 from switchpoint._messages import (
     cut,
@@ -137,6 +140,16 @@ GO_ON = ("; or, to go on with this one without them (each then stays unknown: 40
 IN_USE_SLACK_S = 300.0
 #: The most key ids of the log's later requests an opening checks the file for.
 _MOST_CHECKED = 100
+#: The file beside keys.db that keeps every revocation (the key's id and when), appended and
+#: synced before the revocation is written into keys.db: a keys.db restored from a backup
+#: taken before a revocation holds the key live again, and its next opening for writing (a
+#: start, any ``switchpoint keys`` command that changes it) revokes it again, saying so (see
+#: :meth:`KeyStore.open`). A backup of keys.db does not hold it, nor does a restore of
+#: keys.db bring an older one back.
+REVOCATIONS_FILENAME = "keys.revocations.jsonl"
+#: Most bytes :data:`REVOCATIONS_FILENAME` grows to (some 60,000 revocations); past it the
+#: older half of its lines is let go (those keys' records were pruned long since, most likely).
+MAX_REVOCATIONS_BYTES = 4 * 1024 * 1024
 PREFIX = "sp-"
 ID_CHARS = 10
 #: The longest a key's name (a note of whose it is) may be.
@@ -674,6 +687,13 @@ class KeyStore:
                 conn.close()
                 forget_log_owner(self.path)
                 raise
+            try:
+                self._revoke_again(conn)
+            except BaseException:
+                clock_conn.close()
+                conn.close()
+                forget_log_owner(self.path)
+                raise
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the key store", exc) from None
         self._conn = conn
@@ -875,11 +895,12 @@ class KeyStore:
                 if until is not None and isinstance(until[0], (int, float)):
                     latest = max(float(latest), float(until[0]))
                 named = logged(after=float(latest) + IN_USE_SLACK_S, most=_MOST_CHECKED)
-                if not named:
+                near = logged(after=float(latest), most=_MOST_CHECKED)
+                if not near:
                     return
                 held = {str(r[0]) for r in conn.execute(
                     "SELECT id FROM keys WHERE id IN (SELECT value FROM json_each(?))",
-                    (json.dumps(list(named)),))} if "keys" in tables else set()
+                    (json.dumps([*named, *near]),))} if "keys" in tables else set()
             finally:
                 conn.close()
         except (OSError, sqlite3.Error):
@@ -888,6 +909,29 @@ class KeyStore:
         if unheld:
             raise self._not_in_use(what, unheld,
                                    more=len(named) >= _MOST_CHECKED, since=float(latest))
+        unsure = [i for i in near if i not in held]
+        if named or unsure:
+            self._older_than_the_log(float(latest), unsure)
+
+    def _older_than_the_log(self, since: float, unsure: Sequence[str]) -> None:
+        """Say (a warning) that the file is older than the request log beside it, which names
+        keys in requests logged after its latest time (``since``): an older keys.db (a backup)
+        put in place, taken as it is, and what it cannot know of what changed since;
+        ``unsure``: the keys the log names within :data:`IN_USE_SLACK_S` of that time that it
+        does not hold (made after the backup, or revoked and pruned as they were used)."""
+        among = (f"; the log names {people_number(len(unsure))} key"
+                 f"{'' if len(unsure) == 1 else 's'} it does not hold "
+                 f"({listed_names(unsure, 3)}) in requests logged within "
+                 f"{IN_USE_SLACK_S / 60:g} minutes of that time: made after the backup was "
+                 "taken (they stay unknown: restore a newer backup if there is one), or "
+                 "revoked and pruned as they were used" if unsure else "")
+        log.warning("%s: the request log names keys in requests logged after the latest time "
+                    "this file was in use (%s): an older keys.db (a backup) was put in place; "
+                    "what changed in it since is not in it: keys made since are unknown "
+                    "(401), a key rotated since takes its old secret again, and a key's "
+                    "settings are as they were then (revocations since are made again from "
+                    "%s; spend is counted in the request log, not here)%s", self.path,
+                    _iso(since), REVOCATIONS_FILENAME, among)
 
     def _not_in_use(self, what: str, unheld: Sequence[str], *, more: bool,
                     since: float) -> StoreError:
@@ -1328,14 +1372,86 @@ class KeyStore:
             with self._serial(conn, "revoke the key"):
                 record = self._require(conn, key_id)
                 if record.revoked_at is None:
+                    at = self._now()
+                    self._keep_revocation(key_id, at)  # (first: a restore cannot undo it)
                     self._write(conn, "revoke the key",
-                                "UPDATE keys SET revoked_at = ? WHERE id = ?",
-                                (self._now(), key_id))
+                                "UPDATE keys SET revoked_at = ? WHERE id = ?", (at, key_id))
                 updated = KeyRecord.from_row(conn.execute(
                     f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)
                 ).fetchone())
             self._cache.pop(key_id, None)
             return updated
+
+    @property
+    def revocations_path(self) -> Path:
+        """The file that keeps every revocation beside keys.db (:data:`REVOCATIONS_FILENAME`)."""
+        return self.path.with_name(REVOCATIONS_FILENAME)
+
+    def _keep_revocation(self, key_id: str, at: float) -> None:
+        """Append the revocation of ``key_id`` at ``at`` to :attr:`revocations_path`, on disk
+        before this returns (past :data:`MAX_REVOCATIONS_BYTES`, its older half let go);
+        :class:`StoreError` naming the file when it cannot be, the key not revoked."""
+        path = self.revocations_path
+        line = json.dumps({"id": key_id, "revoked_at": at}, separators=(",", ":")) + "\n"
+        try:
+            with locked_file(path, append=True) as fd:
+                assert fd is not None
+                if os.fstat(fd).st_size + len(line) > MAX_REVOCATIONS_BYTES:
+                    kept = (read_small(path, MAX_REVOCATIONS_BYTES * 2) or b"").splitlines()
+                    newer = b"".join(raw + b"\n" for raw in kept[len(kept) // 2:])
+                    os.ftruncate(fd, 0)
+                    os.write(fd, newer)
+                os.write(fd, line.encode("ascii"))
+                os.fsync(fd)
+        except OSError as exc:
+            raise StoreError(f"{quoted_path(path)}: cannot keep the revocation of key {key_id} "
+                             f"there ({exc.strerror or exc}), which keeps it revoked should an "
+                             "older backup of keys.db be restored; the key was not revoked: "
+                             "make room on the disk (or let this process write the file) and "
+                             "revoke it again") from None
+
+    def _revoke_again(self, conn: sqlite3.Connection) -> None:
+        """Revoke again the keys :attr:`revocations_path` says were revoked that the file
+        opened holds live (a backup taken before their revocation, restored), saying so;
+        lines that are no revocation (a damaged file) are passed over, saying which."""
+        data = read_small(self.revocations_path, MAX_REVOCATIONS_BYTES * 2)
+        if not data:
+            return
+        revoked: dict[str, float] = {}
+        bad: list[int] = []
+        for number, raw in enumerate(data.splitlines(), 1):
+            try:
+                item = json.loads(raw)
+                key_id, at = item["id"], float(item["revoked_at"])
+            except (ValueError, TypeError, KeyError):
+                bad.append(number)
+                continue
+            if isinstance(key_id, str) and _ID.fullmatch(key_id) and math.isfinite(at):
+                revoked.setdefault(key_id, at)
+            else:
+                bad.append(number)
+        if bad:
+            log.warning("%s: passed over line(s) %s: not a revocation (a damaged file)",
+                        self.revocations_path, ", ".join(map(str, bad[:10]))
+                        + (", ..." if len(bad) > 10 else ""))
+        if not revoked:
+            return
+        live = [str(r[0]) for r in conn.execute(
+            "SELECT id FROM keys WHERE revoked_at IS NULL AND id IN "
+            "(SELECT value FROM json_each(?)) ORDER BY seq", (json.dumps(list(revoked)),))]
+        if not live:
+            return
+        with self._serial(conn, "revoke again the keys revoked since the file was taken"):
+            for key_id in live:
+                self._write(conn, "revoke the key again",
+                            "UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                            (revoked[key_id], key_id))
+        log.warning("%s: revoked again %s key%s it held live (%s), revoked after this file was "
+                    "taken (a backup restored), as %s keeps them: what else changed in keys.db "
+                    "since that backup is not in it (keys made since are unknown: 401; a key "
+                    "rotated since takes its old secret again)", self.path,
+                    people_number(len(live)), "" if len(live) == 1 else "s",
+                    listed_names(live, 5), self.revocations_path.name)
 
     def prune(self, cutoff: float | None, most_ended: int, *, dry_run: bool = False,
               logged: bool = False) -> int:
