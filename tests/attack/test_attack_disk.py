@@ -312,6 +312,49 @@ def test_the_services_retention_leaves_out_a_step_of_the_clock_ahead_while_it_ru
     assert "the clock stepped ahead 100.00 days since the last prune" in caplog.text
 
 
+def test_the_services_retention_goes_on_leaving_out_a_step_of_the_clock_across_a_restart(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The clock steps 100 days ahead while the service is stopped, and the restarted service
+    logs on: the entries from before the step stay (the retention goes on from the reading
+    it kept, the machine not rebooted), where all went at the first prune after the restart,
+    the newest entry no longer telling; those older than 7 days before the step still go.
+    Set right again (and restarted), the retention goes by the clock: what it stamped ahead
+    stays until it gets there, the rest goes as it grows old. (The clock before the step read
+    100 days behind this machine's, which the entries logged then carry.)"""
+    db = tmp_path / "switchpoint.db"
+    fill(db, n_old=5, n_new=0, age_days=110)  # older than the 7 days before the step
+    fill(db, n_old=5, n_new=0, age_days=100)  # logged just before the step
+    before = [r[0] for r in rows(db)["decisions"]][5:]
+    settings = load_settings(None, overrides={"data_dir": str(tmp_path),
+                                              "store": {"retention_days": 7}}, environ={})
+    behind, passed = [100 * DAY], [0.0]
+
+    def a_service_runs_retention() -> None:
+        gateway = Gateway(settings, store=SQLiteStore(db))
+        gateway.open()
+        gateway._retention_clock = retention.RetentionClock(
+            wall=lambda: time.time() - behind[0], monotonic=lambda: time.monotonic() + passed[0])
+        try:
+            gateway._housekeeping(False, 7)
+        finally:
+            gateway.close()
+
+    a_service_runs_retention()  # before the step
+    assert [r[0] for r in rows(db)["decisions"]] == before
+    behind[0] = 0.0  # the step, the service stopped
+    after = fill(db, n_old=0, n_new=5, age_days=0)  # (logged since, a minute old)
+    with caplog.at_level("WARNING", logger="switchpoint"):
+        a_service_runs_retention()
+    assert [r[0] for r in rows(db)["decisions"]] == before + after
+    assert "the clock stepped ahead 100.00 days since the last prune" in caplog.text
+    behind[0] = 100 * DAY  # set right
+    a_service_runs_retention()
+    assert [r[0] for r in rows(db)["decisions"]] == before + after
+    behind[0], passed[0] = 92 * DAY, 8 * DAY  # 8 days on
+    a_service_runs_retention()
+    assert [r[0] for r in rows(db)["decisions"]] == after
+
+
 def test_the_services_retention_leaves_a_file_put_under_it_alone(tmp_path: Path) -> None:
     """``switchpoint.db`` replaced under the service (a restore while it runs): its hourly
     retention prune must not open the file now at the path (with the old file's -wal and -shm

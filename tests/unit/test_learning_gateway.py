@@ -791,6 +791,37 @@ def test_the_retention_clock_leaves_out_steps_ahead_and_takes_them_back_when_set
     assert clock.read() == (wall[0], -86_400.0) and clock.left_out == 0
 
 
+def test_the_retention_clock_goes_on_from_its_last_reading_after_a_restart_or_a_reboot(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Read with a data_dir, the retention clock keeps its last reading there: a restart on
+    the same boot sees a step ahead taken while it was stopped; after a reboot what was left
+    out stays left out, less a step back below the time it read last; a damaged file is a
+    start from the clock, said."""
+    from switchpoint.store.retention import RETENTION_CLOCK_FILENAME, RetentionClock
+
+    day = 86_400.0
+    wall, mono, boot = [1e9], [0.0], ["a"]
+
+    def restarted() -> RetentionClock:
+        return RetentionClock(wall=lambda: wall[0], monotonic=lambda: mono[0],
+                              boot=lambda: boot[0])
+
+    assert restarted().read(tmp_path) == (1e9, None)
+    wall[0] += 100 * day  # a step ahead while it was stopped
+    assert restarted().read(tmp_path) == (wall[0] - 100 * day, 100 * day)
+    boot[0], mono[0] = "b", 5.0  # rebooted, the clock still ahead: still left out
+    assert restarted().read(tmp_path) == (wall[0] - 100 * day, None)
+    boot[0], mono[0] = "c", 1.0  # rebooted, the clock set right an hour after the last read
+    wall[0] -= 100 * day - 3600
+    clock = restarted()
+    assert clock.read(tmp_path) == (wall[0] - 3600, -(100 * day - 3600))
+    assert clock.left_out == 3600
+    (tmp_path / RETENTION_CLOCK_FILENAME).write_text("{damaged", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="switchpoint"):
+        assert restarted().read(tmp_path) == (wall[0], None)
+    assert "not a reading this wrote" in caplog.text
+
+
 def test_an_experiment_keeps_its_newest_promotions_and_the_last_still_applies(
         tmp_path: Path) -> None:
     from switchpoint.store.learning import PromotionRecord

@@ -2748,7 +2748,7 @@ class Gateway:
                 # this service learned: the checkpoint the prune goes by may be that
                 # process's, holding rows this one has not learned yet (logged meanwhile too).
                 through, key = self.learning.caught_up()
-                now, step = self._retention_clock.read()
+                now, step = self._retention_clock.read(self.store.path.parent)
                 if step is not None:
                     log.warning(
                         "retention: the clock stepped %s %.2f days since the last prune, "

@@ -37,6 +37,9 @@ learned weights with ``switchpoint learn --export`` first to keep it in them).
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import math
 import os
 import shutil
 import sqlite3
@@ -53,8 +56,10 @@ from switchpoint._files import (
     SQLITE_SIDE_FILES,
     Progress,
     brief_lock,
+    read_small,
     served,
     side_file,
+    write_atomically,
 )
 from switchpoint._limits import MAX_RETENTION_DAYS as MAX_RETENTION_DAYS
 from switchpoint._messages import json_quoted, people_number, quoted_path
@@ -74,6 +79,7 @@ from switchpoint.store.sqlite import (
     store_error,
 )
 
+log = logging.getLogger("switchpoint.store")
 SECONDS_PER_DAY = 86_400.0
 #: The learning table retention prunes, of the rows a checkpoint holds only.
 FEEDBACK_TABLE = "feedback"
@@ -252,6 +258,22 @@ def held_cutoff(file: Path, cutoff: float, now: float) -> tuple[float, float | N
 CLOCK_STEP_S = 60.0
 
 
+#: The file in data_dir where a service's :class:`RetentionClock` keeps what it read last and
+#: what it leaves out, so that a restart goes on from there.
+RETENTION_CLOCK_FILENAME = "retention.clock"
+#: Where Linux names the boot the monotonic clock counts from (which a restart of the service
+#: keeps, and a reboot changes).
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str | None:
+    """The id of this boot of the machine (None where the system does not say)."""
+    try:
+        return _BOOT_ID.read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 class RetentionClock:
     """The time a service's retention goes by: the wall clock, less the steps it took ahead
     between two of the service's prunes that its monotonic clock did not (an NTP step, a
@@ -259,31 +281,84 @@ class RetentionClock:
     clock's new time, so :func:`held_cutoff`, which measures from the newest entry, no longer
     sees it: left out here, the entries logged before it are pruned once the time that really
     passed makes them as old as the retention, not all at the next prune. A step back (the
-    clock set right again) takes back what was left out, never more; what is left out lasts
-    as long as the service (a restart goes by the clock, and by :func:`held_cutoff`). The
-    monotonic clock does not count a machine's sleep: after one, entries stay that much
-    longer, never less."""
+    clock set right again) takes back what was left out, never more. Read with a data_dir,
+    it keeps its last reading and what it leaves out in :data:`RETENTION_CLOCK_FILENAME`
+    there, and a restart goes on from it: on the same boot (the monotonic clock counting on)
+    a step taken while the service was stopped is seen too; after a reboot, what was left
+    out stays left out, less any step back the clock took below the time it read last (so
+    entries stay up to the time the machine was down longer, never less). The monotonic
+    clock does not count a machine's sleep: after one, entries stay that much longer, never
+    less."""
 
     def __init__(self, wall: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 boot: Callable[[], str | None] = boot_id) -> None:
         self._wall = wall
         self._monotonic = monotonic
+        self._boot = boot
         self._last: tuple[float, float] | None = None
+        self._loaded = False
         #: Seconds of the clock's steps ahead left out.
         self.left_out = 0.0
 
-    def read(self) -> tuple[float, float | None]:
+    def read(self, data_dir: Path | None = None) -> tuple[float, float | None]:
         """The time to prune by, and the step the wall clock took since the last read beyond
-        the time that passed (seconds, ahead > 0; None: none past :data:`CLOCK_STEP_S`)."""
+        the time that passed (seconds, ahead > 0; None: none past :data:`CLOCK_STEP_S`).
+        ``data_dir``: where the last reading is kept for a restart (see the class)."""
         wall, mono = self._wall(), self._monotonic()
+        boot = self._boot()
         step = None
-        if self._last is not None:
+        if self._last is None and data_dir is not None and not self._loaded:
+            self._loaded = True
+            step = self._go_on_from(data_dir / RETENTION_CLOCK_FILENAME, wall, mono, boot)
+        elif self._last is not None:
             moved = (wall - self._last[0]) - (mono - self._last[1])
             if abs(moved) > CLOCK_STEP_S:
                 step = moved
                 self.left_out = max(0.0, self.left_out + moved)
         self._last = (wall, mono)
+        if data_dir is not None:
+            self._keep(data_dir / RETENTION_CLOCK_FILENAME, wall, mono, boot)
         return wall - self.left_out, step
+
+    def _go_on_from(self, path: Path, wall: float, mono: float,
+                    boot: str | None) -> float | None:
+        """Take up the reading a run before this one kept at ``path`` (see the class): the
+        step since, as :meth:`read` says it. A file that is missing or not one this wrote
+        (damaged) is a start from the clock."""
+        data = read_small(path, 1024)
+        try:
+            kept: Any = json.loads(data) if data else None
+            then_wall, then_mono = float(kept["wall"]), float(kept["monotonic"])
+            left_out, then_boot = float(kept["left_out"]), kept["boot"]
+        except (ValueError, TypeError, KeyError):
+            if data:
+                log.warning("%s: not a reading this wrote (a damaged file); the retention goes "
+                            "by the clock", path)
+            return None
+        if not all(math.isfinite(v) for v in (then_wall, then_mono, left_out)):
+            return None
+        self.left_out = max(0.0, left_out)
+        if boot is not None and then_boot == boot:  # the monotonic clock counted on
+            moved = (wall - then_wall) - (mono - then_mono)
+        else:  # rebooted: only a step back below the time read last is known
+            moved = min(0.0, wall - then_wall)
+        if abs(moved) <= CLOCK_STEP_S:
+            return None
+        self.left_out = max(0.0, self.left_out + moved)
+        return moved
+
+    def _keep(self, path: Path, wall: float, mono: float, boot: str | None) -> None:
+        """Keep this reading at ``path`` for the next run (a failure is said, and the next
+        restart goes by the clock)."""
+        line = json.dumps({"boot": boot, "wall": wall, "monotonic": mono,
+                           "left_out": self.left_out})
+        try:
+            write_atomically(path, lambda fh: fh.write(line.encode("ascii")), 0o600,
+                             state=True)
+        except OSError as exc:
+            log.warning("%s: cannot keep the retention's clock there (%s): a restart goes by "
+                        "the clock", path, exc.strerror or exc)
 
 
 def feedback_bound(file: Path, cutoff: float, gone: Gone | None = None,
