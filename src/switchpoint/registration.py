@@ -201,6 +201,25 @@ def canonical_host(host: str) -> str:
     return str(address)
 
 
+#: The host names the system's resolver answers with this machine's loopback from its hosts
+#: file, whatever DNS says, in lower case (a name under ``localhost``, ``app.localhost``, is
+#: not among them: the resolver may ask DNS for it).
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def loopback_host(host: str) -> bool:
+    """Whether a URL's host ``host`` (without brackets) reaches only this machine, however it
+    is spelt (:func:`canonical_host`: ``LOCALHOST.``, ``127.1``, ``2130706433``,
+    ``[::ffff:127.0.0.1]`` as ``localhost``, ``127.0.0.1``): one of :data:`LOOPBACK_NAMES`, an
+    address in 127.0.0.0/8 or ``::1`` (with a scope too). The wildcard addresses (``0.0.0.0``,
+    ``::``, ``""``) and any other name (it may resolve anywhere) are not."""
+    name = canonical_host(host)
+    if name in LOOPBACK_NAMES:
+        return True
+    address = host_address(name)
+    return address is not None and address.is_loopback
+
+
 def internal_address(text: str, nat64: Collection[ipaddress.IPv6Network] = ()) -> str | None:
     """What the address ``text`` is, as a resolver gives one (an IPv6 one may carry its scope:
     ``fe80::1%eth0``), when it is a link-local address or a cloud metadata service's (an IPv6
@@ -488,8 +507,9 @@ def card_error(exc: ConfigError | InvalidInputError, index: int, name: str
     return exc
 
 
-__all__ = ["ALLOW_METADATA_HOSTS", "GATEWAY", "LIBRARY", "LOOKUP_TIMEOUT_S",
+__all__ = ["ALLOW_METADATA_HOSTS", "GATEWAY", "LIBRARY", "LOOKUP_TIMEOUT_S", "LOOPBACK_NAMES",
            "MAX_REGISTERED_MODELS", "METADATA_HOSTS", "NAT64_PREFIXES", "Door", "card_error",
            "check_catalog", "check_destination", "check_free", "check_own_profile",
-           "check_room", "internal_address", "internal_host", "model_card", "not_registered",
+           "check_room", "internal_address", "internal_host", "loopback_host", "model_card",
+           "not_registered",
            "rebound_host", "resolved_internal_host", "still_named"]

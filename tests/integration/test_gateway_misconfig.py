@@ -21,7 +21,9 @@ import pytest
 from switchpoint.config import load_settings
 from switchpoint.errors import FailoverError
 from switchpoint.gateway import Gateway
+from switchpoint.gateway.engine import misconfigurations
 from switchpoint.server import create_app
+from switchpoint.server.exposure import is_loopback
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import FACTORY, client, fresh_health, log_entry
 from tests.integration.servers import ProcessServer, ThreadServer, free_port, thread_server
@@ -403,6 +405,24 @@ def test_a_key_sent_over_plain_http_beyond_this_machine_is_warned_about(tmp_path
             settings, loader=FACTORY, env={}, store=False):
         pass
     assert not any("plain http" in w for w in warnings)
+
+
+def test_a_loopback_host_however_spelt_is_this_machine_to_the_warning_and_to_serve() -> None:
+    # One rule says which hosts reach only this machine: a key sent over plain http to any
+    # spelling of loopback is not warned about, and serve binds to each as to loopback.
+    spellings = ["LOCALHOST.", "localhost.", "localhost.localdomain", "127.1", "2130706433",
+                 "0x7f.1", "[::ffff:127.0.0.1]", "[0:0::1]", "127.0.0.2"]
+    beyond = ["0.0.0.0", "app.localhost", "10.0.0.7"]
+    entries = [{"name": f"m{i}", "base_url": f"http://{host}:9/v1", "input_per_mtok": 1,
+                "output_per_mtok": 2, "api_key_env": "SP_TEST_PLAIN_KEY"}
+               for i, host in enumerate(spellings + beyond)]
+    settings = load_settings(overrides={"models": entries}, environ={})
+    warned = [message.split(",")[0] for key, message
+              in misconfigurations(settings, {"SP_TEST_PLAIN_KEY": "sk-x"})
+              if key.startswith("plain\0")]
+    assert warned == [f"model m{len(spellings) + i}: its base_url is plain http to {host}"
+                      for i, host in enumerate(beyond)]
+    assert [host for host in spellings + beyond if is_loopback(host)] == spellings
 
 
 def test_a_secret_in_a_base_url_sent_over_plain_http_is_warned_about(tmp_path: Path) -> None:

@@ -40,7 +40,6 @@ import atexit
 import contextlib
 import contextvars
 import functools
-import ipaddress
 import itertools
 import logging
 import os
@@ -183,7 +182,7 @@ from switchpoint.learning.events import (
     check_tenant,
     tenant_key,
 )
-from switchpoint.registration import internal_host
+from switchpoint.registration import internal_host, loopback_host
 from switchpoint.router import Router, check_route_input
 from switchpoint.store import SQLiteStore
 from switchpoint.store.retention import SECONDS_PER_DAY, RetentionClock, cutoff_for, prune
@@ -3214,18 +3213,14 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
 
 def _plain_http_host(base_url: str | None) -> str | None:
     """The host of ``base_url`` when it is plain ``http://`` to a host other than this
-    machine's loopback (None otherwise)."""
+    machine's loopback, however spelt (:func:`~switchpoint.registration.loopback_host`; None
+    otherwise)."""
     if not base_url:
         return None
     parts = urllib.parse.urlsplit(base_url)
     host = parts.hostname or ""
-    if parts.scheme.lower() != "http" or host.lower() == "localhost":
+    if parts.scheme.lower() != "http" or loopback_host(host):
         return None
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return None
-    except ValueError:
-        pass  # (a name: it may resolve anywhere)
     return host
 
 

@@ -14,25 +14,18 @@ here needs the web framework: ``switchpoint serve`` refuses such a start before 
 
 from __future__ import annotations
 
-import ipaddress
-
 from switchpoint._messages import json_quoted
 from switchpoint.config import Settings
 from switchpoint.errors import ConfigError
-
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+from switchpoint.registration import loopback_host
 
 
 def is_loopback(host: str) -> bool:
-    """``host`` reaches only this machine (an address in 127.0.0.0/8 or ``::1``, or
-    ``localhost``). The wildcard addresses (``0.0.0.0``, ``::``, ``""``) are not."""
-    name = host.strip().strip("[]").lower()
-    if name in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
+    """``host`` (a listening address, or a Host header's name; in brackets too) reaches only
+    this machine, however it is spelt: the gateway's rule for an upstream's host
+    (:func:`~switchpoint.registration.loopback_host`: ``localhost``, an address in
+    127.0.0.0/8 or ``::1``). The wildcard addresses (``0.0.0.0``, ``::``, ``""``) are not."""
+    return loopback_host(host.strip().strip("[]"))
 
 
 def exposure_problem(settings: Settings, host: str, *,
