@@ -903,6 +903,47 @@ def test_a_pooled_connection_a_reload_s_address_rules_refuse_is_not_reused(
         assert len(fake.requests()) == 1  # (the pooled connection carried the second)
 
 
+def test_a_reload_turning_metadata_hosts_off_leaves_no_pooled_connection_of_a_registered_model(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registered model's name resolves to a good address and to a metadata service's:
+    allowed, its connection is made by name, unchecked, and pooled. A reload turning
+    gateway.allow_registered_metadata_hosts off closes it, and the model's next call is
+    refused, as a new checked connection is: nothing more reaches the upstream."""
+    settings_for(fake, tmp_path, CONFIG)
+    config = tmp_path / "switchpoint.yaml"
+    plain = config.read_text()
+    config.write_text(plain.replace("gateway:\n",
+                                    "gateway:\n  allow_registered_metadata_hosts: true\n"))
+    system = socket.getaddrinfo
+
+    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.test":
+            return system(host, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", fake.port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", fake.port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    hello = [{"role": "user", "content": "hello"}]
+    with _gateway(load_settings(config, environ={})) as gateway:
+        gateway.register_model(card(fake, "named", base_url=f"http://rebind.test:{fake.port}/v1",
+                                    api_key_env=None))
+        fake.reset()
+        others = fake.connections()["open"]  # (other tests' idle ones, which only close)
+        gateway.complete(hello, model="named")
+        assert fake.connections()["open"] == others + 1  # (pooled)
+        config.write_text(plain)
+        gateway.reload()
+        deadline = time.monotonic() + 5
+        while fake.connections()["open"] > others and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fake.connections()["open"] <= others  # (closed by the reload, unused)
+        with pytest.raises(FailoverError) as refused:
+            gateway.complete(hello, model="named")
+        said = str(refused.value.last_error)
+        assert "(169.254.169.254); gateway.allow_registered_metadata_hosts is false" in said, said
+        assert len(fake.requests()) == 1
+
+
 class MetadataStandIn:
     """A listener on loopback standing in for a cloud metadata service (the real one is out of
     a test's reach): it notes each connection it takes and answers any request with a chat

@@ -2438,6 +2438,9 @@ class Gateway:
         if self._providers is not None and new.nat64_networks != old.nat64_networks:
             # (a pooled connection to an address the new prefixes refuse is not used again)
             self._providers.pool.close_refused(new.nat64_networks)
+        if self._providers is not None and new.address_checked - old.address_checked:
+            # (models checked from now on: no connection made unchecked stays open idle)
+            self._providers.pool.close_unchecked()
         return reload_answer(old, new, ms, keys, held)
 
     # Admin views -------------------------------------------------------------------------------

@@ -199,6 +199,15 @@ class ClientPool:
                 with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile)
                     loop.call_soon_threadsafe(transport.close_refused, rules)
 
+    def close_unchecked(self) -> None:
+        """Have the idle connections not checked of every loop's clients closed (a reload that
+        has models checked from now on; see :meth:`PooledTransport.close_unchecked`), each on
+        its own loop: callable from any thread."""
+        for loop, _, transport in list(self._clients.values()):
+            if transport is not None and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile)
+                    loop.call_soon_threadsafe(transport.close_unchecked)
+
     async def aclose(self) -> None:
         """Close the clients of the running loop; forget those of loops that are closed."""
         loop = asyncio.get_running_loop()

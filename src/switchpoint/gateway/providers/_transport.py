@@ -337,6 +337,16 @@ class PooledTransport(httpx.AsyncBaseTransport):
             if origin[3]:
                 _close_refused(idle, rules)
 
+    def close_unchecked(self) -> None:
+        """Close the idle connections not checked (see :data:`CHECK_ADDRESSES`): a reload that
+        has models checked from now on (``gateway.allow_registered_metadata_hosts`` turned
+        off) leaves none open that no check passed, wherever it goes; on the transport's event
+        loop. (A checked request never uses one either: the two kinds are kept apart.)"""
+        for origin, idle in self._idle.items():
+            if not origin[3]:
+                while idle:
+                    idle.pop().close()
+
     def _checkin(self, origin: _Origin, conn: _Connection) -> None:
         idle = self._idle.setdefault(origin, [])
         other = self._idle.get(_other_kind(origin)) or ()
