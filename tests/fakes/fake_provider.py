@@ -77,7 +77,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
 ``usage``          ``ok``, but reporting ``prompt=`` and ``completion=`` tokens (any numbers,
                    negative, fractional or beyond 64 bits included, a whole one however
-                   written: ``1e30`` is sent as the integer 10**30; an upstream that misreports)
+                   written: ``1e30`` is sent as the integer 10**30; an upstream that misreports);
+                   OpenAI dialect: ``total=`` its ``total_tokens`` (else the sum of the two)
 ``429``            rate limited; ``retry_after=`` sets ``Retry-After`` (seconds, or an HTTP
                    date percent-decoded: ``%2C`` is a comma), ``retry_after_ms=`` sets
                    ``retry-after-ms``
@@ -433,6 +434,7 @@ class Answer:
             self.text = f"Echo from {model}: {clean[:200]}".strip()
         digest = hashlib.sha1(f"{model}|{last_user}|{len(messages)}".encode()).hexdigest()
         self.reported_completion: int | float | None = None  # the ``usage`` behaviour's
+        self.reported_total: int | float | None = None  # (and its total_tokens)
         self.openai_call_id = "call_" + digest[:24]
         self.anthropic_call_id = "toolu_01" + digest[:22]
         self._split_words()
@@ -453,6 +455,8 @@ class Answer:
             self.prompt_tokens = _count(params["prompt"])
         self.reported_completion = (_count(params["completion"]) if "completion" in params
                                     else self.completion_tokens)
+        if "total" in params:
+            self.reported_total = _count(params["total"])
 
     @property
     def completion_tokens(self) -> int | float:
@@ -463,7 +467,8 @@ class Answer:
     def usage(self) -> dict[str, int | float]:
         return {"prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
+                "total_tokens": (self.prompt_tokens + self.completion_tokens
+                                 if self.reported_total is None else self.reported_total)}
 
     def arg_pieces(self) -> list[str]:
         return [self.tool_args[i:i + 8] for i in range(0, len(self.tool_args), 8)]

@@ -941,7 +941,9 @@ def test_usage_written_as_a_huge_number_is_logged_unknown_and_charged_an_estimat
         raw = c.chat.completions.with_raw_response.create(
             model="cheap", messages=user(f"hostile usage [[fake:{behaviour}]]"), max_tokens=50)
         entry = log_entry(gov, raw.headers["x-switchpoint-request-id"], headers=ADMIN)
-        assert raw.parse().choices[0].message.content
+        answer = raw.parse()
+        # (the client reads no count the gateway does not believe: none, as it was charged)
+        assert answer.choices[0].message.content and answer.usage is None, answer.usage
         assert entry["status"] == "ok" and entry["cost_usd"] is None, entry
         assert entry["prompt_tokens"] is None and entry["completion_tokens"] is None, entry
         assert float(raw.headers["x-switchpoint-charged"]) == entry["charged_usd"] > 0
@@ -962,12 +964,23 @@ def test_usage_written_as_a_huge_number_is_logged_unknown_and_charged_an_estimat
         model="cheap", messages=user(text), max_tokens=50, stream=True,
         stream_options={"include_usage": True}))
     assert any(ch.choices and ch.choices[0].delta.content for ch in chunks)
+    assert [ch.usage for ch in chunks if ch.usage is not None] == []
     entry = log_entry(gov, _last_request(gov, issued["id"]), headers=ADMIN)
     assert entry["stream"] and entry["cost_usd"] is None and entry["prompt_tokens"] is None
     assert entry["charged_usd"] == pytest.approx(charged["none"])
     assert [n.split(" with ")[0] for n in entry["reasoning"]
             if n.startswith("Estimated charge: ")] == [
         "Estimated charge: cheap's stream ended whole"], entry["reasoning"]
+    # Believed counts beside a total written as no count a client reads: the total is theirs.
+    text = "hostile total [[fake:usage:prompt=10,completion=5,total=1e30]]"
+    answer = c.chat.completions.create(model="cheap", messages=user(text), max_tokens=50)
+    usage = [ch.usage for ch in c.chat.completions.create(
+        model="cheap", messages=user(text), max_tokens=50, stream=True,
+        stream_options={"include_usage": True}) if ch.usage is not None]
+    for said in [answer.usage, *usage]:
+        assert said is not None and (said.prompt_tokens, said.completion_tokens,
+                                     said.total_tokens) == (10, 5, 15), said
+    assert len(usage) == 1
 
 
 def test_a_request_naming_both_output_caps_is_held_and_charged_at_the_larger(

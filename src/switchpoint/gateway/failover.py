@@ -63,6 +63,7 @@ from switchpoint.gateway.providers.base import (
     answer_bytes,
     believed,
     is_content_chunk,
+    shown_usage,
     usage_of,
 )
 from switchpoint.gateway.providers.sending import SendWatch, watching_send
@@ -514,6 +515,8 @@ class FailoverStream:
             self.upstream_model = chunk["model"]
         if self._rewrite_model:
             chunk["model"] = self.model
+        if not shown_usage(chunk, usage) and not chunk.get("choices"):
+            return None  # (its usage, not believed, was all it carried)
         if "usage" in chunk and not self._client_wants_usage:
             if not chunk.get("choices"):
                 return None
@@ -986,6 +989,7 @@ async def call_with_failover(
             upstream_model = response.upstream_model
             if rewrite_model:
                 response.body["model"] = card.name
+            shown_usage(response.body, believed(response.usage, card, answers_asked(request)))
             return FailoverResult(card.name, card, response, attempts, upstream_model,
                                   answers_asked(request))
         if last_error is not None and not last_error.escalate:

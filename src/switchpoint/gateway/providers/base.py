@@ -148,6 +148,29 @@ def believed(usage: TokenUsage | None, card: ModelCard, answers: int = 1
     return usage
 
 
+def shown_usage(body: dict[str, Any], counted: TokenUsage | None) -> bool:
+    """Make the ``usage`` of an answer or of a stream's chunk, ``body``, the one the gateway
+    counted (``counted``: what :func:`believed` made of it), so a client reads no count the
+    gateway does not believe: believed, the upstream's object stays as it sent it (its
+    details too; the gateway sets its ``cost``), but a ``total_tokens`` that is no whole number
+    from 0 to twice :data:`MAX_REPORTED_TOKENS` is written as the sum of the two counts; not
+    believed (``10**30``, which a client holding counts in 64 bits cannot read, ``-2.5``, more
+    than the model could have used), it is taken out, as nothing of it is believed: the
+    answer is charged an estimate and logged with its tokens unknown. False when it took one
+    out; true otherwise (no usage, or a ``null`` one, is left as it is)."""
+    usage = body.get("usage")
+    if usage is None:
+        return True
+    if counted is None:
+        del body["usage"]
+        return False
+    total = usage.get("total_tokens")
+    if not (isinstance(total, int) and not isinstance(total, bool)
+            and 0 <= total <= 2 * MAX_REPORTED_TOKENS):
+        usage["total_tokens"] = counted.total_tokens
+    return True
+
+
 def usage_of(chunk: Mapping[str, Any]) -> TokenUsage | None:
     """The usage a chunk or response body carries, if any (the final chunk of a stream)."""
     return TokenUsage.from_openai(chunk.get("usage"))
