@@ -1526,7 +1526,9 @@ def test_a_decision_takes_a_bounded_number_of_outcomes(fake: FakeProviderProcess
     """Each outcome is a row of the feedback log, which is never pruned: repeats of one
     decision's feedback (or of one answer's score) grew it without end, at no cost. A
     decision now takes MAX_OUTCOMES, its first and the repeats; then a 409 that learns
-    nothing. Another tenant's decision is still a 404, not told apart by its repeats."""
+    nothing. Another tenant's decision is still a 404, not told apart by its repeats. Its
+    outcomes keep as many characters of comment between them as one comment holds: a repeat
+    adds a row, not the longest comment again (a 409 naming comment, which learns nothing)."""
     from switchpoint.gateway.feedback_log import MAX_OUTCOMES
 
     extra = "auth: keys\ntenants: {acme: {}, globex: {}}\n"
@@ -1535,9 +1537,21 @@ def test_a_decision_takes_a_bounded_number_of_outcomes(fake: FakeProviderProcess
                 for t in ("acme", "globex")}
         decision = chat(server, math_prompt(720), key=keys["acme"])[0][
             "x-switchpoint-decision-id"]
-        for i in range(MAX_OUTCOMES):
-            taken = feedback(server, decision, key=keys["acme"], score=i / MAX_OUTCOMES,
-                             comment="x" * 2000)
+        for i, comment in enumerate(["x" * 1500, "y" * 501, "y" * 500, "z"]):
+            taken = feedback(server, decision, key=keys["acme"], score=0.5, comment=comment)
+            if i % 2:
+                assert taken.status_code == 409, taken.text
+                assert taken.json()["error"]["param"] == "comment"
+                assert ("keep at most 2000 characters of comment between them, and hold "
+                        f"{1500 + 500 * (i // 2)} already: "
+                        + ("send a comment of at most 500 characters, or none" if i == 1
+                           else "send the outcome without a comment")
+                        ) in taken.json()["error"]["message"], taken.text
+            else:
+                assert taken.status_code == 200, taken.text
+        assert _status_of(server, keys["acme"])["learned_router"]["events"] == 2
+        for i in range(2, MAX_OUTCOMES):
+            taken = feedback(server, decision, key=keys["acme"], score=i / MAX_OUTCOMES)
             assert taken.status_code == 200, taken.text
         events = _status_of(server, keys["acme"])["learned_router"]["events"]
         refused = feedback(server, decision, key=keys["acme"], score=1.0)
@@ -1568,10 +1582,11 @@ def test_a_decision_takes_a_bounded_number_of_outcomes(fake: FakeProviderProcess
     import sqlite3
     conn = sqlite3.connect(db)
     try:
-        rows = conn.execute("SELECT count(*) FROM feedback").fetchone()[0]
+        rows, chars = conn.execute("SELECT count(*), sum(length(comment)) FROM feedback"
+                                   ).fetchone()
     finally:
         conn.close()
-    assert rows == 2 * MAX_OUTCOMES
+    assert (rows, chars) == (2 * MAX_OUTCOMES, 2000)
 
 
 def _status_of(server: ThreadServer, key: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from switchpoint.errors import (
     StoreError,
 )
 from switchpoint.gateway.kept import not_kept
+from switchpoint.learning.comment import MAX_COMMENT
 from switchpoint.learning.events import FeedbackEvent
 from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
@@ -36,6 +37,11 @@ log = logging.getLogger("switchpoint.gateway")
 #: rows of the decision) and the learned state holds one outcome per decision, each repeat
 #: replacing the last.
 MAX_OUTCOMES = 20
+#: Characters of comment one decision's outcomes keep between them (its first and its
+#: repeats): as many as one comment holds, so that each repeat adds a row to the log, not
+#: the longest comment again (what a tenant's feedback adds to the disk grows with the
+#: decisions it makes, as its requests' entries do, not twenty comments a decision).
+MAX_DECISION_COMMENT = MAX_COMMENT
 #: Outcomes a log without a store keeps at the least, whatever ``learning.memory_size`` says
 #: (a decision's repeats are counted from them).
 MIN_MEMORY_ROWS = MAX_OUTCOMES
@@ -200,11 +206,13 @@ class ServiceFeedbackLog:
         return self.reader.feedback(tenant, after=after)
 
     def check_repeats(self, decision_id: str, tenant: str | None, what: str,
-                      param: str = "decision_id") -> int:
+                      param: str = "decision_id", comment: str | None = None) -> int:
         """409 when ``decision_id`` (of ``tenant``; None: any) already holds
         :data:`MAX_OUTCOMES` outcomes among the rows the log keeps (see there: those retention
-        pruned are not counted); ``what`` names it in the message. Waits for the appends
-        under way, so that it counts them. Returns how many it holds."""
+        pruned are not counted), or when ``comment`` would take its outcomes' comments past
+        :data:`MAX_DECISION_COMMENT` characters (naming ``comment``; a log without a store
+        keeps no comment); ``what`` names it in the message. Waits for the appends under way,
+        so that it counts them. Returns how many it holds."""
         self.flush()
         if self.reader is None:
             with self._lock:
@@ -216,6 +224,17 @@ class ServiceFeedbackLog:
             raise ConflictError(f"{param}: {what} has taken {held} outcomes, its first and the "
                                 f"repeats that replaced it, and takes at most {MAX_OUTCOMES}: "
                                 "its latest stands; nothing was learned", param=param)
+        if comment and held and self.reader is not None:
+            kept = self.reader.comment_chars(decision_id, tenant)
+            if kept + len(comment) > MAX_DECISION_COMMENT:
+                left = MAX_DECISION_COMMENT - kept
+                fix = (f"send a comment of at most {left} characters, or none" if left > 0
+                       else "send the outcome without a comment")
+                raise ConflictError(
+                    f"comment: {what}'s outcomes keep at most {MAX_DECISION_COMMENT} "
+                    f"characters of comment between them, and hold {kept} already: {fix} "
+                    f"(the outcome replaces the last all the same); nothing was learned",
+                    param="comment")
         return held
 
     def latest_quality(self, decision_id: str, tenant: str) -> float | None:

@@ -1566,7 +1566,8 @@ class GatewayLearning:
                                                      f"of this gateway; use one of "
                                                      f"{listed_names(router.models, quoted=True)}")
                 # (counted for the caller's tenant only: another's decision is not found)
-                logged = self.log.check_repeats(decision_id, scope, "this decision")
+                logged = self.log.check_repeats(decision_id, scope, "this decision",
+                                                comment=comment)
                 found = self._find(learning, decision_id) if learning is not None else None
                 if found is not None and (scope is None or found[1].tenant == scope):
                     owner, entry = found

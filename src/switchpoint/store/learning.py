@@ -764,6 +764,14 @@ class LearningReader:
                         "tenant = ?)", (decision_id, tenant, tenant))
         return 0 if row is None else int(row[0])
 
+    def comment_chars(self, decision_id: str, tenant: str | None = None) -> int:
+        """How many characters of comment the log's outcomes for ``decision_id`` (of
+        ``tenant``; None: any) hold between them."""
+        row = self._one("SELECT coalesce(sum(length(comment)), 0) FROM feedback WHERE "
+                        "decision_id = ? AND (? IS NULL OR tenant = ?)",
+                        (decision_id, tenant, tenant))
+        return 0 if row is None else int(row[0])
+
     def latest_quality(self, decision_id: str, tenant: str) -> float | None:
         """The quality last reported for ``decision_id`` (a repeat replaces it)."""
         row = self._one("SELECT quality FROM feedback WHERE decision_id = ? AND tenant = ? "

@@ -72,7 +72,8 @@ _WHY = {400: "Malformed or invalid request (the param names the field).",
         409: "Not possible now: the experiment has no winner yet or has ended, its name is "
              "taken, there are as many experiments as there may be, an experiment of the "
              "config is ended in the config, the blind comparison was already scored (its "
-             "models revealed), or the decision has taken as many outcomes as one takes.",
+             "models revealed), or the decision has taken as many outcomes, or as many "
+             "characters of comment between them, as one takes.",
         429: "rate_limit_exceeded: the requests per minute of the key or its tenant are "
              "used up (feedback, a score and a comparison each count as one; Retry-After: "
              "when one is free again); for a comparison also budget_exceeded, a budget or "
