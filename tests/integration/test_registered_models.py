@@ -751,6 +751,14 @@ def test_a_registration_may_send_the_config_s_key_to_the_config_s_host_on_anothe
     base = fake.openai_base_url.rstrip("/")
     answer = gateway.register_model(card(fake, name="elsewhere", base_url=base + "/"))
     assert answer["id"] == "elsewhere" and "elsewhere" in catalog(gateway)
+    # The host however spelt is the one the config names (a name is not looked up: localhost
+    # is another host than 127.0.0.1, as it is to the connection pool).
+    for name, host in (("dotted", "127.0.0.1."), ("hex", "0x7f.1"), ("mapped", "[::ffff:7f00:1]")):
+        spelt = base.replace("127.0.0.1", host)
+        assert gateway.register_model(card(fake, name=name, base_url=spelt))["id"] == name
+    with pytest.raises(InvalidInputError, match="the config sends FAKE_KEY only to"):
+        gateway.register_model(card(fake, name="named", base_url=base.replace("127.0.0.1",
+                                                                             "localhost")))
 
 
 @pytest.mark.parametrize(("url", "shown"), [

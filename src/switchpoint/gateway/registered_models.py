@@ -62,6 +62,7 @@ from switchpoint.known_providers import api_key_env_of, base_url_of
 from switchpoint.registration import (
     MAX_REGISTERED_MODELS,
     METADATA_HOSTS,
+    canonical_host,
     card_error,
     check_destination,
     check_free,
@@ -520,7 +521,9 @@ def with_registered(settings: Settings, registered: Sequence[ModelEntry], *,
 
 
 def _origin(url: str | None) -> str | None:
-    """Where a URL's requests go, as scheme, host and port (the default port written out)."""
+    """Where a URL's requests go, as scheme, host and port (the default port written out), the
+    host as all its spellings are one upstream (:func:`~switchpoint.registration.
+    canonical_host`: ``0x7f.1`` and ``127.0.0.1.`` are ``127.0.0.1``)."""
     if url is None:
         return None
     parts = urllib.parse.urlsplit(url)
@@ -529,7 +532,7 @@ def _origin(url: str | None) -> str | None:
     except ValueError:
         return None
     port = port or {"http": 80, "https": 443}.get(parts.scheme.lower())
-    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+    return f"{parts.scheme.lower()}://{canonical_host(parts.hostname or '')}:{port}"
 
 
 def _check_key_destination(entry: ModelEntry, config: Sequence[ModelEntry]) -> None:
