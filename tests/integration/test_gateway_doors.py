@@ -1035,6 +1035,53 @@ def test_a_stream_left_open_as_its_event_loop_closed_is_logged_and_its_hold_sett
         gateway.close()
 
 
+@pytest.mark.parametrize("where", ["stopped", "thread-gone", "aclose"])
+def test_a_stream_left_open_on_a_stopped_loop_is_logged_and_settled_as_the_gateway_closes(
+        gw_fake: FakeProviderProcess, tmp_path: Path, where: str) -> None:
+    """A stream read once on a loop a ``run_until_complete`` returned from, the loop neither
+    run again nor closed (or left so by a thread that ended): closing does not wait for it
+    (nothing can end it but the closing), and logs it as broken saying so, its budget hold
+    settled, where closing waited out its whole drain bound and left the hold open and no
+    log row."""
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
+
+    async def read_once() -> str:
+        stream = await gateway.astream(messages(), model="good")
+        await anext(stream)
+        return stream.switchpoint.request_id
+
+    made: list[str] = []
+    loop = asyncio.new_event_loop()
+    try:
+        if where == "thread-gone":
+            thread = threading.Thread(target=lambda: made.append(
+                asyncio.new_event_loop().run_until_complete(read_once())))
+            thread.start()
+            thread.join(10)
+        else:
+            made.append(loop.run_until_complete(read_once()))
+        assert ledger.open_tickets() == 1
+        started = time.monotonic()
+        if where == "aclose":
+            asyncio.run(gateway.aclose())
+        else:
+            gateway.close()
+        assert time.monotonic() - started < 2  # (it waited 5 s: max_total_s and 2 s more)
+    finally:
+        gateway.close()
+        loop.close()
+    gateway.start()
+    try:
+        entries, _ = store.requests(20, None)
+        assert [(e["id"], e["status"]) for e in entries] == [(made[0], "stream_broken")]
+        assert "event loop was stopped" in entries[0]["error"]
+        assert gateway.governor.ledger.open_tickets() == 0
+        [budget] = gateway.budget_status()
+        assert budget["held_usd"] == 0 and budget["spent_usd"] > 0
+    finally:
+        gateway.close()
+
+
 def test_a_stream_read_on_another_loop_while_its_own_runs_is_refused_saying_where_to_read_it(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     """Nothing is read and the stream goes on, read on the loop that made it (then closed),

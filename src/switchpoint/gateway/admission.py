@@ -124,17 +124,34 @@ class Admission:
         with self._cond:
             return self._count(but)
 
-    def _count(self, but: Collection[Loop]) -> int:
+    def _count(self, but: Collection[Loop], stuck: Collection[Loop] = ()) -> int:
         return sum(n for loop, n in self._inside.items()
-                   if loop is None or (loop not in but and not loop.is_closed()))
+                   if loop is None or (loop not in but and loop not in stuck
+                                       and not loop.is_closed()))
+
+    def _stuck(self, since: dict[Loop, float]) -> set[Loop]:
+        """The loops with requests inside seen stopped at every look for a tick or more:
+        ``since`` holds when each was first seen so (this look updates it)."""
+        now = time.monotonic()
+        stopped = {loop for loop in self._inside if loop is not None and runs_no_more(loop)}
+        for loop in set(since) - stopped:
+            del since[loop]
+        for loop in stopped:
+            since.setdefault(loop, now)
+        return {loop for loop in stopped if now - since[loop] >= _TICK_S}
 
     def drain(self, timeout: float, *, but: Collection[Loop] = ()) -> int:
         """Wait until no request that can end is inside (see :meth:`inside`), for at most
-        ``timeout`` seconds; returns how many are still inside."""
+        ``timeout`` seconds; returns how many are still inside. A loop seen stopped (not
+        running) at every look for a tick or more runs nothing while closing waits: its requests
+        (a stream left open by a ``run_until_complete`` that returned, on a thread gone) are
+        not waited for, since only the closing can end them (see :func:`runs_no_more`)."""
         deadline = time.monotonic() + timeout
+        since: dict[Loop, float] = {}
         with self._cond:
             while True:
-                left, wait = self._count(but), deadline - time.monotonic()
+                left = self._count(but, self._stuck(since))
+                wait = deadline - time.monotonic()
                 if not left or wait <= 0:
                     return left
                 self._cond.wait(min(wait, _TICK_S))
@@ -142,8 +159,18 @@ class Admission:
     async def adrain(self, timeout: float, *, but: Collection[Loop] = ()) -> int:
         """:meth:`drain` from the running loop, whose own requests go on meanwhile."""
         deadline = time.monotonic() + timeout
+        since: dict[Loop, float] = {}
         while True:
-            left = self.inside(but=but)
+            with self._cond:
+                left = self._count(but, self._stuck(since))
             if not left or time.monotonic() >= deadline:
                 return left
             await asyncio.sleep(_TICK_S)
+
+
+def runs_no_more(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` runs nothing now: closed, or stopped (a ``run_until_complete`` that
+    returned, a thread that ended without closing its loop). As a gateway closes, what is left
+    open on such a loop (a stream neither read to its end nor closed) can be ended only by
+    the closing itself, on a loop that runs."""
+    return loop.is_closed() or not loop.is_running()

@@ -108,7 +108,7 @@ from switchpoint.errors import (
     UnknownModelError,
 )
 from switchpoint.gateway.ab_tests import ABTest, RuntimeExperiments
-from switchpoint.gateway.admission import Admission, running_loop
+from switchpoint.gateway.admission import Admission, running_loop, runs_no_more
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.experiments import (
@@ -568,12 +568,13 @@ class Gateway:
         await self._close_streams()
         self._left_inside(await self._admission.adrain(self._drain_s(),
                                                        but=self._sync_loops()))
+        await self._close_streams(stopped=True)
         await self._close_pool()
         await self._maintenance_done()
         if self._sync is not None:  # what the synchronous methods opened, on their own loop
             sync = self._sync
-            for step in (self._close_streams, self._close_pool):
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step(), sync.loop))
+            for step in (self._close_streams(stopped=True), self._close_pool()):
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step, sync.loop))
             self._sync = None
             await anyio.to_thread.run_sync(sync.stop)
         self._close_state()
@@ -597,10 +598,10 @@ class Gateway:
         with self._close_lock:
             self._left_inside(self._admission.drain(self._drain_s(),
                                                     but=(running_loop(), *self._sync_loops())))
-            if any(on.is_closed() for on in list(self._open_streams.values())):
-                self._sync_loop()  # (a loop of its own settles the streams whose loop closed)
+            if any(runs_no_more(on) for on in list(self._open_streams.values())):
+                self._sync_loop()  # (a loop of its own settles the streams whose loop stopped)
             if self._sync is not None:  # (its streams' requests logged, as closed by the client)
-                self._sync.run(self._close_streams())
+                self._sync.run(self._close_streams(stopped=True))
                 self._sync.run(self._close_pool())
                 self._sync.stop()
                 self._sync = None
@@ -640,10 +641,11 @@ class Gateway:
         if self._providers is not None:
             await self._providers.pool.aclose()
 
-    async def _close_streams(self) -> None:
+    async def _close_streams(self, *, stopped: bool = False) -> None:
         """Close the open streams of the running loop, so their requests are logged (and
-        settle those whose loop has closed)."""
-        await asyncio.gather(*self._forget_streams_of_closed_loops(), return_exceptions=True)
+        settle those whose loop has closed, or, ``stopped``, runs no more)."""
+        await asyncio.gather(*self._forget_streams_of_closed_loops(stopped=stopped),
+                             return_exceptions=True)
         loop = asyncio.get_running_loop()
         for stream, on in list(self._open_streams.items()):
             if on is loop:
@@ -1509,27 +1511,32 @@ class Gateway:
         finally:  # (ended and logged: closing need not wait for a call that never begins)
             plan.leave()
 
-    def _forget_streams_of_closed_loops(self) -> list[asyncio.Task[None]]:
+    def _forget_streams_of_closed_loops(self, *, stopped: bool = False
+                                        ) -> list[asyncio.Task[None]]:
         """Settle and drop the open streams whose event loop has closed (an ``asyncio.run``
         that returned without finishing or closing its stream): they can never be read on nor
         closed there, so each is logged now, on the running loop, as broken saying so, its
         budget hold settled as for a stream its client left (see :meth:`ChatStream.abandon`);
         kept, they would hold their reservations, and the gateway would grow, stream after
-        stream. Returns the tasks that do so."""
-        gone = [s for s, on in list(self._open_streams.items()) if on.is_closed()]
+        stream. As the gateway closes (``stopped``), so are those whose loop is stopped, not
+        running (:data:`LOOP_STOPPED`): only the closing can end them now. Returns the tasks
+        that do so."""
+        gone = [s for s, on in list(self._open_streams.items())
+                if on.is_closed() or (stopped and runs_no_more(on))]
         if not gone:
             return []
         loop = asyncio.get_running_loop()
         tasks = []
         for stream in gone:
-            self._open_streams.pop(stream, None)
-            task = loop.create_task(stream.abandon(LOOP_CLOSED))
+            on = self._open_streams.pop(stream, loop)
+            task = loop.create_task(stream.abandon(LOOP_CLOSED if on.is_closed() else LOOP_STOPPED))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
             tasks.append(task)
         log.warning("%d stream(s) were left neither finished nor closed when their event loop "
-                    "closed; each is logged as broken and its budget hold settled now: close a "
-                    "stream you stop reading (await stream.aclose())", len(gone))
+                    "closed (or stopped, as the gateway closed); each is logged as broken and "
+                    "its budget hold settled now: close a stream you stop reading (await "
+                    "stream.aclose())", len(gone))
         return tasks
 
     def _before_try(self, plan: Plan) -> BeforeTry | None:
@@ -2944,6 +2951,14 @@ LOOP_CLOSED = (
     "nor closed, so nothing could read it on; charged what came, as a stream its client "
     "leaves is: read a stream to its end or close it (await stream.aclose()) before its loop "
     "ends")
+#: Why a stream left open on an event loop stopped, not closed, as the gateway closes is
+#: logged as broken (see :meth:`Gateway._forget_streams_of_closed_loops`).
+LOOP_STOPPED = (
+    "the gateway closed while its event loop was stopped, not running (a run_until_complete "
+    "that returned, a thread that ended without closing its loop), and it was neither read to "
+    "its end nor closed, so nothing could read it on; charged what came, as a stream its "
+    "client leaves is: read a stream to its end or close it (await stream.aclose()) before "
+    "its loop stops")
 #: What a synchronous call is told when the gateway closes under it (see :meth:`_LoopThread.run`).
 CLOSED_DURING_CALL = (
     "the gateway was closed (Gateway.close, from another thread or at exit) while this call "
