@@ -288,3 +288,45 @@ async def test_a_stream_read_by_a_second_reader_at_once_refuses_it_and_reads_on(
     assert len(chunks) > 2 and stream.ended
     assert _logged(gateway, stream.switchpoint.request_id)[0] == "ok"
     assert gateway.governor.ledger.open_tickets() == 0
+
+
+def test_feedback_cancelled_at_any_point_took_effect_whole_or_not_at_all_and_a_retry_replaces(
+        gateway: Gateway) -> None:
+    """Feedback whose caller stops waiting for it (asyncio.wait_for's timeout, from its very
+    start to its commit) is either logged and learned, as a restart reads it back, or neither;
+    reported again, it replaces the outcome it left, if any, wherever the cancel landed."""
+    ids = [gateway.route(f"Cancelled feedback {i} {uuid.uuid4().hex[:8]}").decision_id
+           for i in range(16)]
+    cancelled = 0
+
+    async def report_each() -> None:
+        nonlocal cancelled
+        for i, decision_id in enumerate(ids):
+            with suppress(TimeoutError):
+                await asyncio.wait_for(gateway.areport_outcome(decision_id, 0.25), i * 0.0004)
+                continue
+            cancelled += 1
+
+    def learned(gw: Gateway) -> dict[str, float | None]:
+        held = {d: gw.router.learner.outcome(d, "default") for d in ids}
+        return {d: None if h is None else h.quality for d, h in held.items()}
+
+    def logged() -> dict[str, float | None]:
+        rows = dict(_read(gateway, "SELECT decision_id, quality FROM feedback"))
+        return {d: rows.get(d) for d in ids}
+
+    asyncio.run(report_each())
+    assert cancelled  # (some calls were cut, at a point between their start and their end)
+    live = learned(gateway)
+    gateway.close()  # (what was handed to the store is written)
+    first = logged()
+    assert live == first and set(first.values()) <= {0.25, None}
+    gateway.start()
+    assert learned(gateway) == first  # a restart reads back what was learned, and only that
+    for decision_id in ids:
+        again = gateway.report_outcome(decision_id, 0.75)
+        assert again.outcome.replaced == (first[decision_id] is not None), decision_id
+    assert learned(gateway) == dict.fromkeys(ids, 0.75)
+    gateway.close()
+    gateway.start()
+    assert learned(gateway) == logged() == dict.fromkeys(ids, 0.75)
