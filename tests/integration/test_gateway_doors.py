@@ -8,6 +8,8 @@ Both gateways use the same config (tests/integration/gateway_env.py) and the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import gc
 import json
 import logging
@@ -1286,6 +1288,91 @@ def test_a_synchronous_call_interrupted_by_ctrl_c_is_cancelled_settled_and_logge
         entries, _ = store.requests(20, None)
         assert [e["status"] for e in entries] == ["client_closed"]
         assert gateway.complete(messages(), model="cheap").model == "cheap"  # goes on serving
+    finally:
+        gateway.close()
+
+
+class _Interrupted(BaseException):
+    """What a thread's caller meets as Ctrl-C's KeyboardInterrupt meets the main thread's."""
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise :class:`_Interrupted` in ``thread`` (at its next step in Python)."""
+    assert thread.ident is not None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                               ctypes.py_object(_Interrupted))
+
+
+def test_a_synchronous_stream_interrupted_as_it_opened_is_closed_settled_and_logged_once(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread's gateway.stream(...) interrupted (a BaseException raised in it, as Ctrl-C
+    raises KeyboardInterrupt) just as its stream opened, so its caller never got the stream:
+    it is closed at once, its budget hold settled, logged once as closed by the client, where
+    it stayed open, held and unlogged until its deadline (a minute here)."""
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 60)
+    opened = gateway.astream
+
+    async def astream(*args: Any, **kwargs: Any) -> Any:
+        stream = await opened(*args, **kwargs)
+        _interrupt(caller)  # (its caller waits for this call, which ends as it returns)
+        return stream
+
+    monkeypatch.setattr(gateway, "astream", astream)
+    got: list[str] = []
+
+    def call() -> None:
+        try:
+            gateway.stream(messages(), model="good")
+        except _Interrupted:
+            got.append("interrupted")
+
+    caller = threading.Thread(target=call)
+    try:
+        caller.start()
+        caller.join(10)
+        assert got == ["interrupted"]
+        deadline = time.monotonic() + 5
+        while gateway._open_streams or ledger.open_tickets():
+            assert time.monotonic() < deadline, "the stream nobody took was kept open"
+            time.sleep(0.05)
+    finally:
+        gateway.close()
+    gateway.start()
+    try:
+        entries, _ = store.requests(20, None)
+        assert [e["status"] for e in entries] == ["client_closed"]
+    finally:
+        gateway.close()
+
+
+def test_a_synchronous_call_interrupted_as_it_was_handed_to_the_loop_never_begins(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interruption lands once the call is queued for the gateway's loop, before the loop
+    takes it up: the call never begins, and nothing fails on the loop, where the loop ran the
+    coroutine the caller had closed ("cannot reuse already awaited coroutine", logged as a
+    task exception never retrieved) and a wait of the next step let the call run unwaited."""
+    gateway, store, _ = _trickling(gw_fake, tmp_path, 60)
+    try:
+        assert gateway.complete(messages(), model="cheap").model == "cheap"  # (the loop runs)
+        assert gateway._sync is not None
+        loop = gateway._sync.loop
+        failed: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _, context: failed.append(context))
+        queue = loop.call_soon_threadsafe
+
+        def queued_then_interrupted(*args: Any, **kwargs: Any) -> Any:
+            monkeypatch.undo()
+            queue(time.sleep, 0.3)  # (the loop busy a moment: the caller is gone before)
+            queue(*args, **kwargs)
+            raise _Interrupted
+
+        monkeypatch.setattr(loop, "call_soon_threadsafe", queued_then_interrupted)
+        with contextlib.suppress(_Interrupted):  # (its traceback, and the call's, let go)
+            gateway.complete(messages(), model="cheap")
+        assert gateway.complete(messages(), model="cheap").model == "cheap"
+        gc.collect()
+        assert failed == []
+        assert len(store.requests(20, None)[0]) == 2
     finally:
         gateway.close()
 

@@ -1751,12 +1751,15 @@ class Gateway:
                key: str | None = None, tenant: str | None = None,
                **params: Any) -> SyncChatStream:
         """:meth:`astream` from synchronous code: iterate the chunks with ``for``."""
-        stream = self._run(self.astream(messages, model, session_id=session_id,
-                                        cost_weight=cost_weight, models=models,
-                                        decision=decision, exact=exact, key=key,
-                                        tenant=tenant, **params))
-        assert self._sync is not None
-        return SyncChatStream(stream, self._sync, self._stream_dropped)
+        async def opened() -> SyncChatStream:  # (made there, so one its caller never took,
+            stream = await self.astream(messages, model, session_id=session_id,  # cut off
+                                        cost_weight=cost_weight, models=models,  # as it came,
+                                        decision=decision, exact=exact, key=key,  # is let go
+                                        tenant=tenant, **params)  # of and closed as any)
+            assert self._sync is not None
+            return SyncChatStream(stream, self._sync, self._stream_dropped)
+
+        return self._run(opened())
 
     async def _call(self, messages: Sequence[Mapping[str, Any]] | None, model: str,
                     session_id: str | None, cost_weight: float | None,
@@ -3016,7 +3019,11 @@ class _LoopThread:
         started: list[asyncio.Task[T]] = []
         context = contextvars.copy_context()  # (the caller's: whether it was counted in)
 
+        claimed = threading.Lock()  # (by the loop as it starts it, or by a caller gone first)
+
         def start() -> None:
+            if not claimed.acquire(blocking=False):
+                return  # (its caller was interrupted before the loop took it up: never begun)
             if self.stopping:  # (closing: it would be cancelled, or never end)
                 coro.close()
                 ended.set()
@@ -3030,23 +3037,25 @@ class _LoopThread:
             raise StoreError(CLOSED_DURING_CALL)
         try:
             self.loop.call_soon_threadsafe(start)
-        except BaseException as exc:  # (the loop is closed: the call never began)
-            coro.close()
-            if isinstance(exc, RuntimeError) and self.loop.is_closed():
-                raise StoreError(CLOSED_DURING_CALL) from None
-            raise
-        try:
             while not ended.wait(_WAIT_TICK_S):
                 if not self.thread.is_alive():  # (the loop stopped before it ended)
-                    if not started:
+                    if claimed.acquire(blocking=False):
                         coro.close()
                     raise StoreError(CLOSED_DURING_CALL)
         except StoreError:
             raise
-        except BaseException:
+        except BaseException as exc:
+            if claimed.acquire(blocking=False):  # (the loop never took it up: never begun)
+                coro.close()
+                if isinstance(exc, RuntimeError) and self.loop.is_closed():
+                    raise StoreError(CLOSED_DURING_CALL) from None
+                raise
             with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile)
                 self.loop.call_soon_threadsafe(lambda: started and started[0].cancel())
             ended.wait(INTERRUPTED_SETTLE_S)
+            if started and started[0].done() and not started[0].cancelled():
+                started[0].exception()  # (it ended first: its error goes with it, unraised)
+            started.clear()  # (and what it made is let go of: a stream, closed as dropped)
             raise
         if not started or (started[0].cancelled() and self.stopping):
             raise StoreError(CLOSED_DURING_CALL)
