@@ -1039,7 +1039,8 @@ def test_a_stream_left_open_as_its_event_loop_closed_is_logged_and_its_hold_sett
 
 @pytest.mark.parametrize("where", ["stopped", "thread-gone", "aclose"])
 def test_a_stream_left_open_on_a_stopped_loop_is_logged_and_settled_as_the_gateway_closes(
-        gw_fake: FakeProviderProcess, tmp_path: Path, where: str) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path, where: str,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A stream read once on a loop a ``run_until_complete`` returned from, the loop neither
     run again nor closed (or left so by a thread that ended): closing does not wait for it
     (nothing can end it but the closing), and logs it as broken saying so, its budget hold
@@ -1064,11 +1065,14 @@ def test_a_stream_left_open_on_a_stopped_loop_is_logged_and_settled_as_the_gatew
             made.append(loop.run_until_complete(read_once()))
         assert ledger.open_tickets() == 1
         started = time.monotonic()
-        if where == "aclose":
-            asyncio.run(gateway.aclose())
-        else:
-            gateway.close()
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            if where == "aclose":
+                asyncio.run(gateway.aclose())
+            else:
+                gateway.close()
         assert time.monotonic() - started < 2  # (it waited 5 s: max_total_s and 2 s more)
+        assert any("1 request(s) on an event loop stopped" in r.getMessage()
+                   for r in caplog.records)
     finally:
         gateway.close()
         loop.close()

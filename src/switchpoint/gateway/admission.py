@@ -25,6 +25,7 @@ clear errors.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+log = logging.getLogger("switchpoint.gateway")
 # Set while a request counted in runs (its tasks and worker threads inherit it).
 _INSIDE: ContextVar[bool] = ContextVar("switchpoint_admitted", default=False)
 # How often a drain looks again (a loop that closed with a request inside tells no one).
@@ -150,9 +152,11 @@ class Admission:
         since: dict[Loop, float] = {}
         with self._cond:
             while True:
-                left = self._count(but, self._stuck(since))
+                stuck = self._stuck(since)
+                left = self._count(but, stuck)
                 wait = deadline - time.monotonic()
                 if not left or wait <= 0:
+                    self._not_waited_for(but, stuck)
                     return left
                 self._cond.wait(min(wait, _TICK_S))
 
@@ -162,10 +166,23 @@ class Admission:
         since: dict[Loop, float] = {}
         while True:
             with self._cond:
-                left = self._count(but, self._stuck(since))
-            if not left or time.monotonic() >= deadline:
-                return left
+                stuck = self._stuck(since)
+                left = self._count(but, stuck)
+                if not left or time.monotonic() >= deadline:
+                    self._not_waited_for(but, stuck)
+                    return left
             await asyncio.sleep(_TICK_S)
+
+    def _not_waited_for(self, but: Collection[Loop], stuck: Collection[Loop]) -> None:
+        """Say how many requests a drain left on stopped loops (under the lock)."""
+        n = sum(self._inside[loop] for loop in stuck if loop not in but)
+        if n:
+            log.warning("closing: %d request(s) on an event loop stopped, not running (a "
+                        "run_until_complete that returned, a thread that ended without closing "
+                        "its loop), were not waited for, since nothing runs them: a stream "
+                        "among them is logged as broken now, its budget hold settled; a call "
+                        "keeps its hold until its deadline and is not logged; end what you "
+                        "start on a loop before it stops", n)
 
 
 def runs_no_more(loop: asyncio.AbstractEventLoop) -> bool:
