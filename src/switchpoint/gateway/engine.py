@@ -573,8 +573,8 @@ class Gateway:
         await self._maintenance_done()
         if self._sync is not None:  # what the synchronous methods opened, on their own loop
             sync = self._sync
-            for step in (self._close_streams(stopped=True), self._close_pool()):
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step, sync.loop))
+            for step in (functools.partial(self._close_streams, stopped=True), self._close_pool):
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step(), sync.loop))
             self._sync = None
             await anyio.to_thread.run_sync(sync.stop)
         self._close_state()
@@ -1751,11 +1751,13 @@ class Gateway:
                key: str | None = None, tenant: str | None = None,
                **params: Any) -> SyncChatStream:
         """:meth:`astream` from synchronous code: iterate the chunks with ``for``."""
-        async def opened() -> SyncChatStream:  # (made there, so one its caller never took,
-            stream = await self.astream(messages, model, session_id=session_id,  # cut off
-                                        cost_weight=cost_weight, models=models,  # as it came,
-                                        decision=decision, exact=exact, key=key,  # is let go
-                                        tenant=tenant, **params)  # of and closed as any)
+        # (Wrapped on the gateway's loop: one its caller, cut off as it came, never took is
+        # let go of, and closed, as any.)
+        async def opened() -> SyncChatStream:
+            stream = await self.astream(messages, model, session_id=session_id,
+                                        cost_weight=cost_weight, models=models,
+                                        decision=decision, exact=exact, key=key,
+                                        tenant=tenant, **params)
             assert self._sync is not None
             return SyncChatStream(stream, self._sync, self._stream_dropped)
 
