@@ -26,9 +26,10 @@ from switchpoint.errors import (
     ConnectError,
     ProviderError,
     ResponseTooLarge,
+    StreamBroken,
     UnreadableHead,
 )
-from switchpoint.gateway.providers._http import ClientPool, post_json, read_capped
+from switchpoint.gateway.providers._http import ClientPool, post_json, read_capped, stream_chunks
 from switchpoint.gateway.providers._transport import (
     CHECK_ADDRESSES,
     NAT64_PREFIXES,
@@ -37,6 +38,7 @@ from switchpoint.gateway.providers._transport import (
     checked_addresses,
 )
 from switchpoint.gateway.providers.base import Timeouts
+from switchpoint.gateway.providers.openai import OpenAIChunkDecoder
 from switchpoint.gateway.providers.sending import watching_send
 from tests.fakes.fake_provider import FakeProviderProcess, reset_connection
 from tests.integration.servers import loopback_socket
@@ -257,6 +259,45 @@ def test_a_compressed_body_is_inflated_a_little_at_a_time() -> None:
 
     peak = asyncio.run(run())
     assert peak < 16 << 20, f"{peak >> 20} MiB held at once"
+
+
+def test_a_compressed_stream_of_blank_lines_hands_the_event_loop_back_as_it_is_read() -> None:
+    """A stream whose first chunk is followed by a gzip body of 1 KB inflating to 1 MB of
+    blank lines (inflated 4 MB a read and already arrived, so read without waiting): the event
+    loop runs other tasks while its lines are read, not only once the stream has ended."""
+    first = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
+    packed = gzip.compress(first + b"\n" * (1 << 20), 9)
+
+    async def run() -> tuple[int, list[list[dict[str, Any]]]]:
+        upstream = RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                               b"Content-Encoding: gzip\r\nContent-Length: "
+                               + str(len(packed)).encode() + b"\r\n\r\n")
+        upstream.parts.put_nowait(packed)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        async with upstream as url, httpx.AsyncClient(transport=PooledTransport()) as client:
+            got: list[list[dict[str, Any]]] = []
+            ticker: asyncio.Task[None] | None = None
+            with pytest.raises(StreamBroken, match="before the answer finished"):
+                async for chunks in stream_chunks(client, url, BODY, {}, Timeouts(),
+                                                  OpenAIChunkDecoder("m"), model="m"):
+                    if not got:  # (the ticks are counted from the blank lines' start)
+                        ticker = asyncio.create_task(tick())
+                    got.append(chunks)
+            assert ticker is not None
+            ticker.cancel()
+            upstream.parts.put_nowait(None)
+            return ticks, got
+
+    ticks, got = asyncio.run(run())
+    assert [c["choices"][0]["delta"] for batch in got for c in batch] == [{"content": "hi"}]
+    assert ticks >= 10, f"the loop ran {ticks} times while 1 MB of blank lines was read"
 
 
 def test_a_gzip_answer_is_still_taken_and_only_gzip_is_asked_for() -> None:

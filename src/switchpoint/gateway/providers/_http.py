@@ -4,8 +4,10 @@ the streaming loop that waits for the first content chunk before yielding anythi
 What an upstream sends is bounded before it is held: an answer by ``max_response_bytes`` (an
 error body by :data:`~switchpoint.gateway.providers.base.MAX_ERROR_BODY`, the rest unread), a
 stream line by ``max_sse_line_bytes`` (:func:`bounded_lines`); a compressed answer is only ever in
-a coding the transport inflates a bounded read at a time (:data:`ACCEPT_ENCODING`); and the
-credentials a request carried are redacted from whatever the upstream said about it."""
+a coding the transport inflates a bounded read at a time (:data:`ACCEPT_ENCODING`), whose
+lines are read a piece at a time, the event loop handed back every few milliseconds
+(:data:`HAND_BACK_S`); and the credentials a request carried are redacted from whatever the
+upstream said about it."""
 
 from __future__ import annotations
 
@@ -458,7 +460,7 @@ async def bounded_line_batches(chunks: AsyncIterator[bytes], limit: int, *, mode
     pending = b""
     unended = bytearray()  # a line still without its end, when it spans many reads
     received = 0
-    async for chunk in chunks:
+    async for chunk in _paced(chunks):
         if not chunk:
             continue
         received += len(chunk)
@@ -495,6 +497,29 @@ async def bounded_line_batches(chunks: AsyncIterator[bytes], limit: int, *, mode
     pending += unended
     if pending:
         yield [pending.rstrip(b"\r\n").decode("utf-8", "replace")]
+
+
+# A body's bytes are made into lines at most LINE_PIECE_BYTES at a time, and reading them keeps
+# the event loop at most about HAND_BACK_S before handing it back: a compressed body inflates
+# a thousandfold (a 4 KB read, 4 MB of blank lines or comments) and a body that has already
+# arrived is read without waiting, so one stream's lines held the loop, every other request of
+# the service waiting (its deadline too), for as long as they took to read.
+LINE_PIECE_BYTES = 16_384
+HAND_BACK_S = 0.005
+
+
+async def _paced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``chunks`` in pieces of at most :data:`LINE_PIECE_BYTES`, the event loop handed back
+    (``asyncio.sleep(0)``) before a piece once :data:`HAND_BACK_S` went by since it last was,
+    whoever kept it (the lines' reader, the chunks' consumer)."""
+    handed_back = time.perf_counter()
+    async for chunk in chunks:
+        for start in range(0, len(chunk), LINE_PIECE_BYTES):
+            if time.perf_counter() - handed_back > HAND_BACK_S:
+                await asyncio.sleep(0)
+                handed_back = time.perf_counter()
+            yield (chunk if len(chunk) <= LINE_PIECE_BYTES
+                   else chunk[start:start + LINE_PIECE_BYTES])
 
 
 def _line_too_large(limit: int, model: str) -> ResponseTooLarge:
