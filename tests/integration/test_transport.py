@@ -219,6 +219,8 @@ def test_a_chunk_declared_huge_is_passed_on_as_it_arrives() -> None:
     + b"X-Trailer: " + b"y" * 70_000 + b"\r\n" * 2,
     b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello",
     b"HTTP/1.1 200 OK\r\nContent-Length: 1_0\r\n\r\n0123456789",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 2\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5, 2\r\n\r\nhello",
 ])
 def test_a_body_framed_wrongly_is_a_protocol_error(head: bytes) -> None:
     async def run() -> None:
@@ -339,10 +341,14 @@ def test_a_gzip_answer_is_still_taken_and_only_gzip_is_asked_for() -> None:
     (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok", 1),
     (b"HTTP/1.1 200 OK\r\nConnection: foo, close\r\nContent-Length: 2\r\n\r\nok", 0),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 1),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", 1),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"2\r\nok\r\n0\r\n\r\n", 0),
 ])
 def test_only_a_persistent_connection_is_pooled(head: bytes, kept: int) -> None:
     """An HTTP/1.0 answer closes its connection unless it says keep-alive: it is not pooled,
-    so the next request does not meet a connection the upstream is closing."""
+    so the next request does not meet a connection the upstream is closing. Nor is one whose
+    answer is framed both chunked and by a length (read chunked, as HTTP/1.1 says)."""
     async def run() -> tuple[bytes, int]:
         transport = PooledTransport()
         upstream = RawUpstream(head)

@@ -517,22 +517,31 @@ class PooledTransport(httpx.AsyncBaseTransport):
         except OSError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
         framing: Any
+        chunked = any(k.lower() == b"transfer-encoding" and b"chunked" in v.lower()
+                      for k, v in headers)
+        # Each Content-Length, a list's items each: they must agree (RFC 9112 6.3), else which
+        # one frames the body is a guess another reader of the connection may not share.
+        lengths = {item.strip() for k, v in headers if k.lower() == b"content-length"
+                   for item in v.split(b",")}
         if request.method == "HEAD" or status in (204, 304):
             framing = 0
+        elif chunked:
+            framing = "chunked"
+        elif lengths:
+            if len(lengths) > 1:
+                raise MalformedHead("Content-Length given more than once, differing",
+                                    request=request)
+            value = lengths.pop()
+            if not value.isdigit():  # (int() would take "-5", "+5" and "1_0")
+                raise MalformedHead("invalid Content-Length", request=request)
+            framing = int(value)
         else:
             framing = "close"
-            for name, value in headers:
-                lower = name.lower()
-                if lower == b"transfer-encoding" and b"chunked" in value.lower():
-                    framing = "chunked"
-                    break
-                if lower == b"content-length":
-                    if not value.isdigit():  # (int() would take "-5", "+5" and "1_0")
-                        raise MalformedHead("invalid Content-Length", request=request)
-                    framing = int(value)
         connection = b",".join(v.lower() for k, v in headers if k.lower() == b"connection")
         tokens = {t.strip() for t in connection.split(b",")}
         persistent = b"keep-alive" in tokens if http10 else b"close" not in tokens
+        if chunked and lengths:  # (framed two ways: the connection is not used again)
+            persistent = False
         return status, reason, headers, framing, persistent
 
     async def aclose(self) -> None:
