@@ -101,8 +101,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    tokens; text ``DECOY``), then the real one, which a reader keeping the last
                    reads; a key the dialect has not, the fake's 501
 ``nodone``         a full stream, finish reason included, that ends cleanly without
-                   ``[DONE]`` / ``message_stop`` (some real upstreams do); non-streamed,
-                   ``ok`` (a whole answer has no end marker)
+                   ``[DONE]`` / ``message_stop`` (some real upstreams do); OpenAI dialect,
+                   ``seconds=N``: instead of ending, silent for N seconds, then close;
+                   non-streamed, ``ok`` (a whole answer has no end marker)
 ``nofinish``       stream ``after=`` content chunks (default 1), then end the body cleanly: no
                    finish reason, no end marker (an answer cut short); OpenAI dialect,
                    ``done=1``: then the usage chunk (when asked for) and ``[DONE]``, a stream
@@ -750,6 +751,9 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
         await out.data(final)
     if name != "nodone":
         await out.data("[DONE]")
+    elif "seconds" in params:  # (then silent, the body not ended, as a hung upstream is)
+        await asyncio.sleep(_num(params, "seconds", 10))
+        return False
     await out.end()
     return True
 

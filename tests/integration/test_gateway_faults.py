@@ -369,6 +369,19 @@ def test_a_stream_that_ends_after_its_finish_reason_without_done_is_complete(
     assert entry["completion_tokens"] > 0  # the usage chunk came before the missing [DONE]
 
 
+def test_a_whole_stream_whose_upstream_then_goes_silent_without_done_is_complete(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # Every choice finished and the final usage chunk came; then silence, the body never ended.
+    # Waiting out the read timeout for [DONE] failed the whole answer as broken.
+    gw_fake.script("good", "nodone:seconds=5")
+    started = time.monotonic()
+    text, models, entry = streamed(gw)
+    assert time.monotonic() - started < 3
+    assert text.startswith("Echo from good: Tell me about failover") and models == {"good"}
+    assert entry["status"] == "ok" and outcomes(entry) == [("good", "ok")]
+    assert entry["completion_tokens"] > 0
+
+
 def test_a_stream_kept_alive_with_comments_and_events_without_data_is_whole(
         gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
     # Before each chunk a comment, and an event (event: ping) whose data: line holds nothing:

@@ -606,6 +606,18 @@ async def _whole_answer(response: httpx.Response, reading: AsyncIterator[bytes],
     return chunks
 
 
+#: How long a stream whose answer is whole (every choice finished, then the usage chunk that
+#: comes last) waits for its end marker (at most the read timeout): past it, the answer is
+#: passed on whole, where waiting out the read timeout failed it as broken.
+END_MARKER_WAIT_S = 1.0
+
+
+def _is_final_usage(chunk: Mapping[str, Any]) -> bool:
+    """Is ``chunk`` the usage chunk an OpenAI stream ends with (``stream_options.
+    include_usage``): no choice, the usage of the whole answer? Only its end marker follows."""
+    return not chunk.get("choices") and usage_of(chunk) is not None
+
+
 async def _read_rest(events: AsyncIterator[list[SSEEvent]]) -> None:
     """Read what is left of a stream after its end marker, if it has already arrived, and
     drop it: a body read to its end puts the connection back in the pool for the next call.
@@ -824,7 +836,16 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                 if decoder.done:
                     await _read_rest(events)
                     return
-                following = await anext(events, None)
+                if finished.all and any(_is_final_usage(chunk) for chunk in read):
+                    # The answer is whole: only its end marker may follow, which an upstream
+                    # that stays silent or hangs up instead cannot make it any less whole.
+                    try:
+                        async with asyncio.timeout(min(timeouts.read_s, END_MARKER_WAIT_S)):
+                            following = await anext(events, None)
+                    except (TimeoutError, httpx.HTTPError):
+                        return
+                else:
+                    following = await anext(events, None)
                 if following is None:
                     break
                 batch = following
