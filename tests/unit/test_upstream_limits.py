@@ -14,8 +14,9 @@ from switchpoint._redact import MASK, header_secrets, redact, remember
 from switchpoint.errors import ProviderError, ResponseTooLarge
 from switchpoint.gateway.providers import ClientPool, Timeouts
 from switchpoint.gateway.providers._http import bounded_lines, post_json
-from switchpoint.gateway.providers.base import classify_status, decode_body
-from switchpoint.gateway.providers.sse import iter_sse
+from switchpoint.gateway.providers.base import MAX_ERROR_BODY, classify_status, decode_body
+from switchpoint.gateway.providers.openai import OpenAIChunkDecoder
+from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
 
 
 async def chunks_of(*parts: bytes) -> AsyncIterator[bytes]:
@@ -101,6 +102,45 @@ def test_an_error_body_is_read_to_16_kb_and_scrubbed_of_the_key_sent() -> None:
     assert info.value.kind == "auth_error"
     assert key not in str(info.value) and key not in repr(info.value.body)
     assert len(str(info.value)) < 1000
+
+
+def _leaked(key: str, text: str) -> bool:
+    """Does ``text`` hold 6 or more characters of ``key`` from its start (a part of it)?"""
+    return key[:6] in text
+
+
+@pytest.mark.parametrize("before_cut", [7, 15])
+def test_a_key_an_error_body_holds_across_its_16_kb_cut_leaves_no_part_of_it(
+        before_cut: int) -> None:
+    # The body was cut at 16 KB and then redacted: the key's start, before the cut, no
+    # longer read as the key.
+    key = "plain-key-no-prefix-0731"
+    start = b'{"error": {"message": "bad key '
+    body = (start + b"." * (MAX_ERROR_BODY - len(start) - before_cut) + key.encode()
+            + b'", "type": "auth"}}')
+    pool = ClientPool(transport=answer(body, status=401))
+
+    async def call() -> None:
+        try:
+            await post_json(pool.get("http://up"), "http://up/x", {}, {"x-api-key": key},
+                            Timeouts(), model="m")
+        finally:
+            await pool.aclose()
+
+    with pytest.raises(ProviderError) as info:
+        asyncio.run(call())
+    assert isinstance(info.value.body, str) and len(info.value.body) == MAX_ERROR_BODY
+    assert not _leaked(key, info.value.body) and not _leaked(key, str(info.value))
+
+
+def test_a_key_a_malformed_chunk_holds_across_what_its_error_quotes_leaves_no_part_of_it(
+        ) -> None:
+    key = "plain-key-no-prefix-0732"
+    remember(key)
+    data = '{"choices": "' + "x" * 170 + key + '"'
+    with pytest.raises(ProviderError) as info:
+        OpenAIChunkDecoder("m").feed(SSEEvent(data))
+    assert not _leaked(key, str(info.value))
 
 
 @pytest.mark.parametrize(("text", "gone"), [

@@ -2,7 +2,7 @@
 the streaming loop that waits for the first content chunk before yielding anything.
 
 What an upstream sends is bounded before it is held: an answer by ``max_response_bytes`` (an
-error body by :data:`~switchpoint.gateway.providers.base.MAX_ERROR_BODY`, the rest unread), a
+error body by :data:`~switchpoint.gateway.providers.base.ERROR_BODY_READ`, the rest unread), a
 stream line by ``max_sse_line_bytes`` (:func:`bounded_lines`); a compressed answer is only ever in
 a coding the transport inflates a bounded read at a time (:data:`ACCEPT_ENCODING`), whose
 lines are read a piece at a time, the event loop handed back every few milliseconds
@@ -49,7 +49,7 @@ from switchpoint.gateway.providers._transport import (
     RefusedAddress,
 )
 from switchpoint.gateway.providers.base import (
-    MAX_ERROR_BODY,
+    ERROR_BODY_READ,
     FinishedChoices,
     ReportedSoFar,
     Timeouts,
@@ -383,7 +383,7 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
         raise await _refuse_coding(response, coding, model=model)
     failed = response.status_code >= 300  # a redirect is not followed
     try:
-        raw = await read_capped(response, MAX_ERROR_BODY if failed else
+        raw = await read_capped(response, ERROR_BODY_READ if failed else
                                 timeouts.max_response_bytes, model=model, truncate=failed)
     except httpx.ReadTimeout as exc:
         raise ReadTimeout(f"the answer's body stalled for {timeouts.read_s:g}s after its "
@@ -530,9 +530,9 @@ def _line_too_large(limit: int, model: str) -> ResponseTooLarge:
 async def _noting_stray(batches: AsyncIterator[list[str]],
                         noted: list[str]) -> AsyncIterator[list[str]]:
     """The lines of a body (a list at a time) passed on as they are, noting in ``noted`` the
-    first :data:`~switchpoint.gateway.providers.base.MAX_ERROR_BODY` characters of those that
+    first :data:`~switchpoint.gateway.providers.base.ERROR_BODY_READ` characters of those that
     are not event-stream fields (an upstream that answered a stream with JSON or a web page)."""
-    room = MAX_ERROR_BODY
+    room = ERROR_BODY_READ
     async for lines in batches:
         if room > 0:
             for line in lines:
@@ -601,7 +601,7 @@ async def _whole_answer(response: httpx.Response, reading: AsyncIterator[bytes],
     chunks = (decoder.whole(body) if isinstance(body, Mapping) and not body.get("error")
               else [])
     if not any(is_content_chunk(chunk) for chunk in chunks):
-        raise _not_events(response, raw[:MAX_ERROR_BODY].decode("utf-8", "replace"),
+        raise _not_events(response, raw[:ERROR_BODY_READ].decode("utf-8", "replace"),
                           secrets, model)
     return chunks
 
@@ -750,7 +750,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                     if coding is not None:
                         raise await _refuse_coding(response, coding, model=model)
                     if response.status_code >= 300:  # (a redirect is not followed)
-                        raw = await read_capped(response, MAX_ERROR_BODY, model=model,
+                        raw = await read_capped(response, ERROR_BODY_READ, model=model,
                                                 truncate=True)
                         raise classify_status(response.status_code, decode_body(raw, secrets),
                                               response.headers, model=model)

@@ -69,7 +69,6 @@ from dataclasses import replace
 from typing import Any
 
 from switchpoint._messages import all_of, cut, json_quoted, one_of
-from switchpoint._redact import redact
 from switchpoint.catalog import ModelCard, text_bytes
 from switchpoint.errors import (
     InvalidInputError,
@@ -108,6 +107,7 @@ from switchpoint.gateway.providers.base import (
     classify_stream_error,
     is_content_chunk,
     is_token_count,
+    shown_data,
     stream_of_answer,
     upstream_json,
 )
@@ -682,7 +682,7 @@ class AnthropicChunkDecoder:
             data = upstream_json(event.data)
         except (ValueError, RecursionError) as exc:
             raise StreamBroken(f"the upstream sent a malformed event ({cut(str(exc), 200)}): "
-                               f"{json_quoted(redact(event.data[:200]), 200)}",
+                               f"{shown_data(event.data)}",
                                model=self.model) from exc
         if not isinstance(data, dict):
             raise StreamBroken("the upstream sent an event that is not an object",
@@ -696,7 +696,7 @@ class AnthropicChunkDecoder:
         except (ValueError, TypeError, AttributeError) as exc:
             raise StreamBroken(f"the upstream sent a {json_quoted(str(kind), 40)} event that does "
                                "not read as the Messages API's: "
-                               f"{json_quoted(redact(event.data[:200]), 200)}",
+                               f"{shown_data(event.data)}",
                                model=self.model) from exc
         self._content_seen = self._content_seen or any(is_content_chunk(c) for c in chunks)
         return chunks

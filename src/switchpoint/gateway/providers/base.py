@@ -23,7 +23,7 @@ from datetime import UTC
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from switchpoint._json import DuplicateKeyError, nests_deeper, unique_keys
-from switchpoint._messages import cut, got, json_quoted
+from switchpoint._messages import SECRET_REACH, cut, got, json_quoted
 from switchpoint._redact import redact, redact_url, redact_value
 from switchpoint.catalog import ModelCard, text_bytes
 from switchpoint.errors import (
@@ -39,8 +39,11 @@ from switchpoint.errors import (
 )
 from switchpoint.gateway.parsing import MAX_DEPTH, TOO_DEEP
 
-# Bytes of an upstream error body kept on the exception (enough for any JSON error envelope).
+# Bytes of an upstream error body kept on the exception (enough for any JSON error envelope),
+# and read: as much again as a secret reaches past them, so a key the cut would split is found
+# whole and redacted before the cut (see decode_body).
 MAX_ERROR_BODY = 16_384
+ERROR_BODY_READ = MAX_ERROR_BODY + SECRET_REACH
 # Characters of the upstream's own error message quoted in a ProviderError's message.
 MAX_ERROR_MESSAGE = 500
 
@@ -513,11 +516,21 @@ def _replaced_surrogates(value: Any) -> Any:
     return value
 
 
+def shown_data(data: str) -> str:
+    """What an error quotes of an event's ``data`` (a malformed chunk): its first 200
+    characters, redacted before the cut (a key across it is found whole, see
+    :data:`~switchpoint._messages.SECRET_REACH`)."""
+    return json_quoted(redact(data[:200 + SECRET_REACH]), 200)
+
+
 def decode_body(raw: bytes, secrets: Sequence[str] = ()) -> object:
-    """An upstream body as JSON when it is JSON, else as (truncated) text, with secrets
-    redacted (``secrets``: the credentials the request carried; see
-    :mod:`switchpoint._redact`)."""
-    raw = raw[:MAX_ERROR_BODY]
+    """An upstream body as JSON when it is JSON, else as text, with secrets redacted
+    (``secrets``: the credentials the request carried; see :mod:`switchpoint._redact`). A body
+    over :data:`MAX_ERROR_BODY` bytes (read to :data:`ERROR_BODY_READ`) is text cut to that
+    many characters once redacted, so a key it held across the cut leaves no part of it."""
+    if len(raw) > MAX_ERROR_BODY:
+        return redact(raw[:ERROR_BODY_READ].decode("utf-8", "replace"), secrets)[
+            :MAX_ERROR_BODY]
     try:
         body: object = upstream_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -554,7 +567,7 @@ def error_message(body: object, default: str) -> str:
             text = err
     elif isinstance(body, str) and body.strip():
         text = body.strip()
-    return redact(text[:MAX_ERROR_MESSAGE])
+    return redact(text[:MAX_ERROR_MESSAGE + SECRET_REACH])[:MAX_ERROR_MESSAGE]
 
 
 def answered_error(data: Mapping[str, Any], status: int, *,

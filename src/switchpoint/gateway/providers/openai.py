@@ -24,7 +24,7 @@ from contextlib import aclosing
 from typing import Any
 
 from switchpoint._messages import cut, json_quoted
-from switchpoint._redact import redact, remember
+from switchpoint._redact import remember
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     BadRequest,
@@ -44,6 +44,7 @@ from switchpoint.gateway.providers.base import (
     chunks_of,
     classify_stream_error,
     is_content_chunk,
+    shown_data,
     stream_of_answer,
     upstream_json,
 )
@@ -163,10 +164,10 @@ class OpenAIChunkDecoder:
             chunk = upstream_json(data)
         except (ValueError, RecursionError) as exc:
             raise StreamBroken(f"the upstream sent a malformed chunk ({cut(str(exc), 200)}): "
-                               f"{json_quoted(redact(data[:200]), 200)}", model=self.model) from exc
+                               f"{shown_data(data)}", model=self.model) from exc
         if not isinstance(chunk, dict):
             raise StreamBroken("the upstream sent a chunk that is not an object: "
-                               f"{json_quoted(redact(data[:200]), 200)}", model=self.model)
+                               f"{shown_data(data)}", model=self.model)
         if event.event == "error" or chunk.get("error"):
             raise classify_stream_error(chunk, model=self.model,
                                         after_first_byte=self._content_seen)
@@ -174,8 +175,8 @@ class OpenAIChunkDecoder:
         if problem is not None:
             # (It carries the chunk, whose usage, when it reports one, its try is charged.)
             raise StreamBroken(f"the upstream sent a malformed chunk ({problem}): "
-                               f"{json_quoted(redact(data[:200]), 200)}", model=self.model,
-                               body=chunk, after_first_byte=self._content_seen)
+                               f"{shown_data(data)}", model=self.model, body=chunk,
+                               after_first_byte=self._content_seen)
         self._content_seen = self._content_seen or is_content_chunk(chunk)
         return [chunk]
 
