@@ -33,6 +33,7 @@ from switchpoint.gateway.providers._http import ClientPool, post_json, read_capp
 from switchpoint.gateway.providers._transport import (
     CHECK_ADDRESSES,
     NAT64_PREFIXES,
+    HeadTooLarge,
     PooledTransport,
     RefusedAddress,
     checked_addresses,
@@ -633,6 +634,24 @@ def test_a_fresh_connection_closed_unanswered_is_not_tried_again() -> None:
     assert len(errors) == 2 and all("without sending a response" in e for e in errors)
     # the pooled connection's request, sent again once on a fresh one; then one fresh try
     assert reads == [2, 1, 1]
+
+
+def test_interim_answers_share_the_head_s_size_limit() -> None:
+    """An upstream sending interim answers one after another (``100 Continue``, 3,000 of them,
+    75 KB) is refused as a head over its limit, where their count had no bound but the read
+    timeout, every one of them parsed till it ran out."""
+    async def run() -> bytes:
+        upstream = RawUpstream(b"HTTP/1.1 100 Continue\r\n\r\n" * 3000
+                               + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        async with upstream as url, httpx.AsyncClient(transport=PooledTransport(),
+                                                      timeout=3) as client:
+            try:
+                return (await client.post(url, json=BODY)).content
+            finally:
+                upstream.parts.put_nowait(None)
+
+    with pytest.raises(HeadTooLarge, match="interim answers are over the limit of 65536"):
+        asyncio.run(run())
 
 
 def test_a_pooled_connection_hung_up_on_after_an_interim_answer_is_not_tried_again() -> None:

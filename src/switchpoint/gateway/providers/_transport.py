@@ -71,8 +71,8 @@ class _Unanswered(httpx.RemoteProtocolError):
 
 
 class HeadTooLarge(httpx.RemoteProtocolError):
-    """The upstream answered, but the head of its answer (status line and headers) is over
-    :data:`MAX_HEAD_BYTES`: the rest is not read."""
+    """The upstream answered, but the head of its answer (status line and headers, and those of
+    the interim 1xx answers before it) is over :data:`MAX_HEAD_BYTES`: the rest is not read."""
 
 
 class MalformedHead(httpx.RemoteProtocolError):
@@ -491,10 +491,15 @@ class PooledTransport(httpx.AsyncBaseTransport):
         """Status, reason, headers, framing, and whether the connection may serve another
         request (HTTP/1.1 unless ``Connection: close``; HTTP/1.0 only with ``keep-alive``)."""
         raw = b""  # (the last head read: an interim one, when the upstream hangs up after it)
+        heads = 0  # (bytes of the heads read, interim ones too: they share MAX_HEAD_BYTES)
         try:
             async with asyncio.timeout(_timeout(request, "read")):
                 while True:
                     raw = await conn.reader.readuntil(b"\r\n\r\n")
+                    heads += len(raw)
+                    if heads > MAX_HEAD_BYTES:  # (interim answers without end, one after another)
+                        raise HeadTooLarge(f"the response's interim answers are over the limit "
+                                           f"of {MAX_HEAD_BYTES} bytes", request=request)
                     status, reason, headers = _parse_head(raw, request)
                     http10 = raw.startswith(b"HTTP/1.0 ")
                     if status == 101:  # (no request here asks to switch protocols)
