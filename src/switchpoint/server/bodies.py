@@ -93,7 +93,7 @@ def parse_body(model: type[Body], raw: bytes) -> Body:
     """``raw`` as a ``model``; :class:`InvalidInputError` naming the field (``body`` for what
     is wrong with the JSON itself; the entry's path inside a field the model lists in its
     ``keyed_fields``, mappings keyed by the caller's names) otherwise."""
-    raw = _utf8(raw.removeprefix(_BOM))  # as the chat gateway's reader (Python's json) takes it
+    raw = _utf8(raw)  # as the chat gateway's reader (Python's json) takes it
     _check_text(raw, getattr(model, "keyed_fields", ()))
     try:
         return model.model_validate_json(raw or b"")
@@ -114,18 +114,22 @@ def says_nothing(raw: bytes) -> bool:
     after it, as :func:`parse_body` reads the text after one. Bytes that are no text in the
     encoding they begin in say something (and are refused as such)."""
     try:
-        return not _utf8(raw.removeprefix(_BOM)).strip()
+        return not _utf8(raw).strip()
     except InvalidInputError:
         return False
 
 
 def _utf8(raw: bytes) -> bytes:
-    """``raw`` in UTF-8: JSON text in UTF-16 or UTF-32 (which JSON allowed before RFC 8259, and
-    the chat gateway's reader takes) is re-encoded for pydantic's reader, which reads UTF-8
-    only (it called such a body "not valid JSON (expected value at line 1 column 1)")."""
+    """``raw`` in UTF-8, without the one byte order mark it may begin with: JSON text in UTF-16
+    or UTF-32 (which JSON allowed before RFC 8259, and the chat gateway's reader takes) is
+    re-encoded for pydantic's reader, which reads UTF-8 only (it called such a body "not valid
+    JSON (expected value at line 1 column 1)"). A second mark is text, which no JSON begins
+    with, as the chat gateway's reader finds: left in, it is refused as not valid JSON."""
     encoding = json.detect_encoding(raw)
     if encoding == "utf-8":
         return raw
+    if encoding == "utf-8-sig":
+        return raw[len(_BOM):]
     try:
         return raw.decode(encoding).encode("utf-8")
     except UnicodeDecodeError as exc:
