@@ -278,6 +278,28 @@ def test_a_request_with_both_a_length_and_chunks_is_refused_and_the_connection_c
     assert health_seconds(attacked) < 1.0
 
 
+@pytest.mark.parametrize("fold", [b"\r\n ", b"\r\n\t"])
+def test_a_header_folded_onto_a_second_line_is_refused_and_the_connection_closed(
+        attacked: Attacked, fold: bytes) -> None:
+    # Obsolete line folding: h11 joined the line to the one before it, so the admin token was
+    # read (a 200), while a proxy in front may read the line as a header of its own, or drop it.
+    token = attacked.admin["Authorization"].removeprefix("Bearer ").encode()
+    heads = [b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer" + fold + token
+             + b"\r\n\r\n",
+             # (a chunked body's trailer is read as header lines too)
+             b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"10\r\n" + b'{"prompt": "hi"}' + b"\r\n0\r\nX-Note: a" + fold + b"b\r\n\r\n"]
+    for head in heads:
+        sock = connect(attacked.port)
+        sock.sendall(head + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = read_until_closed(sock)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+        assert b"obsolete line folding" in answer and b"send each header on one line" in answer
+        assert answer.count(b"\r\n\r\n") == 1, answer  # the GET behind it got no answer
+        assert not answer.endswith(b"<still open>")
+
+
 def test_a_client_that_asks_before_sending_an_oversized_body_is_told_no_at_once(
         attacked: Attacked) -> None:
     # Expect: 100-continue asks whether to send the body: the answer to a declared length

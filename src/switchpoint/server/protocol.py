@@ -35,6 +35,9 @@ server:
   the app's own rule of a request's host, naming ``host``:
   :func:`switchpoint.server.hosts.malformed`); an HTTP/1.0 request framed with
   ``Transfer-Encoding``, which HTTP/1.0 does not have, is one too (RFC 9112 §6.1).
+- **one line per header**: a header line folded into the one before it (a line beginning with
+  a space or tab: obsolete line folding), which h11 would join to it while a proxy in front
+  may read it as a header of its own, is a 400 saying so, and its connection closes.
 - **the versions it speaks**: a request line naming another HTTP version than 1.1 or 1.0
   (``HTTP/1.2``, ``HTTP/2.0``, which h11 reads and answered as 1.1) is a 505 naming
   ``http-version``.
@@ -62,6 +65,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import h11
+from h11._receivebuffer import ReceiveBuffer
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from switchpoint.server.hosts import MANY_HOSTS, NO_HOST
@@ -178,6 +182,26 @@ def _long_chunk_line(limit: int) -> str:
             "server.max_header_bytes")
 
 
+# A header line beginning with a space or tab, which continues the line before it (obsolete line
+# folding): h11 joins the two, but a proxy in front may read the line as a header of its own, or
+# drop it, so the two would act on different headers (an Authorization, a Transfer-Encoding).
+# RFC 9112 §5.2 has a server refuse it, or join it as h11 does; refused, it is told at once.
+_FOLDED = ("a header line begins with a space or tab, continuing the line before it (obsolete "
+           "line folding, RFC 9112 section 5.2); send each header on one line")
+
+
+class _UnfoldedLines(ReceiveBuffer):
+    """h11's receive buffer, refusing a request head, or a chunked body's trailer, that folds a
+    header line (:data:`_FOLDED`)."""
+
+    def maybe_extract_lines(self) -> list[bytearray] | None:
+        lines = super().maybe_extract_lines()
+        # (a head's first line is the request line, which h11 refuses beginning so)
+        if lines is not None and any(line.startswith((b" ", b"\t")) for line in lines[1:]):
+            raise h11.RemoteProtocolError(_FOLDED, error_status_hint=400)
+        return lines
+
+
 class _Connection(h11.Connection):
     """h11's connection, refusing a request head over ``max_head`` bytes even when it arrives
     whole (h11 itself only bounds a head that is still incomplete, and calls a chunk-size line
@@ -186,10 +210,12 @@ class _Connection(h11.Connection):
     connection open). ``error_reason`` keeps what was wrong, for the 400 to say (uvicorn's
     own says only "Invalid HTTP request received."), and ``error_param`` what it names, when
     a rule of the app's says it in its own words (a ``Host`` given more than once, or none
-    over HTTP/1.1)."""
+    over HTTP/1.1). A header line folded into the one before it is refused too
+    (:class:`_UnfoldedLines`)."""
 
     def __init__(self, max_head: int) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
+        self._receive_buffer = _UnfoldedLines()
         self.max_head = max_head
         self.error_status: int | None = None
         self.error_reason: str | None = None  # what the 400 says, when this layer knows
