@@ -157,11 +157,23 @@ def test_an_absolute_target_is_checked_by_the_host_it_names(attacked: Attacked) 
                             + b" HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 200 "), (target, status, body)
         assert "uptime_seconds" in json.loads(body)
-    status, body = _raw(attacked.port, b"GET http://user@localhost/health HTTP/1.1\r\n"
-                        b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
-    assert status.startswith(b"HTTP/1.1 403 "), status
-    assert ('names "user@localhost" as its host in its Host header or request target, which '
-            "is not a host name") in json.loads(body)["error"]["message"]
+
+
+@pytest.mark.parametrize("userinfo", [b"user:sekrit-password-42", b"tok-0123456789abcdef"])
+def test_a_host_after_a_user_and_password_is_refused_without_repeating_them(
+        attacked: Attacked, userinfo: bytes) -> None:
+    # The refusal quoted the URL's user and password (or a token sent as the user) whole, in
+    # the answer and so in the client's or a proxy's log of it.
+    for head in (b"GET http://" + userinfo + b"@localhost/health HTTP/1.1\r\nHost: 127.0.0.1",
+                 b"GET /health HTTP/1.1\r\nHost: " + userinfo + b"@localhost"):
+        status, body = _raw(attacked.port, head + b"\r\nConnection: close\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 403 "), status
+        assert userinfo.split(b":")[-1] not in body, body
+        error = json.loads(body)["error"]
+        assert error["param"] == "host", error
+        assert ('names "[REDACTED]@localhost" as its host in its Host header or request '
+                "target: a user, and perhaps a password (not repeated here), before a "
+                "host") in error["message"], error
 
 
 def test_a_request_without_a_host_is_served(attacked: Attacked) -> None:

@@ -107,6 +107,18 @@ def test_two_origin_headers_are_refused(attacked: Attacked) -> None:
     assert b"the header is given 2 times" in body
 
 
+@pytest.mark.parametrize(("origin", "shown"), [
+    ("https://user:sekrit-password-42@evil.example", "https://user:[REDACTED]@evil.example"),
+    ("https://tok-0123456789abcdef@evil.example", "https://[REDACTED]@evil.example")])
+def test_an_origin_carrying_a_password_is_refused_without_repeating_it(
+        attacked: Attacked, origin: str, shown: str) -> None:
+    # The refusal quoted it whole, in the answer and so in the client's or a proxy's log of it.
+    r = httpx.get(f"{attacked.base}/health", headers={"origin": origin}, timeout=30)
+    assert r.status_code == 403, r.text
+    assert origin.split("@")[0][-12:] not in r.text
+    assert f"a web page of {json.dumps(shown)}" in r.json()["error"]["message"]
+
+
 def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacked) -> None:
     document = httpx.get(f"{attacked.base}/openapi.json", timeout=30).json()
     operations = [(path, method, op) for path, item in document["paths"].items()

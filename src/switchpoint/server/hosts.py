@@ -44,6 +44,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from switchpoint._messages import json_quoted, listed_names
+from switchpoint._redact import MASK
 from switchpoint.config import host_name
 from switchpoint.server.errors import document_refusal
 from switchpoint.server.exposure import is_loopback
@@ -128,7 +129,7 @@ def malformed(hosts: list[str], http_version: str, in_target: bool = False) -> s
     if len(hosts) > 1:
         return MANY_HOSTS
     if hosts and "," in hosts[0]:
-        shown = json_quoted(shown_text(hosts[0]), 100)
+        shown = _shown(hosts[0])
         return (f"host: the request's Host header {shown} lists more than one host (a comma "
                 "between them, as a proxy joins a header given more than once); a request "
                 f"names one host, and which of them it is for would be anyone's guess. {_SEND_ONE}")
@@ -152,8 +153,13 @@ def refusal(hosts: list[str], allowed: frozenset[str]) -> str | None:
     name = _name(host)
     lists = ("lists none" if not allowed
              else "lists " + listed_names(sorted(allowed), most=5, quoted=True))
-    shown = json_quoted(shown_text(host), 100)
-    if name is None:
+    shown = _shown(host)
+    if name is None and "@" in host:
+        what = (f"host: the request names {shown} as its host {_WHERE}: a user, and perhaps "
+                "a password (not repeated here), before a host, which a request's host does "
+                "not carry (send a credential in the Authorization header)")
+        allow = ""
+    elif name is None:
         what = (f"host: the request names {shown} as its host {_WHERE}, "
                 "which is not a host name or an IP address, with a port or without one "
                 "(host[:port])")
@@ -167,6 +173,15 @@ def refusal(hosts: list[str], allowed: frozenset[str]) -> str | None:
     return (f"{what}, so it is refused: a web page may point a name of its own at this machine "
             "(DNS rebinding) to read and call the service. Reach the service as localhost or "
             f"127.0.0.1{allow}")
+
+
+def _shown(host: str) -> str:
+    """A Host header's value ``host`` as a refusal quotes it (:func:`shown_text`), what comes
+    before an ``@`` masked: a URL's user and password (``http://user:password@host/``, a target
+    in absolute form, whose host is read as the header's), which the answer, and the client's
+    or a proxy's log of it, must not repeat."""
+    _, at, rest = host.rpartition("@")
+    return json_quoted(shown_text(f"{MASK}@{rest}" if at else host), 100)
 
 
 def _name(host: str) -> str | None:
