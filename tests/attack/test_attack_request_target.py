@@ -420,6 +420,26 @@ def test_a_target_whose_escapes_are_utf8_is_read_as_utf8(attacked: Attacked) -> 
     assert (error["param"], error["message"].split(" is ")[0]) == ("model", 'model: "été"'), error
 
 
+_PASTED = "sk-proj-0123456789abcdefghijKLMN"  # (an upstream key, shaped as OpenAI's)
+
+
+@pytest.mark.parametrize(("target", "param"), [
+    (f"/v1/models#{_PASTED}".encode(), "request-target"),
+    (f"/health?api_key=x{_PASTED}#".encode(), "request-target"),
+    (f"http:///v1/models?key={_PASTED}".encode(), "request-target"),
+    (f"health?token={_PASTED}".encode(), "request-target"),
+    (f"/v1/models/%FF{_PASTED}".encode(), "request-target"),
+    (f"/health?{_PASTED}=%FF".encode(), "sk-[REDACTED]")])
+def test_a_refused_target_does_not_repeat_a_key_it_holds(attacked: Attacked, target: bytes,
+                                                         param: str) -> None:
+    # The 404 and the access log redacted such a key; these refusals quoted it whole.
+    status, body = _get(attacked.port, target)
+    assert status.startswith(b"HTTP/1.1 400 "), (status, body)
+    error = json.loads(body)["error"]
+    assert error["param"] == param, error
+    assert "0123456789abcdef" not in body.decode() and "[REDACTED]" in error["message"], error
+
+
 def test_the_api_document_lists_the_refusal_on_every_operation(attacked: Attacked) -> None:
     document = httpx.get(f"{attacked.base}/openapi.json", timeout=30).json()
     operations = [(path, method, op) for path, item in document["paths"].items()

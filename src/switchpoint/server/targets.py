@@ -10,7 +10,7 @@ wherever it gives it, and the routes read its path; under any server (uvicorn's 
 hands the URL on whole, as the path, which no route matches), and below the root path a server
 is given (``uvicorn --root-path /api`` puts it before the URL, ``/apihttp://host/path``, as
 before a path). One that names no host (``http:///v1/models``) is refused. A refused target is
-shown as the client sent it, without that root path.
+shown as the client sent it, without that root path, a credential it holds redacted.
 
 A ``#`` begins a URL's fragment, which a client keeps to itself: one sent raw is part of no
 path or query, yet the server hands it on as one (``?x=1#frag`` is read as x = ``1#frag``), so
@@ -46,6 +46,7 @@ from urllib.parse import unquote, unquote_to_bytes
 from starlette.types import Scope
 
 from switchpoint._messages import MAX_FIELD, cut, json_quoted, printable
+from switchpoint._redact import redact, redact_url
 from switchpoint.server.errors import ErrorAnswer, document_refusal
 from switchpoint.server.hosts import MALFORMED_DOC, malformed
 
@@ -109,9 +110,9 @@ def _origin_form(scope: Scope, root: bytes, target: bytes) -> tuple[Scope, str |
     if not origin.startswith(b"/"):
         origin = b"/" + origin
     if not host:
-        return scope, (f"{TARGET}: the request target {json_quoted(target.decode('latin-1'), 100)}"
+        return scope, (f"{TARGET}: the request target {_quoted(target.decode('latin-1'))}"
                        " names no host after its http:// (a URL needs one); send the path "
-                       f"alone, as {json_quoted(origin.decode('latin-1'), 100)}, or the URL "
+                       f"alone, as {_quoted(origin.decode('latin-1'))}, or the URL "
                        "with its host")
     path, _, query = origin.partition(b"?")
     raw_path = root + path
@@ -125,7 +126,7 @@ def refusal(scope: Scope) -> str | None:
     target = _root_and_target(scope)[1]
     if b"#" not in target:
         return None
-    return (f"{TARGET}: the request target {json_quoted(target.decode('latin-1'), 100)}"
+    return (f"{TARGET}: the request target {_quoted(target.decode('latin-1'))}"
             " holds a \"#\", which begins a URL's fragment: a client keeps the fragment to "
             "itself, so a \"#\" sent is part of no path or query value. Send the target "
             "without the fragment, and write a \"#\" a value holds as %23")
@@ -134,9 +135,9 @@ def refusal(scope: Scope) -> str | None:
 def _no_path(target: bytes) -> str:
     """Why ``target``, neither a path nor a URL (``health``), is refused."""
     sent = target.decode("latin-1")
-    return (f"{TARGET}: the request target {json_quoted(sent, 100)} is neither a path, which "
+    return (f"{TARGET}: the request target {_quoted(sent)} is neither a path, which "
             "begins with \"/\", nor a URL (http://host/path); send the path, as "
-            f"{json_quoted('/' + sent, 100)}")
+            f"{_quoted('/' + sent)}")
 
 
 def _not_utf8(target: bytes) -> tuple[str, str] | None:
@@ -156,7 +157,7 @@ def _not_utf8(target: bytes) -> tuple[str, str] | None:
         if _undecodable(value):
             # (named as an unknown parameter is: cut, and shown as a terminal would print it)
             read = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8")
-            param = printable(cut(read, MAX_FIELD)) or "query"
+            param = printable(cut(redact(read), MAX_FIELD)) or "query"
             return param, (f"{param}: the value {_shown(value)} is not UTF-8 text once its "
                            f"%-escapes are read. {_UTF8_ADVICE}")
     return None
@@ -183,7 +184,15 @@ def _undecodable(part: bytes) -> bool:
 def _shown(part: bytes) -> str:
     """``part`` of a target as a refusal quotes it: as sent, a byte that is not ASCII written
     as ``\\xff``."""
-    return json_quoted(part.decode("ascii", "backslashreplace"), 100)
+    return _quoted(part.decode("ascii", "backslashreplace"))
+
+
+def _quoted(text: str) -> str:
+    """``text``, a request target or a part of one, as a refusal quotes it: a credential a
+    client put there (a key pasted in the path, ``?api_key=...``, a URL's password) redacted,
+    as the access log and a 404 redact it (:func:`~switchpoint._redact.redact_url`), at most
+    100 characters."""
+    return json_quoted(redact_url(text), 100)
 
 
 def _whole_service(method: str) -> str:
