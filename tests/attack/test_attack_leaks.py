@@ -148,6 +148,26 @@ def test_a_config_refused_for_a_key_in_the_wrong_place_does_not_print_it(
     assert PASTED not in r.text and "[REDACTED]" in r.text
 
 
+SHORT_KEY = "sk-proj-0123456789abcdefghijKLMN"  # (quoted whole: the longer one is cut short)
+
+
+@pytest.mark.parametrize(("header", "value"), [
+    ("host", f"{SHORT_KEY}.example"), ("host", f"{SHORT_KEY}:x"),
+    ("origin", f"https://{SHORT_KEY}.example"),
+    ("origin", "https://user:sekrit-password-42@evil.example"),
+    ("content-encoding", SHORT_KEY)])
+def test_a_key_pasted_in_a_header_a_guard_refuses_is_not_repeated(
+        attacked: Attacked, header: str, value: str) -> None:
+    # The refusals of a request's host, origin or body encoding (given before any route reads
+    # it) quoted the header whole, where every other error is redacted.
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi"),
+                   headers={header: value}, timeout=15)
+    assert r.status_code in (403, 415), r.text
+    assert r.json()["error"]["param"] == header
+    assert "[REDACTED]" in r.text
+    assert "0123456789abcdef" not in r.text and "sekrit" not in r.text
+
+
 def test_a_key_pasted_in_a_feedback_comment_is_kept_redacted(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     # A comment is stored with the feedback and shown back: a key pasted into it was kept

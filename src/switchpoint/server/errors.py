@@ -98,7 +98,13 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
     message and ``param`` redacted and cut short: an error may quote what the caller sent (a
     model name, a list of candidates, a field's name, which is any string the client sent),
     and a secret pasted there is not repeated, nor a megabyte of it."""
-    answer = _answer_for(exc)
+    return redacted(_answer_for(exc))
+
+
+def redacted(answer: ErrorAnswer) -> ErrorAnswer:
+    """``answer`` with its message and ``param`` redacted and cut short, as every error answer
+    goes out (:func:`answer_for`'s, and a guard's refusal of a request's target or headers,
+    which quotes what the client sent there: a key pasted in a ``Host`` or an ``Origin``)."""
     param = None if answer.param is None else cut(redact(answer.param), MAX_PARAM)
     return replace(answer, message=cut(redact(answer.message), MAX_MESSAGE), param=param)
 

@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from switchpoint._messages import json_quoted, people_number
 from switchpoint.gateway.body_size import PROMPT_ADVICE, too_large
 from switchpoint.server.body_buffer import BodyBuffer
-from switchpoint.server.errors import ErrorAnswer, document_refusal, is_openai_path
+from switchpoint.server.errors import ErrorAnswer, document_refusal, is_openai_path, redacted
 from switchpoint.server.header_text import shown_text
 from switchpoint.server.paths import app_path
 
@@ -326,7 +326,9 @@ def document_bodies(schema: dict[str, Any]) -> dict[str, Any]:
 async def send_error(send: Send, answer: ErrorAnswer, path: str,
                 extra: list[tuple[bytes, bytes]]) -> None:
     """Send ``answer``, with the headers ``extra``, in the envelope of ``path`` (the path as
-    the app reads it: :func:`~switchpoint.server.paths.app_path`), closing the connection."""
+    the app reads it: :func:`~switchpoint.server.paths.app_path`), closing the connection; its
+    message and param redacted (:func:`~switchpoint.server.errors.redacted`)."""
+    answer = redacted(answer)
     payload = json.dumps(answer.openai() if is_openai_path(path) else answer.body(),
                          separators=(",", ":")).encode()
     await send({"type": "http.response.start", "status": answer.status, "headers": [

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 from switchpoint._messages import json_quoted, listed_names
-from switchpoint._redact import redact_url
 from switchpoint.server.errors import document_refusal
 from switchpoint.server.header_text import shown_text
 
@@ -38,8 +37,7 @@ def refusal(origins: list[str], allowed: frozenset[str]) -> str | None:
                 "naming the page the request comes from")
     lists = ("lists " + listed_names(sorted(allowed), most=5, quoted=True) if allowed
              else "lists none: CORS is off")
-    # (a URL's password, or a token sent as its user, not repeated: no browser sends one)
-    shown = json_quoted(redact_url(shown_text(origins[0])), 100)
+    shown = json_quoted(shown_text(origins[0]), 100)
     return (f"origin: the request comes from a web page of {shown}, "
             f"an origin cors.allow_origins does not list (it {lists}), so it is refused: a "
             "page open in a browser may not call the models, teach the router or change the "
