@@ -300,6 +300,41 @@ def test_a_header_folded_onto_a_second_line_is_refused_and_the_connection_closed
         assert not answer.endswith(b"<still open>")
 
 
+def _chunked(body: bytes, size: int) -> bytes:
+    return b"".join(b"%x\r\n" % len(body[i:i + size]) + body[i:i + size] + b"\r\n"
+                    for i in range(0, len(body), size)) + b"0\r\n\r\n"
+
+
+def test_a_body_in_chunks_too_small_to_read_is_refused_and_the_connection_closed(
+        attacked: Attacked) -> None:
+    # A chunk costs h11 as much to read as tens of kilobytes sent whole: a 200 KB body of
+    # one-byte chunks held the event loop, every connection's, for about 4 s.
+    body = b'{"prompt": "' + b"a" * 4000 + b'"}'
+    head = (b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    sock = connect(attacked.port)
+    sock.sendall(head + _chunked(body, 1) + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert not answer.endswith(b"<still open>")
+    assert answer.count(b"\r\n\r\n") == 1, answer  # the GET behind it got no answer
+    error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    assert error["message"] == (
+        "not a valid HTTP/1.1 request: the request body comes in chunks too small to read: "
+        "1016 chunks for its first 1015 bytes, where past 1000 chunks a body may have one for "
+        "each 64 bytes (each chunk costs the server as much to read as many bytes do); send it "
+        "in larger chunks, or with Content-Length"), error
+    # Small chunks are read: a thousand of any size, and one for each 64 bytes past them.
+    big = b'{"prompt": "' + b"a" * 70_000 + b'"}'
+    for chunked in (_chunked(body, 4), _chunked(big, 64)):
+        sock = connect(attacked.port)
+        sock.sendall(head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") + chunked)
+        answer = read_until_closed(sock)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+
 def test_a_client_that_asks_before_sending_an_oversized_body_is_told_no_at_once(
         attacked: Attacked) -> None:
     # Expect: 100-continue asks whether to send the body: the answer to a declared length

@@ -35,6 +35,11 @@ server:
   the app's own rule of a request's host, naming ``host``:
   :func:`switchpoint.server.hosts.malformed`); an HTTP/1.0 request framed with
   ``Transfer-Encoding``, which HTTP/1.0 does not have, is one too (RFC 9112 §6.1).
+- **chunks worth reading**: reading a chunk costs h11 about as much as reading tens of kilobytes
+  of a body sent whole, so a body of one-byte chunks held the event loop (every connection's)
+  for seconds. Past its first :data:`FREE_CHUNKS` chunks, a chunked body may have one chunk
+  for each :data:`MIN_CHUNK_BYTES` bytes of it; one with more is a 400 saying so, and its
+  connection closes.
 - **one line per header**: a header line folded into the one before it (a line beginning with
   a space or tab: obsolete line folding), which h11 would join to it while a proxy in front
   may read it as a header of its own, is a 400 saying so, and its connection closes.
@@ -78,6 +83,8 @@ _BUSY = "busy"  # the app is answering
 
 
 LINGER_BYTES = 64 << 20  # what a connection closing in stages drops unread before it closes
+FREE_CHUNKS = 1_000  # the chunks any chunked body may have, however small
+MIN_CHUNK_BYTES = 64  # past them, a chunk for each this many bytes of the body
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,14 @@ _CHUNKED_1_0 = ("transfer-encoding: an HTTP/1.0 request gives Transfer-Encoding,
                 "or send the request as HTTP/1.1")
 
 
+def _small_chunks(chunks: int, size: int) -> str:
+    """Why a chunked body whose ``chunks``-th chunk starts after ``size`` bytes is refused."""
+    return (f"the request body comes in chunks too small to read: {chunks} chunks for its first "
+            f"{size} bytes, where past {FREE_CHUNKS} chunks a body may have one for each "
+            f"{MIN_CHUNK_BYTES} bytes (each chunk costs the server as much to read as many "
+            "bytes do); send it in larger chunks, or with Content-Length")
+
+
 def _long_chunk_line(limit: int) -> str:
     """Why a chunked body whose chunk-size line (or trailer) runs past ``limit`` bytes is
     refused: h11 reads each whole before it reads on, so it is bounded as a head is."""
@@ -220,6 +235,8 @@ class _Connection(h11.Connection):
         self.error_status: int | None = None
         self.error_reason: str | None = None  # what the 400 says, when this layer knows
         self.error_param: str | None = None
+        self.chunks = 0  # the chunks of the request's body so far, and the bytes before them
+        self.chunked_bytes = 0
 
     def next_event(self) -> Any:
         in_body = self.their_state is h11.SEND_BODY
@@ -235,7 +252,15 @@ class _Connection(h11.Connection):
                 # (h11 bounds any incomplete line by the head's limit, and calls it a 431)
                 self.error_status, self.error_reason = 400, _long_chunk_line(self.max_head)
             raise
-        if type(event) is h11.Request:
+        if type(event) is h11.Data:
+            if event.chunk_start:
+                self.chunks += 1
+                if self.chunks > FREE_CHUNKS + self.chunked_bytes // MIN_CHUNK_BYTES:
+                    self.error_reason = _small_chunks(self.chunks, self.chunked_bytes)
+                    raise h11.RemoteProtocolError(self.error_reason, error_status_hint=400)
+            self.chunked_bytes += len(event.data)
+        elif type(event) is h11.Request:
+            self.chunks = self.chunked_bytes = 0
             size = len(event.method) + len(event.target) + 12 + sum(
                 len(name) + len(value) + 4 for name, value in event.headers)
             if size > self.max_head:
