@@ -13,6 +13,7 @@ from switchpoint._json import nests_deeper
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.parsing import parse_chat_body
 from switchpoint.server.bodies import parse_body
+from switchpoint.server.routes.governance import KeyCreate
 from switchpoint.server.schemas import RouteRequest
 
 
@@ -81,6 +82,25 @@ def test_a_number_a_float_holds_only_as_0_is_named_by_its_field(literal: bytes) 
     assert (caught.value.field, str(caught.value)) == (
         "messages", f"messages[0].x[0]: {shown} {TOO_SMALL}")
     assert refusal(literal) == ("body", f"body: {shown} {TOO_SMALL}")
+
+
+def test_a_number_a_float_holds_only_as_0_in_a_whole_number_field_is_told_it_is_no_integer(
+        ) -> None:
+    # It was told to "write 0, or a number of at least 1e-300", which such a field refuses too
+    # (max_tokens, rpm: from 1), where 1.0 there is told "must be an integer, got 1.0".
+    for field in ("max_tokens", "n", "seed"):
+        with pytest.raises(InvalidInputError) as caught:
+            parse_chat_body(b'{"model": "auto", "messages": [{"role": "user", "content": '
+                            b'"hi"}], "' + field.encode() + b'": 1e-400}')
+        assert (caught.value.field, str(caught.value)) == (
+            field, f"{field}: must be an integer, got 1e-400")
+    with pytest.raises(InvalidInputError) as caught:
+        parse_body(KeyCreate, b'{"tenant": "acme", "rpm": 1e-400}')
+    assert (caught.value.field, str(caught.value)) == ("rpm", "rpm: must be an integer, got 1e-400")
+    # A field that takes any number (or an entry of one) is told as before.
+    with pytest.raises(InvalidInputError) as caught:
+        parse_body(KeyCreate, b'{"tenant": "acme", "cost_weight": 1e-400}')
+    assert str(caught.value) == f"cost_weight: 1e-400 {TOO_SMALL}"
 
 
 @pytest.mark.parametrize("literal", [b"0", b"0.0", b"-0e-400", b"0e999", b"1e-300", b"1e-99",

@@ -31,11 +31,12 @@ dict returned is the body as the client wrote it, minus the gateway's own fields
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -923,17 +924,38 @@ def unheld_number(raw: bytes | str) -> tuple[tuple[str | int, ...], str] | None:
     return None
 
 
-def unheld_reason(text: str) -> str:
+def unheld_reason(text: str, whole: bool = False) -> str:
     """Why a body's number written ``text``, which no float holds as written
     (:func:`unheld_number`), is refused, as a message goes on after the field that holds it
-    (``body`` when none can be named: the body is the number, or no JSON follows it)."""
+    (``body`` when none can be named: the body is the number, or no JSON follows it). In a
+    field that takes ``whole`` numbers alone (:func:`whole_number_fields`), a number that is
+    not 0 yet reads as 0 (``1e-400``) is told it is no integer, as ``1.0`` is there, not to
+    write 0, which such a field may refuse too (``max_tokens``)."""
     if too_long(text):
         return (f"must be a finite number, got an integer of {len(text.lstrip('-'))} digits, "
                 f"{PAST_FLOATS}")
     value = float(text)
     if value == 0:
-        return f"{cut(text, 40)} {TOO_SMALL}"
+        return (f"must be an integer, got {cut(text, 40)}" if whole
+                else f"{cut(text, 40)} {TOO_SMALL}")
     return not_finite_reason(value)
+
+
+@functools.cache
+def whole_number_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` that take whole numbers alone (an int, or null), where a number
+    that is not 0 yet reads as 0 is told it is no integer (:func:`unheld_reason`)."""
+    def integer(kind: object) -> bool:
+        return kind is int or (get_origin(kind) is Annotated and get_args(kind)[0] is int)
+
+    fields = set()
+    for name, field in model.model_fields.items():
+        kinds = (get_args(field.annotation) if get_origin(field.annotation) is Union
+                 else (field.annotation,))
+        taken = [kind for kind in kinds if kind is not type(None)]
+        if taken and all(integer(kind) for kind in taken):
+            fields.add(name)
+    return frozenset(fields)
 
 
 def _name_the_field(raw: bytes) -> None:
@@ -942,7 +964,8 @@ def _name_the_field(raw: bytes) -> None:
     found = unheld_number(raw)
     if found is not None and found[0]:
         path = key_path(found[0], "body")
-        raise _invalid_at(path, unheld_reason(found[1]))
+        whole = len(found[0]) == 1 and found[0][0] in whole_number_fields(ChatRequest)
+        raise _invalid_at(path, unheld_reason(found[1], whole))
 
 
 def check_embedded_json(value: object, where: str) -> None:

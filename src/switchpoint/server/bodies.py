@@ -53,6 +53,7 @@ from switchpoint.gateway.parsing import (
     check_depth,
     unheld_number,
     unheld_reason,
+    whole_number_fields,
 )
 from switchpoint.server.errors import document_refusal, operations, shown_path
 from switchpoint.server.head import sent_method
@@ -94,7 +95,7 @@ def parse_body(model: type[Body], raw: bytes) -> Body:
     is wrong with the JSON itself; the entry's path inside a field the model lists in its
     ``keyed_fields``, mappings keyed by the caller's names) otherwise."""
     raw = _utf8(raw)  # as the chat gateway's reader (Python's json) takes it
-    _check_text(raw, getattr(model, "keyed_fields", ()))
+    _check_text(raw, getattr(model, "keyed_fields", ()), whole_number_fields(model))
     try:
         return model.model_validate_json(raw or b"")
     except ValidationError as exc:
@@ -137,7 +138,7 @@ def _utf8(raw: bytes) -> bytes:
                                         f"at byte {exc.start}); send the JSON as UTF-8") from None
 
 
-def _check_text(raw: bytes, keyed: Collection[str]) -> None:
+def _check_text(raw: bytes, keyed: Collection[str], whole: Collection[str] = ()) -> None:
     """Raise for a key written twice, nesting deeper than
     :data:`~switchpoint.gateway.parsing.MAX_DEPTH` levels (by the chat gateway's own rule,
     :func:`~switchpoint.gateway.parsing.check_depth`), a number no float holds
@@ -149,7 +150,7 @@ def _check_text(raw: bytes, keyed: Collection[str]) -> None:
     except DuplicateKeyError as exc:
         raise InvalidInputError("body", exc.msg) from None
     except _UnheldError as exc:  # (pydantic's reader: "not valid JSON (number out of range)",
-        raise _unheld(raw, str(exc), keyed) from None  # or 1e-400 read as 0)
+        raise _unheld(raw, str(exc), keyed, whole) from None  # or 1e-400 read as 0)
     except RecursionError:  # (deeper than Python's reader goes, far past MAX_DEPTH)
         raise InvalidInputError("body", TOO_DEEP) from None
     except ValueError:
@@ -187,18 +188,21 @@ def _finite_body(raw: bytes) -> None:
         raise InvalidInputError("body", not_finite_reason(value))
 
 
-def _unheld(raw: bytes, text: str, keyed: Collection[str]) -> InvalidInputError:
+def _unheld(raw: bytes, text: str, keyed: Collection[str],
+            whole: Collection[str] = ()) -> InvalidInputError:
     """The error for the body ``raw``, which holds the number written ``text`` that no float
     holds as written: naming the field that holds it (its path, the entry's inside a field of
     ``keyed``, as :func:`~switchpoint._messages.invalid_from_validation` names one), read
-    anew to find it; the body, when none can be named."""
+    anew to find it, told as a field of ``whole`` numbers is (:func:`unheld_reason`); the body,
+    when none can be named."""
     found = unheld_number(raw)
     if found is None or not found[0]:
         return InvalidInputError("body", unheld_reason(text))
     loc, text = found
     path = key_path(loc, "body")
     field = loc[0] if isinstance(loc[0], str) else "body"  # (an index: the body is an array)
-    return invalid_at(entry_param(field, path, keyed), path, unheld_reason(text))
+    return invalid_at(entry_param(field, path, keyed), path,
+                      unheld_reason(text, len(loc) == 1 and field in whole))
 
 
 #: How the API document describes :func:`no_body`'s refusal, for a route that takes no body.
