@@ -306,6 +306,21 @@ def test_a_lone_surrogate_is_named_on_every_route(attacked: Attacked, path: str,
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/route"])
+def test_a_surrogate_written_as_utf8_bytes_is_refused_on_every_route(
+        attacked: Attacked, fake: FakeProviderProcess, path: str) -> None:
+    # Bytes ED A0 80 (U+D800 encoded as if it were a character) are not UTF-8: the chat
+    # gateway's reader let them through as a lone surrogate, and the request failed with a 500
+    # (UnicodeEncodeError) as it was sent upstream.
+    body = VALID if path == "/v1/chat/completions" else b'{"prompt": "hi"}'
+    r = httpx.post(f"{attacked.base}{path}", content=body.replace(b'"hi"', b'"h\xed\xa0\x80i"'),
+                   timeout=10)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "body", error
+    assert fake.requests() == []
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/route"])
 def test_a_body_starting_with_a_byte_order_mark_is_read_on_every_route(attacked: Attacked,
                                                                        path: str) -> None:
     # Some clients (Windows tools) write one; the chat gateway read such a body while the

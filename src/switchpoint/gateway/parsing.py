@@ -274,8 +274,9 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
         raise InvalidInputError("body", 'is empty; send a JSON object such as {"model": "auto", '
                                         '"messages": [{"role": "user", "content": "..."}]}')
     try:
-        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float,
-                          parse_int=_finite_int, object_pairs_hook=unique_keys)
+        # (decoded strictly: Python's json reader lets a surrogate written as UTF-8 bytes,
+        # ED A0 80, through as a lone surrogate, which is no text and failed the request later)
+        data = _CHAT_READER.decode(raw.decode(json.detect_encoding(raw)))
     except DuplicateKeyError as exc:
         raise InvalidInputError("body", exc.msg) from None
     except _UnheldError as exc:
@@ -878,6 +879,12 @@ def _finite_int(text: str) -> int:
     if too_long(text):  # (more digits than int() reads)
         raise _UnheldError(text)
     return int(text)
+
+
+# The chat body's reader: finite numbers, no constant, a key written once in each object. (A
+# reader, given the text: json.loads would decode bytes letting surrogates through.)
+_CHAT_READER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float,
+                                parse_int=_finite_int, object_pairs_hook=unique_keys)
 
 
 class _Unheld:
