@@ -136,6 +136,22 @@ def test_deep_tool_arguments_for_an_anthropic_model_are_refused_by_name(
     assert shallow.status_code == 200, shallow.text
 
 
+@pytest.mark.parametrize(("arguments", "told"), [
+    ('{"city": "Paris", "city": "Lyon"}', 'the key "city" is written twice in one object'),
+    ('{"x": 1e-400}', "1e-400 is too small a number to be told from 0")])
+def test_tool_arguments_an_anthropic_model_would_read_otherwise_are_refused_by_name(
+        attacked: Attacked, fake: FakeProviderProcess, arguments: str, told: str) -> None:
+    # The Anthropic adapter sends the arguments as structure: they were read as Python's json
+    # reads them, the last of two keys kept and 1e-400 as 0, where the body's reader refuses
+    # both (a filter in front, or another model's reader, would take the other value).
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=tool_history(arguments),
+                   timeout=15)
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert f"messages[1].tool_calls[0].function.arguments: {told}" in message, message
+    assert not fake.requests()
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_answer_nested_too_deep_to_relay_fails_over(attacked: Attacked,
                                                        stream: bool) -> None:

@@ -975,6 +975,22 @@ def _name_the_field(raw: bytes) -> None:
         raise _invalid_at(path, unheld_reason(found[1], whole))
 
 
+def read_embedded_json(text: str, where: str) -> Any:
+    """JSON ``text`` the body carries as a string (a tool call's ``arguments``) read as an
+    adapter that sends it as structure reads it, by the body's own reader: a key written twice
+    in one object (which JSON readers take differently: the structure sent would hold one of
+    the two) or a number no float holds as written is an :class:`InvalidInputError` naming
+    ``where``; text that is not JSON a ``ValueError``; then :func:`check_embedded_json`."""
+    try:
+        value = _CHAT_READER.decode(text)
+    except DuplicateKeyError as exc:
+        raise invalid_at(_top(where), where, exc.msg) from None
+    except _UnheldError as exc:
+        raise invalid_at(_top(where), where, unheld_reason(exc.text)) from None
+    check_embedded_json(value, where)
+    return value
+
+
 def check_embedded_json(value: object, where: str) -> None:
     """A JSON value the gateway passes on besides the body (a tool call's ``arguments``, which
     the body carries as text and an adapter sends as structure; an upstream's answer), held to

@@ -94,6 +94,7 @@ from switchpoint.gateway.parsing import (
     ROLES,
     TOOL_CHOICE_MODES,
     check_embedded_json,
+    read_embedded_json,
     stop_sequences,
 )
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
@@ -236,9 +237,12 @@ def _tool_use(block_id: str, fn: Mapping[str, Any], where: str) -> dict[str, Any
     raw_args = fn.get("arguments") or "{}"
     arguments = f"{where}.arguments"
     try:
-        args = json.loads(raw_args) if isinstance(raw_args, str) else raw_args
-        # Sent as structure (tool_use input), so the body's bounds apply to it.
-        check_embedded_json(args, arguments)
+        # Sent as structure (tool_use input), so the body's reader and bounds apply to it.
+        args = raw_args
+        if isinstance(raw_args, str):
+            args = read_embedded_json(raw_args, arguments)
+        else:
+            check_embedded_json(args, arguments)
     except RecursionError:
         raise _bad(f"{arguments}: nests deeper than {MAX_DEPTH} levels") from None
     except InvalidInputError as exc:  # (its message starts with the path at fault)
