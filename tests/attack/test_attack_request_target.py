@@ -420,6 +420,32 @@ def test_a_target_whose_escapes_are_utf8_is_read_as_utf8(attacked: Attacked) -> 
     assert (error["param"], error["message"].split(" is ")[0]) == ("model", 'model: "été"'), error
 
 
+@pytest.mark.parametrize("target", [b"/v1%2Frouter%2Fkeys", b"/v1/router%2fstatus",
+                                    b"/v1/router/keys/0123456789%2Frevoke",
+                                    b"/v1/router/models%2Fx", b"/health%2F"])
+def test_a_slash_written_percent_2f_outside_a_model_s_name_is_refused(
+        attacked: Attacked, target: bytes) -> None:
+    # The framework read %2F as "/": /v1%2Frouter%2Fkeys was served as /v1/router/keys (the
+    # admin token given), where a proxy in front reading the escape as part of one segment
+    # would not apply its rules of /v1/router/ to it.
+    logged = [entry["id"] for entry in attacked.requests()]
+    status, body = _raw(attacked.port, b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Authorization: Bearer " + ADMIN_TOKEN.encode()
+                        + b"\r\nConnection: close\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400 "), (status, body)
+    error = json.loads(body)["error"]
+    assert (error["code"], error["param"]) == ("invalid_request", "request-target"), error
+    assert error["message"] == (
+        f"request-target: the path {json.dumps(target.decode())} holds a \"/\" written %2F, "
+        "which only a name that may hold one takes (after /v1/models/, /v1/router/models/); "
+        "write the path's own slashes as /"), error
+    assert [entry["id"] for entry in attacked.requests()] == logged
+    # A model's name may hold one, as the openai client writes it ("team/x": team%2Fx).
+    status, body = _get(attacked.port, b"/v1/models/team%2Fx")
+    assert status.startswith(b"HTTP/1.1 404 "), (status, body)
+    assert '"team/x" is not a model' in json.loads(body)["error"]["message"]
+
+
 _PASTED = "sk-proj-0123456789abcdefghijKLMN"  # (an upstream key, shaped as OpenAI's)
 
 

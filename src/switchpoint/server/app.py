@@ -175,12 +175,13 @@ def create_app(
         app.add_middleware(CORSMiddleware, allow_origins=cors.allow_origins,
                            allow_methods=["GET", "POST"], allow_headers=cors.allow_headers,
                            expose_headers=EXPOSED_HEADERS, max_age=cors.max_age_s)
+    paths = [str(getattr(r, "path", "")) for router in routers for r in router.routes]
     # The target as the app reads it (a URL's path, its host as the Host), before its headers
-    # and body: whatever server runs the app (uvicorn's own protocol hands the URL on whole).
-    app.add_middleware(GuardMiddleware, rule=target_guard)
-    app.add_middleware(MetricsMiddleware, metrics=metrics,  # sees every answer
-                       paths=[str(getattr(r, "path", "")) for router in routers
-                              for r in router.routes])
+    # and body: whatever server runs the app (uvicorn's own protocol hands the URL on whole);
+    # a "/" written %2F only in a parameter that may hold one (a model's name).
+    app.add_middleware(GuardMiddleware, rule=partial(target_guard, slashed=tuple(
+        path.split("{", 1)[0] for path in paths if ":path}" in path)))
+    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=paths)  # sees every answer
     if settings.server.trusted_proxies:  # outermost: every other part sees the client it names
         app.add_middleware(ForwardedClientMiddleware, proxies=settings.server.proxy_networks)
     return app

@@ -16,6 +16,11 @@ A ``#`` begins a URL's fragment, which a client keeps to itself: one sent raw is
 path or query, yet the server hands it on as one (``?x=1#frag`` is read as x = ``1#frag``), so
 a value would be taken other than as the client meant it. :func:`guard` refuses such a target.
 
+A ``/`` written ``%2F`` is refused outside a route's parameter that may hold one (a model's
+name, ``/v1/models/team%2Fx``): the web framework reads it as a ``/``, so ``/v1%2Frouter%2Fkeys``
+was served as ``/v1/router/keys``, while a proxy in front reading the escape as part of one
+segment (as RFC 3986 has it) takes it for a path its rules of ``/v1/router/`` do not guard.
+
 A path or a query whose %-escapes are not UTF-8 (``/v1/models/%FF``, ``?tenant=%ED%A0%80``) is
 refused too, as a header that is not UTF-8 is: the web framework reads each byte that is not
 UTF-8 as U+FFFD, so a route was handed (and an error quoted) characters the client never sent.
@@ -60,15 +65,18 @@ _DOC = ("invalid_request (param request-target): the request target holds a raw 
         "(which begins with /) nor a URL (* too: OPTIONS * is not answered), or its path or a "
         "query parameter's name is not UTF-8 once its %-escapes are read (a query parameter's "
         "value that is not is refused naming the parameter); write text that is not ASCII as "
-        "its UTF-8 bytes, each %-escaped.")
+        "its UTF-8 bytes, each %-escaped. Or its path holds a / written %2F outside a name "
+        "that may hold one (a model's): write the path's own slashes as /.")
 # The start of a target in absolute form (http://host/path?q): its scheme, in any case.
 _ABSOLUTE = re.compile(rb"https?://", re.IGNORECASE)
 
 
-def guard(scope: Scope) -> tuple[Scope, ErrorAnswer | None]:
+def guard(scope: Scope, slashed: tuple[str, ...] = ()) -> tuple[Scope, ErrorAnswer | None]:
     """The request of ``scope`` as the app reads it (its target in origin form: see
     :func:`origin_form`), and the answer refusing it for its target or for its host's form
-    (its Host headers as sent), or None to serve it."""
+    (its Host headers as sent), or None to serve it. ``slashed``: the paths before a route's
+    parameter that may hold a ``/`` (a model's name), where alone a path may hold one written
+    ``%2F`` (:func:`_encoded_slash`)."""
     sent = [value.decode("latin-1") for name, value in scope["headers"] if name == b"host"]
     root, target = _root_and_target(scope)
     read, problem = _origin_form(scope, root, target)
@@ -81,6 +89,9 @@ def guard(scope: Scope) -> tuple[Scope, ErrorAnswer | None]:
     not_utf8 = _not_utf8(_root_and_target(read)[1])
     if not_utf8 is not None:
         return read, ErrorAnswer(400, "invalid_request", not_utf8[1], not_utf8[0])
+    problem = _encoded_slash(_root_and_target(read)[1], slashed)
+    if problem is not None:
+        return read, ErrorAnswer(400, "invalid_request", problem, TARGET)
     # (a target in absolute form, read anew, names the host in the header's place)
     problem = malformed(sent, scope.get("http_version", "1.1"), read is not scope)
     return read, None if problem is None else ErrorAnswer(400, "invalid_request", problem,
@@ -138,6 +149,23 @@ def _no_path(target: bytes) -> str:
     return (f"{TARGET}: the request target {_quoted(sent)} is neither a path, which "
             "begins with \"/\", nor a URL (http://host/path); send the path, as "
             f"{_quoted('/' + sent)}")
+
+
+def _encoded_slash(target: bytes, slashed: tuple[str, ...]) -> str | None:
+    """Why ``target`` (a path, then perhaps ``?`` and a query) is refused for a ``/`` written
+    ``%2F`` in its path before a parameter that may hold one (a model's name, after one of
+    ``slashed``), or None. The web framework reads ``%2F`` as ``/``, so ``/v1%2Frouter%2Fkeys``
+    was served as ``/v1/router/keys``, while a proxy in front that reads the escape as part of
+    one segment, as RFC 3986 has it, takes it for another path than the one its rules guard."""
+    path = target.partition(b"?")[0]
+    at = path.lower().find(b"%2f")
+    if at < 0 or any(path.startswith(before.encode()) and at >= len(before)
+                     for before in slashed):
+        return None
+    takes = (f"only a name that may hold one takes (after {', '.join(slashed)})" if slashed
+             else "no route's path takes")
+    return (f"{TARGET}: the path {_shown(path)} holds a \"/\" written %2F, which {takes}; "
+            "write the path's own slashes as /")
 
 
 def _not_utf8(target: bytes) -> tuple[str, str] | None:
