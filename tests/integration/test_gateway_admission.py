@@ -328,17 +328,17 @@ def test_threads_making_their_first_synchronous_calls_at_once_share_one_loop(
     """Eight threads make the gateway's first synchronous calls at the same moment: they share
     one loop on one thread (each made its own, and all but the last were left running, never
     closed), and every call is answered."""
-    from switchpoint.gateway import engine
+    from switchpoint.gateway import engine, sync_bridge
 
     made: list[Any] = []
 
-    class Slow(engine._LoopThread):  # (widens the moment between looking and making)
+    class Slow(sync_bridge.LoopThread):  # (widens the moment between looking and making)
         def __init__(self) -> None:
             time.sleep(0.1)
             super().__init__()
             made.append(self)
 
-    monkeypatch.setattr(engine, "_LoopThread", Slow)
+    monkeypatch.setattr(engine, "LoopThread", Slow)
     gateway = _gateway(gw_fake, tmp_path)
     start = threading.Barrier(8)
 

@@ -25,13 +25,15 @@ clear errors.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
+from typing import Any, Protocol, TypeVar, cast
 
 log = logging.getLogger("switchpoint.gateway")
 # Set while a request counted in runs (its tasks and worker threads inherit it).
@@ -40,6 +42,7 @@ _INSIDE: ContextVar[bool] = ContextVar("switchpoint_admitted", default=False)
 _TICK_S = 0.05
 
 Loop = asyncio.AbstractEventLoop | None
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def running_loop() -> Loop:
@@ -191,3 +194,30 @@ def runs_no_more(loop: asyncio.AbstractEventLoop) -> bool:
     open on such a loop (a stream neither read to its end nor closed) can be ended only by
     the closing itself, on a loop that runs."""
     return loop.is_closed() or not loop.is_running()
+
+
+class _Admits(Protocol):
+    """What counts a request in (the gateway's :meth:`admitted`)."""
+
+    def admitted(self) -> AbstractContextManager[None]: ...
+
+
+def one_request(method: F) -> F:
+    """An async method of the gateway as one request inside it (see
+    :meth:`Admission.admitted`): refused once closing has begun, waited for by it."""
+    @functools.wraps(method)
+    async def inside(self: _Admits, *args: Any, **kwargs: Any) -> Any:
+        with self.admitted():
+            return await method(self, *args, **kwargs)
+
+    return cast(F, inside)
+
+
+def one_sync_request(method: F) -> F:
+    """:func:`one_request` for a method that runs on its caller's thread."""
+    @functools.wraps(method)
+    def inside(self: _Admits, *args: Any, **kwargs: Any) -> Any:
+        with self.admitted():
+            return method(self, *args, **kwargs)
+
+    return cast(F, inside)

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import contextvars
 import functools
 import itertools
 import logging
@@ -50,7 +49,7 @@ import urllib.parse
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
@@ -62,7 +61,6 @@ from typing import (
     NoReturn,
     SupportsIndex,
     TypeVar,
-    cast,
 )
 
 import anyio.to_thread
@@ -108,7 +106,13 @@ from switchpoint.errors import (
     UnknownModelError,
 )
 from switchpoint.gateway.ab_tests import ABTest, RuntimeExperiments
-from switchpoint.gateway.admission import Admission, running_loop, runs_no_more
+from switchpoint.gateway.admission import (
+    Admission,
+    one_request,
+    one_sync_request,
+    running_loop,
+    runs_no_more,
+)
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.experiments import (
@@ -155,7 +159,7 @@ from switchpoint.gateway.preferences import (
 )
 from switchpoint.gateway.providers.base import Provider, Timeouts
 from switchpoint.gateway.registered_models import RuntimeModels
-from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
+from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
 from switchpoint.gateway.sessions import (
     MemoryPinStore,
     PinDecision,
@@ -171,6 +175,11 @@ from switchpoint.gateway.swaps import (
     reload_answer,
     swap_answer,
 )
+from switchpoint.gateway.sync_bridge import AT_EXIT as AT_EXIT
+from switchpoint.gateway.sync_bridge import CLOSED_DURING_CALL as CLOSED_DURING_CALL
+from switchpoint.gateway.sync_bridge import INTERRUPTED_SETTLE_S as INTERRUPTED_SETTLE_S
+from switchpoint.gateway.sync_bridge import LOOP_DRAIN_S as LOOP_DRAIN_S
+from switchpoint.gateway.sync_bridge import LoopThread, SyncChatStream
 from switchpoint.gateway.via import check_received, forwarding
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.ledger import describe_account
@@ -206,14 +215,7 @@ PINS_FILENAME = "sessions.db"
 # each time (a backlog is worked off over several runs).
 PRUNE_INTERVAL_S = 3600.0
 PRUNE_MAX_ROWS = 50_000
-# How long a synchronous call interrupted while it waits (Ctrl-C) is given to settle once
-# it is cancelled: its hold settled, its log entry written, its upstream let go.
-INTERRUPTED_SETTLE_S = 5.0
-# How long the synchronous methods' loop waits, as the gateway closes, for the tasks still
-# pending on it to end (and again once they are cancelled).
-LOOP_DRAIN_S = 2.0
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 # What record_provider_event takes: how a call the caller made itself went.
 HEALTH_EVENTS = ("success", "error", "timeout")
 # The longest call record_provider_event takes (a day, in milliseconds).
@@ -223,27 +225,6 @@ MAX_EVENT_LATENCY_MS = 86_400_000.0
 _STILL_OPEN: weakref.WeakSet[Gateway] = weakref.WeakSet()
 _AT_EXIT = threading.Lock()
 _at_exit_registered = False
-
-
-def _request(method: F) -> F:
-    """An async method of the gateway as one request inside it (see
-    :mod:`switchpoint.gateway.admission`): refused once closing has begun, waited for by it."""
-    @functools.wraps(method)
-    async def inside(self: Gateway, *args: Any, **kwargs: Any) -> Any:
-        with self.admitted():
-            return await method(self, *args, **kwargs)
-
-    return cast(F, inside)
-
-
-def _sync_request(method: F) -> F:
-    """:func:`_request` for a method that runs on its caller's thread."""
-    @functools.wraps(method)
-    def inside(self: Gateway, *args: Any, **kwargs: Any) -> Any:
-        with self.admitted():
-            return method(self, *args, **kwargs)
-
-    return cast(F, inside)
 
 
 class Gateway:
@@ -383,7 +364,7 @@ class Gateway:
         # The loops :meth:`stop_in_flight` ended the requests of, with why: a request that
         # reaches the gateway there since is ended as it arrives.
         self._stopping: dict[asyncio.AbstractEventLoop, str] = {}
-        self._sync: _LoopThread | None = None
+        self._sync: LoopThread | None = None
         # Held to make the synchronous methods' loop: two threads' first calls make one.
         self._sync_lock = threading.Lock()
         # Held through close(): a second caller (another thread) waits for the first's closing,
@@ -782,7 +763,7 @@ class Gateway:
 
     # The routing door --------------------------------------------------------------------------
 
-    @_request
+    @one_request
     async def aroute(self, prompt: str | None = None,
                      available_models: Sequence[str] | None = None,
                      cost_weight: float | None = None, *,
@@ -1795,7 +1776,7 @@ class Gateway:
 
     # Learning from outcomes ---------------------------------------------------------------------
 
-    @_request
+    @one_request
     async def areport_outcome(self, decision_id: str | None = None,
                               quality_score: float | None = None,
                               success: bool | None = None, *, model: str | None = None,
@@ -1884,7 +1865,7 @@ class Gateway:
         return self.report_outcome(decision_id, quality_score=score, model=model, key=key,
                                    tenant=tenant)
 
-    @_request
+    @one_request
     async def acompare(self, messages: Sequence[Mapping[str, Any]] | None = None,
                        models: Iterable[str] | None = None, *, prompt: str | None = None,
                        blind: bool = True, key: str | None = None, tenant: str | None = None,
@@ -2026,7 +2007,7 @@ class Gateway:
         """:meth:`acompare` from synchronous code."""
         return self._run(self.acompare(messages, models, **kwargs))
 
-    @_request
+    @one_request
     async def ascore(self, compare_id: str, scores: Mapping[str, float], *,
                      key: str | None = None, tenant: str | None = None,
                      principal: Principal | None = None) -> dict[str, Any]:
@@ -2071,7 +2052,7 @@ class Gateway:
         """:meth:`ascore` from synchronous code."""
         return self._run(self.ascore(compare_id, scores, **kwargs))
 
-    @_sync_request
+    @one_sync_request
     def learning_status(self, tenants: Sequence[str] | None = None, *,
                         key: str | None = None, tenant: str | None = None,
                         principal: Principal | None = None) -> dict[str, Any]:
@@ -2177,7 +2158,7 @@ class Gateway:
                           from_checkpoint=learning.restored if learning is not None else 0)
         return status
 
-    @_sync_request
+    @one_sync_request
     def models(self, *, key: str | None = None, tenant: str | None = None,
                principal: Principal | None = None) -> list[dict[str, Any]]:
         """The routable models the caller may use, by name or through ``auto``, as OpenAI's
@@ -2190,7 +2171,7 @@ class Gateway:
         caller = self._reader(live, key, tenant, principal)
         return live.model_objects(*self._listed(live, caller)[1:])
 
-    @_sync_request
+    @one_sync_request
     def model(self, model_id: str, *, key: str | None = None, tenant: str | None = None,
               principal: Principal | None = None) -> dict[str, Any]:
         """The one of :meth:`models` named ``model_id`` (``key``, ``tenant`` and ``principal``
@@ -2282,7 +2263,7 @@ class Gateway:
             memory["progress"] = round(min(1.0, memory["examples"] / memory["warm_at"]), 4)
         return memory
 
-    @_sync_request
+    @one_sync_request
     def experiment_report(self, name: str) -> dict[str, Any]:
         """How each arm of experiment ``name`` does: decisions, scored decisions, mean quality
         with its 95% interval, mean cost, and the winner once the evidence is there. Of an
@@ -2290,7 +2271,7 @@ class Gateway:
         check_process(self._pid, "this Gateway")
         return self.learning.report_experiment(self.settings, name, self.ab_tests.ended)
 
-    @_sync_request
+    @one_sync_request
     def experiment_reports(self) -> list[dict[str, Any]]:
         """Every experiment's report: the config's, those created at run time and running
         (in the order requests join them), then those ended that the store keeps."""
@@ -2299,7 +2280,7 @@ class Gateway:
         names = [*settings.experiments, *(n for n in ended if n not in settings.experiments)]
         return [self.learning.report_experiment(settings, n, ended) for n in names]
 
-    @_sync_request
+    @one_sync_request
     def promote(self, name: str, arm: str | None = None) -> dict[str, Any]:
         """Send all of experiment ``name``'s traffic to ``arm`` (default: its winner)."""
         check_process(self._pid, "this Gateway")
@@ -2332,7 +2313,7 @@ class Gateway:
         assert isinstance(name, str)
         check_promotion(experiment, name, arm)
 
-    @_sync_request
+    @one_sync_request
     def create_ab_test(self, name: str, strategy_a: str | Mapping[str, Any] | None = None,
                        strategy_b: str | Mapping[str, Any] | None = None,
                        split: float | None = None, *,
@@ -2361,7 +2342,7 @@ class Gateway:
         return self.ab_tests.create(name, strategy_a, strategy_b, split, arms=arms,
                                     tenants=tenants, min_n=min_n)
 
-    @_sync_request
+    @one_sync_request
     def end_ab_test(self, name: str | ABTest) -> dict[str, Any]:
         """End experiment ``name`` (or the :class:`ABTest` given), created at run time: it
         takes no more traffic; its decisions and report stay (returned, with ``ended_at``),
@@ -2371,7 +2352,7 @@ class Gateway:
 
     # Models registered at run time -------------------------------------------------------------
 
-    @_sync_request
+    @one_sync_request
     def register_model(self, card: Mapping[str, Any]) -> dict[str, Any]:
         """Add a model to the catalog at run time: ``card`` holds the keys of a config
         ``models:`` entry (``name``, ``tier``, ``input_per_mtok``, ``output_per_mtok``,
@@ -2392,7 +2373,7 @@ class Gateway:
         without ``models:``."""
         return self.models_registered.register(card)
 
-    @_sync_request
+    @one_sync_request
     def unregister_model(self, name: str) -> dict[str, Any]:
         """Take model ``name``, registered at run time (:meth:`register_model`), out of the
         catalog and ``data_dir``; requests under way finish on the old router. Returns
@@ -2406,7 +2387,7 @@ class Gateway:
 
     # Reloading and swapping --------------------------------------------------------------------
 
-    @_sync_request
+    @one_sync_request
     def swap_policy(self, name: str) -> dict[str, Any]:
         """Load policy ``name`` (a bundled one, or one under the config's ``policies:``) and
         make it live until the next reload or restart; requests under way finish on the old
@@ -2425,7 +2406,7 @@ class Gateway:
             swapped = config_checked(lambda: state.swap_policy(name))
         return swap_answer(*swapped)
 
-    @_sync_request
+    @one_sync_request
     def reload(self) -> dict[str, Any]:
         """Re-read the config file and the weights and make them live (what was made at run
         time, such as experiments created, stays); requests under way finish on the old
@@ -2457,13 +2438,13 @@ class Gateway:
 
     # Admin views -------------------------------------------------------------------------------
 
-    @_sync_request
+    @one_sync_request
     def reset_health(self) -> None:
         """Forget every model's health: circuits close, counts and errors start afresh."""
         self.health = HealthTracker(config=self.health.config)
         self.planner.health = self.health
 
-    @_sync_request
+    @one_sync_request
     def health_snapshot(self) -> dict[str, Any]:
         """Every catalog model's health (and any model called since), with the breaker's
         thresholds."""
@@ -2482,7 +2463,7 @@ class Gateway:
         snapshot["prefer_healthy"] = self.planner.prefer_healthy
         return snapshot
 
-    @_sync_request
+    @one_sync_request
     def get_provider_health(self, model: str) -> dict[str, Any]:
         """``model``'s health: its entry of :meth:`health_snapshot` (what ``GET
         /v1/router/health`` answers under ``models``) with its name as ``model``, so the two
@@ -2502,7 +2483,7 @@ class Gateway:
             raise UnknownModelError("model", [model], sorted(snapshot["models"]))
         return {"model": model, **entry, "avg_latency_ms": entry["latency_ewma_ms"]}
 
-    @_sync_request
+    @one_sync_request
     def record_provider_event(self, model: str, event: str, latency_ms: float | None = None,
                               details: str | None = None) -> None:
         """Tell the gateway's health how a call to catalog ``model`` that the caller made
@@ -2574,21 +2555,21 @@ class Gateway:
                        gone=self.store.gone if self.store is not None else None,
                        admitted=self.admitted)
 
-    @_sync_request
+    @one_sync_request
     @passes_on(Reports.cost_report)
     def cost_report(self, period: str = "day", **kwargs: Any) -> dict[str, Any]:
         """Requests and cost of the last day / week / month by model, tenant and key, with the
         savings against the strongest model (see :meth:`Reports.cost_report`)."""
         return self.reports.cost_report(period, **kwargs)
 
-    @_sync_request
+    @one_sync_request
     @passes_on(Reports.savings_estimate)
     def savings_estimate(self, comparison_model: str | None = None,
                          period: str = "month", **kwargs: Any) -> dict[str, Any]:
         """What the logged requests would have cost on ``comparison_model``."""
         return self.reports.savings_estimate(comparison_model, period, **kwargs)
 
-    @_sync_request
+    @one_sync_request
     @passes_on(Reports.forecast_cost)
     def forecast_cost(self, requests_per_hour: float, avg_input_tokens: float,
                       avg_output_tokens: float, **kwargs: Any) -> dict[str, Any]:
@@ -2596,14 +2577,14 @@ class Gateway:
         return self.reports.forecast_cost(requests_per_hour, avg_input_tokens,
                                           avg_output_tokens, **kwargs)
 
-    @_sync_request
+    @one_sync_request
     @passes_on(Reports.get_cost_optimizations)
     def get_cost_optimizations(self, estimate_tokens: Sequence[int] | None = None,
                                **kwargs: Any) -> list[dict[str, Any]]:
         """Suggestions from re-routing the logged traffic offline at other λ and pools."""
         return self.reports.get_cost_optimizations(estimate_tokens, **kwargs)
 
-    @_sync_request
+    @one_sync_request
     @passes_on(Reports.suggestion_report)
     def suggestion_report(self, estimate_tokens: Sequence[int] | None = None,
                           **kwargs: Any) -> dict[str, Any]:
@@ -2611,20 +2592,20 @@ class Gateway:
         make, why (see :meth:`Reports.suggestion_report`)."""
         return self.reports.suggestion_report(estimate_tokens, **kwargs)
 
-    @_sync_request
+    @one_sync_request
     @passes_on(Reports.get_sla_report)
     def get_sla_report(self, since_hours: float = 1.0, **kwargs: Any) -> dict[str, Any]:
         """SLA compliance of the last ``since_hours`` of requests."""
         return self.reports.get_sla_report(since_hours, **kwargs)
 
-    @_sync_request
+    @one_sync_request
     def check_budget_alert(self, tenant: str | None = None, *, limit: int | None = None,
                            cursor: str | None = None) -> dict[str, Any]:
         """ok / warning / critical, the hour's spend and its projection, every budget (or a
         page of them: ``limit`` after ``cursor``, with the ``next_cursor``)."""
         return self.reports.check_budget_alert(tenant, limit=limit, cursor=cursor)
 
-    @_sync_request
+    @one_sync_request
     def stats(self, tenant: str | None = None) -> dict[str, Any]:
         """Decisions by model, policy and cluster (``total``, ``by_model``, ...) and under
         ``requests`` the requests' counts, tokens and cost, from the logs; ``tenant``: that
@@ -2641,7 +2622,7 @@ class Gateway:
         return {**counts, "weights_id": weights_id, "policy": live.policy if live else None,
                 "tenant": tenant, "requests": requests}
 
-    @_sync_request
+    @one_sync_request
     def get_analytics(self, tenant: str | None = None) -> dict[str, Any]:
         """Routing at a glance, from the figures :meth:`stats`, :meth:`learning_status` and
         :meth:`savings_estimate` give (over every tenant, or ``tenant``'s alone):
@@ -2685,12 +2666,12 @@ class Gateway:
                              "(store=False); make it with a store to read them")
         return self.store
 
-    @_sync_request
+    @one_sync_request
     def budget_status(self) -> list[dict[str, Any]]:
         """Every configured budget: limit, spent, held by requests in flight, resets."""
         return self.governor.budget_status(self.settings)[0]
 
-    @_sync_request
+    @one_sync_request
     def tenant_status(self) -> dict[str, Any]:
         """``GET /v1/router/tenants``'s answer: each configured tenant's settings and its own
         budgets' state (``budget_status``), as ``data``."""
@@ -2699,7 +2680,7 @@ class Gateway:
         return {"data": {name: {**t.model_dump(), "budget_status": budgets[name]}
                          for name, t in settings.tenants.items()}}
 
-    @_sync_request
+    @one_sync_request
     def budget_page(self, limit: int, cursor: str | None = None) -> dict[str, Any]:
         """A page of :meth:`budget_status`: ``limit`` budgets after ``cursor`` (the
         ``next_cursor`` of the page before; None: the first), as ``data``, and the next
@@ -2895,58 +2876,12 @@ class Gateway:
                 raise
             return self._sync_loop().run(coro)
 
-    def _sync_loop(self) -> _LoopThread:
+    def _sync_loop(self) -> LoopThread:
         """The synchronous methods' loop, made by the first call that needs it."""
         with self._sync_lock:
             if self._sync is None:
-                self._sync = _LoopThread()
+                self._sync = LoopThread()
             return self._sync
-
-
-class SyncChatStream:
-    """A :class:`ChatStream` read from synchronous code (``for chunk in stream``)."""
-
-    def __init__(self, stream: ChatStream, loop: _LoopThread,
-                 dropped: Callable[[ChatStream], None]) -> None:
-        """``dropped``: run on ``loop`` when this is collected with the stream still open."""
-        self._stream = stream
-        self._loop = loop
-        self._dropped = dropped
-        self.switchpoint = stream.switchpoint
-
-    def __del__(self) -> None:
-        """Let go of unfinished and unclosed (``for chunk in gateway.stream(...)`` left with
-        ``break``): the stream is closed on the gateway's loop, without waiting here (this may
-        run on any thread, that loop's included), as :meth:`close` would close it."""
-        stream = getattr(self, "_stream", None)
-        if stream is None or stream.ended or sys.is_finalizing():
-            return  # (at exit the gateway closes what is still open)
-        with contextlib.suppress(RuntimeError):  # (its loop closed: the gateway closed it)
-            self._loop.loop.call_soon_threadsafe(self._dropped, stream)
-
-    def __iter__(self) -> Iterator[ChatCompletionChunk]:
-        return self
-
-    def __next__(self) -> ChatCompletionChunk:
-        if self._loop.loop.is_closed():  # the gateway closed it (and logged it) as it closed
-            raise StoreError("the gateway was closed while this stream was open, so the "
-                             "stream was closed there (and logged as closed by the client); "
-                             "ask again on an open gateway")
-        try:
-            return self._loop.run(self._stream.__anext__())
-        except StopAsyncIteration:
-            raise StopIteration from None
-
-    def close(self) -> None:
-        """Stop reading early and release the upstream."""
-        if not self._loop.loop.is_closed():  # (closing the gateway closed it already)
-            self._loop.run(self._stream.aclose())
-
-    def __enter__(self) -> SyncChatStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 #: Why a stream whose event loop closed under it, neither read to its end nor closed, is
@@ -2964,137 +2899,6 @@ LOOP_STOPPED = (
     "its end nor closed, so nothing could read it on; charged what came, as a stream its "
     "client leaves is: read a stream to its end or close it (await stream.aclose()) before "
     "its loop stops")
-#: What a synchronous call is told when the gateway closes under it (see :meth:`_LoopThread.run`).
-CLOSED_DURING_CALL = (
-    "the gateway was closed (Gateway.close, from another thread or at exit) while this call "
-    "was under way; it was waited for until its deadline (gateway.max_total_s) and given "
-    f"{LOOP_DRAIN_S:g} s more to end, then cancelled (a chat request is "
-    "logged as closed by the client, its budget hold settled); close the gateway once its "
-    "calls have returned, or make this call on an open gateway")
-#: What a synchronous call made as the interpreter finalizes is told (see :meth:`_LoopThread.run`).
-AT_EXIT = (
-    "the interpreter is exiting (past its atexit handlers: its threads, the gateway's own "
-    "event loop among them, no longer run), so this synchronous call could only wait for that "
-    "loop in vain; nothing was done: make the call before the interpreter exits, before the "
-    "script ends or in an atexit handler (one registered after the gateway was opened runs "
-    "while it is still open)")
-# How often a synchronous call's wait looks whether the loop it waits on has stopped.
-_WAIT_TICK_S = 0.5
-
-
-class _LoopThread:
-    """An event loop on a daemon thread, for the synchronous methods."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.stopping = False  # stop() has begun: no call starts on it any more
-        self.thread = threading.Thread(target=self.loop.run_forever,
-                                       name="switchpoint-gateway", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for it. Should the wait be interrupted (Ctrl-C's
-        KeyboardInterrupt, or another signal handler's exception), the call is cancelled there,
-        as a client that leaves cancels its request over HTTP (an upstream call under way let
-        go, its budget hold settled, logged once; a stream whose read it was is closed), and
-        waited for up to :data:`INTERRUPTED_SETTLE_S` while that is done before the
-        interruption goes on: it is not left running with nobody to take its answer. A call
-        the loop's :meth:`stop` cancels, or one that comes as it stops, raises
-        :class:`~switchpoint.errors.StoreError` saying the gateway was closed during it
-        (:data:`CLOSED_DURING_CALL`), not a bare ``CancelledError``, nor waits for ever. One
-        made as the interpreter finalizes (from an object's ``__del__`` as its modules are
-        torn down), when the loop's thread runs no more, raises
-        :class:`~switchpoint.errors.GatewayClosedError` at once (:data:`AT_EXIT`)."""
-        if sys.is_finalizing():
-            coro.close()
-            raise GatewayClosedError(AT_EXIT)
-        if self.runs_here():  # (a callback the loop runs)
-            coro.close()
-            raise ReentrantCallError(
-                "a synchronous method of the gateway (route, complete, report_outcome, reading "
-                "a stream, ...) was called on the thread of its own event loop (from an "
-                "observer's callback, which that loop runs), and would wait for the loop, "
-                "which waits for it, for ever; nothing was done: call it from another thread, "
-                "or schedule its async form there "
-                "(asyncio.get_running_loop().create_task(gateway.aroute(...)))")
-        ended = threading.Event()
-        started: list[asyncio.Task[T]] = []
-        context = contextvars.copy_context()  # (the caller's: whether it was counted in)
-
-        claimed = threading.Lock()  # (by the loop as it starts it, or by a caller gone first)
-
-        def start() -> None:
-            if not claimed.acquire(blocking=False):
-                return  # (its caller was interrupted before the loop took it up: never begun)
-            if self.stopping:  # (closing: it would be cancelled, or never end)
-                coro.close()
-                ended.set()
-                return
-            task = self.loop.create_task(coro, context=context)
-            task.add_done_callback(lambda _: ended.set())
-            started.append(task)
-
-        if self.stopping:
-            coro.close()
-            raise StoreError(CLOSED_DURING_CALL)
-        try:
-            self.loop.call_soon_threadsafe(start)
-            while not ended.wait(_WAIT_TICK_S):
-                if not self.thread.is_alive():  # (the loop stopped before it ended)
-                    if claimed.acquire(blocking=False):
-                        coro.close()
-                    raise StoreError(CLOSED_DURING_CALL)
-        except StoreError:
-            raise
-        except BaseException as exc:
-            if claimed.acquire(blocking=False):  # (the loop never took it up: never begun)
-                coro.close()
-                if isinstance(exc, RuntimeError) and self.loop.is_closed():
-                    raise StoreError(CLOSED_DURING_CALL) from None
-                raise
-            with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile)
-                self.loop.call_soon_threadsafe(lambda: started and started[0].cancel())
-            ended.wait(INTERRUPTED_SETTLE_S)
-            if started and started[0].done() and not started[0].cancelled():
-                started[0].exception()  # (it ended first: its error goes with it, unraised)
-            started.clear()  # (and what it made is let go of: a stream, closed as dropped)
-            raise
-        if not started or (started[0].cancelled() and self.stopping):
-            raise StoreError(CLOSED_DURING_CALL)
-        return started[0].result()
-
-    def runs_here(self) -> bool:
-        """This thread is the loop's: a call it runs (an observer's callback) is on it."""
-        return threading.current_thread() is self.thread
-
-    def stop(self) -> None:
-        """Stop the loop and close it, once the tasks still pending on it (a call another
-        thread waits for, a generator's closing, scheduled as it was collected) have ended
-        (up to :data:`LOOP_DRAIN_S`, then they are cancelled), and then the async generators
-        left open on it are closed. None is destroyed while pending. No call starts on it
-        from now on (see :meth:`run`)."""
-        self.stopping = True
-        try:
-            asyncio.run_coroutine_threadsafe(self._drain(), self.loop).result(
-                timeout=2 * LOOP_DRAIN_S + 1)
-        except Exception as exc:  # (stopped all the same)
-            log.error("the gateway's event loop did not wind down cleanly: %s", exc)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        self.loop.close()
-
-    async def _drain(self) -> None:
-        # The tasks first, as asyncio.run ends a loop: a generator a call still runs would
-        # not close (its call, another thread's, got 'generator didn't stop after athrow()').
-        me = asyncio.current_task()
-        for cancel in (False, True):
-            pending = [t for t in asyncio.all_tasks() if t is not me]
-            if not pending:
-                break
-            for task in pending if cancel else ():
-                task.cancel()
-            await asyncio.wait(pending, timeout=LOOP_DRAIN_S)
-        await self.loop.shutdown_asyncgens()
 
 
 def _stream_flag(params: dict[str, Any]) -> bool:
