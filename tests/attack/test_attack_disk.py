@@ -271,8 +271,8 @@ def test_the_service_applies_retention_days(tmp_path: Path) -> None:
     gateway.open()
 
     async def housekeeping() -> None:
-        gateway._maintain()  # what every request does: due at start, hourly after
-        await gateway._maintenance_done()
+        gateway._housekeeping.maintain()  # what every request does: due at start, hourly after
+        await gateway._housekeeping.done()
 
     asyncio.run(housekeeping())
     gateway.close()
@@ -298,14 +298,15 @@ def test_the_services_retention_leaves_out_a_step_of_the_clock_ahead_while_it_ru
     gateway = Gateway(settings, store=SQLiteStore(db))
     gateway.open()
     behind = [100 * DAY]
-    gateway._retention_clock = retention.RetentionClock(wall=lambda: time.time() - behind[0])
+    gateway._housekeeping._retention_clock = retention.RetentionClock(
+        wall=lambda: time.time() - behind[0])
     try:
-        gateway._housekeeping(False, 7)  # before the step
+        gateway._housekeeping.run(False, 7)  # before the step
         assert [r[0] for r in rows(db)["decisions"]] == before
         behind[0] = 0.0  # the step
         after = fill(db, n_old=0, n_new=5, age_days=0)  # (logged since, a minute old)
         with caplog.at_level("WARNING", logger="switchpoint"):
-            gateway._housekeeping(False, 7)
+            gateway._housekeeping.run(False, 7)
     finally:
         gateway.close()
     assert [r[0] for r in rows(db)["decisions"]] == before + after
@@ -332,10 +333,10 @@ def test_the_services_retention_goes_on_leaving_out_a_step_of_the_clock_across_a
     def a_service_runs_retention() -> None:
         gateway = Gateway(settings, store=SQLiteStore(db))
         gateway.open()
-        gateway._retention_clock = retention.RetentionClock(
+        gateway._housekeeping._retention_clock = retention.RetentionClock(
             wall=lambda: time.time() - behind[0], monotonic=lambda: time.monotonic() + passed[0])
         try:
-            gateway._housekeeping(False, 7)
+            gateway._housekeeping.run(False, 7)
         finally:
             gateway.close()
 
@@ -376,8 +377,8 @@ def test_the_services_retention_leaves_a_file_put_under_it_alone(tmp_path: Path)
         assert gateway.store is not None and gateway.store.gone() == "was replaced"
 
         async def housekeeping() -> None:
-            gateway._maintain()
-            await gateway._maintenance_done()
+            gateway._housekeeping.maintain()
+            await gateway._housekeeping.done()
 
         asyncio.run(housekeeping())
     finally:

@@ -231,7 +231,7 @@ def test_a_chat_request_routing_as_the_gateway_closes_is_waited_for_not_refused(
     refuses calls made once closing has begun, is a part of the request let in, so it is
     routed, answered and logged, and closing waits for it."""
     gateway = _gateway(gw_fake, tmp_path)
-    inside, go = _held(gateway, "_maintain", monkeypatch)
+    inside, go = _held(gateway._housekeeping, "maintain", monkeypatch)
     caller, got = _on_a_thread(lambda: asyncio.run(gateway.acomplete(user("Hello"))))
     assert inside.wait(10)
     closer, closed = closing_in_background(gateway)

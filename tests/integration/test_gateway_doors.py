@@ -633,14 +633,14 @@ async def test_aclose_waits_for_housekeeping_the_other_doors_loop_started(
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake), encoding="utf-8")
     gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
-    housekeeping, ran = gateway._housekeeping, threading.Event()
+    housekeeping, ran = gateway._housekeeping.run, threading.Event()
 
     def slow(purge: bool, retention_days: float | None) -> None:
         time.sleep(0.5)
         housekeeping(purge, retention_days)
         ran.set()
 
-    monkeypatch.setattr(gateway, "_housekeeping", slow)
+    monkeypatch.setattr(gateway._housekeeping, "run", slow)
     reply = gateway.complete(messages(), model="good")  # on the synchronous methods' loop
     assert reply.switchpoint.model == "good" and not ran.is_set()
     await gateway.aclose()
@@ -659,7 +659,7 @@ def test_housekeeping_asked_for_by_both_doors_at_once_starts_one_run(
     settings = load_settings(None, overrides={"data_dir": str(tmp_path)}, environ={})
     gateway = Gateway(settings)
     runs: list[bool] = []
-    monkeypatch.setattr(gateway, "_housekeeping", lambda purge, days: runs.append(purge))
+    monkeypatch.setattr(gateway._housekeeping, "run", lambda purge, days: runs.append(purge))
     inside, go = threading.Event(), threading.Event()
 
     class Held:
@@ -677,10 +677,10 @@ def test_housekeeping_asked_for_by_both_doors_at_once_starts_one_run(
 
     held = settings.model_copy(update={"gateway": Held()})
     monkeypatch.setattr(gateway.state, "peek", lambda: SimpleNamespace(settings=held))
-    first = threading.Thread(target=gateway._maintain)
+    first = threading.Thread(target=gateway._housekeeping.maintain)
     first.start()
     assert inside.wait(10)
-    second = threading.Thread(target=gateway._maintain)
+    second = threading.Thread(target=gateway._housekeeping.maintain)
     second.start()
     second.join(0.5)  # (it started its own run meanwhile; now it waits for the first)
     go.set()
@@ -728,7 +728,7 @@ def test_closing_waits_for_a_request_past_its_open_check_and_refuses_the_next(
         time.sleep(0.2)
         runs.append("done")
 
-    monkeypatch.setattr(gateway, "_housekeeping", housekeeping)
+    monkeypatch.setattr(gateway._housekeeping, "run", housekeeping)
     inside, go = _held_after_the_open_check(gateway, monkeypatch)
     requester, outcome = in_background(
         lambda: gateway.aroute("What is the capital of France?"))

@@ -515,7 +515,7 @@ def test_a_key_made_over_http_beside_a_log_naming_keys_of_a_missing_keys_db_is_a
     with caplog.at_level("WARNING", logger="switchpoint"), thread_server(
             create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
         for _ in range(2):  # (the hourly retention, twice)
-            server.service.gateway._housekeeping(False, 30)
+            server.service.gateway._housekeeping.run(False, 30)
         r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
                        headers=ADMIN, timeout=10)
     said = [m for m in caplog.messages if "cannot prune the ended keys" in m]
@@ -604,7 +604,7 @@ def test_keys_db_deleted_while_the_service_holds_keys_is_not_made_again_empty(
             assert r.status_code == 503 and told in r.json()["error"]["message"], (path, r.text)
             assert r.headers["x-should-retry"] == "false", r.headers
         with caplog.at_level("WARNING", logger="switchpoint.gateway"):
-            server.service.gateway._housekeeping(False, 30)  # (the hourly retention)
+            server.service.gateway._housekeeping.run(False, 30)  # (the hourly retention)
         assert (f"{str(db)!r}: cannot prune the ended keys: it was deleted while the service "
                 "ran, holding keys; restore it from a backup") in caplog.text, caplog.text
         assert not db.exists()  # (none made, empty)
@@ -664,7 +664,7 @@ def test_an_older_keys_db_put_in_place_while_the_service_runs_is_refused_not_tak
                 "it was last in use; the operator must restore the newest backup of it"
                 ) in refused.value.message
         for _ in range(2):  # (the hourly retention, twice)
-            server.service.gateway._housekeeping(False, 30)
+            server.service.gateway._housekeeping.run(False, 30)
         said = [m for m in caplog.messages if m.startswith("retention: ")]
         assert said == [f"retention: {str(db)!r}: cannot open the key store: the request log "
                         f"names 1 key it does not hold ({since['id']}), in requests logged "

@@ -410,7 +410,7 @@ def test_the_services_retention_prunes_no_offline_row_it_has_not_taken_up(
     try:
         assert read_checkpoint(path, service.learning.checkpoint_key()).seq == 3
         time.sleep(0.05)
-        service._housekeeping(False, 1e-9)  # its hourly retention, every row older than it
+        service._housekeeping.run(False, 1e-9)  # its hourly retention, every row older than it
         service.report_outcome(decisions[3], 0.0)
         assert events(service) == 4
     finally:
@@ -966,7 +966,7 @@ def test_the_services_retention_keeps_every_tenants_learned_router_live_and_afte
         assert service.router.learner.settings.max_tenants is None
         assert service.learning.checkpoint() is not None
         time.sleep(0.05)
-        service._housekeeping(False, 1e-9)  # its hourly retention, every row older than it
+        service._housekeeping.run(False, 1e-9)  # its hourly retention, every row older than it
         # Only the row the checkpoint ends at stays (a start checks the event there).
         assert [s for s, _ in _feedback_rows(Path(settings.data_dir))] == [3 * 6]
         service.router.cache.clear()

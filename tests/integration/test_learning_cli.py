@@ -282,7 +282,7 @@ def test_offline_feedback_on_an_outcome_retention_pruned_says_it_replaced_it_as_
                                0.5)
         assert gateway.learning.checkpoint() is not None
         time.sleep(0.05)
-        gateway._housekeeping(False, 1e-9)  # the service's retention: every row it may
+        gateway._housekeeping.run(False, 1e-9)  # the service's retention: every row it may
         reader = gateway.learning.reader
         assert reader is not None and reader.first_feedback() == 2  # first's row went
     capsys.readouterr()

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from switchpoint.errors import InvalidInputError
-from switchpoint.gateway import Gateway, engine
+from switchpoint.gateway import Gateway, housekeeping
 from switchpoint.gateway import learning as gateway_learning
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
@@ -504,7 +504,7 @@ def test_an_experiments_report_keeps_the_decisions_retention_pruned(
         assert all(a["pruned_decisions"] == 0 for a in before["arms"])
 
         time.sleep(0.05)
-        gateway._housekeeping(False, 1e-9)  # the service's retention: every row older than now
+        gateway._housekeeping.run(False, 1e-9)  # the service's retention: every row older than now
         db = tmp_path / "data" / "switchpoint.db"
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(*) FROM decisions").fetchone() == (0,)
@@ -530,7 +530,7 @@ def test_an_experiments_report_keeps_the_decisions_retention_pruned(
         assert more[arm]["decisions"] == was[arm]["decisions"] + 1
         assert more[arm]["pruned_decisions"] == was[arm]["pruned_decisions"]
         time.sleep(0.05)
-        gateway._housekeeping(False, 1e-9)
+        gateway._housekeeping.run(False, 1e-9)
         again = {a["arm"]: a for a in get(server, "/v1/router/experiments/thrift").json()["arms"]}
         assert again[arm]["n"] == more[arm]["n"]
         assert again[arm]["pruned_decisions"] == again[arm]["decisions"] == more[arm]["decisions"]
@@ -544,7 +544,7 @@ def test_a_prune_cut_short_by_its_bound_keeps_each_decisions_answers_and_outcome
     hold: those stay with their decision until it goes (a request's row, an outcome and every
     one after it in the feedback log), so the report counts every decision with its cost and
     latest outcome, during the runs and once all is pruned."""
-    monkeypatch.setattr(engine, "PRUNE_MAX_ROWS", 2)
+    monkeypatch.setattr(housekeeping, "PRUNE_MAX_ROWS", 2)
     with learning_server(fake, tmp_path, TWO_ARMS) as server:
         gateway = server.service.gateway
         # Two decisions routed alone first (no request row), then four answered; outcomes
@@ -562,7 +562,7 @@ def test_a_prune_cut_short_by_its_bound_keeps_each_decisions_answers_and_outcome
         time.sleep(0.05)
         db = tmp_path / "data" / "switchpoint.db"
         for _ in range(10):  # each run deletes at most two rows of each table
-            gateway._housekeeping(False, 1e-9)
+            gateway._housekeeping.run(False, 1e-9)
             now = get(server, "/v1/router/experiments/thrift").json()["arms"]
             for was, arm in zip(before, now, strict=True):
                 for figure in ("decisions", "n", "cost_unknown_decisions"):

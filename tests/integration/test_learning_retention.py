@@ -32,7 +32,7 @@ def _prune(gateway: Gateway) -> None:
     than now: the feedback rows the checkpoint holds go, all but the one it ends at."""
     assert gateway.learning.checkpoint() is not None
     time.sleep(0.05)
-    gateway._housekeeping(False, 1e-9)
+    gateway._housekeeping.run(False, 1e-9)
 
 
 def _rows(gateway: Gateway, decision_id: str | None = None) -> list[int]:

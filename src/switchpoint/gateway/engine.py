@@ -143,6 +143,9 @@ from switchpoint.gateway.failover import (
 )
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED
 from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthConfig, HealthTracker
+from switchpoint.gateway.housekeeping import PRUNE_INTERVAL_S as PRUNE_INTERVAL_S
+from switchpoint.gateway.housekeeping import PRUNE_MAX_ROWS as PRUNE_MAX_ROWS
+from switchpoint.gateway.housekeeping import Housekeeping
 from switchpoint.gateway.in_flight import InFlight, owner_of, share_of
 from switchpoint.gateway.kept import not_kept, turn
 from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, GatewayLearning
@@ -194,7 +197,6 @@ from switchpoint.learning.events import (
 from switchpoint.registration import internal_host, loopback_host
 from switchpoint.router import Router, check_route_input
 from switchpoint.store import SQLiteStore
-from switchpoint.store.retention import SECONDS_PER_DAY, RetentionClock, cutoff_for, prune
 from switchpoint.store.sqlite import REFUSING_S, spill_reserve
 
 if TYPE_CHECKING:
@@ -211,10 +213,6 @@ _REFUSALS = (PermissionDeniedError, BudgetExceededError, RateLimitExceededError,
 # How to send less than a chat request over max_request_bytes.
 _SMALLER_CHAT = "Send fewer or shorter messages"
 PINS_FILENAME = "sessions.db"
-# With store.retention_days: how often the logs are pruned, and the most rows deleted per table
-# each time (a backlog is worked off over several runs).
-PRUNE_INTERVAL_S = 3600.0
-PRUNE_MAX_ROWS = 50_000
 T = TypeVar("T")
 # What record_provider_event takes: how a call the caller made itself went.
 HEALTH_EVENTS = ("success", "error", "timeout")
@@ -389,22 +387,10 @@ class Gateway:
                                                lambda: self.governor.keys)
         self.ab_tests = RuntimeExperiments(self.state, self.store, self.learning,
                                            self.models_registered.held)
-        # The housekeeping run under way, on a thread of its own: a future of no event loop,
-        # since either door's loop may start it and the other close the gateway.
-        self._maintenance: Future[None] | None = None
-        # Held to decide whether a run is due and to start it, and to take the run to wait
-        # for: the two doors' loops run on threads of their own, and could each start one.
-        self._maintenance_lock = threading.Lock()
-        # Set as the gateway closes (under the lock, as it takes the run to wait for): a
-        # request that passed its open check just before starts no run after that.
-        self._maintenance_shut = False
-        self._next_pin_purge = 0.0
-        self._next_prune = 0.0
-        # What the retention's prunes go by: the wall clock, its steps ahead left out.
-        self._retention_clock = RetentionClock()
-        # Why the retention last could not prune keys.db (missing or deleted holding keys),
-        # said once until a prune of it goes through again; None: it went through.
-        self._keys_unpruned: str | None = None
+        # Pins purged, data_dir's lock checked and the logs pruned, now and then.
+        self._housekeeping = Housekeeping(lambda: self.settings, self.store, self.pinner,
+                                          self.learning, self.governor,
+                                          lambda: self._owner)
         remember(settings.admin_token)
         self.state.on_swap(self._take_up)
 
@@ -504,8 +490,7 @@ class Gateway:
     def _opened_now(self) -> None:
         self._opened = True
         self._closed = False
-        with self._maintenance_lock:
-            self._maintenance_shut = False  # (opened again: it housekeeps again)
+        self._housekeeping.reopen()  # (opened again: it housekeeps again)
         self._pid = os.getpid()
         self._stopping.clear()  # (opened again: it serves again)
         self._admission.reopen()
@@ -551,7 +536,7 @@ class Gateway:
                                                        but=self._sync_loops()))
         await self._close_streams(stopped=True)
         await self._close_pool()
-        await self._maintenance_done()
+        await self._housekeeping.done()
         if self._sync is not None:  # what the synchronous methods opened, on their own loop
             sync = self._sync
             for step in (functools.partial(self._close_streams, stopped=True), self._close_pool):
@@ -586,7 +571,7 @@ class Gateway:
                 self._sync.run(self._close_pool())
                 self._sync.stop()
                 self._sync = None
-            future = self._take_maintenance()
+            future = self._housekeeping.take()
             if future is not None:
                 future.result()
             self._close_state()
@@ -820,7 +805,7 @@ class Gateway:
         live = self.state.live()
         tokens = live.router.check_estimate_tokens(estimate_tokens)
         self._check_log_room()
-        self._maintain()
+        self._housekeeping.maintain()
         settings = live.settings
         if principal is None:
             principal = await self.governor.aprincipal(settings, key=key, tenant=tenant)
@@ -1099,7 +1084,7 @@ class Gateway:
         return pin
 
     async def _plan(self, call: ChatCall, live: Live, started: float) -> tuple[Plan, Live]:
-        self._maintain()
+        self._housekeeping.maintain()
         catalog = live.router.catalog
         settings = live.settings
         if settings.models is None:
@@ -2688,119 +2673,6 @@ class Gateway:
         data, next_cursor = self.governor.budget_status(self.settings, limit=limit,
                                                         cursor=cursor)
         return {"data": data, "next_cursor": next_cursor}
-
-    # Housekeeping ------------------------------------------------------------------------------
-
-    def _maintain(self) -> None:
-        """Purge expired session pins and check that data_dir's lock is still held on the
-        file there (every ``gateway.pin_purge_interval_s``) and, with
-        ``store.retention_days``, prune the logs (hourly), on a worker thread: a request only
-        checks the clock. One run at a time, whichever doors call at once; each run's work is
-        bounded."""
-        with self._maintenance_lock:
-            if self._maintenance_shut:  # closing: a run now would touch closed state
-                return
-            if self._maintenance is not None and not self._maintenance.done():
-                return
-            settings = self.settings
-            now = time.monotonic()
-            purge = now >= self._next_pin_purge
-            days = settings.store.retention_days
-            trim = days is not None and self.store is not None and now >= self._next_prune
-            if not (purge or trim):
-                return
-            if purge:
-                self._next_pin_purge = now + settings.gateway.pin_purge_interval_s
-            if trim:
-                self._next_prune = now + PRUNE_INTERVAL_S
-            self._maintenance = self._start_housekeeping(purge, days if trim else None)
-
-    def _start_housekeeping(self, purge: bool, retention_days: float | None) -> Future[None]:
-        """:meth:`_housekeeping` on a thread of its own; the future of its end."""
-        future: Future[None] = Future()
-
-        def run() -> None:
-            try:
-                self._housekeeping(purge, retention_days)
-            except BaseException as exc:  # (it catches what it can mend; the rest is said)
-                future.set_exception(exc)
-            else:
-                future.set_result(None)
-
-        threading.Thread(target=run, name="switchpoint-housekeeping", daemon=True).start()
-        return future
-
-    def _housekeeping(self, purge: bool, retention_days: float | None) -> None:
-        try:
-            if purge:
-                if self._owner is not None:  # (as often: a check of one file)
-                    self._owner.keep()
-                dropped = self.pinner.purge(time.time())
-                if dropped:
-                    log.debug("purged %d expired session pins", dropped)
-            if retention_days is not None and self.store is not None:
-                # What another process logged first, and no feedback row pruned past what
-                # this service learned: the checkpoint the prune goes by may be that
-                # process's, holding rows this one has not learned yet (logged meanwhile too).
-                through, key = self.learning.caught_up()
-                now, step = self._retention_clock.read(self.store.path.parent)
-                if step is not None:
-                    log.warning(
-                        "retention: the clock stepped %s %.2f days since the last prune, "
-                        "beyond the time that passed; the retention leaves out %.2f days of "
-                        "steps ahead (the entries logged before are pruned as the time that "
-                        "really passed makes them old), until a restart: if the clock is "
-                        "wrong, set it right", "ahead" if step > 0 else "back",
-                        abs(step) / SECONDS_PER_DAY,
-                        self._retention_clock.left_out / SECONDS_PER_DAY)
-                report = prune(self.store.path, cutoff_for(retention_days, now), upgrade=False,
-                               max_rows=PRUNE_MAX_ROWS, full_vacuum=False,
-                               gone=self.store.gone, checkpoint_key=key,
-                               learned_through=0 if through is None else through,
-                               hold=True, now=now)
-                note = report.clock_note(retention_days)
-                if note is not None:
-                    log.warning("retention: %s", note)
-                if any(report.deleted.values()):
-                    log.info("pruned log entries older than %g days%s: %s", retention_days,
-                             "" if note is None else " before the newest entry logged",
-                             report.deleted)
-                # The keys that ended before the same cutoff go from keys.db (on the
-                # service's own key store, whose lookups then read the file again).
-                most = self.settings.governance.max_keys
-                try:
-                    keys = self.governor.keys.prune(report.cutoff, most, logged=True)
-                except StoreError as exc:
-                    if not exc.damaged:  # (busy, say: said as any failure, and tried again)
-                        raise
-                    # (a keys.db missing, deleted holding keys, not the one in use or
-                    # damaged: said once, not each hour, until a prune of it goes through)
-                    if str(exc) != self._keys_unpruned:
-                        log.warning("retention: %s", exc)
-                    self._keys_unpruned = str(exc)
-                    return
-                self._keys_unpruned = None
-                if keys:
-                    log.info("pruned %d revoked or expired keys (those that ended more than %g "
-                             "days ago, and the oldest past the %d ended keys "
-                             "governance.max_keys keeps)", keys, retention_days, most)
-        except Exception as exc:  # housekeeping must never take a request down
-            log.warning("housekeeping failed (it runs again later): %s: %s",
-                        type(exc).__name__, exc)
-
-    def _take_maintenance(self) -> Future[None] | None:
-        """The housekeeping run to wait for (None: none was started), no longer the gateway's;
-        from now until the gateway opens again, no run starts (a request that passed its open
-        check as the gateway closed would otherwise start one on the state being closed)."""
-        with self._maintenance_lock:
-            future, self._maintenance = self._maintenance, None
-            self._maintenance_shut = True
-        return future
-
-    async def _maintenance_done(self) -> None:
-        future = self._take_maintenance()
-        if future is not None:
-            await asyncio.wrap_future(future)
 
     # Internals ---------------------------------------------------------------------------------
 
