@@ -74,7 +74,7 @@ from switchpoint._messages import json_quoted, listed_names, one_of, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint._redact import redact, remember, url_secrets
-from switchpoint.catalog import Catalog, ModelCard, model_names, usd, usd_text
+from switchpoint.catalog import Catalog, model_names, usd
 from switchpoint.config import (
     MAPPING_CONFIG,
     GatewaySettings,
@@ -123,19 +123,13 @@ from switchpoint.gateway.experiments import (
 )
 from switchpoint.gateway.failed_tries import FailedTryLog
 from switchpoint.gateway.failover import (
-    BUDGET_REFUSED,
-    RATE_REFUSED,
-    AnswerUse,
     Attempt,
-    BeforeTry,
     FailoverResult,
     FailoverStream,
-    NotSent,
     RetryPolicy,
     Sequel,
     TimeoutsFor,
     billed_tries,
-    billed_use,
     call_with_failover,
     failed_models,
     none_answered,
@@ -170,6 +164,7 @@ from switchpoint.gateway.sessions import (
     SQLitePinStore,
     session_key,
 )
+from switchpoint.gateway.settling import Settler, answer_use, worst_held
 from switchpoint.gateway.swaps import (
     apply_max_keys,
     check_policy,
@@ -185,7 +180,6 @@ from switchpoint.gateway.sync_bridge import LOOP_DRAIN_S as LOOP_DRAIN_S
 from switchpoint.gateway.sync_bridge import LoopThread, SyncChatStream
 from switchpoint.gateway.via import check_received, forwarding
 from switchpoint.governance.governor import Governor, Policy, Principal
-from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of, api_key_problem
 from switchpoint.learning.events import (
@@ -387,6 +381,8 @@ class Gateway:
                                                lambda: self.governor.keys)
         self.ab_tests = RuntimeExperiments(self.state, self.store, self.learning,
                                            self.models_registered.held)
+        # What each chat request's budget holds and rate windows are settled at.
+        self._settler = Settler(self.governor)
         # Pins purged, data_dir's lock checked and the logs pruned, now and then.
         self._housekeeping = Housekeeping(lambda: self.settings, self.store, self.pinner,
                                           self.learning, self.governor,
@@ -1203,7 +1199,8 @@ class Gateway:
                 result = await call_with_failover(
                     plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
                     policy=self.retry, timeouts=self._timeouts_of(plan, live),
-                    health=self.health, attempts=attempts, before_try=self._before_try(plan),
+                    health=self.health, attempts=attempts,
+                    before_try=self._settler.before_try(plan),
                     on_failed_try=functools.partial(self._failed_tries, plan.request_id))
         except FailoverError as exc:
             rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
@@ -1211,7 +1208,7 @@ class Gateway:
             self.pinner.evict_on_failure(plan.session, failed=failed_models(exc.attempts),
                                          outgrown=outgrown_models(exc.attempts),
                                          rehomed_to=rehomed_to)
-            entry = self._entry(self._settle(plan, None, None, None, exc.attempts),
+            entry = self._settler.entry(self._settler.settle(plan, None, None, None, exc.attempts),
                                 functools.partial(accounting.failed, plan, exc, live))
             exc.info = entry.info
             await self._write(entry, wait=True)
@@ -1219,7 +1216,7 @@ class Gateway:
         except asyncio.CancelledError:
             # The caller left (an HTTP client disconnected; or the service, stopping, ended
             # the call). A try under way upstream is charged as every try a provider may have
-            # billed is (see _settle). Before any model was called, between two tries, or
+            # billed is (see Settler.settle). Before any model was called, between two tries, or
             # before a try's request was sent (connecting), nothing sent could be billed: with
             # no such try before, the hold is released.
             stopped = self._stopped_calls.pop(task, None) if task is not None else None
@@ -1229,7 +1226,7 @@ class Gateway:
                 plan.notes.append("cancelled with no try under way upstream (before any "
                                   "model was called, between two tries, or before its request "
                                   "was sent): its budget hold was released, nothing charged")
-            settlement = self._settle(plan, None, None, None, attempts)
+            settlement = self._settler.settle(plan, None, None, None, attempts)
             # A pinned model that had failed before the caller left did not hold the pin.
             rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
             plan.unanswered(attempts)
@@ -1238,16 +1235,16 @@ class Gateway:
                                          rehomed_to=rehomed_to)
             if stopped is not None:  # the caller still waits: it is told, once it is logged
                 error = ServiceStoppingError(stopped)
-                entry = self._entry(settlement, lambda ledger: accounting.stopped(
+                entry = self._settler.entry(settlement, lambda ledger: accounting.stopped(
                     plan, live, attempts, error, ledger))
                 error.info = entry.info
                 await self._write(entry, wait=True)
                 raise error from None
-            await self._write(self._entry(settlement, lambda ledger: accounting.abandoned(
+            await self._write(self._settler.entry(settlement, lambda ledger: accounting.abandoned(
                 plan, live, attempts, ledger)), wait=False)
             raise
         except BaseException:
-            self._release(plan, attempts)
+            self._settler.release(plan, attempts)
             raise
         finally:
             if task is not None:
@@ -1263,7 +1260,7 @@ class Gateway:
                 # else its worst case, its hold closed now rather than when the
                 # reservation expires, its upstream let go (and no feedback taken on it).
                 try:
-                    self._release(plan, result.attempts, answered=result)
+                    self._settler.release(plan, result.attempts, answered=result)
                 finally:  # (let go of the upstream and the feedback whatever the charge did)
                     self.learning.stream_ended(plan.request_id)
                     try:
@@ -1277,16 +1274,16 @@ class Gateway:
             self._answered(plan, live, result.model, attempts)
             self.pinner.record(plan.session, result.model, time.time(),
                                tenant_key(plan.call.tenant))
-            use = _answer_use(plan, result)
-            settlement = self._settle(plan, result.card, use.cost_usd, use.usage,
+            use = answer_use(plan, result)
+            settlement = self._settler.settle(plan, result.card, use.cost_usd, use.usage,
                                       result.attempts)
         except BaseException:
             # An internal error once the model answered (the provider bills the answer): the
             # answer is charged, as it would have been, rather than its hold left open until
             # the reservation expires (a settlement under way booked it: not charged twice).
-            self._release(plan, result.attempts, answered=result)
+            self._settler.release(plan, result.attempts, answered=result)
             raise
-        entry = self._entry(settlement,
+        entry = self._settler.entry(settlement,
                             lambda ledger: accounting.answered(plan, result, live, ledger, use))
         body = result.body
         if isinstance(body.get("usage"), dict):
@@ -1332,9 +1329,9 @@ class Gateway:
                 plan.broke_off(s.model)
                 self.pinner.evict_on_failure(plan.session, failed={s.model})
             use = s.use(plan.needs.prompt_tokens, cap)
-            entry = self._entry(self._settle(plan, s.card, use.cost_usd, use.usage, s.attempts),
-                                lambda ledger: accounting.streamed(plan, s, live, ttft_ms,
-                                                                   ledger, use))
+            settlement = self._settler.settle(plan, s.card, use.cost_usd, use.usage, s.attempts)
+            entry = self._settler.entry(settlement, lambda ledger: accounting.streamed(
+                plan, s, live, ttft_ms, ledger, use))
             _update(info, entry.info)
             written = None
             try:
@@ -1348,7 +1345,7 @@ class Gateway:
                         lambda _: self.learning.stream_ended(plan.request_id))
                 plan.leave()  # (its entry queued: the store's closing writes it)
 
-        cap = _worst_held(plan, stream.model)
+        cap = worst_held(plan, stream.model)
         chat_stream = ChatStream(stream, info, finish, price_usage=True, cost_cap=cap)
         opened.append(chat_stream)
         self._forget_streams_of_closed_loops()
@@ -1465,7 +1462,7 @@ class Gateway:
         caller gets. Returns its log entry, to write."""
         error = ServiceStoppingError(why)
         plan.unanswered([])
-        entry = self._entry(self._settle(plan, None, None, None),
+        entry = self._settler.entry(self._settler.settle(plan, None, None, None),
                             lambda ledger: accounting.stopped(plan, live, [], error, ledger))
         error.info = entry.info
         plan.stopped = error
@@ -1504,147 +1501,6 @@ class Gateway:
                     "its budget hold settled now: close a stream you stop reading (await "
                     "stream.aclose())", len(gone))
         return tasks
-
-    def _before_try(self, plan: Plan) -> BeforeTry | None:
-        """What failover asks before each try of a request a budget or a tokens-per-minute
-        limit watches (None: neither, nothing to ask): a try after one a provider may have
-        billed is held first (see :meth:`Governor.hold_try`), or not sent when a budget cannot
-        hold it or a TPM window cannot take it. Each says so in a note, as does a try sent
-        with nothing held because the request's reservation expired first (its note named
-        for what the reservation held: a budget, a TPM window, or both)."""
-        ticket = plan.ticket
-        if ticket is None or not ticket.holds_any:  # (no budget, no TPM limit: RPM at most)
-            return None
-
-        def before(card: Any, attempts: Sequence[Attempt]) -> NotSent | None:
-            # (each as it will be charged: at the usage its upstream reported, when it did)
-            billed = [(c, *_use_of(_billed_use(plan, a, c)))
-                      for a, c in _billed(plan, attempts)]
-            if not billed:
-                return None  # (the request's hold covers its first try)
-            blocked = self.governor.hold_try(ticket, card, billed)
-            tries = f"{len(billed)} tr{'y' if len(billed) == 1 else 'ies'}"
-            if blocked is not None:
-                budget = blocked.kind == "budget"
-                plan.notes.append(f"{'Budget' if budget else 'Rate limit'}: {card.name} not "
-                                  f"tried: {blocked.message}.")
-                return NotSent(BUDGET_REFUSED if budget else RATE_REFUSED, blocked.message)
-            if ticket.closed:  # (expired: its holds were freed, and nothing more is held)
-                plan.notes.append(
-                    f"{_limits_named(ticket)}: nothing held before "
-                    f"{card.name}'s next try, after {tries} a provider may have billed: the "
-                    "request's reservation expired (it outlived its hold), so the try is sent "
-                    "unheld; what the tries cost and use is still counted when the request "
-                    "ends.")
-                return None
-            if ticket.holds:
-                plan.notes.append(
-                    f"Budget: held {card.name}'s worst case "
-                    f"{usd_text(self.governor.worst_of(ticket, card))} before its next try, after "
-                    f"{tries} a provider may have billed ({usd_text(ticket.held_for_usd)} held for "
-                    "the request's tries in all).")
-            held = ticket.tokens_held()
-            if held:
-                plan.notes.append(
-                    f"Rate limit: held {card.name}'s worst case of {ticket.tokens} tokens in the "
-                    f"tokens-per-minute window of {', '.join(map(describe_account, held))} "
-                    f"before its next try, after {tries} a provider may have billed "
-                    f"({max(held.values())} tokens held for the request's tries in all).")
-            return None
-
-        return before
-
-    def _settle(self, plan: Plan, card: Any, cost_usd: float | None, usage: Any,
-                attempts: Sequence[Attempt] = ()) -> accounting.Settlement | None:
-        """Settle the request's reservation (what its budgets hold, the tokens its
-        tokens-per-minute windows count): the answer of ``card`` (None: no answer) at
-        ``cost_usd`` (None: unknown, its worst case), and each try of ``attempts`` a provider
-        may have billed with no answer (:func:`billed_tries`: a timeout, the deadline or a cut
-        mid-answer, an answer holding no choice or misnumbered ones, the caller leaving while it
-        was under way) at the usage its upstream reported, else (a stream broken or cut off
-        while its upstream was reasoning) the estimate of the reasoning it sent, else its
-        model's worst case (:func:`~switchpoint.gateway.failover.billed_use`); with
-        neither, the hold is released. Each such try carries its charge in the log
-        (``charged_usd``), and a note says what they added: charged against the request's
-        budgets, or, where none applies (a tokens-per-minute limit alone), recorded in the
-        spend ledger only. Returns the ledger rows for its log entry and the amount charged;
-        None when it holds no reservation."""
-        if plan.ticket is None:
-            return None
-        tries = _billed(plan, attempts)
-        billed = [attempt for attempt, _ in tries]
-        uses = [_billed_use(plan, attempt, of) for attempt, of in tries]
-        # Each try's charge, worked out once (a usage past its worst case is said once): the
-        # log's charged_usd and what the budgets are charged are the same amounts.
-        charges = [(of, *self.governor.charge_of(plan.ticket, of, *_use_of(use),
-                                                  request_id=plan.request_id))
-                   for (_, of), use in zip(tries, uses, strict=True)]
-        for attempt, (_, amount, _) in zip(billed, charges, strict=True):
-            attempt.charged_usd = amount
-        if billed:
-            extra = sum(a.charged_usd or 0.0 for a in billed)
-            how = ("each at its model's worst case"
-                   if all(use.cost_usd is None for use in uses)
-                   else "each at the usage its upstream reported, else its model's worst case"
-                   if not any(use.estimated for use in uses)
-                   else "each at the usage its upstream reported, else the estimate of the "
-                        "reasoning it sent before it broke or was cut off, else its model's "
-                        "worst case")
-            tries_of = (f"{len(billed)} tr{'y' if len(billed) == 1 else 'ies'} a provider may "
-                        "have billed with no answer (timed out, cut by the deadline or "
-                        "mid-answer, answered with no choice or misnumbered ones, or left by "
-                        f"the caller while under way), {how}: "
-                        + ", ".join(f"{a.model} #{a.attempt} {a.outcome}{_estimated(use)}"
-                                    for a, use in zip(billed, uses, strict=True)))
-            if plan.ticket.holds:  # a budget applies: charged against it
-                over = (" (more than the request held: charged in full)"
-                        if extra + (cost_usd or 0.0)
-                        > plan.ticket.held_for_usd * (1 + 1e-9) + 1e-12 else "")
-                plan.notes.append(f"Budget: charged {usd_text(extra)} for {tries_of}{over}.")
-            else:  # (a tokens-per-minute limit alone: no budget to charge)
-                plan.notes.append(f"Spend: recorded {usd_text(extra)} in the spend ledger, "
-                                  f"against no budget (none applies to this request), for "
-                                  f"{tries_of}.")
-        tokens = None if usage is None else usage.prompt_tokens + usage.completion_tokens
-        rows, charged = self.governor.settle(plan.ticket, request_id=plan.request_id,
-                                             card=card, cost_usd=cost_usd, tokens=tokens,
-                                             billed=charges)
-        return list(rows), charged
-
-    def _entry(self, settlement: accounting.Settlement | None,
-               build: Callable[[accounting.Settlement | None], accounting.Entry]
-               ) -> accounting.Entry:
-        """The log entry ``build`` makes to carry ``settlement``'s ledger rows. Should making
-        it fail (an internal error), the rows are written alone before the error goes on, as
-        for a request with no log entry (:meth:`_release`): the governor booked them already,
-        and a restart must count them too."""
-        try:
-            return build(settlement)
-        except BaseException:
-            if settlement is not None:
-                self.governor.write_unlogged(settlement[0])
-            raise
-
-    def _release(self, plan: Plan, attempts: Sequence[Attempt] = (),
-                 answered: FailoverResult | FailoverStream | None = None) -> None:
-        """Close the reservation of a request that ended some unforeseen way (an internal
-        error; no log entry carries its ledger rows, so they are written here), as
-        :meth:`_settle` closes it: the answer ``answered`` got (if any) at its cost (a plain
-        answer without usage, the estimate of what it used; a stream, unread, its worst case
-        when unknown), and each of its ``attempts`` a provider may have billed
-        (:func:`billed_tries`) at its model's worst case; the rest of the hold released.
-        Charged even when its reservation expired meanwhile; nothing when it was settled
-        already (the governor books a request's end once)."""
-        if answered is None:
-            settled = self._settle(plan, None, None, None, attempts)
-        elif isinstance(answered, FailoverResult):  # (what its answer used, as when settled)
-            use = _answer_use(plan, answered)
-            settled = self._settle(plan, answered.card, use.cost_usd, use.usage, attempts)
-        else:
-            settled = self._settle(plan, answered.card, answered.cost_usd, answered.usage,
-                                   attempts)
-        if settled is not None:
-            self.governor.write_unlogged(settled[0])
 
     async def chat(self, call: ChatCall) -> ChatCompletion | ChatStream:
         """Plan and execute one chat request (the HTTP door's path)."""
@@ -2968,65 +2824,6 @@ async def _kept(commits: Sequence[Future[None]], what: str, then: str = NOTHING_
             await asyncio.wrap_future(commit)
         except StoreError as exc:
             raise not_kept(what, exc, then=then) from None
-
-
-def _billed(plan: Plan, attempts: Sequence[Attempt]) -> list[tuple[Attempt, Any]]:
-    """The tries of ``attempts`` a provider may have billed with no answer (see
-    :func:`billed_tries`), each with its model's card (the request's budget charges each its
-    worst case)."""
-    cards = {c.name: c for c in plan.cards}
-    return [(a, cards[a.model]) for a in billed_tries(attempts) if a.model in cards]
-
-
-def _use_of(use: AnswerUse) -> tuple[float | None, int | None]:
-    """(cost in USD, tokens) of a try's ``use`` as the governor charges them (None: unknown,
-    its worst case)."""
-    usage = use.usage
-    return use.cost_usd, None if usage is None else usage.prompt_tokens + usage.completion_tokens
-
-
-def _estimated(use: AnswerUse) -> str:
-    """What a billed try's note adds when its charge is an estimate (see
-    :func:`~switchpoint.gateway.failover.billed_use`): from what, at how much."""
-    if not use.estimated or use.usage is None:
-        return ""
-    prompt = ("as the upstream reported it" if use.prompt_reported
-              else "the prompt as the gateway estimates it")
-    cost = "" if use.cost_usd is None else f", {usd_text(use.cost_usd)}"
-    return (f" (estimated: {use.usage.prompt_tokens} prompt tokens ({prompt}) and "
-            f"{use.usage.completion_tokens} answer tokens, for the {use.unrelayed_bytes} bytes, "
-            f"in UTF-8, of reasoning it sent before any content{cost})")
-
-
-def _answer_use(plan: Plan, answer: FailoverResult | FailoverStream) -> AnswerUse:
-    """What ``answer`` of ``plan`` is charged at (:func:`~switchpoint.gateway.failover.
-    answer_use`): its usage, else the estimate from the plan's prompt, never past the worst
-    case its hold holds."""
-    return answer.use(plan.needs.prompt_tokens, _worst_held(plan, answer.model))
-
-
-def _billed_use(plan: Plan, attempt: Attempt, card: ModelCard) -> AnswerUse:
-    """What ``attempt``, a try of ``card`` a provider may have billed with no answer, is
-    charged at (:func:`~switchpoint.gateway.failover.billed_use`), by ``plan``'s prompt and
-    the worst case its hold holds."""
-    return billed_use(attempt, card, plan.needs.prompt_tokens, _worst_held(plan, card.name))
-
-
-def _worst_held(plan: Plan, model: str) -> float | None:
-    """The worst case the plan's budget hold holds for an answer of ``model`` (what an
-    estimated charge is never past; None: no budget holds one)."""
-    ticket = plan.ticket
-    return (ticket.worst_by_model.get(model, ticket.worst_usd)
-            if ticket is not None and ticket.worst_by_model else None)
-
-
-def _limits_named(ticket: Any) -> str:
-    """What a note about ``ticket``'s holds is about: ``Budget`` when a budget holds for it,
-    ``Rate limit`` when a tokens-per-minute window counts it, ``Budget and rate limit`` when
-    both do."""
-    kinds = [kind for kind, held in (("budget", ticket.holds), ("rate limit",
-                                                                 ticket.rate_entries)) if held]
-    return " and ".join(kinds).capitalize() or "Rate limit"
 
 
 def _close_at_exit_if_open(gateway: Gateway) -> None:
