@@ -785,7 +785,7 @@ def test_a_gateway_called_from_loop_after_loop_holds_nothing_of_the_loops_that_c
                 assert asyncio.run(complete()) == "good"
                 assert len(gateway.pool) == 0  # closed as its loop ended
                 asyncio.run(read_one_chunk())
-                assert len(gateway._open_streams) == 1  # the last one's loop alone
+                assert len(gateway._streams.open_streams) == 1  # the last one's loop alone
             gc.collect()
         left = [r.getMessage() for r in caplog.records if "neither finished" in r.getMessage()]
         assert len(left) == 11 and "await stream.aclose()" in left[0]
@@ -838,7 +838,7 @@ async def test_a_stream_left_unread_on_a_running_loop_is_closed_logged_and_settl
         stream = await gateway.astream(messages(), model="good")
         assert (await anext(stream)).model == "good"  # read a little, then no more
         request_id = stream.switchpoint.request_id
-        assert ledger.open_tickets() == 1 and len(gateway._open_streams) == 1
+        assert ledger.open_tickets() == 1 and len(gateway._streams.open_streams) == 1
         held = [stream] if kept else []
         del stream
         await _until(lambda: store.requests(20, None)[0])
@@ -846,7 +846,7 @@ async def test_a_stream_left_unread_on_a_running_loop_is_closed_logged_and_settl
         assert [(e["id"], e["status"]) for e in entries] == [(request_id, "stream_broken")]
         assert "max_total_s" in entries[0]["error"]
         assert entries[0]["error_kind"] == "stream_broken"
-        assert ledger.open_tickets() == 0 and not gateway._open_streams
+        assert ledger.open_tickets() == 0 and not gateway._streams.open_streams
         # (let go by the commit's callback, on the writer's thread, just after the entry is
         # readable: feedback on the id meanwhile finds the stream or the entry, never neither)
         await _until(lambda: request_id not in gateway.learning._streams, 5.0)
@@ -875,7 +875,7 @@ def test_a_client_that_hangs_up_mid_stream_lets_the_upstream_go_and_is_logged_on
             request_id = r.headers["x-switchpoint-request-id"]
             events = r.iter_bytes()
             assert b"slow answer" in next(events)  # the first event ...
-            assert gateway.governor.ledger.open_tickets() == 1 and gateway._open_streams
+            assert gateway.governor.ledger.open_tickets() == 1 and gateway._streams.open_streams
         # ... then hang up
         entry = log_entry(server, request_id)
         assert entry["status"] == "client_closed" and entry["model"] == "good"
@@ -883,7 +883,7 @@ def test_a_client_that_hangs_up_mid_stream_lets_the_upstream_go_and_is_logged_on
         while not gw_fake.requests()[-1].get("closed_at"):  # the upstream is let go
             assert time.monotonic() < deadline, "the upstream connection was kept"
             time.sleep(0.05)
-        assert gateway.governor.ledger.open_tickets() == 0 and not gateway._open_streams
+        assert gateway.governor.ledger.open_tickets() == 0 and not gateway._streams.open_streams
         page = httpx.get(f"{server.base}/v1/router/requests", params={"limit": 100}).json()
         assert [e["id"] for e in page["data"]].count(request_id) == 1
 
@@ -904,7 +904,7 @@ def test_a_stream_stalled_on_a_slow_reading_client_is_logged_as_broken_at_its_de
             events = r.iter_bytes()  # (kept: dropping it would close the connection)
             assert next(events).startswith(b"data: ")  # a little, then no more
             entry = log_entry(server, request_id, timeout=15)  # still connected
-            assert gateway.governor.ledger.open_tickets() == 0 and not gateway._open_streams
+            assert gateway.governor.ledger.open_tickets() == 0 and not gateway._streams.open_streams
         assert entry["status"] == "stream_broken", (entry["error"], entry["error_kind"])
         assert entry["error_kind"] == "stream_broken" and "max_total_s" in entry["error"]
         assert entry["model"] == "good" and entry["http_status"] == 200
@@ -971,7 +971,7 @@ def test_a_synchronous_stream_let_go_of_unclosed_is_closed_settled_and_logged_at
         entries, _ = store.requests(20, None)
         assert [e["status"] for e in entries] == ["client_closed"]
         assert entries[0]["model"] == "good"
-        assert ledger.open_tickets() == 0 and not gateway._open_streams
+        assert ledger.open_tickets() == 0 and not gateway._streams.open_streams
         [budget] = gateway.budget_status()  # charged what the upstream may bill, nothing held
         assert budget["spent_usd"] > 0 and budget["held_usd"] == 0
         while not gw_fake.requests()[-1].get("closed_at"):  # the upstream is let go
@@ -1230,7 +1230,7 @@ async def test_a_stream_whose_read_is_cancelled_is_closed_settled_and_logged_onc
             reader.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await reader
-        assert ledger.open_tickets() == 0 and not gateway._open_streams
+        assert ledger.open_tickets() == 0 and not gateway._streams.open_streams
         with pytest.raises(StreamBroken, match="a read of this stream was cancelled"):
             await anext(stream)
         await _until(lambda: store.requests(20, None)[0])
@@ -1280,7 +1280,8 @@ def test_a_synchronous_call_interrupted_by_ctrl_c_is_cancelled_settled_and_logge
                 gateway.complete(messages(), model="good")
         ctrl_c.join()
         assert time.monotonic() - started < 3
-        assert ledger.open_tickets() == 0 and not gateway._calls and not gateway._open_streams
+        assert ledger.open_tickets() == 0 and not gateway._calls
+        assert not gateway._streams.open_streams
         if answer is not None:
             with pytest.raises(StreamBroken, match="a read of this stream was cancelled"):
                 next(answer)
@@ -1336,7 +1337,7 @@ def test_a_synchronous_stream_interrupted_as_it_opened_is_closed_settled_and_log
         caller.join(10)
         assert got == ["interrupted"]
         deadline = time.monotonic() + 5
-        while gateway._open_streams or ledger.open_tickets():
+        while gateway._streams.open_streams or ledger.open_tickets():
             assert time.monotonic() < deadline, "the stream nobody took was kept open"
             time.sleep(0.05)
     finally:

@@ -145,6 +145,9 @@ from switchpoint.gateway.kept import not_kept, turn
 from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.observing import Observer, Told
+from switchpoint.gateway.open_streams import LOOP_CLOSED as LOOP_CLOSED
+from switchpoint.gateway.open_streams import LOOP_STOPPED as LOOP_STOPPED
+from switchpoint.gateway.open_streams import OpenStreams
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body, check_model_count
 from switchpoint.gateway.planning import ChatCall, Plan, Planner, call_session, healthy_choice
@@ -339,11 +342,8 @@ class Gateway:
         self._opened = False
         self._closed = False  # closed after it was opened: refuses work until opened again
         self._pid: int | None = None  # the process that opened it (see switchpoint._process)
-        # Streams handed out and not yet ended, with the loop each runs on: closing the
-        # gateway closes them first, so each is logged (as closed by the client).
-        self._open_streams: dict[ChatStream, asyncio.AbstractEventLoop] = {}
-        # Closings of streams left unread past their deadline (a task needs a reference).
-        self._closing: set[asyncio.Task[None]] = set()
+        # Streams handed out and not yet ended: closing the gateway closes them first.
+        self._streams = OpenStreams(lambda: self.retry.max_total_s)
         # The tasks waiting on an upstream's answer (a plain one, or a stream's first chunk),
         # and those of them :meth:`stop_in_flight` ended, with why.
         self._calls: set[asyncio.Task[Any]] = set()
@@ -527,15 +527,16 @@ class Gateway:
         if in_other_process(self._pid):
             return
         self._admission.shut()
-        await self._close_streams()
+        await self._streams.close_all()
         self._left_inside(await self._admission.adrain(self._drain_s(),
                                                        but=self._sync_loops()))
-        await self._close_streams(stopped=True)
+        await self._streams.close_all(stopped=True)
         await self._close_pool()
         await self._housekeeping.done()
         if self._sync is not None:  # what the synchronous methods opened, on their own loop
             sync = self._sync
-            for step in (functools.partial(self._close_streams, stopped=True), self._close_pool):
+            for step in (functools.partial(self._streams.close_all, stopped=True),
+                         self._close_pool):
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step(), sync.loop))
             self._sync = None
             await anyio.to_thread.run_sync(sync.stop)
@@ -560,10 +561,10 @@ class Gateway:
         with self._close_lock:
             self._left_inside(self._admission.drain(self._drain_s(),
                                                     but=(running_loop(), *self._sync_loops())))
-            if any(runs_no_more(on) for on in list(self._open_streams.values())):
+            if any(runs_no_more(on) for on in list(self._streams.open_streams.values())):
                 self._sync_loop()  # (a loop of its own settles the streams whose loop stopped)
             if self._sync is not None:  # (its streams' requests logged, as closed by the client)
-                self._sync.run(self._close_streams(stopped=True))
+                self._sync.run(self._streams.close_all(stopped=True))
                 self._sync.run(self._close_pool())
                 self._sync.stop()
                 self._sync = None
@@ -602,20 +603,6 @@ class Gateway:
         """Close the upstream connections of the running loop, if any were made."""
         if self._providers is not None:
             await self._providers.pool.aclose()
-
-    async def _close_streams(self, *, stopped: bool = False) -> None:
-        """Close the open streams of the running loop, so their requests are logged (and
-        settle those whose loop has closed, or, ``stopped``, runs no more)."""
-        await asyncio.gather(*self._forget_streams_of_closed_loops(stopped=stopped),
-                             return_exceptions=True)
-        loop = asyncio.get_running_loop()
-        for stream, on in list(self._open_streams.items()):
-            if on is loop:
-                try:
-                    await stream.aclose()
-                except Exception as exc:  # (closing the rest matters more)
-                    log.error("a stream left open at close did not close cleanly: %s", exc)
-                self._open_streams.pop(stream, None)
 
     def _close_state(self) -> None:
         _STILL_OPEN.discard(self)
@@ -1322,7 +1309,7 @@ class Gateway:
             for watch in watches:
                 watch.cancel()
             for ended in opened:
-                self._open_streams.pop(ended, None)
+                self._streams.discard(ended)
             if s.error is not None and not s.error.internal:
                 # (The gateway's own failure is not the model's: the pin stays as it was.)
                 self._failed_tries(plan.request_id, s.attempts[-1], Sequel())
@@ -1348,59 +1335,8 @@ class Gateway:
         cap = worst_held(plan, stream.model)
         chat_stream = ChatStream(stream, info, finish, price_usage=True, cost_cap=cap)
         opened.append(chat_stream)
-        self._forget_streams_of_closed_loops()
-        loop = asyncio.get_running_loop()
-        self._open_streams[chat_stream] = loop
-        left = stream.seconds_left()
-        if left is not None:
-            watches.append(loop.call_later(max(0.0, left), self._expire, chat_stream,
-                                           watches))
+        self._streams.add(chat_stream, stream.seconds_left(), watches)
         return chat_stream
-
-    def _expire(self, stream: ChatStream, watches: list[asyncio.TimerHandle]) -> None:
-        """The request's deadline ran out on ``stream``, still open: past it a read gets
-        nothing more. One nobody reads (its caller kept it, or dropped it, and never closed it;
-        over HTTP, a client that stopped reading, so the answer cannot be sent on) is closed
-        now, so its upstream connection, its budget reservation and its log entry are not held
-        for as long as its event loop runs; it is logged as broken by the deadline, as a read
-        under way that meets it is. Such a read meets the deadline itself; the stream is looked
-        at again a second later."""
-        if stream not in self._open_streams:
-            return
-        loop = asyncio.get_running_loop()
-        if not stream.idle:
-            watches.append(loop.call_later(1.0, self._expire, stream, watches))
-            return
-        why = (f"nothing read it before the request's deadline (gateway.max_total_s: "
-               f"{self.retry.max_total_s:g}s) ran out, so the gateway closed it and let its "
-               "upstream go; a caller reads a stream to its end within the deadline or closes it "
-               "(in Python: await stream.aclose()), or raises gateway.max_total_s")
-        log.warning("stream of request %s: %s", stream.switchpoint.request_id, why)
-        stream.expire(why)  # at once: no read may begin before it is closed
-        task = loop.create_task(self._close_unread(stream))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    def _stream_dropped(self, stream: ChatStream) -> None:
-        """A synchronous stream its caller let go of, neither read to its end nor closed (a
-        ``for`` loop over it left with ``break``, one never read): closed now, on the loop
-        running it, as :meth:`SyncChatStream.close` closes it (logged as closed by the
-        client), so its upstream connection and its budget hold are let go at once rather
-        than at its deadline, as a generator dropped half-read is closed."""
-        if stream not in self._open_streams:
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._close_unread(stream, "a stream its caller let go of unclosed"))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def _close_unread(self, stream: ChatStream,
-                            what: str = "a stream left unread past its deadline") -> None:
-        try:
-            await stream.aclose()
-        except Exception as exc:  # (what it held is released as far as it can be)
-            log.error("%s did not close cleanly: %s", what, exc)
-        self._open_streams.pop(stream, None)
 
     def stop_in_flight(self, why: str) -> int:
         """End what is in flight on the running loop now, for a service that stops (its
@@ -1435,26 +1371,13 @@ class Gateway:
             if on is not loop:
                 continue  # (its loop closed: nothing on it can run again)
             entry = self._end_planned(plan, live, why)
-            closing = loop.create_task(self._log_ended(entry, plan))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            self._streams.keep(loop.create_task(self._log_ended(entry, plan)))
             ended += 1
-        for stream, on in list(self._open_streams.items()):
-            if on is not loop:
-                continue
-            idle = stream.idle
-            stream.stop(why)
-            ended += 1
-            if idle:
-                closing = loop.create_task(self._close_unread(stream))
-                self._closing.add(closing)
-                closing.add_done_callback(self._closing.discard)
-        return ended
+        return ended + self._streams.stop(loop, why)
 
     async def settled(self) -> None:
         """Wait for the closings :meth:`stop_in_flight` (or a deadline) started."""
-        while self._closing:
-            await asyncio.gather(*list(self._closing), return_exceptions=True)
+        await self._streams.settled()
 
     def _end_planned(self, plan: Plan, live: Live, why: str) -> accounting.Entry:
         """End a planned request whose call has not begun, for a service that stops: its
@@ -1473,34 +1396,6 @@ class Gateway:
             await self._write(entry, wait=True)
         finally:  # (ended and logged: closing need not wait for a call that never begins)
             plan.leave()
-
-    def _forget_streams_of_closed_loops(self, *, stopped: bool = False
-                                        ) -> list[asyncio.Task[None]]:
-        """Settle and drop the open streams whose event loop has closed (an ``asyncio.run``
-        that returned without finishing or closing its stream): they can never be read on nor
-        closed there, so each is logged now, on the running loop, as broken saying so, its
-        budget hold settled as for a stream its client left (see :meth:`ChatStream.abandon`);
-        kept, they would hold their reservations, and the gateway would grow, stream after
-        stream. As the gateway closes (``stopped``), so are those whose loop is stopped, not
-        running (:data:`LOOP_STOPPED`): only the closing can end them now. Returns the tasks
-        that do so."""
-        gone = [s for s, on in list(self._open_streams.items())
-                if on.is_closed() or (stopped and runs_no_more(on))]
-        if not gone:
-            return []
-        loop = asyncio.get_running_loop()
-        tasks = []
-        for stream in gone:
-            on = self._open_streams.pop(stream, loop)
-            task = loop.create_task(stream.abandon(LOOP_CLOSED if on.is_closed() else LOOP_STOPPED))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-            tasks.append(task)
-        log.warning("%d stream(s) were left neither finished nor closed when their event loop "
-                    "closed (or stopped, as the gateway closed); each is logged as broken and "
-                    "its budget hold settled now: close a stream you stop reading (await "
-                    "stream.aclose())", len(gone))
-        return tasks
 
     async def chat(self, call: ChatCall) -> ChatCompletion | ChatStream:
         """Plan and execute one chat request (the HTTP door's path)."""
@@ -1581,7 +1476,7 @@ class Gateway:
                                         decision=decision, exact=exact, key=key,
                                         tenant=tenant, **params)
             assert self._sync is not None
-            return SyncChatStream(stream, self._sync, self._stream_dropped)
+            return SyncChatStream(stream, self._sync, self._streams.dropped)
 
         return self._run(opened())
 
@@ -2610,23 +2505,6 @@ class Gateway:
             if self._sync is None:
                 self._sync = LoopThread()
             return self._sync
-
-
-#: Why a stream whose event loop closed under it, neither read to its end nor closed, is
-#: logged as broken (see :meth:`Gateway._forget_streams_of_closed_loops`).
-LOOP_CLOSED = (
-    "its event loop closed (an asyncio.run that returned) while it was neither read to its end "
-    "nor closed, so nothing could read it on; charged what came, as a stream its client "
-    "leaves is: read a stream to its end or close it (await stream.aclose()) before its loop "
-    "ends")
-#: Why a stream left open on an event loop stopped, not closed, as the gateway closes is
-#: logged as broken (see :meth:`Gateway._forget_streams_of_closed_loops`).
-LOOP_STOPPED = (
-    "the gateway closed while its event loop was stopped, not running (a run_until_complete "
-    "that returned, a thread that ended without closing its loop), and it was neither read to "
-    "its end nor closed, so nothing could read it on; charged what came, as a stream its "
-    "client leaves is: read a stream to its end or close it (await stream.aclose()) before "
-    "its loop stops")
 
 
 def _stream_flag(params: dict[str, Any]) -> bool:
