@@ -45,11 +45,10 @@ import os
 import sys
 import threading
 import time
-import urllib.parse
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
@@ -73,16 +72,13 @@ from switchpoint._limits import MAX_TENANTS
 from switchpoint._messages import json_quoted, listed_names, one_of, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
-from switchpoint._redact import redact, remember, url_secrets
+from switchpoint._redact import redact, remember
 from switchpoint.catalog import Catalog, model_names, usd
 from switchpoint.config import (
     MAPPING_CONFIG,
-    GatewaySettings,
     Settings,
     check_catalog,
     load_settings,
-    shared_profile_note,
-    shared_profiles,
 )
 from switchpoint.decision import RoutingDecision, check_cost_weight
 from switchpoint.errors import (
@@ -113,6 +109,9 @@ from switchpoint.gateway.admission import (
     running_loop,
     runs_no_more,
 )
+from switchpoint.gateway.applied_settings import health_config as health_config
+from switchpoint.gateway.applied_settings import retry_policy as retry_policy
+from switchpoint.gateway.applied_settings import timeouts_of as timeouts_of
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.experiments import (
@@ -126,7 +125,6 @@ from switchpoint.gateway.failover import (
     Attempt,
     FailoverResult,
     FailoverStream,
-    RetryPolicy,
     Sequel,
     TimeoutsFor,
     billed_tries,
@@ -136,7 +134,7 @@ from switchpoint.gateway.failover import (
     outgrown_models,
 )
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED
-from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthConfig, HealthTracker
+from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthTracker
 from switchpoint.gateway.housekeeping import PRUNE_INTERVAL_S as PRUNE_INTERVAL_S
 from switchpoint.gateway.housekeeping import PRUNE_MAX_ROWS as PRUNE_MAX_ROWS
 from switchpoint.gateway.housekeeping import Housekeeping
@@ -144,6 +142,8 @@ from switchpoint.gateway.in_flight import InFlight, owner_of, share_of
 from switchpoint.gateway.kept import not_kept, turn
 from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
+from switchpoint.gateway.misconfig import misconfigurations as misconfigurations
+from switchpoint.gateway.misconfig import no_upstream_message
 from switchpoint.gateway.observing import Observer, Told
 from switchpoint.gateway.open_streams import LOOP_CLOSED as LOOP_CLOSED
 from switchpoint.gateway.open_streams import LOOP_STOPPED as LOOP_STOPPED
@@ -157,7 +157,7 @@ from switchpoint.gateway.preferences import (
     blind_detail,
     shuffled_labels,
 )
-from switchpoint.gateway.providers.base import Provider, Timeouts
+from switchpoint.gateway.providers.base import Provider
 from switchpoint.gateway.registered_models import RuntimeModels
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
 from switchpoint.gateway.sessions import (
@@ -184,14 +184,12 @@ from switchpoint.gateway.sync_bridge import LoopThread, SyncChatStream
 from switchpoint.gateway.via import check_received, forwarding
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.reports import Reports
-from switchpoint.known_providers import api_key_env_of, api_key_problem
 from switchpoint.learning.events import (
     DEFAULT_TENANT,
     check_quality,
     check_tenant,
     tenant_key,
 )
-from switchpoint.registration import internal_host, loopback_host
 from switchpoint.router import Router, check_route_input
 from switchpoint.store import SQLiteStore
 from switchpoint.store.sqlite import REFUSING_S, spill_reserve
@@ -1071,7 +1069,7 @@ class Gateway:
         catalog = live.router.catalog
         settings = live.settings
         if settings.models is None:
-            raise NoUpstreamError(_no_upstream_message(settings))
+            raise NoUpstreamError(no_upstream_message(settings))
         assignment = None
         if call.requested == AUTO_MODEL and call.decision is None and settings.experiments:
             scope = call.tenant if call.session_id else call.caller
@@ -1647,7 +1645,7 @@ class Gateway:
         live = self.state.live()
         settings = live.settings
         if settings.models is None:
-            raise NoUpstreamError(_no_upstream_message(settings))
+            raise NoUpstreamError(no_upstream_message(settings))
         if principal is None:
             principal = await self.governor.aprincipal(settings, key=key, tenant=tenant)
         who = principal or Principal()
@@ -1923,7 +1921,7 @@ class Gateway:
         live = self.state.live()
         caller = self._reader(live, key, tenant, principal)
         if live.settings.models is None:  # answered as a chat request naming it is
-            raise NoUpstreamError(_no_upstream_message(live.settings))
+            raise NoUpstreamError(no_upstream_message(live.settings))
         policy, allowed, auto = self._listed(live, caller)
         entries = live.model_objects(allowed, auto)
         for entry in entries:
@@ -2563,126 +2561,6 @@ def _update(info: CallInfo, final: CallInfo) -> None:
                  "prompt_tokens", "completion_tokens", "cost_usd", "charged_usd", "pin_state",
                  "pin"):
         setattr(info, name, getattr(final, name))
-
-
-def _no_upstream_message(settings: Settings) -> str:
-    where = (f"the config file {settings.source_path}" if settings.source_path
-             else "a config file (switchpoint serve --config switchpoint.yaml)")
-    return ("this gateway has no models configured (no `models:` in its config), so it has no "
-            "upstream to send chat requests to; POST /v1/route still routes. List the models "
-            f"to call, with their provider, under `models:` in {where}, e.g. `models: [{{name: "
-            "gpt-4o-mini, provider: openai, profile: gpt-3.5-turbo-1106, input_per_mtok: 0.15, "
-            "output_per_mtok: 0.6}]` with OPENAI_API_KEY exported")
-
-
-def misconfigurations(settings: Settings, env: Mapping[str, str], *,
-                      skip: Collection[str] = ()) -> list[tuple[str, str]]:
-    """What will make chat requests fail, or be accounted wrong, with these settings, as (key,
-    message) pairs: no ``models:`` at all, a model whose key variable is unset (models and
-    providers in ``skip`` have adapters of their own and are not checked), a model whose key
-    would cross the network over plain http, a model routing on another's learned profile by
-    its name alone (:func:`~switchpoint.config.shared_profiles`: it would be routed as that
-    model), a model without prices (its answers would be accounted as free), a model of the
-    config whose ``base_url`` names a link-local or cloud metadata host, as written
-    (:func:`~switchpoint.registration.internal_host`: allowed, the config is trusted, but
-    said)."""
-    if settings.models is None:
-        return [("no-models", "chat is off: no `models:` are configured, so POST "
-                              "/v1/chat/completions answers 503 no_upstream_configured until "
-                              "the config lists the models to call (POST /v1/route still "
-                              "routes over the bundled profiles)")]
-    catalog = settings.catalog()
-    assert catalog is not None
-    found: list[tuple[str, str]] = []
-    for card in catalog.cards:
-        var = api_key_env_of(card)
-        if var is None or card.name in skip or card.provider in skip:
-            continue
-        key = env.get(var, "").strip()
-        problem = "is not set" if not key else api_key_problem(key)
-        if problem is None:
-            continue
-        origin = ("" if card.api_key_env else
-                  f" (provider {card.provider}'s default; name another with api_key_env)")
-        found.append((f"key\0{card.name}\0{var}",
-                      f"model {card.name}: its API key variable {var}{origin} {problem}; "
-                      f"calls to it fail with missing_api_key until you export {var}"))
-    for card in catalog.cards:
-        var = api_key_env_of(card)
-        host = _plain_http_host(card.base_url)
-        if host is None or card.name in skip:
-            continue
-        keyed = var is not None and bool(env.get(var))
-        secrets = [what for what, there in (
-            (f"API key ({var})", keyed),
-            ("base_url's secret (its password or credential parameter)",
-             bool(url_secrets(card.base_url)))) if there]
-        if secrets:
-            found.append((f"plain\0{card.name}",
-                          f"model {card.name}: its base_url is plain http to {host}, so its "
-                          f"{' and its '.join(secrets)} cross"
-                          f"{'es' if len(secrets) == 1 else ''} the network unencrypted; use "
-                          "https, or a loopback address for a proxy on this machine"))
-    # (the config's own: its author owns the machine; a registration that would is refused)
-    for entry in settings.models:
-        what = (None if entry.registered_at is not None or entry.base_url is None
-                else internal_host(entry.base_url))
-        if what is not None:
-            found.append((f"metadata\0{entry.name}",
-                          f"model {entry.name}: its base_url names {what}; the config may "
-                          "name any host, but make sure it is meant: the service sends that "
-                          "model's requests there, and what it answers comes back in errors "
-                          "and the log"))
-    # (the config's own: a registration that would is refused unless its card says profile:)
-    for model, owner in shared_profiles([m for m in settings.models if m.registered_at is None]):
-        found.append((f"profile\0{model.name}\0{owner.name}",
-                      f"{shared_profile_note(model, owner)}; give it the profile it should "
-                      f"route on (profile:), or profile: {model.name} to share that one on "
-                      "purpose"))
-    for card in catalog.cards:
-        if not card.priced:
-            found.append((f"price\0{card.name}",
-                          f"model {card.name} has no prices (input_per_mtok, output_per_mtok): "
-                          "what its answers cost is unknown (usage.cost null, no "
-                          "x-switchpoint-cost, no cost in the request log, counted apart "
-                          "in reports) and a request a budget watches may not use it; give "
-                          "its prices in USD per million tokens (0 for a free model)"))
-    return found
-
-
-def _plain_http_host(base_url: str | None) -> str | None:
-    """The host of ``base_url`` when it is plain ``http://`` to a host other than this
-    machine's loopback, however spelt (:func:`~switchpoint.registration.loopback_host`; None
-    otherwise)."""
-    if not base_url:
-        return None
-    parts = urllib.parse.urlsplit(base_url)
-    host = parts.hostname or ""
-    if parts.scheme.lower() != "http" or loopback_host(host):
-        return None
-    return host
-
-
-def timeouts_of(g: GatewaySettings) -> Timeouts:
-    return Timeouts(connect_s=g.connect_timeout_s, read_s=g.read_timeout_s,
-                    first_token_s=g.first_token_timeout_s,
-                    max_response_bytes=g.max_response_bytes,
-                    max_sse_line_bytes=g.max_sse_line_bytes)
-
-
-def retry_policy(g: GatewaySettings) -> RetryPolicy:
-    return RetryPolicy(max_attempts_per_model=g.max_attempts_per_model,
-                       backoff_base_s=g.backoff_base_s, backoff_cap_s=g.backoff_cap_s,
-                       max_retry_after_s=g.max_retry_after_s, max_total_s=g.max_total_s)
-
-
-def health_config(g: GatewaySettings) -> HealthConfig:
-    return HealthConfig(window=g.health_window, window_s=g.health_window_s,
-                        min_samples=g.health_min_samples,
-                        failure_threshold=g.failure_threshold,
-                        error_rate_threshold=g.error_rate_threshold, cooldown_s=g.cooldown_s,
-                        max_cooldown_s=g.max_cooldown_s,
-                        degraded_latency_ms=g.degraded_latency_ms)
 
 
 __all__ = ["Gateway", "Observer", "SyncChatStream"]
