@@ -195,7 +195,7 @@ async def test_a_call_cancelled_before_its_request_was_sent_is_released_not_char
     second = asyncio.ensure_future(gateway.acomplete(
         [{"role": "user", "content": f"waits {uuid.uuid4().hex[:8]}"}],
         model="good", max_tokens=1000))
-    await _until(lambda: len(gateway._calls) == 2, "the second call waits for a connection")
+    await _until(lambda: len(gateway._chat._calls) == 2, "the second call waits for a connection")
     await asyncio.sleep(0.2)
     second.cancel()
     with suppress(asyncio.CancelledError):

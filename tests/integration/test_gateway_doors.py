@@ -1280,7 +1280,7 @@ def test_a_synchronous_call_interrupted_by_ctrl_c_is_cancelled_settled_and_logge
                 gateway.complete(messages(), model="good")
         ctrl_c.join()
         assert time.monotonic() - started < 3
-        assert ledger.open_tickets() == 0 and not gateway._calls
+        assert ledger.open_tickets() == 0 and not gateway._chat._calls
         assert not gateway._streams.open_streams
         if answer is not None:
             with pytest.raises(StreamBroken, match="a read of this stream was cancelled"):
@@ -1405,7 +1405,7 @@ def test_a_synchronous_call_under_way_as_another_thread_closes_the_gateway_is_to
     caller = threading.Thread(target=call)
     caller.start()
     deadline = time.monotonic() + 10
-    while not gateway._calls:  # under way upstream
+    while not gateway._chat._calls:  # under way upstream
         assert time.monotonic() < deadline, "the call never began"
         time.sleep(0.02)
     started = time.monotonic()

@@ -44,7 +44,6 @@ import logging
 import os
 import sys
 import threading
-import time
 import uuid
 import warnings
 import weakref
@@ -52,7 +51,6 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
-from dataclasses import replace
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
@@ -73,7 +71,7 @@ from switchpoint._messages import json_quoted, listed_names, one_of, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint._redact import redact, remember
-from switchpoint.catalog import Catalog, model_names, usd
+from switchpoint.catalog import Catalog, model_names
 from switchpoint.config import (
     MAPPING_CONFIG,
     Settings,
@@ -82,23 +80,16 @@ from switchpoint.config import (
 )
 from switchpoint.decision import RoutingDecision, check_cost_weight
 from switchpoint.errors import (
-    BudgetExceededError,
     ChatNotServedError,
     ConflictError,
-    FailoverError,
     GatewayClosedError,
-    GatewayError,
     InvalidInputError,
     ModelNotFoundError,
     NoUpstreamError,
     PermissionDeniedError,
-    RateLimitExceededError,
     ReentrantCallError,
-    ServiceStoppingError,
     StorageUnavailableError,
     StoreError,
-    SwitchpointError,
-    TooManyInFlightError,
     UnknownModelError,
 )
 from switchpoint.gateway.ab_tests import ABTest, RuntimeExperiments
@@ -114,6 +105,7 @@ from switchpoint.gateway.applied_settings import retry_policy as retry_policy
 from switchpoint.gateway.applied_settings import timeouts_of as timeouts_of
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.capabilities import needs_of
+from switchpoint.gateway.chat_door import ChatDoor
 from switchpoint.gateway.experiments import (
     Assignment,
     check_experiment,
@@ -122,23 +114,14 @@ from switchpoint.gateway.experiments import (
 )
 from switchpoint.gateway.failed_tries import FailedTryLog
 from switchpoint.gateway.failover import (
-    Attempt,
-    FailoverResult,
-    FailoverStream,
-    Sequel,
-    TimeoutsFor,
-    billed_tries,
-    call_with_failover,
-    failed_models,
     none_answered,
-    outgrown_models,
 )
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED
 from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthTracker
 from switchpoint.gateway.housekeeping import PRUNE_INTERVAL_S as PRUNE_INTERVAL_S
 from switchpoint.gateway.housekeeping import PRUNE_MAX_ROWS as PRUNE_MAX_ROWS
 from switchpoint.gateway.housekeeping import Housekeeping
-from switchpoint.gateway.in_flight import InFlight, owner_of, share_of
+from switchpoint.gateway.in_flight import InFlight
 from switchpoint.gateway.kept import not_kept, turn
 from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
@@ -150,7 +133,7 @@ from switchpoint.gateway.open_streams import LOOP_STOPPED as LOOP_STOPPED
 from switchpoint.gateway.open_streams import OpenStreams
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body, check_model_count
-from switchpoint.gateway.planning import ChatCall, Plan, Planner, call_session, healthy_choice
+from switchpoint.gateway.planning import ChatCall, Plan, Planner, healthy_choice
 from switchpoint.gateway.preferences import (
     MAX_COMPARE_MODELS,
     answer_detail,
@@ -159,15 +142,13 @@ from switchpoint.gateway.preferences import (
 )
 from switchpoint.gateway.providers.base import Provider
 from switchpoint.gateway.registered_models import RuntimeModels
-from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
+from switchpoint.gateway.results import ChatCompletion, ChatStream
 from switchpoint.gateway.sessions import (
     MemoryPinStore,
-    PinDecision,
     SessionPinner,
     SQLitePinStore,
-    session_key,
 )
-from switchpoint.gateway.settling import Settler, answer_use, worst_held
+from switchpoint.gateway.settling import Settler
 from switchpoint.gateway.swaps import (
     apply_max_keys,
     check_policy,
@@ -181,14 +162,13 @@ from switchpoint.gateway.sync_bridge import CLOSED_DURING_CALL as CLOSED_DURING_
 from switchpoint.gateway.sync_bridge import INTERRUPTED_SETTLE_S as INTERRUPTED_SETTLE_S
 from switchpoint.gateway.sync_bridge import LOOP_DRAIN_S as LOOP_DRAIN_S
 from switchpoint.gateway.sync_bridge import LoopThread, SyncChatStream
-from switchpoint.gateway.via import check_received, forwarding
+from switchpoint.gateway.via import check_received
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.reports import Reports
 from switchpoint.learning.events import (
     DEFAULT_TENANT,
     check_quality,
     check_tenant,
-    tenant_key,
 )
 from switchpoint.router import Router, check_route_input
 from switchpoint.store import SQLiteStore
@@ -198,12 +178,6 @@ if TYPE_CHECKING:
     from switchpoint.gateway.providers import ClientPool, ProviderRegistry
 
 log = logging.getLogger("switchpoint.gateway")
-
-# What a chat request is refused with for who asked (the governance: a model its key may not
-# use, a budget, a rate limit; or its tenant's share of the calls in flight): logged as
-# refused (see Gateway._refused), unlike malformed input.
-_REFUSALS = (PermissionDeniedError, BudgetExceededError, RateLimitExceededError,
-             TooManyInFlightError)
 
 # How to send less than a chat request over max_request_bytes.
 _SMALLER_CHAT = "Send fewer or shorter messages"
@@ -342,18 +316,6 @@ class Gateway:
         self._pid: int | None = None  # the process that opened it (see switchpoint._process)
         # Streams handed out and not yet ended: closing the gateway closes them first.
         self._streams = OpenStreams(lambda: self.retry.max_total_s)
-        # The tasks waiting on an upstream's answer (a plain one, or a stream's first chunk),
-        # and those of them :meth:`stop_in_flight` ended, with why.
-        self._calls: set[asyncio.Task[Any]] = set()
-        self._stopped_calls: dict[asyncio.Task[Any], str] = {}
-        # The tasks planning a request (routing it, reserving its budget hold), and the
-        # requests planned whose call has not begun (by request id, with the live router each
-        # was planned on and its loop): a stop ends those too, whatever stage they are in.
-        self._planning: set[asyncio.Task[Any]] = set()
-        self._planned: dict[str, tuple[Plan, Live, asyncio.AbstractEventLoop]] = {}
-        # The loops :meth:`stop_in_flight` ended the requests of, with why: a request that
-        # reaches the gateway there since is ended as it arrives.
-        self._stopping: dict[asyncio.AbstractEventLoop, str] = {}
         self._sync: LoopThread | None = None
         # Held to make the synchronous methods' loop: two threads' first calls make one.
         self._sync_lock = threading.Lock()
@@ -385,6 +347,11 @@ class Gateway:
         self._housekeeping = Housekeeping(lambda: self.settings, self.store, self.pinner,
                                           self.learning, self.governor,
                                           lambda: self._owner)
+        # The chat door's work: plan, call, settle and log each chat request.
+        self._chat = ChatDoor(self, told=self._told, failed_tries=self._failed_tries,
+                              admission=self._admission, settler=self._settler,
+                              streams=self._streams, housekeeping=self._housekeeping,
+                              upstream_connections=self._upstream_connections)
         remember(settings.admin_token)
         self.state.on_swap(self._take_up)
 
@@ -486,7 +453,7 @@ class Gateway:
         self._closed = False
         self._housekeeping.reopen()  # (opened again: it housekeeps again)
         self._pid = os.getpid()
-        self._stopping.clear()  # (opened again: it serves again)
+        self._chat.reopen()  # (opened again: it serves again)
         self._admission.reopen()
         _close_at_exit_if_open(self)
 
@@ -950,198 +917,7 @@ class Gateway:
         else is done for it (:class:`~switchpoint.errors.TooManyInFlightError`; see
         :mod:`switchpoint.gateway.in_flight`), and logged as ``refused`` alike; one planned
         holds a place in that share until :meth:`execute` ends it."""
-        self.check_serves_chat()
-        started = time.perf_counter() if started is None else started
-        self._check_open()
-        check_received(call.via)
-        leave = self._admitted_until_ended()
-        try:
-            live = self.state.live()
-            self._check_log_room()
-            loop = asyncio.get_running_loop()
-            why = self._stopping.get(loop)
-            if why is not None:  # the service stops: it takes on nothing more
-                raise await self._stopped_unplanned(call, live, started, why)
-            self._forget_stale_plans()
-            share = share_of(live.settings, call.tenant, self._upstream_connections)
-            try:
-                slot = self.in_flight.take(owner_of(call.tenant, call.key_id), share)
-            except TooManyInFlightError as exc:
-                await self._refused(call, exc, live, started)
-                raise
-        except BaseException:
-            leave()
-            raise
-        try:
-            with self._admission.within():  # (its routing, on the live router, is part of it)
-                plan, live = await self._plan_held(call, live, started)
-        except BaseException:
-            if slot is not None:
-                slot.release()
-            leave()
-            raise
-        plan.slot = slot
-        plan.leave = leave
-        self._planned[plan.request_id] = (plan, live, loop)
-        return plan, live
-
-    async def _plan_held(self, call: ChatCall, live: Live, started: float
-                         ) -> tuple[Plan, Live]:
-        task = asyncio.current_task()
-        if task is not None:
-            self._planning.add(task)
-        try:
-            try:
-                plan, live = await self._plan(call, live, started)
-            finally:
-                if task is not None:
-                    self._planning.discard(task)
-        except _REFUSALS as exc:
-            await self._refused(call, exc, live, started)
-            raise
-        except asyncio.CancelledError:
-            # (A cancel lands only where planning waits, before any budget hold is taken.)
-            why = self._stopped_calls.pop(task, None) if task is not None else None
-            if why is None or task is None or task.uncancel() > 0:
-                # its caller cancelled it (too), which is obeyed: a client that left, logged
-                # once as closed by the client (its decision is forgotten; no model called,
-                # nothing held), so the request log counts every request that came in
-                await self._write(accounting.abandoned_unplanned(
-                    call, live, started, self._peek_pin(call, live)), wait=False)
-                raise
-            raise await self._stopped_unplanned(call, live, started, why) from None
-        return plan, live
-
-    async def _refused(self, call: ChatCall, exc: GatewayError, live: Live,
-                       started: float) -> None:
-        """Log ``call``, refused for who asked (one of ``_REFUSALS``) before any model was
-        called, as ``refused``: the error, the key and tenant, the pin it would have had
-        (:meth:`_peek_pin`, unless planning got as far as the pin); nothing routed, charged
-        or held. It waits for the entry's commit, as every request's end does, so a flood of
-        refusals queues no more entries than the requests under way (each holds its
-        connection until then), and the store's group commit writes them together."""
-        pin = None if isinstance(exc.info, CallInfo) else self._peek_pin(call, live)
-        await self._write(accounting.refused(call, exc, live, started, pin), wait=True)
-
-    def _forget_stale_plans(self) -> None:
-        """Drop the planned requests whose call never began and never can: their loop closed,
-        or their deadline passed (their budget hold expires with it; their place in their
-        tenant's calls in flight is given back). Only a caller that plans and never executes
-        leaves such a plan."""
-        now = time.perf_counter()
-        for request_id, (plan, _, on) in list(self._planned.items()):
-            if on.is_closed() or now - plan.started > self.retry.max_total_s:
-                self._planned.pop(request_id, None)
-                plan.release_slot()
-                plan.leave()
-
-    async def _stopped_unplanned(self, call: ChatCall, live: Live, started: float,
-                                 why: str) -> ServiceStoppingError:
-        """A request the service's stop ended before it was planned, logged: the error its
-        caller gets."""
-        error = ServiceStoppingError(why)
-        entry = accounting.stopped_unplanned(call, error, live, started,
-                                             self._peek_pin(call, live))
-        await self._write(entry, wait=True)
-        return error
-
-    def _peek_pin(self, call: ChatCall, live: Live) -> PinDecision | None:
-        """What the session's pin would have done for ``call``, read without changing it: a
-        request refused before it was planned reports this (the pin stays as it was), a pin
-        the refused named model could not follow being ``evicted_missing_model``. A pin
-        store that cannot be read gives None (``fresh``): the refusal, not the store's
-        error, is what the caller is told and what the log keeps."""
-        try:
-            pin = self.pinner.decide(call_session(call), live.router.catalog,
-                                     needs_of(call.body), time.time())
-        except SwitchpointError as exc:
-            log.warning("the session pin of a refused request could not be read: %s", exc)
-            return None
-        if call.requested != AUTO_MODEL and pin.favoured_model is not None:
-            # Refused before planning, a request that names its model was refused that model
-            # (its key may not use it, a budget may not price it): whether or not the pin
-            # pointed there, the pin could not be followed.
-            return pin.not_followed()
-        return pin
-
-    async def _plan(self, call: ChatCall, live: Live, started: float) -> tuple[Plan, Live]:
-        self._housekeeping.maintain()
-        catalog = live.router.catalog
-        settings = live.settings
-        if settings.models is None:
-            raise NoUpstreamError(no_upstream_message(settings))
-        assignment = None
-        if call.requested == AUTO_MODEL and call.decision is None and settings.experiments:
-            scope = call.tenant if call.session_id else call.caller
-            unit = session_key(call.session_id, call.body["messages"], scope=scope,
-                               field=call.session_field)
-            assignment = self._assign(live, call.tenant, unit or uuid.uuid4().hex)
-            if assignment is not None and call.cost_weight is None:
-                call = replace(call, cost_weight=assignment.config.cost_weight)
-        policy = self._policy(settings, call.tenant, call.key_id)
-        if policy is not None:
-            self.governor.check_model(policy, call.requested, catalog)
-            self.governor.check_priced(policy, call.requested, catalog)
-            if policy.pool is not None:
-                call = replace(call, pool=policy.pool)
-            # (Beside a named model too: a name the caller may not use is refused alike.)
-            for field_name, listed in call.candidate_lists:
-                self.governor.check_candidates(policy, catalog, field_name, listed)
-            if call.requested == AUTO_MODEL:
-                # Narrowed to what the caller may use; refused early when its RPM window is
-                # full (routing costs CPU; a named model is admitted right away anyway).
-                call = replace(call, models=self.governor.narrow(
-                                   policy, catalog, call.models, also=call.body.get("models"),
-                                   candidates_field=call.models_field),
-                               cost_weight=(call.cost_weight if call.cost_weight is not None
-                                            else policy.cost_weight))
-                self.governor.precheck(policy)
-
-        # Whether the request uses tools matters only to a tenant's memory (it falls back).
-        tools = (call.requested == AUTO_MODEL and live.learning is not None
-                 and check_tenant(call.tenant) in live.learning.memory_tenants
-                 and needs_of(call.body).tools)
-
-        async def route(text: str, allowed: list[str],
-                        cost_weight: float | None) -> RoutingDecision:
-            async def base(text: str, allowed: list[str],
-                           cost_weight: float | None) -> RoutingDecision:
-                return await anyio.to_thread.run_sync(lambda: made.made(self._decide(
-                    live, text, allowed, cost_weight, tenant=call.tenant, tools=tools,
-                    assignment=assignment)))
-
-            # (a decision made for a call cancelled before it is kept is forgotten again)
-            with self.learning.made_for_a_call(live) as made:
-                if policy is None:
-                    decision = await base(text, allowed, cost_weight)
-                else:
-                    decision = await self.governor.route(
-                        base, text, allowed, cost_weight, policy=policy, catalog=catalog,
-                        default_cost_weight=live.router.cost_weight)
-                self.learning.keep_pending(live, decision)
-                made.let_go(kept=decision)
-            self._told.decision(decision)
-            return decision
-
-        try:
-            plan = await self.planner.plan(call, catalog, route, started=started)
-        except (UnknownModelError, ModelNotFoundError) as exc:
-            raise self.governor.unknown_model(policy, catalog, exc, call.requested) from None
-        if call.decision is not None and plan.decision is not None:
-            # A decision made before the call (Router.route_and_execute, a router's own route)
-            # is kept for feedback after a restart, as one routed here is.
-            self.learning.keep_pending(live, call.decision)
-        if policy is not None and Governor.active(settings):
-            try:
-                plan.ticket, kept = self.governor.admit(
-                    settings, policy, plan.cards, plan.body, key_id=call.key_id,
-                    tenant=call.tenant, notes=plan.notes,
-                    require_first=call.requested != AUTO_MODEL)
-            except GatewayError as exc:
-                exc.info = accounting.info_of(plan)
-                raise
-            plan.admitted(kept)
-        return plan, live
+        return await self._chat.plan(call, started=started)
 
     async def execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
         """Call the plan's candidates. Returns the answer (logged), or a committed stream (logged
@@ -1151,190 +927,7 @@ class Gateway:
         does one taken up once the stop has begun (logged now, its hold released): the
         service calls no model once it stops. The plan's place among its tenant's calls in
         flight is given back as the answer or error is returned, or as the stream ends."""
-        try:
-            result = await self._execute(plan, live)
-        except BaseException:
-            plan.release_slot()
-            plan.leave()
-            raise
-        if not isinstance(result, ChatStream):
-            plan.release_slot()
-            plan.leave()
-        return result
-
-    async def _execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
-        self._planned.pop(plan.request_id, None)
-        if plan.stopped is not None:
-            raise plan.stopped
-        why = self._stopping.get(asyncio.get_running_loop())
-        if why is not None:
-            await self._write(self._end_planned(plan, live, why), wait=True)
-            assert plan.stopped is not None
-            raise plan.stopped
-        attempts: list[Attempt] = []
-        task = asyncio.current_task()
-        if task is not None:
-            self._calls.add(task)
-        try:
-            if task is not None and task.cancelling():
-                # Cancelled before its call began (its caller left as planning ended): the
-                # cancel lands here, before any model is called, not in the first try.
-                await asyncio.sleep(0)
-            with forwarding(plan.call.via):  # (its upstream requests' Via lists the call's)
-                result = await call_with_failover(
-                    plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
-                    policy=self.retry, timeouts=self._timeouts_of(plan, live),
-                    health=self.health, attempts=attempts,
-                    before_try=self._settler.before_try(plan),
-                    on_failed_try=functools.partial(self._failed_tries, plan.request_id))
-        except FailoverError as exc:
-            rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
-            plan.unanswered(exc.attempts)
-            self.pinner.evict_on_failure(plan.session, failed=failed_models(exc.attempts),
-                                         outgrown=outgrown_models(exc.attempts),
-                                         rehomed_to=rehomed_to)
-            entry = self._settler.entry(self._settler.settle(plan, None, None, None, exc.attempts),
-                                functools.partial(accounting.failed, plan, exc, live))
-            exc.info = entry.info
-            await self._write(entry, wait=True)
-            raise
-        except asyncio.CancelledError:
-            # The caller left (an HTTP client disconnected; or the service, stopping, ended
-            # the call). A try under way upstream is charged as every try a provider may have
-            # billed is (see Settler.settle). Before any model was called, between two tries, or
-            # before a try's request was sent (connecting), nothing sent could be billed: with
-            # no such try before, the hold is released.
-            stopped = self._stopped_calls.pop(task, None) if task is not None else None
-            if stopped is not None and task is not None and task.uncancel() > 0:
-                stopped = None  # cancelled by its caller too: that one is obeyed
-            if not billed_tries(attempts) and plan.ticket is not None:
-                plan.notes.append("cancelled with no try under way upstream (before any "
-                                  "model was called, between two tries, or before its request "
-                                  "was sent): its budget hold was released, nothing charged")
-            settlement = self._settler.settle(plan, None, None, None, attempts)
-            # A pinned model that had failed before the caller left did not hold the pin.
-            rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
-            plan.unanswered(attempts)
-            self.pinner.evict_on_failure(plan.session, failed=failed_models(attempts),
-                                         outgrown=outgrown_models(attempts),
-                                         rehomed_to=rehomed_to)
-            if stopped is not None:  # the caller still waits: it is told, once it is logged
-                error = ServiceStoppingError(stopped)
-                entry = self._settler.entry(settlement, lambda ledger: accounting.stopped(
-                    plan, live, attempts, error, ledger))
-                error.info = entry.info
-                await self._write(entry, wait=True)
-                raise error from None
-            await self._write(self._settler.entry(settlement, lambda ledger: accounting.abandoned(
-                plan, live, attempts, ledger)), wait=False)
-            raise
-        except BaseException:
-            self._settler.release(plan, attempts)
-            raise
-        finally:
-            if task is not None:
-                self._calls.discard(task)
-                self._stopped_calls.pop(task, None)
-        if isinstance(result, FailoverStream):
-            try:
-                self._answered(plan, live, result.model, attempts)
-                return self._committed(plan, live, result)
-            except BaseException:
-                # An internal error before the stream reached its caller (the provider bills
-                # what it was generating, which nothing read): charged its usage if known,
-                # else its worst case, its hold closed now rather than when the
-                # reservation expires, its upstream let go (and no feedback taken on it).
-                try:
-                    self._settler.release(plan, result.attempts, answered=result)
-                finally:  # (let go of the upstream and the feedback whatever the charge did)
-                    self.learning.stream_ended(plan.request_id)
-                    try:
-                        await result.aclose()
-                    except Exception as exc:  # (the error that ended the request is told)
-                        log.error("request %s: its upstream stream did not close cleanly: %s",
-                                  plan.request_id, exc)
-                raise
-        assert isinstance(result, FailoverResult)
-        try:
-            self._answered(plan, live, result.model, attempts)
-            self.pinner.record(plan.session, result.model, time.time(),
-                               tenant_key(plan.call.tenant))
-            use = answer_use(plan, result)
-            settlement = self._settler.settle(plan, result.card, use.cost_usd, use.usage,
-                                      result.attempts)
-        except BaseException:
-            # An internal error once the model answered (the provider bills the answer): the
-            # answer is charged, as it would have been, rather than its hold left open until
-            # the reservation expires (a settlement under way booked it: not charged twice).
-            self._settler.release(plan, result.attempts, answered=result)
-            raise
-        entry = self._settler.entry(settlement,
-                            lambda ledger: accounting.answered(plan, result, live, ledger, use))
-        body = result.body
-        if isinstance(body.get("usage"), dict):
-            # null when the model has no prices: unknown, not free (nor what the upstream says)
-            cost = entry.info.cost_usd
-            body["usage"]["cost"] = None if cost is None else usd(cost)
-        await self._write(entry, wait=True)
-        return ChatCompletion(body, entry.info)
-
-    def _answered(self, plan: Plan, live: Live, model: str, attempts: Sequence[Attempt]
-                  ) -> None:
-        """``model`` answers the plan's request (a plain answer, or a stream committed to it):
-        the session's pin learns whether it held, and feedback on the request's routing
-        decision teaches ``model``, whichever of the candidates it is (failover, a soft pin's
-        bonus or the health-aware order may have put another before the router's choice)."""
-        plan.answered_by(model, attempts)
-        self.learning.answered_by(live, plan.decision, model)
-
-    def _committed(self, plan: Plan, live: Live, stream: FailoverStream) -> ChatStream:
-        """A stream whose first content chunk is in hand; nothing has reached the client."""
-        ttft_ms = (time.perf_counter() - plan.started) * 1e3
-        self.pinner.record(plan.session, stream.model, time.time(),
-                           tenant_key(plan.call.tenant))
-        self.learning.stream_started(plan.request_id, plan.decision, plan.call.tenant,
-                                     stream.model)
-        info = accounting.info_of(plan)
-        info.model = stream.model
-        info.models_tried = stream.models_tried
-        info.ttft_ms = round(ttft_ms, 3)
-
-        opened: list[ChatStream] = []
-        watches: list[asyncio.TimerHandle] = []
-
-        async def finish(s: FailoverStream, wait: bool) -> None:
-            plan.release_slot()
-            for watch in watches:
-                watch.cancel()
-            for ended in opened:
-                self._streams.discard(ended)
-            if s.error is not None and not s.error.internal:
-                # (The gateway's own failure is not the model's: the pin stays as it was.)
-                self._failed_tries(plan.request_id, s.attempts[-1], Sequel())
-                plan.broke_off(s.model)
-                self.pinner.evict_on_failure(plan.session, failed={s.model})
-            use = s.use(plan.needs.prompt_tokens, cap)
-            settlement = self._settler.settle(plan, s.card, use.cost_usd, use.usage, s.attempts)
-            entry = self._settler.entry(settlement, lambda ledger: accounting.streamed(
-                plan, s, live, ttft_ms, ledger, use))
-            _update(info, entry.info)
-            written = None
-            try:
-                written = await self._write(entry, wait=wait)
-            finally:
-                # Feedback on the stream's id reads the store once its entry is there.
-                if written is None:
-                    self.learning.stream_ended(plan.request_id)
-                else:
-                    written.add_done_callback(
-                        lambda _: self.learning.stream_ended(plan.request_id))
-                plan.leave()  # (its entry queued: the store's closing writes it)
-
-        cap = worst_held(plan, stream.model)
-        chat_stream = ChatStream(stream, info, finish, price_usage=True, cost_cap=cap)
-        opened.append(chat_stream)
-        self._streams.add(chat_stream, stream.seconds_left(), watches)
-        return chat_stream
+        return await self._chat.execute(plan, live)
 
     def stop_in_flight(self, why: str) -> int:
         """End what is in flight on the running loop now, for a service that stops (its
@@ -1352,48 +945,11 @@ class Gateway:
         planned whose call has not begun (its budget hold released, as no model was called;
         logged once, here). A request that reaches the gateway on this loop from now on is
         ended as it arrives. Returns how many were ended."""
-        loop = asyncio.get_running_loop()
-        for gone in [on for on in self._stopping if on.is_closed()]:
-            del self._stopping[gone]
-        self._stopping[loop] = why
-        ended = 0
-        for task in [*self._calls, *self._planning]:
-            if task.get_loop() is loop and not task.done() and task not in self._stopped_calls:
-                self._stopped_calls[task] = why
-                task.cancel()
-                ended += 1
-        for request_id, (plan, live, on) in list(self._planned.items()):
-            if on is not loop and not on.is_closed():
-                continue
-            del self._planned[request_id]
-            if on is not loop:
-                continue  # (its loop closed: nothing on it can run again)
-            entry = self._end_planned(plan, live, why)
-            self._streams.keep(loop.create_task(self._log_ended(entry, plan)))
-            ended += 1
-        return ended + self._streams.stop(loop, why)
+        return self._chat.stop_in_flight(why)
 
     async def settled(self) -> None:
         """Wait for the closings :meth:`stop_in_flight` (or a deadline) started."""
         await self._streams.settled()
-
-    def _end_planned(self, plan: Plan, live: Live, why: str) -> accounting.Entry:
-        """End a planned request whose call has not begun, for a service that stops: its
-        budget hold released (no model was called), :attr:`Plan.stopped` set to the error its
-        caller gets. Returns its log entry, to write."""
-        error = ServiceStoppingError(why)
-        plan.unanswered([])
-        entry = self._settler.entry(self._settler.settle(plan, None, None, None),
-                            lambda ledger: accounting.stopped(plan, live, [], error, ledger))
-        error.info = entry.info
-        plan.stopped = error
-        return entry
-
-    async def _log_ended(self, entry: accounting.Entry, plan: Plan) -> None:
-        try:
-            await self._write(entry, wait=True)
-        finally:  # (ended and logged: closing need not wait for a call that never begins)
-            plan.leave()
 
     async def chat(self, call: ChatCall) -> ChatCompletion | ChatStream:
         """Plan and execute one chat request (the HTTP door's path)."""
@@ -2425,19 +1981,6 @@ class Gateway:
 
     # Internals ---------------------------------------------------------------------------------
 
-    def _timeouts_of(self, plan: Plan, live: Live) -> TimeoutsFor:
-        """The timeouts of the plan's tries: a model registered at run time whose host may not
-        be a link-local or metadata one (:attr:`Live.address_checked
-        <switchpoint.gateway.live.Live.address_checked>`) has its connections' addresses
-        checked as they are made; the others' as they are (a plan of none of them: nothing
-        more is done)."""
-        checked = live.address_checked
-        plain = self.timeouts
-        if not checked or not any(card.name in checked for card in plan.cards):
-            return plain
-        strict = replace(plain, metadata_hosts=False, nat64_prefixes=live.nat64_networks)
-        return lambda card: strict if card.name in checked else plain
-
     def _warn_misconfigured(self, settings: Settings) -> None:
         if not self._serves_chat:
             return
@@ -2458,28 +2001,6 @@ class Gateway:
                 "the operator must free space in data_dir, or stop what holds its database's "
                 "lock, and requests are taken again once what waits is written",
                 retry_after=REFUSING_S)
-
-    async def _write(self, entry: accounting.Entry, *, wait: bool
-                     ) -> Future[Any] | None:
-        """Log ``entry`` (waiting for its commit when ``wait``); the commit's future, or None
-        when nothing is left to wait for (no store, written, or refused)."""
-        self._told.request(entry.request)
-        if self.store is None:
-            return None
-        try:
-            # One commit for the entry: every record but the last waits for the last one.
-            *first, last = entry.records
-            for record in first:
-                self.store.append_lazy(record)
-            done = self.store.append(last, keep_trying=True)
-            if wait:
-                await asyncio.wrap_future(done)
-                return None
-            return done
-        except StoreError as exc:
-            self._told.store_error()
-            log.error("request %s not logged: %s", entry.request.id, exc)
-            return None
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """A synchronous call: ``coro`` run on the gateway's own loop, as one request counted
@@ -2553,14 +2074,6 @@ def _as_list(messages: object, limit: int) -> list[Any]:
         raise InvalidInputError("messages", "must be a list of {role, content} messages")
     return [dict(itertools.islice(m.items(), limit // 5 + 1)) if isinstance(m, Mapping) else m
             for m in itertools.islice(messages, limit // 2 + 1)]
-
-
-def _update(info: CallInfo, final: CallInfo) -> None:
-    """Copy what a stream's end taught into the info its caller holds."""
-    for name in ("upstream_model", "reasoning", "attempts", "models_tried", "latency_ms",
-                 "prompt_tokens", "completion_tokens", "cost_usd", "charged_usd", "pin_state",
-                 "pin"):
-        setattr(info, name, getattr(final, name))
 
 
 __all__ = ["Gateway", "Observer", "SyncChatStream"]

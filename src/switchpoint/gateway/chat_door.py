@@ -1,0 +1,656 @@
+"""The chat door's work: a chat request planned (routed, its pin, health and governance
+weighed, its place among its tenant's calls in flight and its budget hold taken), called with
+retries and failover, settled and logged, its stream handed out; and a service's stop ending
+what is in flight, whatever stage it is in.
+
+::
+
+    ChatCall ─► plan ─► execute ─► ChatCompletion (logged) / ChatStream (logged as it ends)
+                 │         │
+                 │         └─ call_with_failover; a cancel, a stop or a failure logged once
+                 └─ refused (logged) / ended by a stop (logged)
+
+:class:`ChatDoor` is the :class:`~switchpoint.gateway.engine.Gateway`'s; what it reads of the
+gateway is :class:`ChatHost`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio.to_thread
+
+import switchpoint.gateway.accounting as accounting
+from switchpoint.catalog import usd
+from switchpoint.config import Settings
+from switchpoint.decision import RoutingDecision
+from switchpoint.errors import (
+    BudgetExceededError,
+    FailoverError,
+    GatewayError,
+    ModelNotFoundError,
+    NoUpstreamError,
+    PermissionDeniedError,
+    RateLimitExceededError,
+    ServiceStoppingError,
+    StoreError,
+    SwitchpointError,
+    TooManyInFlightError,
+    UnknownModelError,
+)
+from switchpoint.gateway.admission import Admission
+from switchpoint.gateway.capabilities import needs_of
+from switchpoint.gateway.experiments import Assignment
+from switchpoint.gateway.failed_tries import FailedTryLog
+from switchpoint.gateway.failover import (
+    Attempt,
+    FailoverResult,
+    FailoverStream,
+    RetryPolicy,
+    Sequel,
+    TimeoutsFor,
+    billed_tries,
+    call_with_failover,
+    failed_models,
+    outgrown_models,
+)
+from switchpoint.gateway.health import HealthTracker
+from switchpoint.gateway.housekeeping import Housekeeping
+from switchpoint.gateway.in_flight import InFlight, owner_of, share_of
+from switchpoint.gateway.learning import GatewayLearning
+from switchpoint.gateway.live import Live, RouterState
+from switchpoint.gateway.misconfig import no_upstream_message
+from switchpoint.gateway.observing import Told
+from switchpoint.gateway.open_streams import OpenStreams
+from switchpoint.gateway.parsing import AUTO_MODEL
+from switchpoint.gateway.planning import ChatCall, Plan, Planner, call_session
+from switchpoint.gateway.providers.base import Timeouts
+from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
+from switchpoint.gateway.sessions import PinDecision, SessionPinner, session_key
+from switchpoint.gateway.settling import Settler, answer_use, worst_held
+from switchpoint.gateway.via import check_received, forwarding
+from switchpoint.governance.governor import Governor, Policy
+from switchpoint.learning.events import check_tenant, tenant_key
+from switchpoint.store import SQLiteStore
+
+if TYPE_CHECKING:
+    from switchpoint.gateway.providers import ProviderRegistry
+
+log = logging.getLogger("switchpoint.gateway")
+
+# What a chat request is refused with for who asked (the governance: a model its key may not
+# use, a budget, a rate limit; or its tenant's share of the calls in flight): logged as
+# refused (see ChatDoor._refused), unlike malformed input.
+_REFUSALS = (PermissionDeniedError, BudgetExceededError, RateLimitExceededError,
+             TooManyInFlightError)
+
+
+class ChatHost(Protocol):
+    """What the chat door reads of its gateway, each time it needs it: its parts (its health,
+    retry policy and timeouts are made again as a reload changes them), and its checks."""
+
+    @property
+    def state(self) -> RouterState: ...
+    @property
+    def store(self) -> SQLiteStore | None: ...
+    @property
+    def governor(self) -> Governor: ...
+    @property
+    def learning(self) -> GatewayLearning: ...
+    @property
+    def planner(self) -> Planner: ...
+    @property
+    def pinner(self) -> SessionPinner: ...
+    @property
+    def in_flight(self) -> InFlight: ...
+    @property
+    def health(self) -> HealthTracker: ...
+    @property
+    def retry(self) -> RetryPolicy: ...
+    @property
+    def timeouts(self) -> Timeouts: ...
+    @property
+    def providers(self) -> ProviderRegistry: ...
+
+    def check_serves_chat(self) -> None: ...
+    def _check_open(self) -> None: ...
+    def _admitted_until_ended(self) -> Callable[[], None]: ...
+    def _check_log_room(self) -> None: ...
+    def _policy(self, settings: Settings, tenant: str | None,
+                key_id: str | None) -> Policy | None: ...
+    def _assign(self, live: Live, tenant: str | None, unit: str) -> Assignment | None: ...
+    def _decide(self, live: Live, text: str | None, allowed: Sequence[str] | None,
+                lam: float | None, *, tenant: str | None, tools: bool = False,
+                assignment: Assignment | None = None) -> RoutingDecision: ...
+
+
+class ChatDoor:
+    """Plans, calls, settles and logs the chat requests of one gateway (``host``), and keeps
+    what is in flight for a stop to end."""
+
+    def __init__(self, host: ChatHost, *, told: Told, failed_tries: FailedTryLog,
+                 admission: Admission, settler: Settler, streams: OpenStreams,
+                 housekeeping: Housekeeping, upstream_connections: int) -> None:
+        self._host = host
+        self.state = host.state
+        self.store = host.store
+        self.governor = host.governor
+        self.learning = host.learning
+        self.planner = host.planner
+        self.pinner = host.pinner
+        self.in_flight = host.in_flight
+        self._told = told
+        self._failed_tries = failed_tries
+        self._admission = admission
+        self._settler = settler
+        self._streams = streams
+        self._housekeeping = housekeeping
+        self._upstream_connections = upstream_connections
+        # The tasks waiting on an upstream's answer (a plain one, or a stream's first chunk),
+        # and those of them :meth:`stop_in_flight` ended, with why.
+        self._calls: set[asyncio.Task[Any]] = set()
+        self._stopped_calls: dict[asyncio.Task[Any], str] = {}
+        # The tasks planning a request (routing it, reserving its budget hold), and the
+        # requests planned whose call has not begun (by request id, with the live router each
+        # was planned on and its loop): a stop ends those too, whatever stage they are in.
+        self._planning: set[asyncio.Task[Any]] = set()
+        self._planned: dict[str, tuple[Plan, Live, asyncio.AbstractEventLoop]] = {}
+        # The loops :meth:`stop_in_flight` ended the requests of, with why: a request that
+        # reaches the gateway there since is ended as it arrives.
+        self._stopping: dict[asyncio.AbstractEventLoop, str] = {}
+
+    @property
+    def health(self) -> HealthTracker:
+        return self._host.health
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._host.retry
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self._host.timeouts
+
+    @property
+    def providers(self) -> ProviderRegistry:
+        return self._host.providers
+
+    def reopen(self) -> None:
+        """The gateway opened again: it serves again."""
+        self._stopping.clear()
+
+    async def plan(self, call: ChatCall, *, started: float | None = None) -> tuple[Plan, Live]:
+        """:meth:`Gateway.plan <switchpoint.gateway.engine.Gateway.plan>`."""
+        self._host.check_serves_chat()
+        started = time.perf_counter() if started is None else started
+        self._host._check_open()
+        check_received(call.via)
+        leave = self._host._admitted_until_ended()
+        try:
+            live = self.state.live()
+            self._host._check_log_room()
+            loop = asyncio.get_running_loop()
+            why = self._stopping.get(loop)
+            if why is not None:  # the service stops: it takes on nothing more
+                raise await self._stopped_unplanned(call, live, started, why)
+            self._forget_stale_plans()
+            share = share_of(live.settings, call.tenant, self._upstream_connections)
+            try:
+                slot = self.in_flight.take(owner_of(call.tenant, call.key_id), share)
+            except TooManyInFlightError as exc:
+                await self._refused(call, exc, live, started)
+                raise
+        except BaseException:
+            leave()
+            raise
+        try:
+            with self._admission.within():  # (its routing, on the live router, is part of it)
+                plan, live = await self._plan_held(call, live, started)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            leave()
+            raise
+        plan.slot = slot
+        plan.leave = leave
+        self._planned[plan.request_id] = (plan, live, loop)
+        return plan, live
+
+    async def execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
+        """:meth:`Gateway.execute <switchpoint.gateway.engine.Gateway.execute>`."""
+        try:
+            result = await self._execute(plan, live)
+        except BaseException:
+            plan.release_slot()
+            plan.leave()
+            raise
+        if not isinstance(result, ChatStream):
+            plan.release_slot()
+            plan.leave()
+        return result
+
+    def stop_in_flight(self, why: str) -> int:
+        """:meth:`Gateway.stop_in_flight
+        <switchpoint.gateway.engine.Gateway.stop_in_flight>`."""
+        loop = asyncio.get_running_loop()
+        for gone in [on for on in self._stopping if on.is_closed()]:
+            del self._stopping[gone]
+        self._stopping[loop] = why
+        ended = 0
+        for task in [*self._calls, *self._planning]:
+            if task.get_loop() is loop and not task.done() and task not in self._stopped_calls:
+                self._stopped_calls[task] = why
+                task.cancel()
+                ended += 1
+        for request_id, (plan, live, on) in list(self._planned.items()):
+            if on is not loop and not on.is_closed():
+                continue
+            del self._planned[request_id]
+            if on is not loop:
+                continue  # (its loop closed: nothing on it can run again)
+            entry = self._end_planned(plan, live, why)
+            self._streams.keep(loop.create_task(self._log_ended(entry, plan)))
+            ended += 1
+        return ended + self._streams.stop(loop, why)
+
+    async def _plan_held(self, call: ChatCall, live: Live, started: float
+                         ) -> tuple[Plan, Live]:
+        task = asyncio.current_task()
+        if task is not None:
+            self._planning.add(task)
+        try:
+            try:
+                plan, live = await self._plan(call, live, started)
+            finally:
+                if task is not None:
+                    self._planning.discard(task)
+        except _REFUSALS as exc:
+            await self._refused(call, exc, live, started)
+            raise
+        except asyncio.CancelledError:
+            # (A cancel lands only where planning waits, before any budget hold is taken.)
+            why = self._stopped_calls.pop(task, None) if task is not None else None
+            if why is None or task is None or task.uncancel() > 0:
+                # its caller cancelled it (too), which is obeyed: a client that left, logged
+                # once as closed by the client (its decision is forgotten; no model called,
+                # nothing held), so the request log counts every request that came in
+                await self._write(accounting.abandoned_unplanned(
+                    call, live, started, self._peek_pin(call, live)), wait=False)
+                raise
+            raise await self._stopped_unplanned(call, live, started, why) from None
+        return plan, live
+
+    async def _refused(self, call: ChatCall, exc: GatewayError, live: Live,
+                       started: float) -> None:
+        """Log ``call``, refused for who asked (one of ``_REFUSALS``) before any model was
+        called, as ``refused``: the error, the key and tenant, the pin it would have had
+        (:meth:`_peek_pin`, unless planning got as far as the pin); nothing routed, charged
+        or held. It waits for the entry's commit, as every request's end does, so a flood of
+        refusals queues no more entries than the requests under way (each holds its
+        connection until then), and the store's group commit writes them together."""
+        pin = None if isinstance(exc.info, CallInfo) else self._peek_pin(call, live)
+        await self._write(accounting.refused(call, exc, live, started, pin), wait=True)
+
+    def _forget_stale_plans(self) -> None:
+        """Drop the planned requests whose call never began and never can: their loop closed,
+        or their deadline passed (their budget hold expires with it; their place in their
+        tenant's calls in flight is given back). Only a caller that plans and never executes
+        leaves such a plan."""
+        now = time.perf_counter()
+        for request_id, (plan, _, on) in list(self._planned.items()):
+            if on.is_closed() or now - plan.started > self.retry.max_total_s:
+                self._planned.pop(request_id, None)
+                plan.release_slot()
+                plan.leave()
+
+    async def _stopped_unplanned(self, call: ChatCall, live: Live, started: float,
+                                 why: str) -> ServiceStoppingError:
+        """A request the service's stop ended before it was planned, logged: the error its
+        caller gets."""
+        error = ServiceStoppingError(why)
+        entry = accounting.stopped_unplanned(call, error, live, started,
+                                             self._peek_pin(call, live))
+        await self._write(entry, wait=True)
+        return error
+
+    def _peek_pin(self, call: ChatCall, live: Live) -> PinDecision | None:
+        """What the session's pin would have done for ``call``, read without changing it: a
+        request refused before it was planned reports this (the pin stays as it was), a pin
+        the refused named model could not follow being ``evicted_missing_model``. A pin
+        store that cannot be read gives None (``fresh``): the refusal, not the store's
+        error, is what the caller is told and what the log keeps."""
+        try:
+            pin = self.pinner.decide(call_session(call), live.router.catalog,
+                                     needs_of(call.body), time.time())
+        except SwitchpointError as exc:
+            log.warning("the session pin of a refused request could not be read: %s", exc)
+            return None
+        if call.requested != AUTO_MODEL and pin.favoured_model is not None:
+            # Refused before planning, a request that names its model was refused that model
+            # (its key may not use it, a budget may not price it): whether or not the pin
+            # pointed there, the pin could not be followed.
+            return pin.not_followed()
+        return pin
+
+    async def _plan(self, call: ChatCall, live: Live, started: float) -> tuple[Plan, Live]:
+        self._housekeeping.maintain()
+        catalog = live.router.catalog
+        settings = live.settings
+        if settings.models is None:
+            raise NoUpstreamError(no_upstream_message(settings))
+        assignment = None
+        if call.requested == AUTO_MODEL and call.decision is None and settings.experiments:
+            scope = call.tenant if call.session_id else call.caller
+            unit = session_key(call.session_id, call.body["messages"], scope=scope,
+                               field=call.session_field)
+            assignment = self._host._assign(live, call.tenant, unit or uuid.uuid4().hex)
+            if assignment is not None and call.cost_weight is None:
+                call = replace(call, cost_weight=assignment.config.cost_weight)
+        policy = self._host._policy(settings, call.tenant, call.key_id)
+        if policy is not None:
+            self.governor.check_model(policy, call.requested, catalog)
+            self.governor.check_priced(policy, call.requested, catalog)
+            if policy.pool is not None:
+                call = replace(call, pool=policy.pool)
+            # (Beside a named model too: a name the caller may not use is refused alike.)
+            for field_name, listed in call.candidate_lists:
+                self.governor.check_candidates(policy, catalog, field_name, listed)
+            if call.requested == AUTO_MODEL:
+                # Narrowed to what the caller may use; refused early when its RPM window is
+                # full (routing costs CPU; a named model is admitted right away anyway).
+                call = replace(call, models=self.governor.narrow(
+                                   policy, catalog, call.models, also=call.body.get("models"),
+                                   candidates_field=call.models_field),
+                               cost_weight=(call.cost_weight if call.cost_weight is not None
+                                            else policy.cost_weight))
+                self.governor.precheck(policy)
+
+        # Whether the request uses tools matters only to a tenant's memory (it falls back).
+        tools = (call.requested == AUTO_MODEL and live.learning is not None
+                 and check_tenant(call.tenant) in live.learning.memory_tenants
+                 and needs_of(call.body).tools)
+
+        async def route(text: str, allowed: list[str],
+                        cost_weight: float | None) -> RoutingDecision:
+            async def base(text: str, allowed: list[str],
+                           cost_weight: float | None) -> RoutingDecision:
+                return await anyio.to_thread.run_sync(lambda: made.made(self._host._decide(
+                    live, text, allowed, cost_weight, tenant=call.tenant, tools=tools,
+                    assignment=assignment)))
+
+            # (a decision made for a call cancelled before it is kept is forgotten again)
+            with self.learning.made_for_a_call(live) as made:
+                if policy is None:
+                    decision = await base(text, allowed, cost_weight)
+                else:
+                    decision = await self.governor.route(
+                        base, text, allowed, cost_weight, policy=policy, catalog=catalog,
+                        default_cost_weight=live.router.cost_weight)
+                self.learning.keep_pending(live, decision)
+                made.let_go(kept=decision)
+            self._told.decision(decision)
+            return decision
+
+        try:
+            plan = await self.planner.plan(call, catalog, route, started=started)
+        except (UnknownModelError, ModelNotFoundError) as exc:
+            raise self.governor.unknown_model(policy, catalog, exc, call.requested) from None
+        if call.decision is not None and plan.decision is not None:
+            # A decision made before the call (Router.route_and_execute, a router's own route)
+            # is kept for feedback after a restart, as one routed here is.
+            self.learning.keep_pending(live, call.decision)
+        if policy is not None and Governor.active(settings):
+            try:
+                plan.ticket, kept = self.governor.admit(
+                    settings, policy, plan.cards, plan.body, key_id=call.key_id,
+                    tenant=call.tenant, notes=plan.notes,
+                    require_first=call.requested != AUTO_MODEL)
+            except GatewayError as exc:
+                exc.info = accounting.info_of(plan)
+                raise
+            plan.admitted(kept)
+        return plan, live
+
+    async def _execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
+        self._planned.pop(plan.request_id, None)
+        if plan.stopped is not None:
+            raise plan.stopped
+        why = self._stopping.get(asyncio.get_running_loop())
+        if why is not None:
+            await self._write(self._end_planned(plan, live, why), wait=True)
+            assert plan.stopped is not None
+            raise plan.stopped
+        attempts: list[Attempt] = []
+        task = asyncio.current_task()
+        if task is not None:
+            self._calls.add(task)
+        try:
+            if task is not None and task.cancelling():
+                # Cancelled before its call began (its caller left as planning ended): the
+                # cancel lands here, before any model is called, not in the first try.
+                await asyncio.sleep(0)
+            with forwarding(plan.call.via):  # (its upstream requests' Via lists the call's)
+                result = await call_with_failover(
+                    plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
+                    policy=self.retry, timeouts=self._timeouts_of(plan, live),
+                    health=self.health, attempts=attempts,
+                    before_try=self._settler.before_try(plan),
+                    on_failed_try=functools.partial(self._failed_tries, plan.request_id))
+        except FailoverError as exc:
+            rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
+            plan.unanswered(exc.attempts)
+            self.pinner.evict_on_failure(plan.session, failed=failed_models(exc.attempts),
+                                         outgrown=outgrown_models(exc.attempts),
+                                         rehomed_to=rehomed_to)
+            entry = self._settler.entry(self._settler.settle(plan, None, None, None, exc.attempts),
+                                functools.partial(accounting.failed, plan, exc, live))
+            exc.info = entry.info
+            await self._write(entry, wait=True)
+            raise
+        except asyncio.CancelledError:
+            # The caller left (an HTTP client disconnected; or the service, stopping, ended
+            # the call). A try under way upstream is charged as every try a provider may have
+            # billed is (see Settler.settle). Before any model was called, between two tries, or
+            # before a try's request was sent (connecting), nothing sent could be billed: with
+            # no such try before, the hold is released.
+            stopped = self._stopped_calls.pop(task, None) if task is not None else None
+            if stopped is not None and task is not None and task.uncancel() > 0:
+                stopped = None  # cancelled by its caller too: that one is obeyed
+            if not billed_tries(attempts) and plan.ticket is not None:
+                plan.notes.append("cancelled with no try under way upstream (before any "
+                                  "model was called, between two tries, or before its request "
+                                  "was sent): its budget hold was released, nothing charged")
+            settlement = self._settler.settle(plan, None, None, None, attempts)
+            # A pinned model that had failed before the caller left did not hold the pin.
+            rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
+            plan.unanswered(attempts)
+            self.pinner.evict_on_failure(plan.session, failed=failed_models(attempts),
+                                         outgrown=outgrown_models(attempts),
+                                         rehomed_to=rehomed_to)
+            if stopped is not None:  # the caller still waits: it is told, once it is logged
+                error = ServiceStoppingError(stopped)
+                entry = self._settler.entry(settlement, lambda ledger: accounting.stopped(
+                    plan, live, attempts, error, ledger))
+                error.info = entry.info
+                await self._write(entry, wait=True)
+                raise error from None
+            await self._write(self._settler.entry(settlement, lambda ledger: accounting.abandoned(
+                plan, live, attempts, ledger)), wait=False)
+            raise
+        except BaseException:
+            self._settler.release(plan, attempts)
+            raise
+        finally:
+            if task is not None:
+                self._calls.discard(task)
+                self._stopped_calls.pop(task, None)
+        if isinstance(result, FailoverStream):
+            try:
+                self._answered(plan, live, result.model, attempts)
+                return self._committed(plan, live, result)
+            except BaseException:
+                # An internal error before the stream reached its caller (the provider bills
+                # what it was generating, which nothing read): charged its usage if known,
+                # else its worst case, its hold closed now rather than when the
+                # reservation expires, its upstream let go (and no feedback taken on it).
+                try:
+                    self._settler.release(plan, result.attempts, answered=result)
+                finally:  # (let go of the upstream and the feedback whatever the charge did)
+                    self.learning.stream_ended(plan.request_id)
+                    try:
+                        await result.aclose()
+                    except Exception as exc:  # (the error that ended the request is told)
+                        log.error("request %s: its upstream stream did not close cleanly: %s",
+                                  plan.request_id, exc)
+                raise
+        assert isinstance(result, FailoverResult)
+        try:
+            self._answered(plan, live, result.model, attempts)
+            self.pinner.record(plan.session, result.model, time.time(),
+                               tenant_key(plan.call.tenant))
+            use = answer_use(plan, result)
+            settlement = self._settler.settle(plan, result.card, use.cost_usd, use.usage,
+                                      result.attempts)
+        except BaseException:
+            # An internal error once the model answered (the provider bills the answer): the
+            # answer is charged, as it would have been, rather than its hold left open until
+            # the reservation expires (a settlement under way booked it: not charged twice).
+            self._settler.release(plan, result.attempts, answered=result)
+            raise
+        entry = self._settler.entry(settlement,
+                            lambda ledger: accounting.answered(plan, result, live, ledger, use))
+        body = result.body
+        if isinstance(body.get("usage"), dict):
+            # null when the model has no prices: unknown, not free (nor what the upstream says)
+            cost = entry.info.cost_usd
+            body["usage"]["cost"] = None if cost is None else usd(cost)
+        await self._write(entry, wait=True)
+        return ChatCompletion(body, entry.info)
+
+    def _answered(self, plan: Plan, live: Live, model: str, attempts: Sequence[Attempt]
+                  ) -> None:
+        """``model`` answers the plan's request (a plain answer, or a stream committed to it):
+        the session's pin learns whether it held, and feedback on the request's routing
+        decision teaches ``model``, whichever of the candidates it is (failover, a soft pin's
+        bonus or the health-aware order may have put another before the router's choice)."""
+        plan.answered_by(model, attempts)
+        self.learning.answered_by(live, plan.decision, model)
+
+    def _committed(self, plan: Plan, live: Live, stream: FailoverStream) -> ChatStream:
+        """A stream whose first content chunk is in hand; nothing has reached the client."""
+        ttft_ms = (time.perf_counter() - plan.started) * 1e3
+        self.pinner.record(plan.session, stream.model, time.time(),
+                           tenant_key(plan.call.tenant))
+        self.learning.stream_started(plan.request_id, plan.decision, plan.call.tenant,
+                                     stream.model)
+        info = accounting.info_of(plan)
+        info.model = stream.model
+        info.models_tried = stream.models_tried
+        info.ttft_ms = round(ttft_ms, 3)
+
+        opened: list[ChatStream] = []
+        watches: list[asyncio.TimerHandle] = []
+
+        async def finish(s: FailoverStream, wait: bool) -> None:
+            plan.release_slot()
+            for watch in watches:
+                watch.cancel()
+            for ended in opened:
+                self._streams.discard(ended)
+            if s.error is not None and not s.error.internal:
+                # (The gateway's own failure is not the model's: the pin stays as it was.)
+                self._failed_tries(plan.request_id, s.attempts[-1], Sequel())
+                plan.broke_off(s.model)
+                self.pinner.evict_on_failure(plan.session, failed={s.model})
+            use = s.use(plan.needs.prompt_tokens, cap)
+            settlement = self._settler.settle(plan, s.card, use.cost_usd, use.usage, s.attempts)
+            entry = self._settler.entry(settlement, lambda ledger: accounting.streamed(
+                plan, s, live, ttft_ms, ledger, use))
+            _update(info, entry.info)
+            written = None
+            try:
+                written = await self._write(entry, wait=wait)
+            finally:
+                # Feedback on the stream's id reads the store once its entry is there.
+                if written is None:
+                    self.learning.stream_ended(plan.request_id)
+                else:
+                    written.add_done_callback(
+                        lambda _: self.learning.stream_ended(plan.request_id))
+                plan.leave()  # (its entry queued: the store's closing writes it)
+
+        cap = worst_held(plan, stream.model)
+        chat_stream = ChatStream(stream, info, finish, price_usage=True, cost_cap=cap)
+        opened.append(chat_stream)
+        self._streams.add(chat_stream, stream.seconds_left(), watches)
+        return chat_stream
+
+    def _end_planned(self, plan: Plan, live: Live, why: str) -> accounting.Entry:
+        """End a planned request whose call has not begun, for a service that stops: its
+        budget hold released (no model was called), :attr:`Plan.stopped` set to the error its
+        caller gets. Returns its log entry, to write."""
+        error = ServiceStoppingError(why)
+        plan.unanswered([])
+        entry = self._settler.entry(self._settler.settle(plan, None, None, None),
+                                    lambda ledger: accounting.stopped(plan, live, [], error,
+                                                                      ledger))
+        error.info = entry.info
+        plan.stopped = error
+        return entry
+
+    async def _log_ended(self, entry: accounting.Entry, plan: Plan) -> None:
+        try:
+            await self._write(entry, wait=True)
+        finally:  # (ended and logged: closing need not wait for a call that never begins)
+            plan.leave()
+
+    def _timeouts_of(self, plan: Plan, live: Live) -> TimeoutsFor:
+        """The timeouts of the plan's tries: a model registered at run time whose host may not
+        be a link-local or metadata one (:attr:`Live.address_checked
+        <switchpoint.gateway.live.Live.address_checked>`) has its connections' addresses
+        checked as they are made; the others' as they are (a plan of none of them: nothing
+        more is done)."""
+        checked = live.address_checked
+        plain = self.timeouts
+        if not checked or not any(card.name in checked for card in plan.cards):
+            return plain
+        strict = replace(plain, metadata_hosts=False, nat64_prefixes=live.nat64_networks)
+        return lambda card: strict if card.name in checked else plain
+
+    async def _write(self, entry: accounting.Entry, *, wait: bool
+                     ) -> Future[Any] | None:
+        """Log ``entry`` (waiting for its commit when ``wait``); the commit's future, or None
+        when nothing is left to wait for (no store, written, or refused)."""
+        self._told.request(entry.request)
+        if self.store is None:
+            return None
+        try:
+            # One commit for the entry: every record but the last waits for the last one.
+            *first, last = entry.records
+            for record in first:
+                self.store.append_lazy(record)
+            done = self.store.append(last, keep_trying=True)
+            if wait:
+                await asyncio.wrap_future(done)
+                return None
+            return done
+        except StoreError as exc:
+            self._told.store_error()
+            log.error("request %s not logged: %s", entry.request.id, exc)
+            return None
+
+
+def _update(info: CallInfo, final: CallInfo) -> None:
+    """Copy what a stream's end taught into the info its caller holds."""
+    for name in ("upstream_model", "reasoning", "attempts", "models_tried", "latency_ms",
+                 "prompt_tokens", "completion_tokens", "cost_usd", "charged_usd", "pin_state",
+                 "pin"):
+        setattr(info, name, getattr(final, name))
