@@ -36,10 +36,8 @@ event loop thread.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import functools
-import itertools
 import logging
 import os
 import sys
@@ -103,6 +101,7 @@ from switchpoint.gateway.admission import (
 from switchpoint.gateway.applied_settings import health_config as health_config
 from switchpoint.gateway.applied_settings import retry_policy as retry_policy
 from switchpoint.gateway.applied_settings import timeouts_of as timeouts_of
+from switchpoint.gateway.at_exit import close_at_exit_if_open, closed
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.chat_door import ChatDoor
@@ -124,6 +123,7 @@ from switchpoint.gateway.housekeeping import Housekeeping
 from switchpoint.gateway.in_flight import InFlight
 from switchpoint.gateway.kept import not_kept, turn
 from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, GatewayLearning
+from switchpoint.gateway.library_args import as_list, no_client_options, stream_flag
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.misconfig import misconfigurations as misconfigurations
 from switchpoint.gateway.misconfig import no_upstream_message
@@ -187,11 +187,6 @@ T = TypeVar("T")
 HEALTH_EVENTS = ("success", "error", "timeout")
 # The longest call record_provider_event takes (a day, in milliseconds).
 MAX_EVENT_LATENCY_MS = 86_400_000.0
-# The gateways open in this process, held weakly: those still open as the interpreter exits are
-# closed then (see _close_at_exit_if_open).
-_STILL_OPEN: weakref.WeakSet[Gateway] = weakref.WeakSet()
-_AT_EXIT = threading.Lock()
-_at_exit_registered = False
 
 
 class Gateway:
@@ -455,7 +450,7 @@ class Gateway:
         self._pid = os.getpid()
         self._chat.reopen()  # (opened again: it serves again)
         self._admission.reopen()
-        _close_at_exit_if_open(self)
+        close_at_exit_if_open(self)
 
     def _release_data_dir(self) -> None:
         if self._owner is not None:
@@ -570,7 +565,7 @@ class Gateway:
             await self._providers.pool.aclose()
 
     def _close_state(self) -> None:
-        _STILL_OPEN.discard(self)
+        closed(self)
         if self._opened:
             self.learning.close()  # a checkpoint of what was learned, while the store is open
             self._closed = True
@@ -977,9 +972,9 @@ class Gateway:
         subclasses (and ``InvalidInputError``).
         """
         self.check_serves_chat()
-        if _stream_flag(params):
+        if stream_flag(params):
             raise InvalidInputError("stream", "use astream() (or stream()) for a streamed answer")
-        _no_client_options(params)
+        no_client_options(params)
         call = await self._call(messages, model, session_id, cost_weight, models, decision,
                                 params, stream=False, exact=exact, key=key, tenant=tenant)
         result = await self.chat(call)
@@ -995,8 +990,8 @@ class Gateway:
         """A streamed chat completion: ``async for chunk in await gateway.astream(...)``.
         Failover happens before this returns (the stream is committed to one model)."""
         self.check_serves_chat()
-        _stream_flag(params)
-        _no_client_options(params)
+        stream_flag(params)
+        no_client_options(params)
         call = await self._call(messages, model, session_id, cost_weight, models, decision,
                                 params, stream=True, exact=exact, key=key, tenant=tenant)
         result = await self.chat(call)
@@ -1042,7 +1037,7 @@ class Gateway:
         if messages is None:
             messages = params.pop("messages", None)
         body: dict[str, Any] = {
-            "model": model, "messages": _as_list(messages, self.settings.max_request_bytes),
+            "model": model, "messages": as_list(messages, self.settings.max_request_bytes),
             **params}
         if stream:
             body["stream"] = True
@@ -1183,10 +1178,10 @@ class Gateway:
         if (prompt is None) == (messages is None):
             raise InvalidInputError("prompt", "give a prompt or messages (exactly one)")
         if messages is not None:  # (measured as the list it is sent as)
-            messages = _as_list(messages, self.settings.max_request_bytes)
+            messages = as_list(messages, self.settings.max_request_bytes)
         listed = model_names(models, "models")  # (a generator read once, before it is sized)
         if not measured:  # (in process: over HTTP, a body's fields are the request's as sent)
-            _no_client_options(params)
+            no_client_options(params)
             # (every field the body would hold: a tenant named in process too)
             self.check_size({"messages": messages, "prompt": prompt, "models": listed,
                              "blind": blind, "tenant": tenant, **params})
@@ -1194,7 +1189,7 @@ class Gateway:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise InvalidInputError("prompt", "must be a non-empty string")
             messages = [{"role": "user", "content": prompt}]
-        if _stream_flag(params):
+        if stream_flag(params):
             raise InvalidInputError("stream", "a comparison returns whole answers; leave "
                                               "stream out")
         self.learning.check_writable("the comparison", "no model was called")  # before paying
@@ -1244,7 +1239,7 @@ class Gateway:
             raise self.governor.unknown_model(
                 policy, catalog, UnknownModelError("models", unknown, catalog.names), "auto")
         body: dict[str, Any] = {
-            "model": names[0], "messages": _as_list(messages, self.settings.max_request_bytes),
+            "model": names[0], "messages": as_list(messages, self.settings.max_request_bytes),
             **params}
         body = check_chat_body(body)
         text = routing_text(body, needs_of(body))
@@ -2026,56 +2021,6 @@ class Gateway:
             return self._sync
 
 
-def _stream_flag(params: dict[str, Any]) -> bool:
-    """Whether ``params`` ask for a stream, their ``stream`` taken out of them (each door says
-    how it answers): True or False, or None (left out); any other value is refused naming it,
-    never read for its truth (``0``, ``[]`` or ``"no"`` are no answer to "stream?")."""
-    value = params.pop("stream", None)
-    if value is not None:
-        expect("stream", value, bool, "True or False (or left out)")
-    return value is True
-
-
-# The openai client's options that are no fields of a request (it sends them elsewhere, or
-# merges them), and what to do instead: passed to a gateway's call, each would go upstream as a
-# field of the request's body, as given.
-_CLIENT_OPTIONS = {
-    "extra_body": "pass its fields as keyword arguments themselves (top_k=3), which go "
-                  "upstream as fields of the request",
-    "extra_headers": "the gateway sends its own headers upstream; pass session_id=, models= "
-                     "or key= for what x-session-id, x-switchpoint-models or Authorization "
-                     "would say over HTTP",
-    "extra_query": "the gateway sends no query string upstream; leave it out",
-    "timeout": "the gateway's own deadlines bound each call (gateway.max_total_s and the "
-               "other timeouts of the config); for a shorter one, wrap the async form in "
-               "asyncio.wait_for",
-}
-
-
-def _no_client_options(params: Mapping[str, Any]) -> None:
-    """Refuse an option of the openai client among ``params`` (the request's fields), naming
-    it and what to do instead (see :data:`_CLIENT_OPTIONS`)."""
-    for name, instead in _CLIENT_OPTIONS.items():
-        if name in params:
-            raise InvalidInputError(name, f"is an option of the openai client, not a field of "
-                                          f"a chat request, which the gateway would send "
-                                          f"upstream as it is; {instead}")
-
-
-def _as_list(messages: object, limit: int) -> list[Any]:
-    """``messages`` as a list of the messages, each mapping a dict, read no further than a
-    body of ``limit`` bytes could hold (a message takes at least 2 bytes of it, ``0,``, and
-    a field at least 5, ``"":0,``): one more message or field than that is over the limit,
-    which the measure of the body then says, where an endless sequence or mapping was read
-    until the memory ran out."""
-    if messages is None:
-        raise InvalidInputError("messages", "is required: a list of {role, content} messages")
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-        raise InvalidInputError("messages", "must be a list of {role, content} messages")
-    return [dict(itertools.islice(m.items(), limit // 5 + 1)) if isinstance(m, Mapping) else m
-            for m in itertools.islice(messages, limit // 2 + 1)]
-
-
 __all__ = ["Gateway", "Observer", "SyncChatStream"]
 
 
@@ -2093,25 +2038,3 @@ async def _kept(commits: Sequence[Future[None]], what: str, then: str = NOTHING_
             await asyncio.wrap_future(commit)
         except StoreError as exc:
             raise not_kept(what, exc, then=then) from None
-
-
-def _close_at_exit_if_open(gateway: Gateway) -> None:
-    """Close ``gateway`` as the interpreter exits if it is still open then (a script that ends,
-    or calls ``sys.exit``, without closing it): its open streams are logged, its budget holds
-    settled, its learning checkpointed and ``data_dir``'s lock released, while its threads
-    still run (an exit handler runs before daemon threads are stopped). The hook is registered
-    with the first gateway opened, not on import."""
-    global _at_exit_registered
-    _STILL_OPEN.add(gateway)
-    with _AT_EXIT:
-        if not _at_exit_registered:
-            atexit.register(_close_open_gateways)
-            _at_exit_registered = True
-
-
-def _close_open_gateways() -> None:
-    for gateway in list(_STILL_OPEN):
-        try:
-            gateway.close()
-        except Exception as exc:  # (the others are closed still)
-            log.error("a Gateway still open at exit did not close cleanly: %s", exc)
