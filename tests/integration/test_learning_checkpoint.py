@@ -346,9 +346,9 @@ def test_the_status_takes_up_what_another_process_logged_a_bounded_share_at_a_ti
     service's status at once, with no feedback given to the service since; a backlog is taken
     up a bounded number of rows per status, the rest by the next."""
     monkeypatch.setattr(gateway_learning, "STATUS_TAKE_UP_ROWS", 2)
-    from switchpoint.gateway import engine
+    from switchpoint.gateway import caller_views
 
-    monkeypatch.setattr(engine, "STATUS_TAKE_UP_ROWS", 2)
+    monkeypatch.setattr(caller_views, "STATUS_TAKE_UP_ROWS", 2)
     settings = settings_for(fake, tmp_path)
 
     def events(gateway: Gateway) -> int:

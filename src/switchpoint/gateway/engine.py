@@ -46,7 +46,6 @@ import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -64,7 +63,6 @@ import numpy as np
 import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect, passes_on
 from switchpoint._files import access_problem, private_dir
-from switchpoint._limits import MAX_TENANTS
 from switchpoint._messages import json_quoted, listed_names, one_of, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
@@ -82,7 +80,6 @@ from switchpoint.errors import (
     ConflictError,
     GatewayClosedError,
     InvalidInputError,
-    ModelNotFoundError,
     NoUpstreamError,
     PermissionDeniedError,
     ReentrantCallError,
@@ -103,6 +100,7 @@ from switchpoint.gateway.applied_settings import retry_policy as retry_policy
 from switchpoint.gateway.applied_settings import timeouts_of as timeouts_of
 from switchpoint.gateway.at_exit import close_at_exit_if_open, closed
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
+from switchpoint.gateway.caller_views import CallerViews
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.chat_door import ChatDoor
 from switchpoint.gateway.experiments import (
@@ -122,7 +120,7 @@ from switchpoint.gateway.housekeeping import PRUNE_MAX_ROWS as PRUNE_MAX_ROWS
 from switchpoint.gateway.housekeeping import Housekeeping
 from switchpoint.gateway.in_flight import InFlight
 from switchpoint.gateway.kept import not_kept, turn
-from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, GatewayLearning
+from switchpoint.gateway.learning import FeedbackResult, GatewayLearning
 from switchpoint.gateway.library_args import as_list, no_client_options, stream_flag
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.misconfig import misconfigurations as misconfigurations
@@ -166,7 +164,6 @@ from switchpoint.gateway.via import check_received
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.reports import Reports
 from switchpoint.learning.events import (
-    DEFAULT_TENANT,
     check_quality,
     check_tenant,
 )
@@ -342,6 +339,9 @@ class Gateway:
         self._housekeeping = Housekeeping(lambda: self.settings, self.store, self.pinner,
                                           self.learning, self.governor,
                                           lambda: self._owner)
+        # What a caller may see of the models and of what was learned.
+        self._views = CallerViews(self.state, self.governor, self.learning, self._policy,
+                                  lambda: self.reports)
         # The chat door's work: plan, call, settle and log each chat request.
         self._chat = ChatDoor(self, told=self._told, failed_tries=self._failed_tries,
                               admission=self._admission, settler=self._settler,
@@ -1329,7 +1329,8 @@ class Gateway:
         # trust), as the model list and the learning status show them to it.
         return {"compare_id": compare.compare_id, "tenant": name, "scores": learned,
                 **revealed,
-                "memory": self._memory_status(live, name, self._usable(live, principal)[1])}
+                "memory": self._views.memory_status(live, name,
+                                                self._views.usable(live, principal)[1])}
 
     @passes_on(ascore)
     def score(self, compare_id: str, scores: Mapping[str, float], **kwargs: Any
@@ -1361,87 +1362,8 @@ class Gateway:
         is then narrowed as its keys' view is, to the models its config lets it use, when it
         lists some."""
         check_process(self._pid, "this Gateway")
-        live = self.state.live()
-        caller = self._reader(live, key, tenant, principal)
-        if tenants is not None and (isinstance(tenants, (str, bytes))
-                                    or not isinstance(tenants, Sequence)):
-            raise InvalidInputError("tenants", "must be a list of tenant names (a single "
-                                               "tenant too: [name]) or None")
-        if tenants is not None and len(tenants) > MAX_TENANTS:
-            raise InvalidInputError("tenants", f"names {len(tenants):,} tenants, more than the "
-                                               f"{MAX_TENANTS:,} a deployment may have; name "
-                                               f"at most {MAX_TENANTS:,} in one call, or leave "
-                                               "tenants out for every tenant's status")
-        own = None if caller is None else caller.tenant or DEFAULT_TENANT
-        if own is not None and tenants is not None and any(n != own for n in tenants):
-            raise InvalidInputError("tenants", f"a caller reads its own tenant's status alone "
-                                               f"({json_quoted(own)}): leave tenants out, or "
-                                               "name no caller for any tenant's")
-        if own is not None:
-            tenants = [own]
-        if tenants is not None:
-            # An unknown tenant (the reports' rule: neither the config nor the request or
-            # feedback log names it) is a 404, not a status of nothing learned.
-            for name in tenants:
-                if not isinstance(name, str):
-                    raise InvalidInputError("tenants", f"must be tenant names (strings), got "
-                                                       f"{type(name).__name__}")
-            tenants = list(dict.fromkeys(tenants))  # (each name once, in the order given)
-            reports = self.reports
-            for name in tenants:
-                reports.check_tenant(name)
-        # What another process (an offline `switchpoint feedback`) logged, taken up first;
-        # a large backlog a little at a time, so a status never waits long on it.
-        self.learning.caught_up(most=STATUS_TAKE_UP_ROWS)
-        live = self.state.live()
-        learning = live.learning
-        router = live.router
-        reader = self.learning.reader
-        quality = reader.quality_by_model() if reader is not None else {}
-        names = list(tenants) if tenants is not None else sorted(
-            set(learning.tenants() if learning is not None else []) | set(live.settings.tenants)
-            | set(quality))
-        shown = self._usable(live, caller)[1]
-        out = {}
-        for name in names:
-            if caller is None and tenants is not None:
-                # A tenant named by trusted code (the admin's ?tenant=) is shown as its own
-                # keys see it: narrowed to the models its config lets it use, if it lists any.
-                shown = self._tenant_usable(live, name)
-            learned: dict[str, int | None] = {"events": router.learner.n_events(name),
-                                              "outcomes": router.learner.n_outcomes(name)}
-            if shown is not None:
-                # Only the outcomes of the models the key may use: the learned router holds
-                # them by the profile each model's outcomes teach (which models sharing a
-                # profile pool, as what it learns from them does).
-                split = router.learner.counts_of(name, {
-                    p for p in map(router.outcome_profile, shown) if p is not None})
-                learned = (dict.fromkeys(learned) if split is None
-                           else dict(zip(learned, split, strict=True)))
-            view: dict[str, Any] = {
-                "memory": self._memory_status(live, name, shown),
-                "learned_router": learned,
-                "feedback": _only(quality.get(name, {}), shown)}
-            kept = self.learning.log_kept(deployment=False, tenant=name)
-            if kept is not None:
-                # (what the status's feedback_log says to this tenant's own keys)
-                view["feedback_log"] = kept
-            if shown is not None:
-                view["narrowed_to"] = sorted(shown)
-            out[name] = view
-        settings = live.settings.learning
-        experiments = sorted(
-            n for n, e in live.settings.experiments.items()
-            if own is None or not e.tenants or own in e.tenants)
-        status: dict[str, Any] = {"tenants": out, "exploration": settings.exploration,
-                                  "memory_size": settings.memory_size,
-                                  "experiments": experiments,
-                                  "feedback_log": self.learning.log_kept(
-                                      deployment=caller is None, tenant=own)}
-        if caller is None:
-            status.update(replayed=learning.replayed if learning is not None else 0,
-                          from_checkpoint=learning.restored if learning is not None else 0)
-        return status
+        return self._views.learning_status(tenants, key=key, tenant=tenant,
+                                           principal=principal)
 
     @one_sync_request
     def models(self, *, key: str | None = None, tenant: str | None = None,
@@ -1452,9 +1374,7 @@ class Gateway:
         is then answered for no name. ``key`` (a client key, verified) or ``tenant``
         (trusted) names the caller as :meth:`complete`'s do (``principal``: one the HTTP door
         checked). ``GET /v1/models``'s ``data``."""
-        live = self.state.live()
-        caller = self._reader(live, key, tenant, principal)
-        return live.model_objects(*self._listed(live, caller)[1:])
+        return self._views.models(key=key, tenant=tenant, principal=principal)
 
     @one_sync_request
     def model(self, model_id: str, *, key: str | None = None, tenant: str | None = None,
@@ -1468,85 +1388,7 @@ class Gateway:
         ``models:`` configured, any name is the
         :class:`~switchpoint.errors.NoUpstreamError` a chat request naming it gets.
         ``GET /v1/models/{id}``'s answer."""
-        expect("model_id", model_id, str, "a model's name")
-        live = self.state.live()
-        caller = self._reader(live, key, tenant, principal)
-        if live.settings.models is None:  # answered as a chat request naming it is
-            raise NoUpstreamError(no_upstream_message(live.settings))
-        policy, allowed, auto = self._listed(live, caller)
-        entries = live.model_objects(allowed, auto)
-        for entry in entries:
-            if entry["id"] == model_id:
-                return entry
-        whose = "of this gateway" if allowed is None else "this key may use"
-        missing = ModelNotFoundError(f"model: {json_quoted(model_id, 200)} is not a model {whose}; "
-                                     "use one of "
-                                     f"{listed_names((e['id'] for e in entries), quoted=True)}",
-                                     param="model")
-        if allowed is None or policy is None:
-            raise missing
-        # Answered as a chat request naming it is: a 403 for a model the key may not use,
-        # whether it exists or not, and one it may name that the catalog lacks is a 404
-        # naming its models.
-        catalog = live.router.catalog
-        self.governor.check_model(policy, model_id, catalog)
-        raise self.governor.unknown_model(policy, catalog, missing, model_id)
-
-    def _reader(self, live: Live, key: str | None, tenant: str | None,
-                principal: Principal | None) -> Principal | None:
-        """Who reads what a caller may use: ``principal`` (the HTTP door's, its key checked),
-        else the caller ``key`` (verified as a bearer key is) or ``tenant`` (trusted) names,
-        as for :meth:`complete` (None: neither, trusted code that sees every model)."""
-        if principal is not None:
-            return principal
-        return self.governor.principal(live.settings, key=key, tenant=tenant)
-
-    def _usable(self, live: Live, caller: Principal | None
-                ) -> tuple[Policy | None, frozenset[str] | None]:
-        """What governs ``caller`` and the catalog models it may use, by name or through
-        ``auto`` (None: every one): the one set a client's key is told of, in the model list
-        (:meth:`models`) and the learning status (:meth:`learning_status`) alike, as chat's
-        errors name it (a model its list names that the catalog lacks is in neither)."""
-        policy = (None if caller is None
-                  else self._policy(live.settings, caller.tenant, caller.key_id))
-        if policy is None or policy.models is None:
-            return policy, None
-        return policy, frozenset(self.governor.visible(policy, live.router.catalog))
-
-    def _tenant_usable(self, live: Live, tenant: str) -> frozenset[str] | None:
-        """The catalog models ``tenant`` may use, by name or through ``auto``, as
-        :meth:`_usable` says for a caller of that tenant without a key of narrower models
-        (None: every one, for a tenant whose config lists no models, or none in the
-        config)."""
-        if tenant not in live.settings.tenants:
-            return None
-        return self._usable(live, Principal(tenant=tenant))[1]
-
-    def _listed(self, live: Live, caller: Principal | None
-                ) -> tuple[Policy | None, frozenset[str] | None, bool]:
-        """:meth:`_usable`, and whether the model list shows ``auto`` to ``caller``: when a
-        chat request for it would not be refused it (a key of ``auto`` whose models the
-        catalog no longer has may not route: it is shown no ``auto``; ``auto`` is no model a
-        status counts anything of)."""
-        policy, usable = self._usable(live, caller)
-        if policy is None or policy.models is None:
-            return policy, usable, True
-        return policy, usable, self.governor.may_ask(policy, AUTO_MODEL, live.router.catalog)
-
-    @staticmethod
-    def _memory_status(live: Live, tenant: str, shown: AbstractSet[str] | None
-                       ) -> dict[str, Any]:
-        """A tenant's memory status, its per-model coverage and its examples only of the models
-        in ``shown`` (what a client's key may be told about; None: all). ``cold`` stays the
-        memory's own state: whether it routes."""
-        if live.learning is None:
-            return {"enabled": False}
-        memory = live.learning.memory_status(tenant)
-        if "models" in memory and shown is not None:
-            memory["models"] = _only(memory["models"], shown)
-            memory["examples"] = sum(memory["models"].values())
-            memory["progress"] = round(min(1.0, memory["examples"] / memory["warm_at"]), 4)
-        return memory
+        return self._views.model(model_id, key=key, tenant=tenant, principal=principal)
 
     @one_sync_request
     def experiment_report(self, name: str) -> dict[str, Any]:
@@ -2022,11 +1864,6 @@ class Gateway:
 
 
 __all__ = ["Gateway", "Observer", "SyncChatStream"]
-
-
-def _only(by_model: dict[str, Any], shown: AbstractSet[str] | None) -> dict[str, Any]:
-    """``by_model`` narrowed to the models in ``shown`` (None: all)."""
-    return by_model if shown is None else {m: v for m, v in by_model.items() if m in shown}
 
 
 async def _kept(commits: Sequence[Future[None]], what: str, then: str = NOTHING_LEARNED
