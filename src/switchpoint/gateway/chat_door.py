@@ -97,26 +97,17 @@ class ChatHost(Protocol):
     """What the chat door reads of its gateway, each time it needs it: its parts (its health,
     retry policy and timeouts are made again as a reload changes them), and its checks."""
 
-    @property
-    def state(self) -> RouterState: ...
-    @property
-    def store(self) -> SQLiteStore | None: ...
-    @property
-    def governor(self) -> Governor: ...
-    @property
-    def learning(self) -> GatewayLearning: ...
-    @property
-    def planner(self) -> Planner: ...
-    @property
-    def pinner(self) -> SessionPinner: ...
-    @property
-    def in_flight(self) -> InFlight: ...
-    @property
-    def health(self) -> HealthTracker: ...
-    @property
-    def retry(self) -> RetryPolicy: ...
-    @property
-    def timeouts(self) -> Timeouts: ...
+    state: RouterState
+    store: SQLiteStore | None
+    governor: Governor
+    learning: GatewayLearning
+    planner: Planner
+    pinner: SessionPinner
+    in_flight: InFlight
+    health: HealthTracker
+    retry: RetryPolicy
+    timeouts: Timeouts
+
     @property
     def providers(self) -> ProviderRegistry: ...
 
@@ -166,22 +157,6 @@ class ChatDoor:
         # The loops :meth:`stop_in_flight` ended the requests of, with why: a request that
         # reaches the gateway there since is ended as it arrives.
         self._stopping: dict[asyncio.AbstractEventLoop, str] = {}
-
-    @property
-    def health(self) -> HealthTracker:
-        return self._host.health
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return self._host.retry
-
-    @property
-    def timeouts(self) -> Timeouts:
-        return self._host.timeouts
-
-    @property
-    def providers(self) -> ProviderRegistry:
-        return self._host.providers
 
     def reopen(self) -> None:
         """The gateway opened again: it serves again."""
@@ -306,7 +281,7 @@ class ChatDoor:
         leaves such a plan."""
         now = time.perf_counter()
         for request_id, (plan, _, on) in list(self._planned.items()):
-            if on.is_closed() or now - plan.started > self.retry.max_total_s:
+            if on.is_closed() or now - plan.started > self._host.retry.max_total_s:
                 self._planned.pop(request_id, None)
                 plan.release_slot()
                 plan.leave()
@@ -439,9 +414,9 @@ class ChatDoor:
                 await asyncio.sleep(0)
             with forwarding(plan.call.via):  # (its upstream requests' Via lists the call's)
                 result = await call_with_failover(
-                    plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
-                    policy=self.retry, timeouts=self._timeouts_of(plan, live),
-                    health=self.health, attempts=attempts,
+                    plan.body, plan.cards, self._host.providers, stream=plan.stream,  # type: ignore[call-overload]
+                    policy=self._host.retry, timeouts=self._timeouts_of(plan, live),
+                    health=self._host.health, attempts=attempts,
                     before_try=self._settler.before_try(plan),
                     on_failed_try=functools.partial(self._failed_tries, plan.request_id))
         except FailoverError as exc:
@@ -619,7 +594,7 @@ class ChatDoor:
         checked as they are made; the others' as they are (a plan of none of them: nothing
         more is done)."""
         checked = live.address_checked
-        plain = self.timeouts
+        plain = self._host.timeouts
         if not checked or not any(card.name in checked for card in plan.cards):
             return plain
         strict = replace(plain, metadata_hosts=False, nat64_prefixes=live.nat64_networks)
