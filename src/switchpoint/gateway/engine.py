@@ -46,7 +46,6 @@ import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import (
@@ -63,7 +62,7 @@ import numpy as np
 import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect, passes_on
 from switchpoint._files import access_problem, private_dir
-from switchpoint._messages import json_quoted, listed_names, one_of, quoted_path
+from switchpoint._messages import json_quoted, one_of, quoted_path
 from switchpoint._numbers import checked_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint._redact import redact, remember
@@ -80,8 +79,6 @@ from switchpoint.errors import (
     ConflictError,
     GatewayClosedError,
     InvalidInputError,
-    NoUpstreamError,
-    PermissionDeniedError,
     ReentrantCallError,
     StorageUnavailableError,
     StoreError,
@@ -101,7 +98,6 @@ from switchpoint.gateway.applied_settings import timeouts_of as timeouts_of
 from switchpoint.gateway.at_exit import close_at_exit_if_open, closed
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.caller_views import CallerViews
-from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.chat_door import ChatDoor
 from switchpoint.gateway.experiments import (
     Assignment,
@@ -110,21 +106,17 @@ from switchpoint.gateway.experiments import (
     experiment_of,
 )
 from switchpoint.gateway.failed_tries import FailedTryLog
-from switchpoint.gateway.failover import (
-    none_answered,
-)
-from switchpoint.gateway.feedback_log import NOTHING_LEARNED
 from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthTracker
 from switchpoint.gateway.housekeeping import PRUNE_INTERVAL_S as PRUNE_INTERVAL_S
 from switchpoint.gateway.housekeeping import PRUNE_MAX_ROWS as PRUNE_MAX_ROWS
 from switchpoint.gateway.housekeeping import Housekeeping
 from switchpoint.gateway.in_flight import InFlight
-from switchpoint.gateway.kept import not_kept, turn
+from switchpoint.gateway.kept import turn
 from switchpoint.gateway.learning import FeedbackResult, GatewayLearning
+from switchpoint.gateway.learning_door import LearningDoor
 from switchpoint.gateway.library_args import as_list, no_client_options, stream_flag
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.misconfig import misconfigurations as misconfigurations
-from switchpoint.gateway.misconfig import no_upstream_message
 from switchpoint.gateway.observing import Observer, Told
 from switchpoint.gateway.open_streams import LOOP_CLOSED as LOOP_CLOSED
 from switchpoint.gateway.open_streams import LOOP_STOPPED as LOOP_STOPPED
@@ -132,12 +124,6 @@ from switchpoint.gateway.open_streams import OpenStreams
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body, check_model_count
 from switchpoint.gateway.planning import ChatCall, Plan, Planner, healthy_choice
-from switchpoint.gateway.preferences import (
-    MAX_COMPARE_MODELS,
-    answer_detail,
-    blind_detail,
-    shuffled_labels,
-)
 from switchpoint.gateway.providers.base import Provider
 from switchpoint.gateway.registered_models import RuntimeModels
 from switchpoint.gateway.results import ChatCompletion, ChatStream
@@ -160,7 +146,6 @@ from switchpoint.gateway.sync_bridge import CLOSED_DURING_CALL as CLOSED_DURING_
 from switchpoint.gateway.sync_bridge import INTERRUPTED_SETTLE_S as INTERRUPTED_SETTLE_S
 from switchpoint.gateway.sync_bridge import LOOP_DRAIN_S as LOOP_DRAIN_S
 from switchpoint.gateway.sync_bridge import LoopThread, SyncChatStream
-from switchpoint.gateway.via import check_received
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.reports import Reports
 from switchpoint.learning.events import (
@@ -342,6 +327,8 @@ class Gateway:
         # What a caller may see of the models and of what was learned.
         self._views = CallerViews(self.state, self.governor, self.learning, self._policy,
                                   lambda: self.reports)
+        # Learning from outcomes: feedback, comparisons and their scores.
+        self._learning_door = LearningDoor(self, self._views)
         # The chat door's work: plan, call, settle and log each chat request.
         self._chat = ChatDoor(self, told=self._told, failed_tries=self._failed_tries,
                               admission=self._admission, settler=self._settler,
@@ -855,29 +842,6 @@ class Gateway:
                                     assignment=assignment, embedding=embedding,
                                     estimate_tokens=estimate_tokens)
 
-    def _govern_learning(self, who: Principal, model: object = None
-                         ) -> Callable[[str], None] | None:
-        """Feedback and scores count against the caller's request rate like routing does (each
-        is a row of the feedback log), and may be about only a model the caller reaches (it
-        cannot teach a tenant about one its key may not use): a named ``model`` is checked
-        now; the check returned (None: anyone may teach anything) is for the model the
-        feedback turns out to be about."""
-        policy = self._policy(self.settings, who.tenant, who.key_id)
-        if policy is None:
-            return None
-        catalog = self.state.live().router.catalog
-        if isinstance(model, str):
-            unknown = UnknownModelError("model", [model], catalog.names)
-            if model not in catalog and self.governor.allowed_names(policy, catalog) is None:
-                raise unknown  # (a caller whose routing reaches the whole catalog)
-            self.governor.check_reachable(policy, model, catalog)
-            if model not in catalog:  # ('auto': reached, but no model to score)
-                raise self.governor.unknown_model(policy, catalog, unknown, model)
-        self.governor.count_route(policy)  # (what is refused above costs no request)
-        if policy.models is None:
-            return None
-        return lambda name: self.governor.check_teachable(policy, name, catalog)
-
     def _policy(self, settings: Settings, tenant: str | None,
                 key_id: str | None) -> Policy | None:
         """What governs a caller, or None when nothing governs anyone (the fast path)."""
@@ -1096,18 +1060,10 @@ class Gateway:
         repeat replaces the earlier outcome (``outcome.replaced``). Raises
         :class:`~switchpoint.errors.DecisionNotFoundError` for an unknown id and
         :class:`~switchpoint.errors.InvalidInputError` for a bad score, changing nothing."""
-        if principal is None:
-            principal = await self.governor.aprincipal(self.settings, key=key, tenant=tenant)
-        who = principal or Principal()
-        teachable = self._govern_learning(who, model)
-        result: FeedbackResult = await anyio.to_thread.run_sync(
-            lambda: self.learning.report(decision_id, quality_score, success, model=model,
-                                         tenant=who.tenant if principal is not None else None,
-                                         key_id=who.key_id, comment=comment, cost=cost,
-                                         teachable=teachable, prompt_hash=prompt_hash,
-                                         config_read=config_read))
-        await _kept(result.commits, "the feedback")
-        return result
+        return await self._learning_door.report_outcome(
+            decision_id, quality_score, success, model=model, comment=comment, key=key,
+            tenant=tenant, cost=cost, principal=principal, prompt_hash=prompt_hash,
+            config_read=config_read)
 
     def report_outcome(self, decision_id: str | None = None,
                        quality_score: float | None = None,
@@ -1170,122 +1126,9 @@ class Gateway:
         ``via``: the entries of the ``Via`` the comparison came with, which each compared
         model's upstream request lists before the gateway's own, as a chat's
         (:attr:`~switchpoint.gateway.planning.ChatCall.via`, bounded alike)."""
-        from switchpoint.gateway.planning import routing_text
-
-        self.check_serves_chat()
-        check_received(via)  # (before anything is planned or called)
-        expect("blind", blind, bool, "True or False")
-        if (prompt is None) == (messages is None):
-            raise InvalidInputError("prompt", "give a prompt or messages (exactly one)")
-        if messages is not None:  # (measured as the list it is sent as)
-            messages = as_list(messages, self.settings.max_request_bytes)
-        listed = model_names(models, "models")  # (a generator read once, before it is sized)
-        if not measured:  # (in process: over HTTP, a body's fields are the request's as sent)
-            no_client_options(params)
-            # (every field the body would hold: a tenant named in process too)
-            self.check_size({"messages": messages, "prompt": prompt, "models": listed,
-                             "blind": blind, "tenant": tenant, **params})
-        if prompt is not None:
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise InvalidInputError("prompt", "must be a non-empty string")
-            messages = [{"role": "user", "content": prompt}]
-        if stream_flag(params):
-            raise InvalidInputError("stream", "a comparison returns whole answers; leave "
-                                              "stream out")
-        self.learning.check_writable("the comparison", "no model was called")  # before paying
-        live = self.state.live()
-        settings = live.settings
-        if settings.models is None:
-            raise NoUpstreamError(no_upstream_message(settings))
-        if principal is None:
-            principal = await self.governor.aprincipal(settings, key=key, tenant=tenant)
-        who = principal or Principal()
-        catalog = live.router.catalog
-        policy = self._policy(settings, who.tenant, who.key_id)
-        if listed is None:  # the models the caller may name (a comparison calls each by
-            # name) that auto may choose: a comparison teaches auto, so a model kept out of
-            # it (auto: false, a judge say) is compared only when named
-            nameable = (self.governor.nameable(policy, catalog) if policy is not None
-                        else list(catalog.names))
-            if len(nameable) < 2 and policy is not None and policy.models is not None:
-                raise PermissionDeniedError(
-                    "models: a comparison calls each model by name, and this key may name "
-                    f"{len(nameable)} model(s) ({listed_names(nameable, quoted=True) or 'none'})"
-                    "; compare with a key that may name at least two", param="models")
-            kept_out = catalog.not_routed(nameable)
-            allowed = [m for m in nameable if m not in kept_out]
-            if len(allowed) < 2:
-                unrouted = (f"; {listed_names(kept_out, quoted=True)} "
-                            f"{'is' if len(kept_out) == 1 else 'are'} auto: false, compared "
-                            "only when named" if kept_out else "")
-                raise InvalidInputError(
-                    "models", f"auto may choose {len(allowed)} of the models to compare "
-                              f"({listed_names(allowed, quoted=True) or 'none'}{unrouted}): "
-                              f"name the 2 to {MAX_COMPARE_MODELS} models to compare")
-            if len(allowed) > MAX_COMPARE_MODELS:
-                raise InvalidInputError("models", f"name the 2 to {MAX_COMPARE_MODELS} models "
-                                                  "to compare (of "
-                                                  f"{listed_names(allowed, quoted=True)})")
-            listed = allowed
-        names = listed
-        if not 2 <= len(names) <= MAX_COMPARE_MODELS or len(set(names)) != len(names):
-            raise InvalidInputError("models", f"give 2 to {MAX_COMPARE_MODELS} different "
-                                              f"models, got {json_quoted(names[:10], 200)}")
-        if policy is not None:  # (before the catalog: a name a key may not use is a 403,
-            for name in names:  # known or not)
-                self.governor.check_model(policy, name, catalog, field="models")
-        unknown = [m for m in names if m not in catalog]
-        if unknown:
-            raise self.governor.unknown_model(
-                policy, catalog, UnknownModelError("models", unknown, catalog.names), "auto")
-        body: dict[str, Any] = {
-            "model": names[0], "messages": as_list(messages, self.settings.max_request_bytes),
-            **params}
-        body = check_chat_body(body)
-        text = routing_text(body, needs_of(body))
-        # A caller of its own, so the comparison's answers pin no conversation of the caller's.
-        caller = f"compare:{uuid.uuid4().hex}"
-        calls = [self.chat(ChatCall(body={**body, "model": name}, caller=caller,
-                                    tenant=who.tenant, key_id=who.key_id, exact=True,
-                                    purpose="compare", via=tuple(via)))
-                 for name in names]
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, Exception):
-                raise result
-        if all(isinstance(r, Exception) for r in results):
-            raise none_answered(names, [r for r in results if isinstance(r, Exception)])
-        labels = shuffled_labels(names)
-        by_model: dict[str, ChatCompletion | Exception] = {
-            m: r if isinstance(r, (ChatCompletion, Exception)) else RuntimeError(r)
-            for m, r in zip(names, results, strict=True)}  # (an exact call never streams)
-        costs = {m: r.switchpoint.cost_usd for m, r in by_model.items()
-                 if isinstance(r, ChatCompletion)}  # the models that answered
-        details = {m: answer_detail(r) for m, r in by_model.items()}
-        compare, commit = await anyio.to_thread.run_sync(
-            lambda: self.learning.new_compare(live, check_tenant(who.tenant), labels, costs,
-                                              text, blind=blind, details=details))
-        if commit is not None:  # kept before its id is handed out: a restart cannot lose it
-            await _kept([commit], "the comparison", "its answers were not kept: run it again")
-        answers = []
-        for label, name in labels.items():
-            result = by_model[name]
-            info = content = None
-            if isinstance(result, ChatCompletion):
-                info = result.switchpoint
-                content = ((result.get("choices") or [{}])[0].get("message") or {}).get(
-                    "content")
-            answer: dict[str, Any] = {"label": label, "model": None if blind else name,
-                                      "content": content}
-            # blind: a model's name, a cost (the catalog's prices), a latency (a large model
-            # answers more slowly), a request id (the log names its model), its upstream's
-            # own finish reason or failure would each tell the model behind the label
-            answer.update(blind_detail(result) if blind else details[name])
-            answer["latency_ms"] = None if blind or info is None else info.latency_ms
-            answer["cost_usd"] = None if blind or info is None else info.cost_usd
-            answers.append(answer)
-        return {"compare_id": compare.compare_id, "tenant": compare.tenant,
-                "expires_at": compare.expires, "blind": blind, "answers": answers}
+        return await self._learning_door.compare(
+            messages, models, prompt=prompt, blind=blind, key=key, tenant=tenant,
+            principal=principal, measured=measured, via=via, **params)
 
     def compare(self, messages: Sequence[Mapping[str, Any]] | None = None,
                 models: Iterable[str] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -1303,34 +1146,8 @@ class Gateway:
         blind. Returns once every outcome is committed, with the models revealed and the
         tenant's memory status, narrowed to the models the caller may use as
         :meth:`learning_status` narrows it."""
-        if principal is None:
-            principal = await self.governor.aprincipal(self.settings, key=key, tenant=tenant)
-        who = principal or Principal()
-        name = check_tenant(who.tenant)
-        teachable = self._govern_learning(who)
-        compare, learned, commits = await anyio.to_thread.run_sync(
-            lambda: self.learning.score(compare_id, scores, tenant=name, key_id=who.key_id,
-                                        teachable=teachable))
-        revealed: dict[str, Any] = {}
-        try:
-            await _kept(commits, "the scores")
-            if compare.blind:  # the answer names the models: no score is blind after it
-                await anyio.to_thread.run_sync(lambda: self.learning.reveal(compare))
-        finally:
-            if compare.blind:
-                self.learning.release(compare)
-        if compare.blind:
-            # ... every label's, with what its answer really was (a failure's full reason)
-            revealed["answers"] = [{"label": label, "model": model,
-                                    **compare.details.get(model, {})}
-                                   for label, model in compare.labels.items()]
-        live = self.state.live()
-        # The memory of the models the caller may use (a key's, or a tenant's named in
-        # trust), as the model list and the learning status show them to it.
-        return {"compare_id": compare.compare_id, "tenant": name, "scores": learned,
-                **revealed,
-                "memory": self._views.memory_status(live, name,
-                                                self._views.usable(live, principal)[1])}
+        return await self._learning_door.score(compare_id, scores, key=key, tenant=tenant,
+                                               principal=principal)
 
     @passes_on(ascore)
     def score(self, compare_id: str, scores: Mapping[str, float], **kwargs: Any
@@ -1864,14 +1681,3 @@ class Gateway:
 
 
 __all__ = ["Gateway", "Observer", "SyncChatStream"]
-
-
-async def _kept(commits: Sequence[Future[None]], what: str, then: str = NOTHING_LEARNED
-                ) -> None:
-    """Wait until ``commits`` are in the store; a write the store refused (a full disk, a lock
-    held too long) is a 503 saying so, not an internal error."""
-    for commit in commits:
-        try:
-            await asyncio.wrap_future(commit)
-        except StoreError as exc:
-            raise not_kept(what, exc, then=then) from None
