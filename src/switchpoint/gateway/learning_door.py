@@ -78,14 +78,11 @@ class LearningDoor:
         self.learning = host.learning
         self._views = views
 
-    async def report_outcome(self, decision_id: str | None = None,
-                             quality_score: float | None = None,
-                             success: bool | None = None, *, model: str | None = None,
-                             comment: str | None = None, key: str | None = None,
-                             tenant: str | None = None, cost: float | None = None,
-                             principal: Principal | None = None,
-                             prompt_hash: str | None = None,
-                             config_read: bool = True) -> FeedbackResult:
+    async def report_outcome(self, decision_id: str | None, quality_score: float | None,
+                             success: bool | None, *, model: str | None, comment: str | None,
+                             key: str | None, tenant: str | None, cost: float | None,
+                             principal: Principal | None, prompt_hash: str | None,
+                             config_read: bool) -> FeedbackResult:
         """:meth:`Gateway.areport_outcome <switchpoint.gateway.engine.Gateway.areport_outcome>`."""
         if principal is None:
             principal = await self.governor.aprincipal(self._host.settings, key=key, tenant=tenant)
