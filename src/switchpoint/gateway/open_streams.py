@@ -2,7 +2,8 @@
 runs on: one left unread past its request's deadline is closed, one its synchronous caller let
 go of unclosed is closed at once, one whose loop closed under it is settled on the next loop
 that hands one out, and closing the gateway (or a service that stops) closes or stops those of
-the running loop, each logged once. The closings under way are held until they end."""
+the running loop and settles those left on a loop stopped but not closed (which nothing would
+run again), each logged once. The closings under way are held until they end."""
 
 from __future__ import annotations
 
