@@ -59,7 +59,6 @@ from typing import (
 import anyio.to_thread
 import numpy as np
 
-import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect, passes_on
 from switchpoint._files import access_problem, private_dir
 from switchpoint._messages import json_quoted, one_of, quoted_path
@@ -96,12 +95,9 @@ from switchpoint.gateway.applied_settings import health_config as health_config
 from switchpoint.gateway.applied_settings import retry_policy as retry_policy
 from switchpoint.gateway.applied_settings import timeouts_of as timeouts_of
 from switchpoint.gateway.at_exit import close_at_exit_if_open, closed
-from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.caller_views import CallerViews
 from switchpoint.gateway.chat_door import ChatDoor
 from switchpoint.gateway.experiments import (
-    Assignment,
-    check_experiment,
     check_promotion,
     experiment_of,
 )
@@ -123,10 +119,11 @@ from switchpoint.gateway.open_streams import LOOP_STOPPED as LOOP_STOPPED
 from switchpoint.gateway.open_streams import OpenStreams
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body, check_model_count
-from switchpoint.gateway.planning import ChatCall, Plan, Planner, healthy_choice
+from switchpoint.gateway.planning import ChatCall, Plan, Planner
 from switchpoint.gateway.providers.base import Provider
 from switchpoint.gateway.registered_models import RuntimeModels
 from switchpoint.gateway.results import ChatCompletion, ChatStream
+from switchpoint.gateway.routing_door import RoutingDoor
 from switchpoint.gateway.sessions import (
     MemoryPinStore,
     SessionPinner,
@@ -150,9 +147,8 @@ from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.reports import Reports
 from switchpoint.learning.events import (
     check_quality,
-    check_tenant,
 )
-from switchpoint.router import Router, check_route_input
+from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
 from switchpoint.store.sqlite import REFUSING_S, spill_reserve
 
@@ -161,8 +157,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchpoint.gateway")
 
-# How to send less than a chat request over max_request_bytes.
-_SMALLER_CHAT = "Send fewer or shorter messages"
 PINS_FILENAME = "sessions.db"
 T = TypeVar("T")
 # What record_provider_event takes: how a call the caller made itself went.
@@ -324,6 +318,8 @@ class Gateway:
         self._housekeeping = Housekeeping(lambda: self.settings, self.store, self.pinner,
                                           self.learning, self.governor,
                                           lambda: self._owner)
+        # The routing door: route, rank by health and log each routing request.
+        self._routing = RoutingDoor(self, told=self._told, housekeeping=self._housekeeping)
         # What a caller may see of the models and of what was learned.
         self._views = CallerViews(self.state, self.governor, self.learning, self._policy,
                                   lambda: self.reports)
@@ -722,79 +718,10 @@ class Gateway:
 
         Every argument is checked before anything is routed, counted or logged: a bad one
         raises :class:`~switchpoint.errors.InvalidInputError` naming it."""
-        check_route_input(prompt, embedding)
-        # (a list from here on: a tenant's or a key's limits read the list the router routes by)
-        available_models = model_names(available_models, "available_models")
-        if not measured:
-            self.check_size({"prompt": prompt, "embedding": embedding, "cost_weight": cost_weight,
-                             "available_models": available_models}, route=True)
-        if cost_weight is not None:
-            cost_weight = check_cost_weight(cost_weight, "cost_weight")
-        expect("prefer_healthy", prefer_healthy, bool, "True or False")
-        expect("auto_scale", auto_scale, bool, "True or False")
-        live = self.state.live()
-        tokens = live.router.check_estimate_tokens(estimate_tokens)
-        self._check_log_room()
-        self._housekeeping.maintain()
-        settings = live.settings
-        if principal is None:
-            principal = await self.governor.aprincipal(settings, key=key, tenant=tenant)
-        who = principal or Principal()
-        if isinstance(ab_test, ABTest):
-            ab_test = self.ab_tests.current(ab_test)
-        if ab_test is not None:
-            ab_test = check_experiment(settings, ab_test, check_tenant(who.tenant), "ab_test",
-                                       self.ab_tests.ended)
-        policy = self._policy(settings, who.tenant, who.key_id)
-        assignment = self._assign(live, who.tenant, uuid.uuid4().hex)
-        if cost_weight is None and assignment is not None:
-            cost_weight = assignment.config.cost_weight
-
-        async def base(_text: str, allowed: list[str] | None,
-                       lam: float | None) -> RoutingDecision:
-            return await anyio.to_thread.run_sync(lambda: made.made(self._decide(
-                live, prompt, allowed, lam, tenant=who.tenant, assignment=assignment,
-                embedding=embedding, estimate_tokens=tokens)))
-
-        # (a decision made for a call cancelled before it is kept is forgotten again)
-        with self.learning.made_for_a_call(live) as made:
-            if policy is None:
-                decision = await base("", available_models, cost_weight)
-            else:
-                catalog = live.router.catalog
-                # (a route asks for "auto" among available_models: its errors name that field)
-                self.governor.check_model(policy, "auto", catalog, field="available_models")
-                self.governor.check_candidates(policy, catalog, "available_models",
-                                               available_models)
-                if available_models is not None:
-                    try:
-                        live.router.check_candidates(available_models)  # unknown names: a 400
-                    except UnknownModelError as exc:
-                        raise self.governor.unknown_model(policy, catalog, exc, "auto") from None
-                allowed = self.governor.narrow(policy, catalog, available_models,
-                                               field="available_models")
-                self.governor.count_route(policy)
-                decision = await self.governor.route(
-                    base, "", allowed if allowed is not None else list(catalog.names),
-                    cost_weight if cost_weight is not None else policy.cost_weight,
-                    policy=policy, catalog=catalog, default_cost_weight=live.router.cost_weight)
-            if prefer_healthy or auto_scale:
-                decision = healthy_choice(decision, self.health, prefer_healthy=prefer_healthy,
-                                          auto_scale=auto_scale)
-            # (kept naming the model the decision names: feedback on it teaches that one)
-            self.learning.keep_pending(live, decision)
-            made.let_go(kept=decision)
-        if self.store is not None:
-            try:
-                await asyncio.wrap_future(
-                    self.store.append(accounting.decision_record(
-                        decision, live, key_id=who.key_id, tenant=who.tenant),
-                        keep_trying=True))
-            except StoreError as exc:  # the decision stands; the log and the metric say so
-                self._told.store_error()
-                log.error("decision %s not logged: %s", decision.decision_id, exc)
-        self._told.decision(decision)
-        return decision
+        return await self._routing.route(
+            prompt, available_models, cost_weight, embedding=embedding, key=key, tenant=tenant,
+            principal=principal, measured=measured, prefer_healthy=prefer_healthy,
+            auto_scale=auto_scale, estimate_tokens=estimate_tokens, ab_test=ab_test)
 
     def check_size(self, fields: Mapping[str, Any], *, route: bool = False) -> None:
         """Refuse a request whose body, as the HTTP door would receive it, is over
@@ -802,11 +729,7 @@ class Gateway:
         :class:`~switchpoint.errors.InvalidInputError` naming the argument that holds the most
         of it and the limit. ``fields`` are the request's arguments by name (None: left out);
         ``route``: a routing request (a long prompt gets the advice to send its end)."""
-        expect("fields", fields, Mapping, "a mapping of argument names to values")
-        fields = {name: value.tolist() if isinstance(value, np.ndarray) else value
-                  for name, value in fields.items() if value is not None}
-        check_body_size(fields, self.settings.max_request_bytes,
-                        PROMPT_ADVICE if route else _SMALLER_CHAT)
+        self._routing.check_size(fields, route=route)
 
     def route(self, prompt: str | None = None, available_models: Sequence[str] | None = None,
               cost_weight: float | None = None, *,
@@ -820,34 +743,13 @@ class Gateway:
                                      prefer_healthy=prefer_healthy, auto_scale=auto_scale,
                                      estimate_tokens=estimate_tokens, ab_test=ab_test))
 
-    @staticmethod
-    def _assign(live: Live, tenant: str | None, unit: str) -> Assignment | None:
-        """The experiment arm of a request of ``tenant`` whose session (or request) is
-        ``unit``, if an experiment takes it."""
-        if live.learning is None or not live.settings.experiments:
-            return None
-        return live.learning.experiments.assign(check_tenant(tenant), unit)
-
-    @staticmethod
-    def _decide(live: Live, text: str | None, allowed: Sequence[str] | None,
-                lam: float | None, *, tenant: str | None, tools: bool = False,
-                assignment: Assignment | None = None,
-                embedding: Sequence[float] | np.ndarray | None = None,
-                estimate_tokens: tuple[int, int] | None = None) -> RoutingDecision:
-        """One routing decision on the snapshot ``live`` (on a worker thread)."""
-        if live.learning is None:
-            return live.router.route(text, allowed, lam, embedding=embedding, tenant=tenant,
-                                     estimate_tokens=estimate_tokens)
-        return live.learning.decide(text, allowed, lam, tenant=tenant, tools=tools,
-                                    assignment=assignment, embedding=embedding,
-                                    estimate_tokens=estimate_tokens)
+    _assign = staticmethod(RoutingDoor.assign)
+    _decide = staticmethod(RoutingDoor.decide)
 
     def _policy(self, settings: Settings, tenant: str | None,
                 key_id: str | None) -> Policy | None:
         """What governs a caller, or None when nothing governs anyone (the fast path)."""
-        if tenant is None and key_id is None and not Governor.governs(settings):
-            return None
-        return self.governor.policy(settings, tenant, key_id)
+        return self._routing.policy(settings, tenant, key_id)
 
     # The chat door -----------------------------------------------------------------------------
 
