@@ -61,11 +61,10 @@ import numpy as np
 
 from switchpoint._args import FUNCTION, PATH, expect, passes_on
 from switchpoint._files import access_problem, private_dir
-from switchpoint._messages import json_quoted, one_of, quoted_path
-from switchpoint._numbers import checked_number
+from switchpoint._messages import json_quoted, quoted_path
 from switchpoint._process import check_process, in_other_process
-from switchpoint._redact import redact, remember
-from switchpoint.catalog import Catalog, model_names
+from switchpoint._redact import remember
+from switchpoint.catalog import model_names
 from switchpoint.config import (
     MAPPING_CONFIG,
     Settings,
@@ -81,7 +80,6 @@ from switchpoint.errors import (
     ReentrantCallError,
     StorageUnavailableError,
     StoreError,
-    UnknownModelError,
 )
 from switchpoint.gateway.ab_tests import ABTest, RuntimeExperiments
 from switchpoint.gateway.admission import (
@@ -102,7 +100,8 @@ from switchpoint.gateway.experiments import (
     experiment_of,
 )
 from switchpoint.gateway.failed_tries import FailedTryLog
-from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthTracker
+from switchpoint.gateway.health import HealthTracker
+from switchpoint.gateway.health_views import HealthViews
 from switchpoint.gateway.housekeeping import PRUNE_INTERVAL_S as PRUNE_INTERVAL_S
 from switchpoint.gateway.housekeeping import PRUNE_MAX_ROWS as PRUNE_MAX_ROWS
 from switchpoint.gateway.housekeeping import Housekeeping
@@ -159,10 +158,6 @@ log = logging.getLogger("switchpoint.gateway")
 
 PINS_FILENAME = "sessions.db"
 T = TypeVar("T")
-# What record_provider_event takes: how a call the caller made itself went.
-HEALTH_EVENTS = ("success", "error", "timeout")
-# The longest call record_provider_event takes (a day, in milliseconds).
-MAX_EVENT_LATENCY_MS = 86_400_000.0
 
 
 class Gateway:
@@ -318,6 +313,8 @@ class Gateway:
         self._housekeeping = Housekeeping(lambda: self.settings, self.store, self.pinner,
                                           self.learning, self.governor,
                                           lambda: self._owner)
+        # Each model's health, shown and told.
+        self._health_views = HealthViews(self)
         # The routing door: route, rank by health and log each routing request.
         self._routing = RoutingDoor(self, told=self._told, housekeeping=self._housekeeping)
         # What a caller may see of the models and of what was learned.
@@ -1294,20 +1291,7 @@ class Gateway:
     def health_snapshot(self) -> dict[str, Any]:
         """Every catalog model's health (and any model called since), with the breaker's
         thresholds."""
-        live = self.state.peek()
-        catalog: Catalog | None = live.router.catalog if live is not None else None
-        for name in catalog.names if catalog is not None else ():
-            self.health.status(name)  # lists models never called yet as healthy
-        snapshot = self.health.snapshot()
-        config = self.health.config
-        snapshot["breaker"] = {"failure_threshold": config.failure_threshold,
-                               "error_rate_threshold": config.error_rate_threshold,
-                               "min_samples": config.min_samples, "window": config.window,
-                               "window_s": config.window_s,
-                               "cooldown_s": config.cooldown_s,
-                               "max_cooldown_s": config.max_cooldown_s}
-        snapshot["prefer_healthy"] = self.planner.prefer_healthy
-        return snapshot
+        return self._health_views.snapshot()
 
     @one_sync_request
     def get_provider_health(self, model: str) -> dict[str, Any]:
@@ -1321,13 +1305,7 @@ class Gateway:
         (``kind``, ``at``, ``age_s``, ``detail``); ``last_seen`` the time (seconds since the
         epoch) of its latest success or failure, None before any. A model that is neither in
         the catalog nor called since is an :class:`~switchpoint.errors.UnknownModelError`."""
-        check_process(self._pid, "this Gateway")
-        expect("model", model, str, "a model name (a string)")
-        snapshot = self.health_snapshot()
-        entry = snapshot["models"].get(model)
-        if entry is None:
-            raise UnknownModelError("model", [model], sorted(snapshot["models"]))
-        return {"model": model, **entry, "avg_latency_ms": entry["latency_ewma_ms"]}
+        return self._health_views.provider_health(model)
 
     @one_sync_request
     def record_provider_event(self, model: str, event: str, latency_ms: float | None = None,
@@ -1342,40 +1320,7 @@ class Gateway:
         refused as malformed. Every
         argument is checked before anything is recorded: a bad one raises
         :class:`~switchpoint.errors.InvalidInputError` naming it and records nothing."""
-        check_process(self._pid, "this Gateway")
-        expect("model", model, str, "a model name (a string)")
-        catalog = self.state.live().router.catalog
-        if model not in catalog:
-            raise UnknownModelError("model", [model], list(catalog.names))
-        expect("event", event, str, f"one of {one_of(HEALTH_EVENTS)}")
-        if event not in HEALTH_EVENTS:
-            raise InvalidInputError("event", f"must be one of {one_of(HEALTH_EVENTS)}, got "
-                                             f"{json_quoted(event, 40)}")
-        if latency_ms is not None:
-            if event != "success":
-                raise InvalidInputError("latency_ms", "is recorded for a success only; leave "
-                                                      f"it out when event is {json_quoted(event)}")
-            latency = checked_number("latency_ms", latency_ms)
-            if latency is None or not 0 <= latency <= MAX_EVENT_LATENCY_MS:
-                raise InvalidInputError(
-                    "latency_ms", f"must be a number of milliseconds from 0 to "
-                                  f"{MAX_EVENT_LATENCY_MS:.0f} (a day), got "
-                                  f"{json_quoted(latency_ms, 40)}")
-            latency_ms = latency
-        if details is not None:
-            if event == "success":
-                raise InvalidInputError("details", "is recorded for an error or a timeout "
-                                                   "only; leave it out when event is "
-                                                   '"success"')
-            expect("details", details, str, "a string (what went wrong)")
-            if len(details) > MAX_DETAIL_CHARS:
-                raise InvalidInputError("details", f"must be at most {MAX_DETAIL_CHARS} "
-                                                   f"characters, got {len(details)}: say what "
-                                                   "went wrong in short (rate_limited)")
-        if event == "success":
-            self.health.record_success(model, latency_ms)
-        else:
-            self.health.record_failure(model, event, detail=redact(details or ""))
+        self._health_views.record_event(model, event, latency_ms, details)
 
     # Governance reports -----------------------------------------------------------------------
 
