@@ -61,7 +61,7 @@ import numpy as np
 
 from switchpoint._args import FUNCTION, PATH, expect, passes_on
 from switchpoint._files import access_problem, private_dir
-from switchpoint._messages import json_quoted, quoted_path
+from switchpoint._messages import quoted_path
 from switchpoint._process import check_process, in_other_process
 from switchpoint._redact import remember
 from switchpoint.catalog import model_names
@@ -74,7 +74,6 @@ from switchpoint.config import (
 from switchpoint.decision import RoutingDecision, check_cost_weight
 from switchpoint.errors import (
     ChatNotServedError,
-    ConflictError,
     GatewayClosedError,
     InvalidInputError,
     ReentrantCallError,
@@ -95,10 +94,7 @@ from switchpoint.gateway.applied_settings import timeouts_of as timeouts_of
 from switchpoint.gateway.at_exit import close_at_exit_if_open, closed
 from switchpoint.gateway.caller_views import CallerViews
 from switchpoint.gateway.chat_door import ChatDoor
-from switchpoint.gateway.experiments import (
-    check_promotion,
-    experiment_of,
-)
+from switchpoint.gateway.experiment_door import ExperimentDoor
 from switchpoint.gateway.failed_tries import FailedTryLog
 from switchpoint.gateway.health import HealthTracker
 from switchpoint.gateway.health_views import HealthViews
@@ -106,7 +102,6 @@ from switchpoint.gateway.housekeeping import PRUNE_INTERVAL_S as PRUNE_INTERVAL_
 from switchpoint.gateway.housekeeping import PRUNE_MAX_ROWS as PRUNE_MAX_ROWS
 from switchpoint.gateway.housekeeping import Housekeeping
 from switchpoint.gateway.in_flight import InFlight
-from switchpoint.gateway.kept import turn
 from switchpoint.gateway.learning import FeedbackResult, GatewayLearning
 from switchpoint.gateway.learning_door import LearningDoor
 from switchpoint.gateway.library_args import as_list, no_client_options, stream_flag
@@ -313,6 +308,8 @@ class Gateway:
         self._housekeeping = Housekeeping(lambda: self.settings, self.store, self.pinner,
                                           self.learning, self.governor,
                                           lambda: self._owner)
+        # Experiments' reports and promotions.
+        self._experiments = ExperimentDoor(self)
         # Each model's health, shown and told.
         self._health_views = HealthViews(self)
         # The routing door: route, rank by health and log each routing request.
@@ -1111,50 +1108,18 @@ class Gateway:
         """How each arm of experiment ``name`` does: decisions, scored decisions, mean quality
         with its 95% interval, mean cost, and the winner once the evidence is there. Of an
         experiment of the config, or one created at run time (running or ended)."""
-        check_process(self._pid, "this Gateway")
-        return self.learning.report_experiment(self.settings, name, self.ab_tests.ended)
+        return self._experiments.report(name)
 
     @one_sync_request
     def experiment_reports(self) -> list[dict[str, Any]]:
         """Every experiment's report: the config's, those created at run time and running
         (in the order requests join them), then those ended that the store keeps."""
-        check_process(self._pid, "this Gateway")
-        settings, ended = self.settings, self.ab_tests.ended
-        names = [*settings.experiments, *(n for n in ended if n not in settings.experiments)]
-        return [self.learning.report_experiment(settings, n, ended) for n in names]
+        return self._experiments.reports()
 
     @one_sync_request
     def promote(self, name: str, arm: str | None = None) -> dict[str, Any]:
         """Send all of experiment ``name``'s traffic to ``arm`` (default: its winner)."""
-        check_process(self._pid, "this Gateway")
-        # A run-time experiment's arm (any but the config's: one ending may have left the
-        # running set while its snapshot is not live yet) is promoted between the run-time
-        # experiments' changes, never while it ends; the config's need not wait for them.
-        # An experiment there is none of, one ended or disabled, or an arm it does not have,
-        # is said before the promotion waits its turn (or is refused as one too many waiting
-        # for the store's writer), then checked again in its turn.
-        self._check_promotable(self.settings, name, arm)
-        live = self.settings.experiments.get(name) if isinstance(name, str) else None
-        configured = live is not None and live.created_at is None
-        lock = contextlib.nullcontext() if configured else self.ab_tests.changing
-        with turn(self.learning.store, lock, "the promotion", "nothing was promoted"):
-            settings = self.settings
-            self._check_promotable(settings, name, arm)
-            return self.learning.promote(settings, name, arm)
-
-    def _check_promotable(self, settings: Settings, name: object, arm: object) -> None:
-        """Refuse promoting ``arm`` of experiment ``name`` for the request's own fault: there
-        is none of that name in ``settings`` (a 404), it was created at run time and has
-        ended (a 409), or :func:`check_promotion` refuses it (disabled, or no such arm)."""
-        ended = self.ab_tests.ended
-        if isinstance(name, str) and name not in settings.experiments and name in ended:
-            raise ConflictError(f"name: experiment {json_quoted(name, 100)}, created at "
-                                "run time, has ended, so it takes no traffic to promote "
-                                "an arm for; create another", param="name")
-        # (naming those it may promote in: not the ended)
-        experiment, _ = experiment_of(name, settings)
-        assert isinstance(name, str)
-        check_promotion(experiment, name, arm)
+        return self._experiments.promote(name, arm)
 
     @one_sync_request
     def create_ab_test(self, name: str, strategy_a: str | Mapping[str, Any] | None = None,
