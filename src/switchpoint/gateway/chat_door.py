@@ -30,7 +30,6 @@ import anyio.to_thread
 
 import switchpoint.gateway.accounting as accounting
 from switchpoint.catalog import usd
-from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     BudgetExceededError,
@@ -48,7 +47,6 @@ from switchpoint.errors import (
 )
 from switchpoint.gateway.admission import Admission
 from switchpoint.gateway.capabilities import needs_of
-from switchpoint.gateway.experiments import Assignment
 from switchpoint.gateway.failed_tries import FailedTryLog
 from switchpoint.gateway.failover import (
     Attempt,
@@ -74,10 +72,11 @@ from switchpoint.gateway.parsing import AUTO_MODEL
 from switchpoint.gateway.planning import ChatCall, Plan, Planner, call_session
 from switchpoint.gateway.providers.base import Timeouts
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
+from switchpoint.gateway.routing_door import Deciding
 from switchpoint.gateway.sessions import PinDecision, SessionPinner, session_key
 from switchpoint.gateway.settling import Settler, answer_use, worst_held
 from switchpoint.gateway.via import check_received, forwarding
-from switchpoint.governance.governor import Governor, Policy
+from switchpoint.governance.governor import Governor
 from switchpoint.learning.events import check_tenant, tenant_key
 from switchpoint.store import SQLiteStore
 
@@ -93,9 +92,10 @@ _REFUSALS = (PermissionDeniedError, BudgetExceededError, RateLimitExceededError,
              TooManyInFlightError)
 
 
-class ChatHost(Protocol):
+class ChatHost(Deciding, Protocol):
     """What the chat door reads of its gateway, each time it needs it: its parts (its health,
-    retry policy and timeouts are made again as a reload changes them), and its checks."""
+    retry policy and timeouts are made again as a reload changes them), its checks, and how
+    it decides, as the routing door does (:class:`~switchpoint.gateway.routing_door.Deciding`)."""
 
     state: RouterState
     store: SQLiteStore | None
@@ -114,13 +114,6 @@ class ChatHost(Protocol):
     def check_serves_chat(self) -> None: ...
     def _check_open(self) -> None: ...
     def _admitted_until_ended(self) -> Callable[[], None]: ...
-    def _check_log_room(self) -> None: ...
-    def _policy(self, settings: Settings, tenant: str | None,
-                key_id: str | None) -> Policy | None: ...
-    def _assign(self, live: Live, tenant: str | None, unit: str) -> Assignment | None: ...
-    def _decide(self, live: Live, text: str | None, allowed: Sequence[str] | None,
-                lam: float | None, *, tenant: str | None, tools: bool = False,
-                assignment: Assignment | None = None) -> RoutingDecision: ...
 
 
 class ChatDoor:

@@ -42,21 +42,10 @@ log = logging.getLogger("switchpoint.gateway")
 _SMALLER_CHAT = "Send fewer or shorter messages"
 
 
-class RoutingHost(Protocol):
-    """What the routing door reads of its gateway, each time it needs it: its parts (its
-    health is made again as it is reset), the settings in force, and the checks and the
-    decisions a route goes through (looked up on the gateway, where a test may replace
-    them)."""
-
-    state: RouterState
-    store: SQLiteStore | None
-    governor: Governor
-    learning: GatewayLearning
-    ab_tests: RuntimeExperiments
-    health: HealthTracker
-
-    @property
-    def settings(self) -> Settings: ...
+class Deciding(Protocol):
+    """How a gateway decides where a request goes, which the routing and the chat door both
+    look up on it (where a test may replace them): the room left to log it, what governs its
+    caller, its experiment arm and the decision itself."""
 
     def _check_log_room(self) -> None: ...
     def _policy(self, settings: Settings, tenant: str | None,
@@ -67,6 +56,21 @@ class RoutingHost(Protocol):
                 assignment: Assignment | None = None,
                 embedding: Sequence[float] | np.ndarray | None = None,
                 estimate_tokens: tuple[int, int] | None = None) -> RoutingDecision: ...
+
+
+class RoutingHost(Deciding, Protocol):
+    """What the routing door reads of its gateway, each time it needs it: its parts (its
+    health is made again as it is reset), the settings in force, and how it decides."""
+
+    state: RouterState
+    store: SQLiteStore | None
+    governor: Governor
+    learning: GatewayLearning
+    ab_tests: RuntimeExperiments
+    health: HealthTracker
+
+    @property
+    def settings(self) -> Settings: ...
 
 
 class RoutingDoor:
