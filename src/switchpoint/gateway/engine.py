@@ -97,6 +97,8 @@ from switchpoint.gateway.chat_door import ChatDoor
 from switchpoint.gateway.experiment_door import ExperimentDoor
 from switchpoint.gateway.failed_tries import FailedTryLog
 from switchpoint.gateway.health import HealthTracker
+from switchpoint.gateway.health_views import HEALTH_EVENTS as HEALTH_EVENTS
+from switchpoint.gateway.health_views import MAX_EVENT_LATENCY_MS as MAX_EVENT_LATENCY_MS
 from switchpoint.gateway.health_views import HealthViews
 from switchpoint.gateway.housekeeping import PRUNE_INTERVAL_S as PRUNE_INTERVAL_S
 from switchpoint.gateway.housekeeping import PRUNE_MAX_ROWS as PRUNE_MAX_ROWS
