@@ -604,9 +604,10 @@ class GatewaySettings(BaseModel):
     replaces it for that tenant, a hard cap; a key of no tenant keeps this share. Past it a
     request is a 429 ``too_many_in_flight`` with ``Retry-After``, refused before anything is
     routed or charged, and logged as ``refused``. An upstream answer larger than
-    ``max_response_bytes``, or a line of its stream longer than ``max_sse_line_bytes``, is
-    refused as
-    ``response_too_large`` (the next model is tried) before it can fill memory.
+    ``max_response_bytes``, a plain (not streamed) one larger than ``max_plain_answer_bytes``
+    once inflated, or a line of its stream longer than ``max_sse_line_bytes``, is refused as
+    ``response_too_large`` (the next model is tried) before it can fill memory or hold the
+    event loop while its JSON is read.
     Expired session pins are purged every ``pin_purge_interval_s``; at most
     ``pin_max_sessions`` sessions keep a pin, shared fairly by the tenants (past it the
     tenant holding the most loses its least recently used pin).
@@ -650,6 +651,10 @@ class GatewaySettings(BaseModel):
     max_response_bytes: Integer = Field(32 << 20, ge=1024, le=MAX_BYTES)
     # 1 MiB: one stream event is a few tokens (a few KB with logprobs).
     max_sse_line_bytes: Integer = Field(1 << 20, ge=1024, le=MAX_BYTES)
+    # 4 MiB: a 128k-token answer is ~0.5 MB of JSON, eight times over (n > 1, escaped text,
+    # logprobs of a few thousand tokens); its JSON is read at once, holding the event loop
+    # (~0.3 s a MiB of the densest JSON), where a stream is read an event at a time.
+    max_plain_answer_bytes: Integer = Field(4 << 20, ge=1024, le=MAX_BYTES)
     pin_purge_interval_s: Real = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     # A pin is a row of sessions.db of about 240 bytes (its tenant and index included): 10
     # million is about 2.4 GB.

@@ -62,7 +62,7 @@ def test_session_ids_are_bounded_and_stored_hashed(attacked: Attacked) -> None:
 @pytest.mark.parametrize(("stream", "pad"), [(False, 4_000_000), (True, 500_000)])
 def test_the_model_an_upstream_names_is_stored_bounded(attacked: Attacked, stream: bool,
                                                        pad: int) -> None:
-    # The answer names its model with megabytes of text (within max_response_bytes and
+    # The answer names its model with megabytes of text (within max_plain_answer_bytes and
     # max_sse_line_bytes): it used to be stored whole in the request log, every request.
     before = db_bytes(attacked.data_dir)
     ids = []

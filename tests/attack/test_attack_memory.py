@@ -1,7 +1,8 @@
 """Huge upstream answers cannot take the gateway's memory: a 200 MB answer and a 100 MB stream
-line are cut off at the defaults (``gateway.max_response_bytes`` 32 MiB,
-``max_sse_line_bytes`` 1 MiB) as ``response_too_large``, the request fails over to the next
-model, and the server's peak RSS grows by well under 100 MB.
+line are cut off at the defaults (``gateway.max_plain_answer_bytes`` 4 MiB for a plain
+answer, a stream's ``max_response_bytes`` 32 MiB, ``max_sse_line_bytes`` 1 MiB) as
+``response_too_large``, the request fails over to the next model, and the server's peak RSS
+grows by well under 100 MB.
 
 Before: a 200 MB answer took the gateway to 974 MB RSS, a 100 MB SSE line to 560 MB.
 """
@@ -57,7 +58,7 @@ def test_a_200_mb_answer_fails_over_and_memory_stays_flat(
     entry = unhurried.entry(r.headers["x-switchpoint-request-id"])
     assert [(a["model"], a["outcome"]) for a in entry["attempts"]] == [
         ("alpha", "response_too_large"), ("beta", "ok")]
-    assert "gateway.max_response_bytes" in entry["attempts"][0]["error"]
+    assert "gateway.max_plain_answer_bytes" in entry["attempts"][0]["error"]
     assert growth < 100 * MB, f"peak RSS grew by {growth / MB:.0f} MB"
 
 

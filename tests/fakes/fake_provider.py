@@ -142,6 +142,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``error200``       a 200 whose JSON body is an error, streamed or not (``code=``, default
                    ``server_error``, the Messages API's ``api_error``; its message quotes
                    the request's ``Authorization``, the Messages API's ``x-api-key``)
+``dense``          a 200 whole answer (``DENSE``) carrying a field ``extra`` of ``mb=``
+                   megabytes (default 30) of empty objects, sent gzip-compressed (some 30 KB):
+                   an upstream whose small answer costs its reader seconds
 ``html``           a 200 web page (``text/html``), streamed or not
 ``whole``          a stream request answered with a whole (not streamed) 200 JSON answer, as
                    an upstream that ignores ``stream`` does; ``prompt=`` and ``completion=``
@@ -181,6 +184,8 @@ import base64
 import binascii
 import contextlib
 import decimal
+import functools
+import gzip
 import hashlib
 import json
 import math
@@ -1240,6 +1245,29 @@ async def serve_huge(req: Request, writer: asyncio.StreamWriter, params: dict[st
     return True
 
 
+async def serve_dense(req: Request, writer: asyncio.StreamWriter,
+                      params: dict[str, str]) -> bool:
+    """A whole answer (either dialect) carrying ``extra``, ``mb=`` megabytes of empty objects,
+    gzip-compressed: a thousand times smaller sent than read, and costly to read."""
+    body = _dense_body(str((req.json or {}).get("model")), req.path == "/v1/messages",
+                       int(_num(params, "mb", 30) * MB) // 3)
+    await send_body(writer, 200, "application/json", body, {"content-encoding": "gzip"})
+    return True
+
+
+@functools.lru_cache(maxsize=4)  # (made once: compressing megabytes takes a while)
+def _dense_body(model: str, anthropic: bool, count: int) -> bytes:
+    if anthropic:
+        answer: dict[str, Any] = anthropic_message(model, "DENSE", "msg_dense")
+    else:
+        answer = {"id": "chatcmpl-dense", "object": "chat.completion", "model": model,
+                  "created": 1, "choices": [{"index": 0, "finish_reason": "stop",
+                  "message": {"role": "assistant", "content": "DENSE"}}],
+                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    head = json.dumps(answer).encode()[:-1]
+    return gzip.compress(head + b', "extra": [' + b",".join([b"{}"] * count) + b"]}", 6)
+
+
 async def serve_huge_line(req: Request, writer: asyncio.StreamWriter,
                           params: dict[str, str]) -> bool:
     total = int(_num(params, "mb", 100) * MB)
@@ -1552,6 +1580,8 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
             writer.write(head.encode("utf-8", "surrogatepass"))
             await writer.drain()
             return False
+        if name == "dense":
+            return await serve_dense(req, writer, params)
         if name == "html":
             await send_body(writer, 200, "text/html",
                             b"<html><body><h1>Service temporarily down</h1></body></html>")

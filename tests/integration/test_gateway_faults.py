@@ -836,6 +836,27 @@ def test_an_answer_whose_head_is_too_large_fails_over_named_so(
 
 
 @pytest.mark.parametrize("streaming", [False, True])
+def test_a_whole_answer_inflating_past_the_plain_answer_bound_fails_over_unread(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, streaming: bool) -> None:
+    """A whole (not streamed) answer's JSON is read at once, holding the gateway's event loop
+    and every other request: 5 MiB of empty objects, sent gzip-compressed as some 10 KB, is
+    refused as it is inflated past ``gateway.max_plain_answer_bytes`` (4 MiB), before its JSON
+    is read, and another model answers (at 32 MiB such an answer held /health for seconds)."""
+    gw_fake.script("good", "dense:mb=5", "dense:mb=5")
+    if streaming:
+        text, _, entry = streamed(gw)
+    else:
+        completion, entry = plain(gw)
+        text = completion.choices[0].message.content or ""
+    assert text.startswith(f"Echo from {OTHER}")
+    assert outcomes(entry)[-1] == ("other", "ok")
+    assert {outcome for model, outcome in outcomes(entry) if model == "good"} == {
+        "response_too_large"}
+    said = str(entry["attempts"][0])
+    assert "over the limit of 4194304 bytes (gateway.max_plain_answer_bytes)" in said, said
+
+
+@pytest.mark.parametrize("streaming", [False, True])
 def test_bytes_past_an_answers_content_length_reach_no_later_request(
         gw: ThreadServer, gw_fake: FakeProviderProcess, streaming: bool) -> None:
     """An upstream sends more than its Content-Length said: the answer ends where the length

@@ -15,7 +15,8 @@ def timeouts_of(g: GatewaySettings) -> Timeouts:
     return Timeouts(connect_s=g.connect_timeout_s, read_s=g.read_timeout_s,
                     first_token_s=g.first_token_timeout_s,
                     max_response_bytes=g.max_response_bytes,
-                    max_sse_line_bytes=g.max_sse_line_bytes)
+                    max_sse_line_bytes=g.max_sse_line_bytes,
+                    max_plain_answer_bytes=g.max_plain_answer_bytes)
 
 
 def retry_policy(g: GatewaySettings) -> RetryPolicy:

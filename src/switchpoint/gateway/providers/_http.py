@@ -1,11 +1,12 @@
 """HTTP plumbing shared by the provider adapters: pooled clients, timeouts, error mapping, and
 the streaming loop that waits for the first content chunk before yielding anything.
 
-What an upstream sends is bounded before it is held: an answer by ``max_response_bytes`` (an
-error body by :data:`~switchpoint.gateway.providers.base.ERROR_BODY_READ`, the rest unread), a
-stream line by ``max_sse_line_bytes`` (:func:`bounded_lines`); a compressed answer is only ever in
-a coding the transport inflates a bounded read at a time (:data:`ACCEPT_ENCODING`), whose
-lines are read a piece at a time, the event loop handed back every few milliseconds
+What an upstream sends is bounded before it is held: an answer by ``max_response_bytes``, a
+plain one, whose JSON is read at once, by ``max_plain_answer_bytes`` too (an error body by
+:data:`~switchpoint.gateway.providers.base.ERROR_BODY_READ`, the rest unread), a stream line by
+``max_sse_line_bytes`` (:func:`bounded_lines`); a compressed answer is only ever in a coding
+the transport inflates a bounded read at a time (:data:`ACCEPT_ENCODING`), whose lines are
+read a piece at a time, the event loop handed back every few milliseconds
 (:data:`HAND_BACK_S`); and the credentials a request carried are redacted from whatever the
 upstream said about it."""
 
@@ -382,9 +383,9 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
     if coding is not None:
         raise await _refuse_coding(response, coding, model=model)
     failed = response.status_code >= 300  # a redirect is not followed
+    limit, setting = (ERROR_BODY_READ, "") if failed else timeouts.plain_answer_limit
     try:
-        raw = await read_capped(response, ERROR_BODY_READ if failed else
-                                timeouts.max_response_bytes, model=model, truncate=failed)
+        raw = await read_capped(response, limit, model=model, truncate=failed, setting=setting)
     except httpx.ReadTimeout as exc:
         raise ReadTimeout(f"the answer's body stalled for {timeouts.read_s:g}s after its "
                           f"headers", model=model, status=response.status_code,
@@ -413,17 +414,17 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
 
 
 async def read_capped(response: httpx.Response, limit: int, *, model: str,
-                      truncate: bool = False, chunks: AsyncIterator[bytes] | None = None
-                      ) -> bytes:
+                      truncate: bool = False, chunks: AsyncIterator[bytes] | None = None,
+                      setting: str = "gateway.max_response_bytes") -> bytes:
     """The response body, at most ``limit`` bytes: with ``truncate`` the first ``limit`` bytes
-    (the rest is not read), else :class:`ResponseTooLarge` past it (before reading any of it
-    when the declared length is already over). ``chunks``: the body, when part of it was read
-    already (see :func:`_opening`)."""
+    (the rest is not read), else :class:`ResponseTooLarge` naming ``setting`` past it (before
+    reading any of it when the declared length is already over). ``chunks``: the body, when
+    part of it was read already (see :func:`_opening`). A compressed body is counted as it
+    is inflated."""
     declared = response.headers.get("content-length", "")
     if not truncate and declared.isdigit() and int(declared) > limit:
         raise ResponseTooLarge(f"the answer is {int(declared)} bytes, over the limit of {limit} "
-                               "(gateway.max_response_bytes)", model=model,
-                               status=response.status_code)
+                               f"({setting})", model=model, status=response.status_code)
     body = bytearray()
     async for chunk in chunks if chunks is not None else response.aiter_bytes():
         body += chunk
@@ -431,9 +432,8 @@ async def read_capped(response: httpx.Response, limit: int, *, model: str,
             if truncate:
                 del body[limit:]
                 break
-            raise ResponseTooLarge(f"the answer is over the limit of {limit} bytes "
-                                   "(gateway.max_response_bytes)", model=model,
-                                   status=response.status_code)
+            raise ResponseTooLarge(f"the answer is over the limit of {limit} bytes ({setting})",
+                                   model=model, status=response.status_code)
     return bytes(body)
 
 
@@ -587,13 +587,15 @@ async def _opening(chunks: AsyncIterator[bytes], limit: int
     return head, again()
 
 
-async def _whole_answer(response: httpx.Response, reading: AsyncIterator[bytes], limit: int,
-                        decoder: ChunkDecoder, secrets: Sequence[str], model: str
-                        ) -> list[dict[str, Any]]:
+async def _whole_answer(response: httpx.Response, reading: AsyncIterator[bytes],
+                        timeouts: Timeouts, decoder: ChunkDecoder, secrets: Sequence[str],
+                        model: str) -> list[dict[str, Any]]:
     """The chunks of the whole JSON answer ``response`` holds (``reading``, read to at most
-    ``limit`` bytes, as a plain answer is), or the error for a JSON body that is not one: the
-    upstream's error when it is one, else a malformed answer naming what came instead."""
-    raw = await read_capped(response, limit, model=model, chunks=reading)
+    :attr:`Timeouts.plain_answer_limit` bytes, as a plain answer is), or the error for a JSON
+    body that is not one: the upstream's error when it is one, else a malformed answer naming
+    what came instead."""
+    limit, setting = timeouts.plain_answer_limit
+    raw = await read_capped(response, limit, model=model, chunks=reading, setting=setting)
     try:
         body = upstream_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -763,8 +765,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                         # it); or its error. An event stream labelled as JSON is read as one.
                         opening, reading = await _opening(reading, limit)
                         if opening.lstrip()[:1] == b"{":
-                            whole = await _whole_answer(response, reading,
-                                                        timeouts.max_response_bytes, decoder,
+                            whole = await _whole_answer(response, reading, timeouts, decoder,
                                                         secrets, model)
                     stray: list[str] = []
                     events = sse_event_batches(_noting_stray(

@@ -57,8 +57,11 @@ class Timeouts:
     sending the request to the first chunk that carries content (text, a tool call or a
     finish reason). ``write_s`` and ``pool_s`` bound sending the body and waiting for a pooled
     connection. The sizes bound what one call may hold or relay: a whole answer, streamed or
-    not (``max_response_bytes``), and one line of a stream (``max_sse_line_bytes``); past them
-    the call fails with :class:`~switchpoint.errors.ResponseTooLarge`. ``metadata_hosts``
+    not (``max_response_bytes``), a plain (not streamed) answer as it is read, inflated, before
+    its JSON is read at once (``max_plain_answer_bytes``, and ``max_response_bytes`` when it
+    is the smaller: :attr:`plain_answer_limit`), and one line of a stream
+    (``max_sse_line_bytes``); past them the call fails with
+    :class:`~switchpoint.errors.ResponseTooLarge`. ``metadata_hosts``
     bounds where it may connect: false (a model registered at run time while the config's
     ``gateway.allow_registered_metadata_hosts`` is false), each new connection looks the host
     name up itself, within ``connect_s``, is refused (a connect error, nothing sent) when an
@@ -75,6 +78,7 @@ class Timeouts:
     pool_s: float = 10.0
     max_response_bytes: int = 32 << 20
     max_sse_line_bytes: int = 1 << 20
+    max_plain_answer_bytes: int = 4 << 20
     metadata_hosts: bool = True
     nat64_prefixes: tuple[ipaddress.IPv6Network, ...] = ()
 
@@ -83,7 +87,7 @@ class Timeouts:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"Timeouts.{name} must be a finite number > 0{got(value)}")
-        for name in ("max_response_bytes", "max_sse_line_bytes"):
+        for name in ("max_response_bytes", "max_sse_line_bytes", "max_plain_answer_bytes"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value > 0):
                 raise ValueError(f"Timeouts.{name} must be an integer > 0{got(value)}")
@@ -94,6 +98,14 @@ class Timeouts:
                 isinstance(p, ipaddress.IPv6Network) for p in self.nat64_prefixes)):
             raise ValueError(f"Timeouts.nat64_prefixes must be a tuple of ipaddress."
                              f"IPv6Network{got(self.nat64_prefixes)}")
+
+    @property
+    def plain_answer_limit(self) -> tuple[int, str]:
+        """The bound of a plain answer's bytes (read whole, then its JSON read at once, which
+        holds the event loop), and the setting that sets it."""
+        if self.max_plain_answer_bytes <= self.max_response_bytes:
+            return self.max_plain_answer_bytes, "gateway.max_plain_answer_bytes"
+        return self.max_response_bytes, "gateway.max_response_bytes"
 
 
 @dataclass(frozen=True)
