@@ -101,8 +101,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    tokens; text ``DECOY``), then the real one, which a reader keeping the last
                    reads; a key the dialect has not, the fake's 501
 ``nodone``         a full stream, finish reason included, that ends cleanly without
-                   ``[DONE]`` / ``message_stop`` (some real upstreams do); OpenAI dialect,
-                   ``seconds=N``: instead of ending, silent for N seconds, then close;
+                   ``[DONE]`` / ``message_stop`` (some real upstreams do); ``seconds=N``:
+                   instead of ending, silent for N seconds, then close;
                    non-streamed, ``ok`` (a whole answer has no end marker)
 ``nofinish``       stream ``after=`` content chunks (default 1), then end the body cleanly: no
                    finish reason, no end marker (an answer cut short); OpenAI dialect,
@@ -1143,6 +1143,9 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
         return True
     if name != "nodone":
         await out.data({"type": "message_stop"}, event="message_stop")
+    elif "seconds" in params:  # (then silent, the body not ended, as a hung upstream is)
+        await asyncio.sleep(_num(params, "seconds", 10))
+        return False
     await out.end()
     return True
 

@@ -382,6 +382,17 @@ def test_a_whole_stream_whose_upstream_then_goes_silent_without_done_is_complete
     assert entry["completion_tokens"] > 0
 
 
+def test_an_anthropic_stream_silent_after_its_stop_reason_without_message_stop_is_complete(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # message_delta brought the stop reason and the final usage; only message_stop may follow.
+    # Waiting out the read timeout for it failed the whole answer as broken.
+    gw_fake.script(OTHER, "nodone:seconds=5")
+    text, _, entry = streamed(gw, "other")
+    assert text.startswith(f"Echo from {OTHER}: Tell me about failover")
+    assert entry["status"] == "ok" and outcomes(entry) == [("other", "ok")]
+    assert entry["completion_tokens"] > 0
+
+
 def test_a_stream_kept_alive_with_comments_and_events_without_data_is_whole(
         gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
     # Before each chunk a comment, and an event (event: ping) whose data: line holds nothing:

@@ -624,10 +624,13 @@ async def test_anthropic_stream_breaks_after_content(
 async def test_anthropic_stream_ending_after_its_stop_reason_is_complete_without_message_stop(
         fake: FakeProviderProcess, anthropic_provider: AnthropicProvider,
         claude: ModelCard) -> None:
+    # (the usage message_delta brought with the stop reason follows it, as an OpenAI stream's
+    # usage chunk does: the answer's reported usage, though message_stop never came)
     fake.script("fake-claude-1", "nodone")
     got = await collect(anthropic_provider.stream(req(), claude, FAST))
     assert text_of(got) == "Echo from fake-claude-1: hello there"
-    assert got[-1]["choices"][0]["finish_reason"] == "stop"
+    assert got[-2]["choices"][0]["finish_reason"] == "stop"
+    assert got[-1]["choices"] == [] and got[-1]["usage"]["completion_tokens"] > 0
 
 
 async def test_anthropic_overloaded_event_before_content_is_retryable(

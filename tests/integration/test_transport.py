@@ -303,6 +303,27 @@ def test_a_compressed_stream_of_blank_lines_hands_the_event_loop_back_as_it_is_r
     assert ticks >= 10, f"the loop ran {ticks} times while 1 MB of blank lines was read"
 
 
+def test_a_finished_stream_not_asked_for_usage_whose_upstream_goes_silent_is_whole(
+        fake: FakeProviderProcess) -> None:
+    """A model not asked for usage (``stream_usage: false``: no ``stream_options``) ends with
+    its last finish: then only [DONE] may follow, and an upstream silent instead is waited
+    for a second, not the read timeout (5 s here), as one asked is after its usage chunk."""
+    fake.script("m", "nodone:seconds=8")
+    body = {**BODY, "stream": True}
+
+    async def run() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(transport=PooledTransport()) as client:
+            return [chunk async for chunks in stream_chunks(
+                client, fake.openai_base_url + "/chat/completions", body, {},
+                Timeouts(read_s=5.0), OpenAIChunkDecoder("m"), model="m") for chunk in chunks]
+
+    started = time.monotonic()
+    chunks = asyncio.run(run())
+    assert time.monotonic() - started < 3
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
+    assert not any("usage" in c and not c["choices"] for c in chunks)
+
+
 def test_a_gzip_answer_is_still_taken_and_only_gzip_is_asked_for() -> None:
     """The one coding the gateway asks for is read as before: gzip, inflated a read at a
     time, with ``Accept-Encoding: gzip, identity`` on the request whatever httpx offers."""

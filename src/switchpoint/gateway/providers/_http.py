@@ -609,8 +609,9 @@ async def _whole_answer(response: httpx.Response, reading: AsyncIterator[bytes],
 
 
 #: How long a stream whose answer is whole (every choice finished, then the usage chunk that
-#: comes last) waits for its end marker (at most the read timeout): past it, the answer is
-#: passed on whole, where waiting out the read timeout failed it as broken.
+#: comes last, when one was asked for) waits for its end marker (at most the read timeout):
+#: past it, the answer is passed on whole, where waiting out the read timeout failed it as
+#: broken.
 END_MARKER_WAIT_S = 1.0
 
 
@@ -618,6 +619,34 @@ def _is_final_usage(chunk: Mapping[str, Any]) -> bool:
     """Is ``chunk`` the usage chunk an OpenAI stream ends with (``stream_options.
     include_usage``): no choice, the usage of the whole answer? Only its end marker follows."""
     return not chunk.get("choices") and usage_of(chunk) is not None
+
+
+def _usage_follows(body: Mapping[str, Any]) -> bool:
+    """Does the stream ``body`` asks for end with a usage chunk after every choice finished
+    (``stream_options.include_usage``)? An OpenAI-compatible model not asked for it
+    (``stream_usage: false``) ends with its last finish; the Messages API's usage comes with
+    its stop reason (``message_delta``), the decoder's usage chunk beside the finish."""
+    options = body.get("stream_options")
+    return isinstance(options, Mapping) and options.get("include_usage") is True
+
+
+class WholeAnswer:
+    """Whether a stream's answer is whole, noted chunk by chunk: every choice finished
+    (:class:`FinishedChoices`) and, when a usage chunk follows them (:func:`_usage_follows`),
+    it came. Only the end marker may follow."""
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self.finished = FinishedChoices()
+        self._usage_follows = _usage_follows(body)
+        self._usage_came = False
+
+    def note(self, chunk: Mapping[str, Any]) -> None:
+        self.finished.note(chunk)
+        self._usage_came = self._usage_came or _is_final_usage(chunk)
+
+    @property
+    def whole(self) -> bool:
+        return self.finished.all and (self._usage_came or not self._usage_follows)
 
 
 async def _read_rest(events: AsyncIterator[list[SSEEvent]]) -> None:
@@ -725,7 +754,9 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
     :class:`FirstTokenTimeout` is raised. Afterwards each read may take ``timeouts.read_s``.
     The stream is complete at the decoder's end marker, or at a clean end of the body once
     every choice has its ``finish_reason`` (some upstreams never send ``[DONE]``; the final
-    usage chunk may then be missing); any other end is :class:`StreamBroken`. An error is
+    usage chunk may then be missing), or once its answer is whole (:class:`WholeAnswer`) and
+    the upstream stays silent for :data:`END_MARKER_WAIT_S`; any other end is
+    :class:`StreamBroken`. An error is
     raised once the chunks before it have been yielded; one before the first content carries
     the usage the upstream reported so far, else the reasoning that came
     (:meth:`BeforeContent.carry`), which its try is charged.
@@ -740,7 +771,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
     events: AsyncIterator[list[SSEEvent]] | None = None
     received = False
     whole: list[dict[str, Any]] = []
-    finished = FinishedChoices()
+    answer = WholeAnswer(body)
     try:
         pending: list[dict[str, Any]] = []
         rest: list[SSEEvent] = []  # the events read with the first content, after it
@@ -810,7 +841,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
             return
         if pending:
             for chunk in pending:
-                finished.note(chunk)
+                answer.note(chunk)
             yield pending
         assert events is not None
         if decoder.done:
@@ -824,7 +855,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                 try:
                     for event in batch:
                         for chunk in decoder.feed(event):
-                            finished.note(chunk)
+                            answer.note(chunk)
                             read.append(chunk)
                         if decoder.done:
                             break
@@ -837,7 +868,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                 if decoder.done:
                     await _read_rest(events)
                     return
-                if finished.all and any(_is_final_usage(chunk) for chunk in read):
+                if answer.whole:
                     # The answer is whole: only its end marker may follow, which an upstream
                     # that stays silent or hangs up instead cannot make it any less whole.
                     try:
@@ -853,7 +884,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
         except httpx.HTTPError as exc:
             raise map_transport_error(exc, model=model, timeouts=timeouts,
                                       started=True) from exc
-        if finished.all:
+        if answer.finished.all:
             return  # a clean end after the last finish_reason: the answer is whole
         raise StreamBroken("the stream ended before the answer finished (no finish_reason, "
                            "no end marker)", model=model)

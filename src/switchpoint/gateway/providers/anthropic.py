@@ -646,6 +646,9 @@ class AnthropicChunkDecoder:
         # Whether a message_delta brought the final counts: message_start's output_tokens is
         # a count before the answer was written, not what it was charged.
         self._final_usage = False
+        # Whether the usage chunk was handed on (with the stop reason, which only
+        # message_stop follows: the answer is whole without it).
+        self._usage_sent = False
         self._content_seen = False
         # What the upstream reported of the stream's use so far, each chunk carrying it: the
         # prompt's tokens and the least output (message_start's, then message_delta's), and
@@ -763,17 +766,24 @@ class AnthropicChunkDecoder:
                 finish = STOP_REASONS.get(str(stop), "stop")
                 if self.legacy and finish == "tool_calls":
                     finish = "function_call"
+                if self._final_usage:  # (as an OpenAI stream's last chunk: only the end follows)
+                    self._usage_sent = True
+                    return [self._chunk({}, finish), self._usage_chunk()]
                 return [self._chunk({}, finish)]
             return []
         if kind == "message_stop":
             self.done = True
-            chunk = self._chunk({})
-            chunk["choices"] = []
-            # (unknown without the final counts: the answer is charged an estimate, from the
-            # counts of message_start and the chunks relayed, that each chunk carries)
-            chunk["usage"] = _usage(self._usage) if self._final_usage else None
-            return [chunk]
+            return [] if self._usage_sent else [self._usage_chunk()]
         return []  # ping, the other content_block_stop events and future event types
+
+    def _usage_chunk(self) -> dict[str, Any]:
+        """The chunk carrying the answer's usage (no choice), as an OpenAI stream ends."""
+        chunk = self._chunk({})
+        chunk["choices"] = []
+        # (unknown without the final counts: the answer is charged an estimate, from the
+        # counts of message_start and the chunks relayed, that each chunk carries)
+        chunk["usage"] = _usage(self._usage) if self._final_usage else None
+        return chunk
 
     def _arguments(self, block: int, text: object) -> list[dict[str, Any]]:
         """The chunk carrying ``text`` of the arguments of the tool_use block ``block``
