@@ -1088,6 +1088,43 @@ def test_a_stream_left_open_on_a_stopped_loop_is_logged_and_settled_as_the_gatew
         gateway.close()
 
 
+def test_a_call_left_on_a_stopped_loop_is_logged_and_settled_as_the_gateway_closes(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A plain call waiting for its answer on a loop a ``run_until_complete`` returned from,
+    the loop neither run again nor closed: closing does not wait for it, and logs it once as
+    closed by the client saying why, its budget hold settled (its try, sent, charged as a
+    cancelled one is), where the hold was kept until its deadline (carried into the next run)
+    and nothing was logged. Its loop run again, it logs and charges nothing more."""
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
+    gw_fake.script("good", "hang:seconds=5")
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(gateway.acomplete(messages(), model="good"))
+        loop.run_until_complete(_until(gw_fake.requests))  # (its request is upstream)
+        assert ledger.open_tickets() == 1
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            gateway.close()
+        assert time.monotonic() - started < 2  # (it waited 5 s: max_total_s and 2 s more)
+        assert any("1 call(s) were left waiting" in r.getMessage() for r in caplog.records)
+        task.cancel()
+        [ended] = loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        assert isinstance(ended, asyncio.CancelledError)
+    finally:
+        gateway.close()
+        loop.close()
+    gateway.start()
+    try:
+        entries, _ = store.requests(20, None)
+        assert [(e["model"], e["status"]) for e in entries] == [(None, "client_closed")]
+        assert "event loop was stopped" in entries[0]["error"]
+        assert gateway.governor.ledger.open_tickets() == 0
+        [budget] = gateway.budget_status()
+        assert budget["held_usd"] == 0 and budget["spent_usd"] > 0
+    finally:
+        gateway.close()
+
+
 def test_a_stream_read_on_another_loop_while_its_own_runs_is_refused_saying_where_to_read_it(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     """Nothing is read and the stream goes on, read on the loop that made it (then closed),

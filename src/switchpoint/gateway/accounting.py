@@ -307,13 +307,14 @@ def _unplanned(call: ChatCall, exc: GatewayError | None, live: Live, started: fl
 
 
 def abandoned(plan: Plan, live: Live, attempts: list[Attempt],
-              ledger: Settlement | None = None) -> Entry:
-    """The client left before a plain answer was ready: the upstream call was cancelled."""
+              ledger: Settlement | None = None, *,
+              why: str = "the client closed the connection before the answer was ready"
+              ) -> Entry:
+    """The client left before a plain answer was ready (``why``: how): the upstream call was
+    cancelled."""
     tried = list(dict.fromkeys(a.model for a in attempts if not a.skipped))
     return _entry(plan, live, status="client_closed", http_status=499, attempts=attempts,
-                  models_tried=tried, error_kind="client_closed",
-                  error="the client closed the connection before the answer was ready",
-                  ledger=ledger)
+                  models_tried=tried, error_kind="client_closed", error=why, ledger=ledger)
 
 
 def stopped(plan: Plan, live: Live, attempts: list[Attempt], exc: ServiceStoppingError,

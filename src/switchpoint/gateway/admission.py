@@ -183,8 +183,8 @@ class Admission:
             log.warning("closing: %d request(s) on an event loop stopped, not running (a "
                         "run_until_complete that returned, a thread that ended without closing "
                         "its loop), were not waited for, since nothing runs them: a stream "
-                        "among them is logged as broken now, its budget hold settled; a call "
-                        "keeps its hold until its deadline and is not logged; end what you "
+                        "among them is logged as broken now, a call waiting for its answer as "
+                        "closed by the client, each with its budget hold settled; end what you "
                         "start on a loop before it stops", n)
 
 

@@ -21,10 +21,11 @@ import functools
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import anyio.to_thread
 
@@ -34,6 +35,7 @@ from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     BudgetExceededError,
     FailoverError,
+    GatewayClosedError,
     GatewayError,
     ModelNotFoundError,
     NoUpstreamError,
@@ -45,7 +47,7 @@ from switchpoint.errors import (
     TooManyInFlightError,
     UnknownModelError,
 )
-from switchpoint.gateway.admission import Admission
+from switchpoint.gateway.admission import Admission, runs_no_more
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.failed_tries import FailedTryLog
 from switchpoint.gateway.failover import (
@@ -55,6 +57,7 @@ from switchpoint.gateway.failover import (
     RetryPolicy,
     Sequel,
     TimeoutsFor,
+    UnderWay,
     billed_tries,
     call_with_failover,
     failed_models,
@@ -90,6 +93,14 @@ log = logging.getLogger("switchpoint.gateway")
 # refused (see ChatDoor._refused), unlike malformed input.
 _REFUSALS = (PermissionDeniedError, BudgetExceededError, RateLimitExceededError,
              TooManyInFlightError)
+#: Why a call left waiting for its answer on an event loop stopped, not closed, as the
+#: gateway closes is logged as closed by the client (see :meth:`ChatDoor.close_stopped`).
+CALL_LOOP_STOPPED = (
+    "the gateway closed while the call's event loop was stopped, not running (a "
+    "run_until_complete that returned, a thread that ended without closing its loop), before "
+    "its answer came, so nothing could take the answer; charged what the upstream may have "
+    "billed, as a call its caller cancels is: await a call to its end, or cancel it, before "
+    "its loop stops")
 
 
 class ChatHost(Deciding, Protocol):
@@ -139,9 +150,11 @@ class ChatDoor:
         self._housekeeping = housekeeping
         self._upstream_connections = upstream_connections
         # The tasks waiting on an upstream's answer (a plain one, or a stream's first chunk),
-        # and those of them :meth:`stop_in_flight` ended, with why.
-        self._calls: set[asyncio.Task[Any]] = set()
+        # each with its request (as closing settles one whose loop runs no more), those of
+        # them :meth:`stop_in_flight` ended, with why, and those closing settled.
+        self._calls: dict[asyncio.Task[Any], _Call] = {}
         self._stopped_calls: dict[asyncio.Task[Any], str] = {}
+        self._settled_calls: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         # The tasks planning a request (routing it, reserving its budget hold), and the
         # requests planned whose call has not begun (by request id, with the live router each
         # was planned on and its loop): a stop ends those too, whatever stage they are in.
@@ -397,9 +410,10 @@ class ChatDoor:
             assert plan.stopped is not None
             raise plan.stopped
         attempts: list[Attempt] = []
+        under_way = UnderWay()
         task = asyncio.current_task()
         if task is not None:
-            self._calls.add(task)
+            self._calls[task] = _Call(plan, live, attempts, under_way)
         try:
             if task is not None and task.cancelling():
                 # Cancelled before its call began (its caller left as planning ended): the
@@ -411,8 +425,11 @@ class ChatDoor:
                     policy=self._host.retry, timeouts=self._timeouts_of(plan, live),
                     health=self._host.health, attempts=attempts,
                     before_try=self._settler.before_try(plan),
-                    on_failed_try=functools.partial(self._failed_tries, plan.request_id))
+                    on_failed_try=functools.partial(self._failed_tries, plan.request_id),
+                    under_way=under_way)
         except FailoverError as exc:
+            if self._settled_already(task):
+                raise
             rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
             plan.unanswered(exc.attempts)
             self.pinner.evict_on_failure(plan.session, failed=failed_models(exc.attempts),
@@ -425,24 +442,13 @@ class ChatDoor:
             raise
         except asyncio.CancelledError:
             # The caller left (an HTTP client disconnected; or the service, stopping, ended
-            # the call). A try under way upstream is charged as every try a provider may have
-            # billed is (see Settler.settle). Before any model was called, between two tries, or
-            # before a try's request was sent (connecting), nothing sent could be billed: with
-            # no such try before, the hold is released.
+            # the call).
+            if self._settled_already(task):
+                raise
             stopped = self._stopped_calls.pop(task, None) if task is not None else None
             if stopped is not None and task is not None and task.uncancel() > 0:
                 stopped = None  # cancelled by its caller too: that one is obeyed
-            if not billed_tries(attempts) and plan.ticket is not None:
-                plan.notes.append("cancelled with no try under way upstream (before any "
-                                  "model was called, between two tries, or before its request "
-                                  "was sent): its budget hold was released, nothing charged")
-            settlement = self._settler.settle(plan, None, None, None, attempts)
-            # A pinned model that had failed before the caller left did not hold the pin.
-            rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
-            plan.unanswered(attempts)
-            self.pinner.evict_on_failure(plan.session, failed=failed_models(attempts),
-                                         outgrown=outgrown_models(attempts),
-                                         rehomed_to=rehomed_to)
+            settlement = self._settle_left(plan, attempts)
             if stopped is not None:  # the caller still waits: it is told, once it is logged
                 error = ServiceStoppingError(stopped)
                 entry = self._settler.entry(settlement, lambda ledger: accounting.stopped(
@@ -454,12 +460,21 @@ class ChatDoor:
                 plan, live, attempts, ledger)), wait=False)
             raise
         except BaseException:
+            if self._settled_already(task):
+                raise
             self._settler.release(plan, attempts)
             raise
         finally:
             if task is not None:
-                self._calls.discard(task)
+                self._calls.pop(task, None)
                 self._stopped_calls.pop(task, None)
+        if self._settled_already(task):
+            if isinstance(result, FailoverStream):
+                await result.aclose()
+            raise GatewayClosedError(
+                "the gateway closed while this call's event loop was stopped, so the call was "
+                "ended then (logged as closed by the client, its budget hold settled); start "
+                "the gateway again (Gateway.start) and make the call again")
         if isinstance(result, FailoverStream):
             try:
                 self._answered(plan, live, result.model, attempts)
@@ -502,6 +517,74 @@ class ChatDoor:
             body["usage"]["cost"] = None if cost is None else usd(cost)
         await self._write(entry, wait=True)
         return ChatCompletion(body, entry.info)
+
+    def _settle_left(self, plan: Plan, attempts: list[Attempt]
+                     ) -> accounting.Settlement | None:
+        """Settle the request its caller left before an answer came (``attempts``, the try
+        under way among them, as :data:`~switchpoint.gateway.failover.CLIENT_CLOSED`): a try
+        under way upstream is charged as every try a provider may have billed is (see
+        :meth:`Settler.settle`). Before any model was called, between two tries, or before a
+        try's request was sent (connecting), nothing sent could be billed: with no such try
+        before, the hold is released. The session's pin learns whether it held."""
+        if not billed_tries(attempts) and plan.ticket is not None:
+            plan.notes.append("cancelled with no try under way upstream (before any "
+                              "model was called, between two tries, or before its request "
+                              "was sent): its budget hold was released, nothing charged")
+        settlement = self._settler.settle(plan, None, None, None, attempts)
+        # A pinned model that had failed before the caller left did not hold the pin.
+        rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
+        plan.unanswered(attempts)
+        self.pinner.evict_on_failure(plan.session, failed=failed_models(attempts),
+                                     outgrown=outgrown_models(attempts),
+                                     rehomed_to=rehomed_to)
+        return settlement
+
+    def left_on_stopped_loops(self) -> bool:
+        """Whether a call waiting for its answer, or an open stream, is left on an event
+        loop that runs no more (see :func:`~switchpoint.gateway.admission.runs_no_more`)."""
+        return any(runs_no_more(on) for on in [*self._streams.open_streams.values(),
+                                               *(t.get_loop() for t in list(self._calls))])
+
+    async def close_stopped(self) -> None:
+        """As the gateway closes: close the open streams of the running loop, and settle
+        what is left on a loop that runs no more, which nothing would run again: its streams
+        (see :meth:`OpenStreams.close_all`), and each call waiting there for its answer,
+        logged once as closed by the client saying so (:data:`CALL_LOOP_STOPPED`), its budget
+        hold settled as for a call its caller cancels (the try under way charged if its
+        request may have been sent), its place in its tenant's calls in flight given back.
+        Should that loop run again, the call raises the closed error, logging and charging
+        nothing more."""
+        await self._streams.close_all(stopped=True)
+        left = [(task, call) for task, call in list(self._calls.items())
+                if not task.done() and runs_no_more(task.get_loop())]
+        for task, call in left:
+            self._calls.pop(task, None)
+            self._settled_calls.add(task)
+            plan = call.plan
+            try:
+                now = call.under_way.left
+                attempts = [*call.attempts, *([now()] if now is not None else [])]
+                settlement = self._settle_left(plan, attempts)
+                entry = self._settler.entry(settlement, lambda ledger: accounting.abandoned(
+                    plan, call.live, attempts, ledger, why=CALL_LOOP_STOPPED))  # noqa: B023
+                await self._write(entry, wait=False)
+            except Exception as exc:  # (settling the rest matters more)
+                log.error("request %s, left on a stopped event loop, was not settled "
+                          "cleanly: %s", plan.request_id, exc)
+            finally:
+                plan.release_slot()
+                plan.leave()
+        if left:
+            log.warning("%d call(s) were left waiting for their answer on an event loop "
+                        "stopped, not running, as the gateway closed; each is logged as closed "
+                        "by the client and its budget hold settled now: await a call to its "
+                        "end, or cancel it, before its loop stops", len(left))
+
+    def _settled_already(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether :meth:`close_stopped` settled the call of ``task`` (its loop, stopped as
+        the gateway closed, ran again, or its coroutine is closed as it is collected): it is
+        logged and charged already, so its end logs and charges nothing more."""
+        return task is not None and task in self._settled_calls
 
     def _answered(self, plan: Plan, live: Live, model: str, attempts: Sequence[Attempt]
                   ) -> None:
@@ -614,6 +697,16 @@ class ChatDoor:
             self._told.store_error()
             log.error("request %s not logged: %s", entry.request.id, exc)
             return None
+
+
+class _Call(NamedTuple):
+    """A request waiting for its upstream's answer: its plan, its live router, its tries so
+    far and the one under way."""
+
+    plan: Plan
+    live: Live
+    attempts: list[Attempt]
+    under_way: UnderWay
 
 
 def _update(info: CallInfo, final: CallInfo) -> None:

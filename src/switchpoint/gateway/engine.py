@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import sys
@@ -86,7 +85,6 @@ from switchpoint.gateway.admission import (
     one_request,
     one_sync_request,
     running_loop,
-    runs_no_more,
 )
 from switchpoint.gateway.applied_settings import health_config as health_config
 from switchpoint.gateway.applied_settings import retry_policy as retry_policy
@@ -469,13 +467,12 @@ class Gateway:
         await self._streams.close_all()
         self._left_inside(await self._admission.adrain(self._drain_s(),
                                                        but=self._sync_loops()))
-        await self._streams.close_all(stopped=True)
+        await self._chat.close_stopped()
         await self._close_pool()
         await self._housekeeping.done()
         if self._sync is not None:  # what the synchronous methods opened, on their own loop
             sync = self._sync
-            for step in (functools.partial(self._streams.close_all, stopped=True),
-                         self._close_pool):
+            for step in (self._chat.close_stopped, self._close_pool):
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step(), sync.loop))
             self._sync = None
             await anyio.to_thread.run_sync(sync.stop)
@@ -500,10 +497,10 @@ class Gateway:
         with self._close_lock:
             self._left_inside(self._admission.drain(self._drain_s(),
                                                     but=(running_loop(), *self._sync_loops())))
-            if any(runs_no_more(on) for on in list(self._streams.open_streams.values())):
-                self._sync_loop()  # (a loop of its own settles the streams whose loop stopped)
+            if self._chat.left_on_stopped_loops():
+                self._sync_loop()  # (a loop of its own settles what is left on loops stopped)
             if self._sync is not None:  # (its streams' requests logged, as closed by the client)
-                self._sync.run(self._streams.close_all(stopped=True))
+                self._sync.run(self._chat.close_stopped())
                 self._sync.run(self._close_pool())
                 self._sync.stop()
                 self._sync = None

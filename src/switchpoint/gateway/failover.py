@@ -30,6 +30,7 @@ for the request log and for the error the client gets.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -141,6 +142,16 @@ CLIENT_CLOSED = "client_closed"
 # earlier than the timer by more than this (a clock that is not the event loop's): the two
 # clocks read a moment apart differ by far less.
 _DEADLINE_SLACK_S = 1e-3
+
+
+@dataclass
+class UnderWay:
+    """The try a call has under way, for a caller that must end the call without it running
+    on (its event loop stopped): ``left`` gives the try as the caller leaving now would record
+    it (a :data:`CLIENT_CLOSED` try, billed if its request may have been sent); None between
+    tries."""
+
+    left: Callable[[], Attempt] | None = None
 
 
 @dataclass
@@ -792,7 +803,7 @@ async def call_with_failover(
     rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
     attempts: list[Attempt] | None = None, before_try: BeforeTry | None = None,
-    on_failed_try: OnFailedTry | None = None,
+    on_failed_try: OnFailedTry | None = None, under_way: UnderWay | None = None,
 ) -> FailoverResult: ...
 
 
@@ -804,7 +815,7 @@ async def call_with_failover(
     rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
     attempts: list[Attempt] | None = None, before_try: BeforeTry | None = None,
-    on_failed_try: OnFailedTry | None = None,
+    on_failed_try: OnFailedTry | None = None, under_way: UnderWay | None = None,
 ) -> FailoverStream: ...
 
 
@@ -815,7 +826,7 @@ async def call_with_failover(
     rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
     attempts: list[Attempt] | None = None, before_try: BeforeTry | None = None,
-    on_failed_try: OnFailedTry | None = None,
+    on_failed_try: OnFailedTry | None = None, under_way: UnderWay | None = None,
 ) -> FailoverResult | FailoverStream:
     """Answer ``request`` with the first of ``candidates`` that can, retrying and escalating.
 
@@ -830,7 +841,8 @@ async def call_with_failover(
     ``rate_limit_exceeded``, with why) and failover goes on to the next candidate.
     ``on_failed_try`` (optional) is told of each try that failed, once what follows it is
     known (:class:`Sequel`: a retry, the next model called, or the request's failure); a try
-    that answered is not told of.
+    that answered is not told of. ``under_way`` (optional) holds the try under way, as the
+    caller leaving now would record it (see :class:`UnderWay`).
 
     Returns a :class:`FailoverResult` (or, with ``stream=True``, a committed
     :class:`FailoverStream`); raises :class:`FailoverError` when no candidate answers.
@@ -904,24 +916,23 @@ async def call_with_failover(
                 if remaining <= 0:
                     raise _deadline_error(policy, card, shared, sent=False)
                 with watching_send() as watch:
-                    async with _within(remaining, policy, card, shared, watch):
-                        if stream:
-                            chunks, buffered, ended = await _open_stream(
-                                provider, request, card, timeouts_for(card))
-                        else:
-                            response = await provider.complete(request, card,
-                                                               timeouts_for(card))
+                    if under_way is not None:
+                        under_way.left = functools.partial(_left, request, card, number,
+                                                           started, waited, watch)
+                    try:
+                        async with _within(remaining, policy, card, shared, watch):
+                            if stream:
+                                chunks, buffered, ended = await _open_stream(
+                                    provider, request, card, timeouts_for(card))
+                            else:
+                                response = await provider.complete(request, card,
+                                                                   timeouts_for(card))
+                    finally:  # (the try has ended: its attempt is recorded as it ended)
+                        if under_way is not None:
+                            under_way.left = None
             except asyncio.CancelledError:
                 _no_verdict(health, card.name, slot)  # the client left
-                # (Billed only if its request may have reached the upstream: at what its
-                # stream was seen to generate before any content, when it was a stream.)
-                seen = watch.stream
-                attempts.append(Attempt(card.name, number, CLIENT_CLOSED,
-                                        (time.perf_counter() - started) * 1000.0, waited,
-                                        billed=watch.maybe_sent,
-                                        usage=None if seen is None else believed(
-                                            seen.usage, card, answers_asked(request)),
-                                        reasoned=None if seen is None else seen.reasoned))
+                attempts.append(_left(request, card, number, started, waited, watch))
                 raise
             except ProviderError as exc:
                 latency = (time.perf_counter() - started) * 1000.0
@@ -1060,6 +1071,20 @@ def _deadline_error(policy: RetryPolicy, card: ModelCard, shared: bool,
     return kind(f"the request's deadline of {policy.max_total_s:g}s (gateway.max_total_s) ran "
                 "out" + (" after other models had used more than half of it" if shared else ""),
                 model=card.name, generated=sent)
+
+
+def _left(request: Mapping[str, Any], card: ModelCard, number: int, started: float,
+          waited: float, watch: SendWatch) -> Attempt:
+    """The try of ``card`` (its ``number``th, begun at ``started`` after ``waited`` seconds)
+    as the caller leaving now records it: billed only if its request may have reached the
+    upstream (``watch``), at what its stream was seen to generate before any content, when
+    it was a stream."""
+    seen = watch.stream
+    return Attempt(card.name, number, CLIENT_CLOSED, (time.perf_counter() - started) * 1000.0,
+                   waited, billed=watch.maybe_sent,
+                   usage=None if seen is None else believed(seen.usage, card,
+                                                            answers_asked(request)),
+                   reasoned=None if seen is None else seen.reasoned)
 
 
 def _had_less(attempts: Sequence[Attempt], model: str, left_s: float,
