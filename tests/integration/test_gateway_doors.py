@@ -817,6 +817,16 @@ def _trickling(fake: FakeProviderProcess, root: Path, max_total_s: float, every:
     return gateway, gateway.store, gateway.governor.ledger
 
 
+def _upstream_let_go(fake: FakeProviderProcess) -> None:
+    """Wait until the last request ``fake`` had is seen closed by the gateway: a request
+    left on an event loop stopped, its connection ended as the gateway closed, where it stayed
+    open (the provider generating on) until the loop ran again or was collected."""
+    deadline = time.monotonic() + 2
+    while not fake.requests()[-1].get("closed_at"):
+        assert time.monotonic() < deadline, "the upstream connection was kept"
+        time.sleep(0.02)
+
+
 async def _until(what: Callable[[], object], seconds: float = 10.0) -> None:
     """Wait, with the event loop running, until ``what()`` is true."""
     deadline = time.monotonic() + seconds
@@ -1044,8 +1054,9 @@ def test_a_stream_left_open_on_a_stopped_loop_is_logged_and_settled_as_the_gatew
     """A stream read once on a loop a ``run_until_complete`` returned from, the loop neither
     run again nor closed (or left so by a thread that ended): closing does not wait for it
     (nothing can end it but the closing), and logs it as broken saying so, its budget hold
-    settled, where closing waited out its whole drain bound and left the hold open and no
-    log row. Closed by close(), and by aclose() on a loop of its own."""
+    settled and its upstream connection ended, where closing waited out its whole drain bound
+    and left the hold open, no log row and the connection open. Closed by close(), and by
+    aclose() on a loop of its own."""
     gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
 
     async def read_once() -> str:
@@ -1073,6 +1084,7 @@ def test_a_stream_left_open_on_a_stopped_loop_is_logged_and_settled_as_the_gatew
         assert time.monotonic() - started < 2  # (it waited 5 s: max_total_s and 2 s more)
         assert any("1 request(s) on an event loop stopped" in r.getMessage()
                    for r in caplog.records)
+        _upstream_let_go(gw_fake)
     finally:
         gateway.close()
         loop.close()
@@ -1093,8 +1105,9 @@ def test_a_call_left_on_a_stopped_loop_is_logged_and_settled_as_the_gateway_clos
     """A plain call waiting for its answer on a loop a ``run_until_complete`` returned from,
     the loop neither run again nor closed: closing does not wait for it, and logs it once as
     closed by the client saying why, its budget hold settled (its try, sent, charged as a
-    cancelled one is), where the hold was kept until its deadline (carried into the next run)
-    and nothing was logged. Its loop run again, it logs and charges nothing more."""
+    cancelled one is) and its upstream connection ended, where the hold was kept until its
+    deadline (carried into the next run), nothing was logged and the connection stayed open.
+    Its loop run again, it logs and charges nothing more."""
     gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
     gw_fake.script("good", "hang:seconds=5")
     loop = asyncio.new_event_loop()
@@ -1107,6 +1120,7 @@ def test_a_call_left_on_a_stopped_loop_is_logged_and_settled_as_the_gateway_clos
             gateway.close()
         assert time.monotonic() - started < 2  # (it waited 5 s: max_total_s and 2 s more)
         assert any("1 call(s) were left waiting" in r.getMessage() for r in caplog.records)
+        _upstream_let_go(gw_fake)
         task.cancel()
         [ended] = loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
         assert isinstance(ended, asyncio.CancelledError)

@@ -553,10 +553,14 @@ class ChatDoor:
         hold settled as for a call its caller cancels (the try under way charged if its
         request may have been sent), its place in its tenant's calls in flight given back.
         Should that loop run again, the call raises the closed error, logging and charging
-        nothing more."""
-        await self._streams.close_all(stopped=True)
+        nothing more. The upstream connections of such loops are ended then (see
+        :meth:`ClientPool.shut_down <switchpoint.gateway.providers.ClientPool.shut_down>`), so
+        a provider stops generating what nobody will read."""
         left = [(task, call) for task, call in list(self._calls.items())
                 if not task.done() and runs_no_more(task.get_loop())]
+        stopped = {on for on in [*self._streams.open_streams.values(),
+                                 *(task.get_loop() for task, _ in left)] if runs_no_more(on)}
+        await self._streams.close_all(stopped=True)
         for task, call in left:
             self._calls.pop(task, None)
             self._settled_calls.add(task)
@@ -574,6 +578,8 @@ class ChatDoor:
             finally:
                 plan.release_slot()
                 plan.leave()
+        if stopped:
+            self._host.providers.pool.shut_down(stopped)
         if left:
             log.warning("%d call(s) were left waiting for their answer on an event loop "
                         "stopped, not running, as the gateway closed; each is logged as closed "

@@ -20,7 +20,7 @@ import ipaddress
 import re
 import time
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -210,6 +210,15 @@ class ClientPool:
             if transport is not None and not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile)
                     loop.call_soon_threadsafe(transport.close_unchecked)
+
+    def shut_down(self, loops: Collection[asyncio.AbstractEventLoop]) -> None:
+        """End the connections of the clients of ``loops``, event loops that do not run
+        (stopped or closed) whose requests are given up, for their upstreams, from any thread
+        (see :meth:`PooledTransport.shut_down`): their sockets are closed later, on their loop
+        or as they are collected."""
+        for loop, _, transport in list(self._clients.values()):
+            if transport is not None and loop in loops and not loop.is_running():
+                transport.shut_down()
 
     async def aclose(self) -> None:
         """Close the clients of the running loop; forget those of loops that are closed."""

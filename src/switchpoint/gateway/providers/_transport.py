@@ -31,10 +31,12 @@ was checked no longer passes, as a new connection would be refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any
 
@@ -203,7 +205,7 @@ async def _connected(loop: asyncio.AbstractEventLoop, addresses: Sequence[_AddrI
 
 
 class _Connection:
-    __slots__ = ("addresses", "idle_since", "reader", "rules", "writer")
+    __slots__ = ("__weakref__", "addresses", "idle_since", "reader", "rules", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  addresses: tuple[str, ...] = (),
@@ -238,6 +240,16 @@ class _Connection:
 
     def close(self) -> None:
         self.writer.close()
+
+    def shut_down(self) -> None:
+        """End the connection for its upstream (both ways) without closing its socket: safe
+        from any thread while its event loop does not run (closing the socket there would free
+        its descriptor under that loop's selector); the loop, or the socket's collection,
+        closes it later."""
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # (ended already)
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def _close_refused(idle: list[_Connection], rules: tuple[ipaddress.IPv6Network, ...]) -> None:
@@ -307,6 +319,8 @@ class PooledTransport(httpx.AsyncBaseTransport):
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._slots: dict[_Upstream, _Slots] = {}
         self._closed = False
+        # Every connection made, busy or idle, while it lives (see shut_down).
+        self._made: weakref.WeakSet[_Connection] = weakref.WeakSet()
 
     # Connections -------------------------------------------------------------------------------
 
@@ -391,9 +405,10 @@ class PooledTransport(httpx.AsyncBaseTransport):
             raise RefusedAddress(str(exc), request=request) from None
         except OSError as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
-        if addresses is None:
-            return _Connection(reader, writer)
-        return _Connection(reader, writer, tuple(str(info[4][0]) for info in addresses), rules)
+        conn = (_Connection(reader, writer) if addresses is None else
+                _Connection(reader, writer, tuple(str(info[4][0]) for info in addresses), rules))
+        self._made.add(conn)
+        return conn
 
     # Requests ----------------------------------------------------------------------------------
 
@@ -548,6 +563,17 @@ class PooledTransport(httpx.AsyncBaseTransport):
         if chunked and lengths:  # (framed two ways: the connection is not used again)
             persistent = False
         return status, reason, headers, framing, persistent
+
+    def shut_down(self) -> None:
+        """End every connection still open, busy or idle, for its upstream (see
+        :meth:`_Connection.shut_down`), from any thread while the transport's event loop does
+        not run (stopped, not closed): a request under way there, which nothing will read on,
+        lets its upstream go now (a provider stops generating an answer once its connection
+        ends), where its socket stayed open until the loop ran again or was collected. A read
+        there, should the loop run again, finds the connection ended."""
+        for conn in list(self._made):
+            if not conn.writer.is_closing():
+                conn.shut_down()
 
     async def aclose(self) -> None:
         self._closed = True
