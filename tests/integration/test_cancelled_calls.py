@@ -171,6 +171,46 @@ async def test_a_call_cancelled_while_its_model_was_answering_is_charged_its_wor
 
 
 
+@pytest.mark.anyio
+async def test_a_call_cancelled_once_answered_as_its_entry_is_written_is_logged_ok_and_charged(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The answer is in hand and its log entry being written when the caller leaves (an
+    observer told of the entry cancels the call's task, so the cancel lands on the wait for
+    the entry's commit): the caller gets CancelledError, and the request stays logged ``ok``
+    and charged its answer, which the provider billed; nothing is logged twice."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(fake, str(tmp_path / "data"), gateway=GATEWAY)
+                      + "budgets: {models: {good: 50/day}}\n", encoding="utf-8")
+    told: list[str] = []
+
+    class CancelsAsLogged:
+        def on_request(self, record: Any) -> None:
+            told.append(record.id)
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+
+        def on_decision(self, decision: Any) -> None:
+            pass
+
+        def on_store_error(self) -> None:
+            pass
+
+    with Gateway.from_config(config, loader=FACTORY, env=KEYS,
+                             observer=CancelsAsLogged()) as gateway:
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.ensure_future(gateway.acomplete(
+                [{"role": "user", "content": f"hello {uuid.uuid4().hex[:8]}"}],
+                model="good", max_tokens=1000))
+        [request_id] = told
+        status, kind, cost, charged, _ = _logged(gateway, request_id)
+        assert (status, kind) == ("ok", None) and cost > 0 and charged == pytest.approx(cost)
+        assert _charges(gateway, request_id) == [("good", pytest.approx(cost))]
+        assert [b["spent_usd"] for b in gateway.budget_status()] == [pytest.approx(cost)]
+        assert gateway.governor.ledger.open_tickets() == 0
+        assert len(_read(gateway, "SELECT id FROM requests")) == 1
+
+
 @pytest.fixture
 def one_connection(fake: FakeProviderProcess, tmp_path: Path) -> Iterator[Gateway]:
     """A gateway with one upstream connection to the fake: a second call waits for it."""
