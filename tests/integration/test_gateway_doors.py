@@ -63,7 +63,7 @@ from tests.integration.gateway_env import (
     in_background,
     log_entry,
 )
-from tests.integration.servers import ThreadServer, thread_server
+from tests.integration.servers import ThreadServer, thread_server, until
 
 OTHER = "claude-fake-2"  # the upstream name of the catalog model `other`
 
@@ -1161,6 +1161,7 @@ def test_a_stream_read_on_another_loop_while_its_own_runs_is_refused_saying_wher
             return chunk.model
 
         assert asyncio.run_coroutine_threadsafe(read_on(), loop).result(10) == "good"
+        until(lambda: bool(store.requests(20, None)[0]), "the closed stream is logged")
         entries, _ = store.requests(20, None)
         assert [e["status"] for e in entries] == ["client_closed"], entries[0]["error"]
         assert ledger.open_tickets() == 0
