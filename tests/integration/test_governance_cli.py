@@ -992,7 +992,7 @@ def test_a_backup_taken_minutes_before_a_key_was_made_and_used_is_taken_saying_w
     assert code == 0, err
     said = caplog.text
     assert "an older keys.db (a backup) was put in place" in said, said
-    assert "keys made since are unknown (401), a key rotated since" in said, said
+    assert "keys made since are unknown (401), and a key's settings are as" in said, said
     assert (f"names 1 key it does not hold ({since}) in requests logged within 5 minutes of "
             "that time: made after the backup was taken") in said, said
 

@@ -1025,10 +1025,56 @@ def test_a_key_revoked_after_a_backup_stays_revoked_when_the_backup_is_restored(
             restored.verify(early)
         assert restored.verify(live).id == key_id_of(live)
         assert restored.find(key_id_of(leaked)).revoked_at == revoked_at
-    assert (f"revoked again 1 key it held live ({key_id_of(leaked)}), revoked after this "
+    assert (f"revoked again 1 key it held live ({key_id_of(leaked)}), made after this "
             "file was taken (a backup restored)") in caplog.text, caplog.text
     assert "keys made since are unknown: 401" in caplog.text, caplog.text
     assert "keys.revocations.jsonl: passed over line(s) 3: not a revocation" in caplog.text
+
+
+def _restore(backup: Path, path: Path) -> None:
+    """Put the copy ``backup`` of the key store ``path`` in its place (the service stopped)."""
+    os.replace(backup, path)
+    for side in ("-wal", "-shm"):
+        path.with_name(path.name + side).unlink(missing_ok=True)
+
+
+def _backup(path: Path) -> Path:
+    backup = path.with_name("backup.db")
+    with sqlite3.connect(path) as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    return backup
+
+
+def test_a_key_rotated_after_a_backup_keeps_its_new_secret_when_the_backup_is_restored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A key rotated (twice) after a backup of keys.db, another rotated with a grace, then the
+    backup restored: the next opening makes the rotations again, so the old (perhaps leaked)
+    secrets are refused once their grace is over and the new ones work, where the restored
+    file took the old secret and refused the new one; the file kept beside keys.db holds no
+    secret."""
+    path = tmp_path / "keys.db"
+    with KeyStore(path) as store:
+        first, graced = store.create(spec()), store.create(spec())
+        backup = _backup(path)
+        middle = store.rotate(first.record.id).key
+        newest = store.rotate(first.record.id).key
+        fresh = store.rotate(graced.record.id, grace_s=3600).key
+        rotated = store.find(first.record.id)
+    _restore(backup, path)
+    with caplog.at_level("WARNING", logger="switchpoint"), KeyStore(path) as restored:
+        for old in (first.key, middle):
+            with pytest.raises(KeyRevokedError, match="grace period is over"):
+                restored.verify(old)
+        assert restored.verify(newest).id == first.record.id
+        assert restored.find(first.record.id) == rotated
+        assert restored.verify(fresh).id == restored.verify(graced.key).id == graced.record.id
+    assert (f"rotated again 2 keys it held live ({first.record.id}, {graced.record.id})"
+            in caplog.text), caplog.text
+    kept = (tmp_path / "keys.revocations.jsonl").read_text()
+    assert all(secret.split("_", 1)[1] not in kept
+               for secret in (first.key, middle, newest, fresh, graced.key))
 
 
 def test_a_key_file_whose_wal_was_deleted_is_opened_again_and_seen_by_the_cli(

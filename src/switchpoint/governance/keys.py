@@ -10,7 +10,8 @@ Rotation gives the key a new secret under the same id (so its spend, limits and 
 carry on); the old secret keeps working for ``grace_s`` seconds (0: not at all). Each old secret
 keeps its own grace: rotating again does not cut short an earlier secret's. A key remembers its
 last :data:`MAX_OLD_SECRETS` old secrets (those whose grace is over are forgotten first, then
-the oldest). Revocation is immediate and final.
+the oldest). Revocation is immediate and final. Neither is undone by restoring an older backup
+of keys.db: both are kept in :data:`REVOCATIONS_FILENAME` beside it too, and made again.
 
 A revoked or expired key's record stays until it ended longer ago than the retention
 (:meth:`KeyStore.prune`, run by ``switchpoint prune`` and the service's hourly retention), and
@@ -43,8 +44,8 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from datetime import time as dt_time
 from pathlib import Path
@@ -140,15 +141,18 @@ GO_ON = ("; or, to go on with this one without them (each then stays unknown: 40
 IN_USE_SLACK_S = 300.0
 #: The most key ids of the log's later requests an opening checks the file for.
 _MOST_CHECKED = 100
-#: The file beside keys.db that keeps every revocation (the key's id and when), appended and
-#: synced before the revocation is written into keys.db: a keys.db restored from a backup
-#: taken before a revocation holds the key live again, and its next opening for writing (a
-#: start, any ``switchpoint keys`` command that changes it) revokes it again, saying so (see
-#: :meth:`KeyStore.open`). A backup of keys.db does not hold it, nor does a restore of
-#: keys.db bring an older one back.
+#: The file beside keys.db that keeps every revocation (the key's id and when) and every
+#: rotation (the key's id, when, the hashes of its new and old secrets, never a secret, and the
+#: end of the old one's grace), appended and synced before the change is committed to keys.db:
+#: a keys.db restored from a backup taken before a revocation holds the key live again, and
+#: before a rotation takes the old (perhaps leaked) secret again; its next opening for writing
+#: (a start, any ``switchpoint keys`` command that changes it) makes those changes again,
+#: saying so (see :meth:`KeyStore.open`). A backup of keys.db does not hold it, nor does a
+#: restore of keys.db bring an older one back.
 REVOCATIONS_FILENAME = "keys.revocations.jsonl"
-#: Most bytes :data:`REVOCATIONS_FILENAME` grows to (some 60,000 revocations); past it the
-#: older half of its lines is let go (those keys' records were pruned long since, most likely).
+#: Most bytes :data:`REVOCATIONS_FILENAME` grows to (some 60,000 revocations, 20,000
+#: rotations); past it the older half of its lines is let go (those keys' records were pruned
+#: long since, most likely).
 MAX_REVOCATIONS_BYTES = 4 * 1024 * 1024
 PREFIX = "sp-"
 ID_CHARS = 10
@@ -928,9 +932,9 @@ class KeyStore:
         log.warning("%s: the request log names keys in requests logged after the latest time "
                     "this file was in use (%s): an older keys.db (a backup) was put in place; "
                     "what changed in it since is not in it: keys made since are unknown "
-                    "(401), a key rotated since takes its old secret again, and a key's "
-                    "settings are as they were then (revocations since are made again from "
-                    "%s; spend is counted in the request log, not here)%s", self.path,
+                    "(401), and a key's settings are as they were then (revocations and "
+                    "rotations since are made again from %s; spend is counted in the request "
+                    "log, not here)%s", self.path,
                     _iso(since), REVOCATIONS_FILENAME, among)
 
     def _not_in_use(self, what: str, unheld: Sequence[str], *, more: bool,
@@ -1373,7 +1377,7 @@ class KeyStore:
                 record = self._require(conn, key_id)
                 if record.revoked_at is None:
                     at = self._now()
-                    self._keep_revocation(key_id, at)  # (first: a restore cannot undo it)
+                    self._keep(_Kept("revoked", key_id, at))  # (first: a restore cannot undo it)
                     self._write(conn, "revoke the key",
                                 "UPDATE keys SET revoked_at = ? WHERE id = ?", (at, key_id))
                 updated = KeyRecord.from_row(conn.execute(
@@ -1387,12 +1391,13 @@ class KeyStore:
         """The file that keeps every revocation beside keys.db (:data:`REVOCATIONS_FILENAME`)."""
         return self.path.with_name(REVOCATIONS_FILENAME)
 
-    def _keep_revocation(self, key_id: str, at: float) -> None:
-        """Append the revocation of ``key_id`` at ``at`` to :attr:`revocations_path`, on disk
-        before this returns (past :data:`MAX_REVOCATIONS_BYTES`, its older half let go);
-        :class:`StoreError` naming the file when it cannot be, the key not revoked."""
+    def _keep(self, change: _Kept) -> None:
+        """Append ``change`` (a revocation, or a rotation: its old secret's hash, never a
+        secret) to :attr:`revocations_path`, on disk before this returns (past
+        :data:`MAX_REVOCATIONS_BYTES`, its older half let go); :class:`StoreError` naming the
+        file when it cannot be, the change not made."""
         path = self.revocations_path
-        line = json.dumps({"id": key_id, "revoked_at": at}, separators=(",", ":")) + "\n"
+        line = change.line()
         try:
             with locked_file(path, append=True) as fd:
                 assert fd is not None
@@ -1401,57 +1406,86 @@ class KeyStore:
                     newer = b"".join(raw + b"\n" for raw in kept[len(kept) // 2:])
                     os.ftruncate(fd, 0)
                     os.write(fd, newer)
-                os.write(fd, line.encode("ascii"))
+                os.write(fd, line)
                 os.fsync(fd)
         except OSError as exc:
-            raise StoreError(f"{quoted_path(path)}: cannot keep the revocation of key {key_id} "
-                             f"there ({exc.strerror or exc}), which keeps it revoked should an "
-                             "older backup of keys.db be restored; the key was not revoked: "
-                             "make room on the disk (or let this process write the file) and "
-                             "revoke it again") from None
+            what, keeps, done = (("revocation", "keeps it revoked", "revoked")
+                                 if change.kind == "revoked" else
+                                 ("rotation", "keeps its old secret refused", "rotated"))
+            raise StoreError(f"{quoted_path(path)}: cannot keep the {what} of key {change.id} "
+                             f"there ({exc.strerror or exc}), which {keeps} should an older "
+                             f"backup of keys.db be restored; the key was not {done}: make "
+                             "room on the disk (or let this process write the file) and "
+                             f"{'revoke' if change.kind == 'revoked' else 'rotate'} it "
+                             "again") from None
+
+    def _kept(self) -> Mapping[str, Sequence[_Kept]]:
+        """The revocations and rotations :attr:`revocations_path` keeps, each key's in the
+        order they were made; lines that are neither (a damaged file) are passed over, saying
+        which."""
+        data = read_small(self.revocations_path, MAX_REVOCATIONS_BYTES * 2)
+        kept: dict[str, list[_Kept]] = {}  # (each key's, in order)
+        bad: list[int] = []
+        for number, raw in enumerate((data or b"").splitlines(), 1):
+            change = _Kept.parse(raw)
+            if change is None:
+                bad.append(number)
+            else:
+                kept.setdefault(change.id, []).append(change)
+        if bad:
+            log.warning("%s: passed over line(s) %s: not a revocation or a rotation (a damaged "
+                        "file)", self.revocations_path, ", ".join(map(str, bad[:10]))
+                        + (", ..." if len(bad) > 10 else ""))
+        return kept
+
+    @staticmethod
+    def _undone(conn: sqlite3.Connection, kept: Mapping[str, Sequence[_Kept]]
+                ) -> tuple[Sequence[KeyRecord], Sequence[str], Sequence[str]]:
+        """The keys the file open holds live whose revocations or rotations ``kept`` holds
+        and it does not (a backup taken before them, restored), as those changes make them,
+        with the ids of those revoked and of those rotated (in the order keys were made)."""
+        if not kept:
+            return [], [], []
+        rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE revoked_at IS NULL "
+                            "AND id IN (SELECT value FROM json_each(?)) ORDER BY seq",
+                            (json.dumps(list(kept)),)).fetchall()
+        changed: list[KeyRecord] = []
+        revoked: list[str] = []
+        rotated: list[str] = []
+        for row in rows:
+            record = before = KeyRecord.from_row(row)
+            for change in kept[record.id]:
+                record = change.applied(record)
+            if record != before:
+                changed.append(record)
+                if record.hash != before.hash:
+                    rotated.append(record.id)
+                if record.revoked_at is not None:
+                    revoked.append(record.id)
+        return changed, revoked, rotated
 
     def _revoke_again(self, conn: sqlite3.Connection) -> None:
-        """Revoke again the keys :attr:`revocations_path` says were revoked that the file
-        opened holds live (a backup taken before their revocation, restored), saying so;
-        lines that are no revocation (a damaged file) are passed over, saying which."""
-        data = read_small(self.revocations_path, MAX_REVOCATIONS_BYTES * 2)
-        if not data:
+        """Make again the revocations and rotations :attr:`revocations_path` keeps that the
+        file opened lacks (a backup taken before them, restored), saying so: a key revoked
+        since is revoked again, at its time; a key rotated since takes the secret it was
+        given, its old one refused past its grace, as the rotation left them."""
+        kept = self._kept()
+        if not self._undone(conn, kept)[0]:
             return
-        revoked: dict[str, float] = {}
-        bad: list[int] = []
-        for number, raw in enumerate(data.splitlines(), 1):
-            try:
-                item = json.loads(raw)
-                key_id, at = item["id"], float(item["revoked_at"])
-            except (ValueError, TypeError, KeyError):
-                bad.append(number)
-                continue
-            if isinstance(key_id, str) and _ID.fullmatch(key_id) and math.isfinite(at):
-                revoked.setdefault(key_id, at)
-            else:
-                bad.append(number)
-        if bad:
-            log.warning("%s: passed over line(s) %s: not a revocation (a damaged file)",
-                        self.revocations_path, ", ".join(map(str, bad[:10]))
-                        + (", ..." if len(bad) > 10 else ""))
-        if not revoked:
-            return
-        live = [str(r[0]) for r in conn.execute(
-            "SELECT id FROM keys WHERE revoked_at IS NULL AND id IN "
-            "(SELECT value FROM json_each(?)) ORDER BY seq", (json.dumps(list(revoked)),))]
-        if not live:
-            return
-        with self._serial(conn, "revoke again the keys revoked since the file was taken"):
-            for key_id in live:
-                self._write(conn, "revoke the key again",
-                            "UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                            (revoked[key_id], key_id))
-        log.warning("%s: revoked again %s key%s it held live (%s), revoked after this file was "
-                    "taken (a backup restored), as %s keeps them: what else changed in keys.db "
-                    "since that backup is not in it (keys made since are unknown: 401; a key "
-                    "rotated since takes its old secret again)", self.path,
-                    people_number(len(live)), "" if len(live) == 1 else "s",
-                    listed_names(live, 5), self.revocations_path.name)
+        with self._serial(conn, "make again the revocations and rotations made since the "
+                                "file was taken"):
+            changed, revoked, rotated = self._undone(conn, kept)
+            for record in changed:
+                self._write(conn, "make the change again",
+                            "UPDATE keys SET hash = ?, revoked_at = ?, rotated_at = ?, "
+                            "previous_hash = ?, previous_valid_until = ?, older_secrets = ? "
+                            "WHERE id = ?", _replayed_row(record))
+        self._cache.clear()
+        if changed:
+            log.warning("%s: %s, made after this file was taken (a backup restored), as %s "
+                        "keeps them: what else changed in keys.db since that backup is not "
+                        "in it (keys made since are unknown: 401; settings are as they were)",
+                        self.path, _made_again(revoked, rotated), self.revocations_path.name)
 
     def prune(self, cutoff: float | None, most_ended: int, *, dry_run: bool = False,
               logged: bool = False) -> int:
@@ -1541,6 +1575,9 @@ class KeyStore:
                 ).fetchone())
                 if deliver is not None:
                     deliver(IssuedKey(key, updated), now)
+                # (last, the new secret handed out: a restore cannot undo the rotation)
+                self._keep(_Kept("rotated", key_id, now, updated.hash, record.hash,
+                                 now + float(grace_s)))
             self._cache.pop(key_id, None)
         return IssuedKey(key, updated)
 
@@ -1565,6 +1602,84 @@ _PRUNE_BATCH = 2_000
 # failure to hand it out (raised) rolls the change back, and a process killed before the commit
 # leaves the key as it was. No secret the file accepts is lost between keeping and telling.
 Deliver = Callable[[IssuedKey, float], None]
+
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A change :data:`REVOCATIONS_FILENAME` keeps: a key ``revoked`` at ``at``, or
+    ``rotated`` at ``at`` to the secret hashed ``hash``, its secret hashed ``replaced`` valid
+    until ``until`` (hashes alone: the file holds no secret)."""
+
+    kind: str
+    id: str
+    at: float
+    hash: str = ""
+    replaced: str = ""
+    until: float = 0.0
+
+    def line(self) -> bytes:
+        item: dict[str, object] = ({"id": self.id, "revoked_at": self.at}
+                                   if self.kind == "revoked" else
+                                   {"id": self.id, "rotated_at": self.at, "hash": self.hash,
+                                    "replaced": self.replaced, "valid_until": self.until})
+        return (json.dumps(item, separators=(",", ":")) + "\n").encode("ascii")
+
+    @classmethod
+    def parse(cls, raw: bytes) -> _Kept | None:
+        """The change a line holds; None for one that holds none."""
+        try:
+            item = json.loads(raw)
+            key_id = item["id"]
+            if "revoked_at" in item:
+                change = cls("revoked", key_id, float(item["revoked_at"]))
+            else:
+                change = cls("rotated", key_id, float(item["rotated_at"]), item["hash"],
+                             item["replaced"], float(item["valid_until"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+        fine = (isinstance(key_id, str) and _ID.fullmatch(key_id) is not None
+                and math.isfinite(change.at) and math.isfinite(change.until))
+        if change.kind == "rotated":
+            fine = fine and all(isinstance(h, str) and _HASH.fullmatch(h)
+                                for h in (change.hash, change.replaced))
+        return change if fine else None
+
+    def applied(self, record: KeyRecord) -> KeyRecord:
+        """``record`` (this key's) as this change leaves it: a revoked key stays as it is; a
+        rotation changes the key only while it holds the secret the rotation replaced."""
+        if record.revoked_at is not None:
+            return record
+        if self.kind == "revoked":
+            return replace(record, revoked_at=self.at)
+        if record.hash != self.replaced:
+            return record
+        older = _remembered(list(record.old_secrets()), self.at)
+        return replace(record, hash=self.hash, previous_hash=self.replaced,
+                       previous_valid_until=self.until, rotated_at=self.at,
+                       older_secrets=tuple(older))
+
+
+def _replayed_row(record: KeyRecord) -> tuple[object, ...]:
+    """The arguments of the change a revocation or rotation made again writes of
+    ``record``."""
+    d = dict(zip(_COLUMNS, record.row(), strict=True))
+    return tuple(d[name] for name in ("hash", "revoked_at", "rotated_at", "previous_hash",
+                                      "previous_valid_until", "older_secrets", "id"))
+
+
+def _made_again(revoked: Sequence[str], rotated: Sequence[str]) -> str:
+    """What making again the changes a restore undid did: which keys it revoked again and
+    which it rotated again."""
+    def keys(ids: Sequence[str]) -> str:
+        return (f"{people_number(len(ids))} key{'' if len(ids) == 1 else 's'} it held live "
+                f"({listed_names(ids, 5)})")
+    return "; ".join(
+        [*([f"revoked again {keys(revoked)}"] if revoked else []),
+         *([f"rotated again {keys(rotated)} (each takes the secret it was given then, its "
+            "old secret refused once its grace is over)"] if rotated else [])])
 
 
 def _tenant_gone(record: KeyRecord, tenants: Collection[str]) -> str:
