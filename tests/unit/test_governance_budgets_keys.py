@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 from datetime import UTC, datetime
@@ -25,6 +27,7 @@ from switchpoint.errors import (
     NotFoundError,
     StoreError,
 )
+from switchpoint.governance import keys as keys_module
 from switchpoint.governance.budgets import (
     Budget,
     curve_value,
@@ -1075,6 +1078,39 @@ def test_a_key_rotated_after_a_backup_keeps_its_new_secret_when_the_backup_is_re
     kept = (tmp_path / "keys.revocations.jsonl").read_text()
     assert all(secret.split("_", 1)[1] not in kept
                for secret in (first.key, middle, newest, fresh, graced.key))
+
+
+def test_the_kept_revocations_survive_a_failure_while_their_file_is_cut_to_its_newer_half(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file that keeps revocations past its bound is cut to its newer half: a failure
+    mid-way (the process dying) leaves it whole and the key unrevoked, where it left it
+    emptied and a restored backup took every key revoked since back; done, it holds the newer
+    half and the new revocation, private, with no temporary file left beside it."""
+    monkeypatch.setattr(keys_module, "MAX_REVOCATIONS_BYTES", 120)  # (two lines, not three)
+    path, kept = tmp_path / "keys.db", tmp_path / "keys.revocations.jsonl"
+    with KeyStore(path) as store:
+        ids = [store.create(spec()).record.id for _ in range(3)]
+        backup = _backup(path)
+        store.revoke(ids[0])
+        store.revoke(ids[1])
+        before = kept.read_bytes()
+
+        def dying(fd: int, data: bytes) -> int:
+            raise OSError(5, "Input/output error")
+
+        with monkeypatch.context() as failing:
+            failing.setattr(os, "write", dying)
+            with pytest.raises(StoreError, match="cannot keep the revocation of key"):
+                store.revoke(ids[2])
+        assert kept.read_bytes() == before
+        assert store.find(ids[2]).revoked_at is None
+        store.revoke(ids[2])
+    assert [json.loads(line)["id"] for line in kept.read_text().splitlines()] == ids[1:]
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir() if "revocations" in p.name) == [kept.name]
+    _restore(backup, path)
+    with KeyStore(path) as restored:
+        assert [restored.find(i).revoked_at is None for i in ids] == [True, False, False]
 
 
 def test_a_key_file_whose_wal_was_deleted_is_opened_again_and_seen_by_the_cli(

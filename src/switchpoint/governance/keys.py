@@ -60,6 +60,7 @@ from switchpoint._files import (
     private_dir,
     private_file,
     read_small,
+    write_atomically,
 )
 from switchpoint._messages import (
     cut,
@@ -152,7 +153,7 @@ _MOST_CHECKED = 100
 REVOCATIONS_FILENAME = "keys.revocations.jsonl"
 #: Most bytes :data:`REVOCATIONS_FILENAME` grows to (some 60,000 revocations, 20,000
 #: rotations); past it the older half of its lines is let go (those keys' records were pruned
-#: long since, most likely).
+#: long since, most likely), the newer half written to a new file renamed in its place.
 MAX_REVOCATIONS_BYTES = 4 * 1024 * 1024
 PREFIX = "sp-"
 ID_CHARS = 10
@@ -1402,12 +1403,20 @@ class KeyStore:
             with locked_file(path, append=True) as fd:
                 assert fd is not None
                 if os.fstat(fd).st_size + len(line) > MAX_REVOCATIONS_BYTES:
+                    # (the newer half and the line into a new file renamed in, the lock held:
+                    # a crash leaves the whole file or the new one, never less)
                     kept = (read_small(path, MAX_REVOCATIONS_BYTES * 2) or b"").splitlines()
-                    newer = b"".join(raw + b"\n" for raw in kept[len(kept) // 2:])
-                    os.ftruncate(fd, 0)
-                    os.write(fd, newer)
-                os.write(fd, line)
-                os.fsync(fd)
+                    newer = b"".join(raw + b"\n" for raw in kept[len(kept) // 2:]) + line
+                    write_atomically(path, lambda fh: os.write(fh.fileno(), newer), 0o600,
+                                     state=True)
+                    folder = os.open(path.parent, os.O_RDONLY)
+                    try:
+                        os.fsync(folder)
+                    finally:
+                        os.close(folder)
+                else:
+                    os.write(fd, line)
+                    os.fsync(fd)
         except OSError as exc:
             what, keeps, done = (("revocation", "keeps it revoked", "revoked")
                                  if change.kind == "revoked" else
