@@ -997,6 +997,38 @@ def test_a_backup_taken_minutes_before_a_key_was_made_and_used_is_taken_saying_w
             "that time: made after the backup was taken") in said, said
 
 
+def test_keys_list_and_show_of_a_restored_backup_show_the_revocations_and_rotations_made_since(
+        config: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A backup of keys.db restored, a key revoked and another rotated since it was taken:
+    keys list and keys show (which open it read-only) show them revoked and rotated, as the
+    service enforces them, saying the file lacks those changes, where they showed both keys
+    active until something opened the file for writing; the file itself is left as it is."""
+    data = config.parent / "data"
+    db = data / "keys.db"
+    with KeyStore.in_dir(data) as keys:
+        revoked, rotated = (keys.create(KeySpec(tenant="acme")).record.id for _ in range(2))
+        backup = _backup_taken(db, config.parent / "backup.db", 0)
+        keys.revoke(revoked)
+        keys.rotate(rotated)
+    os.replace(backup, db)
+    stamp = db.read_bytes()
+    with caplog.at_level("WARNING", logger="switchpoint"):  # (stderr, the command's log)
+        code, out, err = run(["keys", "list", "--config", config, "--json"], capsys)
+        assert code == 0, err
+        shown = {k["id"]: k for k in json.loads(out)}
+        assert shown[revoked]["status"] == "revoked"
+        assert shown[rotated]["status"] == "active" and shown[rotated]["rotated_at"]
+        code, out, err = run(["keys", "show", revoked, "--config", config], capsys)
+        assert code == 0, err
+        assert "revoked" in out.split("status", 1)[1].splitlines()[0], out
+    assert (f"keys.db lacks changes keys.revocations.jsonl keeps (a backup restored), which the "
+            "next start (or `switchpoint keys` change) makes in it; the keys are shown with "
+            f"them made: revoked again 1 key it held live ({revoked}); rotated again 1 key it "
+            f"held live ({rotated})") in caplog.text, caplog.text
+    assert db.read_bytes() == stamp
+
+
 def test_a_key_pruned_from_keys_db_is_no_key_it_never_held(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A key whose requests the log holds, revoked and then pruned (past governance.max_keys

@@ -106,6 +106,7 @@ from switchpoint.store.moved import (
 from switchpoint.store.sqlite import (
     DEFAULT_PAGE,
     MAX_PAGE,
+    MAX_UPGRADE_COPY_BYTES,
     read_only,
     read_upgraded,
     store_error,
@@ -734,6 +735,7 @@ class KeyStore:
             conn = read_upgraded(self.path, _MIGRATIONS, newer="upgrade switchpoint")
             try:
                 self._read_clock(conn)
+                conn = self._as_kept(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -742,6 +744,40 @@ class KeyStore:
         self._conn = conn
         self._files = database_identity(self.path)
         return self
+
+    def _as_kept(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """For a store that ``reads_only``, ``conn``; or, where the file lacks revocations or
+        rotations :attr:`revocations_path` keeps (a backup restored, not yet opened for
+        writing), a copy of it in memory with them made, as the next opening for writing makes
+        them, saying so: what a reader shows is what the service enforces. A file past
+        :data:`~switchpoint.store.sqlite.MAX_UPGRADE_COPY_BYTES` is not copied: it is shown
+        as it is, saying which keys the next opening for writing changes."""
+        changed, revoked, rotated = self._undone(conn, self._kept())
+        if not changed:
+            return conn
+        made = _made_again(revoked, rotated)
+        size = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute(
+            "PRAGMA page_size").fetchone()[0]
+        if size > MAX_UPGRADE_COPY_BYTES:
+            log.warning("%s lacks changes %s keeps (a backup restored), which the next start "
+                        "(or `switchpoint keys` change) makes in it; the keys are shown as the "
+                        "file holds them, too big to copy: %s", self.path,
+                        self.revocations_path.name, made.replace(" again", " there"))
+            return conn
+        copy = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        try:
+            conn.backup(copy)
+            for record in changed:
+                copy.execute(_REPLAY, _replayed_row(record))
+            copy.execute("PRAGMA query_only=ON")
+        except BaseException:
+            copy.close()
+            raise
+        conn.close()
+        log.warning("%s lacks changes %s keeps (a backup restored), which the next start (or "
+                    "`switchpoint keys` change) makes in it; the keys are shown with them made: "
+                    "%s", self.path, self.revocations_path.name, made)
+        return copy
 
     def _connect(self) -> sqlite3.Connection:
         """A connection to the file in WAL mode, with the schema up to date and the store's
@@ -1485,10 +1521,7 @@ class KeyStore:
                                 "file was taken"):
             changed, revoked, rotated = self._undone(conn, kept)
             for record in changed:
-                self._write(conn, "make the change again",
-                            "UPDATE keys SET hash = ?, revoked_at = ?, rotated_at = ?, "
-                            "previous_hash = ?, previous_valid_until = ?, older_secrets = ? "
-                            "WHERE id = ?", _replayed_row(record))
+                self._write(conn, "make the change again", _REPLAY, _replayed_row(record))
         self._cache.clear()
         if changed:
             log.warning("%s: %s, made after this file was taken (a backup restored), as %s "
@@ -1671,9 +1704,15 @@ class _Kept:
                        older_secrets=tuple(older))
 
 
+# A revocation or rotation made again (see KeyStore._revoke_again): its arguments are
+# _replayed_row's.
+_REPLAY = ("UPDATE keys SET hash = ?, revoked_at = ?, rotated_at = ?, previous_hash = ?, "
+           "previous_valid_until = ?, older_secrets = ? WHERE id = ?")
+
+
 def _replayed_row(record: KeyRecord) -> tuple[object, ...]:
-    """The arguments of the change a revocation or rotation made again writes of
-    ``record``."""
+    """The arguments of :data:`_REPLAY` for ``record``, as the changes made again leave
+    it."""
     d = dict(zip(_COLUMNS, record.row(), strict=True))
     return tuple(d[name] for name in ("hash", "revoked_at", "rotated_at", "previous_hash",
                                       "previous_valid_until", "older_secrets", "id"))
