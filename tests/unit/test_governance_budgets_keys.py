@@ -1080,6 +1080,28 @@ def test_a_key_rotated_after_a_backup_keeps_its_new_secret_when_the_backup_is_re
                for secret in (first.key, middle, newest, fresh, graced.key))
 
 
+def test_a_reader_of_a_restored_backup_too_big_to_copy_says_what_the_service_enforces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A key revoked after a backup, the backup restored: a reader (keys list) shows the key
+    revoked; past the bound of what a reader copies into memory, it shows the file as it is
+    and says the service revokes that key, where it said nothing."""
+    path = tmp_path / "keys.db"
+    with KeyStore(path) as store:
+        key_id = store.create(spec()).record.id
+        backup = _backup(path)
+        store.revoke(key_id)
+    _restore(backup, path)
+    with KeyStore(path, reads_only=True) as reader:
+        assert reader.find(key_id).revoked_at is not None
+    monkeypatch.setattr(keys_module, "MAX_UPGRADE_COPY_BYTES", 0)
+    with caplog.at_level("WARNING", logger="switchpoint"), \
+            KeyStore(path, reads_only=True) as reader:
+        assert reader.find(key_id).revoked_at is None
+    assert ("shown as the file holds them (too big to copy), not as the service enforces "
+            f"them: the service revokes 1 key it held live ({key_id})") in caplog.text
+
+
 def test_the_kept_revocations_survive_a_failure_while_their_file_is_cut_to_its_newer_half(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The file that keeps revocations past its bound is cut to its newer half: a failure

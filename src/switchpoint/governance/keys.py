@@ -755,14 +755,15 @@ class KeyStore:
         changed, revoked, rotated = self._undone(conn, self._kept())
         if not changed:
             return conn
-        made = _made_again(revoked, rotated)
         size = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute(
             "PRAGMA page_size").fetchone()[0]
         if size > MAX_UPGRADE_COPY_BYTES:
             log.warning("%s lacks changes %s keeps (a backup restored), which the next start "
                         "(or `switchpoint keys` change) makes in it; the keys are shown as the "
-                        "file holds them, too big to copy: %s", self.path,
-                        self.revocations_path.name, made.replace(" again", " there"))
+                        "file holds them (too big to copy), not as the service enforces them: "
+                        "%s", self.path, self.revocations_path.name,
+                        _made_again(revoked, rotated, done=("the service revokes",
+                                                            "the service rotates")))
             return conn
         copy = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         try:
@@ -776,7 +777,7 @@ class KeyStore:
         conn.close()
         log.warning("%s lacks changes %s keeps (a backup restored), which the next start (or "
                     "`switchpoint keys` change) makes in it; the keys are shown with them made: "
-                    "%s", self.path, self.revocations_path.name, made)
+                    "%s", self.path, self.revocations_path.name, _made_again(revoked, rotated))
         return copy
 
     def _connect(self) -> sqlite3.Connection:
@@ -1718,15 +1719,16 @@ def _replayed_row(record: KeyRecord) -> tuple[object, ...]:
                                       "previous_valid_until", "older_secrets", "id"))
 
 
-def _made_again(revoked: Sequence[str], rotated: Sequence[str]) -> str:
-    """What making again the changes a restore undid did: which keys it revoked again and
-    which it rotated again."""
+def _made_again(revoked: Sequence[str], rotated: Sequence[str], *,
+                done: tuple[str, str] = ("revoked again", "rotated again")) -> str:
+    """What making again the changes a restore undid does: which keys it revokes again and
+    which it rotates again (``done``: how each is said)."""
     def keys(ids: Sequence[str]) -> str:
         return (f"{people_number(len(ids))} key{'' if len(ids) == 1 else 's'} it held live "
                 f"({listed_names(ids, 5)})")
     return "; ".join(
-        [*([f"revoked again {keys(revoked)}"] if revoked else []),
-         *([f"rotated again {keys(rotated)} (each takes the secret it was given then, its "
+        [*([f"{done[0]} {keys(revoked)}"] if revoked else []),
+         *([f"{done[1]} {keys(rotated)} (each takes the secret it was given then, its "
             "old secret refused once its grace is over)"] if rotated else [])])
 
 
