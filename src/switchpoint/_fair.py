@@ -90,6 +90,50 @@ class Shares:
         most, among those holding as many the one that came to hold that many first."""
         return next(iter(self._holding[self._most]))
 
+    def take_one(self, tenant: str) -> str:
+        """``tenant`` holds one more entry, then the tenant that gives one up first (see
+        :meth:`first`) one less, as :meth:`add` then :meth:`remove` would leave them (there
+        must be one held); returns the tenant that gave one up. Where that is ``tenant``
+        itself (it held the most), the counts are as they were and it comes last among the
+        tenants holding as many."""
+        count = self._count
+        holding = self._holding
+        most = self._most
+        bucket = holding[most]
+        before = count.get(tenant, 0)
+        if before == most:
+            if len(bucket) > 1:
+                del bucket[tenant]
+                bucket[tenant] = None
+            return tenant
+        gives = next(iter(bucket))  # (not ``tenant``, which holds fewer)
+        after = count[tenant] = before + 1
+        if before:
+            was = holding[before]
+            del was[tenant]
+            if not was:
+                del holding[before]
+        at = holding.get(after)
+        if at is None:
+            holding[after] = {tenant: None}
+        else:
+            at[tenant] = None
+        del bucket[gives]
+        if not bucket:
+            del holding[most]
+            self._most = most - 1  # (``tenant`` holds fewer than ``most`` still)
+        less = most - 1
+        if less:
+            count[gives] = less
+            at = holding.get(less)
+            if at is None:
+                holding[less] = {gives: None}
+            else:
+                at[gives] = None
+        else:
+            del count[gives]
+        return gives
+
 
 class FairMap(Generic[V]):
     """A map of keys to values, each held for the tenant ``tenant_of(value)`` names (the value
@@ -153,28 +197,43 @@ class FairMap(Generic[V]):
         """:meth:`put`, then :meth:`pop` while more than ``limit`` (at least 1) are held; the
         keys that went, in the order they went.
 
-        The same, faster, where a new key takes a full map past ``limit`` for a tenant holding
-        the most (a tenant alone, the one adding the most, or one of those holding as many):
-        with it, that tenant alone would hold the most, so it gives up its oldest for it, each
-        tenant's count as it was, and it comes last among the tenants holding as many."""
+        The same, faster, where a new key takes a full map past ``limit``: its tenant holds
+        one more and the tenant that gives one up one less in one step
+        (:meth:`Shares.take_one`), and that tenant's oldest goes; where that is the new key's
+        tenant (it holds the most: a tenant alone, the one adding the most, or one of those
+        holding as many), the counts are untouched."""
         held = self.held
         if len(held) == limit and key not in held:
             tenant_of = self._tenant_of
             tenant: str = value if tenant_of is None else tenant_of(value)  # type: ignore[assignment]
             count = self._count.get(tenant)
             shares = self._shares
-            if count == shares._most:
+            held[key] = value
+            if count == shares._most:  # (as Shares.take_one would leave it, without the call)
                 bucket = shares._holding[count]
-                if len(bucket) > 1:  # (as Shares.add then remove would leave it)
+                if len(bucket) > 1:
                     del bucket[tenant]
                     bucket[tenant] = None
-                held[key] = value
                 order = self._order[tenant]
                 order.append(key)
                 gone = self._oldest(tenant, order)[0]
                 if len(order) > 2 * count + 32:
                     self._compact(tenant)
                 return (gone,)
+            gives = shares.take_one(tenant)  # (another tenant, holding the most)
+            orders = self._order
+            gone = self._oldest(gives, orders[gives])[0]
+            if gives not in self._count:
+                del orders[gives], self._stale[gives]
+            mine = orders.get(tenant)
+            if mine is None:
+                orders[tenant] = deque((key,))
+                self._stale[tenant] = {}
+            else:
+                mine.append(key)
+                if len(mine) > 2 * self._count[tenant] + 32:
+                    self._compact(tenant)
+            return (gone,)
         self.put(key, value)
         if len(held) <= limit:
             return ()

@@ -121,7 +121,13 @@ def test_shares_name_the_tenant_the_reference_does() -> None:
     shares, reference = Shares(), ReferenceShares()
     for _ in range(3_000):
         tenant = f"t{rng.randrange(5)}"
-        if rng.random() < 0.55 or not reference.count.get(tenant):
+        roll = rng.random()
+        if roll < 0.3 and reference.count:  # (one more for it, one less for the first)
+            reference.add(tenant)
+            gives = reference.first()
+            reference.remove(gives)
+            assert shares.take_one(tenant) == gives
+        elif roll < 0.6 or not reference.count.get(tenant):
             count = rng.choice((1, 1, 1, 3))
             shares.add(tenant, count)
             reference.add(tenant, count)
@@ -135,7 +141,7 @@ def test_shares_name_the_tenant_the_reference_does() -> None:
 
 
 @pytest.mark.parametrize(("seed", "tenants", "even"),
-                         [(0, 1, True), (1, 2, False), (2, 5, False), (3, 4, True)])
+                         [(0, 1, True), (1, 2, False), (2, 5, False), (3, 4, True), (4, 8, True)])
 def test_a_bounded_fair_map_keeps_what_the_reference_does(
         seed: int, tenants: int, even: bool) -> None:
     # (a full map: a new key of a tenant holding the most takes its oldest's place)
@@ -154,5 +160,7 @@ def test_a_bounded_fair_map_keeps_what_the_reference_does(
             reference.discard(key)
             fair.discard(key)
         assert {k: v.tenant for k, v in fair.items()} == dict(reference.order)
+        # (a tenant that holds none keeps no order of its keys)
+        assert fair._order.keys() == {t for _, t in reference.order}
     while reference.order:
         assert fair.pop()[0] == reference.pop()
