@@ -314,6 +314,12 @@ class FairShares:
         it is that one's no more)."""
         self._map.put(key, tenant)
 
+    def track_within(self, key: str, tenant: str, limit: int) -> Sequence[str]:
+        """:meth:`track`, then :meth:`pop` while more than ``limit`` (at least 1) are held;
+        the keys that went, in the order they went (:meth:`FairMap.put_within`: faster, where a
+        new key takes a full table past ``limit``)."""
+        return self._map.put_within(key, tenant, limit)
+
     def discard(self, key: str) -> None:
         """Stop counting ``key`` (nothing, when it is not held)."""
         self._map.discard(key)

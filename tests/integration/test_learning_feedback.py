@@ -851,6 +851,27 @@ def test_a_reload_that_makes_the_learning_memory_smaller_deletes_the_rows_past_i
         assert gateway.report_outcome(ids[-3], 0.5).outcome.replaced is False
 
 
+def test_a_start_with_a_smaller_learning_memory_deletes_the_rows_past_it(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pending table read at a start lets go of the rows past learning.memory_size by the
+    memory's rule, and deletes them as a prune does (each full batch at once, the rest at
+    the next prune): they are not left in the table to be read again at every start."""
+    monkeypatch.setattr(gateway_learning, "PRUNE_EVERY", 4)
+    settings = settings_for(fake, tmp_path, "learning: {memory_size: 12}\n")
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        ids = [gateway.route(math_prompt(760 + i)).decision_id for i in range(12)]
+        _until(lambda: _pending_rows(settings.db_path) == 12, "the decisions kept")
+    settings = settings_for(fake, tmp_path, "learning: {memory_size: 3}\n")  # (restarted)
+    with Gateway(settings, loader=loader, env=KEYS) as restarted:
+        restarted.start()
+        with pytest.raises(DecisionNotFoundError):
+            restarted.report_outcome(ids[-4], 0.5)
+        # (9 let go of: two batches of 4 deleted at once, the last waits for a prune)
+        _until(lambda: _pending_rows(settings.db_path) == 4, "the rows past the memory deleted")
+        assert restarted.report_outcome(ids[-3], 0.5).outcome.replaced is False
+
+
 def test_a_decision_restored_after_a_restart_goes_first_as_its_row_does(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     """A decision feedback restored from the pending table after a restart keeps the place

@@ -148,7 +148,7 @@ def test_a_bounded_fair_map_keeps_what_the_reference_does(
     rng = random.Random(seed)
     limit = rng.choice((5, 30))
     weights = [1 if even else 2**i for i in range(tenants)]  # (or one tenant adding the most)
-    reference, fair = ReferenceMap(), FairMap(attrgetter("tenant"))
+    reference, fair, shares = ReferenceMap(), FairMap(attrgetter("tenant")), FairShares()
     for _ in range(3_000):
         key = f"k{rng.randrange(3 * limit)}"
         if rng.random() < 0.9:
@@ -156,9 +156,11 @@ def test_a_bounded_fair_map_keeps_what_the_reference_does(
             reference.put(key, tenant)
             went = [reference.pop() for _ in range(len(reference.order) - limit)]
             assert list(fair.put_within(key, Held(tenant), limit)) == went
+            assert list(shares.track_within(key, tenant, limit)) == went
         else:
             reference.discard(key)
             fair.discard(key)
+            shares.discard(key)
         assert {k: v.tenant for k, v in fair.items()} == dict(reference.order)
         # (a tenant that holds none keeps no order of its keys)
         assert fair._order.keys() == {t for _, t in reference.order}

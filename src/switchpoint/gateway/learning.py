@@ -1301,8 +1301,8 @@ class GatewayLearning:
             self.store.append_lazy(record)
             with self._open_lock:
                 held = self._open_decisions(capacity)
-                held.track(record.id, record.entry.tenant)
-                let_go = self._let_go_past(held, capacity)
+                let_go = list(held.track_within(record.id, record.entry.tenant, capacity))
+                self._let_go.extend(let_go)
                 self._pending_writes += 1
                 forgets = self._forgets(every=self._pending_writes % PRUNE_EVERY == 0)
         except StoreError as exc:
@@ -1329,8 +1329,7 @@ class GatewayLearning:
             held = FairShares()
             if self.reader is not None:
                 for decision_id, tenant in self.reader.pending_tenants():
-                    held.track(decision_id, tenant)
-                    self._let_go_past(held, capacity)
+                    self._let_go.extend(held.track_within(decision_id, tenant, capacity))
             self._open = held
         return self._open
 
