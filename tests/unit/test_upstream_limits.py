@@ -67,20 +67,27 @@ def answer(body: bytes, status: int = 200, length: bool = True) -> httpx.MockTra
     return httpx.MockTransport(handler)
 
 
+def _post_once(pool: ClientPool, headers: dict[str, str],
+               timeouts: Timeouts | None = None) -> None:
+    """One ``post_json`` through ``pool`` to a stand-in upstream, the pool closed after it."""
+    async def call() -> None:
+        try:
+            await post_json(pool.get("http://up"), "http://up/x", {}, headers,
+                            timeouts or Timeouts(), model="m")
+        finally:
+            await pool.aclose()
+
+    asyncio.run(call())
+
+
 @pytest.mark.parametrize("length", [True, False])
 def test_an_answer_over_max_response_bytes_is_refused(length: bool) -> None:
     pool = ClientPool(transport=answer(b'{"choices": ["' + b"x" * 50_000 + b'"]}',
                                        length=length))
     timeouts = Timeouts(max_response_bytes=10_000)
 
-    async def call() -> None:
-        try:
-            await post_json(pool.get("http://up"), "http://up/x", {}, {}, timeouts, model="m")
-        finally:
-            await pool.aclose()
-
     with pytest.raises(ResponseTooLarge, match="max_response_bytes") as info:
-        asyncio.run(call())
+        _post_once(pool, {}, timeouts)
     assert info.value.escalate and not info.value.retryable
 
 
@@ -90,15 +97,8 @@ def test_an_error_body_is_read_to_16_kb_and_scrubbed_of_the_key_sent() -> None:
             + b'"}}')
     pool = ClientPool(transport=answer(body, status=401))
 
-    async def call() -> None:
-        try:
-            await post_json(pool.get("http://up"), "http://up/x", {}, {"x-api-key": key},
-                            Timeouts(), model="m")
-        finally:
-            await pool.aclose()
-
     with pytest.raises(ProviderError) as info:
-        asyncio.run(call())
+        _post_once(pool, {"x-api-key": key})
     assert info.value.kind == "auth_error"
     assert key not in str(info.value) and key not in repr(info.value.body)
     assert len(str(info.value)) < 1000
@@ -120,15 +120,8 @@ def test_a_key_an_error_body_holds_across_its_16_kb_cut_leaves_no_part_of_it(
             + b'", "type": "auth"}}')
     pool = ClientPool(transport=answer(body, status=401))
 
-    async def call() -> None:
-        try:
-            await post_json(pool.get("http://up"), "http://up/x", {}, {"x-api-key": key},
-                            Timeouts(), model="m")
-        finally:
-            await pool.aclose()
-
     with pytest.raises(ProviderError) as info:
-        asyncio.run(call())
+        _post_once(pool, {"x-api-key": key})
     assert isinstance(info.value.body, str) and len(info.value.body) == MAX_ERROR_BODY
     assert not _leaked(key, info.value.body) and not _leaked(key, str(info.value))
 
