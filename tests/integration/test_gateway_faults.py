@@ -46,6 +46,15 @@ def streamed(gw: ThreadServer, model: str = "good") -> tuple[str, set[str], dict
     return text, {c.model for c in chunks}, log_entry(gw, request_id)
 
 
+def answered(gw: ThreadServer, streaming: bool) -> tuple[str, dict[str, Any]]:
+    """A request to ``good``, streamed (read to its end) or plain: (its text, log entry)."""
+    if streaming:
+        text, _, entry = streamed(gw)
+        return text, entry
+    completion, entry = plain(gw)
+    return completion.choices[0].message.content or "", entry
+
+
 def broken_stream(gw: ThreadServer, model: str = "good") -> tuple[list[Any], openai.APIError,
                                                                   dict[str, Any]]:
     """A stream that must fail after its first byte: (chunks received, the error, log)."""
@@ -577,11 +586,7 @@ def test_a_redirect_is_not_an_answer_and_fails_over_naming_it(
     """A 3xx is not followed, and the answer its body holds never reaches the client."""
     gw_fake.script("good", "redirect:location=http%3A//elsewhere.example/v1",
                    "redirect:status=302")
-    if streaming:
-        text, _, entry = streamed(gw)
-    else:
-        completion, entry = plain(gw)
-        text = completion.choices[0].message.content or ""
+    text, entry = answered(gw, streaming)
     assert "REDIRECTED" not in text and text.startswith(f"Echo from {OTHER}")
     assert outcomes(entry) == [("good", "server_error"), ("good", "server_error"),
                                ("other", "ok")]
@@ -813,11 +818,7 @@ def test_an_answer_in_a_coding_not_asked_for_fails_over_undecoded(
         monkeypatch.setitem(_decoders.SUPPORTED_DECODERS, "zstd", _Inflated)
     spec = "encoded:coding=" + coding.replace(",", "%2C")
     gw_fake.script("good", spec, spec)
-    if streaming:
-        text, _, entry = streamed(gw)
-    else:
-        completion, entry = plain(gw)
-        text = completion.choices[0].message.content or ""
+    text, entry = answered(gw, streaming)
     assert "ENCODED" not in text and text.startswith(f"Echo from {OTHER}")
     assert outcomes(entry) == [("good", "malformed_response"), ("other", "ok")]
     assert f'Content-Encoding "{coding}"' in str(entry["attempts"][0])
@@ -833,11 +834,7 @@ def test_an_answer_whose_head_is_too_large_fails_over_named_so(
     bound answered: its try is ``response_too_large`` saying so, not a connection lost, and
     another model answers. The model is not asked again: it would answer so again."""
     gw_fake.script("good", "bighead", "bighead")
-    if streaming:
-        text, _, entry = streamed(gw)
-    else:
-        completion, entry = plain(gw)
-        text = completion.choices[0].message.content or ""
+    text, entry = answered(gw, streaming)
     assert text.startswith(f"Echo from {OTHER}")
     assert outcomes(entry) == [("good", "response_too_large"), ("other", "ok")]
     said = str(entry["attempts"][0])
@@ -854,11 +851,7 @@ def test_a_whole_answer_inflating_past_the_plain_answer_bound_fails_over_unread(
     refused as it is inflated past ``gateway.max_plain_answer_bytes`` (4 MiB), before its JSON
     is read, and another model answers (at 32 MiB such an answer held /health for seconds)."""
     gw_fake.script("good", "dense:mb=5", "dense:mb=5")
-    if streaming:
-        text, _, entry = streamed(gw)
-    else:
-        completion, entry = plain(gw)
-        text = completion.choices[0].message.content or ""
+    text, entry = answered(gw, streaming)
     assert text.startswith(f"Echo from {OTHER}")
     assert outcomes(entry)[-1] == ("other", "ok")
     assert {outcome for model, outcome in outcomes(entry) if model == "good"} == {
