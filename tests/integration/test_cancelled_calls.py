@@ -357,6 +357,10 @@ def test_feedback_cancelled_at_any_point_took_effect_whole_or_not_at_all_and_a_r
 
     asyncio.run(report_each())
     assert cancelled  # (some calls were cut, at a point between their start and their end)
+    # (feedback on another decision, waited for: a cut call's row the store commits after its
+    # caller left is learned when the next feedback is, so read what was learned after that)
+    gateway.report_outcome(gateway.route(f"After the cut ones {uuid.uuid4().hex[:8]}")
+                           .decision_id, 0.5)
     live = learned(gateway)
     gateway.close()  # (what was handed to the store is written)
     first = logged()
