@@ -68,6 +68,7 @@ from switchpoint.store.learning import (
     RuntimeExperimentRecord,
     StoredExperiment,
 )
+from switchpoint.store.removals import EXPERIMENT, Removal, make_again
 from switchpoint.store.sqlite import ENDED_KEPT
 
 if TYPE_CHECKING:
@@ -464,7 +465,8 @@ class RuntimeExperiments:
 
             def keep() -> None:
                 written(self.store, RuntimeExperimentEnd(name, ended_at),
-                        "the end of the experiment", "it still runs")
+                        "the end of the experiment", "it still runs",
+                        removal=Removal(EXPERIMENT, name, ended_at))
                 self.running = running
                 self.ended = dict(kept[-ENDED_KEPT:])  # (as the store keeps them)
 
@@ -633,7 +635,10 @@ def end_kept(store: SQLiteStore, settings: Settings, name: str) -> float:
     :meth:`RuntimeExperiments.end` does: the same end written to its row, at this time, its
     decisions and report kept, the oldest ended ones past the newest
     :data:`~switchpoint.store.sqlite.ENDED_KEPT` going. Refused as
-    :func:`check_endable` refuses it, and then nothing changes. Returns when it ended."""
+    :func:`check_endable` refuses it, and then nothing changes. Returns when it ended. The
+    end is kept beside the store too (see :mod:`switchpoint.store.removals`, whose removals
+    a restored backup lacks are made again first, as a start makes them)."""
+    make_again(store)
     reader = LearningReader(store.path, store.gone)
     try:
         check_endable(reader, settings, name)
@@ -641,7 +646,7 @@ def end_kept(store: SQLiteStore, settings: Settings, name: str) -> float:
         reader.close()
     ended_at = time.time()
     written(store, RuntimeExperimentEnd(name, ended_at), "the end of the experiment",
-            "it still runs")
+            "it still runs", removal=Removal(EXPERIMENT, name, ended_at))
     return ended_at
 
 

@@ -144,6 +144,7 @@ from switchpoint.learning.events import (
 )
 from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
+from switchpoint.store.removals import make_again
 from switchpoint.store.sqlite import REFUSING_S, spill_reserve
 
 if TYPE_CHECKING:
@@ -387,6 +388,7 @@ class Gateway:
         try:
             if self.store is not None:
                 self.store.open(serving=self._owner is not None)
+                make_again(self.store)  # (what a restored backup lacks: see store.removals)
             # (the key store first: one it refuses to make again leaves no sessions.db made)
             self.governor.open(serving=self._owner is not None)
             self._pins = SQLitePinStore(path / PINS_FILENAME,

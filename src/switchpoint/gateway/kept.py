@@ -6,11 +6,12 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from switchpoint.errors import StorageUnavailableError, StoreError
 from switchpoint.store import SQLiteStore
+from switchpoint.store.removals import Removal, journaled
 from switchpoint.store.sqlite import REFUSING_S, Record
 
 #: The most changes that wait at once for one store's writer to settle them, in
@@ -54,7 +55,8 @@ def not_kept(what: str, reason: object, *, then: str, retry_after: float | None 
                                    f"({then})", retry_after=retry_after)
 
 
-def written(store: SQLiteStore | None, record: Record, what: str, then: str) -> None:
+def written(store: SQLiteStore | None, record: Record, what: str, then: str, *,
+            removal: Removal | None = None) -> None:
     """Write ``record``, a change made at run time (a model registered, an experiment made
     or ended, a comparison revealed, a promotion), and wait until the store's writer says
     how it went, so that what is in memory changes exactly when data_dir does (the caller
@@ -70,12 +72,17 @@ def written(store: SQLiteStore | None, record: Record, what: str, then: str) -> 
     ``store``'s writer (one stuck in a write the disk does not finish), ``record`` is not
     queued and the 503 says so (``then``), to be tried again once those are settled; each
     change queued is still written and waited for. A change written under a lock other
-    changes wait for takes that lock with :func:`turn`, so those waiting for it count too."""
+    changes wait for takes that lock with :func:`turn`, so those waiting for it count too.
+
+    ``removal`` (a model unregistered, an experiment ended) is kept beside the store first
+    (:func:`~switchpoint.store.removals.journaled`), so that a restored older backup does not
+    bring it back, and taken out again when the store refuses ``record``."""
     if store is None:
         return
     with _counted(store, what, then):
         try:
-            store.append(record).result()
+            with journaled(store, removal) if removal is not None else nullcontext():
+                store.append(record).result()
         except StoreError as exc:
             raise not_kept(what, exc, then=then, store=store) from None
 

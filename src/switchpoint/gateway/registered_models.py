@@ -74,6 +74,7 @@ from switchpoint.registration import (
 )
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import LearningReader, RuntimeModelRecord, RuntimeModelRemoval
+from switchpoint.store.removals import MODEL, Removal
 
 if TYPE_CHECKING:
     from switchpoint.gateway.learning import GatewayLearning
@@ -377,7 +378,7 @@ class RuntimeModels:
 
             def keep() -> None:
                 written(self.store, RuntimeModelRemoval(name), "the model's removal",
-                        "it is still registered")
+                        "it is still registered", removal=Removal(MODEL, name, time.time()))
                 self.registered = tuple(m for m in self.registered if m.name != name)
 
             try:

@@ -12,6 +12,7 @@ and unregistered here too.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from switchpoint.gateway.registered_models import (
 )
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import LearningReader, RuntimeModelRemoval
+from switchpoint.store.removals import MODEL, Removal, make_again
 
 if TYPE_CHECKING:
     from switchpoint.governance.keys import KeyRecord
@@ -166,14 +168,18 @@ def check_unregistrable(reader: LearningReader, settings: Settings, name: str,
 def unregister_kept(store: SQLiteStore, settings: Settings, name: str,
                     keys: Sequence[KeyRecord], now: float) -> None:
     """Unregister ``name`` in ``store`` while no gateway runs on it (the caller holds
-    ``data_dir``'s lock) as a gateway does: its row goes. Refused as
-    :func:`check_unregistrable` refuses it, and then nothing changes."""
+    ``data_dir``'s lock) as a gateway does: its row goes, kept beside the store too (see
+    :mod:`switchpoint.store.removals`, whose removals a restored backup lacks are made again
+    first, as a start makes them). Refused as :func:`check_unregistrable` refuses it, and
+    then nothing changes."""
+    make_again(store)
     reader = LearningReader(store.path, store.gone)
     try:
         check_unregistrable(reader, settings, name, keys, now)
     finally:
         reader.close()
-    written(store, RuntimeModelRemoval(name), "the model's removal", "it is still registered")
+    written(store, RuntimeModelRemoval(name), "the model's removal", "it is still registered",
+            removal=Removal(MODEL, name, time.time()))
 
 
 __all__ = ["catalog_names", "check_unregistrable", "listed_models", "unregister_kept"]

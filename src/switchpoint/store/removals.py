@@ -1,0 +1,314 @@
+"""What was taken out of service at run time, kept beside ``switchpoint.db`` so that restoring
+an older backup of it does not put it back: each model unregistered and each run-time
+experiment ended.
+
+``switchpoint.db`` keeps the models registered and the experiments created at run time; a
+backup of it taken before one of them was unregistered or ended holds it registered, running.
+So each removal is first appended to :data:`REMOVALS_FILENAME` beside it and synced (the
+model's or experiment's name and when), then written to the database; a removal the database
+refuses is taken out of the file again. Each opening of the database for writing (a start, a
+``Gateway`` in a program, ``switchpoint models unregister`` and ``experiments end``) makes
+again what the file keeps and the database lacks (:func:`make_again`), with one warning naming
+them: a model registered in the database at or before its journaled removal is unregistered
+again; a running experiment of that name created at or before its journaled end is ended
+again, at that end (the one figure an end keeps). A model registered again after its removal,
+or an experiment of the name made after the end, is left alone. A removal whose process died
+between the file and the database is made by the next opening likewise: it was asked for, and
+the database holds no later change of that name.
+
+The file is bounded (:data:`MAX_REMOVALS_BYTES`): past it, the entries of a name that a newer
+entry of the same kind and name covers go first (the newest removal of a name covers every
+row made before it; an experiment's end it covered is made at the newer end's time), then, if
+that is not enough, the older half of what is left. Each change of the file is crash-safe:
+an entry is appended and synced, or the whole file rewritten to a new file renamed in its
+place. A line that holds no removal (a damaged file) is passed over with a warning naming it.
+Names are kept, never a secret or a card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from switchpoint._files import locked_file, read_small, write_atomically
+from switchpoint._messages import json_quoted, listed_names, quoted_path
+from switchpoint.errors import StoreError
+from switchpoint.store.learning import LearningReader
+from switchpoint.store.sqlite import SQLiteStore, _sync_dir
+
+log = logging.getLogger("switchpoint.store")
+
+#: The file beside ``switchpoint.db`` that keeps each model unregistered and each run-time
+#: experiment ended (name and when), appended and synced before the database takes the
+#: change. A backup of ``switchpoint.db`` does not hold it; leave it in place when restoring.
+REMOVALS_FILENAME = "switchpoint.removals.jsonl"
+#: Most bytes :data:`REMOVALS_FILENAME` grows to (some 10,000 removals of 64-character names).
+MAX_REMOVALS_BYTES = 1024 * 1024
+#: The longest name a line may hold (longer than any model's or experiment's name).
+MAX_NAME = 1024
+MODEL, EXPERIMENT = "model", "experiment"
+# What each kind's removal is called, and its done form.
+_WORDS = {MODEL: ("unregistration", "unregistered"), EXPERIMENT: ("end", "ended")}
+
+# One change of a file at a time in this process (another process is kept out by its lock).
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A model (``kind`` :data:`MODEL`) unregistered, or a run-time experiment
+    (:data:`EXPERIMENT`) ended, named ``name``, at ``at``."""
+
+    kind: str
+    name: str
+    at: float
+
+    def line(self) -> bytes:
+        item = {self.kind: self.name, "at": self.at}
+        return (json.dumps(item, separators=(",", ":")) + "\n").encode("utf-8")
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Removal | None:
+        """The removal a line holds; None for one that holds none."""
+        try:
+            item = json.loads(raw)
+            kinds = [kind for kind in _WORDS if kind in item]
+            at = float(item["at"])
+        except (ValueError, TypeError, KeyError):
+            return None
+        if len(kinds) != 1 or not math.isfinite(at):
+            return None
+        name = item[kinds[0]]
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+            return None
+        return cls(kinds[0], name, at)
+
+    @property
+    def words(self) -> str:
+        return f"{self.kind} {json_quoted(self.name, 100)}"
+
+
+def removals_path(store: SQLiteStore) -> Path:
+    """The file that keeps ``store``'s removals (:data:`REMOVALS_FILENAME`, beside it)."""
+    return store.path.with_name(REMOVALS_FILENAME)
+
+
+@contextmanager
+def journaled(store: SQLiteStore, removal: Removal) -> Iterator[None]:
+    """Keep ``removal`` in :func:`removals_path` (on disk before the block runs), for the
+    block that writes it to the database; when the block raises (the database refused it),
+    the entry is taken out again, so that no later opening makes a removal that was refused.
+    :class:`StoreError` naming the file when it cannot be kept (then the block does not
+    run)."""
+    path = removals_path(store)
+    line = removal.line()
+    with _lock:
+        try:
+            _append(path, line)
+        except OSError as exc:
+            noun, done = _WORDS[removal.kind]
+            raise StoreError(f"{quoted_path(path)}: cannot keep the {noun} of {removal.words} "
+                             f"there ({exc.strerror or exc}), which keeps it {done} should "
+                             "an older backup of switchpoint.db be restored; it was not "
+                             f"{done}: make room on the disk (or let this process write the "
+                             "file), then try again", reason=str(exc.strerror or exc)
+                             ) from None
+        try:
+            yield
+        except BaseException:
+            _take_back(path, line, removal)
+            raise
+
+
+def _append(path: Path, line: bytes) -> None:
+    """Add ``line`` at the end of ``path``, synced; past :data:`MAX_REMOVALS_BYTES`, the file
+    folded (see :func:`_folded`) and the line written with it to a new file renamed in its
+    place. A last line a crash cut short is ended first, so the new one stays whole."""
+    with locked_file(path, append=True) as fd:
+        assert fd is not None
+        size = os.fstat(fd).st_size
+        if size + len(line) + 1 > MAX_REMOVALS_BYTES:
+            kept = _folded((read_small(path, MAX_REMOVALS_BYTES * 2) or b"").splitlines())
+            data = b"".join(raw + b"\n" for raw in kept) + line
+            write_atomically(path, lambda fh: fh.write(data), 0o600, state=True)
+            _sync_dir(path.parent)
+            return
+        if size and _last_byte(path, size) != b"\n":
+            line = b"\n" + line
+        os.write(fd, line)
+        os.fsync(fd)
+
+
+def _last_byte(path: Path, size: int) -> bytes:
+    """The byte at ``size - 1`` in ``path`` (its descriptor for appending cannot read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        return os.pread(fd, 1, size - 1)
+    finally:
+        os.close(fd)
+
+
+def _folded(lines: Sequence[bytes]) -> list[bytes]:
+    """``lines`` with room for more, the order kept: the removals a newer one of the same
+    kind and name covers dropped (and lines that hold none); if that leaves more than half
+    of :data:`MAX_REMOVALS_BYTES`, the older half of what is left dropped too."""
+    newest: dict[tuple[str, str], int] = {}
+    parsed = [Removal.parse(raw) for raw in lines]
+    for i, removal in enumerate(parsed):
+        if removal is not None:
+            newest[(removal.kind, removal.name)] = i
+    kept = [lines[i] for i in sorted(newest.values())]
+    while kept and sum(len(raw) + 1 for raw in kept) > MAX_REMOVALS_BYTES // 2:
+        kept = kept[len(kept) // 2 or 1:]
+    return kept
+
+
+def _take_back(path: Path, line: bytes, removal: Removal) -> None:
+    """Take ``line`` (the removal the database refused) out of ``path`` again: cut from the
+    end where it is last (nothing else was added since: one change at a time), else the file
+    rewritten without it. Said when it cannot be: the next opening makes the removal."""
+    try:
+        with locked_file(path, append=True) as fd:
+            assert fd is not None
+            data = read_small(path, MAX_REMOVALS_BYTES * 2) or b""
+            at = data.rfind(line)
+            if at < 0:
+                return
+            if at == 0 and len(line) == len(data):  # (the file it made: gone with it)
+                path.unlink()
+                _sync_dir(path.parent)
+                return
+            if at + len(line) == len(data):
+                os.truncate(fd, at)
+                os.fsync(fd)
+                return
+            rest = data[:at] + data[at + len(line):]
+            write_atomically(path, lambda fh: fh.write(rest), 0o600, state=True)
+            _sync_dir(path.parent)
+    except OSError as exc:
+        noun, done = _WORDS[removal.kind]
+        log.warning("%s: cannot take back the %s of %s, which switchpoint.db refused (%s): "
+                    "the next start makes it, and it is %s then", path, noun, removal.words,
+                    exc.strerror or exc, done)
+
+
+def kept_removals(path: Path) -> list[Removal]:
+    """The removals ``path`` keeps, in the order they were made; a line that holds none (a
+    damaged file) is passed over, saying which."""
+    data = read_small(path, MAX_REMOVALS_BYTES * 2)
+    out: list[Removal] = []
+    bad: list[int] = []
+    for number, raw in enumerate((data or b"").splitlines(), 1):
+        removal = Removal.parse(raw)
+        if removal is None:
+            if raw.strip():
+                bad.append(number)
+        else:
+            out.append(removal)
+    if bad:
+        log.warning("%s: passed over line(s) %s: not a model's unregistration or an "
+                    "experiment's end (a damaged file)", path,
+                    ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else ""))
+    return out
+
+
+@dataclass(frozen=True)
+class _UnregisteredAgain:
+    """A registered model's removal made again: its row goes if it was registered at or
+    before the removal (one registered again since stays)."""
+
+    name: str
+    at: float
+
+    insert: ClassVar[str] = "DELETE FROM runtime_models WHERE name = ? AND created <= ?"
+    what: ClassVar[str] = "registered model's removal made again"
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.name, self.at)
+
+
+@dataclass(frozen=True)
+class _EndedAgain:
+    """A run-time experiment's end made again, at its time: only while the row runs and was
+    made at or before that end (one made since stays)."""
+
+    name: str
+    at: float
+
+    insert: ClassVar[str] = ("UPDATE runtime_experiments SET ended = ? WHERE name = ? AND "
+                             "ended IS NULL AND created <= ?")
+    what: ClassVar[str] = "run-time experiment's end made again"
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.at, self.name, self.at)
+
+
+def undone(store: SQLiteStore, removals: Sequence[Removal]
+           ) -> list[_UnregisteredAgain | _EndedAgain]:
+    """The changes that make again the ``removals`` the database ``store`` (open) lacks: a
+    model it holds registered at or before a removal of its name; a running experiment
+    created at or before an end of its name, ended at the first such end."""
+    if not removals:
+        return []
+    reader = LearningReader(store.path, store.gone)
+    try:
+        models = {m.name: m.created for m in reader.runtime_models()}
+        running = {e.name: e.created for e in reader.runtime_experiments() if e.ended is None}
+    finally:
+        reader.close()
+    out: list[_UnregisteredAgain | _EndedAgain] = []
+    for removal in removals:
+        if removal.kind == MODEL:
+            created = models.get(removal.name)
+            if created is not None and created <= removal.at:
+                out.append(_UnregisteredAgain(removal.name, removal.at))
+                del models[removal.name]
+        else:
+            created = running.get(removal.name)
+            if created is not None and created <= removal.at:
+                out.append(_EndedAgain(removal.name, removal.at))
+                del running[removal.name]
+    return out
+
+
+def make_again(store: SQLiteStore) -> None:
+    """Make again in ``store`` (open for writing) the removals :func:`removals_path` keeps
+    that it lacks (a backup taken before them, restored), saying so; nothing when it lacks
+    none. A :class:`StoreError` when the database refuses them (the opening fails, as it
+    would for any write it refuses)."""
+    with _lock:
+        changes = undone(store, kept_removals(removals_path(store)))
+    if not changes:
+        return
+    for change in changes:
+        store.append(change).result()
+    models = [c.name for c in changes if isinstance(c, _UnregisteredAgain)]
+    ended = [c.name for c in changes if isinstance(c, _EndedAgain)]
+    said = [*([f"unregistered again model(s) {listed_names(models, quoted=True)}"]
+              if models else []),
+            *([f"ended again experiment(s) {listed_names(ended, quoted=True)}"]
+              if ended else [])]
+    log.warning("%s: %s, taken away after this file was taken (a backup restored, or a "
+                "change cut short before the file took it), as %s keeps them: what else "
+                "changed in switchpoint.db since is not in it (spend since counts against no "
+                "budget)", store.path, "; ".join(said), REMOVALS_FILENAME)
+
+
+__all__ = ["EXPERIMENT", "MAX_REMOVALS_BYTES", "MODEL", "REMOVALS_FILENAME", "Removal",
+           "journaled", "kept_removals", "make_again", "removals_path", "undone"]

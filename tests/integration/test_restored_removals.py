@@ -1,0 +1,161 @@
+"""A ``switchpoint.db`` restored from a backup taken before a model was unregistered or an
+experiment ended does not bring either back: the journal beside it
+(``switchpoint.removals.jsonl``) keeps each, and a start makes them again, saying so. A model
+registered again after its removal, or an experiment of the same name made after the end, is
+left alone. A real gateway (real SQLite files in ``tmp_path``) over the fake provider; the
+backup is taken with SQLite's backup API, as the deployment guide takes it."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from switchpoint.cli import main
+from switchpoint.config import Settings
+from switchpoint.gateway import Gateway
+from switchpoint.server import create_app
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import poem_prompt
+from tests.integration.learning_env import KEYS, loader, settings_for
+from tests.integration.servers import thread_server
+
+CONFIG = "tenants:\n  acme: {}\n"
+
+
+def card(fake: FakeProviderProcess, name: str = "free") -> dict[str, Any]:
+    """A model at the fake provider, free, so ``auto`` chooses it over the priced three."""
+    return {"name": name, "base_url": fake.openai_base_url, "api_key_env": "FAKE_KEY",
+            "input_per_mtok": 0, "output_per_mtok": 0, "tier": "simple"}
+
+
+@pytest.fixture
+def settings(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
+    return settings_for(fake, tmp_path, CONFIG)
+
+
+def started(settings: Settings) -> Gateway:
+    gateway = Gateway(settings, loader=loader, env=KEYS)
+    gateway.start()
+    return gateway
+
+
+def back_up(db: Path, into: Path) -> None:
+    """A copy of ``db`` as SQLite's backup API takes it (what the guide does)."""
+    with sqlite3.connect(db) as source, sqlite3.connect(into) as copy:
+        source.backup(copy)
+    source.close()
+    copy.close()
+
+
+def restore(backup: Path, db: Path) -> None:
+    """``backup`` put back at ``db`` as an operator restores it, the service stopped: the
+    file's ``-wal`` and ``-shm`` removed with it."""
+    for side in ("-wal", "-shm"):
+        Path(f"{db}{side}").unlink(missing_ok=True)
+    db.write_bytes(backup.read_bytes())
+
+
+def running(gateway: Gateway) -> list[str]:
+    return list(gateway.ab_tests.running)
+
+
+@pytest.fixture
+def taken_away(settings: Settings, fake: FakeProviderProcess, tmp_path: Path) -> Iterator[Path]:
+    """A model ``free`` and an experiment ``trial`` made, the database backed up, then the
+    model unregistered and the experiment ended: yields the backup."""
+    db = Path(settings.db_path)
+    with started(settings) as gateway:
+        gateway.register_model(card(fake))
+        gateway.register_model(card(fake, "spare"))
+        gateway.create_ab_test("trial", "cost_optimized", "quality_first")
+    backup = tmp_path / "backup.db"
+    back_up(db, backup)
+    with started(settings) as gateway:
+        gateway.unregister_model("free")
+        gateway.end_ab_test("trial")
+    yield backup
+
+
+def test_a_restored_backup_serves_no_model_unregistered_and_runs_no_experiment_ended_since(
+        settings: Settings, taken_away: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = Path(settings.db_path)
+    restore(taken_away, db)
+    with caplog.at_level(logging.WARNING):
+        gateway = started(settings)
+    with gateway:
+        assert "free" not in gateway.router.catalog.names
+        assert "spare" in gateway.router.catalog.names  # (never taken away)
+        assert "free" not in [m["id"] for m in gateway.models()]
+        assert gateway.route(poem_prompt(0)).selected_model != "free"
+        assert running(gateway) == [] and "trial" in gateway.ab_tests.ended
+    warned = [r.getMessage() for r in caplog.records if "a backup restored" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert '"free"' in warned[0] and '"trial"' in warned[0], warned
+    with sqlite3.connect(db) as conn:
+        assert [n for (n,) in conn.execute("SELECT name FROM runtime_models")] == ["spare"]
+        ended = conn.execute("SELECT ended FROM runtime_experiments WHERE name = 'trial'"
+                             ).fetchone()[0]
+    conn.close()
+    assert ended is not None
+
+
+def test_over_http_a_restored_backup_lists_and_routes_no_model_unregistered_since(
+        settings: Settings, taken_away: Path) -> None:
+    restore(taken_away, Path(settings.db_path))
+    app = create_app(settings, loader=loader, provider_env=KEYS)
+    with thread_server(app) as server:
+        models = httpx.get(f"{server.base}/v1/models", timeout=15)
+        assert models.status_code == 200, models.text
+        assert "free" not in [m["id"] for m in models.json()["data"]]
+        routed = httpx.post(f"{server.base}/v1/route",
+                            json={"prompt": poem_prompt(0)}, timeout=15)
+        assert routed.status_code == 200, routed.text
+        assert routed.json()["selected_model"] != "free"
+
+
+def test_a_model_registered_again_after_its_removal_is_served_across_starts_and_a_restore(
+        settings: Settings, fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with started(settings) as gateway:
+        gateway.register_model(card(fake))
+        gateway.unregister_model("free")
+        gateway.register_model(card(fake))  # (after its removal: the journal's entry is older)
+    backup = tmp_path / "backup.db"
+    back_up(Path(settings.db_path), backup)
+    with started(settings) as gateway:  # a restart
+        assert "free" in gateway.router.catalog.names
+        gateway.register_model(card(fake, "spare"))
+    restore(backup, Path(settings.db_path))  # (a backup that holds it registered again)
+    with started(settings) as gateway:
+        assert "free" in gateway.router.catalog.names
+        assert "spare" not in gateway.router.catalog.names  # (made since: the backup's loss)
+
+
+def test_the_offline_commands_keep_their_removals_and_make_again_what_a_restore_undid(
+        settings: Settings, taken_away: Path, fake: FakeProviderProcess,
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    db = Path(settings.db_path)
+    config = str(settings.source_path)
+    with started(settings) as gateway:
+        gateway.register_model(card(fake, "third"))
+        gateway.create_ab_test("second", "cost_optimized", "quality_first")
+    backup = Path(f"{taken_away}.2")
+    back_up(db, backup)
+    assert main(["models", "unregister", "third", "--config", config]) == 0
+    assert main(["experiments", "end", "second", "--config", config]) == 0
+    capsys.readouterr()
+    restore(backup, db)  # (holds "third" registered and "second" running)
+    with caplog.at_level(logging.WARNING):
+        assert main(["models", "unregister", "spare", "--config", config]) == 0
+    warned = [r.getMessage() for r in caplog.records if "a backup restored" in r.getMessage()]
+    assert len(warned) == 1 and '"third"' in warned[0] and '"second"' in warned[0], warned
+    with sqlite3.connect(db) as conn:
+        assert list(conn.execute("SELECT name FROM runtime_models")) == []
+        ended = dict(conn.execute("SELECT name, ended FROM runtime_experiments"))
+    conn.close()
+    assert ended["second"] is not None and ended["trial"] is not None
