@@ -62,13 +62,13 @@ def experiments(store: SQLiteStore) -> dict[str, float | None]:
     return rows
 
 
-def unregister(store: SQLiteStore, name: str, at: float) -> None:
-    with journaled(store, Removal(MODEL, name, at)):
+def unregister(store: SQLiteStore, name: str, made: float, at: float) -> None:
+    with journaled(store, Removal(MODEL, name, made, at)):
         store.append(RuntimeModelRemoval(name)).result()
 
 
-def end(store: SQLiteStore, name: str, at: float) -> None:
-    with journaled(store, Removal(EXPERIMENT, name, at)):
+def end(store: SQLiteStore, name: str, made: float, at: float) -> None:
+    with journaled(store, Removal(EXPERIMENT, name, made, at)):
         store.append(RuntimeExperimentEnd(name, at)).result()
 
 
@@ -80,10 +80,10 @@ def test_each_removal_is_kept_before_the_database_takes_it_and_an_opening_lackin
         store: SQLiteStore, caplog: pytest.LogCaptureFixture) -> None:
     register(store, "free", 100.0)
     create(store, "trial", 100.0)
-    unregister(store, "free", 200.0)
-    end(store, "trial", 210.0)
-    assert kept_removals(removals_path(store)) == [Removal(MODEL, "free", 200.0),
-                                                   Removal(EXPERIMENT, "trial", 210.0)]
+    unregister(store, "free", 100.0, 200.0)
+    end(store, "trial", 100.0, 210.0)
+    assert kept_removals(removals_path(store)) == [Removal(MODEL, "free", 100.0, 200.0),
+                                                   Removal(EXPERIMENT, "trial", 100.0, 210.0)]
     assert os.stat(removals_path(store)).st_mode & 0o777 == 0o600
     with caplog.at_level(logging.WARNING):
         make_again(store)  # (the database holds them: nothing to make)
@@ -94,21 +94,24 @@ def test_each_removal_is_kept_before_the_database_takes_it_and_an_opening_lackin
 def test_an_opening_makes_again_what_the_database_lacks_and_leaves_what_came_after_alone(
         store: SQLiteStore, caplog: pytest.LogCaptureFixture) -> None:
     # A restored backup: the rows as they were before the removals the journal keeps.
-    register(store, "free", 100.0)     # registered before its removal: goes again
+    register(store, "free", 100.0)     # the one removed since: goes again
+    register(store, "older", 50.0)     # registered before the one removed: goes again
     register(store, "again", 300.0)    # registered again after its removal: stays
+    register(store, "back", 150.0)     # ... with the clock set back below the removal: stays
     register(store, "other", 100.0)    # never removed: stays
-    create(store, "trial", 100.0)      # made before its end: ended again, at that end
+    create(store, "trial", 100.0)      # the one ended since: ended again, at that end
     create(store, "later", 400.0)      # made after an end of its name: stays
     path = removals_path(store)
     path.write_bytes(b"".join(r.line() for r in (
-        Removal(MODEL, "free", 200.0), Removal(MODEL, "again", 250.0),
-        Removal(EXPERIMENT, "trial", 210.0), Removal(EXPERIMENT, "later", 220.0))))
+        Removal(MODEL, "free", 100.0, 200.0), Removal(MODEL, "older", 90.0, 95.0),
+        Removal(MODEL, "again", 90.0, 250.0), Removal(MODEL, "back", 100.0, 200.0),
+        Removal(EXPERIMENT, "trial", 100.0, 210.0), Removal(EXPERIMENT, "later", 100.0, 220.0))))
     with caplog.at_level(logging.WARNING):
         make_again(store)
-    assert models(store) == ["again", "other"]
+    assert models(store) == ["again", "back", "other"]
     assert experiments(store) == {"trial": 210.0, "later": None}
     warned = made_again(caplog)
-    assert len(warned) == 1 and 'model(s) "free"' in warned[0]
+    assert len(warned) == 1 and 'model(s) "free", "older"' in warned[0]
     assert 'experiment(s) "trial"' in warned[0] and "spend since" in warned[0], warned
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -121,16 +124,17 @@ def test_a_damaged_line_is_passed_over_by_number_and_the_others_are_made_again(
     register(store, "free", 100.0)
     register(store, "spare", 100.0)
     removals_path(store).write_bytes(
-        Removal(MODEL, "free", 200.0).line() + b'{"model": 3, "at": 1}\n' + b"\x00garbage\n"
-        + b'{"model":"x","experiment":"y","at":1}\n' + b'{"model":"z","at":"NaN"}\n'
-        + Removal(MODEL, "spare", 200.0).line()[:-9])  # (a last line cut short)
+        Removal(MODEL, "free", 100.0, 200.0).line() + b'{"model": 3, "made": 1, "at": 1}\n'
+        + b"\x00garbage\n" + b'{"model":"x","experiment":"y","made":1,"at":1}\n'
+        + b'{"model":"z","made":1,"at":"NaN"}\n'
+        + Removal(MODEL, "spare", 100.0, 200.0).line()[:-9])  # (a last line cut short)
     with caplog.at_level(logging.WARNING):
         make_again(store)
     assert models(store) == ["spare"]
     damaged = [r.getMessage() for r in caplog.records if "passed over" in r.getMessage()]
     assert len(damaged) == 1 and "line(s) 2, 3, 4, 5, 6:" in damaged[0], damaged
-    unregister(store, "spare", 300.0)  # (appended on a line of its own, readable)
-    assert kept_removals(removals_path(store))[-1] == Removal(MODEL, "spare", 300.0)
+    unregister(store, "spare", 100.0, 300.0)  # (appended on a line of its own, readable)
+    assert kept_removals(removals_path(store))[-1] == Removal(MODEL, "spare", 100.0, 300.0)
 
 
 def test_past_its_bound_the_journal_keeps_the_newest_removal_of_each_name_then_the_newer_half(
@@ -138,19 +142,19 @@ def test_past_its_bound_the_journal_keeps_the_newest_removal_of_each_name_then_t
     monkeypatch.setattr(removals, "MAX_REMOVALS_BYTES", 2000)
     path = removals_path(store)
     for i in range(100):  # one name removed again and again: folded into its newest
-        with journaled(store, Removal(MODEL, "same", float(i))):
+        with journaled(store, Removal(MODEL, "same", float(i), float(i))):
             pass
         assert path.stat().st_size <= 2000
     kept = kept_removals(path)
-    assert Removal(MODEL, "same", 99.0) in kept
+    assert Removal(MODEL, "same", 99.0, 99.0) in kept
     assert sum(1 for r in kept if r.name == "same") < 100
     for i in range(200):  # names each removed once: the older half let go
-        with journaled(store, Removal(EXPERIMENT, f"e{i:03}", 1000.0 + i)):
+        with journaled(store, Removal(EXPERIMENT, f"e{i:03}", 0.0, 1000.0 + i)):
             pass
         assert path.stat().st_size <= 2000
     kept = kept_removals(path)
-    assert kept[-1] == Removal(EXPERIMENT, "e199", 1199.0)
-    assert Removal(EXPERIMENT, "e000", 1000.0) not in kept
+    assert kept[-1] == Removal(EXPERIMENT, "e199", 0.0, 1199.0)
+    assert Removal(EXPERIMENT, "e000", 0.0, 1000.0) not in kept
     assert [r.at for r in kept] == sorted(r.at for r in kept)  # (the order kept)
     assert not list(path.parent.glob(f"{path.name}.*"))  # (no temporary file left)
 
@@ -158,7 +162,7 @@ def test_past_its_bound_the_journal_keeps_the_newest_removal_of_each_name_then_t
 def test_a_removal_the_database_refuses_is_taken_back_out_of_the_journal(
         store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     register(store, "free", 100.0)
-    unregister(store, "kept", 150.0)  # (one before it, which stays)
+    unregister(store, "kept", 100.0, 150.0)  # (one before it, which stays)
     before = removals_path(store).read_bytes()
 
     def refused(record: object, **_: object) -> Future[None]:
@@ -168,7 +172,7 @@ def test_a_removal_the_database_refuses_is_taken_back_out_of_the_journal(
 
     monkeypatch.setattr(store, "append", refused)
     with pytest.raises(StoreError, match="disk is full"):
-        unregister(store, "free", 200.0)
+        unregister(store, "free", 100.0, 200.0)
     assert removals_path(store).read_bytes() == before
     monkeypatch.undo()
     make_again(store)  # (the refused removal is not made by a later opening)
@@ -182,14 +186,14 @@ def test_a_removal_the_journal_cannot_keep_is_refused_naming_the_file_and_change
     with pytest.raises(StoreError, match=r"switchpoint\.removals\.jsonl.*cannot keep the "
                                          r"unregistration of model \"free\".*it was not "
                                          r"unregistered"):
-        unregister(store, "free", 200.0)
+        unregister(store, "free", 100.0, 200.0)
     assert models(store) == ["free"]
 
 
 def _killed_between(db: str, name: str, at: float) -> None:
     """A process that keeps a removal in the journal and dies before the database has it."""
     with SQLiteStore(db, logs=False).open() as store, \
-            journaled(store, Removal(MODEL, name, at)):
+            journaled(store, Removal(MODEL, name, 100.0, at)):
         os._exit(9)
 
 
@@ -197,13 +201,13 @@ def test_a_process_killed_between_the_journal_and_the_database_leaves_a_harmless
         store: SQLiteStore, caplog: pytest.LogCaptureFixture) -> None:
     register(store, "free", 100.0)
     register(store, "gone", 100.0)
-    unregister(store, "gone", 150.0)  # (in both: an opening has nothing of it to make)
+    unregister(store, "gone", 100.0, 150.0)  # (in both: an opening has nothing of it to make)
     child = multiprocessing.get_context("spawn").Process(
         target=_killed_between, args=(str(store.path), "free", 200.0))
     child.start()
     child.join(60)
     assert child.exitcode == 9
-    assert kept_removals(removals_path(store))[-1] == Removal(MODEL, "free", 200.0)
+    assert kept_removals(removals_path(store))[-1] == Removal(MODEL, "free", 100.0, 200.0)
     assert models(store) == ["free"]
     # The next opening makes the removal asked for, once (idempotent: the database holds
     # nothing later of its name), and says nothing of the one the database has.

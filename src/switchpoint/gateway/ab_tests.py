@@ -466,7 +466,8 @@ class RuntimeExperiments:
             def keep() -> None:
                 written(self.store, RuntimeExperimentEnd(name, ended_at),
                         "the end of the experiment", "it still runs",
-                        removal=Removal(EXPERIMENT, name, ended_at))
+                        removal=Removal(EXPERIMENT, name, row_created(experiment),
+                                        ended_at))
                 self.running = running
                 self.ended = dict(kept[-ENDED_KEPT:])  # (as the store keeps them)
 
@@ -618,15 +619,16 @@ def start_clash(settings: Settings, reader: LearningReader) -> ConfigError | Non
     return None
 
 
-def check_endable(reader: LearningReader, settings: Settings, name: str) -> None:
+def check_endable(reader: LearningReader, settings: Settings, name: str) -> float:
     """Refuse ending ``name`` from the store ``reader`` reads unless it is a running run-time
     experiment there, as :meth:`RuntimeExperiments.end` refuses it (one of the config, as
-    ``settings`` lists it; one ended; none)."""
+    ``settings`` lists it; one ended; none). Returns when the running one was created."""
     rows = reader.runtime_experiments()
-    running = [row.name for row in rows if row.ended is None]
+    running = {row.name: row.created for row in rows if row.ended is None}
     if name not in running:
         raise not_running(name, settings, running,
                           {row.name: row.ended for row in rows if row.ended is not None})
+    return running[name]
 
 
 def end_kept(store: SQLiteStore, settings: Settings, name: str) -> float:
@@ -641,12 +643,12 @@ def end_kept(store: SQLiteStore, settings: Settings, name: str) -> float:
     make_again(store)
     reader = LearningReader(store.path, store.gone)
     try:
-        check_endable(reader, settings, name)
+        created = check_endable(reader, settings, name)
     finally:
         reader.close()
     ended_at = time.time()
     written(store, RuntimeExperimentEnd(name, ended_at), "the end of the experiment",
-            "it still runs", removal=Removal(EXPERIMENT, name, ended_at))
+            "it still runs", removal=Removal(EXPERIMENT, name, created, ended_at))
     return ended_at
 
 

@@ -377,8 +377,10 @@ class RuntimeModels:
                 return router
 
             def keep() -> None:
+                made = next(m.registered_at for m in self.registered if m.name == name)
                 written(self.store, RuntimeModelRemoval(name), "the model's removal",
-                        "it is still registered", removal=Removal(MODEL, name, time.time()))
+                        "it is still registered",
+                        removal=Removal(MODEL, name, made or 0.0, time.time()))
                 self.registered = tuple(m for m in self.registered if m.name != name)
 
             try:

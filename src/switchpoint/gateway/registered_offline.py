@@ -176,10 +176,11 @@ def unregister_kept(store: SQLiteStore, settings: Settings, name: str,
     reader = LearningReader(store.path, store.gone)
     try:
         check_unregistrable(reader, settings, name, keys, now)
+        made = next(row.created for row in reader.runtime_models() if row.name == name)
     finally:
         reader.close()
     written(store, RuntimeModelRemoval(name), "the model's removal", "it is still registered",
-            removal=Removal(MODEL, name, time.time()))
+            removal=Removal(MODEL, name, made, time.time()))
 
 
 __all__ = ["catalog_names", "check_unregistrable", "listed_models", "unregister_kept"]

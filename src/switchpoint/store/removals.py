@@ -9,12 +9,15 @@ model's or experiment's name and when), then written to the database; a removal 
 refuses is taken out of the file again. Each opening of the database for writing (a start, a
 ``Gateway`` in a program, ``switchpoint models unregister`` and ``experiments end``) makes
 again what the file keeps and the database lacks (:func:`make_again`), with one warning naming
-them: a model registered in the database at or before its journaled removal is unregistered
-again; a running experiment of that name created at or before its journaled end is ended
-again, at that end (the one figure an end keeps). A model registered again after its removal,
-or an experiment of the name made after the end, is left alone. A removal whose process died
-between the file and the database is made by the next opening likewise: it was asked for, and
-the database holds no later change of that name.
+them: a model the database holds registered at or before the one removed (so before its
+removal) is unregistered again; a running experiment of the name created at or before the one
+ended is ended again, at that end's time (the one figure an end keeps). A model registered
+again after its removal, or an experiment of the name made after the end, is left alone. Each
+entry keeps when the model or experiment it removed was made beside when it was removed, and
+a row is judged by the first: a clock set back between a removal and a registration of the
+same name since does not take the new one for the old. A removal whose process died between
+the file and the database is made by the next opening likewise: it was asked for, and the
+database holds no later change of that name.
 
 The file is bounded (:data:`MAX_REMOVALS_BYTES`): past it, the entries of a name that a newer
 entry of the same kind and name covers go first (the newest removal of a name covers every
@@ -65,14 +68,16 @@ _lock = threading.Lock()
 @dataclass(frozen=True)
 class Removal:
     """A model (``kind`` :data:`MODEL`) unregistered, or a run-time experiment
-    (:data:`EXPERIMENT`) ended, named ``name``, at ``at``."""
+    (:data:`EXPERIMENT`) ended, named ``name``, at ``at``; the one removed was registered (or
+    created) at ``made``."""
 
     kind: str
     name: str
+    made: float
     at: float
 
     def line(self) -> bytes:
-        item = {self.kind: self.name, "at": self.at}
+        item = {self.kind: self.name, "made": self.made, "at": self.at}
         return (json.dumps(item, separators=(",", ":")) + "\n").encode("utf-8")
 
     @classmethod
@@ -81,15 +86,15 @@ class Removal:
         try:
             item = json.loads(raw)
             kinds = [kind for kind in _WORDS if kind in item]
-            at = float(item["at"])
+            made, at = float(item["made"]), float(item["at"])
         except (ValueError, TypeError, KeyError):
             return None
-        if len(kinds) != 1 or not math.isfinite(at):
+        if len(kinds) != 1 or not (math.isfinite(made) and math.isfinite(at)):
             return None
         name = item[kinds[0]]
         if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
             return None
-        return cls(kinds[0], name, at)
+        return cls(kinds[0], name, made, at)
 
     @property
     def words(self) -> str:
@@ -223,10 +228,10 @@ def kept_removals(path: Path) -> list[Removal]:
 @dataclass(frozen=True)
 class _UnregisteredAgain:
     """A registered model's removal made again: its row goes if it was registered at or
-    before the removal (one registered again since stays)."""
+    before the one removed (one registered again since stays)."""
 
     name: str
-    at: float
+    made: float
 
     insert: ClassVar[str] = "DELETE FROM runtime_models WHERE name = ? AND created <= ?"
     what: ClassVar[str] = "registered model's removal made again"
@@ -236,15 +241,16 @@ class _UnregisteredAgain:
         return self.name
 
     def row(self) -> tuple[Any, ...]:
-        return (self.name, self.at)
+        return (self.name, self.made)
 
 
 @dataclass(frozen=True)
 class _EndedAgain:
-    """A run-time experiment's end made again, at its time: only while the row runs and was
-    made at or before that end (one made since stays)."""
+    """A run-time experiment's end made again, at its time (``at``): only while the row runs
+    and was made at or before the one ended (``made``; one made since stays)."""
 
     name: str
+    made: float
     at: float
 
     insert: ClassVar[str] = ("UPDATE runtime_experiments SET ended = ? WHERE name = ? AND "
@@ -256,14 +262,14 @@ class _EndedAgain:
         return self.name
 
     def row(self) -> tuple[Any, ...]:
-        return (self.at, self.name, self.at)
+        return (self.at, self.name, self.made)
 
 
 def undone(store: SQLiteStore, removals: Sequence[Removal]
            ) -> list[_UnregisteredAgain | _EndedAgain]:
     """The changes that make again the ``removals`` the database ``store`` (open) lacks: a
-    model it holds registered at or before a removal of its name; a running experiment
-    created at or before an end of its name, ended at the first such end."""
+    model it holds registered at or before one removed of its name; a running experiment
+    created at or before one ended of its name, ended when the first such one ended."""
     if not removals:
         return []
     reader = LearningReader(store.path, store.gone)
@@ -276,13 +282,13 @@ def undone(store: SQLiteStore, removals: Sequence[Removal]
     for removal in removals:
         if removal.kind == MODEL:
             created = models.get(removal.name)
-            if created is not None and created <= removal.at:
-                out.append(_UnregisteredAgain(removal.name, removal.at))
+            if created is not None and created <= removal.made:
+                out.append(_UnregisteredAgain(removal.name, removal.made))
                 del models[removal.name]
         else:
             created = running.get(removal.name)
-            if created is not None and created <= removal.at:
-                out.append(_EndedAgain(removal.name, removal.at))
+            if created is not None and created <= removal.made:
+                out.append(_EndedAgain(removal.name, removal.made, removal.at))
                 del running[removal.name]
     return out
 
