@@ -217,3 +217,15 @@ def test_a_process_killed_between_the_journal_and_the_database_leaves_a_harmless
     assert models(store) == []
     warned = made_again(caplog)
     assert len(warned) == 1 and '"free"' in warned[0] and '"gone"' not in warned[0], warned
+
+
+def test_a_journal_that_cannot_be_read_is_said_so(
+        store: SQLiteStore, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    register(store, "free", 100.0)
+    monkeypatch.setattr(removals, "MAX_REMOVALS_BYTES", 100)
+    removals_path(store).write_bytes(Removal(MODEL, "free", 100.0, 200.0).line() * 10)
+    with caplog.at_level(logging.WARNING):
+        make_again(store)
+    assert models(store) == ["free"]  # (nothing read, nothing made)
+    assert any("cannot be read" in r.getMessage() for r in caplog.records)

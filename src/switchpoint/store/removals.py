@@ -84,7 +84,16 @@ class Removal:
     def parse(cls, raw: bytes) -> Removal | None:
         """The removal a line holds; None for one that holds none."""
         try:
-            item = json.loads(raw)
+            return cls.of(json.loads(raw))
+        except ValueError:
+            return None
+
+    @classmethod
+    def of(cls, item: object) -> Removal | None:
+        """The removal a line's JSON value holds; None for one that holds none."""
+        if not isinstance(item, dict):
+            return None
+        try:
             kinds = [kind for kind in _WORDS if kind in item]
             made, at = float(item["made"]), float(item["at"])
         except (ValueError, TypeError, KeyError):
@@ -209,10 +218,19 @@ def kept_removals(path: Path) -> list[Removal]:
     """The removals ``path`` keeps, in the order they were made; a line that holds none (a
     damaged file) is passed over, saying which."""
     data = read_small(path, MAX_REMOVALS_BYTES * 2)
+    if data is None and (path.exists() or path.is_symlink()):
+        log.warning("%s cannot be read (not a regular file of at most %d bytes, or this "
+                    "process may not read it): no removal it keeps is made again; let this "
+                    "process read it, or move it aside", path, MAX_REMOVALS_BYTES * 2)
+    lines = (data or b"").splitlines()
+    try:  # (read as one JSON list: a line at a time takes ten times as long)
+        items: list[object] = json.loads(b"[" + b",".join(lines) + b"]")
+        parsed = [Removal.of(item) for item in items]
+    except ValueError:  # (a damaged line, or an empty one: each line alone)
+        parsed = [Removal.parse(raw) for raw in lines]
     out: list[Removal] = []
     bad: list[int] = []
-    for number, raw in enumerate((data or b"").splitlines(), 1):
-        removal = Removal.parse(raw)
+    for number, (raw, removal) in enumerate(zip(lines, parsed, strict=True), 1):
         if removal is None:
             if raw.strip():
                 bad.append(number)
@@ -265,21 +283,28 @@ class _EndedAgain:
         return (self.at, self.name, self.made)
 
 
-def undone(store: SQLiteStore, removals: Sequence[Removal]
-           ) -> list[_UnregisteredAgain | _EndedAgain]:
-    """The changes that make again the ``removals`` the database ``store`` (open) lacks: a
-    model it holds registered at or before one removed of its name; a running experiment
-    created at or before one ended of its name, ended when the first such one ended."""
-    if not removals:
-        return []
+def undone(store: SQLiteStore) -> list[_UnregisteredAgain | _EndedAgain]:
+    """The changes that make again the removals :func:`removals_path` keeps that the
+    database ``store`` (open) lacks: a model it holds registered at or before one removed of
+    its name; a running experiment created at or before one ended of its name, ended when
+    the first such one ended. The file is not read when the database holds neither."""
+    path = removals_path(store)
+    try:
+        if os.stat(path).st_size == 0:
+            return []
+    except OSError:  # (none there: nothing was removed, or it cannot be read, said below)
+        if not path.exists():
+            return []
     reader = LearningReader(store.path, store.gone)
     try:
         models = {m.name: m.created for m in reader.runtime_models()}
         running = {e.name: e.created for e in reader.runtime_experiments() if e.ended is None}
     finally:
         reader.close()
+    if not models and not running:
+        return []
     out: list[_UnregisteredAgain | _EndedAgain] = []
-    for removal in removals:
+    for removal in kept_removals(path):
         if removal.kind == MODEL:
             created = models.get(removal.name)
             if created is not None and created <= removal.made:
@@ -299,7 +324,7 @@ def make_again(store: SQLiteStore) -> None:
     none. A :class:`StoreError` when the database refuses them (the opening fails, as it
     would for any write it refuses)."""
     with _lock:
-        changes = undone(store, kept_removals(removals_path(store)))
+        changes = undone(store)
     if not changes:
         return
     for change in changes:
