@@ -7,6 +7,7 @@ backup is taken with SQLite's backup API, as the deployment guide takes it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -161,3 +162,24 @@ def test_the_offline_commands_keep_their_removals_and_make_again_what_a_restore_
         ended = dict(conn.execute("SELECT name, ended FROM runtime_experiments"))
     conn.close()
     assert ended["second"] is not None and ended["trial"] is not None
+
+
+def test_the_lists_show_a_restored_backup_as_the_next_start_leaves_it_and_change_nothing(
+        settings: Settings, taken_away: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    db = Path(settings.db_path)
+    restore(taken_away, db)
+    before = db.read_bytes()
+    config = str(settings.source_path)
+    with caplog.at_level(logging.WARNING):
+        assert main(["models", "list", "--json", "--config", config]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert main(["experiments", "list", "--json", "--config", config]) == 0
+        experiments = json.loads(capsys.readouterr().out)
+    assert [m["name"] for m in listed if m["status"] != "config"] == ["spare"]
+    trial = next(e for e in experiments if e["name"] == "trial")
+    kept = kept_removals(db.with_name(REMOVALS_FILENAME))
+    assert (trial["status"], trial["ended_at"]) == ("ended", kept[-1].at)
+    warned = [r.getMessage() for r in caplog.records if "shown with them made" in r.getMessage()]
+    assert len(warned) == 2 and '"free"' in warned[0] and '"trial"' in warned[1], warned
+    assert db.read_bytes() == before  # (read only: the next start makes them)

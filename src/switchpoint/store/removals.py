@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,24 +285,38 @@ class _EndedAgain:
 
 def undone(store: SQLiteStore) -> list[_UnregisteredAgain | _EndedAgain]:
     """The changes that make again the removals :func:`removals_path` keeps that the
-    database ``store`` (open) lacks: a model it holds registered at or before one removed of
-    its name; a running experiment created at or before one ended of its name, ended when
-    the first such one ended. The file is not read when the database holds neither."""
+    database ``store`` (open) lacks (see :func:`_lacked`). The file is not read when the
+    database holds no registered model and no running experiment."""
     path = removals_path(store)
-    try:
-        if os.stat(path).st_size == 0:
-            return []
-    except OSError:  # (none there: nothing was removed, or it cannot be read, said below)
-        if not path.exists():
-            return []
+    if not _holds_any(path):
+        return []
     reader = LearningReader(store.path, store.gone)
     try:
         models = {m.name: m.created for m in reader.runtime_models()}
         running = {e.name: e.created for e in reader.runtime_experiments() if e.ended is None}
     finally:
         reader.close()
+    return _lacked(path, models, running)
+
+
+def _holds_any(path: Path) -> bool:
+    """Whether there is a journal at ``path`` that may hold a removal (one that cannot be
+    looked at is read, and said so)."""
+    try:
+        return os.stat(path).st_size > 0
+    except OSError:
+        return path.exists()
+
+
+def _lacked(path: Path, models: dict[str, float], running: dict[str, float]
+            ) -> list[_UnregisteredAgain | _EndedAgain]:
+    """The removals ``path`` keeps that a database holding ``models`` (registered, name to
+    when) and ``running`` (experiments, name to when created) lacks: a model registered at or
+    before one removed of its name; a running experiment created at or before one ended of
+    its name, ended when the first such one ended."""
     if not models and not running:
         return []
+    models, running = dict(models), dict(running)
     out: list[_UnregisteredAgain | _EndedAgain] = []
     for removal in kept_removals(path):
         if removal.kind == MODEL:
@@ -318,6 +332,17 @@ def undone(store: SQLiteStore) -> list[_UnregisteredAgain | _EndedAgain]:
     return out
 
 
+def _made_again(changes: Sequence[_UnregisteredAgain | _EndedAgain],
+                done: tuple[str, str] = ("unregistered again", "ended again")) -> str:
+    """What making ``changes`` again does, naming the models and experiments (``done``: how
+    each is said)."""
+    models = [c.name for c in changes if isinstance(c, _UnregisteredAgain)]
+    ended = [c.name for c in changes if isinstance(c, _EndedAgain)]
+    return "; ".join(
+        [*([f"{done[0]} model(s) {listed_names(models, quoted=True)}"] if models else []),
+         *([f"{done[1]} experiment(s) {listed_names(ended, quoted=True)}"] if ended else [])])
+
+
 def make_again(store: SQLiteStore) -> None:
     """Make again in ``store`` (open for writing) the removals :func:`removals_path` keeps
     that it lacks (a backup taken before them, restored), saying so; nothing when it lacks
@@ -329,17 +354,32 @@ def make_again(store: SQLiteStore) -> None:
         return
     for change in changes:
         store.append(change).result()
-    models = [c.name for c in changes if isinstance(c, _UnregisteredAgain)]
-    ended = [c.name for c in changes if isinstance(c, _EndedAgain)]
-    said = [*([f"unregistered again model(s) {listed_names(models, quoted=True)}"]
-              if models else []),
-            *([f"ended again experiment(s) {listed_names(ended, quoted=True)}"]
-              if ended else [])]
     log.warning("%s: %s, taken away after this file was taken (a backup restored, or a "
                 "change cut short before the file took it), as %s keeps them: what else "
                 "changed in switchpoint.db since is not in it (spend since counts against no "
-                "budget)", store.path, "; ".join(said), REMOVALS_FILENAME)
+                "budget)", store.path, _made_again(changes), REMOVALS_FILENAME)
+
+
+def as_enforced(db: str | Path, models: Mapping[str, float], running: Mapping[str, float]
+                ) -> tuple[set[str], dict[str, float]]:
+    """For a command that only reads the database at ``db`` (``models list``,
+    ``experiments list``), which holds ``models`` (registered: name to when) and ``running``
+    (experiments: name to when created): the models the removals beside it unregister and
+    the experiments they end (name to when), which the next opening for writing makes (see
+    :func:`make_again`), saying so, so that what it shows is what a service enforces."""
+    path = Path(db).with_name(REMOVALS_FILENAME)
+    if not (models or running) or not _holds_any(path):
+        return set(), {}
+    changes = _lacked(path, dict(models), dict(running))
+    if changes:
+        log.warning("%s lacks removals %s keeps (a backup restored), which the next start "
+                    "(or `switchpoint models unregister`, `experiments end`) makes in it; "
+                    "shown with them made: %s", db, REMOVALS_FILENAME,
+                    _made_again(changes, ("the service unregisters",
+                                          "the service ends")))
+    return ({c.name for c in changes if isinstance(c, _UnregisteredAgain)},
+            {c.name: c.at for c in changes if isinstance(c, _EndedAgain)})
 
 
 __all__ = ["EXPERIMENT", "MAX_REMOVALS_BYTES", "MODEL", "REMOVALS_FILENAME", "Removal",
-           "journaled", "kept_removals", "make_again", "removals_path", "undone"]
+           "as_enforced", "journaled", "kept_removals", "make_again", "removals_path", "undone"]
