@@ -183,3 +183,14 @@ def test_the_lists_show_a_restored_backup_as_the_next_start_leaves_it_and_change
     warned = [r.getMessage() for r in caplog.records if "shown with them made" in r.getMessage()]
     assert len(warned) == 2 and '"free"' in warned[0] and '"trial"' in warned[1], warned
     assert db.read_bytes() == before  # (read only: the next start makes them)
+
+
+def test_keys_create_refuses_a_model_a_restored_backup_holds_and_the_next_start_unregisters(
+        settings: Settings, taken_away: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    restore(taken_away, Path(settings.db_path))
+    config = str(settings.source_path)
+    code = main(["keys", "create", "--tenant", "acme", "--models", "free", "--config", config])
+    err = capsys.readouterr().err
+    assert code == 2 and 'not in the catalog: "free"' in err, err
+    assert main(["keys", "create", "--tenant", "acme", "--models", "spare", "--config",
+                 config]) == 0

@@ -34,7 +34,7 @@ from switchpoint.gateway.registered_models import (
 )
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import LearningReader, RuntimeModelRemoval
-from switchpoint.store.removals import MODEL, Removal, make_again
+from switchpoint.store.removals import MODEL, Removal, as_enforced, make_again
 
 if TYPE_CHECKING:
     from switchpoint.governance.keys import KeyRecord
@@ -100,7 +100,9 @@ def catalog_names(settings: Settings) -> list[str] | None:
     those its ``data_dir`` keeps as registered at run time (each that reads as a model, merged
     as a start merges them), or None when the config lists no models (the weights' own
     profiles are routed). What a command checking model names against a service's catalog
-    (``keys create --models``) checks them against, as the service's own routes do."""
+    (``keys create --models``) checks them against, as the service's own routes do: one
+    unregistered since a backup of the store was restored is not among them (see
+    :func:`~switchpoint.store.removals.as_enforced`)."""
     if settings.models is None:
         return None
     registered: list[ModelEntry] = []
@@ -108,11 +110,13 @@ def catalog_names(settings: Settings) -> list[str] | None:
         reader = LearningReader(settings.db_path)
         try:
             gateway = settings.gateway
-            registered = [m.entry for m in kept_models(
-                reader, metadata_hosts=gateway.allow_registered_metadata_hosts,
-                nat64=gateway.nat64_networks) if m.entry is not None]
+            kept = kept_models(reader, metadata_hosts=gateway.allow_registered_metadata_hosts,
+                               nat64=gateway.nat64_networks)
         finally:
             reader.close()
+        # (as a start leaves them: without those unregistered since a backup restored)
+        gone, _ = as_enforced(settings.db_path, {m.name: m.registered_at for m in kept}, {})
+        registered = [m.entry for m in kept if m.entry is not None and m.name not in gone]
     merged = with_registered(settings, registered, check=False)
     return [m.name for m in merged.models or []]
 
