@@ -55,8 +55,6 @@ log = logging.getLogger("switchpoint.store")
 REMOVALS_FILENAME = "switchpoint.removals.jsonl"
 #: Most bytes :data:`REMOVALS_FILENAME` grows to (some 10,000 removals of 64-character names).
 MAX_REMOVALS_BYTES = 1024 * 1024
-#: The longest name a line may hold (longer than any model's or experiment's name).
-MAX_NAME = 1024
 MODEL, EXPERIMENT = "model", "experiment"
 # What each kind's removal is called, and its done form.
 _WORDS = {MODEL: ("unregistration", "unregistered"), EXPERIMENT: ("end", "ended")}
@@ -101,7 +99,7 @@ class Removal:
         if len(kinds) != 1 or not (math.isfinite(made) and math.isfinite(at)):
             return None
         name = item[kinds[0]]
-        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+        if not isinstance(name, str) or not name:  # (its length: the file's bound)
             return None
         return cls(kinds[0], name, made, at)
 
