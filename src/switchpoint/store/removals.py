@@ -17,7 +17,9 @@ entry keeps when the model or experiment it removed was made beside when it was 
 a row is judged by the first: a clock set back between a removal and a registration of the
 same name since does not take the new one for the old. A removal whose process died between
 the file and the database is made by the next opening likewise: it was asked for, and the
-database holds no later change of that name.
+database holds no later change of that name. A command that only reads the database
+(``models list``, ``experiments list``, the check of ``keys create --models``) takes it as the
+next opening will leave it, saying so (:func:`as_enforced`).
 
 The file is bounded (:data:`MAX_REMOVALS_BYTES`): past it, the entries of a name that a newer
 entry of the same kind and name covers go first (the newest removal of a name covers every
@@ -53,7 +55,7 @@ log = logging.getLogger("switchpoint.store")
 #: experiment ended (name and when), appended and synced before the database takes the
 #: change. A backup of ``switchpoint.db`` does not hold it; leave it in place when restoring.
 REMOVALS_FILENAME = "switchpoint.removals.jsonl"
-#: Most bytes :data:`REMOVALS_FILENAME` grows to (some 10,000 removals of 64-character names).
+#: Most bytes :data:`REMOVALS_FILENAME` grows to (some 8,000 removals of 64-character names).
 MAX_REMOVALS_BYTES = 1024 * 1024
 MODEL, EXPERIMENT = "model", "experiment"
 # What each kind's removal is called, and its done form.
