@@ -794,24 +794,25 @@ def test_a_gateway_called_from_loop_after_loop_holds_nothing_of_the_loops_that_c
         gateway.close()
 
 
-def _deadline_config(fake: FakeProviderProcess, root: Path, max_total_s: float) -> Path:
+def _deadline_config(fake: FakeProviderProcess, root: Path, max_total_s: float,
+                     extra: str = "") -> Path:
     """The usual config with a short request deadline and a budget on ``good`` (so each of its
-    requests holds a reservation until it is settled)."""
+    requests holds a reservation until it is settled), and ``extra``."""
     config = root / "switchpoint.yaml"
     gateway = GATEWAY.replace("max_total_s: 10", f"max_total_s: {max_total_s}")
     assert gateway != GATEWAY
-    config.write_text(config_text(fake, gateway=gateway) + "budgets: {models: {good: 50/day}}\n",
-                      encoding="utf-8")
+    config.write_text(config_text(fake, gateway=gateway) + "budgets: {models: {good: 50/day}}\n"
+                      + extra, encoding="utf-8")
     return config
 
 
-def _trickling(fake: FakeProviderProcess, root: Path, max_total_s: float, every: float = 0.05
-               ) -> tuple[Gateway, SQLiteStore, Ledger]:
-    """A gateway on :func:`_deadline_config`, its store and its budgets' ledger, whose next
-    answer from ``good`` is long and slow, never silent: after its first chunk, a byte every
-    ``every`` seconds (a chunk is some 150 bytes)."""
-    gateway = Gateway.from_config(_deadline_config(fake, root, max_total_s), loader=FACTORY,
-                                  env=KEYS)
+def _trickling(fake: FakeProviderProcess, root: Path, max_total_s: float, every: float = 0.05,
+               extra: str = "") -> tuple[Gateway, SQLiteStore, Ledger]:
+    """A gateway on :func:`_deadline_config` (with ``extra``), its store and its budgets'
+    ledger, whose next answer from ``good`` is long and slow, never silent: after its first
+    chunk, a byte every ``every`` seconds (a chunk is some 150 bytes)."""
+    gateway = Gateway.from_config(_deadline_config(fake, root, max_total_s, extra),
+                                  loader=FACTORY, env=KEYS)
     assert gateway.store is not None
     fake.script("good", f"trickle:every={every}")
     return gateway, gateway.store, gateway.governor.ledger
@@ -1135,6 +1136,45 @@ def test_a_call_left_on_a_stopped_loop_is_logged_and_settled_as_the_gateway_clos
         assert gateway.governor.ledger.open_tickets() == 0
         [budget] = gateway.budget_status()
         assert budget["held_usd"] == 0 and budget["spent_usd"] > 0
+    finally:
+        gateway.close()
+
+
+def test_a_comparison_left_on_a_stopped_loop_is_settled_once_as_the_gateway_closes(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A comparison whose calls wait for their answers on a loop a ``run_until_complete``
+    returned from: closing settles each call once (logged as closed by the client, its hold
+    settled) and lets go of the comparison itself, so a later closing has nothing of it left
+    to wait for or warn of, where the comparison stayed counted inside the gateway and every
+    later closing warned of it again."""
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
+    gw_fake.script("good", "hang:seconds=5")
+    gw_fake.script("cheap", "hang:seconds=5")
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(gateway.acompare(messages(), ["good", "cheap"]))
+    try:
+        loop.run_until_complete(_until(lambda: len(gw_fake.requests()) == 2))
+        assert ledger.open_tickets() == 2
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            gateway.close()
+        assert any("2 call(s) were left waiting" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        gateway.start()
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            gateway.close()
+        assert [r.getMessage() for r in caplog.records
+                if "event loop stopped" in r.getMessage()] == []
+    finally:
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        gateway.close()
+        loop.close()
+    gateway.start()
+    try:
+        entries, _ = store.requests(20, None)
+        assert sorted(e["status"] for e in entries) == ["client_closed", "client_closed"]
+        assert all("event loop was stopped" in e["error"] for e in entries)
+        assert gateway.governor.ledger.open_tickets() == 0
     finally:
         gateway.close()
 

@@ -29,7 +29,6 @@ import functools
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -58,7 +57,9 @@ class Admission:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._inside: Counter[Loop] = Counter()
+        # Each request inside, by its loop: a mark of its own, so one a closing let go of
+        # (see _not_waited_for) counts out no other as it ends after all.
+        self._inside: dict[Loop, set[object]] = {}
         self._shut = False
 
     @property
@@ -72,20 +73,19 @@ class Admission:
         request already inside is counted too, never refused: closing waits for it as well,
         should it outlast its request (a stream's answer, read after its route returned)."""
         loop = running_loop()
+        mark = object()
         with self._cond:
             if self._shut and not _INSIDE.get():
                 raise refuse()
-            self._inside[loop] += 1
-        left = False
+            self._inside.setdefault(loop, set()).add(mark)
 
         def leave() -> None:
-            nonlocal left
             with self._cond:
-                if left:
-                    return
-                left = True
-                self._inside[loop] -= 1
-                if self._inside[loop] <= 0:
+                inside = self._inside.get(loop)
+                if inside is None or mark not in inside:
+                    return  # (left already, or let go of by a closing)
+                inside.discard(mark)
+                if not inside:
                     del self._inside[loop]
                 self._cond.notify_all()
 
@@ -130,7 +130,7 @@ class Admission:
             return self._count(but)
 
     def _count(self, but: Collection[Loop], stuck: Collection[Loop] = ()) -> int:
-        return sum(n for loop, n in self._inside.items()
+        return sum(len(marks) for loop, marks in self._inside.items()
                    if loop is None or (loop not in but and loop not in stuck
                                        and not loop.is_closed()))
 
@@ -150,7 +150,9 @@ class Admission:
         ``timeout`` seconds; returns how many are still inside. A loop seen stopped (not
         running) at every look for a tick or more runs nothing while closing waits: its requests
         (a stream left open by a ``run_until_complete`` that returned, on a thread gone) are
-        not waited for, since only the closing can end them (see :func:`runs_no_more`)."""
+        not waited for, since only the closing can end them (see :func:`runs_no_more`): they
+        are let go of, each counted out now (its own end, should its loop run again, counts
+        out nothing more), so a later closing neither waits for nor warns of them again."""
         deadline = time.monotonic() + timeout
         since: dict[Loop, float] = {}
         with self._cond:
@@ -177,8 +179,12 @@ class Admission:
             await asyncio.sleep(_TICK_S)
 
     def _not_waited_for(self, but: Collection[Loop], stuck: Collection[Loop]) -> None:
-        """Say how many requests a drain left on stopped loops (under the lock)."""
-        n = sum(self._inside[loop] for loop in stuck if loop not in but)
+        """Say how many requests a drain left on stopped loops, and let go of them (under the
+        lock): closing settles what they hold (see :meth:`ChatDoor.close_stopped
+        <switchpoint.gateway.chat_door.ChatDoor.close_stopped>`), and nothing else would
+        count them out."""
+        gone = [loop for loop in stuck if loop not in but]
+        n = sum(len(self._inside.pop(loop, ())) for loop in gone)
         if n:
             log.warning("closing: %d request(s) on an event loop stopped, not running (a "
                         "run_until_complete that returned, a thread that ended without closing "
