@@ -38,6 +38,7 @@ from switchpoint.config import load_settings
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     FailoverError,
+    GatewayClosedError,
     InvalidInputError,
     ProcessBoundError,
     StoreError,
@@ -45,6 +46,7 @@ from switchpoint.errors import (
     StreamInUseError,
 )
 from switchpoint.gateway import ChatCompletion
+from switchpoint.gateway.learning import MadeForACall
 from switchpoint.gateway.parsing import check_chat_body
 from switchpoint.gateway.planning import ChatCall
 from switchpoint.governance.ledger import Ledger
@@ -1175,6 +1177,99 @@ def test_a_comparison_left_on_a_stopped_loop_is_settled_once_as_the_gateway_clos
         assert sorted(e["status"] for e in entries) == ["client_closed", "client_closed"]
         assert all("event loop was stopped" in e["error"] for e in entries)
         assert gateway.governor.ledger.open_tickets() == 0
+    finally:
+        gateway.close()
+
+
+@pytest.mark.parametrize(("stage", "closing"), [("routing", "close"), ("planned", "close"),
+                                               ("routing", "aclose"), ("planned", "aclose")])
+def test_a_request_left_routing_or_planned_on_a_stopped_loop_is_settled_as_the_gateway_closes(
+        gw_fake: FakeProviderProcess, tmp_path: Path, stage: str, closing: str,
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request still being routed, or planned (its budget hold reserved) but its call not
+    begun, on a loop a ``run_until_complete`` returned from: closing logs it once as closed
+    by the client saying why, releases its budget hold and gives back its place among its
+    tenant's calls in flight, where it was neither logged nor let go of (the hold open until
+    it expired, the tenant's place held for as long as the process ran, and every later
+    closing warned of it again). Its loop run again, it calls no model and raises the closed
+    error, logging and holding nothing more. Closed by close(), and by aclose() on a loop of
+    its own."""
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3, extra="tenants: {acme: {}}\n")
+    owner = 'tenant "acme"'
+    routing, release = threading.Event(), threading.Event()
+    decide = gateway._decide
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        routing.set()
+        release.wait(10)
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(gateway, "_decide", slow)
+    decided = threading.Event()
+    made = MadeForACall.made
+
+    def noted(self: MadeForACall, decision: RoutingDecision) -> RoutingDecision:
+        made(self, decision)
+        decided.set()
+        return decision
+
+    monkeypatch.setattr(MadeForACall, "made", noted)
+    memory = gateway.router.learner.memory
+    remembered = len(memory)
+    loop = asyncio.new_event_loop()
+    task = None
+    try:
+        if stage == "routing":
+            task = loop.create_task(gateway.acomplete(messages(), models=["good"],
+                                                      tenant="acme"))
+            loop.run_until_complete(_until(routing.is_set))
+        else:
+            call = ChatCall(body=check_chat_body({"model": "good", "messages": messages()}),
+                            caller="test", tenant="acme")
+            plan, live = loop.run_until_complete(gateway.plan(call))
+            assert ledger.open_tickets() == 1
+        assert gateway.in_flight.held(owner) == 1
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            if closing == "aclose":
+                asyncio.run(gateway.aclose())
+            else:
+                gateway.close()
+        assert time.monotonic() - started < 2  # (it waited 5 s: max_total_s and 2 s more)
+        assert any("1 request(s) were left being routed or planned" in r.getMessage()
+                   for r in caplog.records)
+        assert gateway.in_flight.held(owner) == 0 and ledger.open_tickets() == 0
+        release.set()
+        if stage == "routing":  # the decision made for it is forgotten as it is made
+            until(decided.is_set, "the router decides")
+            assert len(memory) == remembered
+        caplog.clear()
+        gateway.start()
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            gateway.close()  # (nothing of it is left to wait for or warn of)
+        assert [r.getMessage() for r in caplog.records
+                if "event loop stopped" in r.getMessage()] == []
+        with pytest.raises(GatewayClosedError, match="event loop was stopped"):
+            loop.run_until_complete(task if task is not None
+                                    else gateway.execute(plan, live))
+        assert gateway.in_flight.held(owner) == 0 and gw_fake.requests() == []
+    finally:
+        release.set()
+        if task is not None and not task.done():
+            task.cancel()
+            loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        gateway.close()
+        loop.close()
+    gateway.start()
+    try:
+        entries, _ = store.requests(20, None)
+        assert [(e["status"], e["tenant"]) for e in entries] == [("client_closed", "acme")]
+        assert "event loop was stopped" in entries[0]["error"]
+        if stage == "planned":
+            assert entries[0]["id"] == plan.request_id
+        assert gateway.governor.ledger.open_tickets() == 0
+        [budget] = gateway.budget_status()
+        assert budget["held_usd"] == 0 and budget["spent_usd"] == 0
     finally:
         gateway.close()
 

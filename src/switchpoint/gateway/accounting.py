@@ -261,15 +261,16 @@ def stopped_unplanned(call: ChatCall, exc: ServiceStoppingError, live: Live, sta
 
 
 def abandoned_unplanned(call: ChatCall, live: Live, started: float,
-                        pin: PinDecision | None = None) -> Entry:
+                        pin: PinDecision | None = None, *,
+                        why: str = "the client left while the request was being routed, "
+                                   "before any model was called") -> Entry:
     """The caller left while the request was being planned (its router still deciding, its
-    task cancelled): logged once as closed by the client, as one that leaves later is, with
-    no model, no charge and no decision (the decision made for it is forgotten, so no id of
-    it is written for feedback to name); ``pin`` as for :func:`refused`."""
+    task cancelled; ``why``: how): logged once as closed by the client, as one that leaves
+    later is, with no model, no charge and no decision (the decision made for it is
+    forgotten, so no id of it is written for feedback to name); ``pin`` as for
+    :func:`refused`."""
     return _unplanned(call, None, live, started, pin, status="client_closed",
-                      http_status=499, error_kind="client_closed",
-                      error="the client left while the request was being routed, before any "
-                            "model was called")
+                      http_status=499, error_kind="client_closed", error=why)
 
 
 def _unplanned(call: ChatCall, exc: GatewayError | None, live: Live, started: float,

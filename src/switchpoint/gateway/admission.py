@@ -189,9 +189,10 @@ class Admission:
             log.warning("closing: %d request(s) on an event loop stopped, not running (a "
                         "run_until_complete that returned, a thread that ended without closing "
                         "its loop), were not waited for, since nothing runs them: a stream "
-                        "among them is logged as broken now, a call waiting for its answer as "
-                        "closed by the client, each with its budget hold settled; end what you "
-                        "start on a loop before it stops", n)
+                        "among them is logged as broken now, a call waiting for its answer, or "
+                        "one still being routed or planned, as closed by the client, each with "
+                        "its budget hold settled; end what you start on a loop before it "
+                        "stops", n)
 
 
 def runs_no_more(loop: asyncio.AbstractEventLoop) -> bool:

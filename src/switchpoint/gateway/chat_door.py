@@ -24,7 +24,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import anyio.to_thread
@@ -65,8 +65,8 @@ from switchpoint.gateway.failover import (
 )
 from switchpoint.gateway.health import HealthTracker
 from switchpoint.gateway.housekeeping import Housekeeping
-from switchpoint.gateway.in_flight import InFlight, owner_of, share_of
-from switchpoint.gateway.learning import GatewayLearning
+from switchpoint.gateway.in_flight import InFlight, Slot, owner_of, share_of
+from switchpoint.gateway.learning import GatewayLearning, MadeForACall
 from switchpoint.gateway.live import Live, RouterState
 from switchpoint.gateway.misconfig import no_upstream_message
 from switchpoint.gateway.observing import Told
@@ -101,6 +101,24 @@ CALL_LOOP_STOPPED = (
     "its answer came, so nothing could take the answer; charged what the upstream may have "
     "billed, as a call its caller cancels is: await a call to its end, or cancel it, before "
     "its loop stops")
+#: Why a request left being routed, or planned with its call not begun, on an event loop
+#: stopped, not closed, as the gateway closes is logged as closed by the client (see
+#: :meth:`ChatDoor.close_stopped`).
+UNBEGUN_LOOP_STOPPED = (
+    "the gateway closed while the request's event loop was stopped, not running (a "
+    "run_until_complete that returned, a thread that ended without closing its loop), before "
+    "any model was called (it was being routed, or planned and its call not begun), so nothing "
+    "could go on with it; nothing charged: await a call to its end, or cancel it, before its "
+    "loop stops")
+
+
+def closed_while_stopped() -> GatewayClosedError:
+    """What a request the gateway's closing settled on a loop that ran no more raises, should
+    that loop run again."""
+    return GatewayClosedError(
+        "the gateway closed while this call's event loop was stopped, so the call was ended "
+        "then (logged as closed by the client, its budget hold settled); start the gateway "
+        "again (Gateway.start) and make the call again")
 
 
 class ChatHost(Deciding, Protocol):
@@ -155,10 +173,11 @@ class ChatDoor:
         self._calls: dict[asyncio.Task[Any], _Call] = {}
         self._stopped_calls: dict[asyncio.Task[Any], str] = {}
         self._settled_calls: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
-        # The tasks planning a request (routing it, reserving its budget hold), and the
-        # requests planned whose call has not begun (by request id, with the live router each
-        # was planned on and its loop): a stop ends those too, whatever stage they are in.
-        self._planning: set[asyncio.Task[Any]] = set()
+        # The tasks planning a request (routing it, reserving its budget hold), each with what
+        # it holds (as closing settles one whose loop runs no more), and the requests planned
+        # whose call has not begun (by request id, with the live router each was planned on
+        # and its loop): a stop ends those too, whatever stage they are in.
+        self._planning: dict[asyncio.Task[Any], _Routing] = {}
         self._planned: dict[str, tuple[Plan, Live, asyncio.AbstractEventLoop]] = {}
         # The loops :meth:`stop_in_flight` ended the requests of, with why: a request that
         # reaches the gateway there since is ended as it arrives.
@@ -194,7 +213,7 @@ class ChatDoor:
             raise
         try:
             with self._admission.within():  # (its routing, on the live router, is part of it)
-                plan, live = await self._plan_held(call, live, started)
+                plan, live = await self._plan_held(_Routing(call, live, started, slot, leave))
         except BaseException:
             if slot is not None:
                 slot.release()
@@ -237,27 +256,32 @@ class ChatDoor:
             del self._planned[request_id]
             if on is not loop:
                 continue  # (its loop closed: nothing on it can run again)
-            entry = self._end_planned(plan, live, why)
+            entry = self._stop_planned(plan, live, why)
             self._streams.keep(loop.create_task(self._log_ended(entry, plan)))
             ended += 1
         return ended + self._streams.stop(loop, why)
 
-    async def _plan_held(self, call: ChatCall, live: Live, started: float
-                         ) -> tuple[Plan, Live]:
+    async def _plan_held(self, routing: _Routing) -> tuple[Plan, Live]:
+        call, live, started = routing.call, routing.live, routing.started
         task = asyncio.current_task()
         if task is not None:
-            self._planning.add(task)
+            self._planning[task] = routing
         try:
             try:
                 plan, live = await self._plan(call, live, started)
             finally:
                 if task is not None:
-                    self._planning.discard(task)
+                    self._planning.pop(task, None)
         except _REFUSALS as exc:
             await self._refused(call, exc, live, started)
             raise
         except asyncio.CancelledError:
             # (A cancel lands only where planning waits, before any budget hold is taken.)
+            if self._settled_already(task):  # (logged and let go of by closing)
+                assert task is not None
+                if task.uncancel() > 0:
+                    raise
+                raise closed_while_stopped() from None
             why = self._stopped_calls.pop(task, None) if task is not None else None
             if why is None or task is None or task.uncancel() > 0:
                 # its caller cancelled it (too), which is obeyed: a client that left, logged
@@ -369,6 +393,10 @@ class ChatDoor:
 
             # (a decision made for a call cancelled before it is kept is forgotten again)
             with self.learning.made_for_a_call(live) as made:
+                task = asyncio.current_task()
+                routing = self._planning.get(task) if task is not None else None
+                if routing is not None:  # (closing lets go of it, should its loop stop)
+                    routing.made.append(made)
                 if policy is None:
                     decision = await base(text, allowed, cost_weight)
                 else:
@@ -406,7 +434,7 @@ class ChatDoor:
             raise plan.stopped
         why = self._stopping.get(asyncio.get_running_loop())
         if why is not None:
-            await self._write(self._end_planned(plan, live, why), wait=True)
+            await self._write(self._stop_planned(plan, live, why), wait=True)
             assert plan.stopped is not None
             raise plan.stopped
         attempts: list[Attempt] = []
@@ -471,10 +499,7 @@ class ChatDoor:
         if self._settled_already(task):
             if isinstance(result, FailoverStream):
                 await result.aclose()
-            raise GatewayClosedError(
-                "the gateway closed while this call's event loop was stopped, so the call was "
-                "ended then (logged as closed by the client, its budget hold settled); start "
-                "the gateway again (Gateway.start) and make the call again")
+            raise closed_while_stopped()
         if isinstance(result, FailoverStream):
             try:
                 self._answered(plan, live, result.model, attempts)
@@ -540,10 +565,13 @@ class ChatDoor:
         return settlement
 
     def left_on_stopped_loops(self) -> bool:
-        """Whether a call waiting for its answer, or an open stream, is left on an event
-        loop that runs no more (see :func:`~switchpoint.gateway.admission.runs_no_more`)."""
-        return any(runs_no_more(on) for on in [*self._streams.open_streams.values(),
-                                               *(t.get_loop() for t in list(self._calls))])
+        """Whether a call waiting for its answer, an open stream, or a request being routed
+        or planned with its call not begun, is left on an event loop that runs no more (see
+        :func:`~switchpoint.gateway.admission.runs_no_more`)."""
+        return any(runs_no_more(on) for on in [
+            *self._streams.open_streams.values(),
+            *(t.get_loop() for t in [*self._calls, *self._planning]),
+            *(on for _, _, on in list(self._planned.values()))])
 
     async def close_stopped(self) -> None:
         """As the gateway closes: close the open streams of the running loop, and settle
@@ -553,7 +581,9 @@ class ChatDoor:
         hold settled as for a call its caller cancels (the try under way charged if its
         request may have been sent), its place in its tenant's calls in flight given back.
         Should that loop run again, the call raises the closed error, logging and charging
-        nothing more. The upstream connections of such loops are ended then (see
+        nothing more. So is each request there not yet calling a model: being routed, or
+        planned with its call not begun (see :meth:`_settle_unbegun`). The upstream
+        connections of such loops are ended then (see
         :meth:`ClientPool.shut_down <switchpoint.gateway.providers.ClientPool.shut_down>`), so
         a provider stops generating what nobody will read."""
         left = [(task, call) for task, call in list(self._calls.items())
@@ -561,6 +591,7 @@ class ChatDoor:
         stopped = {on for on in [*self._streams.open_streams.values(),
                                  *(task.get_loop() for task, _ in left)] if runs_no_more(on)}
         await self._streams.close_all(stopped=True)
+        await self._settle_unbegun()
         for task, call in left:
             self._calls.pop(task, None)
             self._settled_calls.add(task)
@@ -585,6 +616,58 @@ class ChatDoor:
                         "stopped, not running, as the gateway closed; each is logged as closed "
                         "by the client and its budget hold settled now: await a call to its "
                         "end, or cancel it, before its loop stops", len(left))
+
+    async def _settle_unbegun(self) -> None:
+        """As the gateway closes: settle each request left on an event loop that runs no
+        more before any model was called, which nothing would run again: one being routed (its
+        routing cancelled, the decisions made for it forgotten) and one planned whose call has
+        not begun (its budget hold released), each logged once as closed by the client saying
+        so (:data:`UNBEGUN_LOOP_STOPPED`), its place in its tenant's calls in flight given
+        back. Should that loop run again, it raises the closed error, calling no model and
+        logging nothing more."""
+        routing = [(task, held) for task, held in list(self._planning.items())
+                   if not task.done() and runs_no_more(task.get_loop())]
+        planned = [(request_id, plan, live) for request_id, (plan, live, on)
+                   in list(self._planned.items()) if runs_no_more(on)]
+        for task, held in routing:
+            self._planning.pop(task, None)
+            self._settled_calls.add(task)
+            if not task.get_loop().is_closed():  # (lands where it waits, should it run again)
+                task.cancel()
+            try:
+                for made in held.made:
+                    made.let_go()
+                entry = accounting.abandoned_unplanned(
+                    held.call, held.live, held.started, self._peek_pin(held.call, held.live),
+                    why=UNBEGUN_LOOP_STOPPED)
+                await self._write(entry, wait=False)
+            except Exception as exc:  # (settling the rest matters more)
+                log.error("a request being routed on a stopped event loop was not settled "
+                          "cleanly: %s", exc)
+            finally:
+                if held.slot is not None:
+                    held.slot.release()
+                held.leave()
+        for request_id, plan, live in planned:
+            self._planned.pop(request_id, None)
+            try:
+                entry = self._end_planned(plan, closed_while_stopped(), lambda ledger: (
+                    accounting.abandoned(plan, live, [], ledger,  # noqa: B023
+                                         why=UNBEGUN_LOOP_STOPPED)))
+                await self._write(entry, wait=False)
+            except Exception as exc:  # (settling the rest matters more)
+                log.error("request %s, planned on a stopped event loop, was not settled "
+                          "cleanly: %s", request_id, exc)
+            finally:
+                plan.release_slot()
+                plan.leave()
+        if routing or planned:
+            log.warning("%d request(s) were left being routed or planned on an event loop "
+                        "stopped, not running, as the gateway closed, before any model was "
+                        "called; each is logged as closed by the client, its budget hold "
+                        "released and its place among its tenant's calls in flight given back "
+                        "now: await a call to its end, or cancel it, before its loop stops",
+                        len(routing) + len(planned))
 
     def _settled_already(self, task: asyncio.Task[Any] | None) -> bool:
         """Whether :meth:`close_stopped` settled the call of ``task`` (its loop, stopped as
@@ -650,16 +733,24 @@ class ChatDoor:
         self._streams.add(chat_stream, stream.seconds_left(), watches)
         return chat_stream
 
-    def _end_planned(self, plan: Plan, live: Live, why: str) -> accounting.Entry:
-        """End a planned request whose call has not begun, for a service that stops: its
-        budget hold released (no model was called), :attr:`Plan.stopped` set to the error its
-        caller gets. Returns its log entry, to write."""
+    def _stop_planned(self, plan: Plan, live: Live, why: str) -> accounting.Entry:
+        """End a planned request whose call has not begun, for a service that stops (see
+        :meth:`_end_planned`), logged as ended by the stop."""
         error = ServiceStoppingError(why)
+        return self._end_planned(plan, error, lambda ledger: accounting.stopped(
+            plan, live, [], error, ledger))
+
+    def _end_planned(self, plan: Plan, error: GatewayError | GatewayClosedError,
+                     build: Callable[[accounting.Settlement | None], accounting.Entry]
+                     ) -> accounting.Entry:
+        """End a planned request whose call has not begun: its budget hold released (no
+        model was called), :attr:`Plan.stopped` set to ``error``, which its caller gets should
+        it execute the plan (a service error carrying the log entry's info). Returns its log
+        entry (``build``'s), to write."""
         plan.unanswered([])
-        entry = self._settler.entry(self._settler.settle(plan, None, None, None),
-                                    lambda ledger: accounting.stopped(plan, live, [], error,
-                                                                      ledger))
-        error.info = entry.info
+        entry = self._settler.entry(self._settler.settle(plan, None, None, None), build)
+        if isinstance(error, GatewayError):
+            error.info = entry.info
         plan.stopped = error
         return entry
 
@@ -703,6 +794,21 @@ class ChatDoor:
             self._told.store_error()
             log.error("request %s not logged: %s", entry.request.id, exc)
             return None
+
+
+@dataclass(slots=True)
+class _Routing:
+    """A request being planned: its call, the live router and start it was planned with, its
+    place among its tenant's calls in flight (None: counted against no one), what counts it
+    out of the requests inside the gateway, and what its routing made (forgotten unless
+    kept)."""
+
+    call: ChatCall
+    live: Live
+    started: float
+    slot: Slot | None
+    leave: Callable[[], None]
+    made: list[MadeForACall] = field(default_factory=list)
 
 
 class _Call(NamedTuple):

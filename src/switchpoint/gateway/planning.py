@@ -29,6 +29,7 @@ from switchpoint._redact import redact
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
+    GatewayClosedError,
     GatewayError,
     InvalidInputError,
     ModelNotFoundError,
@@ -152,8 +153,9 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     planning_ms: float = 0.0
     ticket: Any = None  # the budget reservation, once admitted (see switchpoint.governance)
-    # The error it was ended with before its call began (the service stopped; it is logged).
-    stopped: GatewayError | None = None
+    # The error it was ended with before its call began (the service stopped, or the gateway
+    # closed while its event loop was stopped; it is logged).
+    stopped: GatewayError | GatewayClosedError | None = None
     pin_note: str | None = None  # why the pin is not what the session's windows said
     # Its place among its tenant's calls in flight (None: counted against no one), held until
     # its answer is returned, its stream ends or its call fails.
