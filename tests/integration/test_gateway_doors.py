@@ -66,6 +66,7 @@ from tests.integration.gateway_env import (
     log_entry,
 )
 from tests.integration.servers import ThreadServer, thread_server, until
+from tests.integration.test_stop_while_planning import SlowPolicy
 
 OTHER = "claude-fake-2"  # the upstream name of the catalog model `other`
 
@@ -830,6 +831,21 @@ def _upstream_let_go(fake: FakeProviderProcess) -> None:
         time.sleep(0.02)
 
 
+def _closed_at_once(gateway: Gateway, caplog: pytest.LogCaptureFixture, *,
+                    by_aclose: bool = False) -> list[str]:
+    """Close ``gateway`` (``by_aclose``: by aclose() on a loop of its own), whose requests
+    left are on stopped loops: it does not wait for them (it waited max_total_s and 2 s more
+    for each). Returns what it warned of."""
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+        if by_aclose:
+            asyncio.run(gateway.aclose())
+        else:
+            gateway.close()
+    assert time.monotonic() - started < 2
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 async def _until(what: Callable[[], object], seconds: float = 10.0) -> None:
     """Wait, with the event loop running, until ``what()`` is true."""
     deadline = time.monotonic() + seconds
@@ -1078,15 +1094,8 @@ def test_a_stream_left_open_on_a_stopped_loop_is_logged_and_settled_as_the_gatew
         else:
             made.append(loop.run_until_complete(read_once()))
         assert ledger.open_tickets() == 1
-        started = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
-            if where == "thread-gone":  # (and closed from a loop: aclose)
-                asyncio.run(gateway.aclose())
-            else:
-                gateway.close()
-        assert time.monotonic() - started < 2  # (it waited 5 s: max_total_s and 2 s more)
-        assert any("1 request(s) on an event loop stopped" in r.getMessage()
-                   for r in caplog.records)
+        said = _closed_at_once(gateway, caplog, by_aclose=where == "thread-gone")
+        assert any("1 request(s) on an event loop stopped" in m for m in said)
         _upstream_let_go(gw_fake)
     finally:
         gateway.close()
@@ -1142,6 +1151,31 @@ def test_a_call_left_on_a_stopped_loop_is_logged_and_settled_as_the_gateway_clos
         gateway.close()
 
 
+def _closes_again_quietly(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    """Start ``gateway`` again and close it: nothing its last closing settled on a stopped
+    loop is waited for or warned of again."""
+    caplog.clear()
+    gateway.start()
+    with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+        gateway.close()
+    assert [r.getMessage() for r in caplog.records
+            if "event loop stopped" in r.getMessage()] == []
+
+
+@contextlib.contextmanager
+def _started_again(gateway: Gateway, store: SQLiteStore) -> Iterator[list[dict[str, Any]]]:
+    """``gateway`` started again (then closed): the request log's entries, each saying its
+    event loop was stopped, and no budget hold left open."""
+    gateway.start()
+    try:
+        entries, _ = store.requests(20, None)
+        assert all("event loop was stopped" in e["error"] for e in entries)
+        assert gateway.governor.ledger.open_tickets() == 0
+        yield entries
+    finally:
+        gateway.close()
+
+
 def test_a_comparison_left_on_a_stopped_loop_is_settled_once_as_the_gateway_closes(
         gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A comparison whose calls wait for their answers on a loop a ``run_until_complete``
@@ -1157,28 +1191,16 @@ def test_a_comparison_left_on_a_stopped_loop_is_settled_once_as_the_gateway_clos
     try:
         loop.run_until_complete(_until(lambda: len(gw_fake.requests()) == 2))
         assert ledger.open_tickets() == 2
-        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
-            gateway.close()
-        assert any("2 call(s) were left waiting" in r.getMessage() for r in caplog.records)
-        caplog.clear()
-        gateway.start()
-        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
-            gateway.close()
-        assert [r.getMessage() for r in caplog.records
-                if "event loop stopped" in r.getMessage()] == []
+        said = _closed_at_once(gateway, caplog)
+        assert any("2 call(s) were left waiting" in m for m in said)
+        _closes_again_quietly(gateway, caplog)
     finally:
         task.cancel()
         loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
         gateway.close()
         loop.close()
-    gateway.start()
-    try:
-        entries, _ = store.requests(20, None)
-        assert sorted(e["status"] for e in entries) == ["client_closed", "client_closed"]
-        assert all("event loop was stopped" in e["error"] for e in entries)
-        assert gateway.governor.ledger.open_tickets() == 0
-    finally:
-        gateway.close()
+    with _started_again(gateway, store) as entries:
+        assert [e["status"] for e in entries] == ["client_closed", "client_closed"]
 
 
 @pytest.mark.parametrize(("stage", "closing"), [("routing", "close"), ("planned", "close"),
@@ -1196,15 +1218,7 @@ def test_a_request_left_routing_or_planned_on_a_stopped_loop_is_settled_as_the_g
     its own."""
     gateway, store, ledger = _trickling(gw_fake, tmp_path, 3, extra="tenants: {acme: {}}\n")
     owner = 'tenant "acme"'
-    routing, release = threading.Event(), threading.Event()
-    decide = gateway._decide
-
-    def slow(*args: Any, **kwargs: Any) -> Any:
-        routing.set()
-        release.wait(10)
-        return decide(*args, **kwargs)
-
-    monkeypatch.setattr(gateway, "_decide", slow)
+    slow = SlowPolicy(gateway)
     decided = threading.Event()
     made = MadeForACall.made
 
@@ -1222,56 +1236,38 @@ def test_a_request_left_routing_or_planned_on_a_stopped_loop_is_settled_as_the_g
         if stage == "routing":
             task = loop.create_task(gateway.acomplete(messages(), models=["good"],
                                                       tenant="acme"))
-            loop.run_until_complete(_until(routing.is_set))
+            loop.run_until_complete(_until(slow.entered.is_set))
         else:
             call = ChatCall(body=check_chat_body({"model": "good", "messages": messages()}),
                             caller="test", tenant="acme")
             plan, live = loop.run_until_complete(gateway.plan(call))
             assert ledger.open_tickets() == 1
         assert gateway.in_flight.held(owner) == 1
-        started = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
-            if closing == "aclose":
-                asyncio.run(gateway.aclose())
-            else:
-                gateway.close()
-        assert time.monotonic() - started < 2  # (it waited 5 s: max_total_s and 2 s more)
-        assert any("1 request(s) were left being routed or planned" in r.getMessage()
-                   for r in caplog.records)
+        said = _closed_at_once(gateway, caplog, by_aclose=closing == "aclose")
+        assert any("1 request(s) were left being routed or planned" in m for m in said)
         assert gateway.in_flight.held(owner) == 0 and ledger.open_tickets() == 0
-        release.set()
+        slow.release.set()
         if stage == "routing":  # the decision made for it is forgotten as it is made
             until(decided.is_set, "the router decides")
             assert len(memory) == remembered
-        caplog.clear()
-        gateway.start()
-        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
-            gateway.close()  # (nothing of it is left to wait for or warn of)
-        assert [r.getMessage() for r in caplog.records
-                if "event loop stopped" in r.getMessage()] == []
+        _closes_again_quietly(gateway, caplog)
         with pytest.raises(GatewayClosedError, match="event loop was stopped"):
             loop.run_until_complete(task if task is not None
                                     else gateway.execute(plan, live))
         assert gateway.in_flight.held(owner) == 0 and gw_fake.requests() == []
     finally:
-        release.set()
+        slow.release.set()
         if task is not None and not task.done():
             task.cancel()
             loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
         gateway.close()
         loop.close()
-    gateway.start()
-    try:
-        entries, _ = store.requests(20, None)
+    with _started_again(gateway, store) as entries:
         assert [(e["status"], e["tenant"]) for e in entries] == [("client_closed", "acme")]
-        assert "event loop was stopped" in entries[0]["error"]
         if stage == "planned":
             assert entries[0]["id"] == plan.request_id
-        assert gateway.governor.ledger.open_tickets() == 0
         [budget] = gateway.budget_status()
         assert budget["held_usd"] == 0 and budget["spent_usd"] == 0
-    finally:
-        gateway.close()
 
 
 def test_a_stream_read_on_another_loop_while_its_own_runs_is_refused_saying_where_to_read_it(
