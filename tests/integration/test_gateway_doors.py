@@ -37,6 +37,7 @@ from switchpoint import Gateway
 from switchpoint.config import load_settings
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
+    ConflictError,
     FailoverError,
     GatewayClosedError,
     InvalidInputError,
@@ -1164,12 +1165,11 @@ def _closes_again_quietly(gateway: Gateway, caplog: pytest.LogCaptureFixture) ->
 
 @contextlib.contextmanager
 def _started_again(gateway: Gateway, store: SQLiteStore) -> Iterator[list[dict[str, Any]]]:
-    """``gateway`` started again (then closed): the request log's entries, each saying its
-    event loop was stopped, and no budget hold left open."""
+    """``gateway`` started again (then closed): the request log's entries, and no budget hold
+    left open."""
     gateway.start()
     try:
         entries, _ = store.requests(20, None)
-        assert all("event loop was stopped" in e["error"] for e in entries)
         assert gateway.governor.ledger.open_tickets() == 0
         yield entries
     finally:
@@ -1201,6 +1201,7 @@ def test_a_comparison_left_on_a_stopped_loop_is_settled_once_as_the_gateway_clos
         loop.close()
     with _started_again(gateway, store) as entries:
         assert [e["status"] for e in entries] == ["client_closed", "client_closed"]
+        assert all("event loop was stopped" in e["error"] for e in entries)
 
 
 @pytest.mark.parametrize(("stage", "closing"), [("routing", "close"), ("planned", "close"),
@@ -1264,10 +1265,47 @@ def test_a_request_left_routing_or_planned_on_a_stopped_loop_is_settled_as_the_g
         loop.close()
     with _started_again(gateway, store) as entries:
         assert [(e["status"], e["tenant"]) for e in entries] == [("client_closed", "acme")]
+        assert "event loop was stopped" in entries[0]["error"]
         if stage == "planned":
             assert entries[0]["id"] == plan.request_id
         [budget] = gateway.budget_status()
         assert budget["held_usd"] == 0 and budget["spent_usd"] == 0
+
+
+@pytest.mark.parametrize("found_by", ["next chat", "closing"])
+def test_a_plan_left_unexecuted_on_a_closed_loop_is_logged_and_its_hold_released(
+        gw_fake: FakeProviderProcess, tmp_path: Path, found_by: str) -> None:
+    """A request planned (its budget hold reserved) in an ``asyncio.run`` that returned
+    without executing it can never be executed there: the gateway's next chat, or its
+    closing, logs it once as closed by the client saying so and releases its hold, where it
+    dropped it unlogged and left the hold open until it expired (into the next run).
+    Executed on another loop after all, it raises the conflict error saying why, calling no
+    model (its hold is gone)."""
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
+    try:
+        call = ChatCall(body=check_chat_body({"model": "good", "messages": messages()}),
+                        caller="test")
+        plan, live = asyncio.run(gateway.plan(call))
+        assert ledger.open_tickets() == 1
+        if found_by == "closing":
+            gateway.close()
+            gateway.start()
+        else:
+            asyncio.run(gateway.acomplete(messages(), model="cheap"))
+        logged = 1 if found_by == "closing" else 2
+        until(lambda: len(store.requests(20, None)[0]) == logged, "the plan is logged")
+        [left] = [e for e in store.requests(20, None)[0] if e["id"] == plan.request_id]
+        assert left["status"] == "client_closed" and "event loop closed" in left["error"]
+        assert ledger.open_tickets() == 0
+        with pytest.raises(ConflictError, match="event loop closed"):
+            asyncio.run(gateway.execute(plan, live))
+        assert len(gw_fake.requests()) == logged - 1  # (the next chat's alone)
+        assert len(store.requests(20, None)[0]) == logged
+    finally:
+        gateway.close()
+    with _started_again(gateway, store):
+        [budget] = gateway.budget_status()
+        assert budget["held_usd"] == 0
 
 
 def test_a_stream_read_on_another_loop_while_its_own_runs_is_refused_saying_where_to_read_it(

@@ -34,6 +34,7 @@ from switchpoint.catalog import usd
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     BudgetExceededError,
+    ConflictError,
     FailoverError,
     GatewayClosedError,
     GatewayError,
@@ -110,6 +111,14 @@ UNBEGUN_LOOP_STOPPED = (
     "any model was called (it was being routed, or planned and its call not begun), so nothing "
     "could go on with it; nothing charged: await a call to its end, or cancel it, before its "
     "loop stops")
+#: Why a request planned on an event loop that closed before it was executed is logged as
+#: closed by the client (see :meth:`ChatDoor._forget_stale_plans`), and the error its plan
+#: raises should it be executed elsewhere after all.
+PLAN_LOOP_CLOSED = (
+    "its event loop closed (an asyncio.run that returned) after the request was planned and "
+    "before it was executed, so nothing could execute it there; its budget hold was released, "
+    "nothing charged, and the plan calls no model now: plan and execute a request on one "
+    "event loop, before that loop ends")
 
 
 def closed_while_stopped() -> GatewayClosedError:
@@ -201,7 +210,7 @@ class ChatDoor:
             why = self._stopping.get(loop)
             if why is not None:  # the service stops: it takes on nothing more
                 raise await self._stopped_unplanned(call, live, started, why)
-            self._forget_stale_plans()
+            await self._forget_stale_plans()
             share = share_of(live.settings, call.tenant, self._upstream_connections)
             try:
                 slot = self.in_flight.take(owner_of(call.tenant, call.key_id), share)
@@ -304,15 +313,31 @@ class ChatDoor:
         pin = None if isinstance(exc.info, CallInfo) else self._peek_pin(call, live)
         await self._write(accounting.refused(call, exc, live, started, pin), wait=True)
 
-    def _forget_stale_plans(self) -> None:
-        """Drop the planned requests whose call never began and never can: their loop closed,
-        or their deadline passed (their budget hold expires with it; their place in their
-        tenant's calls in flight is given back). Only a caller that plans and never executes
-        leaves such a plan."""
+    async def _forget_stale_plans(self) -> None:
+        """Drop the planned requests whose call never began and never can: their loop closed
+        (each logged once as closed by the client saying so, :data:`PLAN_LOOP_CLOSED`, its
+        budget hold released; executed elsewhere after all, it raises a
+        :class:`~switchpoint.errors.ConflictError` saying why, calling no model), or their
+        deadline passed (their budget hold expires with it); their place in their tenant's
+        calls in flight is given back. Only a caller that plans and never executes leaves
+        such a plan."""
         now = time.perf_counter()
-        for request_id, (plan, _, on) in list(self._planned.items()):
-            if on.is_closed() or now - plan.started > self._host.retry.max_total_s:
-                self._planned.pop(request_id, None)
+        for request_id, (plan, live, on) in list(self._planned.items()):
+            closed = on.is_closed()
+            if not closed and now - plan.started <= self._host.retry.max_total_s:
+                continue
+            self._planned.pop(request_id, None)
+            try:
+                if closed:
+                    entry = self._end_planned(
+                        plan, ConflictError(PLAN_LOOP_CLOSED), lambda ledger: (
+                            accounting.abandoned(plan, live, [], ledger,  # noqa: B023
+                                                 why=PLAN_LOOP_CLOSED)))
+                    await self._write(entry, wait=False)
+            except Exception as exc:  # (the request under way matters more)
+                log.error("request %s, planned on an event loop that closed, was not settled "
+                          "cleanly: %s", request_id, exc)
+            finally:
                 plan.release_slot()
                 plan.leave()
 
@@ -624,7 +649,9 @@ class ChatDoor:
         not begun (its budget hold released), each logged once as closed by the client saying
         so (:data:`UNBEGUN_LOOP_STOPPED`), its place in its tenant's calls in flight given
         back. Should that loop run again, it raises the closed error, calling no model and
-        logging nothing more."""
+        logging nothing more. (One planned on a loop that closed is settled as one the next
+        request finds, saying so: see :meth:`_forget_stale_plans`.)"""
+        await self._forget_stale_plans()
         routing = [(task, held) for task, held in list(self._planning.items())
                    if not task.done() and runs_no_more(task.get_loop())]
         planned = [(request_id, plan, live) for request_id, (plan, live, on)
