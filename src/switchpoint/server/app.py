@@ -32,6 +32,7 @@ from switchpoint.server.errors import document_errors
 from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.exposure import check_admin_token
 from switchpoint.server.head import HeadMiddleware
+from switchpoint.server.header_names import HOST, ORIGIN
 from switchpoint.server.hosts import document_hosts, guards_hosts
 from switchpoint.server.hosts import refusal as host_refusal
 from switchpoint.server.loops import document_loops
@@ -50,6 +51,8 @@ from switchpoint.server.queries import document_queries, single_query
 from switchpoint.server.routes import admin, chat, governance, learning, route
 from switchpoint.server.targets import document_targets
 from switchpoint.server.targets import guard as target_guard
+from switchpoint.server.underscores import document_underscores
+from switchpoint.server.underscores import guard as underscore_guard
 from switchpoint.server.warm import warm as warm_app
 from switchpoint.store import SQLiteStore
 
@@ -147,8 +150,8 @@ def create_app(
         if app.openapi_schema is None:
             routes = document_queries(document_no_body(document_errors(generate()), routers),
                                       routers)
-            schema = document_targets(document_loops(document_origins(document_guards(
-                document_bodies(routes), routers))))
+            schema = document_underscores(document_targets(document_loops(document_origins(
+                document_guards(document_bodies(routes), routers)))))
             app.openapi_schema = document_hosts(schema) if host_guard else schema
         return app.openapi_schema
 
@@ -162,10 +165,10 @@ def create_app(
     # limit outside it leaves the body unread, and the connection closes in stages); an
     # allowed origin's CORS preflight is answered outside it, by CORSMiddleware.
     app.add_middleware(GuardMiddleware, rule=partial(loop_guard, name=gateway.via_name))
-    app.add_middleware(GuardMiddleware, rule=header_rule("origin", partial(
+    app.add_middleware(GuardMiddleware, rule=header_rule(ORIGIN, partial(
         origin_refusal, allowed=frozenset(settings.cors.allow_origins))))
     if host_guard:  # a request naming a host the service does not answer to, before its origin
-        app.add_middleware(GuardMiddleware, rule=header_rule("host", partial(
+        app.add_middleware(GuardMiddleware, rule=header_rule(HOST, partial(
             host_refusal, allowed=frozenset(allowed_hosts))))
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes,
@@ -176,6 +179,9 @@ def create_app(
                            allow_methods=["GET", "POST"], allow_headers=cors.allow_headers,
                            expose_headers=EXPOSED_HEADERS, max_age=cors.max_age_s)
     paths = [str(getattr(r, "path", "")) for router in routers for r in router.routes]
+    # A header the service reads, written with underscores for its dashes, which a proxy in
+    # front may read as the header: refused before anything reads the request's headers.
+    app.add_middleware(GuardMiddleware, rule=underscore_guard)
     # The target as the app reads it (a URL's path, its host as the Host), before its headers
     # and body: whatever server runs the app (uvicorn's own protocol hands the URL on whole);
     # a "/" written %2F only in a parameter that may hold one (a model's name).

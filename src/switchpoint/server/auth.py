@@ -41,6 +41,7 @@ from switchpoint.governance.governor import Governor, Principal
 from switchpoint.governance.keys import has_key_shape
 from switchpoint.server.context import get_service
 from switchpoint.server.errors import error_content
+from switchpoint.server.header_names import AUTHORIZATION
 
 
 def authorization(request: Request, *, strict: bool = True) -> tuple[str, str]:
@@ -48,7 +49,7 @@ def authorization(request: Request, *, strict: bool = True) -> tuple[str, str]:
     sends none). Sent more than once it names no caller (which one counts is what a proxy in
     front and the service could read differently): :class:`AuthenticationError` naming it, or
     with ``strict=False`` no credential."""
-    values = request.headers.getlist("authorization")
+    values = request.headers.getlist(AUTHORIZATION)
     if len(values) > 1:
         if not strict:
             return "", ""

@@ -23,6 +23,9 @@ from starlette.types import Scope
 
 from switchpoint.gateway.via import MAX_CHARS, MAX_ENTRIES, too_long, via_entries, via_names
 from switchpoint.server.errors import ErrorAnswer, document_refusal
+from switchpoint.server.header_names import VIA
+
+_VIA = VIA.encode("ascii")
 
 #: How the API document describes the refusal, for every operation.
 _DOC = ("loop_detected: the request came from this service itself (its Via header names this "
@@ -53,7 +56,7 @@ def refusal(values: list[str], name: str) -> ErrorAnswer | None:
 def guard(scope: Scope, name: str) -> tuple[Scope, ErrorAnswer | None]:
     """The rule (:class:`~switchpoint.server.middleware.GuardMiddleware`'s) refusing a request
     that came from the gateway called ``name`` (:func:`refusal`)."""
-    values = [value.decode("latin-1") for key, value in scope["headers"] if key == b"via"]
+    values = [value.decode("latin-1") for key, value in scope["headers"] if key == _VIA]
     return scope, refusal(values, name) if values else None
 
 

@@ -42,6 +42,12 @@ from switchpoint._messages import json_quoted, people_number
 from switchpoint.gateway.body_size import PROMPT_ADVICE, too_large
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.errors import ErrorAnswer, document_refusal, is_openai_path, redacted
+from switchpoint.server.header_names import (
+    CONTENT_ENCODING,
+    CONTENT_LENGTH,
+    EXPECT,
+    TRANSFER_ENCODING,
+)
 from switchpoint.server.header_text import shown_text
 from switchpoint.server.paths import app_path
 
@@ -57,6 +63,8 @@ DRAIN_FACTOR = 64
 _PROMPT_PATHS = frozenset({"/v1/route", "/v1/chat/completions",
                            "/v1/router/preferences/compare"})
 _CLOSE = (b"connection", b"close")
+_CONTENT_ENCODING, _CONTENT_LENGTH, _EXPECT, _TRANSFER_ENCODING = (
+    name.encode("ascii") for name in (CONTENT_ENCODING, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING))
 #: Why a body with a Content-Encoding is refused (415): it is not read, so not held either.
 ENCODED = "encoded"
 #: The refusals of a body as the API document describes them, for each operation that reads one.
@@ -233,7 +241,7 @@ def _content_encoding(scope: Scope) -> str | None:
     """The request's ``Content-Encoding`` when it is one (gzip, br, ...): bodies are read as
     they are sent, so only ``identity`` (or none) reads."""
     for name, value in scope["headers"]:
-        if name == b"content-encoding":
+        if name == _CONTENT_ENCODING:
             encoding = value.decode("latin-1").strip()
             if encoding.lower() not in ("", "identity"):
                 return encoding
@@ -242,7 +250,7 @@ def _content_encoding(scope: Scope) -> str | None:
 
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
-        if name == b"content-length":
+        if name == _CONTENT_LENGTH:
             try:
                 return int(value)
             except ValueError:
@@ -271,7 +279,7 @@ def _empty_body(receive: Receive) -> Receive:
 def _expects_continue(scope: Scope) -> bool:
     """Whether the client waits for ``100 Continue`` before it sends the body (which reading
     the body would send it)."""
-    return any(name == b"expect" and value.strip().lower() == b"100-continue"
+    return any(name == _EXPECT and value.strip().lower() == b"100-continue"
                for name, value in scope["headers"])
 
 
@@ -280,7 +288,7 @@ def _has_body(scope: Scope) -> bool:
     declared = _content_length(scope)
     if declared is not None:
         return declared > 0
-    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
+    return any(name == _TRANSFER_ENCODING for name, _ in scope["headers"])
 
 
 async def _busy(send: Send, capacity: int, share: int, mine: bool, path: str) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from switchpoint.config import IPNetwork
+from switchpoint.server.header_names import FORWARDED_FOR
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -38,6 +39,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 FORWARDED_PORT = 0
 #: The most ``X-Forwarded-For`` entries read, from the last: more than any chain of proxies.
 MAX_HOPS = 16
+_FORWARDED_FOR = FORWARDED_FOR.encode("ascii")
 # The longest entry that can be an address with a port: "[" + 39 + "]:65535".
 _MAX_ENTRY = 47
 
@@ -64,7 +66,7 @@ def forwarded_client(scope: Scope, proxies: Sequence[IPNetwork]) -> str | None:
     address = _address(str(peer[0])) if peer else None
     if address is None or not _listed(address, proxies):
         return None
-    values = [value for name, value in scope["headers"] if name == b"x-forwarded-for"]
+    values = [value for name, value in scope["headers"] if name == _FORWARDED_FOR]
     if not values:
         return None
     entries = b",".join(values).rsplit(b",", MAX_HOPS)

@@ -53,6 +53,7 @@ from starlette.types import Scope
 from switchpoint._messages import MAX_FIELD, cut, json_quoted, printable
 from switchpoint._redact import redact, redact_url
 from switchpoint.server.errors import ErrorAnswer, document_refusal
+from switchpoint.server.header_names import HOST
 from switchpoint.server.hosts import MALFORMED_DOC, malformed
 
 #: The param of a refused request target: the request line's part, as HTTP names it.
@@ -69,6 +70,7 @@ _DOC = ("invalid_request (param request-target): the request target holds a raw 
         "that may hold one (a model's): write the path's own slashes as /.")
 # The start of a target in absolute form (http://host/path?q): its scheme, in any case.
 _ABSOLUTE = re.compile(rb"https?://", re.IGNORECASE)
+_HOST = HOST.encode("ascii")
 
 
 def guard(scope: Scope, slashed: tuple[str, ...] = ()) -> tuple[Scope, ErrorAnswer | None]:
@@ -77,7 +79,7 @@ def guard(scope: Scope, slashed: tuple[str, ...] = ()) -> tuple[Scope, ErrorAnsw
     (its Host headers as sent), or None to serve it. ``slashed``: the paths before a route's
     parameter that may hold a ``/`` (a model's name), where alone a path may hold one written
     ``%2F`` (:func:`_encoded_slash`)."""
-    sent = [value.decode("latin-1") for name, value in scope["headers"] if name == b"host"]
+    sent = [value.decode("latin-1") for name, value in scope["headers"] if name == _HOST]
     root, target = _root_and_target(scope)
     read, problem = _origin_form(scope, root, target)
     if problem is None and b"#" in target:  # (then the target read holds it too)
@@ -127,9 +129,9 @@ def _origin_form(scope: Scope, root: bytes, target: bytes) -> tuple[Scope, str |
                        "with its host")
     path, _, query = origin.partition(b"?")
     raw_path = root + path
-    headers = [(name, value) for name, value in scope["headers"] if name != b"host"]
+    headers = [(name, value) for name, value in scope["headers"] if name != _HOST]
     return {**scope, "path": unquote(raw_path.decode("latin-1")), "raw_path": raw_path,
-            "query_string": query, "headers": [(b"host", host), *headers]}, None
+            "query_string": query, "headers": [(_HOST, host), *headers]}, None
 
 
 def refusal(scope: Scope) -> str | None:

@@ -30,6 +30,7 @@ from switchpoint.governance.governor import Principal
 from switchpoint.server.auth import CLIENT
 from switchpoint.server.context import GatewayRoute, get_service
 from switchpoint.server.errors import answer_for, log_store_failure
+from switchpoint.server.header_names import COST_WEIGHT, MODELS, SESSION, VIA
 from switchpoint.server.header_text import shown_text, utf8_text
 from switchpoint.server.queries import ANY_QUERY, once
 from switchpoint.server.schemas import CHAT_ERROR_RESPONSES, inlined
@@ -37,9 +38,6 @@ from switchpoint.server.streaming import SSEResponse, sse_body
 
 router = APIRouter(route_class=GatewayRoute)
 
-SESSION_HEADER = "x-session-id"
-COST_WEIGHT_HEADER = "x-switchpoint-cost-weight"
-MODELS_HEADER = "x-switchpoint-models"
 # Characters of the router's reasoning that HTTP headers (latin-1) cannot carry.
 _ASCII = str.maketrans({"λ": "lambda", "×": "x", "·": "*", "−": "-", "≤": "<=", "≥": ">=",
                         "—": "-", "–": "-", "’": "'"})
@@ -102,21 +100,21 @@ async def chat_completions(request: Request, principal: CLIENT) -> Response:
 def chat_call(body: dict[str, Any], request: Request,
               principal: Principal | None = None) -> ChatCall:
     """The plain values of one HTTP chat request (``principal``: the client key's caller)."""
-    models = _text(request, MODELS_HEADER)
+    models = _text(request, MODELS)
     host = request.client.host if request.client is not None else None
     return ChatCall(
         body=body,
-        session_id=_text(request, SESSION_HEADER),
+        session_id=_text(request, SESSION),
         caller=principal.key_id if principal is not None and principal.key_id else host,
         tenant=principal.tenant if principal is not None else None,
         key_id=principal.key_id if principal is not None else None,
-        cost_weight=_cost_weight(_once(request, COST_WEIGHT_HEADER)),
+        cost_weight=_cost_weight(_once(request, COST_WEIGHT)),
         # (a head is bounded, so is the list it holds)
-        models=None if models is None else listed_models(models, MODELS_HEADER),
-        models_field=MODELS_HEADER, session_field=SESSION_HEADER,
+        models=None if models is None else listed_models(models, MODELS),
+        models_field=MODELS, session_field=SESSION,
         # (the intermediaries it passed, which its upstream requests list before this gateway;
         # bounded by the guard that refuses a loop: switchpoint.server.loops)
-        via=via_entries(request.headers.getlist("via")))
+        via=via_entries(request.headers.getlist(VIA)))
 
 
 def _once(request: Request, name: str) -> str | None:
@@ -145,12 +143,12 @@ def _cost_weight(raw: str | None) -> float | None:
     value = number_text(raw)
     if value is None:
         shown = json_quoted(shown_text(raw), 40)
-        raise InvalidInputError(COST_WEIGHT_HEADER, f"{shown} {TOO_SMALL}" if too_small(raw)
+        raise InvalidInputError(COST_WEIGHT, f"{shown} {TOO_SMALL}" if too_small(raw)
                                 else "must be a number >= 0 in ASCII digits, such as 0.5 or "
                                      f"1e3, got {shown}")
     # Checked here, before planning, so a pinned session (which skips the router) is refused
     # the same bad value as any other request.
-    return check_cost_weight(value, COST_WEIGHT_HEADER, written=raw)
+    return check_cost_weight(value, COST_WEIGHT, written=raw)
 
 
 async def _unless_disconnected(request: Request,

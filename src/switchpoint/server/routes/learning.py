@@ -46,6 +46,7 @@ from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.server.auth import ADMIN, caller_key, is_admin
 from switchpoint.server.bodies import parse_body, parse_optional_body, refuses_body
 from switchpoint.server.context import GatewayRoute, get_service
+from switchpoint.server.header_names import VIA
 from switchpoint.server.schemas import (
     ChatErrorResponse,
     CompareResponse,
@@ -315,7 +316,7 @@ async def compare(request: Request, who: Annotated[Caller, Depends(caller)]) -> 
     result = await gateway.acompare(body.messages, body.models, prompt=body.prompt,
                                     blind=body.blind, principal=principal, measured=True,
                                     # (bounded by the guard that refuses a loop, as chat's)
-                                    via=via_entries(request.headers.getlist("via")), **params)
+                                    via=via_entries(request.headers.getlist(VIA)), **params)
     return JSONResponse(result)
 
 

@@ -17,13 +17,13 @@ from switchpoint.governance.governor import Governor
 from switchpoint.server.auth import CLIENT
 from switchpoint.server.bodies import parse_body
 from switchpoint.server.context import GatewayRoute, get_service
-from switchpoint.server.routes.chat import COST_WEIGHT_HEADER, MODELS_HEADER
+from switchpoint.server.header_names import COST_WEIGHT, MODELS
 from switchpoint.server.schemas import ROUTE_ERROR_RESPONSES, RouteRequest, RouteResponse
 
 router = APIRouter(tags=["routing"], route_class=GatewayRoute)
 # The chat door's headers whose value this route takes as a body field: refused, naming the
 # field, not ignored (a decision made with another λ or other models than the caller meant).
-_IN_THE_BODY = {COST_WEIGHT_HEADER: "cost_weight", MODELS_HEADER: "available_models"}
+_IN_THE_BODY = {COST_WEIGHT: "cost_weight", MODELS: "available_models"}
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": RouteRequest.model_json_schema()}}}}
 
