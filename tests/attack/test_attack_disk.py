@@ -334,7 +334,8 @@ def test_the_services_retention_goes_on_leaving_out_a_step_of_the_clock_across_a
         gateway = Gateway(settings, store=SQLiteStore(db))
         gateway.open()
         gateway._housekeeping._retention_clock = retention.RetentionClock(
-            wall=lambda: time.time() - behind[0], monotonic=lambda: time.monotonic() + passed[0])
+            wall=lambda: time.time() - behind[0],
+            since_boot=lambda: retention.since_boot() + passed[0])
         try:
             gateway._housekeeping.run(False, 7)
         finally:

@@ -4,6 +4,7 @@ store, a tenant memory's cap, the learning config."""
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import time
@@ -770,12 +771,12 @@ def test_an_unattended_prune_keeps_the_window_before_the_newest_entry_when_the_c
 def test_the_retention_clock_leaves_out_steps_ahead_and_takes_them_back_when_set_right(
         ) -> None:
     """A service's retention goes by the wall clock less its steps ahead beyond the time
-    that passed (by the monotonic clock): a minute's drift is no step; a step back takes back
+    that passed (by the clock since boot): a minute's drift is no step; a step back takes back
     what was left out, never more (a clock set behind prunes by it, later, never sooner)."""
     from switchpoint.store.retention import CLOCK_STEP_S, RetentionClock
 
     wall, mono = [1e9], [0.0]
-    clock = RetentionClock(wall=lambda: wall[0], monotonic=lambda: mono[0])
+    clock = RetentionClock(wall=lambda: wall[0], since_boot=lambda: mono[0])
     assert clock.read() == (1e9, None)
     wall[0] += 3600 + CLOCK_STEP_S / 2  # an hour passed, and the clock drifted half a minute
     mono[0] += 3600
@@ -803,7 +804,7 @@ def test_the_retention_clock_goes_on_from_its_last_reading_after_a_restart_or_a_
     wall, mono, boot = [1e9], [0.0], ["a"]
 
     def restarted() -> RetentionClock:
-        return RetentionClock(wall=lambda: wall[0], monotonic=lambda: mono[0],
+        return RetentionClock(wall=lambda: wall[0], since_boot=lambda: mono[0],
                               boot=lambda: boot[0])
 
     assert restarted().read(tmp_path) == (1e9, None)
@@ -820,6 +821,50 @@ def test_the_retention_clock_goes_on_from_its_last_reading_after_a_restart_or_a_
     with caplog.at_level("WARNING", logger="switchpoint"):
         assert restarted().read(tmp_path) == (wall[0], None)
     assert "not a reading this wrote" in caplog.text
+
+
+def test_the_retention_clock_takes_a_machines_sleep_for_time_that_passed(
+        tmp_path: Path) -> None:
+    """Eight hours of sleep (suspend) move the wall clock and the clock since boot on
+    together, the monotonic clock not: no step, where the monotonic clock saw one eight hours
+    ahead and kept entries that much longer; a restart on the same boot goes on likewise."""
+    from switchpoint.store.retention import RetentionClock
+
+    hours = 8 * 3600.0
+    wall, booted, mono = [1e9], [100.0], [100.0]
+
+    def clock() -> RetentionClock:
+        return RetentionClock(wall=lambda: wall[0], since_boot=lambda: booted[0],
+                              monotonic=lambda: mono[0], boot=lambda: "a")
+
+    running = clock()
+    assert running.read(tmp_path) == (1e9, None)
+    wall[0] += hours  # asleep: the monotonic clock stood still
+    booted[0] += hours
+    assert running.read(tmp_path) == (wall[0], None) and running.left_out == 0
+    wall[0] += hours  # asleep again, the service stopped
+    booted[0] += hours
+    restarted = clock()
+    assert restarted.read(tmp_path) == (wall[0], None) and restarted.left_out == 0
+
+
+def test_the_retention_clock_takes_up_a_reading_of_an_older_version_by_its_monotonic_clock(
+        tmp_path: Path) -> None:
+    """A file written before the clock since boot was kept (a reading of the monotonic clock
+    alone) is taken up on the same boot by the monotonic clock, which that reading is of; and
+    the file this writes keeps the monotonic clock's reading for such a version."""
+    from switchpoint.store.retention import RETENTION_CLOCK_FILENAME, RetentionClock
+
+    day = 86_400.0
+    path = tmp_path / RETENTION_CLOCK_FILENAME
+    path.write_text(json.dumps({"boot": "a", "wall": 1e9, "monotonic": 50.0,
+                                "left_out": 3600.0}), encoding="utf-8")
+    clock = RetentionClock(wall=lambda: 1e9 + 100 * day + 10, since_boot=lambda: 9e5,
+                           monotonic=lambda: 60.0, boot=lambda: "a")
+    # A step of 100 days ahead while the older version was stopped, on top of what it left out.
+    assert clock.read(tmp_path) == (1e9 + 10 - 3600.0, 100 * day)
+    kept = json.loads(path.read_text(encoding="utf-8"))
+    assert (kept["boottime"], kept["monotonic"]) == (9e5, 60.0)
 
 
 def test_an_experiment_keeps_its_newest_promotions_and_the_last_still_applies(

@@ -252,18 +252,30 @@ def held_cutoff(file: Path, cutoff: float, now: float) -> tuple[float, float | N
     return newest - window, now - newest
 
 
-#: A step of the wall clock between two prunes of a service (beyond the time its monotonic
-#: clock says passed) that its retention leaves out: past what a clock slews or a busy machine
-#: delays, and well under a day.
+#: A step of the wall clock between two prunes of a service (beyond the time its clock since
+#: boot, :func:`since_boot`, says passed) that its retention leaves out: past what a clock
+#: slews or a busy machine delays, and well under a day.
 CLOCK_STEP_S = 60.0
 
 
 #: The file in data_dir where a service's :class:`RetentionClock` keeps what it read last and
 #: what it leaves out, so that a restart goes on from there.
 RETENTION_CLOCK_FILENAME = "retention.clock"
-#: Where Linux names the boot the monotonic clock counts from (which a restart of the service
+#: Where Linux names the boot the clocks since boot count from (which a restart of the service
 #: keeps, and a reboot changes).
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+# The clock since boot that counts a machine's sleep (Linux's), where the platform has one.
+_BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def since_boot() -> float:
+    """Seconds since this boot, the machine's sleep (suspend) counted: ``CLOCK_BOOTTIME``
+    where the platform has it (Linux), else the monotonic clock, which may not count a sleep
+    (then, after one, entries stay that much longer, never less)."""
+    if _BOOTTIME is not None:
+        with contextlib.suppress(OSError):  # (a kernel without it)
+            return time.clock_gettime(_BOOTTIME)
+    return time.monotonic()
 
 
 def boot_id() -> str | None:
@@ -276,26 +288,31 @@ def boot_id() -> str | None:
 
 class RetentionClock:
     """The time a service's retention goes by: the wall clock, less the steps it took ahead
-    between two of the service's prunes that its monotonic clock did not (an NTP step, a
-    virtual machine resumed with a wrong clock). Entries logged after such a step carry the
-    clock's new time, so :func:`held_cutoff`, which measures from the newest entry, no longer
-    sees it: left out here, the entries logged before it are pruned once the time that really
-    passed makes them as old as the retention, not all at the next prune. A step back (the
-    clock set right again) takes back what was left out, never more. Read with a data_dir,
-    it keeps its last reading and what it leaves out in :data:`RETENTION_CLOCK_FILENAME`
-    there, and a restart goes on from it: on the same boot (the monotonic clock counting on)
-    a step taken while the service was stopped is seen too; after a reboot, what was left
-    out stays left out, less any step back the clock took below the time it read last (so
-    entries stay up to the time the machine was down longer, never less). The monotonic
-    clock does not count a machine's sleep: after one, entries stay that much longer, never
-    less."""
+    between two of the service's prunes that its clock since boot did not (an NTP step, a
+    virtual machine resumed with a wrong clock). The clock since boot (:func:`since_boot`)
+    counts a machine's sleep, so a wall clock that moved on over a suspend took no step.
+    Entries logged after a step carry the clock's new time, so :func:`held_cutoff`, which
+    measures from the newest entry, no longer sees it: left out here, the entries logged
+    before it are pruned once the time that really passed makes them as old as the
+    retention, not all at the next prune. A step back (the clock set right again) takes back
+    what was left out, never more. Read with a data_dir, it keeps its last reading and what
+    it leaves out in :data:`RETENTION_CLOCK_FILENAME` there, and a restart goes on from it:
+    on the same boot (the clock since boot counting on) a step taken while the service was
+    stopped is seen too; after a reboot, what was left out stays left out, less any step
+    back the clock took below the time it read last (so entries stay up to the time the
+    machine was down longer, never less). The file keeps the monotonic clock's reading too
+    (``monotonic``), which versions before this one went by: a file one of them wrote is
+    taken up by it on the same boot, and one this wrote by them. Where the platform has no
+    clock counting a sleep, after one, entries stay that much longer, never less."""
 
     def __init__(self, wall: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 boot: Callable[[], str | None] = boot_id) -> None:
+                 since_boot: Callable[[], float] = since_boot,
+                 boot: Callable[[], str | None] = boot_id,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._wall = wall
-        self._monotonic = monotonic
+        self._since_boot = since_boot
         self._boot = boot
+        self._monotonic = monotonic
         self._last: tuple[float, float] | None = None
         self._loaded = False
         #: Seconds of the clock's steps ahead left out.
@@ -305,23 +322,24 @@ class RetentionClock:
         """The time to prune by, and the step the wall clock took since the last read beyond
         the time that passed (seconds, ahead > 0; None: none past :data:`CLOCK_STEP_S`).
         ``data_dir``: where the last reading is kept for a restart (see the class)."""
-        wall, mono = self._wall(), self._monotonic()
+        wall, booted, mono = self._wall(), self._since_boot(), self._monotonic()
         boot = self._boot()
         step = None
         if self._last is None and data_dir is not None and not self._loaded:
             self._loaded = True
-            step = self._go_on_from(data_dir / RETENTION_CLOCK_FILENAME, wall, mono, boot)
+            step = self._go_on_from(data_dir / RETENTION_CLOCK_FILENAME, wall, booted, mono,
+                                    boot)
         elif self._last is not None:
-            moved = (wall - self._last[0]) - (mono - self._last[1])
+            moved = (wall - self._last[0]) - (booted - self._last[1])
             if abs(moved) > CLOCK_STEP_S:
                 step = moved
                 self.left_out = max(0.0, self.left_out + moved)
-        self._last = (wall, mono)
+        self._last = (wall, booted)
         if data_dir is not None:
-            self._keep(data_dir / RETENTION_CLOCK_FILENAME, wall, mono, boot)
+            self._keep(data_dir / RETENTION_CLOCK_FILENAME, wall, booted, mono, boot)
         return wall - self.left_out, step
 
-    def _go_on_from(self, path: Path, wall: float, mono: float,
+    def _go_on_from(self, path: Path, wall: float, booted: float, mono: float,
                     boot: str | None) -> float | None:
         """Take up the reading a run before this one kept at ``path`` (see the class): the
         step since, as :meth:`read` says it. A file that is missing or not one this wrote
@@ -331,16 +349,19 @@ class RetentionClock:
             kept: Any = json.loads(data) if data else None
             then_wall, then_mono = float(kept["wall"]), float(kept["monotonic"])
             left_out, then_boot = float(kept["left_out"]), kept["boot"]
+            # (the clock since boot; in a file an older version wrote, the monotonic one)
+            then, now = ((float(kept["boottime"]), booted) if "boottime" in kept
+                         else (then_mono, mono))
         except (ValueError, TypeError, KeyError):
             if data:
                 log.warning("%s: not a reading this wrote (a damaged file); the retention goes "
                             "by the clock", path)
             return None
-        if not all(math.isfinite(v) for v in (then_wall, then_mono, left_out)):
+        if not all(math.isfinite(v) for v in (then_wall, then, left_out)):
             return None
         self.left_out = max(0.0, left_out)
-        if boot is not None and then_boot == boot:  # the monotonic clock counted on
-            moved = (wall - then_wall) - (mono - then_mono)
+        if boot is not None and then_boot == boot:  # the clock since boot counted on
+            moved = (wall - then_wall) - (now - then)
         else:  # rebooted: only a step back below the time read last is known
             moved = min(0.0, wall - then_wall)
         if abs(moved) <= CLOCK_STEP_S:
@@ -348,10 +369,12 @@ class RetentionClock:
         self.left_out = max(0.0, self.left_out + moved)
         return moved
 
-    def _keep(self, path: Path, wall: float, mono: float, boot: str | None) -> None:
+    def _keep(self, path: Path, wall: float, booted: float, mono: float,
+              boot: str | None) -> None:
         """Keep this reading at ``path`` for the next run (a failure is said, and the next
-        restart goes by the clock)."""
-        line = json.dumps({"boot": boot, "wall": wall, "monotonic": mono,
+        restart goes by the clock): the clock since boot's, and the monotonic clock's for a
+        version before this one."""
+        line = json.dumps({"boot": boot, "wall": wall, "boottime": booted, "monotonic": mono,
                            "left_out": self.left_out})
         try:
             write_atomically(path, lambda fh: fh.write(line.encode("ascii")), 0o600,
