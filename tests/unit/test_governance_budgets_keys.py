@@ -39,6 +39,7 @@ from switchpoint.governance.budgets import (
 from switchpoint.governance.keys import (
     MAX_EXPIRY,
     MAX_GRACE_S,
+    IssuedKey,
     KeySpec,
     KeyStore,
     duration_s,
@@ -1446,3 +1447,103 @@ def test_a_prune_by_age_without_keys_db_reads_the_log_once_while_it_names_no_key
                                              r"made in it \(0123456789\)"):
             store.prune(None, 1, logged=True)
     assert len(calls) == 3 and not store.path.exists()
+
+
+def _rotation_kept(path: Path, key_id: str) -> bool:
+    """Whether ``keys.revocations.jsonl`` beside ``path`` keeps a rotation of ``key_id``."""
+    kept = path.with_name("keys.revocations.jsonl")
+    lines = kept.read_text().splitlines() if kept.is_file() else []
+    return any(json.loads(line)["id"] == key_id and "rotated_at" in line for line in lines)
+
+
+def test_a_rotation_its_file_cannot_keep_hands_out_no_secret(tmp_path: Path) -> None:
+    """keys.revocations.jsonl cannot be written (here a folder in its place): the rotation is
+    refused before its new secret is handed out, where the secret was printed first and then
+    the rotation rolled back, so it never worked; the key keeps its secret."""
+    path = tmp_path / "keys.db"
+    handed: list[str] = []
+    with KeyStore(path) as store:
+        issued = store.create(spec())
+        kept = tmp_path / "keys.revocations.jsonl"
+        kept.unlink(missing_ok=True)
+        kept.mkdir()
+        with pytest.raises(StoreError, match="cannot keep the rotation of key"):
+            store.rotate(issued.record.id, deliver=lambda new, now: handed.append(new.key))
+        assert handed == []
+        assert store.verify(issued.key).id == issued.record.id
+        kept.rmdir()
+    with KeyStore(path) as reopened:
+        assert reopened.verify(issued.key).id == issued.record.id
+
+
+@pytest.mark.parametrize("failing", ["deliver", "commit"])
+def test_a_rotation_not_made_leaves_the_key_and_its_file_as_they_were(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """The new secret cannot be handed out (its output fails), or keys.db refuses the change
+    once it was: the key keeps its secret, and keys.revocations.jsonl, which kept the rotation
+    before the secret went out, no longer holds it, so no opening makes it (nor one of a
+    backup restored): the new secret never works."""
+    path = tmp_path / "keys.db"
+    handed: list[str] = []
+
+    def deliver(new: IssuedKey, now: float) -> None:
+        assert _rotation_kept(path, new.record.id)  # (kept before it goes out)
+        handed.append(new.key)
+        if failing == "deliver":
+            raise OSError(32, "Broken pipe")
+
+    with KeyStore(path) as store:
+        issued, other = store.create(spec()), store.create(spec())
+        backup = _backup(path)
+        store.revoke(other.record.id)
+        before = (tmp_path / "keys.revocations.jsonl").read_bytes()
+        if failing == "commit":
+            real = KeyStore._write
+
+            def refusing(self: KeyStore, conn: sqlite3.Connection, what: str, sql: str,
+                         args: tuple[object, ...]) -> None:
+                if sql == "COMMIT" and what == "rotate the key":
+                    raise StoreError("keys.db: database or disk is full")
+                real(self, conn, what, sql, args)
+
+            monkeypatch.setattr(KeyStore, "_write", refusing)
+        with pytest.raises((OSError, StoreError)):
+            store.rotate(issued.record.id, deliver=deliver)
+        monkeypatch.undo()
+        assert len(handed) == 1
+        assert (tmp_path / "keys.revocations.jsonl").read_bytes() == before
+        assert store.verify(issued.key).id == issued.record.id
+    for opened in (path, backup):
+        if opened == backup:
+            _restore(backup, path)
+        with KeyStore(path) as reopened:
+            assert reopened.verify(issued.key).id == issued.record.id
+            with pytest.raises(InvalidKeyError):
+                reopened.verify(handed[0])
+            assert reopened.find(other.record.id).revoked_at is not None
+
+
+def test_a_rotation_kept_that_cannot_be_taken_back_is_said_to_stand(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new secret cannot be handed out, nor the kept rotation taken back out of
+    keys.revocations.jsonl: the error says the rotation stands (the next opening gives the
+    key the new secret) and to rotate the key again; the next opening does."""
+    path = tmp_path / "keys.db"
+
+    def deliver(new: IssuedKey, now: float) -> None:
+        monkeypatch.setattr(keys_module, "write_atomically", failing_write)
+        raise OSError(32, "Broken pipe")
+
+    def failing_write(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with KeyStore(path) as store:
+        issued = store.create(spec())
+        with pytest.raises(StoreError, match="rotate the key again") as refused:
+            store.rotate(issued.record.id, deliver=deliver)
+        assert "could not be taken back" in str(refused.value)
+        assert "the next opening of keys.db for writing" in str(refused.value)
+        monkeypatch.undo()
+        assert store.verify(issued.key).id == issued.record.id  # (not made in keys.db yet)
+    with KeyStore(path) as reopened, pytest.raises(KeyRevokedError):
+        reopened.verify(issued.key)

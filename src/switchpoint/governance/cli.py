@@ -402,9 +402,11 @@ class _HandOut:
     """A new secret's way out (a key made, or rotated): given to the key store as its
     ``deliver`` (:data:`~switchpoint.governance.keys.Deliver`), it prints the secret (or the
     JSON holding it) and flushes stdout before the store commits the change, so a command
-    killed between the two, or whose output cannot be written (a closed pipe, a full disk),
-    leaves no secret that works and that nobody was shown: the change is rolled back, and the
-    key's secrets work as before."""
+    whose output cannot be written (a closed pipe, a full disk) leaves no secret that works
+    and that nobody was shown: the change is rolled back, and the key's secrets work as
+    before. A rotation is kept beside keys.db before its secret is printed (see
+    :meth:`~switchpoint.governance.keys.KeyStore.rotate`): a command killed after that
+    leaves it to the next opening of keys.db, which makes it."""
 
     def __init__(self, what: str, *, json_output: bool) -> None:
         self.what = what  # ("made", "rotated": what the change does to the key)
@@ -432,11 +434,14 @@ class _HandOut:
 
     def kept(self, change: Callable[[], Any]) -> Any:
         """``change`` (the store's, given this as ``deliver``); a store that then fails to
-        keep it says that the secret printed does not work."""
+        keep it says that the secret printed does not work (unless the rotation stands, which
+        the store's error says)."""
         try:
             return change()
         except StoreError as exc:
-            if not self.shown:
+            from switchpoint.governance.keys import RotationKeptError
+
+            if not self.shown or isinstance(exc, RotationKeptError):
                 raise
             raise StoreError(f"{exc}; the secret printed above was not kept and does not work "
                              f"(the key was not {self.what})", reason=exc.reason) from None

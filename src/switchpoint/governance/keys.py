@@ -1392,20 +1392,27 @@ class KeyStore:
             return self._require(conn, key_id)
 
     @contextlib.contextmanager
-    def _serial(self, conn: sqlite3.Connection, what: str) -> Iterator[None]:
+    def _serial(self, conn: sqlite3.Connection, what: str,
+                undo: Callable[[BaseException], None] | None = None) -> Iterator[None]:
         """One write transaction, taken before anything is read (``BEGIN IMMEDIATE``): what
         it reads no other connection (another process's store, the CLI's beside the
         service's) changes before it commits, so changes of one key made at once are made one
         after the other, each on what the one before left (a rotation never follows a
-        revocation it did not see). Rolled back on an error; :class:`StoreError` saying the
-        database refused it (a full disk, a lock held past the busy timeout)."""
+        revocation it did not see). Rolled back on an error (the commit's too), ``undo``
+        given the error first, while the transaction still holds the write lock;
+        :class:`StoreError` saying the database refused it (a full disk, a lock held past the
+        busy timeout)."""
         self._write(conn, what, "BEGIN IMMEDIATE", ())
         try:
             yield
             self._write(conn, what, "COMMIT", ())
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+        except BaseException as exc:
+            try:
+                if undo is not None:
+                    undo(exc)
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
 
     def revoke(self, key_id: str) -> KeyRecord:
@@ -1415,7 +1422,11 @@ class KeyStore:
                 record = self._require(conn, key_id)
                 if record.revoked_at is None:
                     at = self._now()
-                    self._keep(_Kept("revoked", key_id, at))  # (first: a restore cannot undo it)
+                    # (first: a restore cannot undo it. Kept, then not made here (keys.db
+                    # refused it, the process died), it is made by the next opening for
+                    # writing, unlike a rotation, which is taken back (see rotate): no secret
+                    # goes out with it, and the key it ends is one its caller meant to end.)
+                    self._keep(_Kept("revoked", key_id, at))
                     self._write(conn, "revoke the key",
                                 "UPDATE keys SET revoked_at = ? WHERE id = ?", (at, key_id))
                 updated = KeyRecord.from_row(conn.execute(
@@ -1440,17 +1451,10 @@ class KeyStore:
             with locked_file(path, append=True) as fd:
                 assert fd is not None
                 if os.fstat(fd).st_size + len(line) > MAX_REVOCATIONS_BYTES:
-                    # (the newer half and the line into a new file renamed in, the lock held:
-                    # a crash leaves the whole file or the new one, never less)
+                    # (the newer half and the line, the lock held)
                     kept = (read_small(path, MAX_REVOCATIONS_BYTES * 2) or b"").splitlines()
-                    newer = b"".join(raw + b"\n" for raw in kept[len(kept) // 2:]) + line
-                    write_atomically(path, lambda fh: os.write(fh.fileno(), newer), 0o600,
-                                     state=True)
-                    folder = os.open(path.parent, os.O_RDONLY)
-                    try:
-                        os.fsync(folder)
-                    finally:
-                        os.close(folder)
+                    _rewrite(path, b"".join(raw + b"\n" for raw in kept[len(kept) // 2:])
+                             + line)
                 else:
                     os.write(fd, line)
                     os.fsync(fd)
@@ -1464,6 +1468,32 @@ class KeyStore:
                              "room on the disk (or let this process write the file) and "
                              f"{'revoke' if change.kind == 'revoked' else 'rotate'} it "
                              "again") from None
+
+    def _take_back(self, change: _Kept, failure: BaseException) -> None:
+        """Take the rotation ``change``, which :meth:`_keep` kept, back out of
+        :attr:`revocations_path` (it was not made, and the new secret may not have gone out:
+        no opening must make it), its transaction not yet rolled back (so no other opening
+        reads the file meanwhile); ``failure``: why it was not made. The file is written
+        whole to a new file renamed in its place, its lock held: a crash leaves the rotation
+        in it or out, no line cut. Should that fail too, :class:`StoreError` saying the
+        rotation stands, as the next opening for writing makes it."""
+        path = self.revocations_path
+        line = change.line()
+        try:
+            with locked_file(path, append=True):
+                data = read_small(path, MAX_REVOCATIONS_BYTES * 2) or b""
+                at = data.rfind(line)
+                if at >= 0 and (at == 0 or data[at - 1:at] == b"\n"):
+                    _rewrite(path, data[:at] + data[at + len(line):])
+        except OSError as exc:
+            raise RotationKeptError(
+                f"key {change.id} was not rotated ({str(failure) or type(failure).__name__}), and "
+                f"the rotation kept in {quoted_path(path)} could not be taken back "
+                f"({exc.strerror or exc}): the next opening of keys.db for writing (a start, a "
+                "`switchpoint keys` command that changes it) makes it, giving the key a new "
+                "secret that was perhaps never shown and refusing the old one once its grace "
+                "is over; make room on the disk (or let this process write the file) and "
+                "rotate the key again then") from failure
 
     def _kept(self) -> Mapping[str, Sequence[_Kept]]:
         """The revocations and rotations :attr:`revocations_path` keeps, each key's in the
@@ -1520,7 +1550,9 @@ class KeyStore:
             return
         with self._serial(conn, "make again the revocations and rotations made since the "
                                 "file was taken"):
-            changed, revoked, rotated = self._undone(conn, kept)
+            # (read again, the write lock held: a rotation kept and then taken back meanwhile,
+            # not made, is not made here either)
+            changed, revoked, rotated = self._undone(conn, self._kept())
             for record in changed:
                 self._write(conn, "make the change again", _REPLAY, _replayed_row(record))
         self._cache.clear()
@@ -1585,21 +1617,38 @@ class KeyStore:
         else the oldest). ``tenants``: the configured tenants; a key whose tenant is none of
         them (a reload removed it) is refused, as the gateway refuses its requests: a new
         secret for it would open nothing. ``deliver`` (see :data:`Deliver`) hands the new
-        secret out before the file keeps it."""
+        secret out once :attr:`revocations_path` keeps the rotation, before keys.db commits it.
+
+        The order makes a secret handed out one that works. The rotation is kept in
+        :attr:`revocations_path` first: from then on it stands, as every opening of keys.db
+        for writing makes a rotation kept there that the file lacks (a crash at any later
+        point leaves it to the next opening: the secret, if it went out, works from then).
+        Only then does the secret go out, and keys.db commit. A rotation not made after it was
+        kept (the secret could not be handed out, keys.db refused the commit) is taken back
+        out of the file (:meth:`_take_back`), so the file means nothing and the key keeps its
+        secret; should even that fail, the error says the rotation stands. A file that cannot
+        keep the rotation refuses it before any secret goes out. (Handing the secret out
+        first, as this did, printed a secret a failure to keep the rotation then voided.)"""
         if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not (
                 0 <= grace_s <= MAX_GRACE_S):
             raise InvalidInputError("grace_s", f"must be a number of seconds between 0 and "
                                                f"{people_number(MAX_GRACE_S)}, got "
                                                f"{json_quoted(grace_s)}")
+        kept: list[_Kept] = []  # (the rotation, once the file keeps it)
+
+        def take_back(failure: BaseException) -> None:
+            if kept:  # (kept, then not made: no opening must make it)
+                self._take_back(kept[0], failure)
+
         with self._using("rotate the key") as conn:
             # (Read, checked and changed in one transaction: a revocation by another
             # connection comes before it, and is refused here, or after it.)
-            with self._serial(conn, "rotate the key"):
+            with self._serial(conn, "rotate the key", undo=take_back):
                 record = self._require(conn, key_id)
                 now = self._now()
                 if record.status(now) != "active":
-                    raise InvalidInputError("id", f"key {key_id} is {record.status(now)}, so "
-                                                  "it cannot be rotated; make a new key "
+                    raise InvalidInputError("id", f"key {key_id} is {record.status(now)}, "
+                                                  "so it cannot be rotated; make a new key "
                                                   "instead (switchpoint keys create)")
                 if tenants is not None and record.tenant_gone(tenants):
                     raise InvalidInputError("id", _tenant_gone(record, tenants))
@@ -1616,11 +1665,12 @@ class KeyStore:
                 updated = KeyRecord.from_row(conn.execute(
                     f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)
                 ).fetchone())
+                change = _Kept("rotated", key_id, now, updated.hash, record.hash,
+                               now + float(grace_s))
+                self._keep(change)  # (first: the rotation stands from here, see above)
+                kept.append(change)
                 if deliver is not None:
                     deliver(IssuedKey(key, updated), now)
-                # (last, the new secret handed out: a restore cannot undo the rotation)
-                self._keep(_Kept("rotated", key_id, now, updated.hash, record.hash,
-                                 now + float(grace_s)))
             self._cache.pop(key_id, None)
         return IssuedKey(key, updated)
 
@@ -1642,9 +1692,17 @@ _PRUNE_BATCH = 2_000
 
 # Hands a new secret out (prints it, say) while the change that makes it work is not yet
 # committed: given the key and the store's time, it runs inside the change's transaction, so a
-# failure to hand it out (raised) rolls the change back, and a process killed before the commit
-# leaves the key as it was. No secret the file accepts is lost between keeping and telling.
+# failure to hand it out (raised) rolls the change back (a rotation is taken back out of
+# keys.revocations.jsonl too), and a process killed before the commit leaves a new key unmade
+# (a rotation, kept in that file before its secret goes out, is made by the next opening: see
+# KeyStore.rotate). No secret the file accepts is lost between keeping and telling.
 Deliver = Callable[[IssuedKey, float], None]
+
+
+class RotationKeptError(StoreError):
+    """A rotation kept in keys.revocations.jsonl was not made (its secret could not be handed
+    out, keys.db refused it) and could not be taken back out of that file: the next opening
+    of keys.db for writing makes it (the message says so, and to rotate the key again)."""
 
 
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -1703,6 +1761,18 @@ class _Kept:
         return replace(record, hash=self.hash, previous_hash=self.replaced,
                        previous_valid_until=self.until, rotated_at=self.at,
                        older_secrets=tuple(older))
+
+
+def _rewrite(path: Path, data: bytes) -> None:
+    """Make ``data`` the whole of the kept changes' file ``path`` (its lock held by the
+    caller): written to a new file renamed in its place, then its folder synced, so a crash
+    leaves the old file or the new one, never less."""
+    write_atomically(path, lambda fh: os.write(fh.fileno(), data), 0o600, state=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 # A revocation or rotation made again (see KeyStore._revoke_again): its arguments are
