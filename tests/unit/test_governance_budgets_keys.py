@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sqlite3
 import stat
 import threading
@@ -49,6 +50,7 @@ from switchpoint.governance.keys import (
 )
 from tests.fakes.held_lock import held_lock
 from tests.fakes.racing import at_once
+from tests.fork_server import forks
 
 
 def ts(text: str) -> float:
@@ -1547,3 +1549,64 @@ def test_a_rotation_kept_that_cannot_be_taken_back_is_said_to_stand(
         assert store.verify(issued.key).id == issued.record.id  # (not made in keys.db yet)
     with KeyStore(path) as reopened, pytest.raises(KeyRevokedError):
         reopened.verify(issued.key)
+
+
+@pytest.mark.parametrize("stands", [False, True])
+def test_keys_rotate_says_whether_the_secret_it_printed_works_when_the_store_fails(
+        stands: bool) -> None:
+    """The command printed the new secret and the store then failed: it adds that the secret
+    does not work, unless the store says the rotation stands (it could not be taken back),
+    where the two said opposite things."""
+    from switchpoint.governance.cli import _HandOut
+    from switchpoint.governance.keys import RotationKeptError
+
+    failure = (RotationKeptError("the next opening of keys.db for writing makes it") if stands
+               else StoreError("keys.db: database or disk is full"))
+
+    def failing() -> None:
+        raise failure
+
+    out = _HandOut("rotated", json_output=False)
+    out.shown = True
+    with pytest.raises(StoreError) as refused:
+        out.kept(failing)
+    assert ("does not work" in str(refused.value)) is not stands, refused.value
+
+def _rotate_and_die(path: str, key_id: str, out: str, shown: bool) -> None:
+    """In a child process: rotate ``key_id`` of the key store at ``path`` and die (SIGKILL)
+    as its new secret is handed out: once it is written to ``out`` (``shown``), or before."""
+    store = KeyStore(Path(path)).open()
+
+    def deliver(issued: IssuedKey, now: float) -> None:
+        if shown:
+            with open(out, "w", encoding="ascii") as fh:
+                fh.write(issued.key)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    store.rotate(key_id, deliver=deliver)
+
+
+@pytest.mark.parametrize("shown", [True, False], ids=["shown", "not-shown"])
+def test_a_rotation_killed_as_its_secret_goes_out_stands_at_the_next_opening(
+        tmp_path: Path, shown: bool) -> None:
+    """``kill -9`` while a rotation's new secret is handed out (its transaction not yet
+    committed): the next opening makes the rotation, kept beside keys.db before the secret
+    went out, so a secret shown works, where the secret was shown before anything kept the
+    rotation and never worked. (Killed before it was shown, the rotation stands all the same:
+    the key is rotated again to be used.)"""
+    path, out = tmp_path / "keys.db", tmp_path / "secret.txt"
+    with KeyStore(path) as store:
+        issued = store.create(spec())
+    child = forks.Process(target=_rotate_and_die,
+                          args=(str(path), issued.record.id, str(out), shown))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == -signal.SIGKILL
+    with KeyStore(path) as reopened:
+        with pytest.raises(KeyRevokedError, match="grace period is over"):
+            reopened.verify(issued.key)
+        if shown:
+            assert reopened.verify(out.read_text(encoding="ascii")).id == issued.record.id
+        assert reopened.rotate(issued.record.id).record.id == issued.record.id
