@@ -1475,7 +1475,7 @@ class KeyStore:
         no opening must make it), its transaction not yet rolled back (so no other opening
         reads the file meanwhile); ``failure``: why it was not made. The file is written
         whole to a new file renamed in its place, its lock held: a crash leaves the rotation
-        in it or out, no line cut. Should that fail too, :class:`StoreError` saying the
+        in it or out, no line cut. Should that fail too, :class:`RotationKeptError` saying the
         rotation stands, as the next opening for writing makes it."""
         path = self.revocations_path
         line = change.line()
@@ -1627,8 +1627,9 @@ class KeyStore:
         kept (the secret could not be handed out, keys.db refused the commit) is taken back
         out of the file (:meth:`_take_back`), so the file means nothing and the key keeps its
         secret; should even that fail, the error says the rotation stands. A file that cannot
-        keep the rotation refuses it before any secret goes out. (Handing the secret out
-        first, as this did, printed a secret a failure to keep the rotation then voided.)"""
+        keep the rotation refuses it before any secret goes out. (Were the secret handed out
+        first, a file that then failed to keep the rotation would void a secret already
+        shown.)"""
         if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not (
                 0 <= grace_s <= MAX_GRACE_S):
             raise InvalidInputError("grace_s", f"must be a number of seconds between 0 and "
@@ -1647,8 +1648,8 @@ class KeyStore:
                 record = self._require(conn, key_id)
                 now = self._now()
                 if record.status(now) != "active":
-                    raise InvalidInputError("id", f"key {key_id} is {record.status(now)}, "
-                                                  "so it cannot be rotated; make a new key "
+                    raise InvalidInputError("id", f"key {key_id} is {record.status(now)}, so "
+                                                  "it cannot be rotated; make a new key "
                                                   "instead (switchpoint keys create)")
                 if tenants is not None and record.tenant_gone(tenants):
                     raise InvalidInputError("id", _tenant_gone(record, tenants))
