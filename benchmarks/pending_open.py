@@ -7,7 +7,7 @@ Measured in the same process, side by side:
 - the lookup of a decision a feedback names, by the rule the table kept before (the row, if
   among the newest ``memory_size`` rows of all tenants, read in SQL: :data:`_AMONG_NEWEST`,
   the condition the reader used) and by the fair rule (whether the tenants' shares hold it,
-  ``GatewayLearning._held``, then the row), the row read alike, for a decision at the bound
+  ``OpenDecisions.holds``, then the row), the row read alike, for a decision at the bound
   (the worst case of the rule before) and for the newest one;
 - the prune the writer runs every 256 writes: the newest ``memory_size`` rows kept (the cap
   the writer ran before, ``keep_newest("pending")``), against the 256 rows let go of deleted
@@ -24,7 +24,6 @@ import functools
 import sqlite3
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,7 +56,7 @@ def _filled(path: Path, rows: int) -> None:
 
 
 def measure(rows: int, repeat: int) -> dict[str, float]:
-    from switchpoint.gateway.learning import GatewayLearning
+    from switchpoint.gateway.open_decisions import OpenDecisions
     from switchpoint.store import SQLiteStore
     from switchpoint.store.learning import (
         _PENDING_COLUMNS,
@@ -71,16 +70,15 @@ def measure(rows: int, repeat: int) -> dict[str, float]:
         _filled(path, rows)
         store = SQLiteStore(path).open()  # (its reader keeps its connections, as a service's)
         reader = LearningReader(path, store.gone)
-        fake: Any = SimpleNamespace(_open=None, _let_go=[], reader=reader, store=store,
-                                    _open_lock=threading.Lock())
-        for name in ("_open_decisions", "_let_go_past", "_forgets", "_prune", "_held"):
-            setattr(fake, name, getattr(GatewayLearning, name).__get__(fake))
+        state: Any = SimpleNamespace()  # (the read names its capacity: no settings read)
+        feedback_log: Any = SimpleNamespace(reader=reader)
+        fake = OpenDecisions(state, store, feedback_log)
         t0 = time.perf_counter()
-        fake._held("x", rows)  # the first need: the table read
+        fake.holds("x", rows)  # the first need: the table read
         out = {"read_ms": (time.perf_counter() - t0) * 1e3}
         # (held by both rules: the oldest globex row the rule before keeps, and the newest)
         at_bound = next(f"g{n:031d}" for n in range(255, rows) if n % 50
-                        and fake._held(f"g{n:031d}", rows))
+                        and fake.holds(f"g{n:031d}", rows))
         newest = f"g{rows + 254:031d}"
         read = f"SELECT {', '.join(_PENDING_COLUMNS)} FROM pending WHERE decision_id = ?"
 
@@ -88,7 +86,7 @@ def measure(rows: int, repeat: int) -> dict[str, float]:
             return reader._one(f"{read} AND {_AMONG_NEWEST}", (decision_id, rows, rows - 1))
 
         def fair(decision_id: str) -> object:
-            return fake._held(decision_id, rows) and reader._one(read, (decision_id,))
+            return fake.holds(decision_id, rows) and reader._one(read, (decision_id,))
 
         for label, decision_id in (("bound", at_bound), ("newest", newest)):
             out[f"before_{label}_us"] = median_time(functools.partial(before, decision_id),

@@ -24,8 +24,7 @@ from switchpoint.cli import main
 from switchpoint.config import Settings, load_settings
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError, StoreError
-from switchpoint.gateway import Gateway
-from switchpoint.gateway import learning as gateway_learning
+from switchpoint.gateway import Gateway, open_decisions
 from switchpoint.store.sqlite import SQLiteStore
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.full_disk import FULL, full_disk
@@ -835,7 +834,7 @@ def test_a_reload_that_makes_the_learning_memory_smaller_deletes_the_rows_past_i
     """Shrinking learning.memory_size at a reload deletes the pending rows past it then, not
     at the next prune (every so many routing decisions): those let go of waited in memory,
     as many as the shrink let go of, and in the table until then."""
-    monkeypatch.setattr(gateway_learning, "PRUNE_EVERY", 4)
+    monkeypatch.setattr(open_decisions, "PRUNE_EVERY", 4)
     settings = settings_for(fake, tmp_path, "learning: {memory_size: 12}\n")
     config = tmp_path / "switchpoint.yaml"
     with Gateway(settings, loader=loader, env=KEYS) as gateway:
@@ -856,7 +855,7 @@ def test_a_start_with_a_smaller_learning_memory_deletes_the_rows_past_it(
     """The pending table read at a start lets go of the rows past learning.memory_size by the
     memory's rule, and deletes them as a prune does (each full batch at once, the rest at
     the next prune): they are not left in the table to be read again at every start."""
-    monkeypatch.setattr(gateway_learning, "PRUNE_EVERY", 4)
+    monkeypatch.setattr(open_decisions, "PRUNE_EVERY", 4)
     settings = settings_for(fake, tmp_path, "learning: {memory_size: 12}\n")
     with Gateway(settings, loader=loader, env=KEYS) as gateway:
         gateway.start()
@@ -1397,7 +1396,7 @@ def test_a_decision_spilled_at_a_stop_and_written_after_the_starts_read_takes_fe
     with Gateway(settings, loader=loader, env=KEYS) as restarted:
         with held_lock(store.path):
             restarted.start()  # the spill file is not written: the lock is held
-            reading = restarted.learning._reading_open
+            reading = restarted.learning.open_decisions._reading_open
             assert reading is not None
             reading.join()  # the table read without the spilled decision
             assert store.spill_path.exists()
@@ -1688,7 +1687,7 @@ def test_a_tenant_routing_without_end_does_not_push_another_tenants_decisions_ou
     shares them: another tenant's decision the memory held is still taken, and the flooding
     tenant's oldest, which it let go of, is not, by id and by prompt hash."""
     extra = _TWO_TENANTS
-    monkeypatch.setattr(gateway_learning, "PRUNE_EVERY", 4)  # (the table pruned 3 times)
+    monkeypatch.setattr(open_decisions, "PRUNE_EVERY", 4)  # (the table pruned 3 times)
     with learning_server(fake, tmp_path, extra) as server:
         keys, acme, flood = _flooded(server)
     with sqlite3.connect(tmp_path / "data" / "switchpoint.db") as conn:
