@@ -58,7 +58,6 @@ import logging
 import sqlite3
 import threading
 import time
-import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -70,7 +69,7 @@ from typing import Any
 
 from switchpoint._files import access_problem
 from switchpoint._log_limit import SaidOnce
-from switchpoint._messages import json_quoted, listed_names, quoted, quoted_path
+from switchpoint._messages import json_quoted, listed_names, quoted_path
 from switchpoint.catalog import cost_unit_of
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision, check_id
@@ -79,7 +78,6 @@ from switchpoint.errors import (
     DecisionNotFoundError,
     GatewayClosedError,
     InvalidInputError,
-    PermissionDeniedError,
     StoreError,
 )
 from switchpoint.gateway.experiments import (
@@ -113,7 +111,8 @@ from switchpoint.gateway.live_learning import LiveLearning as LiveLearning  # (r
 from switchpoint.gateway.open_decisions import MAX_PROMPT_ROWS, OpenDecisions
 from switchpoint.gateway.open_decisions import PRUNE_EVERY as PRUNE_EVERY  # (re-exported)
 from switchpoint.gateway.open_decisions import MadeForACall as MadeForACall  # (re-exported)
-from switchpoint.gateway.preferences import REVEALED, Compare, Compares
+from switchpoint.gateway.preference_scores import PreferenceScores
+from switchpoint.gateway.preferences import Compare
 from switchpoint.learning.checkpoint import (
     CHECKPOINT_FILENAME,
     Checkpoint,
@@ -134,8 +133,6 @@ from switchpoint.learning.learner import OutcomeResult
 from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import (
-    ComparePrune,
-    CompareReveal,
     LearningReader,
     LoggedFeedback,
     PromotionRecord,
@@ -186,13 +183,12 @@ class GatewayLearning:
         self._arms_warned: SaidOnce[tuple[str, str, tuple[str, ...]]] = SaidOnce()
         settings = state.settings.learning
         self.log = ServiceFeedbackLog(store, settings.memory_size)
-        self.compares = Compares(settings.max_compares, settings.compare_ttl_s,
-                                 lookup=self._stored_compare)
         # experiment: (arm, why); replaced whole, never changed in place, so a reload or a
         # creation readying its snapshot reads it while a promotion lands.
         self.promoted: Mapping[str, tuple[str, str]] = {}
         self._promotion_lock = threading.Lock()
         self.open_decisions = OpenDecisions(state, store, self.log)
+        self.preferences = PreferenceScores(self, settings.max_compares, settings.compare_ttl_s)
         self._compare_writes = 0
         self._counter_lock = threading.Lock()
         # Streams under way, by request id: what feedback on that id needs until the stream
@@ -283,7 +279,8 @@ class GatewayLearning:
             if router.learner.settings != wanted:
                 router.learner.configure(wanted)
             router.learner.log = RouterLog(self.log, router)
-        self.compares.resize(settings.learning.max_compares, settings.learning.compare_ttl_s)
+        self.preferences.compares.resize(settings.learning.max_compares,
+                                         settings.learning.compare_ttl_s)
         self.log.resize(settings.learning.memory_size)
         self.open_decisions.resize(settings.learning.memory_size, [live.router, *arms.values()])
         learning = LiveLearning(live.router, settings, arms,
@@ -1067,38 +1064,8 @@ class GatewayLearning:
         units) and what its score reveals (``details``: each model's answer, see
         :func:`~switchpoint.gateway.preferences.answer_detail`), in memory and in the store;
         returns it with the store's commit to wait for (None without a store)."""
-        learning = live.learning
-        assert learning is not None
-        vector, units = learning.outcome_inputs(text, tenant)
-        router = live.router
-        tokens = router.prompt_tokens(text)
-        costs = {model: value for model, usd in answers.items()
-                 if (value := answer_cost(router, model, usd, tokens)) is not None}
-        now = time.time()
-        compare = Compare(compare_id=uuid.uuid4().hex, tenant=tenant, labels=labels,
-                          answered=frozenset(answers), embedding=vector, units=units,
-                          weights_id=router.weights_id, created=now,
-                          expires=now + self.compares.ttl_s, costs=costs, blind=blind,
-                          details=dict(details or {}))
-        self.compares.put(compare)
-        if self.store is None:
-            return compare, None
-        with self._counter_lock:
-            self._compare_writes += 1
-            prune = self._compare_writes % PRUNE_EVERY == 0
-        if prune:
-            self.store.append_lazy(ComparePrune(self.compares.capacity, now))
-        return compare, self.store.append(compare)
-
-    def _stored_compare(self, compare_id: str) -> Compare | None:
-        """A comparison made before a restart, from the store (if it is still among the
-        newest ``max_compares``)."""
-        if self.reader is None:
-            return None
-        found = self.reader.compare(compare_id, newest=self.compares.capacity)
-        if found is not None:
-            self.compares.put(found)
-        return found
+        return self.preferences.new_compare(live, tenant, labels, answers, text, blind=blind,
+                                            details=details)
 
     def score(self, compare_id: object, scores: object, *, tenant: str,
               key_id: str | None = None, teachable: Callable[[str], None] | None = None
@@ -1111,129 +1078,18 @@ class GatewayLearning:
         409 then, as while another score of it is being taken: the caller reveals it, or
         :meth:`release` s it when the score is refused after this returns. A blind comparison
         is scored by label only."""
-        self.check_writable("the scores")
-        compare = self.compares.get(check_id(compare_id, "compare_id"), tenant)
-        if compare.blind and compare.revealed is not None:
-            raise ConflictError(REVEALED, param="compare_id")
-        if not isinstance(scores, Mapping) or not scores:
-            raise InvalidInputError("scores", "give at least one score: {label or model: "
-                                              "quality in [0, 1]}")
-        # Every refusal below depends on what the caller sent, the comparison's labels and
-        # models, and the key's models, never on which label is which model: an answer that
-        # did would let a caller learn the blind labels by elimination.
-        named: dict[str, str] = {}
-        for key in scores:
-            model = compare.model_of(key) if isinstance(key, str) else None
-            if model is not None and key == model and teachable is not None:
-                try:  # a model named that the caller may not use: as if unknown (blindness)
-                    teachable(model)
-                except PermissionDeniedError:
-                    model = None
-            if model is None:
-                # (a key of another type is shown as quoted shows it: its own str may raise)
-                shown = key[:50] if isinstance(key, str) else quoted(key, 50)
-                raise InvalidInputError(f"scores.{shown}", f"is neither a label nor a "
-                                        "model of this comparison "
-                                        f"({listed_names(compare.labels, quoted=True)})")
-            named[key] = model
-        by_label = [key for key in named if key in compare.labels]
-        if by_label and len(by_label) < len(named):
-            raise InvalidInputError("scores", "key the scores by label or by model name, not "
-                                              "both (labels: "
-                                              f"{listed_names(compare.labels, quoted=True)})")
-        chosen: dict[str, tuple[str, float]] = {}
-        for key, value in scores.items():
-            try:
-                quality = check_quality(value, None)
-            except InvalidInputError as exc:
-                raise InvalidInputError(f"scores.{key}", exc.reason.replace(
-                    "quality_score", "score")) from None
-            chosen[named[key]] = (key, quality)
-        if teachable is not None:
-            self._check_teaches_all(compare, teachable)
-        if compare.blind and not by_label:
-            labels = listed_names(compare.labels, quoted=True)
-            raise InvalidInputError("scores", "this comparison is blind: score its answers by "
-                                              f"label ({labels}); a comparison made with blind: "
-                                              "false takes model names")
-        for model, (key, _) in chosen.items():
-            if model not in compare.answered:
-                raise InvalidInputError(f"scores.{key}", f"{key} did not answer (its call "
-                                                         "failed), so it cannot be scored")
-        if compare.blind:  # one score: held until the caller reveals (or releases) it
-            self.compares.claim(compare)
-        try:
-            return self._learn_scores(compare, chosen, tenant, key_id)
-        except BaseException:
-            self.compares.release(compare)
-            raise
-
-    def _learn_scores(self, compare: Compare, chosen: Mapping[str, tuple[str, float]],
-                      tenant: str, key_id: str | None
-                      ) -> tuple[Compare, list[dict[str, Any]], list[Future[None]]]:
-        """:meth:`score`'s learning, once every check passed."""
-        label_of = {m: label for label, m in compare.labels.items()}
-        out: list[dict[str, Any]] = []
-        commits: list[Future[None]] = []
-        with self.state.guard:
-            learning: LiveLearning | None = self.state.live().learning
-            assert learning is not None
-            router = learning.router
-            for model, (key, _) in chosen.items():
-                self.log.check_repeats(f"{compare.compare_id}:{model}", tenant,
-                                       f"the answer {key}", param=f"scores.{key}")
-            for model, (_, quality) in chosen.items():
-                profile = (router.outcome_profile(model) or model) if model in router.models \
-                    else model
-                event = FeedbackEvent(
-                    decision_id=f"{compare.compare_id}:{model}", model=profile, quality=quality,
-                    tenant=tenant,
-                    embedding=tuple(compare.embedding.reshape(-1).tolist()),
-                    units=compare.units, served=model if model != profile else None,
-                    measured_cost=compare.costs.get(model))
-                commit = self.log.append(event, "preference", weights_id=compare.weights_id,
-                                         key_id=key_id)
-                commits.append(commit)
-                kept = [str(o["label"]) for o in out]
-                self.log.keep(commit, f"the score of {label_of[model]}" + (
-                    f" (after {', '.join(kept)}, kept and learned)" if kept else ""))
-                self._take_up(learning, own=event.event_id)  # what the log holds before it
-                applied = learning.learn(event, compare.weights_id)
-                out.append({"label": label_of[model], "model": model, "quality": quality,
-                            "replaced": applied.previous is not None,
-                            "previous_quality": applied.previous,
-                            "teaches_routing": applied.routers > 0,
-                            "teaches_memory": applied.memory})
-            self._checkpoint_when_due(learning)
-        return compare, out, commits
+        return self.preferences.score(compare_id, scores, tenant=tenant, key_id=key_id,
+                                      teachable=teachable)
 
     def reveal(self, compare: Compare) -> Compare:
         """Mark a blind comparison's models revealed (a score's answer names them), in the
         store first: it takes no score after this. A store that does not keep it is a 503
         (the models stay hidden, and a repeat of the scores is taken). Blocks on the store."""
-        now = time.time()
-        written(self.store, CompareReveal(compare.compare_id, now), "the comparison's reveal",
-                "the scores were kept and learned, and the models are not revealed: send the "
-                "scores again")
-        return self.compares.reveal(compare, now)
+        return self.preferences.reveal(compare)
 
     def release(self, compare: Compare) -> None:
         """End a blind comparison's hold for its score (see :meth:`score`)."""
-        self.compares.release(compare)
-
-    @staticmethod
-    def _check_teaches_all(compare: Compare, teachable: Callable[[str], None]) -> None:
-        """403 unless the caller may teach about every model of the comparison: scoring some
-        of its answers (or being refused some) would tell a caller that may not use them all
-        which label is which model."""
-        try:
-            for model in compare.labels.values():
-                teachable(model)
-        except PermissionDeniedError as exc:
-            raise PermissionDeniedError(
-                f"scores: {exc.message}; a key scores a comparison only when it may use every "
-                "compared model (what it was refused would tell the blind labels apart): "
-                "score with such a key", param="scores") from None
+        self.preferences.release(compare)
 
     # Experiments -----------------------------------------------------------------------------
 
