@@ -20,7 +20,7 @@ import pytest
 
 from switchpoint.config import Settings
 from switchpoint.errors import StorageUnavailableError, StoreError
-from switchpoint.gateway import Gateway, feedback_log
+from switchpoint.gateway import Gateway, feedback_log, learning_checkpoints
 from switchpoint.gateway import learning as gateway_learning
 from switchpoint.gateway.learning import FeedbackResult
 from switchpoint.gateway.live import learning_settings
@@ -144,7 +144,7 @@ def test_a_live_gateway_checkpoints_as_it_learns_and_a_reload_takes_it_up(
         fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In process (the library's door, fast weights): a checkpoint every few events while live,
     taken up by a reload and by the next start, which serve what the live gateway learned."""
-    monkeypatch.setattr(gateway_learning, "CHECKPOINT_EVERY", 10)
+    monkeypatch.setattr(learning_checkpoints, "CHECKPOINT_EVERY", 10)
     settings = settings_for(fake, tmp_path)
     path = Path(settings.data_dir) / CHECKPOINT_FILENAME
 
@@ -156,7 +156,7 @@ def test_a_live_gateway_checkpoints_as_it_learns_and_a_reload_takes_it_up(
         for i in range(25):
             decision = gateway.route(math_prompt(i) if i % 2 else poem_prompt(i))
             gateway.report_outcome(decision.decision_id, float(i % 3 == 0))
-            running = gateway.learning._checkpointing
+            running = gateway.learning.checkpointer._checkpointing
             if running is not None:
                 running.join(timeout=30)  # each checkpoint done before the next is due
         assert path.exists()
@@ -180,7 +180,7 @@ def test_a_live_gateway_checkpoints_as_it_learns_and_a_reload_takes_it_up(
         gateway.start()
         status = gateway.learning_status()
         assert (status["from_checkpoint"], status["replayed"]) == (0, 25)
-        running = gateway.learning._checkpointing
+        running = gateway.learning.checkpointer._checkpointing
         assert running is not None
         running.join(timeout=30)
         assert path.exists()
@@ -654,7 +654,7 @@ def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_is_take
 
 def test_a_start_from_a_checkpoint_waits_a_full_interval_before_the_next(
         fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gateway_learning, "CHECKPOINT_EVERY", 5)
+    monkeypatch.setattr(learning_checkpoints, "CHECKPOINT_EVERY", 5)
     settings = settings_for(fake, tmp_path)
     path = Path(settings.data_dir) / CHECKPOINT_FILENAME
     with Gateway(settings, loader=loader, env=KEYS) as gateway:
@@ -662,7 +662,7 @@ def test_a_start_from_a_checkpoint_waits_a_full_interval_before_the_next(
         for i in range(6):
             decision = gateway.route(math_prompt(i))
             gateway.report_outcome(decision.decision_id, 0.5)
-            running = gateway.learning._checkpointing
+            running = gateway.learning.checkpointer._checkpointing
             if running is not None:
                 running.join(timeout=30)
     written = path.stat().st_mtime_ns
@@ -671,7 +671,7 @@ def test_a_start_from_a_checkpoint_waits_a_full_interval_before_the_next(
         assert gateway.learning_status()["from_checkpoint"] == 6
         decision = gateway.route(math_prompt(50))
         gateway.report_outcome(decision.decision_id, 0.5)
-        running = gateway.learning._checkpointing
+        running = gateway.learning.checkpointer._checkpointing
         if running is not None:
             running.join(timeout=30)
         assert path.stat().st_mtime_ns == written  # one event after the start: not due yet
@@ -986,12 +986,12 @@ def test_feedback_learned_as_the_learning_closes_starts_no_checkpoint_after(
     taken the checkpoint run to wait for (none), and the feedback then started one, on the
     feedback log closing shut, that nobody waited for. Closing now stops runs from starting
     until the learning opens again; its own checkpoint holds the event."""
-    monkeypatch.setattr(gateway_learning, "CHECKPOINT_EVERY", 1)
+    monkeypatch.setattr(learning_checkpoints, "CHECKPOINT_EVERY", 1)
     settings = settings_for(fake, tmp_path)
     gateway = Gateway(settings, loader=loader, env=KEYS)
     gateway.start()
     learning = gateway.learning
-    due = learning._checkpoint_when_due
+    due = learning.checkpointer.when_due
     inside, go = threading.Event(), threading.Event()
 
     def held(live: Any, due_after: int | None = None) -> None:  # (under the state's guard)
@@ -1000,8 +1000,8 @@ def test_feedback_learned_as_the_learning_closes_starts_no_checkpoint_after(
         due(live, due_after)
 
     runs: list[str] = []
-    monkeypatch.setattr(learning, "_checkpoint_when_due", held)
-    monkeypatch.setattr(learning, "_checkpoint_quietly", lambda: runs.append("run"))
+    monkeypatch.setattr(learning.checkpointer, "when_due", held)
+    monkeypatch.setattr(learning.checkpointer, "_quietly", lambda: runs.append("run"))
     decision = gateway.route(math_prompt(1))
     feedback = threading.Thread(
         target=lambda: gateway.report_outcome(decision.decision_id, 1.0))
@@ -1020,7 +1020,7 @@ def test_feedback_learned_as_the_learning_closes_starts_no_checkpoint_after(
     assert runs == []
     path = Path(settings.data_dir) / CHECKPOINT_FILENAME
     assert checkpoint_position(path) is not None  # the closing's checkpoint holds the event
-    monkeypatch.setattr(learning, "_checkpoint_when_due", due)
+    monkeypatch.setattr(learning.checkpointer, "when_due", due)
     gateway.close()
     with Gateway(settings, loader=loader, env=KEYS) as again:
         again.start()

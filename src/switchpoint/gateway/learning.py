@@ -67,7 +67,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from switchpoint._files import access_problem
 from switchpoint._log_limit import SaidOnce
 from switchpoint._messages import json_quoted, listed_names, quoted_path
 from switchpoint.catalog import cost_unit_of
@@ -105,6 +104,10 @@ from switchpoint.gateway.feedback_rules import (
 from switchpoint.gateway.feedback_rules import FeedbackResult as FeedbackResult  # (re-exported)
 from switchpoint.gateway.feedback_rules import answer_cost as answer_cost  # (re-exported)
 from switchpoint.gateway.kept import not_kept, turn, written
+from switchpoint.gateway.learning_checkpoints import (
+    CHECKPOINT_EVERY as CHECKPOINT_EVERY,  # (re-exported)
+)
+from switchpoint.gateway.learning_checkpoints import LearningCheckpoints
 from switchpoint.gateway.live import Live, RouterState, learning_settings, unprofiled_note
 from switchpoint.gateway.live_learning import Applied as Applied  # (re-exported)
 from switchpoint.gateway.live_learning import LiveLearning as LiveLearning  # (re-exported)
@@ -115,10 +118,7 @@ from switchpoint.gateway.preference_scores import PreferenceScores
 from switchpoint.gateway.preferences import Compare
 from switchpoint.learning.checkpoint import (
     CHECKPOINT_FILENAME,
-    Checkpoint,
     CheckpointError,
-    read_checkpoint,
-    write_checkpoint,
 )
 from switchpoint.learning.comment import check_comment
 from switchpoint.learning.config import ExperimentConfig
@@ -147,8 +147,6 @@ MAX_STREAMS = 10_000
 #: a model the weights do not profile makes new ones, so without a bound a service whose
 #: models come and go would remember them all. Far more than its arms see between restarts.
 MAX_ARMS_WARNED = 1024
-#: Events learned while live between two checkpoints.
-CHECKPOINT_EVERY = 5000
 #: Events replayed at a start or reload past which the state is checkpointed at once.
 CHECKPOINT_AFTER_REPLAY = 1000
 #: Feedback rows another process logged that a status takes up before it reports, at most
@@ -221,13 +219,8 @@ class GatewayLearning:
         #: still holds them), the first such feedback takes up the checkpoint and the rows
         #: after it, as a start does. No checkpoint is written.
         self.replays = replays
-        self._checkpointing: threading.Thread | None = None
-        self._checkpoint_lock = threading.Lock()
-        # Held to start a checkpoint run and, as the gateway closes, to take the run to wait
-        # for and stop runs from starting (until it opens again): feedback learned just as it
-        # closed would otherwise start one that closing never waited for.
-        self._checkpoint_start = threading.Lock()
-        self._checkpoints_shut = False
+        self.checkpointer = LearningCheckpoints(self, self.checkpoint_path,
+                                                checkpoints=checkpoints, replays=replays)
 
     @property
     def reader(self) -> LearningReader | None:
@@ -241,14 +234,7 @@ class GatewayLearning:
         this process wrote its own over it, or missing from what a gateway that only reads
         data_dir (writing no checkpoint: ``switchpoint learn``) learns; such a gateway needs
         only to read it."""
-        problem = (None if self.checkpoint_path is None or not self.replays
-                   else access_problem(self.checkpoint_path, side_files=(),
-                                       writes=self.checkpoints))
-        if problem is not None:
-            raise StoreError(f"{quoted_path(self.checkpoint_path)}: cannot use the learning "
-                             f"checkpoint; {problem}")
-        with self._checkpoint_start:
-            self._checkpoints_shut = False
+        self.checkpointer.open()
         if self.reader is not None:
             self.promoted = {name: (arm, reason) for name, (arm, _, reason) in
                              self.reader.promotions().items()}
@@ -331,7 +317,7 @@ class GatewayLearning:
             learning.passed_over = 0 if last_row is None else last_row[0]
             self._cover(learning, learning.passed_over)
             return
-        after = self._restore(learning)
+        after = self.checkpointer.restore(learning)
         learning.folded = self._folded(learning)
         last = [after]
 
@@ -349,7 +335,7 @@ class GatewayLearning:
                      learning.replayed, learning.restored,
                      learning.replayed - learning.restored, learning.in_weights,
                      learning.skipped, time.perf_counter() - t0)
-        self._checkpoint_when_due(learning, CHECKPOINT_AFTER_REPLAY)
+        self.checkpointer.when_due(learning, CHECKPOINT_AFTER_REPLAY)
 
     def _folded(self, learning: LiveLearning) -> dict[tuple[int, str], int]:
         """Where each router's weights already hold outcomes of this log: weights exported by
@@ -562,7 +548,7 @@ class GatewayLearning:
         if first is None or first <= 1:
             return False
         try:
-            after = self._read_checkpoint(learning)
+            after = self.checkpointer.read(learning)
         except CheckpointError as exc:
             log.warning("learning checkpoint not used: %s; an outcome the feedback log no "
                         "longer keeps (pruned by retention) is not known to this command, so "
@@ -594,58 +580,6 @@ class GatewayLearning:
 
     # Checkpoints -----------------------------------------------------------------------------
 
-    def _restore(self, learning: LiveLearning) -> int:
-        """Restore ``learning`` from the checkpoint in ``data_dir`` if it fits; returns the log
-        position it holds (0: none, replay everything)."""
-        if self.checkpoint_path is None or self.reader is None:
-            return 0
-        try:
-            return self._read_checkpoint(learning)
-        except CheckpointError as exc:
-            if self.checkpoint_path.exists():
-                log.warning("learning checkpoint not used: %s; replaying the whole feedback "
-                            "log", exc)
-            first = self.reader.first_feedback()
-            if first is not None and first > 1:
-                log.error("the feedback log was pruned by retention before log position %d: "
-                          "what was learned from those outcomes was only in the learning "
-                          "checkpoint, which is not used (%s), so it is not learned now; "
-                          "restore %s from the backup taken with the database to take it up",
-                          first, exc, CHECKPOINT_FILENAME)
-            return 0
-
-    def _read_checkpoint(self, learning: LiveLearning) -> int:
-        """Restore ``learning`` from the checkpoint in ``data_dir``; returns the log position
-        it holds, or :class:`CheckpointError` saying why it does not fit (nothing learned)."""
-        assert self.checkpoint_path is not None and self.reader is not None
-        checkpoint = read_checkpoint(self.checkpoint_path, learning.checkpoint_key())
-        if self.reader.event_id_at(checkpoint.seq) != checkpoint.event_id:
-            raise CheckpointError("the feedback log does not hold the event it ends at "
-                                  "(the log was replaced)")
-        learning.restore(checkpoint.state)
-        return checkpoint.seq
-
-    def _checkpoint_when_due(self, learning: LiveLearning, due: int | None = None) -> None:
-        """Checkpoint on a thread of its own once ``due`` events (default
-        :data:`CHECKPOINT_EVERY`) were learned since the last (called under the state's guard,
-        which the checkpoint waits for)."""
-        due = CHECKPOINT_EVERY if due is None else due
-        with self._checkpoint_start:
-            if (self._checkpoints_shut or self.checkpoint_path is None or not self.checkpoints
-                    or not self.replays or learning.events - learning.tried < due
-                    or (self._checkpointing is not None and self._checkpointing.is_alive())):
-                return  # (closing: its own checkpoint holds what was learned)
-            self._checkpointing = threading.Thread(target=self._checkpoint_quietly,
-                                                   name="switchpoint-checkpoint", daemon=True)
-            self._checkpointing.start()
-
-    def _checkpoint_quietly(self) -> None:
-        try:
-            self.checkpoint()
-        except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
-            log.error("learning checkpoint not written: %s (the feedback log still holds "
-                      "everything; a start replays more of it)", exc)
-
     def checkpoint_key(self) -> str:
         """The key of the checkpoint the live snapshot's learning would take up (see
         :meth:`LiveLearning.checkpoint_key`); one no checkpoint has when it learns nothing."""
@@ -659,42 +593,14 @@ class GatewayLearning:
         it holds, so the next start or reload replays only what follows; returns the file
         (None: no store, or nothing learned). Everything learned is in the feedback log too:
         a checkpoint only saves replaying it."""
-        if (self.checkpoint_path is None or self.reader is None or not self.checkpoints
-                or not self.replays):
-            return None
-        with self._checkpoint_lock:
-            with self.state.guard:  # feedback waits for the snapshot, not for the writing
-                snapshot_start = time.perf_counter()
-                live = self.state.peek()
-                learning: LiveLearning | None = None if live is None else live.learning
-                if learning is None or learning.events == learning.checkpointed:
-                    return None
-                learning.tried = learning.events
-                last = self._learned_through(learning)
-                if last is None:
-                    return None
-                checkpoint = Checkpoint(learning.checkpoint_key(), last[0], last[1],
-                                        learning.state())
-                events = learning.events
-                t0 = time.perf_counter()
-                waited = t0 - snapshot_start
-            size = write_checkpoint(self.checkpoint_path, checkpoint)
-            learning.checkpointed = events
-            log.info("learning checkpoint: %d event(s) up to log position %d, %.1f MB in "
-                     "%.2f s (feedback waited %.0f ms for its snapshot)", events,
-                     checkpoint.seq, size / 1e6, time.perf_counter() - t0, waited * 1e3)
-            return self.checkpoint_path
+        return self.checkpointer.write()
 
     def close(self, *, checkpoint: bool = True) -> None:
         """Checkpoint what was learned since the last checkpoint (a graceful stop), after any
         checkpoint already under way; from now until :meth:`open`, no checkpoint run starts
         (what feedback learns meanwhile is in this one, or in the feedback log). Without
         ``checkpoint`` (an opening that failed), the log's read connections alone close."""
-        with self._checkpoint_start:
-            self._checkpoints_shut = True
-            running = self._checkpointing
-        if running is not None:
-            running.join()
+        self.checkpointer.shut()
         self.open_decisions.close()
         try:
             if checkpoint:
@@ -870,7 +776,7 @@ class GatewayLearning:
                                                        tenant=entry.tenant, cost=measured)
                         assert learning is not None
                         learning.learn(outcome.event, owner.weights_id, skip=owner)
-                        self._checkpoint_when_due(learning)
+                        self.checkpointer.when_due(learning)
                         outcome, learned_note = last_replaced(outcome, last, held)
                         return FeedbackResult(outcome, "decision", True, learned_note,
                                               commits=tuple(note.commits), cost=measured,

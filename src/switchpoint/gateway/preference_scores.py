@@ -21,6 +21,7 @@ from switchpoint.errors import ConflictError, InvalidInputError, PermissionDenie
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED, ServiceFeedbackLog
 from switchpoint.gateway.feedback_rules import answer_cost
 from switchpoint.gateway.kept import written
+from switchpoint.gateway.learning_checkpoints import LearningCheckpoints
 from switchpoint.gateway.live import Live, RouterState
 from switchpoint.gateway.live_learning import LiveLearning
 from switchpoint.gateway.open_decisions import PRUNE_EVERY
@@ -38,13 +39,12 @@ class ScoresHost(Protocol):
     state: RouterState
     store: SQLiteStore | None
     log: ServiceFeedbackLog
+    checkpointer: LearningCheckpoints
 
     def check_writable(self, what: str, then: str = NOTHING_LEARNED) -> None: ...
 
     def _take_up(self, learning: LiveLearning, *, own: str | None = None,
                  most: int | None = None) -> None: ...
-
-    def _checkpoint_when_due(self, learning: LiveLearning, due: int | None = None) -> None: ...
 
 
 class PreferenceScores:
@@ -201,7 +201,7 @@ class PreferenceScores:
                             "previous_quality": applied.previous,
                             "teaches_routing": applied.routers > 0,
                             "teaches_memory": applied.memory})
-            self._host._checkpoint_when_due(learning)
+            self._host.checkpointer.when_due(learning)
         return compare, out, commits
 
     def reveal(self, compare: Compare) -> Compare:
