@@ -879,8 +879,8 @@ async def test_a_stream_left_unread_on_a_running_loop_is_closed_logged_and_settl
         assert ledger.open_tickets() == 0 and not gateway._streams.open_streams
         # (let go by the commit's callback, on the writer's thread, just after the entry is
         # readable: feedback on the id meanwhile finds the stream or the entry, never neither)
-        await _until(lambda: request_id not in gateway.learning._streams, 5.0)
-        assert request_id not in gateway.learning._streams
+        await _until(lambda: request_id not in gateway.learning.intake._streams, 5.0)
+        assert request_id not in gateway.learning.intake._streams
         await _until(lambda: gw_fake.requests()[-1].get("closed_at"))  # the upstream is let go
         for stream in held:
             with pytest.raises(StreamBroken, match="nothing read it before the request's "

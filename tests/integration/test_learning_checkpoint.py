@@ -1040,7 +1040,7 @@ def test_closing_waits_for_feedback_under_way_which_is_kept_and_learned(
     gateway = Gateway(settings, loader=loader, env=KEYS)
     gateway.start()
     learning = gateway.learning
-    check = learning._check_not_refused
+    check = learning.intake._check_not_refused
     inside, go = threading.Event(), threading.Event()
 
     def held(answer_id: str, tenant: str | None) -> None:  # (after the store's open check)
@@ -1048,7 +1048,7 @@ def test_closing_waits_for_feedback_under_way_which_is_kept_and_learned(
         assert go.wait(10)
         check(answer_id, tenant)
 
-    monkeypatch.setattr(learning, "_check_not_refused", held)
+    monkeypatch.setattr(learning.intake, "_check_not_refused", held)
     first, second = gateway.route(math_prompt(1)), gateway.route(math_prompt(2))
     giver, outcome = in_background(lambda: gateway.areport_outcome(first.decision_id, 1.0))
     assert inside.wait(10)
