@@ -125,9 +125,11 @@ RETENTION_TAKE_UP_ROWS = 100_000
 
 
 class GatewayLearning:
-    """The gateway's side of learning, across snapshots: the feedback log, pending decisions,
-    comparisons, promotions. It readies every snapshot before it goes live
-    (:meth:`prepare`, then the replay under the state's guard)."""
+    """The gateway's side of learning, across snapshots: the feedback log, pending decisions
+    (:class:`OpenDecisions`), feedback (:class:`FeedbackIntake`), comparisons
+    (:class:`PreferenceScores`), checkpoints (:class:`LearningCheckpoints`), promotions. It
+    readies every snapshot before it goes live (:meth:`prepare`, then the replay under the
+    state's guard), and keeps it in step with the feedback log."""
 
     def __init__(self, state: RouterState, store: SQLiteStore | None, *,
                  checkpoints: bool = True, replays: bool = True, warns: bool = True) -> None:
