@@ -638,10 +638,10 @@ class GatewayLearning:
         ``cost`` is what the answer cost, if the caller knows it (see
         ``Router.report_outcome``); ``teachable`` refuses a model the caller may not teach
         about (its key's limits); ``config_read=False`` refuses a decision answered by a model
-        the catalog does not hold (see :func:`check_listed`). Runs on a worker thread, under
-        the state's guard, on the snapshot live then; the commits it returns are waited for by
-        the caller. Everything
-        is checked before anything is learned."""
+        the catalog does not hold (see
+        :func:`~switchpoint.gateway.feedback_rules.check_listed`). Runs on a worker thread,
+        under the state's guard, on the snapshot live then; the commits it returns are waited
+        for by the caller. Everything is checked before anything is learned."""
         return self.intake.report(decision_id, quality_score, success, model=model, tenant=tenant,
                                   key_id=key_id, comment=comment, cost=cost,
                                   teachable=teachable, prompt_hash=prompt_hash,
