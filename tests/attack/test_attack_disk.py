@@ -262,19 +262,31 @@ def test_prune_needs_a_retention(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert 'argument --older-than: "-3" is negative' in capsys.readouterr().err
 
 
-def test_the_service_applies_retention_days(tmp_path: Path) -> None:
-    db = tmp_path / "switchpoint.db"
-    new_ids = fill(db, n_old=300, n_new=5, age_days=10)
-    settings = load_settings(None, overrides={"data_dir": str(tmp_path),
+def _service_keeping_7_days(db: Path) -> Gateway:
+    """A gateway opened on ``db`` (its folder the data_dir) whose store.retention_days is 7;
+    close it."""
+    settings = load_settings(None, overrides={"data_dir": str(db.parent),
                                               "store": {"retention_days": 7}}, environ={})
     gateway = Gateway(settings, store=SQLiteStore(db))
     gateway.open()
+    return gateway
+
+
+def _housekeep(gateway: Gateway) -> None:
+    """Run the housekeeping every request starts (due at start, hourly after) to its end."""
 
     async def housekeeping() -> None:
-        gateway._housekeeping.maintain()  # what every request does: due at start, hourly after
+        gateway._housekeeping.maintain()
         await gateway._housekeeping.done()
 
     asyncio.run(housekeeping())
+
+
+def test_the_service_applies_retention_days(tmp_path: Path) -> None:
+    db = tmp_path / "switchpoint.db"
+    new_ids = fill(db, n_old=300, n_new=5, age_days=10)
+    gateway = _service_keeping_7_days(db)
+    _housekeep(gateway)
     gateway.close()
     kept = rows(db)
     assert sorted(r[1] for r in kept["requests"]) == sorted(new_ids)
@@ -293,10 +305,7 @@ def test_the_services_retention_leaves_out_a_step_of_the_clock_ahead_while_it_ru
     fill(db, n_old=5, n_new=0, age_days=110)  # older than the 7 days before the step
     fill(db, n_old=5, n_new=0, age_days=100)  # logged just before the step
     before = [r[0] for r in rows(db)["decisions"]][5:]
-    settings = load_settings(None, overrides={"data_dir": str(tmp_path),
-                                              "store": {"retention_days": 7}}, environ={})
-    gateway = Gateway(settings, store=SQLiteStore(db))
-    gateway.open()
+    gateway = _service_keeping_7_days(db)
     behind = [100 * DAY]
     gateway._housekeeping._retention_clock = retention.RetentionClock(
         wall=lambda: time.time() - behind[0])
@@ -326,13 +335,10 @@ def test_the_services_retention_goes_on_leaving_out_a_step_of_the_clock_across_a
     fill(db, n_old=5, n_new=0, age_days=110)  # older than the 7 days before the step
     fill(db, n_old=5, n_new=0, age_days=100)  # logged just before the step
     before = [r[0] for r in rows(db)["decisions"]][5:]
-    settings = load_settings(None, overrides={"data_dir": str(tmp_path),
-                                              "store": {"retention_days": 7}}, environ={})
     behind, passed = [100 * DAY], [0.0]
 
     def a_service_runs_retention() -> None:
-        gateway = Gateway(settings, store=SQLiteStore(db))
-        gateway.open()
+        gateway = _service_keeping_7_days(db)
         gateway._housekeeping._retention_clock = retention.RetentionClock(
             wall=lambda: time.time() - behind[0],
             since_boot=lambda: retention.since_boot() + passed[0])
@@ -369,19 +375,11 @@ def test_the_services_retention_leaves_a_file_put_under_it_alone(tmp_path: Path)
     src.backup(dst)
     src.close()
     dst.close()
-    settings = load_settings(None, overrides={"data_dir": str(tmp_path),
-                                              "store": {"retention_days": 7}}, environ={})
-    gateway = Gateway(settings, store=SQLiteStore(db))
-    gateway.open()
+    gateway = _service_keeping_7_days(db)
     try:
         os.replace(backup, db)  # within the second before the store looks
         assert gateway.store is not None and gateway.store.gone() == "was replaced"
-
-        async def housekeeping() -> None:
-            gateway._housekeeping.maintain()
-            await gateway._housekeeping.done()
-
-        asyncio.run(housekeeping())
+        _housekeep(gateway)
     finally:
         gateway.close()
     conn = sqlite3.connect(db)
