@@ -189,6 +189,20 @@ def test_with_no_service_a_store_waits_for_another_taking_the_spill_file_up(
     assert "for the service" not in caplog.text
 
 
+def _command_taking_up(db: Path) -> tuple[threading.Thread, list[set[str]]]:
+    """A command opening ``db`` on a thread, once it holds its data_dir's lock briefly (taking
+    up the spill file); the list gets the ids the store then holds. Join the thread."""
+    opened: list[set[str]] = []
+    command = threading.Thread(target=lambda: opened.append(_ids_of(SQLiteStore(db).open())))
+    command.start()
+    lock = db.parent / "serve.lock"
+    deadline = time.monotonic() + 30
+    while b"briefly" not in (lock.read_bytes() if lock.exists() else b""):
+        assert time.monotonic() < deadline, "the command never took the lock"
+        time.sleep(0.001)
+    return command, opened
+
+
 def test_a_service_starting_waits_for_a_take_up_as_long_as_it_moves(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A command taking up a spill file longer than a service starting waits for a holder
@@ -206,14 +220,7 @@ def test_a_service_starting_waits_for_a_take_up_as_long_as_it_moves(
     # bound of one second named the command).
     hold = max(1.0, time.monotonic() - written)
     monkeypatch.setattr("switchpoint._files.BRIEF_HOLD_S", hold)
-    opened: list[set[str]] = []
-    command = threading.Thread(target=lambda: opened.append(_ids_of(SQLiteStore(db).open())))
-    command.start()
-    lock = data_dir / "serve.lock"
-    deadline = time.monotonic() + 30
-    while b"briefly" not in (lock.read_bytes() if lock.exists() else b""):
-        assert time.monotonic() < deadline, "the command never took the lock"
-        time.sleep(0.001)
+    command, opened = _command_taking_up(db)
     started = time.monotonic()
     service = DataDirLock(data_dir).acquire()  # waits, past the bound
     try:
@@ -293,14 +300,7 @@ def test_a_take_up_marks_progress_while_it_reads_the_file_and_finds_what_caps_dr
 
     monkeypatch.setattr(os, "fdopen", slow_disk)
     monkeypatch.setattr(store_sqlite, "_capped", slow_host)
-    opened: list[set[str]] = []
-    command = threading.Thread(target=lambda: opened.append(_ids_of(SQLiteStore(db).open())))
-    command.start()
-    lock = data_dir / "serve.lock"
-    deadline = time.monotonic() + 30
-    while b"briefly" not in (lock.read_bytes() if lock.exists() else b""):
-        assert time.monotonic() < deadline, "the command never took the lock"
-        time.sleep(0.001)
+    command, opened = _command_taking_up(db)
     started = time.monotonic()
     try:
         service = DataDirLock(data_dir).acquire()  # waits, past the bound
