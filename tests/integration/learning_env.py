@@ -18,6 +18,7 @@ import httpx
 import openai
 
 from switchpoint.config import Settings, load_settings
+from switchpoint.gateway import Gateway
 from switchpoint.gateway.live import learning_settings
 from switchpoint.router import Router
 from switchpoint.server import create_app
@@ -47,6 +48,14 @@ def loader(settings: Settings, policy: str | None) -> Router:
     name = name if name in ("knn", "tiers") else "cluster"
     return Router(package(name), catalog=settings.catalog(), embedder=EMBEDDER,
                   cost_weight=settings.cost_weight, learning=learning_settings(settings))
+
+
+def started_gateway(settings: Settings) -> Gateway:
+    """A gateway of ``settings`` routing with :func:`loader` over the fake provider's keys,
+    started; close it (``with`` does)."""
+    gateway = Gateway(settings, loader=loader, env=KEYS)
+    gateway.start()
+    return gateway
 
 
 def counting_loader() -> tuple[list[str | None], Callable[[Settings, str | None], Router]]:

@@ -27,7 +27,12 @@ from switchpoint.router import Router
 from switchpoint.weights import WeightsPackage, default_weights_path, load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
-from tests.integration.learning_env import KEYS, counting_loader, loader, settings_for
+from tests.integration.learning_env import (
+    KEYS,
+    counting_loader,
+    settings_for,
+    started_gateway,
+)
 
 CONFIG = """tenants:
   acme: {}
@@ -41,12 +46,6 @@ experiments:
 """
 
 
-def _gateway(settings: Settings) -> Gateway:
-    gateway = Gateway(settings, loader=loader, env=KEYS)
-    gateway.start()
-    return gateway
-
-
 @pytest.fixture
 def settings(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
     return settings_for(fake, tmp_path, CONFIG)
@@ -54,7 +53,7 @@ def settings(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def gateway(settings: Settings) -> Iterator[Gateway]:
-    with _gateway(settings) as gw:
+    with started_gateway(settings) as gw:
         yield gw
 
 
@@ -230,7 +229,7 @@ def test_split_is_honoured_over_many_sessions_and_a_session_stays_in_its_arm(
 
 def test_a_run_time_experiment_survives_a_restart_and_a_reload_and_a_reload_naming_it_is_refused(
         settings: Settings) -> None:
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         gateway.create_ab_test("kept", tenants=["globex"], strategy_b={"models": ["cheap"]})
         gateway.create_ab_test("after", arms={"x": {}, "y": {"cost_weight": 2, "weight": 3}})
         ids = {gateway.route(math_prompt(i), tenant="globex").decision_id for i in range(10)}
@@ -238,7 +237,7 @@ def test_a_run_time_experiment_survives_a_restart_and_a_reload_and_a_reload_nami
         gateway.state.reload()
         assert list(gateway.settings.experiments) == ["thrift", "kept", "after"]
         gateway.end_ab_test("after")
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         assert list(gateway.settings.experiments) == ["thrift", "kept"]
         report = gateway.experiment_report("kept")
         assert sum(a["decisions"] for a in report["arms"]) == 10
@@ -267,7 +266,7 @@ def test_a_run_time_experiment_survives_a_restart_and_a_reload_and_a_reload_nami
     # A start on a config listing an experiment of its name is refused the same way.
     path.write_text(text + "  kept:\n    arms: {p: {}, q: {cost_weight: 1}}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="created at run time") as at_start:
-        _gateway(load_settings(path, environ={}))
+        started_gateway(load_settings(path, environ={}))
     assert at_start.value.key == "experiments.kept"
 
 
@@ -276,7 +275,7 @@ def test_an_ended_run_time_experiment_is_kept_for_good_by_listing_its_name_in_th
         settings: Settings) -> None:
     """Once it has ended, the config may take the name (to keep the experiment for good): the
     config's experiment carries on from its decisions, and is the one its name reports."""
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         gateway.create_ab_test("kept", tenants=["globex"], strategy_b={"cost_weight": 2})
         for i in range(6):
             gateway.route(math_prompt(i), tenant="globex")
@@ -397,7 +396,7 @@ def test_a_name_whose_decisions_are_logged_is_not_made_again_at_run_time(
     """A config experiment a reload dropped left its decisions under its name; an experiment
     created at run time under that name read them in its report as its own, before any
     request took part in it. It is refused, and nothing is made."""
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         for i in range(12):
             assert gateway.route(math_prompt(i), tenant="acme").experiment == "thrift"
         path = settings.source_path

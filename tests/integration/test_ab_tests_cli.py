@@ -27,9 +27,9 @@ from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
 from tests.integration.gateway_env import KEYS as GATEWAY_KEYS
 from tests.integration.gateway_env import config_text
-from tests.integration.learning_env import serve, settings_for
+from tests.integration.learning_env import serve, settings_for, started_gateway
 from tests.integration.servers import refused_start
-from tests.integration.test_ab_tests import CONFIG, _gateway
+from tests.integration.test_ab_tests import CONFIG
 
 # The config's own experiment of the name a run-time one holds: a clash while that one runs.
 PATH = "/v1/router/experiments"
@@ -53,7 +53,7 @@ def made(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
     """A data_dir where a gateway, now closed, made ``kept`` (globex, split 0.3, five
     decisions; running) and ``after`` (of arms; ended)."""
     settings = settings_for(fake, tmp_path, CONFIG)
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         gateway.create_ab_test("kept", split=0.3, tenants=["globex"])
         for i in range(5):
             assert gateway.route(math_prompt(i), tenant="globex").experiment == "kept"
@@ -102,7 +102,7 @@ def test_a_start_refused_for_a_clash_starts_once_the_cli_ended_the_run_time_expe
     path.write_text(original + CLASH, encoding="utf-8")
     clashing = load_settings(path, environ={})
     with pytest.raises(ConfigError, match="created at run time") as refused:
-        _gateway(clashing)
+        started_gateway(clashing)
     assert refused.value.key == "experiments.kept"
     assert "`switchpoint experiments end kept` while it is stopped" in str(refused.value)
     assert "DELETE /v1/router/experiments/kept" in str(refused.value)
@@ -131,13 +131,13 @@ def test_a_start_refused_for_a_clash_starts_once_the_cli_ended_the_run_time_expe
     assert (kept["status"], kept["ended_at"], kept["decisions"]) == ("ended", ended_at, 5)
 
     # The start refused now succeeds: the config's experiment takes the name.
-    with _gateway(clashing) as gateway:
+    with started_gateway(clashing) as gateway:
         assert list(gateway.settings.experiments) == ["thrift", "kept"]
         assert gateway.settings.experiments["kept"].created_at is None
         assert gateway.route(math_prompt(1), tenant="globex").arm in ("p", "q")
     # The original config sees it ended, at the time the command wrote, as end_ab_test would.
     path.write_text(original, encoding="utf-8")
-    with _gateway(load_settings(path, environ={})) as gateway:
+    with started_gateway(load_settings(path, environ={})) as gateway:
         report = gateway.experiment_report("kept")
         assert report["ended_at"] == ended_at and not report["enabled"]
         assert sum(a["decisions"] for a in report["arms"]) == 5
@@ -155,7 +155,7 @@ def test_a_row_that_cannot_be_read_is_skipped_at_start_listed_unreadable_and_end
                        "VALUES (?, ?, ?)", (name, created, experiment))
     db.close()
     with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"), \
-            _gateway(made) as gateway:  # the others run; the torn rows are skipped
+            started_gateway(made) as gateway:  # the others run; the torn rows are skipped
         assert gateway.route(math_prompt(7), tenant="globex").experiment == "kept"
         with pytest.raises(ConflictError, match="cannot be read, so it does not run"):
             gateway.create_ab_test("torn")
@@ -199,7 +199,7 @@ def test_the_way_out_a_kept_experiment_names_is_written_as_it_is_sent(
         db.execute("INSERT INTO runtime_experiments (name, created, experiment) "
                    "VALUES (?, ?, ?)", ("torn #1", 1.7e9, '{"arms": {"a'))
     db.close()
-    with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"), _gateway(made):
+    with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"), started_gateway(made):
         pass
     warned = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
     assert any("(`switchpoint experiments end 'torn #1'`)" in w for w in warned), warned
@@ -208,7 +208,7 @@ def test_the_way_out_a_kept_experiment_names_is_written_as_it_is_sent(
                    "VALUES (?, ?, ?)", ("old 50%?", 1.7e9, '{"arms": 5}'))
     db.close()
     with pytest.raises(ConfigError, match="no longer reads as one") as refused:
-        _gateway(made)
+        started_gateway(made)
     message = str(refused.value)
     assert "DELETE /v1/router/experiments/old%2050%25%3F while the service runs" in message
     assert "`switchpoint experiments end 'old 50%?'` while it is stopped" in message
@@ -238,7 +238,7 @@ def test_end_is_refused_while_a_service_runs_on_the_data_dir_and_list_reads_besi
         made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     config = str(made.source_path)
     before = _rows(made)
-    with _gateway(made) as gateway:
+    with started_gateway(made) as gateway:
         code, out, err = _run(capsys, "experiments", "end", "kept", "--config", config)
         assert code == 2 and out == ""
         assert "is serving from data_dir" in err

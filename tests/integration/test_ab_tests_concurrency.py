@@ -18,24 +18,17 @@ from switchpoint.gateway import Gateway, kept
 from switchpoint.learning.config import MAX_EXPERIMENTS
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.learning_env import (
-    KEYS,
     get,
     hold_readying,
     learning_server,
-    loader,
     post,
     settings_for,
+    started_gateway,
 )
 
 TENANTS = 120
 PATH = "/v1/router/experiments"
 CONFIG = "tenants:\n" + "".join(f"  t{i}: {{}}\n" for i in range(TENANTS))
-
-
-def _gateway(settings: Settings) -> Gateway:
-    gateway = Gateway(settings, loader=loader, env=KEYS)
-    gateway.start()
-    return gateway
 
 
 def _rows(settings: Settings) -> list[tuple[Any, ...]]:
@@ -69,7 +62,7 @@ def settings(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
 
 
 def test_one_name_made_from_many_threads_at_once_is_made_once(settings: Settings) -> None:
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         results = _at_once(16, lambda i: gateway.create_ab_test("same", tenants=[f"t{i}"]))
         made = [r for r in results if not isinstance(r, Exception)]
         assert len(made) == 1, results
@@ -77,7 +70,7 @@ def test_one_name_made_from_many_threads_at_once_is_made_once(settings: Settings
                    for r in results if r not in made), results
         assert list(gateway.settings.experiments) == ["same"]
         assert [r[0] for r in _rows(settings)] == ["same"]
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         assert list(gateway.settings.experiments) == ["same"]
 
 
@@ -86,14 +79,14 @@ def test_names_past_the_bound_from_many_threads_never_pass_it(
     n = MAX_EXPERIMENTS + 12
     # (each may wait its turn at once: the bound on changes waiting is tested elsewhere)
     monkeypatch.setattr(kept, "MAX_WAITING", n)
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         results = _at_once(n, lambda i: gateway.create_ab_test(f"e{i}", tenants=[f"t{i}"]))
         kinds = Counter(type(r).__name__ for r in results)
         assert kinds == {"ABTest": MAX_EXPERIMENTS, "ConflictError": 12}, kinds
         live = list(gateway.settings.experiments)
         assert len(live) == MAX_EXPERIMENTS
         assert [r[0] for r in _rows(settings)] == live
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         assert list(gateway.settings.experiments) == live
 
 
@@ -146,7 +139,7 @@ def test_a_promotion_sent_while_its_experiment_ends_waits_and_is_refused(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     # A promotion checked "not ended" before the end went live, then stored for the ended
     # experiment: its report said promoted. It now waits for the end, and is refused.
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         gateway.create_ab_test("rt", tenants=["t0"])
         readied, go_on = hold_readying(gateway.state, monkeypatch)
         outcome: dict[str, object] = {}
@@ -170,7 +163,7 @@ def test_a_promotion_sent_as_an_ended_experiment_goes_live_is_refused(
     # The end takes the experiment out of the run-time set, then its snapshot goes live: a
     # promotion between the two found it neither running (so took no lock) nor gone from the
     # live settings (so not ended), and was stored for the ended experiment.
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         gateway.create_ab_test("rt", tenants=["t0"])
         state = gateway.state
         reached, go_on = threading.Event(), threading.Event()

@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from tests.integration.learning_env import (
     loader,
     post,
     settings_for,
+    started_gateway,
 )
 from tests.integration.published_schema import Published
 from tests.integration.servers import ThreadServer, loopback_socket, thread_server
@@ -70,12 +71,6 @@ def card(fake: FakeProviderProcess, name: str = "free", **more: Any) -> dict[str
             "input_per_mtok": 0, "output_per_mtok": 0, "tier": "simple", **more}
 
 
-def _gateway(settings: Settings) -> Gateway:
-    gateway = Gateway(settings, loader=loader, env=KEYS)
-    gateway.start()
-    return gateway
-
-
 @pytest.fixture
 def settings(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
     return settings_for(fake, tmp_path, CONFIG)
@@ -83,7 +78,7 @@ def settings(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def gateway(settings: Settings) -> Iterator[Gateway]:
-    with _gateway(settings) as gw:
+    with started_gateway(settings) as gw:
         yield gw
 
 
@@ -367,10 +362,10 @@ def test_registrations_are_bounded_and_the_one_past_the_bound_changes_nothing(
 def test_a_registered_model_is_kept_across_a_restart_and_a_reload_and_a_config_of_its_name_wins(
         settings: Settings, fake: FakeProviderProcess, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         gateway.register_model(card(fake))
         gateway.register_model(card(fake, "spare", input_per_mtok=2, output_per_mtok=2))
-    with _gateway(settings) as gateway:  # a restart on the same data_dir
+    with started_gateway(settings) as gateway:  # a restart on the same data_dir
         assert catalog(gateway) == ["strong", "runner", "cheap", "free", "spare"]
         assert gateway.route(poem_prompt(0)).selected_model == "free"
         answer = gateway.reload()
@@ -393,7 +388,7 @@ def test_a_registered_model_is_kept_across_a_restart_and_a_reload_and_a_config_o
         with pytest.raises(ConflictError, match="is in the config, not registered"):
             gateway.unregister_model("spare")
     assert [n for n, _ in stored(settings)] == ["free"]  # (its row went as it closed)
-    with _gateway(settings.reloaded()) as gateway:  # (the config as it is now)
+    with started_gateway(settings.reloaded()) as gateway:  # (the config as it is now)
         assert catalog(gateway) == ["strong", "runner", "cheap", "spare", "free"]
 
 
@@ -578,7 +573,7 @@ def _models(server: ThreadServer) -> list[str]:
 def test_without_models_in_the_config_there_is_no_catalog_to_register_in(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     settings = load_settings(overrides={"data_dir": str(tmp_path / "data")}, environ={})
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         with pytest.raises(ConflictError, match="the config lists no models:") as caught:
             gateway.register_model(card(fake))
         assert caught.value.param == "card"
@@ -614,7 +609,7 @@ def test_a_config_without_models_warns_that_registered_ones_are_not_served_once_
         assert reload(bare)[1] == []  # (said once)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"), \
-            _gateway(load_settings(config, environ={"SP_ADMIN": ADMIN})):
+            started_gateway(load_settings(config, environ={"SP_ADMIN": ADMIN})):
         pass  # (a start on it says so too)
     assert [r.getMessage() for r in caplog.records
             if '("free") are not served' in r.getMessage()] != []
@@ -643,14 +638,12 @@ def test_a_base_url_that_cannot_be_sent_is_refused_by_the_config_as_by_a_registr
     assert invalid.value.field == "models.m.base_url" and words in str(invalid.value)
 
 
-def test_a_registration_a_reload_overtakes_is_judged_against_the_config_that_went_live(
-        gateway: Gateway, fake: FakeProviderProcess, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # A reload lands after a registration's checks and before its snapshot is built (here
-    # made to, on the same thread, as another request's could on its own): the config it
-    # made live lists the name. The registration is refused as if it had come after the
-    # reload, changing nothing; it was answered 201 with the config's model, its row written
-    # and then dropped again with a warning.
+def _reload_listing_free_after_the_checks(gateway: Gateway, fake: FakeProviderProcess,
+                                          tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config comes to list a model ``free`` (priced 3), and the next registration or
+    unregistration has a reload make it live after its checks, before its change lands (on the
+    same thread, as another request's could on its own)."""
     config = gateway.settings.source_path
     assert config is not None
     config.write_text(config_text(fake, tmp_path / "data", CONFIG, more_models=(
@@ -664,6 +657,17 @@ def test_a_registration_a_reload_overtakes_is_judged_against_the_config_that_wen
         checked(*args)
 
     monkeypatch.setattr(gateway.learning, "check_writable", reloaded_meanwhile)
+
+
+def test_a_registration_a_reload_overtakes_is_judged_against_the_config_that_went_live(
+        gateway: Gateway, fake: FakeProviderProcess, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A reload lands after a registration's checks and before its snapshot is built (here
+    # made to, on the same thread, as another request's could on its own): the config it
+    # made live lists the name. The registration is refused as if it had come after the
+    # reload, changing nothing; it was answered 201 with the config's model, its row written
+    # and then dropped again with a warning.
+    _reload_listing_free_after_the_checks(gateway, fake, tmp_path, monkeypatch)
     with pytest.raises(ConflictError, match='model "free" is in the config') as caught:
         gateway.register_model(card(fake))
     assert caught.value.param == "name"
@@ -679,19 +683,7 @@ def test_an_unregistration_a_reload_overtakes_is_judged_against_the_config_that_
     # name live, dropping the registered one. The removal is refused naming the config's, as
     # after the reload; it answered "deleted" for a model still served.
     gateway.register_model(card(fake))
-    config = gateway.settings.source_path
-    assert config is not None
-    config.write_text(config_text(fake, tmp_path / "data", CONFIG, more_models=(
-        '  - {name: free, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 3, '
-        "output_per_mtok: 3}\n")), encoding="utf-8")
-    checked = gateway.learning.check_writable
-
-    def reloaded_meanwhile(*args: Any) -> None:
-        monkeypatch.setattr(gateway.learning, "check_writable", checked)
-        gateway.reload()
-        checked(*args)
-
-    monkeypatch.setattr(gateway.learning, "check_writable", reloaded_meanwhile)
+    _reload_listing_free_after_the_checks(gateway, fake, tmp_path, monkeypatch)
     with pytest.raises(ConflictError, match='model "free" is in the config, not registered'):
         gateway.unregister_model("free")
     assert catalog(gateway) == ["strong", "runner", "cheap", "free"]
@@ -789,14 +781,11 @@ def test_a_registration_may_not_send_requests_to_a_cloud_metadata_service(
     assert load_settings(overrides={"models": [entry]}, environ={}).models is not None
 
 
-def test_a_registration_naming_a_host_name_that_resolves_to_a_metadata_service_is_refused(
-        gateway: Gateway, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A name of the admin token holder's own (169.254.169.254.nip.io resolves so on the
-    # internet) is looked up once, within a bound, as it is registered; a private network's
-    # address is no metadata service's (teams run model servers on 10.x). Only the resolver's
-    # answers are made up here: the machine has no internet.
-    answers = {"meta.example.test": "169.254.169.254", "link.example.test": "fe80::5",
-               "vllm.example.test": "10.1.2.3"}
+def _resolving(monkeypatch: pytest.MonkeyPatch,
+               answers: Mapping[str, list[tuple[Any, ...]]]) -> list[str]:
+    """Make the system's resolver (the one every look-up asks) answer each host of
+    ``answers`` with its addresses as they stand at the look-up (an IPv6 one holds a colon),
+    and any other host as it would; the hosts it is asked for, in order."""
     looked_up: list[str] = []
     system = socket.getaddrinfo
 
@@ -804,10 +793,22 @@ def test_a_registration_naming_a_host_name_that_resolves_to_a_metadata_service_i
         looked_up.append(host)
         if host not in answers:
             return system(host, *args, **kwargs)
-        family = socket.AF_INET6 if ":" in answers[host] else socket.AF_INET
-        return [(family, socket.SOCK_STREAM, 6, "", (answers[host], 0))]
+        return [(socket.AF_INET6 if ":" in where[0] else socket.AF_INET, socket.SOCK_STREAM, 6,
+                 "", where) for where in answers[host]]
 
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    return looked_up
+
+
+def test_a_registration_naming_a_host_name_that_resolves_to_a_metadata_service_is_refused(
+        gateway: Gateway, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A name of the admin token holder's own (169.254.169.254.nip.io resolves so on the
+    # internet) is looked up once, within a bound, as it is registered; a private network's
+    # address is no metadata service's (teams run model servers on 10.x). Only the resolver's
+    # answers are made up here: the machine has no internet.
+    looked_up = _resolving(monkeypatch, {"meta.example.test": [("169.254.169.254", 0)],
+                                         "link.example.test": [("fe80::5", 0)],
+                                         "vllm.example.test": [("10.1.2.3", 0)]})
     before, rows = catalog(gateway), stored(gateway.settings)
     for host, shown in [("meta.example.test", "a cloud metadata service's address "
                                               "(169.254.169.254)"),
@@ -836,19 +837,10 @@ def test_an_address_under_the_network_s_own_nat64_prefix_is_judged_at_registrati
     prefix, address = "2001:db8:122::/48", "2001:db8:122:a9fe:a9:fe00::"
     settings_for(fake, tmp_path, CONFIG)
     config = tmp_path / "switchpoint.yaml"
-    answers: dict[str, tuple[Any, ...]] = {"nat64.test": ("127.0.0.1", fake.port)}
-    system = socket.getaddrinfo
-
-    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
-        if host not in answers:
-            return system(host, *args, **kwargs)
-        where = answers[host]
-        family = socket.AF_INET6 if ":" in where[0] else socket.AF_INET
-        return [(family, socket.SOCK_STREAM, 6, "", where)]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    answers: dict[str, list[tuple[Any, ...]]] = {"nat64.test": [("127.0.0.1", fake.port)]}
+    _resolving(monkeypatch, answers)
     under = card(fake, "under", base_url=f"http://[{address}]:8000/v1", api_key_env=None)
-    with _gateway(load_settings(config, environ={})) as gateway:
+    with started_gateway(load_settings(config, environ={})) as gateway:
         gateway.register_model(under)  # (unlisted, an address like any other)
         gateway.register_model(card(fake, "moved", base_url=f"http://nat64.test:{fake.port}/v1",
                                     api_key_env=None))
@@ -862,12 +854,33 @@ def test_an_address_under_the_network_s_own_nat64_prefix_is_judged_at_registrati
             gateway.register_model(under)
         assert caught.value.field == "base_url", str(caught.value)
         assert f"(169.254.169.254, carried by {address})" in str(caught.value)
-        answers["nat64.test"] = (address, fake.port, 0, 0)
+        answers["nat64.test"] = [(address, fake.port, 0, 0)]
         with pytest.raises(FailoverError) as refused:
             gateway.complete([{"role": "user", "content": "hello"}], model="moved")
         said = str(refused.value.last_error)
         assert "not sent: host now resolves to a metadata/link-local address" in said, said
         assert f"(169.254.169.254, carried by {address})" in said, said
+
+
+def _refused_after_a_reload_closed_its_pooled_connection(
+        gateway: Gateway, fake: FakeProviderProcess, change_config: Callable[[], object]) -> str:
+    """Call the registered model ``named`` once (its connection pooled), change the config
+    and reload: the pooled connection is closed, unused, and the next call is refused; what
+    its last try's error says."""
+    hello = [{"role": "user", "content": "hello"}]
+    fake.reset()
+    others = fake.connections()["open"]  # (other tests' idle ones, which only close)
+    gateway.complete(hello, model="named")
+    assert fake.connections()["open"] == others + 1  # (pooled)
+    change_config()
+    gateway.reload()
+    deadline = time.monotonic() + 5
+    while fake.connections()["open"] > others and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake.connections()["open"] <= others  # (closed by the reload, unused)
+    with pytest.raises(FailoverError) as refused:
+        gateway.complete(hello, model="named")
+    return str(refused.value.last_error)
 
 
 def test_a_pooled_connection_a_reload_s_address_rules_refuse_is_not_reused(
@@ -880,33 +893,14 @@ def test_a_pooled_connection_a_reload_s_address_rules_refuse_is_not_reused(
     prefix, address = "2001:db8:122::/48", "2001:db8:122:a9fe:a9:fe00::"
     settings_for(fake, tmp_path, CONFIG)
     config = tmp_path / "switchpoint.yaml"
-    system = socket.getaddrinfo
-
-    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
-        if host != "nat64.test":
-            return system(host, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", fake.port)),
-                (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, fake.port, 0, 0))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolver)
-    hello = [{"role": "user", "content": "hello"}]
-    with _gateway(load_settings(config, environ={})) as gateway:
+    _resolving(monkeypatch, {"nat64.test": [("127.0.0.1", fake.port),
+                                            (address, fake.port, 0, 0)]})
+    with started_gateway(load_settings(config, environ={})) as gateway:
         gateway.register_model(card(fake, "named", base_url=f"http://nat64.test:{fake.port}/v1",
                                     api_key_env=None))
-        fake.reset()
-        others = fake.connections()["open"]  # (other tests' idle ones, which only close)
-        gateway.complete(hello, model="named")
-        assert fake.connections()["open"] == others + 1  # (pooled)
-        config.write_text(config.read_text().replace(
-            "gateway:\n", f"gateway:\n  nat64_prefixes: ['{prefix}']\n"))
-        gateway.reload()
-        deadline = time.monotonic() + 5
-        while fake.connections()["open"] > others and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert fake.connections()["open"] <= others  # (closed by the reload, unused)
-        with pytest.raises(FailoverError) as refused:
-            gateway.complete(hello, model="named")
-        said = str(refused.value.last_error)
+        said = _refused_after_a_reload_closed_its_pooled_connection(
+            gateway, fake, lambda: config.write_text(config.read_text().replace(
+                "gateway:\n", f"gateway:\n  nat64_prefixes: ['{prefix}']\n")))
         assert f"(169.254.169.254, carried by {address})" in said, said
         assert len(fake.requests()) == 1  # (the pooled connection carried the second)
 
@@ -922,32 +916,13 @@ def test_a_reload_turning_metadata_hosts_off_leaves_no_pooled_connection_of_a_re
     plain = config.read_text()
     config.write_text(plain.replace("gateway:\n",
                                     "gateway:\n  allow_registered_metadata_hosts: true\n"))
-    system = socket.getaddrinfo
-
-    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
-        if host != "rebind.test":
-            return system(host, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", fake.port)),
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", fake.port))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolver)
-    hello = [{"role": "user", "content": "hello"}]
-    with _gateway(load_settings(config, environ={})) as gateway:
+    _resolving(monkeypatch, {"rebind.test": [("127.0.0.1", fake.port),
+                                             ("169.254.169.254", fake.port)]})
+    with started_gateway(load_settings(config, environ={})) as gateway:
         gateway.register_model(card(fake, "named", base_url=f"http://rebind.test:{fake.port}/v1",
                                     api_key_env=None))
-        fake.reset()
-        others = fake.connections()["open"]  # (other tests' idle ones, which only close)
-        gateway.complete(hello, model="named")
-        assert fake.connections()["open"] == others + 1  # (pooled)
-        config.write_text(plain)
-        gateway.reload()
-        deadline = time.monotonic() + 5
-        while fake.connections()["open"] > others and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert fake.connections()["open"] <= others  # (closed by the reload, unused)
-        with pytest.raises(FailoverError) as refused:
-            gateway.complete(hello, model="named")
-        said = str(refused.value.last_error)
+        said = _refused_after_a_reload_closed_its_pooled_connection(
+            gateway, fake, lambda: config.write_text(plain))
         assert "(169.254.169.254); gateway.allow_registered_metadata_hosts is false" in said, said
         assert len(fake.requests()) == 1
 
@@ -1001,15 +976,8 @@ def test_a_registered_model_s_host_name_pointed_at_a_metadata_service_later_is_n
     # names the stand-in, where a connection made by name, unchecked, would go and read its
     # answer back.
     stand_in = MetadataStandIn()
-    answers = {"rebind.test": [("127.0.0.1", fake.port)]}
-    system = socket.getaddrinfo
-
-    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
-        if host not in answers:
-            return system(host, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", where) for where in answers[host]]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    answers: dict[str, list[tuple[Any, ...]]] = {"rebind.test": [("127.0.0.1", fake.port)]}
+    _resolving(monkeypatch, answers)
     extra = CONFIG + "admin_token_env: SP_ADMIN\n"
     try:
         with learning_server(fake, tmp_path, extra, environ={"SP_ADMIN": ADMIN}) as server, \
@@ -1062,16 +1030,9 @@ def test_the_config_may_let_a_registration_name_a_metadata_host_and_is_warned_of
         update={"allow_registered_metadata_hosts": True})})
     url = "http://169.254.10.20:8000/v1"
     stand_in = MetadataStandIn()
-    system = socket.getaddrinfo
-
-    def resolver(host: str, *args: Any, **kwargs: Any) -> Any:
-        if host != "rebind.test":
-            return system(host, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", where)
-                for where in [("127.0.0.1", stand_in.port), ("169.254.169.254", 80)]]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolver)
-    with _gateway(allowed) as gateway:
+    _resolving(monkeypatch, {"rebind.test": [("127.0.0.1", stand_in.port),
+                                             ("169.254.169.254", 80)]})
+    with started_gateway(allowed) as gateway:
         assert gateway.register_model(card(fake, "linked", base_url=url,
                                            api_key_env=None))["id"] == "linked"
         gateway.register_model(card(fake, "named", base_url="http://rebind.test/v1",
@@ -1081,7 +1042,7 @@ def test_the_config_may_let_a_registration_name_a_metadata_host_and_is_warned_of
         finally:
             stand_in.close()
         assert answer.choices[0].message.content == MetadataStandIn.SECRET
-    with _gateway(allowed) as gateway:
+    with started_gateway(allowed) as gateway:
         assert catalog(gateway)[-2:] == ["linked", "named"]
     entry = {"name": "m", "base_url": url, "input_per_mtok": 0, "output_per_mtok": 0}
     config = load_settings(overrides={"models": [entry]}, environ={})
@@ -1101,7 +1062,7 @@ def test_a_reload_turning_metadata_hosts_off_stops_serving_those_registered_and_
     plain = config.read_text()
     allowing = plain.replace("gateway:\n", "gateway:\n  allow_registered_metadata_hosts: true\n")
     config.write_text(allowing)
-    with _gateway(load_settings(config, environ={})) as gateway:
+    with started_gateway(load_settings(config, environ={})) as gateway:
         gateway.register_model(card(fake, "linked", base_url="http://169.254.10.20:8000/v1",
                                     api_key_env=None))
         gateway.register_model(card(fake))
@@ -1171,14 +1132,14 @@ def test_a_kept_registration_naming_a_metadata_service_is_not_served(
     # no longer reads as a model is; over HTTP, a registration is a 400 naming base_url.
     import json
 
-    with _gateway(settings):
+    with started_gateway(settings):
         pass  # (data_dir made, as a service leaves it)
     with sqlite3.connect(settings.db_path) as db:
         db.execute("INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)",
                    ("meta", 1.7e9, json.dumps({"name": "meta", "tier": "simple",
                                                "base_url": "http://169.254.169.254/v1"})))
     db.close()
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         assert "meta" not in catalog(gateway)
         # (kept as registered, served once the config allows it)
         assert "meta" in [m.name for m in gateway.models_registered.registered]

@@ -26,8 +26,14 @@ from switchpoint.config import Settings
 from switchpoint.errors import ConfigError, ConflictError, ModelNotFoundError
 from switchpoint.governance.keys import KeySpec, KeyStore
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.learning_env import learning_server, package, post, settings_for
-from tests.integration.test_registered_models import ADMIN, CONFIG, _gateway, card, stored
+from tests.integration.learning_env import (
+    learning_server,
+    package,
+    post,
+    settings_for,
+    started_gateway,
+)
+from tests.integration.test_registered_models import ADMIN, CONFIG, card, stored
 
 #: When the row that no longer reads as a model was registered (by an earlier switchpoint).
 OLD_AT = 1.7e9
@@ -57,7 +63,7 @@ def made(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
     switchpoint kept, ``old``, whose tier this one does not know."""
     weights = package().save(tmp_path / "weights")
     settings = settings_for(fake, tmp_path, CONFIG + f"weights: {weights}\n")
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         gateway.register_model(card(fake))
         gateway.register_model(card(fake, "spare", profile="cheap", input_per_mtok=2,
                                     output_per_mtok=3))
@@ -147,7 +153,7 @@ def test_unregister_refuses_as_the_gateway_does_and_changes_nothing(
     assert out.startswith("unregistered model free: a service started on ")
     assert [name for _, name, _, _ in _rows(made)] == ["spare"]
 
-    with _gateway(made) as gateway:  # a gateway opened on it no longer serves it
+    with started_gateway(made) as gateway:  # a gateway opened on it no longer serves it
         assert gateway.router.catalog.names == ["strong", "runner", "cheap", "spare"]
         with pytest.raises(ModelNotFoundError):
             gateway.complete([{"role": "user", "content": "hello"}], model="free")
@@ -158,7 +164,7 @@ def test_unregister_is_refused_while_a_service_runs_on_the_data_dir_and_list_rea
         made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     config = str(made.source_path)
     before = _rows(made)
-    with _gateway(made) as gateway:
+    with started_gateway(made) as gateway:
         code, out, err = _run(capsys, "models", "unregister", "spare", "--config", config)
         assert code == 2 and out == ""
         assert "is serving from data_dir" in err and 'serving model "spare" from its memory' in err
@@ -178,7 +184,7 @@ def test_experiments_list_judges_an_arm_naming_a_registered_model_with_the_regis
     code, out, err = _run(capsys, "experiments", "list", "--config", str(made.source_path))
     assert code == 0 and out.splitlines()[2].startswith("free-only")
     assert err == ""  # (the arm names "free", registered: a service would start)
-    with _gateway(made) as gateway:  # (and it does)
+    with started_gateway(made) as gateway:  # (and it does)
         assert gateway.route("hello").experiment == "free-only"
 
 
@@ -240,7 +246,7 @@ def test_a_row_that_is_not_json_is_skipped_at_start_listed_unreadable_and_unregi
         db.execute("INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)",
                    ("binary", OLD_AT, b"\xff\xfe"))
     with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"), \
-            _gateway(made) as gateway:  # the others are served; the torn rows skipped
+            started_gateway(made) as gateway:  # the others are served; the torn rows skipped
         assert gateway.router.catalog.names == ["strong", "runner", "cheap", "free", "spare",
                                                 "backup"]
         # Its name stays taken, and only the command line takes it out: each says so.
@@ -313,7 +319,7 @@ def test_a_registered_model_falling_back_to_a_model_the_config_drops_is_named_wi
     settings = settings_for(fake, tmp_path, CONFIG)
     path = settings.source_path
     assert path is not None
-    with _gateway(settings) as gateway:
+    with started_gateway(settings) as gateway:
         gateway.register_model(card(fake, "onto-cheap", fallbacks=["cheap"]))
         text = path.read_text(encoding="utf-8")
         path.write_text(re.sub(r"  - \{name: cheap,[^}]*\}\n", "", text), encoding="utf-8")
@@ -327,13 +333,13 @@ def test_a_registered_model_falling_back_to_a_model_the_config_drops_is_named_wi
                 in str(refused.value)), refused.value
         assert gateway.router.catalog.names == ["strong", "runner", "cheap", "onto-cheap"]
     with pytest.raises(ConfigError) as refused:  # a start on the new config says the same
-        _gateway(settings.reloaded())
+        started_gateway(settings.reloaded())
     assert refused.value.key == "models.onto-cheap.fallbacks[0]"
     assert "`switchpoint models unregister onto-cheap` while it is stopped" in str(refused.value)
     code, _, err = _run(capsys, "models", "list", "--config", str(path))
     assert code == 0 and "would not start: models.onto-cheap.fallbacks[0]: " in err, err
     assert _run(capsys, "models", "unregister", "onto-cheap", "--config", str(path))[0] == 0
-    with _gateway(settings.reloaded()) as gateway:  # (then it starts)
+    with started_gateway(settings.reloaded()) as gateway:  # (then it starts)
         assert gateway.router.catalog.names == ["strong", "runner"]
 
 
