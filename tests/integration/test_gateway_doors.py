@@ -107,10 +107,25 @@ CASES = [
 def local(gw_fake: FakeProviderProcess,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root: Path = tmp_path_factory.mktemp("in-process")
-    config = root / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake), encoding="utf-8")
-    with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gateway:
+    with _configured(gw_fake, root) as gateway:
         yield gateway
+
+
+def _configured(fake: FakeProviderProcess, root: Path) -> Gateway:
+    """A gateway of :func:`config_text` over ``fake``, its config and data in ``root``."""
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(fake), encoding="utf-8")
+    return Gateway.from_config(config, loader=FACTORY, env=KEYS)
+
+
+def _doors(gw: ThreadServer, local: Gateway, fake: FakeProviderProcess) -> Iterator[str]:
+    """"http" then "python", each once the fake provider's scripts and both doors' health are
+    reset, so the two meet the same upstream."""
+    for door in ("http", "python"):
+        fake.reset()
+        fresh_health(gw)
+        local.reset_health()
+        yield door
 
 
 def messages() -> list[ChatCompletionMessageParam]:
@@ -181,10 +196,7 @@ def _tries(source: dict[str, Any] | list[dict[str, Any]]) -> tuple[tuple[str, st
 def test_both_doors_fail_over_the_same_way(case: Case, gw: ThreadServer, local: Gateway,
                                            gw_fake: FakeProviderProcess) -> None:
     results: dict[str, Outcome] = {}
-    for door in ("http", "python"):
-        gw_fake.reset()
-        fresh_health(gw)
-        local.reset_health()
+    for door in _doors(gw, local, gw_fake):
         for model, behaviours in case.scripts.items():
             gw_fake.script(model, *behaviours)
         results[door] = (through_http(gw, case) if door == "http"
@@ -267,10 +279,7 @@ def test_the_in_process_door_logs_like_the_server(local: Gateway) -> None:
 def test_both_doors_report_a_pin_that_failed_over_alike(
         stream: bool, gw: ThreadServer, local: Gateway, gw_fake: FakeProviderProcess) -> None:
     said: dict[str, tuple[str, str | None, str | None]] = {}
-    for door in ("http", "python"):
-        gw_fake.reset()
-        fresh_health(gw)
-        local.reset_health()
+    for door in _doors(gw, local, gw_fake):
         sid = f"doors-pin-{uuid.uuid4().hex}"
         if door == "http":
             client(gw).chat.completions.create(model="cheap", messages=messages(),
@@ -424,9 +433,7 @@ def test_route_and_execute_in_a_pinned_session_keeps_its_decision(local: Gateway
 
 def test_a_closed_gateway_refuses_work_until_started_again(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake), encoding="utf-8")
-    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    gateway = _configured(gw_fake, tmp_path)
     decision = gateway.route("Summarise the meeting notes.")
     gateway.close()
     gateway.close()  # closing twice is harmless
@@ -457,9 +464,7 @@ def test_a_closed_gateway_refuses_work_until_started_again(
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork here")
 def test_a_gateway_used_in_a_forked_child_refuses_at_once_saying_to_make_it_after_the_fork(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake), encoding="utf-8")
-    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    gateway = _configured(gw_fake, tmp_path)
     try:
         decision = gateway.route("Summarise the meeting notes.")
         assert gateway.complete(messages(), model="good").model == "good"  # its loop thread
@@ -514,9 +519,7 @@ def test_a_gateway_used_in_a_forked_child_refuses_at_once_saying_to_make_it_afte
 @pytest.mark.anyio
 async def test_a_closed_gateway_refuses_async_calls(gw_fake: FakeProviderProcess,
                                                      tmp_path: Path) -> None:
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake), encoding="utf-8")
-    async with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gateway:
+    async with _configured(gw_fake, tmp_path) as gateway:
         pass
     with pytest.raises(StoreError, match="the gateway is closed"):
         await gateway.acomplete(messages(), model="good")
@@ -581,9 +584,7 @@ def _loop_thread(gateway: Gateway) -> threading.Thread:
 
 def test_closing_the_gateway_logs_a_stream_left_open(gw_fake: FakeProviderProcess,
                                                       tmp_path: Path) -> None:
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake), encoding="utf-8")
-    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    gateway = _configured(gw_fake, tmp_path)
     store = gateway.store
     assert store is not None
     stream = gateway.stream(messages(), model="good")
@@ -606,9 +607,7 @@ def test_closing_the_gateway_logs_a_stream_left_open(gw_fake: FakeProviderProces
 @pytest.mark.anyio
 async def test_aclose_logs_open_streams_and_stops_the_sync_loop(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake), encoding="utf-8")
-    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    gateway = _configured(gw_fake, tmp_path)
     store = gateway.store
     assert store is not None
     synced = gateway.stream(messages(), model="good")  # on the synchronous methods' loop
@@ -634,9 +633,7 @@ async def test_aclose_waits_for_housekeeping_the_other_doors_loop_started(
     loop it runs on: here the synchronous methods' loop. Closing from this loop while that
     run was still under way awaited a future of the other loop (a RuntimeError, and the
     gateway left open); it now waits for the run, then closes."""
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake), encoding="utf-8")
-    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    gateway = _configured(gw_fake, tmp_path)
     housekeeping, ran = gateway._housekeeping.run, threading.Event()
 
     def slow(purge: bool, retention_days: float | None) -> None:
@@ -722,9 +719,7 @@ def test_closing_waits_for_a_request_past_its_open_check_and_refuses_the_next(
     the decision is logged and the run it started is done before the state closes. A request
     that comes once closing has begun is refused, saying the gateway is closed, and logs
     nothing."""
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake), encoding="utf-8")
-    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    gateway = _configured(gw_fake, tmp_path)
     runs: list[str] = []
 
     def housekeeping(purge: bool, days: object) -> None:
@@ -767,9 +762,7 @@ def test_a_gateway_called_from_loop_after_loop_holds_nothing_of_the_loops_that_c
     closed, each socket left unclosed: a ResourceWarning); a stream read in part and never
     closed cannot be closed again once its loop has closed: the gateway drops it and says which
     streams went unlogged."""
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake), encoding="utf-8")
-    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    gateway = _configured(gw_fake, tmp_path)
 
     async def complete() -> str:
         answer = await gateway.acomplete(messages(), model="good")
@@ -820,6 +813,22 @@ def _trickling(fake: FakeProviderProcess, root: Path, max_total_s: float, every:
     assert gateway.store is not None
     fake.script("good", f"trickle:every={every}")
     return gateway, gateway.store, gateway.governor.ledger
+
+
+def _settled_when_restarted(gateway: Gateway) -> list[dict[str, Any]]:
+    """Start the closed ``gateway`` again and see that it carried no budget hold over (no
+    ticket open, nothing held, something spent); its logged requests, newest first."""
+    store = gateway.store
+    assert store is not None
+    gateway.start()
+    try:
+        assert gateway.governor.ledger.open_tickets() == 0
+        [budget] = gateway.budget_status()
+        assert budget["held_usd"] == 0 and budget["spent_usd"] > 0
+        entries, _ = store.requests(20, None)
+        return entries
+    finally:
+        gateway.close()
 
 
 def _upstream_let_go(fake: FakeProviderProcess) -> None:
@@ -1057,14 +1066,8 @@ def test_a_stream_left_open_as_its_event_loop_closed_is_logged_and_its_hold_sett
     finally:
         gateway.close()  # (it settles the third)
     assert any("budget hold settled" in r.getMessage() for r in caplog.records)
-    gateway.start()
-    try:
-        assert statuses()[third][0] == "stream_broken" and len(statuses()) == 3
-        assert gateway.governor.ledger.open_tickets() == 0  # nothing carried over
-        [budget] = gateway.budget_status()
-        assert budget["held_usd"] == 0 and budget["spent_usd"] > 0
-    finally:
-        gateway.close()
+    restarted = {e["id"]: e["status"] for e in _settled_when_restarted(gateway)}
+    assert restarted[third] == "stream_broken" and len(restarted) == 3  # (nothing carried over)
 
 
 @pytest.mark.parametrize("where", ["stopped", "thread-gone"])
@@ -1077,7 +1080,7 @@ def test_a_stream_left_open_on_a_stopped_loop_is_logged_and_settled_as_the_gatew
     settled and its upstream connection ended, where closing waited out its whole drain bound
     and left the hold open, no log row and the connection open. Closed by close(), and by
     aclose() on a loop of its own."""
-    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
+    gateway, _, ledger = _trickling(gw_fake, tmp_path, 3)
 
     async def read_once() -> str:
         stream = await gateway.astream(messages(), model="good")
@@ -1101,16 +1104,9 @@ def test_a_stream_left_open_on_a_stopped_loop_is_logged_and_settled_as_the_gatew
     finally:
         gateway.close()
         loop.close()
-    gateway.start()
-    try:
-        entries, _ = store.requests(20, None)
-        assert [(e["id"], e["status"]) for e in entries] == [(made[0], "stream_broken")]
-        assert "event loop was stopped" in entries[0]["error"]
-        assert gateway.governor.ledger.open_tickets() == 0
-        [budget] = gateway.budget_status()
-        assert budget["held_usd"] == 0 and budget["spent_usd"] > 0
-    finally:
-        gateway.close()
+    entries = _settled_when_restarted(gateway)
+    assert [(e["id"], e["status"]) for e in entries] == [(made[0], "stream_broken")]
+    assert "event loop was stopped" in entries[0]["error"]
 
 
 def test_a_call_left_on_a_stopped_loop_is_logged_and_settled_as_the_gateway_closes(
@@ -1121,7 +1117,7 @@ def test_a_call_left_on_a_stopped_loop_is_logged_and_settled_as_the_gateway_clos
     cancelled one is) and its upstream connection ended, where the hold was kept until its
     deadline (carried into the next run), nothing was logged and the connection stayed open.
     Its loop run again, it logs and charges nothing more."""
-    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
+    gateway, _, ledger = _trickling(gw_fake, tmp_path, 3)
     gw_fake.script("good", "hang:seconds=5")
     loop = asyncio.new_event_loop()
     try:
@@ -1140,16 +1136,9 @@ def test_a_call_left_on_a_stopped_loop_is_logged_and_settled_as_the_gateway_clos
     finally:
         gateway.close()
         loop.close()
-    gateway.start()
-    try:
-        entries, _ = store.requests(20, None)
-        assert [(e["model"], e["status"]) for e in entries] == [(None, "client_closed")]
-        assert "event loop was stopped" in entries[0]["error"]
-        assert gateway.governor.ledger.open_tickets() == 0
-        [budget] = gateway.budget_status()
-        assert budget["held_usd"] == 0 and budget["spent_usd"] > 0
-    finally:
-        gateway.close()
+    entries = _settled_when_restarted(gateway)
+    assert [(e["model"], e["status"]) for e in entries] == [(None, "client_closed")]
+    assert "event loop was stopped" in entries[0]["error"]
 
 
 def _closes_again_quietly(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
@@ -1373,10 +1362,7 @@ def test_a_failure_inside_the_gateway_leaves_the_sessions_pin_as_it_was(
     monkeypatch.setattr(OpenAIProvider, "complete", complete)
     monkeypatch.setattr(FailoverStream, "_prepare", prepare)
     said: dict[str, tuple[str, str, bool, str]] = {}
-    for door in ("http", "python"):
-        gw_fake.reset()
-        fresh_health(gw)
-        local.reset_health()
+    for door in _doors(gw, local, gw_fake):
         sid = f"doors-internal-{uuid.uuid4().hex}"
         if door == "http":
             client(gw).chat.completions.create(model="cheap", messages=messages(),
