@@ -602,25 +602,43 @@ def seed(config: Path) -> str:
     """Three answered requests of a key of acme's, a minute ago; the key's id."""
     with KeyStore.in_dir(config.parent / "data") as keys:
         key_id = keys.create(KeySpec(tenant="acme")).record.id
+    _log_routed(config.parent / "data", [
+        (model, lam, 100.0 * (i + 1), (1000 * (10 if model == "big" else 0.2)
+                                       + 1000 * (30 if model == "big" else 0.6)) / 1e6)
+        for i, (model, lam) in enumerate([("big", 0.0), ("small", 5.0), ("big", 0.0)])],
+        key_id, {"big": 0.011, "small": 0.00022})
+    return key_id
+
+
+def _log_routed(data: Path, answers: Sequence[tuple[str, float, float, float]], key_id: str,
+                expected_costs: dict[str, float]) -> None:
+    """Log in data_dir's switchpoint.db, a minute ago, a decision of auto's for acme and its
+    answer, 1,000 tokens in and out, for each (model, cost weight, latency in ms, cost in US
+    dollars) of ``answers``; the decisions' expected errors are big's 0.1 and small's 0.4."""
     now = time.time()
     errors = {"big": 0.1, "small": 0.4}
-    costs = {"big": 0.011, "small": 0.00022}
-    with SQLiteStore(config.parent / "data" / "switchpoint.db") as store:
-        for i, (model, lam) in enumerate([("big", 0.0), ("small", 5.0), ("big", 0.0)]):
+    with SQLiteStore(data / "switchpoint.db") as store:
+        for i, (model, lam, latency_ms, cost_usd) in enumerate(answers):
             store.append(DecisionRecord(
                 id=f"d{i}", ts=now - 60, selected_model=model, cluster_id=0, cost_weight=lam,
                 candidates=list(errors), cache_hit=False, routing_ms=1, embedding_ms=1,
                 policy="cluster", weights_id="w", expected_error=errors[model],
                 cost_adjusted_score=0, tenant="acme", expected_errors=errors,
-                expected_costs=costs)).result()
+                expected_costs=expected_costs)).result()
             store.append(RequestRecord(
                 id=f"r{i}", ts=now - 60, requested_model="auto", status="ok", http_status=200,
-                pin_state="fresh", stream=False, latency_ms=100.0 * (i + 1), model=model,
-                prompt_tokens=1000, completion_tokens=1000,
-                cost_usd=(1000 * (10 if model == "big" else 0.2)
-                          + 1000 * (30 if model == "big" else 0.6)) / 1e6,
+                pin_state="fresh", stream=False, latency_ms=latency_ms, model=model,
+                prompt_tokens=1000, completion_tokens=1000, cost_usd=cost_usd,
                 decision_id=f"d{i}", tenant="acme", key_id=key_id)).result()
-    return key_id
+
+
+def _keys_db_lost(config: Path) -> tuple[str, Path]:
+    """:func:`seed`, then keys.db deleted, the log naming the key made in it: its id and the
+    data_dir."""
+    key_id = seed(config)
+    data = config.parent / "data"
+    (data / "keys.db").unlink()
+    return key_id, data
 
 
 def test_a_table_shows_an_amount_below_six_places_as_not_zero(
@@ -734,9 +752,7 @@ def test_a_report_of_keys_whose_keys_db_is_missing_says_so_not_that_they_were_pr
     alert are refused (exit 2) naming the file and saying to restore it from a backup, as the
     service refuses them; the cost report marked every key pruned, and the alert left the
     keys' budgets out. A pruned key loses its record, never the file."""
-    key_id = seed(config)
-    data = config.parent / "data"
-    (data / "keys.db").unlink()
+    key_id, data = _keys_db_lost(config)
     for report in (["cost"], ["cost", "--json"], ["alert"]):
         code, out, err = run(["report", *report, "--config", config], capsys)
         assert code == 2 and out == "", (report, out)
@@ -776,9 +792,7 @@ def test_keys_create_beside_a_log_naming_keys_of_a_missing_keys_db_makes_none_un
     naming the file and the keys, saying to restore it from a backup or how to start over,
     and makes no file, where it made an empty keys.db in which every old key was unknown;
     --new-keys-db makes one on purpose."""
-    key_id = seed(config)
-    data = config.parent / "data"
-    (data / "keys.db").unlink()
+    key_id, data = _keys_db_lost(config)
     code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
     assert code == 2 and out == "", out
     assert (f"{str(data / 'keys.db')!r}: cannot open the key store: it is missing, yet the "
@@ -801,9 +815,7 @@ def test_a_start_with_keys_beside_a_log_naming_keys_of_a_missing_keys_db_is_refu
     (exit 2) before it serves, naming the file and the keys, saying to restore it from a
     backup or how to start over, and makes no file, where it made an empty keys.db and every
     key made before got 401 (and the reports called them pruned)."""
-    key_id = seed(config)
-    data = config.parent / "data"
-    (data / "keys.db").unlink()
+    key_id, data = _keys_db_lost(config)
     config.write_text(CONFIG.replace("admin_token_env: SP_CLI_TEST_ADMIN_UNSET\n",
                                      "auth: keys\n"), encoding="utf-8")
     code, err = refused_start("--config", config, data_dir=data, timeout=30)
@@ -826,6 +838,38 @@ def _backup_taken(db: Path, backup: Path, seconds_ago: float) -> Path:
     return backup
 
 
+def _backup_and_a_key_made_since(config: Path) -> tuple[Path, Path, str, str]:
+    """A key made in the config's keys.db, a backup of it as if taken two days ago, then a
+    key made since, its requests logged a minute ago (:func:`seed`): keys.db, the backup (at
+    backup.db beside the config), the older key's id and the newer's."""
+    db = config.parent / "data" / "keys.db"
+    with KeyStore.in_dir(db.parent) as keys:
+        old = keys.create(KeySpec(tenant="acme")).record.id
+    backup = _backup_taken(db, config.parent / "backup.db", 2 * 86400)
+    return db, backup, old, seed(config)
+
+
+def _restored_before_a_key_made_and_used(config: Path, taken_ago: float,
+                                         used_ago: float) -> str:
+    """A backup of the config's keys.db holding one key, as if taken ``taken_ago`` seconds
+    ago, put back after a key was made and a request of it logged ``used_ago`` seconds ago;
+    that key's id (which the restored file lacks)."""
+    data = config.parent / "data"
+    db = data / "keys.db"
+    with KeyStore.in_dir(data) as keys:
+        keys.create(KeySpec(tenant="acme"))
+    backup = _backup_taken(db, config.parent / "backup.db", taken_ago)
+    with KeyStore.in_dir(data) as keys:
+        since = keys.create(KeySpec(tenant="acme")).record.id
+    with SQLiteStore(data / "switchpoint.db") as store:
+        store.append(RequestRecord(
+            id="r0", ts=time.time() - used_ago, requested_model="auto", status="ok",
+            http_status=200, pin_state="fresh", stream=False, latency_ms=1.0, tenant="acme",
+            key_id=since)).result()
+    os.replace(backup, db)
+    return since
+
+
 def test_a_keys_db_that_lacks_keys_the_log_names_since_it_was_in_use_is_refused(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An empty keys.db put in place, or an older backup restored, while the log names keys
@@ -834,12 +878,8 @@ def test_a_keys_db_that_lacks_keys_the_log_names_since_it_was_in_use_is_refused(
     which, saying to restore the newest backup or how to go on with it, where each took it
     (every such key got 401, and the report called them pruned); keys create --new-keys-db
     goes on with it on purpose, and it is the one in use from then on."""
-    data = config.parent / "data"
-    with KeyStore.in_dir(data) as keys:
-        keys.create(KeySpec(tenant="acme"))
-    backup = _backup_taken(data / "keys.db", config.parent / "backup.db", 2 * 86400)
-    key_id = seed(config)  # (a key made since, its requests logged a minute ago)
-    db = data / "keys.db"
+    db, backup, _, key_id = _backup_and_a_key_made_since(config)
+    data = db.parent
     db.write_bytes(b"")  # (an empty file in its place)
     code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
     assert code == 2 and out == "", out
@@ -881,12 +921,7 @@ def test_keys_rotate_and_clock_reset_refuse_a_keys_db_not_in_use_and_revoke_neve
     are refused (exit 2) as keys create is, writing nothing, where each went through and
     wrote the file's time, after which a start took it; keys revoke, which only shuts a key
     out, is never refused: it is how a revocation is made again on a restored backup."""
-    data = config.parent / "data"
-    db = data / "keys.db"
-    with KeyStore.in_dir(data) as keys:
-        old = keys.create(KeySpec(tenant="acme")).record.id
-    backup = _backup_taken(db, config.parent / "backup.db", 2 * 86400)
-    key_id = seed(config)  # (a key made since, its requests logged a minute ago)
+    db, backup, old, key_id = _backup_and_a_key_made_since(config)
     os.replace(backup, db)
     before = db.read_bytes()
     for change in (["rotate", old], ["clock", "--reset"]):
@@ -949,19 +984,7 @@ def test_a_backup_taken_minutes_before_a_key_was_made_and_used_is_refused(
     """A backup of keys.db taken 20 minutes ago put back, the log naming a key made and used
     10 minutes ago: keys create is refused, where a key made and used within an hour of the
     backup passed unseen (a margin of an hour past the file's latest time)."""
-    data = config.parent / "data"
-    db = data / "keys.db"
-    with KeyStore.in_dir(data) as keys:
-        keys.create(KeySpec(tenant="acme"))
-    backup = _backup_taken(db, config.parent / "backup.db", 1200)
-    with KeyStore.in_dir(data) as keys:
-        since = keys.create(KeySpec(tenant="acme")).record.id
-    with SQLiteStore(data / "switchpoint.db") as store:
-        store.append(RequestRecord(
-            id="r0", ts=time.time() - 600, requested_model="auto", status="ok",
-            http_status=200, pin_state="fresh", stream=False, latency_ms=1.0, tenant="acme",
-            key_id=since)).result()
-    os.replace(backup, db)
+    since = _restored_before_a_key_made_and_used(config, taken_ago=1200, used_ago=600)
     code, _, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
     assert code == 2 and f"names 1 key it does not hold ({since})" in err, err
 
@@ -974,19 +997,7 @@ def test_a_backup_taken_minutes_before_a_key_was_made_and_used_is_taken_saying_w
     looks the same): keys create goes on, warning that an older keys.db was put in place,
     naming that key and what the file cannot know (keys made, rotated or changed since),
     where it said nothing and the key got 401 unsaid."""
-    data = config.parent / "data"
-    db = data / "keys.db"
-    with KeyStore.in_dir(data) as keys:
-        keys.create(KeySpec(tenant="acme"))
-    backup = _backup_taken(db, config.parent / "backup.db", 240)
-    with KeyStore.in_dir(data) as keys:
-        since = keys.create(KeySpec(tenant="acme")).record.id
-    with SQLiteStore(data / "switchpoint.db") as store:
-        store.append(RequestRecord(
-            id="r0", ts=time.time() - 120, requested_model="auto", status="ok",
-            http_status=200, pin_state="fresh", stream=False, latency_ms=1.0, tenant="acme",
-            key_id=since)).result()
-    os.replace(backup, db)
+    since = _restored_before_a_key_made_and_used(config, taken_ago=240, used_ago=120)
     with caplog.at_level("WARNING", logger="switchpoint"):  # (stderr, the command's log)
         code, _, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
     assert code == 0, err
@@ -1055,9 +1066,7 @@ def test_prune_beside_a_log_naming_keys_of_a_missing_keys_db_prunes_the_log_and_
     goes on, from cron too) and warns, exit 0, naming the file and the keys and saying to
     restore it from a backup (keys_db_missing in --json), where it said no key was made
     there; it makes no keys.db."""
-    key_id = seed(config)
-    data = config.parent / "data"
-    (data / "keys.db").unlink()
+    key_id, data = _keys_db_lost(config)
     code, out, err = run(["prune", "--config", config, "--older-than", "30", "--json"], capsys)
     assert code == 0, err
     report = json.loads(out)
@@ -1077,12 +1086,7 @@ def test_prune_beside_a_keys_db_lacking_keys_the_log_names_prunes_the_log_not_th
     retention goes on, from cron too) but not the keys, and warns, exit 0, naming the file and
     the keys (keys_db_lacks_logged_keys in --json); it leaves the file as it is, where it
     pruned it and wrote its latest time, after which keys create and a start took it."""
-    data = config.parent / "data"
-    db = data / "keys.db"
-    with KeyStore.in_dir(data) as keys:
-        keys.create(KeySpec(tenant="acme"))
-    backup = _backup_taken(db, config.parent / "backup.db", 2 * 86400)
-    key_id = seed(config)  # (a key made since, its requests logged a minute ago)
+    db, backup, _, key_id = _backup_and_a_key_made_since(config)
     for wrong, when in [(b"", "while it was never in use (it is empty)"),
                         (backup.read_bytes(), "after the latest time it was in use (")]:
         db.write_bytes(wrong)
@@ -1155,21 +1159,8 @@ def test_a_suggestion_from_free_traffic_does_not_call_a_dearer_lambda_free(
     config.write_text(CONFIG.replace("{name: small, input_per_mtok: 0.2, output_per_mtok: 0.6}",
                                      "{name: small, input_per_mtok: 0, output_per_mtok: 0}"),
                       encoding="utf-8")
-    now = time.time()
-    errors, costs = {"big": 0.1, "small": 0.4}, {"big": 0.011, "small": 0.0}
-    with SQLiteStore(tmp_path / "data" / "switchpoint.db") as store:
-        for i in range(3):
-            store.append(DecisionRecord(
-                id=f"d{i}", ts=now - 60, selected_model="small", cluster_id=0, cost_weight=5.0,
-                candidates=list(errors), cache_hit=False, routing_ms=1, embedding_ms=1,
-                policy="cluster", weights_id="w", expected_error=errors["small"],
-                cost_adjusted_score=0, tenant="acme", expected_errors=errors,
-                expected_costs=costs)).result()
-            store.append(RequestRecord(
-                id=f"r{i}", ts=now - 60, requested_model="auto", status="ok", http_status=200,
-                pin_state="fresh", stream=False, latency_ms=100.0, model="small",
-                prompt_tokens=1000, completion_tokens=1000, cost_usd=0.0,
-                decision_id=f"d{i}", tenant="acme", key_id="k1")).result()
+    _log_routed(tmp_path / "data", [("small", 5.0, 100.0, 0.0)] * 3, "k1",
+                {"big": 0.011, "small": 0.0})
     code, out, _ = run(["report", "suggest", "--config", config, "--json"], capsys)
     assert code == 0
     items = json.loads(out)
