@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,12 @@ sla: {max_latency_ms: 1000, budget_per_hour_usd: 1}
 """
 
 
+# Each report, with the options it needs.
+EVERY_REPORT = [["cost"], ["sla"], ["suggest"], ["alert"],
+                ["forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",
+                 "--avg-output-tokens", "100"]]
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "switchpoint.yaml"
@@ -49,14 +56,20 @@ def run(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]) -> tuple
     return code, out, err
 
 
+def _created(config: Path, capsys: pytest.CaptureFixture[str], *options: str) -> Any:
+    """``keys create --tenant acme`` with ``options`` and ``--json``, which must succeed: the
+    key it made, as its JSON says."""
+    code, out, err = run(["keys", "create", "--tenant", "acme", *options, "--config", config,
+                          "--json"], capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
 def test_keys_create_takes_a_budget_of_0_as_the_config_and_http_do(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """0 blocks all spend (one rule for the config's budgets and keys'), so it is made."""
     config.write_text(CONFIG.replace("budgets: [1/day]", "budgets: [0/day]"), encoding="utf-8")
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "0/day",
-                          "--config", config, "--json"], capsys)
-    assert code == 0, err
-    issued = json.loads(out)
+    issued = _created(config, capsys, "--budget", "0/day")
     assert issued["budgets"] == ["0/day"]
     code, out, _ = run(["keys", "show", issued["id"], "--config", config], capsys)
     assert code == 0 and "budget       0/day: spent $0.000000" in out, out
@@ -71,10 +84,7 @@ def test_report_alert_says_a_budget_of_0_never_allows_spend_where_others_say_whe
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Its "resets in" column gave a budget of 0 a time, as if its reset would allow spend.
     config.write_text(CONFIG.replace("budgets: [1/day]", "budgets: [0/day]"), encoding="utf-8")
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "5/day",
-                          "--config", config, "--json"], capsys)
-    assert code == 0, err
-    key_id = json.loads(out)["id"]
+    key_id = _created(config, capsys, "--budget", "5/day")["id"]
     code, out, err = run(["report", "alert", "--config", config], capsys)
     assert code == 0, err
     rows = {line.split()[0]: line for line in out.splitlines()
@@ -96,10 +106,8 @@ def test_a_budget_s_amount_is_shown_as_written_by_every_command(
     digits, a tiny one and the SLA's hourly one as written: they read 1.23457e+06/month."""
     config.write_text(CONFIG.replace("budget_per_hour_usd: 1", "budget_per_hour_usd: 1234567.89"),
                       encoding="utf-8")
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "1234567.89/month",
-                          "--budget", "0.0000001/day", "--config", config, "--json"], capsys)
-    assert code == 0, err
-    issued = json.loads(out)
+    issued = _created(config, capsys, "--budget", "1234567.89/month",
+                      "--budget", "0.0000001/day")
     assert issued["budgets"] == ["1234567.89/month", "0.0000001/day"]
     code, out, _ = run(["keys", "list", "--config", config], capsys)
     assert code == 0 and "1234567.89/month, 0.0000001/day" in out, out
@@ -116,12 +124,9 @@ def test_a_budget_s_amount_is_shown_as_written_by_every_command(
 
 def test_keys_create_list_show_rotate_revoke(config: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "50/month",
-                          "--budget", "5/day", "--rpm", "60", "--models", "small,auto",
-                          "--cost-weight", "0.3", "--expires", "30d", "--name", "ci",
-                          "--config", config, "--json"], capsys)
-    assert code == 0, err
-    issued = json.loads(out)
+    issued = _created(config, capsys, "--budget", "50/month", "--budget", "5/day", "--rpm", "60",
+                      "--models", "small,auto", "--cost-weight", "0.3", "--expires", "30d",
+                      "--name", "ci")
     assert {"key", "id", "tenant"} <= set(issued) and issued["tenant"] == "acme"
     assert issued["budgets"] == ["50/month", "5/day"] and issued["models"] == ["small", "auto"]
     store = KeyStore(config.parent / "data" / "keys.db").open()  # a running gateway's view
@@ -161,10 +166,7 @@ def test_a_key_s_limits_take_a_whole_number_written_with_an_exponent(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # 1e3 is a thousand to --cost-weight and every number option: --rpm and --tpm took it for
     # "not a whole number in ASCII digits"; a negative one is still the range check's to tell.
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--rpm", "1e3", "--tpm",
-                          "1.5e6", "--config", config, "--json"], capsys)
-    assert code == 0, err
-    issued = json.loads(out)
+    issued = _created(config, capsys, "--rpm", "1e3", "--tpm", "1.5e6")
     code, out, err = run(["keys", "show", issued["id"], "--config", config, "--json"], capsys)
     assert code == 0, err
     shown = json.loads(out)
@@ -176,10 +178,7 @@ def test_a_key_s_limits_take_a_whole_number_written_with_an_exponent(
 
 def test_a_grace_that_is_infinite_negative_or_over_30_days_is_refused_naming_grace(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config, "--json"],
-                         capsys)
-    assert code == 0, err
-    issued = json.loads(out)
+    issued = _created(config, capsys)
     store = KeyStore(config.parent / "data" / "keys.db").open()  # a running gateway's view
     before = store.get(issued["id"])
     # 1e999 (and 400 nines of days) was an infinite grace, refused by the rotation naming its
@@ -232,10 +231,8 @@ def test_a_key_given_a_date_works_through_that_whole_day(
             argv, out)
         assert f"{made:%Y-%m-%d %H:%M:%S}" in out and f"{end:%Y-%m-%dT}" not in out, out
     # A date-time stays exact, and is printed as given.
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--expires",
-                          f"{day}T06:30:00Z", "--config", config, "--json"], capsys)
-    assert code == 0, err
-    assert json.loads(out)["expires_at"] == (end - timedelta(hours=17, minutes=30)).timestamp()
+    assert _created(config, capsys, "--expires", f"{day}T06:30:00Z")["expires_at"] == (
+        end - timedelta(hours=17, minutes=30)).timestamp()
     # Last (the store remembers the latest time it has seen, and days ahead a key expiring
     # earlier could no longer be made): the key works through its day, and not after.
     store = KeyStore(config.parent / "data" / "keys.db").open()
@@ -257,12 +254,9 @@ def test_expires_takes_epoch_seconds_as_the_keys_page_says(
     # `--expires 1830000000` was refused as "not a date", though docs/keys-budgets.md (and the HTTP
     # API, given a JSON number) take epoch seconds.
     at = int(time.time()) + 7 * 86400
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--expires", str(at),
-                          "--config", config, "--json"], capsys)
-    assert code == 0, err
-    assert json.loads(out)["expires_at"] == at
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--expires", "1000000000",
-                          "--config", config], capsys)
+    assert _created(config, capsys, "--expires", str(at))["expires_at"] == at
+    code, _, err = run(["keys", "create", "--tenant", "acme", "--expires", "1000000000",
+                       "--config", config], capsys)
     assert code == 2 and "is not in the future" in err, err
 
 
@@ -340,10 +334,8 @@ def test_bad_key_input_is_named_and_creates_nothing(config: Path, argv: list[str
 
 def test_keys_create_drops_the_spaces_around_each_model_name(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--models", " big , small,auto ",
-                          "--config", config, "--json"], capsys)
-    assert code == 0, err
-    assert json.loads(out)["models"] == ["big", "small", "auto"]
+    assert _created(config, capsys, "--models", " big , small,auto ")["models"] == [
+        "big", "small", "auto"]
 
 
 def test_keys_create_past_the_live_keys_bound_says_how_to_make_room(
@@ -487,10 +479,7 @@ def test_a_value_that_begins_with_a_dash_and_a_letter_is_given_with_an_equals_si
 
 def test_expires_takes_epoch_seconds_in_scientific_notation_as_its_help_says(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--expires", "1e10",
-                          "--config", config, "--json"], capsys)
-    assert code == 0, err
-    assert json.loads(out)["expires_at"] == 1e10
+    assert _created(config, capsys, "--expires", "1e10")["expires_at"] == 1e10
     with pytest.raises(SystemExit):
         main(["keys", "create", "--help"])
     assert "epoch seconds (1800000000 or 1.8e9)" in " ".join(capsys.readouterr().out.split())
@@ -516,10 +505,7 @@ def test_a_key_s_name_is_a_label_that_two_keys_may_share_and_its_help_says_so(
 
 def test_a_budget_under_the_least_is_refused_in_the_config_but_a_stored_key_s_is_kept(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "1/day",
-                          "--config", config, "--json"], capsys)
-    assert code == 0, err
-    key_id = json.loads(out)["id"]
+    key_id = _created(config, capsys, "--budget", "1/day")["id"]
     # A key an earlier version made with a budget under the least keeps it, and is shown.
     with sqlite3.connect(config.parent / "data" / "keys.db") as db:
         db.execute("UPDATE keys SET budgets = ? WHERE id = ?", ('["1e-300/day"]', key_id))
@@ -682,10 +668,7 @@ def test_the_cost_report_shows_every_amount_to_the_same_places(
     assert json.loads(out)["avg_cost_per_request_usd"] == 0.00046625  # (its JSON unrounded)
 
 
-@pytest.mark.parametrize("report", [
-    ["cost"], ["sla"], ["suggest"], ["alert"],
-    ["forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",
-     "--avg-output-tokens", "100"]])
+@pytest.mark.parametrize("report", EVERY_REPORT)
 def test_a_report_of_a_data_dir_that_does_not_exist_or_holds_no_log_says_so(
         config: Path, tmp_path: Path, report: list[str],
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -1170,10 +1153,7 @@ def test_a_suggestion_from_free_traffic_does_not_call_a_dearer_lambda_free(
                    for item in items), items
 
 
-@pytest.mark.parametrize("report", [
-    ["cost"], ["sla"], ["suggest"], ["alert"],
-    ["forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",
-     "--avg-output-tokens", "100"]])
+@pytest.mark.parametrize("report", EVERY_REPORT)
 def test_a_report_for_a_tenant_nobody_knows_is_refused_not_reported_empty(
         config: Path, report: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     seed(config)
@@ -1209,10 +1189,7 @@ def test_a_secret_that_cannot_be_written_out_is_never_kept(
     whose stdout is a closed pipe (as a reader killed first leaves it, and as a kill between
     keeping and printing would lose it) changes nothing, exits 2 and says so; the rotation was
     kept with its secret lost, the old one refused at once, and the command exited 0."""
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config, "--json"],
-                         capsys)
-    assert code == 0, err
-    issued = json.loads(out)
+    issued = _created(config, capsys)
     reader, writer = os.pipe()
     os.close(reader)  # (every write to the pipe now fails: its reader is gone)
     try:
@@ -1255,10 +1232,7 @@ def test_a_rotation_without_a_config_file_says_to_give_one_and_hands_out_nothing
     """Without the config, no key's tenant can be checked (one a reload removed is given no
     secret): the rotation is refused as a creation is, and the key keeps its secret."""
     monkeypatch.delenv("SWITCHPOINT_CONFIG", raising=False)
-    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config, "--json"],
-                         capsys)
-    assert code == 0, err
-    issued = json.loads(out)
+    issued = _created(config, capsys)
     code, out, err = run(["keys", "rotate", issued["id"], "--data-dir",
                           config.parent / "data"], capsys)
     assert code == 2 and out == "" and "no config file was given" in err, err
