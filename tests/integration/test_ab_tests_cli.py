@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from switchpoint.cli import main
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import ConfigError, ConflictError
+from tests.command_line import run
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
 from tests.integration.gateway_env import KEYS as GATEWAY_KEYS
@@ -42,12 +42,6 @@ def _rows(settings: Settings) -> list[tuple[Any, ...]]:
                           "FROM runtime_experiments ORDER BY seq").fetchall()
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture
 def made(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
     """A data_dir where a gateway, now closed, made ``kept`` (globex, split 0.3, five
@@ -65,7 +59,7 @@ def made(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
 def test_list_shows_each_run_time_experiment_running_or_ended(
         made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     config = str(made.source_path)
-    code, out, _ = _run(capsys, "experiments", "list", "--config", config, "--json")
+    code, out, _ = run(["experiments", "list", "--config", config, "--json"], capsys)
     assert code == 0
     listed = json.loads(out)
     assert [(e["name"], e["status"]) for e in listed] == [("kept", "running"),
@@ -82,7 +76,7 @@ def test_list_shows_each_run_time_experiment_running_or_ended(
     rows = _rows(made)
     assert (kept["created_at"], after["ended_at"]) == (rows[0][1], rows[1][4])
 
-    code, out, err = _run(capsys, "experiments", "list", "--data-dir", str(made.data_dir))
+    code, out, err = run(["experiments", "list", "--data-dir", str(made.data_dir)], capsys)
     assert code == 0 and err == ""
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["name", "status", "tenants"]
@@ -108,14 +102,14 @@ def test_a_start_refused_for_a_clash_starts_once_the_cli_ended_the_run_time_expe
     assert "DELETE /v1/router/experiments/kept" in str(refused.value)
 
     # The list says why, and the way out.
-    code, out, err = _run(capsys, "experiments", "list", "--config", config)
+    code, out, err = run(["experiments", "list", "--config", config], capsys)
     assert code == 0 and out.splitlines()[2].startswith("kept")
     assert err.startswith(f"note: a service on '{path}' would not start: experiments.kept: ")
     assert "`switchpoint experiments end kept`" in err
 
     before = _rows(made)
     t0 = time.time()
-    code, out, err = _run(capsys, "experiments", "end", "kept", "--config", config)
+    code, out, err = run(["experiments", "end", "kept", "--config", config], capsys)
     t1 = time.time()
     assert (code, err) == (0, "")
     assert out.startswith("ended experiment kept at ") and "5 decisions and report stay" in out
@@ -125,7 +119,7 @@ def test_a_start_refused_for_a_clash_starts_once_the_cli_ended_the_run_time_expe
     ended_at = after[0][4]
     assert t0 <= ended_at <= t1
     # Its decisions are kept; the list says it ended, when.
-    code, out, err = _run(capsys, "experiments", "list", "--config", config, "--json")
+    code, out, err = run(["experiments", "list", "--config", config, "--json"], capsys)
     kept = json.loads(out)[0]
     assert err == ""
     assert (kept["status"], kept["ended_at"], kept["decisions"]) == ("ended", ended_at, 5)
@@ -173,18 +167,18 @@ def test_a_row_that_cannot_be_read_is_skipped_at_start_listed_unreadable_and_end
                'created: "soon" is not a time in seconds' in w for w in warned), warned
 
     config = str(made.source_path)
-    code, out, err = _run(capsys, "experiments", "list", "--config", config, "--json")
+    code, out, err = run(["experiments", "list", "--config", config, "--json"], capsys)
     assert (code, err) == (0, "")
     listed = {e["name"]: e for e in json.loads(out)}
     assert (listed["torn"]["status"], listed["torn"]["created_at"]) == ("unreadable", 1.7e9)
     assert listed["torn"]["problem"].startswith("cannot be read (experiment: is not valid "
                                                 "JSON ("), listed["torn"]
     assert listed["kept"]["problem"] is None and listed["kept"]["status"] == "running"
-    code, out, err = _run(capsys, "experiments", "list", "--config", config)
+    code, out, err = run(["experiments", "list", "--config", config], capsys)
     assert code == 0 and "would not start" not in err, err
     assert 'note: experiment "binary": cannot be read (experiment: is not UTF-8' in err
     for name in ("torn", "binary", "timeless"):
-        code, out, err = _run(capsys, "experiments", "end", name, "--config", config)
+        code, out, err = run(["experiments", "end", name, "--config", config], capsys)
         assert (code, err) == (0, ""), err
         assert out.startswith(f"ended experiment {name} at ")
     assert [row[0] for row in _rows(made) if row[4] is None] == ["kept"]
@@ -225,8 +219,8 @@ def test_the_way_out_a_kept_experiment_names_is_written_as_it_is_sent(
 def test_end_refused_names_it_and_changes_nothing(
         made: Settings, capsys: pytest.CaptureFixture[str], name: str, words: str) -> None:
     before = _rows(made)
-    code, out, err = _run(capsys, "experiments", "end", name, "--config",
-                          str(made.source_path))
+    code, out, err = run(["experiments", "end", name, "--config",
+                          str(made.source_path)], capsys)
     assert code == 2 and out == ""
     # (each names the experiment's name as the usage line does, not as the library's field)
     assert err.startswith("switchpoint: error: NAME: ") and words in err, err
@@ -239,29 +233,29 @@ def test_end_is_refused_while_a_service_runs_on_the_data_dir_and_list_reads_besi
     config = str(made.source_path)
     before = _rows(made)
     with started_gateway(made) as gateway:
-        code, out, err = _run(capsys, "experiments", "end", "kept", "--config", config)
+        code, out, err = run(["experiments", "end", "kept", "--config", config], capsys)
         assert code == 2 and out == ""
         assert "is serving from data_dir" in err
         assert "end it through the service, DELETE /v1/router/experiments/kept" in err
         assert _rows(made) == before
         assert gateway.route(math_prompt(3), tenant="globex").experiment == "kept"
-        code, out, _ = _run(capsys, "experiments", "list", "--config", config, "--json")
+        code, out, _ = run(["experiments", "list", "--config", config, "--json"], capsys)
         assert code == 0
         assert [(e["name"], e["decisions"]) for e in json.loads(out)] == [("kept", 6),
                                                                          ("after", 0)]
         gateway.end_ab_test("kept")  # (the service's own way, meanwhile)
-    code, _, err = _run(capsys, "experiments", "end", "kept", "--config", config)
+    code, _, err = run(["experiments", "end", "kept", "--config", config], capsys)
     assert code == 2 and 'experiment "kept" ended already' in err
 
 
 def test_list_on_a_data_dir_no_service_made_is_refused_and_creates_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data_dir = tmp_path / "typo"
-    code, _, err = _run(capsys, "experiments", "list", "--data-dir", str(data_dir))
+    code, _, err = run(["experiments", "list", "--data-dir", str(data_dir)], capsys)
     assert code == 2 and "--data-dir:" in err and "does not exist" in err
     assert not data_dir.exists()
     data_dir.mkdir()
-    code, _, err = _run(capsys, "experiments", "end", "kept", "--data-dir", str(data_dir))
+    code, _, err = run(["experiments", "end", "kept", "--data-dir", str(data_dir)], capsys)
     assert code == 2 and "holds no" in err
     assert list(data_dir.iterdir()) == []
 
@@ -272,7 +266,7 @@ def test_list_refuses_a_store_a_newer_switchpoint_wrote_as_end_does(
     with sqlite3.connect(made.db_path) as db:
         db.execute("PRAGMA user_version = 99")
     for argv in (["list"], ["end", "kept"]):
-        code, out, err = _run(capsys, "experiments", *argv, "--config", str(made.source_path))
+        code, out, err = run(["experiments", *argv, "--config", str(made.source_path)], capsys)
         assert code == 2 and out == "", (argv, out)
         assert "schema version 99 is newer than this switchpoint's" in err, (argv, err)
         assert "upgrade switchpoint or point data_dir elsewhere" in err, (argv, err)
@@ -326,13 +320,13 @@ def test_end_the_store_refuses_says_it_still_runs_and_changes_nothing(
     short_lock_waits(monkeypatch, seconds=1.0)
     before = _rows(made)
     with held_lock(made.db_path):
-        code, out, err = _run(capsys, "experiments", "end", "kept", "--config",
-                              str(made.source_path))
+        code, out, err = run(["experiments", "end", "kept", "--config",
+                              str(made.source_path)], capsys)
     assert code == 2 and out == "", err
     assert err.startswith("switchpoint: error: the end of the experiment could not be kept "
                           "(database is locked)"), err
     assert err.rstrip().endswith("(it still runs)") and "Traceback" not in err, err
     assert _rows(made) == before
-    assert _run(capsys, "experiments", "end", "kept", "--config",
-                str(made.source_path))[0] == 0
+    assert run(["experiments", "end", "kept", "--config",
+                str(made.source_path)], capsys)[0] == 0
     assert [row[-1] is not None for row in _rows(made)] == [True, True]

@@ -39,6 +39,7 @@ from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
 from switchpoint.training import DEFAULT_EMBEDDER_ID
 from switchpoint.weights import load_weights
+from tests.command_line import run
 from tests.conftest import feed_pipe
 
 PROMPT = "Which planet is closest to the sun? A) Venus B) Mercury C) Mars D) Earth"
@@ -60,12 +61,6 @@ def _one_parser() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cli, "build_parser", lambda: parser)
         yield
-
-
-def run(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def run_refused_option(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]

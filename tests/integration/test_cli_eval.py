@@ -18,19 +18,13 @@ import numpy as np
 import pytest
 
 from switchpoint import policies
-from switchpoint.cli import main
 from switchpoint.policies import Estimates, Inputs, Policy, register_policy
+from tests.command_line import run
 from tests.conftest import shared_data_dir
 from tests.head_start import HeadStart
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COSTS = {"big": 0.01, "mid": 0.002, "small": 0.0001}
-
-
-def run(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _line(rid: str, prompt: str, task: str, split: str, scores: dict[str, float]) -> str:

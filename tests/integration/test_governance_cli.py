@@ -24,6 +24,7 @@ from switchpoint.governance.keys import SCHEMA_VERSION as KEYS_SCHEMA
 from switchpoint.governance.keys import KeySpec, KeyStore
 from switchpoint.governance.ledger import LedgerRecord
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
+from tests.command_line import run
 from tests.integration.servers import refused_start
 
 CONFIG = """models:
@@ -48,12 +49,6 @@ def config(tmp_path: Path) -> Path:
     path = tmp_path / "switchpoint.yaml"
     path.write_text(CONFIG, encoding="utf-8")
     return path
-
-
-def run(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _created(config: Path, capsys: pytest.CaptureFixture[str], *options: str) -> Any:

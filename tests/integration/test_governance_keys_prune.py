@@ -12,7 +12,6 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import openai
 import pytest
 import schemathesis
 
-from switchpoint.cli import main
 from switchpoint.config import load_settings
 from switchpoint.errors import StoreError
 from switchpoint.gateway import Gateway
@@ -29,6 +27,7 @@ from switchpoint.governance import keys as keys_module
 from switchpoint.governance.keys import KeySpec, KeyStore
 from switchpoint.server import create_app
 from switchpoint.store import RequestRecord, SQLiteStore
+from tests.command_line import run
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.full_disk import DamagedFile
 from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, user
@@ -43,12 +42,6 @@ tenants:
 """
 ADMIN_TOKEN = "admin-secret-token-for-prune"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def run(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def key_ids(data: Path) -> set[str]:

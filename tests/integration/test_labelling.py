@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 
 from switchpoint.catalog import ModelCard
-from switchpoint.cli import main
 from switchpoint.gateway.learning import LiveLearning
 from switchpoint.labelling.journal import done_path, journal_path
 from switchpoint.labelling.lock import lock_path
 from switchpoint.records import load_records
 from switchpoint.store import SQLiteStore
 from switchpoint.weights import load_weights
+from tests.command_line import run
 from tests.fakes.fake_provider import Answer, FakeProviderProcess
 
 PRICES = {"a": (1.0, 2.0), "b": (3.0, 15.0), "judge": (0.5, 0.5)}
@@ -52,12 +52,6 @@ def write_prompts(path: Path, n: int, **extra: Any) -> Path:
              for i in range(n)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def run(argv: list[Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def records_of(path: Path) -> dict[str, dict[str, Any]]:

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from switchpoint.cli import main
 from switchpoint.config import Settings
 from switchpoint.errors import ConfigError, ConflictError, ModelNotFoundError
 from switchpoint.governance.keys import KeySpec, KeyStore
+from tests.command_line import run
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.learning_env import (
     learning_server,
@@ -37,12 +37,6 @@ from tests.integration.test_registered_models import ADMIN, CONFIG, card, stored
 
 #: When the row that no longer reads as a model was registered (by an earlier switchpoint).
 OLD_AT = 1.7e9
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _files(data: Path) -> dict[str, str]:
@@ -80,7 +74,7 @@ def test_list_shows_the_config_s_models_and_the_registered_ones_and_reads_only(
     config = str(made.source_path)
     data = Path(made.data_dir)
     before = _files(data)
-    code, out, err = _run(capsys, "models", "list", "--config", config, "--json")
+    code, out, err = run(["models", "list", "--config", config, "--json"], capsys)
     assert (code, err) == (0, "")
     listed = {row["name"]: row for row in json.loads(out)}
     assert list(listed) == ["strong", "runner", "cheap", "free", "spare", "backup", "old"]
@@ -97,7 +91,7 @@ def test_list_shows_the_config_s_models_and_the_registered_ones_and_reads_only(
     assert (old["registered_at"], old["provider"], old["profiled"]) == (OLD_AT, None, None)
     assert old["problem"].startswith("no longer reads as a model (tier: must be one of ")
 
-    code, out, err = _run(capsys, "models", "list", "--config", config)
+    code, out, err = run(["models", "list", "--config", config], capsys)
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["name", "status", "provider", "tier"]
@@ -124,7 +118,7 @@ def test_unregister_refuses_as_the_gateway_does_and_changes_nothing(
                      'registered are "free", "spare", "backup", "old"'),
             ("free", f'key {key_id}: it can no longer use "free"'),
             ("x" * 5000, 'no model "xxxx')]:
-        code, out, err = _run(capsys, "models", "unregister", name, "--config", config)
+        code, out, err = run(["models", "unregister", name, "--config", config], capsys)
         assert code == 2 and out == "", (name, out)
         assert err.startswith("switchpoint: error: NAME: ") and words in err, err
         assert len(err) < 1000
@@ -132,23 +126,23 @@ def test_unregister_refuses_as_the_gateway_does_and_changes_nothing(
     with key:
         key.revoke(key_id)
     before, files = _rows(made), _files(data)
-    code, out, err = _run(capsys, "models", "unregister", "free", "--config", config)
+    code, out, err = run(["models", "unregister", "free", "--config", config], capsys)
     assert code == 2 and "still named by models.backup.fallbacks[0]" in err, err
     assert _rows(made) == before and _files(data) == files
-    code, _, err = _run(capsys, "models", "unregister", "old", "--data-dir", made.data_dir)
+    code, _, err = run(["models", "unregister", "old", "--data-dir", made.data_dir], capsys)
     assert code == 2 and "give the service's config with --config" in err, err
 
     # The row that no longer reads as a model goes; so does backup; then the arm refuses.
-    assert _run(capsys, "models", "unregister", "old", "--config", config)[0] == 0
-    code, out, err = _run(capsys, "models", "unregister", "backup", "--config", config,
-                          "--json")
+    assert run(["models", "unregister", "old", "--config", config], capsys)[0] == 0
+    code, out, err = run(["models", "unregister", "backup", "--config", config,
+                          "--json"], capsys)
     assert (code, err) == (0, "") and json.loads(out) == {"id": "backup", "object": "model",
                                                           "deleted": True}
     assert [name for _, name, _, _ in _rows(made)] == ["free", "spare"]
-    code, _, err = _run(capsys, "models", "unregister", "free", "--config", config)
+    code, _, err = run(["models", "unregister", "free", "--config", config], capsys)
     assert code == 2 and "still named by experiments.free-only.arms.a.models[0]" in err, err
-    assert _run(capsys, "experiments", "end", "free-only", "--config", config)[0] == 0
-    code, out, err = _run(capsys, "models", "unregister", "free", "--config", config)
+    assert run(["experiments", "end", "free-only", "--config", config], capsys)[0] == 0
+    code, out, err = run(["models", "unregister", "free", "--config", config], capsys)
     assert (code, err) == (0, "")
     assert out.startswith("unregistered model free: a service started on ")
     assert [name for _, name, _, _ in _rows(made)] == ["spare"]
@@ -165,23 +159,23 @@ def test_unregister_is_refused_while_a_service_runs_on_the_data_dir_and_list_rea
     config = str(made.source_path)
     before = _rows(made)
     with started_gateway(made) as gateway:
-        code, out, err = _run(capsys, "models", "unregister", "spare", "--config", config)
+        code, out, err = run(["models", "unregister", "spare", "--config", config], capsys)
         assert code == 2 and out == ""
         assert "is serving from data_dir" in err and 'serving model "spare" from its memory' in err
         assert "unregister it through the service, DELETE /v1/router/models/spare" in err
         assert _rows(made) == before
         assert "spare" in gateway.router.catalog.names
-        code, out, _ = _run(capsys, "models", "list", "--config", config, "--json")
+        code, out, _ = run(["models", "list", "--config", config, "--json"], capsys)
         assert code == 0 and [r["name"] for r in json.loads(out)][-4:] == [
             "free", "spare", "backup", "old"]
         gateway.unregister_model("spare")  # (the service's own way, meanwhile)
-    code, _, err = _run(capsys, "models", "unregister", "spare", "--config", config)
+    code, _, err = run(["models", "unregister", "spare", "--config", config], capsys)
     assert code == 2 and 'no model "spare" was registered at run time' in err
 
 
 def test_experiments_list_judges_an_arm_naming_a_registered_model_with_the_registered_ones(
         made: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _run(capsys, "experiments", "list", "--config", str(made.source_path))
+    code, out, err = run(["experiments", "list", "--config", str(made.source_path)], capsys)
     assert code == 0 and out.splitlines()[2].startswith("free-only")
     assert err == ""  # (the arm names "free", registered: a service would start)
     with started_gateway(made) as gateway:  # (and it does)
@@ -196,14 +190,14 @@ def test_list_flags_a_registered_model_the_config_comes_to_list_and_unregister_r
              "input_per_mtok: 20, output_per_mtok: 20}\n")
     path.write_text(path.read_text(encoding="utf-8").replace("models:\n", "models:\n" + spare, 1),
                     encoding="utf-8")
-    code, out, err = _run(capsys, "models", "list", "--config", str(path), "--json")
+    code, out, err = run(["models", "list", "--config", str(path), "--json"], capsys)
     assert code == 0
     listed = [(r["name"], r["status"]) for r in json.loads(out)]
     assert listed[:4] == [("spare", "config"), ("strong", "config"), ("runner", "config"),
                           ("cheap", "config")]
     assert ("spare", "shadowed") in listed[4:]
     before = _rows(made)
-    code, _, err = _run(capsys, "models", "unregister", "spare", "--config", str(path))
+    code, _, err = run(["models", "unregister", "spare", "--config", str(path)], capsys)
     assert code == 2 and 'model "spare" is in the config, not registered at run time' in err
     assert _rows(made) == before
 
@@ -218,7 +212,7 @@ def test_list_says_a_model_naming_a_metadata_host_is_kept_not_served_as_the_serv
                                                 "base_url": "http://169.254.169.254/v1"})))
     path = made.source_path
     assert path is not None
-    code, out, err = _run(capsys, "models", "list", "--config", str(path), "--json")
+    code, out, err = run(["models", "list", "--config", str(path), "--json"], capsys)
     assert (code, err) == (0, "")
     meta = {row["name"]: row for row in json.loads(out)}["meta"]
     assert (meta["status"], meta["tier"], meta["registered_at"]) == ("not served", "simple",
@@ -231,7 +225,7 @@ def test_list_says_a_model_naming_a_metadata_host_is_kept_not_served_as_the_serv
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("gateway:\n", "gateway:\n  allow_registered_metadata_hosts: "
                                               "true\n", 1), encoding="utf-8")
-    code, out, err = _run(capsys, "models", "list", "--config", str(path), "--json")
+    code, out, err = run(["models", "list", "--config", str(path), "--json"], capsys)
     assert (code, err) == (0, "")
     meta = {row["name"]: row for row in json.loads(out)}["meta"]
     assert (meta["status"], meta["problem"]) == ("registered", None), meta
@@ -270,17 +264,17 @@ def test_a_row_that_is_not_json_is_skipped_at_start_listed_unreadable_and_unregi
                for w in warned), warned
 
     config = str(made.source_path)
-    code, out, err = _run(capsys, "models", "list", "--config", config, "--json")
+    code, out, err = run(["models", "list", "--config", config, "--json"], capsys)
     assert (code, err) == (0, "")
     listed = {row["name"]: row for row in json.loads(out)}
     assert (listed["torn"]["status"], listed["torn"]["registered_at"]) == ("unreadable", OLD_AT)
     assert listed["torn"]["problem"].startswith("no longer reads as a model (card: is not "
                                                 "valid JSON ("), listed["torn"]
     assert listed["binary"]["status"] == "unreadable"
-    code, _, err = _run(capsys, "experiments", "list", "--config", config)
+    code, _, err = run(["experiments", "list", "--config", config], capsys)
     assert code == 0 and "would not start" not in err, err
     for name in ("torn", "binary"):
-        assert _run(capsys, "models", "unregister", name, "--config", config)[0] == 0
+        assert run(["models", "unregister", name, "--config", config], capsys)[0] == 0
     assert [name for _, name, _, _ in _rows(made)] == ["free", "spare", "backup", "old"]
 
 
@@ -300,17 +294,18 @@ def test_keys_create_takes_a_registered_model_s_name_as_the_running_service_does
     with closing(sqlite3.connect(tmp_path / "data" / "switchpoint.db")) as db, db:
         db.execute("INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)",
                    ("old", OLD_AT, json.dumps({"name": "old", "tier": "huge"})))
-    code, out, err = _run(capsys, "keys", "create", "--tenant", "acme", "--models",
-                          "free,auto", "--config", config, "--json")
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--models",
+                          "free,auto", "--config", config, "--json"], capsys)
     assert (code, err) == (0, ""), err
     assert json.loads(out)["models"] == ["free", "auto"]
-    code, out, err = _run(capsys, "keys", "create", "--tenant", "acme", "--models", "nope",
-                          "--config", config)
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--models", "nope",
+                          "--config", config], capsys)
     assert code == 2 and out == ""
     assert 'not in the catalog: "nope"; use "strong", "runner", "cheap", "free"' in err, err
     assert served.split("not in the catalog")[1] in err  # (the same words)
-    code, _, err = _run(capsys, "keys", "create", "--tenant", "acme", "--models", "old",
-                        "--config", config)  # (a row that does not read as a model: unserved)
+    # (a row that does not read as a model: unserved)
+    code, _, err = run(["keys", "create", "--tenant", "acme", "--models", "old",
+                        "--config", config], capsys)
     assert code == 2 and 'not in the catalog: "old"' in err, err
 
 
@@ -336,9 +331,9 @@ def test_a_registered_model_falling_back_to_a_model_the_config_drops_is_named_wi
         started_gateway(settings.reloaded())
     assert refused.value.key == "models.onto-cheap.fallbacks[0]"
     assert "`switchpoint models unregister onto-cheap` while it is stopped" in str(refused.value)
-    code, _, err = _run(capsys, "models", "list", "--config", str(path))
+    code, _, err = run(["models", "list", "--config", str(path)], capsys)
     assert code == 0 and "would not start: models.onto-cheap.fallbacks[0]: " in err, err
-    assert _run(capsys, "models", "unregister", "onto-cheap", "--config", str(path))[0] == 0
+    assert run(["models", "unregister", "onto-cheap", "--config", str(path)], capsys)[0] == 0
     with started_gateway(settings.reloaded()) as gateway:  # (then it starts)
         assert gateway.router.catalog.names == ["strong", "runner"]
 
@@ -356,13 +351,13 @@ def test_unregister_the_store_refuses_says_it_is_still_registered_and_changes_no
     config = str(made.source_path)
     before = _rows(made)
     with held_lock(made.db_path):
-        code, out, err = _run(capsys, "models", "unregister", "spare", "--config", config)
+        code, out, err = run(["models", "unregister", "spare", "--config", config], capsys)
     assert code == 2 and out == "", err
     assert err.startswith("switchpoint: error: the model's removal could not be kept "
                           "(database is locked)"), err
     assert err.rstrip().endswith("(it is still registered)") and "Traceback" not in err, err
     assert _rows(made) == before
-    assert _run(capsys, "models", "unregister", "spare", "--config", config)[0] == 0
+    assert run(["models", "unregister", "spare", "--config", config], capsys)[0] == 0
     assert "spare" not in [name for _, name, _, _ in _rows(made)]
 
 
@@ -378,7 +373,7 @@ def test_unregister_of_a_model_not_served_is_refused_as_a_served_one_s_is(
         db.execute("INSERT INTO runtime_models (name, created, card) VALUES (?, ?, ?)",
                    ("meta", OLD_AT, json.dumps(meta)))
     config = str(made.source_path)
-    code, out, _ = _run(capsys, "models", "list", "--config", config, "--json")
+    code, out, _ = run(["models", "list", "--config", config, "--json"], capsys)
     assert code == 0 and {r["name"]: r["status"] for r in json.loads(out)}["meta"] == (
         "not served")
     key = KeyStore.in_dir(made.data_dir)
@@ -387,7 +382,7 @@ def test_unregister_of_a_model_not_served_is_refused_as_a_served_one_s_is(
             ["acme"], None)).record.id
     data = Path(made.data_dir)
     before, files = _rows(made), _files(data)
-    code, out, err = _run(capsys, "models", "unregister", "meta", "--config", config)
+    code, out, err = run(["models", "unregister", "meta", "--config", config], capsys)
     assert code == 2 and out == "", out
     assert f'key {key_id}: it can no longer use "meta"' in err, err
     assert _rows(made) == before and _files(data) == files
@@ -399,10 +394,10 @@ def test_unregister_of_a_model_not_served_is_refused_as_a_served_one_s_is(
                                                      "base_url": "http://127.0.0.1:9/v1",
                                                      "fallbacks": ["meta"]})))
     before = _rows(made)
-    code, out, err = _run(capsys, "models", "unregister", "meta", "--config", config)
+    code, out, err = run(["models", "unregister", "meta", "--config", config], capsys)
     assert code == 2 and "still named by models.onto-meta.fallbacks[0]" in err, err
     assert _rows(made) == before
     for name in ("onto-meta", "meta"):
-        code, out, err = _run(capsys, "models", "unregister", name, "--config", config)
+        code, out, err = run(["models", "unregister", name, "--config", config], capsys)
         assert code == 0, (name, err)
     assert "meta" not in [name for _, name, _, _ in _rows(made)]
