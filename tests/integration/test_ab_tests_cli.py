@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -273,14 +271,9 @@ def test_list_refuses_a_store_a_newer_switchpoint_wrote_as_end_does(
         assert len(err.strip().splitlines()) == 1, err
 
 
-def _command(*argv: str | Path) -> subprocess.CompletedProcess[str]:
-    """``switchpoint ARGV`` in a process of its own, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "switchpoint.cli", *map(str, argv)],
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
 def test_beside_and_after_switchpoint_serve_as_a_user_runs_them(
-        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # (switchpoint serve in a process of its own; the command in this one, as another process)
     data = tmp_path / "data"
     config = tmp_path / "switchpoint.yaml"
     text = config_text(gw_fake, str(data))
@@ -289,10 +282,10 @@ def test_beside_and_after_switchpoint_serve_as_a_user_runs_them(
         made = httpx.post(f"{server.base}{PATH}", json={"name": "kept", "split": 0.4},
                           timeout=30)
         assert made.status_code == 201, made.text
-        refused = _command("experiments", "end", "kept", "--config", config)
-        assert refused.returncode == 2 and refused.stdout == ""
-        assert server.proc is not None and f"(pid {server.proc.pid})" in refused.stderr
-        assert "DELETE /v1/router/experiments/kept" in refused.stderr
+        code, out, err = run(["experiments", "end", "kept", "--config", config], capsys)
+        assert code == 2 and out == ""
+        assert server.proc is not None and f"(pid {server.proc.pid})" in err, err
+        assert "DELETE /v1/router/experiments/kept" in err
         assert httpx.get(f"{server.base}{PATH}/kept", timeout=15).json()["ended_at"] is None
         assert server.terminate()[0] == 0
     # A config of its own "kept": serve refuses to start, naming the command.
@@ -300,9 +293,9 @@ def test_beside_and_after_switchpoint_serve_as_a_user_runs_them(
                       encoding="utf-8")
     code, err = refused_start("--config", config, data_dir=data, env=GATEWAY_KEYS)
     assert code == 2 and "`switchpoint experiments end kept` while it is stopped" in err
-    ended = _command("experiments", "end", "kept", "--config", config, "--json")
-    assert ended.returncode == 0, ended.stderr
-    assert json.loads(ended.stdout)["status"] == "ended"
+    code, out, err = run(["experiments", "end", "kept", "--config", config, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["status"] == "ended"
     with serve(config, data) as server:
         report = httpx.get(f"{server.base}{PATH}/kept", timeout=15).json()
         assert report["created_at"] is None and report["enabled"]  # (the config's now)

@@ -11,8 +11,6 @@ import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -33,6 +31,7 @@ from switchpoint.router import Router
 from switchpoint.server import create_app, runner
 from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.weights import default_weights_path, load_weights
+from tests.command_line import run
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import KEYS, config_text, gateway_server
 from tests.integration.published_schema import Published
@@ -683,7 +682,7 @@ def test_decisions_survive_a_crash_and_a_restart(tmp_path: Path) -> None:
 
 
 def test_keys_made_by_the_command_while_the_service_serves_survive_a_crash_of_the_service(
-        tmp_path: Path) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``switchpoint keys create`` beside a running service, as operators make keys: each
     command opens ``keys.db`` while the service holds it open and serves keyed requests; the
     note of the service's log stays as the service wrote it (a command's open and close judge
@@ -699,12 +698,10 @@ def test_keys_made_by_the_command_while_the_service_serves_survive_a_crash_of_th
         server.wait_ready()
         written = note.read_text()
         for n in range(4):
-            made = subprocess.run(
-                [sys.executable, "-m", "switchpoint.cli", "keys", "create", "--tenant", "acme",
-                 "--name", f"made-{n}", "--json", "--config", str(config), "--data-dir",
-                 str(data)], capture_output=True, text=True, timeout=120)
-            assert made.returncode == 0, made.stderr
-            keys.append(json.loads(made.stdout)["key"])
+            code, out, err = run(["keys", "create", "--tenant", "acme", "--name", f"made-{n}",
+                                  "--json", "--config", config, "--data-dir", data], capsys)
+            assert code == 0, err
+            keys.append(json.loads(out)["key"])
             answer = httpx.post(f"{server.base}/v1/route", json={"prompt": f"probe {n}"},
                                 headers={"Authorization": f"Bearer {keys[-1]}"}, timeout=60)
             assert answer.status_code == 200, answer.text
