@@ -329,10 +329,24 @@ def _command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "switchpoint.cli"]
 
 
+# What a command's environment adds to this one's (the judge's key); it has no
+# $SWITCHPOINT_CONFIG.
+_COMMAND_ENV = {"B_KEY": "sk-ant-test"}
+
+
 def _env() -> dict[str, str]:
-    env = {**os.environ, "B_KEY": "sk-ant-test"}
+    env = {**os.environ, **_COMMAND_ENV}
     env.pop("SWITCHPOINT_CONFIG", None)
     return env
+
+
+def _as_the_command_runs(cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's folder and environment as :func:`_spawn` gives a command's: in ``cwd``,
+    with the judge's key and no $SWITCHPOINT_CONFIG."""
+    monkeypatch.chdir(cwd)
+    for name, value in _COMMAND_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SWITCHPOINT_CONFIG", raising=False)
 
 
 def _spawn(argv: list[Any], cwd: Path) -> subprocess.Popen[str]:
@@ -761,33 +775,31 @@ def test_label_dash_from_a_terminal_says_to_pipe_the_prompts_in(
 
 
 def test_label_dash_refuses_an_out_that_is_the_file_stdin_reads(
-        fake: FakeProviderProcess, tmp_path: Path) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """``label - --out p.jsonl < p.jsonl``: the run would write its records into the prompts
     (and --restart delete them), as with ``label p.jsonl --out p.jsonl``."""
     prompts = write_prompts(tmp_path / "prompts.jsonl", 2, reference="blue")
     before = prompts.read_bytes()
     journal = journal_path(tmp_path / "records.jsonl")
     journal.write_bytes(before)  # the prompts, under the name of --out's journal
+    _as_the_command_runs(tmp_path, monkeypatch)
     for source, out, what in ((prompts, prompts, "--out"),
                               (journal, tmp_path / "records.jsonl", "--out's journal")):
-        with source.open("rb") as stdin:
-            done = subprocess.run([*_command(), "label", "-", "--models", "a", "--out", str(out),
-                                   "--config", str(config(fake, tmp_path)), "--restart"],
-                                  cwd=tmp_path, env=_env(), stdin=stdin, capture_output=True,
-                                  text=True, timeout=120)
-        assert done.returncode == 2, done.stderr
-        assert (f"{what} ('{source}') is the file the prompts are read from (stdin)"
-                in done.stderr), done.stderr
-        assert "another --out" in done.stderr and "Traceback" not in done.stderr
+        with source.open(encoding="utf-8") as stdin:  # (`< source`: stdin is that file)
+            monkeypatch.setattr(sys, "stdin", stdin)
+            code, _, err = run(["label", "-", "--models", "a", "--out", out,
+                                "--config", config(fake, tmp_path), "--restart"], capsys)
+        assert code == 2, err
+        assert f"{what} ('{source}') is the file the prompts are read from (stdin)" in err, err
+        assert "another --out" in err and "Traceback" not in err
         assert source.read_bytes() == before
     assert fake.requests() == []
-    with prompts.open("rb") as stdin:  # (to another --out, the same prompts are labelled)
-        done = subprocess.run([*_command(), "label", "-", "--models", "a", "--out",
-                               str(tmp_path / "labels.jsonl"), "--config",
-                               str(config(fake, tmp_path))],
-                              cwd=tmp_path, env=_env(), stdin=stdin, capture_output=True,
-                              text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    with prompts.open(encoding="utf-8") as stdin:  # (to another --out, the same are labelled)
+        monkeypatch.setattr(sys, "stdin", stdin)
+        code, _, err = run(["label", "-", "--models", "a", "--out", tmp_path / "labels.jsonl",
+                            "--config", config(fake, tmp_path)], capsys)
+    assert code == 0, err
     assert set(records_of(tmp_path / "labels.jsonl")) == {"q0", "q1"}
 
 

@@ -14,9 +14,12 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.store import DecisionRecord, SQLiteStore
 from switchpoint.store.sqlite import _spill_lines
+from tests.command_line import run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,10 +158,12 @@ def test_a_record_kept_while_another_command_takes_the_spill_file_up_is_not_lost
     assert not spill.exists()
 
 
-def test_prune_takes_up_the_spill_file_first_unless_a_service_runs(tmp_path: Path) -> None:
+def test_prune_takes_up_the_spill_file_first_unless_a_service_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``switchpoint prune`` with no service running writes what the spill file keeps, then
     prunes (a kept record older than the cutoff is pruned with the rest, not written back
-    later); with a service running it leaves the file to the service."""
+    later); with a service running it leaves the file to the service. (The prune beside the
+    service runs in a process of its own: this one holds the service's lock.)"""
     data = tmp_path / "data"
     db = data / "switchpoint.db"
     with SQLiteStore(db) as store:
@@ -177,9 +182,8 @@ def test_prune_takes_up_the_spill_file_first_unless_a_service_runs(tmp_path: Pat
         assert "2 record(s) wait in" in done.stderr, done.stderr
     finally:
         service.release()
-    done = subprocess.run(prune, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert not spill.exists(), done.stderr
-    assert "deleted 1 decisions" in done.stderr, done.stderr
+    code, _, err = run(prune[1:], capsys)
+    assert code == 0, err
+    assert not spill.exists(), err
+    assert "deleted 1 decisions" in err, err
     assert _ids(db) == {recent.id}
