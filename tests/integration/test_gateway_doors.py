@@ -585,8 +585,6 @@ def _loop_thread(gateway: Gateway) -> threading.Thread:
 def test_closing_the_gateway_logs_a_stream_left_open(gw_fake: FakeProviderProcess,
                                                       tmp_path: Path) -> None:
     gateway = _configured(gw_fake, tmp_path)
-    store = gateway.store
-    assert store is not None
     stream = gateway.stream(messages(), model="good")
     assert next(stream).model == "good"  # read a little, then the gateway closes under it
     thread = _loop_thread(gateway)
@@ -595,34 +593,24 @@ def test_closing_the_gateway_logs_a_stream_left_open(gw_fake: FakeProviderProces
         next(stream)
     stream.close()  # closing it again is harmless
     assert not thread.is_alive()
-    gateway.start()
-    try:
-        entries, _ = store.requests(20, None)
+    with _restarted(gateway) as entries:
         assert [(e["id"], e["status"]) for e in entries] == [
             (stream.switchpoint.request_id, "client_closed")]
-    finally:
-        gateway.close()
 
 
 @pytest.mark.anyio
 async def test_aclose_logs_open_streams_and_stops_the_sync_loop(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     gateway = _configured(gw_fake, tmp_path)
-    store = gateway.store
-    assert store is not None
     synced = gateway.stream(messages(), model="good")  # on the synchronous methods' loop
     streamed = await gateway.astream(messages(), model="good")  # on this loop
     thread = _loop_thread(gateway)
     await gateway.aclose()
     assert not thread.is_alive()  # the synchronous methods' loop is stopped too
-    gateway.start()
-    try:
-        entries, _ = store.requests(20, None)
+    with _restarted(gateway) as entries:
         assert {(e["id"], e["status"]) for e in entries} == {
             (synced.switchpoint.request_id, "client_closed"),
             (streamed.switchpoint.request_id, "client_closed")}
-    finally:
-        gateway.close()
 
 
 @pytest.mark.anyio
@@ -815,20 +803,27 @@ def _trickling(fake: FakeProviderProcess, root: Path, max_total_s: float, every:
     return gateway, gateway.store, gateway.governor.ledger
 
 
-def _settled_when_restarted(gateway: Gateway) -> list[dict[str, Any]]:
-    """Start the closed ``gateway`` again and see that it carried no budget hold over (no
-    ticket open, nothing held, something spent); its logged requests, newest first."""
+@contextlib.contextmanager
+def _restarted(gateway: Gateway) -> Iterator[list[dict[str, Any]]]:
+    """The closed ``gateway`` started again, and its logged requests, newest first; closed
+    again after the block."""
     store = gateway.store
     assert store is not None
     gateway.start()
     try:
+        yield store.requests(20, None)[0]
+    finally:
+        gateway.close()
+
+
+def _settled_when_restarted(gateway: Gateway) -> list[dict[str, Any]]:
+    """Start the closed ``gateway`` again and see that it carried no budget hold over (no
+    ticket open, nothing held, something spent); its logged requests, newest first."""
+    with _restarted(gateway) as entries:
         assert gateway.governor.ledger.open_tickets() == 0
         [budget] = gateway.budget_status()
         assert budget["held_usd"] == 0 and budget["spent_usd"] > 0
-        entries, _ = store.requests(20, None)
         return entries
-    finally:
-        gateway.close()
 
 
 def _upstream_let_go(fake: FakeProviderProcess) -> None:
@@ -975,11 +970,8 @@ def test_a_synchronous_stream_left_unread_is_closed_logged_and_settled_at_its_de
         assert any("await stream.aclose()" in r.getMessage() for r in caplog.records)
     finally:
         gateway.close()
-    gateway.start()
-    try:
-        assert len(store.requests(20, None)[0]) == 1  # closing the gateway logged it no more
-    finally:
-        gateway.close()
+    with _restarted(gateway) as entries:
+        assert len(entries) == 1  # closing the gateway logged it no more
 
 
 @pytest.mark.parametrize("read", [2, 0], ids=["loop-left-with-break", "never-read"])
@@ -1018,11 +1010,8 @@ def test_a_synchronous_stream_let_go_of_unclosed_is_closed_settled_and_logged_at
             time.sleep(0.05)
     finally:
         gateway.close()
-    gateway.start()
-    try:
-        assert len(store.requests(20, None)[0]) == 1  # closing the gateway logged it no more
-    finally:
-        gateway.close()
+    with _restarted(gateway) as entries:
+        assert len(entries) == 1  # closing the gateway logged it no more
 
 
 def test_a_stream_left_open_as_its_event_loop_closed_is_logged_and_its_hold_settled(
@@ -1521,7 +1510,7 @@ def test_a_synchronous_stream_interrupted_as_it_opened_is_closed_settled_and_log
     raises KeyboardInterrupt) just as its stream opened, so its caller never got the stream:
     it is closed at once, its budget hold settled, logged once as closed by the client, where
     it stayed open, held and unlogged until its deadline (a minute here)."""
-    gateway, store, ledger = _trickling(gw_fake, tmp_path, 60)
+    gateway, _, ledger = _trickling(gw_fake, tmp_path, 60)
     opened = gateway.astream
 
     async def astream(*args: Any, **kwargs: Any) -> Any:
@@ -1549,12 +1538,8 @@ def test_a_synchronous_stream_interrupted_as_it_opened_is_closed_settled_and_log
             time.sleep(0.05)
     finally:
         gateway.close()
-    gateway.start()
-    try:
-        entries, _ = store.requests(20, None)
+    with _restarted(gateway) as entries:
         assert [e["status"] for e in entries] == ["client_closed"]
-    finally:
-        gateway.close()
 
 
 def test_a_synchronous_call_interrupted_as_it_was_handed_to_the_loop_never_begins(
