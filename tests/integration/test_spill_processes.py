@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from switchpoint.gateway.owner import DataDirLock
-from switchpoint.store import DecisionRecord, SQLiteStore
+from switchpoint.store import SQLiteStore
 from switchpoint.store.sqlite import _spill_lines
 from tests.command_line import run
+from tests.decisions import a_decision
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,14 +82,6 @@ with full_disk(store):
 """
 
 
-def _record(ts: float | None = None) -> DecisionRecord:
-    return DecisionRecord(
-        id=uuid.uuid4().hex, ts=time.time() if ts is None else ts, selected_model="a",
-        cluster_id=1, cost_weight=0.5, candidates=["a"], cache_hit=False, routing_ms=0.1,
-        embedding_ms=1.0, policy="cluster", weights_id="w1", expected_error=0.1,
-        cost_adjusted_score=0.2)
-
-
 def _spawn(script: str, *args: str) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
     """``script`` run by Python in a process of its own, and a queue of the lines it prints."""
     proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=ROOT,
@@ -131,7 +124,7 @@ def test_a_record_kept_while_another_command_takes_the_spill_file_up_is_not_lost
     db = data / "switchpoint.db"
     with SQLiteStore(db) as store:  # the schema, as a first start makes it
         spill = store.spill_path
-    waiting = [_record() for _ in range(2)]
+    waiting = [a_decision() for _ in range(2)]
     go, append = tmp_path / "go", tmp_path / "append"
     late = uuid.uuid4().hex
     appender, appender_says = _spawn(_APPENDER, str(db), late, str(append))
@@ -168,7 +161,7 @@ def test_prune_takes_up_the_spill_file_first_unless_a_service_runs(
     db = data / "switchpoint.db"
     with SQLiteStore(db) as store:
         spill = store.spill_path
-    old, recent = _record(ts=time.time() - 90 * 86400), _record()
+    old, recent = a_decision(ts=time.time() - 90 * 86400), a_decision()
     spill.write_text(_spill_lines([old, recent]), encoding="utf-8")
     prune = [str(Path(sys.executable).with_name("switchpoint")), "prune", "--older-than", "30",
              "--data-dir", str(data)]

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -31,7 +30,8 @@ from switchpoint.config import load_settings
 from switchpoint.gateway import Gateway
 from switchpoint.labelling.journal import done_path, journal_path
 from switchpoint.labelling.lock import OutputLock, lock_path
-from switchpoint.store import DecisionRecord, SQLiteStore
+from switchpoint.store import SQLiteStore
+from tests.decisions import a_decision
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.full_disk import full_disk
 from tests.integration.test_labelling import JUDGE_SAYS, write_prompts
@@ -128,20 +128,12 @@ def test_sqlite_gives_its_rollback_journal_its_databases_owner(
         conn.execute("COMMIT")
 
 
-def _record() -> DecisionRecord:
-    return DecisionRecord(
-        id=uuid.uuid4().hex, ts=time.time(), selected_model="a", cluster_id=1,
-        cost_weight=0.5, candidates=["a", "b"], cache_hit=False, routing_ms=0.2,
-        embedding_ms=3.0, policy="cluster", weights_id="w1", expected_error=0.1,
-        cost_adjusted_score=0.2)
-
-
 def test_the_spill_file_a_root_run_store_writes_is_the_data_dirs_owners(
         service_dir: tuple[Path, Path]) -> None:
     """A database that refuses writes (a full disk) keeps them in the spill file beside it."""
     _, data = service_dir
     with SQLiteStore(data / "switchpoint.db") as store, full_disk(store):
-        store.append_lazy(_record())
+        store.append_lazy(a_decision())
         deadline = time.monotonic() + 10
         while not store._retry:
             assert time.monotonic() < deadline, "the record was not kept for retry"

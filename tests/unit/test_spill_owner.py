@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -21,15 +20,8 @@ from switchpoint.gateway.owner import DataDirLock
 from switchpoint.store import DecisionRecord, SQLiteStore
 from switchpoint.store import sqlite as store_sqlite
 from switchpoint.store.sqlite import _spill_lines
+from tests.decisions import a_decision
 from tests.fakes.full_disk import full_disk
-
-
-def _record() -> DecisionRecord:
-    return DecisionRecord(
-        id=uuid.uuid4().hex, ts=time.time(), selected_model="a", cluster_id=1,
-        cost_weight=0.5, candidates=["a", "b"], cache_hit=False, routing_ms=0.2,
-        embedding_ms=3.0, policy="cluster", weights_id="w1", expected_error=0.1,
-        cost_adjusted_score=0.2)
 
 
 def _spill(path: Path, records: list[DecisionRecord]) -> None:
@@ -64,9 +56,9 @@ def test_a_store_beside_the_service_leaves_its_spill_file_alone(
     service = DataDirLock(data_dir).acquire()  # the service serving from data_dir
     try:
         spill = SQLiteStore(db).spill_path
-        waiting = [_record() for _ in range(3)]
+        waiting = [a_decision() for _ in range(3)]
         _spill(spill, waiting)
-        late = _record()  # what the service appends while the other store is open
+        late = a_decision()  # what the service appends while the other store is open
         appended: list[DecisionRecord] = []
         read = store_sqlite._spilled_rows
 
@@ -101,7 +93,7 @@ def test_with_no_service_a_store_takes_up_the_spill_file_under_the_lock(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = data_dir / "switchpoint.db"
     spill = SQLiteStore(db).spill_path
-    waiting = [_record() for _ in range(2)]
+    waiting = [a_decision() for _ in range(2)]
     _spill(spill, waiting)
     read = store_sqlite._spilled_rows
     started: list[object] = []
@@ -141,17 +133,17 @@ def test_a_store_beside_the_service_writes_its_own_refused_records_and_leaves_th
     service = DataDirLock(data_dir).acquire()
     try:
         spill = SQLiteStore(db).spill_path
-        theirs = [_record()]
+        theirs = [a_decision()]
         _spill(spill, theirs)  # the service's, waiting
         with SQLiteStore(db) as beside, full_disk(beside) as disk:
-            mine = _record()
+            mine = a_decision()
             beside.append_lazy(mine)  # refused: kept for retry, and added to the file too
             deadline = time.monotonic() + 10
             while not beside._retry:
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
             disk.full = False
-            beside.append(_record()).result(timeout=10)  # writes go through again
+            beside.append(a_decision()).result(timeout=10)  # writes go through again
             while beside._retry or mine.id not in _ids(beside):
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
@@ -173,7 +165,7 @@ def test_with_no_service_a_store_waits_for_another_taking_the_spill_file_up(
     writes what was added meanwhile."""
     db = data_dir / "switchpoint.db"
     spill = SQLiteStore(db).spill_path
-    added = [_record(), _record()]
+    added = [a_decision(), a_decision()]
     opened: list[set[str]] = []
     with brief_lock(data_dir, "spill") as held:  # the first command, taking the file up
         assert held
@@ -210,7 +202,7 @@ def test_a_service_starting_waits_for_a_take_up_as_long_as_it_moves(
     monkeypatch.setattr("switchpoint._files.BRIEF_TICK_S", 0.02)
     db = data_dir / "switchpoint.db"
     spill = SQLiteStore(db).spill_path
-    added = [_record() for _ in range(80_000)]
+    added = [a_decision() for _ in range(80_000)]
     written = time.monotonic()
     _spill(spill, added)
     # The bound on a holder showing no progress (30 s) scaled down to the time this process
@@ -284,7 +276,7 @@ def test_a_take_up_marks_progress_while_it_reads_the_file_and_finds_what_caps_dr
     monkeypatch.setattr("switchpoint._files.BRIEF_TICK_S", 0.01)
     db = data_dir / "switchpoint.db"
     spill = SQLiteStore(db).spill_path
-    added = [_record() for _ in range(count)]
+    added = [a_decision() for _ in range(count)]
     _spill(spill, added)
     spill_inode = spill.stat().st_ino
     fdopen, capped = os.fdopen, store_sqlite._capped
@@ -325,7 +317,7 @@ def test_a_spill_file_line_too_long_for_a_record_is_passed_over_unheld_and_named
     monkeypatch.setattr(store_sqlite, "MAX_SPILL_LINE", 64 * 1024, raising=False)
     db = data_dir / "switchpoint.db"
     spill = SQLiteStore(db).spill_path
-    first, last = _record(), _record()
+    first, last = a_decision(), a_decision()
     _spill(spill, [first])
     with spill.open("a", encoding="utf-8") as fh:
         fh.write('{"insert": "INSERT INTO decisions (id) VALUES (?)", "row": ["')
@@ -425,7 +417,7 @@ def test_a_serve_lock_that_is_no_regular_file_is_a_clear_error(
     assert "remove it" in message, message
     db = data_dir / "switchpoint.db"
     spill = SQLiteStore(db).spill_path
-    _spill(spill, [_record()])
+    _spill(spill, [a_decision()])
     with SQLiteStore(db) as store:  # opens, leaving the file (the lock cannot be taken)
         assert store.path == db
     assert spill.exists()
@@ -495,7 +487,7 @@ def test_a_store_leaving_the_spill_file_to_a_stalled_command_says_so_not_a_servi
     spill = SQLiteStore(db).spill_path
     with brief_lock(data_dir, "spill") as progress:  # held, and stuck
         assert progress is not None
-        _spill(spill, [_record()])
+        _spill(spill, [a_decision()])
         with SQLiteStore(db):
             pass
     assert spill.exists()
