@@ -15,3 +15,13 @@ def run(argv: Sequence[object], capsys: pytest.CaptureFixture[str]) -> tuple[int
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def run_refused_option(argv: Sequence[object], capsys: pytest.CaptureFixture[str]
+                       ) -> tuple[int, str, str]:
+    """:func:`run`, for a value an option's type refuses: argparse prints the error and exits
+    (it must)."""
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return int(str(info.value.code)), out, err

@@ -31,6 +31,7 @@ from switchpoint.governance.ledger import LedgerRecord, load_state
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore, retention
 from switchpoint.store.retention import cutoff_for, db_bytes
 from tests.attack.attack_env import PIN_SOFT_S, Attacked, chat_body
+from tests.command_line import run_refused_option
 
 DAY = 86_400.0
 
@@ -256,10 +257,10 @@ def test_prune_needs_a_retention(tmp_path: Path, capsys: pytest.CaptureFixture[s
     fill(tmp_path / "switchpoint.db", 1, 1, 40)
     assert main(["prune", "--data-dir", str(tmp_path)]) == 2
     assert "--older-than DAYS, or set store.retention_days" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exited:  # (argparse: --older-than's type refuses it)
-        main(["prune", "--data-dir", str(tmp_path), "--older-than", "-3"])
-    assert exited.value.code == 2
-    assert 'argument --older-than: "-3" is negative' in capsys.readouterr().err
+    code, _, err = run_refused_option(  # (argparse: --older-than's type refuses it)
+        ["prune", "--data-dir", tmp_path, "--older-than", "-3"], capsys)
+    assert code == 2
+    assert 'argument --older-than: "-3" is negative' in err
 
 
 def _service_keeping_7_days(db: Path) -> Gateway:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -39,7 +39,7 @@ from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
 from switchpoint.training import DEFAULT_EMBEDDER_ID
 from switchpoint.weights import load_weights
-from tests.command_line import run
+from tests.command_line import run, run_refused_option
 from tests.conftest import feed_pipe
 
 PROMPT = "Which planet is closest to the sun? A) Venus B) Mercury C) Mars D) Earth"
@@ -61,15 +61,6 @@ def _one_parser() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cli, "build_parser", lambda: parser)
         yield
-
-
-def run_refused_option(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]
-                       ) -> tuple[int, str, str]:
-    """``run``, for a value an option's type refuses: argparse prints the error and exits."""
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return int(str(info.value.code)), out, err
 
 
 def assert_bad_option(code: int, err: str, flag: str, *needles: str) -> None:
@@ -1479,10 +1470,10 @@ def test_progress_off_a_terminal_is_one_line_per_stage_and_quiet_is_silent(
                          capsys)
     assert (code, out, err) == (0, "", "")
     # --quiet and --progress contradict each other.
-    with pytest.raises(SystemExit) as info:
-        main(["fit", str(records_file), "--out", str(tmp_path / "w3"), "-q", "--progress"])
-    assert info.value.code == 2
-    assert "not allowed with" in capsys.readouterr().err
+    code, _, err = run_refused_option(["fit", records_file, "--out", tmp_path / "w3", "-q",
+                                       "--progress"], capsys)
+    assert code == 2
+    assert "not allowed with" in err
 
 
 def test_the_one_time_embedder_build_is_announced_on_stderr(

@@ -24,7 +24,7 @@ from switchpoint.governance.keys import SCHEMA_VERSION as KEYS_SCHEMA
 from switchpoint.governance.keys import KeySpec, KeyStore
 from switchpoint.governance.ledger import LedgerRecord
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
-from tests.command_line import run
+from tests.command_line import run, run_refused_option
 from tests.integration.servers import refused_start
 
 CONFIG = """models:
@@ -179,10 +179,9 @@ def test_a_grace_that_is_infinite_negative_or_over_30_days_is_refused_naming_gra
     # 1e999 (and 400 nines of days) was an infinite grace, refused by the rotation naming its
     # grace_s; a negative one and 31 days so too.
     for grace in ("1e999", "9" * 400 + "d", "-1e999", "-5", "31d", "2592001", ""):
-        with pytest.raises(SystemExit) as exited:  # (argparse: --grace's type refuses it)
-            main(["keys", "rotate", issued["id"], f"--grace={grace}", "--config", str(config)])
-        out, err = capsys.readouterr()
-        assert exited.value.code == 2 and out == "", (grace[:20], out, err)
+        code, out, err = run_refused_option(  # (argparse: --grace's type refuses it)
+            ["keys", "rotate", issued["id"], f"--grace={grace}", "--config", config], capsys)
+        assert code == 2 and out == "", (grace[:20], out, err)
         last = err.splitlines()[-1]
         assert last.startswith("switchpoint keys rotate: error: argument --grace: "
                                f"{json.dumps(grace)[:20]}"), err
@@ -377,10 +376,9 @@ def test_a_keys_number_option_is_refused_as_every_number_option_is(
         config: Path, argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     # The same reading and wording as route's --cost-weight and every other number option:
     # the value as JSON quotes it ("cheap"; the key's --rpm read 'abc', Python's spelling).
-    with pytest.raises(SystemExit) as exited:
-        main(["keys", "create", "--tenant", "acme", *argv, "--config", str(config)])
-    err = capsys.readouterr().err
-    assert exited.value.code == 2 and f"switchpoint keys create: error: argument {needle}" in err
+    code, _, err = run_refused_option(["keys", "create", "--tenant", "acme", *argv, "--config",
+                                       config], capsys)
+    assert code == 2 and f"switchpoint keys create: error: argument {needle}" in err
     keys = config.parent / "data" / "keys.db"
     assert not keys.exists() or KeyStore(keys).list() == []
 
