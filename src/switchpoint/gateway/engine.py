@@ -116,6 +116,7 @@ from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body, check_model
 from switchpoint.gateway.planning import ChatCall, Plan, Planner
 from switchpoint.gateway.providers.base import Provider
 from switchpoint.gateway.registered_models import RuntimeModels
+from switchpoint.gateway.reload_door import ReloadDoor
 from switchpoint.gateway.results import ChatCompletion, ChatStream
 from switchpoint.gateway.routing_door import RoutingDoor
 from switchpoint.gateway.sessions import (
@@ -124,14 +125,7 @@ from switchpoint.gateway.sessions import (
     SQLitePinStore,
 )
 from switchpoint.gateway.settling import Settler
-from switchpoint.gateway.swaps import (
-    apply_max_keys,
-    check_policy,
-    config_checked,
-    live_keys,
-    reload_answer,
-    swap_answer,
-)
+from switchpoint.gateway.swaps import apply_max_keys
 from switchpoint.gateway.sync_bridge import AT_EXIT as AT_EXIT
 from switchpoint.gateway.sync_bridge import CLOSED_DURING_CALL as CLOSED_DURING_CALL
 from switchpoint.gateway.sync_bridge import INTERRUPTED_SETTLE_S as INTERRUPTED_SETTLE_S
@@ -325,6 +319,8 @@ class Gateway:
                               admission=self._admission, settler=self._settler,
                               streams=self._streams, housekeeping=self._housekeeping,
                               upstream_connections=self._upstream_connections)
+        # The reloads and policy swaps, and what a router going live rebuilds.
+        self._reloads = ReloadDoor(self)
         remember(settings.admin_token)
         self.state.on_swap(self._take_up)
 
@@ -643,24 +639,10 @@ class Gateway:
             log.error("a Gateway dropped without being closed did not close cleanly: %s", exc)
 
     def _take_up(self, live: Live) -> None:
-        """A router went live: rebuild what derives from its gateway settings, once."""
-        live.router.gateway = self  # so its route_and_execute calls models through us
-        self._warn_misconfigured(live.settings)
-        remember(live.settings.admin_token)
-        g = live.settings.gateway
-        if g == self._applied:
-            return
-        self.timeouts = timeouts_of(g)
-        self.retry = retry_policy(g)
-        self.health.reconfigure(health_config(g))
-        self.pinner.hard_window_s = g.pin_hard_window_s
-        self.pinner.soft_window_s = g.pin_soft_window_s
-        self.pinner.soft_bonus_weight = g.pin_soft_bonus
-        store = self.pinner.store
-        if isinstance(store, (MemoryPinStore, SQLitePinStore)):
-            store.max_entries = g.pin_max_sessions  # (the next commit or purge applies it)
-        self.planner.prefer_healthy = g.prefer_healthy
-        self._applied = g
+        """A router went live: its route_and_execute calls models through us, and what
+        derives from its gateway settings is rebuilt, once."""
+        live.router.gateway = self
+        self._reloads.take_up(live)
 
     @property
     def router(self) -> Router:
@@ -1209,11 +1191,7 @@ class Gateway:
         fit the config (a catalog model they cannot serve) are a
         :class:`~switchpoint.errors.ConfigError`, and a package that cannot be read a
         :class:`~switchpoint.errors.WeightsError`; each leaves the old router serving."""
-        state = self.state
-        with state.swapping() as live:  # (no reload may drop the name once it is checked)
-            check_policy(live.settings, name)
-            swapped = config_checked(lambda: state.swap_policy(name))
-        return swap_answer(*swapped)
+        return self._reloads.swap_policy(name)
 
     @one_sync_request
     def reload(self) -> dict[str, Any]:
@@ -1233,17 +1211,7 @@ class Gateway:
         at most :data:`~switchpoint.gateway.live.SWAP_WAIT_S`, then is a
         :class:`~switchpoint.errors.StorageUnavailableError` (503) naming that change, as a
         policy swap is."""
-        keys = self.governor.keys
-        with self.state.swapping("the reload"):  # (no other reload between the read and it)
-            held = live_keys(keys)  # (a keys.db that cannot be read: nothing is swapped)
-            old, new, ms = config_checked(self.state.reload)
-        if self._providers is not None and new.nat64_networks != old.nat64_networks:
-            # (a pooled connection to an address the new prefixes refuse is not used again)
-            self._providers.pool.close_refused(new.nat64_networks)
-        if self._providers is not None and new.address_checked - old.address_checked:
-            # (models checked from now on: no connection made unchecked stays open idle)
-            self._providers.pool.close_unchecked()
-        return reload_answer(old, new, ms, keys, held)
+        return self._reloads.reload()
 
     # Admin views -------------------------------------------------------------------------------
 
