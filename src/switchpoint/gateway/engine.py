@@ -86,6 +86,7 @@ from switchpoint.gateway.admission import (
     one_sync_request,
     running_loop,
 )
+from switchpoint.gateway.analytics_views import AnalyticsViews
 from switchpoint.gateway.applied_settings import health_config as health_config
 from switchpoint.gateway.applied_settings import retry_policy as retry_policy
 from switchpoint.gateway.applied_settings import timeouts_of as timeouts_of
@@ -307,6 +308,8 @@ class Gateway:
         self._experiments = ExperimentDoor(self)
         # Each model's health, shown and told.
         self._health_views = HealthViews(self)
+        # The reports, stats and analytics of the logs.
+        self._analytics = AnalyticsViews(self)
         # The routing door: route, rank by health and log each routing request.
         self._routing = RoutingDoor(self, told=self._told, housekeeping=self._housekeeping)
         # What a caller may see of the models and of what was learned.
@@ -1267,18 +1270,7 @@ class Gateway:
         closed error, whenever the reports were taken. They price by the live router's
         catalog (the config's models and those registered since), built once at its reload or
         registration, not again for each report."""
-        check_process(self._pid, "this Gateway")
-        live = self.state.peek()
-        settings = live.settings if live is not None else self.state.settings
-        # (no models: no catalog, not the weights' own profiles the router routes over)
-        catalog = live.router.catalog if live is not None and settings.models is not None \
-            else None
-        path = self.store.path if self.store is not None else settings.db_path
-        return Reports(path, settings, catalog=catalog, ledger=self.governor.ledger,
-                       keys=self.governor.keys,
-                       cost_scale=(live.router.cost_scale if live is not None else None),
-                       gone=self.store.gone if self.store is not None else None,
-                       admitted=self.admitted)
+        return self._analytics.reports()
 
     @one_sync_request
     @passes_on(Reports.cost_report)
@@ -1336,16 +1328,7 @@ class Gateway:
         ``requests`` the requests' counts, tokens and cost, from the logs; ``tenant``: that
         tenant's alone (an unknown one is refused as the reports refuse it). The body of ``GET
         /v1/router/stats``."""
-        check_process(self._pid, "this Gateway")
-        store = self._log_store("stats")
-        live = self.state.peek()
-        weights_id = live.weights_id if live else None
-        if tenant is not None:  # a misspelt one is refused listing the known ones
-            self.reports.check_tenant(tenant)
-        counts = store.decision_stats(weights_id, tenant=tenant)
-        requests = store.request_stats(tenant=tenant)
-        return {**counts, "weights_id": weights_id, "policy": live.policy if live else None,
-                "tenant": tenant, "requests": requests}
+        return self._analytics.stats(tenant)
 
     @one_sync_request
     def get_analytics(self, tenant: str | None = None) -> dict[str, Any]:
@@ -1363,33 +1346,7 @@ class Gateway:
           them); None before any feedback;
         - ``cost_savings``: ``savings_usd`` of :meth:`savings_estimate`, what the last 30 days'
           answered requests cost less than they would have on the strongest model."""
-        stats = self.stats(tenant)
-        by_model: dict[str, int] = stats["by_model"]
-        live = self.state.peek()
-        catalog = live.router.catalog if live is not None else None
-        tiers: dict[str, int] = {}
-        for model, n in by_model.items():
-            card = catalog[model] if catalog is not None and model in catalog else None
-            tier = card.tier if card is not None and card.tier is not None else "none"
-            tiers[tier] = tiers.get(tier, 0) + n
-        reader = self.learning.reader
-        quality = reader.quality_by_model(tenant) if reader is not None else {}
-        outcomes = [m for models in quality.values() for m in models.values()]
-        n = sum(m["n"] for m in outcomes)
-        mean = sum(m["n"] * m["mean_quality"] for m in outcomes) / n if n else None
-        return {"total_routed": stats["total"], "tier_distribution": tiers,
-                "avg_quality": None if mean is None else round(mean, 6),
-                "model_usage": by_model,
-                "cost_savings": self.savings_estimate(tenant=tenant)["savings_usd"],
-                "tenant": tenant}
-
-    def _log_store(self, what: str) -> SQLiteStore:
-        """The request and decision log that ``what`` reads; a gateway made with
-        ``store=False`` keeps none, so it is refused."""
-        if self.store is None:
-            raise StoreError(f"{what}: this gateway keeps no request or decision log "
-                             "(store=False); make it with a store to read them")
-        return self.store
+        return self._analytics.analytics(tenant)
 
     @one_sync_request
     def budget_status(self) -> list[dict[str, Any]]:
