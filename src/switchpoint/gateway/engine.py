@@ -59,7 +59,6 @@ import anyio.to_thread
 import numpy as np
 
 from switchpoint._args import FUNCTION, PATH, expect, passes_on
-from switchpoint._files import access_problem, private_dir
 from switchpoint._messages import quoted_path
 from switchpoint._process import check_process, in_other_process
 from switchpoint._redact import remember
@@ -77,7 +76,6 @@ from switchpoint.errors import (
     InvalidInputError,
     ReentrantCallError,
     StorageUnavailableError,
-    StoreError,
 )
 from switchpoint.gateway.ab_tests import ABTest, RuntimeExperiments
 from switchpoint.gateway.admission import (
@@ -90,7 +88,6 @@ from switchpoint.gateway.analytics_views import AnalyticsViews
 from switchpoint.gateway.applied_settings import health_config as health_config
 from switchpoint.gateway.applied_settings import retry_policy as retry_policy
 from switchpoint.gateway.applied_settings import timeouts_of as timeouts_of
-from switchpoint.gateway.at_exit import close_at_exit_if_open, closed
 from switchpoint.gateway.caller_views import CallerViews
 from switchpoint.gateway.chat_door import ChatDoor
 from switchpoint.gateway.experiment_door import ExperimentDoor
@@ -126,7 +123,8 @@ from switchpoint.gateway.sessions import (
     SQLitePinStore,
 )
 from switchpoint.gateway.settling import Settler
-from switchpoint.gateway.swaps import apply_max_keys
+from switchpoint.gateway.state_files import PINS_FILENAME as PINS_FILENAME
+from switchpoint.gateway.state_files import StateFiles
 from switchpoint.gateway.sync_bridge import AT_EXIT as AT_EXIT
 from switchpoint.gateway.sync_bridge import CLOSED_DURING_CALL as CLOSED_DURING_CALL
 from switchpoint.gateway.sync_bridge import INTERRUPTED_SETTLE_S as INTERRUPTED_SETTLE_S
@@ -139,7 +137,6 @@ from switchpoint.learning.events import (
 )
 from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
-from switchpoint.store.removals import make_again
 from switchpoint.store.sqlite import REFUSING_S, spill_reserve
 
 if TYPE_CHECKING:
@@ -147,7 +144,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchpoint.gateway")
 
-PINS_FILENAME = "sessions.db"
 T = TypeVar("T")
 
 
@@ -306,6 +302,8 @@ class Gateway:
                                           lambda: self._owner)
         # Experiments' reports and promotions.
         self._experiments = ExperimentDoor(self)
+        # Its state in data_dir, opened and closed.
+        self._state_files = StateFiles(self)
         # Each model's health, shown and told.
         self._health_views = HealthViews(self)
         # The reports, stats and analytics of the logs.
@@ -367,73 +365,7 @@ class Gateway:
     def open(self) -> None:
         """Open the request log and the session pins (in ``data_dir``), first taking its lock
         when this gateway serves chat (see the class). Idempotent."""
-        check_process(self._pid, "this Gateway")
-        if self._opened:
-            return
-        path = Path(self.state.settings.data_dir)
-        if self._reads_only:
-            self._open_to_read(path)
-            return
-        try:  # the state is its owner's alone: data_dir 0700 when made here, its files 0600
-            private_dir(path)
-        except OSError as exc:
-            hint = (access_problem(path, side_files=())
-                    or "check that data_dir is a writable directory with free space")
-            raise StoreError(f"{quoted_path(path)}: cannot create the state there ({exc}); "
-                             f"{hint}") from None
-        if self._serves_chat and self._owner is None:
-            # Before any state opens (the store writes what an earlier stop left beside it).
-            self._owner = DataDirLock(path).acquire()
-        try:
-            if self.store is not None:
-                self.store.open(serving=self._owner is not None)
-                make_again(self.store)  # (what a restored backup lacks: see store.removals)
-            # (the key store first: one it refuses to make again leaves no sessions.db made)
-            self.governor.open(serving=self._owner is not None)
-            self._pins = SQLitePinStore(path / PINS_FILENAME,
-                                        max_entries=self._applied.pin_max_sessions)
-            self.pinner.store = self._pins
-            if self._owner is not None:  # (what serves from data_dir: a reload's rule)
-                apply_max_keys(self.governor.keys, self.state.settings.governance.max_keys,
-                               when="service started", start=True)
-            self.learning.open()
-            self.models_registered.open()
-            self.ab_tests.open()
-        except BaseException:  # (a key store a newer switchpoint wrote, an unreadable file)
-            # What opened before the failure closes again, as a stop closes it: no writer or
-            # pin thread of a gateway that never opened runs on, holding the files (and making
-            # sessions.db again) once data_dir's lock is let go.
-            self.learning.close(checkpoint=False)
-            self._close_files(store=True)
-            raise
-        self._opened_now()
-
-    def _open_to_read(self, path: Path) -> None:
-        """:meth:`open` for a gateway that ``reads_only``: the store must be there (it is
-        read, never made); what was promoted and the run-time experiments are read from it
-        as the gateway's reads read it, through read-only connections."""
-        if self.store is not None and not self.store.path.is_file():
-            raise StoreError(f"{quoted_path(self.store.path)}: there is no store to read "
-                             f"(no service has logged in {quoted_path(path)}); point data_dir "
-                             "at the service's")
-        self.learning.open()
-        self.models_registered.open()
-        self.ab_tests.open()
-        self._opened_now()
-
-    def _opened_now(self) -> None:
-        self._opened = True
-        self._closed = False
-        self._housekeeping.reopen()  # (opened again: it housekeeps again)
-        self._pid = os.getpid()
-        self._chat.reopen()  # (opened again: it serves again)
-        self._admission.reopen()
-        close_at_exit_if_open(self)
-
-    def _release_data_dir(self) -> None:
-        if self._owner is not None:
-            self._owner.release()
-            self._owner = None
+        self._state_files.open()
 
     def start(self, *, background: bool = False) -> None:
         """Open the state and load the router: now (the default), or on a background thread
@@ -477,7 +409,7 @@ class Gateway:
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step(), sync.loop))
             self._sync = None
             await anyio.to_thread.run_sync(sync.stop)
-        self._close_state()
+        self._state_files.close()
 
     def close(self) -> None:
         """:meth:`aclose` from synchronous code. A request under way, a synchronous call
@@ -508,7 +440,7 @@ class Gateway:
             future = self._housekeeping.take()
             if future is not None:
                 future.result()
-            self._close_state()
+            self._state_files.close()
 
     @property
     def providers(self) -> ProviderRegistry:
@@ -540,25 +472,6 @@ class Gateway:
         """Close the upstream connections of the running loop, if any were made."""
         if self._providers is not None:
             await self._providers.pool.aclose()
-
-    def _close_state(self) -> None:
-        closed(self)
-        if self._opened:
-            self.learning.close()  # a checkpoint of what was learned, while the store is open
-            self._closed = True
-        self._close_files(store=self._opened)
-        self._opened = False
-
-    def _close_files(self, *, store: bool) -> None:
-        """Close the key store and ledger, the session pins and (``store``) the log, then let
-        go of ``data_dir``."""
-        self.governor.close()
-        if self._pins is not None:
-            self._pins.close()
-            self._pins = None
-        if store and self.store is not None:
-            self.store.close()
-        self._release_data_dir()
 
     def _sync_loops(self) -> tuple[asyncio.AbstractEventLoop, ...]:
         """The synchronous methods' loop, if it runs: what is counted in there is a part of a
