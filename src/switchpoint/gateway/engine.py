@@ -62,14 +62,13 @@ from switchpoint._args import FUNCTION, PATH, expect, passes_on
 from switchpoint._messages import quoted_path
 from switchpoint._process import check_process, in_other_process
 from switchpoint._redact import remember
-from switchpoint.catalog import model_names
 from switchpoint.config import (
     MAPPING_CONFIG,
     Settings,
     check_catalog,
     load_settings,
 )
-from switchpoint.decision import RoutingDecision, check_cost_weight
+from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     ChatNotServedError,
     GatewayClosedError,
@@ -102,7 +101,7 @@ from switchpoint.gateway.housekeeping import Housekeeping
 from switchpoint.gateway.in_flight import InFlight
 from switchpoint.gateway.learning import FeedbackResult, GatewayLearning
 from switchpoint.gateway.learning_door import LearningDoor
-from switchpoint.gateway.library_args import as_list, no_client_options, stream_flag
+from switchpoint.gateway.library_door import LibraryDoor
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.misconfig import misconfigurations as misconfigurations
 from switchpoint.gateway.observing import Observer, Told
@@ -110,7 +109,7 @@ from switchpoint.gateway.open_streams import LOOP_CLOSED as LOOP_CLOSED
 from switchpoint.gateway.open_streams import LOOP_STOPPED as LOOP_STOPPED
 from switchpoint.gateway.open_streams import OpenStreams
 from switchpoint.gateway.owner import DataDirLock
-from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body, check_model_count
+from switchpoint.gateway.parsing import AUTO_MODEL
 from switchpoint.gateway.planning import ChatCall, Plan, Planner
 from switchpoint.gateway.providers.base import Provider
 from switchpoint.gateway.registered_models import RuntimeModels
@@ -315,6 +314,8 @@ class Gateway:
                                   lambda: self.reports)
         # Learning from outcomes: feedback, comparisons and their scores.
         self._learning_door = LearningDoor(self, self._views)
+        # The in-process chat door: a chat request made of a program's arguments.
+        self._library = LibraryDoor(self)
         # The chat door's work: plan, call, settle and log each chat request.
         self._chat = ChatDoor(self, told=self._told, failed_tries=self._failed_tries,
                               admission=self._admission, settler=self._settler,
@@ -730,15 +731,9 @@ class Gateway:
         limits, SLA and escalation apply. Raises :class:`~switchpoint.errors.GatewayError`
         subclasses (and ``InvalidInputError``).
         """
-        self.check_serves_chat()
-        if stream_flag(params):
-            raise InvalidInputError("stream", "use astream() (or stream()) for a streamed answer")
-        no_client_options(params)
-        call = await self._call(messages, model, session_id, cost_weight, models, decision,
-                                params, stream=False, exact=exact, key=key, tenant=tenant)
-        result = await self.chat(call)
-        assert isinstance(result, ChatCompletion)
-        return result
+        return await self._library.complete(
+            messages, model, session_id=session_id, cost_weight=cost_weight, models=models,
+            decision=decision, exact=exact, key=key, tenant=tenant, params=params)
 
     async def astream(self, messages: Sequence[Mapping[str, Any]] | None = None,
                       model: str = AUTO_MODEL, *, session_id: str | None = None,
@@ -748,14 +743,9 @@ class Gateway:
                       **params: Any) -> ChatStream:
         """A streamed chat completion: ``async for chunk in await gateway.astream(...)``.
         Failover happens before this returns (the stream is committed to one model)."""
-        self.check_serves_chat()
-        stream_flag(params)
-        no_client_options(params)
-        call = await self._call(messages, model, session_id, cost_weight, models, decision,
-                                params, stream=True, exact=exact, key=key, tenant=tenant)
-        result = await self.chat(call)
-        assert isinstance(result, ChatStream)
-        return result
+        return await self._library.stream(
+            messages, model, session_id=session_id, cost_weight=cost_weight, models=models,
+            decision=decision, exact=exact, key=key, tenant=tenant, params=params)
 
     def complete(self, messages: Sequence[Mapping[str, Any]] | None = None,
                  model: str = AUTO_MODEL, *, session_id: str | None = None,
@@ -787,36 +777,6 @@ class Gateway:
             return SyncChatStream(stream, self._sync, self._streams.dropped)
 
         return self._run(opened())
-
-    async def _call(self, messages: Sequence[Mapping[str, Any]] | None, model: str,
-                    session_id: str | None, cost_weight: float | None,
-                    models: Sequence[str] | None, decision: RoutingDecision | None,
-                    params: dict[str, Any], *, stream: bool, exact: bool = False,
-                    key: str | None = None, tenant: str | None = None) -> ChatCall:
-        if messages is None:
-            messages = params.pop("messages", None)
-        body: dict[str, Any] = {
-            "model": model, "messages": as_list(messages, self.settings.max_request_bytes),
-            **params}
-        if stream:
-            body["stream"] = True
-        self.check_size(body)
-        body = check_chat_body(body)
-        if cost_weight is not None:
-            cost_weight = check_cost_weight(cost_weight, "cost_weight")
-        expect("session_id", session_id, str, "a string (the conversation's id)",
-               optional=True)
-        expect("exact", exact, bool, "True or False")
-        expect("decision", decision, RoutingDecision, "a RoutingDecision (what route() "
-                                                      "returned)", optional=True)
-        names = model_names(models, "models")
-        who = (await self.governor.aprincipal(self.settings, key=key, tenant=tenant)
-               or Principal())
-        return ChatCall(body=body, session_id=session_id, caller=who.key_id or "in-process",
-                        tenant=who.tenant, key_id=who.key_id, cost_weight=cost_weight,
-                        decision=decision, exact=exact,
-                        models=(check_model_count(names, "models")
-                                if names is not None else None))
 
     # Learning from outcomes ---------------------------------------------------------------------
 
