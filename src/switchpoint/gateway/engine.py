@@ -35,7 +35,6 @@ event loop thread.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -55,7 +54,6 @@ from typing import (
     TypeVar,
 )
 
-import anyio.to_thread
 import numpy as np
 
 from switchpoint._args import FUNCTION, PATH, expect, passes_on
@@ -73,7 +71,6 @@ from switchpoint.errors import (
     ChatNotServedError,
     GatewayClosedError,
     InvalidInputError,
-    ReentrantCallError,
     StorageUnavailableError,
 )
 from switchpoint.gateway.ab_tests import ABTest, RuntimeExperiments
@@ -81,7 +78,6 @@ from switchpoint.gateway.admission import (
     Admission,
     one_request,
     one_sync_request,
-    running_loop,
 )
 from switchpoint.gateway.analytics_views import AnalyticsViews
 from switchpoint.gateway.applied_settings import health_config as health_config
@@ -89,6 +85,7 @@ from switchpoint.gateway.applied_settings import retry_policy as retry_policy
 from switchpoint.gateway.applied_settings import timeouts_of as timeouts_of
 from switchpoint.gateway.caller_views import CallerViews
 from switchpoint.gateway.chat_door import ChatDoor
+from switchpoint.gateway.closing import Closing
 from switchpoint.gateway.experiment_door import ExperimentDoor
 from switchpoint.gateway.failed_tries import FailedTryLog
 from switchpoint.gateway.health import HealthTracker
@@ -271,9 +268,6 @@ class Gateway:
         self._sync: LoopThread | None = None
         # Held to make the synchronous methods' loop: two threads' first calls make one.
         self._sync_lock = threading.Lock()
-        # Held through close(): a second caller (another thread) waits for the first's closing,
-        # then finds nothing left to close.
-        self._close_lock = threading.Lock()
         # The requests inside it: closing refuses new ones and waits for these to end.
         self._admission = Admission()
         # Its failed tries' lines in the log, held to a few a minute (in process too).
@@ -303,6 +297,8 @@ class Gateway:
         self._experiments = ExperimentDoor(self)
         # Its state in data_dir, opened and closed.
         self._state_files = StateFiles(self)
+        # Its closing: what is under way waited for or settled, then what it holds let go of.
+        self._closing = Closing(self)
         # Each model's health, shown and told.
         self._health_views = HealthViews(self)
         # The reports, stats and analytics of the logs.
@@ -395,22 +391,7 @@ class Gateway:
         takes it up); one still under way past that bound is given :data:`LOOP_DRAIN_S`, then
         cancelled (see :meth:`close`). In a child of ``os.fork()`` it does nothing: what it
         would close is the parent's."""
-        if in_other_process(self._pid):
-            return
-        self._admission.shut()
-        await self._streams.close_all()
-        self._left_inside(await self._admission.adrain(self._drain_s(),
-                                                       but=self._sync_loops()))
-        await self._chat.close_stopped()
-        await self._close_pool()
-        await self._housekeeping.done()
-        if self._sync is not None:  # what the synchronous methods opened, on their own loop
-            sync = self._sync
-            for step in (self._chat.close_stopped, self._close_pool):
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step(), sync.loop))
-            self._sync = None
-            await anyio.to_thread.run_sync(sync.stop)
-        self._state_files.close()
+        await self._closing.aclose()
 
     def close(self) -> None:
         """:meth:`aclose` from synchronous code. A request under way, a synchronous call
@@ -418,30 +399,7 @@ class Gateway:
         waits (not one on the loop of the thread calling this, which cannot go on while it
         waits); a synchronous call still under way past that bound is given
         :data:`LOOP_DRAIN_S` to end, then cancelled."""
-        if in_other_process(self._pid):
-            return
-        if self._sync is not None and self._sync.runs_here():
-            raise ReentrantCallError(
-                "close() was called on the thread of the gateway's own event loop (from an "
-                "observer's callback, which that loop runs, inside the call it tells of), and "
-                "would wait for that call, which waits for it, then stop the loop under it; "
-                "nothing was closed: close the gateway once the call has returned, or from "
-                "another thread")
-        self._admission.shut()
-        with self._close_lock:
-            self._left_inside(self._admission.drain(self._drain_s(),
-                                                    but=(running_loop(), *self._sync_loops())))
-            if self._chat.left_on_stopped_loops():
-                self._sync_loop()  # (a loop of its own settles what is left on loops stopped)
-            if self._sync is not None:  # (its streams' requests logged, as closed by the client)
-                self._sync.run(self._chat.close_stopped())
-                self._sync.run(self._close_pool())
-                self._sync.stop()
-                self._sync = None
-            future = self._housekeeping.take()
-            if future is not None:
-                future.result()
-            self._state_files.close()
+        self._closing.close()
 
     @property
     def providers(self) -> ProviderRegistry:
@@ -469,27 +427,9 @@ class Gateway:
                           via=via(self.via_name))
         return ProviderRegistry(pool, env=self._env, overrides=self._overrides)
 
-    async def _close_pool(self) -> None:
-        """Close the upstream connections of the running loop, if any were made."""
-        if self._providers is not None:
-            await self._providers.pool.aclose()
-
-    def _sync_loops(self) -> tuple[asyncio.AbstractEventLoop, ...]:
-        """The synchronous methods' loop, if it runs: what is counted in there is a part of a
-        synchronous call (counted on its caller's thread) or a stream it returned, which
-        closing closes there itself."""
-        return (self._sync.loop,) if self._sync is not None else ()
-
     def _drain_s(self) -> float:
         """How long closing waits for the requests under way: a request's deadline."""
         return self.retry.max_total_s + LOOP_DRAIN_S
-
-    @staticmethod
-    def _left_inside(left: int) -> None:
-        if left:
-            log.warning("closing: %d request(s) still under way after gateway.max_total_s "
-                        "(the longest a request may take) go on over a closed gateway: what "
-                        "they would log or teach now is refused", left)
 
     def _closed_error(self) -> GatewayClosedError:
         return GatewayClosedError(f"{quoted_path(self.state.settings.data_dir)}: the gateway is "
