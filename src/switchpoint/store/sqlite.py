@@ -37,9 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Protocol
 
 from switchpoint._files import (
-    ForeignLinkError,
     Progress,
-    access_problem,
     brief_lock,
     check_database_writable,
     database_identity,
@@ -53,9 +51,15 @@ from switchpoint._messages import json_quoted, quoted_path
 from switchpoint._process import check_process, in_other_process
 from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
+from switchpoint.store.errors import LoneLogError as LoneLogError
+from switchpoint.store.errors import NewerSchemaError as NewerSchemaError
+from switchpoint.store.errors import UpgradeNeededError as UpgradeNeededError
+from switchpoint.store.errors import damaged as damaged
+from switchpoint.store.errors import refused as refused
+from switchpoint.store.errors import remedy as remedy
+from switchpoint.store.errors import store_error as store_error
 from switchpoint.store.moved import (
     Files,
-    ForeignLinkRead,
     close_moved,
     forget_log_owner,
     how_it_left,
@@ -105,11 +109,6 @@ MAX_SPILL_LINE = 16 * 1024 * 1024
 #: budget rows and its pending decision, as one outage spills them: 3 to 5 KiB with a few
 #: models, more with many candidates or a long error), see :func:`spill_reserve`.
 SPILL_PER_REQUEST = 16 * 1024
-# SQLite's primary result codes for a database that cannot take a write now, whatever is
-# written: a full disk, a lock held too long, an I/O error, a read-only file.
-_REFUSALS = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_READONLY,
-                       sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN,
-                       sqlite3.SQLITE_PROTOCOL})
 
 
 def spill_reserve(limit: int, in_flight: int) -> int:
@@ -136,73 +135,6 @@ def spill_shortfall(limit: int, in_flight: int) -> str | None:
 def _no_progress() -> None:
     """What a store serving from data_dir calls as it takes up the spill file: nobody waits
     for it (it holds the data_dir's lock for as long as it serves)."""
-
-
-def remedy(exc: BaseException, path: str | Path | None = None) -> str:
-    """What to do about ``exc``, an error opening, reading or writing the database ``path`` of
-    ``data_dir`` (empty when its message says it): a damaged file (SQLite's ``malformed`` or
-    ``not a database``), a lock held too long, or tables missing are not matters of space or
-    permissions; a file or directory this process may not use is named, with whose it is and
-    what to run (:func:`~switchpoint._files.access_problem`)."""
-    if damaged(exc):
-        return ("the file is damaged: stop every process using it and restore it from a "
-                "backup (or salvage it with `sqlite3 FILE .recover`); moving it away, with its "
-                "-wal and -shm files, starts an empty one and loses what it held")
-    if isinstance(exc, (NewerSchemaError, UpgradeNeededError, LoneLogError,
-                        ForeignLinkError, ForeignLinkRead)):
-        return ""  # (its message says what to do)
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return ("another process (the service, or a command beside it) held the file's lock "
-                "longer than the wait; try again")
-    if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
-        return ""  # (this process's own misuse, a closed connection say: nothing in data_dir)
-    if isinstance(exc, sqlite3.OperationalError) and primary == sqlite3.SQLITE_ERROR:
-        # (no such table or column: the file is not what its schema version says)
-        return ("the file does not hold what its schema version says (changed by hand or by "
-                "another program?): restore it from a backup, or move it away with its -wal "
-                "and -shm files to start an empty one")
-    problem = access_problem(Path(path)) if path is not None else None
-    return problem or "check that data_dir is a writable directory with free space"
-
-
-class NewerSchemaError(sqlite3.DatabaseError):
-    """A database file written by a newer switchpoint (its message says what to do)."""
-
-
-class UpgradeNeededError(sqlite3.DatabaseError):
-    """A database file of an older schema that a reader, which writes nothing, cannot read
-    upgraded (see :func:`read_upgraded`; its message says what to do)."""
-
-
-class LoneLogError(sqlite3.DatabaseError):
-    """A database file with its ``-wal`` but no ``-shm`` beside it that a reader, which
-    writes nothing, cannot read without making the ``-shm`` (see :func:`read_only`; its
-    message says what to do)."""
-
-
-def damaged(exc: BaseException) -> bool:
-    """Whether ``exc`` is SQLite finding its file damaged (``malformed``, ``not a database``)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(code, int) and (code & 0xFF) in (sqlite3.SQLITE_CORRUPT,
-                                                       sqlite3.SQLITE_NOTADB)
-
-
-def store_error(path: str | Path, what: str, exc: BaseException, *,
-                reason: str | None = None) -> StoreError:
-    """The error for ``exc``, met trying to ``what`` (``open the key store``, say) with the
-    database at ``path``: what happened, and what to do about it (:func:`remedy`). A damaged
-    file is named (by its name alone) in the error's ``reason``, what a client is told, and
-    the error is marked ``damaged`` (waiting does not mend it), whether it was met reading or
-    writing. ``reason``: what a client is told when the file is not damaged (a write's
-    refusal gives the database's words, never a path); by default nothing of the server's."""
-    reason = (f"{Path(path).name} in data_dir is damaged ({exc}); the operator must restore "
-              "it from a backup" if damaged(exc) else reason)
-    hint = remedy(exc, path)
-    return StoreError(f"{quoted_path(path)}: cannot {what} ({exc})" + (f"; {hint}" if hint else ""),
-                      reason=reason,
-                      damaged=damaged(exc))
 
 
 #: How the database a store has open left its path (its :meth:`SQLiteStore.gone`): ``was
@@ -479,14 +411,6 @@ def read_upgraded(path: str | Path, migrations: Mapping[int, str], *,
         raise
     conn.close()
     return copy
-
-
-def refused(exc: BaseException) -> bool:
-    """Whether ``exc`` is the database refusing writes (see ``_REFUSALS``), not a bad record
-    or statement."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(exc, sqlite3.OperationalError) and isinstance(code, int) and (
-        code & 0xFF) in _REFUSALS
 
 
 def wal_mode(conn: sqlite3.Connection, wait_ms: int = BUSY_MS) -> None:
