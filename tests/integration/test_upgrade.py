@@ -178,10 +178,11 @@ def test_a_store_an_older_switchpoint_wrote_keeps_everything_it_held_after_the_u
 
 _KILLED_AT = textwrap.dedent("""
     import os, signal, sys
+    import switchpoint.store.schema as schema
     import switchpoint.store.sqlite as store
 
     step, seen = int(sys.argv[2]), 0
-    statements = store._statements
+    statements = schema._statements
 
     def killing(script):
         global seen
@@ -191,7 +192,7 @@ _KILLED_AT = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
             yield statement
 
-    store._statements = killing
+    schema._statements = killing
     store.SQLiteStore(sys.argv[1]).open().close()
     print(seen)
 """)

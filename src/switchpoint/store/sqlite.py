@@ -67,6 +67,11 @@ from switchpoint.store.moved import (
     read_only_connection,
     stale_log,
 )
+from switchpoint.store.schema import BUSY_MS as BUSY_MS
+from switchpoint.store.schema import require_json as require_json
+from switchpoint.store.schema import schema_version
+from switchpoint.store.schema import upgrade_schema as upgrade_schema
+from switchpoint.store.schema import wal_mode as wal_mode
 from switchpoint.store.totals import Totals
 
 log = logging.getLogger("switchpoint.store")
@@ -85,9 +90,6 @@ FILE_CHECK_S = 1.0
 #: is taken to be refusing still (seconds): what must be kept is turned away at once meanwhile,
 #: and tried again after.
 REFUSING_S = 5.0
-#: How long a write waits for a lock another connection holds (milliseconds, SQLite's
-#: ``busy_timeout``): a backup or a prune beside the service holds it briefly.
-BUSY_MS = 5000
 #: How long it waits instead while the database refuses writes (see
 #: :attr:`SQLiteStore.failing`: refused, and nothing written since): the next write only
 #: finds out whether the lock is free again, so that what must be kept now (feedback, a
@@ -197,7 +199,7 @@ def read_store(path: str | Path, gone: Gone | None = None) -> sqlite3.Connection
     (its readers check the tables it lacks)."""
     conn = read_only(path, gone)
     try:
-        _schema_version(conn, SCHEMA_VERSION, NEWER_HINT)
+        schema_version(conn, SCHEMA_VERSION, NEWER_HINT)
     except BaseException:
         conn.close()
         raise
@@ -355,7 +357,7 @@ def _version_alone(path: str | Path, latest: int, newer: str) -> int:
     uri = f"{Path(path).resolve().as_uri()}?mode=ro&immutable=1"
     conn = sqlite3.connect(uri, uri=True)
     try:
-        return _schema_version(conn, latest, newer)
+        return schema_version(conn, latest, newer)
     finally:
         conn.close()
 
@@ -393,7 +395,7 @@ def read_upgraded(path: str | Path, migrations: Mapping[int, str], *,
             raise _too_big_to_upgrade(version, latest, size)
     conn = read_only(path)  # (a lone log: a copy in memory, or LoneLogError past the bound)
     try:
-        version = _schema_version(conn, latest, newer)
+        version = schema_version(conn, latest, newer)
         if version == latest:
             return conn
         if size > MAX_UPGRADE_COPY_BYTES:
@@ -411,88 +413,6 @@ def read_upgraded(path: str | Path, migrations: Mapping[int, str], *,
         raise
     conn.close()
     return copy
-
-
-def wal_mode(conn: sqlite3.Connection, wait_ms: int = BUSY_MS) -> None:
-    """Put ``conn``'s file in WAL mode (if it is not already). Leaving a rollback journal takes
-    the file's exclusive lock, which SQLite refuses at once, without waiting, to one of two
-    connections converting it at the same moment (so that neither waits for the other): it is
-    asked again, for up to ``wait_ms``, until the other's conversion is done."""
-    deadline = time.monotonic() + wait_ms / 1000
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            code = getattr(exc, "sqlite_errorcode", None)
-            busy = isinstance(code, int) and (code & 0xFF) == sqlite3.SQLITE_BUSY
-            if not busy or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
-
-
-def upgrade_schema(conn: sqlite3.Connection, migrations: Mapping[int, str], *,
-                   newer: str = "") -> None:
-    """Bring the schema of ``conn``'s file up to the last of ``migrations`` (version ``n``'s
-    script at key ``n``), in one transaction that takes the write lock first and reads the
-    version inside it: of two processes opening an old file at once (the CLI beside the
-    service), the second waits for the first's upgrade, then finds nothing left to do. A file
-    already up to date is only read. ``newer`` is added to the error for a file whose schema is
-    newer than this switchpoint's (what to do about it)."""
-    latest = max(migrations)
-    if _schema_version(conn, latest, newer) == latest:
-        return
-    conn.execute("BEGIN IMMEDIATE")  # waits (busy_timeout) for another opener's upgrade
-    try:
-        version = _schema_version(conn, latest, newer)
-        for target in range(version + 1, latest + 1):
-            for statement in _statements(migrations[target]):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={target}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:  # (a failed COMMIT may have rolled back already)
-            conn.execute("ROLLBACK")
-        raise
-
-
-def require_json(conn: sqlite3.Connection, path: str | Path) -> None:
-    """Refuse, saying why, a SQLite built without its JSON functions: the decisions table's
-    hourly sums are kept by triggers that read each decision's expected errors with them, so
-    every write would fail. SQLite 3.38 and later always have them; most earlier builds too."""
-    try:
-        conn.execute("SELECT json_valid('{}')").fetchone()
-    except sqlite3.DatabaseError:  # (no such function; or, where denied, not authorized)
-        raise StoreError(
-            f"{quoted_path(path)}: cannot open it: this Python's SQLite "
-            f"({sqlite3.sqlite_version}) was "
-            "built without its JSON functions, which the store needs; SQLite 3.38 and later "
-            "always have them: run switchpoint on a Python linked against such a SQLite") from None
-
-
-def _schema_version(conn: sqlite3.Connection, latest: int, newer: str) -> int:
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version > latest:
-        raise NewerSchemaError(
-            f"schema version {version} is newer than this switchpoint's {latest}"
-            + (f"; {newer}" if newer else ""))
-    return version
-
-
-def _statements(script: str) -> list[str]:
-    """The statements of ``script``, one by one (a trigger's body stays whole): run each with
-    ``execute``, since ``executescript`` would commit the transaction it runs in."""
-    statements: list[str] = []
-    pending = ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            if pending.strip(" \n\t;"):  # (an empty one does nothing)
-                statements.append(pending.strip())
-            pending = ""
-    if pending.strip(" \n\t;"):
-        raise ValueError(f"an incomplete statement ends the migration: {pending.strip()!r}")
-    return statements
 
 
 # What one logged row adds to the stats' totals (migrations 13 and 16): per dimension, the
@@ -1720,7 +1640,7 @@ class SQLiteStore:
         try:
             # A file of a newer schema is refused before anything is set on it (the journal
             # and vacuum modes below write to its header).
-            _schema_version(conn, max(_MIGRATIONS), NEWER_HINT)
+            schema_version(conn, max(_MIGRATIONS), NEWER_HINT)
             # A new file frees the pages of pruned rows back to the disk on demand (it must be
             # set before the first table exists); an older file, made without it, converts at
             # its next VACUUM. Set only where it is not yet: setting it on a file that has it
