@@ -726,7 +726,8 @@ def test_a_reservation_an_earlier_version_left_open_further_back_than_a_start_lo
     from switchpoint.governance.ledger import LOOKBACK_S, LedgerRecord
     from switchpoint.governance.reports import Reports
     from switchpoint.store import SQLiteStore
-    from switchpoint.store.sqlite import _MIGRATIONS, upgrade_schema
+    from switchpoint.store.migrations import MIGRATIONS
+    from switchpoint.store.sqlite import upgrade_schema
 
     s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
     acme, budget = tenant_account("acme"), parse_budgets(["10/day"])[0]
@@ -750,7 +751,7 @@ def test_a_reservation_an_earlier_version_left_open_further_back_than_a_start_lo
     # The file as the earlier version left it: its schema, its rows.
     old = sqlite3.connect(private_file(s.db_path))
     try:
-        upgrade_schema(old, {n: script for n, script in _MIGRATIONS.items() if n <= 17})
+        upgrade_schema(old, {n: script for n, script in MIGRATIONS.items() if n <= 17})
         old.executemany(LedgerRecord.insert, [row.row() for row in rows])
         old.commit()
     finally:

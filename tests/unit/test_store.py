@@ -383,10 +383,11 @@ def test_the_request_log_is_append_only(tmp_path: Path) -> None:
 def test_a_version_1_store_gains_the_request_log_and_keeps_its_decisions(
         tmp_path: Path) -> None:
     path = tmp_path / "switchpoint.db"
-    from switchpoint.store.sqlite import _COLUMNS, _MIGRATIONS, SCHEMA_VERSION
+    from switchpoint.store.migrations import MIGRATIONS
+    from switchpoint.store.sqlite import _COLUMNS, SCHEMA_VERSION
 
     old = sqlite3.connect(path, isolation_level=None)
-    old.executescript(f"BEGIN; {_MIGRATIONS[1]} PRAGMA user_version=1; COMMIT;")
+    old.executescript(f"BEGIN; {MIGRATIONS[1]} PRAGMA user_version=1; COMMIT;")
     rec = record()
     v1 = _COLUMNS[:13]  # the columns of version 1
     old.execute(f"INSERT INTO decisions ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})",
@@ -412,8 +413,8 @@ def test_a_version_22_store_gains_the_run_time_experiments_in_place_and_keeps_wh
         RuntimeExperimentEnd,
         RuntimeExperimentRecord,
     )
+    from switchpoint.store.migrations import MIGRATIONS
     from switchpoint.store.sqlite import (
-        _MIGRATIONS,
         ENDED_KEPT,
         NEWER_HINT,
         NewerSchemaError,
@@ -421,7 +422,7 @@ def test_a_version_22_store_gains_the_run_time_experiments_in_place_and_keeps_wh
     )
 
     path = tmp_path / "switchpoint.db"
-    previous = {n: script for n, script in _MIGRATIONS.items() if n <= 22}
+    previous = {n: script for n, script in MIGRATIONS.items() if n <= 22}
     old = sqlite3.connect(path, isolation_level=None)
     upgrade_schema(old, previous)
     rec = replace(record(), experiment="thrift", arm="control")
@@ -480,10 +481,11 @@ def test_a_version_23_store_gains_prompt_hashes_for_its_pending_decisions_and_ke
     (of one tenant, of any) is read from an index; the previous switchpoint then refuses the
     file, saying what to do, as any older one refuses a newer file."""
     from switchpoint.store.learning import LearningReader
-    from switchpoint.store.sqlite import _MIGRATIONS, NEWER_HINT, NewerSchemaError, upgrade_schema
+    from switchpoint.store.migrations import MIGRATIONS
+    from switchpoint.store.sqlite import NEWER_HINT, NewerSchemaError, upgrade_schema
 
     path = tmp_path / "switchpoint.db"
-    previous = {n: script for n, script in _MIGRATIONS.items() if n <= 23}
+    previous = {n: script for n, script in MIGRATIONS.items() if n <= 23}
     old = sqlite3.connect(path, isolation_level=None)
     upgrade_schema(old, previous)
     old.execute(record().insert, record().row())
@@ -559,10 +561,11 @@ def test_a_version_24_store_gains_the_registered_models_table_and_keeps_its_rows
         RuntimeModelRecord,
         RuntimeModelRemoval,
     )
-    from switchpoint.store.sqlite import _MIGRATIONS, NEWER_HINT, NewerSchemaError, upgrade_schema
+    from switchpoint.store.migrations import MIGRATIONS
+    from switchpoint.store.sqlite import NEWER_HINT, NewerSchemaError, upgrade_schema
 
     path = tmp_path / "switchpoint.db"
-    previous = {n: script for n, script in _MIGRATIONS.items() if n <= 24}
+    previous = {n: script for n, script in MIGRATIONS.items() if n <= 24}
     old = sqlite3.connect(path, isolation_level=None)
     upgrade_schema(old, previous)
     old.execute(record().insert, record().row())
@@ -1176,14 +1179,15 @@ def test_two_openers_of_an_old_store_at_once_both_open_it_upgraded(tmp_path: Pat
     """The CLI and the service open a store of the first schema at the same moment: one
     upgrades it, the other waits for that and finds it up to date; neither fails, and what the
     file held is still there."""
-    from switchpoint.store.sqlite import _COLUMNS, _MIGRATIONS, SCHEMA_VERSION
+    from switchpoint.store.migrations import MIGRATIONS
+    from switchpoint.store.sqlite import _COLUMNS, SCHEMA_VERSION
 
     v1 = _COLUMNS[:13]  # the columns of version 1
     for attempt in range(25):
         path = tmp_path / f"{attempt}" / "switchpoint.db"
         path.parent.mkdir(mode=0o700)
         old = sqlite3.connect(path, isolation_level=None)
-        old.executescript(f"BEGIN; {_MIGRATIONS[1]} PRAGMA user_version=1; COMMIT;")
+        old.executescript(f"BEGIN; {MIGRATIONS[1]} PRAGMA user_version=1; COMMIT;")
         rec = record()
         old.execute(f"INSERT INTO decisions ({', '.join(v1)}) "
                     f"VALUES ({', '.join('?' * len(v1))})", rec.row()[:13])
