@@ -1607,12 +1607,12 @@ def test_reading_a_key_store_beside_its_log_leaves_no_file_beside_it(
 def test_an_older_key_store_too_big_to_read_upgraded_says_to_let_a_writer_upgrade_it(
         config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from switchpoint.store import sqlite as sqlite_module
+    from switchpoint.store import reading
 
     data_dir = config.parent / "data"
     _key_store_of_schema(data_dir, 2)
     before = _folder(data_dir)
-    monkeypatch.setattr(sqlite_module, "MAX_UPGRADE_COPY_BYTES", 1024)
+    monkeypatch.setattr(reading, "MAX_UPGRADE_COPY_BYTES", 1024)
     code, out, err = run(["keys", "list", "--config", config], capsys)
     assert code == 2 and out == "", (out, err)
     assert "cannot open the key store (its schema version 2 is older than this " in err, err
@@ -1628,7 +1628,7 @@ def test_an_older_key_store_whose_log_is_too_big_to_read_upgraded_is_refused_too
     """The bound on what is copied into memory counts the -wal the copy takes in with the
     file: a small file beside a large log is refused as a large file is, the folder left as
     it was."""
-    from switchpoint.store import sqlite as sqlite_module
+    from switchpoint.store import reading
 
     data_dir = config.parent / "data"
     _key_store_of_schema(data_dir, 2)
@@ -1637,7 +1637,7 @@ def test_an_older_key_store_whose_log_is_too_big_to_read_upgraded_is_refused_too
     main, wal = len(files["keys.db"]), len(files["keys.db-wal"])
     assert wal > 2 * main, (main, wal)
     before = _digests(data_dir)
-    monkeypatch.setattr(sqlite_module, "MAX_UPGRADE_COPY_BYTES", main + 1024)
+    monkeypatch.setattr(reading, "MAX_UPGRADE_COPY_BYTES", main + 1024)
     code, out, err = run(["keys", "list", "--config", config], capsys)
     assert code == 2 and out == "", (out, err)
     assert (f"its schema version 2 is older than this switchpoint's {KEYS_SCHEMA}, and the "

@@ -1453,7 +1453,7 @@ def test_a_store_with_its_log_and_no_shm_is_read_with_the_log_and_nothing_made_b
     the log holds, the folder keeps the same files with the same bytes; past the bound on
     what is copied into memory to read it so, reading is refused saying why and what to do,
     and still nothing is made beside it."""
-    from switchpoint.store import sqlite as sqlite_module
+    from switchpoint.store import reading
 
     with SQLiteStore(tmp_path / "switchpoint.db") as store:
         for n in range(4):
@@ -1474,7 +1474,7 @@ def test_a_store_with_its_log_and_no_shm_is_read_with_the_log_and_nothing_made_b
     assert _reported(reader) == written
     assert written["requests"][0] == 4
     assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
-    monkeypatch.setattr(sqlite_module, "MAX_UPGRADE_COPY_BYTES", 1024)
+    monkeypatch.setattr(reading, "MAX_UPGRADE_COPY_BYTES", 1024)
     with pytest.raises(StoreError) as refused:
         reader.request_stats()
     said = str(refused.value)
@@ -1491,16 +1491,16 @@ def test_a_store_with_its_log_and_no_shm_is_copied_once_while_neither_changes(
     report of a 62 MiB copy spent 2 s of its 3 s so): the copy is kept while neither file
     changes and its readers share it; a file changed since is copied again, and read as it
     is now."""
-    from switchpoint.store import sqlite as sqlite_module
+    from switchpoint.store import reading
 
     copies: list[object] = []
-    read_copied = sqlite_module._read_copied
+    read_copied = reading._read_copied
 
     def counted(*args: Any) -> Any:
         copies.append(args[0])
         return read_copied(*args)
 
-    monkeypatch.setattr(sqlite_module, "_read_copied", counted)
+    monkeypatch.setattr(reading, "_read_copied", counted)
     with SQLiteStore(tmp_path / "switchpoint.db") as store:
         store.append(request("ok", model="m0", cost=0.01)).result()
         copy = tmp_path / "copy"
