@@ -383,8 +383,9 @@ def test_the_request_log_is_append_only(tmp_path: Path) -> None:
 def test_a_version_1_store_gains_the_request_log_and_keeps_its_decisions(
         tmp_path: Path) -> None:
     path = tmp_path / "switchpoint.db"
+    from switchpoint.store.logs import _COLUMNS
     from switchpoint.store.migrations import MIGRATIONS
-    from switchpoint.store.sqlite import _COLUMNS, SCHEMA_VERSION
+    from switchpoint.store.sqlite import SCHEMA_VERSION
 
     old = sqlite3.connect(path, isolation_level=None)
     old.executescript(f"BEGIN; {MIGRATIONS[1]} PRAGMA user_version=1; COMMIT;")
@@ -1179,8 +1180,9 @@ def test_two_openers_of_an_old_store_at_once_both_open_it_upgraded(tmp_path: Pat
     """The CLI and the service open a store of the first schema at the same moment: one
     upgrades it, the other waits for that and finds it up to date; neither fails, and what the
     file held is still there."""
+    from switchpoint.store.logs import _COLUMNS
     from switchpoint.store.migrations import MIGRATIONS
-    from switchpoint.store.sqlite import _COLUMNS, SCHEMA_VERSION
+    from switchpoint.store.sqlite import SCHEMA_VERSION
 
     v1 = _COLUMNS[:13]  # the columns of version 1
     for attempt in range(25):
