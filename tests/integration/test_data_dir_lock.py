@@ -18,7 +18,7 @@ from switchpoint.config import Settings, load_settings
 from switchpoint.errors import ChatNotServedError, DataDirInUseError
 from switchpoint.gateway import Gateway
 from switchpoint.store import DecisionRecord
-from switchpoint.store.sqlite import _spill_lines
+from switchpoint.store.spill import _spill_lines
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import FACTORY, KEYS, db_rows
 from tests.integration.servers import ProcessServer, refused_start

@@ -18,7 +18,7 @@ import pytest
 
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.store import SQLiteStore
-from switchpoint.store.sqlite import _spill_lines
+from switchpoint.store.spill import _spill_lines
 from tests.command_line import run
 from tests.decisions import a_decision
 
@@ -41,10 +41,10 @@ _TAKER = """
 import sys, time
 from pathlib import Path
 from switchpoint.store import SQLiteStore
-from switchpoint.store import sqlite as store_sqlite
+from switchpoint.store import spill as store_spill
 
 path, go = sys.argv[1], Path(sys.argv[2])
-read = store_sqlite._spilled_rows
+read = store_spill._spilled_rows
 
 def held(text, progress):
     rows = read(text, progress)
@@ -53,7 +53,7 @@ def held(text, progress):
         time.sleep(0.02)
     return rows
 
-store_sqlite._spilled_rows = held
+store_spill._spilled_rows = held
 with SQLiteStore(path):
     pass
 print("done", flush=True)

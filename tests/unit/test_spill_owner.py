@@ -18,8 +18,8 @@ from switchpoint._files import Progress, brief_lock
 from switchpoint.errors import DataDirInUseError, StoreError
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.store import DecisionRecord, SQLiteStore
-from switchpoint.store import sqlite as store_sqlite
-from switchpoint.store.sqlite import _spill_lines
+from switchpoint.store import spill as store_spill
+from switchpoint.store.spill import _spill_lines
 from tests.decisions import a_decision
 from tests.fakes.full_disk import full_disk
 
@@ -60,7 +60,7 @@ def test_a_store_beside_the_service_leaves_its_spill_file_alone(
         _spill(spill, waiting)
         late = a_decision()  # what the service appends while the other store is open
         appended: list[DecisionRecord] = []
-        read = store_sqlite._spilled_rows
+        read = store_spill._spilled_rows
 
         def service_appends() -> None:
             if not appended:
@@ -72,7 +72,7 @@ def test_a_store_beside_the_service_leaves_its_spill_file_alone(
             service_appends()  # between its read and its removal of the file
             return rows
 
-        monkeypatch.setattr(store_sqlite, "_spilled_rows", read_then_service_appends)
+        monkeypatch.setattr(store_spill, "_spilled_rows", read_then_service_appends)
         with SQLiteStore(db) as beside:  # e.g. `switchpoint feedback` / `report`
             service_appends()  # (if it did not read the file)
             assert _ids(beside) == set()  # wrote none of the service's records
@@ -80,7 +80,7 @@ def test_a_store_beside_the_service_leaves_its_spill_file_alone(
         assert all(r.id in text for r in [*waiting, late])  # all still there for the service
         assert "3 record(s) wait in" in caplog.text and "for the service" in caplog.text
         # The service (holding the lock) takes it up at its start: nothing lost, none twice.
-        monkeypatch.setattr(store_sqlite, "_spilled_rows", read)
+        monkeypatch.setattr(store_spill, "_spilled_rows", read)
         with SQLiteStore(db).open(serving=True) as owner:
             assert _ids(owner) == {r.id for r in [*waiting, late]}
             assert len(owner.decisions(limit=100)) == 4
@@ -95,7 +95,7 @@ def test_with_no_service_a_store_takes_up_the_spill_file_under_the_lock(
     spill = SQLiteStore(db).spill_path
     waiting = [a_decision() for _ in range(2)]
     _spill(spill, waiting)
-    read = store_sqlite._spilled_rows
+    read = store_spill._spilled_rows
     started: list[object] = []
 
     def read_while_a_service_starts(lines: Iterable[bytes], progress: Progress) -> object:
@@ -108,7 +108,7 @@ def test_with_no_service_a_store_takes_up_the_spill_file_under_the_lock(
         started.append(thread)
         return read(lines, progress)
 
-    monkeypatch.setattr(store_sqlite, "_spilled_rows", read_while_a_service_starts)
+    monkeypatch.setattr(store_spill, "_spilled_rows", read_while_a_service_starts)
     with SQLiteStore(db) as after_a_crash:  # e.g. `switchpoint prune` with no service
         assert _ids(after_a_crash) == {r.id for r in waiting}
     assert not spill.exists()
@@ -279,7 +279,7 @@ def test_a_take_up_marks_progress_while_it_reads_the_file_and_finds_what_caps_dr
     added = [a_decision() for _ in range(count)]
     _spill(spill, added)
     spill_inode = spill.stat().st_ino
-    fdopen, capped = os.fdopen, store_sqlite._capped
+    fdopen, capped = os.fdopen, store_spill._capped
 
     def slow_disk(fd: int, *args: Any, **kwargs: Any) -> Any:
         opened = fdopen(fd, *args, **kwargs)
@@ -291,7 +291,7 @@ def test_a_take_up_marks_progress_while_it_reads_the_file_and_finds_what_caps_dr
         return capped(slow, *args)
 
     monkeypatch.setattr(os, "fdopen", slow_disk)
-    monkeypatch.setattr(store_sqlite, "_capped", slow_host)
+    monkeypatch.setattr(store_spill, "_capped", slow_host)
     command, opened = _command_taking_up(db)
     started = time.monotonic()
     try:
@@ -314,7 +314,7 @@ def test_a_spill_file_line_too_long_for_a_record_is_passed_over_unheld_and_named
     warning naming the file and the line; the records before and after it are written."""
     import tracemalloc
 
-    monkeypatch.setattr(store_sqlite, "MAX_SPILL_LINE", 64 * 1024, raising=False)
+    monkeypatch.setattr(store_spill, "MAX_SPILL_LINE", 64 * 1024, raising=False)
     db = data_dir / "switchpoint.db"
     spill = SQLiteStore(db).spill_path
     first, last = a_decision(), a_decision()

@@ -1051,7 +1051,7 @@ def test_a_spill_file_holding_the_cap_as_it_was_written_before_caps_its_rows_exa
 def test_the_cap_keeps_the_text_spill_files_hold() -> None:
     """Spill files keep the cap's text and are read by it: a change to it must list the text
     it had among the earlier caps, or files written before would no longer be capped."""
-    from switchpoint.store.sqlite import _CAPS, keep_newest
+    from switchpoint.store.spill import _CAPS, keep_newest
     assert keep_newest("pending") == _PENDING_CAP, (
         "keep_newest's text changed: add the text it had to _EARLIER_CAPS, then update this")
     assert _CAPS[_PENDING_CAP] == "pending" and _CAPS[_POSITIONAL_PENDING_CAP] == "pending"
