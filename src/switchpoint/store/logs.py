@@ -193,8 +193,8 @@ class LogReads:
     :class:`~switchpoint.store.sqlite.SQLiteStore`: each opens its own read-only connection to
     the file the store opened (:attr:`path`), which WAL lets run beside the writer."""
 
+    # (set by SQLiteStore, which says what each is)
     path: Path
-    # The warnings of totals out of range already logged (see switchpoint.store.totals).
     _said: set[str]
 
     if TYPE_CHECKING:

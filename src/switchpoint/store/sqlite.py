@@ -12,6 +12,14 @@ on disk), so a caller that waits for it before answering never acknowledges a
 decision a crash could lose. Records that arrive while a commit is running are written together
 in the next transaction (group commit), which keeps the cost of durability per request low
 under concurrency. Reads open their own connection; WAL lets them run beside the writer.
+
+:class:`SQLiteStore` is the writer, composed with the parts that stand alone, each in its own
+module (every public name of which is importable from here too): the schema's migrations
+(:mod:`~switchpoint.store.migrations`), setting a file up for writing
+(:mod:`~switchpoint.store.schema`), reading one without writing beside it
+(:mod:`~switchpoint.store.reading`), what an error on it means (:mod:`~switchpoint.store.errors`),
+the logs' records and reads (:mod:`~switchpoint.store.logs`), the sums the logs keep
+(:mod:`~switchpoint.store.sums`) and the spill file (:mod:`~switchpoint.store.spill`).
 """
 
 from __future__ import annotations
