@@ -1,7 +1,7 @@
 """The stats' kept totals as read back: each a whole number in range, or left out and said.
 
 The log keeps its stats as totals that triggers add to as rows are logged and take from as they
-are pruned (see :mod:`switchpoint.store.sqlite`). A total out of range cannot be the sum of
+are pruned (see :mod:`switchpoint.store.sums`). A total out of range cannot be the sum of
 what the log holds: negative, not a whole number (text, or a float: a sum that passed SQLite's
 64-bit integers), or that largest integer itself (SQLite holds a value too large for an
 integer there, so a cost too large to be real, damaged or misreported, is counted as it). Such
