@@ -1087,6 +1087,20 @@ def temporary_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
+def sync_dir(folder: Path) -> None:
+    """Put a file's creation or removal in ``folder`` on disk (where the system allows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int = 0o644, *,
                      state: bool = False, keep_mode: bool = False) -> None:
     """Write the file ``path`` whole or not at all: ``write`` fills a temporary file beside it

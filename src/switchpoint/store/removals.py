@@ -43,11 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from switchpoint._files import locked_file, read_small, write_atomically
+from switchpoint._files import locked_file, read_small, sync_dir, write_atomically
 from switchpoint._messages import json_quoted, listed_names, quoted_path
 from switchpoint.errors import StoreError
 from switchpoint.store.learning import LearningReader
-from switchpoint.store.sqlite import SQLiteStore, _sync_dir
+from switchpoint.store.sqlite import SQLiteStore
 
 log = logging.getLogger("switchpoint.store")
 
@@ -153,7 +153,7 @@ def _append(path: Path, line: bytes) -> None:
             kept = _folded((read_small(path, MAX_REMOVALS_BYTES * 2) or b"").splitlines())
             data = b"".join(raw + b"\n" for raw in kept) + line
             write_atomically(path, lambda fh: fh.write(data), 0o600, state=True)
-            _sync_dir(path.parent)
+            sync_dir(path.parent)
             return
         if size and _last_byte(path, size) != b"\n":
             line = b"\n" + line
@@ -198,7 +198,7 @@ def _take_back(path: Path, line: bytes, removal: Removal) -> None:
                 return
             if at == 0 and len(line) == len(data):  # (the file it made: gone with it)
                 path.unlink()
-                _sync_dir(path.parent)
+                sync_dir(path.parent)
                 return
             if at + len(line) == len(data):
                 os.truncate(fd, at)
@@ -206,7 +206,7 @@ def _take_back(path: Path, line: bytes, removal: Removal) -> None:
                 return
             rest = data[:at] + data[at + len(line):]
             write_atomically(path, lambda fh: fh.write(rest), 0o600, state=True)
-            _sync_dir(path.parent)
+            sync_dir(path.parent)
     except OSError as exc:
         noun, done = _WORDS[removal.kind]
         log.warning("%s: cannot take back the %s of %s, which switchpoint.db refused (%s): "

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from switchpoint._files import Progress, brief_lock, locked_file, private_file
+from switchpoint._files import Progress, brief_lock, locked_file, private_file, sync_dir
 from switchpoint.store.errors import refused
 from switchpoint.store.logs import Record
 
@@ -190,20 +190,6 @@ def _spill_lines(records: Sequence[Record]) -> str:
                               separators=(",", ":")) + "\n" for r in records)
 
 
-def _sync_dir(folder: Path) -> None:
-    """Put a file's creation or removal in ``folder`` on disk (where the system allows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 _INSERT_HEAD = re.compile(r"\s*INSERT\s+(?:OR\s+REPLACE\s+)?INTO\s+(\w+)\s*\(([^)]*)\)",
                           re.IGNORECASE)
 
@@ -342,7 +328,7 @@ class SpillFile:
                     written += os.write(fd, data[written:])
                 os.fsync(fd)
             if new:
-                _sync_dir(path.parent)
+                sync_dir(path.parent)
         except (OSError, TypeError, ValueError) as exc:
             disk = isinstance(exc, OSError)
             if self._journal_whole:
@@ -495,7 +481,7 @@ class SpillFile:
                 passed += len(torn)
                 written, passed = self._write_rows(conn, rows, passed, progress, done)
                 path.unlink()
-            _sync_dir(path.parent)
+            sync_dir(path.parent)
             self.spill_full = None
         except (OSError, ValueError, KeyError, TypeError, sqlite3.Error) as exc:
             if conn is not None and conn.in_transaction:
