@@ -1087,16 +1087,21 @@ def temporary_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
-def sync_dir(folder: Path) -> None:
-    """Put a file's creation or removal in ``folder`` on disk (where the system allows)."""
+def sync_folder(folder: Path, *, quiet: bool = False) -> None:
+    """Put a file's creation, rename or removal in ``folder`` on disk; ``OSError`` when it
+    cannot be (nothing where the system syncs no folder), or with ``quiet`` nothing: a
+    best effort, for a file whose loss a crash would not make harmful."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
-        return
+        if quiet:
+            return
+        raise
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        if not quiet and exc.errno != errno.EINVAL:
+            raise
     finally:
         os.close(fd)
 

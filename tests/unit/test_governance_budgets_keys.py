@@ -48,6 +48,7 @@ from switchpoint.governance.keys import (
     key_id_of,
     parse_expiry,
 )
+from switchpoint.store import line_journal
 from tests.fakes.held_lock import held_lock
 from tests.fakes.racing import at_once
 from tests.fork_server import forks
@@ -1105,6 +1106,26 @@ def test_a_reader_of_a_restored_backup_too_big_to_copy_says_what_the_service_enf
             f"them: the service revokes 1 key it held live ({key_id})") in caplog.text
 
 
+def test_a_revocation_kept_after_a_line_a_crash_cut_short_stays_revoked_on_a_restore(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The file that keeps revocations ends in a line a crash cut short (no newline): the
+    next revocation goes on a line of its own, so a restored backup revokes the key again,
+    where it was joined to the cut line, read as one damaged line, and the key worked again."""
+    path, kept = tmp_path / "keys.db", tmp_path / "keys.revocations.jsonl"
+    with KeyStore(path) as store:
+        early, leaked = (store.create(spec()) for _ in range(2))
+        backup = _backup(path)
+        store.revoke(early.record.id)
+        kept.write_bytes(kept.read_bytes()[:-9])  # (a crash as the line was written)
+        store.revoke(leaked.record.id)
+    _restore(backup, path)
+    with caplog.at_level("WARNING", logger="switchpoint"), KeyStore(path) as restored:
+        with pytest.raises(KeyRevokedError):
+            restored.verify(leaked.key)
+        assert restored.verify(early.key).id == early.record.id  # (its line was cut)
+    assert "keys.revocations.jsonl: passed over line(s) 1: not a revocation" in caplog.text
+
+
 def test_the_kept_revocations_survive_a_failure_while_their_file_is_cut_to_its_newer_half(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The file that keeps revocations past its bound is cut to its newer half: a failure
@@ -1533,7 +1554,7 @@ def test_a_rotation_kept_that_cannot_be_taken_back_is_said_to_stand(
     path = tmp_path / "keys.db"
 
     def deliver(new: IssuedKey, now: float) -> None:
-        monkeypatch.setattr(keys_module, "write_atomically", failing_write)
+        monkeypatch.setattr(line_journal, "write_atomically", failing_write)
         raise OSError(32, "Broken pipe")
 
     def failing_write(*args: object, **kwargs: object) -> None:

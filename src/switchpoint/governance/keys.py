@@ -38,7 +38,6 @@ import hmac
 import json
 import logging
 import math
-import os
 import re
 import secrets
 import sqlite3
@@ -56,11 +55,8 @@ from switchpoint._files import (
     database_identity,
     database_stamp,
     file_identity,
-    locked_file,
     private_dir,
     private_file,
-    read_small,
-    write_atomically,
 )
 from switchpoint._messages import (
     cut,
@@ -95,6 +91,7 @@ from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.clock_writer import ClockWriter
 from switchpoint.governance.settings import DEFAULT_MAX_KEYS, MAX_RPM, MAX_TPM, MOST_MAX_KEYS
 from switchpoint.learning.events import check_tenant
+from switchpoint.store.line_journal import LineJournal, line_of
 from switchpoint.store.moved import (
     Files,
     close_moved,
@@ -1440,32 +1437,29 @@ class KeyStore:
         """The file that keeps every revocation beside keys.db (:data:`REVOCATIONS_FILENAME`)."""
         return self.path.with_name(REVOCATIONS_FILENAME)
 
+    def _journal(self) -> LineJournal:
+        """The file that keeps the revocations and rotations (:attr:`revocations_path`),
+        bounded to :data:`MAX_REVOCATIONS_BYTES` (its older half let go)."""
+        return LineJournal(self.revocations_path, MAX_REVOCATIONS_BYTES,
+                           "a revocation or a rotation",
+                           "no revocation or rotation it keeps is made again")
+
     def _keep(self, change: _Kept) -> None:
         """Append ``change`` (a revocation, or a rotation: its old secret's hash, never a
         secret) to :attr:`revocations_path`, on disk before this returns (past
         :data:`MAX_REVOCATIONS_BYTES`, its older half let go); :class:`StoreError` naming the
         file when it cannot be, the change not made."""
-        path = self.revocations_path
-        line = change.line()
         try:
-            with locked_file(path, append=True) as fd:
-                assert fd is not None
-                if os.fstat(fd).st_size + len(line) > MAX_REVOCATIONS_BYTES:
-                    # (the newer half and the line, the lock held)
-                    kept = (read_small(path, MAX_REVOCATIONS_BYTES * 2) or b"").splitlines()
-                    _rewrite(path, b"".join(raw + b"\n" for raw in kept[len(kept) // 2:])
-                             + line)
-                else:
-                    os.write(fd, line)
-                    os.fsync(fd)
+            self._journal().append(change.line())
         except OSError as exc:
             what, keeps, done = (("revocation", "keeps it revoked", "revoked")
                                  if change.kind == "revoked" else
                                  ("rotation", "keeps its old secret refused", "rotated"))
-            raise StoreError(f"{quoted_path(path)}: cannot keep the {what} of key {change.id} "
-                             f"there ({exc.strerror or exc}), which {keeps} should an older "
-                             f"backup of keys.db be restored; the key was not {done}: make "
-                             "room on the disk (or let this process write the file) and "
+            raise StoreError(f"{quoted_path(self.revocations_path)}: cannot keep the {what} "
+                             f"of key {change.id} there ({exc.strerror or exc}), which "
+                             f"{keeps} should an older backup of keys.db be restored; the key "
+                             f"was not {done}: make room on the disk (or let this process "
+                             "write the file) and "
                              f"{'revoke' if change.kind == 'revoked' else 'rotate'} it "
                              "again") from None
 
@@ -1473,45 +1467,28 @@ class KeyStore:
         """Take the rotation ``change``, which :meth:`_keep` kept, back out of
         :attr:`revocations_path` (it was not made, and the new secret may not have gone out:
         no opening must make it), its transaction not yet rolled back (so no other opening
-        reads the file meanwhile); ``failure``: why it was not made. The file is written
-        whole to a new file renamed in its place, its lock held: a crash leaves the rotation
-        in it or out, no line cut. Should that fail too, :class:`RotationKeptError` saying the
-        rotation stands, as the next opening for writing makes it."""
-        path = self.revocations_path
-        line = change.line()
+        reads the file meanwhile); ``failure``: why it was not made. Should that fail too,
+        :class:`RotationKeptError` saying the rotation stands, as the next opening for
+        writing makes it."""
         try:
-            with locked_file(path, append=True):
-                data = read_small(path, MAX_REVOCATIONS_BYTES * 2) or b""
-                at = data.rfind(line)
-                if at >= 0 and (at == 0 or data[at - 1:at] == b"\n"):
-                    _rewrite(path, data[:at] + data[at + len(line):])
+            self._journal().take_back(change.line())
         except OSError as exc:
             raise RotationKeptError(
                 f"key {change.id} was not rotated ({str(failure) or type(failure).__name__}), and "
-                f"the rotation kept in {quoted_path(path)} could not be taken back "
-                f"({exc.strerror or exc}): the next opening of keys.db for writing (a start, a "
-                "`switchpoint keys` command that changes it) makes it, giving the key a new "
-                "secret that was perhaps never shown and refusing the old one once its grace "
-                "is over; make room on the disk (or let this process write the file) and "
+                f"the rotation kept in {quoted_path(self.revocations_path)} could not be taken "
+                f"back ({exc.strerror or exc}): the next opening of keys.db for writing (a "
+                "start, a `switchpoint keys` command that changes it) makes it, giving the key "
+                "a new secret that was perhaps never shown and refusing the old one once its "
+                "grace is over; make room on the disk (or let this process write the file) and "
                 "rotate the key again then") from failure
 
     def _kept(self) -> Mapping[str, Sequence[_Kept]]:
         """The revocations and rotations :attr:`revocations_path` keeps, each key's in the
         order they were made; lines that are neither (a damaged file) are passed over, saying
         which."""
-        data = read_small(self.revocations_path, MAX_REVOCATIONS_BYTES * 2)
         kept: dict[str, list[_Kept]] = {}  # (each key's, in order)
-        bad: list[int] = []
-        for number, raw in enumerate((data or b"").splitlines(), 1):
-            change = _Kept.parse(raw)
-            if change is None:
-                bad.append(number)
-            else:
-                kept.setdefault(change.id, []).append(change)
-        if bad:
-            log.warning("%s: passed over line(s) %s: not a revocation or a rotation (a damaged "
-                        "file)", self.revocations_path, ", ".join(map(str, bad[:10]))
-                        + (", ..." if len(bad) > 10 else ""))
+        for change in self._journal().read(_Kept.of):
+            kept.setdefault(change.id, []).append(change)
         return kept
 
     @staticmethod
@@ -1723,17 +1700,16 @@ class _Kept:
     until: float = 0.0
 
     def line(self) -> bytes:
-        item: dict[str, object] = ({"id": self.id, "revoked_at": self.at}
-                                   if self.kind == "revoked" else
-                                   {"id": self.id, "rotated_at": self.at, "hash": self.hash,
-                                    "replaced": self.replaced, "valid_until": self.until})
-        return (json.dumps(item, separators=(",", ":")) + "\n").encode("ascii")
+        return line_of({"id": self.id, "revoked_at": self.at} if self.kind == "revoked" else
+                       {"id": self.id, "rotated_at": self.at, "hash": self.hash,
+                        "replaced": self.replaced, "valid_until": self.until})
 
     @classmethod
-    def parse(cls, raw: bytes) -> _Kept | None:
-        """The change a line holds; None for one that holds none."""
+    def of(cls, item: object) -> _Kept | None:
+        """The change a line's JSON value holds; None for one that holds none."""
+        if not isinstance(item, dict):
+            return None
         try:
-            item = json.loads(raw)
             key_id = item["id"]
             if "revoked_at" in item:
                 change = cls("revoked", key_id, float(item["revoked_at"]))
@@ -1762,18 +1738,6 @@ class _Kept:
         return replace(record, hash=self.hash, previous_hash=self.replaced,
                        previous_valid_until=self.until, rotated_at=self.at,
                        older_secrets=tuple(older))
-
-
-def _rewrite(path: Path, data: bytes) -> None:
-    """Make ``data`` the whole of the kept changes' file ``path`` (its lock held by the
-    caller): written to a new file renamed in its place, then its folder synced, so a crash
-    leaves the old file or the new one, never less."""
-    write_atomically(path, lambda fh: os.write(fh.fileno(), data), 0o600, state=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 # A revocation or rotation made again (see KeyStore._revoke_again): its arguments are

@@ -43,10 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from switchpoint._files import locked_file, read_small, sync_dir, write_atomically
 from switchpoint._messages import json_quoted, listed_names, quoted_path
 from switchpoint.errors import StoreError
 from switchpoint.store.learning import LearningReader
+from switchpoint.store.line_journal import LineJournal, line_of
 from switchpoint.store.sqlite import SQLiteStore
 
 log = logging.getLogger("switchpoint.store")
@@ -77,8 +77,7 @@ class Removal:
     at: float
 
     def line(self) -> bytes:
-        item = {self.kind: self.name, "made": self.made, "at": self.at}
-        return (json.dumps(item, separators=(",", ":")) + "\n").encode("utf-8")
+        return line_of({self.kind: self.name, "made": self.made, "at": self.at})
 
     @classmethod
     def parse(cls, raw: bytes) -> Removal | None:
@@ -126,7 +125,7 @@ def journaled(store: SQLiteStore, removal: Removal) -> Iterator[None]:
     line = removal.line()
     with _lock:
         try:
-            _append(path, line)
+            _journal(path).append(line)
         except OSError as exc:
             noun, done = _WORDS[removal.kind]
             raise StoreError(f"{quoted_path(path)}: cannot keep the {noun} of {removal.words} "
@@ -142,71 +141,28 @@ def journaled(store: SQLiteStore, removal: Removal) -> Iterator[None]:
             raise
 
 
-def _append(path: Path, line: bytes) -> None:
-    """Add ``line`` at the end of ``path``, synced; past :data:`MAX_REMOVALS_BYTES`, the file
-    folded (see :func:`_folded`) and the line written with it to a new file renamed in its
-    place. A last line a crash cut short is ended first, so the new one stays whole."""
-    with locked_file(path, append=True) as fd:
-        assert fd is not None
-        size = os.fstat(fd).st_size
-        if size + len(line) + 1 > MAX_REMOVALS_BYTES:
-            kept = _folded((read_small(path, MAX_REMOVALS_BYTES * 2) or b"").splitlines())
-            data = b"".join(raw + b"\n" for raw in kept) + line
-            write_atomically(path, lambda fh: fh.write(data), 0o600, state=True)
-            sync_dir(path.parent)
-            return
-        if size and _last_byte(path, size) != b"\n":
-            line = b"\n" + line
-        os.write(fd, line)
-        os.fsync(fd)
+def _journal(path: Path) -> LineJournal:
+    """The journal of removals at ``path``, bounded to :data:`MAX_REMOVALS_BYTES` by
+    :func:`_folded`."""
+    return LineJournal(path, MAX_REMOVALS_BYTES, "a model's unregistration or an experiment's "
+                       "end", "no removal it keeps is made again", _folded)
 
 
-def _last_byte(path: Path, size: int) -> bytes:
-    """The byte at ``size - 1`` in ``path`` (its descriptor for appending cannot read)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        return os.pread(fd, 1, size - 1)
-    finally:
-        os.close(fd)
-
-
-def _folded(lines: Sequence[bytes]) -> list[bytes]:
-    """``lines`` with room for more, the order kept: the removals a newer one of the same
-    kind and name covers dropped (and lines that hold none); if that leaves more than half
-    of :data:`MAX_REMOVALS_BYTES`, the older half of what is left dropped too."""
+def _folded(lines: list[bytes]) -> list[bytes]:
+    """``lines`` without the removals a newer one of the same kind and name covers (nor lines
+    that hold none), the order kept."""
     newest: dict[tuple[str, str], int] = {}
-    parsed = [Removal.parse(raw) for raw in lines]
-    for i, removal in enumerate(parsed):
+    for i, removal in enumerate(Removal.parse(raw) for raw in lines):
         if removal is not None:
             newest[(removal.kind, removal.name)] = i
-    kept = [lines[i] for i in sorted(newest.values())]
-    while kept and sum(len(raw) + 1 for raw in kept) > MAX_REMOVALS_BYTES // 2:
-        kept = kept[len(kept) // 2 or 1:]
-    return kept
+    return [lines[i] for i in sorted(newest.values())]
 
 
 def _take_back(path: Path, line: bytes, removal: Removal) -> None:
-    """Take ``line`` (the removal the database refused) out of ``path`` again: cut from the
-    end where it is last (nothing else was added since: one change at a time), else the file
-    rewritten without it. Said when it cannot be: the next opening makes the removal."""
+    """Take ``line`` (the removal the database refused) out of ``path`` again. Said when it
+    cannot be: the next opening makes the removal."""
     try:
-        with locked_file(path, append=True) as fd:
-            assert fd is not None
-            data = read_small(path, MAX_REMOVALS_BYTES * 2) or b""
-            at = data.rfind(line)
-            if at < 0:
-                return
-            if at == 0 and len(line) == len(data):  # (the file it made: gone with it)
-                path.unlink()
-                sync_dir(path.parent)
-                return
-            if at + len(line) == len(data):
-                os.truncate(fd, at)
-                os.fsync(fd)
-                return
-            rest = data[:at] + data[at + len(line):]
-            write_atomically(path, lambda fh: fh.write(rest), 0o600, state=True)
-            sync_dir(path.parent)
+        _journal(path).take_back(line)
     except OSError as exc:
         noun, done = _WORDS[removal.kind]
         log.warning("%s: cannot take back the %s of %s, which switchpoint.db refused (%s): "
@@ -217,30 +173,7 @@ def _take_back(path: Path, line: bytes, removal: Removal) -> None:
 def kept_removals(path: Path) -> list[Removal]:
     """The removals ``path`` keeps, in the order they were made; a line that holds none (a
     damaged file) is passed over, saying which."""
-    data = read_small(path, MAX_REMOVALS_BYTES * 2)
-    if data is None and (path.exists() or path.is_symlink()):
-        log.warning("%s cannot be read (not a regular file of at most %d bytes, or this "
-                    "process may not read it): no removal it keeps is made again; let this "
-                    "process read it, or move it aside", path, MAX_REMOVALS_BYTES * 2)
-    lines = (data or b"").splitlines()
-    try:  # (read as one JSON list: a line at a time takes ten times as long)
-        items: list[object] = json.loads(b"[" + b",".join(lines) + b"]")
-        parsed = [Removal.of(item) for item in items]
-    except ValueError:  # (a damaged line, or an empty one: each line alone)
-        parsed = [Removal.parse(raw) for raw in lines]
-    out: list[Removal] = []
-    bad: list[int] = []
-    for number, (raw, removal) in enumerate(zip(lines, parsed, strict=True), 1):
-        if removal is None:
-            if raw.strip():
-                bad.append(number)
-        else:
-            out.append(removal)
-    if bad:
-        log.warning("%s: passed over line(s) %s: not a model's unregistration or an "
-                    "experiment's end (a damaged file)", path,
-                    ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else ""))
-    return out
+    return _journal(path).read(Removal.of)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ from switchpoint._files import (
     read_small,
     served,
     side_file,
+    sync_folder,
     write_atomically,
 )
 from switchpoint._limits import MAX_RETENTION_DAYS as MAX_RETENTION_DAYS
@@ -407,12 +408,7 @@ def feedback_bound(file: Path, cutoff: float, gone: Gone | None = None,
     position = checkpoint_position(checkpoint, checkpoint_key)
     if position is None:
         return None
-    with contextlib.suppress(OSError):
-        folder = os.open(file.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+    sync_folder(file.parent, quiet=True)
     seq, event_id = position
     try:
         conn = read_only(file, gone)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from switchpoint._files import Progress, brief_lock, locked_file, private_file, sync_dir
+from switchpoint._files import Progress, brief_lock, locked_file, private_file, sync_folder
 from switchpoint.store.errors import refused
 from switchpoint.store.logs import Record
 
@@ -328,7 +328,7 @@ class SpillFile:
                     written += os.write(fd, data[written:])
                 os.fsync(fd)
             if new:
-                sync_dir(path.parent)
+                sync_folder(path.parent, quiet=True)
         except (OSError, TypeError, ValueError) as exc:
             disk = isinstance(exc, OSError)
             if self._journal_whole:
@@ -481,7 +481,7 @@ class SpillFile:
                 passed += len(torn)
                 written, passed = self._write_rows(conn, rows, passed, progress, done)
                 path.unlink()
-            sync_dir(path.parent)
+            sync_folder(path.parent, quiet=True)
             self.spill_full = None
         except (OSError, ValueError, KeyError, TypeError, sqlite3.Error) as exc:
             if conn is not None and conn.in_transaction:
