@@ -1126,6 +1126,43 @@ def test_a_revocation_kept_after_a_line_a_crash_cut_short_stays_revoked_on_a_res
     assert "keys.revocations.jsonl: passed over line(s) 1: not a revocation" in caplog.text
 
 
+def test_a_revocation_the_system_writes_in_parts_stays_revoked_on_a_restore(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system takes a revocation's line a few bytes a write (as a disk filling up may):
+    the rest is written too, so a restored backup revokes the key again, where the line was
+    left cut and the key worked again."""
+    path = tmp_path / "keys.db"
+    real = os.write
+    with KeyStore(path) as store:
+        issued = store.create(spec())
+        backup = _backup(path)
+        with monkeypatch.context() as parts:
+            parts.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:7])))
+            store.revoke(issued.record.id)
+    _restore(backup, path)
+    with KeyStore(path) as restored, pytest.raises(KeyRevokedError):
+        restored.verify(issued.key)
+
+
+def test_a_revocations_file_that_cannot_be_read_is_said_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """keys.revocations.jsonl cannot be read (here a symbolic link, which is not followed):
+    the opening says so and that the revocations it keeps are not made again, where it took
+    it for an empty file and said nothing."""
+    path, kept = tmp_path / "keys.db", tmp_path / "keys.revocations.jsonl"
+    with KeyStore(path) as store:
+        issued = store.create(spec())
+        backup = _backup(path)
+        store.revoke(issued.record.id)
+    kept.rename(tmp_path / "elsewhere.jsonl")
+    kept.symlink_to(tmp_path / "elsewhere.jsonl")
+    _restore(backup, path)
+    with caplog.at_level("WARNING", logger="switchpoint"), KeyStore(path):
+        pass
+    assert ("keys.revocations.jsonl cannot be read" in caplog.text
+            and "no revocation or rotation it keeps is made again" in caplog.text), caplog.text
+
+
 def test_the_kept_revocations_survive_a_failure_while_their_file_is_cut_to_its_newer_half(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The file that keeps revocations past its bound is cut to its newer half: a failure

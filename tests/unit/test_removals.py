@@ -229,3 +229,35 @@ def test_a_journal_that_cannot_be_read_is_said_so(
         make_again(store)
     assert models(store) == ["free"]  # (nothing read, nothing made)
     assert any("cannot be read" in r.getMessage() for r in caplog.records)
+
+
+def test_a_line_holding_two_removals_is_passed_over_named_and_the_others_are_made_again(
+        store: SQLiteStore, caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged line holding two JSON values joined by a comma is passed over, named, and
+    the removals on the other lines are made, where the opening failed on it."""
+    register(store, "free", 100.0)
+    register(store, "spare", 100.0)
+    joined = Removal(MODEL, "spare", 100.0, 200.0).line().rstrip(b"\n") + b","
+    removals_path(store).write_bytes(joined + Removal(MODEL, "spare", 100.0, 200.0).line()
+                                     + Removal(MODEL, "free", 100.0, 200.0).line())
+    with caplog.at_level(logging.WARNING):
+        make_again(store)
+    assert models(store) == ["spare"]
+    assert any("passed over line(s) 1:" in r.getMessage() for r in caplog.records)
+
+
+def test_a_journal_past_twice_its_bound_keeps_its_newest_removals_when_it_is_shortened(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A journal grown past twice its bound (a bound lowered, lines added by hand) is
+    shortened to its newest removals and the new one, where it was taken for an empty one
+    and every removal it kept was lost."""
+    monkeypatch.setattr(removals, "MAX_REMOVALS_BYTES", 2000)
+    path = removals_path(store)
+    path.write_bytes(b"".join(Removal(MODEL, f"m{i:03}", 0.0, float(i)).line()
+                              for i in range(200)))
+    assert path.stat().st_size > 4000
+    unregister(store, "free", 100.0, 500.0)
+    kept = kept_removals(path)
+    assert kept[-1] == Removal(MODEL, "free", 100.0, 500.0)
+    assert Removal(MODEL, "m199", 0.0, 199.0) in kept and len(kept) > 2
+    assert path.stat().st_size <= 2000
