@@ -1286,6 +1286,47 @@ def test_a_plan_left_unexecuted_on_a_closed_loop_is_logged_and_its_hold_released
         assert budget["held_usd"] == 0
 
 
+@pytest.mark.parametrize("found_by", ["its deadline", "next chat"])
+def test_a_plan_left_unexecuted_past_its_deadline_is_logged_and_its_hold_released(
+        gw_fake: FakeProviderProcess, tmp_path: Path, found_by: str) -> None:
+    """A request planned (its budget hold reserved) and not executed before its deadline
+    (``gateway.max_total_s``) ran out is logged once as closed by the client saying so and its
+    hold released: on its own loop, still running, as the deadline passes; on a loop that runs
+    no more meanwhile (stopped, not closed), by the gateway's next chat. It was dropped
+    unlogged by the next chat, its hold left open until it expired (the deadline and
+    ``governance.reservation_grace_s`` more). Executed after that, it raises the conflict
+    error saying why, calling no model."""
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 1)
+    call = ChatCall(body=check_chat_body({"model": "good", "messages": messages()}),
+                    caller="test")
+
+    def logged() -> list[dict[str, Any]]:
+        return [e for e in store.requests(20, None)[0] if e["id"] == plan.request_id]
+
+    loop = asyncio.new_event_loop()
+    try:
+        plan, live = loop.run_until_complete(gateway.plan(call))
+        assert ledger.open_tickets() == 1
+        if found_by == "its deadline":
+            loop.run_until_complete(_until(logged, 5))
+        else:
+            until(lambda: time.perf_counter() - plan.started > 1, "the deadline passes")
+            asyncio.run(gateway.acomplete(messages(), model="cheap"))
+            until(lambda: bool(logged()), "the plan is logged")
+        [left] = logged()
+        assert left["status"] == "client_closed" and "deadline" in left["error"]
+        assert ledger.open_tickets() == 0
+        [budget] = gateway.governor.budget_status(gateway.settings)[0]
+        assert budget["held_usd"] == 0 and budget["spent_usd"] == 0
+        with pytest.raises(ConflictError, match="deadline"):
+            loop.run_until_complete(gateway.execute(plan, live))
+        assert len(gw_fake.requests()) == (0 if found_by == "its deadline" else 1)
+        assert len(logged()) == 1
+    finally:
+        loop.close()
+        gateway.close()
+
+
 def test_a_stream_read_on_another_loop_while_its_own_runs_is_refused_saying_where_to_read_it(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     """Nothing is read and the stream goes on, read on the loop that made it (then closed),

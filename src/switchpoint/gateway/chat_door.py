@@ -121,6 +121,16 @@ PLAN_LOOP_CLOSED = (
     "event loop, before that loop ends")
 
 
+def plan_past_deadline(max_total_s: float) -> str:
+    """Why a request planned and not executed before its deadline ran out is logged as closed
+    by the client (see :meth:`ChatDoor._drop_planned`), and the error its plan raises should it
+    be executed after all."""
+    return (f"its deadline (gateway.max_total_s: {max_total_s:g}s) ran out after the request "
+            "was planned and before it was executed; its budget hold was released, nothing "
+            "charged, and the plan calls no model now: execute a plan as soon as it is made, "
+            "or raise gateway.max_total_s")
+
+
 def closed_while_stopped() -> GatewayClosedError:
     """What a request the gateway's closing settled on a loop that ran no more raises, should
     that loop run again."""
@@ -185,9 +195,10 @@ class ChatDoor:
         # The tasks planning a request (routing it, reserving its budget hold), each with what
         # it holds (as closing settles one whose loop runs no more), and the requests planned
         # whose call has not begun (by request id, with the live router each was planned on
-        # and its loop): a stop ends those too, whatever stage they are in.
+        # and its loop, and the watch that drops it as its deadline runs out): a stop ends
+        # those too, whatever stage they are in.
         self._planning: dict[asyncio.Task[Any], _Routing] = {}
-        self._planned: dict[str, tuple[Plan, Live, asyncio.AbstractEventLoop]] = {}
+        self._planned: dict[str, _Planned] = {}
         # The loops :meth:`stop_in_flight` ended the requests of, with why: a request that
         # reaches the gateway there since is ended as it arrives.
         self._stopping: dict[asyncio.AbstractEventLoop, str] = {}
@@ -210,7 +221,7 @@ class ChatDoor:
             why = self._stopping.get(loop)
             if why is not None:  # the service stops: it takes on nothing more
                 raise await self._stopped_unplanned(call, live, started, why)
-            await self._forget_stale_plans()
+            self._forget_stale_plans()
             share = share_of(live.settings, call.tenant, self._upstream_connections)
             try:
                 slot = self.in_flight.take(owner_of(call.tenant, call.key_id), share)
@@ -230,7 +241,11 @@ class ChatDoor:
             raise
         plan.slot = slot
         plan.leave = leave
-        self._planned[plan.request_id] = (plan, live, loop)
+        left = self._host.retry.max_total_s - (time.perf_counter() - plan.started)
+        # (The watch holds the door weakly: it keeps no gateway alive until the deadline.)
+        watch = loop.call_later(max(0.0, left), _deadline_passed, weakref.ref(self),
+                                plan.request_id)
+        self._planned[plan.request_id] = _Planned(plan, live, loop, watch)
         return plan, live
 
     async def execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
@@ -259,14 +274,13 @@ class ChatDoor:
                 self._stopped_calls[task] = why
                 task.cancel()
                 ended += 1
-        for request_id, (plan, live, on) in list(self._planned.items()):
-            if on is not loop and not on.is_closed():
+        self._forget_stale_plans()
+        for request_id, held in list(self._planned.items()):
+            if held.loop is not loop or self._planned.pop(request_id, None) is None:
                 continue
-            del self._planned[request_id]
-            if on is not loop:
-                continue  # (its loop closed: nothing on it can run again)
-            entry = self._stop_planned(plan, live, why)
-            self._streams.keep(loop.create_task(self._log_ended(entry, plan)))
+            held.watch.cancel()
+            entry = self._stop_planned(held.plan, held.live, why)
+            self._streams.keep(loop.create_task(self._log_ended(entry, held.plan)))
             ended += 1
         return ended + self._streams.stop(loop, why)
 
@@ -313,33 +327,48 @@ class ChatDoor:
         pin = None if isinstance(exc.info, CallInfo) else self._peek_pin(call, live)
         await self._write(accounting.refused(call, exc, live, started, pin), wait=True)
 
-    async def _forget_stale_plans(self) -> None:
+    def _forget_stale_plans(self) -> None:
         """Drop the planned requests whose call never began and never can: their loop closed
-        (each logged once as closed by the client saying so, :data:`PLAN_LOOP_CLOSED`, its
-        budget hold released; executed elsewhere after all, it raises a
-        :class:`~switchpoint.errors.ConflictError` saying why, calling no model), or their
-        deadline passed (their budget hold expires with it); their place in their tenant's
-        calls in flight is given back. Only a caller that plans and never executes leaves
-        such a plan."""
+        (:data:`PLAN_LOOP_CLOSED`), or their deadline ran out while their loop was not running
+        (stopped, or busy), so its watch could not drop them then (:func:`plan_past_deadline`).
+        Each is logged and let go of as :meth:`_drop_planned` says. Only a caller that plans
+        and never executes leaves such a plan."""
         now = time.perf_counter()
-        for request_id, (plan, live, on) in list(self._planned.items()):
-            closed = on.is_closed()
-            if not closed and now - plan.started <= self._host.retry.max_total_s:
-                continue
-            self._planned.pop(request_id, None)
-            try:
-                if closed:
-                    entry = self._end_planned(
-                        plan, ConflictError(PLAN_LOOP_CLOSED), lambda ledger: (
-                            accounting.abandoned(plan, live, [], ledger,  # noqa: B023
-                                                 why=PLAN_LOOP_CLOSED)))
-                    await self._write(entry, wait=False)
-            except Exception as exc:  # (the request under way matters more)
-                log.error("request %s, planned on an event loop that closed, was not settled "
-                          "cleanly: %s", request_id, exc)
-            finally:
-                plan.release_slot()
-                plan.leave()
+        max_total_s = self._host.retry.max_total_s
+        for request_id, held in list(self._planned.items()):
+            if held.loop.is_closed():
+                self._drop_planned(request_id, ConflictError(PLAN_LOOP_CLOSED), PLAN_LOOP_CLOSED)
+            elif now - held.plan.started > max_total_s:
+                why = plan_past_deadline(max_total_s)
+                self._drop_planned(request_id, ConflictError(why), why)
+
+    def deadline_passed(self, request_id: str) -> None:
+        """The deadline of the planned request ``request_id`` ran out on its loop: when its
+        call has not begun, it never will (see :meth:`_drop_planned`)."""
+        why = plan_past_deadline(self._host.retry.max_total_s)
+        self._drop_planned(request_id, ConflictError(why), why)
+
+    def _drop_planned(self, request_id: str, error: GatewayError | GatewayClosedError,
+                      why: str) -> None:
+        """End the planned request ``request_id`` if its call has not begun (nothing, when it
+        was executed or dropped already): it is logged once as closed by the client saying
+        ``why``, its budget hold released (no model was called), its place in its tenant's
+        calls in flight given back and the gateway's closing no longer waiting for it; executed
+        after all, it raises ``error``, calling no model (see :meth:`_end_planned`)."""
+        held = self._planned.pop(request_id, None)
+        if held is None:
+            return
+        held.watch.cancel()
+        plan = held.plan
+        try:
+            self._queue(self._end_planned(plan, error, lambda ledger: accounting.abandoned(
+                plan, held.live, [], ledger, why=why)))
+        except Exception as exc:  # (the request under way matters more)
+            log.error("request %s, planned and never executed, was not settled cleanly: %s",
+                      request_id, exc)
+        finally:
+            plan.release_slot()
+            plan.leave()
 
     async def _stopped_unplanned(self, call: ChatCall, live: Live, started: float,
                                  why: str) -> ServiceStoppingError:
@@ -454,7 +483,9 @@ class ChatDoor:
         return plan, live
 
     async def _execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
-        self._planned.pop(plan.request_id, None)
+        held = self._planned.pop(plan.request_id, None)
+        if held is not None:
+            held.watch.cancel()
         if plan.stopped is not None:
             raise plan.stopped
         why = self._stopping.get(asyncio.get_running_loop())
@@ -596,7 +627,7 @@ class ChatDoor:
         return any(runs_no_more(on) for on in [
             *self._streams.open_streams.values(),
             *(t.get_loop() for t in [*self._calls, *self._planning]),
-            *(on for _, _, on in list(self._planned.values()))])
+            *(held.loop for held in list(self._planned.values()))])
 
     async def close_stopped(self) -> None:
         """As the gateway closes: close the open streams of the running loop, and settle
@@ -649,13 +680,13 @@ class ChatDoor:
         not begun (its budget hold released), each logged once as closed by the client saying
         so (:data:`UNBEGUN_LOOP_STOPPED`), its place in its tenant's calls in flight given
         back. Should that loop run again, it raises the closed error, calling no model and
-        logging nothing more. (One planned on a loop that closed is settled as one the next
-        request finds, saying so: see :meth:`_forget_stale_plans`.)"""
-        await self._forget_stale_plans()
+        logging nothing more. (One planned on a loop that closed, or past its deadline, is
+        settled as one the next request finds, saying so: see :meth:`_forget_stale_plans`.)"""
+        self._forget_stale_plans()
         routing = [(task, held) for task, held in list(self._planning.items())
                    if not task.done() and runs_no_more(task.get_loop())]
-        planned = [(request_id, plan, live) for request_id, (plan, live, on)
-                   in list(self._planned.items()) if runs_no_more(on)]
+        planned = [request_id for request_id, held in list(self._planned.items())
+                   if runs_no_more(held.loop)]
         for task, held in routing:
             self._planning.pop(task, None)
             self._settled_calls.add(task)
@@ -675,19 +706,8 @@ class ChatDoor:
                 if held.slot is not None:
                     held.slot.release()
                 held.leave()
-        for request_id, plan, live in planned:
-            self._planned.pop(request_id, None)
-            try:
-                entry = self._end_planned(plan, closed_while_stopped(), lambda ledger: (
-                    accounting.abandoned(plan, live, [], ledger,  # noqa: B023
-                                         why=UNBEGUN_LOOP_STOPPED)))
-                await self._write(entry, wait=False)
-            except Exception as exc:  # (settling the rest matters more)
-                log.error("request %s, planned on a stopped event loop, was not settled "
-                          "cleanly: %s", request_id, exc)
-            finally:
-                plan.release_slot()
-                plan.leave()
+        for request_id in planned:
+            self._drop_planned(request_id, closed_while_stopped(), UNBEGUN_LOOP_STOPPED)
         if routing or planned:
             log.warning("%d request(s) were left being routed or planned on an event loop "
                         "stopped, not running, as the gateway closed, before any model was "
@@ -774,11 +794,11 @@ class ChatDoor:
         model was called), :attr:`Plan.stopped` set to ``error``, which its caller gets should
         it execute the plan (a service error carrying the log entry's info). Returns its log
         entry (``build``'s), to write."""
+        plan.stopped = error  # (first: should settling fail, the plan still calls no model)
         plan.unanswered([])
         entry = self._settler.entry(self._settler.settle(plan, None, None, None), build)
         if isinstance(error, GatewayError):
             error.info = entry.info
-        plan.stopped = error
         return entry
 
     async def _log_ended(self, entry: accounting.Entry, plan: Plan) -> None:
@@ -804,6 +824,17 @@ class ChatDoor:
                      ) -> Future[Any] | None:
         """Log ``entry`` (waiting for its commit when ``wait``); the commit's future, or None
         when nothing is left to wait for (no store, written, or refused)."""
+        done = self._queue(entry)
+        if not wait or done is None:
+            return done
+        try:
+            await asyncio.wrap_future(done)
+        except StoreError as exc:
+            self._not_logged(entry, exc)
+        return None
+
+    def _queue(self, entry: accounting.Entry) -> Future[Any] | None:
+        """Queue ``entry`` for the log: the commit's future, or None (no store, or refused)."""
         self._told.request(entry.request)
         if self.store is None:
             return None
@@ -812,15 +843,14 @@ class ChatDoor:
             *first, last = entry.records
             for record in first:
                 self.store.append_lazy(record)
-            done = self.store.append(last, keep_trying=True)
-            if wait:
-                await asyncio.wrap_future(done)
-                return None
-            return done
+            return self.store.append(last, keep_trying=True)
         except StoreError as exc:
-            self._told.store_error()
-            log.error("request %s not logged: %s", entry.request.id, exc)
+            self._not_logged(entry, exc)
             return None
+
+    def _not_logged(self, entry: accounting.Entry, exc: StoreError) -> None:
+        self._told.store_error()
+        log.error("request %s not logged: %s", entry.request.id, exc)
 
 
 @dataclass(slots=True)
@@ -838,6 +868,16 @@ class _Routing:
     made: list[MadeForACall] = field(default_factory=list)
 
 
+class _Planned(NamedTuple):
+    """A request planned whose call has not begun: its plan, the live router and event loop
+    it was planned on, and the watch that drops it as its deadline runs out."""
+
+    plan: Plan
+    live: Live
+    loop: asyncio.AbstractEventLoop
+    watch: asyncio.TimerHandle
+
+
 class _Call(NamedTuple):
     """A request waiting for its upstream's answer: its plan, its live router, its tries so
     far and the one under way."""
@@ -846,6 +886,13 @@ class _Call(NamedTuple):
     live: Live
     attempts: list[Attempt]
     under_way: UnderWay
+
+
+def _deadline_passed(door: weakref.ref[ChatDoor], request_id: str) -> None:
+    """:meth:`ChatDoor.deadline_passed`, unless the door is gone."""
+    held = door()
+    if held is not None:
+        held.deadline_passed(request_id)
 
 
 def _update(info: CallInfo, final: CallInfo) -> None:

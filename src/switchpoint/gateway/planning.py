@@ -153,8 +153,9 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     planning_ms: float = 0.0
     ticket: Any = None  # the budget reservation, once admitted (see switchpoint.governance)
-    # The error it was ended with before its call began (the service stopped, or the gateway
-    # closed while its event loop was stopped; it is logged).
+    # The error it was ended with before its call began (the service stopped; the gateway
+    # closed while its event loop was stopped; its loop closed, or its deadline ran out,
+    # before it was executed): it is logged, and executing it raises it.
     stopped: GatewayError | GatewayClosedError | None = None
     pin_note: str | None = None  # why the pin is not what the session's windows said
     # Its place among its tenant's calls in flight (None: counted against no one), held until
