@@ -1250,13 +1250,14 @@ def test_a_request_left_routing_or_planned_on_a_stopped_loop_is_settled_as_the_g
         assert budget["held_usd"] == 0 and budget["spent_usd"] == 0
 
 
-@pytest.mark.parametrize("found_by", ["next chat", "closing"])
+@pytest.mark.parametrize("found_by", ["next chat", "closing", "stop"])
 def test_a_plan_left_unexecuted_on_a_closed_loop_is_logged_and_its_hold_released(
         gw_fake: FakeProviderProcess, tmp_path: Path, found_by: str) -> None:
     """A request planned (its budget hold reserved) in an ``asyncio.run`` that returned
-    without executing it can never be executed there: the gateway's next chat, or its
-    closing, logs it once as closed by the client saying so and releases its hold, where it
-    dropped it unlogged and left the hold open until it expired (into the next run).
+    without executing it can never be executed there: the gateway's next chat, its closing,
+    or a stop on another loop, logs it once as closed by the client saying so and releases
+    its hold, where they dropped it unlogged and left the hold open until it expired (into
+    the next run).
     Executed on another loop after all, it raises the conflict error saying why, calling no
     model (its hold is gone)."""
     gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
@@ -1268,9 +1269,11 @@ def test_a_plan_left_unexecuted_on_a_closed_loop_is_logged_and_its_hold_released
         if found_by == "closing":
             gateway.close()
             gateway.start()
+        elif found_by == "stop":
+            assert asyncio.run(_stopped_in_flight(gateway)) == 0  # (none of its own loop)
         else:
             asyncio.run(gateway.acomplete(messages(), model="cheap"))
-        logged = 1 if found_by == "closing" else 2
+        logged = 2 if found_by == "next chat" else 1
         until(lambda: len(store.requests(20, None)[0]) == logged, "the plan is logged")
         [left] = [e for e in store.requests(20, None)[0] if e["id"] == plan.request_id]
         assert left["status"] == "client_closed" and "event loop closed" in left["error"]
@@ -1284,6 +1287,14 @@ def test_a_plan_left_unexecuted_on_a_closed_loop_is_logged_and_its_hold_released
     with _started_again(gateway, store):
         [budget] = gateway.budget_status()
         assert budget["held_usd"] == 0
+
+
+async def _stopped_in_flight(gateway: Gateway) -> int:
+    """Stop what ``gateway`` has in flight on a loop of its own (a service's stop), waiting
+    for the closings it starts: how many it ended."""
+    ended = gateway.stop_in_flight("the service stops")
+    await gateway.settled()
+    return ended
 
 
 @pytest.mark.parametrize("found_by", ["its deadline", "next chat"])
