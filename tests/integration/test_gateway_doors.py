@@ -46,7 +46,7 @@ from switchpoint.errors import (
     StreamBroken,
     StreamInUseError,
 )
-from switchpoint.gateway import ChatCompletion
+from switchpoint.gateway import ChatCompletion, ChatStream
 from switchpoint.gateway.learning import MadeForACall
 from switchpoint.gateway.parsing import check_chat_body
 from switchpoint.gateway.planning import ChatCall
@@ -1335,6 +1335,43 @@ def test_a_plan_left_unexecuted_past_its_deadline_is_logged_and_its_hold_release
         assert len(logged()) == 1
     finally:
         loop.close()
+        gateway.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+def test_a_plan_executed_again_calls_no_model_and_raises_the_conflict_error(
+        gw_fake: FakeProviderProcess, tmp_path: Path, stream: bool) -> None:
+    """One plan is one request: executed a second time (after its answer, or while its
+    stream is open), it raises the conflict error saying so, calling no model and leaving
+    the first execution's place in flight alone, where it called the model again, unlogged
+    and uncharged (its budget hold settled by the first), and past any budget."""
+    gateway = Gateway.from_config(_deadline_config(gw_fake, tmp_path, 9,
+                                                   "tenants: {acme: {}}\n"),
+                                  loader=FACTORY, env=KEYS)
+    store, ledger = gateway.store, gateway.governor.ledger
+    assert store is not None
+    owner = 'tenant "acme"'
+    call = ChatCall(body=check_chat_body({"model": "good", "messages": messages(),
+                                          "stream": stream}), caller="test", tenant="acme")
+
+    async def twice() -> None:
+        plan, live = await gateway.plan(call)
+        first = await gateway.execute(plan, live)
+        with pytest.raises(ConflictError, match="executed already"):
+            await gateway.execute(plan, live)
+        assert gateway.in_flight.held(owner) == (1 if stream else 0)
+        if isinstance(first, ChatStream):
+            [chunk async for chunk in first]
+        assert len(gw_fake.requests()) == 1 and gateway.in_flight.held(owner) == 0
+
+    try:
+        asyncio.run(twice())
+        until(lambda: ledger.open_tickets() == 0, "the stream's hold is settled")
+        [entry] = store.requests(20, None)[0]
+        assert entry["status"] == "ok"
+        [budget] = gateway.budget_status()
+        assert budget["spent_usd"] == entry["charged_usd"] > 0
+    finally:
         gateway.close()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 import uuid
 import weakref
@@ -119,6 +120,12 @@ PLAN_LOOP_CLOSED = (
     "before it was executed, so nothing could execute it there; its budget hold was released, "
     "nothing charged, and the plan calls no model now: plan and execute a request on one "
     "event loop, before that loop ends")
+#: What a plan executed a second time (or while its first execution is under way) raises:
+#: one plan is one request, called, charged and logged once.
+PLAN_EXECUTED = (
+    "this plan was executed already (one plan is one request: its model was called, charged "
+    "and logged then, or is being called now), so it calls no model again: plan the request "
+    "again (Gateway.plan) for another answer")
 
 
 def plan_past_deadline(max_total_s: float) -> str:
@@ -199,6 +206,9 @@ class ChatDoor:
         # those too, whatever stage they are in.
         self._planning: dict[asyncio.Task[Any], _Routing] = {}
         self._planned: dict[str, _Planned] = {}
+        # (Held as a planned request is taken out of them, so its execution, on any thread,
+        # and its ending, by its deadline, a closed loop or a stop, take it once between them.)
+        self._taking = threading.Lock()
         # The loops :meth:`stop_in_flight` ended the requests of, with why: a request that
         # reaches the gateway there since is ended as it arrives.
         self._stopping: dict[asyncio.AbstractEventLoop, str] = {}
@@ -250,6 +260,10 @@ class ChatDoor:
 
     async def execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
         """:meth:`Gateway.execute <switchpoint.gateway.engine.Gateway.execute>`."""
+        if self._take_planned(plan.request_id) is None and plan.stopped is None:
+            # (Its place in flight and its mark are its first execution's, still under way
+            # for a stream: left alone.)
+            raise ConflictError(PLAN_EXECUTED)
         try:
             result = await self._execute(plan, live)
         except BaseException:
@@ -275,11 +289,14 @@ class ChatDoor:
                 task.cancel()
                 ended += 1
         self._forget_stale_plans()
-        for request_id, held in list(self._planned.items()):
-            if held.loop is not loop or self._planned.pop(request_id, None) is None:
+        for request_id, on_loop in list(self._planned.items()):
+            if on_loop.loop is not loop:
                 continue
-            held.watch.cancel()
-            entry = self._stop_planned(held.plan, held.live, why)
+            error = ServiceStoppingError(why)
+            held = self._take_planned(request_id, error)
+            if held is None:
+                continue
+            entry = self._stop_planned(held.plan, held.live, error)
             self._streams.keep(loop.create_task(self._log_ended(entry, held.plan)))
             ended += 1
         return ended + self._streams.stop(loop, why)
@@ -355,10 +372,9 @@ class ChatDoor:
         ``why``, its budget hold released (no model was called), its place in its tenant's
         calls in flight given back and the gateway's closing no longer waiting for it; executed
         after all, it raises ``error``, calling no model (see :meth:`_end_planned`)."""
-        held = self._planned.pop(request_id, None)
+        held = self._take_planned(request_id, error)
         if held is None:
             return
-        held.watch.cancel()
         plan = held.plan
         try:
             self._queue(self._end_planned(plan, error, lambda ledger: accounting.abandoned(
@@ -482,17 +498,29 @@ class ChatDoor:
             plan.admitted(kept)
         return plan, live
 
+    def _take_planned(self, request_id: str,
+                      ending: GatewayError | GatewayClosedError | None = None
+                      ) -> _Planned | None:
+        """Take the planned request ``request_id`` out of those whose call has not begun
+        (None: taken already), to execute it, or to end it with ``ending``, which its plan
+        raises from then on (set as it is taken: an execution under way elsewhere then either
+        took it first or sees the error)."""
+        with self._taking:
+            held = self._planned.pop(request_id, None)
+            if held is not None:
+                held.watch.cancel()
+                if ending is not None:
+                    held.plan.stopped = ending
+            return held
+
     async def _execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
-        held = self._planned.pop(plan.request_id, None)
-        if held is not None:
-            held.watch.cancel()
         if plan.stopped is not None:
             raise plan.stopped
         why = self._stopping.get(asyncio.get_running_loop())
         if why is not None:
-            await self._write(self._stop_planned(plan, live, why), wait=True)
-            assert plan.stopped is not None
-            raise plan.stopped
+            error = ServiceStoppingError(why)
+            await self._write(self._stop_planned(plan, live, error), wait=True)
+            raise error
         attempts: list[Attempt] = []
         under_way = UnderWay()
         task = asyncio.current_task()
@@ -780,10 +808,10 @@ class ChatDoor:
         self._streams.add(chat_stream, stream.seconds_left(), watches)
         return chat_stream
 
-    def _stop_planned(self, plan: Plan, live: Live, why: str) -> accounting.Entry:
+    def _stop_planned(self, plan: Plan, live: Live, error: ServiceStoppingError
+                      ) -> accounting.Entry:
         """End a planned request whose call has not begun, for a service that stops (see
-        :meth:`_end_planned`), logged as ended by the stop."""
-        error = ServiceStoppingError(why)
+        :meth:`_end_planned`), logged as ended by the stop (``error``)."""
         return self._end_planned(plan, error, lambda ledger: accounting.stopped(
             plan, live, [], error, ledger))
 
