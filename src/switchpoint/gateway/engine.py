@@ -276,7 +276,8 @@ class Gateway:
         # gateway its caller dropped alive, or it could never be closed as it is collected.)
         me = weakref.ref(self)
         self.governor = Governor(settings, store=self.store,
-                                 health=lambda: getattr(me(), "health", None))
+                                 health=lambda: getattr(me(), "health", None),
+                                 settings_of=lambda: getattr(me(), "settings", settings))
         # (a gateway that takes up no log routes no traffic either, as label and feedback open
         # it: an experiment arm's weights are none of its concern)
         self.learning = GatewayLearning(self.state, self.store, checkpoints=not reads_only,

@@ -54,6 +54,7 @@ reservation a stop or crash left open on disk is charged what it held when it ex
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -80,8 +81,15 @@ from switchpoint.errors import (
     StoreError,
     UnknownModelError,
 )
-from switchpoint.governance.budget_list import budget_page
-from switchpoint.governance.budgets import DEFAULT_CURVE, Budget, curve_value, parse_budgets
+from switchpoint.governance.budget_list import budget_page, listed_budgets
+from switchpoint.governance.budgets import (
+    DEFAULT_CURVE,
+    PERIODS,
+    Budget,
+    curve_value,
+    parse_budgets,
+    period_start,
+)
 from switchpoint.governance.keys import KeyRecord, KeyStore, logged_keys
 from switchpoint.governance.ledger import (
     EXPIRE_CHARGE,
@@ -93,6 +101,7 @@ from switchpoint.governance.ledger import (
     LedgerRecord,
     Limits,
     Ticket,
+    carry_record,
     describe_account,
     is_callers_own,
     key_account,
@@ -103,6 +112,14 @@ from switchpoint.governance.ledger import (
     tenant_account,
 )
 from switchpoint.governance.settings import EscalationSettings, SLASettings
+from switchpoint.governance.spend_mark import (
+    MARK_INTERVAL_S,
+    Mark,
+    current,
+    mark_path,
+    read_marks,
+    write_marks,
+)
 from switchpoint.learning.events import MAX_TENANT_NAME, check_tenant
 
 log = logging.getLogger("switchpoint.governance")
@@ -231,10 +248,12 @@ class Governor:
     def __init__(self, settings: Settings, *, store: Any = None,
                  health: Callable[[], Any] | None = None,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 settings_of: Callable[[], Settings] | None = None) -> None:
         """``store`` is the request log (its ``spend`` table holds the ledger; None: in memory
         only); ``health`` returns the health tracker whose latencies the SLA reads; ``clock``
-        and ``monotonic`` are the ledger's (see :class:`Ledger`)."""
+        and ``monotonic`` are the ledger's (see :class:`Ledger`); ``settings_of`` returns the
+        live settings, whose budgets the spend mark keeps (None: ``settings`` throughout)."""
         self.keys = KeyStore.in_dir(settings.data_dir)
         # Every keyed request reads the key store: one that cannot open stops the start.
         self._keys_at_open = self.keys_required(settings)
@@ -260,6 +279,14 @@ class Governor:
         self._booking = threading.Lock()
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        # The spend mark (see governance.spend_mark): the live settings whose budgets it keeps,
+        # its file, what was last written to it and when (by the monotonic clock), and whether
+        # a write failed since the last that did not (warned of once).
+        self._settings_of = settings_of or (lambda: settings)
+        self._mark_path = mark_path(settings.data_dir)
+        self._marked: list[Mark] | None = None
+        self._marked_at = -math.inf
+        self._mark_failed = False
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -294,6 +321,8 @@ class Governor:
                             "hold their amount until their request deadline, then are charged "
                             "it", len(live))
             self._write_expired()  # (those past their deadline, now)
+            if serving:
+                self._carry_over()
             self._stop.clear()
             self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                              name="switchpoint-ledger-flush")
@@ -306,12 +335,79 @@ class Governor:
             self._flusher.join(timeout=5)
             self._flusher = None
         self.flush(everything=True)
+        if self._opened:
+            self.write_mark()
         self.keys.close()
         self._opened = False
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(PERSIST_AFTER_S / 2):
             self.flush()
+            if time.monotonic() - self._marked_at >= MARK_INTERVAL_S:
+                self.write_mark()
+
+    # The spend mark ----------------------------------------------------------------------------
+
+    def _marks(self) -> list[Mark]:
+        """The spend the ledger holds for each configured budget's account in its period
+        under way (one per account and period)."""
+        settings = self._settings_of()
+        keys = self.keys if self.keys_required(settings) else None
+        now = self.clock()
+        marks: dict[tuple[str, str], Mark] = {}
+        for entry in listed_budgets(settings, keys):
+            account, period = entry.account, entry.budget.period
+            if (account, period) not in marks:
+                marks[(account, period)] = Mark(account, period, period_start(period, now),
+                                                self.ledger.spent(account, period, now))
+        return list(marks.values())
+
+    def write_mark(self) -> None:
+        """Write the spend mark when this process serves from ``data_dir`` with a request log
+        and a figure moved since the last write (see :mod:`~switchpoint.governance.spend_mark`);
+        a failure is logged (once until a write succeeds) and tried again later."""
+        if self.store is None or not self._serving:
+            return
+        self._marked_at = time.monotonic()
+        try:
+            marks = self._marks()
+            if marks == self._marked or (not marks and self._marked is None
+                                         and not self._mark_path.exists()):
+                self._marked = marks  # (no budget, no file: none is made)
+                return
+            write_marks(self._mark_path, marks)
+        except (OSError, StoreError) as exc:
+            if not self._mark_failed:
+                log.warning("the spend mark %s was not written (tried again every %g s; "
+                            "until it is, a restored backup of switchpoint.db gives back the "
+                            "spend made since): %s", self._mark_path, MARK_INTERVAL_S, exc)
+            self._mark_failed = True
+            return
+        self._marked, self._mark_failed = marks, False
+
+    def _carry_over(self) -> None:
+        """Book again, as ``carry`` rows, the spend of each budget's period under way that
+        the spend mark holds and the database lacks (a backup of it restored), with one
+        warning naming the accounts and amounts."""
+        now = self.clock()
+        marks = current(read_marks(self._mark_path), now)
+        # (Longest periods first: a carry dated at a month's start counts in the week, day and
+        # hour holding it too, and what it counts there is not carried again.)
+        order = {period: i for i, period in enumerate(reversed(PERIODS))}
+        carried: list[str] = []
+        for mark in sorted(marks, key=lambda m: (m.account, order[m.period])):
+            lacking = mark.spent_usd - self.ledger.spent(mark.account, mark.period, now)
+            if lacking <= max(1e-12, mark.spent_usd * 1e-9):
+                continue
+            self.ledger.carry(mark.account, lacking, mark.start)
+            self._append(carry_record(mark.account, lacking, mark.start))
+            carried.append(f"{describe_account(mark.account)} {usd_text(lacking)} this "
+                           f"{mark.period}")
+        if carried:
+            log.warning("switchpoint.db holds less spend than the spend mark %s kept for the "
+                        "periods under way (an older backup restored?): counted again, as "
+                        "carried over from before the restore: %s", self._mark_path,
+                        "; ".join(carried))
 
     def flush(self, *, everything: bool = False) -> None:
         """Write the reservations whose requests have run :data:`PERSIST_AFTER_S` (all still

@@ -139,9 +139,18 @@ EXPIRE_CHARGE = "expire_charge"
 #: process when its deadline passes; it leaves the reservation open on disk until its request
 #: ends (see the module's docstring). Every other row but its ``reserve`` closes it.
 EXPIRE_RUNNING = "expire_running"
-#: The ``spend`` rows that are spend (charged to their accounts), as SQL: the settlements and
-#: the expiries that charged (an ``expire`` row releases: charges nothing).
-CHARGED_ROWS = f"kind IN ('settle', '{EXPIRE_CHARGE}')"
+#: The kind of the row that books again, at a start, spend a restored backup of the database
+#: lacks and the spend mark kept (see :mod:`~switchpoint.governance.spend_mark`): it charges
+#: the one account it names (its key, tenant, model or provider; none: the gateway's total),
+#: not the gateway's total beside it, and is no request's cost.
+CARRY = "carry"
+#: The ``spend`` rows that are spend (charged to their accounts), as SQL: the settlements, the
+#: expiries that charged (an ``expire`` row releases: charges nothing) and the carried spend.
+CHARGED_ROWS = f"kind IN ('settle', '{EXPIRE_CHARGE}', '{CARRY}')"
+#: The ``spend`` rows charged to the gateway's total, as SQL: all that are spend but a carry
+#: row naming another account.
+TOTAL_ROWS = (f"{CHARGED_ROWS} AND NOT (kind = '{CARRY}' AND "
+              "coalesce(key_id, tenant, model, provider) IS NOT NULL)")
 
 _SPEND_COLUMNS = ("ts", "reservation_id", "kind", "request_id", "key_id", "tenant", "model",
                   "provider", "amount_usd", "tokens", "holds", "expires_at")
@@ -372,7 +381,8 @@ KEPT_PERIODS = 3
 Spent = dict[str, dict[str, dict[float, float]]]
 
 #: Settled spend dated later, summed by the hour it is dated in: (the hour's start, whom it
-#: charges: key id, tenant, model and provider, its amount).
+#: charges: key id, tenant, model, provider and whether it is carried (see
+#: :func:`row_accounts`), its amount).
 LaterRow = tuple[float, tuple[Any, ...], float]
 #: Reads the spend dated in [since, until) but that of the given reservations (see
 #: :func:`read_later`).
@@ -465,7 +475,7 @@ class Ledger:
                 for period, start in self._starts(at).items():
                     if start < starts[period]:
                         continue
-                    for account in settle_accounts(*who):
+                    for account in row_accounts(*who):
                         by_start = self._spent.setdefault(account, {}).setdefault(period, {})
                         by_start[start] = by_start.get(start, 0.0) + float(amount or 0.0)
             self._later_until = until
@@ -807,6 +817,12 @@ class Ledger:
                     ticket.charged_usd = owed
                 self.expired.append(ticket)
 
+    def carry(self, account: str, amount: float, at: float) -> None:
+        """Charge ``amount`` to ``account`` alone in the periods holding ``at`` (a ``carry``
+        row's charge: see :data:`CARRY`)."""
+        with self._lock:
+            self._charge(account, amount, at, self.clock())
+
     def take_expired(self) -> list[Ticket]:
         """Tickets that expired since the last call (for the ``expire_running`` and
         ``expire_charge`` rows: an orphan's ``charged_usd`` says what it was charged)."""
@@ -905,8 +921,10 @@ def _later_rows(conn: sqlite3.Connection, since: float, until: float,
     return [(float(hour) * 3600.0, tuple(who), float(amount or 0.0)) for hour, *who, amount in
             conn.execute(
                 "SELECT CAST(ts / 3600 AS INTEGER) AS hour, key_id, tenant, model, provider, "
-                f"sum(amount_usd) FROM spend WHERE {CHARGED_ROWS} AND ts >= ? AND ts < ?{skip} "
-                "GROUP BY hour, key_id, tenant, model, provider", (since, until, *exclude))]
+                f"kind = '{CARRY}' AS carry, sum(amount_usd) FROM spend WHERE {CHARGED_ROWS} "
+                f"AND ts >= ? AND ts < ?{skip} "
+                "GROUP BY hour, key_id, tenant, model, provider, carry",
+                (since, until, *exclude))]
 
 
 def load_state(db_path: str | Path, now: float | None = None, gone: Gone | None = None, *,
@@ -942,7 +960,7 @@ def _read_state(path: Path, now: float, until: float, gone: Gone | None
         spent: Spent = {}
 
         def count(who: tuple[Any, ...], period: str, start: float, amount: Any) -> None:
-            for account in settle_accounts(*who):
+            for account in row_accounts(*who):
                 by_start = spent.setdefault(account, {}).setdefault(period, {})
                 by_start[start] = by_start.get(start, 0.0) + float(amount or 0.0)
 
@@ -950,9 +968,10 @@ def _read_state(path: Path, now: float, until: float, gone: Gone | None
         for period in PERIODS:
             start = period_start(period, now)
             for *who, amount in conn.execute(
-                    "SELECT key_id, tenant, model, provider, sum(amount_usd) FROM spend "
-                    f"WHERE {CHARGED_ROWS} AND ts >= ? AND ts < ? "
-                    "GROUP BY key_id, tenant, model, provider", (start, ends[period])):
+                    f"SELECT key_id, tenant, model, provider, kind = '{CARRY}', "
+                    f"sum(amount_usd) FROM spend WHERE {CHARGED_ROWS} AND ts >= ? AND ts < ? "
+                    f"GROUP BY key_id, tenant, model, provider, kind = '{CARRY}'",
+                    (start, ends[period])):
                 count(tuple(who), period, start, amount)
         # Spend dated after the periods under way (booked before the clock was stepped back
         # across a period's end) counts in the periods it is dated in, when they come: summed
@@ -1005,6 +1024,31 @@ def _read_state(path: Path, now: float, until: float, gone: Gone | None
             OpenReservation(rid, float(ts), expiry, json.loads(holds or "{}"), key_id, tenant,
                             float(amount or 0.0), model, provider, rid in running))
     return spent, live, stale
+
+
+def row_accounts(key_id: str | None, tenant: str | None, model: str | None,
+                 provider: str | None, carry: Any = False) -> list[str]:
+    """The accounts one charged row of the ``spend`` table charges: a settlement's or an
+    expiry's (:func:`settle_accounts`), or a ``carry`` row's one account."""
+    if not carry:
+        return settle_accounts(key_id, tenant, model, provider)
+    if key_id:
+        return [key_account(key_id)]
+    if tenant:
+        return [tenant_account(tenant)]
+    if model:
+        return [model_account(model)]
+    return [provider_account(provider)] if provider else [TOTAL]
+
+
+def carry_record(account: str, amount: float, at: float) -> LedgerRecord:
+    """The ``carry`` row that charges ``amount`` to ``account`` alone, dated ``at``."""
+    kind, _, name = account.partition(":")
+    return LedgerRecord(ts=at, reservation_id=f"carry-{os.urandom(12).hex()}", kind=CARRY,
+                        amount_usd=amount, key_id=name if kind == "key" else None,
+                        tenant=name if kind == "tenant" else None,
+                        model=name if kind == "model" else None,
+                        provider=name if kind == "provider" else None)
 
 
 def settle_accounts(key_id: str | None, tenant: str | None, model: str | None,

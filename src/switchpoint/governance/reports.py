@@ -74,6 +74,7 @@ from switchpoint.governance.ledger import (
     CHARGED_ROWS,
     EXPIRE_CHARGE,
     TOTAL,
+    TOTAL_ROWS,
     Ledger,
     describe_account,
     rebuild,
@@ -1081,7 +1082,8 @@ class Reports:
                 where = f"{CHARGED_ROWS} AND ts >= ? AND ts < ?"
                 if kind == TOTAL:
                     rows = conn.execute(f"SELECT '', coalesce(sum(amount_usd), 0) FROM spend "
-                                        f"WHERE {where}", (since, until))
+                                        f"WHERE {TOTAL_ROWS} AND ts >= ? AND ts < ?",
+                                        (since, until))
                 else:
                     column = _ACCOUNT_COLUMNS[kind]
                     rows = conn.execute(f"SELECT {column}, sum(amount_usd) FROM spend WHERE "
@@ -1103,7 +1105,7 @@ class Reports:
         """Settled spend of ``account`` between ``since`` and ``until`` and how many ledger
         rows it sums (none without a ledger)."""
         column, _, name = account.partition(":")
-        where = f"{CHARGED_ROWS} AND ts >= ? AND ts < ?"
+        where = f"{TOTAL_ROWS if account == TOTAL else CHARGED_ROWS} AND ts >= ? AND ts < ?"
         args: list[Any] = [since, until]
         if account != TOTAL:
             where += f" AND {_ACCOUNT_COLUMNS[column]} = ?"
