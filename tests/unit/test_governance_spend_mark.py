@@ -20,6 +20,7 @@ from switchpoint.governance.spend_mark import SPEND_MARK_FILENAME, Mark, read_ma
 from switchpoint.store import SQLiteStore
 from tests.integration.servers import until
 from tests.unit.test_governance_governor import CARDS, admit, settings
+from tests.unit.test_store import _backup
 
 AT = 1_800_001_800.0  # 2027-01-15T08:30:00Z
 ACME = tenant_account("acme")
@@ -35,15 +36,6 @@ def _spend(gov: Governor, s: Settings, store: SQLiteStore, cost: float, request_
     rows, _ = gov.settle(ticket, request_id=request_id, card=CARDS[2], cost_usd=cost, tokens=5)
     for row in rows:
         store.append(row).result()
-
-
-def _backup(db: Path, to: Path) -> None:
-    src, dst = sqlite3.connect(db), sqlite3.connect(to)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
 
 
 def _restore(backup: Path, db: Path) -> None:
@@ -62,6 +54,15 @@ def _started(s: Settings) -> tuple[Governor, SQLiteStore]:
 def _stopped(gov: Governor, store: SQLiteStore) -> None:
     gov.close()
     store.close()
+
+
+def _month_at_start(s: Settings) -> tuple[float, float]:
+    """What tenant acme and the gateway have spent this month as a start sees it."""
+    gov, store = _started(s)
+    try:
+        return gov.ledger.spent(ACME, "month"), gov.ledger.spent(TOTAL, "month")
+    finally:
+        _stopped(gov, store)
 
 
 def _spent_then_restored(tmp_path: Path, *, stop: bool = True
@@ -115,12 +116,7 @@ def test_spend_since_a_restored_backup_still_counts_against_the_budget(
         db.close()
     assert sorted(rows, key=str) == [("acme", pytest.approx(0.01)),
                                      (None, pytest.approx(0.01))]
-    gov, store = _started(s)
-    try:
-        assert gov.ledger.spent(ACME, "month") == pytest.approx(0.015)
-        assert gov.ledger.spent(TOTAL, "month") == pytest.approx(0.015)
-    finally:
-        _stopped(gov, store)
+    assert _month_at_start(s) == pytest.approx((0.015, 0.015))
     alerts = Reports(s.db_path, s, clock=lambda: AT)._recent_spends(
         [(ACME, period_start("month", AT), AT + 1), (TOTAL, period_start("month", AT), AT + 1)])
     assert alerts == [pytest.approx(0.015), pytest.approx(0.015)]
@@ -171,13 +167,8 @@ def test_a_damaged_mark_is_refused_by_line_and_a_past_period_s_ignored(
         f'{{"account":"all","period":"month","start":{month - 86400 * 31},"spent_usd":9}}\n'
         + good)
     with caplog.at_level(logging.WARNING, "switchpoint.governance"):
-        gov, store = _started(s)
-    try:
         # The good line still carries; the bad ones and the past month's carry nothing.
-        assert gov.ledger.spent(ACME, "month") == pytest.approx(0.015)
-        assert gov.ledger.spent(TOTAL, "month") == pytest.approx(0.015)
-    finally:
-        _stopped(gov, store)
+        assert _month_at_start(s) == pytest.approx((0.015, 0.015))
     refused = [r.getMessage() for r in caplog.records if "hold no spend mark" in r.getMessage()]
     assert len(refused) == 1
     for line in ("line 1: it is not JSON", "line 2: its spend", "line 3: its spend"):
