@@ -199,3 +199,28 @@ def test_a_gateway_without_budgets_makes_no_mark(tmp_path: Path) -> None:
     gov, store = _started(s)
     _stopped(gov, store)
     assert not (tmp_path / SPEND_MARK_FILENAME).exists()
+
+
+def test_an_account_s_day_and_month_each_get_back_what_they_lost_once(tmp_path: Path) -> None:
+    """Lost since the backup: 0.002 earlier this month and 0.004 today. The day's carry counts
+    in the month too, so the month is carried only what it lacks beside it (0.002): each ends
+    with what its mark says, not the month 0.004 more."""
+    s = settings(tmp_path / "data", tenants={"acme": {"budgets": ["0.02/day", "0.5/month"]}})
+    now = [AT - 5 * 86400]
+    store = SQLiteStore(s.db_path).open()
+    gov = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
+    gov.open()
+    _spend(gov, s, store, 0.001, "q1")
+    _backup(Path(s.db_path), tmp_path / "backup.db")
+    now[0] = AT - 3 * 86400
+    _spend(gov, s, store, 0.002, "q2")
+    now[0] = AT
+    _spend(gov, s, store, 0.004, "q3")
+    _stopped(gov, store)
+    _restore(tmp_path / "backup.db", Path(s.db_path))
+    gov, store = _started(s)
+    try:
+        assert gov.ledger.spent(ACME, "day") == pytest.approx(0.004)
+        assert gov.ledger.spent(ACME, "month") == pytest.approx(0.007)
+    finally:
+        _stopped(gov, store)

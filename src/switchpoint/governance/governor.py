@@ -84,7 +84,6 @@ from switchpoint.errors import (
 from switchpoint.governance.budget_list import budget_page, listed_budgets
 from switchpoint.governance.budgets import (
     DEFAULT_CURVE,
-    PERIODS,
     Budget,
     curve_value,
     parse_budgets,
@@ -391,11 +390,13 @@ class Governor:
         warning naming the accounts and amounts."""
         now = self.clock()
         marks = current(read_marks(self._mark_path), now)
-        # (Longest periods first: a carry dated at a month's start counts in the week, day and
-        # hour holding it too, and what it counts there is not carried again.)
-        order = {period: i for i, period in enumerate(reversed(PERIODS))}
+        # An account's periods from the one begun last: each carry is dated at its period's
+        # start, so it counts in every period of the account begun by then (whose spend so far
+        # holds what was lost since) and in none begun later; what a period lacks once those
+        # begun after it are carried was lost between its start and theirs. So each period
+        # ends with what its mark says, none more (a week begun last month beside a month).
         carried: list[str] = []
-        for mark in sorted(marks, key=lambda m: (m.account, order[m.period])):
+        for mark in sorted(marks, key=lambda m: (m.account, -m.start)):
             lacking = mark.spent_usd - self.ledger.spent(mark.account, mark.period, now)
             if lacking <= max(1e-12, mark.spent_usd * 1e-9):
                 continue
