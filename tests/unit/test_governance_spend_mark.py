@@ -14,7 +14,8 @@ from switchpoint.config import Settings
 from switchpoint.errors import BudgetExceededError
 from switchpoint.governance.budgets import period_start
 from switchpoint.governance.governor import Governor
-from switchpoint.governance.ledger import CARRY, TOTAL, tenant_account
+from switchpoint.governance.keys import KeySpec
+from switchpoint.governance.ledger import CARRY, TOTAL, key_account, tenant_account
 from switchpoint.governance.reports import Reports
 from switchpoint.governance.spend_mark import SPEND_MARK_FILENAME, Mark, read_marks
 from switchpoint.store import SQLiteStore
@@ -29,10 +30,13 @@ BODY: dict[str, Any] = {"model": "small", "max_tokens": 10_000,
                         "messages": [{"role": "user", "content": "hi"}]}
 
 
-def _spend(gov: Governor, s: Settings, store: SQLiteStore, cost: float, request_id: str
-           ) -> None:
-    """One request of tenant acme that cost ``cost``, its rows written."""
-    ticket, _, _ = admit(gov, s, "acme", dict(BODY))
+def _spend(gov: Governor, s: Settings, store: SQLiteStore, cost: float, request_id: str,
+           key_id: str | None = None) -> None:
+    """One request of tenant acme (with the key ``key_id``) that cost ``cost``, its rows
+    written."""
+    policy = gov.policy(s, "acme", key_id)
+    ticket, _ = gov.admit(s, policy, list(CARDS), dict(BODY), key_id=key_id, tenant="acme",
+                          notes=[], require_first=False)
     rows, _ = gov.settle(ticket, request_id=request_id, card=CARDS[2], cost_usd=cost, tokens=5)
     for row in rows:
         store.append(row).result()
@@ -222,5 +226,25 @@ def test_an_account_s_day_and_month_each_get_back_what_they_lost_once(tmp_path: 
     try:
         assert gov.ledger.spent(ACME, "day") == pytest.approx(0.004)
         assert gov.ledger.spent(ACME, "month") == pytest.approx(0.007)
+    finally:
+        _stopped(gov, store)
+
+
+def test_a_key_s_budget_gets_back_what_it_spent_since_the_backup(tmp_path: Path) -> None:
+    """With client keys, each key's budget has its line in the mark (read from keys.db by the
+    ledger's thread, not by a request) and its spend since the backup is carried, to the key
+    alone."""
+    s = settings(tmp_path / "data", auth="keys", tenants={"acme": {}})
+    gov, store = _started(s)
+    key = gov.keys.create(KeySpec(tenant="acme", budgets=["0.02/month"])).record.id
+    _spend(gov, s, store, 0.005, "q1", key)
+    _backup(Path(s.db_path), tmp_path / "backup.db")
+    _spend(gov, s, store, 0.005, "q2", key)
+    _stopped(gov, store)
+    _restore(tmp_path / "backup.db", Path(s.db_path))
+    gov, store = _started(s)
+    try:
+        assert gov.ledger.spent(key_account(key), "month") == pytest.approx(0.01)
+        assert gov.ledger.spent(ACME, "month") == pytest.approx(0.005)  # (no budget, no line)
     finally:
         _stopped(gov, store)
