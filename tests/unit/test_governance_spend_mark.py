@@ -12,7 +12,7 @@ import pytest
 
 from switchpoint.config import Settings
 from switchpoint.errors import BudgetExceededError
-from switchpoint.governance.budgets import period_start
+from switchpoint.governance.budgets import parse_budget, period_start
 from switchpoint.governance.governor import Governor
 from switchpoint.governance.keys import KeySpec
 from switchpoint.governance.ledger import CARRY, TOTAL, key_account, tenant_account
@@ -248,3 +248,20 @@ def test_a_key_s_budget_gets_back_what_it_spent_since_the_backup(tmp_path: Path)
         assert gov.ledger.spent(ACME, "month") == pytest.approx(0.005)  # (no budget, no line)
     finally:
         _stopped(gov, store)
+
+
+def test_a_report_before_the_start_shows_the_spend_the_start_will_carry_and_writes_none(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A command that only reads (``switchpoint report``, ``keys show``) shows the restored
+    database as the next start leaves it, saying so, and books nothing: the start does."""
+    s, _ = _spent_then_restored(tmp_path)
+    with caplog.at_level(logging.WARNING, "switchpoint.governance"):
+        status = Reports.from_settings(s, clock=lambda: AT).ledger.status(
+            ACME, parse_budget("0.02/month"))
+    assert status["spent_usd"] == pytest.approx(0.015)
+    assert any("shown counted again" in r.getMessage() for r in caplog.records)
+    db = sqlite3.connect(s.db_path)
+    try:
+        assert db.execute("SELECT count(*) FROM spend WHERE kind = ?", (CARRY,)).fetchone() == (0,)
+    finally:
+        db.close()

@@ -114,9 +114,9 @@ from switchpoint.governance.settings import EscalationSettings, SLASettings
 from switchpoint.governance.spend_mark import (
     MARK_INTERVAL_S,
     Mark,
-    current,
+    carried_text,
+    carry_over,
     mark_path,
-    read_marks,
     write_marks,
 )
 from switchpoint.learning.events import MAX_TENANT_NAME, check_tenant
@@ -388,27 +388,14 @@ class Governor:
         """Book again, as ``carry`` rows, the spend of each budget's period under way that
         the spend mark holds and the database lacks (a backup of it restored), with one
         warning naming the accounts and amounts."""
-        now = self.clock()
-        marks = current(read_marks(self._mark_path), now)
-        # An account's periods from the one begun last: each carry is dated at its period's
-        # start, so it counts in every period of the account begun by then (whose spend so far
-        # holds what was lost since) and in none begun later; what a period lacks once those
-        # begun after it are carried was lost between its start and theirs. So each period
-        # ends with what its mark says, none more (a week begun last month beside a month).
-        carried: list[str] = []
-        for mark in sorted(marks, key=lambda m: (m.account, -m.start)):
-            lacking = mark.spent_usd - self.ledger.spent(mark.account, mark.period, now)
-            if lacking <= max(1e-12, mark.spent_usd * 1e-9):
-                continue
-            self.ledger.carry(mark.account, lacking, mark.start)
-            self._append(carry_record(mark.account, lacking, mark.start))
-            carried.append(f"{describe_account(mark.account)} {usd_text(lacking)} this "
-                           f"{mark.period}")
+        carried = carry_over(self.ledger, self._mark_path, self.clock())
+        for mark, amount in carried:
+            self._append(carry_record(mark.account, amount, mark.start))
         if carried:
             log.warning("switchpoint.db holds less spend than the spend mark %s kept for the "
                         "periods under way (an older backup restored?): counted again, as "
                         "carried over from before the restore: %s", self._mark_path,
-                        "; ".join(carried))
+                        carried_text(carried))
 
     def flush(self, *, everything: bool = False) -> None:
         """Write the reservations whose requests have run :data:`PERSIST_AFTER_S` (all still

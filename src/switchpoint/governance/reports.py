@@ -28,6 +28,7 @@ what-if and says so:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 import statistics
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from switchpoint._admitted import admitted_by
+from switchpoint._files import served
 from switchpoint._limits import MAX_REQUESTS_PER_HOUR as MAX_REQUESTS_PER_HOUR
 from switchpoint._limits import MAX_SINCE_HOURS as MAX_SINCE_HOURS
 from switchpoint._limits import SINCE_HOURS as SINCE_HOURS
@@ -81,6 +83,7 @@ from switchpoint.governance.ledger import (
     tenant_account,
 )
 from switchpoint.governance.settings import SLASettings
+from switchpoint.governance.spend_mark import carried_text, carry_over, mark_path
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 from switchpoint.store.sqlite import (
     ERROR_MICRO,
@@ -91,6 +94,8 @@ from switchpoint.store.sqlite import (
     still_there,
     store_error,
 )
+
+log = logging.getLogger("switchpoint.governance")
 
 REPORT_PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
 SWEEP = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -397,6 +402,14 @@ class Reports:
             # start of the service charges it; one whose request a running service still
             # runs is held: see Ledger.restore.)
             rebuild(ledger, self.db_path, self.gone, serving=False)
+            if not served(self.db_path.parent):  # (a service carried it at its start)
+                mark = mark_path(self.db_path.parent)
+                carried = carry_over(ledger, mark, self.clock())
+                if carried:
+                    log.warning("switchpoint.db holds less spend than the spend mark %s kept "
+                                "(an older backup restored?): shown counted again, as the "
+                                "next start of the service counts it: %s", mark,
+                                carried_text(carried))
             self._ledger = ledger
         return self._ledger
 

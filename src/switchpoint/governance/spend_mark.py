@@ -28,7 +28,9 @@ from typing import IO, NamedTuple
 
 from switchpoint._files import read_small, write_atomically
 from switchpoint._messages import quoted_path
+from switchpoint.catalog import usd_text
 from switchpoint.governance.budgets import MAX_BUDGET_USD, PERIODS, period_start
+from switchpoint.governance.ledger import Ledger, describe_account
 
 log = logging.getLogger("switchpoint.governance")
 
@@ -142,3 +144,28 @@ def current(marks: Sequence[Mark], now: float) -> list[Mark]:
         if key not in kept or mark.spent_usd > kept[key].spent_usd:
             kept[key] = mark
     return list(kept.values())
+
+
+def carry_over(ledger: Ledger, path: Path, now: float) -> list[tuple[Mark, float]]:
+    """Charge ``ledger``, in memory, what each mark of ``path`` for a period under way at
+    ``now`` holds more than the ledger (each to its account alone, dated at its period's
+    start: see :meth:`Ledger.carry <switchpoint.governance.ledger.Ledger.carry>`), and return
+    each mark carried with the amount."""
+    # An account's periods from the one begun last: each carry is dated at its period's
+    # start, so it counts in every period of the account begun by then (whose spend so far
+    # holds what was lost since) and in none begun later; what a period lacks once those begun
+    # after it are carried was lost between its start and theirs. So each period ends with
+    # what its mark says, none more (a week begun last month beside a month).
+    carried: list[tuple[Mark, float]] = []
+    for mark in sorted(current(read_marks(path), now), key=lambda m: (m.account, -m.start)):
+        lacking = mark.spent_usd - ledger.spent(mark.account, mark.period, now)
+        if lacking > max(1e-12, mark.spent_usd * 1e-9):
+            ledger.carry(mark.account, lacking, mark.start)
+            carried.append((mark, lacking))
+    return carried
+
+
+def carried_text(carried: Sequence[tuple[Mark, float]]) -> str:
+    """``tenant acme $0.010000 this month; ...``: what :func:`carry_over` carried."""
+    return "; ".join(f"{describe_account(mark.account)} {usd_text(amount)} this {mark.period}"
+                     for mark, amount in carried)
