@@ -73,9 +73,12 @@ next start will charge it (see :meth:`Ledger.restore`). Such a reader, or a comm
 beside the service, writes no row for a reservation it did not make (see :func:`rebuild`): a
 crash's is charged on disk by the next start of a service alone, once. ``expire`` rows (an
 earlier version's, for a crash's reservations and its own alike) were releases, and read as
-such: only ``settle`` and ``expire_charge`` rows are spend (:data:`CHARGED_ROWS`). Earlier
-versions wrote no expiry at a start: the reservations they left open further back than a start
-looks are closed (released), once, when the store upgrades the file.
+such: only ``settle``, ``expire_charge`` and ``carry`` rows are spend (:data:`CHARGED_ROWS`).
+Earlier versions wrote no expiry at a start: the reservations they left open further back than
+a start looks are closed (released), once, when the store upgrades the file. A ``carry`` row
+(:data:`CARRY`) books again, at a start, the spend a restored backup of the database lacks and
+the spend mark beside it kept (see :mod:`~switchpoint.governance.spend_mark`); it charges the
+one account it names, dated at the start of the period it was lost in.
 
 Rate limits are sliding 60-second windows kept in memory only (a restart forgets the last
 minute), timed by a monotonic clock, not the wall clock the periods are read from: a wall
