@@ -8,6 +8,8 @@ through the parent's connection. So the copy refuses, saying to make it after th
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from switchpoint.errors import ProcessBoundError
 
@@ -26,3 +28,22 @@ def check_process(opened_in: int | None, what: str) -> None:
             "in the parent, so it cannot be used here; make it after the fork, in each "
             "worker (gunicorn without --preload or in its post_fork hook, a multiprocessing "
             "Pool's initializer or the spawn start method)")
+
+
+class ProcessThreads:
+    """A pool of at most ``workers`` threads named ``name``, this process's own: made at its
+    first use, and made anew in a child of a fork, which has none of its parent's threads."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._workers = workers
+        self._name = name
+        self._made: tuple[int, ThreadPoolExecutor] | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ThreadPoolExecutor:
+        """This process's pool."""
+        with self._lock:
+            if self._made is None or self._made[0] != os.getpid():
+                self._made = (os.getpid(), ThreadPoolExecutor(
+                    max_workers=self._workers, thread_name_prefix=self._name))
+            return self._made[1]

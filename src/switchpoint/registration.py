@@ -22,13 +22,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
-import os
 import re
 import socket
-import threading
 import urllib.parse
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -36,6 +33,7 @@ from pydantic import ValidationError
 
 from switchpoint._args import expect
 from switchpoint._messages import invalid_from_validation, json_quoted, listed_names
+from switchpoint._process import ProcessThreads
 from switchpoint._redact import redact_url, url_secrets
 from switchpoint.catalog import ModelCard, catalog_problem
 from switchpoint.config import ModelEntry, Named, shared_profile_note, shared_profiles
@@ -71,19 +69,7 @@ LOOKUP_TIMEOUT_S = 2.0
 #: At most this many look-ups at once: one the resolver does not answer holds its thread until
 #: the resolver gives up, and others wait their turn within their own timeout.
 MAX_LOOKUPS = 4
-# (this process's: made at its first look-up, and made anew in a child of a fork, which has
-# none of its parent's threads)
-_lookups: tuple[int, ThreadPoolExecutor] | None = None
-_lookups_lock = threading.Lock()
-
-
-def _lookup_pool() -> ThreadPoolExecutor:
-    global _lookups
-    with _lookups_lock:
-        if _lookups is None or _lookups[0] != os.getpid():
-            _lookups = (os.getpid(), ThreadPoolExecutor(
-                max_workers=MAX_LOOKUPS, thread_name_prefix="switchpoint-lookup"))
-        return _lookups[1]
+_LOOKUPS = ProcessThreads(MAX_LOOKUPS, "switchpoint-lookup")
 
 
 @dataclass(frozen=True)
@@ -345,7 +331,7 @@ def resolved_internal_host(url: str, timeout: float | None = None,
     with contextlib.suppress(ValueError):
         ipaddress.ip_address(host.split("%", 1)[0])
         return None  # (an address, read as written)
-    lookup = _lookup_pool().submit(socket.getaddrinfo, host, None, type=socket.SOCK_STREAM)
+    lookup = _LOOKUPS.get().submit(socket.getaddrinfo, host, None, type=socket.SOCK_STREAM)
     try:
         found = lookup.result(LOOKUP_TIMEOUT_S if timeout is None else timeout)
     except (TimeoutError, OSError, UnicodeError):
