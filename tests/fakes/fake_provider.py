@@ -144,7 +144,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    the request's ``Authorization``, the Messages API's ``x-api-key``)
 ``dense``          a 200 whole answer (``DENSE``) carrying a field ``extra`` of ``mb=``
                    megabytes (default 30) of empty objects, sent gzip-compressed (some 30 KB):
-                   an upstream whose small answer costs its reader seconds
+                   an upstream whose small answer costs its reader seconds; ``line=1``, asked
+                   for a stream: a stream saying ``DENSE`` whose content event (one ``data:``
+                   line) carries that ``extra``, sent plain, then its finish and end marker
 ``html``           a 200 web page (``text/html``), streamed or not
 ``whole``          a stream request answered with a whole (not streamed) 200 JSON answer, as
                    an upstream that ignores ``stream`` does; ``prompt=`` and ``completion=``
@@ -1252,8 +1254,15 @@ async def serve_dense(req: Request, writer: asyncio.StreamWriter,
                       params: dict[str, str]) -> bool:
     """A whole answer (either dialect) carrying ``extra``, ``mb=`` megabytes of empty objects,
     gzip-compressed: a thousand times smaller sent than read, and costly to read."""
-    body = _dense_body(str((req.json or {}).get("model")), req.path == "/v1/messages",
-                       int(_num(params, "mb", 30) * MB) // 3)
+    model, anthropic = str((req.json or {}).get("model")), req.path == "/v1/messages"
+    count = int(_num(params, "mb", 30) * MB) // 3
+    if params.get("line") and (req.json or {}).get("stream"):
+        out = ChunkedWriter(writer)
+        await out.start()
+        await out.raw(_dense_stream(model, anthropic, count))
+        await out.end()
+        return True
+    body = _dense_body(model, anthropic, count)
     await send_body(writer, 200, "application/json", body, {"content-encoding": "gzip"})
     return True
 
@@ -1269,6 +1278,30 @@ def _dense_body(model: str, anthropic: bool, count: int) -> bytes:
                   "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
     head = json.dumps(answer).encode()[:-1]
     return gzip.compress(head + b', "extra": [' + b",".join([b"{}"] * count) + b"]}", 6)
+
+
+@functools.lru_cache(maxsize=4)
+def _dense_stream(model: str, anthropic: bool, count: int) -> bytes:
+    """A whole stream saying ``DENSE`` whose content event carries ``extra``, ``count`` empty
+    objects, on its one ``data:`` line."""
+    extra = b', "extra": [' + b",".join([b"{}"] * count) + b"]}"
+    if anthropic:
+        event, delta = anthropic_delta("DENSE")
+        return (sse(anthropic_start(model, "msg_dense")).encode()
+                + f"event: {event}\ndata: ".encode() + json.dumps(delta).encode()[:-1] + extra
+                + b"\n\n" + sse(anthropic_end()).encode())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": "chatcmpl-dense", "object": "chat.completion.chunk", "model": model,
+                "created": 1, "choices": [{"index": 0, "delta": delta,
+                                           "finish_reason": finish}]}
+
+    def line(data: bytes) -> bytes:
+        return b"data: " + data + b"\n\n"
+
+    return (line(json.dumps(chunk({"role": "assistant", "content": ""})).encode())
+            + line(json.dumps(chunk({"content": "DENSE"})).encode()[:-1] + extra)
+            + line(json.dumps(chunk({}, "stop")).encode()) + line(b"[DONE]"))
 
 
 async def serve_huge_line(req: Request, writer: asyncio.StreamWriter,

@@ -10,8 +10,10 @@ most twice (``max_attempts_per_model`` 2); timeouts are 0.5 s.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -20,7 +22,7 @@ import pytest
 
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import async_client, client, log_entry, outcomes
-from tests.integration.servers import ThreadServer
+from tests.integration.servers import ThreadServer, until
 
 OTHER = "claude-fake-2"  # the upstream name of the catalog model `other`
 
@@ -858,6 +860,64 @@ def test_a_whole_answer_inflating_past_the_plain_answer_bound_fails_over_unread(
         "response_too_large"}
     said = str(entry["attempts"][0])
     assert "over the limit of 4194304 bytes (gateway.max_plain_answer_bytes)" in said, said
+
+
+# The longest /health may wait while a dense answer is read. Read on the event loop, a plain
+# one held it 0.75 to 1.4 s on a loaded two-core host (load average 7 to 8), where off the loop
+# /health waits 0.07 to 0.14 s there; a stream's line held it 0.15 to 0.35 s, and waits 0.06 to
+# 0.09 s (too close to tell apart under load: tests/unit/test_upstream_limits.py tells where
+# its event is read).
+HEALTH_WHILE_DENSE_S = 0.3
+
+
+def worst_health_while(gw: ThreadServer, call: Callable[[], object]) -> tuple[float, int]:
+    """``call()`` made while another thread asks ``gw``'s /health every 10 ms: the longest
+    one of those took (seconds), and how many were asked."""
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=gw.base, timeout=30) as health:
+            health.get("/health")  # (its connection open before the call)
+            while not done.is_set():
+                started = time.perf_counter()
+                assert health.get("/health").status_code == 200
+                latencies.append(time.perf_counter() - started)
+                done.wait(0.01)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        until(lambda: len(latencies) >= 3, "/health has answered")
+        call()
+    finally:
+        done.set()
+        poller.join()
+    return max(latencies), len(latencies)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_dense_answer_is_read_while_the_service_answers_others(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, streaming: bool) -> None:
+    """An answer as large as the gateway takes of the densest JSON (empty objects): a plain
+    one of 3.9 MiB, under ``gateway.max_plain_answer_bytes``, or a stream whose content event
+    is a line of 0.95 MiB, under ``gateway.max_sse_line_bytes``. Its JSON is read on a worker
+    thread: /health, asked every 10 ms meanwhile, keeps answering, where it waited as long as
+    the reading held the event loop (up to a second and more on a loaded host). (The answer
+    is read as bytes: the client parsing it would hold this process, the server's too.)"""
+    gw_fake.script("good", "dense:line=1,mb=0.95" if streaming else "dense:mb=3.9")
+    answers: list[httpx.Response] = []
+
+    def ask() -> None:
+        answers.append(httpx.post(f"{gw.base}/v1/chat/completions", timeout=30, json={
+            "model": "good", "messages": user(), "stream": streaming}))
+
+    worst, polls = worst_health_while(gw, ask)
+    [answer] = answers
+    assert answer.status_code == 200 and b'"DENSE"' in answer.content[:2000], answer.content[:300]
+    entry = log_entry(gw, answer.headers["x-switchpoint-request-id"])
+    assert outcomes(entry) == [("good", "ok")], entry
+    assert worst < HEALTH_WHILE_DENSE_S, f"/health took {worst:.3f} s ({polls} asked)"
 
 
 @pytest.mark.parametrize("streaming", [False, True])

@@ -4,17 +4,29 @@ redaction of credentials from upstream text."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 
 from switchpoint._redact import MASK, header_secrets, redact, remember
-from switchpoint.errors import ProviderError, ResponseTooLarge
-from switchpoint.gateway.providers import ClientPool, Timeouts
-from switchpoint.gateway.providers._http import bounded_lines, post_json
-from switchpoint.gateway.providers.base import MAX_ERROR_BODY, classify_status, decode_body
+from switchpoint.errors import MalformedResponse, ProviderError, ResponseTooLarge
+from switchpoint.gateway.providers import ClientPool, Timeouts, _http
+from switchpoint.gateway.providers._http import (
+    OFF_LOOP_BYTES,
+    bounded_lines,
+    post_json,
+    stream_chunks,
+)
+from switchpoint.gateway.providers.base import (
+    MAX_ERROR_BODY,
+    classify_status,
+    decode_body,
+    upstream_json,
+)
 from switchpoint.gateway.providers.openai import OpenAIChunkDecoder
 from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
 
@@ -316,3 +328,104 @@ def test_a_line_sent_a_byte_at_a_time_costs_no_more_than_one_sent_whole() -> Non
     got, seconds = asyncio.run(collect())
     assert got == ["x" * size]
     assert seconds < 10, f"{seconds:.1f} s of CPU to read {size} one-byte reads"
+
+
+# An answer's JSON past OFF_LOOP_BYTES of empty objects, the densest JSON (some 90 KB, read in
+# some 8 ms): read on the event loop, it held every other request of the service meanwhile.
+_EXTRA = b', "extra": [' + b",".join([b"{}"] * 30_000) + b"]}"
+_ANSWER = (b'{"id": "c", "choices": [{"index": 0, "finish_reason": "stop", "message": '
+           b'{"role": "assistant", "content": "DENSE"}}]')
+
+
+def _read_where(monkeypatch: pytest.MonkeyPatch, body: bytes) -> tuple[object, bool]:
+    """What ``post_json`` makes of the 200 answer ``body`` (the data, or the error it raises),
+    and whether its JSON was read on the event loop's thread."""
+    threads: list[int] = []
+    real = upstream_json
+
+    def noted(text: str | bytes) -> object:
+        threads.append(threading.get_ident())
+        return real(text)
+
+    monkeypatch.setattr(_http, "upstream_json", noted)
+    pool = ClientPool(transport=answer(body))
+
+    async def call() -> tuple[object, int]:
+        loop_thread = threading.get_ident()
+        try:
+            data, _, _ = await post_json(pool.get("http://up"), "http://up/x", {},
+                                         {"x-api-key": "plain-key-of-the-caller"}, Timeouts(),
+                                         model="m")
+            return data, loop_thread
+        except ProviderError as exc:
+            return exc, loop_thread
+        finally:
+            await pool.aclose()
+
+    got, loop_thread = asyncio.run(call())
+    [thread] = threads
+    return got, thread == loop_thread
+
+
+def test_an_answer_past_off_loop_bytes_is_read_off_the_event_loop_and_checked_as_ever(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain answer longer than OFF_LOOP_BYTES is read on a worker thread, the event loop
+    free meanwhile; a shorter one at once, on the loop. What the reading refuses it still
+    refuses, as it did on the loop: a key written twice, a body that is no JSON object (its
+    credentials redacted), nesting past the bound."""
+    assert len(_ANSWER + _EXTRA) > OFF_LOOP_BYTES
+    data, on_loop = _read_where(monkeypatch, _ANSWER + _EXTRA)
+    assert isinstance(data, dict) and len(data["extra"]) == 30_000 and not on_loop
+    data, on_loop = _read_where(monkeypatch, _ANSWER + b"}")
+    assert isinstance(data, dict) and data["choices"][0]["message"]["content"] == "DENSE"
+    assert on_loop
+
+    twice = _ANSWER + b', "usage": {}, "usage": {}' + _EXTRA
+    error, on_loop = _read_where(monkeypatch, twice)
+    assert isinstance(error, MalformedResponse) and not on_loop
+    assert 'the key "usage" is written twice' in str(error), error
+    listed = b'["plain-key-of-the-caller", ' + _EXTRA[len(b', "extra": ['):-1]
+    error, on_loop = _read_where(monkeypatch, listed)
+    assert isinstance(error, MalformedResponse) and not on_loop
+    assert "not a JSON object" in str(error) and isinstance(error.body, list)
+    assert error.body[0] == MASK and len(error.body) == 30_001
+    for depth in (200, 5000):  # (past the bound; past what Python's reader goes to)
+        deep = (_ANSWER + b', "deep": ' + b"[" * depth + b"]" * depth + _EXTRA)
+        error, on_loop = _read_where(monkeypatch, deep)
+        assert isinstance(error, MalformedResponse) and not on_loop
+        assert "the answer nests deeper than 64 levels" in str(error), error
+
+
+def test_a_stream_event_past_off_loop_bytes_is_read_off_the_event_loop() -> None:
+    """A stream's event whose data is longer than OFF_LOOP_BYTES is read on a worker thread,
+    the event loop free meanwhile (a line of 1 MiB of empty objects held it 0.1 to 0.4 s);
+    the others at once, on the loop. Its chunk is passed on as read (a lone surrogate as
+    U+FFFD, as ever)."""
+    def data(delta: bytes, extra: bytes = b"}") -> bytes:
+        return (b'data: {"id": "c", "choices": [{"index": 0, "delta": ' + delta
+                + b', "finish_reason": null}]' + extra + b"\n\n")
+
+    body = (data(b'{"role": "assistant", "content": ""}')
+            + data(b'{"content": "DENSE \\ud800"}', _EXTRA)
+            + b'data: {"id": "c", "choices": [{"index": 0, "delta": {}, '
+              b'"finish_reason": "stop"}]}\n\ndata: [DONE]\n\n')
+    fed: list[tuple[int, int]] = []
+
+    class Noting(OpenAIChunkDecoder):
+        def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
+            fed.append((len(event.data), threading.get_ident()))
+            return super().feed(event)
+
+    async def run() -> tuple[list[dict[str, Any]], int]:
+        loop_thread = threading.get_ident()
+        async with httpx.AsyncClient(transport=answer(body)) as client:
+            return [chunk async for chunks in stream_chunks(
+                client, "http://up/x", {"stream": True}, {}, Timeouts(), Noting("m"),
+                model="m") for chunk in chunks], loop_thread
+
+    chunks, loop_thread = asyncio.run(run())
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == [
+        "", "DENSE \ufffd", None]
+    assert len(chunks[1]["extra"]) == 30_000
+    assert [(size > OFF_LOOP_BYTES, thread == loop_thread) for size, thread in fed] == [
+        (False, True), (True, False), (False, True), (False, True)]

@@ -7,8 +7,9 @@ plain one, whose JSON is read at once, by ``max_plain_answer_bytes`` too (an err
 ``max_sse_line_bytes`` (:func:`bounded_lines`); a compressed answer is only ever in a coding
 the transport inflates a bounded read at a time (:data:`ACCEPT_ENCODING`), whose lines are
 read a piece at a time, the event loop handed back every few milliseconds
-(:data:`HAND_BACK_S`); and the credentials a request carried are redacted from whatever the
-upstream said about it."""
+(:data:`HAND_BACK_S`); JSON longer than :data:`OFF_LOOP_BYTES` (an answer, a stream's event)
+is read on a worker thread (:func:`read_off_loop`), the loop serving other requests meanwhile;
+and the credentials a request carried are redacted from whatever the upstream said about it."""
 
 from __future__ import annotations
 
@@ -20,13 +21,21 @@ import ipaddress
 import re
 import time
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Mapping,
+    Sequence,
+)
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from switchpoint._messages import cut, json_quoted
+from switchpoint._process import ProcessThreads
 from switchpoint._redact import header_secrets, redact, redact_value
 from switchpoint.errors import (
     ConnectError,
@@ -409,17 +418,25 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
     if failed:
         raise classify_status(response.status_code, decode_body(raw, secrets),
                               response.headers, model=model)
+    data = await read_off_loop(len(raw), functools.partial(
+        _answer_object, secrets=secrets, status=response.status_code, model=model), raw)
+    return data, response, latency_ms
+
+
+def _answer_object(raw: bytes, *, secrets: Sequence[str], status: int,
+                   model: str) -> dict[str, Any]:
+    """The JSON object a ``status`` answer's body ``raw`` holds; else a
+    :class:`MalformedResponse` saying it is not one, carrying the body redacted."""
     try:
         data = upstream_json(raw)
     except (ValueError, RecursionError) as exc:
-        raise MalformedResponse(f"the {response.status_code} answer is not JSON we can relay "
-                                f"({cut(str(exc), 200)})",
-                                model=model, status=response.status_code,
+        raise MalformedResponse(f"the {status} answer is not JSON we can relay "
+                                f"({cut(str(exc), 200)})", model=model, status=status,
                                 body=decode_body(raw, secrets)) from exc
     if not isinstance(data, dict):
         raise MalformedResponse("the answer is not a JSON object", model=model,
-                                status=response.status_code, body=redact_value(data, secrets))
-    return data, response, latency_ms
+                                status=status, body=redact_value(data, secrets))
+    return data
 
 
 async def read_capped(response: httpx.Response, limit: int, *, model: str,
@@ -516,6 +533,28 @@ async def bounded_line_batches(chunks: AsyncIterator[bytes], limit: int, *, mode
 LINE_PIECE_BYTES = 16_384
 HAND_BACK_S = 0.005
 
+#: JSON longer than this (bytes, or characters of an event's data) is read on a worker thread,
+#: not on the event loop (:func:`read_off_loop`): it keeps the loop about as long as
+#: :data:`HAND_BACK_S` at most, as a stream's lines do (64 KB of the densest JSON, empty
+#: objects, reads in some 5 ms; a plain answer of 4 MiB of them held every other request of
+#: the service for 0.3 to 1 s). Nearly every answer and event is shorter, read at once, as
+#: ever.
+OFF_LOOP_BYTES = 65_536
+#: The threads reading it: at most two at once, the others waiting their turn (more would only
+#: share the cores, and the GIL with the event loop).
+_READERS = ProcessThreads(2, "switchpoint-json")
+_Read = TypeVar("_Read")
+_Text = TypeVar("_Text")
+
+
+async def read_off_loop(size: int, read: Callable[[_Text], _Read], text: _Text) -> _Read:
+    """``read(text)`` (which raises as it does), ``text`` being ``size`` long: on a worker
+    thread when that is over :data:`OFF_LOOP_BYTES`, the event loop free meanwhile, else at
+    once. Cancelled, it is not waited for (what it would read is dropped)."""
+    if size <= OFF_LOOP_BYTES:
+        return read(text)
+    return await asyncio.get_running_loop().run_in_executor(_READERS.get(), read, text)
+
 
 async def _paced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """``chunks`` in pieces of at most :data:`LINE_PIECE_BYTES`, the event loop handed back
@@ -606,7 +645,7 @@ async def _whole_answer(response: httpx.Response, reading: AsyncIterator[bytes],
     limit, setting = timeouts.plain_answer_limit
     raw = await read_capped(response, limit, model=model, chunks=reading, setting=setting)
     try:
-        body = upstream_json(raw)
+        body = await read_off_loop(len(raw), upstream_json, raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         body = None
     chunks = (decoder.whole(body) if isinstance(body, Mapping) and not body.get("error")
@@ -820,7 +859,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                                 raise _not_events(response, "\n".join(stray), secrets, model)
                             raise StreamBroken("the stream ended before any content", model=model)
                         for at, event in enumerate(batch):
-                            chunks = decoder.feed(event)
+                            chunks = await read_off_loop(len(event.data), decoder.feed, event)
                             pending.extend(chunks)
                             seen.add(chunks)
                             if any(is_content_chunk(c) for c in chunks):
@@ -863,7 +902,8 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                 error: Exception | None = None
                 try:
                     for event in batch:
-                        for chunk in decoder.feed(event):
+                        for chunk in await read_off_loop(len(event.data), decoder.feed,
+                                                         event):
                             answer.note(chunk)
                             read.append(chunk)
                         if decoder.done:
