@@ -347,7 +347,7 @@ def test_a_gzip_answer_is_still_taken_and_only_gzip_is_asked_for() -> None:
             async with httpx.AsyncClient(transport=PooledTransport()) as client:
                 data, _, _ = await post_json(client, f"http://127.0.0.1:{port}/v1/x", BODY,
                                              {"accept-encoding": "br, zstd"}, Timeouts(),
-                                             model="m")
+                                             model="m", answer=lambda data, _: data)
                 return data
         finally:
             server.close()
@@ -723,7 +723,8 @@ async def _posted(writes: list[bytes]) -> ProviderError:
     try:
         async with httpx.AsyncClient(transport=PooledTransport(), timeout=2) as client:
             with pytest.raises(ProviderError) as info:
-                await post_json(client, url, BODY, {}, Timeouts(), model="m")
+                await post_json(client, url, BODY, {}, Timeouts(), model="m",
+                                answer=lambda data, _: data)
             return info.value
     finally:
         server.close()

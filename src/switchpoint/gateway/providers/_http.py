@@ -84,6 +84,9 @@ from switchpoint.registration import canonical_host
 ACCEPT_ENCODING = "gzip, identity"
 _CODINGS = frozenset({"gzip"})
 
+_Read = TypeVar("_Read")
+_Text = TypeVar("_Text")
+
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -382,9 +385,13 @@ async def _refuse_coding(response: httpx.Response, coding: str, *, model: str) -
 
 
 async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
-                    headers: Mapping[str, str], timeouts: Timeouts,
-                    *, model: str) -> tuple[dict[str, Any], httpx.Response, float]:
-    """POST JSON and return the decoded 2xx body, the response and the latency in ms.
+                    headers: Mapping[str, str], timeouts: Timeouts, *, model: str,
+                    answer: Callable[[dict[str, Any], int], _Read]
+                    ) -> tuple[_Read, httpx.Response, float]:
+    """POST JSON and return what ``answer`` makes of the decoded 2xx body and the status (the
+    adapter's answer, its checks raising), the response and the latency in ms. The body is
+    read and ``answer`` called together, on a worker thread for a large body
+    (:func:`read_off_loop`).
 
     Raises the classified :class:`ProviderError` for transport failures, error statuses,
     redirects (never followed: whatever their body says is not an answer) and a 2xx that is not
@@ -418,15 +425,16 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
     if failed:
         raise classify_status(response.status_code, decode_body(raw, secrets),
                               response.headers, model=model)
-    data = await read_off_loop(len(raw), functools.partial(
-        _answer_object, secrets=secrets, status=response.status_code, model=model), raw)
-    return data, response, latency_ms
+    read = await read_off_loop(len(raw), functools.partial(
+        _answer_of, secrets=secrets, status=response.status_code, model=model, answer=answer),
+        raw)
+    return read, response, latency_ms
 
 
-def _answer_object(raw: bytes, *, secrets: Sequence[str], status: int,
-                   model: str) -> dict[str, Any]:
-    """The JSON object a ``status`` answer's body ``raw`` holds; else a
-    :class:`MalformedResponse` saying it is not one, carrying the body redacted."""
+def _answer_of(raw: bytes, *, secrets: Sequence[str], status: int, model: str,
+               answer: Callable[[dict[str, Any], int], _Read]) -> _Read:
+    """What ``answer`` makes of the JSON object a ``status`` answer's body ``raw`` holds; a
+    :class:`MalformedResponse` saying so when it holds none, carrying the body redacted."""
     try:
         data = upstream_json(raw)
     except (ValueError, RecursionError) as exc:
@@ -436,7 +444,7 @@ def _answer_object(raw: bytes, *, secrets: Sequence[str], status: int,
     if not isinstance(data, dict):
         raise MalformedResponse("the answer is not a JSON object", model=model,
                                 status=status, body=redact_value(data, secrets))
-    return data
+    return answer(data, status)
 
 
 async def read_capped(response: httpx.Response, limit: int, *, model: str,
@@ -543,10 +551,6 @@ OFF_LOOP_BYTES = 65_536
 #: The threads reading it: at most two at once, the others waiting their turn (more would only
 #: share the cores, and the GIL with the event loop).
 _READERS = ProcessThreads(2, "switchpoint-json")
-_Read = TypeVar("_Read")
-_Text = TypeVar("_Text")
-
-
 async def read_off_loop(size: int, read: Callable[[_Text], _Read], text: _Text) -> _Read:
     """``read(text)`` (which raises as it does), ``text`` being ``size`` long: on a worker
     thread when that is over :data:`OFF_LOOP_BYTES`, the event loop free meanwhile, else at

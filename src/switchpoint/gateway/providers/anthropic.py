@@ -57,6 +57,7 @@ planned onto an Anthropic model (see :mod:`switchpoint.gateway.capabilities`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -591,6 +592,22 @@ def from_anthropic_response(message: Mapping[str, Any], *,
     return body
 
 
+def openai_answer(data: dict[str, Any], status: int, *, legacy: bool,
+                  model: str) -> tuple[dict[str, Any], ReportedSoFar]:
+    """The OpenAI answer of the ``status`` Messages API answer ``data``
+    (:func:`from_anthropic_response`) and what it reports beside it (:func:`reported_of`); the
+    error saying what it is instead (an upstream's error in its place, a malformed answer)."""
+    failure = answered_error(data, status, model=model)
+    if failure is not None:
+        raise failure
+    try:
+        answer = from_anthropic_response(data, legacy=legacy)
+    except MalformedResponse as exc:
+        exc.model, exc.status = model, status
+        raise
+    return answer, reported_of(data)
+
+
 def reported_of(message: Mapping[str, Any]) -> ReportedSoFar:
     """What a Messages API answer reports of its use beside the usage its OpenAI body carries
     (what it is estimated from, should that usage not be believed): the prompt's tokens, when
@@ -832,19 +849,13 @@ class AnthropicProvider:
                        timeouts: Timeouts) -> ProviderResponse:
         body = self._body(request, card, stream=False)
         base, url, headers = self._target(card, stream=False)
-        data, response, latency_ms = await post_json(self.pool.get(base), url, body, headers,
-                                                     timeouts, model=card.name)
-        failure = answered_error(data, response.status_code, model=card.name)
-        if failure is not None:
-            raise failure
-        try:
-            answer = from_anthropic_response(data, legacy=legacy_functions(request))
-        except MalformedResponse as exc:
-            exc.model, exc.status = card.name, response.status_code
-            raise
+        (answer, reported), response, latency_ms = await post_json(
+            self.pool.get(base), url, body, headers, timeouts, model=card.name,
+            answer=functools.partial(openai_answer, legacy=legacy_functions(request),
+                                     model=card.name))
         return ProviderResponse(body=answer, model=card.name, status=response.status_code,
                                 headers=dict(response.headers), latency_ms=latency_ms,
-                                reported=reported_of(data))
+                                reported=reported)
 
     def stream(self, request: Mapping[str, Any], card: ModelCard,
                timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:

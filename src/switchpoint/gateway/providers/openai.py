@@ -15,6 +15,7 @@ provider's usual one); a card that names none sends no ``Authorization``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -208,6 +209,19 @@ def check_choices(body: Mapping[str, Any], answers: int, *, model: str,
                                 status=status, body=dict(body), generated=True)
 
 
+def checked_answer(data: dict[str, Any], status: int, *, answers: int,
+                   model: str) -> dict[str, Any]:
+    """The ``status`` answer ``data`` when it is a chat completion whose choices number the
+    ``answers`` asked for (:func:`check_choices`); else the error saying what it is (an
+    upstream's error in its place, or a body without a ``choices`` list)."""
+    if not isinstance(data.get("choices"), list):
+        raise answered_error(data, status, model=model) or (
+            MalformedResponse("the answer has no 'choices' list", model=model, status=status,
+                              body=data))
+    check_choices(data, answers, model=model, status=status)
+    return data
+
+
 class OpenAIProvider:
     """The OpenAI-compatible adapter. ``env`` defaults to ``os.environ`` (read at call time);
     ``default_base_url`` serves cards whose provider has no URL of its own (none by default).
@@ -240,13 +254,8 @@ class OpenAIProvider:
         base, url, headers = self._target(card, stream=False)
         data, response, latency_ms = await post_json(
             self.pool.get(base), url, upstream_body(request, card, stream=False), headers,
-            timeouts, model=card.name)
-        if not isinstance(data.get("choices"), list):
-            raise answered_error(data, response.status_code, model=card.name) or (
-                MalformedResponse("the answer has no 'choices' list", model=card.name,
-                                  status=response.status_code, body=data))
-        check_choices(data, answers_asked(request), model=card.name,
-                      status=response.status_code)
+            timeouts, model=card.name, answer=functools.partial(
+                checked_answer, answers=answers_asked(request), model=card.name))
         return ProviderResponse(body=data, model=card.name, status=response.status_code,
                                 headers=dict(response.headers), latency_ms=latency_ms)
 
