@@ -7,7 +7,7 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -68,13 +68,17 @@ def test_an_event_of_many_lines_over_the_limit_is_too_large() -> None:
         asyncio.run(events())
 
 
-def answer(body: bytes, status: int = 200, length: bool = True) -> httpx.MockTransport:
+def answer(body: bytes, status: int = 200, length: bool = True,
+           kind: str | None = None) -> httpx.MockTransport:
+    """A stand-in upstream answering ``body`` 4 KB a read (``kind``: its content-type)."""
     def handler(request: httpx.Request) -> httpx.Response:
         async def stream() -> AsyncIterator[bytes]:
             for i in range(0, len(body), 4096):
                 yield body[i:i + 4096]
 
         headers = {"content-length": str(len(body))} if length else {}
+        if kind is not None:
+            headers["content-type"] = kind
         return httpx.Response(status, headers=headers, content=stream())
 
     return httpx.MockTransport(handler)
@@ -459,3 +463,27 @@ def test_a_stream_event_past_off_loop_bytes_is_read_off_the_event_loop() -> None
     assert len(chunks[1]["extra"]) == 30_000
     assert [(size > OFF_LOOP_BYTES, thread == loop_thread) for size, thread in fed] == [
         (False, True), (True, False), (False, True), (False, True)]
+
+
+def test_a_whole_answer_to_a_stream_past_off_loop_bytes_is_read_off_the_event_loop() -> None:
+    """A stream request answered with a whole JSON answer (as an upstream ignoring ``stream``
+    does) longer than OFF_LOOP_BYTES is read, and made the stream's chunks, on a worker
+    thread; its chunks are those of the answer, as ever."""
+    made: list[int] = []
+
+    class Noting(OpenAIChunkDecoder):
+        def whole(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+            made.append(threading.get_ident())
+            return super().whole(body)
+
+    async def run() -> tuple[list[dict[str, Any]], int]:
+        transport = answer(_ANSWER + _EXTRA, kind="application/json")
+        async with httpx.AsyncClient(transport=transport) as client:
+            return [chunk async for chunks in stream_chunks(
+                client, "http://up/x", {"stream": True}, {}, Timeouts(), Noting("m"),
+                model="m") for chunk in chunks], threading.get_ident()
+
+    chunks, loop_thread = asyncio.run(run())
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
+                   if c.get("choices")) == "DENSE"
+    assert len(made) == 1 and made[0] != loop_thread

@@ -648,16 +648,22 @@ async def _whole_answer(response: httpx.Response, reading: AsyncIterator[bytes],
     what came instead."""
     limit, setting = timeouts.plain_answer_limit
     raw = await read_capped(response, limit, model=model, chunks=reading, setting=setting)
-    try:
-        body = await read_off_loop(len(raw), upstream_json, raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        body = None
-    chunks = (decoder.whole(body) if isinstance(body, Mapping) and not body.get("error")
-              else [])
+    chunks = await read_off_loop(len(raw), functools.partial(_whole_chunks, decoder=decoder),
+                                 raw)
     if not any(is_content_chunk(chunk) for chunk in chunks):
         raise _not_events(response, raw[:ERROR_BODY_READ].decode("utf-8", "replace"),
                           secrets, model)
     return chunks
+
+
+def _whole_chunks(raw: bytes, *, decoder: ChunkDecoder) -> list[dict[str, Any]]:
+    """The chunks ``decoder`` makes of the whole answer ``raw`` (:meth:`ChunkDecoder.whole`);
+    none when it is no JSON object, or an upstream's error."""
+    try:
+        body = upstream_json(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return []
+    return decoder.whole(body) if isinstance(body, Mapping) and not body.get("error") else []
 
 
 #: How long a stream whose answer is whole (every choice finished, then the usage chunk that
