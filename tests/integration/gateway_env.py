@@ -80,9 +80,12 @@ data_dir: {data_dir}
 
 
 @contextmanager
-def gateway_server(fake: FakeProviderProcess, root: Path) -> Iterator[ThreadServer]:
+def gateway_server(fake: FakeProviderProcess, root: Path,
+                   gateway: str = GATEWAY) -> Iterator[ThreadServer]:
+    """The test world's server in front of ``fake``, its config's ``gateway`` section
+    ``gateway``."""
     config = root / "switchpoint.yaml"
-    config.write_text(config_text(fake), encoding="utf-8")
+    config.write_text(config_text(fake, gateway=gateway), encoding="utf-8")
     settings = load_settings(config, environ={})
     with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
         yield server
