@@ -16,6 +16,7 @@ import subprocess
 import time
 import tracemalloc
 import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +302,51 @@ def test_a_compressed_stream_of_blank_lines_hands_the_event_loop_back_as_it_is_r
     ticks, got = asyncio.run(run())
     assert [c["choices"][0]["delta"] for batch in got for c in batch] == [{"content": "hi"}]
     assert ticks >= 10, f"the loop ran {ticks} times while 1 MB of blank lines was read"
+
+
+def test_a_compressed_answer_hands_the_event_loop_back_as_it_is_inflated() -> None:
+    """A plain answer's gzip body of some 32 KB inflating to 32 MiB, already arrived (so read
+    without waiting): the event loop runs other tasks while it is inflated and gathered, as
+    a stream's lines are read, where it was held until the whole body was in."""
+    size = 32 << 20
+    packed = gzip.compress(bytes(size), 9)
+
+    async def run() -> tuple[int, int]:
+        upstream = RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                               b"Content-Encoding: gzip\r\nContent-Length: "
+                               + str(len(packed)).encode() + b"\r\n\r\n")
+        upstream.parts.put_nowait(packed)
+        upstream.parts.put_nowait(None)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        async with (upstream as url,
+                    httpx.AsyncClient(transport=PooledTransport()) as client,
+                    client.stream("POST", url, json=BODY) as r):
+            pieces = r.aiter_bytes()
+            first = await anext(pieces)  # (the whole body has arrived by then)
+            ticker = asyncio.create_task(tick())
+            await asyncio.sleep(0)  # (the ticker started: its count starts at 0)
+            ticks = 0
+            body = await read_capped(r, size, model="m", chunks=_again(first, pieces))
+            ticker.cancel()
+            return len(body), ticks
+
+    read, ticks = asyncio.run(run())
+    assert read == size
+    assert ticks >= 2, f"the loop ran {ticks} times while 32 MiB was inflated"
+
+
+async def _again(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A body read from ``rest``, ``first`` (its first piece, already read) first."""
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def test_a_finished_stream_not_asked_for_usage_whose_upstream_goes_silent_is_whole(

@@ -454,13 +454,14 @@ async def read_capped(response: httpx.Response, limit: int, *, model: str,
     (the rest is not read), else :class:`ResponseTooLarge` naming ``setting`` past it (before
     reading any of it when the declared length is already over). ``chunks``: the body, when
     part of it was read already (see :func:`_opening`). A compressed body is counted as it
-    is inflated."""
+    is inflated, the event loop handed back as a stream's lines hand it back (:func:`_paced`):
+    a plain answer inflating to megabytes held it until it was whole."""
     declared = response.headers.get("content-length", "")
     if not truncate and declared.isdigit() and int(declared) > limit:
         raise ResponseTooLarge(f"the answer is {int(declared)} bytes, over the limit of {limit} "
                                f"({setting})", model=model, status=response.status_code)
     body = bytearray()
-    async for chunk in chunks if chunks is not None else response.aiter_bytes():
+    async for chunk in _paced(chunks if chunks is not None else response.aiter_bytes()):
         body += chunk
         if len(body) > limit:
             if truncate:
@@ -533,8 +534,9 @@ async def bounded_line_batches(chunks: AsyncIterator[bytes], limit: int, *, mode
         yield [pending.rstrip(b"\r\n").decode("utf-8", "replace")]
 
 
-# A body's bytes are made into lines at most LINE_PIECE_BYTES at a time, and reading them keeps
-# the event loop at most about HAND_BACK_S before handing it back: a compressed body inflates
+# A body's bytes are made into lines (or gathered, a plain one's) at most LINE_PIECE_BYTES at a
+# time, and reading them keeps the event loop at most about HAND_BACK_S before handing it
+# back: a compressed body inflates
 # a thousandfold (a 4 KB read, 4 MB of blank lines or comments) and a body that has already
 # arrived is read without waiting, so one stream's lines held the loop, every other request of
 # the service waiting (its deadline too), for as long as they took to read.
