@@ -265,6 +265,38 @@ def test_a_compressed_body_is_inflated_a_little_at_a_time() -> None:
     assert peak < 16 << 20, f"{peak >> 20} MiB held at once"
 
 
+def gzip_upstream(packed: bytes, kind: str) -> RawUpstream:
+    """An upstream answering ``packed``, a gzip body of the content-type ``kind``, queued
+    whole at once."""
+    upstream = RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Type: " + kind.encode()
+                           + b"\r\nContent-Encoding: gzip\r\nContent-Length: "
+                           + str(len(packed)).encode() + b"\r\n\r\n")
+    upstream.parts.put_nowait(packed)
+    return upstream
+
+
+class Turns:
+    """How many times the event loop ran a task that hands it back at once, from
+    :meth:`start` to :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._turn())
+
+    async def _turn(self) -> None:
+        while True:
+            await asyncio.sleep(0)
+            self.count += 1
+
+    def stop(self) -> int:
+        assert self._task is not None, "the turns were never started"
+        self._task.cancel()
+        return self.count
+
+
 def test_a_compressed_stream_of_blank_lines_hands_the_event_loop_back_as_it_is_read() -> None:
     """A stream whose first chunk is followed by a gzip body of 1 KB inflating to 1 MB of
     blank lines (inflated 4 MB a read and already arrived, so read without waiting): the event
@@ -273,29 +305,17 @@ def test_a_compressed_stream_of_blank_lines_hands_the_event_loop_back_as_it_is_r
     packed = gzip.compress(first + b"\n" * (1 << 20), 9)
 
     async def run() -> tuple[int, list[list[dict[str, Any]]]]:
-        upstream = RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                               b"Content-Encoding: gzip\r\nContent-Length: "
-                               + str(len(packed)).encode() + b"\r\n\r\n")
-        upstream.parts.put_nowait(packed)
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0)
-                ticks += 1
-
+        upstream = gzip_upstream(packed, "text/event-stream")
+        turns = Turns()
         async with upstream as url, httpx.AsyncClient(transport=PooledTransport()) as client:
             got: list[list[dict[str, Any]]] = []
-            ticker: asyncio.Task[None] | None = None
             with pytest.raises(StreamBroken, match="before the answer finished"):
                 async for chunks in stream_chunks(client, url, BODY, {}, Timeouts(),
                                                   OpenAIChunkDecoder("m"), model="m"):
-                    if not got:  # (the ticks are counted from the blank lines' start)
-                        ticker = asyncio.create_task(tick())
+                    if not got:  # (the turns are counted from the blank lines' start)
+                        turns.start()
                     got.append(chunks)
-            assert ticker is not None
-            ticker.cancel()
+            ticks = turns.stop()
             upstream.parts.put_nowait(None)
             return ticks, got
 
@@ -312,30 +332,19 @@ def test_a_compressed_answer_hands_the_event_loop_back_as_it_is_inflated() -> No
     packed = gzip.compress(bytes(size), 9)
 
     async def run() -> tuple[int, int]:
-        upstream = RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                               b"Content-Encoding: gzip\r\nContent-Length: "
-                               + str(len(packed)).encode() + b"\r\n\r\n")
-        upstream.parts.put_nowait(packed)
+        upstream = gzip_upstream(packed, "application/json")
         upstream.parts.put_nowait(None)
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0)
-                ticks += 1
-
+        turns = Turns()
         async with (upstream as url,
                     httpx.AsyncClient(transport=PooledTransport()) as client,
                     client.stream("POST", url, json=BODY) as r):
             pieces = r.aiter_bytes()
             first = await anext(pieces)  # (the whole body has arrived by then)
-            ticker = asyncio.create_task(tick())
-            await asyncio.sleep(0)  # (the ticker started: its count starts at 0)
-            ticks = 0
+            turns.start()
+            await asyncio.sleep(0)  # (the turns started: counted from 0)
+            turns.count = 0
             body = await read_capped(r, size, model="m", chunks=_again(first, pieces))
-            ticker.cancel()
-            return len(body), ticks
+            return len(body), turns.stop()
 
     read, ticks = asyncio.run(run())
     assert read == size
