@@ -536,10 +536,10 @@ async def bounded_line_batches(chunks: AsyncIterator[bytes], limit: int, *, mode
 
 # A body's bytes are made into lines (or gathered, a plain one's) at most LINE_PIECE_BYTES at a
 # time, and reading them keeps the event loop at most about HAND_BACK_S before handing it
-# back: a compressed body inflates
-# a thousandfold (a 4 KB read, 4 MB of blank lines or comments) and a body that has already
-# arrived is read without waiting, so one stream's lines held the loop, every other request of
-# the service waiting (its deadline too), for as long as they took to read.
+# back: a compressed body inflates a thousandfold (a 4 KB read, 4 MB of blank lines or
+# comments) and a body that has already arrived is read without waiting, so one stream's lines
+# held the loop, every other request of the service waiting (its deadline too), for as long as
+# they took to read.
 LINE_PIECE_BYTES = 16_384
 HAND_BACK_S = 0.005
 
@@ -553,6 +553,8 @@ OFF_LOOP_BYTES = 65_536
 #: The threads reading it: at most two at once, the others waiting their turn (more would only
 #: share the cores, and the GIL with the event loop).
 _READERS = ProcessThreads(2, "switchpoint-json")
+
+
 async def read_off_loop(size: int, read: Callable[[_Text], _Read], text: _Text) -> _Read:
     """``read(text)`` (which raises as it does), ``text`` being ``size`` long: on a worker
     thread when that is over :data:`OFF_LOOP_BYTES`, the event loop free meanwhile, else at
