@@ -43,6 +43,7 @@ from switchpoint.learning.events import (
     check_tenant,
 )
 from switchpoint.learning.learner import OutcomeResult
+from switchpoint.learning.memory import PendingDecision
 from switchpoint.router import Router
 from switchpoint.store.learning import LearningReader
 
@@ -170,27 +171,10 @@ class FeedbackIntake:
                     self.log.flush()  # the outcomes before this one, even a moment ago
                     assert learning is not None
                     self._host._take_up_decision(learning, owner, decision_id, entry.tenant)
-                    answer = self._answer(decision_id)
-                    if model is None and answer is not None and answer[0] is None:
-                        raise InvalidInputError("model", NO_ANSWER)
-                    served = model if isinstance(model, str) else (
-                        answer[0] if answer is not None and answer[0] is not None
-                        else entry.chosen)
-                    check_listed(served, owner, config_read)
-                    if teachable is not None:
-                        teachable(served)
-                    kept = measured is None and self._kept_cost(owner, decision_id,
-                                                                entry.tenant, served)
-                    if (measured is None and not kept and answer is not None
-                            and answer[0] == served
-                            and answer_cost(owner, served, answer[1], entry.prompt_tokens)
-                            is not None):
-                        # What the gateway's own accounting priced the answer at, unless an
-                        # earlier outcome about that model gave its cost (a repeat keeps it).
-                        measured, cost_from = answer[1], "answer"
+                    served, measured, cost_from = self._served(
+                        decision_id, model, entry, owner, measured,
+                        teaches=True, config_read=config_read, teachable=teachable)
                     if learnable(owner, served):
-                        if kept:
-                            cost_from = "kept"
                         # (the decision's last outcome, which a quality observation may be)
                         last = (self.log.latest_quality(decision_id, entry.tenant) if logged
                                 else None)
@@ -221,17 +205,9 @@ class FeedbackIntake:
                     # Made by a policy the live one cannot read it for (vectors against text).
                     entry = stored[0]
                     check_configured(live.settings, entry.tenant, config_read)
-                    answer = self._answer(decision_id)
-                    served = model if isinstance(model, str) else (
-                        answer[0] if answer is not None and answer[0] is not None
-                        else entry.chosen)
-                    check_listed(served, router, config_read)
-                    if teachable is not None:
-                        teachable(served)
-                    if (measured is None and answer is not None and answer[0] == served
-                            and answer_cost(router, served, answer[1], entry.prompt_tokens)
-                            is not None):
-                        measured, cost_from = answer[1], "answer"
+                    served, measured, cost_from = self._served(
+                        decision_id, model, entry, router, measured,
+                        teaches=False, config_read=config_read, teachable=teachable)
                     return self._observe(decision_id, served, quality, measured, entry.tenant,
                                          note, UNREADABLE, cost_from, router,
                                          entry.prompt_tokens)
@@ -264,10 +240,9 @@ class FeedbackIntake:
                     teachable(str(served))
                 tokens = request["prompt_tokens"]
                 answered = request.get("cost_usd")  # (None: a stream still under way)
-                if (measured is None and answered is not None and served == request["model"]
-                        and answer_cost(router, str(served), answered, tokens) is not None):
-                    # What the gateway's own accounting priced the answer at.
-                    measured, cost_from = float(answered), "answer"
+                if measured is None and (priced := _priced(
+                        router, str(served), (request["model"], answered), tokens)) is not None:
+                    measured, cost_from = priced, "answer"
                 return self._observe(decision_id, str(served), quality, measured,
                                      owner_tenant, note,
                                      "a request that named its model (or followed a session "
@@ -278,6 +253,31 @@ class FeedbackIntake:
         finally:
             NOTE.reset(token)
 
+    def _served(self, decision_id: str, model: object, entry: PendingDecision,
+                router: Router, measured: float | None, *,
+                teaches: bool, config_read: bool, teachable: Callable[[str], None] | None
+                ) -> tuple[str, float | None, str | None]:
+        """The model feedback on ``entry`` (decision ``decision_id``, which ``router`` judges)
+        is about: ``model`` as named, else the one that answered its request, else the one it
+        chose (refused when its request got no answer from any model); checked listed and
+        passed to ``teachable``. With it, the cost the outcome teaches and where it came from:
+        the feedback's own (``measured``), else none where an outcome that teaches ``router``
+        (``teaches``) keeps the one an earlier outcome about that model gave (``kept``), else
+        what the gateway's own accounting priced the answer at (``answer``)."""
+        answer = self._answer(decision_id)
+        if model is None and answer is not None and answer[0] is None:
+            raise InvalidInputError("model", NO_ANSWER)
+        served = model if isinstance(model, str) else (
+            answer[0] if answer is not None and answer[0] is not None else entry.chosen)
+        check_listed(served, router, config_read)
+        if teachable is not None:
+            teachable(served)
+        if measured is not None:
+            return served, measured, "feedback"
+        if teaches and self._kept_cost(router, decision_id, entry.tenant, served):
+            return served, None, "kept"
+        priced = _priced(router, served, answer, entry.prompt_tokens)
+        return served, priced, None if priced is None else "answer"
 
     def _latest_of(self, prompt_hash: str, tenant: str | None) -> str:
         """The id of the latest decision routed on the prompt of ``prompt_hash``
@@ -359,3 +359,15 @@ class FeedbackIntake:
                                 previous, event)
         return FeedbackResult(outcome, "model", False, why, (future,), cost, cost_from,
                               cost_unit_of(router.catalog))
+
+
+def _priced(router: Router, model: str, answer: tuple[object, float | None] | None,
+            prompt_tokens: int | None) -> float | None:
+    """What the gateway's own accounting priced ``answer`` (the model that answered, and its
+    cost in USD) at, where that model is ``model`` and its cost teaches ``router`` (see
+    :func:`answer_cost`); else None."""
+    if answer is None or answer[0] != model or answer[1] is None:
+        return None
+    if answer_cost(router, model, answer[1], prompt_tokens) is None:
+        return None
+    return float(answer[1])
