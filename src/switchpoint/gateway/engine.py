@@ -672,9 +672,11 @@ class Gateway:
         limits, SLA and escalation apply. Raises :class:`~switchpoint.errors.GatewayError`
         subclasses (and ``InvalidInputError``).
         """
-        return await self._library.complete(
-            messages, model, session_id=session_id, cost_weight=cost_weight, models=models,
-            decision=decision, exact=exact, key=key, tenant=tenant, params=params)
+        result = await self._library.answer(
+            messages, model, stream=False, session_id=session_id, cost_weight=cost_weight,
+            models=models, decision=decision, exact=exact, key=key, tenant=tenant, params=params)
+        assert isinstance(result, ChatCompletion)
+        return result
 
     async def astream(self, messages: Sequence[Mapping[str, Any]] | None = None,
                       model: str = AUTO_MODEL, *, session_id: str | None = None,
@@ -684,9 +686,11 @@ class Gateway:
                       **params: Any) -> ChatStream:
         """A streamed chat completion: ``async for chunk in await gateway.astream(...)``.
         Failover happens before this returns (the stream is committed to one model)."""
-        return await self._library.stream(
-            messages, model, session_id=session_id, cost_weight=cost_weight, models=models,
-            decision=decision, exact=exact, key=key, tenant=tenant, params=params)
+        result = await self._library.answer(
+            messages, model, stream=True, session_id=session_id, cost_weight=cost_weight,
+            models=models, decision=decision, exact=exact, key=key, tenant=tenant, params=params)
+        assert isinstance(result, ChatStream)
+        return result
 
     def complete(self, messages: Sequence[Mapping[str, Any]] | None = None,
                  model: str = AUTO_MODEL, *, session_id: str | None = None,

@@ -43,43 +43,24 @@ class LibraryDoor:
     def __init__(self, host: LibraryHost) -> None:
         self._host = host
 
-    async def complete(self, messages: Sequence[Mapping[str, Any]] | None, model: str, *,
-                       session_id: str | None, cost_weight: float | None,
-                       models: Sequence[str] | None, decision: RoutingDecision | None,
-                       exact: bool, key: str | None, tenant: str | None,
-                       params: dict[str, Any]) -> ChatCompletion:
-        """:meth:`Gateway.acomplete <switchpoint.gateway.engine.Gateway.acomplete>`."""
-        self._host.check_serves_chat()
-        if stream_flag(params):
-            raise InvalidInputError("stream", "use astream() (or stream()) for a streamed answer")
-        no_client_options(params)
-        call = await self._call(messages, model, session_id, cost_weight, models, decision,
-                                params, stream=False, exact=exact, key=key, tenant=tenant)
-        result = await self._host.chat(call)
-        assert isinstance(result, ChatCompletion)
-        return result
-
-    async def stream(self, messages: Sequence[Mapping[str, Any]] | None, model: str, *,
-                     session_id: str | None, cost_weight: float | None,
+    async def answer(self, messages: Sequence[Mapping[str, Any]] | None, model: str, *,
+                     stream: bool, session_id: str | None, cost_weight: float | None,
                      models: Sequence[str] | None, decision: RoutingDecision | None,
                      exact: bool, key: str | None, tenant: str | None,
-                     params: dict[str, Any]) -> ChatStream:
-        """:meth:`Gateway.astream <switchpoint.gateway.engine.Gateway.astream>`."""
-        self._host.check_serves_chat()
-        stream_flag(params)
-        no_client_options(params)
-        call = await self._call(messages, model, session_id, cost_weight, models, decision,
-                                params, stream=True, exact=exact, key=key, tenant=tenant)
-        result = await self._host.chat(call)
-        assert isinstance(result, ChatStream)
-        return result
-
-    async def _call(self, messages: Sequence[Mapping[str, Any]] | None, model: str,
-                    session_id: str | None, cost_weight: float | None,
-                    models: Sequence[str] | None, decision: RoutingDecision | None,
-                    params: dict[str, Any], *, stream: bool, exact: bool = False,
-                    key: str | None = None, tenant: str | None = None) -> ChatCall:
+                     params: dict[str, Any]) -> ChatCompletion | ChatStream:
+        """The answer to a chat request made of a program's arguments: a
+        :class:`ChatCompletion` (:meth:`Gateway.acomplete
+        <switchpoint.gateway.engine.Gateway.acomplete>`), or where ``stream`` a
+        :class:`ChatStream` (:meth:`Gateway.astream
+        <switchpoint.gateway.engine.Gateway.astream>`). The ``stream`` flag among ``params``
+        may only agree (a completion asked for with ``stream=True`` is refused, naming
+        ``astream``), the openai client's options are refused, and the request is checked and
+        made as the HTTP door's would be."""
         host = self._host
+        host.check_serves_chat()
+        if stream_flag(params) and not stream:
+            raise InvalidInputError("stream", "use astream() (or stream()) for a streamed answer")
+        no_client_options(params)
         if messages is None:
             messages = params.pop("messages", None)
         body: dict[str, Any] = {
@@ -99,8 +80,8 @@ class LibraryDoor:
         names = model_names(models, "models")
         who = (await host.governor.aprincipal(host.settings, key=key, tenant=tenant)
                or Principal())
-        return ChatCall(body=body, session_id=session_id, caller=who.key_id or "in-process",
-                        tenant=who.tenant, key_id=who.key_id, cost_weight=cost_weight,
-                        decision=decision, exact=exact,
-                        models=(check_model_count(names, "models")
-                                if names is not None else None))
+        return await host.chat(ChatCall(
+            body=body, session_id=session_id, caller=who.key_id or "in-process",
+            tenant=who.tenant, key_id=who.key_id, cost_weight=cost_weight, decision=decision,
+            exact=exact,
+            models=check_model_count(names, "models") if names is not None else None))
