@@ -143,7 +143,7 @@ from switchpoint.learning.config import (
     check_name,
 )
 from switchpoint.learning.events import MAX_TENANTS
-from switchpoint.store.sqlite import MAX_SPILL_BYTES
+from switchpoint.store.spill import MAX_SPILL_BYTES
 
 ENV_PREFIX = "SWITCHPOINT_"
 DEFAULT_DATA_DIR = "./data"
@@ -363,7 +363,7 @@ class StoreSettings(BaseModel):
     ``spill_max_mb``: while the database refuses writes (a full disk, a lock another process
     holds), what it refused waits in a spill file beside it, to be written once it takes
     writes again; past this size, less a reserve for the records of requests in flight then
-    (see :func:`~switchpoint.store.sqlite.spill_reserve`), the gateway turns new requests away
+    (see :func:`~switchpoint.store.spill.spill_reserve`), the gateway turns new requests away
     (503 ``storage_unavailable``) until then, rather than answer what it could not log."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

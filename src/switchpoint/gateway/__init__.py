@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from switchpoint._lazy import names_on_use
 
 if TYPE_CHECKING:
-    from switchpoint.gateway.engine import Gateway, Observer, SyncChatStream
+    from switchpoint.gateway.engine import Gateway
+    from switchpoint.gateway.observing import Observer
     from switchpoint.gateway.planning import ChatCall, Plan, Planner
     from switchpoint.gateway.results import (
         CallInfo,
@@ -20,11 +21,12 @@ if TYPE_CHECKING:
         ChatCompletionChunk,
         ChatStream,
     )
+    from switchpoint.gateway.sync_bridge import SyncChatStream
 
 # Every name loads on use: the commands that read the state a service keeps (models list,
 # experiments list, label's checks) import a module of this package or two, and the engine
 # would bring the whole gateway with them.
-_LAZY = {"Gateway": "engine", "Observer": "engine", "SyncChatStream": "engine",
+_LAZY = {"Gateway": "engine", "Observer": "observing", "SyncChatStream": "sync_bridge",
          "ChatCall": "planning", "Plan": "planning", "Planner": "planning",
          "CallInfo": "results", "ChatCompletion": "results",
          "ChatCompletionChunk": "results", "ChatStream": "results"}

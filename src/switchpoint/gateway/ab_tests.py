@@ -68,8 +68,8 @@ from switchpoint.store.learning import (
     RuntimeExperimentRecord,
     StoredExperiment,
 )
+from switchpoint.store.migrations import ENDED_KEPT
 from switchpoint.store.removals import EXPERIMENT, Removal, make_again
-from switchpoint.store.sqlite import ENDED_KEPT
 
 if TYPE_CHECKING:
     from switchpoint.gateway.learning import GatewayLearning
@@ -636,7 +636,7 @@ def end_kept(store: SQLiteStore, settings: Settings, name: str) -> float:
     holds ``data_dir``'s lock, see :mod:`switchpoint.gateway.owner`) as
     :meth:`RuntimeExperiments.end` does: the same end written to its row, at this time, its
     decisions and report kept, the oldest ended ones past the newest
-    :data:`~switchpoint.store.sqlite.ENDED_KEPT` going. Refused as
+    :data:`~switchpoint.store.migrations.ENDED_KEPT` going. Refused as
     :func:`check_endable` refuses it, and then nothing changes. Returns when it ended. The
     end is kept beside the store too (see :mod:`switchpoint.store.removals`, whose removals
     a restored backup lacks are made again first, as a start makes them)."""

@@ -32,7 +32,7 @@ from switchpoint.gateway.providers import TokenUsage
 from switchpoint.gateway.results import CallInfo
 from switchpoint.gateway.sessions import PinDecision, PinState
 from switchpoint.store import DecisionRecord, RequestRecord
-from switchpoint.store.sqlite import Record
+from switchpoint.store.logs import Record
 
 Records = list[Record]
 # A request's spend-ledger rows and the amount its budgets were charged (see the governor).

@@ -88,6 +88,7 @@ from switchpoint.gateway.chat_door import ChatDoor
 from switchpoint.gateway.closing import Closing
 from switchpoint.gateway.experiment_door import ExperimentDoor
 from switchpoint.gateway.failed_tries import FailedTryLog
+from switchpoint.gateway.feedback_rules import FeedbackResult
 from switchpoint.gateway.health import HealthTracker
 from switchpoint.gateway.health_views import HEALTH_EVENTS as HEALTH_EVENTS
 from switchpoint.gateway.health_views import MAX_EVENT_LATENCY_MS as MAX_EVENT_LATENCY_MS
@@ -96,7 +97,7 @@ from switchpoint.gateway.housekeeping import PRUNE_INTERVAL_S as PRUNE_INTERVAL_
 from switchpoint.gateway.housekeeping import PRUNE_MAX_ROWS as PRUNE_MAX_ROWS
 from switchpoint.gateway.housekeeping import Housekeeping
 from switchpoint.gateway.in_flight import InFlight
-from switchpoint.gateway.learning import FeedbackResult, GatewayLearning
+from switchpoint.gateway.learning import GatewayLearning
 from switchpoint.gateway.learning_door import LearningDoor
 from switchpoint.gateway.library_door import LibraryDoor
 from switchpoint.gateway.live import Live, Loader, RouterState
@@ -133,7 +134,8 @@ from switchpoint.learning.events import (
 )
 from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
-from switchpoint.store.sqlite import REFUSING_S, spill_reserve
+from switchpoint.store.spill import spill_reserve
+from switchpoint.store.sqlite import REFUSING_S
 
 if TYPE_CHECKING:
     from switchpoint.gateway.providers import ClientPool, ProviderRegistry

@@ -305,8 +305,9 @@ class FeedbackIntake:
             return stored
 
     def _check_not_refused(self, answer_id: str, tenant: str | None) -> None:
-        """A request refused for who asked (see ``Gateway._refused``) got no answer: there is
-        nothing to score."""
+        """A request refused for who asked (see
+        :func:`~switchpoint.gateway.accounting.refused`) got no answer: there is nothing to
+        score."""
         kind = self.reader.refusal(answer_id, tenant) if self.reader is not None else None
         if kind is not None:
             raise InvalidInputError("decision_id", f"{answer_id} names a request refused "

@@ -11,8 +11,9 @@ from typing import Any
 
 from switchpoint.errors import StorageUnavailableError, StoreError
 from switchpoint.store import SQLiteStore
+from switchpoint.store.logs import Record
 from switchpoint.store.removals import Removal, journaled
-from switchpoint.store.sqlite import REFUSING_S, Record
+from switchpoint.store.sqlite import REFUSING_S
 
 #: The most changes that wait at once for one store's writer to settle them, in
 #: :func:`written` or for the lock of a :func:`turn` (held by a change that waits there):

@@ -30,8 +30,9 @@ from switchpoint.gateway.caller_views import CallerViews
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.failover import none_answered
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED
+from switchpoint.gateway.feedback_rules import FeedbackResult
 from switchpoint.gateway.kept import not_kept
-from switchpoint.gateway.learning import FeedbackResult, GatewayLearning
+from switchpoint.gateway.learning import GatewayLearning
 from switchpoint.gateway.library_args import as_list, no_client_options, stream_flag
 from switchpoint.gateway.live import RouterState
 from switchpoint.gateway.misconfig import no_upstream_message

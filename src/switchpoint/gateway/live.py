@@ -50,7 +50,7 @@ from switchpoint.weights import (
 )
 
 if TYPE_CHECKING:
-    from switchpoint.gateway.learning import LiveLearning
+    from switchpoint.gateway.live_learning import LiveLearning
 
 log = logging.getLogger("switchpoint.gateway")
 # Why the weights' models are the ones a config's names must be among.

@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from switchpoint._log_limit import RateLimitFilter, repeats_per
 from switchpoint.decision import RoutingDecision
-from switchpoint.store.sqlite import RequestRecord
+from switchpoint.store.logs import RequestRecord
 
 log = logging.getLogger("switchpoint.gateway")
 

@@ -121,6 +121,8 @@ from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.capabilities import Needs, adapter_limits
 from switchpoint.learning.events import DEFAULT_TENANT
+from switchpoint.store.errors import refused as database_refused
+from switchpoint.store.errors import store_error
 from switchpoint.store.moved import (
     close_moved,
     forget_log_owner,
@@ -128,8 +130,6 @@ from switchpoint.store.moved import (
     opened_for_writing,
     remove_stale_side_files,
 )
-from switchpoint.store.sqlite import refused as database_refused
-from switchpoint.store.sqlite import store_error
 
 log = logging.getLogger("switchpoint.gateway")
 

@@ -30,7 +30,7 @@ from switchpoint.governance.ledger import (
     provider_account,
     tenant_account,
 )
-from switchpoint.store.sqlite import MAX_PAGE
+from switchpoint.store.logs import MAX_PAGE
 
 _CURSOR = re.compile(r"cfg-([1-9][0-9]{0,18})|key-([1-9][0-9]{0,18})-([1-9])")
 # Where a list begins: before its first budget.

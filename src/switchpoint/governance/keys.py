@@ -91,7 +91,9 @@ from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.clock_writer import ClockWriter
 from switchpoint.governance.settings import DEFAULT_MAX_KEYS, MAX_RPM, MAX_TPM, MOST_MAX_KEYS
 from switchpoint.learning.events import check_tenant
+from switchpoint.store.errors import store_error
 from switchpoint.store.line_journal import LineJournal, line_of
+from switchpoint.store.logs import DEFAULT_PAGE, MAX_PAGE
 from switchpoint.store.moved import (
     Files,
     close_moved,
@@ -100,16 +102,8 @@ from switchpoint.store.moved import (
     opened_for_writing,
     remove_stale_side_files,
 )
-from switchpoint.store.sqlite import (
-    DEFAULT_PAGE,
-    MAX_PAGE,
-    MAX_UPGRADE_COPY_BYTES,
-    read_only,
-    read_upgraded,
-    store_error,
-    upgrade_schema,
-    wal_mode,
-)
+from switchpoint.store.reading import MAX_UPGRADE_COPY_BYTES, read_only, read_upgraded
+from switchpoint.store.schema import upgrade_schema, wal_mode
 
 log = logging.getLogger("switchpoint.governance")
 KEYS_FILENAME = "keys.db"
@@ -608,7 +602,7 @@ class KeyStore:
     opens; ``reads_only`` (a command that only reads the keys: ``keys list``, the reports)
     opens the file read-only and changes nothing beside it either: no time written, no schema
     upgrade (a file of an older schema is read as upgraded, see
-    :func:`~switchpoint.store.sqlite.read_upgraded`), no note of its log, no ``-shm`` made
+    :func:`~switchpoint.store.reading.read_upgraded`), no note of its log, no ``-shm`` made
     beside a file found with its ``-wal`` alone (read from a copy of the two); a file it may
     not write is read all the same."""
 
@@ -747,7 +741,7 @@ class KeyStore:
         rotations :attr:`revocations_path` keeps (a backup restored, not yet opened for
         writing), a copy of it in memory with them made, as the next opening for writing makes
         them, saying so: what a reader shows is what the service enforces. A file past
-        :data:`~switchpoint.store.sqlite.MAX_UPGRADE_COPY_BYTES` is not copied: it is shown
+        :data:`~switchpoint.store.reading.MAX_UPGRADE_COPY_BYTES` is not copied: it is shown
         as it is, saying which keys the next opening for writing changes."""
         changed, revoked, rotated = self._undone(conn, self._kept())
         if not changed:
@@ -1001,7 +995,7 @@ class KeyStore:
         (and may change it, see :meth:`_serial`): every lookup, list, count and change goes
         through it. A database error the block meets (a file damaged past its opening, a lock
         held past the busy timeout) is the :class:`StoreError` naming the file and what mends
-        it (:func:`~switchpoint.store.sqlite.store_error`: a damaged one is a 503
+        it (:func:`~switchpoint.store.errors.store_error`: a damaged one is a 503
         ``storage_unavailable`` over HTTP), never a bare :class:`sqlite3.Error`."""
         with self._lock:
             conn = self._db(what)
@@ -1294,7 +1288,7 @@ class KeyStore:
                args: tuple[object, ...]) -> None:
         """One change, or :class:`StoreError` saying the database refused it (a full disk, a
         file made read-only, a damaged one) and what to do about it, by the one rule the reads
-        go by (:func:`~switchpoint.store.sqlite.store_error`: a damaged file is a 503 that
+        go by (:func:`~switchpoint.store.errors.store_error`: a damaged file is a 503 that
         says not to try again); the client is told the database's words alone otherwise."""
         try:
             conn.execute(sql, args)

@@ -118,13 +118,9 @@ from switchpoint.governance.budgets import (
     period_start,
     used_fraction,
 )
-from switchpoint.store.sqlite import (
-    LEDGER_LOOKBACK_S,
-    Gone,
-    read_store,
-    still_there,
-    store_error,
-)
+from switchpoint.store.errors import store_error
+from switchpoint.store.migrations import LEDGER_LOOKBACK_S
+from switchpoint.store.reading import Gone, read_store, still_there
 
 TOTAL = "all"
 WINDOW_S = 60.0
@@ -941,7 +937,7 @@ def load_state(db_path: str | Path, now: float | None = None, gone: Gone | None 
     stopped mid-request left, however long ago, which :meth:`Ledger.restore` charges as they
     expire). ``gone``:
     the store writing ``db_path`` beside this read (see
-    :func:`~switchpoint.store.sqlite.still_there`)."""
+    :func:`~switchpoint.store.reading.still_there`)."""
     now = time.time() if now is None else now
     path = Path(db_path)
     still_there(path, gone)

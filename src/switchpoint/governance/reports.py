@@ -85,15 +85,9 @@ from switchpoint.governance.ledger import (
 from switchpoint.governance.settings import SLASettings
 from switchpoint.governance.spend_mark import carried_text, carry_over, mark_path
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
-from switchpoint.store.sqlite import (
-    ERROR_MICRO,
-    Gone,
-    error_sums,
-    of_tenant,
-    read_store,
-    still_there,
-    store_error,
-)
+from switchpoint.store.errors import store_error
+from switchpoint.store.reading import Gone, read_store, still_there
+from switchpoint.store.sums import ERROR_MICRO, error_sums, of_tenant
 
 log = logging.getLogger("switchpoint.governance")
 
@@ -283,7 +277,7 @@ class Reports:
     from the log); ``keys`` the key store (for keys' budgets); ``cost_scale`` the router's λ
     scale for a pool (default: from catalog prices, as the router computes it); ``gone`` the
     store writing ``db_path`` beside these reports (its ``gone``: a file deleted or replaced
-    under it is not read, see :func:`~switchpoint.store.sqlite.still_there`); ``admitted``
+    under it is not read, see :func:`~switchpoint.store.reading.still_there`); ``admitted``
     what each public read runs inside (a gateway's reports: one request inside the gateway,
     see :meth:`Gateway.admitted <switchpoint.gateway.engine.Gateway.admitted>`, so closing
     waits for a read under way and refuses one once begun; default: nothing).
@@ -315,7 +309,7 @@ class Reports:
 
     def _read(self) -> sqlite3.Connection | None:
         """A read-only connection to the log, None when there is none yet (see
-        :func:`~switchpoint.store.sqlite.read_store`: a file of a newer schema is refused)."""
+        :func:`~switchpoint.store.reading.read_store`: a file of a newer schema is refused)."""
         still_there(self.db_path, self.gone)
         if not self.db_path.exists():
             return None
@@ -598,7 +592,7 @@ class Reports:
         window, and why; None when none fits. Compared on the same prompts: the decisions that
         weighed the most models (a request narrowed to a few models says nothing of the
         others), among the models every one of those weighed. Read from the hourly sums the
-        log keeps (see :func:`~switchpoint.store.sqlite.error_sums`)."""
+        log keeps (see :func:`~switchpoint.store.sums.error_sums`)."""
         assert self.catalog is not None
         if self._has_table("decision_errors"):
             conn = self._read()
@@ -625,7 +619,7 @@ class Reports:
 
     def _scanned_error_sums(self, since: float | None, until: float | None
                             ) -> dict[int, dict[str, tuple[int, float]]]:
-        """:func:`~switchpoint.store.sqlite.error_sums`, read from every decision's JSON."""
+        """:func:`~switchpoint.store.sums.error_sums`, read from every decision's JSON."""
         args: list[Any] = []
         where = "expected_errors IS NOT NULL"
         if since is not None and until is not None:

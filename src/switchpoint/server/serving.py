@@ -30,7 +30,8 @@ from switchpoint.server.protocol import ConnectionLimits, ConnectionStats, guard
 from switchpoint.server.proxies import proxy_warnings
 from switchpoint.server.runner import connection_budget, host_shown
 from switchpoint.store import SQLiteStore
-from switchpoint.store.sqlite import spill_reserve, spill_shortfall, store_error
+from switchpoint.store.errors import store_error
+from switchpoint.store.spill import spill_reserve, spill_shortfall
 
 log = logging.getLogger("switchpoint")
 # Once the drain has run out and the requests still in flight were ended, how long they have to

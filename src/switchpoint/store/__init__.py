@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from switchpoint.store.sqlite import DecisionRecord, RequestRecord, SQLiteStore
+from switchpoint.store.logs import DecisionRecord, RequestRecord
+from switchpoint.store.sqlite import SQLiteStore
 
 __all__ = ["DecisionRecord", "RequestRecord", "SQLiteStore"]

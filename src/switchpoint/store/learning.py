@@ -56,14 +56,9 @@ from switchpoint._json import loads, unreadable
 from switchpoint._messages import json_quoted, one_of
 from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
-from switchpoint.store.sqlite import (
-    FORGET_PENDING,
-    Gone,
-    damaged,
-    read_store,
-    still_there,
-    store_error,
-)
+from switchpoint.store.errors import damaged, store_error
+from switchpoint.store.reading import Gone, read_store, still_there
+from switchpoint.store.spill import FORGET_PENDING
 
 if TYPE_CHECKING:  # (NumPy is imported where a vector is written or read: the commands that
     # list what the state holds, models list and experiments list, read none)
@@ -410,7 +405,7 @@ class _QualityTally:
 
 def _damage_named(path: Path, exc: sqlite3.DatabaseError) -> Exception:
     """``exc`` met reading the store at ``path``: a damaged file is named, with what to do
-    (see :func:`~switchpoint.store.sqlite.store_error`); anything else is raised as it is."""
+    (see :func:`~switchpoint.store.errors.store_error`); anything else is raised as it is."""
     return store_error(path, "read it", exc) if damaged(exc) else exc
 
 
@@ -471,7 +466,7 @@ def _kept(conn: sqlite3.Connection, name: str) -> dict[str, dict[str, Any]]:
 class LearningReader:
     """Reads the learning tables of one store file, on read-only connections. ``gone``: the
     store beside it that writes the file (its ``gone``), whose file deleted or replaced since is
-    not read (see :func:`~switchpoint.store.sqlite.still_there`). Beside such a store, up to
+    not read (see :func:`~switchpoint.store.reading.still_there`). Beside such a store, up to
     :data:`KEPT_CONNECTIONS` connections stay open between reads (each checked with ``gone``
     before it is used again, and outside any transaction, so it holds back no checkpoint or
     vacuum of the store's) until :meth:`close`; alone (a command run on a data_dir, where
@@ -503,7 +498,7 @@ class LearningReader:
         """A read-only connection to the store file, waiting on its lock; a file that cannot
         be opened (one a newer switchpoint wrote, or one whose folder takes no -shm, without
         which SQLite reads no file in WAL mode) is a :class:`StoreError` saying what to do
-        (see :func:`~switchpoint.store.sqlite.store_error`), met here rather than at the first
+        (see :func:`~switchpoint.store.errors.store_error`), met here rather than at the first
         read, which would raise it bare."""
         try:
             conn = read_store(self.path, self.gone)

@@ -65,20 +65,11 @@ from switchpoint._files import (
 from switchpoint._limits import MAX_RETENTION_DAYS as MAX_RETENTION_DAYS
 from switchpoint._messages import json_quoted, people_number, quoted_path
 from switchpoint.errors import StoreError
-from switchpoint.store.sqlite import (
-    INCREMENTAL,
-    LEDGER_KEEP_S,
-    LEDGER_TABLE,
-    LOG_TABLES,
-    PRUNES_KEPT,
-    Gone,
-    SQLiteStore,
-    behind_newest,
-    read_only,
-    read_store,
-    still_there,
-    store_error,
-)
+from switchpoint.store.errors import store_error
+from switchpoint.store.migrations import LEDGER_KEEP_S, LEDGER_TABLE, LOG_TABLES, PRUNES_KEPT
+from switchpoint.store.reading import Gone, read_only, read_store, still_there
+from switchpoint.store.spill import behind_newest
+from switchpoint.store.sqlite import INCREMENTAL, SQLiteStore
 
 log = logging.getLogger("switchpoint.store")
 SECONDS_PER_DAY = 86_400.0
@@ -438,7 +429,7 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     file beside the store keeps when no service runs, so that its records older than the cutoff
     are pruned with the rest, not written back later. ``gone``: the store writing ``path``
     beside this prune (a service's own retention), whose file deleted or replaced since is
-    not touched (see :func:`~switchpoint.store.sqlite.still_there`). ``checkpoint_key``: the
+    not touched (see :func:`~switchpoint.store.reading.still_there`). ``checkpoint_key``: the
     learning whose checkpoint alone lets feedback go (see :func:`feedback_bound`).
     ``learned_through``: given by the service serving from the data directory (its own
     retention), the log position it has learned every feedback row up to: no row past it is

@@ -48,8 +48,8 @@ from switchpoint.server.schemas import (
     inlined,
     state_unavailable,
 )
+from switchpoint.store.logs import DEFAULT_PAGE, MAX_PAGE
 from switchpoint.store.retention import disk_usage
-from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
 # /health and /metrics read only what stays in memory and on disk, and answer while the
 # gateway closes; the rest reach its state (see GatewayRoute).

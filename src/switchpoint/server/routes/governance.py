@@ -50,7 +50,7 @@ from switchpoint.server.schemas import (
     TenantQuery,
     state_unavailable,
 )
-from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
+from switchpoint.store.logs import DEFAULT_PAGE, MAX_PAGE
 
 router = APIRouter(tags=["admin"], dependencies=ADMIN, route_class=GatewayRoute)
 
