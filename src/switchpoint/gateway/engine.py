@@ -392,7 +392,11 @@ class Gateway:
         for so too. A synchronous call another thread makes is waited for as any request
         (counted in on its thread as it passes its open check, before the gateway's own loop
         takes it up); one still under way past that bound is given :data:`LOOP_DRAIN_S`, then
-        cancelled (see :meth:`close`). In a child of ``os.fork()`` it does nothing: what it
+        cancelled (see :meth:`close`). A request on an event loop that is stopped, not running,
+        is not waited for but settled, logged once as closed by the client: one still routing
+        or planned, its call not begun, has its budget hold released and its decision
+        forgotten; a call waiting for its answer has its hold settled as for a call cancelled
+        (see docs/library.md, "Closing"). In a child of ``os.fork()`` it does nothing: what it
         would close is the parent's."""
         await self._closing.aclose()
 
@@ -401,7 +405,9 @@ class Gateway:
         another thread waits for or one on another event loop, is waited for as :meth:`aclose`
         waits (not one on the loop of the thread calling this, which cannot go on while it
         waits); a synchronous call still under way past that bound is given
-        :data:`LOOP_DRAIN_S` to end, then cancelled."""
+        :data:`LOOP_DRAIN_S` to end, then cancelled. A request left routing, planned or
+        waiting for its answer on an event loop that stopped is settled as :meth:`aclose`
+        settles it (see docs/library.md, "Closing")."""
         self._closing.close()
 
     @property
