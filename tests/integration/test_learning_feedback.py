@@ -1113,17 +1113,26 @@ def test_without_prices_a_measured_cost_teaches_and_survives_a_restart(
         assert strong_cost(gateway) == pytest.approx(learned, rel=1e-9)
 
 
+def _unanswered(server: ThreadServer, n: int) -> str:
+    """The decision id of an ``auto`` chat request no model answered (each try got a 500)."""
+    r = httpx.post(f"{server.base}/v1/chat/completions", timeout=30, json={
+        "model": "auto", "messages": [{"role": "user",
+                                       "content": math_prompt(n) + " [[fake:500]]"}]})
+    assert r.status_code == 502, r.text
+    return r.headers["x-switchpoint-decision-id"]
+
+
+def _refused_for_no_answer(server: ThreadServer, decision: str) -> None:
+    refused = feedback(server, decision, score=0.0)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "model"
+    assert "no answer from any model" in refused.json()["error"]["message"]
+
+
 def test_feedback_on_an_auto_request_no_model_answered_is_refused_unless_it_names_one(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path) as server:
-        r = httpx.post(f"{server.base}/v1/chat/completions", timeout=30, json={
-            "model": "auto", "messages": [{"role": "user",
-                                           "content": math_prompt(31) + " [[fake:500]]"}]})
-        assert r.status_code == 502, r.text
-        decision = r.headers["x-switchpoint-decision-id"]
-        refused = feedback(server, decision, score=0.0)
-        assert refused.status_code == 400 and refused.json()["error"]["param"] == "model"
-        assert "no answer from any model" in refused.json()["error"]["message"]
+        decision = _unanswered(server, 31)
+        _refused_for_no_answer(server, decision)
         assert _status(server)["learned_router"]["events"] == 0
         named = feedback(server, decision, score=0.0, model="cheap").json()
         assert (named["model"], named["kind"]) == ("cheap", "decision")
@@ -1135,19 +1144,14 @@ def test_feedback_on_an_unanswered_decision_the_live_policy_cannot_read_names_it
     text: feedback without a model is refused as for a decision the live policy holds, where it
     was kept as a quality observation of the model the decision chose, which never answered."""
     with learning_server(fake, tmp_path) as server:
-        r = httpx.post(f"{server.base}/v1/chat/completions", timeout=30, json={
-            "model": "auto", "messages": [{"role": "user",
-                                           "content": math_prompt(33) + " [[fake:500]]"}]})
-        assert r.status_code == 502, r.text
-        decision = r.headers["x-switchpoint-decision-id"]
+        decision = _unanswered(server, 33)
         assert post(server, "/v1/router/policy/tiers").json()["policy"] == "tiers"
-        refused = feedback(server, decision, score=0.0)
-        assert refused.status_code == 400 and refused.json()["error"]["param"] == "model"
-        assert "no answer from any model" in refused.json()["error"]["message"]
+        _refused_for_no_answer(server, decision)
         assert _status(server)["feedback"] == {}
         named = feedback(server, decision, score=0.0, model="cheap").json()
         assert (named["model"], named["kind"], named["teaches_routing"]) == ("cheap", "model",
                                                                              False)
+
 
 def test_named_model_feedback_checks_its_cost_and_keeps_the_order_of_its_scores(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
