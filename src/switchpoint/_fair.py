@@ -9,7 +9,7 @@ orders its entries itself (a database, by when each was last used) asks it alone
 the value), each tenant's oldest first, and says which goes: the session pins keep theirs in one
 (``switchpoint.gateway.sessions``). :class:`FairShares` is a :class:`FairMap` of keys alone
 (a key's value is its tenant): the table of decisions open to feedback lets its decisions go by
-it (``switchpoint.gateway.learning``), and the learning memory by such a map of its own
+it (``switchpoint.gateway.open_decisions``), and the learning memory by such a map of its own
 (``switchpoint.learning.memory``).
 
 Each tenant's keys are kept in the order they were last put, in a deque: putting a key again

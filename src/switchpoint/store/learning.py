@@ -15,7 +15,7 @@
   prompt's hash (a row kept before the store kept hashes has none). Bounded: the gateway keeps
   ``learning.memory_size`` rows open to feedback, shared by the tenants as a router's memory
   shares its decisions, and deletes the rows it let go of (:class:`PendingForget`) as new ones
-  arrive (see ``switchpoint.gateway.learning``).
+  arrive (see ``switchpoint.gateway.open_decisions``).
 - ``promotions``: experiments whose winning arm was promoted (append-only but for the oldest
   past each experiment's newest ``PROMOTIONS_KEPT``, which go as a new one is written; the
   last one wins).
@@ -145,7 +145,7 @@ class PendingRecord:
 @dataclass(frozen=True)
 class PendingForget:
     """Deletes the pending decisions named (those the rule of the decisions open to feedback
-    let go of: see ``switchpoint.gateway.learning``), written like a record, by the writer, in
+    let go of: see ``switchpoint.gateway.open_decisions``), written like a record, by the writer, in
     the same transaction as the records around it: one look-up of the table's index of ids
     each. Refused, it waits in the spill file with the rows, and runs again where it ran when
     the file is written."""

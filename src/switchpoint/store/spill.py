@@ -112,7 +112,7 @@ _EARLIER_CAPS = (
 
 #: The statement (one parameter: a JSON list of decision ids) that deletes the pending
 #: decisions it names: those the rule of the decisions open to feedback let go of (see
-#: ``switchpoint.gateway.learning``), written like a record. Refused, it waits, and is kept in
+#: ``switchpoint.gateway.open_decisions``), written like a record. Refused, it waits, and is kept in
 #: the spill file where it ran, as a cap was, so that it deletes the rows it names, written
 #: before it in the file or in the database, when the file is read. Spill files keep its
 #: text: changing it, keep the text it had read as this one.
