@@ -114,7 +114,6 @@ class FeedbackIntake:
             return dict(streaming)
         return self.reader.request(request_id) if self.reader is not None else None
 
-
     def report(self, decision_id: object = None, quality_score: object = None,
                success: object = None, *, model: object = None, tenant: str | None = None,
                key_id: str | None = None, comment: object = None,
