@@ -70,7 +70,6 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     from switchpoint.gateway.registered_models import kept_models, serving_held
     from switchpoint.gateway.registered_offline import listed_models
     from switchpoint.store.learning import LearningReader
-    from switchpoint.store.removals import as_enforced
 
     settings = _settings(args)
     existing_state(settings, "no model registered at run time; point it at the data_dir of "
@@ -79,10 +78,9 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     try:
         # (one naming a metadata host the config does not allow is kept and not served, as
         # a service holds it: listed as such, not as a row that does not read as a model)
+        # (as a service enforces them: without those unregistered since a backup restored,
+        # which the reader leaves out)
         kept = kept_models(reader, metadata_hosts=True)
-        # (as a service enforces them: without those unregistered since a backup restored)
-        gone, _ = as_enforced(settings.db_path, {m.name: m.registered_at for m in kept}, {})
-        kept = [m for m in kept if m.name not in gone]
         # (without a config file, what a service would serve is unknown: nothing to judge)
         clash = None if settings.source_path is None else start_clash(settings, reader)
     finally:

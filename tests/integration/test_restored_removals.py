@@ -156,7 +156,9 @@ def test_the_offline_commands_keep_their_removals_and_make_again_what_a_restore_
     with caplog.at_level(logging.WARNING):
         assert main(["models", "unregister", "spare", "--config", config]) == 0
     warned = [r.getMessage() for r in caplog.records if "a backup restored" in r.getMessage()]
-    assert len(warned) == 1 and '"third"' in warned[0] and '"second"' in warned[0], warned
+    # (its check, before data_dir's lock, reads the file as made; then it makes them)
+    assert len(warned) == 2 and "read with them made" in warned[0], warned
+    assert '"third"' in warned[1] and '"second"' in warned[1], warned
     with sqlite3.connect(db) as conn:
         assert list(conn.execute("SELECT name FROM runtime_models")) == []
         ended = dict(conn.execute("SELECT name, ended FROM runtime_experiments"))
@@ -180,7 +182,7 @@ def test_the_lists_show_a_restored_backup_as_the_next_start_leaves_it_and_change
     trial = next(e for e in experiments if e["name"] == "trial")
     kept = kept_removals(db.with_name(REMOVALS_FILENAME))
     assert (trial["status"], trial["ended_at"]) == ("ended", kept[-1].at)
-    warned = [r.getMessage() for r in caplog.records if "shown with them made" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if "read with them made" in r.getMessage()]
     assert len(warned) == 2 and '"free"' in warned[0] and '"trial"' in warned[1], warned
     assert db.read_bytes() == before  # (read only: the next start makes them)
 
@@ -194,3 +196,62 @@ def test_keys_create_refuses_a_model_a_restored_backup_holds_and_the_next_start_
     assert code == 2 and 'not in the catalog: "free"' in err, err
     assert main(["keys", "create", "--tenant", "acme", "--models", "spare", "--config",
                  config]) == 0
+
+
+def test_a_gateway_that_only_reads_sees_a_restored_backup_as_the_next_start_leaves_it(
+        settings: Settings, taken_away: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = Path(settings.db_path)
+    restore(taken_away, db)
+    before = db.read_bytes()
+    with caplog.at_level(logging.WARNING):
+        gateway = Gateway(settings, loader=loader, env=KEYS, reads_only=True)
+        gateway.start()
+    with gateway:
+        assert "free" not in gateway.router.catalog.names
+        assert "spare" in gateway.router.catalog.names  # (never taken away)
+        assert running(gateway) == [] and "trial" in gateway.ab_tests.ended
+        report = next(r for r in gateway.experiment_reports() if r["experiment"] == "trial")
+    kept = kept_removals(db.with_name(REMOVALS_FILENAME))
+    assert (report["enabled"], report["ended_at"]) == (False, kept[-1].at)
+    warned = [r.getMessage() for r in caplog.records if "a backup restored" in r.getMessage()]
+    assert len(warned) == 1 and '"free"' in warned[0] and '"trial"' in warned[0], warned
+    assert db.read_bytes() == before  # (read only: the next start makes them)
+
+
+def test_unregister_and_end_refuse_what_a_restored_backup_holds_and_the_next_start_removes(
+        settings: Settings, taken_away: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = Path(settings.db_path)
+    restore(taken_away, db)
+    before = db.read_bytes()
+    config = str(settings.source_path)
+    assert main(["models", "unregister", "free", "--config", config]) != 0
+    err = capsys.readouterr().err
+    assert 'no model "free" was registered' in err, err
+    assert main(["experiments", "end", "trial", "--config", config]) != 0
+    err = capsys.readouterr().err
+    assert 'experiment "trial" ended already' in err, err
+    assert db.read_bytes() == before  # (refused before anything was opened for writing)
+    assert not Path(f"{db}-wal").exists()
+
+
+def test_the_lists_judge_whether_a_service_starts_on_a_restored_backup_as_the_next_start(
+        fake: FakeProviderProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = settings_for(fake, tmp_path, "tenants:\n  acme: {}\n  beta: {}\n")
+    with started(settings) as gateway:
+        gateway.create_ab_test("beta-only", "cost_optimized", "quality_first",
+                               tenants=["beta"])
+    backup = tmp_path / "backup.db"
+    back_up(Path(settings.db_path), backup)
+    with started(settings) as gateway:
+        gateway.end_ab_test("beta-only")
+    settings = settings_for(fake, tmp_path, CONFIG)  # (tenant beta gone from the config)
+    with started(settings):
+        pass  # (it starts: the experiment naming beta has ended)
+    restore(backup, Path(settings.db_path))  # (holds it running)
+    config = str(settings.source_path)
+    for command in (["models", "list"], ["experiments", "list"]):
+        assert main([*command, "--config", config]) == 0
+        err = capsys.readouterr().err
+        assert "would not start" not in err, (command, err)
+    with started(settings) as gateway:  # (what the lists said: it starts)
+        assert running(gateway) == []

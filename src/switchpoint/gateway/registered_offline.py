@@ -34,7 +34,7 @@ from switchpoint.gateway.registered_models import (
 )
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import LearningReader, RuntimeModelRemoval
-from switchpoint.store.removals import MODEL, Removal, as_enforced, make_again
+from switchpoint.store.removals import MODEL, Removal, make_again
 
 if TYPE_CHECKING:
     from switchpoint.governance.keys import KeyRecord
@@ -101,8 +101,9 @@ def catalog_names(settings: Settings) -> list[str] | None:
     as a start merges them), or None when the config lists no models (the weights' own
     profiles are routed). What a command checking model names against a service's catalog
     (``keys create --models``) checks them against, as the service's own routes do: one
-    unregistered since a backup of the store was restored is not among them (see
-    :func:`~switchpoint.store.removals.as_enforced`)."""
+    unregistered since a backup of the store was restored is not among them (the reader
+    reads them as the next start leaves them: see
+    :meth:`~switchpoint.store.learning.LearningReader.runtime_models`)."""
     if settings.models is None:
         return None
     registered: list[ModelEntry] = []
@@ -114,9 +115,7 @@ def catalog_names(settings: Settings) -> list[str] | None:
                                nat64=gateway.nat64_networks)
         finally:
             reader.close()
-        # (as a start leaves them: without those unregistered since a backup restored)
-        gone, _ = as_enforced(settings.db_path, {m.name: m.registered_at for m in kept}, {})
-        registered = [m.entry for m in kept if m.entry is not None and m.name not in gone]
+        registered = [m.entry for m in kept if m.entry is not None]
     merged = with_registered(settings, registered, check=False)
     return [m.name for m in merged.models or []]
 

@@ -495,21 +495,15 @@ def cmd_experiments_list(args: argparse.Namespace) -> int:
     from switchpoint.gateway.ab_tests import kept_experiments, start_clash
     from switchpoint.governance.cli import _table, _when
     from switchpoint.store.learning import LearningReader
-    from switchpoint.store.removals import as_enforced
 
     settings = _settings(args)
     existing_state(settings, "no experiment created at run time; point it at the "
                                     "data_dir of the service that made them")
     reader = LearningReader(settings.db_path)
     try:
+        # (as a service enforces them: those ended since a backup restored, ended, as the
+        # reader reads them)
         listed = kept_experiments(reader)
-        # (as a service enforces them: those ended since a backup restored, ended)
-        _, ended = as_enforced(settings.db_path, {}, {e["name"]: e["created_at"]
-                                                      for e in listed
-                                                      if e["status"] == "running"})
-        for e in listed:
-            if e["name"] in ended:
-                e["status"], e["ended_at"] = "ended", ended[e["name"]]
         # (without a config file, what would start is unknown: nothing to judge)
         clash = None if settings.source_path is None else start_clash(settings, reader)
     finally:

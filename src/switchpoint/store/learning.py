@@ -43,12 +43,13 @@ next reads: opening one costs about a millisecond, most of a feedback's time).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -60,10 +61,14 @@ from switchpoint.store.errors import damaged, store_error
 from switchpoint.store.reading import Gone, read_store, still_there
 from switchpoint.store.spill import FORGET_PENDING
 
+log = logging.getLogger("switchpoint.store")
+
 if TYPE_CHECKING:  # (NumPy is imported where a vector is written or read: the commands that
     # list what the state holds, models list and experiments list, read none)
     import numpy as np
     import numpy.typing as npt
+
+    from switchpoint.store.removals import Enforced
 
 #: Read connections a reader beside a running store keeps open between reads, at most.
 KEPT_CONNECTIONS = 4
@@ -481,6 +486,7 @@ class LearningReader:
         self._kept: deque[sqlite3.Connection] = deque()
         self._kept_lock = threading.Lock()
         self._closed = False
+        self._said: str | None = None  # (what removals a restored backup lacks, last said)
 
     def close(self) -> None:
         """Close the connections kept between reads; reads after it open their own."""
@@ -956,24 +962,53 @@ class LearningReader:
             except sqlite3.DatabaseError as exc:
                 raise _damage_named(self.path, exc) from None
 
-    def runtime_experiments(self) -> list[StoredExperiment]:
+    def runtime_experiments(self, *, as_kept: bool = False) -> list[StoredExperiment]:
         """The experiments created at run time the store keeps, running and ended, in the
-        order they were made (none in a store too old to keep them)."""
+        order they were made (none in a store too old to keep them), as the next opening for
+        writing leaves them: one the removals beside the file end that it holds running (a
+        backup restored) is read ended, at that end's time, saying so (see
+        :meth:`_enforced`). ``as_kept``: as the file holds them."""
         if not self._all("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
                          "name = 'runtime_experiments'"):
             return []
-        rows = self._all("SELECT name, created, experiment, split, ended "
-                         "FROM runtime_experiments ORDER BY seq")
-        return [_stored_experiment(*row) for row in rows]
+        rows = [_stored_experiment(*row) for row in self._all(
+            "SELECT name, created, experiment, split, ended FROM runtime_experiments "
+            "ORDER BY seq")]
+        if as_kept:
+            return rows
+        ended = self._enforced(self.runtime_models(as_kept=True), rows).ended
+        return [replace(row, ended=ended[row.name])
+                if row.ended is None and row.name in ended else row for row in rows]
 
-    def runtime_models(self) -> list[StoredModel]:
+    def runtime_models(self, *, as_kept: bool = False) -> list[StoredModel]:
         """The models registered at run time the store keeps, in the order they were
-        registered (none in a store too old to keep them)."""
+        registered (none in a store too old to keep them), as the next opening for writing
+        leaves them: without one the removals beside the file unregister (a backup
+        restored), saying so (see :meth:`_enforced`). ``as_kept``: as the file holds them."""
         if not self._all("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
                          "name = 'runtime_models'"):
             return []
-        rows = self._all("SELECT name, created, card FROM runtime_models ORDER BY seq")
-        return [_stored_model(name, created, card) for name, created, card in rows]
+        rows = [_stored_model(name, created, card) for name, created, card in self._all(
+            "SELECT name, created, card FROM runtime_models ORDER BY seq")]
+        if as_kept:
+            return rows
+        gone = self._enforced(rows, self.runtime_experiments(as_kept=True)).gone
+        return [row for row in rows if row.name not in gone]
+
+    def _enforced(self, models: list[StoredModel], experiments: list[StoredExperiment]
+                  ) -> Enforced:
+        """What the removals kept beside the file take away of ``models`` and the running
+        ``experiments`` it holds (see :func:`~switchpoint.store.removals.as_enforced`): none
+        once an opening for writing made them; after a backup restored, those the next one
+        makes, said once for as long as the same are read (a warning naming them)."""
+        from switchpoint.store.removals import as_enforced  # (it reads with this module)
+
+        enforced = as_enforced(self.path, {m.name: m.created for m in models},
+                               {e.name: e.created for e in experiments if e.ended is None})
+        if enforced.warning is not None and enforced.warning != self._said:
+            log.warning("%s", enforced.warning)
+        self._said = enforced.warning
+        return enforced
 
     def promotions(self) -> dict[str, tuple[str, float, str]]:
         """``{experiment: (arm, when, reason)}``: the last promotion of each experiment."""

@@ -17,9 +17,11 @@ entry keeps when the model or experiment it removed was made beside when it was 
 a row is judged by the first: a clock set back between a removal and a registration of the
 same name since does not take the new one for the old. A removal whose process died between
 the file and the database is made by the next opening likewise: it was asked for, and the
-database holds no later change of that name. A command that only reads the database
-(``models list``, ``experiments list``, the check of ``keys create --models``) takes it as the
-next opening will leave it, saying so (:func:`as_enforced`).
+database holds no later change of that name. Whatever only reads the database (a command
+such as ``models list`` or the checks ``models unregister`` and ``experiments end`` make before
+they take ``data_dir``'s lock, a ``Gateway`` that ``reads_only``) reads its registered models
+and run-time experiments as the next opening will leave them, saying so: the store's
+:class:`~switchpoint.store.learning.LearningReader` reads them through :func:`as_enforced`.
 
 The file is bounded (:data:`MAX_REMOVALS_BYTES`): past it, the entries of a name that a newer
 entry of the same kind and name covers go first (the newest removal of a name covers every
@@ -39,7 +41,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -225,8 +227,9 @@ def undone(store: SQLiteStore) -> list[_UnregisteredAgain | _EndedAgain]:
         return []
     reader = LearningReader(store.path, store.gone)
     try:
-        models = {m.name: m.created for m in reader.runtime_models()}
-        running = {e.name: e.created for e in reader.runtime_experiments() if e.ended is None}
+        models = {m.name: m.created for m in reader.runtime_models(as_kept=True)}
+        running = {e.name: e.created for e in reader.runtime_experiments(as_kept=True)
+                   if e.ended is None}
     finally:
         reader.close()
     return _lacked(path, models, running)
@@ -293,26 +296,37 @@ def make_again(store: SQLiteStore) -> None:
                 "budget)", store.path, _made_again(changes), REMOVALS_FILENAME)
 
 
+@dataclass(frozen=True)
+class Enforced:
+    """What the removals beside a database unregister (``gone``: names) and end (``ended``:
+    name to when it ended) of what it holds, which the next opening for writing makes (see
+    :func:`make_again`); ``warning`` says so (None: it lacks none)."""
+
+    gone: frozenset[str] = frozenset()
+    ended: Mapping[str, float] = field(default_factory=dict)
+    warning: str | None = None
+
+
 def as_enforced(db: str | Path, models: Mapping[str, float], running: Mapping[str, float]
-                ) -> tuple[set[str], dict[str, float]]:
-    """For a command that only reads the database at ``db`` (``models list``,
-    ``experiments list``), which holds ``models`` (registered: name to when) and ``running``
-    (experiments: name to when created): the models the removals beside it unregister and
-    the experiments they end (name to when), which the next opening for writing makes (see
-    :func:`make_again`), saying so, so that what it shows is what a service enforces."""
+                ) -> Enforced:
+    """For a reader of the database at ``db`` outside an opening for writing, which holds
+    ``models`` (registered: name to when) and ``running`` (experiments: name to when
+    created): what the removals beside it take away, which the next opening for writing makes
+    (see :func:`make_again`), so that what it reads is what a service enforces."""
     path = Path(db).with_name(REMOVALS_FILENAME)
     if not (models or running) or not _holds_any(path):
-        return set(), {}
+        return Enforced()
     changes = _lacked(path, dict(models), dict(running))
-    if changes:
-        log.warning("%s lacks removals %s keeps (a backup restored), which the next start "
-                    "(or `switchpoint models unregister`, `experiments end`) makes in it; "
-                    "shown with them made: %s", db, REMOVALS_FILENAME,
-                    _made_again(changes, ("the service unregisters",
-                                          "the service ends")))
-    return ({c.name for c in changes if isinstance(c, _UnregisteredAgain)},
-            {c.name: c.at for c in changes if isinstance(c, _EndedAgain)})
+    if not changes:
+        return Enforced()
+    return Enforced(
+        frozenset(c.name for c in changes if isinstance(c, _UnregisteredAgain)),
+        {c.name: c.at for c in changes if isinstance(c, _EndedAgain)},
+        f"{db} lacks removals {REMOVALS_FILENAME} keeps (a backup restored), which the next "
+        "start (or `switchpoint models unregister`, `experiments end`) makes in it; read with "
+        "them made: " + _made_again(changes, ("the service unregisters", "the service ends")))
 
 
-__all__ = ["EXPERIMENT", "MAX_REMOVALS_BYTES", "MODEL", "REMOVALS_FILENAME", "Removal",
-           "as_enforced", "journaled", "kept_removals", "make_again", "removals_path", "undone"]
+__all__ = ["EXPERIMENT", "MAX_REMOVALS_BYTES", "MODEL", "REMOVALS_FILENAME", "Enforced",
+           "Removal", "as_enforced", "journaled", "kept_removals", "make_again", "removals_path",
+           "undone"]
