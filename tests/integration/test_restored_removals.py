@@ -255,3 +255,33 @@ def test_the_lists_judge_whether_a_service_starts_on_a_restored_backup_as_the_ne
         assert "would not start" not in err, (command, err)
     with started(settings) as gateway:  # (what the lists said: it starts)
         assert running(gateway) == []
+
+
+def test_the_offline_reports_price_the_registered_models_a_restored_backup_leaves_served(
+        settings: Settings, fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    db = Path(settings.db_path)
+    priced = {"input_per_mtok": 1, "output_per_mtok": 2}
+    with started(settings) as gateway:
+        for name in ("free", "spare"):
+            gateway.register_model({**card(fake, name), **priced})
+            for i in range(2):
+                gateway.complete([{"role": "user", "content": poem_prompt(i)}], model=name)
+    backup = tmp_path / "backup.db"
+    back_up(db, backup)
+    with started(settings) as gateway:
+        gateway.unregister_model("free")
+    restore(backup, db)  # (holds "free" registered)
+    reader = Gateway(settings, loader=loader, env=KEYS, reads_only=True)
+    reader.start()
+    with reader:
+        served = reader.reports.forecast_cost(10, 1000, 500)
+    assert main(["report", "forecast", "--requests-per-hour", "10", "--avg-input-tokens",
+                 "1000", "--avg-output-tokens", "500", "--json", "--config",
+                 str(settings.source_path)]) == 0
+    offline = json.loads(capsys.readouterr().out)
+    # (spare priced as the service prices it; free gone from the catalog, as the next start
+    # leaves it)
+    assert offline["removed_models"] == served["removed_models"] == ["free"]
+    assert offline["breakdown_by_model"]["spare"]["hourly_cost_usd"] == 0.01
+    assert offline["hourly_cost_usd"] == served["hourly_cost_usd"] == 0.01

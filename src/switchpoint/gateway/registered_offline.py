@@ -95,29 +95,36 @@ def _row(entry: ModelEntry, status: str, profiles: set[str] | None,
             "problem": problem}
 
 
+def served_settings(settings: Settings) -> Settings:
+    """``settings`` as a service started on them serves them: the config's models, then those
+    its ``data_dir`` keeps as registered at run time (each that reads as a model, merged as a
+    start merges them; one unregistered since a backup of the store was restored left out, as
+    the store's reader reads them: see
+    :meth:`~switchpoint.store.learning.LearningReader.runtime_models`). ``settings`` as they
+    are when the config lists no models (the weights' own profiles are routed) or no store
+    is there. What a command judging models against a service's catalog reads: the check of
+    ``keys create --models``, the reports' prices."""
+    if settings.models is None or not Path(settings.db_path).is_file():
+        return settings
+    reader = LearningReader(settings.db_path)
+    try:
+        gateway = settings.gateway
+        kept = kept_models(reader, metadata_hosts=gateway.allow_registered_metadata_hosts,
+                           nat64=gateway.nat64_networks)
+    finally:
+        reader.close()
+    return with_registered(settings, [m.entry for m in kept if m.entry is not None],
+                           check=False)
+
+
 def catalog_names(settings: Settings) -> list[str] | None:
-    """The names of the models a service started on ``settings`` serves: the config's, then
-    those its ``data_dir`` keeps as registered at run time (each that reads as a model, merged
-    as a start merges them), or None when the config lists no models (the weights' own
-    profiles are routed). What a command checking model names against a service's catalog
-    (``keys create --models``) checks them against, as the service's own routes do: one
-    unregistered since a backup of the store was restored is not among them (the reader
-    reads them as the next start leaves them: see
-    :meth:`~switchpoint.store.learning.LearningReader.runtime_models`)."""
+    """The names of the models a service started on ``settings`` serves (see
+    :func:`served_settings`), or None when the config lists no models (the weights' own
+    profiles are routed): what ``keys create --models`` checks model names against, as the
+    service's own routes do."""
     if settings.models is None:
         return None
-    registered: list[ModelEntry] = []
-    if Path(settings.db_path).is_file():
-        reader = LearningReader(settings.db_path)
-        try:
-            gateway = settings.gateway
-            kept = kept_models(reader, metadata_hosts=gateway.allow_registered_metadata_hosts,
-                               nat64=gateway.nat64_networks)
-        finally:
-            reader.close()
-        registered = [m.entry for m in kept if m.entry is not None]
-    merged = with_registered(settings, registered, check=False)
-    return [m.name for m in merged.models or []]
+    return [m.name for m in served_settings(settings).models or []]
 
 
 def check_unregistrable(reader: LearningReader, settings: Settings, name: str,
@@ -186,4 +193,5 @@ def unregister_kept(store: SQLiteStore, settings: Settings, name: str,
             removal=Removal(MODEL, name, made, time.time()))
 
 
-__all__ = ["catalog_names", "check_unregistrable", "listed_models", "unregister_kept"]
+__all__ = ["catalog_names", "check_unregistrable", "listed_models", "served_settings",
+           "unregister_kept"]

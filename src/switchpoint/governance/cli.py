@@ -588,12 +588,14 @@ def _reports(args: argparse.Namespace, *, routing: bool = False) -> Any:
     """What reads the logs in ``data_dir``. Every report is of what was logged, so a
     ``data_dir`` that does not exist or holds no log (a typo, say) is an error, not a report
     of nothing (:func:`existing_state`)."""
+    from switchpoint.gateway.registered_offline import served_settings
     from switchpoint.governance.reports import Reports
 
     settings = _settings(args)
     existing_state(settings, "no log to report on; point it at the data_dir of the service "
                              "whose requests to report", keys_count=True)
-    catalog = settings.catalog()
+    # (priced as the service prices them: its models registered at run time too)
+    catalog = served_settings(settings).catalog()
     if routing and (catalog is None or not catalog.all_priced):
         from switchpoint.router import load_router
 
@@ -602,7 +604,7 @@ def _reports(args: argparse.Namespace, *, routing: bool = False) -> Any:
         reports = Reports.from_settings(settings, catalog=router.catalog,
                                         cost_scale=router.cost_scale)
     else:
-        reports = Reports.from_settings(settings)
+        reports = Reports.from_settings(settings, catalog=catalog)
     unknown = reports.unknown_tenant(getattr(args, "tenant", None), "--tenant")
     if unknown is not None:
         raise InvalidInputError("--tenant", unknown)
