@@ -18,6 +18,7 @@ import pytest
 from switchpoint.errors import StoreError
 from switchpoint.store import SQLiteStore, removals
 from switchpoint.store.learning import (
+    LearningReader,
     RuntimeExperimentEnd,
     RuntimeExperimentRecord,
     RuntimeModelRecord,
@@ -32,6 +33,7 @@ from switchpoint.store.removals import (
     make_again,
     removals_path,
 )
+from switchpoint.store.sqlite import ENDED_KEPT
 
 
 @pytest.fixture
@@ -117,6 +119,30 @@ def test_an_opening_makes_again_what_the_database_lacks_and_leaves_what_came_aft
     with caplog.at_level(logging.WARNING):
         make_again(store)  # (made once: the next opening finds nothing to make)
     assert made_again(caplog) == []
+
+
+def test_a_reader_reads_a_restored_database_as_the_next_opening_leaves_it_writing_nothing(
+        store: SQLiteStore, caplog: pytest.LogCaptureFixture) -> None:
+    register(store, "free", 100.0)     # removed since: not read
+    register(store, "again", 300.0)    # registered again after its removal: read
+    for i in range(ENDED_KEPT + 1):    # the oldest ended one goes as the newest ends again
+        create(store, f"e{i}", 100.0 + i)
+    for i in range(ENDED_KEPT):
+        store.append(RuntimeExperimentEnd(f"e{i}", 150.0)).result()
+    create(store, "later", 400.0)      # made after an end of its name: read running
+    removals_path(store).write_bytes(b"".join(r.line() for r in (
+        Removal(MODEL, "free", 100.0, 200.0), Removal(MODEL, "again", 90.0, 250.0),
+        Removal(EXPERIMENT, f"e{ENDED_KEPT}", 500.0, 210.0),
+        Removal(EXPERIMENT, "later", 100.0, 220.0))))
+    reader = LearningReader(store.path)
+    with caplog.at_level(logging.WARNING):
+        read = reader.runtime_models(), reader.runtime_experiments()
+    assert [m.name for m in read[0]] == ["again"]
+    assert len(made_again(caplog)) == 1  # (said once for both reads)
+    assert experiments(store)[f"e{ENDED_KEPT}"] is None  # (nothing written)
+    make_again(store)
+    assert read == (reader.runtime_models(as_kept=True), reader.runtime_experiments(as_kept=True))
+    assert "e0" not in [e.name for e in read[1]] and read[1][-1].ended is None
 
 
 def test_a_damaged_line_is_passed_over_by_number_and_the_others_are_made_again(

@@ -58,6 +58,7 @@ from switchpoint._messages import json_quoted, one_of
 from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.store.errors import damaged, store_error
+from switchpoint.store.migrations import ENDED_KEPT
 from switchpoint.store.reading import Gone, read_store, still_there
 from switchpoint.store.spill import FORGET_PENDING
 
@@ -966,8 +967,9 @@ class LearningReader:
         """The experiments created at run time the store keeps, running and ended, in the
         order they were made (none in a store too old to keep them), as the next opening for
         writing leaves them: one the removals beside the file end that it holds running (a
-        backup restored) is read ended, at that end's time, saying so (see
-        :meth:`_enforced`). ``as_kept``: as the file holds them."""
+        backup restored) is read ended, at that end's time, and the oldest ended ones past the
+        newest ``ENDED_KEPT`` are not read, saying so (see :meth:`_enforced`). ``as_kept``: as
+        the file holds them."""
         if not self._all("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
                          "name = 'runtime_experiments'"):
             return []
@@ -977,8 +979,13 @@ class LearningReader:
         if as_kept:
             return rows
         ended = self._enforced(self.runtime_models(as_kept=True), rows).ended
-        return [replace(row, ended=ended[row.name])
+        if not ended:
+            return rows
+        rows = [replace(row, ended=ended[row.name])
                 if row.ended is None and row.name in ended else row for row in rows]
+        # (an end deletes the ended rows past the newest ENDED_KEPT: the store's trigger)
+        past = set([i for i, row in enumerate(rows) if row.ended is not None][:-ENDED_KEPT])
+        return [row for i, row in enumerate(rows) if i not in past]
 
     def runtime_models(self, *, as_kept: bool = False) -> list[StoredModel]:
         """The models registered at run time the store keeps, in the order they were
