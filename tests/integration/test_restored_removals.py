@@ -285,3 +285,23 @@ def test_the_offline_reports_price_the_registered_models_a_restored_backup_leave
     assert offline["removed_models"] == served["removed_models"] == ["free"]
     assert offline["breakdown_by_model"]["spare"]["hourly_cost_usd"] == 0.01
     assert offline["hourly_cost_usd"] == served["hourly_cost_usd"] == 0.01
+
+
+def test_unregister_takes_a_model_an_experiment_ended_since_a_restored_backup_named(
+        settings: Settings, fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    db = Path(settings.db_path)
+    with started(settings) as gateway:
+        gateway.register_model(card(fake, "spare"))
+        gateway.create_ab_test("spare-only", {"models": ["spare"]}, "cost_optimized")
+    backup = tmp_path / "backup.db"
+    back_up(db, backup)
+    with started(settings) as gateway:
+        gateway.end_ab_test("spare-only")
+    restore(backup, db)  # (holds "spare-only" running, its arm naming "spare")
+    config = str(settings.source_path)
+    assert main(["models", "unregister", "spare", "--config", config]) == 0, \
+        capsys.readouterr().err
+    with started(settings) as gateway:  # (as a service on it judged it: nothing names it)
+        assert "spare" not in gateway.router.catalog.names
+        assert running(gateway) == []
