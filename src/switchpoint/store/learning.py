@@ -1008,7 +1008,7 @@ class LearningReader:
         ``experiments`` it holds (see :func:`~switchpoint.store.removals.as_enforced`): none
         once an opening for writing made them; after a backup restored, those the next one
         makes, said once for as long as the same are read (a warning naming them)."""
-        from switchpoint.store.removals import as_enforced  # (it reads with this module)
+        from switchpoint.store.removals import as_enforced  # (here: it imports this module)
 
         enforced = as_enforced(self.path, {m.name: m.created for m in models},
                                {e.name: e.created for e in experiments if e.ended is None})
