@@ -854,13 +854,15 @@ def test_an_answer_whose_head_is_too_large_fails_over_named_so(
 
 @pytest.mark.parametrize("streaming", [False, True])
 def test_a_whole_answer_inflating_past_the_plain_answer_bound_fails_over_unread(
-        gw: ThreadServer, gw_fake: FakeProviderProcess, streaming: bool) -> None:
+        patient_gw: ThreadServer, gw_fake: FakeProviderProcess, streaming: bool) -> None:
     """A whole (not streamed) answer's JSON is read at once, holding the gateway's event loop
     and every other request: 5 MiB of empty objects, sent gzip-compressed as some 10 KB, is
     refused as it is inflated past ``gateway.max_plain_answer_bytes`` (4 MiB), before its JSON
-    is read, and another model answers (at 32 MiB such an answer held /health for seconds)."""
+    is read, and another model answers (at 32 MiB such an answer held /health for seconds).
+    (On the patient gateway: inflating 5 MiB, the loop handed back every 5 ms, outlasts the
+    test world's 0.5 s read timeout on a loaded host.)"""
     gw_fake.script("good", "dense:mb=5", "dense:mb=5")
-    text, entry = answered(gw, streaming)
+    text, entry = answered(patient_gw, streaming)
     assert text.startswith(f"Echo from {OTHER}")
     assert outcomes(entry)[-1] == ("other", "ok")
     assert {outcome for model, outcome in outcomes(entry) if model == "good"} == {
