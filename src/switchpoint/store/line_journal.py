@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from switchpoint._files import locked_file, read_small, sync_folder, write_atomically
+from switchpoint._json import loads
 
 log = logging.getLogger("switchpoint.store")
 
@@ -140,9 +141,10 @@ class LineJournal:
 
 
 def _values(lines: Sequence[bytes]) -> list[object]:
-    """Each line's JSON value (:data:`_UNREADABLE` for one that holds none)."""
+    """Each line's JSON value (:data:`_UNREADABLE` for one that holds none, or one nested
+    too deep or with a number too long to read)."""
     try:  # (read as one JSON list: a line at a time takes ten times as long)
-        values: list[object] = json.loads(b"[" + b",".join(lines) + b"]")
+        values: list[object] = loads(b"[" + b",".join(lines) + b"]")
         if len(values) == len(lines):  # (else a line held more than one value)
             return values
     except ValueError:
@@ -150,7 +152,7 @@ def _values(lines: Sequence[bytes]) -> list[object]:
     out: list[object] = []
     for raw in lines:
         try:
-            out.append(json.loads(raw))
+            out.append(loads(raw))
         except ValueError:
             out.append(_UNREADABLE)
     return out

@@ -34,7 +34,6 @@ Names are kept, never a secret or a card.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -45,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from switchpoint._json import loads
 from switchpoint._messages import json_quoted, listed_names, quoted_path
 from switchpoint.errors import StoreError
 from switchpoint.store.learning import LearningReader
@@ -85,7 +85,7 @@ class Removal:
     def parse(cls, raw: bytes) -> Removal | None:
         """The removal a line holds; None for one that holds none."""
         try:
-            return cls.of(json.loads(raw))
+            return cls.of(loads(raw))
         except ValueError:
             return None
 

@@ -1,0 +1,141 @@
+"""The journals beside the databases (``switchpoint.removals.jsonl``, ``keys.revocations.jsonl``)
+are the service's own files, but a restored backup, a file a crash cut short or a copy from
+another machine can hold anything: a start reads them and a removal or a revocation appends
+to them. Whatever they hold, a start stays bounded in time and memory and says what it passed
+over, a change refused says why at once, and nothing else is written or made again.
+
+Before: a line nested 10,000 deep (a valid JSON value) made every start of a data_dir holding a
+registered model fail with a RecursionError and a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from switchpoint.store.line_journal import LineJournal
+from switchpoint.store.removals import (
+    MAX_REMOVALS_BYTES,
+    MODEL,
+    REMOVALS_FILENAME,
+    Removal,
+    kept_removals,
+)
+from tests.attack.attack_env import Attacked, serving
+from tests.fakes.fake_provider import FakeProviderProcess
+
+NESTED = b"[" * 10_000 + b"]" * 10_000
+
+
+def _card(fake: FakeProviderProcess, name: str) -> dict[str, Any]:
+    return {"name": name, "base_url": fake.openai_base_url, "api_key_env": "ALPHA_KEY",
+            "input_per_mtok": 0, "output_per_mtok": 0, "tier": "simple"}
+
+
+def _register(server: Attacked, fake: FakeProviderProcess, name: str) -> None:
+    r = httpx.post(f"{server.base}/v1/router/models", json=_card(fake, name),
+                   headers=server.admin, timeout=30)
+    assert r.status_code == 201, r.text
+
+
+def _models(server: Attacked) -> list[str]:
+    r = httpx.get(f"{server.base}/v1/models", headers=server.admin, timeout=30)
+    assert r.status_code == 200, r.text
+    return [m["id"] for m in r.json()["data"]]
+
+
+def test_a_start_passes_over_a_journal_line_nested_10000_deep_and_makes_the_rest_again(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with serving(fake, tmp_path) as server:
+        _register(server, fake, "doomed")
+    with sqlite3.connect(server.data_dir / "switchpoint.db") as db:
+        (created,) = db.execute("SELECT created FROM runtime_models WHERE name = 'doomed'"
+                                ).fetchone()
+    db.close()
+    # A backup restored after "doomed" was unregistered, beside a damaged journal.
+    removal = Removal(MODEL, "doomed", created, created + 1).line()
+    (server.data_dir / REMOVALS_FILENAME).write_bytes(
+        NESTED + b"\n" + b'{"model": ' + NESTED + b"}\n" + removal)
+    with serving(fake, tmp_path) as server:
+        assert "doomed" not in _models(server)  # (its removal, made again)
+        log = server.log_text()
+    assert "Traceback" not in log and "RecursionError" not in log, log[-3000:]
+    assert "passed over line(s) 1, 2" in log, log[-3000:]
+    assert 'unregistered again model(s) "doomed"' in log, log[-3000:]
+
+
+def _hostile(path: Path, kind: str) -> None:
+    """Fill ``path`` with one of the hostile journals."""
+    ok = Removal(MODEL, "m", 1.0, 2.0).line()
+    if kind == "1 GB":
+        with path.open("wb") as fh:
+            fh.truncate(1 << 30)
+    elif kind == "one 100 MB line":
+        with path.open("wb") as fh:
+            fh.write(b"a" * (100 << 20))
+    elif kind == "2 MB of tiny lines":
+        path.write_bytes(b"{}\n" * (2 * MAX_REMOVALS_BYTES // 3))
+    elif kind == "the same name 2 MB over":
+        path.write_bytes(ok * (2 * MAX_REMOVALS_BYTES // len(ok)))
+    elif kind == "NUL bytes and bad UTF-8":
+        path.write_bytes(b"\x00" * 64 + b"\n" + b'{"model":"\xff\xfe","made":1,"at":2}\n'
+                         + b"\x00{\x00\"\n" + ok)
+    elif kind == "huge numbers, NaN, 1e308":
+        path.write_bytes(b'{"model":"m","made":' + b"9" * 5000 + b',"at":2}\n'
+                         b'{"model":"m","made":1e400,"at":2}\n'
+                         b'{"model":"m","made":NaN,"at":2}\n'
+                         b'{"model":"m","made":1e308,"at":1e308}\n')
+    elif kind == "a 1 MB name":
+        path.write_text(json.dumps({"model": "n" * (1 << 20), "made": 1, "at": 2}) + "\n")
+    elif kind == "nested 10,000 deep":
+        path.write_bytes(NESTED + b"\n" + b'{"model":' + NESTED + b"}\n" + ok)
+    elif kind == "nested 10,000 deep, past its bound":
+        path.write_bytes((NESTED + b"\n") * (MAX_REMOVALS_BYTES // len(NESTED) + 1) + ok)
+    elif kind == "a symlink to /dev/zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "a directory":
+        path.mkdir()
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", [
+    "1 GB", "one 100 MB line", "2 MB of tiny lines", "the same name 2 MB over",
+    "NUL bytes and bad UTF-8", "huge numbers, NaN, 1e308", "a 1 MB name",
+    "nested 10,000 deep", "nested 10,000 deep, past its bound", "a symlink to /dev/zero",
+    "a directory"])
+def test_reading_and_appending_a_hostile_journal_stays_bounded(
+        tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / REMOVALS_FILENAME
+    _hostile(path, kind)
+    journal = LineJournal(path, MAX_REMOVALS_BYTES, "a removal", "none is made again")
+    started = time.perf_counter()
+    kept = kept_removals(path)
+    took = time.perf_counter() - started
+    tracemalloc.start()
+    try:
+        kept_removals(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert took < 5, took
+    assert peak < 200 << 20, peak  # (the file is read to twice its bound: 2 MB)
+    assert all(len(r.name) <= MAX_REMOVALS_BYTES for r in kept)
+    if kind not in ("the same name 2 MB over", "a 1 MB name"):  # (those two are whole)
+        assert caplog.records, "a damaged journal is said so"
+    line = Removal(MODEL, "new", 3.0, 4.0).line()
+    if kind in ("a symlink to /dev/zero", "a directory"):
+        with pytest.raises(OSError):  # (refused: the removal is not made)
+            journal.append(line)
+        return
+    journal.append(line)  # (kept, the file shortened to its bound if need be)
+    assert os.stat(path).st_size <= MAX_REMOVALS_BYTES
+    assert kept_removals(path)[-1] == Removal(MODEL, "new", 3.0, 4.0)
