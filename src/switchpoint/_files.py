@@ -890,18 +890,25 @@ def locked_file(path: Path, *, append: bool = False,
     and the removal. Yields a descriptor of the file at the path once locked (one removed or
     replaced while this waited is let go of, and the path opened again), or None when there
     is none (not ``append``). Waits up to ``wait_s`` for another holder, then ``OSError``
-    (also when the file cannot be opened or locked)."""
+    (also when the file cannot be opened or locked, or is no regular file: a FIFO, which is
+    not waited on, or a device)."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            fd = (open_made(path, os.O_WRONLY | os.O_APPEND, 0o600) if append
-                  else os.open(path, os.O_RDONLY))
+            fd = (open_made(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK, 0o600) if append
+                  else os.open(path, os.O_RDONLY | os.O_NONBLOCK))
         except FileNotFoundError:
             if append:
                 raise
             yield None
             return
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # (a FIFO no process reads)
+                raise
+            raise _not_regular(path) from None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _not_regular(path)
             while not try_lock(fd):
                 if time.monotonic() >= deadline:
                     raise OSError(errno.EWOULDBLOCK, "another process has held its lock for "
@@ -918,6 +925,12 @@ def locked_file(path: Path, *, append: bool = False,
         yield fd
     finally:
         os.close(fd)
+
+
+def _not_regular(path: Path) -> OSError:
+    """The error of a state file ``path`` that is no regular file (a FIFO, a device)."""
+    return OSError(errno.EINVAL, "not a regular file (a FIFO or a device); move it aside",
+                   str(path))
 
 
 #: The highest process id any system hands out (Linux's limit, 2**22; others stop lower).

@@ -5,7 +5,9 @@ to them. Whatever they hold, a start stays bounded in time and memory and says w
 over, a change refused says why at once, and nothing else is written or made again.
 
 Before: a line nested 10,000 deep (a valid JSON value) made every start of a data_dir holding a
-registered model fail with a RecursionError and a traceback.
+registered model fail with a RecursionError and a traceback; a FIFO in a journal's place made
+an unregistration (and a key's revocation) wait for a reader for ever, holding the lock every
+later removal waits for.
 """
 
 from __future__ import annotations
@@ -70,6 +72,41 @@ def test_a_start_passes_over_a_journal_line_nested_10000_deep_and_makes_the_rest
     assert "Traceback" not in log and "RecursionError" not in log, log[-3000:]
     assert "passed over line(s) 1, 2" in log, log[-3000:]
     assert 'unregistered again model(s) "doomed"' in log, log[-3000:]
+
+
+def test_a_fifo_in_the_journals_place_refuses_a_removal_and_a_revocation_at_once(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with serving(fake, tmp_path, "tenants:\n  acme: {}\n") as server:
+        _register(server, fake, "kept")
+        issued = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
+                            headers=server.admin, timeout=30)
+        assert issued.status_code == 201, issued.text
+        key_id = issued.json()["id"]
+        for name in (REMOVALS_FILENAME, "keys.revocations.jsonl"):
+            (server.data_dir / name).unlink(missing_ok=True)
+            os.mkfifo(server.data_dir / name, 0o600)  # (no process ever reads it)
+        started = time.monotonic()
+        r = httpx.delete(f"{server.base}/v1/router/models/kept", headers=server.admin,
+                         timeout=20)
+        assert r.status_code == 503, r.text
+        assert "not a regular file" in r.json()["error"]["message"], r.text
+        r = httpx.post(f"{server.base}/v1/router/keys/{key_id}/revoke", headers=server.admin,
+                       timeout=20)
+        assert r.status_code == 503, r.text
+        assert time.monotonic() - started < 10
+        assert "keys.revocations.jsonl': cannot keep the revocation" in server.log_text()
+        assert "(not a regular file" in server.log_text(), server.log_text()[-3000:]
+        assert "kept" in _models(server)  # (not unregistered: its removal was not kept)
+        key = httpx.get(f"{server.base}/v1/router/keys/{key_id}", headers=server.admin,
+                        timeout=30).json()
+        assert key["revoked_at"] is None, key
+        # Once the file is put right, the same changes are made.
+        for name in (REMOVALS_FILENAME, "keys.revocations.jsonl"):
+            (server.data_dir / name).unlink()
+        r = httpx.delete(f"{server.base}/v1/router/models/kept", headers=server.admin,
+                         timeout=20)
+        assert r.status_code == 200, r.text
+        assert [r.name for r in kept_removals(server.data_dir / REMOVALS_FILENAME)] == ["kept"]
 
 
 def _hostile(path: Path, kind: str) -> None:
