@@ -253,6 +253,8 @@ CLOCK_STEP_S = 60.0
 #: The file in data_dir where a service's :class:`RetentionClock` keeps what it read last and
 #: what it leaves out, so that a restart goes on from there.
 RETENTION_CLOCK_FILENAME = "retention.clock"
+# Most bytes a reading kept in RETENTION_CLOCK_FILENAME takes (it takes some 200).
+_MAX_CLOCK_BYTES = 1024
 #: Where Linux names the boot the clocks since boot count from (which a restart of the service
 #: keeps, and a reboot changes).
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -334,32 +336,42 @@ class RetentionClock:
     def _go_on_from(self, path: Path, wall: float, booted: float, mono: float,
                     boot: str | None) -> float | None:
         """Take up the reading a run before this one kept at ``path`` (see the class): the
-        step since, as :meth:`read` says it. A file that is missing or not one this wrote
-        (damaged) is a start from the clock."""
-        data = read_small(path, 1024)
+        step since, as :meth:`read` says it, and the days it leaves out said. A file that is
+        missing is a start from the clock; so is one no reading could be (damaged, or put
+        there by hand: not a reading's JSON, a time or a clock not finite, steps left out
+        that take the time before 1970, this boot's clock read ahead of itself), saying so."""
+        data = read_small(path, _MAX_CLOCK_BYTES)
+        if data is None and not (path.exists() or path.is_symlink()):
+            return None
         try:
-            kept: Any = json.loads(data) if data else None
+            kept: Any = json.loads(data or b"")
             then_wall, then_mono = float(kept["wall"]), float(kept["monotonic"])
             left_out, then_boot = float(kept["left_out"]), kept["boot"]
             # (the clock since boot; in a file an older version wrote, the monotonic one)
             then, now = ((float(kept["boottime"]), booted) if "boottime" in kept
                          else (then_mono, mono))
         except (ValueError, TypeError, KeyError):
-            if data:
-                log.warning("%s: not a reading this wrote (a damaged file); the retention goes "
-                            "by the clock", path)
+            then_wall = then = now = left_out = math.nan  # (said below)
+            then_boot = None
+        same_boot = boot is not None and then_boot == boot  # (the clock since boot counted on)
+        if not (all(math.isfinite(v) for v in (then_wall, then, left_out))
+                and 0.0 <= left_out < then_wall and not (same_boot and then > now)):
+            log.warning("%s: not a reading this wrote (a damaged file, or one put there by "
+                        "hand); the retention goes by the clock", path)
             return None
-        if not all(math.isfinite(v) for v in (then_wall, then, left_out)):
-            return None
-        self.left_out = max(0.0, left_out)
-        if boot is not None and then_boot == boot:  # the clock since boot counted on
-            moved = (wall - then_wall) - (now - then)
-        else:  # rebooted: only a step back below the time read last is known
-            moved = min(0.0, wall - then_wall)
-        if abs(moved) <= CLOCK_STEP_S:
-            return None
-        self.left_out = max(0.0, self.left_out + moved)
-        return moved
+        self.left_out = left_out
+        # (rebooted: only a step back below the time read last is known)
+        moved = (wall - then_wall) - (now - then) if same_boot else min(0.0, wall - then_wall)
+        if abs(moved) > CLOCK_STEP_S:
+            self.left_out = max(0.0, self.left_out + moved)
+            return moved  # (said by the caller, with what is left out)
+        if self.left_out > CLOCK_STEP_S:
+            log.warning("retention: %s leaves out %.2f days of steps of the clock ahead, taken "
+                        "before this start (entries logged before them are pruned that much "
+                        "later); if the clock has been right all along (the file is another "
+                        "machine's, or restored), stop the service and remove the file",
+                        path, self.left_out / SECONDS_PER_DAY)
+        return None
 
     def _keep(self, path: Path, wall: float, booted: float, mono: float,
               boot: str | None) -> None:
