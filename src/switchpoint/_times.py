@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+#: The latest instant a date can show: the last second of 9999 (UTC).
+LATEST = 253_402_300_799.0
+
 
 def when_text(ts: float) -> str:
     """``ts`` (epoch seconds) as a person reads it: the date and time in UTC, to the second,

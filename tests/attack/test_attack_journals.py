@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -25,13 +27,14 @@ import pytest
 
 from switchpoint.store.line_journal import LineJournal
 from switchpoint.store.removals import (
+    EXPERIMENT,
     MAX_REMOVALS_BYTES,
     MODEL,
     REMOVALS_FILENAME,
     Removal,
     kept_removals,
 )
-from tests.attack.attack_env import Attacked, serving
+from tests.attack.attack_env import KEYS, Attacked, serving
 from tests.fakes.fake_provider import FakeProviderProcess
 
 NESTED = b"[" * 10_000 + b"]" * 10_000
@@ -176,3 +179,41 @@ def test_reading_and_appending_a_hostile_journal_stays_bounded(
     journal.append(line)  # (kept, the file shortened to its bound if need be)
     assert os.stat(path).st_size <= MAX_REMOVALS_BYTES
     assert kept_removals(path)[-1] == Removal(MODEL, "new", 3.0, 4.0)
+
+
+def test_journal_entries_dated_past_9999_or_before_1970_are_passed_over(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with serving(fake, tmp_path, "tenants:\n  acme: {}\n") as server:
+        r = httpx.post(f"{server.base}/v1/router/experiments", headers=server.admin,
+                       timeout=30, json={"name": "trial", "strategy_a": "cost_optimized",
+                                         "strategy_b": "quality_first"})
+        assert r.status_code == 201, r.text
+        issued = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
+                            headers=server.admin, timeout=30)
+        assert issued.status_code == 201, issued.text
+    key_id = issued.json()["id"]
+    created = r.json()["created_at"]
+    # A backup restored beside journals whose entries no clock of this system wrote.
+    (server.data_dir / REMOVALS_FILENAME).write_bytes(
+        Removal(EXPERIMENT, "trial", created, 1e308).line()
+        + Removal(EXPERIMENT, "trial", -1.0, created).line())
+    (server.data_dir / "keys.revocations.jsonl").write_bytes(
+        json.dumps({"id": key_id, "revoked_at": 1e308}).encode() + b"\n"
+        + json.dumps({"id": key_id, "revoked_at": -1e12}).encode() + b"\n")
+    with serving(fake, tmp_path, "tenants:\n  acme: {}\n") as server:
+        trial = httpx.get(f"{server.base}/v1/router/experiments/trial", headers=server.admin,
+                          timeout=30).json()
+        key = httpx.get(f"{server.base}/v1/router/keys/{key_id}", headers=server.admin,
+                        timeout=30).json()
+        log = server.log_text()
+    assert trial["ended_at"] is None, trial  # (still running: no end was made again)
+    assert key["revoked_at"] is None, key
+    assert f"{REMOVALS_FILENAME}: passed over line(s) 1, 2" in log, log[-3000:]
+    assert "keys.revocations.jsonl: passed over line(s) 1, 2" in log, log[-3000:]
+    for command in (["experiments", "list"], ["keys", "list"]):  # (each shows every date)
+        shown = subprocess.run(
+            [sys.executable, "-m", "switchpoint.cli", *command, "--config",
+             str(tmp_path / "switchpoint.yaml")], capture_output=True, text=True, timeout=120,
+            env={**os.environ, **KEYS})
+        assert shown.returncode == 0, shown.stderr[-3000:]
+        assert "Traceback" not in shown.stderr, shown.stderr[-3000:]

@@ -77,6 +77,7 @@ from switchpoint._numbers import (
     number_text,
     too_small,
 )
+from switchpoint._times import LATEST
 from switchpoint.catalog import MAX_CATALOG_MODELS, model_name_problem
 from switchpoint.errors import (
     ConflictError,
@@ -92,7 +93,7 @@ from switchpoint.governance.clock_writer import ClockWriter
 from switchpoint.governance.settings import DEFAULT_MAX_KEYS, MAX_RPM, MAX_TPM, MOST_MAX_KEYS
 from switchpoint.learning.events import check_tenant
 from switchpoint.store.errors import store_error
-from switchpoint.store.line_journal import LineJournal, line_of
+from switchpoint.store.line_journal import LineJournal, kept_time, line_of
 from switchpoint.store.logs import DEFAULT_PAGE, MAX_PAGE
 from switchpoint.store.moved import (
     Files,
@@ -166,7 +167,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The longest a rotated key's old secret may keep working (seconds): 30 days.
 MAX_GRACE_S = 30 * 86400
 # The latest expiry a key may have: the last second of 9999 (UTC), the last a date can show.
-MAX_EXPIRY = 253_402_300_799.0
+MAX_EXPIRY = LATEST
 # The shortest life a key may be given (seconds): a key that expires sooner would be dead by
 # the time it is handed over.
 MIN_LIFETIME_S = 60.0
@@ -1713,7 +1714,7 @@ class _Kept:
         except (ValueError, TypeError, KeyError):
             return None
         fine = (isinstance(key_id, str) and _ID.fullmatch(key_id) is not None
-                and math.isfinite(change.at) and math.isfinite(change.until))
+                and kept_time(change.at) is not None and kept_time(change.until) is not None)
         if change.kind == "rotated":
             fine = fine and all(isinstance(h, str) and _HASH.fullmatch(h)
                                 for h in (change.hash, change.replaced))

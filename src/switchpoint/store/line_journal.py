@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from switchpoint._files import locked_file, read_small, sync_folder, write_atomically
 from switchpoint._json import loads
+from switchpoint._times import LATEST
 
 log = logging.getLogger("switchpoint.store")
 
@@ -38,6 +39,13 @@ _UNREADABLE = object()
 def line_of(item: Mapping[str, object]) -> bytes:
     """The line that keeps ``item``: compact JSON (ASCII alone) and a newline."""
     return (json.dumps(item, separators=(",", ":")) + "\n").encode("ascii")
+
+
+def kept_time(value: float) -> float | None:
+    """``value``, a time an entry keeps (seconds since the epoch), when one this system
+    writes could be: from 1970 to the end of 9999 (the last a date shows); else None (a
+    damaged or hand-made line, which the entry's reader passes over)."""
+    return value if 0.0 <= value <= LATEST else None
 
 
 def _kept_all(lines: list[bytes]) -> list[bytes]:
@@ -182,4 +190,4 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-__all__ = ["LineJournal", "line_of"]
+__all__ = ["LineJournal", "kept_time", "line_of"]

@@ -35,7 +35,6 @@ Names are kept, never a secret or a card.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,7 +47,7 @@ from switchpoint._json import loads
 from switchpoint._messages import json_quoted, listed_names, quoted_path
 from switchpoint.errors import StoreError
 from switchpoint.store.learning import LearningReader
-from switchpoint.store.line_journal import LineJournal, line_of
+from switchpoint.store.line_journal import LineJournal, kept_time, line_of
 from switchpoint.store.sqlite import SQLiteStore
 
 log = logging.getLogger("switchpoint.store")
@@ -99,7 +98,7 @@ class Removal:
             made, at = float(item["made"]), float(item["at"])
         except (ValueError, TypeError, KeyError):
             return None
-        if len(kinds) != 1 or not (math.isfinite(made) and math.isfinite(at)):
+        if len(kinds) != 1 or kept_time(made) is None or kept_time(at) is None:
             return None
         name = item[kinds[0]]
         if not isinstance(name, str) or not name:  # (its length: the file's bound)
