@@ -5,9 +5,12 @@ to them. Whatever they hold, a start stays bounded in time and memory and says w
 over, a change refused says why at once, and nothing else is written or made again.
 
 Before: a line nested 10,000 deep (a valid JSON value) made every start of a data_dir holding a
-registered model fail with a RecursionError and a traceback; a FIFO in a journal's place made
+registered model fail with a RecursionError and a traceback; a symbolic link in a journal's
+place to an empty file (or to none) took the entry into the file it led to (or made one there),
+while no start reads through a link, so the removal was lost; a FIFO in a journal's place made
 an unregistration (and a key's revocation) wait for a reader for ever, holding the lock every
-later removal waits for.
+later removal waits for; an entry dated 1e308 was made again at that time (an experiment ended
+in a year no date shows, which `switchpoint experiments list` failed on).
 """
 
 from __future__ import annotations
@@ -141,6 +144,11 @@ def _hostile(path: Path, kind: str) -> None:
         path.write_bytes((NESTED + b"\n") * (MAX_REMOVALS_BYTES // len(NESTED) + 1) + ok)
     elif kind == "a symlink to /dev/zero":
         path.symlink_to("/dev/zero")
+    elif kind == "a symlink to an empty file":
+        (path.parent / "elsewhere").write_bytes(b"")
+        path.symlink_to(path.parent / "elsewhere")
+    elif kind == "a symlink leading nowhere":
+        path.symlink_to(path.parent / "made-through-it")
     elif kind == "a directory":
         path.mkdir()
     else:
@@ -151,7 +159,7 @@ def _hostile(path: Path, kind: str) -> None:
     "1 GB", "one 100 MB line", "2 MB of tiny lines", "the same name 2 MB over",
     "NUL bytes and bad UTF-8", "huge numbers, NaN, 1e308", "a 1 MB name",
     "nested 10,000 deep", "nested 10,000 deep, past its bound", "a symlink to /dev/zero",
-    "a directory"])
+    "a symlink to an empty file", "a symlink leading nowhere", "a directory"])
 def test_reading_and_appending_a_hostile_journal_stays_bounded(
         tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / REMOVALS_FILENAME
@@ -172,9 +180,15 @@ def test_reading_and_appending_a_hostile_journal_stays_bounded(
     if kind not in ("the same name 2 MB over", "a 1 MB name"):  # (those two are whole)
         assert caplog.records, "a damaged journal is said so"
     line = Removal(MODEL, "new", 3.0, 4.0).line()
-    if kind in ("a symlink to /dev/zero", "a directory"):
+    if kind.startswith("a symlink") or kind == "a directory":
         with pytest.raises(OSError):  # (refused: the removal is not made)
             journal.append(line)
+        with pytest.raises(OSError):
+            journal.take_back(line)
+        # (nothing written where a link leads, nor made there)
+        assert not (tmp_path / "made-through-it").exists()
+        assert not (tmp_path / "elsewhere").exists() or not (tmp_path / "elsewhere").stat(
+            ).st_size
         return
     journal.append(line)  # (kept, the file shortened to its bound if need be)
     assert os.stat(path).st_size <= MAX_REMOVALS_BYTES

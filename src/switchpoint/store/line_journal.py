@@ -11,7 +11,8 @@ whole file is written to a new file renamed in its place; a new file's folder is
 The file is bounded: an entry that would take it past its bound has the file shortened first
 (the user's way of folding entries a newer one covers, then, while more than half the bound is
 left, the older half of the lines). A line that holds no entry is passed over, named by its
-number; a file that cannot be read is said so.
+number; a file that cannot be read is said so. A symbolic link in the file's place is never
+read through, nor written through (a change is refused), nor is a FIFO or a device.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class LineJournal:
         before this returns; past :attr:`max_bytes`, the file shortened (see the class) and
         written with the line to a new file renamed in its place. ``OSError`` when it cannot
         be (the line is then not kept, unless the rename was made)."""
+        self._not_a_link()
         with locked_file(self.path, append=True) as fd:
             assert fd is not None
             size = os.fstat(fd).st_size
@@ -89,6 +91,7 @@ class LineJournal:
         that was not made), the file written whole to a new file renamed in its place, so
         a crash leaves the line in it or out; nothing when it holds no such line. ``OSError``
         when it cannot be (the line is then still kept)."""
+        self._not_a_link()
         with locked_file(self.path, append=True):
             data = read_small(self.path, self.max_bytes * 2)
             if data is None:
@@ -126,6 +129,14 @@ class LineJournal:
                         ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else ""),
                         self.entry)
         return out
+
+    def _not_a_link(self) -> None:
+        """``OSError`` when a symbolic link is in the file's place: :meth:`read` never reads
+        through one, so an entry written through it (into the file it leads to, or one it
+        would make) would be lost."""
+        if self.path.is_symlink():
+            raise OSError(errno.ELOOP, "a symbolic link, which it is never read through; put "
+                          "the file itself in its place", str(self.path))
 
     def _bounded(self) -> list[bytes]:
         """The file's lines its bound keeps (see the class); read from its end when it is
