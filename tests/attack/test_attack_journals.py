@@ -9,8 +9,9 @@ registered model fail with a RecursionError and a traceback; a symbolic link in 
 place to an empty file (or to none) took the entry into the file it led to (or made one there),
 while no start reads through a link, so the removal was lost; a FIFO in a journal's place made
 an unregistration (and a key's revocation) wait for a reader for ever, holding the lock every
-later removal waits for; an entry dated 1e308 was made again at that time (an experiment ended
-in a year no date shows, which `switchpoint experiments list` failed on).
+later removal waits for; 2 MB of lines holding no entry took 155 MB to read; an entry dated
+1e308 was made again at that time (an experiment ended in a year no date shows, which
+`switchpoint experiments list` failed on).
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def test_reading_and_appending_a_hostile_journal_stays_bounded(
     finally:
         tracemalloc.stop()
     assert took < 5, took
-    assert peak < 200 << 20, peak  # (the file is read to twice its bound: 2 MB)
+    assert peak < 64 << 20, peak  # (the file is read to twice its bound: 2 MB)
     assert all(len(r.name) <= MAX_REMOVALS_BYTES for r in kept)
     if kind not in ("the same name 2 MB over", "a 1 MB name"):  # (those two are whole)
         assert caplog.records, "a damaged journal is said so"

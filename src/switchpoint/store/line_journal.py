@@ -37,6 +37,10 @@ T = TypeVar("T")
 _UNREADABLE = object()
 
 
+# Lines read as one JSON value at a time (their values alone held, not the whole file's).
+_READ_AT_ONCE = 4096
+
+
 def line_of(item: Mapping[str, object]) -> bytes:
     """The line that keeps ``item``: compact JSON (ASCII alone) and a newline."""
     return (json.dumps(item, separators=(",", ":")) + "\n").encode("ascii")
@@ -113,17 +117,21 @@ class LineJournal:
             log.warning("%s cannot be read (not a regular file of at most %d bytes, or this "
                         "process may not read it): %s; let this process read it, or move "
                         "it aside", self.path, self.max_bytes * 2, self.unread)
-        numbered = [(number, raw) for number, raw in enumerate((data or b"").splitlines(), 1)
-                    if raw.strip()]
+        lines = (data or b"").splitlines()
+        del data
         out: list[T] = []
-        bad: list[int] = []
-        for (number, _), value in zip(numbered, _values([raw for _, raw in numbered]),
-                                      strict=True):
-            entry = None if value is _UNREADABLE else parse(value)
-            if entry is None:
-                bad.append(number)
-            else:
-                out.append(entry)
+        bad: list[int] = []  # (the first 11 numbers: the warning names 10)
+        for start in range(0, len(lines), _READ_AT_ONCE):  # (each part's values let go)
+            numbered = [(number, raw) for number, raw
+                        in enumerate(lines[start:start + _READ_AT_ONCE], start + 1)
+                        if raw.strip()]
+            for (number, _), value in zip(numbered, _values([raw for _, raw in numbered]),
+                                          strict=True):
+                entry = None if value is _UNREADABLE else parse(value)
+                if entry is not None:
+                    out.append(entry)
+                elif len(bad) <= 10:
+                    bad.append(number)
         if bad:
             log.warning("%s: passed over line(s) %s: not %s (a damaged file)", self.path,
                         ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else ""),
