@@ -11,31 +11,15 @@ Evidence: each of these held when this wave's refusal was attacked.
 from __future__ import annotations
 
 import json
-import socket
 
 import openai
 import pytest
 
 from tests.attack.attack_env import LIMITS, Attacked, chat_body
+from tests.attack.test_attack_underscore_headers import CHAT, _exchange
 from tests.fakes.fake_provider import FakeProviderProcess
 
-
-def _exchange(attacked: Attacked, request_line: bytes, headers: bytes,
-              body: bytes = b"") -> tuple[bytes, bytes]:
-    """One request over a raw socket (``Connection: close``): its answer's head and body."""
-    with socket.create_connection(("127.0.0.1", attacked.port), timeout=30) as sock:
-        sock.sendall(request_line + b"\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                     b"Content-Type: application/json\r\n" + headers
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        data = b""
-        while chunk := sock.recv(65_536):
-            data += chunk
-    head, _, answer = data.partition(b"\r\n\r\n")
-    return head, answer
-
-
-CHAT = b"POST /v1/chat/completions HTTP/1.1"
-ROUTE = b"POST /v1/route HTTP/1.1"
+ROUTE = b"POST /v1/route HTTP/1.1\r\nContent-Type: application/json\r\n"
 
 
 def _chat() -> bytes:
@@ -57,10 +41,10 @@ def test_both_spellings_at_once_are_refused_in_either_order(
         attacked: Attacked, fake: FakeProviderProcess, line: bytes, body: bytes) -> None:
     for headers in (b"x-session-id: a\r\nx_session_id: b\r\n",
                     b"x_session_id: b\r\nx-session-id: a\r\n"):
-        _refused(*_exchange(attacked, line, headers, body), "x_session_id")
+        _refused(*_exchange(attacked, line + headers, body), "x_session_id")
     # Mixed case, and dashes and underscores mixed in one name.
     for sent in (b"X_SeSsIoN-Id", b"x-SWITCHPOINT_models", b"X-Forwarded_For"):
-        _refused(*_exchange(attacked, line, sent + b": beta\r\n", body),
+        _refused(*_exchange(attacked, line + sent + b": beta\r\n", body),
                  sent.decode().lower())
     assert fake.requests() == []
 
@@ -68,9 +52,10 @@ def test_both_spellings_at_once_are_refused_in_either_order(
 def test_many_underscore_headers_the_service_does_not_read_pass_and_one_it_reads_is_found(
         attacked: Attacked, fake: FakeProviderProcess) -> None:
     many = b"".join(b"x_%d: 1\r\n" % i for i in range(600))  # (within max_header_bytes)
-    head, body = _exchange(attacked, CHAT, many, _chat())
+    head, body = _exchange(attacked, CHAT + many, _chat())
     assert head.startswith(b"HTTP/1.1 200 "), head + body
-    head, body = _exchange(attacked, CHAT, many + b"x_switchpoint_cost_weight: 1\r\n", _chat())
+    head, body = _exchange(attacked, CHAT + many + b"x_switchpoint_cost_weight: 1\r\n",
+                           _chat())
     _refused(head, body, "x_switchpoint_cost_weight")
     assert len(fake.requests()) == 1  # (the first alone was called)
 
@@ -82,7 +67,7 @@ def test_many_underscore_headers_the_service_does_not_read_pass_and_one_it_reads
 def test_a_header_section_past_its_bound_is_refused_before_the_app(
         attacked: Attacked, fake: FakeProviderProcess, headers: bytes) -> None:
     assert len(headers) > LIMITS["max_header_bytes"]
-    head, _ = _exchange(attacked, CHAT, headers, _chat())
+    head, _ = _exchange(attacked, CHAT + headers, _chat())
     assert head.startswith(b"HTTP/1.1 431 "), head
     assert fake.requests() == []
 

@@ -29,6 +29,17 @@ def _reading(**changed: Any) -> bytes:
     return json.dumps(kept).encode()
 
 
+def _prune_once(db: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A service keeping 7 days opened on ``db`` runs its retention once, its warnings
+    caught."""
+    gateway = _service_keeping_7_days(db)
+    try:
+        with caplog.at_level("WARNING", logger="switchpoint"):
+            gateway._housekeeping.run(False, 7)
+    finally:
+        gateway.close()
+
+
 HOSTILE = {
     "leaving out 1e300 s, from another boot": _reading(boot="another", left_out=1e300),
     "leaving out 1e308 s": _reading(left_out=1e308),
@@ -51,12 +62,7 @@ def test_a_retention_clock_no_reading_could_be_is_said_and_the_retention_prunes_
     fill(db, n_old=5, n_new=0, age_days=10)  # older than the 7 days kept
     new = fill(db, n_old=0, n_new=5, age_days=0)
     (tmp_path / RETENTION_CLOCK_FILENAME).write_bytes(HOSTILE[kind])
-    gateway = _service_keeping_7_days(db)
-    try:
-        with caplog.at_level("WARNING", logger="switchpoint"):
-            gateway._housekeeping.run(False, 7)
-    finally:
-        gateway.close()
+    _prune_once(db, caplog)
     assert [r[0] for r in rows(db)["decisions"]] == new  # (the old entries went)
     assert f"{RETENTION_CLOCK_FILENAME}: not a reading this wrote" in caplog.text, caplog.text
     kept = json.loads((tmp_path / RETENTION_CLOCK_FILENAME).read_bytes())
@@ -70,11 +76,6 @@ def test_a_retention_clock_from_another_boot_leaving_days_out_says_so_at_the_sta
     old = [r[0] for r in rows(db)["decisions"]]
     (tmp_path / RETENTION_CLOCK_FILENAME).write_bytes(
         _reading(boot="another", wall=time.time() - 60, left_out=8 * 86_400.0))
-    gateway = _service_keeping_7_days(db)
-    try:
-        with caplog.at_level("WARNING", logger="switchpoint"):
-            gateway._housekeeping.run(False, 7)
-    finally:
-        gateway.close()
+    _prune_once(db, caplog)
     assert [r[0] for r in rows(db)["decisions"]] == old
     assert "leaves out 8.00 days of steps of the clock ahead" in caplog.text, caplog.text
