@@ -12,6 +12,7 @@ file too big to be a reading, or holding NaN, was passed over without a word.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,25 @@ def test_a_retention_clock_from_another_boot_leaving_days_out_says_so_at_the_sta
     _prune_once(db, caplog)
     assert [r[0] for r in rows(db)["decisions"]] == old
     assert "leaves out 8.00 days of steps of the clock ahead" in caplog.text, caplog.text
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a symlink to /dev/zero", "a directory"])
+def test_a_retention_clock_that_is_no_regular_file_is_not_waited_on_nor_read_through(
+        tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "switchpoint.db"
+    fill(db, n_old=5, n_new=0, age_days=10)
+    new = fill(db, n_old=0, n_new=5, age_days=0)
+    path = tmp_path / RETENTION_CLOCK_FILENAME
+    if kind == "a FIFO":
+        os.mkfifo(path)
+    elif kind == "a directory":
+        path.mkdir()
+    else:
+        path.symlink_to("/dev/zero")
+    _prune_once(db, caplog)
+    assert [r[0] for r in rows(db)["decisions"]] == new
+    assert f"{RETENTION_CLOCK_FILENAME}: not a reading this wrote" in caplog.text, caplog.text
+    if kind == "a directory":  # (left in place: said, and the retention goes by the clock)
+        assert "cannot keep the retention's clock there" in caplog.text, caplog.text
+    else:  # (replaced by a reading of its own)
+        assert json.loads(path.read_bytes())["left_out"] == 0.0
