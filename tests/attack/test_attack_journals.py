@@ -103,6 +103,10 @@ def test_a_fifo_in_the_journals_place_refuses_a_removal_and_a_revocation_at_once
         assert time.monotonic() - started < 10
         assert "keys.revocations.jsonl': cannot keep the revocation" in server.log_text()
         assert "(not a regular file" in server.log_text(), server.log_text()[-3000:]
+        # Each refusal is logged with its file and what to do about what is in its place.
+        said = server.log_text()
+        assert f"{REMOVALS_FILENAME}': cannot keep the" in said, said[-3000:]
+        assert said.count("move what is there aside (a new file is made)") == 2, said[-3000:]
         assert "kept" in _models(server)  # (not unregistered: its removal was not kept)
         key = httpx.get(f"{server.base}/v1/router/keys/{key_id}", headers=server.admin,
                         timeout=30).json()

@@ -93,7 +93,7 @@ from switchpoint.governance.clock_writer import ClockWriter
 from switchpoint.governance.settings import DEFAULT_MAX_KEYS, MAX_RPM, MAX_TPM, MOST_MAX_KEYS
 from switchpoint.learning.events import check_tenant
 from switchpoint.store.errors import store_error
-from switchpoint.store.line_journal import LineJournal, kept_time, line_of
+from switchpoint.store.line_journal import LineJournal, kept_time, line_of, not_kept_remedy
 from switchpoint.store.logs import DEFAULT_PAGE, MAX_PAGE
 from switchpoint.store.moved import (
     Files,
@@ -1453,8 +1453,7 @@ class KeyStore:
             raise StoreError(f"{quoted_path(self.revocations_path)}: cannot keep the {what} "
                              f"of key {change.id} there ({exc.strerror or exc}), which "
                              f"{keeps} should an older backup of keys.db be restored; the key "
-                             f"was not {done}: make room on the disk (or let this process "
-                             "write the file) and "
+                             f"was not {done}: {not_kept_remedy(exc)}, and "
                              f"{'revoke' if change.kind == 'revoked' else 'rotate'} it "
                              "again") from None
 

@@ -53,6 +53,19 @@ def kept_time(value: float) -> float | None:
     return value if 0.0 <= value <= LATEST else None
 
 
+def not_kept_remedy(exc: OSError) -> str:
+    """What to do about a journal ``exc`` kept a change out of: room on a full disk, write
+    access, or, for what is not a regular file there (a FIFO, a link, a directory), to move
+    it aside (a new one is made)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "make room on the disk"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "let this process write the file"
+    if exc.errno in (errno.EINVAL, errno.ELOOP, errno.EISDIR, errno.EFBIG):
+        return "move what is there aside (a new file is made)"
+    return "make room on the disk (or let this process write the file)"
+
+
 def _kept_all(lines: list[bytes]) -> list[bytes]:
     return lines
 
@@ -209,4 +222,4 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-__all__ = ["LineJournal", "kept_time", "line_of"]
+__all__ = ["LineJournal", "kept_time", "line_of", "not_kept_remedy"]

@@ -47,7 +47,7 @@ from switchpoint._json import loads
 from switchpoint._messages import json_quoted, listed_names, quoted_path
 from switchpoint.errors import StoreError
 from switchpoint.store.learning import LearningReader
-from switchpoint.store.line_journal import LineJournal, kept_time, line_of
+from switchpoint.store.line_journal import LineJournal, kept_time, line_of, not_kept_remedy
 from switchpoint.store.sqlite import SQLiteStore
 
 log = logging.getLogger("switchpoint.store")
@@ -129,12 +129,13 @@ def journaled(store: SQLiteStore, removal: Removal) -> Iterator[None]:
             _journal(path).append(line)
         except OSError as exc:
             noun, done = _WORDS[removal.kind]
-            raise StoreError(f"{quoted_path(path)}: cannot keep the {noun} of {removal.words} "
-                             f"there ({exc.strerror or exc}), which keeps it {done} should "
-                             "an older backup of switchpoint.db be restored; it was not "
-                             f"{done}: make room on the disk (or let this process write the "
-                             "file), then try again", reason=str(exc.strerror or exc)
-                             ) from None
+            error = StoreError(f"{quoted_path(path)}: cannot keep the {noun} of "
+                               f"{removal.words} there ({exc.strerror or exc}), which keeps it "
+                               f"{done} should an older backup of switchpoint.db be restored; "
+                               f"it was not {done}: {not_kept_remedy(exc)}, then try again",
+                               reason=str(exc.strerror or exc))
+            log.error("%s", error)  # (the caller's answer names no path: the log does)
+            raise error from None
         try:
             yield
         except BaseException:
