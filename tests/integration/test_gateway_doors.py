@@ -1160,7 +1160,8 @@ def test_a_comparison_left_on_a_stopped_loop_is_settled_once_as_the_gateway_clos
     returned from: closing settles each call once (logged as closed by the client, its hold
     settled) and lets go of the comparison itself, so a later closing has nothing of it left
     to wait for or warn of, where the comparison stayed counted inside the gateway and every
-    later closing warned of it again."""
+    later closing warned of it again. Its closing counts it as one request, its calls within
+    it, where it counted three."""
     gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
     gw_fake.script("good", "hang:seconds=5")
     gw_fake.script("cheap", "hang:seconds=5")
@@ -1171,6 +1172,8 @@ def test_a_comparison_left_on_a_stopped_loop_is_settled_once_as_the_gateway_clos
         assert ledger.open_tickets() == 2
         said = _closed_at_once(gateway, caplog)
         assert any("2 call(s) were left waiting" in m for m in said)
+        # (what its caller made: one comparison, its two calls counted within it)
+        assert any("1 request(s) on an event loop" in m for m in said), said
         _closes_again_quietly(gateway, caplog)
     finally:
         task.cancel()

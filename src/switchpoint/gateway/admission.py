@@ -35,8 +35,9 @@ from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar, cast
 
 log = logging.getLogger("switchpoint.gateway")
-# Set while a request counted in runs (its tasks and worker threads inherit it).
-_INSIDE: ContextVar[bool] = ContextVar("switchpoint_admitted", default=False)
+# The request whose part runs, set while a request counted in runs (its tasks and worker
+# threads inherit it): None outside any.
+_INSIDE: ContextVar[object | None] = ContextVar("switchpoint_admitted", default=None)
 # How often a drain looks again (a loop that closed with a request inside tells no one).
 _TICK_S = 0.05
 
@@ -58,8 +59,9 @@ class Admission:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         # Each request inside, by its loop: a mark of its own, so one a closing let go of
-        # (see _not_waited_for) counts out no other as it ends after all.
-        self._inside: dict[Loop, set[object]] = {}
+        # (see _not_waited_for) counts out no other as it ends after all, with the mark of
+        # the request it is a part of (None: none), so a count counts what callers made.
+        self._inside: dict[Loop, dict[object, object | None]] = {}
         self._shut = False
 
     @property
@@ -72,42 +74,50 @@ class Admission:
         counts it out, to call once it has ended (a second call does nothing). A part of a
         request already inside is counted too, never refused: closing waits for it as well,
         should it outlast its request (a stream's answer, read after its route returned)."""
+        return self._enter(refuse)[1]
+
+    def _enter(self, refuse: Callable[[], Exception]
+               ) -> tuple[object, Callable[[], None]]:
+        """:meth:`enter`, and the request's mark."""
         loop = running_loop()
         mark = object()
+        part_of = _INSIDE.get()
         with self._cond:
-            if self._shut and not _INSIDE.get():
+            if self._shut and part_of is None:
                 raise refuse()
-            self._inside.setdefault(loop, set()).add(mark)
+            self._inside.setdefault(loop, {})[mark] = part_of
 
         def leave() -> None:
             with self._cond:
                 inside = self._inside.get(loop)
                 if inside is None or mark not in inside:
                     return  # (left already, or let go of by a closing)
-                inside.discard(mark)
+                del inside[mark]
                 if not inside:
                     del self._inside[loop]
                 self._cond.notify_all()
 
-        return leave
+        return mark, leave
 
     @contextmanager
     def admitted(self, refuse: Callable[[], Exception]) -> Iterator[None]:
-        """:meth:`enter` for the block's length; what it calls counts as inside."""
-        leave = self.enter(refuse)
+        """:meth:`enter` for the block's length; what it calls counts as inside, a part of
+        it."""
+        mark, leave = self._enter(refuse)
         try:
-            with self.within():
+            with self.within(mark):
                 yield
         finally:
             leave()
 
     @staticmethod
     @contextmanager
-    def within() -> Iterator[None]:
-        """The block as a part of a request already counted in (by :meth:`enter`, which marks
-        nothing itself): what it calls, on its tasks and worker threads too, is let in while
-        closing, never refused."""
-        token = _INSIDE.set(True)
+    def within(part_of: object | None = None) -> Iterator[None]:
+        """The block as a part of a request already counted in (``part_of``, the mark of the
+        one :meth:`admitted` counts; by default, the request the running code is a part of,
+        if any): what it calls, on its tasks and worker threads too, is let in while closing,
+        never refused, and counted as a part of that request, not as one of its own."""
+        token = _INSIDE.set(part_of if part_of is not None else _INSIDE.get() or object())
         try:
             yield
         finally:
@@ -130,9 +140,10 @@ class Admission:
             return self._count(but)
 
     def _count(self, but: Collection[Loop], stuck: Collection[Loop] = ()) -> int:
-        return sum(len(marks) for loop, marks in self._inside.items()
-                   if loop is None or (loop not in but and loop not in stuck
-                                       and not loop.is_closed()))
+        return _requests({mark: part_of for loop, marks in self._inside.items()
+                          if loop is None or (loop not in but and loop not in stuck
+                                              and not loop.is_closed())
+                          for mark, part_of in marks.items()})
 
     def _stuck(self, since: dict[Loop, float]) -> set[Loop]:
         """The loops with requests inside seen stopped at every look for a tick or more:
@@ -147,12 +158,14 @@ class Admission:
 
     def drain(self, timeout: float, *, but: Collection[Loop] = ()) -> int:
         """Wait until no request that can end is inside (see :meth:`inside`), for at most
-        ``timeout`` seconds; returns how many are still inside. A loop seen stopped (not
-        running) at every look for a tick or more runs nothing while closing waits: its requests
-        (a stream left open by a ``run_until_complete`` that returned, on a thread gone) are
-        not waited for, since only the closing can end them (see :func:`runs_no_more`): they
-        are let go of, each counted out now (its own end, should its loop run again, counts
-        out nothing more), so a later closing neither waits for nor warns of them again."""
+        ``timeout`` seconds; returns how many are still inside (the requests callers made: a
+        part of one inside with it, such as a comparison's call, is counted within it). A loop
+        seen stopped (not running) at every look for a tick or more runs nothing while
+        closing waits: its requests (a stream left open by a ``run_until_complete`` that
+        returned, on a thread gone) are not waited for, since only the closing can end them
+        (see :func:`runs_no_more`): they are let go of, each counted out now (its own end,
+        should its loop run again, counts out nothing more), so a later closing neither waits
+        for nor warns of them again."""
         deadline = time.monotonic() + timeout
         since: dict[Loop, float] = {}
         with self._cond:
@@ -183,8 +196,11 @@ class Admission:
         lock): closing settles what they hold (see :meth:`ChatDoor.close_stopped
         <switchpoint.gateway.chat_door.ChatDoor.close_stopped>`), and nothing else would
         count them out."""
-        gone = [loop for loop in stuck if loop not in but]
-        n = sum(len(self._inside.pop(loop, ())) for loop in gone)
+        gone: dict[object, object | None] = {}
+        for loop in stuck:
+            if loop not in but:
+                gone.update(self._inside.pop(loop, {}))
+        n = _requests(gone)
         if n:
             log.warning("closing: %d request(s) on an event loop stopped, not running (a "
                         "run_until_complete that returned, a thread that ended without closing "
@@ -193,6 +209,14 @@ class Admission:
                         "one still being routed or planned, as closed by the client, each with "
                         "its budget hold settled; end what you start on a loop before it "
                         "stops", n)
+
+
+def _requests(inside: dict[object, object | None]) -> int:
+    """How many requests callers made are among ``inside`` (each mark with the mark of the
+    request it is a part of): a part of one among them (a comparison's call) counts within
+    it; one whose request is not among them (a stream's answer, read after its route
+    returned) counts as one."""
+    return sum(1 for part_of in inside.values() if part_of is None or part_of not in inside)
 
 
 def runs_no_more(loop: asyncio.AbstractEventLoop) -> bool:
