@@ -1253,6 +1253,40 @@ def test_a_request_left_routing_or_planned_on_a_stopped_loop_is_settled_as_the_g
         assert budget["held_usd"] == 0 and budget["spent_usd"] == 0
 
 
+def test_a_comparison_left_on_a_closed_loop_is_let_go_of_at_once_as_the_gateway_closes(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A comparison whose calls wait for their answers on a loop closed with them under way
+    (closed, not just stopped: it never runs them again): the first closing settles its calls
+    and lets go of the comparison at once, warning of it, where the comparison was let go of
+    only by a closing that waited a 50 ms look or more for something else, so it stayed
+    counted inside the gateway, closing after closing, and was never warned of."""
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
+    gw_fake.script("good", "hang:seconds=5")
+    gw_fake.script("cheap", "hang:seconds=5")
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(gateway.acompare(messages(), ["good", "cheap"]))
+    try:
+        loop.run_until_complete(_until(lambda: len(gw_fake.requests()) == 2))
+    finally:
+        loop.close()  # (its task pending: a closed loop runs it no more)
+    try:
+        assert ledger.open_tickets() == 2
+        said = _closed_at_once(gateway, caplog)
+        assert any("2 call(s) were left waiting" in m for m in said)
+        assert any("1 request(s) on an event loop" in m for m in said), said
+        assert not gateway._admission._inside  # (nothing of it is held)
+        _closes_again_quietly(gateway, caplog)
+    finally:
+        gateway.close()
+    with _started_again(gateway, store) as entries:
+        assert [e["status"] for e in entries] == ["client_closed", "client_closed"]
+    # (its coroutine, closed as it is collected, finds no loop to end on: said so, not here)
+    monkeypatch.setattr(sys, "unraisablehook", lambda _: None)
+    del task
+    gc.collect()
+
+
 @pytest.mark.parametrize("found_by", ["next chat", "closing", "stop"])
 def test_a_plan_left_unexecuted_on_a_closed_loop_is_logged_and_its_hold_released(
         gw_fake: FakeProviderProcess, tmp_path: Path, found_by: str) -> None:

@@ -38,7 +38,8 @@ log = logging.getLogger("switchpoint.gateway")
 # The request whose part runs, set while a request counted in runs (its tasks and worker
 # threads inherit it): None outside any.
 _INSIDE: ContextVar[object | None] = ContextVar("switchpoint_admitted", default=None)
-# How often a drain looks again (a loop that closed with a request inside tells no one).
+# How often a drain looks again (a loop that stops or closes with a request inside tells no
+# one).
 _TICK_S = 0.05
 
 Loop = asyncio.AbstractEventLoop | None
@@ -146,26 +147,29 @@ class Admission:
                           for mark, part_of in marks.items()})
 
     def _stuck(self, since: dict[Loop, float]) -> set[Loop]:
-        """The loops with requests inside seen stopped at every look for a tick or more:
-        ``since`` holds when each was first seen so (this look updates it)."""
+        """The loops with requests inside that run them no more: closed (at once: a closed
+        loop never runs again), or seen stopped at every look for a tick or more (a loop
+        between two ``run_until_complete`` is stopped a moment): ``since`` holds when each was
+        first seen so (this look updates it)."""
         now = time.monotonic()
         stopped = {loop for loop in self._inside if loop is not None and runs_no_more(loop)}
         for loop in set(since) - stopped:
             del since[loop]
         for loop in stopped:
             since.setdefault(loop, now)
-        return {loop for loop in stopped if now - since[loop] >= _TICK_S}
+        return {loop for loop in stopped
+                if loop.is_closed() or now - since[loop] >= _TICK_S}
 
     def drain(self, timeout: float, *, but: Collection[Loop] = ()) -> int:
         """Wait until no request that can end is inside (see :meth:`inside`), for at most
         ``timeout`` seconds; returns how many are still inside (the requests callers made: a
         part of one inside with it, such as a comparison's call, is counted within it). A loop
-        seen stopped (not running) at every look for a tick or more runs nothing while
-        closing waits: its requests (a stream left open by a ``run_until_complete`` that
-        returned, on a thread gone) are not waited for, since only the closing can end them
-        (see :func:`runs_no_more`): they are let go of, each counted out now (its own end,
-        should its loop run again, counts out nothing more), so a later closing neither waits
-        for nor warns of them again."""
+        closed, or seen stopped (not running) at every look for a tick or more, runs nothing
+        while closing waits: its requests (a stream left open by a ``run_until_complete`` that
+        returned, on a thread gone; a comparison on a loop closed under it) are not waited
+        for, since only the closing can end them (see :func:`runs_no_more`): they are let go
+        of, each counted out now (its own end, should its loop run again, counts out nothing
+        more), so a later closing neither waits for nor warns of them again."""
         deadline = time.monotonic() + timeout
         since: dict[Loop, float] = {}
         with self._cond:
@@ -202,9 +206,10 @@ class Admission:
                 gone.update(self._inside.pop(loop, {}))
         n = _requests(gone)
         if n:
-            log.warning("closing: %d request(s) on an event loop stopped, not running (a "
-                        "run_until_complete that returned, a thread that ended without closing "
-                        "its loop), were not waited for, since nothing runs them: a stream "
+            log.warning("closing: %d request(s) on an event loop stopped or closed, not running "
+                        "(a run_until_complete that returned, a thread that ended without "
+                        "closing its loop, a loop closed with them under way), were not waited "
+                        "for, since nothing runs them: a stream "
                         "among them is logged as broken now, a call waiting for its answer, or "
                         "one still being routed or planned, as closed by the client, each with "
                         "its budget hold settled; end what you start on a loop before it "
