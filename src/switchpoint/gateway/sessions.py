@@ -116,9 +116,9 @@ from switchpoint._files import (
     private_file,
     temporary_name,
 )
-from switchpoint._messages import json_quoted, too_long, unprintable
+from switchpoint._messages import json_quoted, quoted_path, too_long, unprintable
 from switchpoint.catalog import Catalog, ModelCard
-from switchpoint.errors import InvalidInputError
+from switchpoint.errors import GatewayClosedError, InvalidInputError
 from switchpoint.gateway.capabilities import Needs, adapter_limits
 from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.store.errors import refused as database_refused
@@ -730,7 +730,10 @@ class SQLitePinStore:
     def _change(self, session_id: str, pin: Pin | None) -> None:
         with self._changed:
             if self._closing:
-                raise RuntimeError("the session pin store is closed")
+                raise GatewayClosedError(
+                    f"{quoted_path(self.path)}: the session pin store is closed (its gateway "
+                    "closed while this request was under way), so the session's pin was not "
+                    "changed; start the gateway again (Gateway.start) or make a new one")
             while len(self._pending) >= self.MAX_PENDING and self._writer.is_alive():
                 self._changed.wait(0.5)
             self._remember(session_id, pin)
