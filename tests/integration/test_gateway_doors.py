@@ -46,7 +46,9 @@ from switchpoint.errors import (
     StreamBroken,
     StreamInUseError,
 )
-from switchpoint.gateway import ChatCompletion, ChatStream
+from switchpoint.gateway import ChatCompletion, ChatStream, chat_door
+from switchpoint.gateway.admission import runs_no_more
+from switchpoint.gateway.chat_door import ChatDoor
 from switchpoint.gateway.learning import MadeForACall
 from switchpoint.gateway.parsing import check_chat_body
 from switchpoint.gateway.planning import ChatCall
@@ -1285,6 +1287,66 @@ def test_a_comparison_left_on_a_closed_loop_is_let_go_of_at_once_as_the_gateway_
     monkeypatch.setattr(sys, "unraisablehook", lambda _: None)
     del task
     gc.collect()
+
+
+def test_a_loop_run_again_as_closing_looks_at_its_routing_ends_the_request_once(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request being routed on a loop a ``run_until_complete`` returned from, whose owner
+    runs the loop again from another thread just as closing has seen it stopped, so that the
+    request is routed, answered and logged there: closing leaves it to its own end (logged
+    once, as answered), where, acting on what it had seen, it settled it a second time,
+    logging it again as closed by the client before any model was called."""
+    gateway = Gateway.from_config(
+        _deadline_config(gw_fake, tmp_path, 3, extra="tenants: {acme: {}}\n"),
+        loader=FACTORY, env=KEYS)
+    store = gateway.store
+    assert store is not None
+    slow = SlowPolicy(gateway)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(gateway.acomplete(messages(), models=["good"], tenant="acme"))
+    ended: list[object] = []
+    owner = threading.Thread(target=lambda: ended.extend(loop.run_until_complete(
+        asyncio.gather(task, return_exceptions=True))))
+    settle = ChatDoor._settle_unbegun
+    settling = threading.Event()
+
+    def run_again(on: asyncio.AbstractEventLoop) -> bool:
+        """Closing looks at the routing's loop: seen stopped, it is run again (on the owner's
+        thread) and the request ends there before closing goes on."""
+        stopped = runs_no_more(on)
+        if settling.is_set() and on is loop and owner.ident is None:
+            owner.start()
+            slow.release.set()
+            owner.join(10)
+        return stopped
+
+    async def armed(self: ChatDoor) -> None:
+        settling.set()
+        try:
+            await settle(self)
+        finally:
+            settling.clear()
+
+    monkeypatch.setattr(chat_door, "runs_no_more", run_again)
+    monkeypatch.setattr(ChatDoor, "_settle_unbegun", armed)
+    try:
+        loop.run_until_complete(_until(slow.entered.is_set))
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            gateway.close()
+        assert owner.ident is not None and not owner.is_alive()
+        assert [type(e) for e in ended] == [ChatCompletion]
+        assert not any("left being routed or planned" in r.getMessage()
+                       for r in caplog.records)
+        assert gateway.in_flight.held('tenant "acme"') == 0
+    finally:
+        slow.release.set()
+        if owner.ident is not None:
+            owner.join(10)
+        gateway.close()
+        loop.close()
+    with _started_again(gateway, store) as entries:
+        assert [(e["status"], e["model"]) for e in entries] == [("ok", "good")]
 
 
 @pytest.mark.parametrize("found_by", ["next chat", "closing", "stop"])

@@ -17,6 +17,7 @@ gateway is :class:`ChatHost`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -310,14 +311,18 @@ class ChatDoor:
             try:
                 plan, live = await self._plan(call, live, started)
             finally:
+                routing.planned = True
                 if task is not None:
                     self._planning.pop(task, None)
+                ours = routing.goes_on()  # (else closing settled it: see _settle_unbegun)
         except _REFUSALS as exc:
+            if not ours:  # (logged and let go of by closing)
+                raise closed_while_stopped() from None
             await self._refused(call, exc, live, started)
             raise
         except asyncio.CancelledError:
             # (A cancel lands only where planning waits, before any budget hold is taken.)
-            if self._settled_already(task):  # (logged and let go of by closing)
+            if not ours:  # (logged and let go of by closing)
                 assert task is not None
                 if task.uncancel() > 0:
                     raise
@@ -331,6 +336,9 @@ class ChatDoor:
                     call, live, started, self._peek_pin(call, live)), wait=False)
                 raise
             raise await self._stopped_unplanned(call, live, started, why) from None
+        if not ours:  # (closing settled it as its planning ended: its hold is let go of too)
+            self._settler.release(plan)
+            raise closed_while_stopped()
         return plan, live
 
     async def _refused(self, call: ChatCall, exc: GatewayError, live: Live,
@@ -473,6 +481,8 @@ class ChatDoor:
                     decision = await self.governor.route(
                         base, text, allowed, cost_weight, policy=policy, catalog=catalog,
                         default_cost_weight=live.router.cost_weight)
+                if routing is not None and not routing.goes_on():
+                    raise closed_while_stopped()  # (settled by closing: nothing of it is kept)
                 self.learning.keep_pending(live, decision)
                 made.let_go(kept=decision)
             self._told.decision(decision)
@@ -711,15 +721,19 @@ class ChatDoor:
         logging nothing more. (One planned on a loop that closed, or past its deadline, is
         settled as one the next request finds, saying so: see :meth:`_forget_stale_plans`.)"""
         self._forget_stale_plans()
+        # (Each settled by whichever comes first, closing or its task, should its owner run
+        # its loop again meanwhile: see _Routing.)
         routing = [(task, held) for task, held in list(self._planning.items())
-                   if not task.done() and runs_no_more(task.get_loop())]
+                   if not task.done() and runs_no_more(task.get_loop())
+                   and held.settled_by_closing()]
         planned = [request_id for request_id, held in list(self._planned.items())
                    if runs_no_more(held.loop)]
         for task, held in routing:
             self._planning.pop(task, None)
-            self._settled_calls.add(task)
-            if not task.get_loop().is_closed():  # (lands where it waits, should it run again)
-                task.cancel()
+            # (lands where it waits, should its loop run again, on that loop's own thread; a
+            # loop closed never runs again)
+            with contextlib.suppress(RuntimeError):
+                task.get_loop().call_soon_threadsafe(_cancel_routing, task, held)
             try:
                 for made in held.made:
                     made.let_go()
@@ -885,8 +899,10 @@ class ChatDoor:
 class _Routing:
     """A request being planned: its call, the live router and start it was planned with, its
     place among its tenant's calls in flight (None: counted against no one), what counts it
-    out of the requests inside the gateway, and what its routing made (forgotten unless
-    kept)."""
+    out of the requests inside the gateway, what its routing made (forgotten unless kept),
+    whether its planning has ended, and who took its end: its task, going on with it, or a
+    closing that saw its loop stopped and settles it. Whichever comes first takes it, the
+    other lets it be: an owner may run that loop again, on its own thread, as closing looks."""
 
     call: ChatCall
     live: Live
@@ -894,6 +910,33 @@ class _Routing:
     slot: Slot | None
     leave: Callable[[], None]
     made: list[MadeForACall] = field(default_factory=list)
+    planned: bool = False
+    _taken_by: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def goes_on(self) -> bool:
+        """Its task goes on with it (its routing ended): whether it may, no closing having
+        settled it first."""
+        return self._take("task")
+
+    def settled_by_closing(self) -> bool:
+        """A closing settles it (its loop seen stopped): whether it may, its task not having
+        gone on with it first."""
+        return self._take("closing")
+
+    def _take(self, who: str) -> bool:
+        with self._lock:
+            if self._taken_by is None:
+                self._taken_by = who
+            return self._taken_by == who
+
+
+def _cancel_routing(task: asyncio.Task[Any], routing: _Routing) -> None:
+    """Cancel ``task``, which closing settled as it was being planned, on its loop's own
+    thread, should that loop run again: unless its planning ended meanwhile (it then raises
+    the closed error itself), so a cancel never lands in what the task does next."""
+    if not routing.planned:
+        task.cancel()
 
 
 class _Planned(NamedTuple):
