@@ -1349,6 +1349,78 @@ def test_a_loop_run_again_as_closing_looks_at_its_routing_ends_the_request_once(
         assert [(e["status"], e["model"]) for e in entries] == [("ok", "good")]
 
 
+def test_a_loop_run_again_as_closing_looks_at_its_call_ends_the_call_once(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call waiting for its answer on a loop a ``run_until_complete`` returned from, whose
+    owner runs the loop again from another thread just as closing has seen it stopped, so
+    that the answer is read, charged and logged there: closing leaves it to its own end
+    (logged once, as answered, and told once), where, acting on what it had seen, it settled
+    it a second time, telling the observer of it again as closed by the client, warning of
+    it and ending the upstream connections of the loop that ran again."""
+    told: list[tuple[str, str]] = []
+
+    class Told:
+        def on_request(self, record: Any) -> None:
+            told.append((record.id, record.status))
+
+        def on_decision(self, decision: Any) -> None:
+            pass
+
+        def on_store_error(self) -> None:
+            pass
+
+    gateway = Gateway.from_config(_deadline_config(gw_fake, tmp_path, 3), loader=FACTORY,
+                                  env=KEYS, observer=Told())
+    store = gateway.store
+    assert store is not None
+    gw_fake.script("good", "trickle:every=0.001")  # (the answer comes in a second or so)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(gateway.acomplete(messages(), model="good"))
+    ended: list[object] = []
+    owner = threading.Thread(target=lambda: ended.extend(loop.run_until_complete(
+        asyncio.gather(task, return_exceptions=True))))
+    close_stopped = ChatDoor.close_stopped
+    closing = threading.Event()
+
+    def run_again(on: asyncio.AbstractEventLoop) -> bool:
+        """Closing looks at the call's loop: seen stopped, it is run again (on the owner's
+        thread) and the call ends there before closing goes on."""
+        stopped = runs_no_more(on)
+        if closing.is_set() and on is loop and owner.ident is None:
+            owner.start()
+            owner.join(10)
+        return stopped
+
+    async def armed(self: ChatDoor) -> None:
+        closing.set()
+        try:
+            await close_stopped(self)
+        finally:
+            closing.clear()
+
+    monkeypatch.setattr(chat_door, "runs_no_more", run_again)
+    monkeypatch.setattr(ChatDoor, "close_stopped", armed)
+    try:
+        loop.run_until_complete(_until(gw_fake.requests))  # (its request is upstream)
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            gateway.close()
+        assert owner.ident is not None and not owner.is_alive()
+        assert [type(e) for e in ended] == [ChatCompletion]
+        assert [status for _, status in told] == ["ok"]
+        assert not any("left waiting for their answer" in r.getMessage()
+                       for r in caplog.records)
+    finally:
+        if owner.ident is not None:
+            owner.join(10)
+        gateway.close()
+        loop.close()
+    with _started_again(gateway, store) as entries:
+        assert [(e["status"], e["model"]) for e in entries] == [("ok", "good")]
+        [budget] = gateway.budget_status()
+        assert budget["held_usd"] == 0 and budget["spent_usd"] > 0
+
+
 @pytest.mark.parametrize("found_by", ["next chat", "closing", "stop"])
 def test_a_plan_left_unexecuted_on_a_closed_loop_is_logged_and_its_hold_released(
         gw_fake: FakeProviderProcess, tmp_path: Path, found_by: str) -> None:

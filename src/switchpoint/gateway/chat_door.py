@@ -195,11 +195,10 @@ class ChatDoor:
         self._housekeeping = housekeeping
         self._upstream_connections = upstream_connections
         # The tasks waiting on an upstream's answer (a plain one, or a stream's first chunk),
-        # each with its request (as closing settles one whose loop runs no more), those of
-        # them :meth:`stop_in_flight` ended, with why, and those closing settled.
+        # each with its request (as closing settles one whose loop runs no more), and those
+        # of them :meth:`stop_in_flight` ended, with why.
         self._calls: dict[asyncio.Task[Any], _Call] = {}
         self._stopped_calls: dict[asyncio.Task[Any], str] = {}
-        self._settled_calls: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         # The tasks planning a request (routing it, reserving its budget hold), each with what
         # it holds (as closing settles one whose loop runs no more), and the requests planned
         # whose call has not begun (by request id, with the live router each was planned on
@@ -314,7 +313,7 @@ class ChatDoor:
                 routing.planned = True
                 if task is not None:
                     self._planning.pop(task, None)
-                ours = routing.goes_on()  # (else closing settled it: see _settle_unbegun)
+                ours = routing.ended.by_task()  # (else closing settled it: _settle_unbegun)
         except _REFUSALS as exc:
             if not ours:  # (logged and let go of by closing)
                 raise closed_while_stopped() from None
@@ -481,7 +480,7 @@ class ChatDoor:
                     decision = await self.governor.route(
                         base, text, allowed, cost_weight, policy=policy, catalog=catalog,
                         default_cost_weight=live.router.cost_weight)
-                if routing is not None and not routing.goes_on():
+                if routing is not None and not routing.ended.by_task():
                     raise closed_while_stopped()  # (settled by closing: nothing of it is kept)
                 self.learning.keep_pending(live, decision)
                 made.let_go(kept=decision)
@@ -533,9 +532,10 @@ class ChatDoor:
             raise error
         attempts: list[Attempt] = []
         under_way = UnderWay()
+        ended = _EndedOnce()  # (its end: the task's, or that of a closing settling it)
         task = asyncio.current_task()
         if task is not None:
-            self._calls[task] = _Call(plan, live, attempts, under_way)
+            self._calls[task] = _Call(plan, live, attempts, under_way, ended)
         try:
             if task is not None and task.cancelling():
                 # Cancelled before its call began (its caller left as planning ended): the
@@ -550,7 +550,7 @@ class ChatDoor:
                     on_failed_try=functools.partial(self._failed_tries, plan.request_id),
                     under_way=under_way)
         except FailoverError as exc:
-            if self._settled_already(task):
+            if not ended.by_task():  # (logged and charged by closing already)
                 raise
             rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
             plan.unanswered(exc.attempts)
@@ -565,7 +565,7 @@ class ChatDoor:
         except asyncio.CancelledError:
             # The caller left (an HTTP client disconnected; or the service, stopping, ended
             # the call).
-            if self._settled_already(task):
+            if not ended.by_task():  # (logged and charged by closing already)
                 raise
             stopped = self._stopped_calls.pop(task, None) if task is not None else None
             if stopped is not None and task is not None and task.uncancel() > 0:
@@ -582,7 +582,7 @@ class ChatDoor:
                 plan, live, attempts, ledger)), wait=False)
             raise
         except BaseException:
-            if self._settled_already(task):
+            if not ended.by_task():  # (logged and charged by closing already)
                 raise
             self._settler.release(plan, attempts)
             raise
@@ -590,7 +590,7 @@ class ChatDoor:
             if task is not None:
                 self._calls.pop(task, None)
                 self._stopped_calls.pop(task, None)
-        if self._settled_already(task):
+        if not ended.by_task():  # (logged and charged by closing already)
             if isinstance(result, FailoverStream):
                 await result.aclose()
             raise closed_while_stopped()
@@ -681,14 +681,14 @@ class ChatDoor:
         :meth:`ClientPool.shut_down <switchpoint.gateway.providers.ClientPool.shut_down>`), so
         a provider stops generating what nobody will read."""
         left = [(task, call) for task, call in list(self._calls.items())
-                if not task.done() and runs_no_more(task.get_loop())]
+                if not task.done() and runs_no_more(task.get_loop())
+                and call.ended.by_closing()]  # (else its loop ran again: see _EndedOnce)
         stopped = {on for on in [*self._streams.open_streams.values(),
                                  *(task.get_loop() for task, _ in left)] if runs_no_more(on)}
         await self._streams.close_all(stopped=True)
         await self._settle_unbegun()
         for task, call in left:
             self._calls.pop(task, None)
-            self._settled_calls.add(task)
             plan = call.plan
             try:
                 now = call.under_way.left
@@ -722,10 +722,10 @@ class ChatDoor:
         settled as one the next request finds, saying so: see :meth:`_forget_stale_plans`.)"""
         self._forget_stale_plans()
         # (Each settled by whichever comes first, closing or its task, should its owner run
-        # its loop again meanwhile: see _Routing.)
+        # its loop again meanwhile: see _EndedOnce.)
         routing = [(task, held) for task, held in list(self._planning.items())
                    if not task.done() and runs_no_more(task.get_loop())
-                   and held.settled_by_closing()]
+                   and held.ended.by_closing()]
         planned = [request_id for request_id, held in list(self._planned.items())
                    if runs_no_more(held.loop)]
         for task, held in routing:
@@ -757,12 +757,6 @@ class ChatDoor:
                         "released and its place among its tenant's calls in flight given back "
                         "now: await a call to its end, or cancel it, before its loop stops",
                         len(routing) + len(planned))
-
-    def _settled_already(self, task: asyncio.Task[Any] | None) -> bool:
-        """Whether :meth:`close_stopped` settled the call of ``task`` (its loop, stopped as
-        the gateway closed, ran again, or its coroutine is closed as it is collected): it is
-        logged and charged already, so its end logs and charges nothing more."""
-        return task is not None and task in self._settled_calls
 
     def _answered(self, plan: Plan, live: Live, model: str, attempts: Sequence[Attempt]
                   ) -> None:
@@ -895,14 +889,37 @@ class ChatDoor:
         log.error("request %s not logged: %s", entry.request.id, exc)
 
 
+class _EndedOnce:
+    """Who ends a request that a closing may settle as its event loop is seen stopped: its
+    task, going on with it (its owner ran the loop again, on a thread of its own, as closing
+    looked; or its coroutine is closed as it is collected), or the closing (the task then
+    logs and charges nothing more). Whichever asks first takes it; the other lets it be."""
+
+    def __init__(self) -> None:
+        self._by: str | None = None
+        self._lock = threading.Lock()
+
+    def by_task(self) -> bool:
+        """The task goes on with its request: whether it may, no closing having taken it."""
+        return self._take("task")
+
+    def by_closing(self) -> bool:
+        """A closing settles the request: whether it may, its task not having gone on."""
+        return self._take("closing")
+
+    def _take(self, who: str) -> bool:
+        with self._lock:
+            if self._by is None:
+                self._by = who
+            return self._by == who
+
+
 @dataclass(slots=True)
 class _Routing:
     """A request being planned: its call, the live router and start it was planned with, its
     place among its tenant's calls in flight (None: counted against no one), what counts it
     out of the requests inside the gateway, what its routing made (forgotten unless kept),
-    whether its planning has ended, and who took its end: its task, going on with it, or a
-    closing that saw its loop stopped and settles it. Whichever comes first takes it, the
-    other lets it be: an owner may run that loop again, on its own thread, as closing looks."""
+    whether its planning has ended, and who ends it (see :class:`_EndedOnce`)."""
 
     call: ChatCall
     live: Live
@@ -911,24 +928,7 @@ class _Routing:
     leave: Callable[[], None]
     made: list[MadeForACall] = field(default_factory=list)
     planned: bool = False
-    _taken_by: str | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def goes_on(self) -> bool:
-        """Its task goes on with it (its routing ended): whether it may, no closing having
-        settled it first."""
-        return self._take("task")
-
-    def settled_by_closing(self) -> bool:
-        """A closing settles it (its loop seen stopped): whether it may, its task not having
-        gone on with it first."""
-        return self._take("closing")
-
-    def _take(self, who: str) -> bool:
-        with self._lock:
-            if self._taken_by is None:
-                self._taken_by = who
-            return self._taken_by == who
+    ended: _EndedOnce = field(default_factory=_EndedOnce)
 
 
 def _cancel_routing(task: asyncio.Task[Any], routing: _Routing) -> None:
@@ -951,12 +951,13 @@ class _Planned(NamedTuple):
 
 class _Call(NamedTuple):
     """A request waiting for its upstream's answer: its plan, its live router, its tries so
-    far and the one under way."""
+    far, the one under way, and who ends it."""
 
     plan: Plan
     live: Live
     attempts: list[Attempt]
     under_way: UnderWay
+    ended: _EndedOnce
 
 
 def _deadline_passed(door: weakref.ref[ChatDoor], request_id: str) -> None:
