@@ -1156,6 +1156,20 @@ def _started_again(gateway: Gateway, store: SQLiteStore) -> Iterator[list[dict[s
         gateway.close()
 
 
+def _comparing_on_a_stopped_loop(fake: FakeProviderProcess, root: Path
+                                 ) -> tuple[Gateway, SQLiteStore, Ledger, asyncio.Task[Any]]:
+    """A gateway (see :func:`_trickling`), its store and ledger, and the task of its comparison
+    of ``good`` and ``cheap``, whose calls wait for their answers on a loop of its own, stopped
+    (a ``run_until_complete`` returned) once both are upstream."""
+    gateway, store, ledger = _trickling(fake, root, 3)
+    fake.script("good", "hang:seconds=5")
+    fake.script("cheap", "hang:seconds=5")
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(gateway.acompare(messages(), ["good", "cheap"]))
+    loop.run_until_complete(_until(lambda: len(fake.requests()) == 2))
+    return gateway, store, ledger, task
+
+
 def test_a_comparison_left_on_a_stopped_loop_is_settled_once_as_the_gateway_closes(
         gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A comparison whose calls wait for their answers on a loop a ``run_until_complete``
@@ -1164,13 +1178,9 @@ def test_a_comparison_left_on_a_stopped_loop_is_settled_once_as_the_gateway_clos
     to wait for or warn of, where the comparison stayed counted inside the gateway and every
     later closing warned of it again. Its closing counts it as one request, its calls within
     it, where it counted three."""
-    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
-    gw_fake.script("good", "hang:seconds=5")
-    gw_fake.script("cheap", "hang:seconds=5")
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(gateway.acompare(messages(), ["good", "cheap"]))
+    gateway, store, ledger, task = _comparing_on_a_stopped_loop(gw_fake, tmp_path)
+    loop = task.get_loop()
     try:
-        loop.run_until_complete(_until(lambda: len(gw_fake.requests()) == 2))
         assert ledger.open_tickets() == 2
         said = _closed_at_once(gateway, caplog)
         assert any("2 call(s) were left waiting" in m for m in said)
@@ -1263,15 +1273,8 @@ def test_a_comparison_left_on_a_closed_loop_is_let_go_of_at_once_as_the_gateway_
     and lets go of the comparison at once, warning of it, where the comparison was let go of
     only by a closing that waited a 50 ms look or more for something else, so it stayed
     counted inside the gateway, closing after closing, and was never warned of."""
-    gateway, store, ledger = _trickling(gw_fake, tmp_path, 3)
-    gw_fake.script("good", "hang:seconds=5")
-    gw_fake.script("cheap", "hang:seconds=5")
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(gateway.acompare(messages(), ["good", "cheap"]))
-    try:
-        loop.run_until_complete(_until(lambda: len(gw_fake.requests()) == 2))
-    finally:
-        loop.close()  # (its task pending: a closed loop runs it no more)
+    gateway, store, ledger, task = _comparing_on_a_stopped_loop(gw_fake, tmp_path)
+    task.get_loop().close()  # (its task pending: a closed loop runs it no more)
     try:
         assert ledger.open_tickets() == 2
         said = _closed_at_once(gateway, caplog)
@@ -1287,6 +1290,41 @@ def test_a_comparison_left_on_a_closed_loop_is_let_go_of_at_once_as_the_gateway_
     monkeypatch.setattr(sys, "unraisablehook", lambda _: None)
     del task
     gc.collect()
+
+
+def _run_again_as_closing_looks(monkeypatch: pytest.MonkeyPatch, task: asyncio.Task[Any],
+                                looking: str, *, first: Callable[[], object] = lambda: None
+                                ) -> list[object]:
+    """As closing, in the chat door's ``looking`` method, looks at the loop of ``task``, left
+    on it stopped, and sees it stopped: run that loop again on a thread of its own (its
+    owner's; ``first`` called as it starts) until ``task`` has ended, before closing goes on.
+    Returns what ``task`` ended with (a list that holds it once closing has looked)."""
+    loop = task.get_loop()
+    ended: list[object] = []
+    owner = threading.Thread(target=lambda: ended.extend(loop.run_until_complete(
+        asyncio.gather(task, return_exceptions=True))))
+    look = getattr(ChatDoor, looking)
+    looks = threading.Event()
+
+    def run_again(on: asyncio.AbstractEventLoop) -> bool:
+        stopped = runs_no_more(on)
+        if looks.is_set() and on is loop and owner.ident is None:
+            owner.start()
+            first()
+            owner.join(10)
+            assert not owner.is_alive(), "the task did not end on its loop run again"
+        return stopped
+
+    async def looking_now(self: ChatDoor) -> None:
+        looks.set()
+        try:
+            await look(self)
+        finally:
+            looks.clear()
+
+    monkeypatch.setattr(chat_door, "runs_no_more", run_again)
+    monkeypatch.setattr(ChatDoor, looking, looking_now)
+    return ended
 
 
 def test_a_loop_run_again_as_closing_looks_at_its_routing_ends_the_request_once(
@@ -1305,44 +1343,18 @@ def test_a_loop_run_again_as_closing_looks_at_its_routing_ends_the_request_once(
     slow = SlowPolicy(gateway)
     loop = asyncio.new_event_loop()
     task = loop.create_task(gateway.acomplete(messages(), models=["good"], tenant="acme"))
-    ended: list[object] = []
-    owner = threading.Thread(target=lambda: ended.extend(loop.run_until_complete(
-        asyncio.gather(task, return_exceptions=True))))
-    settle = ChatDoor._settle_unbegun
-    settling = threading.Event()
-
-    def run_again(on: asyncio.AbstractEventLoop) -> bool:
-        """Closing looks at the routing's loop: seen stopped, it is run again (on the owner's
-        thread) and the request ends there before closing goes on."""
-        stopped = runs_no_more(on)
-        if settling.is_set() and on is loop and owner.ident is None:
-            owner.start()
-            slow.release.set()
-            owner.join(10)
-        return stopped
-
-    async def armed(self: ChatDoor) -> None:
-        settling.set()
-        try:
-            await settle(self)
-        finally:
-            settling.clear()
-
-    monkeypatch.setattr(chat_door, "runs_no_more", run_again)
-    monkeypatch.setattr(ChatDoor, "_settle_unbegun", armed)
+    ended = _run_again_as_closing_looks(monkeypatch, task, "_settle_unbegun",
+                                        first=slow.release.set)
     try:
         loop.run_until_complete(_until(slow.entered.is_set))
         with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
             gateway.close()
-        assert owner.ident is not None and not owner.is_alive()
         assert [type(e) for e in ended] == [ChatCompletion]
         assert not any("left being routed or planned" in r.getMessage()
                        for r in caplog.records)
         assert gateway.in_flight.held('tenant "acme"') == 0
     finally:
         slow.release.set()
-        if owner.ident is not None:
-            owner.join(10)
         gateway.close()
         loop.close()
     with _started_again(gateway, store) as entries:
@@ -1377,42 +1389,16 @@ def test_a_loop_run_again_as_closing_looks_at_its_call_ends_the_call_once(
     gw_fake.script("good", "trickle:every=0.001")  # (the answer comes in a second or so)
     loop = asyncio.new_event_loop()
     task = loop.create_task(gateway.acomplete(messages(), model="good"))
-    ended: list[object] = []
-    owner = threading.Thread(target=lambda: ended.extend(loop.run_until_complete(
-        asyncio.gather(task, return_exceptions=True))))
-    close_stopped = ChatDoor.close_stopped
-    closing = threading.Event()
-
-    def run_again(on: asyncio.AbstractEventLoop) -> bool:
-        """Closing looks at the call's loop: seen stopped, it is run again (on the owner's
-        thread) and the call ends there before closing goes on."""
-        stopped = runs_no_more(on)
-        if closing.is_set() and on is loop and owner.ident is None:
-            owner.start()
-            owner.join(10)
-        return stopped
-
-    async def armed(self: ChatDoor) -> None:
-        closing.set()
-        try:
-            await close_stopped(self)
-        finally:
-            closing.clear()
-
-    monkeypatch.setattr(chat_door, "runs_no_more", run_again)
-    monkeypatch.setattr(ChatDoor, "close_stopped", armed)
+    ended = _run_again_as_closing_looks(monkeypatch, task, "close_stopped")
     try:
         loop.run_until_complete(_until(gw_fake.requests))  # (its request is upstream)
         with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
             gateway.close()
-        assert owner.ident is not None and not owner.is_alive()
         assert [type(e) for e in ended] == [ChatCompletion]
         assert [status for _, status in told] == ["ok"]
         assert not any("left waiting for their answer" in r.getMessage()
                        for r in caplog.records)
     finally:
-        if owner.ident is not None:
-            owner.join(10)
         gateway.close()
         loop.close()
     with _started_again(gateway, store) as entries:
