@@ -95,7 +95,7 @@ from switchpoint.gateway.health_views import MAX_EVENT_LATENCY_MS as MAX_EVENT_L
 from switchpoint.gateway.health_views import HealthViews
 from switchpoint.gateway.housekeeping import PRUNE_INTERVAL_S as PRUNE_INTERVAL_S
 from switchpoint.gateway.housekeeping import PRUNE_MAX_ROWS as PRUNE_MAX_ROWS
-from switchpoint.gateway.housekeeping import Housekeeping
+from switchpoint.gateway.housekeeping import CaughtUp, Housekeeping
 from switchpoint.gateway.in_flight import InFlight
 from switchpoint.gateway.learning import GatewayLearning
 from switchpoint.gateway.learning_door import LearningDoor
@@ -274,8 +274,9 @@ class Gateway:
         self._admission = Admission()
         # Its failed tries' lines in the log, held to a few a minute (in process too).
         self._failed_tries = FailedTryLog()
-        # (Looked up through a weak reference: the governor's flush thread must not keep a
-        # gateway its caller dropped alive, or it could never be closed as it is collected.)
+        # (Looked up through a weak reference: the governor's flush thread, and a housekeeping
+        # run's, must not keep a gateway its caller dropped alive, or it could not be closed as
+        # it is collected.)
         me = weakref.ref(self)
         self.governor = Governor(settings, store=self.store,
                                  health=lambda: getattr(me(), "health", None),
@@ -293,9 +294,9 @@ class Gateway:
         # What each chat request's budget holds and rate windows are settled at.
         self._settler = Settler(self.governor)
         # Pins purged, data_dir's lock checked and the logs pruned, now and then.
-        self._housekeeping = Housekeeping(lambda: self.settings, self.store, self.pinner,
-                                          self.learning, self.governor,
-                                          lambda: self._owner)
+        self._housekeeping = Housekeeping(lambda: getattr(me(), "settings", settings),
+                                          self.store, self.pinner, lambda: _caught_up(me),
+                                          self.governor, lambda: getattr(me(), "_owner", None))
         # Experiments' reports and promotions.
         self._experiments = ExperimentDoor(self)
         # Its state in data_dir, opened and closed.
@@ -1242,6 +1243,13 @@ class Gateway:
             if self._sync is None:
                 self._sync = LoopThread()
             return self._sync
+
+
+def _caught_up(gateway: weakref.ref[Gateway]) -> CaughtUp | None:
+    """What the learning of ``gateway`` has caught up with, for its housekeeping (which holds
+    it weakly); None once it is gone."""
+    held = gateway()
+    return None if held is None else held.learning.caught_up()
 
 
 __all__ = ["Gateway", "Observer", "SyncChatStream"]

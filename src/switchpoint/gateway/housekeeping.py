@@ -16,7 +16,6 @@ from concurrent.futures import Future
 
 from switchpoint.config import Settings
 from switchpoint.errors import StoreError
-from switchpoint.gateway.learning import GatewayLearning
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.gateway.sessions import SessionPinner
 from switchpoint.governance.governor import Governor
@@ -29,21 +28,27 @@ log = logging.getLogger("switchpoint.gateway")
 # each time (a backlog is worked off over several runs).
 PRUNE_INTERVAL_S = 3600.0
 PRUNE_MAX_ROWS = 50_000
+# What the learning has caught up with: the log position it learned every row up to, and its
+# checkpoint key (see GatewayLearning.caught_up).
+CaughtUp = tuple[int | None, str]
 
 
 
 class Housekeeping:
     """The housekeeping of one gateway: its settings (the live ones, read at each run),
-    request log, session pins, learning, governor (keys.db) and ``data_dir``'s lock (the
-    gateway's while it holds one), each read when a run needs it."""
+    request log, session pins, learning (``caught_up``: :meth:`GatewayLearning.caught_up
+    <switchpoint.gateway.learning.GatewayLearning.caught_up>`, or None once the gateway is
+    gone), governor (keys.db) and ``data_dir``'s lock (the gateway's while it holds one), each
+    read when a run needs it. A run's thread holds none of the gateway's own parts, so that a
+    gateway its program drops is collected (and closed) even while a run is under way."""
 
     def __init__(self, settings: Callable[[], Settings], store: SQLiteStore | None,
-                 pinner: SessionPinner, learning: GatewayLearning, governor: Governor,
-                 owner: Callable[[], DataDirLock | None]) -> None:
+                 pinner: SessionPinner, caught_up: Callable[[], CaughtUp | None],
+                 governor: Governor, owner: Callable[[], DataDirLock | None]) -> None:
         self._settings = settings
         self.store = store
         self.pinner = pinner
-        self.learning = learning
+        self._caught_up = caught_up
         self.governor = governor
         self._owner = owner
         # The housekeeping run under way, on a thread of its own: a future of no event loop,
@@ -124,7 +129,10 @@ class Housekeeping:
                 # What another process logged first, and no feedback row pruned past what
                 # this service learned: the checkpoint the prune goes by may be that
                 # process's, holding rows this one has not learned yet (logged meanwhile too).
-                through, key = self.learning.caught_up()
+                caught = self._caught_up()
+                if caught is None:  # (its gateway was dropped meanwhile: closing goes on)
+                    return
+                through, key = caught
                 now, step = self._retention_clock.read(self.store.path.parent)
                 if step is not None:
                     log.warning(
