@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from switchpoint.store.learning import (
     RuntimeModelRecord,
     RuntimeModelRemoval,
 )
+from switchpoint.store.line_journal import LineJournal
 from switchpoint.store.removals import (
     EXPERIMENT,
     MODEL,
@@ -287,3 +289,48 @@ def test_a_journal_past_twice_its_bound_keeps_its_newest_removals_when_it_is_sho
     assert kept[-1] == Removal(MODEL, "free", 100.0, 500.0)
     assert Removal(MODEL, "m199", 0.0, 199.0) in kept and len(kept) > 2
     assert path.stat().st_size <= 2000
+
+
+def test_an_unchanged_journal_is_parsed_once_and_each_change_is_seen_at_the_next_read(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads of a journal unchanged since the last parse it again no more (each reader of a
+    restored database read all of it, every time, some 130 ms for a full one); an append, a
+    rewrite renamed in its place and an edit in place keeping its size and modification time
+    are each seen at the next read."""
+    parsed: list[Path] = []
+    read = LineJournal.read
+
+    def counted(self: LineJournal, parse: Any) -> Any:
+        parsed.append(self.path)
+        return read(self, parse)
+
+    monkeypatch.setattr(LineJournal, "read", counted)
+    path = removals_path(store)
+    path.write_bytes(Removal(MODEL, "free", 100.0, 200.0).line())
+    register(store, "free", 100.0)
+    reader = LearningReader(store.path)
+    try:
+        for _ in range(3):
+            assert reader.runtime_models() == []
+        assert kept_removals(path) == [Removal(MODEL, "free", 100.0, 200.0)]
+        assert len(parsed) == 1
+        with journaled(store, Removal(MODEL, "spare", 100.0, 300.0)):  # an append
+            pass
+        assert [r.name for r in kept_removals(path)] == ["free", "spare"]
+        assert len(parsed) == 2
+        renamed = path.with_name("renamed")  # a rewrite renamed in its place, as old
+        renamed.write_bytes(Removal(MODEL, "fret", 100.0, 200.0).line()
+                            + Removal(MODEL, "spare", 100.0, 300.0).line())
+        before = path.stat()
+        os.utime(renamed, ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.replace(renamed, path)
+        assert [r.name for r in kept_removals(path)] == ["fret", "spare"]
+        assert [m.name for m in reader.runtime_models()] == ["free"]
+        before = path.stat()  # an edit in place of the same size, its time put back
+        path.write_bytes(path.read_bytes().replace(b"fret", b"free"))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert [r.name for r in kept_removals(path)] == ["free", "spare"]
+        assert reader.runtime_models() == []
+        assert len(parsed) == 4
+    finally:
+        reader.close()

@@ -29,13 +29,15 @@ row made before it; an experiment's end it covered is made at the newer end's ti
 that is not enough, the older half of what is left. Each change of the file is crash-safe:
 an entry is appended and synced, or the whole file rewritten to a new file renamed in its
 place. A line that holds no removal (a damaged file) is passed over with a warning naming it.
-Names are kept, never a secret or a card.
+A process parses the file again only once it changed (:func:`kept_removals`). Names are kept,
+never a secret or a card.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -61,6 +63,8 @@ MAX_REMOVALS_BYTES = 1024 * 1024
 MODEL, EXPERIMENT = "model", "experiment"
 # What each kind's removal is called, and its done form.
 _WORDS = {MODEL: ("unregistration", "unregistered"), EXPERIMENT: ("end", "ended")}
+# A journal file's identity (see _identity).
+_Identity = tuple[int, int, int, int, int]
 
 # One change of a file at a time in this process (another process is kept out by its lock).
 _lock = threading.Lock()
@@ -174,8 +178,43 @@ def _take_back(path: Path, line: bytes, removal: Removal) -> None:
 
 def kept_removals(path: Path) -> list[Removal]:
     """The removals ``path`` keeps, in the order they were made; a line that holds none (a
-    damaged file) is passed over, saying which."""
-    return _journal(path).read(Removal.of)
+    damaged file) is passed over, saying which (once for as long as the file is unchanged).
+    A file unchanged since this process last read it is not parsed again (see
+    :func:`_identity`): each reader of a restored database reads it, some several times."""
+    identity = _identity(path)  # (taken before the read: never newer than what is read)
+    with _read_lock:
+        held = _read.get(path)
+    if identity is not None and held is not None and held[0] == identity:
+        return list(held[1])
+    removals = _journal(path).read(Removal.of)
+    if identity is not None:
+        with _read_lock:
+            _read.pop(path, None)
+            _read[path] = (identity, tuple(removals))
+            while len(_read) > _READ_HELD:  # (the least recently read let go)
+                del _read[next(iter(_read))]
+    return removals
+
+
+# What the journals last read in this process kept, by path, with the file's identity then:
+# at most _READ_HELD journals (one of some 1 MiB keeps some 10,000 removals).
+_read: dict[Path, tuple[_Identity, tuple[Removal, ...]]] = {}
+_read_lock = threading.Lock()
+_READ_HELD = 4
+
+
+def _identity(path: Path) -> _Identity | None:
+    """What changes with any change of the regular file at ``path`` (an append, a rewrite
+    renamed in its place, an edit in place, a change of who may read it): its device,
+    inode, size, and modification and change times; None when there is no regular file
+    there (which is then read, never held)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass(frozen=True)
