@@ -26,6 +26,7 @@ from typing import Any
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from switchpoint.gateway.rendering import is_large, render_off_loop
 from switchpoint.server.errors import sse_error
 
 DONE = b"data: [DONE]\n\n"
@@ -113,8 +114,13 @@ def _bytes(piece: str | bytes | memoryview, charset: str) -> bytes | memoryview:
 
 
 def encode_chunk(chunk: Mapping[str, Any]) -> bytes:
-    text = _ENCODER.encode(chunk) if _ENCODE is None else "".join(_ENCODE(chunk, 0))
-    return b"data: " + text.encode() + b"\n\n"
+    return b"data: " + chunk_json(chunk) + b"\n\n"
+
+
+def chunk_json(value: Any) -> bytes:
+    """``value`` (a chunk, or a part of one) as the JSON a stream carries."""
+    text = _ENCODER.encode(value) if _ENCODE is None else "".join(_ENCODE(value, 0))
+    return text.encode()
 
 
 async def sse_body(chunks: AsyncIterable[Mapping[str, Any]]) -> AsyncGenerator[bytes, None]:
@@ -172,10 +178,13 @@ async def _read(chunks: AsyncIterable[Mapping[str, Any]],
         try:
             async for batch in _batches(chunks):
                 for chunk in batch:
+                    # (a large chunk made bytes on a worker thread, as it was read)
+                    encoded = (b"data: " + await render_off_loop(chunk, chunk_json) + b"\n\n"
+                               if is_large(chunk) else encode_chunk(chunk))
                     if queue.full():
-                        await queue.put(encode_chunk(chunk))
+                        await queue.put(encoded)
                     else:  # (no coroutine for a put that cannot wait)
-                        queue.put_nowait(encode_chunk(chunk))
+                        queue.put_nowait(encoded)
         except Exception as exc:  # the response has started: report it, never end cleanly
             tail = sse_error(exc)
         finally:

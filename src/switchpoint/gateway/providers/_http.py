@@ -561,7 +561,13 @@ async def read_off_loop(size: int, read: Callable[[_Text], _Read], text: _Text) 
     once. Cancelled, it is not waited for (what it would read is dropped)."""
     if size <= OFF_LOOP_BYTES:
         return read(text)
-    return await asyncio.get_running_loop().run_in_executor(_READERS.get(), read, text)
+    return await on_worker(read, text)
+
+
+async def on_worker(work: Callable[[_Text], _Read], value: _Text) -> _Read:
+    """``work(value)`` on a worker thread (of the two that read large JSON), the event loop free
+    meanwhile. Cancelled, it is not waited for (what it makes is dropped)."""
+    return await asyncio.get_running_loop().run_in_executor(_READERS.get(), work, value)
 
 
 async def _paced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -24,6 +24,7 @@ from switchpoint.decision import check_cost_weight
 from switchpoint.errors import GatewayError, InvalidInputError, SwitchpointError
 from switchpoint.gateway.parsing import ChatRequest, listed_models, parse_chat_body
 from switchpoint.gateway.planning import ChatCall
+from switchpoint.gateway.rendering import render_off_loop
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
 from switchpoint.gateway.via import via_entries
 from switchpoint.governance.governor import Principal
@@ -43,6 +44,9 @@ _ASCII = str.maketrans({"λ": "lambda", "×": "x", "·": "*", "−": "-", "≤":
                         "—": "-", "–": "-", "’": "'"})
 # ASCII control characters, which no header value may hold.
 _CONTROLS = str.maketrans({c: " " for c in [*range(32), 127]})
+
+# What writes an answer as JSON (its render), as FastAPI's answers are written.
+_JSON = JSONResponse(None)
 
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": inlined(ChatRequest.model_json_schema())}}}}
@@ -93,7 +97,9 @@ async def chat_completions(request: Request, principal: CLIENT) -> Response:
     if result is None:  # the client left; the engine logged it as client_closed
         return Response(status_code=499)
     if isinstance(result, ChatCompletion):
-        return JSONResponse(dict(result), headers=info_headers(result.switchpoint))
+        # (written on a worker thread when large, as it was read: the same bytes either way)
+        return Response(await render_off_loop(dict(result), _JSON.render),
+                        media_type=_JSON.media_type, headers=info_headers(result.switchpoint))
     return _stream_response(result)
 
 
