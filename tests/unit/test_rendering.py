@@ -27,7 +27,7 @@ VALUES: list[Any] = [
     [[{"k": "v" * 100, "é": [1, 2, 3]}] * 50 for _ in range(200)],
     {"a": {"b": {"c": [{"d": "x" * 70_000}, {"e": [[]] * 40_000}]}}, "z": {}},
     [{"small": 1}] * 5 + ["y" * 200_000] + [{}] * 30_000,
-    {"short": "answer"}, [], {}, "text", 3, None,
+    {"short": "answer"}, [], {}, "text", 3, None, {1: "a key not a string", "b": [2.5]},
 ]
 
 

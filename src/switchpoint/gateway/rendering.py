@@ -32,19 +32,28 @@ def json_length(value: Any, most: int) -> int:
     stack = [value]
     while stack and length <= most:
         item = stack.pop()
-        if isinstance(item, str):
+        kind = type(item)
+        if kind is str:
             length += len(item) + 2
+        elif kind is int or kind is float:
+            length += 1
         elif isinstance(item, dict):
             length += 1 + 4 * len(item)  # (braces, quotes, colons and commas)
             if length <= most:  # (else it is not looked into: it is past most already)
-                length += sum(len(key) for key in item)
-            if length <= most:
-                stack.extend(item.values())
+                try:
+                    keys = sum(map(len, item))
+                except TypeError:  # (a key not a string: the keys count none)
+                    keys = 0
+                length += keys
+                if length <= most:
+                    stack.extend(item.values())
         elif isinstance(item, list | tuple):
             length += 1 + len(item)  # (brackets and commas)
             if length <= most:
                 stack.extend(item)
-        elif item is None or isinstance(item, bool):
+        elif isinstance(item, str):
+            length += len(item) + 2
+        elif item is None or item is True or item is False:
             length += _NULLISH
         else:
             length += 1

@@ -548,7 +548,8 @@ HAND_BACK_S = 0.005
 #: :data:`HAND_BACK_S` at most, as a stream's lines do (64 KB of the densest JSON, empty
 #: objects, reads in some 5 ms; a plain answer of 4 MiB of them held every other request of
 #: the service for 0.3 to 1 s). Nearly every answer and event is shorter, read at once, as
-#: ever.
+#: ever. An answer's JSON longer than this is written for the client off the loop too
+#: (:mod:`switchpoint.gateway.rendering`).
 OFF_LOOP_BYTES = 65_536
 #: The threads reading it: at most two at once, the others waiting their turn (more would only
 #: share the cores, and the GIL with the event loop).
