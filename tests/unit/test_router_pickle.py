@@ -6,6 +6,7 @@ locks anew too, so one held by another thread as the process forked does not han
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import pickle
@@ -141,9 +142,15 @@ def test_a_forked_child_routes_and_learns_though_another_thread_held_every_lock(
     holder = threading.Thread(target=hold)
     holder.start()
     assert held.wait(10)
+    # (The child of a pytest process some thousands of tests in: its collections would walk,
+    # and copy page by page, the whole heap it shares with its parent, which took seconds of a
+    # loaded host; frozen, they walk what the child makes.)
+    gc.freeze()
     pid = os.fork()
+    if pid != 0:
+        gc.unfreeze()
     if pid == 0:  # the child: it must neither hang nor fail
-        signal.alarm(10)
+        signal.alarm(30)
         try:
             decision = router.route(PROMPTS[0], tenant="acme")
             router.report_outcome(decision.decision_id, 0.5, tenant="acme")
