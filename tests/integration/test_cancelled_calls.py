@@ -22,6 +22,7 @@ import pytest
 
 from switchpoint.config import DB_FILENAME
 from switchpoint.gateway import Gateway
+from switchpoint.gateway.failover import RetryPolicy
 from switchpoint.gateway.parsing import check_chat_body
 from switchpoint.gateway.planning import ChatCall
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -129,9 +130,12 @@ async def test_a_call_cancelled_before_it_began_is_released_not_charged(
 
 @pytest.mark.anyio
 async def test_a_call_cancelled_while_it_waited_between_tries_is_released_not_charged(
-        gateway: Gateway, fake: FakeProviderProcess) -> None:
+        gateway: Gateway, fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     # good answered 500 (a failure is not billed) and the call waits before trying again:
-    # nothing is under way upstream when the caller leaves.
+    # nothing is under way upstream when the caller leaves. (The wait is the whole 30 s, not
+    # drawn between 0 and 30 s: a draw under 0.2 s retried before the cancel, one run in 150.)
+    monkeypatch.setattr(RetryPolicy, "backoff",
+                        lambda policy, retry, rng: policy.backoff_cap_s)
     task = asyncio.ensure_future(gateway.acomplete(
         [{"role": "user", "content": f"retry [[fake:once:500]] {uuid.uuid4().hex[:8]}"}],
         model="good", max_tokens=1000))
